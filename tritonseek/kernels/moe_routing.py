@@ -1,0 +1,474 @@
+"""MoE routing in Triton: DeepSeek gate top-k, token permute to expert-grouped rows, weighted unpermute.
+
+Everything stays on the device: per-expert counts, segment offsets and row maps are computed by
+kernels, so ``graph_safe=True`` paths never synchronize with the host and can be captured in a
+CUDA graph. Specification: ``tritonseek.kernels.reference.moe``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels.reference.moe import check_gate_args
+
+# Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
+# [BLOCK, BLOCK] comparison tile, so this stays small.
+_ROUTE_BLOCK = 128
+# Blocks scanned per step by the single-program prefix kernel.
+_SCAN_CHUNK = 32
+
+
+def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
+    """(BLOCK_H, num_warps) for the row copy / weighted-sum kernels: ~8 KiB of a row per program."""
+    block_h = min(triton.next_power_of_2(H), max(256, 8192 // elem_bytes))
+    return block_h, 4 if block_h * elem_bytes <= 4096 else 8
+
+
+@triton.jit
+def _gate_topk_kernel(
+    logits_ptr, bias_ptr, w_ptr, ids_ptr,
+    stride_lt, stride_le, stride_b, routed_scaling_factor,
+    N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
+    TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
+    SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    # logits: [T, E] (strides stride_lt, stride_le), E = N_GROUP * GROUP_SIZE, any float dtype
+    # bias:   [E] fp32 (stride_b), selection only
+    # w:      [T, TOP_K] fp32 contiguous; ids: [T, TOP_K] int32 contiguous
+    # One program per token; experts held as a [NG_PAD, GS_PAD] tile (group, expert-in-group).
+    t = tl.program_id(0).to(tl.int64)
+    g = tl.arange(0, NG_PAD)[:, None]
+    j = tl.arange(0, GS_PAD)[None, :]
+    valid = (g < N_GROUP) & (j < GROUP_SIZE)
+    e = g * GROUP_SIZE + j
+    x = tl.load(logits_ptr + t * stride_lt + e * stride_le, mask=valid, other=float("-inf")).to(tl.float32)
+    if SOFTMAX:
+        m = tl.max(tl.max(x, axis=1), axis=0)
+        p = tl.where(valid, tl.exp(x - m), 0.0)
+        s = p / tl.sum(tl.sum(p, axis=1), axis=0)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-x))
+    s = tl.where(valid, s, 0.0)
+    biased = s
+    if HAS_BIAS:
+        biased = s + tl.load(bias_ptr + e * stride_b, mask=valid, other=0.0).to(tl.float32)
+    biased = tl.where(valid, biased, float("-inf"))
+    if GROUPED:
+        gmax = tl.max(biased, axis=1)
+        if GROUP_TOP2:
+            first = tl.min(tl.where(biased == gmax[:, None], j, GS_PAD), axis=1)
+            second = tl.max(tl.where(j == first[:, None], float("-inf"), biased), axis=1)
+            gscore = gmax + second
+        else:
+            gscore = gmax
+        gidx = tl.arange(0, NG_PAD)
+        gscore = tl.where(gidx < N_GROUP, gscore, float("-inf"))
+        keep = gidx < 0
+        for _ in tl.static_range(TOPK_GROUP):
+            gm = tl.max(gscore, axis=0)
+            gsel = tl.min(tl.where(gscore == gm, gidx, NG_PAD), axis=0)
+            keep = keep | (gidx == gsel)
+            gscore = tl.where(gidx == gsel, float("-inf"), gscore)
+        biased = tl.where(keep[:, None], biased, float("-inf"))
+    kk = tl.arange(0, K_PAD)
+    w_acc = tl.zeros([K_PAD], dtype=tl.float32)
+    id_acc = tl.zeros([K_PAD], dtype=tl.int32)
+    BIG: tl.constexpr = NG_PAD * GS_PAD * 2
+    for i in tl.static_range(TOP_K):
+        mx = tl.max(tl.max(biased, axis=1), axis=0)
+        sel = tl.min(tl.min(tl.where(biased == mx, e, BIG), axis=1), axis=0)
+        wsel = tl.sum(tl.sum(tl.where(e == sel, s, 0.0), axis=1), axis=0)
+        w_acc = tl.where(kk == i, wsel, w_acc)
+        id_acc = tl.where(kk == i, sel, id_acc)
+        biased = tl.where(e == sel, float("-inf"), biased)
+    if NORM:
+        w_acc = w_acc / (tl.sum(w_acc, axis=0) + 1e-20)
+    w_acc = w_acc * routed_scaling_factor
+    kmask = kk < TOP_K
+    tl.store(w_ptr + t * TOP_K + kk, w_acc, mask=kmask)
+    tl.store(ids_ptr + t * TOP_K + kk, id_acc, mask=kmask)
+
+
+@triton.jit
+def _route_count_kernel(ids_ptr, counts_ptr, n_entries, E, E_BINS: tl.constexpr, BLOCK: tl.constexpr):
+    # ids: [T*k] int32 flat (token-major), −1 = no expert; counts: [num_blocks, E_BINS] int32
+    b = tl.program_id(0)
+    offs = b * BLOCK + tl.arange(0, BLOCK)
+    ids = tl.load(ids_ptr + offs, mask=offs < n_entries, other=-1)
+    ok = (offs < n_entries) & (ids >= 0) & (ids < E)
+    h = tl.histogram(tl.where(ok, ids, 0), E_BINS, mask=ok)
+    tl.store(counts_ptr + b * E_BINS + tl.arange(0, E_BINS), h)
+
+
+@triton.jit
+def _route_scan_kernel(
+    counts_ptr, offsets_ptr, seg_ptr, num_blocks, E, block_m, max_m,
+    E_BINS: tl.constexpr, CHUNK: tl.constexpr, MASKED: tl.constexpr,
+):
+    # counts:  [num_blocks, E_BINS] int32 per-block histograms
+    # offsets: [num_blocks, E_BINS] int32 out: first row of block b's entries of expert e
+    # seg:     [E_BINS] int32 out: contiguous → padded segment end (cumsum); masked → min(count, max_m)
+    ev = tl.arange(0, E_BINS)
+    total = tl.zeros([E_BINS], dtype=tl.int32)
+    rows = tl.arange(0, CHUNK)[:, None]
+    for c in range(0, num_blocks, CHUNK):
+        blk = c + rows
+        cnt = tl.load(counts_ptr + blk * E_BINS + ev[None, :], mask=blk < num_blocks, other=0)
+        total += tl.sum(cnt, axis=0)
+    if MASKED:
+        start = ev * max_m
+        tl.store(seg_ptr + ev, tl.minimum(total, max_m))
+    else:
+        padded = tl.where(ev < E, (total + block_m - 1) // block_m * block_m, 0)
+        end = tl.cumsum(padded, axis=0)
+        start = end - padded
+        tl.store(seg_ptr + ev, end)
+    run = start
+    for c in range(0, num_blocks, CHUNK):
+        blk = c + rows
+        cnt = tl.load(counts_ptr + blk * E_BINS + ev[None, :], mask=blk < num_blocks, other=0)
+        incl = tl.cumsum(cnt, axis=0)
+        tl.store(offsets_ptr + blk * E_BINS + ev[None, :], run[None, :] + incl - cnt, mask=blk < num_blocks)
+        run += tl.sum(cnt, axis=0)
+
+
+@triton.jit
+def _route_rank_kernel(
+    ids_ptr, offsets_ptr, row_map_ptr, m_indices_ptr, n_entries, E, max_m,
+    E_BINS: tl.constexpr, BLOCK: tl.constexpr, MASKED: tl.constexpr,
+):
+    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; row_map: [T*k] int32 out
+    # m_indices: [M_bound] int32 (pre-filled with −1; contiguous layout only)
+    b = tl.program_id(0)
+    i = tl.arange(0, BLOCK)
+    offs = b * BLOCK + i
+    inb = offs < n_entries
+    ids = tl.load(ids_ptr + offs, mask=inb, other=-1)
+    ok = inb & (ids >= 0) & (ids < E)
+    ids = tl.where(ok, ids, -1)
+    same = (ids[:, None] == ids[None, :]) & (i[None, :] < i[:, None])
+    rank = tl.sum(same.to(tl.int32), axis=1)
+    base = tl.load(offsets_ptr + b * E_BINS + tl.where(ok, ids, 0), mask=ok, other=0)
+    row = base + rank
+    if MASKED:
+        ok = ok & (rank + (base - ids * max_m) < max_m)
+    tl.store(row_map_ptr + offs, tl.where(ok, row, -1), mask=inb)
+    if not MASKED:
+        tl.store(m_indices_ptr + row, ids, mask=ok)
+
+
+@triton.jit
+def _permute_copy_kernel(
+    x_ptr, xs_ptr, row_map_ptr, out_ptr, outs_ptr,
+    H, HS, stride_xt, stride_st, stride_o, stride_os,
+    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HS_PAD: tl.constexpr, HAS_SCALE: tl.constexpr,
+):
+    # x: [T, H] (row stride stride_xt, unit column stride); xs: [T, HS] fp32 scales
+    # row_map: [T, TOP_K] int32; out: [M, H] (stride_o); outs: [M, HS] (stride_os)
+    t = tl.program_id(0).to(tl.int64)
+    hb = tl.program_id(1)
+    cols = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    cm = cols < H
+    v = tl.load(x_ptr + t * stride_xt + cols, mask=cm)
+    if HAS_SCALE:
+        sc = tl.arange(0, HS_PAD)
+        scm = (sc < HS) & (hb == 0)
+        sv = tl.load(xs_ptr + t * stride_st + sc, mask=scm)
+    for j in tl.static_range(TOP_K):
+        r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
+        if r >= 0:
+            tl.store(out_ptr + r * stride_o + cols, v, mask=cm)
+            if HAS_SCALE:
+                tl.store(outs_ptr + r * stride_os + sc, sv, mask=scm)
+
+
+@triton.jit
+def _unpermute_kernel(
+    y_ptr, row_map_ptr, w_ptr, shared_ptr, out_ptr,
+    H, stride_y, stride_sh, stride_out,
+    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SHARED: tl.constexpr,
+):
+    # y: [M, H] expert outputs (row stride stride_y); row_map, w: [T, TOP_K] int32 / fp32 contiguous
+    # shared: [T, H] (stride_sh); out: [T, H] (stride_out). Sum over slots in fixed order j = 0..k-1.
+    t = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    cm = cols < H
+    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for j in tl.static_range(TOP_K):
+        r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
+        w = tl.load(w_ptr + t * TOP_K + j)
+        if r >= 0:
+            acc += w * tl.load(y_ptr + r * stride_y + cols, mask=cm, other=0.0).to(tl.float32)
+    if HAS_SHARED:
+        acc += tl.load(shared_ptr + t * stride_sh + cols, mask=cm, other=0.0).to(tl.float32)
+    tl.store(out_ptr + t * stride_out + cols, acc.to(out_ptr.dtype.element_ty), mask=cm)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def gate_topk(
+    logits: torch.Tensor,
+    e_score_correction_bias: torch.Tensor | None,
+    *,
+    top_k: int,
+    n_group: int = 1,
+    topk_group: int = 1,
+    scoring_func: str = "sigmoid",
+    topk_method: str = "noaux_tc",
+    norm_topk_prob: bool = True,
+    routed_scaling_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek router top-k: w = norm(score[topk(group_mask(score + bias))]) · routed_scaling_factor.
+
+    logits: [T, E] fp32/bf16/fp16 router logits (any strides), scored in fp32.
+    e_score_correction_bias: [E] fp32 (or None), added for selection only.
+    Returns (topk_weights [T, top_k] fp32, topk_ids [T, top_k] int32), in descending biased-score
+    order; ties go to the lower group/expert id; dropped groups are masked with −inf; weights are
+    the unbiased scores, divided by (sum + 1e-20) when norm_topk_prob, × routed_scaling_factor once.
+    One program per token (E ≤ 4096). Covers DeepSeek-V3/R1 (256 experts, 8 groups, 4 kept, k=8,
+    noaux_tc), V2-Lite (64, softmax, greedy, k=6), V2 (160, 8 groups, group_limited_greedy), Kimi-K2 (384, 1 group).
+    Raises ValueError for inconsistent settings (as ``gate_topk_ref``) or bad shapes/devices,
+    TypeError for wrong dtypes.
+    Follows DeepSeek-V3 inference/model.py Gate and HF DeepseekV2 MoEGate.
+    """
+    check_tensor("logits", logits, ndim=2)
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a float tensor, got {logits.dtype}")
+    check_runnable_device("logits", logits)
+    T, E = logits.shape
+    grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
+                              scoring_func=scoring_func, topk_method=topk_method)
+    if E > 4096:
+        raise ValueError(f"gate_topk supports E <= 4096 experts, got E={E}")
+    bias = e_score_correction_bias
+    if bias is not None:
+        check_tensor("e_score_correction_bias", bias, dtype=torch.float32, ndim=1, device=logits.device)
+        if bias.shape[0] != E:
+            raise ValueError(f"e_score_correction_bias must have shape [{E}], got {tuple(bias.shape)}")
+    w = torch.empty(T, top_k, dtype=torch.float32, device=logits.device)
+    ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
+    if T == 0:
+        return w, ids
+    ng = n_group if grouped else 1
+    gs = E // ng
+    pad = triton.next_power_of_2(E)
+    _gate_topk_kernel[(T,)](
+        logits, bias if bias is not None else logits, w, ids,
+        logits.stride(0), logits.stride(1), bias.stride(0) if bias is not None else 0, float(routed_scaling_factor),
+        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=triton.next_power_of_2(ng), GS_PAD=triton.next_power_of_2(gs),
+        TOPK_GROUP=topk_group if grouped else 1, TOP_K=top_k, K_PAD=triton.next_power_of_2(top_k),
+        SOFTMAX=scoring_func == "softmax", HAS_BIAS=bias is not None, GROUPED=grouped,
+        GROUP_TOP2=topk_method == "noaux_tc" and gs >= 2, NORM=bool(norm_topk_prob),
+        num_warps=1 if pad <= 256 else (2 if pad <= 1024 else 4),
+    )
+    return w, ids
+
+
+def _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
+    check_tensor("hidden", hidden, ndim=2)
+    check_runnable_device("hidden", hidden)
+    check_tensor("topk_ids", topk_ids, dtype=(torch.int32, torch.int64), ndim=2, device=hidden.device)
+    T, H = hidden.shape
+    if topk_ids.shape[0] != T:
+        raise ValueError(f"topk_ids must have {T} rows (one per token of hidden), got {tuple(topk_ids.shape)}")
+    if not isinstance(num_experts, int) or num_experts < 1:
+        raise ValueError(f"num_experts must be a positive int, got {num_experts!r}")
+    if hidden.stride(1) != 1:
+        raise ValueError(f"hidden must have unit column stride, got strides {hidden.stride()}")
+    if hidden_scale is not None:
+        check_tensor("hidden_scale", hidden_scale, ndim=2, device=hidden.device)
+        if hidden_scale.shape[0] != T or hidden_scale.stride(1) != 1:
+            raise ValueError(
+                f"hidden_scale must be [{T}, ceil(H/128)] with unit column stride, got {tuple(hidden_scale.shape)} "
+                f"strides {hidden_scale.stride()}"
+            )
+    elif hidden.dtype == torch.float8_e4m3fn:
+        raise ValueError("hidden is float8_e4m3fn but hidden_scale is None: FP8 rows must move with their scales")
+
+
+def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
+    """Run count → scan → rank; returns (row_map [T, k], seg [E_BINS], m_indices or None)."""
+    dev = topk_ids.device
+    T, k = topk_ids.shape
+    n = T * k
+    ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
+    e_bins = triton.next_power_of_2(num_experts)
+    nb = triton.cdiv(n, _ROUTE_BLOCK)
+    counts = torch.empty(nb, e_bins, dtype=torch.int32, device=dev)
+    offsets = torch.empty(nb, e_bins, dtype=torch.int32, device=dev)
+    seg = torch.empty(e_bins, dtype=torch.int32, device=dev)
+    row_map = torch.empty(T, k, dtype=torch.int32, device=dev)
+    m_indices = None if masked else torch.full((m_bound,), -1, dtype=torch.int32, device=dev)
+    if n == 0:
+        seg.zero_()
+        return row_map, seg, m_indices
+    _route_count_kernel[(nb,)](ids, counts, n, num_experts, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, num_warps=4)
+    _route_scan_kernel[(1,)](counts, offsets, seg, nb, num_experts, block_m, max_m,
+                             E_BINS=e_bins, CHUNK=_SCAN_CHUNK, MASKED=masked, num_warps=8)
+    _route_rank_kernel[(nb,)](ids, offsets, row_map, m_indices if m_indices is not None else ids, n, num_experts,
+                              max_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, MASKED=masked, num_warps=4)
+    return row_map, seg, m_indices
+
+
+def _copy_rows(hidden, hidden_scale, row_map, out, out_scale):
+    T, H = hidden.shape
+    if T == 0:
+        return
+    k = row_map.shape[1]
+    block_h, warps = _copy_config(H, hidden.element_size())
+    hs = hidden_scale.shape[1] if hidden_scale is not None else 1
+    _permute_copy_kernel[(T, triton.cdiv(H, block_h))](
+        hidden, hidden_scale if hidden_scale is not None else hidden, row_map, out,
+        out_scale if out_scale is not None else out,
+        H, hs, hidden.stride(0), hidden_scale.stride(0) if hidden_scale is not None else 0,
+        out.stride(0), out_scale.stride(0) if out_scale is not None else 0,
+        TOP_K=k, BLOCK_H=block_h, HS_PAD=triton.next_power_of_2(hs), HAS_SCALE=hidden_scale is not None,
+        num_warps=warps,
+    )
+
+
+def moe_permute_bound(num_tokens: int, top_k: int, num_experts: int, block_m: int) -> int:
+    """Row bound of the graph-safe contiguous layout: T·k + E·(block_m − 1)."""
+    return num_tokens * top_k + num_experts * (block_m - 1)
+
+
+def moe_permute(
+    hidden: torch.Tensor,
+    topk_ids: torch.Tensor,
+    num_experts: int,
+    block_m: int,
+    hidden_scale: torch.Tensor | None = None,
+    *,
+    graph_safe: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Group token rows by expert: permuted[row_map[t, j]] = hidden[t] (and its scales) for topk_ids[t, j] ≥ 0.
+
+    hidden: [T, H] bf16/fp16/fp32 or float8_e4m3fn (unit column stride).
+    topk_ids: [T, k] int32/int64 expert ids, −1 = no expert (row_map −1, nothing copied).
+    num_experts: E; block_m: segment alignment (the contiguous grouped GEMM's block M, 128 by default there).
+    hidden_scale: [T, ceil(H/128)] fp32 per-token-group scales, required for e4m3 ``hidden``.
+    Returns (permuted_hidden [M, H], permuted_scale [M, ceil(H/128)] or None, m_indices [M] int32,
+    row_map [T, k] int32): segments in expert order, token-then-slot order inside a segment, each padded
+    to a multiple of block_m; m_indices −1 on padding rows. Padding rows of permuted_hidden/scale are
+    NOT written (unspecified values; the grouped GEMM never lets them reach a valid output row).
+    With graph_safe=False, M = Σ_e ceil(count_e/block_m)·block_m exactly as ``moe_permute_ref`` (one
+    host sync reads M). With graph_safe=True nothing syncs: M = T·k + E·(block_m − 1) (the bound),
+    rows past the real end have m_indices −1.
+    Expert ids outside [−1, E) are treated as −1 (the reference raises instead).
+    Raises TypeError/ValueError for bad dtypes/shapes/devices.
+    Layout: DeepGEMM m_grouped contiguous (as produced by DeepEP + moe_align_block_size in SGLang/vLLM).
+    """
+    _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    if not isinstance(block_m, int) or block_m < 1:
+        raise ValueError(f"block_m must be a positive int, got {block_m!r}")
+    T, H = hidden.shape
+    k = topk_ids.shape[1]
+    bound = moe_permute_bound(T, k, num_experts, block_m)
+    row_map, seg, m_indices = _route(topk_ids, num_experts, block_m, 0, False, bound)
+    out = torch.empty(bound, H, dtype=hidden.dtype, device=hidden.device)
+    out_scale = None
+    if hidden_scale is not None:
+        out_scale = torch.empty(bound, hidden_scale.shape[1], dtype=hidden_scale.dtype, device=hidden.device)
+    _copy_rows(hidden, hidden_scale, row_map, out, out_scale)
+    if not graph_safe:
+        m_pad = int(seg[num_experts - 1].item()) if T * k else 0
+        out, m_indices = out[:m_pad], m_indices[:m_pad]
+        out_scale = out_scale[:m_pad] if out_scale is not None else None
+    return out, out_scale, m_indices, row_map
+
+
+def moe_permute_masked(
+    hidden: torch.Tensor,
+    topk_ids: torch.Tensor,
+    num_experts: int,
+    max_m: int,
+    hidden_scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Scatter token rows into per-expert slabs: permuted[e, r] = hidden[t] for the r-th (token, slot) routed to e.
+
+    hidden: [T, H] (bf16/fp16/fp32 or e4m3 with hidden_scale [T, ceil(H/128)] fp32); topk_ids: [T, k], −1 skipped.
+    max_m: rows per expert slab (T suffices when no token repeats an expert); entries past it are dropped
+    (row_map −1) and masked_m is clamped to max_m.
+    Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] or None, masked_m [E] int32,
+    row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
+    written. Never syncs with the host (CUDA-graph safe); feeds ``grouped_fp8_gemm_masked`` and, with the
+    GEMM output viewed as [E·max_m, N], ``moe_unpermute``.
+    Layout: DeepGEMM m_grouped masked (DeepEP low-latency dispatch).
+    """
+    _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    if not isinstance(max_m, int) or max_m < 1:
+        raise ValueError(f"max_m must be a positive int, got {max_m!r}")
+    T, H = hidden.shape
+    row_map, seg, _ = _route(topk_ids, num_experts, 1, max_m, True, 0)
+    out = torch.empty(num_experts, max_m, H, dtype=hidden.dtype, device=hidden.device)
+    out_scale = None
+    if hidden_scale is not None:
+        out_scale = torch.empty(num_experts, max_m, hidden_scale.shape[1], dtype=hidden_scale.dtype,
+                                device=hidden.device)
+    _copy_rows(hidden, hidden_scale, row_map, out.view(-1, H),
+               out_scale.view(num_experts * max_m, -1) if out_scale is not None else None)
+    return out, out_scale, seg[:num_experts], row_map
+
+
+def moe_unpermute(
+    expert_out: torch.Tensor,
+    row_map: torch.Tensor,
+    topk_weights: torch.Tensor,
+    shared_output: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out[t] = Σ_j topk_weights[t, j] · expert_out[row_map[t, j]] (+ shared_output[t]), accumulated in fp32.
+
+    expert_out: [M, H] bf16/fp16/fp32 (unit column stride), rows of the permuted layout; only rows named
+    by row_map are read, so padding rows (any garbage, NaN included) never enter a sum.
+    row_map: [T, k] int32 (−1 contributes nothing); topk_weights: [T, k] fp32.
+    shared_output: [T, H] or None (shared-expert output, added in fp32 before the single cast).
+    out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
+    Deterministic: one program owns each output element and sums slots in order j = 0..k−1 (no atomics).
+    Raises TypeError/ValueError for bad dtypes/shapes/devices.
+    Follows DeepSeek-V3 inference/model.py MoE combine.
+    """
+    check_tensor("expert_out", expert_out, ndim=2)
+    check_runnable_device("expert_out", expert_out)
+    if not expert_out.is_floating_point() or expert_out.dtype == torch.float8_e4m3fn:
+        raise TypeError(f"expert_out must be bf16/fp16/fp32, got {expert_out.dtype}")
+    if expert_out.stride(1) != 1:
+        raise ValueError(f"expert_out must have unit column stride, got strides {expert_out.stride()}")
+    check_tensor("row_map", row_map, dtype=torch.int32, ndim=2, device=expert_out.device)
+    check_tensor("topk_weights", topk_weights, dtype=torch.float32, ndim=2, device=expert_out.device)
+    if topk_weights.shape != row_map.shape:
+        raise ValueError(f"topk_weights {tuple(topk_weights.shape)} must match row_map {tuple(row_map.shape)}")
+    T, k = row_map.shape
+    H = expert_out.shape[1]
+    if shared_output is not None:
+        check_tensor("shared_output", shared_output, ndim=2, device=expert_out.device)
+        if tuple(shared_output.shape) != (T, H) or shared_output.stride(1) != 1:
+            raise ValueError(f"shared_output must be [{T}, {H}] with unit column stride, got {tuple(shared_output.shape)}")
+    if out is None:
+        out = torch.empty(T, H, dtype=expert_out.dtype, device=expert_out.device)
+    else:
+        check_tensor("out", out, dtype=expert_out.dtype, ndim=2, device=expert_out.device)
+        if tuple(out.shape) != (T, H) or out.stride(1) != 1:
+            raise ValueError(f"out must be [{T}, {H}] with unit column stride, got {tuple(out.shape)}")
+    if T == 0:
+        return out
+    row_map = row_map.contiguous()
+    topk_weights = topk_weights.contiguous()
+    block_h, warps = _copy_config(H, 4)
+    _unpermute_kernel[(T, triton.cdiv(H, block_h))](
+        expert_out, row_map, topk_weights, shared_output if shared_output is not None else expert_out, out,
+        H, expert_out.stride(0), shared_output.stride(0) if shared_output is not None else 0, out.stride(0),
+        TOP_K=k, BLOCK_H=block_h, HAS_SHARED=shared_output is not None, num_warps=warps,
+    )
+    return out
+
+
+__all__ = ["gate_topk", "moe_permute", "moe_permute_masked", "moe_permute_bound", "moe_unpermute"]

@@ -26,8 +26,13 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _pow2_ceil(scale: torch.Tensor) -> torch.Tensor:
-    """Round positive fp32 scales up to the next power of two (UE8M0 scales, exact for powers)."""
-    return torch.exp2(torch.ceil(torch.log2(scale)))
+    """Round positive fp32 scales up to the next power of two (UE8M0 scales), exactly.
+
+    frexp gives scale = mant · 2^exp with mant in [0.5, 1); a power of two has mant == 0.5.
+    """
+    mant, exp = torch.frexp(scale)
+    exp = torch.where(mant == 0.5, exp - 1, exp)
+    return torch.ldexp(torch.ones_like(scale), exp)
 
 
 def per_token_group_quant_fp8_ref(

@@ -1,0 +1,291 @@
+"""Block-scaled FP8 GEMM (DeepGEMM fp8_gemm_nt semantics) in Triton, plus an FP8 linear launcher.
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[n // 128, kb] · Σ_{k in block kb} a[m, k] · b[n, k]
+
+Tile design (read by the grouped-GEMM kernels too):
+
+* one program owns BLOCK_M × BLOCK_N output tiles, walked persistently (grid = #SMs, tile ids
+  strided by the grid; GROUP_M-swizzled order so neighbouring programs share A and B in L2);
+* A [M, K] and B [N, K] tiles arrive through TMA tensor descriptors (K-contiguous "NT" layout,
+  which Hopper's fp8 wgmma wants); out-of-bounds rows/columns are zero-filled by TMA, so M, N
+  and K tails cost nothing but masked stores;
+* BLOCK_K = 128 = the scale granularity: each K step computes a fresh fp32 tensor-core product
+  of one 128-wide block, then promotes it into the fp32 accumulator with a_scale (per row) ×
+  b_scale (per 128 columns) — the promotion happens once per 128-wide K block, as in DeepGEMM,
+  so the tensor core's limited fp8 accumulation precision never spans more than 128 products;
+* small M (memory-bound: the weights must stream at HBM speed) splits K across programs
+  (SPLIT_K > 1): each split writes an fp32 partial to a workspace, a second kernel sums the
+  partials in a fixed order (deterministic) and casts to the output dtype.
+
+Configs are chosen per shape class from ``_TUNED`` (measured on the H200, see
+benchmarks/bench_fp8_gemm.py) with a heuristic fallback for other shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+
+BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
+
+# Winning configs from the H200 sweep, keyed by (M class, N, K); M class = "64" (M ≤ 64),
+# "128" (M ≤ 128), "large" (M > 128). Fields: BLOCK_M, BLOCK_N, num_warps, num_stages,
+# GROUP_M, FLATTEN, SPLIT_K.
+_TUNED: dict[tuple[str, int, int], tuple[int, int, int, int, int, bool, int]] = {}
+
+
+def _m_class(m: int) -> str:
+    return "64" if m <= 64 else ("128" if m <= 128 else "large")
+
+
+@functools.lru_cache(maxsize=8)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _grid_size(device: torch.device) -> int:
+    # Under the interpreter a small persistent grid still exercises the multi-tile loop.
+    if device.type != "cuda":
+        return 3
+    return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _auto_split_k(m: int, n: int, k: int, block_m: int, block_n: int, num_programs: int) -> int:
+    """Split K when the output tiles alone cannot fill the machine (small M), keeping ≥ 4 K blocks per split."""
+    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
+    kb = triton.cdiv(k, BLOCK_K)
+    if tiles >= num_programs or kb < 8:
+        return 1
+    return max(1, min(kb // 4, triton.cdiv(num_programs, tiles)))
+
+
+def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
+    """Heuristic config for shapes not in ``_TUNED``."""
+    if m <= 64:
+        cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8, FLATTEN=False)
+    else:
+        cfg = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, FLATTEN=False)
+    cfg["SPLIT_K"] = _auto_split_k(m, n, k, cfg["BLOCK_M"], cfg["BLOCK_N"], num_programs)
+    return cfg
+
+
+def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
+    """The launch config for one problem: the tuned entry for its shape class, else the heuristic."""
+    hit = _TUNED.get((_m_class(m), n, k))
+    if hit is None:
+        return _default_config(m, n, k, num_programs)
+    bm, bn, warps, stages, group_m, flatten, split_k = hit
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, GROUP_M=group_m,
+                FLATTEN=flatten, SPLIT_K=split_k)
+
+
+@triton.jit
+def _fp8_gemm_nt_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr,
+    M, N, num_k_blocks, k_blocks_per_split, split_k,
+    stride_asm, stride_ask, stride_bsn, stride_bsk,
+    stride_cs, stride_cm, stride_cn,
+    NUM_PROGRAMS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr,
+):
+    # a_desc:  TMA over a [M, K] e4m3, K contiguous, box [BLOCK_M, BLOCK_K]
+    # b_desc:  TMA over b [N, K] e4m3, K contiguous, box [BLOCK_N, BLOCK_K]
+    # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask) — MN-major (stride_asm = 1) is coalesced
+    # b_scale: [NB, KB] fp32, strides (stride_bsn, stride_bsk); NB = ceil(N/128), KB = ceil(K/128)
+    # c:       split_k == 1: out [M, N] (bf16/fp16/fp32); split_k > 1: fp32 partials [split_k, M, N]
+    #          element (s, m, n) at s*stride_cs + m*stride_cm + n*stride_cn
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_mn = num_pid_m * num_pid_n
+    num_tiles = num_mn * split_k
+    for tile_id in tl.range(pid, num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
+        split = tile_id // num_mn
+        mn = tile_id - split * num_mn
+        # GROUP_M-swizzled tile order: GROUP_M row-tiles sweep the N tiles together.
+        group_id = mn // (GROUP_M * num_pid_n)
+        first_m = group_id * GROUP_M
+        group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
+        pid_m = first_m + (mn % group_rows)
+        pid_n = (mn % (GROUP_M * num_pid_n)) // group_rows
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        k_lo = split * k_blocks_per_split
+        k_hi = tl.minimum(k_lo + k_blocks_per_split, num_k_blocks)
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in range(k_lo, k_hi):
+            a = a_desc.load([off_m, kb * BLOCK_K])
+            b = b_desc.load([off_n, kb * BLOCK_K])
+            sa = tl.load(a_scale_ptr + rm * stride_asm + kb * stride_ask, mask=rm < M, other=0.0)
+            blk = tl.dot(a, b.T)  # fresh fp32 product of one 128-wide K block
+            if BLOCK_N <= 128:
+                # the tile lies inside one 128-row weight block: one scalar scale
+                sb = tl.load(b_scale_ptr + (off_n // 128) * stride_bsn + kb * stride_bsk)
+                acc += blk * (sa * sb)[:, None]
+            else:
+                sb = tl.load(b_scale_ptr + (rn // 128) * stride_bsn + kb * stride_bsk, mask=rn < N, other=0.0)
+                acc += blk * sa[:, None] * sb[None, :]
+
+        c_ptrs = c_ptr + split * stride_cs + rm[:, None] * stride_cm + rn[None, :] * stride_cn
+        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _split_k_reduce_kernel(
+    ws_ptr, out_ptr, M, N, split_k, stride_ws, stride_om, stride_on,
+    BLOCK: tl.constexpr,
+):
+    # ws:  fp32 partials [split_k, M, N] contiguous (stride_ws = M*N)
+    # out: [M, N] out dtype, strides (stride_om, stride_on); summed in split order (deterministic)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M * N
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(split_k):
+        acc += tl.load(ws_ptr + s * stride_ws + offs, mask=mask, other=0.0)
+    m = offs // N
+    n = offs - m * N
+    tl.store(out_ptr + m * stride_om + n * stride_on, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+_OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _check_tma_operand(name: str, t: torch.Tensor) -> None:
+    if t.stride(1) != 1:
+        raise ValueError(
+            f"{name} must be K-contiguous (stride(1) == 1, the NT layout), got strides {tuple(t.stride())}; "
+            f"a transposed {name} is not supported — pass {name}.contiguous()"
+        )
+    if t.stride(0) % 16 != 0 or t.data_ptr() % 16 != 0:
+        raise ValueError(
+            f"{name} needs a 16-byte aligned base and row stride for TMA, got stride(0)={t.stride(0)} "
+            f"and data_ptr % 16 = {t.data_ptr() % 16} (K must be a multiple of 16)"
+        )
+
+
+def fp8_gemm_nt(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out = (a ⊙ a_scale) @ (b ⊙ b_scale).T, fp32 accumulation promoted once per 128-wide K block.
+
+    a: [M, K] float8_e4m3fn, row-major (stride(1) == 1, 16-byte aligned rows; K % 16 == 0).
+    a_scale: [M, ceil(K/128)] fp32, one scale per token per 128 channels (a ≈ a_q · a_scale);
+        any strides, MN-major (stride(0) == 1, as written by ``per_token_group_quant_fp8``) is fastest.
+    b: [N, K] float8_e4m3fn, K-contiguous ("NT": the checkpoint's weight as stored).
+    b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
+    out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
+    out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
+    config: optional launch-config override (keys as in ``get_config``), for tests and tuning.
+    Returns out [M, N].
+    Raises TypeError on non-tensors / wrong dtypes, ValueError on shape, device or layout mismatch
+    (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0).
+    Semantics: DeepGEMM fp8_gemm_nt (1×128 activation groups, 128×128 weight blocks).
+    """
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
+    check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=2, device=a.device)
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=a.device)
+    check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
+    check_runnable_device("a", a)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    m, k = a.shape
+    n, kb_ = b.shape
+    if kb_ != k:
+        raise ValueError(f"a is [M, K] = {tuple(a.shape)} and b must be [N, K] with the same K, got {tuple(b.shape)}")
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"empty problem: a {tuple(a.shape)}, b {tuple(b.shape)}")
+    kb = triton.cdiv(k, BLOCK_K)
+    if tuple(a_scale.shape) != (m, kb):
+        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(m, kb)}, got {tuple(a_scale.shape)}")
+    if tuple(b_scale.shape) != (triton.cdiv(n, 128), kb):
+        raise ValueError(
+            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
+        )
+    _check_tma_operand("a", a)
+    _check_tma_operand("b", b)
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+    else:
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device)
+        if tuple(out.shape) != (m, n):
+            raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
+
+    num_programs = _grid_size(a.device)
+    cfg = dict(config) if config is not None else get_config(m, n, k, num_programs)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
+        raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")
+    split_k = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))
+    k_per_split = triton.cdiv(kb, split_k)
+    split_k = triton.cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
+
+    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
+    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
+    if split_k == 1:
+        c, stride_cs, stride_cm, stride_cn = out, 0, out.stride(0), out.stride(1)
+    else:
+        c = torch.empty((split_k, m, n), dtype=torch.float32, device=a.device)
+        stride_cs, stride_cm, stride_cn = c.stride()
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split_k
+    grid_n = min(num_programs, tiles)
+    _fp8_gemm_nt_kernel[(grid_n,)](
+        a_desc, b_desc, a_scale, b_scale, c,
+        m, n, kb, k_per_split, split_k,
+        a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
+        stride_cs, stride_cm, stride_cn,
+        NUM_PROGRAMS=grid_n, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K,
+        GROUP_M=cfg.get("GROUP_M", 8), FLATTEN=bool(cfg.get("FLATTEN", False)),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    if split_k > 1:
+        block = 1024
+        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
+            c, out, m, n, split_k, c.stride(0), out.stride(0), out.stride(1), BLOCK=block, num_warps=4,
+        )
+    return out
+
+
+def fp8_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale_inv: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = quant(x) @ dequant(weight).T (+ bias): per-token-group FP8 quant of x, then ``fp8_gemm_nt``.
+
+    x: [..., K] bf16/fp16/fp32 activations; weight: [N, K] float8_e4m3fn (K-contiguous);
+    weight_scale_inv: [ceil(N/128), ceil(K/128)] fp32; bias: [N] or None.
+    Returns [..., N] in x.dtype. Raises as ``per_token_group_quant_fp8`` and ``fp8_gemm_nt``.
+    Semantics: DeepSeek-V3 inference/model.py linear (act_quant + fp8_gemm).
+    """
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+    check_tensor("x", x, dtype=(torch.bfloat16, torch.float16, torch.float32))
+    if x.dim() < 1 or x.shape[-1] != weight.shape[-1]:
+        raise ValueError(f"x must be [..., K] with K = weight.shape[1] = {weight.shape[-1]}, got {tuple(x.shape)}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.shape[0] == 0:
+        return x.new_empty((*lead, weight.shape[0]))
+    x_q, x_s = per_token_group_quant_fp8(x2, 128)
+    y = fp8_gemm_nt(x_q, x_s, weight, weight_scale_inv, out_dtype=x.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.reshape(*lead, weight.shape[0])

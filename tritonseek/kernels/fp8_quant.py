@@ -1,0 +1,187 @@
+"""FP8 (e4m3) quantization kernels: per-token-group activations, fused SiLU·mul + quant, 128×128 weight blocks.
+
+Scale rule everywhere: s = max(amax(group), 1e-4) / 448 (optionally rounded up to a power of two,
+"UE8M0"), q = clamp(x / s, ±448) rounded to nearest-even e4m3, so x ≈ q · s.
+
+Activation scales are returned as a [M, G] fp32 tensor stored MN-major (stride (1, M)): the
+layout ``fp8_gemm_nt`` reads coalesced and cuBLAS/DeepGEMM expect, with no transpose kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+
+FP8_E4M3_MAX = 448.0
+AMAX_EPS = 1e-4
+_FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _quant_config(m: int) -> tuple[int, int]:
+    """(ROWS per program, num_warps) for the per-token-group kernels."""
+    return (8, 4) if m >= 1024 else (4, 4)
+
+
+@triton.jit
+def _scale_from_amax(amax, eps, fp8_max, UE8M0: tl.constexpr):
+    s = tl.math.div_rn(tl.maximum(amax, eps), fp8_max)
+    if UE8M0:
+        # exact round-up to a power of two on the fp32 bit pattern (positive normal s)
+        bits = s.to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFFFF) & 0x7F800000
+        s = bits.to(tl.float32, bitcast=True)
+    return s
+
+
+@triton.jit
+def _round_to_e4m3(v):
+    # Round-to-nearest-even onto the e4m3 grid in fp32 (|v| ≤ 448 already), so the following cast
+    # is exact. Used only under the CPU interpreter, whose fp32→e4m3 cast rounds wrongly
+    # (e.g. 124.3 → 64, ties away from even); the GPU's cvt.rn.satfinite is already correct.
+    bits = v.to(tl.int32, bitcast=True)
+    e = tl.maximum(((bits >> 23) & 0xFF) - 127, -6)  # e4m3 normals start at 2^-6
+    ulp = ((e - 3 + 127) << 23).to(tl.float32, bitcast=True)  # 3 mantissa bits
+    r = v / ulp
+    r = (r + 12582912.0) - 12582912.0  # + 1.5·2^23: fp32 add rounds to an integer, ties to even
+    return r * ulp
+
+
+@triton.jit
+def _group_quant_kernel(
+    x_ptr, q_ptr, s_ptr, M, K, up_offset,
+    stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
+    eps, fp8_max,
+    GROUP: tl.constexpr, ROWS: tl.constexpr, SILU_MUL: tl.constexpr, UE8M0: tl.constexpr,
+    EXACT_ROUND: tl.constexpr,
+):
+    # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
+    # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, ceil(K/GROUP)] fp32 at m*stride_sm + g*stride_sg
+    # program (i, g): rows [i*ROWS, (i+1)*ROWS) × group g
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    g = tl.program_id(1)
+    cols = g * GROUP + tl.arange(0, GROUP)
+    rows64 = rows.to(tl.int64)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
+    x_ptrs = x_ptr + rows64[:, None] * stride_xm + cols[None, :] * stride_xk
+    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if SILU_MUL:
+        up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0).to(tl.float32)
+        x = x / (1.0 + tl.exp(-x)) * up
+    amax = tl.max(tl.abs(x), axis=1)
+    s = _scale_from_amax(amax, eps, fp8_max, UE8M0)
+    q = tl.math.div_rn(x, s[:, None])
+    q = tl.minimum(tl.maximum(q, -fp8_max), fp8_max)
+    if EXACT_ROUND:
+        q = _round_to_e4m3(q)
+    tl.store(q_ptr + rows64[:, None] * stride_qm + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+    tl.store(s_ptr + rows64 * stride_sm + g * stride_sg, s, mask=rows < M)
+
+
+@triton.jit
+def _block_quant_kernel(
+    w_ptr, q_ptr, s_ptr, N, K, stride_wn, stride_wk, stride_qn, stride_sn,
+    eps, fp8_max,
+    BLOCK: tl.constexpr, EXACT_ROUND: tl.constexpr,
+):
+    # w: [N, K] float; q: [N, K] e4m3 (stride_qn, 1); s: [ceil(N/BLOCK), ceil(K/BLOCK)] fp32 (stride_sn, 1)
+    bn = tl.program_id(0)
+    bk = tl.program_id(1)
+    rn = bn * BLOCK + tl.arange(0, BLOCK)
+    rk = bk * BLOCK + tl.arange(0, BLOCK)
+    rn64 = rn.to(tl.int64)
+    mask = (rn[:, None] < N) & (rk[None, :] < K)
+    w = tl.load(w_ptr + rn64[:, None] * stride_wn + rk[None, :] * stride_wk, mask=mask, other=0.0).to(tl.float32)
+    amax = tl.max(tl.max(tl.abs(w), axis=1), axis=0)
+    s = _scale_from_amax(amax, eps, fp8_max, False)
+    q = tl.minimum(tl.maximum(tl.math.div_rn(w, s), -fp8_max), fp8_max)
+    if EXACT_ROUND:
+        q = _round_to_e4m3(q)
+    tl.store(q_ptr + rn64[:, None] * stride_qn + rk[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
+    tl.store(s_ptr + bn * stride_sn + bk, s)
+
+
+def _check_group_size(group_size: int) -> None:
+    if not isinstance(group_size, int) or group_size < 16 or group_size & (group_size - 1):
+        raise ValueError(f"group_size must be a power of two ≥ 16, got {group_size!r}")
+
+
+def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg):
+    m = x.shape[0]
+    g = triton.cdiv(k, group_size)
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
+    if m == 0 or k == 0:
+        return q, s
+    rows, warps = rows_cfg if rows_cfg is not None else _quant_config(m)
+    _group_quant_kernel[(triton.cdiv(m, rows), g)](
+        x, q, s, m, k, up_offset,
+        x.stride(0), x.stride(1), q.stride(0), s.stride(0), s.stride(1),
+        AMAX_EPS, FP8_E4M3_MAX,
+        GROUP=group_size, ROWS=rows, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
+        EXACT_ROUND=interpreter_active(), num_warps=warps,
+    )
+    return q, s
+
+
+def per_token_group_quant_fp8(
+    x: torch.Tensor, group_size: int = 128, scale_ue8m0: bool = False, *, rows_cfg: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q = clamp(x / s, ±448) with s = max(amax, 1e-4) / 448 per 1×group_size group of each row.
+
+    x: [M, K] bf16/fp16/fp32, any strides (K need not be a multiple of group_size).
+    Returns x_q [M, K] float8_e4m3fn (row-major) and x_scale [M, ceil(K/group_size)] fp32 stored
+    MN-major (stride (1, M)) — the layout ``fp8_gemm_nt`` reads. scale_ue8m0: round each scale up
+    to a power of two before quantizing.
+    Raises TypeError on a non-float x, ValueError on a non-2-D x or a bad group_size.
+    Semantics: SGLang/vLLM per_token_group_quant_fp8 (DeepGEMM per_token_cast_to_fp8).
+    """
+    check_tensor("x", x, dtype=_FLOAT_IN, ndim=2)
+    check_runnable_device("x", x)
+    _check_group_size(group_size)
+    return _launch_group_quant(x, x.shape[1], 0, group_size, bool(scale_ue8m0), False, rows_cfg)
+
+
+def silu_mul_quant_fp8(
+    x: torch.Tensor, group_size: int = 128, scale_ue8m0: bool = False, *, rows_cfg: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h = silu(gate) · up in fp32 with x = [gate ‖ up], then per-token-group FP8 quant of h.
+
+    x: [M, 2*I] bf16/fp16/fp32 (gate = x[:, :I], up = x[:, I:]), any strides.
+    Returns q [M, I] float8_e4m3fn and scale [M, ceil(I/group_size)] fp32, MN-major (stride (1, M)).
+    Raises TypeError on a non-float x, ValueError on a non-2-D x, odd width or bad group_size.
+    Semantics: SGLang silu_and_mul + per_token_group_quant_fp8, fused (one read of x, one write of q).
+    """
+    check_tensor("x", x, dtype=_FLOAT_IN, ndim=2)
+    check_runnable_device("x", x)
+    _check_group_size(group_size)
+    if x.shape[1] % 2:
+        raise ValueError(f"x must be [M, 2*I] (gate ‖ up), got odd width {tuple(x.shape)}")
+    inter = x.shape[1] // 2
+    return _launch_group_quant(x, inter, inter, group_size, bool(scale_ue8m0), True, rows_cfg)
+
+
+def per_block_quant_fp8(w: torch.Tensor, block_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """w_q = clamp(w / s, ±448) with s = max(amax, 1e-4) / 448 per block_size × block_size block.
+
+    w: [N, K] bf16/fp16/fp32, any strides. Returns w_q [N, K] float8_e4m3fn (row-major) and
+    weight_scale_inv [ceil(N/block_size), ceil(K/block_size)] fp32 contiguous (w ≈ w_q · scale).
+    Raises TypeError on a non-float w, ValueError on a non-2-D w or a bad block_size.
+    Semantics: DeepSeek-V3 checkpoint weight_scale_inv (DeepGEMM per_block_cast_to_fp8).
+    """
+    check_tensor("w", w, dtype=_FLOAT_IN, ndim=2)
+    check_runnable_device("w", w)
+    _check_group_size(block_size)
+    n, k = w.shape
+    q = torch.empty((n, k), dtype=torch.float8_e4m3fn, device=w.device)
+    s = torch.empty((triton.cdiv(n, block_size), triton.cdiv(k, block_size)), dtype=torch.float32, device=w.device)
+    if n == 0 or k == 0:
+        return q, s
+    _block_quant_kernel[(s.shape[0], s.shape[1])](
+        w, q, s, n, k, w.stride(0), w.stride(1), q.stride(0), s.stride(0),
+        AMAX_EPS, FP8_E4M3_MAX, BLOCK=block_size, EXACT_ROUND=interpreter_active(),
+        num_warps=8 if block_size >= 128 else 4,
+    )
+    return q, s

@@ -157,7 +157,7 @@ class ModelConfig:
         for key in names - {"rope_scaling", "quantization_config", "extra", "torch_dtype", "rope_theta"}:
             if key in raw:
                 kw[key] = raw[key]
-        kw["torch_dtype"] = str(raw.get("torch_dtype", raw.get("dtype", "bfloat16")))
+        kw["torch_dtype"] = str(raw.get("torch_dtype") or raw.get("dtype") or "bfloat16")
         rope_theta, rope_scaling = _parse_rope(raw)
         kw["rope_theta"] = rope_theta
         kw["rope_scaling"] = rope_scaling

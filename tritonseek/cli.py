@@ -1,0 +1,161 @@
+"""The ``tritonseek`` command line (typer + rich): generate, info.
+
+Thin layer: parse → call the library → print. User errors end with a one-line message and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeepSeek-architecture inference in Python + Triton.")
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}", markup=True)
+    raise typer.Exit(code)
+
+
+def _user_errors():
+    from tritonseek.engine.llm import ModelNotFoundError
+    from tritonseek.engine.tokenizer import TokenizerError
+    from tritonseek.model.loader import CheckpointError
+
+    return (ValueError, TypeError, ModelNotFoundError, TokenizerError, CheckpointError, FileNotFoundError)
+
+
+def _read_prompts(path: Path) -> list[dict]:
+    if not path.is_file():
+        _fail(f"--prompts-file {path} does not exist")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            _fail(f"--prompts-file {path} line {n} is not JSON: {e.msg}")
+        if isinstance(row, str):
+            row = {"prompt": row}
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            _fail(f"--prompts-file {path} line {n} needs a string field 'prompt'")
+        rows.append(row)
+    if not rows:
+        _fail(f"--prompts-file {path} holds no prompts")
+    return rows
+
+
+@app.command()
+def generate(
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt text."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint folder or HF id (local cache). Default: the embedded model."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Tokens to generate at most."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1 = off)."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = off)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (reproducible output)."),
+    chat: bool = typer.Option(False, "--chat", help="Apply the checkpoint's chat template."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if available)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="JSONL with a 'prompt' field per line."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (with --prompts-file)."),
+):
+    """Generate text from a prompt (streamed) or a JSONL file of prompts."""
+    if (prompt is None) == (prompts_file is None):
+        _fail("give exactly one of --prompt or --prompts-file")
+    if prompts_file is not None and output is None:
+        _fail("--prompts-file needs --output OUT.jsonl")
+    if output is not None and prompts_file is None:
+        _fail("--output is for --prompts-file runs; --prompt streams to the terminal")
+    if output is not None and output.exists() and output.resolve() == (prompts_file.resolve() if prompts_file else None):
+        _fail("--output must not overwrite --prompts-file")
+    if top_p <= 0:
+        _fail("--top-p must be in (0, 1]")
+    rows = _read_prompts(prompts_file) if prompts_file else [{"prompt": prompt}]
+
+    from tritonseek.engine.llm import LLM
+    from tritonseek.engine.sampling_params import SamplingParams
+
+    try:
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
+                                max_new_tokens=max_new_tokens, seed=seed)
+        llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty())
+    except _user_errors() as e:
+        _fail(str(e))
+    if llm.is_default_model and llm.model_info.get("note"):
+        err.print(f"[dim]{llm.model_info['note']}[/]")
+    stream = prompts_file is None
+
+    def on_text(i: int, delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    try:
+        if stream:
+            sys.stdout.write(prompt)
+        results = llm.generate([r["prompt"] for r in rows], params, chat=chat, on_text=on_text if stream else None)
+    except _user_errors() as e:
+        if stream:
+            sys.stdout.write("\n")
+        _fail(str(e))
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        tmp = output.with_name(output.name + ".tmp")
+        with tmp.open("w") as f:
+            for row, r in zip(rows, results):
+                f.write(json.dumps({**row, "output": r.text, "token_ids": r.token_ids,
+                                    "finish_reason": r.finish_reason}, ensure_ascii=False) + "\n")
+        tmp.replace(output)
+    s = llm.last_stats
+    err.print(
+        f"[dim]prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
+        f"backend {s.backend} · device {s.device}[/]"
+    )
+
+
+@app.command()
+def info():
+    """Versions, GPU, TMA support, and which kernels run in Triton."""
+    import platform
+
+    import torch
+    import triton
+    from rich.table import Table
+
+    from tritonseek import __version__
+    from tritonseek.kernels import kernel_status
+
+    t = Table(show_header=False, box=None)
+    t.add_row("tritonseek", __version__)
+    t.add_row("python", platform.python_version())
+    t.add_row("torch", torch.__version__)
+    t.add_row("triton", triton.__version__)
+    if torch.cuda.is_available():
+        cap = torch.cuda.get_device_capability()
+        t.add_row("gpu", f"{torch.cuda.get_device_name()} (sm_{cap[0]}{cap[1]})")
+        t.add_row("tma", "yes" if cap >= (9, 0) else "no (needs sm_90+)")
+    else:
+        t.add_row("gpu", "none (CPU: the reference backend runs the model)")
+        t.add_row("tma", "n/a")
+    out.print(t)
+    k = Table("op", "implementation", title="kernels")
+    for op, impl in kernel_status().items():
+        k.add_row(op, impl)
+    out.print(k)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,218 @@
+"""Offline generation API in the spirit of vLLM's ``LLM.generate``.
+
+    from tritonseek import LLM, SamplingParams
+    llm = LLM()                                   # embedded default model, or LLM("path/or/hf-id")
+    outs = llm.generate(["def add(a, b):"], SamplingParams(max_new_tokens=16))
+    print(outs[0].text, llm.last_stats.tokens_per_s)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tritonseek.engine.kv_cache import PagedLatentCache
+from tritonseek.engine.runner import ModelRunner, Sequence
+from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
+from tritonseek.engine.tokenizer import TextTokenizer
+from tritonseek.kernels._utils import interpreter_active
+from tritonseek.model.loader import load_model
+from tritonseek.model.ops import BACKENDS, Ops
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "default_model"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model is neither a local folder nor in the local Hugging Face cache."""
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """A checkpoint folder: ``None`` → the embedded default; a folder path; or an HF id from the local cache.
+
+    Raises:
+        ModelNotFoundError: not a folder and not in the local HF cache (nothing is downloaded).
+    """
+    if model is None:
+        return DEFAULT_MODEL_DIR
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelNotFoundError(f"{p} has no config.json; is it a Hugging Face checkpoint folder?")
+        return p
+    if p.exists():
+        raise ModelNotFoundError(f"{p} is a file; --model takes a checkpoint folder or a Hugging Face id")
+    name = str(model)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"model {name!r} is neither a folder nor a Hugging Face id (owner/name)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ModelNotFoundError(
+            f"model {name!r} is not in the local Hugging Face cache; download it first "
+            f"(e.g. `hf download {name}`) or pass a local folder"
+        ) from None
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(device)!r} is not supported; use 'cpu' or 'cuda'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU")
+    return device
+
+
+class LLM:
+    """Load a model once, then generate for lists of prompts.
+
+    Args:
+        model: checkpoint folder, HF id (resolved offline from the local cache) or None for the
+            embedded default model.
+        device: "cpu" | "cuda" (default: cuda when available).
+        backend: "triton" | "reference" (default: triton on CUDA, reference on CPU). The triton
+            backend on CPU needs TRITON_INTERPRET=1 (slow; for tests).
+        dtype: activation dtype (default bf16 on CUDA, fp32 on CPU).
+        quantize_fp8: quantize a bf16 checkpoint's linears to 128×128 block FP8 at load.
+        page_size: tokens per latent-cache block (power of two).
+        progress: show a progress bar while loading shards.
+    Raises:
+        ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
+    """
+
+    def __init__(self, model: str | Path | None = None, *, device: str | torch.device | None = None,
+                 backend: str | None = None, dtype: torch.dtype | None = None, quantize_fp8: bool = False,
+                 page_size: int = 64, progress: bool = False):
+        self.path = resolve_model_path(model)
+        self.device = _pick_device(device)
+        if backend is None:
+            backend = "triton" if self.device.type == "cuda" else "reference"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        if backend == "triton" and self.device.type == "cpu" and not interpreter_active():
+            raise ValueError("backend='triton' needs a CUDA device (or TRITON_INTERPRET=1); use --backend reference on CPU")
+        if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
+            raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
+        self.page_size = page_size
+        self.ops = Ops(backend)
+        self.model = load_model(self.path, ops=self.ops, device=self.device, dtype=dtype,
+                                quantize_fp8=quantize_fp8, progress=progress)
+        self.config = self.model.cfg
+        self.tokenizer = TextTokenizer(self.path)
+        self.eos_token_ids = self._eos_ids()
+        self.is_default_model = self.path == DEFAULT_MODEL_DIR
+        card = self.path / "tritonseek_model.json"
+        self.model_info = json.loads(card.read_text()) if card.is_file() else {}
+        self.last_stats = GenerationStats()
+
+    @property
+    def backend(self) -> str:
+        return self.ops.backend
+
+    def _eos_ids(self) -> set[int]:
+        ids = set(self.config.eos_token_ids)
+        gen = self.path / "generation_config.json"
+        if gen.is_file():
+            e = json.loads(gen.read_text()).get("eos_token_id")
+            ids.update([e] if isinstance(e, int) else (e or []))
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def encode(self, prompt: str, chat: bool = False) -> list[int]:
+        return self.tokenizer.apply_chat_template(prompt) if chat else self.tokenizer.encode(prompt)
+
+    def generate(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None, *,
+                 chat: bool = False, on_text: Callable[[int, str], None] | None = None) -> list[RequestOutput]:
+        """Generate for each prompt; returns one :class:`RequestOutput` per prompt, in order.
+
+        on_text(i, delta) is called with each new piece of prompt i's text as soon as its UTF-8 is
+        complete (streaming). Raises ValueError before any model work when a prompt is empty or
+        prompt + max_new_tokens exceeds max_position_embeddings.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("prompts is empty")
+        if params is None:
+            params = SamplingParams()
+        plist = params if isinstance(params, list) else [params] * len(prompts)
+        if len(plist) != len(prompts):
+            raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
+        seqs = []
+        max_pos = self.config.max_position_embeddings
+        for i, (prompt, p) in enumerate(zip(prompts, plist)):
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt {i} must be a str, got {type(prompt).__name__}")
+            ids = self.encode(prompt, chat)
+            if not ids:
+                raise ValueError(f"prompt {i} is empty after tokenization (and the model has no BOS token)")
+            if len(ids) + p.max_new_tokens > max_pos:
+                raise ValueError(
+                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={p.max_new_tokens} that exceeds "
+                    f"max_position_embeddings={max_pos}"
+                )
+            gen = None
+            if p.temperature > 0:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+            seqs.append(Sequence(i, prompt, ids, p, gen, stream=self.tokenizer.stream()))
+        return self._run(seqs, on_text)
+
+    def _run(self, seqs: list[Sequence], on_text) -> list[RequestOutput]:
+        cfg = self.config
+        blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens) // self.page_size) for s in seqs)
+        cache = PagedLatentCache(self.model.num_cache_layers, blocks, self.page_size,
+                                 cfg.kv_lora_rank + cfg.qk_rope_head_dim, self.model.dtype, self.device)
+        runner = ModelRunner(self.model, cache, self.device)
+        stats = GenerationStats(prompt_tokens=sum(len(s.prompt_ids) for s in seqs),
+                                backend=self.backend, device=str(self.device))
+        t0 = time.perf_counter()
+        logits = runner.prefill(seqs)
+        self._accept(seqs, runner.sample(seqs, logits), on_text)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        stats.prefill_s = t1 - t0
+        live = [s for s in seqs if not s.finished]
+        while live:
+            logits = runner.decode(live)
+            self._accept(live, runner.sample(live, logits), on_text)
+            stats.decode_steps += 1
+            for s in live:
+                if s.finished:
+                    cache.release(s.seq_id)
+            live = [s for s in live if not s.finished]
+        _sync(self.device)
+        stats.decode_s = time.perf_counter() - t1
+        stats.new_tokens = sum(len(s.out_ids) for s in seqs)
+        self.last_stats = stats
+        return [
+            RequestOutput(s.prompt, s.prompt_ids, s.out_ids, self.tokenizer.decode(s.out_ids), s.finish_reason)
+            for s in seqs
+        ]
+
+    def _accept(self, seqs: list[Sequence], tokens: list[int], on_text) -> None:
+        for s, t in zip(seqs, tokens):
+            s.out_ids.append(t)
+            stop = (t in self.eos_token_ids and not s.params.ignore_eos) or t in s.params.stop_token_ids
+            if stop:
+                s.finish_reason = "stop"
+            elif len(s.out_ids) >= s.params.max_new_tokens:
+                s.finish_reason = "length"
+            if on_text is not None and not stop:
+                delta = s.stream.step(t)
+                if delta:
+                    on_text(s.seq_id, delta)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

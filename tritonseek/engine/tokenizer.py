@@ -1,0 +1,115 @@
+"""Tokenizer of a checkpoint folder: HF ``tokenizers`` for encode/decode, jinja2 for chat templates.
+
+Reads ``tokenizer.json`` and ``tokenizer_config.json`` (bos/eos tokens, ``add_bos_token``,
+``chat_template``) the way transformers' AutoTokenizer does for DeepSeek checkpoints, without
+importing transformers at run time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
+
+
+class TokenizerError(ValueError):
+    """Missing or unusable tokenizer files."""
+
+
+def _token_text(v) -> str | None:
+    # tokenizer_config stores special tokens either as strings or as AddedToken dicts.
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return v.get("content")
+    return str(v)
+
+
+class TextTokenizer:
+    """Encode prompts, decode ids, stream text across token boundaries.
+
+    Args:
+        folder: checkpoint folder holding ``tokenizer.json`` (+ optional ``tokenizer_config.json``).
+    Raises:
+        TokenizerError: ``tokenizer.json`` missing or unreadable.
+    """
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(f"tokenizer.json not found in {folder}")
+        try:
+            self.tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on bad files
+            raise TokenizerError(f"cannot read {path}: {e}") from None
+        cfg_path = folder / "tokenizer_config.json"
+        self.config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        self.bos_token = _token_text(self.config.get("bos_token"))
+        self.eos_token = _token_text(self.config.get("eos_token"))
+        self.bos_token_id = self.tok.token_to_id(self.bos_token) if self.bos_token else None
+        self.eos_token_id = self.tok.token_to_id(self.eos_token) if self.eos_token else None
+        self.add_bos_token = bool(self.config.get("add_bos_token", self.bos_token_id is not None))
+        self.chat_template = self.config.get("chat_template")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+        """Token ids of ``text``, with one BOS in front when the checkpoint asks for it."""
+        ids = self.tok.encode(text, add_special_tokens=False).ids
+        if add_bos is None:
+            add_bos = self.add_bos_token
+        if add_bos and self.bos_token_id is not None and (not ids or ids[0] != self.bos_token_id):
+            ids = [self.bos_token_id] + ids
+        return ids
+
+    def apply_chat_template(self, prompt: str) -> list[int]:
+        """Render the checkpoint's chat template for one user turn and encode it with exactly one BOS.
+
+        Raises:
+            TokenizerError: the checkpoint has no chat template.
+        """
+        if not self.chat_template:
+            raise TokenizerError("this checkpoint's tokenizer_config.json has no chat_template; drop --chat")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(msg):
+            raise TokenizerError(f"chat template error: {msg}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        text = env.from_string(self.chat_template).render(
+            messages=[{"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+        )
+        ids = self.tok.encode(text, add_special_tokens=False).ids
+        # Templates usually write the BOS text themselves; never end up with two (or none).
+        while len(ids) >= 2 and self.bos_token_id is not None and ids[0] == ids[1] == self.bos_token_id:
+            ids = ids[1:]
+        if self.bos_token_id is not None and (not ids or ids[0] != self.bos_token_id):
+            ids = [self.bos_token_id] + ids
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def stream(self) -> "TextStream":
+        return TextStream(self)
+
+
+class TextStream:
+    """Incremental detokenizer: yields text only once its UTF-8 bytes are complete."""
+
+    def __init__(self, tokenizer: TextTokenizer):
+        self._tok = tokenizer.tok
+        self._stream = DecodeStream(skip_special_tokens=True)
+
+    def step(self, token_id: int) -> str:
+        piece = self._stream.step(self._tok, token_id)
+        return piece or ""

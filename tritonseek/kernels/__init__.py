@@ -1,0 +1,60 @@
+"""tritonseek's kernels: Triton launchers (public) and their plain-PyTorch references.
+
+Every launcher validates its inputs (raising ValueError/TypeError naming the argument), allocates
+its outputs and launches; its reference of the same name + ``_ref`` lives in
+``tritonseek.kernels.reference``. Imports are lazy so ``import tritonseek.kernels`` stays cheap.
+
+    from tritonseek.kernels import fp8_gemm_nt, per_token_group_quant_fp8
+    a_q, a_s = per_token_group_quant_fp8(a)          # a [M, K] bf16 → e4m3 + [M, K/128] fp32
+    out = fp8_gemm_nt(a_q, a_s, w, w_scale_inv)      # [M, N] bf16
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# public name → module that defines it
+_LAUNCHERS = {
+    # MLA (FlashMLA-class)
+    "get_mla_metadata": "mla_decode",
+    "mla_decode": "mla_decode",
+    "mla_prefill": "mla_prefill",
+    "write_latent_cache": "mla_prefill",
+    # block-scaled FP8 (DeepGEMM-class)
+    "fp8_gemm_nt": "fp8_gemm",
+    "fp8_linear": "fp8_gemm",
+    "per_token_group_quant_fp8": "fp8_quant",
+    "silu_mul_quant_fp8": "fp8_quant",
+    "per_block_quant_fp8": "fp8_quant",
+    # MoE
+    "gate_topk": "moe_routing",
+    "moe_permute": "moe_routing",
+    "moe_unpermute": "moe_routing",
+    "grouped_fp8_gemm_contiguous": "grouped_gemm",
+    "grouped_fp8_gemm_masked": "grouped_gemm",
+    # sampling and speculative verification
+    "sample": "sampling",
+    "verify_greedy": "spec_verify",
+    "verify_rejection": "spec_verify",
+}
+
+__all__ = sorted(_LAUNCHERS)
+
+
+def __getattr__(name: str):
+    mod = _LAUNCHERS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'tritonseek.kernels' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tritonseek.kernels.{mod}"), name)
+
+
+def kernel_status() -> dict[str, str]:
+    """For each public op: "triton" when its Triton launcher is importable, else "reference only"."""
+    status = {}
+    for name, mod in _LAUNCHERS.items():
+        try:
+            getattr(importlib.import_module(f"tritonseek.kernels.{mod}"), name)
+            status[name] = "triton"
+        except (ImportError, AttributeError):
+            status[name] = "reference only"
+    return status

@@ -1,0 +1,135 @@
+"""Building blocks of the DeepSeek model: RMSNorm, YaRN RoPE, FP8/dense Linear, gated MLP.
+
+Each layer holds parameters under the Hugging Face key names; the arithmetic that a kernel issue
+replaces goes through :class:`tritonseek.model.ops.Ops` so the backend swap stays local.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tritonseek.model.config import ModelConfig
+from tritonseek.model.ops import Ops
+
+FP8_BLOCK = 128
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x²) + eps) · weight, computed in fp32 (DeepSeek-V3 RMSNorm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+class Linear(nn.Module):
+    """y = x·Wᵀ with W either dense (``weight``) or block-FP8 (``weight`` e4m3 + ``weight_scale_inv``).
+
+    weight: [out_features, in_features]; weight_scale_inv: [ceil(out/128), ceil(in/128)] fp32, one
+    scale per 128×128 block such that W ≈ weight · scale_inv (DeepSeek-V3 checkpoint format).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, fp8: bool, dtype: torch.dtype, ops: Ops):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.fp8 = fp8
+        self.ops = ops
+        wdtype = torch.float8_e4m3fn if fp8 else dtype
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=wdtype), requires_grad=False)
+        if fp8:
+            sshape = (math.ceil(out_features / FP8_BLOCK), math.ceil(in_features / FP8_BLOCK))
+            self.weight_scale_inv = nn.Parameter(torch.empty(sshape, dtype=torch.float32), requires_grad=False)
+        else:
+            self.register_parameter("weight_scale_inv", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.linear(x, self.weight, self.weight_scale_inv)
+
+    def dense_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """W as a dense tensor (dequantized for FP8)."""
+        if self.fp8:
+            return self.ops.dequant_block_fp8(self.weight, self.weight_scale_inv, dtype)
+        return self.weight.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, fp8={self.fp8}"
+
+
+class MLP(nn.Module):
+    """down(silu(gate(x)) · up(x)): DeepSeek's dense MLP and shared experts."""
+
+    def __init__(self, dim: int, inter: int, *, fp8: bool, dtype: torch.dtype, ops: Ops):
+        super().__init__()
+        self.gate_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops)
+        self.up_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops)
+        self.down_proj = Linear(inter, dim, fp8=fp8, dtype=dtype, ops=ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+# ---------------------------------------------------------------------------------------- RoPE
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Per-pair inverse frequencies [qk_rope_head_dim/2] fp32, YaRN-corrected when configured.
+
+    Follows DeepSeek-V3 ``precompute_freqs_cis``: frequencies between the beta_fast/beta_slow
+    correction dims are blended linearly between the original and the ``factor``-interpolated ones.
+    HF applies YaRN whenever ``rope_scaling`` is yarn; so do we (the official code does so only when
+    the serving length exceeds the original one, which is the case for every released config).
+    """
+    dim = cfg.qk_rope_head_dim
+    base = cfg.rope_theta
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    rs = cfg.rope_scaling
+    if rs is None or rs.factor <= 1.0:
+        return freqs
+
+    def correction_dim(num_rotations: float) -> float:
+        return dim * math.log(rs.original_max_position_embeddings / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(rs.beta_fast)), 0)
+    high = min(math.ceil(correction_dim(rs.beta_slow)), dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    smooth = 1 - ramp
+    return freqs / rs.factor * (1 - smooth) + freqs * smooth
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin table [max_position_embeddings, rope_dim/2] fp32 for interleaved RoPE."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.max_positions = cfg.max_position_embeddings
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [T] int64 → (cos, sin) each [T, rope_dim/2] fp32."""
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq.to(positions.device)[None, :]
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) by angle i (DeepSeek's complex formulation).
+
+    x: [T, ..., rope_dim]; cos/sin: [T, rope_dim/2] fp32. Output keeps x's layout and dtype.
+    """
+    shape = x.shape
+    xf = x.float().reshape(shape[0], -1, shape[-1] // 2, 2)
+    c = cos.reshape(shape[0], 1, -1)
+    s = sin.reshape(shape[0], 1, -1)
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
+    return out.reshape(shape).to(x.dtype)

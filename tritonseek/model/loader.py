@@ -1,0 +1,275 @@
+"""Load a DeepSeek-architecture HF checkpoint folder (safetensors, single file or sharded).
+
+The model is built on the meta device, materialised with ``to_empty`` and filled tensor by tensor
+from memory-mapped safetensors files, so no weight is allocated twice. FP8 checkpoints
+(e4m3 ``weight`` + fp32 ``weight_scale_inv`` per 128×128 block, ceil-sized for ragged shapes) are
+kept in FP8; bf16/fp32 checkpoints can be quantized to the same format at load. A scale may sit in
+another shard than its weight: every key is located through the index (or the shards' headers).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors import SafetensorError
+
+from tritonseek.model.config import ModelConfig
+from tritonseek.model.layers import FP8_BLOCK, rope_inv_freq
+from tritonseek.model.model import DeepseekForCausalLM
+from tritonseek.model.moe import MoE
+from tritonseek.model.ops import Ops
+
+FP8_DTYPES = (torch.float8_e4m3fn,)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the key and/or the file."""
+
+
+@dataclass
+class _Target:
+    param: torch.Tensor
+    index: tuple | None = None  # where inside ``param`` the checkpoint tensor goes
+    optional_from: str | None = None  # copy this (main-model) key when the tensor is absent
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def checkpoint_targets(model: DeepseekForCausalLM) -> dict[str, _Target]:
+    """Map every HF checkpoint key the model needs to the parameter (slice) it fills."""
+    cfg = model.cfg
+    targets: dict[str, _Target] = {}
+    moe_prefixes: dict[str, MoE] = {}
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, MoE):
+            moe_prefixes[mod_name] = mod
+    for name, p in model.named_parameters():
+        key = _hf_key(name, cfg)
+        mod_name, _, leaf = name.rpartition(".")
+        if mod_name in moe_prefixes and leaf in ("w13", "w2", "w13_scale_inv", "w2_scale_inv"):
+            moe = moe_prefixes[mod_name]
+            prefix = _hf_key(mod_name, cfg) + ".experts"
+            I = cfg.moe_intermediate_size
+            Ib = _cdiv(I, FP8_BLOCK)
+            for e in range(cfg.n_routed_experts):
+                if leaf == "w13":
+                    targets[f"{prefix}.{e}.gate_proj.weight"] = _Target(p, (e, slice(0, I)))
+                    targets[f"{prefix}.{e}.up_proj.weight"] = _Target(p, (e, slice(I, 2 * I)))
+                elif leaf == "w2":
+                    targets[f"{prefix}.{e}.down_proj.weight"] = _Target(p, (e,))
+                elif leaf == "w13_scale_inv":
+                    targets[f"{prefix}.{e}.gate_proj.weight_scale_inv"] = _Target(p, (e, slice(0, Ib)))
+                    targets[f"{prefix}.{e}.up_proj.weight_scale_inv"] = _Target(p, (e, slice(Ib, 2 * Ib)))
+                else:
+                    targets[f"{prefix}.{e}.down_proj.weight_scale_inv"] = _Target(p, (e,))
+            del moe
+            continue
+        targets[key] = _Target(p)
+    # The MTP layer's embedding/head are copies of the main model's; some checkpoints omit them.
+    L = cfg.num_hidden_layers
+    for i in range(len(model.mtp)):
+        for sub, main in (("embed_tokens.weight", "model.embed_tokens.weight"), ("shared_head.head.weight", "lm_head.weight")):
+            k = f"model.layers.{L + i}.{sub}"
+            if k in targets:
+                targets[k].optional_from = main
+    if cfg.tie_word_embeddings and "lm_head.weight" in targets:
+        targets["lm_head.weight"].optional_from = "model.embed_tokens.weight"
+    return targets
+
+
+def _hf_key(name: str, cfg: ModelConfig) -> str:
+    if name.startswith("mtp."):
+        _, idx, rest = name.split(".", 2)
+        rest = rest[len("block."):] if rest.startswith("block.") else rest
+        return f"model.layers.{cfg.num_hidden_layers + int(idx)}.{rest}"
+    return name
+
+
+def _key_files(folder: Path) -> dict[str, Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from None
+        out = {}
+        for k, f in weight_map.items():
+            path = folder / f
+            if not path.is_file():
+                raise CheckpointError(f"{index} maps {k!r} to {f}, which does not exist")
+            out[k] = path
+        return out
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no *.safetensors files in {folder}")
+    out = {}
+    for f in files:
+        for k in _open(f).keys():
+            out[k] = f
+    return out
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: the file is truncated or corrupted ({e})") from None
+
+
+def load_model(
+    path: str | Path,
+    *,
+    ops: Ops,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    quantize_fp8: bool = False,
+    with_mtp: bool = True,
+    progress: bool = False,
+) -> DeepseekForCausalLM:
+    """Build the model from an HF checkpoint folder.
+
+    Args:
+        path: folder with ``config.json`` and ``*.safetensors`` (+ ``model.safetensors.index.json`` when sharded).
+        ops: kernel backend.
+        device: where the weights live.
+        dtype: activation/dense dtype; default bf16 on CUDA, fp32 on CPU.
+        quantize_fp8: quantize a bf16/fp32 checkpoint's linears to 128×128 block FP8 at load.
+        with_mtp: also load the MTP layer (``model.layers.{num_hidden_layers}.*``) when the config has one.
+        progress: show a rich progress bar over the shards.
+    Returns:
+        :class:`DeepseekForCausalLM` in eval mode.
+    Raises:
+        ConfigError: bad config.json. CheckpointError: missing/unexpected/mis-shaped tensor (names the
+        key and file), truncated or corrupted file, FP8 weight without its scale.
+    """
+    folder = Path(path)
+    cfg = ModelConfig.from_file(folder)
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    fp8 = cfg.quantization_config is not None or quantize_fp8
+    with torch.device("meta"):
+        model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp)
+    model.to_empty(device=device)
+    model.rope.inv_freq = rope_inv_freq(cfg).to(device)
+
+    key_files = _key_files(folder)
+    targets = checkpoint_targets(model)
+    L = cfg.num_hidden_layers
+    unexpected = [
+        k for k in key_files
+        if k not in targets and not (not with_mtp and k.startswith(f"model.layers.{L}."))
+        and not k.endswith("rotary_emb.inv_freq")
+        # the scale of an FP8 tensor that a dense layer dequantizes at load
+        and not (k.endswith(".weight_scale_inv") and k[: -len("_scale_inv")] in targets)
+    ]
+    # A bf16 checkpoint loaded as FP8 has no scale keys: they are produced by quantizing.
+    filled: set[str] = set()
+    by_file: dict[Path, list[str]] = {}
+    for k, f in key_files.items():
+        if k in targets:
+            by_file.setdefault(f, []).append(k)
+    if unexpected:
+        k = unexpected[0]
+        raise CheckpointError(f"unexpected tensor {k!r} in {key_files[k].name} (not part of this model; {len(unexpected)} such keys)")
+
+    files = list(by_file)
+    bar = _progress(progress, len(files))
+    for f in files:
+        handle = _open(f)
+        for k in by_file[f]:
+            if k in filled:
+                continue
+            t = _read(handle, k, f)
+            _fill(targets, k, t, f, key_files, filled, ops)
+        bar.advance()
+    bar.close()
+
+    missing = []
+    for k, tgt in targets.items():
+        if k in filled:
+            continue
+        if tgt.optional_from and tgt.optional_from in filled:
+            src = targets[tgt.optional_from]
+            tgt.param.data.copy_(src.param.data if src.index is None else src.param.data[src.index])
+            filled.add(k)
+            continue
+        missing.append(k)
+    if missing:
+        raise CheckpointError(
+            f"missing tensor {missing[0]!r} in {folder} ({len(missing)} missing; first few: {missing[:4]})"
+        )
+    return model.eval()
+
+
+def _read(handle, key: str, file: Path) -> torch.Tensor:
+    try:
+        return handle.get_tensor(key)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"cannot read {key!r} from {file}: truncated or corrupted ({e})") from None
+
+
+def _fill(targets, key, t, file, key_files, filled, ops: Ops) -> None:
+    tgt = targets[key]
+    dest = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
+    if tuple(t.shape) != tuple(dest.shape):
+        raise CheckpointError(
+            f"tensor {key!r} in {file.name} has shape {tuple(t.shape)}, expected {tuple(dest.shape)}"
+        )
+    if dest.dtype in FP8_DTYPES and t.dtype not in FP8_DTYPES:
+        # bf16/fp32 checkpoint, FP8 model: quantize to 128×128 blocks now.
+        scale_key = key[: -len("weight")] + "weight_scale_inv"
+        if scale_key not in targets:
+            raise CheckpointError(f"cannot quantize {key!r}: the model has no scale for it")
+        q, s = ops.quantize_block_fp8(t.to(dest.device, torch.float32))
+        dest.copy_(q)
+        sdest = targets[scale_key]
+        (sdest.param.data if sdest.index is None else sdest.param.data[sdest.index]).copy_(s)
+        filled.update((key, scale_key))
+        return
+    if t.dtype in FP8_DTYPES and dest.dtype not in FP8_DTYPES:
+        # FP8 tensor for a layer the model keeps dense (e.g. an MTP eh_proj): dequantize now.
+        scale_key = key[: -len("weight")] + "weight_scale_inv"
+        if scale_key not in key_files:
+            raise CheckpointError(f"FP8 tensor {key!r} in {file.name} has no {scale_key!r} in the checkpoint")
+        scale = _read(_open(key_files[scale_key]), scale_key, key_files[scale_key])
+        want = (_cdiv(t.shape[0], FP8_BLOCK), _cdiv(t.shape[1], FP8_BLOCK))
+        if tuple(scale.shape) != want:
+            raise CheckpointError(f"tensor {scale_key!r} has shape {tuple(scale.shape)}, expected {want}")
+        dest.copy_(ops.dequant_block_fp8(t, scale, torch.float32))
+        filled.update((key, scale_key))
+        return
+    if dest.dtype in FP8_DTYPES and key.endswith(".weight"):
+        scale_key = key[: -len("weight")] + "weight_scale_inv"
+        if scale_key not in key_files:
+            raise CheckpointError(f"FP8 tensor {key!r} in {file.name} has no {scale_key!r} in the checkpoint")
+    if key.endswith("e_score_correction_bias"):
+        t = t.float()  # selection bias stays fp32 whatever the checkpoint dtype
+    dest.copy_(t)
+    filled.add(key)
+
+
+class _progress:
+    def __init__(self, enabled: bool, total: int):
+        self.p = None
+        if enabled:
+            from rich.progress import Progress
+
+            self.p = Progress(transient=True)
+            self.p.start()
+            self.task = self.p.add_task("loading shards", total=total)
+
+    def advance(self):
+        if self.p is not None:
+            self.p.advance(self.task)
+
+    def close(self):
+        if self.p is not None:
+            self.p.stop()

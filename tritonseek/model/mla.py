@@ -1,0 +1,119 @@
+"""Multi-head Latent Attention (DeepSeek-V2/V3) over a paged latent cache.
+
+Prefill runs the non-absorbed form (q/k head dim qk_nope+qk_rope = 192, v head dim 128) and
+writes each token's latent (kv_lora_rank normed compressed kv ‖ qk_rope_head_dim roped key) into
+the cache. Decode runs the absorbed form: q_nope·W_UK against the cached latents, the output
+times W_UV (DeepSeek-V3 inference/model.py ``attn_impl="absorb"``; FlashMLA's layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tritonseek.model.config import ModelConfig
+from tritonseek.model.layers import Linear, RMSNorm, RotaryEmbedding, apply_rotary_interleaved
+from tritonseek.model.ops import Ops
+
+
+@dataclass
+class AttentionBatch:
+    """Where a forward step's tokens sit in the paged latent cache.
+
+    slot_mapping: [T] int64, cache row of each new token (block_id·page_size + offset; -1 = skip).
+    Prefill (``is_prefill``): cu_seqlens [B+1] int32 over the flattened tokens, max_seqlen; the
+    sequences have no earlier cached context.
+    Decode: every sequence contributes ``seqlen_q`` tokens (1, or K+1 for MTP verification);
+    block_table [B, max_blocks] int32; cache_seqlens [B] int32 = lengths after this step's writes;
+    ``mla_metadata`` is the split schedule shared by all layers (triton backend).
+    """
+
+    is_prefill: bool
+    slot_mapping: torch.Tensor
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int = 0
+    block_table: torch.Tensor | None = None
+    cache_seqlens: torch.Tensor | None = None
+    seqlen_q: int = 1
+    mla_metadata: Any = None
+
+
+class MLA(nn.Module):
+    """DeepSeek MLA with HF parameter names (q_a_proj, q_a_layernorm, q_b_proj | q_proj,
+    kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj)."""
+
+    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+        super().__init__()
+        self.cfg = cfg
+        self.ops = ops
+        self.rope = rope
+        self.num_heads = cfg.num_attention_heads
+        self.nope = cfg.qk_nope_head_dim
+        self.rope_dim = cfg.qk_rope_head_dim
+        self.kv_lora_rank = cfg.kv_lora_rank
+        self.v_head_dim = cfg.v_head_dim
+        self.softmax_scale = cfg.softmax_scale
+        h, dq = self.num_heads, cfg.qk_head_dim
+        lin = dict(fp8=fp8, dtype=dtype, ops=ops)
+        if cfg.q_lora_rank is None:
+            self.q_proj = Linear(cfg.hidden_size, h * dq, **lin)
+        else:
+            self.q_a_proj = Linear(cfg.hidden_size, cfg.q_lora_rank, **lin)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+            self.q_b_proj = Linear(cfg.q_lora_rank, h * dq, **lin)
+        self.kv_a_proj_with_mqa = Linear(cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim, **lin)
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps)
+        self.kv_b_proj = Linear(cfg.kv_lora_rank, h * (self.nope + self.v_head_dim), **lin)
+        self.o_proj = Linear(h * self.v_head_dim, cfg.hidden_size, **lin)
+        self._w_uk: torch.Tensor | None = None
+        self._w_uv: torch.Tensor | None = None
+
+    def absorbed_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_UK [h, qk_nope, kv_lora_rank], W_UV [h, v_head_dim, kv_lora_rank]) from kv_b_proj, cached."""
+        if self._w_uk is None or self._w_uk.dtype != dtype:
+            w = self.kv_b_proj.dense_weight(torch.float32)
+            w = w.view(self.num_heads, self.nope + self.v_head_dim, self.kv_lora_rank)
+            self._w_uk = w[:, : self.nope].contiguous().to(dtype)
+            self._w_uv = w[:, self.nope :].contiguous().to(dtype)
+        return self._w_uk, self._w_uv
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch, kv_cache: torch.Tensor) -> torch.Tensor:
+        """x [T, hidden] → [T, hidden]; writes the T new latents into ``kv_cache`` [blocks, page, 1, 576]."""
+        T = x.shape[0]
+        h = self.num_heads
+        if hasattr(self, "q_proj"):
+            q = self.q_proj(x)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(T, h, self.nope + self.rope_dim)
+        q_nope, q_pe = q.split([self.nope, self.rope_dim], dim=-1)
+        kv = self.kv_a_proj_with_mqa(x)
+        kv_c, k_pe = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        kv_c = self.kv_a_layernorm(kv_c)
+        cos, sin = self.rope.cos_sin(positions)
+        q_pe = apply_rotary_interleaved(q_pe, cos, sin)
+        k_pe = apply_rotary_interleaved(k_pe.unsqueeze(1), cos, sin).squeeze(1)
+        latent = torch.cat([kv_c, k_pe], dim=-1).to(kv_cache.dtype)
+        self.ops.write_latent_cache(kv_cache, latent, batch.slot_mapping)
+
+        if batch.is_prefill:
+            kvb = self.kv_b_proj(kv_c).view(T, h, self.nope + self.v_head_dim)
+            k_nope, v = kvb.split([self.nope, self.v_head_dim], dim=-1)
+            qf = torch.cat([q_nope, q_pe], dim=-1)
+            kf = torch.cat([k_nope, k_pe.unsqueeze(1).expand(T, h, self.rope_dim)], dim=-1)
+            o = self.ops.mla_prefill(qf, kf, v.contiguous(), batch.cu_seqlens, batch.max_seqlen, self.softmax_scale)
+        else:
+            w_uk, w_uv = self.absorbed_weights(x.dtype)
+            q_lat = torch.einsum("thd,hdc->thc", q_nope, w_uk)
+            qa = torch.cat([q_lat, q_pe], dim=-1).to(kv_cache.dtype)
+            B = batch.cache_seqlens.shape[0]
+            qa = qa.view(B, batch.seqlen_q, h, self.kv_lora_rank + self.rope_dim)
+            o_lat, _ = self.ops.mla_decode(
+                qa, kv_cache, batch.block_table, batch.cache_seqlens, self.softmax_scale, self.kv_lora_rank,
+                batch.mla_metadata,
+            )
+            o = torch.einsum("thc,hdc->thd", o_lat.reshape(T, h, self.kv_lora_rank).to(x.dtype), w_uv)
+        return self.o_proj(o.reshape(T, h * self.v_head_dim).to(x.dtype))

@@ -1,0 +1,133 @@
+"""DeepSeek-V3-architecture causal LM (V2/V2-Lite/V3/R1/Kimi-K2) with its MTP layer.
+
+Module names mirror the HF checkpoint keys (``model.embed_tokens``, ``model.layers.N.…``,
+``model.norm``, ``lm_head``); the MTP layer (checkpoint index ``num_hidden_layers``) lives in
+``mtp[0]``. The forward pass takes flattened tokens plus an :class:`AttentionBatch`, in the style of
+vLLM / nano-vllm, so prefill and decode of many sequences share one code path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tritonseek.model.config import ModelConfig
+from tritonseek.model.layers import MLP, Linear, RMSNorm, RotaryEmbedding
+from tritonseek.model.mla import MLA, AttentionBatch
+from tritonseek.model.moe import MoE
+from tritonseek.model.ops import Ops
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: h = x + MLA(norm(x)); out = h + FFN(norm(h)), FFN dense or MoE by layer index."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = MLA(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=rope)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        if cfg.is_moe_layer(layer_idx):
+            self.mlp = MoE(cfg, fp8=fp8, dtype=dtype, ops=ops)
+        else:
+            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, fp8=fp8, dtype=dtype, ops=ops)
+
+    def forward(self, x, positions, batch: AttentionBatch, kv_cache):
+        h = x + self.self_attn(self.input_layernorm(x), positions, batch, kv_cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class SharedHead(nn.Module):
+    """MTP output head: ``shared_head.norm`` then ``shared_head.head`` (same weights as lm_head)."""
+
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, ops: Ops):
+        super().__init__()
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops)
+
+
+class MTPLayer(nn.Module):
+    """DeepSeek-V3 multi-token-prediction module (checkpoint layer index ``num_hidden_layers``).
+
+    h' = block(eh_proj([enorm(embed(t_{i+1})) ; hnorm(h_i)])); logits = head(shared_head.norm(h')).
+    ``embed_tokens`` and ``shared_head.head`` are stored in the checkpoint as copies of the main
+    model's embedding and lm_head.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.eh_proj = Linear(2 * cfg.hidden_size, cfg.hidden_size, fp8=False, dtype=dtype, ops=ops)
+        self.block = DecoderLayer(cfg, layer_idx, fp8=fp8, dtype=dtype, ops=ops, rope=rope)
+        self.shared_head = SharedHead(cfg, dtype, ops)
+
+    def forward(self, input_ids, hidden, positions, batch: AttentionBatch, kv_cache) -> torch.Tensor:
+        """input_ids [T] (the token after each position), hidden [T, H] → MTP hidden [T, H] (pre shared_head.norm)."""
+        e = self.enorm(self.embed_tokens(input_ids))
+        x = self.eh_proj(torch.cat([e, self.hnorm(hidden)], dim=-1))
+        return self.block(x, positions, batch, kv_cache)
+
+    def logits(self, mtp_hidden: torch.Tensor) -> torch.Tensor:
+        return self.shared_head.head(self.shared_head.norm(mtp_hidden)).float()
+
+
+class _Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg, i, fp8=fp8, dtype=dtype, ops=ops, rope=rope) for i in range(cfg.num_hidden_layers)
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class DeepseekForCausalLM(nn.Module):
+    """The whole model.
+
+    Args:
+        cfg: validated :class:`ModelConfig`.
+        ops: the kernel backend (:class:`Ops`), held explicitly.
+        dtype: activation / dense-weight dtype (bf16 on CUDA, fp32 on CPU by default in the loader).
+        fp8: linears hold block-FP8 weights (+ weight_scale_inv) instead of dense ones.
+        with_mtp: build the MTP layer(s) (``cfg.num_nextn_predict_layers``).
+    """
+
+    def __init__(self, cfg: ModelConfig, ops: Ops, *, dtype: torch.dtype = torch.float32, fp8: bool = False,
+                 with_mtp: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.ops = ops
+        self.dtype = dtype
+        self.fp8 = fp8
+        self.rope = RotaryEmbedding(cfg)
+        self.model = _Backbone(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=self.rope)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops)
+        n_mtp = cfg.num_nextn_predict_layers if with_mtp else 0
+        self.mtp = nn.ModuleList(
+            MTPLayer(cfg, cfg.num_hidden_layers + i, fp8=fp8, dtype=dtype, ops=ops, rope=self.rope) for i in range(n_mtp)
+        )
+
+    @property
+    def num_cache_layers(self) -> int:
+        """Latent caches needed: one per decoder layer plus one per MTP layer."""
+        return self.cfg.num_hidden_layers + len(self.mtp)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
+                kv_caches: list[torch.Tensor]) -> torch.Tensor:
+        """input_ids/positions [T] int64 → last decoder layer's output [T, hidden] (before ``model.norm``).
+
+        Positions are not range-checked here (that would sync the host every step): the engine
+        rejects prompt + max_new_tokens > max_position_embeddings before any work.
+        """
+        x = self.model.embed_tokens(input_ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, positions, batch, kv_caches[i])
+        return x
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [T, hidden] (pre-norm, from :meth:`forward`) → logits lm_head(norm(h)) [T, vocab] fp32."""
+        return self.lm_head(self.model.norm(hidden)).float()

@@ -1,0 +1,135 @@
+"""The model's kernel table: one object per backend, passed down explicitly (never a global).
+
+``Ops("reference")`` runs every hot path through the plain-PyTorch references in
+``tritonseek.kernels.reference`` (the executable spec; works on any device). ``Ops("triton")``
+runs the Triton launchers in ``tritonseek.kernels`` (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+Each method has the signature of the kernel it stands for, so swapping a backend is local.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("triton", "reference")
+
+
+class Ops:
+    """Dispatch table for the model's hot paths.
+
+    Args:
+        backend: "triton" or "reference".
+    Raises:
+        ValueError: unknown backend.
+    """
+
+    def __init__(self, backend: str):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+        self.backend = backend
+
+    @property
+    def is_triton(self) -> bool:
+        return self.backend == "triton"
+
+    def __repr__(self) -> str:
+        return f"Ops({self.backend!r})"
+
+    # ------------------------------------------------------------------ linear layers
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, weight_scale_inv: torch.Tensor | None) -> torch.Tensor:
+        """y = x·Wᵀ; FP8 weights (e4m3 + 128×128 weight_scale_inv) go through the block-FP8 path."""
+        if weight_scale_inv is None:
+            return F.linear(x, weight.to(x.dtype))
+        if self.is_triton:
+            from tritonseek.kernels.fp8_gemm import fp8_linear
+
+            return fp8_linear(x, weight, weight_scale_inv)
+        from tritonseek.kernels.reference.fp8 import fp8_linear_ref
+
+        return fp8_linear_ref(x, weight, weight_scale_inv)
+
+    def dequant_block_fp8(self, weight: torch.Tensor, scale_inv: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        from tritonseek.kernels.reference.fp8 import dequant_block_fp8_ref
+
+        return dequant_block_fp8_ref(weight, scale_inv, dtype=dtype)
+
+    def quantize_block_fp8(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.is_triton and weight.is_cuda:
+            from tritonseek.kernels.fp8_quant import per_block_quant_fp8
+
+            return per_block_quant_fp8(weight)
+        from tritonseek.kernels.reference.fp8 import per_block_quant_fp8_ref
+
+        return per_block_quant_fp8_ref(weight)
+
+    # ------------------------------------------------------------------ attention
+    def mla_decode(self, q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v, metadata=None):
+        """Absorbed MLA over the paged latent cache (FlashMLA semantics); returns (out, lse)."""
+        if self.is_triton:
+            from tritonseek.kernels.mla_decode import mla_decode
+
+            return mla_decode(
+                q, kv_cache, block_table, cache_seqlens, softmax_scale=softmax_scale, causal=True,
+                head_dim_v=head_dim_v, metadata=metadata,
+            )
+        from tritonseek.kernels.reference.mla import mla_decode_ref
+
+        return mla_decode_ref(
+            q, kv_cache, block_table, cache_seqlens, softmax_scale=softmax_scale, causal=True, head_dim_v=head_dim_v
+        )
+
+    def mla_metadata(self, cache_seqlens: torch.Tensor, seqlen_q: int, num_heads: int):
+        """Split-KV schedule computed once per decode step and shared by every layer (None on reference)."""
+        if not self.is_triton:
+            return None
+        from tritonseek.kernels.mla_decode import get_mla_metadata
+
+        return get_mla_metadata(cache_seqlens, seqlen_q, num_heads)
+
+    def mla_prefill(self, q, k, v, cu_seqlens, max_seqlen, softmax_scale):
+        """Varlen causal attention of the non-absorbed MLA prefill."""
+        if self.is_triton:
+            from tritonseek.kernels.mla_prefill import mla_prefill
+
+            return mla_prefill(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True)
+        from tritonseek.kernels.reference.mla import mla_prefill_ref
+
+        return mla_prefill_ref(q, k, v, cu_seqlens, softmax_scale, causal=True)
+
+    def write_latent_cache(self, kv_cache, latent, slot_mapping) -> None:
+        """kv_cache.view(-1, d)[slot_mapping] = latent, in place; slot -1 skipped."""
+        if self.is_triton:
+            from tritonseek.kernels.mla_prefill import write_latent_cache
+
+            write_latent_cache(kv_cache, latent, slot_mapping)
+            return
+        from tritonseek.kernels.reference.mla import write_latent_cache_ref
+
+        write_latent_cache_ref(kv_cache, latent, slot_mapping)
+
+    # ------------------------------------------------------------------ MoE
+    def gate_topk(self, logits, bias, *, top_k, n_group, topk_group, scoring_func, topk_method,
+                  norm_topk_prob, routed_scaling_factor):
+        """Router scores → (topk_weights [T, k] fp32, topk_ids [T, k] int32), DeepSeek-V3 Gate semantics."""
+        kw = dict(
+            top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
+            topk_method=topk_method, norm_topk_prob=norm_topk_prob, routed_scaling_factor=routed_scaling_factor,
+        )
+        if self.is_triton:
+            from tritonseek.kernels.moe_routing import gate_topk
+
+            return gate_topk(logits, bias, **kw)
+        from tritonseek.kernels.reference.moe import gate_topk_ref
+
+        return gate_topk_ref(logits, bias, **kw)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, logits, temperature, top_k, top_p, exp_noise):
+        """Temperature / top-k / top-p sampling by the exponential race; temperature 0 → argmax."""
+        if self.is_triton:
+            from tritonseek.kernels.sampling import sample
+
+            return sample(logits, temperature, top_k, top_p, exp_noise)
+        from tritonseek.kernels.reference.sampling import sample_ref
+
+        return sample_ref(logits, temperature, top_k, top_p, exp_noise)

@@ -164,11 +164,12 @@ def _route_rank_kernel(
 @triton.jit
 def _permute_copy_kernel(
     x_ptr, xs_ptr, row_map_ptr, out_ptr, outs_ptr,
-    H, HS, stride_xt, stride_st, stride_o, stride_os,
+    H, HS, stride_xt, stride_st, stride_sc, stride_o, rows_per_group, stride_osg, stride_osr, stride_osc,
     TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HS_PAD: tl.constexpr, HAS_SCALE: tl.constexpr,
 ):
-    # x: [T, H] (row stride stride_xt, unit column stride); xs: [T, HS] fp32 scales
-    # row_map: [T, TOP_K] int32; out: [M, H] (stride_o); outs: [M, HS] (stride_os)
+    # x: [T, H] (row stride stride_xt, unit column stride); xs: [T, HS] fp32 scales (stride_st, stride_sc)
+    # row_map: [T, TOP_K] int32 flat destination rows; out: [M, H] (row stride stride_o)
+    # outs: scales of destination row r = g*rows_per_group + i at g*stride_osg + i*stride_osr + c*stride_osc
     t = tl.program_id(0).to(tl.int64)
     hb = tl.program_id(1)
     cols = hb * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -177,13 +178,15 @@ def _permute_copy_kernel(
     if HAS_SCALE:
         sc = tl.arange(0, HS_PAD)
         scm = (sc < HS) & (hb == 0)
-        sv = tl.load(xs_ptr + t * stride_st + sc, mask=scm)
+        sv = tl.load(xs_ptr + t * stride_st + sc * stride_sc, mask=scm)
     for j in tl.static_range(TOP_K):
         r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
         if r >= 0:
             tl.store(out_ptr + r * stride_o + cols, v, mask=cm)
             if HAS_SCALE:
-                tl.store(outs_ptr + r * stride_os + sc, sv, mask=scm)
+                rg = r // rows_per_group
+                ri = r - rg * rows_per_group
+                tl.store(outs_ptr + rg * stride_osg + ri * stride_osr + sc * stride_osc, sv, mask=scm)
 
 
 @triton.jit
@@ -284,11 +287,9 @@ def _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
         raise ValueError(f"hidden must have unit column stride, got strides {hidden.stride()}")
     if hidden_scale is not None:
         check_tensor("hidden_scale", hidden_scale, ndim=2, device=hidden.device)
-        if hidden_scale.shape[0] != T or hidden_scale.stride(1) != 1:
-            raise ValueError(
-                f"hidden_scale must be [{T}, ceil(H/128)] with unit column stride, got {tuple(hidden_scale.shape)} "
-                f"strides {hidden_scale.stride()}"
-            )
+        check_tensor("hidden_scale", hidden_scale, dtype=torch.float32)
+        if hidden_scale.shape[0] != T:
+            raise ValueError(f"hidden_scale must be [{T}, ceil(H/128)], got {tuple(hidden_scale.shape)}")
     elif hidden.dtype == torch.float8_e4m3fn:
         raise ValueError("hidden is float8_e4m3fn but hidden_scale is None: FP8 rows must move with their scales")
 
@@ -317,18 +318,20 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     return row_map, seg, m_indices
 
 
-def _copy_rows(hidden, hidden_scale, row_map, out, out_scale):
+def _copy_rows(hidden, hidden_scale, row_map, out, out_scale, rows_per_group):
+    """Copy each token row (and its scales) to its k destination rows; out_scale is [G, rows, HS] (any strides)."""
     T, H = hidden.shape
     if T == 0:
         return
     k = row_map.shape[1]
     block_h, warps = _copy_config(H, hidden.element_size())
     hs = hidden_scale.shape[1] if hidden_scale is not None else 1
+    s_strides = hidden_scale.stride() if hidden_scale is not None else (0, 0)
+    os_strides = out_scale.stride() if out_scale is not None else (0, 0, 0)
     _permute_copy_kernel[(T, triton.cdiv(H, block_h))](
         hidden, hidden_scale if hidden_scale is not None else hidden, row_map, out,
         out_scale if out_scale is not None else out,
-        H, hs, hidden.stride(0), hidden_scale.stride(0) if hidden_scale is not None else 0,
-        out.stride(0), out_scale.stride(0) if out_scale is not None else 0,
+        H, hs, hidden.stride(0), s_strides[0], s_strides[1], out.stride(0), max(rows_per_group, 1), *os_strides,
         TOP_K=k, BLOCK_H=block_h, HS_PAD=triton.next_power_of_2(hs), HAS_SCALE=hidden_scale is not None,
         num_warps=warps,
     )
@@ -353,8 +356,8 @@ def moe_permute(
     hidden: [T, H] bf16/fp16/fp32 or float8_e4m3fn (unit column stride).
     topk_ids: [T, k] int32/int64 expert ids, −1 = no expert (row_map −1, nothing copied).
     num_experts: E; block_m: segment alignment (the contiguous grouped GEMM's block M, 128 by default there).
-    hidden_scale: [T, ceil(H/128)] fp32 per-token-group scales, required for e4m3 ``hidden``.
-    Returns (permuted_hidden [M, H], permuted_scale [M, ceil(H/128)] or None, m_indices [M] int32,
+    hidden_scale: [T, ceil(H/128)] fp32 per-token-group scales (any strides), required for e4m3 ``hidden``.
+    Returns (permuted_hidden [M, H], permuted_scale [M, ceil(H/128)] fp32 MN-major (stride (1, M_bound)) or None, m_indices [M] int32,
     row_map [T, k] int32): segments in expert order, token-then-slot order inside a segment, each padded
     to a multiple of block_m; m_indices −1 on padding rows. Padding rows of permuted_hidden/scale are
     NOT written (unspecified values; the grouped GEMM never lets them reach a valid output row).
@@ -374,9 +377,10 @@ def moe_permute(
     row_map, seg, m_indices = _route(topk_ids, num_experts, block_m, 0, False, bound)
     out = torch.empty(bound, H, dtype=hidden.dtype, device=hidden.device)
     out_scale = None
-    if hidden_scale is not None:
-        out_scale = torch.empty(bound, hidden_scale.shape[1], dtype=hidden_scale.dtype, device=hidden.device)
-    _copy_rows(hidden, hidden_scale, row_map, out, out_scale)
+    if hidden_scale is not None:  # MN-major (stride (1, M)), the layout the grouped GEMM reads fastest
+        out_scale = torch.empty(hidden_scale.shape[1], bound, dtype=torch.float32, device=hidden.device).t()
+    _copy_rows(hidden, hidden_scale, row_map, out, out_scale.unsqueeze(0) if out_scale is not None else None,
+               bound)
     if not graph_safe:
         m_pad = int(seg[num_experts - 1].item()) if T * k else 0
         out, m_indices = out[:m_pad], m_indices[:m_pad]
@@ -396,7 +400,7 @@ def moe_permute_masked(
     hidden: [T, H] (bf16/fp16/fp32 or e4m3 with hidden_scale [T, ceil(H/128)] fp32); topk_ids: [T, k], −1 skipped.
     max_m: rows per expert slab (T suffices when no token repeats an expert); entries past it are dropped
     (row_map −1) and masked_m is clamped to max_m.
-    Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] or None, masked_m [E] int32,
+    Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] fp32 (MN-major per expert) or None, masked_m [E] int32,
     row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
     written. Never syncs with the host (CUDA-graph safe); feeds ``grouped_fp8_gemm_masked`` and, with the
     GEMM output viewed as [E·max_m, N], ``moe_unpermute``.
@@ -410,10 +414,9 @@ def moe_permute_masked(
     out = torch.empty(num_experts, max_m, H, dtype=hidden.dtype, device=hidden.device)
     out_scale = None
     if hidden_scale is not None:
-        out_scale = torch.empty(num_experts, max_m, hidden_scale.shape[1], dtype=hidden_scale.dtype,
-                                device=hidden.device)
-    _copy_rows(hidden, hidden_scale, row_map, out.view(-1, H),
-               out_scale.view(num_experts * max_m, -1) if out_scale is not None else None)
+        out_scale = torch.empty(num_experts, hidden_scale.shape[1], max_m, dtype=torch.float32,
+                                device=hidden.device).transpose(1, 2)  # MN-major per expert
+    _copy_rows(hidden, hidden_scale, row_map, out.view(-1, H), out_scale, max_m)
     return out, out_scale, seg[:num_experts], row_map
 
 

@@ -1,0 +1,345 @@
+"""Grouped block-scaled FP8 GEMMs for the MoE experts (DeepGEMM m_grouped contiguous / masked semantics).
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[g, n // 128, kb] · Σ_{k in block kb} a[m, k] · b[g, n, k],
+g = the expert of row m (contiguous: m_indices[m]; masked: the group the row sits in).
+
+Tile design (same machinery as kernels/fp8_gemm.py): A and B tiles arrive through TMA tensor
+descriptors (K contiguous, "NT"), BLOCK_K = 128 = the scale granularity, and each K step makes
+a fresh fp32 tensor-core product that is promoted into the fp32 accumulator with
+a_scale (per row) × b_scale (per 128 columns). B is viewed as one [E·N, K] matrix, so a tile
+of expert g starts at row g·N; rows a tile reads past N (tails) only feed output columns that are
+never stored.
+
+* contiguous: a [M, K] holds the experts' segments back to back, each a multiple of the
+  alignment (128 rows, ``M_ALIGNMENT``); one tile = one expert, taken as the max of the tile's
+  m_indices. Tiles whose rows are all padding (−1) run no K loop and store zeros; rows whose
+  m_indices disagree with the tile's expert (a misaligned layout) are stored as NaN, never as
+  another expert's product. Persistent grid (one program per SM, tiles strided, GROUP_M swizzle).
+* masked: a [E, M_max, K]; program (g, m-tile, n-tile) returns at once when the m-tile starts
+  at or past masked_m[g], so empty groups cost one empty CTA per tile; rows ≥ masked_m[g] of a
+  partly valid tile are not stored (``out`` keeps what it held there).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor
+
+BLOCK_K = 128
+M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
+_OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+# Winning configs from the H200 sweep (benchmarks/bench_moe.py), keyed by (layout, N, K, M class).
+# Fields: BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M.
+_TUNED: dict[tuple[str, int, int, str], tuple[int, int, int, int, int]] = {}
+
+
+def _m_class(m_per_group: int) -> str:
+    return "small" if m_per_group <= 64 else ("mid" if m_per_group <= 512 else "large")
+
+
+def get_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
+    """Launch config: the tuned entry for (layout, N, K, M class), else a heuristic.
+
+    Contiguous configs always use BLOCK_M ∈ {64, 128} (a divisor of M_ALIGNMENT).
+    """
+    hit = _TUNED.get((layout, n, k, _m_class(m_per_group)))
+    if hit is not None:
+        bm, bn, warps, stages, group_m = hit
+        return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, GROUP_M=group_m)
+    if layout == "masked" and m_per_group <= 64:
+        return dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8)
+    return dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
+
+
+@functools.lru_cache(maxsize=8)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _num_programs(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 3  # interpreter: a small persistent grid still exercises the multi-tile loop
+    return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@triton.jit
+def _grouped_fp8_contiguous_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, m_indices_ptr, out_ptr,
+    M, N, E, num_k_blocks,
+    stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_om, stride_on,
+    NUM_PROGRAMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    # a_desc:  TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]
+    # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
+    # a_scale: [M, KB] fp32 (stride_asm, stride_ask); b_scale: [E, NB, KB] fp32 (stride_bse/bsn/bsk)
+    # m_indices: [M] int32, −1 = padding; out: [M, N] (stride_om, stride_on)
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_tiles = num_pid_m * num_pid_n
+    for tile_id in tl.range(pid, num_tiles, NUM_PROGRAMS):
+        group_id = tile_id // (GROUP_M * num_pid_n)
+        first_m = group_id * GROUP_M
+        group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
+        pid_m = first_m + (tile_id % group_rows)
+        pid_n = (tile_id % (GROUP_M * num_pid_n)) // group_rows
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        mi = tl.load(m_indices_ptr + rm, mask=rm < M, other=-1)
+        expert = tl.max(mi, axis=0)
+        ok = (expert >= 0) & (expert < E)
+        k_hi = tl.where(ok, num_k_blocks, 0)
+        ge = tl.where(ok, expert, 0).to(tl.int64)
+        b_row = (ge * N + off_n).to(tl.int32)
+        row_ok = mi == expert
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in range(0, k_hi):
+            a = a_desc.load([off_m, kb * BLOCK_K])
+            b = b_desc.load([b_row, kb * BLOCK_K])
+            sa = tl.load(a_scale_ptr + rm * stride_asm + kb * stride_ask, mask=row_ok, other=0.0)
+            blk = tl.dot(a, b.T)
+            if BLOCK_N <= 128:
+                sb = tl.load(b_scale_ptr + ge * stride_bse + (off_n // 128) * stride_bsn + kb * stride_bsk)
+                acc += blk * (sa * sb)[:, None]
+            else:
+                sb = tl.load(b_scale_ptr + ge * stride_bse + (rn // 128) * stride_bsn + kb * stride_bsk,
+                             mask=rn < N, other=0.0)
+                acc += blk * sa[:, None] * sb[None, :]
+        # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
+        acc = tl.where(row_ok[:, None] & ok, acc, tl.where((mi < 0)[:, None], 0.0, float("nan")))
+        o_ptrs = out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
+        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _grouped_fp8_masked_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
+    M_max, N, num_k_blocks,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_oe, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
+    # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
+    # a_scale: [E, M_max, KB] fp32; b_scale: [E, NB, KB] fp32; masked_m: [E] int32
+    # out:     [E, M_max, N] (stride_oe, stride_om, stride_on); rows >= masked_m[g] untouched
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M_max, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    g = pid // (num_pid_m * num_pid_n)
+    rest = pid - g * (num_pid_m * num_pid_n)
+    pid_n = rest // num_pid_m
+    pid_m = rest - pid_n * num_pid_m
+    off_m = pid_m * BLOCK_M
+    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
+    if off_m >= mm:
+        return
+    off_n = pid_n * BLOCK_N
+    g64 = g.to(tl.int64)
+    rm = off_m + tl.arange(0, BLOCK_M)
+    rn = off_n + tl.arange(0, BLOCK_N)
+    row_ok = rm < mm
+    a_row = (g64 * M_max + off_m).to(tl.int32)
+    b_row = (g64 * N + off_n).to(tl.int32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(0, num_k_blocks):
+        a = a_desc.load([a_row, kb * BLOCK_K])
+        b = b_desc.load([b_row, kb * BLOCK_K])
+        sa = tl.load(a_scale_ptr + g64 * stride_ase + rm * stride_asm + kb * stride_ask, mask=row_ok, other=0.0)
+        blk = tl.dot(a, b.T)
+        if BLOCK_N <= 128:
+            sb = tl.load(b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn + kb * stride_bsk)
+            acc += blk * (sa * sb)[:, None]
+        else:
+            sb = tl.load(b_scale_ptr + g64 * stride_bse + (rn // 128) * stride_bsn + kb * stride_bsk,
+                         mask=rn < N, other=0.0)
+            acc += blk * sa[:, None] * sb[None, :]
+    o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
+    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (rn[None, :] < N))
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_b(b: torch.Tensor, b_scale: torch.Tensor, device: torch.device) -> tuple[int, int, int]:
+    check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=3, device=device)
+    check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=3, device=device)
+    E, N, K = b.shape
+    if b.stride(2) != 1 or b.stride(0) != N * b.stride(1):
+        raise ValueError(f"b [E, N, K] must be K-contiguous with experts stacked densely, got strides {b.stride()}")
+    if b.stride(1) % 16 or b.data_ptr() % 16:
+        raise ValueError(f"b needs a 16-byte aligned base and row stride for TMA (K % 16 == 0), got strides {b.stride()}")
+    want = (E, triton.cdiv(N, 128), triton.cdiv(K, BLOCK_K))
+    if tuple(b_scale.shape) != want:
+        raise ValueError(f"b_scale must be [E, ceil(N/128), ceil(K/128)] = {want}, got {tuple(b_scale.shape)}")
+    return E, N, K
+
+
+def _check_cfg(cfg: dict, contiguous: bool) -> None:
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
+        raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")
+    if contiguous and M_ALIGNMENT % bm:
+        raise ValueError(f"config BLOCK_M={bm} must divide the contiguous alignment {M_ALIGNMENT}")
+
+
+def grouped_fp8_gemm_contiguous(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    m_indices: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
+    check_alignment: bool = False,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out[m] = (a[m]·a_scale[m]) @ (b[g]·b_scale[g])ᵀ with g = m_indices[m]; 0 where m_indices[m] = −1.
+
+    a: [M, K] float8_e4m3fn, row-major (16-byte aligned rows, K % 16 == 0): the experts' rows back to
+        back, each expert's segment starting at a multiple of 128 rows (``M_ALIGNMENT``, = moe_permute's block_m).
+    a_scale: [M, ceil(K/128)] fp32 1×128 group scales, any strides (MN-major is fastest).
+    b: [E, N, K] float8_e4m3fn, K-contiguous; b_scale: [E, ceil(N/128), ceil(K/128)] fp32 (128×128 blocks).
+    m_indices: [M] int32 expert of each row, −1 = padding (output row 0; its a/a_scale rows, NaN or not,
+        never reach another row). A 128-row tile holding two different experts writes NaN into the rows
+        of the minority expert (never another expert's product); ``check_alignment=True`` instead raises
+        ValueError after one host sync.
+    out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
+    config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M).
+    Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, alignment).
+    Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
+    """
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
+    check_runnable_device("a", a)
+    dev = a.device
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=dev)
+    check_tensor("m_indices", m_indices, dtype=torch.int32, ndim=1, device=dev)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    E, N, K = _check_b(b, b_scale, dev)
+    M = a.shape[0]
+    if a.shape[1] != K:
+        raise ValueError(f"a is [M, K] = {tuple(a.shape)}; K must match b [E, N, K] = {tuple(b.shape)}")
+    if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
+        raise ValueError(f"a must be row-major with 16-byte aligned rows for TMA, got strides {a.stride()}")
+    kb = triton.cdiv(K, BLOCK_K)
+    if tuple(a_scale.shape) != (M, kb):
+        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
+    if m_indices.shape[0] != M or m_indices.stride(0) != 1:
+        raise ValueError(f"m_indices must be a contiguous [{M}] int32 tensor, got {tuple(m_indices.shape)}")
+    if out is None:
+        out = torch.empty(M, N, dtype=out_dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev)
+        if tuple(out.shape) != (M, N):
+            raise ValueError(f"out must be [M, N] = {(M, N)}, got {tuple(out.shape)}")
+    if check_alignment and M:
+        mi = m_indices.long().cpu()
+        if ((mi < -1) | (mi >= E)).any():
+            raise ValueError(f"m_indices must lie in [-1, {E})")
+        pad = (-M) % M_ALIGNMENT
+        tiles = torch.cat([mi, mi.new_full((pad,), -1)]).view(-1, M_ALIGNMENT)
+        top = tiles.max(dim=1, keepdim=True).values
+        if ((tiles != top) & (tiles >= 0)).any():
+            raise ValueError(f"m_indices segments are not aligned to {M_ALIGNMENT} rows (a tile mixes experts)")
+    if M == 0:
+        return out
+    cfg = dict(config) if config is not None else get_config("contiguous", M // max(E, 1), N, K)
+    _check_cfg(cfg, True)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [bm, BLOCK_K])
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    grid = min(_num_programs(dev), tiles)
+    _grouped_fp8_contiguous_kernel[(grid,)](
+        a_desc, b_desc, a_scale, b_scale, m_indices, out,
+        M, N, E, kb,
+        a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), b_scale.stride(2),
+        out.stride(0), out.stride(1),
+        NUM_PROGRAMS=grid, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=cfg.get("GROUP_M", 8),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return out
+
+
+def grouped_fp8_gemm_masked(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    masked_m: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
+    expected_m: int | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
+
+    a: [E, M_max, K] float8_e4m3fn, K-contiguous with groups stacked densely (a.view(E·M_max, K) valid),
+        16-byte aligned rows (K % 16 == 0). a_scale: [E, M_max, ceil(K/128)] fp32, any strides.
+    b: [E, N, K] float8_e4m3fn, K-contiguous; b_scale: [E, ceil(N/128), ceil(K/128)] fp32.
+    masked_m: [E] int32 valid rows per group, read on the device (no host sync: CUDA-graph safe);
+        values above M_max are clamped to M_max. Rows ≥ masked_m[g] of ``out`` keep whatever they held
+        (unspecified when ``out`` is allocated here); their a/a_scale rows (NaN or not) are never stored.
+    expected_m: typical rows per group, used only to pick the launch config (default M_max).
+    out: optional [E, M_max, N] out_dtype destination. config: optional launch-config override.
+    Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device).
+    Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
+    """
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
+    check_runnable_device("a", a)
+    dev = a.device
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=3, device=dev)
+    check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    E, N, K = _check_b(b, b_scale, dev)
+    Ea, M_max, Ka = a.shape
+    if Ea != E or Ka != K:
+        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
+    if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
+        raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
+    kb = triton.cdiv(K, BLOCK_K)
+    if tuple(a_scale.shape) != (E, M_max, kb):
+        raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
+    if masked_m.shape[0] != E:
+        raise ValueError(f"masked_m must have {E} entries, got {tuple(masked_m.shape)}")
+    if out is None:
+        out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev)
+        if tuple(out.shape) != (E, M_max, N):
+            raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
+    if M_max == 0 or E == 0:
+        return out
+    cfg = dict(config) if config is not None else get_config("masked", expected_m or M_max, N, K)
+    _check_cfg(cfg, False)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
+    grid = E * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
+    _grouped_fp8_masked_kernel[(grid,)](
+        a_desc, b_desc, a_scale, b_scale, masked_m, out,
+        M_max, N, kb,
+        a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return out
+
+
+__all__ = ["grouped_fp8_gemm_contiguous", "grouped_fp8_gemm_masked", "get_config", "M_ALIGNMENT"]

@@ -9,6 +9,7 @@ n_group > topk_group > 1, shared expert, first_k_dense_replace ≥ 1, YaRN) and 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -66,8 +67,9 @@ def build_hf_model(kind: str, seed: int = 0, **overrides):
 def save_checkpoint(model, folder: Path, *, fp8: bool = False, mtp: bool = False) -> Path:
     """save_pretrained into ``folder``; optionally quantize to block FP8 and/or add a random MTP layer.
 
-    With fp8, the HF model's weights are replaced in place by their dequantized FP8 values, so the
-    same model is the exact reference for the FP8 checkpoint.
+    With fp8, the HF model's weights are replaced in place by their dequantized FP8 values (through
+    a dequantized copy of the checkpoint loaded back with ``from_pretrained``, so HF's own key
+    conversion -- e.g. stacked experts -- applies), making it the exact reference for the FP8 files.
     """
     from tritonseek.kernels.reference.fp8 import dequant_block_fp8_ref, per_block_quant_fp8_ref
 
@@ -79,15 +81,20 @@ def save_checkpoint(model, folder: Path, *, fp8: bool = False, mtp: bool = False
     if mtp:
         sd.update(_random_mtp_tensors(sd, cfgd))
     if fp8:
-        params = dict(model.named_parameters())
+        deq = {}
         for k in list(sd):
             if k.endswith(FP8_SUFFIXES):
                 q, s = per_block_quant_fp8_ref(sd[k].float())
                 sd[k] = q
                 sd[k[: -len("weight")] + "weight_scale_inv"] = s
-                if k in params:
-                    with torch.no_grad():
-                        params[k].copy_(dequant_block_fp8_ref(q, s))
+                deq[k] = dequant_block_fp8_ref(q, s)
+        tmp = folder / "_dequantized"
+        tmp.mkdir(exist_ok=True)
+        (tmp / "config.json").write_text((folder / "config.json").read_text())
+        save_file({**load_file(str(path)), **deq}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        ref = type(model).from_pretrained(tmp, attn_implementation="eager", dtype=torch.float32)
+        model.load_state_dict(ref.state_dict())
+        shutil.rmtree(tmp)
         cfgd["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
                                        "weight_block_size": [128, 128]}
     cfgd["num_nextn_predict_layers"] = 1 if mtp else 0

@@ -35,9 +35,10 @@ from tritonseek.kernels._utils import check_runnable_device, check_tensor, inter
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 
 # Winning configs from the H200 sweep, keyed by (M class, N, K); M class = "64" (M ≤ 64),
-# "128" (M ≤ 128), "large" (M > 128). Fields: BLOCK_M, BLOCK_N, num_warps, num_stages,
-# GROUP_M, FLATTEN, SPLIT_K.
-_TUNED: dict[tuple[str, int, int], tuple[int, int, int, int, int, bool, int]] = {}
+# "128" (M ≤ 128), "large" (M > 128). Values are launch configs: BLOCK_M, BLOCK_N, num_warps,
+# num_stages, GROUP_M, FLATTEN (flattened persistent loop), SPLIT_K, GRID_MULT (programs per SM;
+# 0 = one tile per program).
+_TUNED: dict[tuple[str, int, int], dict] = {}
 
 
 def _m_class(m: int) -> str:
@@ -80,9 +81,7 @@ def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
     hit = _TUNED.get((_m_class(m), n, k))
     if hit is None:
         return _default_config(m, n, k, num_programs)
-    bm, bn, warps, stages, group_m, flatten, split_k = hit
-    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, GROUP_M=group_m,
-                FLATTEN=flatten, SPLIT_K=split_k)
+    return dict(hit)
 
 
 @triton.jit
@@ -90,8 +89,7 @@ def _fp8_gemm_nt_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr,
     M, N, num_k_blocks, k_blocks_per_split, split_k,
     stride_asm, stride_ask, stride_bsn, stride_bsk,
-    stride_cs, stride_cm, stride_cn,
-    NUM_PROGRAMS: tl.constexpr,
+    stride_cs, stride_cm, stride_cn, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, FLATTEN: tl.constexpr,
 ):
@@ -106,7 +104,7 @@ def _fp8_gemm_nt_kernel(
     num_pid_n = tl.cdiv(N, BLOCK_N)
     num_mn = num_pid_m * num_pid_n
     num_tiles = num_mn * split_k
-    for tile_id in tl.range(pid, num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
+    for tile_id in tl.range(pid, num_tiles, num_programs, flatten=FLATTEN):
         split = tile_id // num_mn
         mn = tile_id - split * num_mn
         # GROUP_M-swizzled tile order: GROUP_M row-tiles sweep the N tiles together.
@@ -244,13 +242,15 @@ def fp8_gemm_nt(
         c = torch.empty((split_k, m, n), dtype=torch.float32, device=a.device)
         stride_cs, stride_cm, stride_cn = c.stride()
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split_k
-    grid_n = min(num_programs, tiles)
+    # GRID_MULT programs per SM (persistent); 0 = one tile per program
+    grid_mult = int(cfg.get("GRID_MULT", 1))
+    grid_n = tiles if grid_mult == 0 else min(num_programs * grid_mult, tiles)
     _fp8_gemm_nt_kernel[(grid_n,)](
         a_desc, b_desc, a_scale, b_scale, c,
         m, n, kb, k_per_split, split_k,
         a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
-        stride_cs, stride_cm, stride_cn,
-        NUM_PROGRAMS=grid_n, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K,
+        stride_cs, stride_cm, stride_cn, grid_n,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K,
         GROUP_M=cfg.get("GROUP_M", 8), FLATTEN=bool(cfg.get("FLATTEN", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

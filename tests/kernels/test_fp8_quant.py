@@ -1,0 +1,218 @@
+"""FP8 quantization kernels against tritonseek.kernels.reference.fp8 (CPU interpreter; real shapes on the GPU).
+
+Tolerances: plain per-token-group / per-block quant must match the reference exactly — amax is
+exact, the scale and q use IEEE division (div_rn) and round-to-nearest-even, like torch. The
+fused SiLU·mul computes silu as x/(1+exp(-x)) while torch uses its own silu, so h may differ by an
+fp32 ulp; we then allow scales within 1e-6 relative and each q within one e4m3 step.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels import fp8_quant
+from tritonseek.kernels.fp8_quant import per_block_quant_fp8, per_token_group_quant_fp8, silu_mul_quant_fp8
+from tritonseek.kernels.reference.fp8 import (
+    AMAX_EPS,
+    FP8_E4M3_MAX,
+    dequant_block_fp8_ref,
+    dequant_token_group_fp8_ref,
+    per_block_quant_fp8_ref,
+    per_token_group_quant_fp8_ref,
+    silu_mul_quant_fp8_ref,
+)
+
+
+def _e4m3_step(q: torch.Tensor) -> torch.Tensor:
+    """Spacing of the e4m3 grid at |q| (3 mantissa bits, normals from 2^-6, subnormal step 2^-9)."""
+    e = torch.floor(torch.log2(q.abs().clamp_min(2.0**-6)))
+    return torch.exp2(e - 3)
+
+
+def _assert_within_one_step(q: torch.Tensor, q_ref: torch.Tensor) -> None:
+    qf, rf = q.float().cpu(), q_ref.float().cpu()
+    step = torch.maximum(_e4m3_step(qf), _e4m3_step(rf))
+    assert torch.all((qf - rf).abs() <= step), f"max |q - q_ref| = {(qf - rf).abs().max()}"
+
+
+class _PoisonTorch(types.SimpleNamespace):
+    """torch with ``empty`` returning NaN-filled tensors, to prove the kernels write every output."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*shape, dtype=None, device=None):
+        t = torch.empty(*shape, dtype=dtype, device=device)
+        if dtype == torch.float8_e4m3fn:
+            t.view(torch.uint8).fill_(0x7F)  # e4m3 NaN
+        elif dtype is not None and dtype.is_floating_point:
+            t.fill_(float("nan"))
+        return t
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    # stateless for the test's lifetime, so sharing it across hypothesis examples is fine
+    monkeypatch.setattr(fp8_quant, "torch", _PoisonTorch())
+
+
+# The device/poisoned fixtures hold no per-example state.
+_fixture_ok = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+def _rand(m, k, dtype, scale, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g) * scale
+    return x.to(dtype).to(device)
+
+
+@_fixture_ok
+@given(
+    m=st.integers(1, 40),
+    k=st.integers(1, 300),
+    dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    scale=st.sampled_from([1e-3, 1.0, 300.0]),
+    ue8m0=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_per_token_group_quant_matches_reference(poisoned, device, m, k, dtype, scale, ue8m0, seed):
+    x = _rand(m, k, dtype, scale, device, seed)
+    q, s = per_token_group_quant_fp8(x, 128, ue8m0)
+    q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)
+    assert q.shape == (m, k) and q.dtype == torch.float8_e4m3fn
+    assert s.shape == (m, (k + 127) // 128) and s.stride(0) == 1  # MN-major, what fp8_gemm_nt reads
+    assert not torch.isnan(q.float()).any() and not torch.isnan(s).any()
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float().cpu(), q_ref.float(), rtol=0, atol=0)
+
+
+@_fixture_ok
+@given(m=st.integers(1, 24), k=st.integers(1, 260), seed=st.integers(0, 2**31 - 1))
+def test_quant_round_trip_within_e4m3_rounding(device, m, k, seed):
+    x = _rand(m, k, torch.float32, 2.0, device, seed)
+    q, s = per_token_group_quant_fp8(x)
+    assert q.float().abs().max() <= FP8_E4M3_MAX
+    back = dequant_token_group_fp8_ref(q.cpu(), s.cpu())
+    s_full = s.cpu().repeat_interleave(128, 1)[:, :k]
+    # half an e4m3 step: 2^-4 relative for normals, 2^-10·s in the subnormal range
+    bound = x.cpu().abs() * 2.0**-4 + s_full * 2.0**-10 + 1e-12
+    assert torch.all((back - x.cpu()).abs() <= bound)
+
+
+def test_zero_groups_give_zero_q_and_finite_scale(device):
+    x = _rand(5, 300, torch.bfloat16, 1.0, device, 1)
+    x[1] = 0
+    x[3, 128:256] = 0
+    q, s = per_token_group_quant_fp8(x)
+    assert torch.isfinite(s).all()
+    assert torch.all(q[1].float() == 0) and torch.all(q[3, 128:256].float() == 0)
+    expected = torch.tensor(AMAX_EPS / FP8_E4M3_MAX, dtype=torch.float32)
+    assert torch.all(s[1].cpu() == expected) and s[3, 1].cpu() == expected
+
+
+def test_ue8m0_scales_are_powers_of_two(device):
+    x = _rand(7, 384, torch.float32, 3.0, device, 2)
+    _, s = per_token_group_quant_fp8(x, 128, scale_ue8m0=True)
+    mant, _ = torch.frexp(s.cpu())
+    assert torch.all(mant == 0.5)
+    amax = x.cpu().view(7, 3, 128).abs().amax(-1)
+    assert torch.all(s.cpu() >= amax / FP8_E4M3_MAX)
+
+
+@_fixture_ok
+@given(
+    m=st.integers(1, 24),
+    inter=st.integers(1, 260),
+    dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    ue8m0=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_silu_mul_quant_matches_reference(poisoned, device, m, inter, dtype, ue8m0, seed):
+    x = _rand(m, 2 * inter, dtype, 2.0, device, seed)
+    q, s = silu_mul_quant_fp8(x, 128, ue8m0)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x.cpu(), 128, ue8m0)
+    assert q.shape == (m, inter) and s.shape == (m, (inter + 127) // 128) and s.stride(0) == 1
+    assert not torch.isnan(q.float()).any() and not torch.isnan(s).any()
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=1e-6, atol=0)
+    _assert_within_one_step(q, q_ref)
+
+
+def test_silu_mul_quant_strided_input(device):
+    big = _rand(6, 2 * 200 + 8, torch.float32, 1.0, device, 3)
+    x = big[:, : 2 * 200]  # row stride 408, not contiguous
+    q, s = silu_mul_quant_fp8(x)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x.cpu().contiguous())
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=1e-6, atol=0)
+    _assert_within_one_step(q, q_ref)
+
+
+@_fixture_ok
+@given(
+    n=st.integers(1, 300),
+    k=st.integers(1, 300),
+    dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_per_block_quant_matches_reference(poisoned, device, n, k, dtype, seed):
+    w = _rand(n, k, dtype, 0.05, device, seed)
+    q, s = per_block_quant_fp8(w)
+    q_ref, s_ref = per_block_quant_fp8_ref(w.cpu())
+    assert s.shape == ((n + 127) // 128, (k + 127) // 128)
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float().cpu(), q_ref.float(), rtol=0, atol=0)
+    back = dequant_block_fp8_ref(q.cpu(), s.cpu())
+    s_full = s.cpu().repeat_interleave(128, 0)[:n].repeat_interleave(128, 1)[:, :k]
+    # half an e4m3 step: 2^-4 relative for normals, 2^-10·s in the subnormal range
+    assert torch.all((back - w.float().cpu()).abs() <= w.float().cpu().abs() * 2.0**-4 + s_full * 2.0**-10)
+
+
+def test_ragged_weight_scale_shape_is_ceil_sized():
+    w = torch.randn(576, 7168)
+    _, s = per_block_quant_fp8_ref(w)
+    assert s.shape == (5, 56)
+
+
+def test_rejects_bad_inputs(device):
+    x = torch.randn(4, 256, device=device)
+    with pytest.raises(TypeError, match="x"):
+        per_token_group_quant_fp8(x.to(torch.int32))
+    with pytest.raises(ValueError, match="x"):
+        per_token_group_quant_fp8(x.view(2, 2, 256))
+    with pytest.raises(ValueError, match="group_size"):
+        per_token_group_quant_fp8(x, group_size=100)
+    with pytest.raises(ValueError, match="odd"):
+        silu_mul_quant_fp8(x[:, :255])
+    with pytest.raises(TypeError, match="w"):
+        per_block_quant_fp8(x.to(torch.float8_e4m3fn))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,k", [(1, 7168), (64, 7168), (4096, 7168), (4096, 2048), (333, 1536)])
+def test_quant_real_shapes_gpu(device, m, k):
+    x = _rand(m, k, torch.bfloat16, 1.0, device, m + k)
+    q, s = per_token_group_quant_fp8(x)
+    q_ref, s_ref = per_token_group_quant_fp8_ref(x)
+    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float(), q_ref.float(), rtol=0, atol=0)
+    q, s = silu_mul_quant_fp8(x)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x)
+    torch.testing.assert_close(s, s_ref, rtol=1e-6, atol=0)
+    _assert_within_one_step(q, q_ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,k", [(576, 7168), (2112, 7168), (7168, 2048)])
+def test_block_quant_real_shapes_gpu(device, n, k):
+    w = _rand(n, k, torch.bfloat16, 0.02, device, n)
+    q, s = per_block_quant_fp8(w)
+    q_ref, s_ref = per_block_quant_fp8_ref(w)
+    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float(), q_ref.float(), rtol=0, atol=0)

@@ -1,0 +1,410 @@
+"""Triton decode-path sampler: temperature, top-k/top-p filtering and exponential-race sampling.
+
+Design (memory-bound; a vocabulary row of 129280 fp32 logits is 517 KB):
+  1. ``_topk_topp_threshold_kernel`` (one program per row, only when filtering is asked for): the
+     kept set of top-k and of top-p is {x >= t} for one value t per row, so it finds t exactly by
+     an 8-pass radix select (4 bits per pass) over the order-preserving uint32 key of x / T,
+     histogramming counts (top-k) or softmax mass (top-p). Rows with both filters off exit at once.
+  2. ``_row_stats_kernel`` (grid rows × splits, the row streamed in BLOCK chunks): per split the
+     online max/argmax, the online softmax sum and the exponential race argmax_i (s_i − log E_i),
+     which equals argmax_i p_i / E_i since p_i ∝ exp(s_i).
+  3. ``_sample_combine_kernel`` (one program per row): reduces the split partials to the token.
+No host synchronisation anywhere (graph-capturable); split counts depend on shapes only.
+``tritonseek.kernels.spec_verify`` reuses kernels 1–2 for rejection sampling.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configuration (no autotuner: split counts must be shape-only so graphs stay valid).
+# Winners of the H200 sweep in benchmarks/bench_mtp.py (keyed by kernel mode); CPU/interpreter
+# uses small blocks so interpreter tests stay fast.
+# --------------------------------------------------------------------------------------------
+STATS_CONFIGS = {
+    # mode: (BLOCK, num_warps, programs per SM)
+    "greedy": (2048, 4, 4),
+    "sample": (2048, 8, 4),
+}
+THRESH_CONFIG = (1024, 8)  # (BLOCK, num_warps) of the radix-select threshold kernel
+_INTERP_BLOCK = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
+                        override: tuple[int, int, int] | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK, num_warps, num_splits, split_len) for streaming ``rows`` rows of length V."""
+    if device.type != "cuda":
+        block, warps, per_sm, sms = _INTERP_BLOCK, 4, 2, 2
+    else:
+        block, warps, per_sm = override or STATS_CONFIGS[mode]
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    chunks = triton.cdiv(V, block)
+    splits = max(1, min(chunks, triton.cdiv(per_sm * sms, rows)))
+    split_len = triton.cdiv(chunks, splits) * block
+    splits = triton.cdiv(V, split_len)
+    return block, warps, splits, split_len
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _float_to_key(x):
+    # order-preserving map fp32 -> uint32 (negative floats: flip all bits; others: set the sign bit)
+    b = x.to(tl.uint32, bitcast=True)
+    return tl.where((b >> 31) == 1, b ^ 0xFFFFFFFF, b | 0x80000000)
+
+
+@triton.jit
+def _key_to_float(key):
+    b = tl.where(key >= 0x80000000, key ^ 0x80000000, key ^ 0xFFFFFFFF)
+    return b.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _radix_select(row_ptr, V, temp, lower, m, target, USE_MASS: tl.constexpr, BLOCK: tl.constexpr):
+    # Largest uint32 key v with F(v) = sum_{i: s_i >= lower, key(s_i) >= v} w_i >= target, where
+    # s = x / temp and w = 1 (count, top-k) or exp(s - m) (mass, top-p). found = False when even the
+    # smallest key misses the target (the caller then keeps the whole row).
+    digits = tl.arange(0, 16)
+    prefix = tl.zeros((), dtype=tl.uint32)
+    acc = tl.zeros((), dtype=tl.float32)
+    found = tl.zeros((), dtype=tl.int1)
+    for r in tl.static_range(8):
+        shift: tl.constexpr = 28 - 4 * r
+        hist = tl.zeros([16], dtype=tl.float32)
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            msk = offs < V
+            s = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32) / temp
+            valid = msk & (s >= lower)
+            key = _float_to_key(s)
+            if r > 0:
+                valid = valid & ((key >> (shift + 4)) == prefix)
+            d = ((key >> shift) & 15).to(tl.int32)
+            if USE_MASS:
+                w = tl.where(valid, tl.exp(s - m), 0.0)
+            else:
+                w = tl.where(valid, 1.0, 0.0)
+            hist += tl.sum(tl.where(d[:, None] == digits[None, :], w[:, None], 0.0), axis=0)
+        suffix = tl.cumsum(hist, 0, reverse=True)
+        dsel = tl.max(tl.where(acc + suffix >= target, digits, -1), axis=0)
+        if r == 0:
+            found = dsel >= 0
+        dsel = tl.maximum(dsel, 0)
+        acc += tl.sum(tl.where(digits > dsel, hist, 0.0), axis=0)
+        prefix = (prefix << 4) | dsel.to(tl.uint32)
+    return prefix, found
+
+
+@triton.jit
+def _topk_topp_threshold_kernel(
+    logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, thresh_ptr,
+    V, NJ, stride_lb, stride_lj,
+    HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # logits      [B, NJ, V] float, last stride 1 (row = b * NJ + j; NJ = 1 for plain sampling)
+    # temperature [B] fp32, top_k [B] int32 (0 = off), top_p [B] fp32 (>= 1 = off)
+    # thresh      [B * NJ] fp32 out: keep s = x / T iff s >= thresh (-inf = keep all)
+    row = tl.program_id(0)
+    b = row // NJ
+    j = row % NJ
+    row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
+    temp = tl.load(temperature_ptr + b)
+    k_on = temp > 0
+    p_on = temp > 0
+    top_k = 0
+    top_p = 1.0
+    if HAS_TOP_K:
+        top_k = tl.load(top_k_ptr + b)
+        k_on = k_on & (top_k > 0) & (top_k < V)
+    else:
+        k_on = False
+    if HAS_TOP_P:
+        top_p = tl.load(top_p_ptr + b)
+        p_on = p_on & (top_p < 1.0)
+    else:
+        p_on = False
+    thr = tl.full([], float("-inf"), tl.float32)
+    if k_on | p_on:
+        t = tl.where(temp > 0, temp, 1.0)
+        m = tl.full([BLOCK], float("-inf"), tl.float32)
+        for start in range(0, V, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            s = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / t
+            m = tl.maximum(m, s)
+        mx = tl.max(m, axis=0)
+        if k_on:
+            key_k, found_k = _radix_select(row_ptr, V, t, float("-inf"), mx, top_k.to(tl.float32),
+                                           False, BLOCK)
+            thr = tl.where(found_k, _key_to_float(key_k), float("-inf"))
+        if p_on:
+            z = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, V, BLOCK):
+                offs = start + tl.arange(0, BLOCK)
+                s = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / t
+                z += tl.where(s >= thr, tl.exp(s - mx), 0.0)
+            target = top_p * tl.sum(z, axis=0)
+            key_p, found_p = _radix_select(row_ptr, V, t, thr, mx, target, True, BLOCK)
+            thr = tl.maximum(thr, tl.where(found_p, _key_to_float(key_p), float("-inf")))
+    tl.store(thresh_ptr + row, thr)
+
+
+@triton.jit
+def _row_stats_kernel(
+    logits_ptr, noise_ptr, draft_ptr, temperature_ptr, thresh_ptr,
+    part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
+    V, NJ, split_len, num_splits,
+    stride_lb, stride_lj, stride_nb, stride_nj, stride_db,
+    GREEDY: tl.constexpr, HAS_THRESH: tl.constexpr, NEED_SUM: tl.constexpr, RACE_MODE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # logits  [B, NJ, V] float, last stride 1; row = b * NJ + j, split = program_id(1)
+    # noise   [B, NJ, V] fp32 Exp(1), last stride 1 (read only when the race runs)
+    # draft   [B, NJ - 1] int (RACE_MODE 1: the race of row j < NJ - 1 excludes draft[b, j])
+    # thresh  [B * NJ] fp32 filter threshold on s = x / T (HAS_THRESH)
+    # part_*  [B * NJ, num_splits]: max of s, sum exp(s - max), first argmax of s,
+    #         max of s - log E, its first index. GREEDY: s = x, only max/argmax.
+    # RACE_MODE: 0 none, 1 every row (excluding the draft token when j < NJ - 1), 2 last row only.
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    b = row // NJ
+    j = row % NJ
+    start = split * split_len
+    end = tl.minimum(start + split_len, V)
+    row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
+    noise_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
+
+    m = tl.full([], float("-inf"), tl.float32)
+    idx = start
+    lsum = tl.full([], 0.0, tl.float32)
+    rmax = tl.full([], float("-inf"), tl.float32)
+    ridx = start
+    if GREEDY:
+        temp = 1.0
+        do_race = False
+    else:
+        temp = tl.load(temperature_ptr + b)
+        do_race = temp > 0
+        temp = tl.where(temp > 0, temp, 1.0)
+    if RACE_MODE == 0:
+        do_race = False
+    if RACE_MODE == 2:
+        do_race = do_race & (j == NJ - 1)
+    excl = -1
+    if RACE_MODE == 1:
+        has_draft = j < NJ - 1
+        excl = tl.load(draft_ptr + b.to(tl.int64) * stride_db + tl.where(has_draft, j, 0), mask=has_draft,
+                       other=-1).to(tl.int32)
+    thr = float("-inf")
+    if HAS_THRESH:
+        thr = tl.load(thresh_ptr + row)
+    race_end = tl.where(do_race, end, 0)  # noise is read only where the race runs
+
+    for off in range(start, end, BLOCK):
+        offs = off + tl.arange(0, BLOCK)
+        msk = offs < end
+        x = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32)
+        if GREEDY:
+            s = x
+        else:
+            s = x / temp
+            if HAS_THRESH:
+                s = tl.where(s >= thr, s, float("-inf"))
+        bm, bi = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
+        if NEED_SUM:
+            m_new = tl.maximum(m, bm)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            lsum = lsum * tl.exp(m - m_safe) + tl.sum(tl.exp(s - m_safe), axis=0)
+        idx = tl.where(bm > m, off + bi, idx)
+        m = tl.maximum(m, bm)
+        if RACE_MODE != 0:
+            e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
+            r = s - tl.log(e)
+            if RACE_MODE == 1:
+                r = tl.where(offs == excl, float("-inf"), r)
+            rb, rbi = tl.max(r, axis=0, return_indices=True, return_indices_tie_break_left=True)
+            ridx = tl.where(rb > rmax, off + rbi, ridx)
+            rmax = tl.maximum(rmax, rb)
+
+    p = row.to(tl.int64) * num_splits + split
+    tl.store(part_max_ptr + p, m)
+    tl.store(part_idx_ptr + p, idx)
+    if NEED_SUM:
+        tl.store(part_sum_ptr + p, lsum)
+    if RACE_MODE != 0:
+        tl.store(part_race_ptr + p, rmax)
+        tl.store(part_ridx_ptr + p, ridx)
+
+
+@triton.jit
+def _sample_combine_kernel(
+    temperature_ptr, part_max_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr, out_ptr,
+    num_splits, SPLITS: tl.constexpr,
+):
+    # part_* [B, num_splits] from _row_stats_kernel (NJ = 1); out [B] int64 token ids
+    row = tl.program_id(0)
+    offs = tl.arange(0, SPLITS)
+    msk = offs < num_splits
+    base = row.to(tl.int64) * num_splits
+    big = 2147483647
+    ms = tl.load(part_max_ptr + base + offs, mask=msk, other=float("-inf"))
+    ids = tl.load(part_idx_ptr + base + offs, mask=msk, other=big)
+    mx = tl.max(ms, axis=0)
+    greedy = tl.min(tl.where((ms == mx) & msk, ids, big), axis=0)
+    rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf"))
+    rids = tl.load(part_ridx_ptr + base + offs, mask=msk, other=big)
+    rmx = tl.max(rs, axis=0)
+    race = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
+    temp = tl.load(temperature_ptr + row)
+    tl.store(out_ptr + row, tl.where(temp > 0, race, greedy).to(tl.int64))
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+def _check_row_params(B: int, device: torch.device, temperature, top_k, top_p) -> None:
+    check_tensor("temperature", temperature, dtype=torch.float32, ndim=1, device=device)
+    if temperature.shape[0] != B:
+        raise ValueError(f"temperature must have shape [{B}], got {tuple(temperature.shape)}")
+    for name, t, dt in (("top_k", top_k, torch.int32), ("top_p", top_p, torch.float32)):
+        if t is not None:
+            check_tensor(name, t, dtype=dt, ndim=1, device=device)
+            if t.shape[0] != B or t.stride(0) != 1:
+                raise ValueError(f"{name} must be a contiguous [{B}] tensor, got shape {tuple(t.shape)}")
+    if temperature.stride(0) != 1:
+        raise ValueError("temperature must be contiguous")
+
+
+def launch_thresholds(logits3: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
+                      top_p: torch.Tensor | None) -> torch.Tensor | None:
+    """Per-row filter thresholds [B * NJ] fp32 for logits3 [B, NJ, V] (None when both filters are None)."""
+    if top_k is None and top_p is None:
+        return None
+    B, NJ, V = logits3.shape
+    thresh = torch.empty(B * NJ, dtype=torch.float32, device=logits3.device)
+    block, warps = (_INTERP_BLOCK, 4) if logits3.device.type != "cuda" else THRESH_CONFIG
+    dummy = temperature
+    _topk_topp_threshold_kernel[(B * NJ,)](
+        logits3, temperature, top_k if top_k is not None else dummy, top_p if top_p is not None else dummy,
+        thresh, V, NJ, logits3.stride(0), logits3.stride(1),
+        HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, BLOCK=block, num_warps=warps,
+    )
+    return thresh
+
+
+def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+                      *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k then top-p filter: out_i = x_i if kept else -inf (kept = {x >= t}, t found by radix select).
+
+    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous.
+    top_k: [B] int32 (0 or >= V = off) or None. top_p: [B] fp32 in (0, 1] (>= 1 = off) or None.
+    out: optional [B, V] fp32 buffer. Returns [B, V] fp32 (ties at the threshold are all kept; the
+    top token is always kept). Raises ValueError/TypeError naming a bad argument.
+    Semantics: vLLM ``apply_top_k_top_p`` (top-k first, then top-p over the renormalised survivors);
+    reference ``apply_top_k_top_p_ref``.
+    """
+    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
+    check_runnable_device("logits", logits)
+    if logits.stride(1) != 1:
+        raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
+    B, V = logits.shape
+    ones = torch.ones(B, dtype=torch.float32, device=logits.device)  # filter on x itself (T = 1)
+    _check_row_params(B, logits.device, ones, top_k, top_p)
+    if out is None:
+        out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
+    elif out.shape != (B, V) or out.dtype != torch.float32 or out.device != logits.device:
+        raise ValueError(f"out must be a [{B}, {V}] fp32 tensor on {logits.device}")
+    thresh = launch_thresholds(logits[:, None, :], ones, top_k, top_p)
+    x = logits.float()
+    if thresh is None:
+        out.copy_(x)
+    else:
+        torch.where(x >= thresh[:, None], x, torch.full_like(x, float("-inf")), out=out)
+    return out
+
+
+def launch_row_stats(logits3, noise3, draft, temperature, thresh, *, mode: str, need_sum: bool,
+                     race_mode: int, config: tuple[int, int, int] | None = None):
+    """Run _row_stats_kernel over logits3 [B, NJ, V]; return (num_splits, part_max, part_sum, part_idx,
+    part_race, part_ridx) with partials [B * NJ, num_splits]."""
+    B, NJ, V = logits3.shape
+    rows = B * NJ
+    dev = logits3.device
+    block, warps, splits, split_len = stats_launch_config(mode, rows, V, dev, config)
+    part_max = torch.empty(rows, splits, dtype=torch.float32, device=dev)
+    part_idx = torch.empty(rows, splits, dtype=torch.int32, device=dev)
+    part_sum = torch.empty(rows, splits, dtype=torch.float32, device=dev) if need_sum else part_max
+    if race_mode:
+        part_race = torch.empty(rows, splits, dtype=torch.float32, device=dev)
+        part_ridx = torch.empty(rows, splits, dtype=torch.int32, device=dev)
+    else:
+        part_race, part_ridx = part_max, part_idx
+    noise3 = noise3 if noise3 is not None else logits3
+    draft_t = draft if draft is not None else part_idx
+    temp = temperature if temperature is not None else part_max
+    _row_stats_kernel[(rows, splits)](
+        logits3, noise3, draft_t, temp, thresh if thresh is not None else part_max,
+        part_max, part_sum, part_idx, part_race, part_ridx,
+        V, NJ, split_len, splits,
+        logits3.stride(0), logits3.stride(1), noise3.stride(0), noise3.stride(1),
+        draft_t.stride(0) if draft_t.dim() == 2 else 0,
+        GREEDY=mode == "greedy", HAS_THRESH=thresh is not None, NEED_SUM=need_sum, RACE_MODE=race_mode,
+        BLOCK=block, num_warps=warps,
+    )
+    return splits, part_max, part_sum, part_idx, part_race, part_ridx
+
+
+def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
+           top_p: torch.Tensor | None, exp_noise: torch.Tensor, *, out: torch.Tensor | None = None,
+           config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """token = argmax(x) if T == 0 else argmax_i softmax(top_k_top_p(x / T))_i / E_i (exponential race).
+
+    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous.
+    temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties). top_k: [B] int32 (0 = off) or None.
+    top_p: [B] fp32 in (0, 1] (1 = off) or None. exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded
+    generator, last dim contiguous (rows with T == 0 are not read). out: optional [B] int64 buffer.
+    config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
+    Returns tokens [B] int64. No host synchronisation (CUDA-graph safe).
+    Raises ValueError/TypeError naming a bad argument. Semantics: vLLM Sampler; reference ``sample_ref``.
+    """
+    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
+    check_runnable_device("logits", logits)
+    dev = logits.device
+    B, V = logits.shape
+    if logits.stride(1) != 1:
+        raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
+    _check_row_params(B, dev, temperature, top_k, top_p)
+    check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=2, device=dev)
+    if exp_noise.shape != (B, V) or exp_noise.stride(1) != 1:
+        raise ValueError(f"exp_noise must be [{B}, {V}] with a contiguous last dim, got {tuple(exp_noise.shape)}")
+    if out is None:
+        out = torch.empty(B, dtype=torch.int64, device=dev)
+    elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
+        raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    logits3 = logits[:, None, :]
+    thresh = launch_thresholds(logits3, temperature, top_k, top_p)
+    splits, pmax, _, pidx, prace, pridx = launch_row_stats(
+        logits3, exp_noise[:, None, :], None, temperature, thresh, mode="sample", need_sum=False,
+        race_mode=2, config=config)
+    _sample_combine_kernel[(B,)](temperature, pmax, pidx, prace, pridx, out, splits,
+                                 SPLITS=triton.next_power_of_2(splits), num_warps=1)
+    return out
+
+
+def interpreter_block() -> int:
+    """BLOCK used under the interpreter (tests pick V around it to cover chunk/split boundaries)."""
+    return _INTERP_BLOCK if interpreter_active() else STATS_CONFIGS["sample"][0]

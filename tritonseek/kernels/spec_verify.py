@@ -1,0 +1,309 @@
+"""Triton speculative-decoding verification: greedy and rejection sampling over [B, K+1, V] logits.
+
+Design (memory-bound: the target logits, 517 KB per row at V = 129280 fp32, are read once):
+  1. (rejection with top-k/top-p only) ``_topk_topp_threshold_kernel`` from ``kernels.sampling``:
+     one filter threshold per (sequence, position) row.
+  2. ``_row_stats_kernel`` from ``kernels.sampling``, grid (B·(K+1) rows × splits): each program
+     streams a slice of one row in BLOCK chunks, keeping the online max/argmax (greedy), the online
+     softmax sum and the exponential race argmax_i (s_i − log E_i) — for draft rows of one-hot
+     drafts the race skips the draft token, which is exactly a sample of norm(max(0, p − q)).
+  3. (general draft_probs only) ``_residual_race_kernel``: the race of max(0, p − q) needs the
+     row's final softmax max/sum, so it re-streams the draft rows after step 2.
+  4. ``_verify_combine_kernel``, one program per sequence: reduces the split partials and walks the
+     K draft positions left to right (accept / first reject / bonus), writing the padded tokens and
+     the accepted count.
+No host synchronisation (CUDA-graph safe); split counts depend on shapes only.
+EOS/stop tokens and max_new_tokens trimming are left to the engine (it sees the emitted run).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels.sampling import (
+    _check_row_params,
+    launch_row_stats,
+    launch_thresholds,
+    stats_launch_config,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr, row,
+                   num_splits, SPLITS: tl.constexpr, NEED_SUM: tl.constexpr, NEED_RACE: tl.constexpr):
+    # combine one row's split partials: (max, sum exp(s - max), first argmax, race max's first index)
+    offs = tl.arange(0, SPLITS)
+    msk = offs < num_splits
+    base = row.to(tl.int64) * num_splits
+    big = 2147483647
+    ms = tl.load(part_max_ptr + base + offs, mask=msk, other=float("-inf"))
+    ids = tl.load(part_idx_ptr + base + offs, mask=msk, other=big)
+    mx = tl.max(ms, axis=0)
+    amax = tl.min(tl.where((ms == mx) & msk, ids, big), axis=0)
+    lsum = 0.0
+    if NEED_SUM:
+        ls = tl.load(part_sum_ptr + base + offs, mask=msk, other=0.0)
+        m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+        lsum = tl.sum(ls * tl.exp(ms - m_safe), axis=0)
+    ridx = amax
+    if NEED_RACE:
+        rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf"))
+        rids = tl.load(part_ridx_ptr + base + offs, mask=msk, other=big)
+        rmx = tl.max(rs, axis=0)
+        ridx = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
+    return mx, lsum, amax, ridx
+
+
+@triton.jit
+def _residual_race_kernel(
+    logits_ptr, noise_ptr, draft_probs_ptr, temperature_ptr, thresh_ptr,
+    part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
+    V, K, split_len, num_splits,
+    stride_lb, stride_lj, stride_nb, stride_nj, stride_qb, stride_qj,
+    HAS_THRESH: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # logits [B, K+1, V], noise [B, K+1, V], draft_probs [B, K, V], all with last stride 1.
+    # program (b * K + j, split) for draft position j < K: race of r_i = max(0, p_i - q_i),
+    # p = softmax(filtered s), score log r_i - log E_i; writes part_race/part_ridx of row b*(K+1)+j.
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    b = pid // K
+    j = pid % K
+    row = b * (K + 1) + j
+    temp = tl.load(temperature_ptr + b)
+    do_race = temp > 0
+    temp = tl.where(temp > 0, temp, 1.0)
+    thr = float("-inf")
+    if HAS_THRESH:
+        thr = tl.load(thresh_ptr + row)
+    mx, lsum, _a, _r = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
+                                      row, num_splits, SPLITS, True, False)
+    m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+    inv_l = 1.0 / lsum
+    start = split * split_len
+    end = tl.where(do_race, tl.minimum(start + split_len, V), start)
+    l_row = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
+    n_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
+    q_row = draft_probs_ptr + b.to(tl.int64) * stride_qb + j.to(tl.int64) * stride_qj
+    rmax = tl.full([], float("-inf"), tl.float32)
+    ridx = start
+    for off in range(start, end, BLOCK):
+        offs = off + tl.arange(0, BLOCK)
+        msk = offs < end
+        s = tl.load(l_row + offs, mask=msk, other=float("-inf")).to(tl.float32) / temp
+        if HAS_THRESH:
+            s = tl.where(s >= thr, s, float("-inf"))
+        p = tl.exp(s - m_safe) * inv_l
+        q = tl.load(q_row + offs, mask=msk, other=0.0).to(tl.float32)
+        e = tl.load(n_row + offs, mask=msk, other=1.0)
+        r = tl.maximum(p - q, 0.0)
+        score = tl.where(r > 0, tl.log(r) - tl.log(e), float("-inf"))
+        rb, rbi = tl.max(score, axis=0, return_indices=True, return_indices_tie_break_left=True)
+        ridx = tl.where(rb > rmax, off + rbi, ridx)
+        rmax = tl.maximum(rmax, rb)
+    p_out = row.to(tl.int64) * num_splits + split
+    tl.store(part_race_ptr + p_out, rmax)
+    tl.store(part_ridx_ptr + p_out, ridx)
+
+
+@triton.jit
+def _verify_combine_kernel(
+    draft_ptr, draft_probs_ptr, logits_ptr, temperature_ptr, thresh_ptr, uniforms_ptr,
+    part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
+    out_ptr, num_acc_ptr,
+    V, num_splits,
+    stride_db, stride_qb, stride_qj, stride_lb, stride_lj, stride_ub, stride_ob,
+    K: tl.constexpr, GREEDY: tl.constexpr, ONE_HOT: tl.constexpr, HAS_THRESH: tl.constexpr,
+    SPLITS: tl.constexpr,
+):
+    # draft [B, K] int, draft_probs [B, K, V] (not ONE_HOT), logits [B, K+1, V] (one element read per
+    # draft: p(d) = exp(s_d - max) / sum), uniforms [B, K] fp32, out [B, K+1] int64, num_acc [B] int32.
+    b = tl.program_id(0)
+    b64 = b.to(tl.int64)
+    if GREEDY:
+        sampled = False
+        temp = 1.0
+    else:
+        temp = tl.load(temperature_ptr + b)
+        sampled = temp > 0
+        temp = tl.where(sampled, temp, 1.0)
+    running = tl.full([], 1, tl.int1)
+    n_acc = tl.zeros([], tl.int32)
+    for j in tl.static_range(K + 1):
+        row = b * (K + 1) + j
+        mx, lsum, amax, ridx = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
+                                              part_ridx_ptr, row, num_splits, SPLITS, not GREEDY, not GREEDY)
+        if j < K:
+            d = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int32)
+            accept = d == amax
+            fallback = amax
+            if not GREEDY:
+                d_ok = (d >= 0) & (d < V)
+                d_safe = tl.where(d_ok, d, 0)
+                s_d = tl.load(logits_ptr + b64 * stride_lb + j * stride_lj + d_safe).to(tl.float32) / temp
+                keep = d_ok
+                if HAS_THRESH:
+                    keep = keep & (s_d >= tl.load(thresh_ptr + row))
+                m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+                p_d = tl.where(keep, tl.exp(s_d - m_safe) / lsum, 0.0)
+                q_d = 1.0
+                if not ONE_HOT:
+                    q_d = tl.load(draft_probs_ptr + b64 * stride_qb + j * stride_qj + d_safe).to(tl.float32)
+                u = tl.load(uniforms_ptr + b64 * stride_ub + j)
+                accept = tl.where(sampled, u * q_d < p_d, accept)
+                fallback = tl.where(sampled, ridx, amax)
+            tok = tl.where(accept, d, fallback)
+            tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, tok, -1).to(tl.int64))
+            n_acc += (running & accept).to(tl.int32)
+            running = running & accept
+        else:
+            bonus = amax
+            if not GREEDY:
+                bonus = tl.where(sampled, ridx, amax)
+            tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, bonus, -1).to(tl.int64))
+    tl.store(num_acc_ptr + b, n_acc)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+def _check_common(draft_tokens, target_logits) -> tuple[int, int, int, torch.device]:
+    check_tensor("target_logits", target_logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=3)
+    check_runnable_device("target_logits", target_logits)
+    dev = target_logits.device
+    check_tensor("draft_tokens", draft_tokens, dtype=(torch.int64, torch.int32), ndim=2, device=dev)
+    B, K = draft_tokens.shape
+    if K < 1:
+        raise ValueError(f"draft_tokens must hold K >= 1 drafts, got shape {tuple(draft_tokens.shape)}")
+    if tuple(target_logits.shape[:2]) != (B, K + 1):
+        raise ValueError(f"target_logits must have shape [{B}, {K + 1}, V], got {tuple(target_logits.shape)}")
+    if target_logits.stride(2) != 1:
+        raise ValueError(f"target_logits must have a contiguous last dim, got strides {target_logits.stride()}")
+    if draft_tokens.stride(1) != 1:
+        raise ValueError(f"draft_tokens must have a contiguous last dim, got strides {draft_tokens.stride()}")
+    return B, K, target_logits.shape[2], dev
+
+
+def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
+    if out_tokens is None:
+        out_tokens = torch.empty(B, K + 1, dtype=torch.int64, device=dev)
+    elif out_tokens.shape != (B, K + 1) or out_tokens.dtype != torch.int64 or out_tokens.device != dev:
+        raise ValueError(f"out_tokens must be a [{B}, {K + 1}] int64 tensor on {dev}")
+    if out_num_accepted is None:
+        out_num_accepted = torch.empty(B, dtype=torch.int32, device=dev)
+    elif out_num_accepted.shape != (B,) or out_num_accepted.dtype != torch.int32 or out_num_accepted.device != dev:
+        raise ValueError(f"out_num_accepted must be a [{B}] int32 tensor on {dev}")
+    return out_tokens, out_num_accepted
+
+
+def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
+                  out_tokens: torch.Tensor | None = None, out_num_accepted: torch.Tensor | None = None,
+                  config: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept drafts while d_j == argmax(target_j); emit argmax at the first mismatch, or the bonus argmax.
+
+    draft_tokens: [B, K] int64/int32 (K >= 1). target_logits: [B, K+1, V] fp32/bf16/fp16, last dim
+    contiguous, on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id.
+    out_tokens / out_num_accepted: optional preallocated outputs. config: optional
+    (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
+    Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]);
+    num_accepted + 1 tokens are emitted. No host synchronisation (CUDA-graph safe).
+    Raises ValueError/TypeError naming a bad argument.
+    Semantics: vLLM RejectionSampler greedy path; reference ``verify_greedy_ref``.
+    """
+    B, K, V, dev = _check_common(draft_tokens, target_logits)
+    out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
+    splits, pmax, psum, pidx, prace, pridx = launch_row_stats(
+        target_logits, None, None, None, None, mode="greedy", need_sum=False, race_mode=0, config=config)
+    _verify_combine_kernel[(B,)](
+        draft_tokens, draft_tokens, target_logits, pmax, pmax, pmax,
+        pmax, psum, pidx, prace, pridx, out_tokens, out_num_accepted,
+        V, splits,
+        draft_tokens.stride(0), 0, 0, target_logits.stride(0), target_logits.stride(1), 0, out_tokens.stride(0),
+        K=K, GREEDY=True, ONE_HOT=True, HAS_THRESH=False, SPLITS=triton.next_power_of_2(splits), num_warps=1,
+    )
+    return out_tokens, out_num_accepted
+
+
+def verify_rejection(
+    draft_tokens: torch.Tensor,
+    draft_probs: torch.Tensor | None,
+    target_logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    uniforms: torch.Tensor,
+    exp_noise: torch.Tensor,
+    *,
+    out_tokens: torch.Tensor | None = None,
+    out_num_accepted: torch.Tensor | None = None,
+    config: tuple[int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Speculative rejection sampling: accept d_j iff u_j·q(d_j) < p_j(d_j), else sample norm(max(0, p_j − q_j)).
+
+    p_j = softmax(top_k_top_p(target_logits[:, j] / T)); q = draft_probs, or one-hot at the draft when
+    draft_probs is None (greedy drafts: MTP's case). Positions are checked left to right; the first
+    rejection emits a residual sample (exponential race with exp_noise) and ends the run; if all K
+    are accepted position K emits a sample of p_K. Rows with T == 0 use greedy verification.
+
+    draft_tokens: [B, K] int64/int32 in [0, V) (K >= 1). draft_probs: [B, K, V] float, last dim
+    contiguous, or None. target_logits: [B, K+1, V] fp32/bf16/fp16, last dim contiguous, CUDA (CPU under
+    TRITON_INTERPRET=1). temperature: [B] fp32 >= 0. top_k: [B] int32 (0 = off) or None.
+    top_p: [B] fp32 in (0, 1] (1 = off) or None. uniforms: [B, K] fp32 in [0, 1).
+    exp_noise: [B, K+1, V] fp32 i.i.d. Exp(1) > 0, last dim contiguous (rows with T == 0 unread).
+    out_tokens / out_num_accepted: optional preallocated outputs. config: optional
+    (BLOCK, num_warps, programs per SM) override.
+    Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]).
+    No host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad argument.
+    Semantics: Leviathan et al. 2023 speculative sampling / vLLM RejectionSampler; reference
+    ``verify_rejection_ref``.
+    """
+    B, K, V, dev = _check_common(draft_tokens, target_logits)
+    _check_row_params(B, dev, temperature, top_k, top_p)
+    check_tensor("uniforms", uniforms, dtype=torch.float32, ndim=2, device=dev)
+    if uniforms.shape != (B, K) or uniforms.stride(1) != 1:
+        raise ValueError(f"uniforms must be [{B}, {K}] with a contiguous last dim, got {tuple(uniforms.shape)}")
+    check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=3, device=dev)
+    if exp_noise.shape != (B, K + 1, V) or exp_noise.stride(2) != 1:
+        raise ValueError(f"exp_noise must be [{B}, {K + 1}, {V}] with a contiguous last dim, "
+                         f"got {tuple(exp_noise.shape)}")
+    if draft_probs is not None:
+        check_tensor("draft_probs", draft_probs, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=3,
+                     device=dev)
+        if draft_probs.shape != (B, K, V) or draft_probs.stride(2) != 1:
+            raise ValueError(f"draft_probs must be [{B}, {K}, {V}] with a contiguous last dim, "
+                             f"got {tuple(draft_probs.shape)}")
+    out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
+    one_hot = draft_probs is None
+
+    thresh = launch_thresholds(target_logits, temperature, top_k, top_p)
+    splits, pmax, psum, pidx, prace, pridx = launch_row_stats(
+        target_logits, exp_noise, draft_tokens, temperature, thresh, mode="sample", need_sum=True,
+        race_mode=1 if one_hot else 2, config=config)
+    spl2 = triton.next_power_of_2(splits)
+    if not one_hot:
+        block, warps, _, split_len = stats_launch_config("sample", B * (K + 1), V, dev, config)  # same plan
+        _residual_race_kernel[(B * K, splits)](
+            target_logits, exp_noise, draft_probs, temperature, thresh if thresh is not None else pmax,
+            pmax, psum, pidx, prace, pridx,
+            V, K, split_len, splits,
+            target_logits.stride(0), target_logits.stride(1), exp_noise.stride(0), exp_noise.stride(1),
+            draft_probs.stride(0), draft_probs.stride(1),
+            HAS_THRESH=thresh is not None, SPLITS=spl2, BLOCK=block, num_warps=warps,
+        )
+    _verify_combine_kernel[(B,)](
+        draft_tokens, draft_probs if draft_probs is not None else uniforms, target_logits, temperature,
+        thresh if thresh is not None else pmax, uniforms,
+        pmax, psum, pidx, prace, pridx, out_tokens, out_num_accepted,
+        V, splits,
+        draft_tokens.stride(0), draft_probs.stride(0) if draft_probs is not None else 0,
+        draft_probs.stride(1) if draft_probs is not None else 0,
+        target_logits.stride(0), target_logits.stride(1), uniforms.stride(0), out_tokens.stride(0),
+        K=K, GREEDY=False, ONE_HOT=one_hot, HAS_THRESH=thresh is not None, SPLITS=spl2, num_warps=1,
+    )
+    return out_tokens, out_num_accepted

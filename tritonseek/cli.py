@@ -20,7 +20,7 @@ out = Console(highlight=False)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", markup=True)
+    err.print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -91,7 +91,7 @@ def generate(
     except _user_errors() as e:
         _fail(str(e))
     if llm.is_default_model and llm.model_info.get("note"):
-        err.print(f"[dim]{llm.model_info['note']}[/]")
+        err.print(f"[dim]{llm.model_info['note']}[/]", soft_wrap=True)
     stream = prompts_file is None
 
     def on_text(i: int, delta: str) -> None:
@@ -118,7 +118,8 @@ def generate(
     s = llm.last_stats
     err.print(
         f"[dim]prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
-        f"backend {s.backend} · device {s.device}[/]"
+        f"backend {s.backend} · device {s.device}[/]",
+        soft_wrap=True,
     )
 
 

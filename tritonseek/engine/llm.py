@@ -63,7 +63,10 @@ def resolve_model_path(model: str | Path | None) -> Path:
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={str(device)!r} is not supported; use 'cpu' or 'cuda'") from None
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device={str(device)!r} is not supported; use 'cpu' or 'cuda'")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,0 +1,473 @@
+"""Paged absorbed-MLA decode (FlashMLA ``flash_mla_with_kvcache`` semantics) in Triton.
+
+out[b, i, h] = Σ_j softmax_j(q[b, i, h]·K[b, j]·scale) · K[b, j, :head_dim_v],  j ≤ s_k − s_q + i
+
+Design:
+
+* **rows = (query position, head) pairs.** All s_q·h_q query rows of a sequence read the same
+  latent cache, so they are one M dimension (as in FlashMLA), cut into head tiles of BLOCK_H
+  rows (16/32/64; 64 = one wgmma M per warpgroup for the compute-bound cases).
+* **split-KV over a fixed grid.** ``get_mla_metadata`` walks the batch's total work
+  (Σ ⌈s_k/BLOCK_N⌉ tiles + a fixed per-sequence overhead) and cuts it into ``num_parts`` equal
+  pieces, one program per piece and head tile — a long row is shared by many programs, many
+  short rows fill one. All of it is torch ops on the device (no host sync), so it is computed
+  once per decode step, reused by every layer, and valid under CUDA-graph replay.
+  Program p's partial for sequence b lands in slot p + b of the workspace (unique: along the
+  schedule p + b strictly increases). A sequence covered by one program is written straight to
+  ``out``; others go through the combine kernel (lse-weighted sum in fp32).
+* **cache tiles.** V is the first head_dim_v columns of the same K rows, so each tile of BLOCK_N
+  cache rows is loaded once (as two halves of head_dim_v plus the rope tail) and used by both
+  dots. With page_size ≥ BLOCK_N and the 576/512 layout the tile arrives through TMA tensor
+  descriptors; otherwise through pointer gathers (page_size 1..BLOCK_N: per-token block ids).
+  Offsets are int64. Tiles that are fully visible run unmasked in a pipelined loop; the last
+  tiles (cache tail, causal diagonal) are peeled and masked: rows beyond cache_seqlens are zeroed
+  *before* the dots, so NaN in unused slots never reaches out.
+* dots in bf16 with fp32 accumulation on the GPU; under the Triton interpreter (which cannot
+  multiply bf16) operands are upcast to fp32.
+
+Tuned configs (``_TUNED``) are keyed by rows = s_q·h_q class, measured on the H200 with
+benchmarks/bench_mla.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+
+# Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
+# and its combine (FlashMLA charges 5 blocks of 64).
+_FIXED_OVERHEAD_TILES = 5
+
+# rows class (s_q·h_q rounded up to 16/32/64, ">64" shares the 64-row tile) → launch config.
+# BLOCK_H: rows per tile; BLOCK_N: cache rows per step; PARTS_PER_SM: programs per SM per head
+# tile; USE_TMA: descriptor loads when the layout allows. Filled from the H200 sweep.
+_TUNED: dict[int, dict] = {
+    16: dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+}
+
+
+def _rows_class(rows: int) -> int:
+    return 16 if rows <= 16 else (32 if rows <= 32 else 64)
+
+
+def default_config(seqlen_q: int, num_heads: int) -> dict:
+    """The launch config for s_q·h_q query rows (tuned table by rows class)."""
+    return dict(_TUNED[_rows_class(seqlen_q * num_heads)])
+
+
+@triton.jit
+def _tile_step(
+    q0, q1, qr, acc0, acc1, m_i, l_i,
+    kv_ptr, kn_desc, kr_desc, bt_row_ptr, k, seqlen, limit,
+    stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2,
+    PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
+    MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
+):
+    # One BLOCK_N-row cache tile: s = q·kᵀ, online softmax (base 2), acc += p·v (v = k[:, :head_dim_v]).
+    keys = k * BLOCK_N + tl.arange(0, BLOCK_N)
+    valid = keys < seqlen
+    if USE_TMA:
+        # PAGE_SIZE ≥ BLOCK_N: the tile lies inside one page.
+        page = (k * BLOCK_N) // PAGE_SIZE
+        blk = tl.load(bt_row_ptr + page)
+        row = blk * PAGE_SIZE + (k * BLOCK_N) % PAGE_SIZE
+        kn0 = kn_desc.load([row, 0])
+        kn1 = kn_desc.load([row, BLOCK_DV2])
+        kr = kr_desc.load([row, 2 * BLOCK_DV2])
+        if MASKED:
+            kn0 = tl.where(valid[:, None], kn0, 0.0).to(kn0.dtype)
+            kn1 = tl.where(valid[:, None], kn1, 0.0).to(kn1.dtype)
+            kr = tl.where(valid[:, None], kr, 0.0).to(kr.dtype)
+    else:
+        if MASKED:
+            blk = tl.load(bt_row_ptr + keys // PAGE_SIZE, mask=valid, other=0).to(tl.int64)
+        else:
+            blk = tl.load(bt_row_ptr + keys // PAGE_SIZE).to(tl.int64)
+        row_off = blk * stride_kvb + (keys % PAGE_SIZE).to(tl.int64) * stride_kvt
+        c = tl.arange(0, BLOCK_DV2)
+        c0_ok = c < head_dim_v
+        c1_ok = (c + BLOCK_DV2) < head_dim_v
+        cr_mem = head_dim_v + tl.arange(0, BLOCK_R)  # rope columns follow the head_dim_v latent columns
+        cr_ok = cr_mem < d_qk
+        if MASKED:
+            vm = valid[:, None]
+        else:
+            vm = keys[:, None] >= 0
+        kn0 = tl.load(kv_ptr + row_off[:, None] + c[None, :], mask=vm & c0_ok[None, :], other=0.0)
+        kn1 = tl.load(kv_ptr + row_off[:, None] + (c + BLOCK_DV2)[None, :], mask=vm & c1_ok[None, :], other=0.0)
+        kr = tl.load(kv_ptr + row_off[:, None] + cr_mem[None, :], mask=vm & cr_ok[None, :], other=0.0)
+    if DOT_FP32:
+        kn0 = kn0.to(tl.float32)
+        kn1 = kn1.to(tl.float32)
+        kr = kr.to(tl.float32)
+    s = tl.dot(q0, tl.trans(kn0))
+    s = tl.dot(q1, tl.trans(kn1), s)
+    s = tl.dot(qr, tl.trans(kr), s)
+    s = s * sm_scale_log2
+    if MASKED:
+        s = tl.where(keys[None, :] <= limit[:, None], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    p = p.to(kn0.dtype)
+    acc0 = tl.dot(p, kn0, acc0 * alpha[:, None])
+    acc1 = tl.dot(p, kn1, acc1 * alpha[:, None])
+    return acc0, acc1, m_new, l_i
+
+
+@triton.jit
+def _mla_decode_kernel(
+    q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
+    out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+    stride_qb, stride_qs, stride_qh,
+    stride_kvb, stride_kvt, stride_btb,
+    stride_ob, stride_os, stride_oh,
+    stride_lb, stride_lh,
+    batch, max_blocks, num_heads, seqlen_q, d_qk, head_dim_v, sm_scale_log2,
+    PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
+    CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
+    # kv_cache [num_blocks, PAGE_SIZE, 1, d_qk]        strides (stride_kvb, stride_kvt, -, 1)
+    # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
+    # sched    [num_parts, 4] int32: (batch_begin, tile_begin, batch_end, tile_end), end inclusive batch
+    # split    [batch, 2] int32: (first part, number of parts) covering each sequence
+    # out      [batch, seqlen_q, num_heads, head_dim_v] (stride_ob, stride_os, stride_oh, 1)
+    # lse      [batch, num_heads, seqlen_q] fp32 (stride_lb, stride_lh, 1)
+    # opart    [num_parts + batch, rows, 2*BLOCK_DV2] fp32; lpart [num_parts + batch, rows] fp32
+    pid = tl.program_id(0)
+    tile_h = tl.program_id(1)
+    rows_total = seqlen_q * num_heads
+    rows = tile_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    row_ok = rows < rows_total
+    s_idx = rows // num_heads
+    h_idx = rows % num_heads
+    c = tl.arange(0, BLOCK_DV2)
+    cr_mem = head_dim_v + tl.arange(0, BLOCK_R)
+    c0_ok = c < head_dim_v
+    c1_ok = (c + BLOCK_DV2) < head_dim_v
+    cr_ok = cr_mem < d_qk
+    q_row = s_idx.to(tl.int64) * stride_qs + h_idx.to(tl.int64) * stride_qh
+    o_row = s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
+    l_row = h_idx.to(tl.int64) * stride_lh + s_idx
+    rows_out = rows_total
+    dvp = 2 * BLOCK_DV2
+
+    b_begin = tl.load(sched_ptr + pid * 4 + 0)
+    t_begin = tl.load(sched_ptr + pid * 4 + 1)
+    b_end = tl.load(sched_ptr + pid * 4 + 2)
+    t_end = tl.load(sched_ptr + pid * 4 + 3)
+    for bi in range(0, b_end + 1 - b_begin):
+        b = b_begin + bi  # a tensor in both compiled and interpreted modes
+        if b < batch:
+            seqlen = tl.load(seqlens_ptr + b)
+            seqlen = tl.minimum(seqlen, max_blocks * PAGE_SIZE)  # never read past the block table
+            n_tiles = tl.cdiv(seqlen, BLOCK_N)
+            k_lo = tl.where(b == b_begin, t_begin, 0)
+            k_hi = tl.where(b == b_end, t_end, n_tiles)
+            k_hi = tl.minimum(k_hi, n_tiles)
+            if k_lo < k_hi:
+                qb = q_ptr + b.to(tl.int64) * stride_qb + q_row
+                q0 = tl.load(qb[:, None] + c[None, :], mask=row_ok[:, None] & c0_ok[None, :], other=0.0)
+                q1 = tl.load(qb[:, None] + (c + BLOCK_DV2)[None, :], mask=row_ok[:, None] & c1_ok[None, :], other=0.0)
+                qr = tl.load(qb[:, None] + cr_mem[None, :], mask=row_ok[:, None] & cr_ok[None, :], other=0.0)
+                if DOT_FP32:
+                    q0 = q0.to(tl.float32)
+                    q1 = q1.to(tl.float32)
+                    qr = qr.to(tl.float32)
+                if CAUSAL:
+                    limit = seqlen - seqlen_q + s_idx  # last visible key per row
+                    first_masked = seqlen - seqlen_q + 1
+                else:
+                    limit = s_idx * 0 + seqlen - 1
+                    first_masked = seqlen
+                k_fast = tl.maximum(tl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
+                bt_row = bt_ptr + b.to(tl.int64) * stride_btb
+                acc0 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
+                acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
+                m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+                l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES):
+                    acc0, acc1, m_i, l_i = _tile_step(
+                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2,
+                        PAGE_SIZE, BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
+                for k in range(k_fast, k_hi):
+                    acc0, acc1, m_i, l_i = _tile_step(
+                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2,
+                        PAGE_SIZE, BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32)
+                has = l_i > 0.0
+                inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
+                o0 = acc0 * inv_l[:, None]
+                o1 = acc1 * inv_l[:, None]
+                lse = tl.where(has, (m_i + tl.math.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453,
+                               float("-inf"))
+                n_split = tl.load(split_ptr + b * 2 + 1)
+                if n_split == 1:
+                    ob = out_ptr + b.to(tl.int64) * stride_ob + o_row
+                    tl.store(ob[:, None] + c[None, :], o0.to(out_ptr.dtype.element_ty),
+                             mask=row_ok[:, None] & c0_ok[None, :])
+                    tl.store(ob[:, None] + (c + BLOCK_DV2)[None, :], o1.to(out_ptr.dtype.element_ty),
+                             mask=row_ok[:, None] & c1_ok[None, :])
+                    tl.store(lse_ptr + b.to(tl.int64) * stride_lb + l_row, lse, mask=row_ok)
+                else:
+                    slot = (pid + b).to(tl.int64)
+                    pb = opart_ptr + (slot * rows_out + rows) * dvp
+                    tl.store(pb[:, None] + c[None, :], o0, mask=row_ok[:, None])
+                    tl.store(pb[:, None] + (c + BLOCK_DV2)[None, :], o1, mask=row_ok[:, None])
+                    tl.store(lpart_ptr + slot * rows_out + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _mla_combine_kernel(
+    split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+    stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+    num_heads, seqlen_q, head_dim_v,
+    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr,
+):
+    # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
+    # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
+    # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
+    b = tl.program_id(0)
+    rows_total = seqlen_q * num_heads
+    rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    row_ok = rows < rows_total
+    c = tl.arange(0, BLOCK_DVP)
+    c_ok = c < head_dim_v
+    first = tl.load(split_ptr + b * 2)
+    n = tl.load(split_ptr + b * 2 + 1)
+    if n != 1:
+        s_idx = rows // num_heads
+        h_idx = rows % num_heads
+        m = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
+        for i in range(n):
+            slot = (first + i + b).to(tl.int64)
+            m = tl.maximum(m, tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf")))
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        acc = tl.zeros([BLOCK_ROWS, BLOCK_DVP], dtype=tl.float32)
+        wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
+        for i in range(n):
+            slot = (first + i + b).to(tl.int64)
+            w = tl.math.exp(tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf")) - m_safe)
+            o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
+                        mask=row_ok[:, None], other=0.0)
+            acc += w[:, None] * o
+            wsum += w
+        has = wsum > 0.0
+        inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
+        o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
+        tl.store(out_ptr + o_row[:, None] + c[None, :], (acc * inv[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & c_ok[None, :])
+        lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
+        tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
+
+
+@dataclasses.dataclass
+class MLAMetadata:
+    """Split-KV schedule of one decode step (FlashMLA's tile_scheduler_metadata + num_splits).
+
+    sched: [num_parts, 4] int32 (batch_begin, tile_begin, batch_end, tile_end) per program;
+    split: [batch, 2] int32 (first program, number of programs) per sequence; config: the launch
+    config the schedule was cut for; max_seqlen_k: host int when known (used to validate the
+    block table without a sync), None when computed under CUDA-graph capture.
+    """
+
+    sched: torch.Tensor
+    split: torch.Tensor
+    num_parts: int
+    seqlen_q: int
+    num_heads: int
+    config: dict
+    max_seqlen_k: int | None
+
+
+@functools.lru_cache(maxsize=8)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _capturing(t: torch.Tensor) -> bool:
+    return t.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def get_mla_metadata(
+    cache_seqlens: torch.Tensor,
+    seqlen_q: int,
+    num_heads: int,
+    num_sm: int | None = None,
+    config: dict | None = None,
+) -> MLAMetadata:
+    """Split-KV schedule for one decode step, on the device (no host sync; CUDA-graph safe).
+
+    Cost of sequence b = ⌈cache_seqlens[b]/BLOCK_N⌉ + 5 tiles (0 for an empty one); the total is
+    cut into num_parts equal spans, num_parts = PARTS_PER_SM·num_sm / ⌈s_q·h_q/BLOCK_H⌉.
+    cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
+    schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
+    count; 8 under the interpreter). config: launch-config override (tuning); default by rows class.
+    Returns an ``MLAMetadata``; compute once per step and pass to every layer's ``mla_decode``.
+    Raises TypeError/ValueError on a non-int32 / non-1-D cache_seqlens or non-positive sizes.
+    Semantics: FlashMLA ``get_mla_metadata``.
+    """
+    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1)
+    if seqlen_q < 1 or num_heads < 1:
+        raise ValueError(f"seqlen_q and num_heads must be ≥ 1, got {seqlen_q}, {num_heads}")
+    cfg = dict(config) if config is not None else default_config(seqlen_q, num_heads)
+    dev = cache_seqlens.device
+    if num_sm is None:
+        num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8
+    head_tiles = triton.cdiv(seqlen_q * num_heads, cfg["BLOCK_H"])
+    num_parts = max(1, (cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
+    bn, ovh = cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES
+    lens = cache_seqlens.to(torch.int64).clamp_min(0)
+    n_tiles = (lens + bn - 1) // bn
+    cost = torch.where(n_tiles > 0, n_tiles + ovh, torch.zeros_like(n_tiles))
+    end = torch.cumsum(cost, 0)
+    start = end - cost
+    total = end[-1:] if end.numel() else torch.zeros(1, dtype=torch.int64, device=dev)
+    per = torch.clamp((total + num_parts - 1) // num_parts, min=1)
+    pos = torch.minimum(torch.arange(num_parts + 1, device=dev, dtype=torch.int64) * per, total)
+    bidx = torch.searchsorted(end, pos, right=True)  # first sequence whose span ends after pos
+    bsafe = bidx.clamp(max=max(lens.numel() - 1, 0))
+    tile = torch.where(bidx < lens.numel(), (pos - start[bsafe] - ovh).clamp_min(0), torch.zeros_like(pos))
+    sched = torch.stack([bidx[:-1], tile[:-1], bidx[1:], tile[1:]], 1).to(torch.int32).contiguous()
+    first = (start + ovh) // per
+    last = (end - 1) // per
+    nsplit = torch.where(n_tiles > 0, last - first + 1, torch.zeros_like(last))
+    split = torch.stack([first, nsplit], 1).to(torch.int32).contiguous()
+    max_len = None if _capturing(cache_seqlens) else int(lens.max()) if lens.numel() else 0
+    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)
+
+
+def _is_pow2(x: int) -> bool:
+    return x >= 1 and (x & (x - 1)) == 0
+
+
+def mla_decode(
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    softmax_scale: float | None = None,
+    causal: bool = True,
+    head_dim_v: int = 512,
+    metadata: MLAMetadata | None = None,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """out = softmax(q·Kᵀ·scale, causal bottom-right)·V over the paged latent cache; V = K[..., :head_dim_v].
+
+    q: [batch, seqlen_q, num_heads, d_qk] bf16/fp16, absorbed query (q_nope·W_UK ‖ q_pe), d_qk = 576
+    in DeepSeek (any d_qk ≥ head_dim_v works; 576/512 takes the TMA path); last dim contiguous.
+    kv_cache: [num_blocks, page_size, 1, d_qk], same dtype, page_size a power of two; latent ‖ rope
+    key per token (V is its first head_dim_v columns, never a copy).
+    block_table: [batch, max_blocks] int32 block ids; cache_seqlens: [batch] int32 keys per sequence
+    (0 allowed). softmax_scale: default d_qk^-0.5. causal: query i sees keys j ≤ s_k − s_q + i.
+    metadata: ``get_mla_metadata(cache_seqlens, seqlen_q, num_heads)`` of this step (computed here
+    when None). out: optional [batch, seqlen_q, num_heads, head_dim_v] q.dtype buffer.
+    Returns out [batch, seqlen_q, num_heads, head_dim_v] q.dtype and lse [batch, num_heads, seqlen_q]
+    fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf.
+    Raises TypeError (dtype/type) or ValueError (shape, device, layout, block_table narrower than
+    cache_seqlens needs, metadata cut for another shape).
+    Semantics: FlashMLA ``flash_mla_with_kvcache``.
+    """
+    check_tensor("q", q, dtype=(torch.bfloat16, torch.float16), ndim=4)
+    check_runnable_device("q", q)
+    dev = q.device
+    check_tensor("kv_cache", kv_cache, dtype=q.dtype, ndim=4, device=dev)
+    check_tensor("block_table", block_table, dtype=torch.int32, ndim=2, device=dev)
+    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1, device=dev)
+    batch, seqlen_q, num_heads, d_qk = q.shape
+    num_blocks, page_size, kv_heads, d_kv = kv_cache.shape
+    if kv_heads != 1 or d_kv != d_qk:
+        raise ValueError(f"kv_cache must be [num_blocks, page_size, 1, {d_qk}], got {tuple(kv_cache.shape)}")
+    if not _is_pow2(page_size):
+        raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
+    if q.stride(-1) != 1 or kv_cache.stride(-1) != 1:
+        raise ValueError(f"q and kv_cache need a contiguous last dim, strides {q.stride()} / {kv_cache.stride()}")
+    if block_table.shape[0] != batch or cache_seqlens.shape[0] != batch:
+        raise ValueError(f"block_table {tuple(block_table.shape)} / cache_seqlens {tuple(cache_seqlens.shape)} "
+                         f"do not match batch {batch} of q {tuple(q.shape)}")
+    if block_table.stride(-1) != 1:
+        raise ValueError(f"block_table needs a contiguous last dim, strides {block_table.stride()}")
+    if not (1 <= head_dim_v <= d_qk):
+        raise ValueError(f"head_dim_v must be in 1..d_qk={d_qk}, got {head_dim_v}")
+    if batch == 0 or seqlen_q == 0 or num_heads == 0:
+        raise ValueError(f"q must have non-empty batch/seqlen_q/num_heads, got {tuple(q.shape)}")
+    scale = d_qk ** -0.5 if softmax_scale is None else float(softmax_scale)
+    if metadata is None:
+        metadata = get_mla_metadata(cache_seqlens, seqlen_q, num_heads)
+    if not isinstance(metadata, MLAMetadata):
+        raise TypeError(f"metadata must come from get_mla_metadata, got {type(metadata).__name__}")
+    if (metadata.seqlen_q, metadata.num_heads, metadata.split.shape[0]) != (seqlen_q, num_heads, batch):
+        raise ValueError(f"metadata was computed for seqlen_q={metadata.seqlen_q}, num_heads={metadata.num_heads}, "
+                         f"batch={metadata.split.shape[0]}; q is {tuple(q.shape)}")
+    if metadata.sched.device != dev:
+        raise ValueError(f"metadata is on {metadata.sched.device}, q on {dev}")
+    capacity = block_table.shape[1] * page_size
+    if metadata.max_seqlen_k is not None and metadata.max_seqlen_k > capacity:
+        raise ValueError(f"cache_seqlens reaches {metadata.max_seqlen_k} but block_table [{batch}, "
+                         f"{block_table.shape[1]}] × page_size {page_size} holds only {capacity} keys")
+    if out is None:
+        out = torch.empty(batch, seqlen_q, num_heads, head_dim_v, dtype=q.dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=q.dtype, ndim=4, device=dev)
+        if tuple(out.shape) != (batch, seqlen_q, num_heads, head_dim_v) or out.stride(-1) != 1:
+            raise ValueError(f"out must be [{batch}, {seqlen_q}, {num_heads}, {head_dim_v}] with a contiguous "
+                             f"last dim, got {tuple(out.shape)} strides {out.stride()}")
+    lse = torch.empty(batch, num_heads, seqlen_q, dtype=torch.float32, device=dev)
+
+    cfg = metadata.config
+    block_n, block_h = cfg["BLOCK_N"], cfg["BLOCK_H"]
+    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
+    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
+    rows = seqlen_q * num_heads
+    n_slots = metadata.num_parts + batch
+    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
+    lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
+    total_rows = num_blocks * page_size
+    use_tma = (
+        cfg.get("USE_TMA", True) and not interpreter_active() and page_size >= block_n
+        and head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r and block_dv2 <= 256
+        and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
+        and total_rows < 2**31
+    )
+    if use_tma:
+        flat = kv_cache.view(total_rows, d_qk)
+        kn_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2])
+        kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
+    else:
+        kn_desc = kr_desc = None
+    grid = (metadata.num_parts, triton.cdiv(rows, block_h))
+    _mla_decode_kernel[grid](
+        q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
+        out, lse, opart, lpart,
+        q.stride(0), q.stride(1), q.stride(2),
+        kv_cache.stride(0), kv_cache.stride(1), block_table.stride(0),
+        out.stride(0), out.stride(1), out.stride(2),
+        lse.stride(0), lse.stride(1),
+        batch, block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
+        PAGE_SIZE=page_size, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
+        CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
+        num_warps=cfg["num_warps"],
+    )
+    block_rows = 8 if 2 * block_dv2 >= 512 else 16
+    _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](
+        metadata.split, out, lse, opart, lpart,
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        num_heads, seqlen_q, head_dim_v,
+        BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, num_warps=4,
+    )
+    return out, lse

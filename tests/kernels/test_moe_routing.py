@@ -1,0 +1,306 @@
+"""MoE routing kernels (gate top-k, permute, unpermute) against tritonseek.kernels.reference.moe.
+
+CPU: the Triton interpreter on small shapes. GPU (``-m gpu``): DeepSeek-V3/Kimi-K2 shapes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels.moe_routing import gate_topk, moe_permute, moe_permute_bound, moe_permute_masked, moe_unpermute
+from tritonseek.kernels.reference.moe import gate_topk_ref, moe_permute_ref, moe_unpermute_ref
+
+# the `device` fixture is a constant (cpu or cuda), safe to share across hypothesis examples
+_fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                              HealthCheck.data_too_large])
+
+# (E, n_group, topk_group, top_k, scoring_func, topk_method, norm_topk_prob, routed_scaling_factor)
+FAMILIES = {
+    "deepseek-v3": (256, 8, 4, 8, "sigmoid", "noaux_tc", True, 2.5),
+    "deepseek-v2-lite": (64, 1, 1, 6, "softmax", "greedy", False, 1.0),
+    "deepseek-v2": (160, 8, 3, 6, "softmax", "group_limited_greedy", False, 16.0),
+    "kimi-k2": (384, 1, 1, 8, "sigmoid", "noaux_tc", True, 2.827),
+    "moonlight": (64, 1, 1, 6, "sigmoid", "noaux_tc", True, 2.446),
+}
+
+
+def _kw(fam):
+    E, ng, tg, k, sf, tm, norm, rsf = FAMILIES[fam]
+    return E, dict(top_k=k, n_group=ng, topk_group=tg, scoring_func=sf, topk_method=tm, norm_topk_prob=norm,
+                   routed_scaling_factor=rsf)
+
+
+def _selection_scores(logits, bias, ids, kw):
+    """The reference's masked biased score of each chosen expert (−inf if it sits in a dropped group)."""
+    E = logits.shape[1]
+    s = torch.sigmoid(logits.float()) if kw["scoring_func"] == "sigmoid" else torch.softmax(logits.float(), -1)
+    b = s + (bias if bias is not None else 0)
+    ng, tg = kw.get("n_group", 1), kw.get("topk_group", 1)
+    if kw.get("topk_method", "noaux_tc") != "greedy" and ng > 1:
+        g = b.view(-1, ng, E // ng)
+        gs = g.sort(dim=-1, descending=True).values[..., :2].sum(-1) if kw.get("topk_method", "noaux_tc") == "noaux_tc" else g.amax(-1)
+        keep = torch.zeros_like(gs, dtype=torch.bool).scatter_(1, gs.sort(dim=-1, descending=True, stable=True).indices[:, :tg], True)
+        b = b.masked_fill(~keep.repeat_interleave(E // ng, 1), float("-inf"))
+    return b.gather(1, ids.long())
+
+
+def _check_gate(logits, bias, kw, *, exact):
+    w, ids = gate_topk(logits, bias, **kw)
+    wr, idr = gate_topk_ref(logits.cpu(), bias.cpu() if bias is not None else None, **kw)
+    w, ids = w.cpu(), ids.cpu()
+    assert ids.dtype == torch.int32 and w.dtype == torch.float32 and ids.shape == idr.shape
+    if exact:
+        assert torch.equal(ids, idr)
+    else:
+        # Scores are computed with different exp implementations (numpy / libdevice vs torch): an expert
+        # may swap with one whose biased score is within rounding (≤ 1e-6 here); the chosen set must still
+        # be optimal, i.e. the selected scores agree with the reference's within that rounding.
+        ks = _selection_scores(logits.cpu(), bias.cpu() if bias is not None else None, ids, kw)
+        rs = _selection_scores(logits.cpu(), bias.cpu() if bias is not None else None, idr, kw)
+        assert torch.isfinite(ks).all(), "kernel chose an expert from a dropped group"
+        torch.testing.assert_close(ks, rs, rtol=0, atol=1e-6)
+    same = (ids == idr).all(dim=1)
+    # weights: fp32 sums of ≤ 8 terms; 1e-5 relative covers the different exp/sum order.
+    torch.testing.assert_close(w[same], wr[same], rtol=1e-5, atol=1e-6)
+    assert len(set(ids[0].tolist())) == ids.shape[1], "an expert was chosen twice"
+    return w, ids
+
+
+@_fixture_ok
+@given(fam=st.sampled_from(sorted(FAMILIES)), T=st.integers(1, 6), scale=st.sampled_from([0.5, 2.0, 8.0]),
+       seed=st.integers(0, 2**31 - 1), bias_on=st.booleans())
+def test_gate_topk_families(device, fam, T, scale, seed, bias_on):
+    g = torch.Generator().manual_seed(seed)
+    E, kw = _kw(fam)
+    logits = (torch.randn(T, E, generator=g) * scale).to(device)
+    bias = (torch.randn(E, generator=g) * 0.1).to(device) if bias_on else None
+    _check_gate(logits, bias, kw, exact=False)
+
+
+@pytest.mark.parametrize("fam", ["deepseek-v3", "deepseek-v2"])
+def test_gate_topk_negative_biased_scores(device, fam):
+    """Every biased score < 0: a 0-mask (the classic bug) would pick dropped-group experts; −inf must not."""
+    E, kw = _kw(fam)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, E, generator=g).to(device)
+    bias = (-3.0 - torch.rand(E, generator=g)).to(device)
+    w, ids = _check_gate(logits, bias, kw, exact=False)
+    ng = kw["n_group"]
+    groups = ids.long() // (E // ng)
+    for row in groups:
+        assert len(set(row.tolist())) <= kw["topk_group"]
+
+
+@pytest.mark.parametrize("fam", sorted(FAMILIES))
+def test_gate_topk_exact_ties(device, fam):
+    """Integer-valued logits (many exact ties, also between groups): lower expert/group id wins, as the reference."""
+    E, kw = _kw(fam)
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randint(-2, 2, (6, E), generator=g).float().to(device)
+    logits[0] = 0.0  # a row where every expert ties
+    w, ids = _check_gate(logits, None, kw, exact=True)
+    if kw["topk_method"] == "greedy" or kw["n_group"] == 1:
+        assert ids[0].tolist() == list(range(kw["top_k"]))
+
+
+def test_gate_topk_underflowing_sigmoid(device):
+    """Logits ≤ −120: sigmoid underflows to exactly 0; selection falls to the bias, weights 0/(0+1e-20) = 0, no NaN."""
+    E, kw = _kw("deepseek-v3")
+    g = torch.Generator().manual_seed(3)
+    logits = (-120.0 - 80 * torch.rand(5, E, generator=g)).to(device)
+    bias = (torch.randn(E, generator=g) * 0.1).to(device)
+    w, ids = _check_gate(logits, bias, kw, exact=True)
+    assert torch.equal(w, torch.zeros_like(w))
+    # all-equal (zero) scores and no bias: pure id order within the kept groups (groups 0..3)
+    w, ids = _check_gate(logits, None, kw, exact=True)
+    assert ids[0].tolist() == list(range(8))
+
+
+def test_gate_topk_softmax_vs_sigmoid(device):
+    """Same logits, the two scoring functions: weights are the chosen experts' softmax / sigmoid values."""
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 64, generator=g).to(device)
+    for sf in ("softmax", "sigmoid"):
+        kw = dict(top_k=6, scoring_func=sf, topk_method="greedy", norm_topk_prob=False)
+        w, ids = _check_gate(logits, None, kw, exact=False)
+        s = torch.softmax(logits.cpu(), -1) if sf == "softmax" else torch.sigmoid(logits.cpu())
+        torch.testing.assert_close(w, s.gather(1, ids.long()), rtol=1e-5, atol=1e-7)
+
+
+def test_gate_topk_bf16_strided_logits(device):
+    g = torch.Generator().manual_seed(5)
+    E, kw = _kw("deepseek-v3")
+    base = torch.randn(2 * E, 7, generator=g).to(torch.bfloat16).to(device)
+    logits = base.t()[:, ::2]  # [7, E], non-unit strides
+    _check_gate(logits, torch.randn(E, generator=g).to(device) * 0.05, kw, exact=False)
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(top_k=2, n_group=3, topk_group=1), "n_group"),
+        (dict(top_k=2, n_group=4, topk_group=5), "topk_group"),
+        (dict(top_k=9, n_group=4, topk_group=1), "top_k"),
+        (dict(top_k=2, scoring_func="relu"), "scoring_func"),
+        (dict(top_k=2, topk_method="best"), "topk_method"),
+    ],
+)
+def test_gate_topk_rejects_inconsistent_settings(device, kw, name):
+    logits = torch.randn(2, 32, device=device)
+    for fn in (gate_topk, gate_topk_ref):
+        with pytest.raises(ValueError, match=name):
+            fn(logits, None, **kw)
+
+
+def _routing(mode, T, k, E, g):
+    ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]) if k <= E else None
+    if mode == "one_expert":  # every token's slot 0 goes to expert E-1, others random (repeats allowed)
+        ids = torch.randint(0, E, (T, k), generator=g)
+        ids[:, 0] = E - 1
+    elif mode == "empty_experts":  # only the even experts get tokens
+        ids = torch.randint(0, (E + 1) // 2, (T, k), generator=g) * 2
+    elif mode == "with_minus_one":
+        ids = torch.randint(-1, E, (T, k), generator=g)
+    return ids.to(torch.int32)
+
+
+@_fixture_ok
+@given(T=st.integers(1, 40), k=st.integers(1, 4), E=st.integers(4, 9), H=st.sampled_from([16, 136, 256]),
+       block_m=st.sampled_from([1, 4, 16]), mode=st.sampled_from(["random", "one_expert", "empty_experts", "with_minus_one"]),
+       dtype=st.sampled_from(["bf16", "fp32", "fp8"]), seed=st.integers(0, 2**31 - 1))
+def test_permute_unpermute_match_reference(device, T, k, E, H, block_m, mode, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = _routing(mode, T, k, E, g).to(device)
+    x = torch.randn(T, H, generator=g) + 0.1
+    scale = None
+    if dtype == "fp8":
+        x = x.to(torch.float8_e4m3fn)
+        scale = (torch.rand(H // 128 + 1 if H % 128 else H // 128, T, generator=g) + 0.5).t()  # MN-major
+        scale = scale.to(device)
+    else:
+        x = x.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    x = x.to(device)
+    ref = moe_permute_ref(x.cpu(), ids.cpu(), E, block_m, scale.cpu() if scale is not None else None)
+    out = moe_permute(x, ids, E, block_m, scale)
+    p_ref, s_ref, mi_ref, rm_ref = ref
+    p, s, mi, rm = (t.cpu() if t is not None else None for t in out)
+    assert torch.equal(mi, mi_ref) and torch.equal(rm, rm_ref)
+    v = mi_ref >= 0
+    assert torch.equal(p[v].view(torch.uint8), p_ref[v].view(torch.uint8))  # rows move bit-exactly
+    if scale is not None:
+        assert torch.equal(s[v], s_ref[v])
+    # graph-safe: same prefix, bound-sized, tail rows are padding
+    pg, sg, mig, rmg = moe_permute(x, ids, E, block_m, scale, graph_safe=True)
+    assert pg.shape[0] == mig.shape[0] == moe_permute_bound(T, k, E, block_m)
+    assert torch.equal(mig[: mi_ref.numel()].cpu(), mi_ref) and (mig[mi_ref.numel():] == -1).all()
+    assert torch.equal(rmg.cpu(), rm_ref)
+    # unpermute over expert outputs whose padding rows hold NaN/inf garbage (must not leak)
+    y = torch.randn(p_ref.shape[0], H, generator=g)
+    y[~v] = float("nan")
+    pad_rows = torch.nonzero(~v).flatten()
+    if pad_rows.numel():
+        y[pad_rows[0]] = float("inf")
+    w = torch.rand(T, k, generator=g)
+    sh = torch.randn(T, H, generator=g)
+    ydt = torch.float32 if dtype != "bf16" else torch.bfloat16
+    y, sh = y.to(ydt), sh.to(ydt)
+    o = torch.full((T, H), float("nan"), dtype=ydt, device=device)
+    moe_unpermute(y.to(device), rm.to(device), w.to(device), sh.to(device), out=o)
+    o_ref = moe_unpermute_ref(y, rm_ref, w, sh)
+    assert torch.isfinite(o).all()
+    # fp32: sums of ≤ 5 terms in another order → 1e-5; bf16 output: one rounding of the fp32 sum,
+    # the order difference can flip it by one bf16 ulp (2^-8 relative) → rtol 1e-2.
+    tol = dict(rtol=1e-5, atol=1e-5) if ydt == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(o.cpu(), o_ref, **tol)
+    o2 = moe_unpermute(y.to(device), rm.to(device), w.to(device), sh.to(device))
+    assert torch.equal(o2, o), "unpermute is not deterministic"
+
+
+@_fixture_ok
+@given(T=st.integers(1, 24), E=st.integers(2, 8), seed=st.integers(0, 2**31 - 1), fp8=st.booleans())
+def test_permute_masked_round_trip(device, T, E, seed, fp8):
+    """Masked layout: masked_m = per-expert counts, each row lands in its expert's slab; identity experts
+    followed by unpermute give Σ_j w[t, j] · hidden[t]."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(3, E)
+    ids = _routing("random", T, k, E, g)
+    ids[0, -1] = -1
+    H = 256
+    x = torch.randn(T, H, generator=g)
+    scale = None
+    if fp8:
+        scale = (torch.rand(T, 2, generator=g) + 0.5).to(device)
+        x = x.to(torch.float8_e4m3fn)
+    p, s, masked_m, rm = moe_permute_masked(x.to(device), ids.to(device), E, T, scale)
+    counts = torch.bincount(ids[ids >= 0].long(), minlength=E)
+    assert torch.equal(masked_m.cpu().long(), counts)
+    rmc = rm.cpu().long()
+    assert (rmc[ids < 0] == -1).all()
+    assert torch.equal(rmc[ids >= 0] // T, ids[ids >= 0].long())
+    assert (rmc[ids >= 0] % T < counts[ids[ids >= 0].long()]).all()
+    flat = p.view(E * T, H).cpu()
+    xs = x.float()
+    if fp8:
+        assert torch.equal(s.cpu().reshape(E * T, 2)[rmc[ids >= 0]], scale.cpu()[torch.nonzero(ids >= 0)[:, 0]])
+    w = torch.rand(T, k, generator=g)
+    o = moe_unpermute(flat.float().to(device), rm, w.to(device))
+    want = xs * torch.where(ids >= 0, w, 0.0).sum(1, keepdim=True)
+    torch.testing.assert_close(o.cpu(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_permute_T1_and_rejects(device):
+    x = torch.randn(1, 64, device=device, dtype=torch.bfloat16)
+    ids = torch.tensor([[3, 0]], dtype=torch.int32, device=device)
+    p, s, mi, rm = moe_permute(x, ids, 4, 8)
+    assert p.shape[0] == 16 and rm.tolist() == [[8, 0]] and s is None
+    with pytest.raises(ValueError, match="hidden_scale"):
+        moe_permute(x.to(torch.float8_e4m3fn), ids, 4, 8)
+    with pytest.raises(ValueError, match="topk_ids"):
+        moe_permute(x, ids[:, :1].expand(2, 1), 4, 8)
+    with pytest.raises(TypeError, match="topk_ids"):
+        moe_permute(x, ids.float(), 4, 8)
+    with pytest.raises(ValueError, match="block_m"):
+        moe_permute(x, ids, 4, 0)
+    with pytest.raises(ValueError, match="topk_weights"):
+        moe_unpermute(p.float(), rm, torch.ones(1, 3, device=device))
+
+
+# ------------------------------------------------------------------------------------------------
+# Real shapes on the H200
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fam", sorted(FAMILIES))
+@pytest.mark.parametrize("T", [1, 64, 4096])
+def test_gate_topk_gpu(device, fam, T):
+    E, kw = _kw(fam)
+    g = torch.Generator().manual_seed(T)
+    _check_gate(torch.randn(T, E, generator=g).to(device), (torch.randn(E, generator=g) * 0.1).to(device), kw,
+                exact=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fp8", [False, True])
+def test_permute_unpermute_gpu(device, fp8):
+    T, k, E, H, bm = 4096, 8, 256, 7168, 128
+    g = torch.Generator().manual_seed(0)
+    ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).int()
+    ids[: T // 2, 0] = 7  # skew: half the tokens share an expert
+    x = torch.randn(T, H, generator=g)
+    scale = (torch.rand(T, H // 128, generator=g) + 0.5) if fp8 else None
+    x = x.to(torch.float8_e4m3fn) if fp8 else x.to(torch.bfloat16)
+    ref = moe_permute_ref(x, ids, E, bm, scale)
+    out = moe_permute(x.to(device), ids.to(device), E, bm, scale.to(device) if fp8 else None)
+    v = ref[2] >= 0
+    assert torch.equal(out[2].cpu(), ref[2]) and torch.equal(out[3].cpu(), ref[3])
+    assert torch.equal(out[0].cpu()[v].view(torch.uint8), ref[0][v].view(torch.uint8))
+    y = torch.randn(ref[0].shape[0], H, generator=g).to(torch.bfloat16)
+    y[~v] = float("nan")
+    w = torch.rand(T, k, generator=g)
+    o = moe_unpermute(y.to(device), out[3], w.to(device))
+    assert torch.isfinite(o).all()
+    torch.testing.assert_close(o.cpu(), moe_unpermute_ref(y, ref[3], w), rtol=1e-2, atol=1e-2)

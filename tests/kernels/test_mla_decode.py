@@ -1,0 +1,206 @@
+"""Paged MLA decode (Triton) against tritonseek.kernels.reference.mla.mla_decode_ref.
+
+CPU runs go through the Triton interpreter with small latent dims (d_qk 80 = 64 latent ‖ 16 rope,
+and 64 = 48 ‖ 16 to exercise a non-power-of-two head_dim_v); the ``gpu`` tests use DeepSeek's
+576/512 at FlashMLA's shapes.
+
+Tolerances: the reference runs in fp32 on the fp32-upcast inputs. The kernel rounds p to bf16
+before the p·V dot (as FlashMLA does) and rounds out to bf16, each ≈ 2^-9 relative, so we use
+FlashMLA's own check, cosine difference 1 − 2Σxy/Σ(x²+y²) ≤ 1e-5 (bf16 rounding alone gives
+≈ 1e-6), plus |lse − lse_ref| ≤ 1e-3 (lse is an fp32 log-sum-exp of fp32-accumulated scores;
+only the summation order differs, 1e-3 leaves room for the long GPU rows). Rows that see no key
+must be exactly out = 0, lse = −inf.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+from tritonseek.kernels.reference.mla import mla_decode_ref
+
+
+def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.double(), y.double()
+    denom = (x * x + y * y).sum()
+    if denom == 0:
+        return 0.0
+    return float(1 - 2 * (x * y).sum() / denom)
+
+
+def make_case(device, batch, seqlen_q, num_heads, d_qk, dv, page, lens, gen, extra_blocks=3):
+    """Random q / cache with a permuted block table; every slot no sequence owns is NaN."""
+    max_blocks = max(1, -(-max(lens) // page)) + 1  # one spare column beyond the need
+    num_blocks = batch * max_blocks + extra_blocks
+    kv = torch.randn(num_blocks, page, 1, d_qk, generator=gen).to(torch.bfloat16)
+    block_table = torch.randperm(num_blocks, generator=gen)[: batch * max_blocks].view(batch, max_blocks).int()
+    used = torch.zeros(num_blocks * page, dtype=torch.bool)
+    for i, n in enumerate(lens):
+        pos = torch.arange(n)
+        used[block_table[i, pos // page].long() * page + pos % page] = True
+    kv.view(-1, d_qk)[~used] = float("nan")
+    q = torch.randn(batch, seqlen_q, num_heads, d_qk, generator=gen).to(torch.bfloat16)
+    cache_seqlens = torch.tensor(lens, dtype=torch.int32)
+    return q.to(device), kv.to(device), block_table.to(device), cache_seqlens.to(device)
+
+
+def check_against_ref(q, kv, block_table, cache_seqlens, dv, causal, num_sm=None, scale=None):
+    batch, seqlen_q, num_heads, _ = q.shape
+    md = get_mla_metadata(cache_seqlens, seqlen_q, num_heads, num_sm=num_sm)
+    out = torch.full((batch, seqlen_q, num_heads, dv), float("nan"), dtype=q.dtype, device=q.device)
+    o, lse = mla_decode(q, kv, block_table, cache_seqlens, softmax_scale=scale, causal=causal, head_dim_v=dv,
+                        metadata=md, out=out)
+    assert o.data_ptr() == out.data_ptr()
+    ro, rlse = mla_decode_ref(q.float(), kv, block_table, cache_seqlens, softmax_scale=scale,
+                              causal=causal, head_dim_v=dv)
+    o, lse, ro, rlse = o.float().cpu(), lse.cpu(), ro.cpu(), rlse.cpu()
+    assert not torch.isnan(o).any(), "NaN reached out (poisoned buffer not fully written or cache NaN leaked)"
+    assert not torch.isnan(lse).any()
+    empty = torch.isinf(rlse)  # [b, h, s_q]: queries that see no key
+    assert torch.equal(torch.isinf(lse) & (lse < 0), empty)
+    assert torch.all(o.permute(0, 2, 1, 3)[empty] == 0)
+    assert (lse[~empty] - rlse[~empty]).abs().max().item() <= 1e-3 if (~empty).any() else True
+    assert cos_diff(o, ro) <= 1e-5
+    return o, lse, md
+
+
+# The device fixture only names cpu/cuda; it holds no state across examples.
+_fixture_ok = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+@_fixture_ok
+@given(
+    batch=st.integers(1, 4),
+    seqlen_q=st.sampled_from([1, 2, 4]),
+    num_heads=st.sampled_from([1, 3, 16]),
+    page=st.sampled_from([1, 16, 64]),
+    dims=st.sampled_from([(80, 64), (64, 48)]),
+    causal=st.booleans(),
+    num_sm=st.integers(1, 8),
+    data=st.data(),
+)
+def test_decode_matches_reference(device, batch, seqlen_q, num_heads, page, dims, causal, num_sm, data):
+    d_qk, dv = dims
+    special = [0, 1, page, page + 1, 63, 64, 65]
+    lens = data.draw(st.lists(st.one_of(st.sampled_from(special), st.integers(0, 150)), min_size=batch,
+                              max_size=batch))
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    case = make_case(device, batch, seqlen_q, num_heads, d_qk, dv, page, lens, gen)
+    check_against_ref(*case, dv, causal, num_sm=num_sm)
+
+
+def test_one_long_row_many_short_balances_and_matches(device):
+    """A long row is spread over many programs (several splits → combine); short rows stay whole."""
+    gen = torch.Generator().manual_seed(1)
+    lens = [1000, 1, 0, 5, 2]
+    case = make_case(device, 5, 2, 3, 80, 64, 16, lens, gen)
+    _, _, md = check_against_ref(*case, 64, True, num_sm=6)
+    split = md.split.cpu()
+    assert split[0, 1] > 1 and split[2, 1] == 0
+    assert all(split[i, 1] == 1 for i in (1, 3, 4))
+
+
+def test_metadata_reused_across_calls_gives_same_result(device):
+    gen = torch.Generator().manual_seed(2)
+    q, kv, bt, cs = make_case(device, 3, 1, 4, 80, 64, 16, [40, 17, 90], gen)
+    md = get_mla_metadata(cs, 1, 4, num_sm=4)
+    o1, l1 = mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=md)
+    o2, l2 = mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=md)
+    assert torch.equal(o1, o2) and torch.equal(l1, l2)
+
+
+@given(lens=st.lists(st.integers(0, 3000), min_size=1, max_size=40), num_sm=st.integers(1, 140),
+       heads=st.sampled_from([1, 16, 64, 128]), seqlen_q=st.sampled_from([1, 2, 4]))
+def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q):
+    """Pure schedule property: programs' spans tile every sequence exactly once; slots p + b are unique."""
+    cs = torch.tensor(lens, dtype=torch.int32)
+    md = get_mla_metadata(cs, seqlen_q, heads, num_sm=num_sm)
+    bn = md.config["BLOCK_N"]
+    sched, split = md.sched.tolist(), md.split.tolist()
+    seen: dict[tuple[int, int], int] = {}
+    parts_of: dict[int, list[int]] = {}
+    slots = set()
+    for p, (b0, t0, b1, t1) in enumerate(sched):
+        for b in range(b0, min(b1, len(lens) - 1) + 1):
+            nt = -(-lens[b] // bn)
+            lo = t0 if b == b0 else 0
+            hi = min(t1 if b == b1 else nt, nt)
+            if lo < hi:
+                parts_of.setdefault(b, []).append(p)
+                assert p + b not in slots
+                slots.add(p + b)
+            for t in range(lo, hi):
+                seen[(b, t)] = seen.get((b, t), 0) + 1
+    for b, n in enumerate(lens):
+        nt = -(-n // bn)
+        assert all(seen.get((b, t)) == 1 for t in range(nt))
+        got = parts_of.get(b, [])
+        assert split[b][1] == len(got)
+        if got:
+            assert got == list(range(split[b][0], split[b][0] + len(got)))
+    assert sum(seen.values()) == sum(-(-n // bn) for n in lens)
+
+
+def test_bad_inputs_raise(device):
+    gen = torch.Generator().manual_seed(3)
+    q, kv, bt, cs = make_case(device, 2, 1, 2, 80, 64, 16, [20, 30], gen)
+    with pytest.raises(TypeError, match="q"):
+        mla_decode(q.float(), kv, bt, cs, head_dim_v=64)
+    with pytest.raises(TypeError, match="kv_cache"):
+        mla_decode(q, kv.half(), bt, cs, head_dim_v=64)
+    with pytest.raises(ValueError, match="kv_cache"):
+        mla_decode(q, kv[..., :72].contiguous(), bt, cs, head_dim_v=64)
+    with pytest.raises(TypeError, match="block_table"):
+        mla_decode(q, kv, bt.long(), cs, head_dim_v=64)
+    with pytest.raises(TypeError, match="cache_seqlens"):
+        mla_decode(q, kv, bt, cs.long(), head_dim_v=64)
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        mla_decode(q.transpose(-1, -2).contiguous().transpose(-1, -2), kv, bt, cs, head_dim_v=64)
+    with pytest.raises(ValueError, match="holds only"):
+        mla_decode(q, kv, bt[:, :1], cs, head_dim_v=64)  # 1 block × 16 < 30 keys
+    with pytest.raises(ValueError, match="power of two"):
+        mla_decode(q, kv[:, :12].contiguous(), bt, cs, head_dim_v=64)
+    with pytest.raises(ValueError, match="head_dim_v"):
+        mla_decode(q, kv, bt, cs, head_dim_v=96)
+    with pytest.raises(ValueError, match="metadata"):
+        mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=get_mla_metadata(cs, 2, 2))
+    with pytest.raises(ValueError, match="out"):
+        mla_decode(q, kv, bt, cs, head_dim_v=64, out=torch.empty(2, 1, 2, 32, dtype=q.dtype, device=device))
+    with pytest.raises(ValueError, match="batch"):
+        mla_decode(q, kv, bt, cs[:1], head_dim_v=64)
+
+
+# ----------------------------------------------------------------------------- real shapes (H200)
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads", [1, 3, 16, 64, 128])
+@pytest.mark.parametrize("seqlen_q", [1, 2, 4])
+@pytest.mark.parametrize("page", [1, 16, 64, 256])
+def test_decode_real_shapes(device, num_heads, seqlen_q, page):
+    if num_heads in (1, 3) and page != 64:
+        pytest.skip("odd head counts checked at page 64 only")
+    gen = torch.Generator().manual_seed(num_heads * 100 + seqlen_q * 10 + page)
+    lens = [0, 1, page, page + 1, 4096, 777, 2049, 64 * 33 + 5]
+    check_against_ref(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), 512, True)
+
+
+@pytest.mark.gpu
+def test_decode_real_shapes_large_block_ids(device):
+    """Block ids near the end of a large pool: offsets past 2^31 elements need int64 arithmetic."""
+    page, d = 64, 576
+    num_blocks = (2**31 // (page * d)) + 64  # pool of ~2.4 G elements (4.5 GB bf16)
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 1, 16, d, generator=gen).to(torch.bfloat16).to(device)
+    kv = torch.empty(num_blocks, page, 1, d, dtype=torch.bfloat16, device=device)
+    bt = torch.tensor([[num_blocks - 1, num_blocks - 5], [num_blocks - 2, 0]], dtype=torch.int32, device=device)
+    for b in bt.flatten().tolist():
+        kv[b] = torch.randn(page, 1, d, generator=gen).to(torch.bfloat16).to(device)
+    cs = torch.tensor([100, 64], dtype=torch.int32, device=device)
+    o, lse = mla_decode(q, kv, bt, cs)
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
+    assert cos_diff(o.float().cpu(), ro.float().cpu()) <= 1e-5
+    assert (lse - rlse).abs().max().item() <= 1e-3

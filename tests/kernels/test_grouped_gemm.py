@@ -1,0 +1,188 @@
+"""Grouped block-scaled FP8 GEMMs (contiguous and masked) against the dequantized fp32 reference.
+
+Tolerance: DeepGEMM's calc_diff = 1 − 2Σxy/Σ(x²+y²) < 1e-3 against the fp32 product of the
+dequantized operands (the kernel accumulates in fp32 and rounds once to bf16, which alone gives
+calc_diff ≈ 1e-5; the 1e-3 bound is DeepGEMM's own acceptance test). Padding rows are checked exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous, grouped_fp8_gemm_masked
+from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
+
+_fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                              HealthCheck.data_too_large])
+FP8_NAN = 0x7F  # e4m3fn bit pattern of NaN
+
+CONFIGS = [
+    None,
+    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, GROUP_M=2),
+    dict(BLOCK_M=128, BLOCK_N=256, num_warps=8, num_stages=2, GROUP_M=4),
+]
+
+
+def _fp8(shape, g, scale=1.0):
+    return (torch.randn(*shape, generator=g) * scale).to(torch.float8_e4m3fn)
+
+
+def _weights(E, N, K, g):
+    b = _fp8((E, N, K), g)
+    bs = torch.rand(E, -(-N // 128), -(-K // 128), generator=g) + 0.25
+    return b, bs
+
+
+def _contiguous_layout(segs, g, K):
+    """m_indices for segments of the given sizes, each padded to M_ALIGNMENT; a / a_scale with NaN/inf garbage
+    in the padding rows."""
+    parts = []
+    for e, s in enumerate(segs):
+        parts += [torch.full((s,), e), torch.full(((-s) % M_ALIGNMENT,), -1)]
+    mi = torch.cat(parts).to(torch.int32) if parts else torch.zeros(0, dtype=torch.int32)
+    M = mi.numel()
+    a = _fp8((M, K), g)
+    a.view(torch.uint8)[mi < 0] = FP8_NAN
+    a_s = (torch.rand(-(-K // 128), M, generator=g) + 0.25).t()  # MN-major, as the quant kernel writes it
+    a_s[mi < 0] = float("inf")
+    return a, a_s, mi
+
+
+@_fixture_ok
+@given(segs=st.lists(st.sampled_from([0, 1, 127, 128, 129, 37]), min_size=1, max_size=3),
+       N=st.sampled_from([64, 128, 200]), K=st.sampled_from([128, 256, 272]), cfg=st.sampled_from(range(len(CONFIGS))),
+       seed=st.integers(0, 2**31 - 1))
+def test_contiguous_matches_reference(device, segs, N, K, cfg, seed):
+    g = torch.Generator().manual_seed(seed)
+    E = len(segs) + 1  # the last expert never gets a row
+    b, bs = _weights(E, N, K, g)
+    a, a_s, mi = _contiguous_layout(segs, g, K)
+    out = torch.full((mi.numel(), N), float("nan"), dtype=torch.bfloat16, device=device)
+    grouped_fp8_gemm_contiguous(a.to(device), a_s.to(device), b.to(device), bs.to(device), mi.to(device), out=out,
+                                config=CONFIGS[cfg])
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
+    out = out.cpu().float()
+    assert torch.isfinite(out).all(), "NaN/inf from padding rows (or an unwritten element) leaked"
+    pad = mi < 0
+    assert (out[pad] == 0).all()
+    if (~pad).any():
+        assert calc_diff(out[~pad], ref[~pad]) < 1e-3
+
+
+def test_contiguous_misaligned_rows_are_nan_or_rejected(device):
+    g = torch.Generator().manual_seed(7)
+    b, bs = _weights(3, 128, 128, g)
+    a, a_s, mi = _contiguous_layout([130, 5], g, 128)
+    a = _fp8(tuple(a.shape), g)  # no garbage here: rows change role below
+    a_s = torch.rand(a_s.shape, generator=g) + 0.25
+    mi[131] = 0  # one more expert-0 row inside expert 0's second tile: still aligned
+    mi[256 + 3] = 0  # an expert-0 row inside expert 1's tile: misaligned
+    args = [t.to(device) for t in (a, a_s, b, bs, mi)]
+    out = grouped_fp8_gemm_contiguous(*args).cpu()
+    assert out[259].isnan().all(), "a row of another expert must not be computed with the tile's expert"
+    assert torch.isfinite(out[256:259]).all() and torch.isfinite(out[:131]).all()
+    with pytest.raises(ValueError, match="aligned"):
+        grouped_fp8_gemm_contiguous(*args, check_alignment=True)
+
+
+def test_contiguous_rejects_bad_inputs(device):
+    g = torch.Generator().manual_seed(8)
+    b, bs = _weights(2, 128, 256, g)
+    a, a_s, mi = _contiguous_layout([3], g, 256)
+    a, a_s, mi, b, bs = (t.to(device) for t in (a, a_s, mi, b, bs))
+    with pytest.raises(TypeError, match="a must"):
+        grouped_fp8_gemm_contiguous(a.float(), a_s, b, bs, mi)
+    with pytest.raises(ValueError, match="b_scale"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, bs[:, :, :1], mi)
+    with pytest.raises(ValueError, match="K"):
+        grouped_fp8_gemm_contiguous(a[:, :128], a_s[:, :1], b, bs, mi)
+    with pytest.raises(ValueError, match="m_indices"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi[:5])
+    with pytest.raises(TypeError, match="m_indices"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi.long())
+    with pytest.raises(ValueError, match="BLOCK_M"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, config=dict(BLOCK_M=256, BLOCK_N=128, num_warps=8, num_stages=2))
+
+
+@_fixture_ok
+@given(E=st.integers(1, 3), M_max=st.sampled_from([1, 64, 70]), N=st.sampled_from([64, 200]),
+       K=st.sampled_from([128, 272]), cfg=st.sampled_from(range(len(CONFIGS))), data=st.data(),
+       seed=st.integers(0, 2**31 - 1))
+def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, seed):
+    g = torch.Generator().manual_seed(seed)
+    masked = data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, max(0, M_max - 1), M_max // 2})),
+                                min_size=E, max_size=E))
+    masked_m = torch.tensor(masked, dtype=torch.int32)
+    b, bs = _weights(E, N, K, g)
+    a = _fp8((E, M_max, K), g)
+    a_s = torch.rand(E, M_max, -(-K // 128), generator=g) + 0.25
+    invalid = torch.arange(M_max)[None, :] >= masked_m[:, None]
+    a.view(torch.uint8)[invalid] = FP8_NAN  # garbage past masked_m must not leak
+    a_s[invalid] = float("inf")
+    sentinel = 12345.0
+    out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
+    grouped_fp8_gemm_masked(a.to(device), a_s.to(device), b.to(device), bs.to(device), masked_m.to(device),
+                            out_dtype=torch.float32, out=out, config=CONFIGS[cfg])
+    out = out.cpu()
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
+    assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
+    valid = ~invalid
+    assert torch.isfinite(out[valid]).all()
+    if valid.any():
+        assert calc_diff(out[valid], ref[valid]) < 1e-3
+
+
+def test_masked_rejects_bad_inputs(device):
+    g = torch.Generator().manual_seed(9)
+    b, bs = _weights(2, 128, 128, g)
+    a = _fp8((2, 8, 128), g).to(device)
+    a_s = torch.ones(2, 8, 1, device=device)
+    b, bs = b.to(device), bs.to(device)
+    mm = torch.tensor([3, 8], dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="masked_m"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm[:1])
+    with pytest.raises(ValueError, match="a must"):
+        grouped_fp8_gemm_masked(a[:1], a_s[:1], b, bs, mm)
+    with pytest.raises(ValueError, match="a_scale"):
+        grouped_fp8_gemm_masked(a, a_s[:, :4], b, bs, mm)
+    with pytest.raises(TypeError, match="out_dtype"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.int8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real shapes on the H200
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+def test_contiguous_gpu(device, N, K):
+    g = torch.Generator().manual_seed(N)
+    segs = [0, 1, 127, 128, 129, 4096, 3000]
+    b, bs = _weights(len(segs), N, K, g)
+    a, a_s, mi = _contiguous_layout(segs, g, K)
+    out = grouped_fp8_gemm_contiguous(*(t.to(device) for t in (a, a_s, b, bs, mi))).cpu().float()
+    ref = grouped_fp8_gemm_contiguous_ref(*(t.to(device) for t in (a, a_s, b, bs, mi)), out_dtype=torch.float32).cpu()
+    pad = mi < 0
+    assert torch.isfinite(out).all() and (out[pad] == 0).all()
+    assert calc_diff(out[~pad], ref[~pad]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+def test_masked_gpu(device, N, K):
+    g = torch.Generator().manual_seed(K)
+    E, M_max = 8, 256
+    masked_m = torch.tensor([0, 1, 63, 64, 65, 256, 200, 17], dtype=torch.int32)
+    b, bs = _weights(E, N, K, g)
+    a = _fp8((E, M_max, K), g)
+    a_s = torch.rand(E, M_max, K // 128, generator=g) + 0.25
+    invalid = torch.arange(M_max)[None, :] >= masked_m[:, None]
+    a.view(torch.uint8)[invalid] = FP8_NAN
+    out = grouped_fp8_gemm_masked(*(t.to(device) for t in (a, a_s, b, bs, masked_m)), out_dtype=torch.float32).cpu()
+    ref = grouped_fp8_gemm_masked_ref(*(t.to(device) for t in (a, a_s, b, bs, masked_m)), out_dtype=torch.float32).cpu()
+    assert torch.isfinite(out[~invalid]).all()
+    assert calc_diff(out[~invalid], ref[~invalid]) < 1e-3

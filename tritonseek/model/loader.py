@@ -1,7 +1,7 @@
 """Load a DeepSeek-architecture HF checkpoint folder (safetensors, single file or sharded).
 
-The model is built on the meta device, materialised with ``to_empty`` and filled tensor by tensor
-from memory-mapped safetensors files, so no weight is allocated twice. FP8 checkpoints
+The model is built directly on the target device with uninitialised storage and filled tensor by
+tensor from memory-mapped safetensors files, so no weight is allocated twice. FP8 checkpoints
 (e4m3 ``weight`` + fp32 ``weight_scale_inv`` per 128×128 block, ceil-sized for ragged shapes) are
 kept in FP8; bf16/fp32 checkpoints can be quantized to the same format at load. A scale may sit in
 another shard than its weight: every key is located through the index (or the shards' headers).
@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors import SafetensorError
 
 from tritonseek.model.config import ModelConfig
-from tritonseek.model.layers import FP8_BLOCK, rope_inv_freq
+from tritonseek.model.layers import FP8_BLOCK
 from tritonseek.model.model import DeepseekForCausalLM
 from tritonseek.model.moe import MoE
 from tritonseek.model.ops import Ops
@@ -155,12 +155,12 @@ def load_model(
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     fp8 = cfg.quantization_config is not None or quantize_fp8
-    with torch.device("meta"):
-        model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp)
-    model.to_empty(device=device)
-    model.rope.inv_freq = rope_inv_freq(cfg).to(device)
-
     key_files = _key_files(folder)
+    # HF's save_pretrained keeps num_nextn_predict_layers in config.json but writes no MTP weights.
+    with_mtp = with_mtp and any(k.startswith(f"model.layers.{cfg.num_hidden_layers}.") for k in key_files)
+    with torch.device(device):
+        model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp)
+
     targets = checkpoint_targets(model)
     L = cfg.num_hidden_layers
     unexpected = [

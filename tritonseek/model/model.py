@@ -18,6 +18,12 @@ from tritonseek.model.moe import MoE
 from tritonseek.model.ops import Ops
 
 
+def _embedding(cfg: ModelConfig, dtype: torch.dtype) -> nn.Embedding:
+    # Uninitialised storage (the loader fills it): skips nn.Embedding's random init.
+    weight = torch.empty(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+    return nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=weight, _freeze=True)
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm block: h = x + MLA(norm(x)); out = h + FFN(norm(h)), FFN dense or MoE by layer index."""
 
@@ -56,8 +62,7 @@ class MTPLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-        self.embed_tokens.weight.requires_grad_(False)
+        self.embed_tokens = _embedding(cfg, dtype)
         self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.eh_proj = Linear(2 * cfg.hidden_size, cfg.hidden_size, fp8=False, dtype=dtype, ops=ops)
@@ -77,8 +82,7 @@ class MTPLayer(nn.Module):
 class _Backbone(nn.Module):
     def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-        self.embed_tokens.weight.requires_grad_(False)
+        self.embed_tokens = _embedding(cfg, dtype)
         self.layers = nn.ModuleList(
             DecoderLayer(cfg, i, fp8=fp8, dtype=dtype, ops=ops, rope=rope) for i in range(cfg.num_hidden_layers)
         )

@@ -27,6 +27,10 @@ class Ops:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         self.backend = backend
+        # Reference backend: dense fp32 copies of FP8 weights, made on first use. Dequantizing is
+        # deterministic, so x.float() @ cached_wᵀ gives exactly fp8_linear_ref's numbers without
+        # re-expanding the 128×128 scales on every call (which dominated CPU decode time).
+        self._dense: dict[tuple, torch.Tensor] = {}
 
     @property
     def is_triton(self) -> bool:
@@ -44,9 +48,11 @@ class Ops:
             from tritonseek.kernels.fp8_gemm import fp8_linear
 
             return fp8_linear(x, weight, weight_scale_inv)
-        from tritonseek.kernels.reference.fp8 import fp8_linear_ref
-
-        return fp8_linear_ref(x, weight, weight_scale_inv)
+        key = (weight.data_ptr(), tuple(weight.shape), weight_scale_inv.data_ptr())
+        w = self._dense.get(key)
+        if w is None:
+            w = self._dense[key] = self.dequant_block_fp8(weight, weight_scale_inv, torch.float32)
+        return (x.float() @ w.t()).to(x.dtype)
 
     def dequant_block_fp8(self, weight: torch.Tensor, scale_inv: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         from tritonseek.kernels.reference.fp8 import dequant_block_fp8_ref

@@ -1,0 +1,151 @@
+"""MLA prefill attention and latent-cache write (Triton) against tritonseek.kernels.reference.mla.
+
+CPU runs use the Triton interpreter with small head dims (d_qk 48 = 32 ‖ 16 and 96 = 64 ‖ 32, the
+tiny models' shapes, so the two-piece q·kᵀ split is exercised); ``gpu`` tests use DeepSeek's
+192/128 with 128 heads.
+
+Tolerances: the reference runs in fp32 on the same bf16 inputs. The kernel rounds p to bf16 before
+the p·v dot and rounds out to bf16 (each ≈ 2^-9 relative), so out is compared with
+‖out − ref‖/‖ref‖ ≤ 1e-2 and elementwise |out − ref| ≤ 2e-2 + 2e-2·|ref|. The cache write is a
+plain copy (with a cast to the cache dtype, identical to torch's) and must match exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels.mla_prefill import mla_prefill, write_latent_cache
+from tritonseek.kernels.reference.mla import mla_prefill_ref, write_latent_cache_ref
+
+# The device fixture only names cpu/cuda; it holds no state across examples.
+_fixture_ok = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+def make_qkv(device, lens, heads, d_qk, d_v, gen):
+    total = sum(lens)
+    q = torch.randn(total, heads, d_qk, generator=gen).to(torch.bfloat16).to(device)
+    k = torch.randn(total, heads, d_qk, generator=gen).to(torch.bfloat16).to(device)
+    v = torch.randn(total, heads, d_v, generator=gen).to(torch.bfloat16).to(device)
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    return q, k, v, cu
+
+
+def check_prefill(q, k, v, cu, lens, causal, scale):
+    out = torch.full((q.shape[0], q.shape[1], v.shape[2]), float("nan"), dtype=q.dtype, device=q.device)
+    o = mla_prefill(q, k, v, cu, max(lens), scale, causal=causal, out=out)
+    assert o.data_ptr() == out.data_ptr()
+    ref = mla_prefill_ref(q.float(), k.float(), v.float(), cu, scale, causal=causal).cpu()
+    o = o.float().cpu()
+    assert not torch.isnan(o).any(), "some output row was never written"
+    rel = ((o - ref).norm() / ref.norm()).item()
+    assert rel <= 1e-2, rel
+    assert torch.all((o - ref).abs() <= 2e-2 + 2e-2 * ref.abs())
+
+
+@_fixture_ok
+@given(
+    lens=st.lists(st.one_of(st.sampled_from([1, 2, 16, 63, 64, 65]), st.integers(1, 150)), min_size=1, max_size=4),
+    heads=st.sampled_from([1, 2, 3]),
+    dims=st.sampled_from([(48, 32), (96, 64)]),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_prefill_matches_reference(device, lens, heads, dims, causal, seed):
+    d_qk, d_v = dims
+    gen = torch.Generator().manual_seed(seed)
+    check_prefill(*make_qkv(device, lens, heads, d_qk, d_v, gen), lens, causal, d_qk**-0.5)
+
+
+def test_prefill_strided_heads_view(device):
+    """q/k as slices of a wider tensor (token/head strides not packed) are read correctly."""
+    gen = torch.Generator().manual_seed(5)
+    lens = [70, 1, 33]
+    q, k, v, cu = make_qkv(device, lens, 2, 48, 32, gen)
+    wide = torch.randn(q.shape[0], 2, 64, generator=gen).to(torch.bfloat16).to(device)
+    wide[..., :48] = q
+    check_prefill(wide[..., :48], k, v, cu, lens, True, 0.3)
+
+
+def test_prefill_bad_inputs(device):
+    gen = torch.Generator().manual_seed(6)
+    q, k, v, cu = make_qkv(device, [5, 7], 2, 48, 32, gen)
+    with pytest.raises(TypeError, match="q"):
+        mla_prefill(q.float(), k, v, cu, 7, 0.1)
+    with pytest.raises(TypeError, match="k"):
+        mla_prefill(q, k.half(), v, cu, 7, 0.1)
+    with pytest.raises(ValueError, match="k must"):
+        mla_prefill(q, k[:, :1].contiguous(), v, cu, 7, 0.1)
+    with pytest.raises(ValueError, match="v must"):
+        mla_prefill(q, k, v[:5], cu, 7, 0.1)
+    with pytest.raises(TypeError, match="cu_seqlens"):
+        mla_prefill(q, k, v, cu.long(), 7, 0.1)
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        mla_prefill(q.transpose(1, 2).contiguous().transpose(1, 2), k, v, cu, 7, 0.1)
+    with pytest.raises(ValueError, match="max_seqlen"):
+        mla_prefill(q, k, v, cu, -1, 0.1)
+    with pytest.raises(ValueError, match="out"):
+        mla_prefill(q, k, v, cu, 7, 0.1, out=torch.empty(12, 2, 48, dtype=q.dtype, device=device))
+
+
+@_fixture_ok
+@given(
+    num_tokens=st.integers(0, 40),
+    page=st.sampled_from([1, 4, 16, 64]),
+    d=st.sampled_from([80, 64, 576]),
+    latent_dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_write_latent_cache_matches_reference(device, num_tokens, page, d, latent_dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    num_blocks = max(1, -(-num_tokens // page)) + 2
+    kv = torch.randn(num_blocks, page, 1, d, generator=gen).to(torch.bfloat16)
+    latent = torch.randn(num_tokens, d, generator=gen).to(latent_dtype)
+    slots = torch.randperm(num_blocks * page, generator=gen)[:num_tokens]
+    if num_tokens:
+        slots[torch.rand(num_tokens, generator=gen) < 0.2] = -1  # padding tokens are skipped
+    ref = kv.clone()
+    write_latent_cache_ref(ref, latent, slots)
+    kv_d = kv.to(device)
+    write_latent_cache(kv_d, latent.to(device), slots.to(device))
+    assert torch.equal(kv_d.cpu(), ref)
+
+
+def test_write_latent_cache_bad_inputs(device):
+    kv = torch.zeros(4, 16, 1, 80, dtype=torch.bfloat16, device=device)
+    lat = torch.randn(3, 80, device=device)
+    slots = torch.tensor([0, 5, -1], device=device)
+    with pytest.raises(TypeError, match="slot_mapping"):
+        write_latent_cache(kv, lat, slots.int())
+    with pytest.raises(ValueError, match="disagree"):
+        write_latent_cache(kv, lat[:, :64].contiguous(), slots)
+    with pytest.raises(ValueError, match="slot_mapping has"):
+        write_latent_cache(kv, lat, slots[:2])
+    with pytest.raises(ValueError, match="power of two"):
+        write_latent_cache(kv[:, :12], lat, slots)
+
+
+# ----------------------------------------------------------------------------- real shapes (H200)
+@pytest.mark.gpu
+@pytest.mark.parametrize("lens", [[1], [4096], [1, 777, 64, 129, 2000], [1000] * 4])
+@pytest.mark.parametrize("heads", [16, 128])
+def test_prefill_real_shapes(device, lens, heads):
+    gen = torch.Generator().manual_seed(len(lens) * 1000 + heads)
+    check_prefill(*make_qkv(device, lens, heads, 192, 128, gen), lens, True, 192**-0.5)
+
+
+@pytest.mark.gpu
+def test_write_latent_cache_real_shapes(device):
+    gen = torch.Generator().manual_seed(9)
+    kv = torch.randn(512, 64, 1, 576, generator=gen).to(torch.bfloat16)
+    latent = torch.randn(5000, 576, generator=gen).to(torch.bfloat16)
+    slots = torch.randperm(512 * 64, generator=gen)[:5000]
+    ref = kv.clone()
+    write_latent_cache_ref(ref, latent, slots)
+    kv_d = kv.to(device)
+    write_latent_cache(kv_d, latent.to(device), slots.to(device))
+    assert torch.equal(kv_d.cpu(), ref)

@@ -1,0 +1,270 @@
+"""MLA prefill in Triton: varlen causal flash attention (non-absorbed path) and the latent-cache write.
+
+out[t, h] = Σ_{j ≤ i} softmax_j(q[t, h]·k[s+j, h]·scale) · v[s+j, h]   for token t = s + i of a sequence
+starting at s (FlashAttention ``flash_attn_varlen_func`` semantics, causal = top-left).
+
+Design: one program per (query block of BLOCK_M rows, head, sequence); the grid's first axis runs
+over ⌈max_seqlen/BLOCK_M⌉ blocks in reverse, so the long causal blocks start first. The q/k head
+dim (192 = 128 nope + 64 rope in DeepSeek) is not a power of two, so it is carried as two
+power-of-two pieces (128 + 64) — no padded work in the q·kᵀ dot. Key blocks entirely below the
+causal diagonal and inside the sequence run unmasked in a software-pipelined loop; the diagonal
+and tail blocks are peeled and masked (keys outside the sequence are zeroed before the dots).
+Online softmax in base 2 with fp32 statistics; dots in bf16 with fp32 accumulation on the GPU
+(fp32 under the Triton interpreter, which cannot multiply bf16).
+
+Tuned configs (``_TUNED``) by head-dim class, measured on the H200 with benchmarks/bench_mla.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+
+# (d_qk class, d_v class) → launch config; "default" for everything else.
+_TUNED: dict[str, dict] = {
+    "192x128": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+    "default": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
+}
+
+
+def default_config(d_qk: int, d_v: int) -> dict:
+    """Launch config for the head dims (tuned entry for DeepSeek's 192/128, else a safe default)."""
+    return dict(_TUNED.get(f"{d_qk}x{d_v}", _TUNED["default"]))
+
+
+@triton.jit
+def _prefill_block(
+    q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen,
+    stride_kt, stride_vt, d_qk, d_v, sm_scale_log2,
+    BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_DV: tl.constexpr,
+    HAS_D2: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+):
+    # One key block [n0, n0 + BLOCK_N) of the current sequence: s = q·kᵀ, online softmax, acc += p·v.
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    d1 = tl.arange(0, BLOCK_D1)
+    dv = tl.arange(0, BLOCK_DV)
+    rows = offs_n.to(tl.int64)
+    if MASKED:
+        n_ok = offs_n < seqlen
+    else:
+        n_ok = offs_n >= 0
+    k1 = tl.load(k_base + rows[:, None] * stride_kt + d1[None, :], mask=n_ok[:, None] & (d1 < d_qk)[None, :], other=0.0)
+    v = tl.load(v_base + rows[:, None] * stride_vt + dv[None, :], mask=n_ok[:, None] & (dv < d_v)[None, :], other=0.0)
+    if DOT_FP32:
+        k1 = k1.to(tl.float32)
+        v = v.to(tl.float32)
+    s = tl.dot(q1, tl.trans(k1))
+    if HAS_D2:
+        d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
+        k2 = tl.load(k_base + rows[:, None] * stride_kt + d2[None, :], mask=n_ok[:, None] & (d2 < d_qk)[None, :],
+                     other=0.0)
+        if DOT_FP32:
+            k2 = k2.to(tl.float32)
+        s = tl.dot(q2, tl.trans(k2), s)
+    s = s * sm_scale_log2
+    if MASKED:
+        ok = n_ok[None, :]
+        if CAUSAL:
+            ok = ok & (offs_n[None, :] <= offs_m[:, None])
+        s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _mla_prefill_kernel(
+    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    d_qk, d_v, num_m_blocks, sm_scale_log2,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr,
+    BLOCK_DV: tl.constexpr, HAS_D2: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
+):
+    # q, k [total_tokens, num_heads, d_qk] strides (stride_qt/kt, stride_qh/kh, 1)
+    # v    [total_tokens, num_heads, d_v]  strides (stride_vt, stride_vh, 1)
+    # out  [total_tokens, num_heads, d_v]  strides (stride_ot, stride_oh, 1)
+    # cu_seqlens [batch + 1] int32; grid (num_m_blocks, num_heads, batch), m blocks in reverse.
+    pid_m = num_m_blocks - 1 - tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2)
+    start = tl.load(cu_ptr + b)
+    seqlen = tl.load(cu_ptr + b + 1) - start
+    m0 = pid_m * BLOCK_M
+    if m0 < seqlen:
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < seqlen
+        tok = start.to(tl.int64) + offs_m
+        d1 = tl.arange(0, BLOCK_D1)
+        q_rows = q_ptr + tok * stride_qt + h * stride_qh
+        q1 = tl.load(q_rows[:, None] + d1[None, :], mask=m_ok[:, None] & (d1 < d_qk)[None, :], other=0.0)
+        if HAS_D2:
+            d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
+            q2 = tl.load(q_rows[:, None] + d2[None, :], mask=m_ok[:, None] & (d2 < d_qk)[None, :], other=0.0)
+        else:
+            q2 = q1
+        if DOT_FP32:
+            q1 = q1.to(tl.float32)
+            q2 = q2.to(tl.float32)
+        k_base = k_ptr + start.to(tl.int64) * stride_kt + h * stride_kh
+        v_base = v_ptr + start.to(tl.int64) * stride_vt + h * stride_vh
+        if CAUSAL:
+            hi = tl.minimum(seqlen, m0 + BLOCK_M)
+            fast_hi = tl.minimum(m0, seqlen) // BLOCK_N * BLOCK_N
+        else:
+            hi = seqlen
+            fast_hi = seqlen // BLOCK_N * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for n0 in tl.range(0, fast_hi, BLOCK_N, num_stages=NUM_STAGES):
+            acc, m_i, l_i = _prefill_block(
+                q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
+                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, False, CAUSAL, DOT_FP32)
+        for n0 in range(fast_hi, hi, BLOCK_N):
+            acc, m_i, l_i = _prefill_block(
+                q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
+                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, True, CAUSAL, DOT_FP32)
+        inv_l = tl.where(l_i > 0.0, 1.0 / tl.where(l_i > 0.0, l_i, 1.0), 0.0)
+        dv = tl.arange(0, BLOCK_DV)
+        o_rows = out_ptr + tok * stride_ot + h * stride_oh
+        tl.store(o_rows[:, None] + dv[None, :], (acc * inv_l[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=m_ok[:, None] & (dv < d_v)[None, :])
+
+
+@triton.jit
+def _write_latent_cache_kernel(
+    kv_ptr, latent_ptr, slot_ptr, num_tokens, d, stride_kvb, stride_kvt, stride_lt,
+    PAGE_SIZE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # kv_cache [num_blocks, PAGE_SIZE, 1, d] strides (stride_kvb, stride_kvt, -, 1)
+    # latent [T, d] (stride_lt, 1); slot_mapping [T] int64, slot = block·PAGE_SIZE + offset, −1 = skip.
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    t_ok = t < num_tokens
+    slot = tl.load(slot_ptr + t, mask=t_ok, other=-1).to(tl.int64)
+    keep = t_ok & (slot >= 0)
+    slot = tl.where(keep, slot, 0)
+    dst = (slot // PAGE_SIZE) * stride_kvb + (slot % PAGE_SIZE) * stride_kvt
+    for d0 in range(0, d, BLOCK_D):
+        c = d0 + tl.arange(0, BLOCK_D)
+        m = keep[:, None] & (c < d)[None, :]
+        x = tl.load(latent_ptr + t.to(tl.int64)[:, None] * stride_lt + c[None, :], mask=m, other=0.0)
+        tl.store(kv_ptr + dst[:, None] + c[None, :], x, mask=m)
+
+
+_ATTN_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def mla_prefill(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    softmax_scale: float,
+    causal: bool = True,
+    out: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """Varlen attention per sequence: out = softmax(q·kᵀ·scale [+ causal mask])·v.
+
+    q, k: [total_tokens, num_heads, d_qk] bf16/fp16 (d_qk 192 = qk_nope_head_dim 128 ‖ qk_rope_head_dim 64
+    in DeepSeek); v: [total_tokens, num_heads, d_v] (128); last dims contiguous, other strides free.
+    cu_seqlens: [batch+1] int32 prefix sums of the sequence lengths (cu_seqlens[0] = 0). max_seqlen:
+    host int ≥ the longest sequence (sizes the grid; no device sync). softmax_scale: multiplies q·kᵀ.
+    causal: top-left mask within each sequence (q and k are the same tokens). out: optional
+    [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning).
+    Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, max_seqlen < 0).
+    Semantics: FlashAttention ``flash_attn_varlen_func``.
+    """
+    check_tensor("q", q, dtype=_ATTN_DTYPES, ndim=3)
+    check_runnable_device("q", q)
+    dev = q.device
+    check_tensor("k", k, dtype=q.dtype, ndim=3, device=dev)
+    check_tensor("v", v, dtype=q.dtype, ndim=3, device=dev)
+    check_tensor("cu_seqlens", cu_seqlens, dtype=torch.int32, ndim=1, device=dev)
+    total, num_heads, d_qk = q.shape
+    if tuple(k.shape) != tuple(q.shape):
+        raise ValueError(f"k must have q's shape {tuple(q.shape)}, got {tuple(k.shape)}")
+    if v.shape[0] != total or v.shape[1] != num_heads:
+        raise ValueError(f"v must be [{total}, {num_heads}, d_v], got {tuple(v.shape)}")
+    d_v = v.shape[2]
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError(f"q, k, v need a contiguous last dim, strides {q.stride()} {k.stride()} {v.stride()}")
+    if cu_seqlens.numel() < 1:
+        raise ValueError("cu_seqlens must hold batch+1 ≥ 1 offsets")
+    if not isinstance(max_seqlen, int) or max_seqlen < 0:
+        raise ValueError(f"max_seqlen must be a non-negative int, got {max_seqlen!r}")
+    if out is None:
+        out = torch.empty(total, num_heads, d_v, dtype=q.dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=q.dtype, ndim=3, device=dev)
+        if tuple(out.shape) != (total, num_heads, d_v) or out.stride(-1) != 1:
+            raise ValueError(f"out must be [{total}, {num_heads}, {d_v}] with a contiguous last dim, "
+                             f"got {tuple(out.shape)} strides {out.stride()}")
+    batch = cu_seqlens.numel() - 1
+    if batch == 0 or max_seqlen == 0 or total == 0:
+        return out
+    cfg = dict(config) if config is not None else default_config(d_qk, d_v)
+    block_d1 = max(16, 1 << (d_qk.bit_length() - 1))  # largest power of two ≤ d_qk (192 → 128)
+    rem = d_qk - block_d1
+    has_d2 = rem > 0
+    block_d2 = max(16, triton.next_power_of_2(rem)) if has_d2 else 16
+    block_dv = max(16, triton.next_power_of_2(d_v))
+    num_m = triton.cdiv(max_seqlen, cfg["BLOCK_M"])
+    _mla_prefill_kernel[(num_m, num_heads, batch)](
+        q, k, v, cu_seqlens, out,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        d_qk, d_v, num_m, float(softmax_scale) * 1.4426950408889634,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D1=block_d1, BLOCK_D2=block_d2, BLOCK_DV=block_dv,
+        HAS_D2=has_d2, CAUSAL=bool(causal), DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
+        num_warps=cfg["num_warps"],
+    )
+    return out
+
+
+def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """kv_cache.view(-1, d)[slot_mapping[t]] = latent[t], in place; slot −1 is skipped.
+
+    kv_cache: [num_blocks, page_size, 1, d] (bf16 in DeepSeek, d = kv_lora_rank 512 ‖ qk_rope_head_dim 64),
+    page_size a power of two, last dim contiguous. latent: [T, d] float dtype (normed compressed kv ‖
+    roped k_pe), cast to kv_cache.dtype by torch first when it differs, last dim contiguous. slot_mapping: [T] int64,
+    slot = block_id·page_size + offset (vLLM convention); slots must be −1 or < num_blocks·page_size
+    (not checked on the device: that would need a sync). Returns None (writes kv_cache).
+    Raises TypeError (dtype) or ValueError (shape, device, layout).
+    Semantics: vLLM ``concat_and_cache_mla`` (without the fp8 scale).
+    """
+    check_tensor("kv_cache", kv_cache, ndim=4)
+    check_runnable_device("kv_cache", kv_cache)
+    dev = kv_cache.device
+    check_tensor("latent", latent, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2, device=dev)
+    check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev)
+    num_blocks, page_size, one, d = kv_cache.shape
+    if one != 1 or latent.shape[1] != d:
+        raise ValueError(f"kv_cache [num_blocks, page_size, 1, d] and latent [T, d] disagree: "
+                         f"{tuple(kv_cache.shape)} vs {tuple(latent.shape)}")
+    if slot_mapping.shape[0] != latent.shape[0]:
+        raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, latent {latent.shape[0]} rows")
+    if page_size < 1 or page_size & (page_size - 1):
+        raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
+    if kv_cache.stride(-1) != 1 or latent.stride(-1) != 1:
+        raise ValueError(f"kv_cache and latent need a contiguous last dim, strides {kv_cache.stride()} {latent.stride()}")
+    num_tokens = latent.shape[0]
+    if num_tokens == 0:
+        return
+    if latent.dtype != kv_cache.dtype:
+        latent = latent.to(kv_cache.dtype)  # torch's round-to-nearest cast (the model passes kv_cache.dtype)
+    block_t = 16
+    block_d = min(256, max(16, triton.next_power_of_2(d)))
+    _write_latent_cache_kernel[(triton.cdiv(num_tokens, block_t),)](
+        kv_cache, latent, slot_mapping, num_tokens, d, kv_cache.stride(0), kv_cache.stride(1), latent.stride(0),
+        PAGE_SIZE=page_size, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+    )

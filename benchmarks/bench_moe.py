@@ -51,6 +51,7 @@ CANDIDATES_LARGE = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=5, GROUP_M=16),
     dict(BLOCK_M=128, BLOCK_N=256, num_warps=8, num_stages=3, GROUP_M=8),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, FLATTEN=True),  # contiguous only
 ]
 CANDIDATES_SMALL = [
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8),
@@ -385,7 +386,7 @@ def bench_masked(cx: Ctx):
         if cx.dry:
             cands = CANDIDATES_SMALL[:1]
         elif em > 64:
-            cands = CANDIDATES_LARGE if cx.args.sweep else CANDIDATES_LARGE[:1]
+            cands = [c for c in CANDIDATES_LARGE if not c.get("FLATTEN")] if cx.args.sweep else CANDIDATES_LARGE[:1]
         else:
             cands = CANDIDATES_SMALL if cx.args.sweep else CANDIDATES_SMALL[:1]
         print(f"masked {kind} G={G} m={m} N={N} K={K} (valid rows {int(masked_m.sum())}, expected_m {em})")

@@ -51,8 +51,8 @@ def get_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     """
     hit = _TUNED.get((layout, n, k, _m_class(m_per_group)))
     if hit is not None:
-        bm, bn, warps, stages, group_m = hit
-        return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, GROUP_M=group_m)
+        bm, bn, warps, stages, group_m, flatten = hit
+        return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, GROUP_M=group_m, FLATTEN=flatten)
     if layout == "masked" and m_per_group <= 64:
         return dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8)
     return dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
@@ -75,7 +75,7 @@ def _grouped_fp8_contiguous_kernel(
     M, N, E, num_k_blocks,
     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_om, stride_on,
     NUM_PROGRAMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
@@ -85,7 +85,7 @@ def _grouped_fp8_contiguous_kernel(
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
-    for tile_id in tl.range(pid, num_tiles, NUM_PROGRAMS):
+    for tile_id in tl.range(pid, num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
         group_id = tile_id // (GROUP_M * num_pid_n)
         first_m = group_id * GROUP_M
         group_rows = tl.minimum(num_pid_m - first_m, GROUP_M)
@@ -270,7 +270,7 @@ def grouped_fp8_gemm_contiguous(
         a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), b_scale.stride(2),
         out.stride(0), out.stride(1),
         NUM_PROGRAMS=grid, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=cfg.get("GROUP_M", 8),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        FLATTEN=bool(cfg.get("FLATTEN", False)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
 

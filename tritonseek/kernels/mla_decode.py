@@ -69,18 +69,18 @@ def default_config(seqlen_q: int, num_heads: int) -> dict:
 def _tile_step(
     q0, q1, qr, acc0, acc1, m_i, l_i,
     kv_ptr, kn_desc, kr_desc, bt_row_ptr, k, seqlen, limit,
-    stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2,
-    PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
+    stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+    BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
 ):
     # One BLOCK_N-row cache tile: s = q·kᵀ, online softmax (base 2), acc += p·v (v = k[:, :head_dim_v]).
     keys = k * BLOCK_N + tl.arange(0, BLOCK_N)
     valid = keys < seqlen
     if USE_TMA:
-        # PAGE_SIZE ≥ BLOCK_N: the tile lies inside one page.
-        page = (k * BLOCK_N) // PAGE_SIZE
-        blk = tl.load(bt_row_ptr + page)
-        row = blk * PAGE_SIZE + (k * BLOCK_N) % PAGE_SIZE
+        # page_size ≥ BLOCK_N: the tile lies inside one page.
+        first = k * BLOCK_N
+        blk = tl.load(bt_row_ptr + (first >> page_shift))
+        row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
         kn0 = kn_desc.load([row, 0])
         kn1 = kn_desc.load([row, BLOCK_DV2])
         kr = kr_desc.load([row, 2 * BLOCK_DV2])
@@ -90,10 +90,10 @@ def _tile_step(
             kr = tl.where(valid[:, None], kr, 0.0).to(kr.dtype)
     else:
         if MASKED:
-            blk = tl.load(bt_row_ptr + keys // PAGE_SIZE, mask=valid, other=0).to(tl.int64)
+            blk = tl.load(bt_row_ptr + (keys >> page_shift), mask=valid, other=0).to(tl.int64)
         else:
-            blk = tl.load(bt_row_ptr + keys // PAGE_SIZE).to(tl.int64)
-        row_off = blk * stride_kvb + (keys % PAGE_SIZE).to(tl.int64) * stride_kvt
+            blk = tl.load(bt_row_ptr + (keys >> page_shift)).to(tl.int64)
+        row_off = blk * stride_kvb + (keys & ((1 << page_shift) - 1)).to(tl.int64) * stride_kvt
         c = tl.arange(0, BLOCK_DV2)
         c0_ok = c < head_dim_v
         c1_ok = (c + BLOCK_DV2) < head_dim_v
@@ -135,13 +135,13 @@ def _mla_decode_kernel(
     stride_kvb, stride_kvt, stride_btb,
     stride_ob, stride_os, stride_oh,
     stride_lb, stride_lh,
-    batch, max_blocks, num_heads, seqlen_q, d_qk, head_dim_v, sm_scale_log2,
-    PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    batch, max_blocks, num_heads, seqlen_q, d_qk, head_dim_v, sm_scale_log2, page_shift,
+    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
-    # kv_cache [num_blocks, PAGE_SIZE, 1, d_qk]        strides (stride_kvb, stride_kvt, -, 1)
+    # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
     # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
     # sched    [num_parts, 4] int32: (batch_begin, tile_begin, batch_end, tile_end), end inclusive batch
     # split    [batch, 2] int32: (first part, number of parts) covering each sequence
@@ -174,7 +174,7 @@ def _mla_decode_kernel(
         b = b_begin + bi  # a tensor in both compiled and interpreted modes
         if b < batch:
             seqlen = tl.load(seqlens_ptr + b)
-            seqlen = tl.minimum(seqlen, max_blocks * PAGE_SIZE)  # never read past the block table
+            seqlen = tl.minimum(seqlen, max_blocks << page_shift)  # never read past the block table
             n_tiles = tl.cdiv(seqlen, BLOCK_N)
             k_lo = tl.where(b == b_begin, t_begin, 0)
             k_hi = tl.where(b == b_end, t_end, n_tiles)
@@ -203,13 +203,13 @@ def _mla_decode_kernel(
                 for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES):
                     acc0, acc1, m_i, l_i = _tile_step(
                         q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2,
-                        PAGE_SIZE, BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                        BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
                 for k in range(k_fast, k_hi):
                     acc0, acc1, m_i, l_i = _tile_step(
                         q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2,
-                        PAGE_SIZE, BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32)
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                        BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32)
                 has = l_i > 0.0
                 inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
                 o0 = acc0 * inv_l[:, None]
@@ -439,7 +439,7 @@ def mla_decode(
     lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
     total_rows = num_blocks * page_size
     use_tma = (
-        cfg.get("USE_TMA", True) and not interpreter_active() and page_size >= block_n
+        cfg.get("USE_TMA", True) and page_size >= block_n
         and head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r and block_dv2 <= 256
         and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
         and total_rows < 2**31
@@ -459,7 +459,7 @@ def mla_decode(
         out.stride(0), out.stride(1), out.stride(2),
         lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
-        PAGE_SIZE=page_size, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
+        page_size.bit_length() - 1, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         num_warps=cfg["num_warps"],
     )

@@ -67,6 +67,8 @@ def generate(
     backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="JSONL with a 'prompt' field per line."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (with --prompts-file)."),
+    mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),
+    compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
 ):
     """Generate text from a prompt (streamed) or a JSONL file of prompts."""
     if (prompt is None) == (prompts_file is None):
@@ -101,7 +103,16 @@ def generate(
     try:
         if stream:
             sys.stdout.write(prompt)
-        results = llm.generate([r["prompt"] for r in rows], params, chat=chat, on_text=on_text if stream else None)
+        results = llm.generate([r["prompt"] for r in rows], params, chat=chat, on_text=on_text if stream else None,
+                               mtp=mtp)
+        s = llm.last_stats
+        if compare:
+            if not mtp:
+                raise ValueError("--compare needs --mtp K")
+            llm.generate([r["prompt"] for r in rows], params, chat=chat)
+            base = llm.last_stats
+            s.extra["speedup"] = s.tokens_per_s / base.tokens_per_s if base.tokens_per_s else float("nan")
+            llm.last_stats = s
     except _user_errors() as e:
         if stream:
             sys.stdout.write("\n")
@@ -116,11 +127,13 @@ def generate(
                                     "finish_reason": r.finish_reason}, ensure_ascii=False) + "\n")
         tmp.replace(output)
     s = llm.last_stats
-    err.print(
-        f"[dim]prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
-        f"backend {s.backend} · device {s.device}[/]",
-        soft_wrap=True,
-    )
+    line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
+            f"backend {s.backend} · device {s.device}")
+    if mtp:
+        line += f" · mtp {mtp}: acceptance {s.extra['acceptance']:.2f}, {s.extra['tokens_per_step']:.2f} tokens/step"
+        if "speedup" in s.extra:
+            line += f", speedup {s.extra['speedup']:.2f}x vs no MTP"
+    err.print(f"[dim]{line}[/]", soft_wrap=True)
 
 
 @app.command()

@@ -17,6 +17,7 @@ import torch
 
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.runner import ModelRunner, Sequence
+from tritonseek.engine.speculative import MTPDrafter
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
 from tritonseek.kernels._utils import interpreter_active
@@ -134,13 +135,22 @@ class LLM:
         return self.tokenizer.apply_chat_template(prompt) if chat else self.tokenizer.encode(prompt)
 
     def generate(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None, *,
-                 chat: bool = False, on_text: Callable[[int, str], None] | None = None) -> list[RequestOutput]:
+                 chat: bool = False, on_text: Callable[[int, str], None] | None = None,
+                 mtp: int = 0) -> list[RequestOutput]:
         """Generate for each prompt; returns one :class:`RequestOutput` per prompt, in order.
 
         on_text(i, delta) is called with each new piece of prompt i's text as soon as its UTF-8 is
-        complete (streaming). Raises ValueError before any model work when a prompt is empty or
-        prompt + max_new_tokens exceeds max_position_embeddings.
+        complete (streaming). mtp=K (1–4) decodes speculatively with K drafts per step from the
+        checkpoint's MTP layer (acceptance in ``last_stats.extra``). Raises ValueError before any
+        model work when a prompt is empty, prompt + max_new_tokens exceeds
+        max_position_embeddings, or mtp is asked of a checkpoint without MTP weights.
         """
+        if mtp:
+            if not isinstance(mtp, int) or not 1 <= mtp <= 4:
+                raise ValueError(f"mtp={mtp!r} must be an int between 1 and 4")
+            if not len(self.model.mtp):
+                raise ValueError("--mtp needs the checkpoint's MTP layer (model.layers.{num_hidden_layers}.*), "
+                                 "and this checkpoint has none")
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts:
@@ -168,23 +178,31 @@ class LLM:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
             seqs.append(Sequence(i, prompt, ids, p, gen, stream=self.tokenizer.stream()))
-        return self._run(seqs, on_text)
+        return self._run(seqs, on_text, mtp)
 
-    def _run(self, seqs: list[Sequence], on_text) -> list[RequestOutput]:
+    def _run(self, seqs: list[Sequence], on_text, mtp: int = 0) -> list[RequestOutput]:
         cfg = self.config
-        blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens) // self.page_size) for s in seqs)
+        blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens + mtp) // self.page_size) for s in seqs)
         cache = PagedLatentCache(self.model.num_cache_layers, blocks, self.page_size,
                                  cfg.kv_lora_rank + cfg.qk_rope_head_dim, self.model.dtype, self.device)
         runner = ModelRunner(self.model, cache, self.device)
         stats = GenerationStats(prompt_tokens=sum(len(s.prompt_ids) for s in seqs),
                                 backend=self.backend, device=str(self.device))
         t0 = time.perf_counter()
-        logits = runner.prefill(seqs)
+        logits, hidden, batch, cu = runner.prefill(seqs)
         self._accept(seqs, runner.sample(seqs, logits), on_text)
+        drafter = None
+        if mtp:
+            drafter = MTPDrafter(runner, mtp)
+            h_last, first = drafter.after_prefill(seqs, hidden, batch, cu)
         _sync(self.device)
         t1 = time.perf_counter()
         stats.prefill_s = t1 - t0
         live = [s for s in seqs if not s.finished]
+        if drafter is not None:
+            keep = torch.tensor([not s.finished for s in seqs], device=self.device)
+            self._speculate(drafter, live, h_last[keep], first[keep], on_text, stats)
+            live = []
         while live:
             logits = runner.decode(live)
             self._accept(live, runner.sample(live, logits), on_text)
@@ -201,6 +219,44 @@ class LLM:
             RequestOutput(s.prompt, s.prompt_ids, s.out_ids, self.tokenizer.decode(s.out_ids), s.finish_reason)
             for s in seqs
         ]
+
+    def _speculate(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, on_text, stats) -> None:
+        while live:
+            # Never draft past what a sequence may still emit (so never past max_position_embeddings).
+            k = min([drafter.k] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live])
+            starts = [s.num_tokens - 1 for s in live]
+            if k >= 1:
+                drafts = drafter.draft(live, h_last, first, k)
+                out, num_acc, target_hidden = drafter.verify(live, drafts)
+            else:
+                logits, target_hidden = drafter.runner.decode_tokens(live, [[s.last_token] for s in live], starts)
+                out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
+                num_acc = torch.zeros(len(live), dtype=torch.int32, device=self.device)
+                target_hidden = target_hidden[:, None]
+            rows, acc = out.tolist(), num_acc.tolist()
+            stats.decode_steps += 1
+            drafter.steps += 1
+            drafter.proposed += k * len(live)
+            drafter.seq_steps += len(live)
+            drafter.accepted += sum(acc)
+            for s, row, a in zip(live, rows, acc):
+                for t in row[: a + 1]:
+                    if not s.finished:
+                        self._accept([s], [t], on_text)
+                        drafter.emitted += 1
+            h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
+            keep = [not s.finished for s in live]
+            for s in live:
+                if s.finished:
+                    drafter.runner.cache.release(s.seq_id)
+            mask = torch.tensor(keep, device=self.device)
+            live = [s for s, k_ in zip(live, keep) if k_]
+            h_last, first = h_last[mask], first[mask]
+        stats.extra.update(
+            mtp=drafter.k,
+            acceptance=drafter.accepted / max(drafter.proposed, 1),
+            tokens_per_step=drafter.emitted / max(drafter.seq_steps, 1),
+        )
 
     def _accept(self, seqs: list[Sequence], tokens: list[int], on_text) -> None:
         for s, t in zip(seqs, tokens):

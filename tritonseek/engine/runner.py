@@ -58,8 +58,12 @@ class ModelRunner:
         return torch.tensor(data, dtype=dtype, device=self.device)
 
     @torch.inference_mode()
-    def prefill(self, seqs: list[Sequence]) -> torch.Tensor:
-        """Run every prompt through the model; returns logits of each prompt's last token [B, V] fp32."""
+    def prefill(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, AttentionBatch, list[int]]:
+        """Run every prompt through the model.
+
+        Returns (logits of each prompt's last token [B, V] fp32, hidden states of every prompt
+        token [T, H] (pre final norm), the AttentionBatch used, cu_seqlens as a list).
+        """
         ids, pos, slots, cu = [], [], [], [0]
         for s in seqs:
             n = len(s.prompt_ids)
@@ -74,33 +78,43 @@ class ModelRunner:
             cu_seqlens=self._tensor(cu, torch.int32),
             max_seqlen=max(len(s.prompt_ids) for s in seqs),
         )
-        hidden = self.model(self._tensor(ids, torch.int64), self._tensor(pos, torch.int64), batch, self.cache.layers)
+        hidden = self.model(self._tensor(ids, torch.int64), self._tensor(pos, torch.int64), batch,
+                            self.cache.layers)
         last = self._tensor([c - 1 for c in cu[1:]], torch.int64)
-        return self.model.compute_logits(hidden[last])
+        return self.model.compute_logits(hidden[last]), hidden, batch, cu
+
+    def decode_batch(self, seqs: list[Sequence], starts: list[int], seqlen_q: int) -> AttentionBatch:
+        """AttentionBatch for ``seqlen_q`` new tokens per sequence at positions starts[i] … starts[i]+seqlen_q-1."""
+        slots = []
+        for s, p in zip(seqs, starts):
+            self.cache.ensure_capacity(s.seq_id, p + seqlen_q)
+            slots.extend(self.cache.slots(s.seq_id, p, p + seqlen_q))
+        cache_seqlens = self._tensor([p + seqlen_q for p in starts], torch.int32)
+        return AttentionBatch(
+            is_prefill=False,
+            slot_mapping=self._tensor(slots, torch.int64),
+            block_table=self.cache.block_table([s.seq_id for s in seqs]),
+            cache_seqlens=cache_seqlens,
+            seqlen_q=seqlen_q,
+            mla_metadata=self.model.ops.mla_metadata(cache_seqlens, seqlen_q, self.model.cfg.num_attention_heads),
+        )
 
     @torch.inference_mode()
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
         """Feed each sequence's newest token; returns next-token logits [B, V] fp32."""
-        ids, pos, slots = [], [], []
-        for s in seqs:
-            p = s.num_tokens - 1  # the newest token is not in the cache yet
-            self.cache.ensure_capacity(s.seq_id, p + 1)
-            ids.append(s.last_token)
-            pos.append(p)
-            slots.extend(self.cache.slots(s.seq_id, p, p + 1))
-        seq_ids = [s.seq_id for s in seqs]
-        cache_seqlens = self._tensor([s.num_tokens for s in seqs], torch.int32)
-        ops = self.model.ops
-        batch = AttentionBatch(
-            is_prefill=False,
-            slot_mapping=self._tensor(slots, torch.int64),
-            block_table=self.cache.block_table(seq_ids),
-            cache_seqlens=cache_seqlens,
-            seqlen_q=1,
-            mla_metadata=ops.mla_metadata(cache_seqlens, 1, self.model.cfg.num_attention_heads),
-        )
-        hidden = self.model(self._tensor(ids, torch.int64), self._tensor(pos, torch.int64), batch, self.cache.layers)
-        return self.model.compute_logits(hidden)
+        logits, _ = self.decode_tokens(seqs, [[s.last_token] for s in seqs], [s.num_tokens - 1 for s in seqs])
+        return logits
+
+    @torch.inference_mode()
+    def decode_tokens(self, seqs: list[Sequence], tokens: list[list[int]], starts: list[int]):
+        """Feed ``tokens[i]`` (same count s_q for every sequence) at positions starts[i]…; the tokens are
+        not in the cache yet. Returns (logits [B·s_q, V] fp32, hidden [B·s_q, H] pre-norm)."""
+        s_q = len(tokens[0])
+        batch = self.decode_batch(seqs, starts, s_q)
+        ids = self._tensor([t for row in tokens for t in row], torch.int64)
+        pos = self._tensor([p + j for p in starts for j in range(s_q)], torch.int64)
+        hidden = self.model(ids, pos, batch, self.cache.layers)
+        return self.model.compute_logits(hidden), hidden
 
     def sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Pick one token per sequence with its own SamplingParams and generator."""

@@ -139,3 +139,16 @@ class Ops:
         from tritonseek.kernels.reference.sampling import sample_ref
 
         return sample_ref(logits, temperature, top_k, top_p, exp_noise)
+
+    def verify(self, draft_tokens, target_logits, temperature, top_k, top_p, uniforms, exp_noise):
+        """Speculative verification → (output_tokens [B, K+1] padded −1, num_accepted [B] int32).
+
+        Rejection sampling with one-hot (greedy MTP) drafts; rows with temperature 0 verify greedily.
+        """
+        if self.is_triton:
+            from tritonseek.kernels.spec_verify import verify_rejection
+
+            return verify_rejection(draft_tokens, None, target_logits, temperature, top_k, top_p, uniforms, exp_noise)
+        from tritonseek.kernels.reference.spec import verify_rejection_ref
+
+        return verify_rejection_ref(draft_tokens, None, target_logits, temperature, top_k, top_p, uniforms, exp_noise)

@@ -1,0 +1,139 @@
+"""Engine: sampling determinism, stop handling, limits, streaming UTF-8, chat BOS, MTP speculation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.model.tiny import build_hf_model, save_checkpoint
+from tritonseek import LLM, SamplingParams
+from tritonseek.engine import speculative
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM()  # the embedded default model (has an MTP layer)
+
+
+def test_greedy_output_does_not_depend_on_batch(llm):
+    p = SamplingParams(max_new_tokens=10)
+    alone = llm.generate("def f(x):", p)[0].token_ids
+    batched = llm.generate(["import sys", "def f(x):", "class A(object):"], p)[1].token_ids
+    assert alone == batched
+
+
+def test_seeded_sampling_is_reproducible_and_seed_sensitive(llm):
+    p = SamplingParams(temperature=1.0, top_p=0.9, top_k=100, seed=5, max_new_tokens=12)
+    a = llm.generate(["x = 1", "y = 2"], p)
+    b = llm.generate(["x = 1", "y = 2"], p)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+    c = llm.generate(["x = 1", "y = 2"], SamplingParams(temperature=1.0, top_p=0.9, top_k=100, seed=6, max_new_tokens=12))
+    assert [o.token_ids for o in a] != [o.token_ids for o in c]
+
+
+def test_stop_token_ends_sequence_and_max_new_tokens_truncates(llm):
+    ref = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=12))[0]
+    assert ref.finish_reason == "length" and len(ref.token_ids) == 12
+    stop = ref.token_ids[4]
+    first = ref.token_ids.index(stop)
+    out = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=12, stop_token_ids=[stop]))[0]
+    assert out.finish_reason == "stop" and out.token_ids == ref.token_ids[: first + 1]
+
+
+def test_too_long_request_raises_before_work(llm):
+    max_pos = llm.config.max_position_embeddings
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        llm.generate(["ok", "a " * 10], SamplingParams(max_new_tokens=max_pos - 3))
+
+
+@pytest.mark.parametrize("field,value", [("temperature", -1.0), ("top_p", 0.0), ("top_k", -2), ("max_new_tokens", 0)])
+def test_bad_sampling_params(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**{field: value})
+
+
+def test_streaming_joins_multibyte_utf8_across_tokens(llm):
+    text = "naïve café — 日本語 ✓ ünïcödé"
+    ids = llm.tokenizer.encode(text, add_bos=False)
+    assert len(ids) > len(text.split())  # the multi-byte characters are split across byte-level tokens
+    stream = llm.tokenizer.stream()
+    pieces = [stream.step(t) for t in ids]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_chat_template_has_exactly_one_bos(llm):
+    ids = llm.encode("hello", chat=True)
+    bos = llm.tokenizer.bos_token_id
+    assert ids[0] == bos and ids.count(bos) == 1
+
+
+# ------------------------------------------------------------------------------------- MTP
+@settings(max_examples=4, deadline=None)
+@given(k=st.integers(1, 4), batch=st.integers(1, 3), n=st.integers(1, 14), seed=st.integers(0, 1000))
+def test_mtp_greedy_is_token_identical(llm, k, batch, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    vocab = llm.config.vocab_size
+    prompts = [llm.tokenizer.decode(torch.randint(3, vocab, (int(torch.randint(1, 6, (1,), generator=g)),),
+                                                  generator=g).tolist()) or "x" for _ in range(batch)]
+    p = SamplingParams(max_new_tokens=n)
+    plain = llm.generate(prompts, p)
+    spec = llm.generate(prompts, p, mtp=k)
+    assert [o.token_ids for o in spec] == [o.token_ids for o in plain]
+    assert [o.finish_reason for o in spec] == [o.finish_reason for o in plain]
+
+
+class OracleDrafter(speculative.MTPDrafter):
+    """Drafts the target's own greedy continuation (known from a plain run): every draft is accepted."""
+
+    future: dict[int, list[int]] = {}
+
+    def draft(self, seqs, h_last, first, k):
+        rows = [self.future[s.seq_id][len(s.out_ids): len(s.out_ids) + k] for s in seqs]
+        rows = [r + [0] * (k - len(r)) for r in rows]
+        return torch.tensor(rows, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_all_drafts_accepted_emits_k_plus_1_per_step(llm, monkeypatch, k):
+    p = SamplingParams(max_new_tokens=13)
+    prompts = ["def main():", "x = [1, 2"]
+    plain = llm.generate(prompts, p)
+    OracleDrafter.future = {i: o.token_ids for i, o in enumerate(plain)}
+    import tritonseek.engine.llm as llm_mod
+
+    monkeypatch.setattr(llm_mod, "MTPDrafter", OracleDrafter)
+    spec = llm.generate(prompts, p, mtp=k)
+    assert [o.token_ids for o in spec] == [o.token_ids for o in plain]
+    st_ = llm.last_stats
+    assert st_.extra["acceptance"] == 1.0
+    # 1 token from prefill, then full runs of k+1 until the last (shorter) steps near max_new_tokens
+    assert st_.decode_steps <= -(-12 // (k + 1)) + k
+
+
+def test_stop_token_inside_accepted_run(llm, monkeypatch):
+    p = SamplingParams(max_new_tokens=12)
+    plain = llm.generate("while True:", p)[0]
+    stop = plain.token_ids[6]
+    OracleDrafter.future = {0: plain.token_ids}
+    import tritonseek.engine.llm as llm_mod
+
+    monkeypatch.setattr(llm_mod, "MTPDrafter", OracleDrafter)
+    out = llm.generate("while True:", SamplingParams(max_new_tokens=12, stop_token_ids=[stop]), mtp=4)[0]
+    first = plain.token_ids.index(stop)
+    assert out.token_ids == plain.token_ids[: first + 1] and out.finish_reason == "stop"
+
+
+def test_mtp_without_mtp_weights_is_a_clear_error(tmp_path):
+    save_checkpoint(build_hf_model("v3", seed=3), tmp_path)  # HF writes no MTP layer
+    import shutil
+
+    from tritonseek.engine.llm import DEFAULT_MODEL_DIR
+
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(DEFAULT_MODEL_DIR / f, tmp_path / f)
+    llm = LLM(tmp_path)
+    with pytest.raises(ValueError, match="MTP"):
+        llm.generate("x", SamplingParams(max_new_tokens=2), mtp=2)

@@ -1,0 +1,128 @@
+"""MTP speculative decoding: draft K tokens with the MTP layer, verify them in one target forward.
+
+Per step, for every live sequence with n+1 accepted tokens t_0…t_n (t_n not yet in the target cache):
+
+1. Draft. The MTP layer's last output (position n−1, fed by the target hidden h_{n−1} and t_n) gave
+   d_{n+1}; each further draft step j runs the MTP block at position n+j−2 on its own previous
+   hidden and d_{n+j−1} (greedy drafts, so q is one-hot).
+2. Verify. The target runs t_n, d_{n+1}…d_{n+K} at positions n…n+K (seqlen_q = K+1, bottom-right
+   causal mask) in one forward; greedy or rejection-sampling verification emits a+1 tokens
+   (a accepted drafts + the correction or bonus token). Rejected positions are rolled back by
+   lengths only: their cache rows are simply overwritten later.
+3. MTP pass. The MTP layer runs over positions n…n+K again, now fed by the *target* hidden states
+   and the emitted tokens, which rewrites its cache for the accepted positions; its output at
+   position n+a drafts the next step's first token.
+
+Hidden state fed to the MTP layer: the output of the main model's last decoder layer *before* the
+final norm. DeepSeek-V3's report (§2.2, Fig. 3) feeds the representation h_i^{k−1} that the main
+model's Transformer blocks produce, and gives the MTP module its own RMSNorm (``hnorm``) for it and
+its own output norm (``shared_head.norm``) before the shared head — i.e. the final norm belongs to
+the output head, not to the representation. The trained default model is trained this way, and a
+test checks that acceptance drops if the post-norm state is fed instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tritonseek.engine.runner import ModelRunner, Sequence
+from tritonseek.model.mla import AttentionBatch
+
+
+class MTPDrafter:
+    """Drafting and verification state machine over a :class:`ModelRunner`.
+
+    Args:
+        runner: the runner of this generate call (its cache has one extra layer for the MTP block).
+        k: drafts per step, 1–4.
+    Raises:
+        ValueError: the model has no MTP layer, or k outside 1–4.
+    """
+
+    def __init__(self, runner: ModelRunner, k: int):
+        model = runner.model
+        if not len(model.mtp):
+            raise ValueError("--mtp needs MTP weights (model.layers.{num_hidden_layers}.*), and this checkpoint has none")
+        if not 1 <= k <= 4:
+            raise ValueError(f"mtp={k} must be between 1 and 4")
+        self.runner = runner
+        self.model = model
+        self.mtp = model.mtp[0]
+        self.k = k
+        self.mtp_cache = runner.cache.layers[model.cfg.num_hidden_layers]
+        self.proposed = 0
+        self.accepted = 0
+        self.steps = 0  # verify steps
+        self.seq_steps = 0  # Σ over steps of the live sequences (per-sequence tokens/step denominator)
+        self.emitted = 0
+
+    def _tensor(self, data, dtype=torch.int64):
+        return torch.tensor(data, dtype=dtype, device=self.runner.device)
+
+    @torch.inference_mode()
+    def after_prefill(self, seqs: list[Sequence], hidden: torch.Tensor, batch: AttentionBatch, cu: list[int]):
+        """MTP pass over every prompt position i (target h_i, next token t_{i+1}); returns
+        (MTP hidden [B, H] at each prompt's last position, first drafts [B])."""
+        ids = []
+        for s in seqs:
+            ids.extend(s.prompt_ids[1:] + [s.out_ids[0]])
+        pos = torch.cat([torch.arange(c1 - c0, device=hidden.device) for c0, c1 in zip(cu[:-1], cu[1:])])
+        h = self.mtp(self._tensor(ids), hidden, pos, batch, self.mtp_cache)
+        last = self._tensor([c - 1 for c in cu[1:]])
+        h_last = h[last]
+        return h_last, self.mtp.logits(h_last).argmax(-1)
+
+    @torch.inference_mode()
+    def draft(self, seqs: list[Sequence], h_last: torch.Tensor, first: torch.Tensor, k: int) -> torch.Tensor:
+        """k greedy drafts per sequence [B, k]: the first is given, the rest from chained MTP steps."""
+        drafts = [first]
+        h = h_last
+        for j in range(1, k):
+            starts = [s.num_tokens - 1 + j - 1 for s in seqs]  # position n+j-1 with n = num_tokens-1
+            batch = self._mtp_batch(seqs, starts, 1)
+            h = self.mtp(drafts[-1], h, self._tensor(starts), batch, self.mtp_cache)
+            drafts.append(self.mtp.logits(h).argmax(-1))
+        return torch.stack(drafts, dim=1)
+
+    def _mtp_batch(self, seqs, starts, s_q) -> AttentionBatch:
+        # The MTP cache shares block ids with the target cache (one block table, one more layer).
+        return self.runner.decode_batch(seqs, starts, s_q)
+
+    @torch.inference_mode()
+    def verify(self, seqs: list[Sequence], drafts: torch.Tensor):
+        """Target forward over [t_n, drafts] and verification.
+
+        Returns (output_tokens [B, K+1] int64 padded −1, num_accepted [B], target hidden [B, K+1, H]).
+        """
+        B, k = drafts.shape
+        d = drafts.tolist()
+        starts = [s.num_tokens - 1 for s in seqs]
+        tokens = [[s.last_token] + d[i] for i, s in enumerate(seqs)]
+        logits, hidden = self.runner.decode_tokens(seqs, tokens, starts)
+        V = logits.shape[-1]
+        logits = logits.view(B, k + 1, V)
+        dev = logits.device
+        temperature = torch.tensor([float(s.params.temperature) for s in seqs], dtype=torch.float32, device=dev)
+        top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.int32, device=dev)
+        top_p = torch.tensor([float(s.params.top_p) for s in seqs], dtype=torch.float32, device=dev)
+        uniforms = torch.zeros(B, k, dtype=torch.float32, device=dev)
+        noise = torch.ones(B, k + 1, V, dtype=torch.float32, device=dev)
+        for i, s in enumerate(seqs):
+            if s.params.temperature > 0:
+                uniforms[i].uniform_(generator=s.generator)
+                noise[i].exponential_(generator=s.generator)
+        out, num_acc = self.model.ops.verify(drafts, logits, temperature, top_k, top_p, uniforms, noise)
+        return out, num_acc, hidden.view(B, k + 1, -1)
+
+    @torch.inference_mode()
+    def mtp_pass(self, seqs: list[Sequence], starts: list[int], out: torch.Tensor, num_acc: torch.Tensor,
+                 target_hidden: torch.Tensor):
+        """MTP over the verified positions with target hiddens and emitted tokens; returns
+        (MTP hidden [B, H] at position n+a, next first drafts [B])."""
+        B, k1 = out.shape
+        batch = self._mtp_batch(seqs, starts, k1)
+        ids = out.clamp_min(0).reshape(-1)  # −1 padding rows are beyond n+a: computed, never used
+        pos = self._tensor([p + j for p in starts for j in range(k1)])
+        h = self.mtp(ids, target_hidden.reshape(B * k1, -1), pos, batch, self.mtp_cache).view(B, k1, -1)
+        h_last = h[torch.arange(B, device=h.device), num_acc.long()]
+        return h_last, self.mtp.logits(h_last).argmax(-1)

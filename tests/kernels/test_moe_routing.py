@@ -251,6 +251,32 @@ def test_permute_masked_round_trip(device, T, E, seed, fp8):
     torch.testing.assert_close(o.cpu(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_permute_many_blocks_scan(device, monkeypatch, masked):
+    """Small route blocks and scan chunks so the per-expert prefix scan runs over several (partial) chunks."""
+    import tritonseek.kernels.moe_routing as MR
+
+    monkeypatch.setattr(MR, "_ROUTE_BLOCK", 16)
+    monkeypatch.setattr(MR, "_SCAN_CHUNK", 4)
+    g = torch.Generator().manual_seed(11)
+    T, k, E = 45, 3, 5
+    ids = _routing("random", T, k, E, g).to(device)
+    x = torch.randn(T, 128, generator=g).to(torch.float8_e4m3fn).to(device)
+    scale = (torch.rand(T, 1, generator=g) + 0.5).to(device)
+    if masked:
+        p, s, masked_m, rm = moe_permute_masked(x, ids, E, T, scale)
+        assert torch.equal(masked_m.cpu().long(), torch.bincount(ids.cpu().flatten().long(), minlength=E))
+        tok = torch.arange(T).repeat_interleave(k)
+        assert torch.equal(s.reshape(E * T)[rm.flatten().long()].cpu(), scale.cpu()[tok, 0])
+        assert torch.equal(p.view(E * T, -1)[rm.flatten().long()].view(torch.uint8).cpu(), x.cpu()[tok].view(torch.uint8))
+    else:
+        ref = moe_permute_ref(x.cpu(), ids.cpu(), E, 8, scale.cpu())
+        out = moe_permute(x, ids, E, 8, scale)
+        v = ref[2] >= 0
+        assert torch.equal(out[2].cpu(), ref[2]) and torch.equal(out[3].cpu(), ref[3])
+        assert torch.equal(out[1].cpu()[v], ref[1][v])
+
+
 def test_permute_T1_and_rejects(device):
     x = torch.randn(1, 64, device=device, dtype=torch.bfloat16)
     ids = torch.tensor([[3, 0]], dtype=torch.int32, device=device)

@@ -17,8 +17,8 @@ from tritonseek.kernels.reference.moe import check_gate_args
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
 # [BLOCK, BLOCK] comparison tile, so this stays small.
 _ROUTE_BLOCK = 128
-# Blocks scanned per step by the single-program prefix kernel.
-_SCAN_CHUNK = 32
+# Blocks scanned per step by each per-expert prefix-scan program.
+_SCAN_CHUNK = 256
 
 
 def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
@@ -106,43 +106,52 @@ def _route_count_kernel(ids_ptr, counts_ptr, n_entries, E, E_BINS: tl.constexpr,
 
 @triton.jit
 def _route_scan_kernel(
-    counts_ptr, offsets_ptr, seg_ptr, num_blocks, E, block_m, max_m,
-    E_BINS: tl.constexpr, CHUNK: tl.constexpr, MASKED: tl.constexpr,
+    counts_ptr, offsets_ptr, totals_ptr, num_blocks,
+    E_BINS: tl.constexpr, BE: tl.constexpr, CHUNK: tl.constexpr,
 ):
     # counts:  [num_blocks, E_BINS] int32 per-block histograms
-    # offsets: [num_blocks, E_BINS] int32 out: first row of block b's entries of expert e
-    # seg:     [E_BINS] int32 out: contiguous → padded segment end (cumsum); masked → min(count, max_m)
-    ev = tl.arange(0, E_BINS)
-    total = tl.zeros([E_BINS], dtype=tl.int32)
+    # offsets: [num_blocks, E_BINS] int32 out: entries of expert e in blocks before b (exclusive prefix)
+    # totals:  [E_BINS] int32 out. One program per BE experts (experts scan independently).
+    ev = tl.program_id(0) * BE + tl.arange(0, BE)
     rows = tl.arange(0, CHUNK)[:, None]
+    run = tl.zeros([BE], dtype=tl.int32)
     for c in range(0, num_blocks, CHUNK):
         blk = c + rows
-        cnt = tl.load(counts_ptr + blk * E_BINS + ev[None, :], mask=blk < num_blocks, other=0)
-        total += tl.sum(cnt, axis=0)
+        m = blk < num_blocks
+        cnt = tl.load(counts_ptr + blk * E_BINS + ev[None, :], mask=m, other=0)
+        incl = tl.cumsum(cnt, axis=0)
+        tl.store(offsets_ptr + blk * E_BINS + ev[None, :], run[None, :] + incl - cnt, mask=m)
+        run += tl.sum(cnt, axis=0)
+    tl.store(totals_ptr + ev, run)
+
+
+@triton.jit
+def _route_segments_kernel(
+    totals_ptr, start_ptr, seg_ptr, E, block_m, max_m, E_BINS: tl.constexpr, MASKED: tl.constexpr,
+):
+    # totals: [E_BINS] int32 entries per expert
+    # start:  [E_BINS] int32 out: first row of each expert's segment
+    # seg:    [E_BINS] int32 out: contiguous → padded segment end (cumsum); masked → min(total, max_m)
+    ev = tl.arange(0, E_BINS)
+    total = tl.load(totals_ptr + ev)
     if MASKED:
-        start = ev * max_m
+        tl.store(start_ptr + ev, ev * max_m)
         tl.store(seg_ptr + ev, tl.minimum(total, max_m))
     else:
         padded = tl.where(ev < E, (total + block_m - 1) // block_m * block_m, 0)
         end = tl.cumsum(padded, axis=0)
-        start = end - padded
+        tl.store(start_ptr + ev, end - padded)
         tl.store(seg_ptr + ev, end)
-    run = start
-    for c in range(0, num_blocks, CHUNK):
-        blk = c + rows
-        cnt = tl.load(counts_ptr + blk * E_BINS + ev[None, :], mask=blk < num_blocks, other=0)
-        incl = tl.cumsum(cnt, axis=0)
-        tl.store(offsets_ptr + blk * E_BINS + ev[None, :], run[None, :] + incl - cnt, mask=blk < num_blocks)
-        run += tl.sum(cnt, axis=0)
 
 
 @triton.jit
 def _route_rank_kernel(
-    ids_ptr, offsets_ptr, row_map_ptr, m_indices_ptr, n_entries, E, max_m,
-    E_BINS: tl.constexpr, BLOCK: tl.constexpr, MASKED: tl.constexpr,
+    ids_ptr, offsets_ptr, start_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m,
+    E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, MASKED: tl.constexpr,
 ):
-    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; row_map: [T*k] int32 out
-    # m_indices: [M_bound] int32 (pre-filled with −1; contiguous layout only)
+    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; start: [E_BINS]
+    # row_map: [T*k] int32 out; m_indices: [M_bound] int32 (pre-filled −1; contiguous layout only)
+    # src: [M_bound] int32 out: source token of each written destination row
     b = tl.program_id(0)
     i = tl.arange(0, BLOCK)
     offs = b * BLOCK + i
@@ -151,42 +160,57 @@ def _route_rank_kernel(
     ok = inb & (ids >= 0) & (ids < E)
     ids = tl.where(ok, ids, -1)
     same = (ids[:, None] == ids[None, :]) & (i[None, :] < i[:, None])
-    rank = tl.sum(same.to(tl.int32), axis=1)
-    base = tl.load(offsets_ptr + b * E_BINS + tl.where(ok, ids, 0), mask=ok, other=0)
-    row = base + rank
+    rank = tl.sum(same.to(tl.int32), axis=1) + tl.load(offsets_ptr + b * E_BINS + tl.where(ok, ids, 0), mask=ok, other=0)
     if MASKED:
-        ok = ok & (rank + (base - ids * max_m) < max_m)
+        ok = ok & (rank < max_m)
+    row = tl.load(start_ptr + tl.where(ok, ids, 0), mask=ok, other=0) + rank
     tl.store(row_map_ptr + offs, tl.where(ok, row, -1), mask=inb)
+    tl.store(src_ptr + row, offs // TOP_K, mask=ok)
     if not MASKED:
         tl.store(m_indices_ptr + row, ids, mask=ok)
 
 
 @triton.jit
-def _permute_copy_kernel(
-    x_ptr, xs_ptr, row_map_ptr, out_ptr, outs_ptr,
-    H, HS, stride_xt, stride_st, stride_sc, stride_o, rows_per_group, stride_osg, stride_osr, stride_osc,
-    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HS_PAD: tl.constexpr, HAS_SCALE: tl.constexpr,
+def _permute_scale_kernel(
+    xs_ptr, src_ptr, valid_ptr, seg_ptr, outs_ptr, n_rows, HS, stride_st, stride_sc, rows_per_group,
+    stride_osg, stride_osr, stride_osc,
+    BLOCK_R: tl.constexpr, HS_PAD: tl.constexpr, MASKED: tl.constexpr,
 ):
-    # x: [T, H] (row stride stride_xt, unit column stride); xs: [T, HS] fp32 scales (stride_st, stride_sc)
-    # row_map: [T, TOP_K] int32 flat destination rows; out: [M, H] (row stride stride_o)
-    # outs: scales of destination row r = g*rows_per_group + i at g*stride_osg + i*stride_osr + c*stride_osc
+    # Destination-ordered scale gather: consecutive programs write consecutive rows, so MN-major
+    # output scales (stride_osr = 1) are stored coalesced.
+    # xs: [T, HS] fp32 (stride_st, stride_sc); src: [n_rows] int32 source token per row
+    # contiguous: valid_ptr = m_indices (row valid iff ≥ 0); masked: row r valid iff r % rows_per_group < seg[g]
+    # outs: row r = g*rows_per_group + i at g*stride_osg + i*stride_osr + c*stride_osc
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    inb = r < n_rows
+    grp = r // rows_per_group
+    ri = r - grp * rows_per_group
+    if MASKED:
+        ok = inb & (ri < tl.load(seg_ptr + grp, mask=inb, other=0))
+    else:
+        ok = inb & (tl.load(valid_ptr + r, mask=inb, other=-1) >= 0)
+    t = tl.load(src_ptr + r, mask=ok, other=0).to(tl.int64)
+    c = tl.arange(0, HS_PAD)[None, :]
+    m = ok[:, None] & (c < HS)
+    v = tl.load(xs_ptr + t[:, None] * stride_st + c * stride_sc, mask=m)
+    tl.store(outs_ptr + grp.to(tl.int64)[:, None] * stride_osg + ri[:, None] * stride_osr + c * stride_osc, v, mask=m)
+
+
+@triton.jit
+def _permute_copy_kernel(
+    x_ptr, row_map_ptr, out_ptr, H, stride_xt, stride_o,
+    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    # x: [T, H] (row stride stride_xt, unit column stride); row_map: [T, TOP_K] int32 flat destination rows
+    # out: [M, H] (row stride stride_o). Each token row is read once and written to its k rows.
     t = tl.program_id(0).to(tl.int64)
-    hb = tl.program_id(1)
-    cols = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     cm = cols < H
     v = tl.load(x_ptr + t * stride_xt + cols, mask=cm)
-    if HAS_SCALE:
-        sc = tl.arange(0, HS_PAD)
-        scm = (sc < HS) & (hb == 0)
-        sv = tl.load(xs_ptr + t * stride_st + sc * stride_sc, mask=scm)
     for j in tl.static_range(TOP_K):
         r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
         if r >= 0:
             tl.store(out_ptr + r * stride_o + cols, v, mask=cm)
-            if HAS_SCALE:
-                rg = r // rows_per_group
-                ri = r - rg * rows_per_group
-                tl.store(outs_ptr + rg * stride_osg + ri * stride_osr + sc * stride_osc, sv, mask=scm)
 
 
 @triton.jit
@@ -295,45 +319,61 @@ def _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
 
 
 def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
-    """Run count → scan → rank; returns (row_map [T, k], seg [E_BINS], m_indices or None)."""
+    """count → per-expert scan → segments → rank.
+
+    Returns (row_map [T, k], seg [E_BINS], m_indices [m_bound] or None, src [rows] int32 source token per row).
+    """
     dev = topk_ids.device
     T, k = topk_ids.shape
     n = T * k
     ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
     e_bins = triton.next_power_of_2(num_experts)
     nb = triton.cdiv(n, _ROUTE_BLOCK)
-    counts = torch.empty(nb, e_bins, dtype=torch.int32, device=dev)
-    offsets = torch.empty(nb, e_bins, dtype=torch.int32, device=dev)
+    counts = torch.empty(max(nb, 1), e_bins, dtype=torch.int32, device=dev)
+    offsets = torch.empty_like(counts)
+    totals = torch.empty(e_bins, dtype=torch.int32, device=dev)
+    start = torch.empty(e_bins, dtype=torch.int32, device=dev)
     seg = torch.empty(e_bins, dtype=torch.int32, device=dev)
     row_map = torch.empty(T, k, dtype=torch.int32, device=dev)
+    n_rows = num_experts * max_m if masked else m_bound
+    src = torch.empty(max(n_rows, 1), dtype=torch.int32, device=dev)
     m_indices = None if masked else torch.full((m_bound,), -1, dtype=torch.int32, device=dev)
     if n == 0:
         seg.zero_()
-        return row_map, seg, m_indices
+        return row_map, seg, m_indices, src
     _route_count_kernel[(nb,)](ids, counts, n, num_experts, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, num_warps=4)
-    _route_scan_kernel[(1,)](counts, offsets, seg, nb, num_experts, block_m, max_m,
-                             E_BINS=e_bins, CHUNK=_SCAN_CHUNK, MASKED=masked, num_warps=8)
-    _route_rank_kernel[(nb,)](ids, offsets, row_map, m_indices if m_indices is not None else ids, n, num_experts,
-                              max_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, MASKED=masked, num_warps=4)
-    return row_map, seg, m_indices
+    be = min(e_bins, 32)
+    _route_scan_kernel[(e_bins // be,)](counts, offsets, totals, nb, E_BINS=e_bins, BE=be,
+                                        CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), num_warps=4)
+    _route_segments_kernel[(1,)](totals, start, seg, num_experts, block_m, max_m, E_BINS=e_bins, MASKED=masked,
+                                 num_warps=4)
+    _route_rank_kernel[(nb,)](ids, offsets, start, row_map, m_indices if m_indices is not None else ids, src, n,
+                              num_experts, max_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=masked,
+                              num_warps=4)
+    return row_map, seg, m_indices, src
 
 
-def _copy_rows(hidden, hidden_scale, row_map, out, out_scale, rows_per_group):
-    """Copy each token row (and its scales) to its k destination rows; out_scale is [G, rows, HS] (any strides)."""
+def _copy_rows(hidden, row_map, out):
     T, H = hidden.shape
     if T == 0:
         return
-    k = row_map.shape[1]
     block_h, warps = _copy_config(H, hidden.element_size())
-    hs = hidden_scale.shape[1] if hidden_scale is not None else 1
-    s_strides = hidden_scale.stride() if hidden_scale is not None else (0, 0)
-    os_strides = out_scale.stride() if out_scale is not None else (0, 0, 0)
     _permute_copy_kernel[(T, triton.cdiv(H, block_h))](
-        hidden, hidden_scale if hidden_scale is not None else hidden, row_map, out,
-        out_scale if out_scale is not None else out,
-        H, hs, hidden.stride(0), s_strides[0], s_strides[1], out.stride(0), max(rows_per_group, 1), *os_strides,
-        TOP_K=k, BLOCK_H=block_h, HS_PAD=triton.next_power_of_2(hs), HAS_SCALE=hidden_scale is not None,
+        hidden, row_map, out, H, hidden.stride(0), out.stride(0), TOP_K=row_map.shape[1], BLOCK_H=block_h,
         num_warps=warps,
+    )
+
+
+def _gather_scales(hidden_scale, src, valid, seg, out_scale, n_rows, rows_per_group, masked):
+    """out_scale [G, rows, HS] (any strides) ← hidden_scale[src[row]] for every valid destination row."""
+    if n_rows == 0 or hidden_scale.shape[0] == 0:
+        return
+    hs = hidden_scale.shape[1]
+    hs_pad = triton.next_power_of_2(hs)
+    block_r = max(16, min(128, 4096 // hs_pad))
+    _permute_scale_kernel[(triton.cdiv(n_rows, block_r),)](
+        hidden_scale, src, valid, seg, out_scale, n_rows, hs, hidden_scale.stride(0), hidden_scale.stride(1),
+        max(rows_per_group, 1), *out_scale.stride(), BLOCK_R=block_r, HS_PAD=hs_pad, MASKED=masked, num_warps=4,
     )
 
 
@@ -374,13 +414,13 @@ def moe_permute(
     T, H = hidden.shape
     k = topk_ids.shape[1]
     bound = moe_permute_bound(T, k, num_experts, block_m)
-    row_map, seg, m_indices = _route(topk_ids, num_experts, block_m, 0, False, bound)
+    row_map, seg, m_indices, src = _route(topk_ids, num_experts, block_m, 0, False, bound)
     out = torch.empty(bound, H, dtype=hidden.dtype, device=hidden.device)
+    _copy_rows(hidden, row_map, out)
     out_scale = None
     if hidden_scale is not None:  # MN-major (stride (1, M)), the layout the grouped GEMM reads fastest
         out_scale = torch.empty(hidden_scale.shape[1], bound, dtype=torch.float32, device=hidden.device).t()
-    _copy_rows(hidden, hidden_scale, row_map, out, out_scale.unsqueeze(0) if out_scale is not None else None,
-               bound)
+        _gather_scales(hidden_scale, src, m_indices, seg, out_scale.unsqueeze(0), bound, bound, False)
     if not graph_safe:
         m_pad = int(seg[num_experts - 1].item()) if T * k else 0
         out, m_indices = out[:m_pad], m_indices[:m_pad]
@@ -410,13 +450,14 @@ def moe_permute_masked(
     if not isinstance(max_m, int) or max_m < 1:
         raise ValueError(f"max_m must be a positive int, got {max_m!r}")
     T, H = hidden.shape
-    row_map, seg, _ = _route(topk_ids, num_experts, 1, max_m, True, 0)
+    row_map, seg, _, src = _route(topk_ids, num_experts, 1, max_m, True, 0)
     out = torch.empty(num_experts, max_m, H, dtype=hidden.dtype, device=hidden.device)
+    _copy_rows(hidden, row_map, out.view(-1, H))
     out_scale = None
     if hidden_scale is not None:
         out_scale = torch.empty(num_experts, hidden_scale.shape[1], max_m, dtype=torch.float32,
                                 device=hidden.device).transpose(1, 2)  # MN-major per expert
-    _copy_rows(hidden, hidden_scale, row_map, out.view(-1, H), out_scale, max_m)
+        _gather_scales(hidden_scale, src, src, seg, out_scale, num_experts * max_m, max_m, True)
     return out, out_scale, seg[:num_experts], row_map
 
 

@@ -36,8 +36,16 @@ M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_pe
 _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 # Winning configs from the H200 sweep (benchmarks/bench_moe.py), keyed by (layout, N, K, M class).
-# Fields: BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M.
-_TUNED: dict[tuple[str, int, int, str], tuple[int, int, int, int, int]] = {}
+# Fields: BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, FLATTEN (contiguous only).
+# Contiguous prefill shapes (4×8192, 8×4096; N, K ∈ {(4096, 7168), (7168, 2048)}; commit fb79911): the
+# heuristic 128×128 / 8 warps / 4 stages won (BLOCK_N 256, 64-row tiles and the flattened persistent loop
+# were 1.2–2× slower). Masked DeepGEMM anchors (1×1024, 2×512, 4×256; commit 66f5539, ranked by CUDA-graph
+# replay): the same heuristic won or tied within 3%. Only the decode class needs entries:
+_TUNED: dict[tuple[str, int, int, str], tuple[int, int, int, int, int, bool]] = {
+    # 256 experts, T ∈ {8, 64, 256} (commit fb79911): 64×128 tiles, 4 warps, 4 stages
+    ("masked", 4096, 7168, "small"): (64, 128, 4, 4, 8, False),
+    ("masked", 7168, 2048, "small"): (64, 128, 4, 4, 8, False),
+}
 
 
 def _m_class(m_per_group: int) -> str:

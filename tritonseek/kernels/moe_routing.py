@@ -397,8 +397,8 @@ def moe_permute(
     topk_ids: [T, k] int32/int64 expert ids, −1 = no expert (row_map −1, nothing copied).
     num_experts: E; block_m: segment alignment (the contiguous grouped GEMM's block M, 128 by default there).
     hidden_scale: [T, ceil(H/128)] fp32 per-token-group scales (any strides), required for e4m3 ``hidden``.
-    Returns (permuted_hidden [M, H], permuted_scale [M, ceil(H/128)] fp32 MN-major (stride (1, M_bound)) or None, m_indices [M] int32,
-    row_map [T, k] int32): segments in expert order, token-then-slot order inside a segment, each padded
+    Returns (permuted_hidden [M, H], permuted_scale [M, ceil(H/128)] fp32 MN-major (stride (1, M_bound)) or
+    None, m_indices [M] int32, row_map [T, k] int32): segments in expert order, token-then-slot order inside a segment, each padded
     to a multiple of block_m; m_indices −1 on padding rows. Padding rows of permuted_hidden/scale are
     NOT written (unspecified values; the grouped GEMM never lets them reach a valid output row).
     With graph_safe=False, M = Σ_e ceil(count_e/block_m)·block_m exactly as ``moe_permute_ref`` (one
@@ -440,7 +440,8 @@ def moe_permute_masked(
     hidden: [T, H] (bf16/fp16/fp32 or e4m3 with hidden_scale [T, ceil(H/128)] fp32); topk_ids: [T, k], −1 skipped.
     max_m: rows per expert slab (T suffices when no token repeats an expert); entries past it are dropped
     (row_map −1) and masked_m is clamped to max_m.
-    Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] fp32 (MN-major per expert) or None, masked_m [E] int32,
+    Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] fp32 (MN-major per expert) or None,
+    masked_m [E] int32,
     row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
     written. Never syncs with the host (CUDA-graph safe); feeds ``grouped_fp8_gemm_masked`` and, with the
     GEMM output viewed as [E·max_m, N], ``moe_unpermute``.

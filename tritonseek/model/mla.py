@@ -81,7 +81,10 @@ class MLA(nn.Module):
         return self._w_uk, self._w_uv
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch, kv_cache: torch.Tensor) -> torch.Tensor:
-        """x [T, hidden] → [T, hidden]; writes the T new latents into ``kv_cache`` [blocks, page, 1, 576]."""
+        """x [T, hidden] → [T, hidden]; writes the T new latents into ``kv_cache`` [blocks, page, 1, 576].
+
+        ``kv_cache=None`` (prefill only) skips the cache write: training and scoring need no cache.
+        """
         T = x.shape[0]
         h = self.num_heads
         if hasattr(self, "q_proj"):
@@ -96,8 +99,11 @@ class MLA(nn.Module):
         cos, sin = self.rope.cos_sin(positions)
         q_pe = apply_rotary_interleaved(q_pe, cos, sin)
         k_pe = apply_rotary_interleaved(k_pe.unsqueeze(1), cos, sin).squeeze(1)
-        latent = torch.cat([kv_c, k_pe], dim=-1).to(kv_cache.dtype)
-        self.ops.write_latent_cache(kv_cache, latent, batch.slot_mapping)
+        if kv_cache is not None:
+            latent = torch.cat([kv_c, k_pe], dim=-1).to(kv_cache.dtype)
+            self.ops.write_latent_cache(kv_cache, latent, batch.slot_mapping)
+        elif not batch.is_prefill:
+            raise ValueError("decode needs the latent cache (kv_cache is None)")
 
         if batch.is_prefill:
             kvb = self.kv_b_proj(kv_c).view(T, h, self.nope + self.v_head_dim)

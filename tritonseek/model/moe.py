@@ -73,6 +73,9 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         topk_weights, topk_ids = self.route(x)
+        if self.training:
+            # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)
+            self.last_topk_ids = topk_ids.detach()
         y = self.experts(x, topk_weights, topk_ids)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)

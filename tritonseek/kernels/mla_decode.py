@@ -127,7 +127,10 @@ def _tile_step(
     return acc0, acc1, m_new, l_i
 
 
-@triton.jit
+# Runtime sizes that vary from call to call are not specialized on (one compile per config);
+# the cache strides stay specialized so row loads keep their 16-byte alignment facts.
+@triton.jit(do_not_specialize=["stride_btb", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
+                               "seqlen_q", "d_qk", "head_dim_v", "page_shift"])
 def _mla_decode_kernel(
     q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
@@ -232,7 +235,8 @@ def _mla_decode_kernel(
                     tl.store(lpart_ptr + slot * rows_out + rows, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
+                               "seqlen_q", "head_dim_v"])
 def _mla_combine_kernel(
     split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,

@@ -79,7 +79,7 @@ def _prefill_block(
     return acc, m_new, l_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["d_qk", "d_v", "num_m_blocks"])
 def _mla_prefill_kernel(
     q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,

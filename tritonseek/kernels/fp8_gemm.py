@@ -120,21 +120,36 @@ def _fp8_gemm_nt_kernel(
         k_lo = split * k_blocks_per_split
         k_hi = tl.minimum(k_lo + k_blocks_per_split, num_k_blocks)
 
+        # Scale pointers; the scales of block kb+1 are loaded while block kb is multiplied, so
+        # their latency never sits between two tensor-core steps.
+        # BLOCK_N ≤ 128: the tile lies inside one 128-row weight block (one scalar scale per K
+        # block); BLOCK_N = 256: two weight blocks per tile (a per-column scale vector).
+        sa_ptrs = a_scale_ptr + rm * stride_asm
+        sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+        if BLOCK_N <= 128:
+            sb_ptrs = b_scale_ptr + (off_n // 128) * stride_bsn
+            sb = tl.load(sb_ptrs + k_lo * stride_bsk)
+        else:
+            sb_ptrs = b_scale_ptr + (rn // 128) * stride_bsn
+            sb = tl.load(sb_ptrs + k_lo * stride_bsk, mask=rn < N, other=0.0)
+
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kb in range(k_lo, k_hi):
             a = a_desc.load([off_m, kb * BLOCK_K])
             b = b_desc.load([off_n, kb * BLOCK_K])
-            sa = tl.load(a_scale_ptr + rm * stride_asm + kb * stride_ask, mask=rm < M, other=0.0)
+            more = kb + 1 < k_hi
+            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
             blk = tl.dot(a, b.T)  # fresh fp32 product of one 128-wide K block
             if BLOCK_N <= 128:
-                # the tile lies inside one 128-row weight block: one scalar scale
-                sb = tl.load(b_scale_ptr + (off_n // 128) * stride_bsn + kb * stride_bsk)
-                acc += blk * (sa * sb)[:, None]
+                sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=more, other=0.0)
+                acc += blk * (sa * sb)[:, None]  # one FMA per element
             else:
-                sb = tl.load(b_scale_ptr + (rn // 128) * stride_bsn + kb * stride_bsk, mask=rn < N, other=0.0)
-                acc += blk * sa[:, None] * sb[None, :]
+                sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=(rn < N) & more, other=0.0)
+                acc += blk * (sa[:, None] * sb[None, :])
+            sa = sa_next
+            sb = sb_next
 
-        c_ptrs = c_ptr + split * stride_cs + rm[:, None] * stride_cm + rn[None, :] * stride_cn
+        c_ptrs = c_ptr + split.to(tl.int64) * stride_cs + rm.to(tl.int64)[:, None] * stride_cm + rn[None, :] * stride_cn
         tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 

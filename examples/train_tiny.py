@@ -112,6 +112,11 @@ def export_state_dict(model: DeepseekForCausalLM) -> dict[str, torch.Tensor]:
         t = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
         t = t.detach().float().cpu()
         out[key] = t if key.endswith("e_score_correction_bias") else t.to(torch.bfloat16)
+    # The MTP layer's embedding/head are tied to the main model's in training (so named_parameters
+    # lists them once); the DeepSeek-V3 layout stores them again under the MTP layer's index.
+    L = model.cfg.num_hidden_layers
+    out[f"model.layers.{L}.embed_tokens.weight"] = out["model.embed_tokens.weight"].clone()
+    out[f"model.layers.{L}.shared_head.head.weight"] = out["lm_head.weight"].clone()
     return out
 
 

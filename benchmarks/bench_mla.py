@@ -47,28 +47,30 @@ BATCH = 128
 DEVICE = "cuda"
 MATRIX_RATE = 677.0  # bf16 torch GEMM TFLOP/s measured on our H200 (GPU.md)
 
+def _c(bh, bn, st, parts, warps=4, tma=True, ws=False):
+    return dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=st, PARTS_PER_SM=parts, USE_TMA=tma,
+                WARP_SPECIALIZE=ws)
+
+
+# Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere,
+# BLOCK_N 32 × 3 stages × 2 parts/SM for rows ≤ 32, BLOCK_N 64 × 2 stages for 64-row tiles.
+# Run 2 adds smaller tiles (two programs per SM fit in shared memory) and warp specialization.
 DECODE_CANDIDATES = {
-    16: [dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
-         dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=4, PARTS_PER_SM=1, USE_TMA=True),
-         dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=False),
-         dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True)],
-    32: [dict(BLOCK_H=32, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
-         dict(BLOCK_H=32, BLOCK_N=32, num_warps=4, num_stages=4, PARTS_PER_SM=1, USE_TMA=True),
-         dict(BLOCK_H=32, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=False),
-         dict(BLOCK_H=32, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True)],
-    64: [dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
-         dict(BLOCK_H=64, BLOCK_N=32, num_warps=8, num_stages=3, PARTS_PER_SM=1, USE_TMA=True),
-         dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=False),
-         dict(BLOCK_H=64, BLOCK_N=32, num_warps=8, num_stages=2, PARTS_PER_SM=2, USE_TMA=True)],
+    16: [_c(16, 32, 3, 2), _c(16, 16, 4, 2), _c(16, 16, 6, 2), _c(16, 16, 4, 3), _c(16, 32, 2, 2),
+         _c(16, 32, 3, 2, ws=True)],
+    32: [_c(32, 32, 3, 2), _c(32, 16, 4, 2), _c(32, 32, 2, 2), _c(64, 64, 2, 1, warps=8), _c(16, 16, 4, 2)],
+    64: [_c(64, 64, 2, 1, warps=8), _c(64, 64, 2, 1, warps=8, ws=True), _c(64, 32, 3, 1, warps=8, ws=True),
+         _c(64, 64, 2, 2, warps=8)],
 }
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096
 
 PREFILL_CANDIDATES = [
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
-    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, WARP_SPECIALIZE=True),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, WARP_SPECIALIZE=True),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=2, WARP_SPECIALIZE=True),
 ]
 PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4)]
 PREFILL_HEADS = 128
@@ -196,8 +198,13 @@ def precompile(tasks) -> None:
 
     t0 = time.time()
     ctx = mp.get_context("spawn")
-    with ctx.Pool(min(len(tasks), 12)) as pool:
-        res = pool.starmap(_precompile_worker, tasks)
+    with ctx.Pool(min(len(tasks), 14)) as pool:
+        try:
+            res = pool.starmap_async(_precompile_worker, tasks).get(timeout=120)
+        except Exception as e:  # noqa: BLE001 — a hung compile: go on, the sweep compiles what is left
+            print(f"precompile stopped: {type(e).__name__}", flush=True)
+            pool.terminate()
+            return
     bad = [(t[1], r) for t, r in zip(tasks, res) if r != "ok"]
     print(f"precompiled {len(tasks)} variants in {time.time() - t0:.0f}s; failures: {bad}", flush=True)
 
@@ -261,7 +268,7 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                     cls = rows_class(h * s_q)
                     # no winner (sweep skipped or every candidate failed): the committed table
                     cfg = winners.get(f"decode_{cls}") or (D.default_config(s_q, h) if not winners
-                                                           else dict(DECODE_CANDIDATES[cls][2]))
+                                                           else dict(DECODE_CANDIDATES[cls][0]))
                     lens = decode_lens(s_k, s_q, varlen)
                     q, kv, bt, cs = make_decode(h, s_q, lens)
                     out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=DEVICE)

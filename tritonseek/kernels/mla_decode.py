@@ -46,18 +46,22 @@ from tritonseek.kernels._utils import check_runnable_device, check_tensor, inter
 # and its combine (FlashMLA charges 5 blocks of 64).
 _FIXED_OVERHEAD_TILES = 5
 
-# rows class (s_q·h_q rounded up to 16/32/64, ">64" shares the 64-row tile) → launch config.
+# rows class (s_q·h_q rounded up to 16/32/64; 128 = more than 64 rows, several head tiles) → config.
 # BLOCK_H: rows per tile; BLOCK_N: cache rows per step; PARTS_PER_SM: programs per SM per head
 # tile; USE_TMA: descriptor loads when the layout allows. Filled from the H200 sweep.
 _TUNED: dict[int, dict] = {
-    16: dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
-    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=4, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    # H200 sweep, run 1 (commit ced8f6e, b 128, s_k 4096): TMA beat pointer gathers 1.6-2×; for the
+    # mma.sync tiles (≤ 32 rows) 32-row cache steps × 3 stages × 2 parts per SM won, for 64-row wgmma
+    # tiles 64-row steps × 2 stages.
+    16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
+    32: dict(BLOCK_H=32, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
 }
 
 
 def _rows_class(rows: int) -> int:
-    return 16 if rows <= 16 else (32 if rows <= 32 else 64)
+    return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
 
 
 def default_config(seqlen_q: int, num_heads: int) -> dict:
@@ -142,6 +146,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -203,12 +208,12 @@ def _mla_decode_kernel(
                 acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
                 m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
                 l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES):
+                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
                     acc0, acc1, m_i, l_i = _tile_step(
                         q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
                         stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
                         BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
-                for k in range(k_fast, k_hi):
+                for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
                     acc0, acc1, m_i, l_i = _tile_step(
                         q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
                         stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
@@ -465,7 +470,7 @@ def mla_decode(
         batch, block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
         page_size.bit_length() - 1, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
-        num_warps=cfg["num_warps"],
+        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(), num_warps=cfg["num_warps"],
     )
     block_rows = 8 if 2 * block_dv2 >= 512 else 16
     _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](

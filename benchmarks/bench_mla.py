@@ -52,15 +52,15 @@ def _c(bh, bn, st, parts, warps=4, tma=True, ws=False):
                 WARP_SPECIALIZE=ws)
 
 
-# Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere,
-# BLOCK_N 32 × 3 stages × 2 parts/SM for rows ≤ 32, BLOCK_N 64 × 2 stages for 64-row tiles.
-# Run 2 adds smaller tiles (two programs per SM fit in shared memory) and warp specialization.
+# Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere.
+# Run 2 (2648088) tried 16-row cache steps, 2-3 parts/SM and warp specialization: no gain except
+# 32 rows padded to a 64-row wgmma tile. Run 3 tries 8 warps on the mma.sync tiles (fewer registers
+# per thread for the cache tile; run 2 showed 255 registers + 170-900 B of spills per thread).
 DECODE_CANDIDATES = {
-    16: [_c(16, 32, 3, 2), _c(16, 16, 4, 2), _c(16, 16, 6, 2), _c(16, 16, 4, 3), _c(16, 32, 2, 2),
-         _c(16, 32, 3, 2, ws=True)],
-    32: [_c(32, 32, 3, 2), _c(32, 16, 4, 2), _c(32, 32, 2, 2), _c(64, 64, 2, 1, warps=8), _c(16, 16, 4, 2)],
-    64: [_c(64, 64, 2, 1, warps=8), _c(64, 64, 2, 1, warps=8, ws=True), _c(64, 32, 3, 1, warps=8, ws=True),
-         _c(64, 64, 2, 2, warps=8)],
+    16: [_c(16, 32, 3, 2), _c(16, 32, 3, 2, warps=8), _c(16, 64, 2, 1, warps=8), _c(16, 32, 3, 1, warps=8),
+         _c(16, 64, 2, 2, warps=8)],
+    32: [_c(64, 64, 2, 1, warps=8), _c(32, 32, 3, 2, warps=8), _c(32, 64, 2, 1, warps=8)],
+    64: [_c(64, 64, 2, 1, warps=8)],
 }
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096

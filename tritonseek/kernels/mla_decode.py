@@ -50,11 +50,13 @@ _FIXED_OVERHEAD_TILES = 5
 # BLOCK_H: rows per tile; BLOCK_N: cache rows per step; PARTS_PER_SM: programs per SM per head
 # tile; USE_TMA: descriptor loads when the layout allows. Filled from the H200 sweep.
 _TUNED: dict[int, dict] = {
-    # H200 sweep, run 1 (commit ced8f6e, b 128, s_k 4096): TMA beat pointer gathers 1.6-2×; for the
-    # mma.sync tiles (≤ 32 rows) 32-row cache steps × 3 stages × 2 parts per SM won, for 64-row wgmma
-    # tiles 64-row steps × 2 stages.
+    # H200 sweeps (benchmarks/bench_mla.py --sweep, b 128, s_k 4096, page 64). Run 1 (ced8f6e): TMA beat
+    # pointer gathers 1.6-2×. Run 2 (2648088): for ≤ 16 rows the mma.sync tile with 32-row cache
+    # steps × 3 stages × 2 parts per SM stayed best (198 µs); 32 rows are faster padded to one 64-row
+    # wgmma tile (317 µs vs 324-563 for 16/32-row tiles); 64-row tiles: 64-row steps × 2 stages
+    # (333 µs; 32-row steps 451, 2 parts/SM 373). warp_specialize compiled to the same binary.
     16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
-    32: dict(BLOCK_H=32, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
+    32: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
 }

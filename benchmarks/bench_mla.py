@@ -209,8 +209,8 @@ def precompile(tasks) -> None:
     print(f"precompiled {len(tasks)} variants in {time.time() - t0:.0f}s; failures: {bad}", flush=True)
 
 
-def precompile_all() -> None:
-    tasks = [("prefill", c, 0, 0) for c in PREFILL_CANDIDATES]
+def precompile_all(prefill: bool = True) -> None:
+    tasks = [("prefill", c, 0, 0) for c in PREFILL_CANDIDATES] if prefill else []
     for cls, cands in DECODE_CANDIDATES.items():
         h, s_q = SWEEP_CASE[cls]
         if cls != 128:
@@ -432,7 +432,7 @@ def main():
     with open(args.out, "w") as out_f:
         try:
             if args.sweep:
-                precompile_all()
+                precompile_all(prefill=do_pre)
             if args.sweep and do_dec:
                 sweep_decode(winners, t0 + 0.3 * args.budget_s)
             if args.sweep and do_pre:

@@ -1,6 +1,8 @@
-"""Write the embedded default checkpoint: a tiny DeepSeek-V3-architecture model, random weights.
+"""The embedded default checkpoint's layout: config, tokenizer, FP8 export (used by train_tiny.py).
 
-    python examples/make_default_model.py [--out tritonseek/data/default_model] [--seed 0]
+Run alone it writes the same layout with seeded *random* weights (a quick stand-in for tests):
+
+    python examples/make_default_model.py --out /tmp/tiny_random [--seed 0]
 
 What it writes, in the HF DeepSeek-V3 layout: config.json (deepseek_v3, FP8 quantization_config,
 one MTP layer), model.safetensors (e4m3 linears + weight_scale_inv, the MTP layer at index
@@ -8,8 +10,8 @@ num_hidden_layers with its own embed/head copies), tokenizer.json + tokenizer_co
 byte-level BPE trained with `tokenizers` on the running interpreter's standard-library source),
 generation_config.json and tritonseek_model.json (the model card tritonseek prints).
 
-The weights are seeded random: the text is noise until a trained checkpoint replaces it
-(see the "trained tiny model" issue); the CLI says so.
+The shipped default (tritonseek/data/default_model) is trained by examples/train_tiny.py, which
+reuses this file's config, corpus, tokenizer and export functions.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def write_checkpoint(out: Path, cfg: dict, sd: dict[str, torch.Tensor], tok: Tok
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "tritonseek/data/default_model")
+    ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     train, _ = corpus_files(args.seed)

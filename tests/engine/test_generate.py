@@ -137,3 +137,75 @@ def test_mtp_without_mtp_weights_is_a_clear_error(tmp_path):
     llm = LLM(tmp_path)
     with pytest.raises(ValueError, match="MTP"):
         llm.generate("x", SamplingParams(max_new_tokens=2), mtp=2)
+
+
+class WrongDrafter(speculative.MTPDrafter):
+    """Drafts a token the target never picks (its greedy choice + 1): every draft is rejected."""
+
+    future: dict[int, list[int]] = {}
+
+    def draft(self, seqs, h_last, first, k):
+        rows = []
+        for s in seqs:
+            fut = self.future[s.seq_id][len(s.out_ids): len(s.out_ids) + k]
+            rows.append([(t + 1) % 4096 for t in fut] + [0] * (k - len(fut)))
+        return torch.tensor(rows, dtype=torch.int64)
+
+
+def test_all_drafts_rejected_emits_one_token_per_step(llm, monkeypatch):
+    p = SamplingParams(max_new_tokens=9)
+    plain = llm.generate(["def main():", "x = 3"], p)
+    WrongDrafter.future = {i: o.token_ids for i, o in enumerate(plain)}
+    import tritonseek.engine.llm as llm_mod
+
+    monkeypatch.setattr(llm_mod, "MTPDrafter", WrongDrafter)
+    spec = llm.generate(["def main():", "x = 3"], p, mtp=3)
+    assert [o.token_ids for o in spec] == [o.token_ids for o in plain]
+    assert llm.last_stats.extra["acceptance"] == 0.0
+    assert llm.last_stats.extra["tokens_per_step"] == 1.0
+    assert llm.last_stats.decode_steps == 8  # 1 token from prefill + 8 single-token steps
+
+
+@pytest.mark.parametrize("pos", [1, 2, 3, 4])
+def test_stop_token_at_each_position_of_an_accepted_run(llm, monkeypatch, pos):
+    """With K=4 and every draft accepted, steps emit runs of 5; a stop token at offset `pos` of the
+    first run ends the sequence there and drops the rest of the run."""
+    p = SamplingParams(max_new_tokens=11)
+    plain = llm.generate("if __name__ == '__main__':", p)[0]
+    OracleDrafter.future = {0: plain.token_ids}
+    import tritonseek.engine.llm as llm_mod
+
+    monkeypatch.setattr(llm_mod, "MTPDrafter", OracleDrafter)
+    stop = plain.token_ids[pos]
+    first = plain.token_ids.index(stop)
+    out = llm.generate("if __name__ == '__main__':", SamplingParams(max_new_tokens=11, stop_token_ids=[stop]), mtp=4)[0]
+    assert out.token_ids == plain.token_ids[: first + 1] and out.finish_reason == "stop"
+
+
+def test_drafts_never_pass_max_position_embeddings(llm, monkeypatch):
+    max_pos = llm.config.max_position_embeddings
+    seen = []
+    for mod in (llm.model, llm.model.mtp[0]):
+        orig = mod.forward
+
+        def wrapped(*args, _orig=orig, **kw):
+            seen.append(int(args[2 if _orig.__self__ is llm.model.mtp[0] else 1].max()))
+            return _orig(*args, **kw)
+
+        monkeypatch.setattr(mod, "forward", wrapped)
+    ids = llm.tokenizer.encode("x = 1\n" * 2000)[: max_pos - 3]
+    prompt = llm.tokenizer.decode(ids)
+    n = len(llm.encode(prompt))
+    p = SamplingParams(max_new_tokens=max_pos - n)  # ends exactly at max_position_embeddings
+    assert 1 <= p.max_new_tokens <= 4
+    plain = llm.generate(prompt, p)[0]
+    spec = llm.generate(prompt, p, mtp=3)[0]
+    assert spec.token_ids == plain.token_ids and len(spec.token_ids) == p.max_new_tokens
+    assert seen and max(seen) < max_pos
+
+
+def test_prompt_shorter_than_k_plus_1(llm):
+    p = SamplingParams(max_new_tokens=6)
+    plain = llm.generate("x", p)[0]
+    spec = llm.generate("x", p, mtp=4)[0]
+    assert len(llm.encode("x")) < 5 and spec.token_ids == plain.token_ids

@@ -55,8 +55,10 @@ _TUNED: dict[int, dict] = {
     # steps × 3 stages × 2 parts per SM stayed best (198 µs); 32 rows are faster padded to one 64-row
     # wgmma tile (317 µs vs 324-563 for 16/32-row tiles); 64-row tiles: 64-row steps × 2 stages
     # (333 µs; 32-row steps 451, 2 parts/SM 373). warp_specialize compiled to the same binary.
+    # Run 3 (8aa2ed4): 32 rows on a 32-row mma.sync tile with 8 warps and 64-row steps beat the padded
+    # wgmma tile (265 vs 315 µs); 8 warps did not help 16 rows (210-335 vs 200 µs).
     16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
-    32: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
 }

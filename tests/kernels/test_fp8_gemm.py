@@ -33,6 +33,7 @@ _CONFIGS = [
     dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=3, SPLIT_K=2),
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, SPLIT_K=1, FLATTEN=True),
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, SPLIT_K=1, GRID_MULT=0),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=1, GRID_MULT=2, TMA_STORE=True),
 ]
 
 
@@ -87,6 +88,7 @@ def test_fp8_gemm_matches_reference(device, m, n, kb16, config, seed):
         (3, 576, 400, _CONFIGS[3]),  # K tail (400 = 3·128 + 16), BLOCK_N = 256 over a 576-wide N
         (129, 96, 256, _CONFIGS[4]),  # M just past a tile, N < one tile, flattened persistent loop
         (200, 260, 384, _CONFIGS[5]),  # one tile per program
+        (70, 264, 256, _CONFIGS[6]),  # TMA-store epilogue clipped at M and N tails
     ],
 )
 def test_fp8_gemm_edge_shapes(device, m, n, k, config):

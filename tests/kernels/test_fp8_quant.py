@@ -199,12 +199,12 @@ def test_rejects_bad_inputs(device):
 def test_quant_real_shapes_gpu(device, m, k):
     x = _rand(m, k, torch.bfloat16, 1.0, device, m + k)
     q, s = per_token_group_quant_fp8(x)
-    q_ref, s_ref = per_token_group_quant_fp8_ref(x)
-    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
-    torch.testing.assert_close(q.float(), q_ref.float(), rtol=0, atol=0)
+    q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu())
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float().cpu(), q_ref.float(), rtol=0, atol=0)
     q, s = silu_mul_quant_fp8(x)
-    q_ref, s_ref = silu_mul_quant_fp8_ref(x)
-    torch.testing.assert_close(s, s_ref, rtol=1e-6, atol=0)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x.cpu())
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=1e-6, atol=0)
     _assert_within_one_step(q, q_ref)
 
 
@@ -213,6 +213,6 @@ def test_quant_real_shapes_gpu(device, m, k):
 def test_block_quant_real_shapes_gpu(device, n, k):
     w = _rand(n, k, torch.bfloat16, 0.02, device, n)
     q, s = per_block_quant_fp8(w)
-    q_ref, s_ref = per_block_quant_fp8_ref(w)
-    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
-    torch.testing.assert_close(q.float(), q_ref.float(), rtol=0, atol=0)
+    q_ref, s_ref = per_block_quant_fp8_ref(w.cpu())
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float().cpu(), q_ref.float(), rtol=0, atol=0)

@@ -37,7 +37,7 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # Winning configs from the H200 sweep, keyed by (M class, N, K); M class = "64" (M ≤ 64),
 # "128" (M ≤ 128), "large" (M > 128). Values are launch configs: BLOCK_M, BLOCK_N, num_warps,
 # num_stages, GROUP_M, FLATTEN (flattened persistent loop), SPLIT_K, GRID_MULT (programs per SM;
-# 0 = one tile per program).
+# 0 = one tile per program), TMA_STORE (epilogue through a TMA store when out is 16-byte aligned).
 _TUNED: dict[tuple[str, int, int], dict] = {}
 
 
@@ -58,12 +58,21 @@ def _grid_size(device: torch.device) -> int:
 
 
 def _auto_split_k(m: int, n: int, k: int, block_m: int, block_n: int, num_programs: int) -> int:
-    """Split K when the output tiles alone cannot fill the machine (small M), keeping ≥ 4 K blocks per split."""
+    """Split K when the output tiles alone cannot fill the machine (small M).
+
+    Picks the split s minimising (waves of tiles·s work items over the grid) × (K blocks per item)
+    + a fixed charge for the reduce pass, i.e. it avoids a last wave that leaves SMs idle.
+    """
     tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
     kb = triton.cdiv(k, BLOCK_K)
     if tiles >= num_programs or kb < 8:
         return 1
-    return max(1, min(kb // 4, triton.cdiv(num_programs, tiles)))
+    best_cost, best_s = triton.cdiv(tiles, num_programs) * kb, 1
+    for s in range(2, min(kb // 4, 32) + 1):
+        cost = triton.cdiv(tiles * s, num_programs) * triton.cdiv(kb, s) + 2
+        if cost < best_cost:
+            best_cost, best_s = cost, s
+    return best_s
 
 
 def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
@@ -86,12 +95,12 @@ def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
 
 @triton.jit
 def _fp8_gemm_nt_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr, c_desc,
     M, N, num_k_blocks, k_blocks_per_split, split_k,
     stride_asm, stride_ask, stride_bsn, stride_bsk,
     stride_cs, stride_cm, stride_cn, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr,
+    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3, K contiguous, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b [N, K] e4m3, K contiguous, box [BLOCK_N, BLOCK_K]
@@ -99,6 +108,7 @@ def _fp8_gemm_nt_kernel(
     # b_scale: [NB, KB] fp32, strides (stride_bsn, stride_bsk); NB = ceil(N/128), KB = ceil(K/128)
     # c:       split_k == 1: out [M, N] (bf16/fp16/fp32); split_k > 1: fp32 partials [split_k, M, N]
     #          element (s, m, n) at s*stride_cs + m*stride_cm + n*stride_cn
+    # c_desc:  TMA_STORE (split_k == 1, 16-byte aligned out): TMA over out, box [BLOCK_M, BLOCK_N]
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -149,8 +159,12 @@ def _fp8_gemm_nt_kernel(
             sa = sa_next
             sb = sb_next
 
-        c_ptrs = c_ptr + split.to(tl.int64) * stride_cs + rm.to(tl.int64)[:, None] * stride_cm + rn[None, :] * stride_cn
-        tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+        if TMA_STORE:
+            # asynchronous bulk store; TMA clips rows/columns outside [M, N]
+            c_desc.store([off_m, off_n], acc.to(c_desc.dtype))
+        else:
+            c_ptrs = c_ptr + split.to(tl.int64) * stride_cs + rm.to(tl.int64)[:, None] * stride_cm + rn[None, :] * stride_cn
+            tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
 @triton.jit
@@ -184,6 +198,11 @@ def _check_tma_operand(name: str, t: torch.Tensor) -> None:
             f"{name} needs a 16-byte aligned base and row stride for TMA, got stride(0)={t.stride(0)} "
             f"and data_ptr % 16 = {t.data_ptr() % 16} (K must be a multiple of 16)"
         )
+
+
+def _tma_storable(out: torch.Tensor) -> bool:
+    esz = out.element_size()
+    return out.stride(1) == 1 and (out.stride(0) * esz) % 16 == 0 and out.data_ptr() % 16 == 0
 
 
 def fp8_gemm_nt(
@@ -251,6 +270,8 @@ def fp8_gemm_nt(
 
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
+    tma_store = bool(cfg.get("TMA_STORE", False)) and split_k == 1 and _tma_storable(out)
+    c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [bm, bn]) if tma_store else None
     if split_k == 1:
         c, stride_cs, stride_cm, stride_cn = out, 0, out.stride(0), out.stride(1)
     else:
@@ -261,12 +282,12 @@ def fp8_gemm_nt(
     grid_mult = int(cfg.get("GRID_MULT", 1))
     grid_n = tiles if grid_mult == 0 else min(num_programs * grid_mult, tiles)
     _fp8_gemm_nt_kernel[(grid_n,)](
-        a_desc, b_desc, a_scale, b_scale, c,
+        a_desc, b_desc, a_scale, b_scale, c, c_desc,
         m, n, kb, k_per_split, split_k,
         a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         stride_cs, stride_cm, stride_cn, grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K,
-        GROUP_M=cfg.get("GROUP_M", 8), FLATTEN=bool(cfg.get("FLATTEN", False)),
+        GROUP_M=cfg.get("GROUP_M", 8), FLATTEN=bool(cfg.get("FLATTEN", False)), TMA_STORE=tma_store,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if split_k > 1:

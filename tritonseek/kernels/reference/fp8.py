@@ -55,7 +55,7 @@ def per_token_group_quant_fp8_ref(
         xf = F.pad(xf, (0, pad))
     xg = xf.view(m, g, group_size)
     amax = xg.abs().amax(dim=-1).clamp_min(AMAX_EPS)
-    scale = amax / FP8_E4M3_MAX
+    scale = amax / torch.full_like(amax, FP8_E4M3_MAX)  # tensor divisor: IEEE division on CPU and CUDA
     if scale_ue8m0:
         scale = _pow2_ceil(scale)
     q = (xg / scale.unsqueeze(-1)).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
@@ -77,7 +77,7 @@ def per_block_quant_fp8_ref(w: torch.Tensor, block_size: int = 128) -> tuple[tor
     wf = F.pad(w.float(), (0, bk * block_size - k, 0, bn * block_size - n))
     wb = wf.view(bn, block_size, bk, block_size)
     amax = wb.abs().amax(dim=(1, 3)).clamp_min(AMAX_EPS)
-    scale = amax / FP8_E4M3_MAX
+    scale = amax / torch.full_like(amax, FP8_E4M3_MAX)  # (CUDA divides by a Python scalar via its reciprocal)
     q = (wb / scale[:, None, :, None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
     q = q.view(bn * block_size, bk * block_size)[:n, :k].to(torch.float8_e4m3fn)
     return q.contiguous(), scale.contiguous()

@@ -1,0 +1,465 @@
+"""End-to-end benchmark suites ``e2e_decode``, ``e2e_prefill`` (issue 8) and ``mtp_e2e`` (issue 6).
+
+    PYTHONPATH=. python benchmarks/bench_e2e.py [--suite e2e_decode,e2e_prefill,mtp_e2e] [--out rows.jsonl]
+        [--budget-s 240] [--tiny --device cpu --backend reference]   # --tiny: same code at small widths (CPU dev)
+
+The model is a DeepSeek-V3-width slice (``benchmarks/v3_slice.py``: 4 layers = 1 dense + 3 MoE, plus
+the MTP layer; random block-FP8 weights made on the device from a seed). The latent cache is filled
+with random latents and each sequence's length is set directly (no prefill needed to reach a context);
+block ids come from a shuffled free list, so pages are scattered as in a long-running server.
+
+* ``e2e_decode`` — batch ∈ {1, 8, 32, 128} × context ∈ {1024, 4096}: one decode step = embed → 4
+  layers → final norm → lm_head → argmax, eager (no CUDA graphs yet). ``us`` is the median of
+  ``triton.testing.do_bench``; ``us_engine`` adds the engine's host work (``ModelRunner.decode`` +
+  ``sample``: batch tensors built from Python lists, one ``.tolist()``), wall-clock median.
+  Roofline = bytes the step must read / 4.27 TB/s: every attention linear (kv_b_proj at its FP8
+  size), norms, the dense MLP, each MoE layer's router + shared expert + the routed experts actually
+  hit (unique ``topk_ids`` of this step, counted in an untimed probe), lm_head, the B embedding rows
+  and the KV cache (Σ (context+1)·576·2 B per layer). ``vs_roofline`` = us ÷ roofline_us (target ≤ 1.3
+  at batch 1). ``us_61layer_est`` = us + 2·t_dense + 55·t_moe (layers timed alone in the same step
+  state). Peer in the same run: tritonseek's reference backend (same weights, same model object, the
+  shared ``Ops`` switched) at batch 1 and 8; transformers' eager figures from issue 8 (8.2 ms / 18.1 ms,
+  measured earlier on this H200, not in this run) are attached as ``transformers_issue_us``.
+* ``e2e_prefill`` — one 4096-token prompt through ``ModelRunner.prefill`` (non-absorbed MLA prefill,
+  latent-cache writes, MoE contiguous grouped GEMMs). FLOPs = 2·T·(linear weights a token touches:
+  attention, dense MLP or top-k + shared experts) + causal attention 2·Σ L(L+1)/2·h·(192+128) per layer
+  + the last token's lm_head. ``fp8_rate_frac`` = TFLOP/s ÷ 1138 (cuBLAS block-scaled FP8 on this H200,
+  GPU.md); target ≥ 0.5.
+* ``mtp_e2e`` — see :func:`run_mtp_e2e`.
+
+Every row is appended to ``--out`` as soon as it is measured (a timeout keeps what was done), and a
+short table is printed last. ``--budget-s`` skips the remaining (lower-priority) sections when the
+script has run that long; skipped sections are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.mtp_e2e import run_mtp_e2e  # noqa: E402
+from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
+from tritonseek.engine.kv_cache import PagedLatentCache  # noqa: E402
+from tritonseek.engine.runner import ModelRunner, Sequence  # noqa: E402
+from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
+from tritonseek.model.moe import MoE  # noqa: E402
+
+HBM_BPS = 4.27e12  # H200 device-to-device copy (GPU.md)
+FP8_RATE_TFLOPS = 1138.0  # cuBLAS block-scaled FP8 8192³ on this H200 (GPU.md)
+PAGE = 64
+TRANSFORMERS_ISSUE_US = {1: 8200.0, 8: 18100.0}  # issue 8: transformers 5.17 eager bf16, same slice
+
+
+# ------------------------------------------------------------------------------------- plumbing
+class Bench:
+    """Device, timers, row sink and time budget shared by the suites."""
+
+    def __init__(self, args):
+        self.args = args
+        self.dev = torch.device(args.device)
+        self.cuda = self.dev.type == "cuda"
+        self.t0 = time.perf_counter()
+        self.rows: list[dict] = []
+        self.skipped: list[str] = []
+        self.env = dict(
+            gpu=torch.cuda.get_device_name() if self.cuda else "cpu", torch=torch.__version__,
+            triton=_triton_version(), commit=os.environ.get("TRITONSEEK_COMMIT", args.commit),
+            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def over_budget(self, what: str) -> bool:
+        if self.elapsed() > self.args.budget_s:
+            self.skipped.append(what)
+            print(f"[budget] {self.elapsed():.0f}s > {self.args.budget_s}s: skipping {what}", flush=True)
+            return True
+        return False
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def kernel_us(self, fn) -> float:
+        """Median µs of fn: triton.testing.do_bench on CUDA (L2 flushed between calls), perf_counter on CPU."""
+        if self.cuda:
+            import triton
+
+            return triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median") * 1000.0
+        return self.wall_us(fn, reps=3)
+
+    def wall_us(self, fn, reps: int = 10, warmup: int = 2) -> float:
+        """Median wall-clock µs of fn including its host work, synchronized after each call."""
+        for _ in range(warmup):
+            fn()
+        self.sync()
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            self.sync()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts) * 1e6
+
+    def peak_gb(self) -> float | None:
+        return round(torch.cuda.max_memory_allocated() / 1e9, 2) if self.cuda else None
+
+    def reset_peak(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def row(self, suite: str, case: dict, **fields) -> dict:
+        r = {"suite": suite, "case": case, "us": None, "tflops": None, "gbps": None, "peer": None,
+             "peer_us": None, "ratio_vs_peer": None}
+        r.update(fields)
+        r.update(self.env)
+        self.rows.append(r)
+        self.flush()
+        return r
+
+    def flush(self):
+        """(Re)write every row so far to --out: rows are updated in place when a peer is added later."""
+        if self.args.out:
+            with open(self.args.out, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.rows)
+
+    def find(self, suite: str, case: dict) -> dict | None:
+        return next((r for r in self.rows if r["suite"] == suite and r["case"] == case and not r.get("error")), None)
+
+
+def _triton_version() -> str:
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:  # noqa: BLE001
+        return "none"
+
+
+def _r(x, nd=2):
+    return None if x is None else round(float(x), nd)
+
+
+class SliceHarness:
+    """The slice plus one big random latent cache and a runner; hands out sequences at a given context."""
+
+    def __init__(self, bench: Bench, model, max_tokens: int, seed: int = 1):
+        cfg = model.cfg
+        self.bench, self.model, self.cfg = bench, model, cfg
+        blocks = max_tokens // PAGE + 64
+        self.cache = PagedLatentCache(model.num_cache_layers, blocks, PAGE, cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+                                      model.dtype, bench.dev)
+        gen = torch.Generator(device=bench.dev)
+        gen.manual_seed(seed)
+        for t in self.cache.layers:  # random latents: the attention reads real-looking data, never zeros
+            t.normal_(0.0, 1.0, generator=gen)
+        perm = torch.randperm(blocks, generator=torch.Generator().manual_seed(seed)).tolist()
+        self.cache.allocator._free = perm  # scattered pages (the allocator pops from the end)
+        self.runner = ModelRunner(model, self.cache, bench.dev)
+        self._next = 0
+        self._prompts: dict[int, list[int]] = {}
+
+    def seqs(self, batch: int, context: int, extra: int) -> list[Sequence]:
+        """``batch`` sequences with ``context`` tokens already cached and one pending token, room for ``extra`` more."""
+        prompt = self._prompts.setdefault(context, [2] * context)  # ids are never read: the cache is pre-filled
+        out = []
+        g = torch.Generator().manual_seed(context * 1000 + batch)
+        toks = torch.randint(2, self.cfg.vocab_size, (batch,), generator=g).tolist()
+        for i in range(batch):
+            s = Sequence(self._next, "", prompt, SamplingParams(max_new_tokens=1 << 20), None)
+            s.out_ids.append(toks[i])
+            self._next += 1
+            self.cache.ensure_capacity(s.seq_id, context + extra)
+            out.append(s)
+        return out
+
+    def release(self, seqs):
+        for s in seqs:
+            self.cache.release(s.seq_id)
+
+
+def record_routing(model):
+    """Wrap each MoE.route to keep this forward's topk_ids; returns (records list, undo)."""
+    recs: list[tuple[int, torch.Tensor]] = []
+    mods = [(i, l.mlp) for i, l in enumerate(model.model.layers) if isinstance(l.mlp, MoE)]
+    for i, m in mods:
+        orig = m.route
+
+        def wrapped(x, _orig=orig, _i=i):
+            w, ids = _orig(x)
+            recs.append((_i, ids))
+            return w, ids
+
+        m.route = wrapped
+
+    def undo():
+        for _, m in mods:
+            del m.route
+
+    return recs, undo
+
+
+def static_decode_bytes(model) -> int:
+    n = sum(layer_static_bytes(l) for l in model.model.layers)
+    n += model.model.norm.weight.numel() * 4 + linear_bytes(model.lm_head)
+    return n
+
+
+def use_backend(model, name: str) -> str:
+    """Switch the model's shared Ops to backend ``name``; returns the previous one."""
+    prev = model.ops.backend
+    model.ops.backend = name
+    return prev
+
+
+# ------------------------------------------------------------------------------------- e2e_decode
+def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
+    model, runner, cfg = h.model, h.runner, h.cfg
+    seqs = h.seqs(batch, context, extra=1)
+    b.reset_peak()
+    ids = torch.tensor([s.last_token for s in seqs], dtype=torch.int64, device=b.dev)
+    pos = torch.full((batch,), context, dtype=torch.int64, device=b.dev)
+    attn = runner.decode_batch(seqs, [context] * batch, 1)
+    caches = h.cache.layers
+
+    def step():
+        hidden = model(ids, pos, attn, caches)
+        return model.compute_logits(hidden).argmax(-1)
+
+    # untimed probe: layer inputs, routed experts hit, logits for the correctness check
+    recs, undo = record_routing(model)
+    with torch.inference_mode():
+        xs = [model.model.embed_tokens(ids)]
+        for i, layer in enumerate(model.model.layers):
+            xs.append(layer(xs[-1], pos, attn, caches[i]))
+        logits = model.compute_logits(xs[-1])
+    undo()
+    finite = bool(torch.isfinite(logits).all())
+    uniq = [int(torch.unique(ids_).numel()) for _, ids_ in recs]
+    moe0 = next(l.mlp for l in model.model.layers if isinstance(l.mlp, MoE))
+    kv_bytes = batch * (context + 1) * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * 2 * cfg.num_hidden_layers
+    bytes_ = static_decode_bytes(model) + sum(uniq) * expert_bytes(moe0) + kv_bytes + batch * cfg.hidden_size * 2
+    roof_us = bytes_ / HBM_BPS * 1e6
+
+    us = b.kernel_us(step)
+    t_dense = b.kernel_us(lambda: model.model.layers[0](xs[0], pos, attn, caches[0]))
+    t_moe = b.kernel_us(lambda: model.model.layers[1](xs[1], pos, attn, caches[1]))
+    us_engine = b.wall_us(lambda: runner.sample(seqs, runner.decode(seqs)), reps=5 if b.cuda else 2)
+    peak = b.peak_gb()
+    # 61-layer estimate: the slice has 1 dense + 3 MoE; DeepSeek-V3 has 3 dense + 58 MoE.
+    n_moe = sum(isinstance(l.mlp, MoE) for l in model.model.layers)
+    n_dense = cfg.num_hidden_layers - n_moe
+    us61 = us + (3 - n_dense) * t_dense + (58 - n_moe) * t_moe
+    per_moe_bytes = layer_static_bytes(model.model.layers[1]) + (sum(uniq) / max(len(uniq), 1)) * expert_bytes(moe0)
+    kv_layer = kv_bytes / cfg.num_hidden_layers
+    roof61 = (bytes_ + (3 - n_dense) * (layer_static_bytes(model.model.layers[0]) + kv_layer)
+              + (58 - n_moe) * (per_moe_bytes + kv_layer)) / HBM_BPS * 1e6
+
+    h.release(seqs)
+    row = b.row(
+        "e2e_decode", {"model": b.args.model_name, "batch": batch, "context": context},
+        us=_r(us), us_graph=None, us_engine=_r(us_engine), gbps=_r(bytes_ / us / 1e3, 1),
+        tokens_per_s=_r(batch / us * 1e6, 1), vs_roofline=_r(us / roof_us, 3), roofline_us=_r(roof_us),
+        roofline_bytes=int(bytes_), experts_hit=uniq, t_dense_layer_us=_r(t_dense), t_moe_layer_us=_r(t_moe),
+        us_61layer_est=_r(us61), roofline_61layer_us=_r(roof61), peak_mem_gb=peak, logits_finite=finite,
+        transformers_issue_us=TRANSFORMERS_ISSUE_US.get(batch) if b.args.model_name == "v3-slice-4L" else None,
+        target_vs_roofline=1.3 if batch == 1 else None,
+    )
+    print(f"e2e_decode b={batch:<4} ctx={context:<5} {us/1e3:8.2f} ms  {row['tokens_per_s']:9.1f} tok/s  "
+          f"roof {roof_us/1e3:6.2f} ms (x{row['vs_roofline']})  engine {us_engine/1e3:7.2f} ms  "
+          f"peak {peak} GB  experts {uniq}", flush=True)
+    return row
+
+
+def run_decode(b: Bench, h: SliceHarness):
+    a = b.args
+    for ctx in a.contexts:
+        for bs in a.batches:
+            if b.over_budget(f"e2e_decode b={bs} ctx={ctx}"):
+                return
+            try:
+                decode_case(b, h, bs, ctx)
+            except Exception as e:  # noqa: BLE001
+                print(f"e2e_decode b={bs} ctx={ctx} FAILED: {type(e).__name__}: {e}", flush=True)
+                b.row("e2e_decode", {"model": a.model_name, "batch": bs, "context": ctx},
+                      error=f"{type(e).__name__}: {e}"[:500])
+
+
+def peer_case(b: Bench, h: SliceHarness, batch: int, context: int) -> None:
+    """Time the reference backend on a measured e2e_decode case and add it to that row as the peer."""
+    model, runner = h.model, h.runner
+    row = b.find("e2e_decode", {"model": b.args.model_name, "batch": batch, "context": context})
+    if row is None:
+        return
+    seqs = h.seqs(batch, context, extra=1)
+    ids = torch.tensor([s.last_token for s in seqs], dtype=torch.int64, device=b.dev)
+    pos = torch.full((batch,), context, dtype=torch.int64, device=b.dev)
+    caches = h.cache.layers
+    prev = model.ops.backend
+    try:
+        attn = runner.decode_batch(seqs, [context] * batch, 1)
+        logits = model.compute_logits(model(ids, pos, attn, caches))
+        use_backend(model, "reference")
+        attn_ref = runner.decode_batch(seqs, [context] * batch, 1)
+        lref = model.compute_logits(model(ids, pos, attn_ref, caches))
+        x, y = lref.double(), logits.double()
+        cos = float(1 - 2 * (x * y).sum() / (x * x + y * y).sum())
+        agree = float((lref.argmax(-1) == logits.argmax(-1)).float().mean())
+        peer_us = b.kernel_us(lambda: model.compute_logits(model(ids, pos, attn_ref, caches)).argmax(-1))
+        row.update(peer="tritonseek reference backend (eager, same weights)", peer_us=_r(peer_us),
+                   ratio_vs_peer=_r(peer_us / row["us"]), peer_logits_cos_diff=float(f"{cos:.3g}"),
+                   peer_argmax_agreement=agree)
+        b.flush()
+        print(f"e2e_decode peer b={batch:<4} ctx={context:<5} reference {peer_us/1e3:8.2f} ms "
+              f"(triton {row['ratio_vs_peer']}x faster)  logits cos diff {cos:.2e}  argmax agree {agree:.2f}", flush=True)
+    except Exception as e:  # noqa: BLE001 - a failing peer is a finding, not a crash
+        print(f"  reference peer failed at b={batch} ctx={context}: {type(e).__name__}: {e}", flush=True)
+    finally:
+        use_backend(model, prev)
+        model.ops._dense.clear()  # the reference's dense fp32 copies of the experts it touched (tens of GB)
+        h.release(seqs)
+        if b.cuda:
+            torch.cuda.empty_cache()
+
+
+def run_decode_peers(b: Bench, h: SliceHarness):
+    for ctx in b.args.contexts:
+        for bs in b.args.peer_batches:
+            if b.over_budget(f"e2e_decode peer b={bs} ctx={ctx}"):
+                return
+            peer_case(b, h, bs, ctx)
+
+
+# ------------------------------------------------------------------------------------ e2e_prefill
+def prefill_flops(model, lens: list[int]) -> float:
+    cfg = model.cfg
+    T = sum(lens)
+    macs_tok = 0
+    for layer in model.model.layers:
+        attn = layer.self_attn
+        macs_tok += sum(m.in_features * m.out_features for m in attn.modules() if hasattr(m, "in_features"))
+        if isinstance(layer.mlp, MoE):
+            I, H = cfg.moe_intermediate_size, cfg.hidden_size
+            macs_tok += 3 * H * I * (cfg.num_experts_per_tok + (cfg.n_shared_experts or 0))
+        else:
+            macs_tok += 3 * cfg.hidden_size * cfg.intermediate_size
+    attn_flops = sum(L * (L + 1) / 2 for L in lens) * cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim) * 2
+    return 2.0 * T * macs_tok + attn_flops * cfg.num_hidden_layers + 2.0 * len(lens) * cfg.hidden_size * cfg.vocab_size
+
+
+def run_prefill(b: Bench, h: SliceHarness):
+    for tokens in b.args.prefill_tokens:
+        if b.over_budget(f"e2e_prefill {tokens}"):
+            return
+        g = torch.Generator().manual_seed(tokens)
+        s = Sequence(10**6 + tokens, "", torch.randint(2, h.cfg.vocab_size, (tokens,), generator=g).tolist(),
+                     SamplingParams(), None)
+        try:
+            b.reset_peak()
+            with torch.inference_mode():
+                logits = h.runner.prefill([s])[0]
+            finite = bool(torch.isfinite(logits).all())
+            us = b.kernel_us(lambda: h.runner.prefill([s])) if b.cuda else b.wall_us(lambda: h.runner.prefill([s]), 1, 0)
+            fl = prefill_flops(h.model, [tokens])
+            tf = fl / us / 1e6
+            row = b.row("e2e_prefill", {"model": b.args.model_name, "tokens": tokens}, us=_r(us), tflops=_r(tf, 1),
+                        tokens_per_s=_r(tokens / us * 1e6, 1), fp8_rate_frac=_r(tf / FP8_RATE_TFLOPS, 3),
+                        target_fp8_rate_frac=0.5, flops=fl, peak_mem_gb=b.peak_gb(), logits_finite=finite,
+                        peer="none in this run (reference prefill would densify all 256 experts × 3 layers in fp32)")
+            print(f"e2e_prefill T={tokens} {us/1e3:8.2f} ms {row['tokens_per_s']:10.1f} tok/s {tf:7.1f} TFLOP/s "
+                  f"({row['fp8_rate_frac']} of FP8 rate) peak {row['peak_mem_gb']} GB", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"e2e_prefill T={tokens} FAILED: {type(e).__name__}: {e}", flush=True)
+            b.row("e2e_prefill", {"model": b.args.model_name, "tokens": tokens}, error=f"{type(e).__name__}: {e}"[:500])
+        finally:
+            h.cache.release(s.seq_id)
+
+
+# ------------------------------------------------------------------------------------------ main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--suite", default="e2e_decode,e2e_prefill,mtp_e2e")
+    p.add_argument("--tiny", action="store_true", help="small widths (CPU development of the same code)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backend", default=None, help="triton (CUDA default) | reference")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--batches", default="1,8,32,128")
+    p.add_argument("--contexts", default="1024,4096")
+    p.add_argument("--peer-batches", default="1,8")
+    p.add_argument("--prefill-tokens", default="4096")
+    p.add_argument("--mtp-batches", default="1,16,64")
+    p.add_argument("--mtp-context", type=int, default=1024)
+    p.add_argument("--mtp-ks", default="1,3")
+    p.add_argument("--no-default-model", action="store_true", help="mtp_e2e: skip the trained default model")
+    p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--budget-s", type=float, default=240.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--commit", default="unknown")
+    a = p.parse_args(argv)
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    a.batches, a.contexts, a.peer_batches = ints(a.batches), ints(a.contexts), ints(a.peer_batches)
+    a.prefill_tokens, a.mtp_batches, a.mtp_ks = ints(a.prefill_tokens), ints(a.mtp_batches), ints(a.mtp_ks)
+    a.suites = [s for s in a.suite.split(",") if s]
+    a.backend = a.backend or ("triton" if a.device.startswith("cuda") else "reference")
+    a.model_name = "v3-slice-tiny" if a.tiny else f"v3-slice-{a.layers}L"
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    b = Bench(a)
+    torch.manual_seed(a.seed)
+    t = time.perf_counter()
+    model = build_slice(v3_config(a.layers, tiny=a.tiny), backend=a.backend, device=a.device, seed=a.seed)
+    b.sync()
+    print(f"built {a.model_name} ({a.backend}) in {time.perf_counter() - t:.1f}s; "
+          f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9:.2f} GB of weights; "
+          f"peak {b.peak_gb()} GB", flush=True)
+    max_tokens = max(max(a.batches) * (max(a.contexts) + 8), max(a.mtp_batches) * (a.mtp_context + 8),
+                     max(a.prefill_tokens) + 8)
+    h = SliceHarness(b, model, max_tokens)
+    with torch.inference_mode():
+        if "e2e_decode" in a.suites:
+            run_decode(b, h)
+        if "mtp_e2e" in a.suites:
+            run_mtp_e2e(b, h)
+        if "e2e_prefill" in a.suites:
+            run_prefill(b, h)
+        if "e2e_decode" in a.suites and not a.no_peer:
+            run_decode_peers(b, h)
+    print_table(b)
+
+
+def print_table(b: Bench):
+    print("\n=== summary (%s, %s, %.0fs) ===" % (b.env["gpu"], b.env["commit"], b.elapsed()))
+    for r in b.rows:
+        c = r["case"]
+        if r.get("error"):
+            print(f"{r['suite']:12s} {c} ERROR {r['error'][:120]}")
+        elif r["suite"] == "e2e_decode":
+            print(f"e2e_decode  b={c['batch']:<4} ctx={c['context']:<5} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} "
+                  f"tok/s  x{r['vs_roofline']} roofline  61L~{r['us_61layer_est']/1e3:.1f} ms  peer {r['peer_us']} "
+                  f"({r['ratio_vs_peer']}x)")
+        elif r["suite"] == "e2e_prefill":
+            print(f"e2e_prefill T={c['tokens']} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} tok/s {r['tflops']} TFLOP/s")
+        elif r["suite"] == "mtp_e2e":
+            print(f"mtp_e2e {c['model']:<22} b={c['batch']:<3} k={c['k']} a={c['acceptance']:<6} "
+                  f"tok/step {r.get('tokens_per_step')}  speedup {r.get('speedup')}  {r.get('note', '')[:60]}")
+    if b.skipped:
+        print("skipped (budget):", "; ".join(b.skipped))
+
+
+if __name__ == "__main__":
+    main()

@@ -336,6 +336,9 @@ def peer_case(b: Bench, h: SliceHarness, batch: int, context: int) -> None:
 def run_decode_peers(b: Bench, h: SliceHarness):
     for ctx in b.args.contexts:
         for bs in b.args.peer_batches:
+            row = b.find("e2e_decode", {"model": b.args.model_name, "batch": bs, "context": ctx})
+            if row is None or row.get("peer_us") is not None:
+                continue
             if b.over_budget(f"e2e_decode peer b={bs} ctx={ctx}"):
                 return
             peer_case(b, h, bs, ctx)
@@ -433,6 +436,8 @@ def main(argv=None):
     with torch.inference_mode():
         if "e2e_decode" in a.suites:
             run_decode(b, h)
+            if not a.no_peer and a.peer_batches:  # early correctness check at real shapes: triton vs reference
+                peer_case(b, h, a.peer_batches[0], a.contexts[0])
         if "mtp_e2e" in a.suites:
             run_mtp_e2e(b, h)
         if "e2e_prefill" in a.suites:

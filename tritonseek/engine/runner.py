@@ -119,6 +119,9 @@ class ModelRunner:
     def sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Pick one token per sequence with its own SamplingParams and generator."""
         B, V = logits.shape
+        if all(s.params.temperature == 0 for s in seqs):
+            # Greedy batch: argmax (first maximal index = lowest id on ties, as the sampler does).
+            return logits.argmax(dim=-1).tolist()
         temperature = self._tensor([float(s.params.temperature) for s in seqs], torch.float32)
         top_k = self._tensor([s.params.top_k for s in seqs], torch.int32)
         top_p = self._tensor([float(s.params.top_p) for s in seqs], torch.float32)

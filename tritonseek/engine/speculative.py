@@ -101,6 +101,9 @@ class MTPDrafter:
         logits, hidden = self.runner.decode_tokens(seqs, tokens, starts)
         V = logits.shape[-1]
         logits = logits.view(B, k + 1, V)
+        if all(s.params.temperature == 0 for s in seqs):
+            out, num_acc = self.model.ops.verify_greedy(drafts, logits)
+            return out, num_acc, hidden.view(B, k + 1, -1)
         dev = logits.device
         temperature = torch.tensor([float(s.params.temperature) for s in seqs], dtype=torch.float32, device=dev)
         top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.int32, device=dev)

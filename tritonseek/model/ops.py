@@ -140,6 +140,16 @@ class Ops:
 
         return sample_ref(logits, temperature, top_k, top_p, exp_noise)
 
+    def verify_greedy(self, draft_tokens, target_logits):
+        """Greedy verification → (output_tokens [B, K+1] padded −1, num_accepted [B] int32)."""
+        if self.is_triton:
+            from tritonseek.kernels.spec_verify import verify_greedy
+
+            return verify_greedy(draft_tokens, target_logits)
+        from tritonseek.kernels.reference.spec import verify_greedy_ref
+
+        return verify_greedy_ref(draft_tokens, target_logits)
+
     def verify(self, draft_tokens, target_logits, temperature, top_k, top_p, uniforms, exp_noise):
         """Speculative verification → (output_tokens [B, K+1] padded −1, num_accepted [B] int32).
 

@@ -103,6 +103,12 @@ def generate(
     try:
         if stream:
             sys.stdout.write(prompt)
+        if compare and mtp:
+            # Warm both paths first so neither timed run pays Triton's JIT compilation.
+            warm = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                  max_new_tokens=min(max_new_tokens, mtp + 2))
+            llm.generate([r["prompt"] for r in rows][:1], warm, chat=chat, mtp=mtp)
+            llm.generate([r["prompt"] for r in rows][:1], warm, chat=chat)
         results = llm.generate([r["prompt"] for r in rows], params, chat=chat, on_text=on_text if stream else None,
                                mtp=mtp)
         s = llm.last_stats

@@ -7,5 +7,5 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv 2>&1
 timeout "${TEST_TIMEOUT:-150}" env TRITONSEEK_TEST_DEVICE=cuda HYPOTHESIS_PROFILE=gpu \
   python -m pytest -q -m gpu -p no:warnings tests/kernels/test_fp8_gemm.py tests/kernels/test_fp8_quant.py 2>&1 \
   | tail -40 | tee "$OUT/tests.txt"
-timeout "${BENCH_TIMEOUT:-330}" python benchmarks/bench_fp8_gemm.py ${SWEEP:+--sweep} \
+timeout "${BENCH_TIMEOUT:-330}" python benchmarks/bench_fp8_gemm.py ${SWEEP:+--sweep} ${EXTRA:+--extra} \
   --out "$OUT/rows.jsonl" --winners "$OUT/winners.json" 2>&1 | tee "$OUT/bench.txt"

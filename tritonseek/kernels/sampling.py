@@ -62,14 +62,8 @@ def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _float_to_key(x):
-    # order-preserving map fp32 -> uint32 (negative floats: flip all bits; others: set the sign bit)
-    b = x.to(tl.uint32, bitcast=True)
-    return tl.where((b >> 31) == 1, b ^ 0xFFFFFFFF, b | 0x80000000)
-
-
-@triton.jit
 def _key_to_float(key):
+    # inverse of the order-preserving key (negative floats: all bits flipped; others: sign bit set)
     b = tl.where(key >= 0x80000000, key ^ 0x80000000, key ^ 0xFFFFFFFF)
     return b.to(tl.float32, bitcast=True)
 
@@ -91,7 +85,9 @@ def _radix_select(row_ptr, V, temp, lower, m, target, USE_MASS: tl.constexpr, BL
             msk = offs < V
             s = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32) / temp
             valid = msk & (s >= lower)
-            key = _float_to_key(s)
+            # order-preserving fp32 -> uint32 key, inlined: nested jit calls are slow in the interpreter
+            bits = s.to(tl.uint32, bitcast=True)
+            key = tl.where((bits >> 31) == 1, bits ^ 0xFFFFFFFF, bits | 0x80000000)
             if r > 0:
                 valid = valid & ((key >> (shift + 4)) == prefix)
             d = ((key >> shift) & 15).to(tl.int32)
@@ -188,11 +184,15 @@ def _row_stats_kernel(
     row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
     noise_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
 
-    m = tl.full([], float("-inf"), tl.float32)
-    idx = start
-    lsum = tl.full([], 0.0, tl.float32)
-    rmax = tl.full([], float("-inf"), tl.float32)
-    ridx = start
+    # lane-wise accumulators (one cross-warp reduction after the loop, none per chunk, so the
+    # loads of consecutive chunks stay in flight): running max / first index, online sum of
+    # exp(s - max) per lane, race max / first index.
+    big = 2147483647
+    m_vec = tl.full([BLOCK], float("-inf"), tl.float32)
+    i_vec = tl.full([BLOCK], big, tl.int32)
+    l_vec = tl.zeros([BLOCK], tl.float32)
+    r_vec = tl.full([BLOCK], float("-inf"), tl.float32)
+    ri_vec = tl.full([BLOCK], big, tl.int32)
     if GREEDY:
         temp = 1.0
         do_race = False
@@ -224,21 +224,30 @@ def _row_stats_kernel(
             s = x / temp
             if HAS_THRESH:
                 s = tl.where(s >= thr, s, float("-inf"))
-        bm, bi = tl.max(s, axis=0, return_indices=True, return_indices_tie_break_left=True)
         if NEED_SUM:
-            m_new = tl.maximum(m, bm)
+            m_new = tl.maximum(m_vec, s)
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            lsum = lsum * tl.exp(m - m_safe) + tl.sum(tl.exp(s - m_safe), axis=0)
-        idx = tl.where(bm > m, off + bi, idx)
-        m = tl.maximum(m, bm)
+            l_vec = l_vec * tl.exp(m_vec - m_safe) + tl.exp(s - m_safe)
+        i_vec = tl.where(s > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
+        m_vec = tl.maximum(m_vec, s)
         if RACE_MODE != 0:
             e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
             r = s - tl.log(e)
             if RACE_MODE == 1:
                 r = tl.where(offs == excl, float("-inf"), r)
-            rb, rbi = tl.max(r, axis=0, return_indices=True, return_indices_tie_break_left=True)
-            ridx = tl.where(rb > rmax, off + rbi, ridx)
-            rmax = tl.maximum(rmax, rb)
+            ri_vec = tl.where(r > r_vec, offs, ri_vec)
+            r_vec = tl.maximum(r_vec, r)
+
+    m = tl.max(m_vec, axis=0)
+    idx = tl.min(tl.where(m_vec == m, i_vec, big), axis=0)  # lowest index among the lanes' maxima
+    idx = tl.minimum(idx, tl.maximum(end - 1, start))  # all -inf (or empty): some valid index
+    if NEED_SUM:
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        lsum = tl.sum(l_vec * tl.exp(m_vec - m_safe), axis=0)
+    if RACE_MODE != 0:
+        rmax = tl.max(r_vec, axis=0)
+        ridx = tl.min(tl.where(r_vec == rmax, ri_vec, big), axis=0)
+        ridx = tl.minimum(ridx, tl.maximum(end - 1, start))
 
     p = row.to(tl.int64) * num_splits + split
     tl.store(part_max_ptr + p, m)

@@ -91,8 +91,9 @@ def _residual_race_kernel(
     l_row = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
     n_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
     q_row = draft_probs_ptr + b.to(tl.int64) * stride_qb + j.to(tl.int64) * stride_qj
-    rmax = tl.full([], float("-inf"), tl.float32)
-    ridx = start
+    big = 2147483647
+    r_vec = tl.full([BLOCK], float("-inf"), tl.float32)  # lane-wise race max / first index
+    ri_vec = tl.full([BLOCK], big, tl.int32)
     for off in range(start, end, BLOCK):
         offs = off + tl.arange(0, BLOCK)
         msk = offs < end
@@ -103,10 +104,12 @@ def _residual_race_kernel(
         q = tl.load(q_row + offs, mask=msk, other=0.0).to(tl.float32)
         e = tl.load(n_row + offs, mask=msk, other=1.0)
         r = tl.maximum(p - q, 0.0)
-        score = tl.where(r > 0, tl.log(r) - tl.log(e), float("-inf"))
-        rb, rbi = tl.max(score, axis=0, return_indices=True, return_indices_tie_break_left=True)
-        ridx = tl.where(rb > rmax, off + rbi, ridx)
-        rmax = tl.maximum(rmax, rb)
+        score = tl.where(r > 0, tl.log(tl.maximum(r, 1e-38)) - tl.log(e), float("-inf"))
+        ri_vec = tl.where(score > r_vec, offs, ri_vec)
+        r_vec = tl.maximum(r_vec, score)
+    rmax = tl.max(r_vec, axis=0)
+    ridx = tl.min(tl.where(r_vec == rmax, ri_vec, big), axis=0)
+    ridx = tl.minimum(ridx, V - 1)
     p_out = row.to(tl.int64) * num_splits + split
     tl.store(part_race_ptr + p_out, rmax)
     tl.store(part_ridx_ptr + p_out, ridx)

@@ -1,0 +1,260 @@
+"""Benchmark suites of MTP speculative decoding (issue 6): ``spec_verify`` (+ ``sampler``), ``mtp_e2e``.
+
+    PYTHONPATH=. python benchmarks/bench_mtp.py [--suite spec_verify,sampler] [--sweep] [--out rows.jsonl]
+        [--budget-s 120]
+
+* ``spec_verify``: the verification kernels at B ∈ {1, 16, 64}, K ∈ {1, 3}, vocab 129280, fp32
+  target logits [B, K+1, V] (fresh ``randn``, never zeros), ops ``greedy`` (verify_greedy),
+  ``rejection`` (verify_rejection, one-hot drafts as MTP gives, T = 1, no filters) and
+  ``rejection_topk_topp`` (same with top_k = 50, top_p = 0.9: adds the radix-select threshold pass).
+  ``gbps`` = logits bytes B·(K+1)·V·4 / us_graph (the issue's measure); rejection also reads the
+  same number of bytes of Exp(1) noise, so ``gbps_total`` counts both. Target: ≥ 80% of 4.27 TB/s
+  (3416 GB/s) on the logits read and ≥ 3× the peer.
+* ``sampler``: ``sample`` at B ∈ {1, 16, 64}, V 129280, T = 1, with and without top-k/top-p.
+* Peer (same run): the plain-torch references (``verify_greedy_ref``, ``verify_rejection_ref``,
+  ``sample_ref``) — top-k/top-p in the reference is the usual sort + cumsum.
+* Timing: ``us`` = eager median, ``us_graph`` = median CUDA-graph replay, both through
+  ``triton.testing.do_bench`` (which flushes the 50 MB L2 with a 256 MB write before every call, so
+  small cases are not served from L2). gbps from us_graph.
+* Correctness: every timed config (sweep candidates included) first reproduces the reference's
+  tokens and counts exactly on fresh inputs; a failing config is never timed.
+* ``--sweep``: (BLOCK, num_warps, programs per SM) candidates of the streaming kernel per mode; the
+  winners (geometric mean of graph times over three cases) are printed — copy them into
+  ``STATS_CONFIGS`` in tritonseek/kernels/sampling.py.
+* ``mtp_e2e`` lives in benchmarks/mtp_e2e.py (run by bench_e2e.py); ``--suite mtp_e2e`` here
+  forwards to it (see :func:`run_mtp_e2e_suite`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import triton
+
+from tritonseek.kernels import sampling as S
+from tritonseek.kernels.reference.sampling import sample_ref
+from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
+from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
+
+VOCAB = 129280
+BATCHES = (1, 16, 64)
+KS = (1, 3)
+COPY_GBPS = 4270.0
+TARGET_GBPS = 0.8 * COPY_GBPS
+SWEEP_CANDIDATES = [(1024, 4, 4), (2048, 4, 4), (2048, 8, 4), (4096, 8, 2), (4096, 8, 4), (2048, 4, 8)]
+SWEEP_CASES = [(1, 1), (16, 3), (64, 3)]
+DEVICE = "cuda"
+
+
+# ----------------------------------------------------------------------------------------- timing
+def eager_us(fn) -> float:
+    if DEVICE != "cuda":  # --dry: one timed call
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e6
+    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median") * 1000.0
+
+
+def graph_us(fn) -> float | None:
+    """Median replay time of a CUDA graph holding one call of fn (None if fn cannot be captured)."""
+    if DEVICE != "cuda":
+        return None
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - report and fall back to eager numbers
+        print(f"  graph capture failed: {type(e).__name__}: {e}", flush=True)
+        torch.cuda.synchronize()
+        return None
+    t = triton.testing.do_bench(g.replay, warmup=5, rep=25, return_mode="median") * 1000.0
+    del g
+    return t
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def make_case(B: int, K: int, V: int, seed: int, op: str):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    x = torch.randn(B, K + 1, V, device=DEVICE, generator=g)
+    am = x.argmax(-1)
+    drafts = torch.randint(0, V, (B, K), device=DEVICE, generator=g)
+    n = torch.randint(0, K + 1, (B,), device=DEVICE, generator=g)
+    pos = torch.arange(K, device=DEVICE)
+    drafts = torch.where(pos[None] < n[:, None], am[:, :K], drafts)  # a mix of accept lengths
+    temperature = torch.ones(B, device=DEVICE)
+    top_k = top_p = None
+    if op.endswith("topk_topp"):
+        top_k = torch.full((B,), 50, dtype=torch.int32, device=DEVICE)
+        top_p = torch.full((B,), 0.9, device=DEVICE)
+    uniforms = torch.rand(B, K, device=DEVICE, generator=g)
+    noise = torch.empty(B, K + 1, V, device=DEVICE).exponential_(generator=g)
+    return dict(x=x, drafts=drafts, temperature=temperature, top_k=top_k, top_p=top_p, uniforms=uniforms,
+                noise=noise)
+
+
+def kernel_fn(op: str, c: dict, config=None):
+    if op == "greedy":
+        return lambda: verify_greedy(c["drafts"], c["x"], config=config)
+    if op.startswith("rejection"):
+        return lambda: verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
+                                        c["uniforms"], c["noise"], config=config)
+    if op.startswith("sample"):
+        return lambda: S.sample(c["x"][:, 0], c["temperature"], c["top_k"], c["top_p"], c["noise"][:, 0],
+                                config=config)
+    raise ValueError(op)
+
+
+def ref_fn(op: str, c: dict):
+    if op == "greedy":
+        return lambda: verify_greedy_ref(c["drafts"], c["x"])
+    if op.startswith("rejection"):
+        return lambda: verify_rejection_ref(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
+                                            c["uniforms"], c["noise"])
+    return lambda: sample_ref(c["x"][:, 0], c["temperature"], c["top_k"], c["top_p"], c["noise"][:, 0])
+
+
+def same(a, b) -> bool:
+    if isinstance(a, tuple):
+        return all(torch.equal(u, v) for u, v in zip(a, b))
+    return torch.equal(a, b)
+
+
+def check(op: str, B: int, K: int, config, seed: int) -> bool:
+    """Fresh inputs; the kernel must reproduce the reference exactly."""
+    c = make_case(B, K, VOCAB, seed, op)
+    ok = same(kernel_fn(op, c, config)(), ref_fn(op, c)())
+    if not ok:
+        print(f"  MISMATCH op={op} B={B} K={K} config={config}", flush=True)
+    return ok
+
+
+# ----------------------------------------------------------------------------------------- suites
+def sweep(deadline: float) -> dict:
+    winners = {}
+    for mode, op in (("greedy", "greedy"), ("sample", "rejection")):
+        scores = {}
+        for cfg in SWEEP_CANDIDATES:
+            if time.time() > deadline:
+                break
+            if not all(check(op, B, K, cfg, 7 + B + K) for B, K in SWEEP_CASES):
+                continue
+            ts = []
+            for B, K in SWEEP_CASES:
+                c = make_case(B, K, VOCAB, 11, op)
+                ts.append(graph_us(kernel_fn(op, c, cfg)) or eager_us(kernel_fn(op, c, cfg)))
+            scores[cfg] = math.exp(sum(math.log(t) for t in ts) / len(ts))
+            print(f"  sweep {mode} {cfg}: " + " ".join(f"{t:.1f}" for t in ts) + f" us  geo {scores[cfg]:.2f}",
+                  flush=True)
+        if scores:
+            best = min(scores, key=scores.get)
+            winners[mode] = best
+            S.STATS_CONFIGS[mode] = best
+    print(f"winners: {json.dumps({k: list(v) for k, v in winners.items()})}", flush=True)
+    return winners
+
+
+def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
+    for op in ops:
+        for B, K in cases:
+            if time.time() > deadline:
+                print(f"  budget reached: skipping {suite} {op} B={B} K={K}", flush=True)
+                continue
+            ok = check(op, B, K, None, 1000 + B * 10 + K)
+            c = make_case(B, K, VOCAB, 5 + B + K, op)
+            kf, rf = kernel_fn(op, c), ref_fn(op, c)
+            us, ug = eager_us(kf), graph_us(kf)
+            peer_e, peer_g = eager_us(rf), graph_us(rf)
+            t = ug if ug is not None else us
+            peer_t = peer_g if peer_g is not None else peer_e
+            nj = K + 1 if suite == "spec_verify" else 1
+            logits_bytes = B * nj * VOCAB * 4
+            noise_bytes = logits_bytes if op != "greedy" else 0
+            case = dict(batch=B, k=K, vocab=VOCAB, op=op) if suite == "spec_verify" else dict(
+                batch=B, vocab=VOCAB, op=op)
+            row = dict(suite=suite, case=case, us=round(us, 2), us_graph=None if ug is None else round(ug, 2),
+                       tflops=None, gbps=round(logits_bytes / t / 1e3, 1),
+                       gbps_total=round((logits_bytes + noise_bytes) / t / 1e3, 1),
+                       peer="torch_reference", peer_us=round(peer_t, 2), ratio_vs_peer=round(peer_t / t, 3),
+                       peer_us_eager=round(peer_e, 2), target_gbps=TARGET_GBPS, correct=ok,
+                       config=list(S.STATS_CONFIGS["greedy" if op == "greedy" else "sample"]), **env)
+            rows.append(row)
+            out_f.write(json.dumps(row) + "\n")
+            out_f.flush()
+            print(f"  {suite} {op} B={B} K={K}: {t:.1f} us graph ({us:.1f} eager), {row['gbps']} GB/s, "
+                  f"peer {peer_t:.1f} us, x{row['ratio_vs_peer']}, correct={ok}", flush=True)
+
+
+def run_spec_verify(env, rows, out_f, deadline):
+    cases = [(B, K) for K in KS for B in BATCHES]
+    bench_ops(env, rows, out_f, deadline, "spec_verify", ("greedy", "rejection", "rejection_topk_topp"), cases)
+
+
+def run_sampler(env, rows, out_f, deadline):
+    bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_topk_topp"), [(B, 0) for B in BATCHES])
+
+
+def run_mtp_e2e_suite(argv: list[str]) -> None:
+    """The ``mtp_e2e`` suite: forwards to benchmarks/bench_e2e.py (which imports benchmarks/mtp_e2e.py)."""
+    import runpy
+
+    sys.argv = [os.path.join(os.path.dirname(__file__), "bench_e2e.py"), "--suite", "mtp_e2e", *argv]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
+    p.add_argument("--sweep", action="store_true")
+    p.add_argument("--out", default="mtp_rows.jsonl")
+    p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
+    p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
+    args, rest = p.parse_known_args()
+    if args.dry:
+        global DEVICE, VOCAB, BATCHES, SWEEP_CANDIDATES, SWEEP_CASES
+        DEVICE, VOCAB, BATCHES = "cpu", 300, (1, 3)
+        SWEEP_CANDIDATES, SWEEP_CASES = SWEEP_CANDIDATES[:2], [(1, 1)]
+    suites = args.suite.split(",")
+    if "mtp_e2e" in suites:
+        run_mtp_e2e_suite(rest)
+        suites.remove("mtp_e2e")
+        if not suites:
+            return
+    t0 = time.time()
+    deadline = t0 + args.budget_s
+    env = dict(gpu=torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu-interpreter",
+               torch=torch.__version__, triton=triton.__version__,
+               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    rows = []
+    with open(args.out, "w") as out_f:
+        if args.sweep:
+            sweep(t0 + 0.35 * args.budget_s)
+        if "spec_verify" in suites:
+            run_spec_verify(env, rows, out_f, deadline)
+        if "sampler" in suites:
+            run_sampler(env, rows, out_f, deadline)
+    print(f"\n{'suite/op':28s} {'B':>3s} {'K':>2s} {'us_g':>8s} {'us':>8s} {'GB/s':>7s} {'peer_us':>9s} "
+          f"{'x peer':>7s} {'>=80%':>5s} {'>=3x':>5s} ok")
+    for r in rows:
+        c = r["case"]
+        t = r["us_graph"] if r["us_graph"] is not None else r["us"]
+        print(f"{r['suite'] + '/' + c['op']:28s} {c['batch']:3d} {c.get('k', 0):2d} {t:8.1f} {r['us']:8.1f} "
+              f"{r['gbps']:7.0f} {r['peer_us']:9.1f} {r['ratio_vs_peer']:7.2f} {str(r['gbps'] >= TARGET_GBPS):>5s} "
+              f"{str(r['ratio_vs_peer'] >= 3):>5s} {r['correct']}")
+
+
+if __name__ == "__main__":
+    main()

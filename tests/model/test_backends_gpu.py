@@ -9,9 +9,11 @@ few percent (4.5 % measured for the default model under the CPU interpreter) and
 differ wherever the top two logits are that close. The checks are therefore: teacher-forced logits
 within 10 % (Frobenius), identical argmax wherever the reference's top-2 margin exceeds 0.5, and
 generations that diverge only at such near-ties (margin 1.0: 4.7 % of logits around 8–10 is ~0.4,
-and 0.5 was seen to flip once in 26 positions on the H200). The second model is a random tiny
-DeepSeek-V3 with every layer dense: with random weights, MoE routing flips under FP8 noise and
-turns small differences into large ones (30 % logit error seen), which tests routing, not kernels.
+and 0.5 was seen to flip once in 26 positions on the H200). Only the trained default model is used:
+on random tiny checkpoints the same FP8 activation rounding gives 11 % (dense) to 30 % (MoE, routing
+flips) logit differences, also between the reference with and without FP8 activations
+(``Ops("reference", fp8_activations=True)``), so such a check measures the random weights' noise
+amplification, not the kernels.
 """
 
 from __future__ import annotations
@@ -50,14 +52,13 @@ def assert_diverges_only_at_near_ties(judge: LLM, outs_a, outs_b, label: str) ->
         assert (top2[0] - top2[1]).item() < MARGIN, f"{label}: diverged at {d} with margin {(top2[0] - top2[1]).item():.3f}"
 
 
-@pytest.fixture(params=["default", "tiny_v3"])
+@pytest.fixture(params=["default"])
 def model_path(request, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     if request.param == "default":
         return None
-    save_checkpoint(build_hf_model("v3", seed=9, vocab_size=4096, first_k_dense_replace=3), tmp_path, fp8=True,
-                    mtp=True)
+    save_checkpoint(build_hf_model("v3", seed=9, vocab_size=4096, first_k_dense_replace=3), tmp_path, fp8=True)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(DEFAULT_MODEL_DIR / f, tmp_path / f)
     return tmp_path
@@ -81,7 +82,7 @@ def test_triton_backend_matches_reference(model_path):
         assert err < 0.1 and agree == 1.0
     assert_diverges_only_at_near_ties(ref, a, b, "triton vs reference")
     # MTP (seqlen_q = K+1 verification, MTP drafting) on the triton backend vs plain triton decoding
-    for k in (1, 3):
+    for k in ((1, 3) if len(tri.model.mtp) else ()):
         c = tri.generate(prompts, p, mtp=k)
         assert_diverges_only_at_near_ties(tri, b, c, f"triton mtp={k} vs plain")
         print(f"mtp={k}: acceptance {tri.last_stats.extra['acceptance']:.3f}")

@@ -133,3 +133,18 @@ def test_softmax_scale_has_mscale_squared():
     cfg = ModelConfig.from_dict(hf.config.to_dict())
     m = yarn_mscale(4.0, 0.707)
     assert cfg.softmax_scale == pytest.approx(48**-0.5 * m * m)
+
+
+def test_reference_fp8_activations_option():
+    """Ops('reference', fp8_activations=True) = DeepSeek's act_quant + fp8_gemm numerics in fp32."""
+    from tritonseek.kernels.reference.fp8 import (dequant_block_fp8_ref, dequant_token_group_fp8_ref,
+                                                  per_block_quant_fp8_ref, per_token_group_quant_fp8_ref)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 300, generator=g)
+    w, s = per_block_quant_fp8_ref(torch.randn(200, 300, generator=g))
+    got = Ops("reference", fp8_activations=True).linear(x, w, s)
+    want = dequant_token_group_fp8_ref(*per_token_group_quant_fp8_ref(x)) @ dequant_block_fp8_ref(w, s).t()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    plain = Ops("reference").linear(x, w, s)
+    assert rel_err(plain, want) > 1e-3  # the option changes the numbers (FP8 rounding of x)

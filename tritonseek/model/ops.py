@@ -23,10 +23,14 @@ class Ops:
         ValueError: unknown backend.
     """
 
-    def __init__(self, backend: str):
+    def __init__(self, backend: str, *, fp8_activations: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         self.backend = backend
+        # Reference only: round activations to FP8 per 1×128 group before FP8 linears, as the
+        # triton backend (and DeepSeek's act_quant + fp8_gemm path) does. Off by default so the
+        # reference stays comparable with transformers on dequantized weights.
+        self.fp8_activations = fp8_activations
         # Reference backend: dense fp32 copies of FP8 weights, made on first use. Dequantizing is
         # deterministic, so x.float() @ cached_wᵀ gives exactly fp8_linear_ref's numbers without
         # re-expanding the 128×128 scales on every call (which dominated CPU decode time).
@@ -48,6 +52,11 @@ class Ops:
             from tritonseek.kernels.fp8_gemm import fp8_linear
 
             return fp8_linear(x, weight, weight_scale_inv)
+        if self.fp8_activations:
+            from tritonseek.kernels.reference.fp8 import dequant_token_group_fp8_ref, per_token_group_quant_fp8_ref
+
+            x2 = x.reshape(-1, x.shape[-1])
+            x = dequant_token_group_fp8_ref(*per_token_group_quant_fp8_ref(x2)).to(x.dtype).reshape(x.shape)
         key = (weight.data_ptr(), tuple(weight.shape), weight_scale_inv.data_ptr())
         w = self._dense.get(key)
         if w is None:

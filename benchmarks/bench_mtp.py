@@ -9,7 +9,9 @@
   ``rejection_topk_topp`` (same with top_k = 50, top_p = 0.9: adds the radix-select threshold pass).
   ``gbps`` = logits bytes B·(K+1)·V·4 / us_graph (the issue's measure); rejection also reads the
   same number of bytes of Exp(1) noise, so ``gbps_total`` counts both. Target: ≥ 80% of 4.27 TB/s
-  (3416 GB/s) on the logits read and ≥ 3× the peer.
+  (3416 GB/s) on the logits read and ≥ 3× the peer. ``rejection_philox`` makes the noise in
+  registers (``seeds=``; the peer is the reference fed the same noise materialised), so it reads
+  the logits only.
 * ``sampler``: ``sample`` at B ∈ {1, 16, 64}, V 129280, T = 1, with and without top-k/top-p.
 * Peer (same run): the plain-torch references (``verify_greedy_ref``, ``verify_rejection_ref``,
   ``sample_ref``) — top-k/top-p in the reference is the usual sort + cumsum.
@@ -100,19 +102,26 @@ def make_case(B: int, K: int, V: int, seed: int, op: str):
         top_k = torch.full((B,), 50, dtype=torch.int32, device=DEVICE)
         top_p = torch.full((B,), 0.9, device=DEVICE)
     uniforms = torch.rand(B, K, device=DEVICE, generator=g)
-    noise = torch.empty(B, K + 1, V, device=DEVICE).exponential_(generator=g)
+    seeds = torch.randint(0, 2**40, (B,), device=DEVICE, generator=g)
+    if op.endswith("philox"):
+        noise = S.philox_exp_noise(seeds, K + 1, V)  # what the kernel makes in registers (for the reference)
+    else:
+        noise = torch.empty(B, K + 1, V, device=DEVICE).exponential_(generator=g)
     return dict(x=x, drafts=drafts, temperature=temperature, top_k=top_k, top_p=top_p, uniforms=uniforms,
-                noise=noise)
+                noise=noise, seeds=seeds)
 
 
 def kernel_fn(op: str, c: dict, config=None):
     if op == "greedy":
         return lambda: verify_greedy(c["drafts"], c["x"], config=config)
+    philox = op.endswith("philox")
     if op.startswith("rejection"):
         return lambda: verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
-                                        c["uniforms"], c["noise"], config=config)
+                                        c["uniforms"], None if philox else c["noise"],
+                                        seeds=c["seeds"] if philox else None, config=config)
     if op.startswith("sample"):
-        return lambda: S.sample(c["x"][:, 0], c["temperature"], c["top_k"], c["top_p"], c["noise"][:, 0],
+        return lambda: S.sample(c["x"][:, 0], c["temperature"], c["top_k"], c["top_p"],
+                                None if philox else c["noise"][:, 0], seeds=c["seeds"] if philox else None,
                                 config=config)
     raise ValueError(op)
 
@@ -181,7 +190,7 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
             peer_t = peer_g if peer_g is not None else peer_e
             nj = K + 1 if suite == "spec_verify" else 1
             logits_bytes = B * nj * VOCAB * 4
-            noise_bytes = logits_bytes if op != "greedy" else 0
+            noise_bytes = 0 if op == "greedy" or op.endswith("philox") else logits_bytes
             case = dict(batch=B, k=K, vocab=VOCAB, op=op) if suite == "spec_verify" else dict(
                 batch=B, vocab=VOCAB, op=op)
             row = dict(suite=suite, case=case, us=round(us, 2), us_graph=None if ug is None else round(ug, 2),
@@ -199,11 +208,12 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
 
 def run_spec_verify(env, rows, out_f, deadline):
     cases = [(B, K) for K in KS for B in BATCHES]
-    bench_ops(env, rows, out_f, deadline, "spec_verify", ("greedy", "rejection", "rejection_topk_topp"), cases)
+    bench_ops(env, rows, out_f, deadline, "spec_verify",
+              ("greedy", "rejection", "rejection_philox", "rejection_topk_topp"), cases)
 
 
 def run_sampler(env, rows, out_f, deadline):
-    bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_topk_topp"), [(B, 0) for B in BATCHES])
+    bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_philox", "sample_topk_topp"), [(B, 0) for B in BATCHES])
 
 
 def run_mtp_e2e_suite(argv: list[str]) -> None:

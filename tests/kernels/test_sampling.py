@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from scipy.stats import chi2
 
 from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref, sample_ref
-from tritonseek.kernels.sampling import apply_top_k_top_p, sample
+from tritonseek.kernels.sampling import apply_top_k_top_p, philox_exp_noise, sample
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                               HealthCheck.data_too_large])
@@ -126,23 +126,53 @@ def _n_trials(device, filters):
     return 120 if filters else 500
 
 
-@pytest.mark.parametrize("filters", [None, "kp"])
-def test_sample_distribution_matches_softmax(device, filters):
-    # N i.i.d. draws of one row = one launch with N identical rows and independent noise rows.
+@pytest.mark.parametrize("filters,philox", [(None, False), ("kp", False), (None, True)])
+def test_sample_distribution_matches_softmax(device, filters, philox):
+    # N i.i.d. draws of one row = one launch with N identical rows and independent noise rows
+    # (philox: noise made in registers from per-row seeds instead of a torch Exp(1) tensor).
     N, V = _n_trials(device, filters), 8
+    if philox and device.type != "cuda":
+        N = 250  # in-register Philox is ~2x slower per row in the interpreter
     g = torch.Generator().manual_seed(1234)
     row = torch.randn(V, generator=g) * 1.5
     x = row.expand(N, V).contiguous()
     t = torch.full((N,), 0.7)
     top_k = torch.full((N,), 6, dtype=torch.int32) if filters else None
     top_p = torch.full((N,), 0.9) if filters else None
-    noise = torch.empty(N, V).exponential_(generator=g)
-    tokens = sample(*_to(device, x, t, top_k, top_p, noise))
+    if philox:
+        seeds = torch.arange(N, dtype=torch.int64, device=device) * 7919 + 17
+        tokens = sample(*_to(device, x, t, top_k, top_p), None, seeds=seeds)
+    else:
+        noise = torch.empty(N, V).exponential_(generator=g)
+        tokens = sample(*_to(device, x, t, top_k, top_p, noise))
     p = torch.softmax(apply_top_k_top_p_ref(row[None] / 0.7, top_k[:1] if filters else None,
                                             top_p[:1] if filters else None), -1)[0]
     if filters:
         assert int((p > 0).sum()) < 6  # the filters really cut something
     _chi2_check(tokens, p)
+
+
+@_fixture_ok
+@given(B=st.integers(1, 4), V=st.integers(1, 200), seed=st.integers(0, 2**40), filters=st.sampled_from([None, "kp"]))
+def test_philox_seeds_mode_equals_materialized_noise(device, B, V, seed, filters):
+    # seeds mode == the same kernel fed philox_exp_noise(seeds) == the reference fed that noise
+    x = _logits(B, V, seed % 2**31)
+    temperature, top_k, top_p, _ = _params(B, V, seed % 2**31, filters)
+    seeds = (torch.arange(B, dtype=torch.int64) * 1000003 + seed).to(device)
+    noise = philox_exp_noise(seeds, 1, V)[:, 0]
+    got = sample(*_to(device, x, temperature, top_k, top_p), None, seeds=seeds)
+    assert torch.equal(got, sample(*_to(device, x, temperature, top_k, top_p), noise))
+    assert torch.equal(got.cpu(), sample_ref(x, temperature, top_k, top_p, noise.cpu()))
+
+
+def test_philox_noise_is_exponential(device):
+    n = 200_000 if device.type == "cuda" else 20_000
+    e = philox_exp_noise(torch.tensor([3, 4], dtype=torch.int64, device=device), 2, n // 4).double().cpu()
+    assert (e > 0).all()
+    # mean and variance of Exp(1) are 1; standard errors 1/sqrt(n) and ~2/sqrt(n): 6-sigma bounds
+    assert abs(e.mean().item() - 1) < 6 / n**0.5
+    assert abs(e.var().item() - 1) < 12 / n**0.5
+    assert not torch.equal(e[0, 0], e[0, 1]) and not torch.equal(e[0, 0], e[1, 0])  # streams differ
 
 
 def test_rejects_bad_arguments(device):
@@ -159,6 +189,10 @@ def test_rejects_bad_arguments(device):
         sample(x.t(), t, None, None, e)
     with pytest.raises(TypeError, match="logits"):
         apply_top_k_top_p(x.to(torch.int32), None, None)
+    with pytest.raises(ValueError, match="seeds"):
+        sample(x, t, None, None, None)
+    with pytest.raises(TypeError, match="seeds"):
+        sample(x, t, None, None, None, seeds=torch.ones(2, dtype=torch.int32, device=device))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from scipy.stats import chi2
 
 from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
+from tritonseek.kernels.sampling import philox_exp_noise
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -145,7 +146,7 @@ def _chi2_check(tokens, p):
     assert stat < crit, f"chi2={stat:.1f} >= {crit:.1f}; counts {counts.tolist()} expected {exp.tolist()}"
 
 
-@pytest.mark.parametrize("mode", ["one_hot", "draft_probs", "one_hot_filtered"])
+@pytest.mark.parametrize("mode", ["one_hot", "draft_probs", "one_hot_filtered", "one_hot_philox"])
 def test_rejection_preserves_target_distribution(device, mode):
     N, K, V = _n_trials(device), 1, 8
     if mode == "one_hot_filtered" and device.type != "cuda":
@@ -153,6 +154,8 @@ def test_rejection_preserves_target_distribution(device, mode):
         # distribution is checked on CPU in test_sampling.py and exact equality with the reference
         # (filters included) in test_verify_rejection_matches_ref
         pytest.skip("filtered distribution runs with TRITONSEEK_TEST_DEVICE=cuda")
+    if mode == "one_hot_philox" and device.type != "cuda":
+        N = 150  # in-register Philox is ~2x slower per row in the interpreter
     g = torch.Generator().manual_seed(2024)
     logits = torch.randn(K + 1, V, generator=g) * 1.2
     x = logits.expand(N, K + 1, V).contiguous()
@@ -165,13 +168,34 @@ def test_rejection_preserves_target_distribution(device, mode):
     top_p = torch.full((N,), 0.85) if mode == "one_hot_filtered" else None
     uniforms = torch.rand(N, K, generator=g)
     noise = torch.empty(N, K + 1, V).exponential_(generator=g)
-    out, n = verify_rejection(*_to(device, drafts, draft_probs, x, t, top_k, top_p, uniforms, noise))
+    if mode == "one_hot_philox":  # noise made in registers from per-row seeds
+        seeds = torch.arange(N, dtype=torch.int64, device=device) * 104729 + 5
+        out, n = verify_rejection(*_to(device, drafts, None, x, t, None, None, uniforms), None, seeds=seeds)
+    else:
+        out, n = verify_rejection(*_to(device, drafts, draft_probs, x, t, top_k, top_p, uniforms, noise))
     p = torch.softmax(apply_top_k_top_p_ref(logits / 0.8, None if top_k is None else top_k[:2],
                                             None if top_p is None else top_p[:2]), -1)
     _chi2_check(out[:, 0], p[0])  # the first emitted token ~ p_0 whatever the drafts
     acc = n.cpu() == K
     assert 0 < int(acc.sum()) < N
     _chi2_check(out[acc.to(out.device), K], p[K])  # bonus token ~ p_K
+
+
+@_fixture_ok
+@given(B=st.integers(1, 4), K=st.integers(1, 3), V=st.integers(2, 120), seed=st.integers(0, 2**40),
+       one_hot=st.booleans())
+def test_philox_seeds_mode_equals_materialized_noise(device, B, K, V, seed, one_hot):
+    x, drafts, g = _case(B, K, V, seed % 2**31, scale=1.0)
+    draft_probs = None if one_hot else torch.softmax(torch.randn(B, K, V, generator=g), -1)
+    temperature, _, _, uniforms, _ = _rej_params(B, K, V, g, False)
+    seeds = (torch.arange(B, dtype=torch.int64) * 7 + seed).to(device)
+    noise = philox_exp_noise(seeds, K + 1, V)
+    args = _to(device, drafts, draft_probs, x, temperature, None, None, uniforms)
+    got = verify_rejection(*args, None, seeds=seeds)
+    mat = verify_rejection(*args, noise)
+    ref = verify_rejection_ref(drafts, draft_probs, x, temperature, None, None, uniforms, noise.cpu())
+    assert torch.equal(got[0], mat[0]) and torch.equal(got[1], mat[1])
+    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
 
 
 def test_rejects_bad_arguments(device):
@@ -191,6 +215,8 @@ def test_rejects_bad_arguments(device):
         verify_rejection(d, None, x, t, None, None, u, e[:, :K])
     with pytest.raises(ValueError, match="draft_probs"):
         verify_rejection(d, torch.ones(B, K, V + 1, device=device), x, t, None, None, u, e)
+    with pytest.raises(ValueError, match="seeds"):
+        verify_rejection(d, None, x, t, None, None, u, None)
     with pytest.raises(ValueError, match="out_tokens"):
         verify_greedy(d, x, out_tokens=torch.empty(B, K, dtype=torch.int64, device=device))
 
@@ -217,3 +243,8 @@ def test_verify_real_vocab_gpu(device, B, K):
         ref = verify_rejection_ref(*args)
         assert torch.equal(got[0], ref[0]), (one_hot, filters)
         assert torch.equal(got[1], ref[1]), (one_hot, filters)
+    seeds = torch.arange(B, dtype=torch.int64, device=device) + 99
+    args = _to(device, drafts, None, x, temperature, None, None, uniforms)
+    got = verify_rejection(*args, None, seeds=seeds)
+    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])

@@ -62,6 +62,25 @@ def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
+def _philox_exp(seeds_ptr, b, j, V, offs):
+    # Exp(1) noise of element (b, j, offs): -log(U), U = Philox uniform in [0, 1) keyed by seeds[b] and
+    # the flat offset j * V + offs (U = 0, probability ~1e-9, gives E = inf: that token cannot win).
+    seed = tl.load(seeds_ptr + b)
+    return -tl.log(tl.rand(seed, j * V + offs))
+
+
+@triton.jit
+def _philox_noise_kernel(seeds_ptr, out_ptr, V, NJ, BLOCK: tl.constexpr):
+    # out [B, NJ, V] fp32 contiguous; program (b * NJ + j, chunk)
+    row = tl.program_id(0)
+    b = row // NJ
+    j = row % NJ
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    e = _philox_exp(seeds_ptr, b, j, V, offs)
+    tl.store(out_ptr + row.to(tl.int64) * V + offs, e, mask=offs < V)
+
+
+@triton.jit
 def _key_to_float(key):
     # inverse of the order-preserving key (negative floats: all bits flipped; others: sign bit set)
     b = tl.where(key >= 0x80000000, key ^ 0x80000000, key ^ 0xFFFFFFFF)
@@ -161,15 +180,16 @@ def _topk_topp_threshold_kernel(
 
 @triton.jit
 def _row_stats_kernel(
-    logits_ptr, noise_ptr, draft_ptr, temperature_ptr, thresh_ptr,
+    logits_ptr, noise_ptr, seeds_ptr, draft_ptr, temperature_ptr, thresh_ptr,
     part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
     V, NJ, split_len, num_splits,
     stride_lb, stride_lj, stride_nb, stride_nj, stride_db,
     GREEDY: tl.constexpr, HAS_THRESH: tl.constexpr, NEED_SUM: tl.constexpr, RACE_MODE: tl.constexpr,
-    BLOCK: tl.constexpr,
+    PHILOX: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # logits  [B, NJ, V] float, last stride 1; row = b * NJ + j, split = program_id(1)
-    # noise   [B, NJ, V] fp32 Exp(1), last stride 1 (read only when the race runs)
+    # noise   [B, NJ, V] fp32 Exp(1), last stride 1 (read only when the race runs), or with PHILOX
+    #         generated in registers: E = -log(tl.rand(seeds[b], j * V + i)) (see philox_exp_noise)
     # draft   [B, NJ - 1] int (RACE_MODE 1: the race of row j < NJ - 1 excludes draft[b, j])
     # thresh  [B * NJ] fp32 filter threshold on s = x / T (HAS_THRESH)
     # part_*  [B * NJ, num_splits]: max of s, sum exp(s - max), first argmax of s,
@@ -231,7 +251,10 @@ def _row_stats_kernel(
         i_vec = tl.where(s > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
         m_vec = tl.maximum(m_vec, s)
         if RACE_MODE != 0:
-            e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
+            if PHILOX:
+                e = _philox_exp(seeds_ptr, b, j, V, offs)
+            else:
+                e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
             r = s - tl.log(e)
             if RACE_MODE == 1:
                 r = tl.where(offs == excl, float("-inf"), r)
@@ -298,6 +321,33 @@ def _check_row_params(B: int, device: torch.device, temperature, top_k, top_p) -
         raise ValueError("temperature must be contiguous")
 
 
+def _check_seeds(seeds, B: int, device: torch.device) -> None:
+    if seeds is None:
+        raise ValueError("exp_noise is None: pass seeds ([B] int64 device tensor) for in-kernel Philox noise")
+    check_tensor("seeds", seeds, dtype=torch.int64, ndim=1, device=device)
+    if seeds.shape[0] != B or seeds.stride(0) != 1:
+        raise ValueError(f"seeds must be a contiguous [{B}] int64 tensor, got shape {tuple(seeds.shape)}")
+
+
+def philox_exp_noise(seeds: torch.Tensor, num_positions: int, vocab_size: int) -> torch.Tensor:
+    """E[b, j, i] = −log U, U = Philox ``tl.rand(seeds[b], j·V + i)``: the Exp(1) noise that the seeds mode
+    of ``sample``/``verify_rejection`` makes in registers, written out (for tests and the references).
+
+    seeds: [B] int64 on CUDA (CPU under TRITON_INTERPRET=1). Returns [B, num_positions, vocab_size] fp32.
+    Requires num_positions·vocab_size < 2^31. Raises ValueError/TypeError on bad arguments.
+    """
+    check_tensor("seeds", seeds, dtype=torch.int64, ndim=1)
+    check_runnable_device("seeds", seeds)
+    if num_positions < 1 or vocab_size < 1 or num_positions * vocab_size >= 2**31:
+        raise ValueError(f"need 1 <= num_positions*vocab_size < 2^31, got {num_positions}*{vocab_size}")
+    B = seeds.shape[0]
+    out = torch.empty(B, num_positions, vocab_size, dtype=torch.float32, device=seeds.device)
+    block = _INTERP_BLOCK if seeds.device.type != "cuda" else 1024
+    _philox_noise_kernel[(B * num_positions, triton.cdiv(vocab_size, block))](
+        seeds.contiguous(), out, vocab_size, num_positions, BLOCK=block)
+    return out
+
+
 def launch_thresholds(logits3: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
                       top_p: torch.Tensor | None) -> torch.Tensor | None:
     """Per-row filter thresholds [B * NJ] fp32 for logits3 [B, NJ, V] (None when both filters are None)."""
@@ -347,7 +397,7 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
 
 
 def launch_row_stats(logits3, noise3, draft, temperature, thresh, *, mode: str, need_sum: bool,
-                     race_mode: int, config: tuple[int, int, int] | None = None):
+                     race_mode: int, config: tuple[int, int, int] | None = None, seeds=None):
     """Run _row_stats_kernel over logits3 [B, NJ, V]; return (num_splits, part_max, part_sum, part_idx,
     part_race, part_ridx) with partials [B * NJ, num_splits]."""
     B, NJ, V = logits3.shape
@@ -366,26 +416,29 @@ def launch_row_stats(logits3, noise3, draft, temperature, thresh, *, mode: str, 
     draft_t = draft if draft is not None else part_idx
     temp = temperature if temperature is not None else part_max
     _row_stats_kernel[(rows, splits)](
-        logits3, noise3, draft_t, temp, thresh if thresh is not None else part_max,
+        logits3, noise3, seeds if seeds is not None else part_idx, draft_t, temp,
+        thresh if thresh is not None else part_max,
         part_max, part_sum, part_idx, part_race, part_ridx,
         V, NJ, split_len, splits,
         logits3.stride(0), logits3.stride(1), noise3.stride(0), noise3.stride(1),
         draft_t.stride(0) if draft_t.dim() == 2 else 0,
         GREEDY=mode == "greedy", HAS_THRESH=thresh is not None, NEED_SUM=need_sum, RACE_MODE=race_mode,
-        BLOCK=block, num_warps=warps,
+        PHILOX=seeds is not None, BLOCK=block, num_warps=warps,
     )
     return splits, part_max, part_sum, part_idx, part_race, part_ridx
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
-           top_p: torch.Tensor | None, exp_noise: torch.Tensor, *, out: torch.Tensor | None = None,
-           config: tuple[int, int, int] | None = None) -> torch.Tensor:
+           top_p: torch.Tensor | None, exp_noise: torch.Tensor | None, *, seeds: torch.Tensor | None = None,
+           out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None) -> torch.Tensor:
     """token = argmax(x) if T == 0 else argmax_i softmax(top_k_top_p(x / T))_i / E_i (exponential race).
 
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous.
     temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties). top_k: [B] int32 (0 = off) or None.
     top_p: [B] fp32 in (0, 1] (1 = off) or None. exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded
-    generator, last dim contiguous (rows with T == 0 are not read). out: optional [B] int64 buffer.
+    generator, last dim contiguous (rows with T == 0 are not read); or None with seeds: [B] int64 on the
+    device, the noise then made in registers by Philox, equal to ``philox_exp_noise(seeds, 1, V)[:, 0]``
+    (change the seeds every step; no noise tensor is written or read). out: optional [B] int64 buffer.
     config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
     Returns tokens [B] int64. No host synchronisation (CUDA-graph safe).
     Raises ValueError/TypeError naming a bad argument. Semantics: vLLM Sampler; reference ``sample_ref``.
@@ -397,9 +450,13 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     if logits.stride(1) != 1:
         raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
     _check_row_params(B, dev, temperature, top_k, top_p)
-    check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=2, device=dev)
-    if exp_noise.shape != (B, V) or exp_noise.stride(1) != 1:
-        raise ValueError(f"exp_noise must be [{B}, {V}] with a contiguous last dim, got {tuple(exp_noise.shape)}")
+    if exp_noise is None:
+        _check_seeds(seeds, B, dev)
+    else:
+        check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=2, device=dev)
+        if exp_noise.shape != (B, V) or exp_noise.stride(1) != 1:
+            raise ValueError(f"exp_noise must be [{B}, {V}] with a contiguous last dim, got {tuple(exp_noise.shape)}")
+        seeds = None
     if out is None:
         out = torch.empty(B, dtype=torch.int64, device=dev)
     elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
@@ -407,8 +464,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     logits3 = logits[:, None, :]
     thresh = launch_thresholds(logits3, temperature, top_k, top_p)
     splits, pmax, _, pidx, prace, pridx = launch_row_stats(
-        logits3, exp_noise[:, None, :], None, temperature, thresh, mode="sample", need_sum=False,
-        race_mode=2, config=config)
+        logits3, None if exp_noise is None else exp_noise[:, None, :], None, temperature, thresh, mode="sample",
+        need_sum=False, race_mode=2, config=config, seeds=seeds)
     _sample_combine_kernel[(B,)](temperature, pmax, pidx, prace, pridx, out, splits,
                                  SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out

@@ -26,6 +26,8 @@ from tritonseek.kernels._utils import check_runnable_device, check_tensor
 from tritonseek.kernels.sampling import (
     _check_row_params,
     launch_row_stats,
+    _check_seeds,
+    _philox_exp,
     launch_thresholds,
     stats_launch_config,
 )
@@ -62,11 +64,11 @@ def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part
 
 @triton.jit
 def _residual_race_kernel(
-    logits_ptr, noise_ptr, draft_probs_ptr, temperature_ptr, thresh_ptr,
+    logits_ptr, noise_ptr, seeds_ptr, draft_probs_ptr, temperature_ptr, thresh_ptr,
     part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
     V, K, split_len, num_splits,
     stride_lb, stride_lj, stride_nb, stride_nj, stride_qb, stride_qj,
-    HAS_THRESH: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_THRESH: tl.constexpr, PHILOX: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # logits [B, K+1, V], noise [B, K+1, V], draft_probs [B, K, V], all with last stride 1.
     # program (b * K + j, split) for draft position j < K: race of r_i = max(0, p_i - q_i),
@@ -102,7 +104,10 @@ def _residual_race_kernel(
             s = tl.where(s >= thr, s, float("-inf"))
         p = tl.exp(s - m_safe) * inv_l
         q = tl.load(q_row + offs, mask=msk, other=0.0).to(tl.float32)
-        e = tl.load(n_row + offs, mask=msk, other=1.0)
+        if PHILOX:
+            e = _philox_exp(seeds_ptr, b, j, V, offs)
+        else:
+            e = tl.load(n_row + offs, mask=msk, other=1.0)
         r = tl.maximum(p - q, 0.0)
         score = tl.where(r > 0, tl.log(tl.maximum(r, 1e-38)) - tl.log(e), float("-inf"))
         ri_vec = tl.where(score > r_vec, offs, ri_vec)
@@ -241,8 +246,9 @@ def verify_rejection(
     top_k: torch.Tensor | None,
     top_p: torch.Tensor | None,
     uniforms: torch.Tensor,
-    exp_noise: torch.Tensor,
+    exp_noise: torch.Tensor | None,
     *,
+    seeds: torch.Tensor | None = None,
     out_tokens: torch.Tensor | None = None,
     out_num_accepted: torch.Tensor | None = None,
     config: tuple[int, int, int] | None = None,
@@ -258,7 +264,10 @@ def verify_rejection(
     contiguous, or None. target_logits: [B, K+1, V] fp32/bf16/fp16, last dim contiguous, CUDA (CPU under
     TRITON_INTERPRET=1). temperature: [B] fp32 >= 0. top_k: [B] int32 (0 = off) or None.
     top_p: [B] fp32 in (0, 1] (1 = off) or None. uniforms: [B, K] fp32 in [0, 1).
-    exp_noise: [B, K+1, V] fp32 i.i.d. Exp(1) > 0, last dim contiguous (rows with T == 0 unread).
+    exp_noise: [B, K+1, V] fp32 i.i.d. Exp(1) > 0, last dim contiguous (rows with T == 0 unread); or
+    None with seeds: [B] int64 device tensor, the noise then made in registers by Philox, equal to
+    ``philox_exp_noise(seeds, K+1, V)`` (no noise tensor written or read: half the bytes; change the
+    seeds every step).
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
     (BLOCK, num_warps, programs per SM) override.
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]).
@@ -271,10 +280,16 @@ def verify_rejection(
     check_tensor("uniforms", uniforms, dtype=torch.float32, ndim=2, device=dev)
     if uniforms.shape != (B, K) or uniforms.stride(1) != 1:
         raise ValueError(f"uniforms must be [{B}, {K}] with a contiguous last dim, got {tuple(uniforms.shape)}")
-    check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=3, device=dev)
-    if exp_noise.shape != (B, K + 1, V) or exp_noise.stride(2) != 1:
-        raise ValueError(f"exp_noise must be [{B}, {K + 1}, {V}] with a contiguous last dim, "
-                         f"got {tuple(exp_noise.shape)}")
+    if exp_noise is None:
+        _check_seeds(seeds, B, dev)
+        if (K + 1) * V >= 2**31:
+            raise ValueError(f"Philox noise offsets need (K+1)*V < 2^31, got {(K + 1) * V}")
+    else:
+        check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=3, device=dev)
+        if exp_noise.shape != (B, K + 1, V) or exp_noise.stride(2) != 1:
+            raise ValueError(f"exp_noise must be [{B}, {K + 1}, {V}] with a contiguous last dim, "
+                             f"got {tuple(exp_noise.shape)}")
+        seeds = None
     if draft_probs is not None:
         check_tensor("draft_probs", draft_probs, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=3,
                      device=dev)
@@ -287,17 +302,19 @@ def verify_rejection(
     thresh = launch_thresholds(target_logits, temperature, top_k, top_p)
     splits, pmax, psum, pidx, prace, pridx = launch_row_stats(
         target_logits, exp_noise, draft_tokens, temperature, thresh, mode="sample", need_sum=True,
-        race_mode=1 if one_hot else 2, config=config)
+        race_mode=1 if one_hot else 2, config=config, seeds=seeds)
     spl2 = triton.next_power_of_2(splits)
     if not one_hot:
         block, warps, _, split_len = stats_launch_config("sample", B * (K + 1), V, dev, config)  # same plan
         _residual_race_kernel[(B * K, splits)](
-            target_logits, exp_noise, draft_probs, temperature, thresh if thresh is not None else pmax,
+            target_logits, exp_noise if exp_noise is not None else target_logits,
+            seeds if seeds is not None else pidx, draft_probs, temperature, thresh if thresh is not None else pmax,
             pmax, psum, pidx, prace, pridx,
             V, K, split_len, splits,
-            target_logits.stride(0), target_logits.stride(1), exp_noise.stride(0), exp_noise.stride(1),
+            target_logits.stride(0), target_logits.stride(1),
+            exp_noise.stride(0) if exp_noise is not None else 0, exp_noise.stride(1) if exp_noise is not None else 0,
             draft_probs.stride(0), draft_probs.stride(1),
-            HAS_THRESH=thresh is not None, SPLITS=spl2, BLOCK=block, num_warps=warps,
+            HAS_THRESH=thresh is not None, PHILOX=seeds is not None, SPLITS=spl2, BLOCK=block, num_warps=warps,
         )
     _verify_combine_kernel[(B,)](
         draft_tokens, draft_probs if draft_probs is not None else uniforms, target_logits, temperature,

@@ -90,3 +90,22 @@ def test_info_runs():
     r = run("info")
     assert r.exit_code == 0, r.output
     assert "torch" in r.stdout and "triton" in r.stdout and "mla_decode" in r.stdout
+
+
+def test_hf_id_resolves_from_local_cache(tmp_path, monkeypatch):
+    """An owner/name id found in the local HF cache (hub layout: models--o--n/snapshots/<rev>) loads offline."""
+    import shutil
+
+    from tritonseek.engine.llm import DEFAULT_MODEL_DIR
+
+    snap = tmp_path / "models--someone--tiny-deepseek" / "snapshots" / "0123abcd"
+    shutil.copytree(DEFAULT_MODEL_DIR, snap)
+    (tmp_path / "models--someone--tiny-deepseek" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-deepseek" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    r = run("generate", "--prompt", "def f(x):", "-n", "4", "--model", "someone/tiny-deepseek")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("def f(x):")

@@ -50,7 +50,7 @@ BATCHES = (1, 16, 64)
 KS = (1, 3)
 COPY_GBPS = 4270.0
 TARGET_GBPS = 0.8 * COPY_GBPS
-SWEEP_CANDIDATES = [(1024, 4, 4), (2048, 4, 4), (2048, 8, 4), (4096, 8, 2), (4096, 8, 4), (2048, 4, 8)]
+SWEEP_CANDIDATES = [(1024, 4, 6), (2048, 4, 6), (1024, 4, 4), (2048, 8, 3), (4096, 8, 2), (1024, 4, 8)]
 SWEEP_CASES = [(1, 1), (16, 3), (64, 3)]
 DEVICE = "cuda"
 
@@ -216,6 +216,86 @@ def run_sampler(env, rows, out_f, deadline):
     bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_philox", "sample_topk_topp"), [(B, 0) for B in BATCHES])
 
 
+def compile_check() -> int:
+    """Compile every kernel variant for sm_90a with ptxas (no GPU needed; run WITHOUT TRITON_INTERPRET).
+
+    Catches what the interpreter lets through (loop-carried type changes, constexpr misuse) and
+    prints registers/spills per variant. Returns the number of variants that failed.
+    """
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tritonseek.kernels import spec_verify as SV
+
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    failures = 0
+
+    def comp(fn, sig: dict, consts: dict, warps: int, div: tuple = ()) -> None:
+        nonlocal failures
+        names = list(sig) + list(consts)
+        attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div}  # as the launcher specializes
+        src = ASTSource(fn, {**sig, **{k: "constexpr" for k in consts}}, consts, attrs)
+        try:
+            k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+        except Exception as e:  # noqa: BLE001 - report every failing variant
+            failures += 1
+            print(f"FAIL {fn.__name__} {consts}: {type(e).__name__}: {str(e)[-800:]}", flush=True)
+            return
+        info = ""
+        if os.path.exists(ptxas):
+            with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+                f.write(k.asm["ptx"])
+            r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", f.name, "-o", os.devnull],
+                               capture_output=True, text=True)
+            os.unlink(f.name)
+            info = " ".join(re.sub(r".*ptxas info\s*:\s*", "", ln) for ln in r.stderr.splitlines()
+                            if "Used" in ln or "spill" in ln)
+        print(f"ok   {fn.__name__} {consts} warps={warps} | {info}", flush=True)
+
+    fp, i32, i64p = "*fp32", "i32", "*i64"
+    stats = dict(logits_ptr=fp, noise_ptr=fp, seeds_ptr=i64p, draft_ptr=i64p, temperature_ptr=fp, thresh_ptr=fp,
+                 part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
+                 V=i32, NJ=i32, split_len=i32, num_splits=i32, stride_lb=i32, stride_lj=i32, stride_nb=i32,
+                 stride_nj=i32, stride_db=i32)
+    div = ("logits_ptr", "noise_ptr", "V", "split_len", "stride_lb", "stride_lj", "stride_nb", "stride_nj")
+    for greedy, thresh, need_sum, race, philox in [(True, False, False, 0, False), (False, False, False, 2, False),
+                                                   (False, True, True, 1, False), (False, False, True, 1, True),
+                                                   (False, True, True, 2, False), (False, False, False, 2, True)]:
+        block, warps, _ = S.STATS_CONFIGS["greedy" if greedy else "sample"]
+        comp(S._row_stats_kernel, stats, dict(GREEDY=greedy, HAS_THRESH=thresh, NEED_SUM=need_sum, RACE_MODE=race,
+                                              PHILOX=philox, BLOCK=block), warps, div)
+    thr = dict(logits_ptr=fp, temperature_ptr=fp, top_k_ptr="*i32", top_p_ptr=fp, thresh_ptr=fp, V=i32, NJ=i32,
+               stride_lb=i32, stride_lj=i32)
+    for hk, hp in [(True, True), (True, False), (False, True)]:
+        comp(S._topk_topp_threshold_kernel, thr, dict(HAS_TOP_K=hk, HAS_TOP_P=hp, BLOCK=S.THRESH_CONFIG[0]),
+             S.THRESH_CONFIG[1])
+    comp(S._sample_combine_kernel, dict(temperature_ptr=fp, part_max_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp,
+                                        part_ridx_ptr="*i32", out_ptr=i64p, num_splits=i32), dict(SPLITS=128), 1)
+    comp(S._philox_noise_kernel, dict(seeds_ptr=i64p, out_ptr=fp, V=i32, NJ=i32), dict(BLOCK=1024), 4)
+    comb = dict(draft_ptr=i64p, draft_probs_ptr=fp, logits_ptr=fp, temperature_ptr=fp, thresh_ptr=fp, uniforms_ptr=fp,
+                part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
+                out_ptr=i64p, num_acc_ptr="*i32", V=i32, num_splits=i32, stride_db=i32, stride_qb=i32,
+                stride_qj=i32, stride_lb=i32, stride_lj=i32, stride_ub=i32, stride_ob=i32)
+    for K, greedy, one_hot, thresh_on in [(1, True, True, False), (4, True, True, False), (3, False, True, True),
+                                          (4, False, False, False), (1, False, True, False)]:
+        comp(SV._verify_combine_kernel, comb, dict(K=K, GREEDY=greedy, ONE_HOT=one_hot, HAS_THRESH=thresh_on,
+                                                   SPLITS=128), 1)
+    res = dict(logits_ptr=fp, noise_ptr=fp, seeds_ptr=i64p, draft_probs_ptr=fp, temperature_ptr=fp, thresh_ptr=fp,
+               part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
+               V=i32, K=i32, split_len=i32, num_splits=i32, stride_lb=i32, stride_lj=i32, stride_nb=i32,
+               stride_nj=i32, stride_qb=i32, stride_qj=i32)
+    for thresh_on, philox in [(False, False), (True, True)]:
+        block, warps, _ = S.STATS_CONFIGS["sample"]
+        comp(SV._residual_race_kernel, res, dict(HAS_THRESH=thresh_on, PHILOX=philox, SPLITS=128, BLOCK=block),
+             warps, div)
+    print(f"compile check: {failures} failure(s)", flush=True)
+    return failures
+
+
 def run_mtp_e2e_suite(argv: list[str]) -> None:
     """The ``mtp_e2e`` suite: forwards to benchmarks/bench_e2e.py (which imports benchmarks/mtp_e2e.py)."""
     import runpy
@@ -231,7 +311,11 @@ def main():
     p.add_argument("--out", default="mtp_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
     p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
+    p.add_argument("--compile-check", action="store_true",
+                   help="compile every kernel variant for sm_90a (no GPU needed; unset TRITON_INTERPRET)")
     args, rest = p.parse_known_args()
+    if args.compile_check:
+        sys.exit(1 if compile_check() else 0)
     if args.dry:
         global DEVICE, VOCAB, BATCHES, SWEEP_CANDIDATES, SWEEP_CASES
         DEVICE, VOCAB, BATCHES = "cpu", 300, (1, 3)

@@ -26,15 +26,18 @@ from tritonseek.kernels._utils import check_runnable_device, check_tensor, inter
 
 # --------------------------------------------------------------------------------------------
 # Launch configuration (no autotuner: split counts must be shape-only so graphs stay valid).
-# Winners of the H200 sweep in benchmarks/bench_mtp.py (keyed by kernel mode); CPU/interpreter
-# uses small blocks so interpreter tests stay fast.
+# NOT yet tuned on the H200 (no device time was left in the session that wrote this): chosen from
+# ptxas register counts for sm_90a (stats kernel: 56 regs greedy BLOCK 2048 × 4 warps, 72 regs
+# rejection BLOCK 1024 × 4 warps, no spills) so that `programs per SM` programs are resident at once
+# with ≥ 32 KB of loads in flight per SM. `benchmarks/bench_mtp.py --sweep` checks and times
+# candidates and prints the winners to copy here. The interpreter uses small blocks (fast tests).
 # --------------------------------------------------------------------------------------------
 STATS_CONFIGS = {
     # mode: (BLOCK, num_warps, programs per SM)
-    "greedy": (2048, 4, 4),
-    "sample": (2048, 8, 4),
+    "greedy": (2048, 4, 6),
+    "sample": (1024, 4, 6),
 }
-THRESH_CONFIG = (1024, 8)  # (BLOCK, num_warps) of the radix-select threshold kernel
+THRESH_CONFIG = (1024, 8)  # (BLOCK, num_warps) of the radix-select threshold kernel (121 regs, no spills)
 _INTERP_BLOCK = 64
 
 
@@ -47,12 +50,14 @@ def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
                         override: tuple[int, int, int] | None = None) -> tuple[int, int, int, int]:
     """(BLOCK, num_warps, num_splits, split_len) for streaming ``rows`` rows of length V."""
     if device.type != "cuda":
-        block, warps, per_sm, sms = _INTERP_BLOCK, 4, 2, 2
+        block, warps, per_sm, sms = _INTERP_BLOCK, 4, 4, 2  # 8 "slots": several splits in CPU tests
     else:
         block, warps, per_sm = override or STATS_CONFIGS[mode]
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     chunks = triton.cdiv(V, block)
-    splits = max(1, min(chunks, triton.cdiv(per_sm * sms, rows)))
+    # as many splits as fit in ONE wave of per_sm programs per SM (floor: a second, partial wave of
+    # equal-sized programs would cost a whole extra program time)
+    splits = max(1, min(chunks, (per_sm * sms) // rows))
     split_len = triton.cdiv(chunks, splits) * block
     splits = triton.cdiv(V, split_len)
     return block, warps, splits, split_len
@@ -97,7 +102,7 @@ def _radix_select(row_ptr, V, temp, lower, m, target, USE_MASS: tl.constexpr, BL
     acc = tl.zeros((), dtype=tl.float32)
     found = tl.zeros((), dtype=tl.int1)
     for r in tl.static_range(8):
-        shift: tl.constexpr = 28 - 4 * r
+        shift = 28 - 4 * r  # constexpr: r comes from static_range
         hist = tl.zeros([16], dtype=tl.float32)
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)

@@ -109,7 +109,7 @@ def _residual_race_kernel(
         else:
             e = tl.load(n_row + offs, mask=msk, other=1.0)
         r = tl.maximum(p - q, 0.0)
-        score = tl.where(r > 0, tl.log(tl.maximum(r, 1e-38)) - tl.log(e), float("-inf"))
+        score = tl.where(r > 0, tl.log(tl.maximum(r, 1e-30)) - tl.log(e), float("-inf"))
         ri_vec = tl.where(score > r_vec, offs, ri_vec)
         r_vec = tl.maximum(r_vec, score)
     rmax = tl.max(r_vec, axis=0)

@@ -213,7 +213,8 @@ def run_spec_verify(env, rows, out_f, deadline):
 
 
 def run_sampler(env, rows, out_f, deadline):
-    bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_philox", "sample_topk_topp"), [(B, 0) for B in BATCHES])
+    bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_philox", "sample_topk_topp"),
+              [(B, 0) for B in BATCHES])
 
 
 def compile_check() -> int:

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_runnable_device, check_tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,7 +475,3 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
                                  SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out
 
-
-def interpreter_block() -> int:
-    """BLOCK used under the interpreter (tests pick V around it to cover chunk/split boundaries)."""
-    return _INTERP_BLOCK if interpreter_active() else STATS_CONFIGS["sample"][0]

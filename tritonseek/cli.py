@@ -33,10 +33,16 @@ def _user_errors():
 
 
 def _read_prompts(path: Path) -> list[dict]:
-    if not path.is_file():
+    if not path.exists():
         _fail(f"--prompts-file {path} does not exist")
+    if not path.is_file():
+        _fail(f"--prompts-file {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        _fail(f"--prompts-file {path} is not UTF-8 (byte {e.start}: {e.reason})")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -51,6 +57,19 @@ def _read_prompts(path: Path) -> list[dict]:
     if not rows:
         _fail(f"--prompts-file {path} holds no prompts")
     return rows
+
+
+def _check_output(output: Path) -> None:
+    """Fail before any generation if the results could not be written to ``output``."""
+    import os
+
+    if output.is_dir():
+        _fail(f"--output {output} is a directory; give a file path")
+    parent = output.resolve().parent
+    if not parent.is_dir():
+        _fail(f"--output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        _fail(f"--output {output} is not writable")
 
 
 @app.command()
@@ -81,7 +100,14 @@ def generate(
         _fail("--output must not overwrite --prompts-file")
     if top_p <= 0:
         _fail("--top-p must be in (0, 1]")
+    if compare and not mtp:
+        _fail("--compare needs --mtp K")
+    if output is not None:
+        _check_output(output)
     rows = _read_prompts(prompts_file) if prompts_file else [{"prompt": prompt}]
+    if temperature == 0 and (top_k or top_p < 1.0):
+        err.print("[dim]note: --top-k/--top-p apply only when sampling (--temperature > 0); decoding greedily[/]",
+                  soft_wrap=True)
 
     from tritonseek.engine.llm import LLM
     from tritonseek.engine.sampling_params import SamplingParams
@@ -100,9 +126,12 @@ def generate(
         sys.stdout.write(delta)
         sys.stdout.flush()
 
+    started = False
     try:
+        llm.validate_requests([r["prompt"] for r in rows], params, chat=chat, mtp=mtp)
         if stream:
             sys.stdout.write(prompt)
+            started = True
         if compare and mtp:
             # Warm both paths first so neither timed run pays Triton's JIT compilation.
             warm = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
@@ -113,25 +142,28 @@ def generate(
                                mtp=mtp)
         s = llm.last_stats
         if compare:
-            if not mtp:
-                raise ValueError("--compare needs --mtp K")
             llm.generate([r["prompt"] for r in rows], params, chat=chat)
             base = llm.last_stats
             s.extra["speedup"] = s.tokens_per_s / base.tokens_per_s if base.tokens_per_s else float("nan")
             llm.last_stats = s
     except _user_errors() as e:
-        if stream:
+        if started:
             sys.stdout.write("\n")
         _fail(str(e))
     if stream:
         sys.stdout.write("\n")
     else:
+        lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
+                            ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
         tmp = output.with_name(output.name + ".tmp")
-        with tmp.open("w") as f:
-            for row, r in zip(rows, results):
-                f.write(json.dumps({**row, "output": r.text, "token_ids": r.token_ids,
-                                    "finish_reason": r.finish_reason}, ensure_ascii=False) + "\n")
-        tmp.replace(output)
+        try:
+            tmp.write_text("".join(lines), encoding="utf-8")
+            tmp.replace(output)
+        except OSError as e:
+            # Never lose finished work: hand the rows to stdout instead.
+            sys.stdout.write("".join(lines))
+            tmp.unlink(missing_ok=True)
+            _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout instead")
     s = llm.last_stats
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
             f"backend {s.backend} · device {s.device}")

@@ -109,3 +109,40 @@ def test_hf_id_resolves_from_local_cache(tmp_path, monkeypatch):
     r = run("generate", "--prompt", "def f(x):", "-n", "4", "--model", "someone/tiny-deepseek")
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("def f(x):")
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (("--output", "{tmp}/nodir/sub/o.jsonl"), "does not exist"),
+        (("--output", "{tmp}"), "is a directory"),
+    ],
+)
+def test_bad_output_fails_before_generating(tmp_path, extra, needle):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "x = 1"}\n')
+    args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    r = run("generate", "--prompts-file", str(src), *args, "-n", "2")
+    assert r.exit_code != 0 and needle in r.stderr and "Traceback" not in r.output
+    assert "prompt tokens" not in r.stderr  # nothing was generated
+
+
+def test_prompts_file_not_utf8_or_a_directory(tmp_path):
+    bad = tmp_path / "lat1.jsonl"
+    bad.write_bytes(b'{"prompt": "\xff\xfe"}\n')
+    r = run("generate", "--prompts-file", str(bad), "--output", str(tmp_path / "o.jsonl"))
+    assert r.exit_code != 0 and "is not UTF-8" in r.stderr
+    r = run("generate", "--prompts-file", str(tmp_path), "--output", str(tmp_path / "o.jsonl"))
+    assert r.exit_code != 0 and "is not a file" in r.stderr
+
+
+def test_compare_without_mtp_and_too_long_prompt_fail_before_generating():
+    r = run("generate", "-p", "def f(x):", "-n", "8", "--compare")
+    assert r.exit_code != 0 and "--compare needs --mtp K" in r.stderr and r.stdout == ""
+    r = run("generate", "-p", "x " * 3000, "-n", "8")
+    assert r.exit_code != 0 and "max_position_embeddings" in r.stderr and r.stdout == ""
+
+
+def test_seed_out_of_range():
+    r = run("generate", "-p", "x", "-t", "1", "--seed", str(2**70))
+    assert r.exit_code != 0 and "seed=" in r.stderr and "Traceback" not in r.output

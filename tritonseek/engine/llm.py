@@ -134,16 +134,13 @@ class LLM:
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         return self.tokenizer.apply_chat_template(prompt) if chat else self.tokenizer.encode(prompt)
 
-    def generate(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None, *,
-                 chat: bool = False, on_text: Callable[[int, str], None] | None = None,
-                 mtp: int = 0) -> list[RequestOutput]:
-        """Generate for each prompt; returns one :class:`RequestOutput` per prompt, in order.
+    def validate_requests(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None,
+                          *, chat: bool = False, mtp: int = 0) -> tuple[list[list[int]], list[SamplingParams]]:
+        """Check a request without running the model; returns (token ids per prompt, params per prompt).
 
-        on_text(i, delta) is called with each new piece of prompt i's text as soon as its UTF-8 is
-        complete (streaming). mtp=K (1–4) decodes speculatively with K drafts per step from the
-        checkpoint's MTP layer (acceptance in ``last_stats.extra``). Raises ValueError before any
-        model work when a prompt is empty, prompt + max_new_tokens exceeds
-        max_position_embeddings, or mtp is asked of a checkpoint without MTP weights.
+        Raises ValueError/TypeError (naming the prompt index, from 0) for: mtp outside 1–4 or a
+        checkpoint without MTP weights, an empty prompt list, a non-str prompt, a prompt empty after
+        tokenization, or prompt + max_new_tokens > max_position_embeddings.
         """
         if mtp:
             if not isinstance(mtp, int) or not 1 <= mtp <= 4:
@@ -160,8 +157,8 @@ class LLM:
         plist = params if isinstance(params, list) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
-        seqs = []
         max_pos = self.config.max_position_embeddings
+        encoded = []
         for i, (prompt, p) in enumerate(zip(prompts, plist)):
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt {i} must be a str, got {type(prompt).__name__}")
@@ -173,6 +170,25 @@ class LLM:
                     f"prompt {i} has {len(ids)} tokens; with max_new_tokens={p.max_new_tokens} that exceeds "
                     f"max_position_embeddings={max_pos}"
                 )
+            encoded.append(ids)
+        return encoded, plist
+
+    def generate(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None, *,
+                 chat: bool = False, on_text: Callable[[int, str], None] | None = None,
+                 mtp: int = 0) -> list[RequestOutput]:
+        """Generate for each prompt; returns one :class:`RequestOutput` per prompt, in order.
+
+        on_text(i, delta) is called with each new piece of prompt i's text as soon as its UTF-8 is
+        complete (streaming). mtp=K (1–4) decodes speculatively with K drafts per step from the
+        checkpoint's MTP layer (acceptance in ``last_stats.extra``). Raises ValueError before any
+        model work when a prompt is empty, prompt + max_new_tokens exceeds
+        max_position_embeddings, or mtp is asked of a checkpoint without MTP weights.
+        """
+        encoded, plist = self.validate_requests(prompts, params, chat=chat, mtp=mtp)
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        seqs = []
+        for i, (prompt, ids, p) in enumerate(zip(prompts, encoded, plist)):
             gen = None
             if p.temperature > 0:
                 gen = torch.Generator(device=self.device)

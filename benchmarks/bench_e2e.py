@@ -186,12 +186,16 @@ class SliceHarness:
         out = []
         g = torch.Generator().manual_seed(context * 1000 + batch)
         toks = torch.randint(2, self.cfg.vocab_size, (batch,), generator=g).tolist()
-        for i in range(batch):
-            s = Sequence(self._next, "", prompt, SamplingParams(max_new_tokens=1 << 20), None)
-            s.out_ids.append(toks[i])
-            self._next += 1
-            self.cache.ensure_capacity(s.seq_id, context + extra)
-            out.append(s)
+        try:
+            for i in range(batch):
+                s = Sequence(self._next, "", prompt, SamplingParams(max_new_tokens=1 << 20), None)
+                s.out_ids.append(toks[i])
+                self._next += 1
+                out.append(s)
+                self.cache.ensure_capacity(s.seq_id, context + extra)
+        except Exception:
+            self.release(out)  # a failed case must not leak its pages into the next one
+            raise
         return out
 
     def release(self, seqs):
@@ -451,8 +455,11 @@ def main(argv=None):
     print(f"built {a.model_name} ({a.backend}) in {time.perf_counter() - t:.1f}s; "
           f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9:.2f} GB of weights; "
           f"peak {b.peak_gb()} GB", flush=True)
-    max_tokens = max(max(a.batches) * (max(a.contexts) + 8), max(a.mtp_batches) * (a.mtp_context + 8),
-                     max(a.prefill_tokens) + 8)
+    def pages(batch, tokens):  # each sequence rounds up to whole pages
+        return batch * -(-tokens // PAGE) * PAGE
+
+    max_tokens = max(pages(max(a.batches), max(a.contexts) + 8), pages(max(a.mtp_batches), a.mtp_context + 8),
+                     pages(1, max(a.prefill_tokens) + 8))
     h = SliceHarness(b, model, max_tokens)
     with torch.inference_mode():
         if "e2e_decode" in a.suites:

@@ -205,6 +205,24 @@ def info():
     out.print(k)
 
 
+@app.command()
+def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2e (default: all)")):
+    """Run benchmark suites on the CUDA GPU (source checkout), print a table, append rows to benchmarks/results/."""
+    from rich.table import Table
+
+    from tritonseek.benchrun import BenchError, run_suites
+
+    try:
+        rows = run_suites(list(suites or []))
+    except BenchError as e:
+        _fail(str(e))
+    t = Table("suite", "case", "us", "TFLOP/s", "GB/s", "vs peer")
+    for r in rows:
+        t.add_row(str(r.get("suite")), json.dumps(r.get("case"), separators=(",", ":")), str(r.get("us_graph") or r.get("us")),
+                  str(r.get("tflops")), str(r.get("gbps")), str(r.get("ratio_vs_peer")))
+    out.print(t)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -146,3 +146,10 @@ def test_compare_without_mtp_and_too_long_prompt_fail_before_generating():
 def test_seed_out_of_range():
     r = run("generate", "-p", "x", "-t", "1", "--seed", str(2**70))
     assert r.exit_code != 0 and "seed=" in r.stderr and "Traceback" not in r.output
+
+
+def test_bench_on_cpu_fails_with_one_line():
+    r = run("bench", "mla")
+    assert r.exit_code != 0 and "needs a CUDA GPU" in r.stderr and "Traceback" not in r.output
+    r = run("bench", "nonsense")
+    assert r.exit_code != 0 and "unknown suite 'nonsense'" in r.stderr

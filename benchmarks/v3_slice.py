@@ -24,7 +24,7 @@ import math
 import torch
 
 from tritonseek.model.config import ModelConfig
-from tritonseek.model.layers import FP8_BLOCK, Linear, RMSNorm
+from tritonseek.model.layers import FP8_BLOCK, Linear, RMSNorm, VocabParallelEmbedding
 from tritonseek.model.model import DeepseekForCausalLM
 from tritonseek.model.moe import MoE
 from tritonseek.model.ops import Ops
@@ -124,7 +124,7 @@ def fill_random_(model: DeepseekForCausalLM, seed: int = 0) -> None:
                 mod.weight.data.normal_(0.0, 1.0 / math.sqrt(mod.in_features), generator=gen)
         elif isinstance(mod, RMSNorm):
             mod.weight.data.normal_(1.0, 0.05, generator=gen)
-        elif isinstance(mod, torch.nn.Embedding):
+        elif isinstance(mod, (torch.nn.Embedding, VocabParallelEmbedding)):
             if once(mod.weight):
                 mod.weight.data.normal_(0.0, 0.02, generator=gen)
         elif isinstance(mod, MoE):

@@ -72,6 +72,56 @@ def _check_output(output: Path) -> None:
         _fail(f"--output {output} is not writable")
 
 
+def _tensor_parallel(tp_size: int, device: str | None):
+    """--tp N: re-launch under torchrun (N processes), or join the group torchrun set up; rank > 0 is silent."""
+    import os
+
+    if tp_size == 1:
+        return None
+    if "WORLD_SIZE" not in os.environ:
+        import subprocess
+
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp_size}",
+               "-m", "tritonseek.cli", *sys.argv[1:]]
+        r = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        # Keep rank 0's own messages; drop torchrun's agent log (glog-style lines and what follows),
+        # which would bury a one-line user error under a launcher traceback.
+        import re
+
+        for line in r.stderr.splitlines():
+            if re.match(r"^[WEIF]\d{4} \d\d:\d\d:", line):
+                break
+            sys.stderr.write(line + "\n")
+        raise typer.Exit(r.returncode)
+    if int(os.environ["WORLD_SIZE"]) != tp_size:
+        _fail(f"--tp {tp_size} but torchrun started {os.environ['WORLD_SIZE']} processes")
+    import torch
+
+    from tritonseek.parallel import init_from_env
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    tp = init_from_env("cuda" if dev.startswith("cuda") else "cpu")
+    if tp.rank != 0:  # only rank 0 talks to the user
+        devnull = open(os.devnull, "w")
+        sys.stdout = sys.stderr = devnull
+    return tp
+
+
+def _first_failure(tp, failure: str | None) -> str | None:
+    """Every rank learns whether any rank failed (so all exit together), with the first message."""
+    import torch.distributed as dist
+
+    msgs: list = [None] * tp.world_size
+    dist.all_gather_object(msgs, failure)
+    for r, m in enumerate(msgs):
+        if m:
+            return m if r == tp.rank else f"rank {r} failed: {m}"
+    return None
+
+
 @app.command()
 def generate(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt text."),
@@ -88,6 +138,7 @@ def generate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (with --prompts-file)."),
     mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),
     compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
+    tp_size: int = typer.Option(1, "--tp", min=1, max=64, help="Tensor/expert-parallel processes (started with torchrun)."),
 ):
     """Generate text from a prompt (streamed) or a JSONL file of prompts."""
     if (prompt is None) == (prompts_file is None):
@@ -112,12 +163,19 @@ def generate(
     from tritonseek.engine.llm import LLM
     from tritonseek.engine.sampling_params import SamplingParams
 
+    tp = _tensor_parallel(tp_size, device)
+    rank0 = tp is None or tp.rank == 0
+    failure = None
     try:
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
                                 max_new_tokens=max_new_tokens, seed=seed)
-        llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty())
+        llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty() and rank0, tp=tp)
     except _user_errors() as e:
-        _fail(str(e))
+        failure = str(e)
+    if tp is not None:
+        failure = _first_failure(tp, failure)
+    if failure:
+        _fail(failure)
     if llm.is_default_model and llm.model_info.get("note"):
         err.print(f"[dim]{llm.model_info['note']}[/]", soft_wrap=True)
     stream = prompts_file is None
@@ -152,7 +210,7 @@ def generate(
         _fail(str(e))
     if stream:
         sys.stdout.write("\n")
-    else:
+    elif rank0:
         lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
                             ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
         tmp = output.with_name(output.name + ".tmp")

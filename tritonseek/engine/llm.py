@@ -23,6 +23,7 @@ from tritonseek.engine.tokenizer import TextTokenizer
 from tritonseek.kernels._utils import interpreter_active
 from tritonseek.model.loader import load_model
 from tritonseek.model.ops import BACKENDS, Ops
+from tritonseek.parallel import TP
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "default_model"
 
@@ -88,13 +89,15 @@ class LLM:
         quantize_fp8: quantize a bf16 checkpoint's linears to 128×128 block FP8 at load.
         page_size: tokens per latent-cache block (power of two).
         progress: show a progress bar while loading shards.
+        tp: tensor/expert-parallel rank (``tritonseek.parallel.init_from_env`` under torchrun); every
+            rank runs the same ``generate`` call in lockstep and gets the same tokens.
     Raises:
         ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
     """
 
     def __init__(self, model: str | Path | None = None, *, device: str | torch.device | None = None,
                  backend: str | None = None, dtype: torch.dtype | None = None, quantize_fp8: bool = False,
-                 page_size: int = 64, progress: bool = False):
+                 page_size: int = 64, progress: bool = False, tp: TP | None = None):
         self.path = resolve_model_path(model)
         self.device = _pick_device(device)
         if backend is None:
@@ -107,8 +110,9 @@ class LLM:
             raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
         self.page_size = page_size
         self.ops = Ops(backend)
+        self.tp = tp
         self.model = load_model(self.path, ops=self.ops, device=self.device, dtype=dtype,
-                                quantize_fp8=quantize_fp8, progress=progress)
+                                quantize_fp8=quantize_fp8, progress=progress, tp=tp)
         self.config = self.model.cfg
         self.tokenizer = TextTokenizer(self.path)
         self.eos_token_ids = self._eos_ids()

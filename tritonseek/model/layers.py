@@ -14,6 +14,7 @@ from torch import nn
 
 from tritonseek.model.config import ModelConfig
 from tritonseek.model.ops import Ops
+from tritonseek.parallel import TP
 
 FP8_BLOCK = 128
 
@@ -37,10 +38,30 @@ class Linear(nn.Module):
 
     weight: [out_features, in_features]; weight_scale_inv: [ceil(out/128), ceil(in/128)] fp32, one
     scale per 128×128 block such that W ≈ weight · scale_inv (DeepSeek-V3 checkpoint format).
+
+    Tensor parallel (``tp`` with more than one rank): ``mode="col"`` keeps this rank's slice of the
+    output rows, ``mode="row"`` its slice of the input columns and all-reduces the output,
+    ``mode="vocab"`` is column-parallel with the outputs gathered (the LM head). ``shard`` =
+    (dim, start, end) of the checkpoint tensor this rank holds. A shard that does not start on a
+    128-row/column FP8 block boundary is held dense (the loader dequantizes it).
     """
 
-    def __init__(self, in_features: int, out_features: int, *, fp8: bool, dtype: torch.dtype, ops: Ops):
+    def __init__(self, in_features: int, out_features: int, *, fp8: bool, dtype: torch.dtype, ops: Ops,
+                 tp: TP | None = None, mode: str | None = None):
         super().__init__()
+        self.tp = tp if tp is not None and tp.enabled and mode else None
+        self.mode = mode if self.tp else None
+        self.shard = None
+        if self.tp is not None:
+            dim = 1 if mode == "row" else 0
+            full = in_features if dim == 1 else out_features
+            start, end = self.tp.split(full, "in_features" if dim == 1 else "out_features")
+            self.shard = (dim, start, end)
+            if dim == 1:
+                in_features = end - start
+            else:
+                out_features = end - start
+            fp8 = fp8 and start % FP8_BLOCK == 0 and (end - start) % FP8_BLOCK == 0
         self.in_features = in_features
         self.out_features = out_features
         self.fp8 = fp8
@@ -54,7 +75,12 @@ class Linear(nn.Module):
             self.register_parameter("weight_scale_inv", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.linear(x, self.weight, self.weight_scale_inv)
+        y = self.ops.linear(x, self.weight, self.weight_scale_inv)
+        if self.mode == "row":
+            y = self.tp.all_reduce(y)
+        elif self.mode == "vocab":
+            y = self.tp.all_gather_last(y)
+        return y
 
     def dense_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W as a dense tensor (dequantized for FP8)."""
@@ -69,14 +95,35 @@ class Linear(nn.Module):
 class MLP(nn.Module):
     """down(silu(gate(x)) · up(x)): DeepSeek's dense MLP and shared experts."""
 
-    def __init__(self, dim: int, inter: int, *, fp8: bool, dtype: torch.dtype, ops: Ops):
+    def __init__(self, dim: int, inter: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, tp: TP | None = None):
         super().__init__()
-        self.gate_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops)
-        self.up_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops)
-        self.down_proj = Linear(inter, dim, fp8=fp8, dtype=dtype, ops=ops)
+        self.gate_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="col")
+        self.up_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="col")
+        self.down_proj = Linear(inter, dim, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Embedding whose rows (vocabulary) are split across tensor-parallel ranks; the lookups are
+    summed with one all-reduce (each id lives on exactly one rank). ``weight``: [V_local, hidden]."""
+
+    def __init__(self, vocab: int, dim: int, dtype: torch.dtype, tp: TP | None):
+        super().__init__()
+        self.tp = tp if tp is not None and tp.enabled else None
+        self.start, self.end = self.tp.split(vocab, "vocab_size") if self.tp else (0, vocab)
+        self.shard = (0, self.start, self.end) if self.tp else None
+        self.weight = nn.Parameter(torch.empty(self.end - self.start, dim, dtype=dtype), requires_grad=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.tp is None:
+            return F.embedding(ids, self.weight)
+        local = ids - self.start
+        outside = (local < 0) | (local >= self.end - self.start)
+        e = F.embedding(local.masked_fill(outside, 0), self.weight)
+        e = e.masked_fill(outside.unsqueeze(-1), 0)
+        return self.tp.all_reduce(e)
 
 
 # ---------------------------------------------------------------------------------------- RoPE

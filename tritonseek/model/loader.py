@@ -23,6 +23,7 @@ from tritonseek.model.layers import FP8_BLOCK
 from tritonseek.model.model import DeepseekForCausalLM
 from tritonseek.model.moe import MoE
 from tritonseek.model.ops import Ops
+from tritonseek.parallel import TP
 
 FP8_DTYPES = (torch.float8_e4m3fn,)
 
@@ -36,6 +37,7 @@ class _Target:
     param: torch.Tensor
     index: tuple | None = None  # where inside ``param`` the checkpoint tensor goes
     optional_from: str | None = None  # copy this (main-model) key when the tensor is absent
+    src: tuple | None = None  # (dim, start, end): the slice of the checkpoint tensor this rank holds
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -47,7 +49,8 @@ def checkpoint_targets(model: DeepseekForCausalLM) -> dict[str, _Target]:
     cfg = model.cfg
     targets: dict[str, _Target] = {}
     moe_prefixes: dict[str, MoE] = {}
-    for mod_name, mod in model.named_modules():
+    modules = dict(model.named_modules())
+    for mod_name, mod in modules.items():
         if isinstance(mod, MoE):
             moe_prefixes[mod_name] = mod
     for name, p in model.named_parameters():
@@ -58,20 +61,24 @@ def checkpoint_targets(model: DeepseekForCausalLM) -> dict[str, _Target]:
             prefix = _hf_key(mod_name, cfg) + ".experts"
             I = cfg.moe_intermediate_size
             Ib = _cdiv(I, FP8_BLOCK)
-            for e in range(cfg.n_routed_experts):
+            for e in range(moe.expert_start, moe.expert_end):  # this rank's experts only
+                j = e - moe.expert_start
                 if leaf == "w13":
-                    targets[f"{prefix}.{e}.gate_proj.weight"] = _Target(p, (e, slice(0, I)))
-                    targets[f"{prefix}.{e}.up_proj.weight"] = _Target(p, (e, slice(I, 2 * I)))
+                    targets[f"{prefix}.{e}.gate_proj.weight"] = _Target(p, (j, slice(0, I)))
+                    targets[f"{prefix}.{e}.up_proj.weight"] = _Target(p, (j, slice(I, 2 * I)))
                 elif leaf == "w2":
-                    targets[f"{prefix}.{e}.down_proj.weight"] = _Target(p, (e,))
+                    targets[f"{prefix}.{e}.down_proj.weight"] = _Target(p, (j,))
                 elif leaf == "w13_scale_inv":
-                    targets[f"{prefix}.{e}.gate_proj.weight_scale_inv"] = _Target(p, (e, slice(0, Ib)))
-                    targets[f"{prefix}.{e}.up_proj.weight_scale_inv"] = _Target(p, (e, slice(Ib, 2 * Ib)))
+                    targets[f"{prefix}.{e}.gate_proj.weight_scale_inv"] = _Target(p, (j, slice(0, Ib)))
+                    targets[f"{prefix}.{e}.up_proj.weight_scale_inv"] = _Target(p, (j, slice(Ib, 2 * Ib)))
                 else:
-                    targets[f"{prefix}.{e}.down_proj.weight_scale_inv"] = _Target(p, (e,))
-            del moe
+                    targets[f"{prefix}.{e}.down_proj.weight_scale_inv"] = _Target(p, (j,))
             continue
-        targets[key] = _Target(p)
+        shard = getattr(modules[mod_name], "shard", None)
+        if shard is not None and leaf == "weight_scale_inv":
+            dim, a, b = shard
+            shard = (dim, a // FP8_BLOCK, _cdiv(b, FP8_BLOCK))
+        targets[key] = _Target(p, src=shard)
     # The MTP layer's embedding/head are copies of the main model's; some checkpoints omit them.
     L = cfg.num_hidden_layers
     for i in range(len(model.mtp)):
@@ -132,6 +139,7 @@ def load_model(
     quantize_fp8: bool = False,
     with_mtp: bool = True,
     progress: bool = False,
+    tp: TP | None = None,
 ) -> DeepseekForCausalLM:
     """Build the model from an HF checkpoint folder.
 
@@ -143,6 +151,8 @@ def load_model(
         quantize_fp8: quantize a bf16/fp32 checkpoint's linears to 128×128 block FP8 at load.
         with_mtp: also load the MTP layer (``model.layers.{num_hidden_layers}.*``) when the config has one.
         progress: show a rich progress bar over the shards.
+        tp: tensor/expert-parallel rank (:mod:`tritonseek.parallel`); each rank reads only its slices
+            (heads, MLP columns, vocabulary rows, its experts) from the memory-mapped files.
     Returns:
         :class:`DeepseekForCausalLM` in eval mode.
     Raises:
@@ -159,13 +169,15 @@ def load_model(
     # HF's save_pretrained keeps num_nextn_predict_layers in config.json but writes no MTP weights.
     with_mtp = with_mtp and any(k.startswith(f"model.layers.{cfg.num_hidden_layers}.") for k in key_files)
     with torch.device(device):
-        model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp)
+        model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp, tp=tp)
 
     targets = checkpoint_targets(model)
     L = cfg.num_hidden_layers
+    parallel = tp is not None and tp.enabled
     unexpected = [
         k for k in key_files
         if k not in targets and not (not with_mtp and k.startswith(f"model.layers.{L}."))
+        and not (parallel and ".mlp.experts." in k)  # another rank's experts
         and not k.endswith("rotary_emb.inv_freq")
         # the scale of an FP8 tensor that a dense layer dequantizes at load
         and not (k.endswith(".weight_scale_inv") and k[: -len("_scale_inv")] in targets)
@@ -187,8 +199,11 @@ def load_model(
         for k in by_file[f]:
             if k in filled:
                 continue
-            t = _read(handle, k, f)
-            _fill(targets, k, t, f, key_files, filled, ops)
+            src = targets[k].src
+            # A shard held dense but stored FP8 off the 128-block grid: read whole, dequantize, slice.
+            whole = src is not None and targets[k].param.dtype not in FP8_DTYPES and _stored_fp8(handle, k)
+            t = _read(handle, k, f, None if whole else src)
+            _fill(targets, k, t, f, key_files, filled, ops, slice_after=src if whole else None)
         bar.advance()
     bar.close()
 
@@ -209,17 +224,35 @@ def load_model(
     return model.eval()
 
 
-def _read(handle, key: str, file: Path) -> torch.Tensor:
+def _read(handle, key: str, file: Path, src: tuple | None = None) -> torch.Tensor:
     try:
-        return handle.get_tensor(key)
+        if src is None:
+            return handle.get_tensor(key)
+        dim, a, b = src
+        sl = handle.get_slice(key)
+        return sl[a:b] if dim == 0 else sl[:, a:b]
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"cannot read {key!r} from {file}: truncated or corrupted ({e})") from None
 
 
-def _fill(targets, key, t, file, key_files, filled, ops: Ops) -> None:
+def _stored_fp8(handle, key: str) -> bool:
+    try:
+        return handle.get_slice(key).get_dtype().startswith("F8")
+    except (SafetensorError, OSError, RuntimeError):
+        return False
+
+
+def _take(t: torch.Tensor, src: tuple | None) -> torch.Tensor:
+    if src is None:
+        return t
+    dim, a, b = src
+    return t[a:b] if dim == 0 else t[:, a:b]
+
+
+def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple | None = None) -> None:
     tgt = targets[key]
     dest = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
-    if tuple(t.shape) != tuple(dest.shape):
+    if slice_after is None and tuple(t.shape) != tuple(dest.shape):
         raise CheckpointError(
             f"tensor {key!r} in {file.name} has shape {tuple(t.shape)}, expected {tuple(dest.shape)}"
         )
@@ -243,7 +276,10 @@ def _fill(targets, key, t, file, key_files, filled, ops: Ops) -> None:
         want = (_cdiv(t.shape[0], FP8_BLOCK), _cdiv(t.shape[1], FP8_BLOCK))
         if tuple(scale.shape) != want:
             raise CheckpointError(f"tensor {scale_key!r} has shape {tuple(scale.shape)}, expected {want}")
-        dest.copy_(ops.dequant_block_fp8(t, scale, torch.float32))
+        w = _take(ops.dequant_block_fp8(t, scale, torch.float32), slice_after)
+        if tuple(w.shape) != tuple(dest.shape):
+            raise CheckpointError(f"tensor {key!r} in {file.name} has shape {tuple(t.shape)}, expected {tuple(dest.shape)}")
+        dest.copy_(w)
         filled.update((key, scale_key))
         return
     if dest.dtype in FP8_DTYPES and key.endswith(".weight"):

@@ -17,6 +17,7 @@ from torch import nn
 from tritonseek.model.config import ModelConfig
 from tritonseek.model.layers import Linear, RMSNorm, RotaryEmbedding, apply_rotary_interleaved
 from tritonseek.model.ops import Ops
+from tritonseek.parallel import TP
 
 
 @dataclass
@@ -45,29 +46,35 @@ class MLA(nn.Module):
     """DeepSeek MLA with HF parameter names (q_a_proj, q_a_layernorm, q_b_proj | q_proj,
     kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj)."""
 
-    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding,
+                 tp: TP | None = None):
         super().__init__()
         self.cfg = cfg
         self.ops = ops
         self.rope = rope
-        self.num_heads = cfg.num_attention_heads
+        # Tensor parallel: this rank's share of the heads (q_b/kv_b column-, o_proj row-parallel).
+        ws = tp.world_size if tp is not None else 1
+        if cfg.num_attention_heads % ws:
+            raise ValueError(f"num_attention_heads={cfg.num_attention_heads} is not divisible by tp={ws}")
+        self.num_heads = cfg.num_attention_heads // ws
         self.nope = cfg.qk_nope_head_dim
         self.rope_dim = cfg.qk_rope_head_dim
         self.kv_lora_rank = cfg.kv_lora_rank
         self.v_head_dim = cfg.v_head_dim
         self.softmax_scale = cfg.softmax_scale
-        h, dq = self.num_heads, cfg.qk_head_dim
+        H, dq = cfg.num_attention_heads, cfg.qk_head_dim
         lin = dict(fp8=fp8, dtype=dtype, ops=ops)
+        col = dict(lin, tp=tp, mode="col")
         if cfg.q_lora_rank is None:
-            self.q_proj = Linear(cfg.hidden_size, h * dq, **lin)
+            self.q_proj = Linear(cfg.hidden_size, H * dq, **col)
         else:
             self.q_a_proj = Linear(cfg.hidden_size, cfg.q_lora_rank, **lin)
             self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
-            self.q_b_proj = Linear(cfg.q_lora_rank, h * dq, **lin)
+            self.q_b_proj = Linear(cfg.q_lora_rank, H * dq, **col)
         self.kv_a_proj_with_mqa = Linear(cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim, **lin)
         self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps)
-        self.kv_b_proj = Linear(cfg.kv_lora_rank, h * (self.nope + self.v_head_dim), **lin)
-        self.o_proj = Linear(h * self.v_head_dim, cfg.hidden_size, **lin)
+        self.kv_b_proj = Linear(cfg.kv_lora_rank, H * (self.nope + self.v_head_dim), **col)
+        self.o_proj = Linear(H * self.v_head_dim, cfg.hidden_size, **lin, tp=tp, mode="row")
         self._w_uk: torch.Tensor | None = None
         self._w_uv: torch.Tensor | None = None
 

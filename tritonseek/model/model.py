@@ -12,31 +12,32 @@ import torch
 from torch import nn
 
 from tritonseek.model.config import ModelConfig
-from tritonseek.model.layers import MLP, Linear, RMSNorm, RotaryEmbedding
+from tritonseek.model.layers import MLP, Linear, RMSNorm, RotaryEmbedding, VocabParallelEmbedding
 from tritonseek.model.mla import MLA, AttentionBatch
 from tritonseek.model.moe import MoE
 from tritonseek.model.ops import Ops
+from tritonseek.parallel import TP
 
 
-def _embedding(cfg: ModelConfig, dtype: torch.dtype) -> nn.Embedding:
-    # Uninitialised storage (the loader fills it): skips nn.Embedding's random init.
-    weight = torch.empty(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-    return nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=weight, _freeze=True)
+def _embedding(cfg: ModelConfig, dtype: torch.dtype, tp: TP | None) -> VocabParallelEmbedding:
+    # Uninitialised storage (the loader fills it); rows split across ranks under tensor parallelism.
+    return VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, tp)
 
 
 class DecoderLayer(nn.Module):
     """Pre-norm block: h = x + MLA(norm(x)); out = h + FFN(norm(h)), FFN dense or MoE by layer index."""
 
-    def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops,
+                 rope: RotaryEmbedding, tp: TP | None = None):
         super().__init__()
         self.layer_idx = layer_idx
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = MLA(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=rope)
+        self.self_attn = MLA(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         if cfg.is_moe_layer(layer_idx):
-            self.mlp = MoE(cfg, fp8=fp8, dtype=dtype, ops=ops)
+            self.mlp = MoE(cfg, fp8=fp8, dtype=dtype, ops=ops, tp=tp)
         else:
-            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, fp8=fp8, dtype=dtype, ops=ops)
+            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, fp8=fp8, dtype=dtype, ops=ops, tp=tp)
 
     def forward(self, x, positions, batch: AttentionBatch, kv_cache):
         h = x + self.self_attn(self.input_layernorm(x), positions, batch, kv_cache)
@@ -46,10 +47,10 @@ class DecoderLayer(nn.Module):
 class SharedHead(nn.Module):
     """MTP output head: ``shared_head.norm`` then ``shared_head.head`` (same weights as lm_head)."""
 
-    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, ops: Ops):
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, ops: Ops, tp: TP | None = None):
         super().__init__()
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops)
+        self.head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops, tp=tp, mode="vocab")
 
 
 class MTPLayer(nn.Module):
@@ -60,14 +61,15 @@ class MTPLayer(nn.Module):
     model's embedding and lm_head.
     """
 
-    def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops,
+                 rope: RotaryEmbedding, tp: TP | None = None):
         super().__init__()
-        self.embed_tokens = _embedding(cfg, dtype)
+        self.embed_tokens = _embedding(cfg, dtype, tp)
         self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.eh_proj = Linear(2 * cfg.hidden_size, cfg.hidden_size, fp8=False, dtype=dtype, ops=ops)
-        self.block = DecoderLayer(cfg, layer_idx, fp8=fp8, dtype=dtype, ops=ops, rope=rope)
-        self.shared_head = SharedHead(cfg, dtype, ops)
+        self.block = DecoderLayer(cfg, layer_idx, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp)
+        self.shared_head = SharedHead(cfg, dtype, ops, tp)
 
     def forward(self, input_ids, hidden, positions, batch: AttentionBatch, kv_cache) -> torch.Tensor:
         """input_ids [T] (the token after each position), hidden [T, H] → MTP hidden [T, H] (pre shared_head.norm)."""
@@ -80,11 +82,12 @@ class MTPLayer(nn.Module):
 
 
 class _Backbone(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding,
+                 tp: TP | None = None):
         super().__init__()
-        self.embed_tokens = _embedding(cfg, dtype)
+        self.embed_tokens = _embedding(cfg, dtype, tp)
         self.layers = nn.ModuleList(
-            DecoderLayer(cfg, i, fp8=fp8, dtype=dtype, ops=ops, rope=rope) for i in range(cfg.num_hidden_layers)
+            DecoderLayer(cfg, i, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp) for i in range(cfg.num_hidden_layers)
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -98,21 +101,24 @@ class DeepseekForCausalLM(nn.Module):
         dtype: activation / dense-weight dtype (bf16 on CUDA, fp32 on CPU by default in the loader).
         fp8: linears hold block-FP8 weights (+ weight_scale_inv) instead of dense ones.
         with_mtp: build the MTP layer(s) (``cfg.num_nextn_predict_layers``).
+        tp: tensor/expert-parallel place of this process (:mod:`tritonseek.parallel`); None = one process.
     """
 
     def __init__(self, cfg: ModelConfig, ops: Ops, *, dtype: torch.dtype = torch.float32, fp8: bool = False,
-                 with_mtp: bool = True):
+                 with_mtp: bool = True, tp: TP | None = None):
         super().__init__()
         self.cfg = cfg
         self.ops = ops
         self.dtype = dtype
         self.fp8 = fp8
         self.rope = RotaryEmbedding(cfg)
-        self.model = _Backbone(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=self.rope)
-        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops)
+        self.tp = tp
+        self.model = _Backbone(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=self.rope, tp=tp)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops, tp=tp, mode="vocab")
         n_mtp = cfg.num_nextn_predict_layers if with_mtp else 0
         self.mtp = nn.ModuleList(
-            MTPLayer(cfg, cfg.num_hidden_layers + i, fp8=fp8, dtype=dtype, ops=ops, rope=self.rope) for i in range(n_mtp)
+            MTPLayer(cfg, cfg.num_hidden_layers + i, fp8=fp8, dtype=dtype, ops=ops, rope=self.rope, tp=tp)
+            for i in range(n_mtp)
         )
 
     @property

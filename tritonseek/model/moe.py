@@ -17,6 +17,7 @@ from torch import nn
 from tritonseek.model.config import ModelConfig
 from tritonseek.model.layers import FP8_BLOCK, MLP
 from tritonseek.model.ops import Ops
+from tritonseek.parallel import TP
 
 
 class Gate(nn.Module):
@@ -36,11 +37,16 @@ class Gate(nn.Module):
 class MoE(nn.Module):
     """y = Σ_k w_k·expert_{id_k}(x) + shared_experts(x) (DeepSeek-V3 inference/model.py MoE)."""
 
-    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops):
+    def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, tp: TP | None = None):
         super().__init__()
         self.cfg = cfg
         self.ops = ops
-        E, H, I = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        # Expert parallel: this rank holds experts [expert_start, expert_end) (all of them without TP).
+        self.tp = tp if tp is not None and tp.enabled else None
+        self.expert_start, self.expert_end = (
+            self.tp.split(cfg.n_routed_experts, "n_routed_experts") if self.tp else (0, cfg.n_routed_experts)
+        )
+        E, H, I = self.expert_end - self.expert_start, cfg.hidden_size, cfg.moe_intermediate_size
         if fp8 and I % FP8_BLOCK:
             raise ValueError(
                 f"moe_intermediate_size={I} must be a multiple of {FP8_BLOCK} for FP8 experts "
@@ -58,7 +64,7 @@ class MoE(nn.Module):
             self.register_parameter("w13_scale_inv", None)
             self.register_parameter("w2_scale_inv", None)
         self.shared_experts = (
-            MLP(H, I * cfg.n_shared_experts, fp8=fp8, dtype=dtype, ops=ops) if cfg.n_shared_experts else None
+            MLP(H, I * cfg.n_shared_experts, fp8=fp8, dtype=dtype, ops=ops, tp=tp) if cfg.n_shared_experts else None
         )
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +82,13 @@ class MoE(nn.Module):
         if self.training:
             # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)
             self.last_topk_ids = topk_ids.detach()
-        y = self.experts(x, topk_weights, topk_ids)
+        if self.tp is not None:
+            # Foreign experts' slots become −1 (skipped); each rank's share is summed across ranks.
+            local = (topk_ids >= self.expert_start) & (topk_ids < self.expert_end)
+            topk_ids = torch.where(local, topk_ids - self.expert_start, torch.full_like(topk_ids, -1))
+            y = self.tp.all_reduce(self.experts(x, topk_weights, topk_ids))
+        else:
+            y = self.experts(x, topk_weights, topk_ids)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
         return y
@@ -94,7 +106,7 @@ class MoE(nn.Module):
         I = self.cfg.moe_intermediate_size
         out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float32, device=x.device)
         ids = topk_ids.long()
-        counts = torch.bincount(ids.flatten(), minlength=self.cfg.n_routed_experts).tolist()
+        counts = torch.bincount(ids.flatten().clamp_min(-1) + 1, minlength=self.w13.shape[0] + 1)[1:].tolist()
         for e, n in enumerate(counts):
             if n == 0:
                 continue

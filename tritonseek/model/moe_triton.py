@@ -21,7 +21,7 @@ def moe_experts_triton(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: to
     ``moe`` is the :class:`tritonseek.model.moe.MoE` holding the stacked FP8 weights
     (w13 [E, 2I, H] + w13_scale_inv, w2 [E, H, I] + w2_scale_inv).
     """
-    E = moe.cfg.n_routed_experts
+    E = moe.w13.shape[0]  # this rank's experts (all of them without expert parallelism)
     x_q, x_s = per_token_group_quant_fp8(x, 128)
     a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s)
     gate_up = grouped_fp8_gemm_contiguous(a, a_s, moe.w13, moe.w13_scale_inv, m_indices, out_dtype=x.dtype)

@@ -176,3 +176,19 @@ def test_config_model_families():
     assert v3.scoring_func == "sigmoid" and v3.topk_method == "noaux_tc" and v3.rope_scaling.factor == 4.0
     kimi = ModelConfig.from_dict({**v3.to_dict(), "model_type": "kimi_k2", "n_group": 1, "topk_group": 1})
     assert kimi.model_type == "kimi_k2"
+
+
+@pytest.mark.parametrize("key", ["model.norm.weight", "model.layers.0.self_attn.o_proj.weight",
+                                 "model.layers.0.self_attn.o_proj.weight_scale_inv"])
+def test_nan_in_a_tensor_is_refused(fp8_ckpt, tmp_path, key):
+    sd = load_file(str(fp8_ckpt / "model.safetensors"))
+    t = sd[key].clone()
+    if t.dtype == torch.float8_e4m3fn:
+        t.view(torch.uint8).view(-1)[3] = 0x7F  # an e4m3fn NaN
+    else:
+        t.view(-1)[0] = float("nan")
+    sd[key] = t
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((fp8_ckpt / "config.json").read_text())
+    with pytest.raises(CheckpointError, match=f"'{key}' in model.safetensors holds NaN"):
+        load_model(tmp_path, ops=REF)

@@ -249,7 +249,20 @@ def _take(t: torch.Tensor, src: tuple | None) -> torch.Tensor:
     return t[a:b] if dim == 0 else t[:, a:b]
 
 
+def _check_finite(key: str, t: torch.Tensor, file: Path) -> None:
+    """NaN/inf in a weight only shows up later as garbage text: refuse it at load, naming the tensor."""
+    if t.dtype == torch.float8_e4m3fn:
+        bad = ((t.view(torch.uint8) & 0x7F) == 0x7F).any()  # e4m3fn has NaN only (S.1111.111), no inf
+    elif t.is_floating_point():
+        bad = ~torch.isfinite(t).all()
+    else:
+        return
+    if bool(bad):
+        raise CheckpointError(f"tensor {key!r} in {file.name} holds NaN or inf values")
+
+
 def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple | None = None) -> None:
+    _check_finite(key, t, file)
     tgt = targets[key]
     dest = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
     if slice_after is None and tuple(t.shape) != tuple(dest.shape):

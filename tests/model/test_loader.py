@@ -158,6 +158,8 @@ def test_bf16_checkpoint_quantized_at_load(tmp_path):
         ("quantization_config", {"quant_method": "fp8", "weight_block_size": [64, 64]}, "weight_block_size"),
         ("rope_scaling", {"type": "linear", "factor": 2.0}, "rope_scaling"),
         ("num_nextn_predict_layers", 3, "num_nextn_predict_layers"),
+        ("eos_token_id", 99999, "eos_token_id"),
+        ("bos_token_id", -1, "bos_token_id"),
     ],
 )
 def test_config_rejects_unsupported_values(field, value, match):

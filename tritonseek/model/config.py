@@ -229,6 +229,11 @@ class ModelConfig:
             raise ConfigError(
                 f"num_nextn_predict_layers={self.num_nextn_predict_layers!r} is not supported; expected 0 or 1"
             )
+        for name in ("bos_token_id", "eos_token_id"):
+            v = getattr(self, name)
+            for tid in ([] if v is None else [v] if isinstance(v, int) else v):
+                if not isinstance(tid, int) or not 0 <= tid < self.vocab_size:
+                    raise ConfigError(f"{name}={v!r} is outside the vocabulary (vocab_size={self.vocab_size})")
         if self.torch_dtype not in ("bfloat16", "float16", "float32", "torch.bfloat16", "torch.float32", "torch.float16"):
             raise ConfigError(f"torch_dtype={self.torch_dtype!r} is not supported")
 

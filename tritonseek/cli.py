@@ -188,7 +188,8 @@ def generate(
     try:
         llm.validate_requests([r["prompt"] for r in rows], params, chat=chat, mtp=mtp)
         if stream:
-            sys.stdout.write(prompt)
+            # Echo what the model continues: the rendered chat turn with --chat, else the prompt.
+            sys.stdout.write(llm.tokenizer.decode(llm.encode(prompt, chat=True)) if chat else prompt)
             started = True
         if compare and mtp:
             # Warm both paths first so neither timed run pays Triton's JIT compilation.

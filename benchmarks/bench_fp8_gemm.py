@@ -23,11 +23,13 @@ import datetime
 import json
 import math
 import os
-import statistics
 import sys
 
 import torch
 import triton
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import fp8_gemm as G
 from tritonseek.kernels import fp8_quant
@@ -102,34 +104,7 @@ def calc_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def graph_time_us(fns, min_ms: float = 40.0) -> float:
     """Median replay time of a CUDA graph holding one call of each fn, divided by len(fns)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    st.record()
-    g.replay()
-    en.record()
-    en.synchronize()
-    est = max(st.elapsed_time(en), 1e-3)
-    reps = int(min(200, max(5, min_ms / est)))
-    times = []
-    for _ in range(reps):
-        st.record()
-        g.replay()
-        en.record()
-        en.synchronize()
-        times.append(st.elapsed_time(en))
-    del g
-    return statistics.median(times) * 1000.0 / len(fns)
+    return graph_replay_us(fns, min_ms, max_reps=200)
 
 
 def eager_time_us(fns) -> float:

@@ -29,14 +29,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
-import statistics
 import sys
 import time
 
 import torch
 import triton
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import mla_decode as D
 from tritonseek.kernels import mla_prefill as P
@@ -88,31 +89,7 @@ def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def graph_time_us(fn, min_ms: float = 30.0) -> float:
     """Median replay time of a CUDA graph holding one call of fn."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    st.record()
-    g.replay()
-    en.record()
-    en.synchronize()
-    reps = int(min(100, max(5, min_ms / max(st.elapsed_time(en), 1e-3))))
-    times = []
-    for _ in range(reps):
-        st.record()
-        g.replay()
-        en.record()
-        en.synchronize()
-        times.append(st.elapsed_time(en))
-    del g
-    return statistics.median(times) * 1000.0
+    return graph_replay_us([fn], min_ms)
 
 
 def eager_time_us(fn) -> float:

@@ -21,12 +21,14 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 import time
 
 import torch
 import triton
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels.moe_routing import gate_topk, moe_permute, moe_unpermute
@@ -93,31 +95,7 @@ class Ctx:
         if self.dry:
             return None
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                fn()
-            torch.cuda.current_stream().wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                fn()
-            g.replay()
-            torch.cuda.synchronize()
-            st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            st.record()
-            g.replay()
-            en.record()
-            en.synchronize()
-            reps = int(min(100, max(5, min_ms / max(st.elapsed_time(en), 1e-3))))
-            ts = []
-            for _ in range(reps):
-                st.record()
-                g.replay()
-                en.record()
-                en.synchronize()
-                ts.append(st.elapsed_time(en))
-            del g
-            return statistics.median(ts) * 1000.0
+            return graph_replay_us([fn], min_ms)
         except Exception as e:  # a capture failure is a finding, not a crash
             print(f"  graph capture failed: {type(e).__name__}: {e}")
             return None

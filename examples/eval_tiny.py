@@ -56,7 +56,7 @@ def main() -> None:
     res: dict = {"model": str(args.model)}
 
     # held-out loss on 512-token windows
-    nll, count, used_bytes = 0.0, 0, 0.0
+    nll, count = 0.0, 0
     for seq in ids:
         for s in range(0, len(seq) - 1, 512):
             w = seq[s: s + 513]

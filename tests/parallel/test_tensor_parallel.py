@@ -6,7 +6,6 @@ logits agree to ~1e-6 relative; we assert 1e-5 and identical greedy tokens.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path

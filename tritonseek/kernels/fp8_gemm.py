@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_runnable_device, check_tensor
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 

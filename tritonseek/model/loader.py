@@ -10,7 +10,6 @@ another shard than its weight: every key is located through the index (or the sh
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -220,7 +220,9 @@ class LLM:
         stats.prefill_s = t1 - t0
         live = [s for s in seqs if not s.finished]
         if drafter is not None:
-            keep = torch.tensor([not s.finished for s in seqs], device=self.device)
+            # Index with kept positions (index_select), not a bool mask (which syncs to count).
+            keep = torch.tensor([i for i, s in enumerate(seqs) if not s.finished], dtype=torch.int64,
+                                device=self.device)
             self._speculate(drafter, live, h_last[keep], first[keep], on_text, stats)
             live = []
         while live:
@@ -265,13 +267,13 @@ class LLM:
                         self._accept([s], [t], on_text)
                         drafter.emitted += 1
             h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
-            keep = [not s.finished for s in live]
             for s in live:
                 if s.finished:
                     drafter.runner.cache.release(s.seq_id)
-            mask = torch.tensor(keep, device=self.device)
-            live = [s for s, k_ in zip(live, keep) if k_]
-            h_last, first = h_last[mask], first[mask]
+            keep = torch.tensor([i for i, s in enumerate(live) if not s.finished], dtype=torch.int64,
+                                device=self.device)
+            live = [s for s in live if not s.finished]
+            h_last, first = h_last[keep], first[keep]
         stats.extra.update(
             mtp=drafter.k,
             acceptance=drafter.accepted / max(drafter.proposed, 1),

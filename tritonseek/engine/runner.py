@@ -106,12 +106,16 @@ class ModelRunner:
         return logits
 
     @torch.inference_mode()
-    def decode_tokens(self, seqs: list[Sequence], tokens: list[list[int]], starts: list[int]):
-        """Feed ``tokens[i]`` (same count s_q for every sequence) at positions starts[i]…; the tokens are
-        not in the cache yet. Returns (logits [B·s_q, V] fp32, hidden [B·s_q, H] pre-norm)."""
-        s_q = len(tokens[0])
+    def decode_tokens(self, seqs: list[Sequence], tokens: list[list[int]] | torch.Tensor, starts: list[int]):
+        """Feed ``tokens[i]`` (same count s_q for every sequence; host lists or a device [B, s_q] int64
+        tensor, e.g. drafts that never leave the GPU) at positions starts[i]…; the tokens are not in
+        the cache yet. Returns (logits [B·s_q, V] fp32, hidden [B·s_q, H] pre-norm)."""
+        s_q = tokens.shape[1] if isinstance(tokens, torch.Tensor) else len(tokens[0])
         batch = self.decode_batch(seqs, starts, s_q)
-        ids = self._tensor([t for row in tokens for t in row], torch.int64)
+        if isinstance(tokens, torch.Tensor):
+            ids = tokens.reshape(-1)
+        else:
+            ids = self._tensor([t for row in tokens for t in row], torch.int64)
         pos = self._tensor([p + j for p in starts for j in range(s_q)], torch.int64)
         hidden = self.model(ids, pos, batch, self.cache.layers)
         return self.model.compute_logits(hidden), hidden

@@ -95,9 +95,10 @@ class MTPDrafter:
         Returns (output_tokens [B, K+1] int64 padded −1, num_accepted [B], target hidden [B, K+1, H]).
         """
         B, k = drafts.shape
-        d = drafts.tolist()
         starts = [s.num_tokens - 1 for s in seqs]
-        tokens = [[s.last_token] + d[i] for i, s in enumerate(seqs)]
+        # Drafts stay on the device: no host sync between drafting and the verify forward.
+        last = self._tensor([s.last_token for s in seqs])
+        tokens = torch.cat([last[:, None], drafts.to(torch.int64)], dim=1)
         logits, hidden = self.runner.decode_tokens(seqs, tokens, starts)
         V = logits.shape[-1]
         logits = logits.view(B, k + 1, V)

@@ -24,19 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_default_model import corpus_files  # noqa: E402
 
 from tritonseek import LLM, SamplingParams  # noqa: E402
-from tritonseek.model.mla import AttentionBatch  # noqa: E402
-
-
-@torch.no_grad()
-def position_logits(llm: LLM, ids: list[int]) -> torch.Tensor:
-    """Teacher-forced logits [len(ids), V] of one sequence (no cache needed)."""
-    model = llm.model
-    n = len(ids)
-    dev = llm.device
-    att = AttentionBatch(True, torch.full((n,), -1, device=dev), cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=dev),
-                         max_seqlen=n)
-    h = model(torch.tensor(ids, device=dev), torch.arange(n, device=dev), att, [None] * model.num_cache_layers)
-    return model.compute_logits(h)
 
 
 def main() -> None:
@@ -62,7 +49,7 @@ def main() -> None:
             w = seq[s: s + 513]
             if len(w) < 2:
                 continue
-            lg = position_logits(llm, w[:-1])
+            lg = llm.score(w[:-1])
             nll += torch.nn.functional.cross_entropy(lg, torch.tensor(w[1:], device=lg.device), reduction="sum").item()
             count += len(w) - 1
         if count > 100_000:
@@ -90,8 +77,8 @@ def main() -> None:
             w = seq[:256]
             if len(w) < 16:
                 continue
-            a = position_logits(llm, w).argmax(-1)
-            b = position_logits(ref, w).argmax(-1)
+            a = llm.score(w).argmax(-1)
+            b = ref.score(w).argmax(-1)
             take = min(len(w), 1000 - total)
             agree += (a[:take] == b[:take]).sum().item()
             total += take

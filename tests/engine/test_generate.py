@@ -209,3 +209,14 @@ def test_prompt_shorter_than_k_plus_1(llm):
     plain = llm.generate("x", p)[0]
     spec = llm.generate("x", p, mtp=4)[0]
     assert len(llm.encode("x")) < 5 and spec.token_ids == plain.token_ids
+
+
+def test_score_is_teacher_forced_logits(llm):
+    ids = llm.encode("def main():\n    return")
+    out = llm.generate("def main():\n    return", SamplingParams(max_new_tokens=3))[0]
+    logits = llm.score(ids + out.token_ids)
+    assert logits.shape == (len(ids) + 3, llm.config.vocab_size) and logits.dtype == torch.float32
+    # greedy decoding through the paged cache picks the argmax of the cache-free prefill scores
+    assert logits[len(ids) - 1:-1].argmax(-1).tolist() == out.token_ids
+    with pytest.raises(ValueError, match="token_ids is empty"):
+        llm.score([])

@@ -26,19 +26,9 @@ import torch
 from tests.model.tiny import build_hf_model, save_checkpoint
 from tritonseek import LLM, SamplingParams
 from tritonseek.engine.llm import DEFAULT_MODEL_DIR
-from tritonseek.model.mla import AttentionBatch
 
 pytestmark = pytest.mark.gpu
 MARGIN = 1.0
-
-
-@torch.no_grad()
-def position_logits(llm: LLM, ids: list[int]) -> torch.Tensor:
-    n, dev = len(ids), llm.device
-    att = AttentionBatch(True, torch.full((n,), -1, device=dev),
-                         cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=dev), max_seqlen=n)
-    h = llm.model(torch.tensor(ids, device=dev), torch.arange(n, device=dev), att, [None] * llm.model.num_cache_layers)
-    return llm.model.compute_logits(h).float()
 
 
 def assert_diverges_only_at_near_ties(judge: LLM, outs_a, outs_b, label: str) -> None:
@@ -47,7 +37,7 @@ def assert_diverges_only_at_near_ties(judge: LLM, outs_a, outs_b, label: str) ->
         print(f"{label}: first divergence {d} of {len(oa.token_ids)}")
         if d is None:
             continue
-        lg = position_logits(judge, oa.prompt_token_ids + oa.token_ids[:d])[-1]
+        lg = judge.score(oa.prompt_token_ids + oa.token_ids[:d])[-1]
         top2 = lg.topk(2).values
         assert (top2[0] - top2[1]).item() < MARGIN, f"{label}: diverged at {d} with margin {(top2[0] - top2[1]).item():.3f}"
 
@@ -73,7 +63,7 @@ def test_triton_backend_matches_reference(model_path):
     b = tri.generate(prompts, p)
     for o in a:
         ids = o.prompt_token_ids + o.token_ids
-        la, lb = position_logits(ref, ids), position_logits(tri, ids)
+        la, lb = ref.score(ids), tri.score(ids)
         err = ((la - lb).norm() / la.norm()).item()
         top2 = la.topk(2, dim=-1).values
         clear = (top2[:, 0] - top2[:, 1]) > MARGIN

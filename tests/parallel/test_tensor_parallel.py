@@ -17,19 +17,9 @@ import torch.multiprocessing as mp
 
 from tritonseek import LLM, SamplingParams
 from tritonseek.engine.llm import DEFAULT_MODEL_DIR
-from tritonseek.model.mla import AttentionBatch
 from tritonseek.parallel import TP
 
 PROMPTS = ["def fibonacci(n):", "import os\nimport sys\n", "class A:\n    def __init__(self):"]
-
-
-@torch.no_grad()
-def _logits(llm: LLM, text: str) -> torch.Tensor:
-    ids = llm.encode(text)
-    n = len(ids)
-    att = AttentionBatch(True, torch.full((n,), -1), cu_seqlens=torch.tensor([0, n], dtype=torch.int32), max_seqlen=n)
-    h = llm.model(torch.tensor(ids), torch.arange(n), att, [None] * llm.model.num_cache_layers)
-    return llm.model.compute_logits(h)
 
 
 def _run(model_dir: str):
@@ -37,7 +27,7 @@ def _run(model_dir: str):
               if dist.is_initialized() else None)
     outs = llm.generate(PROMPTS, SamplingParams(max_new_tokens=12))
     spec = llm.generate(PROMPTS, SamplingParams(max_new_tokens=12), mtp=2)
-    return _logits(llm, PROMPTS[0]), [o.token_ids for o in outs], [o.token_ids for o in spec]
+    return llm.score(llm.encode(PROMPTS[0])), [o.token_ids for o in outs], [o.token_ids for o in spec]
 
 
 def _worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str):

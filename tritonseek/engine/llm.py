@@ -22,6 +22,7 @@ from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, Sa
 from tritonseek.engine.tokenizer import TextTokenizer
 from tritonseek.kernels._utils import interpreter_active
 from tritonseek.model.loader import load_model
+from tritonseek.model.mla import AttentionBatch
 from tritonseek.model.ops import BACKENDS, Ops
 from tritonseek.parallel import TP
 
@@ -134,6 +135,22 @@ class LLM:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
+    @torch.inference_mode()
+    def score(self, token_ids: list[int]) -> torch.Tensor:
+        """Teacher-forced next-token logits of one sequence: [len(token_ids), vocab] fp32.
+
+        One prefill forward with no latent cache (nothing is kept); position i's row scores token i+1.
+        Used for held-out loss, backend comparisons and parallel-vs-single checks.
+        """
+        if not token_ids:
+            raise ValueError("token_ids is empty")
+        n, dev = len(token_ids), self.device
+        batch = AttentionBatch(True, torch.full((n,), -1, dtype=torch.int64, device=dev),
+                               cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=dev), max_seqlen=n)
+        ids = torch.tensor(token_ids, dtype=torch.int64, device=dev)
+        h = self.model(ids, torch.arange(n, device=dev), batch, [None] * self.model.num_cache_layers)
+        return self.model.compute_logits(h)
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         return self.tokenizer.apply_chat_template(prompt) if chat else self.tokenizer.encode(prompt)

@@ -46,6 +46,14 @@ def _shard(folder, out, split_scale_from_weight=True):
     return out
 
 
+def _edited_copy(src, dst, edit) -> None:
+    """Write src's checkpoint into dst with ``edit(state_dict)`` applied (and the same config.json)."""
+    sd = load_file(str(src / "model.safetensors"))
+    edit(sd)
+    save_file(sd, str(dst / "model.safetensors"))
+    (dst / "config.json").write_text((src / "config.json").read_text())
+
+
 def test_sharded_with_scales_in_other_shards_equals_single_file(fp8_ckpt, tmp_path):
     single = load_model(fp8_ckpt, ops=REF)
     sharded = load_model(_shard(fp8_ckpt, tmp_path / "sharded"), ops=REF)
@@ -80,37 +88,37 @@ def test_mtp_weights_land_in_mtp_module(fp8_ckpt):
 
 
 def test_missing_key_names_key_and_folder(fp8_ckpt, tmp_path):
-    sd = load_file(str(fp8_ckpt / "model.safetensors"))
-    del sd["model.layers.1.mlp.experts.2.up_proj.weight"]
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((fp8_ckpt / "config.json").read_text())
+    def edit(sd):
+        del sd["model.layers.1.mlp.experts.2.up_proj.weight"]
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
     with pytest.raises(CheckpointError, match=r"missing tensor 'model\.layers\.1\.mlp\.experts\.2\.up_proj\.weight'"):
         load_model(tmp_path, ops=REF)
 
 
 def test_fp8_weight_without_scale_is_rejected(fp8_ckpt, tmp_path):
-    sd = load_file(str(fp8_ckpt / "model.safetensors"))
-    del sd["model.layers.0.self_attn.o_proj.weight_scale_inv"]
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((fp8_ckpt / "config.json").read_text())
+    def edit(sd):
+        del sd["model.layers.0.self_attn.o_proj.weight_scale_inv"]
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
     with pytest.raises(CheckpointError, match="o_proj.weight_scale_inv"):
         load_model(tmp_path, ops=REF)
 
 
 def test_wrong_shape_names_key_and_file(fp8_ckpt, tmp_path):
-    sd = load_file(str(fp8_ckpt / "model.safetensors"))
-    sd["model.norm.weight"] = torch.ones(7)
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((fp8_ckpt / "config.json").read_text())
+    def edit(sd):
+        sd["model.norm.weight"] = torch.ones(7)
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
     with pytest.raises(CheckpointError, match=r"'model\.norm\.weight' in model\.safetensors has shape \(7,\)"):
         load_model(tmp_path, ops=REF)
 
 
 def test_unexpected_key(fp8_ckpt, tmp_path):
-    sd = load_file(str(fp8_ckpt / "model.safetensors"))
-    sd["model.layers.0.self_attn.extra.weight"] = torch.ones(3)
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((fp8_ckpt / "config.json").read_text())
+    def edit(sd):
+        sd["model.layers.0.self_attn.extra.weight"] = torch.ones(3)
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
     with pytest.raises(CheckpointError, match="unexpected tensor 'model.layers.0.self_attn.extra.weight'"):
         load_model(tmp_path, ops=REF)
 
@@ -183,14 +191,14 @@ def test_config_model_families():
 @pytest.mark.parametrize("key", ["model.norm.weight", "model.layers.0.self_attn.o_proj.weight",
                                  "model.layers.0.self_attn.o_proj.weight_scale_inv"])
 def test_nan_in_a_tensor_is_refused(fp8_ckpt, tmp_path, key):
-    sd = load_file(str(fp8_ckpt / "model.safetensors"))
-    t = sd[key].clone()
-    if t.dtype == torch.float8_e4m3fn:
-        t.view(torch.uint8).view(-1)[3] = 0x7F  # an e4m3fn NaN
-    else:
-        t.view(-1)[0] = float("nan")
-    sd[key] = t
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((fp8_ckpt / "config.json").read_text())
+    def edit(sd):
+        t = sd[key].clone()
+        if t.dtype == torch.float8_e4m3fn:
+            t.view(torch.uint8).view(-1)[3] = 0x7F  # an e4m3fn NaN
+        else:
+            t.view(-1)[0] = float("nan")
+        sd[key] = t
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
     with pytest.raises(CheckpointError, match=f"'{key}' in model.safetensors holds NaN"):
         load_model(tmp_path, ops=REF)

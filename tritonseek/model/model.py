@@ -19,11 +19,6 @@ from tritonseek.model.ops import Ops
 from tritonseek.parallel import TP
 
 
-def _embedding(cfg: ModelConfig, dtype: torch.dtype, tp: TP | None) -> VocabParallelEmbedding:
-    # Uninitialised storage (the loader fills it); rows split across ranks under tensor parallelism.
-    return VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, tp)
-
-
 class DecoderLayer(nn.Module):
     """Pre-norm block: h = x + MLA(norm(x)); out = h + FFN(norm(h)), FFN dense or MoE by layer index."""
 
@@ -64,7 +59,7 @@ class MTPLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops,
                  rope: RotaryEmbedding, tp: TP | None = None):
         super().__init__()
-        self.embed_tokens = _embedding(cfg, dtype, tp)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, tp)
         self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.eh_proj = Linear(2 * cfg.hidden_size, cfg.hidden_size, fp8=False, dtype=dtype, ops=ops)
@@ -85,7 +80,7 @@ class _Backbone(nn.Module):
     def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding,
                  tp: TP | None = None):
         super().__init__()
-        self.embed_tokens = _embedding(cfg, dtype, tp)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, tp)
         self.layers = nn.ModuleList(
             DecoderLayer(cfg, i, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp) for i in range(cfg.num_hidden_layers)
         )

@@ -38,6 +38,7 @@ class TP:
         return self.rank * k, (self.rank + 1) * k
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum ``x`` (any shape/dtype) over the ranks, in place; returns it (no-op on one rank)."""
         if self.enabled:
             dist.all_reduce(x)
         return x

@@ -163,6 +163,8 @@ def test_bad_inputs_raise(device):
         mla_decode(q.transpose(-1, -2).contiguous().transpose(-1, -2), kv, bt, cs, head_dim_v=64)
     with pytest.raises(ValueError, match="holds only"):
         mla_decode(q, kv, bt[:, :1], cs, head_dim_v=64)  # 1 block × 16 < 30 keys
+    with pytest.raises(ValueError, match="holds only"):  # the caller's host bound (the CUDA path)
+        mla_decode(q, kv, bt[:, :1], cs, head_dim_v=64, metadata=get_mla_metadata(cs, 1, 2, max_seqlen_k=30))
     with pytest.raises(ValueError, match="power of two"):
         mla_decode(q, kv[:, :12].contiguous(), bt, cs, head_dim_v=64)
     with pytest.raises(ValueError, match="head_dim_v"):
@@ -204,3 +206,19 @@ def test_decode_real_shapes_large_block_ids(device):
     ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
     assert cos_diff(o.float().cpu(), ro.float().cpu()) <= 1e-5
     assert (lse - rlse).abs().max().item() <= 1e-3
+
+
+@pytest.mark.gpu
+def test_decode_path_never_syncs(device):
+    """get_mla_metadata + mla_decode issue no host sync (CUDA-graph capture of the decode step)."""
+    gen = torch.Generator().manual_seed(11)
+    q, kv, bt, cs = make_case(device, 4, 2, 16, 576, 512, 64, [0, 65, 700, 3000], gen)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        md = get_mla_metadata(cs, 2, 16)
+        o, lse = mla_decode(q, kv, bt, cs, metadata=md)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
+    assert cos_diff(o.float().cpu(), ro.float().cpu()) <= 1e-5

@@ -294,8 +294,9 @@ class MLAMetadata:
 
     sched: [num_parts, 4] int32 (batch_begin, tile_begin, batch_end, tile_end) per program;
     split: [batch, 2] int32 (first program, number of programs) per sequence; config: the launch
-    config the schedule was cut for; max_seqlen_k: host int when known (used to validate the
-    block table without a sync), None when computed under CUDA-graph capture.
+    config the schedule was cut for; max_seqlen_k: the caller's host bound on cache_seqlens (used
+    only to validate the block table's width), None when not given on CUDA (never read back from
+    the device: that would sync).
     """
 
     sched: torch.Tensor
@@ -312,16 +313,13 @@ def _num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _capturing(t: torch.Tensor) -> bool:
-    return t.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-
-
 def get_mla_metadata(
     cache_seqlens: torch.Tensor,
     seqlen_q: int,
     num_heads: int,
     num_sm: int | None = None,
     config: dict | None = None,
+    max_seqlen_k: int | None = None,
 ) -> MLAMetadata:
     """Split-KV schedule for one decode step, on the device (no host sync; CUDA-graph safe).
 
@@ -330,6 +328,10 @@ def get_mla_metadata(
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
     count; 8 under the interpreter). config: launch-config override (tuning); default by rows class.
+    max_seqlen_k: optional host int ≥ max(cache_seqlens) that ``mla_decode`` checks against the block
+    table's capacity; on CUDA it is never read back from the device (no sync), on CPU it defaults to
+    the true maximum. Without it a too-narrow block table is not reported on CUDA; the kernel still
+    never reads past it (each row is clamped to max_blocks·page_size keys).
     Returns an ``MLAMetadata``; compute once per step and pass to every layer's ``mla_decode``.
     Raises TypeError/ValueError on a non-int32 / non-1-D cache_seqlens or non-positive sizes.
     Semantics: FlashMLA ``get_mla_metadata``.
@@ -360,7 +362,12 @@ def get_mla_metadata(
     last = (end - 1) // per
     nsplit = torch.where(n_tiles > 0, last - first + 1, torch.zeros_like(last))
     split = torch.stack([first, nsplit], 1).to(torch.int32).contiguous()
-    max_len = None if _capturing(cache_seqlens) else int(lens.max()) if lens.numel() else 0
+    if max_seqlen_k is not None:
+        max_len = int(max_seqlen_k)
+    elif dev.type == "cpu":
+        max_len = int(lens.max()) if lens.numel() else 0  # no device to sync with
+    else:
+        max_len = None
     return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)
 
 
@@ -392,7 +399,7 @@ def mla_decode(
     Returns out [batch, seqlen_q, num_heads, head_dim_v] q.dtype and lse [batch, num_heads, seqlen_q]
     fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf.
     Raises TypeError (dtype/type) or ValueError (shape, device, layout, block_table narrower than
-    cache_seqlens needs, metadata cut for another shape).
+    metadata.max_seqlen_k needs, metadata cut for another shape). No host sync on CUDA.
     Semantics: FlashMLA ``flash_mla_with_kvcache``.
     """
     check_tensor("q", q, dtype=(torch.bfloat16, torch.float16), ndim=4)

@@ -1,4 +1,5 @@
-"""Benchmark suites ``moe_gate``, ``moe_permute``, ``grouped_gemm_contiguous``, ``grouped_gemm_masked`` (issue 5).
+"""Benchmark suites ``moe_gate``, ``moe_permute``, ``grouped_gemm_contiguous``, ``grouped_gemm_masked``, ``moe_layer``
+(issue 5).
 
     PYTHONPATH=. python benchmarks/bench_moe.py [--suites a,b] [--sweep] [--out rows.jsonl] [--budget-s 200]
     PYTHONPATH=. TRITON_INTERPRET=1 python benchmarks/bench_moe.py --dry   # tiny shapes on CPU: checks the script
@@ -13,6 +14,10 @@
 * Formulas: grouped GEMM TFLOP/s = 2·(valid rows)·N·K / t; decode masked GB/s = (weights of experts with
   masked_m > 0 + their scales + activations + outputs) / t; permute GB/s = (T·H + T·k·H)·bytes (+ scales) / t,
   unpermute GB/s = (T·k·H + T·H)·bytes / t (DeepEP / TransformerEngine style "bytes moved").
+* ``moe_layer``: the model's MoE module (router GEMM + gate top-k, routed experts, shared expert) on the
+  triton backend vs the same module on the reference backend (with FP8 activation rounding, so the outputs
+  are comparable); TFLOP/s = 2·T·(k+1)·3·H·I / t (+ the router GEMM), GB/s = FP8 weights of the touched
+  experts + shared expert + bf16 router weight / t.
 """
 
 from __future__ import annotations
@@ -404,8 +409,87 @@ def bench_masked(cx: Ctx):
             torch.cuda.empty_cache()
 
 
+def _set_ops(module, ops):
+    for m in module.modules():
+        if hasattr(m, "ops"):
+            m.ops = ops
+
+
+def _v3_moe_layer(dev, dry):
+    """One DeepSeek-V3 MoE layer (hidden 7168, 256 experts, k 8, moe_intermediate 2048, 1 shared expert;
+    tiny widths with --dry) with random FP8 weights and random non-zero block scales."""
+    from tritonseek.model.config import ModelConfig
+    from tritonseek.model.moe import MoE
+    from tritonseek.model.ops import Ops
+
+    H, E, I, ng, tg = (256, 16, 128, 4, 2) if dry else (7168, 256, 2048, 8, 4)
+    cfg = ModelConfig.from_dict(dict(
+        model_type="deepseek_v3", vocab_size=1024, hidden_size=H, intermediate_size=4 * I, num_hidden_layers=4,
+        num_attention_heads=8, kv_lora_rank=64, q_lora_rank=None, qk_nope_head_dim=32, qk_rope_head_dim=16,
+        v_head_dim=32, max_position_embeddings=4096, n_routed_experts=E, n_shared_experts=1, num_experts_per_tok=8,
+        moe_intermediate_size=I, n_group=ng, topk_group=tg, topk_method="noaux_tc", scoring_func="sigmoid",
+        norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=0))
+    with torch.device(dev):
+        moe = MoE(cfg, fp8=True, dtype=torch.bfloat16, ops=Ops("triton"))
+    gen = torch.Generator(device=dev).manual_seed(1)
+    with torch.no_grad():
+        for name, p in moe.named_parameters():
+            if p.dtype == torch.float8_e4m3fn:
+                flat = p.view(-1, p.shape[-2], p.shape[-1])
+                for i in range(flat.shape[0]):  # one matrix at a time: no fp32 temporary of the whole stack
+                    flat[i] = (torch.randn(flat.shape[1:], generator=gen, device=dev) * 0.5).to(torch.float8_e4m3fn)
+            elif "scale_inv" in name:
+                p.copy_(torch.rand(p.shape, generator=gen, device=dev) * 0.01 + 0.002)  # never zero
+            elif "bias" in name:
+                p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.01)
+            else:  # router gate weight
+                p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.02)
+    return moe, cfg
+
+
+def bench_layer(cx: Ctx):
+    from tritonseek.model.ops import Ops
+
+    moe, cfg = _v3_moe_layer(cx.dev, cx.dry)
+    H, I, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts_per_tok
+    tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
+    for T in ([1, 5, 40] if cx.dry else [1, 64, 4096]):
+        if cx.time_left() < 25:
+            print("skip (budget) moe_layer T", T)
+            continue
+        x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
+        with torch.no_grad():
+            _set_ops(moe, tri_ops)
+            y = moe(x)
+            _, ids = moe.route(x)
+            _set_ops(moe, ref_ops)
+            y_ref = moe(x)
+            _, ids_ref = moe.route(x)
+            cx.sync()
+            same_routing = bool(torch.equal(ids.sort(1).values, ids_ref.sort(1).values))
+            d = calc_diff(y.float(), y_ref.float())
+            ok = bool(torch.isfinite(y).all()) and d < 1e-3
+            print(f"moe_layer T={T}: calc_diff vs reference layer {d:.2e}, same routing {same_routing}")
+            pus = cx.eager_us(lambda: moe(x))  # reference layer: Python loop over experts (host syncs)
+            _set_ops(moe, tri_ops)
+            us = cx.eager_us(lambda: moe(x))
+            ug = cx.graph_us(lambda: moe(x)) if T <= 64 else None
+        active = int(ids.unique().numel())
+        w_bytes = (active + 1) * 3 * H * I + cfg.n_routed_experts * H * 2  # fp8 experts + shared + bf16 gate
+        flops = 2 * T * (k + 1) * 3 * H * I + 2 * T * H * cfg.n_routed_experts
+        from tritonseek.model.moe_triton import choose_layout
+        r = cx.row("moe_layer", dict(T=T, H=H, E=cfg.n_routed_experts, k=k, I=I, shared=1), us, ug,
+                   tflops=lambda t: flops / t / 1e6, gbps=lambda t: w_bytes / t / 1e3,
+                   peer="reference layer (Ops('reference', fp8_activations=True), expert loop)", peer_us=pus,
+                   correct=ok, calc_diff=d, layout=choose_layout(T), active_experts=active)
+        r["meets_target"] = bool(ok and (r["ratio_vs_peer"] or 0) > 1)
+    del moe
+    if not cx.dry:
+        torch.cuda.empty_cache()
+
+
 SUITES = {"moe_gate": bench_gate, "moe_permute": bench_permute, "grouped_gemm_contiguous": bench_contiguous,
-          "grouped_gemm_masked": bench_masked}
+          "grouped_gemm_masked": bench_masked, "moe_layer": bench_layer}
 
 
 def main():

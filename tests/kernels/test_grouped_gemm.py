@@ -110,8 +110,8 @@ def test_contiguous_rejects_bad_inputs(device):
 @_fixture_ok
 @given(E=st.integers(1, 3), M_max=st.sampled_from([1, 64, 70]), N=st.sampled_from([64, 200]),
        K=st.sampled_from([128, 272]), cfg=st.sampled_from(range(len(CONFIGS))), data=st.data(),
-       seed=st.integers(0, 2**31 - 1))
-def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, seed):
+       bound=st.sampled_from([None, "exact", "over"]), seed=st.integers(0, 2**31 - 1))
+def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed):
     g = torch.Generator().manual_seed(seed)
     masked = data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, max(0, M_max - 1), M_max // 2})),
                                 min_size=E, max_size=E))
@@ -124,8 +124,11 @@ def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, seed):
     a_s[invalid] = float("inf")
     sentinel = 12345.0
     out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
+    # max_active_groups: the exact number of non-empty groups (compact slots, every one used) or one more
+    n_active = int((masked_m > 0).sum())
+    mag = None if bound is None else n_active + (bound == "over")
     grouped_fp8_gemm_masked(a.to(device), a_s.to(device), b.to(device), bs.to(device), masked_m.to(device),
-                            out_dtype=torch.float32, out=out, config=CONFIGS[cfg])
+                            out_dtype=torch.float32, out=out, config=CONFIGS[cfg], max_active_groups=mag)
     out = out.cpu()
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
     assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
@@ -150,6 +153,10 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s[:, :4], b, bs, mm)
     with pytest.raises(TypeError, match="out_dtype"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.int8)
+    with pytest.raises(ValueError, match="max_active_groups"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=-1)
+    with pytest.raises(ValueError, match="masked_m"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, torch.tensor([3, 0, 8, 0], dtype=torch.int32, device=device)[::2])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ never stored.
   another expert's product. Persistent grid (one program per SM, tiles strided, GROUP_M swizzle).
 * masked: a [E, M_max, K]; program (g, m-tile, n-tile) returns at once when the m-tile starts
   at or past masked_m[g], so empty groups cost one empty CTA per tile; rows ≥ masked_m[g] of a
-  partly valid tile are not stored (``out`` keeps what it held there).
+  partly valid tile are not stored (``out`` keeps what it held there). With ``max_active_groups``
+  (MoE decode: at most T·k of E groups hold rows) only that many group slots are launched and slot s
+  finds the s-th non-empty group by a prefix count over masked_m on the device (no host sync).
 """
 
 from __future__ import annotations
@@ -134,18 +136,28 @@ def _grouped_fp8_masked_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
     M_max, N, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_oe, stride_om, stride_on,
+    stride_oe, stride_om, stride_on, E,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    COMPACT: tl.constexpr, E_PAD: tl.constexpr,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
     # a_scale: [E, M_max, KB] fp32; b_scale: [E, NB, KB] fp32; masked_m: [E] int32
     # out:     [E, M_max, N] (stride_oe, stride_om, stride_on); rows >= masked_m[g] untouched
+    # COMPACT: program slot s serves the s-th group with masked_m > 0 (found on the device from a
+    #          prefix count over masked_m[0:E]); slots past the number of such groups return at once.
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M_max, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     g = pid // (num_pid_m * num_pid_n)
     rest = pid - g * (num_pid_m * num_pid_n)
+    if COMPACT:
+        ev = tl.arange(0, E_PAD)
+        nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
+        hit = (nz > 0) & (tl.cumsum(nz, axis=0) == g + 1)
+        g = tl.min(tl.where(hit, ev, E_PAD), axis=0)
+        if g >= E:
+            return
     pid_n = rest // num_pid_m
     pid_m = rest - pid_n * num_pid_m
     off_m = pid_m * BLOCK_M
@@ -293,6 +305,7 @@ def grouped_fp8_gemm_masked(
     *,
     out: torch.Tensor | None = None,
     expected_m: int | None = None,
+    max_active_groups: int | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
     """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
@@ -304,6 +317,9 @@ def grouped_fp8_gemm_masked(
         values above M_max are clamped to M_max. Rows ≥ masked_m[g] of ``out`` keep whatever they held
         (unspecified when ``out`` is allocated here); their a/a_scale rows (NaN or not) are never stored.
     expected_m: typical rows per group, used only to pick the launch config (default M_max).
+    max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
+        programs are launched for that many groups only and each finds its group on the device. A bound
+        that is too small leaves the excess groups' rows unwritten. Default E (one program set per group).
     out: optional [E, M_max, N] out_dtype destination. config: optional launch-config override.
     Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
@@ -324,28 +340,32 @@ def grouped_fp8_gemm_masked(
     kb = triton.cdiv(K, BLOCK_K)
     if tuple(a_scale.shape) != (E, M_max, kb):
         raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
-    if masked_m.shape[0] != E:
-        raise ValueError(f"masked_m must have {E} entries, got {tuple(masked_m.shape)}")
+    if masked_m.shape[0] != E or masked_m.stride(0) != 1:
+        raise ValueError(f"masked_m must be a contiguous [{E}] int32 tensor, got {tuple(masked_m.shape)}")
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:
         check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev)
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
-    if M_max == 0 or E == 0:
+    if max_active_groups is not None and (not isinstance(max_active_groups, int) or max_active_groups < 0):
+        raise ValueError(f"max_active_groups must be a non-negative int, got {max_active_groups!r}")
+    groups = E if max_active_groups is None else min(E, max_active_groups)
+    if M_max == 0 or groups == 0:
         return out
     cfg = dict(config) if config is not None else get_config("masked", expected_m or M_max, N, K)
     _check_cfg(cfg, False)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
-    grid = E * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
+    grid = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
     _grouped_fp8_masked_kernel[(grid,)](
         a_desc, b_desc, a_scale, b_scale, masked_m, out,
         M_max, N, kb,
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
-        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), E,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
 

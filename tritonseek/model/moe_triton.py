@@ -1,9 +1,22 @@
 """Routed experts on the Triton backend: quant → permute → grouped FP8 GEMM → SiLU·mul+quant →
 grouped FP8 GEMM → unpermute (fp32 weighted sum over the top-k, deterministic).
 
-Follows DeepGEMM's ``m_grouped_fp8_gemm_nt_contiguous`` layout (each expert's rows padded to the
-GEMM's 128-row M tile, padding rows skipped) for every batch size. The masked layout for
-graph-captured decode is the end-to-end issue's step.
+Two layouts (DeepGEMM's), chosen by the token count T of the call:
+
+* **masked** (decode, T ≤ ``MASKED_MAX_TOKENS``): each expert gets a slab of ``max_m = T`` rows
+  (enough: a DeepSeek gate never picks one expert twice for a token), ``masked_m`` stays on the device
+  and only the ``min(E, T·k)`` experts that can hold a row get GEMM programs. No host sync at all, so
+  the call can be captured in a CUDA graph (the decode step).
+* **contiguous** (prefill, T > ``MASKED_MAX_TOKENS``): each expert's rows padded to the GEMM's 128-row
+  tile, padding rows skipped. Outside graph capture one host sync trims the layout to its exact size;
+  under capture it runs graph-safe at the bound T·k + E·127 rows.
+
+Why 128: the masked slabs hold E·T rows, the contiguous layout ≈ (#active experts)·128 rows (bound
+T·k + E·127). For DeepSeek-V3 (E = 256, k = 8) E·T is below the contiguous bound for T ≤ 131 and below
+the expected exact size (256·(1 − (1 − 8/256)^T)·128 rows) for T ≤ 126, while the masked GEMM's
+64-row tiles waste half the MMA work of the contiguous 128-row tiles on decode-sized segments
+(~T·k/E rows per expert). Past that the masked slabs grow linearly in T (E·T·(H + 2I)·3 bytes of
+temporaries) while the contiguous layout stays bounded.
 """
 
 from __future__ import annotations
@@ -11,20 +24,63 @@ from __future__ import annotations
 import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
-from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
-from tritonseek.kernels.moe_routing import moe_permute, moe_unpermute
+from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous, grouped_fp8_gemm_masked
+from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
+
+MASKED_MAX_TOKENS = 128
+LAYOUTS = ("masked", "contiguous")
 
 
-def moe_experts_triton(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, moe) -> torch.Tensor:
-    """Σ_k topk_weights[t,k]·expert_{topk_ids[t,k]}(x_t) for x [T, H] bf16 on CUDA; returns [T, H] in x.dtype.
+def choose_layout(num_tokens: int) -> str:
+    """"masked" for T ≤ MASKED_MAX_TOKENS (decode), else "contiguous" (prefill)."""
+    return "masked" if num_tokens <= MASKED_MAX_TOKENS else "contiguous"
 
-    ``moe`` is the :class:`tritonseek.model.moe.MoE` holding the stacked FP8 weights
-    (w13 [E, 2I, H] + w13_scale_inv, w2 [E, H, I] + w2_scale_inv).
+
+def moe_experts_triton(
+    x: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    moe,
+    *,
+    layout: str | None = None,
+    shared_output: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
+
+    x: [T, H] bf16 (or fp16/fp32) activations; topk_weights: [T, k] fp32; topk_ids: [T, k] int32/int64
+    expert ids in [0, E) or −1 (slot skipped), distinct within a row (as every DeepSeek gate gives; a
+    repeated id beyond T entries per expert would be dropped on the masked path).
+    moe: the :class:`tritonseek.model.moe.MoE` holding the stacked FP8 weights (w13 [E, 2I, H] e4m3 +
+    w13_scale_inv [E, 2I/128, ceil(H/128)], w2 [E, H, I] e4m3 + w2_scale_inv [E, ceil(H/128), I/128]).
+    layout: "masked" | "contiguous" | None (None: :func:`choose_layout` by T).
+    shared_output: optional [T, H] added in fp32 inside the unpermute (fused shared-expert add).
+    Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
+    captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers
+    raise for bad shapes/dtypes.
+    Semantics: DeepSeek-V3 inference/model.py MoE (routed part); layouts: DeepGEMM m_grouped contiguous / masked.
     """
+    if layout is None:
+        layout = choose_layout(x.shape[0])
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
     E = moe.w13.shape[0]  # this rank's experts (all of them without expert parallelism)
+    T, H = x.shape
+    k = topk_ids.shape[1]
     x_q, x_s = per_token_group_quant_fp8(x, 128)
-    a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s)
+    if layout == "masked":
+        max_m = max(T, 1)
+        a, a_s, masked_m, row_map = moe_permute_masked(x_q, topk_ids, E, max_m, hidden_scale=x_s)
+        # programs only for the groups that can be non-empty (≤ T·k of them); expected rows pick the config
+        kw = dict(expected_m=max(1, (T * k) // E), max_active_groups=min(E, T * k))
+        gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype, **kw)
+        two_i = gate_up.shape[2]
+        h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
+        h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
+        down = grouped_fp8_gemm_masked(h_q, h_s, moe.w2, moe.w2_scale_inv, masked_m, out_dtype=x.dtype, **kw)
+        return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output)
+    graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe)
     gate_up = grouped_fp8_gemm_contiguous(a, a_s, moe.w13, moe.w13_scale_inv, m_indices, out_dtype=x.dtype)
     h_q, h_s = silu_mul_quant_fp8(gate_up, 128)
     down = grouped_fp8_gemm_contiguous(h_q, h_s, moe.w2, moe.w2_scale_inv, m_indices, out_dtype=x.dtype)
-    return moe_unpermute(down, row_map, topk_weights)
+    return moe_unpermute(down, row_map, topk_weights, shared_output)

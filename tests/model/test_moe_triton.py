@@ -1,0 +1,134 @@
+"""Triton routed experts (tritonseek.model.moe_triton): the masked (decode) and contiguous (prefill)
+layouts both equal the FP8 reference ``moe_experts_fp8_ref``.
+
+Tolerance: calc_diff (1 − 2Σxy/Σ(x²+y²)) < 1e-3 against the reference, which rounds activations to
+e4m3 exactly as the kernels do; the remaining differences are fp32 summation order inside the GEMMs,
+a bf16 output rounding that can move an FP8 rounding of the intermediate h by one e4m3 step
+(≤ 2^-4 relative on that element), and the final bf16 cast — calc_diff ≈ 1e-5 measured. Between the
+two layouts: < 1e-4 (same kernels per row, only tile shapes differ).
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from tritonseek.kernels.reference.moe import calc_diff, moe_experts_fp8_ref
+from tritonseek.model.moe_triton import MASKED_MAX_TOKENS, choose_layout, moe_experts_triton
+
+
+def _experts(E, H, I, g, device):
+    """Random FP8 experts, drawn on ``device`` one expert at a time (V3 widths: no 30 GB fp32 temporary)."""
+    gd = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
+
+    def w(n, k):
+        q = torch.empty(E, n, k, dtype=torch.float8_e4m3fn, device=device)
+        for e in range(E):
+            q[e] = (torch.randn(n, k, generator=gd, device=device) * 0.5).to(torch.float8_e4m3fn)
+        s = torch.rand(E, -(-n // 128), -(-k // 128), generator=gd, device=device) * 0.02 + 0.005  # never zero
+        return q, s
+
+    w13, s13 = w(2 * I, H)
+    w2, s2 = w(H, I)
+    return types.SimpleNamespace(w13=w13, w13_scale_inv=s13, w2=w2, w2_scale_inv=s2)
+
+
+def _routing(T, E, k, g, mode):
+    ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).to(torch.int32)
+    if mode == "one_expert":  # every token's first slot goes to expert 0, the rest elsewhere
+        ids = torch.stack([torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(E - 1, generator=g)[:k - 1]])
+                           for _ in range(T)]).to(torch.int32)
+    if mode == "dropped":  # expert-parallel style: some slots are −1 (another rank's experts)
+        ids[torch.rand(T, k, generator=g) < 0.3] = -1
+    w = torch.rand(T, k, generator=g) + 0.1
+    return w, ids
+
+
+@pytest.mark.parametrize("T,mode", [(1, "plain"), (5, "dropped"), (9, "one_expert")])
+def test_layouts_match_reference(device, T, mode):
+    g = torch.Generator().manual_seed(T)
+    E, H, I, k = 6, 256, 128, 3
+    moe = _experts(E, H, I, g, device)
+    x = (torch.randn(T, H, generator=g)).to(torch.bfloat16)
+    w, ids = _routing(T, E, k, g, mode)
+    x, w, ids = x.to(device), w.to(device), ids.to(device)
+    ref = moe_experts_fp8_ref(x, w, ids, moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv).float().cpu()
+    outs = {}
+    for layout in ("masked", "contiguous"):
+        y = moe_experts_triton(x, w, ids, moe, layout=layout).float().cpu()
+        assert torch.isfinite(y).all(), layout
+        assert calc_diff(y, ref) < 1e-3, (layout, calc_diff(y, ref))
+        outs[layout] = y
+    assert calc_diff(outs["masked"], outs["contiguous"]) < 1e-4
+    # the fused shared-expert add
+    shared = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    y = moe_experts_triton(x, w, ids, moe, shared_output=shared).float().cpu()
+    assert calc_diff(y, ref + shared.float().cpu()) < 1e-3
+
+
+def test_choose_layout_and_rejects(device):
+    assert choose_layout(1) == "masked" and choose_layout(MASKED_MAX_TOKENS) == "masked"
+    assert choose_layout(MASKED_MAX_TOKENS + 1) == "contiguous"
+    g = torch.Generator().manual_seed(0)
+    moe = _experts(2, 128, 128, g, device)
+    x = torch.randn(2, 128).to(torch.bfloat16).to(device)
+    with pytest.raises(ValueError, match="layout"):
+        moe_experts_triton(x, torch.ones(2, 1, device=device), torch.zeros(2, 1, dtype=torch.int32, device=device),
+                           moe, layout="dense")
+
+
+# ------------------------------------------------------------------------------------------------
+# DeepSeek-V3 widths on the H200 (H 7168, I 2048, 256 experts, k = 8)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 64, 200])
+def test_layouts_match_reference_v3_gpu(device, T):
+    g = torch.Generator().manual_seed(T)
+    E, H, I, k = 256, 7168, 2048, 8
+    moe = _experts(E, H, I, g, device)
+    x = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    w, ids = _routing(T, E, k, g, "plain")
+    w, ids = w.to(device), ids.to(device)
+    ref = moe_experts_fp8_ref(x, w, ids, moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv).float()
+    outs = {}
+    for layout in ("masked", "contiguous"):
+        y = moe_experts_triton(x, w, ids, moe, layout=layout).float()
+        assert torch.isfinite(y).all(), layout
+        d = calc_diff(y, ref)
+        print(f"T={T} {layout}: calc_diff vs reference {d:.2e}")
+        assert d < 1e-3, (layout, d)
+        outs[layout] = y
+    assert calc_diff(outs["masked"], outs["contiguous"]) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 64, 256])
+def test_decode_step_is_graph_capturable_gpu(device, T):
+    """Both layouts capture in a CUDA graph (no host sync) and replays follow new inputs."""
+    g = torch.Generator().manual_seed(100 + T)
+    E, H, I, k = 256, 7168, 2048, 8
+    moe = _experts(E, H, I, g, device)
+    x = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    w, ids = _routing(T, E, k, g, "plain")
+    w, ids = w.to(device), ids.to(device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        moe_experts_triton(x, w, ids, moe)  # compile outside capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = moe_experts_triton(x, w, ids, moe)
+    for _ in range(2):  # new routing and activations, same buffers
+        w2, ids2 = _routing(T, E, k, g, "plain")
+        x.copy_(torch.randn(T, H, generator=g).to(torch.bfloat16))
+        w.copy_(w2)
+        ids.copy_(ids2)
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = moe_experts_fp8_ref(x, w, ids, moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv).float()
+        assert calc_diff(y.float(), ref) < 1e-3

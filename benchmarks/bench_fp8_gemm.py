@@ -49,35 +49,30 @@ ANCHOR_DEEPGEMM = {4096: [956, 890, 576, 1122, 1165, 938], 128: [223, 422, 256, 
 ANCHOR_CUBLAS = {4096: [1059, 1019, 788, 1047, 1155, 1086], 128: [150, 445, 305, 550, 283, 276],
                  64: [76, 222, 156, 274, 143, 141]}
 
-T_64_128 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6)
-T_64_64 = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=8)
-T_64_256 = dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=4)
-T_128_128 = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4)
-# several co-resident programs per SM (GRID_MULT), so one program's promotion/epilogue overlaps
-# another's tensor-core work
-T_64_128_X2 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GRID_MULT=2)
-T_64_64_X2 = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=6, GRID_MULT=2)
-SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, "auto")
+def _c(bm, bn, w, st, gm, **kw):
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, GRID_MULT=gm, **kw)
 
 
-def candidates(m: int) -> list[dict]:
-    """Sweep candidates per M class (SPLIT_K "auto" = the library's balanced-waves heuristic)."""
+# M > 128 (compute-bound): tile shape × pipeline depth × programs per SM (GRID_MULT: several
+# co-resident programs, so one's promotion/epilogue overlaps another's tensor-core work) ×
+# PINGPONG (in-program overlap of the promotion with the next half-tile's wgmma) × TMA store.
+LARGE_CANDIDATES = [
+    _c(64, 128, 4, 3, 3), _c(64, 128, 4, 4, 2), _c(64, 128, 4, 3, 3, TMA_STORE=True), _c(64, 128, 4, 3, 0),
+    _c(64, 128, 4, 3, 3, PINGPONG=True), _c(64, 128, 4, 4, 2, PINGPONG=True),
+    _c(64, 128, 4, 3, 3, PINGPONG=True, TMA_STORE=True), _c(64, 128, 4, 3, 0, PINGPONG=True),
+    _c(128, 128, 8, 4, 1, PINGPONG=True), _c(128, 128, 8, 5, 1), _c(128, 128, 8, 4, 1, TMA_STORE=True),
+    _c(128, 64, 4, 4, 2), _c(64, 64, 4, 3, 4, TMA_STORE=True), _c(128, 128, 8, 4, 1, WS=2),
+]
+
+
+def candidates(m: int, n: int | None = None, k: int | None = None) -> list[dict]:
+    """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG twin and
+    deeper pipelines (SPLIT_K "auto" = the library's balanced-waves heuristic)."""
     if m <= 128:
-        tiles = [T_64_128, T_64_64, T_64_256, T_64_128_X2, T_64_64_X2] + ([T_128_128] if m > 64 else [])
-        return [dict(t, SPLIT_K=s) for t in tiles for s in SPLITS]
-    return [
-        dict(T_128_128, SPLIT_K=1),
-        dict(T_128_128, SPLIT_K=1, num_stages=5),
-        dict(T_128_128, SPLIT_K=1, num_stages=5, TMA_STORE=True),
-        dict(T_64_128_X2, SPLIT_K=1),
-        dict(T_64_128_X2, SPLIT_K=1, TMA_STORE=True),
-        dict(T_64_128_X2, SPLIT_K=1, GROUP_M=16),
-        dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GRID_MULT=3, SPLIT_K=1),
-        dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GRID_MULT=3, SPLIT_K=1, TMA_STORE=True),
-        dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GRID_MULT=2, SPLIT_K=1),
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4, GRID_MULT=3, SPLIT_K=1),
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3, GRID_MULT=4, SPLIT_K=1, TMA_STORE=True),
-    ]
+        base = G._TUNED.get((G._m_class(m), n, k)) or G._default_config(m, n, k, G._num_sms(0))
+        return [dict(base), dict(base, PINGPONG=True), dict(base, num_stages=6), dict(base, SPLIT_K="auto"),
+                dict(base, PINGPONG=True, num_stages=6)]
+    return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES]
 
 
 def resolve(cfg: dict, m: int, n: int, k: int, sms: int) -> dict | None:
@@ -94,6 +89,8 @@ def resolve(cfg: dict, m: int, n: int, k: int, sms: int) -> dict | None:
     cfg.setdefault("FLATTEN", False)
     cfg.setdefault("GRID_MULT", 1)
     cfg.setdefault("TMA_STORE", False)
+    cfg.setdefault("PINGPONG", False)
+    cfg.setdefault("WS", 0)
     return cfg
 
 
@@ -151,18 +148,46 @@ def peer_fn(a_q, a_s, b_q, b_s, n):
 EXTRA = [(1, 2112, 7168), (16, 576, 7168), (1, 7168, 18432), (333, 36864, 7168), (16, 4096, 7168), (333, 7168, 18432)]
 
 
-def bench_gemm(args, env, rows, winners):
+def precompile(args, shapes, sms):
+    """Compile this worker's share (--precompile I/N) of the sweep's kernels into Triton's disk
+    cache by one launch each at the real shape (same specialization as the timed run)."""
+    me, nw = map(int, args.precompile.split("/"))
+    jobs = []
+    for m, _, n, k in shapes:
+        cands = [resolve(c, m, n, k, sms) for c in candidates(m, n, k)] if args.sweep else [G.get_config(m, n, k, sms)]
+        for c in cands:
+            if c is not None and (m, n, k, c) not in jobs:
+                jobs.append((m, n, k, c))
+    mine = jobs[me::nw]
+    made = {}
+    for m, n, k, c in mine:
+        if (m, n, k) not in made:
+            made.clear()
+            made[(m, n, k)] = make_sets(m, n, k, torch.device("cuda"), target_bytes=0, max_sets=1)[0]
+        s = made[(m, n, k)]
+        try:
+            G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c)
+        except Exception as e:  # reported again (and skipped) by the timed run
+            print(f"  precompile FAIL {m}x{n}x{k} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+    torch.cuda.synchronize()
+    print(f"precompile {me}/{nw}: {len(mine)} kernels", flush=True)
+
+
+def bench_gemm(args, env, rows, winners, sweep_rows):
     dev = torch.device("cuda")
     sms = G._num_sms(0)
-    shapes = [(m, j, n, k) for m in MS for j, (n, k) in enumerate(NK)]
+    ms = [int(x) for x in args.only_m.split(",")] if args.only_m else MS
+    shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK)]
     if args.extra:
         shapes += [(m, None, n, k) for m, n, k in EXTRA]
+    if args.precompile:
+        return precompile(args, shapes, sms)
     for m, j, n, k in shapes:
         if True:
             sets = make_sets(m, n, k, dev)
             a_q, a_s, b_q, b_s, _ = sets[0]
             ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
-            cands = [resolve(c, m, n, k, sms) for c in candidates(m)] if args.sweep else [G.get_config(m, n, k, sms)]
+            cands = [resolve(c, m, n, k, sms) for c in candidates(m, n, k)] if args.sweep else [G.get_config(m, n, k, sms)]
             uniq = []
             for c in cands:
                 if c is not None and c not in uniq:
@@ -177,9 +202,15 @@ def bench_gemm(args, env, rows, winners):
                     d = calc_diff(out.float(), ref)
                     if bad or not d < 1e-3:
                         print(f"  REJECT {m}x{n}x{k} {cfg}: nan={bad} calc_diff={d:.3g}", flush=True)
+                        sweep_rows.append(dict(case=dict(M=m, N=n, K=k), config=cfg, rejected=True, nan=bad, calc_diff=d))
                         continue
                     fns = [lambda s=s, c=cfg: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c) for s in sets]
-                    results.append((graph_time_us(fns, 10.0), cfg, d))
+                    t = graph_time_us(fns, 10.0)
+                    results.append((t, cfg, d))
+                    if args.sweep:
+                        print(f"  cand {m}x{n}x{k} {t:9.2f} us {2 * m * n * k / t / 1e6:7.1f} TFLOP/s {cfg}", flush=True)
+                        sweep_rows.append(dict(case=dict(M=m, N=n, K=k), config=cfg, us_graph=round(t, 2),
+                                               tflops=round(2 * m * n * k / t / 1e6, 1), calc_diff=d))
                 except Exception as e:  # a config that fails to compile or launch is skipped
                     print(f"  FAIL {m}x{n}x{k} {cfg}: {type(e).__name__}: {str(e)[:200]}", flush=True)
             if not results:
@@ -225,7 +256,7 @@ def bench_gemm(args, env, rows, winners):
             torch.cuda.empty_cache()
 
 
-QUANT_ROWS = [(8, 4), (16, 4), (32, 4), (64, 8)]
+QUANT_ROWS = [(16, 4), (8, 4, 4), (16, 4, 2), (16, 4, 4), (16, 8, 4), (32, 8, 2), (8, 8, 8), (4, 4, 8)]
 QUANT_CASES = [("per_token_group_quant_fp8", m, k) for m in (64, 4096) for k in (2048, 7168)] + [
     ("silu_mul_quant_fp8", m, i) for m in (64, 4096) for i in (2048, 18432)
 ]
@@ -275,16 +306,28 @@ def main():
     p.add_argument("--winners", default="fp8_gemm_winners.json")
     p.add_argument("--skip-quant", action="store_true")
     p.add_argument("--extra", action="store_true", help="also time off-table DeepSeek-V3 shapes (untuned)")
+    p.add_argument("--precompile", default="", help="I/N: only compile worker I's share of the kernels, then exit")
+    p.add_argument("--sweep-out", default="", help="write every sweep candidate's timing here (jsonl)")
+    p.add_argument("--only-m", default="", help="comma-separated M values to run (default: 64,128,4096)")
+    p.add_argument("--skip-gemm", action="store_true")
     args = p.parse_args()
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    rows, winners = [], {}
+    rows, winners, sweep_rows = [], {}, []
+    if args.precompile:
+        bench_gemm(args, env, rows, winners, sweep_rows)
+        return 0
     try:
-        bench_gemm(args, env, rows, winners)
+        if not args.skip_gemm:
+            bench_gemm(args, env, rows, winners, sweep_rows)
         if not args.skip_quant:
             bench_quant(args, env, rows)
     finally:
+        if args.sweep_out:
+            with open(args.sweep_out, "w") as f:
+                for r in sweep_rows:
+                    f.write(json.dumps(dict(r, **env)) + "\n")
         with open(args.out, "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")

@@ -68,6 +68,11 @@ _fixture_ok = settings(
 )
 
 
+# launch configs (ROWS, num_warps[, groups per program]); several groups per program with a
+# partial last block of groups (K tails, G not a multiple of GPP) is the path to cover
+_ROWS_CFGS = [None, (4, 4, 4), (8, 4, 2), (2, 4, 8), (16, 4)]
+
+
 def _rand(m, k, dtype, scale, device, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(m, k, generator=g) * scale
@@ -77,15 +82,16 @@ def _rand(m, k, dtype, scale, device, seed):
 @_fixture_ok
 @given(
     m=st.integers(1, 40),
-    k=st.integers(1, 300),
+    k=st.integers(1, 700),
     dtype=st.sampled_from([torch.bfloat16, torch.float32]),
     scale=st.sampled_from([1e-3, 1.0, 300.0]),
     ue8m0=st.booleans(),
+    rows_cfg=st.sampled_from(_ROWS_CFGS),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_per_token_group_quant_matches_reference(poisoned, device, m, k, dtype, scale, ue8m0, seed):
+def test_per_token_group_quant_matches_reference(poisoned, device, m, k, dtype, scale, ue8m0, rows_cfg, seed):
     x = _rand(m, k, dtype, scale, device, seed)
-    q, s = per_token_group_quant_fp8(x, 128, ue8m0)
+    q, s = per_token_group_quant_fp8(x, 128, ue8m0, rows_cfg=rows_cfg)
     q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)
     assert q.shape == (m, k) and q.dtype == torch.float8_e4m3fn
     assert s.shape == (m, (k + 127) // 128) and s.stride(0) == 1  # MN-major, what fp8_gemm_nt reads
@@ -137,7 +143,7 @@ def test_ue8m0_scales_are_powers_of_two(device):
 )
 def test_silu_mul_quant_matches_reference(poisoned, device, m, inter, dtype, ue8m0, seed):
     x = _rand(m, 2 * inter, dtype, 2.0, device, seed)
-    q, s = silu_mul_quant_fp8(x, 128, ue8m0)
+    q, s = silu_mul_quant_fp8(x, 128, ue8m0, rows_cfg=(4, 4, 4) if seed % 2 else None)
     q_ref, s_ref = silu_mul_quant_fp8_ref(x.cpu(), 128, ue8m0)
     assert q.shape == (m, inter) and s.shape == (m, (inter + 127) // 128) and s.stride(0) == 1
     assert not torch.isnan(q.float()).any() and not torch.isnan(s).any()

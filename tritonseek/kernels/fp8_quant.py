@@ -20,9 +20,9 @@ AMAX_EPS = 1e-4
 _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def _quant_config(m: int) -> tuple[int, int]:
-    """(ROWS per program, num_warps) for the per-token-group kernels (H200 sweep, 2026-11-29)."""
-    return (16, 4) if m >= 1024 else (8, 4)
+def _quant_config(m: int) -> tuple[int, int, int]:
+    """(ROWS, num_warps, GROUPS per program) for the per-token-group kernels (H200 sweep, 2026-11-29)."""
+    return (16, 4, 1) if m >= 1024 else (8, 4, 1)
 
 
 @triton.jit
@@ -51,33 +51,34 @@ def _round_to_e4m3(v):
 
 @triton.jit
 def _group_quant_kernel(
-    x_ptr, q_ptr, s_ptr, M, K, up_offset,
+    x_ptr, q_ptr, s_ptr, M, K, G, up_offset,
     stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
     eps, fp8_max,
-    GROUP: tl.constexpr, ROWS: tl.constexpr, SILU_MUL: tl.constexpr, UE8M0: tl.constexpr,
-    EXACT_ROUND: tl.constexpr,
+    GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
+    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr,
 ):
     # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
-    # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, ceil(K/GROUP)] fp32 at m*stride_sm + g*stride_sg
-    # program (i, g): rows [i*ROWS, (i+1)*ROWS) × group g
+    # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg, G = ceil(K/GROUP)
+    # program (i, j): rows [i*ROWS, (i+1)*ROWS) × groups [j*GPP, (j+1)*GPP), as a [ROWS, GPP, GROUP] block
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    g = tl.program_id(1)
-    cols = g * GROUP + tl.arange(0, GROUP)
-    rows64 = rows.to(tl.int64)
-    mask = (rows[:, None] < M) & (cols[None, :] < K)
-    x_ptrs = x_ptr + rows64[:, None] * stride_xm + cols[None, :] * stride_xk
+    grp = tl.program_id(1) * GPP + tl.arange(0, GPP)
+    cols = grp[None, :, None] * GROUP + tl.arange(0, GROUP)[None, None, :]
+    rows64 = rows.to(tl.int64)[:, None, None]
+    mask = (rows[:, None, None] < M) & (cols < K)
+    x_ptrs = x_ptr + rows64 * stride_xm + cols * stride_xk
     x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
     if SILU_MUL:
         up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0).to(tl.float32)
         x = x / (1.0 + tl.exp(-x)) * up
-    amax = tl.max(tl.abs(x), axis=1)
+    amax = tl.max(tl.abs(x), axis=2)
     s = _scale_from_amax(amax, eps, fp8_max, UE8M0)
-    q = tl.math.div_rn(x, s[:, None])
+    q = tl.math.div_rn(x, s[:, :, None])
     q = tl.minimum(tl.maximum(q, -fp8_max), fp8_max)
     if EXACT_ROUND:
         q = _round_to_e4m3(q)
-    tl.store(q_ptr + rows64[:, None] * stride_qm + cols[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
-    tl.store(s_ptr + rows64 * stride_sm + g * stride_sg, s, mask=rows < M)
+    tl.store(q_ptr + rows64 * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
+    s_mask = (rows[:, None] < M) & (grp[None, :] < G)
+    tl.store(s_ptr + rows.to(tl.int64)[:, None] * stride_sm + grp[None, :] * stride_sg, s, mask=s_mask)
 
 
 @triton.jit
@@ -108,6 +109,15 @@ def _check_group_size(group_size: int) -> None:
         raise ValueError(f"group_size must be a power of two ≥ 16, got {group_size!r}")
 
 
+def _resolve_rows_cfg(rows_cfg, m: int) -> tuple[int, int, int]:
+    """rows_cfg = (ROWS, num_warps) or (ROWS, num_warps, GROUPS per program); None = tuned."""
+    if rows_cfg is None:
+        return _quant_config(m)
+    if len(rows_cfg) not in (2, 3) or any(not isinstance(v, int) or v < 1 or v & (v - 1) for v in rows_cfg):
+        raise ValueError(f"rows_cfg must be (ROWS, num_warps[, groups per program]) powers of two, got {rows_cfg!r}")
+    return (rows_cfg[0], rows_cfg[1], rows_cfg[2] if len(rows_cfg) == 3 else 1)
+
+
 def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg):
     m = x.shape[0]
     g = triton.cdiv(k, group_size)
@@ -115,19 +125,20 @@ def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows
     s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
     if m == 0 or k == 0:
         return q, s
-    rows, warps = rows_cfg if rows_cfg is not None else _quant_config(m)
-    _group_quant_kernel[(triton.cdiv(m, rows), g)](
-        x, q, s, m, k, up_offset,
+    rows, warps, gpp = _resolve_rows_cfg(rows_cfg, m)
+    gpp = min(gpp, triton.next_power_of_2(g))
+    _group_quant_kernel[(triton.cdiv(m, rows), triton.cdiv(g, gpp))](
+        x, q, s, m, k, g, up_offset,
         x.stride(0), x.stride(1), q.stride(0), s.stride(0), s.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
-        GROUP=group_size, ROWS=rows, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
+        GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
         EXACT_ROUND=interpreter_active(), num_warps=warps,
     )
     return q, s
 
 
 def per_token_group_quant_fp8(
-    x: torch.Tensor, group_size: int = 128, scale_ue8m0: bool = False, *, rows_cfg: tuple[int, int] | None = None
+    x: torch.Tensor, group_size: int = 128, scale_ue8m0: bool = False, *, rows_cfg: tuple[int, ...] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q = clamp(x / s, ±448) with s = max(amax, 1e-4) / 448 per 1×group_size group of each row.
 
@@ -145,7 +156,7 @@ def per_token_group_quant_fp8(
 
 
 def silu_mul_quant_fp8(
-    x: torch.Tensor, group_size: int = 128, scale_ue8m0: bool = False, *, rows_cfg: tuple[int, int] | None = None
+    x: torch.Tensor, group_size: int = 128, scale_ue8m0: bool = False, *, rows_cfg: tuple[int, ...] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """h = silu(gate) · up in fp32 with x = [gate ‖ up], then per-token-group FP8 quant of h.
 

@@ -26,6 +26,10 @@ _LAUNCHERS = {
     "per_token_group_quant_fp8": "fp8_quant",
     "silu_mul_quant_fp8": "fp8_quant",
     "per_block_quant_fp8": "fp8_quant",
+    # small fused ops of the decode path
+    "rms_norm": "norm",
+    "fused_add_rms_norm": "norm",
+    "mla_rope_cache": "rope_cache",
     # MoE
     "gate_topk": "moe_routing",
     "moe_permute": "moe_routing",

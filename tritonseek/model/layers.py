@@ -20,17 +20,34 @@ FP8_BLOCK = 128
 
 
 class RMSNorm(nn.Module):
-    """y = x / sqrt(mean(x²) + eps) · weight, computed in fp32 (DeepSeek-V3 RMSNorm)."""
+    """y = x / sqrt(mean(x²) + eps) · weight, computed in fp32 (DeepSeek-V3 RMSNorm).
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    With ``ops`` on the triton backend it runs one fused kernel (``tritonseek.kernels.norm``);
+    otherwise the torch code below, which is the spec.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, ops: Ops | None = None):
         super().__init__()
         self.eps = eps
+        self.ops = ops
         self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
 
+    def _fused(self, x: torch.Tensor) -> bool:
+        return self.ops is not None and self.ops.is_triton and x.dim() == 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused(x):
+            return self.ops.rms_norm(x, self.weight, self.eps)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (xf * self.weight.float()).to(x.dtype)
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h = x + residual → (norm(h), h): the pre-norm residual stream step, one kernel on triton."""
+        if self._fused(x):
+            return self.ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
+        h = x + residual
+        return self(h), h
 
 
 class Linear(nn.Module):
@@ -161,11 +178,25 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.max_positions = cfg.max_position_embeddings
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self._cos_sin_cache: torch.Tensor | None = None
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [T] int64 → (cos, sin) each [T, rope_dim/2] fp32."""
         angles = positions.to(torch.float32)[:, None] * self.inv_freq.to(positions.device)[None, :]
         return angles.cos(), angles.sin()
+
+    def cos_sin_cache(self, device: torch.device) -> torch.Tensor:
+        """[max_position_embeddings, rope_dim] fp32 = (cos ‖ sin) of every position, built once per
+        device with the same fp32 product as :meth:`cos_sin` (the fused kernels gather its rows)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        t = self._cos_sin_cache
+        if t is None or t.device != device:
+            angles = (torch.arange(self.max_positions, dtype=torch.float32, device=device)[:, None]
+                      * self.inv_freq.to(device)[None, :])
+            t = self._cos_sin_cache = torch.cat([angles.cos(), angles.sin()], dim=-1).contiguous()
+        return t
 
 
 def apply_rotary_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -69,10 +69,10 @@ class MLA(nn.Module):
             self.q_proj = Linear(cfg.hidden_size, H * dq, **col)
         else:
             self.q_a_proj = Linear(cfg.hidden_size, cfg.q_lora_rank, **lin)
-            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.rms_norm_eps, ops)
             self.q_b_proj = Linear(cfg.q_lora_rank, H * dq, **col)
         self.kv_a_proj_with_mqa = Linear(cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim, **lin)
-        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps)
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps, ops)
         self.kv_b_proj = Linear(cfg.kv_lora_rank, H * (self.nope + self.v_head_dim), **col)
         self.o_proj = Linear(H * self.v_head_dim, cfg.hidden_size, **lin, tp=tp, mode="row")
         self._w_uk: torch.Tensor | None = None
@@ -101,16 +101,24 @@ class MLA(nn.Module):
         q = q.view(T, h, self.nope + self.rope_dim)
         q_nope, q_pe = q.split([self.nope, self.rope_dim], dim=-1)
         kv = self.kv_a_proj_with_mqa(x)
-        kv_c, k_pe = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)
-        kv_c = self.kv_a_layernorm(kv_c)
-        cos, sin = self.rope.cos_sin(positions)
-        q_pe = apply_rotary_interleaved(q_pe, cos, sin)
-        k_pe = apply_rotary_interleaved(k_pe.unsqueeze(1), cos, sin).squeeze(1)
-        if kv_cache is not None:
-            latent = torch.cat([kv_c, k_pe], dim=-1).to(kv_cache.dtype)
-            self.ops.write_latent_cache(kv_cache, latent, batch.slot_mapping)
-        elif not batch.is_prefill:
+        if kv_cache is None and not batch.is_prefill:
             raise ValueError("decode needs the latent cache (kv_cache is None)")
+        if self.ops.is_triton:
+            # one kernel: rope(q_pe), rope(k_pe), kv_a_layernorm, latent-cache write (slot −1 skipped)
+            q_pe, latent = self.ops.mla_rope_cache(
+                q, kv, positions, self.rope.cos_sin_cache(x.device), self.kv_a_layernorm.weight,
+                self.kv_a_layernorm.eps, kv_cache, batch.slot_mapping if kv_cache is not None else None,
+            )
+            kv_c, k_pe = latent.split([self.kv_lora_rank, self.rope_dim], dim=-1)
+        else:
+            kv_c, k_pe = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)
+            kv_c = self.kv_a_layernorm(kv_c)
+            cos, sin = self.rope.cos_sin(positions)
+            q_pe = apply_rotary_interleaved(q_pe, cos, sin)
+            k_pe = apply_rotary_interleaved(k_pe.unsqueeze(1), cos, sin).squeeze(1)
+            if kv_cache is not None:
+                latent = torch.cat([kv_c, k_pe], dim=-1).to(kv_cache.dtype)
+                self.ops.write_latent_cache(kv_cache, latent, batch.slot_mapping)
 
         if batch.is_prefill:
             kvb = self.kv_b_proj(kv_c).view(T, h, self.nope + self.v_head_dim)

@@ -26,17 +26,24 @@ class DecoderLayer(nn.Module):
                  rope: RotaryEmbedding, tp: TP | None = None):
         super().__init__()
         self.layer_idx = layer_idx
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
         self.self_attn = MLA(cfg, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
         if cfg.is_moe_layer(layer_idx):
             self.mlp = MoE(cfg, fp8=fp8, dtype=dtype, ops=ops, tp=tp)
         else:
             self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, fp8=fp8, dtype=dtype, ops=ops, tp=tp)
 
-    def forward(self, x, positions, batch: AttentionBatch, kv_cache):
-        h = x + self.self_attn(self.input_layernorm(x), positions, batch, kv_cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def forward(self, x, positions, batch: AttentionBatch, kv_cache, residual=None):
+        """(x, residual) → (out, residual'): the block's output is out + residual' (vLLM-style split,
+        so each residual add fuses into the next RMSNorm). ``residual=None``: x is the whole stream."""
+        if residual is None:
+            residual, normed = x, self.input_layernorm(x)
+        else:
+            normed, residual = self.input_layernorm.add_forward(x, residual)
+        a = self.self_attn(normed, positions, batch, kv_cache)
+        normed, residual = self.post_attention_layernorm.add_forward(a, residual)
+        return self.mlp(normed), residual
 
 
 class SharedHead(nn.Module):
@@ -44,7 +51,7 @@ class SharedHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype, ops: Ops, tp: TP | None = None):
         super().__init__()
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
         self.head = Linear(cfg.hidden_size, cfg.vocab_size, fp8=False, dtype=dtype, ops=ops, tp=tp, mode="vocab")
 
 
@@ -60,8 +67,8 @@ class MTPLayer(nn.Module):
                  rope: RotaryEmbedding, tp: TP | None = None):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, tp)
-        self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.enorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
+        self.hnorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
         self.eh_proj = Linear(2 * cfg.hidden_size, cfg.hidden_size, fp8=False, dtype=dtype, ops=ops)
         self.block = DecoderLayer(cfg, layer_idx, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp)
         self.shared_head = SharedHead(cfg, dtype, ops, tp)
@@ -70,7 +77,8 @@ class MTPLayer(nn.Module):
         """input_ids [T] (the token after each position), hidden [T, H] → MTP hidden [T, H] (pre shared_head.norm)."""
         e = self.enorm(self.embed_tokens(input_ids))
         x = self.eh_proj(torch.cat([e, self.hnorm(hidden)], dim=-1))
-        return self.block(x, positions, batch, kv_cache)
+        out, residual = self.block(x, positions, batch, kv_cache)
+        return out + residual
 
     def logits(self, mtp_hidden: torch.Tensor) -> torch.Tensor:
         return self.shared_head.head(self.shared_head.norm(mtp_hidden)).float()
@@ -84,7 +92,7 @@ class _Backbone(nn.Module):
         self.layers = nn.ModuleList(
             DecoderLayer(cfg, i, fp8=fp8, dtype=dtype, ops=ops, rope=rope, tp=tp) for i in range(cfg.num_hidden_layers)
         )
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, ops)
 
 
 class DeepseekForCausalLM(nn.Module):
@@ -129,9 +137,10 @@ class DeepseekForCausalLM(nn.Module):
         rejects prompt + max_new_tokens > max_position_embeddings before any work.
         """
         x = self.model.embed_tokens(input_ids)
+        residual = None
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, batch, kv_caches[i])
-        return x
+            x, residual = layer(x, positions, batch, kv_caches[i], residual)
+        return x if residual is None else x + residual
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [T, hidden] (pre-norm, from :meth:`forward`) → logits lm_head(norm(h)) [T, vocab] fp32."""

@@ -122,6 +122,37 @@ class Ops:
 
         write_latent_cache_ref(kv_cache, latent, slot_mapping)
 
+    # ------------------------------------------------------------------ small fused ops (decode path)
+    def rms_norm(self, x, weight, eps):
+        """y = x / sqrt(mean(x²) + eps) · weight in fp32, rounded to x.dtype; x [T, N]."""
+        if self.is_triton:
+            from tritonseek.kernels.norm import rms_norm
+
+            return rms_norm(x, weight, eps)
+        from tritonseek.kernels.reference.norm import rms_norm_ref
+
+        return rms_norm_ref(x, weight, eps)
+
+    def fused_add_rms_norm(self, x, residual, weight, eps):
+        """h = x + residual; returns (rms_norm(h), h); x, residual [T, N]."""
+        if self.is_triton:
+            from tritonseek.kernels.norm import fused_add_rms_norm
+
+            return fused_add_rms_norm(x, residual, weight, eps)
+        from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref
+
+        return fused_add_rms_norm_ref(x, residual, weight, eps)
+
+    def mla_rope_cache(self, q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping):
+        """MLA prologue: (rope(q_pe), latent = [rms_norm(kv_c) ‖ rope(k_pe)]), latent written at slot_mapping."""
+        if self.is_triton:
+            from tritonseek.kernels.rope_cache import mla_rope_cache
+
+            return mla_rope_cache(q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping)
+        from tritonseek.kernels.reference.rope import mla_rope_cache_ref
+
+        return mla_rope_cache_ref(q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping)
+
     # ------------------------------------------------------------------ MoE
     def gate_topk(self, logits, bias, *, top_k, n_group, topk_group, scoring_func, topk_method,
                   norm_topk_prob, routed_scaling_factor):

@@ -1,0 +1,109 @@
+"""RMSNorm kernels (plain and fused with the residual add) against tritonseek.kernels.reference.norm.
+
+Tolerances: the residual sum h = x + residual is one fp32 add rounded to the activation dtype on
+both sides, so h must match exactly. y differs from torch only in the fp32 reduction order and in
+rsqrt (torch) vs 1/sqrt_rn (kernel): a few fp32 ulps before the final rounding, so fp32 outputs get
+rtol 1e-5 and bf16 outputs may land one bf16 step away (2^-8 relative → rtol 2^-7 covers it).
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels import norm
+from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm
+from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref, rms_norm_ref
+
+_fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+class _PoisonTorch(types.SimpleNamespace):
+    """torch whose ``empty`` returns NaN-filled tensors, to prove the kernel writes every output."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*shape, dtype=None, device=None):
+        return torch.full(*shape, float("nan"), dtype=dtype, device=device)
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    monkeypatch.setattr(norm, "torch", _PoisonTorch())
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2.0**-7, atol=2.0**-7)
+
+
+def _rand(shape, dtype, device, gen, scale=1.0):
+    return (torch.randn(shape, generator=gen) * scale).to(dtype).to(device)
+
+
+@_fixture_ok
+@given(
+    t=st.integers(1, 9), n=st.integers(1, 300), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    scale=st.sampled_from([1e-2, 1.0, 50.0]), strided=st.booleans(), seed=st.integers(0, 2**31 - 1),
+)
+def test_rms_norm_matches_reference(poisoned, device, t, n, dtype, scale, strided, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = _rand((t, n + 7 if strided else n), dtype, device, g, scale)[:, :n]  # row stride ≠ n when strided
+    w = _rand((n,), torch.float32, device, g)
+    y = rms_norm(x, w, 1e-6)
+    assert y.shape == (t, n) and y.dtype == dtype and not y.isnan().any()
+    torch.testing.assert_close(y.cpu(), rms_norm_ref(x.cpu(), w.cpu(), 1e-6), **_tol(dtype))
+
+
+@_fixture_ok
+@given(
+    t=st.integers(1, 9), n=st.integers(1, 300), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    wdtype=st.sampled_from([torch.bfloat16, torch.float32]), seed=st.integers(0, 2**31 - 1),
+)
+def test_fused_add_rms_norm_matches_reference(poisoned, device, t, n, dtype, wdtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, r = _rand((t, n), dtype, device, g), _rand((t, n), dtype, device, g, 4.0)
+    w = _rand((n,), wdtype, device, g)
+    x0, r0 = x.clone(), r.clone()
+    y, h = fused_add_rms_norm(x, r, w, 1e-5)
+    y_ref, h_ref = fused_add_rms_norm_ref(x.cpu(), r.cpu(), w.cpu(), 1e-5)
+    assert torch.equal(x, x0) and torch.equal(r, r0)  # out of place
+    assert not y.isnan().any() and not h.isnan().any()
+    torch.testing.assert_close(h.cpu(), h_ref, rtol=0, atol=0)
+    torch.testing.assert_close(y.cpu(), y_ref, **_tol(dtype))
+
+
+def test_empty_batch_and_bad_inputs(device):
+    w = torch.ones(8, device=device)
+    assert rms_norm(torch.empty(0, 8, device=device), w, 1e-6).shape == (0, 8)
+    with pytest.raises(ValueError, match="columns"):
+        rms_norm(torch.randn(2, 9, device=device), w, 1e-6)
+    with pytest.raises(ValueError, match="eps"):
+        rms_norm(torch.randn(2, 8, device=device), w, 0.0)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        rms_norm(torch.ones(2, 8, dtype=torch.int32, device=device), w, 1e-6)
+    with pytest.raises(ValueError, match="contiguous"):
+        rms_norm(torch.randn(8, 2, device=device).t(), w, 1e-6)
+    with pytest.raises(ValueError, match="residual"):
+        fused_add_rms_norm(torch.randn(2, 8, device=device), torch.randn(3, 8, device=device), w, 1e-6)
+    with pytest.raises(TypeError, match="residual"):
+        fused_add_rms_norm(torch.randn(2, 8, device=device), None, w, 1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("t", [1, 32, 128, 4096])
+@pytest.mark.parametrize("n", [7168, 2048, 1536, 512])
+def test_real_shapes_gpu(device, t, n):
+    g = torch.Generator().manual_seed(t * 7 + n)
+    x, r = _rand((t, n), torch.bfloat16, device, g), _rand((t, n), torch.bfloat16, device, g, 8.0)
+    w = _rand((n,), torch.bfloat16, device, g)
+    y, h = fused_add_rms_norm(x, r, w, 1e-6)
+    y_ref, h_ref = fused_add_rms_norm_ref(x, r, w, 1e-6)
+    torch.testing.assert_close(h, h_ref, rtol=0, atol=0)
+    torch.testing.assert_close(y, y_ref, **_tol(torch.bfloat16))
+    torch.testing.assert_close(rms_norm(x, w, 1e-6), rms_norm_ref(x, w, 1e-6), **_tol(torch.bfloat16))

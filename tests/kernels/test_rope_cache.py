@@ -1,0 +1,164 @@
+"""The fused MLA prologue (RoPE on q_pe/k_pe + kv RMSNorm + latent-cache write) against
+tritonseek.kernels.reference.rope, and the reference against the model's own torch code.
+
+Tolerances: cos/sin are gathered from the same table on both sides, so the rotation differs only
+by fp32 contraction (fma) on the GPU and the kv norm by reduction order/rsqrt: fp32 outputs within
+1e-5, bf16 outputs within one bf16 step (2^-8 relative; rtol 2^-7). Cache rows must equal the
+returned latent exactly (the same rounded values are stored), and untouched rows stay NaN.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels import rope_cache
+from tritonseek.kernels.reference.rope import cos_sin_cache_ref, mla_rope_cache_ref
+from tritonseek.kernels.rope_cache import mla_rope_cache
+from tritonseek.model.config import ModelConfig
+from tritonseek.model.layers import RMSNorm, RotaryEmbedding, apply_rotary_interleaved, rope_inv_freq
+
+_fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+class _PoisonTorch(types.SimpleNamespace):
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*shape, dtype=None, device=None):
+        return torch.full(*shape, float("nan"), dtype=dtype, device=device)
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    monkeypatch.setattr(rope_cache, "torch", _PoisonTorch())
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2.0**-7, atol=2.0**-7)
+
+
+def _inv_freq(rope, yarn=True):
+    base = 10000.0
+    f = 1.0 / (base ** (torch.arange(0, rope, 2, dtype=torch.float32) / rope))
+    return f / 4.0 if yarn else f
+
+
+def _case(T, H, nope, rope, kv_lora, dtype, device, g, num_blocks, page, max_pos=300):
+    q = torch.randn(T, H, nope + rope, generator=g).to(dtype).to(device)
+    kv = (torch.randn(T, kv_lora + rope, generator=g) * 3).to(dtype).to(device)
+    pos = torch.randint(0, max_pos, (T,), generator=g).to(device)
+    cs = cos_sin_cache_ref(_inv_freq(rope), max_pos).to(device)
+    w = torch.randn(kv_lora, generator=g).to(device)
+    slots = torch.randperm(num_blocks * page, generator=g)[:T]
+    slots[torch.rand(T, generator=g) < 0.25] = -1  # padding rows (CUDA-graph) are skipped
+    cache = torch.full((num_blocks, page, 1, kv_lora + rope), float("nan"), dtype=dtype, device=device)
+    return q, kv, pos, cs, w, cache, slots.to(device)
+
+
+@_fixture_ok
+@given(
+    T=st.integers(1, 10), H=st.integers(1, 5), rope=st.sampled_from([2, 8, 16]), kv_lora=st.integers(1, 70),
+    page=st.sampled_from([1, 4, 16]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_matches_reference(poisoned, device, T, H, rope, kv_lora, page, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    num_blocks = (T + page - 1) // page + 1
+    q, kv, pos, cs, w, cache, slots = _case(T, H, 8, rope, kv_lora, dtype, device, g, num_blocks, page)
+    cache_ref = cache.clone().cpu()
+    q_pe, latent = mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots)
+    q_ref, lat_ref = mla_rope_cache_ref(q.cpu(), kv.cpu(), pos.cpu(), cs.cpu(), w.cpu(), 1e-6, cache_ref, slots.cpu())
+    assert q_pe.shape == (T, H, rope) and latent.shape == (T, kv_lora + rope)
+    assert not q_pe.isnan().any() and not latent.isnan().any()
+    torch.testing.assert_close(q_pe.cpu(), q_ref, **_tol(dtype))
+    torch.testing.assert_close(latent.cpu(), lat_ref, **_tol(dtype))
+    flat = cache.view(-1, kv_lora + rope).cpu()
+    keep = slots.cpu() >= 0
+    assert torch.equal(flat[slots.cpu()[keep]], latent.cpu()[keep])  # written rows = returned latent
+    written = torch.zeros(flat.shape[0], dtype=torch.bool)
+    written[slots.cpu()[keep]] = True
+    assert flat[~written].isnan().all()  # nothing else touched (slot −1 skipped)
+
+
+def test_no_cache_and_empty(device):
+    g = torch.Generator().manual_seed(3)
+    q, kv, pos, cs, w, _, _ = _case(4, 2, 8, 8, 16, torch.float32, device, g, 2, 4)
+    q_pe, latent = mla_rope_cache(q, kv, pos, cs, w, 1e-6, None, None)
+    q_ref, lat_ref = mla_rope_cache_ref(q.cpu(), kv.cpu(), pos.cpu(), cs.cpu(), w.cpu(), 1e-6, None, None)
+    torch.testing.assert_close(q_pe.cpu(), q_ref, **_tol(torch.float32))
+    torch.testing.assert_close(latent.cpu(), lat_ref, **_tol(torch.float32))
+    e = mla_rope_cache(q[:0], kv[:0], pos[:0], cs, w, 1e-6, None, None)
+    assert e[0].shape == (0, 2, 8) and e[1].shape == (0, 24)
+
+
+def test_bad_inputs_name_the_argument(device):
+    g = torch.Generator().manual_seed(4)
+    q, kv, pos, cs, w, cache, slots = _case(4, 2, 8, 8, 16, torch.float32, device, g, 2, 4)
+    with pytest.raises(ValueError, match="kv must be"):
+        mla_rope_cache(q, kv[:, :-1], pos, cs, w, 1e-6, cache, slots)
+    with pytest.raises(TypeError, match="positions"):
+        mla_rope_cache(q, kv, pos.int(), cs, w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="page_size"):
+        mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache.expand(2, 4, 1, 24)[:, :3], slots)
+    with pytest.raises(ValueError, match="slot_mapping"):
+        mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots[:3])
+    with pytest.raises(ValueError, match="qk_rope_head_dim"):
+        mla_rope_cache(q, kv, pos, cs[:, :6].contiguous(), w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="eps"):
+        mla_rope_cache(q, kv, pos, cs, w, -1.0, cache, slots)
+
+
+def test_reference_equals_the_models_torch_code():
+    """The spec is the model's code: RotaryEmbedding.cos_sin + apply_rotary_interleaved + RMSNorm."""
+    import json
+    from pathlib import Path
+
+    import tritonseek
+
+    raw = json.loads((Path(tritonseek.__file__).parent / "data/default_model/config.json").read_text())
+    cfg = ModelConfig.from_dict(raw)  # YaRN factor 4, rope 32, kv_lora 128, 2048 positions
+    rot = RotaryEmbedding(cfg)
+    g = torch.Generator().manual_seed(5)
+    T = 7
+    R, C = cfg.qk_rope_head_dim, cfg.kv_lora_rank
+    pos = torch.randint(0, cfg.max_position_embeddings, (T,), generator=g)
+    q = torch.randn(T, 2, cfg.qk_nope_head_dim + R, generator=g).bfloat16()
+    kv = torch.randn(T, C + R, generator=g).bfloat16()
+    norm = RMSNorm(C, 1e-6)
+    norm.weight.data = torch.randn(C, generator=g)
+    cs = rot.cos_sin_cache("cpu")
+    assert torch.equal(cs, cos_sin_cache_ref(rope_inv_freq(cfg), cfg.max_position_embeddings))
+    q_pe, latent = mla_rope_cache_ref(q, kv, pos, cs, norm.weight, 1e-6, None, None)
+    cos, sin = rot.cos_sin(pos)
+    # the table's rows are the same fp32 angles; cos/sin of equal inputs may still differ by an
+    # ulp between vectorised and tail code paths, so compare the rotation with a tight tolerance
+    torch.testing.assert_close(torch.cat([cos, sin], -1), cs[pos], rtol=0, atol=2e-7)
+    torch.testing.assert_close(q_pe, apply_rotary_interleaved(q[..., -R:], cos, sin), rtol=2.0**-7, atol=2.0**-7)
+    assert torch.equal(latent[:, :C], norm(kv[:, :C]))
+    torch.testing.assert_close(latent[:, C:], apply_rotary_interleaved(kv[:, C:].unsqueeze(1), cos, sin).squeeze(1),
+                               rtol=2.0**-7, atol=2.0**-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 32, 128, 4096])
+@pytest.mark.parametrize("H", [128, 16])
+def test_real_shapes_gpu(device, T, H):
+    """DeepSeek-V3: 128 heads (16 per rank at TP 8), nope 128, rope 64, kv_lora 512, page 64."""
+    g = torch.Generator().manual_seed(T + H)
+    num_blocks = (T + 63) // 64 + 2
+    q, kv, pos, cs, w, cache, slots = _case(T, H, 128, 64, 512, torch.bfloat16, device, g, num_blocks, 64, 163840)
+    cache_ref = cache.clone()
+    q_pe, latent = mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots)
+    q_ref, lat_ref = mla_rope_cache_ref(q, kv, pos, cs, w, 1e-6, cache_ref, slots)
+    torch.testing.assert_close(q_pe, q_ref, **_tol(torch.bfloat16))
+    torch.testing.assert_close(latent, lat_ref, **_tol(torch.bfloat16))
+    keep = slots >= 0
+    flat = cache.view(-1, 576)
+    assert torch.equal(flat[slots[keep]], latent[keep])
+    assert flat.isnan().any(-1).sum() == flat.shape[0] - int(keep.sum())

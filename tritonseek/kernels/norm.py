@@ -1,0 +1,133 @@
+"""RMSNorm kernels for the decode path: plain RMSNorm and RMSNorm fused with the residual add.
+
+y = x / sqrt(mean(x²) + eps) · weight, computed in fp32 and rounded once to the output dtype
+(DeepSeek-V3 inference/model.py RMSNorm). The fused form first forms the new residual
+h = x + residual, rounded to the activation dtype exactly as torch's ``x + residual`` does, and
+normalizes that rounded h: one read of x and residual, one write of h and y, one launch instead of
+torch's ~8 (cast, square, mean, add eps, rsqrt, two multiplies, cast back, plus the add).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+
+_FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _norm_config(n: int) -> tuple[int, int]:
+    """(BLOCK_N, num_warps): the whole row in one block; more warps for wide rows (V3 hidden 7168)."""
+    block = max(16, triton.next_power_of_2(n))
+    if block <= 1024:
+        return block, 4
+    if block <= 4096:
+        return block, 8
+    return block, 16
+
+
+@triton.jit
+def round_to_bf16(v):
+    # Round-to-nearest-even of fp32 v onto the bf16 grid, still in fp32, so a following cast to
+    # bf16 is exact. Used only under the CPU interpreter, whose fp32→bf16 cast truncates (seen with
+    # triton 3.6.0: 33 of 64 random values off by one bf16 ulp); the GPU's cvt.rn is already right.
+    bits = v.to(tl.int32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _rms_norm_kernel(
+    x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, N,
+    stride_x, stride_r, stride_y, stride_h, eps,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
+):
+    # x, residual, y, h: [T, N] rows at row·stride_*, last dim contiguous; weight: [N]
+    # program t: row t (the whole row fits one block)
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    mask = cols < N
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        h = x + r
+        if EXACT_BF16:
+            h = round_to_bf16(h)
+        h = h.to(h_ptr.dtype.element_ty)  # the rounded sum torch's bf16 add would give
+        tl.store(h_ptr + row * stride_h + cols, h, mask=mask)
+        x = h.to(tl.float32)
+    ms = tl.sum(x * x, axis=0) / N
+    rstd = 1.0 / tl.sqrt_rn(ms + eps)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    y = (x * rstd) * w
+    if EXACT_BF16:
+        y = round_to_bf16(y)
+    tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:
+    check_tensor(name, t, dtype=_FLOAT_IN, ndim=2, device=dev)
+    if t.shape[1] != n:
+        raise ValueError(f"{name} has {t.shape[1]} columns, weight {n}")
+    if t.shape[1] > 1 and t.stride(1) != 1:
+        raise ValueError(f"{name} needs a contiguous last dim, strides {t.stride()}")
+
+
+def _launch(x, residual, weight, eps):
+    if not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    check_tensor("weight", weight, dtype=_FLOAT_IN, ndim=1)
+    check_runnable_device("weight", weight)
+    dev = weight.device
+    n = weight.shape[0]
+    if n == 0:
+        raise ValueError("weight is empty (hidden size 0)")
+    _check_rows("x", x, n, dev)
+    if residual is not None:
+        _check_rows("residual", residual, n, dev)
+        if residual.shape != x.shape or residual.dtype != x.dtype:
+            raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} must match x "
+                             f"{tuple(x.shape)} {x.dtype}")
+    y = torch.empty(x.shape, dtype=x.dtype, device=dev)
+    h = torch.empty(x.shape, dtype=x.dtype, device=dev) if residual is not None else None
+    t = x.shape[0]
+    if t == 0:
+        return y, h
+    block, warps = _norm_config(n)
+    _rms_norm_kernel[(t,)](
+        x, residual if residual is not None else x, weight, y, h if h is not None else y, n,
+        x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0),
+        h.stride(0) if h is not None else 0, float(eps),
+        HAS_RESIDUAL=residual is not None, BLOCK_N=block,
+        EXACT_BF16=interpreter_active() and x.dtype == torch.bfloat16, num_warps=warps,
+    )
+    return y, h
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """y = x / sqrt(mean(x², -1) + eps) · weight, in fp32, rounded once to x.dtype.
+
+    x: [T, N] bf16/fp16/fp32, last dim contiguous (any row stride); weight: [N] any float dtype
+    (read as fp32); eps > 0. Returns y: [T, N] x.dtype, contiguous.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Semantics: DeepSeek-V3 inference/model.py ``RMSNorm`` (HF DeepseekV3RMSNorm).
+    """
+    return _launch(x, None, weight, eps)[0]
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """h = x + residual (rounded to x.dtype); y = h / sqrt(mean(h², -1) + eps) · weight.
+
+    x: [T, N] bf16/fp16/fp32 (the sublayer output), residual: [T, N] same dtype (the stream so far),
+    both last dim contiguous; weight: [N] any float dtype; eps > 0.
+    Returns (y [T, N] x.dtype normed input of the next sublayer, h [T, N] x.dtype the new
+    residual); the inputs are not modified.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Semantics: vLLM ``fused_add_rms_norm`` / FlashInfer ``fused_add_rmsnorm`` (out of place).
+    """
+    if residual is None:
+        raise TypeError("residual must be a torch.Tensor, got None (use rms_norm)")
+    return _launch(x, residual, weight, eps)

@@ -9,15 +9,18 @@ with random latents and each sequence's length is set directly (no prefill neede
 block ids come from a shuffled free list, so pages are scattered as in a long-running server.
 
 * ``e2e_decode`` — batch ∈ {1, 8, 32, 128} × context ∈ {1024, 4096}: one decode step = embed → 4
-  layers → final norm → lm_head → argmax, eager (no CUDA graphs yet). ``us`` is the median of
-  ``triton.testing.do_bench``; ``us_engine`` adds the engine's host work (``ModelRunner.decode`` +
-  ``sample``: batch tensors built from Python lists, one ``.tolist()``), wall-clock median.
+  layers → final norm → lm_head → argmax, captured as a CUDA graph (``tritonseek.engine.cuda_graph``,
+  the engine's default on CUDA; ``--eager`` skips it). ``us`` = ``us_graph`` = median CUDA-event time
+  of the bare graph replay; ``us_eager`` = the same step launched eagerly (median of
+  ``triton.testing.do_bench``); ``us_engine`` = wall-clock median of ``ModelRunner.decode_step``
+  (static-buffer fill from one pinned host buffer + replay + the tokens' ``.tolist()``);
+  ``us_engine_eager`` = the eager engine step (``sample(decode(...))``: batch tensors from Python lists).
   Roofline = bytes the step must read / 4.27 TB/s: every attention linear (kv_b_proj at its FP8
   size), norms, the dense MLP, each MoE layer's router + shared expert + the routed experts actually
   hit (unique ``topk_ids`` of this step, counted in an untimed probe), lm_head, the B embedding rows
   and the KV cache (Σ (context+1)·576·2 B per layer). ``vs_roofline`` = us ÷ roofline_us (target ≤ 1.3
-  at batch 1). ``us_61layer_est`` = us + 2·t_dense + 55·t_moe (layers timed alone in the same step
-  state). Peer in the same run: tritonseek's reference backend (same weights, same model object, the
+  at batch 1). ``us_61layer_est`` = us + 2·t_dense + 55·t_moe (each layer timed alone in the same
+  step state as a CUDA-graph replay of one layer forward; eager ``do_bench`` if its capture fails). Peer in the same run: tritonseek's reference backend (same weights, same model object, the
   shared ``Ops`` switched) at batch 1 and 8; transformers' eager figures from issue 8 (8.2 ms / 18.1 ms,
   measured earlier on this H200, not in this run) are attached as ``transformers_issue_us``.
 * ``e2e_prefill`` — one 4096-token prompt through ``ModelRunner.prefill`` (non-absorbed MLA prefill,
@@ -55,7 +58,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.mtp_e2e import run_mtp_e2e  # noqa: E402
+from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
+from tritonseek.engine.cuda_graph import DecodeGraphs  # noqa: E402
 from tritonseek.engine.kv_cache import PagedLatentCache  # noqa: E402
 from tritonseek.engine.runner import ModelRunner, Sequence  # noqa: E402
 from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
@@ -163,7 +168,8 @@ def _r(x, nd=2):
 class SliceHarness:
     """The slice plus one big random latent cache and a runner; hands out sequences at a given context."""
 
-    def __init__(self, bench: Bench, model, max_tokens: int, seed: int = 1):
+    def __init__(self, bench: Bench, model, max_tokens: int, seed: int = 1, max_context: int = 0,
+                 max_batch: int = 0):
         cfg = model.cfg
         self.bench, self.model, self.cfg = bench, model, cfg
         blocks = max_tokens // PAGE + 64
@@ -175,7 +181,11 @@ class SliceHarness:
             t.normal_(0.0, 1.0, generator=gen)
         perm = torch.randperm(blocks, generator=torch.Generator().manual_seed(seed)).tolist()
         self.cache.allocator._free = perm  # scattered pages (the allocator pops from the end)
-        self.runner = ModelRunner(model, self.cache, bench.dev)
+        self.graphs = None
+        if bench.cuda and model.ops.is_triton and not bench.args.eager and max_batch:
+            self.graphs = DecodeGraphs(model, self.cache, -(-(max_context + 8) // PAGE) + 1, max_batch)
+        self.runner = ModelRunner(model, self.cache, bench.dev, self.graphs)
+        self.eager_runner = ModelRunner(model, self.cache, bench.dev)
         self._next = 0
         self._prompts: dict[int, list[int]] = {}
 
@@ -237,6 +247,28 @@ def use_backend(model, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- e2e_decode
+def replay_us(graph, reps: int = 20) -> float:
+    """Median CUDA-event µs of ``graph.replay()`` (two warm-up replays first)."""
+    for _ in range(2):
+        graph.replay()
+    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        st.record()
+        graph.replay()
+        en.record()
+        en.synchronize()
+        times.append(st.elapsed_time(en) * 1000.0)
+    return statistics.median(times)
+
+
+def run_layer(layer, state, pos, attn, cache):
+    """One decoder layer on state = (x, residual); layers returning one tensor (no split residual) give (out, None)."""
+    x, res = state
+    out = layer(x, pos, attn, cache) if res is None else layer(x, pos, attn, cache, res)
+    return out if isinstance(out, tuple) else (out, None)
+
+
 def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     model, runner, cfg = h.model, h.runner, h.cfg
     seqs = h.seqs(batch, context, extra=1)
@@ -253,10 +285,11 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     # untimed probe: layer inputs, routed experts hit, logits for the correctness check
     recs, undo = record_routing(model)
     with torch.inference_mode():
-        xs = [model.model.embed_tokens(ids)]
+        xs = [(model.model.embed_tokens(ids), None)]  # (x, residual) entering each layer
         for i, layer in enumerate(model.model.layers):
-            xs.append(layer(xs[-1], pos, attn, caches[i]))
-        logits = model.compute_logits(xs[-1])
+            xs.append(run_layer(layer, xs[-1], pos, attn, caches[i]))
+        x, res = xs[-1]
+        logits = model.compute_logits(x if res is None else x + res)
     undo()
     finite = bool(torch.isfinite(logits).all())
     uniq = [int(torch.unique(ids_).numel()) for _, ids_ in recs]
@@ -265,10 +298,29 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     bytes_ = static_decode_bytes(model) + sum(uniq) * expert_bytes(moe0) + kv_bytes + batch * cfg.hidden_size * 2
     roof_us = bytes_ / HBM_BPS * 1e6
 
-    us = b.kernel_us(step)
-    t_dense = b.kernel_us(lambda: model.model.layers[0](xs[0], pos, attn, caches[0]))
-    t_moe = b.kernel_us(lambda: model.model.layers[1](xs[1], pos, attn, caches[1]))
-    us_engine = b.wall_us(lambda: runner.sample(seqs, runner.decode(seqs)), reps=5 if b.cuda else 2)
+    us_eager = b.kernel_us(step)
+    us_engine_eager = b.wall_us(lambda: h.eager_runner.sample(seqs, h.eager_runner.decode(seqs)),
+                                reps=5 if b.cuda else 2)
+    us_graph = us_engine = graph_err = None
+    layer_timer = "eager do_bench"
+    t_dense = t_moe = None
+    if h.graphs is not None:
+        try:
+            tok_eager = logits.argmax(-1)
+            tok_graph, _ = h.graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], [context] * batch)
+            graph_agree = float((tok_graph == tok_eager).float().mean())
+            us_graph = replay_us(h.graphs.graph(batch))
+            us_engine = b.wall_us(lambda: runner.decode_step(seqs), reps=10)
+            t_dense = graph_replay_us(lambda: run_layer(model.model.layers[0], xs[0], pos, attn, caches[0]))
+            t_moe = graph_replay_us(lambda: run_layer(model.model.layers[1], xs[1], pos, attn, caches[1]))
+            layer_timer = "graph replay"
+        except Exception as e:  # noqa: BLE001 - keep the eager figures, report why graphs failed
+            graph_err = f"{type(e).__name__}: {e}"[:400]
+            print(f"  graph path failed at b={batch} ctx={context}: {graph_err}", flush=True)
+    if t_dense is None:
+        t_dense = b.kernel_us(lambda: run_layer(model.model.layers[0], xs[0], pos, attn, caches[0]))
+        t_moe = b.kernel_us(lambda: run_layer(model.model.layers[1], xs[1], pos, attn, caches[1]))
+    us = us_graph if us_graph is not None else us_eager
     peak = b.peak_gb()
     model.ops._dense.clear()  # reference backend only: its dense fp32 copies of the experts hit
     # 61-layer estimate: the slice has 1 dense + 3 MoE; DeepSeek-V3 has 3 dense + 58 MoE.
@@ -283,7 +335,10 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     h.release(seqs)
     row = b.row(
         "e2e_decode", {"model": b.args.model_name, "batch": batch, "context": context},
-        us=_r(us), us_graph=None, us_engine=_r(us_engine), gbps=_r(bytes_ / us / 1e3, 1),
+        us=_r(us), us_graph=_r(us_graph), us_eager=_r(us_eager), us_engine=_r(us_engine),
+        us_engine_eager=_r(us_engine_eager), graph_error=graph_err,
+        graph_argmax_agreement=graph_agree if us_graph is not None else None, layer_timer=layer_timer,
+        gbps=_r(bytes_ / us / 1e3, 1),
         tokens_per_s=_r(batch / us * 1e6, 1), vs_roofline=_r(us / roof_us, 3), roofline_us=_r(roof_us),
         roofline_bytes=int(bytes_), experts_hit=uniq, t_dense_layer_us=_r(t_dense), t_moe_layer_us=_r(t_moe),
         us_61layer_est=_r(us61), roofline_61layer_us=_r(roof61), peak_mem_gb=peak, logits_finite=finite,
@@ -291,8 +346,8 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
         target_vs_roofline=1.3 if batch == 1 else None,
     )
     print(f"e2e_decode b={batch:<4} ctx={context:<5} {us/1e3:8.2f} ms  {row['tokens_per_s']:9.1f} tok/s  "
-          f"roof {roof_us/1e3:6.2f} ms (x{row['vs_roofline']})  engine {us_engine/1e3:7.2f} ms  "
-          f"peak {peak} GB  experts {uniq}", flush=True)
+          f"roof {roof_us/1e3:6.2f} ms (x{row['vs_roofline']})  eager {us_eager/1e3:7.2f} ms  engine "
+          f"{row['us_engine']} / eager {row['us_engine_eager']} us  peak {peak} GB  experts {uniq}", flush=True)
     return row
 
 
@@ -426,6 +481,7 @@ def parse_args(argv=None):
                    help="short device run: context 4096 only, peer at batch 1, default model at batch 1 "
                         "(64 tokens), no slice-direct MTP run")
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--eager", action="store_true", help="e2e_decode: no CUDA graphs (eager step only)")
     p.add_argument("--out", default=None)
     p.add_argument("--budget-s", type=float, default=240.0)
     p.add_argument("--seed", type=int, default=0)
@@ -459,7 +515,8 @@ def main(argv=None):
 
     max_tokens = max(pages(max(a.batches), max(a.contexts) + 8), pages(max(a.mtp_batches), a.mtp_context + 8),
                      pages(1, max(a.prefill_tokens) + 8))
-    h = SliceHarness(b, model, max_tokens)
+    h = SliceHarness(b, model, max_tokens, max_context=max(a.contexts + [a.mtp_context]),
+                     max_batch=max(a.batches) if "e2e_decode" in a.suites else 0)
     with torch.inference_mode():
         if "e2e_decode" in a.suites:
             run_decode(b, h)
@@ -487,8 +544,10 @@ def print_table(b: Bench):
         if r.get("error"):
             print(f"{r['suite']:12s} {c} ERROR {r['error'][:120]}")
         elif r["suite"] == "e2e_decode":
-            print(f"e2e_decode  [{r['backend']}] b={c['batch']:<4} ctx={c['context']:<5} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} "
-                  f"tok/s  x{r['vs_roofline']} roofline  61L~{r['us_61layer_est']/1e3:.1f} ms  peer {r['peer_us']} "
+            g = "graph" if r.get("us_graph") is not None else "eager"
+            print(f"e2e_decode  [{r['backend']}/{g}] b={c['batch']:<4} ctx={c['context']:<5} {r['us']/1e3:8.2f} ms "
+                  f"(eager {r.get('us_eager', 0)/1e3:.2f}) {r['tokens_per_s']:9.1f} tok/s  x{r['vs_roofline']} roofline  "
+                  f"61L~{r['us_61layer_est']/1e3:.1f} ms  engine {r.get('us_engine')} us  peer {r['peer_us']} "
                   f"({r['ratio_vs_peer']}x)")
         elif r["suite"] == "e2e_prefill":
             print(f"e2e_prefill T={c['tokens']} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} tok/s {r['tflops']} TFLOP/s")

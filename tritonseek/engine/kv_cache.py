@@ -60,8 +60,11 @@ class PagedLatentCache:
         self.layers = [
             torch.empty(num_blocks, page_size, 1, latent_dim, dtype=dtype, device=device) for _ in range(num_layers)
         ]
+        self.num_blocks = num_blocks
         self.allocator = BlockAllocator(num_blocks)
         self.blocks: dict[int, list[int]] = {}
+        # Bumped whenever a block list is dropped: holders of copies (the CUDA-graph block_table) re-send.
+        self.epoch = 0
 
     def ensure_capacity(self, seq_id: int, num_tokens: int) -> None:
         """Give sequence ``seq_id`` enough blocks to hold ``num_tokens`` tokens."""
@@ -72,6 +75,12 @@ class PagedLatentCache:
 
     def release(self, seq_id: int) -> None:
         self.allocator.free(self.blocks.pop(seq_id, []))
+        self.epoch += 1
+
+    def reset(self) -> None:
+        """Release every sequence (the tensors are kept, for reuse by the next ``generate`` call)."""
+        for sid in list(self.blocks):
+            self.release(sid)
 
     def slots(self, seq_id: int, start: int, end: int) -> list[int]:
         """Cache rows (block·page_size + offset) of token positions [start, end) of a sequence."""

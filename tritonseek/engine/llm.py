@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from tritonseek.engine.cuda_graph import DEFAULT_MAX_BATCH, DecodeGraphs
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.engine.speculative import MTPDrafter
@@ -92,13 +93,20 @@ class LLM:
         progress: show a progress bar while loading shards.
         tp: tensor/expert-parallel rank (``tritonseek.parallel.init_from_env`` under torchrun); every
             rank runs the same ``generate`` call in lockstep and gets the same tokens.
+        enforce_eager: never use CUDA graphs. By default a CUDA model on the triton backend (one
+            process) replays a captured graph per batch bucket for each plain decode step (see
+            :mod:`tritonseek.engine.cuda_graph`); the latent cache is then kept between ``generate``
+            calls (grown when a call needs more) so the graphs stay valid. MTP draft/verify steps,
+            prefill and CPU runs are always eager.
+        max_graph_batch: largest batch that decodes through graphs (larger batches run eagerly).
     Raises:
         ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
     """
 
     def __init__(self, model: str | Path | None = None, *, device: str | torch.device | None = None,
                  backend: str | None = None, dtype: torch.dtype | None = None, quantize_fp8: bool = False,
-                 page_size: int = 64, progress: bool = False, tp: TP | None = None):
+                 page_size: int = 64, progress: bool = False, tp: TP | None = None, enforce_eager: bool = False,
+                 max_graph_batch: int = DEFAULT_MAX_BATCH):
         self.path = resolve_model_path(model)
         self.device = _pick_device(device)
         if backend is None:
@@ -109,7 +117,13 @@ class LLM:
             raise ValueError("backend='triton' needs a CUDA device (or TRITON_INTERPRET=1); use --backend reference on CPU")
         if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
             raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
+        if not isinstance(max_graph_batch, int) or max_graph_batch < 1:
+            raise ValueError(f"max_graph_batch={max_graph_batch!r} must be a positive int")
         self.page_size = page_size
+        self.enforce_eager = bool(enforce_eager)
+        self.max_graph_batch = max_graph_batch
+        self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
+        self._graphs: DecodeGraphs | None = None
         self.ops = Ops(backend)
         self.tp = tp
         self.model = load_model(self.path, ops=self.ops, device=self.device, dtype=dtype,
@@ -125,6 +139,34 @@ class LLM:
     @property
     def backend(self) -> str:
         return self.ops.backend
+
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        """Plain decode steps replay CUDA graphs: CUDA + triton backend + one process + not enforce_eager."""
+        return (self.device.type == "cuda" and self.ops.is_triton and not self.enforce_eager
+                and not (self.tp is not None and self.tp.enabled) and not interpreter_active())
+
+    def _cache_and_graphs(self, blocks: int) -> tuple[PagedLatentCache, DecodeGraphs | None]:
+        """The latent cache for one call (≥ ``blocks`` blocks) and, when graphs are on, its graphs."""
+        cfg = self.config
+        if not self.uses_cuda_graphs:
+            self._cache = self._graphs = None
+            cache = PagedLatentCache(self.model.num_cache_layers, blocks, self.page_size,
+                                     cfg.kv_lora_rank + cfg.qk_rope_head_dim, self.model.dtype, self.device)
+            return cache, None
+        if (self._cache is None or self._cache.num_blocks < blocks
+                or self._graphs is None or self._graphs.max_batch != self.max_graph_batch):
+            if self._graphs is not None:
+                self._graphs.close()
+            self._cache = self._graphs = None
+            cache = PagedLatentCache(self.model.num_cache_layers, blocks, self.page_size,
+                                     cfg.kv_lora_rank + cfg.qk_rope_head_dim, self.model.dtype, self.device)
+            # a sequence never holds more blocks than the cache has, nor more than max positions need
+            width = min(blocks, -(-(cfg.max_position_embeddings + 8) // self.page_size))
+            self._graphs = DecodeGraphs(self.model, cache, width, self.max_graph_batch)
+            self._cache = cache
+        self._cache.reset()
+        return self._cache, self._graphs
 
     def _eos_ids(self) -> set[int]:
         ids = set(self.config.eos_token_ids)
@@ -218,11 +260,10 @@ class LLM:
         return self._run(seqs, on_text, mtp)
 
     def _run(self, seqs: list[Sequence], on_text, mtp: int = 0) -> list[RequestOutput]:
-        cfg = self.config
         blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens + mtp) // self.page_size) for s in seqs)
-        cache = PagedLatentCache(self.model.num_cache_layers, blocks, self.page_size,
-                                 cfg.kv_lora_rank + cfg.qk_rope_head_dim, self.model.dtype, self.device)
-        runner = ModelRunner(self.model, cache, self.device)
+        cache, graphs = self._cache_and_graphs(blocks)
+        capture0 = graphs.capture_s if graphs is not None else 0.0
+        runner = ModelRunner(self.model, cache, self.device, graphs)
         stats = GenerationStats(prompt_tokens=sum(len(s.prompt_ids) for s in seqs),
                                 backend=self.backend, device=str(self.device))
         t0 = time.perf_counter()
@@ -243,8 +284,7 @@ class LLM:
             self._speculate(drafter, live, h_last[keep], first[keep], on_text, stats)
             live = []
         while live:
-            logits = runner.decode(live)
-            self._accept(live, runner.sample(live, logits), on_text)
+            self._accept(live, runner.decode_step(live), on_text)
             stats.decode_steps += 1
             for s in live:
                 if s.finished:
@@ -253,6 +293,8 @@ class LLM:
         _sync(self.device)
         stats.decode_s = time.perf_counter() - t1
         stats.new_tokens = sum(len(s.out_ids) for s in seqs)
+        stats.extra.update(graph_steps=runner.graph_steps,
+                           graph_capture_s=(graphs.capture_s - capture0) if graphs is not None else 0.0)
         self.last_stats = stats
         return [
             RequestOutput(s.prompt, s.prompt_ids, s.out_ids, self.tokenizer.decode(s.out_ids), s.finish_reason)

@@ -1,7 +1,8 @@
 """Model runner: turns a list of sequences into one prefill or decode step over the paged cache.
 
 Prefill flattens all prompts into one varlen batch (cu_seqlens); decode feeds each live
-sequence's newest token(s). Sampling draws each request's randomness from its own seeded
+sequence's newest token(s). With :class:`~tritonseek.engine.cuda_graph.DecodeGraphs` attached
+(CUDA, triton backend), ``decode_step`` replays a captured graph instead of launching eagerly. Sampling draws each request's randomness from its own seeded
 generator, so a prompt's output does not depend on which other prompts share its batch.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tritonseek.engine.cuda_graph import DecodeGraphs
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.sampling_params import SamplingParams
 from tritonseek.engine.tokenizer import TextStream
@@ -48,11 +50,16 @@ class Sequence:
 class ModelRunner:
     """Owns the cache of one ``generate`` call and runs steps of the model on it."""
 
-    def __init__(self, model: DeepseekForCausalLM, cache: PagedLatentCache, device: torch.device):
+    def __init__(self, model: DeepseekForCausalLM, cache: PagedLatentCache, device: torch.device,
+                 graphs: DecodeGraphs | None = None):
         self.model = model
         self.cache = cache
         self.device = device
         self.vocab_size = model.cfg.vocab_size
+        if graphs is not None and graphs.cache is not cache:
+            raise ValueError("graphs were captured over another cache")
+        self.graphs = graphs
+        self.graph_steps = 0
 
     def _tensor(self, data, dtype) -> torch.Tensor:
         return torch.tensor(data, dtype=dtype, device=self.device)
@@ -119,6 +126,25 @@ class ModelRunner:
         pos = self._tensor([p + j for p in starts for j in range(s_q)], torch.int64)
         hidden = self.model(ids, pos, batch, self.cache.layers)
         return self.model.compute_logits(hidden), hidden
+
+    @torch.inference_mode()
+    def decode_step(self, seqs: list[Sequence]) -> list[int]:
+        """One decode step plus sampling: each sequence's next token.
+
+        Replays the CUDA graph of the batch's bucket when graphs are attached and the batch fits
+        (greedy batches take the graph's argmax; others sample eagerly from its logits); otherwise
+        ``sample(seqs, decode(seqs))``. Both give the same tokens.
+        """
+        if self.graphs is None or not self.graphs.fits(len(seqs)):
+            return self.sample(seqs, self.decode(seqs))
+        starts = [s.num_tokens - 1 for s in seqs]
+        for s, p in zip(seqs, starts):
+            self.cache.ensure_capacity(s.seq_id, p + 1)
+        tokens, logits = self.graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], starts)
+        self.graph_steps += 1
+        if all(s.params.temperature == 0 for s in seqs):
+            return tokens.tolist()
+        return self.sample(seqs, logits)
 
     def sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Pick one token per sequence with its own SamplingParams and generator."""

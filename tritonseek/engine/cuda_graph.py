@@ -1,0 +1,251 @@
+"""CUDA-graph capture of the decode step: one graph per batch-size bucket, replayed every step.
+
+At batch 1 a DeepSeek decode step is hundreds of small kernels; launched eagerly from Python each
+costs tens of µs of host time, far more than the kernel itself. Capturing the whole step (embed →
+every decoder layer → final norm → lm_head → greedy argmax) once per batch bucket and replaying it
+turns the step into one launch (the scheme of vLLM's / SGLang's CUDA-graph runners).
+
+Static inputs live in one device byte buffer, filled each step from one pinned host buffer with a
+single asynchronous copy (no per-tensor ``torch.tensor`` uploads):
+
+    input_ids [max_batch] int64 | positions [max_batch] int64 | slot_mapping [max_batch] int64 |
+    cache_seqlens [max_batch] int32 | block_table [max_batch, max_blocks] int32
+
+A bucket-b graph reads the first b rows of each. A batch of B < b sequences is padded with dummy
+rows that cannot touch real data: slot −1 (the latent-cache write skips it), cache_seqlens 0 (the
+MLA decode kernel reads no key and writes out = 0; the split schedule gives the row no work),
+position 0, token 0. The MLA split metadata is computed on the device inside the graph from the
+static cache_seqlens (``get_mla_metadata`` is pure device arithmetic under capture). Outputs are
+the graph's static logits [b, vocab] fp32 and argmax tokens [b] int64; ``step`` returns views of
+their first B rows, valid until the next step.
+
+Not captured: prefill, MTP draft/verify forwards (seqlen_q = K+1 and the drafter's host-side
+bookkeeping run eagerly), and non-greedy sampling (each request draws noise from its own
+``torch.Generator``; it runs eagerly on the graph's logits). Every kernel on the captured path must
+be host-sync free (no ``.item()``/``.tolist()``/``.cpu()``); a sync inside capture raises from CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from tritonseek.engine.kv_cache import PagedLatentCache
+from tritonseek.model.mla import AttentionBatch
+
+DEFAULT_MAX_BATCH = 128
+
+
+def batch_buckets(max_batch: int) -> tuple[int, ...]:
+    """Graph batch sizes: powers of two below ``max_batch``, then ``max_batch`` itself (1, 2, 4, …, max_batch)."""
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
+    out, b = [], 1
+    while b < max_batch:
+        out.append(b)
+        b *= 2
+    out.append(max_batch)
+    return tuple(out)
+
+
+class StepBuffers:
+    """The static decode inputs: one pinned host byte buffer mirrored by one device byte buffer.
+
+    Args:
+        max_batch: rows of every input.
+        max_blocks: block_table width (cache blocks one sequence may hold).
+        page_size: tokens per cache block.
+        device: where the graph runs (cpu allowed, for tests of the packing; the host side is pinned
+            only on CUDA).
+    Views (device): ``input_ids``, ``positions``, ``slot_mapping`` [max_batch] int64,
+    ``cache_seqlens`` [max_batch] int32, ``block_table`` [max_batch, max_blocks] int32.
+    """
+
+    def __init__(self, max_batch: int, max_blocks: int, page_size: int, device: torch.device):
+        if max_batch < 1 or max_blocks < 1:
+            raise ValueError(f"max_batch={max_batch} and max_blocks={max_blocks} must be ≥ 1")
+        self.max_batch, self.max_blocks, self.page_size = max_batch, max_blocks, page_size
+        mb = max_batch
+        self._off_ids, self._off_pos, self._off_slot = 0, 8 * mb, 16 * mb
+        self._off_len = 24 * mb
+        self._off_bt = self._off_len + 8 * ((4 * mb + 7) // 8)
+        self.nbytes = self._off_bt + 4 * mb * max_blocks
+        pin = device.type == "cuda"
+        self.host = torch.zeros(self.nbytes, dtype=torch.uint8, pin_memory=pin)
+        self.dev = torch.zeros(self.nbytes, dtype=torch.uint8, device=device)
+        h = self.host.numpy()
+        self.h_ids = h[self._off_ids : self._off_pos].view(np.int64)
+        self.h_pos = h[self._off_pos : self._off_slot].view(np.int64)
+        self.h_slot = h[self._off_slot : self._off_len].view(np.int64)
+        self.h_len = h[self._off_len : self._off_len + 4 * mb].view(np.int32)
+        self.h_bt = h[self._off_bt :].view(np.int32).reshape(mb, max_blocks)
+        d = self.dev
+        self.input_ids = d[self._off_ids : self._off_pos].view(torch.int64)
+        self.positions = d[self._off_pos : self._off_slot].view(torch.int64)
+        self.slot_mapping = d[self._off_slot : self._off_len].view(torch.int64)
+        self.cache_seqlens = d[self._off_len : self._off_len + 4 * mb].view(torch.int32)
+        self.block_table = d[self._off_bt :].view(torch.int32).view(mb, max_blocks)
+        # (seq_id, blocks held) whose block list the device block_table row already holds
+        self._rows: list[tuple[int, int] | None] = [None] * mb
+        self._epoch = -1
+        self._copied = torch.cuda.Event() if pin else None
+
+    def fill(self, block_lists: list[list[int]], seq_ids: list[int], tokens: list[int], positions: list[int],
+             bucket: int, epoch: int = 0) -> None:
+        """Write one step's inputs (rows < B real, rows B … bucket−1 dummies) and upload them in one copy.
+
+        block_lists[i]: cache blocks of sequence i (its whole list; rows are re-sent only when it grew
+        or another sequence took the row). tokens[i] sits at positions[i]; its slot is
+        block_lists[i][p // page_size]·page_size + p % page_size and cache_seqlens[i] = p + 1.
+        Raises ValueError when B > bucket, bucket > max_batch or a sequence holds more blocks than
+        max_blocks. ``epoch``: the cache's release counter; when it moved, every row is re-sent (a
+        sequence id may come back with other blocks).
+        """
+        B = len(tokens)
+        if not (B <= bucket <= self.max_batch) or len(positions) != B or len(block_lists) != B:
+            raise ValueError(f"batch {B} (positions {len(positions)}, blocks {len(block_lists)}) does not fit "
+                             f"bucket {bucket} ≤ max_batch {self.max_batch}")
+        if self._copied is not None and not self._copied.query():
+            self._copied.synchronize()  # the previous step's upload still reads the host buffer
+        if epoch != self._epoch:
+            self._rows = [None] * self.max_batch
+            self._epoch = epoch
+        ps = self.page_size
+        pos = np.asarray(positions, dtype=np.int64)
+        self.h_ids[:B] = tokens
+        self.h_pos[:B] = pos
+        self.h_len[:B] = pos + 1
+        dirty = -1
+        slots = np.empty(B, dtype=np.int64)
+        for i, (sid, blocks) in enumerate(zip(seq_ids, block_lists)):
+            n = len(blocks)
+            p = positions[i]
+            if p // ps >= n:
+                raise ValueError(f"sequence {sid} holds {n} blocks; position {p} needs block {p // ps}")
+            slots[i] = blocks[p // ps] * ps + p % ps
+            if self._rows[i] != (sid, n):
+                if n > self.max_blocks:
+                    raise ValueError(f"sequence {sid} holds {n} cache blocks; the graphs were sized for "
+                                     f"{self.max_blocks}")
+                self.h_bt[i, :n] = blocks
+                self._rows[i] = (sid, n)
+                dirty = i
+        self.h_slot[:B] = slots
+        if bucket > B:
+            self.h_ids[B:bucket] = 0
+            self.h_pos[B:bucket] = 0
+            self.h_slot[B:bucket] = -1
+            self.h_len[B:bucket] = 0
+        n = self._off_bt + (dirty + 1) * 4 * self.max_blocks
+        self.dev[:n].copy_(self.host[:n], non_blocking=self._copied is not None)
+        if self._copied is not None:
+            self._copied.record()
+
+
+class DecodeGraphs:
+    """Captured decode steps of one model over one paged latent cache, one graph per batch bucket.
+
+    Args:
+        model: :class:`DeepseekForCausalLM` on CUDA with the triton backend (single process).
+        cache: the :class:`PagedLatentCache` the graphs write into (its tensors are baked into the graphs).
+        max_blocks: widest block list one sequence may hold (block_table width).
+        max_batch: largest batch the graphs serve (buckets: ``batch_buckets(max_batch)``).
+    Graphs are captured lazily, the first time a bucket is needed (an eager warm-up of that bucket on a
+    side stream, then the capture), into one shared memory pool. ``capture_s`` sums the time spent.
+    Raises ValueError on a CPU model, a non-triton backend or a tensor-parallel model.
+    """
+
+    def __init__(self, model, cache: PagedLatentCache, max_blocks: int, max_batch: int = DEFAULT_MAX_BATCH):
+        dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
+        if dev.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
+        if not model.ops.is_triton:
+            raise ValueError(f"CUDA graphs capture the triton backend, the model runs {model.ops.backend!r}")
+        if model.tp is not None and model.tp.enabled:
+            raise ValueError("CUDA graphs are not supported with tensor parallelism")
+        self.model, self.cache, self.device = model, cache, dev
+        self.buckets = batch_buckets(max_batch)
+        self.max_batch = max_batch
+        self.bufs = StepBuffers(max_batch, max_blocks, cache.page_size, dev)
+        self.num_heads = model.model.layers[0].self_attn.num_heads
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._pool = None
+        self.capture_s = 0.0
+        self.replays = 0
+
+    def fits(self, batch: int) -> bool:
+        return 1 <= batch <= self.max_batch
+
+    def bucket(self, batch: int) -> int:
+        """Smallest bucket holding ``batch`` rows (ValueError when batch > max_batch)."""
+        for b in self.buckets:
+            if b >= batch:
+                return b
+        raise ValueError(f"batch {batch} exceeds the graphs' max_batch {self.max_batch}")
+
+    def _forward(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        bufs = self.bufs
+        seqlens = bufs.cache_seqlens[:b]
+        batch = AttentionBatch(
+            is_prefill=False, slot_mapping=bufs.slot_mapping[:b], block_table=bufs.block_table[:b],
+            cache_seqlens=seqlens, seqlen_q=1,
+            mla_metadata=self.model.ops.mla_metadata(seqlens, 1, self.num_heads),
+        )
+        hidden = self.model(bufs.input_ids[:b], bufs.positions[:b], batch, self.cache.layers)
+        logits = self.model.compute_logits(hidden)
+        return logits, logits.argmax(dim=-1)
+
+    @torch.inference_mode()
+    def _capture(self, b: int) -> None:
+        t0 = time.perf_counter()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # compiles kernels, autotunes and allocates outside the capture
+            self._forward(b)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self._pool):
+            logits, tokens = self._forward(b)
+        self._pool = g.pool()
+        self._graphs[b] = (g, logits, tokens)
+        self.capture_s += time.perf_counter() - t0
+
+    def capture(self, batch_sizes=None) -> None:
+        """Capture the buckets of ``batch_sizes`` (default: all) now, with dummy inputs (slot −1, length 0).
+
+        Only needed to move capture time out of the first steps (e.g. before benchmarking).
+        """
+        for b in sorted({self.bucket(x) for x in (batch_sizes or self.buckets)}, reverse=True):
+            if b not in self._graphs:
+                self.bufs.fill([], [], [], [], b, self.cache.epoch)
+                self._capture(b)
+
+    @torch.inference_mode()
+    def step(self, seq_ids: list[int], tokens: list[int], positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed tokens[i] of sequence seq_ids[i] at positions[i] (its cache blocks must already be allocated).
+
+        Returns (argmax tokens [B] int64, logits [B, vocab] fp32), views of the graph's static
+        outputs: valid until the next ``step``. Raises ValueError when B exceeds max_batch or a
+        sequence lacks the block for its position.
+        """
+        B = len(seq_ids)
+        b = self.bucket(B)
+        blocks = self.cache.blocks
+        self.bufs.fill([blocks[s] for s in seq_ids], seq_ids, tokens, positions, b, self.cache.epoch)
+        if b not in self._graphs:
+            self._capture(b)  # its eager warm-up runs this very step (idempotent: same latents, same slots)
+        g, logits, toks = self._graphs[b]
+        g.replay()
+        self.replays += 1
+        return toks[:B], logits[:B]
+
+    def graph(self, batch: int) -> torch.cuda.CUDAGraph:
+        """The captured graph serving ``batch`` (for timing its bare replay; KeyError if not captured yet)."""
+        return self._graphs[self.bucket(batch)][0]
+
+    def close(self) -> None:
+        """Drop the graphs and their memory pool."""
+        self._graphs.clear()
+        self._pool = None

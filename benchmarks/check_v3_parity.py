@@ -500,19 +500,20 @@ def main(argv=None):
     cfg = model.cfg
     print(f"built {a.model_name}; softmax_scale {cfg.softmax_scale:.4f}", flush=True)
     with torch.inference_mode():
+        # quick op-level checks first (they include the explicit shapes: fused 2112×7168, prefill at 128 heads)
+        for fn in (lambda: check_fresh_linears(run, model, run.dev),
+                   lambda: check_prefill(run, cfg, run.dev, (700, 324) if not a.tiny else (40, 24))):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - keep the rest of the diagnosis
+                print(f"check FAILED: {type(e).__name__}: {e}", flush=True)
+                run.row("error", {}, error=f"{type(e).__name__}: {e}"[:400])
         for s_q in a.s_qs:
             try:
                 check_model(run, model, h, a.batch, a.context, s_q)
-            except Exception as e:  # noqa: BLE001 - keep the rest of the diagnosis
+            except Exception as e:  # noqa: BLE001
                 print(f"model check s_q={s_q} FAILED: {type(e).__name__}: {e}", flush=True)
                 run.row("error", {"s_q": s_q}, error=f"{type(e).__name__}: {e}"[:400])
-        for fn in (lambda: check_prefill(run, cfg, run.dev, (700, 324) if not a.tiny else (40, 24)),
-                   lambda: check_fresh_linears(run, model, run.dev)):
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001
-                print(f"check FAILED: {type(e).__name__}: {e}", flush=True)
-                run.row("error", {}, error=f"{type(e).__name__}: {e}"[:400])
     summary(run)
 
 

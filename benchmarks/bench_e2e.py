@@ -182,6 +182,7 @@ class SliceHarness:
         perm = torch.randperm(blocks, generator=torch.Generator().manual_seed(seed)).tolist()
         self.cache.allocator._free = perm  # scattered pages (the allocator pops from the end)
         self.graphs = None
+        self.audited = False
         if bench.cuda and model.ops.is_triton and not bench.args.eager and max_batch:
             self.graphs = DecodeGraphs(model, self.cache, -(-(max_context + 8) // PAGE) + 1, max_batch)
         self.runner = ModelRunner(model, self.cache, bench.dev, self.graphs)
@@ -262,6 +263,37 @@ def replay_us(graph, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def sync_sites(fn) -> list[str]:
+    """Run fn under ``torch.cuda.set_sync_debug_mode("warn")``; returns the distinct host syncs it made, each as
+    its innermost tritonseek/benchmarks frames (``path:line func``, innermost last)."""
+    import traceback
+    import warnings
+
+    sites: list[str] = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if "/tritonseek/" in f.filename or "/benchmarks/" in f.filename]
+        where = " <- ".join(f"{f.filename.split('/')[-2]}/{f.filename.split('/')[-1]}:{f.lineno} {f.name}"
+                            for f in reversed(frames[-3:]))
+        if where not in sites:
+            sites.append(where)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    return sites
+
+
 def run_layer(layer, state, pos, attn, cache):
     """One decoder layer on state = (x, residual); layers returning one tensor (no split residual) give (out, None)."""
     x, res = state
@@ -302,6 +334,15 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     us_engine_eager = b.wall_us(lambda: h.eager_runner.sample(seqs, h.eager_runner.decode(seqs)),
                                 reps=5 if b.cuda else 2)
     us_graph = us_engine = graph_err = None
+    audit = {}
+    if b.cuda and not h.audited:  # once: which host syncs an eager step makes (the graph path must make none)
+        h.audited = True
+        # self-test: the detector must see a known sync, else an empty list means nothing
+        audit["sync_detector_ok"] = bool(sync_sites(lambda: torch.ones(1, device=b.dev).sum().item()))
+        audit["eager_step_syncs"] = sync_sites(step)
+        audit["eager_engine_step_syncs"] = sync_sites(lambda: h.eager_runner.sample(seqs, h.eager_runner.decode(seqs)))
+        for k, v in audit.items():
+            print(f"  {k}: {len(v)}" + "".join(f"\n    {x}" for x in v), flush=True)
     layer_timer = "eager do_bench"
     t_dense = t_moe = None
     if h.graphs is not None:
@@ -310,6 +351,10 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
             tok_graph, _ = h.graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], [context] * batch)
             graph_agree = float((tok_graph == tok_eager).float().mean())
             us_graph = replay_us(h.graphs.graph(batch))
+            if "eager_step_syncs" in audit:
+                audit["graph_step_syncs"] = sync_sites(
+                    lambda: h.graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], [context] * batch))
+                print(f"  graph_step_syncs: {audit['graph_step_syncs']}", flush=True)
             us_engine = b.wall_us(lambda: runner.decode_step(seqs), reps=10)
             t_dense = graph_replay_us(lambda: run_layer(model.model.layers[0], xs[0], pos, attn, caches[0]))
             t_moe = graph_replay_us(lambda: run_layer(model.model.layers[1], xs[1], pos, attn, caches[1]))
@@ -336,7 +381,7 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     row = b.row(
         "e2e_decode", {"model": b.args.model_name, "batch": batch, "context": context},
         us=_r(us), us_graph=_r(us_graph), us_eager=_r(us_eager), us_engine=_r(us_engine),
-        us_engine_eager=_r(us_engine_eager), graph_error=graph_err,
+        us_engine_eager=_r(us_engine_eager), graph_error=graph_err, **audit,
         graph_argmax_agreement=graph_agree if us_graph is not None else None, layer_timer=layer_timer,
         gbps=_r(bytes_ / us / 1e3, 1),
         tokens_per_s=_r(batch / us * 1e6, 1), vs_roofline=_r(us / roof_us, 3), roofline_us=_r(roof_us),

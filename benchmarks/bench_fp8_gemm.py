@@ -63,6 +63,7 @@ LARGE_CANDIDATES = [
     _c(64, 128, 4, 3, 3, PINGPONG=True, TMA_STORE=True), _c(64, 128, 4, 3, 0, PINGPONG=True),
     _c(128, 128, 8, 4, 1, PINGPONG=True), _c(128, 128, 8, 5, 1), _c(128, 128, 8, 4, 1, TMA_STORE=True),
     _c(128, 64, 4, 4, 2), _c(64, 64, 4, 3, 4, TMA_STORE=True), _c(128, 128, 8, 3, 1, PINGPONG=True),
+    _c(64, 128, 4, 3, 3, GROUP_M=16), _c(64, 128, 4, 3, 3, PINGPONG=True, GROUP_M=16),
 ]
 
 

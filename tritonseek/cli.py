@@ -1,4 +1,4 @@
-"""The ``tritonseek`` command line (typer + rich): generate, info.
+"""The ``tritonseek`` command line (typer + rich): generate, warmup, bench, info.
 
 Thin layer: parse → call the library → print. User errors end with a one-line message and a
 non-zero exit code, never a traceback.
@@ -265,7 +265,46 @@ def info():
 
 
 @app.command()
-def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2e (default: all)")):
+def warmup(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint folder or HF id (local cache). Default: the embedded model."),
+    max_batch: int = typer.Option(128, "--max-batch", min=1, max=4096, help="Largest decode batch to prepare (CUDA-graph buckets up to it)."),
+):
+    """Compile every Triton kernel generate will use into Triton's on-disk cache (TRITON_CACHE_DIR)."""
+    import time
+
+    import torch
+
+    from tritonseek.warmup import WarmupError, run_warmup, triton_cache_dir
+
+    if not torch.cuda.is_available():
+        _fail("tritonseek warmup compiles Triton kernels for a CUDA GPU, and torch sees none")
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tritonseek.engine.llm import LLM
+
+    t0 = time.perf_counter()
+    try:
+        llm = LLM(model, device="cuda", backend="triton", max_graph_batch=max_batch, progress=sys.stderr.isatty())
+    except _user_errors() as e:
+        _fail(str(e))
+    load_s = time.perf_counter() - t0
+    with Progress(TextColumn("[bold]warmup[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_step(i: int, n: int, label: str) -> None:
+            bar.update(task, total=n, completed=i, description=label)
+
+        try:
+            rep = run_warmup(llm, max_batch, on_step)
+        except (WarmupError, *_user_errors()) as e:
+            _fail(str(e))
+    out.print(f"warmed {len(rep.steps)} configurations in {rep.seconds:.1f} s (model load {load_s:.1f} s); "
+              f"{rep.new_entries} new Triton cache entries in {triton_cache_dir()}", soft_wrap=True)
+
+
+@app.command()
+def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2e fused_small cold_start (default: all)")):
     """Run benchmark suites on the CUDA GPU (source checkout), print a table, append rows to benchmarks/results/."""
     from rich.table import Table
 
@@ -275,9 +314,12 @@ def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2
         rows = run_suites(list(suites or []))
     except BenchError as e:
         _fail(str(e))
-    t = Table("suite", "case", "us", "TFLOP/s", "GB/s", "vs peer")
+    t = Table("suite", "case", "us (or s)", "TFLOP/s", "GB/s", "vs peer")
     for r in rows:
-        t.add_row(str(r.get("suite")), json.dumps(r.get("case"), separators=(",", ":")), str(r.get("us_graph") or r.get("us")),
+        time_cell = r.get("us_graph") or r.get("us")
+        if time_cell is None and r.get("seconds") is not None:
+            time_cell = f"{r['seconds']} s"
+        t.add_row(str(r.get("suite")), json.dumps(r.get("case"), separators=(",", ":")), str(time_cell),
                   str(r.get("tflops")), str(r.get("gbps")), str(r.get("ratio_vs_peer")))
     out.print(t)
 

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import grouped_gemm as GG
+from tritonseek.kernels import moe_routing as MR
 from tritonseek.kernels.moe_routing import gate_topk, moe_permute, moe_unpermute
 from tritonseek.kernels.reference.moe import (
     calc_diff,
@@ -52,19 +53,21 @@ COPY_TBPS = 4.27
 CONTIG_TARGET = {(4096, 7168): 1230, (7168, 2048): 1000}
 MASKED_TARGET = {(1, 1024): (1156, 835), (2, 512): (1113, 835), (4, 256): (1002, 791)}
 
+# GRID_MULT: persistent programs per SM (contiguous only; the masked grid is one program per tile, so
+# its occupancy follows from shared memory). Several small CTAs per SM overlap one CTA's fp32 promotion
+# with another's tensor-core work (the dense fp8_gemm's winners use 64×128 tiles, 4 warps, 3 per SM).
 CANDIDATES_LARGE = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, GROUP_M=8),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=5, GROUP_M=16),
-    dict(BLOCK_M=128, BLOCK_N=256, num_warps=8, num_stages=3, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, FLATTEN=True),  # contiguous only
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, GRID_MULT=3),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, GROUP_M=8, GRID_MULT=2),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=3),
 ]
 CANDIDATES_SMALL = [
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=8, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=4, GROUP_M=8),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8),
+    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=6, GROUP_M=8),
 ]
 
 
@@ -217,6 +220,34 @@ def bench_permute(cx: Ctx):
                    gbps=lambda t: (p_bytes + u_bytes) / t / 1e3, peer="torch argsort+index_select / index_add",
                    peer_us=pu, correct=ok and ok_u, target_gbps=3400, target_ratio=3.0)
         r["meets_target"] = bool(r["gbps"] >= 3400 and (r["ratio_vs_peer"] or 0) >= 3.0)
+        if cx.args.sweep:
+            _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, p_bytes + u_bytes)
+
+
+COPY_CANDIDATES = [(1024, 4), (2048, 4), (1024, 2), (2048, 8), (512, 2)]  # (BLOCK_H elements, num_warps)
+
+
+def _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, nbytes):
+    """Row-copy / weighted-sum block sizes for permute+unpermute (checked, then timed as one graph)."""
+    default = MR._copy_config
+    try:
+        for c in COPY_CANDIDATES:
+            if cx.time_left() < 20:
+                break
+            MR._copy_config = lambda H, eb, c=c: c
+            out = MR.moe_permute(x, ids, E, bm, scale, graph_safe=True)
+            o = MR.moe_unpermute(y, ref[3], w)
+            good = (torch.equal(out[0][:v.numel()][v].view(torch.uint8), ref[0][v].view(torch.uint8))
+                    and bool(torch.allclose(o.float(), o_ref.float(), rtol=1e-2, atol=1e-2)))
+            if not good:
+                print(f"  copy cfg {c}: WRONG, not timed")
+                continue
+            fns = [lambda: MR.moe_permute(x, ids, E, bm, scale, graph_safe=True), lambda: MR.moe_unpermute(y, out[3], w)]
+            ug = cx.graph_us(fns)
+            ug = ug * 2 if ug else cx.eager_us(lambda: [f() for f in fns])
+            print(f"  copy cfg {c} {dt}: permute+unpermute graph {ug:.1f} us = {nbytes / ug / 1e3:.0f} GB/s")
+    finally:
+        MR._copy_config = default
 
 
 def _rand_fp8(shape, dev):
@@ -291,7 +322,7 @@ def bench_contiguous(cx: Ctx):
                 d = calc_diff(out[rows].float(), ref)
                 return bool(torch.isfinite(out).all()) and d < 1e-3, d
 
-            cands = CANDIDATES_SMALL[:1] if cx.dry else (CANDIDATES_LARGE if cx.args.sweep else CANDIDATES_LARGE[:1])
+            cands = CANDIDATES_SMALL[:1] if cx.dry else (CANDIDATES_LARGE if cx.args.sweep else [None])
             print(f"contiguous {G}x{m} N={N} K={K}")
             res = _sweep(cx, cands, run, check, f"contiguous,{N},{K},{GG._m_class(m)}")
             if res is None:
@@ -311,7 +342,8 @@ def bench_contiguous(cx: Ctx):
             flops = 2 * M * N * K
             r = cx.row("grouped_gemm_contiguous", dict(groups=G, m_per_group=m, N=N, K=K), us, ug,
                        tflops=lambda t: flops / t / 1e6, gbps=lambda t: (M * K + G * N * K + 2 * M * N) / t / 1e3,
-                       peer="torch._grouped_mm bf16", peer_us=(peer_ug if (peer_ug and ug) else peer_us), config=cfg,
+                       peer="torch._grouped_mm bf16", peer_us=(peer_ug if (peer_ug and ug) else peer_us),
+                       config=cfg or GG.get_config("contiguous", m, N, K),
                        target_tflops=CONTIG_TARGET.get((N, K)), correct=True)
             r["meets_target"] = bool(r["tflops"] and r["tflops"] >= CONTIG_TARGET.get((N, K), 0)
                                      and (r["ratio_vs_peer"] or 0) >= 1.8)
@@ -353,9 +385,12 @@ def bench_masked(cx: Ctx):
         refs = {g: grouped_fp8_gemm_masked_ref(a[g:g + 1], a_s[g:g + 1], b[g:g + 1], bs[g:g + 1], masked_m_d[g:g + 1],
                                                out_dtype=torch.float32) for g in chk}
         em = max(1, int(masked_m.float().mean().item()))
+        # decode: programs only for the ≤ T·k groups that can hold rows, as the model launches it
+        mag = min(G, T * 8) if kind == "decode" else None
 
         def run(cfg):
-            return GG.grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m_d, out=out, expected_m=em, config=cfg)
+            return GG.grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m_d, out=out, expected_m=em, config=cfg,
+                                              max_active_groups=mag)
 
         def check(cfg):
             out.fill_(float("nan"))
@@ -373,9 +408,9 @@ def bench_masked(cx: Ctx):
         if cx.dry:
             cands = CANDIDATES_SMALL[:1]
         elif em > 64:
-            cands = [c for c in CANDIDATES_LARGE if not c.get("FLATTEN")] if cx.args.sweep else CANDIDATES_LARGE[:1]
+            cands = CANDIDATES_LARGE if cx.args.sweep else [None]
         else:
-            cands = CANDIDATES_SMALL if cx.args.sweep else CANDIDATES_SMALL[:1]
+            cands = CANDIDATES_SMALL if cx.args.sweep else [None]
         print(f"masked {kind} G={G} m={m} N={N} K={K} (valid rows {int(masked_m.sum())}, expected_m {em})")
         res = _sweep(cx, cands, run, check, f"masked,{N},{K},{GG._m_class(em)}")
         if res is None:
@@ -398,7 +433,8 @@ def bench_masked(cx: Ctx):
         if kind == "decode":
             case = dict(groups=G, m_per_group=round(T * 8 / 256, 3), N=N, K=K, T=T, max_m=M_max, valid_rows=rows_valid)
         r = cx.row("grouped_gemm_masked", case, us, ug, tflops=lambda t: flops / t / 1e6,
-                   gbps=lambda t: wbytes / t / 1e3, peer=peer, peer_us=peer_us, config=cfg, correct=True,
+                   gbps=lambda t: wbytes / t / 1e3, peer=peer, peer_us=peer_us,
+                   config=cfg or GG.get_config("masked", em, N, K), max_active_groups=mag, correct=True,
                    target_tflops=tgt, target_gbps=0.8 * COPY_TBPS * 1000 if kind == "decode" else None)
         if kind == "anchor":
             r["meets_target"] = bool(r["tflops"] and r["tflops"] >= tgt)

@@ -84,12 +84,22 @@ def test_choose_layout_and_rejects(device):
 # ------------------------------------------------------------------------------------------------
 
 
+E_V3, H_V3, I_V3, K_V3 = 256, 7168, 2048, 8
+
+
+@pytest.fixture(scope="module")
+def v3_experts():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return _experts(E_V3, H_V3, I_V3, torch.Generator().manual_seed(3), torch.device("cuda"))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("T", [1, 64, 200])
-def test_layouts_match_reference_v3_gpu(device, T):
+def test_layouts_match_reference_v3_gpu(device, v3_experts, T):
     g = torch.Generator().manual_seed(T)
-    E, H, I, k = 256, 7168, 2048, 8
-    moe = _experts(E, H, I, g, device)
+    E, H, k = E_V3, H_V3, K_V3
+    moe = v3_experts
     x = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
     w, ids = _routing(T, E, k, g, "plain")
     w, ids = w.to(device), ids.to(device)
@@ -107,11 +117,11 @@ def test_layouts_match_reference_v3_gpu(device, T):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("T", [1, 64, 256])
-def test_decode_step_is_graph_capturable_gpu(device, T):
+def test_decode_step_is_graph_capturable_gpu(device, v3_experts, T):
     """Both layouts capture in a CUDA graph (no host sync) and replays follow new inputs."""
     g = torch.Generator().manual_seed(100 + T)
-    E, H, I, k = 256, 7168, 2048, 8
-    moe = _experts(E, H, I, g, device)
+    E, H, k = E_V3, H_V3, K_V3
+    moe = v3_experts
     x = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
     w, ids = _routing(T, E, k, g, "plain")
     w, ids = w.to(device), ids.to(device)

@@ -112,19 +112,30 @@ def _grouped_fp8_contiguous_kernel(
         ge = tl.where(ok, expert, 0).to(tl.int64)
         b_row = (ge * N + off_n).to(tl.int32)
         row_ok = mi == expert
+        # scales of K block kb+1 are loaded while block kb is multiplied (never between two MMAs)
+        sa_ptrs = a_scale_ptr + rm * stride_asm
+        if BLOCK_N <= 128:
+            sb_ptrs = b_scale_ptr + ge * stride_bse + (off_n // 128) * stride_bsn
+            sb_mask = ok
+        else:
+            sb_ptrs = b_scale_ptr + ge * stride_bse + (rn // 128) * stride_bsn
+            sb_mask = ok & (rn < N)
+        sa = tl.load(sa_ptrs, mask=row_ok & ok, other=0.0)
+        sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kb in range(0, k_hi):
             a = a_desc.load([off_m, kb * BLOCK_K])
             b = b_desc.load([b_row, kb * BLOCK_K])
-            sa = tl.load(a_scale_ptr + rm * stride_asm + kb * stride_ask, mask=row_ok, other=0.0)
+            more = kb + 1 < k_hi
+            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
+            sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
             blk = tl.dot(a, b.T)
             if BLOCK_N <= 128:
-                sb = tl.load(b_scale_ptr + ge * stride_bse + (off_n // 128) * stride_bsn + kb * stride_bsk)
                 acc += blk * (sa * sb)[:, None]
             else:
-                sb = tl.load(b_scale_ptr + ge * stride_bse + (rn // 128) * stride_bsn + kb * stride_bsk,
-                             mask=rn < N, other=0.0)
-                acc += blk * sa[:, None] * sb[None, :]
+                acc += blk * (sa[:, None] * sb[None, :])
+            sa = sa_next
+            sb = sb_next
         # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
         acc = tl.where(row_ok[:, None] & ok, acc, tl.where((mi < 0)[:, None], 0.0, float("nan")))
         o_ptrs = out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
@@ -171,19 +182,30 @@ def _grouped_fp8_masked_kernel(
     row_ok = rm < mm
     a_row = (g64 * M_max + off_m).to(tl.int32)
     b_row = (g64 * N + off_n).to(tl.int32)
+    # scales of K block kb+1 are loaded while block kb is multiplied
+    sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
+    if BLOCK_N <= 128:
+        sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
+        sb_mask = off_n < N
+    else:
+        sb_ptrs = b_scale_ptr + g64 * stride_bse + (rn // 128) * stride_bsn
+        sb_mask = rn < N
+    sa = tl.load(sa_ptrs, mask=row_ok, other=0.0)
+    sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for kb in range(0, num_k_blocks):
         a = a_desc.load([a_row, kb * BLOCK_K])
         b = b_desc.load([b_row, kb * BLOCK_K])
-        sa = tl.load(a_scale_ptr + g64 * stride_ase + rm * stride_asm + kb * stride_ask, mask=row_ok, other=0.0)
+        more = kb + 1 < num_k_blocks
+        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
+        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
         blk = tl.dot(a, b.T)
         if BLOCK_N <= 128:
-            sb = tl.load(b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn + kb * stride_bsk)
             acc += blk * (sa * sb)[:, None]
         else:
-            sb = tl.load(b_scale_ptr + g64 * stride_bse + (rn // 128) * stride_bsn + kb * stride_bsk,
-                         mask=rn < N, other=0.0)
-            acc += blk * sa[:, None] * sb[None, :]
+            acc += blk * (sa[:, None] * sb[None, :])
+        sa = sa_next
+        sb = sb_next
     o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (rn[None, :] < N))
 
@@ -238,7 +260,8 @@ def grouped_fp8_gemm_contiguous(
         of the minority expert (never another expert's product); ``check_alignment=True`` instead raises
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
-    config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M).
+    config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, FLATTEN,
+        GRID_MULT = persistent programs per SM).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, alignment).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
     """
@@ -283,7 +306,7 @@ def grouped_fp8_gemm_contiguous(
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
-    grid = min(_num_programs(dev), tiles)
+    grid = min(_num_programs(dev) * int(cfg.get("GRID_MULT", 1)), tiles)
     _grouped_fp8_contiguous_kernel[(grid,)](
         a_desc, b_desc, a_scale, b_scale, m_indices, out,
         M, N, E, kb,

@@ -68,11 +68,14 @@ LARGE_CANDIDATES = [
 
 
 def candidates(m: int, n: int | None = None, k: int | None = None) -> list[dict]:
-    """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG twin and a
-    deeper pipeline."""
+    """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG twin, a
+    deeper pipeline and two other tile shapes at the same K split."""
     if m <= 128:
         base = G._TUNED.get((G._m_class(m), n, k)) or G._default_config(m, n, k, G._num_sms(0))
-        return [dict(base), dict(base, PINGPONG=True), dict(base, num_stages=6)]
+        sk = base.get("SPLIT_K", 1)
+        other = ([_c(128, 128, 8, 4, 0, SPLIT_K=sk), _c(128, 64, 4, 4, 2, SPLIT_K=sk)] if m > 64
+                 else [_c(64, 64, 4, 4, 2, SPLIT_K=sk), _c(64, 128, 4, 4, 0, SPLIT_K=sk)])
+        return [dict(base), dict(base, PINGPONG=True), dict(base, num_stages=6)] + other
     return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES]
 
 

@@ -4,8 +4,10 @@ Run through ``benchmarks/bench_e2e.py --suite mtp_e2e`` (or ``bench_mtp.py --sui
 measurements, each reported per batch size and K:
 
 1. **61-layer DeepSeek-V3, composed from measured parts** (case model ``deepseek-v3-61L``). On the
-   V3-width slice, at batch B ∈ {1, 16, 64} and context 1024 (random latents), time (do_bench median,
-   eager) with seqlen_q = 1 (plain decode) and seqlen_q = K+1 (verification, bottom-right causal):
+   V3-width slice, at batch B ∈ {1, 16, 64} and context 1024 (random latents), time (median CUDA-graph
+   replay of each part, benchmarks/timing.py — what a graph-captured step pays; eager ``do_bench`` too,
+   as ``parts_us_eager`` / ``speedup_eager``) with seqlen_q = 1 (plain decode) and seqlen_q = K+1
+   (verification, bottom-right causal):
    one dense layer, one MoE layer, embed + final norm + lm_head + argmax, and the MTP draft step
    (enorm/hnorm + eh_proj + its MoE block + shared_head.norm + head + argmax). Then
    t_decode = 3·dense(1) + 58·moe(1) + head(1), t_verify = 3·dense(K+1) + 58·moe(K+1) + head(K+1),
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.timing import graph_replay_us
 from tritonseek.engine.speculative import MTPDrafter
 
 DEEPSEEK_ACCEPTANCE = 0.85
@@ -56,19 +59,33 @@ def card_acceptance() -> dict[int, float]:
     return {k: info[f"mtp_acceptance_k{k}"] for k in (1, 2, 3, 4) if f"mtp_acceptance_k{k}" in info}
 
 
-def time_parts(b, h, batch: int, context: int, s_qs: list[int]) -> dict[int, dict[str, float]]:
-    """µs of dense layer / MoE layer / head / MTP draft step at each seqlen_q."""
+def time_parts(b, h, batch: int, context: int, s_qs: list[int]) -> tuple[dict, dict, str | None]:
+    """µs of dense layer / MoE layer / head / MTP draft step at each seqlen_q.
+
+    Returns (parts, parts_eager, graph_error): ``parts`` are CUDA-graph replay times
+    (benchmarks/timing.py; what a graph-captured decode step pays) where every part could be
+    captured, else the eager ``do_bench`` times; ``parts_eager`` always the eager ones.
+    """
     model, cfg = h.model, h.cfg
     layers, caches, mtp = model.model.layers, h.cache.layers, model.mtp[0]
     mtp_cache = caches[cfg.num_hidden_layers]
     seqs = h.seqs(batch, context, extra=max(s_qs))
     gen = torch.Generator(device=b.dev).manual_seed(batch)
-    out = {}
+    out, out_eager = {}, {}
+    graph_err = None if (b.cuda and model.ops.is_triton) else "not CUDA/triton"
 
-    def t(fn) -> float:
+    def t(fn) -> tuple[float, float | None]:
+        nonlocal graph_err
         us = b.kernel_us(fn)
+        ug = None
+        if graph_err is None:
+            try:
+                ug = graph_replay_us(fn)
+            except Exception as e:  # noqa: BLE001 - a part that cannot be captured: eager figures for all
+                graph_err = f"{type(e).__name__}: {e}"[:300]
+                print(f"  graph capture failed (eager parts used): {graph_err}", flush=True)
         model.ops._dense.clear()  # reference backend: its fp32 expert copies would not fit for every part
-        return us
+        return us, ug
 
     try:
         for s_q in s_qs:
@@ -77,17 +94,21 @@ def time_parts(b, h, batch: int, context: int, s_qs: list[int]) -> dict[int, dic
             x = torch.randn(T, cfg.hidden_size, generator=gen, device=b.dev).to(model.dtype)
             ids = torch.randint(2, cfg.vocab_size, (T,), generator=gen, device=b.dev)
             pos = (context + torch.arange(s_q, device=b.dev)).repeat(batch)
-            out[s_q] = dict(
+            res = dict(
                 dense=t(lambda: layers[0](x, pos, attn, caches[0])),
                 moe=t(lambda: layers[1](x, pos, attn, caches[1])),
                 head=t(lambda: (model.model.embed_tokens(ids), model.compute_logits(x).argmax(-1))),
                 draft=t(lambda: mtp.logits(mtp(ids, x, pos, attn, mtp_cache)).argmax(-1)),
             )
-            print(f"mtp parts b={batch:<3} s_q={s_q}: " + "  ".join(f"{k} {v:8.1f}us" for k, v in out[s_q].items()),
-                  flush=True)
+            out_eager[s_q] = {k: v[0] for k, v in res.items()}
+            out[s_q] = {k: (v[1] if v[1] is not None else v[0]) for k, v in res.items()}
+            print(f"mtp parts b={batch:<3} s_q={s_q}: " + "  ".join(
+                f"{k} {v[0]:8.1f}us eager / {v[1] or float('nan'):8.1f}us graph" for k, v in res.items()), flush=True)
     finally:
         h.release(seqs)
-    return out
+    if graph_err is not None:
+        out = out_eager
+    return out, out_eager, graph_err
 
 
 def slice_direct(b, h, batch: int, context: int, k: int) -> dict:
@@ -153,12 +174,12 @@ def run_mtp_e2e(b, h) -> None:
     a = b.args
     ks, ctx = a.mtp_ks, a.mtp_context
     s_qs = sorted({1} | {k + 1 for k in ks})
-    parts, direct, dm = {}, {}, {}
+    parts, parts_eager, graph_errs, direct, dm = {}, {}, {}, {}, {}
     for batch in a.mtp_batches:
         if b.over_budget(f"mtp_e2e parts b={batch}"):
             break
         try:
-            parts[batch] = time_parts(b, h, batch, ctx, s_qs)
+            parts[batch], parts_eager[batch], graph_errs[batch] = time_parts(b, h, batch, ctx, s_qs)
         except Exception as e:  # noqa: BLE001
             print(f"mtp_e2e parts b={batch} FAILED: {type(e).__name__}: {e}", flush=True)
     if not a.no_default_model and not b.over_budget("mtp_e2e default model"):
@@ -173,13 +194,17 @@ def run_mtp_e2e(b, h) -> None:
             measured[k] = r["acceptance"]
 
     # 1. 61-layer composition
-    for batch, p in parts.items():
+    def compose(p, k):
         t_dec = V3_DENSE * p[1]["dense"] + V3_MOE * p[1]["moe"] + p[1]["head"]
+        q = p[k + 1]
+        t_ver = V3_DENSE * q["dense"] + V3_MOE * q["moe"] + q["head"]
+        return t_dec, t_ver, t_ver + k * p[1]["draft"], t_ver + (k - 1) * p[1]["draft"] + q["draft"]
+
+    for batch, p in parts.items():
+        graphed = graph_errs[batch] is None
         for k in ks:
-            q = p[k + 1]
-            t_ver = V3_DENSE * q["dense"] + V3_MOE * q["moe"] + q["head"]
-            t_step = t_ver + k * p[1]["draft"]
-            t_eng = t_ver + (k - 1) * p[1]["draft"] + q["draft"]
+            t_dec, t_ver, t_step, t_eng = compose(p, k)
+            e_dec, _, e_step, _ = compose(parts_eager[batch], k)
             sources = [(DEEPSEEK_ACCEPTANCE, "DeepSeek-V3 report"), (card.get(k), "default model card (held-out eval)"),
                        (measured.get(k), "default model, generate in this run")]
             for acc, source in sources:
@@ -193,8 +218,12 @@ def run_mtp_e2e(b, h) -> None:
                       tokens_per_step=round(E, 3), speedup_engine_schedule=round(E * t_dec / t_eng, 3),
                       t_verify_us=round(t_ver, 1), acceptance_source=source, context=ctx,
                       parts_us={str(s): {n: round(v, 1) for n, v in d.items()} for s, d in p.items()},
+                      parts_us_eager={str(s): {n: round(v, 1) for n, v in d.items()}
+                                      for s, d in parts_eager[batch].items()},
+                      speedup_eager=round(E * e_dec / e_step, 3), timer="graph replay" if graphed else "eager do_bench",
+                      graph_error=graph_errs[batch],
                       target_speedup=1.8 if (batch == 1 and acc == DEEPSEEK_ACCEPTANCE) else None,
-                      note="eager kernels, layer times scaled to 3 dense + 58 MoE")
+                      note=("CUDA-graph replay" if graphed else "eager") + " part times scaled to 3 dense + 58 MoE")
 
     # 2. the slice, directly with the engine pieces
     direct_batches = [] if a.no_slice_direct else a.mtp_batches
@@ -211,7 +240,7 @@ def run_mtp_e2e(b, h) -> None:
                 continue
             finally:
                 h.model.ops._dense.clear()
-            p = parts.get(batch)
+            p = parts_eager.get(batch)  # the direct run is eager: compare with eager parts
             comp = None
             if p:
                 n_moe = h.cfg.num_hidden_layers - 1

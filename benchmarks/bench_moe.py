@@ -62,6 +62,7 @@ CANDIDATES_LARGE = [
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2),
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, GROUP_M=8, GRID_MULT=2),
     dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=3),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, WS=True),  # contiguous only
 ]
 CANDIDATES_SMALL = [
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8),
@@ -408,7 +409,7 @@ def bench_masked(cx: Ctx):
         if cx.dry:
             cands = CANDIDATES_SMALL[:1]
         elif em > 64:
-            cands = CANDIDATES_LARGE if cx.args.sweep else [None]
+            cands = [c for c in CANDIDATES_LARGE if not c.get("WS")] if cx.args.sweep else [None]
         else:
             cands = CANDIDATES_SMALL if cx.args.sweep else [None]
         print(f"masked {kind} G={G} m={m} N={N} K={K} (valid rows {int(masked_m.sum())}, expected_m {em})")

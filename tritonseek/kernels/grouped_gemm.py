@@ -85,7 +85,7 @@ def _grouped_fp8_contiguous_kernel(
     M, N, E, num_k_blocks,
     stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_om, stride_on,
     NUM_PROGRAMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr,
+    GROUP_M: tl.constexpr, FLATTEN: tl.constexpr, WS: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
@@ -123,7 +123,7 @@ def _grouped_fp8_contiguous_kernel(
         sa = tl.load(sa_ptrs, mask=row_ok & ok, other=0.0)
         sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kb in range(0, k_hi):
+        for kb in tl.range(0, k_hi, warp_specialize=WS):
             a = a_desc.load([off_m, kb * BLOCK_K])
             b = b_desc.load([b_row, kb * BLOCK_K])
             more = kb + 1 < k_hi
@@ -261,7 +261,7 @@ def grouped_fp8_gemm_contiguous(
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, FLATTEN,
-        GRID_MULT = persistent programs per SM).
+        GRID_MULT = persistent programs per SM, WS = Triton warp specialization of the K loop).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, alignment).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
     """
@@ -313,7 +313,7 @@ def grouped_fp8_gemm_contiguous(
         a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), b_scale.stride(2),
         out.stride(0), out.stride(1),
         NUM_PROGRAMS=grid, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=cfg.get("GROUP_M", 8),
-        FLATTEN=bool(cfg.get("FLATTEN", False)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        FLATTEN=bool(cfg.get("FLATTEN", False)), WS=bool(cfg.get("WS", False)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
 

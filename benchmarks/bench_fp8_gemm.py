@@ -64,18 +64,22 @@ LARGE_CANDIDATES = [
     _c(128, 128, 8, 4, 1, PINGPONG=True), _c(128, 128, 8, 5, 1), _c(128, 128, 8, 4, 1, TMA_STORE=True),
     _c(128, 64, 4, 4, 2), _c(64, 64, 4, 3, 4, TMA_STORE=True), _c(128, 128, 8, 3, 1, PINGPONG=True),
     _c(64, 128, 4, 3, 3, GROUP_M=16), _c(64, 128, 4, 3, 3, PINGPONG=True, GROUP_M=16),
+    # flattened tile × K loop: the next tile's loads are issued during the current tile's last
+    # K blocks, so the pipeline never drains between tiles (matters at small K)
+    _c(64, 128, 4, 3, 3, FLATTEN=True), _c(64, 128, 4, 4, 2, FLATTEN=True), _c(128, 128, 8, 4, 1, FLATTEN=True),
+    _c(64, 128, 4, 3, 3, PINGPONG=True, FLATTEN=True),
 ]
 
 
 def candidates(m: int, n: int | None = None, k: int | None = None) -> list[dict]:
-    """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG twin, a
-    deeper pipeline and two other tile shapes at the same K split."""
+    """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG and FLATTEN
+    twins, a deeper pipeline and two other tile shapes at the same K split."""
     if m <= 128:
         base = G._TUNED.get((G._m_class(m), n, k)) or G._default_config(m, n, k, G._num_sms(0))
         sk = base.get("SPLIT_K", 1)
         other = ([_c(128, 128, 8, 4, 0, SPLIT_K=sk), _c(128, 64, 4, 4, 2, SPLIT_K=sk)] if m > 64
                  else [_c(64, 64, 4, 4, 2, SPLIT_K=sk), _c(64, 128, 4, 4, 0, SPLIT_K=sk)])
-        return [dict(base), dict(base, PINGPONG=True), dict(base, num_stages=6)] + other
+        return [dict(base), dict(base, PINGPONG=True), dict(base, num_stages=6), dict(base, FLATTEN=True)] + other
     return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES]
 
 

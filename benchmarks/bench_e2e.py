@@ -1,6 +1,6 @@
 """End-to-end benchmark suites ``e2e_decode``, ``e2e_prefill`` (issue 8) and ``mtp_e2e`` (issue 6).
 
-    PYTHONPATH=. python benchmarks/bench_e2e.py [--suite e2e_decode,e2e_prefill,mtp_e2e] [--out rows.jsonl]
+    PYTHONPATH=. python benchmarks/bench_e2e.py [--suite e2e_decode,e2e_prefill,mtp_e2e,hf_peer,v2lite] [--out rows.jsonl]
         [--budget-s 240] [--tiny --device cpu --backend reference]   # --tiny: same code at small widths (CPU dev)
 
 The model is a DeepSeek-V3-width slice (``benchmarks/v3_slice.py``: 4 layers = 1 dense + 3 MoE, plus
@@ -29,6 +29,13 @@ block ids come from a shuffled free list, so pages are scattered as in a long-ru
   + the last token's lm_head. ``fp8_rate_frac`` = TFLOP/s ÷ 1138 (cuBLAS block-scaled FP8 on this H200,
   GPU.md); target ≥ 0.5.
 * ``mtp_e2e`` — see :func:`run_mtp_e2e`.
+* ``hf_peer`` — transformers' DeepseekV3ForCausalLM (attention eager, bf16, the slice's weights
+  dequantized; ``benchmarks/e2e_peers.py``) at --hf-batches × --hf-contexts: its own ``e2e_decode`` rows
+  (model ``transformers-v3-slice-4L``) and the peer of the matching tritonseek rows (targets ≥ 5× at
+  batch 1, ≥ 4× at batch 8). Frees the slice's experts, so it runs after the other slice suites.
+* ``v2lite`` — ``e2e_decode`` rows of a DeepSeek-V2-Lite-shaped random-FP8 model (27 layers, hidden
+  2048, 16 heads, no q_lora, 64 experts top-6 softmax greedy, 2 shared) at --v2-batches × --v2-context,
+  built after the slice is freed.
 
 Device run (one call, ~3–4 min; ``--quick`` for ~2 min)::
 
@@ -58,6 +65,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.mtp_e2e import run_mtp_e2e  # noqa: E402
+from benchmarks.e2e_peers import run_hf_peer, v2_lite_config  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
 from tritonseek.engine.cuda_graph import DecodeGraphs  # noqa: E402
@@ -189,6 +197,13 @@ class SliceHarness:
         self.eager_runner = ModelRunner(model, self.cache, bench.dev)
         self._next = 0
         self._prompts: dict[int, list[int]] = {}
+
+    def close(self) -> None:
+        """Drop the graphs and the cache (frees their device memory once the harness is unreferenced)."""
+        if self.graphs is not None:
+            self.graphs.close()
+        self.graphs = self.runner = self.eager_runner = None
+        self.cache.layers.clear()
 
     def seqs(self, batch: int, context: int, extra: int) -> list[Sequence]:
         """``batch`` sequences with ``context`` tokens already cached and one pending token, room for ``extra`` more."""
@@ -371,10 +386,11 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     # 61-layer estimate: the slice has 1 dense + 3 MoE; DeepSeek-V3 has 3 dense + 58 MoE.
     n_moe = sum(isinstance(l.mlp, MoE) for l in model.model.layers)
     n_dense = cfg.num_hidden_layers - n_moe
-    us61 = us + (3 - n_dense) * t_dense + (58 - n_moe) * t_moe
+    v3 = b.args.model_name.startswith("v3-slice")  # the 61-layer extrapolation is DeepSeek-V3's
+    us61 = us + (3 - n_dense) * t_dense + (58 - n_moe) * t_moe if v3 else None
     per_moe_bytes = layer_static_bytes(model.model.layers[1]) + (sum(uniq) / max(len(uniq), 1)) * expert_bytes(moe0)
     kv_layer = kv_bytes / cfg.num_hidden_layers
-    roof61 = (bytes_ + (3 - n_dense) * (layer_static_bytes(model.model.layers[0]) + kv_layer)
+    roof61 = None if not v3 else (bytes_ + (3 - n_dense) * (layer_static_bytes(model.model.layers[0]) + kv_layer)
               + (58 - n_moe) * (per_moe_bytes + kv_layer)) / HBM_BPS * 1e6
 
     h.release(seqs)
@@ -527,6 +543,10 @@ def parse_args(argv=None):
                         "(64 tokens), no slice-direct MTP run")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--eager", action="store_true", help="e2e_decode: no CUDA graphs (eager step only)")
+    p.add_argument("--hf-batches", default="1,8", help="hf_peer suite: transformers eager bf16 batch sizes")
+    p.add_argument("--hf-contexts", default="1024", help="hf_peer suite: contexts (prefilled through transformers)")
+    p.add_argument("--v2-batches", default="1,4,16,64", help="v2lite suite: batch sizes")
+    p.add_argument("--v2-context", type=int, default=1024, help="v2lite suite: context")
     p.add_argument("--out", default=None)
     p.add_argument("--budget-s", type=float, default=240.0)
     p.add_argument("--seed", type=int, default=0)
@@ -538,10 +558,32 @@ def parse_args(argv=None):
     a.batches, a.contexts, a.peer_batches = ints(a.batches), ints(a.contexts), ints(a.peer_batches)
     a.prefill_tokens, a.mtp_batches, a.mtp_ks = ints(a.prefill_tokens), ints(a.mtp_batches), ints(a.mtp_ks)
     a.dm_batches = ints(a.dm_batches)
+    a.hf_batches, a.hf_contexts, a.v2_batches = ints(a.hf_batches), ints(a.hf_contexts), ints(a.v2_batches)
     a.suites = [s for s in a.suite.split(",") if s]
     a.backend = a.backend or ("triton" if a.device.startswith("cuda") else "reference")
     a.model_name = "v3-slice-tiny" if a.tiny else f"v3-slice-{a.layers}L"
     return a
+
+
+def pages(batch: int, tokens: int) -> int:
+    """Cache tokens ``batch`` sequences of ``tokens`` take (each rounds up to whole pages)."""
+    return batch * -(-tokens // PAGE) * PAGE
+
+
+def run_v2lite(b: Bench) -> None:
+    """``e2e_decode`` rows of a DeepSeek-V2-Lite-shaped model (27 layers, random FP8) at --v2-batches × --v2-context."""
+    a = b.args
+    t = time.perf_counter()
+    model = build_slice(v2_lite_config(3 if a.tiny else 27, tiny=a.tiny), backend=a.backend, device=a.device, seed=a.seed)
+    b.sync()
+    b.model = model
+    a.model_name = "v2-lite-tiny" if a.tiny else "v2-lite-27L"
+    print(f"built {a.model_name} ({a.backend}) in {time.perf_counter() - t:.1f}s; "
+          f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9:.2f} GB of weights", flush=True)
+    h = SliceHarness(b, model, pages(max(a.v2_batches), a.v2_context + 8), max_context=a.v2_context,
+                     max_batch=max(a.v2_batches))
+    a.batches, a.contexts = a.v2_batches, [a.v2_context]
+    run_decode(b, h)
 
 
 def main(argv=None):
@@ -555,9 +597,6 @@ def main(argv=None):
     print(f"built {a.model_name} ({a.backend}) in {time.perf_counter() - t:.1f}s; "
           f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9:.2f} GB of weights; "
           f"peak {b.peak_gb()} GB", flush=True)
-    def pages(batch, tokens):  # each sequence rounds up to whole pages
-        return batch * -(-tokens // PAGE) * PAGE
-
     max_tokens = max(pages(max(a.batches), max(a.contexts) + 8), pages(max(a.mtp_batches), a.mtp_context + 8),
                      pages(1, max(a.prefill_tokens) + 8))
     h = SliceHarness(b, model, max_tokens, max_context=max(a.contexts + [a.mtp_context]),
@@ -579,6 +618,15 @@ def main(argv=None):
             run_prefill(b, h)
         if "e2e_decode" in a.suites and not a.no_peer:
             run_decode_peers(b, h)
+        if "hf_peer" in a.suites and not b.over_budget("transformers peer"):
+            run_hf_peer(b, h, a.hf_batches, a.hf_contexts)  # frees the slice's experts: last use of the slice
+        if "v2lite" in a.suites and not b.over_budget("v2-lite"):
+            h.close()
+            del h, model
+            b.model = None
+            if b.cuda:
+                torch.cuda.empty_cache()
+            run_v2lite(b)
     print_table(b)
 
 
@@ -590,9 +638,13 @@ def print_table(b: Bench):
             print(f"{r['suite']:12s} {c} ERROR {r['error'][:120]}")
         elif r["suite"] == "e2e_decode":
             g = "graph" if r.get("us_graph") is not None else "eager"
+            if r["backend"] == "transformers":
+                print(f"e2e_decode  [transformers] b={c['batch']:<4} ctx={c['context']:<5} {r['us']/1e3:8.2f} ms "
+                      f"(tritonseek {r.get('tritonseek_speedup')}x faster)")
+                continue
             print(f"e2e_decode  [{r['backend']}/{g}] b={c['batch']:<4} ctx={c['context']:<5} {r['us']/1e3:8.2f} ms "
                   f"(eager {r.get('us_eager', 0)/1e3:.2f}) {r['tokens_per_s']:9.1f} tok/s  x{r['vs_roofline']} roofline  "
-                  f"61L~{r['us_61layer_est']/1e3:.1f} ms  engine {r.get('us_engine')} us  peer {r['peer_us']} "
+                  f"61L~{(r.get('us_61layer_est') or 0)/1e3:.1f} ms  engine {r.get('us_engine')} us  peer {r['peer_us']} "
                   f"({r['ratio_vs_peer']}x)")
         elif r["suite"] == "e2e_prefill":
             print(f"e2e_prefill T={c['tokens']} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} tok/s {r['tflops']} TFLOP/s")

@@ -95,3 +95,29 @@ def test_bench_e2e_runs_tiny(tmp_path):
     for r in mtp:
         assert r["speedup"] > 0 and r["tokens_per_step"] >= 1
     assert all(r["same_tokens"] for r in mtp if r["case"]["model"] == "tritonseek-tiny")
+
+
+def test_transformers_peer_holds_the_slice_weights():
+    """hf_from_slice copies every weight (FP8 dequantized): transformers' logits equal the reference backend's."""
+    from benchmarks.e2e_peers import hf_from_slice
+    from tritonseek.model.mla import AttentionBatch
+
+    m = build_slice(v3_config(tiny=True), backend="reference", device="cpu", dtype=torch.float32, seed=4)
+    hf = hf_from_slice(m, torch.float32)
+    n = 9
+    ids = torch.randint(2, m.cfg.vocab_size, (n,), generator=torch.Generator().manual_seed(1))
+    batch = AttentionBatch(True, torch.full((n,), -1), cu_seqlens=torch.tensor([0, n], dtype=torch.int32), max_seqlen=n)
+    with torch.no_grad():
+        ours = m.compute_logits(m(ids, torch.arange(n), batch, [None] * m.num_cache_layers))
+        theirs = hf(input_ids=ids[None]).logits[0].float()
+    # both fp32 on the same dequantized weights: only summation order differs (8e-7 seen)
+    assert float((ours - theirs).norm() / theirs.norm()) < 1e-4
+
+
+def test_bench_e2e_v2lite_tiny(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    bench_e2e.main(["--tiny", "--device", "cpu", "--suite", "v2lite", "--v2-batches", "2", "--v2-context", "24",
+                    "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["case"] for r in rows] == [{"model": "v2-lite-tiny", "batch": 2, "context": 24}]
+    assert not rows[0].get("error") and rows[0]["logits_finite"] and rows[0]["us_61layer_est"] is None

@@ -139,6 +139,7 @@ def generate(
     mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),
     compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
     tp_size: int = typer.Option(1, "--tp", min=1, max=64, help="Tensor/expert-parallel processes (started with torchrun)."),
+    eager: bool = typer.Option(False, "--eager", help="No CUDA graphs: launch every decode step eagerly (default on CUDA: graphs)."),
 ):
     """Generate text from a prompt (streamed) or a JSONL file of prompts."""
     if (prompt is None) == (prompts_file is None):
@@ -169,7 +170,8 @@ def generate(
     try:
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
                                 max_new_tokens=max_new_tokens, seed=seed)
-        llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty() and rank0, tp=tp)
+        llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty() and rank0, tp=tp,
+                  enforce_eager=eager)
     except _user_errors() as e:
         failure = str(e)
     if tp is not None:

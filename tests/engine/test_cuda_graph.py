@@ -78,6 +78,18 @@ def test_graphs_refuse_cpu_and_cpu_llm_stays_eager():
         LLM(device="cpu", max_graph_batch=0)
 
 
+def test_cli_eager_flag_generates_the_same_text():
+    from typer.testing import CliRunner
+
+    from tritonseek.cli import app
+
+    args = ["generate", "-p", "def f(x):", "-n", "4", "--device", "cpu"]
+    plain = CliRunner().invoke(app, args, catch_exceptions=False)
+    eager = CliRunner().invoke(app, args + ["--eager"], catch_exceptions=False)
+    assert plain.exit_code == eager.exit_code == 0
+    assert plain.stdout == eager.stdout and plain.stdout.strip()
+
+
 # ------------------------------------------------------------------------------------- GPU
 def _cuda_llm() -> LLM:
     if not torch.cuda.is_available():

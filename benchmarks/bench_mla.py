@@ -48,30 +48,36 @@ BATCH = 128
 DEVICE = "cuda"
 MATRIX_RATE = 677.0  # bf16 torch GEMM TFLOP/s measured on our H200 (GPU.md)
 
-def _c(bh, bn, st, parts, warps=4, tma=True, ws=False):
-    return dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=st, PARTS_PER_SM=parts, USE_TMA=tma,
-                WARP_SPECIALIZE=ws)
+def _c(bh, bn, st, parts, warps=4, tma=True, ws=False, la=False, t=False):
+    c = dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=st, PARTS_PER_SM=parts, USE_TMA=tma,
+             WARP_SPECIALIZE=ws)
+    if la:
+        c["LOOKAHEAD"] = True
+    if t:
+        c["TRANSPOSED"] = True
+    return c
 
 
 # Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere.
 # Run 2 (2648088) tried 16-row cache steps, 2-3 parts/SM and warp specialization: no gain except
-# 32 rows padded to a 64-row wgmma tile. Run 3 tries 8 warps on the mma.sync tiles (fewer registers
-# per thread for the cache tile; run 2 showed 255 registers + 170-900 B of spills per thread).
+# 32 rows padded to a 64-row wgmma tile. Run 3 (8aa2ed4): 8 warps on the mma.sync tiles helped 32 rows only.
+# Run 4 tries the two new loops: TRANSPOSED (keys as M: wgmma + double-buffered TMA for 16/32 rows;
+# ptxas showed the mma.sync loop single-buffered whatever num_stages) and LOOKAHEAD (64-row tiles whose
+# score dot is no longer computed twice by the two warpgroups).
 DECODE_CANDIDATES = {
-    16: [_c(16, 32, 3, 2), _c(16, 32, 3, 2, warps=8), _c(16, 64, 2, 1, warps=8), _c(16, 32, 3, 1, warps=8),
-         _c(16, 64, 2, 2, warps=8)],
-    32: [_c(64, 64, 2, 1, warps=8), _c(32, 32, 3, 2, warps=8), _c(32, 64, 2, 1, warps=8)],
-    64: [_c(64, 64, 2, 1, warps=8)],
+    16: [_c(16, 32, 3, 2), _c(16, 64, 2, 1, t=True), _c(16, 32, 2, 2)],
+    32: [_c(32, 64, 2, 1, warps=8), _c(32, 64, 2, 1, t=True), _c(64, 32, 2, 1, warps=8, la=True)],
+    64: [_c(64, 64, 2, 1, warps=8), _c(64, 32, 2, 1, warps=8, la=True), _c(64, 64, 1, 1, warps=8, la=True),
+         _c(64, 16, 3, 1, warps=8, la=True)],
 }
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096
 
+# Runs 1-3: 128×128 tiles, 8 warps, 2 stages won; warp_specialize variants were slower.
 PREFILL_CANDIDATES = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
     dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, WARP_SPECIALIZE=True),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, WARP_SPECIALIZE=True),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=2, WARP_SPECIALIZE=True),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=4),
 ]
 PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4)]
 PREFILL_HEADS = 128
@@ -196,6 +202,27 @@ def precompile_all(prefill: bool = True) -> None:
         precompile(tasks)
 
 
+def _cache_keys(jit_fn) -> set:
+    try:
+        return {(dev, k) for dev, c in jit_fn.device_caches.items() for k in c[0]}
+    except Exception:  # noqa: BLE001 — Triton internals; stats are informational
+        return set()
+
+
+def kernel_stats(jit_fn, before: set) -> str:
+    """Registers / spill bytes / shared memory of the kernels compiled since ``before`` (cache snapshot)."""
+    out = []
+    try:
+        for dev, c in jit_fn.device_caches.items():
+            for k, ker in c[0].items():
+                if (dev, k) not in before:
+                    ker._init_handles()
+                    out.append(f"regs {ker.n_regs} spills {ker.n_spills} smem {ker.metadata.shared}")
+    except Exception as e:  # noqa: BLE001
+        out.append(f"stats unavailable ({type(e).__name__})")
+    return "; ".join(out) or "cached"
+
+
 def sweep_decode(winners: dict, deadline: float) -> None:
     for cls, cands in DECODE_CANDIDATES.items():
         if time.time() > deadline:
@@ -208,6 +235,7 @@ def sweep_decode(winners: dict, deadline: float) -> None:
         best = None
         for cfg in cands:
             out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=DEVICE)
+            before = _cache_keys(D._mla_decode_kernel)
             try:
                 md, fn = run_decode(q, kv, bt, cs, cfg, out)
                 o, lse = fn()
@@ -216,7 +244,11 @@ def sweep_decode(winners: dict, deadline: float) -> None:
             except Exception as e:  # noqa: BLE001 — a config that fails to compile/launch is skipped
                 print(f"  class {cls} {cfg}: {type(e).__name__} {str(e)[:120]}", flush=True)
                 continue
-            print(f"  class {cls} h{h} s_q{s_q} {cfg}: cos {cd:.1e} dlse {dl:.1e} ok {ok} {t:.1f} us", flush=True)
+            nbytes = (BATCH * DECODE_SK[0] * D_QK + BATCH * s_q * h * (D_QK + D_V)) * 2
+            flops = 2 * s_q * BATCH * DECODE_SK[0] * h * (D_QK + D_V)
+            print(f"  class {cls} h{h} s_q{s_q} {cfg}: cos {cd:.1e} dlse {dl:.1e} ok {ok} {t:.1f} us "
+                  f"{nbytes / t / 1e3:.0f} GB/s {flops / t / 1e6:.0f} TFLOP/s | "
+                  f"{kernel_stats(D._mla_decode_kernel, before)}", flush=True)
             if ok and (best is None or t < best[0]):
                 best = (t, cfg)
         if best is not None:
@@ -395,6 +427,7 @@ def main():
     p.add_argument("--winners", default="mla_winners.json")
     p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new work after this many seconds")
     p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
+    p.add_argument("--sweep-only", action="store_true", help="precompile + sweeps, no suite rows")
     args = p.parse_args()
     if args.dry:
         _dry_mode()
@@ -410,16 +443,17 @@ def main():
         try:
             if args.sweep:
                 precompile_all(prefill=do_pre)
+            f_dec, f_pre = (0.75, 0.95) if args.sweep_only else (0.3, 0.45)
             if args.sweep and do_dec:
-                sweep_decode(winners, t0 + 0.3 * args.budget_s)
+                sweep_decode(winners, t0 + f_dec * args.budget_s)
             if args.sweep and do_pre:
-                sweep_prefill(winners, t0 + 0.45 * args.budget_s)
+                sweep_prefill(winners, t0 + f_pre * args.budget_s)
             print(f"winners: {json.dumps(winners)}  ({time.time() - t0:.0f}s)", flush=True)
             with open(args.winners, "w") as f:
                 json.dump(winners, f, indent=1)
-            if do_pre:
+            if do_pre and not args.sweep_only:
                 bench_prefill(env, rows, out_f, winners, t0 + 0.6 * args.budget_s)
-            if do_dec:
+            if do_dec and not args.sweep_only:
                 bench_decode(env, rows, out_f, winners, deadline)
         finally:
             with open(args.winners, "w") as f:

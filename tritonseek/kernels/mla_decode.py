@@ -134,6 +134,102 @@ def _tile_step(
     return acc0, acc1, m_new, l_i
 
 
+@triton.jit
+def _tma_scores(q0, q1, qr, kn_desc, kr_desc, bt_row_ptr, k, limit, sm_scale_log2, page_shift,
+                BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, DOT_FP32: tl.constexpr):
+    # s = q·kᵀ·scale (base 2) for cache tile k through TMA; keys past limit (incl. rows beyond the
+    # cache length, which may hold NaN) become -inf, so nothing else needs masking on this side.
+    first = k * BLOCK_N
+    blk = tl.load(bt_row_ptr + (first >> page_shift))
+    row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
+    kn0 = kn_desc.load([row, 0])
+    kn1 = kn_desc.load([row, BLOCK_DV2])
+    kr = kr_desc.load([row, 2 * BLOCK_DV2])
+    if DOT_FP32:
+        kn0 = kn0.to(tl.float32)
+        kn1 = kn1.to(tl.float32)
+        kr = kr.to(tl.float32)
+    # Three independent dots (not chained through the accumulator): a dot that feeds another dot gets
+    # all warps along M from Triton, i.e. both warpgroups would compute the same 64 rows. Each is
+    # scaled before the sum so Triton does not fold the adds back into accumulator chaining.
+    s0 = tl.dot(q0, tl.trans(kn0))
+    s1 = tl.dot(q1, tl.trans(kn1))
+    s2 = tl.dot(qr, tl.trans(kr))
+    s = tl.fma(s0, sm_scale_log2, tl.fma(s1, sm_scale_log2, s2 * sm_scale_log2))
+    keys = first + tl.arange(0, BLOCK_N)
+    return tl.where(keys[None, :] <= limit[:, None], s, float("-inf"))
+
+
+@triton.jit
+def _tma_values(kn_desc, bt_row_ptr, k, seqlen, page_shift,
+                BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, MASKED: tl.constexpr, DOT_FP32: tl.constexpr):
+    # v = cache tile k's first 2·BLOCK_DV2 columns (two halves); MASKED zeroes rows ≥ seqlen.
+    first = k * BLOCK_N
+    blk = tl.load(bt_row_ptr + (first >> page_shift))
+    row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
+    v0 = kn_desc.load([row, 0])
+    v1 = kn_desc.load([row, BLOCK_DV2])
+    if MASKED:
+        valid = (first + tl.arange(0, BLOCK_N)) < seqlen
+        v0 = tl.where(valid[:, None], v0, 0.0).to(v0.dtype)
+        v1 = tl.where(valid[:, None], v1, 0.0).to(v1.dtype)
+    if DOT_FP32:
+        v0 = v0.to(tl.float32)
+        v1 = v1.to(tl.float32)
+    return v0, v1
+
+
+@triton.jit
+def _softmax_step(s, m_i, l_i, P_DTYPE: tl.constexpr):
+    # Online softmax (base 2): p = exp2(s − m_new), alpha rescales the running sums.
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    return p.to(P_DTYPE), alpha, m_new, l_i
+
+
+@triton.jit
+def _tile_step_t(
+    q0, q1, qr, acc0, acc1, m_i, l_i, kn_desc, kr_desc, bt_row_ptr, k, seqlen, limit, sm_scale_log2, page_shift,
+    BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, MASKED: tl.constexpr, DOT_FP32: tl.constexpr,
+):
+    # Transposed tile step for few rows (16/32): keys are the M side of both dots, so wgmma (M = 64)
+    # applies to BLOCK_H < 64 and the TMA tiles pipeline like the 64-row kernel's:
+    # sᵀ = k·qᵀ [BLOCK_N, BLOCK_H]; accᵀ [BLOCK_DV2, BLOCK_H] += vᵀ·pᵀ (vᵀ a transposed view of the tile).
+    first = k * BLOCK_N
+    blk = tl.load(bt_row_ptr + (first >> page_shift))
+    row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
+    kn0 = kn_desc.load([row, 0])
+    kn1 = kn_desc.load([row, BLOCK_DV2])
+    kr = kr_desc.load([row, 2 * BLOCK_DV2])
+    keys = first + tl.arange(0, BLOCK_N)
+    if MASKED:
+        valid = keys < seqlen  # zero the value rows past the length (NaN · 0 would poison accᵀ)
+        kn0 = tl.where(valid[:, None], kn0, 0.0).to(kn0.dtype)
+        kn1 = tl.where(valid[:, None], kn1, 0.0).to(kn1.dtype)
+    if DOT_FP32:
+        kn0 = kn0.to(tl.float32)
+        kn1 = kn1.to(tl.float32)
+        kr = kr.to(tl.float32)
+    s = tl.dot(kn0, tl.trans(q0))
+    s = tl.dot(kn1, tl.trans(q1), s)
+    s = tl.dot(kr, tl.trans(qr), s)
+    s = s * sm_scale_log2
+    if MASKED:
+        s = tl.where(keys[:, None] <= limit[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 0))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[None, :])
+    l_i = l_i * alpha + tl.sum(p, 0)
+    p = p.to(kn0.dtype)
+    acc0 = tl.dot(tl.trans(kn0), p, acc0 * alpha[None, :])
+    acc1 = tl.dot(tl.trans(kn1), p, acc1 * alpha[None, :])
+    return acc0, acc1, m_new, l_i
+
+
 # Runtime sizes that vary from call to call are not specialized on (one compile per config);
 # the cache strides stay specialized so row loads keep their 16-byte alignment facts.
 @triton.jit(do_not_specialize=["stride_btb", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
@@ -149,7 +245,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, LOOKAHEAD: tl.constexpr, TRANSPOSED: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -211,16 +307,49 @@ def _mla_decode_kernel(
                 acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
                 m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
                 l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-                    acc0, acc1, m_i, l_i = _tile_step(
-                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                        BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
-                for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
-                    acc0, acc1, m_i, l_i = _tile_step(
-                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                        BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32)
+                if TRANSPOSED:
+                    acc0t = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
+                    acc1t = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
+                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES):
+                        acc0t, acc1t, m_i, l_i = _tile_step_t(
+                            q0, q1, qr, acc0t, acc1t, m_i, l_i, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            sm_scale_log2, page_shift, BLOCK_N, BLOCK_DV2, False, DOT_FP32)
+                    for k in tl.range(k_fast, k_hi, num_stages=1):
+                        acc0t, acc1t, m_i, l_i = _tile_step_t(
+                            q0, q1, qr, acc0t, acc1t, m_i, l_i, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            sm_scale_log2, page_shift, BLOCK_N, BLOCK_DV2, True, DOT_FP32)
+                    acc0 = tl.trans(acc0t)
+                    acc1 = tl.trans(acc1t)
+                elif LOOKAHEAD:
+                    # Scores one tile ahead: iteration k runs p_k·v_k (p carried from the previous
+                    # iteration) and q·k_{k+1}ᵀ. The score dot then feeds no dot in its own iteration,
+                    # so Triton splits its rows×keys tile across both warpgroups instead of computing
+                    # it twice, and the softmax of tile k+1 overlaps the async p·v wgmma of tile k.
+                    # Costs a second read of each tile's value columns (from L2).
+                    s = _tma_scores(q0, q1, qr, kn_desc, kr_desc, bt_row, k_lo, limit, sm_scale_log2,
+                                    page_shift, BLOCK_N, BLOCK_DV2, DOT_FP32)
+                    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, q0.dtype)
+                    for k in tl.range(k_lo, k_hi - 1, num_stages=NUM_STAGES):
+                        v0, v1 = _tma_values(kn_desc, bt_row, k, seqlen, page_shift, BLOCK_N, BLOCK_DV2, False, DOT_FP32)
+                        s = _tma_scores(q0, q1, qr, kn_desc, kr_desc, bt_row, k + 1, limit, sm_scale_log2,
+                                        page_shift, BLOCK_N, BLOCK_DV2, DOT_FP32)
+                        acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
+                        acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
+                        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, q0.dtype)
+                    v0, v1 = _tma_values(kn_desc, bt_row, k_hi - 1, seqlen, page_shift, BLOCK_N, BLOCK_DV2, True, DOT_FP32)
+                    acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
+                    acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
+                else:
+                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                        acc0, acc1, m_i, l_i = _tile_step(
+                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
+                    for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
+                        acc0, acc1, m_i, l_i = _tile_step(
+                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32)
                 has = l_i > 0.0
                 inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
                 o0 = acc0 * inv_l[:, None]
@@ -480,7 +609,9 @@ def mla_decode(
         batch, block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
         page_size.bit_length() - 1, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
-        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(), num_warps=cfg["num_warps"],
+        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
+        LOOKAHEAD=bool(cfg.get("LOOKAHEAD", False)) and use_tma,
+        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)) and use_tma, num_warps=cfg["num_warps"],
     )
     block_rows = 8 if 2 * block_dv2 >= 512 else 16
     _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](

@@ -1,8 +1,9 @@
 """MLA prefill attention and latent-cache write (Triton) against tritonseek.kernels.reference.mla.
 
 CPU runs use the Triton interpreter with small head dims (d_qk 48 = 32 ‖ 16 and 96 = 64 ‖ 32, the
-tiny models' shapes, so the two-piece q·kᵀ split is exercised); ``gpu`` tests use DeepSeek's
-192/128 with 128 heads.
+tiny models' shapes, so the two-piece q·kᵀ split is exercised, and 40/24, which does not fill its
+power-of-two blocks and takes the column-masked loads); ``gpu`` tests use DeepSeek's 192/128 with
+128 heads.
 
 Tolerances: the reference runs in fp32 on the same bf16 inputs. The kernel rounds p to bf16 before
 the p·v dot and rounds out to bf16 (each ≈ 2^-9 relative), so out is compared with
@@ -51,7 +52,7 @@ def check_prefill(q, k, v, cu, lens, causal, scale):
 @given(
     lens=st.lists(st.one_of(st.sampled_from([1, 2, 16, 63, 64, 65]), st.integers(1, 150)), min_size=1, max_size=4),
     heads=st.sampled_from([1, 2, 3]),
-    dims=st.sampled_from([(48, 32), (96, 64)]),
+    dims=st.sampled_from([(48, 32), (96, 64), (40, 24)]),
     causal=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )

@@ -41,27 +41,45 @@ def _prefill_block(
     q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen,
     stride_kt, stride_vt, d_qk, d_v, sm_scale_log2,
     BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_DV: tl.constexpr,
-    HAS_D2: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    HAS_D2: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     # One key block [n0, n0 + BLOCK_N) of the current sequence: s = q·kᵀ, online softmax, acc += p·v.
     offs_n = n0 + tl.arange(0, BLOCK_N)
     d1 = tl.arange(0, BLOCK_D1)
     dv = tl.arange(0, BLOCK_DV)
     rows = offs_n.to(tl.int64)
-    if MASKED:
-        n_ok = offs_n < seqlen
+    n_ok = offs_n < seqlen
+    k1_ptrs = k_base + rows[:, None] * stride_kt + d1[None, :]
+    v_ptrs = v_base + rows[:, None] * stride_vt + dv[None, :]
+    if EVEN_D:
+        # Head dims fill the blocks exactly: no column mask, so the loads vectorize (16 B) and the
+        # unmasked loop's loads become cp.async copies the pipeliner can run ahead (a 2-byte-wide
+        # masked load cannot be pipelined).
+        if MASKED:
+            k1 = tl.load(k1_ptrs, mask=n_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+        else:
+            k1 = tl.load(k1_ptrs)
+            v = tl.load(v_ptrs)
     else:
-        n_ok = offs_n >= 0
-    k1 = tl.load(k_base + rows[:, None] * stride_kt + d1[None, :], mask=n_ok[:, None] & (d1 < d_qk)[None, :], other=0.0)
-    v = tl.load(v_base + rows[:, None] * stride_vt + dv[None, :], mask=n_ok[:, None] & (dv < d_v)[None, :], other=0.0)
+        if not MASKED:
+            n_ok = offs_n >= 0
+        k1 = tl.load(k1_ptrs, mask=n_ok[:, None] & (d1 < d_qk)[None, :], other=0.0)
+        v = tl.load(v_ptrs, mask=n_ok[:, None] & (dv < d_v)[None, :], other=0.0)
     if DOT_FP32:
         k1 = k1.to(tl.float32)
         v = v.to(tl.float32)
     s = tl.dot(q1, tl.trans(k1))
     if HAS_D2:
         d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
-        k2 = tl.load(k_base + rows[:, None] * stride_kt + d2[None, :], mask=n_ok[:, None] & (d2 < d_qk)[None, :],
-                     other=0.0)
+        k2_ptrs = k_base + rows[:, None] * stride_kt + d2[None, :]
+        if EVEN_D:
+            if MASKED:
+                k2 = tl.load(k2_ptrs, mask=n_ok[:, None], other=0.0)
+            else:
+                k2 = tl.load(k2_ptrs)
+        else:
+            k2 = tl.load(k2_ptrs, mask=n_ok[:, None] & (d2 < d_qk)[None, :], other=0.0)
         if DOT_FP32:
             k2 = k2.to(tl.float32)
         s = tl.dot(q2, tl.trans(k2), s)
@@ -87,7 +105,7 @@ def _mla_prefill_kernel(
     d_qk, d_v, num_m_blocks, sm_scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr,
     BLOCK_DV: tl.constexpr, HAS_D2: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
-    NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+    NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     # q, k [total_tokens, num_heads, d_qk] strides (stride_qt/kt, stride_qh/kh, 1)
     # v    [total_tokens, num_heads, d_v]  strides (stride_vt, stride_vh, 1)
@@ -128,11 +146,11 @@ def _mla_prefill_kernel(
         for n0 in tl.range(0, fast_hi, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
             acc, m_i, l_i = _prefill_block(
                 q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
-                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, False, CAUSAL, DOT_FP32)
+                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, False, CAUSAL, DOT_FP32, EVEN_D)
         for n0 in tl.range(fast_hi, hi, BLOCK_N, num_stages=1):
             acc, m_i, l_i = _prefill_block(
                 q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
-                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, True, CAUSAL, DOT_FP32)
+                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, True, CAUSAL, DOT_FP32, EVEN_D)
         inv_l = tl.where(l_i > 0.0, 1.0 / tl.where(l_i > 0.0, l_i, 1.0), 0.0)
         dv = tl.arange(0, BLOCK_DV)
         o_rows = out_ptr + tok * stride_ot + h * stride_oh
@@ -227,7 +245,8 @@ def mla_prefill(
         d_qk, d_v, num_m, float(softmax_scale) * 1.4426950408889634,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D1=block_d1, BLOCK_D2=block_d2, BLOCK_DV=block_dv,
         HAS_D2=has_d2, CAUSAL=bool(causal), DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
-        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(), num_warps=cfg["num_warps"],
+        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
+        EVEN_D=(block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v, num_warps=cfg["num_warps"],
     )
     return out
 

@@ -349,7 +349,8 @@ def sweep_prefill(winners, deadline):
         except Exception as e:  # noqa: BLE001
             print(f"  prefill {cfg}: {type(e).__name__} {str(e)[:120]}", flush=True)
             continue
-        print(f"  prefill {cfg}: rel {rel:.1e} ok {ok} {t:.1f} us", flush=True)
+        flops = sum(n * n for n in lens) * PREFILL_HEADS * (192 + 128)
+        print(f"  prefill {cfg}: rel {rel:.1e} ok {ok} {t:.1f} us {flops / t / 1e6:.0f} TFLOP/s", flush=True)
         if ok and (best is None or t < best[0]):
             best = (t, cfg)
     if best:

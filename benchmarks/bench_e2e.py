@@ -356,8 +356,9 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
         audit["sync_detector_ok"] = bool(sync_sites(lambda: torch.ones(1, device=b.dev).sum().item()))
         audit["eager_step_syncs"] = sync_sites(step)
         audit["eager_engine_step_syncs"] = sync_sites(lambda: h.eager_runner.sample(seqs, h.eager_runner.decode(seqs)))
-        for k, v in audit.items():
-            print(f"  {k}: {len(v)}" + "".join(f"\n    {x}" for x in v), flush=True)
+        print(f"  sync detector self-test: {'ok' if audit['sync_detector_ok'] else 'FAILED (lists below mean nothing)'}")
+        for k in ("eager_step_syncs", "eager_engine_step_syncs"):
+            print(f"  {k}: {len(audit[k])}" + "".join(f"\n    {x}" for x in audit[k]), flush=True)
     layer_timer = "eager do_bench"
     t_dense = t_moe = None
     if h.graphs is not None:

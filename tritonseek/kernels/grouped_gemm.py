@@ -37,16 +37,27 @@ BLOCK_K = 128
 M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
 _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
-# Winning configs from the H200 sweep (benchmarks/bench_moe.py), keyed by (layout, N, K, M class).
-# Fields: BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, FLATTEN (contiguous only).
-# Contiguous prefill shapes (4×8192, 8×4096; N, K ∈ {(4096, 7168), (7168, 2048)}; commit fb79911): the
-# heuristic 128×128 / 8 warps / 4 stages won (BLOCK_N 256, 64-row tiles and the flattened persistent loop
-# were 1.2–2× slower). Masked DeepGEMM anchors (1×1024, 2×512, 4×256; commit 66f5539, ranked by CUDA-graph
-# replay): the same heuristic won or tied within 3%. Only the decode class needs entries:
-_TUNED: dict[tuple[str, int, int, str], tuple[int, int, int, int, int, bool]] = {
-    # 256 experts, T ∈ {8, 64, 256} (commit fb79911): 64×128 tiles, 4 warps, 4 stages
-    ("masked", 4096, 7168, "small"): (64, 128, 4, 4, 8, False),
-    ("masked", 7168, 2048, "small"): (64, 128, 4, 4, 8, False),
+# Winning configs from the H200 sweeps (benchmarks/bench_moe.py --sweep), keyed by (layout, N, K, M class).
+# Fields: BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, GRID_MULT (contiguous: persistent programs per SM).
+# Sweep at commit 03b7b8e (every candidate checked first; contiguous ranked by eager time, masked by CUDA-graph
+# replay):
+# * contiguous (4×8192, 8×4096): (4096, 7168) 128×128 / 8 warps / 4 stages (2156–2216 µs; 64-row tiles with 2–3
+#   programs per SM 2376–2812, warp-specialized K loop 2022–2384, inconsistent); (7168, 2048) 64×128 / 4 warps /
+#   4 stages / 2 per SM 1196–1227 µs against 1264–1289 for 128×128.
+# * masked anchors (1×1024, 2×512, 4×256): (4096, 7168) 128×128 / 8 warps / 4 stages (70.6–73.0 µs, others
+#   74–90); (7168, 2048) 64×128 / 4 warps / 3 stages (41.5–44.3 µs against 49.4–51.0 for 128×128).
+# * masked decode (256 experts, T ∈ {1, 8, 64, 256}): 64×128 / 4 warps / 3 stages best or within 1% except
+#   T=256 (4 stages 1% faster); T=8: 380 / 179 µs against 428 / 201 with 4 stages.
+_BIG_N_SMALL_K = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)
+_BASE = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
+_MASKED_64 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)
+_TUNED: dict[tuple[str, int, int, str], dict] = {
+    **{("contiguous", 4096, 7168, c): _BASE for c in ("mid", "large")},
+    **{("contiguous", 7168, 2048, c): _BIG_N_SMALL_K for c in ("mid", "large")},
+    **{("masked", 4096, 7168, c): _BASE for c in ("mid", "large")},
+    **{("masked", 7168, 2048, c): _MASKED_64 for c in ("mid", "large")},
+    ("masked", 4096, 7168, "small"): _MASKED_64,
+    ("masked", 7168, 2048, "small"): _MASKED_64,
 }
 
 
@@ -61,11 +72,10 @@ def get_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     """
     hit = _TUNED.get((layout, n, k, _m_class(m_per_group)))
     if hit is not None:
-        bm, bn, warps, stages, group_m, flatten = hit
-        return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, GROUP_M=group_m, FLATTEN=flatten)
+        return dict(hit)
     if layout == "masked" and m_per_group <= 64:
-        return dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8)
-    return dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
+        return dict(_MASKED_64)
+    return dict(_BASE)
 
 
 @functools.lru_cache(maxsize=8)

@@ -65,8 +65,9 @@ def _c(bh, bn, st, parts, warps=4, tma=True, ws=False, la=False, t=False):
 # ptxas showed the mma.sync loop single-buffered whatever num_stages) and LOOKAHEAD (64-row tiles whose
 # score dot is no longer computed twice by the two warpgroups).
 DECODE_CANDIDATES = {
-    16: [_c(16, 32, 3, 2), _c(16, 64, 2, 1, t=True), _c(16, 32, 2, 2)],
-    32: [_c(32, 64, 2, 1, warps=8), _c(32, 64, 2, 1, t=True), _c(64, 32, 2, 1, warps=8, la=True)],
+    16: [_c(16, 32, 3, 2), _c(16, 64, 2, 1, t=True), _c(16, 32, 2, 2), _c(16, 64, 2, 1, warps=8, t=True)],
+    32: [_c(32, 64, 2, 1, warps=8), _c(32, 64, 2, 1, t=True), _c(32, 64, 2, 1, warps=8, t=True),
+         _c(64, 32, 2, 1, warps=8, la=True)],
     64: [_c(64, 64, 2, 1, warps=8), _c(64, 32, 2, 1, warps=8, la=True), _c(64, 64, 1, 1, warps=8, la=True),
          _c(64, 16, 3, 1, warps=8, la=True)],
 }

@@ -309,6 +309,34 @@ def sync_sites(fn) -> list[str]:
     return sites
 
 
+def kernel_shares(fn, top: int = 25) -> list[dict]:
+    """Device time per kernel name of one call of fn (torch.profiler, CUDA activity), largest first.
+
+    Each entry: name (≤ 90 chars), us (summed over calls), count, share of the step's summed kernel
+    time, kind: "triton" (tritonseek kernels: names ``_…_kernel``) or "torch" (ATen / cuBLAS / copies).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    evs = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None)
+        if t is None:
+            t = getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            evs.append((e.key, float(t), int(e.count)))
+    total = sum(t for _, t, _ in evs) or 1.0
+    evs.sort(key=lambda x: -x[1])
+    return [{"name": k[:90], "us": round(t, 1), "count": c, "share": round(t / total, 4),
+             "kind": "triton" if k.startswith("_") and "kernel" in k else "torch"} for k, t, c in evs[:top]] + [
+        {"name": "TOTAL", "us": round(total, 1), "count": sum(c for *_, c in evs), "share": 1.0, "kind": "all",
+         "triton_share": round(sum(t for k, t, _ in evs if k.startswith("_") and "kernel" in k) / total, 4)}]
+
+
 def run_layer(layer, state, pos, attn, cache):
     """One decoder layer on state = (x, residual); layers returning one tensor (no split residual) give (out, None)."""
     x, res = state
@@ -356,6 +384,12 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
         audit["sync_detector_ok"] = bool(sync_sites(lambda: torch.ones(1, device=b.dev).sum().item()))
         audit["eager_step_syncs"] = sync_sites(step)
         audit["eager_engine_step_syncs"] = sync_sites(lambda: h.eager_runner.sample(seqs, h.eager_runner.decode(seqs)))
+        try:
+            audit["kernel_shares"] = kernel_shares(step)
+            for e in audit["kernel_shares"]:
+                print(f"    {e['kind']:6s} {e['share']*100:5.1f}% {e['us']:9.1f} us x{e['count']:<4} {e['name']}")
+        except Exception as e:  # noqa: BLE001 - the profile is a diagnostic
+            print(f"  kernel profile failed: {type(e).__name__}: {e}", flush=True)
         print(f"  sync detector self-test: {'ok' if audit['sync_detector_ok'] else 'FAILED (lists below mean nothing)'}")
         for k in ("eager_step_syncs", "eager_engine_step_syncs"):
             print(f"  {k}: {len(audit[k])}" + "".join(f"\n    {x}" for x in audit[k]), flush=True)
@@ -371,6 +405,13 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
                 audit["graph_step_syncs"] = sync_sites(
                     lambda: h.graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], [context] * batch))
                 print(f"  graph_step_syncs: {audit['graph_step_syncs']}", flush=True)
+                try:  # the same breakdown from one graph replay (CUPTI traces graph kernels too)
+                    gk = kernel_shares(h.graphs.graph(batch).replay, top=12)
+                    audit["graph_kernel_total_us"] = gk[-1]["us"]
+                    audit["graph_kernel_triton_share"] = gk[-1]["triton_share"]
+                    print(f"  graph replay: kernels sum {gk[-1]['us']} us, triton share {gk[-1]['triton_share']}")
+                except Exception as e:  # noqa: BLE001
+                    print(f"  graph kernel profile failed: {type(e).__name__}: {e}", flush=True)
             us_engine = b.wall_us(lambda: runner.decode_step(seqs), reps=10)
             t_dense = graph_replay_us(lambda: run_layer(model.model.layers[0], xs[0], pos, attn, caches[0]))
             t_moe = graph_replay_us(lambda: run_layer(model.model.layers[1], xs[1], pos, attn, caches[1]))

@@ -299,7 +299,7 @@ def bench_quant(args, env, rows):
         t, rc = best
         peer_us = graph_time_us([lambda x=x: ref_fn(x) for x in xs])
         row = dict(suite="fp8_quant", case=dict(op=op, M=m, K=k), us=round(eager_time_us([lambda x=x: kern(x, rows_cfg=rc) for x in xs]), 2),
-                   us_graph=round(t, 2), tflops=None, gbps=round(nbytes / t / 1e3, 1), rows_cfg=list(rc or fp8_quant._quant_config(m)),
+                   us_graph=round(t, 2), tflops=None, gbps=round(nbytes / t / 1e3, 1), rows_cfg=list(rc or fp8_quant._quant_config(m, op.startswith("silu"))),
                    peer="torch_reference", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / t, 3),
                    target_gbps=round(0.8 * 4270, 1))
         row.update(env)

@@ -39,9 +39,12 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # num_stages, GROUP_M, FLATTEN (flattened persistent loop), SPLIT_K, GRID_MULT (programs per SM;
 # 0 = one tile per program), TMA_STORE (epilogue through a TMA store when out is 16-byte aligned),
 # PINGPONG (two column halves, half 1's product kept in flight over the promotions; see
-# _pingpong_tile), WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop).
+# _pingpong_tile), WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop; not
+# in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md).
 _TUNED: dict[tuple[str, int, int], dict] = {
-    # H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29)
+    # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
+    # re-checked at 69ee3f4 against PINGPONG/FLATTEN/deeper-pipeline/other-tile twins: each entry
+    # within run-to-run noise (≤ 2%) of the best
     ("64", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2),
     ("64", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
     ("64", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
@@ -54,12 +57,15 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2),
     ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
+    # M > 128: H200 sweep at commit 69ee3f4 (2026-11-29, 20 candidates per shape, each checked for
+    # correctness first; PINGPONG never won here, FLATTEN helps the K = 512 shape, GROUP_M = 16
+    # three others)
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
-    ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
-    ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=5, GROUP_M=8, SPLIT_K=1, GRID_MULT=1),
-    ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
-    ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
+    ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
+    ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3, FLATTEN=True),
+    ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True),
+    ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
+    ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
 }
 
 
@@ -104,7 +110,7 @@ def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
         cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)
     else:
         # 64×128 tiles, three programs per SM: one program's promotion overlaps another's wgmma
-        cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, GRID_MULT=3)
+        cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, GRID_MULT=3)
     cfg["SPLIT_K"] = _auto_split_k(m, n, k, cfg["BLOCK_M"], cfg["BLOCK_N"], num_programs * cfg["GRID_MULT"])
     return cfg
 

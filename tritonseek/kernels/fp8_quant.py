@@ -20,9 +20,11 @@ AMAX_EPS = 1e-4
 _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def _quant_config(m: int) -> tuple[int, int, int]:
-    """(ROWS, num_warps, GROUPS per program) for the per-token-group kernels (H200 sweep, 2026-11-29)."""
-    return (16, 4, 1) if m >= 1024 else (8, 4, 1)
+def _quant_config(m: int, silu_mul: bool = False) -> tuple[int, int, int]:
+    """(ROWS, num_warps, GROUPS per program) for the per-token-group kernels (H200 sweeps, 2026-11-29)."""
+    if m < 1024:
+        return (8, 4, 1)
+    return (16, 4, 1) if silu_mul else (8, 4, 4)
 
 
 @triton.jit
@@ -34,6 +36,28 @@ def _scale_from_amax(amax, eps, fp8_max, UE8M0: tl.constexpr):
         bits = (bits + 0x7FFFFF) & 0x7F800000
         s = bits.to(tl.float32, bitcast=True)
     return s
+
+
+@triton.jit
+def _recip_rn(s):
+    """RN(1 / s) per scale (once per group, not per element)."""
+    return tl.math.div_rn(tl.full(s.shape, 1.0, tl.float32), s)
+
+
+@triton.jit
+def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
+    """x / s rounded to nearest-even (IEEE) for s > 0 normal; r = RN(1/s) (used when FAST_DIV)."""
+    if FAST_DIV:
+        # Markstein: with r = RN(1/s) and q0 = RN(x·r) within an ulp of x/s, the residual
+        # x − q0·s is exact through an FMA and q1 = RN(q0 + residual·r) is the correctly rounded
+        # quotient. 3 instructions per element instead of div.rn's reciprocal + refinement +
+        # range check + slow-path branch each, which made the per-token kernel issue-bound on
+        # the H200. Not used under the interpreter, whose fma rounds twice.
+        q0 = x * r
+        rem = tl.fma(-q0, s, x)
+        return tl.fma(rem, r, q0)
+    else:
+        return tl.math.div_rn(x, s)
 
 
 @triton.jit
@@ -55,7 +79,7 @@ def _group_quant_kernel(
     stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
     eps, fp8_max,
     GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
-    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr,
+    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
 ):
     # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
     # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg, G = ceil(K/GROUP)
@@ -72,10 +96,11 @@ def _group_quant_kernel(
         x = x / (1.0 + tl.exp(-x)) * up
     amax = tl.max(tl.abs(x), axis=2)
     s = _scale_from_amax(amax, eps, fp8_max, UE8M0)
-    q = tl.math.div_rn(x, s[:, :, None])
-    q = tl.minimum(tl.maximum(q, -fp8_max), fp8_max)
+    q = _div_rn(x, s[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV)
     if EXACT_ROUND:
-        q = _round_to_e4m3(q)
+        # interpreter: clamp to ±448 and round onto the e4m3 grid here (its cast rounds wrongly)
+        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
+    # on the GPU the e4m3 cast (cvt.rn.satfinite) rounds to nearest-even and saturates at ±448
     tl.store(q_ptr + rows64 * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
     s_mask = (rows[:, None] < M) & (grp[None, :] < G)
     tl.store(s_ptr + rows.to(tl.int64)[:, None] * stride_sm + grp[None, :] * stride_sg, s, mask=s_mask)
@@ -85,7 +110,7 @@ def _group_quant_kernel(
 def _block_quant_kernel(
     w_ptr, q_ptr, s_ptr, N, K, stride_wn, stride_wk, stride_qn, stride_sn,
     eps, fp8_max,
-    BLOCK: tl.constexpr, EXACT_ROUND: tl.constexpr,
+    BLOCK: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
 ):
     # w: [N, K] float; q: [N, K] e4m3 (stride_qn, 1); s: [ceil(N/BLOCK), ceil(K/BLOCK)] fp32 (stride_sn, 1)
     bn = tl.program_id(0)
@@ -97,9 +122,9 @@ def _block_quant_kernel(
     w = tl.load(w_ptr + rn64[:, None] * stride_wn + rk[None, :] * stride_wk, mask=mask, other=0.0).to(tl.float32)
     amax = tl.max(tl.max(tl.abs(w), axis=1), axis=0)
     s = _scale_from_amax(amax, eps, fp8_max, False)
-    q = tl.minimum(tl.maximum(tl.math.div_rn(w, s), -fp8_max), fp8_max)
+    q = _div_rn(w, s, _recip_rn(s), FAST_DIV)
     if EXACT_ROUND:
-        q = _round_to_e4m3(q)
+        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))  # see _group_quant_kernel
     tl.store(q_ptr + rn64[:, None] * stride_qn + rk[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + bn * stride_sn + bk, s)
 
@@ -109,10 +134,10 @@ def _check_group_size(group_size: int) -> None:
         raise ValueError(f"group_size must be a power of two ≥ 16, got {group_size!r}")
 
 
-def _resolve_rows_cfg(rows_cfg, m: int) -> tuple[int, int, int]:
+def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
     """rows_cfg = (ROWS, num_warps) or (ROWS, num_warps, GROUPS per program); None = tuned."""
     if rows_cfg is None:
-        return _quant_config(m)
+        return _quant_config(m, silu_mul)
     if len(rows_cfg) not in (2, 3) or any(not isinstance(v, int) or v < 1 or v & (v - 1) for v in rows_cfg):
         raise ValueError(f"rows_cfg must be (ROWS, num_warps[, groups per program]) powers of two, got {rows_cfg!r}")
     return (rows_cfg[0], rows_cfg[1], rows_cfg[2] if len(rows_cfg) == 3 else 1)
@@ -125,14 +150,14 @@ def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows
     s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
     if m == 0 or k == 0:
         return q, s
-    rows, warps, gpp = _resolve_rows_cfg(rows_cfg, m)
+    rows, warps, gpp = _resolve_rows_cfg(rows_cfg, m, silu_mul)
     gpp = min(gpp, triton.next_power_of_2(g))
     _group_quant_kernel[(triton.cdiv(m, rows), triton.cdiv(g, gpp))](
         x, q, s, m, k, g, up_offset,
         x.stride(0), x.stride(1), q.stride(0), s.stride(0), s.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
         GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
-        EXACT_ROUND=interpreter_active(), num_warps=warps,
+        EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
     )
     return q, s
 
@@ -192,7 +217,7 @@ def per_block_quant_fp8(w: torch.Tensor, block_size: int = 128) -> tuple[torch.T
         return q, s
     _block_quant_kernel[(s.shape[0], s.shape[1])](
         w, q, s, n, k, w.stride(0), w.stride(1), q.stride(0), s.stride(0),
-        AMAX_EPS, FP8_E4M3_MAX, BLOCK=block_size, EXACT_ROUND=interpreter_active(),
+        AMAX_EPS, FP8_E4M3_MAX, BLOCK=block_size, EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
         num_warps=8 if block_size >= 128 else 4,
     )
     return q, s

@@ -110,8 +110,8 @@ def test_contiguous_rejects_bad_inputs(device):
 @_fixture_ok
 @given(E=st.integers(1, 3), M_max=st.sampled_from([1, 64, 70]), N=st.sampled_from([64, 200]),
        K=st.sampled_from([128, 272]), cfg=st.sampled_from(range(len(CONFIGS))), data=st.data(),
-       bound=st.sampled_from([None, "exact", "over"]), seed=st.integers(0, 2**31 - 1))
-def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed):
+       bound=st.sampled_from([None, "exact", "over"]), extra=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, extra, seed):
     g = torch.Generator().manual_seed(seed)
     masked = data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, max(0, M_max - 1), M_max // 2})),
                                 min_size=E, max_size=E))
@@ -127,8 +127,11 @@ def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed
     # max_active_groups: the exact number of non-empty groups (compact slots, every one used) or one more
     n_active = int((masked_m > 0).sum())
     mag = None if bound is None else n_active + (bound == "over")
-    grouped_fp8_gemm_masked(a.to(device), a_s.to(device), b.to(device), bs.to(device), masked_m.to(device),
-                            out_dtype=torch.float32, out=out, config=CONFIGS[cfg], max_active_groups=mag)
+    # extra: the last group's weight comes from a separate [N, K] tensor (the MoE shared expert)
+    kw = dict(extra_b=b[-1].clone().to(device), extra_b_scale=bs[-1].clone().to(device)) if extra else {}
+    b_in, bs_in = (b[:-1], bs[:-1]) if extra else (b, bs)
+    grouped_fp8_gemm_masked(a.to(device), a_s.to(device), b_in.to(device), bs_in.to(device), masked_m.to(device),
+                            out_dtype=torch.float32, out=out, config=CONFIGS[cfg], max_active_groups=mag, **kw)
     out = out.cpu()
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
     assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
@@ -153,6 +156,10 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s[:, :4], b, bs, mm)
     with pytest.raises(TypeError, match="out_dtype"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.int8)
+    with pytest.raises(ValueError, match="extra_b"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, extra_b=b[0])
+    with pytest.raises(ValueError, match="extra_b must be"):
+        grouped_fp8_gemm_masked(a, a_s, b[:1], bs[:1], mm, extra_b=b[0, :64], extra_b_scale=bs[0])
     with pytest.raises(ValueError, match="max_active_groups"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=-1)
     with pytest.raises(ValueError, match="masked_m"):

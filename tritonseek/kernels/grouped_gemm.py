@@ -153,18 +153,46 @@ def _grouped_fp8_contiguous_kernel(
 
 
 @triton.jit
+def _masked_tile(
+    a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptrs, row_ok, sb_mask, num_k_blocks, stride_ask, stride_bsk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # One [BLOCK_M, BLOCK_N] fp32 tile: a rows from a_row, weight rows from b_row; the scales of K block
+    # kb+1 are loaded while block kb is multiplied.
+    sa = tl.load(sa_ptrs, mask=row_ok, other=0.0)
+    sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(0, num_k_blocks):
+        a = a_desc.load([a_row, kb * BLOCK_K])
+        b = b_desc.load([b_row, kb * BLOCK_K])
+        more = kb + 1 < num_k_blocks
+        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
+        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
+        blk = tl.dot(a, b.T)
+        if BLOCK_N <= 128:
+            acc += blk * (sa * sb)[:, None]
+        else:
+            acc += blk * (sa[:, None] * sb[None, :])
+        sa = sa_next
+        sb = sb_next
+    return acc
+
+
+@triton.jit
 def _grouped_fp8_masked_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, bx_desc, bx_scale_ptr,
     M_max, N, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_oe, stride_om, stride_on, E,
+    stride_oe, stride_om, stride_on, stride_bxn, stride_bxk, E, E_B,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    COMPACT: tl.constexpr, E_PAD: tl.constexpr,
+    COMPACT: tl.constexpr, E_PAD: tl.constexpr, HAS_EXTRA: tl.constexpr,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
-    # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
-    # a_scale: [E, M_max, KB] fp32; b_scale: [E, NB, KB] fp32; masked_m: [E] int32
+    # b_desc:  TMA over b viewed [E_B*N, K] e4m3, box [BLOCK_N, BLOCK_K]
+    # a_scale: [E, M_max, KB] fp32; b_scale: [E_B, NB, KB] fp32; masked_m: [E] int32
     # out:     [E, M_max, N] (stride_oe, stride_om, stride_on); rows >= masked_m[g] untouched
+    # HAS_EXTRA: E = E_B + 1 and group E_B multiplies by bx [N, K] (bx_desc, box [BLOCK_N, BLOCK_K]) with
+    #          scales bx_scale [NB, KB] (stride_bxn, stride_bxk) — e.g. the shared expert
     # COMPACT: program slot s serves the s-th group with masked_m > 0 (found on the device from a
     #          prefix count over masked_m[0:E]); slots past the number of such groups return at once.
     pid = tl.program_id(0)
@@ -191,31 +219,25 @@ def _grouped_fp8_masked_kernel(
     rn = off_n + tl.arange(0, BLOCK_N)
     row_ok = rm < mm
     a_row = (g64 * M_max + off_m).to(tl.int32)
-    b_row = (g64 * N + off_n).to(tl.int32)
-    # scales of K block kb+1 are loaded while block kb is multiplied
     sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
     if BLOCK_N <= 128:
-        sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
+        n_blk = off_n // 128
         sb_mask = off_n < N
     else:
-        sb_ptrs = b_scale_ptr + g64 * stride_bse + (rn // 128) * stride_bsn
+        n_blk = rn // 128
         sb_mask = rn < N
-    sa = tl.load(sa_ptrs, mask=row_ok, other=0.0)
-    sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in range(0, num_k_blocks):
-        a = a_desc.load([a_row, kb * BLOCK_K])
-        b = b_desc.load([b_row, kb * BLOCK_K])
-        more = kb + 1 < num_k_blocks
-        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
-        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
-        blk = tl.dot(a, b.T)
-        if BLOCK_N <= 128:
-            acc += blk * (sa * sb)[:, None]
+    if HAS_EXTRA:
+        if g == E_B:
+            acc = _masked_tile(a_desc, bx_desc, a_row, off_n, sa_ptrs, bx_scale_ptr + n_blk * stride_bxn, row_ok,
+                               sb_mask, num_k_blocks, stride_ask, stride_bxk, BLOCK_M, BLOCK_N, BLOCK_K)
         else:
-            acc += blk * (sa[:, None] * sb[None, :])
-        sa = sa_next
-        sb = sb_next
+            acc = _masked_tile(a_desc, b_desc, a_row, (g64 * N + off_n).to(tl.int32), sa_ptrs,
+                               b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, num_k_blocks,
+                               stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K)
+    else:
+        acc = _masked_tile(a_desc, b_desc, a_row, (g64 * N + off_n).to(tl.int32), sa_ptrs,
+                           b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, num_k_blocks,
+                           stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K)
     o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (rn[None, :] < N))
 
@@ -339,6 +361,8 @@ def grouped_fp8_gemm_masked(
     out: torch.Tensor | None = None,
     expected_m: int | None = None,
     max_active_groups: int | None = None,
+    extra_b: torch.Tensor | None = None,
+    extra_b_scale: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
     """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
@@ -353,6 +377,9 @@ def grouped_fp8_gemm_masked(
     max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
         programs are launched for that many groups only and each finds its group on the device. A bound
         that is too small leaves the excess groups' rows unwritten. Default E (one program set per group).
+    extra_b / extra_b_scale: optional [N, K] e4m3 (K-contiguous) / [ceil(N/128), ceil(K/128)] fp32 weight of one
+        more group: then a, a_scale, masked_m and out have E + 1 groups and group E multiplies by extra_b
+        (the MoE shared expert run in the same launch as the routed ones).
     out: optional [E, M_max, N] out_dtype destination. config: optional launch-config override.
     Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
@@ -364,10 +391,23 @@ def grouped_fp8_gemm_masked(
     check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    E, N, K = _check_b(b, b_scale, dev)
+    E_b, N, K = _check_b(b, b_scale, dev)
+    E = E_b
+    if (extra_b is None) != (extra_b_scale is None):
+        raise ValueError("extra_b and extra_b_scale must be given together")
+    if extra_b is not None:
+        check_tensor("extra_b", extra_b, dtype=torch.float8_e4m3fn, ndim=2, device=dev)
+        check_tensor("extra_b_scale", extra_b_scale, dtype=torch.float32, ndim=2, device=dev)
+        if tuple(extra_b.shape) != (N, K):
+            raise ValueError(f"extra_b must be [N, K] = {(N, K)} (as b), got {tuple(extra_b.shape)}")
+        if extra_b.stride(1) != 1 or extra_b.stride(0) % 16 or extra_b.data_ptr() % 16:
+            raise ValueError(f"extra_b must be K-contiguous with 16-byte aligned rows, got strides {extra_b.stride()}")
+        if tuple(extra_b_scale.shape) != (triton.cdiv(N, 128), triton.cdiv(K, BLOCK_K)):
+            raise ValueError(f"extra_b_scale must be [ceil(N/128), ceil(K/128)], got {tuple(extra_b_scale.shape)}")
+        E = E_b + 1
     Ea, M_max, Ka = a.shape
     if Ea != E or Ka != K:
-        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
+        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b and extra_b), got {tuple(a.shape)}")
     if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
         raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
     kb = triton.cdiv(K, BLOCK_K)
@@ -390,15 +430,21 @@ def grouped_fp8_gemm_masked(
     _check_cfg(cfg, False)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
-    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
+    has_extra = extra_b is not None
+    bx_desc = TensorDescriptor(extra_b, [N, K], [extra_b.stride(0), 1], [bn, BLOCK_K]) if has_extra else None
+    # no routed groups (E_b = 0): never read, so any valid descriptor stands in
+    b_desc = TensorDescriptor(b, [E_b * N, K], [b.stride(1), 1], [bn, BLOCK_K]) if E_b else bx_desc
+    bx_desc = bx_desc if has_extra else b_desc
+    bx_scale = extra_b_scale if has_extra else b_scale
     grid = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
     _grouped_fp8_masked_kernel[(grid,)](
-        a_desc, b_desc, a_scale, b_scale, masked_m, out,
+        a_desc, b_desc, a_scale, b_scale, masked_m, out, bx_desc, bx_scale,
         M_max, N, kb,
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
-        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), E,
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        bx_scale.stride(-2), bx_scale.stride(-1), E, E_b,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        HAS_EXTRA=has_extra, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
 

@@ -90,24 +90,21 @@ class MoE(nn.Module):
             if self.shared_experts is not None:
                 y = y + self.shared_experts(x)
             return y
-        shared = self.shared_experts(x) if self.shared_experts is not None else None
-        return self.experts(x, topk_weights, topk_ids, shared_output=shared)
-
-    def experts(
-        self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
-        shared_output: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Routed experts: Σ_k topk_weights[t,k]·down(silu(gate(x_t))·up(x_t)) of expert topk_ids[t,k] (+ shared_output).
-
-        The Triton path adds shared_output in fp32 inside its unpermute (one rounding); the reference
-        adds it after casting the routed sum to x.dtype, as before.
-        """
         if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
             from tritonseek.model.moe_triton import moe_experts_triton
 
-            return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared_output)
-        y = self.experts_reference(x, topk_weights, topk_ids)
-        return y if shared_output is None else y + shared_output
+            # decode: the shared expert runs as one more group of the routed grouped GEMMs
+            return moe_experts_triton(x, topk_weights, topk_ids, self, fuse_shared=True)
+        y = self.experts(x, topk_weights, topk_ids)
+        return y if self.shared_experts is None else y + self.shared_experts(x)
+
+    def experts(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
+        """Routed experts: Σ_k topk_weights[t,k]·down(silu(gate(x_t))·up(x_t)) of expert topk_ids[t,k]."""
+        if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
+            from tritonseek.model.moe_triton import moe_experts_triton
+
+            return moe_experts_triton(x, topk_weights, topk_ids, self)
+        return self.experts_reference(x, topk_weights, topk_ids)
 
     def experts_reference(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
         """The spec: a Python loop over the experts that received tokens, fp32 accumulation."""

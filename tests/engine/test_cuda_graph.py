@@ -53,6 +53,22 @@ def test_step_buffers_pack_real_and_dummy_rows():
     assert bufs.slot_mapping[:1].tolist() == [6 * page + 1]
 
 
+def test_step_buffers_pack_verify_rows():
+    """seqlen_q = 3 (MTP verify, K = 2): token rows sequence-major, lengths = start + 3, dummies after."""
+    page = 4
+    bufs = StepBuffers(max_batch=4, max_blocks=3, page_size=page, device=torch.device("cpu"), max_seqlen_q=3)
+    bufs.fill([[5, 6], [9, 1, 2]], [0, 1], None, [2, 7], bucket=4, epoch=0, seqlen_q=3)
+    assert bufs.positions[:12].tolist() == [2, 3, 4, 7, 8, 9] + [0] * 6
+    assert bufs.slot_mapping[:12].tolist() == [5 * page + 2, 5 * page + 3, 6 * page + 0,
+                                               1 * page + 3, 2 * page + 0, 2 * page + 1] + [-1] * 6
+    assert bufs.cache_seqlens[:4].tolist() == [5, 10, 0, 0]
+    assert bufs.input_ids[6:12].tolist() == [0] * 6  # dummy ids; real ones come from the caller's device copy
+    with pytest.raises(ValueError, match="needs block"):
+        bufs.fill([[5, 6]], [0], [1, 2, 3], [6], bucket=1, seqlen_q=3)
+    with pytest.raises(ValueError, match="seqlen_q"):
+        bufs.fill([[5, 6]], [0], None, [0], bucket=1, seqlen_q=4)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(blocks=[[1]], positions=[4], bucket=1), "needs block"),
     (dict(blocks=[[1]] * 3, positions=[0] * 3, bucket=2), "bucket"),
@@ -179,3 +195,23 @@ def test_graph_step_logits_match_eager_and_never_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch, k", [(1, 3), (3, 1), (5, 2)])
+def test_graph_mtp_verify_matches_eager(batch, k):
+    llm = _cuda_llm()
+    prompts = _prompts(llm, batch, seed=10 + batch)
+    p = SamplingParams(max_new_tokens=30, ignore_eos=True)
+    llm.enforce_eager = True
+    eager = llm.generate(prompts, p)
+    llm.enforce_eager, llm.graph_verify = False, True
+    spec = llm.generate(prompts, p, mtp=k)
+    assert llm.last_stats.extra["graph_steps"] > 0
+    for i, (oe, og) in enumerate(zip(eager, spec)):
+        d = next((j for j, (x, y) in enumerate(zip(oe.token_ids, og.token_ids)) if x != y), None)
+        print(f"mtp k={k} batch {batch} row {i}: first divergence {d} of {len(oe.token_ids)}; "
+              f"acceptance {llm.last_stats.extra.get('acceptance')}")
+        if d is not None:
+            top2 = llm.score(oe.prompt_token_ids + oe.token_ids[:d])[-1].topk(2).values
+            assert float(top2[0] - top2[1]) < NEAR_TIE, f"row {i} diverged at {d}, margin {float(top2[0] - top2[1]):.3f}"

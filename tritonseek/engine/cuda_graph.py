@@ -54,22 +54,26 @@ class StepBuffers:
     """The static decode inputs: one pinned host byte buffer mirrored by one device byte buffer.
 
     Args:
-        max_batch: rows of every input.
+        max_batch: sequences per step at most.
         max_blocks: block_table width (cache blocks one sequence may hold).
         page_size: tokens per cache block.
         device: where the graph runs (cpu allowed, for tests of the packing; the host side is pinned
             only on CUDA).
-    Views (device): ``input_ids``, ``positions``, ``slot_mapping`` [max_batch] int64,
-    ``cache_seqlens`` [max_batch] int32, ``block_table`` [max_batch, max_blocks] int32.
+        max_seqlen_q: new tokens per sequence at most (1 for decode; K+1 for an MTP verify step).
+    Views (device): ``input_ids``, ``positions``, ``slot_mapping`` [max_batch·max_seqlen_q] int64 (token
+    rows, sequence-major), ``cache_seqlens`` [max_batch] int32, ``block_table`` [max_batch, max_blocks] int32.
     """
 
-    def __init__(self, max_batch: int, max_blocks: int, page_size: int, device: torch.device):
-        if max_batch < 1 or max_blocks < 1:
-            raise ValueError(f"max_batch={max_batch} and max_blocks={max_blocks} must be ≥ 1")
+    def __init__(self, max_batch: int, max_blocks: int, page_size: int, device: torch.device,
+                 max_seqlen_q: int = 1):
+        if max_batch < 1 or max_blocks < 1 or max_seqlen_q < 1:
+            raise ValueError(f"max_batch={max_batch}, max_blocks={max_blocks} and max_seqlen_q={max_seqlen_q} "
+                             "must be ≥ 1")
         self.max_batch, self.max_blocks, self.page_size = max_batch, max_blocks, page_size
-        mb = max_batch
-        self._off_ids, self._off_pos, self._off_slot = 0, 8 * mb, 16 * mb
-        self._off_len = 24 * mb
+        self.max_seqlen_q = max_seqlen_q
+        mb, rows = max_batch, max_batch * max_seqlen_q
+        self._off_ids, self._off_pos, self._off_slot = 0, 8 * rows, 16 * rows
+        self._off_len = 24 * rows
         self._off_bt = self._off_len + 8 * ((4 * mb + 7) // 8)
         self.nbytes = self._off_bt + 4 * mb * max_blocks
         pin = device.type == "cuda"
@@ -92,39 +96,52 @@ class StepBuffers:
         self._epoch = -1
         self._copied = torch.cuda.Event() if pin else None
 
-    def fill(self, block_lists: list[list[int]], seq_ids: list[int], tokens: list[int], positions: list[int],
-             bucket: int, epoch: int = 0) -> None:
-        """Write one step's inputs (rows < B real, rows B … bucket−1 dummies) and upload them in one copy.
+    def fill(self, block_lists: list[list[int]], seq_ids: list[int], tokens: list[int] | None, positions: list[int],
+             bucket: int, epoch: int = 0, seqlen_q: int = 1) -> None:
+        """Write one step's inputs (sequences < B real, B … bucket−1 dummies) and upload them in one copy.
 
-        block_lists[i]: cache blocks of sequence i (its whole list; rows are re-sent only when it grew
-        or another sequence took the row). tokens[i] sits at positions[i]; its slot is
-        block_lists[i][p // page_size]·page_size + p % page_size and cache_seqlens[i] = p + 1.
-        Raises ValueError when B > bucket, bucket > max_batch or a sequence holds more blocks than
-        max_blocks. ``epoch``: the cache's release counter; when it moved, every row is re-sent (a
-        sequence id may come back with other blocks).
+        Sequence i feeds seqlen_q tokens at positions[i] … positions[i]+seqlen_q−1 (token rows
+        i·seqlen_q + j); token p's slot is block_lists[i][p // page_size]·page_size + p % page_size and
+        cache_seqlens[i] = positions[i] + seqlen_q. tokens: the B·seqlen_q ids, or None when the caller
+        copies device-resident ids into ``input_ids`` after this call (same stream). block_lists[i]:
+        sequence i's whole block list; a block_table row is re-sent only when it grew or another
+        sequence took the row. ``epoch``: the cache's release counter; when it moved, every row is
+        re-sent (a sequence id may come back with other blocks). Dummy rows: token 0, position 0,
+        slot −1, cache_seqlens 0.
+        Raises ValueError when B > bucket, bucket > max_batch, seqlen_q > max_seqlen_q, a sequence
+        lacks the block of its last position or holds more than max_blocks blocks.
         """
-        B = len(tokens)
-        if not (B <= bucket <= self.max_batch) or len(positions) != B or len(block_lists) != B:
-            raise ValueError(f"batch {B} (positions {len(positions)}, blocks {len(block_lists)}) does not fit "
+        B, q = len(positions), seqlen_q
+        if not (B <= bucket <= self.max_batch) or len(block_lists) != B or len(seq_ids) != B:
+            raise ValueError(f"batch {B} (seq_ids {len(seq_ids)}, blocks {len(block_lists)}) does not fit "
                              f"bucket {bucket} ≤ max_batch {self.max_batch}")
+        if not 1 <= q <= self.max_seqlen_q:
+            raise ValueError(f"seqlen_q={q} must be in 1..{self.max_seqlen_q}")
+        if tokens is not None and len(tokens) != B * q:
+            raise ValueError(f"got {len(tokens)} tokens for batch {B} × seqlen_q {q}")
         if self._copied is not None and not self._copied.query():
             self._copied.synchronize()  # the previous step's upload still reads the host buffer
         if epoch != self._epoch:
             self._rows = [None] * self.max_batch
             self._epoch = epoch
-        ps = self.page_size
+        ps, n_tok = self.page_size, B * q
         pos = np.asarray(positions, dtype=np.int64)
-        self.h_ids[:B] = tokens
-        self.h_pos[:B] = pos
-        self.h_len[:B] = pos + 1
+        if tokens is not None:
+            self.h_ids[:n_tok] = tokens
+        self.h_pos[:n_tok] = (pos[:, None] + np.arange(q)).reshape(-1) if q > 1 else pos
+        self.h_len[:B] = pos + q
         dirty = -1
-        slots = np.empty(B, dtype=np.int64)
+        slots = np.empty(n_tok, dtype=np.int64)
         for i, (sid, blocks) in enumerate(zip(seq_ids, block_lists)):
             n = len(blocks)
             p = positions[i]
-            if p // ps >= n:
-                raise ValueError(f"sequence {sid} holds {n} blocks; position {p} needs block {p // ps}")
-            slots[i] = blocks[p // ps] * ps + p % ps
+            if (p + q - 1) // ps >= n:
+                raise ValueError(f"sequence {sid} holds {n} blocks; position {p + q - 1} needs block {(p + q - 1) // ps}")
+            if q == 1:
+                slots[i] = blocks[p // ps] * ps + p % ps
+            else:
+                for j in range(q):
+                    slots[i * q + j] = blocks[(p + j) // ps] * ps + (p + j) % ps
             if self._rows[i] != (sid, n):
                 if n > self.max_blocks:
                     raise ValueError(f"sequence {sid} holds {n} cache blocks; the graphs were sized for "
@@ -132,11 +149,11 @@ class StepBuffers:
                 self.h_bt[i, :n] = blocks
                 self._rows[i] = (sid, n)
                 dirty = i
-        self.h_slot[:B] = slots
+        self.h_slot[:n_tok] = slots
         if bucket > B:
-            self.h_ids[B:bucket] = 0
-            self.h_pos[B:bucket] = 0
-            self.h_slot[B:bucket] = -1
+            self.h_ids[n_tok : bucket * q] = 0
+            self.h_pos[n_tok : bucket * q] = 0
+            self.h_slot[n_tok : bucket * q] = -1
             self.h_len[B:bucket] = 0
         n = self._off_bt + (dirty + 1) * 4 * self.max_blocks
         self.dev[:n].copy_(self.host[:n], non_blocking=self._copied is not None)
@@ -145,19 +162,21 @@ class StepBuffers:
 
 
 class DecodeGraphs:
-    """Captured decode steps of one model over one paged latent cache, one graph per batch bucket.
+    """Captured decode steps of one model over one paged latent cache, one graph per (batch bucket, seqlen_q).
 
     Args:
         model: :class:`DeepseekForCausalLM` on CUDA with the triton backend (single process).
         cache: the :class:`PagedLatentCache` the graphs write into (its tensors are baked into the graphs).
         max_blocks: widest block list one sequence may hold (block_table width).
         max_batch: largest batch the graphs serve (buckets: ``batch_buckets(max_batch)``).
-    Graphs are captured lazily, the first time a bucket is needed (an eager warm-up of that bucket on a
+        max_seqlen_q: most new tokens per sequence in one step (5 = MTP verify with K = 4 drafts).
+    Graphs are captured lazily, the first time a (bucket, seqlen_q) is needed (an eager warm-up on a
     side stream, then the capture), into one shared memory pool. ``capture_s`` sums the time spent.
     Raises ValueError on a CPU model, a non-triton backend or a tensor-parallel model.
     """
 
-    def __init__(self, model, cache: PagedLatentCache, max_blocks: int, max_batch: int = DEFAULT_MAX_BATCH):
+    def __init__(self, model, cache: PagedLatentCache, max_blocks: int, max_batch: int = DEFAULT_MAX_BATCH,
+                 max_seqlen_q: int = 5):
         dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
         if dev.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
@@ -168,15 +187,15 @@ class DecodeGraphs:
         self.model, self.cache, self.device = model, cache, dev
         self.buckets = batch_buckets(max_batch)
         self.max_batch = max_batch
-        self.bufs = StepBuffers(max_batch, max_blocks, cache.page_size, dev)
+        self.bufs = StepBuffers(max_batch, max_blocks, cache.page_size, dev, max_seqlen_q)
         self.num_heads = model.model.layers[0].self_attn.num_heads
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._pool = None
         self.capture_s = 0.0
         self.replays = 0
 
-    def fits(self, batch: int) -> bool:
-        return 1 <= batch <= self.max_batch
+    def fits(self, batch: int, seqlen_q: int = 1) -> bool:
+        return 1 <= batch <= self.max_batch and 1 <= seqlen_q <= self.bufs.max_seqlen_q
 
     def bucket(self, batch: int) -> int:
         """Smallest bucket holding ``batch`` rows (ValueError when batch > max_batch)."""
@@ -185,65 +204,89 @@ class DecodeGraphs:
                 return b
         raise ValueError(f"batch {batch} exceeds the graphs' max_batch {self.max_batch}")
 
-    def _forward(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        bufs = self.bufs
+    def _forward(self, b: int, q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bufs, n = self.bufs, b * q
         seqlens = bufs.cache_seqlens[:b]
         batch = AttentionBatch(
-            is_prefill=False, slot_mapping=bufs.slot_mapping[:b], block_table=bufs.block_table[:b],
-            cache_seqlens=seqlens, seqlen_q=1,
-            mla_metadata=self.model.ops.mla_metadata(seqlens, 1, self.num_heads),
+            is_prefill=False, slot_mapping=bufs.slot_mapping[:n], block_table=bufs.block_table[:b],
+            cache_seqlens=seqlens, seqlen_q=q, mla_metadata=self.model.ops.mla_metadata(seqlens, q, self.num_heads),
         )
-        hidden = self.model(bufs.input_ids[:b], bufs.positions[:b], batch, self.cache.layers)
+        hidden = self.model(bufs.input_ids[:n], bufs.positions[:n], batch, self.cache.layers)
         logits = self.model.compute_logits(hidden)
-        return logits, logits.argmax(dim=-1)
+        return logits, logits.argmax(dim=-1), hidden
 
     @torch.inference_mode()
-    def _capture(self, b: int) -> None:
+    def _capture(self, b: int, q: int) -> None:
         t0 = time.perf_counter()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # compiles kernels, autotunes and allocates outside the capture
-            self._forward(b)
+            self._forward(b, q)
         torch.cuda.current_stream(self.device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, pool=self._pool):
-            logits, tokens = self._forward(b)
+            logits, tokens, hidden = self._forward(b, q)
         self._pool = g.pool()
-        self._graphs[b] = (g, logits, tokens)
+        self._graphs[(b, q)] = (g, logits, tokens, hidden)
         self.capture_s += time.perf_counter() - t0
 
-    def capture(self, batch_sizes=None) -> None:
+    def capture(self, batch_sizes=None, seqlen_q: int = 1) -> None:
         """Capture the buckets of ``batch_sizes`` (default: all) now, with dummy inputs (slot −1, length 0).
 
         Only needed to move capture time out of the first steps (e.g. before benchmarking).
         """
         for b in sorted({self.bucket(x) for x in (batch_sizes or self.buckets)}, reverse=True):
-            if b not in self._graphs:
-                self.bufs.fill([], [], [], [], b, self.cache.epoch)
-                self._capture(b)
+            if (b, seqlen_q) not in self._graphs:
+                self.bufs.fill([], [], [], [], b, self.cache.epoch, seqlen_q)
+                self._capture(b, seqlen_q)
+
+    def _replay(self, seq_ids, tokens, positions, q):
+        b = self.bucket(len(seq_ids))
+        blocks = self.cache.blocks
+        host_tokens = None if isinstance(tokens, torch.Tensor) else tokens
+        self.bufs.fill([blocks[s] for s in seq_ids], seq_ids, host_tokens, positions, b, self.cache.epoch, q)
+        if host_tokens is None:
+            self.bufs.input_ids[: len(seq_ids) * q].copy_(tokens.reshape(-1))
+        if (b, q) not in self._graphs:
+            self._capture(b, q)  # its eager warm-up runs this very step (idempotent: same latents, same slots)
+        entry = self._graphs[(b, q)]
+        entry[0].replay()
+        self.replays += 1
+        return entry
 
     @torch.inference_mode()
     def step(self, seq_ids: list[int], tokens: list[int], positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed tokens[i] of sequence seq_ids[i] at positions[i] (its cache blocks must already be allocated).
 
         Returns (argmax tokens [B] int64, logits [B, vocab] fp32), views of the graph's static
-        outputs: valid until the next ``step``. Raises ValueError when B exceeds max_batch or a
+        outputs: valid until the next replay. Raises ValueError when B exceeds max_batch or a
         sequence lacks the block for its position.
         """
+        _, logits, toks, _ = self._replay(seq_ids, tokens, positions, 1)
         B = len(seq_ids)
-        b = self.bucket(B)
-        blocks = self.cache.blocks
-        self.bufs.fill([blocks[s] for s in seq_ids], seq_ids, tokens, positions, b, self.cache.epoch)
-        if b not in self._graphs:
-            self._capture(b)  # its eager warm-up runs this very step (idempotent: same latents, same slots)
-        g, logits, toks = self._graphs[b]
-        g.replay()
-        self.replays += 1
         return toks[:B], logits[:B]
 
-    def graph(self, batch: int) -> torch.cuda.CUDAGraph:
+    @torch.inference_mode()
+    def step_tokens(self, seq_ids: list[int], tokens: list[list[int]] | torch.Tensor,
+                    starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed tokens[i] (seqlen_q of them, e.g. an MTP verify step's last token + K drafts; host lists or a
+        device [B, seqlen_q] int64 tensor) at positions starts[i] … starts[i]+seqlen_q−1.
+
+        Returns (logits [B·seqlen_q, vocab] fp32, hidden [B·seqlen_q, hidden] pre-norm), views of the
+        graph's static outputs, valid until the next replay (the same as ``ModelRunner.decode_tokens``).
+        """
+        if isinstance(tokens, torch.Tensor):
+            q = tokens.shape[1]
+        else:
+            q = len(tokens[0])
+            tokens = [t for row in tokens for t in row]
+        _, logits, _, hidden = self._replay(seq_ids, tokens, starts, q)
+        n = len(seq_ids) * q
+        return logits[:n], hidden[:n]
+
+    def graph(self, batch: int, seqlen_q: int = 1) -> torch.cuda.CUDAGraph:
         """The captured graph serving ``batch`` (for timing its bare replay; KeyError if not captured yet)."""
-        return self._graphs[self.bucket(batch)][0]
+        return self._graphs[(self.bucket(batch), seqlen_q)][0]
 
     def close(self) -> None:
         """Drop the graphs and their memory pool."""

@@ -96,8 +96,9 @@ class LLM:
         enforce_eager: never use CUDA graphs. By default a CUDA model on the triton backend (one
             process) replays a captured graph per batch bucket for each plain decode step (see
             :mod:`tritonseek.engine.cuda_graph`); the latent cache is then kept between ``generate``
-            calls (grown when a call needs more) so the graphs stay valid. MTP draft/verify steps,
-            prefill and CPU runs are always eager.
+            calls (grown when a call needs more) so the graphs stay valid. Prefill, MTP drafting and
+            CPU runs are always eager; MTP verify steps (K+1 tokens per sequence) replay graphs when
+            the attribute ``graph_verify`` is True.
         max_graph_batch: largest batch that decodes through graphs (larger batches run eagerly).
     Raises:
         ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
@@ -122,6 +123,7 @@ class LLM:
         self.page_size = page_size
         self.enforce_eager = bool(enforce_eager)
         self.max_graph_batch = max_graph_batch
+        self.graph_verify = False  # MTP verify through (bucket, K+1) graphs; eager by default
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
         self.ops = Ops(backend)
@@ -263,7 +265,7 @@ class LLM:
         blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens + mtp) // self.page_size) for s in seqs)
         cache, graphs = self._cache_and_graphs(blocks)
         capture0 = graphs.capture_s if graphs is not None else 0.0
-        runner = ModelRunner(self.model, cache, self.device, graphs)
+        runner = ModelRunner(self.model, cache, self.device, graphs, graph_verify=self.graph_verify)
         stats = GenerationStats(prompt_tokens=sum(len(s.prompt_ids) for s in seqs),
                                 backend=self.backend, device=str(self.device))
         t0 = time.perf_counter()

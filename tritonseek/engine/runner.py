@@ -51,7 +51,7 @@ class ModelRunner:
     """Owns the cache of one ``generate`` call and runs steps of the model on it."""
 
     def __init__(self, model: DeepseekForCausalLM, cache: PagedLatentCache, device: torch.device,
-                 graphs: DecodeGraphs | None = None):
+                 graphs: DecodeGraphs | None = None, graph_verify: bool = False):
         self.model = model
         self.cache = cache
         self.device = device
@@ -59,6 +59,8 @@ class ModelRunner:
         if graphs is not None and graphs.cache is not cache:
             raise ValueError("graphs were captured over another cache")
         self.graphs = graphs
+        # decode_tokens (MTP verify: seqlen_q = K+1) replays graphs too when set
+        self.graph_verify = graph_verify and graphs is not None
         self.graph_steps = 0
 
     def _tensor(self, data, dtype) -> torch.Tensor:
@@ -116,8 +118,16 @@ class ModelRunner:
     def decode_tokens(self, seqs: list[Sequence], tokens: list[list[int]] | torch.Tensor, starts: list[int]):
         """Feed ``tokens[i]`` (same count s_q for every sequence; host lists or a device [B, s_q] int64
         tensor, e.g. drafts that never leave the GPU) at positions starts[i]…; the tokens are not in
-        the cache yet. Returns (logits [B·s_q, V] fp32, hidden [B·s_q, H] pre-norm)."""
+        the cache yet. Returns (logits [B·s_q, V] fp32, hidden [B·s_q, H] pre-norm); with ``graph_verify``
+        a captured (bucket, s_q) graph runs it and both are views of its static outputs, valid until
+        the next replay."""
         s_q = tokens.shape[1] if isinstance(tokens, torch.Tensor) else len(tokens[0])
+        if self.graph_verify and self.graphs.fits(len(seqs), s_q):
+            for s, p in zip(seqs, starts):
+                self.cache.ensure_capacity(s.seq_id, p + s_q)
+            self.graph_steps += 1
+            # views of the graph's static outputs: valid until the next replay
+            return self.graphs.step_tokens([s.seq_id for s in seqs], tokens, starts)
         batch = self.decode_batch(seqs, starts, s_q)
         if isinstance(tokens, torch.Tensor):
             ids = tokens.reshape(-1)

@@ -7,8 +7,8 @@ For each model (default: the embedded one) in a fresh, empty TRITON_CACHE_DIR:
 2. ``tritonseek warmup --max-batch N`` into the same cache (its time and new entries are recorded);
 3. "warm": the same generate again; also counts the cache entries it added (0 = warmup covered it).
 The clock starts just before the child process is spawned and stops when its stdout first shows
-text beyond the echoed prompt (the CLI streams each token as it is sampled). Rows:
-{suite: cold_start, case: {model, cache}, seconds, new_cache_entries, total_s, target_s: 20, …}.
+text beyond the echoed prompt (the CLI streams each token as it is sampled); the child is then
+killed. Rows: {suite: cold_start, case: {model, cache}, seconds, new_cache_entries, target_s: 20, …}.
 """
 
 from __future__ import annotations
@@ -37,27 +37,28 @@ def _env(cache: Path) -> dict:
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def time_to_first_token(model: str | None, cache: Path, new_tokens: int = 8) -> tuple[float, float, str]:
-    """(seconds to the first token, seconds to exit, stderr tail) of one ``generate`` process."""
+def time_to_first_token(model: str | None, cache: Path, new_tokens: int = 8) -> float:
+    """Seconds from spawning ``tritonseek generate`` to its first generated text; the process is then
+    killed (the rest of the generation is not what cold start measures)."""
     cmd = [sys.executable, "-m", "tritonseek.cli", "generate", "-p", PROMPT, "-n", str(new_tokens)]
     if model:
         cmd += ["--model", model]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=_env(cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, first = b"", None
-    while True:
-        chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(1)
+    while first is None:
+        chunk = proc.stdout.read1(4096)
         if not chunk:
             break
         seen += chunk
-        if first is None and len(seen) > len(PROMPT.encode()):
+        if len(seen) > len(PROMPT.encode()):
             first = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    rc = proc.wait()
-    total = time.perf_counter() - t0
-    if rc != 0 or first is None:
-        raise RuntimeError(f"generate failed (exit {rc}): {err[-2000:]}")
-    return first, total, err.strip().splitlines()[-1] if err.strip() else ""
+    if first is not None:
+        proc.kill()
+    _, err = proc.communicate()
+    if first is None:
+        raise RuntimeError(f"generate failed (exit {proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return first
 
 
 def warm(model: str | None, cache: Path, max_batch: int) -> tuple[float, str]:
@@ -75,7 +76,9 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None)
     ap.add_argument("--model", action="append", default=None, help="checkpoint folder (repeatable; default: embedded)")
-    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-batch", type=int, default=4)
+    ap.add_argument("--cache-dir", default=None,
+                    help="use (and keep) this empty folder as the Triton cache instead of a temporary one")
     args = ap.parse_args(argv)
     import torch
     import triton
@@ -89,24 +92,26 @@ def main(argv=None) -> list[dict]:
     for model in args.model or [None]:
         name = Path(model).name if model else "tritonseek-tiny (default)"
         with tempfile.TemporaryDirectory(prefix="triton-cache-") as tmp:
-            cache = Path(tmp)
-            first, total, stats = time_to_first_token(model, cache)
+            cache = Path(args.cache_dir) if args.cache_dir else Path(tmp)
+            cache.mkdir(parents=True, exist_ok=True)
+            if _entries(cache):
+                raise SystemExit(f"--cache-dir {cache} is not empty; a cold start needs an empty cache")
+            first = time_to_first_token(model, cache)
             cold_entries = _entries(cache)
-            print(f"{name} cold: first token {first:.1f} s, exit {total:.1f} s, {cold_entries} cache entries; {stats}",
-                  flush=True)
+            print(f"{name} cold: first token {first:.1f} s, {cold_entries} cache entries by then", flush=True)
             warm_s, msg = warm(model, cache, args.max_batch)
             print(f"{name} warmup --max-batch {args.max_batch}: {warm_s:.1f} s; {msg}", flush=True)
             before = _entries(cache)
-            first_w, total_w, stats_w = time_to_first_token(model, cache)
+            first_w = time_to_first_token(model, cache)
             new = _entries(cache) - before
-            print(f"{name} warm: first token {first_w:.1f} s, exit {total_w:.1f} s, {new} new cache entries",
+            print(f"{name} warm: first token {first_w:.1f} s (target {TARGET_S:.0f} s), {new} new cache entries",
                   flush=True)
         base = dict(suite="cold_start", us=None, tflops=None, gbps=None, peer=None, peer_us=None,
                     ratio_vs_peer=None, target_s=TARGET_S, **env)
-        rows.append(dict(base, case=dict(model=name, cache="cold"), seconds=round(first, 2), total_s=round(total, 2),
-                         new_cache_entries=cold_entries))
+        rows.append(dict(base, case=dict(model=name, cache="cold"), seconds=round(first, 2),
+                         new_cache_entries=cold_entries, meets_target=first <= TARGET_S))
         rows.append(dict(base, case=dict(model=name, cache="warm"), seconds=round(first_w, 2),
-                         total_s=round(total_w, 2), new_cache_entries=new, warmup_s=round(warm_s, 2),
+                         new_cache_entries=new, warmup_s=round(warm_s, 2),
                          warmup_max_batch=args.max_batch, meets_target=first_w <= TARGET_S))
     if args.out:
         with open(args.out, "a") as f:

@@ -65,10 +65,20 @@ class WarmupReport:
     steps: list[str] = field(default_factory=list)
 
 
-def plan(max_batch: int, has_mtp: bool, prefill_lengths=(2, 3, 16, 37, 128)) -> list[WarmupStep]:
-    """The generate calls that cover every kernel specialization generate meets up to ``max_batch``."""
+# Prompt lengths: Triton's integer specializations (== 1, % 16 == 0, other) and the launch-config
+# classes of the kernels on the prefill path (FP8 GEMM tiles for M ≤ 64 / ≤ 128 / larger, token-group
+# quant ≥ 1024 rows, MoE masked ≤ 128 tokens vs contiguous layout).
+PREFILL_LENGTHS = (2, 3, 16, 37, 77, 128, 200, 1100)
+
+
+def plan(max_batch: int, has_mtp: bool, prefill_lengths=PREFILL_LENGTHS, max_positions: int | None = None
+         ) -> list[WarmupStep]:
+    """The generate calls that cover the kernel specializations generate meets up to ``max_batch``
+    (prompts longer than ``max_positions`` − 16 are left out)."""
     from tritonseek.engine.cuda_graph import batch_buckets
 
+    if max_positions is not None:
+        prefill_lengths = [n for n in prefill_lengths if n <= max_positions - 16]
     steps = [WarmupStep(f"prefill {n} tokens", [n]) for n in prefill_lengths]
     for b in batch_buckets(max_batch):
         lengths = [5 + (i % 11) for i in range(b)]
@@ -87,18 +97,23 @@ def plan(max_batch: int, has_mtp: bool, prefill_lengths=(2, 3, 16, 37, 128)) -> 
 
 def _prompt_of_length(llm, n: int, salt: int) -> str:
     """A text that tokenizes to ``n`` tokens (or the closest length found), different per ``salt``."""
-    words = ["x", "a", "b", "y", "z", "k", "m"]  # one token each (a BOS may add one more)
+    words = ["x", "a", "b", "y", "z", "k", "m"]  # one token each, also after a space (a BOS may add one)
     w = words[salt % len(words)]
-    best, best_err = w, None
-    for k in range(1, n + 1):
-        text = " ".join([w] * k)
-        m = len(llm.encode(text))
-        err = abs(m - n)
-        if best_err is None or err < best_err:
-            best, best_err = text, err
-        if m >= n:
+
+    def length(k: int) -> int:
+        return len(llm.encode(" ".join([w] * k)))
+
+    k = max(1, n - (length(1) - 1))
+    best, best_err = k, abs(length(k) - n)
+    for _ in range(8):  # walk towards n if a merge or a missing BOS shifted the count
+        if best_err == 0:
             break
-    return best
+        k = max(1, best + (1 if length(best) < n else -1))
+        err = abs(length(k) - n)
+        if err >= best_err:
+            break
+        best, best_err = k, err
+    return " ".join([w] * best)
 
 
 def run_warmup(llm, max_batch: int, on_step: Callable[[int, int, str], None] | None = None,
@@ -114,7 +129,8 @@ def run_warmup(llm, max_batch: int, on_step: Callable[[int, int, str], None] | N
         raise WarmupError(f"warmup compiles Triton kernels for the GPU; this model runs on {llm.device} "
                           f"with the {llm.backend} backend")
     has_mtp = len(llm.model.mtp) > 0
-    steps = plan(max_batch, has_mtp) if steps is None else steps
+    if steps is None:
+        steps = plan(max_batch, has_mtp, max_positions=llm.config.max_position_embeddings)
     before = cache_entries()
     t0 = time.perf_counter()
     for i, s in enumerate(steps):

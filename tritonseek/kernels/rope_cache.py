@@ -21,23 +21,25 @@ _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
 
 
 def _rope_cache_config(num_heads: int, kv_lora_rank: int) -> tuple[int, int, int]:
-    """(BLOCK_H, BLOCK_C, num_warps): every head and the whole latent row in one program per token."""
-    block_h = max(1, triton.next_power_of_2(num_heads))
+    """(BLOCK_H, BLOCK_C, num_warps): ≤ 16 heads per program so the q rotation of 128 heads spreads
+    over 8 programs (one program for all 128 heads ran ~16 µs on the H200: latency-bound), plus one
+    program per token for the latent row."""
+    block_h = min(16, max(1, triton.next_power_of_2(num_heads)))
     block_c = max(16, triton.next_power_of_2(kv_lora_rank))
-    return block_h, block_c, 4 if block_h <= 32 else 8
+    return block_h, block_c, 4
 
 
 @triton.jit
-def _rot_store(dst, x0, x1, c, s, mask, EXACT_BF16: tl.constexpr):
-    # (x0, x1) = the interleaved pair (x[2i], x[2i+1]); stores (x0·c − x1·s, x0·s + x1·c) at dst, dst+1
-    y0 = x0 * c - x1 * s
-    y1 = x0 * s + x1 * c
+def _rotate(x, cos, sin, SHAPE0: tl.constexpr, ROPE: tl.constexpr, EXACT_BF16: tl.constexpr):
+    # x: [SHAPE0, ROPE] fp32 holding interleaved pairs (x[2i], x[2i+1]); cos/sin: [1, ROPE/2]
+    # → [SHAPE0, ROPE] fp32 with each pair rotated by angle i
+    x0, x1 = tl.split(tl.reshape(x, [SHAPE0, ROPE // 2, 2]))
+    y0 = x0 * cos - x1 * sin
+    y1 = x0 * sin + x1 * cos
+    y = tl.reshape(tl.join(y0, y1), [SHAPE0, ROPE])
     if EXACT_BF16:
-        y0 = round_to_bf16(y0)
-        y1 = round_to_bf16(y1)
-    tl.store(dst, y0.to(dst.dtype.element_ty), mask=mask)
-    tl.store(dst + 1, y1.to(dst.dtype.element_ty), mask=mask)
-    return y0, y1
+        y = round_to_bf16(y)
+    return y
 
 
 @triton.jit
@@ -51,49 +53,48 @@ def _mla_rope_cache_kernel(
     # q: [T, H, *] with q_pe at columns [q_pe_offset, q_pe_offset + ROPE); kv: [T, KV_LORA + ROPE]
     # positions: [T] int64; cos_sin_cache: [max_pos, ROPE] fp32 = (cos ‖ sin), ROPE/2 each
     # q_pe_out: [T, H, ROPE]; latent: [T, KV_LORA + ROPE]; kv_cache: [blocks, PAGE_SIZE, 1, KV_LORA + ROPE]
-    # slot_mapping: [T] int64, −1 = no cache write. Program t: token t, all heads.
+    # slot_mapping: [T] int64, −1 = no cache write.
+    # program (t, j): j < cdiv(H, BLOCK_H) rotates heads [j·BLOCK_H, (j+1)·BLOCK_H) of token t's q_pe;
+    # j = cdiv(H, BLOCK_H) builds token t's latent row (kv norm + k_pe rotation) and writes the cache.
     HALF: tl.constexpr = ROPE // 2
     t = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1)
     pos = tl.load(pos_ptr + t).to(tl.int64)
     i = tl.arange(0, HALF)
-    cos = tl.load(cs_ptr + pos * ROPE + i)
-    sin = tl.load(cs_ptr + pos * ROPE + HALF + i)
-
-    # q_pe of every head
-    hs = tl.arange(0, BLOCK_H)
-    hmask = (hs < H)[:, None]
-    qp = q_ptr + t * stride_qt + hs[:, None] * stride_qh + q_pe_offset + 2 * i[None, :]
-    q0 = tl.load(qp, mask=hmask, other=0.0).to(tl.float32)
-    q1 = tl.load(qp + 1, mask=hmask, other=0.0).to(tl.float32)
-    qo = qo_ptr + t * stride_qot + hs[:, None] * stride_qoh + 2 * i[None, :]
-    _rot_store(qo, q0, q1, cos[None, :], sin[None, :], hmask, EXACT_BF16)
-
-    # compressed kv: RMSNorm over KV_LORA columns
-    c = tl.arange(0, BLOCK_C)
-    cmask = c < KV_LORA
-    kvc = tl.load(kv_ptr + t * stride_kvt + c, mask=cmask, other=0.0).to(tl.float32)
-    rstd = 1.0 / tl.sqrt_rn(tl.sum(kvc * kvc, axis=0) / KV_LORA + eps)
-    w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-    kvn = (kvc * rstd) * w
-    if EXACT_BF16:
-        kvn = round_to_bf16(kvn)
-    kvn = kvn.to(lat_ptr.dtype.element_ty)
-    tl.store(lat_ptr + t * stride_lt + c, kvn, mask=cmask)
-
-    # k_pe
-    kp = kv_ptr + t * stride_kvt + KV_LORA + 2 * i
-    k0 = tl.load(kp).to(tl.float32)
-    k1 = tl.load(kp + 1).to(tl.float32)
-    kr0, kr1 = _rot_store(lat_ptr + t * stride_lt + KV_LORA + 2 * i, k0, k1, cos, sin, i < HALF, EXACT_BF16)
-
-    if WRITE_CACHE:
-        slot = tl.load(slot_ptr + t)
-        keep = slot >= 0
-        base = cache_ptr + (slot // PAGE_SIZE) * stride_cb + (slot % PAGE_SIZE) * stride_cp
-        ty = cache_ptr.dtype.element_ty
-        tl.store(base + c, kvn.to(ty), mask=cmask & keep)
-        tl.store(base + KV_LORA + 2 * i, kr0.to(lat_ptr.dtype.element_ty).to(ty), mask=keep & (i < HALF))
-        tl.store(base + KV_LORA + 2 * i + 1, kr1.to(lat_ptr.dtype.element_ty).to(ty), mask=keep & (i < HALF))
+    cos = tl.load(cs_ptr + pos * ROPE + i)[None, :]
+    sin = tl.load(cs_ptr + pos * ROPE + HALF + i)[None, :]
+    r = tl.arange(0, ROPE)
+    if j * BLOCK_H < H:
+        hs = j * BLOCK_H + tl.arange(0, BLOCK_H)
+        hmask = (hs < H)[:, None]
+        q = tl.load(q_ptr + t * stride_qt + hs[:, None] * stride_qh + q_pe_offset + r[None, :], mask=hmask,
+                    other=0.0).to(tl.float32)
+        y = _rotate(q, cos, sin, BLOCK_H, ROPE, EXACT_BF16)
+        tl.store(qo_ptr + t * stride_qot + hs[:, None] * stride_qoh + r[None, :], y.to(qo_ptr.dtype.element_ty),
+                 mask=hmask)
+    else:
+        # compressed kv: RMSNorm over KV_LORA columns
+        c = tl.arange(0, BLOCK_C)
+        cmask = c < KV_LORA
+        kvc = tl.load(kv_ptr + t * stride_kvt + c, mask=cmask, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt_rn(tl.sum(kvc * kvc, axis=0) / KV_LORA + eps)
+        w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+        kvn = (kvc * rstd) * w
+        if EXACT_BF16:
+            kvn = round_to_bf16(kvn)
+        kvn = kvn.to(lat_ptr.dtype.element_ty)
+        tl.store(lat_ptr + t * stride_lt + c, kvn, mask=cmask)
+        # k_pe (one row)
+        k = tl.load(kv_ptr + t * stride_kvt + KV_LORA + r).to(tl.float32)[None, :]
+        kr = _rotate(k, cos, sin, 1, ROPE, EXACT_BF16).to(lat_ptr.dtype.element_ty)
+        tl.store(lat_ptr + t * stride_lt + KV_LORA + r[None, :], kr)
+        if WRITE_CACHE:
+            slot = tl.load(slot_ptr + t)
+            keep = slot >= 0
+            base = cache_ptr + (slot // PAGE_SIZE) * stride_cb + (slot % PAGE_SIZE) * stride_cp
+            ty = cache_ptr.dtype.element_ty
+            tl.store(base + c, kvn.to(ty), mask=cmask & keep)
+            tl.store(base + KV_LORA + r[None, :], kr.to(ty), mask=keep & (r < ROPE)[None, :])
 
 
 def mla_rope_cache(
@@ -164,7 +165,7 @@ def mla_rope_cache(
         return q_pe, latent
     block_h, block_c, warps = _rope_cache_config(H, kv_lora)
     write = kv_cache is not None
-    _mla_rope_cache_kernel[(T,)](
+    _mla_rope_cache_kernel[(T, triton.cdiv(H, block_h) + 1)](
         q, kv, positions, cos_sin_cache, kv_norm_weight, q_pe, latent,
         kv_cache if write else latent, slot_mapping if write else positions,
         H, q.stride(0), q.stride(1), dq - rope, kv.stride(0), q_pe.stride(0), q_pe.stride(1), latent.stride(0),

@@ -62,6 +62,34 @@ def test_prefill_matches_reference(device, lens, heads, dims, causal, seed):
     check_prefill(*make_qkv(device, lens, heads, d_qk, d_v, gen), lens, causal, d_qk**-0.5)
 
 
+@_fixture_ok
+@given(
+    lens=st.lists(st.one_of(st.sampled_from([1, 15, 16, 17]), st.integers(1, 70)), min_size=1, max_size=3),
+    pad=st.integers(0, 20),
+    dims=st.sampled_from([(48, 32), (96, 64)]),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_prefill_tma_path_matches_reference(device, lens, pad, dims, causal, seed):
+    """USE_TMA (tiles from the [tokens, heads·d] views): trailing tokens of no sequence hold NaN and
+    must neither reach the outputs (the last sequence's tail tile reads them) nor be written."""
+    d_qk, d_v = dims
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(lens)
+    q, k, v, cu = make_qkv(device, lens + [pad] if pad else lens, 2, d_qk, d_v, gen)
+    cu = cu[: len(lens) + 1]
+    for t in (q, k, v):
+        t[total:] = float("nan")
+    out = torch.full((q.shape[0], 2, d_v), 7.0, dtype=q.dtype, device=device)
+    cfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, USE_TMA=True)
+    mla_prefill(q, k, v, cu, max(lens), d_qk**-0.5, causal=causal, out=out, config=cfg)
+    ref = mla_prefill_ref(q[:total].float(), k[:total].float(), v[:total].float(), cu, d_qk**-0.5, causal=causal)
+    o = out.float().cpu()
+    assert torch.all(o[total:] == 7.0)
+    assert not torch.isnan(o[:total]).any()
+    assert ((o[:total] - ref.cpu()).norm() / ref.norm().cpu()).item() <= 1e-2
+
+
 def test_prefill_strided_heads_view(device):
     """q/k as slices of a wider tensor (token/head strides not packed) are read correctly."""
     gen = torch.Generator().manual_seed(5)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
 
@@ -98,14 +99,54 @@ def _prefill_block(
     return acc, m_new, l_i
 
 
+@triton.jit
+def _prefill_block_tma(
+    q1, q2, acc, m_i, l_i, k1_desc, k2_desc, v_desc, row0, col_k, col_v, n0, offs_m, seqlen, sm_scale_log2,
+    BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, HAS_D2: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+):
+    # _prefill_block with the key/value tiles fetched by TMA from the [tokens, heads·d] views: rows
+    # row0 + n0 … (the sequence's tokens), columns from col_k / col_v (this head's slice). Rows past
+    # the sequence belong to the next one (or are zero-filled past the tensor): their scores are
+    # masked, and in the masked (tail) steps their value rows are zeroed so non-finite data of
+    # other tokens cannot reach acc.
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    k1 = k1_desc.load([row0 + n0, col_k])
+    v = v_desc.load([row0 + n0, col_v])
+    if MASKED:
+        v = tl.where((offs_n < seqlen)[:, None], v, 0.0).to(v.dtype)
+    if DOT_FP32:
+        k1 = k1.to(tl.float32)
+        v = v.to(tl.float32)
+    s = tl.dot(q1, tl.trans(k1))
+    if HAS_D2:
+        k2 = k2_desc.load([row0 + n0, col_k + BLOCK_D1])
+        if DOT_FP32:
+            k2 = k2.to(tl.float32)
+        s = tl.dot(q2, tl.trans(k2), s)
+    s = s * sm_scale_log2
+    if MASKED:
+        ok = (offs_n < seqlen)[None, :]
+        if CAUSAL:
+            ok = ok & (offs_n[None, :] <= offs_m[:, None])
+        s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.math.exp2(m_i - m_safe)
+    p = tl.math.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, m_new, l_i
+
+
 @triton.jit(do_not_specialize=["d_qk", "d_v", "num_m_blocks"])
 def _mla_prefill_kernel(
-    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr,
+    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr, k1_desc, k2_desc, v_desc,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     d_qk, d_v, num_m_blocks, sm_scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr,
     BLOCK_DV: tl.constexpr, HAS_D2: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
-    NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
+    NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     # q, k [total_tokens, num_heads, d_qk] strides (stride_qt/kt, stride_qh/kh, 1)
     # v    [total_tokens, num_heads, d_v]  strides (stride_vt, stride_vh, 1)
@@ -143,14 +184,27 @@ def _mla_prefill_kernel(
         acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for n0 in tl.range(0, fast_hi, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-            acc, m_i, l_i = _prefill_block(
-                q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
-                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, False, CAUSAL, DOT_FP32, EVEN_D)
-        for n0 in tl.range(fast_hi, hi, BLOCK_N, num_stages=1):
-            acc, m_i, l_i = _prefill_block(
-                q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
-                sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, True, CAUSAL, DOT_FP32, EVEN_D)
+        if USE_TMA:
+            # q/k/v are [tokens, heads, d] contiguous: tiles come from the [tokens, heads·d] views.
+            col_k = (h * d_qk).to(tl.int32)
+            col_v = (h * d_v).to(tl.int32)
+            for n0 in tl.range(0, fast_hi, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                acc, m_i, l_i = _prefill_block_tma(
+                    q1, q2, acc, m_i, l_i, k1_desc, k2_desc, v_desc, start, col_k, col_v, n0, offs_m, seqlen,
+                    sm_scale_log2, BLOCK_N, BLOCK_D1, HAS_D2, False, CAUSAL, DOT_FP32)
+            for n0 in tl.range(fast_hi, hi, BLOCK_N, num_stages=1):
+                acc, m_i, l_i = _prefill_block_tma(
+                    q1, q2, acc, m_i, l_i, k1_desc, k2_desc, v_desc, start, col_k, col_v, n0, offs_m, seqlen,
+                    sm_scale_log2, BLOCK_N, BLOCK_D1, HAS_D2, True, CAUSAL, DOT_FP32)
+        else:
+            for n0 in tl.range(0, fast_hi, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                acc, m_i, l_i = _prefill_block(
+                    q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
+                    sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, False, CAUSAL, DOT_FP32, EVEN_D)
+            for n0 in tl.range(fast_hi, hi, BLOCK_N, num_stages=1):
+                acc, m_i, l_i = _prefill_block(
+                    q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
+                    sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, True, CAUSAL, DOT_FP32, EVEN_D)
         inv_l = tl.where(l_i > 0.0, 1.0 / tl.where(l_i > 0.0, l_i, 1.0), 0.0)
         dv = tl.arange(0, BLOCK_DV)
         o_rows = out_ptr + tok * stride_ot + h * stride_oh
@@ -239,14 +293,27 @@ def mla_prefill(
     block_d2 = max(16, triton.next_power_of_2(rem)) if has_d2 else 16
     block_dv = max(16, triton.next_power_of_2(d_v))
     num_m = triton.cdiv(max_seqlen, cfg["BLOCK_M"])
+    even_d = (block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v
+    use_tma = (
+        cfg.get("USE_TMA", False) and even_d and k.is_contiguous() and v.is_contiguous()
+        and all(t.data_ptr() % 16 == 0 for t in (k, v)) and (d_qk * k.element_size()) % 16 == 0
+        and (d_v * v.element_size()) % 16 == 0 and total * num_heads < 2**31
+    )
+    if use_tma:
+        k2d, v2d = k.view(total, num_heads * d_qk), v.view(total, num_heads * d_v)
+        k1_desc = TensorDescriptor(k2d, list(k2d.shape), [num_heads * d_qk, 1], [cfg["BLOCK_N"], block_d1])
+        k2_desc = TensorDescriptor(k2d, list(k2d.shape), [num_heads * d_qk, 1], [cfg["BLOCK_N"], block_d2])
+        v_desc = TensorDescriptor(v2d, list(v2d.shape), [num_heads * d_v, 1], [cfg["BLOCK_N"], block_dv])
+    else:
+        k1_desc = k2_desc = v_desc = None
     _mla_prefill_kernel[(num_m, num_heads, batch)](
-        q, k, v, cu_seqlens, out,
+        q, k, v, cu_seqlens, out, k1_desc, k2_desc, v_desc,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         d_qk, d_v, num_m, float(softmax_scale) * 1.4426950408889634,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D1=block_d1, BLOCK_D2=block_d2, BLOCK_DV=block_dv,
         HAS_D2=has_d2, CAUSAL=bool(causal), DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=(block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v, num_warps=cfg["num_warps"],
+        EVEN_D=even_d, USE_TMA=use_tma, num_warps=cfg["num_warps"],
     )
     return out
 

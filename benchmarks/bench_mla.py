@@ -188,6 +188,9 @@ def _precompile_worker(kind: str, cfg: dict, h: int, s_q: int) -> str:
         return f"{type(e).__name__}: {str(e)[:200]}"
 
 
+PRECOMPILE_TIMEOUT_S = 120.0
+
+
 def precompile(tasks) -> None:
     import multiprocessing as mp
 
@@ -195,7 +198,7 @@ def precompile(tasks) -> None:
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(len(tasks), 14)) as pool:
         try:
-            res = pool.starmap_async(_precompile_worker, tasks).get(timeout=120)
+            res = pool.starmap_async(_precompile_worker, tasks).get(timeout=PRECOMPILE_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001 — a hung compile: go on, the sweep compiles what is left
             print(f"precompile stopped: {type(e).__name__}", flush=True)
             pool.terminate()
@@ -458,6 +461,8 @@ def main():
         _dry_mode()
     t0 = time.time()
     deadline = t0 + args.budget_s
+    global PRECOMPILE_TIMEOUT_S
+    PRECOMPILE_TIMEOUT_S = min(PRECOMPILE_TIMEOUT_S, 0.7 * args.budget_s)
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -468,7 +473,7 @@ def main():
         try:
             if args.sweep:
                 precompile_all(prefill=do_pre)
-            f_dec, f_pre = (0.75, 0.95) if args.sweep_only else (0.3, 0.45)
+            f_dec, f_pre = (0.85, 0.97) if args.sweep_only else (0.3, 0.45)
             if args.sweep and do_dec:
                 sweep_decode(winners, t0 + f_dec * args.budget_s)
             if args.sweep and do_pre:

@@ -77,8 +77,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--out", default=None)
     ap.add_argument("--model", action="append", default=None, help="checkpoint folder (repeatable; default: embedded)")
     ap.add_argument("--max-batch", type=int, default=4)
-    ap.add_argument("--cache-dir", default=None,
-                    help="use (and keep) this empty folder as the Triton cache instead of a temporary one")
+    ap.add_argument("--cache-dir", default=os.environ.get("TRITONSEEK_COLD_START_CACHE"),
+                    help="use (and keep) this empty folder as the Triton cache instead of a temporary one "
+                         "(default: $TRITONSEEK_COLD_START_CACHE, else a temporary folder)")
     args = ap.parse_args(argv)
     import torch
     import triton

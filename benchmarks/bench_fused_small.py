@@ -100,12 +100,18 @@ def _rope_case(T, dev):
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="append JSON rows here")
+    ap.add_argument("--ops", default="add_rms_norm,rms_norm,mla_rope_cache", help="comma-separated ops to time")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_fused_small needs a CUDA GPU")
     dev, env, rows = torch.device("cuda"), _env(), []
     for T in (1, 32, 128):
-        for op, nbytes, fns, peer in [*_norm_cases(T, dev), *_rope_case(T, dev)]:
+        ops = set(args.ops.split(","))
+        cases = [*(_norm_cases(T, dev) if ops & {"add_rms_norm", "rms_norm"} else ()),
+                 *(_rope_case(T, dev) if "mla_rope_cache" in ops else ())]
+        for op, nbytes, fns, peer in cases:
+            if op not in ops:
+                continue
             us, us_g = _time(fns)
             peer_us, peer_g = _time(peer)
             rows.append(dict(suite="fused_small", case=dict(op=op, tokens=T, hidden=HIDDEN), us=round(us, 2),

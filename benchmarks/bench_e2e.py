@@ -564,7 +564,7 @@ def run_prefill(b: Bench, h: SliceHarness):
 # ------------------------------------------------------------------------------------------ main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", default="e2e_decode,e2e_prefill,mtp_e2e")
+    p.add_argument("--suite", default="e2e_decode,e2e_prefill,mtp_e2e,hf_peer,v2lite")
     p.add_argument("--tiny", action="store_true", help="small widths (CPU development of the same code)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default=None, help="triton (CUDA default) | reference")

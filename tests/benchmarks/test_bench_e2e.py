@@ -76,7 +76,8 @@ def test_random_fill_never_zero():
 def test_bench_e2e_runs_tiny(tmp_path):
     out = tmp_path / "rows.jsonl"
     bench_e2e.main([
-        "--tiny", "--device", "cpu", "--batches", "1,2", "--contexts", "40", "--peer-batches", "1",
+        "--tiny", "--device", "cpu", "--suite", "e2e_decode,e2e_prefill,mtp_e2e", "--batches", "1,2", "--contexts", "40",
+        "--peer-batches", "1",
         "--prefill-tokens", "64", "--mtp-batches", "2", "--mtp-ks", "1,3", "--mtp-context", "40",
         "--out", str(out), "--budget-s", "600",
     ])

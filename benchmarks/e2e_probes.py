@@ -1,0 +1,82 @@
+"""Probes of the decode step used by ``bench_e2e.py``: bare CUDA-graph replay time, the host syncs a call
+makes (``torch.cuda.set_sync_debug_mode``), and per-kernel device-time shares (``torch.profiler``)."""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+
+def replay_us(graph, reps: int = 20) -> float:
+    """Median CUDA-event µs of ``graph.replay()`` (two warm-up replays first)."""
+    for _ in range(2):
+        graph.replay()
+    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        st.record()
+        graph.replay()
+        en.record()
+        en.synchronize()
+        times.append(st.elapsed_time(en) * 1000.0)
+    return statistics.median(times)
+
+
+def sync_sites(fn) -> list[str]:
+    """Run fn under ``torch.cuda.set_sync_debug_mode("warn")``; returns the distinct host syncs it made, each as
+    its innermost tritonseek/benchmarks frames (``path:line func``, innermost last)."""
+    import traceback
+    import warnings
+
+    sites: list[str] = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if "/tritonseek/" in f.filename or "/benchmarks/" in f.filename]
+        where = " <- ".join(f"{f.filename.split('/')[-2]}/{f.filename.split('/')[-1]}:{f.lineno} {f.name}"
+                            for f in reversed(frames[-3:]))
+        if where not in sites:
+            sites.append(where)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    return sites
+
+
+def kernel_shares(fn, top: int = 25) -> list[dict]:
+    """Device time per kernel name of one call of fn (torch.profiler, CUDA activity), largest first.
+
+    Each entry: name (≤ 90 chars), us (summed over calls), count, share of the step's summed kernel
+    time, kind: "triton" (tritonseek kernels: names ``_…_kernel``) or "torch" (ATen / cuBLAS / copies).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    evs = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None)
+        if t is None:
+            t = getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            evs.append((e.key, float(t), int(e.count)))
+    total = sum(t for _, t, _ in evs) or 1.0
+    evs.sort(key=lambda x: -x[1])
+    return [{"name": k[:90], "us": round(t, 1), "count": c, "share": round(t / total, 4),
+             "kind": "triton" if k.startswith("_") and "kernel" in k else "torch"} for k, t, c in evs[:top]] + [
+        {"name": "TOTAL", "us": round(total, 1), "count": sum(c for *_, c in evs), "share": 1.0, "kind": "all",
+         "triton_share": round(sum(t for k, t, _ in evs if k.startswith("_") and "kernel" in k) / total, 4)}]

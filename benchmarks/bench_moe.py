@@ -295,21 +295,47 @@ def _sweep(cx, cands, run, check, key):
     return best[0], best[1], ug, timings
 
 
+# The model's prefill layout: T tokens routed top-8 over 256 experts, each segment padded to 128 rows
+# (~1.5× padding rows at T=4096); BLOCK_M=64 tiles skip the all-padding half tiles, 128-row tiles do not.
+ROUTED_CANDIDATES = [None, dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)]
+
+
+def _routed_layout(T, G, align, dev, gen):
+    picks = torch.stack([torch.randperm(G, generator=gen)[:8] for _ in range(T)])
+    counts = torch.bincount(picks.flatten(), minlength=G)
+    parts = []
+    for g in range(G):
+        c = int(counts[g])
+        parts += [torch.full((c,), g), torch.full(((-c) % align,), -1)]
+    return torch.cat(parts).to(torch.int32).to(dev)
+
+
 def bench_contiguous(cx: Ctx):
-    shapes = [(2, 64)] if cx.dry else [(4, 8192), (8, 4096)]
+    shapes = [(2, 64)] if cx.dry else [(4, 8192), (8, 4096), (256, "routed")]
     nks = [(256, 384)] if cx.dry else NK
+    gen = torch.Generator().manual_seed(5)
     for G, m in shapes:
         for N, K in nks:
             if cx.time_left() < 30:
                 print("skip (budget)", G, m, N, K)
                 continue
-            M = G * m
+            routed = m == "routed"
+            if routed:
+                T_routed = 4096
+                mi = _routed_layout(T_routed, G, GG.M_ALIGNMENT, cx.dev, gen)
+                M = mi.numel()
+                valid_rows = T_routed * 8
+                rows = torch.arange(0, 512, device=cx.dev)  # the first experts' segments
+                m = M // G
+            else:
+                M = G * m
+                valid_rows = M
+                mi = torch.arange(G, device=cx.dev, dtype=torch.int32).repeat_interleave(m)
+                # reference on a slice of rows of every group (the full fp32 product would cost more than the timing)
+                rows = torch.cat([torch.arange(g * m, g * m + min(m, 256), device=cx.dev) for g in range(G)])
             a = (torch.randn(M, K, device=cx.dev)).to(torch.float8_e4m3fn)
             a_s = (torch.rand(K // 128, M, device=cx.dev) * 1e-2 + 1e-3).t()
             b, bs = _weights(G, N, K, cx.dev)
-            mi = torch.arange(G, device=cx.dev, dtype=torch.int32).repeat_interleave(m)
-            # reference on a slice of rows of every group (the full fp32 product would cost more than the timing)
-            rows = torch.cat([torch.arange(g * m, g * m + min(m, 256), device=cx.dev) for g in range(G)])
             ref = grouped_fp8_gemm_contiguous_ref(a[rows], a_s[rows], b, bs, mi[rows], out_dtype=torch.float32)
             out = torch.empty(M, N, device=cx.dev, dtype=torch.bfloat16)
 
@@ -324,30 +350,38 @@ def bench_contiguous(cx: Ctx):
                 return bool(torch.isfinite(out).all()) and d < 1e-3, d
 
             cands = CANDIDATES_SMALL[:1] if cx.dry else (CANDIDATES_LARGE if cx.args.sweep else [None])
-            print(f"contiguous {G}x{m} N={N} K={K}")
+            if routed:
+                cands = ROUTED_CANDIDATES
+            print(f"contiguous {G}x{m} N={N} K={K}" + (f" (routed T={T_routed}, M_pad {M})" if routed else ""))
             res = _sweep(cx, cands, run, check, f"contiguous,{N},{K},{GG._m_class(m)}")
             if res is None:
                 continue
-            cfg, us, ug, _ = res
-            a16 = a.to(torch.bfloat16)
-            b16 = b.to(torch.bfloat16).transpose(1, 2)
-            offs = (torch.arange(1, G + 1, device=cx.dev, dtype=torch.int32) * m)
+            cfg, us, ug, timings = res
             peer_us = peer_ug = None
-            if not cx.dry:
+            if not cx.dry and not routed:
+                a16 = a.to(torch.bfloat16)
+                b16 = b.to(torch.bfloat16).transpose(1, 2)
+                offs = (torch.arange(1, G + 1, device=cx.dev, dtype=torch.int32) * m)
                 try:
                     peer_us = cx.eager_us(lambda: torch._grouped_mm(a16, b16, offs=offs))
                     peer_ug = cx.graph_us(lambda: torch._grouped_mm(a16, b16, offs=offs))
                 except Exception as e:
                     print("  peer failed:", e)
-            del a16, b16
-            flops = 2 * M * N * K
-            r = cx.row("grouped_gemm_contiguous", dict(groups=G, m_per_group=m, N=N, K=K), us, ug,
+                del a16, b16
+            flops = 2 * valid_rows * N * K
+            case = dict(groups=G, m_per_group=m, N=N, K=K)
+            if routed:
+                case = dict(groups=G, m_per_group=round(valid_rows / G, 1), N=N, K=K, T=T_routed, M_pad=M)
+            r = cx.row("grouped_gemm_contiguous", case, us, ug,
                        tflops=lambda t: flops / t / 1e6, gbps=lambda t: (M * K + G * N * K + 2 * M * N) / t / 1e3,
-                       peer="torch._grouped_mm bf16", peer_us=(peer_ug if (peer_ug and ug) else peer_us),
+                       peer=None if routed else "torch._grouped_mm bf16",
+                       peer_us=(peer_ug if (peer_ug and ug) else peer_us),
                        config=cfg or GG.get_config("contiguous", m, N, K),
-                       target_tflops=CONTIG_TARGET.get((N, K)), correct=True)
-            r["meets_target"] = bool(r["tflops"] and r["tflops"] >= CONTIG_TARGET.get((N, K), 0)
-                                     and (r["ratio_vs_peer"] or 0) >= 1.8)
+                       candidates_us=[[c or "default", round(u, 1)] for c, u, _ in timings] if routed else None,
+                       target_tflops=None if routed else CONTIG_TARGET.get((N, K)), correct=True)
+            if not routed:
+                r["meets_target"] = bool(r["tflops"] and r["tflops"] >= CONTIG_TARGET.get((N, K), 0)
+                                         and (r["ratio_vs_peer"] or 0) >= 1.8)
             del a, b, out
             torch.cuda.empty_cache() if not cx.dry else None
 

@@ -251,6 +251,25 @@ def test_permute_masked_round_trip(device, T, E, seed, fp8):
     torch.testing.assert_close(o.cpu(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [128, 4])
+def test_permute_masked_truncates_at_max_m(device, monkeypatch, block):
+    """An expert with more entries than max_m: the first max_m (token order) land in its slab, the rest get
+    row_map −1 and masked_m is clamped (one route block, the decode fast path, and several blocks)."""
+    import tritonseek.kernels.moe_routing as MR
+
+    monkeypatch.setattr(MR, "_ROUTE_BLOCK", block)
+    T, E, max_m = 6, 3, 2
+    ids = torch.tensor([[0, 1], [0, 2], [1, 0], [0, -1], [2, 1], [1, 0]], dtype=torch.int32)
+    x = torch.randn(T, 128).to(torch.bfloat16)
+    p, _, masked_m, rm = moe_permute_masked(x.to(device), ids.to(device), E, max_m)
+    assert masked_m.cpu().tolist() == [2, 2, 2]
+    want = torch.tensor([[0, 2], [1, 4], [3, -1], [-1, -1], [5, -1], [-1, -1]], dtype=torch.int32)
+    assert torch.equal(rm.cpu(), want)
+    flat = p.view(E * max_m, -1).cpu()
+    for t, j in [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (4, 0)]:
+        assert torch.equal(flat[want[t, j]], x[t])
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_permute_many_blocks_scan(device, monkeypatch, masked):
     """Small route blocks and scan chunks so the per-expert prefix scan runs over several (partial) chunks."""

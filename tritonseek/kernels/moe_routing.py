@@ -151,12 +151,14 @@ def _route_segments_kernel(
 
 @triton.jit
 def _route_rank_kernel(
-    ids_ptr, offsets_ptr, start_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m,
-    E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, MASKED: tl.constexpr,
+    ids_ptr, offsets_ptr, start_ptr, seg_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m,
+    E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, MASKED: tl.constexpr, SINGLE: tl.constexpr,
 ):
     # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; start: [E_BINS]
     # row_map: [T*k] int32 out; m_indices: [M_bound] int32 (pre-filled −1; contiguous layout only)
     # src: [M_bound] int32 out: source token of each written destination row
+    # SINGLE (masked layout, one block holds every entry — decode): no cross-block offsets, expert e's slab
+    #   starts at e*max_m, and this program writes seg[e] = min(count_e, max_m) from its own histogram.
     b = tl.program_id(0)
     i = tl.arange(0, BLOCK)
     offs = b * BLOCK + i
@@ -165,10 +167,18 @@ def _route_rank_kernel(
     ok = inb & (ids >= 0) & (ids < E)
     ids = tl.where(ok, ids, -1)
     same = (ids[:, None] == ids[None, :]) & (i[None, :] < i[:, None])
-    rank = tl.sum(same.to(tl.int32), axis=1) + tl.load(offsets_ptr + b * E_BINS + tl.where(ok, ids, 0), mask=ok, other=0)
+    rank = tl.sum(same.to(tl.int32), axis=1)
+    if SINGLE:
+        h = tl.histogram(tl.where(ok, ids, 0), E_BINS, mask=ok)
+        tl.store(seg_ptr + tl.arange(0, E_BINS), tl.minimum(h, max_m))
+    else:
+        rank += tl.load(offsets_ptr + b * E_BINS + tl.where(ok, ids, 0), mask=ok, other=0)
     if MASKED:
         ok = ok & (rank < max_m)
-    row = tl.load(start_ptr + tl.where(ok, ids, 0), mask=ok, other=0) + rank
+    if SINGLE:
+        row = tl.where(ok, ids, 0) * max_m + rank
+    else:
+        row = tl.load(start_ptr + tl.where(ok, ids, 0), mask=ok, other=0) + rank
     tl.store(row_map_ptr + offs, tl.where(ok, row, -1), mask=inb)
     tl.store(src_ptr + row, offs // TOP_K, mask=ok)
     if not MASKED:
@@ -346,15 +356,19 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     if n == 0:
         seg.zero_()
         return row_map, seg, m_indices, src
+    if masked and nb == 1:  # decode: one launch does the whole routing
+        _route_rank_kernel[(1,)](ids, ids, ids, seg, row_map, ids, src, n, num_experts, max_m, E_BINS=e_bins,
+                                 BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=True, SINGLE=True, num_warps=4)
+        return row_map, seg, m_indices, src
     _route_count_kernel[(nb,)](ids, counts, n, num_experts, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, num_warps=4)
     be = min(e_bins, 32)
     _route_scan_kernel[(e_bins // be,)](counts, offsets, totals, nb, E_BINS=e_bins, BE=be,
                                         CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), num_warps=4)
     _route_segments_kernel[(1,)](totals, start, seg, num_experts, block_m, max_m, E_BINS=e_bins, MASKED=masked,
                                  num_warps=4)
-    _route_rank_kernel[(nb,)](ids, offsets, start, row_map, m_indices if m_indices is not None else ids, src, n,
+    _route_rank_kernel[(nb,)](ids, offsets, start, seg, row_map, m_indices if m_indices is not None else ids, src, n,
                               num_experts, max_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=masked,
-                              num_warps=4)
+                              SINGLE=False, num_warps=4)
     return row_map, seg, m_indices, src
 
 

@@ -61,27 +61,28 @@ def _c(bh, bn, st, parts, warps=4, tma=True, ws=False, la=False, t=False):
 # Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere.
 # Run 2 (2648088) tried 16-row cache steps, 2-3 parts/SM and warp specialization: no gain except
 # 32 rows padded to a 64-row wgmma tile. Run 3 (8aa2ed4): 8 warps on the mma.sync tiles helped 32 rows only.
-# Run 4 tries the two new loops: TRANSPOSED (keys as M: wgmma + double-buffered TMA for 16/32 rows;
-# ptxas showed the mma.sync loop single-buffered whatever num_stages) and LOOKAHEAD (64-row tiles whose
-# score dot is no longer computed twice by the two warpgroups).
+# Run 4 (e1423bb, b 128, s_k 4096, µs): TRANSPOSED 16 rows 213 (4 warps) / 262 (8) vs 199 base; 32 rows
+# 302 / 313 vs 268 base; LOOKAHEAD 64 rows 420 (BLOCK_N 32) / 795 (64, 1 stage) / 677 (16) vs 332 base,
+# 128 rows 791 vs 604: all slower. ptxas showed the mma.sync loops single-buffered: the block-table load
+# ahead of each tile takes a pipeline stage, so 2 tile buffers need num_stages 5. Run 5 tries that
+# (TMA and 16-byte pointer gathers) and fewer programs (128 = one per sequence at batch 128).
+N128 = 128.5 / 132  # PARTS_PER_SM giving 128 programs on the H200's 132 SMs (int() rounds down)
 DECODE_CANDIDATES = {
-    16: [_c(16, 32, 3, 2), _c(16, 64, 2, 1, t=True), _c(16, 32, 2, 2), _c(16, 64, 2, 1, warps=8, t=True)],
-    32: [_c(32, 64, 2, 1, warps=8), _c(32, 64, 2, 1, t=True), _c(32, 64, 2, 1, warps=8, t=True),
-         _c(64, 32, 2, 1, warps=8, la=True)],
-    64: [_c(64, 64, 2, 1, warps=8), _c(64, 32, 2, 1, warps=8, la=True), _c(64, 64, 1, 1, warps=8, la=True),
-         _c(64, 16, 3, 1, warps=8, la=True)],
+    16: [_c(16, 32, 3, 2), _c(16, 32, 5, 2), _c(16, 32, 5, 2, tma=False), _c(16, 32, 5, 1), _c(16, 32, 5, N128)],
+    32: [_c(32, 64, 2, 1, warps=8), _c(32, 64, 5, 1, warps=8), _c(32, 32, 5, 2), _c(32, 64, 2, N128, warps=8)],
+    64: [_c(64, 64, 2, 1, warps=8), _c(64, 64, 2, N128, warps=8)],
 }
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096
 
-# Runs 1-3: 128×128 tiles, 8 warps, 2 stages won; warp_specialize variants were slower. Run 4: the
-# key/value loads are now pipelined (cp.async), and USE_TMA fetches them by TMA descriptors.
+# Runs 1-3: 128×128 tiles, 8 warps, 2 stages won; warp_specialize variants were slower. Run 4 (e1423bb,
+# key/value loads now 16-byte cp.async, pipelined): 128×128/2 stages 464 TFLOP/s, 128×64/3 467, 128×64/4 460
+# at 8192 tokens. Run 5 adds USE_TMA (tiles by TMA descriptors).
 PREFILL_CANDIDATES = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
     dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, USE_TMA=True),
     dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, USE_TMA=True),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=4, USE_TMA=True),
 ]
 PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4)]
 PREFILL_HEADS = 128

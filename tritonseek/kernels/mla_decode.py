@@ -57,6 +57,8 @@ _TUNED: dict[int, dict] = {
     # (333 µs; 32-row steps 451, 2 parts/SM 373). warp_specialize compiled to the same binary.
     # Run 3 (8aa2ed4): 32 rows on a 32-row mma.sync tile with 8 warps and 64-row steps beat the padded
     # wgmma tile (265 vs 315 µs); 8 warps did not help 16 rows (210-335 vs 200 µs).
+    # Run 4 (e1423bb): the TRANSPOSED (16/32 rows) and LOOKAHEAD (64/128 rows) loops were slower than
+    # these (213 vs 199, 302 vs 268, 420 vs 332, 791 vs 604 µs); they stay selectable by config.
     16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
     32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
@@ -88,7 +90,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, LOOKAHEAD: tl.constexpr, TRANSPOSED: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, LOOKAHEAD: tl.constexpr, TRANSPOSED: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -187,12 +189,12 @@ def _mla_decode_kernel(
                         acc0, acc1, m_i, l_i = _tile_step(
                             q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
                             stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32)
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
                     for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
                         acc0, acc1, m_i, l_i = _tile_step(
                             q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
                             stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32)
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
                 has = l_i > 0.0
                 inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
                 o0 = acc0 * inv_l[:, None]
@@ -316,7 +318,7 @@ def get_mla_metadata(
     if num_sm is None:
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8
     head_tiles = triton.cdiv(seqlen_q * num_heads, cfg["BLOCK_H"])
-    num_parts = max(1, (cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
+    num_parts = max(1, int(cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
     bn, ovh = cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES
     lens = cache_seqlens.to(torch.int64).clamp_min(0)
     n_tiles = (lens + bn - 1) // bn
@@ -454,7 +456,8 @@ def mla_decode(
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
         LOOKAHEAD=bool(cfg.get("LOOKAHEAD", False)) and use_tma,
-        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)) and use_tma, num_warps=cfg["num_warps"],
+        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)) and use_tma,
+        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"],
     )
     block_rows = 8 if 2 * block_dv2 >= 512 else 16
     _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](

@@ -21,7 +21,7 @@ def _tile_step(
     kv_ptr, kn_desc, kr_desc, bt_row_ptr, k, seqlen, limit,
     stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
     BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
-    MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr,
+    MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr = False,
 ):
     # One BLOCK_N-row cache tile: s = q·kᵀ, online softmax (base 2), acc += p·v (v = k[:, :head_dim_v]).
     keys = k * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -45,17 +45,33 @@ def _tile_step(
             blk = tl.load(bt_row_ptr + (keys >> page_shift)).to(tl.int64)
         row_off = blk * stride_kvb + (keys & ((1 << page_shift) - 1)).to(tl.int64) * stride_kvt
         c = tl.arange(0, BLOCK_DV2)
-        c0_ok = c < head_dim_v
-        c1_ok = (c + BLOCK_DV2) < head_dim_v
-        cr_mem = head_dim_v + tl.arange(0, BLOCK_R)  # rope columns follow the head_dim_v latent columns
-        cr_ok = cr_mem < d_qk
-        if MASKED:
-            vm = valid[:, None]
+        if EVEN_D:
+            # 576 = 2·256 + 64: no column masks and constexpr column offsets, so each row loads as
+            # 16-byte vectors and the pipeliner turns the unmasked tiles into multi-stage cp.async.
+            p0 = kv_ptr + row_off[:, None] + c[None, :]
+            p1 = kv_ptr + row_off[:, None] + (c + BLOCK_DV2)[None, :]
+            pr = kv_ptr + row_off[:, None] + (2 * BLOCK_DV2 + tl.arange(0, BLOCK_R))[None, :]
+            if MASKED:
+                kn0 = tl.load(p0, mask=valid[:, None], other=0.0)
+                kn1 = tl.load(p1, mask=valid[:, None], other=0.0)
+                kr = tl.load(pr, mask=valid[:, None], other=0.0)
+            else:
+                kn0 = tl.load(p0)
+                kn1 = tl.load(p1)
+                kr = tl.load(pr)
         else:
-            vm = keys[:, None] >= 0
-        kn0 = tl.load(kv_ptr + row_off[:, None] + c[None, :], mask=vm & c0_ok[None, :], other=0.0)
-        kn1 = tl.load(kv_ptr + row_off[:, None] + (c + BLOCK_DV2)[None, :], mask=vm & c1_ok[None, :], other=0.0)
-        kr = tl.load(kv_ptr + row_off[:, None] + cr_mem[None, :], mask=vm & cr_ok[None, :], other=0.0)
+            c0_ok = c < head_dim_v
+            c1_ok = (c + BLOCK_DV2) < head_dim_v
+            cr_mem = head_dim_v + tl.arange(0, BLOCK_R)  # rope columns follow the head_dim_v latent columns
+            cr_ok = cr_mem < d_qk
+            if MASKED:
+                vm = valid[:, None]
+            else:
+                vm = keys[:, None] >= 0
+            kn0 = tl.load(kv_ptr + row_off[:, None] + c[None, :], mask=vm & c0_ok[None, :], other=0.0)
+            kn1 = tl.load(kv_ptr + row_off[:, None] + (c + BLOCK_DV2)[None, :], mask=vm & c1_ok[None, :],
+                          other=0.0)
+            kr = tl.load(kv_ptr + row_off[:, None] + cr_mem[None, :], mask=vm & cr_ok[None, :], other=0.0)
     if DOT_FP32:
         kn0 = kn0.to(tl.float32)
         kn1 = kn1.to(tl.float32)

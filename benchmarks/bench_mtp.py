@@ -50,7 +50,8 @@ BATCHES = (1, 16, 64)
 KS = (1, 3)
 COPY_GBPS = 4270.0
 TARGET_GBPS = 0.8 * COPY_GBPS
-SWEEP_CANDIDATES = [(1024, 4, 6), (2048, 4, 6), (1024, 4, 4), (2048, 8, 3), (4096, 8, 2), (1024, 4, 8)]
+SWEEP_CANDIDATES = [(1024, 4, 6), (2048, 4, 6), (1024, 4, 4), (2048, 8, 3), (4096, 8, 2), (1024, 4, 8),
+                    (2048, 4, 8), (4096, 8, 4), (2048, 8, 6), (1024, 2, 12), (512, 2, 16), (4096, 4, 4)]
 SWEEP_CASES = [(1, 1), (16, 3), (64, 3)]
 DEVICE = "cuda"
 
@@ -153,10 +154,13 @@ def check(op: str, B: int, K: int, config, seed: int) -> bool:
 # ----------------------------------------------------------------------------------------- suites
 def sweep(deadline: float) -> dict:
     winners = {}
-    for mode, op in (("greedy", "greedy"), ("sample", "rejection")):
+    t0 = time.time()
+    for n, (mode, op) in enumerate((("greedy", "greedy"), ("sample", "rejection"))):
         scores = {}
+        mode_deadline = t0 + (deadline - t0) * (n + 1) / 2  # each mode gets its half of the sweep time
         for cfg in SWEEP_CANDIDATES:
-            if time.time() > deadline:
+            if time.time() > mode_deadline:
+                print(f"  sweep {mode}: time up before {cfg}", flush=True)
                 break
             if not all(check(op, B, K, cfg, 7 + B + K) for B, K in SWEEP_CASES):
                 continue

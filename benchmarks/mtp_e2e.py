@@ -31,13 +31,18 @@ measurements, each reported per batch size and K:
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import sys
+import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.timing import graph_replay_us
-from tritonseek.engine.speculative import MTPDrafter
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import graph_replay_us  # noqa: E402
+from tritonseek.engine.speculative import MTPDrafter  # noqa: E402
 
 DEEPSEEK_ACCEPTANCE = 0.85
 V3_DENSE, V3_MOE = 3, 58  # DeepSeek-V3: first_k_dense_replace = 3 of 61 layers
@@ -138,35 +143,130 @@ def slice_direct(b, h, batch: int, context: int, k: int) -> dict:
         h.release(seqs)
 
 
+def divergence(llm, outs, base_outs) -> list[dict]:
+    """Where greedy outputs differ: per differing sequence the first differing position, and the
+    teacher-forced logit margin there (``LLM.score`` on the common prefix) between the two tokens and
+    between the top two. A margin near 0 is a near-tie that kernel rounding may flip; a large one is a bug."""
+    info = []
+    for i, (o, ob) in enumerate(zip(outs, base_outs)):
+        a, c = ob.token_ids, o.token_ids
+        if a == c:
+            continue
+        d = next((j for j in range(min(len(a), len(c))) if a[j] != c[j]), min(len(a), len(c)))
+        row = dict(seq=i, pos=d)
+        if d < min(len(a), len(c)):
+            lg = llm.score(list(ob.prompt_token_ids) + a[:d])[-1].float()
+            top2 = lg.topk(2).values
+            row.update(margin=round(float(lg[a[d]] - lg[c[d]]), 4), top2_gap=round(float(top2[0] - top2[1]), 4))
+        info.append(row)
+    return info
+
+
+class _PhaseTimer:
+    """Wraps an MTPDrafter class so draft / verify / mtp_pass are timed (synchronised: profiling only)."""
+
+    def __init__(self, base):
+        timer = self
+        self.t = {"draft": 0.0, "verify": 0.0, "mtp_pass": 0.0}
+
+        class Timed(base):
+            pass
+
+        for name in self.t:
+            orig = getattr(base, name)
+
+            def wrapped(self_, *a, _orig=orig, _name=name, **kw):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                r = _orig(self_, *a, **kw)
+                torch.cuda.synchronize()
+                timer.t[_name] += time.perf_counter() - t0
+                return r
+
+            setattr(Timed, name, wrapped)
+        self.cls = Timed
+
+
 def default_model(b, batches: list[int], ks: list[int], max_new: int) -> dict:
-    """LLM().generate on the embedded trained model with mtp=K vs without → {(batch, k): stats}."""
+    """LLM().generate on the embedded trained model with mtp=K vs without → {(batch, k, variant): stats}.
+
+    Variants: ``eager_verify`` (the engine default: MTP steps eager) and, where the engine has it,
+    ``graph_verify`` (``LLM.graph_verify = True``: verify forwards replay CUDA graphs). The plain baseline
+    is the engine default (CUDA-graph decode on CUDA). Greedy outputs must be identical; where they are
+    not, :func:`divergence` says where and by what logit margin.
+    """
+    from tritonseek.engine import llm as llm_mod
     from tritonseek.engine.llm import LLM
     from tritonseek.engine.sampling_params import SamplingParams
 
     llm = LLM(device=b.dev, backend=b.args.backend)
+    variants = ["eager_verify"] + (["graph_verify"] if b.cuda and hasattr(llm, "graph_verify") else [])
     sp = SamplingParams(max_new_tokens=max_new, ignore_eos=True)
     res = {}
     for batch in batches:
         prompts = (PROMPTS * (batch // len(PROMPTS) + 1))[:batch]
-        base_tokens = None
-        for k in [0] + ks:
-            llm.generate(prompts, sp, mtp=k)  # compile / warm
-            best = None
-            for _ in range(2 if b.cuda else 1):
-                outs = llm.generate(prompts, sp, mtp=k)
-                st = llm.last_stats
-                tps = (st.new_tokens - batch) / st.decode_s if st.decode_s > 0 else 0.0
-                if best is None or tps > best["tps"]:
-                    best = dict(tps=tps, acceptance=st.extra.get("acceptance"),
-                                tokens_per_step=st.extra.get("tokens_per_step"), steps=st.decode_steps)
-            toks = [o.token_ids for o in outs]
+        base_outs = None
+        for k, variant in [(0, "plain")] + [(k, v) for v in variants for k in ks]:
+            if b.over_budget(f"default model b={batch} k={k} {variant}"):
+                continue
+            if hasattr(llm, "graph_verify"):
+                llm.graph_verify = variant == "graph_verify"
+            try:
+                llm.generate(prompts, sp, mtp=k)  # compile / warm / capture
+                best = None
+                for _ in range(2 if b.cuda else 1):
+                    outs = llm.generate(prompts, sp, mtp=k)
+                    st = llm.last_stats
+                    tps = (st.new_tokens - batch) / st.decode_s if st.decode_s > 0 else 0.0
+                    if best is None or tps > best["tps"]:
+                        best = dict(tps=tps, acceptance=st.extra.get("acceptance"),
+                                    tokens_per_step=st.extra.get("tokens_per_step"), steps=st.decode_steps,
+                                    graph_steps=st.extra.get("graph_steps"))
+            except Exception as e:  # noqa: BLE001 - a failing variant is a finding
+                print(f"default model b={batch} mtp={k} {variant} FAILED: {type(e).__name__}: {e}", flush=True)
+                continue
             if k == 0:
-                base_tokens = toks
-            best["same_tokens"] = toks == base_tokens
-            res[(batch, k)] = best
-            print(f"default model b={batch:<3} mtp={k}: {best['tps']:9.1f} decode tok/s  acc {best['acceptance']}  "
-                  f"tok/step {best['tokens_per_step']}  same {best['same_tokens']}", flush=True)
+                base_outs = outs
+            best["same_tokens"] = [o.token_ids for o in outs] == [o.token_ids for o in base_outs]
+            if not best["same_tokens"]:
+                best["divergence"] = divergence(llm, outs, base_outs)
+            if k and b.cuda and batch == batches[0] and variant == variants[-1]:
+                # where an MTP step's time goes (synchronised phases; one extra run, not the timed one)
+                pt = _PhaseTimer(llm_mod.MTPDrafter)
+                orig_cls, llm_mod.MTPDrafter = llm_mod.MTPDrafter, pt.cls
+                try:
+                    llm.generate(prompts, sp, mtp=k)
+                    st = llm.last_stats
+                finally:
+                    llm_mod.MTPDrafter = orig_cls
+                n = max(st.decode_steps, 1)
+                best["phase_ms_per_step"] = {name: round(v / n * 1e3, 3) for name, v in pt.t.items()}
+                best["step_ms"] = round(st.decode_s / n * 1e3, 3)
+            best["variant"] = variant
+            res[(batch, k, variant)] = best
+            print(f"default model b={batch:<3} mtp={k} {variant:<12}: {best['tps']:9.1f} decode tok/s  "
+                  f"acc {best['acceptance']}  tok/step {best['tokens_per_step']}  same {best['same_tokens']}"
+                  + (f"  divergence {best['divergence'][:4]}" if 'divergence' in best else "")
+                  + (f"  phases ms/step {best['phase_ms_per_step']} of {best['step_ms']}"
+                     if 'phase_ms_per_step' in best else ""), flush=True)
     return res
+
+
+def default_model_rows(b, dm: dict, card: dict) -> None:
+    """mtp_e2e rows of the trained default model: speedup = MTP decode tok/s ÷ plain decode tok/s."""
+    for (batch, k, variant), r in dm.items():
+        if k == 0 or (batch, 0, "plain") not in dm:
+            continue
+        base = dm[(batch, 0, "plain")]
+        sp = r["tps"] / base["tps"] if base["tps"] else None
+        b.row("mtp_e2e", {"model": "tritonseek-tiny", "batch": batch, "k": k, "acceptance": round(r["acceptance"], 4)},
+              us=None, peer="generate without MTP (decode tok/s, engine default: CUDA-graph decode on CUDA)",
+              peer_us=None, ratio_vs_peer=None if sp is None else round(sp, 3),
+              speedup=None if sp is None else round(sp, 3), tokens_per_step=r["tokens_per_step"],
+              tokens_per_s=round(r["tps"], 1), peer_tokens_per_s=round(base["tps"], 1), same_tokens=r["same_tokens"],
+              divergence=r.get("divergence"), variant=variant, phase_ms_per_step=r.get("phase_ms_per_step"),
+              step_ms=r.get("step_ms"), card_acceptance=card.get(k),
+              note=f"LLM().generate greedy, ignore_eos; MTP steps: {variant.replace('_', ' ')}")
 
 
 def run_mtp_e2e(b, h) -> None:
@@ -189,7 +289,7 @@ def run_mtp_e2e(b, h) -> None:
             print(f"mtp_e2e default model FAILED: {type(e).__name__}: {e}", flush=True)
     card = card_acceptance()
     measured = {}
-    for (batch, k), r in sorted(dm.items()):  # the largest batch (most prompts) wins
+    for (batch, k, variant), r in sorted(dm.items()):  # the largest batch (most prompts) wins
         if k and r["acceptance"] is not None:
             measured[k] = r["acceptance"]
 
@@ -261,14 +361,22 @@ def run_mtp_e2e(b, h) -> None:
                   f"acc {d['acceptance']:.3f}", flush=True)
 
     # 3. the trained default model
-    for (batch, k), r in dm.items():
-        if k == 0:
-            continue
-        base = dm[(batch, 0)]
-        sp = r["tps"] / base["tps"] if base["tps"] else None
-        b.row("mtp_e2e", {"model": "tritonseek-tiny", "batch": batch, "k": k, "acceptance": round(r["acceptance"], 4)},
-              us=None, peer="generate without MTP (decode tok/s)", peer_us=None,
-              ratio_vs_peer=None if sp is None else round(sp, 3), speedup=None if sp is None else round(sp, 3),
-              tokens_per_step=r["tokens_per_step"], tokens_per_s=round(r["tps"], 1),
-              peer_tokens_per_s=round(base["tps"], 1), same_tokens=r["same_tokens"], card_acceptance=card.get(k),
-              note="LLM().generate greedy, ignore_eos, eager")
+    default_model_rows(b, dm, card)
+
+
+def main(argv=None) -> None:
+    """Only part 3 (the trained default model), without building the V3 slice:
+    ``PYTHONPATH=. python benchmarks/mtp_e2e.py [--dm-batches 1,16,64] [--mtp-ks 1,3] [--dm-tokens 64] --out rows.jsonl``
+    (other flags as in bench_e2e.py)."""
+    from benchmarks.bench_e2e import Bench, parse_args, print_table
+
+    a = parse_args(["--suite", "mtp_e2e", *(argv if argv is not None else sys.argv[1:])])
+    b = Bench(a)
+    with torch.inference_mode():
+        dm = default_model(b, a.dm_batches if b.cuda else [1], a.mtp_ks, a.dm_tokens if b.cuda else 12)
+    default_model_rows(b, dm, card_acceptance())
+    print_table(b)
+
+
+if __name__ == "__main__":
+    main()

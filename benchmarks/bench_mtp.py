@@ -313,6 +313,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
     p.add_argument("--out", default="mtp_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
     p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
@@ -340,7 +341,7 @@ def main():
     rows = []
     with open(args.out, "w") as out_f:
         if args.sweep:
-            sweep(t0 + 0.35 * args.budget_s)
+            sweep(t0 + (args.sweep_s if args.sweep_s is not None else 0.35 * args.budget_s))
         if "spec_verify" in suites:
             run_spec_verify(env, rows, out_f, deadline)
         if "sampler" in suites:

@@ -71,9 +71,24 @@ LARGE_CANDIDATES = [
 ]
 
 
-def candidates(m: int, n: int | None = None, k: int | None = None) -> list[dict]:
+# --explore: the committed entry plus neighbours of the two winning M > 128 families (L2 tile
+# order, pipeline depth), and other K splits for M ≤ 128
+EXPLORE_LARGE = [
+    _c(128, 128, 8, 4, 1, TMA_STORE=True, GROUP_M=16), _c(128, 128, 8, 4, 1, TMA_STORE=True, GROUP_M=4),
+    _c(128, 128, 8, 3, 1, TMA_STORE=True), _c(64, 128, 4, 3, 3, GROUP_M=32),
+    _c(64, 128, 4, 3, 3, GROUP_M=16, FLATTEN=True), _c(64, 128, 4, 3, 3, GROUP_M=16),
+]
+
+
+def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool = False) -> list[dict]:
     """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG and FLATTEN
     twins, a deeper pipeline and two other tile shapes at the same K split."""
+    if explore:
+        base = dict(G.get_config(m, n, k, G._num_sms(0)))
+        if m > 128:
+            return [base] + [dict(c, SPLIT_K=1) for c in EXPLORE_LARGE]
+        return [base] + [dict(base, SPLIT_K=s) for s in (1, 2, 3, 4, 6, 8) if s != base.get("SPLIT_K", 1)] + [
+            _c(128, 64, 4, 4, 2, SPLIT_K=base.get("SPLIT_K", 1)), dict(base, GRID_MULT=3)]
     if m <= 128:
         base = G._TUNED.get((G._m_class(m), n, k)) or G._default_config(m, n, k, G._num_sms(0))
         sk = base.get("SPLIT_K", 1)
@@ -162,7 +177,8 @@ def precompile(args, shapes, sms):
     me, nw = map(int, args.precompile.split("/"))
     jobs = []
     for m, _, n, k in shapes:
-        cands = [resolve(c, m, n, k, sms) for c in candidates(m, n, k)] if args.sweep else [G.get_config(m, n, k, sms)]
+        cands = ([resolve(c, m, n, k, sms) for c in candidates(m, n, k, args.explore)] if args.sweep
+                     else [G.get_config(m, n, k, sms)])
         for c in cands:
             if c is not None and (m, n, k, c) not in jobs:
                 jobs.append((m, n, k, c))
@@ -185,7 +201,8 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
     dev = torch.device("cuda")
     sms = G._num_sms(0)
     ms = [int(x) for x in args.only_m.split(",")] if args.only_m else MS
-    shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK)]
+    nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)
+    shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK) if (n, k) in nks]
     if args.extra:
         shapes += [(m, None, n, k) for m, n, k in EXTRA]
     if args.precompile:
@@ -195,7 +212,8 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             sets = make_sets(m, n, k, dev)
             a_q, a_s, b_q, b_s, _ = sets[0]
             ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
-            cands = [resolve(c, m, n, k, sms) for c in candidates(m, n, k)] if args.sweep else [G.get_config(m, n, k, sms)]
+            cands = ([resolve(c, m, n, k, sms) for c in candidates(m, n, k, args.explore)] if args.sweep
+                     else [G.get_config(m, n, k, sms)])
             uniq = []
             for c in cands:
                 if c is not None and c not in uniq:
@@ -318,6 +336,8 @@ def main():
     p.add_argument("--sweep-out", default="", help="write every sweep candidate's timing here (jsonl)")
     p.add_argument("--only-m", default="", help="comma-separated M values to run (default: 64,128,4096)")
     p.add_argument("--skip-gemm", action="store_true")
+    p.add_argument("--explore", action="store_true", help="with --sweep: the committed config and its neighbours only")
+    p.add_argument("--only-nk", default="", help="N:K[,N:K...] to run (default: all six)")
     args = p.parse_args()
     # a job-level `timeout` sends SIGTERM: leave through the finally below so rows already
     # measured are still written

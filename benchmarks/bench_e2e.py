@@ -13,7 +13,8 @@ block ids come from a shuffled free list, so pages are scattered as in a long-ru
   the engine's default on CUDA; ``--eager`` skips it). ``us`` = ``us_graph`` = median CUDA-event time
   of the bare graph replay; ``us_eager`` = the same step launched eagerly (median of
   ``triton.testing.do_bench``); ``us_engine`` = wall-clock median of ``ModelRunner.decode_step``
-  (static-buffer fill from one pinned host buffer + replay + the tokens' ``.tolist()``);
+  (static-buffer fill from one pinned host buffer + replay + the tokens' ``.tolist()``); ``us_verify_graph``
+  = {K+1: bare replay µs of the MTP verify step with K drafts} at batch ≤ --verify-max-batch;
   ``us_engine_eager`` = the eager engine step (``sample(decode(...))``: batch tensors from Python lists).
   Roofline = bytes the step must read / 4.27 TB/s: every attention linear (kv_b_proj at its FP8
   size), norms, the dense MLP, each MoE layer's router + shared expert + the routed experts actually
@@ -273,7 +274,7 @@ def run_layer(layer, state, pos, attn, cache):
 
 def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     model, runner, cfg = h.model, h.runner, h.cfg
-    seqs = h.seqs(batch, context, extra=1)
+    seqs = h.seqs(batch, context, extra=8)  # room for verify steps of up to 7 tokens
     b.reset_peak()
     ids = torch.tensor([s.last_token for s in seqs], dtype=torch.int64, device=b.dev)
     pos = torch.full((batch,), context, dtype=torch.int64, device=b.dev)
@@ -304,6 +305,7 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     us_engine_eager = b.wall_us(lambda: h.eager_runner.sample(seqs, h.eager_runner.decode(seqs)),
                                 reps=5 if b.cuda else 2)
     us_graph = us_engine = graph_err = None
+    us_verify: dict[str, float] = {}
     audit = {}
     if b.cuda and not h.audited:  # once: which host syncs an eager step makes (the graph path must make none)
         h.audited = True
@@ -340,6 +342,11 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
                 except Exception as e:  # noqa: BLE001
                     print(f"  graph kernel profile failed: {type(e).__name__}: {e}", flush=True)
             us_engine = b.wall_us(lambda: runner.decode_step(seqs), reps=10)
+            if batch <= b.args.verify_max_batch:  # MTP verify steps (K+1 tokens per sequence) as graph replays
+                for k in b.args.verify_ks:
+                    drafts = torch.randint(2, cfg.vocab_size, (batch, k + 1), device=b.dev)
+                    h.graphs.step_tokens([s.seq_id for s in seqs], drafts, [context] * batch)
+                    us_verify[str(k + 1)] = _r(replay_us(h.graphs.graph(batch, k + 1)))
             t_dense = graph_replay_us(lambda: run_layer(model.model.layers[0], xs[0], pos, attn, caches[0]))
             t_moe = graph_replay_us(lambda: run_layer(model.model.layers[1], xs[1], pos, attn, caches[1]))
             layer_timer = "graph replay"
@@ -368,6 +375,7 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
         us=_r(us), us_graph=_r(us_graph), us_eager=_r(us_eager), us_engine=_r(us_engine),
         us_engine_eager=_r(us_engine_eager), graph_error=graph_err, **audit,
         graph_argmax_agreement=graph_agree if us_graph is not None else None, layer_timer=layer_timer,
+        us_verify_graph=us_verify or None,
         gbps=_r(bytes_ / us / 1e3, 1),
         tokens_per_s=_r(batch / us * 1e6, 1), vs_roofline=_r(us / roof_us, 3), roofline_us=_r(roof_us),
         roofline_bytes=int(bytes_), experts_hit=uniq, t_dense_layer_us=_r(t_dense), t_moe_layer_us=_r(t_moe),
@@ -377,7 +385,8 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     )
     print(f"e2e_decode b={batch:<4} ctx={context:<5} {us/1e3:8.2f} ms  {row['tokens_per_s']:9.1f} tok/s  "
           f"roof {roof_us/1e3:6.2f} ms (x{row['vs_roofline']})  eager {us_eager/1e3:7.2f} ms  engine "
-          f"{row['us_engine']} / eager {row['us_engine_eager']} us  peak {peak} GB  experts {uniq}", flush=True)
+          f"{row['us_engine']} / eager {row['us_engine_eager']} us  verify {us_verify}  peak {peak} GB  experts {uniq}",
+          flush=True)
     return row
 
 
@@ -512,6 +521,8 @@ def parse_args(argv=None):
                         "(64 tokens), no slice-direct MTP run")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--eager", action="store_true", help="e2e_decode: no CUDA graphs (eager step only)")
+    p.add_argument("--verify-ks", default="1,3", help="e2e_decode: MTP verify graphs (K+1 tokens) timed at these K")
+    p.add_argument("--verify-max-batch", type=int, default=8, help="e2e_decode: largest batch timing verify graphs")
     p.add_argument("--hf-batches", default="1,8", help="hf_peer suite: transformers eager bf16 batch sizes")
     p.add_argument("--hf-contexts", default="1024", help="hf_peer suite: contexts (prefilled through transformers)")
     p.add_argument("--v2-batches", default="1,4,16,64", help="v2lite suite: batch sizes")
@@ -528,6 +539,7 @@ def parse_args(argv=None):
     a.prefill_tokens, a.mtp_batches, a.mtp_ks = ints(a.prefill_tokens), ints(a.mtp_batches), ints(a.mtp_ks)
     a.dm_batches = ints(a.dm_batches)
     a.hf_batches, a.hf_contexts, a.v2_batches = ints(a.hf_batches), ints(a.hf_contexts), ints(a.v2_batches)
+    a.verify_ks = ints(a.verify_ks)
     a.suites = [s for s in a.suite.split(",") if s]
     a.backend = a.backend or ("triton" if a.device.startswith("cuda") else "reference")
     a.model_name = "v3-slice-tiny" if a.tiny else f"v3-slice-{a.layers}L"
@@ -613,7 +625,7 @@ def print_table(b: Bench):
                 continue
             print(f"e2e_decode  [{r['backend']}/{g}] b={c['batch']:<4} ctx={c['context']:<5} {r['us']/1e3:8.2f} ms "
                   f"(eager {r.get('us_eager', 0)/1e3:.2f}) {r['tokens_per_s']:9.1f} tok/s  x{r['vs_roofline']} roofline  "
-                  f"61L~{(r.get('us_61layer_est') or 0)/1e3:.1f} ms  engine {r.get('us_engine')} us  peer {r['peer_us']} "
+                  f"61L~{r['us_61layer_est']/1e3 if r.get('us_61layer_est') else float('nan'):.1f} ms  engine {r.get('us_engine')} us  peer {r['peer_us']} "
                   f"({r['ratio_vs_peer']}x)")
         elif r["suite"] == "e2e_prefill":
             print(f"e2e_prefill T={c['tokens']} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} tok/s {r['tflops']} TFLOP/s")

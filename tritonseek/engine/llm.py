@@ -97,8 +97,8 @@ class LLM:
             process) replays a captured graph per batch bucket for each plain decode step (see
             :mod:`tritonseek.engine.cuda_graph`); the latent cache is then kept between ``generate``
             calls (grown when a call needs more) so the graphs stay valid. Prefill, MTP drafting and
-            CPU runs are always eager; MTP verify steps (K+1 tokens per sequence) replay graphs when
-            the attribute ``graph_verify`` is True.
+            CPU runs are always eager; MTP verify steps (K+1 tokens per sequence) replay graphs too
+            (one per (bucket, K+1); the attribute ``graph_verify = False`` keeps them eager).
         max_graph_batch: largest batch that decodes through graphs (larger batches run eagerly).
     Raises:
         ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
@@ -123,7 +123,7 @@ class LLM:
         self.page_size = page_size
         self.enforce_eager = bool(enforce_eager)
         self.max_graph_batch = max_graph_batch
-        self.graph_verify = False  # MTP verify through (bucket, K+1) graphs; eager by default
+        self.graph_verify = True  # MTP verify through (bucket, K+1) graphs (token-identical on the H200)
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
         self.ops = Ops(backend)

@@ -67,11 +67,15 @@ def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _philox_exp(seeds_ptr, b, j, V, offs):
-    # Exp(1) noise of element (b, j, offs): -log(U), U = Philox uniform in [0, 1) keyed by seeds[b] and
-    # the flat offset j * V + offs (U = 0, probability ~1e-9, gives E = inf: that token cannot win).
+def _philox_exp(seeds_ptr, b, j, V, off, BLOCK: tl.constexpr):
+    # Exp(1) noise of elements off … off+BLOCK−1 of row (b, j), off a multiple of 4: −log(U), U uniform in
+    # [0, 1) from one Philox4x32-10 call per 4 elements — element i takes output i % 4 of counter
+    # j·ceil(V/4) + i // 4 under key seeds[b] (U = 0, probability ~1e-9, gives E = inf: that token cannot win).
     seed = tl.load(seeds_ptr + b)
-    return -tl.log(tl.rand(seed, j * V + offs))
+    c = j * ((V + 3) // 4) + off // 4 + tl.arange(0, BLOCK // 4)
+    u0, u1, u2, u3 = tl.rand4x(seed, c)
+    u = tl.reshape(tl.join(tl.join(u0, u2), tl.join(u1, u3)), [BLOCK])  # [c, 2, 2] → element 4c + r ← u_r
+    return -tl.log(u)
 
 
 @triton.jit
@@ -80,8 +84,9 @@ def _philox_noise_kernel(seeds_ptr, out_ptr, V, NJ, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     b = row // NJ
     j = row % NJ
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    e = _philox_exp(seeds_ptr, b, j, V, offs)
+    off = tl.program_id(1) * BLOCK
+    offs = off + tl.arange(0, BLOCK)
+    e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
     tl.store(out_ptr + row.to(tl.int64) * V + offs, e, mask=offs < V)
 
 
@@ -194,7 +199,7 @@ def _row_stats_kernel(
 ):
     # logits  [B, NJ, V] float, last stride 1; row = b * NJ + j, split = program_id(1)
     # noise   [B, NJ, V] fp32 Exp(1), last stride 1 (read only when the race runs), or with PHILOX
-    #         generated in registers: E = -log(tl.rand(seeds[b], j * V + i)) (see philox_exp_noise)
+    #         generated in registers, one Philox4x32 call per 4 elements (see _philox_exp, philox_exp_noise)
     # draft   [B, NJ - 1] int (RACE_MODE 1: the race of row j < NJ - 1 excludes draft[b, j])
     # thresh  [B * NJ] fp32 filter threshold on s = x / T (HAS_THRESH)
     # part_*  [B * NJ, num_splits]: max of s, sum exp(s - max), first argmax of s,
@@ -257,7 +262,7 @@ def _row_stats_kernel(
         m_vec = tl.maximum(m_vec, s)
         if RACE_MODE != 0:
             if PHILOX:
-                e = _philox_exp(seeds_ptr, b, j, V, offs)
+                e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
             else:
                 e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
             r = s - tl.log(e)
@@ -335,8 +340,9 @@ def _check_seeds(seeds, B: int, device: torch.device) -> None:
 
 
 def philox_exp_noise(seeds: torch.Tensor, num_positions: int, vocab_size: int) -> torch.Tensor:
-    """E[b, j, i] = −log U, U = Philox ``tl.rand(seeds[b], j·V + i)``: the Exp(1) noise that the seeds mode
-    of ``sample``/``verify_rejection`` makes in registers, written out (for tests and the references).
+    """E[b, j, i] = −log U, U = output i mod 4 of Philox4x32-10 (``tl.rand4x``) at counter j·⌈V/4⌉ + ⌊i/4⌋ under
+    key seeds[b]: the Exp(1) noise that the seeds mode of ``sample``/``verify_rejection`` makes in registers,
+    written out (for tests and the references).
 
     seeds: [B] int64 on CUDA (CPU under TRITON_INTERPRET=1). Returns [B, num_positions, vocab_size] fp32.
     Requires num_positions·vocab_size < 2^31. Raises ValueError/TypeError on bad arguments.

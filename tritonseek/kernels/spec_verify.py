@@ -105,7 +105,7 @@ def _residual_race_kernel(
         p = tl.exp(s - m_safe) * inv_l
         q = tl.load(q_row + offs, mask=msk, other=0.0).to(tl.float32)
         if PHILOX:
-            e = _philox_exp(seeds_ptr, b, j, V, offs)
+            e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
         else:
             e = tl.load(n_row + offs, mask=msk, other=1.0)
         r = tl.maximum(p - q, 0.0)

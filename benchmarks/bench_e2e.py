@@ -30,6 +30,9 @@ block ids come from a shuffled free list, so pages are scattered as in a long-ru
   + the last token's lm_head. ``fp8_rate_frac`` = TFLOP/s ÷ 1138 (cuBLAS block-scaled FP8 on this H200,
   GPU.md); target ≥ 0.5.
 * ``mtp_e2e`` — see :func:`run_mtp_e2e`.
+* ``e2e_generate`` — ``LLM.generate`` on the embedded default model, CUDA graphs vs ``enforce_eager``,
+  without and with MTP (K = 3): decode µs/step and tokens/s of both, same-tokens flag
+  (``benchmarks/e2e_peers.run_generate``).
 * ``hf_peer`` — transformers' DeepseekV3ForCausalLM (attention eager, bf16, the slice's weights
   dequantized; ``benchmarks/e2e_peers.py``) at --hf-batches × --hf-contexts: its own ``e2e_decode`` rows
   (model ``transformers-v3-slice-4L``) and the peer of the matching tritonseek rows (targets ≥ 5× at
@@ -66,7 +69,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.mtp_e2e import run_mtp_e2e  # noqa: E402
-from benchmarks.e2e_peers import run_hf_peer, v2_lite_config  # noqa: E402
+from benchmarks.e2e_peers import run_generate, run_hf_peer, v2_lite_config  # noqa: E402
 from benchmarks.e2e_probes import kernel_shares, replay_us, sync_sites  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
@@ -500,7 +503,7 @@ def run_prefill(b: Bench, h: SliceHarness):
 # ------------------------------------------------------------------------------------------ main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", default="e2e_decode,e2e_prefill,mtp_e2e,hf_peer,v2lite")
+    p.add_argument("--suite", default="e2e_decode,e2e_prefill,mtp_e2e,e2e_generate,hf_peer,v2lite")
     p.add_argument("--tiny", action="store_true", help="small widths (CPU development of the same code)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default=None, help="triton (CUDA default) | reference")
@@ -523,6 +526,8 @@ def parse_args(argv=None):
     p.add_argument("--eager", action="store_true", help="e2e_decode: no CUDA graphs (eager step only)")
     p.add_argument("--verify-ks", default="1,3", help="e2e_decode: MTP verify graphs (K+1 tokens) timed at these K")
     p.add_argument("--verify-max-batch", type=int, default=8, help="e2e_decode: largest batch timing verify graphs")
+    p.add_argument("--gen-batches", default="1,16", help="e2e_generate: default-model generate batch sizes")
+    p.add_argument("--gen-tokens", type=int, default=128, help="e2e_generate: max_new_tokens")
     p.add_argument("--hf-batches", default="1,8", help="hf_peer suite: transformers eager bf16 batch sizes")
     p.add_argument("--hf-contexts", default="1024", help="hf_peer suite: contexts (prefilled through transformers)")
     p.add_argument("--v2-batches", default="1,4,16,64", help="v2lite suite: batch sizes")
@@ -539,7 +544,7 @@ def parse_args(argv=None):
     a.prefill_tokens, a.mtp_batches, a.mtp_ks = ints(a.prefill_tokens), ints(a.mtp_batches), ints(a.mtp_ks)
     a.dm_batches = ints(a.dm_batches)
     a.hf_batches, a.hf_contexts, a.v2_batches = ints(a.hf_batches), ints(a.hf_contexts), ints(a.v2_batches)
-    a.verify_ks = ints(a.verify_ks)
+    a.verify_ks, a.gen_batches = ints(a.verify_ks), ints(a.gen_batches)
     a.suites = [s for s in a.suite.split(",") if s]
     a.backend = a.backend or ("triton" if a.device.startswith("cuda") else "reference")
     a.model_name = "v3-slice-tiny" if a.tiny else f"v3-slice-{a.layers}L"
@@ -599,6 +604,8 @@ def main(argv=None):
             run_prefill(b, h)
         if "e2e_decode" in a.suites and not a.no_peer:
             run_decode_peers(b, h)
+        if "e2e_generate" in a.suites:
+            run_generate(b, a.gen_batches, a.gen_tokens)
         if "hf_peer" in a.suites and not b.over_budget("transformers peer"):
             run_hf_peer(b, h, a.hf_batches, a.hf_contexts)  # frees the slice's experts: last use of the slice
         if "v2lite" in a.suites and not b.over_budget("v2-lite"):
@@ -629,6 +636,9 @@ def print_table(b: Bench):
                   f"({r['ratio_vs_peer']}x)")
         elif r["suite"] == "e2e_prefill":
             print(f"e2e_prefill T={c['tokens']} {r['us']/1e3:8.2f} ms {r['tokens_per_s']:9.1f} tok/s {r['tflops']} TFLOP/s")
+        elif r["suite"] == "e2e_generate":
+            print(f"e2e_generate b={c['batch']:<3} mtp={c['mtp']} graphs {r['us']:8.1f} us/step {r['tokens_per_s']:9.1f} tok/s "
+                  f"eager {r['us_eager']:8.1f} us/step ({r['speedup_vs_eager']}x)  same tokens {r['same_tokens']}")
         elif r["suite"] == "mtp_e2e":
             print(f"mtp_e2e [{r['backend']}] {c['model']:<16} b={c['batch']:<3} k={c['k']} a={c['acceptance']:<6} "
                   f"tok/step {r.get('tokens_per_step')}  speedup {r.get('speedup')}  {r.get('note', '')[:60]}")

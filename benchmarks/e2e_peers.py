@@ -229,3 +229,44 @@ def run_hf_peer(b, h, batches: list[int], contexts: list[int]) -> None:
                 if b.cuda:
                     torch.cuda.empty_cache()
     del hf
+
+
+def run_generate(b, batches: list[int], new_tokens: int = 128, mtps: tuple[int, ...] = (0, 3)) -> None:
+    """Suite ``e2e_generate``: ``LLM.generate`` on the embedded default model (greedy, ``ignore_eos``), CUDA
+    graphs (the default) against ``enforce_eager=True``, plain and with MTP. One row per (batch, mtp): ``us`` =
+    decode wall time per step with graphs, ``us_eager`` the same eagerly, decode tokens/s of both, and
+    whether both produced the same tokens. Each configuration runs once untimed first (compile, capture)."""
+    from tritonseek import LLM, SamplingParams
+
+    llm = LLM(device=b.dev)
+    p = SamplingParams(max_new_tokens=new_tokens, ignore_eos=True)
+    base = ["def fibonacci(n):", "import os\nimport sys\n", "class Config:", "for i in range(10):\n    x ="]
+    for bs in batches:
+        prompts = [base[i % len(base)] + "#" * (i // len(base)) for i in range(bs)]
+        for mtp in mtps:
+            if b.over_budget(f"e2e_generate b={bs} mtp={mtp}"):
+                return
+            case = {"model": "tritonseek-default", "batch": bs, "mtp": mtp, "new_tokens": new_tokens}
+            try:
+                got = {}
+                for mode in ("eager", "graphs"):
+                    llm.enforce_eager = mode == "eager"
+                    llm.generate(prompts, p, mtp=mtp)
+                    outs = llm.generate(prompts, p, mtp=mtp)
+                    st = llm.last_stats
+                    decoded = st.new_tokens - bs  # the first token of each prompt comes from the prefill
+                    got[mode] = dict(us=st.decode_s / max(st.decode_steps, 1) * 1e6, tps=decoded / max(st.decode_s, 1e-9),
+                                     tokens=[o.token_ids for o in outs], steps=st.decode_steps,
+                                     graph_steps=st.extra.get("graph_steps"), acceptance=st.extra.get("acceptance"))
+                g, e = got["graphs"], got["eager"]
+                b.row("e2e_generate", case, us=round(g["us"], 2), us_eager=round(e["us"], 2),
+                      tokens_per_s=round(g["tps"], 1), tokens_per_s_eager=round(e["tps"], 1),
+                      speedup_vs_eager=round(e["us"] / g["us"], 2), same_tokens=g["tokens"] == e["tokens"],
+                      decode_steps=g["steps"], graph_steps=g["graph_steps"], acceptance=g["acceptance"],
+                      backend=llm.backend, uses_cuda_graphs=llm.uses_cuda_graphs or None)
+                print(f"e2e_generate b={bs:<3} mtp={mtp} graphs {g['us']:8.1f} us/step {g['tps']:9.1f} tok/s | eager "
+                      f"{e['us']:8.1f} us/step {e['tps']:9.1f} tok/s | same tokens {g['tokens'] == e['tokens']}", flush=True)
+            except Exception as ex:  # noqa: BLE001
+                print(f"e2e_generate b={bs} mtp={mtp} FAILED: {type(ex).__name__}: {ex}", flush=True)
+                b.row("e2e_generate", case, backend=llm.backend, error=f"{type(ex).__name__}: {ex}"[:500])
+    llm.enforce_eager = False

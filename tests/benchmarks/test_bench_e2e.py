@@ -122,3 +122,13 @@ def test_bench_e2e_v2lite_tiny(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["case"] for r in rows] == [{"model": "v2-lite-tiny", "batch": 2, "context": 24}]
     assert not rows[0].get("error") and rows[0]["logits_finite"] and rows[0]["us_61layer_est"] is None
+
+
+def test_bench_e2e_generate_suite_cpu(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    bench_e2e.main(["--tiny", "--device", "cpu", "--suite", "e2e_generate", "--gen-batches", "2", "--gen-tokens", "3",
+                    "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["case"]["mtp"] for r in rows] == [0, 3]
+    for r in rows:
+        assert not r.get("error") and r["same_tokens"] and r["us"] > 0 and r["uses_cuda_graphs"] is None

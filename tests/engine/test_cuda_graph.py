@@ -188,10 +188,14 @@ def test_graph_step_logits_match_eager_and_never_sync():
     for before, after in zip(snapshot, cache.layers):
         changed = (before != after).flatten(2).any(-1).flatten().nonzero().flatten().tolist()
         assert len(changed) <= len(seqs)
+    ids, starts = [s.seq_id for s in seqs], [s.num_tokens - 1 for s in seqs]
+    drafts = torch.randint(3, cfg.vocab_size, (len(seqs), 3), device=llm.device)
+    graphs.step_tokens(ids, drafts, starts)  # capture the (8, 3) verify graph outside the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], [s.num_tokens - 1 for s in seqs])
+        graphs.step(ids, [s.last_token for s in seqs], starts)
+        graphs.step_tokens(ids, drafts, starts)  # MTP verify shape: device-resident drafts, no sync either
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()

@@ -59,8 +59,11 @@ _TUNED: dict[int, dict] = {
     # wgmma tile (265 vs 315 µs); 8 warps did not help 16 rows (210-335 vs 200 µs).
     # Run 4 (e1423bb): the TRANSPOSED (16/32 rows) and LOOKAHEAD (64/128 rows) loops were slower than
     # these (213 vs 199, 302 vs 268, 420 vs 332, 791 vs 604 µs); they stay selectable by config.
-    16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=2, USE_TMA=True),
-    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    # Run 5 (75f123d): 5 stages give the mma.sync tiles 2 TMA buffers (the block-table load takes a
+    # stage of its own): 16 rows 176 vs 199 µs, 32 rows 241 vs 270; 16-byte pointer gathers 198;
+    # 128 programs (one per sequence) 214 / 262 / 337 / 620 µs: no gain.
+    16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True),
+    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
 }

@@ -24,12 +24,14 @@ _SCAN_CHUNK = 256
 def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
     """(BLOCK_H, num_warps) for the row copy / weighted-sum kernels.
 
-    H200 sweep at T=4096, k=8, H=7168 (commit 03b7b8e, permute+unpermute timed together, eager): 1024
-    elements / 4 warps took 302 µs (bf16) and 408 µs (fp8) against 389 / 463 µs for the former ~8 KiB rows
-    (8192 fp8 or 4096 bf16 elements, 8 warps); 2048 fp8 elements / 4 warps 403 µs (within noise). 1024 also
-    divides DeepSeek's hidden sizes (7168 = 7·1024, 5120, 2048), so no lanes are masked off.
+    FP8 rows: 1024 elements / 4 warps (H200, T=4096, k=8, H=7168, graph replay: permute 112.7 µs against
+    121.7 µs with 8192-element / 8-warp programs). Wider rows keep ~8 KiB per program (bf16 permute 165 µs
+    against 182 µs with 1024 / 4; unpermute 136.7 against 134.5, within noise). Commits 03b7b8e / 36ecc83.
     """
-    return min(triton.next_power_of_2(H), 1024), 4
+    if elem_bytes == 1:
+        return min(triton.next_power_of_2(H), 1024), 4
+    block_h = min(triton.next_power_of_2(H), max(256, 8192 // elem_bytes))
+    return block_h, 4 if block_h * elem_bytes <= 4096 else 8
 
 
 @triton.jit

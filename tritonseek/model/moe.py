@@ -93,8 +93,11 @@ class MoE(nn.Module):
         if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
             from tritonseek.model.moe_triton import moe_experts_triton
 
-            # decode: the shared expert runs as one more group of the routed grouped GEMMs
-            return moe_experts_triton(x, topk_weights, topk_ids, self, fuse_shared=True)
+            # the shared expert's output is added in fp32 inside the unpermute (no separate add). Running it
+            # as one more group of the masked GEMMs (fuse_shared=True) measured slower on the H200 (W2,
+            # commit 36ecc83: V3 layer T=64 3109 µs against 2554 µs unfused), so it stays a separate MLP.
+            shared = self.shared_experts(x) if self.shared_experts is not None else None
+            return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared)
         y = self.experts(x, topk_weights, topk_ids)
         return y if self.shared_experts is None else y + self.shared_experts(x)
 

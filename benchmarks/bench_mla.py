@@ -67,10 +67,13 @@ def _c(bh, bn, st, parts, warps=4, tma=True, ws=False, la=False, t=False):
 # ahead of each tile takes a pipeline stage, so 2 tile buffers need num_stages 5. Run 5 tries that
 # (TMA and 16-byte pointer gathers) and fewer programs (128 = one per sequence at batch 128).
 N128 = 128.5 / 132  # PARTS_PER_SM giving 128 programs on the H200's 132 SMs (int() rounds down)
+# Run 5 (75f123d): 5 stages won for 16 rows (176 vs 199 µs) and 32 rows (241 vs 270); 16-byte pointer
+# gathers 198; 128 programs 214 / 262 / 337 / 620: slower. Run 6: head tiles of one part are now launched
+# side by side (grid (head tiles, parts)), so 32 and 64 rows may run as 16/32-row tiles sharing L2.
 DECODE_CANDIDATES = {
-    16: [_c(16, 32, 3, 2), _c(16, 32, 5, 2), _c(16, 32, 5, 2, tma=False), _c(16, 32, 5, 1), _c(16, 32, 5, N128)],
-    32: [_c(32, 64, 2, 1, warps=8), _c(32, 64, 5, 1, warps=8), _c(32, 32, 5, 2), _c(32, 64, 2, N128, warps=8)],
-    64: [_c(64, 64, 2, 1, warps=8), _c(64, 64, 2, N128, warps=8)],
+    16: [_c(16, 32, 5, 2), _c(16, 64, 5, 1)],
+    32: [_c(32, 64, 5, 1, warps=8), _c(16, 32, 5, 2), _c(32, 32, 5, 1, warps=8)],
+    64: [_c(64, 64, 2, 1, warps=8), _c(32, 64, 5, 1, warps=8), _c(16, 32, 5, 2)],
 }
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096

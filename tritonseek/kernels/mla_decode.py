@@ -103,8 +103,10 @@ def _mla_decode_kernel(
     # out      [batch, seqlen_q, num_heads, head_dim_v] (stride_ob, stride_os, stride_oh, 1)
     # lse      [batch, num_heads, seqlen_q] fp32 (stride_lb, stride_lh, 1)
     # opart    [num_parts + batch, rows, 2*BLOCK_DV2] fp32; lpart [num_parts + batch, rows] fp32
-    pid = tl.program_id(0)
-    tile_h = tl.program_id(1)
+    # grid (head tiles, parts): the head tiles of one part are launched next to each other, so they
+    # stream the same cache span at the same time and all but the first read it from L2.
+    tile_h = tl.program_id(0)
+    pid = tl.program_id(1)
     rows_total = seqlen_q * num_heads
     rows = tile_h * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < rows_total
@@ -446,7 +448,7 @@ def mla_decode(
         kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
     else:
         kn_desc = kr_desc = None
-    grid = (metadata.num_parts, triton.cdiv(rows, block_h))
+    grid = (triton.cdiv(rows, block_h), metadata.num_parts)
     _mla_decode_kernel[grid](
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,

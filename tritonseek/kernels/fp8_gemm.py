@@ -15,7 +15,13 @@ Tile design (read by the grouped-GEMM kernels too):
   so the tensor core's limited fp8 accumulation precision never spans more than 128 products;
 * small M (memory-bound: the weights must stream at HBM speed) splits K across programs
   (SPLIT_K > 1): each split writes an fp32 partial to a workspace, a second kernel sums the
-  partials in a fixed order (deterministic) and casts to the output dtype.
+  partials in a fixed order (deterministic) and casts to the output dtype;
+* the promotion needs the tensor-core product finished (Triton waits for a dot whose result is
+  used in the loop), so the tensor core would idle during it; GRID_MULT co-resident programs per
+  SM hide that (64×128 tiles, 4 warps, 3 programs: another program's wgmma runs during one's
+  promotion). PINGPONG=1 overlaps inside one program instead (column halves, half 1's wgmma in
+  flight over the promotions, see ``_pingpong_tile``): correct, but its m64n64 wgmmas lost to the
+  co-resident 64×128 programs in every M = 4096 sweep on the H200.
 
 Configs are chosen per shape class from ``_TUNED`` (measured on the H200, see
 benchmarks/bench_fp8_gemm.py) with a heuristic fallback for other shapes.
@@ -57,15 +63,15 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2),
     ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    # M > 128: H200 sweep at commit 69ee3f4 (2026-11-29, 20 candidates per shape, each checked for
-    # correctness first; PINGPONG never won here, FLATTEN helps the K = 512 shape, GROUP_M = 16
-    # three others)
+    # M > 128: H200 sweep at commit 69ee3f4 (20 candidates per shape, each checked for correctness
+    # first; PINGPONG never won here), then a confirm sweep of the winners' neighbours at 4a8249d
+    # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
     ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
-    ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3, FLATTEN=True),
+    ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3),
     ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True),
-    ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
-    ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
+    ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3, FLATTEN=True),
+    ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3),
 }
 
 

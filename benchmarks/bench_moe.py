@@ -65,10 +65,10 @@ CANDIDATES_LARGE = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, WS=True),  # contiguous only
 ]
 CANDIDATES_SMALL = [
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),  # the committed decode config
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=6, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=6, GROUP_M=8),
+    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8),
+    dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=3, GROUP_M=8),
 ]
 
 
@@ -271,7 +271,7 @@ def _sweep(cx, cands, run, check, key):
     best = None
     timings = []
     for cfg in cands:
-        if cx.time_left() < 20:
+        if cx.time_left() < 4:
             print("  (time budget: stop sweeping)")
             break
         try:

@@ -187,11 +187,12 @@ class _PhaseTimer:
         self.cls = Timed
 
 
-def default_model(b, batches: list[int], ks: list[int], max_new: int) -> dict:
+def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict | None = None) -> dict:
     """LLM().generate on the embedded trained model with mtp=K vs without → {(batch, k, variant): stats}.
 
     Variants: ``eager_verify`` (the engine default: MTP steps eager) and, where the engine has it,
-    ``graph_verify`` (``LLM.graph_verify = True``: verify forwards replay CUDA graphs). The plain baseline
+    ``graph_verify`` (``LLM.graph_verify = True``: verify forwards and the drafter's MTP forwards replay CUDA
+    graphs). The plain baseline
     is the engine default (CUDA-graph decode on CUDA). Greedy outputs must be identical; where they are
     not, :func:`divergence` says where and by what logit margin.
     """
@@ -200,9 +201,9 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int) -> dict:
     from tritonseek.engine.sampling_params import SamplingParams
 
     llm = LLM(device=b.dev, backend=b.args.backend)
-    variants = ["eager_verify"] + (["graph_verify"] if b.cuda and hasattr(llm, "graph_verify") else [])
+    variants = (["graph_verify"] if b.cuda and hasattr(llm, "graph_verify") else []) + ["eager_verify"]
     sp = SamplingParams(max_new_tokens=max_new, ignore_eos=True)
-    res = {}
+    res = {} if res is None else res  # filled as cases finish (a caller may keep it if interrupted)
     for batch in batches:
         prompts = (PROMPTS * (batch // len(PROMPTS) + 1))[:batch]
         base_outs = None
@@ -230,7 +231,7 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int) -> dict:
             best["same_tokens"] = [o.token_ids for o in outs] == [o.token_ids for o in base_outs]
             if not best["same_tokens"]:
                 best["divergence"] = divergence(llm, outs, base_outs)
-            if k and b.cuda and batch == batches[0] and variant == variants[-1]:
+            if k and b.cuda and batch == batches[0]:
                 # where an MTP step's time goes (synchronised phases; one extra run, not the timed one)
                 pt = _PhaseTimer(llm_mod.MTPDrafter)
                 orig_cls, llm_mod.MTPDrafter = llm_mod.MTPDrafter, pt.cls
@@ -370,12 +371,24 @@ def main(argv=None) -> None:
     (other flags as in bench_e2e.py)."""
     from benchmarks.bench_e2e import Bench, parse_args, print_table
 
+    import signal
+
     a = parse_args(["--suite", "mtp_e2e", *(argv if argv is not None else sys.argv[1:])])
     b = Bench(a)
-    with torch.inference_mode():
-        dm = default_model(b, a.dm_batches if b.cuda else [1], a.mtp_ks, a.dm_tokens if b.cuda else 12)
-    default_model_rows(b, dm, card_acceptance())
-    print_table(b)
+
+    def on_term(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)  # `timeout` stops the run: keep the cases already measured
+    dm: dict = {}
+    try:
+        with torch.inference_mode():
+            default_model(b, a.dm_batches if b.cuda else [1], a.mtp_ks, a.dm_tokens if b.cuda else 12, res=dm)
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}): writing the {len(dm)} finished cases", flush=True)
+    finally:
+        default_model_rows(b, dm, card_acceptance())
+        print_table(b)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ model's Transformer blocks produce, and gives the MTP module its own RMSNorm (``
 its own output norm (``shared_head.norm``) before the shared head — i.e. the final norm belongs to
 the output head, not to the representation. The trained default model is trained this way, and a
 test checks that acceptance drops if the post-norm state is fed instead.
+
+CUDA graphs: when the runner replays verify steps from graphs (``ModelRunner.graph_verify``), the
+drafter also replays its own MTP forwards from graphs (:class:`MTPGraphs`: one per batch bucket and
+seqlen — 1 for a draft step, K+1 for the MTP pass); otherwise every MTP forward runs eagerly.
 """
 
 from __future__ import annotations
@@ -27,6 +31,84 @@ import torch
 
 from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.model.mla import AttentionBatch
+
+
+class MTPGraphs:
+    """CUDA graphs of the MTP layer's decode-time forwards over the runner's cache, one per (batch bucket, seqlen q).
+
+    q = 1 is a draft step (ids = previous drafts, hidden = the MTP layer's previous output); q = K+1 is the
+    MTP pass (ids = emitted tokens, hidden = the verify forward's target hiddens, output taken at row
+    num_accepted of each sequence). Each graph computes h = mtp(ids, hidden, positions, batch) and
+    argmax(mtp.logits(h)). Static inputs: a :class:`~tritonseek.engine.cuda_graph.StepBuffers` (ids, positions,
+    slots, cache_seqlens, block_table; dummy rows write slot −1 and read no key), a zeroed hidden buffer
+    [max_batch·(K+1), H] and num_accepted [max_batch]. Outputs are cloned after each replay (graphs share one
+    memory pool). Built from the runner's :class:`DecodeGraphs` (same buckets and block-table width).
+    """
+
+    def __init__(self, runner: ModelRunner, k: int):
+        from tritonseek.engine.cuda_graph import StepBuffers
+
+        g, model = runner.graphs, runner.model
+        self.runner, self.model, self.cache, self.dev = runner, model, runner.cache, runner.graphs.device
+        self.mtp = model.mtp[0]
+        self.mtp_cache = runner.cache.layers[model.cfg.num_hidden_layers]
+        self.num_heads = self.mtp.block.self_attn.num_heads
+        self.bucket = g.bucket
+        self.max_batch = g.max_batch
+        self.bufs = StepBuffers(g.max_batch, g.bufs.max_blocks, runner.cache.page_size, self.dev, k + 1)
+        self.hidden = torch.zeros(g.max_batch * (k + 1), model.cfg.hidden_size, dtype=model.dtype, device=self.dev)
+        self.num_acc = torch.zeros(g.max_batch, dtype=torch.int64, device=self.dev)
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._pool = None
+
+    def fits(self, batch: int) -> bool:
+        return 1 <= batch <= self.max_batch
+
+    def _forward(self, b: int, q: int):
+        bufs, n = self.bufs, b * q
+        seqlens = bufs.cache_seqlens[:b]
+        batch = AttentionBatch(
+            is_prefill=False, slot_mapping=bufs.slot_mapping[:n], block_table=bufs.block_table[:b],
+            cache_seqlens=seqlens, seqlen_q=q, mla_metadata=self.model.ops.mla_metadata(seqlens, q, self.num_heads),
+        )
+        h = self.mtp(bufs.input_ids[:n], self.hidden[:n], bufs.positions[:n], batch, self.mtp_cache)
+        if q > 1:
+            h = h.view(b, q, -1)[torch.arange(b, device=h.device), self.num_acc[:b]]
+        return h, self.mtp.logits(h).argmax(-1)
+
+    def _capture(self, b: int, q: int) -> None:
+        side = torch.cuda.Stream(self.dev)
+        side.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(side):  # compile / allocate outside the capture (same writes as the replay)
+            self._forward(b, q)
+        torch.cuda.current_stream(self.dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            h, tok = self._forward(b, q)
+        self._pool = graph.pool()
+        self._graphs[(b, q)] = (graph, h, tok)
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence], starts: list[int], ids: torch.Tensor, hidden: torch.Tensor,
+            num_acc: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [B, q] int64 at positions starts[i] … starts[i]+q−1, hidden [B·q, H] → (h [B, H], argmax [B]) (copies)."""
+        B, q = ids.shape
+        b = self.bucket(B)
+        blocks = self.cache.blocks
+        self.bufs.fill([blocks[s.seq_id] for s in seqs], [s.seq_id for s in seqs], None, starts, b,
+                       getattr(self.cache, "epoch", 0), q)
+        self.bufs.input_ids[: B * q].copy_(ids.reshape(-1))
+        self.hidden[: B * q].copy_(hidden.reshape(B * q, -1))
+        self.num_acc[B:].zero_()  # dummy rows: a stale count could index past a shorter q
+        if num_acc is not None:
+            self.num_acc[:B].copy_(num_acc)
+        else:
+            self.num_acc[:B].zero_()
+        if (b, q) not in self._graphs:
+            self._capture(b, q)
+        graph, h, tok = self._graphs[(b, q)]
+        graph.replay()
+        return h[:B].clone(), tok[:B].clone()
 
 
 class MTPDrafter:
@@ -50,6 +132,7 @@ class MTPDrafter:
         self.mtp = model.mtp[0]
         self.k = k
         self.mtp_cache = runner.cache.layers[model.cfg.num_hidden_layers]
+        self.graphs = MTPGraphs(runner, k) if getattr(runner, "graph_verify", False) else None
         self.proposed = 0
         self.accepted = 0
         self.steps = 0  # verify steps
@@ -77,8 +160,15 @@ class MTPDrafter:
         """k greedy drafts per sequence [B, k]: the first is given, the rest from chained MTP steps."""
         drafts = [first]
         h = h_last
+        graphs = self.graphs is not None and self.graphs.fits(len(seqs))
         for j in range(1, k):
             starts = [s.num_tokens - 1 + j - 1 for s in seqs]  # position n+j-1 with n = num_tokens-1
+            if graphs:
+                for s, p in zip(seqs, starts):
+                    self.runner.cache.ensure_capacity(s.seq_id, p + 1)
+                h, tok = self.graphs.run(seqs, starts, drafts[-1][:, None], h)
+                drafts.append(tok)
+                continue
             batch = self._mtp_batch(seqs, starts, 1)
             h = self.mtp(drafts[-1], h, self._tensor(starts), batch, self.mtp_cache)
             drafts.append(self.mtp.logits(h).argmax(-1))
@@ -124,6 +214,11 @@ class MTPDrafter:
         """MTP over the verified positions with target hiddens and emitted tokens; returns
         (MTP hidden [B, H] at position n+a, next first drafts [B])."""
         B, k1 = out.shape
+        if self.graphs is not None and self.graphs.fits(B):
+            for s, p in zip(seqs, starts):
+                self.runner.cache.ensure_capacity(s.seq_id, p + k1)
+            return self.graphs.run(seqs, starts, out.clamp_min(0), target_hidden.reshape(B * k1, -1),
+                                   num_acc.long())
         batch = self._mtp_batch(seqs, starts, k1)
         ids = out.clamp_min(0).reshape(-1)  # −1 padding rows are beyond n+a: computed, never used
         pos = self._tensor([p + j for p in starts for j in range(k1)])

@@ -12,7 +12,7 @@ never stored.
 
 * contiguous: a [M, K] holds the experts' segments back to back, each a multiple of the
   alignment (128 rows, ``M_ALIGNMENT``); one tile = one expert, taken as the max of the tile's
-  m_indices. Tiles whose rows are all padding (−1) store zeros (their K loop runs with zero scales); rows whose
+  m_indices. Tiles whose rows are all padding (−1) run no K loop and store zeros; rows whose
   m_indices disagree with the tile's expert (a misaligned layout) are stored as NaN, never as
   another expert's product. Persistent grid (one program per SM, tiles strided, GROUP_M swizzle).
 * masked: a [E, M_max, K]; program (g, m-tile, n-tile) returns at once when the m-tile starts
@@ -40,23 +40,24 @@ _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # Winning configs from the H200 sweeps (benchmarks/bench_moe.py --sweep), keyed by (layout, N, K, M class).
 # Fields: BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, GRID_MULT (contiguous: persistent programs per SM).
 # Sweep at commit 03b7b8e (every candidate checked first; contiguous ranked by eager time, masked by CUDA-graph
-# replay):
-# * contiguous (4×8192, 8×4096): (4096, 7168) 128×128 / 8 warps / 4 stages (2156–2216 µs; 64-row tiles with 2–3
-#   programs per SM 2376–2812, warp-specialized K loop 2022–2384, inconsistent); (7168, 2048) 64×128 / 4 warps /
-#   4 stages / 2 per SM 1196–1227 µs against 1264–1289 for 128×128 (not used: see below).
+# replay), confirmed in the runs at 36ecc83 / 3373930:
+# * contiguous anchors (4×8192, 8×4096): (4096, 7168) 128×128 / 8 warps / 4 stages (2156–2216 µs; 64-row tiles
+#   with 2–3 programs per SM 2376–2812, warp-specialized K loop 2022–2384, inconsistent); (7168, 2048) 64×128 /
+#   4 warps / 4 stages / 2 per SM 1196–1252 µs against 1264–1298 for 128×128.
+# * contiguous, the model's prefill layout (T=4096 top-8 over 256 experts, 128-aligned segments, M/E ≈ 191 =
+#   class "mid"): at (4096, 7168) 128×128 took 3790–4070 µs against 4805 for 64×128 / 2 per SM, so "mid" uses
+#   128×128 for both shapes ((7168, 2048) was not measured on that layout).
 # * masked anchors (1×1024, 2×512, 4×256): (4096, 7168) 128×128 / 8 warps / 4 stages (70.6–73.0 µs, others
 #   74–90); (7168, 2048) 64×128 / 4 warps / 3 stages (41.5–44.3 µs against 49.4–51.0 for 128×128).
 # * masked decode (256 experts, T ∈ {1, 8, 64, 256}): 64×128 / 4 warps / 3 stages best or within 1% except
 #   T=256 (4 stages 1% faster); T=8: 380 / 179 µs against 428 / 201 with 4 stages.
+_BIG_N_SMALL_K = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)
 _BASE = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
 _MASKED_64 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)
-# Contiguous: 128-row tiles everywhere. On the 128-aligned layout every 128-row tile holds a real row, while a
-# 64-row tile can be all padding (a K loop of zero trips): with 64×128 / 2 per SM the H200 returned NaN rows on
-# the routed prefill layout (T=4096 over 256 experts, N=7168, K=2048; W2, commit 36ecc83) although the same
-# config was exact without padding. 128×128 was also faster there at (4096, 7168): 4070 µs against 4805.
 _TUNED: dict[tuple[str, int, int, str], dict] = {
     **{("contiguous", 4096, 7168, c): _BASE for c in ("mid", "large")},
-    **{("contiguous", 7168, 2048, c): _BASE for c in ("mid", "large")},
+    ("contiguous", 7168, 2048, "mid"): _BASE,
+    ("contiguous", 7168, 2048, "large"): _BIG_N_SMALL_K,
     **{("masked", 4096, 7168, c): _BASE for c in ("mid", "large")},
     **{("masked", 7168, 2048, c): _MASKED_64 for c in ("mid", "large")},
     ("masked", 4096, 7168, "small"): _MASKED_64,
@@ -121,8 +122,7 @@ def _grouped_fp8_contiguous_kernel(
         mi = tl.load(m_indices_ptr + rm, mask=rm < M, other=-1)
         expert = tl.max(mi, axis=0)
         ok = (expert >= 0) & (expert < E)
-        # The K loop always runs all num_k_blocks (an all-padding tile multiplies expert 0's weights by zero
-        # scales and stores zeros): a data-dependent zero-trip pipelined loop is avoided on purpose (see _TUNED).
+        k_hi = tl.where(ok, num_k_blocks, 0)  # an all-padding tile runs no K loop
         ge = tl.where(ok, expert, 0).to(tl.int64)
         b_row = (ge * N + off_n).to(tl.int32)
         row_ok = mi == expert
@@ -137,11 +137,11 @@ def _grouped_fp8_contiguous_kernel(
         sa = tl.load(sa_ptrs, mask=row_ok & ok, other=0.0)
         sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kb in tl.range(0, num_k_blocks, warp_specialize=WS):
+        for kb in tl.range(0, k_hi, warp_specialize=WS):
             a = a_desc.load([off_m, kb * BLOCK_K])
             b = b_desc.load([b_row, kb * BLOCK_K])
-            more = kb + 1 < num_k_blocks
-            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & ok & more, other=0.0)
+            more = kb + 1 < k_hi
+            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
             sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
             blk = tl.dot(a, b.T)
             if BLOCK_N <= 128:

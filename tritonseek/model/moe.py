@@ -21,11 +21,17 @@ from tritonseek.parallel import TP
 
 
 class Gate(nn.Module):
-    """Router: logits = x·Wᵀ in fp32, then DeepSeek top-k (``e_score_correction_bias`` stays fp32)."""
+    """Router: logits = x·Wᵀ in fp32, then DeepSeek top-k (``e_score_correction_bias`` stays fp32).
+
+    ``weight`` [E, H] is held in fp32 (a bf16 checkpoint widens exactly at load), so the router GEMM
+    runs on it directly instead of casting W to fp32 on every forward (a decode-step cost).
+    """
 
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size, dtype=dtype), requires_grad=False)
+        self.weight = nn.Parameter(
+            torch.empty(cfg.n_routed_experts, cfg.hidden_size, dtype=torch.float32), requires_grad=False
+        )
         if cfg.has_e_score_correction_bias:
             self.e_score_correction_bias = nn.Parameter(
                 torch.empty(cfg.n_routed_experts, dtype=torch.float32), requires_grad=False

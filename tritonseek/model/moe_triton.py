@@ -13,10 +13,12 @@ Two layouts (DeepGEMM's), chosen by the token count T of the call:
 
 Why 128: the masked slabs hold E·T rows, the contiguous layout ≈ (#active experts)·128 rows (bound
 T·k + E·127). For DeepSeek-V3 (E = 256, k = 8) E·T is below the contiguous bound for T ≤ 131 and below
-the expected exact size (256·(1 − (1 − 8/256)^T)·128 rows) for T ≤ 126, while the masked GEMM's
-64-row tiles waste half the MMA work of the contiguous 128-row tiles on decode-sized segments
-(~T·k/E rows per expert). Past that the masked slabs grow linearly in T (E·T·(H + 2I)·3 bytes of
-temporaries) while the contiguous layout stays bounded.
+the expected exact size (256·(1 − (1 − 8/256)^T)·128 rows) for T ≤ 126, and on decode-sized segments
+(~T·k/E rows per expert) the masked GEMM's 64-row tiles do half the padded MMA work of the contiguous
+128-row tiles. Past that the masked slabs grow linearly in T while the contiguous layout stays bounded.
+Both layouts give the same output (V3 widths on the H200: calc_diff vs the FP8 reference 6e-5 / 1.5e-4
+at T = 1 / 64, identical for the two). The whole V3 MoE layer (router, routed + shared experts) replays
+in 181 µs at T=1 and 2488 µs at T=64 (graph replay, commit 3373930).
 """
 
 from __future__ import annotations

@@ -99,13 +99,14 @@ class MTPGraphs:
                        getattr(self.cache, "epoch", 0), q)
         self.bufs.input_ids[: B * q].copy_(ids.reshape(-1))
         self.hidden[: B * q].copy_(hidden.reshape(B * q, -1))
-        self.num_acc[B:].zero_()  # dummy rows: a stale count could index past a shorter q
+        self.num_acc.zero_()  # dummy rows: a stale count could index past a shorter q
         if num_acc is not None:
             self.num_acc[:B].copy_(num_acc)
-        else:
-            self.num_acc[:B].zero_()
         if (b, q) not in self._graphs:
             self._capture(b, q)
+        return self._replay(b, q, B)
+
+    def _replay(self, b: int, q: int, B: int) -> tuple[torch.Tensor, torch.Tensor]:
         graph, h, tok = self._graphs[(b, q)]
         graph.replay()
         return h[:B].clone(), tok[:B].clone()

@@ -39,17 +39,27 @@ def llm():
     return LLM(device="cpu", backend="reference")
 
 
+class FakeDecodeGraphs:
+    """What MTPGraphs reads from the runner's DecodeGraphs (buckets, batch limit, block-table width, device)."""
+
+    def __init__(self):
+        self.device, self.max_batch, self.buckets = torch.device("cpu"), 8, batch_buckets(8)
+        self.bufs = types.SimpleNamespace(max_blocks=16)
+
+
+FAKE = FakeDecodeGraphs()
+
+
 def _with_static_graphs(monkeypatch):
-    buckets = batch_buckets(8)
     orig_init = speculative.MTPDrafter.__init__
 
     def init(self, runner, k):
         orig_init(self, runner, k)
-        runner.graphs = types.SimpleNamespace(device=torch.device("cpu"), max_batch=8,
-                                              bufs=types.SimpleNamespace(max_blocks=16),
-                                              bucket=lambda n: next(x for x in buckets if x >= n))
-        self.graphs = EagerReplayGraphs(runner, k)
+        runner.graphs = FAKE  # only while the drafter picks its graphs: the runner itself stays eager
+        self.graphs = speculative.mtp_graphs_for(runner)
+        runner.graphs = None
 
+    monkeypatch.setattr(speculative, "MTPGraphs", EagerReplayGraphs)
     monkeypatch.setattr(speculative.MTPDrafter, "__init__", init)
     monkeypatch.setattr(llm_mod, "MTPDrafter", speculative.MTPDrafter)
 
@@ -84,3 +94,11 @@ def test_static_buffer_drafts_equal_eager_drafts(llm, monkeypatch):
     assert static == plain == eager
     assert eager_drafts  # drafts were proposed
     assert static_drafts == eager_drafts  # every draft of every step, not just the emitted tokens
+    # later calls over the same graphs and cache reuse the MTPGraphs (its captures); a new cache gets new ones
+    first = speculative._MTP_GRAPHS.get(FAKE)
+    same = types.SimpleNamespace(graphs=FAKE, cache=first.cache, model=first.model)
+    assert speculative.mtp_graphs_for(same) is first
+    static_drafts.clear()
+    assert [o.token_ids for o in llm.generate(prompts, p, mtp=k)] == plain  # CPU: a fresh cache per call
+    assert static_drafts == eager_drafts
+    assert speculative._MTP_GRAPHS.get(FAKE) is not first

@@ -27,6 +27,8 @@ seqlen — 1 for a draft step, K+1 for the MTP pass); otherwise every MTP forwar
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from tritonseek.engine.runner import ModelRunner, Sequence
@@ -42,24 +44,32 @@ class MTPGraphs:
     argmax(mtp.logits(h)). Static inputs: a :class:`~tritonseek.engine.cuda_graph.StepBuffers` (ids, positions,
     slots, cache_seqlens, block_table; dummy rows write slot −1 and read no key), a zeroed hidden buffer
     [max_batch·(K+1), H] and num_accepted [max_batch]. Outputs are cloned after each replay (graphs share one
-    memory pool). Built from the runner's :class:`DecodeGraphs` (same buckets and block-table width).
+    memory pool). Sized from the runner's :class:`DecodeGraphs` (same buckets, batch limit and block-table
+    width); :func:`mtp_graphs_for` keeps one per DecodeGraphs, so ``generate`` calls reuse the captures.
     """
 
-    def __init__(self, runner: ModelRunner, k: int):
+    MAX_K = 4
+
+    def __init__(self, runner: ModelRunner):
         from tritonseek.engine.cuda_graph import StepBuffers
 
         g, model = runner.graphs, runner.model
-        self.runner, self.model, self.cache, self.dev = runner, model, runner.cache, runner.graphs.device
+        # no reference to the runner or the DecodeGraphs: mtp_graphs_for keys a weak dict by the latter
+        self.model, self.cache, self.dev = model, runner.cache, g.device
         self.mtp = model.mtp[0]
         self.mtp_cache = runner.cache.layers[model.cfg.num_hidden_layers]
         self.num_heads = self.mtp.block.self_attn.num_heads
-        self.bucket = g.bucket
+        self.buckets = tuple(g.buckets)
         self.max_batch = g.max_batch
-        self.bufs = StepBuffers(g.max_batch, g.bufs.max_blocks, runner.cache.page_size, self.dev, k + 1)
-        self.hidden = torch.zeros(g.max_batch * (k + 1), model.cfg.hidden_size, dtype=model.dtype, device=self.dev)
+        q_max = self.MAX_K + 1
+        self.bufs = StepBuffers(g.max_batch, g.bufs.max_blocks, runner.cache.page_size, self.dev, q_max)
+        self.hidden = torch.zeros(g.max_batch * q_max, model.cfg.hidden_size, dtype=model.dtype, device=self.dev)
         self.num_acc = torch.zeros(g.max_batch, dtype=torch.int64, device=self.dev)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = None
+
+    def bucket(self, batch: int) -> int:
+        return next(b for b in self.buckets if b >= batch)
 
     def fits(self, batch: int) -> bool:
         return 1 <= batch <= self.max_batch
@@ -112,6 +122,18 @@ class MTPGraphs:
         return h[:B].clone(), tok[:B].clone()
 
 
+_MTP_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def mtp_graphs_for(runner: ModelRunner) -> MTPGraphs:
+    """The MTPGraphs of the runner's DecodeGraphs (made on first use, then reused by later ``generate`` calls
+    while the engine keeps those graphs and their cache)."""
+    mg = _MTP_GRAPHS.get(runner.graphs)
+    if mg is None or mg.cache is not runner.cache or mg.model is not runner.model:
+        mg = _MTP_GRAPHS[runner.graphs] = MTPGraphs(runner)
+    return mg
+
+
 class MTPDrafter:
     """Drafting and verification state machine over a :class:`ModelRunner`.
 
@@ -133,7 +155,7 @@ class MTPDrafter:
         self.mtp = model.mtp[0]
         self.k = k
         self.mtp_cache = runner.cache.layers[model.cfg.num_hidden_layers]
-        self.graphs = MTPGraphs(runner, k) if getattr(runner, "graph_verify", False) else None
+        self.graphs = mtp_graphs_for(runner) if getattr(runner, "graph_verify", False) else None
         self.proposed = 0
         self.accepted = 0
         self.steps = 0  # verify steps

@@ -315,3 +315,16 @@ def test_several_head_tiles_match_reference(device, block_h):
     assert torch.equal(torch.isinf(lse), ~fin) and (lse[fin] - rlse[fin]).abs().max().item() <= 1e-3
     assert cos_diff(o, ro) <= 1e-5 and not torch.isnan(o).any()
     assert md.split[0, 1].item() > 1  # the long row is split across programs
+
+
+def test_short_batch_gets_few_long_splits():
+    """b 1, 1024 keys, 128 heads (2 head tiles of 64 rows, 66 programs each on 132 SMs): every split
+    spans ≥ 10 cost units (5 tiles of 64 keys after the overhead), so the row is cut 3 ways, not 16,
+    and the other programs get empty spans; big batches keep one span per program."""
+    md = get_mla_metadata(torch.tensor([1024], dtype=torch.int32), 1, 128, num_sm=132)
+    assert md.num_parts == 66 and md.split.tolist() == [[0, 3]]
+    sched = md.sched.tolist()
+    assert all(b0 == 1 for b0, _, _, _ in sched[3:])  # past the batch: nothing to do
+    big = get_mla_metadata(torch.full((128,), 4096, dtype=torch.int32), 1, 16, num_sm=132)
+    busy = sum(b0 < 128 for b0, _, _, _ in big.sched.tolist())
+    assert big.split[:, 1].max().item() <= 3 and busy >= big.num_parts - 2  # ⌈total/parts⌉ rounding only

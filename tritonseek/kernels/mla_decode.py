@@ -233,7 +233,7 @@ def _mla_combine_kernel(
     split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     num_heads, seqlen_q, head_dim_v,
-    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
     # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
@@ -249,20 +249,24 @@ def _mla_combine_kernel(
     if n != 1:
         s_idx = rows // num_heads
         h_idx = rows % num_heads
+        # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
+        # not depend on each other, so the pipeliner keeps several in flight.
         m = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
-        for i in range(n):
-            slot = (first + i + b).to(tl.int64)
-            m = tl.maximum(m, tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf")))
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
         acc = tl.zeros([BLOCK_ROWS, BLOCK_DVP], dtype=tl.float32)
         wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
-        for i in range(n):
+        for i in tl.range(0, n, num_stages=NUM_STAGES):
             slot = (first + i + b).to(tl.int64)
-            w = tl.math.exp(tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf")) - m_safe)
+            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
             o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
                         mask=row_ok[:, None], other=0.0)
-            acc += w[:, None] * o
-            wsum += w
+            m_new = tl.maximum(m, lse_i)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            scale = tl.math.exp(m - m_safe)
+            w = tl.math.exp(lse_i - m_safe)
+            acc = acc * scale[:, None] + w[:, None] * o
+            wsum = wsum * scale + w
+            m = m_new
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
         has = wsum > 0.0
         inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
         o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
@@ -470,11 +474,11 @@ def mla_decode(
         TRANSPOSED=bool(cfg.get("TRANSPOSED", False)) and use_tma,
         EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"],
     )
-    block_rows = 8 if 2 * block_dv2 >= 512 else 16
+    block_rows = 4 if 2 * block_dv2 >= 512 else 8  # more programs: a small batch's rows spread over SMs
     _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](
         metadata.split, out, lse, opart, lpart,
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         num_heads, seqlen_q, head_dim_v,
-        BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, num_warps=4,
+        BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, NUM_STAGES=3, num_warps=4,
     )
     return out, lse

@@ -115,11 +115,15 @@ def test_metadata_reused_across_calls_gives_same_result(device):
 
 
 @given(lens=st.lists(st.integers(0, 3000), min_size=1, max_size=40), num_sm=st.integers(1, 140),
-       heads=st.sampled_from([1, 16, 64, 128]), seqlen_q=st.sampled_from([1, 2, 4]))
-def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q):
+       heads=st.sampled_from([1, 16, 64, 128]), seqlen_q=st.sampled_from([1, 2, 4]),
+       min_span=st.sampled_from([None, 7, 10]))
+def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q, min_span):
     """Pure schedule property: programs' spans tile every sequence exactly once; slots p + b are unique."""
+    from tritonseek.kernels.mla_decode import default_config
+
     cs = torch.tensor(lens, dtype=torch.int32)
-    md = get_mla_metadata(cs, seqlen_q, heads, num_sm=num_sm)
+    cfg = None if min_span is None else dict(default_config(seqlen_q, heads), MIN_SPAN=min_span)
+    md = get_mla_metadata(cs, seqlen_q, heads, num_sm=num_sm, config=cfg)
     bn = md.config["BLOCK_N"]
     sched, split = md.sched.tolist(), md.split.tolist()
     seen: dict[tuple[int, int], int] = {}
@@ -317,14 +321,20 @@ def test_several_head_tiles_match_reference(device, block_h):
     assert md.split[0, 1].item() > 1  # the long row is split across programs
 
 
-def test_short_batch_gets_few_long_splits():
-    """b 1, 1024 keys, 128 heads (2 head tiles of 64 rows, 66 programs each on 132 SMs): every split
-    spans ≥ 10 cost units (5 tiles of 64 keys after the overhead), so the row is cut 3 ways, not 16,
-    and the other programs get empty spans; big batches keep one span per program."""
-    md = get_mla_metadata(torch.tensor([1024], dtype=torch.int32), 1, 128, num_sm=132)
+def test_min_span_gives_a_short_batch_few_long_splits():
+    """b 1, 1024 keys, 128 heads (2 head tiles of 64 rows, 66 programs each on 132 SMs): by default
+    the row is cut into 16 one-tile splits; with MIN_SPAN 10 every split spans ≥ 10 cost units, so
+    3 splits and the other programs get empty spans; big batches keep one span per program."""
+    from tritonseek.kernels.mla_decode import default_config
+
+    lens = torch.tensor([1024], dtype=torch.int32)
+    assert get_mla_metadata(lens, 1, 128, num_sm=132).split.tolist() == [[5, 16]]
+    cfg = dict(default_config(1, 128), MIN_SPAN=10)
+    md = get_mla_metadata(lens, 1, 128, num_sm=132, config=cfg)
     assert md.num_parts == 66 and md.split.tolist() == [[0, 3]]
     sched = md.sched.tolist()
     assert all(b0 == 1 for b0, _, _, _ in sched[3:])  # past the batch: nothing to do
-    big = get_mla_metadata(torch.full((128,), 4096, dtype=torch.int32), 1, 16, num_sm=132)
+    big = get_mla_metadata(torch.full((128,), 4096, dtype=torch.int32), 1, 16, num_sm=132,
+                           config=dict(default_config(1, 16), MIN_SPAN=10))
     busy = sum(b0 < 128 for b0, _, _, _ in big.sched.tolist())
     assert big.split[:, 1].max().item() <= 3 and busy >= big.num_parts - 2  # ⌈total/parts⌉ rounding only

@@ -9,8 +9,8 @@ Design:
   rows (16/32/64; 64 = one wgmma M per warpgroup for the compute-bound cases).
 * **split-KV over a fixed grid.** ``get_mla_metadata`` walks the batch's total work
   (Σ ⌈s_k/BLOCK_N⌉ tiles + a fixed per-sequence overhead) and cuts it into ``num_parts`` equal
-  pieces (but none shorter than two overheads: a small batch uses fewer programs and splits), one
-  program per piece and head tile — a long row is shared by many programs, many short rows fill one. All of it is torch ops on the device (no host sync), so it is computed
+  pieces (config MIN_SPAN sets a floor), one program per piece and head tile — a long row is shared
+  by many programs, many short rows fill one. All of it is torch ops on the device (no host sync), so it is computed
   once per decode step, reused by every layer, and valid under CUDA-graph replay.
   Program p's partial for sequence b lands in slot p + b of the workspace (unique: along the
   schedule p + b strictly increases). A sequence covered by one program is written straight to
@@ -45,11 +45,13 @@ from tritonseek.kernels.mla_decode_tiles import _softmax_step, _tile_step, _tile
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
 # and its combine (FlashMLA charges 5 blocks of 64).
 _FIXED_OVERHEAD_TILES = 5
-# Smallest span (in cost units) a program is given: a split writes and the combine re-reads a
-# [rows, 512] fp32 partial (128 KB for 64 rows, as much traffic as ~3.6 cache tiles of 64 rows), so
-# a short batch is cut into fewer, longer spans and the remaining programs exit at once (FlashMLA
-# uses the same floor of two overheads). b 1, 1024 keys, 128 heads: 3 splits per head tile, not 16.
-_MIN_SPAN_TILES = 2 * _FIXED_OVERHEAD_TILES
+# Smallest span (cost units) a program is given, config key MIN_SPAN (default 1: as many splits as
+# the grid allows). A split writes and the combine re-reads a [rows, 512] fp32 partial (128 KB at 64
+# rows, the traffic of ~3.6 cache tiles), so a floor (FlashMLA uses 2 overheads = 10) cuts a short
+# batch into few long spans; but it lengthens the critical path by the tiles it merges (~5 µs each
+# for 64-row tiles on the H200: 62 tiles per SM in 329 µs at b 128, h 64), so it is not the default
+# until measured.
+_MIN_SPAN_DEFAULT = 1
 
 # rows class (s_q·h_q rounded up to 16/32/64; 128 = more than 64 rows, several head tiles) → config.
 # BLOCK_H: rows per tile; BLOCK_N: cache rows per step; PARTS_PER_SM: programs per SM per head
@@ -312,8 +314,8 @@ def get_mla_metadata(
     """Split-KV schedule for one decode step, on the device (no host sync; CUDA-graph safe).
 
     Cost of sequence b = ⌈cache_seqlens[b]/BLOCK_N⌉ + 5 tiles (0 for an empty one); the total is
-    cut into spans of max(⌈total/num_parts⌉, 10) for num_parts = PARTS_PER_SM·num_sm / ⌈s_q·h_q/BLOCK_H⌉
-    programs (fixed grid; with a short batch only the first few programs get a span, the rest exit).
+    cut into spans of max(⌈total/num_parts⌉, MIN_SPAN) for num_parts = PARTS_PER_SM·num_sm /
+    ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit).
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
     count; 8 under the interpreter). config: launch-config override (tuning); default by rows class.
@@ -341,7 +343,7 @@ def get_mla_metadata(
     end = torch.cumsum(cost, 0)
     start = end - cost
     total = end[-1:] if end.numel() else torch.zeros(1, dtype=torch.int64, device=dev)
-    per = torch.clamp((total + num_parts - 1) // num_parts, min=_MIN_SPAN_TILES)
+    per = torch.clamp((total + num_parts - 1) // num_parts, min=int(cfg.get("MIN_SPAN", _MIN_SPAN_DEFAULT)))
     pos = torch.minimum(torch.arange(num_parts + 1, device=dev, dtype=torch.int64) * per, total)
     bidx = torch.searchsorted(end, pos, right=True)  # first sequence whose span ends after pos
     bsafe = bidx.clamp(max=max(lens.numel() - 1, 0))

@@ -338,3 +338,36 @@ def test_min_span_gives_a_short_batch_few_long_splits():
                            config=dict(default_config(1, 16), MIN_SPAN=10))
     busy = sum(b0 < 128 for b0, _, _, _ in big.sched.tolist())
     assert big.split[:, 1].max().item() <= 3 and busy >= big.num_parts - 2  # ⌈total/parts⌉ rounding only
+
+
+@_fixture_ok
+@given(lens=st.lists(st.one_of(st.integers(0, 5000), st.sampled_from([0, 1, 64, 65])), min_size=1, max_size=300),
+       num_sm=st.integers(1, 300), heads=st.sampled_from([1, 16, 128]), min_span=st.sampled_from([None, 10]))
+def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_span):
+    """The one-launch Triton schedule equals the torch-op reference exactly (several batch and part
+    chunks: batch up to 300 > 128, parts up to 300 > 32)."""
+    from tritonseek.kernels.mla_decode import _FIXED_OVERHEAD_TILES, default_config
+    from tritonseek.kernels.reference.mla import mla_schedule_ref
+
+    cfg = dict(default_config(1, heads), **({} if min_span is None else {"MIN_SPAN": min_span}))
+    cs = torch.tensor(lens, dtype=torch.int32, device=device)
+    md = get_mla_metadata(cs, 1, heads, num_sm=num_sm, config=cfg)
+    sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES, min_span or 1)
+    assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)
+
+
+@pytest.mark.gpu
+def test_schedule_kernel_real_sizes(device):
+    """The schedule kernel on the H200 at FlashMLA's batch (and larger) equals the torch reference."""
+    from tritonseek.kernels.mla_decode import _FIXED_OVERHEAD_TILES
+    from tritonseek.kernels.reference.mla import mla_schedule_ref
+
+    gen = torch.Generator().manual_seed(5)
+    cases = [[4096] * 128, torch.randint(1, 9000, (128,), generator=gen).tolist(), [1024],
+             torch.randint(0, 3000, (1000,), generator=gen).tolist()]
+    for lens in cases:
+        for heads, s_q in ((16, 1), (16, 2), (128, 1)):
+            cs = torch.tensor(lens, dtype=torch.int32, device=device)
+            md = get_mla_metadata(cs, s_q, heads)
+            sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, md.config["BLOCK_N"], _FIXED_OVERHEAD_TILES, 1)
+            assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)

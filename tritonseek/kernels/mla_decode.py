@@ -41,6 +41,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.mla_decode_tiles import _softmax_step, _tile_step, _tile_step_t, _tma_scores, _tma_values
+from tritonseek.kernels.reference.mla import mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
 # and its combine (FlashMLA charges 5 blocks of 64).
@@ -278,6 +279,62 @@ def _mla_combine_kernel(
         tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
 
 
+@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "overhead", "min_span"])
+def _mla_schedule_kernel(
+    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span,
+    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program: the whole schedule of get_mla_metadata (see reference.mla.mla_schedule_ref) in one
+    # launch instead of ~35 small torch kernels. lens [batch] int32; sched [num_parts, 4] int32;
+    # split [batch, 2] int32. Costs and prefix sums in int64.
+    ob = tl.arange(0, BLOCK_B)
+    total = tl.zeros([], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=b0 + ob < batch, other=0), 0).to(tl.int64)
+        nt = (n + block_n - 1) // block_n
+        total += tl.sum(tl.where(nt > 0, nt + overhead, 0), 0)
+    per = tl.maximum((total + num_parts - 1) // num_parts, min_span)
+    # per sequence: first program and number of programs
+    offset = tl.zeros([], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        ok = b0 + ob < batch
+        n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
+        nt = (n + block_n - 1) // block_n
+        cost = tl.where(nt > 0, nt + overhead, 0)
+        end = tl.cumsum(cost, 0) + offset
+        first = (end - cost + overhead) // per
+        nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
+        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
+        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
+        offset += tl.sum(cost, 0)
+    # per cut position pos_p = min(p·per, total), p = 0..num_parts: the sequence it falls in
+    # (#ends ≤ pos) and the tile within it (pos − that sequence's start − overhead, ≥ 0).
+    op = tl.arange(0, BLOCK_P)
+    for p0 in range(0, num_parts + 1, BLOCK_P):
+        pp = p0 + op
+        pos = tl.minimum(pp.to(tl.int64) * per, total)
+        cnt = tl.zeros([BLOCK_P], dtype=tl.int64)
+        seq_start = tl.zeros([BLOCK_P], dtype=tl.int64)
+        offset = tl.zeros([], dtype=tl.int64)
+        for b0 in range(0, batch, BLOCK_B):
+            ok = b0 + ob < batch
+            n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
+            nt = (n + block_n - 1) // block_n
+            cost = tl.where(nt > 0, nt + overhead, 0)
+            end = tl.cumsum(cost, 0) + offset
+            le = (end[None, :] <= pos[:, None]) & ok[None, :]
+            cnt += tl.sum(le.to(tl.int64), 1)
+            seq_start = tl.maximum(seq_start, tl.max(tl.where(le, end[None, :], 0), 1))
+            offset += tl.sum(cost, 0)
+        tile = tl.where(cnt < batch, tl.maximum(pos - seq_start - overhead, 0), 0)
+        lo = pp < num_parts
+        tl.store(sched_ptr + pp * 4, cnt.to(tl.int32), mask=lo)
+        tl.store(sched_ptr + pp * 4 + 1, tile.to(tl.int32), mask=lo)
+        hi = (pp >= 1) & (pp <= num_parts)
+        tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi)
+        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi)
+
+
 @dataclasses.dataclass
 class MLAMetadata:
     """Split-KV schedule of one decode step (FlashMLA's tile_scheduler_metadata + num_splits).
@@ -336,27 +393,26 @@ def get_mla_metadata(
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8
     head_tiles = triton.cdiv(seqlen_q * num_heads, cfg["BLOCK_H"])
     num_parts = max(1, int(cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
-    bn, ovh = cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES
-    lens = cache_seqlens.to(torch.int64).clamp_min(0)
-    n_tiles = (lens + bn - 1) // bn
-    cost = torch.where(n_tiles > 0, n_tiles + ovh, torch.zeros_like(n_tiles))
-    end = torch.cumsum(cost, 0)
-    start = end - cost
-    total = end[-1:] if end.numel() else torch.zeros(1, dtype=torch.int64, device=dev)
-    per = torch.clamp((total + num_parts - 1) // num_parts, min=int(cfg.get("MIN_SPAN", _MIN_SPAN_DEFAULT)))
-    pos = torch.minimum(torch.arange(num_parts + 1, device=dev, dtype=torch.int64) * per, total)
-    bidx = torch.searchsorted(end, pos, right=True)  # first sequence whose span ends after pos
-    bsafe = bidx.clamp(max=max(lens.numel() - 1, 0))
-    tile = torch.where(bidx < lens.numel(), (pos - start[bsafe] - ovh).clamp_min(0), torch.zeros_like(pos))
-    sched = torch.stack([bidx[:-1], tile[:-1], bidx[1:], tile[1:]], 1).to(torch.int32).contiguous()
-    first = (start + ovh) // per
-    last = (end - 1) // per
-    nsplit = torch.where(n_tiles > 0, last - first + 1, torch.zeros_like(last))
-    split = torch.stack([first, nsplit], 1).to(torch.int32).contiguous()
+    batch = cache_seqlens.shape[0]
+    min_span = int(cfg.get("MIN_SPAN", _MIN_SPAN_DEFAULT))
+    sched = torch.empty(num_parts, 4, dtype=torch.int32, device=dev)
+    split = torch.empty(batch, 2, dtype=torch.int32, device=dev)
+    if dev.type == "cuda" or interpreter_active():
+        if batch > 0:
+            _mla_schedule_kernel[(1,)](
+                cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES, min_span,
+                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))),
+                BLOCK_P=min(32, max(16, triton.next_power_of_2(num_parts + 1))), num_warps=8,
+            )
+        else:
+            sched.zero_()
+    else:  # plain CPU tensors without the interpreter: the same schedule in torch ops
+        sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES, min_span)
+    lens = cache_seqlens
     if max_seqlen_k is not None:
         max_len = int(max_seqlen_k)
     elif dev.type == "cpu":
-        max_len = int(lens.max()) if lens.numel() else 0  # no device to sync with
+        max_len = max(int(lens.max()), 0) if lens.numel() else 0  # no device to sync with
     else:
         max_len = None
     return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)

@@ -103,3 +103,34 @@ def write_latent_cache_ref(kv_cache: torch.Tensor, latent: torch.Tensor, slot_ma
     d = kv_cache.shape[-1]
     keep = slot_mapping >= 0
     kv_cache.view(-1, d)[slot_mapping[keep]] = latent[keep].to(kv_cache.dtype)
+
+
+def mla_schedule_ref(
+    cache_seqlens: torch.Tensor, num_parts: int, block_n: int, overhead: int, min_span: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split-KV schedule of ``get_mla_metadata`` in torch ops: sched [num_parts, 4], split [batch, 2] int32.
+
+    Cost of sequence b = ⌈max(cache_seqlens[b], 0)/block_n⌉ + overhead tiles (0 when empty); prefix
+    sums cut at multiples of per = max(⌈total/num_parts⌉, min_span). sched[p] = (batch_begin,
+    tile_begin, batch_end, tile_end) of program p's span (tile_begin/end: first tile of the span's
+    first / one past its last sequence part); split[b] = (first program, number of programs) of b.
+    Semantics: FlashMLA ``get_mla_metadata`` (tile_scheduler_metadata + num_splits).
+    """
+    dev = cache_seqlens.device
+    lens = cache_seqlens.to(torch.int64).clamp_min(0)
+    n_tiles = (lens + block_n - 1) // block_n
+    cost = torch.where(n_tiles > 0, n_tiles + overhead, torch.zeros_like(n_tiles))
+    end = torch.cumsum(cost, 0)
+    start = end - cost
+    total = end[-1:] if end.numel() else torch.zeros(1, dtype=torch.int64, device=dev)
+    per = torch.clamp((total + num_parts - 1) // num_parts, min=min_span)
+    pos = torch.minimum(torch.arange(num_parts + 1, device=dev, dtype=torch.int64) * per, total)
+    bidx = torch.searchsorted(end, pos, right=True)  # first sequence whose span ends after pos
+    bsafe = bidx.clamp(max=max(lens.numel() - 1, 0))
+    tile = torch.where(bidx < lens.numel(), (pos - start[bsafe] - overhead).clamp_min(0), torch.zeros_like(pos))
+    sched = torch.stack([bidx[:-1], tile[:-1], bidx[1:], tile[1:]], 1).to(torch.int32).contiguous()
+    first = (start + overhead) // per
+    last = (end - 1) // per
+    nsplit = torch.where(n_tiles > 0, last - first + 1, torch.zeros_like(last))
+    split = torch.stack([first, nsplit], 1).to(torch.int32).contiguous()
+    return sched, split

@@ -8,12 +8,12 @@ fp32 ulp; we then allow scales within 1e-6 relative and each q within one e4m3 s
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.kernels.poison import poison_outputs
 
 from tritonseek.kernels import fp8_quant
 from tritonseek.kernels.fp8_quant import per_block_quant_fp8, per_token_group_quant_fp8, silu_mul_quant_fp8
@@ -40,26 +40,10 @@ def _assert_within_one_step(q: torch.Tensor, q_ref: torch.Tensor) -> None:
     assert torch.all((qf - rf).abs() <= step), f"max |q - q_ref| = {(qf - rf).abs().max()}"
 
 
-class _PoisonTorch(types.SimpleNamespace):
-    """torch with ``empty`` returning NaN-filled tensors, to prove the kernels write every output."""
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    @staticmethod
-    def empty(*shape, dtype=None, device=None):
-        t = torch.empty(*shape, dtype=dtype, device=device)
-        if dtype == torch.float8_e4m3fn:
-            t.view(torch.uint8).fill_(0x7F)  # e4m3 NaN
-        elif dtype is not None and dtype.is_floating_point:
-            t.fill_(float("nan"))
-        return t
-
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    # stateless for the test's lifetime, so sharing it across hypothesis examples is fine
-    monkeypatch.setattr(fp8_quant, "torch", _PoisonTorch())
+    poison_outputs(monkeypatch, fp8_quant)
 
 
 # The device/poisoned fixtures hold no per-example state.

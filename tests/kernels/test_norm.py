@@ -8,12 +8,12 @@ rtol 1e-5 and bf16 outputs may land one bf16 step away (2^-8 relative → rtol 2
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.kernels.poison import poison_outputs
 
 from tritonseek.kernels import norm
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm
@@ -22,20 +22,10 @@ from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref, rms_norm_r
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-class _PoisonTorch(types.SimpleNamespace):
-    """torch whose ``empty`` returns NaN-filled tensors, to prove the kernel writes every output."""
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    @staticmethod
-    def empty(*shape, dtype=None, device=None):
-        return torch.full(*shape, float("nan"), dtype=dtype, device=device)
-
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    monkeypatch.setattr(norm, "torch", _PoisonTorch())
+    poison_outputs(monkeypatch, norm)
 
 
 def _tol(dtype):

@@ -9,12 +9,12 @@ returned latent exactly (the same rounded values are stored), and untouched rows
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.kernels.poison import poison_outputs
 
 from tritonseek.kernels import rope_cache
 from tritonseek.kernels.reference.rope import cos_sin_cache_ref, mla_rope_cache_ref
@@ -25,18 +25,10 @@ from tritonseek.model.layers import RMSNorm, RotaryEmbedding, apply_rotary_inter
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-class _PoisonTorch(types.SimpleNamespace):
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    @staticmethod
-    def empty(*shape, dtype=None, device=None):
-        return torch.full(*shape, float("nan"), dtype=dtype, device=device)
-
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    monkeypatch.setattr(rope_cache, "torch", _PoisonTorch())
+    poison_outputs(monkeypatch, rope_cache)
 
 
 def _tol(dtype):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tritonseek.kernels.reference.rope import rotary_interleaved_ref
 from tritonseek.model.config import ModelConfig
 from tritonseek.model.ops import Ops
 from tritonseek.parallel import TP
@@ -199,15 +200,6 @@ class RotaryEmbedding(nn.Module):
         return t
 
 
-def apply_rotary_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2i], x[2i+1]) by angle i (DeepSeek's complex formulation).
-
-    x: [T, ..., rope_dim]; cos/sin: [T, rope_dim/2] fp32. Output keeps x's layout and dtype.
-    """
-    shape = x.shape
-    xf = x.float().reshape(shape[0], -1, shape[-1] // 2, 2)
-    c = cos.reshape(shape[0], 1, -1)
-    s = sin.reshape(shape[0], 1, -1)
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
-    return out.reshape(shape).to(x.dtype)
+# Rotation of interleaved pairs (x[2i], x[2i+1]) by angle i (DeepSeek's complex formulation); the
+# reference kernel is the model's own code on the reference backend.
+apply_rotary_interleaved = rotary_interleaved_ref

@@ -65,11 +65,23 @@ def _check_output(output: Path) -> None:
 
     if output.is_dir():
         _fail(f"--output {output} is a directory; give a file path")
+    if output.is_symlink() or (output.exists() and not output.is_file()):
+        # The results are written to a temporary file renamed over the path, which would replace a
+        # link, FIFO or device node rather than write through it.
+        _fail(f"--output {output} exists and is not a regular file; give a regular file path")
     parent = output.resolve().parent
     if not parent.is_dir():
         _fail(f"--output folder {parent} does not exist")
     if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
         _fail(f"--output {output} is not writable")
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tensor_parallel(tp_size: int, device: str | None):
@@ -78,6 +90,13 @@ def _tensor_parallel(tp_size: int, device: str | None):
 
     if tp_size == 1:
         return None
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(f"--device {device}: no CUDA device is available here (use --device cpu for --tp on CPU)")
+        if torch.cuda.device_count() < tp_size:
+            _fail(f"--tp {tp_size} needs {tp_size} CUDA devices, {torch.cuda.device_count()} available")
     if "WORLD_SIZE" not in os.environ:
         import subprocess
 
@@ -156,20 +175,24 @@ def generate(
         _fail("--compare needs --mtp K")
     if output is not None:
         _check_output(output)
+    from tritonseek.engine.sampling_params import SamplingParams
+
+    try:
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
+                                max_new_tokens=max_new_tokens, seed=seed)
+    except ValueError as e:
+        _fail(f"--{str(e).split('=', 1)[0].replace('_', '-')}: {e}")
     rows = _read_prompts(prompts_file) if prompts_file else [{"prompt": prompt}]
     if temperature == 0 and (top_k or top_p < 1.0):
         err.print("[dim]note: --top-k/--top-p apply only when sampling (--temperature > 0); decoding greedily[/]",
                   soft_wrap=True)
 
     from tritonseek.engine.llm import LLM
-    from tritonseek.engine.sampling_params import SamplingParams
 
     tp = _tensor_parallel(tp_size, device)
     rank0 = tp is None or tp.rank == 0
     failure = None
     try:
-        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p,
-                                max_new_tokens=max_new_tokens, seed=seed)
         llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty() and rank0, tp=tp,
                   enforce_eager=eager)
     except _user_errors() as e:
@@ -216,14 +239,22 @@ def generate(
     elif rank0:
         lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
                             ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
-        tmp = output.with_name(output.name + ".tmp")
+        import os
+        import tempfile
+
+        tmp = None
         try:
-            tmp.write_text("".join(lines), encoding="utf-8")
-            tmp.replace(output)
+            # A fresh temporary name beside the output (never someone's existing file), renamed over it.
+            fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.resolve().parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("".join(lines))
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, output)
         except OSError as e:
             # Never lose finished work: hand the rows to stdout instead.
             sys.stdout.write("".join(lines))
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout instead")
     s = llm.last_stats
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "

@@ -44,6 +44,10 @@ def test_generate_with_seed_is_deterministic():
         (("generate", "-p", "x", "--device", "tpu"), "device='tpu' is not supported"),
         (("generate", "-p", "x", "-n", "5000"), "max_position_embeddings"),
         (("generate", "-p", "x", "--top-p", "0"), "--top-p must be in (0, 1]"),
+        (("generate", "-p", "x", "-t", "1", "--top-k", "3000000000"), "--top-k: top_k=3000000000"),
+        (("generate", "-p", "x", "-t", "1e-38"), "--temperature: temperature=1e-38"),
+        (("generate", "-p", "x", "-t", "inf"), "--temperature: temperature=inf"),
+        (("generate", "-p", "caf\udce9"), "not valid Unicode"),
     ],
 )
 def test_bad_arguments_give_one_line_error(args, needle):
@@ -153,3 +157,59 @@ def test_bench_on_cpu_fails_with_one_line():
     assert r.exit_code != 0 and "needs a CUDA GPU" in r.stderr and "Traceback" not in r.output
     r = run("bench", "nonsense")
     assert r.exit_code != 0 and "unknown suite 'nonsense'" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_output_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    # The rows go to a temp file renamed over --output; that must never replace a link or a FIFO.
+    import os
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "x = 1"}\n')
+    out = tmp_path / "o.jsonl"
+    target = tmp_path / "target.jsonl"
+    target.write_text("keep me\n")
+    if kind == "symlink":
+        out.symlink_to(target)
+    else:
+        os.mkfifo(out)
+    r = run("generate", "--prompts-file", str(src), "--output", str(out), "-n", "2")
+    assert r.exit_code != 0 and "not a regular file" in r.stderr and "Traceback" not in r.output
+    assert target.read_text() == "keep me\n"
+    assert out.is_symlink() if kind == "symlink" else not out.is_file()
+
+
+def test_output_write_leaves_no_temp_file_and_keeps_other_files(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "x = 1"}\n')
+    mine = tmp_path / "o.jsonl.tmp"  # a user's file with the old fixed temp name
+    mine.write_text("mine\n")
+    r = run("generate", "--prompts-file", str(src), "--output", str(tmp_path / "o.jsonl"), "-n", "2")
+    assert r.exit_code == 0, r.output
+    assert mine.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "o.jsonl", "o.jsonl.tmp"]
+
+
+def test_broken_chat_template_gives_one_line_error(tmp_path):
+    import shutil
+
+    from tritonseek.engine.llm import DEFAULT_MODEL_DIR
+
+    model = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    cfg = json.loads((model / "tokenizer_config.json").read_text())
+    for template, needle in [("{% if %}", "chat_template failed to render"), ("{{ messages[5].content }}", "chat_template"),
+                             (42, "chat_template must be a string")]:
+        cfg["chat_template"] = template
+        (model / "tokenizer_config.json").write_text(json.dumps(cfg))
+        r = run("generate", "-p", "hi", "--chat", "-n", "2", "--model", str(model))
+        assert r.exit_code != 0 and needle in r.stderr and "Traceback" not in r.output, (template, r.output)
+
+
+def test_tp_on_cuda_without_a_gpu_fails_with_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run("generate", "-p", "x", "--tp", "2", "--device", "cuda")
+    assert r.exit_code != 0 and "no CUDA device" in r.stderr and "Traceback" not in r.output

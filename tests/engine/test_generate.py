@@ -48,7 +48,12 @@ def test_too_long_request_raises_before_work(llm):
         llm.generate(["ok", "a " * 10], SamplingParams(max_new_tokens=max_pos - 3))
 
 
-@pytest.mark.parametrize("field,value", [("temperature", -1.0), ("top_p", 0.0), ("top_k", -2), ("max_new_tokens", 0)])
+@pytest.mark.parametrize("field,value", [
+    ("temperature", -1.0), ("temperature", float("nan")), ("temperature", float("inf")),
+    ("temperature", 1e-38),  # logits / T would overflow fp32: sampling would emit garbage
+    ("top_p", 0.0), ("top_p", float("nan")), ("top_k", -2), ("top_k", 2**31), ("max_new_tokens", 0),
+    ("max_new_tokens", True), ("stop_token_ids", [-1]), ("stop_token_ids", "ab"), ("ignore_eos", "yes"),
+])
 def test_bad_sampling_params(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
@@ -220,3 +225,10 @@ def test_score_is_teacher_forced_logits(llm):
     assert logits[len(ids) - 1:-1].argmax(-1).tolist() == out.token_ids
     with pytest.raises(ValueError, match="token_ids is empty"):
         llm.score([])
+
+
+def test_stop_ids_outside_vocab_and_non_params_rejected_before_work(llm):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        llm.generate("x", SamplingParams(stop_token_ids=[10**9]))
+    with pytest.raises(TypeError, match="SamplingParams"):
+        llm.generate("x", {"temperature": 0})

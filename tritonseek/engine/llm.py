@@ -115,7 +115,8 @@ class LLM:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         if backend == "triton" and self.device.type == "cpu" and not interpreter_active():
-            raise ValueError("backend='triton' needs a CUDA device (or TRITON_INTERPRET=1); use --backend reference on CPU")
+            raise ValueError("backend='triton' needs a CUDA device; use --backend reference on CPU (the library can run "
+                             "it through Triton's interpreter: TRITON_INTERPRET=1 and LLM(..., dtype=torch.bfloat16))")
         if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
             raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
         if not isinstance(max_graph_batch, int) or max_graph_batch < 1:
@@ -174,7 +175,13 @@ class LLM:
         ids = set(self.config.eos_token_ids)
         gen = self.path / "generation_config.json"
         if gen.is_file():
-            e = json.loads(gen.read_text()).get("eos_token_id")
+            try:
+                raw = json.loads(gen.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as err:
+                raise ValueError(f"cannot read {gen}: {err}") from None
+            e = raw.get("eos_token_id") if isinstance(raw, dict) else None
+            if not (e is None or isinstance(e, int) or (isinstance(e, list) and all(isinstance(i, int) for i in e))):
+                raise ValueError(f"{gen}: eos_token_id must be an int or a list of ints, got {e!r}")
             ids.update([e] if isinstance(e, int) else (e or []))
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
@@ -204,8 +211,9 @@ class LLM:
         """Check a request without running the model; returns (token ids per prompt, params per prompt).
 
         Raises ValueError/TypeError (naming the prompt index, from 0) for: mtp outside 1–4 or a
-        checkpoint without MTP weights, an empty prompt list, a non-str prompt, a prompt empty after
-        tokenization, or prompt + max_new_tokens > max_position_embeddings.
+        checkpoint without MTP weights, an empty prompt list, a non-str prompt, params that are not
+        SamplingParams, stop_token_ids outside the vocabulary, a prompt empty after tokenization, or
+        prompt + max_new_tokens > max_position_embeddings.
         """
         if mtp:
             if not isinstance(mtp, int) or not 1 <= mtp <= 4:
@@ -223,8 +231,14 @@ class LLM:
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
         max_pos = self.config.max_position_embeddings
+        vocab = self.config.vocab_size
         encoded = []
         for i, (prompt, p) in enumerate(zip(prompts, plist)):
+            if not isinstance(p, SamplingParams):
+                raise TypeError(f"params for prompt {i} must be a SamplingParams, got {type(p).__name__}")
+            bad = [t for t in p.stop_token_ids if t >= vocab]
+            if bad:
+                raise ValueError(f"stop_token_ids {bad} of prompt {i} are outside the vocabulary (size {vocab})")
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt {i} must be a str, got {type(prompt).__name__}")
             ids = self.encode(prompt, chat)

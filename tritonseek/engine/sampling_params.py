@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+MIN_TEMPERATURE = 1e-5  # smallest non-zero temperature accepted (vLLM's sampling epsilon)
 
 
 @dataclass
 class SamplingParams:
     """How to pick each new token.
 
-    temperature: 0 = greedy (argmax); > 0 scales logits before softmax.
+    temperature: 0 = greedy (argmax); otherwise finite and ≥ 1e-5, dividing the logits before softmax.
     top_k: keep the k most likely tokens (0 = off). top_p: nucleus mass in (0, 1] (1 = off).
     max_new_tokens: tokens to generate at most (≥ 1). seed: per-request RNG seed (None = random).
-    stop_token_ids: extra ids that end a sequence, besides the checkpoint's EOS (unless ignore_eos).
+    stop_token_ids: extra ids that end a sequence, besides the checkpoint's EOS (unless ignore_eos);
+    ids outside the vocabulary are rejected by ``LLM.generate``.
     Raises ValueError naming the field on construction when a value is out of range.
     """
 
@@ -25,16 +29,33 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature!r} must be >= 0")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k!r} must be an int >= 0 (0 = off)")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+        t = self.temperature
+        if not _is_real(t) or not math.isfinite(t) or t < 0 or 0 < t < MIN_TEMPERATURE:
+            # Below MIN_TEMPERATURE, logits / T overflows fp32 and sampling degenerates; vLLM treats
+            # such values as greedy, we make the caller say so (0) instead.
+            raise ValueError(f"temperature={t!r} must be 0 (greedy) or a finite value >= {MIN_TEMPERATURE}")
+        if not _is_int(self.top_k) or not 0 <= self.top_k < 2**31:
+            raise ValueError(f"top_k={self.top_k!r} must be an int in [0, 2**31) (0 = off)")
+        if not _is_real(self.top_p) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be an int >= 1")
-        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed < 2**63):
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise ValueError(f"seed={self.seed!r} must be an int in [0, 2**63) or None")
+        ids = self.stop_token_ids
+        if not isinstance(ids, (list, tuple)) or not all(_is_int(i) and 0 <= i < 2**31 for i in ids):
+            raise ValueError(f"stop_token_ids={ids!r} must be a list of token ids (ints in [0, 2**31))")
+        self.stop_token_ids = list(ids)
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"ignore_eos={self.ignore_eos!r} must be a bool")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 @dataclass

@@ -33,7 +33,7 @@ class TextTokenizer:
     Args:
         folder: checkpoint folder holding ``tokenizer.json`` (+ optional ``tokenizer_config.json``).
     Raises:
-        TokenizerError: ``tokenizer.json`` missing or unreadable.
+        TokenizerError: ``tokenizer.json`` missing or unreadable, ``tokenizer_config.json`` not a JSON object.
     """
 
     def __init__(self, folder: str | Path):
@@ -46,7 +46,12 @@ class TextTokenizer:
         except Exception as e:  # tokenizers raises a bare Exception on bad files
             raise TokenizerError(f"cannot read {path}: {e}") from None
         cfg_path = folder / "tokenizer_config.json"
-        self.config = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        try:
+            self.config = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        except (ValueError, OSError) as e:
+            raise TokenizerError(f"cannot read {cfg_path}: {e}") from None
+        if not isinstance(self.config, dict):
+            raise TokenizerError(f"{cfg_path} must hold a JSON object")
         self.bos_token = _token_text(self.config.get("bos_token"))
         self.eos_token = _token_text(self.config.get("eos_token"))
         self.bos_token_id = self.tok.token_to_id(self.bos_token) if self.bos_token else None
@@ -59,7 +64,10 @@ class TextTokenizer:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, *, add_bos: bool | None = None) -> list[int]:
-        """Token ids of ``text``, with one BOS in front when the checkpoint asks for it."""
+        """Token ids of ``text``, with one BOS in front when the checkpoint asks for it.
+
+        Raises TokenizerError when ``text`` is not valid Unicode (e.g. a lone surrogate)."""
+        _check_text(text)
         ids = self.tok.encode(text, add_special_tokens=False).ids
         if add_bos is None:
             add_bos = self.add_bos_token
@@ -71,23 +79,33 @@ class TextTokenizer:
         """Render the checkpoint's chat template for one user turn and encode it with exactly one BOS.
 
         Raises:
-            TokenizerError: the checkpoint has no chat template.
+            TokenizerError: the checkpoint has no chat template, or it does not compile or render.
         """
         if not self.chat_template:
             raise TokenizerError("this checkpoint's tokenizer_config.json has no chat_template; drop --chat")
+        _check_text(prompt)
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(msg):
             raise TokenizerError(f"chat template error: {msg}")
 
+        from jinja2 import TemplateError
+
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
-        text = env.from_string(self.chat_template).render(
-            messages=[{"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            bos_token=self.bos_token or "",
-            eos_token=self.eos_token or "",
-        )
+        if not isinstance(self.chat_template, str):
+            raise TokenizerError("tokenizer_config.json: chat_template must be a string")
+        try:
+            text = env.from_string(self.chat_template).render(
+                messages=[{"role": "user", "content": prompt}],
+                add_generation_prompt=True,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
+            )
+        except (TemplateError, LookupError, TypeError, ValueError) as e:
+            if isinstance(e, TokenizerError):
+                raise
+            raise TokenizerError(f"tokenizer_config.json chat_template failed to render: {type(e).__name__}: {e}") from None
         ids = self.tok.encode(text, add_special_tokens=False).ids
         # Templates usually write the BOS text themselves; never end up with two (or none).
         while len(ids) >= 2 and self.bos_token_id is not None and ids[0] == ids[1] == self.bos_token_id:
@@ -113,3 +131,10 @@ class TextStream:
     def step(self, token_id: int) -> str:
         piece = self._stream.step(self._tok, token_id)
         return piece or ""
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TokenizerError(f"prompt is not valid Unicode text ({e.reason} at character {e.start})") from None

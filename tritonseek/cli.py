@@ -183,8 +183,8 @@ def generate(
     except ValueError as e:
         _fail(f"--{str(e).split('=', 1)[0].replace('_', '-')}: {e}")
     rows = _read_prompts(prompts_file) if prompts_file else [{"prompt": prompt}]
-    if temperature == 0 and (top_k or top_p < 1.0):
-        err.print("[dim]note: --top-k/--top-p apply only when sampling (--temperature > 0); decoding greedily[/]",
+    if temperature == 0 and (top_k or top_p < 1.0 or seed is not None):
+        err.print("[dim]note: --top-k/--top-p/--seed apply only when sampling (--temperature > 0); decoding greedily[/]",
                   soft_wrap=True)
 
     from tritonseek.engine.llm import LLM

@@ -48,14 +48,9 @@ BATCH = 128
 DEVICE = "cuda"
 MATRIX_RATE = 677.0  # bf16 torch GEMM TFLOP/s measured on our H200 (GPU.md)
 
-def _c(bh, bn, st, parts, warps=4, tma=True, ws=False, la=False, t=False):
-    c = dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=st, PARTS_PER_SM=parts, USE_TMA=tma,
-             WARP_SPECIALIZE=ws)
-    if la:
-        c["LOOKAHEAD"] = True
-    if t:
-        c["TRANSPOSED"] = True
-    return c
+def _c(bh, bn, st, parts, warps=4, tma=True, ws=False):
+    return dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=st, PARTS_PER_SM=parts, USE_TMA=tma,
+                WARP_SPECIALIZE=ws)
 
 
 # Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere.

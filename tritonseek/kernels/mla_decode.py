@@ -40,7 +40,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.mla_decode_tiles import _softmax_step, _tile_step, _tile_step_t, _tma_scores, _tma_values
+from tritonseek.kernels.mla_decode_tiles import _tile_step
 from tritonseek.kernels.reference.mla import mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
@@ -65,8 +65,9 @@ _TUNED: dict[int, dict] = {
     # (333 µs; 32-row steps 451, 2 parts/SM 373). warp_specialize compiled to the same binary.
     # Run 3 (8aa2ed4): 32 rows on a 32-row mma.sync tile with 8 warps and 64-row steps beat the padded
     # wgmma tile (265 vs 315 µs); 8 warps did not help 16 rows (210-335 vs 200 µs).
-    # Run 4 (e1423bb): the TRANSPOSED (16/32 rows) and LOOKAHEAD (64/128 rows) loops were slower than
-    # these (213 vs 199, 302 vs 268, 420 vs 332, 791 vs 604 µs); they stay selectable by config.
+    # Run 4 (e1423bb): a TRANSPOSED loop (keys as the dots' M side, 16/32 rows) and a LOOKAHEAD loop
+    # (scores one tile ahead of p·v, 64/128 rows) were slower than these (213 vs 199, 302 vs 268,
+    # 420 vs 332, 791 vs 604 µs) and were removed (their code is in git history at 8014586).
     # Run 5 (75f123d): 5 stages give the mma.sync tiles 2 TMA buffers (the block-table load takes a
     # stage of its own): 16 rows 176 vs 199 µs, 32 rows 241 vs 270; 16-byte pointer gathers 198;
     # 128 programs (one per sequence) 214 / 262 / 337 / 620 µs: no gain.
@@ -101,7 +102,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, LOOKAHEAD: tl.constexpr, TRANSPOSED: tl.constexpr, EVEN_D: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -165,49 +166,16 @@ def _mla_decode_kernel(
                 acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
                 m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
                 l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-                if TRANSPOSED:
-                    acc0t = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
-                    acc1t = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
-                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES):
-                        acc0t, acc1t, m_i, l_i = _tile_step_t(
-                            q0, q1, qr, acc0t, acc1t, m_i, l_i, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            sm_scale_log2, page_shift, BLOCK_N, BLOCK_DV2, False, DOT_FP32)
-                    for k in tl.range(k_fast, k_hi, num_stages=1):
-                        acc0t, acc1t, m_i, l_i = _tile_step_t(
-                            q0, q1, qr, acc0t, acc1t, m_i, l_i, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            sm_scale_log2, page_shift, BLOCK_N, BLOCK_DV2, True, DOT_FP32)
-                    acc0 = tl.trans(acc0t)
-                    acc1 = tl.trans(acc1t)
-                elif LOOKAHEAD:
-                    # Scores one tile ahead: iteration k runs p_k·v_k (p carried from the previous
-                    # iteration) and q·k_{k+1}ᵀ. The score dot then feeds no dot in its own iteration,
-                    # so Triton splits its rows×keys tile across both warpgroups instead of computing
-                    # it twice, and the softmax of tile k+1 overlaps the async p·v wgmma of tile k.
-                    # Costs a second read of each tile's value columns (from L2).
-                    s = _tma_scores(q0, q1, qr, kn_desc, kr_desc, bt_row, k_lo, limit, sm_scale_log2,
-                                    page_shift, BLOCK_N, BLOCK_DV2, DOT_FP32)
-                    p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, q0.dtype)
-                    for k in tl.range(k_lo, k_hi - 1, num_stages=NUM_STAGES):
-                        v0, v1 = _tma_values(kn_desc, bt_row, k, seqlen, page_shift, BLOCK_N, BLOCK_DV2, False, DOT_FP32)
-                        s = _tma_scores(q0, q1, qr, kn_desc, kr_desc, bt_row, k + 1, limit, sm_scale_log2,
-                                        page_shift, BLOCK_N, BLOCK_DV2, DOT_FP32)
-                        acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
-                        acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
-                        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, q0.dtype)
-                    v0, v1 = _tma_values(kn_desc, bt_row, k_hi - 1, seqlen, page_shift, BLOCK_N, BLOCK_DV2, True, DOT_FP32)
-                    acc0 = tl.dot(p, v0, acc0 * alpha[:, None])
-                    acc1 = tl.dot(p, v1, acc1 * alpha[:, None])
-                else:
-                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-                        acc0, acc1, m_i, l_i = _tile_step(
-                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
-                    for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
-                        acc0, acc1, m_i, l_i = _tile_step(
-                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
+                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                    acc0, acc1, m_i, l_i = _tile_step(
+                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                        BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
+                for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
+                    acc0, acc1, m_i, l_i = _tile_step(
+                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                        BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
                 has = l_i > 0.0
                 inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
                 o0 = acc0 * inv_l[:, None]
@@ -528,8 +496,6 @@ def mla_decode(
         page_size.bit_length() - 1, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        LOOKAHEAD=bool(cfg.get("LOOKAHEAD", False)) and use_tma,
-        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)) and use_tma,
         EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"],
     )
     block_rows = 4 if 2 * block_dv2 >= 512 else 8  # more programs: a small batch's rows spread over SMs

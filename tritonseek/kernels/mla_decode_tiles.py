@@ -4,9 +4,6 @@ Each function handles one tile of BLOCK_N cache rows for a tile of BLOCK_H query
 (query position, head) pairs); see tritonseek/kernels/mla_decode.py for the design and layouts.
 
 * ``_tile_step``: s = q·kᵀ, online softmax (base 2), acc += p·v; TMA or pointer-gather loads.
-* ``_tma_scores`` / ``_tma_values`` / ``_softmax_step``: the pieces of the LOOKAHEAD loop (scores
-  one tile ahead of the p·v dot, 64-row tiles).
-* ``_tile_step_t``: the TRANSPOSED step (keys as the M side of both dots, 16/32-row tiles).
 
 Under the Triton interpreter (DOT_FP32) operands are upcast to fp32: it cannot multiply bf16.
 """
@@ -90,100 +87,4 @@ def _tile_step(
     p = p.to(kn0.dtype)
     acc0 = tl.dot(p, kn0, acc0 * alpha[:, None])
     acc1 = tl.dot(p, kn1, acc1 * alpha[:, None])
-    return acc0, acc1, m_new, l_i
-
-
-@triton.jit
-def _tma_scores(q0, q1, qr, kn_desc, kr_desc, bt_row_ptr, k, limit, sm_scale_log2, page_shift,
-                BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, DOT_FP32: tl.constexpr):
-    # s = q·kᵀ·scale (base 2) for cache tile k through TMA; keys past limit (incl. rows beyond the
-    # cache length, which may hold NaN) become -inf, so nothing else needs masking on this side.
-    first = k * BLOCK_N
-    blk = tl.load(bt_row_ptr + (first >> page_shift))
-    row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
-    kn0 = kn_desc.load([row, 0])
-    kn1 = kn_desc.load([row, BLOCK_DV2])
-    kr = kr_desc.load([row, 2 * BLOCK_DV2])
-    if DOT_FP32:
-        kn0 = kn0.to(tl.float32)
-        kn1 = kn1.to(tl.float32)
-        kr = kr.to(tl.float32)
-    # Three independent dots (not chained through the accumulator): a dot that feeds another dot gets
-    # all warps along M from Triton, i.e. both warpgroups would compute the same 64 rows. Each is
-    # scaled before the sum so Triton does not fold the adds back into accumulator chaining.
-    s0 = tl.dot(q0, tl.trans(kn0))
-    s1 = tl.dot(q1, tl.trans(kn1))
-    s2 = tl.dot(qr, tl.trans(kr))
-    s = tl.fma(s0, sm_scale_log2, tl.fma(s1, sm_scale_log2, s2 * sm_scale_log2))
-    keys = first + tl.arange(0, BLOCK_N)
-    return tl.where(keys[None, :] <= limit[:, None], s, float("-inf"))
-
-
-@triton.jit
-def _tma_values(kn_desc, bt_row_ptr, k, seqlen, page_shift,
-                BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, MASKED: tl.constexpr, DOT_FP32: tl.constexpr):
-    # v = cache tile k's first 2·BLOCK_DV2 columns (two halves); MASKED zeroes rows ≥ seqlen.
-    first = k * BLOCK_N
-    blk = tl.load(bt_row_ptr + (first >> page_shift))
-    row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
-    v0 = kn_desc.load([row, 0])
-    v1 = kn_desc.load([row, BLOCK_DV2])
-    if MASKED:
-        valid = (first + tl.arange(0, BLOCK_N)) < seqlen
-        v0 = tl.where(valid[:, None], v0, 0.0).to(v0.dtype)
-        v1 = tl.where(valid[:, None], v1, 0.0).to(v1.dtype)
-    if DOT_FP32:
-        v0 = v0.to(tl.float32)
-        v1 = v1.to(tl.float32)
-    return v0, v1
-
-
-@triton.jit
-def _softmax_step(s, m_i, l_i, P_DTYPE: tl.constexpr):
-    # Online softmax (base 2): p = exp2(s − m_new), alpha rescales the running sums.
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.math.exp2(m_i - m_safe)
-    p = tl.math.exp2(s - m_safe[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    return p.to(P_DTYPE), alpha, m_new, l_i
-
-
-@triton.jit
-def _tile_step_t(
-    q0, q1, qr, acc0, acc1, m_i, l_i, kn_desc, kr_desc, bt_row_ptr, k, seqlen, limit, sm_scale_log2, page_shift,
-    BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, MASKED: tl.constexpr, DOT_FP32: tl.constexpr,
-):
-    # Transposed tile step for few rows (16/32): keys are the M side of both dots, so wgmma (M = 64)
-    # applies to BLOCK_H < 64 and the TMA tiles pipeline like the 64-row kernel's:
-    # sᵀ = k·qᵀ [BLOCK_N, BLOCK_H]; accᵀ [BLOCK_DV2, BLOCK_H] += vᵀ·pᵀ (vᵀ a transposed view of the tile).
-    first = k * BLOCK_N
-    blk = tl.load(bt_row_ptr + (first >> page_shift))
-    row = (blk << page_shift) + (first & ((1 << page_shift) - 1))
-    kn0 = kn_desc.load([row, 0])
-    kn1 = kn_desc.load([row, BLOCK_DV2])
-    kr = kr_desc.load([row, 2 * BLOCK_DV2])
-    keys = first + tl.arange(0, BLOCK_N)
-    if MASKED:
-        valid = keys < seqlen  # zero the value rows past the length (NaN · 0 would poison accᵀ)
-        kn0 = tl.where(valid[:, None], kn0, 0.0).to(kn0.dtype)
-        kn1 = tl.where(valid[:, None], kn1, 0.0).to(kn1.dtype)
-    if DOT_FP32:
-        kn0 = kn0.to(tl.float32)
-        kn1 = kn1.to(tl.float32)
-        kr = kr.to(tl.float32)
-    s = tl.dot(kn0, tl.trans(q0))
-    s = tl.dot(kn1, tl.trans(q1), s)
-    s = tl.dot(kr, tl.trans(qr), s)
-    s = s * sm_scale_log2
-    if MASKED:
-        s = tl.where(keys[:, None] <= limit[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 0))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.math.exp2(m_i - m_safe)
-    p = tl.math.exp2(s - m_safe[None, :])
-    l_i = l_i * alpha + tl.sum(p, 0)
-    p = p.to(kn0.dtype)
-    acc0 = tl.dot(tl.trans(kn0), p, acc0 * alpha[None, :])
-    acc1 = tl.dot(tl.trans(kn1), p, acc1 * alpha[None, :])
     return acc0, acc1, m_new, l_i

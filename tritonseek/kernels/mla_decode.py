@@ -247,6 +247,15 @@ def _mla_combine_kernel(
         tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
 
 
+@triton.jit
+def _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead):
+    # Sequences b0 + ob: (in range, tiles, cost = tiles + overhead or 0 for an empty one), int64.
+    ok = b0 + ob < batch
+    n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
+    nt = (n + block_n - 1) // block_n
+    return ok, nt, tl.where(nt > 0, nt + overhead, 0)
+
+
 @triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "overhead", "min_span"])
 def _mla_schedule_kernel(
     lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span,
@@ -258,17 +267,13 @@ def _mla_schedule_kernel(
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
-        n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=b0 + ob < batch, other=0), 0).to(tl.int64)
-        nt = (n + block_n - 1) // block_n
-        total += tl.sum(tl.where(nt > 0, nt + overhead, 0), 0)
+        _, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
+        total += tl.sum(cost, 0)
     per = tl.maximum((total + num_parts - 1) // num_parts, min_span)
     # per sequence: first program and number of programs
     offset = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
-        ok = b0 + ob < batch
-        n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
-        nt = (n + block_n - 1) // block_n
-        cost = tl.where(nt > 0, nt + overhead, 0)
+        ok, nt, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
         end = tl.cumsum(cost, 0) + offset
         first = (end - cost + overhead) // per
         nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
@@ -285,10 +290,7 @@ def _mla_schedule_kernel(
         seq_start = tl.zeros([BLOCK_P], dtype=tl.int64)
         offset = tl.zeros([], dtype=tl.int64)
         for b0 in range(0, batch, BLOCK_B):
-            ok = b0 + ob < batch
-            n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
-            nt = (n + block_n - 1) // block_n
-            cost = tl.where(nt > 0, nt + overhead, 0)
+            ok, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
             end = tl.cumsum(cost, 0) + offset
             le = (end[None, :] <= pos[:, None]) & ok[None, :]
             cnt += tl.sum(le.to(tl.int64), 1)

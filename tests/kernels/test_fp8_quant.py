@@ -40,7 +40,6 @@ def _assert_within_one_step(q: torch.Tensor, q_ref: torch.Tensor) -> None:
     assert torch.all((qf - rf).abs() <= step), f"max |q - q_ref| = {(qf - rf).abs().max()}"
 
 
-
 @pytest.fixture
 def poisoned(monkeypatch):
     poison_outputs(monkeypatch, fp8_quant)

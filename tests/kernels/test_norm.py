@@ -22,7 +22,6 @@ from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref, rms_norm_r
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-
 @pytest.fixture
 def poisoned(monkeypatch):
     poison_outputs(monkeypatch, norm)

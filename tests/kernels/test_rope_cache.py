@@ -25,7 +25,6 @@ from tritonseek.model.layers import RMSNorm, RotaryEmbedding, apply_rotary_inter
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-
 @pytest.fixture
 def poisoned(monkeypatch):
     poison_outputs(monkeypatch, rope_cache)

@@ -55,19 +55,16 @@ def _c(bm, bn, w, st, gm, **kw):
 
 
 # M > 128 (compute-bound): tile shape × pipeline depth × programs per SM (GRID_MULT: several
-# co-resident programs, so one's promotion/epilogue overlaps another's tensor-core work) ×
-# PINGPONG (in-program overlap of the promotion with the next half-tile's wgmma) × TMA store.
+# co-resident programs, so one's promotion/epilogue overlaps another's tensor-core work) × TMA
+# store. (An in-program PINGPONG overlap was swept at 69ee3f4/4a8249d, never won, and was removed.)
 LARGE_CANDIDATES = [
     _c(64, 128, 4, 3, 3), _c(64, 128, 4, 4, 2), _c(64, 128, 4, 3, 3, TMA_STORE=True), _c(64, 128, 4, 3, 0),
-    _c(64, 128, 4, 3, 3, PINGPONG=True), _c(64, 128, 4, 4, 2, PINGPONG=True),
-    _c(64, 128, 4, 3, 3, PINGPONG=True, TMA_STORE=True), _c(64, 128, 4, 3, 0, PINGPONG=True),
-    _c(128, 128, 8, 4, 1, PINGPONG=True), _c(128, 128, 8, 5, 1), _c(128, 128, 8, 4, 1, TMA_STORE=True),
-    _c(128, 64, 4, 4, 2), _c(64, 64, 4, 3, 4, TMA_STORE=True), _c(128, 128, 8, 3, 1, PINGPONG=True),
-    _c(64, 128, 4, 3, 3, GROUP_M=16), _c(64, 128, 4, 3, 3, PINGPONG=True, GROUP_M=16),
+    _c(128, 128, 8, 5, 1), _c(128, 128, 8, 4, 1, TMA_STORE=True),
+    _c(128, 64, 4, 4, 2), _c(64, 64, 4, 3, 4, TMA_STORE=True),
+    _c(64, 128, 4, 3, 3, GROUP_M=16),
     # flattened tile × K loop: the next tile's loads are issued during the current tile's last
     # K blocks, so the pipeline never drains between tiles (matters at small K)
     _c(64, 128, 4, 3, 3, FLATTEN=True), _c(64, 128, 4, 4, 2, FLATTEN=True), _c(128, 128, 8, 4, 1, FLATTEN=True),
-    _c(64, 128, 4, 3, 3, PINGPONG=True, FLATTEN=True),
 ]
 
 
@@ -81,8 +78,8 @@ EXPLORE_LARGE = [
 
 
 def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool = False) -> list[dict]:
-    """Sweep candidates per M class; for M ≤ 128 the committed entry, its PINGPONG and FLATTEN
-    twins, a deeper pipeline and two other tile shapes at the same K split."""
+    """Sweep candidates per M class; for M ≤ 128 the committed entry, its FLATTEN twin, a deeper
+    pipeline and two other tile shapes at the same K split."""
     if explore:
         base = dict(G.get_config(m, n, k, G._num_sms(0)))
         if m > 128:
@@ -94,7 +91,7 @@ def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool
         sk = base.get("SPLIT_K", 1)
         other = ([_c(128, 128, 8, 4, 0, SPLIT_K=sk), _c(128, 64, 4, 4, 2, SPLIT_K=sk)] if m > 64
                  else [_c(64, 64, 4, 4, 2, SPLIT_K=sk), _c(64, 128, 4, 4, 0, SPLIT_K=sk)])
-        return [dict(base), dict(base, PINGPONG=True), dict(base, num_stages=6), dict(base, FLATTEN=True)] + other
+        return [dict(base), dict(base, num_stages=6), dict(base, FLATTEN=True)] + other
     return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES]
 
 
@@ -112,7 +109,6 @@ def resolve(cfg: dict, m: int, n: int, k: int, sms: int) -> dict | None:
     cfg.setdefault("FLATTEN", False)
     cfg.setdefault("GRID_MULT", 1)
     cfg.setdefault("TMA_STORE", False)
-    cfg.setdefault("PINGPONG", False)
     cfg.setdefault("WS", 0)
     return cfg
 

@@ -19,9 +19,9 @@ Tile design (read by the grouped-GEMM kernels too):
 * the promotion needs the tensor-core product finished (Triton waits for a dot whose result is
   used in the loop), so the tensor core would idle during it; GRID_MULT co-resident programs per
   SM hide that (64×128 tiles, 4 warps, 3 programs: another program's wgmma runs during one's
-  promotion). PINGPONG=1 overlaps inside one program instead (column halves, half 1's wgmma in
-  flight over the promotions, see ``_pingpong_tile``): correct, but its m64n64 wgmmas lost to the
-  co-resident 64×128 programs in every M = 4096 sweep on the H200.
+  promotion). An in-program overlap (PINGPONG: column halves, half 1's wgmma in flight over the
+  promotions) was correct but its m64n64 wgmmas lost to the co-resident 64×128 programs in every
+  M = 4096 sweep on the H200; it was removed (code in git history at 8014586).
 
 Configs are chosen per shape class from ``_TUNED`` (measured on the H200, see
 benchmarks/bench_fp8_gemm.py) with a heuristic fallback for other shapes.
@@ -44,8 +44,7 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # "128" (M ≤ 128), "large" (M > 128). Values are launch configs: BLOCK_M, BLOCK_N, num_warps,
 # num_stages, GROUP_M, FLATTEN (flattened persistent loop), SPLIT_K, GRID_MULT (programs per SM;
 # 0 = one tile per program), TMA_STORE (epilogue through a TMA store when out is 16-byte aligned),
-# PINGPONG (two column halves, half 1's product kept in flight over the promotions; see
-# _pingpong_tile), WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop; not
+# WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop; not
 # in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md).
 _TUNED: dict[tuple[str, int, int], dict] = {
     # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
@@ -130,64 +129,6 @@ def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
 
 
 @triton.jit
-def _pingpong_tile(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr, c_desc, M, N, off_m, off_n, rm, k_lo, k_hi,
-    split, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cs, stride_cm, stride_cn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TMA_STORE: tl.constexpr,
-):
-    # One output tile as two column halves with their own tensor-core products. Per K block:
-    # half 0's product is waited for at once; half 1's product of block kb stays in flight
-    # (Triton keeps a dot asynchronous when its result is only carried to the next iteration and
-    # read after the loop's first full wait), so half 0's fp32 promotion runs on the CUDA cores
-    # while the tensor core computes half 1. Half 1 of block kb-1 is promoted before half 1 of
-    # block kb is issued: the two never live at once, so no register copy of an in-flight
-    # accumulator is needed (ptxas would serialize every wgmma for one, warning C7514).
-    # HALF ≤ 128 and HALF | 128, so each half lies inside one 128-row weight-scale block.
-    HALF: tl.constexpr = BLOCK_N // 2
-    off_n1 = off_n + HALF
-    sa_ptrs = a_scale_ptr + rm * stride_asm
-    sb0_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
-    sb1_ptr = b_scale_ptr + (off_n1 // 128) * stride_bsn
-    has1 = off_n1 < N  # half 1 lies (partly) inside N; else its TMA rows read as zeros
-    sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
-    sb0 = tl.load(sb0_ptr + k_lo * stride_bsk)
-    sb1 = tl.load(sb1_ptr + k_lo * stride_bsk, mask=has1, other=0.0)
-    acc0 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
-    acc1 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)
-    prev1 = tl.zeros((BLOCK_M, HALF), dtype=tl.float32)  # half 1's product of the previous block
-    s_prev1 = tl.zeros((BLOCK_M,), dtype=tl.float32)  # and its row scale
-    for kb in range(k_lo, k_hi):
-        a = a_desc.load([off_m, kb * BLOCK_K])
-        b0 = b_desc.load([off_n, kb * BLOCK_K])
-        b1 = b_desc.load([off_n1, kb * BLOCK_K])
-        more = kb + 1 < k_hi
-        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
-        sb0_next = tl.load(sb0_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
-        sb1_next = tl.load(sb1_ptr + (kb + 1) * stride_bsk, mask=more & has1, other=0.0)
-        p0 = tl.dot(a, b0.T)  # waited for here (with the previous block's half 1)
-        acc1 += prev1 * s_prev1[:, None]  # half 1 of block kb-1, before its registers are reused
-        p1 = tl.dot(a, b1.T)  # left in flight ...
-        acc0 += p0 * (sa * sb0)[:, None]  # ... while half 0 is promoted
-        prev1 = p1
-        s_prev1 = sa * sb1
-        sa = sa_next
-        sb0 = sb0_next
-        sb1 = sb1_next
-    acc1 += prev1 * s_prev1[:, None]
-
-    if TMA_STORE:
-        c_desc.store([off_m, off_n], acc0.to(c_desc.dtype))
-        c_desc.store([off_m, off_n1], acc1.to(c_desc.dtype))
-    else:
-        rn0 = off_n + tl.arange(0, HALF)
-        rn1 = rn0 + HALF
-        c_rows = c_ptr + split.to(tl.int64) * stride_cs + rm.to(tl.int64)[:, None] * stride_cm
-        mrow = rm[:, None] < M
-        tl.store(c_rows + rn0[None, :] * stride_cn, acc0.to(c_ptr.dtype.element_ty), mask=mrow & (rn0[None, :] < N))
-        tl.store(c_rows + rn1[None, :] * stride_cn, acc1.to(c_ptr.dtype.element_ty), mask=mrow & (rn1[None, :] < N))
-
-
-@triton.jit
 def _fp8_gemm_nt_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr, c_desc,
     M, N, num_k_blocks, k_blocks_per_split, split_k,
@@ -195,7 +136,7 @@ def _fp8_gemm_nt_kernel(
     stride_cs, stride_cm, stride_cn, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, FLATTEN: tl.constexpr, TMA_STORE: tl.constexpr,
-    PINGPONG: tl.constexpr, WS: tl.constexpr,
+    WS: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3, K contiguous, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b [N, K] e4m3, K contiguous, box [BLOCK_N, BLOCK_K]
@@ -204,7 +145,6 @@ def _fp8_gemm_nt_kernel(
     # c:       split_k == 1: out [M, N] (bf16/fp16/fp32); split_k > 1: fp32 partials [split_k, M, N]
     #          element (s, m, n) at s*stride_cs + m*stride_cm + n*stride_cn
     # c_desc:  TMA_STORE (split_k == 1, 16-byte aligned out): TMA over out, box [BLOCK_M, BLOCK_N]
-    #          (PINGPONG: box [BLOCK_M, BLOCK_N // 2], one store per half; b_desc box [BLOCK_N // 2, BLOCK_K])
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -226,48 +166,41 @@ def _fp8_gemm_nt_kernel(
         k_lo = split * k_blocks_per_split
         k_hi = tl.minimum(k_lo + k_blocks_per_split, num_k_blocks)
 
-        if PINGPONG:
-            _pingpong_tile(
-                a_desc, b_desc, a_scale_ptr, b_scale_ptr, c_ptr, c_desc, M, N, off_m, off_n, rm, k_lo, k_hi,
-                split, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cs, stride_cm, stride_cn,
-                BLOCK_M, BLOCK_N, BLOCK_K, TMA_STORE,
-            )
+        # Scale pointers; the scales of block kb+1 are loaded while block kb is multiplied, so
+        # their latency never sits between two tensor-core steps.
+        # BLOCK_N ≤ 128: the tile lies inside one 128-row weight block (one scalar scale per K
+        # block); BLOCK_N = 256: two weight blocks per tile (a per-column scale vector).
+        sa_ptrs = a_scale_ptr + rm * stride_asm
+        sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+        if BLOCK_N <= 128:
+            sb_ptrs = b_scale_ptr + (off_n // 128) * stride_bsn
+            sb = tl.load(sb_ptrs + k_lo * stride_bsk)
         else:
-            # Scale pointers; the scales of block kb+1 are loaded while block kb is multiplied, so
-            # their latency never sits between two tensor-core steps.
-            # BLOCK_N ≤ 128: the tile lies inside one 128-row weight block (one scalar scale per K
-            # block); BLOCK_N = 256: two weight blocks per tile (a per-column scale vector).
-            sa_ptrs = a_scale_ptr + rm * stride_asm
-            sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+            sb_ptrs = b_scale_ptr + (rn // 128) * stride_bsn
+            sb = tl.load(sb_ptrs + k_lo * stride_bsk, mask=rn < N, other=0.0)
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kb in tl.range(k_lo, k_hi, warp_specialize=WS == 2):
+            a = a_desc.load([off_m, kb * BLOCK_K])
+            b = b_desc.load([off_n, kb * BLOCK_K])
+            more = kb + 1 < k_hi
+            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
+            blk = tl.dot(a, b.T)  # fresh fp32 product of one 128-wide K block
             if BLOCK_N <= 128:
-                sb_ptrs = b_scale_ptr + (off_n // 128) * stride_bsn
-                sb = tl.load(sb_ptrs + k_lo * stride_bsk)
+                sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=more, other=0.0)
+                acc += blk * (sa * sb)[:, None]  # one FMA per element
             else:
-                sb_ptrs = b_scale_ptr + (rn // 128) * stride_bsn
-                sb = tl.load(sb_ptrs + k_lo * stride_bsk, mask=rn < N, other=0.0)
+                sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=(rn < N) & more, other=0.0)
+                acc += blk * (sa[:, None] * sb[None, :])
+            sa = sa_next
+            sb = sb_next
 
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for kb in tl.range(k_lo, k_hi, warp_specialize=WS == 2):
-                a = a_desc.load([off_m, kb * BLOCK_K])
-                b = b_desc.load([off_n, kb * BLOCK_K])
-                more = kb + 1 < k_hi
-                sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
-                blk = tl.dot(a, b.T)  # fresh fp32 product of one 128-wide K block
-                if BLOCK_N <= 128:
-                    sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=more, other=0.0)
-                    acc += blk * (sa * sb)[:, None]  # one FMA per element
-                else:
-                    sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=(rn < N) & more, other=0.0)
-                    acc += blk * (sa[:, None] * sb[None, :])
-                sa = sa_next
-                sb = sb_next
-
-            if TMA_STORE:
-                # asynchronous bulk store; TMA clips rows/columns outside [M, N]
-                c_desc.store([off_m, off_n], acc.to(c_desc.dtype))
-            else:
-                c_ptrs = c_ptr + split.to(tl.int64) * stride_cs + rm.to(tl.int64)[:, None] * stride_cm + rn[None, :] * stride_cn
-                tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+        if TMA_STORE:
+            # asynchronous bulk store; TMA clips rows/columns outside [M, N]
+            c_desc.store([off_m, off_n], acc.to(c_desc.dtype))
+        else:
+            c_ptrs = c_ptr + split.to(tl.int64) * stride_cs + rm.to(tl.int64)[:, None] * stride_cm + rn[None, :] * stride_cn
+            tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
 @triton.jit
@@ -371,14 +304,10 @@ def fp8_gemm_nt(
     k_per_split = triton.cdiv(kb, split_k)
     split_k = triton.cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
 
-    pingpong = bool(cfg.get("PINGPONG", False))
-    if pingpong and bn not in (64, 128, 256):
-        raise ValueError(f"config PINGPONG needs BLOCK_N in (64, 128, 256), got {bn}")
-    bn_box = bn // 2 if pingpong else bn  # PINGPONG loads and stores the tile as two column halves
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
-    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn_box, BLOCK_K])
+    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
     tma_store = bool(cfg.get("TMA_STORE", False)) and split_k == 1 and _tma_storable(out)
-    c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [bm, bn_box]) if tma_store else None
+    c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [bm, bn]) if tma_store else None
     if split_k == 1:
         c, stride_cs, stride_cm, stride_cn = out, 0, out.stride(0), out.stride(1)
     else:
@@ -395,7 +324,7 @@ def fp8_gemm_nt(
         stride_cs, stride_cm, stride_cn, grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K,
         GROUP_M=cfg.get("GROUP_M", 8), FLATTEN=bool(cfg.get("FLATTEN", False)), TMA_STORE=tma_store,
-        PINGPONG=pingpong, WS=int(cfg.get("WS", 0)),
+        WS=int(cfg.get("WS", 0)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if split_k > 1:

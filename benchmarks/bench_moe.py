@@ -551,27 +551,14 @@ def bench_layer(cx: Ctx):
             _set_ops(moe, tri_ops)
             us = cx.eager_us(lambda: moe(x))
             ug = cx.graph_us(lambda: moe(x)) if T <= 64 else None
-            # A/B: the shared expert as group E of the masked GEMMs (moe_experts_triton fuse_shared=True)
-            fused_ug = None
-            if T <= 64 and not cx.dry:
-                from tritonseek.model.moe_triton import moe_experts_triton
-
-                def fused():
-                    w_, i_ = moe.route(x)
-                    return moe_experts_triton(x, w_, i_, moe, fuse_shared=True)
-
-                d_f = calc_diff(fused().float(), y_ref.float())
-                fused_ug = cx.graph_us(fused)
-                print(f"  fuse_shared=True: calc_diff {d_f:.2e}, graph {fused_ug} us (default path {ug} us)")
         active = int(ids.unique().numel())
-        w_bytes = (active + 1) * 3 * H * I + cfg.n_routed_experts * H * 2  # fp8 experts + shared + bf16 gate
+        w_bytes = (active + 1) * 3 * H * I + cfg.n_routed_experts * H * 4  # fp8 experts + shared + fp32 router
         flops = 2 * T * (k + 1) * 3 * H * I + 2 * T * H * cfg.n_routed_experts
         from tritonseek.model.moe_triton import choose_layout
         r = cx.row("moe_layer", dict(T=T, H=H, E=cfg.n_routed_experts, k=k, I=I, shared=1), us, ug,
                    tflops=lambda t: flops / t / 1e6, gbps=lambda t: w_bytes / t / 1e3,
                    peer="reference layer (Ops('reference', fp8_activations=True), expert loop)", peer_us=pus,
-                   correct=ok, calc_diff=d, layout=choose_layout(T), active_experts=active,
-                   fuse_shared_us_graph=round(fused_ug, 2) if fused_ug else None)
+                   correct=ok, calc_diff=d, layout=choose_layout(T), active_experts=active)
         r["meets_target"] = bool(ok and (r["ratio_vs_peer"] or 0) > 1)
     del moe
     if not cx.dry:

@@ -68,45 +68,6 @@ def test_layouts_match_reference(device, T, mode):
         assert calc_diff(y, ref + shared.float().cpu()) < 1e-3
 
 
-def _with_shared(moe, H, I, g, device):
-    """Attach a real FP8 shared-expert MLP (Ops("triton")) with random weights; returns its stacked reference weights."""
-    from tritonseek.model.layers import MLP
-    from tritonseek.model.ops import Ops
-
-    with torch.device(device):
-        mlp = MLP(H, I, fp8=True, dtype=torch.bfloat16, ops=Ops("triton"))
-    sh = _experts(1, H, I, g, device)
-    mlp.gate_proj.weight.data.copy_(sh.w13[0, :I])
-    mlp.up_proj.weight.data.copy_(sh.w13[0, I:])
-    mlp.gate_proj.weight_scale_inv.data.copy_(sh.w13_scale_inv[0, : I // 128])
-    mlp.up_proj.weight_scale_inv.data.copy_(sh.w13_scale_inv[0, I // 128:])
-    mlp.down_proj.weight.data.copy_(sh.w2[0])
-    mlp.down_proj.weight_scale_inv.data.copy_(sh.w2_scale_inv[0])
-    moe.shared_experts, moe.tp = mlp, None
-    return sh
-
-
-@pytest.mark.parametrize("layout", ["masked", "contiguous"])
-def test_shared_expert_fused(device, layout):
-    """fuse_shared: masked layout runs the shared expert as group E of the grouped GEMMs; contiguous adds the MLP."""
-    g = torch.Generator().manual_seed(11)
-    E, H, I, k, T = 4, 256, 128, 2, 3
-    moe = _experts(E, H, I, g, device)
-    sh = _with_shared(moe, H, I, g, device)
-    x = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
-    w, ids = _routing(T, E, k, g, "plain")
-    w, ids = w.to(device), ids.to(device)
-    ref = moe_experts_fp8_ref(x, w, ids, moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv).float()
-    ones, zeros = torch.ones(T, 1, device=device), torch.zeros(T, 1, dtype=torch.int32, device=device)
-    ref = ref + moe_experts_fp8_ref(x, ones, zeros, sh.w13, sh.w13_scale_inv, sh.w2, sh.w2_scale_inv).float()
-    for _ in range(2):  # the second call reuses the stacked shared weights
-        y = moe_experts_triton(x, w, ids, moe, layout=layout, fuse_shared=True).float()
-        assert torch.isfinite(y).all()
-        assert calc_diff(y.cpu(), ref.cpu()) < 1e-3, calc_diff(y.cpu(), ref.cpu())
-    if layout == "masked":  # the MLP now views the stacked copy (no second copy of its weights)
-        assert moe.shared_experts.up_proj.weight.data_ptr() == moe._shared_group[0][I:].data_ptr()
-
-
 def test_choose_layout_and_rejects(device):
     assert choose_layout(1) == "masked" and choose_layout(MASKED_MAX_TOKENS) == "masked"
     assert choose_layout(MASKED_MAX_TOKENS + 1) == "contiguous"

@@ -100,8 +100,8 @@ class MoE(nn.Module):
             from tritonseek.model.moe_triton import moe_experts_triton
 
             # the shared expert's output is added in fp32 inside the unpermute (no separate add). Running it
-            # as one more group of the masked GEMMs (fuse_shared=True) measured slower on the H200 (W2,
-            # commit 36ecc83: V3 layer T=64 3109 µs against 2554 µs unfused), so it stays a separate MLP.
+            # as one more group of the masked GEMMs measured slower on the H200 (W2, commit 36ecc83: V3
+            # layer T=64 3109 µs against 2554 µs unfused), so it stays a separate MLP.
             shared = self.shared_experts(x) if self.shared_experts is not None else None
             return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared)
         y = self.experts(x, topk_weights, topk_ids)

@@ -38,39 +38,6 @@ def choose_layout(num_tokens: int) -> str:
     return "masked" if num_tokens <= MASKED_MAX_TOKENS else "contiguous"
 
 
-def _shared_as_group(moe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The shared expert's (w13 [2I, H], w13_scale_inv, w2 [H, I], w2_scale_inv) when it can run as one more
-    group of the masked grouped GEMMs (one FP8 shared expert of the routed experts' width, no tensor
-    parallelism), else None.
-
-    gate_proj/up_proj are stacked once into one [2I, H] tensor and the MLP's parameters are re-pointed to
-    views of it (same values, no second copy); never done while a CUDA graph is being captured.
-    """
-    mlp = getattr(moe, "shared_experts", None)
-    if mlp is None or getattr(moe, "tp", None) is not None:
-        return None
-    g, u, d = mlp.gate_proj, mlp.up_proj, mlp.down_proj
-    I = moe.w2.shape[2]
-    if any(getattr(lin, "weight_scale_inv", None) is None for lin in (g, u, d)):
-        return None
-    if tuple(g.weight.shape) != (I, moe.w13.shape[2]) or tuple(u.weight.shape) != tuple(g.weight.shape) \
-            or tuple(d.weight.shape) != (moe.w2.shape[1], I) or I % 128:
-        return None
-    cached = getattr(moe, "_shared_group", None)
-    if cached is not None and g.weight.data_ptr() == cached[0].data_ptr() \
-            and u.weight.data_ptr() == cached[0][I:].data_ptr() and d.weight.data_ptr() == cached[2].data_ptr() \
-            and g.weight_scale_inv.data_ptr() == cached[1].data_ptr():
-        return cached
-    if moe.w13.is_cuda and torch.cuda.is_current_stream_capturing():
-        return None
-    w13 = torch.cat([g.weight.data, u.weight.data])
-    s13 = torch.cat([g.weight_scale_inv.data, u.weight_scale_inv.data])
-    g.weight.data, u.weight.data = w13[:I], w13[I:]
-    g.weight_scale_inv.data, u.weight_scale_inv.data = s13[: I // 128], s13[I // 128:]
-    moe._shared_group = (w13, s13, d.weight.data, d.weight_scale_inv.data)
-    return moe._shared_group
-
-
 def moe_experts_triton(
     x: torch.Tensor,
     topk_weights: torch.Tensor,
@@ -79,7 +46,6 @@ def moe_experts_triton(
     *,
     layout: str | None = None,
     shared_output: torch.Tensor | None = None,
-    fuse_shared: bool = False,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
 
@@ -90,11 +56,6 @@ def moe_experts_triton(
     w13_scale_inv [E, 2I/128, ceil(H/128)], w2 [E, H, I] e4m3 + w2_scale_inv [E, ceil(H/128), I/128]).
     layout: "masked" | "contiguous" | None (None: :func:`choose_layout` by T).
     shared_output: optional [T, H] added in fp32 inside the unpermute (fused shared-expert add).
-    fuse_shared: also apply ``moe.shared_experts`` (y += shared(x)): on the masked layout as one more group of
-        the grouped GEMMs (one launch each for routed + shared; weight 1.0 in the fp32 unpermute sum), else
-        through the MLP with its output added in the unpermute. Off in the model: on the H200 the masked
-        kernel with the extra group (two pipelined K loops in one kernel) ran the V3 layer slower (T=64:
-        3109 µs against 2554 µs with a separate shared MLP; T=1: 199 against 188 µs).
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers
     raise for bad shapes/dtypes.
@@ -107,32 +68,18 @@ def moe_experts_triton(
     E = moe.w13.shape[0]  # this rank's experts (all of them without expert parallelism)
     T, H = x.shape
     k = topk_ids.shape[1]
-    shared = None
-    if fuse_shared and shared_output is None and getattr(moe, "shared_experts", None) is not None:
-        shared = _shared_as_group(moe) if layout == "masked" else None
-        if shared is None:
-            shared_output = moe.shared_experts(x)
     x_q, x_s = per_token_group_quant_fp8(x, 128)
     if layout == "masked":
         max_m = max(T, 1)
         # programs only for the groups that can be non-empty (≤ T·k of them); expected rows pick the config
         kw = dict(expected_m=max(1, (T * k) // E), max_active_groups=min(E, T * k))
-        w13_x, w2_x, G = {}, {}, E
-        if shared is not None:  # the shared expert = group E, taken by every token with weight 1
-            topk_ids = torch.cat([topk_ids.to(torch.int32), topk_ids.new_full((T, 1), E, dtype=torch.int32)], 1)
-            topk_weights = torch.cat([topk_weights, topk_weights.new_ones(T, 1)], 1)
-            kw["max_active_groups"] += 1
-            w13_x = dict(extra_b=shared[0], extra_b_scale=shared[1])
-            w2_x = dict(extra_b=shared[2], extra_b_scale=shared[3])
-            G = E + 1
-        a, a_s, masked_m, row_map = moe_permute_masked(x_q, topk_ids, G, max_m, hidden_scale=x_s)
-        gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype,
-                                          **kw, **w13_x)
+        a, a_s, masked_m, row_map = moe_permute_masked(x_q, topk_ids, E, max_m, hidden_scale=x_s)
+        gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype, **kw)
         two_i = gate_up.shape[2]
-        h_q, h_s = silu_mul_quant_fp8(gate_up.view(G * max_m, two_i), 128)
-        h_q, h_s = h_q.view(G, max_m, -1), h_s.view(G, max_m, -1)  # h_s stays MN-major inside each group
-        down = grouped_fp8_gemm_masked(h_q, h_s, moe.w2, moe.w2_scale_inv, masked_m, out_dtype=x.dtype, **kw, **w2_x)
-        return moe_unpermute(down.view(G * max_m, H), row_map, topk_weights, shared_output)
+        h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
+        h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
+        down = grouped_fp8_gemm_masked(h_q, h_s, moe.w2, moe.w2_scale_inv, masked_m, out_dtype=x.dtype, **kw)
+        return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output)
     graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
     a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe)
     gate_up = grouped_fp8_gemm_contiguous(a, a_s, moe.w13, moe.w13_scale_inv, m_indices, out_dtype=x.dtype)

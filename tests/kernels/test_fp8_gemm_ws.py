@@ -1,0 +1,192 @@
+"""fp8_gemm_nt_ws (Gluon, warp-specialized) against tritonseek.kernels.reference.fp8.
+
+Gluon has no interpreter, so on the CPU this file only (a) compiles the kernel for sm_90a with
+Triton's own compiler and ptxas (no GPU needed) and checks the instructions the design relies on
+(wgmma, TMA loads, setmaxnreg) and that ptxas neither spills nor serializes the wgmmas (C7514),
+and (b) checks the launcher's errors. The numerical properties run on the H200 (gpu marker).
+
+Accuracy measure and tolerance, as for fp8_gemm_nt: DeepGEMM's calc_diff = 1 − 2Σxy / Σ(x² + y²)
+< 1e-3 against the dequantized fp32 product (fp8_gemm_nt_ref). Both sides see the same fp8
+inputs and scales, so what remains is fp32 summation order and the output rounding (bf16:
+≈ 4e-6 in calc_diff terms); a wrong scale, a dropped K block or a mis-indexed tile gives ≳ 1e-2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+import pytest
+import torch
+import triton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels import fp8_gemm_ws as W
+from tritonseek.kernels.fp8_gemm_ws import fp8_gemm_nt_ws
+from tritonseek.kernels.reference.fp8 import (
+    fp8_gemm_nt_ref,
+    per_block_quant_fp8_ref,
+    per_token_group_quant_fp8_ref,
+)
+
+_fixture_ok = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+def calc_diff(x: torch.Tensor, y: torch.Tensor) -> float:
+    """DeepGEMM's accuracy measure: 1 − 2Σxy / Σ(x² + y²) (0 for identical tensors)."""
+    x, y = x.double(), y.double()
+    return float(1 - 2 * (x * y).sum() / (x * x + y * y).sum())
+
+
+def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: bool = True):
+    """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], W.BLOCK_K
+    cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
+    la = W._smem_layout([bm, bk], gl.float8e4nv)
+    lb = W._smem_layout([bn, bk], gl.float8e4nv)
+    lc = W._smem_layout([bm, bn], W._GL_DTYPES[out_dtype])
+    sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+               c_desc=f"tensordesc<{cty}[{bm}, {bn}],{lc!r}>" if tma_store else "constexpr",
+               c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
+    sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
+                                         "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
+    consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
+                  TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], num_warps=W._NUM_WARPS)
+    if not tma_store:
+        consts["c_desc"] = None
+    sig.update({name: "constexpr" for name in consts})
+    src = GluonASTSource(W._fp8_gemm_ws_kernel, sig, consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=W._NUM_WARPS, maxnreg=W._MAXNREG))
+
+
+def ptxas_report(ptx: str) -> str:
+    """ptxas -v output (stderr) for sm_90a, with Triton's bundled ptxas."""
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", path, "-o", os.path.join(d, "k.cubin")],
+                           capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stderr
+
+
+@pytest.mark.parametrize("bn,out_dtype,tma_store", [(128, torch.bfloat16, True), (64, torch.float32, False)])
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn)
+    k = compile_sm90(cfg, out_dtype, tma_store)
+    ptx = k.asm["ptx"]
+    # fp8 wgmma, 4 k32 steps per 128-wide K block, two issue sites (block 0 and the loop)
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 8
+    assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
+    assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+240;", ptx)  # consumers take the producer's registers
+    assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store  # TMA-store epilogue
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
+    assert "C7508" not in report, report  # setmaxnreg honoured
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert all(s == ("0", "0") for s in spills), report
+
+
+def _cpu_operands(m=8, n=128, k=256):
+    a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, k))
+    b_q, b_s = per_block_quant_fp8_ref(torch.randn(n, k))
+    return a_q, a_s, b_q, b_s
+
+
+def test_ws_rejects_non_cuda():
+    a, a_s, b, b_s = _cpu_operands()
+    with pytest.raises(ValueError, match="CUDA"):
+        fp8_gemm_nt_ws(a, a_s, b, b_s)
+
+
+def test_ws_rejects_bad_layouts():
+    a, a_s, b, b_s = _cpu_operands()
+    with pytest.raises(TypeError, match="a must have dtype"):
+        fp8_gemm_nt_ws(a.float(), a_s, b, b_s)
+    with pytest.raises(ValueError, match="b must be K-contiguous"):
+        fp8_gemm_nt_ws(a, a_s, b.t().contiguous().t(), b_s)
+    with pytest.raises(ValueError, match="a_scale must be"):
+        fp8_gemm_nt_ws(a, a_s[:, :1], b, b_s)
+    with pytest.raises(ValueError, match="b_scale must be"):
+        fp8_gemm_nt_ws(a, a_s, b, b_s[:, :1])
+    with pytest.raises(TypeError, match="out_dtype"):
+        fp8_gemm_nt_ws(a, a_s, b, b_s, out_dtype=torch.int32)
+
+
+# ---------------------------------------------------------------- GPU (H200) properties
+
+def _gpu_operands(m, n, k, device, seed):
+    g = torch.Generator(device=device).manual_seed(seed)
+    a = torch.randn(m, k, device=device, generator=g)
+    a *= torch.exp(torch.randn(m, 1, device=device, generator=g))  # rows at different scales
+    b = torch.randn(n, k, device=device, generator=g) * 0.05
+    a_q, a_s = per_token_group_quant_fp8_ref(a)
+    b_q, b_s = per_block_quant_fp8_ref(b)
+    return a_q, a_s.t().contiguous().t(), b_q, b_s
+
+
+def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out_stride_pad=0):
+    a, a_s, b, b_s = _gpu_operands(m, n, k, device, seed)
+    # out_stride_pad > 0: a row-padded view (unaligned rows → the masked-store epilogue)
+    base = torch.full((m, n + out_stride_pad), float("nan"), dtype=out_dtype, device=device)
+    out = base[:, :n]
+    res = fp8_gemm_nt_ws(a, a_s, b, b_s, out=out, out_dtype=out_dtype, config=config)
+    torch.cuda.synchronize()
+    assert res.data_ptr() == out.data_ptr()
+    assert not torch.isnan(out).any(), "some outputs were never written"
+    if out_stride_pad:
+        assert torch.isnan(base[:, n:]).all(), "wrote outside out"
+    ref = fp8_gemm_nt_ref(a, a_s, b, b_s, out_dtype=torch.float32)
+    diff = calc_diff(out.float(), ref)
+    assert diff < 1e-3, f"calc_diff {diff} for M={m} N={n} K={k} config={config}"
+
+
+_GPU_CONFIGS = [
+    None,
+    dict(BLOCK_N=64),
+    dict(NUM_STAGES=2, GROUP_M=1),
+    dict(NUM_STAGES=5, GROUP_M=16, TMA_STORE=False),
+]
+
+
+@pytest.mark.gpu
+@_fixture_ok
+@given(
+    m=st.integers(1, 700),
+    n=st.integers(1, 900),
+    kb16=st.integers(1, 120),  # K = 16·kb16 ∈ [16, 1920]: K tails, odd numbers of 128-blocks
+    config=st.sampled_from(_GPU_CONFIGS),
+    out_dtype=st.sampled_from([torch.bfloat16, torch.float32, torch.float16]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
+    _check_gpu(m, n, 16 * kb16, device, seed, config, out_dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
+                                       (1, 4096, 7168, 0), (257, 300, 1040, 3)])
+def test_ws_tails_gpu(device, m, n, k, pad):
+    _check_gpu(m, n, k, device, seed=m + n + k, out_stride_pad=pad)
+
+
+_REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,k", _REAL_NK)
+@pytest.mark.parametrize("bn", [128, 64])
+def test_ws_real_shapes_gpu(device, n, k, bn):
+    _check_gpu(4096, n, k, device, seed=n + k, config=dict(BLOCK_N=bn))

@@ -1,0 +1,307 @@
+"""Block-scaled FP8 GEMM with producer/consumer warp specialization, written in Gluon.
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[n // 128, kb] · Σ_{k in block kb} a[m, k] · b[n, k]
+
+Same maths, operands and validation as ``fp8_gemm.fp8_gemm_nt`` (DeepGEMM fp8_gemm_nt); this file
+holds the large-M kernel whose schedule Triton's ``tl`` level cannot express (see
+/work/gpu_results/NOTES_fp8.md: ``tl`` waits for the wgmma before promoting it, so the tensor core
+idles during each per-128-K promotion). Design, after DeepGEMM's SM90 kernel:
+
+* persistent grid (one CTA per SM), GROUP_M-swizzled tile order shared by every partition;
+* one **producer** warp (24–40 registers) that only issues TMA loads of the A [BLOCK_M, 128] and
+  B [BLOCK_N, 128] e4m3 tiles into a NUM_STAGES-deep shared-memory ring, each stage guarded by a
+  ``ready`` mbarrier (TMA transaction count) and an ``empty`` mbarrier (consumer release);
+* the **consumer** partition: two warpgroups (8 warps) that own the 128-row output tile, 64 rows
+  each, with the rest of the register file (setmaxnreg through ``warp_specialize``);
+* the promotion (acc += product · a_scale · b_scale, once per 128-wide K block) of block kb runs
+  on the CUDA cores **while the wgmma of block kb+1 is in flight** (two product registers sets,
+  explicit ``warpgroup_mma_wait``): the tensor core no longer idles for the promotion;
+* epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
+  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop.
+
+Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
+interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from tritonseek.kernels._utils import check_tensor
+from tritonseek.kernels.fp8_gemm import _OUT_DTYPES, BLOCK_K, _check_tma_operand, _tma_storable
+
+# Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
+# warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
+# block (one scalar b_scale per K block) and leaves registers for two in-flight products.
+_DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40)
+
+
+def ws_config(m: int, n: int, k: int) -> dict:
+    """The launch config of ``fp8_gemm_nt_ws`` for one problem (a copy of the default)."""
+    return dict(_DEFAULT_WS)
+
+
+@gluon.jit
+def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # GROUP_M-swizzled order: GROUP_M row-tiles sweep the N tiles together (L2 reuse of B).
+    group_id = tile_id // (GROUP_M * num_pid_n)
+    first_m = group_id * GROUP_M
+    group_rows = gl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (tile_id % group_rows)
+    pid_n = (tile_id % (GROUP_M * num_pid_n)) // group_rows
+    return pid_m, pid_n
+
+
+@gluon.jit
+def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
+                 M, N, num_k_blocks, num_programs,
+                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # One warp: wait until a stage is released, then TMA its A and B tiles (ready = tx bytes).
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    num_tiles = num_pid_m * num_pid_n
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    it = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        for kb in range(num_k_blocks):
+            s = it % NUM_STAGES
+            phase = (it // NUM_STAGES) & 1
+            # empty barriers start "released": the first pass waits on the opposite parity
+            mbarrier.wait(empty_bars.index(s), phase ^ 1)
+            bar = ready_bars.index(s)
+            mbarrier.expect(bar, stage_bytes)
+            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+                 M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                 num_programs,
+                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, num_warps: gl.constexpr):
+    # num_warps = 8: two warpgroups, rows [0, 64) and [64, 128) of the tile (warps_per_cta [8, 1]).
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    num_tiles = num_pid_m * num_pid_n
+    it = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        rm = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
+        m_ok = rm < M
+        sa_ptrs = a_scale_ptr + rm * stride_asm
+        sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
+
+        # K block 0: issue, wait, release its stage; its promotion waits for block 1's issue.
+        sa = gl.load(sa_ptrs, mask=m_ok, other=0.0)
+        sb = gl.load(sb_ptr)
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        prod = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), zero, use_acc=False,
+                             is_async=True)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        it += 1
+        acc = zero
+        for kb in range(1, num_k_blocks):
+            sa_next = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0)
+            sb_next = gl.load(sb_ptr + kb * stride_bsk)
+            s = it % NUM_STAGES
+            mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+            nxt = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), zero, use_acc=False,
+                                is_async=True)
+            # promotion of block kb-1 on the CUDA cores while block kb runs on the tensor core
+            acc += prod * gl.expand_dims(sa * sb, 1)
+            prod = warpgroup_mma_wait(0, deps=[nxt])
+            mbarrier.arrive(empty_bars.index(s))
+            sa = sa_next
+            sb = sb_next
+            it += 1
+        acc += prod * gl.expand_dims(sa * sb, 1)
+
+        if TMA_STORE:
+            tma.store_wait(0)  # the previous tile's store has left c_smem
+            c_smem.store(acc.to(c_desc.dtype))
+            fence_async_shared()
+            tma.async_copy_shared_to_global(c_desc, [off_m, off_n], c_smem)
+        else:
+            rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+            c_ptrs = (c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1)
+                      + gl.expand_dims(rn * stride_cn, 0))
+            mask = gl.expand_dims(m_ok, 1) & gl.expand_dims(rn < N, 0)
+            gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+    if TMA_STORE:
+        tma.store_wait(0)
+
+
+@gluon.jit
+def _fp8_gemm_ws_kernel(
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+    M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+    num_programs,
+    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+    NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
+    # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
+    # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M, BLOCK_N]; c_ptr/stride_c*: masked-store path
+    # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
+    ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
+        mbarrier.init(empty_bars.index(i), count=1)
+    if TMA_STORE:
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, c_desc.block_type.shape, c_desc.layout)
+    else:
+        c_smem = a_bufs  # unused placeholder (same partition signature either way)
+
+    gl.warp_specialize([
+        (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+                        M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                        num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, num_warps)),
+        (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
+                        BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+    ], [1], [PRODUCER_REGS])
+
+
+@functools.lru_cache(maxsize=8)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
+    return gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
+
+
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
+_NUM_WARPS = 8  # consumer partition: two warpgroups
+# 65536 registers over 12 warps (8 consumer + the producer's warpgroup): 168 at entry; setmaxnreg
+# then moves the producer down to PRODUCER_REGS and the consumers up (240 with 40 for the producer).
+_MAXNREG = 168
+
+
+def _check_cuda_sm90(t: torch.Tensor) -> None:
+    if t.device.type != "cuda":
+        raise ValueError(
+            f"a is on {t.device}: fp8_gemm_nt_ws is a Gluon kernel that runs only on CUDA (sm_90 Hopper); "
+            "Gluon has no interpreter path — use fp8_gemm_nt (interpreter) or the reference on CPU"
+        )
+    major = torch.cuda.get_device_capability(t.device)[0]
+    if major != 9:
+        raise ValueError(f"fp8_gemm_nt_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
+
+
+def fp8_gemm_nt_ws(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out = (a ⊙ a_scale) @ (b ⊙ b_scale).T, fp32 accumulation promoted once per 128-wide K block.
+
+    Warp-specialized Gluon kernel (TMA producer warp + two consumer warpgroups); same operands,
+    result and errors as ``fp8_gemm_nt``, for CUDA Hopper GPUs only.
+    a: [M, K] float8_e4m3fn, row-major (stride(1) == 1, 16-byte aligned rows; K % 16 == 0).
+    a_scale: [M, ceil(K/128)] fp32, one scale per token per 128 channels (a ≈ a_q · a_scale);
+        any strides, MN-major (stride(0) == 1, as written by ``per_token_group_quant_fp8``) is fastest.
+    b: [N, K] float8_e4m3fn, K-contiguous ("NT": the checkpoint's weight as stored).
+    b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
+    out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
+    out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
+    config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
+        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS), for tests and tuning.
+    Returns out [M, N].
+    Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
+    (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
+    non-Hopper device (Gluon cannot run under the interpreter; there is no silent fallback).
+    Semantics: DeepGEMM fp8_gemm_nt (1×128 activation groups, 128×128 weight blocks).
+    """
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
+    check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=2, device=a.device)
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=a.device)
+    check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    m, k = a.shape
+    n, kb_ = b.shape
+    if kb_ != k:
+        raise ValueError(f"a is [M, K] = {tuple(a.shape)} and b must be [N, K] with the same K, got {tuple(b.shape)}")
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"empty problem: a {tuple(a.shape)}, b {tuple(b.shape)}")
+    kb = triton.cdiv(k, BLOCK_K)
+    if tuple(a_scale.shape) != (m, kb):
+        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(m, kb)}, got {tuple(a_scale.shape)}")
+    if tuple(b_scale.shape) != (triton.cdiv(n, 128), kb):
+        raise ValueError(
+            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
+        )
+    _check_tma_operand("a", a)
+    _check_tma_operand("b", b)
+    if out is not None:
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device)
+        if tuple(out.shape) != (m, n):
+            raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
+    _check_cuda_sm90(a)
+    cfg = dict(ws_config(m, n, k))
+    if config is not None:
+        cfg.update(config)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if bm != 128 or bn not in (64, 128):
+        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+
+    gl_fp8 = gl.float8e4nv
+    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K], _smem_layout([bm, BLOCK_K], gl_fp8))
+    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
+    tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
+    c_desc = None
+    if tma_store:
+        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [bm, bn],
+                                  _smem_layout([bm, bn], _GL_DTYPES[out.dtype]))
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
+    grid_n = min(_num_sms(dev), tiles)
+    _fp8_gemm_ws_kernel[(grid_n,)](
+        a_desc, b_desc, c_desc, out, a_scale, b_scale,
+        m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
+        out.stride(0), out.stride(1), grid_n,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
+        NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
+        num_warps=_NUM_WARPS, maxnreg=_MAXNREG,
+    )
+    return out

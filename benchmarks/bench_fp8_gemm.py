@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import fp8_gemm as G
+from tritonseek.kernels import fp8_gemm_small as SMALL
 from tritonseek.kernels import fp8_quant
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
 from tritonseek.kernels.reference.fp8 import (
@@ -77,9 +78,36 @@ EXPLORE_LARGE = [
 ]
 
 
+# The V3-width slice's dense FP8 GEMMs at decode (--small): fused q_a‖kv_a, q_b, o_proj, dense
+# gate‖up and down, shared-expert gate‖up and down.
+SLICE_NK = [(2112, 7168), (24576, 1536), (7168, 16384), (36864, 7168), (7168, 18432), (4096, 7168), (7168, 2048)]
+
+
+def _sw(bn, bm, st, s, w=4):
+    return dict(SWAP_AB=True, BLOCK_N=bn, BLOCK_M=bm, num_warps=w, num_stages=st, SPLIT_K=s)
+
+
+def small_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
+    """M ≤ SMALL_M_MAX: the committed choice, the general kernel's M ≤ 64 config (the path used
+    before the swap-AB kernel), and swap-AB tiles × pipeline depth × K splits sized for 1–4
+    resident programs per SM."""
+    kb = triton.cdiv(k, 128)
+    bm = 16 if m <= 16 else 32
+    out = [G.get_config(m, n, k, sms), G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms)]
+    for bn, st in ((128, 4), (128, 6), (128, 8), (64, 6), (64, 8)):
+        tiles = triton.cdiv(n, bn)
+        splits = {SMALL._auto_split(tiles, kb, sms, r) for r in (1, 2, 3, 4)}
+        out += [_sw(bn, bm, st, s) for s in sorted(splits)]
+    if m <= 8:
+        out.append(_sw(128, 8, 6, SMALL._auto_split(triton.cdiv(n, 128), kb, sms, 2)))  # mma.sync (no wgmma at N=8)
+    return out
+
+
 def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool = False) -> list[dict]:
     """Sweep candidates per M class; for M ≤ 128 the committed entry, its FLATTEN twin, a deeper
     pipeline and two other tile shapes at the same K split."""
+    if m <= SMALL.SMALL_M_MAX:
+        return small_candidates(m, n, k, G._num_sms(0))
     if explore:
         base = dict(G.get_config(m, n, k, G._num_sms(0)))
         if m > 128:
@@ -98,6 +126,9 @@ def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool
 def resolve(cfg: dict, m: int, n: int, k: int, sms: int) -> dict | None:
     cfg = dict(cfg)
     kb = triton.cdiv(k, 128)
+    if cfg.get("SWAP_AB"):
+        s = int(cfg.get("SPLIT_K", 1))
+        return cfg if s == 1 or triton.cdiv(kb, triton.cdiv(kb, s)) == s else None
     s = cfg.get("SPLIT_K", 1)
     if s == "auto":
         s = G._auto_split_k(m, n, k, cfg["BLOCK_M"], cfg["BLOCK_N"], sms)
@@ -196,9 +227,12 @@ def precompile(args, shapes, sms):
 def bench_gemm(args, env, rows, winners, sweep_rows):
     dev = torch.device("cuda")
     sms = G._num_sms(0)
-    ms = [int(x) for x in args.only_m.split(",")] if args.only_m else MS
+    ms = [int(x) for x in args.only_m.split(",")] if args.only_m else ([1, 8] if args.small else MS)
     nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)
     shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK) if (n, k) in nks]
+    if args.small:  # the slice's decode shapes (no DeepGEMM anchors: j = None)
+        shapes = [(m, None, n, k) for m in ms for n, k in SLICE_NK
+                  if not args.only_nk or (n, k) in nks]
     if args.extra:
         shapes += [(m, None, n, k) for m, n, k in EXTRA]
     if args.precompile:
@@ -243,7 +277,10 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                 for t, cfg, _ in results[:6]:
                     print(f"  {m}x{n}x{k} {t:9.2f} us {cfg}", flush=True)
             _, best, d = results[0]
-            winners[f"{G._m_class(m)},{n},{k}"] = best
+            mkey = SMALL._small_m_class(m) if m <= SMALL.SMALL_M_MAX else G._m_class(m)
+            winners[f"{mkey},{n},{k}"] = best
+            old_cfg = G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms)
+            base = [t for t, c, _ in results if c == resolve(old_cfg, m, n, k, sms)] if m <= SMALL.SMALL_M_MAX else []
             fns = [lambda s=s, c=best: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c) for s in sets]
             us_graph = graph_time_us(fns)
             us = eager_time_us(fns)
@@ -252,6 +289,12 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                        gbps=round((m * k + n * k + 2 * m * n) / us_graph / 1e3, 1),
                        calc_diff=d, config=best, n_input_sets=len(sets),
                        tuned=(G._m_class(m), n, k) in G._TUNED)
+            if base:  # the general kernel's M ≤ 64 config, timed in the same sweep
+                row.update(baseline="fp8_gemm_nt general kernel (M<=64 config)", baseline_us_graph=round(base[0], 2),
+                           baseline_gbps=round((m * k + n * k + 2 * m * n) / base[0] / 1e3, 1))
+            if m <= SMALL.SMALL_M_MAX:
+                row["target_gbps"] = 3600.0
+                row["meets_target"] = row["gbps"] >= 3600.0
             if j is not None:
                 row.update(anchor_deepgemm_tflops=ANCHOR_DEEPGEMM[m][j], anchor_cublas_tflops=ANCHOR_CUBLAS[m][j])
                 row["target_tflops"] = max(row["anchor_deepgemm_tflops"], row["anchor_cublas_tflops"])
@@ -334,6 +377,7 @@ def main():
     p.add_argument("--skip-gemm", action="store_true")
     p.add_argument("--explore", action="store_true", help="with --sweep: the committed config and its neighbours only")
     p.add_argument("--only-nk", default="", help="N:K[,N:K...] to run (default: all six)")
+    p.add_argument("--small", action="store_true", help="decode M (1, 8 unless --only-m) on the V3 slice's shapes")
     args = p.parse_args()
     # a job-level `timeout` sends SIGTERM: leave through the finally below so rows already
     # measured are still written

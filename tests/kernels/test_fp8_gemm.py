@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tritonseek.kernels import fp8_gemm_small
 from tritonseek.kernels.fp8_gemm import fp8_gemm_nt, fp8_linear
 from tritonseek.kernels.reference.fp8 import (
     fp8_gemm_nt_ref,
@@ -34,7 +35,11 @@ _CONFIGS = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, SPLIT_K=1, FLATTEN=True),
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, SPLIT_K=1, GRID_MULT=0),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=1, GRID_MULT=2, TMA_STORE=True),
+    # swap-AB small-M kernel (fp8_gemm_small): weights on the wgmma M side, split-K reduced in-kernel
+    dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=3, SPLIT_K=1),
+    dict(SWAP_AB=True, BLOCK_N=64, BLOCK_M=8, num_warps=4, num_stages=4, SPLIT_K=4),
 ]
+_SWAP = dict(SWAP_AB=True, BLOCK_N=64, BLOCK_M=16, num_warps=4, num_stages=4)
 
 
 def calc_diff(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -93,6 +98,40 @@ def test_fp8_gemm_matches_reference(device, m, n, kb16, config, seed):
 )
 def test_fp8_gemm_edge_shapes(device, m, n, k, config):
     _check(m, n, k, device, 7, config)
+
+
+@pytest.mark.parametrize(
+    "m,n,k,split",
+    [
+        (1, 200, 1152, 4),  # M = 1, 9 K blocks in splits of 3,3,3 (4 requested → 3), N tail
+        (5, 130, 640, 2),  # 5 K blocks: splits of 3 and 2, N tail inside a 64-row tile
+        (16, 64, 256, 1),  # one tile, no workspace
+        (19, 190, 384, 3),  # M past one token tile (two M tiles, counters per (M, N) tile)
+    ],
+)
+def test_fp8_gemm_swap_ab_split_k(device, m, n, k, split):
+    _check(m, n, k, device, 21, dict(_SWAP, SPLIT_K=split))
+
+
+def test_fp8_gemm_swap_ab_deterministic_and_rearmed(device):
+    # the in-kernel split-K reduce sums partials in split order: repeated launches are bit-identical,
+    # and the arrival counters are back at 0 afterwards (else the next launch reduces too early)
+    a, a_s, b, b_s = _operands(3, 192, 1024, device, 13)
+    cfg = dict(_SWAP, SPLIT_K=4)
+    first = fp8_gemm_nt(a, a_s, b, b_s, config=cfg)
+    for _ in range(2):
+        assert torch.equal(fp8_gemm_nt(a, a_s, b, b_s, config=cfg), first)
+    assert all(int(buf.abs().sum()) == 0 for buf in fp8_gemm_small._counters.values())
+    ref = fp8_gemm_nt_ref(a.cpu(), a_s.cpu(), b.cpu(), b_s.cpu(), out_dtype=torch.float32)
+    assert calc_diff(first.float().cpu(), ref) < 1e-3
+
+
+def test_fp8_gemm_small_m_default_is_swap_ab():
+    cfg = fp8_gemm_small.small_m_config(1, 7168, 16384, 132)
+    assert cfg["SWAP_AB"] and cfg["BLOCK_M"] >= 16  # wgmma needs n ≥ 16 tokens per tile
+    with pytest.raises(ValueError, match="BLOCK_N"):
+        a, a_s, b, b_s = _operands(2, 128, 256, torch.device("cpu"), 1)
+        fp8_gemm_nt(a, a_s, b, b_s, config=dict(_SWAP, BLOCK_N=32))
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
@@ -184,6 +223,45 @@ def test_fp8_gemm_real_shapes_gpu(device, m, n, k):
     assert not torch.isnan(out).any()
     ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
     assert calc_diff(out.float(), ref) < 1e-3
+
+
+# the V3-width slice's decode GEMMs (fused q_a‖kv_a, q_b, o_proj, dense gate‖up and down,
+# shared-expert gate‖up and down) at decode M through the small-M (swap-AB) default
+_SLICE_NK = [(2112, 7168), (24576, 1536), (7168, 16384), (36864, 7168), (7168, 18432), (4096, 7168), (7168, 2048)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 8, 16])
+@pytest.mark.parametrize("n,k", _SLICE_NK)
+def test_fp8_gemm_small_m_real_shapes_gpu(device, m, n, k):
+    test_fp8_gemm_real_shapes_gpu(device, m, n, k)
+
+
+@pytest.mark.gpu
+def test_fp8_gemm_small_m_cuda_graph_gpu(device):
+    # split-K with the in-kernel reduce under graph replay: fresh inputs copied into the captured
+    # buffers give the right product, and two replays are bit-identical (counters re-armed)
+    m, n, k = 4, 7168, 16384
+    a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, k, device=device))
+    a_s = a_s.t().contiguous().t()
+    b_q, b_s = per_block_quant_fp8_ref(torch.randn(n, k, device=device) * 0.05)
+    assert fp8_gemm_small.small_m_config(m, n, k, 132)["SPLIT_K"] > 1
+    out = torch.empty(m, n, dtype=torch.bfloat16, device=device)
+    fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out)  # compile + counters outside capture
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out)
+    for seed in range(2):
+        x_q, x_s = per_token_group_quant_fp8_ref(torch.randn(m, k, device=device, generator=torch.Generator(device).manual_seed(seed)))
+        a_q.copy_(x_q)
+        a_s.copy_(x_s)
+        out.fill_(float("nan"))
+        g.replay()
+        first = out.clone()
+        g.replay()
+        assert torch.equal(out, first)
+        ref = fp8_gemm_nt_ref(x_q, x_s, b_q, b_s, out_dtype=torch.float32)
+        assert calc_diff(out.float(), ref) < 1e-3
 
 
 @pytest.mark.gpu

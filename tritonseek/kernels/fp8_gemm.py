@@ -37,6 +37,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, small_m_config
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 
@@ -121,7 +122,10 @@ def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
 
 
 def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
-    """The launch config for one problem: the tuned entry for its shape class, else the heuristic."""
+    """The launch config for one problem: the tuned entry for its shape class, else the heuristic.
+    M ≤ SMALL_M_MAX (decode): the small-M table of fp8_gemm_small (swap-AB configs carry SWAP_AB=True)."""
+    if m <= SMALL_M_MAX:
+        return small_m_config(m, n, k, num_programs)
     hit = _TUNED.get((_m_class(m), n, k))
     if hit is None:
         return _default_config(m, n, k, num_programs)
@@ -297,6 +301,8 @@ def fp8_gemm_nt(
 
     num_programs = _grid_size(a.device)
     cfg = dict(config) if config is not None else get_config(m, n, k, num_programs)
+    if cfg.get("SWAP_AB"):  # small M: weights on the wgmma M side (fp8_gemm_small)
+        return launch_fp8_gemm_swap_ab(a, a_scale, b, b_scale, out, cfg)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
         raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")

@@ -1,0 +1,205 @@
+"""Small-M (decode) block-scaled FP8 GEMM: swap-AB tiles and split-K with an in-kernel reduce.
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[n // 128, kb] · Σ_{k in block kb} a[m, k] · b[n, k]
+
+At decode M is 1–16 tokens and the GEMM only has to stream the weights b at HBM speed. The
+general kernel (fp8_gemm.py) puts the tokens on the wgmma M side, whose minimum is 64 rows, so
+≥ 63/64 of every A tile is TMA zero fill and every promotion touches a 64×128 accumulator.
+This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
+
+* a program owns BLOCK_N weight rows × BLOCK_M tokens (BLOCK_N = 64/128 fills the wgmma M side,
+  BLOCK_M = 8/16/32 tokens are its N side) and computes accᵀ = b_tile · a_tileᵀ, so each K step
+  moves a 16 KB weight tile plus a 1–4 KB token tile, and the fp32 promotion (once per 128-wide
+  K block, as in DeepGEMM) is a BLOCK_N × BLOCK_M multiply-add;
+* the grid is (N tiles, K splits, M tiles), one work item per program, several programs resident
+  per SM (small shared-memory footprint: NUM_STAGES × (BLOCK_N + BLOCK_M) × 128 bytes), so the
+  hardware block scheduler balances the K splits and many TMA loads are in flight per SM;
+* split-K partials (fp32) go to a workspace; the last program to finish a tile (an acq_rel
+  arrival counter per tile, re-armed to 0 by that program) sums the partials in split order and
+  writes the output — deterministic, and no second kernel launch. The counters live in a cached
+  per-device buffer zeroed once; a launch captured into a CUDA graph before that buffer exists
+  gets its own zeroed counters (one memset node) instead.
+
+Configs per (M class, N, K) in ``_TUNED_SMALL`` (H200 sweeps of benchmarks/bench_fp8_gemm.py),
+else the heuristic ``small_m_config``. The launcher is internal: ``fp8_gemm_nt`` validates and
+dispatches here for M ≤ ``SMALL_M_MAX``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
+SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (the H200 sweep decides the cut-over)
+
+# (M class, N, K) → BLOCK_N (weight rows per tile), BLOCK_M (tokens), num_warps, num_stages,
+# SPLIT_K (number of K splits; 1 = no workspace). M class: "8" (M ≤ 8), "16" (M ≤ 16).
+_TUNED_SMALL: dict[tuple[str, int, int], dict] = {}
+
+
+def _small_m_class(m: int) -> str:
+    return "8" if m <= 8 else ("16" if m <= 16 else "32")
+
+
+def _auto_split(n_tiles: int, kb: int, num_sms: int, resident: int) -> int:
+    """K splits so the work items fill whole waves of resident programs.
+
+    Cost of split s: waves = ⌈n_tiles·s / (num_sms·resident)⌉ of items of ⌈kb/s⌉ K blocks each,
+    plus a fixed per-item charge (pipeline fill, partial write) of 2 K blocks; ≥ 4 blocks per split.
+    """
+    best_cost, best_s = None, 1
+    for s in range(1, max(1, kb // 4) + 1):
+        cost = triton.cdiv(n_tiles * s, num_sms * resident) * (triton.cdiv(kb, s) + (2 if s > 1 else 0))
+        if best_cost is None or cost < best_cost:
+            best_cost, best_s = cost, s
+    return best_s
+
+
+def small_m_config(m: int, n: int, k: int, num_sms: int) -> dict:
+    """The launch config for a small-M problem: the tuned entry for its shape class, else a heuristic."""
+    hit = _TUNED_SMALL.get((_small_m_class(m), n, k))
+    if hit is not None:
+        return dict(hit, SWAP_AB=True)
+    # BLOCK_M ≥ 16: Triton emits wgmma only from n16 up (8 falls back to mma.sync through fp16)
+    cfg = dict(BLOCK_N=128, BLOCK_M=16 if m <= 16 else 32, num_warps=4, num_stages=6)
+    cfg["SPLIT_K"] = _auto_split(triton.cdiv(n, 128), triton.cdiv(k, BLOCK_K), num_sms, 2)
+    cfg["SWAP_AB"] = True
+    return cfg
+
+
+@triton.jit
+def _fp8_gemm_swap_ab_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr,
+    M, N, num_k_blocks, k_blocks_per_split, split_k,
+    stride_asm, stride_ask, stride_bsn, stride_bsk, stride_om, stride_on,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    NUM_STAGES: tl.constexpr, SPLIT: tl.constexpr,
+):
+    # a_desc:  TMA over a [M, K] e4m3 (tokens), K contiguous, box [BLOCK_M, BLOCK_K]
+    # b_desc:  TMA over b [N, K] e4m3 (weights), K contiguous, box [BLOCK_N, BLOCK_K]
+    # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (NB = ceil(N/128))
+    # out:     [M, N], strides (stride_om, stride_on)
+    # ws:      SPLIT: fp32 partials [split_k, M, N] contiguous; count: SPLIT: int32 [n_tiles·m_tiles]
+    #          arrival counters, 0 on entry and re-armed to 0 on exit
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    off_n = pid_n * BLOCK_N
+    off_m = pid_m * BLOCK_M
+    rn = off_n + tl.arange(0, BLOCK_N)
+    rm = off_m + tl.arange(0, BLOCK_M)
+    k_lo = split * k_blocks_per_split
+    k_hi = tl.minimum(k_lo + k_blocks_per_split, num_k_blocks)
+
+    # BLOCK_N divides 128: the tile lies in one 128-row weight-scale block (a scalar per K block).
+    # The scales of block kb+1 load while block kb is multiplied (off the tensor-core chain).
+    sa_ptrs = a_scale_ptr + rm * stride_asm
+    sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
+    sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+    sb = tl.load(sb_ptr + k_lo * stride_bsk)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for kb in tl.range(k_lo, k_hi, num_stages=NUM_STAGES):
+        w = b_desc.load([off_n, kb * BLOCK_K])  # [BLOCK_N, BLOCK_K] weights: the wgmma M side
+        x = a_desc.load([off_m, kb * BLOCK_K])  # [BLOCK_M, BLOCK_K] tokens: the wgmma N side
+        more = kb + 1 < k_hi
+        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
+        sb_next = tl.load(sb_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
+        blk = tl.dot(w, x.T)  # fresh fp32 product of one 128-wide K block, [BLOCK_N, BLOCK_M]
+        acc += blk * (sa * sb)[None, :]
+        sa = sa_next
+        sb = sb_next
+
+    mask = (rn[:, None] < N) & (rm[None, :] < M)
+    if SPLIT:
+        # partial of this split, then arrive; the last arrival reduces in split order 0..split_k-1
+        mn = M * N
+        ws_off = rm[None, :] * N + rn[:, None]
+        tl.store(ws_ptr + split * mn + ws_off, acc, mask=mask)
+        tl.debug_barrier()  # every thread's partial stored before the (single-thread) release
+        tile = pid_m * tl.num_programs(0) + pid_n
+        arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == split_k - 1:
+            tot = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            for s in range(0, split_k):
+                tot += tl.load(ws_ptr + s * mn + ws_off, mask=mask, other=0.0, cache_modifier=".cg")
+            o_ptrs = out_ptr + rm[None, :] * stride_om + rn[:, None] * stride_on
+            tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(count_ptr + tile, 0)  # re-arm for the next launch (graph replays included)
+    else:
+        o_ptrs = out_ptr + rm[None, :] * stride_om + rn[:, None] * stride_on
+        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# Per-device arrival counters, zeroed once and kept at zero by the kernel; 16 slots used
+# round-robin so launches that overlap on different streams rarely share a slot.
+_COUNTER_SLOTS = 16
+_counters: dict[int, torch.Tensor] = {}
+_slot = [0]
+_lock = threading.Lock()
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _arrival_counters(device: torch.device, n: int) -> torch.Tensor:
+    """n int32 counters that are 0 now (a slice of the cached buffer, or fresh zeros under capture)."""
+    key = -1 if device.type != "cuda" else (device.index if device.index is not None else torch.cuda.current_device())
+    with _lock:
+        buf = _counters.get(key)
+        if buf is None or buf.shape[1] < n:
+            if _capturing(device):
+                # never cache memory that belongs to a graph's private pool: per-launch zeros
+                return torch.zeros(n, dtype=torch.int32, device=device)
+            size = max(n, 4096 if buf is None else 2 * buf.shape[1])
+            buf = _counters[key] = torch.zeros((_COUNTER_SLOTS, size), dtype=torch.int32, device=device)
+        _slot[0] = (_slot[0] + 1) % _COUNTER_SLOTS
+        return buf[_slot[0], :n]
+
+
+@functools.lru_cache(maxsize=64)
+def _check_block(block_n: int, block_m: int) -> None:
+    if block_n not in (64, 128):
+        raise ValueError(f"config BLOCK_N={block_n} must be 64 or 128 for the swap-AB kernel")
+    if block_m not in (8, 16, 32, 64):
+        raise ValueError(f"config BLOCK_M={block_m} must be 8, 16, 32 or 64 for the swap-AB kernel")
+
+
+def launch_fp8_gemm_swap_ab(
+    a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, out: torch.Tensor, cfg: dict,
+) -> torch.Tensor:
+    """Launch the swap-AB kernel on inputs ``fp8_gemm_nt`` has validated (same shapes and layouts).
+
+    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K. Returns out.
+    Raises ValueError for a config outside those values.
+    """
+    m, k = a.shape
+    n = b.shape[0]
+    bn, bm = int(cfg["BLOCK_N"]), int(cfg["BLOCK_M"])
+    _check_block(bn, bm)
+    kb = triton.cdiv(k, BLOCK_K)
+    split_k = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))
+    k_per_split = triton.cdiv(kb, split_k)
+    split_k = triton.cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
+    n_tiles, m_tiles = triton.cdiv(n, bn), triton.cdiv(m, bm)
+    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
+    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
+    if split_k > 1:
+        ws = torch.empty((split_k, m, n), dtype=torch.float32, device=a.device)
+        count = _arrival_counters(a.device, n_tiles * m_tiles)
+    else:
+        ws, count = out, out  # unused (SPLIT=False)
+    _fp8_gemm_swap_ab_kernel[(n_tiles, split_k, m_tiles)](
+        a_desc, b_desc, a_scale, b_scale, out, ws, count,
+        m, n, kb, k_per_split, split_k,
+        a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), out.stride(0), out.stride(1),
+        BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=BLOCK_K, NUM_STAGES=int(cfg["num_stages"]), SPLIT=split_k > 1,
+        num_warps=int(cfg["num_warps"]),
+    )
+    return out

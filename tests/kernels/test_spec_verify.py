@@ -90,6 +90,29 @@ def test_greedy_all_rejected_and_all_accepted(device, K):
     assert out[1].cpu().tolist() == am[1].tolist()  # all accepted → K+1 tokens incl. the bonus
 
 
+def test_greedy_splits_ties_and_repeated_launches(device):
+    # V = 1000 over 2 rows: the interpreter plan splits each row across 4 programs (ragged last split);
+    # ties straddle split borders (lowest id must win), one row is all -inf (argmax 0 as in torch), and
+    # repeated launches reuse the per-sequence arrival counters (each launch must re-arm them to 0).
+    from tritonseek.kernels.spec_verify import greedy_launch_config
+
+    B, K, V = 1, 1, 1000
+    assert greedy_launch_config(B * (K + 1), V, torch.device("cpu"))[3] > 1
+    x = torch.randn(B, K + 1, V)
+    x[0, 0, [999, 260, 700]] = 7.0  # tie across splits: 260 is the lowest id
+    x[0, 1] = float("-inf")
+    drafts = torch.tensor([[260]])
+    for _ in range(3):
+        out, n = _poisoned(B, K, device)
+        got = verify_greedy(*_to(device, drafts, x), out_tokens=out, out_num_accepted=n)
+        assert got[0].cpu().tolist() == [[260, 0]] and got[1].cpu().tolist() == [1]
+    x2, d2, _ = _case(3, 2, 700, 5)
+    for _ in range(2):
+        got = verify_greedy(*_to(device, d2, x2))
+        ref = verify_greedy_ref(d2, x2)
+        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+
+
 def _rej_params(B, K, V, g, filters, zero_temp=True):
     temperature = torch.rand(B, generator=g) + 0.3
     if zero_temp:

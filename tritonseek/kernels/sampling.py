@@ -16,6 +16,7 @@ No host synchronisation anywhere (graph-capturable); split counts depend on shap
 from __future__ import annotations
 
 import functools
+import threading
 
 import torch
 import triton
@@ -45,6 +46,35 @@ _INTERP_BLOCK = 64
 @functools.lru_cache(maxsize=8)
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+_COUNTER_SLOTS = 16
+_counters: dict[int, torch.Tensor] = {}
+_retired: list[torch.Tensor] = []  # outgrown counter buffers: a captured graph may still point at one
+_slot = [0]
+_lock = threading.Lock()
+
+
+def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
+    """n int32 arrival counters that are 0 now; the kernels using them leave them at 0 again.
+
+    A slice of a cached per-device buffer (16 slots in rotation, so launches that overlap on different
+    streams rarely share one; never freed: a captured graph may hold the pointer), or fresh zeros (one
+    memset) while a graph is being captured and no buffer exists yet, so an eager call never sees
+    counters that only a replay would have zeroed.
+    """
+    key = -1 if device.type != "cuda" else (device.index if device.index is not None else torch.cuda.current_device())
+    with _lock:
+        buf = _counters.get(key)
+        if buf is None or buf.shape[1] < n:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                return torch.zeros(n, dtype=torch.int32, device=device)
+            if buf is not None:
+                _retired.append(buf)
+            size = max(n, 1024 if buf is None else 2 * buf.shape[1])
+            buf = _counters[key] = torch.zeros((_COUNTER_SLOTS, size), dtype=torch.int32, device=device)
+        _slot[0] = (_slot[0] + 1) % _COUNTER_SLOTS
+        return buf[_slot[0], :n]
 
 
 def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,

@@ -24,13 +24,23 @@ import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor
 from tritonseek.kernels.sampling import (
+    _INTERP_BLOCK,
     _check_row_params,
+    _sm_count,
+    arrival_counters,
     launch_row_stats,
     _check_seeds,
     _philox_exp,
     launch_thresholds,
     stats_launch_config,
 )
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configuration of the greedy kernel: (BLOCK, num_warps, programs per SM, UNROLL); split
+# counts are shape-only (one wave of programs), so CUDA graphs stay valid.
+# --------------------------------------------------------------------------------------------
+GREEDY_CONFIG = (1024, 4, 8, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +70,67 @@ def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part
         rmx = tl.max(rs, axis=0)
         ridx = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
     return mx, lsum, amax, ridx
+
+
+@triton.jit
+def _greedy_verify_kernel(
+    logits_ptr, draft_ptr, part_max_ptr, part_idx_ptr, count_ptr, out_ptr, num_acc_ptr,
+    V, split_len, num_splits,
+    stride_lb, stride_lj, stride_db, stride_ob,
+    K: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+):
+    # logits  [B, K+1, V] float, last stride 1; program (row = b*(K+1) + j, split) streams elements
+    #         [split*split_len, min((split+1)*split_len, V)) of row (b, j)
+    # draft   [B, K] int; part_max/part_idx [B*(K+1), num_splits] fp32/int32 scratch
+    # count   [B] int32 arrival counters: 0 on entry, re-armed to 0 by the program that arrives last
+    # out     [B, K+1] int64 (-1 padded); num_acc [B] int32
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    b = row // (K + 1)
+    start = split * split_len
+    end = tl.minimum(start + split_len, V)
+    row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + (row % (K + 1)).to(tl.int64) * stride_lj
+    big = 2147483647
+    # lane-wise running max / first index; UNROLL independent chunks per iteration keep more loads in flight
+    m_vec = tl.full([BLOCK], float("-inf"), tl.float32)
+    i_vec = tl.full([BLOCK], big, tl.int32)
+    for off in range(start, end, BLOCK * UNROLL):
+        for u in tl.static_range(UNROLL):
+            offs = off + u * BLOCK + tl.arange(0, BLOCK)
+            x = tl.load(row_ptr + offs, mask=offs < end, other=float("-inf"),
+                        eviction_policy="evict_first").to(tl.float32)
+            i_vec = tl.where(x > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
+            m_vec = tl.maximum(m_vec, x)
+    m = tl.max(m_vec, axis=0)
+    idx = tl.min(tl.where(m_vec == m, i_vec, big), axis=0)
+    idx = tl.where(idx == big, start, idx)  # all -inf: the split's first index (torch's argmax gives 0)
+    p = row.to(tl.int64) * num_splits + split
+    tl.store(part_max_ptr + p, m)
+    tl.store(part_idx_ptr + p, idx)
+    tl.debug_barrier()  # every thread's partial is stored before the (release) arrival below
+    arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel", scope="gpu")
+    if arrived == (K + 1) * num_splits - 1:
+        # last program of sequence b: reduce the K+1 rows' partials (in split order: deterministic,
+        # ties -> lowest id) and walk the drafts. Accepted drafts equal the argmax, so every emitted
+        # position holds the target argmax.
+        offs = tl.arange(0, SPLITS)
+        msk = offs < num_splits
+        b64 = b.to(tl.int64)
+        running = tl.full([], 1, tl.int1)
+        n_acc = tl.zeros([], tl.int32)
+        for j in tl.static_range(K + 1):
+            base = (b64 * (K + 1) + j) * num_splits
+            ms = tl.load(part_max_ptr + base + offs, mask=msk, other=float("-inf"), cache_modifier=".cg")
+            ids = tl.load(part_idx_ptr + base + offs, mask=msk, other=big, cache_modifier=".cg")
+            mx = tl.max(ms, axis=0)
+            amax = tl.min(tl.where((ms == mx) & msk, ids, big), axis=0)
+            tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, amax.to(tl.int64), -1))
+            if j < K:
+                d = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int64)
+                running = running & (d == amax.to(tl.int64))
+                n_acc += running.to(tl.int32)
+        tl.store(num_acc_ptr + b, n_acc)
+        tl.atomic_xchg(count_ptr + b, 0, sem="relaxed", scope="gpu")  # re-arm for the next launch
 
 
 @triton.jit
@@ -210,30 +281,53 @@ def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
     return out_tokens, out_num_accepted
 
 
+def greedy_launch_config(rows: int, V: int, device: torch.device,
+                         override: tuple[int, ...] | None = None) -> tuple[int, int, int, int, int]:
+    """(BLOCK, num_warps, UNROLL, num_splits, split_len) of ``_greedy_verify_kernel`` for ``rows`` rows of V."""
+    if device.type != "cuda":
+        block, warps, unroll, slots = _INTERP_BLOCK, 4, 2, 8  # several splits and ragged tails in CPU tests
+    else:
+        cfg = tuple(override) if override is not None else GREEDY_CONFIG
+        block, warps, per_sm = cfg[:3]
+        unroll = cfg[3] if len(cfg) > 3 else 1
+        slots = per_sm * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    step = block * unroll
+    chunks = triton.cdiv(V, step)
+    # as many equal splits as fit in ONE wave (a partial second wave would cost a whole program time)
+    splits = max(1, min(chunks, slots // rows))
+    split_len = triton.cdiv(chunks, splits) * step
+    return block, warps, unroll, triton.cdiv(V, split_len), split_len
+
+
 def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
                   out_tokens: torch.Tensor | None = None, out_num_accepted: torch.Tensor | None = None,
-                  config: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  config: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept drafts while d_j == argmax(target_j); emit argmax at the first mismatch, or the bonus argmax.
 
     draft_tokens: [B, K] int64/int32 (K >= 1). target_logits: [B, K+1, V] fp32/bf16/fp16, last dim
     contiguous, on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id.
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
-    (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
+    (BLOCK, num_warps, programs per SM[, UNROLL]) override (benchmark sweeps).
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]);
-    num_accepted + 1 tokens are emitted. No host synchronisation (CUDA-graph safe).
+    num_accepted + 1 tokens are emitted. One kernel launch: each row is split across programs and the
+    program that finishes a sequence last (per-sequence arrival counter) reduces the partials in split
+    order (deterministic) and walks the drafts. No host synchronisation (CUDA-graph safe); launches
+    that overlap on different streams use different counter slots (16 in rotation).
     Raises ValueError/TypeError naming a bad argument.
     Semantics: vLLM RejectionSampler greedy path; reference ``verify_greedy_ref``.
     """
     B, K, V, dev = _check_common(draft_tokens, target_logits)
     out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
-    splits, pmax, psum, pidx, prace, pridx = launch_row_stats(
-        target_logits, None, None, None, None, mode="greedy", need_sum=False, race_mode=0, config=config)
-    _verify_combine_kernel[(B,)](
-        draft_tokens, draft_tokens, target_logits, pmax, pmax, pmax,
-        pmax, psum, pidx, prace, pridx, out_tokens, out_num_accepted,
-        V, splits,
-        draft_tokens.stride(0), 0, 0, target_logits.stride(0), target_logits.stride(1), 0, out_tokens.stride(0),
-        K=K, GREEDY=True, ONE_HOT=True, HAS_THRESH=False, SPLITS=triton.next_power_of_2(splits), num_warps=1,
+    rows = B * (K + 1)
+    block, warps, unroll, splits, split_len = greedy_launch_config(rows, V, dev, config)
+    part_max = torch.empty(rows, splits, dtype=torch.float32, device=dev)
+    part_idx = torch.empty(rows, splits, dtype=torch.int32, device=dev)
+    count = arrival_counters(dev, B)
+    _greedy_verify_kernel[(rows, splits)](
+        target_logits, draft_tokens, part_max, part_idx, count, out_tokens, out_num_accepted,
+        V, split_len, splits,
+        target_logits.stride(0), target_logits.stride(1), draft_tokens.stride(0), out_tokens.stride(0),
+        K=K, SPLITS=triton.next_power_of_2(splits), BLOCK=block, UNROLL=unroll, num_warps=warps,
     )
     return out_tokens, out_num_accepted
 

@@ -123,9 +123,14 @@ def _mla_decode_kernel(
     h_idx = rows % num_heads
     c = tl.arange(0, BLOCK_DV2)
     cr_mem = head_dim_v + tl.arange(0, BLOCK_R)
-    c0_ok = c < head_dim_v
-    c1_ok = (c + BLOCK_DV2) < head_dim_v
-    cr_ok = cr_mem < d_qk
+    if EVEN_D:  # 576 = 2·256 + 64: constant column masks, so q loads / out stores are 16-byte vectors
+        c0_ok = tl.full([BLOCK_DV2], True, tl.int1)
+        c1_ok = tl.full([BLOCK_DV2], True, tl.int1)
+        cr_ok = tl.full([BLOCK_R], True, tl.int1)
+    else:
+        c0_ok = c < head_dim_v
+        c1_ok = (c + BLOCK_DV2) < head_dim_v
+        cr_ok = cr_mem < d_qk
     q_row = s_idx.to(tl.int64) * stride_qs + h_idx.to(tl.int64) * stride_qh
     o_row = s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
     l_row = h_idx.to(tl.int64) * stride_lh + s_idx
@@ -392,6 +397,65 @@ def _is_pow2(x: int) -> bool:
     return x >= 1 and (x & (x - 1)) == 0
 
 
+def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse):
+    """The two launches of ``mla_decode`` on validated inputs (split kernel, combine kernel) as
+    callables, so benchmarks can time each one; workspaces are allocated here."""
+    dev = q.device
+    batch, seqlen_q, num_heads, d_qk = q.shape
+    num_blocks, page_size = kv_cache.shape[:2]
+    cfg = metadata.config
+    block_n, block_h = cfg["BLOCK_N"], cfg["BLOCK_H"]
+    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
+    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
+    rows = seqlen_q * num_heads
+    n_slots = metadata.num_parts + batch
+    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
+    lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
+    total_rows = num_blocks * page_size
+    use_tma = (
+        cfg.get("USE_TMA", True) and page_size >= block_n
+        and head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r and block_dv2 <= 256
+        and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
+        and total_rows < 2**31
+    )
+    if use_tma:
+        flat = kv_cache.view(total_rows, d_qk)
+        kn_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2])
+        kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
+    else:
+        kn_desc = kr_desc = None
+    grid = (triton.cdiv(rows, block_h), metadata.num_parts)
+
+    split_args = (
+        q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
+        out, lse, opart, lpart,
+        q.stride(0), q.stride(1), q.stride(2),
+        kv_cache.stride(0), kv_cache.stride(1), block_table.stride(0),
+        out.stride(0), out.stride(1), out.stride(2),
+        lse.stride(0), lse.stride(1),
+        batch, block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
+        page_size.bit_length() - 1)
+    split_meta = dict(
+        BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
+        CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
+        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
+        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
+    # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
+    block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
+    combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
+                    lse.stride(0), lse.stride(1), num_heads, seqlen_q, head_dim_v)
+    combine_grid = (batch, triton.cdiv(rows, block_rows))
+
+    def split_launch():
+        _mla_decode_kernel[grid](*split_args, **split_meta)
+
+    def combine_launch():
+        _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
+                                          NUM_STAGES=3, num_warps=4)
+
+    return split_launch, combine_launch
+
+
 def mla_decode(
     q: torch.Tensor,
     kv_cache: torch.Tensor,
@@ -464,47 +528,8 @@ def mla_decode(
             raise ValueError(f"out must be [{batch}, {seqlen_q}, {num_heads}, {head_dim_v}] with a contiguous "
                              f"last dim, got {tuple(out.shape)} strides {out.stride()}")
     lse = torch.empty(batch, num_heads, seqlen_q, dtype=torch.float32, device=dev)
-
-    cfg = metadata.config
-    block_n, block_h = cfg["BLOCK_N"], cfg["BLOCK_H"]
-    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
-    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
-    rows = seqlen_q * num_heads
-    n_slots = metadata.num_parts + batch
-    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
-    lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
-    total_rows = num_blocks * page_size
-    use_tma = (
-        cfg.get("USE_TMA", True) and page_size >= block_n
-        and head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r and block_dv2 <= 256
-        and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
-        and total_rows < 2**31
-    )
-    if use_tma:
-        flat = kv_cache.view(total_rows, d_qk)
-        kn_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2])
-        kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
-    else:
-        kn_desc = kr_desc = None
-    grid = (triton.cdiv(rows, block_h), metadata.num_parts)
-    _mla_decode_kernel[grid](
-        q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
-        out, lse, opart, lpart,
-        q.stride(0), q.stride(1), q.stride(2),
-        kv_cache.stride(0), kv_cache.stride(1), block_table.stride(0),
-        out.stride(0), out.stride(1), out.stride(2),
-        lse.stride(0), lse.stride(1),
-        batch, block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
-        page_size.bit_length() - 1, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
-        CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
-        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"],
-    )
-    block_rows = 4 if 2 * block_dv2 >= 512 else 8  # more programs: a small batch's rows spread over SMs
-    _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](
-        metadata.split, out, lse, opart, lpart,
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        num_heads, seqlen_q, head_dim_v,
-        BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, NUM_STAGES=3, num_warps=4,
-    )
+    split_launch, combine_launch = _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v,
+                                             metadata, out, lse)
+    split_launch()
+    combine_launch()
     return out, lse

@@ -1,0 +1,216 @@
+"""MLA decode: where the time goes (split kernel / combine / schedule) and small-batch latency.
+
+    PYTHONPATH=. python benchmarks/bench_mla_small.py [--part all|membound|latency] [--out rows.jsonl]
+        [--budget-s 90] [--dry]
+
+* ``membound``: FlashMLA's memory-bound cases at batch 128, s_k 4096, page 64 (h_q·s_q ≤ 32:
+  h16 s_q1, h16 s_q2, h32 s_q1) for each candidate config in ``MEMBOUND_VARIANTS``.
+* ``latency``: the end-to-end decode shape of DeepSeek-V3 at TP1 — 128 heads, s_q 1, batch 1-8,
+  context 1k/4k — for each config in ``LATENCY_VARIANTS``.
+* Every row: the whole op (split + combine) as a CUDA-graph replay (``us_graph``, the time that counts
+  in the decode step), each launch alone (``split_us``, ``combine_us``), ``metadata_us``
+  (get_mla_metadata, once per step for all layers), correctness (cosine difference ≤ 1e-5 and
+  |Δlse| ≤ 1e-3 against the fp32 reference on up to 8 sequences, NaN-poisoned out), and the plain-torch
+  absorbed peer. Bytes and FLOPs as in bench_mla.py (suite ``mla_decode``, same case keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+import triton
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_mla import cos_diff, torch_peer_decode  # noqa: E402
+from benchmarks.timing import graph_replay_us  # noqa: E402
+
+from tritonseek.kernels import mla_decode as D  # noqa: E402
+from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
+
+D_QK, D_V, PAGE = 576, 512, 64
+DEVICE = "cuda"
+
+
+def _c(bh, bn, warps, stages, parts, **kw):
+    return dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=stages, PARTS_PER_SM=parts, USE_TMA=True, **kw)
+
+
+# name → config (None = the committed default for the rows class)
+MEMBOUND_VARIANTS = {
+    "default": None,
+    "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
+    "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
+    "m32_n32_w8_s7": _c(32, 32, 8, 7, 1),
+    "m64_n32_w8_s5": _c(64, 32, 8, 5, 1),
+    "m64_n64_w8_s2": _c(64, 64, 8, 2, 1),
+}
+MEMBOUND_CASES = [(16, 1), (16, 2), (32, 1)]  # (h_q, s_q) at batch 128, s_k 4096
+LATENCY_VARIANTS = {
+    "default": None,
+    "m64_span10": _c(64, 64, 8, 2, 1, MIN_SPAN=10),
+    "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
+    "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
+    "m16_n32_w4_s5_p2_cr1": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1),
+    "m16_n32_w4_s5_p2_span8": _c(16, 32, 4, 5, 2, MIN_SPAN=8),
+}
+LATENCY_CASES = [(b, s_k) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
+
+
+def make_case(batch, h, s_q, lens, device):
+    max_blocks = triton.cdiv(max(lens), PAGE)
+    num_blocks = batch * max_blocks
+    kv = torch.randn(num_blocks, PAGE, 1, D_QK, device=device, dtype=torch.bfloat16)
+    bt = torch.randperm(num_blocks, device=device).view(batch, max_blocks).int()
+    q = torch.randn(batch, s_q, h, D_QK, device=device, dtype=torch.bfloat16)
+    cs = torch.tensor(lens, dtype=torch.int32, device=device)
+    return q, kv, bt, cs
+
+
+def graph_us(fn, min_ms=10.0):
+    return graph_replay_us([fn], min_ms)
+
+
+def measure(q, kv, bt, cs, cfg, timer):
+    """One config on one case: correctness, then graph times of the op and of its parts."""
+    b, s_q, h, _ = q.shape
+    cfg = dict(cfg) if cfg is not None else D.default_config(s_q, h)
+    md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+    out = torch.full((b, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h, s_q, dtype=torch.float32, device=q.device)
+    split, combine = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse)
+    split()
+    combine()
+    idx = sorted(set(range(min(7, b))) | {int(torch.argmax(cs).item())})
+    ro, rlse = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
+    cd = cos_diff(out[idx].float(), ro.float())
+    dl = (lse[idx] - rlse).abs().max().item()
+    ok = cd <= 1e-5 and dl <= 1e-3 and not torch.isnan(out).any().item()
+
+    def whole():
+        split()
+        combine()
+
+    t = dict(us_graph=timer(whole), split_us=timer(split), combine_us=timer(combine),
+             metadata_us=timer(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg)))
+    splits = md.split[:, 1].float()
+    return dict(t, cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts,
+                mean_splits=round(splits.mean().item(), 2), max_splits=int(splits.max().item()))
+
+
+def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
+    for batch, s_k, h, s_q in cases:
+        if time.time() > deadline:
+            print(f"{tag}: out of time before b{batch} s_k{s_k} h{h} s_q{s_q}", flush=True)
+            return
+        lens = [s_k] * batch
+        q, kv, bt, cs = make_case(batch, h, s_q, lens, device)
+        peer = lambda: torch_peer_decode(q, kv, bt, cs, s_k, D_QK**-0.5)  # noqa: E731
+        try:
+            peer_us = timer(peer)
+        except Exception as e:  # noqa: BLE001 — the peer is informative only
+            print(f"  peer failed: {type(e).__name__}", flush=True)
+            peer_us = float("nan")
+        sk_sum = sum(lens)
+        nbytes = (sk_sum * D_QK + batch * s_q * h * (D_QK + D_V)) * 2
+        flops = 2 * s_q * sk_sum * h * (D_QK + D_V)
+        for name, cfg in variants.items():
+            if time.time() > deadline:
+                break
+            try:
+                m = measure(q, kv, bt, cs, cfg, timer)
+            except Exception as e:  # noqa: BLE001 — a failing variant is reported, the others go on
+                print(f"  {tag} b{batch} s_k{s_k} h{h} s_q{s_q} {name}: {type(e).__name__} {str(e)[:200]}",
+                      flush=True)
+                continue
+            us = m["us_graph"]
+            row = dict(suite="mla_decode", case=dict(batch=batch, s_k=s_k, h_q=h, s_q=s_q, page_size=PAGE,
+                                                     varlen=False),
+                       variant=name, us=None, tflops=round(flops / us / 1e6, 1), gbps=round(nbytes / us / 1e3, 1),
+                       peer="torch_absorbed", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / us, 3),
+                       **{k: (round(v, 2) if isinstance(v, float) and k.endswith("us") else v) for k, v in m.items()},
+                       **env)
+            rows.append(row)
+            out_f.write(json.dumps(row) + "\n")
+            out_f.flush()
+            print(f"{tag} b{batch:3d} s_k{s_k} h{h} s_q{s_q} {name:24s} {us:8.1f} us (split {m['split_us']:.1f} "
+                  f"combine {m['combine_us']:.1f} md {m['metadata_us']:.1f}) {row['gbps']:7.0f} GB/s "
+                  f"parts {m['num_parts']} splits {m['mean_splits']}/{m['max_splits']} ok {m['correct']} "
+                  f"cos {m['cos_diff']:.1e}", flush=True)
+        del q, kv, bt, cs
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def precompile_variants(variants) -> None:
+    """Compile each distinct split-kernel config in parallel processes (fills Triton's disk cache)."""
+    from benchmarks import bench_mla as B
+
+    seen, tasks = set(), []
+    for cfg in variants:
+        if cfg is None:
+            continue
+        key = tuple(sorted((k, v) for k, v in cfg.items() if k not in ("MIN_SPAN", "PARTS_PER_SM")))
+        if key not in seen:
+            seen.add(key)
+            tasks.append(("decode", cfg, 16, 1))
+    for s_q, h in ((1, 16), (2, 16), (1, 128)):
+        tasks.append(("decode", D.default_config(s_q, h), h, s_q))
+    B.precompile(tasks)
+
+
+def main():
+    global DEVICE
+    p = argparse.ArgumentParser()
+    p.add_argument("--part", default="all", choices=["all", "membound", "latency"])
+    p.add_argument("--out", default="mla_small_rows.jsonl")
+    p.add_argument("--budget-s", type=float, default=1e9)
+    p.add_argument("--dry", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1")
+    args = p.parse_args()
+    t0 = time.time()
+    deadline = t0 + args.budget_s
+    if args.dry:
+        DEVICE = "cpu"
+
+        def timer(fn):
+            t = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t) * 1e6
+
+        gpu = "cpu-dry"
+        mem_cases = [(2, 128, 16, 1)]
+        lat_cases = [(1, 128, 128, 1)]
+        mem_var = dict(list(MEMBOUND_VARIANTS.items())[:2])
+        lat_var = dict(list(LATENCY_VARIANTS.items())[:2])
+    else:
+        timer = graph_us
+        gpu = torch.cuda.get_device_name(0)
+        mem_cases = [(128, 4096, h, s_q) for h, s_q in MEMBOUND_CASES]
+        lat_cases = [(b, s_k, 128, 1) for b, s_k in LATENCY_CASES]
+        mem_var, lat_var = MEMBOUND_VARIANTS, LATENCY_VARIANTS
+        precompile_variants(list(mem_var.values()) + list(lat_var.values()))
+        print(f"precompile done ({time.time() - t0:.0f}s)", flush=True)
+    env = dict(gpu=gpu, torch=torch.__version__, triton=triton.__version__,
+               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    rows = []
+    with open(args.out, "w") as out_f:
+        if args.part in ("all", "latency"):
+            run_cases(lat_cases, lat_var, env, out_f, rows, deadline, timer, DEVICE, "lat")
+        if args.part in ("all", "membound"):
+            run_cases(mem_cases, mem_var, env, out_f, rows, deadline, timer, DEVICE, "mem")
+    print(f"\n{'case':30s} {'variant':24s} {'us_g':>8s} {'split':>7s} {'comb':>6s} {'md':>5s} {'GB/s':>6s} ok")
+    for r in rows:
+        c = r["case"]
+        print(f"b{c['batch']} s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']:<14} {r['variant']:24s} {r['us_graph']:8.1f} "
+              f"{r['split_us']:7.1f} {r['combine_us']:6.1f} {r['metadata_us']:5.1f} {r['gbps']:6.0f} {r['correct']}")
+    print(f"total {time.time() - t0:.0f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

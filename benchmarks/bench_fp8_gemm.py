@@ -93,7 +93,8 @@ def small_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
     resident programs per SM."""
     kb = triton.cdiv(k, 128)
     bm = 16 if m <= 16 else 32
-    out = [G.get_config(m, n, k, sms), G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms)]
+    out = [G.get_config(m, n, k, sms), SMALL.small_m_config(m, n, k, sms),
+           G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms)]
     for bn, st in ((128, 4), (128, 6), (128, 8), (64, 6), (64, 8)):
         tiles = triton.cdiv(n, bn)
         splits = {SMALL._auto_split(tiles, kb, sms, r) for r in (1, 2, 3, 4)}

@@ -37,7 +37,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor
-from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, small_m_config
+from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, tuned_small_config
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 
@@ -123,9 +123,11 @@ def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
 
 def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
     """The launch config for one problem: the tuned entry for its shape class, else the heuristic.
-    M ≤ SMALL_M_MAX (decode): the small-M table of fp8_gemm_small (swap-AB configs carry SWAP_AB=True)."""
+    M ≤ SMALL_M_MAX (decode): the small-M table of fp8_gemm_small first (swap-AB entries carry SWAP_AB=True)."""
     if m <= SMALL_M_MAX:
-        return small_m_config(m, n, k, num_programs)
+        hit = tuned_small_config(m, n, k)
+        if hit is not None:
+            return hit
     hit = _TUNED.get((_m_class(m), n, k))
     if hit is None:
         return _default_config(m, n, k, num_programs)

@@ -22,7 +22,8 @@ This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
 
 Configs per (M class, N, K) in ``_TUNED_SMALL`` (H200 sweeps of benchmarks/bench_fp8_gemm.py),
 else the heuristic ``small_m_config``. The launcher is internal: ``fp8_gemm_nt`` validates and
-dispatches here for M ≤ ``SMALL_M_MAX``.
+dispatches here for M ≤ ``SMALL_M_MAX`` when the shape has a tuned swap-AB entry (other shapes
+keep the general kernel until measured), or when a config with SWAP_AB=True is passed.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ def _auto_split(n_tiles: int, kb: int, num_sms: int, resident: int) -> int:
     return best_s
 
 
+def tuned_small_config(m: int, n: int, k: int) -> dict | None:
+    """The H200-measured entry for this small-M shape class (swap-AB ones carry SWAP_AB=True), or None."""
+    hit = _TUNED_SMALL.get((_small_m_class(m), n, k))
+    return None if hit is None else dict(hit)
+
+
 def small_m_config(m: int, n: int, k: int, num_sms: int) -> dict:
     """The launch config for a small-M problem: the tuned entry for its shape class, else a heuristic."""
-    hit = _TUNED_SMALL.get((_small_m_class(m), n, k))
+    hit = tuned_small_config(m, n, k)
     if hit is not None:
-        return dict(hit, SWAP_AB=True)
+        return hit
     # BLOCK_M ≥ 16: Triton emits wgmma only from n16 up (8 falls back to mma.sync through fp16)
     cfg = dict(BLOCK_N=128, BLOCK_M=16 if m <= 16 else 32, num_warps=4, num_stages=6)
     cfg["SPLIT_K"] = _auto_split(triton.cdiv(n, 128), triton.cdiv(k, BLOCK_K), num_sms, 2)

@@ -45,6 +45,7 @@ def _c(bh, bn, warps, stages, parts, **kw):
 MEMBOUND_VARIANTS = {
     "default": None,
     "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
+    "m16_n32_w4_s5_256parts": _c(16, 32, 4, 5, 256.5 / 132),  # 2 programs per sequence per head tile
     "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
     "m32_n32_w8_s7": _c(32, 32, 8, 7, 1),
     "m64_n32_w8_s5": _c(64, 32, 8, 5, 1),
@@ -161,6 +162,7 @@ def precompile_variants(variants) -> None:
             tasks.append(("decode", cfg, 16, 1))
     for s_q, h in ((1, 16), (2, 16), (1, 128)):
         tasks.append(("decode", D.default_config(s_q, h), h, s_q))
+    B.PRECOMPILE_TIMEOUT_S = 45.0  # a hung compile must not eat the run
     B.precompile(tasks)
 
 

@@ -70,6 +70,17 @@ CANDIDATES_SMALL = [
     dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8),
     dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=3, GROUP_M=8),
 ]
+# decode streaming (≤ 16 rows per group): swapped 16-row tiles (b·aᵀ) and split K (shorter programs)
+CANDIDATES_DECODE = [
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),  # the committed decode config
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=6, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=2),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=4),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=8),
+    dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=6, SWAP_AB=True, SPLIT_K=2),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=4),
+]
 
 
 class Ctx:
@@ -271,7 +282,7 @@ def _sweep(cx, cands, run, check, key):
     best = None
     timings = []
     for cfg in cands:
-        if cx.time_left() < 4:
+        if cx.time_left() < 4 + cx.args.reserve_s:
             print("  (time budget: stop sweeping)")
             break
         try:
@@ -392,12 +403,12 @@ def bench_contiguous(cx: Ctx):
 def bench_masked(cx: Ctx):
     cases = []
     if cx.dry:
-        cases = [("anchor", 2, 64, 256, 384, None)]
+        cases = [("anchor", 2, 64, 256, 384, None), ("decode", 16, 1, 256, 384, None)]
     else:
         for (G, m), tgt in MASKED_TARGET.items():
             for i, (N, K) in enumerate(NK):
                 cases.append(("anchor", G, m, N, K, tgt[i]))
-        for T in (1, 8, 64, 256):
+        for T in [int(t) for t in cx.args.decode_tokens.split(",")]:
             for N, K in NK:
                 cases.append(("decode", 256, T, N, K, None))
         cases = [c for c in cases if c[0] in cx.args.masked_kinds.split(",")]
@@ -447,13 +458,16 @@ def bench_masked(cx: Ctx):
             return good and d < 1e-3, d
 
         if cx.dry:
-            cands = CANDIDATES_SMALL[:1]
+            cands = CANDIDATES_SMALL[:1] if kind == "anchor" else CANDIDATES_DECODE[:2] + CANDIDATES_DECODE[4:5]
+        elif kind == "decode" and M_max <= 16:
+            cands = CANDIDATES_DECODE if cx.args.sweep else [None]
         elif em > 64:
             cands = [c for c in CANDIDATES_LARGE if not c.get("WS")] if cx.args.sweep else [None]
         else:
             cands = CANDIDATES_SMALL if cx.args.sweep else [None]
         print(f"masked {kind} G={G} m={m} N={N} K={K} (valid rows {int(masked_m.sum())}, expected_m {em})")
-        res = _sweep(cx, cands, run, check, f"masked,{N},{K},{GG._m_class(em)}")
+        key = f"masked-decode,{T},{N},{K}" if kind == "decode" else f"masked,{N},{K},{GG._m_class(em)}"
+        res = _sweep(cx, cands, run, check, key)
         if res is None:
             continue
         cfg, us, ug, _ = res
@@ -486,84 +500,7 @@ def bench_masked(cx: Ctx):
             torch.cuda.empty_cache()
 
 
-def _set_ops(module, ops):
-    for m in module.modules():
-        if hasattr(m, "ops"):
-            m.ops = ops
-
-
-def _v3_moe_layer(dev, dry):
-    """One DeepSeek-V3 MoE layer (hidden 7168, 256 experts, k 8, moe_intermediate 2048, 1 shared expert;
-    tiny widths with --dry) with random FP8 weights and random non-zero block scales."""
-    from tritonseek.model.config import ModelConfig
-    from tritonseek.model.moe import MoE
-    from tritonseek.model.ops import Ops
-
-    H, E, I, ng, tg = (256, 16, 128, 4, 2) if dry else (7168, 256, 2048, 8, 4)
-    cfg = ModelConfig.from_dict(dict(
-        model_type="deepseek_v3", vocab_size=1024, hidden_size=H, intermediate_size=4 * I, num_hidden_layers=4,
-        num_attention_heads=8, kv_lora_rank=64, q_lora_rank=None, qk_nope_head_dim=32, qk_rope_head_dim=16,
-        v_head_dim=32, max_position_embeddings=4096, n_routed_experts=E, n_shared_experts=1, num_experts_per_tok=8,
-        moe_intermediate_size=I, n_group=ng, topk_group=tg, topk_method="noaux_tc", scoring_func="sigmoid",
-        norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=0))
-    with torch.device(dev):
-        moe = MoE(cfg, fp8=True, dtype=torch.bfloat16, ops=Ops("triton"))
-    gen = torch.Generator(device=dev).manual_seed(1)
-    with torch.no_grad():
-        for name, p in moe.named_parameters():
-            if p.dtype == torch.float8_e4m3fn:
-                flat = p.view(-1, p.shape[-2], p.shape[-1])
-                for i in range(flat.shape[0]):  # one matrix at a time: no fp32 temporary of the whole stack
-                    flat[i] = (torch.randn(flat.shape[1:], generator=gen, device=dev) * 0.5).to(torch.float8_e4m3fn)
-            elif "scale_inv" in name:
-                p.copy_(torch.rand(p.shape, generator=gen, device=dev) * 0.01 + 0.002)  # never zero
-            elif "bias" in name:
-                p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.01)
-            else:  # router gate weight
-                p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.02)
-    return moe, cfg
-
-
-def bench_layer(cx: Ctx):
-    from tritonseek.model.ops import Ops
-
-    moe, cfg = _v3_moe_layer(cx.dev, cx.dry)
-    H, I, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts_per_tok
-    tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
-    for T in ([1, 5, 40] if cx.dry else [1, 64, 4096]):
-        if cx.time_left() < 10:
-            print("skip (budget) moe_layer T", T)
-            continue
-        x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
-        with torch.no_grad():
-            _set_ops(moe, tri_ops)
-            y = moe(x)
-            _, ids = moe.route(x)
-            _set_ops(moe, ref_ops)
-            y_ref = moe(x)
-            _, ids_ref = moe.route(x)
-            cx.sync()
-            same_routing = bool(torch.equal(ids.sort(1).values, ids_ref.sort(1).values))
-            d = calc_diff(y.float(), y_ref.float())
-            ok = bool(torch.isfinite(y).all()) and d < 1e-3
-            print(f"moe_layer T={T}: calc_diff vs reference layer {d:.2e}, same routing {same_routing}")
-            pus = cx.eager_us(lambda: moe(x))  # reference layer: Python loop over experts (host syncs)
-            _set_ops(moe, tri_ops)
-            us = cx.eager_us(lambda: moe(x))
-            ug = cx.graph_us(lambda: moe(x)) if T <= 64 else None
-        active = int(ids.unique().numel())
-        w_bytes = (active + 1) * 3 * H * I + cfg.n_routed_experts * H * 4  # fp8 experts + shared + fp32 router
-        flops = 2 * T * (k + 1) * 3 * H * I + 2 * T * H * cfg.n_routed_experts
-        from tritonseek.model.moe_triton import choose_layout
-        r = cx.row("moe_layer", dict(T=T, H=H, E=cfg.n_routed_experts, k=k, I=I, shared=1), us, ug,
-                   tflops=lambda t: flops / t / 1e6, gbps=lambda t: w_bytes / t / 1e3,
-                   peer="reference layer (Ops('reference', fp8_activations=True), expert loop)", peer_us=pus,
-                   correct=ok, calc_diff=d, layout=choose_layout(T), active_experts=active)
-        r["meets_target"] = bool(ok and (r["ratio_vs_peer"] or 0) > 1)
-    del moe
-    if not cx.dry:
-        torch.cuda.empty_cache()
-
+from benchmarks.bench_moe_layer import bench_layer  # noqa: E402
 
 SUITES = {"moe_gate": bench_gate, "moe_permute": bench_permute, "grouped_gemm_contiguous": bench_contiguous,
           "grouped_gemm_masked": bench_masked, "moe_layer": bench_layer}
@@ -575,7 +512,10 @@ def main():
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--dry", action="store_true")
     p.add_argument("--masked-kinds", default="anchor,decode", help="grouped_gemm_masked cases: anchor and/or decode")
+    p.add_argument("--decode-tokens", default="1,8,64,256", help="grouped_gemm_masked decode cases: token counts T")
+    p.add_argument("--layer-tokens", default="1,64,4096", help="moe_layer token counts T")
     p.add_argument("--budget-s", type=float, default=1e9)
+    p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl")
     p.add_argument("--winners", default="moe_winners.json")
     args = p.parse_args()

@@ -107,11 +107,20 @@ def test_contiguous_rejects_bad_inputs(device):
         grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, config=dict(BLOCK_M=256, BLOCK_N=128, num_warps=8, num_stages=2))
 
 
+# masked-only decode options: swapped tiles (b·aᵀ, 16-row activation boxes) and split K with the
+# last-arriving program summing the partials (K=272 has 3 K blocks: SPLIT_K=2 → splits of 2 and 1 blocks)
+MASKED_CONFIGS = CONFIGS + [
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
+    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, SPLIT_K=2),
+    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=2, SWAP_AB=True, SPLIT_K=3),
+]
+
+
 @_fixture_ok
 @given(E=st.integers(1, 3), M_max=st.sampled_from([1, 64, 70]), N=st.sampled_from([64, 200]),
-       K=st.sampled_from([128, 272]), cfg=st.sampled_from(range(len(CONFIGS))), data=st.data(),
-       bound=st.sampled_from([None, "exact", "over"]), extra=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, extra, seed):
+       K=st.sampled_from([128, 272]), cfg=st.sampled_from(range(len(MASKED_CONFIGS))), data=st.data(),
+       bound=st.sampled_from([None, "exact", "over"]), seed=st.integers(0, 2**31 - 1))
+def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed):
     g = torch.Generator().manual_seed(seed)
     masked = data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, max(0, M_max - 1), M_max // 2})),
                                 min_size=E, max_size=E))
@@ -123,22 +132,21 @@ def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, extr
     a.view(torch.uint8)[invalid] = FP8_NAN  # garbage past masked_m must not leak
     a_s[invalid] = float("inf")
     sentinel = 12345.0
-    out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
     # max_active_groups: the exact number of non-empty groups (compact slots, every one used) or one more
     n_active = int((masked_m > 0).sum())
     mag = None if bound is None else n_active + (bound == "over")
-    # extra: the last group's weight comes from a separate [N, K] tensor (the MoE shared expert)
-    kw = dict(extra_b=b[-1].clone().to(device), extra_b_scale=bs[-1].clone().to(device)) if extra else {}
-    b_in, bs_in = (b[:-1], bs[:-1]) if extra else (b, bs)
-    grouped_fp8_gemm_masked(a.to(device), a_s.to(device), b_in.to(device), bs_in.to(device), masked_m.to(device),
-                            out_dtype=torch.float32, out=out, config=CONFIGS[cfg], max_active_groups=mag, **kw)
-    out = out.cpu()
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
-    assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
-    valid = ~invalid
-    assert torch.isfinite(out[valid]).all()
-    if valid.any():
-        assert calc_diff(out[valid], ref[valid]) < 1e-3
+    args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
+    for _ in range(2):  # twice: split-K arrival counters must be back at zero after a launch
+        out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
+        grouped_fp8_gemm_masked(*args, out_dtype=torch.float32, out=out, config=MASKED_CONFIGS[cfg],
+                                max_active_groups=mag)
+        out = out.cpu()
+        assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
+        valid = ~invalid
+        assert torch.isfinite(out[valid]).all()
+        if valid.any():
+            assert calc_diff(out[valid], ref[valid]) < 1e-3
 
 
 def test_masked_rejects_bad_inputs(device):
@@ -156,10 +164,9 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s[:, :4], b, bs, mm)
     with pytest.raises(TypeError, match="out_dtype"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.int8)
-    with pytest.raises(ValueError, match="extra_b"):
-        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, extra_b=b[0])
-    with pytest.raises(ValueError, match="extra_b must be"):
-        grouped_fp8_gemm_masked(a, a_s, b[:1], bs[:1], mm, extra_b=b[0, :64], extra_b_scale=bs[0])
+    with pytest.raises(ValueError, match="SPLIT_K"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2,
+                                                                SPLIT_K=0))
     with pytest.raises(ValueError, match="max_active_groups"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=-1)
     with pytest.raises(ValueError, match="masked_m"):
@@ -200,3 +207,38 @@ def test_masked_gpu(device, N, K):
     ref = grouped_fp8_gemm_masked_ref(*(t.to(device) for t in (a, a_s, b, bs, masked_m)), out_dtype=torch.float32).cpu()
     assert torch.isfinite(out[~invalid]).all()
     assert calc_diff(out[~invalid], ref[~invalid]) < 1e-3
+
+
+# decode-streaming configs (swapped 16-row tiles, split K) at the V3 widths, with real routing: T tokens
+# pick 8 distinct experts of E, programs launched for min(E, 8·T) group slots as the model does
+DECODE_CONFIGS = [
+    None,
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=4),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=2),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 4, 8, 64])
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+def test_masked_decode_gpu(device, T, N, K):
+    E = 32  # 256 at V3; 32 keeps the fp32 reference small while T=8/64 still fill most groups
+    g = torch.Generator(device=device).manual_seed(T * 7 + N)
+    b = (torch.randn(E, N, K, generator=g, device=device) * 0.5).to(torch.float8_e4m3fn)
+    bs = torch.rand(E, N // 128, K // 128, generator=g, device=device) + 0.25
+    picks = torch.stack([torch.randperm(E, generator=g, device=device)[:8] for _ in range(T)])
+    masked_m = torch.bincount(picks.flatten(), minlength=E).to(torch.int32)
+    a = (torch.randn(E, T, K, generator=g, device=device)).to(torch.float8_e4m3fn)
+    a_s = torch.rand(E, T, K // 128, generator=g, device=device) + 0.25
+    invalid = torch.arange(T, device=device)[None, :] >= masked_m[:, None]
+    a.view(torch.uint8)[invalid] = FP8_NAN
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
+    for cfg in DECODE_CONFIGS:
+        for _ in range(2):  # split-K counters are reset by each launch
+            out = torch.full((E, T, N), float("nan"), dtype=torch.bfloat16, device=device)
+            grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m, out=out, max_active_groups=min(E, 8 * T), config=cfg)
+            assert out[invalid].isnan().all(), cfg
+            o = out[~invalid].float()
+            assert torch.isfinite(o).all(), cfg
+            assert calc_diff(o, ref[~invalid]) < 1e-3, cfg

@@ -20,6 +20,10 @@ never stored.
   partly valid tile are not stored (``out`` keeps what it held there). With ``max_active_groups``
   (MoE decode: at most T·k of E groups hold rows) only that many group slots are launched and slot s
   finds the s-th non-empty group by a prefix count over masked_m on the device (no host sync).
+  Decode options (config): SWAP_AB computes the tile as b·aᵀ so 128 weight rows fill the tensor-core M
+  side and 16 token rows its N side (a [16, 128] activation box instead of [64, 128]); SPLIT_K cuts each
+  tile's K loop over several programs (more, shorter programs: no long tail when only a few experts
+  stream their weights), the last program of a tile to finish sums the fp32 partials in split order.
 """
 
 from __future__ import annotations
@@ -158,56 +162,73 @@ def _grouped_fp8_contiguous_kernel(
 
 @triton.jit
 def _masked_tile(
-    a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptrs, row_ok, sb_mask, num_k_blocks, stride_ask, stride_bsk,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptrs, row_ok, sb_mask, kb_lo, kb_hi, stride_ask, stride_bsk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
-    # One [BLOCK_M, BLOCK_N] fp32 tile: a rows from a_row, weight rows from b_row; the scales of K block
-    # kb+1 are loaded while block kb is multiplied.
-    sa = tl.load(sa_ptrs, mask=row_ok, other=0.0)
-    sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in range(0, num_k_blocks):
+    # One fp32 tile over K blocks [kb_lo, kb_hi): a rows from a_row, weight rows from b_row; the scales of
+    # K block kb+1 are loaded while block kb is multiplied. SWAP_AB: the tile is [BLOCK_N, BLOCK_M] =
+    # b·aᵀ (weight rows fill the tensor-core M dimension, the few token rows are its N dimension).
+    sa = tl.load(sa_ptrs + kb_lo * stride_ask, mask=row_ok & (kb_lo < kb_hi), other=0.0)
+    sb = tl.load(sb_ptrs + kb_lo * stride_bsk, mask=sb_mask & (kb_lo < kb_hi), other=0.0)
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(kb_lo, kb_hi):
         a = a_desc.load([a_row, kb * BLOCK_K])
         b = b_desc.load([b_row, kb * BLOCK_K])
-        more = kb + 1 < num_k_blocks
+        more = kb + 1 < kb_hi
         sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
         sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
-        blk = tl.dot(a, b.T)
-        if BLOCK_N <= 128:
-            acc += blk * (sa * sb)[:, None]
+        if SWAP_AB:
+            blk = tl.dot(b, a.T)
+            if BLOCK_N <= 128:
+                acc += blk * (sa * sb)[None, :]
+            else:
+                acc += blk * (sb[:, None] * sa[None, :])
         else:
-            acc += blk * (sa[:, None] * sb[None, :])
+            blk = tl.dot(a, b.T)
+            if BLOCK_N <= 128:
+                acc += blk * (sa * sb)[:, None]
+            else:
+                acc += blk * (sa[:, None] * sb[None, :])
         sa = sa_next
         sb = sb_next
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "k_blocks_per_split"])  # one compile for every T and K
 def _grouped_fp8_masked_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, bx_desc, bx_scale_ptr,
-    M_max, N, num_k_blocks,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, part_ptr, count_ptr,
+    M_max, N, E, num_k_blocks, k_blocks_per_split,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_oe, stride_om, stride_on, stride_bxn, stride_bxk, E, E_B,
+    stride_oe, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    COMPACT: tl.constexpr, E_PAD: tl.constexpr, HAS_EXTRA: tl.constexpr,
+    COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
-    # b_desc:  TMA over b viewed [E_B*N, K] e4m3, box [BLOCK_N, BLOCK_K]
-    # a_scale: [E, M_max, KB] fp32; b_scale: [E_B, NB, KB] fp32; masked_m: [E] int32
+    # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
+    # a_scale: [E, M_max, KB] fp32; b_scale: [E, NB, KB] fp32; masked_m: [E] int32
     # out:     [E, M_max, N] (stride_oe, stride_om, stride_on); rows >= masked_m[g] untouched
-    # HAS_EXTRA: E = E_B + 1 and group E_B multiplies by bx [N, K] (bx_desc, box [BLOCK_N, BLOCK_K]) with
-    #          scales bx_scale [NB, KB] (stride_bxn, stride_bxk) — e.g. the shared expert
-    # COMPACT: program slot s serves the s-th group with masked_m > 0 (found on the device from a
+    # program id = (tile, split): tile = (group slot, n-tile, m-tile), split = K blocks
+    #          [split·k_blocks_per_split, +k_blocks_per_split)
+    # COMPACT: group slot s serves the s-th group with masked_m > 0 (found on the device from a
     #          prefix count over masked_m[0:E]); slots past the number of such groups return at once.
+    # SPLIT_K > 1: each split writes its fp32 partial rows to part [slots, M_max, SPLIT_K, N] and bumps
+    #          count[tile]; the split that arrives last sums the partials in split order (deterministic),
+    #          stores the tile and resets count[tile] to 0 for the next launch.
     pid = tl.program_id(0)
+    split = pid % SPLIT_K
+    tile = pid // SPLIT_K
     num_pid_m = tl.cdiv(M_max, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    g = pid // (num_pid_m * num_pid_n)
-    rest = pid - g * (num_pid_m * num_pid_n)
+    slot = tile // (num_pid_m * num_pid_n)
+    rest = tile - slot * (num_pid_m * num_pid_n)
+    g = slot
     if COMPACT:
         ev = tl.arange(0, E_PAD)
         nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
-        hit = (nz > 0) & (tl.cumsum(nz, axis=0) == g + 1)
+        hit = (nz > 0) & (tl.cumsum(nz, axis=0) == slot + 1)
         g = tl.min(tl.where(hit, ev, E_PAD), axis=0)
         if g >= E:
             return
@@ -222,28 +243,40 @@ def _grouped_fp8_masked_kernel(
     rm = off_m + tl.arange(0, BLOCK_M)
     rn = off_n + tl.arange(0, BLOCK_N)
     row_ok = rm < mm
-    a_row = (g64 * M_max + off_m).to(tl.int32)
-    sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
     if BLOCK_N <= 128:
         n_blk = off_n // 128
         sb_mask = off_n < N
     else:
         n_blk = rn // 128
         sb_mask = rn < N
-    if HAS_EXTRA:
-        if g == E_B:
-            acc = _masked_tile(a_desc, bx_desc, a_row, off_n, sa_ptrs, bx_scale_ptr + n_blk * stride_bxn, row_ok,
-                               sb_mask, num_k_blocks, stride_ask, stride_bxk, BLOCK_M, BLOCK_N, BLOCK_K)
-        else:
-            acc = _masked_tile(a_desc, b_desc, a_row, (g64 * N + off_n).to(tl.int32), sa_ptrs,
-                               b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, num_k_blocks,
-                               stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K)
+    kb_lo = split * k_blocks_per_split
+    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, num_k_blocks)
+    acc = _masked_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
+                       a_scale_ptr + g64 * stride_ase + rm * stride_asm,
+                       b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, kb_lo, kb_hi,
+                       stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+    if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
+        rm2 = rm.to(tl.int64)[None, :]
+        rn2 = rn[:, None]
+        ok2 = row_ok[None, :] & (rn2 < N)
     else:
-        acc = _masked_tile(a_desc, b_desc, a_row, (g64 * N + off_n).to(tl.int32), sa_ptrs,
-                           b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, num_k_blocks,
-                           stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K)
-    o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
-    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (rn[None, :] < N))
+        rm2 = rm.to(tl.int64)[:, None]
+        rn2 = rn[None, :]
+        ok2 = row_ok[:, None] & (rn2 < N)
+    o_ptrs = out_ptr + g64 * stride_oe + rm2 * stride_om + rn2 * stride_on
+    if SPLIT_K == 1:
+        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
+    else:
+        p_ptrs = part_ptr + (slot.to(tl.int64) * M_max + rm2) * (SPLIT_K * N) + rn2
+        tl.store(p_ptrs + split * N, acc, mask=ok2)
+        tl.debug_barrier()  # every thread's partial is stored before the (release) count below
+        arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            tot = tl.load(p_ptrs, mask=ok2, other=0.0, cache_modifier=".cg")
+            for s in tl.static_range(1, SPLIT_K):
+                tot += tl.load(p_ptrs + s * N, mask=ok2, other=0.0, cache_modifier=".cg")
+            tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=ok2)
+            tl.atomic_xchg(count_ptr + tile, 0, sem="relaxed", scope="gpu")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,6 +387,29 @@ def grouped_fp8_gemm_contiguous(
     return out
 
 
+_COUNTERS: dict[torch.device, torch.Tensor] = {}  # split-K arrival counters, zero between launches
+_RETIRED: list[torch.Tensor] = []  # outgrown counter buffers: a captured graph may still point at one
+
+
+def _split_counters(device: torch.device, n: int) -> torch.Tensor:
+    """≥ n int32 zeros for the split-K arrival counts (each launch leaves them at 0 again).
+
+    Kept per device and never freed (a captured CUDA graph may hold the pointer); outgrown buffers stay
+    referenced. While a graph is being captured a missing buffer is made for that call only (its memset
+    is part of the graph), so an eager call never sees counters that only a replay would have zeroed.
+    """
+    buf = _COUNTERS.get(device)
+    if buf is not None and buf.numel() >= n:
+        return buf
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return torch.zeros(n, dtype=torch.int32, device=device)
+    new = torch.zeros(max(n, 1 << 14), dtype=torch.int32, device=device)
+    if buf is not None:
+        _RETIRED.append(buf)
+    _COUNTERS[device] = new
+    return new
+
+
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -365,8 +421,6 @@ def grouped_fp8_gemm_masked(
     out: torch.Tensor | None = None,
     expected_m: int | None = None,
     max_active_groups: int | None = None,
-    extra_b: torch.Tensor | None = None,
-    extra_b_scale: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
     """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
@@ -381,11 +435,13 @@ def grouped_fp8_gemm_masked(
     max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
         programs are launched for that many groups only and each finds its group on the device. A bound
         that is too small leaves the excess groups' rows unwritten. Default E (one program set per group).
-    extra_b / extra_b_scale: optional [N, K] e4m3 (K-contiguous) / [ceil(N/128), ceil(K/128)] fp32 weight of one
-        more group: then a, a_scale, masked_m and out have E + 1 groups and group E multiplies by extra_b
-        (the MoE shared expert run in the same launch as the routed ones).
-    out: optional [E, M_max, N] out_dtype destination. config: optional launch-config override.
-    Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device).
+    out: optional [E, M_max, N] out_dtype destination.
+    config: optional launch-config override: BLOCK_M, BLOCK_N, num_warps, num_stages, plus SWAP_AB (tile
+        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group) and SPLIT_K (K
+        split over that many programs per tile; fp32 partials summed in split order by the last one to
+        finish, so the result does not depend on timing). Split-K launches share one per-device counter
+        buffer: do not run two of them on the same device concurrently (different streams).
+    Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, config).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
@@ -395,23 +451,10 @@ def grouped_fp8_gemm_masked(
     check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    E_b, N, K = _check_b(b, b_scale, dev)
-    E = E_b
-    if (extra_b is None) != (extra_b_scale is None):
-        raise ValueError("extra_b and extra_b_scale must be given together")
-    if extra_b is not None:
-        check_tensor("extra_b", extra_b, dtype=torch.float8_e4m3fn, ndim=2, device=dev)
-        check_tensor("extra_b_scale", extra_b_scale, dtype=torch.float32, ndim=2, device=dev)
-        if tuple(extra_b.shape) != (N, K):
-            raise ValueError(f"extra_b must be [N, K] = {(N, K)} (as b), got {tuple(extra_b.shape)}")
-        if extra_b.stride(1) != 1 or extra_b.stride(0) % 16 or extra_b.data_ptr() % 16:
-            raise ValueError(f"extra_b must be K-contiguous with 16-byte aligned rows, got strides {extra_b.stride()}")
-        if tuple(extra_b_scale.shape) != (triton.cdiv(N, 128), triton.cdiv(K, BLOCK_K)):
-            raise ValueError(f"extra_b_scale must be [ceil(N/128), ceil(K/128)], got {tuple(extra_b_scale.shape)}")
-        E = E_b + 1
+    E, N, K = _check_b(b, b_scale, dev)
     Ea, M_max, Ka = a.shape
     if Ea != E or Ka != K:
-        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b and extra_b), got {tuple(a.shape)}")
+        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
     if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
         raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
     kb = triton.cdiv(K, BLOCK_K)
@@ -433,22 +476,27 @@ def grouped_fp8_gemm_masked(
     cfg = dict(config) if config is not None else get_config("masked", expected_m or M_max, N, K)
     _check_cfg(cfg, False)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    split = cfg.get("SPLIT_K", 1)
+    if not isinstance(split, int) or split < 1:
+        raise ValueError(f"config SPLIT_K must be a positive int, got {split!r}")
+    per_split = triton.cdiv(kb, min(split, kb))
+    split = triton.cdiv(kb, per_split)  # no empty splits
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
-    has_extra = extra_b is not None
-    bx_desc = TensorDescriptor(extra_b, [N, K], [extra_b.stride(0), 1], [bn, BLOCK_K]) if has_extra else None
-    # no routed groups (E_b = 0): never read, so any valid descriptor stands in
-    b_desc = TensorDescriptor(b, [E_b * N, K], [b.stride(1), 1], [bn, BLOCK_K]) if E_b else bx_desc
-    bx_desc = bx_desc if has_extra else b_desc
-    bx_scale = extra_b_scale if has_extra else b_scale
-    grid = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
-    _grouped_fp8_masked_kernel[(grid,)](
-        a_desc, b_desc, a_scale, b_scale, masked_m, out, bx_desc, bx_scale,
-        M_max, N, kb,
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
+    tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
+    if split > 1:
+        part = torch.empty(groups, M_max, split, N, dtype=torch.float32, device=dev)
+        count = _split_counters(dev, tiles)
+    else:
+        part, count = out, masked_m  # never touched
+    _grouped_fp8_masked_kernel[(tiles * split,)](
+        a_desc, b_desc, a_scale, b_scale, masked_m, out, part, count,
+        M_max, N, E, kb, per_split,
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        bx_scale.stride(-2), bx_scale.stride(-1), E, E_b,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
-        HAS_EXTRA=has_extra, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), SPLIT_K=split, num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
     )
     return out
 

@@ -99,8 +99,12 @@ def small_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
         tiles = triton.cdiv(n, bn)
         splits = {SMALL._auto_split(tiles, kb, sms, r) for r in (1, 2, 3, 4)}
         out += [_sw(bn, bm, st, s) for s in sorted(splits)]
+    s2 = SMALL._auto_split(triton.cdiv(n, 128), kb, sms, 2)
     if m <= 8:
-        out.append(_sw(128, 8, 6, SMALL._auto_split(triton.cdiv(n, 128), kb, sms, 2)))  # mma.sync (no wgmma at N=8)
+        out.append(_sw(128, 8, 6, s2))  # mma.sync (no wgmma at N=8)
+    # programmatic dependent launch (prologue overlaps the previous kernel's tail), and with the
+    # first 2 weight K blocks prefetched into L2 before the grid-dependency wait
+    out += [dict(_sw(128, bm, 6, s2), PDL=True), dict(_sw(128, bm, 6, s2), PDL=True, PREFETCH=2)]
     return out
 
 

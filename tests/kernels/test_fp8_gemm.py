@@ -38,6 +38,7 @@ _CONFIGS = [
     # swap-AB small-M kernel (fp8_gemm_small): weights on the wgmma M side, split-K reduced in-kernel
     dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=3, SPLIT_K=1),
     dict(SWAP_AB=True, BLOCK_N=64, BLOCK_M=8, num_warps=4, num_stages=4, SPLIT_K=4),
+    dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=3, SPLIT_K=2, PDL=True, PREFETCH=2),  # GPU-only options
 ]
 _SWAP = dict(SWAP_AB=True, BLOCK_N=64, BLOCK_M=16, num_warps=4, num_stages=4)
 
@@ -255,12 +256,16 @@ def test_fp8_gemm_small_m_cuda_graph_gpu(device):
     a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, k, device=device))
     a_s = a_s.t().contiguous().t()
     b_q, b_s = per_block_quant_fp8_ref(torch.randn(n, k, device=device) * 0.05)
-    cfg = dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=4)
+    base = dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=4)
     out = torch.empty(m, n, dtype=torch.bfloat16, device=device)
-    fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)  # compile + counters outside capture
+    cfgs = (base, dict(base, PDL=True, PREFETCH=2))  # plain launch; programmatic dependent launch
+    for cfg in cfgs:
+        fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)  # compile + counters outside capture
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)
+        # the two launches back to back (the second waits on the first through griddepcontrol)
+        for cfg in cfgs:
+            fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)
     for seed in range(2):
         x_q, x_s = per_token_group_quant_fp8_ref(torch.randn(m, k, device=device, generator=torch.Generator(device).manual_seed(seed)))
         a_q.copy_(x_q)

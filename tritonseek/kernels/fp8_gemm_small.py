@@ -81,12 +81,19 @@ def small_m_config(m: int, n: int, k: int, num_sms: int) -> dict:
 
 
 @triton.jit
+def _prefetch_l2(ptrs):
+    # one `prefetch.global.L2` per element (a hint: never faults, returns nothing)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
 def _fp8_gemm_swap_ab_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr, b_ptr,
     M, N, num_k_blocks, k_blocks_per_split, split_k,
-    stride_asm, stride_ask, stride_bsn, stride_bsk, stride_om, stride_on,
+    stride_asm, stride_ask, stride_bsn, stride_bsk, stride_om, stride_on, stride_bn,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-    NUM_STAGES: tl.constexpr, SPLIT: tl.constexpr,
+    NUM_STAGES: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3 (tokens), K contiguous, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b [N, K] e4m3 (weights), K contiguous, box [BLOCK_N, BLOCK_K]
@@ -94,6 +101,9 @@ def _fp8_gemm_swap_ab_kernel(
     # out:     [M, N], strides (stride_om, stride_on)
     # ws:      SPLIT: fp32 partials [split_k, M, N] contiguous; count: SPLIT: int32 [n_tiles·m_tiles]
     #          arrival counters, 0 on entry and re-armed to 0 on exit
+    # b_ptr:   the same weights as b_desc (row stride stride_bn), for the L2 prefetch only
+    # PDL:     launched as a programmatic dependent launch: wait for the previous kernel before the
+    #          first dependent access; PREFETCH weight K blocks are pulled into L2 before that wait
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -103,6 +113,12 @@ def _fp8_gemm_swap_ab_kernel(
     rm = off_m + tl.arange(0, BLOCK_M)
     k_lo = split * k_blocks_per_split
     k_hi = tl.minimum(k_lo + k_blocks_per_split, num_k_blocks)
+    if PREFETCH > 0:  # weights do not depend on the previous kernel: start them before the wait
+        rows = tl.minimum(rn, N - 1).to(tl.int64) * stride_bn
+        for p in tl.static_range(PREFETCH):
+            _prefetch_l2(b_ptr + rows + tl.minimum(k_lo + p, k_hi - 1) * BLOCK_K)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
 
     # BLOCK_N divides 128: the tile lies in one 128-row weight-scale block (a scalar per K block).
     # The scales of block kb+1 load while block kb is multiplied (off the tensor-core chain).
@@ -121,6 +137,8 @@ def _fp8_gemm_swap_ab_kernel(
         acc += blk * (sa * sb)[None, :]
         sa = sa_next
         sb = sb_next
+    if PDL:  # the next kernel may launch once every program is past its main loop
+        tl.extra.cuda.gdc_launch_dependents()
 
     mask = (rn[:, None] < N) & (rm[None, :] < M)
     if SPLIT:
@@ -183,7 +201,9 @@ def launch_fp8_gemm_swap_ab(
 ) -> torch.Tensor:
     """Launch the swap-AB kernel on inputs ``fp8_gemm_nt`` has validated (same shapes and layouts).
 
-    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K. Returns out.
+    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional PDL
+    (programmatic dependent launch, CUDA only) and PREFETCH (weight K blocks prefetched into L2
+    before the grid-dependency wait; CUDA only). Returns out.
     Raises ValueError for a config outside those values.
     """
     m, k = a.shape
@@ -202,11 +222,15 @@ def launch_fp8_gemm_swap_ab(
         count = _arrival_counters(a.device, n_tiles * m_tiles)
     else:
         ws, count = out, out  # unused (SPLIT=False)
+    on_gpu = a.device.type == "cuda"  # griddepcontrol / prefetch are PTX: not under the interpreter
+    pdl = bool(cfg.get("PDL", False)) and on_gpu
+    prefetch = min(int(cfg.get("PREFETCH", 0)), k_per_split) if on_gpu else 0
     _fp8_gemm_swap_ab_kernel[(n_tiles, split_k, m_tiles)](
-        a_desc, b_desc, a_scale, b_scale, out, ws, count,
+        a_desc, b_desc, a_scale, b_scale, out, ws, count, b,
         m, n, kb, k_per_split, split_k,
         a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), out.stride(0), out.stride(1),
+        b.stride(0),
         BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=BLOCK_K, NUM_STAGES=int(cfg["num_stages"]), SPLIT=split_k > 1,
-        num_warps=int(cfg["num_warps"]),
+        PDL=pdl, PREFETCH=prefetch, num_warps=int(cfg["num_warps"]), launch_pdl=pdl,
     )
     return out

@@ -78,6 +78,8 @@ CANDIDATES_DECODE = [
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=2),
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=4),
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=8),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True, SPLIT_K=4),
+    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True, SPLIT_K=4),
     dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=6, SWAP_AB=True, SPLIT_K=2),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=4),
 ]

@@ -197,7 +197,9 @@ def _masked_tile(
     return acc
 
 
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "k_blocks_per_split"])  # one compile for every T and K
+# one compile for every T and K (these only feed loop bounds and per-row scale addresses)
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "k_blocks_per_split", "stride_ase", "stride_asm", "stride_bse",
+                               "stride_bsn"])
 def _grouped_fp8_masked_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, part_ptr, count_ptr,
     M_max, N, E, num_k_blocks, k_blocks_per_split,

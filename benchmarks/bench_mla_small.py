@@ -50,6 +50,8 @@ MEMBOUND_VARIANTS = {
     "m32_n32_w8_s7": _c(32, 32, 8, 7, 1),
     "m64_n32_w8_s5": _c(64, 32, 8, 5, 1),
     "m64_n64_w8_s2": _c(64, 64, 8, 2, 1),
+    "t16_n64_w4_s4": _c(16, 64, 4, 4, 1, TRANSPOSED=True),  # keys as the wgmma M side
+    "t32_n64_w4_s4": _c(32, 64, 4, 4, 1, TRANSPOSED=True),
 }
 MEMBOUND_CASES = [(16, 1), (16, 2), (32, 1)]  # (h_q, s_q) at batch 128, s_k 4096
 LATENCY_VARIANTS = {

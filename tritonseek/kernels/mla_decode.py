@@ -40,7 +40,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.mla_decode_tiles import _tile_step
+from tritonseek.kernels.mla_decode_tiles import _tile_step, _tile_step_t
 from tritonseek.kernels.reference.mla import mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
@@ -102,7 +102,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, TRANSPOSED: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -167,20 +167,39 @@ def _mla_decode_kernel(
                     first_masked = seqlen
                 k_fast = tl.maximum(tl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
                 bt_row = bt_ptr + b.to(tl.int64) * stride_btb
-                acc0 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-                acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
                 m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
                 l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-                    acc0, acc1, m_i, l_i = _tile_step(
-                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                        BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
-                for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
-                    acc0, acc1, m_i, l_i = _tile_step(
-                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                        BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
+                if TRANSPOSED:  # keys on the dots' M side: qᵀ operands, accᵀ [BLOCK_DV2, BLOCK_H]
+                    q0t = tl.trans(q0)
+                    q1t = tl.trans(q1)
+                    qrt = tl.trans(qr)
+                    acc0 = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
+                    acc1 = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
+                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                        acc0, acc1, m_i, l_i = _tile_step_t(
+                            q0t, q1t, qrt, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
+                    for k in tl.range(k_fast, k_hi, num_stages=1):
+                        acc0, acc1, m_i, l_i = _tile_step_t(
+                            q0t, q1t, qrt, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
+                    acc0 = tl.trans(acc0)
+                    acc1 = tl.trans(acc1)
+                else:
+                    acc0 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
+                    acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
+                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                        acc0, acc1, m_i, l_i = _tile_step(
+                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
+                    for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
+                        acc0, acc1, m_i, l_i = _tile_step(
+                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
                 has = l_i > 0.0
                 inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
                 o0 = acc0 * inv_l[:, None]
@@ -439,7 +458,8 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
+        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r,
+        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)), num_warps=cfg["num_warps"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),

@@ -39,10 +39,12 @@ import time
 
 import torch
 import triton
+import triton.language as tl
 
 from tritonseek.kernels import sampling as S
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
+from tritonseek.kernels import spec_verify as SV
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
 VOCAB = 129280
@@ -53,8 +55,11 @@ TARGET_GBPS = 0.8 * COPY_GBPS
 SWEEP_CANDIDATES = [(1024, 4, 6), (2048, 4, 6), (1024, 4, 4), (2048, 8, 3), (4096, 8, 2), (1024, 4, 8),
                     (2048, 4, 8), (4096, 8, 4), (2048, 8, 6), (1024, 2, 12), (512, 2, 16), (4096, 4, 4),
                     (2048, 4, 12), (1024, 4, 12), (4096, 8, 6)]
+GREEDY_SWEEP = [(1024, 4, 8, 2), (1024, 4, 8, 1), (2048, 4, 6, 2), (2048, 8, 4, 2), (1024, 4, 12, 2),
+                (4096, 8, 4, 1), (2048, 4, 8, 1), (1024, 4, 16, 1), (512, 4, 16, 4), (2048, 8, 8, 1)]
 SWEEP_CASES = [(1, 1), (16, 3), (64, 3)]
 DEVICE = "cuda"
+OPS = ("greedy", "greedy_2launch", "rejection", "rejection_philox", "rejection_topk_topp")
 
 
 # ----------------------------------------------------------------------------------------- timing
@@ -89,6 +94,59 @@ def graph_us(fn) -> float | None:
     return t
 
 
+def greedy_two_launch(drafts, x):
+    """The previous verify_greedy (until dfab5d2): split streaming kernel + a separate combine launch."""
+    B, K = drafts.shape
+    out = torch.empty(B, K + 1, dtype=torch.int64, device=x.device)
+    n = torch.empty(B, dtype=torch.int32, device=x.device)
+    splits, pmax, psum, pidx, prace, pridx = S.launch_row_stats(x, None, None, None, None, mode="greedy",
+                                                                need_sum=False, race_mode=0)
+    SV._verify_combine_kernel[(B,)](drafts, drafts, x, pmax, pmax, pmax, pmax, psum, pidx, prace, pridx, out, n,
+                                    x.shape[2], splits, drafts.stride(0), 0, 0, x.stride(0), x.stride(1), 0,
+                                    out.stride(0), K=K, GREEDY=True, ONE_HOT=True, HAS_THRESH=False,
+                                    SPLITS=triton.next_power_of_2(splits), num_warps=1)
+    return out, n
+
+
+@triton.jit
+def _read_floor_kernel(x_ptr, out_ptr, N, per_prog, BLOCK: tl.constexpr):
+    # the practical floor of a streaming read: program p sums x[p*per_prog : (p+1)*per_prog] (2 chunks in flight)
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * per_prog
+    end = tl.minimum(start + per_prog, N)
+    acc = tl.zeros([BLOCK], tl.float32)
+    for off in range(start, end, 2 * BLOCK):
+        o0 = off + tl.arange(0, BLOCK)
+        o1 = o0 + BLOCK
+        a = tl.load(x_ptr + o0, mask=o0 < end, other=0.0, eviction_policy="evict_first")
+        b = tl.load(x_ptr + o1, mask=o1 < end, other=0.0, eviction_policy="evict_first")
+        acc += a + b
+    tl.store(out_ptr + pid, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def _empty_kernel(out_ptr):
+    tl.store(out_ptr, 1.0)
+
+
+def floors(B: int, K: int) -> dict:
+    """Graph-timed floors of a case: one empty launch, and one tuned-by-hand read of the same logits bytes."""
+    x = torch.randn(B * (K + 1) * VOCAB, device=DEVICE)
+    n = x.numel()
+    progs = 8 * torch.cuda.get_device_properties(0).multi_processor_count
+    per = triton.cdiv(triton.cdiv(n, progs), 2048) * 2048
+    grid = triton.cdiv(n, per)
+    out = torch.empty(grid, device=DEVICE)
+    ref = x.view(grid, -1).sum(1) if n % per == 0 else None
+    _read_floor_kernel[(grid,)](x, out, n, per, BLOCK=1024, num_warps=4)
+    if ref is not None:
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-2)
+    launch = graph_us(lambda: _empty_kernel[(1,)](out))
+    read = graph_us(lambda: _read_floor_kernel[(grid,)](x, out, n, per, BLOCK=1024, num_warps=4))
+    return dict(floor_launch_us=round(launch, 2), floor_read_us=round(read, 2),
+                floor_read_gbps=round(n * 4 / read / 1e3, 1))
+
+
 # ----------------------------------------------------------------------------------------- inputs
 def make_case(B: int, K: int, V: int, seed: int, op: str):
     g = torch.Generator(device=DEVICE).manual_seed(seed)
@@ -116,6 +174,8 @@ def make_case(B: int, K: int, V: int, seed: int, op: str):
 def kernel_fn(op: str, c: dict, config=None):
     if op == "greedy":
         return lambda: verify_greedy(c["drafts"], c["x"], config=config)
+    if op == "greedy_2launch":
+        return lambda: greedy_two_launch(c["drafts"], c["x"])
     philox = op.endswith("philox")
     if op.startswith("rejection"):
         return lambda: verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
@@ -129,7 +189,7 @@ def kernel_fn(op: str, c: dict, config=None):
 
 
 def ref_fn(op: str, c: dict):
-    if op == "greedy":
+    if op.startswith("greedy"):
         return lambda: verify_greedy_ref(c["drafts"], c["x"])
     if op.startswith("rejection"):
         return lambda: verify_rejection_ref(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
@@ -153,13 +213,14 @@ def check(op: str, B: int, K: int, config, seed: int) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- suites
-def sweep(deadline: float) -> dict:
+def sweep(deadline: float, modes=("greedy", "sample")) -> dict:
     winners = {}
     t0 = time.time()
-    for n, (mode, op) in enumerate((("greedy", "greedy"), ("sample", "rejection"))):
+    for n, mode in enumerate(modes):
+        op = "greedy" if mode == "greedy" else "rejection"
         scores = {}
-        mode_deadline = t0 + (deadline - t0) * (n + 1) / 2  # each mode gets its half of the sweep time
-        for cfg in SWEEP_CANDIDATES:
+        mode_deadline = t0 + (deadline - t0) * (n + 1) / len(modes)  # each mode gets its share of the sweep time
+        for cfg in (GREEDY_SWEEP if mode == "greedy" else SWEEP_CANDIDATES):
             if time.time() > mode_deadline:
                 print(f"  sweep {mode}: time up before {cfg}", flush=True)
                 break
@@ -175,7 +236,10 @@ def sweep(deadline: float) -> dict:
         if scores:
             best = min(scores, key=scores.get)
             winners[mode] = best
-            S.STATS_CONFIGS[mode] = best
+            if mode == "greedy":
+                SV.GREEDY_CONFIG = best
+            else:
+                S.STATS_CONFIGS[mode] = best
     print(f"winners: {json.dumps({k: list(v) for k, v in winners.items()})}", flush=True)
     return winners
 
@@ -195,7 +259,7 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
             peer_t = peer_g if peer_g is not None else peer_e
             nj = K + 1 if suite == "spec_verify" else 1
             logits_bytes = B * nj * VOCAB * 4
-            noise_bytes = 0 if op == "greedy" or op.endswith("philox") else logits_bytes
+            noise_bytes = 0 if op.startswith("greedy") or op.endswith("philox") else logits_bytes
             case = dict(batch=B, k=K, vocab=VOCAB, op=op) if suite == "spec_verify" else dict(
                 batch=B, vocab=VOCAB, op=op)
             row = dict(suite=suite, case=case, us=round(us, 2), us_graph=None if ug is None else round(ug, 2),
@@ -203,7 +267,10 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
                        gbps_total=round((logits_bytes + noise_bytes) / t / 1e3, 1),
                        peer="torch_reference", peer_us=round(peer_t, 2), ratio_vs_peer=round(peer_t / t, 3),
                        peer_us_eager=round(peer_e, 2), target_gbps=TARGET_GBPS, correct=ok,
-                       config=list(S.STATS_CONFIGS["greedy" if op == "greedy" else "sample"]), **env)
+                       config=list(SV.GREEDY_CONFIG if op == "greedy" else
+                                   S.STATS_CONFIGS["greedy" if op.startswith("greedy") else "sample"]), **env)
+            if op == "greedy" and DEVICE == "cuda":
+                row.update(floors(B, K))
             rows.append(row)
             out_f.write(json.dumps(row) + "\n")
             out_f.flush()
@@ -214,7 +281,7 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
 def run_spec_verify(env, rows, out_f, deadline):
     cases = [(B, K) for K in KS for B in BATCHES]
     bench_ops(env, rows, out_f, deadline, "spec_verify",
-              ("greedy", "rejection", "rejection_philox", "rejection_topk_topp"), cases)
+              OPS, cases)
 
 
 def run_sampler(env, rows, out_f, deadline):
@@ -321,6 +388,10 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
+    p.add_argument("--warm-greedy", default=None, metavar="I/N",
+                   help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
+    p.add_argument("--ops", default=None, help="comma list of spec_verify ops (default: all)")
     p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
     p.add_argument("--out", default="mtp_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
@@ -334,7 +405,16 @@ def main():
         global DEVICE, VOCAB, BATCHES, SWEEP_CANDIDATES, SWEEP_CASES
         DEVICE, VOCAB, BATCHES = "cpu", 300, (1, 3)
         SWEEP_CANDIDATES, SWEEP_CASES = SWEEP_CANDIDATES[:2], [(1, 1)]
+    if args.warm_greedy:
+        i, n = (int(v) for v in args.warm_greedy.split("/"))
+        for cfg in GREEDY_SWEEP[i::n]:
+            ok = all(check("greedy", B, K, cfg, 3) for B, K in SWEEP_CASES)
+            print(f"warm greedy {cfg}: ok={ok}", flush=True)
+        return
     suites = args.suite.split(",")
+    if args.ops:
+        global OPS
+        OPS = tuple(args.ops.split(","))
     if "mtp_e2e" in suites:
         run_mtp_e2e_suite(rest)
         suites.remove("mtp_e2e")
@@ -349,7 +429,8 @@ def main():
     rows = []
     with open(args.out, "w") as out_f:
         if args.sweep:
-            sweep(t0 + (args.sweep_s if args.sweep_s is not None else 0.35 * args.budget_s))
+            sweep(t0 + (args.sweep_s if args.sweep_s is not None else 0.35 * args.budget_s),
+                  tuple(args.sweep_modes.split(",")))
         if "spec_verify" in suites:
             run_spec_verify(env, rows, out_f, deadline)
         if "sampler" in suites:
@@ -361,7 +442,9 @@ def main():
         t = r["us_graph"] if r["us_graph"] is not None else r["us"]
         print(f"{r['suite'] + '/' + c['op']:28s} {c['batch']:3d} {c.get('k', 0):2d} {t:8.1f} {r['us']:8.1f} "
               f"{r['gbps']:7.0f} {r['peer_us']:9.1f} {r['ratio_vs_peer']:7.2f} {str(r['gbps'] >= TARGET_GBPS):>5s} "
-              f"{str(r['ratio_vs_peer'] >= 3):>5s} {r['correct']}")
+              f"{str(r['ratio_vs_peer'] >= 3):>5s} {r['correct']}"
+              + (f"  floors: launch {r['floor_launch_us']} us, read {r['floor_read_us']} us "
+                 f"({r['floor_read_gbps']} GB/s)" if "floor_read_us" in r else ""))
 
 
 if __name__ == "__main__":

@@ -289,3 +289,34 @@ def test_verify_real_vocab_gpu(device, B, K):
     got = verify_rejection(*args, None, seeds=seeds)
     ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,K", [(1, 1), (16, 3), (64, 3)])
+def test_greedy_graph_replays_gpu(device, B, K):
+    # one captured verify_greedy replayed on fresh logits each time: the in-kernel arrival counters must be
+    # re-armed by every replay and the eager path afterwards must still agree (counters shared with it).
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs need the GPU")
+    V = 129280
+    x = torch.empty(B, K + 1, V, device=device)
+    d = torch.empty(B, K, dtype=torch.int64, device=device)
+    out = torch.empty(B, K + 1, dtype=torch.int64, device=device)
+    n = torch.empty(B, dtype=torch.int32, device=device)
+    x0, d0, _ = _case(B, K, V, 1, scale=1.0)
+    x.copy_(x0)
+    d.copy_(d0)
+    verify_greedy(d, x, out_tokens=out, out_num_accepted=n)  # compile outside the capture
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        verify_greedy(d, x, out_tokens=out, out_num_accepted=n)
+    for seed in range(2, 6):
+        xs, ds, _ = _case(B, K, V, seed, ties=seed % 2 == 0, scale=1.0)
+        x.copy_(xs)
+        d.copy_(ds)
+        out.fill_(-7)
+        g.replay()
+        ref = verify_greedy_ref(d, x)
+        assert torch.equal(out, ref[0]) and torch.equal(n, ref[1])
+        eager = verify_greedy(d, x)
+        assert torch.equal(eager[0], ref[0]) and torch.equal(eager[1], ref[1])

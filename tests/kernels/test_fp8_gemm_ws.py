@@ -50,23 +50,27 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     from triton.experimental.gluon._runtime import GluonASTSource
 
     bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], W.BLOCK_K
+    split = bool(cfg["SPLIT"])
+    c_rows = bm // 2 if split else bm
+    warps = 4 if split else W._NUM_WARPS
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     la = W._smem_layout([bm, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
-    lc = W._smem_layout([bm, bn], W._GL_DTYPES[out_dtype])
+    lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
     sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               c_desc=f"tensordesc<{cty}[{bm}, {bn}],{lc!r}>" if tma_store else "constexpr",
+               c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
     sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
-                  TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], num_warps=W._NUM_WARPS)
+                  TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
+                  CONSUMER_REGS=cfg["CONSUMER_REGS"], num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
     src = GluonASTSource(W._fp8_gemm_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=W._NUM_WARPS, maxnreg=W._MAXNREG))
+                          options=dict(num_warps=warps, maxnreg=W._MAXNREG))
 
 
 def ptxas_report(ptx: str) -> str:
@@ -82,15 +86,21 @@ def ptxas_report(ptx: str) -> str:
     return r.stderr
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store", [(128, torch.bfloat16, True), (64, torch.float32, False)])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn)
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split", [(128, torch.bfloat16, True, False),
+                                                         (64, torch.float32, False, False),
+                                                         (128, torch.bfloat16, True, True)])
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split)
     k = compile_sm90(cfg, out_dtype, tma_store)
     ptx = k.asm["ptx"]
-    # fp8 wgmma, 4 k32 steps per 128-wide K block, two issue sites (block 0 and the loop)
-    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 8
+    # fp8 wgmma, 4 k32 steps per 128-wide K block, two issue sites (block 0 and the loop), per
+    # consumer partition (SPLIT: two)
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == (16 if split else 8)
+    if split:  # each warpgroup synchronizes only itself (its own named barrier, 128 threads)
+        assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
-    assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+240;", ptx)  # consumers take the producer's registers
+    # consumers take the producer's registers (40 → 232/240 each)
+    assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+(240|232);", ptx)
     assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store  # TMA-store epilogue
     report = ptxas_report(ptx)
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
@@ -156,6 +166,8 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
 _GPU_CONFIGS = [
     None,
     dict(BLOCK_N=64),
+    dict(SPLIT=True),
+    dict(SPLIT=True, BLOCK_N=64, TMA_STORE=False),
     dict(NUM_STAGES=2, GROUP_M=1),
     dict(NUM_STAGES=5, GROUP_M=16, TMA_STORE=False),
 ]
@@ -187,6 +199,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("bn", [128, 64])
-def test_ws_real_shapes_gpu(device, n, k, bn):
-    _check_gpu(4096, n, k, device, seed=n + k, config=dict(BLOCK_N=bn))
+@pytest.mark.parametrize("cfg", [dict(BLOCK_N=128), dict(BLOCK_N=64), dict(SPLIT=True)])
+def test_ws_real_shapes_gpu(device, n, k, cfg):
+    _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

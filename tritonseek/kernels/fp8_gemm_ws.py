@@ -3,19 +3,23 @@
 out[m, n] = Σ_kb a_scale[m, kb] · b_scale[n // 128, kb] · Σ_{k in block kb} a[m, k] · b[n, k]
 
 Same maths, operands and validation as ``fp8_gemm.fp8_gemm_nt`` (DeepGEMM fp8_gemm_nt); this file
-holds the large-M kernel whose schedule Triton's ``tl`` level cannot express (see
-/work/gpu_results/NOTES_fp8.md: ``tl`` waits for the wgmma before promoting it, so the tensor core
-idles during each per-128-K promotion). Design, after DeepGEMM's SM90 kernel:
+holds the large-M kernel whose schedule Triton's ``tl`` level cannot express (see fp8_gemm.py:
+``tl`` waits for the wgmma before promoting it, so the tensor core idles during each per-128-K
+promotion unless other programs on the SM fill the gap). Design, after DeepGEMM's SM90 kernel:
 
 * persistent grid (one CTA per SM), GROUP_M-swizzled tile order shared by every partition;
 * one **producer** warp (24–40 registers) that only issues TMA loads of the A [BLOCK_M, 128] and
   B [BLOCK_N, 128] e4m3 tiles into a NUM_STAGES-deep shared-memory ring, each stage guarded by a
   ``ready`` mbarrier (TMA transaction count) and an ``empty`` mbarrier (consumer release);
-* the **consumer** partition: two warpgroups (8 warps) that own the 128-row output tile, 64 rows
-  each, with the rest of the register file (setmaxnreg through ``warp_specialize``);
-* the promotion (acc += product · a_scale · b_scale, once per 128-wide K block) of block kb runs
-  on the CUDA cores **while the wgmma of block kb+1 is in flight** (two product registers sets,
-  explicit ``warpgroup_mma_wait``): the tensor core no longer idles for the promotion;
+* the **consumers**: two warpgroups own the 128-row output tile, 64 rows each, with the rest of
+  the register file (setmaxnreg through ``warp_specialize``). Cooperative (default): both in one
+  8-warp partition (one instruction stream; Triton syncs its 256 threads at every K block).
+  SPLIT: each warpgroup is its own 4-warp partition with its own named barrier, so the two drift
+  apart and one's promotion/epilogue overlaps the other's wgmma (DeepGEMM's two math warpgroups);
+  a stage is released when both have arrived on its ``empty`` barrier (count 2);
+* the promotion (acc += product · a_scale · b_scale, once per 128-wide K block) of block kb-1 runs
+  on the CUDA cores while the wgmma of block kb is in flight (two product register sets, explicit
+  ``warpgroup_mma_wait``), so the tensor core no longer idles for the whole promotion;
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
   stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop.
 
@@ -46,7 +50,8 @@ from tritonseek.kernels.fp8_gemm import _OUT_DTYPES, BLOCK_K, _check_tma_operand
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
 # block (one scalar b_scale per K block) and leaves registers for two in-flight products.
-_DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40)
+_DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
+                   SPLIT=False, CONSUMER_REGS=232)
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -93,17 +98,30 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
 
 
 @gluon.jit
+def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr):
+    # this partition's rows of stage s's A tile (a shared-memory view, no copy)
+    if ROWS == BLOCK_M:
+        return a_bufs.index(s)
+    else:
+        return a_bufs.index(s).slice(ROW0, ROWS, dim=0)
+
+
+@gluon.jit
 def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                  M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, num_warps: gl.constexpr):
-    # num_warps = 8: two warpgroups, rows [0, 64) and [64, 128) of the tile (warps_per_cta [8, 1]).
+                 NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
+                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
+    # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
+    # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
+    # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
+    # one's promotion/epilogue overlaps the other's wgmma, as in DeepGEMM's two math warpgroups).
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BLOCK_N, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
 
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
@@ -111,9 +129,9 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
     it = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        off_m = pid_m * BLOCK_M
+        off_m = pid_m * BLOCK_M + ROW0
         off_n = pid_n * BLOCK_N
-        rm = off_m + gl.arange(0, BLOCK_M, layout=row_layout)
+        rm = off_m + gl.arange(0, ROWS, layout=row_layout)
         m_ok = rm < M
         sa_ptrs = a_scale_ptr + rm * stride_asm
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
@@ -123,8 +141,8 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         sb = gl.load(sb_ptr)
         s = it % NUM_STAGES
         mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        prod = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), zero, use_acc=False,
-                             is_async=True)
+        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                             use_acc=False, is_async=True)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
         it += 1
@@ -134,8 +152,8 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
             sb_next = gl.load(sb_ptr + kb * stride_bsk)
             s = it % NUM_STAGES
             mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-            nxt = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), zero, use_acc=False,
-                                is_async=True)
+            nxt = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                                use_acc=False, is_async=True)
             # promotion of block kb-1 on the CUDA cores while block kb runs on the tensor core
             acc += prod * gl.expand_dims(sa * sb, 1)
             prod = warpgroup_mma_wait(0, deps=[nxt])
@@ -166,12 +184,13 @@ def _fp8_gemm_ws_kernel(
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-    NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-    num_warps: gl.constexpr,
+    NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
-    # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M, BLOCK_N]; c_ptr/stride_c*: masked-store path
+    # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M, BLOCK_N] (SPLIT: [BLOCK_M // 2, BLOCK_N], one
+    #         store per warpgroup); c_ptr/stride_c*: masked-store path
     # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
@@ -179,19 +198,46 @@ def _fp8_gemm_ws_kernel(
     empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
-        mbarrier.init(empty_bars.index(i), count=1)
+        # released once per consumer partition
+        mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)
     if TMA_STORE:
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, c_desc.block_type.shape, c_desc.layout)
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 if SPLIT else 1] + c_desc.block_type.shape,
+                                           c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder (same partition signature either way)
 
-    gl.warp_specialize([
-        (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
-                        M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                        num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, num_warps)),
-        (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
-                        BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
-    ], [1], [PRODUCER_REGS])
+    if SPLIT:
+        # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
+        gl.warp_specialize([
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
+                            TMA_STORE, 0, BLOCK_M // 2, 4)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4)),
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
+        gl.warp_specialize([
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
+                            TMA_STORE, 0, BLOCK_M, 8)),
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+        ], [1], [PRODUCER_REGS])
+
+
+@gluon.jit
+def _c_buf(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
+    if TMA_STORE:
+        return c_smem.index(i)
+    else:
+        return c_smem
 
 
 @functools.lru_cache(maxsize=8)
@@ -204,7 +250,7 @@ def _smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
 
 
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
-_NUM_WARPS = 8  # consumer partition: two warpgroups
+_NUM_WARPS = 8  # cooperative consumer partition: two warpgroups (SPLIT: 4, one per partition)
 # 65536 registers over 12 warps (8 consumer + the producer's warpgroup): 168 at entry; setmaxnreg
 # then moves the producer down to PRODUCER_REGS and the consumers up (240 with 40 for the producer).
 _MAXNREG = 168
@@ -243,7 +289,7 @@ def fp8_gemm_nt_ws(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
-        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS), for tests and tuning.
+        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -288,11 +334,13 @@ def fp8_gemm_nt_ws(
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K], _smem_layout([bm, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
+    split = bool(cfg["SPLIT"])
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
     c_desc = None
     if tma_store:
-        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [bm, bn],
-                                  _smem_layout([bm, bn], _GL_DTYPES[out.dtype]))
+        c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
+        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, bn],
+                                  _smem_layout([c_rows, bn], _GL_DTYPES[out.dtype]))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     grid_n = min(_num_sms(dev), tiles)
@@ -302,6 +350,7 @@ def fp8_gemm_nt_ws(
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
-        num_warps=_NUM_WARPS, maxnreg=_MAXNREG,
+        SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
+        num_warps=4 if split else _NUM_WARPS, maxnreg=_MAXNREG,
     )
     return out

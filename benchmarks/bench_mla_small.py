@@ -41,9 +41,10 @@ def _c(bh, bn, warps, stages, parts, **kw):
     return dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=stages, PARTS_PER_SM=parts, USE_TMA=True, **kw)
 
 
-# name → config (None = the committed default for the rows class)
+# name → config (None = the committed default for the rows class; {"_default_plus": {...}} = default + keys)
 MEMBOUND_VARIANTS = {
     "default": None,
+    "default_pdl": {"_default_plus": {"PDL": True}},
     "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
     "m16_n32_w4_s5_256parts": _c(16, 32, 4, 5, 256.5 / 132),  # 2 programs per sequence per head tile
     "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
@@ -56,11 +57,13 @@ MEMBOUND_VARIANTS = {
 MEMBOUND_CASES = [(16, 1), (16, 2), (32, 1)]  # (h_q, s_q) at batch 128, s_k 4096
 LATENCY_VARIANTS = {
     "default": None,
+    "default_pdl": {"_default_plus": {"PDL": True}},
     "m64_span10": _c(64, 64, 8, 2, 1, MIN_SPAN=10),
     "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
     "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
     "m16_n32_w4_s5_p2_cr1": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1),
     "m16_n32_w4_s5_p2_span8": _c(16, 32, 4, 5, 2, MIN_SPAN=8),
+    "m16_n32_w4_s5_p2_pdl": _c(16, 32, 4, 5, 2, PDL=True),
 }
 LATENCY_CASES = [(b, s_k) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
 
@@ -82,7 +85,10 @@ def graph_us(fn, min_ms=10.0):
 def measure(q, kv, bt, cs, cfg, timer):
     """One config on one case: correctness, then graph times of the op and of its parts."""
     b, s_q, h, _ = q.shape
-    cfg = dict(cfg) if cfg is not None else D.default_config(s_q, h)
+    if cfg is None or "_default_plus" in cfg:  # the committed default, optionally with overrides
+        cfg = dict(D.default_config(s_q, h), **(cfg or {}).get("_default_plus", {}))
+    else:
+        cfg = dict(cfg)
     md = D.get_mla_metadata(cs, s_q, h, config=cfg)
     out = torch.full((b, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h, s_q, dtype=torch.float32, device=q.device)
@@ -156,14 +162,15 @@ def precompile_variants(variants) -> None:
 
     seen, tasks = set(), []
     for cfg in variants:
-        if cfg is None:
+        if cfg is None or "_default_plus" in cfg:
             continue
         key = tuple(sorted((k, v) for k, v in cfg.items() if k not in ("MIN_SPAN", "PARTS_PER_SM")))
         if key not in seen:
             seen.add(key)
             tasks.append(("decode", cfg, 16, 1))
     for s_q, h in ((1, 16), (2, 16), (1, 128)):
-        tasks.append(("decode", D.default_config(s_q, h), h, s_q))
+        for extra in ({}, {"PDL": True}):
+            tasks.append(("decode", dict(D.default_config(s_q, h), **extra), h, s_q))
     B.PRECOMPILE_TIMEOUT_S = 45.0  # a hung compile must not eat the run
     B.precompile(tasks)
 

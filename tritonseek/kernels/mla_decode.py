@@ -102,7 +102,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, TRANSPOSED: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, TRANSPOSED: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -114,6 +114,8 @@ def _mla_decode_kernel(
     # opart    [num_parts + batch, rows, 2*BLOCK_DV2] fp32; lpart [num_parts + batch, rows] fp32
     # grid (head tiles, parts): the head tiles of one part are launched next to each other, so they
     # stream the same cache span at the same time and all but the first read it from L2.
+    if USE_PDL:  # let the combine kernel launch now; it waits (griddepcontrol.wait) for this grid's writes
+        tl.extra.cuda.gdc_launch_dependents()
     tile_h = tl.program_id(0)
     pid = tl.program_id(1)
     rows_total = seqlen_q * num_heads
@@ -228,11 +230,13 @@ def _mla_combine_kernel(
     split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     num_heads, seqlen_q, head_dim_v,
-    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr, USE_PDL: tl.constexpr,
 ):
     # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
     # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
     # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
+    if USE_PDL:  # launched before the split kernel ends (programmatic dependent launch): wait for it here
+        tl.extra.cuda.gdc_wait()
     b = tl.program_id(0)
     rows_total = seqlen_q * num_heads
     rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
@@ -445,6 +449,10 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         kn_desc = kr_desc = None
     grid = (triton.cdiv(rows, block_h), metadata.num_parts)
 
+    # config PDL: the combine kernel is a programmatic dependent launch of the split kernel (its launch
+    # overlaps the split kernel's tail; CUDA only)
+    use_pdl = bool(cfg.get("PDL", False)) and dev.type == "cuda" and not interpreter_active()
+    pdl_kw = dict(launch_pdl=True) if use_pdl else {}
     split_args = (
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -459,7 +467,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
         EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r,
-        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)), num_warps=cfg["num_warps"])
+        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)), USE_PDL=use_pdl, num_warps=cfg["num_warps"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
@@ -471,7 +479,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
 
     def combine_launch():
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
-                                          NUM_STAGES=3, num_warps=4)
+                                          NUM_STAGES=3, USE_PDL=use_pdl, num_warps=4, **pdl_kw)
 
     return split_launch, combine_launch
 

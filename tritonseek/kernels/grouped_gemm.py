@@ -98,6 +98,46 @@ def _num_programs(device: torch.device) -> int:
 
 
 @triton.jit
+def _fp8_tile(
+    a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptrs, sa_mask0, sb_mask0, row_ok, sb_mask, kb_lo, kb_hi,
+    stride_ask, stride_bsk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr, WS: tl.constexpr,
+):
+    # One fp32 tile over K blocks [kb_lo, kb_hi) (both layouts): a rows from a_row, weight rows from b_row;
+    # the scales of K block kb+1 are loaded while block kb is multiplied (never between two MMAs).
+    # sa_mask0 / sb_mask0 guard the first scale loads, row_ok / sb_mask the later ones.
+    # SWAP_AB: the tile is [BLOCK_N, BLOCK_M] = b·aᵀ (weight rows fill the tensor-core M dimension, the
+    # few token rows are its N dimension). WS: Triton warp specialization of the K loop.
+    sa = tl.load(sa_ptrs + kb_lo * stride_ask, mask=sa_mask0, other=0.0)
+    sb = tl.load(sb_ptrs + kb_lo * stride_bsk, mask=sb_mask0, other=0.0)
+    if SWAP_AB:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in tl.range(kb_lo, kb_hi, warp_specialize=WS):
+        a = a_desc.load([a_row, kb * BLOCK_K])
+        b = b_desc.load([b_row, kb * BLOCK_K])
+        more = kb + 1 < kb_hi
+        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
+        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
+        if SWAP_AB:
+            blk = tl.dot(b, a.T)
+            if BLOCK_N <= 128:
+                acc += blk * (sa * sb)[None, :]
+            else:
+                acc += blk * (sb[:, None] * sa[None, :])
+        else:
+            blk = tl.dot(a, b.T)
+            if BLOCK_N <= 128:
+                acc += blk * (sa * sb)[:, None]
+            else:
+                acc += blk * (sa[:, None] * sb[None, :])
+        sa = sa_next
+        sb = sb_next
+    return acc
+
+
+@triton.jit
 def _grouped_fp8_contiguous_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, m_indices_ptr, out_ptr,
     M, N, E, num_k_blocks,
@@ -130,7 +170,6 @@ def _grouped_fp8_contiguous_kernel(
         ge = tl.where(ok, expert, 0).to(tl.int64)
         b_row = (ge * N + off_n).to(tl.int32)
         row_ok = mi == expert
-        # scales of K block kb+1 are loaded while block kb is multiplied (never between two MMAs)
         sa_ptrs = a_scale_ptr + rm * stride_asm
         if BLOCK_N <= 128:
             sb_ptrs = b_scale_ptr + ge * stride_bse + (off_n // 128) * stride_bsn
@@ -138,63 +177,12 @@ def _grouped_fp8_contiguous_kernel(
         else:
             sb_ptrs = b_scale_ptr + ge * stride_bse + (rn // 128) * stride_bsn
             sb_mask = ok & (rn < N)
-        sa = tl.load(sa_ptrs, mask=row_ok & ok, other=0.0)
-        sb = tl.load(sb_ptrs, mask=sb_mask, other=0.0)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kb in tl.range(0, k_hi, warp_specialize=WS):
-            a = a_desc.load([off_m, kb * BLOCK_K])
-            b = b_desc.load([b_row, kb * BLOCK_K])
-            more = kb + 1 < k_hi
-            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
-            sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
-            blk = tl.dot(a, b.T)
-            if BLOCK_N <= 128:
-                acc += blk * (sa * sb)[:, None]
-            else:
-                acc += blk * (sa[:, None] * sb[None, :])
-            sa = sa_next
-            sb = sb_next
+        acc = _fp8_tile(a_desc, b_desc, off_m, b_row, sa_ptrs, sb_ptrs, row_ok & ok, sb_mask, row_ok, sb_mask, 0, k_hi,
+                        stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, False, WS)
         # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
         acc = tl.where(row_ok[:, None] & ok, acc, tl.where((mi < 0)[:, None], 0.0, float("nan")))
         o_ptrs = out_ptr + rm.to(tl.int64)[:, None] * stride_om + rn[None, :] * stride_on
         tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
-
-
-@triton.jit
-def _masked_tile(
-    a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptrs, row_ok, sb_mask, kb_lo, kb_hi, stride_ask, stride_bsk,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-):
-    # One fp32 tile over K blocks [kb_lo, kb_hi): a rows from a_row, weight rows from b_row; the scales of
-    # K block kb+1 are loaded while block kb is multiplied. SWAP_AB: the tile is [BLOCK_N, BLOCK_M] =
-    # b·aᵀ (weight rows fill the tensor-core M dimension, the few token rows are its N dimension).
-    sa = tl.load(sa_ptrs + kb_lo * stride_ask, mask=row_ok & (kb_lo < kb_hi), other=0.0)
-    sb = tl.load(sb_ptrs + kb_lo * stride_bsk, mask=sb_mask & (kb_lo < kb_hi), other=0.0)
-    if SWAP_AB:
-        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in range(kb_lo, kb_hi):
-        a = a_desc.load([a_row, kb * BLOCK_K])
-        b = b_desc.load([b_row, kb * BLOCK_K])
-        more = kb + 1 < kb_hi
-        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
-        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=sb_mask & more, other=0.0)
-        if SWAP_AB:
-            blk = tl.dot(b, a.T)
-            if BLOCK_N <= 128:
-                acc += blk * (sa * sb)[None, :]
-            else:
-                acc += blk * (sb[:, None] * sa[None, :])
-        else:
-            blk = tl.dot(a, b.T)
-            if BLOCK_N <= 128:
-                acc += blk * (sa * sb)[:, None]
-            else:
-                acc += blk * (sa[:, None] * sb[None, :])
-        sa = sa_next
-        sb = sb_next
-    return acc
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
@@ -253,10 +241,10 @@ def _grouped_fp8_masked_kernel(
         sb_mask = rn < N
     kb_lo = split * k_blocks_per_split
     kb_hi = tl.minimum(kb_lo + k_blocks_per_split, num_k_blocks)
-    acc = _masked_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
-                       a_scale_ptr + g64 * stride_ase + rm * stride_asm,
-                       b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, kb_lo, kb_hi,
-                       stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+    acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
+                    a_scale_ptr + g64 * stride_ase + rm * stride_asm, b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
+                    row_ok & (kb_lo < kb_hi), sb_mask & (kb_lo < kb_hi), row_ok, sb_mask, kb_lo, kb_hi, stride_ask, stride_bsk,
+                    BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
     if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
         rm2 = rm.to(tl.int64)[None, :]
         rn2 = rn[:, None]

@@ -95,6 +95,11 @@ def _mla_absorb_o_kernel(
                  acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
 
 
+def mla_absorb_supported(qk_nope_head_dim: int, kv_lora_rank: int, qk_rope_head_dim: int, v_head_dim: int) -> bool:
+    """True when every width is a power of two ≥ 16 (the kernels' tiles; DeepSeek: 128, 512, 64, 128)."""
+    return all(v >= 16 and not v & (v - 1) for v in (qk_nope_head_dim, kv_lora_rank, qk_rope_head_dim, v_head_dim))
+
+
 def _check_pow2(name: str, v: int) -> None:
     if v < 16 or v & (v - 1):
         raise ValueError(f"{name} must be a power of two ≥ 16, got {v}")

@@ -276,13 +276,16 @@ def test_decode_path_never_syncs(device):
     assert cos_diff(o.float().cpu(), ro.float().cpu()) <= 1e-5
 
 
-@pytest.mark.parametrize("block_h", [16, 32])
-def test_several_head_tiles_match_reference(device, block_h):
-    """Rows (query position, head) cut into several head tiles (the grid's first axis) with splits."""
+@pytest.mark.parametrize("block_h,extra", [(16, {}), (32, {}), (16, {"TRANSPOSED": True}),
+                                           (32, {"TRANSPOSED": True, "COMBINE_ROWS": 1, "PDL": True})])
+def test_several_head_tiles_match_reference(device, block_h, extra):
+    """Rows (query position, head) cut into several head tiles (the grid's first axis) with splits;
+    also the TRANSPOSED tile step (keys as the dots' M side), one row per combine program and the PDL
+    launch of the combine kernel (CUDA only; the same launch elsewhere)."""
     gen = torch.Generator().manual_seed(block_h)
     lens = [300, 0, 65, 129]
     q, kv, bt, cs = make_case(device, len(lens), 2, 24, 80, 64, 16, lens, gen)  # 48 rows
-    cfg = dict(BLOCK_H=block_h, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=1, USE_TMA=True)
+    cfg = dict(BLOCK_H=block_h, BLOCK_N=32, num_warps=4, num_stages=3, PARTS_PER_SM=1, USE_TMA=True, **extra)
     md = get_mla_metadata(cs, 2, 24, num_sm=12, config=cfg)
     o, lse = mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=md)
     ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=64)

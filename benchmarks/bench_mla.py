@@ -280,6 +280,9 @@ def sweep_decode(winners: dict, deadline: float) -> None:
         torch.cuda.empty_cache()
 
 
+MAX_ROWS = 10**9  # --max-rows: only cases with h_q·s_q ≤ this (e.g. 32 = the memory-bound ones)
+
+
 def bench_decode(env, rows, out_f, winners, deadline):
     for s_k in DECODE_SK:
         try:
@@ -294,6 +297,8 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
         for h in (16, 32, 64, 128):
             for s_q in (1, 2):
                 for varlen in (False, True):
+                    if h * s_q > MAX_ROWS:
+                        continue
                     if time.time() > deadline:
                         print(f"decode: out of time at s_k {s_k} h {h} s_q {s_q} varlen {varlen}", flush=True)
                         return
@@ -455,7 +460,10 @@ def main():
     p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
     p.add_argument("--sweep-only", action="store_true", help="precompile + sweeps, no suite rows")
     p.add_argument("--precompile", action="store_true", help="compile the suite's configs in parallel first")
+    p.add_argument("--max-rows", type=int, default=10**9, help="decode cases with h_q·s_q ≤ this only")
     args = p.parse_args()
+    global MAX_ROWS
+    MAX_ROWS = args.max_rows
     if args.dry:
         _dry_mode()
     t0 = time.time()

@@ -82,6 +82,11 @@ CANDIDATES_DECODE = [
     dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True, SPLIT_K=4),
     dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=6, SWAP_AB=True, SPLIT_K=2),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=4),
+    # stream-K: GRID_MULT programs per SM, each the same number of K steps
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, STREAM_K=True, GRID_MULT=3),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, STREAM_K=True, GRID_MULT=2),
+    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True, STREAM_K=True, GRID_MULT=2),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, STREAM_K=True, GRID_MULT=2),
 ]
 
 

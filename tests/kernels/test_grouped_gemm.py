@@ -113,6 +113,9 @@ MASKED_CONFIGS = CONFIGS + [
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
     dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, SPLIT_K=2),
     dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=2, SWAP_AB=True, SPLIT_K=3),
+    # stream-K: the interpreter's grid is 3·GRID_MULT programs, so tiles are cut between programs
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True, STREAM_K=True),
+    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, STREAM_K=True, GRID_MULT=2),
 ]
 
 
@@ -216,6 +219,7 @@ DECODE_CONFIGS = [
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=4),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=2),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, STREAM_K=True, GRID_MULT=3),
 ]
 
 

@@ -269,6 +269,101 @@ def _grouped_fp8_masked_kernel(
             tl.atomic_xchg(count_ptr + tile, 0, sem="relaxed", scope="gpu")
 
 
+@triton.jit
+def _owner(w, W, P):
+    # the stream-K program whose K-step range [p·W // P, (p+1)·W // P) holds step w
+    return ((w + 1) * P - 1) // W
+
+
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
+def _grouped_fp8_masked_streamk_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, part_ptr, count_ptr,
+    M_max, N, E, num_k_blocks,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_oe, stride_om, stride_on,
+    NUM_PROGRAMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    E_PAD: tl.constexpr, SWAP_AB: tl.constexpr,
+):
+    # Same operands as _grouped_fp8_masked_kernel. Stream-K: the non-empty tiles (group, n-tile, m-tile),
+    # counted on the device from masked_m, form W = tiles·num_k_blocks K steps; program p takes steps
+    # [p·W // P, (p+1)·W // P), so every program streams the same number of weight bytes and they finish
+    # together. A tile cut between programs: each writes its fp32 partial to part [2P, BLOCK_M·BLOCK_N]
+    # (slot 2p: the segment holding p's first step, 2p+1: its last) and bumps count[tile]; the last to
+    # arrive sums the partials in program order (deterministic), stores and resets count[tile] to 0.
+    pid = tl.program_id(0)
+    P = NUM_PROGRAMS
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    ev = tl.arange(0, E_PAD)
+    mmv = tl.minimum(tl.load(masked_m_ptr + ev, mask=ev < E, other=0), M_max)
+    mtv = (mmv + BLOCK_M - 1) // BLOCK_M
+    tv = mtv * num_pid_n
+    cum = tl.cumsum(tv, axis=0)
+    KB = num_k_blocks.to(tl.int64)
+    W = tl.sum(tv, axis=0).to(tl.int64) * KB
+    start = pid * W // P
+    end = (pid + 1) * W // P
+    w = start
+    while w < end:
+        tile = w // KB
+        kb_lo = (w - tile * KB).to(tl.int32)
+        seg_end = tl.minimum(end, (tile + 1) * KB)
+        kb_hi = (seg_end - tile * KB).to(tl.int32)
+        g = tl.sum((cum <= tile).to(tl.int32), axis=0)
+        tiles_before = tl.sum(tl.where(ev < g, tv, 0), axis=0)
+        mt_g = tl.sum(tl.where(ev == g, mtv, 0), axis=0)
+        mm = tl.sum(tl.where(ev == g, mmv, 0), axis=0)
+        local = tile.to(tl.int32) - tiles_before
+        pid_n = local // mt_g
+        off_m = (local - pid_n * mt_g) * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        g64 = g.to(tl.int64)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        row_ok = rm < mm
+        if BLOCK_N <= 128:
+            n_blk = off_n // 128
+            sb_mask = off_n < N
+        else:
+            n_blk = rn // 128
+            sb_mask = rn < N
+        acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
+                        a_scale_ptr + g64 * stride_ase + rm * stride_asm,
+                        b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
+                        row_ok, sb_mask, row_ok, sb_mask, kb_lo, kb_hi, stride_ask, stride_bsk,
+                        BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
+        lm = tl.arange(0, BLOCK_M)
+        ln = tl.arange(0, BLOCK_N)
+        if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
+            rm2 = rm.to(tl.int64)[None, :]
+            rn2 = rn[:, None]
+            ok2 = row_ok[None, :] & (rn2 < N)
+            loc = lm[None, :] * BLOCK_N + ln[:, None]
+        else:
+            rm2 = rm.to(tl.int64)[:, None]
+            rn2 = rn[None, :]
+            ok2 = row_ok[:, None] & (rn2 < N)
+            loc = lm[:, None] * BLOCK_N + ln[None, :]
+        o_ptrs = out_ptr + g64 * stride_oe + rm2 * stride_om + rn2 * stride_on
+        if (kb_lo == 0) & (kb_hi == num_k_blocks):
+            tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
+        else:
+            j = tl.where(w == start, 0, 1)
+            tl.store(part_ptr + (pid * 2 + j).to(tl.int64) * (BLOCK_M * BLOCK_N) + loc, acc, mask=ok2)
+            tl.debug_barrier()  # every thread's partial is stored before the (release) count below
+            first = _owner(tile * KB, W, P)
+            last = _owner((tile + 1) * KB - 1, W, P)
+            arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+            if arrived == last - first:
+                tot = tl.zeros(acc.shape, dtype=tl.float32)
+                for q in range(first, last + 1):
+                    jq = tl.where(q * W // P >= tile * KB, 0, 1)
+                    tot += tl.load(part_ptr + (q * 2 + jq) * (BLOCK_M * BLOCK_N) + loc, mask=ok2, other=0.0,
+                                   cache_modifier=".cg")
+                tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=ok2)
+                tl.atomic_xchg(count_ptr + tile, 0, sem="relaxed", scope="gpu")
+        w = seg_end
+
+
 # ----------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------
@@ -474,6 +569,19 @@ def grouped_fp8_gemm_masked(
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
     tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
+    strides = (a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
+               b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2))
+    if cfg.get("STREAM_K"):
+        P = _num_programs(dev) * int(cfg.get("GRID_MULT", 1))
+        part = torch.empty(2 * P, bm * bn, dtype=torch.float32, device=dev)
+        _grouped_fp8_masked_streamk_kernel[(P,)](
+            a_desc, b_desc, a_scale, b_scale, masked_m, out, part,
+            _split_counters(dev, E * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)),
+            M_max, N, E, kb, *strides,
+            NUM_PROGRAMS=P, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, E_PAD=triton.next_power_of_2(E),
+            SWAP_AB=bool(cfg.get("SWAP_AB", False)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
+        return out
     if split > 1:
         part = torch.empty(groups, M_max, split, N, dtype=torch.float32, device=dev)
         count = _split_counters(dev, tiles)

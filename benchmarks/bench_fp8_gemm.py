@@ -105,6 +105,7 @@ def small_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
     # programmatic dependent launch (prologue overlaps the previous kernel's tail), and with the
     # first 2 weight K blocks prefetched into L2 before the grid-dependency wait
     out += [dict(_sw(128, bm, 6, s2), PDL=True), dict(_sw(128, bm, 6, s2), PDL=True, PREFETCH=2)]
+    out.append(_sw(128, bm, 6, s2, w=8))  # two warpgroups (m64 each) per 128-row tile
     return out
 
 

@@ -150,9 +150,18 @@ def _fp8_gemm_swap_ab_kernel(
         tile = pid_m * tl.num_programs(0) + pid_n
         arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
         if arrived == split_k - 1:
+            # four partials in flight per step (independent L2 loads), summed in split order; a
+            # masked-off split adds +0.0, which leaves the sum unchanged
             tot = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            for s in range(0, split_k):
-                tot += tl.load(ws_ptr + s * mn + ws_off, mask=mask, other=0.0, cache_modifier=".cg")
+            for s in range(0, split_k, 4):
+                p0 = tl.load(ws_ptr + s * mn + ws_off, mask=mask, other=0.0, cache_modifier=".cg")
+                p1 = tl.load(ws_ptr + (s + 1) * mn + ws_off, mask=mask & (s + 1 < split_k), other=0.0, cache_modifier=".cg")
+                p2 = tl.load(ws_ptr + (s + 2) * mn + ws_off, mask=mask & (s + 2 < split_k), other=0.0, cache_modifier=".cg")
+                p3 = tl.load(ws_ptr + (s + 3) * mn + ws_off, mask=mask & (s + 3 < split_k), other=0.0, cache_modifier=".cg")
+                tot += p0
+                tot += p1
+                tot += p2
+                tot += p3
             o_ptrs = out_ptr + rm[None, :] * stride_om + rn[:, None] * stride_on
             tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=mask)
             tl.store(count_ptr + tile, 0)  # re-arm for the next launch (graph replays included)

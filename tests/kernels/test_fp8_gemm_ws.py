@@ -64,7 +64,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
-                  CONSUMER_REGS=cfg["CONSUMER_REGS"], num_warps=warps)
+                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -86,16 +86,17 @@ def ptxas_report(ptx: str) -> str:
     return r.stderr
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split", [(128, torch.bfloat16, True, False),
-                                                         (64, torch.float32, False, False),
-                                                         (128, torch.bfloat16, True, True)])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split)
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2", [(128, torch.bfloat16, True, False, False),
+                                                                 (64, torch.float32, False, False, True),
+                                                                 (128, torch.bfloat16, True, True, True)])
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2)
     k = compile_sm90(cfg, out_dtype, tma_store)
     ptx = k.asm["ptx"]
-    # fp8 wgmma, 4 k32 steps per 128-wide K block, two issue sites (block 0 and the loop), per
-    # consumer partition (SPLIT: two)
-    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == (16 if split else 8)
+    # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2: block 0,
+    # two in the loop, the odd tail), per consumer partition (SPLIT: two)
+    sites = (4 if unroll2 else 2) * (2 if split else 1)
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
     if split:  # each warpgroup synchronizes only itself (its own named barrier, 128 threads)
         assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
@@ -168,13 +169,15 @@ _GPU_CONFIGS = [
     dict(BLOCK_N=64),
     dict(SPLIT=True),
     dict(SPLIT=True, BLOCK_N=64, TMA_STORE=False),
+    dict(SPLIT=True, UNROLL2=True),
+    dict(UNROLL2=True, NUM_STAGES=3),
     dict(NUM_STAGES=2, GROUP_M=1),
     dict(NUM_STAGES=5, GROUP_M=16, TMA_STORE=False),
 ]
 
 
 @pytest.mark.gpu
-@_fixture_ok
+@settings(_fixture_ok, max_examples=25)  # each new (config, dtype, divisibility) costs a ~2 s compile
 @given(
     m=st.integers(1, 700),
     n=st.integers(1, 900),
@@ -189,9 +192,12 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
-                                       (1, 4096, 7168, 0), (257, 300, 1040, 3)])
-def test_ws_tails_gpu(device, m, n, k, pad):
-    _check_gpu(m, n, k, device, seed=m + n + k, out_stride_pad=pad)
+                                       (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
+                                       (129, 384, 256, 0)])
+@pytest.mark.parametrize("cfg", [None, dict(SPLIT=True, UNROLL2=True)])
+def test_ws_tails_gpu(device, m, n, k, pad, cfg):
+    # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
+    _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
 
 
 _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
@@ -199,6 +205,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(BLOCK_N=128), dict(BLOCK_N=64), dict(SPLIT=True)])
+@pytest.mark.parametrize("cfg", [dict(BLOCK_N=128), dict(BLOCK_N=64), dict(SPLIT=True), dict(SPLIT=True, UNROLL2=True)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

@@ -51,7 +51,7 @@ from tritonseek.kernels.fp8_gemm import _OUT_DTYPES, BLOCK_K, _check_tma_operand
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
 # block (one scalar b_scale per K block) and leaves registers for two in-flight products.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=False, CONSUMER_REGS=232)
+                   SPLIT=False, CONSUMER_REGS=232, UNROLL2=False)
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -107,12 +107,29 @@ def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.const
 
 
 @gluon.jit
+def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
+            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+            NUM_STAGES: gl.constexpr):
+    # issue K block kb (pipeline slot it), promote the previous block's product under it, wait for
+    # kb, release its stage; returns kb's product and scale (a_scale rows × b_scale) and the acc
+    scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                        use_acc=False, is_async=True)
+    acc += prev * gl.expand_dims(prev_scale, 1)
+    cur = warpgroup_mma_wait(0, deps=[cur])
+    mbarrier.arrive(empty_bars.index(s))
+    return cur, scale, acc
+
+
+@gluon.jit
 def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                  M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
-                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
+                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -147,21 +164,44 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         mbarrier.arrive(empty_bars.index(s))
         it += 1
         acc = zero
-        for kb in range(1, num_k_blocks):
-            sa_next = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0)
-            sb_next = gl.load(sb_ptr + kb * stride_bsk)
-            s = it % NUM_STAGES
-            mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-            nxt = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
-                                use_acc=False, is_async=True)
-            # promotion of block kb-1 on the CUDA cores while block kb runs on the tensor core
+        if UNROLL2:
+            # K loop unrolled by two: the products of even and odd blocks live in two fixed
+            # register sets, so nothing is copied between a wait and the next issue (the
+            # one-set loop below moves the 64 product registers after every wait — ptxas
+            # cannot rename a loop-carried wgmma result).
+            scale0 = sa * sb
+            for j in range((num_k_blocks - 1) // 2):
+                p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                          empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk,
+                                          ROW0, ROWS, BLOCK_M, NUM_STAGES)
+                prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
+                                            empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk,
+                                            ROW0, ROWS, BLOCK_M, NUM_STAGES)
+                it += 2
+            if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
+                p1, scale1, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs,
+                                          ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk,
+                                          ROW0, ROWS, BLOCK_M, NUM_STAGES)
+                it += 1
+                acc += p1 * gl.expand_dims(scale1, 1)
+            else:
+                acc += prod * gl.expand_dims(scale0, 1)
+        else:
+            for kb in range(1, num_k_blocks):
+                sa_next = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0)
+                sb_next = gl.load(sb_ptr + kb * stride_bsk)
+                s = it % NUM_STAGES
+                mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+                nxt = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)),
+                                    zero, use_acc=False, is_async=True)
+                # promotion of block kb-1 on the CUDA cores while block kb runs on the tensor core
+                acc += prod * gl.expand_dims(sa * sb, 1)
+                prod = warpgroup_mma_wait(0, deps=[nxt])
+                mbarrier.arrive(empty_bars.index(s))
+                sa = sa_next
+                sb = sb_next
+                it += 1
             acc += prod * gl.expand_dims(sa * sb, 1)
-            prod = warpgroup_mma_wait(0, deps=[nxt])
-            mbarrier.arrive(empty_bars.index(s))
-            sa = sa_next
-            sb = sb_next
-            it += 1
-        acc += prod * gl.expand_dims(sa * sb, 1)
 
         if TMA_STORE:
             tma.store_wait(0)  # the previous tile's store has left c_smem
@@ -185,7 +225,7 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -212,11 +252,11 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -226,7 +266,7 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -289,7 +329,7 @@ def fp8_gemm_nt_ws(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
-        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS), for tests and tuning.
+        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -350,7 +390,7 @@ def fp8_gemm_nt_ws(
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
-        SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
+        SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]),
         num_warps=4 if split else _NUM_WARPS, maxnreg=_MAXNREG,
     )
     return out

@@ -82,9 +82,19 @@ def _rows_class(rows: int) -> int:
     return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
 
 
-def default_config(seqlen_q: int, num_heads: int) -> dict:
-    """The launch config for s_q·h_q query rows (tuned table by rows class)."""
-    return dict(_TUNED[_rows_class(seqlen_q * num_heads)])
+# Small batches (batch ≤ _SMALL_BATCH): rows class → config, measured on the H200 with
+# benchmarks/bench_mla_small.py (latency of split + combine as CUDA-graph replays). A class not
+# listed uses _TUNED.
+_SMALL_BATCH = 8
+_TUNED_SMALL: dict[int, dict] = {}
+
+
+def default_config(seqlen_q: int, num_heads: int, batch: int | None = None) -> dict:
+    """The launch config for s_q·h_q query rows (tuned table by rows class; a batch ≤ 8 may have its own)."""
+    cls = _rows_class(seqlen_q * num_heads)
+    if batch is not None and batch <= _SMALL_BATCH and cls in _TUNED_SMALL:
+        return dict(_TUNED_SMALL[cls])
+    return dict(_TUNED[cls])
 
 
 # Runtime sizes that vary from call to call are not specialized on (one compile per config);
@@ -385,7 +395,7 @@ def get_mla_metadata(
     check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1)
     if seqlen_q < 1 or num_heads < 1:
         raise ValueError(f"seqlen_q and num_heads must be ≥ 1, got {seqlen_q}, {num_heads}")
-    cfg = dict(config) if config is not None else default_config(seqlen_q, num_heads)
+    cfg = dict(config) if config is not None else default_config(seqlen_q, num_heads, cache_seqlens.shape[0])
     dev = cache_seqlens.device
     if num_sm is None:
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8

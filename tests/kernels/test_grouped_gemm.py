@@ -12,7 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous, grouped_fp8_gemm_masked
+from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,

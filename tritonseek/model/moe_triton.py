@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
-from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous, grouped_fp8_gemm_masked
+from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 
 MASKED_MAX_TOKENS = 128

@@ -271,6 +271,9 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
             cands = ([resolve(c, m, n, k, sms) for c in candidates(m, n, k, args.explore)] if args.sweep
                      else [G.get_config(m, n, k, sms)])
+            if args.confirm and m <= SMALL.SMALL_M_MAX:  # the committed choice and the general kernel's
+                cands = [resolve(c, m, n, k, sms) for c in
+                         (G.get_config(m, n, k, sms), G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms))]
             uniq = []
             for c in cands:
                 if c is not None and c not in uniq:
@@ -304,6 +307,9 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                 for t, cfg, _ in results[:6]:
                     print(f"  {m}x{n}x{k} {t:9.2f} us {cfg}", flush=True)
             _, best, d = results[0]
+            if args.confirm:  # report the committed config whether or not it won this run
+                committed = resolve(G.get_config(m, n, k, sms), m, n, k, sms)
+                _, best, d = next((r for r in results if r[1] == committed), results[0])
             mkey = SMALL._small_m_class(m) if m <= SMALL.SMALL_M_MAX else G._m_class(m)
             winners[f"{mkey},{n},{k}"] = best
             old_cfg = G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms)
@@ -409,6 +415,8 @@ def main():
     p.add_argument("--explore", action="store_true", help="with --sweep: the committed config and its neighbours only")
     p.add_argument("--only-nk", default="", help="N:K[,N:K...] to run (default: all six)")
     p.add_argument("--small", action="store_true", help="decode M (1, 8 unless --only-m) on the V3 slice's shapes")
+    p.add_argument("--confirm", action="store_true",
+                   help="M <= 16: time the committed config and the general kernel's (baseline) only; rows report the committed one")
     args = p.parse_args()
     # a job-level `timeout` sends SIGTERM: leave through the finally below so rows already
     # measured are still written

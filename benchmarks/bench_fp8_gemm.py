@@ -212,6 +212,8 @@ def precompile(args, shapes, sms):
     for m, _, n, k in shapes:
         cands = ([resolve(c, m, n, k, sms) for c in candidates(m, n, k, args.explore)] if args.sweep
                      else [G.get_config(m, n, k, sms)])
+        if args.confirm and m <= SMALL.SMALL_M_MAX:
+            cands.append(G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms))
         for c in cands:
             if c is not None and (m, n, k, c) not in jobs:
                 jobs.append((m, n, k, c))

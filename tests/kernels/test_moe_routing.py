@@ -353,3 +353,22 @@ def test_permute_unpermute_gpu(device, fp8):
     o = moe_unpermute(y, out[3], w)
     assert torch.isfinite(o).all()
     torch.testing.assert_close(o, moe_unpermute_ref(y, ref[3], w), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 4, 16])
+def test_permute_masked_decode_gpu(device, monkeypatch, T):
+    """V3 decode sizes: the one-launch masked permute (T·k ≤ 128) equals the multi-kernel route + copy path."""
+    import tritonseek.kernels.moe_routing as MR
+
+    k, E, H = 8, 256, 7168
+    g = torch.Generator().manual_seed(T)
+    ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).int().to(device)
+    x = torch.randn(T, H, generator=g).to(torch.float8_e4m3fn).to(device)
+    scale = (torch.rand(H // 128, T, generator=g) + 0.5).t().to(device)  # MN-major, as the quant kernel writes
+    p, s, mm, rm = moe_permute_masked(x, ids, E, T, scale)
+    monkeypatch.setattr(MR, "_ROUTE_BLOCK", 4)  # several route blocks: the general path
+    p2, s2, mm2, rm2 = moe_permute_masked(x, ids, E, T, scale)
+    assert torch.equal(mm, mm2) and torch.equal(rm, rm2)
+    v = torch.arange(T, device=device)[None, :] < mm[:, None]
+    assert torch.equal(p[v].view(torch.uint8), p2[v].view(torch.uint8)) and torch.equal(s[v], s2[v])

@@ -188,6 +188,51 @@ def _route_rank_kernel(
 
 
 @triton.jit
+def _permute_masked_decode_kernel(
+    ids_ptr, x_ptr, xs_ptr, out_ptr, outs_ptr, row_map_ptr, seg_ptr,
+    n_entries, E, max_m, H, HS, stride_xt, stride_o, stride_st, stride_sc, stride_osg, stride_osr, stride_osc,
+    E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, SC_PER: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
+):
+    # Masked permute in one launch when every (token, slot) entry fits one block (decode): each program
+    # (token t, column block) ranks all entries itself (as _route_rank_kernel with SINGLE), then copies its
+    # columns of x[t] — and the scale groups they hold — to the rows of t's entries.
+    # ids: [n_entries] int32 flat (token-major); x: [T, H] (stride_xt); xs: [T, HS] fp32 (stride_st, stride_sc)
+    # out: [E*max_m, H] (stride_o); outs: row r = g*max_m + i at g*stride_osg + i*stride_osr + c*stride_osc
+    # row_map: [n_entries] int32 out; seg: [E_BINS] int32 out (masked_m), both written by program (0, 0)
+    t = tl.program_id(0)
+    cb = tl.program_id(1)
+    i = tl.arange(0, BLOCK)
+    inb = i < n_entries
+    ids = tl.load(ids_ptr + i, mask=inb, other=-1)
+    ok = inb & (ids >= 0) & (ids < E)
+    ids = tl.where(ok, ids, -1)
+    same = (ids[:, None] == ids[None, :]) & (i[None, :] < i[:, None])
+    rank = tl.sum(same.to(tl.int32), axis=1)
+    ok = ok & (rank < max_m)
+    row = tl.where(ok, ids * max_m + rank, -1)
+    if (t == 0) & (cb == 0):
+        tl.store(row_map_ptr + i, row, mask=inb)
+        h = tl.histogram(tl.where(ok, ids, 0), E_BINS, mask=ok)
+        tl.store(seg_ptr + tl.arange(0, E_BINS), h)
+    cols = cb * BLOCK_H + tl.arange(0, BLOCK_H)
+    cm = cols < H
+    v = tl.load(x_ptr + t.to(tl.int64) * stride_xt + cols, mask=cm)
+    if HAS_SCALE:
+        sc = (cb * BLOCK_H) // 128 + tl.arange(0, SC_PER)
+        scm = (sc < HS) & ((cb * BLOCK_H) % 128 == 0)
+        sv = tl.load(xs_ptr + t.to(tl.int64) * stride_st + sc * stride_sc, mask=scm)
+    for j in tl.static_range(TOP_K):
+        r = tl.sum(tl.where(i == t * TOP_K + j, row, 0), axis=0)
+        if r >= 0:
+            tl.store(out_ptr + r.to(tl.int64) * stride_o + cols, v, mask=cm)
+            if HAS_SCALE:
+                g = r // max_m
+                tl.store(outs_ptr + g.to(tl.int64) * stride_osg + (r - g * max_m) * stride_osr + sc * stride_osc, sv,
+                         mask=scm)
+
+
+@triton.jit
 def _permute_scale_kernel(
     xs_ptr, src_ptr, valid_ptr, seg_ptr, outs_ptr, n_rows, HS, stride_st, stride_sc, rows_per_group,
     stride_osg, stride_osr, stride_osc,
@@ -472,13 +517,34 @@ def moe_permute_masked(
     if not isinstance(max_m, int) or max_m < 1:
         raise ValueError(f"max_m must be a positive int, got {max_m!r}")
     T, H = hidden.shape
-    row_map, seg, _, src = _route(topk_ids, num_experts, 1, max_m, True, 0)
-    out = torch.empty(num_experts, max_m, H, dtype=hidden.dtype, device=hidden.device)
-    _copy_rows(hidden, row_map, out.view(-1, H))
+    k = topk_ids.shape[1]
+    dev = hidden.device
+    out = torch.empty(num_experts, max_m, H, dtype=hidden.dtype, device=dev)
     out_scale = None
     if hidden_scale is not None:
         out_scale = torch.empty(num_experts, hidden_scale.shape[1], max_m, dtype=torch.float32,
-                                device=hidden.device).transpose(1, 2)  # MN-major per expert
+                                device=dev).transpose(1, 2)  # MN-major per expert
+    if 0 < T * k <= _ROUTE_BLOCK and H > 0:  # decode: routing, row and scale copies in one launch
+        e_bins = triton.next_power_of_2(num_experts)
+        row_map = torch.empty(T, k, dtype=torch.int32, device=dev)
+        seg = torch.empty(e_bins, dtype=torch.int32, device=dev)
+        ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
+        block_h, warps = _copy_config(H, hidden.element_size())
+        xs = hidden_scale if hidden_scale is not None else ids  # never read without scales
+        os_ = out_scale if out_scale is not None else out
+        hs = hidden_scale.shape[1] if hidden_scale is not None else 0
+        _permute_masked_decode_kernel[(T, triton.cdiv(H, block_h))](
+            ids, hidden, xs, out, os_, row_map, seg,
+            T * k, num_experts, max_m, H, hs, hidden.stride(0), out.stride(1),
+            xs.stride(0) if hidden_scale is not None else 0, xs.stride(1) if hidden_scale is not None else 0,
+            *(os_.stride() if out_scale is not None else (0, 0, 0)),
+            E_BINS=e_bins, BLOCK=triton.next_power_of_2(T * k), TOP_K=k, BLOCK_H=block_h,
+            SC_PER=max(block_h // 128, 1), HAS_SCALE=hidden_scale is not None, num_warps=warps,
+        )
+        return out, out_scale, seg[:num_experts], row_map  # seg counts only entries with rank < max_m
+    row_map, seg, _, src = _route(topk_ids, num_experts, 1, max_m, True, 0)
+    _copy_rows(hidden, row_map, out.view(-1, H))
+    if hidden_scale is not None:
         _gather_scales(hidden_scale, src, src, seg, out_scale, num_experts * max_m, max_m, True)
     return out, out_scale, seg[:num_experts], row_map
 

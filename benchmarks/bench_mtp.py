@@ -6,7 +6,9 @@
 * ``spec_verify``: the verification kernels at B ∈ {1, 16, 64}, K ∈ {1, 3}, vocab 129280, fp32
   target logits [B, K+1, V] (fresh ``randn``, never zeros), ops ``greedy`` (verify_greedy),
   ``rejection`` (verify_rejection, one-hot drafts as MTP gives, T = 1, no filters) and
-  ``rejection_topk_topp`` (same with top_k = 50, top_p = 0.9: adds the radix-select threshold pass).
+  ``rejection_topk_topp`` (same with top_k = 50, top_p = 0.9: adds the threshold passes of
+  kernels/sampling_filter.py) and ``rejection_topk_topp_radix`` (the same through the previous
+  one-program-per-row radix select, for before/after in one run).
   ``gbps`` = logits bytes B·(K+1)·V·4 / us_graph (the issue's measure); rejection also reads the
   same number of bytes of Exp(1) noise, so ``gbps_total`` counts both. Target: ≥ 80% of 4.27 TB/s
   (3416 GB/s) on the logits read and ≥ 3× the peer. ``rejection_philox`` makes the noise in
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -42,6 +45,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels import sampling as S
+from tritonseek.kernels import sampling_filter as F
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
 from tritonseek.kernels import spec_verify as SV
@@ -59,7 +63,7 @@ GREEDY_SWEEP = [(1024, 4, 8, 2), (1024, 4, 8, 1), (2048, 4, 6, 2), (2048, 8, 4, 
                 (4096, 8, 4, 1), (2048, 4, 8, 1), (1024, 4, 16, 1), (512, 4, 16, 4), (2048, 8, 8, 1)]
 SWEEP_CASES = [(1, 1), (16, 3), (64, 3)]
 DEVICE = "cuda"
-OPS = ("greedy", "greedy_2launch", "rejection", "rejection_philox", "rejection_topk_topp")
+OPS = ("greedy", "greedy_2launch", "rejection", "rejection_philox", "rejection_topk_topp", "rejection_topk_topp_radix")
 
 
 # ----------------------------------------------------------------------------------------- timing
@@ -158,7 +162,7 @@ def make_case(B: int, K: int, V: int, seed: int, op: str):
     drafts = torch.where(pos[None] < n[:, None], am[:, :K], drafts)  # a mix of accept lengths
     temperature = torch.ones(B, device=DEVICE)
     top_k = top_p = None
-    if op.endswith("topk_topp"):
+    if "topk_topp" in op:
         top_k = torch.full((B,), 50, dtype=torch.int32, device=DEVICE)
         top_p = torch.full((B,), 0.9, device=DEVICE)
     uniforms = torch.rand(B, K, device=DEVICE, generator=g)
@@ -177,6 +181,17 @@ def kernel_fn(op: str, c: dict, config=None):
     if op == "greedy_2launch":
         return lambda: greedy_two_launch(c["drafts"], c["x"])
     philox = op.endswith("philox")
+    if op == "rejection_topk_topp_radix":  # the previous filter: one-program radix select only
+
+        def radix():
+            fast = SV.launch_thresholds
+            SV.launch_thresholds = functools.partial(F.launch_thresholds, fast=False)
+            try:
+                return verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
+                                        c["uniforms"], c["noise"], config=config)
+            finally:
+                SV.launch_thresholds = fast
+        return radix
     if op.startswith("rejection"):
         return lambda: verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
                                         c["uniforms"], None if philox else c["noise"],
@@ -341,11 +356,27 @@ def compile_check() -> int:
         block, warps, _ = S.STATS_CONFIGS["greedy" if greedy else "sample"]
         comp(S._row_stats_kernel, stats, dict(GREEDY=greedy, HAS_THRESH=thresh, NEED_SUM=need_sum, RACE_MODE=race,
                                               PHILOX=philox, BLOCK=block), warps, div)
-    thr = dict(logits_ptr=fp, temperature_ptr=fp, top_k_ptr="*i32", top_p_ptr=fp, thresh_ptr=fp, V=i32, NJ=i32,
-               stride_lb=i32, stride_lj=i32)
+    thr = dict(logits_ptr=fp, temperature_ptr=fp, top_k_ptr="*i32", top_p_ptr=fp, thresh_ptr=fp, need_ptr="*i32",
+               V=i32, NJ=i32, stride_lb=i32, stride_lj=i32)
     for hk, hp in [(True, True), (True, False), (False, True)]:
-        comp(S._topk_topp_threshold_kernel, thr, dict(HAS_TOP_K=hk, HAS_TOP_P=hp, BLOCK=S.THRESH_CONFIG[0]),
-             S.THRESH_CONFIG[1])
+        comp(F._topk_topp_threshold_kernel, thr, dict(HAS_TOP_K=hk, HAS_TOP_P=hp, BLOCK=F.THRESH_CONFIG[0]),
+             F.THRESH_CONFIG[1])
+    fblock, fwarps, _ = F.FILTER_CONFIG
+    fdiv = ("logits_ptr", "V", "split_len", "stride_lb", "stride_lj")
+    common = dict(logits_ptr=fp, temperature_ptr=fp, top_k_ptr="*i32", top_p_ptr=fp)
+    shape = dict(V=i32, NJ=i32, split_len=i32, num_splits=i32, stride_lb=i32, stride_lj=i32)
+    for hk, hp in [(True, True), (False, True), (True, False)]:
+        flags = dict(HAS_TOP_K=hk, HAS_TOP_P=hp)
+        comp(F._filter_max_kernel, {**common, "part_m_ptr": fp, "part_l_ptr": fp, **shape},
+             dict(**flags, BLOCK=fblock), fwarps, fdiv)
+        comp(F._filter_hist_kernel, {**common, "part_m_ptr": fp, "part_l_ptr": fp, "hist_ptr": "*i32",
+                                     "count_ptr": "*i32", "rowstat_ptr": fp, "pivot_ptr": "*i32", **shape, "cap": i32},
+             dict(**flags, SPLITS=128, BINS=F.FILTER_BINS, INV_W=1.0 / F.FILTER_BIN_W, BLOCK=fblock), fwarps, fdiv)
+        comp(F._filter_gather_kernel, {**common, "part_m_ptr": fp, "rowstat_ptr": fp, "pivot_ptr": "*i32",
+                                       "cand_ptr": fp, "ccount_ptr": "*i32", "count_ptr": "*i32", "thresh_ptr": fp,
+                                       "need_ptr": "*i32", **shape},
+             dict(**flags, BINS=F.FILTER_BINS, INV_W=1.0 / F.FILTER_BIN_W, CAP=F.FILTER_CAP, SMALL=F.FILTER_SMALL,
+                  BLOCK=fblock), fwarps, fdiv)
     comp(S._sample_combine_kernel, dict(temperature_ptr=fp, part_max_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp,
                                         part_ridx_ptr="*i32", out_ptr=i64p, num_splits=i32), dict(SPLITS=128), 1)
     comp(S._philox_noise_kernel, dict(seeds_ptr=i64p, out_ptr=fp, V=i32, NJ=i32), dict(BLOCK=1024), 4)

@@ -1,10 +1,9 @@
 """Triton decode-path sampler: temperature, top-k/top-p filtering and exponential-race sampling.
 
 Design (memory-bound; a vocabulary row of 129280 fp32 logits is 517 KB):
-  1. ``_topk_topp_threshold_kernel`` (one program per row, only when filtering is asked for): the
-     kept set of top-k and of top-p is {x >= t} for one value t per row, so it finds t exactly by
-     an 8-pass radix select (4 bits per pass) over the order-preserving uint32 key of x / T,
-     histogramming counts (top-k) or softmax mass (top-p). Rows with both filters off exit at once.
+  1. (only when filtering is asked for) ``kernels.sampling_filter.launch_thresholds``: the kept set of
+     top-k and of top-p is {x / T >= t} for one value t per row, found exactly by a split histogram
+     pass and a candidate sort (see that module), with a one-program radix select as the fallback.
   2. ``_row_stats_kernel`` (grid rows × splits, the row streamed in BLOCK chunks): per split the
      online max/argmax, the online softmax sum and the exponential race argmax_i (s_i − log E_i),
      which equals argmax_i p_i / E_i since p_i ∝ exp(s_i).
@@ -15,14 +14,18 @@ No host synchronisation anywhere (graph-capturable); split counts depend on shap
 
 from __future__ import annotations
 
-import functools
-import threading
-
 import torch
 import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels.sampling_filter import (  # noqa: F401 - _sm_count/arrival_counters re-exported
+    THRESH_CONFIG,
+    _INTERP_BLOCK,
+    _sm_count,
+    arrival_counters,
+    launch_thresholds,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,42 +42,6 @@ STATS_CONFIGS = {
     "greedy": (1024, 4, 8),
     "sample": (2048, 4, 6),
 }
-THRESH_CONFIG = (1024, 8)  # (BLOCK, num_warps) of the radix-select threshold kernel (121 regs, no spills)
-_INTERP_BLOCK = 64
-
-
-@functools.lru_cache(maxsize=8)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-_COUNTER_SLOTS = 16
-_counters: dict[int, torch.Tensor] = {}
-_retired: list[torch.Tensor] = []  # outgrown counter buffers: a captured graph may still point at one
-_slot = [0]
-_lock = threading.Lock()
-
-
-def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
-    """n int32 arrival counters that are 0 now; the kernels using them leave them at 0 again.
-
-    A slice of a cached per-device buffer (16 slots in rotation, so launches that overlap on different
-    streams rarely share one; never freed: a captured graph may hold the pointer), or fresh zeros (one
-    memset) while a graph is being captured and no buffer exists yet, so an eager call never sees
-    counters that only a replay would have zeroed.
-    """
-    key = -1 if device.type != "cuda" else (device.index if device.index is not None else torch.cuda.current_device())
-    with _lock:
-        buf = _counters.get(key)
-        if buf is None or buf.shape[1] < n:
-            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-                return torch.zeros(n, dtype=torch.int32, device=device)
-            if buf is not None:
-                _retired.append(buf)
-            size = max(n, 1024 if buf is None else 2 * buf.shape[1])
-            buf = _counters[key] = torch.zeros((_COUNTER_SLOTS, size), dtype=torch.int32, device=device)
-        _slot[0] = (_slot[0] + 1) % _COUNTER_SLOTS
-        return buf[_slot[0], :n]
 
 
 def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
@@ -119,104 +86,6 @@ def _philox_noise_kernel(seeds_ptr, out_ptr, V, NJ, BLOCK: tl.constexpr):
     offs = off + tl.arange(0, BLOCK)
     e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
     tl.store(out_ptr + row.to(tl.int64) * V + offs, e, mask=offs < V)
-
-
-@triton.jit
-def _key_to_float(key):
-    # inverse of the order-preserving key (negative floats: all bits flipped; others: sign bit set)
-    b = tl.where(key >= 0x80000000, key ^ 0x80000000, key ^ 0xFFFFFFFF)
-    return b.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _radix_select(row_ptr, V, temp, lower, m, target, USE_MASS: tl.constexpr, BLOCK: tl.constexpr):
-    # Largest uint32 key v with F(v) = sum_{i: s_i >= lower, key(s_i) >= v} w_i >= target, where
-    # s = x / temp and w = 1 (count, top-k) or exp(s - m) (mass, top-p). found = False when even the
-    # smallest key misses the target (the caller then keeps the whole row).
-    digits = tl.arange(0, 16)
-    prefix = tl.zeros((), dtype=tl.uint32)
-    acc = tl.zeros((), dtype=tl.float32)
-    found = tl.zeros((), dtype=tl.int1)
-    for r in tl.static_range(8):
-        shift = 28 - 4 * r  # constexpr: r comes from static_range
-        hist = tl.zeros([16], dtype=tl.float32)
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            msk = offs < V
-            s = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32) / temp
-            valid = msk & (s >= lower)
-            # order-preserving fp32 -> uint32 key, inlined: nested jit calls are slow in the interpreter
-            bits = s.to(tl.uint32, bitcast=True)
-            key = tl.where((bits >> 31) == 1, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-            if r > 0:
-                valid = valid & ((key >> (shift + 4)) == prefix)
-            d = ((key >> shift) & 15).to(tl.int32)
-            if USE_MASS:
-                w = tl.where(valid, tl.exp(s - m), 0.0)
-            else:
-                w = tl.where(valid, 1.0, 0.0)
-            hist += tl.sum(tl.where(d[:, None] == digits[None, :], w[:, None], 0.0), axis=0)
-        suffix = tl.cumsum(hist, 0, reverse=True)
-        dsel = tl.max(tl.where(acc + suffix >= target, digits, -1), axis=0)
-        if r == 0:
-            found = dsel >= 0
-        dsel = tl.maximum(dsel, 0)
-        acc += tl.sum(tl.where(digits > dsel, hist, 0.0), axis=0)
-        prefix = (prefix << 4) | dsel.to(tl.uint32)
-    return prefix, found
-
-
-@triton.jit
-def _topk_topp_threshold_kernel(
-    logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, thresh_ptr,
-    V, NJ, stride_lb, stride_lj,
-    HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, BLOCK: tl.constexpr,
-):
-    # logits      [B, NJ, V] float, last stride 1 (row = b * NJ + j; NJ = 1 for plain sampling)
-    # temperature [B] fp32, top_k [B] int32 (0 = off), top_p [B] fp32 (>= 1 = off)
-    # thresh      [B * NJ] fp32 out: keep s = x / T iff s >= thresh (-inf = keep all)
-    row = tl.program_id(0)
-    b = row // NJ
-    j = row % NJ
-    row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
-    temp = tl.load(temperature_ptr + b)
-    k_on = temp > 0
-    p_on = temp > 0
-    top_k = 0
-    top_p = 1.0
-    if HAS_TOP_K:
-        top_k = tl.load(top_k_ptr + b)
-        k_on = k_on & (top_k > 0) & (top_k < V)
-    else:
-        k_on = False
-    if HAS_TOP_P:
-        top_p = tl.load(top_p_ptr + b)
-        p_on = p_on & (top_p < 1.0)
-    else:
-        p_on = False
-    thr = tl.full([], float("-inf"), tl.float32)
-    if k_on | p_on:
-        t = tl.where(temp > 0, temp, 1.0)
-        m = tl.full([BLOCK], float("-inf"), tl.float32)
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            s = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / t
-            m = tl.maximum(m, s)
-        mx = tl.max(m, axis=0)
-        if k_on:
-            key_k, found_k = _radix_select(row_ptr, V, t, float("-inf"), mx, top_k.to(tl.float32),
-                                           False, BLOCK)
-            thr = tl.where(found_k, _key_to_float(key_k), float("-inf"))
-        if p_on:
-            z = tl.zeros([BLOCK], dtype=tl.float32)
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK)
-                s = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / t
-                z += tl.where(s >= thr, tl.exp(s - mx), 0.0)
-            target = top_p * tl.sum(z, axis=0)
-            key_p, found_p = _radix_select(row_ptr, V, t, thr, mx, target, True, BLOCK)
-            thr = tl.maximum(thr, tl.where(found_p, _key_to_float(key_p), float("-inf")))
-    tl.store(thresh_ptr + row, thr)
 
 
 @triton.jit
@@ -388,23 +257,6 @@ def philox_exp_noise(seeds: torch.Tensor, num_positions: int, vocab_size: int) -
     _philox_noise_kernel[(B * num_positions, triton.cdiv(vocab_size, block))](
         seeds.contiguous(), out, vocab_size, num_positions, BLOCK=block)
     return out
-
-
-def launch_thresholds(logits3: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
-                      top_p: torch.Tensor | None) -> torch.Tensor | None:
-    """Per-row filter thresholds [B * NJ] fp32 for logits3 [B, NJ, V] (None when both filters are None)."""
-    if top_k is None and top_p is None:
-        return None
-    B, NJ, V = logits3.shape
-    thresh = torch.empty(B * NJ, dtype=torch.float32, device=logits3.device)
-    block, warps = (_INTERP_BLOCK, 4) if logits3.device.type != "cuda" else THRESH_CONFIG
-    dummy = temperature
-    _topk_topp_threshold_kernel[(B * NJ,)](
-        logits3, temperature, top_k if top_k is not None else dummy, top_p if top_p is not None else dummy,
-        thresh, V, NJ, logits3.stride(0), logits3.stride(1),
-        HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, BLOCK=block, num_warps=warps,
-    )
-    return thresh
 
 
 def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,

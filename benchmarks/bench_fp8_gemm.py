@@ -81,6 +81,8 @@ EXPLORE_LARGE = [
 # The V3-width slice's dense FP8 GEMMs at decode (--small): fused q_a‖kv_a, q_b, o_proj, dense
 # gate‖up and down, shared-expert gate‖up and down.
 SLICE_NK = [(2112, 7168), (24576, 1536), (7168, 16384), (36864, 7168), (7168, 18432), (4096, 7168), (7168, 2048)]
+# the same projections unfused (q_a and kv_a, gate and up as separate GEMMs)
+SLICE_NK_UNFUSED = [(1536, 7168), (576, 7168), (18432, 7168), (2048, 7168)]
 
 
 def _sw(bn, bm, st, s, w=4):
@@ -260,7 +262,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
     nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)
     shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK) if (n, k) in nks]
     if args.small:  # the slice's decode shapes (no DeepGEMM anchors: j = None)
-        shapes = [(m, None, n, k) for m in ms for n, k in SLICE_NK
+        shapes = [(m, None, n, k) for nk_list in (SLICE_NK, SLICE_NK_UNFUSED) for m in ms for n, k in nk_list
                   if not args.only_nk or (n, k) in nks]
     if args.extra:
         shapes += [(m, None, n, k) for m, n, k in EXTRA]

@@ -20,6 +20,7 @@ from scipy.stats import chi2
 
 from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref, sample_ref
 from tritonseek.kernels.sampling import apply_top_k_top_p, philox_exp_noise, sample
+from tritonseek.kernels.sampling_filter import launch_thresholds
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                               HealthCheck.data_too_large])
@@ -65,6 +66,41 @@ def test_apply_top_k_top_p_matches_ref(device, B, V, seed, ties, filters):
     assert torch.equal(got.cpu(), ref)
     # the top token always survives
     assert torch.isfinite(got.max(dim=-1).values).all()
+
+
+@_fixture_ok
+@given(B=st.integers(1, 4), V=st.integers(2, 400), seed=st.integers(0, 2**16), ties=st.booleans(),
+       filters=st.sampled_from(["k", "p", "kp"]), scale=st.sampled_from([0.3, 3.0, 8.0]),
+       cap=st.sampled_from([(64, 16), (32, 32), (128, 8)]))
+def test_threshold_fast_path_and_fallback(device, B, V, seed, ties, filters, scale, cap):
+    # thresholds of the split fast path (histogram pivot + candidate sort) and of the radix fallback
+    # both give exactly the reference's kept set; capacities vary so rows land on the small sort, the
+    # big sort and the fallback (flat top-p rows exceed the capacity).
+    x = _logits(B, V, seed, ties, scale)
+    temperature, top_k, top_p, _ = _params(B, V, seed, filters)
+    need = torch.full((B,), -1, dtype=torch.int32, device=device)
+    thr = launch_thresholds(*_to(device, x[:, None, :], temperature, top_k, top_p), cap=cap, need_out=need)
+    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
+    s = x / t[:, None]
+    got = torch.where(s >= thr.cpu()[:, None], s, torch.full_like(s, float("-inf")))
+    ref = apply_top_k_top_p_ref(s, top_k, top_p)
+    assert ((need == 0) | (need == 1)).all()
+    greedy_rows = temperature == 0  # T == 0 rows are not filtered
+    assert torch.equal(got[~greedy_rows], ref[~greedy_rows])
+    assert (thr.cpu()[greedy_rows] == float("-inf")).all() and (need.cpu()[greedy_rows] == 0).all()
+
+
+def test_threshold_paths_are_taken(device):
+    # the fast path settles peaked rows and small top-k; a flat top-p-only row goes to the fallback
+    V = 300
+    x = torch.randn(3, V) * torch.tensor([[4.0], [0.05], [1.0]])
+    top_k = torch.tensor([0, 0, 7], dtype=torch.int32)
+    top_p = torch.tensor([0.7, 0.99, 1.0])
+    need = torch.empty(3, dtype=torch.int32, device=device)
+    thr = launch_thresholds(*_to(device, x[:, None, :], torch.ones(3), top_k, top_p), need_out=need)
+    assert need.cpu().tolist() == [0, 1, 0]
+    got = torch.where(x >= thr.cpu()[:, None], x, torch.full_like(x, float("-inf")))
+    assert torch.equal(got, apply_top_k_top_p_ref(x, top_k, top_p))
 
 
 @_fixture_ok
@@ -214,3 +250,42 @@ def test_sample_real_vocab_gpu(device, B, filters):
         got_f = apply_top_k_top_p(*_to(device, x, top_k, top_p))
         ref_f = apply_top_k_top_p_ref(*_to(device, x, top_k, top_p))
         assert torch.equal(got_f, ref_f)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [1, 64, 256])
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_thresholds_real_vocab_gpu(device, rows, scale):
+    # the fast path at the real vocabulary (rows = B*(K+1) of verification), exact against the reference,
+    # launched eagerly twice and replayed from a CUDA graph on fresh logits (counters/histograms re-armed)
+    if device.type != "cuda":
+        pytest.skip("real vocabulary and CUDA graphs run on the GPU")
+    V = 129280
+    g = torch.Generator().manual_seed(rows)
+    top_k = torch.randint(0, 3000, (rows,), generator=g, dtype=torch.int32)
+    top_k[::3] = 0
+    top_p = torch.rand(rows, generator=g) * 0.9 + 0.05
+    top_p[1::3] = 1.0
+    t = torch.ones(rows, device=device)
+    tk, tp = top_k.to(device), top_p.to(device)
+    x = torch.empty(rows, 1, V, device=device)
+    need = torch.empty(rows, dtype=torch.int32, device=device)
+
+    def check():
+        thr = launch_thresholds(x, t, tk, tp, need_out=need)
+        got = torch.where(x[:, 0] >= thr[:, None], x[:, 0], torch.full_like(x[:, 0], float("-inf")))
+        assert torch.equal(got, apply_top_k_top_p_ref(x[:, 0], tk, tp))
+        return thr
+
+    for seed in (1, 2):
+        x.copy_(torch.randn(rows, 1, V, generator=torch.Generator().manual_seed(seed)) * scale)
+        check()
+    assert int(need[1::3].sum()) == 0  # top-k-only rows (k < 3000) are settled by the fast path
+    thr_out = launch_thresholds(x, t, tk, tp)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        thr_out.copy_(launch_thresholds(x, t, tk, tp))
+    for seed in (3, 4):
+        x.copy_(torch.randn(rows, 1, V, generator=torch.Generator().manual_seed(seed)) * scale)
+        graph.replay()
+        assert torch.equal(thr_out, check())

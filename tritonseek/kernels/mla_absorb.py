@@ -195,13 +195,13 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     if T == 0:
         return out
     block_t, warps = _absorb_config(T)
-    block_d = min(64, v_dim)
+    block_d = min(32, v_dim)  # 4 programs per head at v_head_dim 128: 512 weight streams in flight at 128 heads
     block_c = min(64, kv_lora)
     w_desc = TensorDescriptor(w_uv, [H * v_dim, kv_lora], [kv_lora, 1], [block_d, block_c])
     _mla_absorb_o_kernel[(H, v_dim // block_d)](
         o_lat, w_desc, out, T,
         o_lat.stride(0), o_lat.stride(1), out.stride(0), out.stride(1),
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
-        DOT_FP32=interpreter_active(), num_warps=warps,
+        DOT_FP32=interpreter_active(), num_warps=warps, num_stages=4,
     )
     return out

@@ -33,6 +33,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_moe_layer import bench_layer, kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import grouped_gemm as GG
@@ -70,23 +71,17 @@ CANDIDATES_SMALL = [
     dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8),
     dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=3, GROUP_M=8),
 ]
-# decode streaming (≤ 16 rows per group): swapped 16-row tiles (b·aᵀ) and split K (shorter programs)
+# decode streaming (≤ 16 rows per group). Swept at 045ab41 (T=1,2,4,8): swapped 16-row tiles (SWAP_AB) won
+# every case; SPLIT_K 2–8 and STREAM_K with 2–3 programs per SM (16- and 64-row tiles, 128/256 wide) and
+# 64-row tiles with split K did not (see grouped_gemm._TUNED). None = the committed default (swapped, 6 stages).
 CANDIDATES_DECODE = [
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),  # the committed decode config
+    None,
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),  # the previous decode default
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=6, SWAP_AB=True),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=2),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=4),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=8),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True, SPLIT_K=4),
-    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True, SPLIT_K=4),
-    dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=6, SWAP_AB=True, SPLIT_K=2),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=4),
-    # stream-K: GRID_MULT programs per SM, each the same number of K steps
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, STREAM_K=True, GRID_MULT=3),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, STREAM_K=True, GRID_MULT=2),
-    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True, STREAM_K=True, GRID_MULT=2),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, STREAM_K=True, GRID_MULT=2),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=5, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=8, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=6, SWAP_AB=True, STREAM_K=True, GRID_MULT=2),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=6, SWAP_AB=True, SPLIT_K=2),
 ]
 
 
@@ -465,9 +460,9 @@ def bench_masked(cx: Ctx):
             return good and d < 1e-3, d
 
         if cx.dry:
-            cands = CANDIDATES_SMALL[:1] if kind == "anchor" else CANDIDATES_DECODE[:2] + CANDIDATES_DECODE[4:5]
-        elif kind == "decode" and M_max <= 16:
-            cands = CANDIDATES_DECODE if cx.args.sweep else [None]
+            cands = CANDIDATES_SMALL[:1] if kind == "anchor" else CANDIDATES_DECODE[:2] + CANDIDATES_DECODE[5:6]
+        elif kind == "decode":  # past 16 rows per slab: the default against the previous one only
+            cands = (CANDIDATES_DECODE if M_max <= 16 else CANDIDATES_DECODE[:2]) if cx.args.sweep else [None]
         elif em > 64:
             cands = [c for c in CANDIDATES_LARGE if not c.get("WS")] if cx.args.sweep else [None]
         else:
@@ -477,7 +472,15 @@ def bench_masked(cx: Ctx):
         res = _sweep(cx, cands, run, check, key)
         if res is None:
             continue
-        cfg, us, ug, _ = res
+        cfg, us, ug, timings = res
+        extra = {}
+        if kind == "decode":
+            extra["candidates_us_graph"] = [[c or "default", round(g_, 2) if g_ else None, round(u, 1)]
+                                            for c, u, g_ in timings]
+            if not cx.dry:  # the GEMM kernel's own device time (no graph-launch overhead), from the profiler
+                bd = kernel_breakdown(lambda: run(cfg)) or {}
+                k_us = sum(v for n_, v in bd.items() if "grouped_fp8_masked" in n_)
+                extra["us_kernel"] = round(k_us, 2) if k_us else None
         rows_valid = int(masked_m.sum())
         active = int((masked_m > 0).sum())
         flops = 2 * rows_valid * N * K
@@ -497,7 +500,9 @@ def bench_masked(cx: Ctx):
         r = cx.row("grouped_gemm_masked", case, us, ug, tflops=lambda t: flops / t / 1e6,
                    gbps=lambda t: wbytes / t / 1e3, peer=peer, peer_us=peer_us,
                    config=cfg or GG.get_config("masked", em, N, K), max_active_groups=mag, correct=True,
-                   target_tflops=tgt, target_gbps=0.8 * COPY_TBPS * 1000 if kind == "decode" else None)
+                   target_tflops=tgt, target_gbps=0.8 * COPY_TBPS * 1000 if kind == "decode" else None,
+                   gbps_kernel=round(wbytes / extra["us_kernel"] / 1e3, 1) if extra.get("us_kernel") else None,
+                   **extra)
         if kind == "anchor":
             r["meets_target"] = bool(r["tflops"] and r["tflops"] >= tgt)
         else:
@@ -506,8 +511,6 @@ def bench_masked(cx: Ctx):
         if not cx.dry:
             torch.cuda.empty_cache()
 
-
-from benchmarks.bench_moe_layer import bench_layer  # noqa: E402
 
 SUITES = {"moe_gate": bench_gate, "moe_permute": bench_permute, "grouped_gemm_contiguous": bench_contiguous,
           "grouped_gemm_masked": bench_masked, "moe_layer": bench_layer}

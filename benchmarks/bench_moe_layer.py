@@ -6,8 +6,8 @@ reference backend, plus a per-kernel breakdown of the CUDA-graph replay at decod
 * ``breakdown_us`` (T ≤ 64, GPU): device time of each kernel in one replay of the layer's graph, from
   torch.profiler over several replays (kernel name → µs per replay); ``gaps_us`` = replay time − Σ kernels
   (launch gaps and idle SMs between the graph's kernels).
-* ``decode_configs``: the masked-GEMM configs the decode sweep of the same run picked (by N, K at T=1),
-  timed in the layer too (``us_graph_decode_cfg``), so the layer's before/after shows in one run.
+* ``us_graph_prev_masked_cfg`` / ``breakdown_prev_masked_cfg_us`` (T ≤ 16): the same layer with the masked
+  GEMMs forced to the previous decode config (64×128 tiles, 3 stages), so before/after shows in one run.
 """
 
 from __future__ import annotations
@@ -91,23 +91,25 @@ def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
         return None
 
 
-def _with_masked_configs(decode_cfgs: dict):
-    """Context: get_config returns decode_cfgs[(N, K)] for masked calls with ≤ 16 rows per group."""
-    orig = GG.get_config
+PREV_MASKED_DECODE = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)
 
-    def patched(layout, m_per_group, n, k):
-        if layout == "masked" and m_per_group <= 16 and (n, k) in decode_cfgs:
-            return dict(decode_cfgs[(n, k)])
-        return orig(layout, m_per_group, n, k)
 
-    class _Ctx:
-        def __enter__(self):
-            GG.get_config = patched
+class _MaskedConfig:
+    """Context: get_config returns ``cfg`` for masked calls with ≤ 16 rows per group."""
 
-        def __exit__(self, *exc):
-            GG.get_config = orig
+    def __init__(self, cfg: dict):
+        self.cfg, self.orig = cfg, GG.get_config
 
-    return _Ctx()
+    def _patched(self, layout, m_per_group, n, k):
+        if layout == "masked" and m_per_group <= 16:
+            return dict(self.cfg)
+        return self.orig(layout, m_per_group, n, k)
+
+    def __enter__(self):
+        GG.get_config = self._patched
+
+    def __exit__(self, *exc):
+        GG.get_config = self.orig
 
 
 def bench_layer(cx):
@@ -117,11 +119,6 @@ def bench_layer(cx):
     moe, cfg = _v3_moe_layer(cx.dev, cx.dry)
     H, I, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts_per_tok
     tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
-    decode_cfgs = {}
-    for key, c in cx.winners.items():  # "masked-decode,T,N,K" from the grouped_gemm_masked sweep
-        parts = key.split(",")
-        if parts[0] == "masked-decode" and parts[1] == "1" and c is not None:
-            decode_cfgs[(int(parts[2]), int(parts[3]))] = c
     for T in ([1, 5, 40] if cx.dry else [int(t) for t in cx.args.layer_tokens.split(",")]):
         if cx.time_left() < 10:
             print("skip (budget) moe_layer T", T)
@@ -150,16 +147,15 @@ def bench_layer(cx):
                     extra["gaps_us"] = round(ug - sum(extra["breakdown_us"].values()), 2) if ug else None
                     for name, t in extra["breakdown_us"].items():
                         print(f"    {t:9.2f} us  {name}")
-                if decode_cfgs and T <= 16:
-                    with _with_masked_configs(decode_cfgs):
+                if T <= 16:
+                    with _MaskedConfig(PREV_MASKED_DECODE):
                         y2 = moe(x)
                         d2 = calc_diff(y2.float(), y_ref.float())
-                        extra.update(decode_configs={f"{n},{kk}": c for (n, kk), c in decode_cfgs.items()},
-                                     decode_cfg_calc_diff=d2,
-                                     us_graph_decode_cfg=round(cx.graph_us(lambda: moe(x)), 2) if d2 < 1e-3 else None,
-                                     breakdown_decode_cfg_us=kernel_breakdown(lambda: moe(x)))
-                        print(f"  with the decode sweep's masked configs: calc_diff {d2:.2e}, "
-                              f"graph {extra['us_graph_decode_cfg']} us")
+                        extra.update(prev_masked_cfg=PREV_MASKED_DECODE, prev_masked_cfg_calc_diff=d2,
+                                     us_graph_prev_masked_cfg=round(cx.graph_us(lambda: moe(x)), 2),
+                                     breakdown_prev_masked_cfg_us=kernel_breakdown(lambda: moe(x)))
+                        print(f"  with the previous masked decode config: calc_diff {d2:.2e}, "
+                              f"graph {extra['us_graph_prev_masked_cfg']} us")
         active = int(ids.unique().numel())
         w_bytes = (active + 1) * 3 * H * I + cfg.n_routed_experts * H * 4  # fp8 experts + shared + fp32 router
         flops = 2 * T * (k + 1) * 3 * H * I + 2 * T * H * cfg.n_routed_experts

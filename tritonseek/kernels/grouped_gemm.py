@@ -49,9 +49,17 @@ _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #   74–90); (7168, 2048) 64×128 / 4 warps / 3 stages (41.5–44.3 µs against 49.4–51.0 for 128×128).
 # * masked decode (256 experts, T ∈ {1, 8, 64, 256}): 64×128 / 4 warps / 3 stages best or within 1% except
 #   T=256 (4 stages 1% faster); T=8: 380 / 179 µs against 428 / 201 with 4 stages.
+# * masked decode, class "decode" (≤ 4 rows per group on average: the model's masked layout, T ≤ 128), sweep at
+#   045ab41 (graph replay, real top-8 routing over 256 experts): swapped 16-row tiles (SWAP_AB) / 4 warps /
+#   6 stages against the 64×128 tiles above: T=1 (4096, 7168) 66.8 vs 75.4 µs, (7168, 2048) 38.4 vs 46.6;
+#   T=2 116.2 / 66.0 vs 144.7 / 75.8; T=4 210.8 / 116.4 vs 253.0 / 133.1; T=8 (7168, 2048) 189.5 vs 207.5.
+#   SPLIT_K (2–8) and STREAM_K (2–3 programs per SM) never beat it by more than the run-to-run spread (T=1
+#   (4096, 7168) with 4 stages 65.4 µs, split-K 68–70, stream-K 68–71): the loss at T=1 was the 64-row
+#   activation boxes (1 useful row, 243 registers → 2 CTAs per SM), not the tail of the few long programs.
 _BIG_N_SMALL_K = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)
 _BASE = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
 _MASKED_64 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)
+_MASKED_DECODE = dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=6, SWAP_AB=True)
 _TUNED: dict[tuple[str, int, int, str], dict] = {
     **{("contiguous", 4096, 7168, c): _BASE for c in ("mid", "large")},
     ("contiguous", 7168, 2048, "mid"): _BASE,
@@ -64,6 +72,8 @@ _TUNED: dict[tuple[str, int, int, str], dict] = {
 
 
 def _m_class(m_per_group: int) -> str:
+    if m_per_group <= 4:
+        return "decode"
     return "small" if m_per_group <= 64 else ("mid" if m_per_group <= 512 else "large")
 
 
@@ -75,6 +85,8 @@ def get_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     hit = _TUNED.get((layout, n, k, _m_class(m_per_group)))
     if hit is not None:
         return dict(hit)
+    if layout == "masked" and m_per_group <= 4:
+        return dict(_MASKED_DECODE)
     if layout == "masked" and m_per_group <= 64:
         return dict(_MASKED_64)
     return dict(_BASE)

@@ -4,9 +4,10 @@
         [--budget-s 90] [--dry]
 
 * ``membound``: FlashMLA's memory-bound cases at batch 128, s_k 4096, page 64 (h_q·s_q ≤ 32:
-  h16 s_q1, h16 s_q2, h32 s_q1) for each candidate config in ``MEMBOUND_VARIANTS``.
-* ``latency``: the end-to-end decode shape of DeepSeek-V3 at TP1 — 128 heads, s_q 1, batch 1-8,
-  context 1k/4k — for each config in ``LATENCY_VARIANTS``.
+  h16 s_q1, h16 s_q2, h32 s_q1; fixed lengths and bench_mla's varlen draw) for each candidate config
+  in ``MEMBOUND_VARIANTS``.
+* ``latency``: the end-to-end decode shape of DeepSeek-V3 at TP1 — 128 heads, s_q 1 and 2 (MTP
+  verification), batch 1-8, context 1k/4k — for each config in ``LATENCY_VARIANTS``.
 * Every row: the whole op (split + combine) as a CUDA-graph replay (``us_graph``, the time that counts
   in the decode step), each launch alone (``split_us``, ``combine_us``), ``metadata_us``
   (get_mla_metadata, once per step for all layers), correctness (cosine difference ≤ 1e-5 and
@@ -41,31 +42,26 @@ def _c(bh, bn, warps, stages, parts, **kw):
     return dict(BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=stages, PARTS_PER_SM=parts, USE_TMA=True, **kw)
 
 
-# name → config (None = the committed default for the rows class; {"_default_plus": {...}} = default + keys)
+# name → config. None = the committed big-batch table for the rows class (as before session 3);
+# {"_auto": True} = default_config(s_q, h_q, batch) (with the small-batch table);
+# {"_default_plus": {...}} = the big-batch table plus keys.
+N128, N256 = 128.5 / 132, 256.5 / 132  # PARTS_PER_SM giving 128 / 256 programs on 132 SMs
 MEMBOUND_VARIANTS = {
     "default": None,
-    "default_pdl": {"_default_plus": {"PDL": True}},
-    "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
-    "m16_n32_w4_s5_256parts": _c(16, 32, 4, 5, 256.5 / 132),  # 2 programs per sequence per head tile
-    "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
-    "m32_n32_w8_s7": _c(32, 32, 8, 7, 1),
-    "m64_n32_w8_s5": _c(64, 32, 8, 5, 1),
-    "m64_n64_w8_s2": _c(64, 64, 8, 2, 1),
-    "t16_n64_w4_s4": _c(16, 64, 4, 4, 1, TRANSPOSED=True),  # keys as the wgmma M side
-    "t32_n64_w4_s4": _c(32, 64, 4, 4, 1, TRANSPOSED=True),
+    "oh0": {"_default_plus": {"OVERHEAD": 0}},
+    "m16_256parts_oh0": _c(16, 32, 4, 5, N256, OVERHEAD=0),  # fixed lengths: 2 programs per sequence
+    "m32_128parts_oh0": _c(32, 64, 8, 5, N128, OVERHEAD=0),  # fixed lengths: 1 program per sequence
+    "m16_256parts_oh0_cr1": _c(16, 32, 4, 5, N256, OVERHEAD=0, COMBINE_ROWS=1),
 }
-MEMBOUND_CASES = [(16, 1), (16, 2), (32, 1)]  # (h_q, s_q) at batch 128, s_k 4096
+MEMBOUND_CASES = [(16, 1, False), (16, 1, True), (16, 2, False), (32, 1, False), (32, 1, True)]  # b128, s_k 4096
 LATENCY_VARIANTS = {
+    "auto": {"_auto": True},
     "default": None,
-    "default_pdl": {"_default_plus": {"PDL": True}},
-    "m64_span10": _c(64, 64, 8, 2, 1, MIN_SPAN=10),
-    "m32_n64_w8_s5": _c(32, 64, 8, 5, 1),
-    "m16_n32_w4_s5_p2": _c(16, 32, 4, 5, 2),
-    "m16_n32_w4_s5_p2_cr1": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1),
-    "m16_n32_w4_s5_p2_span8": _c(16, 32, 4, 5, 2, MIN_SPAN=8),
-    "m16_n32_w4_s5_p2_pdl": _c(16, 32, 4, 5, 2, PDL=True),
+    "m16_cr1_oh0": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1, OVERHEAD=0),
+    "m32_cr1": _c(32, 64, 8, 5, 1, COMBINE_ROWS=1),
+    "m16_cr1_p1": _c(16, 32, 4, 5, 1, COMBINE_ROWS=1),
 }
-LATENCY_CASES = [(b, s_k) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
+LATENCY_CASES = [(b, s_k, s_q) for s_q in (1, 2) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
 
 
 def make_case(batch, h, s_q, lens, device):
@@ -85,7 +81,9 @@ def graph_us(fn, min_ms=10.0):
 def measure(q, kv, bt, cs, cfg, timer):
     """One config on one case: correctness, then graph times of the op and of its parts."""
     b, s_q, h, _ = q.shape
-    if cfg is None or "_default_plus" in cfg:  # the committed default, optionally with overrides
+    if cfg is not None and cfg.get("_auto"):
+        cfg = D.default_config(s_q, h, b)
+    elif cfg is None or "_default_plus" in cfg:  # the big-batch table, optionally with overrides
         cfg = dict(D.default_config(s_q, h), **(cfg or {}).get("_default_plus", {}))
     else:
         cfg = dict(cfg)
@@ -113,13 +111,17 @@ def measure(q, kv, bt, cs, cfg, timer):
 
 
 def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
-    for batch, s_k, h, s_q in cases:
+    for batch, s_k, h, s_q, varlen in cases:
         if time.time() > deadline:
             print(f"{tag}: out of time before b{batch} s_k{s_k} h{h} s_q{s_q}", flush=True)
             return
-        lens = [s_k] * batch
+        if varlen:  # bench_mla's lengths ~ N(s_k, s_k/2) clamped ≥ s_q (FlashMLA's test), same seed
+            g = torch.Generator().manual_seed(s_k * 10 + s_q)
+            lens = [max(int(v), s_q) for v in torch.normal(float(s_k), s_k / 2, (batch,), generator=g).tolist()]
+        else:
+            lens = [s_k] * batch
         q, kv, bt, cs = make_case(batch, h, s_q, lens, device)
-        peer = lambda: torch_peer_decode(q, kv, bt, cs, s_k, D_QK**-0.5)  # noqa: E731
+        peer = lambda: torch_peer_decode(q, kv, bt, cs, max(lens), D_QK**-0.5)  # noqa: E731
         try:
             peer_us = timer(peer)
         except Exception as e:  # noqa: BLE001 — the peer is informative only
@@ -139,7 +141,7 @@ def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
                 continue
             us = m["us_graph"]
             row = dict(suite="mla_decode", case=dict(batch=batch, s_k=s_k, h_q=h, s_q=s_q, page_size=PAGE,
-                                                     varlen=False),
+                                                     varlen=varlen),
                        variant=name, us=None, tflops=round(flops / us / 1e6, 1), gbps=round(nbytes / us / 1e3, 1),
                        peer="torch_absorbed", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / us, 3),
                        **{k: (round(v, 2) if isinstance(v, float) and k.endswith("us") else v) for k, v in m.items()},
@@ -147,7 +149,7 @@ def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
             rows.append(row)
             out_f.write(json.dumps(row) + "\n")
             out_f.flush()
-            print(f"{tag} b{batch:3d} s_k{s_k} h{h} s_q{s_q} {name:24s} {us:8.1f} us (split {m['split_us']:.1f} "
+            print(f"{tag} b{batch:3d} s_k{s_k} h{h} s_q{s_q}{' var' if varlen else ''} {name:22s} {us:8.1f} us (split {m['split_us']:.1f} "
                   f"combine {m['combine_us']:.1f} md {m['metadata_us']:.1f}) {row['gbps']:7.0f} GB/s "
                   f"parts {m['num_parts']} splits {m['mean_splits']}/{m['max_splits']} ok {m['correct']} "
                   f"cos {m['cos_diff']:.1e}", flush=True)
@@ -161,16 +163,17 @@ def precompile_variants(variants) -> None:
     from benchmarks import bench_mla as B
 
     seen, tasks = set(), []
+    for b in (1, 2, 4, 8):
+        variants = list(variants) + [D.default_config(1, 128, b)]
     for cfg in variants:
-        if cfg is None or "_default_plus" in cfg:
+        if cfg is None or "_default_plus" in cfg or "_auto" in cfg:
             continue
         key = tuple(sorted((k, v) for k, v in cfg.items() if k not in ("MIN_SPAN", "PARTS_PER_SM")))
         if key not in seen:
             seen.add(key)
             tasks.append(("decode", cfg, 16, 1))
     for s_q, h in ((1, 16), (2, 16), (1, 128)):
-        for extra in ({}, {"PDL": True}):
-            tasks.append(("decode", dict(D.default_config(s_q, h), **extra), h, s_q))
+        tasks.append(("decode", D.default_config(s_q, h), h, s_q))
     B.PRECOMPILE_TIMEOUT_S = 45.0  # a hung compile must not eat the run
     B.precompile(tasks)
 
@@ -194,15 +197,15 @@ def main():
             return (time.perf_counter() - t) * 1e6
 
         gpu = "cpu-dry"
-        mem_cases = [(2, 128, 16, 1)]
-        lat_cases = [(1, 128, 128, 1)]
+        mem_cases = [(2, 128, 16, 1, True)]
+        lat_cases = [(1, 128, 128, 1, False)]
         mem_var = dict(list(MEMBOUND_VARIANTS.items())[:2])
         lat_var = dict(list(LATENCY_VARIANTS.items())[:2])
     else:
         timer = graph_us
         gpu = torch.cuda.get_device_name(0)
-        mem_cases = [(128, 4096, h, s_q) for h, s_q in MEMBOUND_CASES]
-        lat_cases = [(b, s_k, 128, 1) for b, s_k in LATENCY_CASES]
+        mem_cases = [(128, 4096, h, s_q, v) for h, s_q, v in MEMBOUND_CASES]
+        lat_cases = [(b, s_k, 128, s_q, False) for b, s_k, s_q in LATENCY_CASES]
         mem_var, lat_var = MEMBOUND_VARIANTS, LATENCY_VARIANTS
         precompile_variants(list(mem_var.values()) + list(lat_var.values()))
         print(f"precompile done ({time.time() - t0:.0f}s)", flush=True)
@@ -218,7 +221,8 @@ def main():
     print(f"\n{'case':30s} {'variant':24s} {'us_g':>8s} {'split':>7s} {'comb':>6s} {'md':>5s} {'GB/s':>6s} ok")
     for r in rows:
         c = r["case"]
-        print(f"b{c['batch']} s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']:<14} {r['variant']:24s} {r['us_graph']:8.1f} "
+        name = f"b{c['batch']} s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
+        print(f"{name:30s} {r['variant']:24s} {r['us_graph']:8.1f} "
               f"{r['split_us']:7.1f} {r['combine_us']:6.1f} {r['metadata_us']:5.1f} {r['gbps']:6.0f} {r['correct']}")
     print(f"total {time.time() - t0:.0f}s", file=sys.stderr)
 

@@ -116,13 +116,15 @@ def test_metadata_reused_across_calls_gives_same_result(device):
 
 @given(lens=st.lists(st.integers(0, 3000), min_size=1, max_size=40), num_sm=st.integers(1, 140),
        heads=st.sampled_from([1, 16, 64, 128]), seqlen_q=st.sampled_from([1, 2, 4]),
-       min_span=st.sampled_from([None, 7, 10]))
-def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q, min_span):
-    """Pure schedule property: programs' spans tile every sequence exactly once; slots p + b are unique."""
+       min_span=st.sampled_from([None, 7, 10]), overhead=st.sampled_from([None, 0, 1]))
+def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q, min_span, overhead):
+    """Pure schedule property: programs' spans tile every sequence exactly once; slots p + b are unique
+    (also with a per-sequence overhead of 0 or 1 tile instead of the default 5)."""
     from tritonseek.kernels.mla_decode import default_config
 
     cs = torch.tensor(lens, dtype=torch.int32)
-    cfg = None if min_span is None else dict(default_config(seqlen_q, heads), MIN_SPAN=min_span)
+    extra = {k: v for k, v in (("MIN_SPAN", min_span), ("OVERHEAD", overhead)) if v is not None}
+    cfg = dict(default_config(seqlen_q, heads, len(lens)), **extra) if extra else None
     md = get_mla_metadata(cs, seqlen_q, heads, num_sm=num_sm, config=cfg)
     bn = md.config["BLOCK_N"]
     sched, split = md.sched.tolist(), md.split.tolist()
@@ -184,27 +186,38 @@ def test_bad_inputs_raise(device):
 # ----------------------------------------------------------------------------- real shapes (H200)
 _REAL_HEADS, _REAL_SQ, _REAL_PAGES = [1, 3, 16, 64, 128], [1, 2, 4], [1, 16, 64, 256]
 
-# Compiles one default-config kernel (TMA or pointer path) for the real-shape tests in a separate
-# process, filling Triton's on-disk cache; the kernel specializes only on 16-divisibility of the
-# strides, which every real-shape call shares.
+# Compiles one kernel config (TMA or pointer path) for the real-shape tests in a separate process,
+# filling Triton's on-disk cache; the kernel specializes only on 16-divisibility of the strides, which
+# every real-shape call shares.
 _COMPILE_ONE = """
-import sys, torch
-from tritonseek.kernels.mla_decode import mla_decode
+import json, sys, torch
+from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
 h, s_q, page = map(int, sys.argv[1:4])
-lens = [page + 1, 3 * page + 5]
+cfg = json.loads(sys.argv[4])
+lens = torch.tensor([page + 1, 3 * page + 5], device="cuda", dtype=torch.int32)
 nb = 8
 kv = torch.randn(2 * nb, page, 1, 576, device="cuda", dtype=torch.bfloat16)
 bt = torch.arange(2 * nb, device="cuda", dtype=torch.int32).view(2, nb)
 q = torch.randn(2, s_q, h, 576, device="cuda", dtype=torch.bfloat16)
-mla_decode(q, kv, bt, torch.tensor(lens, device="cuda", dtype=torch.int32))
+mla_decode(q, kv, bt, lens, metadata=get_mla_metadata(lens, s_q, h, config=cfg))
 torch.cuda.synchronize()
 """
+def _real_lens(page: int, batch: int) -> list[int]:
+    """8 sequences (0, 1, page, page + 1, long ones); 3 = three of them; 12 = four more."""
+    lens = [0, 1, page, page + 1, 4096, 777, 2049, 64 * 33 + 5]
+    return {3: [4096, 0, page + 1], 8: lens, 12: lens + [3000, 64, 4095, 129]}[batch]
+
+
+def _real_batches(num_heads: int, page: int) -> tuple[int, ...]:
+    # 128 heads at page 64: each table of default_config (≤ 4, ≤ 8, big batch); else 8 sequences
+    return (3, 8, 12) if (num_heads == 128 and page == 64) else (8,)
 
 
 @pytest.fixture(scope="module")
 def real_shape_kernels():
     """Compile the distinct kernels of test_decode_real_shapes in parallel processes (serially
     they take most of the file's GPU time); failures are left to the tests themselves to report."""
+    import json
     import os
     import subprocess
     import sys
@@ -218,9 +231,10 @@ def real_shape_kernels():
     for h in _REAL_HEADS:
         for s_q in _REAL_SQ:
             for page in _REAL_PAGES:
-                cfg = default_config(s_q, h)
-                key = (tuple(sorted(cfg.items())), page >= cfg["BLOCK_N"])
-                reps.setdefault(key, (h, s_q, page))
+                for batch in _real_batches(h, page):
+                    cfg = default_config(s_q, h, batch)
+                    key = (tuple(sorted(cfg.items())), page >= cfg["BLOCK_N"])
+                    reps.setdefault(key, (h, s_q, page, json.dumps(cfg)))
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)
@@ -235,11 +249,14 @@ def real_shape_kernels():
 @pytest.mark.parametrize("seqlen_q", _REAL_SQ)
 @pytest.mark.parametrize("page", _REAL_PAGES)
 def test_decode_real_shapes(device, real_shape_kernels, num_heads, seqlen_q, page):
+    """FlashMLA's shapes on the device, 8 sequences; at 128 heads and page 64 also 3 and 12 (each of
+    default_config's batch tables)."""
     if num_heads in (1, 3) and page != 64:
         pytest.skip("odd head counts checked at page 64 only")
-    gen = torch.Generator().manual_seed(num_heads * 100 + seqlen_q * 10 + page)
-    lens = [0, 1, page, page + 1, 4096, 777, 2049, 64 * 33 + 5]
-    check_against_ref(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), 512, True)
+    for batch in _real_batches(num_heads, page):
+        gen = torch.Generator().manual_seed(num_heads * 100 + seqlen_q * 10 + page + batch)
+        lens = _real_lens(page, batch)
+        check_against_ref(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), 512, True)
 
 
 @pytest.mark.gpu
@@ -276,12 +293,10 @@ def test_decode_path_never_syncs(device):
     assert cos_diff(o.float().cpu(), ro.float().cpu()) <= 1e-5
 
 
-@pytest.mark.parametrize("block_h,extra", [(16, {}), (32, {}), (16, {"TRANSPOSED": True}),
-                                           (32, {"TRANSPOSED": True, "COMBINE_ROWS": 1, "PDL": True})])
+@pytest.mark.parametrize("block_h,extra", [(16, {}), (32, {}), (16, {"COMBINE_ROWS": 1})])
 def test_several_head_tiles_match_reference(device, block_h, extra):
     """Rows (query position, head) cut into several head tiles (the grid's first axis) with splits;
-    also the TRANSPOSED tile step (keys as the dots' M side), one row per combine program and the PDL
-    launch of the combine kernel (CUDA only; the same launch elsewhere)."""
+    also with one row per combine program (the small-batch configs)."""
     gen = torch.Generator().manual_seed(block_h)
     lens = [300, 0, 65, 129]
     q, kv, bt, cs = make_case(device, len(lens), 2, 24, 80, 64, 16, lens, gen)  # 48 rows
@@ -297,13 +312,13 @@ def test_several_head_tiles_match_reference(device, block_h, extra):
 
 
 def test_min_span_gives_a_short_batch_few_long_splits():
-    """b 1, 1024 keys, 128 heads (2 head tiles of 64 rows, 66 programs each on 132 SMs): by default
-    the row is cut into 16 one-tile splits; with MIN_SPAN 10 every split spans ≥ 10 cost units, so
-    3 splits and the other programs get empty spans; big batches keep one span per program."""
+    """b 1, 1024 keys, 128 heads on the 64-row config (2 head tiles, 66 programs each on 132 SMs):
+    without a floor the row is cut into 16 one-tile splits; with MIN_SPAN 10 every split spans ≥ 10
+    cost units, so 3 splits and the other programs get empty spans; big batches keep one span per program."""
     from tritonseek.kernels.mla_decode import default_config
 
     lens = torch.tensor([1024], dtype=torch.int32)
-    assert get_mla_metadata(lens, 1, 128, num_sm=132).split.tolist() == [[5, 16]]
+    assert get_mla_metadata(lens, 1, 128, num_sm=132, config=default_config(1, 128)).split.tolist() == [[5, 16]]
     cfg = dict(default_config(1, 128), MIN_SPAN=10)
     md = get_mla_metadata(lens, 1, 128, num_sm=132, config=cfg)
     assert md.num_parts == 66 and md.split.tolist() == [[0, 3]]
@@ -315,19 +330,37 @@ def test_min_span_gives_a_short_batch_few_long_splits():
     assert big.split[:, 1].max().item() <= 3 and busy >= big.num_parts - 2  # ⌈total/parts⌉ rounding only
 
 
+def test_small_batch_default_config():
+    """Batches ≤ 4 (≤ 8) of more than 64 rows get the 16-row (32-row) tiles and one row per combine
+    program (H200 latency table); larger batches and other row counts keep the big-batch table."""
+    from tritonseek.kernels.mla_decode import default_config
+
+    lens1 = torch.tensor([1024], dtype=torch.int32)
+    md = get_mla_metadata(lens1, 1, 128, num_sm=132)
+    assert md.config == default_config(1, 128, 1) and md.config["BLOCK_H"] == 16
+    assert md.config["COMBINE_ROWS"] == 1 and md.num_parts == 33  # 2 per SM over 8 head tiles
+    assert default_config(2, 64, 8)["BLOCK_H"] == 32
+    assert default_config(1, 128, 9) == default_config(1, 128) and default_config(1, 128)["BLOCK_H"] == 64
+    assert default_config(1, 16, 1) == default_config(1, 16)
+
+
 @_fixture_ok
 @given(lens=st.lists(st.one_of(st.integers(0, 5000), st.sampled_from([0, 1, 64, 65])), min_size=1, max_size=300),
-       num_sm=st.integers(1, 300), heads=st.sampled_from([1, 16, 128]), min_span=st.sampled_from([None, 10]))
-def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_span):
+       num_sm=st.integers(1, 300), heads=st.sampled_from([1, 16, 128]), min_span=st.sampled_from([None, 10]),
+       overhead=st.sampled_from([None, 0]))
+def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_span, overhead):
     """The one-launch Triton schedule equals the torch-op reference exactly (several batch and part
     chunks: batch up to 300 > 128, parts up to 300 > 32)."""
     from tritonseek.kernels.mla_decode import _FIXED_OVERHEAD_TILES, default_config
     from tritonseek.kernels.reference.mla import mla_schedule_ref
 
-    cfg = dict(default_config(1, heads), **({} if min_span is None else {"MIN_SPAN": min_span}))
+    cfg = dict(default_config(1, heads, len(lens)), **({} if min_span is None else {"MIN_SPAN": min_span}))
+    if overhead is not None:
+        cfg["OVERHEAD"] = overhead
     cs = torch.tensor(lens, dtype=torch.int32, device=device)
     md = get_mla_metadata(cs, 1, heads, num_sm=num_sm, config=cfg)
-    sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES, min_span or 1)
+    oh = _FIXED_OVERHEAD_TILES if overhead is None else overhead
+    sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, cfg["BLOCK_N"], oh, min_span or 1)
     assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)
 
 

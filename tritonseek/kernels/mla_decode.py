@@ -40,7 +40,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.mla_decode_tiles import _tile_step, _tile_step_t
+from tritonseek.kernels.mla_decode_tiles import _tile_step
 from tritonseek.kernels.reference.mla import mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
@@ -82,18 +82,30 @@ def _rows_class(rows: int) -> int:
     return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
 
 
-# Small batches (batch ≤ _SMALL_BATCH): rows class → config, measured on the H200 with
-# benchmarks/bench_mla_small.py (latency of split + combine as CUDA-graph replays). A class not
-# listed uses _TUNED.
-_SMALL_BATCH = 8
-_TUNED_SMALL: dict[int, dict] = {}
+# Small batches: rows class → [(largest batch, config), ...], the first entry whose bound ≥ batch
+# wins; classes / batches not listed use _TUNED. Measured on the H200 (W1 of session 3, c037fca,
+# benchmarks/bench_mla_small.py: split + combine as one CUDA-graph replay, 128 heads, s_q 1, page 64,
+# µs at s_k 1024 / 4096): the 64-row tile keeps only 16-32 programs busy on a short batch and each
+# writes a 128 KB partial; 16-row tiles put 8 head tiles × 16-26 splits on the SMs and one row per
+# combine program spreads the merge: b1 38.1/50.3 → 20.6/30.7, b2 39.7/52.1 → 23.8/37.2, b4
+# 41.1/58.1 → 28.6/53.5. At b8 the 32-row tile is best of those tried (46.5/76.3 → 39.2/76.8; 16 rows
+# 37.5/88.0). A floor on the span (MIN_SPAN) and programmatic dependent launch of the combine were
+# slower everywhere (b1: 66.2 and 48.4 µs).
+_TUNED_SMALL: dict[int, list[tuple[int, dict]]] = {
+    128: [
+        (4, dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True, COMBINE_ROWS=1)),
+        (8, dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, COMBINE_ROWS=1)),
+    ],
+}
 
 
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None) -> dict:
-    """The launch config for s_q·h_q query rows (tuned table by rows class; a batch ≤ 8 may have its own)."""
+    """The launch config for s_q·h_q query rows (tuned table by rows class; small batches may have their own)."""
     cls = _rows_class(seqlen_q * num_heads)
-    if batch is not None and batch <= _SMALL_BATCH and cls in _TUNED_SMALL:
-        return dict(_TUNED_SMALL[cls])
+    if batch is not None:
+        for max_batch, cfg in _TUNED_SMALL.get(cls, []):
+            if batch <= max_batch:
+                return dict(cfg)
     return dict(_TUNED[cls])
 
 
@@ -112,7 +124,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, TRANSPOSED: tl.constexpr, USE_PDL: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -124,8 +136,6 @@ def _mla_decode_kernel(
     # opart    [num_parts + batch, rows, 2*BLOCK_DV2] fp32; lpart [num_parts + batch, rows] fp32
     # grid (head tiles, parts): the head tiles of one part are launched next to each other, so they
     # stream the same cache span at the same time and all but the first read it from L2.
-    if USE_PDL:  # let the combine kernel launch now; it waits (griddepcontrol.wait) for this grid's writes
-        tl.extra.cuda.gdc_launch_dependents()
     tile_h = tl.program_id(0)
     pid = tl.program_id(1)
     rows_total = seqlen_q * num_heads
@@ -181,37 +191,18 @@ def _mla_decode_kernel(
                 bt_row = bt_ptr + b.to(tl.int64) * stride_btb
                 m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
                 l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-                if TRANSPOSED:  # keys on the dots' M side: qᵀ operands, accᵀ [BLOCK_DV2, BLOCK_H]
-                    q0t = tl.trans(q0)
-                    q1t = tl.trans(q1)
-                    qrt = tl.trans(qr)
-                    acc0 = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
-                    acc1 = tl.zeros([BLOCK_DV2, BLOCK_H], dtype=tl.float32)
-                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-                        acc0, acc1, m_i, l_i = _tile_step_t(
-                            q0t, q1t, qrt, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
-                    for k in tl.range(k_fast, k_hi, num_stages=1):
-                        acc0, acc1, m_i, l_i = _tile_step_t(
-                            q0t, q1t, qrt, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
-                    acc0 = tl.trans(acc0)
-                    acc1 = tl.trans(acc1)
-                else:
-                    acc0 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-                    acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-                    for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-                        acc0, acc1, m_i, l_i = _tile_step(
-                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
-                    for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
-                        acc0, acc1, m_i, l_i = _tile_step(
-                            q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                            stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                            BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
+                acc0 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
+                acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
+                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+                    acc0, acc1, m_i, l_i = _tile_step(
+                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                        BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
+                for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
+                    acc0, acc1, m_i, l_i = _tile_step(
+                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
+                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
+                        BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
                 has = l_i > 0.0
                 inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
                 o0 = acc0 * inv_l[:, None]
@@ -240,13 +231,11 @@ def _mla_combine_kernel(
     split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     num_heads, seqlen_q, head_dim_v,
-    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr, USE_PDL: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
     # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
     # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
-    if USE_PDL:  # launched before the split kernel ends (programmatic dependent launch): wait for it here
-        tl.extra.cuda.gdc_wait()
     b = tl.program_id(0)
     rows_total = seqlen_q * num_heads
     rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
@@ -378,12 +367,13 @@ def get_mla_metadata(
 ) -> MLAMetadata:
     """Split-KV schedule for one decode step, on the device (no host sync; CUDA-graph safe).
 
-    Cost of sequence b = ⌈cache_seqlens[b]/BLOCK_N⌉ + 5 tiles (0 for an empty one); the total is
-    cut into spans of max(⌈total/num_parts⌉, MIN_SPAN) for num_parts = PARTS_PER_SM·num_sm /
+    Cost of sequence b = ⌈cache_seqlens[b]/BLOCK_N⌉ + OVERHEAD (config, default 5) tiles (0 for an
+    empty one); the total is cut into spans of max(⌈total/num_parts⌉, MIN_SPAN) for num_parts = PARTS_PER_SM·num_sm /
     ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit).
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
-    count; 8 under the interpreter). config: launch-config override (tuning); default by rows class.
+    count; 8 under the interpreter). config: launch-config override (tuning); default by rows class
+    and batch (``default_config``).
     max_seqlen_k: optional host int ≥ max(cache_seqlens) that ``mla_decode`` checks against the block
     table's capacity; on CUDA it is never read back from the device (no sync), on CPU it defaults to
     the true maximum. Without it a too-narrow block table is not reported on CUDA; the kernel still
@@ -403,19 +393,20 @@ def get_mla_metadata(
     num_parts = max(1, int(cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
     batch = cache_seqlens.shape[0]
     min_span = int(cfg.get("MIN_SPAN", _MIN_SPAN_DEFAULT))
+    overhead = int(cfg.get("OVERHEAD", _FIXED_OVERHEAD_TILES))
     sched = torch.empty(num_parts, 4, dtype=torch.int32, device=dev)
     split = torch.empty(batch, 2, dtype=torch.int32, device=dev)
     if dev.type == "cuda" or interpreter_active():
         if batch > 0:
             _mla_schedule_kernel[(1,)](
-                cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES, min_span,
+                cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], overhead, min_span,
                 BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))),
                 BLOCK_P=min(32, max(16, triton.next_power_of_2(num_parts + 1))), num_warps=8,
             )
         else:
             sched.zero_()
     else:  # plain CPU tensors without the interpreter: the same schedule in torch ops
-        sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], _FIXED_OVERHEAD_TILES, min_span)
+        sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], overhead, min_span)
     lens = cache_seqlens
     if max_seqlen_k is not None:
         max_len = int(max_seqlen_k)
@@ -459,10 +450,6 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         kn_desc = kr_desc = None
     grid = (triton.cdiv(rows, block_h), metadata.num_parts)
 
-    # config PDL: the combine kernel is a programmatic dependent launch of the split kernel (its launch
-    # overlaps the split kernel's tail; CUDA only)
-    use_pdl = bool(cfg.get("PDL", False)) and dev.type == "cuda" and not interpreter_active()
-    pdl_kw = dict(launch_pdl=True) if use_pdl else {}
     split_args = (
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -476,8 +463,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r,
-        TRANSPOSED=bool(cfg.get("TRANSPOSED", False)), USE_PDL=use_pdl, num_warps=cfg["num_warps"])
+        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
@@ -489,7 +475,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
 
     def combine_launch():
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
-                                          NUM_STAGES=3, USE_PDL=use_pdl, num_warps=4, **pdl_kw)
+                                          NUM_STAGES=3, num_warps=4)
 
     return split_launch, combine_launch
 

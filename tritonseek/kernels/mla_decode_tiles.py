@@ -5,8 +5,6 @@ Each function handles one tile of BLOCK_N cache rows for a tile of BLOCK_H query
 
 * ``_load_tile``: the tile's three column blocks (TMA descriptors or pointer gathers through the block table).
 * ``_tile_step``: s = q·kᵀ, online softmax (base 2), acc += p·v.
-* ``_tile_step_t``: the same with keys as the dots' M side (sᵀ = k·qᵀ, accᵀ += vᵀ·pᵀ): BLOCK_N = 64
-  keys fill a wgmma M for the 16/32-row tiles that are too short for it.
 
 Under the Triton interpreter (DOT_FP32) operands are upcast to fp32: it cannot multiply bf16.
 """
@@ -107,33 +105,3 @@ def _tile_step(
     acc1 = tl.dot(p, kn1, acc1 * alpha[:, None])
     return acc0, acc1, m_new, l_i
 
-
-@triton.jit
-def _tile_step_t(
-    q0t, q1t, qrt, acc0, acc1, m_i, l_i,
-    kv_ptr, kn_desc, kr_desc, bt_row_ptr, k, seqlen, limit,
-    stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-    BLOCK_N: tl.constexpr, BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
-    MASKED: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr = False,
-):
-    # The same step with the cache rows on the dots' M side (wgmma needs M = 64 per warpgroup, a
-    # 16/32-row query tile does not have it; BLOCK_N = 64 keys do): sᵀ = k·qᵀ [BLOCK_N, BLOCK_H],
-    # accᵀ += vᵀ·pᵀ [BLOCK_DV2, BLOCK_H]; q0t/q1t/qrt are qᵀ, acc0/acc1 accᵀ; softmax runs down axis 0.
-    keys, kn0, kn1, kr = _load_tile(kv_ptr, kn_desc, kr_desc, bt_row_ptr, k, seqlen, stride_kvb, stride_kvt,
-                                    head_dim_v, d_qk, page_shift, BLOCK_N, BLOCK_DV2, BLOCK_R, MASKED, USE_TMA,
-                                    DOT_FP32, EVEN_D)
-    s = tl.dot(kn0, q0t)
-    s = tl.dot(kn1, q1t, s)
-    s = tl.dot(kr, qrt, s)
-    s = s * sm_scale_log2
-    if MASKED:
-        s = tl.where(keys[:, None] <= limit[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 0))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.math.exp2(m_i - m_safe)
-    p = tl.math.exp2(s - m_safe[None, :])
-    l_i = l_i * alpha + tl.sum(p, 0)
-    p = p.to(kn0.dtype)
-    acc0 = tl.dot(tl.trans(kn0), p, acc0 * alpha[None, :])
-    acc1 = tl.dot(tl.trans(kn1), p, acc1 * alpha[None, :])
-    return acc0, acc1, m_new, l_i

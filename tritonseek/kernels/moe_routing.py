@@ -283,6 +283,7 @@ def _unpermute_kernel(
 ):
     # y: [M, H] expert outputs (row stride stride_y); row_map, w: [T, TOP_K] int32 / fp32 contiguous
     # shared: [T, H] (stride_sh); out: [T, H] (stride_out). Sum over slots in fixed order j = 0..k-1.
+    # The k rows are loaded under masks (no branch on r), so all k loads are in flight together.
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     cm = cols < H
@@ -290,8 +291,8 @@ def _unpermute_kernel(
     for j in tl.static_range(TOP_K):
         r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
         w = tl.load(w_ptr + t * TOP_K + j)
-        if r >= 0:
-            acc += w * tl.load(y_ptr + r * stride_y + cols, mask=cm, other=0.0).to(tl.float32)
+        v = tl.load(y_ptr + r * stride_y + cols, mask=cm & (r >= 0), other=0.0).to(tl.float32)
+        acc += tl.where(r >= 0, w, 0.0) * v
     if HAS_SHARED:
         acc += tl.load(shared_ptr + t * stride_sh + cols, mask=cm, other=0.0).to(tl.float32)
     tl.store(out_ptr + t * stride_out + cols, acc.to(out_ptr.dtype.element_ty), mask=cm)

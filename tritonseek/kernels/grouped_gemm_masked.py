@@ -265,8 +265,8 @@ def grouped_fp8_gemm_masked(
         computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group) and SPLIT_K (K
         split over that many programs per tile; fp32 partials summed in split order by the last one to
         finish, so the result does not depend on timing) or STREAM_K (GRID_MULT persistent programs per SM
-        share the non-empty tiles' K steps evenly; it covers every non-empty group, max_active_groups only
-        sizes nothing there). Split-K / stream-K launches share one per-device counter buffer: do not run
+        share the non-empty tiles' K steps evenly, covering every non-empty group: max_active_groups is
+        not used there). Split-K / stream-K launches share one per-device counter buffer: do not run
         two of them on the same device concurrently (different streams).
     Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, config).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.

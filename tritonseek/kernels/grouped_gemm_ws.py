@@ -1,0 +1,553 @@
+"""Grouped block-scaled FP8 GEMMs (MoE experts) with producer/consumer warp specialization, in Gluon.
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[g, n // 128, kb] · Σ_{k in block kb} a[m, k] · b[g, n, k],
+g = the expert of row m (contiguous: m_indices[m]; masked: the group the row sits in).
+
+Same operands, results and errors as the ``tl`` kernels of grouped_gemm.py / grouped_gemm_masked.py
+(DeepGEMM m_grouped_fp8_gemm_nt_contiguous / _masked); the schedule is the one of fp8_gemm_ws.py
+(whose K step, tile order and layout helpers it imports): a persistent grid, one TMA producer warp
+filling a NUM_STAGES shared-memory ring, two consumer warpgroups (cooperative, or SPLIT: one
+partition each) that promote K block kb-1 while the wgmma of block kb runs. What the grouped
+layouts add:
+
+* contiguous: every partition computes a tile's expert the same way (the max of the tile's 128
+  m_indices), so the producer and the consumers agree on which tiles run a K loop without talking:
+  an all-padding tile loads nothing and its rows are stored as 0. Rows whose m_indices disagree with
+  the tile's expert (a layout not aligned to 128 rows) are stored as NaN, as in the ``tl`` kernel.
+* masked: the non-empty tiles (cdiv(masked_m[g], 128) row tiles × the N tiles of each group g) are
+  numbered on the device from a prefix sum over masked_m (each partition computes it once), and the
+  fixed persistent grid walks only those: no host sync (CUDA-graph safe), and tiles past masked_m
+  cost nothing. Rows ≥ masked_m[g] are never stored (TMA store for full tiles, masked stores else).
+* SPLIT: a warpgroup whose 64 rows hold no row of the tile's expert (the partly filled last tile of a
+  segment) issues no wgmma and only walks the stage barriers, so the tensor core runs only the other
+  half of such a tile.
+* B is read as one [E·N, K] matrix (rows g·N + n): the rows a tile reads past an expert's N (N tails)
+  belong to the next expert or to TMA's zero fill and feed only output columns ≥ N, which are never
+  stored; the per-tile weight scale is b_scale[g, off_n // 128] (BLOCK_N ≤ 128 stays in one block).
+
+Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from tritonseek.kernels._utils import check_tensor
+from tritonseek.kernels.fp8_gemm import _tma_storable
+from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _a_rows, _k_step, _num_sms, _smem_layout, _tile_coords
+from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, M_ALIGNMENT, _check_b
+
+# Launch config (BLOCK_M fixed at 128 = two 64-row wgmma warpgroups = M_ALIGNMENT; BLOCK_N 64 or 128 keeps
+# a tile inside one 128-row weight-scale block). Not yet tuned on the H200: the fp8_gemm_ws winner
+# (SPLIT + UNROLL2) as the default until a sweep says otherwise.
+_DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True)
+
+
+def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
+    """Launch config of the warp-specialized grouped kernels (a copy of the default for now)."""
+    return dict(_DEFAULT_GROUPED_WS)
+
+
+@gluon.jit
+def _add(x, y):
+    return x + y
+
+
+@gluon.jit
+def _masked_prefix(masked_m_ptr, E, M_rows, num_pid_n, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr,
+                   WARPS: gl.constexpr):
+    # inclusive prefix sum over groups of their non-empty tiles: cdiv(min(masked_m[g], M_max), BLOCK_M) · n-tiles
+    layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+    ev = gl.arange(0, E_PAD, layout=layout)
+    mm = gl.load(masked_m_ptr + ev, mask=ev < E, other=0)
+    mm = gl.maximum(gl.minimum(mm, M_rows), 0)
+    tiles = (mm + BLOCK_M - 1) // BLOCK_M * num_pid_n
+    return gl.associative_scan(tiles, 0, _add)
+
+
+@gluon.jit
+def _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, MASKED: gl.constexpr,
+              WARPS: gl.constexpr):
+    # -> (run, g, off_m, a_row, off_n): the tile's group, its first row inside the group (masked) or in a
+    # (contiguous), its first row of the 2-D view of a, its first column; run = the tile has a K loop.
+    # Every partition calls this with the same arguments and gets the same answer.
+    if MASKED:
+        before = cum <= tile_id
+        g = gl.sum(before.to(gl.int32), axis=0)
+        base = gl.max(gl.where(before, cum, 0), axis=0)
+        mm = gl.maximum(gl.minimum(gl.load(idx_ptr + g), M_rows), 0)
+        nm = gl.maximum((mm + BLOCK_M - 1) // BLOCK_M, 1)
+        local = tile_id - base
+        pid_m = local % nm  # m fastest: the programs of one weight tile run side by side (L2 reuse of B)
+        pid_n = local // nm
+        off_m = pid_m * BLOCK_M
+        run = g < E
+        a_row = g * M_rows + off_m
+    else:
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+        rows = off_m + gl.arange(0, BLOCK_M, layout=layout)
+        g = gl.max(gl.load(idx_ptr + rows, mask=rows < M_rows, other=-1), axis=0)
+        run = (g >= 0) & (g < E)
+        a_row = off_m
+    return run, g, off_m, a_row, pid_n * BLOCK_N
+
+
+@gluon.jit
+def _num_tiles(cum, M_rows, num_pid_n, BLOCK_M: gl.constexpr, MASKED: gl.constexpr):
+    if MASKED:
+        return gl.max(cum, axis=0)
+    else:
+        return gl.cdiv(M_rows, BLOCK_M) * num_pid_n
+
+
+@gluon.jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+              num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+              GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr):
+    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring.
+    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    if MASKED:
+        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
+    else:
+        cum = 0
+    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    it = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+                                                BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
+        if run:
+            b_row = g * N + off_n
+            for kb in range(num_k_blocks):
+                s = it % NUM_STAGES
+                mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
+                bar = ready_bars.index(s)
+                mbarrier.expect(bar, stage_bytes)
+                tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(s))
+                tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(s))
+                it += 1
+
+
+@gluon.jit
+def _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
+              stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+              NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
+    # fp32 tile of this partition's rows over all K blocks; block kb-1 promoted under the wgmma of kb
+    sa = gl.load(sa_ptrs, mask=row_ok, other=0.0)
+    sb = gl.load(sb_ptr)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                         use_acc=False, is_async=True)
+    prod = warpgroup_mma_wait(0, deps=[prod])
+    mbarrier.arrive(empty_bars.index(s))
+    it += 1
+    acc = zero
+    scale0 = sa * sb
+    if UNROLL2:  # even/odd block products in two fixed register sets (see fp8_gemm_ws)
+        for j in range((num_k_blocks - 1) // 2):
+            p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                      sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+            prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 2
+        if num_k_blocks % 2 == 0:
+            p1, scale1, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                      empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                      BLOCK_M, NUM_STAGES)
+            it += 1
+            acc += p1 * gl.expand_dims(scale1, 1)
+        else:
+            acc += prod * gl.expand_dims(scale0, 1)
+    else:
+        for kb in range(1, num_k_blocks):
+            prod, scale0, acc = _k_step(it, kb, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                        sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
+                                        NUM_STAGES)
+            it += 1
+        acc += prod * gl.expand_dims(scale0, 1)
+    return acc, it
+
+
+@gluon.jit
+def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
+    # a partition with no rows in the tile: release each stage once it has landed (no wgmma). Waiting on
+    # `ready` keeps it from arriving twice on one stage before the other partition arrived once.
+    for kb in range(num_k_blocks):
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        mbarrier.arrive(empty_bars.index(s))
+        it += 1
+    return it
+
+
+@gluon.jit
+def _tma_store(acc, c_smem, c_desc, row0, off_n):
+    tma.store_wait(0)  # the previous tile's store has left c_smem
+    c_smem.store(acc.to(c_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
+
+
+@gluon.jit
+def _store_rows(acc, c_ptr, row0, off_n, row_ok, N, stride_cm, stride_cn, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+                row_layout: gl.constexpr, col_layout: gl.constexpr):
+    rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+    ro = (row0 + gl.arange(0, ROWS, layout=row_layout)).to(gl.int64)
+    c_ptrs = c_ptr + gl.expand_dims(ro * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+    mask = gl.expand_dims(row_ok, 1) & gl.expand_dims(rn < N, 0)
+    gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@gluon.jit
+def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
+              M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+              stride_cm, stride_cn, num_programs,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+              TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
+              ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
+    # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    if MASKED:
+        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, WARPS)
+    else:
+        cum = 0
+    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
+    it = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+                                                BLOCK_M, BLOCK_N, GROUP_M, MASKED, WARPS)
+        rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)  # rows inside the group (masked) or of a
+        if MASKED:
+            mm = gl.minimum(gl.load(idx_ptr + g, mask=run, other=0), M_rows)
+            row_ok = rm < mm
+            sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
+            fill = zero
+        else:
+            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
+            row_ok = (mi == g) & run
+            sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
+            # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
+            fill = gl.where(gl.expand_dims(mi < 0, 1), zero, zero + float("nan"))
+        mine = gl.max(row_ok.to(gl.int32), axis=0) > 0
+        sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
+        if mine:
+            acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                                sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
+            acc = gl.where(gl.expand_dims(row_ok, 1), acc, fill)
+        else:
+            if run:
+                it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+            acc = fill
+
+        # rows of the 2-D output view: a_row + ROW0 + i (masked: out viewed [E·M_max, N]); a masked tile
+        # crossing masked_m[g] takes the masked stores (the rows past it are never written)
+        if MASKED:
+            store_ok = row_ok
+        else:
+            store_ok = rm < M_rows
+        if TMA_STORE:
+            if MASKED:
+                if off_m + ROW0 + ROWS <= mm:
+                    _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
+                else:
+                    _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                                row_layout, col_layout)
+            else:
+                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
+        else:
+            _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                        row_layout, col_layout)
+    if TMA_STORE:
+        tma.store_wait(0)
+
+
+@gluon.jit
+def _c_half(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
+    if TMA_STORE:
+        return c_smem.index(i)
+    else:
+        return c_smem
+
+
+@gluon.jit
+def _grouped_fp8_ws_kernel(
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
+    M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_cm, stride_cn, num_programs,
+    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+    NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
+    #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
+    # masked (MASKED=True): a_desc over a viewed [E·M_max, K], M_rows = M_max, idx_ptr = masked_m [E] int32,
+    #   a_scale [E, M_max, KB] (stride_ase, stride_asm, stride_ask), out viewed [E·M_max, N] (stride_cm, stride_cn)
+    # b_desc over b viewed [E·N, K] e4m3, box [BLOCK_N, BLOCK_K]; b_scale [E, NB, KB] (stride_bse/bsn/bsk)
+    # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), BLOCK_N]
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
+    ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
+        mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)  # released once per consumer partition
+    if TMA_STORE:
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 if SPLIT else 1] + c_desc.block_type.shape,
+                                           c_desc.layout)
+    else:
+        c_smem = a_bufs  # unused placeholder
+    if SPLIT:
+        # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
+        gl.warp_specialize([
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+                         a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
+                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+                         BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
+                         0, BLOCK_M // 2, 4, UNROLL2)),
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+                         a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
+                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+                         BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+                         num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        # default partition (8 warps) = both warpgroups, worker = the TMA warp
+        gl.warp_specialize([
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+                         a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
+                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+                         BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
+                         0, BLOCK_M, 8, UNROLL2)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+                         num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
+        ], [1], [PRODUCER_REGS])
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
+    if t.device.type != "cuda":
+        raise ValueError(
+            f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); Gluon has no "
+            "interpreter path — use the tl kernels of grouped_gemm (interpreter) or the reference on CPU"
+        )
+    major = torch.cuda.get_device_capability(t.device)[0]
+    if major != 9:
+        raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
+
+
+def _resolve_config(cfg: dict) -> tuple[int, int]:
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if bm != 128 or bn not in (64, 128):
+        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
+    return bm, bn
+
+
+def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, stride_asm, stride_ask, grid, cfg,
+            masked: bool) -> None:
+    bm, bn = _resolve_config(cfg)
+    gl_fp8 = gl.float8e4nv
+    a_desc = TensorDescriptor(a2d, list(a2d.shape), [a2d.stride(0), 1], [bm, BLOCK_K],
+                              _smem_layout([bm, BLOCK_K], gl_fp8))
+    b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn, BLOCK_K],
+                              _smem_layout([bn, BLOCK_K], gl_fp8))
+    split = bool(cfg["SPLIT"])
+    tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out2d)
+    c_desc = None
+    if tma_store:
+        c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
+        c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, bn],
+                                  _smem_layout([c_rows, bn], _GL_DTYPES[out2d.dtype]))
+    _grouped_fp8_ws_kernel[(grid,)](
+        a_desc, b_desc, c_desc, out2d, a_scale, b_scale, idx,
+        M_rows, N, E, triton.cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,
+        b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
+        TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked,
+        E_PAD=max(32, triton.next_power_of_2(E)) if masked else 32,
+        num_warps=4 if split else 8, maxnreg=_MAXNREG,
+    )
+
+
+def _sms(t: torch.Tensor) -> int:
+    return _num_sms(t.device.index if t.device.index is not None else torch.cuda.current_device())
+
+
+def grouped_fp8_gemm_contiguous_ws(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    m_indices: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
+    check_alignment: bool = False,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out[m] = (a[m]·a_scale[m]) @ (b[g]·b_scale[g])ᵀ with g = m_indices[m]; 0 where m_indices[m] = −1.
+
+    Warp-specialized Gluon kernel (TMA producer warp + two consumer warpgroups, persistent grid) with
+    the operands, results and errors of ``grouped_gemm.grouped_fp8_gemm_contiguous``; CUDA Hopper only.
+    a: [M, K] float8_e4m3fn, row-major (16-byte aligned rows, K % 16 == 0): the experts' rows back to
+        back, each expert's segment starting at a multiple of 128 rows (``M_ALIGNMENT``, = moe_permute's block_m).
+    a_scale: [M, ceil(K/128)] fp32 1×128 group scales, any strides (MN-major is fastest).
+    b: [E, N, K] float8_e4m3fn, K-contiguous, experts stacked densely; b_scale: [E, ceil(N/128), ceil(K/128)]
+        fp32 (128×128 blocks). Any N ≥ 1 (N tails: see the module docstring).
+    m_indices: [M] int32 expert of each row, −1 = padding (output row 0; its a/a_scale rows, NaN or not,
+        never reach another row; a tile of 128 padding rows loads nothing). A 128-row tile holding two
+        experts writes NaN into the rows of the smaller expert id; ``check_alignment=True`` instead raises
+        ValueError after one host sync.
+    out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
+    config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
+        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2).
+    Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
+    non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
+    Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
+    """
+    fn = "grouped_fp8_gemm_contiguous_ws"
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
+    dev = a.device
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=dev)
+    check_tensor("m_indices", m_indices, dtype=torch.int32, ndim=1, device=dev)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    E, N, K = _check_b(b, b_scale, dev)
+    M = a.shape[0]
+    if a.shape[1] != K:
+        raise ValueError(f"a is [M, K] = {tuple(a.shape)}; K must match b [E, N, K] = {tuple(b.shape)}")
+    if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
+        raise ValueError(f"a must be row-major with 16-byte aligned rows for TMA, got strides {a.stride()}")
+    kb = triton.cdiv(K, BLOCK_K)
+    if tuple(a_scale.shape) != (M, kb):
+        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
+    if m_indices.shape[0] != M or m_indices.stride(0) != 1:
+        raise ValueError(f"m_indices must be a contiguous [{M}] int32 tensor, got {tuple(m_indices.shape)}")
+    if out is None:
+        out = torch.empty(M, N, dtype=out_dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev)
+        if tuple(out.shape) != (M, N):
+            raise ValueError(f"out must be [M, N] = {(M, N)}, got {tuple(out.shape)}")
+    cfg = dict(grouped_ws_config("contiguous", M // max(E, 1), N, K))
+    cfg.update(config or {})
+    _resolve_config(cfg)
+    _check_cuda_sm90(fn, a)
+    if check_alignment and M:
+        mi = m_indices.long().cpu()
+        if ((mi < -1) | (mi >= E)).any():
+            raise ValueError(f"m_indices must lie in [-1, {E})")
+        tiles = torch.nn.functional.pad(mi, (0, (-M) % M_ALIGNMENT), value=-1).view(-1, M_ALIGNMENT)
+        if ((tiles >= 0) & (tiles != tiles.amax(dim=1, keepdim=True))).any():
+            raise ValueError(f"m_indices segments are not aligned to {M_ALIGNMENT} rows (a tile mixes experts)")
+    if M == 0:
+        return out
+    tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+    _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
+            min(_sms(a), tiles), cfg, masked=False)
+    return out
+
+
+def grouped_fp8_gemm_masked_ws(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    masked_m: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
+    expected_m: int | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
+
+    Warp-specialized Gluon kernel with the operands and results of ``grouped_fp8_gemm_masked``; CUDA Hopper
+    only. Fixed persistent grid (one CTA per SM) that walks only the non-empty tiles, numbered on the
+    device from masked_m: no host sync (CUDA-graph safe), empty groups and rows past masked_m cost nothing.
+    a: [E, M_max, K] float8_e4m3fn, K-contiguous with groups stacked densely (a.view(E·M_max, K) valid),
+        16-byte aligned rows (K % 16 == 0). a_scale: [E, M_max, ceil(K/128)] fp32, any strides.
+    b: [E, N, K] float8_e4m3fn, K-contiguous; b_scale: [E, ceil(N/128), ceil(K/128)] fp32.
+    masked_m: [E] int32 valid rows per group, read on the device; values are clamped to [0, M_max].
+        Rows ≥ masked_m[g] of ``out`` keep whatever they held (unspecified when ``out`` is allocated here);
+        their a/a_scale rows (NaN or not) are never stored.
+    expected_m: typical rows per group, used only to pick the launch config (default M_max).
+    out: optional [E, M_max, N] out_dtype destination, groups stacked densely (stride(0) == M_max·stride(1));
+        TMA stores when its rows are 16-byte aligned, masked stores otherwise.
+    config: optional launch-config override (keys of ``grouped_ws_config``).
+    Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, config, and a
+    non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
+    Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
+    """
+    fn = "grouped_fp8_gemm_masked_ws"
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
+    dev = a.device
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=3, device=dev)
+    check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    E, N, K = _check_b(b, b_scale, dev)
+    Ea, M_max, Ka = a.shape
+    if Ea != E or Ka != K:
+        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
+    if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
+        raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
+    kb = triton.cdiv(K, BLOCK_K)
+    if tuple(a_scale.shape) != (E, M_max, kb):
+        raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
+    if masked_m.shape[0] != E or masked_m.stride(0) != 1:
+        raise ValueError(f"masked_m must be a contiguous [{E}] int32 tensor, got {tuple(masked_m.shape)}")
+    if out is None:
+        out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev)
+        if tuple(out.shape) != (E, M_max, N):
+            raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
+    cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
+    cfg.update(config or {})
+    _resolve_config(cfg)
+    _check_cuda_sm90(fn, a)
+    if M_max == 0:
+        return out
+    if out.stride(0) != M_max * out.stride(1):
+        raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
+                         f"got strides {out.stride()}")
+    out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view
+    tiles = E * triton.cdiv(M_max, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+    _launch(a.view(E * M_max, K), a_scale, b, b_scale, masked_m, out2d, M_max, E, N, K, a_scale.stride(0),
+            a_scale.stride(1), a_scale.stride(2), min(_sms(a), tiles), cfg, masked=True)
+    return out
+
+
+__all__ = ["grouped_fp8_gemm_contiguous_ws", "grouped_fp8_gemm_masked_ws", "grouped_ws_config"]

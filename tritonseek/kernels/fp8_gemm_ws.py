@@ -49,9 +49,11 @@ from tritonseek.kernels.fp8_gemm import _OUT_DTYPES, BLOCK_K, _check_tma_operand
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
-# block (one scalar b_scale per K block) and leaves registers for two in-flight products.
+# block (one scalar b_scale per K block) and leaves registers for two product sets. Default =
+# the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
+# TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=False, CONSUMER_REGS=232, UNROLL2=False)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, SKEW=False, SERIAL=False)
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -124,12 +126,13 @@ def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, emp
 
 
 @gluon.jit
-def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                  M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
-                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
+                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
+                 SKEW: gl.constexpr, SERIAL: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -143,6 +146,11 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
+    if SKEW and ROW0 > 0:
+        # SKEW (split): warpgroup 1 starts once warpgroup 0 has finished its first K block and stays
+        # about one block behind (the shared stage ring lets neither run away), so each one's
+        # tile-end promotion and epilogue fall under the other's wgmma instead of both at once.
+        mbarrier.wait(skew_bar.index(0), 0)
     it = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
@@ -162,9 +170,25 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                              use_acc=False, is_async=True)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
+        if SKEW and ROW0 == 0:
+            mbarrier.arrive(skew_bar.index(0), pred=it == 0)
         it += 1
         acc = zero
-        if UNROLL2:
+        if SERIAL:
+            # DeepGEMM's loop: issue, wait, promote; no product crosses an iteration (nothing to
+            # copy), the promotion overlaps only the other warpgroup's wgmma
+            acc += prod * gl.expand_dims(sa * sb, 1)
+            for kb in range(1, num_k_blocks):
+                scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+                s = it % NUM_STAGES
+                mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+                cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)),
+                                    zero, use_acc=False, is_async=True)
+                cur = warpgroup_mma_wait(0, deps=[cur])
+                mbarrier.arrive(empty_bars.index(s))
+                acc += cur * gl.expand_dims(scale, 1)
+                it += 1
+        elif UNROLL2:
             # K loop unrolled by two: the products of even and odd blocks live in two fixed
             # register sets, so nothing is copied between a wait and the next issue (the
             # one-set loop below moves the 64 product registers after every wait — ptxas
@@ -225,7 +249,8 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, SKEW: gl.constexpr, SERIAL: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -240,6 +265,8 @@ def _fp8_gemm_ws_kernel(
         mbarrier.init(ready_bars.index(i), count=1)
         # released once per consumer partition
         mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)
+    skew_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(skew_bar.index(0), count=1)
     if TMA_STORE:
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 if SPLIT else 1] + c_desc.block_type.shape,
                                            c_desc.layout)
@@ -249,24 +276,24 @@ def _fp8_gemm_ws_kernel(
     if SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, SKEW, SERIAL)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, SKEW, SERIAL)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, SERIAL)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -294,6 +321,18 @@ _NUM_WARPS = 8  # cooperative consumer partition: two warpgroups (SPLIT: 4, one 
 # 65536 registers over 12 warps (8 consumer + the producer's warpgroup): 168 at entry; setmaxnreg
 # then moves the producer down to PRODUCER_REGS and the consumers up (240 with 40 for the producer).
 _MAXNREG = 168
+
+
+@functools.lru_cache(maxsize=8)
+def _capability_major(device_index: int) -> int:
+    return torch.cuda.get_device_capability(device_index)[0]
+
+
+def gluon_ws_supported(device: torch.device) -> bool:
+    """True where the Gluon kernel runs: a CUDA Hopper GPU (sm_90; never the CPU interpreter)."""
+    if device.type != "cuda":
+        return False
+    return _capability_major(device.index if device.index is not None else torch.cuda.current_device()) == 9
 
 
 def _check_cuda_sm90(t: torch.Tensor) -> None:
@@ -362,15 +401,27 @@ def fp8_gemm_nt_ws(
         if tuple(out.shape) != (m, n):
             raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
     _check_cuda_sm90(a)
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+    return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, config)
+
+
+def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
+                       out: torch.Tensor, config: dict | None = None) -> torch.Tensor:
+    """Launch the warp-specialized kernel on operands already validated by ``fp8_gemm_nt_ws`` or
+    ``fp8_gemm_nt`` (which dispatches here for its ``GLUON`` table entries); returns out.
+
+    config: overrides of ``ws_config`` (raises ValueError on an unsupported BLOCK_M/BLOCK_N).
+    """
+    m, k = a.shape
+    n = b.shape[0]
+    kb = triton.cdiv(k, BLOCK_K)
     cfg = dict(ws_config(m, n, k))
     if config is not None:
         cfg.update(config)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bm != 128 or bn not in (64, 128):
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
-    if out is None:
-        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
-
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K], _smem_layout([bm, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
@@ -391,6 +442,7 @@ def fp8_gemm_nt_ws(
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]),
+        SKEW=split and bool(cfg["SKEW"]), SERIAL=bool(cfg["SERIAL"]),
         num_warps=4 if split else _NUM_WARPS, maxnreg=_MAXNREG,
     )
     return out

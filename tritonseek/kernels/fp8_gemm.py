@@ -51,7 +51,9 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # num_stages, GROUP_M, FLATTEN (flattened persistent loop), SPLIT_K, GRID_MULT (programs per SM;
 # 0 = one tile per program), TMA_STORE (epilogue through a TMA store when out is 16-byte aligned),
 # WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop; not
-# in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md).
+# in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md),
+# GLUON (on a CUDA Hopper GPU run the warp-specialized Gluon kernel of fp8_gemm_ws with this
+# config instead; the other keys stay the tl config used elsewhere, e.g. under the interpreter).
 _TUNED: dict[tuple[str, int, int], dict] = {
     # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
     # re-checked at 69ee3f4 against PINGPONG/FLATTEN/deeper-pipeline/other-tile twins: each entry
@@ -70,13 +72,20 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
     # M > 128: H200 sweep at commit 69ee3f4 (20 candidates per shape, each checked for correctness
     # first; PINGPONG never won here), then a confirm sweep of the winners' neighbours at 4a8249d
-    # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%
+    # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%.
+    # GLUON: the warp-specialized Gluon kernel beat these tl configs on the H200 at 650a904
+    # (1084–1137 vs 984–987 TFLOP/s at K ≥ 1536, 912 vs 657 at K = 512); not at N = 2112 (906 vs 922)
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3),
-    ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3),
-    ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True),
-    ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3, FLATTEN=True),
-    ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3),
+    ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3,
+                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
+    ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
+                                GLUON=dict(SPLIT=True, UNROLL2=True, NUM_STAGES=5, GROUP_M=16)),
+    ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True,
+                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
+    ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3, FLATTEN=True,
+                                GLUON=dict(SPLIT=True, UNROLL2=True)),
+    ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
+                                GLUON=dict(SPLIT=True, UNROLL2=True)),
 }
 
 
@@ -310,6 +319,13 @@ def fp8_gemm_nt(
     cfg = dict(config) if config is not None else get_config(m, n, k, num_programs)
     if cfg.get("SWAP_AB"):  # small M: weights on the wgmma M side (fp8_gemm_small)
         return launch_fp8_gemm_swap_ab(a, a_scale, b, b_scale, out, cfg)
+    if cfg.get("GLUON") is not None and a.device.type == "cuda":
+        # warp-specialized Gluon kernel (fp8_gemm_ws) where it measured faster; Hopper only, and
+        # the interpreter runs the tl config that the same entry carries
+        from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported, launch_fp8_gemm_ws
+
+        if gluon_ws_supported(a.device):
+            return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, cfg["GLUON"])
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
         raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")

@@ -69,6 +69,16 @@ LARGE_CANDIDATES = [
 ]
 
 
+# M > 128, the warp-specialized Gluon kernel (fp8_gemm_ws; fp8_gemm_nt runs it for a config with a
+# GLUON key on a Hopper GPU): cooperative vs split warpgroups, unrolled K loop, warpgroup skew,
+# pipeline depth, 64-wide tiles (N = 2112 = 33 × 64 fills 8 waves of 132 SMs exactly).
+GLUON_CANDIDATES = [
+    dict(SPLIT=True, UNROLL2=True), dict(SPLIT=True, UNROLL2=True, SKEW=True),
+    dict(SPLIT=True, UNROLL2=True, SKEW=True, NUM_STAGES=5, GROUP_M=16),
+    dict(SPLIT=True, UNROLL2=True, SKEW=True, BLOCK_N=64, NUM_STAGES=6), dict(SPLIT=True),
+]
+
+
 # --explore: the committed entry plus neighbours of the two winning M > 128 families (L2 tile
 # order, pipeline depth), and other K splits for M ≤ 128
 EXPLORE_LARGE = [
@@ -128,7 +138,9 @@ def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool
         other = ([_c(128, 128, 8, 4, 0, SPLIT_K=sk), _c(128, 64, 4, 4, 2, SPLIT_K=sk)] if m > 64
                  else [_c(64, 64, 4, 4, 2, SPLIT_K=sk), _c(64, 128, 4, 4, 0, SPLIT_K=sk)])
         return [dict(base), dict(base, num_stages=6), dict(base, FLATTEN=True)] + other
-    return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES]
+    tl_base = dict(G.get_config(m, n, k, G._num_sms(0)))
+    tl_base.pop("GLUON", None)
+    return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES] + [dict(tl_base, GLUON=g) for g in GLUON_CANDIDATES]
 
 
 def resolve(cfg: dict, m: int, n: int, k: int, sms: int) -> dict | None:
@@ -322,6 +334,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             us_graph = graph_time_us(fns)
             us = eager_time_us(fns)
             row = dict(suite="fp8_gemm", case=dict(M=m, N=n, K=k), us=round(us, 2), us_graph=round(us_graph, 2),
+                       kernel="gluon_ws" if best.get("GLUON") is not None else "tl",
                        tflops=round(2 * m * n * k / us_graph / 1e6, 1),
                        gbps=round((m * k + n * k + 2 * m * n) / us_graph / 1e3, 1),
                        calc_diff=d, config=best, n_input_sets=len(sets),

@@ -52,6 +52,7 @@ MEMBOUND_VARIANTS = {
     "m16_256parts_oh0": _c(16, 32, 4, 5, N256, OVERHEAD=0),  # fixed lengths: 2 programs per sequence
     "m32_128parts_oh0": _c(32, 64, 8, 5, N128, OVERHEAD=0),  # fixed lengths: 1 program per sequence
     "m16_256parts_oh0_cr1": _c(16, 32, 4, 5, N256, OVERHEAD=0, COMBINE_ROWS=1),
+    "m32_n32_w8_s5_p2_r128": _c(32, 32, 8, 5, 2, MAXNREG=128),  # 2 programs per SM (registers capped)
 }
 MEMBOUND_CASES = [(16, 1, False), (16, 1, True), (16, 2, False), (32, 1, False), (32, 1, True)]  # b128, s_k 4096
 LATENCY_VARIANTS = {

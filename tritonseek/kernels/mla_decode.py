@@ -464,6 +464,8 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
         EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
+    if "MAXNREG" in cfg and not interpreter_active():  # register cap (e.g. 128: two 8-warp programs per SM)
+        split_meta["maxnreg"] = int(cfg["MAXNREG"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),

@@ -3,8 +3,8 @@
     PYTHONPATH=. python benchmarks/bench_decode_ab.py --variant current|baseline [bench_e2e args ...]
 
 ``current``: the code as committed. ``baseline``: the same commit with the small-M (M ≤ 16) FP8
-GEMMs sent through the general kernel (``fp8_gemm_small._TUNED_SMALL`` emptied: the path before
-the swap-AB kernel) and the absorbed MLA products through the torch einsum (+ cat) the model used
+GEMMs sent through the general kernel (``fp8_gemm.SMALL_M_MAX`` = 0: the path before the swap-AB
+kernel) and the absorbed MLA products through the torch einsum (+ cat) the model used
 before ``tritonseek.kernels.mla_absorb``. Each variant runs in its own process (one slice in
 memory); every row carries ``variant``. Everything else is bench_e2e.py unchanged.
 """
@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import bench_e2e, e2e_harness  # noqa: E402
-from tritonseek.kernels import fp8_gemm_small  # noqa: E402
+from tritonseek.kernels import fp8_gemm  # noqa: E402
 from tritonseek.model.ops import Ops  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         return 2
     variant, rest = argv[1], argv[2:]
     if variant == "baseline":
-        fp8_gemm_small._TUNED_SMALL.clear()
+        fp8_gemm.SMALL_M_MAX = 0
         if hasattr(Ops, "mla_absorb_q"):
             Ops.mla_absorb_q, Ops.mla_absorb_o = _einsum_absorb_q, _einsum_absorb_o
     row = e2e_harness.Bench.row
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         return row(self, suite, case, variant=variant, **fields)
 
     e2e_harness.Bench.row = tagged_row
-    print(f"[decode A/B] variant={variant}: small-M swap-AB entries {len(fp8_gemm_small._TUNED_SMALL)}, "
+    print(f"[decode A/B] variant={variant}: swap-AB for M <= {fp8_gemm.SMALL_M_MAX}, "
           f"absorb via {'torch einsum' if variant == 'baseline' else 'Ops (triton kernels)'}", flush=True)
     bench_e2e.main(rest)
     return 0

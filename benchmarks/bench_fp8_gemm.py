@@ -231,8 +231,6 @@ def precompile(args, shapes, sms):
         for c in cands:
             if c is not None and (m, n, k, c) not in jobs:
                 jobs.append((m, n, k, c))
-    if args.small:  # the fused-quant variant of the heuristic swap-AB config (timed by fused_linear_us)
-        jobs += [(m, n, k, dict(SMALL.small_m_config(m, n, k, sms), FUSED=True)) for m, _, n, k in shapes]
     mine = jobs[me::nw]
     made = {}
     for m, n, k, c in mine:
@@ -241,30 +239,11 @@ def precompile(args, shapes, sms):
             made[(m, n, k)] = make_sets(m, n, k, torch.device("cuda"), target_bytes=0, max_sets=1)[0]
         s = made[(m, n, k)]
         try:
-            if c.get("FUSED"):
-                x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-                SMALL.launch_fp8_gemm_swap_ab(x, None, s[2], s[3], s[4], c)
-                continue
             G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c)
         except Exception as e:  # reported again (and skipped) by the timed run
             print(f"  precompile FAIL {m}x{n}x{k} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
     torch.cuda.synchronize()
     print(f"precompile {me}/{nw}: {len(mine)} kernels", flush=True)
-
-
-def fused_linear_us(m, n, k, sets, sms) -> dict:
-    """fp8_linear at decode, heuristic swap-AB config: quant kernel + GEMM (two launches) vs the
-    activation quant fused into the GEMM (one launch); outputs must be bit-identical."""
-    cfg = SMALL.small_m_config(m, n, k, sms)
-    xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in sets]
-    two = [lambda x=x, s=s: G.fp8_gemm_nt(*per_token_group_quant_fp8(x), s[2], s[3], out=s[4], config=cfg)
-           for x, s in zip(xs, sets)]
-    fused = [lambda x=x, s=s: SMALL.launch_fp8_gemm_swap_ab(x, None, s[2], s[3], s[4], cfg) for x, s in zip(xs, sets)]
-    a = two[0]().clone()
-    b = fused[0]().clone()
-    return dict(fused_config=cfg, fused_bit_identical=bool(torch.equal(a, b)),
-                linear_two_launch_us_graph=round(graph_time_us(two, 10.0), 2),
-                linear_fused_us_graph=round(graph_time_us(fused, 10.0), 2))
 
 
 def bench_gemm(args, env, rows, winners, sweep_rows):
@@ -345,10 +324,6 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if m <= SMALL.SMALL_M_MAX:
                 row["target_gbps"] = 3600.0
                 row["meets_target"] = row["gbps"] >= 3600.0
-                try:
-                    row.update(fused_linear_us(m, n, k, sets, sms))
-                except Exception as e:  # noqa: BLE001 - a diagnostic next to the row
-                    row["fused_note"] = f"{type(e).__name__}: {str(e)[:200]}"
             if j is not None:
                 row.update(anchor_deepgemm_tflops=ANCHOR_DEEPGEMM[m][j], anchor_cublas_tflops=ANCHOR_CUBLAS[m][j])
                 row["target_tflops"] = max(row["anchor_deepgemm_tflops"], row["anchor_cublas_tflops"])

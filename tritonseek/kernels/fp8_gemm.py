@@ -37,12 +37,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor
-from tritonseek.kernels.fp8_gemm_small import (
-    SMALL_M_MAX,
-    fp8_linear_small,
-    launch_fp8_gemm_swap_ab,
-    tuned_small_config,
-)
+from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, small_m_config
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 
@@ -137,11 +132,9 @@ def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
 
 def get_config(m: int, n: int, k: int, num_programs: int) -> dict:
     """The launch config for one problem: the tuned entry for its shape class, else the heuristic.
-    M ≤ SMALL_M_MAX (decode): the small-M table of fp8_gemm_small first (swap-AB entries carry SWAP_AB=True)."""
+    M ≤ SMALL_M_MAX (decode): fp8_gemm_small's table or heuristic (swap-AB configs carry SWAP_AB=True)."""
     if m <= SMALL_M_MAX:
-        hit = tuned_small_config(m, n, k)
-        if hit is not None:
-            return hit
+        return small_m_config(m, n, k, num_programs)
     hit = _TUNED.get((_m_class(m), n, k))
     if hit is None:
         return _default_config(m, n, k, num_programs)
@@ -375,8 +368,6 @@ def fp8_linear(
     x: [..., K] bf16/fp16/fp32 activations; weight: [N, K] float8_e4m3fn (K-contiguous);
     weight_scale_inv: [ceil(N/128), ceil(K/128)] fp32; bias: [N] or None.
     Returns [..., N] in x.dtype. Raises as ``per_token_group_quant_fp8`` and ``fp8_gemm_nt``.
-    At decode (≤ 16 rows, shapes with a tuned swap-AB entry) the quantization runs inside the GEMM
-    (``fp8_gemm_small.fp8_linear_small``; same numbers, one launch instead of two).
     Semantics: DeepSeek-V3 inference/model.py linear (act_quant + fp8_gemm).
     """
     from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
@@ -388,10 +379,8 @@ def fp8_linear(
     x2 = x.reshape(-1, x.shape[-1])
     if x2.shape[0] == 0:
         return x.new_empty((*lead, weight.shape[0]))
-    y = fp8_linear_small(x2, weight, weight_scale_inv)  # M ≤ 16, tuned swap-AB shape: quant fused in
-    if y is None:
-        x_q, x_s = per_token_group_quant_fp8(x2, 128)
-        y = fp8_gemm_nt(x_q, x_s, weight, weight_scale_inv, out_dtype=x.dtype)
+    x_q, x_s = per_token_group_quant_fp8(x2, 128)
+    y = fp8_gemm_nt(x_q, x_s, weight, weight_scale_inv, out_dtype=x.dtype)
     if bias is not None:
         y = y + bias.to(y.dtype)
     return y.reshape(*lead, weight.shape[0])

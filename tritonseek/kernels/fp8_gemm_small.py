@@ -21,9 +21,10 @@ This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
   gets its own zeroed counters (one memset node) instead.
 
 Configs per (M class, N, K) in ``_TUNED_SMALL`` (H200 sweeps of benchmarks/bench_fp8_gemm.py),
-else the heuristic ``small_m_config``. The launcher is internal: ``fp8_gemm_nt`` validates and
-dispatches here for M ≤ ``SMALL_M_MAX`` when the shape has a tuned swap-AB entry (other shapes
-keep the general kernel until measured), or when a config with SWAP_AB=True is passed.
+else the heuristic ``small_m_config`` (swap-AB won on every shape swept). The launcher is internal:
+``fp8_gemm_nt`` validates and dispatches here for M ≤ ``SMALL_M_MAX`` (or a config with SWAP_AB=True).
+Fusing the activation quant into this kernel was measured too (commit 9f1489a: bit-identical, but
+slower than quant kernel + GEMM on the big shapes, up to 20% at 36864×7168) and was removed.
 """
 
 from __future__ import annotations
@@ -36,22 +37,25 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_tensor, interpreter_active
-from tritonseek.kernels.fp8_quant import (
-    AMAX_EPS,
-    FP8_E4M3_MAX,
-    _div_rn,
-    _recip_rn,
-    _round_to_e4m3,
-    _scale_from_amax,
-)
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
-SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (the H200 sweep decides the cut-over)
+SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (swept at M = 1 and 8)
 
 # (M class, N, K) → BLOCK_N (weight rows per tile), BLOCK_M (tokens), num_warps, num_stages,
 # SPLIT_K (number of K splits; 1 = no workspace). M class: "8" (M ≤ 8), "16" (M ≤ 16).
-_TUNED_SMALL: dict[tuple[str, int, int], dict] = {}
+# H200 sweep of benchmarks/bench_fp8_gemm.py --small --sweep at a71bbf9 (2026-11-29, ~17 correctness-
+# checked candidates per shape at M = 1 and 8, graph-timed; the entry minimises the M = 1 + M = 8
+# sum): every winner is swap-AB, 8-31% faster than the general kernel's M ≤ 64 config.
+# PDL/PREFETCH only where they won by ≥ 3% (they let the prologue overlap the previous kernel).
+_TUNED_SMALL: dict[tuple[str, int, int], dict] = {
+    ("8", 2112, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=14, PDL=True, PREFETCH=2),
+    ("8", 24576, 1536): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=1),
+    ("8", 7168, 16384): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=4),
+    ("8", 36864, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=4),
+    ("8", 7168, 18432): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=7),
+    ("8", 4096, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=8, PDL=True, PREFETCH=2),
+    ("8", 7168, 2048): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=4, PDL=True, PREFETCH=2),
+}
 
 
 def _small_m_class(m: int) -> str:
@@ -98,26 +102,12 @@ def _prefetch_l2(ptrs):
 
 
 @triton.jit
-def _quant_tile(xf, eps, fp8_max, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr):
-    # per-row (1×128 group) FP8 quantization of an activation tile, bit-identical to
-    # per_token_group_quant_fp8: s = max(amax, eps)/448, q = RN(x/s) saturated onto e4m3
-    x = xf.to(tl.float32)
-    s = _scale_from_amax(tl.max(tl.abs(x), axis=1), eps, fp8_max, False)
-    q = _div_rn(x, s[:, None], _recip_rn(s)[:, None], FAST_DIV)
-    if EXACT_ROUND:  # interpreter: its e4m3 cast rounds wrongly (see fp8_quant)
-        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
-    return q.to(tl.float8e4nv), s
-
-
-@triton.jit
 def _fp8_gemm_swap_ab_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr, b_ptr, x_ptr,
-    M, N, K, num_k_blocks, k_blocks_per_split, split_k,
-    stride_asm, stride_ask, stride_bsn, stride_bsk, stride_om, stride_on, stride_bn, stride_xm,
-    eps, fp8_max,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr, b_ptr,
+    M, N, num_k_blocks, k_blocks_per_split, split_k,
+    stride_asm, stride_ask, stride_bsn, stride_bsk, stride_om, stride_on, stride_bn,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     NUM_STAGES: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr,
-    QUANT_A: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3 (tokens), K contiguous, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b [N, K] e4m3 (weights), K contiguous, box [BLOCK_N, BLOCK_K]
@@ -126,8 +116,6 @@ def _fp8_gemm_swap_ab_kernel(
     # ws:      SPLIT: fp32 partials [split_k, M, N] contiguous; count: SPLIT: int32 [n_tiles·m_tiles]
     #          arrival counters, 0 on entry and re-armed to 0 on exit
     # b_ptr:   the same weights as b_desc (row stride stride_bn), for the L2 prefetch only
-    # QUANT_A: the activations arrive unquantized, x [M, K] bf16/fp16/fp32 (stride_xm, 1), and
-    #          each K block is quantized per token here (a_desc / a_scale unused)
     # PDL:     launched as a programmatic dependent launch: wait for the previous kernel before the
     #          first dependent access; PREFETCH weight K blocks are pulled into L2 before that wait
     pid_n = tl.program_id(0)
@@ -151,36 +139,18 @@ def _fp8_gemm_swap_ab_kernel(
     sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
     sb = tl.load(sb_ptr + k_lo * stride_bsk)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    if QUANT_A:
-        # the activation block kb+1 loads (L2-resident, tiny) while block kb is quantized and used
-        rk = tl.arange(0, BLOCK_K)
-        x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
-        row_ok = (rm < M)[:, None]
-        xf = tl.load(x_rows + (k_lo * BLOCK_K + rk)[None, :], mask=row_ok & ((k_lo * BLOCK_K + rk) < K)[None, :], other=0.0)
-        for kb in tl.range(k_lo, k_hi, num_stages=NUM_STAGES):
-            w = b_desc.load([off_n, kb * BLOCK_K])  # [BLOCK_N, BLOCK_K] weights: the wgmma M side
-            more = kb + 1 < k_hi
-            kn = (kb + 1) * BLOCK_K + rk
-            xf_next = tl.load(x_rows + kn[None, :], mask=row_ok & (kn < K)[None, :] & more, other=0.0)
-            sb_next = tl.load(sb_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
-            x, sa = _quant_tile(xf, eps, fp8_max, EXACT_ROUND, FAST_DIV)  # [BLOCK_M, BLOCK_K] e4m3, [BLOCK_M]
-            blk = tl.dot(w, x.T)
-            acc += blk * (sa * sb)[None, :]
-            xf = xf_next
-            sb = sb_next
-    else:
-        sa_ptrs = a_scale_ptr + rm * stride_asm
-        sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
-        for kb in tl.range(k_lo, k_hi, num_stages=NUM_STAGES):
-            w = b_desc.load([off_n, kb * BLOCK_K])  # [BLOCK_N, BLOCK_K] weights: the wgmma M side
-            x = a_desc.load([off_m, kb * BLOCK_K])  # [BLOCK_M, BLOCK_K] tokens: the wgmma N side
-            more = kb + 1 < k_hi
-            sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
-            sb_next = tl.load(sb_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
-            blk = tl.dot(w, x.T)  # fresh fp32 product of one 128-wide K block, [BLOCK_N, BLOCK_M]
-            acc += blk * (sa * sb)[None, :]
-            sa = sa_next
-            sb = sb_next
+    sa_ptrs = a_scale_ptr + rm * stride_asm
+    sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+    for kb in tl.range(k_lo, k_hi, num_stages=NUM_STAGES):
+        w = b_desc.load([off_n, kb * BLOCK_K])  # [BLOCK_N, BLOCK_K] weights: the wgmma M side
+        x = a_desc.load([off_m, kb * BLOCK_K])  # [BLOCK_M, BLOCK_K] tokens: the wgmma N side
+        more = kb + 1 < k_hi
+        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
+        sb_next = tl.load(sb_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
+        blk = tl.dot(w, x.T)  # fresh fp32 product of one 128-wide K block, [BLOCK_N, BLOCK_M]
+        acc += blk * (sa * sb)[None, :]
+        sa = sa_next
+        sb = sb_next
     if PDL:  # the next kernel may launch once every program is past its main loop
         tl.extra.cuda.gdc_launch_dependents()
 
@@ -250,12 +220,9 @@ def _check_block(block_n: int, block_m: int) -> None:
 
 
 def launch_fp8_gemm_swap_ab(
-    a: torch.Tensor, a_scale: torch.Tensor | None, b: torch.Tensor, b_scale: torch.Tensor, out: torch.Tensor, cfg: dict,
+    a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, out: torch.Tensor, cfg: dict,
 ) -> torch.Tensor:
     """Launch the swap-AB kernel on inputs ``fp8_gemm_nt`` has validated (same shapes and layouts).
-
-    a_scale None: a is the unquantized activation [M, K] (bf16/fp16/fp32, stride(1) == 1), quantized
-    per 1×128 group inside the kernel exactly as ``per_token_group_quant_fp8`` would.
 
     cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional PDL
     (programmatic dependent launch, CUDA only) and PREFETCH (weight K blocks prefetched into L2
@@ -271,9 +238,8 @@ def launch_fp8_gemm_swap_ab(
     k_per_split = triton.cdiv(kb, split_k)
     split_k = triton.cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
     n_tiles, m_tiles = triton.cdiv(n, bn), triton.cdiv(m, bm)
-    quant_a = a_scale is None
+    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
-    a_desc = b_desc if quant_a else TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
     if split_k > 1:
         ws = torch.empty((split_k, m, n), dtype=torch.float32, device=a.device)
         count = _arrival_counters(a.device, n_tiles * m_tiles)
@@ -282,43 +248,13 @@ def launch_fp8_gemm_swap_ab(
     on_gpu = a.device.type == "cuda"  # griddepcontrol / prefetch are PTX: not under the interpreter
     pdl = bool(cfg.get("PDL", False)) and on_gpu
     prefetch = min(int(cfg.get("PREFETCH", 0)), k_per_split) if on_gpu else 0
-    sa = b_scale if quant_a else a_scale  # unused under QUANT_A
     _fp8_gemm_swap_ab_kernel[(n_tiles, split_k, m_tiles)](
-        a_desc, b_desc, sa, b_scale, out, ws, count, b, a,
-        m, n, k, kb, k_per_split, split_k,
-        sa.stride(0), sa.stride(1), b_scale.stride(0), b_scale.stride(1), out.stride(0), out.stride(1),
-        b.stride(0), a.stride(0), AMAX_EPS, FP8_E4M3_MAX,
+        a_desc, b_desc, a_scale, b_scale, out, ws, count, b,
+        m, n, kb, k_per_split, split_k,
+        a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), out.stride(0), out.stride(1),
+        b.stride(0),
         BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=BLOCK_K, NUM_STAGES=int(cfg["num_stages"]), SPLIT=split_k > 1,
-        PDL=pdl, PREFETCH=prefetch, QUANT_A=quant_a, EXACT_ROUND=interpreter_active(),
-        FAST_DIV=not interpreter_active(), num_warps=int(cfg["num_warps"]), launch_pdl=pdl,
+        PDL=pdl, PREFETCH=prefetch, num_warps=int(cfg["num_warps"]), launch_pdl=pdl,
     )
     return out
 
-
-def fp8_linear_small(x2: torch.Tensor, weight: torch.Tensor, weight_scale_inv: torch.Tensor) -> torch.Tensor | None:
-    """y = quant(x2) @ dequant(weight).T in one launch (activation quant fused), or None when not applicable.
-
-    Applies when x2 [M, K] (bf16/fp16/fp32, stride(1) == 1) has M ≤ SMALL_M_MAX and the shape has
-    a tuned swap-AB entry; the result is bit-identical to per_token_group_quant_fp8 + fp8_gemm_nt
-    with that config. weight [N, K] e4m3 (K-contiguous, 16-byte aligned rows), weight_scale_inv
-    [ceil(N/128), ceil(K/128)] fp32. Returns y [M, N] in x2.dtype. Raises TypeError/ValueError
-    like ``fp8_gemm_nt`` on a bad weight or scale.
-    """
-    m, k = x2.shape
-    if m > SMALL_M_MAX or m == 0 or x2.stride(1) != 1 or weight.dim() != 2:
-        return None
-    cfg = tuned_small_config(m, weight.shape[0], k)
-    if cfg is None or not cfg.get("SWAP_AB"):
-        return None
-    n = weight.shape[0]
-    check_tensor("weight", weight, dtype=torch.float8_e4m3fn, ndim=2, device=x2.device)
-    check_tensor("weight_scale_inv", weight_scale_inv, dtype=torch.float32, ndim=2, device=x2.device)
-    if weight.shape[1] != k:
-        raise ValueError(f"x is [M, K] = {tuple(x2.shape)} and weight must be [N, K] with the same K, got {tuple(weight.shape)}")
-    if tuple(weight_scale_inv.shape) != (triton.cdiv(n, 128), triton.cdiv(k, BLOCK_K)):
-        raise ValueError(f"weight_scale_inv must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), triton.cdiv(k, BLOCK_K))}, "
-                         f"got {tuple(weight_scale_inv.shape)}")
-    if weight.stride(1) != 1 or weight.stride(0) % 16 or weight.data_ptr() % 16:
-        raise ValueError(f"weight must be K-contiguous with 16-byte aligned rows for TMA, strides {weight.stride()}")
-    out = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
-    return launch_fp8_gemm_swap_ab(x2, None, weight, weight_scale_inv, out, cfg)

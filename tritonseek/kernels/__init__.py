@@ -20,6 +20,8 @@ _LAUNCHERS = {
     "mla_decode": "mla_decode",
     "mla_prefill": "mla_prefill",
     "write_latent_cache": "mla_prefill",
+    "mla_absorb_q": "mla_absorb",
+    "mla_absorb_o": "mla_absorb",
     # block-scaled FP8 (DeepGEMM-class)
     "fp8_gemm_nt": "fp8_gemm",
     "fp8_linear": "fp8_gemm",

@@ -128,13 +128,12 @@ class MLA(nn.Module):
             o = self.ops.mla_prefill(qf, kf, v.contiguous(), batch.cu_seqlens, batch.max_seqlen, self.softmax_scale)
         else:
             w_uk, w_uv = self.absorbed_weights(x.dtype)
-            q_lat = torch.einsum("thd,hdc->thc", q_nope, w_uk)
-            qa = torch.cat([q_lat, q_pe], dim=-1).to(kv_cache.dtype)
+            qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype)  # [q_nope·W_UK ‖ q_pe]
             B = batch.cache_seqlens.shape[0]
             qa = qa.view(B, batch.seqlen_q, h, self.kv_lora_rank + self.rope_dim)
             o_lat, _ = self.ops.mla_decode(
                 qa, kv_cache, batch.block_table, batch.cache_seqlens, self.softmax_scale, self.kv_lora_rank,
                 batch.mla_metadata,
             )
-            o = torch.einsum("thc,hdc->thd", o_lat.reshape(T, h, self.kv_lora_rank).to(x.dtype), w_uv)
+            o = self.ops.mla_absorb_o(o_lat.reshape(T, h, self.kv_lora_rank).to(x.dtype), w_uv)
         return self.o_proj(o.reshape(T, h * self.v_head_dim).to(x.dtype))

@@ -122,6 +122,29 @@ class Ops:
 
         write_latent_cache_ref(kv_cache, latent, slot_mapping)
 
+    def mla_absorb_q(self, q_nope, w_uk, q_pe, out_dtype):
+        """Absorbed query [q_nope·W_UK per head ‖ q_pe] → [T, h, kv_lora_rank + rope] in out_dtype.
+        Triton for power-of-two widths ≥ 16 (DeepSeek's); other widths take the torch einsum."""
+        if self.is_triton and self._absorb_ok(q_nope.shape[-1], w_uk.shape[-1], q_pe.shape[-1], 16):
+            from tritonseek.kernels.mla_absorb import mla_absorb_q
+
+            return mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=out_dtype)
+        return torch.cat([torch.einsum("thd,hdc->thc", q_nope, w_uk), q_pe], dim=-1).to(out_dtype)
+
+    def mla_absorb_o(self, o_lat, w_uv):
+        """Per-head value up-projection o = o_lat·W_UVᵀ: [T, h, kv_lora_rank] → [T, h, v_head_dim]."""
+        if self.is_triton and self._absorb_ok(16, o_lat.shape[-1], 16, w_uv.shape[1]):
+            from tritonseek.kernels.mla_absorb import mla_absorb_o
+
+            return mla_absorb_o(o_lat, w_uv)
+        return torch.einsum("thc,hdc->thd", o_lat, w_uv)
+
+    @staticmethod
+    def _absorb_ok(nope, kv_lora, rope, v_dim) -> bool:
+        from tritonseek.kernels.mla_absorb import mla_absorb_supported
+
+        return mla_absorb_supported(nope, kv_lora, rope, v_dim)
+
     # ------------------------------------------------------------------ small fused ops (decode path)
     def rms_norm(self, x, weight, eps):
         """y = x / sqrt(mean(x²) + eps) · weight in fp32, rounded to x.dtype; x [T, N]."""

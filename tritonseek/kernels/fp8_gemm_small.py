@@ -37,15 +37,14 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (swept at M = 1 and 8)
 
 # (M class, N, K) → BLOCK_N (weight rows per tile), BLOCK_M (tokens), num_warps, num_stages,
 # SPLIT_K (number of K splits; 1 = no workspace). M class: "8" (M ≤ 8), "16" (M ≤ 16).
-# H200 sweep of benchmarks/bench_fp8_gemm.py --small --sweep at a71bbf9 (2026-11-29, ~17 correctness-
+# H200 sweep of benchmarks/bench_fp8_gemm.py --small --sweep at 9f1489a (2026-11-29, ~17 correctness-
 # checked candidates per shape at M = 1 and 8, graph-timed; the entry minimises the M = 1 + M = 8
-# sum): every winner is swap-AB, 8-31% faster than the general kernel's M ≤ 64 config.
+# sum): every winner is swap-AB, taking 8-30% less time than the general kernel's M ≤ 64 config.
 # PDL/PREFETCH only where they won by ≥ 3% (they let the prologue overlap the previous kernel).
 _TUNED_SMALL: dict[tuple[str, int, int], dict] = {
     ("8", 2112, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=14, PDL=True, PREFETCH=2),

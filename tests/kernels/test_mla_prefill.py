@@ -121,6 +121,68 @@ def test_prefill_bad_inputs(device):
         mla_prefill(q, k, v, cu, 7, 0.1, out=torch.empty(12, 2, 48, dtype=q.dtype, device=device))
 
 
+def make_split(device, lens, heads, nope, rope, d_v, gen, shared_k_pe=True):
+    """The model's prefill operands: q_nope/k_nope/v as strided views of the projections' outputs,
+    q_pe [T, h, rope], k_pe [T, rope] (shared by the heads) or [T, h, rope]; plus the concatenated
+    q, k the reference takes."""
+    total = sum(lens)
+    rnd = lambda *shape: torch.randn(*shape, generator=gen).to(torch.bfloat16).to(device)  # noqa: E731
+    q_full, kvb = rnd(total, heads, nope + rope), rnd(total, heads, nope + d_v)
+    q_nope, k_nope, v = q_full[..., :nope], kvb[..., :nope], kvb[..., nope:]
+    q_pe = rnd(total, heads, rope)
+    k_pe = rnd(total, rope) if shared_k_pe else rnd(total, heads, rope)
+    k_pe_h = k_pe.unsqueeze(1).expand(total, heads, rope) if shared_k_pe else k_pe
+    q, k = torch.cat([q_nope, q_pe], -1), torch.cat([k_nope, k_pe_h], -1)
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    return q_nope, k_nope, v, q_pe, k_pe, q, k, cu
+
+
+def check_split(device, lens, heads, nope, rope, d_v, causal, seed, shared_k_pe=True):
+    gen = torch.Generator().manual_seed(seed)
+    q_nope, k_nope, v, q_pe, k_pe, q, k, cu = make_split(device, lens, heads, nope, rope, d_v, gen, shared_k_pe)
+    scale = (nope + rope) ** -0.5
+    out = torch.full((q.shape[0], heads, d_v), float("nan"), dtype=q.dtype, device=device)
+    mla_prefill(q_nope, k_nope, v, cu, max(lens), scale, causal=causal, out=out, q_pe=q_pe, k_pe=k_pe)
+    ref = mla_prefill_ref(q.float(), k.float(), v.float(), cu, scale, causal=causal).cpu()
+    o = out.float().cpu()
+    assert not torch.isnan(o).any(), "some output row was never written"
+    assert ((o - ref).norm() / ref.norm()).item() <= 1e-2
+    assert torch.all((o - ref).abs() <= 2e-2 + 2e-2 * ref.abs())
+
+
+@_fixture_ok
+@given(
+    lens=st.lists(st.one_of(st.sampled_from([1, 16, 17, 64]), st.integers(1, 90)), min_size=1, max_size=3),
+    heads=st.sampled_from([1, 3]),
+    dims=st.sampled_from([(32, 16, 32), (64, 32, 64), (32, 16, 24)]),
+    causal=st.booleans(),
+    shared_k_pe=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_prefill_separate_rope_parts(device, lens, heads, dims, causal, shared_k_pe, seed):
+    """q_pe/k_pe given apart (k_pe one row per token shared by the heads, or per head), q/k/v strided
+    views: equals the reference on the concatenated q, k."""
+    nope, rope, d_v = dims
+    check_split(device, lens, heads, nope, rope, d_v, causal, seed, shared_k_pe)
+
+
+def test_prefill_separate_rope_parts_bad_inputs(device):
+    gen = torch.Generator().manual_seed(8)
+    q_nope, k_nope, v, q_pe, k_pe, _, _, cu = make_split(device, [5, 7], 2, 32, 16, 32, gen)
+    with pytest.raises(ValueError, match="both q_pe and k_pe"):
+        mla_prefill(q_nope, k_nope, v, cu, 7, 0.1, q_pe=q_pe)
+    with pytest.raises(ValueError, match="k_pe must"):
+        mla_prefill(q_nope, k_nope, v, cu, 7, 0.1, q_pe=q_pe, k_pe=k_pe[:5])
+    with pytest.raises(ValueError, match="q_pe must"):
+        mla_prefill(q_nope, k_nope, v, cu, 7, 0.1, q_pe=q_pe[:, :1], k_pe=k_pe)
+    with pytest.raises(TypeError, match="q_pe"):
+        mla_prefill(q_nope, k_nope, v, cu, 7, 0.1, q_pe=q_pe.half(), k_pe=k_pe)
+    with pytest.raises(ValueError, match="power of two"):
+        mla_prefill(q_nope[..., :24], k_nope[..., :24], v, cu, 7, 0.1, q_pe=q_pe, k_pe=k_pe)
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        mla_prefill(q_nope, k_nope, v, cu, 7, 0.1, q_pe=q_pe, k_pe=torch.randn(16, 12, device=device).to(q_pe.dtype).t())
+
+
 @_fixture_ok
 @given(
     num_tokens=st.integers(0, 40),
@@ -165,6 +227,14 @@ def test_write_latent_cache_bad_inputs(device):
 def test_prefill_real_shapes(device, lens, heads):
     gen = torch.Generator().manual_seed(len(lens) * 1000 + heads)
     check_prefill(*make_qkv(device, lens, heads, 192, 128, gen), lens, True, 192**-0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lens", [[4096], [1, 777, 64, 129, 2000]])
+@pytest.mark.parametrize("heads", [16, 128])
+def test_prefill_separate_rope_parts_real_shapes(device, lens, heads):
+    """DeepSeek's 128 nope ‖ 64 rope, v 128, with the model's views (what MLA.forward passes)."""
+    check_split(device, lens, heads, 128, 64, 128, True, len(lens) * 1000 + heads)
 
 
 @pytest.mark.gpu

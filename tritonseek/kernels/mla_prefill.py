@@ -40,8 +40,8 @@ def default_config(d_qk: int, d_v: int) -> dict:
 
 @triton.jit
 def _prefill_block(
-    q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen,
-    stride_kt, stride_vt, d_qk, d_v, sm_scale_log2,
+    q1, q2, acc, m_i, l_i, k_base, k2_base, v_base, n0, offs_m, seqlen,
+    stride_kt, stride_k2t, stride_vt, d_1, d_2, d_v, sm_scale_log2,
     BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr, BLOCK_DV: tl.constexpr,
     HAS_D2: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, EVEN_D: tl.constexpr,
 ):
@@ -66,22 +66,22 @@ def _prefill_block(
     else:
         if not MASKED:
             n_ok = offs_n >= 0
-        k1 = tl.load(k1_ptrs, mask=n_ok[:, None] & (d1 < d_qk)[None, :], other=0.0)
+        k1 = tl.load(k1_ptrs, mask=n_ok[:, None] & (d1 < d_1)[None, :], other=0.0)
         v = tl.load(v_ptrs, mask=n_ok[:, None] & (dv < d_v)[None, :], other=0.0)
     if DOT_FP32:
         k1 = k1.to(tl.float32)
         v = v.to(tl.float32)
     s = tl.dot(q1, tl.trans(k1))
     if HAS_D2:
-        d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
-        k2_ptrs = k_base + rows[:, None] * stride_kt + d2[None, :]
+        d2 = tl.arange(0, BLOCK_D2)
+        k2_ptrs = k2_base + rows[:, None] * stride_k2t + d2[None, :]
         if EVEN_D:
             if MASKED:
                 k2 = tl.load(k2_ptrs, mask=n_ok[:, None], other=0.0)
             else:
                 k2 = tl.load(k2_ptrs)
         else:
-            k2 = tl.load(k2_ptrs, mask=n_ok[:, None] & (d2 < d_qk)[None, :], other=0.0)
+            k2 = tl.load(k2_ptrs, mask=n_ok[:, None] & (d2 < d_2)[None, :], other=0.0)
         if DOT_FP32:
             k2 = k2.to(tl.float32)
         s = tl.dot(q2, tl.trans(k2), s)
@@ -140,16 +140,20 @@ def _prefill_block_tma(
     return acc, m_new, l_i
 
 
-@triton.jit(do_not_specialize=["d_qk", "d_v", "num_m_blocks"])
+@triton.jit(do_not_specialize=["d_qk", "d_1", "d_2", "d_v", "num_m_blocks"])
 def _mla_prefill_kernel(
-    q_ptr, k_ptr, v_ptr, cu_ptr, out_ptr, k1_desc, k2_desc, v_desc,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-    d_qk, d_v, num_m_blocks, sm_scale_log2,
+    q_ptr, k_ptr, q2_ptr, k2_ptr, v_ptr, cu_ptr, out_ptr, k1_desc, k2_desc, v_desc,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_q2t, stride_q2h, stride_k2t, stride_k2h,
+    stride_vt, stride_vh, stride_ot, stride_oh,
+    d_qk, d_1, d_2, d_v, num_m_blocks, sm_scale_log2,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr,
     BLOCK_DV: tl.constexpr, HAS_D2: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
     NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    # q, k [total_tokens, num_heads, d_qk] strides (stride_qt/kt, stride_qh/kh, 1)
+    # q, k [total_tokens, num_heads, ≥ d_1] strides (stride_qt/kt, stride_qh/kh, 1): columns [0, d_1) of q·k
+    # q2, k2 [total_tokens, num_heads, ≥ d_2] (stride_q2t/k2t, stride_q2h/k2h, 1): the other d_2 columns
+    # (views of q/k at column BLOCK_D1, or separate rope tensors; stride_k2h = 0 shares one k2 row
+    # across heads, as MLA's single rope key is); d_qk = d_1 + d_2 (the TMA path's per-head width).
     # v    [total_tokens, num_heads, d_v]  strides (stride_vt, stride_vh, 1)
     # out  [total_tokens, num_heads, d_v]  strides (stride_ot, stride_oh, 1)
     # cu_seqlens [batch + 1] int32; grid (num_m_blocks, num_heads, batch), m blocks in reverse.
@@ -165,16 +169,18 @@ def _mla_prefill_kernel(
         tok = start.to(tl.int64) + offs_m
         d1 = tl.arange(0, BLOCK_D1)
         q_rows = q_ptr + tok * stride_qt + h * stride_qh
-        q1 = tl.load(q_rows[:, None] + d1[None, :], mask=m_ok[:, None] & (d1 < d_qk)[None, :], other=0.0)
+        q1 = tl.load(q_rows[:, None] + d1[None, :], mask=m_ok[:, None] & (d1 < d_1)[None, :], other=0.0)
         if HAS_D2:
-            d2 = BLOCK_D1 + tl.arange(0, BLOCK_D2)
-            q2 = tl.load(q_rows[:, None] + d2[None, :], mask=m_ok[:, None] & (d2 < d_qk)[None, :], other=0.0)
+            d2 = tl.arange(0, BLOCK_D2)
+            q2_rows = q2_ptr + tok * stride_q2t + h * stride_q2h
+            q2 = tl.load(q2_rows[:, None] + d2[None, :], mask=m_ok[:, None] & (d2 < d_2)[None, :], other=0.0)
         else:
             q2 = q1
         if DOT_FP32:
             q1 = q1.to(tl.float32)
             q2 = q2.to(tl.float32)
         k_base = k_ptr + start.to(tl.int64) * stride_kt + h * stride_kh
+        k2_base = k2_ptr + start.to(tl.int64) * stride_k2t + h * stride_k2h
         v_base = v_ptr + start.to(tl.int64) * stride_vt + h * stride_vh
         if CAUSAL:
             hi = tl.minimum(seqlen, m0 + BLOCK_M)
@@ -200,11 +206,13 @@ def _mla_prefill_kernel(
         else:
             for n0 in tl.range(0, fast_hi, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
                 acc, m_i, l_i = _prefill_block(
-                    q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
+                    q1, q2, acc, m_i, l_i, k_base, k2_base, v_base, n0, offs_m, seqlen, stride_kt, stride_k2t,
+                    stride_vt, d_1, d_2, d_v,
                     sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, False, CAUSAL, DOT_FP32, EVEN_D)
             for n0 in tl.range(fast_hi, hi, BLOCK_N, num_stages=1):
                 acc, m_i, l_i = _prefill_block(
-                    q1, q2, acc, m_i, l_i, k_base, v_base, n0, offs_m, seqlen, stride_kt, stride_vt, d_qk, d_v,
+                    q1, q2, acc, m_i, l_i, k_base, k2_base, v_base, n0, offs_m, seqlen, stride_kt, stride_k2t,
+                    stride_vt, d_1, d_2, d_v,
                     sm_scale_log2, BLOCK_N, BLOCK_D1, BLOCK_D2, BLOCK_DV, HAS_D2, True, CAUSAL, DOT_FP32, EVEN_D)
         inv_l = tl.where(l_i > 0.0, 1.0 / tl.where(l_i > 0.0, l_i, 1.0), 0.0)
         dv = tl.arange(0, BLOCK_DV)
@@ -236,6 +244,28 @@ def _write_latent_cache_kernel(
 _ATTN_DTYPES = (torch.bfloat16, torch.float16)
 
 
+def _check_rope_parts(q: torch.Tensor, q_pe: torch.Tensor | None, k_pe: torch.Tensor | None) -> bool:
+    """Validate mla_prefill's separate rope parts; True when they are given."""
+    if q_pe is None and k_pe is None:
+        return False
+    if q_pe is None or k_pe is None:
+        raise ValueError("give both q_pe and k_pe (the rope parts of q and k) or neither")
+    total, num_heads, d_nope = q.shape
+    check_tensor("q_pe", q_pe, dtype=q.dtype, ndim=3, device=q.device)
+    check_tensor("k_pe", k_pe, dtype=q.dtype, device=q.device)
+    d_rope = q_pe.shape[2]
+    if tuple(q_pe.shape[:2]) != (total, num_heads):
+        raise ValueError(f"q_pe must be [{total}, {num_heads}, d_rope], got {tuple(q_pe.shape)}")
+    if tuple(k_pe.shape) not in ((total, d_rope), (total, num_heads, d_rope)):
+        raise ValueError(f"k_pe must be [{total}, {d_rope}] or [{total}, {num_heads}, {d_rope}], got {tuple(k_pe.shape)}")
+    for name, d in (("q/k (nope part)", d_nope), ("q_pe/k_pe (rope part)", d_rope)):
+        if d < 16 or d & (d - 1):
+            raise ValueError(f"with separate rope parts the {name} width must be a power of two ≥ 16, got {d}")
+    if q_pe.stride(-1) != 1 or k_pe.stride(-1) != 1:
+        raise ValueError(f"q_pe and k_pe need a contiguous last dim, strides {q_pe.stride()} {k_pe.stride()}")
+    return True
+
+
 def mla_prefill(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -246,17 +276,26 @@ def mla_prefill(
     causal: bool = True,
     out: torch.Tensor | None = None,
     config: dict | None = None,
+    *,
+    q_pe: torch.Tensor | None = None,
+    k_pe: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Varlen attention per sequence: out = softmax(q·kᵀ·scale [+ causal mask])·v.
 
     q, k: [total_tokens, num_heads, d_qk] bf16/fp16 (d_qk 192 = qk_nope_head_dim 128 ‖ qk_rope_head_dim 64
-    in DeepSeek); v: [total_tokens, num_heads, d_v] (128); last dims contiguous, other strides free.
+    in DeepSeek); v: [total_tokens, num_heads, d_v] (128); last dims contiguous, other strides free
+    (views of the kv_b projection's output work as they are).
+    q_pe, k_pe (both or neither): the rope parts kept apart, so the caller needs no concatenation:
+    then q, k are the nope parts [total_tokens, num_heads, d_nope], q_pe is [total_tokens, num_heads,
+    d_rope] and k_pe is [total_tokens, d_rope] (MLA's one rope key per token, shared by every head) or
+    [total_tokens, num_heads, d_rope]; q·kᵀ means q_nope·k_nopeᵀ + q_pe·k_peᵀ; d_nope and d_rope must be
+    powers of two ≥ 16 (128 and 64 in DeepSeek); last dims contiguous.
     cu_seqlens: [batch+1] int32 prefix sums of the sequence lengths (cu_seqlens[0] = 0). max_seqlen:
     host int ≥ the longest sequence (sizes the grid; no device sync). softmax_scale: multiplies q·kᵀ.
     causal: top-left mask within each sequence (q and k are the same tokens). out: optional
     [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
-    Raises TypeError (dtype) or ValueError (shape, device, layout, max_seqlen < 0).
+    Raises TypeError (dtype) or ValueError (shape, device, layout, max_seqlen < 0, only one of q_pe/k_pe).
     Semantics: FlashAttention ``flash_attn_varlen_func``.
     """
     check_tensor("q", q, dtype=_ATTN_DTYPES, ndim=3)
@@ -265,9 +304,10 @@ def mla_prefill(
     check_tensor("k", k, dtype=q.dtype, ndim=3, device=dev)
     check_tensor("v", v, dtype=q.dtype, ndim=3, device=dev)
     check_tensor("cu_seqlens", cu_seqlens, dtype=torch.int32, ndim=1, device=dev)
-    total, num_heads, d_qk = q.shape
+    total, num_heads, d_1 = q.shape
     if tuple(k.shape) != tuple(q.shape):
         raise ValueError(f"k must have q's shape {tuple(q.shape)}, got {tuple(k.shape)}")
+    split = _check_rope_parts(q, q_pe, k_pe)
     if v.shape[0] != total or v.shape[1] != num_heads:
         raise ValueError(f"v must be [{total}, {num_heads}, d_v], got {tuple(v.shape)}")
     d_v = v.shape[2]
@@ -287,16 +327,26 @@ def mla_prefill(
     batch = cu_seqlens.numel() - 1
     if batch == 0 or max_seqlen == 0 or total == 0:
         return out
+    if split:
+        d_2 = q_pe.shape[2]
+        d_qk, block_d1, block_d2, has_d2 = d_1 + d_2, d_1, d_2, True
+        q2, k2 = q_pe, k_pe
+        stride_k2h = 0 if k_pe.dim() == 2 else k_pe.stride(1)
+    else:
+        d_qk = d_1
+        block_d1 = max(16, 1 << (d_qk.bit_length() - 1))  # largest power of two ≤ d_qk (192 → 128)
+        d_1, d_2 = min(d_qk, block_d1), max(0, d_qk - block_d1)
+        has_d2 = d_2 > 0
+        block_d2 = max(16, triton.next_power_of_2(d_2)) if has_d2 else 16
+        # the second column piece as views at column BLOCK_D1 (an empty view when there is none)
+        q2, k2 = q[..., block_d1:], k[..., block_d1:]
+        stride_k2h = k2.stride(1)
     cfg = dict(config) if config is not None else default_config(d_qk, d_v)
-    block_d1 = max(16, 1 << (d_qk.bit_length() - 1))  # largest power of two ≤ d_qk (192 → 128)
-    rem = d_qk - block_d1
-    has_d2 = rem > 0
-    block_d2 = max(16, triton.next_power_of_2(rem)) if has_d2 else 16
     block_dv = max(16, triton.next_power_of_2(d_v))
     num_m = triton.cdiv(max_seqlen, cfg["BLOCK_M"])
     even_d = (block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v
     use_tma = (
-        cfg.get("USE_TMA", False) and even_d and k.is_contiguous() and v.is_contiguous()
+        cfg.get("USE_TMA", False) and even_d and not split and k.is_contiguous() and v.is_contiguous()
         and all(t.data_ptr() % 16 == 0 for t in (k, v)) and (d_qk * k.element_size()) % 16 == 0
         and (d_v * v.element_size()) % 16 == 0 and total * num_heads < 2**31
     )
@@ -308,9 +358,10 @@ def mla_prefill(
     else:
         k1_desc = k2_desc = v_desc = None
     _mla_prefill_kernel[(num_m, num_heads, batch)](
-        q, k, v, cu_seqlens, out, k1_desc, k2_desc, v_desc,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        d_qk, d_v, num_m, float(softmax_scale) * 1.4426950408889634,
+        q, k, q2, k2, v, cu_seqlens, out, k1_desc, k2_desc, v_desc,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), q2.stride(0), q2.stride(1), k2.stride(0), stride_k2h,
+        v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        d_qk, d_1, d_2, d_v, num_m, float(softmax_scale) * 1.4426950408889634,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D1=block_d1, BLOCK_D2=block_d2, BLOCK_DV=block_dv,
         HAS_D2=has_d2, CAUSAL=bool(causal), DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),

@@ -123,9 +123,9 @@ class MLA(nn.Module):
         if batch.is_prefill:
             kvb = self.kv_b_proj(kv_c).view(T, h, self.nope + self.v_head_dim)
             k_nope, v = kvb.split([self.nope, self.v_head_dim], dim=-1)
-            qf = torch.cat([q_nope, q_pe], dim=-1)
-            kf = torch.cat([k_nope, k_pe.unsqueeze(1).expand(T, h, self.rope_dim)], dim=-1)
-            o = self.ops.mla_prefill(qf, kf, v.contiguous(), batch.cu_seqlens, batch.max_seqlen, self.softmax_scale)
+            # nope and rope parts go in apart (no [T, h, 192] concatenations of q and k)
+            o = self.ops.mla_prefill(q_nope, k_nope, v, batch.cu_seqlens, batch.max_seqlen, self.softmax_scale,
+                                     q_pe, k_pe)
         else:
             w_uk, w_uv = self.absorbed_weights(x.dtype)
             qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype)  # [q_nope·W_UK ‖ q_pe]

@@ -101,14 +101,21 @@ class Ops:
 
         return get_mla_metadata(cache_seqlens, seqlen_q, num_heads)
 
-    def mla_prefill(self, q, k, v, cu_seqlens, max_seqlen, softmax_scale):
-        """Varlen causal attention of the non-absorbed MLA prefill."""
+    def mla_prefill(self, q_nope, k_nope, v, cu_seqlens, max_seqlen, softmax_scale, q_pe, k_pe):
+        """Varlen causal attention of the non-absorbed MLA prefill; q·kᵀ = q_nope·k_nopeᵀ + q_pe·k_peᵀ.
+
+        q_nope, k_nope [T, h, nope], v [T, h, v_head_dim] (strided views of the projections are fine),
+        q_pe [T, h, rope], k_pe [T, rope] (one rope key per token, shared by the heads)."""
         if self.is_triton:
             from tritonseek.kernels.mla_prefill import mla_prefill
 
-            return mla_prefill(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True)
+            return mla_prefill(q_nope, k_nope, v, cu_seqlens, max_seqlen, softmax_scale, causal=True,
+                               q_pe=q_pe, k_pe=k_pe)
         from tritonseek.kernels.reference.mla import mla_prefill_ref
 
+        T, h = q_nope.shape[:2]
+        q = torch.cat([q_nope, q_pe], dim=-1)
+        k = torch.cat([k_nope, k_pe.unsqueeze(1).expand(T, h, k_pe.shape[-1])], dim=-1)
         return mla_prefill_ref(q, k, v, cu_seqlens, softmax_scale, causal=True)
 
     def write_latent_cache(self, kv_cache, latent, slot_mapping) -> None:

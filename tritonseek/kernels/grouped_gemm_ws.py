@@ -60,9 +60,17 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     return dict(_DEFAULT_GROUPED_WS)
 
 
+# reductions through our own @gluon.jit combine functions: gl.max / gl.sum combine with triton.jit
+# functions, which the CPU test process (TRITON_INTERPRET=1) turns into interpreter objects that the
+# sm_90a compile cannot call
 @gluon.jit
 def _add(x, y):
     return x + y
+
+
+@gluon.jit
+def _maximum(x, y):
+    return gl.maximum(x, y)
 
 
 @gluon.jit
@@ -86,8 +94,8 @@ def _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
     # Every partition calls this with the same arguments and gets the same answer.
     if MASKED:
         before = cum <= tile_id
-        g = gl.sum(before.to(gl.int32), axis=0)
-        base = gl.max(gl.where(before, cum, 0), axis=0)
+        g = gl.reduce(before.to(gl.int32), 0, _add)
+        base = gl.reduce(gl.where(before, cum, 0), 0, _maximum)
         mm = gl.maximum(gl.minimum(gl.load(idx_ptr + g), M_rows), 0)
         nm = gl.maximum((mm + BLOCK_M - 1) // BLOCK_M, 1)
         local = tile_id - base
@@ -101,7 +109,7 @@ def _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
         off_m = pid_m * BLOCK_M
         layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
         rows = off_m + gl.arange(0, BLOCK_M, layout=layout)
-        g = gl.max(gl.load(idx_ptr + rows, mask=rows < M_rows, other=-1), axis=0)
+        g = gl.reduce(gl.load(idx_ptr + rows, mask=rows < M_rows, other=-1), 0, _maximum)
         run = (g >= 0) & (g < E)
         a_row = off_m
     return run, g, off_m, a_row, pid_n * BLOCK_N
@@ -110,7 +118,7 @@ def _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
 @gluon.jit
 def _num_tiles(cum, M_rows, num_pid_n, BLOCK_M: gl.constexpr, MASKED: gl.constexpr):
     if MASKED:
-        return gl.max(cum, axis=0)
+        return gl.reduce(cum, 0, _maximum)
     else:
         return gl.cdiv(M_rows, BLOCK_M) * num_pid_n
 
@@ -245,23 +253,25 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
             mm = gl.minimum(gl.load(idx_ptr + g, mask=run, other=0), M_rows)
             row_ok = rm < mm
             sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
-            fill = zero
         else:
             mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
             row_ok = (mi == g) & run
             sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
-            # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
-            fill = gl.where(gl.expand_dims(mi < 0, 1), zero, zero + float("nan"))
-        mine = gl.max(row_ok.to(gl.int32), axis=0) > 0
+        mine = gl.reduce(row_ok.to(gl.int32), 0, _maximum) > 0
         sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
         if mine:
             acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
                                 sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
-            acc = gl.where(gl.expand_dims(row_ok, 1), acc, fill)
         else:
             if run:
                 it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-            acc = fill
+            acc = zero
+        if not MASKED:
+            # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
+            # (m_indices re-read here rather than kept live in registers across the K loop)
+            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
+            fill = gl.where(mi < 0, 0.0, float("nan"))
+            acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
 
         # rows of the 2-D output view: a_row + ROW0 + i (masked: out viewed [E·M_max, N]); a masked tile
         # crossing masked_m[g] takes the masked stores (the rows past it are never written)
@@ -537,12 +547,12 @@ def grouped_fp8_gemm_masked_ws(
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
     cfg.update(config or {})
     _resolve_config(cfg)
-    _check_cuda_sm90(fn, a)
-    if M_max == 0:
-        return out
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
                          f"got strides {out.stride()}")
+    _check_cuda_sm90(fn, a)
+    if M_max == 0:
+        return out
     out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view
     tiles = E * triton.cdiv(M_max, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
     _launch(a.view(E * M_max, K), a_scale, b, b_scale, masked_m, out2d, M_max, E, N, K, a_scale.stride(0),

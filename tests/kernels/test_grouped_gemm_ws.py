@@ -1,0 +1,309 @@
+"""Warp-specialized grouped FP8 GEMMs (Gluon; contiguous and masked) against the dequantized fp32 reference.
+
+Gluon has no interpreter, so on the CPU this file (a) compiles the kernel for sm_90a with Triton's
+compiler and its bundled ptxas (no GPU needed) and checks the instructions the design relies on
+(fp8 wgmma, TMA loads/stores, setmaxnreg) and that ptxas neither spills nor serializes the wgmmas
+(C7514), and (b) checks the launchers' errors. The numerical properties run on the H200 (gpu marker).
+
+Tolerance, as for the ``tl`` grouped kernels: DeepGEMM's calc_diff = 1 − 2Σxy/Σ(x²+y²) < 1e-3 against
+the fp32 product of the dequantized operands. Both sides see the same fp8 inputs and scales, so what
+remains is fp32 summation order and one bf16 rounding (≈ 1e-5); a wrong expert, scale or K block gives
+≳ 1e-2. Padding rows are checked exactly (0), rows past masked_m exactly (left untouched: NaN stays NaN).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+import pytest
+import torch
+import triton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels import grouped_gemm_ws as W
+from tritonseek.kernels.grouped_gemm import M_ALIGNMENT
+from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws, grouped_fp8_gemm_masked_ws
+from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
+
+_fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                              HealthCheck.data_too_large])
+FP8_NAN = 0x7F  # e4m3fn bit pattern of NaN
+
+
+def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=True, e_pad=32):
+    """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the compiled kernel."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], W.BLOCK_K
+    split = bool(cfg["SPLIT"])
+    c_rows = bm // 2 if split else bm
+    warps = 4 if split else 8
+    cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
+    la = W._smem_layout([bm, bk], gl.float8e4nv)
+    lb = W._smem_layout([bn, bk], gl.float8e4nv)
+    lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
+    sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+               c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
+               c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32", idx_ptr="*i32")
+    sig.update({n: "i32" for n in ("M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask",
+                                   "stride_bse", "stride_bsn", "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
+    consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
+                  TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
+                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
+                  num_warps=warps)
+    if not tma_store:
+        consts["c_desc"] = None
+    sig.update({n: "constexpr" for n in consts})
+    src = GluonASTSource(W._grouped_fp8_ws_kernel, sig, consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, maxnreg=W._MAXNREG))
+
+
+def ptxas_report(ptx: str) -> str:
+    """ptxas -v output (stderr) for sm_90a, with Triton's bundled ptxas."""
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", path, "-o", os.path.join(d, "k.cubin")],
+                           capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stderr
+
+
+# (masked, SPLIT, UNROLL2, BLOCK_N, out dtype, TMA store): the default (SPLIT + UNROLL2, TMA store) of both
+# layouts, and the cooperative one-stream loop with masked stores. ~12 s each on the 2-core CI machine.
+@pytest.mark.parametrize("masked,split,unroll2,bn,out_dtype,tma_store", [
+    (False, True, True, 128, torch.bfloat16, True),
+    (True, True, True, 128, torch.bfloat16, True),
+    (False, False, False, 64, torch.float32, False),
+])
+def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, bn, out_dtype, tma_store):
+    cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
+               UNROLL2=unroll2, BLOCK_N=bn)
+    k = compile_sm90(cfg, masked, out_dtype, tma_store, e_pad=256 if masked else 32)
+    ptx = k.asm["ptx"]
+    # issue sites per consumer partition: block 0 + the loop (UNROLL2: block 0, two in the loop, the even tail)
+    sites = (4 if unroll2 else 2) * (2 if split else 1)
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
+    assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
+    assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store  # TMA-store epilogue
+    assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+(240|232);", ptx)
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
+    assert "C7508" not in report, report  # setmaxnreg honoured
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(s == ("0", "0") for s in spills), report
+
+
+def _cpu_contiguous(E=2, N=128, K=256):
+    a = torch.randn(2 * M_ALIGNMENT, K).to(torch.float8_e4m3fn)
+    a_s = torch.rand(2 * M_ALIGNMENT, K // 128) + 0.5
+    b = torch.randn(E, N, K).to(torch.float8_e4m3fn)
+    b_s = torch.rand(E, -(-N // 128), K // 128) + 0.5
+    mi = torch.arange(2, dtype=torch.int32).repeat_interleave(M_ALIGNMENT)
+    return a, a_s, b, b_s, mi
+
+
+def test_grouped_ws_rejects_non_cuda():
+    a, a_s, b, b_s, mi = _cpu_contiguous()
+    with pytest.raises(ValueError, match="CUDA"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi)
+    with pytest.raises(ValueError, match="CUDA"):
+        grouped_fp8_gemm_masked_ws(a.view(2, M_ALIGNMENT, -1), a_s.view(2, M_ALIGNMENT, -1), b, b_s,
+                                   torch.tensor([3, 0], dtype=torch.int32))
+
+
+def test_grouped_ws_rejects_bad_inputs():
+    a, a_s, b, b_s, mi = _cpu_contiguous()
+    with pytest.raises(TypeError, match="a must have dtype"):
+        grouped_fp8_gemm_contiguous_ws(a.float(), a_s, b, b_s, mi)
+    with pytest.raises(TypeError, match="m_indices must have dtype"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi.long())
+    with pytest.raises(ValueError, match="a_scale must be"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s[:, :1], b, b_s, mi)
+    with pytest.raises(ValueError, match="b_scale must be"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s[:, :, :1], mi)
+    with pytest.raises(ValueError, match="K-contiguous"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b.transpose(1, 2).contiguous().transpose(1, 2), b_s, mi)
+    with pytest.raises(ValueError, match="BLOCK_M must be 128"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_M=64))
+    with pytest.raises(TypeError, match="out_dtype"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, out_dtype=torch.int32)
+    a3, s3 = a.view(2, M_ALIGNMENT, -1), a_s.view(2, M_ALIGNMENT, -1)
+    with pytest.raises(ValueError, match="masked_m must be"):
+        grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(3, dtype=torch.int32))
+    with pytest.raises(ValueError, match="stacked densely"):
+        out = torch.empty(2, M_ALIGNMENT + 1, 128, dtype=torch.bfloat16)[:, :M_ALIGNMENT]
+        grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), out=out)
+
+
+# ---------------------------------------------------------------- GPU (H200) properties
+
+def _fp8(shape, g, device, scale=1.0):
+    return (torch.randn(*shape, generator=g, device=device) * scale).to(torch.float8_e4m3fn)
+
+
+def _weights(E, N, K, g, device):
+    b = _fp8((E, N, K), g, device)
+    bs = torch.rand(E, -(-N // 128), -(-K // 128), generator=g, device=device) + 0.25
+    return b, bs
+
+
+def _contiguous(segs, K, g, device):
+    """m_indices for segments of the given sizes, each padded to M_ALIGNMENT rows; a / a_scale with NaN/inf
+    garbage in the padding rows (which must not leak)."""
+    parts = []
+    for e, s in enumerate(segs):
+        parts += [torch.full((s,), e), torch.full(((-s) % M_ALIGNMENT,), -1)]
+    mi = (torch.cat(parts) if parts else torch.zeros(0)).to(torch.int32).to(device)
+    M = mi.numel()
+    a = _fp8((M, K), g, device)
+    a.view(torch.uint8)[mi < 0] = FP8_NAN
+    a_s = (torch.rand(-(-K // 128), M, generator=g, device=device) + 0.25).t()  # MN-major, as the quant kernel
+    a_s[mi < 0] = float("inf")
+    return a, a_s, mi
+
+
+def _check_contiguous(segs, N, K, device, seed, config=None, out_dtype=torch.bfloat16, extra_experts=1):
+    g = torch.Generator(device=device).manual_seed(seed)
+    E = len(segs) + extra_experts  # the last experts never get a row
+    b, bs = _weights(E, N, K, g, device)
+    a, a_s, mi = _contiguous(segs, K, g, device)
+    out = torch.full((mi.numel(), N), float("nan"), dtype=out_dtype, device=device)
+    res = grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, out_dtype, out=out, config=config)
+    torch.cuda.synchronize()
+    assert res.data_ptr() == out.data_ptr()
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
+    out = out.float()
+    assert torch.isfinite(out).all(), "NaN/inf from padding rows (or an unwritten element) leaked"
+    pad = mi < 0
+    assert (out[pad] == 0).all()
+    if (~pad).any():
+        d = calc_diff(out[~pad], ref[~pad])
+        assert d < 1e-3, f"calc_diff {d} segs={segs} N={N} K={K} config={config}"
+
+
+_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False), dict(BLOCK_N=64, TMA_STORE=False),
+                dict(SPLIT=False, UNROLL2=True, NUM_STAGES=3), dict(NUM_STAGES=5, GROUP_M=1)]
+_SEG = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 300])  # 0, 1, block_m−1, block_m, block_m+1 and halves
+
+
+@pytest.mark.gpu
+@settings(_fixture_ok, max_examples=min(20, settings.default.max_examples))  # a few s of compile per new variant
+@given(segs=st.lists(_SEG, min_size=1, max_size=5), N=st.sampled_from([64, 128, 200, 576]),
+       K=st.sampled_from([128, 256, 272, 1152, 2048]), config=st.sampled_from(_GPU_CONFIGS),
+       out_dtype=st.sampled_from([torch.bfloat16, torch.float32]), seed=st.integers(0, 2**31 - 1))
+def test_contiguous_ws_matches_reference_gpu(device, segs, N, K, config, out_dtype, seed):
+    _check_contiguous(segs, N, K, device, seed, config, out_dtype)
+
+
+@pytest.mark.gpu
+def test_contiguous_ws_misaligned_rows_are_nan_gpu(device):
+    g = torch.Generator(device=device).manual_seed(3)
+    b, bs = _weights(3, 128, 256, g, device)
+    a, a_s, mi = _contiguous([130, 5], 256, g, device)
+    a = _fp8(tuple(a.shape), g, device)
+    a_s = torch.rand(a_s.shape, device=device) + 0.5
+    mi[200] = 0  # a row of expert 0 inside expert 1's tile
+    out = grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi)
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
+    assert torch.isnan(out[200].float()).all()  # never another expert's product
+    ok = torch.ones(mi.numel(), dtype=torch.bool, device=device)
+    ok[200] = False
+    assert calc_diff(out[ok].float(), ref[ok]) < 1e-3
+    with pytest.raises(ValueError, match="not aligned"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, check_alignment=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+@pytest.mark.parametrize("config", [None, dict(SPLIT=False, UNROLL2=False)])
+def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K, config):
+    # the model's prefill layout, 32 of its experts (all 256 at N·K = 4096·7168 would take 7.5 GB of weights):
+    # T = 2048 tokens top-2 over 32 experts = ~128 rows each, padded to 128, plus an empty expert and one
+    # that every token picks
+    g = torch.Generator(device=device).manual_seed(N + K)
+    T, E = 2048, 32
+    picks = torch.rand(T, E, generator=g, device=device).topk(2, dim=1).indices
+    counts = torch.bincount(picks.flatten(), minlength=E).tolist()
+    counts[0], counts[1] = 0, T  # an empty expert and one that every token picks
+    _check_contiguous(counts, N, K, device, seed=K, config=config, extra_experts=0)
+
+
+def _check_masked(masked_m, M_max, N, K, device, seed, config=None, out_dtype=torch.bfloat16):
+    g = torch.Generator(device=device).manual_seed(seed)
+    E = len(masked_m)
+    b, bs = _weights(E, N, K, g, device)
+    a = _fp8((E, M_max, K), g, device)
+    a_s = torch.rand(E, M_max, -(-K // 128), generator=g, device=device) + 0.25
+    mm = torch.tensor(masked_m, dtype=torch.int32, device=device)
+    valid = torch.arange(M_max, device=device)[None, :] < mm.clamp(max=M_max)[:, None]
+    a.view(torch.uint8)[~valid] = FP8_NAN  # garbage past masked_m must not matter
+    a_s[~valid] = float("inf")
+    out = torch.full((E, M_max, N), float("nan"), dtype=out_dtype, device=device)
+    grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out_dtype, out=out, config=config)
+    torch.cuda.synchronize()
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm.clamp(max=M_max), out_dtype=torch.float32)
+    out = out.float()
+    assert torch.isnan(out[~valid]).all(), "wrote rows past masked_m"
+    assert torch.isfinite(out[valid]).all(), "a valid row was not written (or garbage leaked)"
+    if valid.any():
+        d = calc_diff(out[valid], ref[valid])
+        assert d < 1e-3, f"calc_diff {d} masked_m={masked_m} M_max={M_max} N={N} K={K} config={config}"
+
+
+@pytest.mark.gpu
+@settings(_fixture_ok, max_examples=min(20, settings.default.max_examples))
+@given(data=st.data(), E=st.integers(1, 6), M_max=st.sampled_from([1, 64, 128, 129, 256, 300]),
+       N=st.sampled_from([64, 128, 200]), K=st.sampled_from([128, 256, 272, 1152]), config=st.sampled_from(_GPU_CONFIGS),
+       seed=st.integers(0, 2**31 - 1))
+def test_masked_ws_matches_reference_gpu(device, data, E, M_max, N, K, config, seed):
+    # masked_m from {0, 1, 63, 64, 65, M_max − 1, M_max, M_max + 5 (clamped)}
+    choices = sorted({0, 1, 63, 64, 65, max(M_max - 1, 0), M_max, M_max + 5})
+    mm = data.draw(st.lists(st.sampled_from(choices), min_size=E, max_size=E))
+    _check_masked(mm, M_max, N, K, device, seed, config)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+@pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
+def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
+    E, M_max = shape
+    mm = [M_max] * E
+    mm[-1] = M_max // 2 + 1  # one partly filled group
+    if E > 2:
+        mm[0] = 0
+    _check_masked(mm, M_max, N, K, device, seed=E + N)
+
+
+@pytest.mark.gpu
+def test_masked_ws_graph_replay_follows_masked_m_gpu(device):
+    # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
+    g = torch.Generator(device=device).manual_seed(11)
+    E, M_max, N, K = 8, 64, 256, 512
+    b, bs = _weights(E, N, K, g, device)
+    a = _fp8((E, M_max, K), g, device)
+    a_s = torch.rand(E, M_max, K // 128, generator=g, device=device) + 0.25
+    mm = torch.zeros(E, dtype=torch.int32, device=device)
+    out = torch.zeros(E, M_max, N, dtype=torch.bfloat16, device=device)
+    grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out)  # compile outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out)
+    for vals in ([1, 0, 64, 3, 0, 0, 17, 64], [0] * 8, [64] * 8):
+        mm.copy_(torch.tensor(vals, dtype=torch.int32))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
+        valid = torch.arange(M_max, device=device)[None, :] < mm[:, None]
+        assert torch.isnan(out.float()[~valid]).all()
+        if valid.any():
+            assert calc_diff(out.float()[valid], ref[valid]) < 1e-3

@@ -358,7 +358,8 @@ def test_permute_unpermute_gpu(device, fp8):
 @pytest.mark.gpu
 @pytest.mark.parametrize("T", [1, 4, 16])
 def test_permute_masked_decode_gpu(device, monkeypatch, T):
-    """V3 decode sizes: the one-launch masked permute (T·k ≤ 128) equals the multi-kernel route + copy path."""
+    """V3 decode sizes: the one-launch masked permute (T·k ≤ 128; also with the FP8 quant fused) equals the
+    multi-kernel route + copy path (and per_token_group_quant_fp8 first), bit for bit."""
     import tritonseek.kernels.moe_routing as MR
 
     k, E, H = 8, 256, 7168
@@ -367,8 +368,37 @@ def test_permute_masked_decode_gpu(device, monkeypatch, T):
     x = torch.randn(T, H, generator=g).to(torch.float8_e4m3fn).to(device)
     scale = (torch.rand(H // 128, T, generator=g) + 0.5).t().to(device)  # MN-major, as the quant kernel writes
     p, s, mm, rm = moe_permute_masked(x, ids, E, T, scale)
+    xb = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    pq, sq, _, _ = moe_permute_masked(xb, ids, E, T, quantize=True)  # quant fused into the one launch
     monkeypatch.setattr(MR, "_ROUTE_BLOCK", 4)  # several route blocks: the general path
     p2, s2, mm2, rm2 = moe_permute_masked(x, ids, E, T, scale)
+    pq2, sq2, _, _ = moe_permute_masked(xb, ids, E, T, quantize=True)  # per_token_group_quant_fp8, then permute
     assert torch.equal(mm, mm2) and torch.equal(rm, rm2)
     v = torch.arange(T, device=device)[None, :] < mm[:, None]
     assert torch.equal(p[v].view(torch.uint8), p2[v].view(torch.uint8)) and torch.equal(s[v], s2[v])
+    assert torch.equal(pq[v].view(torch.uint8), pq2[v].view(torch.uint8)) and torch.equal(sq[v], sq2[v])
+
+
+@settings(_fixture_ok, max_examples=5)  # bit-exact comparison: a few examples cover both paths (GPU test: V3 sizes)
+@given(T=st.sampled_from([1, 3, 16, 20]), H=st.sampled_from([128, 200]), dtype=st.sampled_from(["bf16", "fp32"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_permute_masked_quantize_equals_quant_then_permute(device, T, H, dtype, seed):
+    """quantize=True (fused into the one-launch decode path when T·k ≤ 128; T=20, k=8 takes the general path)
+    gives bit-identical e4m3 rows and scales to per_token_group_quant_fp8 followed by the permute."""
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+    g = torch.Generator().manual_seed(seed)
+    E, k = 12, 8
+    ids = _routing("random", T, k, E, g)
+    ids[0, -1] = -1
+    x = (torch.randn(T, H, generator=g) * 3).to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    x[0, :5] = 0  # a group that is partly zero
+    x, ids = x.to(device), ids.to(device)
+    q, s = per_token_group_quant_fp8(x, 128)
+    p1, s1, m1, r1 = moe_permute_masked(q, ids, E, T, s)
+    p2, s2, m2, r2 = moe_permute_masked(x, ids, E, T, quantize=True)
+    assert torch.equal(m1, m2) and torch.equal(r1, r2)
+    v = torch.arange(T, device=device)[None, :] < m1[:, None]
+    assert torch.equal(p1[v].view(torch.uint8), p2[v].view(torch.uint8)) and torch.equal(s1[v], s2[v])
+    with pytest.raises(ValueError, match="quantize"):
+        moe_permute_masked(q, ids, E, T, s, quantize=True)

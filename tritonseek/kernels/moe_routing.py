@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _div_rn, _recip_rn, _round_to_e4m3, _scale_from_amax
 from tritonseek.kernels.reference.moe import check_gate_args
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
@@ -191,12 +192,15 @@ def _route_rank_kernel(
 def _permute_masked_decode_kernel(
     ids_ptr, x_ptr, xs_ptr, out_ptr, outs_ptr, row_map_ptr, seg_ptr,
     n_entries, E, max_m, H, HS, stride_xt, stride_o, stride_st, stride_sc, stride_osg, stride_osr, stride_osc,
+    eps, fp8_max,
     E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, SC_PER: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
+    HAS_SCALE: tl.constexpr, QUANT: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
 ):
     # Masked permute in one launch when every (token, slot) entry fits one block (decode): each program
     # (token t, column block) ranks all entries itself (as _route_rank_kernel with SINGLE), then copies its
     # columns of x[t] — and the scale groups they hold — to the rows of t's entries.
+    # QUANT: x is bf16/fp16/fp32 and each 128-column group is quantized here to e4m3 exactly as
+    #   fp8_quant.per_token_group_quant_fp8 does (same helpers); its scales go to outs (BLOCK_H = SC_PER·128).
     # ids: [n_entries] int32 flat (token-major); x: [T, H] (stride_xt); xs: [T, HS] fp32 (stride_st, stride_sc)
     # out: [E*max_m, H] (stride_o); outs: row r = g*max_m + i at g*stride_osg + i*stride_osr + c*stride_osc
     # row_map: [n_entries] int32 out; seg: [E_BINS] int32 out (masked_m), both written by program (0, 0)
@@ -217,11 +221,20 @@ def _permute_masked_decode_kernel(
         tl.store(seg_ptr + tl.arange(0, E_BINS), h)
     cols = cb * BLOCK_H + tl.arange(0, BLOCK_H)
     cm = cols < H
-    v = tl.load(x_ptr + t.to(tl.int64) * stride_xt + cols, mask=cm)
-    if HAS_SCALE:
-        sc = (cb * BLOCK_H) // 128 + tl.arange(0, SC_PER)
-        scm = (sc < HS) & ((cb * BLOCK_H) % 128 == 0)
-        sv = tl.load(xs_ptr + t.to(tl.int64) * stride_st + sc * stride_sc, mask=scm)
+    sc = (cb * BLOCK_H) // 128 + tl.arange(0, SC_PER)
+    scm = (sc < HS) & ((cb * BLOCK_H) % 128 == 0)
+    if QUANT:
+        xv = tl.reshape(tl.load(x_ptr + t.to(tl.int64) * stride_xt + cols, mask=cm, other=0.0).to(tl.float32),
+                        [SC_PER, 128])
+        sv = _scale_from_amax(tl.max(tl.abs(xv), axis=1), eps, fp8_max, False)
+        q = _div_rn(xv, sv[:, None], _recip_rn(sv)[:, None], FAST_DIV)
+        if EXACT_ROUND:  # interpreter: clamp and round onto the e4m3 grid here (its cast rounds wrongly)
+            q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
+        v = tl.reshape(q, [BLOCK_H]).to(out_ptr.dtype.element_ty)
+    else:
+        v = tl.load(x_ptr + t.to(tl.int64) * stride_xt + cols, mask=cm)
+        if HAS_SCALE:
+            sv = tl.load(xs_ptr + t.to(tl.int64) * stride_st + sc * stride_sc, mask=scm)
     for j in tl.static_range(TOP_K):
         r = tl.sum(tl.where(i == t * TOP_K + j, row, 0), axis=0)
         if r >= 0:
@@ -501,46 +514,65 @@ def moe_permute_masked(
     num_experts: int,
     max_m: int,
     hidden_scale: torch.Tensor | None = None,
+    *,
+    quantize: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Scatter token rows into per-expert slabs: permuted[e, r] = hidden[t] for the r-th (token, slot) routed to e.
 
     hidden: [T, H] (bf16/fp16/fp32 or e4m3 with hidden_scale [T, ceil(H/128)] fp32); topk_ids: [T, k], −1 skipped.
     max_m: rows per expert slab (T suffices when no token repeats an expert); entries past it are dropped
     (row_map −1) and masked_m is clamped to max_m.
+    quantize: hidden (bf16/fp16/fp32, no hidden_scale) is quantized on the way exactly as
+        ``per_token_group_quant_fp8(hidden, 128)`` would (e4m3 rows, 1×128 scales); at decode sizes
+        (T·k ≤ 128) inside the same single launch as the routing and the copies.
     Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] fp32 (MN-major per expert) or None,
     masked_m [E] int32,
     row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
     written. Never syncs with the host (CUDA-graph safe); feeds ``grouped_fp8_gemm_masked`` and, with the
     GEMM output viewed as [E·max_m, N], ``moe_unpermute``.
+    Raises TypeError/ValueError for bad dtypes/shapes/devices (quantize with e4m3 hidden or with hidden_scale).
     Layout: DeepGEMM m_grouped masked (DeepEP low-latency dispatch).
     """
     _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
     if not isinstance(max_m, int) or max_m < 1:
         raise ValueError(f"max_m must be a positive int, got {max_m!r}")
+    if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
+        raise ValueError(f"quantize=True takes bf16/fp16/fp32 hidden without hidden_scale, got {hidden.dtype}")
     T, H = hidden.shape
     k = topk_ids.shape[1]
     dev = hidden.device
-    out = torch.empty(num_experts, max_m, H, dtype=hidden.dtype, device=dev)
+    fast = 0 < T * k <= _ROUTE_BLOCK and H > 0  # decode: routing, (quant,) row and scale copies in one launch
+    if quantize and not fast:
+        from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+        hidden, hidden_scale = per_token_group_quant_fp8(hidden, 128)
+        quantize = False
+    out_dtype = torch.float8_e4m3fn if quantize else hidden.dtype
+    out = torch.empty(num_experts, max_m, H, dtype=out_dtype, device=dev)
     out_scale = None
-    if hidden_scale is not None:
-        out_scale = torch.empty(num_experts, hidden_scale.shape[1], max_m, dtype=torch.float32,
+    hs = hidden_scale.shape[1] if hidden_scale is not None else triton.cdiv(H, 128)
+    if hidden_scale is not None or quantize:
+        out_scale = torch.empty(num_experts, hs, max_m, dtype=torch.float32,
                                 device=dev).transpose(1, 2)  # MN-major per expert
-    if 0 < T * k <= _ROUTE_BLOCK and H > 0:  # decode: routing, row and scale copies in one launch
+    if fast:
         e_bins = triton.next_power_of_2(num_experts)
         row_map = torch.empty(T, k, dtype=torch.int32, device=dev)
         seg = torch.empty(e_bins, dtype=torch.int32, device=dev)
         ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
-        block_h, warps = _copy_config(H, hidden.element_size())
+        block_h, warps = _copy_config(H, 1 if quantize else hidden.element_size())
+        if quantize:
+            block_h = max(block_h, 128)  # whole 1×128 groups per program
         xs = hidden_scale if hidden_scale is not None else ids  # never read without scales
         os_ = out_scale if out_scale is not None else out
-        hs = hidden_scale.shape[1] if hidden_scale is not None else 0
         _permute_masked_decode_kernel[(T, triton.cdiv(H, block_h))](
             ids, hidden, xs, out, os_, row_map, seg,
-            T * k, num_experts, max_m, H, hs, hidden.stride(0), out.stride(1),
-            xs.stride(0) if hidden_scale is not None else 0, xs.stride(1) if hidden_scale is not None else 0,
-            *(os_.stride() if out_scale is not None else (0, 0, 0)),
+            T * k, num_experts, max_m, H, hs if out_scale is not None else 0, hidden.stride(0),
+            out.stride(1), xs.stride(0) if hidden_scale is not None else 0,
+            xs.stride(1) if hidden_scale is not None else 0, *(os_.stride() if out_scale is not None else (0, 0, 0)),
+            AMAX_EPS, FP8_E4M3_MAX,
             E_BINS=e_bins, BLOCK=triton.next_power_of_2(T * k), TOP_K=k, BLOCK_H=block_h,
-            SC_PER=max(block_h // 128, 1), HAS_SCALE=hidden_scale is not None, num_warps=warps,
+            SC_PER=max(block_h // 128, 1), HAS_SCALE=out_scale is not None, QUANT=quantize,
+            EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
         )
         return out, out_scale, seg[:num_experts], row_map  # seg counts only entries with rank < max_m
     row_map, seg, _, src = _route(topk_ids, num_experts, 1, max_m, True, 0)

@@ -69,18 +69,19 @@ def moe_experts_triton(
     E = moe.w13.shape[0]  # this rank's experts (all of them without expert parallelism)
     T, H = x.shape
     k = topk_ids.shape[1]
-    x_q, x_s = per_token_group_quant_fp8(x, 128)
     if layout == "masked":
         max_m = max(T, 1)
         # programs only for the groups that can be non-empty (≤ T·k of them); expected rows pick the config
         kw = dict(expected_m=max(1, (T * k) // E), max_active_groups=min(E, T * k))
-        a, a_s, masked_m, row_map = moe_permute_masked(x_q, topk_ids, E, max_m, hidden_scale=x_s)
+        # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
+        a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True)
         gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype, **kw)
         two_i = gate_up.shape[2]
         h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
         h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
         down = grouped_fp8_gemm_masked(h_q, h_s, moe.w2, moe.w2_scale_inv, masked_m, out_dtype=x.dtype, **kw)
         return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output)
+    x_q, x_s = per_token_group_quant_fp8(x, 128)
     graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
     a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe)
     gate_up = grouped_fp8_gemm_contiguous(a, a_s, moe.w13, moe.w13_scale_inv, m_indices, out_dtype=x.dtype)

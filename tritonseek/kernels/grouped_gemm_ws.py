@@ -76,8 +76,9 @@ def _maximum(x, y):
 @gluon.jit
 def _masked_prefix(masked_m_ptr, E, M_rows, num_pid_n, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr,
                    WARPS: gl.constexpr):
-    # inclusive prefix sum over groups of their non-empty tiles: cdiv(min(masked_m[g], M_max), BLOCK_M) · n-tiles
-    layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
+    # inclusive prefix sum over groups of their non-empty tiles: cdiv(min(masked_m[g], M_max), BLOCK_M) · n-tiles.
+    # E_PAD ≥ 256 = 32 lanes × 8 warps: no thread holds a copy of another's element (the sums count each once)
+    layout: gl.constexpr = gl.BlockedLayout([E_PAD // (32 * WARPS)], [32], [WARPS], [0])
     ev = gl.arange(0, E_PAD, layout=layout)
     mm = gl.load(masked_m_ptr + ev, mask=ev < E, other=0)
     mm = gl.maximum(gl.minimum(mm, M_rows), 0)
@@ -405,7 +406,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked,
-        E_PAD=max(32, triton.next_power_of_2(E)) if masked else 32,
+        E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )
 

@@ -311,6 +311,31 @@ def test_several_head_tiles_match_reference(device, block_h, extra):
     assert md.split[0, 1].item() > 1  # the long row is split across programs
 
 
+@pytest.mark.parametrize("block_h,seqlen_q,num_heads,lens,num_sm", [
+    (16, 1, 16, [300, 0, 33, 129], 6), (16, 2, 24, [0, 300, 65, 0, 129], 12), (32, 1, 3, [1000, 1, 0, 5, 2], 6)])
+def test_fused_combine_matches_reference(device, block_h, seqlen_q, num_heads, lens, num_sm):
+    """FUSED_COMBINE: the last program of each split sequence merges the partials in the split kernel
+    (atomic counter per sequence and head tile) and empty sequences are written there too; the
+    counters are back at zero after each call, so a second call with the same metadata agrees."""
+    gen = torch.Generator().manual_seed(block_h * 7 + len(lens))
+    q, kv, bt, cs = make_case(device, len(lens), seqlen_q, num_heads, 80, 64, 16, lens, gen)
+    cfg = dict(BLOCK_H=block_h, BLOCK_N=16, num_warps=4, num_stages=3, PARTS_PER_SM=1, USE_TMA=True,
+               FUSED_COMBINE=True)
+    md = get_mla_metadata(cs, seqlen_q, num_heads, num_sm=num_sm, config=cfg)
+    assert md.split[:, 1].max().item() > 1 and md.counters is not None
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=64)
+    ro, rlse = ro.cpu(), rlse.cpu()
+    fin = ~torch.isinf(rlse)
+    for _ in range(2):
+        out = torch.full((len(lens), seqlen_q, num_heads, 64), float("nan"), dtype=q.dtype, device=device)
+        o, lse = mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=md, out=out)
+        o, lse = o.float().cpu(), lse.cpu()
+        assert not torch.isnan(o).any() and torch.equal(torch.isinf(lse), ~fin)
+        assert (lse[fin] - rlse[fin]).abs().max().item() <= 1e-3 and cos_diff(o, ro) <= 1e-5
+        assert torch.all(o.permute(0, 2, 1, 3)[~fin] == 0)
+        assert int(md.counters.abs().sum()) == 0
+
+
 def test_min_span_gives_a_short_batch_few_long_splits():
     """b 1, 1024 keys, 128 heads on the 64-row config (2 head tiles, 66 programs each on 132 SMs):
     without a floor the row is cut into 16 one-tile splits; with MIN_SPAN 10 every split spans ≥ 10

@@ -115,7 +115,7 @@ def default_config(seqlen_q: int, num_heads: int, batch: int | None = None) -> d
                                "seqlen_q", "d_qk", "head_dim_v", "page_shift"])
 def _mla_decode_kernel(
     q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
-    out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+    out_ptr, lse_ptr, opart_ptr, lpart_ptr, count_ptr,
     stride_qb, stride_qs, stride_qh,
     stride_kvb, stride_kvt, stride_btb,
     stride_ob, stride_os, stride_oh,
@@ -124,7 +124,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, FUSED_COMBINE: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -134,6 +134,7 @@ def _mla_decode_kernel(
     # out      [batch, seqlen_q, num_heads, head_dim_v] (stride_ob, stride_os, stride_oh, 1)
     # lse      [batch, num_heads, seqlen_q] fp32 (stride_lb, stride_lh, 1)
     # opart    [num_parts + batch, rows, 2*BLOCK_DV2] fp32; lpart [num_parts + batch, rows] fp32
+    # count    [batch, head tiles] int32, zero between calls (FUSED_COMBINE only)
     # grid (head tiles, parts): the head tiles of one part are launched next to each other, so they
     # stream the same cache span at the same time and all but the first read it from L2.
     tile_h = tl.program_id(0)
@@ -159,6 +160,17 @@ def _mla_decode_kernel(
     rows_out = rows_total
     dvp = 2 * BLOCK_DV2
 
+    if FUSED_COMBINE:  # no combine launch: empty sequences (no program) get out = 0, lse = −inf here
+        zero = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=out_ptr.dtype.element_ty)
+        n_progs = tl.num_programs(1)
+        for iz in range(0, tl.cdiv(batch - pid, n_progs)):
+            bz = pid + iz * n_progs  # a tensor in both compiled and interpreted modes
+            if tl.load(split_ptr + bz * 2 + 1) == 0:
+                oz = out_ptr + bz.to(tl.int64) * stride_ob + o_row
+                tl.store(oz[:, None] + c[None, :], zero, mask=row_ok[:, None] & c0_ok[None, :])
+                tl.store(oz[:, None] + (c + BLOCK_DV2)[None, :], zero, mask=row_ok[:, None] & c1_ok[None, :])
+                tl.store(lse_ptr + bz.to(tl.int64) * stride_lb + l_row, tl.full([BLOCK_H], float("-inf"), tl.float32),
+                         mask=row_ok)
     b_begin = tl.load(sched_ptr + pid * 4 + 0)
     t_begin = tl.load(sched_ptr + pid * 4 + 1)
     b_end = tl.load(sched_ptr + pid * 4 + 2)
@@ -223,6 +235,56 @@ def _mla_decode_kernel(
                     tl.store(pb[:, None] + c[None, :], o0, mask=row_ok[:, None])
                     tl.store(pb[:, None] + (c + BLOCK_DV2)[None, :], o1, mask=row_ok[:, None])
                     tl.store(lpart_ptr + slot * rows_out + rows, lse, mask=row_ok)
+                    if FUSED_COMBINE:
+                        # The last of the sequence's programs (per head tile) merges the partials: every
+                        # thread's stores, a CTA barrier, then one acq_rel atomic at gpu scope (as a
+                        # split-K semaphore); the merging program reads the partials from L2 (.cg) and
+                        # resets the counter for the next call.
+                        tl.debug_barrier()
+                        cnt_ptr = count_ptr + b * tl.num_programs(0) + tile_h
+                        arrived = tl.atomic_add(cnt_ptr, 1, sem="acq_rel", scope="gpu")
+                        if arrived == n_split - 1:
+                            first = tl.load(split_ptr + b * 2)
+                            ob = out_ptr + b.to(tl.int64) * stride_ob + o_row
+                            m0, lse0 = _merge_partials(opart_ptr, lpart_ptr, first, n_split, b, rows, row_ok,
+                                                       rows_out, c, dvp, 1)
+                            tl.store(ob[:, None] + c[None, :], m0.to(out_ptr.dtype.element_ty),
+                                     mask=row_ok[:, None] & c0_ok[None, :])
+                            m1, _ = _merge_partials(opart_ptr, lpart_ptr, first, n_split, b, rows, row_ok,
+                                                    rows_out, c + BLOCK_DV2, dvp, 1)
+                            tl.store(ob[:, None] + (c + BLOCK_DV2)[None, :], m1.to(out_ptr.dtype.element_ty),
+                                     mask=row_ok[:, None] & c1_ok[None, :])
+                            tl.store(lse_ptr + b.to(tl.int64) * stride_lb + l_row, lse0, mask=row_ok)
+                            tl.atomic_xchg(cnt_ptr, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def _merge_partials(opart_ptr, lpart_ptr, first, n, b, rows, row_ok, rows_total, cols, dvp,
+                    NUM_STAGES: tl.constexpr):
+    # lse-weighted merge of sequence b's n partials (slots first + b + i) for rows × cols, one online
+    # pass (rescaled as the running max grows). Returns (merged out fp32, natural-log lse; −inf and 0
+    # out where no partial saw a key). Loads bypass L1 (.cg): the partials may come from other CTAs of
+    # the running grid.
+    m = tl.full(rows.shape, float("-inf"), dtype=tl.float32)
+    acc = tl.zeros([rows.shape[0], cols.shape[0]], dtype=tl.float32)
+    wsum = tl.zeros(rows.shape, dtype=tl.float32)
+    for i in tl.range(0, n, num_stages=NUM_STAGES):
+        slot = (first + i + b).to(tl.int64)
+        lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+        o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * dvp + cols[None, :], mask=row_ok[:, None],
+                    other=0.0, cache_modifier=".cg")
+        m_new = tl.maximum(m, lse_i)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        scale = tl.math.exp(m - m_safe)
+        w = tl.math.exp(lse_i - m_safe)
+        acc = acc * scale[:, None] + w[:, None] * o
+        wsum = wsum * scale + w
+        m = m_new
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    has = wsum > 0.0
+    inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
+    lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
+    return acc * inv[:, None], lse
 
 
 @triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
@@ -247,30 +309,10 @@ def _mla_combine_kernel(
     if n != 1:
         s_idx = rows // num_heads
         h_idx = rows % num_heads
-        # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
-        # not depend on each other, so the pipeliner keeps several in flight.
-        m = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
-        acc = tl.zeros([BLOCK_ROWS, BLOCK_DVP], dtype=tl.float32)
-        wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
-        for i in tl.range(0, n, num_stages=NUM_STAGES):
-            slot = (first + i + b).to(tl.int64)
-            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
-            o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
-                        mask=row_ok[:, None], other=0.0)
-            m_new = tl.maximum(m, lse_i)
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            scale = tl.math.exp(m - m_safe)
-            w = tl.math.exp(lse_i - m_safe)
-            acc = acc * scale[:, None] + w[:, None] * o
-            wsum = wsum * scale + w
-            m = m_new
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
-        has = wsum > 0.0
-        inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
+        o, lse = _merge_partials(opart_ptr, lpart_ptr, first, n, b, rows, row_ok, rows_total, c, BLOCK_DVP, NUM_STAGES)
         o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
-        tl.store(out_ptr + o_row[:, None] + c[None, :], (acc * inv[:, None]).to(out_ptr.dtype.element_ty),
+        tl.store(out_ptr + o_row[:, None] + c[None, :], o.to(out_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & c_ok[None, :])
-        lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
         tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
 
 
@@ -340,7 +382,9 @@ class MLAMetadata:
     split: [batch, 2] int32 (first program, number of programs) per sequence; config: the launch
     config the schedule was cut for; max_seqlen_k: the caller's host bound on cache_seqlens (used
     only to validate the block table's width), None when not given on CUDA (never read back from
-    the device: that would sync).
+    the device: that would sync); counters: [batch, head tiles] int32 zeros for config
+    FUSED_COMBINE (each call leaves them at zero: the layers of a step use them one after another,
+    not concurrently).
     """
 
     sched: torch.Tensor
@@ -350,6 +394,7 @@ class MLAMetadata:
     num_heads: int
     config: dict
     max_seqlen_k: int | None
+    counters: torch.Tensor | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -414,7 +459,9 @@ def get_mla_metadata(
         max_len = max(int(lens.max()), 0) if lens.numel() else 0  # no device to sync with
     else:
         max_len = None
-    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)
+    counters = (torch.zeros(batch, head_tiles, dtype=torch.int32, device=dev)
+                if cfg.get("FUSED_COMBINE", False) else None)
+    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters)
 
 
 def _is_pow2(x: int) -> bool:
@@ -449,10 +496,13 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     else:
         kn_desc = kr_desc = None
     grid = (triton.cdiv(rows, block_h), metadata.num_parts)
+    # config FUSED_COMBINE: the last program of each split sequence merges its partials in the split
+    # kernel (no combine launch); counters come with the metadata
+    fused = bool(cfg.get("FUSED_COMBINE", False)) and metadata.counters is not None
 
     split_args = (
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
-        out, lse, opart, lpart,
+        out, lse, opart, lpart, metadata.counters if fused else metadata.split,
         q.stride(0), q.stride(1), q.stride(2),
         kv_cache.stride(0), kv_cache.stride(1), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2),
@@ -463,7 +513,8 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
+        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, FUSED_COMBINE=fused,
+        num_warps=cfg["num_warps"])
     if "MAXNREG" in cfg and not interpreter_active():  # register cap (e.g. 128: two 8-warp programs per SM)
         split_meta["maxnreg"] = int(cfg["MAXNREG"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
@@ -476,6 +527,8 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         _mla_decode_kernel[grid](*split_args, **split_meta)
 
     def combine_launch():
+        if fused:
+            return
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
                                           NUM_STAGES=3, num_warps=4)
 

@@ -304,7 +304,9 @@ def _c_half(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
         return c_smem
 
 
-@gluon.jit
+# one compile per config and layout: the sizes and scale strides only feed loop bounds and scale addresses
+@gluon.jit(do_not_specialize=["M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask", "stride_bse",
+                              "stride_bsn", "stride_bsk", "num_programs"])
 def _grouped_fp8_ws_kernel(
     a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
     M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,

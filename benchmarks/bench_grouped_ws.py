@@ -75,10 +75,10 @@ class Ctx:
             print(f"  graph capture failed: {type(e).__name__}: {e}")
             return None
 
-    def row(self, suite, case, kernel, us, ug, flops, peer, peer_us, **extra):
+    def row(self, suite, case, kernel, us, ug, flops, nbytes, peer, peer_us, **extra):
         t = ug if ug is not None else us
         r = dict(suite=suite, case=case, kernel=kernel, us=round(us, 2), us_graph=round(ug, 2) if ug else None,
-                 tflops=round(flops / t / 1e6, 1), gbps=None, peer=peer, peer_us=round(peer_us, 2) if peer_us else None,
+                 tflops=round(flops / t / 1e6, 1), gbps=round(nbytes / t / 1e3, 1), peer=peer, peer_us=round(peer_us, 2) if peer_us else None,
                  ratio_vs_peer=round(peer_us / t, 3) if peer_us else None, **extra, **self.env)
         print("  ", json.dumps({k: v for k, v in r.items() if k not in self.env}))
         with open(self.args.out, "a") as f:  # each row lands at once: a run killed at its limit keeps it
@@ -150,6 +150,7 @@ def bench_contiguous(cx: Ctx, routed: bool):
             ref = grouped_fp8_gemm_contiguous_ref(a[rows], a_s[rows], b, bs, mi[rows], out_dtype=torch.float32)
             out = torch.empty(M, N, device=dev, dtype=torch.bfloat16)
             flops = 2 * valid * N * K
+            nbytes = M * K + G * N * K + 2 * M * N  # fp8 a + fp8 b (every expert) + bf16 out; scales left out
             print(f"contiguous {G}x{m} N={N} K={K} (M={M}, valid rows {valid})")
             best = None
             for cfg in WS_CANDIDATES:
@@ -189,10 +190,10 @@ def bench_contiguous(cx: Ctx, routed: bool):
             target = None if routed else CONTIG_TARGET[(N, K)]
             if best is not None:
                 cfg = dict(GW.grouped_ws_config("contiguous", m if not routed else 0, N, K), **best[0])
-                cx.row("grouped_gemm_contiguous", case, "ws", best[1], None, flops, peer, peer_us, config=cfg,
+                cx.row("grouped_gemm_contiguous", case, "ws", best[1], None, flops, nbytes, peer, peer_us, config=cfg,
                        target_tflops=target, tl_us=round(tl_us, 2) if tl_us else None, correct=True)
             if tl_us:
-                cx.row("grouped_gemm_contiguous", case, "tl", tl_us, None, flops, peer, peer_us, correct=True)
+                cx.row("grouped_gemm_contiguous", case, "tl", tl_us, None, flops, nbytes, peer, peer_us, correct=True)
             del a, a_s, b, bs, out
             torch.cuda.empty_cache()
 
@@ -211,6 +212,7 @@ def bench_masked(cx: Ctx):
             ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
             out = torch.empty(E, m, N, device=dev, dtype=torch.bfloat16)
             flops = 2 * E * m * N * K
+            nbytes = E * m * K + E * N * K + 2 * E * m * N
             case = dict(groups=E, m_per_group=m, N=N, K=K)
             print(f"masked {E}x{m} N={N} K={K}")
 
@@ -251,11 +253,11 @@ def bench_masked(cx: Ctx):
             peer = "torch._grouped_mm bf16 (3-D)"
             if best is not None:
                 cfg = dict(GW.grouped_ws_config("masked", m, N, K), **best[0])
-                cx.row("grouped_gemm_masked", case, "ws", cx.eager_us(best[2]), best[1], flops, peer, peer_ug,
+                cx.row("grouped_gemm_masked", case, "ws", cx.eager_us(best[2]), best[1], flops, nbytes, peer, peer_ug,
                        config=cfg, target_tflops=MASKED_TARGET[(E, m, N, K)],
                        tl_us_graph=round(tl_ug, 2) if tl_ug else None, correct=True)
             if tl_ug:
-                cx.row("grouped_gemm_masked", case, "tl", cx.eager_us(tl), tl_ug, flops, peer, peer_ug, correct=True)
+                cx.row("grouped_gemm_masked", case, "tl", cx.eager_us(tl), tl_ug, flops, nbytes, peer, peer_ug, correct=True)
             del a, a_s, b, bs, out
             torch.cuda.empty_cache()
 
@@ -306,7 +308,10 @@ def main():
     p.add_argument("--out", default="benchmarks/results/h200_grouped_ws.jsonl")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--smoke-cfgs", default="0,2", help="indices into WS_CANDIDATES checked by --smoke")
+    p.add_argument("--cands", default=None, help="indices into WS_CANDIDATES to check and time (default all)")
     args = p.parse_args()
+    if args.cands:
+        WS_CANDIDATES[:] = [WS_CANDIDATES[int(i)] for i in args.cands.split(",")]
     if args.smoke:
         smoke([WS_CANDIDATES[int(i)] for i in args.smoke_cfgs.split(",")])
         return

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
-from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+from tritonseek.kernels.fp8_quant import silu_mul_quant_fp8
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -153,6 +154,43 @@ def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed
             assert calc_diff(out[valid], ref[valid]) < 1e-3
 
 
+def _silu_quant_both(a, a_s, b, bs, masked_m, cfg, mag):
+    """(fused h_q, h_s), (GEMM to bf16 → silu_mul_quant_fp8 h_q, h_s) on the same inputs."""
+    E, M_max, _ = a.shape
+    y = grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m, out_dtype=torch.bfloat16, config=cfg, max_active_groups=mag)
+    y[torch.arange(M_max, device=a.device)[None, :] >= masked_m[:, None]] = 0  # unwritten rows: any finite value
+    q, s = silu_mul_quant_fp8(y.view(E * M_max, -1), 128)
+    fused = grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, masked_m, config=cfg, max_active_groups=mag)
+    return fused, (q.view(E, M_max, -1), s.view(E, M_max, -1))
+
+
+@_fixture_ok
+@given(E=st.integers(1, 3), M_max=st.sampled_from([1, 5, 70]), I=st.sampled_from([128, 256]), K=st.sampled_from([128, 272]),
+       cfg=st.sampled_from([None, 0, 1]), data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, data, seed):
+    """GEMM1 with SiLU·mul + FP8 quant in the epilogue = masked GEMM to bf16, then silu_mul_quant_fp8, bit for bit
+    on valid rows (same K loop and rounding); rows ≥ masked_m not written."""
+    g = torch.Generator().manual_seed(seed)
+    masked_m = torch.tensor(data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, M_max // 2})), min_size=E,
+                                               max_size=E)), dtype=torch.int32)
+    b, bs = _weights(E, 2 * I, K, g)
+    a = _fp8((E, M_max, K), g)
+    a_s = torch.rand(E, M_max, -(-K // 128), generator=g) + 0.25
+    invalid = torch.arange(M_max)[None, :] >= masked_m[:, None]
+    a.view(torch.uint8)[invalid] = FP8_NAN
+    a_s[invalid] = float("inf")
+    c = None if cfg is None else [dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
+                                  dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2)][cfg]
+    args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
+    (q, s), (q_ref, s_ref) = _silu_quant_both(*args, c, int((masked_m > 0).sum()))
+    v = ~invalid.to(device)
+    assert torch.equal(q[v].view(torch.uint8), q_ref[v].view(torch.uint8)) and torch.equal(s[v], s_ref[v])
+    assert s.stride()[1] == 1, "h_s must be MN-major inside each group"
+    with pytest.raises(ValueError, match="SPLIT_K"):
+        grouped_fp8_gemm_masked_silu_quant(*args, config=dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2,
+                                                              SPLIT_K=2))
+
+
 def test_masked_rejects_bad_inputs(device):
     g = torch.Generator().manual_seed(9)
     b, bs = _weights(2, 128, 128, g)
@@ -247,3 +285,22 @@ def test_masked_decode_gpu(device, T, N, K):
             o = out[~invalid].float()
             assert torch.isfinite(o).all(), cfg
             assert calc_diff(o, ref[~invalid]) < 1e-3, cfg
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 4, 64])
+def test_masked_silu_quant_gpu(device, T):
+    """V3 gate/up widths (2I = 4096, K = 7168): fused epilogue = GEMM → silu_mul_quant_fp8, bit for bit."""
+    E, I, K = 32, 2048, 7168
+    g = torch.Generator(device=device).manual_seed(T)
+    b = (torch.randn(E, 2 * I, K, generator=g, device=device) * 0.5).to(torch.float8_e4m3fn)
+    bs = torch.rand(E, 2 * I // 128, K // 128, generator=g, device=device) * 0.01 + 0.002
+    picks = torch.stack([torch.randperm(E, generator=g, device=device)[:8] for _ in range(T)])
+    masked_m = torch.bincount(picks.flatten(), minlength=E).to(torch.int32)
+    a = torch.randn(E, T, K, generator=g, device=device).to(torch.float8_e4m3fn)
+    a_s = torch.rand(E, T, K // 128, generator=g, device=device) * 0.01 + 0.002
+    for cfg in (None, dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3)):
+        (q, s), (q_ref, s_ref) = _silu_quant_both(a, a_s, b, bs, masked_m, cfg, min(E, 8 * T))
+        v = torch.arange(T, device=device)[None, :] < masked_m[:, None]
+        assert torch.equal(q[v].view(torch.uint8), q_ref[v].view(torch.uint8)), cfg
+        assert torch.equal(s[v], s_ref[v]), cfg

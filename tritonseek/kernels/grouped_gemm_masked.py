@@ -24,8 +24,31 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels import grouped_gemm as _gg
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _div_rn, _recip_rn, _round_to_e4m3, _scale_from_amax
 from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile, _num_programs
+
+
+@triton.jit
+def _tile_coords(tile, masked_m_ptr, M_max, N, E, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 COMPACT: tl.constexpr, E_PAD: tl.constexpr):
+    # tile = (group slot, n-tile, m-tile) → (slot, group g, off_m, off_n, rows of g); g = E when the slot is
+    # past the non-empty groups (COMPACT: slot s serves the s-th group with masked_m > 0, found on the device
+    # from a prefix count over masked_m[0:E]); the caller returns when g ≥ E or off_m ≥ rows
+    num_pid_m = tl.cdiv(M_max, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    slot = tile // (num_pid_m * num_pid_n)
+    rest = tile - slot * (num_pid_m * num_pid_n)
+    g = slot
+    if COMPACT:
+        ev = tl.arange(0, E_PAD)
+        nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
+        hit = (nz > 0) & (tl.cumsum(nz, axis=0) == slot + 1)
+        g = tl.minimum(tl.min(tl.where(hit, ev, E_PAD), axis=0), E)
+    pid_n = rest // num_pid_m
+    pid_m = rest - pid_n * num_pid_m
+    mm = tl.minimum(tl.load(masked_m_ptr + g, mask=g < E, other=0), M_max)
+    return slot, g, pid_m * BLOCK_M, pid_n * BLOCK_N, mm
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
@@ -53,25 +76,9 @@ def _grouped_fp8_masked_kernel(
     pid = tl.program_id(0)
     split = pid % SPLIT_K
     tile = pid // SPLIT_K
-    num_pid_m = tl.cdiv(M_max, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    slot = tile // (num_pid_m * num_pid_n)
-    rest = tile - slot * (num_pid_m * num_pid_n)
-    g = slot
-    if COMPACT:
-        ev = tl.arange(0, E_PAD)
-        nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
-        hit = (nz > 0) & (tl.cumsum(nz, axis=0) == slot + 1)
-        g = tl.min(tl.where(hit, ev, E_PAD), axis=0)
-        if g >= E:
-            return
-    pid_n = rest // num_pid_m
-    pid_m = rest - pid_n * num_pid_m
-    off_m = pid_m * BLOCK_M
-    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
-    if off_m >= mm:
+    slot, g, off_m, off_n, mm = _tile_coords(tile, masked_m_ptr, M_max, N, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
+    if (g >= E) | (off_m >= mm):
         return
-    off_n = pid_n * BLOCK_N
     g64 = g.to(tl.int64)
     rm = off_m + tl.arange(0, BLOCK_M)
     rn = off_n + tl.arange(0, BLOCK_N)
@@ -110,6 +117,57 @@ def _grouped_fp8_masked_kernel(
                 tot += tl.load(p_ptrs + s * N, mask=ok2, other=0.0, cache_modifier=".cg")
             tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=ok2)
             tl.atomic_xchg(count_ptr + tile, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
+def _grouped_fp8_masked_silu_quant_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr,
+    M_max, I, E, num_k_blocks,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, EXACT_ROUND: tl.constexpr,
+    FAST_DIV: tl.constexpr,
+):
+    # GEMM1 of the MoE experts with SiLU·mul and the 1×128 FP8 quant in the epilogue (BLOCK_N = 128 = one
+    # quant group): b rows [g·2I + n, +128) (gate) and [g·2I + I + n, +128) (up) give two fp32 tiles over the
+    # same a rows; each is rounded to bf16 (what the unfused GEMM stores), then h = silu(gate)·up in fp32 and
+    # q = e4m3(h / s), s = max(amax_128(h), eps) / 448, exactly as fp8_quant.silu_mul_quant_fp8.
+    # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
+    # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
+    tile = tl.program_id(0)
+    slot, g, off_m, off_n, mm = _tile_coords(tile, masked_m_ptr, M_max, I, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
+    if (g >= E) | (off_m >= mm):
+        return
+    g64 = g.to(tl.int64)
+    rm = off_m + tl.arange(0, BLOCK_M)
+    rn = off_n + tl.arange(0, BLOCK_N)
+    row_ok = rm < mm
+    a_row = (g64 * M_max + off_m).to(tl.int32)
+    sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
+    sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
+    up_blk = (I // 128) * stride_bsn
+    gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
+                     row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
+    up = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs + up_blk, row_ok,
+                   True, row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
+    gate = gate.to(tl.bfloat16).to(tl.float32)
+    up = up.to(tl.bfloat16).to(tl.float32)
+    h = gate / (1.0 + tl.exp(-gate)) * up
+    if SWAP_AB:  # [BLOCK_N, BLOCK_M]: the 128 columns of a group run down axis 0
+        sc = _scale_from_amax(tl.max(tl.abs(h), axis=0), eps, fp8_max, False)
+        q = _div_rn(h, sc[None, :], _recip_rn(sc)[None, :], FAST_DIV)
+        q_off = rm.to(tl.int64)[None, :] * stride_qm + rn[:, None]
+        q_ok = row_ok[None, :]
+    else:
+        sc = _scale_from_amax(tl.max(tl.abs(h), axis=1), eps, fp8_max, False)
+        q = _div_rn(h, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
+        q_off = rm.to(tl.int64)[:, None] * stride_qm + rn[None, :]
+        q_ok = row_ok[:, None]
+    if EXACT_ROUND:  # interpreter: clamp and round onto the e4m3 grid here (its cast rounds wrongly)
+        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
+    tl.store(q_ptr + g64 * stride_qe + q_off, q.to(q_ptr.dtype.element_ty), mask=q_ok)
+    tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
 
 
 @triton.jit
@@ -235,6 +293,33 @@ def _split_counters(device: torch.device, n: int) -> torch.Tensor:
     return new
 
 
+def _check_masked(a, a_scale, b, b_scale, masked_m):
+    """Validate the masked operands; returns (device, E, M_max, N, K, K blocks)."""
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
+    check_runnable_device("a", a)
+    dev = a.device
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=3, device=dev)
+    check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
+    E, N, K = _check_b(b, b_scale, dev)
+    Ea, M_max, Ka = a.shape
+    if Ea != E or Ka != K:
+        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
+    if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
+        raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
+    kb = triton.cdiv(K, BLOCK_K)
+    if tuple(a_scale.shape) != (E, M_max, kb):
+        raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
+    if masked_m.shape[0] != E or masked_m.stride(0) != 1:
+        raise ValueError(f"masked_m must be a contiguous [{E}] int32 tensor, got {tuple(masked_m.shape)}")
+    return dev, E, M_max, N, K, kb
+
+
+def _groups(E: int, max_active_groups: int | None) -> int:
+    if max_active_groups is not None and (not isinstance(max_active_groups, int) or max_active_groups < 0):
+        raise ValueError(f"max_active_groups must be a non-negative int, got {max_active_groups!r}")
+    return E if max_active_groups is None else min(E, max_active_groups)
+
+
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -271,33 +356,16 @@ def grouped_fp8_gemm_masked(
     Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, config).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
-    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
-    check_runnable_device("a", a)
-    dev = a.device
-    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=3, device=dev)
-    check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    E, N, K = _check_b(b, b_scale, dev)
-    Ea, M_max, Ka = a.shape
-    if Ea != E or Ka != K:
-        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
-    if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
-        raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
-    kb = triton.cdiv(K, BLOCK_K)
-    if tuple(a_scale.shape) != (E, M_max, kb):
-        raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
-    if masked_m.shape[0] != E or masked_m.stride(0) != 1:
-        raise ValueError(f"masked_m must be a contiguous [{E}] int32 tensor, got {tuple(masked_m.shape)}")
+    dev, E, M_max, N, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:
         check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev)
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
-    if max_active_groups is not None and (not isinstance(max_active_groups, int) or max_active_groups < 0):
-        raise ValueError(f"max_active_groups must be a non-negative int, got {max_active_groups!r}")
-    groups = E if max_active_groups is None else min(E, max_active_groups)
+    groups = _groups(E, max_active_groups)
     if M_max == 0 or groups == 0:
         return out
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N, K)
@@ -341,4 +409,59 @@ def grouped_fp8_gemm_masked(
     return out
 
 
-__all__ = ["grouped_fp8_gemm_masked"]
+def grouped_fp8_gemm_masked_silu_quant(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    masked_m: torch.Tensor,
+    *,
+    expected_m: int | None = None,
+    max_active_groups: int | None = None,
+    config: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h[g, m] = silu(y[g, m, :I])·y[g, m, I:], y = masked grouped GEMM (bf16), then h → e4m3 per 1×128 group.
+
+    The MoE experts' first GEMM with SiLU·mul and the FP8 quant of h in its epilogue: the [E, M_max, 2I]
+    bf16 intermediate is never written and only rows < masked_m[g] are computed.
+    a, a_scale, masked_m, expected_m, max_active_groups: as :func:`grouped_fp8_gemm_masked`.
+    b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
+        b_scale: [E, 2I/128, ceil(K/128)] fp32.
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB (BLOCK_N is 128, one quant group; no SPLIT_K/STREAM_K).
+    Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
+    stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
+    written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
+    fp8_quant.silu_mul_quant_fp8 (same K loop, same rounding). Raises TypeError / ValueError (shapes,
+    layout, device, config).
+    Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked + SGLang silu_and_mul + per_token_group_quant_fp8.
+    """
+    dev, E, M_max, N2, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
+    if N2 % 256:
+        raise ValueError(f"b must be [E, 2I, K] with I a multiple of 128, got {tuple(b.shape)}")
+    I = N2 // 2
+    h_q = torch.empty(E, M_max, I, dtype=torch.float8_e4m3fn, device=dev)
+    h_s = torch.empty(E, I // 128, M_max, dtype=torch.float32, device=dev).transpose(1, 2)
+    groups = _groups(E, max_active_groups)
+    if M_max == 0 or groups == 0:
+        return h_q, h_s
+    cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N2, K)
+    if cfg.get("SPLIT_K", 1) != 1 or cfg.get("STREAM_K"):
+        raise ValueError("config: SPLIT_K / STREAM_K are not supported with the fused SiLU·mul + quant epilogue")
+    bm = cfg["BLOCK_M"]
+    a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
+    b_desc = TensorDescriptor(b, [E * N2, K], [b.stride(1), 1], [128, BLOCK_K])
+    tiles = groups * triton.cdiv(M_max, bm) * (I // 128)
+    _grouped_fp8_masked_silu_quant_kernel[(tiles,)](
+        a_desc, b_desc, a_scale, b_scale, masked_m, h_q, h_s,
+        M_max, I, E, kb,
+        a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
+        b_scale.stride(2), h_q.stride(0), h_q.stride(1), h_s.stride(0), h_s.stride(1), h_s.stride(2),
+        AMAX_EPS, FP8_E4M3_MAX,
+        BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return h_q, h_s
+
+
+__all__ = ["grouped_fp8_gemm_masked", "grouped_fp8_gemm_masked_silu_quant"]

@@ -1,5 +1,7 @@
 """Routed experts on the Triton backend: quant → permute → grouped FP8 GEMM → SiLU·mul+quant →
-grouped FP8 GEMM → unpermute (fp32 weighted sum over the top-k, deterministic).
+grouped FP8 GEMM → unpermute (fp32 weighted sum over the top-k, deterministic). On the masked (decode)
+path the quant runs inside the permute and SiLU·mul+quant inside the first GEMM's epilogue (bf16
+activations, I % 128 == 0): four launches for the routed experts.
 
 Two layouts (DeepGEMM's), chosen by the token count T of the call:
 
@@ -27,7 +29,7 @@ import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
-from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 
 MASKED_MAX_TOKENS = 128
@@ -75,10 +77,14 @@ def moe_experts_triton(
         kw = dict(expected_m=max(1, (T * k) // E), max_active_groups=min(E, T * k))
         # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
         a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True)
-        gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype, **kw)
-        two_i = gate_up.shape[2]
-        h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
-        h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
+        two_i = moe.w13.shape[1]
+        if x.dtype == torch.bfloat16 and two_i % 256 == 0:
+            # SiLU·mul + FP8 quant in GEMM1's epilogue (same result as the three steps below, valid rows only)
+            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, **kw)
+        else:
+            gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype, **kw)
+            h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
+            h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
         down = grouped_fp8_gemm_masked(h_q, h_s, moe.w2, moe.w2_scale_inv, masked_m, out_dtype=x.dtype, **kw)
         return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output)
     x_q, x_s = per_token_group_quant_fp8(x, 128)

@@ -64,8 +64,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
-                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]),
-                  SKEW=split and bool(cfg["SKEW"]), SERIAL=bool(cfg["SERIAL"]), num_warps=warps)
+                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -87,19 +86,18 @@ def ptxas_report(ptx: str) -> str:
     return r.stderr
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,serial", [
-    (128, torch.bfloat16, True, False, False, False),  # cooperative, one product set
-    (64, torch.float32, False, False, True, False),
-    (128, torch.bfloat16, True, True, True, False),  # the default (split + unrolled)
-    (128, torch.bfloat16, True, True, False, True),  # split + DeepGEMM's serial loop
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2", [
+    (128, torch.bfloat16, True, False, False),  # cooperative, one product set
+    (64, torch.float32, False, False, True),
+    (128, torch.bfloat16, True, True, True),  # the default (split + unrolled)
 ])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, serial):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, SKEW=split, SERIAL=serial)
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2)
     k = compile_sm90(cfg, out_dtype, tma_store)
     ptx = k.asm["ptx"]
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2: block 0,
     # two in the loop, the odd tail), per consumer partition (SPLIT: two)
-    sites = (4 if unroll2 and not serial else 2) * (2 if split else 1)
+    sites = (4 if unroll2 else 2) * (2 if split else 1)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
     if split:  # each warpgroup synchronizes only itself (its own named barrier, 128 threads)
         assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
@@ -138,6 +136,11 @@ def test_ws_rejects_bad_layouts():
         fp8_gemm_nt_ws(a, a_s, b, b_s[:, :1])
     with pytest.raises(TypeError, match="out_dtype"):
         fp8_gemm_nt_ws(a, a_s, b, b_s, out_dtype=torch.int32)
+    out = torch.empty(8, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="unknown fp8_gemm_nt_ws config keys"):  # checked before any launch
+        W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(SKEW=True))
+    with pytest.raises(ValueError, match="BLOCK_N 64 or 128"):
+        W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(BLOCK_N=256))
 
 
 def test_fp8_gemm_nt_gluon_entries(device):
@@ -190,26 +193,26 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
 
 
 _COOP = dict(SPLIT=False, UNROLL2=False)  # the cooperative 8-warp partition, one product set
+# every option of the kernel appears at least once; each new (config, dtype, divisibility) costs a
+# ~2 s compile on the device, so the GPU property test is capped at 10 examples
 _GPU_CONFIGS = [
-    None,  # split warpgroups + unrolled K loop
-    dict(BLOCK_N=64, SKEW=True),
-    dict(SERIAL=True, SKEW=True),
+    None,  # split warpgroups + unrolled K loop (the tuned-table choice)
+    dict(BLOCK_N=64, NUM_STAGES=6),
+    dict(NUM_STAGES=5, GROUP_M=16),
     dict(BLOCK_N=64, TMA_STORE=False, UNROLL2=False),
-    dict(_COOP, NUM_STAGES=3),
-    dict(UNROLL2=True, SPLIT=False),
-    dict(NUM_STAGES=2, GROUP_M=1),
-    dict(_COOP, NUM_STAGES=5, GROUP_M=16, TMA_STORE=False),
+    dict(_COOP, NUM_STAGES=3, GROUP_M=1),
+    dict(UNROLL2=True, SPLIT=False, NUM_STAGES=2, TMA_STORE=False),
 ]
 
 
 @pytest.mark.gpu
-@settings(_fixture_ok, max_examples=min(25, settings.default.max_examples))  # ~2 s compile per new variant
+@settings(_fixture_ok, max_examples=min(10, settings.default.max_examples))
 @given(
     m=st.integers(1, 700),
     n=st.integers(1, 900),
     kb16=st.integers(1, 120),  # K = 16·kb16 ∈ [16, 1920]: K tails, odd numbers of 128-blocks
     config=st.sampled_from(_GPU_CONFIGS),
-    out_dtype=st.sampled_from([torch.bfloat16, torch.float32, torch.float16]),
+    out_dtype=st.sampled_from([torch.bfloat16, torch.bfloat16, torch.float32, torch.float16]),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
@@ -220,7 +223,7 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [None, dict(SERIAL=True, SKEW=True)])
+@pytest.mark.parametrize("cfg", [None])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
@@ -231,6 +234,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [None, dict(SKEW=True), dict(SERIAL=True, SKEW=True)])
+@pytest.mark.parametrize("cfg", [None])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

@@ -23,6 +23,18 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
   stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop.
 
+Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200.jsonl, commits
+650a904 and bad8f9b): split + unrolled 891–1137 TFLOP/s (1.07–1.14× cuBLAS block-scaled at
+24576×1536 and 32768×512, 0.81–0.94× elsewhere; run-to-run spread ~5%); cooperative 8-warp
+partition 678–932, one product set 742–979. Tried and dropped (kept out of the code): warpgroup 1
+started one K block behind warpgroup 0 (within ±3%), DeepGEMM's serial issue–wait–promote loop
+(2–17% slower), and two wgmmas in flight per warpgroup (wait(1) with the promotion of block kb-1
+under block kb): ptxas serializes every wgmma (C7514/C7515) as soon as a product stays in flight
+across a loop back-edge inside a worker partition (Triton runs worker partitions inside a
+dispatch loop) or an epilogue branch sits in the K loop, so each warpgroup waits for its own
+block (wait(0)) and the other warpgroup keeps the tensor core busy. N = 2112 stays on the tl
+kernel (17 column tiles of 128 → 544 tiles = 4.1 waves of 132 SMs).
+
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
 """
@@ -53,7 +65,7 @@ from tritonseek.kernels.fp8_gemm import _OUT_DTYPES, BLOCK_K, _check_tma_operand
 # the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, SKEW=False, SERIAL=False)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True)
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -126,13 +138,12 @@ def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, emp
 
 
 @gluon.jit
-def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                  M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
-                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 SKEW: gl.constexpr, SERIAL: gl.constexpr):
+                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -146,11 +157,6 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, c_smem, c_des
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
-    if SKEW and ROW0 > 0:
-        # SKEW (split): warpgroup 1 starts once warpgroup 0 has finished its first K block and stays
-        # about one block behind (the shared stage ring lets neither run away), so each one's
-        # tile-end promotion and epilogue fall under the other's wgmma instead of both at once.
-        mbarrier.wait(skew_bar.index(0), 0)
     it = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
@@ -170,25 +176,9 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, c_smem, c_des
                              use_acc=False, is_async=True)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
-        if SKEW and ROW0 == 0:
-            mbarrier.arrive(skew_bar.index(0), pred=it == 0)
         it += 1
         acc = zero
-        if SERIAL:
-            # DeepGEMM's loop: issue, wait, promote; no product crosses an iteration (nothing to
-            # copy), the promotion overlaps only the other warpgroup's wgmma
-            acc += prod * gl.expand_dims(sa * sb, 1)
-            for kb in range(1, num_k_blocks):
-                scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
-                s = it % NUM_STAGES
-                mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-                cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)),
-                                    zero, use_acc=False, is_async=True)
-                cur = warpgroup_mma_wait(0, deps=[cur])
-                mbarrier.arrive(empty_bars.index(s))
-                acc += cur * gl.expand_dims(scale, 1)
-                it += 1
-        elif UNROLL2:
+        if UNROLL2:
             # K loop unrolled by two: the products of even and odd blocks live in two fixed
             # register sets, so nothing is copied between a wait and the next issue (the
             # one-set loop below moves the 64 product registers after every wait — ptxas
@@ -249,8 +239,7 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, SKEW: gl.constexpr, SERIAL: gl.constexpr,
-    num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -265,8 +254,6 @@ def _fp8_gemm_ws_kernel(
         mbarrier.init(ready_bars.index(i), count=1)
         # released once per consumer partition
         mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)
-    skew_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(skew_bar.index(0), count=1)
     if TMA_STORE:
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 if SPLIT else 1] + c_desc.block_type.shape,
                                            c_desc.layout)
@@ -276,24 +263,24 @@ def _fp8_gemm_ws_kernel(
     if SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, SKEW, SERIAL)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, SKEW, SERIAL)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, skew_bar, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, SERIAL)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -418,6 +405,9 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     kb = triton.cdiv(k, BLOCK_K)
     cfg = dict(ws_config(m, n, k))
     if config is not None:
+        unknown = set(config) - set(cfg)
+        if unknown:
+            raise ValueError(f"unknown fp8_gemm_nt_ws config keys {sorted(unknown)}; known: {sorted(cfg)}")
         cfg.update(config)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bm != 128 or bn not in (64, 128):
@@ -442,7 +432,6 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]),
-        SKEW=split and bool(cfg["SKEW"]), SERIAL=bool(cfg["SERIAL"]),
         num_warps=4 if split else _NUM_WARPS, maxnreg=_MAXNREG,
     )
     return out

@@ -13,9 +13,10 @@ Tile design (read by the grouped-GEMM kernels too):
   of one 128-wide block, then promotes it into the fp32 accumulator with a_scale (per row) ×
   b_scale (per 128 columns) — the promotion happens once per 128-wide K block, as in DeepGEMM,
   so the tensor core's limited fp8 accumulation precision never spans more than 128 products;
-* small M (memory-bound: the weights must stream at HBM speed) splits K across programs
-  (SPLIT_K > 1): each split writes an fp32 partial to a workspace, a second kernel sums the
-  partials in a fixed order (deterministic) and casts to the output dtype;
+* decode M ≤ 16 runs a separate swap-AB kernel (fp8_gemm_small.py: weights on the wgmma M side,
+  split-K reduced in-kernel by the last-arriving program); for 16 < M ≤ 128 this kernel splits K
+  across programs (SPLIT_K > 1): each split writes an fp32 partial to a workspace, a second kernel
+  sums the partials in a fixed order (deterministic) and casts to the output dtype;
 * the promotion needs the tensor-core product finished (Triton waits for a dot whose result is
   used in the loop), so the tensor core would idle during it; GRID_MULT co-resident programs per
   SM hide that (64×128 tiles, 4 warps, 3 programs: another program's wgmma runs during one's
@@ -274,6 +275,7 @@ def fp8_gemm_nt(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``get_config``), for tests and tuning.
+    M ≤ 16 (decode) runs the swap-AB small-M kernel of fp8_gemm_small (same semantics).
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape, device or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0).

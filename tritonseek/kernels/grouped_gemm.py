@@ -49,13 +49,16 @@ _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #   74–90); (7168, 2048) 64×128 / 4 warps / 3 stages (41.5–44.3 µs against 49.4–51.0 for 128×128).
 # * masked decode (256 experts, T ∈ {1, 8, 64, 256}): 64×128 / 4 warps / 3 stages best or within 1% except
 #   T=256 (4 stages 1% faster); T=8: 380 / 179 µs against 428 / 201 with 4 stages.
-# * masked decode, class "decode" (≤ 4 rows per group on average: the model's masked layout, T ≤ 128), sweep at
-#   045ab41 (graph replay, real top-8 routing over 256 experts): swapped 16-row tiles (SWAP_AB) / 4 warps /
-#   6 stages against the 64×128 tiles above: T=1 (4096, 7168) 66.8 vs 75.4 µs, (7168, 2048) 38.4 vs 46.6;
-#   T=2 116.2 / 66.0 vs 144.7 / 75.8; T=4 210.8 / 116.4 vs 253.0 / 133.1; T=8 (7168, 2048) 189.5 vs 207.5.
-#   SPLIT_K (2–8) and STREAM_K (2–3 programs per SM) never beat it by more than the run-to-run spread (T=1
-#   (4096, 7168) with 4 stages 65.4 µs, split-K 68–70, stream-K 68–71): the loss at T=1 was the 64-row
-#   activation boxes (1 useful row, 243 registers → 2 CTAs per SM), not the tail of the few long programs.
+# * masked decode, class "decode" (≤ 4 rows per group on average: the model's masked layout, T ≤ 128): swapped
+#   16-row tiles (SWAP_AB) / 4 warps / 5–6 stages against the 64×128 tiles above, graph replay, real top-8 routing
+#   over 256 experts, (4096, 7168) / (7168, 2048), run at ab11934 (candidates of the same run, neither timed
+#   first: the first candidate of each case ran ~1 µs per touched expert slower — 8 µs at T=1, 61 at T=8 on
+#   (4096, 7168) — on freshly written weights, so the 045ab41 sweep, where the 64×128 tiles went first,
+#   overstates the gain): T=1 65.0 / 43.7 µs vs 66.7 / 47.7; T=2 119.0 / 70.2 vs 133.6 / 72.8;
+#   T=4 213.1 / 119.4 vs 227.6 / 123.0; T=8 399.7 / 192.6 vs (eager 409) / 197.3; T=16 (7168, 2048) 350.8 vs
+#   362.9; T=64 / 128 3–4% (eager). 6 stages (the default) against 4: equal or better in 5 of 6 cases at 045ab41.
+#   SPLIT_K (2–8) and STREAM_K (2–3 programs per SM) never won (T=1 (4096, 7168) 66.5–71 µs): what cost at T=1
+#   was the 64-row activation boxes (1 useful row; 243 registers → 2 CTAs per SM), not a tail of long programs.
 _BIG_N_SMALL_K = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)
 _BASE = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
 _MASKED_64 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)

@@ -30,11 +30,11 @@ from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _che
 
 
 @triton.jit
-def _tile_coords(tile, masked_m_ptr, M_max, N, E, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 COMPACT: tl.constexpr, E_PAD: tl.constexpr):
-    # tile = (group slot, n-tile, m-tile) → (slot, group g, off_m, off_n, rows of g); g = E when the slot is
-    # past the non-empty groups (COMPACT: slot s serves the s-th group with masked_m > 0, found on the device
-    # from a prefix count over masked_m[0:E]); the caller returns when g ≥ E or off_m ≥ rows
+def _tile_group(tile, masked_m_ptr, M_max, N, E, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                COMPACT: tl.constexpr, E_PAD: tl.constexpr):
+    # tile = (group slot, n-tile, m-tile) → (slot, group g, off_m, off_n); g ≥ E when the slot is past the
+    # non-empty groups (COMPACT: slot s serves the s-th group with masked_m > 0, found on the device from a
+    # prefix count over masked_m[0:E]); the caller returns when g ≥ E or off_m ≥ masked_m[g]
     num_pid_m = tl.cdiv(M_max, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     slot = tile // (num_pid_m * num_pid_n)
@@ -44,11 +44,10 @@ def _tile_coords(tile, masked_m_ptr, M_max, N, E, BLOCK_M: tl.constexpr, BLOCK_N
         ev = tl.arange(0, E_PAD)
         nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
         hit = (nz > 0) & (tl.cumsum(nz, axis=0) == slot + 1)
-        g = tl.minimum(tl.min(tl.where(hit, ev, E_PAD), axis=0), E)
+        g = tl.min(tl.where(hit, ev, E_PAD), axis=0)
     pid_n = rest // num_pid_m
     pid_m = rest - pid_n * num_pid_m
-    mm = tl.minimum(tl.load(masked_m_ptr + g, mask=g < E, other=0), M_max)
-    return slot, g, pid_m * BLOCK_M, pid_n * BLOCK_N, mm
+    return slot, g, pid_m * BLOCK_M, pid_n * BLOCK_N
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
@@ -76,8 +75,11 @@ def _grouped_fp8_masked_kernel(
     pid = tl.program_id(0)
     split = pid % SPLIT_K
     tile = pid // SPLIT_K
-    slot, g, off_m, off_n, mm = _tile_coords(tile, masked_m_ptr, M_max, N, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
-    if (g >= E) | (off_m >= mm):
+    slot, g, off_m, off_n = _tile_group(tile, masked_m_ptr, M_max, N, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
+    if g >= E:
+        return
+    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
+    if off_m >= mm:
         return
     g64 = g.to(tl.int64)
     rm = off_m + tl.arange(0, BLOCK_M)
@@ -136,8 +138,11 @@ def _grouped_fp8_masked_silu_quant_kernel(
     # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
     # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
     tile = tl.program_id(0)
-    slot, g, off_m, off_n, mm = _tile_coords(tile, masked_m_ptr, M_max, I, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
-    if (g >= E) | (off_m >= mm):
+    slot, g, off_m, off_n = _tile_group(tile, masked_m_ptr, M_max, I, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
+    if g >= E:
+        return
+    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
+    if off_m >= mm:
         return
     g64 = g.to(tl.int64)
     rm = off_m + tl.arange(0, BLOCK_M)

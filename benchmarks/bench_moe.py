@@ -468,6 +468,15 @@ def bench_masked(cx: Ctx):
         else:
             cands = CANDIDATES_SMALL if cx.args.sweep else [None]
         print(f"masked {kind} G={G} m={m} N={N} K={K} (valid rows {int(masked_m.sum())}, expected_m {em})")
+        if kind == "decode" and not cx.dry:
+            # In the H200 runs at 045ab41 / ab11934 the first candidate timed in a T ≤ 8 case ran 7–15% slower
+            # than when timed later; ~50 ms of untimed calls first (whether that removes it is not yet measured).
+            t_warm = time.time() + 0.05
+            for _ in range(200):
+                run(None)
+                if time.time() > t_warm:
+                    break
+            cx.sync()
         key = f"masked-decode,{T},{N},{K}" if kind == "decode" else f"masked,{N},{K},{GG._m_class(em)}"
         res = _sweep(cx, cands, run, check, key)
         if res is None:

@@ -52,9 +52,8 @@ _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # * masked decode, class "decode" (≤ 4 rows per group on average: the model's masked layout, T ≤ 128): swapped
 #   16-row tiles (SWAP_AB) / 4 warps / 5–6 stages against the 64×128 tiles above, graph replay, real top-8 routing
 #   over 256 experts, (4096, 7168) / (7168, 2048), run at ab11934 (candidates of the same run, neither timed
-#   first: the first candidate of each case ran ~1 µs per touched expert slower — 8 µs at T=1, 61 at T=8 on
-#   (4096, 7168) — on freshly written weights, so the 045ab41 sweep, where the 64×128 tiles went first,
-#   overstates the gain): T=1 65.0 / 43.7 µs vs 66.7 / 47.7; T=2 119.0 / 70.2 vs 133.6 / 72.8;
+#   first: at T ≤ 8 the first candidate timed in a case ran 7–15% slower in both runs, at T ≥ 16 not — cause
+#   not identified — so the 045ab41 sweep, where the 64×128 tiles went first, overstates the gain): T=1 65.0 / 43.7 µs vs 66.7 / 47.7; T=2 119.0 / 70.2 vs 133.6 / 72.8;
 #   T=4 213.1 / 119.4 vs 227.6 / 123.0; T=8 399.7 / 192.6 vs (eager 409) / 197.3; T=16 (7168, 2048) 350.8 vs
 #   362.9; T=64 / 128 3–4% (eager). 6 stages (the default) against 4: equal or better in 5 of 6 cases at 045ab41.
 #   SPLIT_K (2–8) and STREAM_K (2–3 programs per SM) never won (T=1 (4096, 7168) 66.5–71 µs): what cost at T=1

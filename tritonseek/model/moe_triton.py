@@ -23,7 +23,7 @@ at T = 1 / 64, identical for the two). The whole V3 MoE layer (router, routed + 
 in 156 µs at T=1 and 2290 µs at T=64 (graph replay, commit ab11934; 181 / 2488 µs at 3373930). At T=1
 the routed experts' two GEMMs take 60 + 32 µs of device time (352 MB of FP8 weights: 3.8 TB/s), the
 shared expert's dense FP8 GEMMs 23 µs, the router (fp32 GEMV + cast) 10.6 µs, gate / permute / unpermute
-/ quant kernels 2.6–3.8 µs each, launch gaps ~14 µs (profiler over graph replays, bench_moe_layer).
+/ quant kernels 2.6–3.8 µs each, launch gaps 15.6 µs (profiler over graph replays, bench_moe_layer).
 """
 
 from __future__ import annotations

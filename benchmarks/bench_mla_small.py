@@ -48,23 +48,18 @@ def _c(bh, bn, warps, stages, parts, **kw):
 N128, N256 = 128.5 / 132, 256.5 / 132  # PARTS_PER_SM giving 128 / 256 programs on 132 SMs
 MEMBOUND_VARIANTS = {
     "default": None,
-    "oh0": {"_default_plus": {"OVERHEAD": 0}},
     "m16_256parts_oh0": _c(16, 32, 4, 5, N256, OVERHEAD=0),  # fixed lengths: 2 programs per sequence
     "m32_128parts_oh0": _c(32, 64, 8, 5, N128, OVERHEAD=0),  # fixed lengths: 1 program per sequence
-    "fused": {"_default_plus": {"FUSED_COMBINE": True}},  # the last split merges (no combine launch)
-    "m16_256parts_oh0_fused": _c(16, 32, 4, 5, N256, OVERHEAD=0, FUSED_COMBINE=True),
-    "m32_128parts_oh0_fused": _c(32, 64, 8, 5, N128, OVERHEAD=0, FUSED_COMBINE=True),
-    "m32_n32_w8_s5_p2_r128": _c(32, 32, 8, 5, 2, MAXNREG=128),  # 2 programs per SM (registers capped)
 }
 MEMBOUND_CASES = [(16, 1, False), (16, 1, True), (16, 2, False), (32, 1, False), (32, 1, True)]  # b128, s_k 4096
 LATENCY_VARIANTS = {
     "auto": {"_auto": True},
     "default": None,
-    "m16_cr1_oh0": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1, OVERHEAD=0),
+    "m16_cr1": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1),
     "m32_cr1": _c(32, 64, 8, 5, 1, COMBINE_ROWS=1),
-    "m16_cr1_p1": _c(16, 32, 4, 5, 1, COMBINE_ROWS=1),
-    "m32_fused": _c(32, 64, 8, 5, 1, FUSED_COMBINE=True),
 }
+# Session 3 W1/W2 also ran: PDL combine, TRANSPOSED tiles, 64-row/32-key tiles, MIN_SPAN 8/10, fused
+# combine in the split kernel, register-capped 2×8-warp programs: all slower (see mla_decode._TUNED*).
 LATENCY_CASES = [(b, s_k, s_q) for s_q in (1, 2) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
 
 
@@ -107,11 +102,7 @@ def measure(q, kv, bt, cs, cfg, timer):
         split()
         combine()
 
-    try:
-        combine_us = 0.0 if cfg.get("FUSED_COMBINE") else timer(combine)  # fused: no combine launch
-    except Exception:  # noqa: BLE001 — informative only
-        combine_us = float("nan")
-    t = dict(us_graph=timer(whole), split_us=timer(split), combine_us=combine_us,
+    t = dict(us_graph=timer(whole), split_us=timer(split), combine_us=timer(combine),
              metadata_us=timer(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg)))
     splits = md.split[:, 1].float()
     return dict(t, cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts,

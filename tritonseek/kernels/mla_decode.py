@@ -71,6 +71,12 @@ _TUNED: dict[int, dict] = {
     # Run 5 (75f123d): 5 stages give the mma.sync tiles 2 TMA buffers (the block-table load takes a
     # stage of its own): 16 rows 176 vs 199 µs, 32 rows 241 vs 270; 16-byte pointer gathers 198;
     # 128 programs (one per sequence) 214 / 262 / 337 / 620 µs: no gain.
+    # Session 3 (W1 c037fca, W2 fecee5a; bench_mla_small.py, b128 s_k 4096, µs fixed / varlen): nothing beat
+    # these. 16 rows 175-177 / 189 (split kernel alone ~169; 256 programs with per-sequence overhead 0, one
+    # segment per program on fixed lengths: 171.8 / 207.4); 32 rows 238-246 / 254 (64-row wgmma tile 314-337,
+    # keys-as-M wgmma 354-529, 32-row tile with 32-key steps 365-372, two register-capped 8-warp programs per
+    # SM 577-604, 128 programs with overhead 0: 231-236 / 278-285). ptxas/SASS: the hot loops are spill-free;
+    # the 32-row step is bound by shared memory: each warp re-reads the 32×576 q tile (ldmatrix) per step.
     16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True),
     32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
@@ -82,31 +88,33 @@ def _rows_class(rows: int) -> int:
     return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
 
 
-# Small batches: rows class → [(largest batch, config), ...], the first entry whose bound ≥ batch
-# wins; classes / batches not listed use _TUNED. Measured on the H200 (W1 of session 3, c037fca,
-# benchmarks/bench_mla_small.py: split + combine as one CUDA-graph replay, 128 heads, s_q 1, page 64,
-# µs at s_k 1024 / 4096): the 64-row tile keeps only 16-32 programs busy on a short batch and each
-# writes a 128 KB partial; 16-row tiles put 8 head tiles × 16-26 splits on the SMs and one row per
-# combine program spreads the merge: b1 38.1/50.3 → 20.6/30.7, b2 39.7/52.1 → 23.8/37.2, b4
-# 41.1/58.1 → 28.6/53.5. At b8 the 32-row tile is best of those tried (46.5/76.3 → 39.2/76.8; 16 rows
-# 37.5/88.0). A floor on the span (MIN_SPAN) and programmatic dependent launch of the combine were
-# slower everywhere (b1: 66.2 and 48.4 µs).
-_TUNED_SMALL: dict[int, list[tuple[int, dict]]] = {
-    128: [
-        (4, dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True, COMBINE_ROWS=1)),
-        (8, dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, COMBINE_ROWS=1)),
-    ],
-}
+# Small batches of more than 64 rows: [(largest batch·s_q·h_q, config), ...], the first entry whose
+# bound ≥ batch·rows wins; larger products and ≤ 64 rows use _TUNED. Measured on the H200
+# (benchmarks/bench_mla_small.py, split + combine as one CUDA-graph replay, 128 heads, page 64; W1 at
+# c037fca, W2 at fecee5a): the 64-row tile keeps only 16-32 programs busy on a short batch and each
+# writes a 128 KB partial; 16/32-row tiles spread head tiles × splits over the SMs and one row per
+# combine program spreads the merge. µs at s_k 1024 / 4096, big-batch table → this table (W2):
+# s_q 1: b1 39.1/52.0 → 21.2/31.0, b2 40.6/52.8 → 24.7/38.1, b4 42.6/59.2 → 29.2/50.3 (32-row),
+# b8 47.1/76.9 → 40.3/77.4; s_q 2: b1 51.6/63.3 → 25.1/37.5, b2 52.9/67.5 → 30.9/49.5 (32-row),
+# b4 59.9/86.7 → 42.0/79.4 (32-row); s_q 2 b8 stays on _TUNED (74.6/111.2 vs 57.0/134.8 on 32 rows).
+# Also measured and slower: a floor on the span (MIN_SPAN 10: b1 66 µs), programmatic dependent
+# launch of the combine (b1 48 µs), merging the partials in the split kernel's last program (b1 50 µs;
+# b128 16 rows 180 vs 177 µs).
+_TUNED_SMALL: list[tuple[int, dict]] = [
+    (256, dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True, COMBINE_ROWS=1)),
+    (1024, dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, COMBINE_ROWS=1)),
+]
 
 
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None) -> dict:
-    """The launch config for s_q·h_q query rows (tuned table by rows class; small batches may have their own)."""
-    cls = _rows_class(seqlen_q * num_heads)
-    if batch is not None:
-        for max_batch, cfg in _TUNED_SMALL.get(cls, []):
-            if batch <= max_batch:
+    """The launch config for s_q·h_q query rows (tuned table by rows class; a small batch of more than
+    64 rows has its own table, keyed by batch·rows)."""
+    rows = seqlen_q * num_heads
+    if batch is not None and rows > 64:
+        for max_units, cfg in _TUNED_SMALL:
+            if batch * rows <= max_units:
                 return dict(cfg)
-    return dict(_TUNED[cls])
+    return dict(_TUNED[_rows_class(rows)])
 
 
 # Runtime sizes that vary from call to call are not specialized on (one compile per config);
@@ -115,7 +123,7 @@ def default_config(seqlen_q: int, num_heads: int, batch: int | None = None) -> d
                                "seqlen_q", "d_qk", "head_dim_v", "page_shift"])
 def _mla_decode_kernel(
     q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
-    out_ptr, lse_ptr, opart_ptr, lpart_ptr, count_ptr,
+    out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_qb, stride_qs, stride_qh,
     stride_kvb, stride_kvt, stride_btb,
     stride_ob, stride_os, stride_oh,
@@ -124,7 +132,7 @@ def _mla_decode_kernel(
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr, FUSED_COMBINE: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, d_qk]      strides (stride_qb, stride_qs, stride_qh, 1)
     # kv_cache [num_blocks, 2^page_shift, 1, d_qk]     strides (stride_kvb, stride_kvt, -, 1)
@@ -134,7 +142,6 @@ def _mla_decode_kernel(
     # out      [batch, seqlen_q, num_heads, head_dim_v] (stride_ob, stride_os, stride_oh, 1)
     # lse      [batch, num_heads, seqlen_q] fp32 (stride_lb, stride_lh, 1)
     # opart    [num_parts + batch, rows, 2*BLOCK_DV2] fp32; lpart [num_parts + batch, rows] fp32
-    # count    [batch, head tiles] int32, zero between calls (FUSED_COMBINE only)
     # grid (head tiles, parts): the head tiles of one part are launched next to each other, so they
     # stream the same cache span at the same time and all but the first read it from L2.
     tile_h = tl.program_id(0)
@@ -160,17 +167,6 @@ def _mla_decode_kernel(
     rows_out = rows_total
     dvp = 2 * BLOCK_DV2
 
-    if FUSED_COMBINE:  # no combine launch: empty sequences (no program) get out = 0, lse = −inf here
-        zero = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=out_ptr.dtype.element_ty)
-        n_progs = tl.num_programs(1)
-        for iz in range(0, tl.cdiv(batch - pid, n_progs)):
-            bz = pid + iz * n_progs  # a tensor in both compiled and interpreted modes
-            if tl.load(split_ptr + bz * 2 + 1) == 0:
-                oz = out_ptr + bz.to(tl.int64) * stride_ob + o_row
-                tl.store(oz[:, None] + c[None, :], zero, mask=row_ok[:, None] & c0_ok[None, :])
-                tl.store(oz[:, None] + (c + BLOCK_DV2)[None, :], zero, mask=row_ok[:, None] & c1_ok[None, :])
-                tl.store(lse_ptr + bz.to(tl.int64) * stride_lb + l_row, tl.full([BLOCK_H], float("-inf"), tl.float32),
-                         mask=row_ok)
     b_begin = tl.load(sched_ptr + pid * 4 + 0)
     t_begin = tl.load(sched_ptr + pid * 4 + 1)
     b_end = tl.load(sched_ptr + pid * 4 + 2)
@@ -235,56 +231,6 @@ def _mla_decode_kernel(
                     tl.store(pb[:, None] + c[None, :], o0, mask=row_ok[:, None])
                     tl.store(pb[:, None] + (c + BLOCK_DV2)[None, :], o1, mask=row_ok[:, None])
                     tl.store(lpart_ptr + slot * rows_out + rows, lse, mask=row_ok)
-                    if FUSED_COMBINE:
-                        # The last of the sequence's programs (per head tile) merges the partials: every
-                        # thread's stores, a CTA barrier, then one acq_rel atomic at gpu scope (as a
-                        # split-K semaphore); the merging program reads the partials from L2 (.cg) and
-                        # resets the counter for the next call.
-                        tl.debug_barrier()
-                        cnt_ptr = count_ptr + b * tl.num_programs(0) + tile_h
-                        arrived = tl.atomic_add(cnt_ptr, 1, sem="acq_rel", scope="gpu")
-                        if arrived == n_split - 1:
-                            first = tl.load(split_ptr + b * 2)
-                            ob = out_ptr + b.to(tl.int64) * stride_ob + o_row
-                            m0, lse0 = _merge_partials(opart_ptr, lpart_ptr, first, n_split, b, rows, row_ok,
-                                                       rows_out, c, dvp, 1)
-                            tl.store(ob[:, None] + c[None, :], m0.to(out_ptr.dtype.element_ty),
-                                     mask=row_ok[:, None] & c0_ok[None, :])
-                            m1, _ = _merge_partials(opart_ptr, lpart_ptr, first, n_split, b, rows, row_ok,
-                                                    rows_out, c + BLOCK_DV2, dvp, 1)
-                            tl.store(ob[:, None] + (c + BLOCK_DV2)[None, :], m1.to(out_ptr.dtype.element_ty),
-                                     mask=row_ok[:, None] & c1_ok[None, :])
-                            tl.store(lse_ptr + b.to(tl.int64) * stride_lb + l_row, lse0, mask=row_ok)
-                            tl.atomic_xchg(cnt_ptr, 0, sem="relaxed", scope="gpu")
-
-
-@triton.jit
-def _merge_partials(opart_ptr, lpart_ptr, first, n, b, rows, row_ok, rows_total, cols, dvp,
-                    NUM_STAGES: tl.constexpr):
-    # lse-weighted merge of sequence b's n partials (slots first + b + i) for rows × cols, one online
-    # pass (rescaled as the running max grows). Returns (merged out fp32, natural-log lse; −inf and 0
-    # out where no partial saw a key). Loads bypass L1 (.cg): the partials may come from other CTAs of
-    # the running grid.
-    m = tl.full(rows.shape, float("-inf"), dtype=tl.float32)
-    acc = tl.zeros([rows.shape[0], cols.shape[0]], dtype=tl.float32)
-    wsum = tl.zeros(rows.shape, dtype=tl.float32)
-    for i in tl.range(0, n, num_stages=NUM_STAGES):
-        slot = (first + i + b).to(tl.int64)
-        lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
-        o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * dvp + cols[None, :], mask=row_ok[:, None],
-                    other=0.0, cache_modifier=".cg")
-        m_new = tl.maximum(m, lse_i)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        scale = tl.math.exp(m - m_safe)
-        w = tl.math.exp(lse_i - m_safe)
-        acc = acc * scale[:, None] + w[:, None] * o
-        wsum = wsum * scale + w
-        m = m_new
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    has = wsum > 0.0
-    inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
-    lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
-    return acc * inv[:, None], lse
 
 
 @triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
@@ -309,10 +255,30 @@ def _mla_combine_kernel(
     if n != 1:
         s_idx = rows // num_heads
         h_idx = rows % num_heads
-        o, lse = _merge_partials(opart_ptr, lpart_ptr, first, n, b, rows, row_ok, rows_total, c, BLOCK_DVP, NUM_STAGES)
+        # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
+        # not depend on each other, so the pipeliner keeps several in flight.
+        m = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
+        acc = tl.zeros([BLOCK_ROWS, BLOCK_DVP], dtype=tl.float32)
+        wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
+        for i in tl.range(0, n, num_stages=NUM_STAGES):
+            slot = (first + i + b).to(tl.int64)
+            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
+            o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
+                        mask=row_ok[:, None], other=0.0)
+            m_new = tl.maximum(m, lse_i)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            scale = tl.math.exp(m - m_safe)
+            w = tl.math.exp(lse_i - m_safe)
+            acc = acc * scale[:, None] + w[:, None] * o
+            wsum = wsum * scale + w
+            m = m_new
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        has = wsum > 0.0
+        inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
         o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
-        tl.store(out_ptr + o_row[:, None] + c[None, :], o.to(out_ptr.dtype.element_ty),
+        tl.store(out_ptr + o_row[:, None] + c[None, :], (acc * inv[:, None]).to(out_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & c_ok[None, :])
+        lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
         tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
 
 
@@ -382,9 +348,7 @@ class MLAMetadata:
     split: [batch, 2] int32 (first program, number of programs) per sequence; config: the launch
     config the schedule was cut for; max_seqlen_k: the caller's host bound on cache_seqlens (used
     only to validate the block table's width), None when not given on CUDA (never read back from
-    the device: that would sync); counters: [batch, head tiles] int32 zeros for config
-    FUSED_COMBINE (each call leaves them at zero: the layers of a step use them one after another,
-    not concurrently).
+    the device: that would sync).
     """
 
     sched: torch.Tensor
@@ -394,7 +358,6 @@ class MLAMetadata:
     num_heads: int
     config: dict
     max_seqlen_k: int | None
-    counters: torch.Tensor | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -459,9 +422,7 @@ def get_mla_metadata(
         max_len = max(int(lens.max()), 0) if lens.numel() else 0  # no device to sync with
     else:
         max_len = None
-    counters = (torch.zeros(batch, head_tiles, dtype=torch.int32, device=dev)
-                if cfg.get("FUSED_COMBINE", False) else None)
-    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters)
+    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)
 
 
 def _is_pow2(x: int) -> bool:
@@ -496,13 +457,10 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     else:
         kn_desc = kr_desc = None
     grid = (triton.cdiv(rows, block_h), metadata.num_parts)
-    # config FUSED_COMBINE: the last program of each split sequence merges its partials in the split
-    # kernel (no combine launch); counters come with the metadata
-    fused = bool(cfg.get("FUSED_COMBINE", False)) and metadata.counters is not None
 
     split_args = (
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
-        out, lse, opart, lpart, metadata.counters if fused else metadata.split,
+        out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2),
         kv_cache.stride(0), kv_cache.stride(1), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2),
@@ -513,10 +471,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
         CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, FUSED_COMBINE=fused,
-        num_warps=cfg["num_warps"])
-    if "MAXNREG" in cfg and not interpreter_active():  # register cap (e.g. 128: two 8-warp programs per SM)
-        split_meta["maxnreg"] = int(cfg["MAXNREG"])
+        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
@@ -527,8 +482,6 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         _mla_decode_kernel[grid](*split_args, **split_meta)
 
     def combine_launch():
-        if fused:
-            return
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
                                           NUM_STAGES=3, num_warps=4)
 

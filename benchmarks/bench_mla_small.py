@@ -48,8 +48,10 @@ def _c(bh, bn, warps, stages, parts, **kw):
 N128, N256 = 128.5 / 132, 256.5 / 132  # PARTS_PER_SM giving 128 / 256 programs on 132 SMs
 MEMBOUND_VARIANTS = {
     "default": None,
+    "oh2": {"_default_plus": {"OVERHEAD": 2}},  # per-sequence cost the scheduler charges (default 5 tiles)
+    "oh9": {"_default_plus": {"OVERHEAD": 9}},
+    "oh14": {"_default_plus": {"OVERHEAD": 14}},
     "m16_256parts_oh0": _c(16, 32, 4, 5, N256, OVERHEAD=0),  # fixed lengths: 2 programs per sequence
-    "m32_128parts_oh0": _c(32, 64, 8, 5, N128, OVERHEAD=0),  # fixed lengths: 1 program per sequence
 }
 MEMBOUND_CASES = [(16, 1, False), (16, 1, True), (16, 2, False), (32, 1, False), (32, 1, True)]  # b128, s_k 4096
 LATENCY_VARIANTS = {

@@ -26,7 +26,8 @@ Design:
   multiply bf16) operands are upcast to fp32.
 
 Tuned configs (``_TUNED``) are keyed by rows = s_q·h_q class, measured on the H200 with
-benchmarks/bench_mla.py.
+benchmarks/bench_mla.py; small batches of more than 64 rows use ``_TUNED_SMALL`` (keyed by batch·rows,
+measured with benchmarks/bench_mla_small.py as split + combine CUDA-graph latency).
 """
 
 from __future__ import annotations

@@ -48,16 +48,22 @@ from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _a_rows, _k_step, _num_sms, _smem_layout, _tile_coords
 from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, M_ALIGNMENT, _check_b
 
-# Launch config (BLOCK_M fixed at 128 = two 64-row wgmma warpgroups = M_ALIGNMENT; BLOCK_N 64 or 128 keeps
-# a tile inside one 128-row weight-scale block). Not yet tuned on the H200: the fp8_gemm_ws winner
-# (SPLIT + UNROLL2) as the default until a sweep says otherwise.
+# Launch configs (BLOCK_M fixed at 128 = two 64-row wgmma warpgroups = M_ALIGNMENT; BLOCK_N 64 or 128 keeps
+# a tile inside one 128-row weight-scale block). H200 sweep at f708cb5 (every candidate checked first; contiguous
+# eager, masked graph replay), candidates: default / 5 stages + GROUP_M 16 / BLOCK_N 64 + 6 stages / cooperative:
+# * contiguous: SPLIT + UNROLL2, 4 stages, GROUP_M 8 best on all six cases — 4×8192 / 8×4096 at (4096, 7168)
+#   1782 / 1748 µs (next best 2031–2153), at (7168, 2048) 956 / 953 µs (1012–1135); the routed prefill layout
+#   (256 experts, T=4096 top-8) 3197 µs (4096, 7168) and 1583 µs (7168, 2048) (next 3301 / 1720).
+# * masked (1×1024, 2×512, 4×256): 5 stages best or tied everywhere — (4096, 7168) 59.2 / 60.2 / 63.4 µs against
+#   68.2 / 61.0 / 64.7 with 4; (7168, 2048) 39.0 / 40.6 / 41.2 against 39.1 / 40.7 / 41.9 (GROUP_M is unused there).
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True)
+_MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16)
 
 
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
-    """Launch config of the warp-specialized grouped kernels (a copy of the default for now)."""
-    return dict(_DEFAULT_GROUPED_WS)
+    """Launch config of the warp-specialized grouped kernels for a layout ("contiguous" | "masked") (a copy)."""
+    return dict(_MASKED_WS if layout == "masked" else _DEFAULT_GROUPED_WS)
 
 
 # reductions through our own @gluon.jit combine functions: gl.max / gl.sum combine with triton.jit

@@ -127,6 +127,10 @@ def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
     else:
         # 64×128 tiles, three programs per SM: one program's promotion overlaps another's wgmma
         cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, GRID_MULT=3)
+        if triton.cdiv(m, 128) * triton.cdiv(n, 128) >= 7 * num_programs:
+            # ≥ 7 waves of 128×128 tiles: the Gluon kernel's shape class (it won every tuned M = 4096
+            # shape with ≥ 7.8 waves on the H200 and lost only 2112×7168, 4.1 waves, to these tl tiles)
+            cfg["GLUON"] = dict(SPLIT=True, UNROLL2=True)
     cfg["SPLIT_K"] = _auto_split_k(m, n, k, cfg["BLOCK_M"], cfg["BLOCK_N"], num_programs * cfg["GRID_MULT"])
     return cfg
 

@@ -309,9 +309,12 @@ def main():
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--smoke-cfgs", default="0,2", help="indices into WS_CANDIDATES checked by --smoke")
     p.add_argument("--cands", default=None, help="indices into WS_CANDIDATES to check and time (default all)")
+    p.add_argument("--cands-json", default=None, help="a JSON list of config dicts to check and time instead")
     args = p.parse_args()
     if args.cands:
         WS_CANDIDATES[:] = [WS_CANDIDATES[int(i)] for i in args.cands.split(",")]
+    if args.cands_json:
+        WS_CANDIDATES[:] = json.loads(args.cands_json)
     if args.smoke:
         smoke([WS_CANDIDATES[int(i)] for i in args.smoke_cfgs.split(",")])
         return

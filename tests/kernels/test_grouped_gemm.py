@@ -109,15 +109,10 @@ def test_contiguous_rejects_bad_inputs(device):
         grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, config=dict(BLOCK_M=256, BLOCK_N=128, num_warps=8, num_stages=2))
 
 
-# masked-only decode options: swapped tiles (b·aᵀ, 16-row activation boxes) and split K with the
-# last-arriving program summing the partials (K=272 has 3 K blocks: SPLIT_K=2 → splits of 2 and 1 blocks)
+# masked-only decode option: swapped tiles (b·aᵀ, 16-row activation boxes; 128 and 256 weight rows)
 MASKED_CONFIGS = CONFIGS + [
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
-    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, SPLIT_K=2),
-    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=2, SWAP_AB=True, SPLIT_K=3),
-    # stream-K: the interpreter's grid is 3·GRID_MULT programs, so tiles are cut between programs
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True, STREAM_K=True),
-    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, STREAM_K=True, GRID_MULT=2),
+    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=2, SWAP_AB=True),
 ]
 
 
@@ -142,16 +137,14 @@ def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed
     mag = None if bound is None else n_active + (bound == "over")
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
     args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
-    for _ in range(2):  # twice: split-K arrival counters must be back at zero after a launch
-        out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
-        grouped_fp8_gemm_masked(*args, out_dtype=torch.float32, out=out, config=MASKED_CONFIGS[cfg],
-                                max_active_groups=mag)
-        out = out.cpu()
-        assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
-        valid = ~invalid
-        assert torch.isfinite(out[valid]).all()
-        if valid.any():
-            assert calc_diff(out[valid], ref[valid]) < 1e-3
+    out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
+    grouped_fp8_gemm_masked(*args, out_dtype=torch.float32, out=out, config=MASKED_CONFIGS[cfg], max_active_groups=mag)
+    out = out.cpu()
+    assert (out[invalid] == sentinel).all(), "rows >= masked_m must not be written"
+    valid = ~invalid
+    assert torch.isfinite(out[valid]).all()
+    if valid.any():
+        assert calc_diff(out[valid], ref[valid]) < 1e-3
 
 
 def _silu_quant_both(a, a_s, b, bs, masked_m, cfg, mag):
@@ -186,9 +179,9 @@ def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, data, see
     v = ~invalid.to(device)
     assert torch.equal(q[v].view(torch.uint8), q_ref[v].view(torch.uint8)) and torch.equal(s[v], s_ref[v])
     assert s.stride()[1] == 1, "h_s must be MN-major inside each group"
-    with pytest.raises(ValueError, match="SPLIT_K"):
-        grouped_fp8_gemm_masked_silu_quant(*args, config=dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2,
-                                                              SPLIT_K=2))
+    with pytest.raises(ValueError, match="2I"):
+        b64 = args[2][:, :64].flatten().view(args[2].shape[0], 64, -1)  # odd I: 2I = 64
+        grouped_fp8_gemm_masked_silu_quant(args[0], args[1], b64, args[3][:, :1], args[4])
 
 
 def test_masked_rejects_bad_inputs(device):
@@ -206,9 +199,8 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s[:, :4], b, bs, mm)
     with pytest.raises(TypeError, match="out_dtype"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.int8)
-    with pytest.raises(ValueError, match="SPLIT_K"):
-        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2,
-                                                                SPLIT_K=0))
+    with pytest.raises(ValueError, match="BLOCK_N"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(BLOCK_M=64, BLOCK_N=96, num_warps=4, num_stages=2))
     with pytest.raises(ValueError, match="max_active_groups"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=-1)
     with pytest.raises(ValueError, match="masked_m"):
@@ -251,14 +243,12 @@ def test_masked_gpu(device, N, K):
     assert calc_diff(out[~invalid], ref[~invalid]) < 1e-3
 
 
-# decode-streaming configs (swapped 16-row tiles, split K) at the V3 widths, with real routing: T tokens
-# pick 8 distinct experts of E, programs launched for min(E, 8·T) group slots as the model does
+# decode-streaming configs (the default: swapped 16-row tiles; the 64-row tiles) at the V3 widths, with real
+# routing: T tokens pick 8 distinct experts of E, programs launched for min(E, 8·T) group slots as the model does
 DECODE_CONFIGS = [
     None,
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, SPLIT_K=4),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=2),
-    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True, STREAM_K=True, GRID_MULT=3),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=5, SWAP_AB=True),
+    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3),
 ]
 
 
@@ -278,13 +268,12 @@ def test_masked_decode_gpu(device, T, N, K):
     a.view(torch.uint8)[invalid] = FP8_NAN
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
     for cfg in DECODE_CONFIGS:
-        for _ in range(2):  # split-K counters are reset by each launch
-            out = torch.full((E, T, N), float("nan"), dtype=torch.bfloat16, device=device)
-            grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m, out=out, max_active_groups=min(E, 8 * T), config=cfg)
-            assert out[invalid].isnan().all(), cfg
-            o = out[~invalid].float()
-            assert torch.isfinite(o).all(), cfg
-            assert calc_diff(o, ref[~invalid]) < 1e-3, cfg
+        out = torch.full((E, T, N), float("nan"), dtype=torch.bfloat16, device=device)
+        grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m, out=out, max_active_groups=min(E, 8 * T), config=cfg)
+        assert out[invalid].isnan().all(), cfg
+        o = out[~invalid].float()
+        assert torch.isfinite(o).all(), cfg
+        assert calc_diff(o, ref[~invalid]) < 1e-3, cfg
 
 
 @pytest.mark.gpu

@@ -56,8 +56,9 @@ _OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #   not identified — so the 045ab41 sweep, where the 64×128 tiles went first, overstates the gain): T=1 65.0 / 43.7 µs vs 66.7 / 47.7; T=2 119.0 / 70.2 vs 133.6 / 72.8;
 #   T=4 213.1 / 119.4 vs 227.6 / 123.0; T=8 399.7 / 192.6 vs (eager 409) / 197.3; T=16 (7168, 2048) 350.8 vs
 #   362.9; T=64 / 128 3–4% (eager). 6 stages (the default) against 4: equal or better in 5 of 6 cases at 045ab41.
-#   SPLIT_K (2–8) and STREAM_K (2–3 programs per SM) never won (T=1 (4096, 7168) 66.5–71 µs): what cost at T=1
-#   was the 64-row activation boxes (1 useful row; 243 registers → 2 CTAs per SM), not a tail of long programs.
+#   Split K (2–8 programs per tile, last arrival sums the partials) and stream-K (2–3 persistent programs per
+#   SM, equal K-step ranges) never won (T=1 (4096, 7168) 66.5–71 µs) and were removed (code at f837a2e): what
+#   cost at T=1 was the 64-row activation boxes (1 useful row; 243 registers → 2 CTAs per SM), not a tail.
 _BIG_N_SMALL_K = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)
 _BASE = dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8)
 _MASKED_64 = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)

@@ -3,17 +3,11 @@
 out[g, m] = Σ_kb a_scale[g, m, kb] · b_scale[g, n // 128, kb] · Σ_{k in block kb} a[g, m, k] · b[g, n, k]
 for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 promotion, the shared
 ``_fp8_tile`` K loop), config table and input checks live in grouped_gemm.py; see its docstring for the
-layout. Three launch schedules, picked by the config:
-
-* one program per (group slot, n-tile, m-tile) (default); with ``max_active_groups`` only that many
-  group slots are launched and slot s finds the s-th non-empty group by a prefix count over masked_m;
-* SPLIT_K: each tile's K loop cut over several programs; the last program of a tile to finish sums the
-  fp32 partials in split order (deterministic) and resets the tile's arrival counter;
-* STREAM_K: GRID_MULT persistent programs per SM; the non-empty tiles (counted on the device) form one
-  run of K steps split evenly over the programs, so every program streams the same weight bytes; tiles
-  cut between programs are summed in program order by the last to arrive.
-SWAP_AB (any schedule) computes the tile as b·aᵀ: 128 weight rows on the tensor-core M side, 16 token
-rows on its N side (decode has 1–16 rows per expert).
+layout. One program per (group slot, n-tile, m-tile); with ``max_active_groups`` only that many group
+slots are launched and slot s finds the s-th non-empty group by a prefix count over masked_m. SWAP_AB
+(the decode default) computes the tile as b·aᵀ: 128 weight rows on the tensor-core M side, 16 token rows
+on its N side (decode has 1–16 rows per expert). ``grouped_fp8_gemm_masked_silu_quant`` is the experts'
+first GEMM with SiLU·mul and the 1×128 FP8 quant of its output in the epilogue.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from tritonseek.kernels import grouped_gemm as _gg
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _div_rn, _recip_rn, _round_to_e4m3, _scale_from_amax
-from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile, _num_programs
+from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
 
 
 @triton.jit
@@ -51,31 +45,21 @@ def _tile_group(tile, masked_m_ptr, M_max, N, E, BLOCK_M: tl.constexpr, BLOCK_N:
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "k_blocks_per_split", "stride_ase", "stride_asm", "stride_bse",
-                               "stride_bsn"])
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
 def _grouped_fp8_masked_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, part_ptr, count_ptr,
-    M_max, N, E, num_k_blocks, k_blocks_per_split,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
+    M_max, N, E, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_oe, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, SPLIT_K: tl.constexpr,
+    COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
     # a_scale: [E, M_max, KB] fp32; b_scale: [E, NB, KB] fp32; masked_m: [E] int32
     # out:     [E, M_max, N] (stride_oe, stride_om, stride_on); rows >= masked_m[g] untouched
-    # program id = (tile, split): tile = (group slot, n-tile, m-tile), split = K blocks
-    #          [split·k_blocks_per_split, +k_blocks_per_split)
-    # COMPACT: group slot s serves the s-th group with masked_m > 0 (found on the device from a
-    #          prefix count over masked_m[0:E]); slots past the number of such groups return at once.
-    # SPLIT_K > 1: each split writes its fp32 partial rows to part [slots, M_max, SPLIT_K, N] and bumps
-    #          count[tile]; the split that arrives last sums the partials in split order (deterministic),
-    #          stores the tile and resets count[tile] to 0 for the next launch.
-    pid = tl.program_id(0)
-    split = pid % SPLIT_K
-    tile = pid // SPLIT_K
-    slot, g, off_m, off_n = _tile_group(tile, masked_m_ptr, M_max, N, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
+    # program id = tile = (group slot, n-tile, m-tile); see _tile_group for the COMPACT slot → group search
+    slot, g, off_m, off_n = _tile_group(tl.program_id(0), masked_m_ptr, M_max, N, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
     if g >= E:
         return
     mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
@@ -91,11 +75,9 @@ def _grouped_fp8_masked_kernel(
     else:
         n_blk = rn // 128
         sb_mask = rn < N
-    kb_lo = split * k_blocks_per_split
-    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, num_k_blocks)
     acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
                     a_scale_ptr + g64 * stride_ase + rm * stride_asm, b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
-                    row_ok & (kb_lo < kb_hi), sb_mask & (kb_lo < kb_hi), row_ok, sb_mask, kb_lo, kb_hi, stride_ask, stride_bsk,
+                    row_ok, sb_mask, row_ok, sb_mask, 0, num_k_blocks, stride_ask, stride_bsk,
                     BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
     if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
         rm2 = rm.to(tl.int64)[None, :]
@@ -106,19 +88,7 @@ def _grouped_fp8_masked_kernel(
         rn2 = rn[None, :]
         ok2 = row_ok[:, None] & (rn2 < N)
     o_ptrs = out_ptr + g64 * stride_oe + rm2 * stride_om + rn2 * stride_on
-    if SPLIT_K == 1:
-        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
-    else:
-        p_ptrs = part_ptr + (slot.to(tl.int64) * M_max + rm2) * (SPLIT_K * N) + rn2
-        tl.store(p_ptrs + split * N, acc, mask=ok2)
-        tl.debug_barrier()  # every thread's partial is stored before the (release) count below
-        arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT_K - 1:
-            tot = tl.load(p_ptrs, mask=ok2, other=0.0, cache_modifier=".cg")
-            for s in tl.static_range(1, SPLIT_K):
-                tot += tl.load(p_ptrs + s * N, mask=ok2, other=0.0, cache_modifier=".cg")
-            tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=ok2)
-            tl.atomic_xchg(count_ptr + tile, 0, sem="relaxed", scope="gpu")
+    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
 
 
 @triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
@@ -175,127 +145,9 @@ def _grouped_fp8_masked_silu_quant_kernel(
     tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
 
 
-@triton.jit
-def _owner(w, W, P):
-    # the stream-K program whose K-step range [p·W // P, (p+1)·W // P) holds step w
-    return ((w + 1) * P - 1) // W
-
-
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
-def _grouped_fp8_masked_streamk_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, part_ptr, count_ptr,
-    M_max, N, E, num_k_blocks,
-    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_oe, stride_om, stride_on,
-    NUM_PROGRAMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    E_PAD: tl.constexpr, SWAP_AB: tl.constexpr,
-):
-    # Same operands as _grouped_fp8_masked_kernel. Stream-K: the non-empty tiles (group, n-tile, m-tile),
-    # counted on the device from masked_m, form W = tiles·num_k_blocks K steps; program p takes steps
-    # [p·W // P, (p+1)·W // P), so every program streams the same number of weight bytes and they finish
-    # together. A tile cut between programs: each writes its fp32 partial to part [2P, BLOCK_M·BLOCK_N]
-    # (slot 2p: the segment holding p's first step, 2p+1: its last) and bumps count[tile]; the last to
-    # arrive sums the partials in program order (deterministic), stores and resets count[tile] to 0.
-    pid = tl.program_id(0)
-    P = NUM_PROGRAMS
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    ev = tl.arange(0, E_PAD)
-    mmv = tl.minimum(tl.load(masked_m_ptr + ev, mask=ev < E, other=0), M_max)
-    mtv = (mmv + BLOCK_M - 1) // BLOCK_M
-    tv = mtv * num_pid_n
-    cum = tl.cumsum(tv, axis=0)
-    KB = num_k_blocks.to(tl.int64)
-    W = tl.sum(tv, axis=0).to(tl.int64) * KB
-    start = pid * W // P
-    end = (pid + 1) * W // P
-    w = start
-    while w < end:
-        tile = w // KB
-        kb_lo = (w - tile * KB).to(tl.int32)
-        seg_end = tl.minimum(end, (tile + 1) * KB)
-        kb_hi = (seg_end - tile * KB).to(tl.int32)
-        g = tl.sum((cum <= tile).to(tl.int32), axis=0)
-        tiles_before = tl.sum(tl.where(ev < g, tv, 0), axis=0)
-        mt_g = tl.sum(tl.where(ev == g, mtv, 0), axis=0)
-        mm = tl.sum(tl.where(ev == g, mmv, 0), axis=0)
-        local = tile.to(tl.int32) - tiles_before
-        pid_n = local // mt_g
-        off_m = (local - pid_n * mt_g) * BLOCK_M
-        off_n = pid_n * BLOCK_N
-        g64 = g.to(tl.int64)
-        rm = off_m + tl.arange(0, BLOCK_M)
-        rn = off_n + tl.arange(0, BLOCK_N)
-        row_ok = rm < mm
-        if BLOCK_N <= 128:
-            n_blk = off_n // 128
-            sb_mask = off_n < N
-        else:
-            n_blk = rn // 128
-            sb_mask = rn < N
-        acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
-                        a_scale_ptr + g64 * stride_ase + rm * stride_asm,
-                        b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
-                        row_ok, sb_mask, row_ok, sb_mask, kb_lo, kb_hi, stride_ask, stride_bsk,
-                        BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
-        lm = tl.arange(0, BLOCK_M)
-        ln = tl.arange(0, BLOCK_N)
-        if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
-            rm2 = rm.to(tl.int64)[None, :]
-            rn2 = rn[:, None]
-            ok2 = row_ok[None, :] & (rn2 < N)
-            loc = lm[None, :] * BLOCK_N + ln[:, None]
-        else:
-            rm2 = rm.to(tl.int64)[:, None]
-            rn2 = rn[None, :]
-            ok2 = row_ok[:, None] & (rn2 < N)
-            loc = lm[:, None] * BLOCK_N + ln[None, :]
-        o_ptrs = out_ptr + g64 * stride_oe + rm2 * stride_om + rn2 * stride_on
-        if (kb_lo == 0) & (kb_hi == num_k_blocks):
-            tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
-        else:
-            j = tl.where(w == start, 0, 1)
-            tl.store(part_ptr + (pid * 2 + j).to(tl.int64) * (BLOCK_M * BLOCK_N) + loc, acc, mask=ok2)
-            tl.debug_barrier()  # every thread's partial is stored before the (release) count below
-            first = _owner(tile * KB, W, P)
-            last = _owner((tile + 1) * KB - 1, W, P)
-            arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
-            if arrived == last - first:
-                tot = tl.zeros(acc.shape, dtype=tl.float32)
-                for q in range(first, last + 1):
-                    jq = tl.where(q * W // P >= tile * KB, 0, 1)
-                    tot += tl.load(part_ptr + (q * 2 + jq) * (BLOCK_M * BLOCK_N) + loc, mask=ok2, other=0.0,
-                                   cache_modifier=".cg")
-                tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=ok2)
-                tl.atomic_xchg(count_ptr + tile, 0, sem="relaxed", scope="gpu")
-        w = seg_end
-
-
 # ----------------------------------------------------------------------------------------------
 # Launcher
 # ----------------------------------------------------------------------------------------------
-
-
-_COUNTERS: dict[torch.device, torch.Tensor] = {}  # split-K arrival counters, zero between launches
-_RETIRED: list[torch.Tensor] = []  # outgrown counter buffers: a captured graph may still point at one
-
-
-def _split_counters(device: torch.device, n: int) -> torch.Tensor:
-    """≥ n int32 zeros for the split-K arrival counts (each launch leaves them at 0 again).
-
-    Kept per device and never freed (a captured CUDA graph may hold the pointer); outgrown buffers stay
-    referenced. While a graph is being captured a missing buffer is made for that call only (its memset
-    is part of the graph), so an eager call never sees counters that only a replay would have zeroed.
-    """
-    buf = _COUNTERS.get(device)
-    if buf is not None and buf.numel() >= n:
-        return buf
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return torch.zeros(n, dtype=torch.int32, device=device)
-    new = torch.zeros(max(n, 1 << 14), dtype=torch.int32, device=device)
-    if buf is not None:
-        _RETIRED.append(buf)
-    _COUNTERS[device] = new
-    return new
 
 
 def _check_masked(a, a_scale, b, b_scale, masked_m):
@@ -352,12 +204,7 @@ def grouped_fp8_gemm_masked(
         that is too small leaves the excess groups' rows unwritten. Default E (one program set per group).
     out: optional [E, M_max, N] out_dtype destination.
     config: optional launch-config override: BLOCK_M, BLOCK_N, num_warps, num_stages, plus SWAP_AB (tile
-        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group) and SPLIT_K (K
-        split over that many programs per tile; fp32 partials summed in split order by the last one to
-        finish, so the result does not depend on timing) or STREAM_K (GRID_MULT persistent programs per SM
-        share the non-empty tiles' K steps evenly, covering every non-empty group: max_active_groups is
-        not used there). Split-K / stream-K launches share one per-device counter buffer: do not run
-        two of them on the same device concurrently (different streams).
+        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group).
     Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, config).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
@@ -376,39 +223,16 @@ def grouped_fp8_gemm_masked(
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N, K)
     _check_cfg(cfg, False)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    split = cfg.get("SPLIT_K", 1)
-    if not isinstance(split, int) or split < 1:
-        raise ValueError(f"config SPLIT_K must be a positive int, got {split!r}")
-    per_split = triton.cdiv(kb, min(split, kb))
-    split = triton.cdiv(kb, per_split)  # no empty splits
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
     tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
-    strides = (a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
-               b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2))
-    if cfg.get("STREAM_K"):
-        P = _num_programs(dev) * int(cfg.get("GRID_MULT", 1))
-        part = torch.empty(2 * P, bm * bn, dtype=torch.float32, device=dev)
-        _grouped_fp8_masked_streamk_kernel[(P,)](
-            a_desc, b_desc, a_scale, b_scale, masked_m, out, part,
-            _split_counters(dev, E * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)),
-            M_max, N, E, kb, *strides,
-            NUM_PROGRAMS=P, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, E_PAD=triton.next_power_of_2(E),
-            SWAP_AB=bool(cfg.get("SWAP_AB", False)), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )
-        return out
-    if split > 1:
-        part = torch.empty(groups, M_max, split, N, dtype=torch.float32, device=dev)
-        count = _split_counters(dev, tiles)
-    else:
-        part, count = out, masked_m  # never touched
-    _grouped_fp8_masked_kernel[(tiles * split,)](
-        a_desc, b_desc, a_scale, b_scale, masked_m, out, part, count,
-        M_max, N, E, kb, per_split,
+    _grouped_fp8_masked_kernel[(tiles,)](
+        a_desc, b_desc, a_scale, b_scale, masked_m, out,
+        M_max, N, E, kb,
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
-        SWAP_AB=bool(cfg.get("SWAP_AB", False)), SPLIT_K=split, num_warps=cfg["num_warps"],
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
     return out
@@ -432,7 +256,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     a, a_scale, masked_m, expected_m, max_active_groups: as :func:`grouped_fp8_gemm_masked`.
     b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
         b_scale: [E, 2I/128, ceil(K/128)] fp32.
-    config: BLOCK_M, num_warps, num_stages, SWAP_AB (BLOCK_N is 128, one quant group; no SPLIT_K/STREAM_K).
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB (BLOCK_N is 128, one quant group).
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
@@ -450,8 +274,6 @@ def grouped_fp8_gemm_masked_silu_quant(
     if M_max == 0 or groups == 0:
         return h_q, h_s
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N2, K)
-    if cfg.get("SPLIT_K", 1) != 1 or cfg.get("STREAM_K"):
-        raise ValueError("config: SPLIT_K / STREAM_K are not supported with the fused SiLU·mul + quant epilogue")
     bm = cfg["BLOCK_M"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N2, K], [b.stride(1), 1], [128, BLOCK_K])

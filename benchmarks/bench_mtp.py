@@ -19,7 +19,11 @@
   ``sample_ref``) — top-k/top-p in the reference is the usual sort + cumsum.
 * Timing: ``us`` = eager median, ``us_graph`` = median CUDA-graph replay, both through
   ``triton.testing.do_bench`` (which flushes the 50 MB L2 with a 256 MB write before every call, so
-  small cases are not served from L2). gbps from us_graph.
+  small cases are not served from L2). gbps from us_graph. That write flush leaves up to 50 MB of
+  dirty lines whose write-back the timed kernel pays (~12 us at 4.27 TB/s); ``us_graph_readflush`` /
+  ``gbps_readflush`` (greedy and filtered ops) time the same graph after a 256 MB READ flush (cold,
+  clean L2), and greedy rows carry floors: an empty launch and a plain streaming read of the same bytes.
+* ``rejection_topk_topp_philox``: filters with in-register Philox noise.
 * Correctness: every timed config (sweep candidates included) first reproduces the reference's
   tokens and counts exactly on fresh inputs; a failing config is never timed.
 * ``--sweep``: (BLOCK, num_warps, programs per SM) candidates of the streaming kernel per mode; the
@@ -59,11 +63,12 @@ TARGET_GBPS = 0.8 * COPY_GBPS
 SWEEP_CANDIDATES = [(1024, 4, 6), (2048, 4, 6), (1024, 4, 4), (2048, 8, 3), (4096, 8, 2), (1024, 4, 8),
                     (2048, 4, 8), (4096, 8, 4), (2048, 8, 6), (1024, 2, 12), (512, 2, 16), (4096, 4, 4),
                     (2048, 4, 12), (1024, 4, 12), (4096, 8, 6)]
-GREEDY_SWEEP = [(1024, 4, 8, 2), (1024, 4, 8, 1), (2048, 4, 6, 2), (2048, 8, 4, 2), (1024, 4, 12, 2),
-                (4096, 8, 4, 1), (2048, 4, 8, 1), (1024, 4, 16, 1), (512, 4, 16, 4), (2048, 8, 8, 1)]
+# swept at b6a78f2 on the H200 (W1): (1024, 4, 8, 2) best geomean 17.9 us, (512, 4, 16, 4) 18.0, 8 others 18.2-20.0
+GREEDY_SWEEP = [(1024, 4, 8, 2), (512, 4, 16, 4), (1024, 4, 8, 4), (1024, 4, 12, 4), (2048, 4, 8, 2)]
 SWEEP_CASES = [(1, 1), (16, 3), (64, 3)]
 DEVICE = "cuda"
-OPS = ("greedy", "greedy_2launch", "rejection", "rejection_philox", "rejection_topk_topp", "rejection_topk_topp_radix")
+OPS = ("greedy", "greedy_2launch", "rejection", "rejection_philox", "rejection_topk_topp", "rejection_topk_topp_philox",
+       "rejection_topk_topp_radix")
 
 
 # ----------------------------------------------------------------------------------------- timing
@@ -75,10 +80,8 @@ def eager_us(fn) -> float:
     return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median") * 1000.0
 
 
-def graph_us(fn) -> float | None:
-    """Median replay time of a CUDA graph holding one call of fn (None if fn cannot be captured)."""
-    if DEVICE != "cuda":
-        return None
+def capture(fn):
+    """A CUDA graph holding one call of fn (warmed up on a side stream), or None if fn cannot be captured."""
     try:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -89,9 +92,19 @@ def graph_us(fn) -> float | None:
         with torch.cuda.graph(g):
             fn()
         torch.cuda.synchronize()
+        return g
     except Exception as e:  # noqa: BLE001 - report and fall back to eager numbers
         print(f"  graph capture failed: {type(e).__name__}: {e}", flush=True)
         torch.cuda.synchronize()
+        return None
+
+
+def graph_us(fn) -> float | None:
+    """Median replay time of a CUDA graph holding one call of fn (None if fn cannot be captured)."""
+    if DEVICE != "cuda":
+        return None
+    g = capture(fn)
+    if g is None:
         return None
     t = triton.testing.do_bench(g.replay, warmup=5, rep=25, return_mode="median") * 1000.0
     del g
@@ -103,8 +116,8 @@ def greedy_two_launch(drafts, x):
     B, K = drafts.shape
     out = torch.empty(B, K + 1, dtype=torch.int64, device=x.device)
     n = torch.empty(B, dtype=torch.int32, device=x.device)
-    splits, pmax, psum, pidx, prace, pridx = S.launch_row_stats(x, None, None, None, None, mode="greedy",
-                                                                need_sum=False, race_mode=0)
+    splits, pmax, psum, pidx, prace, pridx, _ = S.launch_row_stats(x, None, None, None, mode="greedy",
+                                                                   need_sum=False, race_mode=0)
     SV._verify_combine_kernel[(B,)](drafts, drafts, x, pmax, pmax, pmax, pmax, psum, pidx, prace, pridx, out, n,
                                     x.shape[2], splits, drafts.stride(0), 0, 0, x.stride(0), x.stride(1), 0,
                                     out.stride(0), K=K, GREEDY=True, ONE_HOT=True, HAS_THRESH=False,
@@ -147,8 +160,36 @@ def floors(B: int, K: int) -> dict:
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-2)
     launch = graph_us(lambda: _empty_kernel[(1,)](out))
     read = graph_us(lambda: _read_floor_kernel[(grid,)](x, out, n, per, BLOCK=1024, num_warps=4))
+    read_rf = graph_us_readflush(lambda: _read_floor_kernel[(grid,)](x, out, n, per, BLOCK=1024, num_warps=4))
     return dict(floor_launch_us=round(launch, 2), floor_read_us=round(read, 2),
-                floor_read_gbps=round(n * 4 / read / 1e3, 1))
+                floor_read_gbps=round(n * 4 / read / 1e3, 1), floor_read_us_readflush=round(read_rf, 2))
+
+
+def graph_us_readflush(fn, n: int = 40) -> float | None:
+    """Median replay time of fn's CUDA graph when L2 is emptied by READING 256 MB before each replay.
+
+    do_bench flushes L2 by writing 256 MB of zeros, so a memory-bound kernel timed after it also pays the
+    write-back of up to 50 MB of dirty lines (about 12 us at 4.27 TB/s); a read flush leaves clean lines
+    (cold L2, nothing to write back). Both are reported: ``us_graph`` (do_bench) and this one.
+    """
+    if DEVICE != "cuda":
+        return None
+    g = capture(fn)
+    if g is None:
+        return None
+    buf = torch.randn(64 * 1024 * 1024, device=DEVICE)
+    sink = torch.empty((), device=DEVICE)
+    ts = []
+    for _ in range(n):
+        torch.sum(buf, dim=0, out=sink)
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b) * 1000.0)
+    del g, buf
+    return sorted(ts)[n // 2]
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -184,13 +225,13 @@ def kernel_fn(op: str, c: dict, config=None):
     if op == "rejection_topk_topp_radix":  # the previous filter: one-program radix select only
 
         def radix():
-            fast = SV.launch_thresholds
-            SV.launch_thresholds = functools.partial(F.launch_thresholds, fast=False)
+            fast = S.launch_thresholds
+            S.launch_thresholds = functools.partial(F.launch_thresholds, fast=False)
             try:
                 return verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
                                         c["uniforms"], c["noise"], config=config)
             finally:
-                SV.launch_thresholds = fast
+                S.launch_thresholds = fast
         return radix
     if op.startswith("rejection"):
         return lambda: verify_rejection(c["drafts"], None, c["x"], c["temperature"], c["top_k"], c["top_p"],
@@ -284,6 +325,9 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
                        peer_us_eager=round(peer_e, 2), target_gbps=TARGET_GBPS, correct=ok,
                        config=list(SV.GREEDY_CONFIG if op == "greedy" else
                                    S.STATS_CONFIGS["greedy" if op.startswith("greedy") else "sample"]), **env)
+            if DEVICE == "cuda" and op in ("greedy", "rejection_topk_topp", "rejection_topk_topp_philox"):
+                ug_rf = graph_us_readflush(kf)
+                row.update(us_graph_readflush=round(ug_rf, 2), gbps_readflush=round(logits_bytes / ug_rf / 1e3, 1))
             if op == "greedy" and DEVICE == "cuda":
                 row.update(floors(B, K))
             rows.append(row)
@@ -346,7 +390,7 @@ def compile_check() -> int:
 
     fp, i32, i64p = "*fp32", "i32", "*i64"
     stats = dict(logits_ptr=fp, noise_ptr=fp, seeds_ptr=i64p, draft_ptr=i64p, temperature_ptr=fp, thresh_ptr=fp,
-                 part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
+                 done_ptr="*i32", part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
                  V=i32, NJ=i32, split_len=i32, num_splits=i32, stride_lb=i32, stride_lj=i32, stride_nb=i32,
                  stride_nj=i32, stride_db=i32)
     div = ("logits_ptr", "noise_ptr", "V", "split_len", "stride_lb", "stride_lj", "stride_nb", "stride_nj")
@@ -354,7 +398,8 @@ def compile_check() -> int:
                                                    (False, True, True, 1, False), (False, False, True, 1, True),
                                                    (False, True, True, 2, False), (False, False, False, 2, True)]:
         block, warps, _ = S.STATS_CONFIGS["greedy" if greedy else "sample"]
-        comp(S._row_stats_kernel, stats, dict(GREEDY=greedy, HAS_THRESH=thresh, NEED_SUM=need_sum, RACE_MODE=race,
+        comp(S._row_stats_kernel, stats, dict(GREEDY=greedy, HAS_THRESH=thresh, HAS_DONE=thresh, NEED_SUM=need_sum,
+                                              RACE_MODE=race,
                                               PHILOX=philox, BLOCK=block), warps, div)
     thr = dict(logits_ptr=fp, temperature_ptr=fp, top_k_ptr="*i32", top_p_ptr=fp, thresh_ptr=fp, need_ptr="*i32",
                V=i32, NJ=i32, stride_lb=i32, stride_lj=i32)
@@ -367,16 +412,28 @@ def compile_check() -> int:
     shape = dict(V=i32, NJ=i32, split_len=i32, num_splits=i32, stride_lb=i32, stride_lj=i32)
     for hk, hp in [(True, True), (False, True), (True, False)]:
         flags = dict(HAS_TOP_K=hk, HAS_TOP_P=hp)
-        comp(F._filter_max_kernel, {**common, "part_m_ptr": fp, "part_l_ptr": fp, **shape},
-             dict(**flags, BLOCK=fblock), fwarps, fdiv)
-        comp(F._filter_hist_kernel, {**common, "part_m_ptr": fp, "part_l_ptr": fp, "hist_ptr": "*i32",
-                                     "count_ptr": "*i32", "rowstat_ptr": fp, "pivot_ptr": "*i32", **shape, "cap": i32},
-             dict(**flags, SPLITS=128, BINS=F.FILTER_BINS, INV_W=1.0 / F.FILTER_BIN_W, BLOCK=fblock), fwarps, fdiv)
-        comp(F._filter_gather_kernel, {**common, "part_m_ptr": fp, "rowstat_ptr": fp, "pivot_ptr": "*i32",
-                                       "cand_ptr": fp, "ccount_ptr": "*i32", "count_ptr": "*i32", "thresh_ptr": fp,
-                                       "need_ptr": "*i32", **shape},
-             dict(**flags, BINS=F.FILTER_BINS, INV_W=1.0 / F.FILTER_BIN_W, CAP=F.FILTER_CAP, SMALL=F.FILTER_SMALL,
-                  BLOCK=fblock), fwarps, fdiv)
+        comp(F._filter_max_kernel, {**common, "part_m_ptr": fp, "part_l_ptr": fp, "sketch_ptr": fp, "V": i32,
+                                    "NJ": i32, "split_len": i32, "num_splits": i32, "sketch_stride": i32,
+                                    "stride_lb": i32, "stride_lj": i32},
+             dict(**flags, G=1024, BLOCK=fblock), fwarps, fdiv)
+        comp(F._filter_pivot_kernel, {"temperature_ptr": fp, "top_k_ptr": "*i32", "top_p_ptr": fp, "part_m_ptr": fp,
+                                      "part_l_ptr": fp, "sketch_ptr": fp, "rowstat_ptr": fp, "pivot_ptr": "*i32",
+                                      "V": i32, "num_splits": i32, "n_sketch": i32, "sketch_stride": i32, "NJ": i32},
+             dict(**flags, SPLITS=128, SK=F.FILTER_SKETCH), F.SETTLE_WARPS)
+        comp(F._filter_gather_kernel,
+             {**common, "part_m_ptr": fp, "rowstat_ptr": fp, "pivot_ptr": "*i32", "cand_ptr": fp,
+              "cidx_ptr": "*i32", "ccount_ptr": "*i32", **shape},
+             dict(**flags, CAP=F.FILTER_CAP, BLOCK=F.GATHER_CONFIG[0]), F.GATHER_CONFIG[1], fdiv)
+        for race, philox in ((1, hp), (2, not hp)):
+            comp(F._filter_settle_kernel,
+                 {"temperature_ptr": fp, "top_k_ptr": "*i32", "top_p_ptr": fp, "rowstat_ptr": fp, "pivot_ptr": "*i32",
+                  "cand_ptr": fp, "cidx_ptr": "*i32",
+                  "ccount_ptr": "*i32", "thresh_ptr": fp, "need_ptr": "*i32", "noise_ptr": fp, "seeds_ptr": i64p,
+                  "draft_ptr": i64p, "part_max_ptr": fp, "part_sum_ptr": fp, "part_idx_ptr": "*i32",
+                  "part_race_ptr": fp, "part_ridx_ptr": "*i32", "V": i32, "NJ": i32, "stride_nb": i32,
+                  "stride_nj": i32, "stride_db": i32, "stats_splits": i32},
+                 dict(**flags, CAP=F.FILTER_CAP, SMALL=F.FILTER_SMALL, STATS=True, NEED_SUM=race == 1,
+                      RACE_MODE=race, PHILOX=philox), F.SETTLE_WARPS)
     comp(S._sample_combine_kernel, dict(temperature_ptr=fp, part_max_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp,
                                         part_ridx_ptr="*i32", out_ptr=i64p, num_splits=i32), dict(SPLITS=128), 1)
     comp(S._philox_noise_kernel, dict(seeds_ptr=i64p, out_ptr=fp, V=i32, NJ=i32), dict(BLOCK=1024), 4)
@@ -474,8 +531,11 @@ def main():
         print(f"{r['suite'] + '/' + c['op']:28s} {c['batch']:3d} {c.get('k', 0):2d} {t:8.1f} {r['us']:8.1f} "
               f"{r['gbps']:7.0f} {r['peer_us']:9.1f} {r['ratio_vs_peer']:7.2f} {str(r['gbps'] >= TARGET_GBPS):>5s} "
               f"{str(r['ratio_vs_peer'] >= 3):>5s} {r['correct']}"
+              + (f"  read-flush {r['us_graph_readflush']} us {r['gbps_readflush']} GB/s"
+                 if "us_graph_readflush" in r else "")
               + (f"  floors: launch {r['floor_launch_us']} us, read {r['floor_read_us']} us "
-                 f"({r['floor_read_gbps']} GB/s)" if "floor_read_us" in r else ""))
+                 f"({r['floor_read_gbps']} GB/s; read-flush {r['floor_read_us_readflush']} us)"
+                 if "floor_read_us" in r else ""))
 
 
 if __name__ == "__main__":

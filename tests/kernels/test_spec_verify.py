@@ -178,9 +178,9 @@ def _chi2_check(tokens, p):
 def test_rejection_preserves_target_distribution(device, mode):
     N, K, V = _n_trials(device), 1, 8
     if mode == "one_hot_filtered" and device.type != "cuda":
-        # the radix-select filter costs ~0.35 s per row in the interpreter; the filtered sampler's
-        # distribution is checked on CPU in test_sampling.py and exact equality with the reference
-        # (filters included) in test_verify_rejection_matches_ref
+        # ~0.5 s per row through the filter kernels in the interpreter; the filtered sampler's distribution
+        # is checked on CPU in test_sampling.py and exact equality with the reference (filters included)
+        # in test_verify_rejection_matches_ref and test_philox_filtered_rows
         pytest.skip("filtered distribution runs with TRITONSEEK_TEST_DEVICE=cuda")
     if mode == "one_hot_philox" and device.type != "cuda":
         N = 150  # in-register Philox is ~2x slower per row in the interpreter
@@ -215,13 +215,34 @@ def test_rejection_preserves_target_distribution(device, mode):
 def test_philox_seeds_mode_equals_materialized_noise(device, B, K, V, seed, one_hot):
     x, drafts, g = _case(B, K, V, seed % 2**31, scale=1.0)
     draft_probs = None if one_hot else torch.softmax(torch.randn(B, K, V, generator=g), -1)
-    temperature, _, _, uniforms, _ = _rej_params(B, K, V, g, False)
+    temperature, top_k, top_p, uniforms, _ = _rej_params(B, K, V, g, False)
     seeds = (torch.arange(B, dtype=torch.int64) * 7 + seed).to(device)
     noise = philox_exp_noise(seeds, K + 1, V)
-    args = _to(device, drafts, draft_probs, x, temperature, None, None, uniforms)
+    args = _to(device, drafts, draft_probs, x, temperature, top_k, top_p, uniforms)
     got = verify_rejection(*args, None, seeds=seeds)
     mat = verify_rejection(*args, noise)
-    ref = verify_rejection_ref(drafts, draft_probs, x, temperature, None, None, uniforms, noise.cpu())
+    ref = verify_rejection_ref(drafts, draft_probs, x, temperature, top_k, top_p, uniforms, noise.cpu())
+    assert torch.equal(got[0], mat[0]) and torch.equal(got[1], mat[1])
+    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_philox_filtered_rows(device, seed):
+    # rows settled by the filter's fast path take their sampling partials from the candidates (noise
+    # gathered at the candidate ids, or Philox made at those ids): equal to the materialised noise and
+    # to the reference
+    B, K, V = 3, 2, 90
+    x, drafts, g = _case(B, K, V, seed, scale=2.0)
+    temperature = torch.tensor([0.7, 1.0, 0.0])
+    top_k = torch.tensor([5, 0, 9], dtype=torch.int32)
+    top_p = torch.tensor([0.8, 0.6, 1.0])
+    uniforms = torch.rand(B, K, generator=g)
+    seeds = torch.tensor([11, 12, 13], dtype=torch.int64, device=device)
+    noise = philox_exp_noise(seeds, K + 1, V)
+    args = _to(device, drafts, None, x, temperature, top_k, top_p, uniforms)
+    got = verify_rejection(*args, None, seeds=seeds)
+    mat = verify_rejection(*args, noise)
+    ref = verify_rejection_ref(drafts, None, x, temperature, top_k, top_p, uniforms, noise.cpu())
     assert torch.equal(got[0], mat[0]) and torch.equal(got[1], mat[1])
     assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
 
@@ -286,6 +307,13 @@ def test_verify_real_vocab_gpu(device, B, K):
         assert torch.equal(got[1], ref[1]), (one_hot, filters)
     seeds = torch.arange(B, dtype=torch.int64, device=device) + 99
     args = _to(device, drafts, None, x, temperature, None, None, uniforms)
+    got = verify_rejection(*args, None, seeds=seeds)
+    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    # Philox noise with filters: rows the filter's fast path settles take their race from the candidates
+    top_k = torch.randint(0, 2000, (B,), generator=g, dtype=torch.int32)
+    top_p = torch.rand(B, generator=g) * 0.7 + 0.3
+    args = _to(device, drafts, None, x, temperature, top_k, top_p, uniforms)
     got = verify_rejection(*args, None, seeds=seeds)
     ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])

@@ -90,18 +90,21 @@ def _philox_noise_kernel(seeds_ptr, out_ptr, V, NJ, BLOCK: tl.constexpr):
 
 @triton.jit
 def _row_stats_kernel(
-    logits_ptr, noise_ptr, seeds_ptr, draft_ptr, temperature_ptr, thresh_ptr,
+    logits_ptr, noise_ptr, seeds_ptr, draft_ptr, temperature_ptr, thresh_ptr, done_ptr,
     part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
     V, NJ, split_len, num_splits,
     stride_lb, stride_lj, stride_nb, stride_nj, stride_db,
-    GREEDY: tl.constexpr, HAS_THRESH: tl.constexpr, NEED_SUM: tl.constexpr, RACE_MODE: tl.constexpr,
-    PHILOX: tl.constexpr, BLOCK: tl.constexpr,
+    GREEDY: tl.constexpr, HAS_THRESH: tl.constexpr, HAS_DONE: tl.constexpr, NEED_SUM: tl.constexpr,
+    RACE_MODE: tl.constexpr, PHILOX: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # logits  [B, NJ, V] float, last stride 1; row = b * NJ + j, split = program_id(1)
     # noise   [B, NJ, V] fp32 Exp(1), last stride 1 (read only when the race runs), or with PHILOX
     #         generated in registers, one Philox4x32 call per 4 elements (see _philox_exp, philox_exp_noise)
     # draft   [B, NJ - 1] int (RACE_MODE 1: the race of row j < NJ - 1 excludes draft[b, j])
     # thresh  [B * NJ] fp32 filter threshold on s = x / T (HAS_THRESH)
+    # done    [B * NJ] int32 (HAS_DONE): rows with 2 already have their partials at split 0 (written
+    #         from the filter's candidates): their programs read nothing, split 0 stores nothing and
+    #         the other splits store neutral partials (max -inf, sum 0, race -inf)
     # part_*  [B * NJ, num_splits]: max of s, sum exp(s - max), first argmax of s,
     #         max of s - log E, its first index. GREEDY: s = x, only max/argmax.
     # RACE_MODE: 0 none, 1 every row (excluding the draft token when j < NJ - 1), 2 last row only.
@@ -111,6 +114,11 @@ def _row_stats_kernel(
     j = row % NJ
     start = split * split_len
     end = tl.minimum(start + split_len, V)
+    write = split >= 0
+    if HAS_DONE:
+        done = tl.load(done_ptr + row) == 2
+        end = tl.where(done, start, end)
+        write = ~(done & (split == 0))
     row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
     noise_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
 
@@ -183,13 +191,13 @@ def _row_stats_kernel(
         ridx = tl.minimum(ridx, tl.maximum(end - 1, start))
 
     p = row.to(tl.int64) * num_splits + split
-    tl.store(part_max_ptr + p, m)
-    tl.store(part_idx_ptr + p, idx)
+    tl.store(part_max_ptr + p, m, mask=write)
+    tl.store(part_idx_ptr + p, idx, mask=write)
     if NEED_SUM:
-        tl.store(part_sum_ptr + p, lsum)
+        tl.store(part_sum_ptr + p, lsum, mask=write)
     if RACE_MODE != 0:
-        tl.store(part_race_ptr + p, rmax)
-        tl.store(part_ridx_ptr + p, ridx)
+        tl.store(part_race_ptr + p, rmax, mask=write)
+        tl.store(part_ridx_ptr + p, ridx, mask=write)
 
 
 @triton.jit
@@ -281,7 +289,7 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
         out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
     elif out.shape != (B, V) or out.dtype != torch.float32 or out.device != logits.device:
         raise ValueError(f"out must be a [{B}, {V}] fp32 tensor on {logits.device}")
-    thresh = launch_thresholds(logits[:, None, :], ones, top_k, top_p)
+    thresh, _ = launch_thresholds(logits[:, None, :], ones, top_k, top_p)
     x = logits.float()
     if thresh is None:
         out.copy_(x)
@@ -290,10 +298,12 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     return out
 
 
-def launch_row_stats(logits3, noise3, draft, temperature, thresh, *, mode: str, need_sum: bool,
+def launch_row_stats(logits3, noise3, draft, temperature, top_k=None, top_p=None, *, mode: str, need_sum: bool,
                      race_mode: int, config: tuple[int, int, int] | None = None, seeds=None):
-    """Run _row_stats_kernel over logits3 [B, NJ, V]; return (num_splits, part_max, part_sum, part_idx,
-    part_race, part_ridx) with partials [B * NJ, num_splits]."""
+    """Filter thresholds (when top_k/top_p are given: ``launch_thresholds``, whose fast path also writes
+    the partials of the rows it settles) then _row_stats_kernel over logits3 [B, NJ, V]; return
+    (num_splits, part_max, part_sum, part_idx, part_race, part_ridx, thresh) with partials
+    [B * NJ, num_splits] and thresh [B * NJ] fp32 or None."""
     B, NJ, V = logits3.shape
     rows = B * NJ
     dev = logits3.device
@@ -309,17 +319,21 @@ def launch_row_stats(logits3, noise3, draft, temperature, thresh, *, mode: str, 
     noise3 = noise3 if noise3 is not None else logits3
     draft_t = draft if draft is not None else part_idx
     temp = temperature if temperature is not None else part_max
+    thresh, done = launch_thresholds(
+        logits3, temperature, top_k, top_p,
+        stats=(part_max, part_sum, part_idx, part_race, part_ridx, need_sum, race_mode,
+               None if noise3 is logits3 else noise3, seeds, draft))
     _row_stats_kernel[(rows, splits)](
         logits3, noise3, seeds if seeds is not None else part_idx, draft_t, temp,
-        thresh if thresh is not None else part_max,
+        thresh if thresh is not None else part_max, done if done is not None else part_idx,
         part_max, part_sum, part_idx, part_race, part_ridx,
         V, NJ, split_len, splits,
         logits3.stride(0), logits3.stride(1), noise3.stride(0), noise3.stride(1),
         draft_t.stride(0) if draft_t.dim() == 2 else 0,
-        GREEDY=mode == "greedy", HAS_THRESH=thresh is not None, NEED_SUM=need_sum, RACE_MODE=race_mode,
-        PHILOX=seeds is not None, BLOCK=block, num_warps=warps,
+        GREEDY=mode == "greedy", HAS_THRESH=thresh is not None, HAS_DONE=done is not None, NEED_SUM=need_sum,
+        RACE_MODE=race_mode, PHILOX=seeds is not None, BLOCK=block, num_warps=warps,
     )
-    return splits, part_max, part_sum, part_idx, part_race, part_ridx
+    return splits, part_max, part_sum, part_idx, part_race, part_ridx, thresh
 
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
@@ -356,10 +370,9 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
         raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
     logits3 = logits[:, None, :]
-    thresh = launch_thresholds(logits3, temperature, top_k, top_p)
-    splits, pmax, _, pidx, prace, pridx = launch_row_stats(
-        logits3, None if exp_noise is None else exp_noise[:, None, :], None, temperature, thresh, mode="sample",
-        need_sum=False, race_mode=2, config=config, seeds=seeds)
+    splits, pmax, _, pidx, prace, pridx, _ = launch_row_stats(
+        logits3, None if exp_noise is None else exp_noise[:, None, :], None, temperature, top_k, top_p,
+        mode="sample", need_sum=False, race_mode=2, config=config, seeds=seeds)
     _sample_combine_kernel[(B,)](temperature, pmax, pidx, prace, pridx, out, splits,
                                  SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out

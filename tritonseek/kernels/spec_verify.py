@@ -31,7 +31,6 @@ from tritonseek.kernels.sampling import (
     launch_row_stats,
     _check_seeds,
     _philox_exp,
-    launch_thresholds,
     stats_launch_config,
 )
 
@@ -393,9 +392,8 @@ def verify_rejection(
     out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
     one_hot = draft_probs is None
 
-    thresh = launch_thresholds(target_logits, temperature, top_k, top_p)
-    splits, pmax, psum, pidx, prace, pridx = launch_row_stats(
-        target_logits, exp_noise, draft_tokens, temperature, thresh, mode="sample", need_sum=True,
+    splits, pmax, psum, pidx, prace, pridx, thresh = launch_row_stats(
+        target_logits, exp_noise, draft_tokens, temperature, top_k, top_p, mode="sample", need_sum=True,
         race_mode=1 if one_hot else 2, config=config, seeds=seeds)
     spl2 = triton.next_power_of_2(splits)
     if not one_hot:

@@ -232,3 +232,18 @@ def test_stop_ids_outside_vocab_and_non_params_rejected_before_work(llm):
         llm.generate("x", SamplingParams(stop_token_ids=[10**9]))
     with pytest.raises(TypeError, match="SamplingParams"):
         llm.generate("x", {"temperature": 0})
+
+
+@given(page=st.sampled_from([1, 4, 16, 64]), lengths=st.lists(st.integers(0, 300), min_size=1, max_size=3),
+       start_frac=st.floats(0, 1))
+@settings(max_examples=20, deadline=None)
+def test_cache_slots_tensor_equals_slots(page, lengths, start_frac):
+    """The prefill's tensor-built slot mapping equals the list one, over scattered blocks."""
+    from tritonseek.engine.kv_cache import PagedLatentCache
+
+    cache = PagedLatentCache(1, 2048, page, 8, torch.float32, torch.device("cpu"))
+    cache.allocator._free.reverse()  # hand out blocks in a non-identity order
+    for sid, n in enumerate(lengths):
+        cache.ensure_capacity(sid, n)
+        start = int(start_frac * n)
+        assert cache.slots_tensor(sid, start, n).tolist() == cache.slots(sid, start, n)

@@ -88,6 +88,13 @@ class PagedLatentCache:
         ps = self.page_size
         return [blocks[p // ps] * ps + p % ps for p in range(start, end)]
 
+    def slots_tensor(self, seq_id: int, start: int, end: int) -> torch.Tensor:
+        """:meth:`slots` as a CPU int64 tensor, computed with tensor ops (a prompt's thousands of
+        positions would cost milliseconds as a Python list turned into a tensor)."""
+        blocks = torch.tensor(self.blocks[seq_id], dtype=torch.int64)
+        pos = torch.arange(start, end, dtype=torch.int64)
+        return blocks[pos // self.page_size] * self.page_size + pos % self.page_size
+
     def block_table(self, seq_ids: list[int]) -> torch.Tensor:
         """[len(seq_ids), max_blocks] int32, rows padded with 0 (never read past cache_seqlens)."""
         width = max(1, max(len(self.blocks[s]) for s in seq_ids))

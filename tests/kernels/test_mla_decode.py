@@ -362,7 +362,7 @@ def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_
         cfg["OVERHEAD"] = overhead
     cs = torch.tensor(lens, dtype=torch.int32, device=device)
     md = get_mla_metadata(cs, 1, heads, num_sm=num_sm, config=cfg)
-    oh = _FIXED_OVERHEAD_TILES if overhead is None else overhead
+    oh = cfg.get("OVERHEAD", _FIXED_OVERHEAD_TILES)
     sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, cfg["BLOCK_N"], oh, min_span or 1)
     assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)
 
@@ -380,5 +380,6 @@ def test_schedule_kernel_real_sizes(device):
         for heads, s_q in ((16, 1), (16, 2), (128, 1)):
             cs = torch.tensor(lens, dtype=torch.int32, device=device)
             md = get_mla_metadata(cs, s_q, heads)
-            sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, md.config["BLOCK_N"], _FIXED_OVERHEAD_TILES, 1)
+            oh = md.config.get("OVERHEAD", _FIXED_OVERHEAD_TILES)
+            sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, md.config["BLOCK_N"], oh, 1)
             assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)

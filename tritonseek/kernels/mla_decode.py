@@ -78,7 +78,10 @@ _TUNED: dict[int, dict] = {
     # keys-as-M wgmma 354-529, 32-row tile with 32-key steps 365-372, two register-capped 8-warp programs per
     # SM 577-604, 128 programs with overhead 0: 231-236 / 278-285). ptxas/SASS: the hot loops are spill-free;
     # the 32-row step is bound by shared memory: each warp re-reads the 32×576 q tile (ldmatrix) per step.
-    16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True),
+    # OVERHEAD 9 (per-sequence cost in 32-key tiles; 5 elsewhere): session 3 W2b (2bf0af8), b128 s_k 4096 h16
+    # s_q 1: varlen 187.1 -> 180.5 µs, fixed 172.9 -> 172.7 (one run, one varlen draw); h16 s_q 2 unchanged
+    # (239.6 / 239.9); on the 32-row tile it made varlen slower (250 -> 264), so 5 stays there.
+    16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True, OVERHEAD=9),
     32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True),
     64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
     128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),

@@ -479,6 +479,7 @@ def main():
     p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
     p.add_argument("--warm-greedy", default=None, metavar="I/N",
                    help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
+    p.add_argument("--warm-ops", default=None, help="comma list of ops: compile and check every case, no timing")
     p.add_argument("--ops", default=None, help="comma list of spec_verify ops (default: all)")
     p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
     p.add_argument("--out", default="mtp_rows.jsonl")
@@ -498,6 +499,12 @@ def main():
         for cfg in GREEDY_SWEEP[i::n]:
             ok = all(check("greedy", B, K, cfg, 3) for B, K in SWEEP_CASES)
             print(f"warm greedy {cfg}: ok={ok}", flush=True)
+        return
+    if args.warm_ops:
+        for op in args.warm_ops.split(","):
+            cases = [(B, 0) for B in BATCHES] if op.startswith("sample") else [(B, K) for K in KS for B in BATCHES]
+            ok = all(check(op, B, K, None, 1000 + B * 10 + K) for B, K in cases)
+            print(f"warm {op}: ok={ok}", flush=True)
         return
     suites = args.suite.split(",")
     if args.ops:

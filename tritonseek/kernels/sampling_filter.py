@@ -5,15 +5,16 @@ per row, s = x / T. Fast path, the row split across programs (memory-bound: one 
 that hold candidates), exact:
   1. ``_filter_max_kernel``: per split, max of s, sum exp(s - max) (the softmax mass Z, for top-p) and a
      sketch: the maxima of G disjoint groups of the split's elements (<= FILTER_SKETCH per row).
-  2. ``_filter_pivot_kernel`` (one program per row): sorts the sketch. Each entry is a distinct element,
+  2. ``_filter_pivot_kernel`` (one program per row): selects in the sketch by bisection on the
+     order-preserving key bits (a 4096-wide sort was ~90 us on the H200). Each entry is a distinct element,
      so the k-th largest entry L has at least k elements >= L (top-k), and the entries >= L carry at most
-     the mass of {s >= L} (top-p alone: the first L where their cumulative mass reaches p·Z). The
+     the mass of {s >= L} (top-p alone: the largest L where their mass reaches p·Z). The
      candidates {s >= L} are an upper set of the row (ties all in or out) holding the threshold.
   3. ``_filter_gather_kernel``: splits whose max is >= L copy their candidates (s and id) into a [CAP]
      buffer per row (slots by atomic reservation; the order does not matter).
-  4. ``_filter_settle_kernel`` (one program per row): sorts the candidates descending and applies the
-     reference rule exactly: top-k = the k-th largest, top-p = the first sorted position where the
-     cumulative softmax reaches p. It writes the threshold; rows with more than CAP candidates, or whose
+  4. ``_filter_settle_kernel`` (one program per row): sorts the candidates descending (up to SMALL of
+     them; more: key bisection, fp64 sums) and applies the reference rule exactly: top-k = the k-th
+     largest, top-p = the first sorted position where the cumulative softmax reaches p. It writes the threshold; rows with more than CAP candidates, or whose
      top-p crossing (top-p alone) lies past them, are flagged for the fallback. For the samplers it also
      writes the row's sampling partials (max, softmax sum, argmax, exponential race over the kept
      candidates with the noise gathered, or made by Philox, at their ids), so the sampling pass skips
@@ -189,6 +190,29 @@ def _topk_topp_threshold_kernel(
 
 
 @triton.jit
+def _float_key(x):
+    # order-preserving fp32 -> uint32 key (negative floats: all bits flipped; others: sign bit set)
+    bits = x.to(tl.uint32, bitcast=True)
+    return tl.where((bits >> 31) == 1, bits ^ 0xFFFFFFFF, bits | 0x80000000)
+
+
+@triton.jit
+def _key_select(keys, w, target):
+    # largest key v with sum(w[keys >= v]) >= target (0 if none): 32 bisection steps on the key bits, one
+    # reduction each; v is always one of the keys. w >= 0; sums in fp64 (the lane order of w may vary from
+    # run to run, fp64 keeps the comparisons reproducible).
+    v = tl.zeros((), tl.uint32)
+    one = tl.full((), 1, tl.uint32)
+    w64 = w.to(tl.float64)
+    t64 = target.to(tl.float64)
+    for bit in tl.static_range(32):
+        cand = v | (one << (31 - bit))
+        tot = tl.sum(tl.where(keys >= cand, w64, 0.0), axis=0)
+        v = tl.where(tot >= t64, cand, v)
+    return v
+
+
+@triton.jit
 def _filter_row_params(temperature_ptr, top_k_ptr, top_p_ptr, b, V,
                        HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr):
     # (T used to scale, top-k on, top-p on, k, p) of sequence b; T == 0 rows (greedy) filter nothing
@@ -279,16 +303,15 @@ def _filter_pivot_kernel(
     if k_on | p_on:
         i = tl.arange(0, SK)
         sk = tl.load(sketch_ptr + row.to(tl.int64) * sketch_stride + i, mask=i < n_sketch, other=float("-inf"))
-        sk = tl.sort(sk, descending=True)
-        r = top_k - 1
-        found = top_k <= n_sketch
+        valid = sk > float("-inf")
+        w = tl.where(valid, 1.0, 0.0)
+        target = top_k.to(tl.float32)
         if HAS_TOP_P:
-            cm = tl.cumsum(tl.exp(sk - m_safe), 0)
-            r_p = tl.min(tl.where(cm >= top_p * Z, i, SK), axis=0)
-            r = tl.where(k_on, r, r_p)
-            found = tl.where(k_on, found, r_p < SK)
-        L = tl.max(tl.where(i == r, sk, float("-inf")), axis=0)
-        pivot = tl.where(found & (L > float("-inf")), 1, -1)
+            w = tl.where(k_on, w, tl.where(valid, tl.exp(sk - m_safe), 0.0))
+            target = tl.where(k_on, target, top_p * Z)
+        # no sort (a 4096-wide tl.sort costs ~90 us on the H200): bisection on the order-preserving keys
+        L = _key_to_float(_key_select(_float_key(sk), w, target))
+        pivot = tl.where((tl.sum(w, axis=0) >= target) & (L > float("-inf")), 1, -1)
     tl.store(pivot_ptr + row, pivot)
     tl.store(rowstat_ptr + 3 * row, M)
     tl.store(rowstat_ptr + 3 * row + 1, Z)
@@ -335,6 +358,29 @@ def _filter_finish(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, N: tl.
 
 
 @triton.jit
+def _filter_finish_bisect(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, N: tl.constexpr):
+    # _filter_finish without a sort (for more than SMALL candidates, where an N-wide sort is slow): the k-th
+    # largest and the top-p crossing value (largest v whose mass {s >= v} reaches p·Z_k) by key bisection
+    i = tl.arange(0, N)
+    valid = i < n
+    v = tl.load(cand_ptr + i, mask=valid, other=float("-inf"))
+    ci = tl.load(cidx_ptr + i, mask=valid, other=0)
+    keys = _float_key(v)
+    thr_k = _key_to_float(_key_select(keys, tl.where(valid, 1.0, 0.0), top_k.to(tl.float32)))
+    thr = tl.where(k_on, thr_k, float("-inf"))
+    ok = (~k_on) | (top_k <= n)
+    keep = valid & (v >= thr)
+    mass = tl.where(keep, tl.exp(v - M), 0.0)
+    zk = tl.where(k_on, tl.sum(mass.to(tl.float64), axis=0).to(tl.float32), Z)
+    target = top_p * zk
+    crossed = tl.sum(mass.to(tl.float64), axis=0) >= target.to(tl.float64)
+    thr_p = _key_to_float(_key_select(keys, mass, target))
+    thr = tl.where(p_on & crossed, tl.maximum(thr, thr_p), thr)
+    ok = ok & ((~p_on) | crossed | k_on)
+    return thr, ok, v, ci, i
+
+
+@triton.jit
 def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, draft_ptr, stride_db,
                      part, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
                      NEED_SUM: tl.constexpr, RACE_MODE: tl.constexpr, PHILOX: tl.constexpr):
@@ -346,7 +392,7 @@ def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, 
     tl.store(part_max_ptr + part, M)
     tl.store(part_idx_ptr + part, tl.min(tl.where(kept & (v == M), ci, big), axis=0))
     if NEED_SUM:
-        tl.store(part_sum_ptr + part, tl.sum(tl.where(kept, tl.exp(v - M), 0.0), axis=0))
+        tl.store(part_sum_ptr + part, tl.sum(tl.where(kept, tl.exp(v - M), 0.0).to(tl.float64), axis=0).to(tl.float32))
     if RACE_MODE != 0:
         do_race = kept
         if RACE_MODE == 2:
@@ -371,9 +417,13 @@ def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, 
 def _filter_settle(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, b, j, NJ, V, noise_row, seeds_ptr,
                    draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
                    part_ridx_ptr, N: tl.constexpr, STATS: tl.constexpr, NEED_SUM: tl.constexpr,
-                   RACE_MODE: tl.constexpr, PHILOX: tl.constexpr):
-    # threshold from N-wide candidate vectors, then (STATS, when decided) the row's sampling partials
-    thr, ok, v, ci, lane = _filter_finish(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, N)
+                   RACE_MODE: tl.constexpr, PHILOX: tl.constexpr, SORT: tl.constexpr):
+    # threshold from N-wide candidate vectors (sorted, or by bisection), then (STATS, when decided) the
+    # row's sampling partials
+    if SORT:
+        thr, ok, v, ci, lane = _filter_finish(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, N)
+    else:
+        thr, ok, v, ci, lane = _filter_finish_bisect(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, N)
     if STATS:
         if ok:
             _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, draft_ptr, stride_db,
@@ -452,12 +502,12 @@ def _filter_settle_kernel(
             thr, ok = _filter_settle(c_row, i_row, n_c, M, Z, k_on, p_on, top_k, top_p, b, j, NJ, V, noise_row,
                                      seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr,
                                      part_idx_ptr, part_race_ptr, part_ridx_ptr, SMALL, STATS, NEED_SUM,
-                                     RACE_MODE, PHILOX)
+                                     RACE_MODE, PHILOX, True)
         else:
             thr, ok = _filter_settle(c_row, i_row, n_c, M, Z, k_on, p_on, top_k, top_p, b, j, NJ, V, noise_row,
                                      seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr,
                                      part_idx_ptr, part_race_ptr, part_ridx_ptr, CAP, STATS, NEED_SUM,
-                                     RACE_MODE, PHILOX)
+                                     RACE_MODE, PHILOX, False)
         need = tl.where(ok, 0, 1)
         if STATS:
             need = tl.where(ok, 2, 1)

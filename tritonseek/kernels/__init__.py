@@ -2,7 +2,8 @@
 
 Every launcher validates its inputs (raising ValueError/TypeError naming the argument), allocates
 its outputs and launches; its reference of the same name + ``_ref`` lives in
-``tritonseek.kernels.reference``. Imports are lazy so ``import tritonseek.kernels`` stays cheap.
+``tritonseek.kernels.reference`` (the Gluon ``*_ws`` kernels, which run only on Hopper GPUs, share
+the reference of their ``tl`` twin without the suffix). Imports are lazy so ``import tritonseek.kernels`` stays cheap.
 
     from tritonseek.kernels import fp8_gemm_nt, per_token_group_quant_fp8
     a_q, a_s = per_token_group_quant_fp8(a)          # a [M, K] bf16 → e4m3 + [M, K/128] fp32
@@ -25,6 +26,7 @@ _LAUNCHERS = {
     # block-scaled FP8 (DeepGEMM-class)
     "fp8_gemm_nt": "fp8_gemm",
     "fp8_linear": "fp8_gemm",
+    "fp8_gemm_nt_ws": "fp8_gemm_ws",  # Gluon, warp-specialized (Hopper GPUs only; fp8_gemm_nt dispatches to it)
     "per_token_group_quant_fp8": "fp8_quant",
     "silu_mul_quant_fp8": "fp8_quant",
     "per_block_quant_fp8": "fp8_quant",
@@ -38,6 +40,9 @@ _LAUNCHERS = {
     "moe_unpermute": "moe_routing",
     "grouped_fp8_gemm_contiguous": "grouped_gemm",
     "grouped_fp8_gemm_masked": "grouped_gemm",
+    "grouped_fp8_gemm_masked_silu_quant": "grouped_gemm_masked",
+    "grouped_fp8_gemm_contiguous_ws": "grouped_gemm_ws",  # Gluon (Hopper GPUs only)
+    "grouped_fp8_gemm_masked_ws": "grouped_gemm_ws",  # Gluon (Hopper GPUs only)
     # sampling and speculative verification
     "sample": "sampling",
     "verify_greedy": "spec_verify",

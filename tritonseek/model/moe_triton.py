@@ -31,9 +31,7 @@ from __future__ import annotations
 import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
-from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
-from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 
@@ -106,6 +104,11 @@ def _contiguous_gemm(device: torch.device):
     """The contiguous grouped GEMM for this device: the warp-specialized Gluon kernel on a Hopper GPU
     (V3's routed 4k-token prefill layout on the H200: 625 / 615 TFLOP/s vs 499 / 439 for the tl kernel,
     same result), the tl kernel elsewhere (other GPUs, the CPU interpreter). Same operands and output."""
-    if gluon_ws_supported(device):
-        return grouped_fp8_gemm_contiguous_ws
+    if device.type == "cuda":  # imported only here: the CPU path never loads the Gluon modules
+        from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported
+
+        if gluon_ws_supported(device):
+            from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws
+
+            return grouped_fp8_gemm_contiguous_ws
     return grouped_fp8_gemm_contiguous

@@ -119,6 +119,35 @@ def test_prefill_bad_inputs(device):
         mla_prefill(q, k, v, cu, -1, 0.1)
     with pytest.raises(ValueError, match="out"):
         mla_prefill(q, k, v, cu, 7, 0.1, out=torch.empty(12, 2, 48, dtype=q.dtype, device=device))
+    with pytest.raises(ValueError, match="config BLOCK_M"):
+        mla_prefill(q, k, v, cu, 7, 0.1, config={"BLOCK_M": 24})
+    with pytest.raises(ValueError, match="unknown keys"):
+        mla_prefill(q, k, v, cu, 7, 0.1, config={"BLOCK": 16})
+    with pytest.raises(TypeError, match="config"):
+        mla_prefill(q, k, v, cu, 7, 0.1, config="fast")
+    with pytest.raises(ValueError, match="max_seqlen"):
+        mla_prefill(q, k, v, cu, True, 0.1)
+
+
+def test_prefill_cu_seqlens_checked_on_cpu():
+    """Offsets past the tokens, decreasing offsets and a max_seqlen below the longest sequence raise
+    (on the CPU, where checking costs no sync) instead of reading/writing out of bounds."""
+    gen = torch.Generator().manual_seed(7)
+    q, k, v, _ = make_qkv("cpu", [9], 2, 48, 32, gen)
+    for bad in ([0, 4, 20], [0, 6, 4], [1, 9]):
+        with pytest.raises(ValueError, match="cu_seqlens"):
+            mla_prefill(q, k, v, torch.tensor(bad, dtype=torch.int32), 16, 0.1)
+    with pytest.raises(ValueError, match="max_seqlen 5"):
+        mla_prefill(q, k, v, torch.tensor([0, 9], dtype=torch.int32), 5, 0.1)
+
+
+def test_prefill_partial_config_merges_defaults(device):
+    gen = torch.Generator().manual_seed(8)
+    lens = [20, 3]
+    q, k, v, cu = make_qkv(device, lens, 2, 48, 32, gen)
+    o = mla_prefill(q, k, v, cu, max(lens), 0.2, config={"BLOCK_M": 16, "BLOCK_N": 16})
+    ref = mla_prefill_ref(q.float(), k.float(), v.float(), cu, 0.2, causal=True)
+    assert ((o.float().cpu() - ref.cpu()).norm() / ref.norm().cpu()).item() <= 1e-2
 
 
 def make_split(device, lens, heads, nope, rope, d_v, gen, shared_k_pe=True):

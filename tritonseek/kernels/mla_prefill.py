@@ -244,6 +244,38 @@ def _write_latent_cache_kernel(
 _ATTN_DTYPES = (torch.bfloat16, torch.float16)
 
 
+def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> None:
+    """Offsets must start at 0, never decrease, stay within the tokens and within max_seqlen per sequence.
+    Checked only when cu_seqlens is on the CPU (free there); on a GPU it would need a host sync."""
+    cu = cu_seqlens.tolist()
+    lens = [b - a for a, b in zip(cu, cu[1:])]
+    if cu[0] != 0 or min(lens) < 0 or cu[-1] > total:
+        raise ValueError(f"cu_seqlens must start at 0, never decrease and end at most at the {total} tokens, got {cu}")
+    if max(lens) > max_seqlen:
+        raise ValueError(f"max_seqlen {max_seqlen} is below the longest sequence in cu_seqlens ({max(lens)})")
+
+
+def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
+    """The tuned/default launch config, with the keys of ``config`` (if given) overriding it, validated."""
+    cfg = default_config(d_qk, d_v)
+    if config is None:
+        return cfg
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of launch settings, got {type(config).__name__}")
+    unknown = set(config) - {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "USE_TMA", "WARP_SPECIALIZE"}
+    if unknown:
+        raise ValueError(f"config has unknown keys {sorted(unknown)}")
+    cfg.update(config)
+    for key in ("BLOCK_M", "BLOCK_N"):
+        v = cfg[key]
+        if not isinstance(v, int) or v < 16 or v & (v - 1):
+            raise ValueError(f"config {key} must be a power of two ≥ 16, got {v!r}")
+    for key in ("num_warps", "num_stages"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
+    return cfg
+
+
 def _check_rope_parts(q: torch.Tensor, q_pe: torch.Tensor | None, k_pe: torch.Tensor | None) -> bool:
     """Validate mla_prefill's separate rope parts; True when they are given."""
     if q_pe is None and k_pe is None:
@@ -291,11 +323,15 @@ def mla_prefill(
     [total_tokens, num_heads, d_rope]; q·kᵀ means q_nope·k_nopeᵀ + q_pe·k_peᵀ; d_nope and d_rope must be
     powers of two ≥ 16 (128 and 64 in DeepSeek); last dims contiguous.
     cu_seqlens: [batch+1] int32 prefix sums of the sequence lengths (cu_seqlens[0] = 0). max_seqlen:
-    host int ≥ the longest sequence (sizes the grid; no device sync). softmax_scale: multiplies q·kᵀ.
+    host int ≥ the longest sequence (sizes the grid; no device sync). On a CUDA device the offsets are not
+    checked (that would need a host sync): offsets past total_tokens read and write out of bounds; on the
+    CPU they are checked. softmax_scale: multiplies q·kᵀ.
     causal: top-left mask within each sequence (q and k are the same tokens). out: optional
-    [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning).
+    [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning): any of BLOCK_M,
+    BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
-    Raises TypeError (dtype) or ValueError (shape, device, layout, max_seqlen < 0, only one of q_pe/k_pe).
+    Raises TypeError (dtype, config not a dict) or ValueError (shape, device, layout, max_seqlen < 0, only one
+    of q_pe/k_pe, bad config, and on the CPU cu_seqlens offsets that are out of order or past the tokens).
     Semantics: FlashAttention ``flash_attn_varlen_func``.
     """
     check_tensor("q", q, dtype=_ATTN_DTYPES, ndim=3)
@@ -315,7 +351,7 @@ def mla_prefill(
         raise ValueError(f"q, k, v need a contiguous last dim, strides {q.stride()} {k.stride()} {v.stride()}")
     if cu_seqlens.numel() < 1:
         raise ValueError("cu_seqlens must hold batch+1 ≥ 1 offsets")
-    if not isinstance(max_seqlen, int) or max_seqlen < 0:
+    if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
         raise ValueError(f"max_seqlen must be a non-negative int, got {max_seqlen!r}")
     if out is None:
         out = torch.empty(total, num_heads, d_v, dtype=q.dtype, device=dev)
@@ -325,6 +361,8 @@ def mla_prefill(
             raise ValueError(f"out must be [{total}, {num_heads}, {d_v}] with a contiguous last dim, "
                              f"got {tuple(out.shape)} strides {out.stride()}")
     batch = cu_seqlens.numel() - 1
+    if cu_seqlens.device.type == "cpu" and batch > 0:
+        _check_cu_seqlens(cu_seqlens, total, max_seqlen)
     if batch == 0 or max_seqlen == 0 or total == 0:
         return out
     if split:
@@ -341,7 +379,7 @@ def mla_prefill(
         # the second column piece as views at column BLOCK_D1 (an empty view when there is none)
         q2, k2 = q[..., block_d1:], k[..., block_d1:]
         stride_k2h = k2.stride(1)
-    cfg = dict(config) if config is not None else default_config(d_qk, d_v)
+    cfg = _resolve_config(config, d_qk, d_v)
     block_dv = max(16, triton.next_power_of_2(d_v))
     num_m = triton.cdiv(max_seqlen, cfg["BLOCK_M"])
     even_d = (block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v

@@ -177,6 +177,17 @@ def test_fp8_linear_matches_quantized_reference(device):
     assert calc_diff(y.float().cpu().reshape(10, 200), ref) < 1e-3
 
 
+def test_fp8_gemm_rejects_bad_configs():
+    """Config overrides are checked before launch (fresh-user pass: {} and {"BLOCK_N": 7} gave bare KeyErrors)."""
+    a, a_s, b, b_s = _operands(32, 128, 256, torch.device("cpu"), 1)
+    with pytest.raises(ValueError, match="lacks"):
+        fp8_gemm_nt(a, a_s, b, b_s, config={})
+    with pytest.raises(ValueError, match="BLOCK_N must be a power of two"):
+        fp8_gemm_nt(a, a_s, b, b_s, config=dict(BLOCK_M=64, BLOCK_N=7, num_warps=4, num_stages=2))
+    with pytest.raises(TypeError, match="config must be a dict"):
+        fp8_gemm_nt(a, a_s, b, b_s, config="abc")
+
+
 def test_fp8_gemm_rejects_unsupported_layouts(device):
     a, a_s, b, b_s = _operands(16, 128, 256, device, 1)
     with pytest.raises(TypeError, match="a must have dtype"):

@@ -315,6 +315,8 @@ def fp8_gemm_nt(
             raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
 
     num_programs = _grid_size(a.device)
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of launch settings (keys as in get_config), got {type(config).__name__}")
     cfg = dict(config) if config is not None else get_config(m, n, k, num_programs)
     if cfg.get("SWAP_AB"):  # small M: weights on the wgmma M side (fp8_gemm_small)
         return launch_fp8_gemm_swap_ab(a, a_scale, b, b_scale, out, cfg)
@@ -325,7 +327,13 @@ def fp8_gemm_nt(
 
         if gluon_ws_supported(a.device):
             return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, cfg["GLUON"])
+    missing = [key for key in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages") if key not in cfg]
+    if missing:
+        raise ValueError(f"config lacks {missing} (a full launch config is needed; see get_config)")
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    for key, v in (("BLOCK_M", bm), ("BLOCK_N", bn)):
+        if not isinstance(v, int) or v < 16 or v & (v - 1):
+            raise ValueError(f"config {key} must be a power of two ≥ 16, got {v!r}")
     if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
         raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")
     split_k = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))

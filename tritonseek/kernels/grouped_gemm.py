@@ -221,6 +221,34 @@ def _check_cfg(cfg: dict, contiguous: bool) -> None:
         raise ValueError(f"config BLOCK_M={bm} must divide the contiguous alignment {M_ALIGNMENT}")
 
 
+def check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out):
+    """Validate the contiguous layout's operands (shared by the tl and Gluon launchers; ``a`` already
+    checked as a 2-D e4m3 tensor) and allocate ``out`` when None. Returns (E, N, K, M, out)."""
+    dev = a.device
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=dev)
+    check_tensor("m_indices", m_indices, dtype=torch.int32, ndim=1, device=dev)
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    E, N, K = _check_b(b, b_scale, dev)
+    M = a.shape[0]
+    if a.shape[1] != K:
+        raise ValueError(f"a is [M, K] = {tuple(a.shape)}; K must match b [E, N, K] = {tuple(b.shape)}")
+    if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
+        raise ValueError(f"a must be row-major with 16-byte aligned rows for TMA, got strides {a.stride()}")
+    kb = triton.cdiv(K, BLOCK_K)
+    if tuple(a_scale.shape) != (M, kb):
+        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
+    if m_indices.shape[0] != M or m_indices.stride(0) != 1:
+        raise ValueError(f"m_indices must be a contiguous [{M}] int32 tensor, got {tuple(m_indices.shape)}")
+    if out is None:
+        out = torch.empty(M, N, dtype=out_dtype, device=dev)
+    else:
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev)
+        if tuple(out.shape) != (M, N):
+            raise ValueError(f"out must be [M, N] = {(M, N)}, got {tuple(out.shape)}")
+    return E, N, K, M, out
+
+
 def grouped_fp8_gemm_contiguous(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -251,28 +279,9 @@ def grouped_fp8_gemm_contiguous(
     """
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
     check_runnable_device("a", a)
+    E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     dev = a.device
-    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=dev)
-    check_tensor("m_indices", m_indices, dtype=torch.int32, ndim=1, device=dev)
-    if out_dtype not in _OUT_DTYPES:
-        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    E, N, K = _check_b(b, b_scale, dev)
-    M = a.shape[0]
-    if a.shape[1] != K:
-        raise ValueError(f"a is [M, K] = {tuple(a.shape)}; K must match b [E, N, K] = {tuple(b.shape)}")
-    if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
-        raise ValueError(f"a must be row-major with 16-byte aligned rows for TMA, got strides {a.stride()}")
     kb = triton.cdiv(K, BLOCK_K)
-    if tuple(a_scale.shape) != (M, kb):
-        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
-    if m_indices.shape[0] != M or m_indices.stride(0) != 1:
-        raise ValueError(f"m_indices must be a contiguous [{M}] int32 tensor, got {tuple(m_indices.shape)}")
-    if out is None:
-        out = torch.empty(M, N, dtype=out_dtype, device=dev)
-    else:
-        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev)
-        if tuple(out.shape) != (M, N):
-            raise ValueError(f"out must be [M, N] = {(M, N)}, got {tuple(out.shape)}")
     if check_alignment and M:
         mi = m_indices.long().cpu()
         if ((mi < -1) | (mi >= E)).any():

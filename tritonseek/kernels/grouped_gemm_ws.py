@@ -46,7 +46,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _a_rows, _k_step, _num_sms, _smem_layout, _tile_coords
-from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, M_ALIGNMENT, _check_b
+from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, M_ALIGNMENT, _check_b, check_contiguous_operands
 
 # Launch configs (BLOCK_M fixed at 128 = two 64-row wgmma warpgroups = M_ALIGNMENT; BLOCK_N 64 or 128 keeps
 # a tile inside one 128-row weight-scale block). H200 sweep at f708cb5 (every candidate checked first; contiguous
@@ -457,28 +457,7 @@ def grouped_fp8_gemm_contiguous_ws(
     """
     fn = "grouped_fp8_gemm_contiguous_ws"
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
-    dev = a.device
-    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=dev)
-    check_tensor("m_indices", m_indices, dtype=torch.int32, ndim=1, device=dev)
-    if out_dtype not in _OUT_DTYPES:
-        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    E, N, K = _check_b(b, b_scale, dev)
-    M = a.shape[0]
-    if a.shape[1] != K:
-        raise ValueError(f"a is [M, K] = {tuple(a.shape)}; K must match b [E, N, K] = {tuple(b.shape)}")
-    if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
-        raise ValueError(f"a must be row-major with 16-byte aligned rows for TMA, got strides {a.stride()}")
-    kb = triton.cdiv(K, BLOCK_K)
-    if tuple(a_scale.shape) != (M, kb):
-        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
-    if m_indices.shape[0] != M or m_indices.stride(0) != 1:
-        raise ValueError(f"m_indices must be a contiguous [{M}] int32 tensor, got {tuple(m_indices.shape)}")
-    if out is None:
-        out = torch.empty(M, N, dtype=out_dtype, device=dev)
-    else:
-        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev)
-        if tuple(out.shape) != (M, N):
-            raise ValueError(f"out must be [M, N] = {(M, N)}, got {tuple(out.shape)}")
+    E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     cfg = dict(grouped_ws_config("contiguous", M // max(E, 1), N, K))
     cfg.update(config or {})
     _resolve_config(cfg)

@@ -259,6 +259,33 @@ def _tma_storable(out: torch.Tensor) -> bool:
     return out.stride(1) == 1 and (out.stride(0) * esz) % 16 == 0 and out.data_ptr() % 16 == 0
 
 
+def check_nt_operands(a, a_scale, b, b_scale, out_dtype, out) -> tuple[int, int, int]:
+    """Validate fp8_gemm_nt's operands after their dtype/ndim/device checks (shared with the Gluon
+    launcher fp8_gemm_nt_ws): shapes, scale layouts, TMA alignment, out. Returns (M, N, K)."""
+    if out_dtype not in _OUT_DTYPES:
+        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
+    m, k = a.shape
+    n, kb_ = b.shape
+    if kb_ != k:
+        raise ValueError(f"a is [M, K] = {tuple(a.shape)} and b must be [N, K] with the same K, got {tuple(b.shape)}")
+    if m < 1 or n < 1 or k < 1:
+        raise ValueError(f"empty problem: a {tuple(a.shape)}, b {tuple(b.shape)}")
+    kb = triton.cdiv(k, BLOCK_K)
+    if tuple(a_scale.shape) != (m, kb):
+        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(m, kb)}, got {tuple(a_scale.shape)}")
+    if tuple(b_scale.shape) != (triton.cdiv(n, 128), kb):
+        raise ValueError(
+            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
+        )
+    _check_tma_operand("a", a)
+    _check_tma_operand("b", b)
+    if out is not None:
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device)
+        if tuple(out.shape) != (m, n):
+            raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
+    return m, n, k
+
+
 def fp8_gemm_nt(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -290,29 +317,10 @@ def fp8_gemm_nt(
     check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=a.device)
     check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
     check_runnable_device("a", a)
-    if out_dtype not in _OUT_DTYPES:
-        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    m, k = a.shape
-    n, kb_ = b.shape
-    if kb_ != k:
-        raise ValueError(f"a is [M, K] = {tuple(a.shape)} and b must be [N, K] with the same K, got {tuple(b.shape)}")
-    if m < 1 or n < 1 or k < 1:
-        raise ValueError(f"empty problem: a {tuple(a.shape)}, b {tuple(b.shape)}")
+    m, n, k = check_nt_operands(a, a_scale, b, b_scale, out_dtype, out)
     kb = triton.cdiv(k, BLOCK_K)
-    if tuple(a_scale.shape) != (m, kb):
-        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(m, kb)}, got {tuple(a_scale.shape)}")
-    if tuple(b_scale.shape) != (triton.cdiv(n, 128), kb):
-        raise ValueError(
-            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
-        )
-    _check_tma_operand("a", a)
-    _check_tma_operand("b", b)
     if out is None:
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)
-    else:
-        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device)
-        if tuple(out.shape) != (m, n):
-            raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
 
     num_programs = _grid_size(a.device)
     if config is not None and not isinstance(config, dict):

@@ -57,7 +57,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_tensor
-from tritonseek.kernels.fp8_gemm import _OUT_DTYPES, BLOCK_K, _check_tma_operand, _tma_storable
+from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operands
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
@@ -366,27 +366,7 @@ def fp8_gemm_nt_ws(
     check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=2, device=a.device)
     check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=a.device)
     check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
-    if out_dtype not in _OUT_DTYPES:
-        raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    m, k = a.shape
-    n, kb_ = b.shape
-    if kb_ != k:
-        raise ValueError(f"a is [M, K] = {tuple(a.shape)} and b must be [N, K] with the same K, got {tuple(b.shape)}")
-    if m < 1 or n < 1 or k < 1:
-        raise ValueError(f"empty problem: a {tuple(a.shape)}, b {tuple(b.shape)}")
-    kb = triton.cdiv(k, BLOCK_K)
-    if tuple(a_scale.shape) != (m, kb):
-        raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(m, kb)}, got {tuple(a_scale.shape)}")
-    if tuple(b_scale.shape) != (triton.cdiv(n, 128), kb):
-        raise ValueError(
-            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
-        )
-    _check_tma_operand("a", a)
-    _check_tma_operand("b", b)
-    if out is not None:
-        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device)
-        if tuple(out.shape) != (m, n):
-            raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
+    m, n, k = check_nt_operands(a, a_scale, b, b_scale, out_dtype, out)
     _check_cuda_sm90(a)
     if out is None:
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)

@@ -249,6 +249,22 @@ def check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     return E, N, K, M, out
 
 
+def check_contiguous_alignment(m_indices: torch.Tensor, E: int) -> None:
+    """check_alignment=True of the contiguous launchers (one host sync): ids in [−1, E) and every
+    M_ALIGNMENT-row tile holding rows of at most one expert."""
+    M = m_indices.shape[0]
+    if M == 0:
+        return
+    mi = m_indices.long().cpu()
+    if ((mi < -1) | (mi >= E)).any():
+        raise ValueError(f"m_indices must lie in [-1, {E})")
+    pad = (-M) % M_ALIGNMENT
+    tiles = torch.cat([mi, mi.new_full((pad,), -1)]).view(-1, M_ALIGNMENT)
+    top = tiles.max(dim=1, keepdim=True).values
+    if ((tiles != top) & (tiles >= 0)).any():
+        raise ValueError(f"m_indices segments are not aligned to {M_ALIGNMENT} rows (a tile mixes experts)")
+
+
 def grouped_fp8_gemm_contiguous(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -282,15 +298,8 @@ def grouped_fp8_gemm_contiguous(
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     dev = a.device
     kb = triton.cdiv(K, BLOCK_K)
-    if check_alignment and M:
-        mi = m_indices.long().cpu()
-        if ((mi < -1) | (mi >= E)).any():
-            raise ValueError(f"m_indices must lie in [-1, {E})")
-        pad = (-M) % M_ALIGNMENT
-        tiles = torch.cat([mi, mi.new_full((pad,), -1)]).view(-1, M_ALIGNMENT)
-        top = tiles.max(dim=1, keepdim=True).values
-        if ((tiles != top) & (tiles >= 0)).any():
-            raise ValueError(f"m_indices segments are not aligned to {M_ALIGNMENT} rows (a tile mixes experts)")
+    if check_alignment:
+        check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
     cfg = dict(config) if config is not None else get_config("contiguous", M // max(E, 1), N, K)

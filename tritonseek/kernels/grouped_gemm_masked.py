@@ -151,9 +151,15 @@ def _grouped_fp8_masked_silu_quant_kernel(
 
 
 def _check_masked(a, a_scale, b, b_scale, masked_m):
-    """Validate the masked operands; returns (device, E, M_max, N, K, K blocks)."""
+    """Validate the masked operands for the tl kernels; returns (device, E, M_max, N, K, K blocks)."""
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
     check_runnable_device("a", a)
+    return check_masked_operands(a, a_scale, b, b_scale, masked_m)
+
+
+def check_masked_operands(a, a_scale, b, b_scale, masked_m):
+    """Validate the masked layout's operands (shared by the tl and Gluon launchers; ``a`` already
+    checked as a 3-D e4m3 tensor); returns (device, E, M_max, N, K, K blocks)."""
     dev = a.device
     check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=3, device=dev)
     check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)

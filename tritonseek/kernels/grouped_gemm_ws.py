@@ -46,7 +46,10 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _a_rows, _k_step, _num_sms, _smem_layout, _tile_coords
-from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, M_ALIGNMENT, _check_b, check_contiguous_operands
+from tritonseek.kernels.grouped_gemm import (
+    _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
+)
+from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 
 # Launch configs (BLOCK_M fixed at 128 = two 64-row wgmma warpgroups = M_ALIGNMENT; BLOCK_N 64 or 128 keeps
 # a tile inside one 128-row weight-scale block). H200 sweep at f708cb5 (every candidate checked first; contiguous
@@ -462,13 +465,8 @@ def grouped_fp8_gemm_contiguous_ws(
     cfg.update(config or {})
     _resolve_config(cfg)
     _check_cuda_sm90(fn, a)
-    if check_alignment and M:
-        mi = m_indices.long().cpu()
-        if ((mi < -1) | (mi >= E)).any():
-            raise ValueError(f"m_indices must lie in [-1, {E})")
-        tiles = torch.nn.functional.pad(mi, (0, (-M) % M_ALIGNMENT), value=-1).view(-1, M_ALIGNMENT)
-        if ((tiles >= 0) & (tiles != tiles.amax(dim=1, keepdim=True))).any():
-            raise ValueError(f"m_indices segments are not aligned to {M_ALIGNMENT} rows (a tile mixes experts)")
+    if check_alignment:
+        check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
     tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
@@ -510,22 +508,9 @@ def grouped_fp8_gemm_masked_ws(
     """
     fn = "grouped_fp8_gemm_masked_ws"
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
-    dev = a.device
-    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=3, device=dev)
-    check_tensor("masked_m", masked_m, dtype=torch.int32, ndim=1, device=dev)
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    E, N, K = _check_b(b, b_scale, dev)
-    Ea, M_max, Ka = a.shape
-    if Ea != E or Ka != K:
-        raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
-    if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
-        raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
-    kb = triton.cdiv(K, BLOCK_K)
-    if tuple(a_scale.shape) != (E, M_max, kb):
-        raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
-    if masked_m.shape[0] != E or masked_m.stride(0) != 1:
-        raise ValueError(f"masked_m must be a contiguous [{E}] int32 tensor, got {tuple(masked_m.shape)}")
+    dev, E, M_max, N, K, kb = check_masked_operands(a, a_scale, b, b_scale, masked_m)
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:

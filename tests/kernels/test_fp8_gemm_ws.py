@@ -13,10 +13,7 @@ inputs and scales, so what remains is fp32 summation order and the output roundi
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import tempfile
 
 import pytest
 import torch
@@ -24,6 +21,7 @@ import triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 from tritonseek.kernels import fp8_gemm_ws as W
 from tritonseek.kernels.fp8_gemm_ws import fp8_gemm_nt_ws
 from tritonseek.kernels.reference.fp8 import (
@@ -73,18 +71,6 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                           options=dict(num_warps=warps, maxnreg=W._MAXNREG))
 
 
-def ptxas_report(ptx: str) -> str:
-    """ptxas -v output (stderr) for sm_90a, with Triton's bundled ptxas."""
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.ptx")
-        with open(path, "w") as f:
-            f.write(ptx)
-        r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", path, "-o", os.path.join(d, "k.cubin")],
-                           capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stderr
-
 
 @pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2", [
     (128, torch.bfloat16, True, False, False),  # cooperative, one product set
@@ -93,8 +79,7 @@ def ptxas_report(ptx: str) -> str:
 ])
 def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2):
     cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2)
-    k = compile_sm90(cfg, out_dtype, tma_store)
-    ptx = k.asm["ptx"]
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2: block 0,
     # two in the loop, the odd tail), per consumer partition (SPLIT: two)
     sites = (4 if unroll2 else 2) * (2 if split else 1)

@@ -13,10 +13,7 @@ remains is fp32 summation order and one bf16 rounding (≈ 1e-5); a wrong expert
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import tempfile
 
 import pytest
 import torch
@@ -24,6 +21,7 @@ import triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 from tritonseek.kernels import grouped_gemm_ws as W
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT
 from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws, grouped_fp8_gemm_masked_ws
@@ -64,18 +62,6 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, maxnreg=W._MAXNREG))
 
 
-def ptxas_report(ptx: str) -> str:
-    """ptxas -v output (stderr) for sm_90a, with Triton's bundled ptxas."""
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.ptx")
-        with open(path, "w") as f:
-            f.write(ptx)
-        r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", path, "-o", os.path.join(d, "k.cubin")],
-                           capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stderr
-
 
 # (masked, SPLIT, UNROLL2, BLOCK_N, out dtype, TMA store): the default (SPLIT + UNROLL2, TMA store) of both
 # layouts, and the cooperative one-stream loop with masked stores. ~12 s each on the 2-core CI machine.
@@ -87,8 +73,7 @@ def ptxas_report(ptx: str) -> str:
 def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, bn, out_dtype, tma_store):
     cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
                UNROLL2=unroll2, BLOCK_N=bn)
-    k = compile_sm90(cfg, masked, out_dtype, tma_store, e_pad=512 if masked else 256)
-    ptx = k.asm["ptx"]
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, out_dtype, tma_store, 512 if masked else 256)
     # issue sites per consumer partition: block 0 + the loop (UNROLL2: block 0, two in the loop, the even tail)
     sites = (4 if unroll2 else 2) * (2 if split else 1)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites

@@ -338,14 +338,52 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                                peer_us_eager=round(peer_us, 2), ratio_vs_peer=round(peer_g / us_g, 3),
                                metadata_us=round(md_us, 2), cos_diff=cd, lse_maxdiff=dl, correct=ok,
                                peer_cos_diff=pcd, config=cfg, num_parts=md.num_parts, **env)
+                    row["kernel"] = "gluon_ws" if cfg.get("GLUON") and D._use_gluon(
+                        cfg, q, kv, D_V, cfg["BLOCK_N"], cfg["BLOCK_H"]) else "tl"
                     rows.append(row)
                     out_f.write(json.dumps(row) + "\n")
                     out_f.flush()
                     print(f"decode s_k {s_k} h {h} s_q {s_q} varlen {varlen}: {us_g:.1f} us (eager {us:.1f}) "
                           f"{row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
                           flush=True)
+                    if GLUON_VARIANT and h * s_q <= GLUON_MAX_ROWS and row["kernel"] == "tl":
+                        _gluon_variant_row(env, rows, out_f, row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops)
                     del q, kv, bt, cs, out, o, lse
                     torch.cuda.empty_cache()
+
+
+GLUON_VARIANT = False  # --gluon: also time the warp-specialized Gluon split kernel (mla_decode_ws) per case
+GLUON_MAX_ROWS = 32  # rows (h_q·s_q) up to which the Gluon variant runs (its head tiles are 16/32 rows)
+
+
+def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops):
+    """The same case on mla_decode_ws (Gluon TMA producer warp + wgmma consumer warpgroup), peer figures
+    copied from the tl row of the same run."""
+    from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
+
+    try:
+        cfg = ws_config(s_q, h)
+        md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+        out = torch.full_like(q[..., :D_V], float("nan"))
+        fn = lambda: mla_decode_ws(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md, out=out)  # noqa: E731
+        o, lse = fn()
+        ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
+        cd, dl, ok = check_decode(o, lse, ref, idx)
+        ok = ok and not torch.isnan(o).any().item()
+        us = eager_time_us(fn)
+        us_g = graph_time_us(fn)
+    except Exception as e:  # noqa: BLE001 — report and go on
+        print(f"  gluon_ws h {h} s_q {s_q}: {type(e).__name__} {str(e)[:300]}", flush=True)
+        return
+    row = dict(tl_row, us=round(us, 2), us_graph=round(us_g, 2), tflops=round(flops / us_g / 1e6, 1),
+               gbps=round(nbytes / us_g / 1e3, 1), ratio_vs_peer=round(tl_row["peer_us"] / us_g, 3),
+               cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts, kernel="gluon_ws",
+               tl_us_graph=tl_row["us_graph"])
+    rows.append(row)
+    out_f.write(json.dumps(row) + "\n")
+    out_f.flush()
+    print(f"  gluon_ws: {us_g:.1f} us (eager {us:.1f}) {row['gbps']} GB/s  tl {tl_row['us_graph']:.1f} us "
+          f"ok {ok} cos {cd:.1e} lse {dl:.1e}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------- prefill
@@ -461,9 +499,14 @@ def main():
     p.add_argument("--sweep-only", action="store_true", help="precompile + sweeps, no suite rows")
     p.add_argument("--precompile", action="store_true", help="compile the suite's configs in parallel first")
     p.add_argument("--max-rows", type=int, default=10**9, help="decode cases with h_q·s_q ≤ this only")
+    p.add_argument("--gluon", action="store_true", help="decode: also a row per case from mla_decode_ws (Hopper)")
+    p.add_argument("--sk", type=int, nargs="*", help="decode: these s_k only (default 4096 8192)")
     args = p.parse_args()
-    global MAX_ROWS
+    global MAX_ROWS, GLUON_VARIANT, DECODE_SK
     MAX_ROWS = args.max_rows
+    GLUON_VARIANT = args.gluon
+    if args.sk:
+        DECODE_SK = tuple(args.sk)
     if args.dry:
         _dry_mode()
     t0 = time.time()
@@ -501,7 +544,8 @@ def main():
     for r in rows:
         c = r["case"]
         if r["suite"] == "mla_decode":
-            name = f"dec s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
+            name = (f"dec s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
+                    f"{' gluon' if r.get('kernel') == 'gluon_ws' else ''}")
             rq = c["h_q"] * c["s_q"]
             if rq <= 32:
                 tgt, met = "3800GB/s", r["gbps"] >= 3800

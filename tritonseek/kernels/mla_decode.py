@@ -433,6 +433,31 @@ def _is_pow2(x: int) -> bool:
     return x >= 1 and (x & (x - 1)) == 0
 
 
+def _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h) -> bool:
+    """GLUON config entries run the warp-specialized Gluon split kernel (mla_decode_ws) where it applies:
+    a CUDA Hopper GPU (never the interpreter), 64-key schedule tiles and the 576/512 page ≥ 64 layout.
+    GLUON="force" (mla_decode_ws) raises instead of falling back."""
+    want = cfg.get("GLUON", False)
+    if not want:
+        return False
+    if interpreter_active() or q.device.type != "cuda":
+        if want == "force":
+            from tritonseek.kernels.mla_decode_ws import check_ws_device
+
+            check_ws_device(q)
+        return False
+    from tritonseek.kernels.mla_decode_ws import check_ws_device, gluon_ws_supported, ws_layout_ok
+
+    ok = gluon_ws_supported(q.device) and block_n == 64 and ws_layout_ok(q, kv_cache, head_dim_v, block_h)
+    if want == "force" and not ok:
+        check_ws_device(q)
+        raise ValueError(f"mla_decode_ws needs d_qk 576, head_dim_v 512, page_size ≥ 64, a contiguous cache, "
+                         f"BLOCK_N 64 and BLOCK_H 16/32 in the metadata's config; got q {tuple(q.shape)}, "
+                         f"kv_cache {tuple(kv_cache.shape)}, head_dim_v {head_dim_v}, BLOCK_N {block_n}, "
+                         f"BLOCK_H {block_h}")
+    return ok
+
+
 def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse):
     """The two launches of ``mla_decode`` on validated inputs (split kernel, combine kernel) as
     callables, so benchmarks can time each one; workspaces are allocated here."""
@@ -454,7 +479,13 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
         and total_rows < 2**31
     )
-    if use_tma:
+    use_ws = _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h)
+    if use_ws:
+        from tritonseek.kernels.mla_decode_ws import launch_split_ws
+
+        def split_launch():
+            launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart)
+    if use_tma and not use_ws:
         flat = kv_cache.view(total_rows, d_qk)
         kn_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2])
         kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
@@ -482,14 +513,14 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
                     lse.stride(0), lse.stride(1), num_heads, seqlen_q, head_dim_v)
     combine_grid = (batch, triton.cdiv(rows, block_rows))
 
-    def split_launch():
+    def tl_split_launch():
         _mla_decode_kernel[grid](*split_args, **split_meta)
 
     def combine_launch():
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
                                           NUM_STAGES=3, num_warps=4)
 
-    return split_launch, combine_launch
+    return (split_launch if use_ws else tl_split_launch), combine_launch
 
 
 def mla_decode(

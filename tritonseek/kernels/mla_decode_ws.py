@@ -1,0 +1,356 @@
+"""Paged absorbed-MLA decode with a TMA producer warp and a wgmma consumer warpgroup, written in Gluon.
+
+out[b, i, h] = Σ_j softmax_j(q[b, i, h]·K[b, j]·scale) · K[b, j, :512],  j ≤ s_k − s_q + i
+
+Same inputs, outputs, schedule and combine as ``mla_decode`` (FlashMLA ``flash_mla_with_kvcache``
+semantics); this file holds the split kernel for the memory-bound row classes (s_q·h_q ≤ 32) on
+Hopper, where the ``tl`` kernel is bound by shared-memory traffic: every one of its warps re-reads
+the whole 32×576 query tile from shared memory for every 64-key step (``tl`` gives no control over
+which warp holds which operand). Design:
+
+* **keys on the wgmma M side.** One consumer warpgroup computes Sᵀ = K·Qᵀ (M = 64 keys of the cache
+  tile, N = BLOCK_H query rows, K = 576) and Oᵀ += Vᵀ·Pᵀ (M = 512 value columns, N = BLOCK_H rows,
+  K = 64 keys). The query tile is written to shared memory once per sequence and is the wgmma's B
+  operand: the tensor core reads it, not 8 warps through ldmatrix. Oᵀ [512, BLOCK_H] fp32 is
+  4·BLOCK_H registers per thread (128 at 32 rows). V is the first 512 columns of the same shared
+  tile as K (a transposed view; never a copy).
+* **one TMA producer warp** walks the same split-KV schedule as the consumer (``get_mla_metadata``:
+  sched/split, the combine kernel and the partial slots p + b are the ``tl`` kernel's) and loads each
+  64-key tile (latent [64, 512] + rope [64, 64] boxes; page_size ≥ 64, so a tile is inside one page)
+  into a NUM_STAGES ring guarded by ready (TMA transaction bytes) / empty (consumer release) mbarriers.
+* **masking.** The last tiles of a sequence (cache tail, causal diagonal) have their key rows at or
+  past cache_seqlens zeroed in shared memory before the dots (NaN in unused slots never reaches
+  out), and Sᵀ is masked to −inf there.
+* online softmax in base 2 on Sᵀ's columns (a reduction across the warpgroup's 4 warps).
+
+Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so ``mla_decode_ws`` raises on a
+non-Hopper or non-CUDA device; ``mla_decode`` dispatches here only on Hopper for config entries with
+GLUON=True and falls back to the ``tl`` kernel elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from tritonseek.kernels import mla_decode as _tl
+from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported  # noqa: F401 (re-exported: same device rule)
+
+# The cache layout this kernel takes (DeepSeek MLA): 512 latent (= V) columns ‖ 64 rope columns.
+D_LATENT = gl.constexpr(512)
+D_ROPE = gl.constexpr(64)
+D_QK = 576
+TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
+
+# Launch knobs of the Gluon kernel inside an mla_decode config: WS_STAGES (ring depth; 2 × 72 KB tiles fill
+# the shared memory next to the query tile) and PRODUCER_REGS (the TMA warp's register budget).
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40)
+
+
+def ws_config(seqlen_q: int, num_heads: int) -> dict:
+    """An ``mla_decode`` config that runs this kernel for s_q·h_q query rows (16- or 32-row head tiles,
+    64-key schedule tiles, one program per SM: the tile ring takes the shared memory). On a device where
+    the Gluon kernel does not run, the tl kernel runs this config (BLOCK_H rows × 64-key steps)."""
+    block_h = 16 if seqlen_q * num_heads <= 16 else 32
+    return dict(BLOCK_H=block_h, BLOCK_N=64, num_warps=4 if block_h == 16 else 8, num_stages=3 if block_h == 16 else 5,
+                PARTS_PER_SM=1, USE_TMA=True, GLUON=True, **_DEFAULT_WS)
+
+
+@gluon.jit
+def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks, page_shift,
+               BLOCK_N: gl.constexpr):
+    # (seqlen, first tile, end tile) of sequence b inside this program's span; empty past the batch
+    in_batch = b < batch
+    seqlen = gl.load(seqlens_ptr + gl.minimum(b, batch - 1))
+    seqlen = gl.where(in_batch, gl.minimum(seqlen, max_blocks << page_shift), 0)  # never past the block table
+    n_tiles = gl.cdiv(seqlen, BLOCK_N)
+    k_lo = gl.where(b == b_begin, t_begin, 0)
+    k_hi = gl.minimum(gl.where(b == b_end, t_end, n_tiles), n_tiles)
+    return seqlen, k_lo, k_hi
+
+
+@gluon.jit
+def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+              stride_btb, batch, max_blocks, page_shift,
+              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
+    pid = gl.program_id(1)
+    b_begin = gl.load(sched_ptr + pid * 4 + 0)
+    t_begin = gl.load(sched_ptr + pid * 4 + 1)
+    b_end = gl.load(sched_ptr + pid * 4 + 2)
+    t_end = gl.load(sched_ptr + pid * 4 + 3)
+    stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
+    page_mask = (1 << page_shift) - 1
+    it = 0
+    for b in range(b_begin, b_end + 1):
+        seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                        page_shift, BLOCK_N)
+        bt_row = bt_ptr + b.to(gl.int64) * stride_btb
+        for k in range(k_lo, k_hi):
+            s = it % NUM_STAGES
+            mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)  # stages start released
+            first = k * BLOCK_N
+            blk = gl.load(bt_row + (first >> page_shift))
+            row = (blk << page_shift) + (first & page_mask)
+            bar = ready.index(s)
+            mbarrier.expect(bar, stage_bytes)
+            tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s))
+            tma.async_copy_global_to_shared(r_desc, [row, D_LATENT], bar, r_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _zero_tail(buf, first, seqlen, COLS: gl.constexpr, BLOCK_N: gl.constexpr, layout: gl.constexpr):
+    # rows first + i ≥ seqlen of a [BLOCK_N, COLS] shared tile := 0, 64 columns at a time
+    keys = first + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
+    keep = gl.expand_dims(keys < seqlen, 1)
+    for c in gl.static_range(COLS // 64):
+        part = buf.slice(c * 64, 64, dim=1)
+        x = part.load(layout)
+        part.store(gl.where(keep, x, gl.zeros_like(x)))
+
+
+@gluon.jit
+def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
+              seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+              stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+              batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
+              BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ.
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                  instr_shape=[16, BLOCK_H, 16])
+    row_l: gl.constexpr = gl.SliceLayout(0, mma)  # query rows (N side)
+    col_l: gl.constexpr = gl.SliceLayout(1, mma)  # keys / value columns (M side)
+    ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])  # 16-byte row pieces of 64 columns
+    ld_rows: gl.constexpr = gl.SliceLayout(1, ld)
+    ld_cols: gl.constexpr = gl.SliceLayout(0, ld)
+
+    tile_h = gl.program_id(0)
+    pid = gl.program_id(1)
+    rows_total = seqlen_q * num_heads
+    rows = tile_h * BLOCK_H + gl.arange(0, BLOCK_H, layout=row_l)
+    row_ok = rows < rows_total
+    s_idx = rows // num_heads
+    h_idx = rows % num_heads
+    o_row = s_idx.to(gl.int64) * stride_os + h_idx.to(gl.int64) * stride_oh
+    l_row = h_idx.to(gl.int64) * stride_lh + s_idx
+    cols = gl.arange(0, D_LATENT, layout=col_l)
+    # query rows in the load layout
+    rows_ld = tile_h * BLOCK_H + gl.arange(0, BLOCK_H, layout=ld_rows)
+    rows_ld_ok = gl.expand_dims(rows_ld < rows_total, 1)
+    q_row = (rows_ld // num_heads).to(gl.int64) * stride_qs + (rows_ld % num_heads).to(gl.int64) * stride_qh
+    c64 = gl.arange(0, 64, layout=ld_cols)
+
+    s_zero = gl.zeros([BLOCK_N, BLOCK_H], gl.float32, mma)
+    b_begin = gl.load(sched_ptr + pid * 4 + 0)
+    t_begin = gl.load(sched_ptr + pid * 4 + 1)
+    b_end = gl.load(sched_ptr + pid * 4 + 2)
+    t_end = gl.load(sched_ptr + pid * 4 + 3)
+    it = 0
+    for b in range(b_begin, b_end + 1):
+        seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                        page_shift, BLOCK_N)
+        if k_lo < k_hi:
+            # query tile of sequence b → shared memory (the previous sequence's wgmmas have completed)
+            gl.thread_barrier()
+            qb = q_ptr + b.to(gl.int64) * stride_qb + gl.expand_dims(q_row, 1)
+            for c in gl.static_range(D_LATENT // 64):
+                x = gl.load(qb + gl.expand_dims(c * 64 + c64, 0), mask=rows_ld_ok, other=0.0)
+                q_lat.slice(c * 64, 64, dim=1).store(x)
+            q_rope.store(gl.load(qb + gl.expand_dims(D_LATENT + c64, 0), mask=rows_ld_ok, other=0.0))
+            fence_async_shared()
+            gl.thread_barrier()
+            if CAUSAL:
+                limit = seqlen - seqlen_q + s_idx  # last visible key per row
+                first_masked = seqlen - seqlen_q + 1
+            else:
+                limit = s_idx * 0 + seqlen - 1
+                first_masked = seqlen
+            k_fast = gl.maximum(gl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
+            m_i = gl.full([BLOCK_H], float("-inf"), gl.float32, row_l)
+            l_i = gl.zeros([BLOCK_H], gl.float32, row_l)
+            acc = gl.zeros([D_LATENT, BLOCK_H], gl.float32, mma)
+            for k in range(k_lo, k_hi):
+                st = it % NUM_STAGES
+                mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
+                vb = v_bufs.index(st)
+                if k >= k_fast:  # tail / diagonal tile: zero the value rows past the cache length
+                    _zero_tail(vb, k * BLOCK_N, seqlen, D_LATENT, BLOCK_N, ld)
+                    fence_async_shared()
+                    gl.thread_barrier()
+                s = warpgroup_mma(vb, q_lat.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+                s = warpgroup_mma(r_bufs.index(st), q_rope.permute((1, 0)), s, is_async=True)
+                s = warpgroup_mma_wait(0, deps=[s])
+                keys = k * BLOCK_N + gl.arange(0, BLOCK_N, layout=col_l)
+                s = gl.where(gl.expand_dims(keys, 1) <= gl.expand_dims(limit, 0), s * sm_scale_log2, float("-inf"))
+                m_new = gl.maximum(m_i, gl.max(s, 0))
+                m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m_i - m_safe)
+                p = gl.exp2(s - gl.expand_dims(m_safe, 0))
+                l_i = l_i * alpha + gl.sum(p, 0)
+                m_i = m_new
+                p_smem.store(gl.permute(p.to(p_smem.dtype), (1, 0)))
+                fence_async_shared()
+                gl.thread_barrier()
+                acc = warpgroup_mma(vb.permute((1, 0)), p_smem.permute((1, 0)), acc * gl.expand_dims(alpha, 0),
+                                    is_async=True)
+                acc = warpgroup_mma_wait(0, deps=[acc])
+                mbarrier.arrive(empty.index(st), count=1)
+                it += 1
+            has = l_i > 0.0
+            inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
+            o = acc * gl.expand_dims(inv_l, 0)
+            lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+            n_split = gl.load(split_ptr + b * 2 + 1)
+            b64 = b.to(gl.int64)
+            if n_split == 1:
+                o_ptrs = out_ptr + b64 * stride_ob + (gl.expand_dims(o_row, 0) + gl.expand_dims(cols, 1))
+                gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
+                gl.store(lse_ptr + b64 * stride_lb + l_row, lse, mask=row_ok)
+            else:
+                slot = (pid + b).to(gl.int64) * rows_total
+                p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
+                gl.store(p_ptrs, o, mask=gl.expand_dims(row_ok, 0))
+                gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
+
+
+@gluon.jit
+def _mla_decode_ws_kernel(
+    q_ptr, v_desc, r_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
+    out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+    stride_qb, stride_qs, stride_qh, stride_btb,
+    stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+    batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
+    BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+):
+    # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
+    # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
+    # r_desc   the same rows, box [64, 64] at column 512 (rope)
+    # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
+    # sched [num_parts, 4] / split [batch, 2] int32: get_mla_metadata's schedule (BLOCK_N = 64)
+    # out [batch, seqlen_q, num_heads, 512] (stride_ob, stride_os, stride_oh, 1); lse [batch, num_heads, seqlen_q]
+    # opart [num_parts + batch, rows, 512] fp32; lpart [num_parts + batch, rows] fp32
+    # grid (head tiles, parts), as the tl kernel.
+    BLOCK_N: gl.constexpr = TILE_N
+    dtype: gl.constexpr = v_desc.dtype
+    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    r_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + r_desc.block_type.shape, r_desc.layout)
+    q_lat = gl.allocate_shared_memory(dtype, [BLOCK_H, D_LATENT],
+                                      gl.NVMMASharedLayout.get_default_for([BLOCK_H, D_LATENT], dtype))
+    q_rope = gl.allocate_shared_memory(dtype, [BLOCK_H, D_ROPE],
+                                       gl.NVMMASharedLayout.get_default_for([BLOCK_H, D_ROPE], dtype))
+    p_smem = gl.allocate_shared_memory(dtype, [BLOCK_H, BLOCK_N],
+                                       gl.NVMMASharedLayout.get_default_for([BLOCK_H, BLOCK_N], dtype))
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    gl.warp_specialize([
+        (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
+                     seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+                     stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+                     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
+                     BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL)),
+        (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+                     stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+    ], [1], [PRODUCER_REGS])
+
+
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+def smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
+    """The NVMMA shared layout of a cache-tile box (also used by the compile tests)."""
+    return gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
+
+
+def ws_layout_ok(q: torch.Tensor, kv_cache: torch.Tensor, head_dim_v: int, block_h: int) -> bool:
+    """True when the Gluon kernel handles this layout: d_qk 576 / head_dim_v 512, page_size ≥ 64,
+    a contiguous 16-byte-aligned cache of fewer than 2^31 rows, 16- or 32-row head tiles."""
+    num_blocks, page_size, _, d_qk = kv_cache.shape
+    return (d_qk == D_QK and head_dim_v == D_LATENT and page_size >= TILE_N and block_h in (16, 32)
+            and q.dtype in _GL_DTYPES and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0
+            and num_blocks * page_size < 2**31)
+
+
+def check_ws_device(t: torch.Tensor) -> None:
+    """Raise ValueError unless t is on a CUDA Hopper GPU (Gluon has no interpreter path)."""
+    if t.device.type != "cuda":
+        raise ValueError(f"q is on {t.device}: mla_decode_ws is a Gluon kernel that runs only on CUDA (sm_90 "
+                         "Hopper); Gluon has no interpreter path — use mla_decode (interpreter) or the reference on CPU")
+    major = torch.cuda.get_device_capability(t.device)[0]
+    if major != 9:
+        raise ValueError(f"mla_decode_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
+
+
+def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart):
+    """Launch the warp-specialized split kernel on inputs validated by ``mla_decode`` (its layout checked
+    by ``ws_layout_ok``, metadata cut with BLOCK_N 64); partials go to opart/lpart for the combine kernel."""
+    cfg = dict(_DEFAULT_WS)
+    cfg.update({k: metadata.config[k] for k in _DEFAULT_WS if k in metadata.config})
+    batch, seqlen_q, num_heads, _ = q.shape
+    num_blocks, page_size = kv_cache.shape[:2]
+    block_h = metadata.config["BLOCK_H"]
+    gdt = _GL_DTYPES[q.dtype]
+    flat = kv_cache.view(num_blocks * page_size, D_QK)
+    v_desc = TensorDescriptor(flat, [num_blocks * page_size, D_QK], [D_QK, 1], [TILE_N, D_LATENT],
+                              smem_layout([TILE_N, D_LATENT], gdt))
+    r_desc = TensorDescriptor(flat, [num_blocks * page_size, D_QK], [D_QK, 1], [TILE_N, D_ROPE],
+                              smem_layout([TILE_N, D_ROPE], gdt))
+    grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
+    _mla_decode_ws_kernel[grid](
+        q, v_desc, r_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
+        out, lse, opart, lpart,
+        q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
+        BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
+        PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), num_warps=4,
+    )
+
+
+def mla_decode_ws(
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    softmax_scale: float | None = None,
+    causal: bool = True,
+    head_dim_v: int = 512,
+    metadata: _tl.MLAMetadata | None = None,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """out = softmax(q·Kᵀ·scale, causal bottom-right)·V over the paged latent cache, V = K[..., :512], on the
+    warp-specialized Gluon split kernel (always; ``mla_decode`` picks it by config where it is faster).
+
+    Same arguments, results and errors as ``mla_decode``, restricted to its layout: q [batch, seqlen_q,
+    num_heads, 576] bf16/fp16 (last dim contiguous); kv_cache [num_blocks, page_size ≥ 64 (power of two), 1,
+    576] contiguous, same dtype; block_table [batch, max_blocks] int32; cache_seqlens [batch] int32 (0
+    allowed: out 0, lse −inf); head_dim_v 512; metadata from ``get_mla_metadata`` with a config whose
+    BLOCK_N is 64 and BLOCK_H 16 or 32 (default: ``ws_config(seqlen_q, num_heads)``; more than 32 rows run
+    as several 32-row head tiles). Returns out [batch, seqlen_q, num_heads, 512] q.dtype and lse [batch,
+    num_heads, seqlen_q] fp32 (natural log).
+    Raises ValueError on a non-CUDA or non-Hopper device (Gluon has no interpreter path; there is no
+    fallback here) or a layout the kernel does not take, and everything ``mla_decode`` raises.
+    Semantics: FlashMLA ``flash_mla_with_kvcache``.
+    """
+    if isinstance(q, torch.Tensor):
+        check_ws_device(q)
+    if metadata is None and isinstance(q, torch.Tensor) and q.dim() == 4 and isinstance(cache_seqlens, torch.Tensor):
+        metadata = _tl.get_mla_metadata(cache_seqlens, q.shape[1], q.shape[2], config=ws_config(q.shape[1], q.shape[2]))
+    if isinstance(metadata, _tl.MLAMetadata):
+        metadata = dataclasses.replace(metadata, config=dict(metadata.config, GLUON="force"))
+    return _tl.mla_decode(q, kv_cache, block_table, cache_seqlens, softmax_scale, causal, head_dim_v, metadata, out)

@@ -7,8 +7,8 @@ general kernel (fp8_gemm.py) puts the tokens on the wgmma M side, whose minimum 
 ≥ 63/64 of every A tile is TMA zero fill and every promotion touches a 64×128 accumulator.
 This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
 
-* a program owns BLOCK_N weight rows × BLOCK_M tokens (BLOCK_N = 64/128 fills the wgmma M side,
-  BLOCK_M = 8/16/32 tokens are its N side) and computes accᵀ = b_tile · a_tileᵀ, so each K step
+* a program owns BLOCK_N weight rows × BLOCK_M tokens (BLOCK_N = 64/128/256 fills the wgmma M
+  side, BLOCK_M = 8/16/32 tokens are its N side) and computes accᵀ = b_tile · a_tileᵀ, so each K step
   moves a 16 KB weight tile plus a 1–4 KB token tile, and the fp32 promotion (once per 128-wide
   K block, as in DeepGEMM) is a BLOCK_N × BLOCK_M multiply-add;
 * the grid is (N tiles, K splits, M tiles), one work item per program, several programs resident
@@ -18,7 +18,11 @@ This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
   arrival counter per tile, re-armed to 0 by that program) sums the partials in split order and
   writes the output — deterministic, and no second kernel launch. The counters live in a cached
   per-device buffer zeroed once; a launch captured into a CUDA graph before that buffer exists
-  gets its own zeroed counters (one memset node) instead.
+  gets its own zeroed counters (one memset node) instead;
+* launch options for the decode step under CUDA graphs: programmatic dependent launch (PDL: the
+  weights, which never depend on the previous kernel, are prefetched into L2 before the grid-
+  dependency wait; PDL=2 lets the next kernel launch at once), an in-loop L2 prefetch AHEAD K
+  blocks beyond the shared-memory pipeline, and a split-fast grid order (SPLIT_FAST).
 
 Configs per (M class, N, K) in ``_TUNED_SMALL`` (H200 sweeps of benchmarks/bench_fp8_gemm.py),
 else the heuristic ``small_m_config`` (swap-AB won on every shape swept). The launcher is internal:
@@ -100,13 +104,18 @@ def _prefetch_l2(ptrs):
                               is_pure=False, pack=1)
 
 
-@triton.jit
+# Runtime sizes, split counts and strides are not specialized (no ==1 / %16 variants): one binary
+# per config serves every decode shape and M = 1..16, so a model start compiles a handful of
+# kernels; the masks they feed only guard tiny output/partial stores. stride_on (1) stays specialized.
+@triton.jit(do_not_specialize=["M", "N", "num_k_blocks", "k_blocks_per_split", "split_k", "stride_asm",
+                               "stride_ask", "stride_bsn", "stride_bsk", "stride_om", "stride_bn"])
 def _fp8_gemm_swap_ab_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr, b_ptr,
     M, N, num_k_blocks, k_blocks_per_split, split_k,
     stride_asm, stride_ask, stride_bsn, stride_bsk, stride_om, stride_on, stride_bn,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
     NUM_STAGES: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr,
+    AHEAD: tl.constexpr, SPLIT_FAST: tl.constexpr,
 ):
     # a_desc:  TMA over a [M, K] e4m3 (tokens), K contiguous, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b [N, K] e4m3 (weights), K contiguous, box [BLOCK_N, BLOCK_K]
@@ -114,11 +123,21 @@ def _fp8_gemm_swap_ab_kernel(
     # out:     [M, N], strides (stride_om, stride_on)
     # ws:      SPLIT: fp32 partials [split_k, M, N] contiguous; count: SPLIT: int32 [n_tiles·m_tiles]
     #          arrival counters, 0 on entry and re-armed to 0 on exit
-    # b_ptr:   the same weights as b_desc (row stride stride_bn), for the L2 prefetch only
+    # b_ptr:   the same weights as b_desc (row stride stride_bn), for the L2 prefetches only
     # PDL:     launched as a programmatic dependent launch: wait for the previous kernel before the
-    #          first dependent access; PREFETCH weight K blocks are pulled into L2 before that wait
-    pid_n = tl.program_id(0)
-    split = tl.program_id(1)
+    #          first dependent access; PREFETCH weight K blocks are pulled into L2 before that wait.
+    #          PDL = 1 lets the next kernel launch once every program is past its main loop, PDL = 2
+    #          at entry (its programs then become resident as ours retire and prefetch during our tail)
+    # AHEAD:   > 0: each K step also prefetches the weight block AHEAD steps ahead into L2 (bytes in
+    #          flight beyond the shared-memory stages, at no shared-memory cost)
+    # grid:    (n_tiles, split_k, m_tiles), or (split_k, n_tiles, m_tiles) when SPLIT_FAST (the splits
+    #          of one weight tile are consecutive programs: together they read one contiguous slab)
+    if SPLIT_FAST:
+        split = tl.program_id(0)
+        pid_n = tl.program_id(1)
+    else:
+        pid_n = tl.program_id(0)
+        split = tl.program_id(1)
     pid_m = tl.program_id(2)
     off_n = pid_n * BLOCK_N
     off_m = pid_m * BLOCK_M
@@ -126,31 +145,36 @@ def _fp8_gemm_swap_ab_kernel(
     rm = off_m + tl.arange(0, BLOCK_M)
     k_lo = split * k_blocks_per_split
     k_hi = tl.minimum(k_lo + k_blocks_per_split, num_k_blocks)
+    if PDL == 2:
+        tl.extra.cuda.gdc_launch_dependents()
+    rows = tl.minimum(rn, N - 1).to(tl.int64) * stride_bn
     if PREFETCH > 0:  # weights do not depend on the previous kernel: start them before the wait
-        rows = tl.minimum(rn, N - 1).to(tl.int64) * stride_bn
         for p in tl.static_range(PREFETCH):
             _prefetch_l2(b_ptr + rows + tl.minimum(k_lo + p, k_hi - 1) * BLOCK_K)
-    if PDL:
+    if PDL > 0:
         tl.extra.cuda.gdc_wait()
 
-    # BLOCK_N divides 128: the tile lies in one 128-row weight-scale block (a scalar per K block).
-    # The scales of block kb+1 load while block kb is multiplied (off the tensor-core chain).
-    sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
-    sb = tl.load(sb_ptr + k_lo * stride_bsk)
-    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    # Weight scales as a per-row vector (row n reads block n // 128: one or two distinct addresses
+    # per tile, served by L1 broadcast), activation scales per token. The scales of block kb+1 load
+    # while block kb is multiplied (off the tensor-core chain).
+    sb_ptrs = b_scale_ptr + (rn // 128) * stride_bsn
     sa_ptrs = a_scale_ptr + rm * stride_asm
+    sb = tl.load(sb_ptrs + k_lo * stride_bsk, mask=rn < N, other=0.0)
     sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for kb in tl.range(k_lo, k_hi, num_stages=NUM_STAGES):
+        if AHEAD > 0:
+            _prefetch_l2(b_ptr + rows + tl.minimum(kb + AHEAD, k_hi - 1) * BLOCK_K)
         w = b_desc.load([off_n, kb * BLOCK_K])  # [BLOCK_N, BLOCK_K] weights: the wgmma M side
         x = a_desc.load([off_m, kb * BLOCK_K])  # [BLOCK_M, BLOCK_K] tokens: the wgmma N side
         more = kb + 1 < k_hi
+        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=(rn < N) & more, other=0.0)
         sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
-        sb_next = tl.load(sb_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
         blk = tl.dot(w, x.T)  # fresh fp32 product of one 128-wide K block, [BLOCK_N, BLOCK_M]
-        acc += blk * (sa * sb)[None, :]
+        acc += blk * (sb[:, None] * sa[None, :])
         sa = sa_next
         sb = sb_next
-    if PDL:  # the next kernel may launch once every program is past its main loop
+    if PDL == 1:  # the next kernel may launch once every program is past its main loop
         tl.extra.cuda.gdc_launch_dependents()
 
     mask = (rn[:, None] < N) & (rm[None, :] < M)
@@ -160,7 +184,7 @@ def _fp8_gemm_swap_ab_kernel(
         ws_off = rm[None, :] * N + rn[:, None]
         tl.store(ws_ptr + split * mn + ws_off, acc, mask=mask)
         tl.debug_barrier()  # every thread's partial stored before the (single-thread) release
-        tile = pid_m * tl.num_programs(0) + pid_n
+        tile = pid_m * tl.cdiv(N, BLOCK_N) + pid_n
         arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
         if arrived == split_k - 1:
             # four partials in flight per step (independent L2 loads), summed in split order; a
@@ -212,10 +236,18 @@ def _arrival_counters(device: torch.device, n: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _check_block(block_n: int, block_m: int) -> None:
-    if block_n not in (64, 128):
-        raise ValueError(f"config BLOCK_N={block_n} must be 64 or 128 for the swap-AB kernel")
+    if block_n not in (64, 128, 256):
+        raise ValueError(f"config BLOCK_N={block_n} must be 64, 128 or 256 for the swap-AB kernel")
     if block_m not in (8, 16, 32, 64):
         raise ValueError(f"config BLOCK_M={block_m} must be 8, 16, 32 or 64 for the swap-AB kernel")
+
+
+def _pdl_mode(value) -> int:
+    """Config PDL → kernel mode: False/0 off, True/1 trigger after the main loop, 2 trigger at entry."""
+    mode = int(value)
+    if mode not in (0, 1, 2):
+        raise ValueError(f"config PDL={value!r} must be False/0, True/1 or 2")
+    return mode
 
 
 def launch_fp8_gemm_swap_ab(
@@ -223,9 +255,11 @@ def launch_fp8_gemm_swap_ab(
 ) -> torch.Tensor:
     """Launch the swap-AB kernel on inputs ``fp8_gemm_nt`` has validated (same shapes and layouts).
 
-    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional PDL
-    (programmatic dependent launch, CUDA only) and PREFETCH (weight K blocks prefetched into L2
-    before the grid-dependency wait; CUDA only). Returns out.
+    cfg: BLOCK_N (64/128/256), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional
+    (CUDA only; ignored under the interpreter): PDL (programmatic dependent launch: 1/True = the
+    next kernel may launch after our main loop, 2 = at our entry), PREFETCH (weight K blocks
+    prefetched into L2 before the grid-dependency wait), AHEAD (in-loop L2 prefetch distance in K
+    blocks); SPLIT_FAST (the K splits of a weight tile are adjacent programs). Returns out.
     Raises ValueError for a config outside those values.
     """
     m, k = a.shape
@@ -245,15 +279,18 @@ def launch_fp8_gemm_swap_ab(
     else:
         ws, count = out, out  # unused (SPLIT=False)
     on_gpu = a.device.type == "cuda"  # griddepcontrol / prefetch are PTX: not under the interpreter
-    pdl = bool(cfg.get("PDL", False)) and on_gpu
+    pdl = _pdl_mode(cfg.get("PDL", 0))  # validated on every device, used on CUDA only
+    pdl = pdl if on_gpu else 0
     prefetch = min(int(cfg.get("PREFETCH", 0)), k_per_split) if on_gpu else 0
-    _fp8_gemm_swap_ab_kernel[(n_tiles, split_k, m_tiles)](
+    ahead = int(cfg.get("AHEAD", 0)) if on_gpu else 0
+    split_fast = bool(cfg.get("SPLIT_FAST", False))
+    grid = (split_k, n_tiles, m_tiles) if split_fast else (n_tiles, split_k, m_tiles)
+    _fp8_gemm_swap_ab_kernel[grid](
         a_desc, b_desc, a_scale, b_scale, out, ws, count, b,
         m, n, kb, k_per_split, split_k,
         a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1), out.stride(0), out.stride(1),
         b.stride(0),
         BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=BLOCK_K, NUM_STAGES=int(cfg["num_stages"]), SPLIT=split_k > 1,
-        PDL=pdl, PREFETCH=prefetch, num_warps=int(cfg["num_warps"]), launch_pdl=pdl,
+        PDL=pdl, PREFETCH=prefetch, AHEAD=ahead, SPLIT_FAST=split_fast, num_warps=int(cfg["num_warps"]), launch_pdl=pdl > 0,
     )
     return out
-

@@ -9,6 +9,8 @@ layout ``fp8_gemm_nt`` reads coalesced and cuBLAS/DeepGEMM expect, with no trans
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -79,8 +81,12 @@ def _group_quant_kernel(
     stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
     eps, fp8_max,
     GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
-    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
+    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
 ):
+    # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
+    # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
+    if PDL_TRIGGER:
+        tl.extra.cuda.gdc_launch_dependents()
     # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
     # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg, G = ceil(K/GROUP)
     # program (i, j): rows [i*ROWS, (i+1)*ROWS) × groups [j*GPP, (j+1)*GPP), as a [ROWS, GPP, GROUP] block
@@ -158,8 +164,21 @@ def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows
         AMAX_EPS, FP8_E4M3_MAX,
         GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
         EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
+        PDL_TRIGGER=_pdl_capable(x.device),
     )
     return q, s
+
+
+@functools.lru_cache(maxsize=8)
+def _pdl_capable_index(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def _pdl_capable(device: torch.device) -> bool:
+    """griddepcontrol exists from sm_90 on (and never under the interpreter)."""
+    if device.type != "cuda" or interpreter_active():
+        return False
+    return _pdl_capable_index(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def per_token_group_quant_fp8(

@@ -25,7 +25,7 @@ from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
 from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
-def compile_sm90(block_h: int, stages: int = 2, causal: bool = True):
+def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -43,7 +43,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True):
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
-    consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=40)
+    consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=40, DEFER_L=defer_l)
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(W._mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
@@ -91,11 +91,11 @@ def test_gluon_config_falls_back_to_tl_on_the_interpreter(device):
 
 # ----------------------------------------------------------------------------- H200 (gpu marker)
 
-def _check_ws(q, kv, bt, cs, causal=True, num_sm=None, via_dispatch=False):
+def _check_ws(q, kv, bt, cs, causal=True, num_sm=None, via_dispatch=False, **overrides):
     from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
 
     batch, s_q, h, _ = q.shape
-    md = get_mla_metadata(cs, s_q, h, num_sm=num_sm, config=ws_config(s_q, h))
+    md = get_mla_metadata(cs, s_q, h, num_sm=num_sm, config=dict(ws_config(s_q, h), **overrides))
     out = torch.full((batch, s_q, h, 512), float("nan"), dtype=q.dtype, device=q.device)
     if via_dispatch:
         o, lse = mla_decode(q, kv, bt, cs, causal=causal, metadata=md, out=out)
@@ -136,6 +136,15 @@ def test_ws_batches_varlen_gpu(device, batch, num_heads, seqlen_q):
         lens[1] = 0
     lens[0] = max(lens[0], 1)
     _check_ws(*make_case(device, batch, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (64, 1)])
+def test_ws_deferred_row_sums_gpu(device, num_heads, seqlen_q):
+    """DEFER_L (row sums reduced once per sequence) gives the reference results."""
+    gen = torch.Generator().manual_seed(num_heads + seqlen_q)
+    lens = [0, 1, 64, 65, 4096, 777]
+    _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen), DEFER_L=True)
 
 
 @pytest.mark.gpu

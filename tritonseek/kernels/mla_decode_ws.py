@@ -55,8 +55,9 @@ D_QK = 576
 TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 
 # Launch knobs of the Gluon kernel inside an mla_decode config: WS_STAGES (ring depth; 2 × 72 KB tiles fill
-# the shared memory next to the query tile) and PRODUCER_REGS (the TMA warp's register budget).
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40)
+# the shared memory next to the query tile), PRODUCER_REGS (the TMA warp's register budget), DEFER_L (keep
+# per-key partial row sums and reduce them across the warpgroup once per sequence instead of every tile).
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=False)
 
 
 def ws_config(seqlen_q: int, num_heads: int) -> dict:
@@ -127,7 +128,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
               seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
               stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-              BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+              BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+              DEFER_L: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, BLOCK_H, 16])
@@ -181,6 +183,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
             k_fast = gl.maximum(gl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
             m_i = gl.full([BLOCK_H], float("-inf"), gl.float32, row_l)
             l_i = gl.zeros([BLOCK_H], gl.float32, row_l)
+            l_acc = gl.zeros([BLOCK_N, BLOCK_H], gl.float32, mma)  # DEFER_L: per-key partial sums
             acc = gl.zeros([D_LATENT, BLOCK_H], gl.float32, mma)
             for k in range(k_lo, k_hi):
                 st = it % NUM_STAGES
@@ -199,7 +202,10 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
                 m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_i - m_safe)
                 p = gl.exp2(s - gl.expand_dims(m_safe, 0))
-                l_i = l_i * alpha + gl.sum(p, 0)
+                if DEFER_L:  # the row sum is linear: reduce across the warps once, after the last tile
+                    l_acc = l_acc * gl.expand_dims(alpha, 0) + p
+                else:
+                    l_i = l_i * alpha + gl.sum(p, 0)
                 m_i = m_new
                 p_smem.store(gl.permute(p.to(p_smem.dtype), (1, 0)))
                 fence_async_shared()
@@ -209,6 +215,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
                 acc = warpgroup_mma_wait(0, deps=[acc])
                 mbarrier.arrive(empty.index(st), count=1)
                 it += 1
+            if DEFER_L:
+                l_i = gl.sum(l_acc, 0)
             has = l_i > 0.0
             inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
             o = acc * gl.expand_dims(inv_l, 0)
@@ -234,6 +242,7 @@ def _mla_decode_ws_kernel(
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    DEFER_L: gl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -263,7 +272,7 @@ def _mla_decode_ws_kernel(
                      seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                      stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                      batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                     BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL)),
+                     BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L)),
         (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                      stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
     ], [1], [PRODUCER_REGS])
@@ -318,7 +327,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
-        PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), num_warps=4,
+        PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), num_warps=4,
     )
 
 

@@ -225,32 +225,37 @@ def cublas_peer(case, weights, ref, n, k, timer, us_graph) -> dict:
 
 
 # --- the run ------------------------------------------------------------------------------------
+def kernel_key(cfg: dict, k: int) -> tuple:
+    """The constexprs a config compiles to at K (the kernel specializes on no runtime size)."""
+    kb = triton.cdiv(k, 128)
+    s = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))
+    kps = triton.cdiv(kb, s)
+    return (cfg["BLOCK_N"], cfg["BLOCK_M"], cfg["num_warps"], cfg["num_stages"], triton.cdiv(kb, kps) > 1,
+            int(cfg.get("PDL", 0)), min(int(cfg.get("PREFETCH", 0)), kps), int(cfg.get("AHEAD", 0)),
+            bool(cfg.get("SPLIT_FAST", False)))
+
+
 def precompile(args, shapes, sms):
-    """Compile worker I's share (--precompile I/N) of every config the sweep may launch, split by
-    config (no two workers compile the same kernel), one launch each at the real (N, K), M = 1 and 2."""
+    """Compile worker I's share (--precompile I/N) of the kernels the sweep may launch: one launch per
+    distinct kernel (no two workers compile the same one), on uninitialised operands (never timed)."""
     me, nw = map(int, args.precompile.split("/"))
     dev = torch.device("cuda")
     jobs = {}
     for n, k in shapes:
         for c in all_candidates(n, k, sms):
-            key = json.dumps(sorted(c.items()))
-            jobs.setdefault(key, []).append((n, k, c))
-    keys = sorted(jobs)[me::nw]
-    done = 0
+            jobs.setdefault(kernel_key(c, k), (n, k, c))
+    keys = sorted(jobs, key=repr)[me::nw]
     for key in keys:
-        for n, k, c in jobs[key]:
-            b = torch.empty(n, k, dtype=torch.float8_e4m3fn, device=dev)
-            bs = torch.ones(triton.cdiv(n, 128), triton.cdiv(k, 128), device=dev)
-            for m in (1, 2):
-                a = torch.zeros(m, k, dtype=torch.float8_e4m3fn, device=dev)
-                a_s = mn_major(torch.ones(m, triton.cdiv(k, 128), device=dev))
-                try:
-                    G.fp8_gemm_nt(a, a_s, b, bs, config=c)
-                    done += 1
-                except Exception as e:  # reported again by the timed run
-                    print(f"  precompile FAIL {n}x{k} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+        n, k, c = jobs[key]
+        b = torch.empty(n, k, dtype=torch.float8_e4m3fn, device=dev)
+        bs = torch.ones(triton.cdiv(n, 128), triton.cdiv(k, 128), device=dev)
+        a = torch.zeros(1, k, dtype=torch.float8_e4m3fn, device=dev)
+        try:
+            G.fp8_gemm_nt(a, torch.ones(1, triton.cdiv(k, 128), device=dev), b, bs, config=c)
+        except Exception as e:  # reported again by the timed run
+            print(f"  precompile FAIL {n}x{k} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
     torch.cuda.synchronize()
-    print(f"precompile {me}/{nw}: {len(keys)} configs, {done} launches", flush=True)
+    print(f"precompile {me}/{nw}: {len(keys)} of {len(jobs)} kernels", flush=True)
 
 
 def sweep_case(case, ref, n, k, sms, ms_tag, sweep_rows, timer, pre_best=None):
@@ -346,10 +351,11 @@ def bench(args, env, rows, winners, sweep_rows):
             if not ok:
                 print(f"CHOSEN CONFIG WRONG {tag} {chosen} calc_diff={d}", flush=True)
                 continue
-            us_graph = timer(case.gemm_fns(chosen))
+            fns = case.gemm_fns(chosen)
+            us_graph = timer(fns)
             prev_us = timer(case.gemm_fns(prev)) if okp else None
-            us = timer(case.gemm_fns(chosen)) if cpu else triton.testing.do_bench(
-                lambda: [f() for f in case.gemm_fns(chosen)], warmup=5, rep=20, return_mode="median") * 1000.0 / len(weights)
+            us = timer(fns) if cpu else triton.testing.do_bench(
+                lambda fns=fns: [f() for f in fns], warmup=5, rep=20, return_mode="median") * 1000.0 / len(fns)
             nbytes = gemm_bytes(m, n, k)
             row = dict(suite="fp8_gemm_decode", case=dict(model=model, M=m, N=n, K=k), us=round(us, 2),
                        us_graph=round(us_graph, 2), tflops=round(2 * m * n * k / us_graph / 1e6, 2),

@@ -408,8 +408,9 @@ def bench_masked(cx: Ctx):
         for (G, m), tgt in MASKED_TARGET.items():
             for i, (N, K) in enumerate(NK):
                 cases.append(("anchor", G, m, N, K, tgt[i]))
+        decode_nk = [tuple(int(v) for v in nk.split("x")) for nk in cx.args.decode_nk.split(",")]
         for T in [int(t) for t in cx.args.decode_tokens.split(",")]:
-            for N, K in NK:
+            for N, K in decode_nk:
                 cases.append(("decode", 256, T, N, K, None))
         cases = [c for c in cases if c[0] in cx.args.masked_kinds.split(",")]
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -536,6 +537,11 @@ def main():
     p.add_argument("--masked-kinds", default="anchor,decode", help="grouped_gemm_masked cases: anchor and/or decode")
     p.add_argument("--decode-tokens", default="1,8,64,256", help="grouped_gemm_masked decode cases: token counts T")
     p.add_argument("--layer-tokens", default="1,64,4096", help="moe_layer token counts T")
+    p.add_argument("--layer-variants", default="unfused,router,router+shared",
+                   help="moe_layer decode fusions to time (bench_moe_layer.VARIANTS)")
+    p.add_argument("--layer-breakdown-max-t", type=int, default=1, help="profiler breakdown for T up to this")
+    p.add_argument("--layer-peer", type=int, default=1, help="time the reference layer (1) or not (0)")
+    p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl")

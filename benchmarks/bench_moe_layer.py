@@ -1,13 +1,14 @@
 """Suite ``moe_layer`` of bench_moe.py (split out of it): one DeepSeek-V3 MoE layer, triton backend vs the
 reference backend, plus a per-kernel breakdown of the CUDA-graph replay at decode sizes.
 
-* ``us`` eager, ``us_graph`` CUDA-graph replay (T ≤ 64); TFLOP/s = 2·T·(k+1)·3·H·I / t (+ the router GEMM),
-  GB/s = FP8 weights of the touched experts + shared expert + fp32 router weight / t.
-* ``breakdown_us`` (T ≤ 64, GPU): device time of each kernel in one replay of the layer's graph, from
-  torch.profiler over several replays (kernel name → µs per replay); ``gaps_us`` = replay time − Σ kernels
-  (launch gaps and idle SMs between the graph's kernels).
-* ``us_graph_prev_masked_cfg`` / ``breakdown_prev_masked_cfg_us`` (T ≤ 16): the same layer with the masked
-  GEMMs forced to the previous decode config (64×128 tiles, 3 stages), so before/after shows in one run.
+* ``us`` eager, ``us_graph`` CUDA-graph replay (T ≤ 128); TFLOP/s = 2·T·(k+1)·3·H·I / t (+ the router GEMM),
+  GB/s = FP8 weights of the touched experts + shared expert + router weight (bf16 when fused, fp32 otherwise)
+  / t; ``floor_us`` = those bytes / 4.27 TB/s.
+* ``variant`` (VARIANTS): the decode fusions timed against each other in the same run, each checked against
+  the reference layer first (calc_diff < 1e-3 and the same expert sets).
+* ``breakdown_us`` (T ≤ --layer-breakdown-max-t, GPU): device time of each kernel in one replay of the layer's
+  graph, from torch.profiler over several replays (kernel name → µs per replay); ``gaps_us`` = replay time −
+  Σ kernels (launch gaps and idle SMs between the graph's kernels).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import collections
 
 import torch
 
-from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels.reference.moe import calc_diff
 
 
@@ -29,32 +29,41 @@ def _set_ops(module, ops):
 def _v3_moe_layer(dev, dry):
     """One DeepSeek-V3 MoE layer (hidden 7168, 256 experts, k 8, moe_intermediate 2048, 1 shared expert;
     tiny widths with --dry) with random FP8 weights and random non-zero block scales."""
-    from tritonseek.model.config import ModelConfig
-    from tritonseek.model.moe import MoE
     from tritonseek.model.ops import Ops
 
     H, E, I, ng, tg = (256, 16, 128, 4, 2) if dry else (7168, 256, 2048, 8, 4)
+    return random_moe_layer(dev, H, E, I, ng, tg, Ops("triton"), seed=1, router_std=0.02)
+
+
+def random_moe_layer(dev, H, E, I, n_group, topk_group, ops, *, seed=1, router_std=0.02):
+    """A DeepSeek-V3-style MoE module (sigmoid, noaux_tc, k 8, 1 shared expert) on ``dev`` with random FP8
+    weights (drawn one matrix at a time: no fp32 temporary of the whole stack), random non-zero block scales,
+    a small random fp32 selection bias and a bf16-valued router weight (a DeepSeek checkpoint stores it
+    bf16; the module holds it in fp32). Returns (moe, cfg). Shared with tests/model/test_moe_triton.py."""
+    from tritonseek.model.config import ModelConfig
+    from tritonseek.model.moe import MoE
+
     cfg = ModelConfig.from_dict(dict(
         model_type="deepseek_v3", vocab_size=1024, hidden_size=H, intermediate_size=4 * I, num_hidden_layers=4,
         num_attention_heads=8, kv_lora_rank=64, q_lora_rank=None, qk_nope_head_dim=32, qk_rope_head_dim=16,
         v_head_dim=32, max_position_embeddings=4096, n_routed_experts=E, n_shared_experts=1, num_experts_per_tok=8,
-        moe_intermediate_size=I, n_group=ng, topk_group=tg, topk_method="noaux_tc", scoring_func="sigmoid",
-        norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=0))
+        moe_intermediate_size=I, n_group=n_group, topk_group=topk_group, topk_method="noaux_tc",
+        scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=0))
     with torch.device(dev):
-        moe = MoE(cfg, fp8=True, dtype=torch.bfloat16, ops=Ops("triton"))
-    gen = torch.Generator(device=dev).manual_seed(1)
+        moe = MoE(cfg, fp8=True, dtype=torch.bfloat16, ops=ops)
+    gen = torch.Generator(device=dev).manual_seed(seed)
     with torch.no_grad():
         for name, p in moe.named_parameters():
             if p.dtype == torch.float8_e4m3fn:
                 flat = p.view(-1, p.shape[-2], p.shape[-1])
-                for i in range(flat.shape[0]):  # one matrix at a time: no fp32 temporary of the whole stack
+                for i in range(flat.shape[0]):
                     flat[i] = (torch.randn(flat.shape[1:], generator=gen, device=dev) * 0.5).to(torch.float8_e4m3fn)
             elif "scale_inv" in name:
                 p.copy_(torch.rand(p.shape, generator=gen, device=dev) * 0.01 + 0.002)  # never zero
             elif "bias" in name:
                 p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.01)
             else:  # router gate weight
-                p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.02)
+                p.copy_((torch.randn(p.shape, generator=gen, device=dev) * router_std).to(torch.bfloat16).float())
     return moe, cfg
 
 
@@ -91,25 +100,15 @@ def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
         return None
 
 
-PREV_MASKED_DECODE = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8)
+# Decode fusions of the MoE module timed against each other in one run (MoE.fused_router_max_t,
+# MoE.shared_group_max_t): "unfused" = fp32 router GEMV + gate_topk + the shared expert as its own MLP (the
+# path before this change); "router" = router GEMV + top-k in one kernel over the bf16 gate weight; "router+shared"
+# = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th slot).
+VARIANTS = {"unfused": (0, 0), "router": (128, 0), "router+shared": (128, 128)}
 
 
-class _MaskedConfig:
-    """Context: get_config returns ``cfg`` for masked calls with ≤ 16 rows per group."""
-
-    def __init__(self, cfg: dict):
-        self.cfg, self.orig = cfg, GG.get_config
-
-    def _patched(self, layout, m_per_group, n, k):
-        if layout == "masked" and m_per_group <= 16:
-            return dict(self.cfg)
-        return self.orig(layout, m_per_group, n, k)
-
-    def __enter__(self):
-        GG.get_config = self._patched
-
-    def __exit__(self, *exc):
-        GG.get_config = self.orig
+def _set_variant(moe, name):
+    moe.fused_router_max_t, moe.shared_group_max_t = VARIANTS[name]
 
 
 def bench_layer(cx):
@@ -119,51 +118,51 @@ def bench_layer(cx):
     moe, cfg = _v3_moe_layer(cx.dev, cx.dry)
     H, I, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts_per_tok
     tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
+    variants = [v for v in cx.args.layer_variants.split(",") if v] if not cx.dry else ["unfused"]
+    default = (moe.fused_router_max_t, moe.shared_group_max_t)
     for T in ([1, 5, 40] if cx.dry else [int(t) for t in cx.args.layer_tokens.split(",")]):
         if cx.time_left() < 10:
             print("skip (budget) moe_layer T", T)
             continue
         x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
-        extra = {}
         with torch.no_grad():
-            _set_ops(moe, tri_ops)
-            y = moe(x)
-            _, ids = moe.route(x)
             _set_ops(moe, ref_ops)
             y_ref = moe(x)
             _, ids_ref = moe.route(x)
-            cx.sync()
-            same_routing = bool(torch.equal(ids.sort(1).values, ids_ref.sort(1).values))
-            d = calc_diff(y.float(), y_ref.float())
-            ok = bool(torch.isfinite(y).all()) and d < 1e-3
-            print(f"moe_layer T={T}: calc_diff vs reference layer {d:.2e}, same routing {same_routing}")
-            pus = cx.eager_us(lambda: moe(x))  # reference layer: Python loop over experts (host syncs)
+            pus = cx.eager_us(lambda: moe(x)) if cx.args.layer_peer else None  # reference layer (host syncs)
             _set_ops(moe, tri_ops)
-            us = cx.eager_us(lambda: moe(x))
-            ug = cx.graph_us(lambda: moe(x)) if T <= 64 else None
-            if T <= 64 and not cx.dry:
-                extra["breakdown_us"] = kernel_breakdown(lambda: moe(x))
-                if extra["breakdown_us"]:
-                    extra["gaps_us"] = round(ug - sum(extra["breakdown_us"].values()), 2) if ug else None
-                    for name, t in extra["breakdown_us"].items():
-                        print(f"    {t:9.2f} us  {name}")
-                if T <= 16:
-                    with _MaskedConfig(PREV_MASKED_DECODE):
-                        y2 = moe(x)
-                        d2 = calc_diff(y2.float(), y_ref.float())
-                        extra.update(prev_masked_cfg=PREV_MASKED_DECODE, prev_masked_cfg_calc_diff=d2,
-                                     us_graph_prev_masked_cfg=round(cx.graph_us(lambda: moe(x)), 2),
-                                     breakdown_prev_masked_cfg_us=kernel_breakdown(lambda: moe(x)))
-                        print(f"  with the previous masked decode config: calc_diff {d2:.2e}, "
-                              f"graph {extra['us_graph_prev_masked_cfg']} us")
-        active = int(ids.unique().numel())
-        w_bytes = (active + 1) * 3 * H * I + cfg.n_routed_experts * H * 4  # fp8 experts + shared + fp32 router
-        flops = 2 * T * (k + 1) * 3 * H * I + 2 * T * H * cfg.n_routed_experts
-        r = cx.row("moe_layer", dict(T=T, H=H, E=cfg.n_routed_experts, k=k, I=I, shared=1), us, ug,
-                   tflops=lambda t: flops / t / 1e6, gbps=lambda t: w_bytes / t / 1e3,
-                   peer="reference layer (Ops('reference', fp8_activations=True), expert loop)", peer_us=pus,
-                   correct=ok, calc_diff=d, layout=choose_layout(T), active_experts=active, **extra)
-        r["meets_target"] = bool(ok and (r["ratio_vs_peer"] or 0) > 1)
+            for var in variants:
+                if cx.time_left() < 8:
+                    print("skip (budget) moe_layer", T, var)
+                    continue
+                _set_variant(moe, var)
+                extra = {}
+                y = moe(x)
+                _, ids = moe.route(x)
+                cx.sync()
+                same_routing = bool(torch.equal(ids.sort(1).values, ids_ref.sort(1).values))
+                d = calc_diff(y.float(), y_ref.float())
+                ok = bool(torch.isfinite(y).all()) and d < 1e-3
+                print(f"moe_layer T={T} {var}: calc_diff vs reference layer {d:.2e}, same routing {same_routing}")
+                us = cx.eager_us(lambda: moe(x))
+                ug = cx.graph_us(lambda: moe(x)) if T <= 128 else None
+                if T <= cx.args.layer_breakdown_max_t and not cx.dry:
+                    extra["breakdown_us"] = kernel_breakdown(lambda: moe(x))
+                    if extra["breakdown_us"]:
+                        extra["gaps_us"] = round(ug - sum(extra["breakdown_us"].values()), 2) if ug else None
+                        for name, t in extra["breakdown_us"].items():
+                            print(f"    {t:9.2f} us  {name}")
+                active = int(ids_ref.unique().numel())
+                router_bytes = cfg.n_routed_experts * H * (2 if var != "unfused" else 4)
+                w_bytes = (active + 1) * 3 * H * I + router_bytes  # fp8 experts + shared + router weight
+                flops = 2 * T * (k + 1) * 3 * H * I + 2 * T * H * cfg.n_routed_experts
+                r = cx.row("moe_layer", dict(T=T, H=H, E=cfg.n_routed_experts, k=k, I=I, shared=1), us, ug,
+                           tflops=lambda t: flops / t / 1e6, gbps=lambda t: w_bytes / t / 1e3,
+                           peer="reference layer (Ops('reference', fp8_activations=True), expert loop)" if pus else None,
+                           peer_us=pus, correct=ok, calc_diff=d, same_routing=same_routing, layout=choose_layout(T),
+                           active_experts=active, variant=var, floor_us=round(w_bytes / 4.27e6, 2), **extra)
+                r["meets_target"] = bool(ok and same_routing)
+    moe.fused_router_max_t, moe.shared_group_max_t = default
     del moe
     if not cx.dry:
         torch.cuda.empty_cache()

@@ -10,7 +10,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tritonseek.kernels.moe_routing import gate_topk, moe_permute, moe_permute_bound, moe_permute_masked, moe_unpermute
+from tritonseek.kernels.moe_routing import (
+    gate_topk,
+    moe_permute,
+    moe_permute_bound,
+    moe_permute_masked,
+    moe_unpermute,
+    router_gate_topk,
+)
 from tritonseek.kernels.reference.moe import gate_topk_ref, moe_permute_ref, moe_unpermute_ref
 
 # the `device` fixture is a constant (cpu or cuda), safe to share across hypothesis examples
@@ -153,6 +160,86 @@ def test_gate_topk_rejects_inconsistent_settings(device, kw, name):
     for fn in (gate_topk, gate_topk_ref):
         with pytest.raises(ValueError, match=name):
             fn(logits, None, **kw)
+
+
+def _check_router(x, weight, bias, kw, *, exact, shared=None):
+    """router_gate_topk against gate_topk_ref on the fp32 logits x·Wᵀ (torch's summation order differs from the
+    kernel's: as in _check_gate, a swap between experts whose biased scores agree within 1e-6 is allowed)."""
+    w, ids = router_gate_topk(x, weight, bias, shared_expert_id=shared, **kw)
+    logits = x.float().cpu() @ weight.float().cpu().t()
+    b = bias.cpu() if bias is not None else None
+    wr, idr = gate_topk_ref(logits, b, **kw)
+    w, ids = w.cpu(), ids.cpu()
+    k = kw["top_k"]
+    assert ids.shape == (x.shape[0], k + (shared is not None)) and ids.dtype == torch.int32
+    if shared is not None:  # the shared slot: id E, weight exactly 1
+        assert (ids[:, k] == shared).all() and (w[:, k] == 1.0).all()
+        w, ids = w[:, :k], ids[:, :k]
+    if exact:
+        assert torch.equal(ids, idr)
+    else:
+        ks, rs = _selection_scores(logits, b, ids, kw), _selection_scores(logits, b, idr, kw)
+        assert torch.isfinite(ks).all(), "kernel chose an expert from a dropped group"
+        torch.testing.assert_close(ks, rs, rtol=0, atol=1e-6)
+    same = (ids == idr).all(dim=1)
+    # weights: fp32 scores of logits that differ by summation order only (~1e-6 relative)
+    torch.testing.assert_close(w[same], wr[same], rtol=2e-5, atol=1e-6)
+    for row in ids.tolist():
+        assert len(set(row)) == k, "an expert was chosen twice"
+    return w, ids
+
+
+@settings(_fixture_ok, max_examples=5)  # interpreter: a few seconds per example
+@given(fam=st.sampled_from(sorted(FAMILIES)), T=st.integers(1, 11), H=st.sampled_from([128, 200, 1100]),
+       wdtype=st.sampled_from(["bf16", "fp32"]), shared=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_router_gate_topk_matches_reference(device, fam, T, H, wdtype, shared, seed):
+    """Router GEMV + top-k in one launch = gate_topk_ref(x·Wᵀ); bf16 or fp32 weight, K tails (H=200, 1100:
+    a partial K slice), T past one 8-token block (two blocks, two arrival counters), the shared slot."""
+    g = torch.Generator().manual_seed(seed)
+    E, kw = _kw(fam)
+    x = torch.randn(T, H, generator=g).to(torch.bfloat16)
+    weight = (torch.randn(E, H, generator=g) * 0.1).to(torch.bfloat16 if wdtype == "bf16" else torch.float32)
+    bias = (torch.randn(E, generator=g) * 0.1) if kw["scoring_func"] == "sigmoid" else None
+    _check_router(x.to(device), weight.to(device), bias.to(device) if bias is not None else None, kw, exact=False,
+                  shared=E if shared else None)
+
+
+@pytest.mark.parametrize("fam", ["deepseek-v3", "deepseek-v2-lite"])
+def test_router_gate_topk_ties_and_negative_scores(device, fam):
+    """Duplicated weight rows give bit-equal logits (exact ties: the lower expert id wins, as the reference);
+    all biased scores negative: the chosen experts still come from the kept groups only."""
+    g = torch.Generator().manual_seed(6)
+    E, kw = _kw(fam)
+    H = 256
+    base = (torch.randn(E // 4, H, generator=g) * 0.1).to(torch.bfloat16)
+    weight = base.repeat_interleave(4, 0)  # experts 4i..4i+3 share one row: 4-way exact ties
+    x = torch.randn(5, H, generator=g).to(torch.bfloat16)
+    w, ids = _check_router(x.to(device), weight.to(device), None, kw, exact=True)
+    if kw["n_group"] > 1:
+        bias = (-3.0 - torch.rand(E, generator=g)).to(device)
+        w, ids = _check_router(x.to(device), (torch.randn(E, H, generator=g) * 0.1).to(device), bias, kw, exact=False)
+        for row in (ids.long() // (E // kw["n_group"])):
+            assert len(set(row.tolist())) <= kw["topk_group"]
+
+
+def test_router_gate_topk_rejects(device):
+    x = torch.randn(2, 64, device=device).to(torch.bfloat16)
+    w = torch.randn(8, 64, device=device).to(torch.bfloat16)
+    kw = dict(top_k=2)
+    with pytest.raises(ValueError, match="weight"):
+        router_gate_topk(x, w[:, :32], None, **kw)
+    with pytest.raises(ValueError, match="weight"):
+        router_gate_topk(x, w.t().contiguous().t(), None, **kw)  # not contiguous
+    with pytest.raises(TypeError, match="weight"):
+        router_gate_topk(x, w.to(torch.float16), None, **kw)
+    with pytest.raises(ValueError, match="shared_expert_id"):
+        router_gate_topk(x, w, None, shared_expert_id=-1, **kw)
+    with pytest.raises(ValueError, match="e_score_correction_bias"):
+        router_gate_topk(x, w, torch.zeros(7, device=device), **kw)
+    with pytest.raises(ValueError, match="top_k"):
+        router_gate_topk(x, w, None, top_k=9)
+    e_w, e_ids = router_gate_topk(x[:0], w, None, shared_expert_id=8, **kw)
+    assert e_w.shape == (0, 3) and e_ids.shape == (0, 3)
 
 
 def _routing(mode, T, k, E, g):
@@ -326,6 +413,30 @@ def test_gate_topk_gpu(device, fam, T):
     g = torch.Generator().manual_seed(T)
     _check_gate(torch.randn(T, E, generator=g).to(device), (torch.randn(E, generator=g) * 0.1).to(device), kw,
                 exact=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 8, 64, 200])
+def test_router_gate_topk_gpu(device, T):
+    """DeepSeek-V3 router (H 7168, 256 experts, bf16 weight) in one launch vs the reference on fp32 logits,
+    twice in a row (the arrival counters reset themselves) and as a CUDA-graph replay with new inputs."""
+    E, kw = _kw("deepseek-v3")
+    H = 7168
+    g = torch.Generator().manual_seed(T)
+    weight = (torch.randn(E, H, generator=g) * 0.02).to(torch.bfloat16).to(device)
+    bias = (torch.randn(E, generator=g) * 0.05).to(device)
+    x = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    for _ in range(2):
+        _check_router(x, weight, bias, kw, exact=False, shared=E)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        w_g, ids_g = router_gate_topk(x, weight, bias, shared_expert_id=E, **kw)
+    for _ in range(2):
+        x.copy_(torch.randn(T, H, generator=g).to(torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        w_e, ids_e = router_gate_topk(x, weight, bias, shared_expert_id=E, **kw)
+        assert torch.equal(ids_g, ids_e) and torch.equal(w_g, w_e)  # deterministic: replay = eager, bit for bit
 
 
 @pytest.mark.gpu

@@ -142,3 +142,84 @@ def test_decode_step_is_graph_capturable_gpu(device, v3_experts, T):
         torch.cuda.synchronize()
         ref = moe_experts_fp8_ref(x, w, ids, moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv).float()
         assert calc_diff(y.float(), ref) < 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# The MoE module's decode fusions: router GEMV + top-k in one kernel, the shared expert as group E
+# ------------------------------------------------------------------------------------------------
+
+
+def _moe_module(device, H, E, I, ng, tg, ops, seed=0):
+    from benchmarks.bench_moe_layer import random_moe_layer
+
+    return random_moe_layer(device, H, E, I, ng, tg, ops, seed=seed, router_std=0.05)
+
+
+def _gate_kw(cfg):
+    return dict(top_k=cfg.num_experts_per_tok, n_group=cfg.n_group, topk_group=cfg.topk_group,
+                scoring_func=cfg.scoring_func, topk_method=cfg.topk_method, norm_topk_prob=cfg.norm_topk_prob,
+                routed_scaling_factor=cfg.routed_scaling_factor)
+
+
+@pytest.mark.parametrize("T", [1, 5])
+def test_shared_expert_as_group_matches_reference(device, T):
+    """The stacked layout (shared expert = group E, its Linears view that group) run as the decode path does:
+    fused router with the (k+1)-th shared slot, then the masked experts over E+1 groups, equals the reference
+    module (routed experts + shared MLP, FP8 activation rounding) within the FP8 tolerance above."""
+    from tritonseek.kernels.moe_gate import router_gate_topk
+    from tritonseek.model.ops import Ops
+
+    moe, cfg = _moe_module(device, 256, 16, 128, 4, 2, Ops("reference", fp8_activations=True), seed=T)
+    E = cfg.n_routed_experts
+    stacked = moe.stacked_weights()
+    assert stacked is not None and stacked[0].shape[0] == E + 1 and stacked[2].shape[0] == E + 1
+    sh = moe.shared_experts
+    assert sh.up_proj.weight.data_ptr() == stacked[0][E, cfg.moe_intermediate_size:].data_ptr()  # a view, no copy
+    assert moe.gate.router_weight().dtype == torch.bfloat16  # the bf16-valued weight streams as bf16
+    g = torch.Generator().manual_seed(T)
+    x = torch.randn(T, cfg.hidden_size, generator=g).to(torch.bfloat16).to(device)
+    with torch.no_grad():
+        y_ref = moe(x).float().cpu()
+        w, ids = router_gate_topk(x, moe.gate.router_weight(), moe.gate.e_score_correction_bias, shared_expert_id=E,
+                                  **_gate_kw(cfg))
+        _, ids_ref = moe.route(x)
+        assert torch.equal(ids[:, :-1].sort(1).values.cpu(), ids_ref.sort(1).values.cpu())
+        y = moe_experts_triton(x, w, ids, moe, layout="masked", weights=stacked).float().cpu()
+    assert torch.isfinite(y).all()
+    assert calc_diff(y, y_ref) < 1e-3, calc_diff(y, y_ref)
+    moe.w2 = torch.nn.Parameter(moe.w2.detach().clone(), requires_grad=False)  # the sharing broken: no stacked path
+    assert moe.stacked_weights() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 2, 8, 16, 64])
+def test_moe_decode_fusions_v3_gpu(device, T):
+    """V3 widths, the whole MoE module on the triton backend: every decode-fusion setting (unfused; fused router;
+    fused router + shared expert as group E) equals the reference module (same expert sets, calc_diff < 1e-3),
+    and the fused path replays in a CUDA graph with new inputs."""
+    from tritonseek.model.ops import Ops
+
+    moe, cfg = _moe_module(device, H_V3, E_V3, I_V3, 8, 4, Ops("reference", fp8_activations=True), seed=T)
+    g = torch.Generator().manual_seed(50 + T)
+    x = torch.randn(T, H_V3, generator=g).to(torch.bfloat16).to(device)
+    with torch.no_grad():
+        y_ref = moe(x).float()
+        _, ids_ref = moe.route(x)
+        for m in moe.modules():
+            if hasattr(m, "ops"):
+                m.ops = Ops("triton")
+        for fr, sg in ((0, 0), (128, 0), (128, 128)):
+            moe.fused_router_max_t, moe.shared_group_max_t = fr, sg
+            y = moe(x).float()
+            _, ids = moe.route(x)
+            assert torch.equal(ids.sort(1).values, ids_ref.sort(1).values), (fr, sg)
+            d = calc_diff(y, y_ref)
+            print(f"T={T} fused_router_max_t={fr} shared_group_max_t={sg}: calc_diff {d:.2e}")
+            assert torch.isfinite(y).all() and d < 1e-3, (fr, sg, d)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y_g = moe(x)
+        x.copy_(torch.randn(T, H_V3, generator=g).to(torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y_g, moe(x))  # replay = eager on the new input, bit for bit

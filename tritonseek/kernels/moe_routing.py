@@ -1,4 +1,5 @@
-"""MoE routing in Triton: DeepSeek gate top-k, token permute to expert-grouped rows, weighted unpermute.
+"""MoE routing in Triton: token permute to expert-grouped rows, weighted unpermute (the gate top-k kernels
+live in moe_gate.py; ``gate_topk`` / ``router_gate_topk`` are importable from here too).
 
 Everything stays on the device: per-expert counts, segment offsets and row maps are computed by
 kernels, so ``graph_safe=True`` paths never synchronize with the host and can be captured in a
@@ -13,7 +14,7 @@ import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _div_rn, _recip_rn, _round_to_e4m3, _scale_from_amax
-from tritonseek.kernels.reference.moe import check_gate_args
+from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
 # [BLOCK, BLOCK] comparison tile, so this stays small.
@@ -33,72 +34,6 @@ def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
         return min(triton.next_power_of_2(H), 1024), 4
     block_h = min(triton.next_power_of_2(H), max(256, 8192 // elem_bytes))
     return block_h, 4 if block_h * elem_bytes <= 4096 else 8
-
-
-@triton.jit
-def _gate_topk_kernel(
-    logits_ptr, bias_ptr, w_ptr, ids_ptr,
-    stride_lt, stride_le, stride_b, routed_scaling_factor,
-    N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
-    TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
-    SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
-    NORM: tl.constexpr,
-):
-    # logits: [T, E] (strides stride_lt, stride_le), E = N_GROUP * GROUP_SIZE, any float dtype
-    # bias:   [E] fp32 (stride_b), selection only
-    # w:      [T, TOP_K] fp32 contiguous; ids: [T, TOP_K] int32 contiguous
-    # One program per token; experts held as a [NG_PAD, GS_PAD] tile (group, expert-in-group).
-    t = tl.program_id(0).to(tl.int64)
-    g = tl.arange(0, NG_PAD)[:, None]
-    j = tl.arange(0, GS_PAD)[None, :]
-    valid = (g < N_GROUP) & (j < GROUP_SIZE)
-    e = g * GROUP_SIZE + j
-    x = tl.load(logits_ptr + t * stride_lt + e * stride_le, mask=valid, other=float("-inf")).to(tl.float32)
-    if SOFTMAX:
-        m = tl.max(tl.max(x, axis=1), axis=0)
-        p = tl.where(valid, tl.exp(x - m), 0.0)
-        s = p / tl.sum(tl.sum(p, axis=1), axis=0)
-    else:
-        s = 1.0 / (1.0 + tl.exp(-x))
-    s = tl.where(valid, s, 0.0)
-    biased = s
-    if HAS_BIAS:
-        biased = s + tl.load(bias_ptr + e * stride_b, mask=valid, other=0.0).to(tl.float32)
-    biased = tl.where(valid, biased, float("-inf"))
-    if GROUPED:
-        gmax = tl.max(biased, axis=1)
-        if GROUP_TOP2:
-            first = tl.min(tl.where(biased == gmax[:, None], j, GS_PAD), axis=1)
-            second = tl.max(tl.where(j == first[:, None], float("-inf"), biased), axis=1)
-            gscore = gmax + second
-        else:
-            gscore = gmax
-        gidx = tl.arange(0, NG_PAD)
-        gscore = tl.where(gidx < N_GROUP, gscore, float("-inf"))
-        keep = gidx < 0
-        for _ in tl.static_range(TOPK_GROUP):
-            gm = tl.max(gscore, axis=0)
-            gsel = tl.min(tl.where(gscore == gm, gidx, NG_PAD), axis=0)
-            keep = keep | (gidx == gsel)
-            gscore = tl.where(gidx == gsel, float("-inf"), gscore)
-        biased = tl.where(keep[:, None], biased, float("-inf"))
-    kk = tl.arange(0, K_PAD)
-    w_acc = tl.zeros([K_PAD], dtype=tl.float32)
-    id_acc = tl.zeros([K_PAD], dtype=tl.int32)
-    BIG: tl.constexpr = NG_PAD * GS_PAD * 2
-    for i in tl.static_range(TOP_K):
-        mx = tl.max(tl.max(biased, axis=1), axis=0)
-        sel = tl.min(tl.min(tl.where(biased == mx, e, BIG), axis=1), axis=0)
-        wsel = tl.sum(tl.sum(tl.where(e == sel, s, 0.0), axis=1), axis=0)
-        w_acc = tl.where(kk == i, wsel, w_acc)
-        id_acc = tl.where(kk == i, sel, id_acc)
-        biased = tl.where(e == sel, float("-inf"), biased)
-    if NORM:
-        w_acc = w_acc / (tl.sum(w_acc, axis=0) + 1e-20)
-    w_acc = w_acc * routed_scaling_factor
-    kmask = kk < TOP_K
-    tl.store(w_ptr + t * TOP_K + kk, w_acc, mask=kmask)
-    tl.store(ids_ptr + t * TOP_K + kk, id_acc, mask=kmask)
 
 
 @triton.jit
@@ -314,64 +249,6 @@ def _unpermute_kernel(
 # ----------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------
-
-
-def gate_topk(
-    logits: torch.Tensor,
-    e_score_correction_bias: torch.Tensor | None,
-    *,
-    top_k: int,
-    n_group: int = 1,
-    topk_group: int = 1,
-    scoring_func: str = "sigmoid",
-    topk_method: str = "noaux_tc",
-    norm_topk_prob: bool = True,
-    routed_scaling_factor: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepSeek router top-k: w = norm(score[topk(group_mask(score + bias))]) · routed_scaling_factor.
-
-    logits: [T, E] fp32/bf16/fp16 router logits (any strides), scored in fp32.
-    e_score_correction_bias: [E] fp32 (or None), added for selection only.
-    Returns (topk_weights [T, top_k] fp32, topk_ids [T, top_k] int32), in descending biased-score
-    order; ties go to the lower group/expert id; dropped groups are masked with −inf; weights are
-    the unbiased scores, divided by (sum + 1e-20) when norm_topk_prob, × routed_scaling_factor once.
-    One program per token (E ≤ 4096). Covers DeepSeek-V3/R1 (256 experts, 8 groups, 4 kept, k=8,
-    noaux_tc), V2-Lite (64, softmax, greedy, k=6), V2 (160, 8 groups, group_limited_greedy), Kimi-K2 (384, 1 group).
-    Raises ValueError for inconsistent settings (as ``gate_topk_ref``) or bad shapes/devices,
-    TypeError for wrong dtypes.
-    Follows DeepSeek-V3 inference/model.py Gate and HF DeepseekV2 MoEGate.
-    """
-    check_tensor("logits", logits, ndim=2)
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a float tensor, got {logits.dtype}")
-    check_runnable_device("logits", logits)
-    T, E = logits.shape
-    grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
-                              scoring_func=scoring_func, topk_method=topk_method)
-    if E > 4096:
-        raise ValueError(f"gate_topk supports E <= 4096 experts, got E={E}")
-    bias = e_score_correction_bias
-    if bias is not None:
-        check_tensor("e_score_correction_bias", bias, dtype=torch.float32, ndim=1, device=logits.device)
-        if bias.shape[0] != E:
-            raise ValueError(f"e_score_correction_bias must have shape [{E}], got {tuple(bias.shape)}")
-    w = torch.empty(T, top_k, dtype=torch.float32, device=logits.device)
-    ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
-    if T == 0:
-        return w, ids
-    ng = n_group if grouped else 1
-    gs = E // ng
-    pad = triton.next_power_of_2(E)
-    _gate_topk_kernel[(T,)](
-        logits, bias if bias is not None else logits, w, ids,
-        logits.stride(0), logits.stride(1), bias.stride(0) if bias is not None else 0, float(routed_scaling_factor),
-        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=triton.next_power_of_2(ng), GS_PAD=triton.next_power_of_2(gs),
-        TOPK_GROUP=topk_group if grouped else 1, TOP_K=top_k, K_PAD=triton.next_power_of_2(top_k),
-        SOFTMAX=scoring_func == "softmax", HAS_BIAS=bias is not None, GROUPED=grouped,
-        GROUP_TOP2=topk_method == "noaux_tc" and gs >= 2, NORM=bool(norm_topk_prob),
-        num_warps=1 if pad <= 256 else (2 if pad <= 1024 else 4),
-    )
-    return w, ids
 
 
 def _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
@@ -636,4 +513,4 @@ def moe_unpermute(
     return out
 
 
-__all__ = ["gate_topk", "moe_permute", "moe_permute_masked", "moe_permute_bound", "moe_unpermute"]
+__all__ = ["gate_topk", "router_gate_topk", "moe_permute", "moe_permute_masked", "moe_permute_bound", "moe_unpermute"]

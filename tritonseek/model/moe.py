@@ -38,6 +38,23 @@ class Gate(nn.Module):
             )
         else:
             self.register_parameter("e_score_correction_bias", None)
+        self._router_w: torch.Tensor | None = None
+        self._router_key: tuple | None = None
+
+    def router_weight(self) -> torch.Tensor:
+        """The weight the fused decode router streams: a bf16 copy when it equals the fp32 weight exactly
+        (a bf16 checkpoint: half the bytes, same logits up to summation order), else the fp32 weight.
+        Cached per (storage, version); built outside CUDA-graph capture (under capture before the first
+        eager call: the fp32 weight, never a host sync)."""
+        w = self.weight
+        key = (w.data_ptr(), w._version, w.device)
+        if self._router_key != key:
+            if w.is_cuda and torch.cuda.is_current_stream_capturing():
+                return w
+            wb = w.detach().to(torch.bfloat16)
+            self._router_w = wb if torch.equal(wb.float(), w) else w
+            self._router_key = key
+        return self._router_w
 
 
 class MoE(nn.Module):
@@ -60,30 +77,91 @@ class MoE(nn.Module):
             )
         self.gate = Gate(cfg, dtype)
         wdtype = torch.float8_e4m3fn if fp8 else dtype
-        self.w13 = nn.Parameter(torch.empty(E, 2 * I, H, dtype=wdtype), requires_grad=False)
-        self.w2 = nn.Parameter(torch.empty(E, H, I, dtype=wdtype), requires_grad=False)
+        # FP8 with one shared expert (V3/R1, Kimi-K2) and no expert parallelism: the routed stacks get one more
+        # group E whose rows ARE the shared expert's weights (its Linears hold views into group E, so no extra
+        # memory), and decode runs the shared expert as one more group of the masked GEMMs.
+        stack = fp8 and cfg.n_shared_experts == 1 and self.tp is None
+        G = E + 1 if stack else E
+        cdiv = lambda a: math.ceil(a / FP8_BLOCK)  # noqa: E731
+        w13 = torch.empty(G, 2 * I, H, dtype=wdtype)
+        w2 = torch.empty(G, H, I, dtype=wdtype)
+        self.w13 = nn.Parameter(w13[:E], requires_grad=False)
+        self.w2 = nn.Parameter(w2[:E], requires_grad=False)
         if fp8:
-            cdiv = lambda a: math.ceil(a / FP8_BLOCK)  # noqa: E731
-            self.w13_scale_inv = nn.Parameter(torch.empty(E, cdiv(2 * I), cdiv(H)), requires_grad=False)
-            self.w2_scale_inv = nn.Parameter(torch.empty(E, cdiv(H), cdiv(I)), requires_grad=False)
+            s13, s2 = torch.empty(G, cdiv(2 * I), cdiv(H)), torch.empty(G, cdiv(H), cdiv(I))
+            self.w13_scale_inv = nn.Parameter(s13[:E], requires_grad=False)
+            self.w2_scale_inv = nn.Parameter(s2[:E], requires_grad=False)
         else:
             self.register_parameter("w13_scale_inv", None)
             self.register_parameter("w2_scale_inv", None)
         self.shared_experts = (
             MLP(H, I * cfg.n_shared_experts, fp8=fp8, dtype=dtype, ops=ops, tp=tp) if cfg.n_shared_experts else None
         )
+        self._stacked = None
+        if stack:
+            sh, Ib = self.shared_experts, cdiv(I)
+            for lin, w, sc in ((sh.gate_proj, w13[E, :I], s13[E, :Ib]), (sh.up_proj, w13[E, I:], s13[E, Ib:]),
+                               (sh.down_proj, w2[E], s2[E])):
+                lin.weight = nn.Parameter(w, requires_grad=False)
+                lin.weight_scale_inv = nn.Parameter(sc, requires_grad=False)
+            fused = getattr(sh, "gate_up", None)  # the MLP's one-GEMM [gate ‖ up] weight (layers.FusedLinears)
+            if fused is not None and getattr(fused, "weight", None) is not None:
+                fused.weight, fused.scale = w13[E], s13[E]  # the same rows, now group E of the stack
+            self._stacked = (w13, s13, w2, s2)
+        # Decode fusions (triton backend on CUDA), chosen by the token count T of the call:
+        # the router GEMV fused with the top-k for T ≤ fused_router_max_t, the shared expert as group E of the
+        # masked GEMMs for T ≤ shared_group_max_t (set to 0 to disable either; measured in bench_moe_layer).
+        self.fused_router_max_t = 128
+        self.shared_group_max_t = 8
 
-    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [T, H] → (topk_weights [T, k] fp32, topk_ids [T, k] int32)."""
-        logits = F.linear(x.float(), self.gate.weight.float())
+    def route(self, x: torch.Tensor, *, shared_slot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [T, H] → (topk_weights [T, k] fp32, topk_ids [T, k] int32).
+
+        shared_slot (fused router only, see :meth:`stacked_weights`): a (k+1)-th slot (id E, weight 1) for
+        the shared expert stacked as group E. On the triton backend on CUDA with T ≤ fused_router_max_t the
+        router GEMV and the top-k run as one kernel (``router_gate_topk``) over the gate weight's bf16 copy.
+        """
         cfg = self.cfg
-        return self.ops.gate_topk(
-            logits, self.gate.e_score_correction_bias, top_k=cfg.num_experts_per_tok, n_group=cfg.n_group,
-            topk_group=cfg.topk_group, scoring_func=cfg.scoring_func, topk_method=cfg.topk_method,
-            norm_topk_prob=cfg.norm_topk_prob, routed_scaling_factor=cfg.routed_scaling_factor,
-        )
+        kw = dict(top_k=cfg.num_experts_per_tok, n_group=cfg.n_group, topk_group=cfg.topk_group,
+                  scoring_func=cfg.scoring_func, topk_method=cfg.topk_method, norm_topk_prob=cfg.norm_topk_prob,
+                  routed_scaling_factor=cfg.routed_scaling_factor)
+        if self.ops.is_triton and x.is_cuda and x.shape[0] <= self.fused_router_max_t:
+            from tritonseek.kernels.moe_gate import router_gate_topk
+
+            return router_gate_topk(x, self.gate.router_weight(), self.gate.e_score_correction_bias,
+                                    shared_expert_id=self.w13.shape[0] if shared_slot else None, **kw)
+        if shared_slot:
+            raise ValueError("shared_slot needs the fused router (triton backend, CUDA, T <= fused_router_max_t)")
+        logits = F.linear(x.float(), self.gate.weight.float())
+        return self.ops.gate_topk(logits, self.gate.e_score_correction_bias, **kw)
+
+    def stacked_weights(self) -> tuple[torch.Tensor, ...] | None:
+        """(w13 [E+1, 2I, H], w13_scale_inv, w2 [E+1, H, I], w2_scale_inv): the routed experts plus the shared
+        expert as group E, when this layer stacks them and the shared Linears still view group E (a later
+        ``.to()``/reassignment breaks the sharing: then None and the shared expert runs as its own MLP)."""
+        if self._stacked is None:
+            return None
+        w13, s13, w2, s2 = self._stacked
+        E, I = self.w13.shape[0], self.cfg.moe_intermediate_size
+        sh = self.shared_experts
+        views = ((self.w13, w13[:E]), (self.w2, w2[:E]), (self.w13_scale_inv, s13[:E]), (self.w2_scale_inv, s2[:E]),
+                 (sh.gate_proj.weight, w13[E, :I]), (sh.up_proj.weight, w13[E, I:]), (sh.down_proj.weight, w2[E]),
+                 (sh.gate_proj.weight_scale_inv, s13[E, : s13.shape[1] // 2]),
+                 (sh.up_proj.weight_scale_inv, s13[E, s13.shape[1] // 2:]), (sh.down_proj.weight_scale_inv, s2[E]))
+        if any(p.device != v.device or p.data_ptr() != v.data_ptr() or p.shape != v.shape for p, v in views):
+            return None
+        return self._stacked
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[0]
+        stacked = (self.stacked_weights() if self.ops.is_triton and x.is_cuda and not self.training
+                   and 0 < T <= min(self.shared_group_max_t, self.fused_router_max_t) else None)
+        if stacked is not None:
+            from tritonseek.model.moe_triton import moe_experts_triton
+
+            # decode: the shared expert is group E of the masked GEMMs, routed with weight 1 in slot k
+            topk_weights, topk_ids = self.route(x, shared_slot=True)
+            return moe_experts_triton(x, topk_weights, topk_ids, self, layout="masked", weights=stacked)
         topk_weights, topk_ids = self.route(x)
         if self.training:
             # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)

@@ -52,6 +52,7 @@ def moe_experts_triton(
     *,
     layout: str | None = None,
     shared_output: torch.Tensor | None = None,
+    weights: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
 
@@ -62,6 +63,8 @@ def moe_experts_triton(
     w13_scale_inv [E, 2I/128, ceil(H/128)], w2 [E, H, I] e4m3 + w2_scale_inv [E, ceil(H/128), I/128]).
     layout: "masked" | "contiguous" | None (None: :func:`choose_layout` by T).
     shared_output: optional [T, H] added in fp32 inside the unpermute (fused shared-expert add).
+    weights: optional (w13, w13_scale_inv, w2, w2_scale_inv) used instead of moe's, e.g. ``moe.stacked_weights()``
+        (E+1 groups, group E = the shared expert, reached through topk_ids == E with weight 1).
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers
     raise for bad shapes/dtypes.
@@ -71,7 +74,8 @@ def moe_experts_triton(
         layout = choose_layout(x.shape[0])
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
-    E = moe.w13.shape[0]  # this rank's experts (all of them without expert parallelism)
+    w13, w13_s, w2, w2_s = weights if weights is not None else (moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv)
+    E = w13.shape[0]  # this rank's experts (all of them without expert parallelism), + 1 when stacked
     T, H = x.shape
     k = topk_ids.shape[1]
     if layout == "masked":
@@ -80,23 +84,23 @@ def moe_experts_triton(
         kw = dict(expected_m=max(1, (T * k) // E), max_active_groups=min(E, T * k))
         # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
         a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True)
-        two_i = moe.w13.shape[1]
+        two_i = w13.shape[1]
         if x.dtype == torch.bfloat16 and two_i % 256 == 0:
             # SiLU·mul + FP8 quant in GEMM1's epilogue (same result as the three steps below, valid rows only)
-            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, **kw)
+            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, w13_s, masked_m, **kw)
         else:
-            gate_up = grouped_fp8_gemm_masked(a, a_s, moe.w13, moe.w13_scale_inv, masked_m, out_dtype=x.dtype, **kw)
+            gate_up = grouped_fp8_gemm_masked(a, a_s, w13, w13_s, masked_m, out_dtype=x.dtype, **kw)
             h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
             h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
-        down = grouped_fp8_gemm_masked(h_q, h_s, moe.w2, moe.w2_scale_inv, masked_m, out_dtype=x.dtype, **kw)
+        down = grouped_fp8_gemm_masked(h_q, h_s, w2, w2_s, masked_m, out_dtype=x.dtype, **kw)
         return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output)
     x_q, x_s = per_token_group_quant_fp8(x, 128)
     graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
     a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe)
     gemm = _contiguous_gemm(x.device)
-    gate_up = gemm(a, a_s, moe.w13, moe.w13_scale_inv, m_indices, out_dtype=x.dtype)
+    gate_up = gemm(a, a_s, w13, w13_s, m_indices, out_dtype=x.dtype)
     h_q, h_s = silu_mul_quant_fp8(gate_up, 128)
-    down = gemm(h_q, h_s, moe.w2, moe.w2_scale_inv, m_indices, out_dtype=x.dtype)
+    down = gemm(h_q, h_s, w2, w2_s, m_indices, out_dtype=x.dtype)
     return moe_unpermute(down, row_map, topk_weights, shared_output)
 
 

@@ -1,0 +1,333 @@
+"""DeepSeek MoE router in Triton: gate top-k on router logits, and the decode router (GEMV + top-k fused).
+
+* ``gate_topk``: logits [T, E] → (topk_weights, topk_ids), one program per token.
+* ``router_gate_topk``: x [T, H] and the gate weight [E, H] (bf16 or fp32, products summed in fp32) →
+  (topk_weights, topk_ids) in ONE launch: programs own (expert block, K slice, token block) pieces of the
+  logits, write fp32 partials, and the last program of each token block to arrive (an acq_rel counter)
+  sums the partials in a fixed order and runs the same selection as ``gate_topk``. Deterministic (no
+  float atomics); graph-safe (the counter resets itself). Optionally appends a shared expert as one
+  more slot (id ``shared_expert_id``, weight 1) so the masked GEMMs can run it as one more group.
+
+Both select exactly as ``tritonseek.kernels.reference.moe.gate_topk_ref`` (the spec).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels.reference.moe import check_gate_args
+
+# Fused router: experts per program, K slice per program, tokens per program (see _router_config).
+_ROUTER_MAX_T_TILES = 4096
+_COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
+
+
+def _router_config(T: int, E: int, H: int) -> tuple[int, int, int]:
+    """(BLOCK_E, BLOCK_K, BLOCK_T): V3 (E 256, H 7168) → 64 expert blocks × 7 K slices = 448 programs per
+    token block, each loading a 4 × 1024 weight tile at once (the whole 3.7 MB bf16 weight in flight)."""
+    block_k = min(1024, triton.next_power_of_2(max(H, 16)))
+    # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
+    block_e = min(32 if interpreter_active() else 4, triton.next_power_of_2(E))
+    return block_e, block_k, min(8, triton.next_power_of_2(max(T, 1)))
+
+
+@triton.jit
+def _gate_select(
+    x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, shared_id,
+    N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
+    TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, OUT_K: tl.constexpr,
+    SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    # x: [NG_PAD, GS_PAD] fp32 logits of token t held as (group, expert-in-group); padding lanes are −inf.
+    # Writes w[t, :OUT_K] fp32 and ids[t, :OUT_K] int32 (rows of OUT_K); OUT_K = TOP_K + 1 appends
+    # (shared_id, 1.0) after the routed slots.
+    g = tl.arange(0, NG_PAD)[:, None]
+    j = tl.arange(0, GS_PAD)[None, :]
+    valid = (g < N_GROUP) & (j < GROUP_SIZE)
+    e = g * GROUP_SIZE + j
+    if SOFTMAX:
+        m = tl.max(tl.max(x, axis=1), axis=0)
+        p = tl.where(valid, tl.exp(x - m), 0.0)
+        s = p / tl.sum(tl.sum(p, axis=1), axis=0)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-x))
+    s = tl.where(valid, s, 0.0)
+    biased = s
+    if HAS_BIAS:
+        biased = s + tl.load(bias_ptr + e * stride_b, mask=valid, other=0.0).to(tl.float32)
+    biased = tl.where(valid, biased, float("-inf"))
+    if GROUPED:
+        gmax = tl.max(biased, axis=1)
+        if GROUP_TOP2:
+            first = tl.min(tl.where(biased == gmax[:, None], j, GS_PAD), axis=1)
+            second = tl.max(tl.where(j == first[:, None], float("-inf"), biased), axis=1)
+            gscore = gmax + second
+        else:
+            gscore = gmax
+        gidx = tl.arange(0, NG_PAD)
+        gscore = tl.where(gidx < N_GROUP, gscore, float("-inf"))
+        keep = gidx < 0
+        for _ in tl.static_range(TOPK_GROUP):
+            gm = tl.max(gscore, axis=0)
+            gsel = tl.min(tl.where(gscore == gm, gidx, NG_PAD), axis=0)
+            keep = keep | (gidx == gsel)
+            gscore = tl.where(gidx == gsel, float("-inf"), gscore)
+        biased = tl.where(keep[:, None], biased, float("-inf"))
+    kk = tl.arange(0, K_PAD)
+    w_acc = tl.zeros([K_PAD], dtype=tl.float32)
+    id_acc = tl.zeros([K_PAD], dtype=tl.int32)
+    BIG: tl.constexpr = NG_PAD * GS_PAD * 2
+    for i in tl.static_range(TOP_K):
+        mx = tl.max(tl.max(biased, axis=1), axis=0)
+        sel = tl.min(tl.min(tl.where(biased == mx, e, BIG), axis=1), axis=0)
+        wsel = tl.sum(tl.sum(tl.where(e == sel, s, 0.0), axis=1), axis=0)
+        w_acc = tl.where(kk == i, wsel, w_acc)
+        id_acc = tl.where(kk == i, sel, id_acc)
+        biased = tl.where(e == sel, float("-inf"), biased)
+    if NORM:
+        w_acc = w_acc / (tl.sum(tl.where(kk < TOP_K, w_acc, 0.0), axis=0) + 1e-20)
+    w_acc = w_acc * routed_scaling_factor
+    if OUT_K > TOP_K:  # the shared expert as one more slot, weight exactly 1
+        w_acc = tl.where(kk == TOP_K, 1.0, w_acc)
+        id_acc = tl.where(kk == TOP_K, shared_id, id_acc)
+    kmask = kk < OUT_K
+    tl.store(w_ptr + t * OUT_K + kk, w_acc, mask=kmask)
+    tl.store(ids_ptr + t * OUT_K + kk, id_acc, mask=kmask)
+
+
+@triton.jit
+def _gate_topk_kernel(
+    logits_ptr, bias_ptr, w_ptr, ids_ptr,
+    stride_lt, stride_le, stride_b, routed_scaling_factor,
+    N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
+    TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
+    SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    # logits: [T, E] (strides stride_lt, stride_le), E = N_GROUP * GROUP_SIZE, any float dtype
+    # bias:   [E] fp32 (stride_b), selection only
+    # w:      [T, TOP_K] fp32 contiguous; ids: [T, TOP_K] int32 contiguous
+    # One program per token; experts held as a [NG_PAD, GS_PAD] tile (group, expert-in-group).
+    t = tl.program_id(0).to(tl.int64)
+    g = tl.arange(0, NG_PAD)[:, None]
+    j = tl.arange(0, GS_PAD)[None, :]
+    valid = (g < N_GROUP) & (j < GROUP_SIZE)
+    e = g * GROUP_SIZE + j
+    x = tl.load(logits_ptr + t * stride_lt + e * stride_le, mask=valid, other=float("-inf")).to(tl.float32)
+    _gate_select(x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, 0,
+                 N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, TOP_K,
+                 SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
+
+
+@triton.jit
+def _router_gate_kernel(
+    x_ptr, wt_ptr, part_ptr, count_ptr, bias_ptr, w_ptr, ids_ptr,
+    T, H, stride_xt, stride_we, stride_b, routed_scaling_factor, shared_id,
+    E: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
+    TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, OUT_K: tl.constexpr,
+    SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    # x:     [T, H] bf16/fp16/fp32 (stride_xt, unit column stride); wt: [E, H] bf16/fp32 gate weight (stride_we)
+    # part:  [SPLIT_K, T, E] fp32 partial logits; count: [num T blocks] int32 arrival counters (zero at rest)
+    # program (e block, K slice, T block): part[ks, t, e] = Σ_{k in slice} x[t, k]·wt[e, k] (fp32 products/sums)
+    # The last program of a T block to arrive sums part over ks = 0..SPLIT_K−1 (fixed order) and selects.
+    pid_e = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_t = tl.program_id(2)
+    re = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+    rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    km = rk < H
+    wv = tl.load(wt_ptr + re[:, None] * stride_we + rk[None, :], mask=(re[:, None] < E) & km[None, :],
+                 other=0.0).to(tl.float32)
+    for i in tl.static_range(BLOCK_T):
+        t = pid_t * BLOCK_T + i
+        if t < T:
+            xv = tl.load(x_ptr + t.to(tl.int64) * stride_xt + rk, mask=km, other=0.0).to(tl.float32)
+            acc = tl.sum(wv * xv[None, :], axis=1)
+            tl.store(part_ptr + (pid_k * T + t).to(tl.int64) * E + re, acc, mask=re < E)
+    tl.debug_barrier()  # every thread's partials are stored before the (release) arrival below
+    arrived = tl.atomic_add(count_ptr + pid_t, 1, sem="acq_rel", scope="gpu")
+    if arrived == tl.num_programs(0) * tl.num_programs(1) - 1:
+        g = tl.arange(0, NG_PAD)[:, None]
+        j = tl.arange(0, GS_PAD)[None, :]
+        valid = (g < N_GROUP) & (j < GROUP_SIZE)
+        e = g * GROUP_SIZE + j
+        for i in range(BLOCK_T):
+            t = pid_t * BLOCK_T + i
+            if t < T:
+                lg = tl.zeros([NG_PAD, GS_PAD], dtype=tl.float32)
+                for ks in tl.static_range(SPLIT_K):
+                    lg += tl.load(part_ptr + (ks * T + t).to(tl.int64) * E + e, mask=valid, other=0.0,
+                                  cache_modifier=".cg")
+                lg = tl.where(valid, lg, float("-inf"))
+                _gate_select(lg, bias_ptr, w_ptr, ids_ptr, t.to(tl.int64), stride_b, routed_scaling_factor,
+                             shared_id, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, OUT_K,
+                             SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
+        tl.atomic_xchg(count_ptr + pid_t, 0, sem="relaxed", scope="gpu")  # ready for the next launch
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _select_constants(E, *, top_k, n_group, topk_group, scoring_func, topk_method, norm_topk_prob, grouped,
+                      out_k):
+    ng = n_group if grouped else 1
+    gs = E // ng
+    return dict(
+        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=triton.next_power_of_2(ng), GS_PAD=triton.next_power_of_2(gs),
+        TOPK_GROUP=topk_group if grouped else 1, TOP_K=top_k, K_PAD=triton.next_power_of_2(out_k),
+        SOFTMAX=scoring_func == "softmax", GROUPED=grouped, GROUP_TOP2=topk_method == "noaux_tc" and gs >= 2,
+        NORM=bool(norm_topk_prob),
+    )
+
+
+def _check_bias(bias, E, device):
+    if bias is not None:
+        check_tensor("e_score_correction_bias", bias, dtype=torch.float32, ndim=1, device=device)
+        if bias.shape[0] != E:
+            raise ValueError(f"e_score_correction_bias must have shape [{E}], got {tuple(bias.shape)}")
+
+
+def gate_topk(
+    logits: torch.Tensor,
+    e_score_correction_bias: torch.Tensor | None,
+    *,
+    top_k: int,
+    n_group: int = 1,
+    topk_group: int = 1,
+    scoring_func: str = "sigmoid",
+    topk_method: str = "noaux_tc",
+    norm_topk_prob: bool = True,
+    routed_scaling_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek router top-k: w = norm(score[topk(group_mask(score + bias))]) · routed_scaling_factor.
+
+    logits: [T, E] fp32/bf16/fp16 router logits (any strides), scored in fp32.
+    e_score_correction_bias: [E] fp32 (or None), added for selection only.
+    Returns (topk_weights [T, top_k] fp32, topk_ids [T, top_k] int32), in descending biased-score
+    order; ties go to the lower group/expert id; dropped groups are masked with −inf; weights are
+    the unbiased scores, divided by (sum + 1e-20) when norm_topk_prob, × routed_scaling_factor once.
+    One program per token (E ≤ 4096). Covers DeepSeek-V3/R1 (256 experts, 8 groups, 4 kept, k=8,
+    noaux_tc), V2-Lite (64, softmax, greedy, k=6), V2 (160, 8 groups, group_limited_greedy), Kimi-K2 (384, 1 group).
+    Raises ValueError for inconsistent settings (as ``gate_topk_ref``) or bad shapes/devices,
+    TypeError for wrong dtypes.
+    Follows DeepSeek-V3 inference/model.py Gate and HF DeepseekV2 MoEGate.
+    """
+    check_tensor("logits", logits, ndim=2)
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a float tensor, got {logits.dtype}")
+    check_runnable_device("logits", logits)
+    T, E = logits.shape
+    grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
+                              scoring_func=scoring_func, topk_method=topk_method)
+    if E > 4096:
+        raise ValueError(f"gate_topk supports E <= 4096 experts, got E={E}")
+    bias = e_score_correction_bias
+    _check_bias(bias, E, logits.device)
+    w = torch.empty(T, top_k, dtype=torch.float32, device=logits.device)
+    ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
+    if T == 0:
+        return w, ids
+    pad = triton.next_power_of_2(E)
+    consts = _select_constants(E, top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
+                               topk_method=topk_method, norm_topk_prob=norm_topk_prob, grouped=grouped, out_k=top_k)
+    _gate_topk_kernel[(T,)](
+        logits, bias if bias is not None else logits, w, ids,
+        logits.stride(0), logits.stride(1), bias.stride(0) if bias is not None else 0, float(routed_scaling_factor),
+        HAS_BIAS=bias is not None, **consts,
+        num_warps=1 if pad <= 256 else (2 if pad <= 1024 else 4),
+    )
+    return w, ids
+
+
+def _counters(device: torch.device) -> torch.Tensor:
+    """Per-device arrival counters of the fused router (zero between launches: each launch's last program
+    resets its own). Allocated once, outside any graph capture."""
+    key = (device.type, device.index)
+    c = _COUNTERS.get(key)
+    if c is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("router_gate_topk: call it once before CUDA-graph capture (its counters are "
+                               "allocated on first use)")
+        c = _COUNTERS[key] = torch.zeros(_ROUTER_MAX_T_TILES, dtype=torch.int32, device=device)
+    return c
+
+
+def router_gate_topk(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    e_score_correction_bias: torch.Tensor | None,
+    *,
+    top_k: int,
+    n_group: int = 1,
+    topk_group: int = 1,
+    scoring_func: str = "sigmoid",
+    topk_method: str = "noaux_tc",
+    norm_topk_prob: bool = True,
+    routed_scaling_factor: float = 1.0,
+    shared_expert_id: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """gate_topk(x·weightᵀ) in one launch: logits = Σ_k x[t,k]·weight[e,k] with fp32 products and sums.
+
+    x: [T, H] bf16/fp16/fp32 hidden states (unit column stride). weight: [E, H] bf16 or fp32 router
+    weight (contiguous; DeepSeek's checkpoint stores it bf16, so its bf16 copy is exact).
+    e_score_correction_bias: [E] fp32 or None (selection only). Selection settings as :func:`gate_topk`.
+    shared_expert_id: when given, a (k+1)-th slot (id shared_expert_id, weight exactly 1.0) is appended to
+    every token: the shared expert run as one more group of the masked GEMMs.
+    Returns (topk_weights [T, k(+1)] fp32, topk_ids [T, k(+1)] int32) = gate_topk_ref(x.float() @
+    weight.float()ᵀ, …) up to the fp32 summation order of the logits (fixed here: deterministic).
+    Graph-safe (no host sync); the first call on a device must happen outside CUDA-graph capture.
+    Built for decode sizes (the last program of each 8-token block runs the selection of its tokens).
+    Raises TypeError (dtypes) / ValueError (shapes, settings, devices) / RuntimeError (first call under capture).
+    Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
+    """
+    check_tensor("x", x, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2)
+    check_runnable_device("x", x)
+    check_tensor("weight", weight, dtype=(torch.bfloat16, torch.float32), ndim=2, device=x.device)
+    T, H = x.shape
+    E = weight.shape[0]
+    if weight.shape[1] != H or not weight.is_contiguous():
+        raise ValueError(f"weight must be a contiguous [E, {H}] tensor, got {tuple(weight.shape)} strides {weight.stride()}")
+    if x.stride(1) != 1:
+        raise ValueError(f"x must have unit column stride, got strides {x.stride()}")
+    grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
+                              scoring_func=scoring_func, topk_method=topk_method)
+    if E > 4096:
+        raise ValueError(f"router_gate_topk supports E <= 4096 experts, got E={E}")
+    if shared_expert_id is not None and (not isinstance(shared_expert_id, int) or shared_expert_id < 0):
+        raise ValueError(f"shared_expert_id must be a non-negative int or None, got {shared_expert_id!r}")
+    bias = e_score_correction_bias
+    _check_bias(bias, E, x.device)
+    out_k = top_k + (shared_expert_id is not None)
+    w = torch.empty(T, out_k, dtype=torch.float32, device=x.device)
+    ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)
+    if T == 0:
+        return w, ids
+    block_e, block_k, block_t = _router_config(T, E, H)
+    split_k = triton.cdiv(H, block_k)
+    t_tiles = triton.cdiv(T, block_t)
+    if t_tiles > _ROUTER_MAX_T_TILES:
+        raise ValueError(f"router_gate_topk supports T <= {_ROUTER_MAX_T_TILES * block_t} tokens, got T={T}")
+    part = torch.empty(split_k, T, E, dtype=torch.float32, device=x.device)
+    consts = _select_constants(E, top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
+                               topk_method=topk_method, norm_topk_prob=norm_topk_prob, grouped=grouped, out_k=out_k)
+    _router_gate_kernel[(triton.cdiv(E, block_e), split_k, t_tiles)](
+        x, weight, part, _counters(x.device), bias if bias is not None else part, w, ids,
+        T, H, x.stride(0), weight.stride(0), bias.stride(0) if bias is not None else 0,
+        float(routed_scaling_factor), int(shared_expert_id or 0),
+        E=E, SPLIT_K=split_k, BLOCK_E=block_e, BLOCK_K=block_k, BLOCK_T=block_t, OUT_K=out_k,
+        HAS_BIAS=bias is not None, **consts, num_warps=4,
+    )
+    return w, ids
+
+
+__all__ = ["gate_topk", "router_gate_topk"]

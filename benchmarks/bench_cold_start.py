@@ -6,6 +6,7 @@ For each model (default: the embedded one) in a fresh, empty TRITON_CACHE_DIR:
 1. "cold": ``python -m tritonseek.cli generate -p … -n 8`` with the empty cache (every kernel compiles);
 2. ``tritonseek warmup --max-batch N`` into the same cache (its time and new entries are recorded);
 3. "warm": the same generate again; also counts the cache entries it added (0 = warmup covered it).
+   ``--no-warmup`` skips step 2: "warm" then reuses what the cold generate compiled (a short device run).
 The clock starts just before the child process is spawned and stops when its stdout first shows
 text beyond the echoed prompt (the CLI streams each token as it is sampled); the child is then
 killed. Rows: {suite: cold_start, case: {model, cache}, seconds, new_cache_entries, target_s: 20, …}.
@@ -79,6 +80,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--skip-cold", action="store_true", default=bool(os.environ.get("TRITONSEEK_COLD_START_SKIP_COLD")),
                     help="only warmup + the warm start (default: $TRITONSEEK_COLD_START_SKIP_COLD)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="warm = a second generate on the cache the cold generate filled (no `tritonseek warmup` "
+                         "step: a short device run; the row says warmup_s null)")
     ap.add_argument("--cache-dir", default=os.environ.get("TRITONSEEK_COLD_START_CACHE"),
                     help="use (and keep) this empty folder as the Triton cache instead of a temporary one "
                          "(default: $TRITONSEEK_COLD_START_CACHE, else a temporary folder)")
@@ -114,15 +118,19 @@ def main(argv=None) -> list[dict]:
                 print(f"{name} cold: first token {first:.1f} s, {cold_entries} cache entries by then", flush=True)
                 emit(dict(base, case=dict(model=name, cache="cold"), seconds=round(first, 2),
                           new_cache_entries=cold_entries, meets_target=first <= TARGET_S))
-            warm_s, msg = warm(model, cache, args.max_batch)
-            print(f"{name} warmup --max-batch {args.max_batch}: {warm_s:.1f} s; {msg}", flush=True)
+            if args.no_warmup:
+                warm_s, msg = None, "no warmup step (the cold generate's cache)"
+            else:
+                warm_s, msg = warm(model, cache, args.max_batch)
+            print(f"{name} warmup --max-batch {args.max_batch}: {warm_s} s; {msg}", flush=True)
             before = _entries(cache)
             first_w = time_to_first_token(model, cache)
             new = _entries(cache) - before
             print(f"{name} warm: first token {first_w:.1f} s (target {TARGET_S:.0f} s), {new} new cache entries",
                   flush=True)
             emit(dict(base, case=dict(model=name, cache="warm"), seconds=round(first_w, 2),
-                      new_cache_entries=new, warmup_s=round(warm_s, 2), warmup_max_batch=args.max_batch,
+                      new_cache_entries=new, warmup_s=None if warm_s is None else round(warm_s, 2),
+                      warmup_max_batch=None if warm_s is None else args.max_batch,
                       meets_target=first_w <= TARGET_S))
     return rows
 

@@ -28,7 +28,9 @@ block ids come from a shuffled free list, so pages are scattered as in a long-ru
   latent-cache writes, MoE contiguous grouped GEMMs). FLOPs = 2·T·(linear weights a token touches:
   attention, dense MLP or top-k + shared experts) + causal attention 2·Σ L(L+1)/2·h·(192+128) per layer
   + the last token's lm_head. ``fp8_rate_frac`` = TFLOP/s ÷ 1138 (cuBLAS block-scaled FP8 on this H200,
-  GPU.md); target ≥ 0.5.
+  GPU.md); target ≥ 0.5. ``us`` is the eager prefill (what ``generate`` runs); ``us_graph`` the same
+  prompt through ``PrefillGraphs`` (one CUDA-graph replay, MoE at its sync-free bound layout; host
+  fill + upload included) with ``fp8_rate_frac_graph``, ``us_graph_replay`` the bare replay.
 * ``mtp_e2e`` — see :func:`run_mtp_e2e`.
 * ``e2e_generate`` — ``LLM.generate`` on the embedded default model, CUDA graphs vs ``enforce_eager``,
   without and with MTP (K = 3): decode µs/step and tokens/s of both, same-tokens flag
@@ -131,9 +133,9 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
     attn = runner.decode_batch(seqs, [context] * batch, 1)
     caches = h.cache.layers
 
-    def step():
-        hidden = model(ids, pos, attn, caches)
-        return model.compute_logits(hidden).argmax(-1)
+    def step():  # the graph's step, launched eagerly: final add+norm fused, bf16 logits, Triton argmax
+        _, normed = model.forward_normed(ids, pos, attn, caches)
+        return model.ops.argmax(model.lm_head(normed))
 
     # untimed probe: layer inputs, routed experts hit, logits for the correctness check
     recs, undo = record_routing(model)
@@ -185,7 +187,10 @@ def decode_case(b: Bench, h: SliceHarness, batch: int, context: int) -> dict:
                     lambda: h.graphs.step([s.seq_id for s in seqs], [s.last_token for s in seqs], [context] * batch))
                 print(f"  graph_step_syncs: {audit['graph_step_syncs']}", flush=True)
                 try:  # the same breakdown from one graph replay (CUPTI traces graph kernels too)
-                    gk = kernel_shares(h.graphs.graph(batch).replay, top=12)
+                    gk = kernel_shares(h.graphs.graph(batch).replay, top=40)
+                    for e in gk[:-1]:
+                        print(f"    graph {e['kind']:6s} {e['share']*100:5.1f}% {e['us']:9.1f} us x{e['count']:<4} {e['name']}")
+                    audit["graph_kernel_shares"] = gk
                     audit["graph_kernel_total_us"] = gk[-1]["us"]
                     audit["graph_kernel_triton_share"] = gk[-1]["triton_share"]
                     print(f"  graph replay: kernels sum {gk[-1]['us']} us, triton share {gk[-1]['triton_share']}")
@@ -334,17 +339,50 @@ def run_prefill(b: Bench, h: SliceHarness):
             us = b.kernel_us(lambda: h.runner.prefill([s])) if b.cuda else b.wall_us(lambda: h.runner.prefill([s]), 1, 0)
             fl = prefill_flops(h.model, [tokens])
             tf = fl / us / 1e6
+            graph = prefill_graph_case(b, h, s, logits) if b.cuda and h.model.ops.is_triton else {}
             row = b.row("e2e_prefill", {"model": b.args.model_name, "tokens": tokens}, us=_r(us), tflops=_r(tf, 1),
                         tokens_per_s=_r(tokens / us * 1e6, 1), fp8_rate_frac=_r(tf / FP8_RATE_TFLOPS, 3),
                         target_fp8_rate_frac=0.5, flops=fl, peak_mem_gb=b.peak_gb(), logits_finite=finite,
-                        peer="none in this run (reference prefill would densify all 256 experts × 3 layers in fp32)")
+                        peer="none in this run (reference prefill would densify all 256 experts × 3 layers in fp32)",
+                        **graph)
+            if graph.get("us_graph"):
+                row["fp8_rate_frac_graph"] = _r(fl / graph["us_graph"] / 1e6 / FP8_RATE_TFLOPS, 3)
+                b.flush()
             print(f"e2e_prefill T={tokens} {us/1e3:8.2f} ms {row['tokens_per_s']:10.1f} tok/s {tf:7.1f} TFLOP/s "
-                  f"({row['fp8_rate_frac']} of FP8 rate) peak {row['peak_mem_gb']} GB", flush=True)
+                  f"({row['fp8_rate_frac']} of FP8 rate) peak {row['peak_mem_gb']} GB  graph {graph}", flush=True)
         except Exception as e:  # noqa: BLE001
             print(f"e2e_prefill T={tokens} FAILED: {type(e).__name__}: {e}", flush=True)
             b.row("e2e_prefill", {"model": b.args.model_name, "tokens": tokens}, error=f"{type(e).__name__}: {e}"[:500])
         finally:
             h.cache.release(s.seq_id)
+
+
+def prefill_graph_case(b: Bench, h: SliceHarness, s: Sequence, eager_logits) -> dict:
+    """The same prefill through ``PrefillGraphs`` (one bucket of exactly the prompt's tokens): ``us_graph`` =
+    do_bench of ``ModelRunner.prefill`` (host fill + one upload + replay), ``us_graph_replay`` = the bare
+    replay, logits vs the eager ones. Errors are kept in the row (the eager figure stands)."""
+    from tritonseek.engine.cuda_graph import PrefillGraphs
+    from tritonseek.engine.runner import ModelRunner
+
+    n = len(s.prompt_ids)
+    pg = None
+    try:
+        pg = PrefillGraphs(h.model, h.cache, buckets=(n,), max_seqs=1)
+        runner = ModelRunner(h.model, h.cache, b.dev, prefill_graphs=pg)
+        lg = runner.prefill([s])[0]
+        rel = float((lg - eager_logits).norm() / eager_logits.norm())
+        same = bool((lg.argmax(-1) == eager_logits.argmax(-1)).all())
+        us_g = b.kernel_us(lambda: runner.prefill([s]))
+        us_r = b.kernel_us(pg._graphs[n][0].replay)
+        return dict(us_graph=_r(us_g), us_graph_replay=_r(us_r), graph_logits_rel_diff=float(f"{rel:.3g}"),
+                    graph_same_argmax=same, graph_capture_s=_r(pg.capture_s), peak_mem_gb_graph=b.peak_gb())
+    except Exception as e:  # noqa: BLE001 - the graph path is a finding, not a crash
+        return dict(graph_error=f"{type(e).__name__}: {e}"[:400])
+    finally:
+        if pg is not None:
+            pg.close()
+        if b.cuda:
+            torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -80,3 +80,45 @@ def kernel_shares(fn, top: int = 25) -> list[dict]:
              "kind": "triton" if k.startswith("_") and "kernel" in k else "torch"} for k, t, c in evs[:top]] + [
         {"name": "TOTAL", "us": round(total, 1), "count": sum(c for *_, c in evs), "share": 1.0, "kind": "all",
          "triton_share": round(sum(t for k, t, _ in evs if k.startswith("_") and "kernel" in k) / total, 4)}]
+
+
+def timeline_gaps(fn, top: int = 10, min_gap_us: float = 20.0) -> dict:
+    """Where the GPU idles during one call of fn (torch.profiler with CPU and CUDA activity).
+
+    Returns span_us (first kernel start → last kernel end), busy_us (Σ kernel/memcpy/memset durations),
+    idle_us (span − busy, counting only gaps ≥ min_gap_us), syncs (host runtime calls that wait on the
+    device: cudaStreamSynchronize / cudaDeviceSynchronize / cudaEventSynchronize, and device→host
+    copies) and the ``top`` largest gaps: {us, at_us (from the first kernel), before, after}. The
+    profiler's own launch overhead stretches host-bound gaps; compare with the unprofiled wall time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    dev, host_waits = [], []
+    for e in prof.events():
+        name = e.name
+        kind = str(getattr(e, "device_type", ""))
+        start = e.time_range.start
+        dur = e.time_range.end - e.time_range.start
+        if "CUDA" in kind and dur > 0:
+            dev.append((start, dur, name))
+        elif "Synchronize" in name or "DtoH" in name:
+            host_waits.append(name)
+    dev.sort()
+    if not dev:
+        return {"span_us": 0.0, "busy_us": 0.0, "idle_us": 0.0, "syncs": host_waits, "gaps": []}
+    t0 = dev[0][0]
+    gaps = []
+    for (s0, d0, n0), (s1, _, n1) in zip(dev, dev[1:]):
+        g = s1 - (s0 + d0)
+        if g >= min_gap_us:
+            gaps.append({"us": round(g, 1), "at_us": round(s0 + d0 - t0, 1), "before": n0[:60], "after": n1[:60]})
+    span = max(s + d for s, d, _ in dev) - t0
+    busy = sum(d for _, d, _ in dev)
+    gaps.sort(key=lambda x: -x["us"])
+    return {"span_us": round(span, 1), "busy_us": round(busy, 1), "idle_us": round(sum(g["us"] for g in gaps), 1),
+            "kernels": len(dev), "syncs": sorted(set(host_waits)), "gaps": gaps[:top]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,9 @@ def gpu_slug() -> str:
 def run_suites(names: list[str], extra_args: list[str] | None = None) -> list[dict]:
     """Run the named suites (all when empty) on the current CUDA GPU; returns their rows.
 
+    extra_args: arguments passed to every suite script; None: ``shlex.split`` of the environment
+    variable ``TRITONSEEK_BENCH_ARGS`` (e.g. ``--batches 1,8 --contexts 1024 --budget-s 60`` for a short
+    e2e run), else none.
     Raises:
         BenchError: unknown suite, no CUDA GPU, no benchmarks/ folder, or a script that fails.
     """
@@ -58,6 +62,8 @@ def run_suites(names: list[str], extra_args: list[str] | None = None) -> list[di
     if not torch.cuda.is_available():
         raise BenchError("tritonseek bench needs a CUDA GPU and torch sees none")
     bdir = benchmarks_dir()
+    if extra_args is None:
+        extra_args = shlex.split(os.environ.get("TRITONSEEK_BENCH_ARGS", ""))
     rows: list[dict] = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bdir.parent), os.environ.get("PYTHONPATH", "")])}
     for name in names or list(SUITES):

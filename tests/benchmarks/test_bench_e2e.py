@@ -132,3 +132,32 @@ def test_bench_e2e_generate_suite_cpu(tmp_path):
     assert [r["case"]["mtp"] for r in rows] == [0, 3]
     for r in rows:
         assert not r.get("error") and r["same_tokens"] and r["us"] > 0 and r["uses_cuda_graphs"] is None
+
+
+def test_benchrun_passes_env_args_to_the_suite(monkeypatch, tmp_path):
+    """TRITONSEEK_BENCH_ARGS reaches the suite script (a short `tritonseek bench e2e` on the device)."""
+    import types
+
+    from tritonseek import benchrun
+
+    bdir = tmp_path / "benchmarks"
+    bdir.mkdir()
+    (bdir / "bench_mla.py").write_text("")
+    seen = []
+
+    def fake_run(cmd, **kw):
+        out = cmd[cmd.index("--out") + 1]
+        with open(out, "w") as f:
+            f.write(json.dumps({"suite": "e2e_decode", "case": {"batch": 1}}) + "\n")
+        seen.append(cmd)
+        return types.SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchrun, "benchmarks_dir", lambda: bdir)
+    monkeypatch.setattr(benchrun, "gpu_slug", lambda: "test-gpu")
+    monkeypatch.setattr(benchrun.subprocess, "run", fake_run)
+    monkeypatch.setenv("TRITONSEEK_BENCH_ARGS", "--batches 1,8 --contexts 1024")
+    rows = benchrun.run_suites(["e2e"])
+    assert seen[0][-4:] == ["--batches", "1,8", "--contexts", "1024"] and seen[0][1].endswith("bench_e2e.py")
+    assert rows == [{"suite": "e2e_decode", "case": {"batch": 1}}]
+    assert (bdir / "results" / "test-gpu.jsonl").read_text().count("\n") == 1

@@ -68,6 +68,10 @@ def test_mla_absorb_out_buffers_and_empty(device):
     _close(out, mla_absorb_q_ref(q_nope, w_uk, q_pe))
     assert torch.isnan(big[..., 80:]).all()  # nothing written outside out
     assert mla_absorb_q(q_nope[:0], w_uk, q_pe[:0]).shape == (0, 2, 80)
+    for dt in (torch.float32, torch.float16):  # the float out_dtypes it supports
+        o = mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=dt)
+        assert o.dtype == dt
+        _close(o.float(), mla_absorb_q_ref(q_nope, w_uk, q_pe).float())
     assert mla_absorb_o(_t(0, 2, 64, g=g, device=device), _t(2, 32, 64, g=g, device=device)).shape == (0, 2, 32)
 
 
@@ -85,6 +89,12 @@ def test_mla_absorb_rejects_bad_inputs(device):
         mla_absorb_q(q_nope, w_uk.transpose(1, 2).contiguous().transpose(1, 2), q_pe)
     with pytest.raises(ValueError, match="q_pe must be"):
         mla_absorb_q(q_nope, w_uk, q_pe[:1])
+    for bad in (torch.int8, torch.int32, torch.float8_e4m3fn):  # the store would wrap: rejected, never garbage
+        with pytest.raises(TypeError, match="out_dtype"):
+            mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=bad)
+    with pytest.raises(ValueError, match="out_dtype"):
+        mla_absorb_q(q_nope, w_uk, q_pe, out=torch.empty(2, 2, 80, dtype=torch.bfloat16, device=device),
+                     out_dtype=torch.float32)
     with pytest.raises(ValueError, match="w_uv must be"):
         mla_absorb_o(_t(2, 2, 64, g=g, device=device), _t(2, 32, 32, g=g, device=device))
     with pytest.raises(ValueError, match="out must be"):

@@ -16,7 +16,9 @@ rows that cannot touch real data: slot −1 (the latent-cache write skips it), c
 MLA decode kernel reads no key and writes out = 0; the split schedule gives the row no work),
 position 0, token 0. The MLA split metadata is computed on the device inside the graph from the
 static cache_seqlens (``get_mla_metadata`` is pure device arithmetic under capture). Outputs are
-the graph's static logits [b, vocab] fp32 and argmax tokens [b] int64; ``step`` returns views of
+the graph's static logits [b, vocab] in the model's dtype (bf16 on CUDA: lm_head's own output, exactly
+what an fp32 copy would round-trip; the sampler and the verification kernels read any float dtype) and
+the greedy tokens [b] int64 (Triton split-row argmax, lowest id on ties); ``step`` returns views of
 their first B rows, valid until the next step.
 
 Not captured: prefill, MTP draft/verify forwards (seqlen_q = K+1 and the drafter's host-side
@@ -211,9 +213,12 @@ class DecodeGraphs:
             is_prefill=False, slot_mapping=bufs.slot_mapping[:n], block_table=bufs.block_table[:b],
             cache_seqlens=seqlens, seqlen_q=q, mla_metadata=self.model.ops.mla_metadata(seqlens, q, self.num_heads),
         )
-        hidden = self.model(bufs.input_ids[:n], bufs.positions[:n], batch, self.cache.layers)
-        logits = self.model.compute_logits(hidden)
-        return logits, logits.argmax(dim=-1), hidden
+        # the last residual add runs inside the final RMSNorm; logits stay in the model's dtype (no fp32
+        # copy in the graph); the greedy token is a Triton split-row argmax (lowest id on ties), computed
+        # for decode steps only (verify steps take the logits)
+        hidden, normed = self.model.forward_normed(bufs.input_ids[:n], bufs.positions[:n], batch, self.cache.layers)
+        logits = self.model.lm_head(normed)
+        return logits, self.model.ops.argmax(logits) if q == 1 else None, hidden
 
     @torch.inference_mode()
     def _capture(self, b: int, q: int) -> None:
@@ -258,7 +263,7 @@ class DecodeGraphs:
     def step(self, seq_ids: list[int], tokens: list[int], positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed tokens[i] of sequence seq_ids[i] at positions[i] (its cache blocks must already be allocated).
 
-        Returns (argmax tokens [B] int64, logits [B, vocab] fp32), views of the graph's static
+        Returns (argmax tokens [B] int64, logits [B, vocab] model dtype), views of the graph's static
         outputs: valid until the next replay. Raises ValueError when B exceeds max_batch or a
         sequence lacks the block for its position.
         """
@@ -272,7 +277,7 @@ class DecodeGraphs:
         """Feed tokens[i] (seqlen_q of them, e.g. an MTP verify step's last token + K drafts; host lists or a
         device [B, seqlen_q] int64 tensor) at positions starts[i] … starts[i]+seqlen_q−1.
 
-        Returns (logits [B·seqlen_q, vocab] fp32, hidden [B·seqlen_q, hidden] pre-norm), views of the
+        Returns (logits [B·seqlen_q, vocab] model dtype, hidden [B·seqlen_q, hidden] pre-norm), views of the
         graph's static outputs, valid until the next replay (the same as ``ModelRunner.decode_tokens``).
         """
         if isinstance(tokens, torch.Tensor):
@@ -290,5 +295,136 @@ class DecodeGraphs:
 
     def close(self) -> None:
         """Drop the graphs and their memory pool."""
+        self._graphs.clear()
+        self._pool = None
+
+
+class PrefillGraphs:
+    """Captured prefill forwards: prompts totalling ≤ a token bucket run as one graph replay.
+
+    An eager prefill of a long prompt is host-bound between kernels wherever the host waits on the
+    device (the MoE contiguous layout trims itself to its exact size with one host sync per MoE layer;
+    every launch after such a sync starts from an empty queue). Under capture the MoE runs graph-safe at
+    its bound layout (T·k + E·127 rows, padding tiles skipped) and the whole forward replays with no
+    host work between kernels.
+
+    Args:
+        model: :class:`DeepseekForCausalLM` on CUDA, triton backend, one process.
+        cache: the :class:`PagedLatentCache` the prompts' latents are written into (baked into the graphs).
+        buckets: token counts with a graph each (captured lazily, largest first into one shared pool).
+        max_seqs: prompts per call at most.
+    A call of B prompts with T tokens in all takes the smallest bucket Tb ≥ T; the Tb − T padding tokens
+    form one extra sequence (token 0, positions 0…, slot −1: no cache write) after the real ones, and
+    the unused sequence slots are empty (cu_seqlens repeats Tb). Outputs: logits of each prompt's last
+    token [B, vocab] in the model's dtype and the hidden states [T, hidden] (pre-norm), views of the
+    graph's static outputs, valid until the next replay. Raises ValueError on a CPU cache, a
+    non-triton backend or a tensor-parallel model.
+    """
+
+    def __init__(self, model, cache: PagedLatentCache, buckets=(1024, 2048, 4096, 8192), max_seqs: int = 4):
+        dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
+        if dev.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
+        if not model.ops.is_triton:
+            raise ValueError(f"CUDA graphs capture the triton backend, the model runs {model.ops.backend!r}")
+        if model.tp is not None and model.tp.enabled:
+            raise ValueError("CUDA graphs are not supported with tensor parallelism")
+        if max_seqs < 1 or not buckets or min(buckets) < 1:
+            raise ValueError(f"buckets {buckets} and max_seqs {max_seqs} must be positive")
+        self.model, self.cache, self.device = model, cache, dev
+        self.buckets, self.max_seqs = tuple(sorted(buckets)), max_seqs
+        self._graphs: dict[int, tuple] = {}
+        self._pool = None
+        self.capture_s = 0.0
+        self.replays = 0
+
+    def bucket(self, tokens: int) -> int | None:
+        """Smallest bucket holding ``tokens`` tokens, or None."""
+        return next((b for b in self.buckets if b >= tokens), None)
+
+    def fits(self, lens: list[int]) -> bool:
+        return 1 <= len(lens) <= self.max_seqs and min(lens) >= 1 and self.bucket(sum(lens)) is not None
+
+    def _forward(self, tb: int, bufs: dict):
+        batch = AttentionBatch(is_prefill=True, slot_mapping=bufs["slots"], cu_seqlens=bufs["cu"], max_seqlen=tb)
+        hidden, normed = self.model.forward_normed(bufs["ids"], bufs["pos"], batch, self.cache.layers)
+        return self.model.lm_head(normed[bufs["last"]]), hidden
+
+    @torch.inference_mode()
+    def _capture(self, tb: int) -> None:
+        t0 = time.perf_counter()
+        S = self.max_seqs
+        # one int64 device buffer: ids | pos | slots [tb each] | last [S] | cu [S + 2] (as int32 below)
+        dev_buf = torch.zeros(3 * tb + 2 * S + 2, dtype=torch.int64, device=self.device)
+        ids, pos, slots, last, cu64 = dev_buf.split([tb, tb, tb, S, S + 2])
+        slots.fill_(-1)
+        cu64.fill_(tb)
+        cu64[0] = 0
+        bufs = dict(buf=dev_buf, ids=ids, pos=pos, slots=slots, last=last, copied=torch.cuda.Event(),
+                    cu=torch.empty(S + 2, dtype=torch.int32, device=self.device))
+        bufs["cu"].copy_(cu64)
+        host = torch.zeros(dev_buf.numel(), dtype=torch.int64, pin_memory=True)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # compiles, autotunes and allocates outside the capture
+            self._forward(tb, bufs)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self._pool):
+            bufs["cu"].copy_(cu64)  # cu_seqlens (int32) from the uploaded int64 row, inside the graph
+            logits, hidden = self._forward(tb, bufs)
+        self._pool = g.pool()
+        self._graphs[tb] = (g, bufs, host, logits, hidden)
+        self.capture_s += time.perf_counter() - t0
+
+    def capture(self, buckets=None) -> None:
+        """Capture the given buckets (default: all) now, largest first (moves capture time out of a run)."""
+        for tb in sorted(set(buckets or self.buckets), reverse=True):
+            if tb not in self._graphs:
+                self._capture(tb)
+
+    @torch.inference_mode()
+    def run(self, prompts: list[list[int]], slots: list[torch.Tensor]):
+        """Prefill ``prompts`` (token id lists) whose cache slots are ``slots`` (CPU int64 tensors, one per
+        prompt). Returns (logits [B, vocab] model dtype, hidden [T, hidden], the AttentionBatch of the real
+        tokens (views of the static buffers), cu_seqlens as a list), all valid until the next replay.
+        Raises ValueError when the prompts do not fit (``fits``)."""
+        lens = [len(p) for p in prompts]
+        if not self.fits(lens):
+            raise ValueError(f"{len(lens)} prompts of {sum(lens)} tokens do not fit buckets {self.buckets} "
+                             f"× {self.max_seqs} sequences (empty prompts are not allowed)")
+        T, B, S = sum(lens), len(lens), self.max_seqs
+        tb = self.bucket(T)
+        if tb not in self._graphs:
+            self._capture(tb)
+        g, bufs, host, logits, hidden = self._graphs[tb]
+        if not bufs["copied"].query():
+            bufs["copied"].synchronize()  # the previous upload from this host buffer is still in flight
+        cu = [0]
+        for n in lens:
+            cu.append(cu[-1] + n)
+        h = host.numpy()
+        h[:T] = np.concatenate([np.asarray(p, dtype=np.int64) for p in prompts])
+        h[T:tb] = 0
+        h[tb : tb + T] = np.concatenate([np.arange(n, dtype=np.int64) for n in lens])
+        h[tb + T : 2 * tb] = np.arange(tb - T, dtype=np.int64)
+        h[2 * tb : 2 * tb + T] = torch.cat(slots).numpy()
+        h[2 * tb + T : 3 * tb] = -1
+        o = 3 * tb
+        h[o : o + S] = 0
+        h[o : o + B] = np.asarray(cu[1:], dtype=np.int64) - 1
+        o += S
+        h[o : o + S + 2] = tb
+        h[o : o + B + 1] = cu
+        # the padding (if any) is sequence B: [T, tb); later sequences are empty
+        bufs["buf"].copy_(host, non_blocking=True)
+        bufs["copied"].record()
+        g.replay()
+        self.replays += 1
+        batch = AttentionBatch(is_prefill=True, slot_mapping=bufs["slots"][:T], cu_seqlens=bufs["cu"][: B + 1],
+                               max_seqlen=max(lens))
+        return logits[:B], hidden[:T], batch, cu
+
+    def close(self) -> None:
         self._graphs.clear()
         self._pool = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tritonseek.engine.cuda_graph import DecodeGraphs
+from tritonseek.engine.cuda_graph import DecodeGraphs, PrefillGraphs
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.sampling_params import SamplingParams
 from tritonseek.engine.tokenizer import TextStream
@@ -52,7 +52,11 @@ class ModelRunner:
     """Owns the cache of one ``generate`` call and runs steps of the model on it."""
 
     def __init__(self, model: DeepseekForCausalLM, cache: PagedLatentCache, device: torch.device,
-                 graphs: DecodeGraphs | None = None, graph_verify: bool = False):
+                 graphs: DecodeGraphs | None = None, graph_verify: bool = False,
+                 prefill_graphs: PrefillGraphs | None = None):
+        if prefill_graphs is not None and prefill_graphs.cache is not cache:
+            raise ValueError("prefill_graphs were captured over another cache")
+        self.prefill_graphs = prefill_graphs
         self.model = model
         self.cache = cache
         self.device = device
@@ -72,10 +76,20 @@ class ModelRunner:
         """Run every prompt through the model.
 
         Returns (logits of each prompt's last token [B, V] fp32, hidden states of every prompt
-        token [T, H] (pre final norm), the AttentionBatch used, cu_seqlens as a list).
+        token [T, H] (pre final norm), the AttentionBatch used, cu_seqlens as a list). With
+        ``prefill_graphs`` attached and the prompts fitting a bucket, one graph replay runs it (hidden
+        and the batch are then views of the graph's static buffers, valid until its next replay).
         """
         # Token ids, positions and cache slots are built as CPU tensors (array/arange/indexing, not
-        # Python lists: a 4k-token prompt's lists cost ~2 ms of host time before the first kernel).
+        # Python lists: a 4k-token prompt's lists cost ~2 ms of host time before the first kernel), packed
+        # with cu_seqlens and the last-token rows into one int64 buffer and sent in ONE copy (pinned and
+        # asynchronous on CUDA: no host sync, the host goes on launching the layers at once).
+        if self.prefill_graphs is not None and self.prefill_graphs.fits([len(s.prompt_ids) for s in seqs]):
+            for s in seqs:
+                self.cache.ensure_capacity(s.seq_id, len(s.prompt_ids))
+            slots = [self.cache.slots_tensor(s.seq_id, 0, len(s.prompt_ids)) for s in seqs]
+            logits, hidden, batch, cu = self.prefill_graphs.run([s.prompt_ids for s in seqs], slots)
+            return logits.float(), hidden, batch, cu
         ids, pos, slots, cu = [], [], [], [0]
         for s in seqs:
             n = len(s.prompt_ids)
@@ -85,15 +99,21 @@ class ModelRunner:
             pos.append(torch.arange(n, dtype=torch.int64))
             slots.append(self.cache.slots_tensor(s.seq_id, 0, n))
             cu.append(cu[-1] + n)
+        T, B = cu[-1], len(seqs)
+        cu_t = torch.tensor(cu, dtype=torch.int64)
+        packed = torch.cat(ids + pos + slots + [cu_t, cu_t[1:] - 1])
+        if self.device.type == "cuda":
+            packed = packed.pin_memory().to(self.device, non_blocking=True)
+        else:
+            packed = packed.to(self.device)
+        d_ids, d_pos, d_slots, d_cu, last = packed.split([T, T, T, B + 1, B])
         batch = AttentionBatch(
             is_prefill=True,
-            slot_mapping=torch.cat(slots).to(self.device),
-            cu_seqlens=self._tensor(cu, torch.int32),
+            slot_mapping=d_slots,
+            cu_seqlens=d_cu.to(torch.int32),
             max_seqlen=max(len(s.prompt_ids) for s in seqs),
         )
-        hidden = self.model(torch.cat(ids).to(self.device), torch.cat(pos).to(self.device), batch,
-                            self.cache.layers)
-        last = self._tensor([c - 1 for c in cu[1:]], torch.int64)
+        hidden = self.model(d_ids, d_pos, batch, self.cache.layers)
         return self.model.compute_logits(hidden[last]), hidden, batch, cu
 
     def decode_batch(self, seqs: list[Sequence], starts: list[int], seqlen_q: int) -> AttentionBatch:
@@ -123,8 +143,8 @@ class ModelRunner:
         """Feed ``tokens[i]`` (same count s_q for every sequence; host lists or a device [B, s_q] int64
         tensor, e.g. drafts that never leave the GPU) at positions starts[i]…; the tokens are not in
         the cache yet. Returns (logits [B·s_q, V] fp32, hidden [B·s_q, H] pre-norm); with ``graph_verify``
-        a captured (bucket, s_q) graph runs it and both are views of its static outputs, valid until
-        the next replay."""
+        a captured (bucket, s_q) graph runs it and both are views of its static outputs (logits then in the
+        model's dtype), valid until the next replay."""
         s_q = tokens.shape[1] if isinstance(tokens, torch.Tensor) else len(tokens[0])
         if self.graph_verify and self.graphs.fits(len(seqs), s_q):
             for s, p in zip(seqs, starts):

@@ -115,10 +115,11 @@ def mla_absorb_q(
     output is fine). w_uk: [num_heads, qk_nope_head_dim, kv_lora_rank] same dtype, contiguous
     (kv_b_proj's key half per head). q_pe: [T, num_heads, qk_rope_head_dim] same dtype, last dim
     contiguous (roped). out: optional [T, num_heads, kv_lora_rank + qk_rope_head_dim] buffer with a
-    contiguous last dim; else allocated in out_dtype (default q_nope.dtype).
+    contiguous last dim; else allocated in out_dtype: bf16, fp16 or fp32 (default q_nope.dtype).
     Returns out (the absorbed query mla_decode takes). qk_nope_head_dim, kv_lora_rank and
     qk_rope_head_dim must be powers of two ≥ 16 (128, 512, 64 in DeepSeek).
-    Raises TypeError (dtype) or ValueError (shape, device, layout).
+    Raises TypeError (dtype, including an out_dtype other than bf16/fp16/fp32, e.g. an integer or FP8
+    dtype, which the kernel's store would wrap) or ValueError (shape, device, layout, out vs out_dtype).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshd,hdc->bshc").
     """
     check_tensor("q_nope", q_nope, dtype=_FLOAT, ndim=3)
@@ -139,10 +140,14 @@ def mla_absorb_q(
         raise ValueError(f"w_uk must be contiguous with a 16-byte aligned base (TMA), strides {w_uk.stride()}")
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
+    if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
+        raise TypeError(f"out_dtype must be one of {_FLOAT + (torch.float32,)} or None, got {out_dtype!r}")
     if out is None:
         out = torch.empty((T, H, kv_lora + rope), dtype=out_dtype or q_nope.dtype, device=dev)
     else:
         check_tensor("out", out, dtype=_FLOAT + (torch.float32,), ndim=3, device=dev)
+        if out_dtype is not None and out.dtype != out_dtype:
+            raise ValueError(f"out is {out.dtype} but out_dtype is {out_dtype}")
         if tuple(out.shape) != (T, H, kv_lora + rope) or out.stride(2) != 1:
             raise ValueError(f"out must be [{T}, {H}, {kv_lora + rope}] with a contiguous last dim, got "
                              f"{tuple(out.shape)} strides {out.stride()}")

@@ -93,7 +93,11 @@ class Linear(nn.Module):
             self.register_parameter("weight_scale_inv", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.ops.linear(x, self.weight, self.weight_scale_inv)
+        return self.finish(self.ops.linear(x, self.weight, self.weight_scale_inv))
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        """The tensor-parallel collective on this layer's local product y (all-reduce for "row",
+        gather for "vocab"; identity otherwise)."""
         if self.mode == "row":
             y = self.tp.all_reduce(y)
         elif self.mode == "vocab":
@@ -110,16 +114,91 @@ class Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, fp8={self.fp8}"
 
 
+class FusedLinears:
+    """Linears that read the same input, stored as row blocks of one weight so one GEMM (and one
+    activation quant) serves them all: y = x·[W_0; W_1; …]ᵀ = [y_0 ‖ y_1 ‖ …].
+
+    At construction each Linear's ``weight`` (and FP8 ``weight_scale_inv``) is re-pointed at a row
+    slice of one tensor, so the HF parameter names, the loader's in-place fills and ``state_dict`` are
+    unchanged. Fusable when the linears share in_features, dtype and FP8-ness, none is a row-parallel or
+    vocab layer (those run a collective on their own output), and (FP8) every out_features but the last
+    is a multiple of 128 (the scale blocks then stack). ``ready()`` re-checks the aliasing (a later
+    ``.to()`` or ``param.data = …`` breaks it; callers then run the linears one by one).
+    """
+
+    def __init__(self, linears: list[Linear]):
+        first = linears[0]
+        self.linears = linears
+        self.sizes = [lin.out_features for lin in linears]
+        self.weight = self.scale = None
+        ok = (len({(lin.in_features, lin.fp8, lin.weight.dtype, lin.weight.device) for lin in linears}) == 1
+              and all(lin.mode in (None, "col") for lin in linears)
+              and not (first.fp8 and any(n % FP8_BLOCK for n in self.sizes[:-1])))
+        if not ok:
+            return
+        self.weight = torch.empty(sum(self.sizes), first.in_features, dtype=first.weight.dtype,
+                                  device=first.weight.device)
+        if first.fp8:
+            kb = first.weight_scale_inv.shape[1]
+            self.scale = torch.empty(sum(lin.weight_scale_inv.shape[0] for lin in linears), kb,
+                                     dtype=first.weight_scale_inv.dtype, device=first.weight.device)
+        row = srow = 0
+        for lin in linears:
+            n = lin.out_features
+            lin.weight = nn.Parameter(self.weight[row : row + n], requires_grad=False)
+            row += n
+            if self.scale is not None:
+                nb = lin.weight_scale_inv.shape[0]
+                lin.weight_scale_inv = nn.Parameter(self.scale[srow : srow + nb], requires_grad=False)
+                srow += nb
+
+    def ready(self) -> bool:
+        """True while every linear's parameters still alias the fused tensors."""
+        if self.weight is None:
+            return False
+        row_bytes = self.weight.stride(0) * self.weight.element_size()
+        row = srow = 0
+        for lin in self.linears:
+            if lin.weight.data_ptr() != self.weight.data_ptr() + row * row_bytes:
+                return False
+            row += lin.out_features
+            if self.scale is not None:
+                if lin.weight_scale_inv.data_ptr() != self.scale[srow:].data_ptr():
+                    return False
+                srow += lin.weight_scale_inv.shape[0]
+        return True
+
+    def __call__(self, x: torch.Tensor, ops: Ops) -> list[torch.Tensor]:
+        """x [T, K] → [y_0, y_1, …], each [T, N_i], column views of one [T, ΣN] output."""
+        return list(ops.linear(x, self.weight, self.scale).split(self.sizes, dim=-1))
+
+
 class MLP(nn.Module):
-    """down(silu(gate(x)) · up(x)): DeepSeek's dense MLP and shared experts."""
+    """down(silu(gate(x)) · up(x)): DeepSeek's dense MLP and shared experts.
+
+    On the triton backend gate and up run as one GEMM (:class:`FusedLinears`, [gate ‖ up] rows) and,
+    with FP8 weights, SiLU·mul + the FP8 quant of the down projection's input are one kernel
+    (``silu_mul_quant_fp8``, fp32 SiLU·mul): three launches for the MLP. The reference backend runs
+    the three linears one by one (the spec).
+    """
 
     def __init__(self, dim: int, inter: int, *, fp8: bool, dtype: torch.dtype, ops: Ops, tp: TP | None = None):
         super().__init__()
+        self.ops = ops
         self.gate_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="col")
         self.up_proj = Linear(dim, inter, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="col")
         self.down_proj = Linear(inter, dim, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="row")
+        self.gate_up = FusedLinears([self.gate_proj, self.up_proj])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ops.is_triton and x.dim() == 2 and self.gate_up.ready():
+            gu = self.ops.linear(x, self.gate_up.weight, self.gate_up.scale)  # [T, 2·I] = [gate ‖ up]
+            down = self.down_proj
+            if down.fp8 and self.gate_up.scale is not None and x.shape[0] > 0:
+                h_q, h_s = self.ops.silu_mul_quant(gu)
+                return down.finish(self.ops.linear_fp8_input(h_q, h_s, down.weight, down.weight_scale_inv, x.dtype))
+            g, u = gu.split(self.gate_up.sizes, dim=-1)
+            return down(F.silu(g) * u)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tritonseek.model.config import ModelConfig
-from tritonseek.model.layers import Linear, RMSNorm, RotaryEmbedding, apply_rotary_interleaved
+from tritonseek.model.layers import FusedLinears, Linear, RMSNorm, RotaryEmbedding, apply_rotary_interleaved
 from tritonseek.model.ops import Ops
 from tritonseek.parallel import TP
 
@@ -75,6 +75,10 @@ class MLA(nn.Module):
         self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps, ops)
         self.kv_b_proj = Linear(cfg.kv_lora_rank, H * (self.nope + self.v_head_dim), **col)
         self.o_proj = Linear(H * self.v_head_dim, cfg.hidden_size, **lin, tp=tp, mode="row")
+        # q_a_proj (or q_proj) ‖ kv_a_proj_with_mqa: one GEMM and one activation quant of x on triton
+        # (V3: N = 1536 + 576 = 2112; the 12 + 5 scale blocks stack)
+        self.q_kv_a = FusedLinears([self.q_proj if cfg.q_lora_rank is None else self.q_a_proj,
+                                    self.kv_a_proj_with_mqa])
         self._w_uk: torch.Tensor | None = None
         self._w_uv: torch.Tensor | None = None
 
@@ -94,13 +98,15 @@ class MLA(nn.Module):
         """
         T = x.shape[0]
         h = self.num_heads
-        if hasattr(self, "q_proj"):
-            q = self.q_proj(x)
+        if self.ops.is_triton and x.dim() == 2 and self.q_kv_a.ready():
+            q, kv = self.q_kv_a(x, self.ops)  # column views of one [T, N_q + 576] product
         else:
-            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+            q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_a_proj(x)
+            kv = self.kv_a_proj_with_mqa(x)
+        if not hasattr(self, "q_proj"):
+            q = self.q_b_proj(self.q_a_layernorm(q))
         q = q.view(T, h, self.nope + self.rope_dim)
         q_nope, q_pe = q.split([self.nope, self.rope_dim], dim=-1)
-        kv = self.kv_a_proj_with_mqa(x)
         if kv_cache is None and not batch.is_prefill:
             raise ValueError("decode needs the latent cache (kv_cache is None)")
         if self.ops.is_triton:

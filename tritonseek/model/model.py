@@ -136,12 +136,29 @@ class DeepseekForCausalLM(nn.Module):
         Positions are not range-checked here (that would sync the host every step): the engine
         rejects prompt + max_new_tokens > max_position_embeddings before any work.
         """
+        x, residual = self._decode_layers(input_ids, positions, batch, kv_caches)
+        return x if residual is None else x + residual
+
+    def forward_normed(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
+                       kv_caches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` plus ``model.norm``: (hidden [T, hidden] pre-norm, norm(hidden) [T, hidden]), the
+        last residual add fused into the final RMSNorm (one kernel on triton; same numbers as
+        ``forward`` then ``model.norm``). The decode graphs use it: logits = lm_head(normed)."""
+        x, residual = self._decode_layers(input_ids, positions, batch, kv_caches)
+        if residual is None:
+            return x, self.model.norm(x)
+        normed, hidden = self.model.norm.add_forward(x, residual)
+        return hidden, normed
+
+    def _decode_layers(self, input_ids, positions, batch, kv_caches):
         x = self.model.embed_tokens(input_ids)
         residual = None
         for i, layer in enumerate(self.model.layers):
             x, residual = layer(x, positions, batch, kv_caches[i], residual)
-        return x if residual is None else x + residual
+        return x, residual
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [T, hidden] (pre-norm, from :meth:`forward`) → logits lm_head(norm(h)) [T, vocab] fp32."""
-        return self.lm_head(self.model.norm(hidden)).float()
+    def compute_logits(self, hidden: torch.Tensor, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """hidden [T, hidden] (pre-norm, from :meth:`forward`) → logits lm_head(norm(h)) [T, vocab] in
+        ``dtype`` (fp32 by default; None: the model's dtype as lm_head computes it, no fp32 copy)."""
+        logits = self.lm_head(self.model.norm(hidden))
+        return logits if dtype is None else logits.to(dtype)

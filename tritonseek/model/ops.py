@@ -63,6 +63,30 @@ class Ops:
             w = self._dense[key] = self.dequant_block_fp8(weight, weight_scale_inv, torch.float32)
         return (x.float() @ w.t()).to(x.dtype)
 
+    def linear_fp8_input(self, x_q: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
+                         weight_scale_inv: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        """y = (x_q ⊙ x_scale)·Wᵀ for an input already quantized per 1×128 group (x_q [T, K] e4m3,
+        x_scale [T, K/128] fp32), W block-FP8; y [T, N] out_dtype."""
+        if self.is_triton:
+            from tritonseek.kernels.fp8_gemm import fp8_gemm_nt
+
+            return fp8_gemm_nt(x_q, x_scale, weight, weight_scale_inv, out_dtype=out_dtype)
+        from tritonseek.kernels.reference.fp8 import dequant_token_group_fp8_ref
+
+        return self.linear(dequant_token_group_fp8_ref(x_q, x_scale).to(out_dtype), weight, weight_scale_inv)
+
+    def silu_mul_quant(self, gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h = silu(gate)·up in fp32 for gate_up = [gate ‖ up] [T, 2·I], quantized per 1×128 group →
+        (h_q [T, I] e4m3, h_scale [T, I/128] fp32)."""
+        if self.is_triton:
+            from tritonseek.kernels.fp8_quant import silu_mul_quant_fp8
+
+            return silu_mul_quant_fp8(gate_up, 128)
+        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
+
+        g, u = gate_up.float().chunk(2, dim=-1)
+        return per_token_group_quant_fp8_ref(F.silu(g) * u)
+
     def dequant_block_fp8(self, weight: torch.Tensor, scale_inv: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         from tritonseek.kernels.reference.fp8 import dequant_block_fp8_ref
 
@@ -200,6 +224,30 @@ class Ops:
         return gate_topk_ref(logits, bias, **kw)
 
     # ------------------------------------------------------------------ sampling
+    def argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Greedy token of each row: the first (lowest-id) maximum of logits [B, V] → [B] int64.
+
+        Triton: the sampler's split-row max/argmax pass (``launch_row_stats``, greedy mode) and its
+        combine, two launches with no host sync (graph-safe); logits of any float dtype are read as is
+        (no fp32 copy). Reference: ``torch.argmax`` (also the first maximum)."""
+        if not self.is_triton:
+            return logits.argmax(dim=-1)
+        from tritonseek.kernels.sampling import _sample_combine_kernel, launch_row_stats
+
+        import triton
+
+        B = logits.shape[0]
+        out = torch.empty(B, dtype=torch.int64, device=logits.device)
+        if B == 0:
+            return out
+        splits, pmax, _, pidx, prace, pridx, _ = launch_row_stats(
+            logits[:, None, :], None, None, None, mode="greedy", need_sum=False, race_mode=0)
+        # race_mode 0: the race partials alias the max/argmax ones, so both branches of the combine give
+        # the greedy token whatever the "temperature" it reads (pmax: any B floats)
+        _sample_combine_kernel[(B,)](pmax, pmax, pidx, prace, pridx, out, splits,
+                                     SPLITS=triton.next_power_of_2(splits), num_warps=1)
+        return out
+
     def sample(self, logits, temperature, top_k, top_p, exp_noise):
         """Temperature / top-k / top-p sampling by the exponential race; temperature 0 → argmax."""
         if self.is_triton:

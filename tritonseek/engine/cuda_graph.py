@@ -52,6 +52,18 @@ def batch_buckets(max_batch: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _graph_device(model, cache: PagedLatentCache) -> torch.device:
+    """The cache's CUDA device, after checking that the model can be captured (ValueError otherwise)."""
+    dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
+    if dev.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
+    if not model.ops.is_triton:
+        raise ValueError(f"CUDA graphs capture the triton backend, the model runs {model.ops.backend!r}")
+    if model.tp is not None and model.tp.enabled:
+        raise ValueError("CUDA graphs are not supported with tensor parallelism")
+    return dev
+
+
 class StepBuffers:
     """The static decode inputs: one pinned host byte buffer mirrored by one device byte buffer.
 
@@ -179,13 +191,7 @@ class DecodeGraphs:
 
     def __init__(self, model, cache: PagedLatentCache, max_blocks: int, max_batch: int = DEFAULT_MAX_BATCH,
                  max_seqlen_q: int = 5):
-        dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
-        if dev.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
-        if not model.ops.is_triton:
-            raise ValueError(f"CUDA graphs capture the triton backend, the model runs {model.ops.backend!r}")
-        if model.tp is not None and model.tp.enabled:
-            raise ValueError("CUDA graphs are not supported with tensor parallelism")
+        dev = _graph_device(model, cache)
         self.model, self.cache, self.device = model, cache, dev
         self.buckets = batch_buckets(max_batch)
         self.max_batch = max_batch
@@ -322,13 +328,7 @@ class PrefillGraphs:
     """
 
     def __init__(self, model, cache: PagedLatentCache, buckets=(1024, 2048, 4096, 8192), max_seqs: int = 4):
-        dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
-        if dev.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
-        if not model.ops.is_triton:
-            raise ValueError(f"CUDA graphs capture the triton backend, the model runs {model.ops.backend!r}")
-        if model.tp is not None and model.tp.enabled:
-            raise ValueError("CUDA graphs are not supported with tensor parallelism")
+        dev = _graph_device(model, cache)
         if max_seqs < 1 or not buckets or min(buckets) < 1:
             raise ValueError(f"buckets {buckets} and max_seqs {max_seqs} must be positive")
         self.model, self.cache, self.device = model, cache, dev

@@ -231,6 +231,87 @@ def test_rejects_bad_arguments(device):
         sample(x, t, None, None, None, seeds=torch.ones(2, dtype=torch.int32, device=device))
 
 
+def _nonfinite_rows(V, seed):
+    """Rows with every kind of non-finite logit: all NaN, all -inf, one NaN, one +inf, -inf and NaN mixed,
+    a finite row with some -inf, and a finite row (the reference's answers are defined on all of them)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(7, V, generator=g) * 2
+    x[0] = float("nan")
+    x[1] = float("-inf")
+    x[2, V // 2] = float("nan")
+    x[3, V // 3] = float("inf")
+    x[4, ::2] = float("-inf")
+    x[4, V - 1] = float("nan")
+    x[5, 1::3] = float("-inf")
+    return x
+
+
+@pytest.mark.parametrize("temp", [0.0, 0.7])
+@pytest.mark.parametrize("filters", [None, "kp"])
+def test_sample_nonfinite_rows_match_ref(device, temp, filters):
+    # all-NaN rows gave 2147483647 and all -inf rows an arbitrary split end (127-511 at V = 129280); now as the
+    # reference: NaN counts as the largest (greedy: first NaN), a sampled row with a NaN/+inf max or no finite
+    # logit has no softmax → 0
+    V = 150  # > the interpreter BLOCK: several splits
+    x = _nonfinite_rows(V, 3)
+    B = x.shape[0]
+    t = torch.full((B,), temp)
+    top_k = torch.full((B,), 20, dtype=torch.int32) if filters else None
+    top_p = torch.full((B,), 0.8) if filters else None
+    noise = torch.empty(B, V).exponential_(generator=torch.Generator().manual_seed(4))
+    out = torch.full((B,), -7, dtype=torch.int64, device=device)
+    got = sample(*_to(device, x, t, top_k, top_p, noise), out=out).cpu()
+    assert torch.equal(got, sample_ref(x, t, top_k, top_p, noise))
+    assert got[0] == 0 and got[1] == 0
+
+
+def test_host_scalar_params_validated_and_broadcast(device):
+    B, V = 3, 70
+    x = _logits(B, V, 9)
+    noise = torch.empty(B, V).exponential_(generator=torch.Generator().manual_seed(2))
+    xd, nd = _to(device, x, noise)
+    want = sample(xd, torch.full((B,), 0.9, device=device), torch.full((B,), 5, dtype=torch.int32, device=device),
+                  torch.full((B,), 0.8, device=device), nd)
+    assert torch.equal(sample(xd, 0.9, 5, 0.8, nd), want)
+    assert torch.equal(apply_top_k_top_p(xd, 5, 0.8), apply_top_k_top_p_ref(x, torch.full((B,), 5, dtype=torch.int32),
+                                                                            torch.full((B,), 0.8)).to(device))
+    for kw, name in ((dict(temperature=-0.5), "temperature"), (dict(temperature=float("nan")), "temperature"),
+                     (dict(temperature=float("inf")), "temperature"), (dict(top_k=-1), "top_k"),
+                     (dict(top_k=2.5), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+                     (dict(top_p=float("nan")), "top_p")):
+        args = dict(temperature=0.9, top_k=None, top_p=None) | kw
+        with pytest.raises(ValueError, match=name):
+            sample(xd, args["temperature"], args["top_k"], args["top_p"], nd)
+    with pytest.raises(TypeError, match="temperature"):
+        sample(xd, True, None, None, nd)
+
+
+def test_out_of_range_tensor_params_act_as_reference(device):
+    # tensor values are not checked on the device (a host sync); out-of-range ones act as in the reference
+    B, V = 6, 90
+    x = _logits(B, V, 21)
+    t = torch.tensor([float("nan"), -1.0, 0.8, 0.8, 0.8, 0.8])
+    top_k = torch.tensor([3, 3, -4, 0, 7, 2**31 - 1], dtype=torch.int32)
+    top_p = torch.tensor([0.5, 0.5, 1.0, -0.3, float("nan"), 1.7])
+    noise = torch.empty(B, V).exponential_(generator=torch.Generator().manual_seed(8))
+    got = sample(*_to(device, x, t, top_k, top_p, noise)).cpu()
+    assert torch.equal(got, sample_ref(x, t, top_k, top_p, noise))
+    assert got[:2].tolist() == x[:2].argmax(-1).tolist()  # NaN / negative temperature: greedy
+
+
+def test_empty_batch_and_empty_vocab(device):
+    x = torch.randn(0, 50, device=device)
+    t = torch.ones(0, device=device)
+    assert sample(x, t, None, None, torch.ones(0, 50, device=device)).shape == (0,)
+    assert sample(x, t, None, None, None, seeds=torch.zeros(0, dtype=torch.int64, device=device)).shape == (0,)
+    assert apply_top_k_top_p(x, 3, 0.5).shape == (0, 50)
+    with pytest.raises(ValueError, match="V >= 1"):
+        sample(torch.randn(2, 0, device=device), torch.ones(2, device=device), None, None,
+               torch.ones(2, 0, device=device))
+    with pytest.raises(ValueError, match="V >= 1"):
+        apply_top_k_top_p(torch.randn(2, 0, device=device), None, 0.5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Real shapes on the GPU (TRITONSEEK_TEST_DEVICE=cuda pytest -m gpu)
 # ---------------------------------------------------------------------------------------------

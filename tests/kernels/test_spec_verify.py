@@ -270,6 +270,84 @@ def test_rejects_bad_arguments(device):
         verify_greedy(d, x, out_tokens=torch.empty(B, K, dtype=torch.int64, device=device))
 
 
+def _nonfinite(B, K, V, seed):
+    # target rows with NaN / -inf / +inf at random positions, all-NaN and all -inf rows among finite ones
+    x, drafts, g = _case(B, K, V, seed, scale=2.0)
+    kinds = torch.randint(0, 6, (B, K + 1), generator=g)
+    for b in range(B):
+        for j in range(K + 1):
+            k = int(kinds[b, j])
+            if k == 1:
+                x[b, j] = float("nan")
+            elif k == 2:
+                x[b, j] = float("-inf")
+            elif k == 3:
+                x[b, j, int(torch.randint(0, V, (1,), generator=g))] = float("nan")
+            elif k == 4:
+                x[b, j, int(torch.randint(0, V, (1,), generator=g))] = float("inf")
+    drafts[:, 0] = 0  # the argmax of an all-NaN / all -inf row is 0: some runs accept it
+    return x, drafts, g
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_nonfinite_logits_match_ref(device, seed):
+    # NaN counts as the largest value (the reference's argmax: first NaN); a sampled position with no softmax
+    # (NaN/+inf max, all -inf) rejects its draft and emits 0, as the reference's NaN probabilities give
+    B, K, V = 6, 2, 130
+    x, drafts, g = _nonfinite(B, K, V, seed)
+    got = verify_greedy(*_to(device, drafts, x), out_tokens=_poisoned(B, K, device)[0])
+    ref = verify_greedy_ref(drafts, x)
+    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+    t = torch.tensor([0.0, 0.8, 1.0, 0.5, 0.0, 1.2])
+    u = torch.rand(B, K, generator=g)
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    for top_k, top_p in ((None, None), (torch.full((B,), 9, dtype=torch.int32), torch.full((B,), 0.9))):
+        got = verify_rejection(*_to(device, drafts, None, x, t, top_k, top_p, u, noise))
+        ref = verify_rejection_ref(drafts, None, x, t, top_k, top_p, u, noise)
+        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+
+
+def test_out_of_range_drafts_are_rejected(device):
+    # draft ids are not checked on the device (a host sync): ids outside [0, V) are never accepted
+    B, K, V = 3, 2, 40
+    x, drafts, g = _case(B, K, V, 5, n_match=torch.tensor([2, 2, 2]))
+    drafts[0, 0], drafts[1, 1], drafts[2, 0] = V, -1, 2**40
+    out, n = verify_greedy(*_to(device, drafts, x))
+    ref = verify_greedy_ref(drafts, x)
+    assert n.cpu().tolist() == [0, 1, 0] and torch.equal(out.cpu(), ref[0])
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    out, n = verify_rejection(*_to(device, drafts, None, x, torch.ones(B), None, None, torch.zeros(B, K), noise))
+    assert n.cpu().tolist() == [0, 1, 0]  # u = 0 accepts any in-range draft with p > 0
+    _check_layout(out, n, K)
+    assert (out < V).all()
+
+
+def test_host_scalars_empty_batch_and_empty_vocab(device):
+    B, K, V = 3, 2, 60
+    x, drafts, g = _case(B, K, V, 9)
+    u = torch.rand(B, K, generator=g)
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    args = _to(device, drafts, None, x)
+    full = verify_rejection(*args, torch.full((B,), 0.7, device=device),
+                            torch.full((B,), 6, dtype=torch.int32, device=device),
+                            torch.full((B,), 0.9, device=device), *_to(device, u, noise))
+    short = verify_rejection(*args, 0.7, 6, 0.9, *_to(device, u, noise))
+    assert torch.equal(full[0], short[0]) and torch.equal(full[1], short[1])
+    for t, k, p, name in ((-1.0, None, None, "temperature"), (float("nan"), None, None, "temperature"),
+                          (1.0, -2, None, "top_k"), (1.0, None, 0.0, "top_p"), (1.0, None, 2.0, "top_p")):
+        with pytest.raises(ValueError, match=name):
+            verify_rejection(*args, t, k, p, *_to(device, u, noise))
+    e0 = torch.empty(0, K, dtype=torch.int64, device=device)
+    x0 = torch.randn(0, K + 1, V, device=device)
+    out, n = verify_greedy(e0, x0)
+    assert out.shape == (0, K + 1) and n.shape == (0,)
+    out, n = verify_rejection(e0, None, x0, 1.0, None, None, torch.rand(0, K, device=device), None,
+                              seeds=torch.zeros(0, dtype=torch.int64, device=device))
+    assert out.shape == (0, K + 1) and n.shape == (0,)
+    with pytest.raises(ValueError, match="V >= 1"):
+        verify_greedy(drafts.to(device), torch.randn(B, K + 1, 0, device=device))
+
+
 def test_kernels_compile_for_sm90():
     # The interpreter does not type-check like the compiler (loop-carried dtype changes, constexpr
     # reassignment, fp64 literals pass there): compile every kernel variant of sampling.py and

@@ -14,6 +14,8 @@ No host synchronisation anywhere (graph-capturable); split counts depend on shap
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -146,7 +148,8 @@ def _row_stats_kernel(
     if RACE_MODE == 1:
         has_draft = j < NJ - 1
         excl = tl.load(draft_ptr + b.to(tl.int64) * stride_db + tl.where(has_draft, j, 0), mask=has_draft,
-                       other=-1).to(tl.int32)
+                       other=-1).to(tl.int64)
+        excl = tl.where((excl >= 0) & (excl < V), excl, -1).to(tl.int32)  # out-of-range drafts exclude nothing
     thr = float("-inf")
     if HAS_THRESH:
         thr = tl.load(thresh_ptr + row)
@@ -156,6 +159,7 @@ def _row_stats_kernel(
         offs = off + tl.arange(0, BLOCK)
         msk = offs < end
         x = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32)
+        x = tl.where(x != x, float("inf"), x)  # NaN counts as the largest value (torch.argmax's order)
         if GREEDY:
             s = x
         else:
@@ -181,14 +185,14 @@ def _row_stats_kernel(
 
     m = tl.max(m_vec, axis=0)
     idx = tl.min(tl.where(m_vec == m, i_vec, big), axis=0)  # lowest index among the lanes' maxima
-    idx = tl.minimum(idx, tl.maximum(end - 1, start))  # all -inf (or empty): some valid index
+    idx = tl.where(idx == big, start, idx)  # all -inf (or empty): the split's first index (argmax gives 0)
     if NEED_SUM:
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         lsum = tl.sum(l_vec * tl.exp(m_vec - m_safe), axis=0)
     if RACE_MODE != 0:
         rmax = tl.max(r_vec, axis=0)
         ridx = tl.min(tl.where(r_vec == rmax, ri_vec, big), axis=0)
-        ridx = tl.minimum(ridx, tl.maximum(end - 1, start))
+        ridx = tl.where(ridx == big, start, ridx)
 
     p = row.to(tl.int64) * num_splits + split
     tl.store(part_max_ptr + p, m, mask=write)
@@ -220,13 +224,35 @@ def _sample_combine_kernel(
     rmx = tl.max(rs, axis=0)
     race = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
     temp = tl.load(temperature_ptr + row)
+    # a sampled row whose max is +inf (a NaN or +inf logit, or x / T overflowing) or -inf (all -inf) has no
+    # softmax: token 0, as the reference's argmax over its NaN probabilities gives
+    race = tl.where(tl.abs(mx) < float("inf"), race, 0)
     tl.store(out_ptr + row, tl.where(temp > 0, race, greedy).to(tl.int64))
 
 
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _check_row_params(B: int, device: torch.device, temperature, top_k, top_p) -> None:
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _row_params(B: int, device: torch.device, temperature, top_k, top_p):
+    """(temperature, top_k, top_p) as [B] tensors on ``device``: host scalars validated and broadcast, tensors
+    checked for dtype/shape/device/contiguity only (checking their values would need a device-to-host
+    sync; ``sample`` documents what out-of-range values do)."""
+    if _is_number(temperature):
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature={temperature!r} must be a finite number >= 0 (0 = greedy)")
+        temperature = torch.full((B,), float(temperature), dtype=torch.float32, device=device)
+    if _is_number(top_k):
+        if not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k={top_k!r} must be an int >= 0 (0 = off)")
+        top_k = torch.full((B,), min(top_k, 2**31 - 1), dtype=torch.int32, device=device)
+    if _is_number(top_p):
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1 = off)")
+        top_p = torch.full((B,), float(top_p), dtype=torch.float32, device=device)
     check_tensor("temperature", temperature, dtype=torch.float32, ndim=1, device=device)
     if temperature.shape[0] != B:
         raise ValueError(f"temperature must have shape [{B}], got {tuple(temperature.shape)}")
@@ -237,6 +263,12 @@ def _check_row_params(B: int, device: torch.device, temperature, top_k, top_p) -
                 raise ValueError(f"{name} must be a contiguous [{B}] tensor, got shape {tuple(t.shape)}")
     if temperature.stride(0) != 1:
         raise ValueError("temperature must be contiguous")
+    return temperature, top_k, top_p
+
+
+def _check_vocab(name: str, V: int) -> None:
+    if V < 1:
+        raise ValueError(f"{name} must have a vocabulary dimension V >= 1, got V = {V}")
 
 
 def _check_seeds(seeds, B: int, device: torch.device) -> None:
@@ -261,6 +293,8 @@ def philox_exp_noise(seeds: torch.Tensor, num_positions: int, vocab_size: int) -
         raise ValueError(f"need 1 <= num_positions*vocab_size < 2^31, got {num_positions}*{vocab_size}")
     B = seeds.shape[0]
     out = torch.empty(B, num_positions, vocab_size, dtype=torch.float32, device=seeds.device)
+    if B == 0:
+        return out
     block = _INTERP_BLOCK if seeds.device.type != "cuda" else 1024
     _philox_noise_kernel[(B * num_positions, triton.cdiv(vocab_size, block))](
         seeds.contiguous(), out, vocab_size, num_positions, BLOCK=block)
@@ -271,10 +305,12 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
                       *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Top-k then top-p filter: out_i = x_i if kept else -inf (kept = {x >= t}, t found by radix select).
 
-    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous.
-    top_k: [B] int32 (0 or >= V = off) or None. top_p: [B] fp32 in (0, 1] (>= 1 = off) or None.
-    out: optional [B, V] fp32 buffer. Returns [B, V] fp32 (ties at the threshold are all kept; the
-    top token is always kept). Raises ValueError/TypeError naming a bad argument.
+    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1.
+    top_k: [B] int32 (0 or >= V = off), an int (every row), or None. top_p: [B] fp32 in (0, 1] (>= 1 = off),
+    a float (every row), or None. Tensor values are not checked (a host sync): top_k < 0 acts as 0, top_p
+    <= 0 keeps the top token(s), NaN top_p is off. out: optional [B, V] fp32 buffer. Returns [B, V] fp32
+    (ties at the threshold are all kept; the top token is always kept; NaN logits are never kept). B = 0
+    gives an empty result. Raises ValueError/TypeError naming a bad argument (bad host scalars too).
     Semantics: vLLM ``apply_top_k_top_p`` (top-k first, then top-p over the renormalised survivors);
     reference ``apply_top_k_top_p_ref``.
     """
@@ -283,12 +319,15 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     if logits.stride(1) != 1:
         raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
     B, V = logits.shape
+    _check_vocab("logits", V)
     ones = torch.ones(B, dtype=torch.float32, device=logits.device)  # filter on x itself (T = 1)
-    _check_row_params(B, logits.device, ones, top_k, top_p)
+    _, top_k, top_p = _row_params(B, logits.device, ones, top_k, top_p)
     if out is None:
         out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
     elif out.shape != (B, V) or out.dtype != torch.float32 or out.device != logits.device:
         raise ValueError(f"out must be a [{B}, {V}] fp32 tensor on {logits.device}")
+    if B == 0:
+        return out
     thresh, _ = launch_thresholds(logits[:, None, :], ones, top_k, top_p)
     x = logits.float()
     if thresh is None:
@@ -341,15 +380,21 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
            out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None) -> torch.Tensor:
     """token = argmax(x) if T == 0 else argmax_i softmax(top_k_top_p(x / T))_i / E_i (exponential race).
 
-    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous.
-    temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties). top_k: [B] int32 (0 = off) or None.
-    top_p: [B] fp32 in (0, 1] (1 = off) or None. exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded
+    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1.
+    temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties) or a float. top_k: [B] int32 (0 = off), an
+    int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. Tensor values are not checked (a
+    host sync): temperature <= 0 or NaN → greedy row, top_k < 0 → off, top_p <= 0 → top token(s), top_p
+    NaN → off, as in the reference. Non-finite logits, as in the reference: a NaN counts as the largest
+    value (greedy rows return the first NaN or +inf); a sampled row whose max is not finite (a NaN or +inf
+    logit, x / T overflowing, or every logit -inf) has no softmax and returns token 0; an all -inf greedy
+    row returns 0. exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded
     generator, last dim contiguous (rows with T == 0 are not read); or None with seeds: [B] int64 on the
     device, the noise then made in registers by Philox, equal to ``philox_exp_noise(seeds, 1, V)[:, 0]``
     (change the seeds every step; no noise tensor is written or read). out: optional [B] int64 buffer.
     config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
-    Returns tokens [B] int64. No host synchronisation (CUDA-graph safe).
-    Raises ValueError/TypeError naming a bad argument. Semantics: vLLM Sampler; reference ``sample_ref``.
+    Returns tokens [B] int64 (empty for B = 0). No host synchronisation (CUDA-graph safe).
+    Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars).
+    Semantics: vLLM Sampler; reference ``sample_ref``.
     """
     check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
     check_runnable_device("logits", logits)
@@ -357,7 +402,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     B, V = logits.shape
     if logits.stride(1) != 1:
         raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
-    _check_row_params(B, dev, temperature, top_k, top_p)
+    _check_vocab("logits", V)
+    temperature, top_k, top_p = _row_params(B, dev, temperature, top_k, top_p)
     if exp_noise is None:
         _check_seeds(seeds, B, dev)
     else:
@@ -369,6 +415,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
         out = torch.empty(B, dtype=torch.int64, device=dev)
     elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
         raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    if B == 0:
+        return out
     logits3 = logits[:, None, :]
     splits, pmax, _, pidx, prace, pridx, _ = launch_row_stats(
         logits3, None if exp_noise is None else exp_noise[:, None, :], None, temperature, top_k, top_p,

@@ -19,7 +19,7 @@ that hold candidates), exact:
      writes the row's sampling partials (max, softmax sum, argmax, exponential race over the kept
      candidates with the noise gathered, or made by Philox, at their ids), so the sampling pass skips
      the row.
-  5. ``_topk_topp_threshold_kernel``: the exact one-program-per-row radix select (8 passes of 4 bits),
+  5. ``kernels.sampling_radix``: the exact one-program-per-row radix select (8 passes of 4 bits),
      run only on flagged rows (the others exit at once): flat rows (top-p alone over thousands of
      near-equal logits, or top-k in the thousands) take this slow path.
 No host synchronisation (graph-capturable); split counts depend on shapes only; the candidate counters
@@ -35,6 +35,13 @@ import torch
 import triton
 import triton.language as tl
 
+from tritonseek.kernels.sampling_radix import (  # noqa: F401 - THRESH_CONFIG re-exported
+    THRESH_CONFIG,
+    _float_key,
+    _key_to_float,
+    launch_radix_thresholds,
+)
+
 # --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
@@ -44,7 +51,6 @@ FILTER_SKETCH = 4096  # group maxima per row that the pivot kernel sorts
 FILTER_CAP = 4096  # candidates per row sorted by one program; more → fallback
 FILTER_SMALL = 256  # candidate counts up to this use a small sort
 SETTLE_WARPS = 8  # the per-row candidate sort / threshold / partials kernel
-THRESH_CONFIG = (1024, 8)  # (BLOCK, num_warps) of the fallback radix-select kernel (121 regs, no spills)
 _INTERP_BLOCK = 64
 _INTERP_SKETCH = 64
 _INTERP_CAP = (64, 16)  # (CAP, SMALL) under the interpreter: small rows reach both sorts and the fallback
@@ -88,115 +94,6 @@ def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _key_to_float(key):
-    # inverse of the order-preserving key (negative floats: all bits flipped; others: sign bit set)
-    b = tl.where(key >= 0x80000000, key ^ 0x80000000, key ^ 0xFFFFFFFF)
-    return b.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _radix_select(row_ptr, V, temp, lower, m, target, USE_MASS: tl.constexpr, BLOCK: tl.constexpr):
-    # Largest uint32 key v with F(v) = sum_{i: s_i >= lower, key(s_i) >= v} w_i >= target, where
-    # s = x / temp and w = 1 (count, top-k) or exp(s - m) (mass, top-p). found = False when even the
-    # smallest key misses the target (the caller then keeps the whole row).
-    digits = tl.arange(0, 16)
-    prefix = tl.zeros((), dtype=tl.uint32)
-    acc = tl.zeros((), dtype=tl.float32)
-    found = tl.zeros((), dtype=tl.int1)
-    for r in tl.static_range(8):
-        shift = 28 - 4 * r  # constexpr: r comes from static_range
-        hist = tl.zeros([16], dtype=tl.float32)
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            msk = offs < V
-            s = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32) / temp
-            valid = msk & (s >= lower)
-            # order-preserving fp32 -> uint32 key, inlined: nested jit calls are slow in the interpreter
-            bits = s.to(tl.uint32, bitcast=True)
-            key = tl.where((bits >> 31) == 1, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-            if r > 0:
-                valid = valid & ((key >> (shift + 4)) == prefix)
-            d = ((key >> shift) & 15).to(tl.int32)
-            if USE_MASS:
-                w = tl.where(valid, tl.exp(s - m), 0.0)
-            else:
-                w = tl.where(valid, 1.0, 0.0)
-            hist += tl.sum(tl.where(d[:, None] == digits[None, :], w[:, None], 0.0), axis=0)
-        suffix = tl.cumsum(hist, 0, reverse=True)
-        dsel = tl.max(tl.where(acc + suffix >= target, digits, -1), axis=0)
-        if r == 0:
-            found = dsel >= 0
-        dsel = tl.maximum(dsel, 0)
-        acc += tl.sum(tl.where(digits > dsel, hist, 0.0), axis=0)
-        prefix = (prefix << 4) | dsel.to(tl.uint32)
-    return prefix, found
-
-
-@triton.jit
-def _topk_topp_threshold_kernel(
-    logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, thresh_ptr, need_ptr,
-    V, NJ, stride_lb, stride_lj,
-    HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, BLOCK: tl.constexpr,
-):
-    # Exact fallback for rows the fast path could not settle (one program per row, 8-pass radix selects):
-    # logits      [B, NJ, V] float, last stride 1 (row = b * NJ + j; NJ = 1 for plain sampling)
-    # temperature [B] fp32, top_k [B] int32 (0 = off), top_p [B] fp32 (>= 1 = off)
-    # need        [B * NJ] int32: only rows with 1 are computed (the others' thresh is already written)
-    # thresh      [B * NJ] fp32 out: keep s = x / T iff s >= thresh (-inf = keep all)
-    row = tl.program_id(0)
-    b = row // NJ
-    j = row % NJ
-    row_ptr = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
-    temp = tl.load(temperature_ptr + b)
-    k_on = temp > 0
-    p_on = temp > 0
-    top_k = 0
-    top_p = 1.0
-    if HAS_TOP_K:
-        top_k = tl.load(top_k_ptr + b)
-        k_on = k_on & (top_k > 0) & (top_k < V)
-    else:
-        k_on = False
-    if HAS_TOP_P:
-        top_p = tl.load(top_p_ptr + b)
-        p_on = p_on & (top_p < 1.0)
-    else:
-        p_on = False
-    k_on = k_on & (tl.load(need_ptr + row) == 1)
-    p_on = p_on & (tl.load(need_ptr + row) == 1)
-    thr = tl.full([], float("-inf"), tl.float32)
-    if k_on | p_on:
-        t = tl.where(temp > 0, temp, 1.0)
-        m = tl.full([BLOCK], float("-inf"), tl.float32)
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            s = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / t
-            m = tl.maximum(m, s)
-        mx = tl.max(m, axis=0)
-        if k_on:
-            key_k, found_k = _radix_select(row_ptr, V, t, float("-inf"), mx, top_k.to(tl.float32),
-                                           False, BLOCK)
-            thr = tl.where(found_k, _key_to_float(key_k), float("-inf"))
-        if p_on:
-            z = tl.zeros([BLOCK], dtype=tl.float32)
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK)
-                s = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32) / t
-                z += tl.where(s >= thr, tl.exp(s - mx), 0.0)
-            target = top_p * tl.sum(z, axis=0)
-            key_p, found_p = _radix_select(row_ptr, V, t, thr, mx, target, True, BLOCK)
-            thr = tl.maximum(thr, tl.where(found_p, _key_to_float(key_p), float("-inf")))
-        tl.store(thresh_ptr + row, thr)
-
-
-@triton.jit
-def _float_key(x):
-    # order-preserving fp32 -> uint32 key (negative floats: all bits flipped; others: sign bit set)
-    bits = x.to(tl.uint32, bitcast=True)
-    return tl.where((bits >> 31) == 1, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-
-
-@triton.jit
 def _key_select(keys, w, target):
     # largest key v with sum(w[keys >= v]) >= target (0 if none): 32 bisection steps on the key bits, one
     # reduction each; v is always one of the keys. w >= 0; sums in fp64 (the lane order of w may vary from
@@ -229,7 +126,8 @@ def _filter_row_params(temperature_ptr, top_k_ptr, top_p_ptr, b, V,
         k_on = k_on & False
     if HAS_TOP_P:
         top_p = tl.load(top_p_ptr + b)
-        p_on = p_on & (top_p < 1.0)
+        p_on = p_on & (top_p < 1.0)  # NaN: off
+        top_p = tl.where(top_p > 0, top_p, 1e-30)  # <= 0 keeps the top token(s), as the reference
     else:
         p_on = p_on & False
     return t, k_on, p_on, top_k, top_p
@@ -258,6 +156,7 @@ def _filter_max_kernel(
     for off in range(start, end, BLOCK):
         offs = off + tl.arange(0, BLOCK)
         s = tl.load(row_ptr + offs, mask=offs < end, other=float("-inf")).to(tl.float32) / t
+        s = tl.where(s != s, float("inf"), s)  # a NaN row gets max +inf: the samplers then return token 0
         if HAS_TOP_P:
             m_new = tl.maximum(m_vec, s)
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -390,7 +289,8 @@ def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, 
     big = 2147483647
     kept = (lane < n) & (v >= thr)
     tl.store(part_max_ptr + part, M)
-    tl.store(part_idx_ptr + part, tl.min(tl.where(kept & (v == M), ci, big), axis=0))
+    amax = tl.min(tl.where(kept & (v == M), ci, big), axis=0)
+    tl.store(part_idx_ptr + part, tl.where(amax == big, 0, amax))
     if NEED_SUM:
         tl.store(part_sum_ptr + part, tl.sum(tl.where(kept, tl.exp(v - M), 0.0).to(tl.float64), axis=0).to(tl.float32))
     if RACE_MODE != 0:
@@ -400,7 +300,8 @@ def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, 
         if RACE_MODE == 1:
             has_draft = j < NJ - 1
             excl = tl.load(draft_ptr + b.to(tl.int64) * stride_db + tl.where(has_draft, j, 0), mask=has_draft,
-                           other=-1).to(tl.int32)
+                           other=-1).to(tl.int64)
+            excl = tl.where((excl >= 0) & (excl < V), excl, -1).to(tl.int32)  # out-of-range drafts exclude nothing
             do_race = do_race & (ci != excl)
         if PHILOX:
             e = _philox_exp_at(tl.load(seeds_ptr + b), j, V, ci)
@@ -600,11 +501,7 @@ def launch_thresholds(logits3: torch.Tensor, temperature: torch.Tensor, top_k: t
     else:
         need = torch.ones(rows, dtype=torch.int32, device=dev)
         thresh.fill_(float("-inf"))
-    block, warps = (_INTERP_BLOCK, 4) if interp else THRESH_CONFIG
-    _topk_topp_threshold_kernel[(rows,)](
-        logits3, temperature, tk, tp, thresh, need, V, NJ, logits3.stride(0), logits3.stride(1),
-        BLOCK=block, num_warps=warps, **flags,
-    )
+    launch_radix_thresholds(logits3, temperature, top_k, top_p, thresh, need)
     if need_out is not None:
         need_out.copy_(need)
     return thresh, need

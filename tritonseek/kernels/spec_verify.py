@@ -25,7 +25,8 @@ import triton.language as tl
 from tritonseek.kernels._utils import check_runnable_device, check_tensor
 from tritonseek.kernels.sampling import (
     _INTERP_BLOCK,
-    _check_row_params,
+    _check_vocab,
+    _row_params,
     _sm_count,
     arrival_counters,
     launch_row_stats,
@@ -76,8 +77,9 @@ def _greedy_verify_kernel(
     logits_ptr, draft_ptr, part_max_ptr, part_idx_ptr, count_ptr, out_ptr, num_acc_ptr,
     V, split_len, num_splits,
     stride_lb, stride_lj, stride_db, stride_ob,
-    K: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
+    K: tl.constexpr, KP: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
 ):
+    # KP = next_power_of_2(K + 1)
     # logits  [B, K+1, V] float, last stride 1; program (row = b*(K+1) + j, split) streams elements
     #         [split*split_len, min((split+1)*split_len, V)) of row (b, j)
     # draft   [B, K] int; part_max/part_idx [B*(K+1), num_splits] fp32/int32 scratch
@@ -98,6 +100,7 @@ def _greedy_verify_kernel(
             offs = off + u * BLOCK + tl.arange(0, BLOCK)
             x = tl.load(row_ptr + offs, mask=offs < end, other=float("-inf"),
                         eviction_policy="evict_first").to(tl.float32)
+            x = tl.where(x != x, float("inf"), x)  # NaN counts as the largest value (torch.argmax's order)
             i_vec = tl.where(x > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
             m_vec = tl.maximum(m_vec, x)
     m = tl.max(m_vec, axis=0)
@@ -111,24 +114,22 @@ def _greedy_verify_kernel(
     if arrived == (K + 1) * num_splits - 1:
         # last program of sequence b: reduce the K+1 rows' partials (in split order: deterministic,
         # ties -> lowest id) and walk the drafts. Accepted drafts equal the argmax, so every emitted
-        # position holds the target argmax.
-        offs = tl.arange(0, SPLITS)
-        msk = offs < num_splits
+        # position holds the target argmax. All K+1 rows' partials and the drafts are loaded at once
+        # (one memory round trip, not one per position: this tail is serial work at the end of the launch).
+        jj = tl.arange(0, KP)
+        ss = tl.arange(0, SPLITS)
+        msk = (jj[:, None] < K + 1) & (ss[None, :] < num_splits)
         b64 = b.to(tl.int64)
-        running = tl.full([], 1, tl.int1)
-        n_acc = tl.zeros([], tl.int32)
-        for j in tl.static_range(K + 1):
-            base = (b64 * (K + 1) + j) * num_splits
-            ms = tl.load(part_max_ptr + base + offs, mask=msk, other=float("-inf"), cache_modifier=".cg")
-            ids = tl.load(part_idx_ptr + base + offs, mask=msk, other=big, cache_modifier=".cg")
-            mx = tl.max(ms, axis=0)
-            amax = tl.min(tl.where((ms == mx) & msk, ids, big), axis=0)
-            tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, amax.to(tl.int64), -1))
-            if j < K:
-                d = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int64)
-                running = running & (d == amax.to(tl.int64))
-                n_acc += running.to(tl.int32)
-        tl.store(num_acc_ptr + b, n_acc)
+        base = (b64 * (K + 1) + jj[:, None]) * num_splits + ss[None, :]
+        ms = tl.load(part_max_ptr + base, mask=msk, other=float("-inf"), cache_modifier=".cg")
+        ids = tl.load(part_idx_ptr + base, mask=msk, other=big, cache_modifier=".cg")
+        d = tl.load(draft_ptr + b64 * stride_db + jj, mask=jj < K, other=-1).to(tl.int64)
+        mx = tl.max(ms, axis=1)
+        amax = tl.min(tl.where((ms == mx[:, None]) & msk, ids, big), axis=1).to(tl.int64)  # [KP]
+        # accepted = the leading run of matching drafts = the first position j < K that mismatches (else K)
+        n_acc = tl.min(tl.where((jj < K) & (d != amax), jj, K), axis=0)
+        tl.store(out_ptr + b64 * stride_ob + jj, tl.where(jj <= n_acc, amax, -1), mask=jj < K + 1)
+        tl.store(num_acc_ptr + b, n_acc.to(tl.int32))
         tl.atomic_xchg(count_ptr + b, 0, sem="relaxed", scope="gpu")  # re-arm for the next launch
 
 
@@ -218,8 +219,8 @@ def _verify_combine_kernel(
         mx, lsum, amax, ridx = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
                                               part_ridx_ptr, row, num_splits, SPLITS, not GREEDY, not GREEDY)
         if j < K:
-            d = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int32)
-            accept = d == amax
+            d = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int64)
+            accept = d == amax.to(tl.int64)
             fallback = amax
             if not GREEDY:
                 d_ok = (d >= 0) & (d < V)
@@ -228,22 +229,23 @@ def _verify_combine_kernel(
                 keep = d_ok
                 if HAS_THRESH:
                     keep = keep & (s_d >= tl.load(thresh_ptr + row))
-                m_safe = tl.where(mx == float("-inf"), 0.0, mx)
-                p_d = tl.where(keep, tl.exp(s_d - m_safe) / lsum, 0.0)
+                finite = tl.abs(mx) < float("inf")  # else no softmax (NaN/+inf logit, all -inf): reject, emit 0
+                m_safe = tl.where(finite, mx, 0.0)
+                p_d = tl.where(keep & finite, tl.exp(s_d - m_safe) / lsum, 0.0)
                 q_d = 1.0
                 if not ONE_HOT:
                     q_d = tl.load(draft_probs_ptr + b64 * stride_qb + j * stride_qj + d_safe).to(tl.float32)
                 u = tl.load(uniforms_ptr + b64 * stride_ub + j)
                 accept = tl.where(sampled, u * q_d < p_d, accept)
-                fallback = tl.where(sampled, ridx, amax)
-            tok = tl.where(accept, d, fallback)
+                fallback = tl.where(sampled, tl.where(finite, ridx, 0), amax)
+            tok = tl.where(accept, d, fallback.to(tl.int64))
             tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, tok, -1).to(tl.int64))
             n_acc += (running & accept).to(tl.int32)
             running = running & accept
         else:
             bonus = amax
             if not GREEDY:
-                bonus = tl.where(sampled, ridx, amax)
+                bonus = tl.where(sampled, tl.where(tl.abs(mx) < float("inf"), ridx, 0), amax)
             tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, bonus, -1).to(tl.int64))
     tl.store(num_acc_ptr + b, n_acc)
 
@@ -261,6 +263,7 @@ def _check_common(draft_tokens, target_logits) -> tuple[int, int, int, torch.dev
         raise ValueError(f"draft_tokens must hold K >= 1 drafts, got shape {tuple(draft_tokens.shape)}")
     if tuple(target_logits.shape[:2]) != (B, K + 1):
         raise ValueError(f"target_logits must have shape [{B}, {K + 1}, V], got {tuple(target_logits.shape)}")
+    _check_vocab("target_logits", target_logits.shape[2])
     if target_logits.stride(2) != 1:
         raise ValueError(f"target_logits must have a contiguous last dim, got strides {target_logits.stride()}")
     if draft_tokens.stride(1) != 1:
@@ -303,12 +306,14 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
                   config: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept drafts while d_j == argmax(target_j); emit argmax at the first mismatch, or the bonus argmax.
 
-    draft_tokens: [B, K] int64/int32 (K >= 1). target_logits: [B, K+1, V] fp32/bf16/fp16, last dim
-    contiguous, on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id.
+    draft_tokens: [B, K] int64/int32 (K >= 1); ids outside [0, V) are not checked on the device (a host
+    sync) and are never accepted. target_logits: [B, K+1, V] fp32/bf16/fp16, V >= 1, last dim contiguous,
+    on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id, a NaN counts as the largest
+    value (the first NaN or +inf wins; torch.argmax: the first NaN), an all -inf row gives 0.
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
     (BLOCK, num_warps, programs per SM[, UNROLL]) override (benchmark sweeps).
-    Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]);
-    num_accepted + 1 tokens are emitted. One kernel launch: each row is split across programs and the
+    Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for
+    B = 0); num_accepted + 1 tokens are emitted. One kernel launch: each row is split across programs and the
     program that finishes a sequence last (per-sequence arrival counter) reduces the partials in split
     order (deterministic) and walks the drafts. No host synchronisation (CUDA-graph safe); launches
     that overlap on different streams use different counter slots (16 in rotation).
@@ -317,6 +322,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     """
     B, K, V, dev = _check_common(draft_tokens, target_logits)
     out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
+    if B == 0:
+        return out_tokens, out_num_accepted
     rows = B * (K + 1)
     block, warps, unroll, splits, split_len = greedy_launch_config(rows, V, dev, config)
     part_max = torch.empty(rows, splits, dtype=torch.float32, device=dev)
@@ -326,7 +333,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
         target_logits, draft_tokens, part_max, part_idx, count, out_tokens, out_num_accepted,
         V, split_len, splits,
         target_logits.stride(0), target_logits.stride(1), draft_tokens.stride(0), out_tokens.stride(0),
-        K=K, SPLITS=triton.next_power_of_2(splits), BLOCK=block, UNROLL=unroll, num_warps=warps,
+        K=K, KP=triton.next_power_of_2(K + 1), SPLITS=triton.next_power_of_2(splits), BLOCK=block, UNROLL=unroll,
+        num_warps=warps,
     )
     return out_tokens, out_num_accepted
 
@@ -353,23 +361,27 @@ def verify_rejection(
     rejection emits a residual sample (exponential race with exp_noise) and ends the run; if all K
     are accepted position K emits a sample of p_K. Rows with T == 0 use greedy verification.
 
-    draft_tokens: [B, K] int64/int32 in [0, V) (K >= 1). draft_probs: [B, K, V] float, last dim
-    contiguous, or None. target_logits: [B, K+1, V] fp32/bf16/fp16, last dim contiguous, CUDA (CPU under
-    TRITON_INTERPRET=1). temperature: [B] fp32 >= 0. top_k: [B] int32 (0 = off) or None.
-    top_p: [B] fp32 in (0, 1] (1 = off) or None. uniforms: [B, K] fp32 in [0, 1).
+    draft_tokens: [B, K] int64/int32 in [0, V) (K >= 1; ids outside are not checked on the device and are
+    rejected: p(d) = 0). draft_probs: [B, K, V] float, last dim contiguous, or None. target_logits:
+    [B, K+1, V] fp32/bf16/fp16, V >= 1, last dim contiguous, CUDA (CPU under TRITON_INTERPRET=1); a sampled
+    position whose max is not finite (NaN/+inf logit, all -inf) has no softmax: its draft is rejected and
+    token 0 emitted, as the reference gives. temperature: [B] fp32 >= 0 or a float. top_k: [B] int32
+    (0 = off), an int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. Tensor values are not
+    checked (a host sync): T <= 0 or NaN → greedy row, top_k < 0 → off, top_p <= 0 → top token(s), NaN
+    top_p → off, as in the reference; bad host scalars raise. uniforms: [B, K] fp32 in [0, 1).
     exp_noise: [B, K+1, V] fp32 i.i.d. Exp(1) > 0, last dim contiguous (rows with T == 0 unread); or
     None with seeds: [B] int64 device tensor, the noise then made in registers by Philox, equal to
     ``philox_exp_noise(seeds, K+1, V)`` (no noise tensor written or read: half the bytes; change the
     seeds every step).
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
     (BLOCK, num_warps, programs per SM) override.
-    Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]).
+    Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for B = 0).
     No host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad argument.
     Semantics: Leviathan et al. 2023 speculative sampling / vLLM RejectionSampler; reference
     ``verify_rejection_ref``.
     """
     B, K, V, dev = _check_common(draft_tokens, target_logits)
-    _check_row_params(B, dev, temperature, top_k, top_p)
+    temperature, top_k, top_p = _row_params(B, dev, temperature, top_k, top_p)
     check_tensor("uniforms", uniforms, dtype=torch.float32, ndim=2, device=dev)
     if uniforms.shape != (B, K) or uniforms.stride(1) != 1:
         raise ValueError(f"uniforms must be [{B}, {K}] with a contiguous last dim, got {tuple(uniforms.shape)}")
@@ -390,6 +402,8 @@ def verify_rejection(
             raise ValueError(f"draft_probs must be [{B}, {K}, {V}] with a contiguous last dim, "
                              f"got {tuple(draft_probs.shape)}")
     out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
+    if B == 0:
+        return out_tokens, out_num_accepted
     one_hot = draft_probs is None
 
     splits, pmax, psum, pidx, prace, pridx, thresh = launch_row_stats(

@@ -448,11 +448,12 @@ def _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h) -> bool:
         return False
     from tritonseek.kernels.mla_decode_ws import check_ws_device, gluon_ws_supported, ws_layout_ok
 
-    ok = gluon_ws_supported(q.device) and block_n == 64 and ws_layout_ok(q, kv_cache, head_dim_v, block_h)
+    ok = (gluon_ws_supported(q.device) and block_n == 64
+          and ws_layout_ok(q, kv_cache, head_dim_v, block_h, int(cfg.get("WS_WGS", 1))))
     if want == "force" and not ok:
         check_ws_device(q)
         raise ValueError(f"mla_decode_ws needs d_qk 576, head_dim_v 512, page_size ≥ 64, a contiguous cache, "
-                         f"BLOCK_N 64 and BLOCK_H 16/32 in the metadata's config; got q {tuple(q.shape)}, "
+                         f"BLOCK_N 64 and 16/32 rows per warpgroup (BLOCK_H / WS_WGS); got q {tuple(q.shape)}, "
                          f"kv_cache {tuple(kv_cache.shape)}, head_dim_v {head_dim_v}, BLOCK_N {block_n}, "
                          f"BLOCK_H {block_h}")
     return ok

@@ -57,16 +57,25 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # Launch knobs of the Gluon kernel inside an mla_decode config: WS_STAGES (ring depth; 2 × 72 KB tiles fill
 # the shared memory next to the query tile), PRODUCER_REGS (the TMA warp's register budget), DEFER_L (keep
 # per-key partial row sums and reduce them across the warpgroup once per sequence instead of every tile).
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=False)
+# WS_WGS: consumer warpgroups per program (2: each owns BLOCK_H/2 rows of the same cache tiles; CONSUMER_REGS
+# is then the second one's register budget after setmaxnreg).
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=False, WS_WGS=1, CONSUMER_REGS=232)
+# registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
+_MAXNREG_2WG = 168
 
 
 def ws_config(seqlen_q: int, num_heads: int) -> dict:
-    """An ``mla_decode`` config that runs this kernel for s_q·h_q query rows (16- or 32-row head tiles,
-    64-key schedule tiles, one program per SM: the tile ring takes the shared memory). On a device where
-    the Gluon kernel does not run, the tl kernel runs this config (BLOCK_H rows × 64-key steps)."""
-    block_h = 16 if seqlen_q * num_heads <= 16 else 32
-    return dict(BLOCK_H=block_h, BLOCK_N=64, num_warps=4 if block_h == 16 else 8, num_stages=3 if block_h == 16 else 5,
-                PARTS_PER_SM=1, USE_TMA=True, GLUON=True, **_DEFAULT_WS)
+    """An ``mla_decode`` config that runs this kernel for s_q·h_q query rows: 16 or 32 rows on one consumer
+    warpgroup; more than 32 rows as 64-row head tiles on two warpgroups (32 rows each, sharing the cache
+    tiles); 64-key schedule tiles, one program per SM (the tile ring takes the shared memory). On a device
+    where the Gluon kernel does not run, the tl kernel runs this config (BLOCK_H rows × 64-key steps)."""
+    rows = seqlen_q * num_heads
+    if rows <= 32:
+        block_h = 16 if rows <= 16 else 32
+        return dict(BLOCK_H=block_h, BLOCK_N=64, num_warps=4 if block_h == 16 else 8,
+                    num_stages=3 if block_h == 16 else 5, PARTS_PER_SM=1, USE_TMA=True, GLUON=True, **_DEFAULT_WS)
+    return dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+                **dict(_DEFAULT_WS, WS_WGS=2))
 
 
 @gluon.jit
@@ -129,10 +138,10 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
               stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-              DEFER_L: gl.constexpr):
+              DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                  instr_shape=[16, BLOCK_H, 16])
+                                                  instr_shape=[16, ROWS, 16])
     row_l: gl.constexpr = gl.SliceLayout(0, mma)  # query rows (N side)
     col_l: gl.constexpr = gl.SliceLayout(1, mma)  # keys / value columns (M side)
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])  # 16-byte row pieces of 64 columns
@@ -142,7 +151,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
     tile_h = gl.program_id(0)
     pid = gl.program_id(1)
     rows_total = seqlen_q * num_heads
-    rows = tile_h * BLOCK_H + gl.arange(0, BLOCK_H, layout=row_l)
+    rows = tile_h * BLOCK_H + ROW0 + gl.arange(0, ROWS, layout=row_l)
     row_ok = rows < rows_total
     s_idx = rows // num_heads
     h_idx = rows % num_heads
@@ -150,12 +159,12 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
     l_row = h_idx.to(gl.int64) * stride_lh + s_idx
     cols = gl.arange(0, D_LATENT, layout=col_l)
     # query rows in the load layout
-    rows_ld = tile_h * BLOCK_H + gl.arange(0, BLOCK_H, layout=ld_rows)
+    rows_ld = tile_h * BLOCK_H + ROW0 + gl.arange(0, ROWS, layout=ld_rows)
     rows_ld_ok = gl.expand_dims(rows_ld < rows_total, 1)
     q_row = (rows_ld // num_heads).to(gl.int64) * stride_qs + (rows_ld % num_heads).to(gl.int64) * stride_qh
     c64 = gl.arange(0, 64, layout=ld_cols)
 
-    s_zero = gl.zeros([BLOCK_N, BLOCK_H], gl.float32, mma)
+    s_zero = gl.zeros([BLOCK_N, ROWS], gl.float32, mma)
     b_begin = gl.load(sched_ptr + pid * 4 + 0)
     t_begin = gl.load(sched_ptr + pid * 4 + 1)
     b_end = gl.load(sched_ptr + pid * 4 + 2)
@@ -181,10 +190,10 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
                 limit = s_idx * 0 + seqlen - 1
                 first_masked = seqlen
             k_fast = gl.maximum(gl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
-            m_i = gl.full([BLOCK_H], float("-inf"), gl.float32, row_l)
-            l_i = gl.zeros([BLOCK_H], gl.float32, row_l)
-            l_acc = gl.zeros([BLOCK_N, BLOCK_H], gl.float32, mma)  # DEFER_L: per-key partial sums
-            acc = gl.zeros([D_LATENT, BLOCK_H], gl.float32, mma)
+            m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
+            l_i = gl.zeros([ROWS], gl.float32, row_l)
+            l_acc = gl.zeros([BLOCK_N, ROWS], gl.float32, mma)  # DEFER_L: per-key partial sums
+            acc = gl.zeros([D_LATENT, ROWS], gl.float32, mma)
             for k in range(k_lo, k_hi):
                 st = it % NUM_STAGES
                 mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
@@ -234,7 +243,10 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
                 gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
 
 
-@gluon.jit
+# Runtime sizes and strides are not specialized on (one compile per config; batch 3 and batch 128 share it).
+@gluon.jit(do_not_specialize=["stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
+                              "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads", "seqlen_q",
+                              "page_shift"])
 def _mla_decode_ws_kernel(
     q_ptr, v_desc, r_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
@@ -242,7 +254,7 @@ def _mla_decode_ws_kernel(
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-    DEFER_L: gl.constexpr,
+    DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -256,26 +268,45 @@ def _mla_decode_ws_kernel(
     dtype: gl.constexpr = v_desc.dtype
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
     r_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + r_desc.block_type.shape, r_desc.layout)
-    q_lat = gl.allocate_shared_memory(dtype, [BLOCK_H, D_LATENT],
-                                      gl.NVMMASharedLayout.get_default_for([BLOCK_H, D_LATENT], dtype))
-    q_rope = gl.allocate_shared_memory(dtype, [BLOCK_H, D_ROPE],
-                                       gl.NVMMASharedLayout.get_default_for([BLOCK_H, D_ROPE], dtype))
-    p_smem = gl.allocate_shared_memory(dtype, [BLOCK_H, BLOCK_N],
-                                       gl.NVMMASharedLayout.get_default_for([BLOCK_H, BLOCK_N], dtype))
+    ROWS: gl.constexpr = BLOCK_H // WGS  # query rows per consumer warpgroup
+    q_lat = gl.allocate_shared_memory(dtype, [WGS, ROWS, D_LATENT],
+                                      gl.NVMMASharedLayout.get_default_for([ROWS, D_LATENT], dtype))
+    q_rope = gl.allocate_shared_memory(dtype, [WGS, ROWS, D_ROPE],
+                                       gl.NVMMASharedLayout.get_default_for([ROWS, D_ROPE], dtype))
+    p_smem = gl.allocate_shared_memory(dtype, [WGS, ROWS, BLOCK_N],
+                                       gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_N], dtype))
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
-    gl.warp_specialize([
-        (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
-                     seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
-                     stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                     BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L)),
-        (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
-                     stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
-    ], [1], [PRODUCER_REGS])
+        mbarrier.init(empty.index(i), count=WGS)  # released by every consumer warpgroup
+    if WGS == 1:
+        gl.warp_specialize([
+            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(0), q_rope.index(0), p_smem.index(0), ready, empty,
+                         seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+                         stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS)),
+            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+        ], [1], [PRODUCER_REGS])
+    else:
+        # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
+        # streaming the same cache tiles (a stage is free once both released it); worker 1 = TMA warp
+        gl.warp_specialize([
+            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(0), q_rope.index(0), p_smem.index(0), ready, empty,
+                         seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+                         stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS)),
+            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(1), q_rope.index(1), p_smem.index(1), ready, empty,
+                         seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+                         stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS)),
+            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -286,11 +317,13 @@ def smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
     return gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
 
 
-def ws_layout_ok(q: torch.Tensor, kv_cache: torch.Tensor, head_dim_v: int, block_h: int) -> bool:
+def ws_layout_ok(q: torch.Tensor, kv_cache: torch.Tensor, head_dim_v: int, block_h: int, wgs: int = 1) -> bool:
     """True when the Gluon kernel handles this layout: d_qk 576 / head_dim_v 512, page_size ≥ 64,
-    a contiguous 16-byte-aligned cache of fewer than 2^31 rows, 16- or 32-row head tiles."""
+    a contiguous 16-byte-aligned cache of fewer than 2^31 rows, 16 or 32 rows per consumer warpgroup."""
+    if wgs not in (1, 2) or block_h % wgs or block_h // wgs not in (16, 32):
+        return False
     num_blocks, page_size, _, d_qk = kv_cache.shape
-    return (d_qk == D_QK and head_dim_v == D_LATENT and page_size >= TILE_N and block_h in (16, 32)
+    return (d_qk == D_QK and head_dim_v == D_LATENT and page_size >= TILE_N and block_h in (16, 32, 64)
             and q.dtype in _GL_DTYPES and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0
             and num_blocks * page_size < 2**31)
 
@@ -319,7 +352,9 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
                               smem_layout([TILE_N, D_LATENT], gdt))
     r_desc = TensorDescriptor(flat, [num_blocks * page_size, D_QK], [D_QK, 1], [TILE_N, D_ROPE],
                               smem_layout([TILE_N, D_ROPE], gdt))
+    wgs = int(cfg["WS_WGS"])
     grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
+    extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
     _mla_decode_ws_kernel[grid](
         q, v_desc, r_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -327,7 +362,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
-        PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), num_warps=4,
+        PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), num_warps=4, **extra,
     )
 
 

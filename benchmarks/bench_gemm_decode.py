@@ -242,7 +242,9 @@ def precompile(args, shapes, sms):
     dev = torch.device("cuda")
     jobs = {}
     for n, k in shapes:
-        for c in all_candidates(n, k, sms):
+        cands = (all_candidates(n, k, sms) if args.sweep
+                 else [G.get_config(m, n, k, sms) for m in (1, 2, 9)] + [prev_config(n, k, sms)])
+        for c in cands:
             jobs.setdefault(kernel_key(c, k), (n, k, c))
     keys = sorted(jobs, key=repr)[me::nw]
     for key in keys:

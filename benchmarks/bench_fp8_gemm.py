@@ -229,6 +229,9 @@ def precompile(args, shapes, sms):
                      else [G.get_config(m, n, k, sms)])
         if args.confirm and m <= SMALL.SMALL_M_MAX:
             cands.append(G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms))
+        if args.variants and m > SMALL.SMALL_M_MAX:
+            cands = [resolve(c, m, n, k, sms) for c in
+                     [G.get_config(m, n, k, sms)] + [variant_config(v, m, n, k, sms) for v in json.loads(args.variants)]]
         for c in cands:
             if c is not None and (m, n, k, c) not in jobs:
                 jobs.append((m, n, k, c))
@@ -247,9 +250,46 @@ def precompile(args, shapes, sms):
     print(f"precompile {me}/{nw}: {len(mine)} kernels", flush=True)
 
 
+def variant_config(v, m: int, n: int, k: int, sms: int) -> dict:
+    """--variants entry → launch config: "tl" = the committed entry's tl config (no Gluon), a dict = the
+    Gluon kernel with these overrides of ws_config (over the committed entry's tl keys, used off Hopper)."""
+    tl_base = dict(G.get_config(m, n, k, sms))
+    tl_base.pop("GLUON", None)
+    if tl_base.get("SWAP_AB") or "BLOCK_M" not in tl_base:
+        tl_base = G._default_config(max(m, 129), n, k, sms)
+        tl_base.pop("GLUON", None)
+    return tl_base if v == "tl" else dict(tl_base, GLUON=dict(v))
+
+
+def smoke_ws(variants) -> None:
+    """Edge shapes of the Gluon kernel for each variant before anything is timed: one tile per CTA and one K
+    block, M/N/K tails, a row-padded fp32 out (masked-store epilogue)."""
+    from tritonseek.kernels.fp8_gemm_ws import fp8_gemm_nt_ws
+
+    dev = torch.device("cuda")
+    for v in variants:
+        if v == "tl":
+            continue
+        for m, n, k, pad, dt in [(200, 256, 128, 0, torch.bfloat16), (333, 2112, 1152, 0, torch.bfloat16),
+                                 (257, 300, 1040, 3, torch.float32)]:
+            a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, k, device=dev))
+            b_q, b_s = per_block_quant_fp8_ref(torch.randn(n, k, device=dev) * 0.05)
+            base = torch.full((m, n + pad), float("nan"), dtype=dt, device=dev)
+            fp8_gemm_nt_ws(a_q, a_s.t().contiguous().t(), b_q, b_s, out=base[:, :n], out_dtype=dt, config=dict(v))
+            torch.cuda.synchronize()
+            d = calc_diff(base[:, :n].float(), fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32))
+            ok = not torch.isnan(base[:, :n]).any().item() and (pad == 0 or torch.isnan(base[:, n:]).all().item())
+            print(f"smoke {v} {m}x{n}x{k} pad={pad} {dt}: calc_diff={d:.2e} {'ok' if ok and d < 1e-3 else 'FAIL'}",
+                  flush=True)
+            assert ok and d < 1e-3
+
+
 def bench_gemm(args, env, rows, winners, sweep_rows):
     dev = torch.device("cuda")
     sms = G._num_sms(0)
+    variants = json.loads(args.variants) if args.variants else []
+    if variants and not args.precompile:
+        smoke_ws(variants)
     ms = [int(x) for x in args.only_m.split(",")] if args.only_m else ([1, 8] if args.small else MS)
     nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)
     shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK) if (n, k) in nks]
@@ -270,6 +310,9 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if args.confirm and m <= SMALL.SMALL_M_MAX:  # the committed choice and the general kernel's
                 cands = [resolve(c, m, n, k, sms) for c in
                          (G.get_config(m, n, k, sms), G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms))]
+            if variants and m > SMALL.SMALL_M_MAX:  # the committed choice and the variants, side by side
+                cands = [resolve(G.get_config(m, n, k, sms), m, n, k, sms)] + [
+                    resolve(variant_config(v, m, n, k, sms), m, n, k, sms) for v in variants]
             uniq = []
             for c in cands:
                 if c is not None and c not in uniq:
@@ -289,7 +332,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                     fns = [lambda s=s, c=cfg: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c) for s in sets]
                     t = graph_time_us(fns, 10.0)
                     results.append((t, cfg, d))
-                    if args.sweep:
+                    if args.sweep or variants:
                         print(f"  cand {m}x{n}x{k} {t:9.2f} us {2 * m * n * k / t / 1e6:7.1f} TFLOP/s {cfg}", flush=True)
                         sweep_rows.append(dict(case=dict(M=m, N=n, K=k), config=cfg, us_graph=round(t, 2),
                                                tflops=round(2 * m * n * k / t / 1e6, 1), calc_diff=d))
@@ -303,7 +346,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                 for t, cfg, _ in results[:6]:
                     print(f"  {m}x{n}x{k} {t:9.2f} us {cfg}", flush=True)
             _, best, d = results[0]
-            if args.confirm:  # report the committed config whether or not it won this run
+            if args.confirm or variants:  # report the committed config whether or not it won this run
                 committed = resolve(G.get_config(m, n, k, sms), m, n, k, sms)
                 _, best, d = next((r for r in results if r[1] == committed), results[0])
             mkey = SMALL._small_m_class(m) if m <= SMALL.SMALL_M_MAX else G._m_class(m)
@@ -319,6 +362,9 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                        gbps=round((m * k + n * k + 2 * m * n) / us_graph / 1e3, 1),
                        calc_diff=d, config=best, n_input_sets=len(sets),
                        tuned=(G._m_class(m), n, k) in G._TUNED)
+            if variants:  # every candidate's graph time in this run (committed first)
+                row["variants_us_graph"] = {json.dumps(c.get("GLUON", "tl"), sort_keys=True): round(t, 2)
+                                            for t, c, _ in results}
             if base:  # the general kernel's M ≤ 64 config, timed in the same sweep
                 row.update(baseline="fp8_gemm_nt general kernel (M<=64 config)", baseline_us_graph=round(base[0], 2),
                            baseline_gbps=round((m * k + n * k + 2 * m * n) / base[0] / 1e3, 1))
@@ -408,6 +454,8 @@ def main():
     p.add_argument("--explore", action="store_true", help="with --sweep: the committed config and its neighbours only")
     p.add_argument("--only-nk", default="", help="N:K[,N:K...] to run (default: all six)")
     p.add_argument("--small", action="store_true", help="decode M (1, 8 unless --only-m) on the V3 slice's shapes")
+    p.add_argument("--variants", default="",
+                   help='M > 16: JSON list of variants timed next to the committed config ("tl" or Gluon overrides)')
     p.add_argument("--confirm", action="store_true",
                    help="M <= 16: time the committed config and the general kernel's (baseline) only; rows report the committed one")
     args = p.parse_args()

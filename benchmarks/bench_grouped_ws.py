@@ -152,7 +152,7 @@ def bench_contiguous(cx: Ctx, routed: bool):
             flops = 2 * valid * N * K
             nbytes = M * K + G * N * K + 2 * M * N  # fp8 a + fp8 b (every expert) + bf16 out; scales left out
             print(f"contiguous {G}x{m} N={N} K={K} (M={M}, valid rows {valid})")
-            best = None
+            best, timed = None, {}
             for cfg in WS_CANDIDATES:
                 if cx.left() < 6:
                     break
@@ -168,15 +168,18 @@ def bench_contiguous(cx: Ctx, routed: bool):
                     print(f"  ws {cfg}: WRONG (calc_diff {d:.2e}), not timed")
                     continue
                 us = cx.eager_us(run)
+                timed[json.dumps(cfg, sort_keys=True)] = round(us, 2)
                 print(f"  ws {cfg}: calc_diff {d:.2e}, {us:.1f} us = {flops / us / 1e6:.0f} TFLOP/s")
                 if best is None or us < best[1]:
                     best = (cfg, us, run)
 
             def tl():
                 return grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, out=out)
-            good, d = _check_contig(tl, out, mi, rows, ref)
-            tl_us = cx.eager_us(tl) if good else None
-            print(f"  tl default: calc_diff {d:.2e}, {tl_us} us")
+            tl_us = None
+            if not cx.args.no_tl:
+                good, d = _check_contig(tl, out, mi, rows, ref)
+                tl_us = cx.eager_us(tl) if good else None
+                print(f"  tl default: calc_diff {d:.2e}, {tl_us} us")
             peer_us = None
             try:  # bf16 peer on the valid rows only (no padding), same expert sizes
                 a16 = _rand_fp8((valid, K), dev).to(torch.bfloat16)
@@ -191,7 +194,8 @@ def bench_contiguous(cx: Ctx, routed: bool):
             if best is not None:
                 cfg = dict(GW.grouped_ws_config("contiguous", m if not routed else 0, N, K), **best[0])
                 cx.row("grouped_gemm_contiguous", case, "ws", best[1], None, flops, nbytes, peer, peer_us, config=cfg,
-                       target_tflops=target, tl_us=round(tl_us, 2) if tl_us else None, correct=True)
+                       target_tflops=target, tl_us=round(tl_us, 2) if tl_us else None, correct=True,
+                       ws_candidates_us=timed)
             if tl_us:
                 cx.row("grouped_gemm_contiguous", case, "tl", tl_us, None, flops, nbytes, peer, peer_us, correct=True)
             del a, a_s, b, bs, out
@@ -215,6 +219,7 @@ def bench_masked(cx: Ctx):
             nbytes = E * m * K + E * N * K + 2 * E * m * N
             case = dict(groups=E, m_per_group=m, N=N, K=K)
             print(f"masked {E}x{m} N={N} K={K}")
+            timed = {}
 
             def check(fn):
                 out.fill_(float("nan"))
@@ -238,15 +243,18 @@ def bench_masked(cx: Ctx):
                     print(f"  ws {cfg}: WRONG (calc_diff {d:.2e}), not timed")
                     continue
                 ug = cx.graph_us(run)
+                timed[json.dumps(cfg, sort_keys=True)] = round(ug, 2) if ug else None
                 print(f"  ws {cfg}: calc_diff {d:.2e}, graph {ug} us")
                 if ug is not None and (best is None or ug < best[1]):
                     best = (cfg, ug, run)
 
             def tl():
                 return grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out)
-            good, d = check(tl)
-            tl_ug = cx.graph_us(tl) if good else None
-            print(f"  tl default: calc_diff {d:.2e}, graph {tl_ug} us")
+            tl_ug = None
+            if not cx.args.no_tl:
+                good, d = check(tl)
+                tl_ug = cx.graph_us(tl) if good else None
+                print(f"  tl default: calc_diff {d:.2e}, graph {tl_ug} us")
             a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16).transpose(1, 2)
             peer_ug = cx.graph_us(lambda: torch._grouped_mm(a16, b16))
             del a16, b16
@@ -255,7 +263,7 @@ def bench_masked(cx: Ctx):
                 cfg = dict(GW.grouped_ws_config("masked", m, N, K), **best[0])
                 cx.row("grouped_gemm_masked", case, "ws", cx.eager_us(best[2]), best[1], flops, nbytes, peer, peer_ug,
                        config=cfg, target_tflops=MASKED_TARGET[(E, m, N, K)],
-                       tl_us_graph=round(tl_ug, 2) if tl_ug else None, correct=True)
+                       tl_us_graph=round(tl_ug, 2) if tl_ug else None, correct=True, ws_candidates_us_graph=timed)
             if tl_ug:
                 cx.row("grouped_gemm_masked", case, "tl", cx.eager_us(tl), tl_ug, flops, nbytes, peer, peer_ug, correct=True)
             del a, a_s, b, bs, out
@@ -310,6 +318,7 @@ def main():
     p.add_argument("--smoke-cfgs", default="0,2", help="indices into WS_CANDIDATES checked by --smoke")
     p.add_argument("--cands", default=None, help="indices into WS_CANDIDATES to check and time (default all)")
     p.add_argument("--cands-json", default=None, help="a JSON list of config dicts to check and time instead")
+    p.add_argument("--no-tl", action="store_true", help="do not time the tl kernels (ws configs and the peer only)")
     args = p.parse_args()
     if args.cands:
         WS_CANDIDATES[:] = [WS_CANDIDATES[int(i)] for i in args.cands.split(",")]

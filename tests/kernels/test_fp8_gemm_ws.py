@@ -62,7 +62,8 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
-                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), num_warps=warps)
+                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]),
+                  num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -72,13 +73,14 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
 
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2", [
-    (128, torch.bfloat16, True, False, False),  # cooperative, one product set
-    (64, torch.float32, False, False, True),
-    (128, torch.bfloat16, True, True, True),  # the default (split + unrolled)
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,defer", [
+    (128, torch.bfloat16, True, False, False, False),  # cooperative, one product set
+    (64, torch.float32, False, False, True, False),
+    (128, torch.bfloat16, True, True, True, False),  # split + unrolled
+    (128, torch.bfloat16, True, True, True, True),  # + the deferred epilogue
 ])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2)
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, defer):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, DEFER=defer)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2: block 0,
     # two in the loop, the odd tail), per consumer partition (SPLIT: two)
@@ -95,6 +97,9 @@ def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, un
     assert "C7508" not in report, report  # setmaxnreg honoured
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert all(s == ("0", "0") for s in spills), report
+    if defer:  # the previous tile's TMA store is issued between the first wgmma of the next tile and its wait
+        first = ptx.index("wgmma.mma_async")
+        assert ptx.index("cp.async.bulk.tensor.2d.global.shared::cta") < ptx.index("wgmma.wait_group", first)
 
 
 def _cpu_operands(m=8, n=128, k=256):
@@ -187,6 +192,8 @@ _GPU_CONFIGS = [
     dict(BLOCK_N=64, TMA_STORE=False, UNROLL2=False),
     dict(_COOP, NUM_STAGES=3, GROUP_M=1),
     dict(UNROLL2=True, SPLIT=False, NUM_STAGES=2, TMA_STORE=False),
+    dict(DEFER=True),  # epilogue of tile t under the first wgmma of tile t+1
+    dict(DEFER=True, TMA_STORE=False, UNROLL2=False),
 ]
 
 
@@ -208,7 +215,7 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [None])
+@pytest.mark.parametrize("cfg", [None, dict(DEFER=True)])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
@@ -219,6 +226,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [None])
+@pytest.mark.parametrize("cfg", [None, dict(DEFER=True)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

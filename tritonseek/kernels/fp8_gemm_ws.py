@@ -21,7 +21,10 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   on the CUDA cores while the wgmma of block kb is in flight (two product register sets, explicit
   ``warpgroup_mma_wait``), so the tensor core no longer idles for the whole promotion;
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
-  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop.
+  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop;
+* DEFER (config key): a tile's last promotion and its epilogue (smem store + TMA store) run after the
+  next tile's first wgmma is issued, under it, instead of with the tensor core idle for this
+  warpgroup (the two warpgroups finish a tile together, so their epilogues coincide).
 
 Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200.jsonl, commits
 650a904 and bad8f9b): split + unrolled 891–1137 TFLOP/s (1.07–1.14× cuBLAS block-scaled at
@@ -65,7 +68,7 @@ from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operand
 # the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, DEFER=False)
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -143,7 +146,8 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
-                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
+                 ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
+                 DEFER: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -158,6 +162,14 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
     num_pid_n = gl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
     it = 0
+    # DEFER: the last K block's promotion and the epilogue of tile t run after tile t+1's first wgmma is
+    # issued (under it); the pending tile starts as a box past the last row, which the TMA store clips and
+    # the masked store masks off entirely, so the loop has no first-tile branch
+    acc = zero
+    plast = zero
+    slast = gl.zeros([ROWS], gl.float32, row_layout)
+    poff_m = M
+    poff_n = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M + ROW0
@@ -167,69 +179,97 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         sa_ptrs = a_scale_ptr + rm * stride_asm
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
 
-        # K block 0: issue, wait, release its stage; its promotion waits for block 1's issue.
-        sa = gl.load(sa_ptrs, mask=m_ok, other=0.0)
-        sb = gl.load(sb_ptr)
-        s = it % NUM_STAGES
-        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
-                             use_acc=False, is_async=True)
+        # K block 0: issue, (DEFER: finish the previous tile under it), wait, release its stage
+        prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+        if DEFER:
+            acc += plast * gl.expand_dims(slast, 1)
+            _store_tile(acc, c_smem, c_desc, c_ptr, poff_m, poff_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                        TMA_STORE, row_layout, col_layout)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
         it += 1
-        acc = zero
-        if UNROLL2:
-            # K loop unrolled by two: the products of even and odd blocks live in two fixed
-            # register sets, so nothing is copied between a wait and the next issue (the
-            # one-set loop below moves the 64 product registers after every wait — ptxas
-            # cannot rename a loop-carried wgmma result).
-            scale0 = sa * sb
-            for j in range((num_k_blocks - 1) // 2):
-                p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
-                                          empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk,
-                                          ROW0, ROWS, BLOCK_M, NUM_STAGES)
-                prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
-                                            empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk,
-                                            ROW0, ROWS, BLOCK_M, NUM_STAGES)
-                it += 2
-            if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
-                p1, scale1, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs,
-                                          ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk,
-                                          ROW0, ROWS, BLOCK_M, NUM_STAGES)
-                it += 1
-                acc += p1 * gl.expand_dims(scale1, 1)
-            else:
-                acc += prod * gl.expand_dims(scale0, 1)
+        acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES, UNROLL2)
+        if DEFER:
+            poff_m = off_m
+            poff_n = off_n
         else:
-            for kb in range(1, num_k_blocks):
-                sa_next = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0)
-                sb_next = gl.load(sb_ptr + kb * stride_bsk)
-                s = it % NUM_STAGES
-                mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-                nxt = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)),
-                                    zero, use_acc=False, is_async=True)
-                # promotion of block kb-1 on the CUDA cores while block kb runs on the tensor core
-                acc += prod * gl.expand_dims(sa * sb, 1)
-                prod = warpgroup_mma_wait(0, deps=[nxt])
-                mbarrier.arrive(empty_bars.index(s))
-                sa = sa_next
-                sb = sb_next
-                it += 1
-            acc += prod * gl.expand_dims(sa * sb, 1)
-
-        if TMA_STORE:
-            tma.store_wait(0)  # the previous tile's store has left c_smem
-            c_smem.store(acc.to(c_desc.dtype))
-            fence_async_shared()
-            tma.async_copy_shared_to_global(c_desc, [off_m, off_n], c_smem)
-        else:
-            rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
-            c_ptrs = (c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1)
-                      + gl.expand_dims(rn * stride_cn, 0))
-            mask = gl.expand_dims(m_ok, 1) & gl.expand_dims(rn < N, 0)
-            gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+            acc += plast * gl.expand_dims(slast, 1)
+            _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                        TMA_STORE, row_layout, col_layout)
+    if DEFER:
+        acc += plast * gl.expand_dims(slast, 1)
+        _store_tile(acc, c_smem, c_desc, c_ptr, poff_m, poff_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                    TMA_STORE, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
+
+
+@gluon.jit
+def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                  BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # a tile's K block 0 (pipeline slot it): its scales, and its wgmma issued once the stage has landed; the
+    # caller waits for the product (returned in flight) and releases stage s
+    scale = gl.load(sa_ptrs, mask=row_ok, other=0.0) * gl.load(sb_ptr)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                         use_acc=False, is_async=True)
+    return prod, scale, s
+
+
+@gluon.jit
+def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
+            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
+    # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
+    # the previous block promoted under it, then waited. Returns (acc without the last block, the last
+    # block's product and scale, it): the caller promotes the last block (DEFER: under the next tile's
+    # first wgmma).
+    acc = zero
+    if UNROLL2:
+        # unrolled by two: the products of even and odd blocks live in two fixed register sets, so
+        # nothing is copied between a wait and the next issue (ptxas cannot rename a loop-carried
+        # wgmma result: a one-set loop moves the 64 product registers after every wait)
+        for j in range((num_k_blocks - 1) // 2):
+            p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                      sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+            prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 2
+        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
+            prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 1
+    else:
+        for kb in range(1, num_k_blocks):
+            prod, scale0, acc = _k_step(it, kb, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                        sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
+                                        NUM_STAGES)
+            it += 1
+    return acc, prod, scale0, it
+
+
+@gluon.jit
+def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
+                BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
+    # (TMA store: clipped by the descriptor; else masked)
+    if TMA_STORE:
+        tma.store_wait(0)  # the previous tile's store has left c_smem
+        c_smem.store(acc.to(c_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
+    else:
+        rm = row0 + gl.arange(0, ROWS, layout=row_layout)
+        rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+        c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+        mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
+        gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
 @gluon.jit
@@ -239,7 +279,7 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, DEFER: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -266,11 +306,11 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, DEFER)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, DEFER)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -280,7 +320,7 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, DEFER)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -355,7 +395,7 @@ def fp8_gemm_nt_ws(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
-        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2), for tests and tuning.
+        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, DEFER), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -412,6 +452,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]),
+        DEFER=bool(cfg["DEFER"]),
         num_warps=4 if split else _NUM_WARPS, maxnreg=_MAXNREG,
     )
     return out

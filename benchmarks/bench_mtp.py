@@ -332,7 +332,7 @@ def sweep(deadline: float, modes=("greedy", "sample")) -> dict:
     return winners
 
 
-FLOOR_SWEEP = [(1024, 4, 8, 2), (1024, 4, 8, 4), (2048, 8, 4, 2), (1024, 4, 16, 2), (2048, 4, 8, 2), (4096, 8, 4, 2)]
+FLOOR_SWEEP = [(1024, 4, 8, 2), (2048, 4, 8, 2), (1024, 4, 8, 4), (4096, 8, 8, 1)]
 
 
 def floor_sweep(cases=((16, 3), (64, 3))) -> None:

@@ -25,7 +25,8 @@ from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
 from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
-def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = False, wgs: int = 1):
+def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = False, wgs: int = 1,
+                 prefetch: int = 0):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -37,13 +38,14 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     lv = W.smem_layout([64, 512], gl.bfloat16)
     lr = W.smem_layout([64, 64], gl.bfloat16)
     sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, 512],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
-               bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32", out_ptr="*bf16",
-               lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
+               kv_ptr="*bf16", bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
+               out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
-    consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=40, DEFER_L=defer_l, WGS=wgs, CONSUMER_REGS=232)
+    consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=40, DEFER_L=defer_l, WGS=wgs, CONSUMER_REGS=232,
+                  PREFETCH=prefetch)
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(W._mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -83,7 +85,8 @@ def sm90_ptx():
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
-        futs = {k: ex.submit(ptx_in_fresh_process, __name__, "compile_sm90", k[0], 2, True, False, k[1])
+        futs = {k: ex.submit(ptx_in_fresh_process, __name__, "compile_sm90", k[0], 2, True, False, k[1],
+                             2 if k[0] == 32 else 0)
                 for k in _COMPILED}
         return {k: f.result() for k, f in futs.items()}
 
@@ -96,6 +99,7 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs):
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{rows}k16.f32.bf16.bf16") == (36 + 32) * wgs
     # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
+    assert ptx.count("cp.async.bulk.prefetch.L2.global") == (1 if block_h == 32 else 0)  # PREFETCH 2 at 32 rows
     report = ptxas_report(ptx)
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     # ptxas spills some per-sequence prologue/epilogue values (32 rows: ~40 registers of addresses; two
@@ -191,6 +195,16 @@ def test_ws_deferred_row_sums_gpu(device, num_heads, seqlen_q):
     gen = torch.Generator().manual_seed(num_heads + seqlen_q)
     lens = [0, 1, 64, 65, 4096, 777]
     _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen), DEFER_L=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (64, 1)])
+def test_ws_l2_prefetch_gpu(device, num_heads, seqlen_q):
+    """PREFETCH (L2 prefetch of tiles ahead of the ring) leaves the results unchanged; page 128 too."""
+    gen = torch.Generator().manual_seed(num_heads * 3 + seqlen_q)
+    for page in (64, 128):
+        lens = [0, 1, 64, 65, 4096, 777, 200]
+        _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), PREFETCH=2)
 
 
 @pytest.mark.gpu

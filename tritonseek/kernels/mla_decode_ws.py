@@ -51,7 +51,8 @@ from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported  # noqa: F401 (re-
 # The cache layout this kernel takes (DeepSeek MLA): 512 latent (= V) columns ‖ 64 rope columns.
 D_LATENT = gl.constexpr(512)
 D_ROPE = gl.constexpr(64)
-D_QK = 576
+D_QK = gl.constexpr(576)
+_DV, _DR, _DQK, _TN = 512, 64, 576, 64  # the same, as host ints
 TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 
 # Launch knobs of the Gluon kernel inside an mla_decode config: WS_STAGES (ring depth; 2 × 72 KB tiles fill
@@ -59,7 +60,9 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # per-key partial row sums and reduce them across the warpgroup once per sequence instead of every tile).
 # WS_WGS: consumer warpgroups per program (2: each owns BLOCK_H/2 rows of the same cache tiles; CONSUMER_REGS
 # is then the second one's register budget after setmaxnreg).
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=False, WS_WGS=1, CONSUMER_REGS=232)
+# PREFETCH: tiles ahead of the ring the TMA warp prefetches into L2 (cp.async.bulk.prefetch; 0 = off), so
+# HBM reads are not limited to the 2 tiles the shared memory holds.
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=False, WS_WGS=1, CONSUMER_REGS=232, PREFETCH=0)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -92,9 +95,18 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 
 
 @gluon.jit
-def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+def _prefetch_l2(kv_ptr, row):
+    # L2 prefetch of the 64 cache rows from `row` on (contiguous: inside one page), 1/32 per lane
+    lane = gl.arange(0, 32, layout=gl.BlockedLayout([1], [32], [1], [0]))
+    ptrs = kv_ptr + row.to(gl.int64) * D_QK + lane * (TILE_N * D_QK // 32)
+    gl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], 2304;\n mov.u32 $0, 0;", "=r,l", [ptrs],
+                              dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, kv_ptr, bt_ptr, seqlens_ptr, sched_ptr,
               stride_btb, batch, max_blocks, page_shift,
-              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, PREFETCH: gl.constexpr):
     # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + pid * 4 + 0)
@@ -118,6 +130,11 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             mbarrier.expect(bar, stage_bytes)
             tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s))
             tma.async_copy_global_to_shared(r_desc, [row, D_LATENT], bar, r_bufs.index(s))
+            if PREFETCH > 0:  # start the HBM read of a tile the ring has no room for yet (into L2)
+                if k + PREFETCH < k_hi:
+                    nxt = first + PREFETCH * BLOCK_N
+                    blk_p = gl.load(bt_row + (nxt >> page_shift))
+                    _prefetch_l2(kv_ptr, (blk_p << page_shift) + (nxt & page_mask))
             it += 1
 
 
@@ -248,13 +265,13 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
                               "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads", "seqlen_q",
                               "page_shift"])
 def _mla_decode_ws_kernel(
-    q_ptr, v_desc, r_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
+    q_ptr, v_desc, r_desc, kv_ptr, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_qb, stride_qs, stride_qh, stride_btb,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-    DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PREFETCH: gl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -287,8 +304,8 @@ def _mla_decode_ws_kernel(
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS)),
-            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
-                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, kv_ptr, bt_ptr, seqlens_ptr, sched_ptr,
+                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES, PREFETCH)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
@@ -304,8 +321,8 @@ def _mla_decode_ws_kernel(
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS)),
-            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
-                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, kv_ptr, bt_ptr, seqlens_ptr, sched_ptr,
+                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES, PREFETCH)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -323,7 +340,7 @@ def ws_layout_ok(q: torch.Tensor, kv_cache: torch.Tensor, head_dim_v: int, block
     if wgs not in (1, 2) or block_h % wgs or block_h // wgs not in (16, 32):
         return False
     num_blocks, page_size, _, d_qk = kv_cache.shape
-    return (d_qk == D_QK and head_dim_v == D_LATENT and page_size >= TILE_N and block_h in (16, 32, 64)
+    return (d_qk == _DQK and head_dim_v == _DV and page_size >= _TN and block_h in (16, 32, 64)
             and q.dtype in _GL_DTYPES and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0
             and num_blocks * page_size < 2**31)
 
@@ -347,23 +364,22 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     num_blocks, page_size = kv_cache.shape[:2]
     block_h = metadata.config["BLOCK_H"]
     gdt = _GL_DTYPES[q.dtype]
-    flat = kv_cache.view(num_blocks * page_size, D_QK)
-    v_desc = TensorDescriptor(flat, [num_blocks * page_size, D_QK], [D_QK, 1], [TILE_N, D_LATENT],
-                              smem_layout([TILE_N, D_LATENT], gdt))
-    r_desc = TensorDescriptor(flat, [num_blocks * page_size, D_QK], [D_QK, 1], [TILE_N, D_ROPE],
-                              smem_layout([TILE_N, D_ROPE], gdt))
+    flat = kv_cache.view(num_blocks * page_size, _DQK)
+    rows = num_blocks * page_size
+    v_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], [_TN, _DV], smem_layout([_TN, _DV], gdt))
+    r_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], [_TN, _DR], smem_layout([_TN, _DR], gdt))
     wgs = int(cfg["WS_WGS"])
     grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
     extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
     _mla_decode_ws_kernel[grid](
-        q, v_desc, r_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
+        q, v_desc, r_desc, kv_cache, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), num_warps=4, **extra,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PREFETCH=int(cfg["PREFETCH"]), num_warps=4, **extra,
     )
 
 

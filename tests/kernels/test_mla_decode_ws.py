@@ -181,7 +181,7 @@ def test_ws_real_shapes_gpu(device, num_heads, seqlen_q, page):
 def test_ws_batches_varlen_gpu(device, batch, num_heads, seqlen_q):
     """Batch 1..128 with random lengths (some 0) on the device's real schedule (all SMs)."""
     gen = torch.Generator().manual_seed(batch * 7 + num_heads + seqlen_q)
-    lens = torch.randint(0, 3000, (batch,), generator=gen).tolist()
+    lens = torch.randint(0, 3000 if batch <= 4 else 1200, (batch,), generator=gen).tolist()  # host randn time
     if batch > 2:
         lens[1] = 0
     lens[0] = max(lens[0], 1)

@@ -119,7 +119,7 @@ MASKED_CONFIGS = CONFIGS + [
 @_fixture_ok
 @given(E=st.integers(1, 3), M_max=st.sampled_from([1, 64, 70]), N=st.sampled_from([64, 200]),
        K=st.sampled_from([128, 272]), cfg=st.sampled_from(range(len(MASKED_CONFIGS))), data=st.data(),
-       bound=st.sampled_from([None, "exact", "over"]), seed=st.integers(0, 2**31 - 1))
+       bound=st.sampled_from([None, "exact", "over", "under"]), seed=st.integers(0, 2**31 - 1))
 def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed):
     g = torch.Generator().manual_seed(seed)
     masked = data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, max(0, M_max - 1), M_max // 2})),
@@ -132,9 +132,10 @@ def test_masked_matches_reference(device, E, M_max, N, K, cfg, data, bound, seed
     a.view(torch.uint8)[invalid] = FP8_NAN  # garbage past masked_m must not leak
     a_s[invalid] = float("inf")
     sentinel = 12345.0
-    # max_active_groups: the exact number of non-empty groups (compact slots, every one used) or one more
+    # max_active_groups: the exact number of non-empty groups (compact slots, every one used), one more, or
+    # too few (0 or 1 slot for up to 3 non-empty groups: the slots loop, every group must still be written)
     n_active = int((masked_m > 0).sum())
-    mag = None if bound is None else n_active + (bound == "over")
+    mag = None if bound is None else (max(0, n_active - 2) if bound == "under" else n_active + (bound == "over"))
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
     args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
     out = torch.full((E, M_max, N), sentinel, dtype=torch.float32, device=device)
@@ -159,8 +160,8 @@ def _silu_quant_both(a, a_s, b, bs, masked_m, cfg, mag):
 
 @_fixture_ok
 @given(E=st.integers(1, 3), M_max=st.sampled_from([1, 5, 70]), I=st.sampled_from([128, 256]), K=st.sampled_from([128, 272]),
-       cfg=st.sampled_from([None, 0, 1]), data=st.data(), seed=st.integers(0, 2**31 - 1))
-def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, data, seed):
+       cfg=st.sampled_from([None, 0, 1]), under=st.booleans(), data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, under, data, seed):
     """GEMM1 with SiLU·mul + FP8 quant in the epilogue = masked GEMM to bf16, then silu_mul_quant_fp8, bit for bit
     on valid rows (same K loop and rounding); rows ≥ masked_m not written."""
     g = torch.Generator().manual_seed(seed)
@@ -175,7 +176,8 @@ def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, data, see
     c = None if cfg is None else [dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
                                   dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2)][cfg]
     args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
-    (q, s), (q_ref, s_ref) = _silu_quant_both(*args, c, int((masked_m > 0).sum()))
+    n_active = int((masked_m > 0).sum())
+    (q, s), (q_ref, s_ref) = _silu_quant_both(*args, c, 1 if under else n_active)  # 1 slot: loops over all groups
     v = ~invalid.to(device)
     assert torch.equal(q[v].view(torch.uint8), q_ref[v].view(torch.uint8)) and torch.equal(s[v], s_ref[v])
     assert s.stride()[1] == 1, "h_s must be MN-major inside each group"
@@ -205,6 +207,22 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=-1)
     with pytest.raises(ValueError, match="masked_m"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, torch.tensor([3, 0, 8, 0], dtype=torch.int32, device=device)[::2])
+    with pytest.raises(ValueError, match="max_active_groups"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=True)
+
+
+@pytest.mark.parametrize("E,M_max", [(0, 4), (2, 0)])
+def test_masked_empty_inputs(device, E, M_max):
+    """No groups or no rows: empty results of the documented shapes (nothing to compute), not a layout error."""
+    K, N = 256, 256
+    a = torch.empty(E, M_max, K, dtype=torch.float8_e4m3fn, device=device)
+    a_s = torch.empty(E, M_max, 2, device=device)
+    b = torch.empty(E, N, K, dtype=torch.float8_e4m3fn, device=device)
+    bs = torch.ones(E, 2, 2, device=device)
+    mm = torch.zeros(E, dtype=torch.int32, device=device)
+    assert grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=0).shape == (E, M_max, N)
+    q, s = grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm)
+    assert q.shape == (E, M_max, N // 2) and s.shape == (E, M_max, 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,9 +285,10 @@ def test_masked_decode_gpu(device, T, N, K):
     invalid = torch.arange(T, device=device)[None, :] >= masked_m[:, None]
     a.view(torch.uint8)[invalid] = FP8_NAN
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, masked_m, out_dtype=torch.float32)
-    for cfg in DECODE_CONFIGS:
+    # the model's bound min(E, 8·T) per config; plus a bound far too small (3 slots loop over every group)
+    for cfg, mag in [(c, min(E, 8 * T)) for c in DECODE_CONFIGS] + [(None, 3)]:
         out = torch.full((E, T, N), float("nan"), dtype=torch.bfloat16, device=device)
-        grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m, out=out, max_active_groups=min(E, 8 * T), config=cfg)
+        grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m, out=out, max_active_groups=mag, config=cfg)
         assert out[invalid].isnan().all(), cfg
         o = out[~invalid].float()
         assert torch.isfinite(o).all(), cfg
@@ -288,8 +307,9 @@ def test_masked_silu_quant_gpu(device, T):
     masked_m = torch.bincount(picks.flatten(), minlength=E).to(torch.int32)
     a = torch.randn(E, T, K, generator=g, device=device).to(torch.float8_e4m3fn)
     a_s = torch.rand(E, T, K // 128, generator=g, device=device) * 0.01 + 0.002
-    for cfg in (None, dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3)):
-        (q, s), (q_ref, s_ref) = _silu_quant_both(a, a_s, b, bs, masked_m, cfg, min(E, 8 * T))
+    for cfg, mag in ((None, min(E, 8 * T)), (dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3), min(E, 8 * T)),
+                     (None, 2)):  # 2 slots: too small a bound, every group still computed
+        (q, s), (q_ref, s_ref) = _silu_quant_both(a, a_s, b, bs, masked_m, cfg, mag)
         v = torch.arange(T, device=device)[None, :] < masked_m[:, None]
         assert torch.equal(q[v].view(torch.uint8), q_ref[v].view(torch.uint8)), cfg
         assert torch.equal(s[v], s_ref[v]), cfg

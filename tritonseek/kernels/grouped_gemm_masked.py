@@ -4,7 +4,10 @@ out[g, m] = Σ_kb a_scale[g, m, kb] · b_scale[g, n // 128, kb] · Σ_{k in bloc
 for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 promotion, the shared
 ``_fp8_tile`` K loop), config table and input checks live in grouped_gemm.py; see its docstring for the
 layout. One program per (group slot, n-tile, m-tile); with ``max_active_groups`` only that many group
-slots are launched and slot s finds the s-th non-empty group by a prefix count over masked_m. SWAP_AB
+slots are launched and slot s serves the non-empty groups number s, s + slots, … (found by a prefix count
+over masked_m on the device), so a bound that is too small costs a second pass, never a skipped group
+(the loop costs registers: 151 / 146 instead of 63 / 80 for the two kernels at the decode config, ptxas
+sm_90a; occupancy stays at the 2 CTAs per SM that 6 pipeline stages of shared memory allow). SWAP_AB
 (the decode default) computes the tile as b·aᵀ: 128 weight rows on the tensor-core M side, 16 token rows
 on its N side (decode has 1–16 rows per expert). ``grouped_fp8_gemm_masked_silu_quant`` is the experts'
 first GEMM with SiLU·mul and the 1×128 FP8 quant of its output in the epilogue.
@@ -24,24 +27,67 @@ from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _che
 
 
 @triton.jit
-def _tile_group(tile, masked_m_ptr, M_max, N, E, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                COMPACT: tl.constexpr, E_PAD: tl.constexpr):
-    # tile = (group slot, n-tile, m-tile) → (slot, group g, off_m, off_n); g ≥ E when the slot is past the
-    # non-empty groups (COMPACT: slot s serves the s-th group with masked_m > 0, found on the device from a
-    # prefix count over masked_m[0:E]); the caller returns when g ≥ E or off_m ≥ masked_m[g]
+def _tile_coords(tile, M_max, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # tile = (group slot, n-tile, m-tile) → (slot, off_m, off_n, number of slots in the grid)
     num_pid_m = tl.cdiv(M_max, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    slot = tile // (num_pid_m * num_pid_n)
-    rest = tile - slot * (num_pid_m * num_pid_n)
-    g = slot
-    if COMPACT:
-        ev = tl.arange(0, E_PAD)
-        nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
-        hit = (nz > 0) & (tl.cumsum(nz, axis=0) == slot + 1)
-        g = tl.min(tl.where(hit, ev, E_PAD), axis=0)
+    per_slot = num_pid_m * tl.cdiv(N, BLOCK_N)
+    slot = tile // per_slot
+    rest = tile - slot * per_slot
     pid_n = rest // num_pid_m
     pid_m = rest - pid_n * num_pid_m
-    return slot, g, pid_m * BLOCK_M, pid_n * BLOCK_N
+    return slot, pid_m * BLOCK_M, pid_n * BLOCK_N, tl.num_programs(0) // per_slot
+
+
+@triton.jit
+def _nonempty_groups(masked_m_ptr, E, E_PAD: tl.constexpr):
+    # COMPACT slot → group map, from a prefix count over masked_m[0:E]: the q-th non-empty group (q from 0) is
+    # the g with nz[g] and csum[g] == q + 1. Returns (ev, nz, csum, number of non-empty groups).
+    ev = tl.arange(0, E_PAD)
+    nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
+    csum = tl.cumsum(nz, axis=0)
+    return ev, nz, csum, tl.sum(nz, axis=0)
+
+
+@triton.jit
+def _nonempty_group(masked_m_ptr, q, E, E_PAD: tl.constexpr):
+    # the q-th non-empty group (q from 0)
+    ev, nz, csum, _n = _nonempty_groups(masked_m_ptr, E, E_PAD)
+    return tl.min(tl.where((nz > 0) & (csum == q + 1), ev, E_PAD), axis=0)
+
+
+@triton.jit
+def _masked_tile(
+    g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N, num_k_blocks,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
+):
+    # one [BLOCK_M, BLOCK_N] output tile of group g (nothing when off_m ≥ masked_m[g])
+    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
+    if off_m < mm:
+        g64 = g.to(tl.int64)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        row_ok = rm < mm
+        if BLOCK_N <= 128:
+            n_blk = off_n // 128
+            sb_mask = off_n < N
+        else:
+            n_blk = rn // 128
+            sb_mask = rn < N
+        acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
+                        a_scale_ptr + g64 * stride_ase + rm * stride_asm, b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
+                        row_ok, sb_mask, row_ok, sb_mask, 0, num_k_blocks, stride_ask, stride_bsk,
+                        BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
+        if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
+            rm2 = rm.to(tl.int64)[None, :]
+            rn2 = rn[:, None]
+            ok2 = row_ok[None, :] & (rn2 < N)
+        else:
+            rm2 = rm.to(tl.int64)[:, None]
+            rn2 = rn[None, :]
+            ok2 = row_ok[:, None] & (rn2 < N)
+        o_ptrs = out_ptr + g64 * stride_oe + rm2 * stride_om + rn2 * stride_on
+        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
@@ -58,37 +104,65 @@ def _grouped_fp8_masked_kernel(
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
     # a_scale: [E, M_max, KB] fp32; b_scale: [E, NB, KB] fp32; masked_m: [E] int32
     # out:     [E, M_max, N] (stride_oe, stride_om, stride_on); rows >= masked_m[g] untouched
-    # program id = tile = (group slot, n-tile, m-tile); see _tile_group for the COMPACT slot → group search
-    slot, g, off_m, off_n = _tile_group(tl.program_id(0), masked_m_ptr, M_max, N, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
-    if g >= E:
-        return
+    # program id = tile = (group slot, n-tile, m-tile). Not COMPACT: slot = group. COMPACT (fewer slots than
+    # groups): slot s serves the non-empty groups number s, s + slots, s + 2·slots, … (one pass when the
+    # launcher's bound holds; more passes, never a skipped group, when it does not)
+    slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
+    if COMPACT:
+        for q in range(slot, _nonempty_groups(masked_m_ptr, E, E_PAD)[3], n_slots):
+            g = _nonempty_group(masked_m_ptr, q, E, E_PAD)  # recomputed per pass: nothing live across the loop
+            _masked_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N,
+                         num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                         stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+    else:
+        _masked_tile(slot, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N,
+                     num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                     stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+
+
+@triton.jit
+def _masked_silu_quant_tile(
+    g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
+):
+    # one [BLOCK_M, 128] tile of h = silu(gate)·up of group g, quantized (nothing when off_m ≥ masked_m[g]);
+    # see _grouped_fp8_masked_silu_quant_kernel
     mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
-    if off_m >= mm:
-        return
-    g64 = g.to(tl.int64)
-    rm = off_m + tl.arange(0, BLOCK_M)
-    rn = off_n + tl.arange(0, BLOCK_N)
-    row_ok = rm < mm
-    if BLOCK_N <= 128:
-        n_blk = off_n // 128
-        sb_mask = off_n < N
-    else:
-        n_blk = rn // 128
-        sb_mask = rn < N
-    acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
-                    a_scale_ptr + g64 * stride_ase + rm * stride_asm, b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
-                    row_ok, sb_mask, row_ok, sb_mask, 0, num_k_blocks, stride_ask, stride_bsk,
-                    BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
-    if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
-        rm2 = rm.to(tl.int64)[None, :]
-        rn2 = rn[:, None]
-        ok2 = row_ok[None, :] & (rn2 < N)
-    else:
-        rm2 = rm.to(tl.int64)[:, None]
-        rn2 = rn[None, :]
-        ok2 = row_ok[:, None] & (rn2 < N)
-    o_ptrs = out_ptr + g64 * stride_oe + rm2 * stride_om + rn2 * stride_on
-    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok2)
+    if off_m < mm:
+        g64 = g.to(tl.int64)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        row_ok = rm < mm
+        a_row = (g64 * M_max + off_m).to(tl.int32)
+        sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
+        sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
+        up_blk = (I // 128) * stride_bsn
+        gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
+                         row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB,
+                         False)
+        up = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs + up_blk,
+                       row_ok, True, row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K,
+                       SWAP_AB, False)
+        gate = gate.to(tl.bfloat16).to(tl.float32)
+        up = up.to(tl.bfloat16).to(tl.float32)
+        h = gate / (1.0 + tl.exp(-gate)) * up
+        if SWAP_AB:  # [BLOCK_N, BLOCK_M]: the 128 columns of a group run down axis 0
+            sc = _scale_from_amax(tl.max(tl.abs(h), axis=0), eps, fp8_max, False)
+            q = _div_rn(h, sc[None, :], _recip_rn(sc)[None, :], FAST_DIV)
+            q_off = rm.to(tl.int64)[None, :] * stride_qm + rn[:, None]
+            q_ok = row_ok[None, :]
+        else:
+            sc = _scale_from_amax(tl.max(tl.abs(h), axis=1), eps, fp8_max, False)
+            q = _div_rn(h, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
+            q_off = rm.to(tl.int64)[:, None] * stride_qm + rn[None, :]
+            q_ok = row_ok[:, None]
+        if EXACT_ROUND:  # interpreter: clamp and round onto the e4m3 grid here (its cast rounds wrongly)
+            q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
+        tl.store(q_ptr + g64 * stride_qe + q_off, q.to(q_ptr.dtype.element_ty), mask=q_ok)
+        tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
 
 
 @triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
@@ -107,42 +181,20 @@ def _grouped_fp8_masked_silu_quant_kernel(
     # q = e4m3(h / s), s = max(amax_128(h), eps) / 448, exactly as fp8_quant.silu_mul_quant_fp8.
     # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
     # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
-    tile = tl.program_id(0)
-    slot, g, off_m, off_n = _tile_group(tile, masked_m_ptr, M_max, I, E, BLOCK_M, BLOCK_N, COMPACT, E_PAD)
-    if g >= E:
-        return
-    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
-    if off_m >= mm:
-        return
-    g64 = g.to(tl.int64)
-    rm = off_m + tl.arange(0, BLOCK_M)
-    rn = off_n + tl.arange(0, BLOCK_N)
-    row_ok = rm < mm
-    a_row = (g64 * M_max + off_m).to(tl.int32)
-    sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
-    sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
-    up_blk = (I // 128) * stride_bsn
-    gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
-                     row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
-    up = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs + up_blk, row_ok,
-                   True, row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
-    gate = gate.to(tl.bfloat16).to(tl.float32)
-    up = up.to(tl.bfloat16).to(tl.float32)
-    h = gate / (1.0 + tl.exp(-gate)) * up
-    if SWAP_AB:  # [BLOCK_N, BLOCK_M]: the 128 columns of a group run down axis 0
-        sc = _scale_from_amax(tl.max(tl.abs(h), axis=0), eps, fp8_max, False)
-        q = _div_rn(h, sc[None, :], _recip_rn(sc)[None, :], FAST_DIV)
-        q_off = rm.to(tl.int64)[None, :] * stride_qm + rn[:, None]
-        q_ok = row_ok[None, :]
+    # slots → groups as in _grouped_fp8_masked_kernel
+    slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, I, BLOCK_M, BLOCK_N)
+    if COMPACT:
+        for q in range(slot, _nonempty_groups(masked_m_ptr, E, E_PAD)[3], n_slots):
+            g = _nonempty_group(masked_m_ptr, q, E, E_PAD)
+            _masked_silu_quant_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
+                                    s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
+                                    stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
+                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
     else:
-        sc = _scale_from_amax(tl.max(tl.abs(h), axis=1), eps, fp8_max, False)
-        q = _div_rn(h, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
-        q_off = rm.to(tl.int64)[:, None] * stride_qm + rn[None, :]
-        q_ok = row_ok[:, None]
-    if EXACT_ROUND:  # interpreter: clamp and round onto the e4m3 grid here (its cast rounds wrongly)
-        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
-    tl.store(q_ptr + g64 * stride_qe + q_off, q.to(q_ptr.dtype.element_ty), mask=q_ok)
-    tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
+        _masked_silu_quant_tile(slot, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
+                                s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
+                                stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
+                                fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,7 +219,7 @@ def check_masked_operands(a, a_scale, b, b_scale, masked_m):
     Ea, M_max, Ka = a.shape
     if Ea != E or Ka != K:
         raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
-    if a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16:
+    if a.numel() and (a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16):
         raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
     kb = triton.cdiv(K, BLOCK_K)
     if tuple(a_scale.shape) != (E, M_max, kb):
@@ -178,9 +230,12 @@ def check_masked_operands(a, a_scale, b, b_scale, masked_m):
 
 
 def _groups(E: int, max_active_groups: int | None) -> int:
-    if max_active_groups is not None and (not isinstance(max_active_groups, int) or max_active_groups < 0):
+    """Group slots to launch: E, or the caller's bound clamped to [1, E] (a slot loops over every non-empty
+    group past the bound, so a too-small bound costs time, never a skipped group). E = 0 → 0."""
+    if max_active_groups is not None and (isinstance(max_active_groups, bool) or not isinstance(max_active_groups, int)
+                                          or max_active_groups < 0):
         raise ValueError(f"max_active_groups must be a non-negative int, got {max_active_groups!r}")
-    return E if max_active_groups is None else min(E, max_active_groups)
+    return E if max_active_groups is None else min(E, max(1, max_active_groups))
 
 
 def grouped_fp8_gemm_masked(
@@ -206,12 +261,14 @@ def grouped_fp8_gemm_masked(
         (unspecified when ``out`` is allocated here); their a/a_scale rows (NaN or not) are never stored.
     expected_m: typical rows per group, used only to pick the launch config (default M_max).
     max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
-        programs are launched for that many groups only and each finds its group on the device. A bound
-        that is too small leaves the excess groups' rows unwritten. Default E (one program set per group).
+        programs are launched for that many group slots (at least 1) and each finds its group(s) on the device:
+        slot s serves the non-empty groups number s, s + slots, … — a bound that is too small only costs time
+        (a second pass), every non-empty group is always computed. Default E (one program set per group).
     out: optional [E, M_max, N] out_dtype destination.
     config: optional launch-config override: BLOCK_M, BLOCK_N, num_warps, num_stages, plus SWAP_AB (tile
         computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group).
-    Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, config).
+    Returns out [E, M_max, N] (E = 0 or M_max = 0: an empty result, nothing launched). Raises TypeError
+    (dtypes) / ValueError (shapes, layout, device, config).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     if out_dtype not in _OUT_DTYPES:

@@ -96,3 +96,52 @@ def test_real_shapes_gpu(device, t, n):
     torch.testing.assert_close(h, h_ref, rtol=0, atol=0)
     torch.testing.assert_close(y, y_ref, **_tol(torch.bfloat16))
     torch.testing.assert_close(rms_norm(x, w, 1e-6), rms_norm_ref(x, w, 1e-6), **_tol(torch.bfloat16))
+    # fused norm + FP8 group quant: bit-equal to quantizing the kernels' own y (see the CPU property)
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+    q, s, h2 = norm.fused_add_rms_norm_quant_fp8(x, r, w, 1e-6)
+    q_ref, s_ref = per_token_group_quant_fp8(y, 128)
+    assert torch.equal(h2, h) and torch.equal(s, s_ref) and torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+    q, s = norm.rms_norm_quant_fp8(x, w, 1e-6)
+    q_ref, s_ref = per_token_group_quant_fp8(rms_norm(x, w, 1e-6), 128)
+    assert torch.equal(s, s_ref) and torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+@_fixture_ok
+@given(
+    t=st.integers(1, 9), n=st.integers(1, 300), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+    residual=st.booleans(), scale=st.sampled_from([1e-3, 1.0, 50.0]), seed=st.integers(0, 2**31 - 1),
+)
+def test_rms_norm_quant_equals_norm_then_quant(poisoned, device, t, n, dtype, residual, scale, seed):
+    """q/s of the fused norm + FP8 group quant are BIT-equal to per_token_group_quant_fp8 of the rounded y that
+    rms_norm / fused_add_rms_norm return (same kernel arithmetic, the quant reads y after its rounding),
+    including N tails (n not a multiple of 128); h equal to fused_add_rms_norm's."""
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+    g = torch.Generator().manual_seed(seed)
+    x = _rand((t, n), dtype, device, g, scale)
+    w = _rand((n,), torch.float32, device, g)
+    if residual:
+        r = _rand((t, n), dtype, device, g, 4.0)
+        q, s, h = norm.fused_add_rms_norm_quant_fp8(x, r, w, 1e-6)
+        y, h_ref = fused_add_rms_norm(x, r, w, 1e-6)
+        assert torch.equal(h, h_ref)
+    else:
+        q, s = norm.rms_norm_quant_fp8(x, w, 1e-6)
+        y = rms_norm(x, w, 1e-6)
+    q_ref, s_ref = per_token_group_quant_fp8(y, 128)
+    assert q.shape == (t, n) and q.dtype == torch.float8_e4m3fn and s.shape == (t, -(-n // 128))
+    assert s.stride() == (1, t)  # MN-major, as fp8_gemm_nt reads it
+    assert not torch.isnan(s).any() and not torch.isnan(q.float()).any()
+    assert torch.equal(s, s_ref)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+def test_rms_norm_quant_empty_and_bad_inputs(device):
+    w = torch.ones(8, device=device)
+    q, s = norm.rms_norm_quant_fp8(torch.empty(0, 8, device=device), w, 1e-6)
+    assert q.shape == (0, 8) and s.shape == (0, 1)
+    with pytest.raises(TypeError, match="residual"):
+        norm.fused_add_rms_norm_quant_fp8(torch.randn(2, 8, device=device), None, w, 1e-6)
+    with pytest.raises(ValueError, match="columns"):
+        norm.rms_norm_quant_fp8(torch.randn(2, 9, device=device), w, 1e-6)

@@ -14,8 +14,17 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels.fp8_quant import (
+    AMAX_EPS,
+    FP8_E4M3_MAX,
+    _div_rn,
+    _recip_rn,
+    _round_to_e4m3,
+    _scale_from_amax,
+)
 
 _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
+QUANT_GROUP = 128  # FP8 activation group (DeepSeek's 1×128 act_quant)
 
 
 def _norm_config(n: int) -> tuple[int, int]:
@@ -40,11 +49,16 @@ def round_to_bf16(v):
 
 @triton.jit
 def _rms_norm_kernel(
-    x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, N,
-    stride_x, stride_r, stride_y, stride_h, eps,
+    x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, q_ptr, s_ptr, N,
+    stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
     HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
+    QUANT: tl.constexpr = False, WRITE_Y: tl.constexpr = True, GROUP: tl.constexpr = 128,
+    EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True,
 ):
     # x, residual, y, h: [T, N] rows at row·stride_*, last dim contiguous; weight: [N]
+    # QUANT: q [T, N] e4m3 (row stride stride_q) and s [T, N/GROUP] fp32 at t·stride_sm + g·stride_sg:
+    #   the per-token-group FP8 quant of the ROUNDED y (so q/s equal per_token_group_quant_fp8(y));
+    #   WRITE_Y False skips y's store (only q/s are needed)
     # program t: row t (the whole row fits one block)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
@@ -64,7 +78,20 @@ def _rms_norm_kernel(
     y = (x * rstd) * w
     if EXACT_BF16:
         y = round_to_bf16(y)
-    tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+    y = y.to(y_ptr.dtype.element_ty)
+    if WRITE_Y:
+        tl.store(y_ptr + row * stride_y + cols, y, mask=mask)
+    if QUANT:
+        # [BLOCK_N] → [BLOCK_N / GROUP, GROUP]: one scale per group (masked tail columns are 0)
+        yg = tl.reshape(tl.where(mask, y.to(tl.float32), 0.0), [BLOCK_N // GROUP, GROUP])
+        sc = _scale_from_amax(tl.max(tl.abs(yg), axis=1), amax_eps, fp8_max, False)
+        qv = _div_rn(yg, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
+        if EXACT_ROUND:
+            qv = _round_to_e4m3(tl.minimum(tl.maximum(qv, -fp8_max), fp8_max))
+        gi = tl.arange(0, BLOCK_N // GROUP)
+        qcols = gi[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
+        tl.store(q_ptr + row * stride_q + qcols, qv.to(q_ptr.dtype.element_ty), mask=qcols < N)
+        tl.store(s_ptr + row * stride_sm + gi * stride_sg, sc, mask=gi * GROUP < N)
 
 
 def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:
@@ -75,7 +102,7 @@ def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:
         raise ValueError(f"{name} needs a contiguous last dim, strides {t.stride()}")
 
 
-def _launch(x, residual, weight, eps):
+def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True):
     if not isinstance(eps, (int, float)) or not eps > 0:
         raise ValueError(f"eps must be a positive number, got {eps!r}")
     check_tensor("weight", weight, dtype=_FLOAT_IN, ndim=1)
@@ -90,20 +117,30 @@ def _launch(x, residual, weight, eps):
         if residual.shape != x.shape or residual.dtype != x.dtype:
             raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} must match x "
                              f"{tuple(x.shape)} {x.dtype}")
-    y = torch.empty(x.shape, dtype=x.dtype, device=dev)
-    h = torch.empty(x.shape, dtype=x.dtype, device=dev) if residual is not None else None
     t = x.shape[0]
+    y = torch.empty(x.shape if write_y else (0, n), dtype=x.dtype, device=dev)
+    h = torch.empty(x.shape, dtype=x.dtype, device=dev) if residual is not None else None
+    q = s = None
+    if quant:
+        q = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=dev)
+        s = torch.empty((triton.cdiv(n, QUANT_GROUP), t), dtype=torch.float32, device=dev).t()  # MN-major
     if t == 0:
-        return y, h
+        return y, h, q, s
     block, warps = _norm_config(n)
+    if quant:
+        block = max(block, QUANT_GROUP)
+    interp = interpreter_active()
     _rms_norm_kernel[(t,)](
-        x, residual if residual is not None else x, weight, y, h if h is not None else y, n,
-        x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0),
-        h.stride(0) if h is not None else 0, float(eps),
+        x, residual if residual is not None else x, weight, y, h if h is not None else y,
+        q if q is not None else y, s if s is not None else y, n,
+        x.stride(0), residual.stride(0) if residual is not None else 0, y.stride(0) if write_y else 0,
+        h.stride(0) if h is not None else 0, q.stride(0) if quant else 0,
+        s.stride(0) if quant else 0, s.stride(1) if quant else 0, float(eps), AMAX_EPS, FP8_E4M3_MAX,
         HAS_RESIDUAL=residual is not None, BLOCK_N=block,
-        EXACT_BF16=interpreter_active() and x.dtype == torch.bfloat16, num_warps=warps,
+        EXACT_BF16=interp and x.dtype == torch.bfloat16, QUANT=quant, WRITE_Y=write_y, GROUP=QUANT_GROUP,
+        EXACT_ROUND=interp, FAST_DIV=not interp, num_warps=warps,
     )
-    return y, h
+    return y, h, q, s
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -115,6 +152,19 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     Semantics: DeepSeek-V3 inference/model.py ``RMSNorm`` (HF DeepseekV3RMSNorm).
     """
     return _launch(x, None, weight, eps)[0]
+
+
+def rms_norm_quant_fp8(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, s) = per_token_group_quant_fp8(rms_norm(x, weight, eps), 128) in one kernel; y itself is not written.
+
+    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N]; eps > 0. Returns q [T, N] float8_e4m3fn
+    (row-major) and s [T, ceil(N/128)] fp32 MN-major (stride (1, T)): bit-equal to quantizing the rounded
+    ``rms_norm`` output (amax clamped ≥ 1e-4, scale = amax/448), the layout ``fp8_gemm_nt`` reads.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Semantics: DeepSeek-V3 RMSNorm followed by act_quant (vLLM's fused rms_norm + per-token-group quant).
+    """
+    _, _, q, s = _launch(x, None, weight, eps, quant=True, write_y=False)
+    return q, s
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
@@ -130,4 +180,21 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     """
     if residual is None:
         raise TypeError("residual must be a torch.Tensor, got None (use rms_norm)")
-    return _launch(x, residual, weight, eps)
+    y, h, _, _ = _launch(x, residual, weight, eps)
+    return y, h
+
+
+def fused_add_rms_norm_quant_fp8(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h = x + residual; (q, s) = per_token_group_quant_fp8(rms_norm(h), 128), one kernel (y not written).
+
+    x, residual: [T, N] same dtype (bf16/fp16/fp32), last dim contiguous; weight: [N]; eps > 0.
+    Returns (q [T, N] float8_e4m3fn, s [T, ceil(N/128)] fp32 MN-major, h [T, N] x.dtype): q/s bit-equal
+    to quantizing ``fused_add_rms_norm``'s y, h equal to its h. Inputs are not modified.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Semantics: vLLM fused_add_rms_norm followed by per_token_group_quant_fp8, fused.
+    """
+    if residual is None:
+        raise TypeError("residual must be a torch.Tensor, got None (use rms_norm_quant_fp8)")
+    _, h, q, s = _launch(x, residual, weight, eps, quant=True, write_y=False)
+    return q, s, h

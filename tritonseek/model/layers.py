@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing import NamedTuple
 
 from tritonseek.kernels.reference.rope import rotary_interleaved_ref
 from tritonseek.model.config import ModelConfig
@@ -18,6 +19,27 @@ from tritonseek.model.ops import Ops
 from tritonseek.parallel import TP
 
 FP8_BLOCK = 128
+
+
+class FP8Act(NamedTuple):
+    """An activation already quantized per 1×128 group: q [T, K] e4m3, s [T, K/128] fp32 (MN-major), and
+    the dtype the unquantized activation had (the output dtype of the GEMM that reads it). Made by the
+    fused RMSNorm + quant kernels for consumers that only feed it to FP8 GEMMs (``accepts_fp8``)."""
+
+    q: torch.Tensor
+    s: torch.Tensor
+    dtype: torch.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.q.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.q.device
+
+    def dim(self) -> int:
+        return self.q.dim()
 
 
 class RMSNorm(nn.Module):
@@ -49,6 +71,15 @@ class RMSNorm(nn.Module):
             return self.ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
         h = x + residual
         return self(h), h
+
+    def forward_fp8(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[FP8Act, torch.Tensor]:
+        """(FP8 quant of norm(h), h) with h = x (+ residual): one kernel on triton (the same q/s as norm
+        then ``per_token_group_quant_fp8``); for consumers that ``accepts_fp8``."""
+        if residual is None:
+            q, s = self.ops.rms_norm_quant(x, self.weight, self.eps)
+            return FP8Act(q, s, x.dtype), x
+        q, s, h = self.ops.fused_add_rms_norm_quant(x, residual, self.weight, self.eps)
+        return FP8Act(q, s, x.dtype), h
 
 
 class Linear(nn.Module):
@@ -168,9 +199,18 @@ class FusedLinears:
                 srow += lin.weight_scale_inv.shape[0]
         return True
 
-    def __call__(self, x: torch.Tensor, ops: Ops) -> list[torch.Tensor]:
-        """x [T, K] → [y_0, y_1, …], each [T, N_i], column views of one [T, ΣN] output."""
-        return list(ops.linear(x, self.weight, self.scale).split(self.sizes, dim=-1))
+    def __call__(self, x: torch.Tensor | FP8Act, ops: Ops) -> list[torch.Tensor]:
+        """x [T, K] (or its :class:`FP8Act`, FP8 weights) → [y_0, y_1, …], each [T, N_i], column views of
+        one [T, ΣN] output."""
+        if isinstance(x, FP8Act):
+            y = ops.linear_fp8_input(x.q, x.s, self.weight, self.scale, x.dtype)
+        else:
+            y = ops.linear(x, self.weight, self.scale)
+        return list(y.split(self.sizes, dim=-1))
+
+    def accepts_fp8(self, ops: Ops) -> bool:
+        """True when an :class:`FP8Act` input can replace x (triton backend, FP8 weights, aliasing intact)."""
+        return ops.is_triton and self.scale is not None and self.ready()
 
 
 class MLP(nn.Module):
@@ -190,9 +230,16 @@ class MLP(nn.Module):
         self.down_proj = Linear(inter, dim, fp8=fp8, dtype=dtype, ops=ops, tp=tp, mode="row")
         self.gate_up = FusedLinears([self.gate_proj, self.up_proj])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def accepts_fp8(self) -> bool:
+        """True when forward may take an :class:`FP8Act` (the fused-quant RMSNorm's output)."""
+        return self.down_proj.fp8 and self.gate_up.accepts_fp8(self.ops)
+
+    def forward(self, x: torch.Tensor | FP8Act) -> torch.Tensor:
         if self.ops.is_triton and x.dim() == 2 and self.gate_up.ready():
-            gu = self.ops.linear(x, self.gate_up.weight, self.gate_up.scale)  # [T, 2·I] = [gate ‖ up]
+            if isinstance(x, FP8Act):  # [T, 2·I] = [gate ‖ up] from the pre-quantized input
+                gu = self.ops.linear_fp8_input(x.q, x.s, self.gate_up.weight, self.gate_up.scale, x.dtype)
+            else:
+                gu = self.ops.linear(x, self.gate_up.weight, self.gate_up.scale)
             down = self.down_proj
             if down.fp8 and self.gate_up.scale is not None and x.shape[0] > 0:
                 h_q, h_s = self.ops.silu_mul_quant(gu)

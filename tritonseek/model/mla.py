@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tritonseek.model.config import ModelConfig
-from tritonseek.model.layers import FusedLinears, Linear, RMSNorm, RotaryEmbedding, apply_rotary_interleaved
+from tritonseek.model.layers import FP8Act, FusedLinears, Linear, RMSNorm, RotaryEmbedding, apply_rotary_interleaved
 from tritonseek.model.ops import Ops
 from tritonseek.parallel import TP
 
@@ -91,8 +91,14 @@ class MLA(nn.Module):
             self._w_uv = w[:, self.nope :].contiguous().to(dtype)
         return self._w_uk, self._w_uv
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch, kv_cache: torch.Tensor) -> torch.Tensor:
-        """x [T, hidden] → [T, hidden]; writes the T new latents into ``kv_cache`` [blocks, page, 1, 576].
+    def accepts_fp8(self) -> bool:
+        """True when forward may take an :class:`FP8Act` x (triton, FP8 q_a‖kv_a fused and aliased)."""
+        return self.q_kv_a.accepts_fp8(self.ops)
+
+    def forward(self, x: torch.Tensor | FP8Act, positions: torch.Tensor, batch: AttentionBatch,
+                kv_cache: torch.Tensor) -> torch.Tensor:
+        """x [T, hidden] (or its :class:`FP8Act` when ``accepts_fp8``) → [T, hidden]; writes the T new
+        latents into ``kv_cache`` [blocks, page, 1, 576].
 
         ``kv_cache=None`` (prefill only) skips the cache write: training and scoring need no cache.
         """
@@ -104,7 +110,12 @@ class MLA(nn.Module):
             q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_a_proj(x)
             kv = self.kv_a_proj_with_mqa(x)
         if not hasattr(self, "q_proj"):
-            q = self.q_b_proj(self.q_a_layernorm(q))
+            qb = self.q_b_proj
+            if self.ops.is_triton and qb.fp8 and q.shape[0] > 0:  # q_a_layernorm + FP8 quant: one kernel
+                qa, _ = self.q_a_layernorm.forward_fp8(q)
+                q = qb.finish(self.ops.linear_fp8_input(qa.q, qa.s, qb.weight, qb.weight_scale_inv, x.dtype))
+            else:
+                q = qb(self.q_a_layernorm(q))
         q = q.view(T, h, self.nope + self.rope_dim)
         q_nope, q_pe = q.split([self.nope, self.rope_dim], dim=-1)
         if kv_cache is None and not batch.is_prefill:

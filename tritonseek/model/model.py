@@ -20,7 +20,11 @@ from tritonseek.parallel import TP
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block: h = x + MLA(norm(x)); out = h + FFN(norm(h)), FFN dense or MoE by layer index."""
+    """Pre-norm block: h = x + MLA(norm(x)); out = h + FFN(norm(h)), FFN dense or MoE by layer index.
+
+    On the triton backend with FP8 weights a norm whose output only feeds FP8 GEMMs (MLA's q_a‖kv_a,
+    the dense MLP's gate‖up) runs fused with the activation quant (``RMSNorm.forward_fp8``): the same
+    q/s as norm then quant, one kernel and no bf16 normed tensor."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, fp8: bool, dtype: torch.dtype, ops: Ops,
                  rope: RotaryEmbedding, tp: TP | None = None):
@@ -37,12 +41,17 @@ class DecoderLayer(nn.Module):
     def forward(self, x, positions, batch: AttentionBatch, kv_cache, residual=None):
         """(x, residual) → (out, residual'): the block's output is out + residual' (vLLM-style split,
         so each residual add fuses into the next RMSNorm). ``residual=None``: x is the whole stream."""
-        if residual is None:
+        if x.dim() == 2 and self.self_attn.accepts_fp8():  # norm (+ add) and the FP8 quant: one kernel
+            normed, residual = self.input_layernorm.forward_fp8(x, residual)
+        elif residual is None:
             residual, normed = x, self.input_layernorm(x)
         else:
             normed, residual = self.input_layernorm.add_forward(x, residual)
         a = self.self_attn(normed, positions, batch, kv_cache)
-        normed, residual = self.post_attention_layernorm.add_forward(a, residual)
+        if isinstance(self.mlp, MLP) and self.mlp.accepts_fp8():
+            normed, residual = self.post_attention_layernorm.forward_fp8(a, residual)
+        else:
+            normed, residual = self.post_attention_layernorm.add_forward(a, residual)
         return self.mlp(normed), residual
 
 

@@ -187,6 +187,27 @@ class Ops:
 
         return rms_norm_ref(x, weight, eps)
 
+    def rms_norm_quant(self, x, weight, eps):
+        """(q, s) = per-token-group FP8 quant (1×128) of rms_norm(x) rounded to x.dtype; one kernel on triton."""
+        if self.is_triton:
+            from tritonseek.kernels.norm import rms_norm_quant_fp8
+
+            return rms_norm_quant_fp8(x, weight, eps)
+        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
+
+        return per_token_group_quant_fp8_ref(self.rms_norm(x, weight, eps))
+
+    def fused_add_rms_norm_quant(self, x, residual, weight, eps):
+        """h = x + residual; returns (q, s, h) with (q, s) the FP8 group quant of rms_norm(h); one kernel on triton."""
+        if self.is_triton:
+            from tritonseek.kernels.norm import fused_add_rms_norm_quant_fp8
+
+            return fused_add_rms_norm_quant_fp8(x, residual, weight, eps)
+        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
+
+        y, h = self.fused_add_rms_norm(x, residual, weight, eps)
+        return (*per_token_group_quant_fp8_ref(y), h)
+
     def fused_add_rms_norm(self, x, residual, weight, eps):
         """h = x + residual; returns (rms_norm(h), h); x, residual [T, N]."""
         if self.is_triton:

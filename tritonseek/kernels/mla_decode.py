@@ -41,7 +41,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.mla_decode_tiles import _tile_step
+from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _mla_schedule_kernel, _tile_step
 from tritonseek.kernels.reference.mla import mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
@@ -110,15 +110,37 @@ _TUNED_SMALL: list[tuple[int, dict]] = [
 ]
 
 
-def default_config(seqlen_q: int, num_heads: int, batch: int | None = None) -> dict:
+# Hopper GPUs: rows classes whose split kernel is the warp-specialized Gluon one (mla_decode_ws), where the
+# H200 measured it faster than _TUNED's tl config (benchmarks/bench_mla.py --gluon). The entries are also
+# valid tl configs (GLUON is ignored where Gluon cannot run, e.g. a page_size below 64).
+_TUNED_WS: dict[int, dict] = {}
+
+
+def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:
     """The launch config for s_q·h_q query rows (tuned table by rows class; a small batch of more than
-    64 rows has its own table, keyed by batch·rows)."""
+    64 rows has its own table, keyed by batch·rows; on a Hopper GPU (hopper=True) the _TUNED_WS classes
+    run the Gluon kernel)."""
     rows = seqlen_q * num_heads
     if batch is not None and rows > 64:
         for max_units, cfg in _TUNED_SMALL:
             if batch * rows <= max_units:
                 return dict(cfg)
-    return dict(_TUNED[_rows_class(rows)])
+    cls = _rows_class(rows)
+    if hopper and cls in _TUNED_WS:
+        return dict(_TUNED_WS[cls])
+    return dict(_TUNED[cls])
+
+
+@functools.lru_cache(maxsize=8)
+def _is_hopper(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] == 9
+
+
+def _hopper_device(dev: torch.device) -> bool:
+    """A CUDA Hopper device outside the interpreter: where the Gluon split kernel can run."""
+    if dev.type != "cuda" or interpreter_active():
+        return False
+    return _is_hopper(dev.index if dev.index is not None else torch.cuda.current_device())
 
 
 # Runtime sizes that vary from call to call are not specialized on (one compile per config);
@@ -237,113 +259,6 @@ def _mla_decode_kernel(
                     tl.store(lpart_ptr + slot * rows_out + rows, lse, mask=row_ok)
 
 
-@triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
-                               "seqlen_q", "head_dim_v"])
-def _mla_combine_kernel(
-    split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
-    stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-    num_heads, seqlen_q, head_dim_v,
-    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr,
-):
-    # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
-    # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
-    # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
-    b = tl.program_id(0)
-    rows_total = seqlen_q * num_heads
-    rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    row_ok = rows < rows_total
-    c = tl.arange(0, BLOCK_DVP)
-    c_ok = c < head_dim_v
-    first = tl.load(split_ptr + b * 2)
-    n = tl.load(split_ptr + b * 2 + 1)
-    if n != 1:
-        s_idx = rows // num_heads
-        h_idx = rows % num_heads
-        # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
-        # not depend on each other, so the pipeliner keeps several in flight.
-        m = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
-        acc = tl.zeros([BLOCK_ROWS, BLOCK_DVP], dtype=tl.float32)
-        wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
-        for i in tl.range(0, n, num_stages=NUM_STAGES):
-            slot = (first + i + b).to(tl.int64)
-            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
-            o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
-                        mask=row_ok[:, None], other=0.0)
-            m_new = tl.maximum(m, lse_i)
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            scale = tl.math.exp(m - m_safe)
-            w = tl.math.exp(lse_i - m_safe)
-            acc = acc * scale[:, None] + w[:, None] * o
-            wsum = wsum * scale + w
-            m = m_new
-        m_safe = tl.where(m == float("-inf"), 0.0, m)
-        has = wsum > 0.0
-        inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
-        o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
-        tl.store(out_ptr + o_row[:, None] + c[None, :], (acc * inv[:, None]).to(out_ptr.dtype.element_ty),
-                 mask=row_ok[:, None] & c_ok[None, :])
-        lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
-        tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
-
-
-@triton.jit
-def _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead):
-    # Sequences b0 + ob: (in range, tiles, cost = tiles + overhead or 0 for an empty one), int64.
-    ok = b0 + ob < batch
-    n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
-    nt = (n + block_n - 1) // block_n
-    return ok, nt, tl.where(nt > 0, nt + overhead, 0)
-
-
-@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "overhead", "min_span"])
-def _mla_schedule_kernel(
-    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span,
-    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    # One program: the whole schedule of get_mla_metadata (see reference.mla.mla_schedule_ref) in one
-    # launch instead of ~35 small torch kernels. lens [batch] int32; sched [num_parts, 4] int32;
-    # split [batch, 2] int32. Costs and prefix sums in int64.
-    ob = tl.arange(0, BLOCK_B)
-    total = tl.zeros([], dtype=tl.int64)
-    for b0 in range(0, batch, BLOCK_B):
-        _, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
-        total += tl.sum(cost, 0)
-    per = tl.maximum((total + num_parts - 1) // num_parts, min_span)
-    # per sequence: first program and number of programs
-    offset = tl.zeros([], dtype=tl.int64)
-    for b0 in range(0, batch, BLOCK_B):
-        ok, nt, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
-        end = tl.cumsum(cost, 0) + offset
-        first = (end - cost + overhead) // per
-        nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
-        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
-        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
-        offset += tl.sum(cost, 0)
-    # per cut position pos_p = min(p·per, total), p = 0..num_parts: the sequence it falls in
-    # (#ends ≤ pos) and the tile within it (pos − that sequence's start − overhead, ≥ 0).
-    op = tl.arange(0, BLOCK_P)
-    for p0 in range(0, num_parts + 1, BLOCK_P):
-        pp = p0 + op
-        pos = tl.minimum(pp.to(tl.int64) * per, total)
-        cnt = tl.zeros([BLOCK_P], dtype=tl.int64)
-        seq_start = tl.zeros([BLOCK_P], dtype=tl.int64)
-        offset = tl.zeros([], dtype=tl.int64)
-        for b0 in range(0, batch, BLOCK_B):
-            ok, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
-            end = tl.cumsum(cost, 0) + offset
-            le = (end[None, :] <= pos[:, None]) & ok[None, :]
-            cnt += tl.sum(le.to(tl.int64), 1)
-            seq_start = tl.maximum(seq_start, tl.max(tl.where(le, end[None, :], 0), 1))
-            offset += tl.sum(cost, 0)
-        tile = tl.where(cnt < batch, tl.maximum(pos - seq_start - overhead, 0), 0)
-        lo = pp < num_parts
-        tl.store(sched_ptr + pp * 4, cnt.to(tl.int32), mask=lo)
-        tl.store(sched_ptr + pp * 4 + 1, tile.to(tl.int32), mask=lo)
-        hi = (pp >= 1) & (pp <= num_parts)
-        tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi)
-        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi)
-
-
 @dataclasses.dataclass
 class MLAMetadata:
     """Split-KV schedule of one decode step (FlashMLA's tile_scheduler_metadata + num_splits).
@@ -384,8 +299,8 @@ def get_mla_metadata(
     ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit).
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
-    count; 8 under the interpreter). config: launch-config override (tuning); default by rows class
-    and batch (``default_config``).
+    count; 8 under the interpreter). config: launch-config override (tuning); default by rows class,
+    batch and device (``default_config``; on Hopper the Gluon kernel for the _TUNED_WS classes).
     max_seqlen_k: optional host int ≥ max(cache_seqlens) that ``mla_decode`` checks against the block
     table's capacity; on CUDA it is never read back from the device (no sync), on CPU it defaults to
     the true maximum. Without it a too-narrow block table is not reported on CUDA; the kernel still
@@ -397,7 +312,8 @@ def get_mla_metadata(
     check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1)
     if seqlen_q < 1 or num_heads < 1:
         raise ValueError(f"seqlen_q and num_heads must be ≥ 1, got {seqlen_q}, {num_heads}")
-    cfg = dict(config) if config is not None else default_config(seqlen_q, num_heads, cache_seqlens.shape[0])
+    cfg = dict(config) if config is not None else default_config(seqlen_q, num_heads, cache_seqlens.shape[0],
+                                                                 hopper=_hopper_device(cache_seqlens.device))
     dev = cache_seqlens.device
     if num_sm is None:
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8

@@ -1,10 +1,13 @@
-"""Per-tile building blocks of the paged MLA decode kernel (``mla_decode._mla_decode_kernel``).
+"""Per-tile building blocks of the paged MLA decode kernel (``mla_decode._mla_decode_kernel``), and the
+split-KV combine and schedule kernels shared by the tl and Gluon (``mla_decode_ws``) split kernels.
 
 Each function handles one tile of BLOCK_N cache rows for a tile of BLOCK_H query rows (rows =
 (query position, head) pairs); see tritonseek/kernels/mla_decode.py for the design and layouts.
 
 * ``_load_tile``: the tile's three column blocks (TMA descriptors or pointer gathers through the block table).
 * ``_tile_step``: s = q·kᵀ, online softmax (base 2), acc += p·v.
+* ``_mla_combine_kernel``: lse-weighted merge of a sequence's split partials; ``_mla_schedule_kernel``:
+  ``get_mla_metadata``'s split schedule on the device.
 
 Under the Triton interpreter (DOT_FP32) operands are upcast to fp32: it cannot multiply bf16.
 """
@@ -105,3 +108,109 @@ def _tile_step(
     acc1 = tl.dot(p, kn1, acc1 * alpha[:, None])
     return acc0, acc1, m_new, l_i
 
+
+@triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
+                               "seqlen_q", "head_dim_v"])
+def _mla_combine_kernel(
+    split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+    stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+    num_heads, seqlen_q, head_dim_v,
+    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr,
+):
+    # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
+    # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
+    # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
+    b = tl.program_id(0)
+    rows_total = seqlen_q * num_heads
+    rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    row_ok = rows < rows_total
+    c = tl.arange(0, BLOCK_DVP)
+    c_ok = c < head_dim_v
+    first = tl.load(split_ptr + b * 2)
+    n = tl.load(split_ptr + b * 2 + 1)
+    if n != 1:
+        s_idx = rows // num_heads
+        h_idx = rows % num_heads
+        # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
+        # not depend on each other, so the pipeliner keeps several in flight.
+        m = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
+        acc = tl.zeros([BLOCK_ROWS, BLOCK_DVP], dtype=tl.float32)
+        wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
+        for i in tl.range(0, n, num_stages=NUM_STAGES):
+            slot = (first + i + b).to(tl.int64)
+            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
+            o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
+                        mask=row_ok[:, None], other=0.0)
+            m_new = tl.maximum(m, lse_i)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            scale = tl.math.exp(m - m_safe)
+            w = tl.math.exp(lse_i - m_safe)
+            acc = acc * scale[:, None] + w[:, None] * o
+            wsum = wsum * scale + w
+            m = m_new
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        has = wsum > 0.0
+        inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
+        o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
+        tl.store(out_ptr + o_row[:, None] + c[None, :], (acc * inv[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & c_ok[None, :])
+        lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
+        tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
+
+
+@triton.jit
+def _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead):
+    # Sequences b0 + ob: (in range, tiles, cost = tiles + overhead or 0 for an empty one), int64.
+    ok = b0 + ob < batch
+    n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
+    nt = (n + block_n - 1) // block_n
+    return ok, nt, tl.where(nt > 0, nt + overhead, 0)
+
+
+@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "overhead", "min_span"])
+def _mla_schedule_kernel(
+    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span,
+    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program: the whole schedule of get_mla_metadata (see reference.mla.mla_schedule_ref) in one
+    # launch instead of ~35 small torch kernels. lens [batch] int32; sched [num_parts, 4] int32;
+    # split [batch, 2] int32. Costs and prefix sums in int64.
+    ob = tl.arange(0, BLOCK_B)
+    total = tl.zeros([], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        _, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
+        total += tl.sum(cost, 0)
+    per = tl.maximum((total + num_parts - 1) // num_parts, min_span)
+    # per sequence: first program and number of programs
+    offset = tl.zeros([], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        ok, nt, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
+        end = tl.cumsum(cost, 0) + offset
+        first = (end - cost + overhead) // per
+        nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
+        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
+        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
+        offset += tl.sum(cost, 0)
+    # per cut position pos_p = min(p·per, total), p = 0..num_parts: the sequence it falls in
+    # (#ends ≤ pos) and the tile within it (pos − that sequence's start − overhead, ≥ 0).
+    op = tl.arange(0, BLOCK_P)
+    for p0 in range(0, num_parts + 1, BLOCK_P):
+        pp = p0 + op
+        pos = tl.minimum(pp.to(tl.int64) * per, total)
+        cnt = tl.zeros([BLOCK_P], dtype=tl.int64)
+        seq_start = tl.zeros([BLOCK_P], dtype=tl.int64)
+        offset = tl.zeros([], dtype=tl.int64)
+        for b0 in range(0, batch, BLOCK_B):
+            ok, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
+            end = tl.cumsum(cost, 0) + offset
+            le = (end[None, :] <= pos[:, None]) & ok[None, :]
+            cnt += tl.sum(le.to(tl.int64), 1)
+            seq_start = tl.maximum(seq_start, tl.max(tl.where(le, end[None, :], 0), 1))
+            offset += tl.sum(cost, 0)
+        tile = tl.where(cnt < batch, tl.maximum(pos - seq_start - overhead, 0), 0)
+        lo = pp < num_parts
+        tl.store(sched_ptr + pp * 4, cnt.to(tl.int32), mask=lo)
+        tl.store(sched_ptr + pp * 4 + 1, tile.to(tl.int32), mask=lo)
+        hi = (pp >= 1) & (pp <= num_parts)
+        tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi)
+        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi)

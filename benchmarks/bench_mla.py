@@ -297,7 +297,9 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
         for h in (16, 32, 64, 128):
             for s_q in (1, 2):
                 for varlen in (False, True):
-                    if h * s_q > MAX_ROWS:
+                    if h * s_q > MAX_ROWS or (ONLY_HS and f"{h}x{s_q}" not in ONLY_HS):
+                        continue
+                    if ONLY_VARLEN is not None and varlen != ONLY_VARLEN:
                         continue
                     if time.time() > deadline:
                         print(f"decode: out of time at s_k {s_k} h {h} s_q {s_q} varlen {varlen}", flush=True)
@@ -353,7 +355,9 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
 
 
 GLUON_VARIANT = False  # --gluon: also time the warp-specialized Gluon split kernel (mla_decode_ws) per case
-GLUON_MAX_ROWS = 32  # rows (h_q·s_q) up to which the Gluon variant runs (its head tiles are 16/32 rows)
+GLUON_MAX_ROWS = 256  # rows (h_q·s_q) up to which the Gluon variant runs (all of FlashMLA's cases)
+ONLY_HS: tuple[str, ...] = ()  # --hs: decode cases "h_qxs_q" only
+ONLY_VARLEN: bool | None = None  # --varlen 0/1: fixed or varlen lengths only
 
 
 def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops):
@@ -501,10 +505,14 @@ def main():
     p.add_argument("--max-rows", type=int, default=10**9, help="decode cases with h_q·s_q ≤ this only")
     p.add_argument("--gluon", action="store_true", help="decode: also a row per case from mla_decode_ws (Hopper)")
     p.add_argument("--sk", type=int, nargs="*", help="decode: these s_k only (default 4096 8192)")
+    p.add_argument("--hs", nargs="*", default=(), help="decode: these h_qxs_q cases only, e.g. 16x1 32x1")
+    p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
     args = p.parse_args()
-    global MAX_ROWS, GLUON_VARIANT, DECODE_SK
+    global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN
     MAX_ROWS = args.max_rows
     GLUON_VARIANT = args.gluon
+    ONLY_HS = tuple(args.hs)
+    ONLY_VARLEN = None if args.varlen is None else bool(args.varlen)
     if args.sk:
         DECODE_SK = tuple(args.sk)
     if args.dry:

@@ -84,30 +84,30 @@ def sm90_ptx():
     """PTX of the three configs, compiled in parallel child processes (each ~10-25 s of one core)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def one(k):
+        ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, False, k[1], 2 if k[0] == 32 else 0)
+        return ptx, ptxas_report(ptx), _hot_loops(ptx)
+
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
-        futs = {k: ex.submit(ptx_in_fresh_process, __name__, "compile_sm90", k[0], 2, True, False, k[1],
-                             2 if k[0] == 32 else 0)
-                for k in _COMPILED}
+        futs = {k: ex.submit(one, k) for k in _COMPILED}
         return {k: f.result() for k, f in futs.items()}
 
 
 @pytest.mark.parametrize("block_h,wgs", _COMPILED)
 def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs):
-    ptx = sm90_ptx[(block_h, wgs)]
+    ptx, report, loops = sm90_ptx[(block_h, wgs)]
     rows = block_h // wgs
     # per consumer warpgroup: Sᵀ = K·Qᵀ 512/16 + 64/16 = 36 k-steps; Oᵀ = Vᵀ·Pᵀ 8 M-blocks × 4 k-steps
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{rows}k16.f32.bf16.bf16") == (36 + 32) * wgs
     # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
     assert ptx.count("cp.async.bulk.prefetch.L2.global") == (1 if block_h == 32 else 0)  # PREFETCH 2 at 32 rows
-    report = ptxas_report(ptx)
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     # ptxas spills some per-sequence prologue/epilogue values (32 rows: ~40 registers of addresses; two
     # warpgroups capped at 232 registers: more); the per-tile loops hold at most one local-memory access
     # (seen: 0 at 16/32 rows on one warpgroup, 1 reload per tile on two).
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
     assert all(x <= {16: 0, 32: 256, 64: 1024}[block_h] for x in spills), report
-    loops = _hot_loops(ptx)
     assert len(loops) == wgs
     for loop in loops:
         assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if wgs == 1 else 1)

@@ -105,6 +105,9 @@ def compile_check() -> int:
                       RACE_MODE=race, PHILOX=philox), F.SETTLE_WARPS)
     comp(S._sample_combine_kernel, dict(temperature_ptr=fp, part_max_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp,
                                         part_ridx_ptr="*i32", out_ptr=i64p, num_splits=i32), dict(SPLITS=128), 1)
+    comp(S._sample_combine_kernel, dict(temperature_ptr=fp, part_max_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp,
+                                        part_ridx_ptr="*i32", out_ptr=i64p, num_splits=i32),
+         dict(SPLITS=128, GREEDY=True), 1)
     comp(S._philox_noise_kernel, dict(seeds_ptr=i64p, out_ptr=fp, V=i32, NJ=i32), dict(BLOCK=1024), 4)
     greedy = dict(logits_ptr=fp, draft_ptr=i64p, part_max_ptr=fp, part_idx_ptr="*i32", count_ptr="*i32",
                   out_ptr=i64p, num_acc_ptr="*i32", V=i32, split_len=i32, num_splits=i32, stride_lb=i32,

@@ -131,6 +131,80 @@ def test_stop_token_inside_accepted_run(llm, monkeypatch):
     assert out.token_ids == plain.token_ids[: first + 1] and out.finish_reason == "stop"
 
 
+def _seq(i, n_tokens, temperature, seed):
+    from tritonseek.engine.runner import Sequence
+
+    gen = torch.Generator().manual_seed(seed) if temperature > 0 else None
+    return Sequence(i, "", list(range(3, 3 + n_tokens)), SamplingParams(temperature=temperature, seed=seed), gen)
+
+
+def test_step_randomness_is_counter_based():
+    # per sequence: a function of (request seed, token count) only: reproducible, independent of the batch,
+    # new numbers every step; greedy rows get zeros
+    a = _seq(0, 5, 0.8, 11)
+    u1, s1 = speculative.step_randomness([a, _seq(1, 9, 1.0, 12)], 3)
+    u2, s2 = speculative.step_randomness([_seq(1, 2, 0.0, 0), _seq(2, 5, 0.8, 11)], 3)
+    assert torch.equal(u1[0], u2[1]) and s1[0] == s2[1]
+    assert (u2[0] == 0).all() and s2[0] == 0
+    assert ((u1 >= 0) & (u1 < 1)).all() and u1.dtype == torch.float32 and s1.dtype == torch.int64
+    a.out_ids.append(7)  # next step
+    u3, s3 = speculative.step_randomness([a], 3)
+    assert not torch.equal(u3[0], u1[0]) and s3[0] != s1[0]
+    _, s4 = speculative.step_randomness([_seq(0, 5, 0.8, 13)], 3)
+    assert s4[0] != s1[0]
+
+
+@pytest.mark.parametrize("is_triton", [True, False])
+def test_verify_step_uses_seeded_philox_noise(is_triton):
+    # MTPDrafter.verify at T > 0: on the triton backend verify_rejection makes the race noise in registers from
+    # the step seeds (no [B, K+1, V] noise tensor); it equals the reference fed philox_exp_noise(seeds). The
+    # reference backend draws its noise tensor from the same seeds. Both reproducible.
+    import types
+
+    from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
+    from tritonseek.kernels.sampling import philox_exp_noise
+
+    B, K, V = 3, 2, 50
+    seqs = [_seq(0, 4, 0.9, 1), _seq(1, 6, 0.0, 0), _seq(2, 5, 1.3, 2)]
+    logits = torch.randn(B * (K + 1), V, generator=torch.Generator().manual_seed(3)) * 2
+    drafts = logits.view(B, K + 1, V)[:, :K].argmax(-1)
+    drafts[2, 0] = (drafts[2, 0] + 1) % V
+    runner = types.SimpleNamespace(decode_tokens=lambda seqs, tokens, starts: (logits, torch.zeros(B * (K + 1), 4)),
+                                   device=torch.device("cpu"))
+    calls = []
+
+    def ref_verify(*args):
+        calls.append(args[-1])
+        return verify_rejection_ref(args[0], None, *args[1:])
+
+    ops = types.SimpleNamespace(is_triton=is_triton, verify=ref_verify, verify_greedy=verify_greedy_ref)
+    drafter = object.__new__(speculative.MTPDrafter)
+    drafter.runner, drafter.model = runner, types.SimpleNamespace(ops=ops)
+    out, n, _ = drafter.verify(seqs, drafts)
+    again = drafter.verify(seqs, drafts)
+    assert torch.equal(out, again[0]) and torch.equal(n, again[1])
+    uniforms, seeds = speculative.step_randomness(seqs, K)
+    t = torch.tensor([0.9, 0.0, 1.3])
+    if is_triton:
+        assert not calls  # the kernel path, no noise tensor
+        noise = philox_exp_noise(seeds, K + 1, V)
+    else:
+        noise = calls[0]
+        assert noise.shape == (B, K + 1, V) and (noise[1] == 1).all()
+    ref = verify_rejection_ref(drafts, None, logits.view(B, K + 1, V), t, None, None, uniforms, noise)
+    assert torch.equal(out, ref[0]) and torch.equal(n, ref[1])
+
+
+def test_mtp_sampling_is_reproducible_and_seed_sensitive(llm):
+    p = SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=5, max_new_tokens=10)
+    a = llm.generate(["x = 1", "def f(y):"], p, mtp=2)
+    b = llm.generate(["x = 1", "def f(y):"], p, mtp=2)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+    c = llm.generate(["x = 1", "def f(y):"], SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=6,
+                                                            max_new_tokens=10), mtp=2)
+    assert [o.token_ids for o in a] != [o.token_ids for o in c]
+
+
 def test_mtp_without_mtp_weights_is_a_clear_error(tmp_path):
     save_checkpoint(build_hf_model("v3", seed=3), tmp_path)  # HF writes no MTP layer
     import shutil

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from scipy.stats import chi2
 
 from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref, sample_ref
-from tritonseek.kernels.sampling import apply_top_k_top_p, philox_exp_noise, sample
+from tritonseek.kernels.sampling import apply_top_k_top_p, argmax, philox_exp_noise, sample
 from tritonseek.kernels.sampling_filter import launch_thresholds
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -263,6 +263,26 @@ def test_sample_nonfinite_rows_match_ref(device, temp, filters):
     got = sample(*_to(device, x, t, top_k, top_p, noise), out=out).cpu()
     assert torch.equal(got, sample_ref(x, t, top_k, top_p, noise))
     assert got[0] == 0 and got[1] == 0
+
+
+@_fixture_ok
+@given(B=st.integers(1, 4), V=st.integers(1, 300), seed=st.integers(0, 2**16), ties=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_argmax_matches_torch(device, B, V, seed, ties, dtype):
+    # exact: the first maximum (ties: the lowest id), bf16 read as is
+    x = _logits(B, V, seed, ties).to(dtype)
+    out = torch.full((B,), -7, dtype=torch.int64, device=device)
+    assert torch.equal(argmax(x.to(device), out=out).cpu(), x.float().argmax(-1))
+
+
+def test_argmax_nonfinite_rows(device):
+    # NaN counts as the largest value: rows without +inf match torch.argmax (first NaN); all -inf → 0
+    x = _nonfinite_rows(150, 5)
+    got = argmax(x.to(device)).cpu()
+    no_inf = ~torch.isposinf(x).any(-1)
+    assert torch.equal(got[no_inf], x.argmax(-1)[no_inf])
+    assert got[3] == int(torch.isposinf(x[3]).nonzero()[0])
+    assert argmax(torch.empty(0, 7, device=device)).shape == (0,)
 
 
 def test_host_scalar_params_validated_and_broadcast(device):

@@ -29,10 +29,31 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import torch
 
 from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.model.mla import AttentionBatch
+
+
+def step_randomness(seqs: list[Sequence], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uniforms [B, k] fp32 in [0, 1), seeds [B] int64) of one verify step, on the host.
+
+    Counter-based: sequence i's numbers come from a NumPy Philox stream keyed by (its request seed, its token
+    count before the step), so they are reproducible, do not depend on the other sequences of the batch, and
+    differ every step (each step emits >= 1 token). The seed keys the kernel's in-register Philox Exp(1) race
+    noise (``verify_rejection(..., seeds=)``), so a step reads and writes no [B, K+1, V] noise tensor and
+    makes no per-sequence generator launches. Greedy sequences (no generator) get zeros.
+    """
+    uniforms = np.zeros((len(seqs), k), dtype=np.float32)
+    seeds = np.zeros(len(seqs), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        if s.params.temperature > 0 and s.generator is not None:
+            key = (s.generator.initial_seed() % 2**64) << 64 | s.num_tokens
+            rng = np.random.Generator(np.random.Philox(key=key))
+            uniforms[i] = rng.random(k, dtype=np.float32)
+            seeds[i] = rng.integers(0, 2**62)
+    return torch.from_numpy(uniforms), torch.from_numpy(seeds)
 
 
 class MTPGraphs:
@@ -220,15 +241,27 @@ class MTPDrafter:
             return out, num_acc, hidden.view(B, k + 1, -1)
         dev = logits.device
         temperature = torch.tensor([float(s.params.temperature) for s in seqs], dtype=torch.float32, device=dev)
-        top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.int32, device=dev)
-        top_p = torch.tensor([float(s.params.top_p) for s in seqs], dtype=torch.float32, device=dev)
-        uniforms = torch.zeros(B, k, dtype=torch.float32, device=dev)
-        noise = torch.ones(B, k + 1, V, dtype=torch.float32, device=dev)
-        for i, s in enumerate(seqs):
-            if s.params.temperature > 0:
-                uniforms[i].uniform_(generator=s.generator)
-                noise[i].exponential_(generator=s.generator)
-        out, num_acc = self.model.ops.verify(drafts, logits, temperature, top_k, top_p, uniforms, noise)
+        # no filter launches when no sequence filters (host values: SamplingParams)
+        top_k = top_p = None
+        if any(s.params.top_k > 0 for s in seqs):
+            top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.int32, device=dev)
+        if any(s.params.top_p < 1 for s in seqs):
+            top_p = torch.tensor([float(s.params.top_p) for s in seqs], dtype=torch.float32, device=dev)
+        uniforms_h, seeds_h = step_randomness(seqs, k)
+        uniforms, seeds = uniforms_h.to(dev), seeds_h.to(dev)
+        if self.model.ops.is_triton:
+            # the Exp(1) race noise is made in registers by Philox from seeds (no [B, K+1, V] tensor)
+            from tritonseek.kernels.spec_verify import verify_rejection
+
+            out, num_acc = verify_rejection(drafts, None, logits, temperature, top_k, top_p, uniforms, None,
+                                            seeds=seeds)
+        else:  # the reference backend takes the noise as a tensor: drawn from the same per-step seeds
+            noise = torch.ones(B, k + 1, V, dtype=torch.float32, device=dev)
+            for i, s in enumerate(seqs):
+                if s.params.temperature > 0:
+                    gen = torch.Generator(device=dev).manual_seed(int(seeds_h[i]))
+                    noise[i].exponential_(generator=gen)
+            out, num_acc = self.model.ops.verify(drafts, logits, temperature, top_k, top_p, uniforms, noise)
         return out, num_acc, hidden.view(B, k + 1, -1)
 
     @torch.inference_mode()

@@ -207,9 +207,10 @@ def _row_stats_kernel(
 @triton.jit
 def _sample_combine_kernel(
     temperature_ptr, part_max_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr, out_ptr,
-    num_splits, SPLITS: tl.constexpr,
+    num_splits, SPLITS: tl.constexpr, GREEDY: tl.constexpr = False,
 ):
     # part_* [B, num_splits] from _row_stats_kernel (NJ = 1); out [B] int64 token ids
+    # GREEDY: every row takes the argmax (temperature and race partials unread)
     row = tl.program_id(0)
     offs = tl.arange(0, SPLITS)
     msk = offs < num_splits
@@ -219,15 +220,18 @@ def _sample_combine_kernel(
     ids = tl.load(part_idx_ptr + base + offs, mask=msk, other=big)
     mx = tl.max(ms, axis=0)
     greedy = tl.min(tl.where((ms == mx) & msk, ids, big), axis=0)
-    rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf"))
-    rids = tl.load(part_ridx_ptr + base + offs, mask=msk, other=big)
-    rmx = tl.max(rs, axis=0)
-    race = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
-    temp = tl.load(temperature_ptr + row)
-    # a sampled row whose max is +inf (a NaN or +inf logit, or x / T overflowing) or -inf (all -inf) has no
-    # softmax: token 0, as the reference's argmax over its NaN probabilities gives
-    race = tl.where(tl.abs(mx) < float("inf"), race, 0)
-    tl.store(out_ptr + row, tl.where(temp > 0, race, greedy).to(tl.int64))
+    if GREEDY:
+        tl.store(out_ptr + row, greedy.to(tl.int64))
+    else:
+        rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf"))
+        rids = tl.load(part_ridx_ptr + base + offs, mask=msk, other=big)
+        rmx = tl.max(rs, axis=0)
+        race = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
+        temp = tl.load(temperature_ptr + row)
+        # a sampled row whose max is +inf (a NaN or +inf logit, or x / T overflowing) or -inf (all -inf) has
+        # no softmax: token 0, as the reference's argmax over its NaN probabilities gives
+        race = tl.where(tl.abs(mx) < float("inf"), race, 0)
+        tl.store(out_ptr + row, tl.where(temp > 0, race, greedy).to(tl.int64))
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,3 +429,33 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
                                  SPLITS=triton.next_power_of_2(splits), num_warps=1)
     return out
 
+
+def argmax(logits: torch.Tensor, *, out: torch.Tensor | None = None,
+           config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """token_b = argmax_i logits[b, i], the lowest id among equal maxima (greedy decoding).
+
+    logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1; read
+    as is (no fp32 copy). A NaN counts as the largest value (the first NaN or +inf wins; torch.argmax: the
+    first NaN); an all -inf row gives 0. out: optional [B] int64 buffer. config: optional (BLOCK, num_warps,
+    programs per SM) of the split-row pass. Returns [B] int64 (empty for B = 0). Two launches (split-row
+    max/argmax, combine), no host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad
+    argument. Semantics: torch.argmax(logits, dim=-1).
+    """
+    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
+    check_runnable_device("logits", logits)
+    dev = logits.device
+    B, V = logits.shape
+    if logits.stride(1) != 1:
+        raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
+    _check_vocab("logits", V)
+    if out is None:
+        out = torch.empty(B, dtype=torch.int64, device=dev)
+    elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
+        raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    if B == 0:
+        return out
+    splits, pmax, _, pidx, _, _, _ = launch_row_stats(logits[:, None, :], None, None, None, mode="greedy",
+                                                      need_sum=False, race_mode=0, config=config)
+    _sample_combine_kernel[(B,)](pmax, pmax, pidx, pmax, pidx, out, splits,
+                                 SPLITS=triton.next_power_of_2(splits), GREEDY=True, num_warps=1)
+    return out

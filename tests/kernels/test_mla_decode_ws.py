@@ -217,3 +217,33 @@ def test_ws_not_causal_and_dispatch_gpu(device):
     o1, l1 = _check_ws(*case, causal=True)
     o2, l2 = _check_ws(*case, causal=True, via_dispatch=True)
     assert torch.equal(o1, o2) and torch.equal(l1, l2)
+
+
+@pytest.mark.gpu
+def test_ws_graph_replay_follows_lengths_gpu(device):
+    """Metadata + the Gluon split + combine captured in one CUDA graph; new cache_seqlens written in place
+    before a replay give the reference results for the new lengths (no host sync, fixed grid)."""
+    from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
+
+    gen = torch.Generator().manual_seed(17)
+    q, kv, bt, cs = make_case(device, 6, 2, 16, 576, 512, 64, [900, 64, 0, 1, 2000, 130], gen)
+    cfg = ws_config(2, 16)
+    out = torch.empty(6, 2, 16, 512, dtype=q.dtype, device=device)
+
+    def step():
+        md = get_mla_metadata(cs, 2, 16, config=cfg, max_seqlen_k=2000)
+        return mla_decode_ws(q, kv, bt, cs, metadata=md, out=out)
+
+    step()  # compile outside capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        _, lse = step()
+    cs.copy_(torch.tensor([5, 63, 0, 0, 1999, 65], dtype=torch.int32))  # ≤ the old ones: slots past those are NaN
+    g.replay()
+    torch.cuda.synchronize()
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
+    assert cos_diff(out.float().cpu(), ro.cpu()) <= 1e-5
+    empty = torch.isinf(rlse.cpu())
+    assert torch.equal(torch.isinf(lse.cpu()), empty)
+    assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3

@@ -366,7 +366,8 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
     from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
 
     try:
-        cfg = ws_config(s_q, h)
+        cfg = dict(D._TUNED_WS.get(rows_class(h * s_q)) or ws_config(s_q, h))  # the committed Hopper table
+        cfg["GLUON"] = True
         md = D.get_mla_metadata(cs, s_q, h, config=cfg)
         out = torch.full_like(q[..., :D_V], float("nan"))
         fn = lambda: mla_decode_ws(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md, out=out)  # noqa: E731

@@ -275,6 +275,25 @@ def _check_vocab(name: str, V: int) -> None:
         raise ValueError(f"{name} must have a vocabulary dimension V >= 1, got V = {V}")
 
 
+def _check_logits(logits) -> tuple[int, int, torch.device]:
+    """(B, V, device) of [B, V] float logits with a contiguous last dim and V >= 1 on a runnable device."""
+    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
+    check_runnable_device("logits", logits)
+    B, V = logits.shape
+    if logits.stride(1) != 1:
+        raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
+    _check_vocab("logits", V)
+    return B, V, logits.device
+
+
+def _token_out(out, B: int, dev: torch.device) -> torch.Tensor:
+    if out is None:
+        return torch.empty(B, dtype=torch.int64, device=dev)
+    if out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
+        raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    return out
+
+
 def _check_seeds(seeds, B: int, device: torch.device) -> None:
     if seeds is None:
         raise ValueError("exp_noise is None: pass seeds ([B] int64 device tensor) for in-kernel Philox noise")
@@ -400,13 +419,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars).
     Semantics: vLLM Sampler; reference ``sample_ref``.
     """
-    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
-    check_runnable_device("logits", logits)
-    dev = logits.device
-    B, V = logits.shape
-    if logits.stride(1) != 1:
-        raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
-    _check_vocab("logits", V)
+    B, V, dev = _check_logits(logits)
     temperature, top_k, top_p = _row_params(B, dev, temperature, top_k, top_p)
     if exp_noise is None:
         _check_seeds(seeds, B, dev)
@@ -415,10 +428,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
         if exp_noise.shape != (B, V) or exp_noise.stride(1) != 1:
             raise ValueError(f"exp_noise must be [{B}, {V}] with a contiguous last dim, got {tuple(exp_noise.shape)}")
         seeds = None
-    if out is None:
-        out = torch.empty(B, dtype=torch.int64, device=dev)
-    elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
-        raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    out = _token_out(out, B, dev)
     if B == 0:
         return out
     logits3 = logits[:, None, :]
@@ -441,17 +451,8 @@ def argmax(logits: torch.Tensor, *, out: torch.Tensor | None = None,
     max/argmax, combine), no host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad
     argument. Semantics: torch.argmax(logits, dim=-1).
     """
-    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16), ndim=2)
-    check_runnable_device("logits", logits)
-    dev = logits.device
-    B, V = logits.shape
-    if logits.stride(1) != 1:
-        raise ValueError(f"logits must have a contiguous last dim, got strides {logits.stride()}")
-    _check_vocab("logits", V)
-    if out is None:
-        out = torch.empty(B, dtype=torch.int64, device=dev)
-    elif out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
-        raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    B, V, dev = _check_logits(logits)
+    out = _token_out(out, B, dev)
     if B == 0:
         return out
     splits, pmax, _, pidx, _, _, _ = launch_row_stats(logits[:, None, :], None, None, None, mode="greedy",

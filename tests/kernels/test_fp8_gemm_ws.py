@@ -47,29 +47,31 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], W.BLOCK_K
+    bn, bk, wgs = cfg["BLOCK_N"], W.BLOCK_K, cfg["WGS"]
     split = bool(cfg["SPLIT"])
-    c_rows = bm // 2 if split else bm
+    bm = 64 * wgs if split else cfg["BLOCK_M"]
+    c_rows = 64 if split else bm
+    maxnreg, consumer_regs, producer_regs = ((W._MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2
+                                             else W._WGS3_REGS)
     warps = 4 if split else W._NUM_WARPS
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
-    la = W._smem_layout([bm, bk], gl.float8e4nv)
+    a_rows = 64 if wgs == 3 else bm
+    la = W._smem_layout([a_rows, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
     lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
-    sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+    sig = dict(a_desc=f"tensordesc<fp8e4nv[{a_rows}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
                c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
     sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
-                  TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
-                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]),
-                  num_warps=warps)
+                  TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
+                  UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]), WGS=wgs, num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
     src = GluonASTSource(W._fp8_gemm_ws_kernel, sig, consts)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=warps, maxnreg=W._MAXNREG))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, maxnreg=maxnreg))
 
 
 
@@ -102,6 +104,21 @@ def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, un
         assert ptx.index("cp.async.bulk.tensor.2d.global.shared::cta") < ptx.index("wgmma.wait_group", first)
 
 
+def test_ws_three_warpgroups_compile_for_sm90_without_spills():
+    # WGS = 3: 192-row tiles (three 64-row A boxes per stage), three consumer warpgroups at 160 registers
+    # with one product set each (serial promotion), the TMA warp at 24
+    cfg = dict(W.ws_config(4096, 7168, 7168), WGS=3)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, torch.bfloat16, True)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 2 * 3  # block 0 + loop, ×3
+    assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+160;", ptx)
+    assert re.search(r"setmaxnreg.dec.sync.aligned.u32\s+24;", ptx)
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") >= 4  # 3 A boxes + B per stage
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(s == ("0", "0") for s in spills), report
+
+
 def _cpu_operands(m=8, n=128, k=256):
     a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, k))
     b_q, b_s = per_block_quant_fp8_ref(torch.randn(n, k))
@@ -131,6 +148,9 @@ def test_ws_rejects_bad_layouts():
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(SKEW=True))
     with pytest.raises(ValueError, match="BLOCK_N 64 or 128"):
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(BLOCK_N=256))
+    for bad in (dict(WGS=4), dict(WGS=3, DEFER=True), dict(WGS=3, SPLIT=False)):
+        with pytest.raises(ValueError, match="WGS must be 2, or 3"):
+            W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
 
 
 def test_fp8_gemm_nt_gluon_entries(device):
@@ -194,6 +214,8 @@ _GPU_CONFIGS = [
     dict(UNROLL2=True, SPLIT=False, NUM_STAGES=2, TMA_STORE=False),
     dict(DEFER=True),  # epilogue of tile t under the first wgmma of tile t+1
     dict(DEFER=True, TMA_STORE=False, UNROLL2=False),
+    dict(WGS=3),  # 192-row tiles, three consumer warpgroups
+    dict(WGS=3, TMA_STORE=False),
 ]
 
 
@@ -215,7 +237,7 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [None, dict(DEFER=True)])
+@pytest.mark.parametrize("cfg", [None, dict(DEFER=True), dict(WGS=3)])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
@@ -226,6 +248,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [None, dict(DEFER=True)])
+@pytest.mark.parametrize("cfg", [None, dict(DEFER=True), dict(WGS=3)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

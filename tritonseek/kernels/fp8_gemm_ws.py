@@ -68,7 +68,7 @@ from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operand
 # the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, DEFER=False)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, DEFER=False, WGS=2)
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -96,7 +96,10 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
-    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    # A arrives as A_PARTS boxes of BLOCK_M // A_PARTS rows (BLOCK_M = 192: three 64-row boxes, as Triton's
+    # shapes must be powers of two), each in its own buffer a_bufs[s·A_PARTS + j]
+    A_PARTS: gl.constexpr = BLOCK_M // a_desc.block_type.shape[0]
+    stage_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
     it = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
@@ -109,16 +112,21 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
             mbarrier.wait(empty_bars.index(s), phase ^ 1)
             bar = ready_bars.index(s)
             mbarrier.expect(bar, stage_bytes)
-            tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(s))
+            for j in gl.static_range(A_PARTS):
+                tma.async_copy_global_to_shared(a_desc, [off_m + j * (BLOCK_M // A_PARTS), kb * BLOCK_K], bar,
+                                                a_bufs.index(s * A_PARTS + j))
             tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
             it += 1
 
 
 @gluon.jit
 def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr):
-    # this partition's rows of stage s's A tile (a shared-memory view, no copy)
+    # this partition's rows of stage s's A tile (a shared-memory view, no copy); BLOCK_M = 192: the tile is
+    # three 64-row buffers per stage (see _ws_producer)
     if ROWS == BLOCK_M:
         return a_bufs.index(s)
+    elif BLOCK_M == 192:
+        return a_bufs.index(s * 3 + ROW0 // 64)
     else:
         return a_bufs.index(s).slice(ROW0, ROWS, dim=0)
 
@@ -147,7 +155,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 DEFER: gl.constexpr):
+                 DEFER: gl.constexpr, SERIAL: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -189,9 +197,14 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
         it += 1
-        acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES, UNROLL2)
+        if SERIAL:
+            acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                                   empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
+                                                   ROWS, BLOCK_M, NUM_STAGES)
+        else:
+            acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                            empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                            BLOCK_M, NUM_STAGES, UNROLL2)
         if DEFER:
             poff_m = off_m
             poff_n = off_n
@@ -255,6 +268,28 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
 
 
 @gluon.jit
+def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                   sb_ptr, stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):
+    # _k_loop with one product register set (WGS = 3: 160 registers per consumer thread hold the accumulator
+    # and one product, not two): promote the previous block, then issue and wait for this one; the other
+    # warpgroups' wgmmas keep the tensor core busy during the promotion
+    acc = zero
+    for kb in range(1, num_k_blocks):
+        scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+        acc += prod * gl.expand_dims(scale0, 1)
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                             use_acc=False, is_async=True)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        scale0 = scale
+        it += 1
+    return acc, prod, scale0, it
+
+
+@gluon.jit
 def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
                 BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
@@ -279,38 +314,59 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, DEFER: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, DEFER: gl.constexpr, WGS: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
-    # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K], 128-byte swizzle
+    # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M, BLOCK_N] (SPLIT: [BLOCK_M // 2, BLOCK_N], one
     #         store per warpgroup); c_ptr/stride_c*: masked-store path
     # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
-    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES * (BLOCK_M // a_desc.block_type.shape[0])]
+                                       + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         # released once per consumer partition
-        mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)
+        mbarrier.init(empty_bars.index(i), count=WGS if SPLIT else 1)
     if TMA_STORE:
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 if SPLIT else 1] + c_desc.block_type.shape,
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [WGS if SPLIT else 1] + c_desc.block_type.shape,
                                            c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder (same partition signature either way)
 
-    if SPLIT:
+    if WGS == 3:
+        # BLOCK_M = 192: three 64-row consumer warpgroups (default partition + workers 0, 1; one product set
+        # each, SERIAL), worker 2 = TMA warp
+        gl.warp_specialize([
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
+                            TMA_STORE, 0, 64, 4, UNROLL2, DEFER, True)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
+                            TMA_STORE, 64, 64, 4, UNROLL2, DEFER, True)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
+                            TMA_STORE, 128, 64, 4, UNROLL2, DEFER, True)),
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+        ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+    elif SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
         gl.warp_specialize([
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, DEFER)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, DEFER, False)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, DEFER)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, DEFER, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -320,7 +376,7 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, DEFER)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, DEFER, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -348,6 +404,9 @@ _NUM_WARPS = 8  # cooperative consumer partition: two warpgroups (SPLIT: 4, one 
 # 65536 registers over 12 warps (8 consumer + the producer's warpgroup): 168 at entry; setmaxnreg
 # then moves the producer down to PRODUCER_REGS and the consumers up (240 with 40 for the producer).
 _MAXNREG = 168
+# WGS = 3 (BLOCK_M = 192): 16 warps at entry → 128 registers; the producer's warpgroup drops to 24 and the three
+# consumer warpgroups rise to 160 (3·128·160 + 128·24 = 64512 ≤ 65536): room for the accumulator and one product
+_WGS3_REGS = (128, 160, 24)
 
 
 @functools.lru_cache(maxsize=8)
@@ -395,7 +454,8 @@ def fp8_gemm_nt_ws(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
-        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, DEFER), for tests and tuning.
+        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, DEFER, WGS = 2 or 3
+        consumer warpgroups: 3 = 192-row tiles, one product set each), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -429,17 +489,22 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         if unknown:
             raise ValueError(f"unknown fp8_gemm_nt_ws config keys {sorted(unknown)}; known: {sorted(cfg)}")
         cfg.update(config)
-    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    bm, bn, wgs = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["WGS"]
     if bm != 128 or bn not in (64, 128):
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
+    if wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or cfg["DEFER"]):
+        raise ValueError(f"config WGS must be 2, or 3 with SPLIT and without DEFER, got {cfg}")
+    regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
+    bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
-    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K], _smem_layout([bm, BLOCK_K], gl_fp8))
+    a_rows = 64 if wgs == 3 else bm  # 192-row tiles: three 64-row TMA boxes
+    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [a_rows, BLOCK_K], _smem_layout([a_rows, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
     c_desc = None
     if tma_store:
-        c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
+        c_rows = 64 if split else bm  # SPLIT: each warpgroup stores its own 64 rows
         c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, bn],
                                   _smem_layout([c_rows, bn], _GL_DTYPES[out.dtype]))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
@@ -450,9 +515,8 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
-        NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
-        SPLIT=split, CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]),
-        DEFER=bool(cfg["DEFER"]),
-        num_warps=4 if split else _NUM_WARPS, maxnreg=_MAXNREG,
+        NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
+        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]), WGS=wgs,
+        num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
     )
     return out

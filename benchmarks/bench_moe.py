@@ -227,12 +227,32 @@ def bench_permute(cx: Ctx):
                    peer="torch argsort+index_select / index_add", peer_us=pug if (pug and ug) else pus,
                    correct=ok and ok_u)
         us = res["permute"][0] + res["unpermute"][0]
-        ug = (res["permute"][1] + res["unpermute"][1]) if res["permute"][1] and res["unpermute"][1] else None
-        pu = (res["permute"][3] + res["unpermute"][3]) if (ug and res["permute"][3] and res["unpermute"][3]) else \
-            res["permute"][2] + res["unpermute"][2]
+        ug_sum = (res["permute"][1] + res["unpermute"][1]) if res["permute"][1] and res["unpermute"][1] else None
+        # the pair as it runs in a step: ONE graph holding the permute then the unpermute (the sum of two
+        # separately replayed graphs counts the replay's launch latency twice); the peer the same way
+        ug = cx.graph_us([perm, unperm])
+        ug = ug * 2 if ug else ug_sum
+        pug = cx.graph_us([perm_peer, unperm_peer])
+        pu = pug * 2 if (pug and ug) else res["permute"][2] + res["unpermute"][2]
+        extra = {}
+        if scale is not None and not cx.dry:  # A/B: scales stored by the row copy vs a separate gather kernel
+            ab = {}
+            for fused in (False, True):
+                MR.FUSED_SCALE_COPY = fused
+                g1 = cx.graph_us([perm, unperm])
+                ab["fused_scale_copy" if fused else "scale_gather_kernel"] = round(g1 * 2, 2) if g1 else None
+            MR.FUSED_SCALE_COPY = True
+            extra["us_graph_scale_variants"] = ab
+            print(f"  permute+unpermute fp8, one graph: {ab}")
         r = cx.row("moe_permute", dict(T=T, k=k, H=H, dtype=dt, op="permute+unpermute"), us, ug,
                    gbps=lambda t: (p_bytes + u_bytes) / t / 1e3, peer="torch argsort+index_select / index_add",
-                   peer_us=pu, correct=ok and ok_u, target_gbps=3400, target_ratio=3.0)
+                   peer_us=pu, correct=ok and ok_u, target_gbps=3400, target_ratio=3.0,
+                   graph_method="one graph: permute then unpermute", us_graph_sum_separate=round(ug_sum, 2)
+                   if ug_sum else None, fused_scale_copy=MR.FUSED_SCALE_COPY if scale is not None else None,
+                   **extra)
+        if not cx.dry and cx.args.permute_breakdown:
+            r["breakdown_us"] = kernel_breakdown(lambda: (perm(), unperm()))
+            print("   breakdown:", r["breakdown_us"])
         r["meets_target"] = bool(r["gbps"] >= 3400 and (r["ratio_vs_peer"] or 0) >= 3.0)
         if cx.args.sweep:
             _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, p_bytes + u_bytes)
@@ -541,6 +561,7 @@ def main():
                    help="moe_layer decode fusions to time (bench_moe_layer.VARIANTS)")
     p.add_argument("--layer-breakdown-max-t", type=int, default=1, help="profiler breakdown for T up to this")
     p.add_argument("--layer-peer", type=int, default=1, help="time the reference layer (1) or not (0)")
+    p.add_argument("--permute-breakdown", type=int, default=1, help="profiler breakdown of permute+unpermute")
     p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")

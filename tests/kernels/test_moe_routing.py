@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tritonseek.kernels.moe_routing as MR
 from tritonseek.kernels.moe_routing import (
     gate_topk,
     moe_permute,
@@ -271,7 +272,12 @@ def test_permute_unpermute_match_reference(device, T, k, E, H, block_m, mode, dt
         x = x.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
     x = x.to(device)
     ref = moe_permute_ref(x.cpu(), ids.cpu(), E, block_m, scale.cpu() if scale is not None else None)
-    out = moe_permute(x, ids, E, block_m, scale)
+    # both scale paths (odd seeds: the gather kernel after the row copy; else stored by the row copy)
+    MR.FUSED_SCALE_COPY = not (scale is not None and seed % 2)
+    try:
+        out = moe_permute(x, ids, E, block_m, scale)
+    finally:
+        MR.FUSED_SCALE_COPY = True
     p_ref, s_ref, mi_ref, rm_ref = ref
     p, s, mi, rm = (t.cpu() if t is not None else None for t in out)
     assert torch.equal(mi, mi_ref) and torch.equal(rm, rm_ref)
@@ -458,6 +464,12 @@ def test_permute_unpermute_gpu(device, fp8):
     assert torch.equal(out[0][v].view(torch.uint8), ref[0][v].view(torch.uint8))
     if fp8:
         assert torch.equal(out[1][v], ref[1][v])
+        try:  # the other scale path (a destination-ordered gather kernel after the row copy) gives the same
+            MR.FUSED_SCALE_COPY = not MR.FUSED_SCALE_COPY
+            out2 = moe_permute(x, ids, E, bm, scale)
+        finally:
+            MR.FUSED_SCALE_COPY = not MR.FUSED_SCALE_COPY
+        assert torch.equal(out2[1][v], ref[1][v]) and torch.equal(out2[0][v].view(torch.uint8), ref[0][v].view(torch.uint8))
     y = torch.randn(ref[0].shape[0], H, generator=g).to(torch.bfloat16).to(device)
     y[~v] = float("nan")
     w = torch.rand(T, k, generator=g).to(device)

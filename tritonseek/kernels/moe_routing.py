@@ -21,6 +21,9 @@ from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F40
 _ROUTE_BLOCK = 128
 # Blocks scanned per step by each per-expert prefix-scan program.
 _SCAN_CHUNK = 256
+# Contiguous permute of e4m3 rows: their scales stored by the row-copy kernel (True) or gathered by a
+# destination-ordered kernel after it (False; coalesced MN-major stores, one launch more). A/B in bench_moe.
+FUSED_SCALE_COPY = True
 
 
 def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
@@ -208,19 +211,28 @@ def _permute_scale_kernel(
 
 @triton.jit
 def _permute_copy_kernel(
-    x_ptr, row_map_ptr, out_ptr, H, stride_xt, stride_o,
-    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr,
+    x_ptr, row_map_ptr, out_ptr, xs_ptr, outs_ptr, H, HS, stride_xt, stride_o, stride_st, stride_sc, stride_osr,
+    stride_osc,
+    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SCALE: tl.constexpr, SC_PER: tl.constexpr,
 ):
     # x: [T, H] (row stride stride_xt, unit column stride); row_map: [T, TOP_K] int32 flat destination rows
     # out: [M, H] (row stride stride_o). Each token row is read once and written to its k rows.
+    # HAS_SCALE: the SC_PER = BLOCK_H/128 scale groups of these columns move along: xs [T, HS] (stride_st,
+    #   stride_sc) → outs row r at r*stride_osr + c*stride_osc (any layout; MN-major in moe_permute)
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     cm = cols < H
     v = tl.load(x_ptr + t * stride_xt + cols, mask=cm)
+    if HAS_SCALE:
+        sc = tl.program_id(1) * SC_PER + tl.arange(0, SC_PER)
+        scm = sc < HS
+        sv = tl.load(xs_ptr + t * stride_st + sc * stride_sc, mask=scm)
     for j in tl.static_range(TOP_K):
         r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
         if r >= 0:
             tl.store(out_ptr + r * stride_o + cols, v, mask=cm)
+            if HAS_SCALE:
+                tl.store(outs_ptr + r * stride_osr + sc * stride_osc, sv, mask=scm)
 
 
 @triton.jit
@@ -310,14 +322,20 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     return row_map, seg, m_indices, src
 
 
-def _copy_rows(hidden, row_map, out):
+def _copy_rows(hidden, row_map, out, hidden_scale=None, out_scale=None):
+    """out[row_map[t, j]] = hidden[t] (and out_scale[row] = hidden_scale[t] when given: out_scale [M, HS])."""
     T, H = hidden.shape
     if T == 0:
         return
     block_h, warps = _copy_config(H, hidden.element_size())
+    sc = hidden_scale is not None
+    if sc:
+        block_h = max(block_h, 128)  # whole scale groups per program
     _permute_copy_kernel[(T, triton.cdiv(H, block_h))](
-        hidden, row_map, out, H, hidden.stride(0), out.stride(0), TOP_K=row_map.shape[1], BLOCK_H=block_h,
-        num_warps=warps,
+        hidden, row_map, out, hidden_scale if sc else hidden, out_scale if sc else out, H,
+        hidden_scale.shape[1] if sc else 0, hidden.stride(0), out.stride(0),
+        *(hidden_scale.stride() if sc else (0, 0)), *(out_scale.stride() if sc else (0, 0)),
+        TOP_K=row_map.shape[1], BLOCK_H=block_h, HAS_SCALE=sc, SC_PER=max(block_h // 128, 1), num_warps=warps,
     )
 
 
@@ -373,11 +391,15 @@ def moe_permute(
     bound = moe_permute_bound(T, k, num_experts, block_m)
     row_map, seg, m_indices, src = _route(topk_ids, num_experts, block_m, 0, False, bound)
     out = torch.empty(bound, H, dtype=hidden.dtype, device=hidden.device)
-    _copy_rows(hidden, row_map, out)
     out_scale = None
     if hidden_scale is not None:  # MN-major (stride (1, M)), the layout the grouped GEMM reads fastest
         out_scale = torch.empty(hidden_scale.shape[1], bound, dtype=torch.float32, device=hidden.device).t()
-        _gather_scales(hidden_scale, src, m_indices, seg, out_scale.unsqueeze(0), bound, bound, False)
+    if hidden_scale is not None and FUSED_SCALE_COPY:  # scales stored by the row copy (one launch fewer)
+        _copy_rows(hidden, row_map, out, hidden_scale, out_scale)
+    else:
+        _copy_rows(hidden, row_map, out)
+        if hidden_scale is not None:
+            _gather_scales(hidden_scale, src, m_indices, seg, out_scale.unsqueeze(0), bound, bound, False)
     if not graph_safe:
         m_pad = int(seg[num_experts - 1].item()) if T * k else 0
         out, m_indices = out[:m_pad], m_indices[:m_pad]

@@ -117,3 +117,51 @@ def test_mla_absorb_real_shapes_gpu(device, T):
     o = torch.full((T, 128, 128), float("nan"), dtype=torch.bfloat16, device=device)
     mla_absorb_o(o_lat, w_uv, out=o)
     _close(o, mla_absorb_o_ref(o_lat, w_uv))
+    # FP8 W_UK/W_UV read straight from a kv_b_proj-shaped weight: bit-equal to its bf16 dequantization
+    w_uk8, s_uk, d_uk, w_uv8, s_uv, d_uv = _kv_b_fp8(128, 512, g, device)
+    assert torch.equal(mla_absorb_q(q_nope, w_uk8, q_pe, w_scale=s_uk), mla_absorb_q(q_nope, d_uk, q_pe))
+    assert torch.equal(mla_absorb_o(o_lat, w_uv8, w_scale=s_uv), mla_absorb_o(o_lat, d_uv))
+
+
+def _kv_b_fp8(H, kv_lora, g, device, nope=128, v=128):
+    """kv_b_proj-like FP8 weight [H·(nope+v), kv_lora] with random 128×128 block scales, and its W_UK/W_UV
+    views + scale views (as the model passes them) and their bf16 dequantizations."""
+    w = (torch.randn(H * (nope + v), kv_lora, generator=g) * 200).clamp(-448, 448).to(torch.float8_e4m3fn)
+    s = torch.rand(H * (nope + v) // 128, kv_lora // 128, generator=g) * 1e-3 + 1e-4
+    dense = (w.float() * s.repeat_interleave(128, 0).repeat_interleave(128, 1)).to(torch.bfloat16)
+    w, s, dense = w.to(device), s.to(device), dense.to(device)
+    wv, sv, dv = w.view(H, nope + v, kv_lora), s.view(H, (nope + v) // 128, kv_lora // 128), dense.view(H, nope + v, kv_lora)
+    return (wv[:, :nope], sv[:, : nope // 128], dv[:, :nope].contiguous(),
+            wv[:, nope:], sv[:, nope // 128 :], dv[:, nope:].contiguous())
+
+
+@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(T=st.integers(1, 20), H=st.integers(1, 3), kv_lora=st.sampled_from([128, 256]), seed=st.integers(0, 2**31 - 1))
+def test_mla_absorb_fp8_weights_equal_bf16_weights(device, monkeypatch, T, H, kv_lora, seed):
+    """FP8 W_UK/W_UV views of a kv_b_proj weight + block-scale views give BIT-equal outputs to the bf16 weights
+    that dequantizing the whole matrix and casting gives (each tile is dequantized to the same bf16 values)."""
+    poison_outputs(monkeypatch, MA)
+    g = torch.Generator().manual_seed(seed)
+    w_uk, s_uk, d_uk, w_uv, s_uv, d_uv = _kv_b_fp8(H, kv_lora, g, device)
+    q_nope, q_pe = _t(T, H, 128, g=g, device=device), _t(T, H, 64, g=g, device=device)
+    a = mla_absorb_q(q_nope, w_uk, q_pe, w_scale=s_uk)
+    assert torch.equal(a, mla_absorb_q(q_nope, d_uk, q_pe))
+    _close(a, mla_absorb_q_ref(q_nope, d_uk, q_pe))
+    o_lat = _t(T, H, kv_lora, g=g, device=device)
+    o = mla_absorb_o(o_lat, w_uv, w_scale=s_uv)
+    assert torch.equal(o, mla_absorb_o(o_lat, d_uv))
+    _close(o, mla_absorb_o_ref(o_lat, d_uv))
+
+
+def test_mla_absorb_fp8_weight_errors(device):
+    g = torch.Generator().manual_seed(9)
+    w_uk, s_uk, _, w_uv, s_uv, _ = _kv_b_fp8(2, 128, g, device)
+    q_nope, q_pe = _t(2, 2, 128, g=g, device=device), _t(2, 2, 64, g=g, device=device)
+    with pytest.raises(ValueError, match="w_scale"):
+        mla_absorb_q(q_nope, w_uk, q_pe)  # FP8 without scales
+    with pytest.raises(ValueError, match="w_scale"):
+        mla_absorb_q(q_nope, w_uk, q_pe, w_scale=s_uk[:, :, :0])
+    with pytest.raises(TypeError, match="bf16"):
+        mla_absorb_q(q_nope.half(), w_uk, q_pe.half(), w_scale=s_uk)
+    with pytest.raises(ValueError, match="w_scale is only"):
+        mla_absorb_o(_t(2, 2, 128, g=g, device=device), _t(2, 128, 128, g=g, device=device), w_scale=s_uv)

@@ -313,7 +313,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if variants and m > SMALL.SMALL_M_MAX:  # the committed choice and the variants, side by side
                 cands = [resolve(G.get_config(m, n, k, sms), m, n, k, sms)] + [
                     resolve(variant_config(v, m, n, k, sms), m, n, k, sms) for v in variants]
-            uniq = []
+            uniq, pending = [], []
             for c in cands:
                 if c is not None and c not in uniq:
                     uniq.append(c)
@@ -331,6 +331,8 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                         continue
                     fns = [lambda s=s, c=cfg: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c) for s in sets]
                     t = graph_time_us(fns, 10.0)
+                    if variants:  # a second pass after the others (the first config timed ran ~5-10% slow in W1)
+                        pending.append(fns)
                     results.append((t, cfg, d))
                     if args.sweep or variants:
                         print(f"  cand {m}x{n}x{k} {t:9.2f} us {2 * m * n * k / t / 1e6:7.1f} TFLOP/s {cfg}", flush=True)
@@ -341,6 +343,11 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if not results:
                 print(f"NO CORRECT CONFIG for {m}x{n}x{k}", flush=True)
                 continue
+            for i, fns in enumerate(pending):  # variants: each candidate's time = the better of two passes
+                t2 = graph_time_us(fns, 10.0)
+                t, cfg, d = results[i]
+                print(f"  cand {m}x{n}x{k} pass 2 {t2:9.2f} us {cfg.get('GLUON', 'tl')}", flush=True)
+                results[i] = (min(t, t2), cfg, d)
             results.sort(key=lambda r: r[0])
             if args.sweep:
                 for t, cfg, _ in results[:6]:
@@ -371,7 +378,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if m <= SMALL.SMALL_M_MAX:
                 row["target_gbps"] = 3600.0
                 row["meets_target"] = row["gbps"] >= 3600.0
-            if j is not None:
+            if j is not None and m in ANCHOR_DEEPGEMM:
                 row.update(anchor_deepgemm_tflops=ANCHOR_DEEPGEMM[m][j], anchor_cublas_tflops=ANCHOR_CUBLAS[m][j])
                 row["target_tflops"] = max(row["anchor_deepgemm_tflops"], row["anchor_cublas_tflops"])
                 row["meets_target"] = row["tflops"] >= row["target_tflops"]

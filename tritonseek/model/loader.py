@@ -220,6 +220,9 @@ def load_model(
         raise CheckpointError(
             f"missing tensor {missing[0]!r} in {folder} ({len(missing)} missing; first few: {missing[:4]})"
         )
+    for m in model.modules():  # the decode router's bf16 weight copy (its exactness check syncs: now, not later)
+        if isinstance(m, MoE):
+            m.gate.router_weight()
     return model.eval()
 
 

@@ -30,6 +30,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -155,6 +156,28 @@ def bench_gate(cx: Ctx):
         pug = cx.graph_us(lambda: gate_topk_ref(logits, bias, **kw))
         cx.row("moe_gate", dict(T=T, E=E), us, ug, gbps=lambda t: T * E * 4 / t / 1e3, peer="torch reference",
                peer_us=pug if (pug and ug) else pus, correct=ok)
+    # the decode router: x·Wᵀ (bf16 weight, fp32 sums) + top-k in one launch, against the previous path
+    # (fp32 GEMV through F.linear on the fp32-held weight, then gate_topk) in the same run
+    H = 256 if cx.dry else 7168
+    W = (torch.randn(E, H, device=cx.dev) * 0.02).to(torch.bfloat16)
+    W32 = W.float()
+    bias = torch.randn(E, device=cx.dev) * 0.05
+    for T in ([1, 9] if cx.dry else [1, 8, 64]):
+        if cx.time_left() < 5:
+            break
+        x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
+        w, ids = MR.router_gate_topk(x, W, bias, **kw)
+        wr, idr = gate_topk_ref(F.linear(x.float(), W32), bias, **kw)
+        same = (ids.sort(1).values == idr.sort(1).values).all(1)
+        ok = bool(same.all())
+        print(f"router T={T}: rows with the reference's expert set {int(same.sum())}/{T}")
+        us = cx.eager_us(lambda: MR.router_gate_topk(x, W, bias, **kw))
+        ug = cx.graph_us(lambda: MR.router_gate_topk(x, W, bias, **kw))
+        prev = lambda: gate_topk(F.linear(x.float(), W32), bias, **kw)  # noqa: E731
+        pus, pug = cx.eager_us(prev), cx.graph_us(prev)
+        cx.row("moe_gate", dict(T=T, E=E, H=H, op="router_gate_topk"), us, ug, gbps=lambda t: E * H * 2 / t / 1e3,
+               peer="fp32 F.linear + gate_topk (previous decode path)", peer_us=pug if (pug and ug) else pus,
+               correct=ok, floor_us=round(E * H * 2 / 4.27e6, 2))
 
 
 def _routing(T, k, E, dev):

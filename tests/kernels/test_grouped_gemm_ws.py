@@ -53,7 +53,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                                    "stride_bse", "stride_bsn", "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
-                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]), MASKED=masked, E_PAD=e_pad,
+                  CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
@@ -65,16 +65,14 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
 
 # (masked, SPLIT, UNROLL2, BLOCK_N, out dtype, TMA store): the default (SPLIT + UNROLL2, TMA store) of both
 # layouts, and the cooperative one-stream loop with masked stores. ~12 s each on the 2-core CI machine.
-@pytest.mark.parametrize("masked,split,unroll2,bn,out_dtype,tma_store,defer", [
-    (False, True, True, 128, torch.bfloat16, True, False),
-    (True, True, True, 128, torch.bfloat16, True, False),
-    (False, False, False, 64, torch.float32, False, False),
-    (False, True, True, 128, torch.bfloat16, True, True),  # deferred epilogue
-    (True, True, True, 128, torch.bfloat16, True, True),
+@pytest.mark.parametrize("masked,split,unroll2,bn,out_dtype,tma_store", [
+    (False, True, True, 128, torch.bfloat16, True),
+    (True, True, True, 128, torch.bfloat16, True),
+    (False, False, False, 64, torch.float32, False),
 ])
-def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, bn, out_dtype, tma_store, defer):
+def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, bn, out_dtype, tma_store):
     cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
-               UNROLL2=unroll2, BLOCK_N=bn, DEFER=defer)
+               UNROLL2=unroll2, BLOCK_N=bn)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, out_dtype, tma_store, 512 if masked else 256)
     # issue sites per consumer partition: block 0 + the loop (UNROLL2: block 0, two in the loop, the even tail)
     sites = (4 if unroll2 else 2) * (2 if split else 1)
@@ -86,14 +84,7 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, bn,
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     assert "C7508" not in report, report  # setmaxnreg honoured
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    if defer:
-        # the pending tile's coordinates carried across the K loop: ptxas keeps a few scalars on the stack
-        # (≤ 96 bytes; stored and reloaded once per tile, outside the K loop, seen in the SASS with nvdisasm)
-        assert spills and all(int(st_) <= 96 and int(ld) <= 96 for st_, ld in spills), report
-        first = ptx.index("wgmma.mma_async")
-        assert ptx.index("cp.async.bulk.tensor.2d.global.shared::cta") < ptx.index("wgmma.wait_group", first)
-    else:
-        assert spills and all(s == ("0", "0") for s in spills), report
+    assert spills and all(s == ("0", "0") for s in spills), report
 
 
 def _cpu_contiguous(E=2, N=128, K=256):
@@ -186,7 +177,7 @@ def _check_contiguous(segs, N, K, device, seed, config=None, out_dtype=torch.bfl
 
 # the shipped default (split warpgroups + unrolled K loop) and the cooperative one-stream consumer: every
 # new config × out dtype costs a few seconds of compile on the H200, so the other options get fixed cases below
-_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False), dict(DEFER=True)]
+_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False)]
 _SEG = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 300])  # 0, 1, block_m−1, block_m, block_m+1 and halves
 
 
@@ -204,7 +195,6 @@ def test_contiguous_ws_matches_reference_gpu(device, segs, N, K, config, seed):
     (None, torch.float32),  # fp32 TMA-store epilogue
     (dict(BLOCK_N=64, TMA_STORE=False), torch.bfloat16),  # 64-wide N tiles, masked-store epilogue
     (dict(SPLIT=False, UNROLL2=True, NUM_STAGES=3, GROUP_M=1), torch.bfloat16),
-    (dict(DEFER=True, TMA_STORE=False), torch.float32),  # deferred epilogue through the masked stores
 ])
 def test_contiguous_ws_other_configs_gpu(device, config, out_dtype):
     for segs, N, K in [([0, 1, 127, 128, 129], 200, 1152), ([64, 65, 0, 300], 576, 256), ([5], 128, 128)]:
@@ -232,8 +222,7 @@ def test_contiguous_ws_misaligned_rows_are_nan_gpu(device):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
-@pytest.mark.parametrize("config", [None, dict(DEFER=True)])
-def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K, config):
+def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K):
     # the model's prefill layout, 32 of its experts (all 256 at N·K = 4096·7168 would take 7.5 GB of weights):
     # T = 2048 tokens top-2 over 32 experts = ~128 rows each, padded to 128, plus an empty expert and one
     # that every token picks
@@ -242,7 +231,7 @@ def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K, config):
     picks = torch.rand(T, E, generator=g, device=device).topk(2, dim=1).indices
     counts = torch.bincount(picks.flatten(), minlength=E).tolist()
     counts[0], counts[1] = 0, T  # an empty expert and one that every token picks
-    _check_contiguous(counts, N, K, device, seed=K, config=config, extra_experts=0)
+    _check_contiguous(counts, N, K, device, seed=K, extra_experts=0)
 
 
 def _check_masked(masked_m, M_max, N, K, device, seed, config=None, out_dtype=torch.bfloat16):
@@ -284,20 +273,18 @@ def test_masked_ws_masked_store_epilogue_gpu(device):
     # fp32 out, and 64-wide N tiles without TMA stores (every row through the masked stores)
     _check_masked([0, 1, 64, 129, 130], 130, 200, 384, device, seed=5, out_dtype=torch.float32)
     _check_masked([0, 1, 64, 129, 130], 130, 200, 384, device, seed=6, config=dict(BLOCK_N=64, TMA_STORE=False))
-    _check_masked([0, 1, 64, 129, 130], 130, 200, 384, device, seed=7, config=dict(DEFER=True, TMA_STORE=False))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 @pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
-@pytest.mark.parametrize("config", [None, dict(DEFER=True)])
-def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
+def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
     E, M_max = shape
     mm = [M_max] * E
     mm[-1] = M_max // 2 + 1  # one partly filled group
     if E > 2:
         mm[0] = 0
-    _check_masked(mm, M_max, N, K, device, seed=E + N, config=config)
+    _check_masked(mm, M_max, N, K, device, seed=E + N)
 
 
 @pytest.mark.gpu

@@ -18,9 +18,6 @@ layouts add:
   numbered on the device from a prefix sum over masked_m (each partition computes it once), and the
   fixed persistent grid walks only those: no host sync (CUDA-graph safe), and tiles past masked_m
   cost nothing. Rows ≥ masked_m[g] are never stored (TMA store for full tiles, masked stores else).
-* DEFER: as in fp8_gemm_ws, the previous tile's stores run under the next tile's first wgmma (its values
-  are promoted, filled and converted to the output dtype just before that issue, so only the packed
-  output stays live); the pending tile's coordinates ride along in a few registers.
 * SPLIT: a warpgroup whose 64 rows hold no row of the tile's expert (the partly filled last tile of a
   segment) issues no wgmma and only walks the stage barriers, so the tensor core runs only the other
   half of such a tile.
@@ -64,7 +61,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 # * masked (1×1024, 2×512, 4×256): 5 stages best or tied everywhere — (4096, 7168) 59.2 / 60.2 / 63.4 µs against
 #   68.2 / 61.0 / 64.7 with 4; (7168, 2048) 39.0 / 40.6 / 41.2 against 39.1 / 40.7 / 41.9 (GROUP_M is unused there).
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, DEFER=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True)
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16)
 
 
@@ -202,8 +199,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
               stride_cm, stride_cn, num_programs,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-              DEFER: gl.constexpr):
+              ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
@@ -218,22 +214,6 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
         cum = 0
     num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
     it = 0
-    # DEFER (see fp8_gemm_ws): the previous tile's last promotion and epilogue run under this tile's first
-    # wgmma; the pending tile starts as one that stores nothing (contiguous: rows past M_rows, clipped by the
-    # TMA store / masked; masked: masked_m = 0, so every row is masked off)
-    acc = zero
-    plast = zero
-    slast = gl.zeros([ROWS], gl.float32, row_layout)
-    # pending tile (masked: first row in its group / in the out view, valid rows; contiguous: first row of a,
-    # expert or −2 when the tile has no K loop, so no row matches it)
-    if MASKED:
-        p_off_m = 0
-    else:
-        p_off_m = M_rows
-    p_row = 0
-    p_mm = 0
-    p_g = -2
-    p_off_n = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
                                                 BLOCK_M, BLOCK_N, GROUP_M, MASKED, WARPS)
@@ -249,55 +229,15 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
             sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
         mine = gl.reduce(row_ok.to(gl.int32), 0, _maximum) > 0
         sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
-        if DEFER:
-            # the pending tile: its first row in the 2-D out view and its valid rows
-            p_out_row = _per_layout(p_row, p_off_m, MASKED)
-            p_valid = _per_layout(p_mm, M_rows, MASKED)
-            if mine:
-                # the previous tile's values are finished (promoted, filled, converted) before the issue, so
-                # only its 32 packed registers stay live under the wgmma; its stores run under it
-                acc += plast * gl.expand_dims(slast, 1)
-                val = _finish(acc, c_ptr, idx_ptr, p_g, True, p_off_m, M_rows, ROW0, ROWS, MASKED, row_layout)
-                prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0,
-                                                ROWS, BLOCK_M, NUM_STAGES)
-                _store_tile(val, c_smem, c_desc, c_ptr, p_off_m, p_out_row, p_off_n, p_valid, M_rows, N, stride_cm,
-                            stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
-                prod = warpgroup_mma_wait(0, deps=[prod])
-                mbarrier.arrive(empty_bars.index(s))
-                acc, plast, slast, it = _k_loop(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs,
-                                                ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask,
-                                                stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
-            else:
-                acc += plast * gl.expand_dims(slast, 1)
-                _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, p_g, True, p_off_m, p_out_row, p_off_n, p_valid,
-                          M_rows, N, stride_cm, stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout,
-                          col_layout)
-                if run:
-                    it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-                acc = zero
-                plast = zero
-            p_off_m = off_m
-            p_off_n = off_n
-            if MASKED:
-                p_row = a_row
-                p_mm = mm
-            else:
-                p_g = gl.where(run, g, -2)
+        if mine:
+            acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                                sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
         else:
-            if mine:
-                acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
-                                    sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
-            else:
-                if run:
-                    it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-                acc = zero
-            _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-                      stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
-    if DEFER:
-        acc += plast * gl.expand_dims(slast, 1)
-        _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, p_g, True, p_off_m, _per_layout(p_row, p_off_m, MASKED), p_off_n,
-                  _per_layout(p_mm, M_rows, MASKED), M_rows, N, stride_cm, stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE,
-                  MASKED, row_layout, col_layout)
+            if run:
+                it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+            acc = zero
+        _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
+                  stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -319,60 +259,35 @@ def _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa
 
 
 @gluon.jit
-def _per_layout(masked_value, contiguous_value, MASKED: gl.constexpr):
-    if MASKED:
-        return masked_value
-    else:
-        return contiguous_value
-
-
-@gluon.jit
-def _finish(acc, c_ptr, idx_ptr, g, run, off_m, M_rows, ROW0: gl.constexpr, ROWS: gl.constexpr,
-            MASKED: gl.constexpr, row_layout: gl.constexpr):
-    # the tile's output values in out's dtype (contiguous: padding rows → 0; rows of another expert than the
-    # tile's g, i.e. a misaligned layout → NaN; m_indices re-read here rather than kept live across the K loop)
-    if not MASKED:
-        rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
-        mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
-        fill = gl.where(mi < 0, 0.0, float("nan"))
-        acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
-    return acc.to(c_ptr.dtype.element_ty)
-
-
-@gluon.jit
-def _store_tile(val, c_smem, c_desc, c_ptr, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
-                ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-                MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
-    # store this partition's rows of a tile (first row off_m inside the group / of a, first row a_row of the
-    # 2-D out view, first column off_n; masked: mm = the group's valid rows). Rows of the 2-D output view:
-    # a_row + ROW0 + i (masked: out viewed [E·M_max, N]); a masked tile crossing masked_m[g] takes the masked
-    # stores (the rows past it are never written)
+def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
+              ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
+              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
+    # the 2-D out view, first column off_n; masked: mm = the group's valid rows)
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
     if MASKED:
         store_ok = rm < mm
     else:
+        # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
+        # (m_indices re-read here rather than kept live in registers across the K loop)
+        mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
+        fill = gl.where(mi < 0, 0.0, float("nan"))
+        acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
         store_ok = rm < M_rows
+    # rows of the 2-D output view: a_row + ROW0 + i (masked: out viewed [E·M_max, N]); a masked tile crossing
+    # masked_m[g] takes the masked stores (the rows past it are never written)
     if TMA_STORE:
         if MASKED:
             if off_m + ROW0 + ROWS <= mm:
-                _tma_store(val, c_smem, c_desc, a_row + ROW0, off_n)
+                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
             else:
-                _store_rows(val, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                             row_layout, col_layout)
         else:
-            _tma_store(val, c_smem, c_desc, a_row + ROW0, off_n)
+            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
     else:
-        _store_rows(val, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+        _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     row_layout, col_layout)
-
-
-@gluon.jit
-def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
-              ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
-    val = _finish(acc, c_ptr, idx_ptr, g, run, off_m, M_rows, ROW0, ROWS, MASKED, row_layout)
-    _store_tile(val, c_smem, c_desc, c_ptr, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn, ROW0, ROWS,
-                BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
 
 
 @gluon.jit
@@ -392,8 +307,7 @@ def _grouped_fp8_ws_kernel(
     stride_cm, stride_cn, num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, DEFER: gl.constexpr, MASKED: gl.constexpr,
-    E_PAD: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
@@ -421,12 +335,12 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, DEFER)),
+                         0, BLOCK_M // 2, 4, UNROLL2)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, DEFER)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
                          num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -437,7 +351,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, DEFER)),
+                         0, BLOCK_M, 8, UNROLL2)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
                          num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [1], [PRODUCER_REGS])
@@ -487,7 +401,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]), MASKED=masked,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked,
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )
@@ -524,7 +438,7 @@ def grouped_fp8_gemm_contiguous_ws(
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
-        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, DEFER).
+        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

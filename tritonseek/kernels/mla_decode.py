@@ -113,7 +113,21 @@ _TUNED_SMALL: list[tuple[int, dict]] = [
 # Hopper GPUs: rows classes whose split kernel is the warp-specialized Gluon one (mla_decode_ws), where the
 # H200 measured it faster than _TUNED's tl config (benchmarks/bench_mla.py --gluon). The entries are also
 # valid tl configs (GLUON is ignored where Gluon cannot run, e.g. a page_size below 64).
-_TUNED_WS: dict[int, dict] = {}
+# H200, g1mla W2 (Gluon code at 0a330c5), b128 s_k 4096 page 64 fixed, split + combine graph replay, µs
+# tl → Gluon: 16 rows 174.2 → 162.5 (DEFER_L 162.6; PREFETCH 2: 178.4); h16 s_q2 242.1 → 180.9 (DEFER_L 178.8,
+# two 16-row warpgroups 184.9, PREFETCH 2: 192.8); h32 s_q1 238.0 → 180.1 (DEFER_L 178.6); h64 s_q1 329.2 →
+# 251.4 (two 32-row warpgroups; DEFER_L 235.3, one 32-row warpgroup × 2 head tiles 296.1); h128 s_q1 584.8 →
+# 459.7 (one warpgroup 562.8). bench_mla rows in benchmarks/results/h200.jsonl.
+_TUNED_WS: dict[int, dict] = {
+    16: dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=3, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+             DEFER_L=True),
+    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+             DEFER_L=True),
+    64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+             DEFER_L=True, WS_WGS=2),
+    128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+              DEFER_L=True, WS_WGS=2),
+}
 
 
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:

@@ -196,12 +196,12 @@ def test_verify_step_uses_seeded_philox_noise(is_triton):
 
 
 def test_mtp_sampling_is_reproducible_and_seed_sensitive(llm):
-    p = SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=5, max_new_tokens=10)
+    p = SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=5, max_new_tokens=8)
     a = llm.generate(["x = 1", "def f(y):"], p, mtp=2)
     b = llm.generate(["x = 1", "def f(y):"], p, mtp=2)
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
     c = llm.generate(["x = 1", "def f(y):"], SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=6,
-                                                            max_new_tokens=10), mtp=2)
+                                                            max_new_tokens=8), mtp=2)
     assert [o.token_ids for o in a] != [o.token_ids for o in c]
 
 

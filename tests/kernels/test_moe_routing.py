@@ -19,7 +19,7 @@ from tritonseek.kernels.moe_routing import (
     moe_unpermute,
     router_gate_topk,
 )
-from tritonseek.kernels.reference.moe import gate_topk_ref, moe_permute_ref, moe_unpermute_ref
+from tritonseek.kernels.reference.moe import gate_topk_ref, moe_permute_ref, moe_unpermute_ref, router_gate_topk_ref
 
 # the `device` fixture is a constant (cpu or cuda), safe to share across hypothesis examples
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -167,15 +167,15 @@ def _check_router(x, weight, bias, kw, *, exact, shared=None):
     """router_gate_topk against gate_topk_ref on the fp32 logits x·Wᵀ (torch's summation order differs from the
     kernel's: as in _check_gate, a swap between experts whose biased scores agree within 1e-6 is allowed)."""
     w, ids = router_gate_topk(x, weight, bias, shared_expert_id=shared, **kw)
-    logits = x.float().cpu() @ weight.float().cpu().t()
     b = bias.cpu() if bias is not None else None
-    wr, idr = gate_topk_ref(logits, b, **kw)
+    wr, idr = router_gate_topk_ref(x.cpu(), weight.cpu(), b, shared_expert_id=shared, **kw)
+    logits = x.float().cpu() @ weight.float().cpu().t()
     w, ids = w.cpu(), ids.cpu()
     k = kw["top_k"]
-    assert ids.shape == (x.shape[0], k + (shared is not None)) and ids.dtype == torch.int32
-    if shared is not None:  # the shared slot: id E, weight exactly 1
-        assert (ids[:, k] == shared).all() and (w[:, k] == 1.0).all()
-        w, ids = w[:, :k], ids[:, :k]
+    assert ids.shape == idr.shape == (x.shape[0], k + (shared is not None)) and ids.dtype == torch.int32
+    if shared is not None:  # the shared slot: id E, weight exactly 1, as the reference
+        assert torch.equal(ids[:, k], idr[:, k]) and torch.equal(w[:, k], wr[:, k])
+        w, ids, wr, idr = w[:, :k], ids[:, :k], wr[:, :k], idr[:, :k]
     if exact:
         assert torch.equal(ids, idr)
     else:

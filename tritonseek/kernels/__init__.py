@@ -35,7 +35,8 @@ _LAUNCHERS = {
     "fused_add_rms_norm": "norm",
     "mla_rope_cache": "rope_cache",
     # MoE
-    "gate_topk": "moe_routing",
+    "gate_topk": "moe_gate",
+    "router_gate_topk": "moe_gate",
     "moe_permute": "moe_routing",
     "moe_unpermute": "moe_routing",
     "grouped_fp8_gemm_contiguous": "grouped_gemm",

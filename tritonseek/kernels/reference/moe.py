@@ -103,6 +103,27 @@ def gate_topk_ref(
     return topk_weights.float(), topk_ids.to(torch.int32)
 
 
+def router_gate_topk_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    e_score_correction_bias: torch.Tensor | None,
+    *,
+    shared_expert_id: int | None = None,
+    **gate_kw,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """gate_topk_ref(x·weightᵀ in fp32, …), plus a (k+1)-th slot (shared_expert_id, weight 1.0) when given.
+
+    x: [T, H] float; weight: [E, H] float (the router weight); gate_kw: gate_topk_ref's selection settings.
+    Returns (topk_weights [T, k(+1)] fp32, topk_ids [T, k(+1)] int32). Spec of ``moe_gate.router_gate_topk``.
+    """
+    w, ids = gate_topk_ref(x.float() @ weight.float().t(), e_score_correction_bias, **gate_kw)
+    if shared_expert_id is not None:
+        T = x.shape[0]
+        w = torch.cat([w, torch.ones(T, 1, dtype=w.dtype, device=w.device)], 1)
+        ids = torch.cat([ids, torch.full((T, 1), shared_expert_id, dtype=ids.dtype, device=ids.device)], 1)
+    return w, ids
+
+
 def _padded(n: int, block_m: int) -> int:
     return (n + block_m - 1) // block_m * block_m
 
@@ -313,6 +334,7 @@ def calc_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 
 __all__ = [
     "gate_topk_ref",
+    "router_gate_topk_ref",
     "moe_permute_ref",
     "moe_unpermute_ref",
     "grouped_fp8_gemm_contiguous_ref",

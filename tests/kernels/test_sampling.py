@@ -399,3 +399,25 @@ def test_thresholds_real_vocab_gpu(device, rows, scale):
         x.copy_(torch.randn(rows, 1, V, generator=torch.Generator().manual_seed(seed)) * scale)
         graph.replay()
         assert torch.equal(thr_out, check())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B", [1, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_argmax_and_nonfinite_real_vocab_gpu(device, B, dtype):
+    # argmax at the real vocabulary (exact vs torch, ties included), and the sampler on non-finite rows
+    V = 129280
+    x = _logits(B, V, 7 + B, ties=True).to(dtype)
+    assert torch.equal(argmax(x.to(device)).cpu(), x.float().argmax(-1))
+    xn = torch.cat([_nonfinite_rows(V, B), _logits(1, V, 3)]).to(dtype)
+    got = argmax(xn.to(device)).cpu()
+    no_inf = ~torch.isposinf(xn.float()).any(-1)
+    assert torch.equal(got[no_inf], xn.float().argmax(-1)[no_inf])
+    n = xn.shape[0]
+    noise = torch.empty(n, V).exponential_(generator=torch.Generator().manual_seed(B))
+    for t in (0.0, 0.8):
+        temp = torch.full((n,), t)
+        for top_k, top_p in ((None, None), (torch.full((n,), 40, dtype=torch.int32), torch.full((n,), 0.9))):
+            got = sample(*_to(device, xn, temp, top_k, top_p, noise)).cpu()
+            assert torch.equal(got, sample_ref(xn, temp, top_k, top_p, noise)), (t, top_k is None)
+

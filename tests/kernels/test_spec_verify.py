@@ -426,3 +426,24 @@ def test_greedy_graph_replays_gpu(device, B, K):
         assert torch.equal(out, ref[0]) and torch.equal(n, ref[1])
         eager = verify_greedy(d, x)
         assert torch.equal(eager[0], ref[0]) and torch.equal(eager[1], ref[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,K", [(16, 3), (64, 1)])
+def test_nonfinite_real_vocab_gpu(device, B, K):
+    # NaN / +inf / all -inf target rows at the real vocabulary: greedy and rejection (with and without filters)
+    # equal the reference, in one launch each
+    V = 129280
+    x, drafts, g = _nonfinite(B, K, V, 40 + B)
+    got = verify_greedy(*_to(device, drafts, x))
+    ref = verify_greedy_ref(drafts, x)
+    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+    t = torch.rand(B, generator=g) + 0.3
+    t[::4] = 0.0
+    u = torch.rand(B, K, generator=g)
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    for top_k, top_p in ((None, None), (torch.full((B,), 50, dtype=torch.int32), torch.full((B,), 0.9))):
+        got = verify_rejection(*_to(device, drafts, None, x, t, top_k, top_p, u, noise))
+        ref = verify_rejection_ref(drafts, None, x, t, top_k, top_p, u, noise)
+        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+

@@ -44,6 +44,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -302,6 +303,35 @@ def check(op: str, B: int, K: int, config, seed: int) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- suites
+def greedy_ab(env, out_f, configs, reps: int = 3, deadline: float = 1e18) -> None:
+    """Greedy configs side by side on every (B, K) case: rotating-buffer times, the configs interleaved ``reps``
+    times (so clock drift hits them alike), each config checked exact first; one row per (case, config) with the
+    median and the spread, and the winner per case printed."""
+    for K in KS:
+        for B in BATCHES:
+            if time.time() > deadline:
+                print(f"  ab: budget reached before B={B} K={K}", flush=True)
+                return
+            ok = {cfg: check("greedy", B, K, cfg, 77 + B + K) for cfg in configs}
+            ts = {cfg: [] for cfg in configs if ok[cfg]}
+            for _ in range(reps):
+                for cfg in ts:
+                    ts[cfg].append(rotating_us("greedy", B, K, cfg)[0])
+            nbytes = B * (K + 1) * VOCAB * 4
+            for cfg, v in ts.items():
+                med = statistics.median(v)
+                row = dict(suite="spec_verify", case=dict(batch=B, k=K, vocab=VOCAB, op="greedy"), us=None,
+                           us_graph=None, tflops=None, gbps=round(nbytes / med / 1e3, 1), peer=None, peer_us=None,
+                           ratio_vs_peer=None, us_graph_rotating=round(med, 2), gbps_rotating=round(nbytes / med / 1e3, 1),
+                           rotating_spread_us=[round(min(v), 2), round(max(v), 2)], config=list(cfg), correct=True,
+                           target_gbps=TARGET_GBPS, note="greedy config A/B, rotating-buffer graph timing", **env)
+                out_f.write(json.dumps(row) + "\n")
+            out_f.flush()
+            best = min(ts, key=lambda c: statistics.median(ts[c]))
+            print(f"  ab B={B} K={K}: " + "  ".join(f"{c}: {statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]"
+                                                  for c, v in ts.items()) + f"  -> {best}", flush=True)
+
+
 def sweep(deadline: float, modes=("greedy", "sample")) -> dict:
     winners = {}
     t0 = time.time()
@@ -416,6 +446,7 @@ def main():
     p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--floor-sweep", action="store_true", help="rotating read floor per streaming config")
+    p.add_argument("--ab", default=None, help="greedy configs to compare on every case, e.g. '1024,4,8,2;2048,8,4,2'")
     p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
     p.add_argument("--warm-greedy", default=None, metavar="I/N",
                    help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
@@ -467,6 +498,8 @@ def main():
     with open(args.out, "w") as out_f:
         if args.floor_sweep:
             floor_sweep()
+        if args.ab:
+            greedy_ab(env, out_f, [tuple(int(v) for v in c.split(",")) for c in args.ab.split(";")], deadline=deadline)
         if args.sweep:
             sweep(t0 + (args.sweep_s if args.sweep_s is not None else 0.35 * args.budget_s),
                   tuple(args.sweep_modes.split(",")))

@@ -159,15 +159,15 @@ def _router_gate_kernel(
         j = tl.arange(0, GS_PAD)[None, :]
         valid = (g < N_GROUP) & (j < GROUP_SIZE)
         e = g * GROUP_SIZE + j
-        for i in range(BLOCK_T):
-            t = pid_t * BLOCK_T + i
-            if t < T:
+        for r in range(BLOCK_T):
+            tok = pid_t * BLOCK_T + r
+            if tok < T:
                 lg = tl.zeros([NG_PAD, GS_PAD], dtype=tl.float32)
                 for ks in tl.static_range(SPLIT_K):
-                    lg += tl.load(part_ptr + (ks * T + t).to(tl.int64) * E + e, mask=valid, other=0.0,
+                    lg += tl.load(part_ptr + (ks * T + tok).to(tl.int64) * E + e, mask=valid, other=0.0,
                                   cache_modifier=".cg")
                 lg = tl.where(valid, lg, float("-inf"))
-                _gate_select(lg, bias_ptr, w_ptr, ids_ptr, t.to(tl.int64), stride_b, routed_scaling_factor,
+                _gate_select(lg, bias_ptr, w_ptr, ids_ptr, tok.to(tl.int64), stride_b, routed_scaling_factor,
                              shared_id, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, OUT_K,
                              SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
         tl.atomic_xchg(count_ptr + pid_t, 0, sem="relaxed", scope="gpu")  # ready for the next launch

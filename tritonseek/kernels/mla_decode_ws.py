@@ -97,11 +97,13 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 
 @gluon.jit
 def _prefetch_l2(kv_ptr, row):
-    # L2 prefetch of the 64 cache rows from `row` on (contiguous: inside one page), 1/32 per lane
+    # L2 prefetch of the 64 cache rows from `row` on (73,728 contiguous bytes: inside one page), one bulk
+    # prefetch issued by lane 0 (per-lane addresses made ptxas loop over the lanes: slower than none, H200 W2)
     lane = gl.arange(0, 32, layout=gl.BlockedLayout([1], [32], [1], [0]))
-    ptrs = kv_ptr + row.to(gl.int64) * D_QK + lane * (TILE_N * D_QK // 32)
-    gl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], 2304;\n mov.u32 $0, 0;", "=r,l", [ptrs],
-                              dtype=gl.int32, is_pure=False, pack=1)
+    ptrs = kv_ptr + row.to(gl.int64) * D_QK + lane * 0
+    gl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.eq.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], 73728; mov.u32 $0, 0; }",
+        "=r,l,r", [ptrs, lane], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit

@@ -18,6 +18,7 @@ from tritonseek.kernels.fp8_quant import (
     AMAX_EPS,
     FP8_E4M3_MAX,
     _div_rn,
+    _pdl_capable,
     _recip_rn,
     _round_to_e4m3,
     _scale_from_amax,
@@ -53,8 +54,12 @@ def _rms_norm_kernel(
     stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
     HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
     QUANT: tl.constexpr = False, WRITE_Y: tl.constexpr = True, GROUP: tl.constexpr = 128,
-    EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True,
+    EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True, PDL_TRIGGER: tl.constexpr = False,
 ):
+    # PDL_TRIGGER (Hopper, QUANT): the FP8 GEMM that reads q/s next (small-M kernel launched with PDL)
+    # may launch now and prefetch its weights; it waits for this grid's completion before reading q/s
+    if PDL_TRIGGER:
+        tl.extra.cuda.gdc_launch_dependents()
     # x, residual, y, h: [T, N] rows at row·stride_*, last dim contiguous; weight: [N]
     # QUANT: q [T, N] e4m3 (row stride stride_q) and s [T, N/GROUP] fp32 at t·stride_sm + g·stride_sg:
     #   the per-token-group FP8 quant of the ROUNDED y (so q/s equal per_token_group_quant_fp8(y));
@@ -138,7 +143,7 @@ def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True)
         s.stride(0) if quant else 0, s.stride(1) if quant else 0, float(eps), AMAX_EPS, FP8_E4M3_MAX,
         HAS_RESIDUAL=residual is not None, BLOCK_N=block,
         EXACT_BF16=interp and x.dtype == torch.bfloat16, QUANT=quant, WRITE_Y=write_y, GROUP=QUANT_GROUP,
-        EXACT_ROUND=interp, FAST_DIV=not interp, num_warps=warps,
+        EXACT_ROUND=interp, FAST_DIV=not interp, PDL_TRIGGER=quant and _pdl_capable(dev), num_warps=warps,
     )
     return y, h, q, s
 

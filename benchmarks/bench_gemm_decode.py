@@ -84,17 +84,18 @@ def prev_config(n: int, k: int, sms: int) -> dict:
 
 # --- candidates ---------------------------------------------------------------------------------
 # tile families (BLOCK_N, num_stages): shared memory per program = stages × (BLOCK_N + 16) × 128 B,
-# so 128/4 → 3 programs per SM, 128/5 and 128/6 → 2-3, 64/6 → 3-4, 256/3 → 2
-FAMILIES = [(128, 4), (128, 5), (128, 6), (64, 6), (256, 3)]
-RESIDENT = {(128, 4): 3, (128, 5): 3, (128, 6): 2, (64, 6): 3, (256, 3): 2}
+# so 128/4 → 3 programs per SM, 128/5 and 128/6 → 2-3, 64/6 → 3-4 (256-row tiles, two warpgroups'
+# worth of weight rows per program, lost every shape in W1 by 10-100% and were dropped)
+FAMILIES = [(128, 4), (128, 5), (128, 6), (64, 6)]
+RESIDENT = {(128, 4): 3, (128, 5): 3, (128, 6): 2, (64, 6): 3}
 # launch/prefetch variants tried on the three best plain candidates
 VARIANTS = [dict(PDL=2), dict(PDL=2, PREFETCH=2), dict(PDL=2, PREFETCH=4), dict(AHEAD=4),
             dict(PDL=2, PREFETCH=2, AHEAD=4), dict(PDL=1, PREFETCH=2), dict(SPLIT_FAST=True),
             dict(SPLIT_FAST=True, PDL=2, PREFETCH=2)]
 
 
-def _sw(bn, st, s):
-    return dict(SWAP_AB=True, BLOCK_N=bn, BLOCK_M=16, num_warps=4, num_stages=st, SPLIT_K=s)
+def _sw(bn, st, s, **kw):
+    return dict(SWAP_AB=True, BLOCK_N=bn, BLOCK_M=16, num_warps=4, num_stages=st, SPLIT_K=s, **kw)
 
 
 def _exact_split(kb: int, s: int) -> bool:
@@ -112,6 +113,25 @@ def plain_candidates(n: int, k: int, sms: int) -> list[dict]:
             if _exact_split(kb, s):
                 out.append(_sw(bn, st, s))
     return out
+
+
+def confirm_candidates(n: int, k: int, sms: int) -> list[dict]:
+    """--confirm: the committed choice, the previous config and its PDL / split-fast twins, and both
+    tile families at the splits that fill 1-3 resident programs per SM, each with late PDL and with
+    early PDL + split-fast order (the W1 winners' neighbourhood)."""
+    kb = triton.cdiv(k, 128)
+    prev = prev_config(n, k, sms)
+    out = [SMALL.small_m_config(1, n, k, sms), SMALL.small_m_config(2, n, k, sms), prev,
+           dict(prev, PDL=2, PREFETCH=2), dict(prev, SPLIT_FAST=True, PDL=2, PREFETCH=2)]
+    for bn, st in ((64, 6), (128, 4)):
+        for s in sorted({SMALL._auto_split(triton.cdiv(n, bn), kb, sms, r) for r in (1, 2, 3)}):
+            if _exact_split(kb, s):
+                out += [_sw(bn, st, s, PDL=1, PREFETCH=2), _sw(bn, st, s, SPLIT_FAST=True, PDL=2, PREFETCH=2)]
+    uniq = []
+    for c in out:
+        if c not in uniq:
+            uniq.append(c)
+    return uniq
 
 
 def all_candidates(n: int, k: int, sms: int) -> list[dict]:
@@ -226,13 +246,15 @@ def cublas_peer(case, weights, ref, n, k, timer, us_graph) -> dict:
 
 # --- the run ------------------------------------------------------------------------------------
 def kernel_key(cfg: dict, k: int) -> tuple:
-    """The constexprs a config compiles to at K (the kernel specializes on no runtime size)."""
+    """The constexprs a config compiles to at K, plus Triton's ==1 / %16 specialization of the K-block
+    counts (M is launched at 1 and 2 for each key; decode N and K are multiples of 16)."""
     kb = triton.cdiv(k, 128)
     s = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))
     kps = triton.cdiv(kb, s)
-    return (cfg["BLOCK_N"], cfg["BLOCK_M"], cfg["num_warps"], cfg["num_stages"], triton.cdiv(kb, kps) > 1,
+    s = triton.cdiv(kb, kps)
+    return (cfg["BLOCK_N"], cfg["BLOCK_M"], cfg["num_warps"], cfg["num_stages"], s > 1,
             int(cfg.get("PDL", 0)), min(int(cfg.get("PREFETCH", 0)), kps), int(cfg.get("AHEAD", 0)),
-            bool(cfg.get("SPLIT_FAST", False)))
+            bool(cfg.get("SPLIT_FAST", False)), kb % 16 == 0, kps % 16 == 0, kps == 1, s % 16 == 0)
 
 
 def precompile(args, shapes, sms):
@@ -242,8 +264,11 @@ def precompile(args, shapes, sms):
     dev = torch.device("cuda")
     jobs = {}
     for n, k in shapes:
-        cands = (all_candidates(n, k, sms) if args.sweep
-                 else [G.get_config(m, n, k, sms) for m in (1, 2, 9)] + [prev_config(n, k, sms)])
+        cands = [G.get_config(m, n, k, sms) for m in (1, 2)] + [prev_config(n, k, sms)]
+        if args.sweep:
+            cands += all_candidates(n, k, sms)
+        if args.confirm:
+            cands += confirm_candidates(n, k, sms)
         for c in cands:
             jobs.setdefault(kernel_key(c, k), (n, k, c))
     keys = sorted(jobs, key=repr)[me::nw]
@@ -251,11 +276,12 @@ def precompile(args, shapes, sms):
         n, k, c = jobs[key]
         b = torch.empty(n, k, dtype=torch.float8_e4m3fn, device=dev)
         bs = torch.ones(triton.cdiv(n, 128), triton.cdiv(k, 128), device=dev)
-        a = torch.zeros(1, k, dtype=torch.float8_e4m3fn, device=dev)
-        try:
-            G.fp8_gemm_nt(a, torch.ones(1, triton.cdiv(k, 128), device=dev), b, bs, config=c)
-        except Exception as e:  # reported again by the timed run
-            print(f"  precompile FAIL {n}x{k} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+        for m in (1, 2):  # Triton specializes M == 1 (and the a_scale stride M)
+            a = torch.zeros(m, k, dtype=torch.float8_e4m3fn, device=dev)
+            try:
+                G.fp8_gemm_nt(a, mn_major(torch.ones(m, triton.cdiv(k, 128), device=dev)), b, bs, config=c)
+            except Exception as e:  # reported again by the timed run
+                print(f"  precompile FAIL {n}x{k} {c}: {type(e).__name__}: {str(e)[:120]}", flush=True)
     torch.cuda.synchronize()
     print(f"precompile {me}/{nw}: {len(keys)} of {len(jobs)} kernels", flush=True)
 
@@ -335,7 +361,11 @@ def bench(args, env, rows, winners, sweep_rows):
             tag = f"{m}x{n}x{k}"
             prev = prev_config(n, k, sms)
             chosen = G.get_config(m, n, k, sms)
-            if args.sweep:
+            if args.confirm:
+                res = sweep_case(case, ref, n, k, sms, tag, sweep_rows, timer, pre_best=confirm_candidates(n, k, sms))
+                if res:
+                    winners[f"{m},{n},{k}"] = res[0][1]
+            elif args.sweep:
                 if m in (1, 8) or not best_by_m:
                     res = sweep_case(case, ref, n, k, sms, tag, sweep_rows, timer)
                 else:  # M = 2, 4: the five best of the swept M values at this shape
@@ -397,6 +427,9 @@ def bench(args, env, rows, winners, sweep_rows):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--confirm", action="store_true",
+                   help="time the committed choice against its neighbourhood (confirm_candidates) at every M; "
+                        "rows report the committed choice")
     p.add_argument("--report", default="best", choices=["best", "committed"],
                    help="with --sweep: rows report the sweep's winner (best) or the library's choice")
     p.add_argument("--ms", default="1,2,4,8")

@@ -7,8 +7,8 @@ general kernel (fp8_gemm.py) puts the tokens on the wgmma M side, whose minimum 
 ≥ 63/64 of every A tile is TMA zero fill and every promotion touches a 64×128 accumulator.
 This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
 
-* a program owns BLOCK_N weight rows × BLOCK_M tokens (BLOCK_N = 64/128/256 fills the wgmma M
-  side, BLOCK_M = 8/16/32 tokens are its N side) and computes accᵀ = b_tile · a_tileᵀ, so each K step
+* a program owns BLOCK_N weight rows × BLOCK_M tokens (BLOCK_N = 64/128 fills the wgmma M side,
+  BLOCK_M = 8/16/32 tokens are its N side) and computes accᵀ = b_tile · a_tileᵀ, so each K step
   moves a 16 KB weight tile plus a 1–4 KB token tile, and the fp32 promotion (once per 128-wide
   K block, as in DeepGEMM) is a BLOCK_N × BLOCK_M multiply-add;
 * the grid is (N tiles, K splits, M tiles), one work item per program, several programs resident
@@ -45,24 +45,37 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (swept at M = 1 and 8)
 
 # (M class, N, K) → BLOCK_N (weight rows per tile), BLOCK_M (tokens), num_warps, num_stages,
-# SPLIT_K (number of K splits; 1 = no workspace). M class: "8" (M ≤ 8), "16" (M ≤ 16).
-# H200 sweep of benchmarks/bench_fp8_gemm.py --small --sweep at 9f1489a (2026-11-29, ~17 correctness-
-# checked candidates per shape at M = 1 and 8, graph-timed; the entry minimises the M = 1 + M = 8
-# sum): every winner is swap-AB, taking 8-30% less time than the general kernel's M ≤ 64 config.
-# PDL/PREFETCH only where they won by ≥ 3% (they let the prologue overlap the previous kernel).
+# SPLIT_K (number of K splits; 1 = no workspace), optional PDL / PREFETCH / AHEAD / SPLIT_FAST
+# (see the launcher). M class: "1" (M = 1) and "16" (M ≤ 16); an M = 1 problem without a "1"
+# entry uses the "16" one. The DeepSeek-V3 decode shapes (fused and unfused projections):
+# H200 sweep of benchmarks/bench_gemm_decode.py --sweep (W1, 2026-11-29: ~38 correctness-checked
+# candidates per shape at M = 1 and 8, the best of those at M = 2 and 4; graph replays over rotated
+# weight sets ≥ 4× L2). Entry = the lowest M = 1 + M = 8 sum; every entry was within ~2% of the
+# best at M = 2 and 4 too. 64-row tiles won every shape up to N = 4096 and 36864×7168 (more
+# programs per SM to hide latency); 128-row tiles the K ≥ 16384 shapes and 18432×7168.
+def _sw(bn: int, st: int, split: int, **kw) -> dict:
+    return dict(SWAP_AB=True, BLOCK_N=bn, BLOCK_M=16, num_warps=4, num_stages=st, SPLIT_K=split, **kw)
+
+
+_PDL_EARLY = dict(PDL=2, PREFETCH=2)  # next kernel launches at our entry; 2 weight blocks into L2 first
+_PDL_LATE = dict(PDL=1, PREFETCH=2)  # next kernel launches after our main loop
 _TUNED_SMALL: dict[tuple[str, int, int], dict] = {
-    ("8", 2112, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=14, PDL=True, PREFETCH=2),
-    ("8", 24576, 1536): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=1),
-    ("8", 7168, 16384): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=4),
-    ("8", 36864, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=4),
-    ("8", 7168, 18432): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=4, SPLIT_K=7),
-    ("8", 4096, 7168): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=8, PDL=True, PREFETCH=2),
-    ("8", 7168, 2048): dict(SWAP_AB=True, BLOCK_N=128, BLOCK_M=16, num_warps=4, num_stages=6, SPLIT_K=4, PDL=True, PREFETCH=2),
+    ("16", 2112, 7168): _sw(64, 6, 4, SPLIT_FAST=True, **_PDL_EARLY),  # q_a ‖ kv_a
+    ("16", 24576, 1536): _sw(64, 6, 1, SPLIT_FAST=True, **_PDL_EARLY),  # q_b
+    ("16", 7168, 16384): _sw(128, 4, 4, **_PDL_LATE),  # o_proj
+    ("16", 36864, 7168): _sw(64, 6, 2, SPLIT_FAST=True, **_PDL_EARLY),  # dense gate ‖ up
+    ("16", 7168, 18432): _sw(128, 4, 7, **_PDL_EARLY),  # dense down
+    ("16", 4096, 7168): _sw(64, 6, 4, **_PDL_LATE),  # shared expert gate ‖ up
+    ("16", 7168, 2048): _sw(64, 6, 1, **_PDL_LATE),  # shared expert down
+    ("16", 1536, 7168): _sw(64, 6, 5, **_PDL_LATE),  # q_a
+    ("16", 576, 7168): _sw(64, 6, 14, **_PDL_LATE),  # kv_a
+    ("16", 18432, 7168): _sw(128, 4, 4, SPLIT_FAST=True, **_PDL_EARLY),  # dense gate, up
+    ("16", 2048, 7168): _sw(64, 6, 4, **_PDL_LATE),  # shared expert gate, up
 }
 
 
 def _small_m_class(m: int) -> str:
-    return "8" if m <= 8 else ("16" if m <= 16 else "32")
+    return "1" if m == 1 else ("16" if m <= 16 else "32")
 
 
 def _auto_split(n_tiles: int, kb: int, num_sms: int, resident: int) -> int:
@@ -81,7 +94,10 @@ def _auto_split(n_tiles: int, kb: int, num_sms: int, resident: int) -> int:
 
 def tuned_small_config(m: int, n: int, k: int) -> dict | None:
     """The H200-measured entry for this small-M shape class (swap-AB ones carry SWAP_AB=True), or None."""
-    hit = _TUNED_SMALL.get((_small_m_class(m), n, k))
+    cls = _small_m_class(m)
+    hit = _TUNED_SMALL.get((cls, n, k))
+    if hit is None and cls == "1":
+        hit = _TUNED_SMALL.get(("16", n, k))
     return None if hit is None else dict(hit)
 
 
@@ -90,10 +106,17 @@ def small_m_config(m: int, n: int, k: int, num_sms: int) -> dict:
     hit = tuned_small_config(m, n, k)
     if hit is not None:
         return hit
-    # BLOCK_M ≥ 16: Triton emits wgmma only from n16 up (8 falls back to mma.sync through fp16)
-    cfg = dict(BLOCK_N=128, BLOCK_M=16 if m <= 16 else 32, num_warps=4, num_stages=6)
-    cfg["SPLIT_K"] = _auto_split(triton.cdiv(n, 128), triton.cdiv(k, BLOCK_K), num_sms, 2)
-    cfg["SWAP_AB"] = True
+    # BLOCK_M ≥ 16: Triton emits wgmma only from n16 up (8 falls back to mma.sync through fp16).
+    # The W1 sweep's families (V3 and V2-Lite shapes): up to ~2 waves of 64-row tiles, 64-row tiles
+    # with 6 stages and K split to fill one wave; wider N, 128-row tiles with 4 stages (3 programs
+    # per SM) and K split for 2 resident programs per SM. PDL with 2 weight blocks prefetched.
+    kb = triton.cdiv(k, BLOCK_K)
+    if triton.cdiv(n, 64) < 2 * num_sms:
+        cfg = _sw(64, 6, _auto_split(triton.cdiv(n, 64), kb, num_sms, 1), **_PDL_LATE)
+    else:
+        cfg = _sw(128, 4, _auto_split(triton.cdiv(n, 128), kb, num_sms, 2), **_PDL_LATE)
+    if m > 16:
+        cfg["BLOCK_M"] = 32
     return cfg
 
 
@@ -104,11 +127,10 @@ def _prefetch_l2(ptrs):
                               is_pure=False, pack=1)
 
 
-# Runtime sizes, split counts and strides are not specialized (no ==1 / %16 variants): one binary
-# per config serves every decode shape and M = 1..16, so a model start compiles a handful of
-# kernels; the masks they feed only guard tiny output/partial stores. stride_on (1) stays specialized.
-@triton.jit(do_not_specialize=["M", "N", "num_k_blocks", "k_blocks_per_split", "split_k", "stride_asm",
-                               "stride_ask", "stride_bsn", "stride_bsk", "stride_om", "stride_bn"])
+# Integer arguments keep Triton's ==1 / %16 specialization: with M, N and the strides left
+# unspecialized (tried at 21953f3), 128-row split-K configs lost 5-28% on the H200 (W1 of
+# bench_gemm_decode: the masked partial stores and reduce loads lose their vector width).
+@triton.jit
 def _fp8_gemm_swap_ab_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, ws_ptr, count_ptr, b_ptr,
     M, N, num_k_blocks, k_blocks_per_split, split_k,
@@ -154,24 +176,23 @@ def _fp8_gemm_swap_ab_kernel(
     if PDL > 0:
         tl.extra.cuda.gdc_wait()
 
-    # Weight scales as a per-row vector (row n reads block n // 128: one or two distinct addresses
-    # per tile, served by L1 broadcast), activation scales per token. The scales of block kb+1 load
-    # while block kb is multiplied (off the tensor-core chain).
-    sb_ptrs = b_scale_ptr + (rn // 128) * stride_bsn
-    sa_ptrs = a_scale_ptr + rm * stride_asm
-    sb = tl.load(sb_ptrs + k_lo * stride_bsk, mask=rn < N, other=0.0)
-    sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
+    # BLOCK_N divides 128: the tile lies in one 128-row weight-scale block (a scalar per K block).
+    # The scales of block kb+1 load while block kb is multiplied (off the tensor-core chain).
+    sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
+    sb = tl.load(sb_ptr + k_lo * stride_bsk)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    sa_ptrs = a_scale_ptr + rm * stride_asm
+    sa = tl.load(sa_ptrs + k_lo * stride_ask, mask=rm < M, other=0.0)
     for kb in tl.range(k_lo, k_hi, num_stages=NUM_STAGES):
         if AHEAD > 0:
             _prefetch_l2(b_ptr + rows + tl.minimum(kb + AHEAD, k_hi - 1) * BLOCK_K)
         w = b_desc.load([off_n, kb * BLOCK_K])  # [BLOCK_N, BLOCK_K] weights: the wgmma M side
         x = a_desc.load([off_m, kb * BLOCK_K])  # [BLOCK_M, BLOCK_K] tokens: the wgmma N side
         more = kb + 1 < k_hi
-        sb_next = tl.load(sb_ptrs + (kb + 1) * stride_bsk, mask=(rn < N) & more, other=0.0)
         sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=(rm < M) & more, other=0.0)
+        sb_next = tl.load(sb_ptr + (kb + 1) * stride_bsk, mask=more, other=0.0)
         blk = tl.dot(w, x.T)  # fresh fp32 product of one 128-wide K block, [BLOCK_N, BLOCK_M]
-        acc += blk * (sb[:, None] * sa[None, :])
+        acc += blk * (sa * sb)[None, :]
         sa = sa_next
         sb = sb_next
     if PDL == 1:  # the next kernel may launch once every program is past its main loop
@@ -236,8 +257,8 @@ def _arrival_counters(device: torch.device, n: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _check_block(block_n: int, block_m: int) -> None:
-    if block_n not in (64, 128, 256):
-        raise ValueError(f"config BLOCK_N={block_n} must be 64, 128 or 256 for the swap-AB kernel")
+    if block_n not in (64, 128):
+        raise ValueError(f"config BLOCK_N={block_n} must be 64 or 128 for the swap-AB kernel")
     if block_m not in (8, 16, 32, 64):
         raise ValueError(f"config BLOCK_M={block_m} must be 8, 16, 32 or 64 for the swap-AB kernel")
 
@@ -255,7 +276,7 @@ def launch_fp8_gemm_swap_ab(
 ) -> torch.Tensor:
     """Launch the swap-AB kernel on inputs ``fp8_gemm_nt`` has validated (same shapes and layouts).
 
-    cfg: BLOCK_N (64/128/256), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional
+    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional
     (CUDA only; ignored under the interpreter): PDL (programmatic dependent launch: 1/True = the
     next kernel may launch after our main loop, 2 = at our entry), PREFETCH (weight K blocks
     prefetched into L2 before the grid-dependency wait), AHEAD (in-loop L2 prefetch distance in K

@@ -26,7 +26,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = False, wgs: int = 1,
-                 prefetch: int = 0):
+                 prefetch: int = 0, stages_b: int = 0):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -35,9 +35,10 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
 
     from tritonseek.kernels import mla_decode_ws as W
 
-    lv = W.smem_layout([64, 512], gl.bfloat16)
+    vc = 256 if stages_b else 512
+    lv = W.smem_layout([64, vc], gl.bfloat16)
     lr = W.smem_layout([64, 64], gl.bfloat16)
-    sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, 512],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
+    sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, {vc}],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
                kv_ptr="*bf16", bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
                out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
@@ -45,7 +46,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=40, DEFER_L=defer_l, WGS=wgs, CONSUMER_REGS=232,
-                  PREFETCH=prefetch)
+                  PREFETCH=prefetch, SPLIT=stages_b > 0, STAGES_B=max(stages_b, 1))
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(W._mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -205,6 +206,18 @@ def test_ws_l2_prefetch_gpu(device, num_heads, seqlen_q):
     for page in (64, 128):
         lens = [0, 1, 64, 65, 4096, 777, 200]
         _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), PREFETCH=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
+def test_ws_split_value_rings_gpu(device, num_heads, seqlen_q):
+    """WS_STAGES_B (value columns 256..511 in a second ring, 3 + 2 stages) gives the reference results."""
+    gen = torch.Generator().manual_seed(num_heads * 5 + seqlen_q)
+    lens = [0, 1, 64, 65, 4096, 777, 200, 129]
+    _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen), WS_STAGES=3,
+              WS_STAGES_B=2)
+    _check_ws(*make_case(device, 3, seqlen_q, num_heads, 576, 512, 64, [3000, 64, 1], gen), WS_STAGES=3,
+              WS_STAGES_B=2, causal=False)
 
 
 @pytest.mark.gpu

@@ -89,9 +89,10 @@ def record_routing(model):
     for i, m in mods:
         orig = m.route
 
-        def wrapped(x, _orig=orig, _i=i):
-            w, ids = _orig(x)
-            recs.append((_i, ids))
+        def wrapped(x, *args, _orig=orig, _i=i, **kw):
+            w, ids = _orig(x, *args, **kw)
+            # routed experts only: a shared_slot route appends the shared expert (id E) as a last column
+            recs.append((_i, ids[:, :-1] if kw.get("shared_slot") else ids))
             return w, ids
 
         m.route = wrapped
@@ -254,7 +255,10 @@ def run_decode(b: Bench, h: SliceHarness):
             try:
                 decode_case(b, h, bs, ctx)
             except Exception as e:  # noqa: BLE001
+                import traceback
+
                 print(f"e2e_decode b={bs} ctx={ctx} FAILED: {type(e).__name__}: {e}", flush=True)
+                traceback.print_exc(limit=-6)
                 b.row("e2e_decode", {"model": a.model_name, "batch": bs, "context": ctx},
                       error=f"{type(e).__name__}: {e}"[:500])
 
@@ -408,6 +412,8 @@ def parse_args(argv=None):
                    help="short device run: context 4096 only, peer at batch 1, default model at batch 1 "
                         "(64 tokens), no slice-direct MTP run")
     p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="e2e_decode: when every triton case fails, do not rerun the cases on the reference backend")
     p.add_argument("--eager", action="store_true", help="e2e_decode: no CUDA graphs (eager step only)")
     p.add_argument("--verify-ks", default="1,3", help="e2e_decode: MTP verify graphs (K+1 tokens) timed at these K")
     p.add_argument("--verify-max-batch", type=int, default=8, help="e2e_decode: largest batch timing verify graphs")
@@ -475,7 +481,8 @@ def main(argv=None):
     with torch.inference_mode():
         if "e2e_decode" in a.suites:
             run_decode(b, h)
-            if not any(r["suite"] == "e2e_decode" and not r.get("error") for r in b.rows) and model.ops.is_triton:
+            if (not any(r["suite"] == "e2e_decode" and not r.get("error") for r in b.rows) and model.ops.is_triton
+                    and not a.no_fallback):
                 # the triton backend failed at these widths: keep the run useful with the reference backend
                 print("e2e_decode: every triton case failed; falling back to the reference backend", flush=True)
                 use_backend(model, "reference")

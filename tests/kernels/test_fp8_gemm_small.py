@@ -146,7 +146,8 @@ def test_small_m_table_gpu(device, n, k):
     # the library's choice (committed table or heuristic) at every decode M 1..16, and the variant
     # paths (early PDL trigger + L2 prefetch + in-loop prefetch, split-fast grid, late PDL)
     a_q, a_s, b_q, b_s = _gpu_operands(16, n, k, device)
-    variants = [None, _sw(128, 5, 4, PDL=2, PREFETCH=4, AHEAD=4), _sw(64, 6, 3, SPLIT_FAST=True, PDL=2, PREFETCH=2),
+    # PREFETCH=64: the launcher caps it at the split's K blocks (the whole split prefetched into L2)
+    variants = [None, _sw(128, 5, 4, PDL=2, PREFETCH=4, AHEAD=4), _sw(64, 6, 3, SPLIT_FAST=True, PDL=2, PREFETCH=64),
                 _sw(128, 4, 2, PDL=1, PREFETCH=2)]
     for m in (1, 2, 3, 4, 8, 13, 16):
         ref = fp8_gemm_nt_ref(a_q[:m], a_s[:m], b_q, b_s, out_dtype=torch.float32)
@@ -177,7 +178,7 @@ def test_quant_then_pdl_gemm_graph_gpu(device):
     # the right products, replays are bit-identical (counters re-armed, no read of stale q/s)
     k, n1, n2 = 7168, 2112, 4096
     cfg1 = _sw(128, 5, 14, PDL=2, PREFETCH=4, AHEAD=4)
-    cfg2 = _sw(128, 4, 7, PDL=2, PREFETCH=2, SPLIT_FAST=True)
+    cfg2 = _sw(128, 4, 7, PDL=2, PREFETCH=64, SPLIT_FAST=True)
     w1 = per_block_quant_fp8_ref(torch.randn(n1, k, device=device) * 0.05)
     w2 = per_block_quant_fp8_ref(torch.randn(n2, k, device=device) * 0.05)
     x = torch.randn(2, k, device=device, dtype=torch.bfloat16)

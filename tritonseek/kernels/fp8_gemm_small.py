@@ -47,12 +47,14 @@ SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (swept at M = 1 and 8)
 # (M class, N, K) → BLOCK_N (weight rows per tile), BLOCK_M (tokens), num_warps, num_stages,
 # SPLIT_K (number of K splits; 1 = no workspace), optional PDL / PREFETCH / AHEAD / SPLIT_FAST
 # (see the launcher). M class: "1" (M = 1) and "16" (M ≤ 16); an M = 1 problem without a "1"
-# entry uses the "16" one. The DeepSeek-V3 decode shapes (fused and unfused projections):
-# H200 sweep of benchmarks/bench_gemm_decode.py --sweep (W1, 2026-11-29: ~38 correctness-checked
-# candidates per shape at M = 1 and 8, the best of those at M = 2 and 4; graph replays over rotated
-# weight sets ≥ 4× L2). Entry = the lowest M = 1 + M = 8 sum; every entry was within ~2% of the
-# best at M = 2 and 4 too. 64-row tiles won every shape up to N = 4096 and 36864×7168 (more
-# programs per SM to hide latency); 128-row tiles the K ≥ 16384 shapes and 18432×7168.
+# entry uses the "16" one. H200 runs of benchmarks/bench_gemm_decode.py (2026-11-29; graph replays
+# over rotated weight sets ≥ 4× L2): W1 --sweep at 240b67e (~38 correctness-checked candidates per
+# shape at M = 1 and 8, the best of those at M = 2 and 4; entry = lowest M = 1 + M = 8 sum), then
+# W2 --confirm at 9208595 (each entry against ~10 neighbours at M = 1, 2, 4, 8): every V3 entry was
+# the fastest or within run-to-run noise (≤ 1.1%) of it. 64-row tiles won every shape up to N = 4096
+# and 36864×7168 (more programs per SM in flight); 128-row tiles the K ≥ 16384 shapes and 18432×7168.
+# The heuristic below came within 0-8% of the best on the DeepSeek-V2-Lite shapes (hidden 2048); the
+# three where it lost by > 5% in W2 have entries.
 def _sw(bn: int, st: int, split: int, **kw) -> dict:
     return dict(SWAP_AB=True, BLOCK_N=bn, BLOCK_M=16, num_warps=4, num_stages=st, SPLIT_K=split, **kw)
 
@@ -71,6 +73,10 @@ _TUNED_SMALL: dict[tuple[str, int, int], dict] = {
     ("16", 576, 7168): _sw(64, 6, 14, **_PDL_LATE),  # kv_a
     ("16", 18432, 7168): _sw(128, 4, 4, SPLIT_FAST=True, **_PDL_EARLY),  # dense gate, up
     ("16", 2048, 7168): _sw(64, 6, 4, **_PDL_LATE),  # shared expert gate, up
+    # DeepSeek-V2-Lite (W2: heuristic 10.40 / 20.99 / 13.12 us for M = 1 + 8 against these 9.73 / 19.58 / 12.06)
+    ("16", 3072, 2048): _sw(64, 6, 4, SPLIT_FAST=True, **_PDL_EARLY),  # q_proj
+    ("16", 2048, 10944): _sw(128, 4, 8, **_PDL_LATE),  # dense down
+    ("16", 5632, 2048): _sw(128, 4, 3, SPLIT_FAST=True, **_PDL_EARLY),  # shared experts gate ‖ up
 }
 
 

@@ -46,7 +46,10 @@ from tritonseek.kernels.sampling import (
 # Launch configuration of the greedy kernel: (BLOCK, num_warps, programs per SM, UNROLL); split
 # counts are shape-only (one wave of programs), so CUDA graphs stay valid.
 # --------------------------------------------------------------------------------------------
-GREEDY_CONFIG = (1024, 4, 8, 2)
+# H200 A/B (bench_mtp.py --ab, rotating-buffer graph timing, 3 interleaved reps, tree at 472a4b3):
+# (2048, 8, 4, 2) 3.53 / 3.90 us at B1 K1 / K3 vs 4.03 / 4.01 for the previous (1024, 4, 8, 2); equal within
+# 0.2 us on B16 and B64 (B64 K3 36.5 us = 3.6 TB/s, the rate of a plain streaming read).
+GREEDY_CONFIG = (2048, 8, 4, 2)
 
 
 # --------------------------------------------------------------------------------------------

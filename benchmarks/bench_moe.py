@@ -141,7 +141,7 @@ def bench_gate(cx: Ctx):
     E = 256
     kw = dict(top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid", topk_method="noaux_tc",
               norm_topk_prob=True, routed_scaling_factor=2.5)
-    for T in ([1, 5] if cx.dry else [1, 64, 4096]):
+    for T in ([1, 5] if cx.dry else [int(t) for t in cx.args.gate_tokens.split(",") if t]):
         logits = torch.randn(T, E, device=cx.dev)
         bias = torch.randn(E, device=cx.dev) * 0.1
         w, ids = gate_topk(logits, bias, **kw)
@@ -162,7 +162,7 @@ def bench_gate(cx: Ctx):
     W = (torch.randn(E, H, device=cx.dev) * 0.02).to(torch.bfloat16)
     W32 = W.float()
     bias = torch.randn(E, device=cx.dev) * 0.05
-    for T in ([1, 9] if cx.dry else [1, 8, 64]):
+    for T in ([1, 9] if cx.dry else [int(t) for t in cx.args.router_tokens.split(",") if t]):
         if cx.time_left() < 5:
             break
         x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
@@ -175,9 +175,18 @@ def bench_gate(cx: Ctx):
         ug = cx.graph_us(lambda: MR.router_gate_topk(x, W, bias, **kw))
         prev = lambda: gate_topk(F.linear(x.float(), W32), bias, **kw)  # noqa: E731
         pus, pug = cx.eager_us(prev), cx.graph_us(prev)
+        extra = {}
+        if T == 1 and not cx.dry:  # experts per program (448 / 224 / 112 programs arriving on one counter)
+            for be in (int(v) for v in cx.args.router_block_e.split(",") if v):
+                cfg = dict(BLOCK_E=be)
+                w2_, ids2 = MR.router_gate_topk(x, W, bias, config=cfg, **kw)
+                good = bool(torch.equal(ids2, ids))
+                g2 = cx.graph_us(lambda: MR.router_gate_topk(x, W, bias, config=cfg, **kw)) if good else None
+                extra[f"us_graph_block_e{be}"] = round(g2, 2) if g2 else ("WRONG" if not good else None)
+            print(f"  router T=1 BLOCK_E sweep (graph us): {extra}")
         cx.row("moe_gate", dict(T=T, E=E, H=H, op="router_gate_topk"), us, ug, gbps=lambda t: E * H * 2 / t / 1e3,
                peer="fp32 F.linear + gate_topk (previous decode path)", peer_us=pug if (pug and ug) else pus,
-               correct=ok, floor_us=round(E * H * 2 / 4.27e6, 2))
+               correct=ok, floor_us=round(E * H * 2 / 4.27e6, 2), **extra)
 
 
 def _routing(T, k, E, dev):
@@ -584,6 +593,9 @@ def main():
                    help="moe_layer decode fusions to time (bench_moe_layer.VARIANTS)")
     p.add_argument("--layer-breakdown-max-t", type=int, default=1, help="profiler breakdown for T up to this")
     p.add_argument("--layer-peer", type=int, default=1, help="time the reference layer (1) or not (0)")
+    p.add_argument("--router-block-e", default="8,16", help="moe_gate: fused-router BLOCK_E values timed at T=1")
+    p.add_argument("--gate-tokens", default="1,64,4096", help="moe_gate: gate_topk token counts")
+    p.add_argument("--router-tokens", default="1,8,64", help="moe_gate: fused-router token counts")
     p.add_argument("--permute-breakdown", type=int, default=1, help="profiler breakdown of permute+unpermute")
     p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
     p.add_argument("--budget-s", type=float, default=1e9)

@@ -65,7 +65,7 @@ def random_moe_layer(dev, H, E, I, n_group, topk_group, ops, *, seed=1, router_s
                 p.copy_(torch.randn(p.shape, generator=gen, device=dev) * 0.01)
             else:  # router gate weight
                 p.copy_((torch.randn(p.shape, generator=gen, device=dev) * router_std).to(torch.bfloat16).float())
-    return moe, cfg
+    return moe.eval(), cfg  # inference mode, as load_model returns it (training keeps the unfused decode path)
 
 
 def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
@@ -105,7 +105,7 @@ def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
 # MoE.shared_group_max_t): "unfused" = fp32 router GEMV + gate_topk + the shared expert as its own MLP (the
 # path before this change); "router" = router GEMV + top-k in one kernel over the bf16 gate weight; "router+shared"
 # = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th slot).
-VARIANTS = {"unfused": (0, 0), "router": (128, 0), "router+shared": (128, 128)}
+VARIANTS = {"unfused": (0, 0), "router": (16, 0), "router+shared": (16, 16)}
 
 
 def _set_variant(moe, name):
@@ -121,6 +121,8 @@ def bench_layer(cx):
     tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
     variants = [v for v in cx.args.layer_variants.split(",") if v] if not cx.dry else ["unfused"]
     default = (moe.fused_router_max_t, moe.shared_group_max_t)
+    mlp_calls = []
+    moe.shared_experts.register_forward_hook(lambda *a: mlp_calls.append(1))
     for T in ([1, 5, 40] if cx.dry else [int(t) for t in cx.args.layer_tokens.split(",")]):
         if cx.time_left() < 10:
             print("skip (budget) moe_layer T", T)
@@ -144,7 +146,9 @@ def bench_layer(cx):
                     continue
                 _set_variant(moe, var)
                 extra = {}
+                mlp_calls.clear()
                 y = moe(x)
+                extra["shared_as_group"] = not mlp_calls  # the shared MLP did not run on its own
                 _, ids = moe.route(x)
                 cx.sync()
                 same_routing = bool(torch.equal(ids.sort(1).values, ids_ref.sort(1).values))

@@ -163,10 +163,10 @@ def test_gate_topk_rejects_inconsistent_settings(device, kw, name):
             fn(logits, None, **kw)
 
 
-def _check_router(x, weight, bias, kw, *, exact, shared=None):
+def _check_router(x, weight, bias, kw, *, exact, shared=None, config=None):
     """router_gate_topk against gate_topk_ref on the fp32 logits x·Wᵀ (torch's summation order differs from the
     kernel's: as in _check_gate, a swap between experts whose biased scores agree within 1e-6 is allowed)."""
-    w, ids = router_gate_topk(x, weight, bias, shared_expert_id=shared, **kw)
+    w, ids = router_gate_topk(x, weight, bias, shared_expert_id=shared, config=config, **kw)
     b = bias.cpu() if bias is not None else None
     wr, idr = router_gate_topk_ref(x.cpu(), weight.cpu(), b, shared_expert_id=shared, **kw)
     logits = x.float().cpu() @ weight.float().cpu().t()
@@ -192,17 +192,19 @@ def _check_router(x, weight, bias, kw, *, exact, shared=None):
 
 @settings(_fixture_ok, max_examples=5)  # interpreter: a few seconds per example
 @given(fam=st.sampled_from(sorted(FAMILIES)), T=st.integers(1, 11), H=st.sampled_from([128, 200, 1100]),
-       wdtype=st.sampled_from(["bf16", "fp32"]), shared=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_router_gate_topk_matches_reference(device, fam, T, H, wdtype, shared, seed):
+       wdtype=st.sampled_from(["bf16", "fp32"]), shared=st.booleans(), block_t=st.sampled_from([None, 4, 8]),
+       seed=st.integers(0, 2**31 - 1))
+def test_router_gate_topk_matches_reference(device, fam, T, H, wdtype, shared, block_t, seed):
     """Router GEMV + top-k in one launch = gate_topk_ref(x·Wᵀ); bf16 or fp32 weight, K tails (H=200, 1100:
-    a partial K slice), T past one 8-token block (two blocks, two arrival counters), the shared slot."""
+    a partial K slice), one token per block (default at T ≤ 16) or 4 / 8 per block (T past one block: several
+    blocks, several arrival counters, the last program selecting for each of its tokens), the shared slot."""
     g = torch.Generator().manual_seed(seed)
     E, kw = _kw(fam)
     x = torch.randn(T, H, generator=g).to(torch.bfloat16)
     weight = (torch.randn(E, H, generator=g) * 0.1).to(torch.bfloat16 if wdtype == "bf16" else torch.float32)
     bias = (torch.randn(E, generator=g) * 0.1) if kw["scoring_func"] == "sigmoid" else None
     _check_router(x.to(device), weight.to(device), bias.to(device) if bias is not None else None, kw, exact=False,
-                  shared=E if shared else None)
+                  shared=E if shared else None, config=None if block_t is None else dict(BLOCK_T=block_t))
 
 
 @pytest.mark.parametrize("fam", ["deepseek-v3", "deepseek-v2-lite"])
@@ -267,6 +269,8 @@ def test_router_gate_topk_rejects(device):
         router_gate_topk(x, w, torch.zeros(7, device=device), **kw)
     with pytest.raises(ValueError, match="top_k"):
         router_gate_topk(x, w, None, top_k=9)
+    with pytest.raises(ValueError, match="config"):
+        router_gate_topk(x, w, None, config=dict(BLOCK_E=3), **kw)
     e_w, e_ids = router_gate_topk(x[:0], w, None, shared_expert_id=8, **kw)
     assert e_w.shape == (0, 3) and e_ids.shape == (0, 3)
 

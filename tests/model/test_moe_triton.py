@@ -208,9 +208,13 @@ def test_moe_decode_fusions_v3_gpu(device, T):
         for m in moe.modules():
             if hasattr(m, "ops"):
                 m.ops = Ops("triton")
+        mlp_calls = []
+        moe.shared_experts.register_forward_hook(lambda *a: mlp_calls.append(1))
         for fr, sg in ((0, 0), (128, 0), (128, 128)):
             moe.fused_router_max_t, moe.shared_group_max_t = fr, sg
+            mlp_calls.clear()
             y = moe(x).float()
+            assert len(mlp_calls) == (0 if sg else 1), "the shared expert ran as its own MLP" if sg else "not run"
             _, ids = moe.route(x)
             assert torch.equal(ids.sort(1).values, ids_ref.sort(1).values), (fr, sg)
             d = calc_diff(y, y_ref)

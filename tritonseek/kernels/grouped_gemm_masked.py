@@ -6,8 +6,10 @@ for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 prom
 layout. One program per (group slot, n-tile, m-tile); with ``max_active_groups`` only that many group
 slots are launched and slot s serves the non-empty groups number s, s + slots, … (found by a prefix count
 over masked_m on the device), so a bound that is too small costs a second pass, never a skipped group
-(the loop costs registers: 151 / 146 instead of 63 / 80 for the two kernels at the decode config, ptxas
-sm_90a; occupancy stays at the 2 CTAs per SM that 6 pipeline stages of shared memory allow). SWAP_AB
+(the loop costs registers: 178 / 148 instead of 63 / 80 for the two kernels at the decode config, ptxas
+sm_90a, occupancy unchanged at the 2 CTAs per SM that 6 pipeline stages of shared memory allow; a first
+version that recomputed the prefix count inside the loop ran 1–3% slower than the straight-line kernel on
+the H200, V3 decode shapes, same run). SWAP_AB
 (the decode default) computes the tile as b·aᵀ: 128 weight rows on the tensor-core M side, 16 token rows
 on its N side (decode has 1–16 rows per expert). ``grouped_fp8_gemm_masked_silu_quant`` is the experts'
 first GEMM with SiLU·mul and the 1×128 FP8 quant of its output in the epilogue.
@@ -46,13 +48,6 @@ def _nonempty_groups(masked_m_ptr, E, E_PAD: tl.constexpr):
     nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
     csum = tl.cumsum(nz, axis=0)
     return ev, nz, csum, tl.sum(nz, axis=0)
-
-
-@triton.jit
-def _nonempty_group(masked_m_ptr, q, E, E_PAD: tl.constexpr):
-    # the q-th non-empty group (q from 0)
-    ev, nz, csum, _n = _nonempty_groups(masked_m_ptr, E, E_PAD)
-    return tl.min(tl.where((nz > 0) & (csum == q + 1), ev, E_PAD), axis=0)
 
 
 @triton.jit
@@ -109,8 +104,9 @@ def _grouped_fp8_masked_kernel(
     # launcher's bound holds; more passes, never a skipped group, when it does not)
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
     if COMPACT:
-        for q in range(slot, _nonempty_groups(masked_m_ptr, E, E_PAD)[3], n_slots):
-            g = _nonempty_group(masked_m_ptr, q, E, E_PAD)  # recomputed per pass: nothing live across the loop
+        ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)  # one prefix count for every pass
+        for q in range(slot, nnz, n_slots):
+            g = tl.min(tl.where((nz > 0) & (csum == q + 1), ev, E_PAD), axis=0)
             _masked_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N,
                          num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                          stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
@@ -184,8 +180,9 @@ def _grouped_fp8_masked_silu_quant_kernel(
     # slots → groups as in _grouped_fp8_masked_kernel
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, I, BLOCK_M, BLOCK_N)
     if COMPACT:
-        for q in range(slot, _nonempty_groups(masked_m_ptr, E, E_PAD)[3], n_slots):
-            g = _nonempty_group(masked_m_ptr, q, E, E_PAD)
+        ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+        for q in range(slot, nnz, n_slots):
+            g = tl.min(tl.where((nz > 0) & (csum == q + 1), ev, E_PAD), axis=0)
             _masked_silu_quant_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
                                     s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                     stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,

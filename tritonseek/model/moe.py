@@ -111,7 +111,7 @@ class MoE(nn.Module):
         # Decode fusions (triton backend on CUDA), chosen by the token count T of the call:
         # the router GEMV fused with the top-k for T ≤ fused_router_max_t, the shared expert as group E of the
         # masked GEMMs for T ≤ shared_group_max_t (set to 0 to disable either; measured in bench_moe_layer).
-        self.fused_router_max_t = 128
+        self.fused_router_max_t = 16
         self.shared_group_max_t = 8
 
     def route(self, x: torch.Tensor, *, shared_slot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

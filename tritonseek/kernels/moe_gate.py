@@ -86,14 +86,21 @@ def _gate_select(
     kk = tl.arange(0, K_PAD)
     w_acc = tl.zeros([K_PAD], dtype=tl.float32)
     id_acc = tl.zeros([K_PAD], dtype=tl.int32)
+    # one max per pick: an int64 key = order-preserving int32 of the biased score (+0.0 folds −0.0 into +0.0,
+    # as the reference's comparisons do) above (BIG − e), so equal scores pick the lowest expert id
     BIG: tl.constexpr = NG_PAD * GS_PAD * 2
+    bits = (biased + 0.0).to(tl.int32, bitcast=True)
+    key = ((bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.int64) << 32) | (BIG - e).to(tl.int64)
     for i in tl.static_range(TOP_K):
-        mx = tl.max(tl.max(biased, axis=1), axis=0)
-        sel = tl.min(tl.min(tl.where(biased == mx, e, BIG), axis=1), axis=0)
-        wsel = tl.sum(tl.sum(tl.where(e == sel, s, 0.0), axis=1), axis=0)
-        w_acc = tl.where(kk == i, wsel, w_acc)
+        kmax = tl.max(tl.max(key, axis=1), axis=0)
+        sel = BIG - (kmax & 0xFFFFFFFF).to(tl.int32)
         id_acc = tl.where(kk == i, sel, id_acc)
-        biased = tl.where(e == sel, float("-inf"), biased)
+        key = tl.where(e == sel, -9223372036854775807 - 1, key)
+        if K_PAD * NG_PAD * GS_PAD > 4096:  # large E: the weight of each pick on its own
+            w_acc = tl.where(kk == i, tl.sum(tl.sum(tl.where(e == sel, s, 0.0), axis=1), axis=0), w_acc)
+    if K_PAD * NG_PAD * GS_PAD <= 4096:  # the k weights in one batched reduction
+        hit = e[None, :, :] == tl.where(kk < TOP_K, id_acc, -1)[:, None, None]
+        w_acc = tl.sum(tl.sum(tl.where(hit, s[None, :, :], 0.0), axis=2), axis=1)
     if NORM:
         w_acc = w_acc / (tl.sum(tl.where(kk < TOP_K, w_acc, 0.0), axis=0) + 1e-20)
     w_acc = w_acc * routed_scaling_factor

@@ -124,7 +124,7 @@ def bench_layer(cx):
     mlp_calls = []
     moe.shared_experts.register_forward_hook(lambda *a: mlp_calls.append(1))
     for T in ([1, 5, 40] if cx.dry else [int(t) for t in cx.args.layer_tokens.split(",")]):
-        if cx.time_left() < 10:
+        if cx.time_left() < 3:
             print("skip (budget) moe_layer T", T)
             continue
         x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
@@ -141,7 +141,7 @@ def bench_layer(cx):
                     moe(x)
                 cx.sync()
             for var in variants:
-                if cx.time_left() < 8:
+                if cx.time_left() < 1.5:
                     print("skip (budget) moe_layer", T, var)
                     continue
                 _set_variant(moe, var)

@@ -177,9 +177,9 @@ class MoE(nn.Module):
         if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
             from tritonseek.model.moe_triton import moe_experts_triton
 
-            # the shared expert's output is added in fp32 inside the unpermute (no separate add). Running it
-            # as one more group of the masked GEMMs measured slower on the H200 (W2, commit 36ecc83: V3
-            # layer T=64 3109 µs against 2554 µs unfused), so it stays a separate MLP.
+            # past shared_group_max_t the shared expert is its own MLP, its output added in fp32 inside the
+            # unpermute (no separate add): as one more group of the masked GEMMs it measured slower at T=64 on
+            # the H200 (commit 36ecc83: V3 layer 3109 µs against 2554 µs), its 64 rows re-streaming its weights.
             shared = self.shared_experts(x) if self.shared_experts is not None else None
             return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared)
         y = self.experts(x, topk_weights, topk_ids)

@@ -299,7 +299,8 @@ def router_gate_topk(
     every token: the shared expert run as one more group of the masked GEMMs.
     Returns (topk_weights [T, k(+1)] fp32, topk_ids [T, k(+1)] int32) = gate_topk_ref(x.float() @
     weight.float()ᵀ, …) up to the fp32 summation order of the logits (fixed here: deterministic).
-    Graph-safe (no host sync); the first call on a device must happen outside CUDA-graph capture.
+    Graph-safe (no host sync); the first call on a device must happen outside CUDA-graph capture; calls on one
+    device share its arrival counters, so two of them must not run concurrently on different streams.
     Built for decode sizes (the last program of each token block runs the selection of its tokens; one token
     per block up to T = 16). config: optional BLOCK_E (experts per program, a power of two) / BLOCK_T (tokens
     per block, a power of two) override.

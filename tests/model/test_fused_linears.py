@@ -203,35 +203,3 @@ def _mla_forward_unfused(forward):
         finally:
             qb.fp8 = fp8
     return run
-
-
-def test_mla_decode_reads_fp8_absorbed_weights(monkeypatch):
-    """Decode with W_UK/W_UV read as FP8 views of kv_b_proj (absorbed_weights_fp8) is bit-identical to the
-    bf16 absorbed weights (each tile dequantizes to the same bf16 values; interpreter, widths of 128)."""
-    import dataclasses
-
-    from tritonseek.model.layers import RotaryEmbedding
-    from tritonseek.model.mla import MLA, AttentionBatch
-
-    cfg = dataclasses.replace(v3_config(1, tiny=True), qk_nope_head_dim=128, v_head_dim=128, kv_lora_rank=128,
-                              num_attention_heads=2)
-    ops = Ops("triton")
-    torch.manual_seed(3)
-    attn = MLA(cfg, fp8=True, dtype=torch.bfloat16, ops=ops, rope=RotaryEmbedding(cfg))
-    for lin in (attn.q_a_proj, attn.q_b_proj, attn.kv_a_proj_with_mqa, attn.kv_b_proj, attn.o_proj):
-        q, s = ops.quantize_block_fp8(torch.randn(lin.out_features, lin.in_features) / lin.in_features ** 0.5)
-        lin.weight.data.copy_(q)
-        lin.weight_scale_inv.data.copy_(s)
-    assert attn.absorbed_weights_fp8() is not None
-    B, ctx, page = 2, 5, 16
-    cache = torch.randn(4, page, 1, cfg.kv_lora_rank + cfg.qk_rope_head_dim).to(torch.bfloat16)
-    seqlens = torch.tensor([ctx, ctx - 2], dtype=torch.int32)
-    batch = AttentionBatch(False, torch.tensor([ctx - 1, page + ctx - 3]), block_table=torch.tensor([[0], [1]], dtype=torch.int32),
-                           cache_seqlens=seqlens, seqlen_q=1, mla_metadata=ops.mla_metadata(seqlens, 1, 2))
-    x = torch.randn(B, cfg.hidden_size).to(torch.bfloat16)
-    pos = (seqlens - 1).long()
-    with torch.inference_mode():
-        y8 = attn(x, pos, batch, cache.clone())
-        monkeypatch.setattr(MLA, "absorbed_weights_fp8", lambda self: None)
-        y16 = attn(x, pos, batch, cache.clone())
-    assert torch.isfinite(y8.float()).all() and torch.equal(y8, y16)

@@ -20,7 +20,6 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.norm import round_to_bf16
 
 _FLOAT = (torch.bfloat16, torch.float16)
 
@@ -32,43 +31,22 @@ def _absorb_config(t: int) -> tuple[int, int]:
 
 
 @triton.jit
-def _dequant_tile(w, s_ptr, h, r0, c0, stride_sh, stride_sr, stride_sc,
-                  ROWS: tl.constexpr, W_FP8: tl.constexpr, DOT_FP32: tl.constexpr):
-    # w: [ROWS, C] tile of head h's weight from row r0, column c0 (C ≤ 128 inside one 128-column block).
-    # W_FP8: w is e4m3 and s [H, rows/128, KV_LORA/128] fp32 holds its 128×128 block scales: the tile is
-    # dequantized as fp32 w·s then rounded to bf16 — exactly the bf16 weight that dequantizing the whole
-    # matrix and casting would give — before the dot (fp32 under the interpreter).
-    if W_FP8:
-        rr = r0 + tl.arange(0, ROWS)
-        sc = tl.load(s_ptr + h * stride_sh + (rr // 128) * stride_sr + (c0 // 128) * stride_sc)
-        w = w.to(tl.float32) * sc[:, None]
-        if DOT_FP32:
-            w = round_to_bf16(w)  # the interpreter's own bf16 cast truncates
-        else:
-            w = w.to(tl.bfloat16)
-    elif DOT_FP32:
-        w = w.to(tl.float32)
-    return w
-
-
-@triton.jit
 def _mla_absorb_q_kernel(
-    q_nope_ptr, w_desc, s_ptr, q_pe_ptr, out_ptr, T,
-    stride_qt, stride_qh, stride_pt, stride_ph, stride_ot, stride_oh, stride_sh, stride_sr, stride_sc,
-    NOPE: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr, HEAD_ROWS: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr, W_FP8: tl.constexpr,
+    q_nope_ptr, w_desc, q_pe_ptr, out_ptr, T,
+    stride_qt, stride_qh, stride_pt, stride_ph, stride_ot, stride_oh,
+    NOPE: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
 ):
-    # q_nope: [T, H, NOPE] (strides stride_qt, stride_qh, 1)
-    # w_desc: TMA over the weight rows as [rows, KV_LORA]; head h's W_UK = rows h·HEAD_ROWS … +NOPE, box [NOPE, BLOCK_C]
-    #         (bf16, or e4m3 with block scales s [H, NOPE/128, KV_LORA/128] when W_FP8: see _dequant_tile)
+    # q_nope: [T, H, NOPE] (strides stride_qt, stride_qh, 1)   w_desc: TMA over W_UK as [H·NOPE, KV_LORA], box [NOPE, BLOCK_C]
     # q_pe:   [T, H, ROPE] (stride_pt, stride_ph, 1)           out: [T, H, KV_LORA + ROPE] (stride_ot, stride_oh, 1)
     # grid (H, KV_LORA // BLOCK_C): program (h, j) writes out[:, h, j·BLOCK_C : (j+1)·BLOCK_C]; j = 0 also copies q_pe
     h = tl.program_id(0)
     j = tl.program_id(1)
     rd = tl.arange(0, NOPE)
     rc = j * BLOCK_C + tl.arange(0, BLOCK_C)
-    w = w_desc.load([h * HEAD_ROWS, j * BLOCK_C])  # [NOPE, BLOCK_C]
-    w = _dequant_tile(w, s_ptr, h, 0, j * BLOCK_C, stride_sh, stride_sr, stride_sc, NOPE, W_FP8, DOT_FP32)
+    w = w_desc.load([h * NOPE, j * BLOCK_C])  # [NOPE, BLOCK_C]
+    if DOT_FP32:
+        w = w.to(tl.float32)
     rp = tl.arange(0, ROPE)
     for t0 in range(0, T, BLOCK_T):
         rt = t0 + tl.arange(0, BLOCK_T)
@@ -88,15 +66,12 @@ def _mla_absorb_q_kernel(
 
 @triton.jit
 def _mla_absorb_o_kernel(
-    o_lat_ptr, w_desc, s_ptr, out_ptr, T,
-    stride_lt, stride_lh, stride_ot, stride_oh, stride_sh, stride_sr, stride_sc,
-    V_DIM: tl.constexpr, KV_LORA: tl.constexpr, HEAD_ROWS: tl.constexpr,
+    o_lat_ptr, w_desc, out_ptr, T,
+    stride_lt, stride_lh, stride_ot, stride_oh,
+    V_DIM: tl.constexpr, KV_LORA: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
-    W_FP8: tl.constexpr,
 ):
-    # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)
-    # w_desc: TMA over the weight rows as [rows, KV_LORA]; head h's W_UV = rows h·HEAD_ROWS … +V_DIM, box [BLOCK_D, BLOCK_C]
-    #         (bf16, or e4m3 with block scales s [H, V_DIM/128, KV_LORA/128] when W_FP8: see _dequant_tile)
+    # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)   w_desc: TMA over W_UV as [H·V_DIM, KV_LORA], box [BLOCK_D, BLOCK_C]
     # out:   [T, H, V_DIM] (stride_ot, stride_oh, 1)
     # grid (H, V_DIM // BLOCK_D): program (h, j) writes out[:, h, j·BLOCK_D : (j+1)·BLOCK_D], the
     # whole KV_LORA contraction in BLOCK_C chunks (the weight tile stays in registers across tokens)
@@ -109,12 +84,11 @@ def _mla_absorb_o_kernel(
         tmask = rt < T
         acc = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
         for c0 in tl.range(0, KV_LORA, BLOCK_C):  # streamed (pipelined), not unrolled: the tiles stay in flight
-            w = w_desc.load([h * HEAD_ROWS + j * BLOCK_D, c0])  # [BLOCK_D, BLOCK_C]
-            w = _dequant_tile(w, s_ptr, h, j * BLOCK_D, c0, stride_sh, stride_sr, stride_sc, BLOCK_D, W_FP8,
-                              DOT_FP32)
+            w = w_desc.load([h * V_DIM + j * BLOCK_D, c0])  # [BLOCK_D, BLOCK_C]
             x = tl.load(o_lat_ptr + rt[:, None].to(tl.int64) * stride_lt + h * stride_lh + c0 + rc[None, :],
                         mask=tmask[:, None], other=0.0)  # [BLOCK_T, BLOCK_C]
             if DOT_FP32:
+                w = w.to(tl.float32)
                 x = x.to(tl.float32)
             acc += tl.dot(x, w.T)
         tl.store(out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh + rdv[None, :],
@@ -131,52 +105,15 @@ def _check_pow2(name: str, v: int) -> None:
         raise ValueError(f"{name} must be a power of two ≥ 16, got {v}")
 
 
-def _weight_operand(name: str, w: torch.Tensor, w_scale: torch.Tensor | None, act_dtype: torch.dtype,
-                    box_rows: int, block_c: int):
-    """(TMA descriptor over head-strided rows, HEAD_ROWS, scale tensor, scale strides, W_FP8) for w
-    [H, R, KV_LORA]: bf16/fp16 like the activations, or e4m3 with w_scale [H, R/128, KV_LORA/128] fp32.
-    Heads may sit apart (stride(0) a multiple of KV_LORA ≥ R·KV_LORA, e.g. W_UK/W_UV as views of
-    kv_b_proj's weight), rows contiguous, base 16-byte aligned."""
-    dev = w.device
-    w_fp8 = w.dtype == torch.float8_e4m3fn
-    check_tensor(name, w, dtype=(act_dtype, torch.float8_e4m3fn), ndim=3, device=dev)
-    H, R, kv_lora = w.shape
-    if (w.stride(2) != 1 or w.stride(1) != kv_lora or w.stride(0) % kv_lora or w.stride(0) < R * kv_lora
-            or w.data_ptr() % 16):
-        raise ValueError(f"{name} needs contiguous rows of kv_lora_rank, heads a whole number of rows apart and a "
-                         f"16-byte aligned base (TMA), got strides {w.stride()}")
-    head_rows = w.stride(0) // kv_lora
-    rows2d = torch.as_strided(w, ((H - 1) * head_rows + R, kv_lora), (kv_lora, 1))
-    desc = TensorDescriptor(rows2d, list(rows2d.shape), [kv_lora, 1], [box_rows, block_c])
-    if not w_fp8:
-        if w_scale is not None:
-            raise ValueError(f"w_scale is only for float8_e4m3fn {name}, got {name} {w.dtype}")
-        return desc, head_rows, w, (0, 0, 0), False
-    if w_scale is None:
-        raise ValueError(f"{name} is float8_e4m3fn: pass its 128×128 block scales as w_scale")
-    if act_dtype != torch.bfloat16:
-        raise TypeError(f"a float8_e4m3fn {name} is dequantized to bf16 tiles: the activations must be bf16, "
-                        f"got {act_dtype}")
-    check_tensor("w_scale", w_scale, dtype=torch.float32, ndim=3, device=dev)
-    if R % 128 or kv_lora % 128 or tuple(w_scale.shape) != (H, R // 128, kv_lora // 128):
-        raise ValueError(f"float8 {name} needs rows and kv_lora_rank multiples of 128 and w_scale "
-                         f"[{H}, {R // 128}, {kv_lora // 128}], got {tuple(w.shape)} / {tuple(w_scale.shape)}")
-    return desc, head_rows, w_scale, tuple(w_scale.stride()), True
-
-
 def mla_absorb_q(
     q_nope: torch.Tensor, w_uk: torch.Tensor, q_pe: torch.Tensor, out: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None, *, w_scale: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """qa[t, h] = [Σ_d q_nope[t, h, d]·W_UK[h, d, :] ‖ q_pe[t, h]] (fp32 accumulation, one rounding).
 
     q_nope: [T, num_heads, qk_nope_head_dim] bf16/fp16, last dim contiguous (a view of q_b_proj's
-    output is fine). w_uk: [num_heads, qk_nope_head_dim, kv_lora_rank] (kv_b_proj's key half per head),
-    rows contiguous, heads a whole number of rows apart (e.g. a view of kv_b_proj's weight), 16-byte
-    aligned: the activations' dtype, or float8_e4m3fn with w_scale [num_heads, qk_nope_head_dim/128,
-    kv_lora_rank/128] fp32 (its 128×128 block scales, e.g. a view of kv_b_proj's weight_scale_inv;
-    dims multiples of 128): each tile is dequantized to the bf16 weight the whole-matrix dequant
-    would round to, so the result equals the bf16-weight call with half the weight bytes read. q_pe: [T, num_heads, qk_rope_head_dim] same dtype, last dim
+    output is fine). w_uk: [num_heads, qk_nope_head_dim, kv_lora_rank] same dtype, contiguous
+    (kv_b_proj's key half per head). q_pe: [T, num_heads, qk_rope_head_dim] same dtype, last dim
     contiguous (roped). out: optional [T, num_heads, kv_lora_rank + qk_rope_head_dim] buffer with a
     contiguous last dim; else allocated in out_dtype: bf16, fp16 or fp32 (default q_nope.dtype).
     Returns out (the absorbed query mla_decode takes). qk_nope_head_dim, kv_lora_rank and
@@ -188,9 +125,9 @@ def mla_absorb_q(
     check_tensor("q_nope", q_nope, dtype=_FLOAT, ndim=3)
     check_runnable_device("q_nope", q_nope)
     dev = q_nope.device
+    check_tensor("w_uk", w_uk, dtype=q_nope.dtype, ndim=3, device=dev)
     check_tensor("q_pe", q_pe, dtype=q_nope.dtype, ndim=3, device=dev)
     T, H, nope = q_nope.shape
-    check_tensor("w_uk", w_uk, dtype=(q_nope.dtype, torch.float8_e4m3fn), ndim=3, device=dev)
     if w_uk.shape[:2] != (H, nope):
         raise ValueError(f"w_uk must be [num_heads {H}, qk_nope_head_dim {nope}, kv_lora_rank], got {tuple(w_uk.shape)}")
     kv_lora = w_uk.shape[2]
@@ -199,8 +136,8 @@ def mla_absorb_q(
     rope = q_pe.shape[2]
     for name, v in (("qk_nope_head_dim", nope), ("kv_lora_rank", kv_lora), ("qk_rope_head_dim", rope)):
         _check_pow2(name, v)
-    block_c = min(64, kv_lora)  # 128-byte bf16 rows: one TMA box per swizzle span
-    w_desc, head_rows, s_t, s_str, w_fp8 = _weight_operand("w_uk", w_uk, w_scale, q_nope.dtype, nope, block_c)
+    if not w_uk.is_contiguous() or w_uk.data_ptr() % 16:
+        raise ValueError(f"w_uk must be contiguous with a 16-byte aligned base (TMA), strides {w_uk.stride()}")
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
     if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
@@ -217,23 +154,23 @@ def mla_absorb_q(
     if T == 0:
         return out
     block_t, warps = _absorb_config(T)
+    block_c = min(64, kv_lora)  # 128-byte rows: one TMA box per swizzle span
+    w_desc = TensorDescriptor(w_uk, [H * nope, kv_lora], [kv_lora, 1], [nope, block_c])
     _mla_absorb_q_kernel[(H, kv_lora // block_c)](
-        q_nope, w_desc, s_t, q_pe, out, T,
+        q_nope, w_desc, q_pe, out, T,
         q_nope.stride(0), q_nope.stride(1), q_pe.stride(0), q_pe.stride(1),
-        out.stride(0), out.stride(1), *s_str,
-        NOPE=nope, KV_LORA=kv_lora, ROPE=rope, HEAD_ROWS=head_rows, BLOCK_T=block_t, BLOCK_C=block_c,
-        DOT_FP32=interpreter_active(), W_FP8=w_fp8, num_warps=warps,
+        out.stride(0), out.stride(1),
+        NOPE=nope, KV_LORA=kv_lora, ROPE=rope, BLOCK_T=block_t, BLOCK_C=block_c,
+        DOT_FP32=interpreter_active(), num_warps=warps,
     )
     return out
 
 
-def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | None = None, *,
-                 w_scale: torch.Tensor | None = None) -> torch.Tensor:
+def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """o[t, h, d] = Σ_c o_lat[t, h, c]·W_UV[h, d, c] (fp32 accumulation, one rounding).
 
     o_lat: [T, num_heads, kv_lora_rank] bf16/fp16, last dim contiguous (mla_decode's output).
-    w_uv: [num_heads, v_head_dim, kv_lora_rank] (kv_b_proj's value half), laid out as ``mla_absorb_q``'s
-    w_uk: o_lat's dtype, or float8_e4m3fn with w_scale [num_heads, v_head_dim/128, kv_lora_rank/128].
+    w_uv: [num_heads, v_head_dim, kv_lora_rank] same dtype, contiguous (kv_b_proj's value half).
     out: optional [T, num_heads, v_head_dim] buffer (last dim contiguous), else allocated in o_lat.dtype.
     Returns out. v_head_dim and kv_lora_rank must be powers of two ≥ 16 (128, 512 in DeepSeek).
     Raises TypeError (dtype) or ValueError (shape, device, layout).
@@ -242,16 +179,15 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     check_tensor("o_lat", o_lat, dtype=_FLOAT, ndim=3)
     check_runnable_device("o_lat", o_lat)
     dev = o_lat.device
-    check_tensor("w_uv", w_uv, dtype=(o_lat.dtype, torch.float8_e4m3fn), ndim=3, device=dev)
+    check_tensor("w_uv", w_uv, dtype=o_lat.dtype, ndim=3, device=dev)
     T, H, kv_lora = o_lat.shape
     if w_uv.shape[0] != H or w_uv.shape[2] != kv_lora:
         raise ValueError(f"w_uv must be [num_heads {H}, v_head_dim, kv_lora_rank {kv_lora}], got {tuple(w_uv.shape)}")
     v_dim = w_uv.shape[1]
     _check_pow2("v_head_dim", v_dim)
     _check_pow2("kv_lora_rank", kv_lora)
-    block_d = min(32, v_dim)  # 4 programs per head at v_head_dim 128: 512 weight streams in flight at 128 heads
-    block_c = min(64, kv_lora)
-    w_desc, head_rows, s_t, s_str, w_fp8 = _weight_operand("w_uv", w_uv, w_scale, o_lat.dtype, block_d, block_c)
+    if not w_uv.is_contiguous() or w_uv.data_ptr() % 16:
+        raise ValueError(f"w_uv must be contiguous with a 16-byte aligned base (TMA), strides {w_uv.stride()}")
     if o_lat.stride(2) != 1:
         raise ValueError(f"o_lat needs a contiguous last dim, strides {o_lat.stride()}")
     if out is None:
@@ -264,10 +200,13 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     if T == 0:
         return out
     block_t, warps = _absorb_config(T)
+    block_d = min(32, v_dim)  # 4 programs per head at v_head_dim 128: 512 weight streams in flight at 128 heads
+    block_c = min(64, kv_lora)
+    w_desc = TensorDescriptor(w_uv, [H * v_dim, kv_lora], [kv_lora, 1], [block_d, block_c])
     _mla_absorb_o_kernel[(H, v_dim // block_d)](
-        o_lat, w_desc, s_t, out, T,
-        o_lat.stride(0), o_lat.stride(1), out.stride(0), out.stride(1), *s_str,
-        V_DIM=v_dim, KV_LORA=kv_lora, HEAD_ROWS=head_rows, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
-        DOT_FP32=interpreter_active(), W_FP8=w_fp8, num_warps=warps, num_stages=4,
+        o_lat, w_desc, out, T,
+        o_lat.stride(0), o_lat.stride(1), out.stride(0), out.stride(1),
+        V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
+        DOT_FP32=interpreter_active(), num_warps=warps, num_stages=4,
     )
     return out

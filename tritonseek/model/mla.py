@@ -95,19 +95,6 @@ class MLA(nn.Module):
         """True when forward may take an :class:`FP8Act` x (triton, FP8 q_a‖kv_a fused and aliased)."""
         return self.q_kv_a.accepts_fp8(self.ops)
 
-    def absorbed_weights_fp8(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(W_UK [h, qk_nope, kv_lora], its scales [h, qk_nope/128, kv_lora/128], W_UV [h, v_head_dim,
-        kv_lora], its scales) as VIEWS of kv_b_proj's FP8 weight and weight_scale_inv (no copy, half the
-        bytes of the bf16 absorbed weights), or None when kv_b_proj is not FP8 or a width is not a
-        multiple of 128 (the block scales would straddle heads)."""
-        kvb, nope, v, c = self.kv_b_proj, self.nope, self.v_head_dim, self.kv_lora_rank
-        if not kvb.fp8 or nope % 128 or v % 128 or c % 128 or not kvb.weight.is_contiguous():
-            return None
-        h, r = self.num_heads, nope + v
-        w = kvb.weight.view(h, r, c)
-        s = kvb.weight_scale_inv.view(h, r // 128, c // 128)
-        return w[:, :nope], s[:, : nope // 128], w[:, nope:], s[:, nope // 128 :]
-
     def forward(self, x: torch.Tensor | FP8Act, positions: torch.Tensor, batch: AttentionBatch,
                 kv_cache: torch.Tensor) -> torch.Tensor:
         """x [T, hidden] (or its :class:`FP8Act` when ``accepts_fp8``) → [T, hidden]; writes the T new
@@ -157,17 +144,13 @@ class MLA(nn.Module):
             o = self.ops.mla_prefill(q_nope, k_nope, v, batch.cu_seqlens, batch.max_seqlen, self.softmax_scale,
                                      q_pe, k_pe)
         else:
-            fp8w = self.absorbed_weights_fp8() if self.ops.is_triton and x.dtype == torch.bfloat16 else None
-            if fp8w is not None:  # W_UK / W_UV read as FP8 from kv_b_proj (tiles dequantized to the same bf16)
-                w_uk, s_uk, w_uv, s_uv = fp8w
-            else:
-                (w_uk, w_uv), s_uk, s_uv = self.absorbed_weights(x.dtype), None, None
-            qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype, w_scale=s_uk)  # [q_nope·W_UK ‖ q_pe]
+            w_uk, w_uv = self.absorbed_weights(x.dtype)
+            qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype)  # [q_nope·W_UK ‖ q_pe]
             B = batch.cache_seqlens.shape[0]
             qa = qa.view(B, batch.seqlen_q, h, self.kv_lora_rank + self.rope_dim)
             o_lat, _ = self.ops.mla_decode(
                 qa, kv_cache, batch.block_table, batch.cache_seqlens, self.softmax_scale, self.kv_lora_rank,
                 batch.mla_metadata,
             )
-            o = self.ops.mla_absorb_o(o_lat.reshape(T, h, self.kv_lora_rank).to(x.dtype), w_uv, w_scale=s_uv)
+            o = self.ops.mla_absorb_o(o_lat.reshape(T, h, self.kv_lora_rank).to(x.dtype), w_uv)
         return self.o_proj(o.reshape(T, h * self.v_head_dim).to(x.dtype))

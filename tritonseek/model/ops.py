@@ -153,33 +153,22 @@ class Ops:
 
         write_latent_cache_ref(kv_cache, latent, slot_mapping)
 
-    def mla_absorb_q(self, q_nope, w_uk, q_pe, out_dtype, w_scale=None):
+    def mla_absorb_q(self, q_nope, w_uk, q_pe, out_dtype):
         """Absorbed query [q_nope·W_UK per head ‖ q_pe] → [T, h, kv_lora_rank + rope] in out_dtype.
-        Triton for power-of-two widths ≥ 16 (DeepSeek's); other widths take the torch einsum. w_uk may be
-        FP8 with its block scales w_scale (triton; see ``kernels.mla_absorb``)."""
+        Triton for power-of-two widths ≥ 16 (DeepSeek's); other widths take the torch einsum."""
         if self.is_triton and self._absorb_ok(q_nope.shape[-1], w_uk.shape[-1], q_pe.shape[-1], 16):
             from tritonseek.kernels.mla_absorb import mla_absorb_q
 
-            return mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=out_dtype, w_scale=w_scale)
-        w_uk = self._dense_heads(w_uk, w_scale, q_nope.dtype)
+            return mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=out_dtype)
         return torch.cat([torch.einsum("thd,hdc->thc", q_nope, w_uk), q_pe], dim=-1).to(out_dtype)
 
-    def mla_absorb_o(self, o_lat, w_uv, w_scale=None):
-        """Per-head value up-projection o = o_lat·W_UVᵀ: [T, h, kv_lora_rank] → [T, h, v_head_dim] (w_uv
-        may be FP8 with its block scales w_scale)."""
+    def mla_absorb_o(self, o_lat, w_uv):
+        """Per-head value up-projection o = o_lat·W_UVᵀ: [T, h, kv_lora_rank] → [T, h, v_head_dim]."""
         if self.is_triton and self._absorb_ok(16, o_lat.shape[-1], 16, w_uv.shape[1]):
             from tritonseek.kernels.mla_absorb import mla_absorb_o
 
-            return mla_absorb_o(o_lat, w_uv, w_scale=w_scale)
-        return torch.einsum("thc,hdc->thd", o_lat, self._dense_heads(w_uv, w_scale, o_lat.dtype))
-
-    @staticmethod
-    def _dense_heads(w, w_scale, dtype):
-        """Per-head weights [h, R, C] in dtype; FP8 ones dequantized with their [h, R/128, C/128] block scales."""
-        if w_scale is None:
-            return w
-        s = w_scale.repeat_interleave(128, 1).repeat_interleave(128, 2)
-        return (w.float() * s).to(dtype)
+            return mla_absorb_o(o_lat, w_uv)
+        return torch.einsum("thc,hdc->thd", o_lat, w_uv)
 
     @staticmethod
     def _absorb_ok(nope, kv_lora, rope, v_dim) -> bool:

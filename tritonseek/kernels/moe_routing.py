@@ -527,6 +527,8 @@ def moe_unpermute(
     row_map = row_map.contiguous()
     topk_weights = topk_weights.contiguous()
     block_h, warps = _copy_config(H, 4)
+    if T <= 16:  # decode: more, narrower programs (at T=1, H=7168: 14 instead of 4 SMs share the k row reads)
+        block_h, warps = min(block_h, 512), 4
     _unpermute_kernel[(T, triton.cdiv(H, block_h))](
         expert_out, row_map, topk_weights, shared_output if shared_output is not None else expert_out, out,
         H, expert_out.stride(0), shared_output.stride(0) if shared_output is not None else 0, out.stride(0),

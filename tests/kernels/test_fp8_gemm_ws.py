@@ -47,7 +47,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    bn, bk, wgs = cfg["BLOCK_N"], W.BLOCK_K, cfg["WGS"]
+    bn, bk, wgs = cfg["BLOCK_N"], W.BLOCK_K, cfg["WGS"] or 2
     split = bool(cfg["SPLIT"])
     bm = 64 * wgs if split else cfg["BLOCK_M"]
     c_rows = 64 if split else bm
@@ -66,7 +66,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
-                  UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]), WGS=wgs, num_warps=warps)
+                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -75,14 +75,13 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
 
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,defer", [
-    (128, torch.bfloat16, True, False, False, False),  # cooperative, one product set
-    (64, torch.float32, False, False, True, False),
-    (128, torch.bfloat16, True, True, True, False),  # split + unrolled
-    (128, torch.bfloat16, True, True, True, True),  # + the deferred epilogue
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2", [
+    (128, torch.bfloat16, True, False, False),  # cooperative, one product set
+    (64, torch.float32, False, False, True),
+    (128, torch.bfloat16, True, True, True),  # the default (split + unrolled)
 ])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, defer):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, DEFER=defer)
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2: block 0,
     # two in the loop, the odd tail), per consumer partition (SPLIT: two)
@@ -99,9 +98,6 @@ def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, un
     assert "C7508" not in report, report  # setmaxnreg honoured
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert all(s == ("0", "0") for s in spills), report
-    if defer:  # the previous tile's TMA store is issued between the first wgmma of the next tile and its wait
-        first = ptx.index("wgmma.mma_async")
-        assert ptx.index("cp.async.bulk.tensor.2d.global.shared::cta") < ptx.index("wgmma.wait_group", first)
 
 
 def test_ws_three_warpgroups_compile_for_sm90_without_spills():
@@ -117,6 +113,15 @@ def test_ws_three_warpgroups_compile_for_sm90_without_spills():
     assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
+
+
+def test_wgs_for_picks_192_row_tiles_where_their_waves_win():
+    # the H200 measurements behind _WGS3_TILE_COST (M = 4096, 132 SMs): 3 warpgroups won on five of DeepGEMM's
+    # shapes and lost on 4096×7168 (8 waves of 128-row tiles against 6 of 192-row ones); M = 256, 512: 2 everywhere
+    picks = {(n, k): W.wgs_for(4096, n, 128, 132) for n, k in _REAL_NK}
+    assert picks == {(2112, 7168): 3, (24576, 1536): 3, (32768, 512): 3, (7168, 16384): 3, (4096, 7168): 2,
+                     (7168, 2048): 3}
+    assert all(W.wgs_for(m, n, 128, 132) == 2 for m in (256, 512) for n, _ in _REAL_NK)
 
 
 def _cpu_operands(m=8, n=128, k=256):
@@ -148,8 +153,8 @@ def test_ws_rejects_bad_layouts():
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(SKEW=True))
     with pytest.raises(ValueError, match="BLOCK_N 64 or 128"):
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(BLOCK_N=256))
-    for bad in (dict(WGS=4), dict(WGS=3, DEFER=True), dict(WGS=3, SPLIT=False)):
-        with pytest.raises(ValueError, match="WGS must be 2, or 3"):
+    for bad in (dict(WGS=4), dict(WGS=3, NUM_STAGES=5), dict(WGS=3, SPLIT=False)):
+        with pytest.raises(ValueError, match="WGS must be None, 2, or 3"):
             W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
 
 
@@ -162,7 +167,9 @@ def test_fp8_gemm_nt_gluon_entries(device):
     assert gluon and all(key[0] == "large" for key in gluon)
     for key in gluon:
         cfg = G._TUNED[key]
-        merged = dict(W.ws_config(4096, key[1], key[2]), **cfg["GLUON"])
+        gluon = {k: v for k, v in cfg["GLUON"].items() if k != "MIN_M"}  # MIN_M: read by fp8_gemm_nt's dispatch
+        assert isinstance(cfg["GLUON"].get("MIN_M", 0), int)
+        merged = dict(W.ws_config(4096, key[1], key[2]), **gluon)
         assert set(merged) == set(W._DEFAULT_WS), f"unknown GLUON keys in {key}"
         assert merged["BLOCK_N"] in (64, 128) and merged["BLOCK_M"] == 128
     if device.type == "cpu":  # interpreter: the tl half of an entry, at a small shape
@@ -212,8 +219,6 @@ _GPU_CONFIGS = [
     dict(BLOCK_N=64, TMA_STORE=False, UNROLL2=False),
     dict(_COOP, NUM_STAGES=3, GROUP_M=1),
     dict(UNROLL2=True, SPLIT=False, NUM_STAGES=2, TMA_STORE=False),
-    dict(DEFER=True),  # epilogue of tile t under the first wgmma of tile t+1
-    dict(DEFER=True, TMA_STORE=False, UNROLL2=False),
     dict(WGS=3),  # 192-row tiles, three consumer warpgroups
     dict(WGS=3, TMA_STORE=False),
 ]
@@ -237,7 +242,7 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [None, dict(DEFER=True), dict(WGS=3)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3)])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
@@ -248,6 +253,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [None, dict(DEFER=True), dict(WGS=3)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

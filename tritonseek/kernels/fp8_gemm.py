@@ -49,7 +49,8 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop; not
 # in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md),
 # GLUON (on a CUDA Hopper GPU run the warp-specialized Gluon kernel of fp8_gemm_ws with this
-# config instead; the other keys stay the tl config used elsewhere, e.g. under the interpreter).
+# config instead, from M = its MIN_M key on if it has one; the other keys stay the tl config used
+# elsewhere, e.g. under the interpreter).
 _TUNED: dict[tuple[str, int, int], dict] = {
     # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
     # re-checked at 69ee3f4 against PINGPONG/FLATTEN/deeper-pipeline/other-tile twins: each entry
@@ -70,12 +71,16 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # first; PINGPONG never won here), then a confirm sweep of the winners' neighbours at 4a8249d
     # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%.
     # GLUON: the warp-specialized Gluon kernel beat these tl configs on the H200 at 650a904
-    # (1084–1137 vs 984–987 TFLOP/s at K ≥ 1536, 912 vs 657 at K = 512); not at N = 2112 (906 vs 922)
-    ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
+    # (1084–1137 vs 984–987 TFLOP/s at K ≥ 1536, 912 vs 657 at K = 512), and at M = 256–1024 at 59c72b9 (by
+    # 2–20%; ties within 2.5% at 256×24576×1536 and 1024×7168×2048). It picks 192-row tiles (WGS = 3) per
+    # problem (fp8_gemm_ws.wgs_for). N = 2112: 192-row Gluon tiles beat tl at M = 4096 (118.6 vs 136.3 µs at
+    # 59c72b9; 128-row Gluon tiles lost, 140.3), so Gluon from MIN_M = 4096 (the one M measured), tl below.
+    ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
+                                GLUON=dict(SPLIT=True, UNROLL2=True, MIN_M=4096)),
     ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3,
                                  GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
-                                GLUON=dict(SPLIT=True, UNROLL2=True, NUM_STAGES=5, GROUP_M=16)),
+                                GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True,
                                  GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3, FLATTEN=True,
@@ -328,13 +333,14 @@ def fp8_gemm_nt(
     cfg = dict(config) if config is not None else get_config(m, n, k, num_programs)
     if cfg.get("SWAP_AB"):  # small M: weights on the wgmma M side (fp8_gemm_small)
         return launch_fp8_gemm_swap_ab(a, a_scale, b, b_scale, out, cfg)
-    if cfg.get("GLUON") is not None and a.device.type == "cuda":
+    gluon = cfg.get("GLUON")
+    if gluon is not None and a.device.type == "cuda" and m >= gluon.get("MIN_M", 0):
         # warp-specialized Gluon kernel (fp8_gemm_ws) where it measured faster; Hopper only, and
         # the interpreter runs the tl config that the same entry carries
         from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported, launch_fp8_gemm_ws
 
         if gluon_ws_supported(a.device):
-            return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, cfg["GLUON"])
+            return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, {k: v for k, v in gluon.items() if k != "MIN_M"})
     missing = [key for key in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages") if key not in cfg]
     if missing:
         raise ValueError(f"config lacks {missing} (a full launch config is needed; see get_config)")

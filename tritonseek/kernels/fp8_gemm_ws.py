@@ -21,10 +21,7 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   on the CUDA cores while the wgmma of block kb is in flight (two product register sets, explicit
   ``warpgroup_mma_wait``), so the tensor core no longer idles for the whole promotion;
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
-  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop;
-* DEFER (config key): a tile's last promotion and its epilogue (smem store + TMA store) run after the
-  next tile's first wgmma is issued, under it, instead of with the tensor core idle for this
-  warpgroup (the two warpgroups finish a tile together, so their epilogues coincide).
+  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop.
 
 Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200.jsonl, commits
 650a904 and bad8f9b): split + unrolled 891–1137 TFLOP/s (1.07–1.14× cuBLAS block-scaled at
@@ -67,13 +64,27 @@ from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operand
 # block (one scalar b_scale per K block) and leaves registers for two product sets. Default =
 # the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
+# WGS: consumer warpgroups per CTA, 2 (128-row tiles) or 3 (192-row tiles, one product set each); None = chosen
+# per problem by wgs_for (after the other keys are merged).
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, DEFER=False, WGS=2)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None)
+# Time of a 192-row tile (WGS = 3) relative to a 128-row one: 1.5× the work at ~0.91× the time per FLOP (17% less
+# L2→SMEM traffic per FLOP; H200 at M = 4096, commit 59c72b9: 24576×1536 260.8 vs 280.7 µs, 32768×512 142.2 vs
+# 155.3, 7168×16384 853 vs 885, 7168×2048 112.5 vs 116.9, 2112×7168 118.6 vs 136.3 (tl) / 140.3, and a loss where
+# the 192-row tiles leave a worse last wave: 4096×7168 237.9 vs 221.9).
+_WGS3_TILE_COST = 1.365
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
-    """The launch config of ``fp8_gemm_nt_ws`` for one problem (a copy of the default)."""
+    """The launch config of ``fp8_gemm_nt_ws`` for one problem (a copy of the default; WGS None = per problem)."""
     return dict(_DEFAULT_WS)
+
+
+def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
+    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2."""
+    waves2 = triton.cdiv(triton.cdiv(m, 128) * triton.cdiv(n, block_n), num_sms)
+    waves3 = triton.cdiv(triton.cdiv(m, 192) * triton.cdiv(n, block_n), num_sms)
+    return 3 if waves3 * _WGS3_TILE_COST < waves2 else 2
 
 
 @gluon.jit
@@ -155,7 +166,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 DEFER: gl.constexpr, SERIAL: gl.constexpr):
+                 SERIAL: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -170,14 +181,6 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
     num_pid_n = gl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
     it = 0
-    # DEFER: the last K block's promotion and the epilogue of tile t run after tile t+1's first wgmma is
-    # issued (under it); the pending tile starts as a box past the last row, which the TMA store clips and
-    # the masked store masks off entirely, so the loop has no first-tile branch
-    acc = zero
-    plast = zero
-    slast = gl.zeros([ROWS], gl.float32, row_layout)
-    poff_m = M
-    poff_n = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M + ROW0
@@ -187,13 +190,9 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         sa_ptrs = a_scale_ptr + rm * stride_asm
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
 
-        # K block 0: issue, (DEFER: finish the previous tile under it), wait, release its stage
+        # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
         prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
                                         BLOCK_M, NUM_STAGES)
-        if DEFER:
-            acc += plast * gl.expand_dims(slast, 1)
-            _store_tile(acc, c_smem, c_desc, c_ptr, poff_m, poff_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                        TMA_STORE, row_layout, col_layout)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
         it += 1
@@ -205,16 +204,8 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
             acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
                                             empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
                                             BLOCK_M, NUM_STAGES, UNROLL2)
-        if DEFER:
-            poff_m = off_m
-            poff_n = off_n
-        else:
-            acc += plast * gl.expand_dims(slast, 1)
-            _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                        TMA_STORE, row_layout, col_layout)
-    if DEFER:
         acc += plast * gl.expand_dims(slast, 1)
-        _store_tile(acc, c_smem, c_desc, c_ptr, poff_m, poff_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+        _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     TMA_STORE, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
@@ -239,8 +230,7 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
             NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
     # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
     # the previous block promoted under it, then waited. Returns (acc without the last block, the last
-    # block's product and scale, it): the caller promotes the last block (DEFER: under the next tile's
-    # first wgmma).
+    # block's product and scale, it): the caller promotes the last block.
     acc = zero
     if UNROLL2:
         # unrolled by two: the products of even and odd blocks live in two fixed register sets, so
@@ -314,7 +304,7 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, DEFER: gl.constexpr, WGS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
@@ -344,15 +334,15 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, DEFER, True)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, DEFER, True)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, DEFER, True)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -362,11 +352,11 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, DEFER, False)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, DEFER, False)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -376,7 +366,7 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, DEFER, False)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -454,8 +444,8 @@ def fp8_gemm_nt_ws(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
-        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, DEFER, WGS = 2 or 3
-        consumer warpgroups: 3 = 192-row tiles, one product set each), for tests and tuning.
+        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
+        warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -492,8 +482,13 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     bm, bn, wgs = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["WGS"]
     if bm != 128 or bn not in (64, 128):
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
-    if wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or cfg["DEFER"]):
-        raise ValueError(f"config WGS must be 2, or 3 with SPLIT and without DEFER, got {cfg}")
+    if wgs is not None and (wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4)):
+        raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
+    dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
+    if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
+        wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
+        if wgs == 3:
+            cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
     bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
@@ -508,7 +503,6 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, bn],
                                   _smem_layout([c_rows, bn], _GL_DTYPES[out.dtype]))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](
         a_desc, b_desc, c_desc, out, a_scale, b_scale,
@@ -516,7 +510,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
-        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), DEFER=bool(cfg["DEFER"]), WGS=wgs,
+        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs,
         num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
     )
     return out

@@ -21,7 +21,15 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   on the CUDA cores while the wgmma of block kb is in flight (two product register sets, explicit
   ``warpgroup_mma_wait``), so the tensor core no longer idles for the whole promotion;
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
-  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop.
+  stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop;
+* WGS = 3: 192-row tiles, three consumer warpgroups of 64 rows (A arrives as three 64-row TMA boxes,
+  Triton shapes being powers of two). 65536 registers hold three consumer warpgroups only at 160 each
+  (the producer's at 24), room for the accumulator and ONE product set, so each warpgroup promotes
+  serially (issue, wait, promote) and the other two keep the tensor core busy. A stage feeds 1.5×
+  the FLOPs of a 128×128 one for 1.25× the bytes: 17% less L2→SMEM traffic per FLOP, which is what
+  the 128-row kernel runs short of (~1070 TFLOP/s on every long-K shape, with the promotion hidden).
+  ``wgs_for`` picks it per problem from the waves each tile height needs (the 192-row tiles' last wave
+  can be worse: 4096×4096 tiles 5.3 → 6 waves against 7.8 → 8).
 
 Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200.jsonl, commits
 650a904 and bad8f9b): split + unrolled 891–1137 TFLOP/s (1.07–1.14× cuBLAS block-scaled at
@@ -32,8 +40,11 @@ started one K block behind warpgroup 0 (within ±3%), DeepGEMM's serial issue–
 under block kb): ptxas serializes every wgmma (C7514/C7515) as soon as a product stays in flight
 across a loop back-edge inside a worker partition (Triton runs worker partitions inside a
 dispatch loop) or an epilogue branch sits in the K loop, so each warpgroup waits for its own
-block (wait(0)) and the other warpgroup keeps the tensor core busy. N = 2112 stays on the tl
-kernel (17 column tiles of 128 → 544 tiles = 4.1 waves of 132 SMs).
+block (wait(0)) and the other warpgroup keeps the tensor core busy. Also dropped (H200 at 5e848e1):
+the previous tile's last promotion and epilogue deferred under the next tile's first wgmma (equal
+at K = 16384, 2–10% slower at K ≤ 7168, 3–24% slower in the grouped kernels). H200 at 59c72b9,
+WGS = 3 against 2 (µs): 2112×7168 118.6 vs 140.3 (tl 136.3), 24576×1536 260.8 vs 280.7, 32768×512
+142.2 vs 155.3, 7168×16384 853 vs 885, 7168×2048 112.5 vs 116.9, 4096×7168 237.9 vs 221.9.
 
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.

@@ -24,8 +24,8 @@ This kernel swaps the operands (as DeepGEMM's and vLLM's small-M paths do):
   dependency wait; PDL=2 lets the next kernel launch at once), an in-loop L2 prefetch AHEAD K
   blocks beyond the shared-memory pipeline, and a split-fast grid order (SPLIT_FAST).
 
-Configs per (M class, N, K) in ``_TUNED_SMALL`` (H200 sweeps of benchmarks/bench_fp8_gemm.py),
-else the heuristic ``small_m_config`` (swap-AB won on every shape swept). The launcher is internal:
+Configs per (M class, N, K) in ``_TUNED_SMALL`` (H200 sweeps of benchmarks/bench_gemm_decode.py,
+suite fp8_gemm_decode), else the heuristic ``small_m_config`` (swap-AB won on every shape swept). The launcher is internal:
 ``fp8_gemm_nt`` validates and dispatches here for M ≤ ``SMALL_M_MAX`` (or a config with SWAP_AB=True).
 Fusing the activation quant into this kernel was measured too (commit 9f1489a: bit-identical, but
 slower than quant kernel + GEMM on the big shapes, up to 20% at 36864×7168) and was removed.

@@ -25,8 +25,8 @@ from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
 from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
-def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = False, wgs: int = 1,
-                 prefetch: int = 0, stages_b: int = 0):
+def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
+                 pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -35,18 +35,17 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
 
     from tritonseek.kernels import mla_decode_ws as W
 
-    vc = 256 if stages_b else 512
-    lv = W.smem_layout([64, vc], gl.bfloat16)
+    lv = W.smem_layout([64, 512], gl.bfloat16)
     lr = W.smem_layout([64, 64], gl.bfloat16)
-    sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, {vc}],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
-               kv_ptr="*bf16", bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
+    sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, 512],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
+               bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
                out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
-    consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=40, DEFER_L=defer_l, WGS=wgs, CONSUMER_REGS=232,
-                  PREFETCH=prefetch, SPLIT=stages_b > 0, STAGES_B=max(stages_b, 1))
+    consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
+                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe)
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(W._mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -86,7 +85,9 @@ def sm90_ptx():
     from concurrent.futures import ThreadPoolExecutor
 
     def one(k):
-        ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], 2 if k[0] == 32 else 0)
+        # the 64-row config with PIPE and the 240/24 register split (232/40 left 4 spill accesses per tile)
+        ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], k[1] == 2,
+                                   *((240, 24) if k[1] == 2 else (232, 40)))
         return ptx, ptxas_report(ptx), _hot_loops(ptx)
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
@@ -99,14 +100,15 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs):
     ptx, report, loops = sm90_ptx[(block_h, wgs)]
     rows = block_h // wgs
     # per consumer warpgroup: Sᵀ = K·Qᵀ 512/16 + 64/16 = 36 k-steps; Oᵀ = Vᵀ·Pᵀ 8 M-blocks × 4 k-steps
-    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{rows}k16.f32.bf16.bf16") == (36 + 32) * wgs
+    # (PIPE, the 64-row config here: one more Sᵀ issue site, the sequence's first tile before the loop)
+    sites = 36 + 32 + (36 if wgs == 2 else 0)
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{rows}k16.f32.bf16.bf16") == sites * wgs
     # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
-    assert ptx.count("cp.async.bulk.prefetch.L2.global") == (1 if block_h == 32 else 0)  # PREFETCH 2 at 32 rows
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     # ptxas spills some per-sequence prologue/epilogue values (32 rows: ~40 registers of addresses; two
-    # warpgroups capped at 232 registers: more); the per-tile loops hold at most one local-memory access
-    # (seen: 0 at 16/32 rows on one warpgroup, 1 reload per tile on two).
+    # warpgroups capped at 240 registers: more); the per-tile loops hold at most one local-memory access
+    # (seen: 0 at 16/32 rows on one warpgroup, 1 + 0 on two with PIPE).
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
     assert all(x <= {16: 0, 32: 256, 64: 1024}[block_h] for x in spills), report
     assert len(loops) == wgs
@@ -199,25 +201,15 @@ def test_ws_per_tile_row_sums_gpu(device, num_heads, seqlen_q):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (64, 1)])
-def test_ws_l2_prefetch_gpu(device, num_heads, seqlen_q):
-    """PREFETCH (L2 prefetch of tiles ahead of the ring) leaves the results unchanged; page 128 too."""
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (32, 1), (64, 1), (128, 2)])
+def test_ws_pipelined_scores_gpu(device, num_heads, seqlen_q):
+    """PIPE (the next tile's scores issued before this tile's softmax) gives the reference results, with
+    tails, empty rows, one-tile rows, page 128 and causal off."""
     gen = torch.Generator().manual_seed(num_heads * 3 + seqlen_q)
-    for page in (64, 128):
-        lens = [0, 1, 64, 65, 4096, 777, 200]
-        _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), PREFETCH=2)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
-def test_ws_split_value_rings_gpu(device, num_heads, seqlen_q):
-    """WS_STAGES_B (value columns 256..511 in a second ring, 3 + 2 stages) gives the reference results."""
-    gen = torch.Generator().manual_seed(num_heads * 5 + seqlen_q)
     lens = [0, 1, 64, 65, 4096, 777, 200, 129]
-    _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen), WS_STAGES=3,
-              WS_STAGES_B=2)
-    _check_ws(*make_case(device, 3, seqlen_q, num_heads, 576, 512, 64, [3000, 64, 1], gen), WS_STAGES=3,
-              WS_STAGES_B=2, causal=False)
+    _check_ws(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen), PIPE=True)
+    _check_ws(*make_case(device, 4, seqlen_q, num_heads, 576, 512, 128, [3000, 128, 1, 129], gen), PIPE=True,
+              causal=False)
 
 
 @pytest.mark.gpu

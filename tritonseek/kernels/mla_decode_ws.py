@@ -61,13 +61,12 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # H200: equal at 16 rows, 1-2 µs faster at 32, 16 µs at 64 rows, so the default).
 # WS_WGS: consumer warpgroups per program (2: each owns BLOCK_H/2 rows of the same cache tiles; CONSUMER_REGS
 # is then the second one's register budget after setmaxnreg).
-# PREFETCH: tiles ahead of the ring the TMA warp prefetches into L2 (cp.async.bulk.prefetch; 0 = off), so
-# HBM reads are not limited to the 2 tiles the shared memory holds.
-# WS_STAGES_B > 0: split each tile's value columns in two rings, 0..255 (+ rope) WS_STAGES deep and 256..511
-# WS_STAGES_B deep, the second half released first: 3 + 2 stages fit next to a 32-row query tile (2 + 2 do not
-# leave room for a third whole tile), so one more 40 KB half-tile is in flight.
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PREFETCH=0,
-                   WS_STAGES_B=0)
+# PIPE: issue the next tile's scores (Sᵀ wgmma) before this tile's softmax, so the softmax runs under the
+# tensor core's work (the next tile must have arrived: a gain only where the loads keep ahead).
+# Measured on the H200 and dropped (slower or equal; code in git history at 1e9801a): an L2 prefetch of the tile
+# after the ring's (cp.async.bulk.prefetch, 2-3 tiles ahead: 6-40 µs slower at b128 s_k 4096) and splitting
+# each tile's value columns over two rings of 3 + 2 half-tiles (within ±1.5 µs).
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -100,21 +99,9 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 
 
 @gluon.jit
-def _prefetch_l2(kv_ptr, row):
-    # L2 prefetch of the 64 cache rows from `row` on (73,728 contiguous bytes: inside one page), one bulk
-    # prefetch issued by lane 0 (per-lane addresses made ptxas loop over the lanes: slower than none, H200 W2)
-    lane = gl.arange(0, 32, layout=gl.BlockedLayout([1], [32], [1], [0]))
-    ptrs = kv_ptr + row.to(gl.int64) * D_QK + lane * 0
-    gl.inline_asm_elementwise(
-        "{ .reg .pred p; setp.eq.s32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], 73728; mov.u32 $0, 0; }",
-        "=r,l,r", [ptrs, lane], dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, b_bufs, ready_b, empty_b, kv_ptr, bt_ptr, seqlens_ptr,
-              sched_ptr, stride_btb, batch, max_blocks, page_shift,
-              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, PREFETCH: gl.constexpr, SPLIT: gl.constexpr,
-              STAGES_B: gl.constexpr):
+def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+              stride_btb, batch, max_blocks, page_shift,
+              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
     # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + pid * 4 + 0)
@@ -138,17 +125,6 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, b_bufs, ready_b, emp
             mbarrier.expect(bar, stage_bytes)
             tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s))
             tma.async_copy_global_to_shared(r_desc, [row, D_LATENT], bar, r_bufs.index(s))
-            if SPLIT:  # value columns 256..511 into the (shallower) second ring
-                sb = it % STAGES_B
-                mbarrier.wait(empty_b.index(sb), ((it // STAGES_B) & 1) ^ 1)
-                bar_b = ready_b.index(sb)
-                mbarrier.expect(bar_b, v_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(v_desc, [row, D_LATENT // 2], bar_b, b_bufs.index(sb))
-            if PREFETCH > 0:  # start the HBM read of a tile the ring has no room for yet (into L2)
-                if k + PREFETCH < k_hi:
-                    nxt = first + PREFETCH * BLOCK_N
-                    blk_p = gl.load(bt_row + (nxt >> page_shift))
-                    _prefetch_l2(kv_ptr, (blk_p << page_shift) + (nxt & page_mask))
             it += 1
 
 
@@ -164,24 +140,34 @@ def _zero_tail(buf, first, seqlen, COLS: gl.constexpr, BLOCK_N: gl.constexpr, la
 
 
 @gluon.jit
-def _store_o(o, col0, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr, opart_ptr, stride_ob):
-    # Oᵀ [value columns col0 + cols, query rows] → out (the sequence's only split) or its partial slot
+def _store_o(o, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr, opart_ptr, stride_ob):
+    # Oᵀ [value columns, query rows] → out (the sequence's only split) or its partial slot
     if n_split == 1:
-        o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 0) + gl.expand_dims(col0 + cols, 1))
+        o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 0) + gl.expand_dims(cols, 1))
         gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
     else:
-        p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(col0 + cols, 1))
+        p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
         gl.store(p_ptrs, o, mask=gl.expand_dims(row_ok, 0))
 
 
 @gluon.jit
-def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty, b_bufs, ready_b, empty_b,
+def _scores(vb, rb, q_lat, q_rope, s_zero, k, masked, seqlen, BLOCK_N: gl.constexpr, ld: gl.constexpr):
+    # issue Sᵀ = K·Qᵀ for cache tile k (async); a tail tile first gets its rows past seqlen zeroed
+    if masked:
+        _zero_tail(vb, k * BLOCK_N, seqlen, D_LATENT, BLOCK_N, ld)
+        fence_async_shared()
+        gl.thread_barrier()
+    s = warpgroup_mma(vb, q_lat.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    return warpgroup_mma(rb, q_rope.permute((1, 0)), s, is_async=True)
+
+
+@gluon.jit
+def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
               seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
               stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-              DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, SPLIT: gl.constexpr,
-              STAGES_B: gl.constexpr):
+              DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, ROWS, 16])
@@ -200,8 +186,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty, b_bufs
     h_idx = rows % num_heads
     o_row = s_idx.to(gl.int64) * stride_os + h_idx.to(gl.int64) * stride_oh
     l_row = h_idx.to(gl.int64) * stride_lh + s_idx
-    VCOLS: gl.constexpr = D_LATENT // 2 if SPLIT else D_LATENT  # value columns per ring buffer
-    cols = gl.arange(0, VCOLS, layout=col_l)
+    cols = gl.arange(0, D_LATENT, layout=col_l)
     # query rows in the load layout
     rows_ld = tile_h * BLOCK_H + ROW0 + gl.arange(0, ROWS, layout=ld_rows)
     rows_ld_ok = gl.expand_dims(rows_ld < rows_total, 1)
@@ -237,30 +222,27 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty, b_bufs
             m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
             l_i = gl.zeros([ROWS], gl.float32, row_l)
             l_acc = gl.zeros([BLOCK_N, ROWS], gl.float32, mma)  # DEFER_L: per-key partial sums
-            acc = gl.zeros([VCOLS, ROWS], gl.float32, mma)  # SPLIT: value columns 0..255
-            acc_hi = gl.zeros([VCOLS, ROWS], gl.float32, mma)  # SPLIT: value columns 256..511
+            acc = gl.zeros([D_LATENT, ROWS], gl.float32, mma)
+            if PIPE:  # scores of the sequence's first tile; the loop issues tile k + 1's before tile k's softmax
+                mbarrier.wait(ready.index(it % NUM_STAGES), (it // NUM_STAGES) & 1)
+                s_next = _scores(v_bufs.index(it % NUM_STAGES), r_bufs.index(it % NUM_STAGES), q_lat, q_rope, s_zero,
+                                 k_lo, k_lo >= k_fast, seqlen, BLOCK_N, ld)
+                s_next = warpgroup_mma_wait(0, deps=[s_next])
             for k in range(k_lo, k_hi):
                 st = it % NUM_STAGES
-                mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
                 vb = v_bufs.index(st)
-                if SPLIT:
-                    sb = it % STAGES_B
-                    mbarrier.wait(ready_b.index(sb), (it // STAGES_B) & 1)
-                    vb_hi = b_bufs.index(sb)
-                if k >= k_fast:  # tail / diagonal tile: zero the value rows past the cache length
-                    _zero_tail(vb, k * BLOCK_N, seqlen, VCOLS, BLOCK_N, ld)
-                    if SPLIT:
-                        _zero_tail(vb_hi, k * BLOCK_N, seqlen, VCOLS, BLOCK_N, ld)
-                    fence_async_shared()
-                    gl.thread_barrier()
-                if SPLIT:
-                    s = warpgroup_mma(vb, q_lat.slice(0, VCOLS, dim=1).permute((1, 0)), s_zero, use_acc=False,
-                                      is_async=True)
-                    s = warpgroup_mma(vb_hi, q_lat.slice(VCOLS, VCOLS, dim=1).permute((1, 0)), s, is_async=True)
+                if PIPE:
+                    s = s_next
+                    # tile k + 1's scores go to the tensor core before tile k's softmax; on the last tile a
+                    # throw-away repeat of tile k's (its ready phase is complete: no wait, no tail zeroing)
+                    nxt = gl.where(k + 1 < k_hi, it + 1, it)
+                    mbarrier.wait(ready.index(nxt % NUM_STAGES), (nxt // NUM_STAGES) & 1)
+                    s_next = _scores(v_bufs.index(nxt % NUM_STAGES), r_bufs.index(nxt % NUM_STAGES), q_lat, q_rope,
+                                     s_zero, k + 1, (k + 1 >= k_fast) & (k + 1 < k_hi), seqlen, BLOCK_N, ld)
                 else:
-                    s = warpgroup_mma(vb, q_lat.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                s = warpgroup_mma(r_bufs.index(st), q_rope.permute((1, 0)), s, is_async=True)
-                s = warpgroup_mma_wait(0, deps=[s])
+                    mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
+                    s = _scores(vb, r_bufs.index(st), q_lat, q_rope, s_zero, k, k >= k_fast, seqlen, BLOCK_N, ld)
+                    s = warpgroup_mma_wait(0, deps=[s])
                 keys = k * BLOCK_N + gl.arange(0, BLOCK_N, layout=col_l)
                 s = gl.where(gl.expand_dims(keys, 1) <= gl.expand_dims(limit, 0), s * sm_scale_log2, float("-inf"))
                 m_new = gl.maximum(m_i, gl.max(s, 0))
@@ -275,17 +257,11 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty, b_bufs
                 p_smem.store(gl.permute(p.to(p_smem.dtype), (1, 0)))
                 fence_async_shared()
                 gl.thread_barrier()
-                if SPLIT:  # the second ring's half first: it is released as soon as its product is done
-                    acc_hi = warpgroup_mma(vb_hi.permute((1, 0)), p_smem.permute((1, 0)),
-                                           acc_hi * gl.expand_dims(alpha, 0), is_async=True)
-                    acc = warpgroup_mma(vb.permute((1, 0)), p_smem.permute((1, 0)), acc * gl.expand_dims(alpha, 0),
-                                        is_async=True)
-                    acc_hi = warpgroup_mma_wait(1, deps=[acc_hi])
-                    mbarrier.arrive(empty_b.index(sb), count=1)
-                    acc = warpgroup_mma_wait(0, deps=[acc])
+                acc = warpgroup_mma(vb.permute((1, 0)), p_smem.permute((1, 0)), acc * gl.expand_dims(alpha, 0),
+                                    is_async=True)
+                if PIPE:
+                    acc, s_next = warpgroup_mma_wait(0, deps=[acc, s_next])
                 else:
-                    acc = warpgroup_mma(vb.permute((1, 0)), p_smem.permute((1, 0)), acc * gl.expand_dims(alpha, 0),
-                                        is_async=True)
                     acc = warpgroup_mma_wait(0, deps=[acc])
                 mbarrier.arrive(empty.index(st), count=1)
                 it += 1
@@ -296,11 +272,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty, b_bufs
             lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
             n_split = gl.load(split_ptr + b * 2 + 1)
             slot = (pid + b).to(gl.int64) * rows_total
-            _store_o(acc * gl.expand_dims(inv_l, 0), 0, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
+            _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
                      opart_ptr, stride_ob)
-            if SPLIT:
-                _store_o(acc_hi * gl.expand_dims(inv_l, 0), VCOLS, n_split, b, slot, rows, row_ok, o_row, cols,
-                         out_ptr, opart_ptr, stride_ob)
             if n_split == 1:
                 gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
             else:
@@ -312,18 +285,16 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty, b_bufs
                               "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads", "seqlen_q",
                               "page_shift"])
 def _mla_decode_ws_kernel(
-    q_ptr, v_desc, r_desc, kv_ptr, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
+    q_ptr, v_desc, r_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_qb, stride_qs, stride_qh, stride_btb,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-    DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PREFETCH: gl.constexpr,
-    SPLIT: gl.constexpr, STAGES_B: gl.constexpr,
+    DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
-    # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V; SPLIT: box
-    #          [64, 256], columns 0..255 into the NUM_STAGES ring with the rope, 256..511 into a STAGES_B ring)
+    # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
     # r_desc   the same rows, box [64, 64] at column 512 (rope)
     # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
     # sched [num_parts, 4] / split [batch, 2] int32: get_mla_metadata's schedule (BLOCK_N = 64)
@@ -346,48 +317,32 @@ def _mla_decode_ws_kernel(
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=WGS)  # released by every consumer warpgroup
-    if SPLIT:
-        b_bufs = gl.allocate_shared_memory(dtype, [STAGES_B] + v_desc.block_type.shape, v_desc.layout)
-        ready_b = gl.allocate_shared_memory(gl.int64, [STAGES_B, 1], mbarrier.MBarrierLayout())
-        empty_b = gl.allocate_shared_memory(gl.int64, [STAGES_B, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(STAGES_B):
-            mbarrier.init(ready_b.index(i), count=1)
-            mbarrier.init(empty_b.index(i), count=WGS)
-    else:  # placeholders, never touched
-        b_bufs = v_bufs
-        ready_b = ready
-        empty_b = empty
     if WGS == 1:
         gl.warp_specialize([
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(0), q_rope.index(0), p_smem.index(0), ready, empty,
-                         b_bufs, ready_b, empty_b,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, SPLIT, STAGES_B)),
-            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, b_bufs, ready_b, empty_b, kv_ptr, bt_ptr,
-                         seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES,
-                         PREFETCH, SPLIT, STAGES_B)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE)),
+            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
         # streaming the same cache tiles (a stage is free once both released it); worker 1 = TMA warp
         gl.warp_specialize([
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(0), q_rope.index(0), p_smem.index(0), ready, empty,
-                         b_bufs, ready_b, empty_b,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, SPLIT, STAGES_B)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE)),
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(1), q_rope.index(1), p_smem.index(1), ready, empty,
-                         b_bufs, ready_b, empty_b,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, SPLIT, STAGES_B)),
-            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, b_bufs, ready_b, empty_b, kv_ptr, bt_ptr,
-                         seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES,
-                         PREFETCH, SPLIT, STAGES_B)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE)),
+            (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
+                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -414,7 +369,8 @@ def check_ws_device(t: torch.Tensor) -> None:
     """Raise ValueError unless t is on a CUDA Hopper GPU (Gluon has no interpreter path)."""
     if t.device.type != "cuda":
         raise ValueError(f"q is on {t.device}: mla_decode_ws is a Gluon kernel that runs only on CUDA (sm_90 "
-                         "Hopper); Gluon has no interpreter path — use mla_decode (interpreter) or the reference on CPU")
+                         "Hopper); Gluon has no interpreter path — use mla_decode (interpreter) or the reference "
+                         "on CPU")
     major = torch.cuda.get_device_capability(t.device)[0]
     if major != 9:
         raise ValueError(f"mla_decode_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
@@ -431,23 +387,20 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     gdt = _GL_DTYPES[q.dtype]
     flat = kv_cache.view(num_blocks * page_size, _DQK)
     rows = num_blocks * page_size
-    split = int(cfg["WS_STAGES_B"]) > 0
-    v_box = [_TN, _DV // 2 if split else _DV]
-    v_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], v_box, smem_layout(v_box, gdt))
+    v_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], [_TN, _DV], smem_layout([_TN, _DV], gdt))
     r_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], [_TN, _DR], smem_layout([_TN, _DR], gdt))
     wgs = int(cfg["WS_WGS"])
     grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
     extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
     _mla_decode_ws_kernel[grid](
-        q, v_desc, r_desc, kv_cache, block_table, cache_seqlens, metadata.sched, metadata.split,
+        q, v_desc, r_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PREFETCH=int(cfg["PREFETCH"]),
-        SPLIT=split, STAGES_B=max(1, int(cfg["WS_STAGES_B"])), num_warps=4, **extra,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), num_warps=4, **extra,
     )
 
 

@@ -21,9 +21,10 @@ what an fp32 copy would round-trip; the sampler and the verification kernels rea
 the greedy tokens [b] int64 (Triton split-row argmax, lowest id on ties); ``step`` returns views of
 their first B rows, valid until the next step.
 
-Not captured: prefill, MTP draft/verify forwards (seqlen_q = K+1 and the drafter's host-side
-bookkeeping run eagerly), and non-greedy sampling (each request draws noise from its own
-``torch.Generator``; it runs eagerly on the graph's logits). Every kernel on the captured path must
+Prefill is captured only through :class:`PrefillGraphs` (opt-in: ``ModelRunner(prefill_graphs=...)``; one
+graph per token bucket, padded prompts). MTP verify steps (seqlen_q = K+1) replay (bucket, K+1) graphs
+when the runner's ``graph_verify`` is on; the drafter's host-side bookkeeping and non-greedy sampling (each request draws noise from its own
+``torch.Generator``) run eagerly, on the graph's logits. Every kernel on the captured path must
 be host-sync free (no ``.item()``/``.tolist()``/``.cpu()``); a sync inside capture raises from CUDA.
 """
 

@@ -349,7 +349,9 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                           f"{row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
                           flush=True)
                     if GLUON_VARIANT and h * s_q <= GLUON_MAX_ROWS and row["kernel"] == "tl":
-                        _gluon_variant_row(env, rows, out_f, row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops)
+                        for over in [{}] + GLUON_EXTRA:
+                            _gluon_variant_row(env, rows, out_f, row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops,
+                                               over)
                     del q, kv, bt, cs, out, o, lse
                     torch.cuda.empty_cache()
 
@@ -357,17 +359,19 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
 GLUON_VARIANT = False  # --gluon: also time the warp-specialized Gluon split kernel (mla_decode_ws) per case
 GLUON_MAX_ROWS = 256  # rows (h_q·s_q) up to which the Gluon variant runs (all of FlashMLA's cases)
 ONLY_HS: tuple[str, ...] = ()  # --hs: decode cases "h_qxs_q" only
+GLUON_EXTRA: list[dict] = []  # --gluon-extra: more Gluon rows per case with these config overrides
 ONLY_VARLEN: bool | None = None  # --varlen 0/1: fixed or varlen lengths only
 
 
-def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops):
+def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops, over=None):
     """The same case on mla_decode_ws (Gluon TMA producer warp + wgmma consumer warpgroup), peer figures
-    copied from the tl row of the same run."""
+    copied from the tl row of the same run; over: config overrides of this variant (--gluon-extra)."""
     from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
 
     try:
         cfg = dict(D._TUNED_WS.get(rows_class(h * s_q)) or ws_config(s_q, h))  # the committed Hopper table
         cfg["GLUON"] = True
+        cfg.update(over or {})
         md = D.get_mla_metadata(cs, s_q, h, config=cfg)
         out = torch.full_like(q[..., :D_V], float("nan"))
         fn = lambda: mla_decode_ws(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md, out=out)  # noqa: E731
@@ -383,11 +387,11 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
     row = dict(tl_row, us=round(us, 2), us_graph=round(us_g, 2), tflops=round(flops / us_g / 1e6, 1),
                gbps=round(nbytes / us_g / 1e3, 1), ratio_vs_peer=round(tl_row["peer_us"] / us_g, 3),
                cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts, kernel="gluon_ws",
-               tl_us_graph=tl_row["us_graph"])
+               tl_us_graph=tl_row["us_graph"], variant=json.dumps(over or {}, sort_keys=True))
     rows.append(row)
     out_f.write(json.dumps(row) + "\n")
     out_f.flush()
-    print(f"  gluon_ws: {us_g:.1f} us (eager {us:.1f}) {row['gbps']} GB/s  tl {tl_row['us_graph']:.1f} us "
+    print(f"  gluon_ws {row['variant']}: {us_g:.1f} us (eager {us:.1f}) {row['gbps']} GB/s  tl {tl_row['us_graph']:.1f} us "
           f"ok {ok} cos {cd:.1e} lse {dl:.1e}", flush=True)
 
 
@@ -508,11 +512,13 @@ def main():
     p.add_argument("--sk", type=int, nargs="*", help="decode: these s_k only (default 4096 8192)")
     p.add_argument("--hs", nargs="*", default=(), help="decode: these h_qxs_q cases only, e.g. 16x1 32x1")
     p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
+    p.add_argument("--gluon-extra", nargs="*", default=(), help='decode: extra Gluon variants, JSON overrides each')
     args = p.parse_args()
-    global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN
+    global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN, GLUON_EXTRA
     MAX_ROWS = args.max_rows
     GLUON_VARIANT = args.gluon
     ONLY_HS = tuple(args.hs)
+    GLUON_EXTRA = [json.loads(x) for x in args.gluon_extra]
     ONLY_VARLEN = None if args.varlen is None else bool(args.varlen)
     if args.sk:
         DECODE_SK = tuple(args.sk)
@@ -554,7 +560,8 @@ def main():
         c = r["case"]
         if r["suite"] == "mla_decode":
             name = (f"dec s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
-                    f"{' gluon' if r.get('kernel') == 'gluon_ws' else ''}")
+                    f"{' gluon' if r.get('kernel') == 'gluon_ws' else ''}"
+                    f"{' ' + r['variant'] if r.get('variant', '{}') != '{}' else ''}")
             rq = c["h_q"] * c["s_q"]
             if rq <= 32:
                 tgt, met = "3800GB/s", r["gbps"] >= 3800

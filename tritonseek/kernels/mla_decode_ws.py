@@ -81,8 +81,9 @@ def ws_config(seqlen_q: int, num_heads: int) -> dict:
         block_h = 16 if rows <= 16 else 32
         return dict(BLOCK_H=block_h, BLOCK_N=64, num_warps=4 if block_h == 16 else 8,
                     num_stages=3 if block_h == 16 else 5, PARTS_PER_SM=1, USE_TMA=True, GLUON=True, **_DEFAULT_WS)
+    # two warpgroups: 240 registers each and 24 for the TMA warp (232/40 left local-memory accesses in the loop)
     return dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
-                **dict(_DEFAULT_WS, WS_WGS=2))
+                **dict(_DEFAULT_WS, WS_WGS=2, CONSUMER_REGS=240, PRODUCER_REGS=24))
 
 
 @gluon.jit

@@ -293,15 +293,18 @@ def _nonfinite(B, K, V, seed):
 def test_nonfinite_logits_match_ref(device, seed):
     # NaN counts as the largest value (the reference's argmax: first NaN); a sampled position with no softmax
     # (NaN/+inf max, all -inf) rejects its draft and emits 0, as the reference's NaN probabilities give
-    B, K, V = 6, 2, 130
+    _nonfinite_matches_ref(device, 6, 2, 130, seed, torch.tensor([0.0, 0.8, 1.0, 0.5, 0.0, 1.2]), 9)
+
+
+def _nonfinite_matches_ref(device, B, K, V, seed, t, top_k):
+    # greedy and rejection (unfiltered, then top-k/top-p 0.9) on _nonfinite rows equal the reference
     x, drafts, g = _nonfinite(B, K, V, seed)
     got = verify_greedy(*_to(device, drafts, x), out_tokens=_poisoned(B, K, device)[0])
     ref = verify_greedy_ref(drafts, x)
     assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
-    t = torch.tensor([0.0, 0.8, 1.0, 0.5, 0.0, 1.2])
     u = torch.rand(B, K, generator=g)
     noise = torch.empty(B, K + 1, V).exponential_(generator=g)
-    for top_k, top_p in ((None, None), (torch.full((B,), 9, dtype=torch.int32), torch.full((B,), 0.9))):
+    for top_k, top_p in ((None, None), (torch.full((B,), top_k, dtype=torch.int32), torch.full((B,), 0.9))):
         got = verify_rejection(*_to(device, drafts, None, x, t, top_k, top_p, u, noise))
         ref = verify_rejection_ref(drafts, None, x, t, top_k, top_p, u, noise)
         assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
@@ -433,17 +436,6 @@ def test_greedy_graph_replays_gpu(device, B, K):
 def test_nonfinite_real_vocab_gpu(device, B, K):
     # NaN / +inf / all -inf target rows at the real vocabulary: greedy and rejection (with and without filters)
     # equal the reference, in one launch each
-    V = 129280
-    x, drafts, g = _nonfinite(B, K, V, 40 + B)
-    got = verify_greedy(*_to(device, drafts, x))
-    ref = verify_greedy_ref(drafts, x)
-    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
-    t = torch.rand(B, generator=g) + 0.3
+    t = torch.rand(B, generator=torch.Generator().manual_seed(B)) + 0.3
     t[::4] = 0.0
-    u = torch.rand(B, K, generator=g)
-    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
-    for top_k, top_p in ((None, None), (torch.full((B,), 50, dtype=torch.int32), torch.full((B,), 0.9))):
-        got = verify_rejection(*_to(device, drafts, None, x, t, top_k, top_p, u, noise))
-        ref = verify_rejection_ref(drafts, None, x, t, top_k, top_p, u, noise)
-        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
-
+    _nonfinite_matches_ref(device, B, K, 129280, 40 + B, t, 50)

@@ -1,6 +1,6 @@
 """Benchmark suite ``fp8_gemm``: block-scaled FP8 GEMM on DeepGEMM's 18 shapes, plus FP8 quant GB/s.
 
-    PYTHONPATH=. python benchmarks/bench_fp8_gemm.py [--sweep] [--out rows.jsonl] [--winners tuned.json]
+    PYTHONPATH=. python benchmarks/bench_fp8_gemm.py [--sweep | --variants JSON] [--out rows.jsonl] [--winners tuned.json]
 
 * Inputs: fresh random fp8 operands (torch.randn, quantized by the reference), rotated over
   enough sets that their bytes exceed ~4× the 50 MB L2, so memory-bound shapes are not flattered.
@@ -11,6 +11,9 @@
   BlockWise1x128 × BlockWise128x128 scaling. It rejects N = 2112, so there b is zero-padded to
   N = 2176 for the peer (3% more work for cuBLAS; rows carry ``peer_note``).
   ``ratio_vs_peer`` = peer_us_graph / us_graph (> 1: ours is faster).
+* ``--variants JSON``: M > 128 only — the committed config and each variant ("tl" = the entry's tl config,
+  a dict = Gluon overrides, e.g. {"WGS": 2}) checked, then timed in two passes (the better kept); rows
+  report the committed config with every candidate's time in ``variants_us_graph``.
 * ``--sweep``: every candidate config is first checked for correctness (NaN-poisoned output,
   calc_diff < 1e-3 against the fp32 reference), then timed; the fastest correct one is reported and
   written to ``--winners`` (copy into ``tritonseek/kernels/fp8_gemm.py::_TUNED``).

@@ -30,8 +30,10 @@
 * Correctness: every timed config (sweep candidates included) first reproduces the reference's
   tokens and counts exactly on fresh inputs; a failing config is never timed.
 * ``--sweep``: (BLOCK, num_warps, programs per SM) candidates of the streaming kernel per mode; the
-  winners (geometric mean of graph times over three cases) are printed — copy them into
-  ``STATS_CONFIGS`` in tritonseek/kernels/sampling.py.
+  winners (geometric mean of rotating-buffer times over three cases) are printed — copy them into
+  ``STATS_CONFIGS`` in tritonseek/kernels/sampling.py (greedy: ``GREEDY_CONFIG`` in spec_verify.py).
+* ``--ab 'cfg;cfg;...'``: greedy configs side by side on all six cases, interleaved repetitions (rows with
+  median and spread); ``--floor-sweep``: the plain streaming read's rotating time per config (the ceiling).
 * ``mtp_e2e`` lives in benchmarks/mtp_e2e.py (run by bench_e2e.py); ``--suite mtp_e2e`` here
   forwards to it (see :func:`run_mtp_e2e_suite`).
 """

@@ -24,6 +24,10 @@ Design:
   *before* the dots, so NaN in unused slots never reaches out.
 * dots in bf16 with fp32 accumulation on the GPU; under the Triton interpreter (which cannot
   multiply bf16) operands are upcast to fp32.
+* on Hopper GPUs the split kernel of the ``_TUNED_WS`` classes is the warp-specialized Gluon one
+  (``mla_decode_ws``: TMA producer warp, keys on the wgmma M side, the query tile read by the tensor
+  core from shared memory); schedule, partials and combine are shared. Elsewhere, and for layouts it
+  does not take (page_size < 64, d_qk ≠ 576), the tl kernel runs the same config.
 
 Tuned configs (``_TUNED``) are keyed by rows = s_q·h_q class, measured on the H200 with
 benchmarks/bench_mla.py; small batches of more than 64 rows use ``_TUNED_SMALL`` (keyed by batch·rows,

@@ -3,10 +3,9 @@
 out[b, i, h] = Σ_j softmax_j(q[b, i, h]·K[b, j]·scale) · K[b, j, :512],  j ≤ s_k − s_q + i
 
 Same inputs, outputs, schedule and combine as ``mla_decode`` (FlashMLA ``flash_mla_with_kvcache``
-semantics); this file holds the split kernel for the memory-bound row classes (s_q·h_q ≤ 32) on
-Hopper, where the ``tl`` kernel is bound by shared-memory traffic: every one of its warps re-reads
-the whole 32×576 query tile from shared memory for every 64-key step (``tl`` gives no control over
-which warp holds which operand). Design:
+semantics); this file holds the split kernel ``mla_decode`` runs on Hopper. The ``tl`` kernel is bound
+by shared-memory traffic there: every one of its warps re-reads the whole 32×576 query tile from shared
+memory for every 64-key step (``tl`` gives no control over which warp holds which operand). Design:
 
 * **keys on the wgmma M side.** One consumer warpgroup computes Sᵀ = K·Qᵀ (M = 64 keys of the cache
   tile, N = BLOCK_H query rows, K = 576) and Oᵀ += Vᵀ·Pᵀ (M = 512 value columns, N = BLOCK_H rows,
@@ -22,6 +21,12 @@ which warp holds which operand). Design:
   past cache_seqlens zeroed in shared memory before the dots (NaN in unused slots never reaches
   out), and Sᵀ is masked to −inf there.
 * online softmax in base 2 on Sᵀ's columns (a reduction across the warpgroup's 4 warps).
+* **more than 32 rows**: 64-row head tiles on two consumer warpgroups (32 rows each) that stream the same
+  cache tiles (a stage is released by both); setmaxnreg gives them the TMA warp's registers.
+
+H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl): s_k 8192 memory-bound
+(s_q·h_q ≤ 32) 3.81-4.08 TB/s (tl 2.76-3.93); s_k 4096 16 rows 3.78 TB/s, 32 rows 3.36-3.46 (tl 2.52-2.61);
+compute-bound 312-378 TFLOP/s (tl 212-251; FlashMLA 502-555 on the same GPU).
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so ``mla_decode_ws`` raises on a
 non-Hopper or non-CUDA device; ``mla_decode`` dispatches here only on Hopper for config entries with

@@ -47,7 +47,8 @@ class Gate(nn.Module):
         Cached per (storage, version); built outside CUDA-graph capture (under capture before the first
         eager call: the fp32 weight, never a host sync)."""
         w = self.weight
-        key = (w.data_ptr(), w._version, w.device)
+        # inference tensors (weights loaded under torch.inference_mode) carry no version counter
+        key = (w.data_ptr(), None if w.is_inference() else w._version, w.device)
         if self._router_key != key:
             if w.is_cuda and torch.cuda.is_current_stream_capturing():
                 return w

@@ -200,7 +200,8 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict 
     from tritonseek.engine.llm import LLM
     from tritonseek.engine.sampling_params import SamplingParams
 
-    llm = LLM(device=b.dev, backend=b.args.backend)
+    with torch.inference_mode(False):  # built as a user builds it (bench_e2e runs the suites in inference mode;
+        llm = LLM(device=b.dev, backend=b.args.backend)  # building it there failed on the H200 at 86da816)
     variants = (["graph_verify"] if b.cuda and hasattr(llm, "graph_verify") else []) + ["eager_verify"]
     sp = SamplingParams(max_new_tokens=max_new, ignore_eos=True)
     res = {} if res is None else res  # filled as cases finish (a caller may keep it if interrupted)

@@ -122,6 +122,10 @@ _TUNED_SMALL: list[tuple[int, dict]] = [
 # two 16-row warpgroups 184.9, PREFETCH 2: 192.8); h32 s_q1 238.0 → 180.1 (DEFER_L 178.6); h64 s_q1 329.2 →
 # 251.4 (two 32-row warpgroups; DEFER_L 235.3, one 32-row warpgroup × 2 head tiles 296.1); h128 s_q1 584.8 →
 # 459.7 (one warpgroup 562.8). bench_mla rows in benchmarks/results/h200.jsonl.
+# Final run (55ea38b, bench_mla): one program per sequence (PARTS_PER_SM 128/132, OVERHEAD 0) beats this table
+# on FIXED lengths (16 rows 148.6 vs 160.1 µs, 32 rows 160-162 vs 176: no combine, one segment per program) but
+# loses on varlen (178-207 vs 167-189), so the table keeps the cost-balanced split; a length-aware schedule
+# (cuts snapped to sequence ends) is the open lead for the s_k 4096 32-row cases.
 _TUNED_WS: dict[int, dict] = {
     16: dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=3, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
              DEFER_L=True),

@@ -67,7 +67,9 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # WS_WGS: consumer warpgroups per program (2: each owns BLOCK_H/2 rows of the same cache tiles; CONSUMER_REGS
 # is then the second one's register budget after setmaxnreg).
 # PIPE: issue the next tile's scores (Sᵀ wgmma) before this tile's softmax, so the softmax runs under the
-# tensor core's work (the next tile must have arrived: a gain only where the loads keep ahead).
+# tensor core's work (the next tile must have arrived). H200 final run (55ea38b): 13-42% SLOWER in every class
+# (b128 s_k 4096: 16 rows 160 -> 191 µs, 32 rows 176 -> 236, h64 s_q1 228 -> 323, h128 s_q2 773 -> 1101), so off;
+# kept only as a measured negative result (the wait for tile k+1 before tile k's softmax holds stage k longer).
 # Measured on the H200 and dropped (slower or equal; code in git history at 1e9801a): an L2 prefetch of the tile
 # after the ring's (cp.async.bulk.prefetch, 2-3 tiles ahead: 6-40 µs slower at b128 s_k 4096) and splitting
 # each tile's value columns over two rings of 3 + 2 half-tiles (within ±1.5 µs).

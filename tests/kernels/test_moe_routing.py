@@ -226,7 +226,8 @@ def test_router_gate_topk_ties_and_negative_scores(device, fam):
 
 
 def compile_router_sm90(out_k: int, block_t: int):
-    """The V3 router kernel (E 256, 8 groups keep 4, k 8, H 7168 in 7 K slices) compiled for sm_90a (no GPU)."""
+    """The V3 router kernel at its GPU config (E 256 in blocks of 8, 8 groups keep 4, k 8, H 7168 in 7 K slices)
+    compiled for sm_90a (no GPU)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -236,7 +237,7 @@ def compile_router_sm90(out_k: int, block_t: int):
     sig = dict(x_ptr="*bf16", wt_ptr="*bf16", part_ptr="*fp32", count_ptr="*i32", bias_ptr="*fp32", w_ptr="*fp32",
                ids_ptr="*i32", T="i32", H="i32", stride_xt="i32", stride_we="i32", stride_b="i32",
                routed_scaling_factor="fp32", shared_id="i32")
-    consts = dict(E=256, SPLIT_K=7, BLOCK_E=4, BLOCK_K=1024, BLOCK_T=block_t, OUT_K=out_k, HAS_BIAS=True,
+    consts = dict(E=256, SPLIT_K=7, BLOCK_E=8, BLOCK_K=1024, BLOCK_T=block_t, OUT_K=out_k, HAS_BIAS=True,
                   **G._select_constants(256, top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid",
                                         topk_method="noaux_tc", norm_topk_prob=True, grouped=True, out_k=out_k))
     sig.update({k: "constexpr" for k in consts})

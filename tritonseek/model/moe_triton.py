@@ -19,11 +19,16 @@ the expected exact size (256·(1 − (1 − 8/256)^T)·128 rows) for T ≤ 126, 
 (~T·k/E rows per expert) the masked GEMM's 64-row tiles do half the padded MMA work of the contiguous
 128-row tiles. Past that the masked slabs grow linearly in T while the contiguous layout stays bounded.
 Both layouts give the same output (V3 widths on the H200: calc_diff vs the FP8 reference 6e-5 / 1.5e-4
-at T = 1 / 64, identical for the two). The whole V3 MoE layer (router, routed + shared experts) replays
-in 156 µs at T=1 and 2290 µs at T=64 (graph replay, commit ab11934; 181 / 2488 µs at 3373930). At T=1
-the routed experts' two GEMMs take 60 + 32 µs of device time (352 MB of FP8 weights: 3.8 TB/s), the
-shared expert's dense FP8 GEMMs 23 µs, the router (fp32 GEMV + cast) 10.6 µs, gate / permute / unpermute
-/ quant kernels 2.6–3.8 µs each, launch gaps 15.6 µs (profiler over graph replays, bench_moe_layer).
+at T = 1 / 64, identical for the two).
+
+Decode (``MoE.forward``, T ≤ ``MoE.shared_group_max_t``): the router GEMV + top-k is one kernel
+(``router_gate_topk``, bf16 weight) that appends the shared expert as slot k (id E, weight 1), and the
+shared expert runs as group E of the masked GEMMs (``MoE.stacked_weights``: its weights are that group):
+five launches for the whole layer. V3 layer, graph replay, H200 (W2, commit d1c41c5, same run): T=1
+124.3 µs against 133.9 µs for the unfused path (fp32 GEMV + gate_topk + the shared expert's own GEMMs), T=2
+224.5 / 233.3, T=4 354.4 / 382.6; floor (weights touched / 4.27 TB/s) 93.7 / 176.2 / 330.9 µs. At T=1 the
+kernels: GEMM1 (+SiLU·mul+quant) 67.5 µs, down GEMM 34.8 µs (396 MB of FP8 weights: 3.9 TB/s), router
+7.4 µs, permute 3.5 µs, unpermute 2.2 µs, launch gaps 8.8 µs.
 """
 
 from __future__ import annotations

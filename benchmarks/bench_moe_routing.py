@@ -1,0 +1,193 @@
+"""Suites ``moe_gate`` and ``moe_permute`` of bench_moe.py (split out of it): the gate top-k and the fused
+decode router, token permute / unpermute at T=4096. Formulas and peers: see bench_moe.py's docstring.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.bench_moe_layer import kernel_breakdown
+from benchmarks.timing import graph_replay_us
+from tritonseek.kernels import moe_routing as MR
+from tritonseek.kernels.moe_routing import gate_topk, moe_permute, moe_unpermute
+from tritonseek.kernels.reference.moe import gate_topk_ref, moe_permute_ref, moe_unpermute_ref
+
+
+def bench_gate(cx):
+    E = 256
+    kw = dict(top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid", topk_method="noaux_tc",
+              norm_topk_prob=True, routed_scaling_factor=2.5)
+    for T in ([1, 5] if cx.dry else [int(t) for t in cx.args.gate_tokens.split(",") if t]):
+        logits = torch.randn(T, E, device=cx.dev)
+        bias = torch.randn(E, device=cx.dev) * 0.1
+        w, ids = gate_topk(logits, bias, **kw)
+        wr, idr = gate_topk_ref(logits, bias, **kw)
+        same = (ids == idr).all(1)
+        werr = (w[same] - wr[same]).abs().max().item() if same.any() else 0.0
+        print(f"gate T={T}: rows with identical ids {int(same.sum())}/{T}, max |dw| {werr:.2e}")
+        ok = bool(same.float().mean() > 0.99 and werr < 1e-5)
+        us = cx.eager_us(lambda: gate_topk(logits, bias, **kw))
+        ug = cx.graph_us(lambda: gate_topk(logits, bias, **kw))
+        pus = cx.eager_us(lambda: gate_topk_ref(logits, bias, **kw))
+        pug = cx.graph_us(lambda: gate_topk_ref(logits, bias, **kw))
+        cx.row("moe_gate", dict(T=T, E=E), us, ug, gbps=lambda t: T * E * 4 / t / 1e3, peer="torch reference",
+               peer_us=pug if (pug and ug) else pus, correct=ok)
+    # the decode router: x·Wᵀ (bf16 weight, fp32 sums) + top-k in one launch, against the previous path
+    # (fp32 GEMV through F.linear on the fp32-held weight, then gate_topk) in the same run
+    H = 256 if cx.dry else 7168
+    W = (torch.randn(E, H, device=cx.dev) * 0.02).to(torch.bfloat16)
+    W32 = W.float()
+    bias = torch.randn(E, device=cx.dev) * 0.05
+    for T in ([1, 9] if cx.dry else [int(t) for t in cx.args.router_tokens.split(",") if t]):
+        if cx.time_left() < 5:
+            break
+        x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
+        w, ids = MR.router_gate_topk(x, W, bias, **kw)
+        wr, idr = gate_topk_ref(F.linear(x.float(), W32), bias, **kw)
+        same = (ids.sort(1).values == idr.sort(1).values).all(1)
+        ok = bool(same.all())
+        print(f"router T={T}: rows with the reference's expert set {int(same.sum())}/{T}")
+        us = cx.eager_us(lambda: MR.router_gate_topk(x, W, bias, **kw))
+        ug = cx.graph_us(lambda: MR.router_gate_topk(x, W, bias, **kw))
+        prev = lambda: gate_topk(F.linear(x.float(), W32), bias, **kw)  # noqa: E731
+        pus, pug = cx.eager_us(prev), cx.graph_us(prev)
+        extra = {}
+        if T == 1 and not cx.dry:  # experts per program (448 / 224 / 112 programs arriving on one counter)
+            for be in (int(v) for v in cx.args.router_block_e.split(",") if v):
+                cfg = dict(BLOCK_E=be)
+                w2_, ids2 = MR.router_gate_topk(x, W, bias, config=cfg, **kw)
+                good = bool(torch.equal(ids2, ids))
+                g2 = cx.graph_us(lambda: MR.router_gate_topk(x, W, bias, config=cfg, **kw)) if good else None
+                extra[f"us_graph_block_e{be}"] = round(g2, 2) if g2 else ("WRONG" if not good else None)
+            print(f"  router T=1 BLOCK_E sweep (graph us): {extra}")
+        cx.row("moe_gate", dict(T=T, E=E, H=H, op="router_gate_topk"), us, ug, gbps=lambda t: E * H * 2 / t / 1e3,
+               peer="fp32 F.linear + gate_topk (previous decode path)", peer_us=pug if (pug and ug) else pus,
+               correct=ok, floor_us=round(E * H * 2 / 4.27e6, 2), **extra)
+
+
+def _routing(T, k, E, dev):
+    scores = torch.rand(T, E, device=dev)
+    return scores.topk(k, dim=1).indices.to(torch.int32)
+
+
+def bench_permute(cx):
+    T, k, E, H, bm = (64, 4, 16, 256, 16) if cx.dry else (4096, 8, 256, 7168, 128)
+    ids = _routing(T, k, E, cx.dev)
+    w = torch.rand(T, k, device=cx.dev)
+    for dt in ("bf16", "fp8"):
+        x = torch.randn(T, H, device=cx.dev)
+        scale = None
+        if dt == "fp8":
+            x = x.to(torch.float8_e4m3fn)
+            scale = (torch.rand(H // 128, T, device=cx.dev) + 0.5).t()
+        else:
+            x = x.to(torch.bfloat16)
+        ref = moe_permute_ref(x, ids, E, bm, scale)
+        out = moe_permute(x, ids, E, bm, scale)
+        v = ref[2] >= 0
+        ok = (torch.equal(out[2], ref[2]) and torch.equal(out[3], ref[3])
+              and torch.equal(out[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)))
+        if scale is not None:
+            ok = ok and torch.equal(out[1][v], ref[1][v])
+        y = torch.randn(ref[0].shape[0], H, device=cx.dev).to(torch.bfloat16)
+        y[~v] = float("nan")
+        o = moe_unpermute(y, out[3], w)
+        o_ref = moe_unpermute_ref(y, ref[3], w)
+        ok_u = bool(torch.isfinite(o).all()) and bool(torch.allclose(o.float(), o_ref.float(), rtol=1e-2, atol=1e-2))
+        print(f"permute {dt}: permute exact {ok}, unpermute ok {ok_u}")
+        eb = x.element_size()
+        sbytes = (T + T * k) * (H // 128) * 4 if scale is not None else 0
+        p_bytes = (T * H + T * k * H) * eb + sbytes
+        u_bytes = (T * k * H + T * H) * 2
+
+        def perm():
+            return moe_permute(x, ids, E, bm, scale, graph_safe=True)
+
+        row_map = perm()[3]
+
+        def unperm():
+            return moe_unpermute(y, row_map, w)
+
+        # peer: argsort + index_select for permute, index_add for unpermute (plain torch)
+        def perm_peer():
+            order = torch.argsort(ids.flatten(), stable=True)
+            xs = x.view(torch.uint8) if dt == "fp8" else x
+            r = xs.index_select(0, order // k)
+            if scale is not None:
+                scale.index_select(0, order // k)
+            return r
+
+        order = torch.argsort(ids.flatten(), stable=True)
+        y_valid = y[v][: T * k] if v.sum() >= T * k else torch.randn(T * k, H, device=cx.dev).to(torch.bfloat16)
+        w_sorted = w.flatten()[order]
+
+        def unperm_peer():
+            outp = torch.zeros(T, H, device=cx.dev, dtype=torch.bfloat16)
+            outp.index_add_(0, order // k, y_valid * w_sorted[:, None].to(torch.bfloat16))
+            return outp
+
+        res = {}
+        for name, fn, pfn, nbytes in (("permute", perm, perm_peer, p_bytes), ("unpermute", unperm, unperm_peer, u_bytes)):
+            us, ug = cx.eager_us(fn), cx.graph_us(fn)
+            pus, pug = cx.eager_us(pfn), cx.graph_us(pfn)
+            res[name] = (us, ug, pus, pug)
+            cx.row("moe_permute", dict(T=T, k=k, H=H, dtype=dt, op=name), us, ug, gbps=lambda t, b=nbytes: b / t / 1e3,
+                   peer="torch argsort+index_select / index_add", peer_us=pug if (pug and ug) else pus,
+                   correct=ok and ok_u)
+        us = res["permute"][0] + res["unpermute"][0]
+        ug_sum = (res["permute"][1] + res["unpermute"][1]) if res["permute"][1] and res["unpermute"][1] else None
+        # the pair as it runs in a step: ONE graph holding the permute then the unpermute (the sum of two
+        # separately replayed graphs counts the replay's launch latency twice); the peer the same way
+        ug = cx.graph_us([perm, unperm])
+        ug = ug * 2 if ug else ug_sum
+        pug = cx.graph_us([perm_peer, unperm_peer])
+        pu = pug * 2 if (pug and ug) else res["permute"][2] + res["unpermute"][2]
+        extra = {}
+        if scale is not None and not cx.dry:  # A/B: scales stored by the row copy vs a separate gather kernel
+            ab = {}
+            for fused in (False, True):
+                MR.FUSED_SCALE_COPY = fused
+                g1 = cx.graph_us([perm, unperm])
+                ab["fused_scale_copy" if fused else "scale_gather_kernel"] = round(g1 * 2, 2) if g1 else None
+            MR.FUSED_SCALE_COPY = True
+            extra["us_graph_scale_variants"] = ab
+            print(f"  permute+unpermute fp8, one graph: {ab}")
+        r = cx.row("moe_permute", dict(T=T, k=k, H=H, dtype=dt, op="permute+unpermute"), us, ug,
+                   gbps=lambda t: (p_bytes + u_bytes) / t / 1e3, peer="torch argsort+index_select / index_add",
+                   peer_us=pu, correct=ok and ok_u, target_gbps=3400, target_ratio=3.0,
+                   graph_method="one graph: permute then unpermute", us_graph_sum_separate=round(ug_sum, 2)
+                   if ug_sum else None, fused_scale_copy=MR.FUSED_SCALE_COPY if scale is not None else None,
+                   **extra)
+        if not cx.dry and cx.args.permute_breakdown:
+            r["breakdown_us"] = kernel_breakdown(lambda: (perm(), unperm()))
+            print("   breakdown:", r["breakdown_us"])
+        r["meets_target"] = bool(r["gbps"] >= 3400 and (r["ratio_vs_peer"] or 0) >= 3.0)
+        if cx.args.sweep:
+            _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, p_bytes + u_bytes)
+
+
+COPY_CANDIDATES = [(1024, 4), (2048, 4), (1024, 2), (2048, 8), (512, 2)]  # (BLOCK_H elements, num_warps)
+
+
+def _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, nbytes):
+    """Row-copy / weighted-sum block sizes for permute+unpermute (checked, then timed as one graph)."""
+    default = MR._copy_config
+    try:
+        for c in COPY_CANDIDATES:
+            if cx.time_left() < 20:
+                break
+            MR._copy_config = lambda H, eb, c=c: c
+            out = MR.moe_permute(x, ids, E, bm, scale, graph_safe=True)
+            o = MR.moe_unpermute(y, ref[3], w)
+            good = (torch.equal(out[0][:v.numel()][v].view(torch.uint8), ref[0][v].view(torch.uint8))
+                    and bool(torch.allclose(o.float(), o_ref.float(), rtol=1e-2, atol=1e-2)))
+            if not good:
+                print(f"  copy cfg {c}: WRONG, not timed")
+                continue
+            fns = [lambda: MR.moe_permute(x, ids, E, bm, scale, graph_safe=True), lambda: MR.moe_unpermute(y, out[3], w)]
+            ug = None if cx.dry else graph_replay_us(fns, 30.0)
+            ug = ug * 2 if ug else cx.eager_us(lambda: [f() for f in fns])
+            print(f"  copy cfg {c} {dt}: permute+unpermute graph {ug:.1f} us = {nbytes / ug / 1e3:.0f} GB/s")
+    finally:
+        MR._copy_config = default

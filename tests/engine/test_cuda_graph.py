@@ -257,8 +257,11 @@ def test_prefill_graph_matches_eager(cuda_llm, lens, buckets):
     top2 = le.topk(2, dim=-1).values
     clear = (top2[:, 0] - top2[:, 1]) > NEAR_TIE
     assert (lg.argmax(-1) == le.argmax(-1))[clear].all()
-    for a, b in zip(ce.layers, cg.layers):
+    n_dec = cfg.num_hidden_layers  # the caches after these are the MTP layers', which a prefill does not write
+    for i, (a, b) in enumerate(zip(ce.layers, cg.layers)):
         wa, wb = ~torch.isnan(a.float()).all(-1), ~torch.isnan(b.float()).all(-1)
         assert torch.equal(wa, wb)  # the same slots written, the padding wrote none
-        assert int(wa.sum()) == sum(lens)
+        assert int(wa.sum()) == (sum(lens) if i < n_dec else 0)
+        if i >= n_dec:
+            continue
         assert float((a[wa].float() - b[wb].float()).norm() / a[wa].float().norm()) < 2e-2

@@ -19,6 +19,7 @@ _LAUNCHERS = {
     # MLA (FlashMLA-class)
     "get_mla_metadata": "mla_decode",
     "mla_decode": "mla_decode",
+    "mla_decode_ws": "mla_decode_ws",  # Gluon, warp-specialized (Hopper GPUs only; mla_decode dispatches to it)
     "mla_prefill": "mla_prefill",
     "write_latent_cache": "mla_prefill",
     "mla_absorb_q": "mla_absorb",

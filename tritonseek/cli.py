@@ -7,6 +7,7 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -32,7 +33,8 @@ def _user_errors():
     return (ValueError, TypeError, ModelNotFoundError, TokenizerError, CheckpointError, FileNotFoundError)
 
 
-def _read_prompts(path: Path) -> list[dict]:
+def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
+    """The prompt rows of a JSONL file and the 1-based line number of each."""
     if not path.exists():
         _fail(f"--prompts-file {path} does not exist")
     if not path.is_file():
@@ -41,7 +43,7 @@ def _read_prompts(path: Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         _fail(f"--prompts-file {path} is not UTF-8 (byte {e.start}: {e.reason})")
-    rows = []
+    rows, lines = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -53,10 +55,16 @@ def _read_prompts(path: Path) -> list[dict]:
             row = {"prompt": row}
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             _fail(f"--prompts-file {path} line {n} needs a string field 'prompt'")
+        try:  # every field is copied into the results file, which is written as UTF-8 at the end
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            _fail(f"--prompts-file {path} line {n} holds text that is not valid Unicode "
+                  "(a lone surrogate escape such as \\ud800); nothing was generated")
         rows.append(row)
+        lines.append(n)
     if not rows:
         _fail(f"--prompts-file {path} holds no prompts")
-    return rows
+    return rows, lines
 
 
 def _check_output(output: Path) -> None:
@@ -183,7 +191,7 @@ def generate(
                                 max_new_tokens=max_new_tokens, seed=seed)
     except ValueError as e:
         _fail(f"--{str(e).split('=', 1)[0].replace('_', '-')}: {e}")
-    rows = _read_prompts(prompts_file) if prompts_file else [{"prompt": prompt}]
+    rows, row_lines = _read_prompts(prompts_file) if prompts_file else ([{"prompt": prompt}], [])
     if temperature == 0 and (top_k or top_p < 1.0 or seed is not None):
         err.print("[dim]note: --top-k/--top-p/--seed apply only when sampling (--temperature > 0); decoding greedily[/]",
                   soft_wrap=True)
@@ -234,7 +242,13 @@ def generate(
     except _user_errors() as e:
         if started:
             sys.stdout.write("\n")
-        _fail(str(e))
+        msg = str(e)
+        m = re.match(r"(params for )?prompt (\d+) ", msg)
+        if row_lines and m and int(m.group(2)) < len(row_lines):
+            # the engine counts prompts from 0; a prompts-file user looks for a line number
+            i = int(m.group(2))
+            msg = f"--prompts-file {prompts_file} line {row_lines[i]}: " + msg[:m.start(2) - 7] + "this prompt" + msg[m.end(2):]
+        _fail(msg)
     if stream:
         sys.stdout.write("\n")
     elif rank0:

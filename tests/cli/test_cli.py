@@ -90,6 +90,24 @@ def test_bad_prompts_file_keeps_input_and_writes_nothing(tmp_path):
     assert src.read_text() == '{"prompt": "ok"}\nnot json\n' and not dst.exists()
 
 
+def test_prompts_file_errors_name_the_line_and_keep_input(tmp_path):
+    """A lone surrogate in any field (copied into the UTF-8 results) and an over-long prompt are reported by
+    file line before anything is generated; the input stays and no output or temporary file appears."""
+    sur = tmp_path / "sur.jsonl"
+    sur_text = '{"prompt": "def a():", "meta": "x \\ud800 y"}\n'
+    sur.write_text(sur_text)
+    dst = tmp_path / "out.jsonl"
+    r = run("generate", "--prompts-file", str(sur), "--output", str(dst), "-n", "2")
+    assert r.exit_code == 2 and "line 1 holds text that is not valid Unicode" in r.stderr
+    long = tmp_path / "long.jsonl"
+    long_text = '\n{"prompt": "x = 1"}\n' + json.dumps({"prompt": "x " * 3000}) + "\n"
+    long.write_text(long_text)
+    r = run("generate", "--prompts-file", str(long), "--output", str(dst), "-n", "2")
+    assert r.exit_code == 2 and "line 3: this prompt has" in r.stderr
+    assert sur.read_text() == sur_text and long.read_text() == long_text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.jsonl", "sur.jsonl"]
+
+
 def test_info_runs():
     r = run("info")
     assert r.exit_code == 0, r.output

@@ -321,8 +321,12 @@ def router_gate_topk(
                               scoring_func=scoring_func, topk_method=topk_method)
     if E > 4096:
         raise ValueError(f"router_gate_topk supports E <= 4096 experts, got E={E}")
-    if shared_expert_id is not None and (not isinstance(shared_expert_id, int) or shared_expert_id < 0):
-        raise ValueError(f"shared_expert_id must be a non-negative int or None, got {shared_expert_id!r}")
+    if H == 0:
+        raise ValueError("x has hidden size 0: there is no router product to compute")
+    if shared_expert_id is not None and (not isinstance(shared_expert_id, int) or isinstance(shared_expert_id, bool)
+                                         or not 0 <= shared_expert_id < 2**31):
+        # ids are stored as int32: a larger id would wrap onto a routed expert's
+        raise ValueError(f"shared_expert_id must be an int in [0, 2**31) or None, got {shared_expert_id!r}")
     bias = e_score_correction_bias
     _check_bias(bias, E, x.device)
     out_k = top_k + (shared_expert_id is not None)

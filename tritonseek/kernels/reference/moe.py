@@ -24,11 +24,11 @@ def check_gate_args(num_experts: int, *, top_k: int, n_group: int, topk_group: i
         raise ValueError(f"scoring_func must be one of {_SCORING}, got {scoring_func!r}")
     if topk_method not in _TOPK_METHODS:
         raise ValueError(f"topk_method must be one of {_TOPK_METHODS}, got {topk_method!r}")
-    if not isinstance(top_k, int) or top_k < 1:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    if not isinstance(n_group, int) or n_group < 1:
+    if not isinstance(n_group, int) or isinstance(n_group, bool) or n_group < 1:
         raise ValueError(f"n_group must be a positive int, got {n_group!r}")
-    if not isinstance(topk_group, int) or topk_group < 1:
+    if not isinstance(topk_group, int) or isinstance(topk_group, bool) or topk_group < 1:
         raise ValueError(f"topk_group must be a positive int, got {topk_group!r}")
     if num_experts % n_group:
         raise ValueError(f"n_group={n_group} must divide the number of experts E={num_experts}")

@@ -209,6 +209,14 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s, b, bs, torch.tensor([3, 0, 8, 0], dtype=torch.int32, device=device)[::2])
     with pytest.raises(ValueError, match="max_active_groups"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=True)
+    with pytest.raises(ValueError, match="BLOCK_N"):  # a partial config names the missing key
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(BLOCK_M=16))
+    b2, bs2 = (t.to(device) for t in _weights(2, 256, 128, g))
+    with pytest.raises(ValueError, match="BLOCK_M"):
+        grouped_fp8_gemm_masked_silu_quant(a, a_s, b2, bs2, mm, config=dict(BLOCK_M=3, num_warps=4, num_stages=2))
+    k0 = torch.empty(2, 128, 0, dtype=torch.float8_e4m3fn, device=device)
+    with pytest.raises(ValueError, match="K = 0"):
+        grouped_fp8_gemm_masked(a[:, :, :0], a_s[:, :, :0], k0, bs[:, :, :0], mm)
 
 
 @pytest.mark.parametrize("E,M_max", [(0, 4), (2, 0)])

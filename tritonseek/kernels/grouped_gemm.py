@@ -205,6 +205,8 @@ def _check_b(b: torch.Tensor, b_scale: torch.Tensor, device: torch.device) -> tu
     E, N, K = b.shape
     if b.stride(2) != 1 or b.stride(0) != N * b.stride(1):
         raise ValueError(f"b [E, N, K] must be K-contiguous with experts stacked densely, got strides {b.stride()}")
+    if K == 0:
+        raise ValueError("b has K = 0 (no reduction dimension); a GEMM needs K >= 1")
     if b.stride(1) % 16 or b.data_ptr() % 16:
         raise ValueError(f"b needs a 16-byte aligned base and row stride for TMA (K % 16 == 0), got strides {b.stride()}")
     want = (E, triton.cdiv(N, 128), triton.cdiv(K, BLOCK_K))
@@ -213,7 +215,15 @@ def _check_b(b: torch.Tensor, b_scale: torch.Tensor, device: torch.device) -> tu
     return E, N, K
 
 
-def _check_cfg(cfg: dict, contiguous: bool) -> None:
+def _check_cfg(cfg: dict, contiguous: bool, keys: tuple[str, ...] = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")) -> None:
+    """A caller's launch config: every key present as a positive int, tile sizes and warps powers of two."""
+    for key in keys:
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (key != "num_stages" and v & (v - 1)):
+            raise ValueError(f"config[{key!r}] must be a positive int{'' if key == 'num_stages' else ' power of two'}, "
+                             f"got {v!r} (config {cfg!r})")
+    if "BLOCK_N" not in keys:
+        return
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
         raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")

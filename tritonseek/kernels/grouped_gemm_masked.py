@@ -334,6 +334,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     if M_max == 0 or groups == 0:
         return h_q, h_s
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N2, K)
+    _check_cfg(cfg, False, keys=("BLOCK_M", "num_warps", "num_stages"))  # its N tile is fixed at 128
     bm = cfg["BLOCK_M"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N2, K], [b.stride(1), 1], [128, BLOCK_K])

@@ -306,6 +306,9 @@ def test_stop_ids_outside_vocab_and_non_params_rejected_before_work(llm):
         llm.generate("x", SamplingParams(stop_token_ids=[10**9]))
     with pytest.raises(TypeError, match="SamplingParams"):
         llm.generate("x", {"temperature": 0})
+    for bad in (True, 5, -1, 2.0):
+        with pytest.raises(ValueError, match="mtp"):
+            llm.generate("x", SamplingParams(max_new_tokens=2), mtp=bad)
 
 
 @given(page=st.sampled_from([1, 4, 16, 64]), lengths=st.lists(st.integers(0, 300), min_size=1, max_size=3),

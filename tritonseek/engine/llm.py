@@ -216,7 +216,7 @@ class LLM:
         prompt + max_new_tokens > max_position_embeddings.
         """
         if mtp:
-            if not isinstance(mtp, int) or not 1 <= mtp <= 4:
+            if not isinstance(mtp, int) or isinstance(mtp, bool) or not 1 <= mtp <= 4:
                 raise ValueError(f"mtp={mtp!r} must be an int between 1 and 4")
             if not len(self.model.mtp):
                 raise ValueError("--mtp needs the checkpoint's MTP layer (model.layers.{num_hidden_layers}.*), "

@@ -407,8 +407,9 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties) or a float. top_k: [B] int32 (0 = off), an
     int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. Tensor values are not checked (a
     host sync): temperature <= 0 or NaN → greedy row, top_k < 0 → off, top_p <= 0 → top token(s), top_p
-    NaN → off, as in the reference. Non-finite logits, as in the reference: a NaN counts as the largest
-    value (greedy rows return the first NaN or +inf); a sampled row whose max is not finite (a NaN or +inf
+    NaN → off, as in the reference. Non-finite logits: a NaN counts as the largest value and greedy rows
+    return the first NaN or +inf (the reference, torch.argmax, returns the first NaN: the two differ on a
+    row holding +inf before a NaN); as in the reference, a sampled row whose max is not finite (a NaN or +inf
     logit, x / T overflowing, or every logit -inf) has no softmax and returns token 0; an all -inf greedy
     row returns 0. exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded
     generator, last dim contiguous (rows with T == 0 are not read); or None with seeds: [B] int64 on the

@@ -416,6 +416,9 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     device, the noise then made in registers by Philox, equal to ``philox_exp_noise(seeds, 1, V)[:, 0]``
     (change the seeds every step; no noise tensor is written or read). out: optional [B] int64 buffer.
     config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
+    Known limit (open defect): the race adds −log E to x / T without subtracting the row max first, so
+    where |x / T| reaches ~1e7 (e.g. T = 1e-5 with logits near 100) fp32 drops the noise and near-tied
+    tokens go to the lower id more often than softmax says (the reference subtracts the max).
     Returns tokens [B] int64 (empty for B = 0). No host synchronisation (CUDA-graph safe).
     Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars).
     Semantics: vLLM Sampler; reference ``sample_ref``.

@@ -116,11 +116,14 @@ def _tensor_parallel(tp_size: int, device: str | None):
         # which would bury a one-line user error under a launcher traceback.
         import re
 
+        user_error = False
         for line in r.stderr.splitlines():
             if re.match(r"^[WEIF]\d{4} \d\d:\d\d:", line):
                 break
+            user_error |= line.startswith("error: ")
             sys.stderr.write(line + "\n")
-        raise typer.Exit(r.returncode)
+        # torchrun reports any failed rank as exit 1; rank 0's one-line error keeps the CLI's usage code 2
+        raise typer.Exit(2 if r.returncode and user_error else r.returncode)
     if int(os.environ["WORLD_SIZE"]) != tp_size:
         _fail(f"--tp {tp_size} but torchrun started {os.environ['WORLD_SIZE']} processes")
     import torch

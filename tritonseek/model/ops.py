@@ -248,26 +248,13 @@ class Ops:
     def argmax(self, logits: torch.Tensor) -> torch.Tensor:
         """Greedy token of each row: the first (lowest-id) maximum of logits [B, V] → [B] int64.
 
-        Triton: the sampler's split-row max/argmax pass (``launch_row_stats``, greedy mode) and its
-        combine, two launches with no host sync (graph-safe); logits of any float dtype are read as is
-        (no fp32 copy). Reference: ``torch.argmax`` (also the first maximum)."""
+        Triton: ``tritonseek.kernels.sampling.argmax`` (split-row max/argmax + combine, two launches, no
+        host sync: graph-safe; logits of any float dtype read as is). Reference: ``torch.argmax``."""
         if not self.is_triton:
             return logits.argmax(dim=-1)
-        from tritonseek.kernels.sampling import _sample_combine_kernel, launch_row_stats
+        from tritonseek.kernels.sampling import argmax
 
-        import triton
-
-        B = logits.shape[0]
-        out = torch.empty(B, dtype=torch.int64, device=logits.device)
-        if B == 0:
-            return out
-        splits, pmax, _, pidx, prace, pridx, _ = launch_row_stats(
-            logits[:, None, :], None, None, None, mode="greedy", need_sum=False, race_mode=0)
-        # race_mode 0: the race partials alias the max/argmax ones, so both branches of the combine give
-        # the greedy token whatever the "temperature" it reads (pmax: any B floats)
-        _sample_combine_kernel[(B,)](pmax, pmax, pidx, prace, pridx, out, splits,
-                                     SPLITS=triton.next_power_of_2(splits), num_warps=1)
-        return out
+        return argmax(logits)
 
     def sample(self, logits, temperature, top_k, top_p, exp_noise):
         """Temperature / top-k / top-p sampling by the exponential race; temperature 0 → argmax."""

@@ -18,27 +18,49 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels.fp8_quant import _pdl_capable
 from tritonseek.kernels.reference.moe import check_gate_args
 
 # Fused router: experts per program, K slice per program, tokens per program (see _router_config).
 _ROUTER_MAX_T_TILES = 4096
 _COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
+_POW2 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1)  # noqa: E731
+_CONFIG_KEYS = {"BLOCK_E": _POW2, "BLOCK_T": _POW2, "num_warps": lambda v: _POW2(v) and v <= 16,
+                "PDL": lambda v: isinstance(v, bool)}
 
 
-def _router_config(T: int, E: int, H: int, config: dict | None = None) -> tuple[int, int, int]:
-    """(BLOCK_E, BLOCK_K, BLOCK_T): V3 (E 256, H 7168) → 32 expert blocks × 7 K slices = 224 programs per
-    token block, each loading an 8 × 1024 weight tile at once (the whole 3.7 MB bf16 weight in flight); H200
+def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
+    """BLOCK_E, BLOCK_K, BLOCK_T, num_warps, PDL: V3 (E 256, H 7168) → 32 expert blocks × 7 K slices = 224 programs
+    per token block, each loading an 8 × 1024 weight tile at once (the whole 3.7 MB bf16 weight in flight); H200
     W2 (d1c41c5), T=1 graph replay: BLOCK_E 4 / 8 / 16 → 15.2 / 14.3 / 22.7 µs (one run each).
     One token per block up to 16 tokens: the selections of the tokens then run in parallel (the last program
     of a block selects for each of its tokens in turn: 8 per block made T=8 3% slower than the unfused router
-    on the H200, W1) and the weight is re-read from L2 per token. ``config`` overrides BLOCK_E / BLOCK_T."""
-    block_k = min(1024, triton.next_power_of_2(max(H, 16)))
-    # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
-    block_e = min(32 if interpreter_active() else 8, triton.next_power_of_2(E))
-    block_t = 1 if T <= 16 else 8
-    if config:
-        block_e, block_t = config.get("BLOCK_E", block_e), config.get("BLOCK_T", block_t)
-    return block_e, block_k, block_t
+    on the H200, W1) and the weight is re-read from L2 per token. PDL (Hopper, not under the interpreter):
+    launched as a programmatic dependent, the weight streams in while the previous kernel (the post-attention
+    RMSNorm, which triggers its dependents at entry) finishes. ``config`` overrides any of BLOCK_E / BLOCK_T /
+    num_warps / PDL."""
+    cfg = dict(
+        BLOCK_K=min(1024, triton.next_power_of_2(max(H, 16))),
+        # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
+        BLOCK_E=min(32 if interpreter_active() else 8, triton.next_power_of_2(E)),
+        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True,
+    )
+    cfg.update(config or {})
+    return cfg
+
+
+@triton.jit
+def _order_key(v):
+    # fp32 → int32 with the same order as the values (−0.0 folded into +0.0 by the + 0.0, as comparisons treat
+    # them), every NaN mapped to INT32_MAX: above +inf, as torch's sort orders NaN
+    bits = (v + 0.0).to(tl.int32, bitcast=True)
+    return tl.where(v != v, 2147483647, bits ^ ((bits >> 31) & 0x7FFFFFFF))
+
+
+@triton.jit
+def _key_value(k):
+    # inverse of _order_key (INT32_MAX → a NaN)
+    return (k ^ ((k >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -67,31 +89,33 @@ def _gate_select(
     if HAS_BIAS:
         biased = s + tl.load(bias_ptr + e * stride_b, mask=valid, other=0.0).to(tl.float32)
     biased = tl.where(valid, biased, float("-inf"))
+    # Order keys (int32, NaN above +inf, −0.0 = +0.0): every comparison below is on keys, so a NaN score orders
+    # as the reference's stable descending sort puts it (first), independent of how max treats NaN.
+    bk = _order_key(biased)
     if GROUPED:
-        gmax = tl.max(biased, axis=1)
+        k1 = tl.max(bk, axis=1)
         if GROUP_TOP2:
-            first = tl.min(tl.where(biased == gmax[:, None], j, GS_PAD), axis=1)
-            second = tl.max(tl.where(j == first[:, None], float("-inf"), biased), axis=1)
-            gscore = gmax + second
+            first = tl.min(tl.where(bk == k1[:, None], j, GS_PAD), axis=1)
+            k2 = tl.max(tl.where(j == first[:, None], -2147483647 - 1, bk), axis=1)
+            gscore = _key_value(k1) + _key_value(k2)  # the top-2 sum (NaN if either is NaN, as the reference)
         else:
-            gscore = gmax
+            gscore = _key_value(k1)
         gidx = tl.arange(0, NG_PAD)
-        gscore = tl.where(gidx < N_GROUP, gscore, float("-inf"))
+        gk = tl.where(gidx < N_GROUP, _order_key(gscore), -2147483647 - 1)
         keep = gidx < 0
         for _ in tl.static_range(TOPK_GROUP):
-            gm = tl.max(gscore, axis=0)
-            gsel = tl.min(tl.where(gscore == gm, gidx, NG_PAD), axis=0)
+            gm = tl.max(gk, axis=0)
+            gsel = tl.min(tl.where(gk == gm, gidx, NG_PAD), axis=0)
             keep = keep | (gidx == gsel)
-            gscore = tl.where(gidx == gsel, float("-inf"), gscore)
-        biased = tl.where(keep[:, None], biased, float("-inf"))
+            gk = tl.where(gidx == gsel, -2147483647 - 1, gk)
+        bk = tl.where(keep[:, None], bk, -2139095041)  # dropped groups: the key of −inf
     kk = tl.arange(0, K_PAD)
     w_acc = tl.zeros([K_PAD], dtype=tl.float32)
     id_acc = tl.zeros([K_PAD], dtype=tl.int32)
-    # one max per pick: an int64 key = order-preserving int32 of the biased score (+0.0 folds −0.0 into +0.0,
-    # as the reference's comparisons do) above (BIG − e), so equal scores pick the lowest expert id
+    # one max per pick: an int64 key = the order key of the biased score above (BIG − e), so equal scores pick
+    # the lowest expert id
     BIG: tl.constexpr = NG_PAD * GS_PAD * 2
-    bits = (biased + 0.0).to(tl.int32, bitcast=True)
-    key = ((bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.int64) << 32) | (BIG - e).to(tl.int64)
+    key = (bk.to(tl.int64) << 32) | (BIG - e).to(tl.int64)
     for i in tl.static_range(TOP_K):
         kmax = tl.max(tl.max(key, axis=1), axis=0)
         sel = BIG - (kmax & 0xFFFFFFFF).to(tl.int32)
@@ -146,7 +170,7 @@ def _router_gate_kernel(
     N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
     TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, OUT_K: tl.constexpr,
     SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
-    NORM: tl.constexpr,
+    NORM: tl.constexpr, PDL: tl.constexpr = False,
 ):
     # x:     [T, H] bf16/fp16/fp32 (stride_xt, unit column stride); wt: [E, H] bf16/fp32 gate weight (stride_we)
     # part:  [SPLIT_K, T, E] fp32 partial logits; count: [num T blocks] int32 arrival counters (zero at rest)
@@ -160,6 +184,10 @@ def _router_gate_kernel(
     km = rk < H
     wv = tl.load(wt_ptr + re[:, None] * stride_we + rk[None, :], mask=(re[:, None] < E) & km[None, :],
                  other=0.0).to(tl.float32)
+    if PDL:
+        # launched as a programmatic dependent: the weight tile (the kernel's bytes, independent of the previous
+        # kernel) is loaded above while that kernel finishes; x, the partials and the counter only after it has
+        tl.extra.cuda.gdc_wait()
     for i in tl.static_range(BLOCK_T):
         t = pid_t * BLOCK_T + i
         if t < T:
@@ -303,8 +331,9 @@ def router_gate_topk(
     Graph-safe (no host sync); the first call on a device must happen outside CUDA-graph capture; calls on one
     device share its arrival counters, so two of them must not run concurrently on different streams.
     Built for decode sizes (the last program of each token block runs the selection of its tokens; one token
-    per block up to T = 16). config: optional BLOCK_E (experts per program, a power of two) / BLOCK_T (tokens
-    per block, a power of two) override.
+    per block up to T = 16). config: optional override of BLOCK_E (experts per program, a power of two), BLOCK_T
+    (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
+    dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter).
     Raises TypeError (dtypes) / ValueError (shapes, settings, devices) / RuntimeError (first call under capture).
     Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
     """
@@ -335,22 +364,25 @@ def router_gate_topk(
     if T == 0:
         return w, ids
     if config is not None and (not isinstance(config, dict) or any(
-            k not in ("BLOCK_E", "BLOCK_T") or not isinstance(v, int) or v < 1 or v & (v - 1) for k, v in config.items())):
-        raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, got {config!r}")
-    block_e, block_k, block_t = _router_config(T, E, H, config)
-    split_k = triton.cdiv(H, block_k)
+            k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v) for k, v in config.items())):
+        raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, num_warps in 1..16 and a bool "
+                         f"PDL, got {config!r}")
+    cfg = _router_config(T, E, H, config)
+    block_t = cfg["BLOCK_T"]
+    split_k = triton.cdiv(H, cfg["BLOCK_K"])
     t_tiles = triton.cdiv(T, block_t)
     if t_tiles > _ROUTER_MAX_T_TILES:
         raise ValueError(f"router_gate_topk supports T <= {_ROUTER_MAX_T_TILES * block_t} tokens, got T={T}")
     part = torch.empty(split_k, T, E, dtype=torch.float32, device=x.device)
     consts = _select_constants(E, top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
                                topk_method=topk_method, norm_topk_prob=norm_topk_prob, grouped=grouped, out_k=out_k)
-    _router_gate_kernel[(triton.cdiv(E, block_e), split_k, t_tiles)](
+    pdl = bool(cfg["PDL"]) and _pdl_capable(x.device)
+    _router_gate_kernel[(triton.cdiv(E, cfg["BLOCK_E"]), split_k, t_tiles)](
         x, weight, part, _counters(x.device), bias if bias is not None else part, w, ids,
         T, H, x.stride(0), weight.stride(0), bias.stride(0) if bias is not None else 0,
         float(routed_scaling_factor), int(shared_expert_id or 0),
-        E=E, SPLIT_K=split_k, BLOCK_E=block_e, BLOCK_K=block_k, BLOCK_T=block_t, OUT_K=out_k,
-        HAS_BIAS=bias is not None, **consts, num_warps=4,
+        E=E, SPLIT_K=split_k, BLOCK_E=cfg["BLOCK_E"], BLOCK_K=cfg["BLOCK_K"], BLOCK_T=block_t, OUT_K=out_k,
+        HAS_BIAS=bias is not None, **consts, PDL=pdl, num_warps=cfg["num_warps"], launch_pdl=pdl,
     )
     return w, ids
 

@@ -56,8 +56,9 @@ def _rms_norm_kernel(
     QUANT: tl.constexpr = False, WRITE_Y: tl.constexpr = True, GROUP: tl.constexpr = 128,
     EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True, PDL_TRIGGER: tl.constexpr = False,
 ):
-    # PDL_TRIGGER (Hopper, QUANT): the FP8 GEMM that reads q/s next (small-M kernel launched with PDL)
-    # may launch now and prefetch its weights; it waits for this grid's completion before reading q/s
+    # PDL_TRIGGER (Hopper): the kernel that reads y or q/s next, when launched with PDL (the small-M FP8 GEMM,
+    # the fused router), may launch now and stream its weights; it waits for this grid's completion before
+    # reading this kernel's outputs
     if PDL_TRIGGER:
         tl.extra.cuda.gdc_launch_dependents()
     # x, residual, y, h: [T, N] rows at row·stride_*, last dim contiguous; weight: [N]
@@ -143,7 +144,7 @@ def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True)
         s.stride(0) if quant else 0, s.stride(1) if quant else 0, float(eps), AMAX_EPS, FP8_E4M3_MAX,
         HAS_RESIDUAL=residual is not None, BLOCK_N=block,
         EXACT_BF16=interp and x.dtype == torch.bfloat16, QUANT=quant, WRITE_Y=write_y, GROUP=QUANT_GROUP,
-        EXACT_ROUND=interp, FAST_DIV=not interp, PDL_TRIGGER=quant and _pdl_capable(dev), num_warps=warps,
+        EXACT_ROUND=interp, FAST_DIV=not interp, PDL_TRIGGER=_pdl_capable(dev), num_warps=warps,
     )
     return y, h, q, s
 

@@ -1,0 +1,186 @@
+"""The DeepSeek router kernels (``kernels/moe_gate.py``): non-finite scores against the reference, the fused
+router's launch options (warps, experts per program, PDL), its sm_90 compile, and the V3 router at real shapes.
+
+The finite-input properties (families, ties, K tails, shared slot) live in test_moe_routing.py; here:
+* NaN logits (gate_topk) / NaN weight rows (router_gate_topk: one NaN logit per poisoned row) with and
+  without expert groups: ids must equal the reference's exactly (a NaN score orders above +inf, as torch's
+  stable descending sort puts it; a group holding a NaN has a NaN group score and is kept first) and the
+  weights must match with NaN in the same places.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk
+from tritonseek.kernels.reference.moe import gate_topk_ref, router_gate_topk_ref
+
+_fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                              HealthCheck.data_too_large])
+
+# (E, dict of selection settings)
+FAMILIES = {
+    "deepseek-v3": (256, dict(top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid", topk_method="noaux_tc",
+                              norm_topk_prob=True, routed_scaling_factor=2.5)),
+    "deepseek-v2": (160, dict(top_k=6, n_group=8, topk_group=3, scoring_func="softmax",
+                              topk_method="group_limited_greedy", norm_topk_prob=False, routed_scaling_factor=16.0)),
+    "small-grouped": (32, dict(top_k=4, n_group=4, topk_group=2, scoring_func="sigmoid", topk_method="noaux_tc",
+                               norm_topk_prob=True, routed_scaling_factor=1.5)),
+    "moonlight": (64, dict(top_k=6, n_group=1, topk_group=1, scoring_func="sigmoid", topk_method="noaux_tc",
+                           norm_topk_prob=True, routed_scaling_factor=2.446)),
+}
+
+
+def _same(w, ids, wr, idr):
+    assert torch.equal(ids.cpu(), idr.cpu()), (ids, idr)
+    # fp32 scores from different exp implementations: 1e-5 relative (as test_moe_routing), NaN where the reference has NaN
+    torch.testing.assert_close(w.cpu(), wr.cpu(), rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@settings(_fixture_ok, max_examples=6)
+@given(fam=st.sampled_from(sorted(FAMILIES)), T=st.integers(1, 4), n_nan=st.integers(1, 9),
+       neg=st.booleans(), bias_on=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_gate_topk_nan_logits_follow_reference(device, fam, T, n_nan, neg, bias_on, seed):
+    """Random logits with n_nan NaNs per row (sign bit set when ``neg``: its bits order below −inf unless the
+    kernel maps NaN explicitly), spread over up to 9 groups (more NaN groups than kept groups happens)."""
+    g = torch.Generator().manual_seed(seed)
+    E, kw = FAMILIES[fam]
+    logits = torch.randn(T, E, generator=g)
+    for t in range(T):
+        logits[t, torch.randperm(E, generator=g)[:n_nan]] = -float("nan") if neg else float("nan")
+    bias = (torch.randn(E, generator=g) * 0.1) if bias_on and kw["scoring_func"] == "sigmoid" else None
+    w, ids = gate_topk(logits.to(device), bias.to(device) if bias is not None else None, **kw)
+    _same(w, ids, *gate_topk_ref(logits, bias, **kw))
+
+
+@pytest.mark.parametrize("fam", ["deepseek-v3", "small-grouped", "moonlight"])
+def test_router_gate_topk_nan_weight_rows_follow_reference(device, fam):
+    """A NaN in weight rows e1, e2 makes logits e1, e2 NaN for every token: the router (GEMV + selection in one
+    launch, several K slices) keeps their groups first and picks them first, as the reference."""
+    g = torch.Generator().manual_seed(3)
+    E, kw = FAMILIES[fam]
+    H = 1100 if device.type == "cpu" else 7168  # 2 K slices on the interpreter (a partial one), 7 on the GPU
+    weight = (torch.randn(E, H, generator=g) * 0.05).to(torch.bfloat16)
+    e1, e2 = 5, E - 3
+    weight[e1, 7] = float("nan")
+    weight[e2, H - 1] = float("nan")
+    x = torch.randn(3, H, generator=g).to(torch.bfloat16)
+    bias = torch.randn(E, generator=g) * 0.1
+    w, ids = router_gate_topk(x.to(device), weight.to(device), bias.to(device), shared_expert_id=E, **kw)
+    wr, idr = router_gate_topk_ref(x, weight, bias, shared_expert_id=E, **kw)
+    _same(w, ids, wr, idr)
+    assert (ids[:, 0].cpu() == e1).all() and (ids[:, 1].cpu() == e2).all()
+
+
+@pytest.mark.parametrize("config", [dict(num_warps=1, BLOCK_E=2), dict(num_warps=2), dict(num_warps=8, BLOCK_E=16),
+                                    dict(PDL=False), dict(PDL=True, BLOCK_T=2)])
+def test_router_gate_topk_launch_options_same_result(device, config):
+    """Every launch option gives the default's ids and weights (deterministic fixed-order sums: the per-slice
+    partial sums do not depend on BLOCK_E / warps / PDL, only on BLOCK_K)."""
+    g = torch.Generator().manual_seed(11)
+    E, kw = FAMILIES["deepseek-v3"]
+    H = 1100
+    weight = (torch.randn(E, H, generator=g) * 0.05).to(torch.bfloat16).to(device)
+    x = torch.randn(3, H, generator=g).to(torch.bfloat16).to(device)
+    bias = (torch.randn(E, generator=g) * 0.1).to(device)
+    w0, ids0 = router_gate_topk(x, weight, bias, **kw)
+    w1, ids1 = router_gate_topk(x, weight, bias, config=config, **kw)
+    assert torch.equal(ids0, ids1)
+    torch.testing.assert_close(w1, w0, rtol=1e-6, atol=0)
+
+
+def test_router_gate_topk_rejects_bad_launch_options(device):
+    x = torch.randn(2, 64, device=device).to(torch.bfloat16)
+    w = torch.randn(8, 64, device=device).to(torch.bfloat16)
+    for bad in (dict(num_warps=3), dict(num_warps=32), dict(num_warps=True), dict(PDL=1), dict(BLOCK_K=64), [("PDL", True)]):
+        with pytest.raises(ValueError, match="config"):
+            router_gate_topk(x, w, None, top_k=2, config=bad)
+
+
+def compile_router_pdl_sm90(num_warps: int, block_e: int):
+    """The V3 router kernel (T ≤ 16 config, shared slot) with PDL compiled for sm_90a (no GPU)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import tritonseek.kernels.moe_gate as G
+
+    sig = dict(x_ptr="*bf16", wt_ptr="*bf16", part_ptr="*fp32", count_ptr="*i32", bias_ptr="*fp32", w_ptr="*fp32",
+               ids_ptr="*i32", T="i32", H="i32", stride_xt="i32", stride_we="i32", stride_b="i32",
+               routed_scaling_factor="fp32", shared_id="i32")
+    consts = dict(E=256, SPLIT_K=7, BLOCK_E=block_e, BLOCK_K=1024, BLOCK_T=1, OUT_K=9, HAS_BIAS=True, PDL=True,
+                  **G._select_constants(256, top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid",
+                                        topk_method="noaux_tc", norm_topk_prob=True, grouped=True, out_k=9))
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(G._router_gate_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=num_warps))
+
+
+@pytest.mark.parametrize("num_warps,block_e", [(4, 8), (1, 2)])
+def test_router_gate_topk_pdl_compiles_for_sm90(num_warps, block_e):
+    """The PDL variant compiles for sm_90a with the dependency wait in it and no spills (the interpreter ignores
+    griddepcontrol, so only the GPU compiler can reject it)."""
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
+
+    ptx = ptx_in_fresh_process(__name__, "compile_router_pdl_sm90", num_warps, block_e)
+    assert "griddepcontrol.wait" in ptx
+    rep = ptxas_report(ptx)
+    assert "0 bytes spill stores" in rep, rep
+
+
+# ------------------------------------------------------------------------------------------------
+# Real shapes on the H200
+# ------------------------------------------------------------------------------------------------
+
+_V3_VARIANTS = [dict(), dict(PDL=False), dict(num_warps=1, BLOCK_E=2), dict(num_warps=2, BLOCK_E=4),
+                dict(num_warps=8, BLOCK_E=16), dict(BLOCK_E=4)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 2, 8, 16])
+@pytest.mark.parametrize("config", _V3_VARIANTS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()) or "default")
+def test_router_gate_topk_variants_gpu(device, T, config):
+    """V3 router (H 7168, E 256, bf16 weight) with every launch variant the benchmark sweeps: ids = the default's,
+    weights bit-equal; default vs the reference on fp32 logits (set-optimal within 1e-6, as test_moe_routing);
+    a CUDA graph of [fused_add_rms_norm → router] (the decode order, PDL edge) replays = eager with new inputs."""
+    from tests.kernels.test_moe_routing import _check_router
+    from tritonseek.kernels.norm import fused_add_rms_norm
+
+    E, kw = FAMILIES["deepseek-v3"]
+    H = 7168
+    g = torch.Generator().manual_seed(T)
+    weight = (torch.randn(E, H, generator=g) * 0.02).to(torch.bfloat16).to(device)
+    bias = (torch.randn(E, generator=g) * 0.05).to(device)
+    a = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    res = torch.randn(T, H, generator=g).to(torch.bfloat16).to(device)
+    nw = torch.rand(H, generator=g).to(torch.bfloat16).to(device) + 0.5
+    x, _ = fused_add_rms_norm(a, res, nw, 1e-6)
+    _check_router(x, weight, bias, kw, exact=False, shared=E, config=config or None)
+    w0, ids0 = router_gate_topk(x, weight, bias, shared_expert_id=E, **kw)
+    w1, ids1 = router_gate_topk(x, weight, bias, shared_expert_id=E, config=config, **kw)
+    assert torch.equal(ids0, ids1) and torch.equal(w0, w1)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        xg, _ = fused_add_rms_norm(a, res, nw, 1e-6)
+        w_g, ids_g = router_gate_topk(xg, weight, bias, shared_expert_id=E, config=config, **kw)
+    for _ in range(3):
+        a.copy_(torch.randn(T, H, generator=g).to(torch.bfloat16))
+        graph.replay()
+        torch.cuda.synchronize()
+        xe, _ = fused_add_rms_norm(a, res, nw, 1e-6)
+        w_e, ids_e = router_gate_topk(xe, weight, bias, shared_expert_id=E, config=config, **kw)
+        assert torch.equal(ids_g, ids_e) and torch.equal(w_g, w_e)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fam", sorted(FAMILIES))
+def test_gate_topk_nan_gpu(device, fam):
+    g = torch.Generator().manual_seed(5)
+    E, kw = FAMILIES[fam]
+    logits = torch.randn(64, E, generator=g)
+    logits.view(-1)[torch.randperm(64 * E, generator=g)[:200]] = float("nan")
+    w, ids = gate_topk(logits.to(device), None, **kw)
+    _same(w, ids, *gate_topk_ref(logits, None, **kw))

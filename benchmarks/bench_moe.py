@@ -72,6 +72,9 @@ CANDIDATES_DECODE = [
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=5, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=8, SWAP_AB=True),
+    # 256 weight rows per program (half the programs, each twice as long: fewer pipeline fills and drains)
+    dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=256, num_warps=8, num_stages=3, SWAP_AB=True),
 ]
 
 

@@ -102,14 +102,17 @@ def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
 
 
 # Decode fusions of the MoE module timed against each other in one run (MoE.fused_router_max_t,
-# MoE.shared_group_max_t): "unfused" = fp32 router GEMV + gate_topk + the shared expert as its own MLP (the
-# path before this change); "router" = router GEMV + top-k in one kernel over the bf16 gate weight; "router+shared"
-# = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th slot).
-VARIANTS = {"unfused": (0, 0), "router": (16, 0), "router+shared": (16, 16)}
+# MoE.shared_group_max_t, MoE.decode_pdl): "unfused" = fp32 router GEMV + gate_topk + the shared expert as its own
+# MLP, plain launches; "router" = router GEMV + top-k in one kernel over the bf16 gate weight; "router+shared"
+# = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th slot). Suffix "/pdl0"
+# = plain launches, "/pdl1" = the permute → GEMM1 → down → unpermute chain as programmatic dependent launches
+# without L2 prefetch; no suffix = the default (PDL + weight prefetch, decode_pdl 2).
+VARIANTS = {"unfused": (0, 0, 0), "router": (16, 0, 2), "router+shared": (16, 16, 2),
+            "router/pdl0": (16, 0, 0), "router+shared/pdl0": (16, 16, 0), "router+shared/pdl1": (16, 16, 1)}
 
 
 def _set_variant(moe, name):
-    moe.fused_router_max_t, moe.shared_group_max_t = VARIANTS[name]
+    moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl = VARIANTS[name]
 
 
 def bench_layer(cx):
@@ -120,7 +123,7 @@ def bench_layer(cx):
     H, I, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts_per_tok
     tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
     variants = [v for v in cx.args.layer_variants.split(",") if v] if not cx.dry else ["unfused"]
-    default = (moe.fused_router_max_t, moe.shared_group_max_t)
+    default = (moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl)
     mlp_calls = []
     moe.shared_experts.register_forward_hook(lambda *a: mlp_calls.append(1))
     for T in ([1, 5, 40] if cx.dry else [int(t) for t in cx.args.layer_tokens.split(",")]):
@@ -173,7 +176,7 @@ def bench_layer(cx):
                            peer_us=pus, correct=ok, calc_diff=d, same_routing=same_routing, layout=choose_layout(T),
                            active_experts=active, variant=var, floor_us=round(w_bytes / 4.27e6, 2), **extra)
                 r["meets_target"] = bool(ok and same_routing)
-    moe.fused_router_max_t, moe.shared_group_max_t = default
+    moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl = default
     del moe
     if not cx.dry:
         torch.cuda.empty_cache()

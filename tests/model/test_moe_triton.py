@@ -195,8 +195,9 @@ def test_shared_expert_as_group_matches_reference(device, T):
 @pytest.mark.parametrize("T", [1, 2, 8, 16, 64])
 def test_moe_decode_fusions_v3_gpu(device, T):
     """V3 widths, the whole MoE module on the triton backend: every decode-fusion setting (unfused; fused router;
-    fused router + shared expert as group E) equals the reference module (same expert sets, calc_diff < 1e-3),
-    and the fused path replays in a CUDA graph with new inputs."""
+    fused router + shared expert as group E; decode_pdl 0 / 1 / 2) equals the reference module (same expert sets,
+    calc_diff < 1e-3), the PDL settings bit for bit equal to plain launches, and the fused path (PDL + prefetch)
+    replays in a CUDA graph with new inputs."""
     from tritonseek.model.ops import Ops
 
     moe, cfg = _moe_module(device, H_V3, E_V3, I_V3, 8, 4, Ops("reference", fp8_activations=True), seed=T)
@@ -210,16 +211,20 @@ def test_moe_decode_fusions_v3_gpu(device, T):
                 m.ops = Ops("triton")
         mlp_calls = []
         moe.shared_experts.register_forward_hook(lambda *a: mlp_calls.append(1))
-        for fr, sg in ((0, 0), (128, 0), (128, 128)):
-            moe.fused_router_max_t, moe.shared_group_max_t = fr, sg
+        ys = {}
+        for fr, sg, pdl in ((0, 0, 0), (128, 0, 2), (128, 128, 2), (128, 128, 1), (128, 128, 0)):
+            moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl = fr, sg, pdl
             mlp_calls.clear()
-            y = moe(x).float()
+            y = ys[fr, sg, pdl] = moe(x).float()
             assert len(mlp_calls) == (0 if sg else 1), "the shared expert ran as its own MLP" if sg else "not run"
             _, ids = moe.route(x)
             assert torch.equal(ids.sort(1).values, ids_ref.sort(1).values), (fr, sg)
             d = calc_diff(y, y_ref)
             print(f"T={T} fused_router_max_t={fr} shared_group_max_t={sg}: calc_diff {d:.2e}")
             assert torch.isfinite(y).all() and d < 1e-3, (fr, sg, d)
+        # programmatic dependent launches and L2 prefetch change when kernels start, never what they compute
+        assert torch.equal(ys[128, 128, 2], ys[128, 128, 0]) and torch.equal(ys[128, 128, 1], ys[128, 128, 0])
+        moe.decode_pdl = 2
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             y_g = moe(x)

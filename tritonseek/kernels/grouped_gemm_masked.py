@@ -24,7 +24,9 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels import grouped_gemm as _gg
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _div_rn, _recip_rn, _round_to_e4m3, _scale_from_amax
+from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
+from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
+                                          _scale_from_amax)
 from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
 
 
@@ -48,6 +50,37 @@ def _nonempty_groups(masked_m_ptr, E, E_PAD: tl.constexpr):
     nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
     csum = tl.cumsum(nz, axis=0)
     return ev, nz, csum, tl.sum(nz, axis=0)
+
+
+@triton.jit
+def _prefetch_rows(b_ptr, row0, n_valid, stride_bn, kb_lo, kb_hi, kb_step, BLOCK_N: tl.constexpr,
+                   BLOCK_K: tl.constexpr):
+    # L2 prefetch (a hint: never faults, nothing waits on it) of weight rows [row0, row0 + n_valid), n_valid ≥ 1,
+    # K blocks kb_lo, kb_lo + kb_step, … < kb_hi: one 128-byte line per row and K block
+    rows = (row0 + tl.minimum(tl.arange(0, BLOCK_N), n_valid - 1)).to(tl.int64) * stride_bn
+    for kb in range(kb_lo, kb_hi, kb_step):
+        _prefetch_l2(b_ptr + rows + kb * BLOCK_K)
+
+
+@triton.jit
+def _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E,
+                   E_PAD: tl.constexpr, COMPACT: tl.constexpr, PF_MODE: tl.constexpr):
+    # Which weights a program pulls into L2 before its grid-dependency wait: (group, first K block, K-block step,
+    # whether to prefetch). PF_MODE 1: its own first group, read from masked_m now (final when the kernel before
+    # the previous one wrote it: the PDL chain permute → GEMM1 → down), its K blocks from 0. PF_MODE 2: group
+    # pf_group (e.g. the shared expert, always routed) whatever masked_m holds, its K blocks shared out over the
+    # slots (slot s takes s, s + slots, …). Only m-tile 0 prefetches (the other m-tiles read the same weights).
+    if PF_MODE == 1:
+        if COMPACT:
+            ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+            g = tl.min(tl.where((nz > 0) & (csum == slot + 1), ev, E_PAD), axis=0)
+            ok = slot < nnz
+        else:
+            g = slot
+            ok = tl.load(masked_m_ptr + slot) > 0
+        return tl.minimum(g, E - 1), 0, 1, ok & (off_m == 0)
+    else:
+        return tl.maximum(tl.minimum(pf_group, E - 1), 0), slot, n_slots, (pf_group >= 0) & (off_m == 0)
 
 
 @triton.jit
@@ -86,14 +119,16 @@ def _masked_tile(
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "pf_group", "stride_ase", "stride_asm", "stride_bse",
+                             "stride_bsn"])
 def _grouped_fp8_masked_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
-    M_max, N, E, num_k_blocks,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, b_ptr,
+    M_max, N, E, num_k_blocks, pf_group,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_oe, stride_om, stride_on,
+    stride_oe, stride_om, stride_on, stride_bn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr,
+    PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, PREFETCH: tl.constexpr = 0,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
@@ -102,7 +137,18 @@ def _grouped_fp8_masked_kernel(
     # program id = tile = (group slot, n-tile, m-tile). Not COMPACT: slot = group. COMPACT (fewer slots than
     # groups): slot s serves the non-empty groups number s, s + slots, s + 2·slots, … (one pass when the
     # launcher's bound holds; more passes, never a skipped group, when it does not)
+    # PDL (programmatic dependent launch): PREFETCH weight K blocks (b_ptr: the same weights as b_desc, row
+    # stride stride_bn) go to L2 as _prefetch_plan says, then wait for the previous kernel (griddepcontrol.wait)
+    # before any input is read, then let the next kernel launch (its programs fill SMs as ours retire)
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
+    if PF_MODE > 0:
+        pg, kb0, kbs, pf_ok = _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E, E_PAD, COMPACT, PF_MODE)
+        if pf_ok:
+            _prefetch_rows(b_ptr, pg.to(tl.int64) * N + off_n, tl.minimum(N - off_n, BLOCK_N), stride_bn, kb0,
+                           tl.minimum(num_k_blocks, PREFETCH), kbs, BLOCK_N, BLOCK_K)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     if COMPACT:
         ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)  # one prefix count for every pass
         for q in range(slot, nnz, n_slots):
@@ -161,15 +207,16 @@ def _masked_silu_quant_tile(
         tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
 
 
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "pf_group", "stride_ase", "stride_asm", "stride_bse",
+                             "stride_bsn"])
 def _grouped_fp8_masked_silu_quant_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr,
-    M_max, I, E, num_k_blocks,
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr, b_ptr,
+    M_max, I, E, num_k_blocks, pf_group,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
+    stride_qe, stride_qm, stride_se, stride_sm, stride_sg, stride_bn, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, EXACT_ROUND: tl.constexpr,
-    FAST_DIV: tl.constexpr,
+    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, PREFETCH: tl.constexpr = 0,
 ):
     # GEMM1 of the MoE experts with SiLU·mul and the 1×128 FP8 quant in the epilogue (BLOCK_N = 128 = one
     # quant group): b rows [g·2I + n, +128) (gate) and [g·2I + I + n, +128) (up) give two fp32 tiles over the
@@ -177,8 +224,18 @@ def _grouped_fp8_masked_silu_quant_kernel(
     # q = e4m3(h / s), s = max(amax_128(h), eps) / 448, exactly as fp8_quant.silu_mul_quant_fp8.
     # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
     # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
-    # slots → groups as in _grouped_fp8_masked_kernel
+    # slots → groups, PDL and the L2 prefetch (gate and up rows) as in _grouped_fp8_masked_kernel
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, I, BLOCK_M, BLOCK_N)
+    if PF_MODE > 0:
+        pg, kb0, kbs, pf_ok = _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E, E_PAD, COMPACT, PF_MODE)
+        if pf_ok:
+            kb_hi = tl.minimum(num_k_blocks, PREFETCH)
+            row0 = pg.to(tl.int64) * 2 * I + off_n
+            _prefetch_rows(b_ptr, row0, BLOCK_N, stride_bn, kb0, kb_hi, kbs, BLOCK_N, BLOCK_K)
+            _prefetch_rows(b_ptr, row0 + I, BLOCK_N, stride_bn, kb0, kb_hi, kbs, BLOCK_N, BLOCK_K)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     if COMPACT:
         ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
         for q in range(slot, nnz, n_slots):
@@ -235,6 +292,30 @@ def _groups(E: int, max_active_groups: int | None) -> int:
     return E if max_active_groups is None else min(E, max(1, max_active_groups))
 
 
+# L2 prefetch depth (weight K blocks per program) under PDL when the config does not name PREFETCH: own group
+# (the down GEMM after GEMM1: 8 of its 16 K blocks) / a fixed group shared out over the slots (GEMM1: the
+# shared expert's first 16 of 56 K blocks, ~8 MB, what HBM moves during a decode permute)
+_PREFETCH_DEFAULT = {1: 8, 2: 16}
+
+
+def _pdl_setup(dev, E: int, pdl, prefetch_group, cfg: dict) -> dict:
+    """Kernel arguments of the PDL options: PDL, PF_MODE, PREFETCH, pf_group (all off off CUDA / sm < 90)."""
+    if not isinstance(pdl, bool):
+        raise TypeError(f"pdl must be a bool, got {pdl!r}")
+    if prefetch_group is not None and (isinstance(prefetch_group, bool) or not isinstance(prefetch_group, int)
+                                       or not 0 <= prefetch_group < max(E, 1)):
+        raise ValueError(f"prefetch_group must be None or a group index in [0, {E}), got {prefetch_group!r}")
+    pf = cfg.get("PREFETCH")
+    if pf is not None and (isinstance(pf, bool) or not isinstance(pf, int) or pf < 0):
+        raise ValueError(f"config['PREFETCH'] must be a non-negative int, got {pf!r} (config {cfg!r})")
+    if not (pdl and _pdl_capable(dev)):  # griddepcontrol / prefetch are PTX: CUDA sm_90+ only
+        return dict(PDL=False, PF_MODE=0, PREFETCH=0, pf_group=-1)
+    mode = 1 if prefetch_group is None else 2
+    depth = _PREFETCH_DEFAULT[mode] if pf is None else pf
+    return dict(PDL=True, PF_MODE=mode if depth > 0 else 0, PREFETCH=depth,
+                pf_group=-1 if prefetch_group is None else prefetch_group)
+
+
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -247,6 +328,8 @@ def grouped_fp8_gemm_masked(
     expected_m: int | None = None,
     max_active_groups: int | None = None,
     config: dict | None = None,
+    pdl: bool = False,
+    prefetch_group: int | None = None,
 ) -> torch.Tensor:
     """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
 
@@ -263,9 +346,17 @@ def grouped_fp8_gemm_masked(
         (a second pass), every non-empty group is always computed. Default E (one program set per group).
     out: optional [E, M_max, N] out_dtype destination.
     config: optional launch-config override: BLOCK_M, BLOCK_N, num_warps, num_stages, plus SWAP_AB (tile
-        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group).
+        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group) and PREFETCH (weight
+        K blocks per program pulled into L2 before the PDL wait; default 8 own-group / 16 prefetch_group).
+    pdl: programmatic dependent launch (CUDA sm_90+; ignored elsewhere): the programs may start while the
+        previous kernel on the stream runs; they prefetch weights into L2, wait for that kernel
+        (griddepcontrol.wait) before reading any input, then let the next kernel launch. The prefetch is a
+        hint, never a correctness input: it reads masked_m before the wait (right when masked_m was final
+        before the previous kernel started, as in permute → GEMM1 → this GEMM; stale values only miss).
+    prefetch_group: with pdl, prefetch this group's weights (e.g. a shared expert routed to every token)
+        instead of the groups masked_m names, its K blocks shared out over the programs.
     Returns out [E, M_max, N] (E = 0 or M_max = 0: an empty result, nothing launched). Raises TypeError
-    (dtypes) / ValueError (shapes, layout, device, config).
+    (dtypes, pdl) / ValueError (shapes, layout, device, config, prefetch_group).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     if out_dtype not in _OUT_DTYPES:
@@ -282,18 +373,19 @@ def grouped_fp8_gemm_masked(
         return out
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N, K)
     _check_cfg(cfg, False)
+    p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
     tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
     _grouped_fp8_masked_kernel[(tiles,)](
-        a_desc, b_desc, a_scale, b_scale, masked_m, out,
-        M_max, N, E, kb,
+        a_desc, b_desc, a_scale, b_scale, masked_m, out, b,
+        M_max, N, E, kb, p["pf_group"],
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
-        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), b.stride(1),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
-        SWAP_AB=bool(cfg.get("SWAP_AB", False)), num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"],
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"], PREFETCH=p["PREFETCH"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
     )
     return out
 
@@ -308,15 +400,17 @@ def grouped_fp8_gemm_masked_silu_quant(
     expected_m: int | None = None,
     max_active_groups: int | None = None,
     config: dict | None = None,
+    pdl: bool = False,
+    prefetch_group: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """h[g, m] = silu(y[g, m, :I])·y[g, m, I:], y = masked grouped GEMM (bf16), then h → e4m3 per 1×128 group.
 
     The MoE experts' first GEMM with SiLU·mul and the FP8 quant of h in its epilogue: the [E, M_max, 2I]
     bf16 intermediate is never written and only rows < masked_m[g] are computed.
-    a, a_scale, masked_m, expected_m, max_active_groups: as :func:`grouped_fp8_gemm_masked`.
+    a, a_scale, masked_m, expected_m, max_active_groups, pdl, prefetch_group: as :func:`grouped_fp8_gemm_masked`.
     b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
         b_scale: [E, 2I/128, ceil(K/128)] fp32.
-    config: BLOCK_M, num_warps, num_stages, SWAP_AB (BLOCK_N is 128, one quant group).
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH (BLOCK_N is 128, one quant group).
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
@@ -335,19 +429,21 @@ def grouped_fp8_gemm_masked_silu_quant(
         return h_q, h_s
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N2, K)
     _check_cfg(cfg, False, keys=("BLOCK_M", "num_warps", "num_stages"))  # its N tile is fixed at 128
+    p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm = cfg["BLOCK_M"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N2, K], [b.stride(1), 1], [128, BLOCK_K])
     tiles = groups * triton.cdiv(M_max, bm) * (I // 128)
     _grouped_fp8_masked_silu_quant_kernel[(tiles,)](
-        a_desc, b_desc, a_scale, b_scale, masked_m, h_q, h_s,
-        M_max, I, E, kb,
+        a_desc, b_desc, a_scale, b_scale, masked_m, h_q, h_s, b,
+        M_max, I, E, kb, p["pf_group"],
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
-        b_scale.stride(2), h_q.stride(0), h_q.stride(1), h_s.stride(0), h_s.stride(1), h_s.stride(2),
+        b_scale.stride(2), h_q.stride(0), h_q.stride(1), h_s.stride(0), h_s.stride(1), h_s.stride(2), b.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
         BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        PDL=p["PDL"], PF_MODE=p["PF_MODE"], PREFETCH=p["PREFETCH"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
     )
     return h_q, h_s
 

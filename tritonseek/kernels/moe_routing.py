@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _div_rn, _recip_rn, _round_to_e4m3, _scale_from_amax
+from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
+                                          _scale_from_amax)
 from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
@@ -133,7 +134,13 @@ def _permute_masked_decode_kernel(
     eps, fp8_max,
     E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, SC_PER: tl.constexpr,
     HAS_SCALE: tl.constexpr, QUANT: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    # PDL: launched as a programmatic dependent launch: wait for the previous kernel before reading anything,
+    # then let the next one (the masked GEMM, which waits for us in turn) launch and prefetch its weights
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     # Masked permute in one launch when every (token, slot) entry fits one block (decode): each program
     # (token t, column block) ranks all entries itself (as _route_rank_kernel with SINGLE), then copies its
     # columns of x[t] — and the scale groups they hold — to the rows of t's entries.
@@ -239,8 +246,10 @@ def _permute_copy_kernel(
 def _unpermute_kernel(
     y_ptr, row_map_ptr, w_ptr, shared_ptr, out_ptr,
     H, stride_y, stride_sh, stride_out,
-    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SHARED: tl.constexpr,
+    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SHARED: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    if PDL:  # programmatic dependent launch: wait for the kernel before us (the down GEMM) before any read
+        tl.extra.cuda.gdc_wait()
     # y: [M, H] expert outputs (row stride stride_y); row_map, w: [T, TOP_K] int32 / fp32 contiguous
     # shared: [T, H] (stride_sh); out: [T, H] (stride_out). Sum over slots in fixed order j = 0..k-1.
     # The k rows are loaded under masks (no branch on r), so all k loads are in flight together.
@@ -415,6 +424,7 @@ def moe_permute_masked(
     hidden_scale: torch.Tensor | None = None,
     *,
     quantize: bool = False,
+    pdl: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Scatter token rows into per-expert slabs: permuted[e, r] = hidden[t] for the r-th (token, slot) routed to e.
 
@@ -424,6 +434,9 @@ def moe_permute_masked(
     quantize: hidden (bf16/fp16/fp32, no hidden_scale) is quantized on the way exactly as
         ``per_token_group_quant_fp8(hidden, 128)`` would (e4m3 rows, 1×128 scales); at decode sizes
         (T·k ≤ 128) inside the same single launch as the routing and the copies.
+    pdl: that single decode launch (T·k ≤ 128; CUDA sm_90+, ignored elsewhere) is a programmatic dependent
+        launch: it waits for the previous kernel before reading anything and lets the next kernel launch
+        (griddepcontrol), so a PDL-launched masked GEMM after it can start early.
     Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] fp32 (MN-major per expert) or None,
     masked_m [E] int32,
     row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
@@ -437,6 +450,9 @@ def moe_permute_masked(
         raise ValueError(f"max_m must be a positive int, got {max_m!r}")
     if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
         raise ValueError(f"quantize=True takes bf16/fp16/fp32 hidden without hidden_scale, got {hidden.dtype}")
+    if not isinstance(pdl, bool):
+        raise TypeError(f"pdl must be a bool, got {pdl!r}")
+    use_pdl = pdl and _pdl_capable(hidden.device)
     T, H = hidden.shape
     k = topk_ids.shape[1]
     dev = hidden.device
@@ -471,7 +487,8 @@ def moe_permute_masked(
             AMAX_EPS, FP8_E4M3_MAX,
             E_BINS=e_bins, BLOCK=triton.next_power_of_2(T * k), TOP_K=k, BLOCK_H=block_h,
             SC_PER=max(block_h // 128, 1), HAS_SCALE=out_scale is not None, QUANT=quantize,
-            EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
+            EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), PDL=use_pdl, num_warps=warps,
+            launch_pdl=use_pdl,
         )
         return out, out_scale, seg[:num_experts], row_map  # seg counts only entries with rank < max_m
     row_map, seg, _, src = _route(topk_ids, num_experts, 1, max_m, True, 0)
@@ -488,6 +505,7 @@ def moe_unpermute(
     shared_output: torch.Tensor | None = None,
     *,
     out: torch.Tensor | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """out[t] = Σ_j topk_weights[t, j] · expert_out[row_map[t, j]] (+ shared_output[t]), accumulated in fp32.
 
@@ -496,6 +514,8 @@ def moe_unpermute(
     row_map: [T, k] int32 (−1 contributes nothing); topk_weights: [T, k] fp32.
     shared_output: [T, H] or None (shared-expert output, added in fp32 before the single cast).
     out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
+    pdl: programmatic dependent launch (CUDA sm_90+, ignored elsewhere): the programs may start while the
+        previous kernel (the down GEMM) finishes and wait for it (griddepcontrol.wait) before any read.
     Deterministic: one program owns each output element and sums slots in order j = 0..k−1 (no atomics).
     Raises TypeError/ValueError for bad dtypes/shapes/devices.
     Follows DeepSeek-V3 inference/model.py MoE combine.
@@ -522,8 +542,11 @@ def moe_unpermute(
         check_tensor("out", out, dtype=expert_out.dtype, ndim=2, device=expert_out.device)
         if tuple(out.shape) != (T, H) or out.stride(1) != 1:
             raise ValueError(f"out must be [{T}, {H}] with unit column stride, got {tuple(out.shape)}")
+    if not isinstance(pdl, bool):
+        raise TypeError(f"pdl must be a bool, got {pdl!r}")
     if T == 0:
         return out
+    use_pdl = pdl and _pdl_capable(expert_out.device)
     row_map = row_map.contiguous()
     topk_weights = topk_weights.contiguous()
     block_h, warps = _copy_config(H, 4)
@@ -532,7 +555,8 @@ def moe_unpermute(
     _unpermute_kernel[(T, triton.cdiv(H, block_h))](
         expert_out, row_map, topk_weights, shared_output if shared_output is not None else expert_out, out,
         H, expert_out.stride(0), shared_output.stride(0) if shared_output is not None else 0, out.stride(0),
-        TOP_K=k, BLOCK_H=block_h, HAS_SHARED=shared_output is not None, num_warps=warps,
+        TOP_K=k, BLOCK_H=block_h, HAS_SHARED=shared_output is not None, PDL=use_pdl, num_warps=warps,
+        launch_pdl=use_pdl,
     )
     return out
 

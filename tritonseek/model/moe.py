@@ -117,6 +117,9 @@ class MoE(nn.Module):
         # T·(k+1) ≤ 128); the router alone at T = 8: 17.5 µs against 30.3 µs for fp32 GEMV + gate_topk.
         self.fused_router_max_t = 16
         self.shared_group_max_t = 8
+        # masked decode path: 0 plain launches, 1 permute → GEMM1 → down → unpermute as programmatic dependent
+        # launches, 2 that plus L2 weight prefetch before each GEMM's wait (moe_triton.moe_experts_triton)
+        self.decode_pdl = 2
 
     def route(self, x: torch.Tensor, *, shared_slot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, H] → (topk_weights [T, k] fp32, topk_ids [T, k] int32).
@@ -165,7 +168,8 @@ class MoE(nn.Module):
 
             # decode: the shared expert is group E of the masked GEMMs, routed with weight 1 in slot k
             topk_weights, topk_ids = self.route(x, shared_slot=True)
-            return moe_experts_triton(x, topk_weights, topk_ids, self, layout="masked", weights=stacked)
+            return moe_experts_triton(x, topk_weights, topk_ids, self, layout="masked", weights=stacked,
+                                      pdl=self.decode_pdl, shared_group=self.w13.shape[0])
         topk_weights, topk_ids = self.route(x)
         if self.training:
             # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)
@@ -185,7 +189,7 @@ class MoE(nn.Module):
             # unpermute (no separate add): as one more group of the masked GEMMs it measured slower at T=64 on
             # the H200 (commit 36ecc83: V3 layer 3109 µs against 2554 µs), its 64 rows re-streaming its weights.
             shared = self.shared_experts(x) if self.shared_experts is not None else None
-            return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared)
+            return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared, pdl=self.decode_pdl)
         y = self.experts(x, topk_weights, topk_ids)
         return y if self.shared_experts is None else y + self.shared_experts(x)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
-from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
+from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, get_config, grouped_fp8_gemm_contiguous
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 
@@ -58,6 +58,8 @@ def moe_experts_triton(
     layout: str | None = None,
     shared_output: torch.Tensor | None = None,
     weights: tuple[torch.Tensor, ...] | None = None,
+    pdl: int = 0,
+    shared_group: int | None = None,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
 
@@ -70,6 +72,12 @@ def moe_experts_triton(
     shared_output: optional [T, H] added in fp32 inside the unpermute (fused shared-expert add).
     weights: optional (w13, w13_scale_inv, w2, w2_scale_inv) used instead of moe's, e.g. ``moe.stacked_weights()``
         (E+1 groups, group E = the shared expert, reached through topk_ids == E with weight 1).
+    pdl: masked path on CUDA sm_90+ (ignored elsewhere): 0 plain launches; 1 the permute → GEMM1 → down →
+        unpermute chain as programmatic dependent launches (each kernel's programs start while the one before
+        finishes and wait for it before reading its inputs); 2 that, plus L2 prefetch of weights before each
+        GEMM's wait (down: its own first K blocks; GEMM1: ``shared_group``'s, the only weights known before
+        the routing lands). Same result for every value.
+    shared_group: the group every token is routed to (the stacked shared expert, E−1 of ``weights``), or None.
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers
     raise for bad shapes/dtypes.
@@ -79,6 +87,8 @@ def moe_experts_triton(
         layout = choose_layout(x.shape[0])
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
+    if pdl not in (0, 1, 2) or isinstance(pdl, bool):
+        raise ValueError(f"pdl must be 0, 1 or 2, got {pdl!r}")
     w13, w13_s, w2, w2_s = weights if weights is not None else (moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv)
     E = w13.shape[0]  # this rank's experts (all of them without expert parallelism), + 1 when stacked
     T, H = x.shape
@@ -86,19 +96,25 @@ def moe_experts_triton(
     if layout == "masked":
         max_m = max(T, 1)
         # programs only for the groups that can be non-empty (≤ T·k of them); expected rows pick the config
-        kw = dict(expected_m=max(1, (T * k) // E), max_active_groups=min(E, T * k))
-        # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
-        a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True)
+        em = max(1, (T * k) // E)
+        kw = dict(expected_m=em, max_active_groups=min(E, T * k), pdl=pdl > 0)
         two_i = w13.shape[1]
+        # PDL prefetch: GEMM1 only the shared group's weights (masked_m is still being written by the permute
+        # when its programs start), the down GEMM its own groups' (masked_m final by then)
+        kw1 = dict(kw, prefetch_group=shared_group if pdl == 2 else None,
+                   config=_pf_config(em, two_i, w13.shape[2], 0 if pdl < 2 or shared_group is None else None))
+        kw2 = dict(kw, config=_pf_config(em, H, w2.shape[2], 0 if pdl < 2 else None))
+        # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
+        a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True, pdl=pdl > 0)
         if x.dtype == torch.bfloat16 and two_i % 256 == 0:
             # SiLU·mul + FP8 quant in GEMM1's epilogue (same result as the three steps below, valid rows only)
-            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, w13_s, masked_m, **kw)
+            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, w13_s, masked_m, **kw1)
         else:
-            gate_up = grouped_fp8_gemm_masked(a, a_s, w13, w13_s, masked_m, out_dtype=x.dtype, **kw)
+            gate_up = grouped_fp8_gemm_masked(a, a_s, w13, w13_s, masked_m, out_dtype=x.dtype, **kw1)
             h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
             h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
-        down = grouped_fp8_gemm_masked(h_q, h_s, w2, w2_s, masked_m, out_dtype=x.dtype, **kw)
-        return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output)
+        down = grouped_fp8_gemm_masked(h_q, h_s, w2, w2_s, masked_m, out_dtype=x.dtype, **kw2)
+        return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output, pdl=pdl > 0)
     x_q, x_s = per_token_group_quant_fp8(x, 128)
     graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
     a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe)
@@ -107,6 +123,13 @@ def moe_experts_triton(
     h_q, h_s = silu_mul_quant_fp8(gate_up, 128)
     down = gemm(h_q, h_s, w2, w2_s, m_indices, out_dtype=x.dtype)
     return moe_unpermute(down, row_map, topk_weights, shared_output)
+
+
+def _pf_config(expected_m: int, n: int, k: int, prefetch: int | None) -> dict | None:
+    """The masked GEMM's default config, with PREFETCH set when given (None: the launcher's default depth)."""
+    if prefetch is None:
+        return None
+    return dict(get_config("masked", expected_m, n, k), PREFETCH=prefetch)
 
 
 def _contiguous_gemm(device: torch.device):

@@ -322,14 +322,16 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                     us_g = graph_time_us(fn)
                     md_us = graph_time_us(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg), 5.0)
                     peer = lambda: torch_peer_decode(q, kv, bt, cs, max(lens), D_QK**-0.5)  # noqa: E731
-                    po, plse = peer()
-                    pcd = cos_diff(po.float(), o.float())
-                    peer_us = eager_time_us(peer)
-                    try:
-                        peer_g = graph_time_us(peer, 10.0)
-                    except Exception:  # noqa: BLE001
-                        peer_g = peer_us
-                    del po, plse
+                    pcd, peer_us, peer_g = float("nan"), float("nan"), float("nan")
+                    if not NO_PEER:
+                        po, plse = peer()
+                        pcd = cos_diff(po.float(), o.float())
+                        peer_us = eager_time_us(peer)
+                        try:
+                            peer_g = graph_time_us(peer, 10.0)
+                        except Exception:  # noqa: BLE001
+                            peer_g = peer_us
+                        del po, plse
                     sk_sum = sum(lens)
                     flops = 2 * s_q * sk_sum * h * (D_QK + D_V)
                     nbytes = (sk_sum * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
@@ -348,8 +350,8 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                     print(f"decode s_k {s_k} h {h} s_q {s_q} varlen {varlen}: {us_g:.1f} us (eager {us:.1f}) "
                           f"{row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
                           flush=True)
-                    if GLUON_VARIANT and h * s_q <= GLUON_MAX_ROWS and row["kernel"] == "tl":
-                        for over in [{}] + GLUON_EXTRA:
+                    if h * s_q <= GLUON_MAX_ROWS and (GLUON_VARIANT and row["kernel"] == "tl" or GLUON_EXTRA):
+                        for over in ([{}] if GLUON_VARIANT and row["kernel"] == "tl" else []) + GLUON_EXTRA:
                             _gluon_variant_row(env, rows, out_f, row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops,
                                                over)
                     del q, kv, bt, cs, out, o, lse
@@ -359,7 +361,8 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
 GLUON_VARIANT = False  # --gluon: also time the warp-specialized Gluon split kernel (mla_decode_ws) per case
 GLUON_MAX_ROWS = 256  # rows (h_q·s_q) up to which the Gluon variant runs (all of FlashMLA's cases)
 ONLY_HS: tuple[str, ...] = ()  # --hs: decode cases "h_qxs_q" only
-GLUON_EXTRA: list[dict] = []  # --gluon-extra: more Gluon rows per case with these config overrides
+GLUON_EXTRA: list[dict] = []  # --gluon-extra: more Gluon rows per case with these config overrides (any kernel)
+NO_PEER = False  # --no-peer: skip the torch peer (variant runs; peer fields NaN)
 ONLY_VARLEN: bool | None = None  # --varlen 0/1: fixed or varlen lengths only
 
 
@@ -381,18 +384,25 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
         ok = ok and not torch.isnan(o).any().item()
         us = eager_time_us(fn)
         us_g = graph_time_us(fn)
+        # the two launches alone (split kernel, combine kernel), same metadata and buffers
+        lse_b = torch.empty(q.shape[0], h, s_q, dtype=torch.float32, device=q.device)
+        sp, cb = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse_b)
+        split_us, comb_us = graph_time_us(sp, 10.0), graph_time_us(cb, 5.0)
+        n_split = int((md.split[:, 1] > 1).sum().item())
     except Exception as e:  # noqa: BLE001 — report and go on
         print(f"  gluon_ws h {h} s_q {s_q}: {type(e).__name__} {str(e)[:300]}", flush=True)
         return
     row = dict(tl_row, us=round(us, 2), us_graph=round(us_g, 2), tflops=round(flops / us_g / 1e6, 1),
                gbps=round(nbytes / us_g / 1e3, 1), ratio_vs_peer=round(tl_row["peer_us"] / us_g, 3),
                cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts, kernel="gluon_ws",
-               tl_us_graph=tl_row["us_graph"], variant=json.dumps(over or {}, sort_keys=True))
+               tl_us_graph=tl_row["us_graph"], variant=json.dumps(over or {}, sort_keys=True),
+               split_us_graph=round(split_us, 2), combine_us_graph=round(comb_us, 2), split_seqs=n_split,
+               metadata_us=round(graph_time_us(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg), 5.0), 2))
     rows.append(row)
     out_f.write(json.dumps(row) + "\n")
     out_f.flush()
-    print(f"  gluon_ws {row['variant']}: {us_g:.1f} us (eager {us:.1f}) {row['gbps']} GB/s  tl {tl_row['us_graph']:.1f} us "
-          f"ok {ok} cos {cd:.1e} lse {dl:.1e}", flush=True)
+    print(f"  gluon_ws {row['variant']}: {us_g:.1f} us (eager {us:.1f}) {row['gbps']} GB/s  base {tl_row['us_graph']:.1f} us "
+          f"split {split_us:.1f} combine {comb_us:.1f} ({n_split} split seqs) ok {ok} cos {cd:.1e} lse {dl:.1e}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------- prefill
@@ -513,8 +523,10 @@ def main():
     p.add_argument("--hs", nargs="*", default=(), help="decode: these h_qxs_q cases only, e.g. 16x1 32x1")
     p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
     p.add_argument("--gluon-extra", nargs="*", default=(), help='decode: extra Gluon variants, JSON overrides each')
+    p.add_argument("--no-peer", action="store_true", help="decode: skip the torch peer")
     args = p.parse_args()
-    global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN, GLUON_EXTRA
+    global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN, GLUON_EXTRA, NO_PEER
+    NO_PEER = args.no_peer
     MAX_ROWS = args.max_rows
     GLUON_VARIANT = args.gluon
     ONLY_HS = tuple(args.hs)

@@ -45,8 +45,13 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _mla_schedule_kernel, _tile_step
-from tritonseek.kernels.reference.mla import mla_schedule_ref
+from tritonseek.kernels.mla_decode_tiles import (
+    _mla_combine_kernel,
+    _mla_schedule_kernel,
+    _mla_schedule_packed_kernel,
+    _tile_step,
+)
+from tritonseek.kernels.reference.mla import mla_schedule_packed_ref, mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
 # and its combine (FlashMLA charges 5 blocks of 64).
@@ -318,7 +323,10 @@ def get_mla_metadata(
 
     Cost of sequence b = ⌈cache_seqlens[b]/BLOCK_N⌉ + OVERHEAD (config, default 5) tiles (0 for an
     empty one); the total is cut into spans of max(⌈total/num_parts⌉, MIN_SPAN) for num_parts = PARTS_PER_SM·num_sm /
-    ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit).
+    ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit). Config
+    SCHED="packed": the length-aware schedule of ``reference.mla.mla_schedule_packed_ref`` instead (a
+    sequence that fits one program is not split, only long ones are; knobs SEG_COST, SPLIT_COST,
+    MIN_PIECE, MIN_FIT in BLOCK_N tiles), computed by one device kernel in the same way.
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
     count; 8 under the interpreter). config: launch-config override (tuning); default by rows class,
@@ -346,8 +354,15 @@ def get_mla_metadata(
     overhead = int(cfg.get("OVERHEAD", _FIXED_OVERHEAD_TILES))
     sched = torch.empty(num_parts, 4, dtype=torch.int32, device=dev)
     split = torch.empty(batch, 2, dtype=torch.int32, device=dev)
+    packed = cfg.get("SCHED", "balanced") == "packed"  # length-aware split (mla_schedule_packed_ref)
+    pk = _packed_args(cfg) if packed else None
     if dev.type == "cuda" or interpreter_active():
-        if batch > 0:
+        if batch > 0 and packed:
+            _mla_schedule_packed_kernel[(1,)](
+                cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], *pk,
+                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=128, num_warps=4,
+            )
+        elif batch > 0:
             _mla_schedule_kernel[(1,)](
                 cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], overhead, min_span,
                 BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))),
@@ -355,6 +370,8 @@ def get_mla_metadata(
             )
         else:
             sched.zero_()
+    elif packed:  # plain CPU tensors without the interpreter: the reference walk
+        sched, split = mla_schedule_packed_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], *pk)
     else:  # plain CPU tensors without the interpreter: the same schedule in torch ops
         sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], overhead, min_span)
     lens = cache_seqlens
@@ -365,6 +382,21 @@ def get_mla_metadata(
     else:
         max_len = None
     return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)
+
+
+# SCHED="packed" (length-aware split, reference.mla.mla_schedule_packed_ref): costs in BLOCK_N tiles of a
+# piece (SEG_COST), of a split sequence's piece (SPLIT_COST: partial write + combine), smallest first piece
+# (MIN_PIECE) and smallest piece a fitting sequence is split for (MIN_FIT; larger: fewer splits).
+_PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20)
+
+
+def _packed_args(cfg: dict) -> tuple[int, int, int, int]:
+    vals = tuple(int(cfg.get(k, v)) for k, v in _PACKED_DEFAULT.items())
+    seg, split, min_piece, min_fit = vals
+    if seg < 0 or split < 0 or min_piece < 1 or min_fit < min_piece:
+        raise ValueError(f"packed schedule needs SEG_COST, SPLIT_COST ≥ 0, MIN_PIECE ≥ 1, MIN_FIT ≥ MIN_PIECE; "
+                         f"got {dict(zip(_PACKED_DEFAULT, vals))}")
+    return vals
 
 
 def _is_pow2(x: int) -> bool:

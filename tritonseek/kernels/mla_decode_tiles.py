@@ -214,3 +214,108 @@ def _mla_schedule_kernel(
         hi = (pp >= 1) & (pp <= num_parts)
         tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi)
         tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi)
+
+
+@triton.jit
+def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit):
+    # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place), for a
+    # vector of caps or a scalar cap: (moved to a fresh program, tiles in its first program, programs it
+    # continues into, fill of the last one after it).
+    rem = cap - fill
+    first = rem - seg_cost - split_cost
+    whole = n + seg_cost <= rem
+    fits = n + seg_cost <= cap
+    moved = (~whole) & (first < tl.where(fits, min_fit, min_piece))
+    full = cap - seg_cost - split_cost
+    first = tl.where(moved, full, first)
+    r = tl.maximum(n - first, 1)
+    k = (r + full - 1) // full
+    keep_whole = whole | (moved & fits)
+    k = tl.where(keep_whole, 0, k)
+    first = tl.where(keep_whole, n, first)
+    fill = tl.where(whole, fill + n + seg_cost,
+                    tl.where(keep_whole, n + seg_cost, r - (k - 1) * full + seg_cost + split_cost))
+    return moved, first, k, fill
+
+
+@triton.jit
+def _tile_count(lens_ptr, b0, ob, batch, block_n):
+    ok = b0 + ob < batch
+    n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
+    return (n + block_n - 1) // block_n
+
+
+@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "seg_cost", "split_cost", "min_piece", "min_fit"])
+def _mla_schedule_packed_kernel(
+    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, seg_cost, split_cost, min_piece, min_fit,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref).
+    # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32. Costs in int64.
+    # Pass 1 sums the costs; pass 2 walks the batch once for BLOCK_C candidate caps at a time (one per
+    # lane) and keeps the smallest that needs ≤ num_parts programs; pass 3 walks it again with that cap
+    # and writes the cuts. A sequence's tile count is taken out of a BLOCK_B chunk held in registers.
+    ob = tl.arange(0, BLOCK_B)
+    total = tl.zeros([], dtype=tl.int64)
+    max_nt = tl.zeros([], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
+        total += tl.sum(tl.where(nt > 0, nt + seg_cost, 0), 0)
+        max_nt = tl.maximum(max_nt, tl.max(nt, 0))
+    lb = tl.maximum(tl.maximum((total + num_parts - 1) // num_parts, seg_cost + split_cost + min_piece), 1)
+    step = tl.maximum((max_nt + seg_cost + BLOCK_C - 2) // (BLOCK_C - 1), 1)  # last cap ≥ lb + max_nt + seg
+    caps = lb + tl.arange(0, BLOCK_C).to(tl.int64) * step
+    p_vec = tl.zeros([BLOCK_C], dtype=tl.int64)
+    f_vec = tl.zeros([BLOCK_C], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
+        for i in range(0, tl.minimum(batch - b0, BLOCK_B)):
+            n = tl.sum(tl.where(ob == i, nt, 0), 0)
+            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, min_fit)
+            busy = n > 0
+            p_vec = tl.where(busy, p_vec + moved.to(tl.int64) + k, p_vec)
+            f_vec = tl.where(busy, fill, f_vec)
+    big = tl.full([BLOCK_C], 2**62, dtype=tl.int64)
+    cap = tl.min(tl.where(p_vec + 1 <= num_parts, caps, big), 0)
+    cap = tl.where(cap == 2**62, lb + (BLOCK_C - 1) * step, cap)
+    full = cap - seg_cost - split_cost
+    last = num_parts - 1
+    tl.store(sched_ptr + 0, 0)
+    tl.store(sched_ptr + 1, 0)
+    p = tl.zeros([], dtype=tl.int64)
+    fill = tl.zeros([], dtype=tl.int64)
+    for b0 in range(0, batch, BLOCK_B):
+        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
+        for i in range(0, tl.minimum(batch - b0, BLOCK_B)):
+            b = b0 + i
+            n = tl.sum(tl.where(ob == i, nt, 0), 0)
+            if n == 0:
+                tl.store(split_ptr + b * 2, p.to(tl.int32))
+                tl.store(split_ptr + b * 2 + 1, 0)
+            else:
+                moved, first, k, fill = _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
+                # cuts (b, t): program p ends there and p + 1 starts there (the last program takes the rest)
+                if moved & (p < last):
+                    tl.store(sched_ptr + p * 4 + 2, b.to(tl.int32))
+                    tl.store(sched_ptr + p * 4 + 3, 0)
+                    tl.store(sched_ptr + p * 4 + 4, b.to(tl.int32))
+                    tl.store(sched_ptr + p * 4 + 5, 0)
+                    p += 1
+                p0 = p
+                for j in range(0, k):
+                    if p < last:
+                        t = (first + j * full).to(tl.int32)
+                        tl.store(sched_ptr + p * 4 + 2, b.to(tl.int32))
+                        tl.store(sched_ptr + p * 4 + 3, t)
+                        tl.store(sched_ptr + p * 4 + 4, b.to(tl.int32))
+                        tl.store(sched_ptr + p * 4 + 5, t)
+                        p += 1
+                tl.store(split_ptr + b * 2, p0.to(tl.int32))
+                tl.store(split_ptr + b * 2 + 1, (p - p0 + 1).to(tl.int32))
+    tl.store(sched_ptr + p * 4 + 2, batch)
+    tl.store(sched_ptr + p * 4 + 3, 0)
+    for p1 in range(p + 1, num_parts):  # programs past the work: empty spans
+        tl.store(sched_ptr + p1 * 4 + 0, batch)
+        tl.store(sched_ptr + p1 * 4 + 1, 0)
+        tl.store(sched_ptr + p1 * 4 + 2, batch)
+        tl.store(sched_ptr + p1 * 4 + 3, 0)

@@ -134,3 +134,96 @@ def mla_schedule_ref(
     nsplit = torch.where(n_tiles > 0, last - first + 1, torch.zeros_like(last))
     split = torch.stack([first, nsplit], 1).to(torch.int32).contiguous()
     return sched, split
+
+
+def _packed_place(n: int, cap: int, fill: int, seg_cost: int, split_cost: int, min_piece: int, min_fit: int):
+    """One step of the length-aware greedy: where a sequence of n > 0 tiles goes for a program cap.
+
+    Returns (moved, first, k, fill'): moved = it starts in a fresh program; first = tiles in its first
+    program (n: not split); k = programs after the first that it continues into; fill' = the cost
+    in the last of them after it.
+    """
+    rem = cap - fill
+    first = rem - seg_cost - split_cost
+    if n + seg_cost <= rem:
+        return False, n, 0, fill + n + seg_cost
+    fits = n + seg_cost <= cap
+    moved = first < (min_fit if fits else min_piece)
+    if moved:
+        if fits:
+            return True, n, 0, n + seg_cost
+        first = cap - seg_cost - split_cost
+    full = cap - seg_cost - split_cost
+    r = n - first
+    k = -(-r // full)
+    return moved, first, k, r - (k - 1) * full + seg_cost + split_cost
+
+
+def mla_schedule_packed_ref(
+    cache_seqlens: torch.Tensor, num_parts: int, block_n: int, seg_cost: int, split_cost: int,
+    min_piece: int, min_fit: int, num_candidates: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Length-aware split-KV schedule (``get_mla_metadata`` with SCHED="packed"): sched [num_parts, 4], split [batch, 2].
+
+    Sequences are placed in batch order into programs of cost ≤ cap: a piece of n tiles costs
+    n + seg_cost, + split_cost more when its sequence is split. A sequence that fits the current
+    program stays whole there; one that fits a fresh program moves to the next program unless the
+    current one still has room for ≥ min_fit of its tiles (then it is split); a longer one is split,
+    its first piece filling the current program if that takes ≥ min_piece tiles (else a fresh one),
+    full programs next, the rest starting the following program. The cap is the smallest of
+    num_candidates evenly spaced values from lb to at least lb + max tiles + seg_cost (lb = max(⌈Σ(n + seg_cost)
+    / num_parts⌉, seg_cost + split_cost + min_piece)) for which the walk needs ≤ num_parts programs
+    (the largest when none does; work past the last program then stays in it; with min_fit above
+    every length the largest always does). So equal lengths with
+    batch ≤ num_parts give one program per sequence and no combine; long sequences in a varied batch
+    are split and balanced. Same output format as ``mla_schedule_ref``: sched[p] = (batch_begin,
+    tile_begin, batch_end, tile_end); split[b] = (first program, number of programs), (p, 0) when empty.
+    Requires min_piece ≥ 1, min_fit ≥ min_piece, seg_cost, split_cost ≥ 0.
+    Semantics: FlashMLA ``get_mla_metadata`` outputs, with cuts snapped to sequence ends.
+    """
+    lens = [max(int(x), 0) for x in cache_seqlens.tolist()]
+    nt = [-(-x // block_n) for x in lens]
+    batch = len(nt)
+    total = sum(n + seg_cost for n in nt if n > 0)
+    lb = max(-(-total // num_parts), seg_cost + split_cost + min_piece, 1)
+    step = max(1, -(-((max(nt) if nt else 0) + seg_cost) // (num_candidates - 1)))  # last candidate ≥ lb + max + seg
+
+    def programs(cap):
+        p = fill = 0
+        for n in nt:
+            if n > 0:
+                moved, _, k, fill = _packed_place(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
+                p += int(moved) + k
+        return p + 1
+
+    caps = [lb + i * step for i in range(num_candidates)]
+    cap = next((c for c in caps if programs(c) <= num_parts), caps[-1])
+    last = num_parts - 1
+    sched = [[batch, 0, batch, 0] for _ in range(num_parts)]
+    sched[0][:2] = [0, 0]
+    split = []
+    p = fill = 0
+
+    def cut(b, t):  # program p ends at (b, t), p + 1 starts there (unless p is the last program)
+        nonlocal p
+        if p < last:
+            sched[p][2:] = [b, t]
+            sched[p + 1][:2] = [b, t]
+            p += 1
+
+    for b, n in enumerate(nt):
+        if n == 0:
+            split.append([p, 0])
+            continue
+        moved, first, k, fill = _packed_place(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
+        if moved:
+            cut(b, 0)
+        p0 = p
+        full = cap - seg_cost - split_cost
+        for j in range(k):
+            cut(b, first + j * full)
+        split.append([p0, p - p0 + 1])
+    sched[p][2:] = [batch, 0]
+    dev = cache_seqlens.device
+    return (torch.tensor(sched, dtype=torch.int32, device=dev).view(num_parts, 4),
+            torch.tensor(split, dtype=torch.int32, device=dev).view(batch, 2))

@@ -1,0 +1,206 @@
+"""Length-aware split-KV schedule (get_mla_metadata SCHED="packed") against its reference, and decode on it.
+
+CPU: the device schedule kernel (interpreter) equals ``mla_schedule_packed_ref`` exactly (integers); the
+reference's own properties (every tile of every sequence covered once in order, split counts and slots
+consistent, equal lengths with batch ≤ programs → one program per sequence, no program over the cap);
+mla_decode on the packed schedule against the fp32 reference (cosine difference ≤ 1e-5, |Δlse| ≤ 1e-3:
+test_mla_decode.py's tolerances, justified there). GPU (gpu marker): the schedule at batch 128 and the
+Gluon decode at FlashMLA's shapes on it (b128, s_k 4096/8192, fixed and varlen with 0-length rows, NaN
+in every unused cache slot).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.kernels.test_mla_decode import _fixture_ok, assert_matches_ref, make_case, walk_schedule
+from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+from tritonseek.kernels.reference.mla import mla_decode_ref, mla_schedule_packed_ref
+
+BN = 64
+
+
+def _cfg(num_parts: int, num_sm: int = 8, **kw) -> dict:
+    return dict(BLOCK_H=16, BLOCK_N=BN, num_warps=4, num_stages=3, PARTS_PER_SM=num_parts / num_sm, SCHED="packed",
+                **kw)
+
+
+_lens = st.lists(st.one_of(st.integers(0, 6000), st.sampled_from([0, 1, 64, 65, 4096])), min_size=1, max_size=160)
+_knobs = dict(seg=st.integers(0, 3), split=st.integers(0, 8), min_piece=st.integers(1, 8),
+              min_fit=st.sampled_from([None, 0, 16, 1 << 20]))
+
+
+@settings(max_examples=60)
+@given(lens=_lens, num_parts=st.integers(1, 140), **_knobs)
+def test_packed_reference_covers_every_tile_once(lens, num_parts, seg, split, min_piece, min_fit):
+    """Every tile of every sequence in exactly one program, sequences' programs consecutive, split[b] =
+    (first program, count) with count 0 for an empty sequence, slots p + b unique."""
+    min_fit = min_piece if min_fit is None else max(min_fit, min_piece)
+    sched, spl = mla_schedule_packed_ref(torch.tensor(lens, dtype=torch.int32), num_parts, BN, seg, split,
+                                         min_piece, min_fit)
+    assert sched.shape == (num_parts, 4) and spl.shape == (len(lens), 2)
+    sched, spl = sched.tolist(), spl.tolist()
+    seen, parts_of, _ = walk_schedule(sched, lens, BN)
+    for b, n in enumerate(lens):
+        assert all(seen.get((b, t)) == 1 for t in range(-(-n // BN)))
+        got = parts_of.get(b, [])
+        assert spl[b][1] == len(got)
+        if got:
+            assert got == list(range(spl[b][0], spl[b][0] + len(got)))
+    assert sum(seen.values()) == sum(-(-n // BN) for n in lens)
+    assert sched[0][:2] == [0, 0]
+    for p in range(num_parts - 1):
+        assert sched[p][2:] == sched[p + 1][:2] or sched[p + 1][:2] == [len(lens), 0]
+
+
+@settings(max_examples=30)
+@given(batch=st.integers(1, 140), n=st.integers(1, 9000), extra=st.integers(0, 20), seg=st.integers(0, 3),
+       split=st.integers(1, 8))
+def test_packed_equal_lengths_one_program_per_sequence(batch, n, extra, seg, split):
+    """Equal lengths and batch ≤ programs: no sequence is split (no partials, no combine work), one
+    sequence per program, the rest of the programs empty (the point of the length-aware schedule), unless
+    the spare programs are enough to split every sequence for less than its whole cost."""
+    num_parts = batch + extra
+    sched, spl = mla_schedule_packed_ref(torch.full((batch,), n, dtype=torch.int32), num_parts, BN, seg, split, 4,
+                                         1 << 20)
+    nt = -(-n // BN)
+    # a cap below nt + seg splits every sequence: total cost ≥ batch·(nt + 2·seg + 2·split) > num_parts·cap
+    if batch * (seg + 2 * split) >= extra * (nt + seg):
+        assert spl[:, 1].tolist() == [1] * batch
+        if nt >= seg + split + 4:  # too long for two to share a program (short ones are packed)
+            assert spl[:, 0].tolist() == list(range(batch))
+
+
+@settings(max_examples=40)
+@given(lens=_lens, num_parts=st.integers(1, 140), seg=st.integers(0, 3), split=st.integers(0, 8),
+       min_piece=st.integers(1, 8))
+def test_packed_programs_within_the_largest_cap(lens, num_parts, seg, split, min_piece):
+    """With MIN_FIT above every length the largest candidate cap (≥ lb + max tiles + seg) always fits
+    the batch into the programs, so no program's cost (tiles + seg per piece + split per piece of a
+    split sequence) exceeds it: nothing overflows into the last program."""
+    sched, spl = mla_schedule_packed_ref(torch.tensor(lens, dtype=torch.int32), num_parts, BN, seg, split,
+                                         min_piece, 1 << 20)
+    _, parts_of, work = walk_schedule(sched.tolist(), lens, BN)
+    nt = [-(-n // BN) for n in lens]
+    lb = max(-(-sum(t + seg for t in nt if t) // num_parts), seg + split + min_piece, 1)
+    largest = lb + 127 * max(1, -(-(max(nt) + seg) // 127))
+    cost = list(work)
+    for ps in parts_of.values():
+        for p in ps:
+            cost[p] += seg + (split if len(ps) > 1 else 0)
+    assert max(cost) <= largest
+
+
+@settings(_fixture_ok, max_examples=8)
+@given(lens=st.lists(st.one_of(st.integers(0, 3000), st.sampled_from([0, 1, 64, 65])), min_size=1, max_size=150),
+       num_parts=st.integers(1, 40), **_knobs)
+def test_packed_kernel_equals_reference(device, lens, num_parts, seg, split, min_piece, min_fit):
+    """The device schedule kernel gives the reference's integers exactly (batches over 128: two chunks)."""
+    min_fit = min_piece if min_fit is None else max(min_fit, min_piece)
+    cs = torch.tensor(lens, dtype=torch.int32, device=device)
+    md = get_mla_metadata(cs, 1, 16, num_sm=8, config=_cfg(num_parts, SEG_COST=seg, SPLIT_COST=split,
+                                                          MIN_PIECE=min_piece, MIN_FIT=min_fit))
+    assert md.num_parts == num_parts
+    rs, rsp = mla_schedule_packed_ref(cs.cpu(), num_parts, BN, seg, split, min_piece, min_fit)
+    assert torch.equal(md.sched.cpu(), rs)
+    assert torch.equal(md.split.cpu(), rsp)
+
+
+def test_packed_bad_knobs_raise():
+    cs = torch.tensor([5, 70], dtype=torch.int32)
+    with pytest.raises(ValueError, match="MIN_PIECE"):
+        get_mla_metadata(cs, 1, 16, config=_cfg(4, MIN_PIECE=0))
+    with pytest.raises(ValueError, match="MIN_FIT"):
+        get_mla_metadata(cs, 1, 16, config=_cfg(4, MIN_PIECE=4, MIN_FIT=2))
+
+
+@settings(_fixture_ok, max_examples=6)
+@given(lens=st.lists(st.one_of(st.integers(0, 300), st.sampled_from([0, 1, 16, 17])), min_size=1, max_size=6),
+       num_parts=st.integers(1, 6), seqlen_q=st.sampled_from([1, 2]), num_heads=st.sampled_from([1, 3, 16]),
+       min_fit=st.sampled_from([1, 1 << 20]), seed=st.integers(0, 2**16))
+def test_decode_on_packed_schedule_matches_reference(device, lens, num_parts, seqlen_q, num_heads, min_fit, seed):
+    """mla_decode (tl kernel, interpreter) on the packed schedule: whole and split sequences, empty ones
+    (out 0, lse −inf), NaN in every unused cache slot and a NaN-poisoned out buffer."""
+    gen = torch.Generator().manual_seed(seed)
+    page = 16
+    q, kv, bt, cs = make_case(device, len(lens), seqlen_q, num_heads, 80, 64, page, lens, gen)
+    cfg = dict(BLOCK_H=16, BLOCK_N=16, num_warps=4, num_stages=2, PARTS_PER_SM=num_parts / 8, SCHED="packed",
+               MIN_PIECE=1, MIN_FIT=min_fit)
+    md = get_mla_metadata(cs, seqlen_q, num_heads, num_sm=8, config=cfg)
+    out = torch.full((len(lens), seqlen_q, num_heads, 64), float("nan"), dtype=q.dtype, device=device)
+    o, lse = mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=md, out=out)
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=64)
+    assert_matches_ref(o, lse, ro, rlse)
+
+
+# ----------------------------------------------------------------------------- H200 (gpu marker)
+
+def _bench_lens(s_k: int, s_q: int, varlen: bool, batch: int = 128) -> list[int]:
+    """benchmarks/bench_mla.py's lengths (N(s_k, s_k/2) clamped ≥ s_q when varlen), plus 0-length rows."""
+    if not varlen:
+        return [s_k] * batch
+    g = torch.Generator().manual_seed(s_k * 10 + s_q)
+    lens = [max(int(v), s_q) for v in torch.normal(float(s_k), s_k / 2, (batch,), generator=g).tolist()]
+    lens[3] = lens[77] = 0
+    lens[5] = 1
+    return lens
+
+
+def _device_case(device, lens, s_q, h, page=64, seed=0):
+    """make_case built on the device (batch 128 × 8k keys is slow on the host): NaN in every unused slot."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    batch, max_blocks = len(lens), max(1, -(-max(lens) // page)) + 1
+    num_blocks = batch * max_blocks + 5
+    kv = torch.randn(num_blocks, page, 1, 576, device=device, dtype=torch.bfloat16, generator=g)
+    bt = torch.randperm(num_blocks, device=device, generator=g)[: batch * max_blocks].view(batch, max_blocks).int()
+    cs = torch.tensor(lens, dtype=torch.int32, device=device)
+    pos = torch.arange(max_blocks * page, device=device)
+    rows = (bt[:, pos // page].long() * page + pos % page)[pos[None, :] < cs[:, None].long()]
+    used = torch.zeros(num_blocks * page, dtype=torch.bool, device=device)
+    used[rows] = True
+    kv.view(-1, 576)[~used] = float("nan")
+    q = torch.randn(batch, s_q, h, 576, device=device, dtype=torch.bfloat16, generator=g)
+    return q, kv, bt, cs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize("s_k", [4096, 8192])
+def test_packed_schedule_kernel_real_sizes_gpu(device, s_k, varlen):
+    """Batch 128 on the H200's own program count: the device kernel gives the reference's schedule."""
+    from tritonseek.kernels.mla_decode import default_config
+
+    cs = torch.tensor(_bench_lens(s_k, 1, varlen), dtype=torch.int32, device=device)
+    for h, s_q in ((16, 1), (32, 1), (64, 1), (128, 2)):
+        cfg = dict(default_config(s_q, h, 128, hopper=True), SCHED="packed")
+        md = get_mla_metadata(cs, s_q, h, config=cfg)
+        rs, rsp = mla_schedule_packed_ref(cs.cpu(), md.num_parts, BN, *[cfg.get(k, v) for k, v in
+                                                                       _packed_defaults().items()])
+        assert torch.equal(md.sched.cpu(), rs) and torch.equal(md.split.cpu(), rsp)
+
+
+def _packed_defaults():
+    from tritonseek.kernels.mla_decode import _PACKED_DEFAULT
+
+    return _PACKED_DEFAULT
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("h,s_q", [(16, 1), (16, 2), (32, 1), (64, 1)])
+@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize("s_k", [4096, 8192])
+def test_decode_packed_real_shapes_gpu(device, s_k, varlen, h, s_q):
+    """FlashMLA's b128 cases (varlen with 0- and 1-length rows) through mla_decode's default Hopper config
+    on the packed schedule (Gluon split kernel): out and lse against the fp32 reference, out poisoned."""
+    from tritonseek.kernels.mla_decode import default_config
+
+    lens = _bench_lens(s_k, s_q, varlen)
+    q, kv, bt, cs = _device_case(device, lens, s_q, h, seed=s_k + h + s_q + varlen)
+    md = get_mla_metadata(cs, s_q, h, config=dict(default_config(s_q, h, 128, hopper=True), SCHED="packed"))
+    out = torch.full((128, s_q, h, 512), float("nan"), dtype=q.dtype, device=device)
+    o, lse = mla_decode(q, kv, bt, cs, metadata=md, out=out)
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=512)
+    assert_matches_ref(o, lse, ro, rlse)

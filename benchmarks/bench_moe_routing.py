@@ -153,6 +153,18 @@ def bench_permute(cx):
             MR.FUSED_SCALE_COPY = True
             extra["us_graph_scale_variants"] = ab
             print(f"  permute+unpermute fp8, one graph: {ab}")
+        if not cx.dry:  # A/B: the permute's kernel chain as programmatic dependent launches (default) or plain
+            ab = {}
+            for on in (False, True):
+                MR.PDL_CHAIN = on
+                g1 = cx.graph_us([perm, unperm])
+                ab["pdl_chain" if on else "plain_launches"] = round(g1 * 2, 2) if g1 else None
+            MR.PDL_CHAIN = True
+            extra["us_graph_pdl_variants"] = ab
+            print(f"  permute+unpermute {dt}, one graph: {ab}")
+        if cx.args.sweep:  # (BLOCK_H, warps, rows) → one-graph µs, GB/s of each checked candidate
+            extra["copy_sweep_us_graph"] = _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v,
+                                                       p_bytes + u_bytes)
         r = cx.row("moe_permute", dict(T=T, k=k, H=H, dtype=dt, op="permute+unpermute"), us, ug,
                    gbps=lambda t: (p_bytes + u_bytes) / t / 1e3, peer="torch argsort+index_select / index_add",
                    peer_us=pu, correct=ok and ok_u, target_gbps=3400, target_ratio=3.0,
@@ -163,24 +175,27 @@ def bench_permute(cx):
             r["breakdown_us"] = kernel_breakdown(lambda: (perm(), unperm()))
             print("   breakdown:", r["breakdown_us"])
         r["meets_target"] = bool(r["gbps"] >= 3400 and (r["ratio_vs_peer"] or 0) >= 3.0)
-        if cx.args.sweep:
-            _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, p_bytes + u_bytes)
 
 
-COPY_CANDIDATES = [(1024, 4), (2048, 4), (1024, 2), (2048, 8), (512, 2)]  # (BLOCK_H elements, num_warps)
+# (BLOCK_H elements, num_warps, tokens per program)
+COPY_CANDIDATES = [(1024, 4, 1), (2048, 4, 1), (1024, 2, 1), (1024, 4, 2), (1024, 4, 4), (2048, 4, 2), (2048, 8, 4),
+                   (4096, 8, 1), (4096, 8, 2)]
 
 
 def _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, nbytes):
     """Row-copy / weighted-sum block sizes for permute+unpermute (checked, then timed as one graph)."""
-    default = MR._copy_config
+    default, rows_default = MR._copy_config, MR.COPY_ROWS
+    res = []
     try:
         for c in COPY_CANDIDATES:
             if cx.time_left() < 20:
                 break
-            MR._copy_config = lambda H, eb, c=c: c
+            MR._copy_config = lambda H, eb, c=c: c[:2] if eb < 4 else default(H, eb)  # row copy only (unpermute: eb 4)
+            MR.COPY_ROWS = {1: c[2], 2: c[2], 4: c[2]}
             out = MR.moe_permute(x, ids, E, bm, scale, graph_safe=True)
             o = MR.moe_unpermute(y, ref[3], w)
             good = (torch.equal(out[0][:v.numel()][v].view(torch.uint8), ref[0][v].view(torch.uint8))
+                    and (scale is None or torch.equal(out[1][:v.numel()][v], ref[1][v]))
                     and bool(torch.allclose(o.float(), o_ref.float(), rtol=1e-2, atol=1e-2)))
             if not good:
                 print(f"  copy cfg {c}: WRONG, not timed")
@@ -189,5 +204,7 @@ def _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, nbytes):
             ug = None if cx.dry else graph_replay_us(fns, 30.0)
             ug = ug * 2 if ug else cx.eager_us(lambda: [f() for f in fns])
             print(f"  copy cfg {c} {dt}: permute+unpermute graph {ug:.1f} us = {nbytes / ug / 1e3:.0f} GB/s")
+            res.append([list(c), round(ug, 2), round(nbytes / ug / 1e3, 1)])
     finally:
-        MR._copy_config = default
+        MR._copy_config, MR.COPY_ROWS = default, rows_default
+    return res

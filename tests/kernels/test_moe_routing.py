@@ -310,12 +310,16 @@ def test_permute_unpermute_match_reference(device, T, k, E, H, block_m, mode, dt
         x = x.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
     x = x.to(device)
     ref = moe_permute_ref(x.cpu(), ids.cpu(), E, block_m, scale.cpu() if scale is not None else None)
-    # both scale paths (odd seeds: the gather kernel after the row copy; else stored by the row copy)
+    # both scale paths (odd seeds: the gather kernel after the row copy; else stored by the row copy), and
+    # 1, 2 or 4 tokens per row-copy program (T not a multiple of it included)
     MR.FUSED_SCALE_COPY = not (scale is not None and seed % 2)
+    rows_default = MR.COPY_ROWS
+    MR.COPY_ROWS = {eb: 1 << (seed // 2 % 3) for eb in (1, 2, 4)}
     try:
         out = moe_permute(x, ids, E, block_m, scale)
     finally:
         MR.FUSED_SCALE_COPY = True
+        MR.COPY_ROWS = rows_default
     p_ref, s_ref, mi_ref, rm_ref = ref
     p, s, mi, rm = (t.cpu() if t is not None else None for t in out)
     assert torch.equal(mi, mi_ref) and torch.equal(rm, rm_ref)
@@ -502,6 +506,15 @@ def test_permute_unpermute_gpu(device, fp8):
     assert torch.equal(out[0][v].view(torch.uint8), ref[0][v].view(torch.uint8))
     if fp8:
         assert torch.equal(out[1][v], ref[1][v])
+    rows_default, pdl_default = MR.COPY_ROWS, MR.PDL_CHAIN
+    try:  # 4 tokens per row-copy program, and plain launches instead of the PDL chain: the same rows
+        MR.COPY_ROWS, MR.PDL_CHAIN = {1: 4, 2: 4}, not pdl_default
+        out4 = moe_permute(x, ids, E, bm, scale)
+    finally:
+        MR.COPY_ROWS, MR.PDL_CHAIN = rows_default, pdl_default
+    assert torch.equal(out4[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)) and torch.equal(out4[3], ref[3])
+    if fp8:
+        assert torch.equal(out4[1][v], ref[1][v])
         try:  # the other scale path (a destination-ordered gather kernel after the row copy) gives the same
             MR.FUSED_SCALE_COPY = not MR.FUSED_SCALE_COPY
             out2 = moe_permute(x, ids, E, bm, scale)

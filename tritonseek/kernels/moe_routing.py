@@ -25,6 +25,11 @@ _SCAN_CHUNK = 256
 # Contiguous permute of e4m3 rows: their scales stored by the row-copy kernel (True) or gathered by a
 # destination-ordered kernel after it (False; coalesced MN-major stores, one launch more). A/B in bench_moe.
 FUSED_SCALE_COPY = True
+# The multi-kernel permute (route count → scan → segments → rank → row copy) as programmatic dependent launches
+# on sm_90+ (each kernel waits for the one before at entry; A/B in bench_moe_routing).
+PDL_CHAIN = True
+# Tokens per row-copy program (each program loads ROWS rows of BLOCK_H columns before its k·ROWS stores).
+COPY_ROWS = {1: 1, 2: 1}  # by element size in bytes (fp8, bf16)
 
 
 def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
@@ -41,8 +46,20 @@ def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
 
 
 @triton.jit
-def _route_count_kernel(ids_ptr, counts_ptr, n_entries, E, E_BINS: tl.constexpr, BLOCK: tl.constexpr):
+def _pdl_entry(PDL: tl.constexpr):
+    # programmatic dependent launch: wait for the previous kernel (its writes visible), then release the next
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def _route_count_kernel(ids_ptr, counts_ptr, n_entries, E, E_BINS: tl.constexpr, BLOCK: tl.constexpr,
+                        PDL: tl.constexpr = False):
     # ids: [T*k] int32 flat (token-major), −1 = no expert; counts: [num_blocks, E_BINS] int32
+    # PDL (this kernel and every later one of moe_permute): a programmatic dependent launch that waits for the
+    # kernel before it at entry, then lets the next one launch (the chain's gaps shrink to the wait's latency)
+    _pdl_entry(PDL)
     b = tl.program_id(0)
     offs = b * BLOCK + tl.arange(0, BLOCK)
     ids = tl.load(ids_ptr + offs, mask=offs < n_entries, other=-1)
@@ -54,8 +71,9 @@ def _route_count_kernel(ids_ptr, counts_ptr, n_entries, E, E_BINS: tl.constexpr,
 @triton.jit
 def _route_scan_kernel(
     counts_ptr, offsets_ptr, totals_ptr, num_blocks,
-    E_BINS: tl.constexpr, BE: tl.constexpr, CHUNK: tl.constexpr,
+    E_BINS: tl.constexpr, BE: tl.constexpr, CHUNK: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    _pdl_entry(PDL)
     # counts:  [num_blocks, E_BINS] int32 per-block histograms
     # offsets: [num_blocks, E_BINS] int32 out: entries of expert e in blocks before b (exclusive prefix)
     # totals:  [E_BINS] int32 out. One program per BE experts (experts scan independently).
@@ -75,7 +93,9 @@ def _route_scan_kernel(
 @triton.jit
 def _route_segments_kernel(
     totals_ptr, start_ptr, seg_ptr, E, block_m, max_m, E_BINS: tl.constexpr, MASKED: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    _pdl_entry(PDL)
     # totals: [E_BINS] int32 entries per expert
     # start:  [E_BINS] int32 out: first row of each expert's segment
     # seg:    [E_BINS] int32 out: contiguous → padded segment end (cumsum); masked → min(total, max_m)
@@ -95,7 +115,9 @@ def _route_segments_kernel(
 def _route_rank_kernel(
     ids_ptr, offsets_ptr, start_ptr, seg_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m,
     E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, MASKED: tl.constexpr, SINGLE: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    _pdl_entry(PDL)
     # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; start: [E_BINS]
     # row_map: [T*k] int32 out; m_indices: [M_bound] int32 (pre-filled −1; contiguous layout only)
     # src: [M_bound] int32 out: source token of each written destination row
@@ -138,9 +160,7 @@ def _permute_masked_decode_kernel(
 ):
     # PDL: launched as a programmatic dependent launch: wait for the previous kernel before reading anything,
     # then let the next one (the masked GEMM, which waits for us in turn) launch and prefetch its weights
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    _pdl_entry(PDL)
     # Masked permute in one launch when every (token, slot) entry fits one block (decode): each program
     # (token t, column block) ranks all entries itself (as _route_rank_kernel with SINGLE), then copies its
     # columns of x[t] — and the scale groups they hold — to the rows of t's entries.
@@ -194,8 +214,9 @@ def _permute_masked_decode_kernel(
 def _permute_scale_kernel(
     xs_ptr, src_ptr, valid_ptr, seg_ptr, outs_ptr, n_rows, HS, stride_st, stride_sc, rows_per_group,
     stride_osg, stride_osr, stride_osc,
-    BLOCK_R: tl.constexpr, HS_PAD: tl.constexpr, MASKED: tl.constexpr,
+    BLOCK_R: tl.constexpr, HS_PAD: tl.constexpr, MASKED: tl.constexpr, PDL: tl.constexpr = False,
 ):
+    _pdl_entry(PDL)
     # Destination-ordered scale gather: consecutive programs write consecutive rows, so MN-major
     # output scales (stride_osr = 1) are stored coalesced.
     # xs: [T, HS] fp32 (stride_st, stride_sc); src: [n_rows] int32 source token per row
@@ -218,28 +239,32 @@ def _permute_scale_kernel(
 
 @triton.jit
 def _permute_copy_kernel(
-    x_ptr, row_map_ptr, out_ptr, xs_ptr, outs_ptr, H, HS, stride_xt, stride_o, stride_st, stride_sc, stride_osr,
+    x_ptr, row_map_ptr, out_ptr, xs_ptr, outs_ptr, T, H, HS, stride_xt, stride_o, stride_st, stride_sc, stride_osr,
     stride_osc,
-    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SCALE: tl.constexpr, SC_PER: tl.constexpr,
+    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SCALE: tl.constexpr, SC_PER: tl.constexpr, ROWS: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     # x: [T, H] (row stride stride_xt, unit column stride); row_map: [T, TOP_K] int32 flat destination rows
-    # out: [M, H] (row stride stride_o). Each token row is read once and written to its k rows.
+    # out: [M, H] (row stride stride_o). Each token row is read once and written to its k rows; a program
+    # copies ROWS tokens × BLOCK_H columns (all ROWS loads in flight before the stores).
     # HAS_SCALE: the SC_PER = BLOCK_H/128 scale groups of these columns move along: xs [T, HS] (stride_st,
     #   stride_sc) → outs row r at r*stride_osr + c*stride_osc (any layout; MN-major in moe_permute)
-    t = tl.program_id(0).to(tl.int64)
+    _pdl_entry(PDL)
+    t = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    tm = t < T
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cm = cols < H
-    v = tl.load(x_ptr + t * stride_xt + cols, mask=cm)
+    m2 = tm[:, None] & (cols < H)[None, :]
+    v = tl.load(x_ptr + t[:, None] * stride_xt + cols[None, :], mask=m2)
     if HAS_SCALE:
         sc = tl.program_id(1) * SC_PER + tl.arange(0, SC_PER)
-        scm = sc < HS
-        sv = tl.load(xs_ptr + t * stride_st + sc * stride_sc, mask=scm)
+        sm2 = tm[:, None] & (sc < HS)[None, :]
+        sv = tl.load(xs_ptr + t[:, None] * stride_st + sc[None, :] * stride_sc, mask=sm2)
     for j in tl.static_range(TOP_K):
-        r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
-        if r >= 0:
-            tl.store(out_ptr + r * stride_o + cols, v, mask=cm)
-            if HAS_SCALE:
-                tl.store(outs_ptr + r * stride_osr + sc * stride_osc, sv, mask=scm)
+        r = tl.load(row_map_ptr + t * TOP_K + j, mask=tm, other=-1).to(tl.int64)
+        ok = (r >= 0)[:, None]
+        tl.store(out_ptr + r[:, None] * stride_o + cols[None, :], v, mask=m2 & ok)
+        if HAS_SCALE:
+            tl.store(outs_ptr + r[:, None] * stride_osr + sc[None, :] * stride_osc, sv, mask=sm2 & ok)
 
 
 @triton.jit
@@ -298,6 +323,7 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     Returns (row_map [T, k], seg [E_BINS], m_indices [m_bound] or None, src [rows] int32 source token per row).
     """
     dev = topk_ids.device
+    pdl = PDL_CHAIN and _pdl_capable(dev)
     T, k = topk_ids.shape
     n = T * k
     ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
@@ -319,15 +345,17 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
         _route_rank_kernel[(1,)](ids, ids, ids, seg, row_map, ids, src, n, num_experts, max_m, E_BINS=e_bins,
                                  BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=True, SINGLE=True, num_warps=4)
         return row_map, seg, m_indices, src
-    _route_count_kernel[(nb,)](ids, counts, n, num_experts, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, num_warps=4)
+    _route_count_kernel[(nb,)](ids, counts, n, num_experts, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, PDL=pdl, num_warps=4,
+                               launch_pdl=pdl)
     be = min(e_bins, 32)
     _route_scan_kernel[(e_bins // be,)](counts, offsets, totals, nb, E_BINS=e_bins, BE=be,
-                                        CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), num_warps=4)
+                                        CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), PDL=pdl, num_warps=4,
+                                        launch_pdl=pdl)
     _route_segments_kernel[(1,)](totals, start, seg, num_experts, block_m, max_m, E_BINS=e_bins, MASKED=masked,
-                                 num_warps=4)
+                                 PDL=pdl, num_warps=4, launch_pdl=pdl)
     _route_rank_kernel[(nb,)](ids, offsets, start, seg, row_map, m_indices if m_indices is not None else ids, src, n,
                               num_experts, max_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=masked,
-                              SINGLE=False, num_warps=4)
+                              SINGLE=False, PDL=pdl, num_warps=4, launch_pdl=pdl)
     return row_map, seg, m_indices, src
 
 
@@ -336,15 +364,18 @@ def _copy_rows(hidden, row_map, out, hidden_scale=None, out_scale=None):
     T, H = hidden.shape
     if T == 0:
         return
+    pdl = PDL_CHAIN and _pdl_capable(hidden.device)
     block_h, warps = _copy_config(H, hidden.element_size())
+    rows = COPY_ROWS.get(hidden.element_size(), 1)
     sc = hidden_scale is not None
     if sc:
         block_h = max(block_h, 128)  # whole scale groups per program
-    _permute_copy_kernel[(T, triton.cdiv(H, block_h))](
-        hidden, row_map, out, hidden_scale if sc else hidden, out_scale if sc else out, H,
+    _permute_copy_kernel[(triton.cdiv(T, rows), triton.cdiv(H, block_h))](
+        hidden, row_map, out, hidden_scale if sc else hidden, out_scale if sc else out, T, H,
         hidden_scale.shape[1] if sc else 0, hidden.stride(0), out.stride(0),
         *(hidden_scale.stride() if sc else (0, 0)), *(out_scale.stride() if sc else (0, 0)),
-        TOP_K=row_map.shape[1], BLOCK_H=block_h, HAS_SCALE=sc, SC_PER=max(block_h // 128, 1), num_warps=warps,
+        TOP_K=row_map.shape[1], BLOCK_H=block_h, HAS_SCALE=sc, SC_PER=max(block_h // 128, 1), ROWS=rows, PDL=pdl,
+        num_warps=warps, launch_pdl=pdl,
     )
 
 
@@ -355,9 +386,11 @@ def _gather_scales(hidden_scale, src, valid, seg, out_scale, n_rows, rows_per_gr
     hs = hidden_scale.shape[1]
     hs_pad = triton.next_power_of_2(hs)
     block_r = max(16, min(128, 4096 // hs_pad))
+    pdl = PDL_CHAIN and _pdl_capable(hidden_scale.device)
     _permute_scale_kernel[(triton.cdiv(n_rows, block_r),)](
         hidden_scale, src, valid, seg, out_scale, n_rows, hs, hidden_scale.stride(0), hidden_scale.stride(1),
-        max(rows_per_group, 1), *out_scale.stride(), BLOCK_R=block_r, HS_PAD=hs_pad, MASKED=masked, num_warps=4,
+        max(rows_per_group, 1), *out_scale.stride(), BLOCK_R=block_r, HS_PAD=hs_pad, MASKED=masked, PDL=pdl,
+        num_warps=4, launch_pdl=pdl,
     )
 
 

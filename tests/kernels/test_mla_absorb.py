@@ -47,6 +47,46 @@ def test_mla_absorb_q_matches_reference(device, monkeypatch, T, H, nope, kv_lora
     assert torch.equal(out[..., kv_lora:].cpu(), q_pe.cpu())  # q_pe copied exactly
 
 
+@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(T=st.integers(1, 20), H=st.integers(1, 3), rope=st.sampled_from([16, 32]), seed=st.integers(0, 2**31 - 1))
+def test_mla_absorb_q_rotates_q_pe_as_rope_cache(device, monkeypatch, T, H, rope, seed):
+    """With positions + cos_sin_cache the copied q_pe is rotated on the way: out = absorb_q with
+    mla_rope_cache's roped q_pe, bit for bit (same rotation code, rounded to q_pe's dtype, then copied)."""
+    from tritonseek.kernels.reference.rope import cos_sin_cache_ref
+    from tritonseek.kernels.rope_cache import mla_rope_cache
+
+    poison_outputs(monkeypatch, MA)
+    g = torch.Generator().manual_seed(seed)
+    nope, kv_lora = 32, 64
+    q = _t(T, H, nope + rope, g=g, device=device)
+    kv = _t(T, kv_lora + rope, g=g, device=device)
+    pos = torch.randint(0, 300, (T,), generator=g).to(device)
+    cs = cos_sin_cache_ref(1.0 / (10000 ** (torch.arange(0, rope, 2, dtype=torch.float32) / rope)), 300).to(device)
+    w_uk = _t(H, nope, kv_lora, g=g, device=device, scale=0.1)
+    q_pe, _ = mla_rope_cache(q, kv, pos, cs, torch.ones(kv_lora, device=device), 1e-6, None, None)
+    out = mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs)
+    assert torch.equal(out.cpu(), mla_absorb_q(q[..., :nope], w_uk, q_pe).cpu())
+    _close(out, mla_absorb_q_ref(q[..., :nope], w_uk, q_pe))
+    with pytest.raises(ValueError, match="positions and cos_sin_cache"):
+        mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos)
+    with pytest.raises(ValueError, match="cos_sin_cache"):
+        mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs[:, :8].contiguous())
+    with pytest.raises(ValueError, match="config"):
+        mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=dict(BLOCK_D=32))
+
+
+@pytest.mark.parametrize("config", [dict(BLOCK_D=16), dict(BLOCK_D=64, PDL=False), dict(BLOCK_D=128)])
+def test_mla_absorb_o_configs(device, monkeypatch, config):
+    """Every BLOCK_D (value rows per program) gives the reference's result; bad configs name themselves."""
+    poison_outputs(monkeypatch, MA)
+    g = torch.Generator().manual_seed(5)
+    o_lat, w_uv = _t(5, 2, 128, g=g, device=device), _t(2, 64, 128, g=g, device=device, scale=0.1)
+    _close(mla_absorb_o(o_lat, w_uv, config=config), mla_absorb_o_ref(o_lat, w_uv))
+    for bad in (dict(BLOCK_D=24), dict(PDL=1), dict(BLOCK_T=16)):
+        with pytest.raises(ValueError, match="config"):
+            mla_absorb_o(o_lat, w_uv, config=bad)
+
+
 @settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(T=st.integers(1, 40), H=st.integers(1, 3), v_dim=st.sampled_from([16, 64, 128]), kv_lora=st.sampled_from([16, 128, 256]),
        seed=st.integers(0, 2**31 - 1))
@@ -117,3 +157,88 @@ def test_mla_absorb_real_shapes_gpu(device, T):
     o = torch.full((T, 128, 128), float("nan"), dtype=torch.bfloat16, device=device)
     mla_absorb_o(o_lat, w_uv, out=o)
     _close(o, mla_absorb_o_ref(o_lat, w_uv))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 8, 128])
+@pytest.mark.parametrize("block_d", [32, 64, 128])
+def test_mla_absorb_rope_and_configs_real_shapes_gpu(device, T, block_d):
+    """V3 shapes: absorb_q rotating q_pe (PDL launch) = absorb_q on mla_rope_cache's q_pe, bit for bit;
+    absorb_o at BLOCK_D 32 / 64 / 128 with and without PDL vs the reference."""
+    from tritonseek.kernels.reference.rope import cos_sin_cache_ref
+    from tritonseek.kernels.rope_cache import mla_rope_cache
+
+    g = torch.Generator().manual_seed(T + block_d)
+    q = _t(T, 128, 192, g=g, device=device)
+    kv = _t(T, 576, g=g, device=device)
+    pos = torch.randint(0, 4096, (T,), generator=g).to(device)
+    cs = cos_sin_cache_ref(1.0 / (10000 ** (torch.arange(0, 64, 2, dtype=torch.float32) / 64)), 4096).to(device)
+    w_uk = _t(128, 128, 512, g=g, device=device, scale=0.05)
+    q_pe, _ = mla_rope_cache(q, kv, pos, cs, torch.ones(512, device=device), 1e-6, None, None)
+    for pdl in (True, False):
+        out = mla_absorb_q(q[..., :128], w_uk, q[..., 128:], positions=pos, cos_sin_cache=cs, config=dict(PDL=pdl))
+        assert torch.equal(out, mla_absorb_q(q[..., :128], w_uk, q_pe))
+        o_lat, w_uv = _t(T, 128, 512, g=g, device=device), _t(128, 128, 512, g=g, device=device, scale=0.05)
+        _close(mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=block_d, PDL=pdl)), mla_absorb_o_ref(o_lat, w_uv))
+
+
+_SEP = "\n// ---- next kernel ----\n"
+
+
+def compile_decode_kernels_sm90():
+    """The kernels this session changed on the MLA decode path at V3 shapes, compiled for sm_90a (no GPU): the
+    one-launch prologue, absorb_q rotating q_pe under PDL, absorb_o under PDL at BLOCK_D 32 / 128, the RMSNorm
+    row kernel (fused add, 7168 wide, PDL trigger). Returns an object whose asm["ptx"] joins their PTX."""
+    import types
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import tritonseek.kernels.norm as N
+    import tritonseek.kernels.rope_cache as R
+
+    def comp(fn, sig, consts, **opt):
+        sig = dict(sig, **{k: "constexpr" for k in consts})
+        return triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=opt).asm["ptx"]
+
+    i32, bf = "i32", "*bf16"
+    ptx = [comp(R._mla_prologue_kernel, dict(
+        qa_ptr=bf, qw_ptr=bf, qq_ptr="*fp8e4nv", qs_ptr="*fp32", kv_ptr=bf, pos_ptr="*i64", cs_ptr="*fp32", w_ptr=bf,
+        lat_ptr=bf, cache_ptr=bf, slot_ptr="*i64", Q_LORA=i32, stride_qat=i32, stride_qqt=i32, stride_qsm=i32,
+        stride_qsg=i32, q_eps="fp32", amax_eps="fp32", fp8_max="fp32", stride_kvt=i32, stride_lt=i32, stride_cb="i64",
+        stride_cp=i32, eps="fp32"), dict(BLOCK_Q=2048, GROUP=128, KV_LORA=512, ROPE=64, BLOCK_C=512, PAGE_SIZE=64,
+        WRITE_CACHE=True, EXACT_BF16=False, EXACT_ROUND=False, FAST_DIV=True, PDL_TRIGGER=True), num_warps=8)]
+    ptx.append(comp(MA._mla_absorb_q_kernel, dict(
+        q_nope_ptr=bf, w_desc="tensordesc<bf16[128, 64]>", q_pe_ptr=bf, out_ptr=bf, pos_ptr="*i64", cs_ptr="*fp32",
+        T=i32, stride_qt=i32, stride_qh=i32, stride_pt=i32, stride_ph=i32, stride_ot=i32, stride_oh=i32),
+        dict(NOPE=128, KV_LORA=512, ROPE=64, BLOCK_T=16, BLOCK_C=64, DOT_FP32=False, ROTATE=True, EXACT_BF16=False,
+             PDL=True), num_warps=4))
+    for bd in (32, 128):
+        ptx.append(comp(MA._mla_absorb_o_kernel, dict(
+            o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 64]>", w_ptr=bf, out_ptr=bf, T=i32, stride_lt=i32,
+            stride_lh=i32, stride_ot=i32, stride_oh=i32),
+            dict(V_DIM=128, KV_LORA=512, BLOCK_T=16, BLOCK_D=bd, BLOCK_C=64, DOT_FP32=False, PDL=True),
+            num_warps=4, num_stages=4))
+    ptx.append(comp(N._rms_norm_kernel, dict(
+        x_ptr=bf, r_ptr=bf, w_ptr=bf, y_ptr=bf, h_ptr=bf, q_ptr="*fp8e4nv", s_ptr="*fp32", N=i32, stride_x=i32,
+        stride_r=i32, stride_y=i32, stride_h=i32, stride_q=i32, stride_sm=i32, stride_sg=i32, eps="fp32",
+        amax_eps="fp32", fp8_max="fp32"), dict(HAS_RESIDUAL=True, BLOCK_N=8192, EXACT_BF16=False, QUANT=False,
+        WRITE_Y=True, GROUP=128, EXACT_ROUND=False, FAST_DIV=True, PDL_TRIGGER=True), num_warps=16))
+    return types.SimpleNamespace(asm={"ptx": _SEP.join(ptx)})
+
+
+def test_decode_kernels_compile_for_sm90():
+    """The GPU compiler accepts every changed decode-path kernel (the interpreter ignores griddepcontrol and
+    type-checks little); ptxas: no spills; PDL waits / triggers / L2 prefetches where intended."""
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
+
+    ptxs = ptx_in_fresh_process(__name__, "compile_decode_kernels_sm90").split(_SEP)
+    assert len(ptxs) == 5
+    prologue, absorb_q, absorb_o32, absorb_o128, norm = ptxs
+    for p in ptxs:
+        assert "0 bytes spill stores" in ptxas_report(p)
+    assert "griddepcontrol.launch_dependents" in prologue and "griddepcontrol.launch_dependents" in norm
+    assert "griddepcontrol.wait" in absorb_q and "cp.async.bulk.tensor" in absorb_q
+    for p in (absorb_o32, absorb_o128):
+        assert "griddepcontrol.wait" in p and "prefetch.global.L2" in p

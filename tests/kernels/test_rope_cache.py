@@ -18,7 +18,8 @@ from tests.kernels.poison import poison_outputs
 
 from tritonseek.kernels import rope_cache
 from tritonseek.kernels.reference.rope import cos_sin_cache_ref, mla_rope_cache_ref
-from tritonseek.kernels.rope_cache import mla_rope_cache
+from tritonseek.kernels.norm import rms_norm_quant_fp8
+from tritonseek.kernels.rope_cache import mla_prologue_fp8, mla_rope_cache
 from tritonseek.model.config import ModelConfig
 from tritonseek.model.layers import RMSNorm, RotaryEmbedding, apply_rotary_interleaved, rope_inv_freq
 
@@ -105,6 +106,62 @@ def test_bad_inputs_name_the_argument(device):
         mla_rope_cache(q, kv, pos, cs, w, -1.0, cache, slots)
 
 
+def _prologue_parts(q_a, kv, qw, pos, cs, w, cache, slots):
+    """The unfused kernels the one-launch prologue replaces: rms_norm_quant_fp8 and mla_rope_cache's latent."""
+    q, s = rms_norm_quant_fp8(q_a, qw, 1e-5)
+    c2 = cache.clone() if cache is not None else None
+    _, lat = mla_rope_cache(kv[:, None, :], kv, pos, cs, w, 1e-6, c2, slots)
+    return q, s, lat, c2
+
+
+def _check_prologue(q_a, kv, qw, pos, cs, w, cache, slots):
+    ref = _prologue_parts(q_a, kv, qw, pos, cs, w, cache, slots)
+    q, s, lat = mla_prologue_fp8(q_a, kv, qw, 1e-5, pos, cs, w, 1e-6, cache, slots)
+    assert q.dtype == torch.float8_e4m3fn and s.stride() == ref[1].stride() and lat.shape == ref[2].shape
+    # the same helper code computes the same rounded values: bit-equal, and every output written (poisoned)
+    assert torch.equal(q.view(torch.uint8), ref[0].view(torch.uint8))
+    assert torch.equal(s, ref[1]) and torch.equal(lat, ref[2])
+    if cache is not None:
+        assert torch.equal(cache.nan_to_num(7.0), ref[3].nan_to_num(7.0))  # same rows written, others untouched
+
+
+@_fixture_ok
+@given(T=st.integers(1, 9), q_lora=st.sampled_from([16, 96, 128, 200, 384]), rope=st.sampled_from([2, 8, 16]),
+       kv_lora=st.integers(1, 70), page=st.sampled_from([1, 4]), dtype=st.sampled_from([torch.bfloat16, torch.float32]),
+       seed=st.integers(0, 2**31 - 1))
+def test_prologue_fp8_equals_the_unfused_kernels(poisoned, device, T, q_lora, rope, kv_lora, page, dtype, seed):
+    """mla_prologue_fp8 = rms_norm_quant_fp8(q_a) (q_lora not a multiple of 128: a partial quant group) and
+    mla_rope_cache's latent + cache rows (slot −1 skipped), q_a and kv as column views of one product."""
+    g = torch.Generator().manual_seed(seed)
+    num_blocks = (T + page - 1) // page + 1
+    _, kv, pos, cs, w, cache, slots = _case(T, 1, 8, rope, kv_lora, dtype, device, g, num_blocks, page)
+    fused = torch.cat([(torch.randn(T, q_lora, generator=g) * 4).to(dtype).to(device), kv], 1)  # q_a ‖ kv
+    qw = (torch.rand(q_lora, generator=g) + 0.5).to(device)
+    _check_prologue(fused[:, :q_lora], fused[:, q_lora:], qw, pos, cs, w, cache, slots)
+
+
+def test_prologue_fp8_no_cache_empty_and_rejects(device):
+    g = torch.Generator().manual_seed(8)
+    _, kv, pos, cs, w, cache, slots = _case(4, 1, 8, 8, 16, torch.bfloat16, device, g, 2, 4)
+    q_a = torch.randn(4, 256, generator=g).to(torch.bfloat16).to(device)
+    qw = torch.rand(256, generator=g).to(device)
+    _check_prologue(q_a, kv, qw, pos, cs, w, None, None)
+    q, s, lat = mla_prologue_fp8(q_a[:0], kv[:0], qw, 1e-5, pos[:0], cs, w, 1e-6, None, None)
+    assert q.shape == (0, 256) and s.shape == (0, 2) and lat.shape == (0, 24)
+    with pytest.raises(ValueError, match="q_norm_weight"):
+        mla_prologue_fp8(q_a, kv, qw[:100], 1e-5, pos, cs, w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="q_eps"):
+        mla_prologue_fp8(q_a, kv, qw, 0.0, pos, cs, w, 1e-6, cache, slots)
+    with pytest.raises(TypeError, match="kv"):
+        mla_prologue_fp8(q_a, kv.float(), qw, 1e-5, pos, cs, w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="q_a needs a contiguous"):
+        mla_prologue_fp8(q_a.t().contiguous().t(), kv, qw, 1e-5, pos, cs, w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="positions"):
+        mla_prologue_fp8(q_a, kv, qw, 1e-5, pos[:3], cs, w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="slot_mapping"):
+        mla_prologue_fp8(q_a, kv, qw, 1e-5, pos, cs, w, 1e-6, None, slots)
+
+
 def test_reference_equals_the_models_torch_code():
     """The spec is the model's code: RotaryEmbedding.cos_sin + apply_rotary_interleaved + RMSNorm."""
     import json
@@ -153,3 +210,16 @@ def test_real_shapes_gpu(device, T, H):
     flat = cache.view(-1, 576)
     assert torch.equal(flat[slots[keep]], latent[keep])
     assert flat.isnan().any(-1).sum() == flat.shape[0] - int(keep.sum())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 8, 128])
+def test_prologue_fp8_real_shapes_gpu(device, T):
+    """DeepSeek-V3: q_lora 1536 and kv_lora 512 + rope 64 as column views of the fused [T, 2112] q_a‖kv_a
+    product, page 64: bit-equal to rms_norm_quant_fp8 + mla_rope_cache (GPU: both compiled from one helper)."""
+    g = torch.Generator().manual_seed(T)
+    num_blocks = (T + 63) // 64 + 2
+    _, kv, pos, cs, w, cache, slots = _case(T, 1, 8, 64, 512, torch.bfloat16, device, g, num_blocks, 64, 163840)
+    fused = torch.cat([(torch.randn(T, 1536, generator=g) * 4).to(torch.bfloat16).to(device), kv], 1)
+    qw = (torch.rand(1536, generator=g) + 0.5).to(torch.bfloat16).to(device)
+    _check_prologue(fused[:, :1536], fused[:, 1536:], qw, pos, cs, w.to(torch.bfloat16), cache, slots)

@@ -20,6 +20,9 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
+from tritonseek.kernels.fp8_quant import _pdl_capable
+from tritonseek.kernels.rope_cache import _rotate
 
 _FLOAT = (torch.bfloat16, torch.float16)
 
@@ -32,19 +35,25 @@ def _absorb_config(t: int) -> tuple[int, int]:
 
 @triton.jit
 def _mla_absorb_q_kernel(
-    q_nope_ptr, w_desc, q_pe_ptr, out_ptr, T,
+    q_nope_ptr, w_desc, q_pe_ptr, out_ptr, pos_ptr, cs_ptr, T,
     stride_qt, stride_qh, stride_pt, stride_ph, stride_ot, stride_oh,
     NOPE: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
+    ROTATE: tl.constexpr = False, EXACT_BF16: tl.constexpr = False, PDL: tl.constexpr = False,
 ):
     # q_nope: [T, H, NOPE] (strides stride_qt, stride_qh, 1)   w_desc: TMA over W_UK as [H·NOPE, KV_LORA], box [NOPE, BLOCK_C]
     # q_pe:   [T, H, ROPE] (stride_pt, stride_ph, 1)           out: [T, H, KV_LORA + ROPE] (stride_ot, stride_oh, 1)
     # grid (H, KV_LORA // BLOCK_C): program (h, j) writes out[:, h, j·BLOCK_C : (j+1)·BLOCK_C]; j = 0 also copies q_pe
+    # ROTATE: q_pe is rotated on the way (interleaved RoPE, cos/sin = cs[positions[t]] as rope_cache), rounded
+    # to q_pe's dtype first, so out equals copying mla_rope_cache's q_pe. PDL: launched as a programmatic
+    # dependent, the weight tile is requested before waiting for the previous kernel (q_b_proj's GEMM)
     h = tl.program_id(0)
     j = tl.program_id(1)
     rd = tl.arange(0, NOPE)
     rc = j * BLOCK_C + tl.arange(0, BLOCK_C)
     w = w_desc.load([h * NOPE, j * BLOCK_C])  # [NOPE, BLOCK_C]
+    if PDL:
+        tl.extra.cuda.gdc_wait()
     if DOT_FP32:
         w = w.to(tl.float32)
     rp = tl.arange(0, ROPE)
@@ -61,24 +70,39 @@ def _mla_absorb_q_kernel(
         if j == 0:
             pe = tl.load(q_pe_ptr + rt[:, None].to(tl.int64) * stride_pt + h * stride_ph + rp[None, :],
                          mask=tmask[:, None], other=0.0)
+            if ROTATE:
+                HALF: tl.constexpr = ROPE // 2
+                pos = tl.load(pos_ptr + rt, mask=tmask, other=0).to(tl.int64)
+                ri = tl.arange(0, HALF)[None, :]
+                cos = tl.load(cs_ptr + pos[:, None] * ROPE + ri)
+                sin = tl.load(cs_ptr + pos[:, None] * ROPE + HALF + ri)
+                pe = _rotate(pe.to(tl.float32), cos, sin, BLOCK_T, ROPE, EXACT_BF16).to(q_pe_ptr.dtype.element_ty)
             tl.store(o_rows + KV_LORA + rp[None, :], pe.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
 
 
 @triton.jit
 def _mla_absorb_o_kernel(
-    o_lat_ptr, w_desc, out_ptr, T,
+    o_lat_ptr, w_desc, w_ptr, out_ptr, T,
     stride_lt, stride_lh, stride_ot, stride_oh,
     V_DIM: tl.constexpr, KV_LORA: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)   w_desc: TMA over W_UV as [H·V_DIM, KV_LORA], box [BLOCK_D, BLOCK_C]
     # out:   [T, H, V_DIM] (stride_ot, stride_oh, 1)
     # grid (H, V_DIM // BLOCK_D): program (h, j) writes out[:, h, j·BLOCK_D : (j+1)·BLOCK_D], the
     # whole KV_LORA contraction in BLOCK_C chunks (the weight tile stays in registers across tokens)
+    # PDL: launched as a programmatic dependent; the program's weight rows (w_ptr: W_UV itself) are prefetched
+    # into L2 (one hint per 128-byte line) before waiting for the previous kernel (the attention's last pass)
     h = tl.program_id(0)
     j = tl.program_id(1)
     rdv = j * BLOCK_D + tl.arange(0, BLOCK_D)
     rc = tl.arange(0, BLOCK_C)
+    if PDL:
+        NLINES: tl.constexpr = (KV_LORA + 63) // 64  # 64 bf16/fp16 per 128-byte line
+        lines = tl.arange(0, NLINES)[None, :] * 64
+        _prefetch_l2(w_ptr + (h * V_DIM + rdv[:, None]).to(tl.int64) * KV_LORA + lines)
+        tl.extra.cuda.gdc_wait()
     for t0 in range(0, T, BLOCK_T):
         rt = t0 + tl.arange(0, BLOCK_T)
         tmask = rt < T
@@ -105,11 +129,41 @@ def _check_pow2(name: str, v: int) -> None:
         raise ValueError(f"{name} must be a power of two ≥ 16, got {v}")
 
 
+def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
+    """True when q_pe is to be rotated (both given); validates them."""
+    if (positions is None) != (cos_sin_cache is None):
+        raise ValueError("positions and cos_sin_cache go together (both or neither)")
+    if positions is None:
+        return False
+    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
+    check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
+    if positions.shape[0] != T:
+        raise ValueError(f"positions has {positions.shape[0]} entries, q_nope {T} rows")
+    if cos_sin_cache.shape[1] != rope or not cos_sin_cache.is_contiguous():
+        raise ValueError(f"cos_sin_cache must be a contiguous [max_positions, {rope}] table, got "
+                         f"{tuple(cos_sin_cache.shape)} strides {cos_sin_cache.stride()}")
+    return True
+
+
+def _pdl_option(config, keys) -> bool:
+    """config's PDL (default True) after checking its keys: PDL a bool, BLOCK_D a power of two ≥ 16."""
+    if config is None:
+        return True
+    if not isinstance(config, dict) or any(k not in keys for k in config):
+        raise ValueError(f"config must be a dict with keys among {keys}, got {config!r}")
+    bd = config.get("BLOCK_D", 16)
+    if not isinstance(config.get("PDL", True), bool) or not isinstance(bd, int) or isinstance(bd, bool) \
+            or bd < 16 or bd & (bd - 1):
+        raise ValueError(f"config: PDL must be a bool and BLOCK_D a power of two >= 16, got {config!r}")
+    return config.get("PDL", True)
+
+
 def mla_absorb_q(
     q_nope: torch.Tensor, w_uk: torch.Tensor, q_pe: torch.Tensor, out: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None,
+    out_dtype: torch.dtype | None = None, *, positions: torch.Tensor | None = None,
+    cos_sin_cache: torch.Tensor | None = None, config: dict | None = None,
 ) -> torch.Tensor:
-    """qa[t, h] = [Σ_d q_nope[t, h, d]·W_UK[h, d, :] ‖ q_pe[t, h]] (fp32 accumulation, one rounding).
+    """qa[t, h] = [Σ_d q_nope[t, h, d]·W_UK[h, d, :] ‖ rope?(q_pe[t, h])] (fp32 accumulation, one rounding).
 
     q_nope: [T, num_heads, qk_nope_head_dim] bf16/fp16, last dim contiguous (a view of q_b_proj's
     output is fine). w_uk: [num_heads, qk_nope_head_dim, kv_lora_rank] same dtype, contiguous
@@ -118,8 +172,13 @@ def mla_absorb_q(
     contiguous last dim; else allocated in out_dtype: bf16, fp16 or fp32 (default q_nope.dtype).
     Returns out (the absorbed query mla_decode takes). qk_nope_head_dim, kv_lora_rank and
     qk_rope_head_dim must be powers of two ≥ 16 (128, 512, 64 in DeepSeek).
+    positions [T] int64 + cos_sin_cache [max_positions, qk_rope_head_dim] fp32 contiguous (both or neither):
+    q_pe is un-roped and rotated here (interleaved pairs, as ``mla_rope_cache``, rounded to q_pe.dtype before
+    the copy), so the decode path needs no separate q rope pass. config: optional {"PDL": bool} (Hopper:
+    launch as a programmatic dependent, the weight tile requested before the wait; default on).
     Raises TypeError (dtype, including an out_dtype other than bf16/fp16/fp32, e.g. an integer or FP8
-    dtype, which the kernel's store would wrap) or ValueError (shape, device, layout, out vs out_dtype).
+    dtype, which the kernel's store would wrap) or ValueError (shape, device, layout, out vs out_dtype,
+    positions/cos_sin_cache, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshd,hdc->bshc").
     """
     check_tensor("q_nope", q_nope, dtype=_FLOAT, ndim=3)
@@ -140,6 +199,8 @@ def mla_absorb_q(
         raise ValueError(f"w_uk must be contiguous with a 16-byte aligned base (TMA), strides {w_uk.stride()}")
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
+    rotate = _check_rope_args(positions, cos_sin_cache, T, rope, dev)
+    pdl = _pdl_option(config, ("PDL",)) and _pdl_capable(dev)
     if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
         raise TypeError(f"out_dtype must be one of {_FLOAT + (torch.float32,)} or None, got {out_dtype!r}")
     if out is None:
@@ -157,23 +218,28 @@ def mla_absorb_q(
     block_c = min(64, kv_lora)  # 128-byte rows: one TMA box per swizzle span
     w_desc = TensorDescriptor(w_uk, [H * nope, kv_lora], [kv_lora, 1], [nope, block_c])
     _mla_absorb_q_kernel[(H, kv_lora // block_c)](
-        q_nope, w_desc, q_pe, out, T,
+        q_nope, w_desc, q_pe, out, positions if rotate else q_pe, cos_sin_cache if rotate else q_pe, T,
         q_nope.stride(0), q_nope.stride(1), q_pe.stride(0), q_pe.stride(1),
         out.stride(0), out.stride(1),
         NOPE=nope, KV_LORA=kv_lora, ROPE=rope, BLOCK_T=block_t, BLOCK_C=block_c,
-        DOT_FP32=interpreter_active(), num_warps=warps,
+        DOT_FP32=interpreter_active(), ROTATE=rotate,
+        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, num_warps=warps, launch_pdl=pdl,
     )
     return out
 
 
-def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | None = None, *,
+                 config: dict | None = None) -> torch.Tensor:
     """o[t, h, d] = Σ_c o_lat[t, h, c]·W_UV[h, d, c] (fp32 accumulation, one rounding).
 
     o_lat: [T, num_heads, kv_lora_rank] bf16/fp16, last dim contiguous (mla_decode's output).
     w_uv: [num_heads, v_head_dim, kv_lora_rank] same dtype, contiguous (kv_b_proj's value half).
     out: optional [T, num_heads, v_head_dim] buffer (last dim contiguous), else allocated in o_lat.dtype.
     Returns out. v_head_dim and kv_lora_rank must be powers of two ≥ 16 (128, 512 in DeepSeek).
-    Raises TypeError (dtype) or ValueError (shape, device, layout).
+    config: optional {"BLOCK_D": value rows per program (a power of two ≥ 16, default 32), "PDL": bool (Hopper:
+    launch as a programmatic dependent, the program's weight rows prefetched into L2 before the wait; default
+    on)}.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshc,hdc->bshd").
     """
     check_tensor("o_lat", o_lat, dtype=_FLOAT, ndim=3)
@@ -197,16 +263,18 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
         if tuple(out.shape) != (T, H, v_dim) or out.stride(2) != 1:
             raise ValueError(f"out must be [{T}, {H}, {v_dim}] with a contiguous last dim, got "
                              f"{tuple(out.shape)} strides {out.stride()}")
+    pdl = _pdl_option(config, ("PDL", "BLOCK_D")) and _pdl_capable(dev)
     if T == 0:
         return out
     block_t, warps = _absorb_config(T)
-    block_d = min(32, v_dim)  # 4 programs per head at v_head_dim 128: 512 weight streams in flight at 128 heads
+    # 4 programs per head at v_head_dim 128: 512 weight streams in flight at 128 heads
+    block_d = min((config or {}).get("BLOCK_D", 32), v_dim)
     block_c = min(64, kv_lora)
     w_desc = TensorDescriptor(w_uv, [H * v_dim, kv_lora], [kv_lora, 1], [block_d, block_c])
     _mla_absorb_o_kernel[(H, v_dim // block_d)](
-        o_lat, w_desc, out, T,
+        o_lat, w_desc, w_uv, out, T,
         o_lat.stride(0), o_lat.stride(1), out.stride(0), out.stride(1),
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
-        DOT_FP32=interpreter_active(), num_warps=warps, num_stages=4,
+        DOT_FP32=interpreter_active(), PDL=pdl, num_warps=warps, num_stages=4, launch_pdl=pdl,
     )
     return out

@@ -49,24 +49,18 @@ def round_to_bf16(v):
 
 
 @triton.jit
-def _rms_norm_kernel(
-    x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, q_ptr, s_ptr, N,
+def _rms_norm_row(
+    row, x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, q_ptr, s_ptr, N,
     stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
     HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
-    QUANT: tl.constexpr = False, WRITE_Y: tl.constexpr = True, GROUP: tl.constexpr = 128,
-    EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True, PDL_TRIGGER: tl.constexpr = False,
+    QUANT: tl.constexpr, WRITE_Y: tl.constexpr, GROUP: tl.constexpr, EXACT_ROUND: tl.constexpr,
+    FAST_DIV: tl.constexpr,
 ):
-    # PDL_TRIGGER (Hopper): the kernel that reads y or q/s next, when launched with PDL (the small-M FP8 GEMM,
-    # the fused router), may launch now and stream its weights; it waits for this grid's completion before
-    # reading this kernel's outputs
-    if PDL_TRIGGER:
-        tl.extra.cuda.gdc_launch_dependents()
+    # One row (int64 index row) of _rms_norm_kernel; also the q_a_layernorm half of rope_cache's MLA prologue.
     # x, residual, y, h: [T, N] rows at row·stride_*, last dim contiguous; weight: [N]
     # QUANT: q [T, N] e4m3 (row stride stride_q) and s [T, N/GROUP] fp32 at t·stride_sm + g·stride_sg:
     #   the per-token-group FP8 quant of the ROUNDED y (so q/s equal per_token_group_quant_fp8(y));
     #   WRITE_Y False skips y's store (only q/s are needed)
-    # program t: row t (the whole row fits one block)
-    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
@@ -98,6 +92,25 @@ def _rms_norm_kernel(
         qcols = gi[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
         tl.store(q_ptr + row * stride_q + qcols, qv.to(q_ptr.dtype.element_ty), mask=qcols < N)
         tl.store(s_ptr + row * stride_sm + gi * stride_sg, sc, mask=gi * GROUP < N)
+
+
+@triton.jit
+def _rms_norm_kernel(
+    x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, q_ptr, s_ptr, N,
+    stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
+    QUANT: tl.constexpr = False, WRITE_Y: tl.constexpr = True, GROUP: tl.constexpr = 128,
+    EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True, PDL_TRIGGER: tl.constexpr = False,
+):
+    # PDL_TRIGGER (Hopper): the kernel that reads y or q/s next, when launched with PDL (the small-M FP8 GEMM,
+    # the fused router), may launch now and stream its weights; it waits for this grid's completion before
+    # reading this kernel's outputs
+    if PDL_TRIGGER:
+        tl.extra.cuda.gdc_launch_dependents()
+    # program t: row t (the whole row fits one block); shapes/strides: _rms_norm_row
+    _rms_norm_row(tl.program_id(0).to(tl.int64), x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, q_ptr, s_ptr, N,
+                  stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
+                  HAS_RESIDUAL, BLOCK_N, EXACT_BF16, QUANT, WRITE_Y, GROUP, EXACT_ROUND, FAST_DIV)
 
 
 def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:

@@ -6,6 +6,11 @@ It replaces, per layer and step, the cos/sin computation, two rotary passes (eac
 the kv_a_layernorm (~8 ops), the concatenation and the cache scatter. cos/sin come from a
 per-position table built once by the model with torch (``cos_sin_cache``), so the angles are
 bit-identical to the model's YaRN frequencies; the kernel only gathers row ``positions[t]``.
+
+``mla_prologue_fp8`` is the decode form (DeepSeek-V3: q_lora + FP8 q_b_proj): one launch after the fused
+q_a‖kv_a GEMM does q_a_layernorm + the FP8 quant q_b_proj reads AND the latent row + cache write; the
+query's rope moves into ``mla_absorb_q`` (which copies q_pe anyway), so the decode step loses a launch
+per layer.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels.norm import round_to_bf16
+from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _pdl_capable
+from tritonseek.kernels.norm import QUANT_GROUP, _norm_config, _rms_norm_row, round_to_bf16
 
 _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -40,6 +46,38 @@ def _rotate(x, cos, sin, SHAPE0: tl.constexpr, ROPE: tl.constexpr, EXACT_BF16: t
     if EXACT_BF16:
         y = round_to_bf16(y)
     return y
+
+
+@triton.jit
+def _latent_row(
+    t, kv_ptr, w_ptr, lat_ptr, cache_ptr, slot_ptr, cos, sin, stride_kvt, stride_lt, stride_cb, stride_cp, eps,
+    KV_LORA: tl.constexpr, ROPE: tl.constexpr, BLOCK_C: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    WRITE_CACHE: tl.constexpr, EXACT_BF16: tl.constexpr,
+):
+    # token t's latent row: [rms_norm(kv[t, :KV_LORA])·w ‖ rope(kv[t, KV_LORA:])] → latent[t] and, when
+    # WRITE_CACHE and slot_mapping[t] ≥ 0, the cache row; cos/sin: [1, ROPE/2] of position t
+    r = tl.arange(0, ROPE)
+    c = tl.arange(0, BLOCK_C)
+    cmask = c < KV_LORA
+    kvc = tl.load(kv_ptr + t * stride_kvt + c, mask=cmask, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt_rn(tl.sum(kvc * kvc, axis=0) / KV_LORA + eps)
+    w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    kvn = (kvc * rstd) * w
+    if EXACT_BF16:
+        kvn = round_to_bf16(kvn)
+    kvn = kvn.to(lat_ptr.dtype.element_ty)
+    tl.store(lat_ptr + t * stride_lt + c, kvn, mask=cmask)
+    # k_pe (one row)
+    k = tl.load(kv_ptr + t * stride_kvt + KV_LORA + r).to(tl.float32)[None, :]
+    kr = _rotate(k, cos, sin, 1, ROPE, EXACT_BF16).to(lat_ptr.dtype.element_ty)
+    tl.store(lat_ptr + t * stride_lt + KV_LORA + r[None, :], kr)
+    if WRITE_CACHE:
+        slot = tl.load(slot_ptr + t)
+        keep = slot >= 0
+        base = cache_ptr + (slot // PAGE_SIZE) * stride_cb + (slot % PAGE_SIZE) * stride_cp
+        ty = cache_ptr.dtype.element_ty
+        tl.store(base + c, kvn.to(ty), mask=cmask & keep)
+        tl.store(base + KV_LORA + r[None, :], kr.to(ty), mask=keep & (r < ROPE)[None, :])
 
 
 @triton.jit
@@ -73,28 +111,76 @@ def _mla_rope_cache_kernel(
         tl.store(qo_ptr + t * stride_qot + hs[:, None] * stride_qoh + r[None, :], y.to(qo_ptr.dtype.element_ty),
                  mask=hmask)
     else:
-        # compressed kv: RMSNorm over KV_LORA columns
-        c = tl.arange(0, BLOCK_C)
-        cmask = c < KV_LORA
-        kvc = tl.load(kv_ptr + t * stride_kvt + c, mask=cmask, other=0.0).to(tl.float32)
-        rstd = 1.0 / tl.sqrt_rn(tl.sum(kvc * kvc, axis=0) / KV_LORA + eps)
-        w = tl.load(w_ptr + c, mask=cmask, other=0.0).to(tl.float32)
-        kvn = (kvc * rstd) * w
-        if EXACT_BF16:
-            kvn = round_to_bf16(kvn)
-        kvn = kvn.to(lat_ptr.dtype.element_ty)
-        tl.store(lat_ptr + t * stride_lt + c, kvn, mask=cmask)
-        # k_pe (one row)
-        k = tl.load(kv_ptr + t * stride_kvt + KV_LORA + r).to(tl.float32)[None, :]
-        kr = _rotate(k, cos, sin, 1, ROPE, EXACT_BF16).to(lat_ptr.dtype.element_ty)
-        tl.store(lat_ptr + t * stride_lt + KV_LORA + r[None, :], kr)
-        if WRITE_CACHE:
-            slot = tl.load(slot_ptr + t)
-            keep = slot >= 0
-            base = cache_ptr + (slot // PAGE_SIZE) * stride_cb + (slot % PAGE_SIZE) * stride_cp
-            ty = cache_ptr.dtype.element_ty
-            tl.store(base + c, kvn.to(ty), mask=cmask & keep)
-            tl.store(base + KV_LORA + r[None, :], kr.to(ty), mask=keep & (r < ROPE)[None, :])
+        _latent_row(t, kv_ptr, w_ptr, lat_ptr, cache_ptr, slot_ptr, cos, sin, stride_kvt, stride_lt, stride_cb,
+                    stride_cp, eps, KV_LORA, ROPE, BLOCK_C, PAGE_SIZE, WRITE_CACHE, EXACT_BF16)
+
+
+@triton.jit
+def _mla_prologue_kernel(
+    qa_ptr, qw_ptr, qq_ptr, qs_ptr, kv_ptr, pos_ptr, cs_ptr, w_ptr, lat_ptr, cache_ptr, slot_ptr,
+    Q_LORA, stride_qat, stride_qqt, stride_qsm, stride_qsg, q_eps, amax_eps, fp8_max,
+    stride_kvt, stride_lt, stride_cb, stride_cp, eps,
+    BLOCK_Q: tl.constexpr, GROUP: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
+    BLOCK_C: tl.constexpr, PAGE_SIZE: tl.constexpr, WRITE_CACHE: tl.constexpr, EXACT_BF16: tl.constexpr,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr,
+):
+    # q_a: [T, Q_LORA] (stride_qat, unit column stride) → q_q [T, Q_LORA] e4m3 (stride_qqt), q_s [T, Q_LORA/GROUP]
+    # fp32 at t·stride_qsm + g·stride_qsg; kv / positions / cos_sin_cache / latent / kv_cache / slot_mapping as
+    # _mla_rope_cache_kernel. program (t, 0): q_a_layernorm + FP8 quant of row t; (t, 1): token t's latent row.
+    if PDL_TRIGGER:  # the q_b GEMM (launched with PDL) may start streaming its weight now
+        tl.extra.cuda.gdc_launch_dependents()
+    t = tl.program_id(0).to(tl.int64)
+    if tl.program_id(1) == 0:
+        _rms_norm_row(t, qa_ptr, qa_ptr, qw_ptr, qa_ptr, qa_ptr, qq_ptr, qs_ptr, Q_LORA,  # y (never stored): q_a's dtype
+                      stride_qat, 0, 0, 0, stride_qqt, stride_qsm, stride_qsg, q_eps, amax_eps, fp8_max,
+                      False, BLOCK_Q, EXACT_BF16, True, False, GROUP, EXACT_ROUND, FAST_DIV)
+    else:
+        HALF: tl.constexpr = ROPE // 2
+        pos = tl.load(pos_ptr + t).to(tl.int64)
+        i = tl.arange(0, HALF)
+        cos = tl.load(cs_ptr + pos * ROPE + i)[None, :]
+        sin = tl.load(cs_ptr + pos * ROPE + HALF + i)[None, :]
+        _latent_row(t, kv_ptr, w_ptr, lat_ptr, cache_ptr, slot_ptr, cos, sin, stride_kvt, stride_lt, stride_cb,
+                    stride_cp, eps, KV_LORA, ROPE, BLOCK_C, PAGE_SIZE, WRITE_CACHE, EXACT_BF16)
+
+
+def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping,
+                       rows_name, dev) -> tuple[int, int]:
+    """Validates the latent-row inputs shared by both launchers; returns (qk_rope_head_dim, kv_lora_rank)."""
+    check_tensor("kv", kv, dtype=dtype, ndim=2, device=dev)
+    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
+    check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
+    check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
+    if not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    rope = cos_sin_cache.shape[1]
+    kv_lora = kv_norm_weight.shape[0]
+    if rope < 2 or rope & (rope - 1):
+        raise ValueError(f"cos_sin_cache's width (qk_rope_head_dim) must be a power of two ≥ 2, got {rope}")
+    if not cos_sin_cache.is_contiguous():
+        raise ValueError("cos_sin_cache must be contiguous")
+    if kv.shape != (T, kv_lora + rope):
+        raise ValueError(f"kv must be [T={T}, kv_lora_rank {kv_lora} + qk_rope_head_dim {rope}], "
+                         f"got {tuple(kv.shape)}")
+    if positions.shape[0] != T:
+        raise ValueError(f"positions has {positions.shape[0]} entries, {rows_name} {T} rows")
+    if kv.stride(1) != 1:
+        raise ValueError(f"kv needs a contiguous last dim, strides {kv.stride()}")
+    if kv_cache is not None:
+        check_tensor("kv_cache", kv_cache, dtype=_FLOAT_IN, ndim=4, device=dev)
+        check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev)
+        _, page_size, one, d = kv_cache.shape
+        if one != 1 or d != kv_lora + rope:
+            raise ValueError(f"kv_cache must be [num_blocks, page_size, 1, {kv_lora + rope}], got {tuple(kv_cache.shape)}")
+        if page_size < 1 or page_size & (page_size - 1):
+            raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
+        if kv_cache.stride(-1) != 1:
+            raise ValueError(f"kv_cache needs a contiguous last dim, strides {kv_cache.stride()}")
+        if slot_mapping.shape[0] != T:
+            raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, {rows_name} {T} rows")
+    elif slot_mapping is not None:
+        raise ValueError("slot_mapping given without kv_cache")
+    return rope, kv_lora
 
 
 def mla_rope_cache(
@@ -122,43 +208,14 @@ def mla_rope_cache(
     """
     check_tensor("q", q, dtype=_FLOAT_IN, ndim=3)
     check_runnable_device("q", q)
-    dev = q.device
-    check_tensor("kv", kv, dtype=q.dtype, ndim=2, device=dev)
-    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
-    check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
-    check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
-    if not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
     T, H, dq = q.shape
-    rope = cos_sin_cache.shape[1]
-    kv_lora = kv_norm_weight.shape[0]
-    if rope < 2 or rope & (rope - 1):
-        raise ValueError(f"cos_sin_cache's width (qk_rope_head_dim) must be a power of two ≥ 2, got {rope}")
-    if not cos_sin_cache.is_contiguous():
-        raise ValueError("cos_sin_cache must be contiguous")
+    rope, kv_lora = _check_latent_args(kv, q.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,
+                                       slot_mapping, "q", q.device)
     if dq < rope:
         raise ValueError(f"q's head dim {dq} is smaller than qk_rope_head_dim {rope}")
-    if kv.shape != (T, kv_lora + rope):
-        raise ValueError(f"kv must be [T={T}, kv_lora_rank {kv_lora} + qk_rope_head_dim {rope}], "
-                         f"got {tuple(kv.shape)}")
-    if positions.shape[0] != T:
-        raise ValueError(f"positions has {positions.shape[0]} entries, q {T} rows")
-    if q.stride(2) != 1 or kv.stride(1) != 1:
-        raise ValueError(f"q and kv need a contiguous last dim, strides {q.stride()} {kv.stride()}")
-    if kv_cache is not None:
-        check_tensor("kv_cache", kv_cache, dtype=_FLOAT_IN, ndim=4, device=dev)
-        check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev)
-        _, page_size, one, d = kv_cache.shape
-        if one != 1 or d != kv_lora + rope:
-            raise ValueError(f"kv_cache must be [num_blocks, page_size, 1, {kv_lora + rope}], got {tuple(kv_cache.shape)}")
-        if page_size < 1 or page_size & (page_size - 1):
-            raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
-        if kv_cache.stride(-1) != 1:
-            raise ValueError(f"kv_cache needs a contiguous last dim, strides {kv_cache.stride()}")
-        if slot_mapping.shape[0] != T:
-            raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, q {T} rows")
-    elif slot_mapping is not None:
-        raise ValueError("slot_mapping given without kv_cache")
+    if q.stride(2) != 1:
+        raise ValueError(f"q needs a contiguous last dim, strides {q.stride()}")
+    dev = q.device
     q_pe = torch.empty((T, H, rope), dtype=q.dtype, device=dev)
     latent = torch.empty((T, kv_lora + rope), dtype=kv.dtype, device=dev)
     if T == 0:
@@ -175,3 +232,57 @@ def mla_rope_cache(
         EXACT_BF16=interpreter_active() and q.dtype == torch.bfloat16, num_warps=warps,
     )
     return q_pe, latent
+
+
+def mla_prologue_fp8(
+    q_a: torch.Tensor, kv: torch.Tensor, q_norm_weight: torch.Tensor, q_eps: float, positions: torch.Tensor,
+    cos_sin_cache: torch.Tensor, kv_norm_weight: torch.Tensor, eps: float, kv_cache: torch.Tensor | None,
+    slot_mapping: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q_q, q_s) = per_token_group_quant_fp8(rms_norm(q_a)·w_q, 128); latent = [rms_norm(kv_c)·w ‖ rope(k_pe)],
+    written to the cache: MLA's decode prologue after the fused q_a‖kv_a GEMM in ONE launch.
+
+    q_a: [T, q_lora_rank] bf16/fp16/fp32, last dim contiguous (q_a_proj's output, e.g. a column view of the
+    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] (q_a_layernorm), q_eps > 0. kv, positions,
+    cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping: as :func:`mla_rope_cache` (kv same dtype as q_a).
+    Returns (q_q [T, q_lora_rank] float8_e4m3fn row-major, q_s [T, ceil(q_lora_rank/128)] fp32 MN-major (stride
+    (1, T)): bit-equal to ``rms_norm_quant_fp8(q_a, q_norm_weight, q_eps)``; latent [T, kv_lora_rank +
+    qk_rope_head_dim] kv.dtype: equal to ``mla_rope_cache``'s latent, and the same cache rows). The query's
+    rope is not applied here: ``mla_absorb_q(..., positions=, cos_sin_cache=)`` rotates q_pe as it copies it.
+    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Semantics: DeepSeek-V3 inference/model.py MLA (q_norm, kv_norm, apply_rotary_emb on k_pe) + act_quant +
+    vLLM ``concat_and_cache_mla``.
+    """
+    check_tensor("q_a", q_a, dtype=_FLOAT_IN, ndim=2)
+    check_runnable_device("q_a", q_a)
+    dev = q_a.device
+    T, q_lora = q_a.shape
+    check_tensor("q_norm_weight", q_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
+    if q_norm_weight.shape[0] != q_lora or q_lora == 0:
+        raise ValueError(f"q_norm_weight has {q_norm_weight.shape[0]} entries, q_a {q_lora} columns (must be > 0)")
+    if not isinstance(q_eps, (int, float)) or not q_eps > 0:
+        raise ValueError(f"q_eps must be a positive number, got {q_eps!r}")
+    if q_a.stride(1) != 1 and q_lora > 1:
+        raise ValueError(f"q_a needs a contiguous last dim, strides {q_a.stride()}")
+    rope, kv_lora = _check_latent_args(kv, q_a.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,
+                                       slot_mapping, "q_a", dev)
+    q_q = torch.empty((T, q_lora), dtype=torch.float8_e4m3fn, device=dev)
+    q_s = torch.empty((triton.cdiv(q_lora, QUANT_GROUP), T), dtype=torch.float32, device=dev).t()  # MN-major
+    latent = torch.empty((T, kv_lora + rope), dtype=kv.dtype, device=dev)
+    if T == 0:
+        return q_q, q_s, latent
+    block_q, warps = _norm_config(q_lora)
+    write = kv_cache is not None
+    interp = interpreter_active()
+    _mla_prologue_kernel[(T, 2)](
+        q_a, q_norm_weight, q_q, q_s, kv, positions, cos_sin_cache, kv_norm_weight, latent,
+        kv_cache if write else latent, slot_mapping if write else positions,
+        q_lora, q_a.stride(0), q_q.stride(0), q_s.stride(0), q_s.stride(1), float(q_eps), AMAX_EPS, FP8_E4M3_MAX,
+        kv.stride(0), latent.stride(0), kv_cache.stride(0) if write else 0, kv_cache.stride(1) if write else 0,
+        float(eps),
+        BLOCK_Q=max(block_q, QUANT_GROUP), GROUP=QUANT_GROUP, KV_LORA=kv_lora, ROPE=rope,
+        BLOCK_C=max(16, triton.next_power_of_2(kv_lora)), PAGE_SIZE=kv_cache.shape[1] if write else 1,
+        WRITE_CACHE=write, EXACT_BF16=interp and q_a.dtype == torch.bfloat16, EXACT_ROUND=interp,
+        FAST_DIV=not interp, PDL_TRIGGER=_pdl_capable(dev), num_warps=warps,
+    )
+    return q_q, q_s, latent

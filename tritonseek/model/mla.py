@@ -109,6 +109,21 @@ class MLA(nn.Module):
         else:
             q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_a_proj(x)
             kv = self.kv_a_proj_with_mqa(x)
+        if kv_cache is None and not batch.is_prefill:
+            raise ValueError("decode needs the latent cache (kv_cache is None)")
+        if self._fused_decode_prologue(batch, kv_cache, T):
+            # decode on triton: q_a_layernorm + FP8 quant and kv_a_layernorm + k rope + cache write in one launch;
+            # q_pe's rope happens inside mla_absorb_q (no separate rope pass)
+            qb = self.q_b_proj
+            cs = self.rope.cos_sin_cache(kv.device)
+            qa_q, qa_s, _ = self.ops.mla_prologue_fp8(
+                q, kv, self.q_a_layernorm.weight, self.q_a_layernorm.eps, positions, cs, self.kv_a_layernorm.weight,
+                self.kv_a_layernorm.eps, kv_cache, batch.slot_mapping)
+            q = qb.finish(self.ops.linear_fp8_input(qa_q, qa_s, qb.weight, qb.weight_scale_inv, x.dtype))
+            q_nope, q_pe = q.view(T, h, self.nope + self.rope_dim).split([self.nope, self.rope_dim], dim=-1)
+            w_uk, w_uv = self.absorbed_weights(x.dtype)
+            qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype, positions=positions, cos_sin_cache=cs)
+            return self._decode_attention(qa, batch, kv_cache, w_uv, T, x.dtype)
         if not hasattr(self, "q_proj"):
             qb = self.q_b_proj
             if self.ops.is_triton and qb.fp8 and q.shape[0] > 0:  # q_a_layernorm + FP8 quant: one kernel
@@ -118,8 +133,6 @@ class MLA(nn.Module):
                 q = qb(self.q_a_layernorm(q))
         q = q.view(T, h, self.nope + self.rope_dim)
         q_nope, q_pe = q.split([self.nope, self.rope_dim], dim=-1)
-        if kv_cache is None and not batch.is_prefill:
-            raise ValueError("decode needs the latent cache (kv_cache is None)")
         if self.ops.is_triton:
             # one kernel: rope(q_pe), rope(k_pe), kv_a_layernorm, latent-cache write (slot −1 skipped)
             q_pe, latent = self.ops.mla_rope_cache(
@@ -143,14 +156,24 @@ class MLA(nn.Module):
             # nope and rope parts go in apart (no [T, h, 192] concatenations of q and k)
             o = self.ops.mla_prefill(q_nope, k_nope, v, batch.cu_seqlens, batch.max_seqlen, self.softmax_scale,
                                      q_pe, k_pe)
-        else:
-            w_uk, w_uv = self.absorbed_weights(x.dtype)
-            qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype)  # [q_nope·W_UK ‖ q_pe]
-            B = batch.cache_seqlens.shape[0]
-            qa = qa.view(B, batch.seqlen_q, h, self.kv_lora_rank + self.rope_dim)
-            o_lat, _ = self.ops.mla_decode(
-                qa, kv_cache, batch.block_table, batch.cache_seqlens, self.softmax_scale, self.kv_lora_rank,
-                batch.mla_metadata,
-            )
-            o = self.ops.mla_absorb_o(o_lat.reshape(T, h, self.kv_lora_rank).to(x.dtype), w_uv)
-        return self.o_proj(o.reshape(T, h * self.v_head_dim).to(x.dtype))
+            return self.o_proj(o.reshape(T, h * self.v_head_dim).to(x.dtype))
+        w_uk, w_uv = self.absorbed_weights(x.dtype)
+        qa = self.ops.mla_absorb_q(q_nope, w_uk, q_pe, kv_cache.dtype)  # [q_nope·W_UK ‖ q_pe]
+        return self._decode_attention(qa, batch, kv_cache, w_uv, T, x.dtype)
+
+    def _fused_decode_prologue(self, batch: AttentionBatch, kv_cache, T: int) -> bool:
+        """Decode on triton with q_lora and an FP8 q_b_proj (DeepSeek-V3): the one-launch prologue applies."""
+        return (self.ops.is_triton and not batch.is_prefill and kv_cache is not None and T > 0
+                and getattr(self, "q_b_proj", None) is not None and self.q_b_proj.fp8)
+
+    def _decode_attention(self, qa, batch: AttentionBatch, kv_cache, w_uv, T: int, dtype) -> torch.Tensor:
+        """Absorbed query qa [T, h, kv_lora + rope] → latent attention → W_UV → o_proj: [T, hidden]."""
+        h = self.num_heads
+        B = batch.cache_seqlens.shape[0]
+        qa = qa.view(B, batch.seqlen_q, h, self.kv_lora_rank + self.rope_dim)
+        o_lat, _ = self.ops.mla_decode(
+            qa, kv_cache, batch.block_table, batch.cache_seqlens, self.softmax_scale, self.kv_lora_rank,
+            batch.mla_metadata,
+        )
+        o = self.ops.mla_absorb_o(o_lat.reshape(T, h, self.kv_lora_rank).to(dtype), w_uv)
+        return self.o_proj(o.reshape(T, h * self.v_head_dim).to(dtype))

@@ -153,13 +153,21 @@ class Ops:
 
         write_latent_cache_ref(kv_cache, latent, slot_mapping)
 
-    def mla_absorb_q(self, q_nope, w_uk, q_pe, out_dtype):
-        """Absorbed query [q_nope·W_UK per head ‖ q_pe] → [T, h, kv_lora_rank + rope] in out_dtype.
+    def mla_absorb_q(self, q_nope, w_uk, q_pe, out_dtype, positions=None, cos_sin_cache=None):
+        """Absorbed query [q_nope·W_UK per head ‖ q_pe] → [T, h, kv_lora_rank + rope] in out_dtype; with
+        positions + cos_sin_cache, q_pe is un-roped and rotated first (interleaved RoPE, as mla_rope_cache).
         Triton for power-of-two widths ≥ 16 (DeepSeek's); other widths take the torch einsum."""
         if self.is_triton and self._absorb_ok(q_nope.shape[-1], w_uk.shape[-1], q_pe.shape[-1], 16):
             from tritonseek.kernels.mla_absorb import mla_absorb_q
 
-            return mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=out_dtype)
+            return mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=out_dtype, positions=positions,
+                                cos_sin_cache=cos_sin_cache)
+        if positions is not None:
+            from tritonseek.kernels.reference.rope import rotary_interleaved_ref
+
+            cs = cos_sin_cache[positions]
+            half = cs.shape[1] // 2
+            q_pe = rotary_interleaved_ref(q_pe, cs[:, :half], cs[:, half:])
         return torch.cat([torch.einsum("thd,hdc->thc", q_nope, w_uk), q_pe], dim=-1).to(out_dtype)
 
     def mla_absorb_o(self, o_lat, w_uv):
@@ -227,6 +235,23 @@ class Ops:
         from tritonseek.kernels.reference.rope import mla_rope_cache_ref
 
         return mla_rope_cache_ref(q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping)
+
+    def mla_prologue_fp8(self, q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
+                         kv_cache, slot_mapping):
+        """MLA decode prologue: ((q, s) = FP8 group quant of rms_norm(q_a), latent = [rms_norm(kv_c) ‖
+        rope(k_pe)]) with the latent written at slot_mapping; one kernel on triton (q's rope: mla_absorb_q)."""
+        if self.is_triton:
+            from tritonseek.kernels.rope_cache import mla_prologue_fp8
+
+            return mla_prologue_fp8(q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
+                                    kv_cache, slot_mapping)
+        from tritonseek.kernels.reference.rope import mla_rope_cache_ref
+
+        q, s = self.rms_norm_quant(q_a, q_norm_weight, q_eps)
+        # (kv as a one-head "q": its rotated k_pe is discarded; only the latent is used)
+        _, latent = mla_rope_cache_ref(kv[:, None, :], kv, positions, cos_sin_cache, kv_norm_weight, eps,
+                                       kv_cache, slot_mapping)
+        return q, s, latent
 
     # ------------------------------------------------------------------ MoE
     def gate_topk(self, logits, bias, *, top_k, n_group, topk_group, scoring_func, topk_method,

@@ -407,11 +407,15 @@ def main():
     p.add_argument("--layer-variants", default="unfused,router,router+shared",
                    help="moe_layer decode fusions to time (bench_moe_layer.VARIANTS)")
     p.add_argument("--layer-breakdown-max-t", type=int, default=1, help="profiler breakdown for T up to this")
+    p.add_argument("--layer-breakdown-variants", default="",
+                   help="profiler breakdown only for these variants (default all; under PDL a kernel's time includes "
+                        "its wait for the kernel before it)")
     p.add_argument("--layer-peer", type=int, default=1, help="time the reference layer (1) or not (0)")
     p.add_argument("--router-block-e", default="8,16", help="moe_gate: fused-router BLOCK_E values timed at T=1")
     p.add_argument("--gate-tokens", default="1,64,4096", help="moe_gate: gate_topk token counts")
     p.add_argument("--router-tokens", default="1,8,64", help="moe_gate: fused-router token counts")
     p.add_argument("--permute-breakdown", type=int, default=1, help="profiler breakdown of permute+unpermute")
+    p.add_argument("--permute-dtypes", default="bf16,fp8", help="moe_permute: row dtypes")
     p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")

@@ -102,17 +102,46 @@ def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
 
 
 # Decode fusions of the MoE module timed against each other in one run (MoE.fused_router_max_t,
-# MoE.shared_group_max_t, MoE.decode_pdl): "unfused" = fp32 router GEMV + gate_topk + the shared expert as its own
-# MLP, plain launches; "router" = router GEMV + top-k in one kernel over the bf16 gate weight; "router+shared"
-# = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th slot). Suffix "/pdl0"
-# = plain launches, "/pdl1" = the permute → GEMM1 → down → unpermute chain as programmatic dependent launches
-# without L2 prefetch; no suffix = the default (PDL + weight prefetch, decode_pdl 2).
-VARIANTS = {"unfused": (0, 0, 0), "router": (16, 0, 2), "router+shared": (16, 16, 2),
-            "router/pdl0": (16, 0, 0), "router+shared/pdl0": (16, 16, 0), "router+shared/pdl1": (16, 16, 1)}
+# MoE.shared_group_max_t, MoE.decode_pdl, MoE.decode_configs): "unfused" = fp32 router GEMV + gate_topk + the
+# shared expert as its own MLP, plain launches; "router" = router GEMV + top-k in one kernel over the bf16 gate
+# weight; "router+shared" = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th
+# slot). Suffixes: "/pdl0" plain launches, "/pdl1" the permute → GEMM1 → down → unpermute chain as programmatic
+# dependent launches without L2 prefetch; "/pfN" GEMM1 prefetching N K blocks of the shared expert (default 16);
+# "/dpfN" the down GEMM prefetching N K blocks of its own groups; "/pair" GEMM1's gate and up rows in one K loop
+# (3 stages unless "/stN" says); "/stN", "/dstN" GEMM1's / the down GEMM's pipeline stages; no suffix = the module's
+# defaults. In --layer-variants a prefix "T1+T2:" times a variant only at those token counts.
+_BASE_VARIANTS = {"unfused": (0, 0), "router": (16, 0), "router+shared": (16, 16)}
+
+
+def _variant(name):
+    """name → (fused_router_max_t, shared_group_max_t, decode_pdl, decode_configs)."""
+    base, *opts = name.split("/")
+    fr, sg = _BASE_VARIANTS[base]
+    pdl, c1, c2 = (0 if base == "unfused" else 2), {}, {}
+    for o in opts:
+        if o.startswith("pdl"):
+            pdl = int(o[3:])
+        elif o.startswith("dpf"):
+            c2["PREFETCH"] = int(o[3:])
+        elif o.startswith("pf"):
+            c1["PREFETCH"] = int(o[2:])
+        elif o == "pair":
+            c1.setdefault("num_stages", 3)
+            c1["PAIR"] = True
+        elif o.startswith("dst"):
+            c2["num_stages"] = int(o[3:])
+        elif o.startswith("st"):
+            c1["num_stages"] = int(o[2:])
+        else:
+            raise ValueError(f"unknown moe_layer variant option {o!r} in {name!r}")
+    return fr, sg, pdl, ((c1 or None, c2 or None) if c1 or c2 else None)  # None: the module's per-shape table
+
+
+VARIANTS = {n: _variant(n) for n in ("unfused", "router", "router+shared", "router+shared/pdl0", "router+shared/pdl1")}
 
 
 def _set_variant(moe, name):
-    moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl = VARIANTS[name]
+    moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl, moe.decode_configs = _variant(name)
 
 
 def bench_layer(cx):
@@ -122,14 +151,15 @@ def bench_layer(cx):
     moe, cfg = _v3_moe_layer(cx.dev, cx.dry)
     H, I, k = cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts_per_tok
     tri_ops, ref_ops = Ops("triton"), Ops("reference", fp8_activations=True)
-    variants = [v for v in cx.args.layer_variants.split(",") if v] if not cx.dry else ["unfused"]
-    default = (moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl)
+    all_variants = [v for v in cx.args.layer_variants.split(",") if v] if not cx.dry else ["unfused"]
+    default = (moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl, moe.decode_configs)
     mlp_calls = []
     moe.shared_experts.register_forward_hook(lambda *a: mlp_calls.append(1))
     for T in ([1, 5, 40] if cx.dry else [int(t) for t in cx.args.layer_tokens.split(",")]):
         if cx.time_left() < 3:
             print("skip (budget) moe_layer T", T)
             continue
+        variants = [v.split(":")[-1] for v in all_variants if ":" not in v or str(T) in v.split(":")[0].split("+")]
         x = torch.randn(T, H, device=cx.dev).to(torch.bfloat16)
         with torch.no_grad():
             _set_ops(moe, ref_ops)
@@ -160,7 +190,8 @@ def bench_layer(cx):
                 print(f"moe_layer T={T} {var}: calc_diff vs reference layer {d:.2e}, same routing {same_routing}")
                 us = cx.eager_us(lambda: moe(x))
                 ug = cx.graph_us(lambda: moe(x)) if T <= 128 else None
-                if T <= cx.args.layer_breakdown_max_t and not cx.dry:
+                bd_vars = [v for v in getattr(cx.args, "layer_breakdown_variants", "").split(",") if v]
+                if T <= cx.args.layer_breakdown_max_t and not cx.dry and (not bd_vars or var in bd_vars):
                     extra["breakdown_us"] = kernel_breakdown(lambda: moe(x))
                     if extra["breakdown_us"]:
                         extra["gaps_us"] = round(ug - sum(extra["breakdown_us"].values()), 2) if ug else None
@@ -176,7 +207,7 @@ def bench_layer(cx):
                            peer_us=pus, correct=ok, calc_diff=d, same_routing=same_routing, layout=choose_layout(T),
                            active_experts=active, variant=var, floor_us=round(w_bytes / 4.27e6, 2), **extra)
                 r["meets_target"] = bool(ok and same_routing)
-    moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl = default
+    moe.fused_router_max_t, moe.shared_group_max_t, moe.decode_pdl, moe.decode_configs = default
     del moe
     if not cx.dry:
         torch.cuda.empty_cache()

@@ -75,7 +75,7 @@ def bench_permute(cx):
     T, k, E, H, bm = (64, 4, 16, 256, 16) if cx.dry else (4096, 8, 256, 7168, 128)
     ids = _routing(T, k, E, cx.dev)
     w = torch.rand(T, k, device=cx.dev)
-    for dt in ("bf16", "fp8"):
+    for dt in cx.args.permute_dtypes.split(","):
         x = torch.randn(T, H, device=cx.dev)
         scale = None
         if dt == "fp8":

@@ -160,10 +160,11 @@ def _silu_quant_both(a, a_s, b, bs, masked_m, cfg, mag):
 
 @_fixture_ok
 @given(E=st.integers(1, 3), M_max=st.sampled_from([1, 5, 70]), I=st.sampled_from([128, 256]), K=st.sampled_from([128, 272]),
-       cfg=st.sampled_from([None, 0, 1]), under=st.booleans(), data=st.data(), seed=st.integers(0, 2**31 - 1))
+       cfg=st.sampled_from([None, 0, 1, 2, 3]), under=st.booleans(), data=st.data(), seed=st.integers(0, 2**31 - 1))
 def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, under, data, seed):
     """GEMM1 with SiLU·mul + FP8 quant in the epilogue = masked GEMM to bf16, then silu_mul_quant_fp8, bit for bit
-    on valid rows (same K loop and rounding); rows ≥ masked_m not written."""
+    on valid rows (same K loop and rounding; PAIR: gate and up in one loop, same products and order); rows ≥
+    masked_m not written."""
     g = torch.Generator().manual_seed(seed)
     masked_m = torch.tensor(data.draw(st.lists(st.sampled_from(sorted({0, 1, M_max, M_max // 2})), min_size=E,
                                                max_size=E)), dtype=torch.int32)
@@ -174,7 +175,9 @@ def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, under, da
     a.view(torch.uint8)[invalid] = FP8_NAN
     a_s[invalid] = float("inf")
     c = None if cfg is None else [dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
-                                  dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2)][cfg]
+                                  dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2),
+                                  dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True, PAIR=True),
+                                  dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2, PAIR=True)][cfg]
     args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
     n_active = int((masked_m > 0).sum())
     (q, s), (q_ref, s_ref) = _silu_quant_both(*args, c, 1 if under else n_active)  # 1 slot: loops over all groups
@@ -357,7 +360,8 @@ def test_masked_pdl_chain_gpu(device, T):
     shared expert) and one more group taking every token, some groups empty: GEMM1 (+SiLU·mul+quant) and the down
     GEMM launched as programmatic dependent launches with L2 prefetch (GEMM1: group 32's weights; down: its own),
     captured in one CUDA graph, equal the plain launches bit for bit, and the down output matches the fp32
-    reference within calc_diff 1e-3 on valid rows (rows past masked_m poisoned with NaN, never stored)."""
+    reference within calc_diff 1e-3 on valid rows (rows past masked_m poisoned with NaN, never stored); GEMM1 with
+    gate and up in one K loop (PAIR) gives the same bits."""
     E, I, K, H = 33, 2048, 7168, 7168
     g = torch.Generator(device=device).manual_seed(40 + T)
     w13 = (torch.randn(E, 2 * I, K, generator=g, device=device) * 0.5).to(torch.float8_e4m3fn)
@@ -374,9 +378,10 @@ def test_masked_pdl_chain_gpu(device, T):
     a.view(torch.uint8)[invalid] = FP8_NAN
     mag = min(E, 8 * T)
 
-    def chain(pdl):
+    def chain(pdl, pair=False):
+        cfg1 = dict(BLOCK_M=16, num_warps=4, num_stages=3, SWAP_AB=True, PAIR=True) if pair else None
         q, s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, s13, masked_m, max_active_groups=mag, pdl=pdl,
-                                                  prefetch_group=E - 1 if pdl else None)
+                                                  prefetch_group=E - 1 if pdl else None, config=cfg1)
         out = torch.full((E, T, H), float("nan"), dtype=torch.bfloat16, device=device)
         grouped_fp8_gemm_masked(q, s, w2, s2, masked_m, out=out, max_active_groups=mag, pdl=pdl)
         return q, s, out
@@ -391,5 +396,8 @@ def test_masked_pdl_chain_gpu(device, T):
     v = ~invalid
     assert torch.equal(q1[v].view(torch.uint8), q0[v].view(torch.uint8)) and torch.equal(s1[v], s0[v])
     assert torch.equal(o1[v], o0[v]) and o1[invalid].isnan().all()
+    q2, s2_, o2 = chain(True, pair=True)  # gate and up in one K loop: the same bits
+    assert torch.equal(q2[v].view(torch.uint8), q0[v].view(torch.uint8)) and torch.equal(s2_[v], s0[v])
+    assert torch.equal(o2[v], o0[v])
     ref = grouped_fp8_gemm_masked_ref(q0, s0, w2, s2, masked_m, out_dtype=torch.float32)
     assert torch.isfinite(o1[v]).all() and calc_diff(o1[v].float(), ref[v]) < 1e-3

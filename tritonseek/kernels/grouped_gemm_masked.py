@@ -119,16 +119,16 @@ def _masked_tile(
 
 
 # one compile for every T and K (these only feed loop bounds and per-row scale addresses)
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "pf_group", "stride_ase", "stride_asm", "stride_bse",
-                             "stride_bsn"])
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "pf_group", "n_prefetch", "stride_ase", "stride_asm",
+                             "stride_bse", "stride_bsn"])
 def _grouped_fp8_masked_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, b_ptr,
-    M_max, N, E, num_k_blocks, pf_group,
+    M_max, N, E, num_k_blocks, pf_group, n_prefetch,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_oe, stride_om, stride_on, stride_bn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr,
-    PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, PREFETCH: tl.constexpr = 0,
+    PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
@@ -137,7 +137,7 @@ def _grouped_fp8_masked_kernel(
     # program id = tile = (group slot, n-tile, m-tile). Not COMPACT: slot = group. COMPACT (fewer slots than
     # groups): slot s serves the non-empty groups number s, s + slots, s + 2·slots, … (one pass when the
     # launcher's bound holds; more passes, never a skipped group, when it does not)
-    # PDL (programmatic dependent launch): PREFETCH weight K blocks (b_ptr: the same weights as b_desc, row
+    # PDL (programmatic dependent launch): n_prefetch weight K blocks (b_ptr: the same weights as b_desc, row
     # stride stride_bn) go to L2 as _prefetch_plan says, then wait for the previous kernel (griddepcontrol.wait)
     # before any input is read, then let the next kernel launch (its programs fill SMs as ours retire)
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
@@ -145,7 +145,7 @@ def _grouped_fp8_masked_kernel(
         pg, kb0, kbs, pf_ok = _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E, E_PAD, COMPACT, PF_MODE)
         if pf_ok:
             _prefetch_rows(b_ptr, pg.to(tl.int64) * N + off_n, tl.minimum(N - off_n, BLOCK_N), stride_bn, kb0,
-                           tl.minimum(num_k_blocks, PREFETCH), kbs, BLOCK_N, BLOCK_K)
+                           tl.minimum(num_k_blocks, n_prefetch), kbs, BLOCK_N, BLOCK_K)
     if PDL:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -163,15 +163,65 @@ def _grouped_fp8_masked_kernel(
 
 
 @triton.jit
+def _fp8_tile_pair(
+    a_desc, b_desc, a_row, b_row0, b_row1, sa_ptrs, sb_ptr0, sb_ptr1, row_ok, num_k_blocks, stride_ask, stride_bsk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
+):
+    # Two fp32 tiles over the same a rows in ONE K loop (weight rows from b_row0 and from b_row1, BLOCK_N ≤ 128:
+    # one scale per K block each): the same products, promotions and summation order as two _fp8_tile calls,
+    # so the same bits, but one pipeline (no drain and refill between the gate and the up rows)
+    sa = tl.load(sa_ptrs, mask=row_ok, other=0.0)
+    sb0 = tl.load(sb_ptr0)
+    sb1 = tl.load(sb_ptr1)
+    if SWAP_AB:
+        acc0 = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc1 = tl.zeros_like(acc0)
+    for kb in tl.range(0, num_k_blocks):
+        a = a_desc.load([a_row, kb * BLOCK_K])
+        b0 = b_desc.load([b_row0, kb * BLOCK_K])
+        b1 = b_desc.load([b_row1, kb * BLOCK_K])
+        more = kb + 1 < num_k_blocks
+        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
+        sb0_next = tl.load(sb_ptr0 + (kb + 1) * stride_bsk, mask=more, other=0.0)
+        sb1_next = tl.load(sb_ptr1 + (kb + 1) * stride_bsk, mask=more, other=0.0)
+        if SWAP_AB:
+            acc0 += tl.dot(b0, a.T) * (sa * sb0)[None, :]
+            acc1 += tl.dot(b1, a.T) * (sa * sb1)[None, :]
+        else:
+            acc0 += tl.dot(a, b0.T) * (sa * sb0)[:, None]
+            acc1 += tl.dot(a, b1.T) * (sa * sb1)[:, None]
+        sa = sa_next
+        sb0 = sb0_next
+        sb1 = sb1_next
+    return acc0, acc1
+
+
+@triton.jit
+def _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok, num_k_blocks,
+                       stride_ask, stride_bsk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       SWAP_AB: tl.constexpr):
+    # the gate tile's K loop, then the up tile's (two pipelines)
+    gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
+                     row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB,
+                     False)
+    up = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs + up_blk,
+                   row_ok, True, row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K,
+                   SWAP_AB, False)
+    return gate, up
+
+
+@triton.jit
 def _masked_silu_quant_tile(
     g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PAIR: tl.constexpr,
 ):
     # one [BLOCK_M, 128] tile of h = silu(gate)·up of group g, quantized (nothing when off_m ≥ masked_m[g]);
-    # see _grouped_fp8_masked_silu_quant_kernel
+    # see _grouped_fp8_masked_silu_quant_kernel. PAIR: gate and up rows in one K loop (_fp8_tile_pair)
     mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
     if off_m < mm:
         g64 = g.to(tl.int64)
@@ -182,12 +232,13 @@ def _masked_silu_quant_tile(
         sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
         sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
         up_blk = (I // 128) * stride_bsn
-        gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
-                         row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB,
-                         False)
-        up = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs + up_blk,
-                       row_ok, True, row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K,
-                       SWAP_AB, False)
+        if PAIR:
+            gate, up = _fp8_tile_pair(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32),
+                                      (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, sb_ptrs + up_blk,
+                                      row_ok, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+        else:
+            gate, up = _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok,
+                                          num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
         gate = gate.to(tl.bfloat16).to(tl.float32)
         up = up.to(tl.bfloat16).to(tl.float32)
         h = gate / (1.0 + tl.exp(-gate)) * up
@@ -207,16 +258,16 @@ def _masked_silu_quant_tile(
         tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
 
 
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "pf_group", "stride_ase", "stride_asm", "stride_bse",
-                             "stride_bsn"])
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "pf_group", "n_prefetch", "stride_ase", "stride_asm",
+                             "stride_bse", "stride_bsn"])
 def _grouped_fp8_masked_silu_quant_kernel(
     a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr, b_ptr,
-    M_max, I, E, num_k_blocks, pf_group,
+    M_max, I, E, num_k_blocks, pf_group, n_prefetch,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, stride_bn, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, EXACT_ROUND: tl.constexpr,
-    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, PREFETCH: tl.constexpr = 0,
+    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, PAIR: tl.constexpr = False,
 ):
     # GEMM1 of the MoE experts with SiLU·mul and the 1×128 FP8 quant in the epilogue (BLOCK_N = 128 = one
     # quant group): b rows [g·2I + n, +128) (gate) and [g·2I + I + n, +128) (up) give two fp32 tiles over the
@@ -225,11 +276,12 @@ def _grouped_fp8_masked_silu_quant_kernel(
     # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
     # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
     # slots → groups, PDL and the L2 prefetch (gate and up rows) as in _grouped_fp8_masked_kernel
+    # PAIR: the gate and up tiles in one K loop (3 TMA loads per stage) instead of two loops one after the other
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, I, BLOCK_M, BLOCK_N)
     if PF_MODE > 0:
         pg, kb0, kbs, pf_ok = _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E, E_PAD, COMPACT, PF_MODE)
         if pf_ok:
-            kb_hi = tl.minimum(num_k_blocks, PREFETCH)
+            kb_hi = tl.minimum(num_k_blocks, n_prefetch)
             row0 = pg.to(tl.int64) * 2 * I + off_n
             _prefetch_rows(b_ptr, row0, BLOCK_N, stride_bn, kb0, kb_hi, kbs, BLOCK_N, BLOCK_K)
             _prefetch_rows(b_ptr, row0 + I, BLOCK_N, stride_bn, kb0, kb_hi, kbs, BLOCK_N, BLOCK_K)
@@ -243,12 +295,12 @@ def _grouped_fp8_masked_silu_quant_kernel(
             _masked_silu_quant_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
                                     s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                     stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
+                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, PAIR)
     else:
         _masked_silu_quant_tile(slot, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
                                 s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                 stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
+                                fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, PAIR)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,11 +432,11 @@ def grouped_fp8_gemm_masked(
     tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
     _grouped_fp8_masked_kernel[(tiles,)](
         a_desc, b_desc, a_scale, b_scale, masked_m, out, b,
-        M_max, N, E, kb, p["pf_group"],
+        M_max, N, E, kb, p["pf_group"], p["PREFETCH"],
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), b.stride(1),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
-        SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"], PREFETCH=p["PREFETCH"],
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
     )
     return out
@@ -410,7 +462,8 @@ def grouped_fp8_gemm_masked_silu_quant(
     a, a_scale, masked_m, expected_m, max_active_groups, pdl, prefetch_group: as :func:`grouped_fp8_gemm_masked`.
     b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
         b_scale: [E, 2I/128, ceil(K/128)] fp32.
-    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH (BLOCK_N is 128, one quant group).
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH, PAIR (gate and up tiles in one K loop, 3 loads
+        per pipeline stage; same bits) (BLOCK_N is 128, one quant group).
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
@@ -436,13 +489,13 @@ def grouped_fp8_gemm_masked_silu_quant(
     tiles = groups * triton.cdiv(M_max, bm) * (I // 128)
     _grouped_fp8_masked_silu_quant_kernel[(tiles,)](
         a_desc, b_desc, a_scale, b_scale, masked_m, h_q, h_s, b,
-        M_max, I, E, kb, p["pf_group"],
+        M_max, I, E, kb, p["pf_group"], p["PREFETCH"],
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), h_q.stride(0), h_q.stride(1), h_s.stride(0), h_s.stride(1), h_s.stride(2), b.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
         BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
-        PDL=p["PDL"], PF_MODE=p["PF_MODE"], PREFETCH=p["PREFETCH"],
+        PDL=p["PDL"], PF_MODE=p["PF_MODE"], PAIR=bool(cfg.get("PAIR", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
     )
     return h_q, h_s

@@ -47,18 +47,20 @@ def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
 
 @triton.jit
 def _pdl_entry(PDL: tl.constexpr):
-    # programmatic dependent launch: wait for the previous kernel (its writes visible), then release the next
+    # programmatic dependent launch: release the next kernel (it waits for our completion before reading what we
+    # write, so it may start now: its launch latency and any weight prefetch overlap us), then wait for the
+    # previous kernel (its writes visible) before anything is read
     if PDL:
-        tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
 
 
 @triton.jit
 def _route_count_kernel(ids_ptr, counts_ptr, n_entries, E, E_BINS: tl.constexpr, BLOCK: tl.constexpr,
                         PDL: tl.constexpr = False):
     # ids: [T*k] int32 flat (token-major), −1 = no expert; counts: [num_blocks, E_BINS] int32
-    # PDL (this kernel and every later one of moe_permute): a programmatic dependent launch that waits for the
-    # kernel before it at entry, then lets the next one launch (the chain's gaps shrink to the wait's latency)
+    # PDL (this kernel and every later one of moe_permute): a programmatic dependent launch that lets the next one
+    # launch at entry and waits for the kernel before it (the chain's gaps shrink to the wait's latency)
     _pdl_entry(PDL)
     b = tl.program_id(0)
     offs = b * BLOCK + tl.arange(0, BLOCK)
@@ -158,8 +160,8 @@ def _permute_masked_decode_kernel(
     HAS_SCALE: tl.constexpr, QUANT: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
     PDL: tl.constexpr = False,
 ):
-    # PDL: launched as a programmatic dependent launch: wait for the previous kernel before reading anything,
-    # then let the next one (the masked GEMM, which waits for us in turn) launch and prefetch its weights
+    # PDL: launched as a programmatic dependent launch: let the next one (the masked GEMM, which waits for us in
+    # turn) launch and prefetch its weights, then wait for the previous kernel before reading anything
     _pdl_entry(PDL)
     # Masked permute in one launch when every (token, slot) entry fits one block (decode): each program
     # (token t, column block) ranks all entries itself (as _route_rank_kernel with SINGLE), then copies its
@@ -468,7 +470,7 @@ def moe_permute_masked(
         ``per_token_group_quant_fp8(hidden, 128)`` would (e4m3 rows, 1×128 scales); at decode sizes
         (T·k ≤ 128) inside the same single launch as the routing and the copies.
     pdl: that single decode launch (T·k ≤ 128; CUDA sm_90+, ignored elsewhere) is a programmatic dependent
-        launch: it waits for the previous kernel before reading anything and lets the next kernel launch
+        launch: it lets the next kernel launch at once and waits for the previous kernel before reading anything
         (griddepcontrol), so a PDL-launched masked GEMM after it can start early.
     Returns (permuted [E, max_m, H], permuted_scale [E, max_m, ceil(H/128)] fp32 (MN-major per expert) or None,
     masked_m [E] int32,

@@ -118,8 +118,13 @@ class MoE(nn.Module):
         self.fused_router_max_t = 16
         self.shared_group_max_t = 8
         # masked decode path: 0 plain launches, 1 permute → GEMM1 → down → unpermute as programmatic dependent
-        # launches, 2 that plus L2 weight prefetch before each GEMM's wait (moe_triton.moe_experts_triton)
+        # launches, 2 that plus GEMM1 prefetching the stacked shared expert's weights into L2 before its wait
+        # (moe_triton.moe_experts_triton). V3 layer, H200 W1 (7d06960, graph replay, same run), T=1: 121.0 µs
+        # (2, down also prefetching) / 123.3 (1) / 126.8 (0); T=2/4/8 within ±2% of each other.
         self.decode_pdl = 2
+        # keys merged over the masked GEMMs' default configs on the decode path: (GEMM1, down); None: the measured
+        # per-shape table moe_triton.DECODE_CONFIGS
+        self.decode_configs: tuple[dict | None, dict | None] | None = None
 
     def route(self, x: torch.Tensor, *, shared_slot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, H] → (topk_weights [T, k] fp32, topk_ids [T, k] int32).
@@ -169,7 +174,7 @@ class MoE(nn.Module):
             # decode: the shared expert is group E of the masked GEMMs, routed with weight 1 in slot k
             topk_weights, topk_ids = self.route(x, shared_slot=True)
             return moe_experts_triton(x, topk_weights, topk_ids, self, layout="masked", weights=stacked,
-                                      pdl=self.decode_pdl, shared_group=self.w13.shape[0])
+                                      pdl=self.decode_pdl, shared_group=self.w13.shape[0], configs=self.decode_configs)
         topk_weights, topk_ids = self.route(x)
         if self.training:
             # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)
@@ -189,7 +194,8 @@ class MoE(nn.Module):
             # unpermute (no separate add): as one more group of the masked GEMMs it measured slower at T=64 on
             # the H200 (commit 36ecc83: V3 layer 3109 µs against 2554 µs), its 64 rows re-streaming its weights.
             shared = self.shared_experts(x) if self.shared_experts is not None else None
-            return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared, pdl=self.decode_pdl)
+            return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared, pdl=self.decode_pdl,
+                                      configs=self.decode_configs)
         y = self.experts(x, topk_weights, topk_ids)
         return y if self.shared_experts is None else y + self.shared_experts(x)
 

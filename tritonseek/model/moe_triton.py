@@ -42,6 +42,8 @@ from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_
 
 MASKED_MAX_TOKENS = 128
 LAYOUTS = ("masked", "contiguous")
+# Masked decode path: launch-config keys merged over the GEMMs' defaults, per (T, 2I, H), (GEMM1, down).
+DECODE_CONFIGS: dict[tuple[int, int, int], tuple[dict | None, dict | None]] = {}
 
 
 def choose_layout(num_tokens: int) -> str:
@@ -60,6 +62,7 @@ def moe_experts_triton(
     weights: tuple[torch.Tensor, ...] | None = None,
     pdl: int = 0,
     shared_group: int | None = None,
+    configs: tuple[dict | None, dict | None] | None = None,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
 
@@ -74,10 +77,13 @@ def moe_experts_triton(
         (E+1 groups, group E = the shared expert, reached through topk_ids == E with weight 1).
     pdl: masked path on CUDA sm_90+ (ignored elsewhere): 0 plain launches; 1 the permute → GEMM1 → down →
         unpermute chain as programmatic dependent launches (each kernel's programs start while the one before
-        finishes and wait for it before reading its inputs); 2 that, plus L2 prefetch of weights before each
-        GEMM's wait (down: its own first K blocks; GEMM1: ``shared_group``'s, the only weights known before
-        the routing lands). Same result for every value.
+        finishes and wait for it before reading its inputs); 2 that, plus GEMM1's programs pulling
+        ``shared_group``'s first weight K blocks into L2 before their wait (the only weights known before the
+        routing lands). Same result for every value.
     shared_group: the group every token is routed to (the stacked shared expert, E−1 of ``weights``), or None.
+    configs: masked path: keys merged over the default launch config of GEMM1 and of the down GEMM (e.g.
+        PREFETCH: L2-prefetched K blocks under PDL (down: its own groups'), PAIR, num_stages); None: the
+        measured per-shape entries of ``DECODE_CONFIGS`` (T, 2I, H), if any.
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers
     raise for bad shapes/dtypes.
@@ -93,17 +99,20 @@ def moe_experts_triton(
     E = w13.shape[0]  # this rank's experts (all of them without expert parallelism), + 1 when stacked
     T, H = x.shape
     k = topk_ids.shape[1]
+    two_i = w13.shape[1]
     if layout == "masked":
         max_m = max(T, 1)
         # programs only for the groups that can be non-empty (≤ T·k of them); expected rows pick the config
         em = max(1, (T * k) // E)
         kw = dict(expected_m=em, max_active_groups=min(E, T * k), pdl=pdl > 0)
-        two_i = w13.shape[1]
         # PDL prefetch: GEMM1 only the shared group's weights (masked_m is still being written by the permute
         # when its programs start), the down GEMM its own groups' (masked_m final by then)
-        kw1 = dict(kw, prefetch_group=shared_group if pdl == 2 else None,
-                   config=_pf_config(em, two_i, w13.shape[2], 0 if pdl < 2 or shared_group is None else None))
-        kw2 = dict(kw, config=_pf_config(em, H, w2.shape[2], 0 if pdl < 2 else None))
+        if configs is None:
+            configs = DECODE_CONFIGS.get((T, two_i, H), (None, None))
+        pf1 = pdl == 2 and shared_group is not None
+        kw1 = dict(kw, prefetch_group=shared_group if pf1 else None,
+                   config=_merged_config(em, two_i, w13.shape[2], configs[0], None if pf1 else 0))
+        kw2 = dict(kw, config=_merged_config(em, H, w2.shape[2], configs[1], 0 if pdl < 2 else None, 0))
         # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
         a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True, pdl=pdl > 0)
         if x.dtype == torch.bfloat16 and two_i % 256 == 0:
@@ -125,11 +134,17 @@ def moe_experts_triton(
     return moe_unpermute(down, row_map, topk_weights, shared_output)
 
 
-def _pf_config(expected_m: int, n: int, k: int, prefetch: int | None) -> dict | None:
-    """The masked GEMM's default config, with PREFETCH set when given (None: the launcher's default depth)."""
-    if prefetch is None:
-        return None
-    return dict(get_config("masked", expected_m, n, k), PREFETCH=prefetch)
+def _merged_config(expected_m: int, n: int, k: int, override: dict | None, force_prefetch: int | None,
+                   default_prefetch: int | None = None) -> dict:
+    """The masked GEMM's default config, then ``override``'s keys; PREFETCH = force_prefetch when given (PDL
+    off / no prefetch there), else the override's, else default_prefetch (None: the launcher's depth)."""
+    cfg = dict(get_config("masked", expected_m, n, k), **(override or {}))
+    pf = force_prefetch if force_prefetch is not None else cfg.get("PREFETCH", default_prefetch)
+    if pf is None:
+        cfg.pop("PREFETCH", None)
+    else:
+        cfg["PREFETCH"] = pf
+    return cfg
 
 
 def _contiguous_gemm(device: torch.device):

@@ -36,6 +36,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
 
 D_QK, D_V, PAGE = 576, 512, 64
 DEVICE = "cuda"
+QUICK = False  # --quick: only the whole op's graph time (sweeps)
 
 
 def _c(bh, bn, warps, stages, parts, **kw):
@@ -54,15 +55,32 @@ MEMBOUND_VARIANTS = {
     "m16_256parts_oh0": _c(16, 32, 4, 5, N256, OVERHEAD=0),  # fixed lengths: 2 programs per sequence
 }
 MEMBOUND_CASES = [(16, 1, False), (16, 1, True), (16, 2, False), (32, 1, False), (32, 1, True)]  # b128, s_k 4096
+# The small-batch table before session 14 (scheduled tl kernel + combine kernel), for old-vs-new rows.
+OLD_SMALL = [(256, _c(16, 32, 4, 5, 2, COMBINE_ROWS=1)), (1024, _c(32, 64, 8, 5, 1, COMBINE_ROWS=1))]
+
+
+def _s(bh, bn, warps, stages, programs, fused=True, **kw):
+    """A SMALL-path config (mla_decode_small) whose NUM_SPLITS gives ~programs programs for the case."""
+    return dict(SMALL=True, BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=stages, FUSED=fused, USE_TMA=True,
+                _target_programs=programs, **kw)
+
+
 LATENCY_VARIANTS = {
-    "auto": {"_auto": True},
-    "default": None,
-    "m16_cr1": _c(16, 32, 4, 5, 2, COMBINE_ROWS=1),
-    "m32_cr1": _c(32, 64, 8, 5, 1, COMBINE_ROWS=1),
+    "old": {"_old": True},  # OLD_SMALL, else the big-batch default (Gluon on Hopper)
+    "auto": {"_auto": True},  # default_config now
+    "F16_P128": _s(16, 64, 8, 2, 128),
+    "F16_P64": _s(16, 64, 8, 2, 64),
+    "F16_P256": _s(16, 64, 8, 2, 256),
+    "U16_P128": _s(16, 64, 8, 2, 128, fused=False, COMBINE_ROWS=1),
+    "U16_P256": _s(16, 64, 8, 2, 256, fused=False, COMBINE_ROWS=1),
+    "F16n32_P256": _s(16, 32, 4, 3, 256),
+    "F32_P128": _s(32, 64, 8, 2, 128),
+    "F64_P64": _s(64, 64, 8, 2, 64),
 }
 # Session 3 W1/W2 also ran: PDL combine, TRANSPOSED tiles, 64-row/32-key tiles, MIN_SPAN 8/10, fused
 # combine in the split kernel, register-capped 2×8-warp programs: all slower (see mla_decode._TUNED*).
-LATENCY_CASES = [(b, s_k, s_q) for s_q in (1, 2) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
+LATENCY_CASES = ([(b, s_k, s_q) for s_q in (1, 2) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
+                 + [(b, s_k, 4) for s_k in (1024, 4096) for b in (1, 2)])  # s_q 4: MTP verify with 3 drafts
 
 
 def make_case(batch, h, s_q, lens, device):
@@ -82,8 +100,16 @@ def graph_us(fn, min_ms=10.0):
 def measure(q, kv, bt, cs, cfg, timer):
     """One config on one case: correctness, then graph times of the op and of its parts."""
     b, s_q, h, _ = q.shape
-    if cfg is not None and cfg.get("_auto"):
-        cfg = D.default_config(s_q, h, b)
+    hopper = D._hopper_device(q.device)
+    if cfg is not None and cfg.get("_old"):
+        cfg = next((dict(c) for bound, c in OLD_SMALL if b * s_q * h <= bound and s_q * h > 64),
+                   D.default_config(s_q, h, None, hopper=hopper))
+    elif cfg is not None and cfg.get("_auto"):
+        cfg = D.default_config(s_q, h, b, hopper=hopper)
+    elif cfg is not None and "_target_programs" in cfg:
+        cfg = dict(cfg)
+        tiles = triton.cdiv(s_q * h, cfg["BLOCK_H"]) * b
+        cfg["NUM_SPLITS"] = max(1, min(64, cfg.pop("_target_programs") // tiles))
     elif cfg is None or "_default_plus" in cfg:  # the big-batch table, optionally with overrides
         cfg = dict(D.default_config(s_q, h), **(cfg or {}).get("_default_plus", {}))
     else:
@@ -104,9 +130,12 @@ def measure(q, kv, bt, cs, cfg, timer):
         split()
         combine()
 
-    t = dict(us_graph=timer(whole), split_us=timer(split), combine_us=timer(combine),
-             metadata_us=timer(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg)))
-    splits = md.split[:, 1].float()
+    if QUICK:
+        t = dict(us_graph=timer(whole), split_us=float("nan"), combine_us=float("nan"), metadata_us=float("nan"))
+    else:
+        t = dict(us_graph=timer(whole), split_us=timer(split), combine_us=timer(combine),
+                 metadata_us=timer(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg)))
+    splits = md.split[:, 1].float() if not cfg.get("SMALL") or not cfg.get("FUSED", True) else torch.zeros(1)
     return dict(t, cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts,
                 mean_splits=round(splits.mean().item(), 2), max_splits=int(splits.max().item()))
 
@@ -159,24 +188,56 @@ def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
             torch.cuda.empty_cache()
 
 
+def _compile_configs(variants) -> list[dict]:
+    """The distinct launch configs the latency variants resolve to (for the parallel precompile)."""
+    hop = dict(hopper=True)
+    out = []
+    for cfg in variants:
+        if cfg is None or "_default_plus" in cfg:
+            continue
+        if cfg.get("_old"):
+            out += [c for _, c in OLD_SMALL] + [D.default_config(s_q, 128, None, **hop) for s_q in (1, 2, 4)]
+        elif cfg.get("_auto"):
+            out += [D.default_config(s_q, 128, b, **hop) for s_q in (1, 2, 4) for b in (1, 2, 4, 8)]
+        elif "_target_programs" in cfg:
+            out.append(dict({k: v for k, v in cfg.items() if k != "_target_programs"}, NUM_SPLITS=2))
+        else:
+            out.append(cfg)
+    return out
+
+
 def precompile_variants(variants) -> None:
     """Compile each distinct split-kernel config in parallel processes (fills Triton's disk cache)."""
     from benchmarks import bench_mla as B
 
     seen, tasks = set(), []
-    for b in (1, 2, 4, 8):
-        variants = list(variants) + [D.default_config(1, 128, b)]
-    for cfg in variants:
-        if cfg is None or "_default_plus" in cfg or "_auto" in cfg:
-            continue
-        key = tuple(sorted((k, v) for k, v in cfg.items() if k not in ("MIN_SPAN", "PARTS_PER_SM")))
+    for cfg in _compile_configs(variants):
+        key = tuple(sorted((k, v) for k, v in cfg.items() if k not in ("MIN_SPAN", "PARTS_PER_SM", "NUM_SPLITS")))
         if key not in seen:
             seen.add(key)
-            tasks.append(("decode", cfg, 16, 1))
-    for s_q, h in ((1, 16), (2, 16), (1, 128)):
-        tasks.append(("decode", D.default_config(s_q, h), h, s_q))
+            tasks.append(("decode", cfg, 128, 1))
     B.PRECOMPILE_TIMEOUT_S = 45.0  # a hung compile must not eat the run
     B.precompile(tasks)
+
+
+@triton.jit
+def _noop_kernel(x_ptr):
+    pass
+
+
+def launch_floor(env, out_f, rows) -> None:
+    """Graph replay of 1 and 2 empty kernels: the fixed cost under every us_graph figure here."""
+    x = torch.zeros(1, device="cuda")
+
+    def one():
+        _noop_kernel[(1,)](x)
+
+    for n in (1, 2):
+        us = graph_replay_us([lambda: [one() for _ in range(n)]], 10.0)
+        row = dict(suite="mla_decode_floor", case=dict(kernels=n), us=None, us_graph=round(us, 2), **env)
+        rows.append(row)
+        out_f.write(json.dumps(row) + "\n")
+        print(f"floor: graph of {n} empty kernel(s) {us:.2f} us", flush=True)
 
 
 def main():
@@ -186,7 +247,15 @@ def main():
     p.add_argument("--out", default="mla_small_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--dry", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1")
+    p.add_argument("--quick", action="store_true", help="time only the whole op (no per-launch / metadata times)")
+    p.add_argument("--variants", default="", help="comma-separated LATENCY_VARIANTS names (default: all)")
+    p.add_argument("--cases", default="", help="latency cases as b:s_k:s_q,... (default: LATENCY_CASES)")
     args = p.parse_args()
+    global QUICK
+    QUICK = args.quick
+    lat_all = {k: v for k, v in LATENCY_VARIANTS.items() if not args.variants or k in args.variants.split(",")}
+    lat_list = ([tuple(int(x) for x in c.split(":")) for c in args.cases.split(",")] if args.cases
+                else LATENCY_CASES)
     t0 = time.time()
     deadline = t0 + args.budget_s
     if args.dry:
@@ -201,26 +270,30 @@ def main():
         mem_cases = [(2, 128, 16, 1, True)]
         lat_cases = [(1, 128, 128, 1, False)]
         mem_var = dict(list(MEMBOUND_VARIANTS.items())[:2])
-        lat_var = dict(list(LATENCY_VARIANTS.items())[:2])
+        lat_var = lat_all if args.variants else dict(list(LATENCY_VARIANTS.items())[:2])
     else:
         timer = graph_us
         gpu = torch.cuda.get_device_name(0)
         mem_cases = [(128, 4096, h, s_q, v) for h, s_q, v in MEMBOUND_CASES]
-        lat_cases = [(b, s_k, 128, s_q, False) for b, s_k, s_q in LATENCY_CASES]
-        mem_var, lat_var = MEMBOUND_VARIANTS, LATENCY_VARIANTS
-        precompile_variants(list(mem_var.values()) + list(lat_var.values()))
+        lat_cases = [(b, s_k, 128, s_q, False) for b, s_k, s_q in lat_list]
+        mem_var, lat_var = MEMBOUND_VARIANTS, lat_all
+        precompile_variants(list(lat_var.values()) + (list(mem_var.values()) if args.part != "latency" else []))
         print(f"precompile done ({time.time() - t0:.0f}s)", flush=True)
     env = dict(gpu=gpu, torch=torch.__version__, triton=triton.__version__,
                commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows = []
     with open(args.out, "w") as out_f:
+        if not args.dry:
+            launch_floor(env, out_f, rows)
         if args.part in ("all", "latency"):
             run_cases(lat_cases, lat_var, env, out_f, rows, deadline, timer, DEVICE, "lat")
         if args.part in ("all", "membound"):
             run_cases(mem_cases, mem_var, env, out_f, rows, deadline, timer, DEVICE, "mem")
     print(f"\n{'case':30s} {'variant':24s} {'us_g':>8s} {'split':>7s} {'comb':>6s} {'md':>5s} {'GB/s':>6s} ok")
     for r in rows:
+        if r["suite"] != "mla_decode":
+            continue
         c = r["case"]
         name = f"b{c['batch']} s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
         print(f"{name:30s} {r['variant']:24s} {r['us_graph']:8.1f} "

@@ -30,17 +30,17 @@ def _cfg(num_parts: int, num_sm: int = 8, **kw) -> dict:
 
 _lens = st.lists(st.one_of(st.integers(0, 6000), st.sampled_from([0, 1, 64, 65, 4096])), min_size=1, max_size=160)
 _knobs = dict(seg=st.integers(0, 3), split=st.integers(0, 8), min_piece=st.integers(1, 8),
-              min_fit=st.sampled_from([None, 0, 16, 1 << 20]))
+              min_fit=st.sampled_from([None, 0, 16, 1 << 20]), fill_tol=st.sampled_from([-1, 0, 3, 50]))
 
 
 @settings(max_examples=60)
 @given(lens=_lens, num_parts=st.integers(1, 140), **_knobs)
-def test_packed_reference_covers_every_tile_once(lens, num_parts, seg, split, min_piece, min_fit):
+def test_packed_reference_covers_every_tile_once(lens, num_parts, seg, split, min_piece, min_fit, fill_tol):
     """Every tile of every sequence in exactly one program, sequences' programs consecutive, split[b] =
     (first program, count) with count 0 for an empty sequence, slots p + b unique."""
     min_fit = min_piece if min_fit is None else max(min_fit, min_piece)
     sched, spl = mla_schedule_packed_ref(torch.tensor(lens, dtype=torch.int32), num_parts, BN, seg, split,
-                                         min_piece, min_fit)
+                                         min_piece, min_fit, fill_tol)
     assert sched.shape == (num_parts, 4) and spl.shape == (len(lens), 2)
     sched, spl = sched.tolist(), spl.tolist()
     seen, parts_of, _ = walk_schedule(sched, lens, BN)
@@ -74,6 +74,28 @@ def test_packed_equal_lengths_one_program_per_sequence(batch, n, extra, seg, spl
             assert spl[:, 0].tolist() == list(range(batch))
 
 
+@settings(max_examples=30)
+@given(lens=_lens, num_parts=st.integers(1, 140), fill_tol=st.sampled_from([0, 3, 50]))
+def test_fill_tol_picks_the_packed_or_the_filled_walk(lens, num_parts, fill_tol):
+    """FILL_TOL ≥ 0 gives exactly the packed walk's schedule or the filled one's (min_fit = min_piece)."""
+    cs = torch.tensor(lens, dtype=torch.int32)
+    got = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 1 << 20, fill_tol)
+    packed = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 1 << 20)
+    filled = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 4)
+    assert any(torch.equal(got[0], w[0]) and torch.equal(got[1], w[1]) for w in (packed, filled))
+
+
+def test_fill_tol_on_the_benchmark_batches():
+    """b128 on 132 programs: equal lengths stay packed (one sequence per program, nothing split); the
+    benchmark's varlen draw N(4096, 2048) is filled (packing it needs a cap ~20% over filling's)."""
+    eq = mla_schedule_packed_ref(torch.full((128,), 4096, dtype=torch.int32), 132, BN, 1, 2, 4, 1 << 20, 3)
+    assert eq[1][:, 1].tolist() == [1] * 128
+    var = torch.tensor(_bench_lens(4096, 1, True), dtype=torch.int32)
+    got = mla_schedule_packed_ref(var, 132, BN, 1, 2, 4, 1 << 20, 3)
+    filled = mla_schedule_packed_ref(var, 132, BN, 1, 2, 4, 4)
+    assert torch.equal(got[0], filled[0]) and int((got[1][:, 1] > 1).sum()) > 64
+
+
 @settings(max_examples=40)
 @given(lens=_lens, num_parts=st.integers(1, 140), seg=st.integers(0, 3), split=st.integers(0, 8),
        min_piece=st.integers(1, 8))
@@ -86,7 +108,7 @@ def test_packed_programs_within_the_largest_cap(lens, num_parts, seg, split, min
     _, parts_of, work = walk_schedule(sched.tolist(), lens, BN)
     nt = [-(-n // BN) for n in lens]
     lb = max(-(-sum(t + seg for t in nt if t) // num_parts), seg + split + min_piece, 1)
-    largest = lb + 127 * max(1, -(-(max(nt) + seg) // 127))
+    largest = lb + 63 * max(1, -(-(max(nt) + seg) // 63))
     cost = list(work)
     for ps in parts_of.values():
         for p in ps:
@@ -97,14 +119,14 @@ def test_packed_programs_within_the_largest_cap(lens, num_parts, seg, split, min
 @settings(_fixture_ok, max_examples=8)
 @given(lens=st.lists(st.one_of(st.integers(0, 3000), st.sampled_from([0, 1, 64, 65])), min_size=1, max_size=150),
        num_parts=st.integers(1, 40), **_knobs)
-def test_packed_kernel_equals_reference(device, lens, num_parts, seg, split, min_piece, min_fit):
+def test_packed_kernel_equals_reference(device, lens, num_parts, seg, split, min_piece, min_fit, fill_tol):
     """The device schedule kernel gives the reference's integers exactly (batches over 128: two chunks)."""
     min_fit = min_piece if min_fit is None else max(min_fit, min_piece)
     cs = torch.tensor(lens, dtype=torch.int32, device=device)
     md = get_mla_metadata(cs, 1, 16, num_sm=8, config=_cfg(num_parts, SEG_COST=seg, SPLIT_COST=split,
-                                                          MIN_PIECE=min_piece, MIN_FIT=min_fit))
+                                                          MIN_PIECE=min_piece, MIN_FIT=min_fit, FILL_TOL=fill_tol))
     assert md.num_parts == num_parts
-    rs, rsp = mla_schedule_packed_ref(cs.cpu(), num_parts, BN, seg, split, min_piece, min_fit)
+    rs, rsp = mla_schedule_packed_ref(cs.cpu(), num_parts, BN, seg, split, min_piece, min_fit, fill_tol)
     assert torch.equal(md.sched.cpu(), rs)
     assert torch.equal(md.split.cpu(), rsp)
 

@@ -49,8 +49,8 @@ from tritonseek.kernels.mla_decode_tiles import (
     _mla_combine_kernel,
     _mla_schedule_kernel,
     _mla_schedule_packed_kernel,
-    _tile_step,
 )
+from tritonseek.kernels.mla_decode_small import _attend_span, _store_rows
 from tritonseek.kernels.reference.mla import mla_schedule_packed_ref, mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
@@ -202,21 +202,7 @@ def _mla_decode_kernel(
     rows_total = seqlen_q * num_heads
     rows = tile_h * BLOCK_H + tl.arange(0, BLOCK_H)
     row_ok = rows < rows_total
-    s_idx = rows // num_heads
-    h_idx = rows % num_heads
     c = tl.arange(0, BLOCK_DV2)
-    cr_mem = head_dim_v + tl.arange(0, BLOCK_R)
-    if EVEN_D:  # 576 = 2·256 + 64: constant column masks, so q loads / out stores are 16-byte vectors
-        c0_ok = tl.full([BLOCK_DV2], True, tl.int1)
-        c1_ok = tl.full([BLOCK_DV2], True, tl.int1)
-        cr_ok = tl.full([BLOCK_R], True, tl.int1)
-    else:
-        c0_ok = c < head_dim_v
-        c1_ok = (c + BLOCK_DV2) < head_dim_v
-        cr_ok = cr_mem < d_qk
-    q_row = s_idx.to(tl.int64) * stride_qs + h_idx.to(tl.int64) * stride_qh
-    o_row = s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
-    l_row = h_idx.to(tl.int64) * stride_lh + s_idx
     rows_out = rows_total
     dvp = 2 * BLOCK_DV2
 
@@ -234,50 +220,16 @@ def _mla_decode_kernel(
             k_hi = tl.where(b == b_end, t_end, n_tiles)
             k_hi = tl.minimum(k_hi, n_tiles)
             if k_lo < k_hi:
-                qb = q_ptr + b.to(tl.int64) * stride_qb + q_row
-                q0 = tl.load(qb[:, None] + c[None, :], mask=row_ok[:, None] & c0_ok[None, :], other=0.0)
-                q1 = tl.load(qb[:, None] + (c + BLOCK_DV2)[None, :], mask=row_ok[:, None] & c1_ok[None, :], other=0.0)
-                qr = tl.load(qb[:, None] + cr_mem[None, :], mask=row_ok[:, None] & cr_ok[None, :], other=0.0)
-                if DOT_FP32:
-                    q0 = q0.to(tl.float32)
-                    q1 = q1.to(tl.float32)
-                    qr = qr.to(tl.float32)
-                if CAUSAL:
-                    limit = seqlen - seqlen_q + s_idx  # last visible key per row
-                    first_masked = seqlen - seqlen_q + 1
-                else:
-                    limit = s_idx * 0 + seqlen - 1
-                    first_masked = seqlen
-                k_fast = tl.maximum(tl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
-                bt_row = bt_ptr + b.to(tl.int64) * stride_btb
-                m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
-                l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-                acc0 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-                acc1 = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-                for k in tl.range(k_lo, k_fast, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
-                    acc0, acc1, m_i, l_i = _tile_step(
-                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                        BLOCK_N, BLOCK_DV2, BLOCK_R, False, USE_TMA, DOT_FP32, EVEN_D)
-                for k in tl.range(k_fast, k_hi, num_stages=1):  # ≤ 2 tail tiles: no extra buffers
-                    acc0, acc1, m_i, l_i = _tile_step(
-                        q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
-                        stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
-                        BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
-                has = l_i > 0.0
-                inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
-                o0 = acc0 * inv_l[:, None]
-                o1 = acc1 * inv_l[:, None]
-                lse = tl.where(has, (m_i + tl.math.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453,
-                               float("-inf"))
+                o0, o1, lse = _attend_span(
+                    q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, b, rows, k_lo, k_hi, seqlen,
+                    stride_qb, stride_qs, stride_qh, stride_kvb, stride_kvt, stride_btb,
+                    num_heads, seqlen_q, d_qk, head_dim_v, sm_scale_log2, page_shift,
+                    BLOCK_N, BLOCK_H, BLOCK_DV2, BLOCK_R, CAUSAL, USE_TMA, DOT_FP32, NUM_STAGES, EVEN_D,
+                    WARP_SPECIALIZE)
                 n_split = tl.load(split_ptr + b * 2 + 1)
                 if n_split == 1:
-                    ob = out_ptr + b.to(tl.int64) * stride_ob + o_row
-                    tl.store(ob[:, None] + c[None, :], o0.to(out_ptr.dtype.element_ty),
-                             mask=row_ok[:, None] & c0_ok[None, :])
-                    tl.store(ob[:, None] + (c + BLOCK_DV2)[None, :], o1.to(out_ptr.dtype.element_ty),
-                             mask=row_ok[:, None] & c1_ok[None, :])
-                    tl.store(lse_ptr + b.to(tl.int64) * stride_lb + l_row, lse, mask=row_ok)
+                    _store_rows(out_ptr, lse_ptr, b, rows, o0, o1, lse, stride_ob, stride_os, stride_oh, stride_lb,
+                                stride_lh, num_heads, seqlen_q, head_dim_v, BLOCK_DV2, EVEN_D)
                 else:
                     slot = (pid + b).to(tl.int64)
                     pb = opart_ptr + (slot * rows_out + rows) * dvp
@@ -326,7 +278,8 @@ def get_mla_metadata(
     ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit). Config
     SCHED="packed": the length-aware schedule of ``reference.mla.mla_schedule_packed_ref`` instead (a
     sequence that fits one program is not split, only long ones are; knobs SEG_COST, SPLIT_COST,
-    MIN_PIECE, MIN_FIT in BLOCK_N tiles), computed by one device kernel in the same way.
+    MIN_PIECE, MIN_FIT in BLOCK_N tiles; FILL_TOL: fall back to filled programs), computed by one device
+    kernel in the same way.
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
     count; 8 under the interpreter). config: launch-config override (tuning); default by rows class,
@@ -356,11 +309,17 @@ def get_mla_metadata(
     split = torch.empty(batch, 2, dtype=torch.int32, device=dev)
     packed = cfg.get("SCHED", "balanced") == "packed"  # length-aware split (mla_schedule_packed_ref)
     pk = _packed_args(cfg) if packed else None
-    if dev.type == "cuda" or interpreter_active():
+    if cfg.get("SMALL"):  # mla_decode_small: the split kernel cuts each sequence itself (no schedule)
+        from tritonseek.kernels.mla_decode_small import check_small_config
+
+        check_small_config(cfg)
+        num_parts = cfg["NUM_SPLITS"]
+        sched = torch.empty(0, 4, dtype=torch.int32, device=dev)
+    elif dev.type == "cuda" or interpreter_active():
         if batch > 0 and packed:
             _mla_schedule_packed_kernel[(1,)](
                 cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], *pk,
-                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=128, num_warps=4,
+                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=64, num_warps=4,
             )
         elif batch > 0:
             _mla_schedule_kernel[(1,)](
@@ -387,12 +346,13 @@ def get_mla_metadata(
 # SCHED="packed" (length-aware split, reference.mla.mla_schedule_packed_ref): costs in BLOCK_N tiles of a
 # piece (SEG_COST), of a split sequence's piece (SPLIT_COST: partial write + combine), smallest first piece
 # (MIN_PIECE) and smallest piece a fitting sequence is split for (MIN_FIT; larger: fewer splits).
-_PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20)
+# FILL_TOL (percent, < 0: off): fall back to filling every program when packing costs more than that.
+_PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20, FILL_TOL=-1)
 
 
-def _packed_args(cfg: dict) -> tuple[int, int, int, int]:
+def _packed_args(cfg: dict) -> tuple[int, int, int, int, int]:
     vals = tuple(int(cfg.get(k, v)) for k, v in _PACKED_DEFAULT.items())
-    seg, split, min_piece, min_fit = vals
+    seg, split, min_piece, min_fit, _ = vals
     if seg < 0 or split < 0 or min_piece < 1 or min_fit < min_piece:
         raise ValueError(f"packed schedule needs SEG_COST, SPLIT_COST ≥ 0, MIN_PIECE ≥ 1, MIN_FIT ≥ MIN_PIECE; "
                          f"got {dict(zip(_PACKED_DEFAULT, vals))}")
@@ -432,6 +392,10 @@ def _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h) -> bool:
 def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse):
     """The two launches of ``mla_decode`` on validated inputs (split kernel, combine kernel) as
     callables, so benchmarks can time each one; workspaces are allocated here."""
+    if metadata.config.get("SMALL"):
+        from tritonseek.kernels.mla_decode_small import small_launches
+
+        return small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse)
     dev = q.device
     batch, seqlen_q, num_heads, d_qk = q.shape
     num_blocks, page_size = kv_cache.shape[:2]

@@ -109,6 +109,17 @@ def _tile_step(
     return acc0, acc1, m_new, l_i
 
 
+@triton.jit
+def _lse_merge_step(m, acc, wsum, lse_i, o):
+    # One partial (o = its normalized output rows, lse_i its natural-log lse) into a running merge:
+    # running max m, acc = Σ w·o and wsum = Σ w with w = exp(lse − m), rescaled as m grows (−inf safe).
+    m_new = tl.maximum(m, lse_i)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    scale = tl.math.exp(m - m_safe)
+    w = tl.math.exp(lse_i - m_safe)
+    return m_new, acc * scale[:, None] + w[:, None] * o, wsum * scale + w
+
+
 @triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
                                "seqlen_q", "head_dim_v"])
 def _mla_combine_kernel(
@@ -141,13 +152,7 @@ def _mla_combine_kernel(
             lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
             o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
                         mask=row_ok[:, None], other=0.0)
-            m_new = tl.maximum(m, lse_i)
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            scale = tl.math.exp(m - m_safe)
-            w = tl.math.exp(lse_i - m_safe)
-            acc = acc * scale[:, None] + w[:, None] * o
-            wsum = wsum * scale + w
-            m = m_new
+            m, acc, wsum = _lse_merge_step(m, acc, wsum, lse_i, o)
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         has = wsum > 0.0
         inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
@@ -245,15 +250,17 @@ def _tile_count(lens_ptr, b0, ob, batch, block_n):
     return (n + block_n - 1) // block_n
 
 
-@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "seg_cost", "split_cost", "min_piece", "min_fit"])
+@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "seg_cost", "split_cost", "min_piece", "min_fit",
+                               "fill_tol"])
 def _mla_schedule_packed_kernel(
-    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, seg_cost, split_cost, min_piece, min_fit,
+    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, seg_cost, split_cost, min_piece, min_fit, fill_tol,
     BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref).
     # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32. Costs in int64.
-    # Pass 1 sums the costs; pass 2 walks the batch once for BLOCK_C candidate caps at a time (one per
-    # lane) and keeps the smallest that needs ≤ num_parts programs; pass 3 walks it again with that cap
+    # Pass 1 sums the costs; pass 2 walks the batch once for 2·BLOCK_C candidate walks at a time (one per
+    # lane: BLOCK_C caps with min_fit, the same caps with min_fit = min_piece for the fill_tol rule) and
+    # keeps the smallest cap that needs ≤ num_parts programs; pass 3 walks it again with the chosen cap
     # and writes the cuts. A sequence's tile count is taken out of a BLOCK_B chunk held in registers.
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
@@ -264,20 +271,29 @@ def _mla_schedule_packed_kernel(
         max_nt = tl.maximum(max_nt, tl.max(nt, 0))
     lb = tl.maximum(tl.maximum((total + num_parts - 1) // num_parts, seg_cost + split_cost + min_piece), 1)
     step = tl.maximum((max_nt + seg_cost + BLOCK_C - 2) // (BLOCK_C - 1), 1)  # last cap ≥ lb + max_nt + seg
-    caps = lb + tl.arange(0, BLOCK_C).to(tl.int64) * step
-    p_vec = tl.zeros([BLOCK_C], dtype=tl.int64)
-    f_vec = tl.zeros([BLOCK_C], dtype=tl.int64)
+    lane = tl.arange(0, 2 * BLOCK_C)
+    caps = lb + (lane % BLOCK_C).to(tl.int64) * step
+    fit_lane = tl.where(lane < BLOCK_C, min_fit, min_piece)
+    p_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int64)
+    f_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
         nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
         for i in range(0, tl.minimum(batch - b0, BLOCK_B)):
             n = tl.sum(tl.where(ob == i, nt, 0), 0)
-            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, min_fit)
+            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, fit_lane)
             busy = n > 0
             p_vec = tl.where(busy, p_vec + moved.to(tl.int64) + k, p_vec)
             f_vec = tl.where(busy, fill, f_vec)
-    big = tl.full([BLOCK_C], 2**62, dtype=tl.int64)
-    cap = tl.min(tl.where(p_vec + 1 <= num_parts, caps, big), 0)
-    cap = tl.where(cap == 2**62, lb + (BLOCK_C - 1) * step, cap)
+    big = tl.full([2 * BLOCK_C], 2**62, dtype=tl.int64)
+    ok = p_vec + 1 <= num_parts
+    largest = lb + (BLOCK_C - 1) * step
+    cap = tl.min(tl.where(ok & (lane < BLOCK_C), caps, big), 0)
+    cap = tl.where(cap == 2**62, largest, cap)
+    cap_fill = tl.min(tl.where(ok & (lane >= BLOCK_C), caps, big), 0)
+    cap_fill = tl.where(cap_fill == 2**62, largest, cap_fill)
+    use_fill = (fill_tol >= 0) & (cap * 100 > cap_fill * (100 + fill_tol))
+    cap = tl.where(use_fill, cap_fill, cap)
+    min_fit = tl.where(use_fill, min_piece, min_fit)
     full = cap - seg_cost - split_cost
     last = num_parts - 1
     tl.store(sched_ptr + 0, 0)

@@ -161,7 +161,7 @@ def _packed_place(n: int, cap: int, fill: int, seg_cost: int, split_cost: int, m
 
 def mla_schedule_packed_ref(
     cache_seqlens: torch.Tensor, num_parts: int, block_n: int, seg_cost: int, split_cost: int,
-    min_piece: int, min_fit: int, num_candidates: int = 128,
+    min_piece: int, min_fit: int, fill_tol: int = -1, num_candidates: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Length-aware split-KV schedule (``get_mla_metadata`` with SCHED="packed"): sched [num_parts, 4], split [batch, 2].
 
@@ -171,12 +171,15 @@ def mla_schedule_packed_ref(
     current one still has room for ≥ min_fit of its tiles (then it is split); a longer one is split,
     its first piece filling the current program if that takes ≥ min_piece tiles (else a fresh one),
     full programs next, the rest starting the following program. The cap is the smallest of
-    num_candidates evenly spaced values from lb to at least lb + max tiles + seg_cost (lb = max(⌈Σ(n + seg_cost)
-    / num_parts⌉, seg_cost + split_cost + min_piece)) for which the walk needs ≤ num_parts programs
-    (the largest when none does; work past the last program then stays in it; with min_fit above
-    every length the largest always does). So equal lengths with
-    batch ≤ num_parts give one program per sequence and no combine; long sequences in a varied batch
-    are split and balanced. Same output format as ``mla_schedule_ref``: sched[p] = (batch_begin,
+    num_candidates evenly spaced values from lb to at least lb + max tiles + seg_cost (lb =
+    max(⌈Σ(n + seg_cost) / num_parts⌉, seg_cost + split_cost + min_piece)) for which the walk needs
+    ≤ num_parts programs (the largest when none does; work past the last program then stays in it;
+    with min_fit above every length the largest always does). So equal lengths with batch ≤
+    num_parts give one program per sequence and no combine; long sequences are split.
+    fill_tol ≥ 0 (percent): the same search also runs with min_fit = min_piece (every program filled
+    to the cap: balanced, more splits), and that walk is used instead when the packed cap exceeds its
+    cap by more than fill_tol percent (a varied batch, where keeping short sequences whole would
+    unbalance the programs). Same output format as ``mla_schedule_ref``: sched[p] = (batch_begin,
     tile_begin, batch_end, tile_end); split[b] = (first program, number of programs), (p, 0) when empty.
     Requires min_piece ≥ 1, min_fit ≥ min_piece, seg_cost, split_cost ≥ 0.
     Semantics: FlashMLA ``get_mla_metadata`` outputs, with cuts snapped to sequence ends.
@@ -188,16 +191,20 @@ def mla_schedule_packed_ref(
     lb = max(-(-total // num_parts), seg_cost + split_cost + min_piece, 1)
     step = max(1, -(-((max(nt) if nt else 0) + seg_cost) // (num_candidates - 1)))  # last candidate ≥ lb + max + seg
 
-    def programs(cap):
+    def programs(cap, mf):
         p = fill = 0
         for n in nt:
             if n > 0:
-                moved, _, k, fill = _packed_place(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
+                moved, _, k, fill = _packed_place(n, cap, fill, seg_cost, split_cost, min_piece, mf)
                 p += int(moved) + k
         return p + 1
 
     caps = [lb + i * step for i in range(num_candidates)]
-    cap = next((c for c in caps if programs(c) <= num_parts), caps[-1])
+    cap = next((c for c in caps if programs(c, min_fit) <= num_parts), caps[-1])
+    if fill_tol >= 0:
+        cap_fill = next((c for c in caps if programs(c, min_piece) <= num_parts), caps[-1])
+        if cap * 100 > cap_fill * (100 + fill_tol):
+            cap, min_fit = cap_fill, min_piece
     last = num_parts - 1
     sched = [[batch, 0, batch, 0] for _ in range(num_parts)]
     sched[0][:2] = [0, 0]

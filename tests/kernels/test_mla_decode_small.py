@@ -1,0 +1,166 @@
+"""Small-batch MLA decode path (kernels/mla_decode_small.py, configs with SMALL=True) against the reference.
+
+CPU runs go through the Triton interpreter with small latent dims (d_qk 80 = 64 ‖ 16, and 64 = 48 ‖ 16
+for a non-power-of-two head_dim_v); the ``gpu`` tests use DeepSeek's 576/512, 128 heads, page 64 at
+batch 1-8, s_q 1/2/4, s_k up to 4096, a NaN-poisoned cache beyond every length and a NaN-poisoned out.
+
+Tolerances as in test_mla_decode.py (FlashMLA's check): cosine difference ≤ 1e-5 against the fp32
+reference (bf16 rounding of p before p·V and of out gives ≈ 1e-6) and |lse − lse_ref| ≤ 1e-3 (fp32
+log-sum-exp, summation order differs); rows that see no key must be exactly out = 0, lse = −inf.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.kernels.test_mla_decode import _fixture_ok, cos_diff, make_case
+from tritonseek.kernels.mla_decode import default_config, get_mla_metadata, mla_decode
+from tritonseek.kernels.reference.mla import mla_decode_ref
+
+
+def small_cfg(block_h=16, block_n=16, splits=4, min_tiles=1, fused=True, warps=4, stages=2):
+    return dict(SMALL=True, BLOCK_H=block_h, BLOCK_N=block_n, NUM_SPLITS=splits, MIN_TILES=min_tiles,
+                FUSED=fused, num_warps=warps, num_stages=stages, USE_TMA=True)
+
+
+def run_and_check(q, kv, bt, cs, dv, causal, cfg, scale=None, repeats=1):
+    batch, seqlen_q, num_heads, _ = q.shape
+    md = get_mla_metadata(cs, seqlen_q, num_heads, config=cfg)
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, softmax_scale=scale, causal=causal, head_dim_v=dv)
+    ro, rlse = ro.cpu(), rlse.cpu()
+    empty = torch.isinf(rlse)  # [b, h, s_q]: queries that see no key
+    for _ in range(repeats):  # the arrival counters must be left at 0 for the next launch
+        out = torch.full((batch, seqlen_q, num_heads, dv), float("nan"), dtype=q.dtype, device=q.device)
+        o, lse = mla_decode(q, kv, bt, cs, softmax_scale=scale, causal=causal, head_dim_v=dv, metadata=md, out=out)
+        o, lse = o.float().cpu(), lse.cpu()
+        assert not torch.isnan(o).any(), "NaN reached out (poisoned buffer not fully written or cache NaN leaked)"
+        assert not torch.isnan(lse).any()
+        assert torch.equal(torch.isinf(lse) & (lse < 0), empty)
+        assert torch.all(o.permute(0, 2, 1, 3)[empty] == 0)
+        if (~empty).any():
+            assert (lse[~empty] - rlse[~empty]).abs().max().item() <= 1e-3
+        assert cos_diff(o, ro) <= 1e-5
+    return md
+
+
+@_fixture_ok
+@given(
+    batch=st.integers(1, 3),
+    seqlen_q=st.sampled_from([1, 2, 4]),
+    num_heads=st.sampled_from([3, 16, 20]),
+    page=st.sampled_from([1, 16, 32]),
+    dims=st.sampled_from([(80, 64), (64, 48)]),
+    causal=st.booleans(),
+    splits=st.sampled_from([1, 2, 3, 8]),
+    min_tiles=st.sampled_from([1, 2]),
+    fused=st.booleans(),
+    data=st.data(),
+)
+def test_small_path_matches_reference(device, batch, seqlen_q, num_heads, page, dims, causal, splits, min_tiles,
+                                      fused, data):
+    """Any even cut (1-8 pieces, a floor of 1-2 tiles per piece), fused or separate combine, every page
+    size (TMA when page ≥ BLOCK_N, else gathers), lengths incl. 0, 1 and page/tile boundaries."""
+    d_qk, dv = dims
+    special = [0, 1, 15, 16, 17, page, page + 1]
+    lens = data.draw(st.lists(st.one_of(st.sampled_from(special), st.integers(0, 90)), min_size=batch,
+                              max_size=batch))
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    case = make_case(device, batch, seqlen_q, num_heads, d_qk, dv, page, lens, gen)
+    run_and_check(*case, dv, causal, small_cfg(splits=splits, min_tiles=min_tiles, fused=fused), repeats=2)
+
+
+def test_small_path_long_row_and_empty_rows(device):
+    """One long row cut into every piece next to empty/short rows; the split table of the unfused path."""
+    gen = torch.Generator().manual_seed(5)
+    lens = [150, 0, 1, 33]
+    q, kv, bt, cs = make_case(device, 4, 2, 16, 80, 64, 16, lens, gen)
+    for fused in (True, False):
+        cfg = small_cfg(block_h=32, splits=4, fused=fused)
+        md = run_and_check(q, kv, bt, cs, 64, True, cfg, repeats=2)
+        if not fused:
+            assert md.split[:, 1].tolist() == [4, 0, 1, 3]  # ⌈tiles/4⌉ tiles per piece: 10 → 3,3,3,1; 3 → 1,1,1
+            assert md.split[:, 0].tolist() == [0, 3, 6, 9]
+
+
+def test_small_config_validation(device):
+    gen = torch.Generator().manual_seed(6)
+    q, kv, bt, cs = make_case(device, 1, 1, 16, 80, 64, 16, [20], gen)
+    with pytest.raises(ValueError, match="NUM_SPLITS"):
+        get_mla_metadata(cs, 1, 16, config=small_cfg(splits=0))
+    with pytest.raises(ValueError, match="BLOCK_H"):
+        get_mla_metadata(cs, 1, 16, config=small_cfg(block_h=24))
+
+
+# ----------------------------------------------------------------------------- real shapes (H200)
+_GPU_LENS = [1, 63, 64, 1024, 4096]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 2, 4, 8])
+@pytest.mark.parametrize("seqlen_q", [1, 2, 4])
+def test_small_default_real_shapes(device, batch, seqlen_q):
+    """default_config at V3 width (128 heads, 576/512, page 64): fixed lengths 1/63/64/1024/4096 and
+    a varlen batch with a 0, NaN-poisoned cache beyond each length, two launches (counters re-armed)."""
+    if device.type != "cuda":
+        pytest.skip("real shapes run on the GPU")
+    gen = torch.Generator().manual_seed(100 * batch + seqlen_q)
+    cases = [[n] * batch for n in _GPU_LENS]
+    cases.append(([0] + [int(x) for x in torch.randint(1, 4097, (batch - 1,), generator=gen)]) if batch > 1
+                 else [4000])
+    for lens in cases:
+        q, kv, bt, cs = make_case(device, batch, seqlen_q, 128, 576, 512, 64, lens, gen)
+        cfg = default_config(seqlen_q, 128, batch)
+        run_and_check(q, kv, bt, cs, 512, True, cfg, repeats=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", [
+    small_cfg(16, 64, 8, 1, True, 4, 2), small_cfg(16, 64, 16, 1, False, 4, 2), small_cfg(32, 64, 8, 1, True, 8, 2),
+    small_cfg(64, 64, 4, 2, True, 8, 2), small_cfg(16, 32, 16, 1, True, 4, 3)])
+def test_small_configs_real_shapes(device, cfg):
+    """Other SMALL configs at V3 width, b 2 varlen incl. 0 and 4096, s_q 2, and page 16 (gather path)."""
+    if device.type != "cuda":
+        pytest.skip("real shapes run on the GPU")
+    gen = torch.Generator().manual_seed(7)
+    for page, lens in ((64, [4096, 0]), (64, [777, 64]), (16, [1000, 65])):
+        q, kv, bt, cs = make_case(device, 2, 2, 128, 576, 512, page, lens, gen)
+        run_and_check(q, kv, bt, cs, 512, True, cfg, repeats=2)
+
+
+def compile_small_sm90(cfg: dict, seqlen_q_causal: bool = True):
+    """The SMALL split kernel at 576/512 (TMA descriptors) compiled for sm_90a on any machine (no GPU)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import tritonseek.kernels.mla_decode_small as S
+
+    bn = cfg["BLOCK_N"]
+    sig = dict(q_ptr="*bf16", kv_ptr="*bf16", kn_desc=f"tensordesc<bf16[{bn}, 256]>",
+               kr_desc=f"tensordesc<bf16[{bn}, 64]>", bt_ptr="*i32", seqlens_ptr="*i32", split_ptr="*i32",
+               count_ptr="*i32", out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
+    sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_kvb", "stride_kvt", "stride_btb",
+                                   "stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "max_blocks",
+                                   "num_heads", "seqlen_q", "d_qk", "head_dim_v")})
+    sig.update(sm_scale_log2="fp32", page_shift="i32", num_splits="i32", min_tiles="i32")
+    consts = dict(FUSED=cfg.get("FUSED", True),
+                  BLOCK_N=bn, BLOCK_H=cfg["BLOCK_H"], BLOCK_DV2=256, BLOCK_R=64, CAUSAL=seqlen_q_causal,
+                  USE_TMA=True, DOT_FP32=False, NUM_STAGES=cfg["num_stages"], EVEN_D=True)
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(S._mla_decode_small_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+
+
+@pytest.mark.parametrize("cfg", [small_cfg(16, 64, 8, 1, True, 8, 2), small_cfg(16, 64, 8, 1, False, 8, 2)])
+def test_small_kernel_compiles_for_sm90(cfg):
+    """The tl kernel compiles for sm_90a (the interpreter accepts code the GPU compiler rejects) with the
+    arrival atomic, TMA loads and no spills."""
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
+
+    ptx = ptx_in_fresh_process(__name__, "compile_small_sm90", cfg)
+    assert ("atom" in ptx) == cfg["FUSED"] and "cp.async.bulk.tensor" in ptx
+    rep = ptxas_report(ptx)
+    assert "0 bytes spill stores" in rep, rep

@@ -264,15 +264,22 @@ def variant_config(v, m: int, n: int, k: int, sms: int) -> dict:
     return tl_base if v == "tl" else dict(tl_base, GLUON=dict(v))
 
 
-def smoke_ws(variants) -> None:
+def smoke_ws(variants) -> list:
     """Edge shapes of the Gluon kernel for each variant before anything is timed: one tile per CTA and one K
-    block, M/N/K tails, a row-padded fp32 out (masked-store epilogue)."""
+    block, M/N/K tails, a row-padded fp32 out (masked-store epilogue). Returns the variants that passed (a wrong
+    or failing variant is reported and dropped, never timed)."""
+    dev = torch.device("cuda")
+    passed = []
+    for v in variants:
+        if v == "tl" or _smoke_one(v, dev):
+            passed.append(v)
+    return passed
+
+
+def _smoke_one(v, dev) -> bool:
     from tritonseek.kernels.fp8_gemm_ws import fp8_gemm_nt_ws
 
-    dev = torch.device("cuda")
-    for v in variants:
-        if v == "tl":
-            continue
+    try:
         for m, n, k, pad, dt in [(200, 256, 128, 0, torch.bfloat16), (333, 2112, 1152, 0, torch.bfloat16),
                                  (257, 300, 1040, 3, torch.float32)]:
             a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, k, device=dev))
@@ -284,7 +291,12 @@ def smoke_ws(variants) -> None:
             ok = not torch.isnan(base[:, :n]).any().item() and (pad == 0 or torch.isnan(base[:, n:]).all().item())
             print(f"smoke {v} {m}x{n}x{k} pad={pad} {dt}: calc_diff={d:.2e} {'ok' if ok and d < 1e-3 else 'FAIL'}",
                   flush=True)
-            assert ok and d < 1e-3
+            if not (ok and d < 1e-3):
+                return False
+    except Exception as e:  # a variant that fails to compile or launch (e.g. shared memory) is dropped
+        print(f"smoke {v} FAIL {type(e).__name__}: {str(e)[:200]}", flush=True)
+        return False
+    return True
 
 
 def bench_gemm(args, env, rows, winners, sweep_rows):
@@ -292,7 +304,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
     sms = G._num_sms(0)
     variants = json.loads(args.variants) if args.variants else []
     if variants and not args.precompile:
-        smoke_ws(variants)
+        variants = smoke_ws(variants)
     ms = [int(x) for x in args.only_m.split(",")] if args.only_m else ([1, 8] if args.small else MS)
     nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)
     shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK) if (n, k) in nks]

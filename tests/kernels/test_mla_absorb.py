@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.kernels.poison import poison_outputs
 from tritonseek.kernels import mla_absorb as MA
-from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_q
+from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q
 from tritonseek.kernels.reference.mla_absorb import mla_absorb_o_ref, mla_absorb_q_ref
 
 
@@ -96,6 +96,30 @@ def test_mla_absorb_o_matches_reference(device, monkeypatch, T, H, v_dim, kv_lor
     o_lat = _t(T, H, kv_lora, g=g, device=device)
     w_uv = _t(H, v_dim, kv_lora, g=g, device=device, scale=0.1)
     _close(mla_absorb_o(o_lat, w_uv), mla_absorb_o_ref(o_lat, w_uv))
+
+
+@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(T=st.integers(1, 20), H=st.integers(1, 3), v_dim=st.sampled_from([128, 256]), kv_lora=st.sampled_from([16, 128]),
+       seed=st.integers(0, 2**31 - 1))
+def test_mla_absorb_o_fp8_equals_quant_of_absorb_o(device, monkeypatch, T, H, v_dim, kv_lora, seed):
+    """The fused o_proj input quant: (q, s) bit-equal to per_token_group_quant_fp8 of mla_absorb_o's output at the
+    same tile (BLOCK_D 128: the same products and rounding), every element written (NaN-poisoned outputs)."""
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+    poison_outputs(monkeypatch, MA)
+    g = torch.Generator().manual_seed(seed)
+    o_lat = _t(T, H, kv_lora, g=g, device=device, scale=3.0)
+    w_uv = _t(H, v_dim, kv_lora, g=g, device=device, scale=0.1)
+    q, s = mla_absorb_o_fp8(o_lat, w_uv)
+    o = mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=128))
+    q_ref, s_ref = per_token_group_quant_fp8(o.reshape(T, H * v_dim), 128)
+    assert q.shape == (T, H * v_dim) and q.dtype == torch.float8_e4m3fn and s.stride() == s_ref.stride()
+    assert torch.equal(q.view(torch.uint8).cpu(), q_ref.view(torch.uint8).cpu())
+    assert torch.equal(s.cpu(), s_ref.cpu())
+    with pytest.raises(ValueError, match="multiple of 128"):
+        mla_absorb_o_fp8(o_lat, w_uv[:, :64].contiguous())
+    with pytest.raises(ValueError, match="config"):
+        mla_absorb_o_fp8(o_lat, w_uv, config=dict(BLOCK_D=128))
 
 
 def test_mla_absorb_out_buffers_and_empty(device):
@@ -180,6 +204,12 @@ def test_mla_absorb_rope_and_configs_real_shapes_gpu(device, T, block_d):
         assert torch.equal(out, mla_absorb_q(q[..., :128], w_uk, q_pe))
         o_lat, w_uv = _t(T, 128, 512, g=g, device=device), _t(128, 128, 512, g=g, device=device, scale=0.05)
         _close(mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=block_d, PDL=pdl)), mla_absorb_o_ref(o_lat, w_uv))
+        if block_d == 128:  # the fused o_proj input quant at V3 shapes: bit-equal to quant(absorb_o)
+            from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+            q8, s8 = mla_absorb_o_fp8(o_lat, w_uv, config=dict(PDL=pdl))
+            qr, sr = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=128)).reshape(T, -1), 128)
+            assert torch.equal(q8.view(torch.uint8), qr.view(torch.uint8)) and torch.equal(s8, sr)
 
 
 _SEP = "\n// ---- next kernel ----\n"
@@ -187,7 +217,8 @@ _SEP = "\n// ---- next kernel ----\n"
 
 def compile_decode_kernels_sm90():
     """The kernels this session changed on the MLA decode path at V3 shapes, compiled for sm_90a (no GPU): the
-    one-launch prologue, absorb_q rotating q_pe under PDL, absorb_o under PDL at BLOCK_D 32 / 128, the RMSNorm
+    one-launch prologue, absorb_q rotating q_pe under PDL, absorb_o under PDL at BLOCK_D 32 and at 128 with the
+    fused FP8 quant (mla_absorb_o_fp8), the RMSNorm
     row kernel (fused add, 7168 wide, PDL trigger). Returns an object whose asm["ptx"] joins their PTX."""
     import types
 
@@ -214,12 +245,13 @@ def compile_decode_kernels_sm90():
         T=i32, stride_qt=i32, stride_qh=i32, stride_pt=i32, stride_ph=i32, stride_ot=i32, stride_oh=i32),
         dict(NOPE=128, KV_LORA=512, ROPE=64, BLOCK_T=16, BLOCK_C=64, DOT_FP32=False, ROTATE=True, EXACT_BF16=False,
              PDL=True), num_warps=4))
-    for bd in (32, 128):
+    for bd, quant in ((32, False), (128, True)):
         ptx.append(comp(MA._mla_absorb_o_kernel, dict(
-            o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 64]>", w_ptr=bf, out_ptr=bf, T=i32, stride_lt=i32,
-            stride_lh=i32, stride_ot=i32, stride_oh=i32),
-            dict(V_DIM=128, KV_LORA=512, BLOCK_T=16, BLOCK_D=bd, BLOCK_C=64, DOT_FP32=False, PDL=True),
-            num_warps=4, num_stages=4))
+            o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 64]>", w_ptr=bf, out_ptr="*fp8e4nv" if quant else bf,
+            s_ptr="*fp32", T=i32, stride_lt=i32, stride_lh=i32, stride_ot=i32, stride_oh=i32, stride_sm=i32,
+            stride_sg=i32, amax_eps="fp32", fp8_max="fp32"),
+            dict(V_DIM=128, KV_LORA=512, BLOCK_T=16, BLOCK_D=bd, BLOCK_C=64, DOT_FP32=False, PDL=True, QUANT=quant,
+                 EXACT_ROUND=False, FAST_DIV=True), num_warps=4, num_stages=4))
     ptx.append(comp(N._rms_norm_kernel, dict(
         x_ptr=bf, r_ptr=bf, w_ptr=bf, y_ptr=bf, h_ptr=bf, q_ptr="*fp8e4nv", s_ptr="*fp32", N=i32, stride_x=i32,
         stride_r=i32, stride_y=i32, stride_h=i32, stride_q=i32, stride_sm=i32, stride_sg=i32, eps="fp32",

@@ -1,7 +1,9 @@
-"""MLA's one-launch decode prologue on the triton backend (CPU interpreter): the shipped default model (q_lora,
-block-FP8 weights) decodes with ``mla_prologue_fp8`` + the q rope inside ``mla_absorb_q``; its logits must be
-bit-equal to the unfused path (``rms_norm_quant_fp8`` + ``mla_rope_cache`` + ``mla_absorb_q`` without rope),
-which computes the same rounded values in the same fp32 order, and the latent cache must hold the same rows.
+"""MLA's fused decode launches on the triton backend (CPU interpreter), on a tiny random V3 checkpoint (q_lora,
+block-FP8 weights, v_head_dim 128, written by transformers' save_pretrained): the decode step runs
+``mla_prologue_fp8`` + the q rope inside ``mla_absorb_q`` and ``mla_absorb_o_fp8`` (W_UV product + o_proj's
+input quant); its logits must be bit-equal to the unfused path (``rms_norm_quant_fp8`` + ``mla_rope_cache`` +
+``mla_absorb_q`` without rope; ``mla_absorb_o`` + fp8_linear's quant), which computes the same rounded values in
+the same fp32 order, and the latent cache must hold the same rows.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import torch
 
 from tests.model.test_parity import make_cache
-from tritonseek.engine.llm import DEFAULT_MODEL_DIR
+from tests.model.tiny import build_hf_model, save_checkpoint
 from tritonseek.model.loader import load_model
 from tritonseek.model.mla import MLA, AttentionBatch
 from tritonseek.model.ops import Ops
 
 
-def test_fused_decode_prologue_equals_unfused(monkeypatch):
-    model = load_model(DEFAULT_MODEL_DIR, ops=Ops("triton"), device="cpu", dtype=torch.bfloat16, with_mtp=False)
+def test_fused_decode_launches_equal_unfused(monkeypatch, tmp_path):
+    save_checkpoint(build_hf_model("v3", seed=4, v_head_dim=128, num_hidden_layers=2, first_k_dense_replace=2,
+                                   num_attention_heads=2, num_key_value_heads=2), tmp_path, fp8=True)
+    model = load_model(tmp_path, ops=Ops("triton"), device="cpu", dtype=torch.bfloat16, with_mtp=False)
     g = torch.Generator().manual_seed(7)
     B, P, page = 2, 5, 4  # prompts of 5 tokens over 4-token pages: the decoded token opens page 2
     ids = torch.randint(2, model.cfg.vocab_size, (B, P + 1), generator=g)
@@ -42,13 +46,17 @@ def test_fused_decode_prologue_equals_unfused(monkeypatch):
         return lg, [c.clone() for c in cache.layers]
 
     calls = []
-    real = Ops.mla_prologue_fp8
-    monkeypatch.setattr(Ops, "mla_prologue_fp8", lambda self, *a, **k: calls.append(a[0].shape[0]) or real(self, *a, **k))
+    for name in ("mla_prologue_fp8", "mla_absorb_o_fp8"):
+        real = getattr(Ops, name)
+        monkeypatch.setattr(Ops, name, lambda self, *a, _r=real, _n=name, **k: calls.append(_n) or _r(self, *a, **k))
     fused, fused_cache = decode()
-    assert calls == [B] * model.cfg.num_hidden_layers  # the decode step took the fused prologue in every layer
+    # the decode step took both fused launches in every layer (the prefill keeps the unfused path)
+    assert sorted(calls) == sorted(["mla_prologue_fp8", "mla_absorb_o_fp8"] * model.cfg.num_hidden_layers)
     monkeypatch.setattr(MLA, "_fused_decode_prologue", lambda self, batch, kv_cache, T: False)
+    for layer in model.model.layers:
+        layer.self_attn.fuse_o_quant = False
     plain, plain_cache = decode()
-    assert len(calls) == model.cfg.num_hidden_layers
+    assert len(calls) == 2 * model.cfg.num_hidden_layers
     assert torch.isfinite(fused).all() and torch.equal(fused, plain)
     for a, b in zip(fused_cache, plain_cache):
         assert torch.equal(a.nan_to_num(), b.nan_to_num())

@@ -21,7 +21,15 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
-from tritonseek.kernels.fp8_quant import _pdl_capable
+from tritonseek.kernels.fp8_quant import (
+    AMAX_EPS,
+    FP8_E4M3_MAX,
+    _div_rn,
+    _pdl_capable,
+    _recip_rn,
+    _round_to_e4m3,
+    _scale_from_amax,
+)
 from tritonseek.kernels.rope_cache import _rotate
 
 _FLOAT = (torch.bfloat16, torch.float16)
@@ -82,11 +90,12 @@ def _mla_absorb_q_kernel(
 
 @triton.jit
 def _mla_absorb_o_kernel(
-    o_lat_ptr, w_desc, w_ptr, out_ptr, T,
-    stride_lt, stride_lh, stride_ot, stride_oh,
+    o_lat_ptr, w_desc, w_ptr, out_ptr, s_ptr, T,
+    stride_lt, stride_lh, stride_ot, stride_oh, stride_sm, stride_sg, amax_eps, fp8_max,
     V_DIM: tl.constexpr, KV_LORA: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, QUANT: tl.constexpr = False, EXACT_ROUND: tl.constexpr = False,
+    FAST_DIV: tl.constexpr = True,
 ):
     # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)   w_desc: TMA over W_UV as [H·V_DIM, KV_LORA], box [BLOCK_D, BLOCK_C]
     # out:   [T, H, V_DIM] (stride_ot, stride_oh, 1)
@@ -115,8 +124,20 @@ def _mla_absorb_o_kernel(
                 w = w.to(tl.float32)
                 x = x.to(tl.float32)
             acc += tl.dot(x, w.T)
-        tl.store(out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh + rdv[None, :],
-                 acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
+        o_ptrs = out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh + rdv[None, :]
+        if QUANT:
+            # BLOCK_D = 128 = one FP8 activation group of o_proj's input [T, H·V_DIM]: o rounded to o_lat's
+            # dtype, then per_token_group_quant_fp8's arithmetic (fp8_quant's helpers) → out e4m3 + s
+            y = acc.to(o_lat_ptr.dtype.element_ty).to(tl.float32)
+            sc = _scale_from_amax(tl.max(tl.abs(y), axis=1), amax_eps, fp8_max, False)
+            qv = _div_rn(y, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
+            if EXACT_ROUND:
+                qv = _round_to_e4m3(tl.minimum(tl.maximum(qv, -fp8_max), fp8_max))
+            tl.store(o_ptrs, qv.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
+            g = h * (V_DIM // BLOCK_D) + j
+            tl.store(s_ptr + rt.to(tl.int64) * stride_sm + g * stride_sg, sc, mask=tmask)
+        else:
+            tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
 
 
 def mla_absorb_supported(qk_nope_head_dim: int, kv_lora_rank: int, qk_rope_head_dim: int, v_head_dim: int) -> bool:
@@ -228,6 +249,20 @@ def mla_absorb_q(
     return out
 
 
+def _check_absorb_o(o_lat, w_uv) -> None:
+    check_tensor("o_lat", o_lat, dtype=_FLOAT, ndim=3)
+    check_runnable_device("o_lat", o_lat)
+    check_tensor("w_uv", w_uv, dtype=o_lat.dtype, ndim=3, device=o_lat.device)
+    T, H, kv_lora = o_lat.shape
+    if w_uv.shape[0] != H or w_uv.shape[2] != kv_lora:
+        raise ValueError(f"w_uv must be [num_heads {H}, v_head_dim, kv_lora_rank {kv_lora}], got {tuple(w_uv.shape)}")
+    _check_pow2("kv_lora_rank", kv_lora)
+    if not w_uv.is_contiguous() or w_uv.data_ptr() % 16:
+        raise ValueError(f"w_uv must be contiguous with a 16-byte aligned base (TMA), strides {w_uv.stride()}")
+    if o_lat.stride(2) != 1:
+        raise ValueError(f"o_lat needs a contiguous last dim, strides {o_lat.stride()}")
+
+
 def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | None = None, *,
                  config: dict | None = None) -> torch.Tensor:
     """o[t, h, d] = Σ_c o_lat[t, h, c]·W_UV[h, d, c] (fp32 accumulation, one rounding).
@@ -242,20 +277,11 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     Raises TypeError (dtype) or ValueError (shape, device, layout, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshc,hdc->bshd").
     """
-    check_tensor("o_lat", o_lat, dtype=_FLOAT, ndim=3)
-    check_runnable_device("o_lat", o_lat)
+    _check_absorb_o(o_lat, w_uv)
     dev = o_lat.device
-    check_tensor("w_uv", w_uv, dtype=o_lat.dtype, ndim=3, device=dev)
     T, H, kv_lora = o_lat.shape
-    if w_uv.shape[0] != H or w_uv.shape[2] != kv_lora:
-        raise ValueError(f"w_uv must be [num_heads {H}, v_head_dim, kv_lora_rank {kv_lora}], got {tuple(w_uv.shape)}")
     v_dim = w_uv.shape[1]
     _check_pow2("v_head_dim", v_dim)
-    _check_pow2("kv_lora_rank", kv_lora)
-    if not w_uv.is_contiguous() or w_uv.data_ptr() % 16:
-        raise ValueError(f"w_uv must be contiguous with a 16-byte aligned base (TMA), strides {w_uv.stride()}")
-    if o_lat.stride(2) != 1:
-        raise ValueError(f"o_lat needs a contiguous last dim, strides {o_lat.stride()}")
     if out is None:
         out = torch.empty((T, H, v_dim), dtype=o_lat.dtype, device=dev)
     else:
@@ -264,17 +290,51 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
             raise ValueError(f"out must be [{T}, {H}, {v_dim}] with a contiguous last dim, got "
                              f"{tuple(out.shape)} strides {out.stride()}")
     pdl = _pdl_option(config, ("PDL", "BLOCK_D")) and _pdl_capable(dev)
+    return _launch_absorb_o(o_lat, w_uv, out, None, pdl, min((config or {}).get("BLOCK_D", 32), v_dim))
+
+
+def _launch_absorb_o(o_lat, w_uv, out, scale, pdl: bool, block_d: int):
+    T, H, kv_lora = o_lat.shape
+    v_dim = w_uv.shape[1]
     if T == 0:
-        return out
+        return out if scale is None else (out, scale)
     block_t, warps = _absorb_config(T)
-    # 4 programs per head at v_head_dim 128: 512 weight streams in flight at 128 heads
-    block_d = min((config or {}).get("BLOCK_D", 32), v_dim)
     block_c = min(64, kv_lora)
     w_desc = TensorDescriptor(w_uv, [H * v_dim, kv_lora], [kv_lora, 1], [block_d, block_c])
+    quant = scale is not None
+    interp = interpreter_active()
+    # 3-D [T, H, v] view of out: o_proj's [T, H·v] input when quantizing
+    o3 = out.view(T, H, v_dim) if quant else out
     _mla_absorb_o_kernel[(H, v_dim // block_d)](
-        o_lat, w_desc, w_uv, out, T,
-        o_lat.stride(0), o_lat.stride(1), out.stride(0), out.stride(1),
+        o_lat, w_desc, w_uv, o3, scale if quant else o3, T,
+        o_lat.stride(0), o_lat.stride(1), o3.stride(0), o3.stride(1),
+        scale.stride(0) if quant else 0, scale.stride(1) if quant else 0, AMAX_EPS, FP8_E4M3_MAX,
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
-        DOT_FP32=interpreter_active(), PDL=pdl, num_warps=warps, num_stages=4, launch_pdl=pdl,
+        DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp,
+        num_warps=warps, num_stages=4, launch_pdl=pdl,
     )
-    return out
+    return out if scale is None else (out, scale)
+
+
+def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, s) = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv).view(T, H·v_head_dim), 128), one kernel:
+    the W_UV product and o_proj's FP8 activation quant (each program owns one head's 128 value rows = one group).
+
+    o_lat: [T, num_heads, kv_lora_rank] bf16/fp16 (last dim contiguous); w_uv: [num_heads, v_head_dim,
+    kv_lora_rank] same dtype, contiguous; v_head_dim a multiple of 128 (DeepSeek: 128), kv_lora_rank a power of
+    two ≥ 16. Returns q [T, num_heads·v_head_dim] float8_e4m3fn row-major and s [T, num_heads·v_head_dim/128]
+    fp32 MN-major (stride (1, T)), bit-equal to quantizing mla_absorb_o's (rounded) output: the layout
+    ``fp8_gemm_nt`` reads for o_proj. config: optional {"PDL": bool} (as mla_absorb_o).
+    Raises TypeError (dtype) or ValueError (shape, device, layout, v_head_dim, config).
+    Semantics: DeepSeek-V3 inference/model.py MLA absorb (einsum "bshc,hdc->bshd") + act_quant before wo.
+    """
+    _check_absorb_o(o_lat, w_uv)
+    T, H, _ = o_lat.shape
+    v_dim = w_uv.shape[1]
+    if v_dim % 128:
+        raise ValueError(f"mla_absorb_o_fp8 needs v_head_dim a multiple of 128 (one quant group per program), got {v_dim}")
+    pdl = _pdl_option(config, ("PDL",)) and _pdl_capable(o_lat.device)
+    q = torch.empty((T, H * v_dim), dtype=torch.float8_e4m3fn, device=o_lat.device)
+    s = torch.empty((H * v_dim // 128, T), dtype=torch.float32, device=o_lat.device).t()  # MN-major
+    return _launch_absorb_o(o_lat, w_uv, q, s, pdl, 128)

@@ -81,6 +81,9 @@ class MLA(nn.Module):
                                     self.kv_a_proj_with_mqa])
         self._w_uk: torch.Tensor | None = None
         self._w_uv: torch.Tensor | None = None
+        # decode on triton: W_UV product and o_proj's input quant as one kernel (mla_absorb_o_fp8) when
+        # v_head_dim % 128 == 0; bit-equal to the two-launch path (absorb_o, then fp8_linear's quant)
+        self.fuse_o_quant = True
 
     def absorbed_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_UK [h, qk_nope, kv_lora_rank], W_UV [h, v_head_dim, kv_lora_rank]) from kv_b_proj, cached."""
@@ -175,5 +178,12 @@ class MLA(nn.Module):
             qa, kv_cache, batch.block_table, batch.cache_seqlens, self.softmax_scale, self.kv_lora_rank,
             batch.mla_metadata,
         )
-        o = self.ops.mla_absorb_o(o_lat.reshape(T, h, self.kv_lora_rank).to(dtype), w_uv)
-        return self.o_proj(o.reshape(T, h * self.v_head_dim).to(dtype))
+        o_lat = o_lat.reshape(T, h, self.kv_lora_rank).to(dtype)
+        op = self.o_proj
+        if (self.fuse_o_quant and self.ops.is_triton and op.fp8 and T > 0 and self.v_head_dim % 128 == 0
+                and self.ops._absorb_ok(16, self.kv_lora_rank, 16, 16)):
+            # W_UV product + o_proj's FP8 activation quant in one kernel (no bf16 o, no separate quant launch)
+            q, s = self.ops.mla_absorb_o_fp8(o_lat, w_uv)
+            return op.finish(self.ops.linear_fp8_input(q, s, op.weight, op.weight_scale_inv, dtype))
+        o = self.ops.mla_absorb_o(o_lat, w_uv)
+        return op(o.reshape(T, h * self.v_head_dim).to(dtype))

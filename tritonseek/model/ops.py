@@ -178,6 +178,18 @@ class Ops:
             return mla_absorb_o(o_lat, w_uv)
         return torch.einsum("thc,hdc->thd", o_lat, w_uv)
 
+    def mla_absorb_o_fp8(self, o_lat, w_uv):
+        """o_proj's FP8 input straight from the W_UV product: (q [T, h·v] e4m3, s [T, h·v/128] fp32 MN-major) =
+        per-token-group quant of mla_absorb_o(o_lat, w_uv); one kernel on triton (v_head_dim % 128 == 0)."""
+        if self.is_triton:
+            from tritonseek.kernels.mla_absorb import mla_absorb_o_fp8
+
+            return mla_absorb_o_fp8(o_lat, w_uv)
+        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
+
+        o = self.mla_absorb_o(o_lat, w_uv)
+        return per_token_group_quant_fp8_ref(o.reshape(o.shape[0], -1))
+
     @staticmethod
     def _absorb_ok(nope, kv_lora, rope, v_dim) -> bool:
         from tritonseek.kernels.mla_absorb import mla_absorb_supported

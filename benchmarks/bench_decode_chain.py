@@ -7,7 +7,8 @@ Ops at DeepSeek-V3 widths (hidden 7168, 256 experts top-8 in 8 groups, 128 heads
 kv_lora 512, q_lora 1536, page 64); SETS distinct weights/inputs per chain so L2 (50 MB) does not hold them:
 - ``router``: fused_add_rms_norm → router_gate_topk (shared slot), minus the norm-only chain: the router's
   share of the step, per launch variant (PDL on/off, num_warps, BLOCK_E). floor = 3.67 MB / 4.27 TB/s.
-- ``absorb_o``: mla_absorb_o at BLOCK_D 32 / 64 / 128, PDL on/off (W_UV 16.8 MB per call).
+- ``absorb_o``: mla_absorb_o at BLOCK_D 32 / 64 / 128, PDL on/off (W_UV 16.8 MB per call); ``absorb_o_quant``:
+  mla_absorb_o_fp8 (o_proj's input quant fused) vs mla_absorb_o + per_token_group_quant_fp8.
 - ``absorb_q``: mla_absorb_q rotating q_pe (the new decode path) vs copying a roped q_pe, PDL on/off.
 - ``prologue``: mla_prologue_fp8 vs rms_norm_quant_fp8 + mla_rope_cache (the two launches it replaces).
 Every variant is checked against its default (ids/bits) before it is timed; a wrong one is reported, not timed.
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import graph_replay_us  # noqa: E402
 
-from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_q  # noqa: E402
+from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm_quant_fp8  # noqa: E402
 from tritonseek.kernels.reference.rope import cos_sin_cache_ref  # noqa: E402
@@ -76,6 +77,17 @@ def bench_absorb(T, dev, row):
         ok = err < 1e-2
         us = graph_replay_us([lambda i=i: mla_absorb_o(o_lat[i], w_uv[i], config=cfg) for i in range(SETS)]) if ok else None
         row("absorb_o", dict(T=T, **cfg), us, w_uv[0].numel() * 2, correct=ok, rel_err=err)
+    # the fused o_proj input quant vs the two launches it replaces (absorb_o at the default tile, then the quant)
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+    q8, s8 = mla_absorb_o_fp8(o_lat[0], w_uv[0])
+    qr, sr = per_token_group_quant_fp8(mla_absorb_o(o_lat[0], w_uv[0], config=dict(BLOCK_D=128)).reshape(T, -1), 128)
+    ok = torch.equal(q8.view(torch.uint8), qr.view(torch.uint8)) and torch.equal(s8, sr)
+    for name, fn in (("absorb_o_fp8", lambda i: mla_absorb_o_fp8(o_lat[i], w_uv[i])),
+                     ("absorb_o+group_quant", lambda i: per_token_group_quant_fp8(
+                         mla_absorb_o(o_lat[i], w_uv[i]).reshape(T, -1), 128))):
+        us = graph_replay_us([lambda i=i: fn(i) for i in range(SETS)]) if ok else None
+        row("absorb_o_quant", dict(T=T, impl=name), us, w_uv[0].numel() * 2, correct=ok)
     w_uk = [_bf(HEADS, NOPE, KV_LORA, dev=dev, scale=0.05) for _ in range(SETS)]
     q = [_bf(T, HEADS, NOPE + ROPE, dev=dev) for _ in range(SETS)]
     pos = torch.randint(0, 4096, (T,), device=dev)

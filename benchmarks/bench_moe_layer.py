@@ -107,9 +107,8 @@ def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
 # weight; "router+shared" = that, plus the shared expert as group E of the masked GEMMs (its weight 1 in a (k+1)-th
 # slot). Suffixes: "/pdl0" plain launches, "/pdl1" the permute → GEMM1 → down → unpermute chain as programmatic
 # dependent launches without L2 prefetch; "/pfN" GEMM1 prefetching N K blocks of the shared expert (default 16);
-# "/dpfN" the down GEMM prefetching N K blocks of its own groups; "/pair" GEMM1's gate and up rows in one K loop
-# (3 stages unless "/stN" says); "/stN", "/dstN" GEMM1's / the down GEMM's pipeline stages; no suffix = the module's
-# defaults. In --layer-variants a prefix "T1+T2:" times a variant only at those token counts.
+# "/dpfN" the down GEMM prefetching N K blocks of its own groups; "/stN", "/dstN" GEMM1's / the down GEMM's pipeline
+# stages; no suffix = the module's defaults (its per-shape table moe_triton.DECODE_CONFIGS included). In --layer-variants a prefix "T1+T2:" times a variant only at those token counts.
 _BASE_VARIANTS = {"unfused": (0, 0), "router": (16, 0), "router+shared": (16, 16)}
 
 
@@ -125,9 +124,6 @@ def _variant(name):
             c2["PREFETCH"] = int(o[3:])
         elif o.startswith("pf"):
             c1["PREFETCH"] = int(o[2:])
-        elif o == "pair":
-            c1.setdefault("num_stages", 3)
-            c1["PAIR"] = True
         elif o.startswith("dst"):
             c2["num_stages"] = int(o[3:])
         elif o.startswith("st"):

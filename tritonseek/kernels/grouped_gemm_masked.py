@@ -13,6 +13,14 @@ the H200, V3 decode shapes, same run). SWAP_AB
 (the decode default) computes the tile as b·aᵀ: 128 weight rows on the tensor-core M side, 16 token rows
 on its N side (decode has 1–16 rows per expert). ``grouped_fp8_gemm_masked_silu_quant`` is the experts'
 first GEMM with SiLU·mul and the 1×128 FP8 quant of its output in the epilogue.
+
+``pdl=True`` launches either kernel as a programmatic dependent launch (Hopper griddepcontrol): its programs
+may become resident while the kernel before it runs, pull weight K blocks into L2 (``prefetch.global.L2``,
+a hint), wait for that kernel, then release the next one. The MoE decode chain permute → GEMM1 → down →
+unpermute uses it (moe_triton). Decode shapes on the H200 (h4moe W1, 7d06960, one graph replay, 8 routed
+groups of 256, T=1): (4096, 7168) 68.9 µs = 3,410 GB/s, (7168, 2048) 38.5 µs = 3,052 GB/s with 5 stages,
+(45.1 µs with the default 6 stages, timed first in its case: the first-timed penalty seen in earlier sweeps);
+256-row weight tiles (BLOCK_N 256, 3 stages) 70.5 / 39.2 µs.
 """
 
 from __future__ import annotations
@@ -163,46 +171,11 @@ def _grouped_fp8_masked_kernel(
 
 
 @triton.jit
-def _fp8_tile_pair(
-    a_desc, b_desc, a_row, b_row0, b_row1, sa_ptrs, sb_ptr0, sb_ptr1, row_ok, num_k_blocks, stride_ask, stride_bsk,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-):
-    # Two fp32 tiles over the same a rows in ONE K loop (weight rows from b_row0 and from b_row1, BLOCK_N ≤ 128:
-    # one scale per K block each): the same products, promotions and summation order as two _fp8_tile calls,
-    # so the same bits, but one pipeline (no drain and refill between the gate and the up rows)
-    sa = tl.load(sa_ptrs, mask=row_ok, other=0.0)
-    sb0 = tl.load(sb_ptr0)
-    sb1 = tl.load(sb_ptr1)
-    if SWAP_AB:
-        acc0 = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    else:
-        acc0 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc1 = tl.zeros_like(acc0)
-    for kb in tl.range(0, num_k_blocks):
-        a = a_desc.load([a_row, kb * BLOCK_K])
-        b0 = b_desc.load([b_row0, kb * BLOCK_K])
-        b1 = b_desc.load([b_row1, kb * BLOCK_K])
-        more = kb + 1 < num_k_blocks
-        sa_next = tl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok & more, other=0.0)
-        sb0_next = tl.load(sb_ptr0 + (kb + 1) * stride_bsk, mask=more, other=0.0)
-        sb1_next = tl.load(sb_ptr1 + (kb + 1) * stride_bsk, mask=more, other=0.0)
-        if SWAP_AB:
-            acc0 += tl.dot(b0, a.T) * (sa * sb0)[None, :]
-            acc1 += tl.dot(b1, a.T) * (sa * sb1)[None, :]
-        else:
-            acc0 += tl.dot(a, b0.T) * (sa * sb0)[:, None]
-            acc1 += tl.dot(a, b1.T) * (sa * sb1)[:, None]
-        sa = sa_next
-        sb0 = sb0_next
-        sb1 = sb1_next
-    return acc0, acc1
-
-
-@triton.jit
 def _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok, num_k_blocks,
                        stride_ask, stride_bsk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        SWAP_AB: tl.constexpr):
-    # the gate tile's K loop, then the up tile's (two pipelines)
+    # the gate tile's K loop, then the up tile's (two pipelines). Both in one K loop (3 TMA loads per stage, 3
+    # stages, same bits) ran 1-2% slower in the V3 layer at T=1/2/4/8 (H200 W2, db1a27e) and was removed (ee3ed3f)
     gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
                      row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB,
                      False)
@@ -218,10 +191,10 @@ def _masked_silu_quant_tile(
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PAIR: tl.constexpr,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
 ):
     # one [BLOCK_M, 128] tile of h = silu(gate)·up of group g, quantized (nothing when off_m ≥ masked_m[g]);
-    # see _grouped_fp8_masked_silu_quant_kernel. PAIR: gate and up rows in one K loop (_fp8_tile_pair)
+    # see _grouped_fp8_masked_silu_quant_kernel
     mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
     if off_m < mm:
         g64 = g.to(tl.int64)
@@ -232,13 +205,8 @@ def _masked_silu_quant_tile(
         sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
         sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
         up_blk = (I // 128) * stride_bsn
-        if PAIR:
-            gate, up = _fp8_tile_pair(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32),
-                                      (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, sb_ptrs + up_blk,
-                                      row_ok, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
-        else:
-            gate, up = _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok,
-                                          num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+        gate, up = _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok,
+                                      num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
         gate = gate.to(tl.bfloat16).to(tl.float32)
         up = up.to(tl.bfloat16).to(tl.float32)
         h = gate / (1.0 + tl.exp(-gate)) * up
@@ -267,7 +235,7 @@ def _grouped_fp8_masked_silu_quant_kernel(
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, stride_bn, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, EXACT_ROUND: tl.constexpr,
-    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, PAIR: tl.constexpr = False,
+    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0,
 ):
     # GEMM1 of the MoE experts with SiLU·mul and the 1×128 FP8 quant in the epilogue (BLOCK_N = 128 = one
     # quant group): b rows [g·2I + n, +128) (gate) and [g·2I + I + n, +128) (up) give two fp32 tiles over the
@@ -276,7 +244,6 @@ def _grouped_fp8_masked_silu_quant_kernel(
     # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
     # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
     # slots → groups, PDL and the L2 prefetch (gate and up rows) as in _grouped_fp8_masked_kernel
-    # PAIR: the gate and up tiles in one K loop (3 TMA loads per stage) instead of two loops one after the other
     slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, I, BLOCK_M, BLOCK_N)
     if PF_MODE > 0:
         pg, kb0, kbs, pf_ok = _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E, E_PAD, COMPACT, PF_MODE)
@@ -295,12 +262,12 @@ def _grouped_fp8_masked_silu_quant_kernel(
             _masked_silu_quant_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
                                     s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                     stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, PAIR)
+                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
     else:
         _masked_silu_quant_tile(slot, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
                                 s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                 stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, PAIR)
+                                fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,8 +429,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     a, a_scale, masked_m, expected_m, max_active_groups, pdl, prefetch_group: as :func:`grouped_fp8_gemm_masked`.
     b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
         b_scale: [E, 2I/128, ceil(K/128)] fp32.
-    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH, PAIR (gate and up tiles in one K loop, 3 loads
-        per pipeline stage; same bits) (BLOCK_N is 128, one quant group).
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH (BLOCK_N is 128, one quant group).
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
@@ -495,7 +461,7 @@ def grouped_fp8_gemm_masked_silu_quant(
         AMAX_EPS, FP8_E4M3_MAX,
         BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
-        PDL=p["PDL"], PF_MODE=p["PF_MODE"], PAIR=bool(cfg.get("PAIR", False)),
+        PDL=p["PDL"], PF_MODE=p["PF_MODE"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
     )
     return h_q, h_s

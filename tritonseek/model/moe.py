@@ -113,14 +113,16 @@ class MoE(nn.Module):
         # the router GEMV fused with the top-k for T ≤ fused_router_max_t, the shared expert as group E of the
         # masked GEMMs for T ≤ shared_group_max_t (set to 0 to disable either; bench_moe_layer times them).
         # V3 layer on the H200 (W2, d1c41c5, graph replay): both together −7 / −4 / −7 % at T = 1 / 2 / 4;
-        # T = 5…8 not measured (chosen: one more 16-row tile per expert stream, below the fast permute's
-        # T·(k+1) ≤ 128); the router alone at T = 8: 17.5 µs against 30.3 µs for fp32 GEMV + gate_topk.
+        # the router alone at T = 8: 17.5 µs against 30.3 µs for fp32 GEMV + gate_topk. Re-measured at T = 1, 2, 4,
+        # 8 in one run (h4moe W2, db1a27e, PDL chain, shared as group vs its own MLP): 120.4 / 131.7, 211.8 (with
+        # moe_triton.DECODE_CONFIGS' T=2 entry; 228.4 without) / 217.2, 356.7 / 367.5, 645.9 / 657.3 µs: the group
+        # wins at every measured T ≤ 8, so shared_group_max_t stays 8 (T = 16 not measured: the job's time ran out).
         self.fused_router_max_t = 16
         self.shared_group_max_t = 8
         # masked decode path: 0 plain launches, 1 permute → GEMM1 → down → unpermute as programmatic dependent
         # launches, 2 that plus GEMM1 prefetching the stacked shared expert's weights into L2 before its wait
-        # (moe_triton.moe_experts_triton). V3 layer, H200 W1 (7d06960, graph replay, same run), T=1: 121.0 µs
-        # (2, down also prefetching) / 123.3 (1) / 126.8 (0); T=2/4/8 within ±2% of each other.
+        # (moe_triton.moe_experts_triton). V3 layer, H200 W2 (db1a27e, graph replay, same run), T=1: 120.4 µs (2) /
+        # 121.8 (1) / 123.5 (0); T=2/4/8: 2 is 0.7-1.0% faster than 0.
         self.decode_pdl = 2
         # keys merged over the masked GEMMs' default configs on the decode path: (GEMM1, down); None: the measured
         # per-shape table moe_triton.DECODE_CONFIGS

@@ -29,6 +29,15 @@ five launches for the whole layer. V3 layer, graph replay, H200 (W2, commit d1c4
 224.5 / 233.3, T=4 354.4 / 382.6; floor (weights touched / 4.27 TB/s) 93.7 / 176.2 / 330.9 µs. At T=1 the
 kernels: GEMM1 (+SiLU·mul+quant) 67.5 µs, down GEMM 34.8 µs (396 MB of FP8 weights: 3.9 TB/s), router
 7.4 µs, permute 3.5 µs, unpermute 2.2 µs, launch gaps 8.8 µs.
+
+``pdl`` (``MoE.decode_pdl``, default 2): permute → GEMM1 → down → unpermute as programmatic dependent launches,
+GEMM1's programs prefetching the shared expert's first 16 K blocks into L2 while the permute runs. V3 layer,
+H200 (h4moe W2, db1a27e, graph replay, one run; W1 at 7d06960 in brackets), plain / PDL / PDL + prefetch:
+T=1 123.5 / 121.8 / 120.4 µs (126.8 / 123.3 / 121.0), T=2 230.0 / — / 228.4, T=4 359.2 / — / 356.7, T=8 650.4 /
+— / 645.9; with the T=2 entry of ``DECODE_CONFIGS`` T=2 is 211.8. Not kept: the down GEMM prefetching its own
+weights (its programs start with GEMM1's, so the lines are evicted before use: T=1 124.0), 28 prefetched K
+blocks (121.7), gate and up in one K loop (1-2% slower at T=1/2/4/8). Under PDL the profiler's per-kernel
+times include each kernel's wait for the one before it.
 """
 
 from __future__ import annotations
@@ -43,7 +52,13 @@ from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_
 MASKED_MAX_TOKENS = 128
 LAYOUTS = ("masked", "contiguous")
 # Masked decode path: launch-config keys merged over the GEMMs' defaults, per (T, 2I, H), (GEMM1, down).
-DECODE_CONFIGS: dict[tuple[int, int, int], tuple[dict | None, dict | None]] = {}
+# V3 at T=2 (~17 groups with the shared expert): GEMM1's 17·16 = 272 programs are 8 more than 2 per SM (6 stages,
+# 110 KB of shared memory each) can hold, and those 8 then stream alone after the first wave; 4 stages (3 programs
+# per SM) make it one wave: layer 211.8 µs against 228.4 (H200 W2, db1a27e, graph replay, same run). T=3 (~25
+# groups, 400 programs) would leave a 4-program second wave at 3 per SM, so the table names T=2 only.
+DECODE_CONFIGS: dict[tuple[int, int, int], tuple[dict | None, dict | None]] = {
+    (2, 4096, 7168): ({"num_stages": 4}, None),
+}
 
 
 def choose_layout(num_tokens: int) -> str:
@@ -82,7 +97,7 @@ def moe_experts_triton(
         routing lands). Same result for every value.
     shared_group: the group every token is routed to (the stacked shared expert, E−1 of ``weights``), or None.
     configs: masked path: keys merged over the default launch config of GEMM1 and of the down GEMM (e.g.
-        PREFETCH: L2-prefetched K blocks under PDL (down: its own groups'), PAIR, num_stages); None: the
+        PREFETCH: L2-prefetched K blocks under PDL (down: its own groups'), num_stages); None: the
         measured per-shape entries of ``DECODE_CONFIGS`` (T, 2I, H), if any.
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers

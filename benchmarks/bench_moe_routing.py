@@ -189,7 +189,7 @@ def _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v, nbytes):
     res = []
     try:
         for c in COPY_CANDIDATES:
-            if cx.time_left() < 20:
+            if cx.time_left() < max(3.0, cx.args.reserve_s):  # (a fixed 20 s skipped the whole sweep in a 19 s budget)
                 break
             MR._copy_config = lambda H, eb, c=c: c[:2] if eb < 4 else default(H, eb)  # row copy only (unpermute: eb 4)
             MR.COPY_ROWS = {1: c[2], 2: c[2], 4: c[2]}

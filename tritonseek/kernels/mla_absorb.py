@@ -166,17 +166,17 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
     return True
 
 
-def _pdl_option(config, keys) -> bool:
-    """config's PDL (default True) after checking its keys: PDL a bool, BLOCK_D a power of two ≥ 16."""
+def _pdl_option(config, keys, default: bool = True) -> bool:
+    """config's PDL (else ``default``) after checking its keys: PDL a bool, BLOCK_D a power of two ≥ 16."""
     if config is None:
-        return True
+        return default
     if not isinstance(config, dict) or any(k not in keys for k in config):
         raise ValueError(f"config must be a dict with keys among {keys}, got {config!r}")
     bd = config.get("BLOCK_D", 16)
     if not isinstance(config.get("PDL", True), bool) or not isinstance(bd, int) or isinstance(bd, bool) \
             or bd < 16 or bd & (bd - 1):
         raise ValueError(f"config: PDL must be a bool and BLOCK_D a power of two >= 16, got {config!r}")
-    return config.get("PDL", True)
+    return config.get("PDL", default)
 
 
 def mla_absorb_q(
@@ -273,7 +273,7 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     Returns out. v_head_dim and kv_lora_rank must be powers of two ≥ 16 (128, 512 in DeepSeek).
     config: optional {"BLOCK_D": value rows per program (a power of two ≥ 16, default 32), "PDL": bool (Hopper:
     launch as a programmatic dependent, the program's weight rows prefetched into L2 before the wait; default
-    on)}.
+    off: H200 W1, chain of 16 calls at T=1, BLOCK_D 32: 8.73 µs with PDL vs 7.09 without)}.
     Raises TypeError (dtype) or ValueError (shape, device, layout, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshc,hdc->bshd").
     """
@@ -289,7 +289,7 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
         if tuple(out.shape) != (T, H, v_dim) or out.stride(2) != 1:
             raise ValueError(f"out must be [{T}, {H}, {v_dim}] with a contiguous last dim, got "
                              f"{tuple(out.shape)} strides {out.stride()}")
-    pdl = _pdl_option(config, ("PDL", "BLOCK_D")) and _pdl_capable(dev)
+    pdl = _pdl_option(config, ("PDL", "BLOCK_D"), default=False) and _pdl_capable(dev)
     return _launch_absorb_o(o_lat, w_uv, out, None, pdl, min((config or {}).get("BLOCK_D", 32), v_dim))
 
 
@@ -325,7 +325,7 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     kv_lora_rank] same dtype, contiguous; v_head_dim a multiple of 128 (DeepSeek: 128), kv_lora_rank a power of
     two ≥ 16. Returns q [T, num_heads·v_head_dim] float8_e4m3fn row-major and s [T, num_heads·v_head_dim/128]
     fp32 MN-major (stride (1, T)), bit-equal to quantizing mla_absorb_o's (rounded) output: the layout
-    ``fp8_gemm_nt`` reads for o_proj. config: optional {"PDL": bool} (as mla_absorb_o).
+    ``fp8_gemm_nt`` reads for o_proj. config: optional {"PDL": bool} (as mla_absorb_o, default off).
     Raises TypeError (dtype) or ValueError (shape, device, layout, v_head_dim, config).
     Semantics: DeepSeek-V3 inference/model.py MLA absorb (einsum "bshc,hdc->bshd") + act_quant before wo.
     """
@@ -334,7 +334,7 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     v_dim = w_uv.shape[1]
     if v_dim % 128:
         raise ValueError(f"mla_absorb_o_fp8 needs v_head_dim a multiple of 128 (one quant group per program), got {v_dim}")
-    pdl = _pdl_option(config, ("PDL",)) and _pdl_capable(o_lat.device)
+    pdl = _pdl_option(config, ("PDL",), default=False) and _pdl_capable(o_lat.device)
     q = torch.empty((T, H * v_dim), dtype=torch.float8_e4m3fn, device=o_lat.device)
     s = torch.empty((H * v_dim // 128, T), dtype=torch.float32, device=o_lat.device).t()  # MN-major
     return _launch_absorb_o(o_lat, w_uv, q, s, pdl, 128)

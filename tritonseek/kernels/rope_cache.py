@@ -40,8 +40,10 @@ def _rotate(x, cos, sin, SHAPE0: tl.constexpr, ROPE: tl.constexpr, EXACT_BF16: t
     # x: [SHAPE0, ROPE] fp32 holding interleaved pairs (x[2i], x[2i+1]); cos/sin: [1, ROPE/2]
     # → [SHAPE0, ROPE] fp32 with each pair rotated by angle i
     x0, x1 = tl.split(tl.reshape(x, [SHAPE0, ROPE // 2, 2]))
-    y0 = x0 * cos - x1 * sin
-    y1 = x0 * sin + x1 * cos
+    # explicit FMAs: the compiler's own contraction of x0·cos − x1·sin depended on the kernel around it (this
+    # rotation inlined into mla_absorb_q rounded differently from mla_rope_cache's on some inputs, H200 W1)
+    y0 = tl.fma(x0, cos, -(x1 * sin))
+    y1 = tl.fma(x0, sin, x1 * cos)
     y = tl.reshape(tl.join(y0, y1), [SHAPE0, ROPE])
     if EXACT_BF16:
         y = round_to_bf16(y)

@@ -46,6 +46,10 @@ class MLA(nn.Module):
     """DeepSeek MLA with HF parameter names (q_a_proj, q_a_layernorm, q_b_proj | q_proj,
     kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj)."""
 
+    # decode on triton: W_UV product and o_proj's input quant as one kernel (mla_absorb_o_fp8) when
+    # v_head_dim % 128 == 0; bit-equal to the two-launch path (absorb_o, then fp8_linear's quant)
+    fuse_o_quant: bool = True
+
     def __init__(self, cfg: ModelConfig, *, fp8: bool, dtype: torch.dtype, ops: Ops, rope: RotaryEmbedding,
                  tp: TP | None = None):
         super().__init__()
@@ -81,9 +85,6 @@ class MLA(nn.Module):
                                     self.kv_a_proj_with_mqa])
         self._w_uk: torch.Tensor | None = None
         self._w_uv: torch.Tensor | None = None
-        # decode on triton: W_UV product and o_proj's input quant as one kernel (mla_absorb_o_fp8) when
-        # v_head_dim % 128 == 0; bit-equal to the two-launch path (absorb_o, then fp8_linear's quant)
-        self.fuse_o_quant = True
 
     def absorbed_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_UK [h, qk_nope, kv_lora_rank], W_UV [h, v_head_dim, kv_lora_rank]) from kv_b_proj, cached."""

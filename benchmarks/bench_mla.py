@@ -306,7 +306,9 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                         return
                     cls = rows_class(h * s_q)
                     # no winner (sweep skipped or every candidate failed): the committed table
-                    cfg = winners.get(f"decode_{cls}") or (D.default_config(s_q, h) if not winners
+                    # (the Hopper table, Gluon, where mla_decode would use it: as the library's default)
+                    hop = DEVICE == "cuda" and D._hopper_device(torch.device(DEVICE))
+                    cfg = winners.get(f"decode_{cls}") or (D.default_config(s_q, h, BATCH, hopper=hop) if not winners
                                                            else dict(DECODE_CANDIDATES[cls][0]))
                     lens = decode_lens(s_k, s_q, varlen)
                     q, kv, bt, cs = make_decode(h, s_q, lens)

@@ -26,7 +26,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
-                 pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40):
+                 pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -37,15 +37,19 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
 
     lv = W.smem_layout([64, 512], gl.bfloat16)
     lr = W.smem_layout([64, 64], gl.bfloat16)
+    qv, qr = W.smem_layout([block_h, 512], gl.bfloat16), W.smem_layout([block_h, 64], gl.bfloat16)
     sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, 512],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
-               bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
+               qd_lat=f"tensordesc<bf16[{block_h}, 512],{qv!r}>" if qtma else "constexpr",
+               qd_rope=f"tensordesc<bf16[{block_h}, 64],{qr!r}>" if qtma else "constexpr", bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
                out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
-                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe)
+                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma)
+    if not qtma:
+        consts.update(qd_lat=None, qd_rope=None)
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(W._mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -252,3 +256,30 @@ def test_ws_graph_replay_follows_lengths_gpu(device):
     empty = torch.isinf(rlse.cpu())
     assert torch.equal(torch.isinf(lse.cpu()), empty)
     assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1), (3, 1), (8, 3)])
+@pytest.mark.parametrize("sched", ["balanced", "packed"])
+def test_ws_query_tma_gpu(device, num_heads, seqlen_q, sched):
+    """QTMA (the producer TMAs each sequence's query rows into one of two buffers): ragged lengths with 0s,
+    several sequences per program (4 programs) on both schedules, row counts below the tile (its other rows
+    are the next sequence's, or zero-filled past the end of q, and never stored)."""
+    gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q)
+    lens = [0, 1, 64, 65, 4096, 777, 2049, 64 * 33 + 5, 0, 300, 1, 5000]
+    case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen)
+    _check_ws(*case, num_sm=4, QTMA=True, SCHED=sched, FILL_TOL=3)
+    q, kv, bt, cs = case  # a non-contiguous q takes the register path (QTMA needs q's rows contiguous)
+    wide = torch.zeros(*q.shape[:3], 640, dtype=q.dtype, device=device)
+    wide[..., :576] = q
+    _check_ws(wide[..., :576], kv, bt, cs, num_sm=4, QTMA=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (32, 1)])
+def test_ws_query_tma_batch128_gpu(device, num_heads, seqlen_q):
+    """QTMA on the device's own program count at batch 128 (ragged, some 0), balanced schedule."""
+    gen = torch.Generator().manual_seed(num_heads + 7)
+    lens = torch.randint(0, 1200, (128,), generator=gen).tolist()
+    lens[1] = lens[50] = 0
+    _check_ws(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), QTMA=True)

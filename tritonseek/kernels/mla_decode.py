@@ -319,7 +319,7 @@ def get_mla_metadata(
         if batch > 0 and packed:
             _mla_schedule_packed_kernel[(1,)](
                 cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], *pk,
-                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=64, num_warps=4,
+                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=64, num_warps=1,
             )
         elif batch > 0:
             _mla_schedule_kernel[(1,)](

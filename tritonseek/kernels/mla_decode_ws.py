@@ -73,7 +73,9 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # Measured on the H200 and dropped (slower or equal; code in git history at 1e9801a): an L2 prefetch of the tile
 # after the ring's (cp.async.bulk.prefetch, 2-3 tiles ahead: 6-40 µs slower at b128 s_k 4096) and splitting
 # each tile's value columns over two rings of 3 + 2 half-tiles (within ±1.5 µs).
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False)
+# QTMA: the producer warp also TMAs each sequence's query rows, into two buffers, ahead of its tiles (one consumer
+# warpgroup; 32 rows: 225 KB of shared memory), instead of the consumer loading them between sequences.
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -109,8 +111,11 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 @gluon.jit
 def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
               stride_btb, batch, max_blocks, page_shift,
-              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+              qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
+              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr):
     # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
+    # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
+    # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + pid * 4 + 0)
     t_begin = gl.load(sched_ptr + pid * 4 + 1)
@@ -119,10 +124,23 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
     stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     page_mask = (1 << page_shift) - 1
     it = 0
+    qn0 = 0  # sequences sent to query buffer 0 / 1: buffer (b − b_begin) % 2, as the consumer
+    qn1 = 0
     for b in range(b_begin, b_end + 1):
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, BLOCK_N)
         bt_row = bt_ptr + b.to(gl.int64) * stride_btb
+        if QTMA:
+            if k_lo < k_hi:
+                qs = (b - b_begin) % 2
+                n_q = gl.where(qs == 0, qn0, qn1)
+                mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
+                qbar = q_ready.index(qs)
+                mbarrier.expect(qbar, qd_lat.block_type.nbytes + qd_rope.block_type.nbytes)
+                tma.async_copy_global_to_shared(qd_lat, [b * rows_total + row0, 0], qbar, q_lat.index(qs))
+                tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope.index(qs))
+                qn0 = gl.where(qs == 0, qn0 + 1, qn0)
+                qn1 = gl.where(qs == 1, qn1 + 1, qn1)
         for k in range(k_lo, k_hi):
             s = it % NUM_STAGES
             mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)  # stages start released
@@ -170,13 +188,15 @@ def _scores(vb, rb, q_lat, q_rope, s_zero, k, masked, seqlen, BLOCK_N: gl.conste
 
 
 @gluon.jit
-def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
+def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty, q_ready, q_empty,
               seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
               stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-              DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr):
-    # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ.
+              DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
+              QTMA: gl.constexpr, WG: gl.constexpr):
+    # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ. q_lat_all/q_rope_all:
+    # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                   instr_shape=[16, ROWS, 16])
     row_l: gl.constexpr = gl.SliceLayout(0, mma)  # query rows (N side)
@@ -207,85 +227,107 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
     b_end = gl.load(sched_ptr + pid * 4 + 2)
     t_end = gl.load(sched_ptr + pid * 4 + 3)
     it = 0
-    for b in range(b_begin, b_end + 1):
-        seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                        page_shift, BLOCK_N)
-        if k_lo < k_hi:
-            # query tile of sequence b → shared memory (the previous sequence's wgmmas have completed)
-            gl.thread_barrier()
-            qb = q_ptr + b.to(gl.int64) * stride_qb + gl.expand_dims(q_row, 1)
-            for c in gl.static_range(D_LATENT // 64):
-                x = gl.load(qb + gl.expand_dims(c * 64 + c64, 0), mask=rows_ld_ok, other=0.0)
-                q_lat.slice(c * 64, 64, dim=1).store(x)
-            q_rope.store(gl.load(qb + gl.expand_dims(D_LATENT + c64, 0), mask=rows_ld_ok, other=0.0))
-            fence_async_shared()
-            gl.thread_barrier()
-            if CAUSAL:
-                limit = seqlen - seqlen_q + s_idx  # last visible key per row
-                first_masked = seqlen - seqlen_q + 1
-            else:
-                limit = s_idx * 0 + seqlen - 1
-                first_masked = seqlen
-            k_fast = gl.maximum(gl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
-            m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
-            l_i = gl.zeros([ROWS], gl.float32, row_l)
-            l_acc = gl.zeros([BLOCK_N, ROWS], gl.float32, mma)  # DEFER_L: per-key partial sums
-            acc = gl.zeros([D_LATENT, ROWS], gl.float32, mma)
-            if PIPE:  # scores of the sequence's first tile; the loop issues tile k + 1's before tile k's softmax
-                mbarrier.wait(ready.index(it % NUM_STAGES), (it // NUM_STAGES) & 1)
-                s_next = _scores(v_bufs.index(it % NUM_STAGES), r_bufs.index(it % NUM_STAGES), q_lat, q_rope, s_zero,
-                                 k_lo, k_lo >= k_fast, seqlen, BLOCK_N, ld)
-                s_next = warpgroup_mma_wait(0, deps=[s_next])
-            for k in range(k_lo, k_hi):
-                st = it % NUM_STAGES
-                vb = v_bufs.index(st)
-                if PIPE:
-                    s = s_next
-                    # tile k + 1's scores go to the tensor core before tile k's softmax; on the last tile a
-                    # throw-away repeat of tile k's (its ready phase is complete: no wait, no tail zeroing)
-                    nxt = gl.where(k + 1 < k_hi, it + 1, it)
-                    mbarrier.wait(ready.index(nxt % NUM_STAGES), (nxt // NUM_STAGES) & 1)
-                    s_next = _scores(v_bufs.index(nxt % NUM_STAGES), r_bufs.index(nxt % NUM_STAGES), q_lat, q_rope,
-                                     s_zero, k + 1, (k + 1 >= k_fast) & (k + 1 < k_hi), seqlen, BLOCK_N, ld)
+    qn0 = 0  # sequences that used query buffer 0 / 1 (QTMA: buffer (b − b_begin) % 2, the producer's choice)
+    qn1 = 0
+    UNROLL: gl.constexpr = 2 if QTMA else 1  # QTMA: two copies of the body, one per query buffer
+    for bb in range(b_begin, b_end + 1, UNROLL):
+        for u in gl.static_range(UNROLL):
+            b = bb + u
+            seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                            page_shift, BLOCK_N)
+            if (b <= b_end) & (k_lo < k_hi):
+                if QTMA:  # the producer's TMA of this sequence's query rows (rows past rows_total: other
+                    # sequences' or zero-filled rows; each is its own Sᵀ/Oᵀ column and is never stored)
+                    if u == 0:
+                        mbarrier.wait(q_ready.index(0), qn0 & 1)
+                    else:
+                        mbarrier.wait(q_ready.index(1), qn1 & 1)
+                    q_lat = q_lat_all.index(u)  # a constant buffer: the wgmma descriptors stay immediates
+                    q_rope = q_rope_all.index(u)
                 else:
-                    mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
-                    s = _scores(vb, r_bufs.index(st), q_lat, q_rope, s_zero, k, k >= k_fast, seqlen, BLOCK_N, ld)
-                    s = warpgroup_mma_wait(0, deps=[s])
-                keys = k * BLOCK_N + gl.arange(0, BLOCK_N, layout=col_l)
-                s = gl.where(gl.expand_dims(keys, 1) <= gl.expand_dims(limit, 0), s * sm_scale_log2, float("-inf"))
-                m_new = gl.maximum(m_i, gl.max(s, 0))
-                m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = gl.exp2(m_i - m_safe)
-                p = gl.exp2(s - gl.expand_dims(m_safe, 0))
-                if DEFER_L:  # the row sum is linear: reduce across the warps once, after the last tile
-                    l_acc = l_acc * gl.expand_dims(alpha, 0) + p
+                    # query tile of sequence b → shared memory (the previous sequence's wgmmas have completed)
+                    q_lat = q_lat_all.index(WG)
+                    q_rope = q_rope_all.index(WG)
+                    gl.thread_barrier()
+                    qb = q_ptr + b.to(gl.int64) * stride_qb + gl.expand_dims(q_row, 1)
+                    for c in gl.static_range(D_LATENT // 64):
+                        x = gl.load(qb + gl.expand_dims(c * 64 + c64, 0), mask=rows_ld_ok, other=0.0)
+                        q_lat.slice(c * 64, 64, dim=1).store(x)
+                    q_rope.store(gl.load(qb + gl.expand_dims(D_LATENT + c64, 0), mask=rows_ld_ok, other=0.0))
+                    fence_async_shared()
+                    gl.thread_barrier()
+                if CAUSAL:
+                    limit = seqlen - seqlen_q + s_idx  # last visible key per row
+                    first_masked = seqlen - seqlen_q + 1
                 else:
-                    l_i = l_i * alpha + gl.sum(p, 0)
-                m_i = m_new
-                p_smem.store(gl.permute(p.to(p_smem.dtype), (1, 0)))
-                fence_async_shared()
-                gl.thread_barrier()
-                acc = warpgroup_mma(vb.permute((1, 0)), p_smem.permute((1, 0)), acc * gl.expand_dims(alpha, 0),
-                                    is_async=True)
-                if PIPE:
-                    acc, s_next = warpgroup_mma_wait(0, deps=[acc, s_next])
+                    limit = s_idx * 0 + seqlen - 1
+                    first_masked = seqlen
+                k_fast = gl.maximum(gl.minimum(k_hi, first_masked // BLOCK_N), k_lo)
+                m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
+                l_i = gl.zeros([ROWS], gl.float32, row_l)
+                l_acc = gl.zeros([BLOCK_N, ROWS], gl.float32, mma)  # DEFER_L: per-key partial sums
+                acc = gl.zeros([D_LATENT, ROWS], gl.float32, mma)
+                if PIPE:  # scores of the sequence's first tile; the loop issues tile k + 1's before tile k's softmax
+                    mbarrier.wait(ready.index(it % NUM_STAGES), (it // NUM_STAGES) & 1)
+                    s_next = _scores(v_bufs.index(it % NUM_STAGES), r_bufs.index(it % NUM_STAGES), q_lat, q_rope, s_zero,
+                                     k_lo, k_lo >= k_fast, seqlen, BLOCK_N, ld)
+                    s_next = warpgroup_mma_wait(0, deps=[s_next])
+                for k in range(k_lo, k_hi):
+                    st = it % NUM_STAGES
+                    vb = v_bufs.index(st)
+                    if PIPE:
+                        s = s_next
+                        # tile k + 1's scores go to the tensor core before tile k's softmax; on the last tile a
+                        # throw-away repeat of tile k's (its ready phase is complete: no wait, no tail zeroing)
+                        nxt = gl.where(k + 1 < k_hi, it + 1, it)
+                        mbarrier.wait(ready.index(nxt % NUM_STAGES), (nxt // NUM_STAGES) & 1)
+                        s_next = _scores(v_bufs.index(nxt % NUM_STAGES), r_bufs.index(nxt % NUM_STAGES), q_lat, q_rope,
+                                         s_zero, k + 1, (k + 1 >= k_fast) & (k + 1 < k_hi), seqlen, BLOCK_N, ld)
+                    else:
+                        mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
+                        s = _scores(vb, r_bufs.index(st), q_lat, q_rope, s_zero, k, k >= k_fast, seqlen, BLOCK_N, ld)
+                        s = warpgroup_mma_wait(0, deps=[s])
+                    keys = k * BLOCK_N + gl.arange(0, BLOCK_N, layout=col_l)
+                    s = gl.where(gl.expand_dims(keys, 1) <= gl.expand_dims(limit, 0), s * sm_scale_log2, float("-inf"))
+                    m_new = gl.maximum(m_i, gl.max(s, 0))
+                    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+                    alpha = gl.exp2(m_i - m_safe)
+                    p = gl.exp2(s - gl.expand_dims(m_safe, 0))
+                    if DEFER_L:  # the row sum is linear: reduce across the warps once, after the last tile
+                        l_acc = l_acc * gl.expand_dims(alpha, 0) + p
+                    else:
+                        l_i = l_i * alpha + gl.sum(p, 0)
+                    m_i = m_new
+                    p_smem.store(gl.permute(p.to(p_smem.dtype), (1, 0)))
+                    fence_async_shared()
+                    gl.thread_barrier()
+                    acc = warpgroup_mma(vb.permute((1, 0)), p_smem.permute((1, 0)), acc * gl.expand_dims(alpha, 0),
+                                        is_async=True)
+                    if PIPE:
+                        acc, s_next = warpgroup_mma_wait(0, deps=[acc, s_next])
+                    else:
+                        acc = warpgroup_mma_wait(0, deps=[acc])
+                    mbarrier.arrive(empty.index(st), count=1)
+                    it += 1
+                if QTMA:  # every wgmma reading this query buffer has completed
+                    mbarrier.arrive(q_empty.index(u), count=1)
+                    if u == 0:
+                        qn0 += 1
+                    else:
+                        qn1 += 1
+                if DEFER_L:
+                    l_i = gl.sum(l_acc, 0)
+                has = l_i > 0.0
+                inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
+                lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+                n_split = gl.load(split_ptr + b * 2 + 1)
+                slot = (pid + b).to(gl.int64) * rows_total
+                _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
+                         opart_ptr, stride_ob)
+                if n_split == 1:
+                    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
                 else:
-                    acc = warpgroup_mma_wait(0, deps=[acc])
-                mbarrier.arrive(empty.index(st), count=1)
-                it += 1
-            if DEFER_L:
-                l_i = gl.sum(l_acc, 0)
-            has = l_i > 0.0
-            inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
-            lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
-            n_split = gl.load(split_ptr + b * 2 + 1)
-            slot = (pid + b).to(gl.int64) * rows_total
-            _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
-                     opart_ptr, stride_ob)
-            if n_split == 1:
-                gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
-            else:
-                gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
+                    gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
 
 
 # Runtime sizes and strides are not specialized on (one compile per config; batch 3 and batch 128 share it).
@@ -293,17 +335,20 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem, ready, empty,
                               "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads", "seqlen_q",
                               "page_shift"])
 def _mla_decode_ws_kernel(
-    q_ptr, v_desc, r_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
+    q_ptr, v_desc, r_desc, qd_lat, qd_rope, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_qb, stride_qs, stride_qh, stride_btb,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
+    QTMA: gl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
     # r_desc   the same rows, box [64, 64] at column 512 (rope)
+    # qd_lat / qd_rope (QTMA, one warpgroup): TMA over q as [batch·seqlen_q·num_heads, 576] rows (q contiguous),
+    #          boxes [BLOCK_H, 512] / [BLOCK_H, 64]; None otherwise
     # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
     # sched [num_parts, 4] / split [batch, 2] int32: get_mla_metadata's schedule (BLOCK_N = 64)
     # out [batch, seqlen_q, num_heads, 512] (stride_ob, stride_os, stride_oh, 1); lse [batch, num_heads, seqlen_q]
@@ -314,43 +359,57 @@ def _mla_decode_ws_kernel(
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
     r_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + r_desc.block_type.shape, r_desc.layout)
     ROWS: gl.constexpr = BLOCK_H // WGS  # query rows per consumer warpgroup
-    q_lat = gl.allocate_shared_memory(dtype, [WGS, ROWS, D_LATENT],
+    QBUF: gl.constexpr = 2 if QTMA else WGS  # QTMA (one warpgroup): two query buffers, else one per warpgroup
+    q_lat = gl.allocate_shared_memory(dtype, [QBUF, ROWS, D_LATENT],
                                       gl.NVMMASharedLayout.get_default_for([ROWS, D_LATENT], dtype))
-    q_rope = gl.allocate_shared_memory(dtype, [WGS, ROWS, D_ROPE],
+    q_rope = gl.allocate_shared_memory(dtype, [QBUF, ROWS, D_ROPE],
                                        gl.NVMMASharedLayout.get_default_for([ROWS, D_ROPE], dtype))
     p_smem = gl.allocate_shared_memory(dtype, [WGS, ROWS, BLOCK_N],
                                        gl.NVMMASharedLayout.get_default_for([ROWS, BLOCK_N], dtype))
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=WGS)  # released by every consumer warpgroup
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=1)
+    rows_total = seqlen_q * num_heads
+    row0 = gl.program_id(0) * BLOCK_H
     if WGS == 1:
         gl.warp_specialize([
-            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(0), q_rope.index(0), p_smem.index(0), ready, empty,
+            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(0), ready, empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
-                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+                         stride_btb, batch, max_blocks, page_shift,
+                         qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
+                         BLOCK_N, NUM_STAGES, QTMA)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
         # streaming the same cache tiles (a stage is free once both released it); worker 1 = TMA warp
         gl.warp_specialize([
-            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(0), q_rope.index(0), p_smem.index(0), ready, empty,
+            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(0), ready,
+                         empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE)),
-            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat.index(1), q_rope.index(1), p_smem.index(1), ready, empty,
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0)),
+            (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(1), ready,
+                         empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
-                         stride_btb, batch, max_blocks, page_shift, BLOCK_N, NUM_STAGES)),
+                         stride_btb, batch, max_blocks, page_shift,
+                         None, None, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
+                         BLOCK_N, NUM_STAGES, False)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -398,17 +457,24 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     v_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], [_TN, _DV], smem_layout([_TN, _DV], gdt))
     r_desc = TensorDescriptor(flat, [rows, _DQK], [_DQK, 1], [_TN, _DR], smem_layout([_TN, _DR], gdt))
     wgs = int(cfg["WS_WGS"])
+    # QTMA: query rows by TMA from the producer into two buffers (one consumer warpgroup, q contiguous)
+    qtma = bool(cfg["QTMA"]) and wgs == 1 and q.is_contiguous() and q.data_ptr() % 16 == 0
+    qd_lat = qd_rope = None
+    if qtma:
+        q2d = q.view(batch * seqlen_q * num_heads, _DQK)
+        qd_lat = TensorDescriptor(q2d, list(q2d.shape), [_DQK, 1], [block_h, _DV], smem_layout([block_h, _DV], gdt))
+        qd_rope = TensorDescriptor(q2d, list(q2d.shape), [_DQK, 1], [block_h, _DR], smem_layout([block_h, _DR], gdt))
     grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
     extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
     _mla_decode_ws_kernel[grid](
-        q, v_desc, r_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
+        q, v_desc, r_desc, qd_lat, qd_rope, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), num_warps=4, **extra,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma, num_warps=4, **extra,
     )
 
 

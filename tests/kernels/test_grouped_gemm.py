@@ -434,7 +434,7 @@ def test_masked_pdl_kernels_compile_for_sm90():
     them with PDL off): griddepcontrol and prefetch.global.L2 present, wgmma kept, no spills (ptxas sm_90a)."""
     from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 
-    for silu, pf_mode, stages in ((True, 2, 6), (True, 2, 4), (False, 1, 6)):
+    for silu, pf_mode, stages in ((True, 2, 4), (False, 1, 6)):  # GEMM1 as at T=2, down as at every decode T
         ptx = ptx_in_fresh_process(__name__, "compile_masked_sm90", silu, True, pf_mode, stages)
         assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
         assert "prefetch.global.L2" in ptx and "wgmma.mma_async" in ptx

@@ -75,7 +75,7 @@ def test_router_gate_topk_nan_weight_rows_follow_reference(device, fam):
     assert (ids[:, 0].cpu() == e1).all() and (ids[:, 1].cpu() == e2).all()
 
 
-@pytest.mark.parametrize("config", [dict(num_warps=1, BLOCK_E=2), dict(num_warps=8, BLOCK_E=16), dict(PDL=False, BLOCK_T=2)])
+@pytest.mark.parametrize("config", [dict(num_warps=1, BLOCK_E=16), dict(num_warps=8, BLOCK_E=64), dict(PDL=False, BLOCK_T=2)])
 def test_router_gate_topk_launch_options_same_result(device, config):
     """Every launch option gives the default's ids and weights (deterministic fixed-order sums: the per-slice
     partial sums do not depend on BLOCK_E / warps / PDL, only on BLOCK_K)."""
@@ -99,8 +99,14 @@ def test_router_gate_topk_rejects_bad_launch_options(device):
             router_gate_topk(x, w, None, top_k=2, config=bad)
 
 
-def compile_router_pdl_sm90(num_warps: int, block_e: int):
-    """The V3 router kernel (T ≤ 16 config, shared slot) with PDL compiled for sm_90a (no GPU)."""
+_SEP = "\n// ---- next kernel ----\n"
+
+
+def compile_router_pdl_sm90(variants):
+    """The V3 router kernel (T ≤ 16 config, shared slot) with PDL compiled for sm_90a (no GPU) at each
+    (num_warps, BLOCK_E) of ``variants``; returns an object whose asm["ptx"] joins their PTX."""
+    import types
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -110,24 +116,27 @@ def compile_router_pdl_sm90(num_warps: int, block_e: int):
     sig = dict(x_ptr="*bf16", wt_ptr="*bf16", part_ptr="*fp32", count_ptr="*i32", bias_ptr="*fp32", w_ptr="*fp32",
                ids_ptr="*i32", T="i32", H="i32", stride_xt="i32", stride_we="i32", stride_b="i32",
                routed_scaling_factor="fp32", shared_id="i32")
-    consts = dict(E=256, SPLIT_K=7, BLOCK_E=block_e, BLOCK_K=1024, BLOCK_T=1, OUT_K=9, HAS_BIAS=True, PDL=True,
-                  **G._select_constants(256, top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid",
-                                        topk_method="noaux_tc", norm_topk_prob=True, grouped=True, out_k=9))
-    sig.update({k: "constexpr" for k in consts})
-    return triton.compile(ASTSource(G._router_gate_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps))
+    ptx = []
+    for num_warps, block_e in variants:
+        consts = dict(E=256, SPLIT_K=7, BLOCK_E=block_e, BLOCK_K=1024, BLOCK_T=1, OUT_K=9, HAS_BIAS=True, PDL=True,
+                      **G._select_constants(256, top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid",
+                                            topk_method="noaux_tc", norm_topk_prob=True, grouped=True, out_k=9))
+        ptx.append(triton.compile(ASTSource(G._router_gate_kernel, dict(sig, **{k: "constexpr" for k in consts}),
+                                            consts), target=GPUTarget("cuda", 90, 32),
+                                  options=dict(num_warps=num_warps)).asm["ptx"])
+    return types.SimpleNamespace(asm={"ptx": _SEP.join(ptx)})
 
 
-@pytest.mark.parametrize("num_warps,block_e", [(4, 8), (1, 2)])
-def test_router_gate_topk_pdl_compiles_for_sm90(num_warps, block_e):
-    """The PDL variant compiles for sm_90a with the dependency wait in it and no spills (the interpreter ignores
-    griddepcontrol, so only the GPU compiler can reject it)."""
+def test_router_gate_topk_pdl_compiles_for_sm90():
+    """The PDL variant compiles for sm_90a (default 4 warps × 8 experts and 1 warp × 2) with the dependency wait
+    in it and no spills (the interpreter ignores griddepcontrol, so only the GPU compiler can reject it)."""
     from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 
-    ptx = ptx_in_fresh_process(__name__, "compile_router_pdl_sm90", num_warps, block_e)
-    assert "griddepcontrol.wait" in ptx
-    rep = ptxas_report(ptx)
-    assert "0 bytes spill stores" in rep, rep
+    ptxs = ptx_in_fresh_process(__name__, "compile_router_pdl_sm90", [(4, 8), (1, 2)]).split(_SEP)
+    assert len(ptxs) == 2
+    for ptx in ptxs:
+        assert "griddepcontrol.wait" in ptx
+        assert "0 bytes spill stores" in ptxas_report(ptx)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
 D_QK, D_V, PAGE = 576, 512, 64
 DEVICE = "cuda"
 QUICK = False  # --quick: only the whole op's graph time (sweeps)
+CHAIN = False  # --chain (with --quick): also the op + mla_absorb_o as one graph (PDL hand-off)
 
 
 def _c(bh, bn, warps, stages, parts, **kw):
@@ -59,23 +60,28 @@ MEMBOUND_CASES = [(16, 1, False), (16, 1, True), (16, 2, False), (32, 1, False),
 OLD_SMALL = [(256, _c(16, 32, 4, 5, 2, COMBINE_ROWS=1)), (1024, _c(32, 64, 8, 5, 1, COMBINE_ROWS=1))]
 
 
-def _s(bh, bn, warps, stages, programs, fused=True, **kw):
+def _s(bh, bn, warps, stages, programs, **kw):
     """A SMALL-path config (mla_decode_small) whose NUM_SPLITS gives ~programs programs for the case."""
-    return dict(SMALL=True, BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=stages, FUSED=fused, USE_TMA=True,
-                _target_programs=programs, **kw)
+    return dict(dict(SMALL=True, BLOCK_H=bh, BLOCK_N=bn, num_warps=warps, num_stages=stages, USE_TMA=True,
+                     COMBINE_ROWS=1, _target_programs=programs), **kw)
 
 
+# Session 14 W1 (1c9a20b) also ran the combine merged into the split kernel's last program per (sequence,
+# head tile), at 64-256 programs with 16/32/64-row tiles: slower everywhere (b1 s_k 1024 19.2-62 µs vs 14.0).
 LATENCY_VARIANTS = {
     "old": {"_old": True},  # OLD_SMALL, else the big-batch default (Gluon on Hopper)
     "auto": {"_auto": True},  # default_config now
-    "F16_P128": _s(16, 64, 8, 2, 128),
-    "F16_P64": _s(16, 64, 8, 2, 64),
-    "F16_P256": _s(16, 64, 8, 2, 256),
-    "U16_P128": _s(16, 64, 8, 2, 128, fused=False, COMBINE_ROWS=1),
-    "U16_P256": _s(16, 64, 8, 2, 256, fused=False, COMBINE_ROWS=1),
-    "F16n32_P256": _s(16, 32, 4, 3, 256),
-    "F32_P128": _s(32, 64, 8, 2, 128),
-    "F64_P64": _s(64, 64, 8, 2, 64),
+    "U16_P128": _s(16, 64, 8, 2, 128),
+    "U16_P128_cpdl": _s(16, 64, 8, 2, 128, TRIGGER=2, COMBINE_PDL=True),
+    "U16_P128_cpdl1": _s(16, 64, 8, 2, 128, TRIGGER=1, COMBINE_PDL=True),
+    "U16_P128_all": _s(16, 64, 8, 2, 128, PDL=True, TRIGGER=2, COMBINE_PDL=True),
+    "U16_P96": _s(16, 64, 8, 2, 96),
+    "U16_P192": _s(16, 64, 8, 2, 192),
+    "U16_P128_mt2": _s(16, 64, 8, 2, 128, MIN_TILES=2),
+    "U16n32_P128": _s(16, 32, 4, 3, 128),
+    "U32_P128": _s(32, 64, 8, 2, 128),
+    "U32_P256": _s(32, 64, 8, 2, 256),
+    "U16_P128_cr4": _s(16, 64, 8, 2, 128, COMBINE_ROWS=4),
 }
 # Session 3 W1/W2 also ran: PDL combine, TRANSPOSED tiles, 64-row/32-key tiles, MIN_SPAN 8/10, fused
 # combine in the split kernel, register-capped 2×8-warp programs: all slower (see mla_decode._TUNED*).
@@ -132,6 +138,18 @@ def measure(q, kv, bt, cs, cfg, timer):
 
     if QUICK:
         t = dict(us_graph=timer(whole), split_us=float("nan"), combine_us=float("nan"), metadata_us=float("nan"))
+        if CHAIN:  # the op followed by the decode step's next kernel (W_UV absorb, PDL on Hopper)
+            from tritonseek.kernels.mla_absorb import mla_absorb_o
+
+            w_uv = torch.randn(h, 128, D_V, device=q.device, dtype=q.dtype) * 0.05
+            o_abs = torch.empty(b * s_q, h, 128, device=q.device, dtype=q.dtype)
+
+            def chain():
+                whole()
+                mla_absorb_o(out.view(b * s_q, h, D_V), w_uv, o_abs)
+
+            t["chain_us"] = timer(chain)
+            t["absorb_us"] = timer(lambda: mla_absorb_o(out.view(b * s_q, h, D_V), w_uv, o_abs))
     else:
         t = dict(us_graph=timer(whole), split_us=timer(split), combine_us=timer(combine),
                  metadata_us=timer(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg)))
@@ -232,7 +250,7 @@ def launch_floor(env, out_f, rows) -> None:
     def one():
         _noop_kernel[(1,)](x)
 
-    for n in (1, 2):
+    for n in (1, 2, 1, 2):  # the first replays of the run also warm the timing path: keep the second pair
         us = graph_replay_us([lambda: [one() for _ in range(n)]], 10.0)
         row = dict(suite="mla_decode_floor", case=dict(kernels=n), us=None, us_graph=round(us, 2), **env)
         rows.append(row)
@@ -248,11 +266,13 @@ def main():
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--dry", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1")
     p.add_argument("--quick", action="store_true", help="time only the whole op (no per-launch / metadata times)")
+    p.add_argument("--chain", action="store_true", help="--quick plus the op followed by mla_absorb_o in one graph")
     p.add_argument("--variants", default="", help="comma-separated LATENCY_VARIANTS names (default: all)")
     p.add_argument("--cases", default="", help="latency cases as b:s_k:s_q,... (default: LATENCY_CASES)")
     args = p.parse_args()
-    global QUICK
-    QUICK = args.quick
+    global QUICK, CHAIN
+    QUICK = args.quick or args.chain
+    CHAIN = args.chain
     lat_all = {k: v for k, v in LATENCY_VARIANTS.items() if not args.variants or k in args.variants.split(",")}
     lat_list = ([tuple(int(x) for x in c.split(":")) for c in args.cases.split(",")] if args.cases
                 else LATENCY_CASES)
@@ -297,7 +317,8 @@ def main():
         c = r["case"]
         name = f"b{c['batch']} s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
         print(f"{name:30s} {r['variant']:24s} {r['us_graph']:8.1f} "
-              f"{r['split_us']:7.1f} {r['combine_us']:6.1f} {r['metadata_us']:5.1f} {r['gbps']:6.0f} {r['correct']}")
+              f"{r['split_us']:7.1f} {r['combine_us']:6.1f} {r['metadata_us']:5.1f} {r['gbps']:6.0f} {r['correct']}"
+              + (f" chain {r['chain_us']:.1f} (absorb {r['absorb_us']:.1f})" if "chain_us" in r else ""))
     print(f"total {time.time() - t0:.0f}s", file=sys.stderr)
 
 

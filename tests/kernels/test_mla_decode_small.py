@@ -21,9 +21,9 @@ from tritonseek.kernels.mla_decode import default_config, get_mla_metadata, mla_
 from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
-def small_cfg(block_h=16, block_n=16, splits=4, min_tiles=1, fused=True, warps=4, stages=2):
+def small_cfg(block_h=16, block_n=16, splits=4, min_tiles=1, warps=4, stages=2, **kw):
     return dict(SMALL=True, BLOCK_H=block_h, BLOCK_N=block_n, NUM_SPLITS=splits, MIN_TILES=min_tiles,
-                FUSED=fused, num_warps=warps, num_stages=stages, USE_TMA=True)
+                num_warps=warps, num_stages=stages, USE_TMA=True, **kw)
 
 
 def run_and_check(q, kv, bt, cs, dv, causal, cfg, scale=None, repeats=1):
@@ -56,33 +56,46 @@ def run_and_check(q, kv, bt, cs, dv, causal, cfg, scale=None, repeats=1):
     causal=st.booleans(),
     splits=st.sampled_from([1, 2, 3, 8]),
     min_tiles=st.sampled_from([1, 2]),
-    fused=st.booleans(),
+    combine_rows=st.sampled_from([1, 4]),
     data=st.data(),
 )
 def test_small_path_matches_reference(device, batch, seqlen_q, num_heads, page, dims, causal, splits, min_tiles,
-                                      fused, data):
-    """Any even cut (1-8 pieces, a floor of 1-2 tiles per piece), fused or separate combine, every page
-    size (TMA when page ≥ BLOCK_N, else gathers), lengths incl. 0, 1 and page/tile boundaries."""
+                                      combine_rows, data):
+    """Any even cut (1-8 pieces, a floor of 1-2 tiles per piece), 1 or 4 rows per combine program, every
+    page size (TMA when page ≥ BLOCK_N, else gathers), lengths incl. 0, 1 and page/tile boundaries."""
     d_qk, dv = dims
     special = [0, 1, 15, 16, 17, page, page + 1]
     lens = data.draw(st.lists(st.one_of(st.sampled_from(special), st.integers(0, 90)), min_size=batch,
                               max_size=batch))
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
     case = make_case(device, batch, seqlen_q, num_heads, d_qk, dv, page, lens, gen)
-    run_and_check(*case, dv, causal, small_cfg(splits=splits, min_tiles=min_tiles, fused=fused), repeats=2)
+    run_and_check(*case, dv, causal, small_cfg(splits=splits, min_tiles=min_tiles, COMBINE_ROWS=combine_rows))
 
 
 def test_small_path_long_row_and_empty_rows(device):
-    """One long row cut into every piece next to empty/short rows; the split table of the unfused path."""
+    """One long row cut into every piece next to empty/short rows; the split table the kernel writes; the
+    same metadata reused by a second launch (as every layer of a decode step does)."""
     gen = torch.Generator().manual_seed(5)
     lens = [150, 0, 1, 33]
     q, kv, bt, cs = make_case(device, 4, 2, 16, 80, 64, 16, lens, gen)
-    for fused in (True, False):
-        cfg = small_cfg(block_h=32, splits=4, fused=fused)
-        md = run_and_check(q, kv, bt, cs, 64, True, cfg, repeats=2)
-        if not fused:
-            assert md.split[:, 1].tolist() == [4, 0, 1, 3]  # ⌈tiles/4⌉ tiles per piece: 10 → 3,3,3,1; 3 → 1,1,1
-            assert md.split[:, 0].tolist() == [0, 3, 6, 9]
+    md = run_and_check(q, kv, bt, cs, 64, True, small_cfg(block_h=32, splits=4), repeats=2)
+    assert md.split[:, 1].tolist() == [4, 0, 1, 3]  # ⌈tiles/4⌉ tiles per piece: 10 → 3,3,3,1; 3 → 1,1,1
+    assert md.split[:, 0].tolist() == [0, 3, 6, 9]  # slots b·(NUM_SPLITS − 1) + i + b = b·4 + i
+    md = run_and_check(q, kv, bt, cs, 64, True, small_cfg(block_h=32, splits=4, min_tiles=2, COMBINE_ROWS=8))
+    assert md.split[:, 1].tolist() == [4, 0, 1, 2]  # MIN_TILES 2: 3 tiles → 2,1
+
+
+def test_default_config_small_batch_entries_are_small_path():
+    """128 heads: batch·rows ≤ 512 (b1-4 at s_q 1, b1-2 at s_q 2, b1 at s_q 4) takes the SMALL path with
+    ~128 programs; larger products keep the scheduled kernels."""
+    for s_q, batch in ((1, 1), (1, 4), (2, 2), (4, 1)):
+        cfg = default_config(s_q, 128, batch)
+        assert cfg.get("SMALL") is True
+        assert cfg["NUM_SPLITS"] * batch * (s_q * 128 // cfg["BLOCK_H"]) <= 128
+    assert default_config(1, 128, 1)["NUM_SPLITS"] == 16
+    for s_q, batch in ((1, 8), (2, 4), (4, 2), (1, 128)):
+        assert not default_config(s_q, 128, batch).get("SMALL")
+    assert not default_config(1, 16, 1).get("SMALL")  # ≤ 64 rows keep _TUNED
 
 
 def test_small_config_validation(device):
@@ -92,6 +105,12 @@ def test_small_config_validation(device):
         get_mla_metadata(cs, 1, 16, config=small_cfg(splits=0))
     with pytest.raises(ValueError, match="BLOCK_H"):
         get_mla_metadata(cs, 1, 16, config=small_cfg(block_h=24))
+    with pytest.raises(ValueError, match="TRIGGER"):
+        get_mla_metadata(cs, 1, 16, config=dict(small_cfg(), TRIGGER=3))
+    with pytest.raises(ValueError, match="PDL"):
+        get_mla_metadata(cs, 1, 16, config=dict(small_cfg(), PDL=1))
+    with pytest.raises(ValueError, match="COMBINE_ROWS"):
+        get_mla_metadata(cs, 1, 16, config=dict(small_cfg(), COMBINE_ROWS=3))
 
 
 # ----------------------------------------------------------------------------- real shapes (H200)
@@ -103,7 +122,8 @@ _GPU_LENS = [1, 63, 64, 1024, 4096]
 @pytest.mark.parametrize("seqlen_q", [1, 2, 4])
 def test_small_default_real_shapes(device, batch, seqlen_q):
     """default_config at V3 width (128 heads, 576/512, page 64): fixed lengths 1/63/64/1024/4096 and
-    a varlen batch with a 0, NaN-poisoned cache beyond each length, two launches (counters re-armed)."""
+    a varlen batch with a 0, NaN-poisoned cache beyond each length, two launches with the same metadata
+    (batch·rows ≤ 512 runs the SMALL path, larger products the scheduled kernels)."""
     if device.type != "cuda":
         pytest.skip("real shapes run on the GPU")
     gen = torch.Generator().manual_seed(100 * batch + seqlen_q)
@@ -118,8 +138,8 @@ def test_small_default_real_shapes(device, batch, seqlen_q):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cfg", [
-    small_cfg(16, 64, 8, 1, True, 4, 2), small_cfg(16, 64, 16, 1, False, 4, 2), small_cfg(32, 64, 8, 1, True, 8, 2),
-    small_cfg(64, 64, 4, 2, True, 8, 2), small_cfg(16, 32, 16, 1, True, 4, 3)])
+    small_cfg(16, 64, 16, 1, 8, 2, PDL=True, TRIGGER=2, COMBINE_PDL=True), small_cfg(32, 64, 8, 2, 8, 2),
+    small_cfg(16, 32, 16, 1, 4, 3, TRIGGER=1, COMBINE_ROWS=4)])
 def test_small_configs_real_shapes(device, cfg):
     """Other SMALL configs at V3 width, b 2 varlen incl. 0 and 4096, s_q 2, and page 16 (gather path)."""
     if device.type != "cuda":
@@ -141,26 +161,52 @@ def compile_small_sm90(cfg: dict, seqlen_q_causal: bool = True):
     bn = cfg["BLOCK_N"]
     sig = dict(q_ptr="*bf16", kv_ptr="*bf16", kn_desc=f"tensordesc<bf16[{bn}, 256]>",
                kr_desc=f"tensordesc<bf16[{bn}, 64]>", bt_ptr="*i32", seqlens_ptr="*i32", split_ptr="*i32",
-               count_ptr="*i32", out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
+               out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_kvb", "stride_kvt", "stride_btb",
                                    "stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "max_blocks",
                                    "num_heads", "seqlen_q", "d_qk", "head_dim_v")})
     sig.update(sm_scale_log2="fp32", page_shift="i32", num_splits="i32", min_tiles="i32")
-    consts = dict(FUSED=cfg.get("FUSED", True),
-                  BLOCK_N=bn, BLOCK_H=cfg["BLOCK_H"], BLOCK_DV2=256, BLOCK_R=64, CAUSAL=seqlen_q_causal,
-                  USE_TMA=True, DOT_FP32=False, NUM_STAGES=cfg["num_stages"], EVEN_D=True)
+    consts = dict(BLOCK_N=bn, BLOCK_H=cfg["BLOCK_H"], BLOCK_DV2=256, BLOCK_R=64, CAUSAL=seqlen_q_causal,
+                  USE_TMA=True, DOT_FP32=False, NUM_STAGES=cfg["num_stages"], EVEN_D=True, PDL=cfg.get("PDL", False),
+                  TRIGGER=cfg.get("TRIGGER", 0))
     sig.update({k: "constexpr" for k in consts})
     return triton.compile(ASTSource(S._mla_decode_small_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
 
 
-@pytest.mark.parametrize("cfg", [small_cfg(16, 64, 8, 1, True, 8, 2), small_cfg(16, 64, 8, 1, False, 8, 2)])
+@pytest.mark.parametrize("cfg", [small_cfg(16, 64, 8, 1, 8, 2, PDL=True, TRIGGER=1), small_cfg(32, 64, 8, 1, 8, 2)])
 def test_small_kernel_compiles_for_sm90(cfg):
     """The tl kernel compiles for sm_90a (the interpreter accepts code the GPU compiler rejects) with the
-    arrival atomic, TMA loads and no spills."""
+    TMA loads, the PDL wait / early trigger when asked for (the interpreter ignores both) and no spills."""
     from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 
     ptx = ptx_in_fresh_process(__name__, "compile_small_sm90", cfg)
-    assert ("atom" in ptx) == cfg["FUSED"] and "cp.async.bulk.tensor" in ptx
+    assert "cp.async.bulk.tensor" in ptx
+    assert ("griddepcontrol.wait" in ptx) == bool(cfg.get("PDL"))
+    assert ("griddepcontrol.launch_dependents" in ptx) == bool(cfg.get("TRIGGER"))
     rep = ptxas_report(ptx)
     assert "0 bytes spill stores" in rep, rep
+
+
+def compile_combine_pdl_sm90():
+    """The combine kernel launched as a programmatic dependent (COMBINE_PDL), compiled for sm_90a."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel
+
+    sig = dict(split_ptr="*i32", out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
+    sig.update({n: "i32" for n in ("stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
+                                   "seqlen_q", "head_dim_v")})
+    consts = dict(BLOCK_ROWS=1, BLOCK_DVP=512, NUM_STAGES=3, PDL=True)
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(_mla_combine_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4))
+
+
+def test_combine_pdl_compiles_for_sm90():
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process
+
+    ptx = ptx_in_fresh_process(__name__, "compile_combine_pdl_sm90")
+    assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx

@@ -113,8 +113,9 @@ def _rows_class(rows: int) -> int:
 # Also measured and slower: a floor on the span (MIN_SPAN 10: b1 66 µs), programmatic dependent
 # launch of the combine (b1 48 µs), merging the partials in the split kernel's last program (b1 50 µs;
 # b128 16 rows 180 vs 177 µs).
+# Session 14: batch·rows ≤ 512 moved to the small-batch path (_SMALL_PATH below; the 16-row entry here,
+# ≤ 256 units, BLOCK_N 32 / 4 warps / 5 stages / 2 parts per SM, is benchmarks/bench_mla_small.py's "old").
 _TUNED_SMALL: list[tuple[int, dict]] = [
-    (256, dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True, COMBINE_ROWS=1)),
     (1024, dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, COMBINE_ROWS=1)),
 ]
 
@@ -143,11 +144,26 @@ _TUNED_WS: dict[int, dict] = {
 }
 
 
+# Small batches of more than 64 rows with batch·rows ≤ _SMALL_MAX_UNITS: the small-batch path
+# (kernels/mla_decode_small.py: no schedule kernel, an even cut of each sequence, 16-row tiles) with
+# NUM_SPLITS = _SMALL_PROGRAMS / (head tiles · batch) pieces at most per sequence.
+# H200 W1 (session 14, 1c9a20b; bench_mla_small.py, split + combine graph replay, µs, old table → this):
+# s_q 1: b1 s_k 1024 16.4 → 14.0, s_k 4096 26.2 → 21.5; b2 20.2 → 15.4 / 32.7 → 29.7; b4 s_k 1024
+# 24.1 → 20.2; s_q 2 b1 20.3 → 17.3 / 32.6 → 32.1. Slower, so left on _TUNED_SMALL: b8 s_q 1 (s_k 4096:
+# 97.1 vs 71.0: eight 16-row head tiles re-read 38 MB of cache from L2).
+_SMALL_PATH = dict(SMALL=True, BLOCK_H=16, BLOCK_N=64, num_warps=8, num_stages=2, USE_TMA=True, COMBINE_ROWS=1)
+_SMALL_PROGRAMS = 128
+_SMALL_MAX_UNITS = 512
+
+
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:
     """The launch config for s_q·h_q query rows (tuned table by rows class; a small batch of more than
-    64 rows has its own table, keyed by batch·rows; on a Hopper GPU (hopper=True) the _TUNED_WS classes
-    run the Gluon kernel)."""
+    64 rows has its own path and table, keyed by batch·rows; on a Hopper GPU (hopper=True) the
+    _TUNED_WS classes run the Gluon kernel)."""
     rows = seqlen_q * num_heads
+    if batch is not None and rows > 64 and batch * rows <= _SMALL_MAX_UNITS:
+        head_tiles = triton.cdiv(rows, _SMALL_PATH["BLOCK_H"])
+        return dict(_SMALL_PATH, NUM_SPLITS=max(1, _SMALL_PROGRAMS // (head_tiles * batch)))
     if batch is not None and rows > 64:
         for max_units, cfg in _TUNED_SMALL:
             if batch * rows <= max_units:

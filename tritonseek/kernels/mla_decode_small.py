@@ -1,26 +1,31 @@
-"""Small-batch paged MLA decode (batch 1-8, many heads): a latency-first split kernel for ``mla_decode``.
+"""Small-batch paged MLA decode (batch 1-4, many heads): a latency-first split kernel for ``mla_decode``.
 
 out[b, i, h] = Σ_j softmax_j(q[b, i, h]·K[b, j]·scale) · K[b, j, :head_dim_v],  j ≤ s_k − s_q + i
 
-At batch 1-8 the cache is small (1024 keys × 576 × 2 B = 1.2 MB per sequence) and the op is bound by
+At batch 1-4 the cache is small (1024 keys × 576 × 2 B = 1.2 MB per sequence) and the op is bound by
 latency, not bandwidth: every dependent step (schedule, cache tile, partial, combine launch) shows. This
-path differs from ``mla_decode``'s scheduled split kernel in three ways:
+path differs from ``mla_decode``'s scheduled split kernel in two ways:
 
 * **no schedule kernel.** The grid is (head tiles, NUM_SPLITS, batch). Program (t, s, b) reads
   cache_seqlens[b] itself and takes tiles [s·tps, (s+1)·tps) of its sequence, tps = max(⌈tiles /
-  NUM_SPLITS⌉, MIN_TILES): an even cut of each sequence, decided on the device (graph-safe; programs
-  past the last tile exit). A sequence cut into one piece is written straight to ``out``.
-* **combine fused (FUSED).** Each split writes its fp32 partial (o/l, lse) to its slot b·NUM_SPLITS + s
-  and increments an arrival counter of its (sequence, head tile); the last arrival merges the partials
-  (lse-weighted, fp32) into out and lse and re-arms the counter to 0 (counters start at 0 and are left at
-  0 by every launch, so CUDA-graph replays need no reset). Without FUSED the split kernel writes
-  split[b] = (b·(NUM_SPLITS − 1), pieces) and ``mla_decode_tiles._mla_combine_kernel`` merges slots
-  split[b, 0] + i + b = b·NUM_SPLITS + i, as for the scheduled path.
-* the cache tiles, the masking (rows past cache_seqlens zeroed before the dots, causal bottom-right
-  diagonal peeled) and the dots are ``mla_decode_tiles._tile_step``, the same as the scheduled kernel.
+  NUM_SPLITS⌉, MIN_TILES): an even cut of each sequence into pieces, decided on the device (graph-safe;
+  programs past the last tile exit). A sequence cut into one piece is written straight to ``out``;
+  otherwise each piece writes its fp32 partial (o/l, lse) to slot b·NUM_SPLITS + s, the program (0, 0, b)
+  writes split[b] = (b·(NUM_SPLITS − 1), pieces), and ``mla_decode_tiles._mla_combine_kernel`` merges
+  slots split[b, 0] + i + b, as for the scheduled path (an empty sequence: out = 0, lse = −inf there).
+* **programmatic dependent launch (sm_90+).** The split kernel may be launched as a dependent of the
+  previous kernel (PDL) and may let the next one launch early (TRIGGER); the combine may be launched as
+  a dependent of the split (COMBINE_PDL), so its launch overlaps the split.
 
-Config keys (``mla_decode.default_config``'s small-batch entries, SMALL=True): BLOCK_H, BLOCK_N,
-num_warps, num_stages, NUM_SPLITS, MIN_TILES, FUSED, USE_TMA.
+The cache tiles, the masking (rows past cache_seqlens zeroed before the dots, causal bottom-right diagonal
+peeled) and the dots are ``mla_decode_tiles._tile_step``, the same as the scheduled kernel.
+
+Config keys (``mla_decode.default_config``'s small-batch entries, SMALL=True): BLOCK_H, BLOCK_N, num_warps,
+num_stages, NUM_SPLITS, MIN_TILES, USE_TMA, COMBINE_ROWS (rows per combine program), PDL, TRIGGER (0/1/2,
+see the kernel), COMBINE_PDL. H200 (W1, session 14): merging the partials in the last-arriving split
+program instead of a combine kernel (an arrival counter per sequence and head tile) was slower at every
+small-batch case (b1 s_k 1024: 19.2-23.8 µs vs 14.0 for the combine kernel; the one merging program reads
+all pieces of its 16 rows), so it was removed.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import interpreter_active
-from tritonseek.kernels.fp8_gemm_small import _arrival_counters
-from tritonseek.kernels.mla_decode_tiles import _lse_merge_step, _mla_combine_kernel, _tile_step
+from tritonseek.kernels.fp8_quant import _pdl_capable
+from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _tile_step
 
 
 @triton.jit
@@ -116,53 +121,35 @@ def _store_rows(out_ptr, lse_ptr, b, rows, o0, o1, lse, stride_ob, stride_os, st
     tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
 
 
-@triton.jit
-def _merge_half(opart_ptr, lpart_ptr, base, pieces, rows, row_ok, rows_total, col0,
-                BLOCK_H: tl.constexpr, BLOCK_DV2: tl.constexpr):
-    # Columns col0 … col0 + BLOCK_DV2 of the merged output of slots base … base + pieces − 1
-    # (lse-weighted, online rescale, fp32), and the merged lse (natural log, −inf where no key).
-    # Loads bypass L1 (.cg): other programs wrote these partials.
-    dvp = 2 * BLOCK_DV2
-    c = col0 + tl.arange(0, BLOCK_DV2)
-    m = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-    wsum = tl.zeros([BLOCK_H], dtype=tl.float32)
-    for i in range(0, pieces):
-        si = base + i
-        lse_i = tl.load(lpart_ptr + si * rows_total + rows, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
-        o = tl.load(opart_ptr + (si * rows_total + rows)[:, None] * dvp + c[None, :], mask=row_ok[:, None],
-                    other=0.0, cache_modifier=".cg")
-        m, acc, wsum = _lse_merge_step(m, acc, wsum, lse_i, o)
-    has = wsum > 0.0
-    inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
-    return acc * inv[:, None], lse
-
-
 @triton.jit(do_not_specialize=["stride_btb", "stride_lb", "stride_lh", "max_blocks", "num_heads", "seqlen_q",
                                "d_qk", "head_dim_v", "page_shift", "num_splits", "min_tiles"])
 def _mla_decode_small_kernel(
-    q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, seqlens_ptr, split_ptr, count_ptr,
+    q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, seqlens_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_qb, stride_qs, stride_qh,
     stride_kvb, stride_kvt, stride_btb,
     stride_ob, stride_os, stride_oh,
     stride_lb, stride_lh,
     max_blocks, num_heads, seqlen_q, d_qk, head_dim_v, sm_scale_log2, page_shift, num_splits, min_tiles,
-    FUSED: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_DV2: tl.constexpr, BLOCK_R: tl.constexpr,
     CAUSAL: tl.constexpr, USE_TMA: tl.constexpr, DOT_FP32: tl.constexpr, NUM_STAGES: tl.constexpr,
-    EVEN_D: tl.constexpr,
+    EVEN_D: tl.constexpr, PDL: tl.constexpr = False, TRIGGER: tl.constexpr = 0,
 ):
     # q [batch, seqlen_q, num_heads, d_qk]; kv_cache [num_blocks, 2^page_shift, 1, d_qk] (strides as
     # in mla_decode._mla_decode_kernel); block_table [batch, max_blocks] int32; cache_seqlens [batch] int32
-    # split    [batch, 2] int32, written when not FUSED: (b·(num_splits − 1), pieces of sequence b)
-    # count    [batch · head tiles] int32 arrival counters (FUSED), 0 on entry and on exit
+    # split    [batch, 2] int32, written here: (b·(num_splits − 1), pieces of sequence b) for the combine
     # out      [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32
     # opart    [batch · num_splits, rows, 2·BLOCK_DV2] fp32; lpart [batch · num_splits, rows] fp32
     # grid (head tiles, num_splits, batch): the head tiles of one split run side by side and share
     # the cache span through L2.
+    # PDL: launched as a programmatic dependent: nothing is read before waiting for the previous kernel
+    # (q, the cache and its lengths may all come from this step). TRIGGER: the next kernel (the combine,
+    # or mla_absorb_o, which prefetches its weights meanwhile) may launch once every program is past its
+    # attention loop (1) or at once (2), else at our end (0); it waits for this grid's completion anyway.
+    if TRIGGER == 2:
+        tl.extra.cuda.gdc_launch_dependents()
+    if PDL:
+        tl.extra.cuda.gdc_wait()
     tile_h = tl.program_id(0)
     split = tl.program_id(1)
     b = tl.program_id(2)
@@ -176,46 +163,29 @@ def _mla_decode_small_kernel(
     pieces = tl.cdiv(n_tiles, tps)
     k_lo = split * tps
     k_hi = tl.minimum(k_lo + tps, n_tiles)
-    if not FUSED:
-        if (tile_h == 0) & (split == 0):
-            tl.store(split_ptr + b * 2, b * (num_splits - 1))
-            tl.store(split_ptr + b * 2 + 1, pieces)
+    if (tile_h == 0) & (split == 0):
+        tl.store(split_ptr + b * 2, b * (num_splits - 1))
+        tl.store(split_ptr + b * 2 + 1, pieces)
     if k_lo < k_hi:
         o0, o1, lse = _attend_span(
             q_ptr, kv_ptr, kn_desc, kr_desc, bt_ptr, b, rows, k_lo, k_hi, seqlen,
             stride_qb, stride_qs, stride_qh, stride_kvb, stride_kvt, stride_btb,
             num_heads, seqlen_q, d_qk, head_dim_v, sm_scale_log2, page_shift,
             BLOCK_N, BLOCK_H, BLOCK_DV2, BLOCK_R, CAUSAL, USE_TMA, DOT_FP32, NUM_STAGES, EVEN_D)
+        if TRIGGER == 1:
+            tl.extra.cuda.gdc_launch_dependents()
         if pieces == 1:
             _store_rows(out_ptr, lse_ptr, b, rows, o0, o1, lse, stride_ob, stride_os, stride_oh, stride_lb,
                         stride_lh, num_heads, seqlen_q, head_dim_v, BLOCK_DV2, EVEN_D)
         else:
             dvp = 2 * BLOCK_DV2
             c = tl.arange(0, BLOCK_DV2)
-            base = b.to(tl.int64) * num_splits
-            slot = base + split
+            slot = b.to(tl.int64) * num_splits + split
             pb = opart_ptr + (slot * rows_total + rows)[:, None] * dvp
             tl.store(pb + c[None, :], o0, mask=row_ok[:, None])
             tl.store(pb + (c + BLOCK_DV2)[None, :], o1, mask=row_ok[:, None])
             tl.store(lpart_ptr + slot * rows_total + rows, lse, mask=row_ok)
-            if FUSED:
-                tl.debug_barrier()  # every thread's partial stored before the (single-thread) release
-                cnt = count_ptr + b * tl.num_programs(0) + tile_h
-                arrived = tl.atomic_add(cnt, 1, sem="acq_rel", scope="gpu")
-                if arrived == pieces - 1:
-                    # the last piece: lse-weighted merge of all pieces (fp32), one column half at a time
-                    a0, lse_all = _merge_half(opart_ptr, lpart_ptr, base, pieces, rows, row_ok, rows_total, 0,
-                                              BLOCK_H, BLOCK_DV2)
-                    a1, _ = _merge_half(opart_ptr, lpart_ptr, base, pieces, rows, row_ok, rows_total, BLOCK_DV2,
-                                        BLOCK_H, BLOCK_DV2)
-                    _store_rows(out_ptr, lse_ptr, b, rows, a0, a1, lse_all, stride_ob, stride_os, stride_oh,
-                                stride_lb, stride_lh, num_heads, seqlen_q, head_dim_v, BLOCK_DV2, EVEN_D)
-                    tl.store(cnt, 0)  # re-arm for the next launch (graph replays included)
-    elif (split == 0) & (n_tiles == 0):  # empty sequence: out = 0, lse = −inf
-        z = tl.zeros([BLOCK_H, BLOCK_DV2], dtype=tl.float32)
-        _store_rows(out_ptr, lse_ptr, b, rows, z, z, tl.full([BLOCK_H], float("-inf"), tl.float32),
-                    stride_ob, stride_os, stride_oh, stride_lb, stride_lh, num_heads, seqlen_q, head_dim_v,
-                    BLOCK_DV2, EVEN_D)
+    # an empty sequence (pieces 0) is written by the combine: out = 0, lse = −inf
 
 
 def check_small_config(cfg: dict) -> None:
@@ -227,26 +197,36 @@ def check_small_config(cfg: dict) -> None:
         v = cfg.get(key, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"SMALL config {key}={v!r} must be an int ≥ 1")
+    if cfg.get("TRIGGER", 0) not in (0, 1, 2) or isinstance(cfg.get("TRIGGER", 0), bool):
+        raise ValueError(f"SMALL config TRIGGER={cfg.get('TRIGGER')!r} must be 0 (next kernel at our end), 1 (after "
+                         "the attention loop) or 2 (at entry)")
+    rows_per = cfg.get("COMBINE_ROWS", 1)
+    if isinstance(rows_per, bool) or not isinstance(rows_per, int) or rows_per < 1 or rows_per & (rows_per - 1):
+        raise ValueError(f"SMALL config COMBINE_ROWS={rows_per!r} must be a power of two ≥ 1")
+    for key in ("PDL", "COMBINE_PDL"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ValueError(f"SMALL config {key}={cfg.get(key)!r} must be a bool")
 
 
 def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse):
-    """``mla_decode``'s launches for a SMALL config on validated inputs: (split launch, combine launch);
-    the combine is a no-op when FUSED. Workspaces (and arrival counters) are taken here."""
+    """``mla_decode``'s two launches for a SMALL config on validated inputs: (split launch, combine launch).
+    Workspaces are allocated here."""
     dev = q.device
     batch, seqlen_q, num_heads, d_qk = q.shape
     num_blocks, page_size = kv_cache.shape[:2]
     cfg = metadata.config
     block_n, block_h = int(cfg["BLOCK_N"]), int(cfg["BLOCK_H"])
     num_splits, min_tiles = int(cfg["NUM_SPLITS"]), int(cfg.get("MIN_TILES", 1))
-    fused = bool(cfg.get("FUSED", True))
+    hopper = _pdl_capable(dev)  # griddepcontrol: sm_90+, never under the interpreter
+    pdl = bool(cfg.get("PDL", False)) and hopper
+    trigger = int(cfg.get("TRIGGER", 0)) if hopper else 0
+    combine_pdl = bool(cfg.get("COMBINE_PDL", False)) and hopper
     block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
     block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
     even_d = head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r
     rows = seqlen_q * num_heads
-    head_tiles = triton.cdiv(rows, block_h)
     opart = torch.empty(batch * num_splits, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
     lpart = torch.empty(batch * num_splits, rows, dtype=torch.float32, device=dev)
-    count = _arrival_counters(dev, batch * head_tiles) if fused else lpart  # unused when not fused
     total_rows = num_blocks * page_size
     use_tma = (
         cfg.get("USE_TMA", True) and page_size >= block_n and even_d and block_dv2 <= 256
@@ -260,7 +240,7 @@ def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_
     else:
         kn_desc = kr_desc = None
     args = (
-        q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.split, count,
+        q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2),
         kv_cache.stride(0), kv_cache.stride(1), block_table.stride(0),
@@ -268,25 +248,20 @@ def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_
         lse.stride(0), lse.stride(1),
         block_table.shape[1], num_heads, seqlen_q, d_qk, head_dim_v, scale * 1.4426950408889634,
         page_size.bit_length() - 1, num_splits, min_tiles)
-    meta = dict(FUSED=fused, BLOCK_N=block_n, BLOCK_H=block_h,
-                BLOCK_DV2=block_dv2, BLOCK_R=block_r, CAUSAL=bool(causal), USE_TMA=use_tma,
-                DOT_FP32=interpreter_active(), NUM_STAGES=int(cfg["num_stages"]), EVEN_D=even_d,
-                num_warps=int(cfg["num_warps"]))
-    grid = (head_tiles, num_splits, batch)
+    meta = dict(BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r, CAUSAL=bool(causal),
+                USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=int(cfg["num_stages"]), EVEN_D=even_d,
+                PDL=pdl, TRIGGER=trigger, num_warps=int(cfg["num_warps"]), launch_pdl=pdl)
+    grid = (triton.cdiv(rows, block_h), num_splits, batch)
+    block_rows = int(cfg.get("COMBINE_ROWS", 1))
+    combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
+                    lse.stride(0), lse.stride(1), num_heads, seqlen_q, head_dim_v)
 
     def split_launch():
         _mla_decode_small_kernel[grid](*args, **meta)
 
-    if fused:
-        def combine_launch():
-            return None
-    else:
-        block_rows = int(cfg.get("COMBINE_ROWS", 1))
-        combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
-                        lse.stride(0), lse.stride(1), num_heads, seqlen_q, head_dim_v)
-
-        def combine_launch():
-            _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](
-                *combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, NUM_STAGES=3, num_warps=4)
+    def combine_launch():
+        _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](
+            *combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, NUM_STAGES=3, PDL=combine_pdl,
+            num_warps=4, launch_pdl=combine_pdl)
 
     return split_launch, combine_launch

@@ -126,11 +126,16 @@ def _mla_combine_kernel(
     split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     num_heads, seqlen_q, head_dim_v,
-    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False,
 ):
     # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
     # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
     # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
+    # PDL: launched as a programmatic dependent of the split kernel (resident early, waits for its
+    # completion before any load) and lets the next kernel launch at once (it waits for ours likewise).
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     b = tl.program_id(0)
     rows_total = seqlen_q * num_heads
     rows = tl.program_id(1) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)

@@ -305,12 +305,12 @@ def check(op: str, B: int, K: int, config, seed: int) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- suites
-def greedy_ab(env, out_f, configs, reps: int = 3, deadline: float = 1e18) -> None:
-    """Greedy configs side by side on every (B, K) case: rotating-buffer times, the configs interleaved ``reps``
-    times (so clock drift hits them alike), each config checked exact first; one row per (case, config) with the
-    median and the spread, and the winner per case printed."""
-    for K in KS:
-        for B in BATCHES:
+def greedy_ab(env, out_f, configs, reps: int = 3, deadline: float = 1e18, cases=None) -> None:
+    """Greedy configs side by side on every (B, K) case (or ``cases``): rotating-buffer times, the configs
+    interleaved ``reps`` times (so clock drift hits them alike), each config checked exact first; one row per
+    (case, config) with the median and the spread, and the winner per case printed."""
+    for B, K in cases or [(B, K) for K in KS for B in BATCHES]:
+        if True:
             if time.time() > deadline:
                 print(f"  ab: budget reached before B={B} K={K}", flush=True)
                 return
@@ -430,9 +430,11 @@ def run_spec_verify(env, rows, out_f, deadline):
               OPS, cases)
 
 
+SAMPLER_OPS = ("sample", "sample_philox", "sample_topk_topp")
+
+
 def run_sampler(env, rows, out_f, deadline):
-    bench_ops(env, rows, out_f, deadline, "sampler", ("sample", "sample_philox", "sample_topk_topp"),
-              [(B, 0) for B in BATCHES])
+    bench_ops(env, rows, out_f, deadline, "sampler", SAMPLER_OPS, [(B, 0) for B in BATCHES])
 
 
 def run_mtp_e2e_suite(argv: list[str]) -> None:
@@ -444,16 +446,20 @@ def run_mtp_e2e_suite(argv: list[str]) -> None:
 
 
 def main():
+    global DEVICE, VOCAB, BATCHES, SWEEP_CANDIDATES, SWEEP_CASES, OPS, SAMPLER_OPS
     p = argparse.ArgumentParser()
     p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--floor-sweep", action="store_true", help="rotating read floor per streaming config")
     p.add_argument("--ab", default=None, help="greedy configs to compare on every case, e.g. '1024,4,8,2;2048,8,4,2'")
+    p.add_argument("--ab-cases", default=None, help="(B, K) cases of --ab, e.g. '64,1;64,3' (default: all six)")
+    p.add_argument("--batches", default=None, help="comma list of batch sizes of the suites (default 1,16,64)")
     p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
     p.add_argument("--warm-greedy", default=None, metavar="I/N",
                    help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
     p.add_argument("--warm-ops", default=None, help="comma list of ops: compile and check every case, no timing")
     p.add_argument("--ops", default=None, help="comma list of spec_verify ops (default: all)")
+    p.add_argument("--sampler-ops", default=None, help="comma list of sampler ops (default: all three)")
     p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
     p.add_argument("--out", default="mtp_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
@@ -466,7 +472,6 @@ def main():
 
         sys.exit(1 if compile_check() else 0)
     if args.dry:
-        global DEVICE, VOCAB, BATCHES, SWEEP_CANDIDATES, SWEEP_CASES
         DEVICE, VOCAB, BATCHES = "cpu", 300, (1, 3)
         SWEEP_CANDIDATES, SWEEP_CASES = SWEEP_CANDIDATES[:2], [(1, 1)]
     if args.warm_greedy:
@@ -482,9 +487,12 @@ def main():
             print(f"warm {op}: ok={ok}", flush=True)
         return
     suites = args.suite.split(",")
+    if args.batches:
+        BATCHES = tuple(int(v) for v in args.batches.split(","))
     if args.ops:
-        global OPS
         OPS = tuple(args.ops.split(","))
+    if args.sampler_ops:
+        SAMPLER_OPS = tuple(args.sampler_ops.split(","))
     if "mtp_e2e" in suites:
         run_mtp_e2e_suite(rest)
         suites.remove("mtp_e2e")
@@ -501,7 +509,9 @@ def main():
         if args.floor_sweep:
             floor_sweep()
         if args.ab:
-            greedy_ab(env, out_f, [tuple(int(v) for v in c.split(",")) for c in args.ab.split(";")], deadline=deadline)
+            greedy_ab(env, out_f, [tuple(int(v) for v in c.split(",")) for c in args.ab.split(";")], deadline=deadline,
+                      cases=[tuple(int(v) for v in c.split(",")) for c in args.ab_cases.split(";")]
+                      if args.ab_cases else None)
         if args.sweep:
             sweep(t0 + (args.sweep_s if args.sweep_s is not None else 0.35 * args.budget_s),
                   tuple(args.sweep_modes.split(",")))

@@ -9,7 +9,8 @@ measurements, each reported per batch size and K:
    as ``parts_us_eager`` / ``speedup_eager``) with seqlen_q = 1 (plain decode) and seqlen_q = K+1
    (verification, bottom-right causal):
    one dense layer, one MoE layer, embed + final norm + lm_head + argmax, and the MTP draft step
-   (enorm/hnorm + eh_proj + its MoE block + shared_head.norm + head + argmax). Then
+   (enorm/hnorm + eh_proj + its MoE block + shared_head.norm + head + argmax; both heads' logits in bf16 and the
+   Triton argmax, as the decode graph and ``greedy_draft_tokens`` run them). Then
    t_decode = 3·dense(1) + 58·moe(1) + head(1), t_verify = 3·dense(K+1) + 58·moe(K+1) + head(K+1),
    speedup = E[tokens/step] ÷ ((t_verify + K·t_draft(1)) / t_decode) with
    E = (1 − a^{K+1}) / (1 − a) for per-draft acceptance a — at a = 0.85 (DeepSeek's figure) and at
@@ -42,7 +43,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import graph_replay_us  # noqa: E402
-from tritonseek.engine.speculative import MTPDrafter  # noqa: E402
+from tritonseek.engine.speculative import MTPDrafter, greedy_draft_tokens  # noqa: E402
 
 DEEPSEEK_ACCEPTANCE = 0.85
 V3_DENSE, V3_MOE = 3, 58  # DeepSeek-V3: first_k_dense_replace = 3 of 61 layers
@@ -102,8 +103,9 @@ def time_parts(b, h, batch: int, context: int, s_qs: list[int]) -> tuple[dict, d
             res = dict(
                 dense=t(lambda: layers[0](x, pos, attn, caches[0])),
                 moe=t(lambda: layers[1](x, pos, attn, caches[1])),
-                head=t(lambda: (model.model.embed_tokens(ids), model.compute_logits(x).argmax(-1))),
-                draft=t(lambda: mtp.logits(mtp(ids, x, pos, attn, mtp_cache)).argmax(-1)),
+                # as the decode graph runs them: bf16 logits (no fp32 copy) and the Triton argmax
+                head=t(lambda: (model.model.embed_tokens(ids), model.ops.argmax(model.compute_logits(x, dtype=None)))),
+                draft=t(lambda: greedy_draft_tokens(mtp, model.ops, mtp(ids, x, pos, attn, mtp_cache))),
             )
             out_eager[s_q] = {k: v[0] for k, v in res.items()}
             out[s_q] = {k: (v[1] if v[1] is not None else v[0]) for k, v in res.items()}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tests.model.tiny import build_hf_model, save_checkpoint
 from tritonseek import LLM, SamplingParams
 from tritonseek.engine import speculative
+from tritonseek.model.ops import Ops
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,17 @@ def test_mtp_greedy_is_token_identical(llm, k, batch, n, seed):
     spec = llm.generate(prompts, p, mtp=k)
     assert [o.token_ids for o in spec] == [o.token_ids for o in plain]
     assert [o.finish_reason for o in spec] == [o.finish_reason for o in plain]
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_greedy_draft_tokens_equal_fp32_argmax(llm, backend):
+    # the drafter's argmax over the head's own-dtype (bf16) logits, through Ops.argmax (triton: the split-row argmax
+    # kernel, here in the interpreter), gives exactly the old path's tokens: argmax of MTPLayer.logits' fp32 copy
+    mtp = llm.model.mtp[0]
+    h = (torch.randn(6, llm.config.hidden_size, generator=torch.Generator().manual_seed(9)) * 2).to(llm.model.dtype)
+    got = speculative.greedy_draft_tokens(mtp, Ops(backend), h)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, mtp.logits(h).argmax(-1))
 
 
 class OracleDrafter(speculative.MTPDrafter):

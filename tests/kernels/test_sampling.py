@@ -188,6 +188,47 @@ def test_sample_distribution_matches_softmax(device, filters, philox):
     _chi2_check(tokens, p)
 
 
+# Low temperature (SamplingParams allows T = 1e-5) on logits near 200: x / T ~ 2e7, where the fp32 ulp is 2, so a
+# race that adds the Gumbel noise -log E to x / T (instead of to (x - max) / T) rounds the noise to even integers and
+# near-tied tokens are no longer drawn in proportion (the kernel before this fix: chi2 68 against a critical 28 at
+# 400 draws; the fresh-user tester saw 238/162 on a tie at logits ~100). The tokens differ by single fp32 ulps of 200
+# (2^-16): (x - max) / T = -1.53 per ulp. Expected p in float64 from the exact fp32 values.
+TINY_T = 1e-5
+NEAR_TIE_ULPS = {None: [0, 1, 0, 1, -1, 0, -400, -4000], "k": [-40, 1, 0, 1, -41, 0, -400, -4000]}
+
+
+def near_tie_case(filters):
+    """(row [V] fp32 logits ~200, top_k or None, exact float64 target distribution) at T = TINY_T."""
+    ulps = torch.tensor(NEAR_TIE_ULPS[filters], dtype=torch.float64)
+    row = (200.0 + ulps * 2.0**-16).float()
+    assert torch.equal(row.double(), 200.0 + ulps * 2.0**-16)  # each value exact in fp32
+    t = float(torch.tensor(TINY_T, dtype=torch.float32))
+    z = (row.double() - row.double().max()) / t
+    k = None
+    if filters == "k":  # top_k = 3: the two tops and the two tied next ones (ties at the threshold are kept)
+        k = 3
+        z[z < z.sort(descending=True).values[k - 1]] = float("-inf")
+    return row, k, torch.softmax(z, -1)
+
+
+@pytest.mark.parametrize("filters,philox", [(None, False), (None, True), ("k", False)])
+def test_sample_low_temperature_near_ties(device, filters, philox):
+    # chi-square of N draws against the exact distribution (alpha = 1e-4, fixed seeds: deterministic)
+    N = 20000 if device.type == "cuda" else (100 if filters else (200 if philox else 300))
+    row, k, p = near_tie_case(filters)
+    V = row.numel()
+    x = row.expand(N, V).contiguous()
+    t = torch.full((N,), TINY_T)
+    top_k = None if k is None else torch.full((N,), k, dtype=torch.int32)
+    if philox:
+        seeds = torch.arange(N, dtype=torch.int64, device=device) * 6151 + 29
+        tokens = sample(*_to(device, x, t, top_k, None), None, seeds=seeds)
+    else:
+        noise = torch.empty(N, V).exponential_(generator=torch.Generator().manual_seed(77))
+        tokens = sample(*_to(device, x, t, top_k, None, noise))
+    _chi2_check(tokens, p.float())
+
+
 @_fixture_ok
 @given(B=st.integers(1, 4), V=st.integers(1, 200), seed=st.integers(0, 2**40), filters=st.sampled_from([None, "kp"]))
 def test_philox_seeds_mode_equals_materialized_noise(device, B, V, seed, filters):

@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2
 
+from tests.kernels.test_sampling import TINY_T, near_tie_case
+
 from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
-from tritonseek.kernels.sampling import philox_exp_noise
+from tritonseek.kernels.sampling import philox_exp_noise, sample
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
 _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -207,6 +209,64 @@ def test_rejection_preserves_target_distribution(device, mode):
     acc = n.cpu() == K
     assert 0 < int(acc.sum()) < N
     _chi2_check(out[acc.to(out.device), K], p[K])  # bonus token ~ p_K
+
+
+@pytest.mark.parametrize("mode", ["one_hot", "draft_probs", "one_hot_philox"])
+def test_rejection_low_temperature_near_ties(device, mode):
+    # T = 1e-5 on logits ~200 whose top tokens differ by single fp32 ulps (test_sampling.near_tie_case): p(d), the
+    # softmax sums and both races are computed from x - max (x / T ~ 2e7 would round the differences to its ulp, 2);
+    # the first emitted token must follow the exact p whatever the draft, the bonus token too
+    if mode == "one_hot_philox" and device.type != "cuda":
+        pytest.skip("the Philox noise source is covered on CPU by test_sampling's low-temperature test")
+    N, K = (20000 if device.type == "cuda" else (120 if mode == "draft_probs" else 200)), 1
+    row, _, p = near_tie_case(None)
+    V = row.numel()
+    x = row.expand(N, K + 1, V).contiguous()
+    g = torch.Generator().manual_seed(31)
+    q = torch.softmax(torch.randn(V, generator=g), -1)
+    if mode == "draft_probs":  # drafts drawn from q, the draft model's distribution
+        drafts = torch.multinomial(q, N, replacement=True, generator=g)[:, None]
+    else:  # greedy drafts: q is one-hot at the draft, here one of the two tied top tokens
+        drafts = torch.full((N, K), 3, dtype=torch.int64)
+    draft_probs = q.expand(N, K, V).contiguous() if mode == "draft_probs" else None
+    t = torch.full((N,), TINY_T)
+    uniforms = torch.rand(N, K, generator=g)
+    if mode == "one_hot_philox":
+        seeds = torch.arange(N, dtype=torch.int64, device=device) * 7877 + 3
+        out, n = verify_rejection(*_to(device, drafts, None, x, t, None, None, uniforms), None, seeds=seeds)
+    else:
+        noise = torch.empty(N, K + 1, V).exponential_(generator=g)
+        out, n = verify_rejection(*_to(device, drafts, draft_probs, x, t, None, None, uniforms, noise))
+    _chi2_check(out[:, 0], p.float())
+    acc = (n.cpu() == K).to(out.device)
+    _chi2_check(out[acc, K], p.float())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["sample", "verify"])
+def test_low_temperature_near_ties_real_vocab_gpu(device, op):
+    # the near-tie tokens planted at ids spread over the splits of a 129280-wide row whose other logits are ~N(0, 9)
+    # (probability exp(-2e7) at T = 1e-5); N draws as N rows of one launch (seeded Philox noise)
+    V, N = 129280, 2048
+    row8, _, p8 = near_tie_case(None)
+    ids = torch.tensor([3, 17000, 40001, 64640, 64641, 99999, 128000, 129279])
+    row = torch.randn(V, generator=torch.Generator().manual_seed(5)) * 3
+    row[ids] = row8
+    p = torch.zeros(V)
+    p[ids] = p8.float()
+    t = torch.full((N,), TINY_T)
+    seeds = torch.arange(N, dtype=torch.int64, device=device) * 1009 + 1
+    if op == "sample":
+        tokens = sample(*_to(device, row.expand(N, V).contiguous(), t, None, None), None, seeds=seeds)
+        _chi2_check(tokens, p)
+        return
+    x = row.expand(N, 2, V).contiguous()
+    drafts = torch.full((N, 1), int(ids[1]), dtype=torch.int64)  # p(d) = p8[1], a top token
+    uniforms = torch.rand(N, 1, generator=torch.Generator().manual_seed(6))
+    out, n = verify_rejection(*_to(device, drafts, None, x, t, None, None, uniforms), None, seeds=seeds)
+    _chi2_check(out[:, 0], p)
+    acc = (n.cpu() == 1).to(out.device)
+    _chi2_check(out[acc, 1], p)
 
 
 @_fixture_ok

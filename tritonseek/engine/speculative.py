@@ -36,6 +36,19 @@ from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.model.mla import AttentionBatch
 
 
+def greedy_draft_tokens(mtp, ops, h: torch.Tensor) -> torch.Tensor:
+    """Greedy MTP drafts: token_b = argmax_v shared_head.head(shared_head.norm(h))[b, v], lowest id on ties.
+
+    mtp: the :class:`~tritonseek.model.model.MTPLayer`; ops: the model's ``Ops`` (backend); h: [B, H] MTP hidden
+    (model dtype, pre ``shared_head.norm``). Returns [B] int64. The head's logits [B, V] are read in the dtype the
+    head computes them in (bf16) by ``ops.argmax`` (Triton split-row argmax on the GPU, graph-safe; torch.argmax
+    on the reference backend), instead of an fp32 copy and torch.argmax: the same tokens, since a bf16 value's
+    fp32 copy is exact. Semantics: ``MTPLayer.logits(h).argmax(-1)``.
+    """
+    sh = mtp.shared_head
+    return ops.argmax(sh.head(sh.norm(h)))
+
+
 def step_randomness(seqs: list[Sequence], k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(uniforms [B, k] fp32 in [0, 1), seeds [B] int64) of one verify step, on the host.
 
@@ -62,11 +75,12 @@ class MTPGraphs:
     q = 1 is a draft step (ids = previous drafts, hidden = the MTP layer's previous output); q = K+1 is the
     MTP pass (ids = emitted tokens, hidden = the verify forward's target hiddens, output taken at row
     num_accepted of each sequence). Each graph computes h = mtp(ids, hidden, positions, batch) and
-    argmax(mtp.logits(h)). Static inputs: a :class:`~tritonseek.engine.cuda_graph.StepBuffers` (ids, positions,
-    slots, cache_seqlens, block_table; dummy rows write slot −1 and read no key), a zeroed hidden buffer
-    [max_batch·(K+1), H] and num_accepted [max_batch]. Outputs are cloned after each replay (graphs share one
-    memory pool). Sized from the runner's :class:`DecodeGraphs` (same buckets, batch limit and block-table
-    width); :func:`mtp_graphs_for` keeps one per DecodeGraphs, so ``generate`` calls reuse the captures.
+    its greedy draft (:func:`greedy_draft_tokens`). Static inputs: a
+    :class:`~tritonseek.engine.cuda_graph.StepBuffers` (ids, positions, slots, cache_seqlens, block_table; dummy
+    rows write slot −1 and read no key), a zeroed hidden buffer [max_batch·(K+1), H] and num_accepted [max_batch].
+    Outputs are cloned after each replay (graphs share one memory pool). Sized from the runner's
+    :class:`DecodeGraphs` (same buckets, batch limit and block-table width); :func:`mtp_graphs_for` keeps one per
+    DecodeGraphs, so ``generate`` calls reuse the captures.
     """
 
     MAX_K = 4
@@ -105,7 +119,7 @@ class MTPGraphs:
         h = self.mtp(bufs.input_ids[:n], self.hidden[:n], bufs.positions[:n], batch, self.mtp_cache)
         if q > 1:
             h = h.view(b, q, -1)[torch.arange(b, device=h.device), self.num_acc[:b]]
-        return h, self.mtp.logits(h).argmax(-1)
+        return h, greedy_draft_tokens(self.mtp, self.model.ops, h)
 
     def _capture(self, b: int, q: int) -> None:
         side = torch.cuda.Stream(self.dev)
@@ -197,7 +211,7 @@ class MTPDrafter:
         h = self.mtp(self._tensor(ids), hidden, pos, batch, self.mtp_cache)
         last = self._tensor([c - 1 for c in cu[1:]])
         h_last = h[last]
-        return h_last, self.mtp.logits(h_last).argmax(-1)
+        return h_last, greedy_draft_tokens(self.mtp, self.model.ops, h_last)
 
     @torch.inference_mode()
     def draft(self, seqs: list[Sequence], h_last: torch.Tensor, first: torch.Tensor, k: int) -> torch.Tensor:
@@ -215,7 +229,7 @@ class MTPDrafter:
                 continue
             batch = self._mtp_batch(seqs, starts, 1)
             h = self.mtp(drafts[-1], h, self._tensor(starts), batch, self.mtp_cache)
-            drafts.append(self.mtp.logits(h).argmax(-1))
+            drafts.append(greedy_draft_tokens(self.mtp, self.model.ops, h))
         return torch.stack(drafts, dim=1)
 
     def _mtp_batch(self, seqs, starts, s_q) -> AttentionBatch:
@@ -280,4 +294,4 @@ class MTPDrafter:
         pos = self._tensor([p + j for p in starts for j in range(k1)])
         h = self.mtp(ids, target_hidden.reshape(B * k1, -1), pos, batch, self.mtp_cache).view(B, k1, -1)
         h_last = h[torch.arange(B, device=h.device), num_acc.long()]
-        return h_last, self.mtp.logits(h_last).argmax(-1)
+        return h_last, greedy_draft_tokens(self.mtp, self.model.ops, h_last)

@@ -8,6 +8,12 @@ Design (memory-bound; a vocabulary row of 129280 fp32 logits is 517 KB):
      online max/argmax, the online softmax sum and the exponential race argmax_i (s_i − log E_i),
      which equals argmax_i p_i / E_i since p_i ∝ exp(s_i).
   3. ``_sample_combine_kernel`` (one program per row): reduces the split partials to the token.
+Low temperatures: the max, the softmax sums and the race work on the logits x themselves, never on x / T: the
+sums take exp((x − m) / T) with m the running max, and the race compares two tokens by (x_i − x_j) + T·(g_i −
+g_j), g = −log E (T times s_i − s_j + g_i − g_j): differences of nearby logits are exact in fp32, so at T = 1e-5
+with logits ~100 (x / T ~ 1e7, whose fp32 ulp is 1) the noise is not rounded away.
+A split's race partial is its winner's (x − m_split) + T·g, which the combine shifts by m_split − m_row. Only the
+top-k/top-p thresholds are defined on s = x / T (as in the reference).
 No host synchronisation anywhere (graph-capturable); split counts depend on shapes only.
 ``tritonseek.kernels.spec_verify`` reuses kernels 1–2 for rejection sampling.
 """
@@ -107,8 +113,9 @@ def _row_stats_kernel(
     # done    [B * NJ] int32 (HAS_DONE): rows with 2 already have their partials at split 0 (written
     #         from the filter's candidates): their programs read nothing, split 0 stores nothing and
     #         the other splits store neutral partials (max -inf, sum 0, race -inf)
-    # part_*  [B * NJ, num_splits]: max of s, sum exp(s - max), first argmax of s,
-    #         max of s - log E, its first index. GREEDY: s = x, only max/argmax.
+    # part_*  [B * NJ, num_splits]: max m of the kept x (x with s = x / T below thresh → -inf), sum exp((x - m) / T),
+    #         first argmax, race value (x_w - m) + T·g_w of the split's winner w (g = -log E; see the module
+    #         docstring) and w. GREEDY: only max/argmax.
     # RACE_MODE: 0 none, 1 every row (excluding the draft token when j < NJ - 1), 2 last row only.
     row = tl.program_id(0)
     split = tl.program_id(1)
@@ -126,7 +133,8 @@ def _row_stats_kernel(
 
     # lane-wise accumulators (one cross-warp reduction after the loop, none per chunk, so the
     # loads of consecutive chunks stay in flight): running max / first index, online sum of
-    # exp(s - max) per lane, race max / first index.
+    # exp((x - max) / T) per lane, the race value (x_w - m_lane) + T·g_w of the lane's winner w (relative to the
+    # lane's running max m_lane: shifted by m_old - m_new when the max grows) and its index.
     big = 2147483647
     m_vec = tl.full([BLOCK], float("-inf"), tl.float32)
     i_vec = tl.full([BLOCK], big, tl.int32)
@@ -140,6 +148,8 @@ def _row_stats_kernel(
         temp = tl.load(temperature_ptr + b)
         do_race = temp > 0
         temp = tl.where(temp > 0, temp, 1.0)
+    if NEED_SUM:
+        inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)  # T below ~3e-39 would give inf (0 * inf = NaN)
     if RACE_MODE == 0:
         do_race = False
     if RACE_MODE == 2:
@@ -160,36 +170,39 @@ def _row_stats_kernel(
         msk = offs < end
         x = tl.load(row_ptr + offs, mask=msk, other=float("-inf")).to(tl.float32)
         x = tl.where(x != x, float("inf"), x)  # NaN counts as the largest value (torch.argmax's order)
-        if GREEDY:
-            s = x
-        else:
-            s = x / temp
+        if not GREEDY:
             if HAS_THRESH:
-                s = tl.where(s >= thr, s, float("-inf"))
+                x = tl.where(x / temp >= thr, x, float("-inf"))  # the filter is defined on s = x / T
+        m_new = tl.maximum(m_vec, x)
         if NEED_SUM:
-            m_new = tl.maximum(m_vec, s)
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_vec = l_vec * tl.exp(m_vec - m_safe) + tl.exp(s - m_safe)
-        i_vec = tl.where(s > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
-        m_vec = tl.maximum(m_vec, s)
+            l_vec = l_vec * tl.exp((m_vec - m_safe) * inv_t) + tl.exp((x - m_safe) * inv_t)
         if RACE_MODE != 0:
             if PHILOX:
                 e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
             else:
                 e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
-            r = s - tl.log(e)
+            # candidate (x - m_new) + T·g, g = -log E, against the winner's value moved to m_new: T times the
+            # race s - log E up to a shift common to the lane, without forming x / T (see the module docstring).
+            # Strict >: the first of equals stays. NaN candidates (x = -inf with m_new = -inf) never win.
+            r_vec = r_vec + tl.where(m_new == m_vec, 0.0, m_vec - m_new)
+            cand = (x - m_new) - temp * tl.log(e)
             if RACE_MODE == 1:
-                r = tl.where(offs == excl, float("-inf"), r)
-            ri_vec = tl.where(r > r_vec, offs, ri_vec)
-            r_vec = tl.maximum(r_vec, r)
+                cand = tl.where(offs == excl, float("-inf"), cand)
+            win = cand > r_vec
+            ri_vec = tl.where(win, offs, ri_vec)
+            r_vec = tl.where(win, cand, r_vec)
+        i_vec = tl.where(x > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
+        m_vec = m_new
 
     m = tl.max(m_vec, axis=0)
     idx = tl.min(tl.where(m_vec == m, i_vec, big), axis=0)  # lowest index among the lanes' maxima
     idx = tl.where(idx == big, start, idx)  # all -inf (or empty): the split's first index (argmax gives 0)
     if NEED_SUM:
         m_safe = tl.where(m == float("-inf"), 0.0, m)
-        lsum = tl.sum(l_vec * tl.exp(m_vec - m_safe), axis=0)
+        lsum = tl.sum(l_vec * tl.exp((m_vec - m_safe) * inv_t), axis=0)
     if RACE_MODE != 0:
+        r_vec = r_vec + tl.where(m_vec == m, 0.0, m_vec - m)  # relative to the split's max (-inf stays -inf)
         rmax = tl.max(r_vec, axis=0)
         ridx = tl.min(tl.where(r_vec == rmax, ri_vec, big), axis=0)
         ridx = tl.where(ridx == big, start, ridx)
@@ -210,7 +223,8 @@ def _sample_combine_kernel(
     num_splits, SPLITS: tl.constexpr, GREEDY: tl.constexpr = False,
 ):
     # part_* [B, num_splits] from _row_stats_kernel (NJ = 1); out [B] int64 token ids
-    # GREEDY: every row takes the argmax (temperature and race partials unread)
+    # GREEDY: every row takes the argmax (temperature and race partials unread). A split's race value is
+    # relative to its max: + (m_split - m_row) puts every split on the row's scale.
     row = tl.program_id(0)
     offs = tl.arange(0, SPLITS)
     msk = offs < num_splits
@@ -223,13 +237,13 @@ def _sample_combine_kernel(
     if GREEDY:
         tl.store(out_ptr + row, greedy.to(tl.int64))
     else:
-        rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf"))
+        rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf")) + (ms - mx)
         rids = tl.load(part_ridx_ptr + base + offs, mask=msk, other=big)
         rmx = tl.max(rs, axis=0)
         race = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
         temp = tl.load(temperature_ptr + row)
-        # a sampled row whose max is +inf (a NaN or +inf logit, or x / T overflowing) or -inf (all -inf) has
-        # no softmax: token 0, as the reference's argmax over its NaN probabilities gives
+        # a sampled row whose max is +inf (a NaN or +inf logit) or -inf (all -inf) has no softmax: token 0, as the
+        # reference's argmax over its NaN probabilities gives
         race = tl.where(tl.abs(mx) < float("inf"), race, 0)
         tl.store(out_ptr + row, tl.where(temp > 0, race, greedy).to(tl.int64))
 
@@ -410,15 +424,16 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     NaN → off, as in the reference. Non-finite logits: a NaN counts as the largest value and greedy rows
     return the first NaN or +inf (the reference, torch.argmax, returns the first NaN: the two differ on a
     row holding +inf before a NaN); as in the reference, a sampled row whose max is not finite (a NaN or +inf
-    logit, x / T overflowing, or every logit -inf) has no softmax and returns token 0; an all -inf greedy
-    row returns 0. exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded
-    generator, last dim contiguous (rows with T == 0 are not read); or None with seeds: [B] int64 on the
-    device, the noise then made in registers by Philox, equal to ``philox_exp_noise(seeds, 1, V)[:, 0]``
-    (change the seeds every step; no noise tensor is written or read). out: optional [B] int64 buffer.
+    logit, or every logit -inf) has no softmax and returns token 0 (with top-k/top-p, also a row where x / T
+    overflows fp32, since the filter is defined on x / T); an all -inf greedy row returns 0.
+    exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded generator, last dim contiguous (rows with T == 0
+    are not read); or None with seeds: [B] int64 on the device, the noise then made in registers by Philox,
+    equal to ``philox_exp_noise(seeds, 1, V)[:, 0]`` (change the seeds every step; no noise tensor is written
+    or read). out: optional [B] int64 buffer.
     config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
-    Known limit (open defect): the race adds −log E to x / T without subtracting the row max first, so
-    where |x / T| reaches ~1e7 (e.g. T = 1e-5 with logits near 100) fp32 drops the noise and near-tied
-    tokens go to the lower id more often than softmax says (the reference subtracts the max).
+    Low temperatures are exact to fp32 rounding of the logit differences: the softmax is exp((x − max) / T)
+    (the max subtracted from x before dividing, as the reference does), so T = 1e-5 on logits ~100 samples
+    near ties in proportion (x / T itself would round to the fp32 ulp of 1e7, which is 1).
     Returns tokens [B] int64 (empty for B = 0). No host synchronisation (CUDA-graph safe).
     Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars).
     Semantics: vLLM Sampler; reference ``sample_ref``.

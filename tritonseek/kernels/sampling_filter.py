@@ -280,19 +280,26 @@ def _filter_finish_bisect(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p,
 
 
 @triton.jit
-def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, draft_ptr, stride_db,
+def _candidate_stats(v, ci, lane, n, thr, M, t, l_row, b, j, NJ, V, noise_row, seeds_ptr, draft_ptr, stride_db,
                      part, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
                      NEED_SUM: tl.constexpr, RACE_MODE: tl.constexpr, PHILOX: tl.constexpr):
     # _row_stats_kernel's partials of the whole filtered row from its candidates (every kept token is
-    # one): max M, sum exp(s - M), first argmax, race max of s - log E and its first index. Written at
-    # split 0 of the row (``part``); the row's other splits are neutral (see _row_stats_kernel HAS_DONE).
+    # one), on the logits x (reloaded from the row l_row at the candidates' ids; v = x / T only decides
+    # which are kept): max m of the kept x, sum exp((x - m) / T), first argmax, race value (x_w - m) + T·g_w
+    # of the winner w (g = -log E) and w. M is the row's max of x / T: +inf (a NaN/+inf logit, or x / T
+    # overflowing) is stored as the max so the combine returns token 0 (no softmax). Written at split 0
+    # of the row (``part``); the row's other splits are neutral (see _row_stats_kernel HAS_DONE).
     big = 2147483647
     kept = (lane < n) & (v >= thr)
-    tl.store(part_max_ptr + part, M)
-    amax = tl.min(tl.where(kept & (v == M), ci, big), axis=0)
+    x = tl.load(l_row + ci, mask=kept, other=float("-inf")).to(tl.float32)
+    m = tl.max(x, axis=0)
+    tl.store(part_max_ptr + part, tl.where(M < float("inf"), m, M))
+    amax = tl.min(tl.where(kept & (x == m), ci, big), axis=0)
     tl.store(part_idx_ptr + part, tl.where(amax == big, 0, amax))
     if NEED_SUM:
-        tl.store(part_sum_ptr + part, tl.sum(tl.where(kept, tl.exp(v - M), 0.0).to(tl.float64), axis=0).to(tl.float32))
+        inv_t = tl.minimum(1.0 / t, 3.4028234663852886e38)
+        tl.store(part_sum_ptr + part,
+                 tl.sum(tl.where(kept, tl.exp((x - m) * inv_t), 0.0).to(tl.float64), axis=0).to(tl.float32))
     if RACE_MODE != 0:
         do_race = kept
         if RACE_MODE == 2:
@@ -307,7 +314,7 @@ def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, 
             e = _philox_exp_at(tl.load(seeds_ptr + b), j, V, ci)
         else:
             e = tl.load(noise_row + ci, mask=do_race, other=1.0)
-        r = tl.where(do_race, v - tl.log(e), float("-inf"))
+        r = tl.where(do_race, (x - m) - t * tl.log(e), float("-inf"))
         rmax = tl.max(r, axis=0)
         tl.store(part_race_ptr + part, rmax)
         ridx = tl.min(tl.where(do_race & (r == rmax), ci, big), axis=0)
@@ -315,8 +322,8 @@ def _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, 
 
 
 @triton.jit
-def _filter_settle(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, b, j, NJ, V, noise_row, seeds_ptr,
-                   draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
+def _filter_settle(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, t, l_row, b, j, NJ, V, noise_row,
+                   seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
                    part_ridx_ptr, N: tl.constexpr, STATS: tl.constexpr, NEED_SUM: tl.constexpr,
                    RACE_MODE: tl.constexpr, PHILOX: tl.constexpr, SORT: tl.constexpr):
     # threshold from N-wide candidate vectors (sorted, or by bisection), then (STATS, when decided) the
@@ -327,7 +334,7 @@ def _filter_settle(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, b, j, 
         thr, ok, v, ci, lane = _filter_finish_bisect(cand_ptr, cidx_ptr, n, M, Z, k_on, p_on, top_k, top_p, N)
     if STATS:
         if ok:
-            _candidate_stats(v, ci, lane, n, thr, M, b, j, NJ, V, noise_row, seeds_ptr, draft_ptr, stride_db,
+            _candidate_stats(v, ci, lane, n, thr, M, t, l_row, b, j, NJ, V, noise_row, seeds_ptr, draft_ptr, stride_db,
                              part, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
                              NEED_SUM, RACE_MODE, PHILOX)
     return thr, ok
@@ -374,15 +381,16 @@ def _filter_gather_kernel(
 def _filter_settle_kernel(
     temperature_ptr, top_k_ptr, top_p_ptr, rowstat_ptr, pivot_ptr, cand_ptr, cidx_ptr, ccount_ptr,
     thresh_ptr, need_ptr,
-    noise_ptr, seeds_ptr, draft_ptr, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
-    V, NJ, stride_nb, stride_nj, stride_db, stats_splits,
+    logits_ptr, noise_ptr, seeds_ptr, draft_ptr, part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
+    part_ridx_ptr,
+    V, NJ, stride_lb, stride_lj, stride_nb, stride_nj, stride_db, stats_splits,
     HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, CAP: tl.constexpr, SMALL: tl.constexpr,
     STATS: tl.constexpr, NEED_SUM: tl.constexpr, RACE_MODE: tl.constexpr, PHILOX: tl.constexpr,
 ):
     # one program per row: thresh [B*NJ] fp32 and need [B*NJ] int32 out (0 = settled, 1 = fallback,
     # 2 = settled and, with STATS, the row's sampling partials written at split 0 of part_*
-    # [B*NJ, stats_splits] (noise [B, NJ, V] Exp(1) or Philox seeds [B], draft [B, NJ-1]: as
-    # _row_stats_kernel), so that kernel skips the row); re-arms ccount.
+    # [B*NJ, stats_splits] (logits [B, NJ, V] read at the candidates' ids, noise [B, NJ, V] Exp(1) or Philox
+    # seeds [B], draft [B, NJ-1]: as _row_stats_kernel), so that kernel skips the row); re-arms ccount.
     row = tl.program_id(0)
     b = row // NJ
     j = row % NJ
@@ -398,15 +406,16 @@ def _filter_settle_kernel(
         c_row = cand_ptr + row.to(tl.int64) * CAP
         i_row = cidx_ptr + row.to(tl.int64) * CAP
         noise_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
+        l_row = logits_ptr + b.to(tl.int64) * stride_lb + j.to(tl.int64) * stride_lj
         part = row.to(tl.int64) * stats_splits
         if n_c <= SMALL:
-            thr, ok = _filter_settle(c_row, i_row, n_c, M, Z, k_on, p_on, top_k, top_p, b, j, NJ, V, noise_row,
-                                     seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr,
+            thr, ok = _filter_settle(c_row, i_row, n_c, M, Z, k_on, p_on, top_k, top_p, t, l_row, b, j, NJ, V,
+                                     noise_row, seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr,
                                      part_idx_ptr, part_race_ptr, part_ridx_ptr, SMALL, STATS, NEED_SUM,
                                      RACE_MODE, PHILOX, True)
         else:
-            thr, ok = _filter_settle(c_row, i_row, n_c, M, Z, k_on, p_on, top_k, top_p, b, j, NJ, V, noise_row,
-                                     seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr,
+            thr, ok = _filter_settle(c_row, i_row, n_c, M, Z, k_on, p_on, top_k, top_p, t, l_row, b, j, NJ, V,
+                                     noise_row, seeds_ptr, draft_ptr, stride_db, part, part_max_ptr, part_sum_ptr,
                                      part_idx_ptr, part_race_ptr, part_ridx_ptr, CAP, STATS, NEED_SUM,
                                      RACE_MODE, PHILOX, False)
         need = tl.where(ok, 0, 1)
@@ -482,13 +491,13 @@ def launch_thresholds(logits3: torch.Tensor, temperature: torch.Tensor, top_k: t
             pmax, psum, pidx, prace, pridx, need_sum, race_mode, noise3, seeds, draft = stats
             noise3 = noise3 if noise3 is not None else logits3
             draft = draft if draft is not None else pidx
-            sargs = (noise3, seeds if seeds is not None else pidx, draft, pmax, psum, pidx, prace, pridx)
-            sstrides = (noise3.stride(0), noise3.stride(1), draft.stride(0) if draft.dim() == 2 else 0,
-                        pmax.shape[1])
+            sargs = (logits3, noise3, seeds if seeds is not None else pidx, draft, pmax, psum, pidx, prace, pridx)
+            sstrides = (logits3.stride(0), logits3.stride(1), noise3.stride(0), noise3.stride(1),
+                        draft.stride(0) if draft.dim() == 2 else 0, pmax.shape[1])
             sflags = dict(STATS=True, NEED_SUM=need_sum, RACE_MODE=race_mode, PHILOX=seeds is not None)
         else:
-            sargs = (logits3, temperature, temperature, part_m, part_m, pivot, part_m, pivot)
-            sstrides = (0, 0, 0, 1)
+            sargs = (logits3, logits3, temperature, temperature, part_m, part_m, pivot, part_m, pivot)
+            sstrides = (0, 0, 0, 0, 0, 1)
             sflags = dict(STATS=False, NEED_SUM=False, RACE_MODE=0, PHILOX=False)
         _filter_gather_kernel[(rows, splits)](
             logits3, temperature, tk, tp, part_m, rowstat, pivot, cand, cidx, ccount,

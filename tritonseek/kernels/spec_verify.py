@@ -12,7 +12,8 @@ fp32, are read once):
   2. ``_row_stats_kernel`` from ``kernels.sampling``, grid (B·(K+1) rows × splits): each program
      streams a slice of one row in BLOCK chunks, keeping the online max/argmax (greedy), the online
      softmax sum and the exponential race argmax_i (s_i − log E_i) — for draft rows of one-hot
-     drafts the race skips the draft token, which is exactly a sample of norm(max(0, p − q)).
+     drafts the race skips the draft token, which is exactly a sample of norm(max(0, p − q)). Sums,
+     race and p(d) are computed from x − max, never from x / T (exact at T = 1e-5; see kernels.sampling).
   3. (general draft_probs only) ``_residual_race_kernel``: the race of max(0, p − q) needs the
      row's final softmax max/sum, so it re-streams the draft rows after step 2.
   4. ``_verify_combine_kernel``, one program per sequence: reduces the split partials and walks the
@@ -56,9 +57,12 @@ GREEDY_CONFIG = (2048, 8, 4, 2)
 # Kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr, row,
-                   num_splits, SPLITS: tl.constexpr, NEED_SUM: tl.constexpr, NEED_RACE: tl.constexpr):
-    # combine one row's split partials: (max, sum exp(s - max), first argmax, race max's first index)
+def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr, row, inv_t,
+                   num_splits, SPLITS: tl.constexpr, NEED_SUM: tl.constexpr, NEED_RACE: tl.constexpr,
+                   RACE_REL: tl.constexpr):
+    # combine one row's split partials (max of x, sum exp((x - max) · inv_t), first argmax, race winner).
+    # RACE_REL: race values relative to their split's max (_row_stats_kernel: shifted by m_split - m_row here);
+    # else comparable as stored (_residual_race_kernel's log-probability scores).
     offs = tl.arange(0, SPLITS)
     msk = offs < num_splits
     base = row.to(tl.int64) * num_splits
@@ -71,10 +75,12 @@ def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part
     if NEED_SUM:
         ls = tl.load(part_sum_ptr + base + offs, mask=msk, other=0.0)
         m_safe = tl.where(mx == float("-inf"), 0.0, mx)
-        lsum = tl.sum(ls * tl.exp(ms - m_safe), axis=0)
+        lsum = tl.sum(ls * tl.exp((ms - m_safe) * inv_t), axis=0)
     ridx = amax
     if NEED_RACE:
         rs = tl.load(part_race_ptr + base + offs, mask=msk, other=float("-inf"))
+        if RACE_REL:
+            rs = rs + (ms - mx)
         rids = tl.load(part_ridx_ptr + base + offs, mask=msk, other=big)
         rmx = tl.max(rs, axis=0)
         ridx = tl.min(tl.where((rs == rmx) & msk, rids, big), axis=0)
@@ -152,7 +158,8 @@ def _residual_race_kernel(
 ):
     # logits [B, K+1, V], noise [B, K+1, V], draft_probs [B, K, V], all with last stride 1.
     # program (b * K + j, split) for draft position j < K: race of r_i = max(0, p_i - q_i),
-    # p = softmax(filtered s), score log r_i - log E_i; writes part_race/part_ridx of row b*(K+1)+j.
+    # p_i = exp((x_i - max) / T) / sum over the kept x (s = x / T >= thresh), score log r_i - log E_i;
+    # writes part_race/part_ridx of row b*(K+1)+j.
     pid = tl.program_id(0)
     split = tl.program_id(1)
     b = pid // K
@@ -164,8 +171,9 @@ def _residual_race_kernel(
     thr = float("-inf")
     if HAS_THRESH:
         thr = tl.load(thresh_ptr + row)
+    inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)
     mx, lsum, _a, _r = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part_ridx_ptr,
-                                      row, num_splits, SPLITS, True, False)
+                                      row, inv_t, num_splits, SPLITS, True, False, False)
     m_safe = tl.where(mx == float("-inf"), 0.0, mx)
     inv_l = 1.0 / lsum
     start = split * split_len
@@ -179,10 +187,10 @@ def _residual_race_kernel(
     for off in range(start, end, BLOCK):
         offs = off + tl.arange(0, BLOCK)
         msk = offs < end
-        s = tl.load(l_row + offs, mask=msk, other=float("-inf")).to(tl.float32) / temp
+        x = tl.load(l_row + offs, mask=msk, other=float("-inf")).to(tl.float32)
         if HAS_THRESH:
-            s = tl.where(s >= thr, s, float("-inf"))
-        p = tl.exp(s - m_safe) * inv_l
+            x = tl.where(x / temp >= thr, x, float("-inf"))
+        p = tl.exp((x - m_safe) * inv_t) * inv_l
         q = tl.load(q_row + offs, mask=msk, other=0.0).to(tl.float32)
         if PHILOX:
             e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
@@ -211,36 +219,41 @@ def _verify_combine_kernel(
     SPLITS: tl.constexpr,
 ):
     # draft [B, K] int, draft_probs [B, K, V] (not ONE_HOT), logits [B, K+1, V] (one element read per
-    # draft: p(d) = exp(s_d - max) / sum), uniforms [B, K] fp32, out [B, K+1] int64, num_acc [B] int32.
+    # draft: p(d) = exp((x_d - max) / T) / sum), uniforms [B, K] fp32, out [B, K+1] int64, num_acc [B] int32.
     b = tl.program_id(0)
     b64 = b.to(tl.int64)
     if GREEDY:
         sampled = False
         temp = 1.0
+        inv_t = 1.0
     else:
         temp = tl.load(temperature_ptr + b)
         sampled = temp > 0
         temp = tl.where(sampled, temp, 1.0)
+        inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)
     running = tl.full([], 1, tl.int1)
     n_acc = tl.zeros([], tl.int32)
     for j in tl.static_range(K + 1):
         row = b * (K + 1) + j
-        mx, lsum, amax, ridx = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
-                                              part_ridx_ptr, row, num_splits, SPLITS, not GREEDY, not GREEDY)
         if j < K:
+            # race partials of draft rows: relative ones from _row_stats_kernel (one-hot drafts), or the
+            # residual race's absolute scores
+            mx, lsum, amax, ridx = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
+                                                  part_ridx_ptr, row, inv_t, num_splits, SPLITS, not GREEDY,
+                                                  not GREEDY, ONE_HOT)
             d = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int64)
             accept = d == amax.to(tl.int64)
             fallback = amax
             if not GREEDY:
                 d_ok = (d >= 0) & (d < V)
                 d_safe = tl.where(d_ok, d, 0)
-                s_d = tl.load(logits_ptr + b64 * stride_lb + j * stride_lj + d_safe).to(tl.float32) / temp
+                x_d = tl.load(logits_ptr + b64 * stride_lb + j * stride_lj + d_safe).to(tl.float32)
                 keep = d_ok
                 if HAS_THRESH:
-                    keep = keep & (s_d >= tl.load(thresh_ptr + row))
+                    keep = keep & (x_d / temp >= tl.load(thresh_ptr + row))
                 finite = tl.abs(mx) < float("inf")  # else no softmax (NaN/+inf logit, all -inf): reject, emit 0
                 m_safe = tl.where(finite, mx, 0.0)
-                p_d = tl.where(keep & finite, tl.exp(s_d - m_safe) / lsum, 0.0)
+                p_d = tl.where(keep & finite, tl.exp((x_d - m_safe) * inv_t) / lsum, 0.0)
                 q_d = 1.0
                 if not ONE_HOT:
                     q_d = tl.load(draft_probs_ptr + b64 * stride_qb + j * stride_qj + d_safe).to(tl.float32)
@@ -252,6 +265,9 @@ def _verify_combine_kernel(
             n_acc += (running & accept).to(tl.int32)
             running = running & accept
         else:
+            mx, lsum, amax, ridx = _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr,
+                                                  part_ridx_ptr, row, inv_t, num_splits, SPLITS, False,
+                                                  not GREEDY, True)
             bonus = amax
             if not GREEDY:
                 bonus = tl.where(sampled, tl.where(tl.abs(mx) < float("inf"), ridx, 0), amax)

@@ -70,9 +70,21 @@ def apply_top_k_top_p_ref(logits: torch.Tensor, top_k: torch.Tensor | None,
     return x
 
 
+def softmax_kept_ref(x: torch.Tensor, filtered: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """softmax over the entries kept by the filter (filtered > -inf), as exp((x − max) / T) / sum.
+
+    x: [..., V] fp32 logits; filtered: the filter's output on x / T (same shape, -inf = dropped); t: T,
+    broadcastable to x (> 0). The max is subtracted from x BEFORE dividing by T: at T = 1e-5 with logits ~100,
+    x / T ~ 1e7 would round the logit differences to its fp32 ulp (1). Rows with a NaN/+inf logit or nothing
+    finite give NaN (no softmax), as torch.softmax does on them.
+    """
+    z = torch.where(filtered == NEG_INF, NEG_INF, x)
+    return torch.softmax((z - z.amax(dim=-1, keepdim=True)) / t, dim=-1)
+
+
 def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
                top_p: torch.Tensor | None, exp_noise: torch.Tensor) -> torch.Tensor:
-    """token = argmax(x) if T == 0 else argmax_i softmax(filter(x / T))_i / E_i.
+    """token = argmax(x) if T == 0 else argmax_i softmax(filter(x / T))_i / E_i (``softmax_kept_ref``).
 
     logits: [B, V] float (fp32 maths). temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties).
     top_k: [B] int32 (0 = off) or None. top_p: [B] fp32 (1.0 = off) or None.
@@ -85,7 +97,7 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Ten
     t = temperature.float()
     sampled = t > 0
     greedy = x.argmax(dim=-1)  # first occurrence of the max = lowest id on ties
-    scaled = x / torch.where(sampled, t, torch.ones_like(t))[:, None]
-    probs = torch.softmax(apply_top_k_top_p_ref(scaled, top_k, top_p), dim=-1)
+    t_row = torch.where(sampled, t, torch.ones_like(t))[:, None]
+    probs = softmax_kept_ref(x, apply_top_k_top_p_ref(x / t_row, top_k, top_p), t_row)
     race = (probs / exp_noise.float()).argmax(dim=-1)
     return torch.where(sampled, race, greedy)

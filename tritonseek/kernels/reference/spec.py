@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref
+from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref, softmax_kept_ref
 
 
 def check_spec_args(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> tuple[int, int, int]:
@@ -60,8 +60,8 @@ def verify_rejection_ref(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Speculative rejection sampling: accept d_i iff u_i·q(d_i) < p(d_i); on reject sample norm(max(0, p − q)).
 
-    p = softmax(top_k_top_p(target_logits / T)) per position; q = draft_probs, or one-hot at the draft
-    (draft_probs None: greedy drafts, the MTP case). Drafts are checked left to right; the first
+    p = softmax(top_k_top_p(target_logits / T)) per position (``softmax_kept_ref``); q = draft_probs, or
+    one-hot at the draft (draft_probs None: greedy drafts, the MTP case). Drafts are checked left to right; the first
     rejected position emits a sample of max(0, p − q) (exponential race with exp_noise) and stops;
     if all K are accepted, position K emits a sample of p (bonus). Rows with T == 0 use greedy
     verification (verify_greedy_ref) and ignore uniforms/exp_noise.
@@ -87,11 +87,12 @@ def verify_rejection_ref(
     t = temperature.float()
     sampled = t > 0
     greedy_tok = x.argmax(dim=-1)  # [B, K+1]
-    scaled = x / torch.where(sampled, t, torch.ones_like(t))[:, None, None]
+    t_row = torch.where(sampled, t, torch.ones_like(t))[:, None, None]
+    scaled = x / t_row
     rep_k = None if top_k is None else top_k.repeat_interleave(K + 1)
     rep_p = None if top_p is None else top_p.repeat_interleave(K + 1)
     filtered = apply_top_k_top_p_ref(scaled.reshape(B * (K + 1), V), rep_k, rep_p).view(B, K + 1, V)
-    p = torch.softmax(filtered, dim=-1)
+    p = softmax_kept_ref(x, filtered, t_row)  # exp((x - max) / T): exact at low T
     noise = exp_noise.float()
     drafts = draft_tokens.to(torch.int64)
 

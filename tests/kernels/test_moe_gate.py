@@ -135,7 +135,7 @@ def test_router_gate_topk_pdl_compiles_for_sm90():
     ptxs = ptx_in_fresh_process(__name__, "compile_router_pdl_sm90", [(4, 8), (1, 2)]).split(_SEP)
     assert len(ptxs) == 2
     for ptx in ptxs:
-        assert "griddepcontrol.wait" in ptx
+        assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
         assert "0 bytes spill stores" in ptxas_report(ptx)
 
 

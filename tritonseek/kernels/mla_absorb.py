@@ -196,7 +196,9 @@ def mla_absorb_q(
     positions [T] int64 + cos_sin_cache [max_positions, qk_rope_head_dim] fp32 contiguous (both or neither):
     q_pe is un-roped and rotated here (interleaved pairs, as ``mla_rope_cache``, rounded to q_pe.dtype before
     the copy), so the decode path needs no separate q rope pass. config: optional {"PDL": bool} (Hopper:
-    launch as a programmatic dependent, the weight tile requested before the wait; default on).
+    launch as a programmatic dependent, the weight tile requested before the wait; default off: H200 W1b, b1
+    step profile, its 1024 early programs slowed q_b_proj's GEMM before it (Σ 324.8 vs 310.1 µs over 14 GEMMs),
+    more than the 0.7 µs per call PDL saved in a chain of absorb_q calls).
     Raises TypeError (dtype, including an out_dtype other than bf16/fp16/fp32, e.g. an integer or FP8
     dtype, which the kernel's store would wrap) or ValueError (shape, device, layout, out vs out_dtype,
     positions/cos_sin_cache, config).
@@ -221,7 +223,7 @@ def mla_absorb_q(
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
     rotate = _check_rope_args(positions, cos_sin_cache, T, rope, dev)
-    pdl = _pdl_option(config, ("PDL",)) and _pdl_capable(dev)
+    pdl = _pdl_option(config, ("PDL",), default=False) and _pdl_capable(dev)
     if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
         raise TypeError(f"out_dtype must be one of {_FLOAT + (torch.float32,)} or None, got {out_dtype!r}")
     if out is None:

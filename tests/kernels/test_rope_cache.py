@@ -118,11 +118,20 @@ def _check_prologue(q_a, kv, qw, pos, cs, w, cache, slots):
     ref = _prologue_parts(q_a, kv, qw, pos, cs, w, cache, slots)
     q, s, lat = mla_prologue_fp8(q_a, kv, qw, 1e-5, pos, cs, w, 1e-6, cache, slots)
     assert q.dtype == torch.float8_e4m3fn and s.stride() == ref[1].stride() and lat.shape == ref[2].shape
-    # the same helper code computes the same rounded values: bit-equal, and every output written (poisoned)
+    # q/s: the same row code at the same block and warps → bit-equal, every output written (poisoned). The latent
+    # row runs at the q row's warp count here (8 at V3's q_lora 1536) and at 4 in mla_rope_cache: on the GPU its
+    # kv-norm sum may then round differently (one bf16 step); under the interpreter it is bit-equal.
     assert torch.equal(q.view(torch.uint8), ref[0].view(torch.uint8))
-    assert torch.equal(s, ref[1]) and torch.equal(lat, ref[2])
-    if cache is not None:
-        assert torch.equal(cache.nan_to_num(7.0), ref[3].nan_to_num(7.0))  # same rows written, others untouched
+    assert torch.equal(s, ref[1])
+    exact = q_a.device.type == "cpu"
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=2.0**-7, atol=1e-6)
+    assert not lat.isnan().any()
+    torch.testing.assert_close(lat, ref[2], **tol)
+    if cache is not None:  # the rows written hold the returned latent; the others are untouched (NaN)
+        flat, flat_ref = cache.view(-1, cache.shape[-1]), ref[3].view(-1, cache.shape[-1])
+        keep = slots >= 0
+        assert torch.equal(flat[slots[keep]], lat[keep].to(cache.dtype))
+        torch.testing.assert_close(flat.nan_to_num(7.0), flat_ref.nan_to_num(7.0), **tol)
 
 
 @_fixture_ok

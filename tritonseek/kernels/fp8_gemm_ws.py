@@ -33,9 +33,11 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
 * BLOCK_N = 192 (config): 128×192 tiles for the layouts that must keep 128-row tiles (the grouped contiguous
   one) and a third tile shape for the waves. Register tensors are powers of two, so a warpgroup's 64×192 is a
   128-column and a 64-column part, each inside one 128-column weight-scale block (the parts' order flips with
-  the tile's parity: ``_n192_cols``); per K block an n128 and an n64 wgmma are issued together and the n128
-  product is promoted while the n64 one runs (accumulators 96 + products 96 registers at 232). A stage holds
-  40 KB (≤ 4 stages): 17% less L2→SMEM traffic per FLOP than 128×128, but A is read by two wgmmas.
+  the tile's parity: ``_n192_cols``); per K block A is loaded once into registers and feeds an n128 and an n64
+  wgmma, issued together, the n128 product promoted while the n64 one runs (accumulators 96 + products 96 + A 16
+  registers at 232). A stage holds 40 KB (≤ 4 stages). Shared-memory bytes per MAC (wgmma reads + TMA writes),
+  which the H200 timings track: 128×128 0.039, 192×128 0.036, 128×192 0.034 (0.039 with A read by both wgmmas
+  from shared memory, the first version: 5-11% slower than 192×128 at b08f755).
 
 Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200.jsonl, commits
 650a904 and bad8f9b): split + unrolled 891–1137 TFLOP/s (1.07–1.14× cuBLAS block-scaled at
@@ -187,12 +189,18 @@ def _ws_consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc
                                           m_ok, b_scale_ptr, off_n, N, stride_ask, stride_bsn, stride_bsk, ROW0, ROWS,
                                           BLOCK_M, NUM_STAGES, WARPS)
             c128, c64 = _n192_cols(off_n)
-            if c128 < N:  # a part wholly past N (N tails) stores nothing
+            l64: gl.constexpr = acc64.type.layout
+            # a part wholly past N (N tails) stores nothing; the 64-column part's store waits only for the stores
+            # before the tile's 128-column one (that one went from c_smem, not c2_smem)
+            if c128 < N:
                 _store_tile(acc, c_smem, c_desc, c_ptr, off_m, c128, M, N, stride_cm, stride_cn, ROWS, 128,
                             TMA_STORE, row_layout, col_layout)
-            if c64 < N:
+                if c64 < N:
+                    _store_tile(acc64, c2_smem, c2_desc, c_ptr, off_m, c64, M, N, stride_cm, stride_cn, ROWS, 64,
+                                TMA_STORE, gl.SliceLayout(1, l64), gl.SliceLayout(0, l64), 1)
+            else:
                 _store_tile(acc64, c2_smem, c2_desc, c_ptr, off_m, c64, M, N, stride_cm, stride_cn, ROWS, 64,
-                            TMA_STORE, gl.SliceLayout(1, acc64.type.layout), gl.SliceLayout(0, acc64.type.layout))
+                            TMA_STORE, gl.SliceLayout(1, l64), gl.SliceLayout(0, l64))
         else:
             acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
                                 stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, SERIAL)

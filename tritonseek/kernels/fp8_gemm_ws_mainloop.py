@@ -161,10 +161,12 @@ def _k_loop_n192(it, num_k_blocks, a_bufs, b_bufs, b2_bufs, ready_bars, empty_ba
                  off_n, N, stride_ask, stride_bsn, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr,
                  BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr, WARPS: gl.constexpr):
     # BLOCK_N = 192 (stage B: b_bufs[s] = the tile's 128-column part, b2_bufs[s] its 64-column part; _n192_cols): per K
-    # block an n128 and an n64 wgmma, both issued, the n128 product promoted while the n64 one runs, then the n64
-    # product (registers: accumulators 64 + 32, products 64 + 32). Each part lies in one 128-column weight-scale block;
-    # a part starting at or past N only feeds columns that are never stored: its scale row is clamped to block 0.
-    # Returns (acc of the 128-column part, acc of the 64-column part, it).
+    # block A is loaded once into registers (ldmatrix) and feeds an n128 and an n64 wgmma, both issued; the n128
+    # product is promoted while the n64 one runs (registers: accumulators 64 + 32, products 64 + 32, A 16). With A
+    # from shared memory each wgmma read it again: on the H200 (W1, b08f755) that lost 5-11% to 192x128 tiles, which
+    # fits the kernel being bound by shared-memory bytes per MAC (wgmma operand reads + TMA writes). Each part lies
+    # in one 128-column weight-scale block; a part starting at or past N only feeds columns that are never stored:
+    # its scale row is clamped to block 0. Returns (acc of the 128-column part, acc of the 64-column part, it).
     l128: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 128, 32])
     l64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 64, 32])
     zero128 = gl.zeros([ROWS, 128], gl.float32, l128)
@@ -180,9 +182,11 @@ def _k_loop_n192(it, num_k_blocks, a_bufs, b_bufs, b2_bufs, ready_bars, empty_ba
         sb64 = gl.load(sb64_ptr + kb * stride_bsk)
         s = it % NUM_STAGES
         mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        a = _a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M)
+        # A read once from shared memory into registers, the operand of both wgmmas (each would read it again)
+        a = _a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M).load(gl.DotOperandLayout(0, l128, 4))
         p = warpgroup_mma(a, b_bufs.index(s).permute((1, 0)), zero128, use_acc=False, is_async=True)
-        q = warpgroup_mma(a, b2_bufs.index(s).permute((1, 0)), zero64, use_acc=False, is_async=True)
+        q = warpgroup_mma(gl.convert_layout(a, gl.DotOperandLayout(0, l64, 4)), b2_bufs.index(s).permute((1, 0)),
+                          zero64, use_acc=False, is_async=True)
         p = warpgroup_mma_wait(1, deps=[p])
         acc128 += p * gl.expand_dims(gl.convert_layout(sa, gl.SliceLayout(1, l128)) * sb128, 1)
         q = warpgroup_mma_wait(0, deps=[q])
@@ -194,11 +198,13 @@ def _k_loop_n192(it, num_k_blocks, a_bufs, b_bufs, b2_bufs, ready_bars, empty_ba
 
 @gluon.jit
 def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
-                BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+                BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr,
+                PENDING: gl.constexpr = 0):
     # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
-    # (TMA store: clipped by the descriptor; else masked)
+    # (TMA store: clipped by the descriptor; else masked). PENDING: TMA stores that may still be in flight when
+    # c_smem is overwritten (1: the most recent one went from another buffer, e.g. the tile's other part)
     if TMA_STORE:
-        tma.store_wait(0)  # the previous tile's store has left c_smem
+        tma.store_wait(PENDING)  # the previous store from c_smem has left it
         c_smem.store(acc.to(c_desc.dtype))
         fence_async_shared()
         tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)

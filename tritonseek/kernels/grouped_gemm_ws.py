@@ -187,8 +187,9 @@ def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
 
 
 @gluon.jit
-def _tma_store(acc, c_smem, c_desc, row0, off_n):
-    tma.store_wait(0)  # the previous tile's store has left c_smem
+def _tma_store(acc, c_smem, c_desc, row0, off_n, PENDING: gl.constexpr):
+    # the previous store from c_smem has left it (PENDING: see fp8_gemm_ws_mainloop._store_tile)
+    tma.store_wait(PENDING)
     c_smem.store(acc.to(c_desc.dtype))
     fence_async_shared()
     tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
@@ -255,10 +256,16 @@ def _consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc, c
                 acc = zero
                 acc64 = gl.zeros([ROWS, 64], gl.float32, l64)
             c128, c64 = _n192_cols(off_n)
-            if c128 < N:  # a part wholly past N stores nothing
+            # a part wholly past N stores nothing; the 64-column part's TMA store may leave the tile's 128-column
+            # one in flight (it went from c_smem)
+            if c128 < N:
                 _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, c128, mm, M_rows, N, stride_cm,
                           stride_cn, ROW0, ROWS, 128, TMA_STORE, MASKED, row_layout, col_layout)
-            if c64 < N:
+                if c64 < N:
+                    _epilogue(acc64, c2_smem, c2_desc, c_ptr, idx_ptr, g, run, off_m, a_row, c64, mm, M_rows, N,
+                              stride_cm, stride_cn, ROW0, ROWS, 64, TMA_STORE, MASKED, gl.SliceLayout(1, l64),
+                              gl.SliceLayout(0, l64), 1)
+            else:
                 _epilogue(acc64, c2_smem, c2_desc, c_ptr, idx_ptr, g, run, off_m, a_row, c64, mm, M_rows, N,
                           stride_cm, stride_cn, ROW0, ROWS, 64, TMA_STORE, MASKED, gl.SliceLayout(1, l64),
                           gl.SliceLayout(0, l64))
@@ -280,7 +287,7 @@ def _consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc, c
 @gluon.jit
 def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
               ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr, PENDING: gl.constexpr = 0):
     # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
     # the 2-D out view, first column off_n; masked: mm = the group's valid rows)
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
@@ -298,12 +305,12 @@ def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, 
     if TMA_STORE:
         if MASKED:
             if off_m + ROW0 + ROWS <= mm:
-                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
+                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n, PENDING)
             else:
                 _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                             row_layout, col_layout)
         else:
-            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
+            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n, PENDING)
     else:
         _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     row_layout, col_layout)

@@ -24,6 +24,7 @@ _LAUNCHERS = {
     "write_latent_cache": "mla_prefill",
     "mla_absorb_q": "mla_absorb",
     "mla_absorb_o": "mla_absorb",
+    "mla_absorb_o_fp8": "mla_absorb",
     # block-scaled FP8 (DeepGEMM-class)
     "fp8_gemm_nt": "fp8_gemm",
     "fp8_linear": "fp8_gemm",
@@ -35,6 +36,7 @@ _LAUNCHERS = {
     "rms_norm": "norm",
     "fused_add_rms_norm": "norm",
     "mla_rope_cache": "rope_cache",
+    "mla_prologue_fp8": "rope_cache",
     # MoE
     "gate_topk": "moe_gate",
     "router_gate_topk": "moe_gate",

@@ -154,7 +154,8 @@ def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q, min_span
 
     cs = torch.tensor(lens, dtype=torch.int32)
     extra = {k: v for k, v in (("MIN_SPAN", min_span), ("OVERHEAD", overhead)) if v is not None}
-    cfg = dict(default_config(seqlen_q, heads, len(lens)), **extra) if extra else None
+    # the scheduled kernels' config (batch·rows ≤ 1024 at > 64 rows defaults to the SMALL path: no schedule)
+    cfg = dict(default_config(seqlen_q, heads), **extra)
     md = get_mla_metadata(cs, seqlen_q, heads, num_sm=num_sm, config=cfg)
     bn = md.config["BLOCK_N"]
     sched, split = md.sched.tolist(), md.split.tolist()
@@ -349,16 +350,16 @@ def test_min_span_gives_a_short_batch_few_long_splits():
 
 
 def test_small_batch_default_config():
-    """More than 64 rows on a small batch: batch·rows ≤ 256 gets the 16-row tiles, ≤ 1024 the 32-row
-    tile, both with one row per combine program (H200 latency table); larger products and ≤ 64 rows
-    keep the big-batch table."""
+    """More than 64 rows on a small batch: the SMALL path (mla_decode_small) up to batch·rows 1024, 16-row
+    tiles at ≤ 128 units, else 32-row, one row per combine program (H200 latency table); larger products
+    and ≤ 64 rows keep the big-batch table."""
     from tritonseek.kernels.mla_decode import default_config
 
     lens1 = torch.tensor([1024], dtype=torch.int32)
     md = get_mla_metadata(lens1, 1, 128, num_sm=132)
-    assert md.config == default_config(1, 128, 1) and md.config["BLOCK_H"] == 16
-    assert md.config["COMBINE_ROWS"] == 1 and md.num_parts == 33  # 2 per SM over 8 head tiles
-    assert default_config(1, 128, 2)["BLOCK_H"] == 16 and default_config(1, 128, 3)["BLOCK_H"] == 32
+    assert md.config == default_config(1, 128, 1) and md.config["BLOCK_H"] == 16 and md.config["SMALL"]
+    assert md.config["COMBINE_ROWS"] == 1 and md.num_parts == 16  # 8 head tiles × 16 pieces = 128 programs
+    assert default_config(1, 128, 2)["BLOCK_H"] == 32 and default_config(1, 128, 3)["BLOCK_H"] == 32
     assert default_config(2, 128, 4)["BLOCK_H"] == 32 and default_config(1, 128, 8)["BLOCK_H"] == 32
     assert default_config(2, 128, 8) == default_config(2, 128) and default_config(1, 128, 9)["BLOCK_H"] == 64
     assert default_config(1, 64, 1) == default_config(1, 64) and default_config(1, 16, 1) == default_config(1, 16)
@@ -374,7 +375,7 @@ def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_
     from tritonseek.kernels.mla_decode import _FIXED_OVERHEAD_TILES, default_config
     from tritonseek.kernels.reference.mla import mla_schedule_ref
 
-    cfg = dict(default_config(1, heads, len(lens)), **({} if min_span is None else {"MIN_SPAN": min_span}))
+    cfg = dict(default_config(1, heads), **({} if min_span is None else {"MIN_SPAN": min_span}))
     if overhead is not None:
         cfg["OVERHEAD"] = overhead
     cs = torch.tensor(lens, dtype=torch.int32, device=device)
@@ -397,6 +398,8 @@ def test_schedule_kernel_real_sizes(device):
         for heads, s_q in ((16, 1), (16, 2), (128, 1)):
             cs = torch.tensor(lens, dtype=torch.int32, device=device)
             md = get_mla_metadata(cs, s_q, heads)
+            if md.config.get("SMALL"):  # a small batch of many rows: mla_decode_small, no schedule
+                continue
             oh = md.config.get("OVERHEAD", _FIXED_OVERHEAD_TILES)
             sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, md.config["BLOCK_N"], oh, 1)
             assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)

@@ -86,14 +86,14 @@ def test_small_path_long_row_and_empty_rows(device):
 
 
 def test_default_config_small_batch_entries_are_small_path():
-    """128 heads: batch·rows ≤ 512 (b1-4 at s_q 1, b1-2 at s_q 2, b1 at s_q 4) takes the SMALL path with
-    ~128 programs; larger products keep the scheduled kernels."""
-    for s_q, batch in ((1, 1), (1, 4), (2, 2), (4, 1)):
+    """128 heads: batch·rows ≤ 1024 (b1-8 at s_q 1, b1-4 at s_q 2, b1-2 at s_q 4) takes the SMALL path with
+    ≤ 128 programs (16-row tiles at b1 s_q 1, else 32-row); larger products keep the scheduled kernels."""
+    for s_q, batch in ((1, 1), (1, 4), (2, 2), (4, 1), (1, 8), (2, 4), (4, 2)):
         cfg = default_config(s_q, 128, batch)
         assert cfg.get("SMALL") is True
         assert cfg["NUM_SPLITS"] * batch * (s_q * 128 // cfg["BLOCK_H"]) <= 128
-    assert default_config(1, 128, 1)["NUM_SPLITS"] == 16
-    for s_q, batch in ((1, 8), (2, 4), (4, 2), (1, 128)):
+    assert default_config(1, 128, 1)["NUM_SPLITS"] == 16 and default_config(1, 128, 1)["BLOCK_H"] == 16
+    for s_q, batch in ((2, 8), (4, 4), (1, 16), (1, 128)):
         assert not default_config(s_q, 128, batch).get("SMALL")
     assert not default_config(1, 16, 1).get("SMALL")  # ≤ 64 rows keep _TUNED
 
@@ -123,7 +123,7 @@ _GPU_LENS = [1, 63, 64, 1024, 4096]
 def test_small_default_real_shapes(device, batch, seqlen_q):
     """default_config at V3 width (128 heads, 576/512, page 64): fixed lengths 1/63/64/1024/4096 and
     a varlen batch with a 0, NaN-poisoned cache beyond each length, two launches with the same metadata
-    (batch·rows ≤ 512 runs the SMALL path, larger products the scheduled kernels)."""
+    (batch·rows ≤ 1024 runs the SMALL path, larger products the scheduled kernels)."""
     if device.type != "cuda":
         pytest.skip("real shapes run on the GPU")
     gen = torch.Generator().manual_seed(100 * batch + seqlen_q)

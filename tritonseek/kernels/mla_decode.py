@@ -30,8 +30,9 @@ Design:
   does not take (page_size < 64, d_qk ≠ 576), the tl kernel runs the same config.
 
 Tuned configs (``_TUNED``) are keyed by rows = s_q·h_q class, measured on the H200 with
-benchmarks/bench_mla.py; small batches of more than 64 rows use ``_TUNED_SMALL`` (keyed by batch·rows,
-measured with benchmarks/bench_mla_small.py as split + combine CUDA-graph latency).
+benchmarks/bench_mla.py; small batches of more than 64 rows (batch·rows ≤ 1024) use ``_SMALL_TABLE``: the
+split kernel of mla_decode_small.py (no schedule kernel; measured with benchmarks/bench_mla_small.py as split
++ combine CUDA-graph latency).
 """
 
 from __future__ import annotations
@@ -101,23 +102,15 @@ def _rows_class(rows: int) -> int:
     return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
 
 
-# Small batches of more than 64 rows: [(largest batch·s_q·h_q, config), ...], the first entry whose
-# bound ≥ batch·rows wins; larger products and ≤ 64 rows use _TUNED. Measured on the H200
-# (benchmarks/bench_mla_small.py, split + combine as one CUDA-graph replay, 128 heads, page 64; W1 at
-# c037fca, W2 at fecee5a): the 64-row tile keeps only 16-32 programs busy on a short batch and each
-# writes a 128 KB partial; 16/32-row tiles spread head tiles × splits over the SMs and one row per
-# combine program spreads the merge. µs at s_k 1024 / 4096, big-batch table → this table (W2):
-# s_q 1: b1 39.1/52.0 → 21.2/31.0, b2 40.6/52.8 → 24.7/38.1, b4 42.6/59.2 → 29.2/50.3 (32-row),
-# b8 47.1/76.9 → 40.3/77.4; s_q 2: b1 51.6/63.3 → 25.1/37.5, b2 52.9/67.5 → 30.9/49.5 (32-row),
-# b4 59.9/86.7 → 42.0/79.4 (32-row); s_q 2 b8 stays on _TUNED (74.6/111.2 vs 57.0/134.8 on 32 rows).
-# Also measured and slower: a floor on the span (MIN_SPAN 10: b1 66 µs), programmatic dependent
-# launch of the combine (b1 48 µs), merging the partials in the split kernel's last program (b1 50 µs;
-# b128 16 rows 180 vs 177 µs).
-# Session 14: batch·rows ≤ 512 moved to the small-batch path (_SMALL_PATH below; the 16-row entry here,
-# ≤ 256 units, BLOCK_N 32 / 4 warps / 5 stages / 2 parts per SM, is benchmarks/bench_mla_small.py's "old").
-_TUNED_SMALL: list[tuple[int, dict]] = [
-    (1024, dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, COMBINE_ROWS=1)),
-]
+# Small batches of more than 64 rows, session 3 (before the small-batch path; benchmarks/bench_mla_small.py,
+# split + combine as one CUDA-graph replay, 128 heads, page 64; W1 at c037fca, W2 at fecee5a): a table keyed
+# by batch·rows of the scheduled tl kernel, 16-row tiles (BLOCK_N 32, 4 warps, 5 stages, 2 parts per SM) up to
+# 256 units and 32-row tiles (BLOCK_N 64, 8 warps, 5 stages) up to 1024, one row per combine program. µs at
+# s_k 1024 / 4096, big-batch table → that table: s_q 1: b1 39.1/52.0 → 21.2/31.0, b2 40.6/52.8 → 24.7/38.1,
+# b4 42.6/59.2 → 29.2/50.3, b8 47.1/76.9 → 40.3/77.4; s_q 2: b1 51.6/63.3 → 25.1/37.5, b2 52.9/67.5 →
+# 30.9/49.5, b4 59.9/86.7 → 42.0/79.4; s_q 2 b8 stays on _TUNED (74.6/111.2 vs 57.0/134.8 on 32 rows).
+# Also measured and slower then: a floor on the span (MIN_SPAN 10: b1 66 µs), programmatic dependent launch
+# of the combine (b1 48 µs), merging the partials in the split kernel's last program (b1 50 µs).
 
 
 # Hopper GPUs: rows classes whose split kernel is the warp-specialized Gluon one (mla_decode_ws), where the
@@ -144,16 +137,28 @@ _TUNED_WS: dict[int, dict] = {
 }
 
 
-# Small batches of more than 64 rows with batch·rows ≤ _SMALL_MAX_UNITS: the small-batch path
-# (kernels/mla_decode_small.py: no schedule kernel, an even cut of each sequence, 16-row tiles) with
-# NUM_SPLITS = _SMALL_PROGRAMS / (head tiles · batch) pieces at most per sequence.
-# H200 W1 (session 14, 1c9a20b; bench_mla_small.py, split + combine graph replay, µs, old table → this):
-# s_q 1: b1 s_k 1024 16.4 → 14.0, s_k 4096 26.2 → 21.5; b2 20.2 → 15.4 / 32.7 → 29.7; b4 s_k 1024
-# 24.1 → 20.2; s_q 2 b1 20.3 → 17.3 / 32.6 → 32.1. Slower, so left on _TUNED_SMALL: b8 s_q 1 (s_k 4096:
-# 97.1 vs 71.0: eight 16-row head tiles re-read 38 MB of cache from L2).
-_SMALL_PATH = dict(SMALL=True, BLOCK_H=16, BLOCK_N=64, num_warps=8, num_stages=2, USE_TMA=True, COMBINE_ROWS=1)
+# Small batches of more than 64 rows with batch·rows ≤ 1024 (128 heads: b ≤ 8 at s_q 1, ≤ 4 at s_q 2, ≤ 2
+# at s_q 4): the small-batch path (kernels/mla_decode_small.py: no schedule kernel, each sequence cut evenly
+# on the device, the combine launched as a programmatic dependent) from [(largest batch·rows, config)], the
+# first entry whose bound ≥ batch·rows wins, with NUM_SPLITS = _SMALL_PROGRAMS / (head tiles · batch).
+# H200 (session 14, bench_mla_small.py, split + combine graph replay, µs at s_k 1024 / 4096; launch floor of
+# that timing: 7.8-9.8 µs for a graph of 2 empty kernels). W2 (df3b218), session-3 table → 16-row tiles →
+# 32-row tiles: b1 s_q1 17.0/27.9 → 16.0/23.3 → 18.8/24.7; b2 22.1/32.7 → 16.0/30.5 → 17.9/28.2; b4 24.9/44.3
+# → 20.9/48.8 → 20.8/42.6; b8 34.5/71.7 → - → 28.0/76.5; s_q2 b1 20.7/34.7 → 18.6/34.1 → 20.2/29.7, b2
+# 26.4/43.9 → 22.9/51.4 → 22.3/43.2, b4 36.6/- → - → 29.7; s_q4 b1 26.9/44.6 → 23.0/51.5 → 22.7/43.3, b2
+# 36.9/- → - → 29.8. 32-row tiles halve the cache re-reads of the head tiles (b8 s_k 4096 stays 7% slower
+# than the old table; 19% faster at s_k 1024). The split kernel lets the combine launch after its loop
+# (TRIGGER 1) and the combine waits as a dependent (COMBINE_PDL): with mla_absorb_o after it in one graph
+# (as in the decode step), b1 s_q1 21.9 → 21.1 / 29.1 → 28.8, b1 s_q2 25.4 → 23.7 (16-row tiles); TRIGGER 2
+# (at the split's entry) was 5-10 µs slower. Also slower: 96/192 programs, MIN_TILES 2, BLOCK_N 32, 4 rows
+# per combine program, 256 programs of 32 rows.
+_SMALL_BASE = dict(SMALL=True, BLOCK_N=64, num_warps=8, num_stages=2, USE_TMA=True, COMBINE_ROWS=1, TRIGGER=1,
+                   COMBINE_PDL=True)
+_SMALL_TABLE: list[tuple[int, dict]] = [
+    (128, dict(_SMALL_BASE, BLOCK_H=16)),
+    (1024, dict(_SMALL_BASE, BLOCK_H=32)),
+]
 _SMALL_PROGRAMS = 128
-_SMALL_MAX_UNITS = 512
 
 
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:
@@ -161,13 +166,11 @@ def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopp
     64 rows has its own path and table, keyed by batch·rows; on a Hopper GPU (hopper=True) the
     _TUNED_WS classes run the Gluon kernel)."""
     rows = seqlen_q * num_heads
-    if batch is not None and rows > 64 and batch * rows <= _SMALL_MAX_UNITS:
-        head_tiles = triton.cdiv(rows, _SMALL_PATH["BLOCK_H"])
-        return dict(_SMALL_PATH, NUM_SPLITS=max(1, _SMALL_PROGRAMS // (head_tiles * batch)))
     if batch is not None and rows > 64:
-        for max_units, cfg in _TUNED_SMALL:
+        for max_units, cfg in _SMALL_TABLE:
             if batch * rows <= max_units:
-                return dict(cfg)
+                head_tiles = triton.cdiv(rows, cfg["BLOCK_H"])
+                return dict(cfg, NUM_SPLITS=max(1, _SMALL_PROGRAMS // (head_tiles * batch)))
     cls = _rows_class(rows)
     if hopper and cls in _TUNED_WS:
         return dict(_TUNED_WS[cls])

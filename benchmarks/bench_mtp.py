@@ -32,8 +32,11 @@
 * ``--sweep``: (BLOCK, num_warps, programs per SM) candidates of the streaming kernel per mode; the
   winners (geometric mean of rotating-buffer times over three cases) are printed — copy them into
   ``STATS_CONFIGS`` in tritonseek/kernels/sampling.py (greedy: ``GREEDY_CONFIG`` in spec_verify.py).
-* ``--ab 'cfg;cfg;...'``: greedy configs side by side on all six cases, interleaved repetitions (rows with
-  median and spread); ``--floor-sweep``: the plain streaming read's rotating time per config (the ceiling).
+* ``--ab 'cfg;cfg;...'``: greedy configs side by side on all six cases (``--ab-cases '64,1;16,1'``: those only),
+  interleaved repetitions (rows with median and spread); ``--floor-sweep``: the plain streaming read's rotating
+  time per config (the ceiling). ``--batches``, ``--ops``, ``--sampler-ops`` narrow the suites.
+* Before/after on one GPU: run this script a second time with PYTHONPATH pointing at a copy of an older
+  ``tritonseek`` (it uses only the launchers' public signatures); its rows carry that copy's commit.
 * ``mtp_e2e`` lives in benchmarks/mtp_e2e.py (run by bench_e2e.py); ``--suite mtp_e2e`` here
   forwards to it (see :func:`run_mtp_e2e_suite`).
 """
@@ -405,7 +408,7 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
                        gbps_total=round((logits_bytes + noise_bytes) / t / 1e3, 1),
                        peer="torch_reference", peer_us=round(peer_t, 2), ratio_vs_peer=round(peer_t / t, 3),
                        peer_us_eager=round(peer_e, 2), target_gbps=TARGET_GBPS, correct=ok,
-                       config=list(SV.GREEDY_CONFIG if op == "greedy" else
+                       config=list(SV.greedy_config(B * (K + 1)) if op == "greedy" else
                                    S.STATS_CONFIGS["greedy" if op.startswith("greedy") else "sample"]), **env)
             if DEVICE == "cuda" and op in ("greedy", "rejection_topk_topp", "rejection_topk_topp_philox"):
                 ug_rf = graph_us_readflush(kf)

@@ -279,39 +279,23 @@ def run_mtp_e2e(b, h) -> None:
     ks, ctx = a.mtp_ks, a.mtp_context
     s_qs = sorted({1} | {k + 1 for k in ks})
     parts, parts_eager, graph_errs, direct, dm = {}, {}, {}, {}, {}
-    for batch in a.mtp_batches:
-        if b.over_budget(f"mtp_e2e parts b={batch}"):
-            break
-        try:
-            parts[batch], parts_eager[batch], graph_errs[batch] = time_parts(b, h, batch, ctx, s_qs)
-        except Exception as e:  # noqa: BLE001
-            print(f"mtp_e2e parts b={batch} FAILED: {type(e).__name__}: {e}", flush=True)
-    if not a.no_default_model and not b.over_budget("mtp_e2e default model"):
-        try:
-            dm = default_model(b, a.dm_batches if b.cuda else [1], ks, a.dm_tokens if b.cuda else 12)
-        except Exception as e:  # noqa: BLE001
-            print(f"mtp_e2e default model FAILED: {type(e).__name__}: {e}", flush=True)
     card = card_acceptance()
-    measured = {}
-    for (batch, k, variant), r in sorted(dm.items()):  # the largest batch (most prompts) wins
-        if k and r["acceptance"] is not None:
-            measured[k] = r["acceptance"]
 
-    # 1. 61-layer composition
+    # 1. 61-layer composition, written per batch as soon as its parts are measured (a job-level timeout keeps
+    # the batches already done)
     def compose(p, k):
         t_dec = V3_DENSE * p[1]["dense"] + V3_MOE * p[1]["moe"] + p[1]["head"]
         q = p[k + 1]
         t_ver = V3_DENSE * q["dense"] + V3_MOE * q["moe"] + q["head"]
         return t_dec, t_ver, t_ver + k * p[1]["draft"], t_ver + (k - 1) * p[1]["draft"] + q["draft"]
 
-    for batch, p in parts.items():
+    def emit(batch, sources):
+        p = parts[batch]
         graphed = graph_errs[batch] is None
         for k in ks:
             t_dec, t_ver, t_step, t_eng = compose(p, k)
             e_dec, _, e_step, _ = compose(parts_eager[batch], k)
-            sources = [(DEEPSEEK_ACCEPTANCE, "DeepSeek-V3 report"), (card.get(k), "default model card (held-out eval)"),
-                       (measured.get(k), "default model, generate in this run")]
-            for acc, source in sources:
+            for acc, source in sources(k):
                 if acc is None:
                     continue
                 E = expected_tokens(acc, k)
@@ -328,6 +312,28 @@ def run_mtp_e2e(b, h) -> None:
                       graph_error=graph_errs[batch],
                       target_speedup=1.8 if (batch == 1 and acc == DEEPSEEK_ACCEPTANCE) else None,
                       note=("CUDA-graph replay" if graphed else "eager") + " part times scaled to 3 dense + 58 MoE")
+
+    for batch in a.mtp_batches:
+        if b.over_budget(f"mtp_e2e parts b={batch}"):
+            break
+        try:
+            parts[batch], parts_eager[batch], graph_errs[batch] = time_parts(b, h, batch, ctx, s_qs)
+        except Exception as e:  # noqa: BLE001
+            print(f"mtp_e2e parts b={batch} FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
+        emit(batch, lambda k: [(DEEPSEEK_ACCEPTANCE, "DeepSeek-V3 report"),
+                               (card.get(k), "default model card (held-out eval)")])
+    if not a.no_default_model and not b.over_budget("mtp_e2e default model"):
+        try:
+            dm = default_model(b, a.dm_batches if b.cuda else [1], ks, a.dm_tokens if b.cuda else 12)
+        except Exception as e:  # noqa: BLE001
+            print(f"mtp_e2e default model FAILED: {type(e).__name__}: {e}", flush=True)
+    measured = {}
+    for (batch, k, variant), r in sorted(dm.items()):  # the largest batch (most prompts) wins
+        if k and r["acceptance"] is not None:
+            measured[k] = r["acceptance"]
+    for batch in parts:
+        emit(batch, lambda k: [(measured.get(k), "default model, generate in this run")])
 
     # 2. the slice, directly with the engine pieces
     direct_batches = [] if a.no_slice_direct else a.mtp_batches

@@ -81,6 +81,16 @@ def test_verify_greedy_matches_ref(device, B, K, V, seed, ties):
     assert torch.equal(got[1].cpu(), ref[1])
 
 
+def test_greedy_config_by_rows(monkeypatch):
+    # launches of at least min_rows rows take their row-count config (the last match), others GREEDY_CONFIG
+    from tritonseek.kernels import spec_verify as SV
+
+    monkeypatch.setattr(SV, "GREEDY_CONFIG_BY_ROWS", ((128, (1024, 4, 2, 4)), (256, (2048, 8, 2, 2))))
+    assert SV.greedy_config(127) == SV.GREEDY_CONFIG
+    assert SV.greedy_config(128) == (1024, 4, 2, 4) and SV.greedy_config(255) == (1024, 4, 2, 4)
+    assert SV.greedy_config(256) == (2048, 8, 2, 2)
+
+
 @pytest.mark.parametrize("K", [1, 2, 3, 4])
 def test_greedy_all_rejected_and_all_accepted(device, K):
     B, V = 3, 130

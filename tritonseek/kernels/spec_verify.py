@@ -51,6 +51,8 @@ from tritonseek.kernels.sampling import (
 # (2048, 8, 4, 2) 3.53 / 3.90 us at B1 K1 / K3 vs 4.03 / 4.01 for the previous (1024, 4, 8, 2); equal within
 # 0.2 us on B16 and B64 (B64 K3 36.5 us = 3.6 TB/s, the rate of a plain streaming read).
 GREEDY_CONFIG = (2048, 8, 4, 2)
+# (min rows, config): launches of at least that many rows (B·(K+1)) use the config instead (the last match wins)
+GREEDY_CONFIG_BY_ROWS: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,13 +310,22 @@ def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
     return out_tokens, out_num_accepted
 
 
+def greedy_config(rows: int) -> tuple[int, ...]:
+    """(BLOCK, num_warps, programs per SM, UNROLL) of ``_greedy_verify_kernel`` for a launch of ``rows`` rows."""
+    cfg = GREEDY_CONFIG
+    for min_rows, c in GREEDY_CONFIG_BY_ROWS:
+        if rows >= min_rows:
+            cfg = c
+    return cfg
+
+
 def greedy_launch_config(rows: int, V: int, device: torch.device,
                          override: tuple[int, ...] | None = None) -> tuple[int, int, int, int, int]:
     """(BLOCK, num_warps, UNROLL, num_splits, split_len) of ``_greedy_verify_kernel`` for ``rows`` rows of V."""
     if device.type != "cuda":
         block, warps, unroll, slots = _INTERP_BLOCK, 4, 2, 8  # several splits and ragged tails in CPU tests
     else:
-        cfg = tuple(override) if override is not None else GREEDY_CONFIG
+        cfg = tuple(override) if override is not None else greedy_config(rows)
         block, warps, per_sm = cfg[:3]
         unroll = cfg[3] if len(cfg) > 3 else 1
         slots = per_sm * _sm_count(device.index if device.index is not None else torch.cuda.current_device())

@@ -449,7 +449,7 @@ def run_mtp_e2e_suite(argv: list[str]) -> None:
 
 
 def main():
-    global DEVICE, VOCAB, BATCHES, SWEEP_CANDIDATES, SWEEP_CASES, OPS, SAMPLER_OPS
+    global DEVICE, VOCAB, BATCHES, KS, SWEEP_CANDIDATES, SWEEP_CASES, OPS, SAMPLER_OPS
     p = argparse.ArgumentParser()
     p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
     p.add_argument("--sweep", action="store_true")
@@ -457,6 +457,7 @@ def main():
     p.add_argument("--ab", default=None, help="greedy configs to compare on every case, e.g. '1024,4,8,2;2048,8,4,2'")
     p.add_argument("--ab-cases", default=None, help="(B, K) cases of --ab, e.g. '64,1;64,3' (default: all six)")
     p.add_argument("--batches", default=None, help="comma list of batch sizes of the suites (default 1,16,64)")
+    p.add_argument("--ks", default=None, help="comma list of K of the spec_verify suite (default 1,3)")
     p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
     p.add_argument("--warm-greedy", default=None, metavar="I/N",
                    help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
@@ -492,6 +493,8 @@ def main():
     suites = args.suite.split(",")
     if args.batches:
         BATCHES = tuple(int(v) for v in args.batches.split(","))
+    if args.ks:
+        KS = tuple(int(v) for v in args.ks.split(","))
     if args.ops:
         OPS = tuple(args.ops.split(","))
     if args.sampler_ops:

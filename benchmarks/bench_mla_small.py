@@ -80,6 +80,7 @@ LATENCY_VARIANTS = {
     "U16_P128_mt2": _s(16, 64, 8, 2, 128, MIN_TILES=2),
     "U16n32_P128": _s(16, 32, 4, 3, 128),
     "U32_P128": _s(32, 64, 8, 2, 128),
+    "U32_P128_cpdl1": _s(32, 64, 8, 2, 128, TRIGGER=1, COMBINE_PDL=True),
     "U32_P256": _s(32, 64, 8, 2, 256),
     "U16_P128_cr4": _s(16, 64, 8, 2, 128, COMBINE_ROWS=4),
 }
@@ -195,7 +196,7 @@ def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
                        **{k: (round(v, 2) if isinstance(v, float) and k.endswith("us") else v) for k, v in m.items()},
                        **env)
             rows.append(row)
-            out_f.write(json.dumps(row) + "\n")
+            out_f.write(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}) + "\n")
             out_f.flush()
             print(f"{tag} b{batch:3d} s_k{s_k} h{h} s_q{s_q}{' var' if varlen else ''} {name:22s} {us:8.1f} us (split {m['split_us']:.1f} "
                   f"combine {m['combine_us']:.1f} md {m['metadata_us']:.1f}) {row['gbps']:7.0f} GB/s "

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.kernels.test_mla_decode import _fixture_ok, assert_matches_ref, make_case, walk_schedule
 from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
-from tritonseek.kernels.reference.mla import mla_decode_ref, mla_schedule_packed_ref
+from tritonseek.kernels.reference.mla import mla_decode_ref, mla_schedule_packed_ref, mla_schedule_ref
 
 BN = 64
 
@@ -76,24 +76,24 @@ def test_packed_equal_lengths_one_program_per_sequence(batch, n, extra, seg, spl
 
 @settings(max_examples=30)
 @given(lens=_lens, num_parts=st.integers(1, 140), fill_tol=st.sampled_from([0, 3, 50]))
-def test_fill_tol_picks_the_packed_or_the_filled_walk(lens, num_parts, fill_tol):
-    """FILL_TOL ≥ 0 gives exactly the packed walk's schedule or the filled one's (min_fit = min_piece)."""
+def test_fill_tol_picks_the_packed_or_the_balanced_schedule(lens, num_parts, fill_tol):
+    """FILL_TOL ≥ 0 gives exactly the packed walk's schedule or the balanced one (mla_schedule_ref)."""
     cs = torch.tensor(lens, dtype=torch.int32)
-    got = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 1 << 20, fill_tol)
+    got = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 1 << 20, fill_tol, 5, 1)
     packed = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 1 << 20)
-    filled = mla_schedule_packed_ref(cs, num_parts, BN, 1, 2, 4, 4)
-    assert any(torch.equal(got[0], w[0]) and torch.equal(got[1], w[1]) for w in (packed, filled))
+    balanced = mla_schedule_ref(cs, num_parts, BN, 5, 1)
+    assert any(torch.equal(got[0], w[0]) and torch.equal(got[1], w[1]) for w in (packed, balanced))
 
 
 def test_fill_tol_on_the_benchmark_batches():
     """b128 on 132 programs: equal lengths stay packed (one sequence per program, nothing split); the
-    benchmark's varlen draw N(4096, 2048) is filled (packing it needs a cap ~20% over filling's)."""
+    benchmark's varlen draw N(4096, 2048) gets the balanced schedule (packing it needs a cap ~20% over
+    filling's)."""
     eq = mla_schedule_packed_ref(torch.full((128,), 4096, dtype=torch.int32), 132, BN, 1, 2, 4, 1 << 20, 3)
     assert eq[1][:, 1].tolist() == [1] * 128
     var = torch.tensor(_bench_lens(4096, 1, True), dtype=torch.int32)
     got = mla_schedule_packed_ref(var, 132, BN, 1, 2, 4, 1 << 20, 3)
-    filled = mla_schedule_packed_ref(var, 132, BN, 1, 2, 4, 4)
-    assert torch.equal(got[0], filled[0]) and int((got[1][:, 1] > 1).sum()) > 64
+    assert torch.equal(got[0], mla_schedule_ref(var, 132, BN, 5, 1)[0])
 
 
 @settings(max_examples=40)
@@ -200,7 +200,8 @@ def test_packed_schedule_kernel_real_sizes_gpu(device, s_k, varlen):
         cfg = dict(default_config(s_q, h, 128, hopper=True), SCHED="packed")
         md = get_mla_metadata(cs, s_q, h, config=cfg)
         rs, rsp = mla_schedule_packed_ref(cs.cpu(), md.num_parts, BN, *[cfg.get(k, v) for k, v in
-                                                                       _packed_defaults().items()])
+                                                                       _packed_defaults().items()],
+                                          cfg.get("OVERHEAD", 5), cfg.get("MIN_SPAN", 1))
         assert torch.equal(md.sched.cpu(), rs) and torch.equal(md.split.cpu(), rsp)
 
 

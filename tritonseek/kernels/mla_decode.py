@@ -297,8 +297,8 @@ def get_mla_metadata(
     ⌈s_q·h_q/BLOCK_H⌉ programs (fixed grid; programs past the total get no span and exit). Config
     SCHED="packed": the length-aware schedule of ``reference.mla.mla_schedule_packed_ref`` instead (a
     sequence that fits one program is not split, only long ones are; knobs SEG_COST, SPLIT_COST,
-    MIN_PIECE, MIN_FIT in BLOCK_N tiles; FILL_TOL: fall back to filled programs), computed by one device
-    kernel in the same way.
+    MIN_PIECE, MIN_FIT in BLOCK_N tiles; FILL_TOL: fall back to the balanced cut for a varied batch),
+    computed on the device in the same way (the fallback decided there too: no host sync).
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
     count; 8 under the interpreter). config: launch-config override (tuning); default by rows class,
@@ -335,21 +335,25 @@ def get_mla_metadata(
         num_parts = cfg["NUM_SPLITS"]
         sched = torch.empty(0, 4, dtype=torch.int32, device=dev)
     elif dev.type == "cuda" or interpreter_active():
+        go = None
         if batch > 0 and packed:
+            # the packed walk, or (FILL_TOL) go[0] = 1: the balanced kernel below writes the schedule instead
+            go = torch.empty(1, dtype=torch.int32, device=dev)
             _mla_schedule_packed_kernel[(1,)](
-                cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], *pk,
+                cache_seqlens, sched, split, go, batch, num_parts, cfg["BLOCK_N"], *pk,
                 BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=64, num_warps=1,
             )
-        elif batch > 0:
+        if batch > 0 and (not packed or pk[-1] >= 0):
             _mla_schedule_kernel[(1,)](
                 cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], overhead, min_span,
+                sched if go is None else go,
                 BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))),
-                BLOCK_P=min(32, max(16, triton.next_power_of_2(num_parts + 1))), num_warps=8,
+                BLOCK_P=min(32, max(16, triton.next_power_of_2(num_parts + 1))), HAS_GO=go is not None, num_warps=8,
             )
-        else:
+        if batch == 0:
             sched.zero_()
     elif packed:  # plain CPU tensors without the interpreter: the reference walk
-        sched, split = mla_schedule_packed_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], *pk)
+        sched, split = mla_schedule_packed_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], *pk, overhead, min_span)
     else:  # plain CPU tensors without the interpreter: the same schedule in torch ops
         sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], overhead, min_span)
     lens = cache_seqlens
@@ -365,7 +369,8 @@ def get_mla_metadata(
 # SCHED="packed" (length-aware split, reference.mla.mla_schedule_packed_ref): costs in BLOCK_N tiles of a
 # piece (SEG_COST), of a split sequence's piece (SPLIT_COST: partial write + combine), smallest first piece
 # (MIN_PIECE) and smallest piece a fitting sequence is split for (MIN_FIT; larger: fewer splits).
-# FILL_TOL (percent, < 0: off): fall back to filling every program when packing costs more than that.
+# FILL_TOL (percent, < 0: off): use the balanced (even-cut) schedule instead when packing needs a cap more
+# than FILL_TOL % over that of a walk that fills every program (a varied batch).
 _PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20, FILL_TOL=-1)
 
 

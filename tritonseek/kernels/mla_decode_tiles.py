@@ -179,12 +179,16 @@ def _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead):
 
 @triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "overhead", "min_span"])
 def _mla_schedule_kernel(
-    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span,
-    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
+    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span, go_ptr,
+    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, HAS_GO: tl.constexpr = False,
 ):
     # One program: the whole schedule of get_mla_metadata (see reference.mla.mla_schedule_ref) in one
     # launch instead of ~35 small torch kernels. lens [batch] int32; sched [num_parts, 4] int32;
-    # split [batch, 2] int32. Costs and prefix sums in int64.
+    # split [batch, 2] int32. Costs and prefix sums in int64. HAS_GO: write only when go_ptr[0] != 0
+    # (the packed schedule kernel's fallback flag, same step).
+    go = True
+    if HAS_GO:
+        go = tl.load(go_ptr) != 0
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
@@ -198,8 +202,8 @@ def _mla_schedule_kernel(
         end = tl.cumsum(cost, 0) + offset
         first = (end - cost + overhead) // per
         nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
-        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
-        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
+        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok & go)
+        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok & go)
         offset += tl.sum(cost, 0)
     # per cut position pos_p = min(p·per, total), p = 0..num_parts: the sequence it falls in
     # (#ends ≤ pos) and the tile within it (pos − that sequence's start − overhead, ≥ 0).
@@ -219,11 +223,11 @@ def _mla_schedule_kernel(
             offset += tl.sum(cost, 0)
         tile = tl.where(cnt < batch, tl.maximum(pos - seq_start - overhead, 0), 0)
         lo = pp < num_parts
-        tl.store(sched_ptr + pp * 4, cnt.to(tl.int32), mask=lo)
-        tl.store(sched_ptr + pp * 4 + 1, tile.to(tl.int32), mask=lo)
+        tl.store(sched_ptr + pp * 4, cnt.to(tl.int32), mask=lo & go)
+        tl.store(sched_ptr + pp * 4 + 1, tile.to(tl.int32), mask=lo & go)
         hi = (pp >= 1) & (pp <= num_parts)
-        tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi)
-        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi)
+        tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi & go)
+        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi & go)
 
 
 @triton.jit
@@ -258,15 +262,15 @@ def _tile_count(lens_ptr, b0, ob, batch, block_n):
 @triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "seg_cost", "split_cost", "min_piece", "min_fit",
                                "fill_tol"])
 def _mla_schedule_packed_kernel(
-    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, seg_cost, split_cost, min_piece, min_fit, fill_tol,
-    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
+    lens_ptr, sched_ptr, split_ptr, go_ptr, batch, num_parts, block_n, seg_cost, split_cost, min_piece, min_fit,
+    fill_tol, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref).
     # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32. Costs in int64.
     # Pass 1 sums the costs; pass 2 walks the batch once for 2·BLOCK_C candidate walks at a time (one per
     # lane: BLOCK_C caps with min_fit, the same caps with min_fit = min_piece for the fill_tol rule) and
     # keeps the smallest cap that needs ≤ num_parts programs; pass 3 walks it again with the chosen cap
-    # and writes the cuts (sequences one at a time: scalar loads, L1 hits after pass 1; launched with one
+    # and writes the cuts (or only go_ptr[0] = 1 when the balanced schedule is to be used) (sequences one at a time: scalar loads, L1 hits after pass 1; launched with one
     # warp so that the lane reductions stay inside it).
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
@@ -295,16 +299,19 @@ def _mla_schedule_packed_kernel(
     cap = tl.where(cap == 2**62, largest, cap)
     cap_fill = tl.min(tl.where(ok & (lane >= BLOCK_C), caps, big), 0)
     cap_fill = tl.where(cap_fill == 2**62, largest, cap_fill)
+    # packing needs a cap more than fill_tol % over filling's: leave this step to the balanced schedule
+    # kernel launched next (go_ptr[0] = 1), which writes sched/split instead
     use_fill = (fill_tol >= 0) & (cap * 100 > cap_fill * (100 + fill_tol))
-    cap = tl.where(use_fill, cap_fill, cap)
-    min_fit = tl.where(use_fill, min_piece, min_fit)
+    tl.store(go_ptr, use_fill.to(tl.int32))
     full = cap - seg_cost - split_cost
     last = num_parts - 1
-    tl.store(sched_ptr + 0, 0)
-    tl.store(sched_ptr + 1, 0)
     p = tl.zeros([], dtype=tl.int64)
     fill = tl.zeros([], dtype=tl.int64)
-    for b in range(0, batch):
+    n_walk = tl.where(use_fill, 0, batch)
+    if not use_fill:
+        tl.store(sched_ptr + 0, 0)
+        tl.store(sched_ptr + 1, 0)
+    for b in range(0, n_walk):
         n = _tile_count(lens_ptr, b, 0, batch, block_n)
         if n == 0:
             tl.store(split_ptr + b * 2, p.to(tl.int32))
@@ -329,9 +336,10 @@ def _mla_schedule_packed_kernel(
                     p += 1
             tl.store(split_ptr + b * 2, p0.to(tl.int32))
             tl.store(split_ptr + b * 2 + 1, (p - p0 + 1).to(tl.int32))
-    tl.store(sched_ptr + p * 4 + 2, batch)
-    tl.store(sched_ptr + p * 4 + 3, 0)
-    for p1 in range(p + 1, num_parts):  # programs past the work: empty spans
+    if not use_fill:
+        tl.store(sched_ptr + p * 4 + 2, batch)
+        tl.store(sched_ptr + p * 4 + 3, 0)
+    for p1 in range(tl.where(use_fill, num_parts, p + 1), num_parts):  # programs past the work: empty spans
         tl.store(sched_ptr + p1 * 4 + 0, batch)
         tl.store(sched_ptr + p1 * 4 + 1, 0)
         tl.store(sched_ptr + p1 * 4 + 2, batch)

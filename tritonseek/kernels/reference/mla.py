@@ -161,7 +161,8 @@ def _packed_place(n: int, cap: int, fill: int, seg_cost: int, split_cost: int, m
 
 def mla_schedule_packed_ref(
     cache_seqlens: torch.Tensor, num_parts: int, block_n: int, seg_cost: int, split_cost: int,
-    min_piece: int, min_fit: int, fill_tol: int = -1, num_candidates: int = 64,
+    min_piece: int, min_fit: int, fill_tol: int = -1, overhead: int = 5, min_span: int = 1,
+    num_candidates: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Length-aware split-KV schedule (``get_mla_metadata`` with SCHED="packed"): sched [num_parts, 4], split [batch, 2].
 
@@ -177,9 +178,10 @@ def mla_schedule_packed_ref(
     with min_fit above every length the largest always does). So equal lengths with batch ≤
     num_parts give one program per sequence and no combine; long sequences are split.
     fill_tol ≥ 0 (percent): the same search also runs with min_fit = min_piece (every program filled
-    to the cap: balanced, more splits), and that walk is used instead when the packed cap exceeds its
-    cap by more than fill_tol percent (a varied batch, where keeping short sequences whole would
-    unbalance the programs). Same output format as ``mla_schedule_ref``: sched[p] = (batch_begin,
+    to the cap), and when the packed cap exceeds that walk's cap by more than fill_tol percent (a
+    varied batch, where keeping short sequences whole would unbalance the programs) the result is the
+    balanced schedule ``mla_schedule_ref(cache_seqlens, num_parts, block_n, overhead, min_span)``
+    instead (measured faster there than the filled walk). Same output format as ``mla_schedule_ref``: sched[p] = (batch_begin,
     tile_begin, batch_end, tile_end); split[b] = (first program, number of programs), (p, 0) when empty.
     Requires min_piece ≥ 1, min_fit ≥ min_piece, seg_cost, split_cost ≥ 0.
     Semantics: FlashMLA ``get_mla_metadata`` outputs, with cuts snapped to sequence ends.
@@ -204,7 +206,7 @@ def mla_schedule_packed_ref(
     if fill_tol >= 0:
         cap_fill = next((c for c in caps if programs(c, min_piece) <= num_parts), caps[-1])
         if cap * 100 > cap_fill * (100 + fill_tol):
-            cap, min_fit = cap_fill, min_piece
+            return mla_schedule_ref(cache_seqlens, num_parts, block_n, overhead, min_span)
     last = num_parts - 1
     sched = [[batch, 0, batch, 0] for _ in range(num_parts)]
     sched[0][:2] = [0, 0]

@@ -227,3 +227,16 @@ def test_decode_packed_real_shapes_gpu(device, s_k, varlen, h, s_q):
     o, lse = mla_decode(q, kv, bt, cs, metadata=md, out=out)
     ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=512)
     assert_matches_ref(o, lse, ro, rlse)
+
+
+def test_big_batch_default_on_hopper_only():
+    """The Hopper default for ≤ 32 rows at batch ≥ 64 is the packed schedule with the balanced fallback and the
+    query prefetch; smaller batches, more rows and non-Hopper devices keep their tables."""
+    from tritonseek.kernels.mla_decode import default_config
+
+    for h, s_q in ((16, 1), (16, 2), (32, 1)):
+        cfg = default_config(s_q, h, 128, hopper=True)
+        assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA")) == ("packed", 3, True)
+        for other in (default_config(s_q, h, 8, hopper=True), default_config(s_q, h, 128), default_config(s_q, h)):
+            assert "SCHED" not in other and "QTMA" not in other
+    assert "SCHED" not in default_config(1, 64, 128, hopper=True)

@@ -161,6 +161,20 @@ _SMALL_TABLE: list[tuple[int, dict]] = [
 _SMALL_PROGRAMS = 128
 
 
+# Hopper, batch ≥ _BIG_BATCH_MIN, ≤ 32 rows: the length-aware schedule (packed: one program per sequence when
+# the lengths allow it, no combine work; the balanced cut when packing needs a cap > FILL_TOL % over filling,
+# i.e. a varied batch) and the query prefetch (QTMA). H200 W1b (2178544), b128 page 64, split + combine graph µs,
+# _TUNED_WS table -> this: s_k 4096 fixed 162.5 -> 151.4 (16 rows), 176.5 -> 157.1 (h16 s_q2), 176.2 -> 155.2
+# (h32 s_q1); varlen (balanced + QTMA) 168.0 -> 168.0, 181.7 -> 173.7, 189.8 -> 179.3; s_k 8192 fixed 298.1 ->
+# 280.3, 314.4 -> 290.2, 313.3 -> 289.5; varlen 299.5 -> 298.4, 349.7 -> 337.7, 322.7 -> 313.8. Smaller batches
+# (not measured with these) keep the table.
+_BIG_BATCH_MIN = 64
+_BIG_BATCH_WS: dict[int, dict] = {
+    16: dict(SCHED="packed", FILL_TOL=3, QTMA=True),
+    32: dict(SCHED="packed", FILL_TOL=3, QTMA=True),
+}
+
+
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:
     """The launch config for s_q·h_q query rows (tuned table by rows class; a small batch of more than
     64 rows has its own path and table, keyed by batch·rows; on a Hopper GPU (hopper=True) the
@@ -173,7 +187,10 @@ def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopp
                 return dict(cfg, NUM_SPLITS=max(1, _SMALL_PROGRAMS // (head_tiles * batch)))
     cls = _rows_class(rows)
     if hopper and cls in _TUNED_WS:
-        return dict(_TUNED_WS[cls])
+        cfg = dict(_TUNED_WS[cls])
+        if batch is not None and batch >= _BIG_BATCH_MIN:
+            cfg.update(_BIG_BATCH_WS.get(cls, {}))
+        return cfg
     return dict(_TUNED[cls])
 
 

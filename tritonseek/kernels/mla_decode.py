@@ -492,9 +492,13 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     def tl_split_launch():
         _mla_decode_kernel[grid](*split_args, **split_meta)
 
+    # COMBINE_PDL (Gluon split only): the combine is a programmatic dependent of the split kernel, which
+    # lets it launch at its start (TRIGGER); its programs wait (griddepcontrol.wait) for the split to finish
+    combine_pdl = bool(cfg.get("COMBINE_PDL", False)) and use_ws
+
     def combine_launch():
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
-                                          NUM_STAGES=3, num_warps=4)
+                                          NUM_STAGES=3, PDL=combine_pdl, num_warps=4, launch_pdl=combine_pdl)
 
     return (split_launch if use_ws else tl_split_launch), combine_launch
 

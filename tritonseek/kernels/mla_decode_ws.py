@@ -342,7 +342,7 @@ def _mla_decode_ws_kernel(
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
-    QTMA: gl.constexpr,
+    QTMA: gl.constexpr, TRIGGER: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -354,6 +354,9 @@ def _mla_decode_ws_kernel(
     # out [batch, seqlen_q, num_heads, 512] (stride_ob, stride_os, stride_oh, 1); lse [batch, num_heads, seqlen_q]
     # opart [num_parts + batch, rows, 512] fp32; lpart [num_parts + batch, rows] fp32
     # grid (head tiles, parts), as the tl kernel.
+    if TRIGGER:  # launched with a programmatic dependent (the combine): let it launch now; it waits for us
+        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // dummy $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
     BLOCK_N: gl.constexpr = TILE_N
     dtype: gl.constexpr = v_desc.dtype
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -474,7 +477,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma, num_warps=4, **extra,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
+        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)), num_warps=4, **extra,
     )
 
 

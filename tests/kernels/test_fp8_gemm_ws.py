@@ -57,15 +57,10 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     a_rows = 64 if wgs == 3 else bm
     la = W._smem_layout([a_rows, bk], gl.float8e4nv)
-    lb = W._smem_layout([64 if bn == 192 else bn, bk], gl.float8e4nv)
-    c_cols = min(bn, 128)  # BLOCK_N 192: stored as a 128- and a 64-column part
-    lc = W._smem_layout([c_rows, c_cols], W._GL_DTYPES[out_dtype])
-    lc2 = W._smem_layout([c_rows, 64], W._GL_DTYPES[out_dtype])
-    b_rows = 64 if bn == 192 else bn
-    sig = dict(a_desc=f"tensordesc<fp8e4nv[{a_rows}, {bk}],{la!r}>",
-               b_desc=f"tensordesc<fp8e4nv[{b_rows}, {bk}],{lb!r}>",
-               c_desc=f"tensordesc<{cty}[{c_rows}, {c_cols}],{lc!r}>" if tma_store else "constexpr",
-               c2_desc=f"tensordesc<{cty}[{c_rows}, 64],{lc2!r}>" if tma_store and bn == 192 else "constexpr",
+    lb = W._smem_layout([bn, bk], gl.float8e4nv)
+    lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
+    sig = dict(a_desc=f"tensordesc<fp8e4nv[{a_rows}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+               c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
     sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
@@ -74,8 +69,6 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
-    if not (tma_store and bn == 192):
-        consts["c2_desc"] = None
     sig.update({name: "constexpr" for name in consts})
     src = GluonASTSource(W._fp8_gemm_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, maxnreg=maxnreg))
@@ -122,55 +115,6 @@ def test_ws_three_warpgroups_compile_for_sm90_without_spills():
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-def kloop_sass(ptx: str) -> list[list[str]]:
-    """The SASS loops (backward branches) that hold a wgmma (QGMMA), each as its instructions: assembled for sm_90a
-    with Triton's ptxas and disassembled with its cuobjdump (no GPU needed)."""
-    import os
-    import subprocess
-    import tempfile
-
-    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    with tempfile.TemporaryDirectory() as d:
-        with open(os.path.join(d, "k.ptx"), "w") as f:
-            f.write(ptx)
-        subprocess.run([os.path.join(bindir, "ptxas"), "--gpu-name", "sm_90a", os.path.join(d, "k.ptx"), "-o",
-                        os.path.join(d, "k.cubin")], check=True, capture_output=True)
-        sass = subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", os.path.join(d, "k.cubin")],
-                              check=True, capture_output=True, text=True).stdout
-    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
-    spans = []
-    for addr, text in ins:
-        m = re.match(r"(@!?U?P\w+ )?BRA (0x[0-9a-f]+)", text)
-        if m and int(m.group(2), 16) < addr and any("GMMA" in t for a, t in ins if int(m.group(2), 16) <= a <= addr):
-            spans.append((int(m.group(2), 16), addr))
-    return [[t for a, t in ins if s <= a <= e] for s, e in spans]
-
-
-@pytest.mark.parametrize("tma_store", [True, False])
-def test_ws_192_column_tiles_compile_for_sm90_without_spills(tma_store):
-    # BLOCK_N = 192: per warpgroup and K block A loaded once into registers (ldmatrix) feeding an n128 and an n64
-    # wgmma (both in flight, the n128 product promoted under the n64 one): accumulators 64 + 32, products 64 + 32 and
-    # A 16 registers at 232 per consumer thread. ptxas spills a few tile-level values (≤ 64 bytes, reloaded once per
-    # tile); the K loops themselves must not touch local memory.
-    cfg = dict(W.ws_config(4096, 7168, 7168), WGS=2, BLOCK_N=192)
-    out_dtype = torch.bfloat16 if tma_store else torch.float32
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 2
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3") == 4 * 2
-    assert ptx.count("ldmatrix.sync.aligned") == 4 * 2  # A into registers once per K block
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") >= 4  # A + three 64-row B boxes
-    assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store
-    report = ptxas_report(ptx)
-    assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert spills and all(int(s) <= 64 and int(ld) <= 64 for s, ld in spills), report
-    # the K loops: one per consumer warpgroup, its 8 wgmmas (4 k32 steps × 2 parts) in ≤ 250 instructions
-    kloops = [b for b in kloop_sass(ptx) if sum("QGMMA" in t for t in b) == 8 and len(b) <= 250]
-    assert len(kloops) == 2, [len(b) for b in kloop_sass(ptx)]
-    for body in kloops:
-        assert not any(re.match(r"(LDL|STL)\b", t) for t in body), body
-
-
 def test_wgs_for_picks_192_row_tiles_where_their_waves_win():
     # the H200 measurements behind _WGS3_TILE_COST (M = 4096, 132 SMs): 3 warpgroups won on five of DeepGEMM's
     # shapes and lost on 4096×7168 (8 waves of 128-row tiles against 6 of 192-row ones); M = 256, 512: 2 everywhere
@@ -207,11 +151,8 @@ def test_ws_rejects_bad_layouts():
     out = torch.empty(8, 128, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="unknown fp8_gemm_nt_ws config keys"):  # checked before any launch
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(SKEW=True))
-    with pytest.raises(ValueError, match="BLOCK_N must be 64, 128 or 192"):
+    with pytest.raises(ValueError, match="BLOCK_N 64 or 128"):
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(BLOCK_N=256))
-    for bad in (dict(BLOCK_N=192, SPLIT=False), dict(BLOCK_N=192, NUM_STAGES=5), dict(BLOCK_N=192, WGS=3)):
-        with pytest.raises(ValueError, match="BLOCK_N 192 needs SPLIT"):
-            W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
     for bad in (dict(WGS=4), dict(WGS=3, NUM_STAGES=5), dict(WGS=3, SPLIT=False)):
         with pytest.raises(ValueError, match="WGS must be None, 2, or 3"):
             W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
@@ -230,7 +171,7 @@ def test_fp8_gemm_nt_gluon_entries(device):
         assert isinstance(cfg["GLUON"].get("MIN_M", 0), int)
         merged = dict(W.ws_config(4096, key[1], key[2]), **gluon)
         assert set(merged) == set(W._DEFAULT_WS), f"unknown GLUON keys in {key}"
-        assert merged["BLOCK_N"] in (64, 128, 192) and merged["BLOCK_M"] == 128
+        assert merged["BLOCK_N"] in (64, 128) and merged["BLOCK_M"] == 128
     if device.type == "cpu":  # interpreter: the tl half of an entry, at a small shape
         a, a_s, b, b_s = _cpu_operands(m=70, n=256, k=384)
         tl_cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=1,
@@ -280,8 +221,6 @@ _GPU_CONFIGS = [
     dict(UNROLL2=True, SPLIT=False, NUM_STAGES=2, TMA_STORE=False),
     dict(WGS=3),  # 192-row tiles, three consumer warpgroups
     dict(WGS=3, TMA_STORE=False),
-    dict(BLOCK_N=192),  # 192-column tiles (a 128- and a 64-column part per warpgroup)
-    dict(BLOCK_N=192, TMA_STORE=False, NUM_STAGES=3),
 ]
 
 
@@ -302,11 +241,10 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.gpu
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
-                                       (129, 384, 256, 0), (70, 200, 384, 0), (65, 100, 256, 2)])
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(BLOCK_N=192)])
+                                       (129, 384, 256, 0)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3)])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
-    # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts; N = 200 / 100:
-    # a 192-column tile's 128- (N = 200) or 64-column part (N = 100) wholly past N
+    # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
 
 
@@ -315,6 +253,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(BLOCK_N=192)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

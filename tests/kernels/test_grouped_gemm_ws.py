@@ -22,9 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
-from tests.kernels.test_fp8_gemm_ws import kloop_sass
 from tritonseek.kernels import grouped_gemm_ws as W
-from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT
 from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws, grouped_fp8_gemm_masked_ws
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
@@ -45,14 +43,11 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     c_rows = bm // 2 if split else bm
     warps = 4 if split else 8
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
-    b_rows, c_cols = (64, 128) if bn == 192 else (bn, bn)  # 192 columns: 64-row B boxes, 128 + 64-column stores
     la = W._smem_layout([bm, bk], gl.float8e4nv)
-    lb = W._smem_layout([b_rows, bk], gl.float8e4nv)
-    lc = W._smem_layout([c_rows, c_cols], _GL_DTYPES[out_dtype])
-    lc2 = W._smem_layout([c_rows, 64], _GL_DTYPES[out_dtype])
-    sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{b_rows}, {bk}],{lb!r}>",
-               c_desc=f"tensordesc<{cty}[{c_rows}, {c_cols}],{lc!r}>" if tma_store else "constexpr",
-               c2_desc=f"tensordesc<{cty}[{c_rows}, 64],{lc2!r}>" if tma_store and bn == 192 else "constexpr",
+    lb = W._smem_layout([bn, bk], gl.float8e4nv)
+    lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
+    sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
+               c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32", idx_ptr="*i32")
     sig.update({n: "i32" for n in ("M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask",
                                    "stride_bse", "stride_bsn", "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
@@ -62,8 +57,6 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
-    if not (tma_store and bn == 192):
-        consts["c2_desc"] = None
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(W._grouped_fp8_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, maxnreg=W._MAXNREG))
@@ -92,26 +85,6 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, bn,
     assert "C7508" not in report, report  # setmaxnreg honoured
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
-
-
-@pytest.mark.parametrize("masked", [False, True])
-def test_grouped_ws_192_column_tiles_compile_for_sm90_without_spills(masked):
-    # BLOCK_N = 192 (fp8_gemm_ws_mainloop._k_loop_n192): an n128 and an n64 wgmma per warpgroup and K block, no spills
-    cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), BLOCK_N=192, NUM_STAGES=4)
-    # (A loaded once into registers for both; ptxas spills a few tile-level values, ≤ 160 bytes, reloaded once per
-    # tile: the K loops must not touch local memory)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, torch.bfloat16, True, 512 if masked else 256)
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 2
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3") == 4 * 2
-    assert ptx.count("ldmatrix.sync.aligned") == 4 * 2
-    report = ptxas_report(ptx)
-    assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert spills and all(int(s) <= 160 and int(ld) <= 160 for s, ld in spills), report
-    kloops = [b for b in kloop_sass(ptx) if sum("QGMMA" in t for t in b) == 8 and len(b) <= 250]
-    assert len(kloops) == 2, [len(b) for b in kloop_sass(ptx)]
-    for body in kloops:
-        assert not any(re.match(r"(LDL|STL)\b", t) for t in body), body
 
 
 def _cpu_contiguous(E=2, N=128, K=256):
@@ -222,9 +195,6 @@ def test_contiguous_ws_matches_reference_gpu(device, segs, N, K, config, seed):
     (None, torch.float32),  # fp32 TMA-store epilogue
     (dict(BLOCK_N=64, TMA_STORE=False), torch.bfloat16),  # 64-wide N tiles, masked-store epilogue
     (dict(SPLIT=False, UNROLL2=True, NUM_STAGES=3, GROUP_M=1), torch.bfloat16),
-    # 192-column tiles (a 128- and a 64-column part; N = 128 / 200: one part wholly past N), TMA / masked stores
-    (dict(BLOCK_N=192), torch.bfloat16),
-    (dict(BLOCK_N=192, TMA_STORE=False, NUM_STAGES=3), torch.float32),
 ])
 def test_contiguous_ws_other_configs_gpu(device, config, out_dtype):
     for segs, N, K in [([0, 1, 127, 128, 129], 200, 1152), ([64, 65, 0, 300], 576, 256), ([5], 128, 128)]:
@@ -232,8 +202,7 @@ def test_contiguous_ws_other_configs_gpu(device, config, out_dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BLOCK_N=192)])
-def test_contiguous_ws_misaligned_rows_are_nan_gpu(device, config):
+def test_contiguous_ws_misaligned_rows_are_nan_gpu(device):
     g = torch.Generator(device=device).manual_seed(3)
     b, bs = _weights(3, 128, 256, g, device)
     a, a_s, mi = _contiguous([130, 5], 256, g, device)
@@ -241,7 +210,7 @@ def test_contiguous_ws_misaligned_rows_are_nan_gpu(device, config):
     a_s = torch.rand(a_s.shape, device=device) + 0.5
     # rows 0-129 expert 0 (tiles 0-1), 256-260 expert 1 (tile 2): row 300 set to expert 0 sits in expert 1's tile
     mi[300] = 0
-    out = grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, config=config)
+    out = grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi)
     ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
     assert torch.isnan(out[300].float()).all()  # never another expert's product
     ok = torch.ones(mi.numel(), dtype=torch.bool, device=device)
@@ -253,8 +222,7 @@ def test_contiguous_ws_misaligned_rows_are_nan_gpu(device, config):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
-@pytest.mark.parametrize("config", [None, dict(BLOCK_N=192)])
-def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K, config):
+def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K):
     # the model's prefill layout, 32 of its experts (all 256 at N·K = 4096·7168 would take 7.5 GB of weights):
     # T = 2048 tokens top-2 over 32 experts = ~128 rows each, padded to 128, plus an empty expert and one
     # that every token picks
@@ -263,7 +231,7 @@ def test_contiguous_ws_v3_prefill_layout_gpu(device, N, K, config):
     picks = torch.rand(T, E, generator=g, device=device).topk(2, dim=1).indices
     counts = torch.bincount(picks.flatten(), minlength=E).tolist()
     counts[0], counts[1] = 0, T  # an empty expert and one that every token picks
-    _check_contiguous(counts, N, K, device, seed=K, config=config, extra_experts=0)
+    _check_contiguous(counts, N, K, device, seed=K, extra_experts=0)
 
 
 def _check_masked(masked_m, M_max, N, K, device, seed, config=None, out_dtype=torch.bfloat16):
@@ -305,21 +273,18 @@ def test_masked_ws_masked_store_epilogue_gpu(device):
     # fp32 out, and 64-wide N tiles without TMA stores (every row through the masked stores)
     _check_masked([0, 1, 64, 129, 130], 130, 200, 384, device, seed=5, out_dtype=torch.float32)
     _check_masked([0, 1, 64, 129, 130], 130, 200, 384, device, seed=6, config=dict(BLOCK_N=64, TMA_STORE=False))
-    _check_masked([0, 1, 64, 129, 130], 130, 200, 384, device, seed=7,
-                  config=dict(BLOCK_N=192, NUM_STAGES=4, TMA_STORE=False))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 @pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
-@pytest.mark.parametrize("config", [None, dict(BLOCK_N=192, NUM_STAGES=4)])
-def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
+def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
     E, M_max = shape
     mm = [M_max] * E
     mm[-1] = M_max // 2 + 1  # one partly filled group
     if E > 2:
         mm[0] = 0
-    _check_masked(mm, M_max, N, K, device, seed=E + N, config=config)
+    _check_masked(mm, M_max, N, K, device, seed=E + N)
 
 
 @pytest.mark.gpu

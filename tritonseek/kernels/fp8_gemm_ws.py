@@ -30,14 +30,6 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   the 128-row kernel runs short of (~1070 TFLOP/s on every long-K shape, with the promotion hidden).
   ``wgs_for`` picks it per problem from the waves each tile height needs (the 192-row tiles' last wave
   can be worse: 4096×4096 tiles 5.3 → 6 waves against 7.8 → 8).
-* BLOCK_N = 192 (config): 128×192 tiles for the layouts that must keep 128-row tiles (the grouped contiguous
-  one) and a third tile shape for the waves. Register tensors are powers of two, so a warpgroup's 64×192 is a
-  128-column and a 64-column part, each inside one 128-column weight-scale block (the parts' order flips with
-  the tile's parity: ``_n192_cols``); per K block A is loaded once into registers and feeds an n128 and an n64
-  wgmma, issued together, the n128 product promoted while the n64 one runs (accumulators 96 + products 96 + A 16
-  registers at 232). A stage holds 40 KB (≤ 4 stages). Shared-memory bytes per MAC (wgmma reads + TMA writes),
-  which the H200 timings track: 128×128 0.039, 192×128 0.036, 128×192 0.034 (0.039 with A read by both wgmmas
-  from shared memory, the first version: 5-11% slower than 192×128 at b08f755).
 
 Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200.jsonl, commits
 650a904 and bad8f9b): split + unrolled 891–1137 TFLOP/s (1.07–1.14× cuBLAS block-scaled at
@@ -54,6 +46,15 @@ at K = 16384, 2–10% slower at K ≤ 7168, 3–24% slower in the grouped kernel
 WGS = 3 against 2 (µs): 2112×7168 118.6 vs 140.3 (tl 136.3), 24576×1536 260.8 vs 280.7, 32768×512
 142.2 vs 155.3, 7168×16384 853 vs 885, 7168×2048 112.5 vs 116.9, 4096×7168 237.9 vs 221.9.
 
+Tried and dropped in session 14 (code in git at 1975573): 128×192 tiles (BLOCK_N = 192; register tensors are
+powers of two, so per warpgroup an n128 and an n64 wgmma, both parts inside one weight-scale block, the n128
+product promoted under the n64 wgmma; no spills at 232 registers). H200, same runs as the committed configs (µs,
+committed → 192 columns): with A read from shared memory by both wgmmas (b08f755) 2112×7168 118 → 125,
+24576×1536 270 → 276, 32768×512 144 → 160, 7168×16384 863 → 921, 4096×7168 233 → 250, 7168×2048 112 → 117;
+with A loaded once into registers for both (RS wgmma, 1975573) no better: 118 → 131, 862 → 967, 114 → 121. The
+grouped kernels lost too (grouped_gemm_ws.py). 128×256 (two n128 halves through one product register set)
+spilled in the K loop (acc 128 + product 64 registers + addressing > 232) and was not timed.
+
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
 """
@@ -66,16 +67,21 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operands
-from tritonseek.kernels.fp8_gemm_ws_mainloop import _k_loop_n192, _mainloop, _n192_cols, _store_tile, _tile_coords
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
-# block (one scalar b_scale per K block) and leaves registers for two product sets (192: see the docstring). Default =
+# block (one scalar b_scale per K block) and leaves registers for two product sets. Default =
 # the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 # WGS: consumer warpgroups per CTA, 2 (128-row tiles) or 3 (192-row tiles, one product set each); None = chosen
@@ -101,18 +107,19 @@ def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
     return 3 if waves3 * _WGS3_TILE_COST < waves2 else 2
 
 
-def check_block_n(cfg: dict) -> None:
-    """BLOCK_N 64 / 128, or 192 (a 128- and a 64-column part: SPLIT warpgroups only, ≤ 4 stages of 40 KB) else
-    ValueError."""
-    bn = cfg["BLOCK_N"]
-    if bn not in (64, 128, 192):
-        raise ValueError(f"config BLOCK_N must be 64, 128 or 192, got {bn}")
-    if bn == 192 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4 or cfg.get("WGS") not in (None, 2)):
-        raise ValueError(f"config BLOCK_N 192 needs SPLIT, WGS None/2 and NUM_STAGES <= 4, got {cfg}")
+@gluon.jit
+def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # GROUP_M-swizzled order: GROUP_M row-tiles sweep the N tiles together (L2 reuse of B).
+    group_id = tile_id // (GROUP_M * num_pid_n)
+    first_m = group_id * GROUP_M
+    group_rows = gl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (tile_id % group_rows)
+    pid_n = (tile_id % (GROUP_M * num_pid_n)) // group_rows
+    return pid_m, pid_n
 
 
 @gluon.jit
-def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
+def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
                  M, N, num_k_blocks, num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                  GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
@@ -123,15 +130,12 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars
     # A arrives as A_PARTS boxes of BLOCK_M // A_PARTS rows (BLOCK_M = 192: three 64-row boxes, as Triton's
     # shapes must be powers of two), each in its own buffer a_bufs[s·A_PARTS + j]
     A_PARTS: gl.constexpr = BLOCK_M // a_desc.block_type.shape[0]
-    # BLOCK_N = 192: B arrives as three 64-row boxes: rows [c128, c128 + 128) then [c64, c64 + 64) (see _n192_cols)
-    B_PARTS: gl.constexpr = BLOCK_N // b_desc.block_type.shape[0]
-    stage_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + B_PARTS * b_desc.block_type.nbytes
+    stage_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
     it = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
-        c128, c64 = _n192_cols(off_n)
         for kb in range(num_k_blocks):
             s = it % NUM_STAGES
             phase = (it // NUM_STAGES) & 1
@@ -142,18 +146,41 @@ def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars
             for j in gl.static_range(A_PARTS):
                 tma.async_copy_global_to_shared(a_desc, [off_m + j * (BLOCK_M // A_PARTS), kb * BLOCK_K], bar,
                                                 a_bufs.index(s * A_PARTS + j))
-            if BLOCK_N == 192:  # b_bufs[s]: the 128-column part (two boxes), b2_bufs[s]: the 64-column part
-                tma.async_copy_global_to_shared(b_desc, [c128, kb * BLOCK_K], bar, b_bufs.index(s).slice(0, 64))
-                tma.async_copy_global_to_shared(b_desc, [c128 + 64, kb * BLOCK_K], bar, b_bufs.index(s).slice(64, 64))
-                tma.async_copy_global_to_shared(b_desc, [c64, kb * BLOCK_K], bar, b2_bufs.index(s))
-            else:
-                tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
             it += 1
 
 
 @gluon.jit
-def _ws_consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc, c2_smem, c2_desc, c_ptr, a_scale_ptr,
-                 b_scale_ptr,
+def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr):
+    # this partition's rows of stage s's A tile (a shared-memory view, no copy); BLOCK_M = 192: the tile is
+    # three 64-row buffers per stage (see _ws_producer)
+    if ROWS == BLOCK_M:
+        return a_bufs.index(s)
+    elif BLOCK_M == 192:
+        return a_bufs.index(s * 3 + ROW0 // 64)
+    else:
+        return a_bufs.index(s).slice(ROW0, ROWS, dim=0)
+
+
+@gluon.jit
+def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
+            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+            NUM_STAGES: gl.constexpr):
+    # issue K block kb (pipeline slot it), promote the previous block's product under it, wait for
+    # kb, release its stage; returns kb's product and scale (a_scale rows × b_scale) and the acc
+    scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                        use_acc=False, is_async=True)
+    acc += prev * gl.expand_dims(prev_scale, 1)
+    cur = warpgroup_mma_wait(0, deps=[cur])
+    mbarrier.arrive(empty_bars.index(s))
+    return cur, scale, acc
+
+
+@gluon.jit
+def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                  M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
@@ -164,13 +191,11 @@ def _ws_consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
     # one's promotion/epilogue overlaps the other's wgmma, as in DeepGEMM's two math warpgroups).
-    # BLOCK_N = 192: a 128-column and a 64-column accumulator (register tensors are powers of two), see _k_loop_n192
-    N1: gl.constexpr = 128 if BLOCK_N == 192 else BLOCK_N
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, N1, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, N1], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
 
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
@@ -184,35 +209,117 @@ def _ws_consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc
         m_ok = rm < M
         sa_ptrs = a_scale_ptr + rm * stride_asm
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
-        if BLOCK_N == 192:
-            acc, acc64, it = _k_loop_n192(it, num_k_blocks, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, sa_ptrs,
-                                          m_ok, b_scale_ptr, off_n, N, stride_ask, stride_bsn, stride_bsk, ROW0, ROWS,
-                                          BLOCK_M, NUM_STAGES, WARPS)
-            c128, c64 = _n192_cols(off_n)
-            l64: gl.constexpr = acc64.type.layout
-            # a part wholly past N (N tails) stores nothing; the 64-column part's store waits only for the stores
-            # before the tile's 128-column one (that one went from c_smem, not c2_smem)
-            if c128 < N:
-                _store_tile(acc, c_smem, c_desc, c_ptr, off_m, c128, M, N, stride_cm, stride_cn, ROWS, 128,
-                            TMA_STORE, row_layout, col_layout)
-                if c64 < N:
-                    _store_tile(acc64, c2_smem, c2_desc, c_ptr, off_m, c64, M, N, stride_cm, stride_cn, ROWS, 64,
-                                TMA_STORE, gl.SliceLayout(1, l64), gl.SliceLayout(0, l64), 1)
-            else:
-                _store_tile(acc64, c2_smem, c2_desc, c_ptr, off_m, c64, M, N, stride_cm, stride_cn, ROWS, 64,
-                            TMA_STORE, gl.SliceLayout(1, l64), gl.SliceLayout(0, l64))
+
+        # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
+        prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        it += 1
+        if SERIAL:
+            acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                                   empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
+                                                   ROWS, BLOCK_M, NUM_STAGES)
         else:
-            acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
-                                stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, SERIAL)
-            _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                        TMA_STORE, row_layout, col_layout)
+            acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                            empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                            BLOCK_M, NUM_STAGES, UNROLL2)
+        acc += plast * gl.expand_dims(slast, 1)
+        _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                    TMA_STORE, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
 
 
 @gluon.jit
+def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                  BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # a tile's K block 0 (pipeline slot it): its scales, and its wgmma issued once the stage has landed; the
+    # caller waits for the product (returned in flight) and releases stage s
+    scale = gl.load(sa_ptrs, mask=row_ok, other=0.0) * gl.load(sb_ptr)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                         use_acc=False, is_async=True)
+    return prod, scale, s
+
+
+@gluon.jit
+def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
+            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
+    # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
+    # the previous block promoted under it, then waited. Returns (acc without the last block, the last
+    # block's product and scale, it): the caller promotes the last block.
+    acc = zero
+    if UNROLL2:
+        # unrolled by two: the products of even and odd blocks live in two fixed register sets, so
+        # nothing is copied between a wait and the next issue (ptxas cannot rename a loop-carried
+        # wgmma result: a one-set loop moves the 64 product registers after every wait)
+        for j in range((num_k_blocks - 1) // 2):
+            p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                      sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+            prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 2
+        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
+            prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 1
+    else:
+        for kb in range(1, num_k_blocks):
+            prod, scale0, acc = _k_step(it, kb, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                        sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
+                                        NUM_STAGES)
+            it += 1
+    return acc, prod, scale0, it
+
+
+@gluon.jit
+def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                   sb_ptr, stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):
+    # _k_loop with one product register set (WGS = 3: 160 registers per consumer thread hold the accumulator
+    # and one product, not two): promote the previous block, then issue and wait for this one; the other
+    # warpgroups' wgmmas keep the tensor core busy during the promotion
+    acc = zero
+    for kb in range(1, num_k_blocks):
+        scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+        acc += prod * gl.expand_dims(scale0, 1)
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+                             use_acc=False, is_async=True)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        scale0 = scale
+        it += 1
+    return acc, prod, scale0, it
+
+
+@gluon.jit
+def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
+                BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
+    # (TMA store: clipped by the descriptor; else masked)
+    if TMA_STORE:
+        tma.store_wait(0)  # the previous tile's store has left c_smem
+        c_smem.store(acc.to(c_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
+    else:
+        rm = row0 + gl.arange(0, ROWS, layout=row_layout)
+        rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+        c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+        mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
+        gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@gluon.jit
 def _fp8_gemm_ws_kernel(
-    a_desc, b_desc, c_desc, c2_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
@@ -227,12 +334,7 @@ def _fp8_gemm_ws_kernel(
     # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES * (BLOCK_M // a_desc.block_type.shape[0])]
                                        + a_desc.block_type.shape, a_desc.layout)
-    if BLOCK_N == 192:  # the 128-column parts (two 64-row TMA boxes each) and the 64-column parts, per stage
-        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, 128, b_desc.block_type.shape[1]], b_desc.layout)
-        b2_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
-    else:
-        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
-        b2_bufs = b_bufs  # unused placeholder
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
@@ -244,64 +346,48 @@ def _fp8_gemm_ws_kernel(
                                            c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder (same partition signature either way)
-    if TMA_STORE and BLOCK_N == 192:  # the 64-column parts' epilogue buffers
-        c2_smem = gl.allocate_shared_memory(c2_desc.dtype, [WGS] + c2_desc.block_type.shape, c2_desc.layout)
-    else:
-        c2_smem = c_smem
 
     if WGS == 3:
         # BLOCK_M = 192: three 64-row consumer warpgroups (default partition + workers 0, 1; one product set
         # each, SERIAL), worker 2 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                            _c_buf(c_smem, 0, TMA_STORE), c_desc, _c_buf(c2_smem, 0, TMA_STORE),
-                            c2_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 0, 64, 4, UNROLL2, True)),
-            (_ws_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                            _c_buf(c_smem, 1, TMA_STORE), c_desc, _c_buf(c2_smem, 1, TMA_STORE),
-                            c2_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 64, 64, 4, UNROLL2, True)),
-            (_ws_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                            _c_buf(c_smem, 2, TMA_STORE), c_desc, _c_buf(c2_smem, 2, TMA_STORE),
-                            c2_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 128, 64, 4, UNROLL2, True)),
-            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                            _c_buf(c_smem, 0, TMA_STORE), c_desc, _c_buf(c2_smem, 0, TMA_STORE),
-                            c2_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False)),
-            (_ws_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                            _c_buf(c_smem, 1, TMA_STORE), c_desc, _c_buf(c2_smem, 1, TMA_STORE),
-                            c2_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False)),
-            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                            _c_buf(c_smem, 0, TMA_STORE), c_desc, _c_buf(c2_smem, 0, TMA_STORE),
-                            c2_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False)),
-            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
 
@@ -336,12 +422,6 @@ _WGS3_REGS = (128, 160, 24)
 @functools.lru_cache(maxsize=8)
 def _capability_major(device_index: int) -> int:
     return torch.cuda.get_device_capability(device_index)[0]
-
-
-def _out_desc(out: torch.Tensor, rows: int, cols: int) -> TensorDescriptor:
-    m, n = out.shape
-    return TensorDescriptor(out, [m, n], [out.stride(0), 1], [rows, cols],
-                            _smem_layout([rows, cols], _GL_DTYPES[out.dtype]))
 
 
 def gluon_ws_supported(device: torch.device) -> bool:
@@ -383,7 +463,7 @@ def fp8_gemm_nt_ws(
     b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
-    config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64, 128 or 192 (SPLIT, ≤ 4 stages),
+    config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
         NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem), for tests and tuning.
     Returns out [M, N].
@@ -408,7 +488,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     """Launch the warp-specialized kernel on operands already validated by ``fp8_gemm_nt_ws`` or
     ``fp8_gemm_nt`` (which dispatches here for its ``GLUON`` table entries); returns out.
 
-    config: overrides of ``ws_config`` (raises ValueError on an unsupported BLOCK_M/BLOCK_N/WGS/stage count).
+    config: overrides of ``ws_config`` (raises ValueError on an unsupported BLOCK_M/BLOCK_N).
     """
     m, k = a.shape
     n = b.shape[0]
@@ -420,12 +500,10 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
             raise ValueError(f"unknown fp8_gemm_nt_ws config keys {sorted(unknown)}; known: {sorted(cfg)}")
         cfg.update(config)
     bm, bn, wgs = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["WGS"]
-    check_block_n(cfg)
-    if bm != 128:
-        raise ValueError(f"config BLOCK_M must be 128, got {bm}")
-    if wgs is not None and (wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4
-                                                                or bn != 128)):
-        raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT, BLOCK_N 128 and NUM_STAGES <= 4, got {cfg}")
+    if bm != 128 or bn not in (64, 128):
+        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
+    if wgs is not None and (wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4)):
+        raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
         wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
@@ -436,19 +514,18 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     gl_fp8 = gl.float8e4nv
     a_rows = 64 if wgs == 3 else bm  # 192-row tiles: three 64-row TMA boxes
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [a_rows, BLOCK_K], _smem_layout([a_rows, BLOCK_K], gl_fp8))
-    b_rows = 64 if bn == 192 else bn  # 192-column tiles: three 64-row TMA boxes
-    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [b_rows, BLOCK_K], _smem_layout([b_rows, BLOCK_K], gl_fp8))
+    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
-    c_desc = c2_desc = None
+    c_desc = None
     if tma_store:
-        c_rows = 64 if split else bm  # SPLIT: each warpgroup stores its own 64 rows (BLOCK_N 192: 128 + 64 columns)
-        c_desc = _out_desc(out, c_rows, min(bn, 128))
-        c2_desc = _out_desc(out, c_rows, 64) if bn == 192 else None
+        c_rows = 64 if split else bm  # SPLIT: each warpgroup stores its own 64 rows
+        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, bn],
+                                  _smem_layout([c_rows, bn], _GL_DTYPES[out.dtype]))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](
-        a_desc, b_desc, c_desc, c2_desc, out, a_scale, b_scale,
+        a_desc, b_desc, c_desc, out, a_scale, b_scale,
         m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),

@@ -24,9 +24,11 @@ layouts add:
 * B is read as one [E·N, K] matrix (rows g·N + n): the rows a tile reads past an expert's N (N tails)
   belong to the next expert or to TMA's zero fill and feed only output columns ≥ N, which are never
   stored; the per-tile weight scale is b_scale[g, off_n // 128] (BLOCK_N ≤ 128 stays in one block).
-* BLOCK_N = 192 (config): the dense kernel's 128×192 tiles (fp8_gemm_ws_mainloop._k_loop_n192: a 128- and
-  a 64-column part, each in one weight-scale block; a part starting at or past N is computed, never stored),
-  so the contiguous layout, bound to 128-row tiles, gets a larger tile too.
+
+128×192 tiles (the dense kernel's session-14 experiment, see fp8_gemm_ws.py) were slower here too (H200, µs,
+128×128 → 128×192): contiguous 4×8192 (4096, 7168) 1767 → 1945 (A from shared memory, b08f755) and 1782 → 1947
+(A in registers, 1975573); 8×4096 1801 → 2000; (7168, 2048) 992 → 966 and 980 → 969 (within the ~3% spread);
+masked (4096, 7168) 62 → 79-82 graph µs (fewer, longer tiles than SMs can balance).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 """
@@ -41,13 +43,15 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
     tma,
+    warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_ws import _MAXNREG, _num_sms, _out_desc, _smem_layout, check_block_n
-from tritonseek.kernels.fp8_gemm_ws_mainloop import _k_loop_n192, _mainloop, _n192_cols, _tile_coords
+from tritonseek.kernels.fp8_gemm_ws import (
+    _GL_DTYPES, _MAXNREG, _issue_block0, _k_loop, _num_sms, _smem_layout, _tile_coords,
+)
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
 )
@@ -136,7 +140,7 @@ def _num_tiles(cum, M_rows, num_pid_n, BLOCK_M: gl.constexpr, MASKED: gl.constex
 
 
 @gluon.jit
-def _producer(a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr):
     # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring.
@@ -147,30 +151,20 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, i
     else:
         cum = 0
     num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
-    # BLOCK_N = 192: B in three 64-row boxes, the tile's 128-column part into b_bufs[s], its 64-column part into
-    # b2_bufs[s] (fp8_gemm_ws_mainloop._n192_cols)
-    B_PARTS: gl.constexpr = BLOCK_N // b_desc.block_type.shape[0]
-    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + B_PARTS * b_desc.block_type.nbytes
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
     it = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
                                                 BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
         if run:
-            c128, c64 = _n192_cols(off_n)
+            b_row = g * N + off_n
             for kb in range(num_k_blocks):
                 s = it % NUM_STAGES
                 mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
                 bar = ready_bars.index(s)
                 mbarrier.expect(bar, stage_bytes)
                 tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(s))
-                if BLOCK_N == 192:
-                    tma.async_copy_global_to_shared(b_desc, [g * N + c128, kb * BLOCK_K], bar,
-                                                    b_bufs.index(s).slice(0, 64))
-                    tma.async_copy_global_to_shared(b_desc, [g * N + c128 + 64, kb * BLOCK_K], bar,
-                                                    b_bufs.index(s).slice(64, 64))
-                    tma.async_copy_global_to_shared(b_desc, [g * N + c64, kb * BLOCK_K], bar, b2_bufs.index(s))
-                else:
-                    tma.async_copy_global_to_shared(b_desc, [g * N + off_n, kb * BLOCK_K], bar, b_bufs.index(s))
+                tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(s))
                 it += 1
 
 
@@ -187,9 +181,8 @@ def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
 
 
 @gluon.jit
-def _tma_store(acc, c_smem, c_desc, row0, off_n, PENDING: gl.constexpr):
-    # the previous store from c_smem has left it (PENDING: see fp8_gemm_ws_mainloop._store_tile)
-    tma.store_wait(PENDING)
+def _tma_store(acc, c_smem, c_desc, row0, off_n):
+    tma.store_wait(0)  # the previous tile's store has left c_smem
     c_smem.store(acc.to(c_desc.dtype))
     fence_async_shared()
     tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
@@ -206,22 +199,18 @@ def _store_rows(acc, c_ptr, row0, off_n, row_ok, N, stride_cm, stride_cn, ROWS: 
 
 
 @gluon.jit
-def _consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc, c2_smem, c2_desc, c_ptr, a_scale_ptr,
-              b_scale_ptr, idx_ptr,
+def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
               M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
               stride_cm, stride_cn, num_programs,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
               ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
-    # BLOCK_N = 192: a 128-column and a 64-column accumulator (fp8_gemm_ws_mainloop._k_loop_n192)
-    N1: gl.constexpr = 128 if BLOCK_N == 192 else BLOCK_N
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, N1, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, N1], gl.float32, mma_layout)
-    l64: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 64, 32])
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
@@ -244,50 +233,40 @@ def _consumer(a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, c_smem, c_desc, c
             row_ok = (mi == g) & run
             sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
         mine = gl.reduce(row_ok.to(gl.int32), 0, _maximum) > 0
-        if BLOCK_N == 192:
-            if mine:
-                acc, acc64, it = _k_loop_n192(it, num_k_blocks, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars,
-                                              sa_ptrs, row_ok, b_scale_ptr + g.to(gl.int64) * stride_bse, off_n, N,
-                                              stride_ask, stride_bsn, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
-                                              WARPS)
-            else:
-                if run:
-                    it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-                acc = zero
-                acc64 = gl.zeros([ROWS, 64], gl.float32, l64)
-            c128, c64 = _n192_cols(off_n)
-            # a part wholly past N stores nothing; the 64-column part's TMA store may leave the tile's 128-column
-            # one in flight (it went from c_smem)
-            if c128 < N:
-                _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, c128, mm, M_rows, N, stride_cm,
-                          stride_cn, ROW0, ROWS, 128, TMA_STORE, MASKED, row_layout, col_layout)
-                if c64 < N:
-                    _epilogue(acc64, c2_smem, c2_desc, c_ptr, idx_ptr, g, run, off_m, a_row, c64, mm, M_rows, N,
-                              stride_cm, stride_cn, ROW0, ROWS, 64, TMA_STORE, MASKED, gl.SliceLayout(1, l64),
-                              gl.SliceLayout(0, l64), 1)
-            else:
-                _epilogue(acc64, c2_smem, c2_desc, c_ptr, idx_ptr, g, run, off_m, a_row, c64, mm, M_rows, N,
-                          stride_cm, stride_cn, ROW0, ROWS, 64, TMA_STORE, MASKED, gl.SliceLayout(1, l64),
-                          gl.SliceLayout(0, l64))
+        sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
+        if mine:
+            acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                                sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
         else:
-            sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
-            if mine:
-                acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
-                                    sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, False)
-            else:
-                if run:
-                    it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-                acc = zero
-            _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-                      stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
+            if run:
+                it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+            acc = zero
+        _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
+                  stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
 
 
 @gluon.jit
+def _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
+              stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+              NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
+    # fp32 tile of this partition's rows over all K blocks; block kb-1 promoted under the wgmma of kb
+    prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS, BLOCK_M,
+                                    NUM_STAGES)
+    prod = warpgroup_mma_wait(0, deps=[prod])
+    mbarrier.arrive(empty_bars.index(s))
+    acc, plast, slast, it = _k_loop(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                    sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
+                                    UNROLL2)
+    acc += plast * gl.expand_dims(slast, 1)
+    return acc, it
+
+
+@gluon.jit
 def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
               ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr, PENDING: gl.constexpr = 0):
+              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
     # the 2-D out view, first column off_n; masked: mm = the group's valid rows)
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
@@ -305,12 +284,12 @@ def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, 
     if TMA_STORE:
         if MASKED:
             if off_m + ROW0 + ROWS <= mm:
-                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n, PENDING)
+                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
             else:
                 _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                             row_layout, col_layout)
         else:
-            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n, PENDING)
+            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
     else:
         _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     row_layout, col_layout)
@@ -328,7 +307,7 @@ def _c_half(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
 @gluon.jit(do_not_specialize=["M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask", "stride_bse",
                               "stride_bsn", "stride_bsk", "num_programs"])
 def _grouped_fp8_ws_kernel(
-    a_desc, b_desc, c_desc, c2_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
     M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_cm, stride_cn, num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
@@ -343,12 +322,7 @@ def _grouped_fp8_ws_kernel(
     # b_desc over b viewed [E·N, K] e4m3, box [BLOCK_N, BLOCK_K]; b_scale [E, NB, KB] (stride_bse/bsn/bsk)
     # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), BLOCK_N]
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
-    if BLOCK_N == 192:  # the 128-column parts (two 64-row TMA boxes each) and the 64-column parts, per stage
-        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES, 128, b_desc.block_type.shape[1]], b_desc.layout)
-        b2_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
-    else:
-        b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
-        b2_bufs = b_bufs  # unused placeholder
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
@@ -359,39 +333,32 @@ def _grouped_fp8_ws_kernel(
                                            c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder
-    if TMA_STORE and BLOCK_N == 192:  # the 64-column parts' epilogue buffers
-        c2_smem = gl.allocate_shared_memory(c2_desc.dtype, [2] + c2_desc.block_type.shape, c2_desc.layout)
-    else:
-        c2_smem = c_smem
     if SPLIT:
         # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
         gl.warp_specialize([
-            (_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc,
-                         _c_half(c2_smem, 0, TMA_STORE), c2_desc, c_ptr,
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
                          0, BLOCK_M // 2, 4, UNROLL2)),
-            (_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc,
-                         _c_half(c2_smem, 1, TMA_STORE), c2_desc, c_ptr,
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
                          BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
-            (_producer, (a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+                         num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
         gl.warp_specialize([
-            (_consumer, (a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc,
-                         _c_half(c2_smem, 0, TMA_STORE), c2_desc, c_ptr,
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
                          0, BLOCK_M, 8, UNROLL2)),
-            (_producer, (a_desc, b_desc, a_bufs, b_bufs, b2_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+                         num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -413,9 +380,8 @@ def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
 
 def _resolve_config(cfg: dict) -> tuple[int, int]:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    if bm != 128:
-        raise ValueError(f"config BLOCK_M must be 128, got {bm}")
-    check_block_n(cfg)
+    if bm != 128 or bn not in (64, 128):
+        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
     return bm, bn
 
 
@@ -425,18 +391,17 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a2d, list(a2d.shape), [a2d.stride(0), 1], [bm, BLOCK_K],
                               _smem_layout([bm, BLOCK_K], gl_fp8))
-    b_rows = 64 if bn == 192 else bn  # 192-column tiles: three 64-row TMA boxes
-    b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [b_rows, BLOCK_K],
-                              _smem_layout([b_rows, BLOCK_K], gl_fp8))
+    b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn, BLOCK_K],
+                              _smem_layout([bn, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out2d)
-    c_desc = c2_desc = None
+    c_desc = None
     if tma_store:
-        c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half (192 columns: 128 + 64)
-        c_desc = _out_desc(out2d, c_rows, min(bn, 128))
-        c2_desc = _out_desc(out2d, c_rows, 64) if bn == 192 else None
+        c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
+        c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, bn],
+                                  _smem_layout([c_rows, bn], _GL_DTYPES[out2d.dtype]))
     _grouped_fp8_ws_kernel[(grid,)](
-        a_desc, b_desc, c_desc, c2_desc, out2d, a_scale, b_scale, idx,
+        a_desc, b_desc, c_desc, out2d, a_scale, b_scale, idx,
         M_rows, N, E, triton.cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,
         b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
@@ -477,8 +442,7 @@ def grouped_fp8_gemm_contiguous_ws(
         experts writes NaN into the rows of the smaller expert id; ``check_alignment=True`` instead raises
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
-    config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 192 (SPLIT,
-        ≤ 4 stages), NUM_STAGES,
+    config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).

@@ -94,7 +94,8 @@ def test_router_gate_topk_launch_options_same_result(device, config):
 def test_router_gate_topk_rejects_bad_launch_options(device):
     x = torch.randn(2, 64, device=device).to(torch.bfloat16)
     w = torch.randn(8, 64, device=device).to(torch.bfloat16)
-    for bad in (dict(num_warps=3), dict(num_warps=32), dict(num_warps=True), dict(PDL=1), dict(BLOCK_K=64), [("PDL", True)]):
+    for bad in (dict(num_warps=3), dict(num_warps=32), dict(num_warps=True), dict(PDL=1), dict(TRIGGER=0), dict(BLOCK_K=64),
+                [("PDL", True)]):
         with pytest.raises(ValueError, match="config"):
             router_gate_topk(x, w, None, top_k=2, config=bad)
 
@@ -118,7 +119,7 @@ def compile_router_pdl_sm90(variants):
                routed_scaling_factor="fp32", shared_id="i32")
     ptx = []
     for num_warps, block_e in variants:
-        consts = dict(E=256, SPLIT_K=7, BLOCK_E=block_e, BLOCK_K=1024, BLOCK_T=1, OUT_K=9, HAS_BIAS=True, PDL=True,
+        consts = dict(E=256, SPLIT_K=7, BLOCK_E=block_e, BLOCK_K=1024, BLOCK_T=1, OUT_K=9, HAS_BIAS=True, PDL=True, TRIGGER=True,
                       **G._select_constants(256, top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid",
                                             topk_method="noaux_tc", norm_topk_prob=True, grouped=True, out_k=9))
         ptx.append(triton.compile(ASTSource(G._router_gate_kernel, dict(sig, **{k: "constexpr" for k in consts}),
@@ -143,8 +144,8 @@ def test_router_gate_topk_pdl_compiles_for_sm90():
 # Real shapes on the H200
 # ------------------------------------------------------------------------------------------------
 
-_V3_VARIANTS = [dict(), dict(PDL=False), dict(num_warps=1, BLOCK_E=2), dict(num_warps=2, BLOCK_E=4),
-                dict(num_warps=8, BLOCK_E=16), dict(BLOCK_E=4)]
+_V3_VARIANTS = [dict(), dict(PDL=False), dict(TRIGGER=False), dict(num_warps=1, BLOCK_E=2),
+                dict(num_warps=2, BLOCK_E=4), dict(num_warps=8, BLOCK_E=16), dict(BLOCK_E=4)]
 
 
 @pytest.mark.gpu
@@ -168,7 +169,7 @@ def test_router_gate_topk_variants_gpu(device, T, config):
     nw = torch.rand(H, generator=g).to(torch.bfloat16).to(device) + 0.5
     x, _ = fused_add_rms_norm(a, res, nw, 1e-6)
     _check_router(x, weight, bias, kw, exact=False, shared=E, config=config or None)
-    if set(config) <= {"PDL"}:  # same tiles and warps: the same sums
+    if set(config) <= {"PDL", "TRIGGER"}:  # same tiles and warps: the same sums
         w0, ids0 = router_gate_topk(x, weight, bias, shared_expert_id=E, **kw)
         w1, ids1 = router_gate_topk(x, weight, bias, shared_expert_id=E, config=config, **kw)
         assert torch.equal(ids0, ids1) and torch.equal(w0, w1)

@@ -26,7 +26,7 @@ _ROUTER_MAX_T_TILES = 4096
 _COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
 _POW2 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1)  # noqa: E731
 _CONFIG_KEYS = {"BLOCK_E": _POW2, "BLOCK_T": _POW2, "num_warps": lambda v: _POW2(v) and v <= 16,
-                "PDL": lambda v: isinstance(v, bool)}
+                "PDL": lambda v: isinstance(v, bool), "TRIGGER": lambda v: isinstance(v, bool)}
 
 
 def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
@@ -38,14 +38,14 @@ def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
     on the H200, W1) and the weight is re-read from L2 per token. PDL (Hopper, not under the interpreter):
     launched as a programmatic dependent, the weight streams in while the previous kernel (the post-attention
     RMSNorm, which triggers its dependents at entry) finishes (H200 W1, norm → router graph chain, T=1: 7.31 µs
-    vs 8.57 without PDL; BLOCK_E / num_warps variants 7.15-7.72, within noise); the router also releases its own
-    dependents at entry. ``config`` overrides any of BLOCK_E / BLOCK_T /
+    vs 8.57 without PDL; BLOCK_E / num_warps variants 7.15-7.72, within noise); TRIGGER: the router also releases
+    its own dependents at entry (in the H200 W2 record, d79b50b; not A/B-measured). ``config`` overrides any of BLOCK_E / BLOCK_T /
     num_warps / PDL."""
     cfg = dict(
         BLOCK_K=min(1024, triton.next_power_of_2(max(H, 16))),
         # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
         BLOCK_E=min(32 if interpreter_active() else 8, triton.next_power_of_2(E)),
-        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True,
+        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True, TRIGGER=True,
     )
     cfg.update(config or {})
     return cfg
@@ -172,13 +172,13 @@ def _router_gate_kernel(
     N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
     TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, OUT_K: tl.constexpr,
     SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
-    NORM: tl.constexpr, PDL: tl.constexpr = False,
+    NORM: tl.constexpr, PDL: tl.constexpr = False, TRIGGER: tl.constexpr = True,
 ):
     # x:     [T, H] bf16/fp16/fp32 (stride_xt, unit column stride); wt: [E, H] bf16/fp32 gate weight (stride_we)
     # part:  [SPLIT_K, T, E] fp32 partial logits; count: [num T blocks] int32 arrival counters (zero at rest)
     # program (e block, K slice, T block): part[ks, t, e] = Σ_{k in slice} x[t, k]·wt[e, k] (fp32 products/sums)
     # The last program of a T block to arrive sums part over ks = 0..SPLIT_K−1 (fixed order) and selects.
-    if PDL:
+    if PDL and TRIGGER:
         # the next kernel (the masked permute, itself a programmatic dependent that releases GEMM1, whose shared-
         # expert weight prefetch then overlaps this router) may launch now; it waits for our completion to read
         tl.extra.cuda.gdc_launch_dependents()
@@ -339,7 +339,8 @@ def router_gate_topk(
     Built for decode sizes (the last program of each token block runs the selection of its tokens; one token
     per block up to T = 16). config: optional override of BLOCK_E (experts per program, a power of two), BLOCK_T
     (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
-    dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter).
+    dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter),
+    TRIGGER (bool, with PDL: release the next kernel at entry; default on).
     Raises TypeError (dtypes) / ValueError (shapes, settings, devices) / RuntimeError (first call under capture).
     Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
     """
@@ -371,8 +372,8 @@ def router_gate_topk(
         return w, ids
     if config is not None and (not isinstance(config, dict) or any(
             k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v) for k, v in config.items())):
-        raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, num_warps in 1..16 and a bool "
-                         f"PDL, got {config!r}")
+        raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, num_warps in 1..16 and bool "
+                         f"PDL / TRIGGER, got {config!r}")
     cfg = _router_config(T, E, H, config)
     block_t = cfg["BLOCK_T"]
     split_k = triton.cdiv(H, cfg["BLOCK_K"])
@@ -388,7 +389,8 @@ def router_gate_topk(
         T, H, x.stride(0), weight.stride(0), bias.stride(0) if bias is not None else 0,
         float(routed_scaling_factor), int(shared_expert_id or 0),
         E=E, SPLIT_K=split_k, BLOCK_E=cfg["BLOCK_E"], BLOCK_K=cfg["BLOCK_K"], BLOCK_T=block_t, OUT_K=out_k,
-        HAS_BIAS=bias is not None, **consts, PDL=pdl, num_warps=cfg["num_warps"], launch_pdl=pdl,
+        HAS_BIAS=bias is not None, **consts, PDL=pdl, TRIGGER=bool(cfg["TRIGGER"]), num_warps=cfg["num_warps"],
+        launch_pdl=pdl,
     )
     return w, ids
 

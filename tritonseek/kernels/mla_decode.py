@@ -139,23 +139,24 @@ _TUNED_WS: dict[int, dict] = {
 
 # Small batches of more than 64 rows with batch·rows ≤ 1024 (128 heads: b ≤ 8 at s_q 1, ≤ 4 at s_q 2, ≤ 2
 # at s_q 4): the small-batch path (kernels/mla_decode_small.py: no schedule kernel, each sequence cut evenly
-# on the device, the combine launched as a programmatic dependent) from [(largest batch·rows, config)], the
-# first entry whose bound ≥ batch·rows wins, with NUM_SPLITS = _SMALL_PROGRAMS / (head tiles · batch).
-# H200 (session 14, bench_mla_small.py, split + combine graph replay, µs at s_k 1024 / 4096; launch floor of
-# that timing: 7.8-9.8 µs for a graph of 2 empty kernels). W2 (df3b218), session-3 table → 16-row tiles →
-# 32-row tiles: b1 s_q1 17.0/27.9 → 16.0/23.3 → 18.8/24.7; b2 22.1/32.7 → 16.0/30.5 → 17.9/28.2; b4 24.9/44.3
-# → 20.9/48.8 → 20.8/42.6; b8 34.5/71.7 → - → 28.0/76.5; s_q2 b1 20.7/34.7 → 18.6/34.1 → 20.2/29.7, b2
-# 26.4/43.9 → 22.9/51.4 → 22.3/43.2, b4 36.6/- → - → 29.7; s_q4 b1 26.9/44.6 → 23.0/51.5 → 22.7/43.3, b2
-# 36.9/- → - → 29.8. 32-row tiles halve the cache re-reads of the head tiles (b8 s_k 4096 stays 7% slower
-# than the old table; 19% faster at s_k 1024). The split kernel lets the combine launch after its loop
-# (TRIGGER 1) and the combine waits as a dependent (COMBINE_PDL): with mla_absorb_o after it in one graph
-# (as in the decode step), b1 s_q1 21.9 → 21.1 / 29.1 → 28.8, b1 s_q2 25.4 → 23.7 (16-row tiles); TRIGGER 2
-# (at the split's entry) was 5-10 µs slower. Also slower: 96/192 programs, MIN_TILES 2, BLOCK_N 32, 4 rows
-# per combine program, 256 programs of 32 rows.
-_SMALL_BASE = dict(SMALL=True, BLOCK_N=64, num_warps=8, num_stages=2, USE_TMA=True, COMBINE_ROWS=1, TRIGGER=1,
-                   COMBINE_PDL=True)
+# on the device) from [(largest batch·rows, config)], the first entry whose bound ≥ batch·rows wins, with
+# NUM_SPLITS = _SMALL_PROGRAMS / (head tiles · batch).
+# H200 (session 14, bench_mla_small.py, split + combine graph replay, µs at s_k 1024 / 4096; the launch floor
+# of that timing is 7.8-9.8 µs for a graph of 2 empty kernels). W3 (0237b8a), session-3 table → 16-row tiles
+# → 32-row tiles: b1 s_q1 16.8/26.4 → 15.8/21.9 → 17.2/23.1; b2 21.9/34.7 → 17.4/31.9 → 19.1/29.7; b4
+# 26.3/44.1 → 22.4/48.9 → 22.5/41.4; b8 34.7/71.5 → 30.6/97.6 → 27.9/77.0; s_q2 b1 20.4/33.1 → 19.6/32.5 →
+# 19.2/29.7, b2 26.3/44.1 → 22.8/51.3 → 22.2/43.1, b4 36.6/74.3 → 32.6/88.9 → 29.4/71.8; s_q4 b1 28.6/45.6 →
+# 24.3/53.0 → 23.9/45.0, b2 36.8/72.7 → 32.8/88.4 → 30.8/69.6 (W2 at df3b218 agrees within ~2 µs). 32-row
+# tiles halve the head tiles' cache re-reads (b8 s_k 4096 stays 8% slower than the session-3 table, 20%
+# faster at s_k 1024). b1 s_q1 only: the split lets the combine launch after its loop (TRIGGER 1) and the
+# combine waits as a dependent (COMBINE_PDL); with mla_absorb_o after it in one graph (as in the decode step)
+# that measured 19.6 vs 21.6 / 26.9 vs 27.6 (W3; W2 21.1 vs 21.9 / 28.8 vs 29.1), alone 18.4 vs 15.8 / 21.5
+# vs 21.9. On 32-row tiles it was up to 11 µs slower (b2 s_k 1024 30.7 vs 19.1, b1 s_k 4096 46.0 vs 23.1),
+# TRIGGER 2 (at the split's entry) 5-10 µs slower everywhere. Also slower: 96/192 programs, MIN_TILES 2,
+# BLOCK_N 32, 4 rows per combine program, 256 programs of 32 rows.
+_SMALL_BASE = dict(SMALL=True, BLOCK_N=64, num_warps=8, num_stages=2, USE_TMA=True, COMBINE_ROWS=1)
 _SMALL_TABLE: list[tuple[int, dict]] = [
-    (128, dict(_SMALL_BASE, BLOCK_H=16)),
+    (128, dict(_SMALL_BASE, BLOCK_H=16, TRIGGER=1, COMBINE_PDL=True)),
     (1024, dict(_SMALL_BASE, BLOCK_H=32)),
 ]
 _SMALL_PROGRAMS = 128

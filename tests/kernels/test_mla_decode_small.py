@@ -138,10 +138,12 @@ def test_small_default_real_shapes(device, batch, seqlen_q):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cfg", [
-    small_cfg(16, 64, 16, 1, 8, 2, PDL=True, TRIGGER=2, COMBINE_PDL=True), small_cfg(32, 64, 8, 2, 8, 2),
-    small_cfg(16, 32, 16, 1, 4, 3, TRIGGER=1, COMBINE_ROWS=4)])
+    small_cfg(16, 64, 16, 1, 8, 2, PDL=True, TRIGGER=2, COMBINE_PDL=True),
+    small_cfg(32, 32, 8, 2, 4, 3, TRIGGER=1, COMBINE_ROWS=4)])
 def test_small_configs_real_shapes(device, cfg):
-    """Other SMALL configs at V3 width, b 2 varlen incl. 0 and 4096, s_q 2, and page 16 (gather path)."""
+    """Other SMALL configs at V3 width (every PDL option, MIN_TILES 2, BLOCK_N 32, 4 rows per combine
+    program), b 2 varlen incl. 0 and 4096, s_q 2, and page 16 (gather path). The default configs at pages
+    1/16/256 run in test_mla_decode.py::test_decode_real_shapes (128 heads, 8 sequences)."""
     if device.type != "cuda":
         pytest.skip("real shapes run on the GPU")
     gen = torch.Generator().manual_seed(7)

@@ -53,7 +53,10 @@ committed → 192 columns): with A read from shared memory by both wgmmas (b08f7
 24576×1536 270 → 276, 32768×512 144 → 160, 7168×16384 863 → 921, 4096×7168 233 → 250, 7168×2048 112 → 117;
 with A loaded once into registers for both (RS wgmma, 1975573) no better: 118 → 131, 862 → 967, 114 → 121. The
 grouped kernels lost too (grouped_gemm_ws.py). 128×256 (two n128 halves through one product register set)
-spilled in the K loop (acc 128 + product 64 registers + addressing > 232) and was not timed.
+spilled in the K loop (acc 128 + product 64 registers + addressing > 232) and was not timed. What bounds the
+kernel (benchmarks/probe_wgmma_fp8.py, H200, no TMA): chained fp8 wgmmas run 1705-1746 TFLOP/s for n64, n128 and
+n256 alike; a fresh product + wait + promotion per 128-wide K block caps 2 / 3 warpgroups at 1385 / 1452 (n128);
+this kernel's ~1100 loses the rest to the TMA ring and epilogue. Larger N tiles alone do not raise the ceiling.
 
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.

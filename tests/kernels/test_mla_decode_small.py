@@ -11,6 +11,8 @@ log-sum-exp, summation order differs); rows that see no key must be exactly out 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -187,7 +189,10 @@ def test_small_kernel_compiles_for_sm90(cfg):
     assert ("griddepcontrol.wait" in ptx) == bool(cfg.get("PDL"))
     assert ("griddepcontrol.launch_dependents" in ptx) == bool(cfg.get("TRIGGER"))
     rep = ptxas_report(ptx)
-    assert "0 bytes spill stores" in rep, rep
+    spills = int(re.search(r"(\d+) bytes spill stores", rep).group(1))
+    # 16-row tiles: spill-free; 32-row tiles (8 warps, two 32×256 fp32 accumulators): 240 bytes with
+    # triton 3.6 (the scheduled kernel's 32-row config spills 456), bounded here so growth shows
+    assert spills <= (0 if cfg["BLOCK_H"] == 16 else 256), rep
 
 
 def compile_combine_pdl_sm90():

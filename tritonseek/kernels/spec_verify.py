@@ -51,8 +51,12 @@ from tritonseek.kernels.sampling import (
 # (2048, 8, 4, 2) 3.53 / 3.90 us at B1 K1 / K3 vs 4.03 / 4.01 for the previous (1024, 4, 8, 2); equal within
 # 0.2 us on B16 and B64 (B64 K3 36.5 us = 3.6 TB/s, the rate of a plain streaming read).
 GREEDY_CONFIG = (2048, 8, 4, 2)
-# (min rows, config): launches of at least that many rows (B·(K+1)) use the config instead (the last match wins)
-GREEDY_CONFIG_BY_ROWS: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()
+# (min rows, config): launches of at least that many rows (B·(K+1)) use the config instead (the last match wins).
+# H200 A/B at 731e9dc (rotating-buffer graph timing, 3 interleaved reps, every config checked exact first): B64 K1
+# (2048, 8, 4, 4) 19.98 us [19.81-20.29] vs 20.22 [20.08-20.28] for GREEDY_CONFIG, 3 or 2 splits per row 20.5-21.5;
+# B64 K3 37.17 vs 37.31 (2 splits: 42-46). A ~1% gain, inside the spread at K1; 80% of copy at K1 (19.38 us) is
+# not reached.
+GREEDY_CONFIG_BY_ROWS: tuple[tuple[int, tuple[int, int, int, int]], ...] = ((128, (2048, 8, 4, 4)),)
 
 
 # --------------------------------------------------------------------------------------------

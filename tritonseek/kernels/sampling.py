@@ -433,7 +433,9 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
     Low temperatures are exact to fp32 rounding of the logit differences: the softmax is exp((x − max) / T)
     (the max subtracted from x before dividing, as the reference does), so T = 1e-5 on logits ~100 samples
-    near ties in proportion (x / T itself would round to the fp32 ulp of 1e7, which is 1).
+    near ties in proportion (x / T itself would round to the fp32 ulp of 1e7, which is 1). The top-k/top-p
+    kept set is still decided on x / T in fp32, as the reference does: at such temperatures the top-p masses
+    of near-tied tokens are those of the rounded x / T (the sampling among the kept tokens is exact).
     Returns tokens [B] int64 (empty for B = 0). No host synchronisation (CUDA-graph safe).
     Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars).
     Semantics: vLLM Sampler; reference ``sample_ref``.

@@ -399,7 +399,9 @@ def verify_rejection(
     p_j = softmax(top_k_top_p(target_logits[:, j] / T)); q = draft_probs, or one-hot at the draft when
     draft_probs is None (greedy drafts: MTP's case). Positions are checked left to right; the first
     rejection emits a residual sample (exponential race with exp_noise) and ends the run; if all K
-    are accepted position K emits a sample of p_K. Rows with T == 0 use greedy verification.
+    are accepted position K emits a sample of p_K. Rows with T == 0 use greedy verification. p is computed as
+    exp((x − max) / T) / Σ (exact at low T, e.g. 1e-5 on logits ~100); the top-k/top-p kept set is decided on
+    x / T in fp32, as in the reference.
 
     draft_tokens: [B, K] int64/int32 in [0, V) (K >= 1; ids outside are not checked on the device and are
     rejected: p(d) = 0). draft_probs: [B, K, V] float, last dim contiguous, or None. target_logits:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,3 +48,11 @@ def ptxas_report(ptx: str) -> str:
                            capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stderr
+
+
+def spill_store_bytes(report: str) -> list[int]:
+    """Spill-store byte counts, one per function, parsed from a ptxas -v report. A plain substring test for
+    "0 bytes spill stores" also matches "240 bytes spill stores", so callers compare these numbers instead."""
+    counts = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
+    assert counts, f"no spill line in the ptxas report: {report[-1000:]}"
+    return counts

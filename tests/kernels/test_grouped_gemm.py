@@ -432,10 +432,10 @@ def compile_masked_sm90(silu: bool, pdl: bool, pf_mode: int, stages: int):
 def test_masked_pdl_kernels_compile_for_sm90():
     """The GPU compiler accepts the PDL + L2-prefetch variants the MoE decode chain launches (the interpreter runs
     them with PDL off): griddepcontrol and prefetch.global.L2 present, wgmma kept, no spills (ptxas sm_90a)."""
-    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
 
     for silu, pf_mode, stages in ((True, 2, 4), (False, 1, 6)):  # GEMM1 as at T=2, down as at every decode T
         ptx = ptx_in_fresh_process(__name__, "compile_masked_sm90", silu, True, pf_mode, stages)
         assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
         assert "prefetch.global.L2" in ptx and "wgmma.mma_async" in ptx
-        assert "0 bytes spill stores" in ptxas_report(ptx)
+        assert max(spill_store_bytes(ptxas_report(ptx))) == 0

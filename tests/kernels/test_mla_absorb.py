@@ -263,13 +263,13 @@ def compile_decode_kernels_sm90():
 def test_decode_kernels_compile_for_sm90():
     """The GPU compiler accepts every changed decode-path kernel (the interpreter ignores griddepcontrol and
     type-checks little); ptxas: no spills; PDL waits / triggers / L2 prefetches where intended."""
-    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
 
     ptxs = ptx_in_fresh_process(__name__, "compile_decode_kernels_sm90").split(_SEP)
     assert len(ptxs) == 5
     prologue, absorb_q, absorb_o32, absorb_o128, norm = ptxs
     for p in ptxs:
-        assert "0 bytes spill stores" in ptxas_report(p)
+        assert max(spill_store_bytes(ptxas_report(p))) == 0
     assert "griddepcontrol.launch_dependents" in prologue and "griddepcontrol.launch_dependents" in norm
     assert "griddepcontrol.wait" in absorb_q and "cp.async.bulk.tensor" in absorb_q
     for p in (absorb_o32, absorb_o128):

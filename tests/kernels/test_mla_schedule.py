@@ -231,7 +231,8 @@ def test_decode_packed_real_shapes_gpu(device, s_k, varlen, h, s_q):
 
 def test_big_batch_default_on_hopper_only():
     """The Hopper default for ≤ 32 rows at batch ≥ 64 is the packed schedule with the balanced fallback and the
-    query prefetch; smaller batches, more rows and non-Hopper devices keep their tables."""
+    query prefetch (64 rows: the schedule only); smaller batches, more rows and non-Hopper devices keep their
+    tables."""
     from tritonseek.kernels.mla_decode import default_config
 
     for h, s_q in ((16, 1), (16, 2), (32, 1)):
@@ -239,4 +240,6 @@ def test_big_batch_default_on_hopper_only():
         assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA")) == ("packed", 3, True)
         for other in (default_config(s_q, h, 8, hopper=True), default_config(s_q, h, 128), default_config(s_q, h)):
             assert "SCHED" not in other and "QTMA" not in other
-    assert "SCHED" not in default_config(1, 64, 128, hopper=True)
+    cfg = default_config(1, 64, 128, hopper=True)  # 64 rows: two warpgroups, packed, no query prefetch
+    assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA")) == ("packed", 3, None)
+    assert "SCHED" not in default_config(1, 128, 128, hopper=True)

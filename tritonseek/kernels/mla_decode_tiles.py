@@ -231,6 +231,17 @@ def _mla_schedule_kernel(
 
 
 @triton.jit
+def _ceil_div_pos(r, d):
+    # ⌈r/d⌉ for int64 r, d ≥ 1 without a 64-bit integer division (a long software routine on the GPU): an fp32
+    # quotient, then one exact correction each way (exact while the quotient is below 2^22; a larger one only
+    # occurs for candidate caps far too small, which stay infeasible either way).
+    q = ((r - 1).to(tl.float32) / d.to(tl.float32)).to(tl.int64)
+    q = tl.where(q * d > r - 1, q - 1, q)
+    q = tl.where((q + 1) * d <= r - 1, q + 1, q)
+    return q + 1
+
+
+@triton.jit
 def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit):
     # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place), for a
     # vector of caps or a scalar cap: (moved to a fresh program, tiles in its first program, programs it
@@ -243,7 +254,7 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit):
     full = cap - seg_cost - split_cost
     first = tl.where(moved, full, first)
     r = tl.maximum(n - first, 1)
-    k = (r + full - 1) // full
+    k = _ceil_div_pos(r, full)
     keep_whole = whole | (moved & fits)
     k = tl.where(keep_whole, 0, k)
     first = tl.where(keep_whole, n, first)
@@ -270,8 +281,8 @@ def _mla_schedule_packed_kernel(
     # Pass 1 sums the costs; pass 2 walks the batch once for 2·BLOCK_C candidate walks at a time (one per
     # lane: BLOCK_C caps with min_fit, the same caps with min_fit = min_piece for the fill_tol rule) and
     # keeps the smallest cap that needs ≤ num_parts programs; pass 3 walks it again with the chosen cap
-    # and writes the cuts (or only go_ptr[0] = 1 when the balanced schedule is to be used) (sequences one at a time: scalar loads, L1 hits after pass 1; launched with one
-    # warp so that the lane reductions stay inside it).
+    # and writes the cuts (or only go_ptr[0] = 1 when the balanced schedule is to be used). Sequences are taken
+    # one at a time out of a BLOCK_B chunk of tile counts in registers (one warp: the reductions stay in it).
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     max_nt = tl.zeros([], dtype=tl.int64)
@@ -286,12 +297,14 @@ def _mla_schedule_packed_kernel(
     fit_lane = tl.where(lane < BLOCK_C, min_fit, min_piece)
     p_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int64)
     f_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int64)
-    for b in range(0, batch):
-        n = _tile_count(lens_ptr, b, 0, batch, block_n)  # a scalar load (L1 hit after pass 1)
-        moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, fit_lane)
-        busy = n > 0
-        p_vec = tl.where(busy, p_vec + moved.to(tl.int64) + k, p_vec)
-        f_vec = tl.where(busy, fill, f_vec)
+    for b0 in range(0, batch, BLOCK_B):
+        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
+        for i in range(0, tl.minimum(batch - b0, BLOCK_B)):
+            n = tl.sum(tl.where(ob == i, nt, 0), 0)  # sequence b0 + i (a reduction inside the one warp)
+            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, fit_lane)
+            busy = n > 0
+            p_vec = tl.where(busy, p_vec + moved.to(tl.int64) + k, p_vec)
+            f_vec = tl.where(busy, fill, f_vec)
     big = tl.full([2 * BLOCK_C], 2**62, dtype=tl.int64)
     ok = p_vec + 1 <= num_parts
     largest = lb + (BLOCK_C - 1) * step
@@ -311,31 +324,34 @@ def _mla_schedule_packed_kernel(
     if not use_fill:
         tl.store(sched_ptr + 0, 0)
         tl.store(sched_ptr + 1, 0)
-    for b in range(0, n_walk):
-        n = _tile_count(lens_ptr, b, 0, batch, block_n)
-        if n == 0:
-            tl.store(split_ptr + b * 2, p.to(tl.int32))
-            tl.store(split_ptr + b * 2 + 1, 0)
-        else:
-            moved, first, k, fill = _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
-            # cuts (b, t): program p ends there and p + 1 starts there (the last program takes the rest)
-            if moved & (p < last):
-                tl.store(sched_ptr + p * 4 + 2, b)
-                tl.store(sched_ptr + p * 4 + 3, 0)
-                tl.store(sched_ptr + p * 4 + 4, b)
-                tl.store(sched_ptr + p * 4 + 5, 0)
-                p += 1
-            p0 = p
-            for j in range(0, k):
-                if p < last:
-                    t = (first + j * full).to(tl.int32)
+    for b0 in range(0, n_walk, BLOCK_B):
+        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
+        for i in range(0, tl.minimum(n_walk - b0, BLOCK_B)):
+            b = b0 + i
+            n = tl.sum(tl.where(ob == i, nt, 0), 0)
+            if n == 0:
+                tl.store(split_ptr + b * 2, p.to(tl.int32))
+                tl.store(split_ptr + b * 2 + 1, 0)
+            else:
+                moved, first, k, fill = _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
+                # cuts (b, t): program p ends there and p + 1 starts there (the last program takes the rest)
+                if moved & (p < last):
                     tl.store(sched_ptr + p * 4 + 2, b)
-                    tl.store(sched_ptr + p * 4 + 3, t)
+                    tl.store(sched_ptr + p * 4 + 3, 0)
                     tl.store(sched_ptr + p * 4 + 4, b)
-                    tl.store(sched_ptr + p * 4 + 5, t)
+                    tl.store(sched_ptr + p * 4 + 5, 0)
                     p += 1
-            tl.store(split_ptr + b * 2, p0.to(tl.int32))
-            tl.store(split_ptr + b * 2 + 1, (p - p0 + 1).to(tl.int32))
+                p0 = p
+                for j in range(0, k):
+                    if p < last:
+                        t = (first + j * full).to(tl.int32)
+                        tl.store(sched_ptr + p * 4 + 2, b)
+                        tl.store(sched_ptr + p * 4 + 3, t)
+                        tl.store(sched_ptr + p * 4 + 4, b)
+                        tl.store(sched_ptr + p * 4 + 5, t)
+                        p += 1
+                tl.store(split_ptr + b * 2, p0.to(tl.int32))
+                tl.store(split_ptr + b * 2 + 1, (p - p0 + 1).to(tl.int32))
     if not use_fill:
         tl.store(sched_ptr + p * 4 + 2, batch)
         tl.store(sched_ptr + p * 4 + 3, 0)

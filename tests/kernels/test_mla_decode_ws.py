@@ -81,7 +81,9 @@ def _hot_loops(ptx: str) -> list[list[str]]:
     return loops
 
 
-_COMPILED = [(16, 1), (32, 1), (64, 2)]
+# (rows, warpgroups, QTMA): 32 rows with the query prefetch (the batch ≥ 64 default; its two buffers fill
+# 225.9 KB of shared memory), 16 rows without (the small-batch default)
+_COMPILED = [(16, 1, False), (32, 1, True), (64, 2, False)]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def sm90_ptx():
     def one(k):
         # the 64-row config with PIPE and the 240/24 register split (232/40 left 4 spill accesses per tile)
         ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], k[1] == 2,
-                                   *((240, 24) if k[1] == 2 else (232, 40)))
+                                   *((240, 24) if k[1] == 2 else (232, 40)), k[2])
         return ptx, ptxas_report(ptx), _hot_loops(ptx)
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
@@ -100,25 +102,28 @@ def sm90_ptx():
         return {k: f.result() for k, f in futs.items()}
 
 
-@pytest.mark.parametrize("block_h,wgs", _COMPILED)
-def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs):
-    ptx, report, loops = sm90_ptx[(block_h, wgs)]
+@pytest.mark.parametrize("block_h,wgs,qtma", _COMPILED)
+def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma):
+    ptx, report, loops = sm90_ptx[(block_h, wgs, qtma)]
     rows = block_h // wgs
     # per consumer warpgroup: Sᵀ = K·Qᵀ 512/16 + 64/16 = 36 k-steps; Oᵀ = Vᵀ·Pᵀ 8 M-blocks × 4 k-steps
     # (PIPE, the 64-row config here: one more Sᵀ issue site, the sequence's first tile before the loop)
     sites = 36 + 32 + (36 if wgs == 2 else 0)
-    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{rows}k16.f32.bf16.bf16") == sites * wgs
-    # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
+    # (QTMA: the consumer's sequence body is unrolled twice, one copy per query buffer)
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{rows}k16.f32.bf16.bf16") == sites * wgs * (1 + qtma)
+    # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1; QTMA:
+    # the query rows the same way
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 * (1 + qtma)
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     # ptxas spills some per-sequence prologue/epilogue values (32 rows: ~40 registers of addresses; two
     # warpgroups capped at 240 registers: more); the per-tile loops hold at most one local-memory access
     # (seen: 0 at 16/32 rows on one warpgroup, 1 + 0 on two with PIPE).
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
     assert all(x <= {16: 0, 32: 256, 64: 1024}[block_h] for x in spills), report
-    assert len(loops) == wgs
+    # QTMA: two loop copies, each seen twice (up to the stage release and up to the query-buffer release)
+    assert len(loops) == wgs * (4 if qtma else 1)
     for loop in loops:
-        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if wgs == 1 else 1)
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if wgs == 1 and not qtma else 1)
         assert sum("HGMMA.64x" in x for x in loop) == 36 + 32
 
 

@@ -23,10 +23,14 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
 * online softmax in base 2 on Sᵀ's columns (a reduction across the warpgroup's 4 warps).
 * **more than 32 rows**: 64-row head tiles on two consumer warpgroups (32 rows each) that stream the same
   cache tiles (a stage is released by both); setmaxnreg gives them the TMA warp's registers.
+* **query prefetch (QTMA, one warpgroup)**: the TMA warp also loads each sequence's query rows, into one of
+  two buffers, before that sequence's tiles, so a program that moves on to its next sequence does not stall
+  on global query loads (H200: a balanced-schedule program's second segment had cost several µs).
 
-H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl): s_k 8192 memory-bound
-(s_q·h_q ≤ 32) 3.81-4.08 TB/s (tl 2.76-3.93); s_k 4096 16 rows 3.78 TB/s, 32 rows 3.36-3.46 (tl 2.52-2.61);
-compute-bound 312-378 TFLOP/s (tl 212-251; FlashMLA 502-555 on the same GPU).
+H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, final run at d865bab with
+mla_decode's default: packed schedule + QTMA at batch ≥ 64): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed
+3.85-4.03 TB/s, varlen 3.47-3.71 (the balanced cut: the lengths vary too much to pack), s_k 8192 3.89-4.19;
+compute-bound 342-382 TFLOP/s (FlashMLA 502-555 on the same GPU).
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so ``mla_decode_ws`` raises on a
 non-Hopper or non-CUDA device; ``mla_decode`` dispatches here only on Hopper for config entries with

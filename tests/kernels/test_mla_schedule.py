@@ -211,10 +211,12 @@ def _packed_defaults():
     return _PACKED_DEFAULT
 
 
+_REAL = [(4096, v, h, s_q) for v in (False, True) for h, s_q in ((16, 1), (16, 2), (32, 1), (64, 1))] + [
+    (8192, v, h, 1) for v in (False, True) for h in (16, 32)]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("h,s_q", [(16, 1), (16, 2), (32, 1), (64, 1)])
-@pytest.mark.parametrize("varlen", [False, True])
-@pytest.mark.parametrize("s_k", [4096, 8192])
+@pytest.mark.parametrize("s_k,varlen,h,s_q", _REAL)
 def test_decode_packed_real_shapes_gpu(device, s_k, varlen, h, s_q):
     """FlashMLA's b128 cases (varlen with 0- and 1-length rows) through mla_decode's default Hopper config
     on the packed schedule (Gluon split kernel): out and lse against the fp32 reference, out poisoned."""

@@ -38,14 +38,16 @@ def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
     on the H200, W1) and the weight is re-read from L2 per token. PDL (Hopper, not under the interpreter):
     launched as a programmatic dependent, the weight streams in while the previous kernel (the post-attention
     RMSNorm, which triggers its dependents at entry) finishes (H200 W1, norm → router graph chain, T=1: 7.31 µs
-    vs 8.57 without PDL; BLOCK_E / num_warps variants 7.15-7.72, within noise); TRIGGER: the router also releases
-    its own dependents at entry (in the H200 W2 record, d79b50b; not A/B-measured). ``config`` overrides any of BLOCK_E / BLOCK_T /
-    num_warps / PDL."""
+    vs 8.57 without PDL; BLOCK_E / num_warps variants 7.15-7.72, within noise); TRIGGER (off by default): the router
+    also releases its own dependents at entry. H200 A/B at d1af4b1 (V3 4-layer slice, b1 ctx 1k decode step as
+    one graph replay, median of 3 × 40, same process): TRIGGER on 1295.5 / 1304.8 µs, off 1227.1 µs, router PDL
+    off 1231.0 µs (likely because the released GEMM1 programs hold SMs while they wait for the routing). ``config``
+    overrides any of BLOCK_E / BLOCK_T / num_warps / PDL / TRIGGER."""
     cfg = dict(
         BLOCK_K=min(1024, triton.next_power_of_2(max(H, 16))),
         # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
         BLOCK_E=min(32 if interpreter_active() else 8, triton.next_power_of_2(E)),
-        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True, TRIGGER=True,
+        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True, TRIGGER=False,
     )
     cfg.update(config or {})
     return cfg
@@ -340,7 +342,7 @@ def router_gate_topk(
     per block up to T = 16). config: optional override of BLOCK_E (experts per program, a power of two), BLOCK_T
     (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
     dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter),
-    TRIGGER (bool, with PDL: release the next kernel at entry; default on).
+    TRIGGER (bool, with PDL: release the next kernel at entry; default off).
     Raises TypeError (dtypes) / ValueError (shapes, settings, devices) / RuntimeError (first call under capture).
     Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
     """

@@ -439,3 +439,17 @@ def test_masked_pdl_kernels_compile_for_sm90():
         assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
         assert "prefetch.global.L2" in ptx and "wgmma.mma_async" in ptx
         assert max(spill_store_bytes(ptxas_report(ptx))) == 0
+
+
+def test_masked_rejects_bad_expected_m(device):
+    g = torch.Generator().manual_seed(9)
+    a = _fp8((2, 8, 128), g).to(device)
+    a_s = torch.ones(2, 8, 1, device=device)
+    mm = torch.tensor([3, 8], dtype=torch.int32, device=device)
+    b, bs = (t.to(device) for t in _weights(2, 128, 128, g))
+    b2, bs2 = (t.to(device) for t in _weights(2, 256, 128, g))
+    for bad, exc in ((-5, ValueError), (0, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(exc, match="expected_m"):
+            grouped_fp8_gemm_masked(a, a_s, b, bs, mm, expected_m=bad)
+        with pytest.raises(exc, match="expected_m"):
+            grouped_fp8_gemm_masked_silu_quant(a, a_s, b2, bs2, mm, expected_m=bad)

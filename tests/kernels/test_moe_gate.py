@@ -195,3 +195,31 @@ def test_gate_topk_nan_gpu(device, fam):
     logits.view(-1)[torch.randperm(64 * E, generator=g)[:200]] = float("nan")
     w, ids = gate_topk(logits.to(device), None, **kw)
     _same(w, ids, *gate_topk_ref(logits, None, **kw))
+
+
+def test_gate_topk_rejects_bad_scalars_and_dtypes(device):
+    logits = torch.randn(2, 8, device=device)
+    x, w = logits.to(torch.bfloat16), torch.randn(8, 8, device=device).to(torch.bfloat16)
+    for kw, exc, name in [(dict(routed_scaling_factor="2"), TypeError, "routed_scaling_factor"),
+                          (dict(routed_scaling_factor=True), TypeError, "routed_scaling_factor"),
+                          (dict(routed_scaling_factor=float("nan")), ValueError, "routed_scaling_factor"),
+                          (dict(routed_scaling_factor=float("inf")), ValueError, "routed_scaling_factor"),
+                          (dict(routed_scaling_factor=0.0), ValueError, "routed_scaling_factor"),
+                          (dict(norm_topk_prob="no"), TypeError, "norm_topk_prob"),
+                          (dict(norm_topk_prob=1), TypeError, "norm_topk_prob")]:
+        with pytest.raises(exc, match=name):
+            gate_topk(logits, None, top_k=2, **kw)
+        with pytest.raises(exc, match=name):
+            router_gate_topk(x, w, None, top_k=2, **kw)
+    for dt in (torch.float8_e4m3fn, torch.float8_e5m2):
+        with pytest.raises(TypeError, match="logits"):
+            gate_topk(logits.to(dt), None, top_k=2)
+
+
+def test_gate_topk_fp64_logits_match_reference(device):
+    logits = torch.randn(3, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).to(device)
+    kw = dict(top_k=4, n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2)
+    w, ids = gate_topk(logits, None, **kw)
+    rw, rids = gate_topk_ref(logits, None, **kw)
+    assert torch.equal(ids.cpu(), rids.cpu())
+    torch.testing.assert_close(w.cpu(), rw.cpu(), rtol=1e-6, atol=1e-6)

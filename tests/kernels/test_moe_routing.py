@@ -576,3 +576,30 @@ def test_permute_masked_quantize_equals_quant_then_permute(device, T, H, dtype, 
     assert torch.equal(p1[v].view(torch.uint8), p2[v].view(torch.uint8)) and torch.equal(s1[v], s2[v])
     with pytest.raises(ValueError, match="quantize"):
         moe_permute_masked(q, ids, E, T, s, quantize=True)
+
+
+def test_permute_rejects_bad_scalars_and_ids(device):
+    x = torch.randn(2, 128, device=device)
+    ids = torch.tensor([[0, 1], [1, 2]], dtype=torch.int32, device=device)
+    for kw, exc, name in [(dict(max_m=True), TypeError, "max_m"), (dict(num_experts=True), TypeError, "num_experts"),
+                          (dict(num_experts=0), ValueError, "num_experts"), (dict(quantize="yes"), TypeError, "quantize"),
+                          (dict(pdl=1), TypeError, "pdl")]:
+        args = {**dict(num_experts=4, max_m=2), **kw}
+        with pytest.raises(exc, match=name):
+            moe_permute_masked(x, ids, args.pop("num_experts"), args.pop("max_m"), **args)
+    with pytest.raises(TypeError, match="block_m"):
+        moe_permute(x, ids, 4, True)
+    with pytest.raises(TypeError, match="graph_safe"):
+        moe_permute(x, ids, 4, 8, graph_safe=1)
+    with pytest.raises(TypeError, match="pdl"):
+        moe_unpermute(x, torch.zeros_like(ids), torch.ones(2, 2, device=device), pdl="no")
+    if device.type != "cpu":
+        return  # CUDA ids are not range-checked (it would need a host sync): out-of-range ids are undefined behaviour
+    for bad in (4, -2):
+        with pytest.raises(ValueError, match="topk_ids"):
+            moe_permute_masked(x, ids.clone().fill_(bad), 4, 2)
+        with pytest.raises(ValueError, match="topk_ids"):
+            moe_permute(x, ids.clone().fill_(bad), 4, 8)
+    for bad in (2, -2):  # expert_out has 2 rows
+        with pytest.raises(ValueError, match="row_map"):
+            moe_unpermute(x, ids.clone().fill_(bad), torch.ones(2, 2, device=device))

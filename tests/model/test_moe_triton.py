@@ -239,3 +239,21 @@ def test_moe_decode_fusions_v3_gpu(device, T):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(y_g, moe(x))  # replay = eager on the new input, bit for bit
+
+
+def test_rejects_bad_shared_group_and_routing_shapes(device):
+    moe = types.SimpleNamespace(w13=torch.empty(3, 256, 128, dtype=torch.float8_e4m3fn, device=device),
+                                w13_scale_inv=torch.ones(3, 2, 1, device=device),
+                                w2=torch.empty(3, 128, 128, dtype=torch.float8_e4m3fn, device=device),
+                                w2_scale_inv=torch.ones(3, 1, 1, device=device))
+    x = torch.randn(2, 128, device=device).to(torch.bfloat16)
+    w, ids = torch.ones(2, 2, device=device), torch.zeros(2, 2, dtype=torch.int32, device=device)
+    for pdl in (0, 1, 2):  # checked whatever pdl, before any launch
+        for bad, exc in ((9, ValueError), (3, ValueError), (-1, ValueError), (True, TypeError), (1.0, TypeError)):
+            with pytest.raises(exc, match="shared_group"):
+                moe_experts_triton(x, w, ids, moe, layout="masked", pdl=pdl, shared_group=bad)
+    for bad_w in (torch.ones(2, 3, device=device), torch.ones(1, 2, device=device)):
+        with pytest.raises(ValueError, match="topk_weights"):
+            moe_experts_triton(x, bad_w, ids, moe)
+    with pytest.raises(ValueError, match="weights must"):
+        moe_experts_triton(x, w, ids, moe, weights=(moe.w13,))

@@ -36,6 +36,7 @@ from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
 from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
+from tritonseek.kernels.moe_routing_checks import check_int
 
 
 @triton.jit
@@ -358,7 +359,8 @@ def grouped_fp8_gemm_masked(
     masked_m: [E] int32 valid rows per group, read on the device (no host sync: CUDA-graph safe);
         values above M_max are clamped to M_max. Rows ≥ masked_m[g] of ``out`` keep whatever they held
         (unspecified when ``out`` is allocated here); their a/a_scale rows (NaN or not) are never stored.
-    expected_m: typical rows per group, used only to pick the launch config (default M_max).
+    expected_m: typical rows per group (an int ≥ 1, bools rejected, or None), used only to pick the launch
+        config (default M_max).
     max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
         programs are launched for that many group slots (at least 1) and each finds its group(s) on the device:
         slot s serves the non-empty groups number s, s + slots, … — a bound that is too small only costs time
@@ -375,12 +377,14 @@ def grouped_fp8_gemm_masked(
     prefetch_group: with pdl, prefetch this group's weights (e.g. a shared expert routed to every token)
         instead of the groups masked_m names, its K blocks shared out over the programs.
     Returns out [E, M_max, N] (E = 0 or M_max = 0: an empty result, nothing launched). Raises TypeError
-    (dtypes, pdl) / ValueError (shapes, layout, device, config, prefetch_group).
+    (dtypes, pdl, expected_m not an int) / ValueError (shapes, layout, device, config, prefetch_group,
+    expected_m < 1).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
     dev, E, M_max, N, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
+    check_int("expected_m", expected_m, none_ok=True)
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:
@@ -434,12 +438,13 @@ def grouped_fp8_gemm_masked_silu_quant(
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
     fp8_quant.silu_mul_quant_fp8 (same K loop, same rounding). Raises TypeError / ValueError (shapes,
-    layout, device, config).
+    layout, device, config, expected_m, pdl, prefetch_group) as :func:`grouped_fp8_gemm_masked`.
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked + SGLang silu_and_mul + per_token_group_quant_fp8.
     """
     dev, E, M_max, N2, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
     if N2 % 256:
         raise ValueError(f"b must be [E, 2I, K] with I a multiple of 128, got {tuple(b.shape)}")
+    check_int("expected_m", expected_m, none_ok=True)
     I = N2 // 2
     h_q = torch.empty(E, M_max, I, dtype=torch.float8_e4m3fn, device=dev)
     h_s = torch.empty(E, I // 128, M_max, dtype=torch.float32, device=dev).transpose(1, 2)

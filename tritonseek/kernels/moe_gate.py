@@ -19,6 +19,7 @@ import triton.language as tl
 
 from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_quant import _pdl_capable
+from tritonseek.kernels.moe_routing_checks import check_bool, check_positive_float
 from tritonseek.kernels.reference.moe import check_gate_args
 
 # Fused router: experts per program, K slice per program, tokens per program (see _router_config).
@@ -240,7 +241,9 @@ def _select_constants(E, *, top_k, n_group, topk_group, scoring_func, topk_metho
     )
 
 
-def _check_bias(bias, E, device):
+def _check_bias_and_scalars(bias, E, device, norm_topk_prob, routed_scaling_factor):
+    check_bool("norm_topk_prob", norm_topk_prob)
+    check_positive_float("routed_scaling_factor", routed_scaling_factor)
     if bias is not None:
         check_tensor("e_score_correction_bias", bias, dtype=torch.float32, ndim=1, device=device)
         if bias.shape[0] != E:
@@ -261,20 +264,21 @@ def gate_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepSeek router top-k: w = norm(score[topk(group_mask(score + bias))]) · routed_scaling_factor.
 
-    logits: [T, E] fp32/bf16/fp16 router logits (any strides), scored in fp32.
+    logits: [T, E] fp32/bf16/fp16/fp64 router logits (any strides), rounded to fp32 and scored in fp32, as
+        ``gate_topk_ref`` does (fp64 logits give the reference's result); fp8 and other dtypes raise TypeError.
+    norm_topk_prob: a bool; routed_scaling_factor: a finite float > 0 (bools rejected).
     e_score_correction_bias: [E] fp32 (or None), added for selection only.
     Returns (topk_weights [T, top_k] fp32, topk_ids [T, top_k] int32), in descending biased-score
     order; ties go to the lower group/expert id; dropped groups are masked with −inf; weights are
     the unbiased scores, divided by (sum + 1e-20) when norm_topk_prob, × routed_scaling_factor once.
     One program per token (E ≤ 4096). Covers DeepSeek-V3/R1 (256 experts, 8 groups, 4 kept, k=8,
     noaux_tc), V2-Lite (64, softmax, greedy, k=6), V2 (160, 8 groups, group_limited_greedy), Kimi-K2 (384, 1 group).
-    Raises ValueError for inconsistent settings (as ``gate_topk_ref``) or bad shapes/devices,
-    TypeError for wrong dtypes.
+    Raises ValueError for inconsistent settings (as ``gate_topk_ref``), bad shapes/devices or a non-finite /
+    non-positive routed_scaling_factor; TypeError for wrong dtypes or a non-bool norm_topk_prob / non-float
+    routed_scaling_factor (each naming the argument).
     Follows DeepSeek-V3 inference/model.py Gate and HF DeepseekV2 MoEGate.
     """
-    check_tensor("logits", logits, ndim=2)
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a float tensor, got {logits.dtype}")
+    check_tensor("logits", logits, dtype=(torch.float32, torch.bfloat16, torch.float16, torch.float64), ndim=2)
     check_runnable_device("logits", logits)
     T, E = logits.shape
     grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
@@ -282,7 +286,7 @@ def gate_topk(
     if E > 4096:
         raise ValueError(f"gate_topk supports E <= 4096 experts, got E={E}")
     bias = e_score_correction_bias
-    _check_bias(bias, E, logits.device)
+    _check_bias_and_scalars(bias, E, logits.device, norm_topk_prob, routed_scaling_factor)
     w = torch.empty(T, top_k, dtype=torch.float32, device=logits.device)
     ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
     if T == 0:
@@ -343,7 +347,8 @@ def router_gate_topk(
     (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
     dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter),
     TRIGGER (bool, with PDL: release the next kernel at entry; default off).
-    Raises TypeError (dtypes) / ValueError (shapes, settings, devices) / RuntimeError (first call under capture).
+    Raises TypeError (dtypes; norm_topk_prob not a bool, routed_scaling_factor not a float) / ValueError (shapes,
+    settings, devices, routed_scaling_factor not finite and > 0) / RuntimeError (first call under capture).
     Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
     """
     check_tensor("x", x, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2)
@@ -366,7 +371,7 @@ def router_gate_topk(
         # ids are stored as int32: a larger id would wrap onto a routed expert's
         raise ValueError(f"shared_expert_id must be an int in [0, 2**31) or None, got {shared_expert_id!r}")
     bias = e_score_correction_bias
-    _check_bias(bias, E, x.device)
+    _check_bias_and_scalars(bias, E, x.device, norm_topk_prob, routed_scaling_factor)
     out_k = top_k + (shared_expert_id is not None)
     w = torch.empty(T, out_k, dtype=torch.float32, device=x.device)
     ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)

@@ -16,6 +16,7 @@ from tritonseek.kernels._utils import check_runnable_device, check_tensor, inter
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
 from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
+from tritonseek.kernels.moe_routing_checks import check_bool, check_ids_in_range, check_int, check_permute_inputs
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
 # [BLOCK, BLOCK] comparison tile, so this stays small.
@@ -299,26 +300,6 @@ def _unpermute_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
-    check_tensor("hidden", hidden, ndim=2)
-    check_runnable_device("hidden", hidden)
-    check_tensor("topk_ids", topk_ids, dtype=(torch.int32, torch.int64), ndim=2, device=hidden.device)
-    T, H = hidden.shape
-    if topk_ids.shape[0] != T:
-        raise ValueError(f"topk_ids must have {T} rows (one per token of hidden), got {tuple(topk_ids.shape)}")
-    if not isinstance(num_experts, int) or num_experts < 1:
-        raise ValueError(f"num_experts must be a positive int, got {num_experts!r}")
-    if hidden.stride(1) != 1:
-        raise ValueError(f"hidden must have unit column stride, got strides {hidden.stride()}")
-    if hidden_scale is not None:
-        check_tensor("hidden_scale", hidden_scale, ndim=2, device=hidden.device)
-        check_tensor("hidden_scale", hidden_scale, dtype=torch.float32)
-        if hidden_scale.shape[0] != T:
-            raise ValueError(f"hidden_scale must be [{T}, ceil(H/128)], got {tuple(hidden_scale.shape)}")
-    elif hidden.dtype == torch.float8_e4m3fn:
-        raise ValueError("hidden is float8_e4m3fn but hidden_scale is None: FP8 rows must move with their scales")
-
-
 def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     """count → per-expert scan → segments → rank.
 
@@ -423,13 +404,15 @@ def moe_permute(
     With graph_safe=False, M = Σ_e ceil(count_e/block_m)·block_m exactly as ``moe_permute_ref`` (one
     host sync reads M). With graph_safe=True nothing syncs: M = T·k + E·(block_m − 1) (the bound),
     rows past the real end have m_indices −1.
-    Expert ids outside [−1, E) are treated as −1 (the reference raises instead).
-    Raises TypeError/ValueError for bad dtypes/shapes/devices.
+    topk_ids must lie in [−1, E): on CPU (interpreter) tensors others raise ValueError (as the reference); CUDA
+    ids are NOT range-checked (that would need a device→host sync): out-of-range ids are undefined behaviour.
+    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, num_experts / block_m not
+    a positive int (bools rejected), graph_safe not a bool.
     Layout: DeepGEMM m_grouped contiguous (as produced by DeepEP + moe_align_block_size in SGLang/vLLM).
     """
-    _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
-    if not isinstance(block_m, int) or block_m < 1:
-        raise ValueError(f"block_m must be a positive int, got {block_m!r}")
+    check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    check_int("block_m", block_m)
+    check_bool("graph_safe", graph_safe)
     T, H = hidden.shape
     k = topk_ids.shape[1]
     bound = moe_permute_bound(T, k, num_experts, block_m)
@@ -477,16 +460,19 @@ def moe_permute_masked(
     row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
     written. Never syncs with the host (CUDA-graph safe); feeds ``grouped_fp8_gemm_masked`` and, with the
     GEMM output viewed as [E·max_m, N], ``moe_unpermute``.
-    Raises TypeError/ValueError for bad dtypes/shapes/devices (quantize with e4m3 hidden or with hidden_scale).
+    topk_ids must lie in [−1, E): on CPU (interpreter) tensors others raise ValueError (as ``moe_permute_ref``);
+    CUDA ids are NOT range-checked (no host sync on this graph-captured path): out-of-range ids are undefined
+    behaviour (the caller must pass ids in range).
+    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, num_experts / max_m not a
+    positive int (bools rejected), quantize / pdl not a bool, quantize with e4m3 hidden or with hidden_scale.
     Layout: DeepGEMM m_grouped masked (DeepEP low-latency dispatch).
     """
-    _check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
-    if not isinstance(max_m, int) or max_m < 1:
-        raise ValueError(f"max_m must be a positive int, got {max_m!r}")
+    check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    check_int("max_m", max_m)
+    check_bool("quantize", quantize)
     if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
         raise ValueError(f"quantize=True takes bf16/fp16/fp32 hidden without hidden_scale, got {hidden.dtype}")
-    if not isinstance(pdl, bool):
-        raise TypeError(f"pdl must be a bool, got {pdl!r}")
+    check_bool("pdl", pdl)
     use_pdl = pdl and _pdl_capable(hidden.device)
     T, H = hidden.shape
     k = topk_ids.shape[1]
@@ -546,13 +532,16 @@ def moe_unpermute(
 
     expert_out: [M, H] bf16/fp16/fp32 (unit column stride), rows of the permuted layout; only rows named
     by row_map are read, so padding rows (any garbage, NaN included) never enter a sum.
-    row_map: [T, k] int32 (−1 contributes nothing); topk_weights: [T, k] fp32.
+    row_map: [T, k] int32 ids in [−1, M) (−1 contributes nothing); on CPU (interpreter) tensors others raise
+        ValueError; CUDA row_map is NOT range-checked (no host sync on this graph-captured path): an id ≥ M or
+        < −1 reads out of bounds, undefined behaviour (the caller must pass ids in range).
+    topk_weights: [T, k] fp32.
     shared_output: [T, H] or None (shared-expert output, added in fp32 before the single cast).
     out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
     pdl: programmatic dependent launch (CUDA sm_90+, ignored elsewhere): the programs may start while the
         previous kernel (the down GEMM) finishes and wait for it (griddepcontrol.wait) before any read.
     Deterministic: one program owns each output element and sums slots in order j = 0..k−1 (no atomics).
-    Raises TypeError/ValueError for bad dtypes/shapes/devices.
+    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, pdl not a bool.
     Follows DeepSeek-V3 inference/model.py MoE combine.
     """
     check_tensor("expert_out", expert_out, ndim=2)
@@ -565,20 +554,20 @@ def moe_unpermute(
     check_tensor("topk_weights", topk_weights, dtype=torch.float32, ndim=2, device=expert_out.device)
     if topk_weights.shape != row_map.shape:
         raise ValueError(f"topk_weights {tuple(topk_weights.shape)} must match row_map {tuple(row_map.shape)}")
+    check_ids_in_range("row_map", row_map, expert_out.shape[0])
     T, k = row_map.shape
     H = expert_out.shape[1]
     if shared_output is not None:
         check_tensor("shared_output", shared_output, ndim=2, device=expert_out.device)
         if tuple(shared_output.shape) != (T, H) or shared_output.stride(1) != 1:
             raise ValueError(f"shared_output must be [{T}, {H}] with unit column stride, got {tuple(shared_output.shape)}")
-    if out is None:
-        out = torch.empty(T, H, dtype=expert_out.dtype, device=expert_out.device)
-    else:
+    check_bool("pdl", pdl)
+    if out is not None:
         check_tensor("out", out, dtype=expert_out.dtype, ndim=2, device=expert_out.device)
         if tuple(out.shape) != (T, H) or out.stride(1) != 1:
             raise ValueError(f"out must be [{T}, {H}] with unit column stride, got {tuple(out.shape)}")
-    if not isinstance(pdl, bool):
-        raise TypeError(f"pdl must be a bool, got {pdl!r}")
+    else:
+        out = torch.empty(T, H, dtype=expert_out.dtype, device=expert_out.device)
     if T == 0:
         return out
     use_pdl = pdl and _pdl_capable(expert_out.device)

@@ -46,7 +46,9 @@ import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, get_config, grouped_fp8_gemm_contiguous
+from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
+from tritonseek.kernels.moe_routing_checks import check_int
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 
 MASKED_MAX_TOKENS = 128
@@ -95,24 +97,37 @@ def moe_experts_triton(
         finishes and wait for it before reading its inputs); 2 that, plus GEMM1's programs pulling
         ``shared_group``'s first weight K blocks into L2 before their wait (the only weights known before the
         routing lands). Same result for every value.
-    shared_group: the group every token is routed to (the stacked shared expert, E−1 of ``weights``), or None.
+    shared_group: the group every token is routed to (the stacked shared expert, E−1 of ``weights``), or None;
+        an int in [0, E) (E = the groups of the weights) for every pdl value, though only pdl=2 uses it.
     configs: masked path: keys merged over the default launch config of GEMM1 and of the down GEMM (e.g.
         PREFETCH: L2-prefetched K blocks under PDL (down: its own groups'), num_stages); None: the
         measured per-shape entries of ``DECODE_CONFIGS`` (T, 2I, H), if any.
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
-    captured) never synchronizes with the host. Raises ValueError for an unknown layout; the launchers
-    raise for bad shapes/dtypes.
+    captured) never synchronizes with the host. Raises, naming the argument: ValueError for an unknown layout,
+    pdl not 0/1/2, shared_group out of [0, E), weights not a 4-tuple, topk_weights / topk_ids not both [T, k];
+    TypeError for shared_group not an int (or None) and wrong x / topk_ids / topk_weights dtypes; the launchers
+    raise for other bad shapes/dtypes. topk_ids are range-checked only for CPU tensors (see
+    ``moe_permute_masked``): on CUDA, ids outside [−1, E) are undefined behaviour.
     Semantics: DeepSeek-V3 inference/model.py MoE (routed part); layouts: DeepGEMM m_grouped contiguous / masked.
     """
+    check_tensor("x", x, ndim=2)
+    check_tensor("topk_ids", topk_ids, dtype=(torch.int32, torch.int64), ndim=2)
+    check_tensor("topk_weights", topk_weights, dtype=torch.float32, ndim=2)
+    T, H = x.shape
+    if topk_ids.shape[0] != T or topk_weights.shape != topk_ids.shape:
+        raise ValueError(f"topk_weights {tuple(topk_weights.shape)} and topk_ids {tuple(topk_ids.shape)} must both be "
+                         f"[T, k] with T = {T} (x's rows)")
     if layout is None:
-        layout = choose_layout(x.shape[0])
+        layout = choose_layout(T)
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
     if pdl not in (0, 1, 2) or isinstance(pdl, bool):
         raise ValueError(f"pdl must be 0, 1 or 2, got {pdl!r}")
+    if weights is not None and (not isinstance(weights, (tuple, list)) or len(weights) != 4):
+        raise ValueError("weights must be a tuple (w13, w13_scale_inv, w2, w2_scale_inv) or None")
     w13, w13_s, w2, w2_s = weights if weights is not None else (moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv)
     E = w13.shape[0]  # this rank's experts (all of them without expert parallelism), + 1 when stacked
-    T, H = x.shape
+    check_int("shared_group", shared_group, 0, E, none_ok=True)  # checked whatever pdl (used only with pdl=2)
     k = topk_ids.shape[1]
     two_i = w13.shape[1]
     if layout == "masked":

@@ -201,6 +201,64 @@ def test_bad_inputs_raise(device):
         mla_decode(q, kv, bt, cs[:1], head_dim_v=64)
 
 
+
+def test_metadata_config_validation():
+    """get_mla_metadata(config=...): every key checked (ValueError naming it), unknown keys rejected."""
+    from tritonseek.kernels.mla_decode import default_config
+
+    cs = torch.tensor([20, 30], dtype=torch.int32)
+    base = default_config(1, 2)
+    bad = [("OVERHEAD", -9), ("BLOCK_H", 0), ("BLOCK_N", 48), ("SCHED", "pakced"), ("USE_TMA", 1),
+           ("PARTS_PER_SM", 0), ("PARTS_PER_SM", True), ("num_warps", 3), ("num_stages", 2.0), ("MIN_SPAN", 0),
+           ("GLUON", 1), ("WS_WGS", 3), ("CONSUMER_REGS", 233), ("COMBINE_ROWS", 3), ("FILL_TOL", "3")]
+    for key, v in bad:
+        with pytest.raises(ValueError, match=f"config key {key}="):
+            get_mla_metadata(cs, 1, 2, config=dict(base, **{key: v}))
+    with pytest.raises(ValueError, match="unknown key 'FOO'"):
+        get_mla_metadata(cs, 1, 2, config=dict(base, FOO=1))
+    for key in ("BLOCK_H", "BLOCK_N", "num_warps", "num_stages"):
+        with pytest.raises(ValueError, match=f"missing the required key '{key}'"):
+            get_mla_metadata(cs, 1, 2, config={k: v for k, v in base.items() if k != key})
+    with pytest.raises(TypeError, match="config must be a dict"):
+        get_mla_metadata(cs, 1, 2, config=[("BLOCK_H", 16)])
+    with pytest.raises(ValueError, match="MIN_FIT"):
+        get_mla_metadata(cs, 1, 2, config=dict(base, SCHED="packed", MIN_PIECE=8, MIN_FIT=4))
+
+
+def test_default_configs_pass_the_config_check():
+    from tritonseek.kernels.mla_decode import _TUNED, _TUNED_WS, default_config
+    from tritonseek.kernels.mla_decode_small import check_mla_config
+    from tritonseek.kernels.mla_decode_ws import ws_config
+
+    cfgs = [default_config(s_q, h, b, hopper=hop) for s_q in (1, 2, 4) for h in (1, 16, 64, 128)
+            for b in (None, 1, 8, 128) for hop in (False, True)] + list(_TUNED.values()) + list(_TUNED_WS.values())
+    cfgs += [ws_config(s_q, h) for s_q in (1, 2) for h in (8, 16, 32, 64)]
+    for cfg in cfgs:
+        assert check_mla_config(cfg) == cfg
+
+
+def test_scalar_args_validation():
+    """Python scalars: type (bools are not ints) and range, TypeError/ValueError naming the argument."""
+    cs = torch.tensor([20, 30], dtype=torch.int32)
+    for kw, exc, name in [(dict(seqlen_q=1.5), TypeError, "seqlen_q"), (dict(seqlen_q=True), TypeError, "seqlen_q"),
+                          (dict(seqlen_q=0), ValueError, "seqlen_q"), (dict(num_heads="2"), TypeError, "num_heads"),
+                          (dict(num_sm=0), ValueError, "num_sm"), (dict(num_sm=-4), ValueError, "num_sm"),
+                          (dict(num_sm=8.0), TypeError, "num_sm"), (dict(max_seqlen_k=30.5), TypeError, "max_seqlen_k"),
+                          (dict(max_seqlen_k=-1), ValueError, "max_seqlen_k")]:
+        args = dict(dict(seqlen_q=1, num_heads=2), **kw)
+        with pytest.raises(exc, match=name):
+            get_mla_metadata(cs, **args)
+    q, kv, bt, cs = make_case("cpu", 2, 1, 2, 80, 64, 16, [20, 30], torch.Generator().manual_seed(3))
+    for kw, exc, name in [(dict(head_dim_v=True), TypeError, "head_dim_v"),
+                          (dict(head_dim_v=64.0), TypeError, "head_dim_v"),
+                          (dict(head_dim_v=0), ValueError, "head_dim_v"),
+                          (dict(softmax_scale="0.1"), TypeError, "softmax_scale"),
+                          (dict(softmax_scale=float("nan")), ValueError, "softmax_scale"),
+                          (dict(causal="no"), TypeError, "causal"), (dict(causal=1), TypeError, "causal")]:
+        with pytest.raises(exc, match=name):
+            mla_decode(q, kv, bt, cs, **dict(dict(head_dim_v=64), **kw))
+
+
 # ----------------------------------------------------------------------------- real shapes (H200)
 _REAL_HEADS, _REAL_SQ, _REAL_PAGES = [1, 3, 16, 64, 128], [1, 2, 4], [1, 16, 64, 256]
 

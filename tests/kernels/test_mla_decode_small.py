@@ -113,6 +113,11 @@ def test_small_config_validation(device):
         get_mla_metadata(cs, 1, 16, config=dict(small_cfg(), PDL=1))
     with pytest.raises(ValueError, match="COMBINE_ROWS"):
         get_mla_metadata(cs, 1, 16, config=dict(small_cfg(), COMBINE_ROWS=3))
+    with pytest.raises(ValueError, match="missing the required key 'NUM_SPLITS'"):
+        get_mla_metadata(cs, 1, 16, config={k: v for k, v in small_cfg().items() if k != "NUM_SPLITS"})
+    for key, v in (("MIN_TILES", True), ("NUM_SPLITS", 2.0), ("TRIGGER", True), ("SMALL", 1)):
+        with pytest.raises(ValueError, match=f"config key {key}="):
+            get_mla_metadata(cs, 1, 16, config=dict(small_cfg(), **{key: v}))
 
 
 # ----------------------------------------------------------------------------- real shapes (H200)

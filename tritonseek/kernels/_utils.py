@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 import torch
@@ -50,3 +52,75 @@ def check_runnable_device(name: str, t: torch.Tensor) -> None:
         f"{name} is on {t.device}: the Triton backend needs CUDA tensors "
         "(or TRITON_INTERPRET=1 for the CPU interpreter); use backend='reference' on CPU"
     )
+
+
+def check_int(name: str, v: object, lo: int | None = None, hi: int | None = None) -> int:
+    """``int(v)``; TypeError naming ``name`` unless v is an integer (a bool is not), ValueError outside lo..hi."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        want = f"≥ {lo}" if hi is None else f"≤ {hi}" if lo is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name} must be {want}, got {v}")
+    return v
+
+
+def check_bool(name: str, v: object) -> bool:
+    """``v``; TypeError naming ``name`` unless v is a bool (0/1, strings and tensors are not)."""
+    if not isinstance(v, bool):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+    return v
+
+
+def check_real(name: str, v: object) -> float:
+    """``float(v)``; TypeError naming ``name`` unless v is an int/float (not a bool, str or tensor),
+    ValueError unless it is finite."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(v).__name__} {v!r}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return float(v)
+
+
+def _rule_text(rule: object) -> str:
+    if rule is bool:
+        return "a bool"
+    if rule is float:
+        return "a finite number > 0"
+    if isinstance(rule, range):
+        step = f" in steps of {rule.step}" if rule.step != 1 else ""
+        return f"an int in {rule.start}..{rule[-1]}{step}"
+    return f"one of {rule!r}"
+
+
+def check_config(name: str, cfg: object, spec: dict, required: tuple = ()) -> dict:
+    """A copy of the launch-config dict ``cfg`` checked against ``spec`` {key: rule}; rule ``bool`` (a bool),
+    ``float`` (a finite int/float > 0), a ``range`` (an int in it) or a tuple of allowed values (a bool never
+    stands for 0/1). TypeError unless cfg is a dict; ValueError naming the key for an unknown key, a missing
+    ``required`` key or a value outside its rule."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"{name} must be a dict, got {type(cfg).__name__}")
+    for key in required:
+        if key not in cfg:
+            raise ValueError(f"{name} is missing the required key {key!r}")
+    for key, v in cfg.items():
+        rule = spec.get(key) if isinstance(key, str) else None
+        if rule is None:
+            raise ValueError(f"{name} has an unknown key {key!r}; known keys: {', '.join(spec)}")
+        num = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        if rule is bool:
+            ok = isinstance(v, bool)
+        elif rule is float:
+            ok = num and math.isfinite(v) and v > 0
+        elif isinstance(rule, range):
+            ok = num and isinstance(v, numbers.Integral) and v in rule
+        else:
+            ok = isinstance(v, (numbers.Number, str)) and any(v == a and isinstance(v, bool) == isinstance(a, bool)
+                                                             for a in rule)
+        if not ok:
+            raise ValueError(f"{name} key {key}={v!r} must be {_rule_text(rule)}")
+    return dict(cfg)
+
+
+def is_pow2(x: int) -> bool:
+    return x >= 1 and (x & (x - 1)) == 0

@@ -45,13 +45,14 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import (check_bool, check_int, check_real, check_runnable_device, check_tensor,
+                                       interpreter_active, is_pow2)
 from tritonseek.kernels.mla_decode_tiles import (
     _mla_combine_kernel,
     _mla_schedule_kernel,
     _mla_schedule_packed_kernel,
 )
-from tritonseek.kernels.mla_decode_small import _attend_span, _store_rows
+from tritonseek.kernels.mla_decode_small import _attend_span, _store_rows, check_mla_config
 from tritonseek.kernels.reference.mla import mla_schedule_packed_ref, mla_schedule_ref
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
@@ -330,14 +331,19 @@ def get_mla_metadata(
     the true maximum. Without it a too-narrow block table is not reported on CUDA; the kernel still
     never reads past it (each row is clamped to max_blocks·page_size keys).
     Returns an ``MLAMetadata``; compute once per step and pass to every layer's ``mla_decode``.
-    Raises TypeError/ValueError on a non-int32 / non-1-D cache_seqlens or non-positive sizes.
+    Raises TypeError/ValueError naming the argument: cache_seqlens not a 1-D int32 tensor; seqlen_q, num_heads,
+    num_sm (≥ 1) or max_seqlen_k (≥ 0) not an int (bools are not) or out of range; config not a dict, or (ValueError
+    naming the key, ``mla_decode_small.check_mla_config``) an unknown key, a missing BLOCK_H / BLOCK_N / num_warps /
+    num_stages (NUM_SPLITS when SMALL) or a value outside its rule (e.g. BLOCK_H/BLOCK_N 16/32/64, OVERHEAD
+    0..4096, SCHED "balanced"/"packed"; with SCHED "packed" MIN_FIT ≥ MIN_PIECE). Default configs are not re-checked.
     Semantics: FlashMLA ``get_mla_metadata``.
     """
     check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1)
-    if seqlen_q < 1 or num_heads < 1:
-        raise ValueError(f"seqlen_q and num_heads must be ≥ 1, got {seqlen_q}, {num_heads}")
-    cfg = dict(config) if config is not None else default_config(seqlen_q, num_heads, cache_seqlens.shape[0],
-                                                                 hopper=_hopper_device(cache_seqlens.device))
+    seqlen_q, num_heads = check_int("seqlen_q", seqlen_q, 1), check_int("num_heads", num_heads, 1)
+    num_sm = None if num_sm is None else check_int("num_sm", num_sm, 1)
+    max_seqlen_k = None if max_seqlen_k is None else check_int("max_seqlen_k", max_seqlen_k, 0)
+    cfg = check_mla_config(config) if config is not None else default_config(
+        seqlen_q, num_heads, cache_seqlens.shape[0], hopper=_hopper_device(cache_seqlens.device))
     dev = cache_seqlens.device
     if num_sm is None:
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8
@@ -351,9 +357,6 @@ def get_mla_metadata(
     packed = cfg.get("SCHED", "balanced") == "packed"  # length-aware split (mla_schedule_packed_ref)
     pk = _packed_args(cfg) if packed else None
     if cfg.get("SMALL"):  # mla_decode_small: the split kernel cuts each sequence itself (no schedule)
-        from tritonseek.kernels.mla_decode_small import check_small_config
-
-        check_small_config(cfg)
         num_parts = cfg["NUM_SPLITS"]
         sched = torch.empty(0, 4, dtype=torch.int32, device=dev)
     elif dev.type == "cuda" or interpreter_active():
@@ -380,7 +383,7 @@ def get_mla_metadata(
         sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], overhead, min_span)
     lens = cache_seqlens
     if max_seqlen_k is not None:
-        max_len = int(max_seqlen_k)
+        max_len = max_seqlen_k
     elif dev.type == "cpu":
         max_len = max(int(lens.max()), 0) if lens.numel() else 0  # no device to sync with
     else:
@@ -397,16 +400,10 @@ _PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20, F
 
 
 def _packed_args(cfg: dict) -> tuple[int, int, int, int, int]:
-    vals = tuple(int(cfg.get(k, v)) for k, v in _PACKED_DEFAULT.items())
-    seg, split, min_piece, min_fit, _ = vals
-    if seg < 0 or split < 0 or min_piece < 1 or min_fit < min_piece:
-        raise ValueError(f"packed schedule needs SEG_COST, SPLIT_COST ≥ 0, MIN_PIECE ≥ 1, MIN_FIT ≥ MIN_PIECE; "
-                         f"got {dict(zip(_PACKED_DEFAULT, vals))}")
+    vals = tuple(int(cfg.get(k, v)) for k, v in _PACKED_DEFAULT.items())  # types/ranges: check_mla_config
+    if vals[3] < vals[2]:
+        raise ValueError(f"packed schedule needs MIN_FIT ≥ MIN_PIECE; got {dict(zip(_PACKED_DEFAULT, vals))}")
     return vals
-
-
-def _is_pow2(x: int) -> bool:
-    return x >= 1 and (x & (x - 1)) == 0
 
 
 def _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h) -> bool:
@@ -531,8 +528,15 @@ def mla_decode(
     when None). out: optional [batch, seqlen_q, num_heads, head_dim_v] q.dtype buffer.
     Returns out [batch, seqlen_q, num_heads, head_dim_v] q.dtype and lse [batch, num_heads, seqlen_q]
     fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf.
-    Raises TypeError (dtype/type) or ValueError (shape, device, layout, block_table narrower than
-    metadata.max_seqlen_k needs, metadata cut for another shape). No host sync on CUDA.
+    Raises TypeError (dtype/type: head_dim_v not an int, softmax_scale not an int/float, causal not a bool)
+    or ValueError (shape, device, layout, head_dim_v outside 1..d_qk, non-finite softmax_scale, block_table
+    narrower than metadata.max_seqlen_k needs, metadata cut for another shape). No host sync on CUDA.
+    NOT checked (that would need a device→host sync; the caller must pass them in range, anything else is
+    undefined behaviour: out-of-bounds reads, a crash or garbage): the block ids
+    block_table[b, :⌈cache_seqlens[b]/page_size⌉] must be in 0..num_blocks−1 (entries past them are never
+    read); cache_seqlens[b] must be in 0..max_blocks·page_size (larger values are clamped to the table on the
+    device and reported only through max_seqlen_k or on CPU; negative ones are undefined); metadata must come
+    from these cache_seqlens.
     Semantics: FlashMLA ``flash_mla_with_kvcache``.
     """
     check_tensor("q", q, dtype=(torch.bfloat16, torch.float16), ndim=4)
@@ -545,7 +549,7 @@ def mla_decode(
     num_blocks, page_size, kv_heads, d_kv = kv_cache.shape
     if kv_heads != 1 or d_kv != d_qk:
         raise ValueError(f"kv_cache must be [num_blocks, page_size, 1, {d_qk}], got {tuple(kv_cache.shape)}")
-    if not _is_pow2(page_size):
+    if not is_pow2(page_size):
         raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
     if q.stride(-1) != 1 or kv_cache.stride(-1) != 1:
         raise ValueError(f"q and kv_cache need a contiguous last dim, strides {q.stride()} / {kv_cache.stride()}")
@@ -554,11 +558,11 @@ def mla_decode(
                          f"do not match batch {batch} of q {tuple(q.shape)}")
     if block_table.stride(-1) != 1:
         raise ValueError(f"block_table needs a contiguous last dim, strides {block_table.stride()}")
-    if not (1 <= head_dim_v <= d_qk):
-        raise ValueError(f"head_dim_v must be in 1..d_qk={d_qk}, got {head_dim_v}")
+    head_dim_v = check_int("head_dim_v", head_dim_v, 1, d_qk)
+    check_bool("causal", causal)
     if batch == 0 or seqlen_q == 0 or num_heads == 0:
         raise ValueError(f"q must have non-empty batch/seqlen_q/num_heads, got {tuple(q.shape)}")
-    scale = d_qk ** -0.5 if softmax_scale is None else float(softmax_scale)
+    scale = d_qk ** -0.5 if softmax_scale is None else check_real("softmax_scale", softmax_scale)
     if metadata is None:
         metadata = get_mla_metadata(cache_seqlens, seqlen_q, num_heads)
     if not isinstance(metadata, MLAMetadata):

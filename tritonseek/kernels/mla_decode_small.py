@@ -22,10 +22,10 @@ peeled) and the dots are ``mla_decode_tiles._tile_step``, the same as the schedu
 
 Config keys (``mla_decode.default_config``'s small-batch entries, SMALL=True): BLOCK_H, BLOCK_N, num_warps,
 num_stages, NUM_SPLITS, MIN_TILES, USE_TMA, COMBINE_ROWS (rows per combine program), PDL, TRIGGER (0/1/2,
-see the kernel), COMBINE_PDL. H200 (W1, session 14): merging the partials in the last-arriving split
-program instead of a combine kernel (an arrival counter per sequence and head tile) was slower at every
-small-batch case (b1 s_k 1024: 19.2-23.8 µs vs 14.0 for the combine kernel; the one merging program reads
-all pieces of its 16 rows), so it was removed.
+see the kernel), COMBINE_PDL; every key is checked by ``check_mla_config``. H200 (W1, session 14): merging
+the partials in the last-arriving split program instead of a combine kernel (an arrival counter per sequence
+and head tile) was slower at every small-batch case (b1 s_k 1024: 19.2-23.8 µs vs 14.0 for the combine
+kernel; the one merging program reads all pieces of its 16 rows), so it was removed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import interpreter_active
+from tritonseek.kernels._utils import check_config, interpreter_active
 from tritonseek.kernels.fp8_quant import _pdl_capable
 from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _tile_step
 
@@ -188,24 +188,29 @@ def _mla_decode_small_kernel(
     # an empty sequence (pieces 0) is written by the combine: out = 0, lse = −inf
 
 
-def check_small_config(cfg: dict) -> None:
-    """Raise ValueError naming the key unless cfg is a valid SMALL config."""
-    for key, allowed in (("BLOCK_H", (16, 32, 64)), ("BLOCK_N", (16, 32, 64))):
-        if cfg.get(key) not in allowed:
-            raise ValueError(f"SMALL config {key}={cfg.get(key)!r} must be one of {allowed}")
-    for key in ("NUM_SPLITS", "MIN_TILES", "num_warps", "num_stages"):
-        v = cfg.get(key, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"SMALL config {key}={v!r} must be an int ≥ 1")
-    if cfg.get("TRIGGER", 0) not in (0, 1, 2) or isinstance(cfg.get("TRIGGER", 0), bool):
-        raise ValueError(f"SMALL config TRIGGER={cfg.get('TRIGGER')!r} must be 0 (next kernel at our end), 1 (after "
-                         "the attention loop) or 2 (at entry)")
-    rows_per = cfg.get("COMBINE_ROWS", 1)
-    if isinstance(rows_per, bool) or not isinstance(rows_per, int) or rows_per < 1 or rows_per & (rows_per - 1):
-        raise ValueError(f"SMALL config COMBINE_ROWS={rows_per!r} must be a power of two ≥ 1")
-    for key in ("PDL", "COMBINE_PDL"):
-        if not isinstance(cfg.get(key, False), bool):
-            raise ValueError(f"SMALL config {key}={cfg.get(key)!r} must be a bool")
+# Every config key that mla_decode, mla_decode_small and mla_decode_ws read → its rule (_utils.check_config;
+# the tables are mla_decode._TUNED / _TUNED_WS / _SMALL_TABLE / _PACKED_DEFAULT, mla_decode_ws._DEFAULT_WS).
+_P2 = (1, 2, 4, 8, 16, 32, 64, 128)
+MLA_CONFIG_SPEC: dict = dict(
+    BLOCK_H=(16, 32, 64), BLOCK_N=(16, 32, 64), num_warps=(1, 2, 4, 8, 16), num_stages=range(1, 9),
+    PARTS_PER_SM=float, USE_TMA=bool, WARP_SPECIALIZE=bool, COMBINE_ROWS=_P2, COMBINE_PDL=bool,
+    SCHED=("balanced", "packed"), OVERHEAD=range(0, 4097), MIN_SPAN=range(1, 2**20 + 1),  # schedule (both kinds)
+    SEG_COST=range(0, 4097), SPLIT_COST=range(0, 4097), MIN_PIECE=range(1, 2**30),  # SCHED="packed" only
+    MIN_FIT=range(1, 2**30), FILL_TOL=range(-(2**20), 2**20),
+    GLUON=(False, True, "force"), WS_WGS=(1, 2), WS_STAGES=range(1, 9), DEFER_L=bool, PIPE=bool, QTMA=bool,
+    PRODUCER_REGS=range(24, 257, 8), CONSUMER_REGS=range(24, 257, 8),  # Gluon split kernel (setmaxnreg)
+    SMALL=bool, NUM_SPLITS=range(1, 2**16), MIN_TILES=range(1, 2**20), PDL=bool, TRIGGER=(0, 1, 2),  # SMALL
+)
+
+
+def check_mla_config(cfg: object) -> dict:
+    """A checked copy of an ``mla_decode`` launch config (``get_mla_metadata(config=...)``): TypeError unless a
+    dict; ValueError naming the key for an unknown key, a missing BLOCK_H / BLOCK_N / num_warps / num_stages
+    (and NUM_SPLITS when SMALL) or a value outside ``MLA_CONFIG_SPEC`` (MIN_FIT ≥ MIN_PIECE is checked by
+    mla_decode._packed_args)."""
+    small = isinstance(cfg, dict) and cfg.get("SMALL") is True
+    return check_config("config", cfg, MLA_CONFIG_SPEC,
+                        ("BLOCK_H", "BLOCK_N", "num_warps", "num_stages") + (("NUM_SPLITS",) if small else ()))
 
 
 def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse):

@@ -157,7 +157,8 @@ def generate(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt text."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint folder or HF id (local cache). Default: the embedded model."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Tokens to generate at most."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, help="0 = greedy."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t",
+                                      help="0 = greedy; else a finite number >= 1e-5."),
     top_p: float = typer.Option(1.0, "--top-p", max=1.0,
                                help="Nucleus sampling mass in (0, 1] (1 = off)."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = off)."),
@@ -181,6 +182,8 @@ def generate(
         _fail("--output is for --prompts-file runs; --prompt streams to the terminal")
     if output is not None and output.exists() and output.resolve() == (prompts_file.resolve() if prompts_file else None):
         _fail("--output must not overwrite --prompts-file")
+    if not temperature >= 0 or temperature == float("inf"):  # not typer's min=: it calls NaN "not >= 0"
+        _fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_p <= 0:
         _fail("--top-p must be in (0, 1]")
     if compare and not mtp:

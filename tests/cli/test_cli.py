@@ -46,7 +46,9 @@ def test_generate_with_seed_is_deterministic():
         (("generate", "-p", "x", "--top-p", "0"), "--top-p must be in (0, 1]"),
         (("generate", "-p", "x", "-t", "1", "--top-k", "3000000000"), "--top-k: top_k=3000000000"),
         (("generate", "-p", "x", "-t", "1e-38"), "--temperature: temperature=1e-38"),
-        (("generate", "-p", "x", "-t", "inf"), "--temperature: temperature=inf"),
+        (("generate", "-p", "x", "-t", "inf"), "--temperature must be a finite number >= 0"),
+        (("generate", "-p", "x", "-t", "nan"), "--temperature must be a finite number >= 0"),
+        (("generate", "-p", "x", "-t", "-1"), "--temperature must be a finite number >= 0"),
         (("generate", "-p", "caf\udce9"), "not valid Unicode"),
     ],
 )

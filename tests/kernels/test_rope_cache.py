@@ -171,6 +171,21 @@ def test_prologue_fp8_no_cache_empty_and_rejects(device):
         mla_prologue_fp8(q_a, kv, qw, 1e-5, pos, cs, w, 1e-6, None, slots)
 
 
+def test_eps_must_be_a_finite_positive_float_not_a_bool(device):
+    g = torch.Generator().manual_seed(9)
+    _, kv, pos, cs, w, cache, slots = _case(4, 1, 8, 8, 16, torch.float32, device, g, 2, 4)
+    q_a = torch.randn(4, 128, generator=g).to(device)
+    qw = torch.rand(128, generator=g).to(device)
+    for bad, err in [(True, TypeError), (False, TypeError), ("1e-6", TypeError), (None, TypeError),
+                     (float("nan"), ValueError), (float("inf"), ValueError), (-1e-6, ValueError), (0, ValueError)]:
+        with pytest.raises(err, match=r"^q_eps "):
+            mla_prologue_fp8(q_a, kv, qw, bad, pos, cs, w, 1e-6, cache, slots)
+        with pytest.raises(err, match=r"^eps "):
+            mla_prologue_fp8(q_a, kv, qw, 1e-5, pos, cs, w, bad, cache, slots)
+        with pytest.raises(err, match=r"^eps "):
+            mla_rope_cache(kv[:, None, :], kv, pos, cs, w, bad, cache, slots)
+
+
 def test_reference_equals_the_models_torch_code():
     """The spec is the model's code: RotaryEmbedding.cos_sin + apply_rotary_interleaved + RMSNorm."""
     import json

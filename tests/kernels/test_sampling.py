@@ -272,6 +272,25 @@ def test_rejects_bad_arguments(device):
         sample(x, t, None, None, None, seeds=torch.ones(2, dtype=torch.int32, device=device))
 
 
+def test_rejects_noise_with_seeds_and_bad_configs(device):
+    """exp_noise and seeds together are ambiguous (the noise used to win silently); config overrides are checked
+    (length, ints not bools, BLOCK/num_warps powers of two) on every device, before anything is launched."""
+    x = torch.randn(2, 10, device=device)
+    t = torch.ones(2, device=device)
+    e = torch.ones(2, 10, device=device)
+    seeds = torch.ones(2, dtype=torch.int64, device=device)
+    with pytest.raises(ValueError, match="exp_noise or seeds, not both"):
+        sample(x, t, None, None, e, seeds=seeds)
+    for cfg, err in [((3, 4, 1), ValueError), ((True, True, True), TypeError), ((1024, 4), ValueError),
+                     ((1024, 4, 6, 2), ValueError), ((1024, 3, 6), ValueError), ((1024, 4, 0), ValueError),
+                     ((8, 4, 6), ValueError), ((1024.0, 4, 6), TypeError), ("1024,4,6", TypeError)]:
+        with pytest.raises(err, match="config="):
+            sample(x, t, None, None, e, config=cfg)
+        with pytest.raises(err, match="config="):
+            argmax(x, config=cfg)
+    assert sample(x, t, None, None, e, config=(2048, 4, 6)).shape == (2,)  # a valid override still runs
+
+
 def _nonfinite_rows(V, seed):
     """Rows with every kind of non-finite logit: all NaN, all -inf, one NaN, one +inf, -inf and NaN mixed,
     a finite row with some -inf, and a finite row (the reference's answers are defined on all of them)."""

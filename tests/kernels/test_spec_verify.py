@@ -317,13 +317,14 @@ def test_philox_filtered_rows(device, seed):
     assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
 
 
+def _small_case(device, B=2, K=2, V=10):
+    """(B, K, V, target_logits, draft_tokens, temperature, uniforms, exp_noise): valid small inputs."""
+    return (B, K, V, torch.randn(B, K + 1, V, device=device), torch.zeros(B, K, dtype=torch.int64, device=device),
+            torch.ones(B, device=device), torch.rand(B, K, device=device), torch.ones(B, K + 1, V, device=device))
+
+
 def test_rejects_bad_arguments(device):
-    B, K, V = 2, 2, 10
-    x = torch.randn(B, K + 1, V, device=device)
-    d = torch.zeros(B, K, dtype=torch.int64, device=device)
-    t = torch.ones(B, device=device)
-    u = torch.rand(B, K, device=device)
-    e = torch.ones(B, K + 1, V, device=device)
+    B, K, V, x, d, t, u, e = _small_case(device)
     with pytest.raises(ValueError, match="target_logits"):
         verify_greedy(d, x[:, :K])
     with pytest.raises(TypeError, match="draft_tokens"):
@@ -378,6 +379,24 @@ def _nonfinite_matches_ref(device, B, K, V, seed, t, top_k):
         got = verify_rejection(*_to(device, drafts, None, x, t, top_k, top_p, u, noise))
         ref = verify_rejection_ref(drafts, None, x, t, top_k, top_p, u, noise)
         assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+
+
+def test_rejects_noise_with_seeds_and_bad_configs(device):
+    """exp_noise and seeds together raise (the noise used to win silently); config overrides are checked: 3 ints for
+    verify_rejection, 3 or 4 (UNROLL) for verify_greedy, powers of two where the kernels need them."""
+    B, K, V, x, d, t, u, e = _small_case(device)
+    with pytest.raises(ValueError, match="exp_noise or seeds, not both"):
+        verify_rejection(d, None, x, t, None, None, u, e, seeds=torch.ones(B, dtype=torch.int64, device=device))
+    for cfg, err in [((3, 4, 1), ValueError), ((True, True, True), TypeError), ((2048, 4, 6, 2), ValueError),
+                     ((2048, 4, 0), ValueError), ((2048, 5, 6), ValueError)]:
+        with pytest.raises(err, match="config="):
+            verify_rejection(d, None, x, t, None, None, u, e, config=cfg)
+    for cfg, err in [((3, 8, 4, 2), ValueError), ((2048, 8, 4, True), TypeError), ((2048, 8, 4, 0), ValueError),
+                     ((2048, 8), ValueError), ((2048, 8, 4, 2, 1), ValueError)]:
+        with pytest.raises(err, match="config="):
+            verify_greedy(d, x, config=cfg)
+    assert verify_greedy(d, x, config=(2048, 8, 4, 2))[1].shape == (B,)  # valid overrides still run
+    assert verify_rejection(d, None, x, t, None, None, u, e, config=(2048, 4, 6))[1].shape == (B,)
 
 
 def test_out_of_range_drafts_are_rejected(device):

@@ -195,7 +195,9 @@ def mla_absorb_q(
     qk_rope_head_dim must be powers of two ≥ 16 (128, 512, 64 in DeepSeek).
     positions [T] int64 + cos_sin_cache [max_positions, qk_rope_head_dim] fp32 contiguous (both or neither):
     q_pe is un-roped and rotated here (interleaved pairs, as ``mla_rope_cache``, rounded to q_pe.dtype before
-    the copy), so the decode path needs no separate q rope pass. config: optional {"PDL": bool} (Hopper:
+    the copy), so the decode path needs no separate q rope pass. positions are NOT range-checked (a device-to-host
+    sync; the decode step is graph-captured): they must lie in [0, max_positions); anything else reads out of
+    bounds, undefined behaviour (garbage values or a crash) — the caller must pass positions in range. config: optional {"PDL": bool} (Hopper:
     launch as a programmatic dependent, the weight tile requested before the wait; default off: H200 W1b, b1
     step profile, its 1024 early programs slowed q_b_proj's GEMM before it (Σ 324.8 vs 310.1 µs over 14 GEMMs),
     more than the 0.7 µs per call PDL saved in a chain of absorb_q calls).

@@ -15,6 +15,8 @@ per layer.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -146,6 +148,13 @@ def _mla_prologue_kernel(
                     stride_cp, eps, KV_LORA, ROPE, BLOCK_C, PAGE_SIZE, WRITE_CACHE, EXACT_BF16)
 
 
+def _check_eps(name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a float (not a bool), got {v!r}")
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+
+
 def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping,
                        rows_name, dev) -> tuple[int, int]:
     """Validates the latent-row inputs shared by both launchers; returns (qk_rope_head_dim, kv_lora_rank)."""
@@ -153,8 +162,7 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
     check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
     check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
     check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
-    if not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    _check_eps("eps", eps)
     rope = cos_sin_cache.shape[1]
     kv_lora = kv_norm_weight.shape[0]
     if rope < 2 or rope & (rope - 1):
@@ -197,14 +205,18 @@ def mla_rope_cache(
     (q_pe = the last qk_rope_head_dim columns). kv: [T, kv_lora_rank + qk_rope_head_dim] same dtype
     (kv_a_proj_with_mqa output: compressed kv ‖ k_pe), last dim contiguous. positions: [T] int64.
     cos_sin_cache: [max_positions, qk_rope_head_dim] fp32 contiguous = (cos ‖ sin) of each position's
-    YaRN angles (positions must be < max_positions; not checked on the device). kv_norm_weight:
-    [kv_lora_rank] any float dtype (kv_a_layernorm); eps > 0. kv_cache: [num_blocks, page_size, 1,
-    kv_lora_rank + qk_rope_head_dim] (bf16 in DeepSeek; page_size a power of two, last dim
-    contiguous) or None for no cache write; slot_mapping: [T] int64 (block_id·page_size + offset,
-    −1 = skip, e.g. CUDA-graph padding rows) or None with kv_cache None.
+    YaRN angles. kv_norm_weight: [kv_lora_rank] any float dtype (kv_a_layernorm); eps: a finite float > 0.
+    kv_cache: [num_blocks, page_size, 1, kv_lora_rank + qk_rope_head_dim] (bf16 in DeepSeek; page_size a
+    power of two, last dim contiguous) or None for no cache write; slot_mapping: [T] int64 (block_id·page_size
+    + offset, −1 = skip, e.g. CUDA-graph padding rows) or None with kv_cache None.
+    Device-side ids are NOT range-checked (that needs a device-to-host sync; the decode step is graph-captured):
+    positions must lie in [0, max_positions) and slot_mapping in [0, num_blocks·page_size) or be negative (skip);
+    anything else reads/writes out of bounds, undefined behaviour (wrong values or a crash) — the caller must
+    pass ids in range.
     Returns (q_pe [T, num_heads, qk_rope_head_dim] q.dtype, latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype); the cache row is latent cast to kv_cache.dtype.
-    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Raises TypeError (dtype; eps not a float, e.g. a bool) or ValueError (shape, device, layout, eps ≤ 0 or not
+    finite).
     Semantics: DeepSeek-V3 inference/model.py MLA (apply_rotary_emb, kv_norm) + vLLM
     ``concat_and_cache_mla``.
     """
@@ -245,13 +257,18 @@ def mla_prologue_fp8(
     written to the cache: MLA's decode prologue after the fused q_a‖kv_a GEMM in ONE launch.
 
     q_a: [T, q_lora_rank] bf16/fp16/fp32, last dim contiguous (q_a_proj's output, e.g. a column view of the
-    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] (q_a_layernorm), q_eps > 0. kv, positions,
-    cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping: as :func:`mla_rope_cache` (kv same dtype as q_a).
+    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] (q_a_layernorm), q_eps: a finite float > 0. kv,
+    positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping: as :func:`mla_rope_cache` (kv same dtype
+    as q_a). Device-side ids are NOT range-checked (a sync; graph-captured decode): positions must lie in
+    [0, max_positions) (cos_sin_cache's rows) and slot_mapping in [0, num_blocks·page_size) or be negative (skip);
+    anything else reads/writes out of bounds, undefined behaviour (wrong values or a crash) — the caller must pass
+    ids in range.
     Returns (q_q [T, q_lora_rank] float8_e4m3fn row-major, q_s [T, ceil(q_lora_rank/128)] fp32 MN-major (stride
     (1, T)): bit-equal to ``rms_norm_quant_fp8(q_a, q_norm_weight, q_eps)``; latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype: equal to ``mla_rope_cache``'s latent, and the same cache rows). The query's
     rope is not applied here: ``mla_absorb_q(..., positions=, cos_sin_cache=)`` rotates q_pe as it copies it.
-    Raises TypeError (dtype) or ValueError (shape, device, layout, eps).
+    Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool) or ValueError (shape, device, layout, q_eps/eps
+    ≤ 0 or not finite).
     Semantics: DeepSeek-V3 inference/model.py MLA (q_norm, kv_norm, apply_rotary_emb on k_pe) + act_quant +
     vLLM ``concat_and_cache_mla``.
     """
@@ -262,8 +279,7 @@ def mla_prologue_fp8(
     check_tensor("q_norm_weight", q_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
     if q_norm_weight.shape[0] != q_lora or q_lora == 0:
         raise ValueError(f"q_norm_weight has {q_norm_weight.shape[0]} entries, q_a {q_lora} columns (must be > 0)")
-    if not isinstance(q_eps, (int, float)) or not q_eps > 0:
-        raise ValueError(f"q_eps must be a positive number, got {q_eps!r}")
+    _check_eps("q_eps", q_eps)
     if q_a.stride(1) != 1 and q_lora > 1:
         raise ValueError(f"q_a needs a contiguous last dim, strides {q_a.stride()}")
     rope, kv_lora = _check_latent_args(kv, q_a.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,

@@ -308,6 +308,27 @@ def _token_out(out, B: int, dev: torch.device) -> torch.Tensor:
     return out
 
 
+def check_config(config, unroll: bool = False) -> None:
+    """A launch-config override (None = the default plan): a tuple (BLOCK, num_warps, programs per SM[, UNROLL when
+    ``unroll``]) of ints (not bools), BLOCK a power of two in [16, 65536] (the Philox noise takes 4 elements per
+    call), num_warps a power of two in [1, 32], programs per SM and UNROLL >= 1. Checked on every device (the CPU
+    interpreter ignores it)."""
+    if config is None:
+        return
+    what = "(BLOCK, num_warps, programs per SM" + ("[, UNROLL])" if unroll else ")")
+    if not isinstance(config, (tuple, list)) or not all(_is_number(v) and isinstance(v, int) for v in config):
+        raise TypeError(f"config={config!r} must be a tuple of ints (not bools) {what}")
+    if len(config) not in ((3, 4) if unroll else (3,)):
+        raise ValueError(f"config={config!r} must have {'3 or 4' if unroll else '3'} entries {what}")
+    block, warps = config[:2]
+    if not 16 <= block <= 65536 or block & (block - 1):
+        raise ValueError(f"config={config!r}: BLOCK must be a power of two in [16, 65536]")
+    if warps not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"config={config!r}: num_warps must be a power of two in [1, 32]")
+    if min(config[2:]) < 1:
+        raise ValueError(f"config={config!r}: programs per SM{' and UNROLL' if unroll else ''} must be >= 1")
+
+
 def _check_seeds(seeds, B: int, device: torch.device) -> None:
     if seeds is None:
         raise ValueError("exp_noise is None: pass seeds ([B] int64 device tensor) for in-kernel Philox noise")
@@ -429,21 +450,25 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded generator, last dim contiguous (rows with T == 0
     are not read); or None with seeds: [B] int64 on the device, the noise then made in registers by Philox,
     equal to ``philox_exp_noise(seeds, 1, V)[:, 0]`` (change the seeds every step; no noise tensor is written
-    or read). out: optional [B] int64 buffer.
-    config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps).
+    or read); giving both exp_noise and seeds raises ValueError. out: optional [B] int64 buffer.
+    config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps): ints, BLOCK a power of two
+    in [16, 65536], num_warps a power of two in [1, 32], programs per SM >= 1 (``check_config``).
     Low temperatures are exact to fp32 rounding of the logit differences: the softmax is exp((x − max) / T)
     (the max subtracted from x before dividing, as the reference does), so T = 1e-5 on logits ~100 samples
     near ties in proportion (x / T itself would round to the fp32 ulp of 1e7, which is 1). The top-k/top-p
     kept set is still decided on x / T in fp32, as the reference does: at such temperatures the top-p masses
     of near-tied tokens are those of the rounded x / T (the sampling among the kept tokens is exact).
     Returns tokens [B] int64 (empty for B = 0). No host synchronisation (CUDA-graph safe).
-    Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars).
+    Raises ValueError/TypeError naming a bad argument (V = 0, bad host scalars, exp_noise with seeds, config).
     Semantics: vLLM Sampler; reference ``sample_ref``.
     """
     B, V, dev = _check_logits(logits)
     temperature, top_k, top_p = _row_params(B, dev, temperature, top_k, top_p)
+    check_config(config)
     if exp_noise is None:
         _check_seeds(seeds, B, dev)
+    elif seeds is not None:
+        raise ValueError("pass exp_noise or seeds, not both (exp_noise would silently win)")
     else:
         check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=2, device=dev)
         if exp_noise.shape != (B, V) or exp_noise.stride(1) != 1:
@@ -468,11 +493,12 @@ def argmax(logits: torch.Tensor, *, out: torch.Tensor | None = None,
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1; read
     as is (no fp32 copy). A NaN counts as the largest value (the first NaN or +inf wins; torch.argmax: the
     first NaN); an all -inf row gives 0. out: optional [B] int64 buffer. config: optional (BLOCK, num_warps,
-    programs per SM) of the split-row pass. Returns [B] int64 (empty for B = 0). Two launches (split-row
+    programs per SM) of the split-row pass, checked as in ``sample``. Returns [B] int64 (empty for B = 0). Two launches (split-row
     max/argmax, combine), no host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad
     argument. Semantics: torch.argmax(logits, dim=-1).
     """
     B, V, dev = _check_logits(logits)
+    check_config(config)
     out = _token_out(out, B, dev)
     if B == 0:
         return out

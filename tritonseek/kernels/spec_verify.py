@@ -39,6 +39,7 @@ from tritonseek.kernels.sampling import (
     launch_row_stats,
     _check_seeds,
     _philox_exp,
+    check_config,
     stats_launch_config,
 )
 
@@ -351,7 +352,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id, a NaN counts as the largest
     value (the first NaN or +inf wins; torch.argmax: the first NaN), an all -inf row gives 0.
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
-    (BLOCK, num_warps, programs per SM[, UNROLL]) override (benchmark sweeps).
+    (BLOCK, num_warps, programs per SM[, UNROLL]) override (benchmark sweeps): ints, BLOCK a power of two in
+    [16, 65536], num_warps a power of two in [1, 32], the others >= 1 (``sampling.check_config``).
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for
     B = 0); num_accepted + 1 tokens are emitted. One kernel launch: each row is split across programs and the
     program that finishes a sequence last (per-sequence arrival counter) reduces the partials in split
@@ -361,6 +363,7 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     Semantics: vLLM RejectionSampler greedy path; reference ``verify_greedy_ref``.
     """
     B, K, V, dev = _check_common(draft_tokens, target_logits)
+    check_config(config, unroll=True)
     out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
     if B == 0:
         return out_tokens, out_num_accepted
@@ -414,9 +417,9 @@ def verify_rejection(
     exp_noise: [B, K+1, V] fp32 i.i.d. Exp(1) > 0, last dim contiguous (rows with T == 0 unread); or
     None with seeds: [B] int64 device tensor, the noise then made in registers by Philox, equal to
     ``philox_exp_noise(seeds, K+1, V)`` (no noise tensor written or read: half the bytes; change the
-    seeds every step).
+    seeds every step); giving both exp_noise and seeds raises ValueError.
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
-    (BLOCK, num_warps, programs per SM) override.
+    (BLOCK, num_warps, programs per SM) override, checked as in ``sampling.sample``.
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for B = 0).
     No host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad argument.
     Semantics: Leviathan et al. 2023 speculative sampling / vLLM RejectionSampler; reference
@@ -427,10 +430,13 @@ def verify_rejection(
     check_tensor("uniforms", uniforms, dtype=torch.float32, ndim=2, device=dev)
     if uniforms.shape != (B, K) or uniforms.stride(1) != 1:
         raise ValueError(f"uniforms must be [{B}, {K}] with a contiguous last dim, got {tuple(uniforms.shape)}")
+    check_config(config)
     if exp_noise is None:
         _check_seeds(seeds, B, dev)
         if (K + 1) * V >= 2**31:
             raise ValueError(f"Philox noise offsets need (K+1)*V < 2^31, got {(K + 1) * V}")
+    elif seeds is not None:
+        raise ValueError("pass exp_noise or seeds, not both (exp_noise would silently win)")
     else:
         check_tensor("exp_noise", exp_noise, dtype=torch.float32, ndim=3, device=dev)
         if exp_noise.shape != (B, K + 1, V) or exp_noise.stride(2) != 1:

@@ -31,12 +31,11 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels import grouped_gemm as _gg
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
 from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
-from tritonseek.kernels.moe_routing_checks import check_int
 
 
 @triton.jit
@@ -384,7 +383,8 @@ def grouped_fp8_gemm_masked(
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
     dev, E, M_max, N, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
-    check_int("expected_m", expected_m, none_ok=True)
+    if expected_m is not None:
+        expected_m = check_int("expected_m", expected_m, 1)
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:
@@ -444,7 +444,8 @@ def grouped_fp8_gemm_masked_silu_quant(
     dev, E, M_max, N2, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
     if N2 % 256:
         raise ValueError(f"b must be [E, 2I, K] with I a multiple of 128, got {tuple(b.shape)}")
-    check_int("expected_m", expected_m, none_ok=True)
+    if expected_m is not None:
+        expected_m = check_int("expected_m", expected_m, 1)
     I = N2 // 2
     h_q = torch.empty(E, M_max, I, dtype=torch.float8_e4m3fn, device=dev)
     h_s = torch.empty(E, I // 128, M_max, dtype=torch.float32, device=dev).transpose(1, 2)

@@ -12,11 +12,11 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_bool, check_int, check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
 from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
-from tritonseek.kernels.moe_routing_checks import check_bool, check_ids_in_range, check_int, check_permute_inputs
+from tritonseek.kernels.moe_routing_checks import check_ids_in_range, check_permute_inputs
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
 # [BLOCK, BLOCK] comparison tile, so this stays small.
@@ -410,8 +410,8 @@ def moe_permute(
     a positive int (bools rejected), graph_safe not a bool.
     Layout: DeepGEMM m_grouped contiguous (as produced by DeepEP + moe_align_block_size in SGLang/vLLM).
     """
-    check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
-    check_int("block_m", block_m)
+    num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    block_m = check_int("block_m", block_m, 1)
     check_bool("graph_safe", graph_safe)
     T, H = hidden.shape
     k = topk_ids.shape[1]
@@ -467,8 +467,8 @@ def moe_permute_masked(
     positive int (bools rejected), quantize / pdl not a bool, quantize with e4m3 hidden or with hidden_scale.
     Layout: DeepGEMM m_grouped masked (DeepEP low-latency dispatch).
     """
-    check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
-    check_int("max_m", max_m)
+    num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    max_m = check_int("max_m", max_m, 1)
     check_bool("quantize", quantize)
     if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
         raise ValueError(f"quantize=True takes bf16/fp16/fp32 hidden without hidden_scale, got {hidden.dtype}")

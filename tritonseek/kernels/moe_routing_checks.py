@@ -7,35 +7,14 @@ ValueError (out of range), both naming the argument.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
-
-
-def check_int(name: str, v: object, lo: int = 1, hi: int | None = None, *, none_ok: bool = False) -> None:
-    """Raise TypeError unless ``v`` is an int (not a bool; None too when ``none_ok``), ValueError unless
-    lo ≤ v (< hi when hi is given)."""
-    if v is None and none_ok:
-        return
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int{' or None' if none_ok else ''}, got {v!r}")
-    if v < lo or (hi is not None and v >= hi):
-        raise ValueError(f"{name} must be in [{lo}, {'inf' if hi is None else hi}), got {v!r}")
-
-
-def check_bool(name: str, v: object) -> None:
-    """Raise TypeError unless ``v`` is a bool."""
-    if not isinstance(v, bool):
-        raise TypeError(f"{name} must be a bool, got {v!r}")
+from tritonseek.kernels._utils import check_int, check_real, check_runnable_device, check_tensor
 
 
 def check_positive_float(name: str, v: object) -> None:
     """Raise TypeError unless ``v`` is an int/float (not a bool), ValueError unless it is finite and > 0."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{name} must be a float, got {v!r}")
-    if not (math.isfinite(v) and v > 0):
+    if check_real(name, v) <= 0:
         raise ValueError(f"{name} must be a finite positive float, got {v!r}")
 
 
@@ -47,15 +26,17 @@ def check_ids_in_range(name: str, ids: torch.Tensor, hi: int) -> None:
         raise ValueError(f"{name} must hold ids in [-1, {hi}), got values in [{int(ids.min())}, {int(ids.max())}]")
 
 
-def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
-    """Shared checks of moe_permute / moe_permute_masked (tensors, num_experts, CPU id range)."""
+def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale) -> int:
+    """Shared checks of moe_permute / moe_permute_masked (tensors, num_experts, CPU id range).
+
+    Returns int(num_experts)."""
     check_tensor("hidden", hidden, ndim=2)
     check_runnable_device("hidden", hidden)
     check_tensor("topk_ids", topk_ids, dtype=(torch.int32, torch.int64), ndim=2, device=hidden.device)
     T, H = hidden.shape
     if topk_ids.shape[0] != T:
         raise ValueError(f"topk_ids must have {T} rows (one per token of hidden), got {tuple(topk_ids.shape)}")
-    check_int("num_experts", num_experts)
+    num_experts = check_int("num_experts", num_experts, 1)
     check_ids_in_range("topk_ids", topk_ids, num_experts)
     if hidden.stride(1) != 1:
         raise ValueError(f"hidden must have unit column stride, got strides {hidden.stride()}")
@@ -66,3 +47,4 @@ def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale):
             raise ValueError(f"hidden_scale must be [{T}, ceil(H/128)], got {tuple(hidden_scale.shape)}")
     elif hidden.dtype == torch.float8_e4m3fn:
         raise ValueError("hidden is float8_e4m3fn but hidden_scale is None: FP8 rows must move with their scales")
+    return num_experts

@@ -46,9 +46,8 @@ import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, get_config, grouped_fp8_gemm_contiguous
-from tritonseek.kernels._utils import check_tensor
+from tritonseek.kernels._utils import check_int, check_tensor
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
-from tritonseek.kernels.moe_routing_checks import check_int
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 
 MASKED_MAX_TOKENS = 128
@@ -127,7 +126,8 @@ def moe_experts_triton(
         raise ValueError("weights must be a tuple (w13, w13_scale_inv, w2, w2_scale_inv) or None")
     w13, w13_s, w2, w2_s = weights if weights is not None else (moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv)
     E = w13.shape[0]  # this rank's experts (all of them without expert parallelism), + 1 when stacked
-    check_int("shared_group", shared_group, 0, E, none_ok=True)  # checked whatever pdl (used only with pdl=2)
+    if shared_group is not None:  # checked whatever pdl (used only with pdl=2)
+        shared_group = check_int("shared_group", shared_group, 0, E - 1)
     k = topk_ids.shape[1]
     two_i = w13.shape[1]
     if layout == "masked":

@@ -82,6 +82,14 @@ def check_real(name: str, v: object) -> float:
     return float(v)
 
 
+def check_positive_float(name: str, v: object) -> float:
+    """``float(v)``; TypeError naming ``name`` unless v is an int/float (not a bool), ValueError unless it is
+    finite and > 0."""
+    if check_real(name, v) <= 0:
+        raise ValueError(f"{name} must be a finite positive float, got {v!r}")
+    return float(v)
+
+
 def _rule_text(rule: object) -> str:
     if rule is bool:
         return "a bool"

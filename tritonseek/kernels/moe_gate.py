@@ -17,9 +17,14 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_bool, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import (
+    check_bool,
+    check_positive_float,
+    check_runnable_device,
+    check_tensor,
+    interpreter_active,
+)
 from tritonseek.kernels.fp8_quant import _pdl_capable
-from tritonseek.kernels.moe_routing_checks import check_positive_float
 from tritonseek.kernels.reference.moe import check_gate_args
 
 # Fused router: experts per program, K slice per program, tokens per program (see _router_config).

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonseek.kernels._utils import check_int, check_real, check_runnable_device, check_tensor
-
-
-def check_positive_float(name: str, v: object) -> None:
-    """Raise TypeError unless ``v`` is an int/float (not a bool), ValueError unless it is finite and > 0."""
-    if check_real(name, v) <= 0:
-        raise ValueError(f"{name} must be a finite positive float, got {v!r}")
+from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor
 
 
 def check_ids_in_range(name: str, ids: torch.Tensor, hi: int) -> None:

@@ -15,13 +15,11 @@ per layer.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_positive_float, check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _pdl_capable
 from tritonseek.kernels.norm import QUANT_GROUP, _norm_config, _rms_norm_row, round_to_bf16
 
@@ -148,13 +146,6 @@ def _mla_prologue_kernel(
                     stride_cp, eps, KV_LORA, ROPE, BLOCK_C, PAGE_SIZE, WRITE_CACHE, EXACT_BF16)
 
 
-def _check_eps(name: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{name} must be a float (not a bool), got {v!r}")
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-
-
 def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping,
                        rows_name, dev) -> tuple[int, int]:
     """Validates the latent-row inputs shared by both launchers; returns (qk_rope_head_dim, kv_lora_rank)."""
@@ -162,7 +153,7 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
     check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
     check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
     check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
-    _check_eps("eps", eps)
+    check_positive_float("eps", eps)
     rope = cos_sin_cache.shape[1]
     kv_lora = kv_norm_weight.shape[0]
     if rope < 2 or rope & (rope - 1):
@@ -279,7 +270,7 @@ def mla_prologue_fp8(
     check_tensor("q_norm_weight", q_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
     if q_norm_weight.shape[0] != q_lora or q_lora == 0:
         raise ValueError(f"q_norm_weight has {q_norm_weight.shape[0]} entries, q_a {q_lora} columns (must be > 0)")
-    _check_eps("q_eps", q_eps)
+    check_positive_float("q_eps", q_eps)
     if q_a.stride(1) != 1 and q_lora > 1:
         raise ValueError(f"q_a needs a contiguous last dim, strides {q_a.stride()}")
     rope, kv_lora = _check_latent_args(kv, q_a.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,

@@ -43,7 +43,6 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import (check_bool, check_int, check_real, check_runnable_device, check_tensor,
                                        interpreter_active, is_pow2)
@@ -51,6 +50,7 @@ from tritonseek.kernels.mla_decode_tiles import (
     _mla_combine_kernel,
     _mla_schedule_kernel,
     _mla_schedule_packed_kernel,
+    cache_tiles,
 )
 from tritonseek.kernels.mla_decode_small import _attend_span, _store_rows, check_mla_config
 from tritonseek.kernels.reference.mla import mla_schedule_packed_ref, mla_schedule_ref
@@ -441,34 +441,22 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         return small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v, metadata, out, lse)
     dev = q.device
     batch, seqlen_q, num_heads, d_qk = q.shape
-    num_blocks, page_size = kv_cache.shape[:2]
+    page_size = kv_cache.shape[1]
     cfg = metadata.config
     block_n, block_h = cfg["BLOCK_N"], cfg["BLOCK_H"]
-    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
-    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
     rows = seqlen_q * num_heads
+    use_ws = _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h)
+    # the Gluon split reads the cache through its own descriptors
+    block_dv2, block_r, even_d, kn_desc, kr_desc = cache_tiles(q, kv_cache, head_dim_v, block_n,
+                                                                 cfg.get("USE_TMA", True) and not use_ws)
     n_slots = metadata.num_parts + batch
     opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
     lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
-    total_rows = num_blocks * page_size
-    use_tma = (
-        cfg.get("USE_TMA", True) and page_size >= block_n
-        and head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r and block_dv2 <= 256
-        and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
-        and total_rows < 2**31
-    )
-    use_ws = _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h)
     if use_ws:
         from tritonseek.kernels.mla_decode_ws import launch_split_ws
 
         def split_launch():
             launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart)
-    if use_tma and not use_ws:
-        flat = kv_cache.view(total_rows, d_qk)
-        kn_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2])
-        kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
-    else:
-        kn_desc = kr_desc = None
     grid = (triton.cdiv(rows, block_h), metadata.num_parts)
 
     split_args = (
@@ -482,9 +470,9 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
         page_size.bit_length() - 1)
     split_meta = dict(
         BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r,
-        CAUSAL=bool(causal), USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
+        CAUSAL=bool(causal), USE_TMA=kn_desc is not None, DOT_FP32=interpreter_active(), NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)) and not interpreter_active(),
-        EVEN_D=head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r, num_warps=cfg["num_warps"])
+        EVEN_D=even_d, num_warps=cfg["num_warps"])
     # rows per combine program (config COMBINE_ROWS): fewer rows = more programs for a small batch
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),

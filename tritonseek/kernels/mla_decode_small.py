@@ -33,11 +33,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config, interpreter_active
 from tritonseek.kernels.fp8_quant import _pdl_capable
-from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _tile_step
+from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _tile_step, cache_tiles
 
 
 @triton.jit
@@ -218,7 +217,7 @@ def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_
     Workspaces are allocated here."""
     dev = q.device
     batch, seqlen_q, num_heads, d_qk = q.shape
-    num_blocks, page_size = kv_cache.shape[:2]
+    page_size = kv_cache.shape[1]
     cfg = metadata.config
     block_n, block_h = int(cfg["BLOCK_N"]), int(cfg["BLOCK_H"])
     num_splits, min_tiles = int(cfg["NUM_SPLITS"]), int(cfg.get("MIN_TILES", 1))
@@ -226,24 +225,12 @@ def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_
     pdl = bool(cfg.get("PDL", False)) and hopper
     trigger = int(cfg.get("TRIGGER", 0)) if hopper else 0
     combine_pdl = bool(cfg.get("COMBINE_PDL", False)) and hopper
-    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
-    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
-    even_d = head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r
+    block_dv2, block_r, even_d, kn_desc, kr_desc = cache_tiles(q, kv_cache, head_dim_v, block_n,
+                                                                 cfg.get("USE_TMA", True))
+    use_tma = kn_desc is not None
     rows = seqlen_q * num_heads
     opart = torch.empty(batch * num_splits, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
     lpart = torch.empty(batch * num_splits, rows, dtype=torch.float32, device=dev)
-    total_rows = num_blocks * page_size
-    use_tma = (
-        cfg.get("USE_TMA", True) and page_size >= block_n and even_d and block_dv2 <= 256
-        and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
-        and total_rows < 2**31
-    )
-    if use_tma:
-        flat = kv_cache.view(total_rows, d_qk)
-        kn_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2])
-        kr_desc = TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r])
-    else:
-        kn_desc = kr_desc = None
     args = (
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.split,
         out, lse, opart, lpart,

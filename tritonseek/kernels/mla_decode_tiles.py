@@ -14,6 +14,7 @@ Under the Triton interpreter (DOT_FP32) operands are upcast to fp32: it cannot m
 
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 
 @triton.jit
@@ -360,3 +361,26 @@ def _mla_schedule_packed_kernel(
         tl.store(sched_ptr + p1 * 4 + 1, 0)
         tl.store(sched_ptr + p1 * 4 + 2, batch)
         tl.store(sched_ptr + p1 * 4 + 3, 0)
+
+
+def cache_tiles(q, kv_cache, head_dim_v: int, block_n: int, want_tma: bool):
+    """Column tiles of the tl split kernels over a [num_blocks, page_size, 1, d_qk] cache, and their TMA
+    descriptors over the flat [num_blocks·page_size, d_qk] rows when ``want_tma`` and the layout allows it
+    (page_size ≥ block_n, both tiles exact, ≤ 256 latent columns per half, contiguous 16-byte-aligned cache,
+    rows < 2³¹): (BLOCK_DV2, BLOCK_R, EVEN_D, kn_desc, kr_desc), descriptors None → pointer gathers."""
+    d_qk = q.shape[3]
+    num_blocks, page_size = kv_cache.shape[:2]
+    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
+    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
+    even_d = head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r
+    total_rows = num_blocks * page_size
+    use_tma = (
+        want_tma and page_size >= block_n and even_d and block_dv2 <= 256
+        and kv_cache.is_contiguous() and kv_cache.data_ptr() % 16 == 0 and (d_qk * kv_cache.element_size()) % 16 == 0
+        and total_rows < 2**31
+    )
+    if not use_tma:
+        return block_dv2, block_r, even_d, None, None
+    flat = kv_cache.view(total_rows, d_qk)
+    return (block_dv2, block_r, even_d, TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_dv2]),
+            TensorDescriptor(flat, [total_rows, d_qk], [d_qk, 1], [block_n, block_r]))

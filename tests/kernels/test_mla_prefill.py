@@ -247,6 +247,11 @@ def test_write_latent_cache_bad_inputs(device):
         write_latent_cache(kv, lat, slots[:2])
     with pytest.raises(ValueError, match="power of two"):
         write_latent_cache(kv[:, :12], lat, slots)
+    with pytest.raises(ValueError, match=r"slot_mapping\[1\] = 64 is out of range"):
+        write_latent_cache(kv, lat, torch.tensor([0, 64, -1], device=device))  # 4 blocks × 16 = 64 slots
+    with pytest.raises(TypeError, match="check_ids"):
+        write_latent_cache(kv, lat, slots, check_ids="no")
+    assert not kv.any()  # nothing was written by the rejected calls
 
 
 # ----------------------------------------------------------------------------- real shapes (H200)

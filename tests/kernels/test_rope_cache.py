@@ -106,6 +106,50 @@ def test_bad_inputs_name_the_argument(device):
         mla_rope_cache(q, kv, pos, cs, w, -1.0, cache, slots)
 
 
+def test_out_of_range_ids_raise(device):
+    """check_ids (default): a position past cos_sin_cache's rows or a slot past the cache raises, naming the
+    argument, the entry and its value, before anything is written; negative slots stay "skip"."""
+    g = torch.Generator().manual_seed(5)
+    q, kv, pos, cs, w, cache, slots = _case(4, 2, 8, 8, 16, torch.float32, device, g, 2, 4)
+    qa = torch.randn(4, 256, generator=g).to(device)
+    bad_pos, bad_slot = pos.clone(), slots.clone()
+    bad_pos[2] = cs.shape[0]
+    bad_slot[1] = cache.shape[0] * cache.shape[1]
+    for fn in (lambda p, s: mla_rope_cache(q, kv, p, cs, w, 1e-6, cache, s),
+               lambda p, s: mla_prologue_fp8(qa, kv, torch.ones(256, device=device), 1e-5, p, cs, w, 1e-6, cache, s)):
+        with pytest.raises(ValueError, match=rf"positions\[2\] = {cs.shape[0]} is out of range"):
+            fn(bad_pos, slots)
+        with pytest.raises(ValueError, match=r"slot_mapping\[1\] = 8 is out of range"):
+            fn(pos, bad_slot)
+        neg = pos.clone()
+        neg[0] = -3
+        with pytest.raises(ValueError, match=r"positions\[0\] = -3"):
+            fn(neg, slots)
+        assert torch.isnan(cache).all()  # nothing written
+    with pytest.raises(TypeError, match="check_ids"):
+        mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots, check_ids=1)
+    mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots)  # in range (−1 slots included): no raise
+
+
+@pytest.mark.gpu
+def test_range_check_skipped_under_graph_capture(device):
+    """The check needs a sync, impossible during CUDA-graph capture: it must step aside there (the replay
+    writes the same rows as an eager call) instead of breaking the capture."""
+    g = torch.Generator().manual_seed(6)
+    q, kv, pos, cs, w, cache, slots = _case(8, 16, 128, 64, 512, torch.bfloat16, device, g, 4, 64)
+    eager_cache = cache.clone()
+    eager = mla_rope_cache(q, kv, pos, cs, w, 1e-6, eager_cache, slots)
+    mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache.clone(), slots)  # compile outside the capture
+    stream = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        out = mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out[0], eager[0]) and torch.equal(out[1], eager[1])
+    assert torch.equal(cache.nan_to_num(7.0), eager_cache.nan_to_num(7.0))
+
+
 def _prologue_parts(q_a, kv, qw, pos, cs, w, cache, slots):
     """The unfused kernels the one-launch prologue replaces: rms_norm_quant_fp8 and mla_rope_cache's latent."""
     q, s = rms_norm_quant_fp8(q_a, qw, 1e-5)

@@ -130,5 +130,29 @@ def check_config(name: str, cfg: object, spec: dict, required: tuple = ()) -> di
     return dict(cfg)
 
 
+def check_index_range(name: str, t: torch.Tensor, lo: int, hi: int, *, skip_negative: bool = False,
+                      read: torch.Tensor | None = None) -> None:
+    """ValueError naming ``name`` (and the first offending position and value) unless every entry of the integer
+    tensor ``t`` that the kernel reads lies in [lo, hi); with ``skip_negative`` negative entries are allowed (the
+    kernels' "skip this row" value); ``read`` (a bool tensor of t's shape) limits the check to the entries read.
+
+    Costs one device→host read (a sync on CUDA). While the current CUDA stream is being captured into a graph a
+    sync is impossible, so the check is skipped there; launchers expose it as ``check_ids=True`` and the model's
+    decode path, whose ids come from the engine's own allocator, passes ``check_ids=False``.
+    """
+    if t.numel() == 0 or (t.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    bad = (t < lo) | (t >= hi)
+    if skip_negative:
+        bad &= t >= 0
+    if read is not None:
+        bad &= read
+    if bool(bad.any()):
+        pos = tuple(int(i) for i in bad.nonzero()[0])
+        where = pos[0] if len(pos) == 1 else list(pos)
+        allowed = f"in [{lo}, {hi})" + (" or negative (skip)" if skip_negative else "")
+        raise ValueError(f"{name}[{where}] = {int(t[pos])} is out of range: entries must be {allowed}")
+
+
 def is_pow2(x: int) -> bool:
     return x >= 1 and (x & (x - 1)) == 0

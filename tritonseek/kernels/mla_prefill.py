@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import (check_bool, check_index_range, check_runnable_device, check_tensor,
+                                      interpreter_active)
 
 # (d_qk class, d_v class) → launch config; "default" for everything else.
 _TUNED: dict[str, dict] = {
@@ -408,15 +409,19 @@ def mla_prefill(
     return out
 
 
-def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mapping: torch.Tensor, *,
+                       check_ids: bool = True) -> None:
     """kv_cache.view(-1, d)[slot_mapping[t]] = latent[t], in place; slot −1 is skipped.
 
     kv_cache: [num_blocks, page_size, 1, d] (bf16 in DeepSeek, d = kv_lora_rank 512 ‖ qk_rope_head_dim 64),
     page_size a power of two, last dim contiguous. latent: [T, d] float dtype (normed compressed kv ‖
     roped k_pe), cast to kv_cache.dtype by torch first when it differs, last dim contiguous. slot_mapping: [T] int64,
-    slot = block_id·page_size + offset (vLLM convention); slots must be −1 or < num_blocks·page_size
-    (not checked on the device: that would need a sync). Returns None (writes kv_cache).
-    Raises TypeError (dtype) or ValueError (shape, device, layout).
+    slot = block_id·page_size + offset (vLLM convention); slots must be < num_blocks·page_size or negative (skip).
+    check_ids (default True): check the slots with one device→host read (a sync; skipped while a CUDA graph is
+    being captured); with check_ids=False (the model: the engine builds the slots) an out-of-range slot writes out
+    of bounds, undefined behaviour. Returns None (writes kv_cache).
+    Raises TypeError (dtype, check_ids not a bool) or ValueError (shape, device, layout; with check_ids a slot out
+    of range).
     Semantics: vLLM ``concat_and_cache_mla`` (without the fp8 scale).
     """
     check_tensor("kv_cache", kv_cache, ndim=4)
@@ -434,6 +439,8 @@ def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mappin
         raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
     if kv_cache.stride(-1) != 1 or latent.stride(-1) != 1:
         raise ValueError(f"kv_cache and latent need a contiguous last dim, strides {kv_cache.stride()} {latent.stride()}")
+    if check_bool("check_ids", check_ids):
+        check_index_range("slot_mapping", slot_mapping, 0, num_blocks * page_size, skip_negative=True)
     num_tokens = latent.shape[0]
     if num_tokens == 0:
         return

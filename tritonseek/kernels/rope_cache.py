@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_positive_float, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import (check_bool, check_index_range, check_positive_float, check_runnable_device,
+                                      check_tensor, interpreter_active)
 from tritonseek.kernels.fp8_quant import AMAX_EPS, FP8_E4M3_MAX, _pdl_capable
 from tritonseek.kernels.norm import QUANT_GROUP, _norm_config, _rms_norm_row, round_to_bf16
 
@@ -184,9 +185,16 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
     return rope, kv_lora
 
 
+def _check_ids(positions, cos_sin_cache, kv_cache, slot_mapping) -> None:
+    check_index_range("positions", positions, 0, cos_sin_cache.shape[0])
+    if kv_cache is not None:
+        check_index_range("slot_mapping", slot_mapping, 0, kv_cache.shape[0] * kv_cache.shape[1], skip_negative=True)
+
+
 def mla_rope_cache(
     q: torch.Tensor, kv: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
     kv_norm_weight: torch.Tensor, eps: float, kv_cache: torch.Tensor | None, slot_mapping: torch.Tensor | None,
+    *, check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q_pe' = rope(q_pe), latent = [rms_norm(kv_c)·w ‖ rope(k_pe)]; kv_cache.view(-1, d)[slot] = latent.
 
@@ -200,14 +208,14 @@ def mla_rope_cache(
     kv_cache: [num_blocks, page_size, 1, kv_lora_rank + qk_rope_head_dim] (bf16 in DeepSeek; page_size a
     power of two, last dim contiguous) or None for no cache write; slot_mapping: [T] int64 (block_id·page_size
     + offset, −1 = skip, e.g. CUDA-graph padding rows) or None with kv_cache None.
-    Device-side ids are NOT range-checked (that needs a device-to-host sync; the decode step is graph-captured):
-    positions must lie in [0, max_positions) and slot_mapping in [0, num_blocks·page_size) or be negative (skip);
-    anything else reads/writes out of bounds, undefined behaviour (wrong values or a crash) — the caller must
-    pass ids in range.
+    positions must lie in [0, max_positions) and slot_mapping in [0, num_blocks·page_size) or be negative (skip).
+    check_ids (default True): check that with one device→host read (a sync; skipped while a CUDA graph is being
+    captured). With check_ids=False (the model's decode path: the engine builds the ids) nothing is checked and
+    out-of-range ids read/write out of bounds, undefined behaviour.
     Returns (q_pe [T, num_heads, qk_rope_head_dim] q.dtype, latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype); the cache row is latent cast to kv_cache.dtype.
     Raises TypeError (dtype; eps not a float, e.g. a bool) or ValueError (shape, device, layout, eps ≤ 0 or not
-    finite).
+    finite; with check_ids a position or slot out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (apply_rotary_emb, kv_norm) + vLLM
     ``concat_and_cache_mla``.
     """
@@ -216,6 +224,8 @@ def mla_rope_cache(
     T, H, dq = q.shape
     rope, kv_lora = _check_latent_args(kv, q.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,
                                        slot_mapping, "q", q.device)
+    if check_bool("check_ids", check_ids):
+        _check_ids(positions, cos_sin_cache, kv_cache, slot_mapping)
     if dq < rope:
         raise ValueError(f"q's head dim {dq} is smaller than qk_rope_head_dim {rope}")
     if q.stride(2) != 1:
@@ -242,7 +252,7 @@ def mla_rope_cache(
 def mla_prologue_fp8(
     q_a: torch.Tensor, kv: torch.Tensor, q_norm_weight: torch.Tensor, q_eps: float, positions: torch.Tensor,
     cos_sin_cache: torch.Tensor, kv_norm_weight: torch.Tensor, eps: float, kv_cache: torch.Tensor | None,
-    slot_mapping: torch.Tensor | None,
+    slot_mapping: torch.Tensor | None, *, check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q_q, q_s) = per_token_group_quant_fp8(rms_norm(q_a)·w_q, 128); latent = [rms_norm(kv_c)·w ‖ rope(k_pe)],
     written to the cache: MLA's decode prologue after the fused q_a‖kv_a GEMM in ONE launch.
@@ -250,16 +260,14 @@ def mla_prologue_fp8(
     q_a: [T, q_lora_rank] bf16/fp16/fp32, last dim contiguous (q_a_proj's output, e.g. a column view of the
     fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] (q_a_layernorm), q_eps: a finite float > 0. kv,
     positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping: as :func:`mla_rope_cache` (kv same dtype
-    as q_a). Device-side ids are NOT range-checked (a sync; graph-captured decode): positions must lie in
-    [0, max_positions) (cos_sin_cache's rows) and slot_mapping in [0, num_blocks·page_size) or be negative (skip);
-    anything else reads/writes out of bounds, undefined behaviour (wrong values or a crash) — the caller must pass
-    ids in range.
+    as q_a), check_ids: as :func:`mla_rope_cache` (positions in [0, max_positions) = cos_sin_cache's rows,
+    slot_mapping in [0, num_blocks·page_size) or negative = skip; checked with one sync unless check_ids=False).
     Returns (q_q [T, q_lora_rank] float8_e4m3fn row-major, q_s [T, ceil(q_lora_rank/128)] fp32 MN-major (stride
     (1, T)): bit-equal to ``rms_norm_quant_fp8(q_a, q_norm_weight, q_eps)``; latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype: equal to ``mla_rope_cache``'s latent, and the same cache rows). The query's
     rope is not applied here: ``mla_absorb_q(..., positions=, cos_sin_cache=)`` rotates q_pe as it copies it.
     Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool) or ValueError (shape, device, layout, q_eps/eps
-    ≤ 0 or not finite).
+    ≤ 0 or not finite; with check_ids a position or slot out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (q_norm, kv_norm, apply_rotary_emb on k_pe) + act_quant +
     vLLM ``concat_and_cache_mla``.
     """
@@ -275,6 +283,8 @@ def mla_prologue_fp8(
         raise ValueError(f"q_a needs a contiguous last dim, strides {q_a.stride()}")
     rope, kv_lora = _check_latent_args(kv, q_a.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,
                                        slot_mapping, "q_a", dev)
+    if check_bool("check_ids", check_ids):
+        _check_ids(positions, cos_sin_cache, kv_cache, slot_mapping)
     q_q = torch.empty((T, q_lora), dtype=torch.float8_e4m3fn, device=dev)
     q_s = torch.empty((triton.cdiv(q_lora, QUANT_GROUP), T), dtype=torch.float32, device=dev).t()  # MN-major
     latent = torch.empty((T, kv_lora + rope), dtype=kv.dtype, device=dev)

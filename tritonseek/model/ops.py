@@ -147,7 +147,8 @@ class Ops:
         if self.is_triton:
             from tritonseek.kernels.mla_prefill import write_latent_cache
 
-            write_latent_cache(kv_cache, latent, slot_mapping)
+            # the engine's allocator built the slots; a range check would cost a sync per layer
+            write_latent_cache(kv_cache, latent, slot_mapping, check_ids=False)
             return
         from tritonseek.kernels.reference.mla import write_latent_cache_ref
 
@@ -243,7 +244,8 @@ class Ops:
         if self.is_triton:
             from tritonseek.kernels.rope_cache import mla_rope_cache
 
-            return mla_rope_cache(q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping)
+            return mla_rope_cache(q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping,
+                                  check_ids=False)  # engine-built ids (see write_latent_cache)
         from tritonseek.kernels.reference.rope import mla_rope_cache_ref
 
         return mla_rope_cache_ref(q, kv, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping)
@@ -256,7 +258,7 @@ class Ops:
             from tritonseek.kernels.rope_cache import mla_prologue_fp8
 
             return mla_prologue_fp8(q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
-                                    kv_cache, slot_mapping)
+                                    kv_cache, slot_mapping, check_ids=False)  # engine-built ids
         from tritonseek.kernels.reference.rope import mla_rope_cache_ref
 
         q, s = self.rms_norm_quant(q_a, q_norm_weight, q_eps)

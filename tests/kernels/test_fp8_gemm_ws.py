@@ -66,7 +66,8 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
-                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, num_warps=warps)
+                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and (wgs == 2 or bn == 64),
+                  num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})

@@ -90,7 +90,7 @@ from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operand
 # WGS: consumer warpgroups per CTA, 2 (128-row tiles) or 3 (192-row tiles, one product set each); None = chosen
 # per problem by wgs_for (after the other keys are merged).
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=False)
 # Time of a 192-row tile (WGS = 3) relative to a 128-row one: 1.5× the work at ~0.91× the time per FLOP (17% less
 # L2→SMEM traffic per FLOP; H200 at M = 4096, commit 59c72b9: 24576×1536 260.8 vs 280.7 µs, 32768×512 142.2 vs
 # 155.3, 7168×16384 853 vs 885, 7168×2048 112.5 vs 116.9, 2112×7168 118.6 vs 136.3 (tl) / 140.3, and a loss where
@@ -189,7 +189,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 SERIAL: gl.constexpr):
+                 SERIAL: gl.constexpr, PIPE: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -219,14 +219,14 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
         it += 1
-        if SERIAL:
+        if SERIAL and not PIPE:
             acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
                                                    empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
                                                    ROWS, BLOCK_M, NUM_STAGES)
         else:
             acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
                                             empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                            BLOCK_M, NUM_STAGES, UNROLL2)
+                                            BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
         acc += plast * gl.expand_dims(slast, 1)
         _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     TMA_STORE, row_layout, col_layout)
@@ -250,12 +250,42 @@ def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr,
 @gluon.jit
 def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr):
     # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
     # the previous block promoted under it, then waited. Returns (acc without the last block, the last
     # block's product and scale, it): the caller promotes the last block.
     acc = zero
-    if UNROLL2:
+    if PIPE:
+        # two wgmmas in flight per warpgroup, two blocks per iteration: issue kb (promote the finished kb-1
+        # under it), issue kb+1, wait(1) for kb and promote it while kb+1 runs, wait(0) for kb+1 (promoted under
+        # the next iteration's first wgmma). Only finished products cross the loop's back-edge: a product in
+        # flight across it makes ptxas serialize every wgmma (C7514; benchmarks/probe_wgmma_fp8.py MODE 3).
+        for j in range((num_k_blocks - 1) // 2):
+            kb = 1 + 2 * j
+            s0 = it % NUM_STAGES
+            s1 = (it + 1) % NUM_STAGES
+            scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+            mbarrier.wait(ready_bars.index(s0), (it // NUM_STAGES) & 1)
+            p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), b_bufs.index(s0).permute((1, 0)), zero,
+                               use_acc=False, is_async=True)
+            acc += prod * gl.expand_dims(scale0, 1)
+            scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
+                sb_ptr + (kb + 1) * stride_bsk)
+            mbarrier.wait(ready_bars.index(s1), ((it + 1) // NUM_STAGES) & 1)
+            prod = warpgroup_mma(_a_rows(a_bufs, s1, ROW0, ROWS, BLOCK_M), b_bufs.index(s1).permute((1, 0)), zero,
+                                 use_acc=False, is_async=True)
+            p1 = warpgroup_mma_wait(1, deps=[p1])
+            mbarrier.arrive(empty_bars.index(s0))
+            acc += p1 * gl.expand_dims(scale1, 1)
+            prod = warpgroup_mma_wait(0, deps=[prod])
+            mbarrier.arrive(empty_bars.index(s1))
+            it += 2
+        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
+            prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 1
+    elif UNROLL2:
         # unrolled by two: the products of even and odd blocks live in two fixed register sets, so
         # nothing is copied between a wait and the next issue (ptxas cannot rename a loop-carried
         # wgmma result: a one-set loop moves the 64 product registers after every wait)
@@ -327,7 +357,7 @@ def _fp8_gemm_ws_kernel(
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
@@ -357,15 +387,15 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -375,11 +405,11 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -389,7 +419,7 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -507,11 +537,14 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
     if wgs is not None and (wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4)):
         raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
+    if cfg["PIPE"] and wgs == 3 and bn != 64:  # 160 registers hold the accumulator and two product sets only at n64
+        raise ValueError(f"config PIPE with WGS 3 needs BLOCK_N 64, got {cfg}")
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
         wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
         if wgs == 3:
             cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
+    pipe = bool(cfg["PIPE"]) and (wgs == 2 or bn == 64)  # auto-picked 192-row n128 tiles stay serial (registers)
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
     bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
@@ -533,7 +566,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
-        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs,
+        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
     )
     return out

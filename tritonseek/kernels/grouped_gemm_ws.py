@@ -66,7 +66,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 # * masked (1×1024, 2×512, 4×256): 5 stages best or tied everywhere — (4096, 7168) 59.2 / 60.2 / 63.4 µs against
 #   68.2 / 61.0 / 64.7 with 4; (7168, 2048) 39.0 / 40.6 / 41.2 against 39.1 / 40.7 / 41.9 (GROUP_M is unused there).
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=False)
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16)
 
 
@@ -204,7 +204,8 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
               stride_cm, stride_cn, num_programs,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr):
+              ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
+              PIPE: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
@@ -236,7 +237,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
         sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
         if mine:
             acc, it = _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
-                                sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2)
+                                sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
         else:
             if run:
                 it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
@@ -250,7 +251,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
 @gluon.jit
 def _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
               stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-              NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr):
+              NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr):
     # fp32 tile of this partition's rows over all K blocks; block kb-1 promoted under the wgmma of kb
     prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS, BLOCK_M,
                                     NUM_STAGES)
@@ -258,7 +259,7 @@ def _mainloop(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa
     mbarrier.arrive(empty_bars.index(s))
     acc, plast, slast, it = _k_loop(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars,
                                     sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
-                                    UNROLL2)
+                                    UNROLL2, PIPE)
     acc += plast * gl.expand_dims(slast, 1)
     return acc, it
 
@@ -313,7 +314,7 @@ def _grouped_fp8_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-    num_warps: gl.constexpr,
+    PIPE: gl.constexpr, num_warps: gl.constexpr,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -340,12 +341,12 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
                          num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -356,7 +357,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
                          num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [1], [PRODUCER_REGS])
@@ -406,7 +407,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )

@@ -33,7 +33,8 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_moe_layer import bench_layer, kernel_breakdown  # noqa: E402
+from benchmarks.bench_gemm_decode import stream_read_fn  # noqa: E402
+from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_breakdown  # noqa: E402
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
@@ -142,6 +143,19 @@ def _weights(E, N, K, dev):
     b = (torch.randn(E, N, K, device=dev) * 0.5).to(torch.float8_e4m3fn) if E * N * K <= 2**28 else _rand_fp8((E, N, K), dev)
     bs = torch.rand(E, triton.cdiv(N, 128), triton.cdiv(K, 128), device=dev) * 1e-2 + 1e-3
     return b, bs
+
+
+def _read_floor(cx, b, nbytes: int) -> dict:
+    """A plain Triton streaming read (bench_gemm_decode's) of nbytes of the weights (the same byte count as the
+    touched experts, read contiguously), timed as the GEMM is: one-call graph replay, device-side graph replay,
+    profiler kernel time. What any kernel reading those bytes costs on this GPU."""
+    sink = torch.empty(1 << 20, dtype=torch.int32, device=cx.dev)
+    fn = stream_read_fn(b.view(-1)[:nbytes], sink)
+    ug, ud = cx.graph_us(fn), graph_device_us(fn)
+    bd = kernel_breakdown(fn) or {}
+    uk = sum(v for n_, v in bd.items() if "stream_read" in n_)
+    return dict(floor_us_graph=round(ug, 2) if ug else None, floor_us_device=round(ud, 2) if ud else None,
+                floor_us_kernel=round(uk, 2) if uk else None)
 
 
 def _sweep(cx, cands, run, check, key):
@@ -359,6 +373,10 @@ def bench_masked(cx: Ctx):
                 # four calls back to back in one graph (as in the decode step), time per call
                 g4 = cx.graph_us([lambda: run(cfg)] * 4)
                 extra["us_graph_4calls"] = round(g4, 2) if g4 else None
+                # one call's graph timed device side only (the host's submission latency excluded)
+                gd = graph_device_us(lambda: run(cfg))
+                extra["us_graph_device"] = round(gd, 2) if gd else None
+                extra.update(_read_floor(cx, b, int((masked_m > 0).sum()) * N * K))
         rows_valid = int(masked_m.sum())
         active = int((masked_m > 0).sum())
         flops = 2 * rows_valid * N * K
@@ -382,6 +400,7 @@ def bench_masked(cx: Ctx):
                    gbps_kernel=round(wbytes / extra["us_kernel"] / 1e3, 1) if extra.get("us_kernel") else None,
                    gbps_graph_4calls=round(wbytes / extra["us_graph_4calls"] / 1e3, 1)
                    if extra.get("us_graph_4calls") else None,
+                   gbps_device=round(wbytes / extra["us_graph_device"] / 1e3, 1) if extra.get("us_graph_device") else None,
                    **extra)
         if kind == "anchor":
             r["meets_target"] = bool(r["tflops"] and r["tflops"] >= tgt)

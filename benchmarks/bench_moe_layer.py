@@ -9,15 +9,19 @@ reference backend, plus a per-kernel breakdown of the CUDA-graph replay at decod
 * ``breakdown_us`` (T ≤ --layer-breakdown-max-t, GPU): device time of each kernel in one replay of the layer's
   graph, from torch.profiler over several replays (kernel name → µs per replay); ``gaps_us`` = replay time −
   Σ kernels (launch gaps and idle SMs between the graph's kernels).
+* ``us_graph_device`` (GPU): the same graph replay timed device side only (graph_device_us: the host's submission
+  latency excluded, as in a decode step whose single graph holds every layer).
 """
 
 from __future__ import annotations
 
 import collections
+import statistics
 import time
 
 import torch
 
+from benchmarks.bench_mtp import capture
 from tritonseek.kernels.reference.moe import calc_diff
 
 
@@ -68,21 +72,46 @@ def random_moe_layer(dev, H, E, I, n_group, topk_group, ops, *, seed=1, router_s
     return moe.eval(), cfg  # inference mode, as load_model returns it (training keeps the unfused decode path)
 
 
+def capture_graph(fn) -> torch.cuda.CUDAGraph:
+    """bench_mtp.capture (fn warmed up on a side stream, then captured), replayed once; raises if it failed."""
+    g = capture(fn)
+    if g is None:
+        raise RuntimeError("CUDA graph capture failed")
+    g.replay()
+    torch.cuda.synchronize()
+    return g
+
+
+def graph_device_us(fn, reps: int = 25, busy_cycles: int = 200_000) -> float | None:
+    """Median µs of one replay of fn's CUDA graph, device side only: before each timed replay a sleep kernel
+    (~100 µs) keeps the GPU busy while the host queues the start event, the replay and the end event, so the
+    events bracket the graph's device-side launch and kernels but not the host's submission latency (which
+    benchmarks/timing.graph_replay_us includes: there the GPU idles until the replay arrives). A decode step
+    submits one graph for all its kernels, so that host latency is paid once per step, not per kernel."""
+    try:
+        g = capture_graph(fn)
+        st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(reps):
+            torch.cuda._sleep(busy_cycles)
+            st.record()
+            g.replay()
+            en.record()
+            en.synchronize()
+            times.append(st.elapsed_time(en) * 1000.0)
+        del g
+        return statistics.median(times)
+    except Exception as e:  # a capture failure is reported, not fatal
+        print(f"  device-side graph timing failed: {type(e).__name__}: {e}")
+        return None
+
+
 def kernel_breakdown(fn, reps: int = 20) -> dict[str, float] | None:
     """Device µs per kernel name in one CUDA-graph replay of fn (torch.profiler over ``reps`` replays)."""
     try:
         from torch.profiler import ProfilerActivity, profile
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        g.replay()
-        torch.cuda.synchronize()
+        g = capture_graph(fn)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(reps):
                 g.replay()
@@ -186,6 +215,9 @@ def bench_layer(cx):
                 print(f"moe_layer T={T} {var}: calc_diff vs reference layer {d:.2e}, same routing {same_routing}")
                 us = cx.eager_us(lambda: moe(x))
                 ug = cx.graph_us(lambda: moe(x)) if T <= 128 else None
+                if ug and not cx.dry:
+                    ud = graph_device_us(lambda: moe(x))
+                    extra["us_graph_device"] = round(ud, 2) if ud else None
                 bd_vars = [v for v in getattr(cx.args, "layer_breakdown_variants", "").split(",") if v]
                 if T <= cx.args.layer_breakdown_max_t and not cx.dry and (not bd_vars or var in bd_vars):
                     extra["breakdown_us"] = kernel_breakdown(lambda: moe(x))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.bench_moe_layer import kernel_breakdown
+from benchmarks.bench_moe_layer import graph_device_us, kernel_breakdown
 from benchmarks.timing import graph_replay_us
 from tritonseek.kernels import moe_routing as MR
 from tritonseek.kernels.moe_routing import gate_topk, moe_permute, moe_unpermute
@@ -162,6 +162,23 @@ def bench_permute(cx):
             MR.PDL_CHAIN = True
             extra["us_graph_pdl_variants"] = ab
             print(f"  permute+unpermute {dt}, one graph: {ab}")
+        if not cx.dry:  # the pair's graph timed device side only (host submission latency excluded)
+            ud = graph_device_us(lambda: (perm(), unperm()))
+            extra["us_graph_device"] = round(ud, 2) if ud else None
+            extra["gbps_device"] = round((p_bytes + u_bytes) / ud / 1e3, 1) if ud else None
+        if not cx.dry:  # A/B: segment starts in the rank kernel (default) or a segments kernel before it;
+            # alternated 3 times each (the difference is ~1%, about one run's spread), median per variant
+            ab = {"rank_segments": [], "segments_kernel": []}
+            for _ in range(3):
+                for on in (False, True):
+                    MR.RANK_SEGMENTS = on
+                    g1 = cx.graph_us([perm, unperm])
+                    if g1:
+                        ab["rank_segments" if on else "segments_kernel"].append(round(g1 * 2, 2))
+            MR.RANK_SEGMENTS = True
+            extra["us_graph_route_variants"] = {k_: sorted(v_)[len(v_) // 2] if v_ else None for k_, v_ in ab.items()}
+            extra["us_graph_route_variants_all"] = ab
+            print(f"  permute+unpermute {dt}, one graph, route segments: {ab}")
         if cx.args.sweep:  # (BLOCK_H, warps, rows) → one-graph µs, GB/s of each checked candidate
             extra["copy_sweep_us_graph"] = _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v,
                                                        p_bytes + u_bytes)

@@ -405,13 +405,17 @@ def test_permute_masked_truncates_at_max_m(device, monkeypatch, block):
         assert torch.equal(flat[want[t, j]], x[t])
 
 
+@pytest.mark.parametrize("rank_segments", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_permute_many_blocks_scan(device, monkeypatch, masked):
-    """Small route blocks and scan chunks so the per-expert prefix scan runs over several (partial) chunks."""
+def test_permute_many_blocks_scan(device, monkeypatch, masked, rank_segments):
+    """Small route blocks and scan chunks so the per-expert prefix scan runs over several (partial) chunks; segment
+    starts and seg (masked_m, or the padded end that sizes the graph_safe=False result) from the rank kernel
+    (rank_segments) or from the separate segments kernel."""
     import tritonseek.kernels.moe_routing as MR
 
     monkeypatch.setattr(MR, "_ROUTE_BLOCK", 16)
     monkeypatch.setattr(MR, "_SCAN_CHUNK", 4)
+    monkeypatch.setattr(MR, "RANK_SEGMENTS", rank_segments)
     g = torch.Generator().manual_seed(11)
     T, k, E = 45, 3, 5
     ids = _routing("random", T, k, E, g).to(device)
@@ -429,6 +433,34 @@ def test_permute_many_blocks_scan(device, monkeypatch, masked):
         v = ref[2] >= 0
         assert torch.equal(out[2].cpu(), ref[2]) and torch.equal(out[3].cpu(), ref[3])
         assert torch.equal(out[1].cpu()[v], ref[1][v])
+
+
+def compile_route_rank_sm90(masked: bool):
+    """The route rank kernel as moe_permute launches it at T=4096, k=8, E=256 (segment starts from the totals,
+    RANK_SEGMENTS), compiled for sm_90a (no GPU)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import tritonseek.kernels.moe_routing as MR
+
+    sig = {k: "*i32" for k in ("ids_ptr", "offsets_ptr", "start_ptr", "seg_ptr", "row_map_ptr", "m_indices_ptr",
+                               "src_ptr")}
+    sig.update(n_entries="i32", E="i32", max_m="i32", block_m="i32")
+    consts = dict(E_BINS=256, BLOCK=MR._ROUTE_BLOCK, TOP_K=8, MASKED=masked, SINGLE=False, SEGMENTS=True, PDL=True)
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(MR._route_rank_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4))
+
+
+def test_route_rank_compiles_for_sm90():
+    """The GPU compiler accepts the rank kernel with the segment starts gathered in registers (tl.gather), both
+    layouts; ptxas: no spills."""
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
+
+    for masked in (False, True):
+        rep = ptxas_report(ptx_in_fresh_process(__name__, "compile_route_rank_sm90", masked))
+        assert max(spill_store_bytes(rep)) == 0, rep
 
 
 def test_permute_T1_and_rejects(device):
@@ -506,12 +538,12 @@ def test_permute_unpermute_gpu(device, fp8):
     assert torch.equal(out[0][v].view(torch.uint8), ref[0][v].view(torch.uint8))
     if fp8:
         assert torch.equal(out[1][v], ref[1][v])
-    rows_default, pdl_default = MR.COPY_ROWS, MR.PDL_CHAIN
-    try:  # 4 tokens per row-copy program, and plain launches instead of the PDL chain: the same rows
-        MR.COPY_ROWS, MR.PDL_CHAIN = {1: 4, 2: 4}, not pdl_default
+    rows_default, pdl_default, seg_default = MR.COPY_ROWS, MR.PDL_CHAIN, MR.RANK_SEGMENTS
+    try:  # 4 tokens per row-copy program, plain launches instead of the PDL chain, the other segments path
+        MR.COPY_ROWS, MR.PDL_CHAIN, MR.RANK_SEGMENTS = {1: 4, 2: 4}, not pdl_default, not seg_default
         out4 = moe_permute(x, ids, E, bm, scale)
     finally:
-        MR.COPY_ROWS, MR.PDL_CHAIN = rows_default, pdl_default
+        MR.COPY_ROWS, MR.PDL_CHAIN, MR.RANK_SEGMENTS = rows_default, pdl_default, seg_default
     assert torch.equal(out4[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)) and torch.equal(out4[3], ref[3])
     if fp8:
         assert torch.equal(out4[1][v], ref[1][v])

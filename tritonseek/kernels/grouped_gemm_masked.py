@@ -6,7 +6,7 @@ for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 prom
 layout. One program per (group slot, n-tile, m-tile); with ``max_active_groups`` only that many group
 slots are launched and slot s serves the non-empty groups number s, s + slots, … (found by a prefix count
 over masked_m on the device), so a bound that is too small costs a second pass, never a skipped group
-(the loop costs registers: 178 / 148 instead of 63 / 80 for the two kernels at the decode config, ptxas
+(the loop costs registers: 183 / 144 instead of 63 / 80 for the two kernels at the decode config, ptxas
 sm_90a, occupancy unchanged at the 2 CTAs per SM that 6 pipeline stages of shared memory allow; a first
 version that recomputed the prefix count inside the loop ran 1–3% slower than the straight-line kernel on
 the H200, V3 decode shapes, same run). SWAP_AB
@@ -53,11 +53,19 @@ def _tile_coords(tile, M_max, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 @triton.jit
 def _nonempty_groups(masked_m_ptr, E, E_PAD: tl.constexpr):
     # COMPACT slot → group map, from a prefix count over masked_m[0:E]: the q-th non-empty group (q from 0) is
-    # the g with nz[g] and csum[g] == q + 1. Returns (ev, nz, csum, number of non-empty groups).
+    # the g with cnt[g] > 0 and csum[g] == q + 1. Returns (ev, cnt = masked_m, csum, number of non-empty groups).
     ev = tl.arange(0, E_PAD)
-    nz = (tl.load(masked_m_ptr + ev, mask=ev < E, other=0) > 0).to(tl.int32)
-    csum = tl.cumsum(nz, axis=0)
-    return ev, nz, csum, tl.sum(nz, axis=0)
+    cnt = tl.load(masked_m_ptr + ev, mask=ev < E, other=0)
+    csum = tl.cumsum((cnt > 0).to(tl.int32), axis=0)
+    return ev, cnt, csum, tl.max(csum, axis=0)
+
+
+@triton.jit
+def _compact_group(q, ev, cnt, csum, E_PAD: tl.constexpr):
+    # the q-th non-empty group (COMPACT) and its row count, both taken from the masked_m vector already in
+    # registers (a load of masked_m[g] would wait for g before the first weight TMA could be issued)
+    sel = (cnt > 0) & (csum == q + 1)
+    return tl.min(tl.where(sel, ev, E_PAD), axis=0), tl.max(tl.where(sel, cnt, 0), axis=0)
 
 
 @triton.jit
@@ -80,8 +88,8 @@ def _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E,
     # slots (slot s takes s, s + slots, …). Only m-tile 0 prefetches (the other m-tiles read the same weights).
     if PF_MODE == 1:
         if COMPACT:
-            ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
-            g = tl.min(tl.where((nz > 0) & (csum == slot + 1), ev, E_PAD), axis=0)
+            ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+            g, _ = _compact_group(slot, ev, cnt, csum, E_PAD)
             ok = slot < nnz
         else:
             g = slot
@@ -93,12 +101,12 @@ def _prefetch_plan(masked_m_ptr, slot, n_slots, off_m, pf_group, E,
 
 @triton.jit
 def _masked_tile(
-    g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N, num_k_blocks,
+    g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
-    # one [BLOCK_M, BLOCK_N] output tile of group g (nothing when off_m ≥ masked_m[g])
-    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
+    # one [BLOCK_M, BLOCK_N] output tile of group g with mm = masked_m[g] rows (nothing when off_m ≥ mm)
+    mm = tl.minimum(mm, M_max)
     if off_m < mm:
         g64 = g.to(tl.int64)
         rm = off_m + tl.arange(0, BLOCK_M)
@@ -158,16 +166,16 @@ def _grouped_fp8_masked_kernel(
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if COMPACT:
-        ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)  # one prefix count for every pass
+        ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)  # one prefix count for every pass
         for q in range(slot, nnz, n_slots):
-            g = tl.min(tl.where((nz > 0) & (csum == q + 1), ev, E_PAD), axis=0)
-            _masked_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N,
+            g, mm = _compact_group(q, ev, cnt, csum, E_PAD)
+            _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
                          num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                          stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
     else:
-        _masked_tile(slot, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, M_max, N,
-                     num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                     stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+        _masked_tile(slot, tl.load(masked_m_ptr + slot), off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr,
+                     out_ptr, M_max, N, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
+                     stride_bsk, stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
 
 
 @triton.jit
@@ -187,15 +195,15 @@ def _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, u
 
 @triton.jit
 def _masked_silu_quant_tile(
-    g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks,
+    g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
     EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
 ):
     # one [BLOCK_M, 128] tile of h = silu(gate)·up of group g, quantized (nothing when off_m ≥ masked_m[g]);
-    # see _grouped_fp8_masked_silu_quant_kernel
-    mm = tl.minimum(tl.load(masked_m_ptr + g), M_max)
+    # see _grouped_fp8_masked_silu_quant_kernel; mm = masked_m[g]
+    mm = tl.minimum(mm, M_max)
     if off_m < mm:
         g64 = g.to(tl.int64)
         rm = off_m + tl.arange(0, BLOCK_M)
@@ -256,18 +264,18 @@ def _grouped_fp8_masked_silu_quant_kernel(
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if COMPACT:
-        ev, nz, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+        ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
         for q in range(slot, nnz, n_slots):
-            g = tl.min(tl.where((nz > 0) & (csum == q + 1), ev, E_PAD), axis=0)
-            _masked_silu_quant_tile(g, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
+            g, mm = _compact_group(q, ev, cnt, csum, E_PAD)
+            _masked_silu_quant_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, q_ptr,
                                     s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                     stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
                                     fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
     else:
-        _masked_silu_quant_tile(slot, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, q_ptr,
-                                s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
-                                stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
+        _masked_silu_quant_tile(slot, tl.load(masked_m_ptr + slot), off_m, off_n, a_desc, b_desc, a_scale_ptr,
+                                b_scale_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask,
+                                stride_bse, stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm,
+                                stride_sg, eps, fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
 
 
 # ----------------------------------------------------------------------------------------------

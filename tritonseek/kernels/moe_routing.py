@@ -29,6 +29,9 @@ FUSED_SCALE_COPY = True
 # The multi-kernel permute (route count → scan → segments → rank → row copy) as programmatic dependent launches
 # on sm_90+ (each kernel waits for the one before at entry; A/B in bench_moe_routing).
 PDL_CHAIN = True
+# Segment starts / seg computed by the rank kernel from the scan's totals (True) or by a one-program segments
+# kernel between the scan and the rank kernel (False; one dependent launch more). A/B in bench_moe_routing.
+RANK_SEGMENTS = True
 # Tokens per row-copy program (each program loads ROWS rows of BLOCK_H columns before its k·ROWS stores).
 COPY_ROWS = {1: 1, 2: 1}  # by element size in bytes (fp8, bf16)
 
@@ -115,17 +118,38 @@ def _route_segments_kernel(
 
 
 @triton.jit
+def _segment_starts(totals_ptr, seg_ptr, E, block_m, max_m, write, E_BINS: tl.constexpr, MASKED: tl.constexpr):
+    # from the per-expert totals: each expert's first row (contiguous: exclusive cumsum of the counts padded to
+    # block_m; masked: e·max_m) as an [E_BINS] vector; when ``write``, seg is stored as _route_segments_kernel does
+    ev = tl.arange(0, E_BINS)
+    total = tl.load(totals_ptr + ev)
+    if MASKED:
+        start = ev * max_m
+        seg = tl.minimum(total, max_m)
+    else:
+        padded = tl.where(ev < E, (total + block_m - 1) // block_m * block_m, 0)
+        seg = tl.cumsum(padded, axis=0)
+        start = seg - padded
+    if write:
+        tl.store(seg_ptr + ev, seg)
+    return start
+
+
+@triton.jit
 def _route_rank_kernel(
-    ids_ptr, offsets_ptr, start_ptr, seg_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m,
+    ids_ptr, offsets_ptr, start_ptr, seg_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m, block_m,
     E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, MASKED: tl.constexpr, SINGLE: tl.constexpr,
-    PDL: tl.constexpr = False,
+    SEGMENTS: tl.constexpr = False, PDL: tl.constexpr = False,
 ):
     _pdl_entry(PDL)
-    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; start: [E_BINS]
+    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; start: [E_BINS] (from _route_segments_kernel)
     # row_map: [T*k] int32 out; m_indices: [M_bound] int32 (pre-filled −1; contiguous layout only)
     # src: [M_bound] int32 out: source token of each written destination row
     # SINGLE (masked layout, one block holds every entry — decode): no cross-block offsets, expert e's slab
     #   starts at e*max_m, and this program writes seg[e] = min(count_e, max_m) from its own histogram.
+    # SEGMENTS: start_ptr holds the per-expert totals instead; every program derives the segment starts from
+    #   them (_segment_starts: 1 KiB read, one cumsum) and program 0 writes seg — no segments kernel between the
+    #   scan and this one (one dependent launch fewer in the chain)
     b = tl.program_id(0)
     i = tl.arange(0, BLOCK)
     offs = b * BLOCK + i
@@ -144,6 +168,9 @@ def _route_rank_kernel(
         ok = ok & (rank < max_m)
     if SINGLE:
         row = tl.where(ok, ids, 0) * max_m + rank
+    elif SEGMENTS:
+        start = _segment_starts(start_ptr, seg_ptr, E, block_m, max_m, b == 0, E_BINS, MASKED)
+        row = tl.gather(start, tl.where(ok, ids, 0), 0) + rank
     else:
         row = tl.load(start_ptr + tl.where(ok, ids, 0), mask=ok, other=0) + rank
     tl.store(row_map_ptr + offs, tl.where(ok, row, -1), mask=inb)
@@ -325,7 +352,7 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
         seg.zero_()
         return row_map, seg, m_indices, src
     if masked and nb == 1:  # decode: one launch does the whole routing
-        _route_rank_kernel[(1,)](ids, ids, ids, seg, row_map, ids, src, n, num_experts, max_m, E_BINS=e_bins,
+        _route_rank_kernel[(1,)](ids, ids, ids, seg, row_map, ids, src, n, num_experts, max_m, block_m, E_BINS=e_bins,
                                  BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=True, SINGLE=True, num_warps=4)
         return row_map, seg, m_indices, src
     _route_count_kernel[(nb,)](ids, counts, n, num_experts, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, PDL=pdl, num_warps=4,
@@ -334,11 +361,13 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     _route_scan_kernel[(e_bins // be,)](counts, offsets, totals, nb, E_BINS=e_bins, BE=be,
                                         CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), PDL=pdl, num_warps=4,
                                         launch_pdl=pdl)
-    _route_segments_kernel[(1,)](totals, start, seg, num_experts, block_m, max_m, E_BINS=e_bins, MASKED=masked,
-                                 PDL=pdl, num_warps=4, launch_pdl=pdl)
-    _route_rank_kernel[(nb,)](ids, offsets, start, seg, row_map, m_indices if m_indices is not None else ids, src, n,
-                              num_experts, max_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=masked,
-                              SINGLE=False, PDL=pdl, num_warps=4, launch_pdl=pdl)
+    if not RANK_SEGMENTS:
+        _route_segments_kernel[(1,)](totals, start, seg, num_experts, block_m, max_m, E_BINS=e_bins, MASKED=masked,
+                                     PDL=pdl, num_warps=4, launch_pdl=pdl)
+    _route_rank_kernel[(nb,)](ids, offsets, totals if RANK_SEGMENTS else start, seg, row_map,
+                              m_indices if m_indices is not None else ids, src, n, num_experts, max_m, block_m,
+                              E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=masked, SINGLE=False,
+                              SEGMENTS=RANK_SEGMENTS, PDL=pdl, num_warps=4, launch_pdl=pdl)
     return row_map, seg, m_indices, src
 
 

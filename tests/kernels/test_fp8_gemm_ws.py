@@ -76,17 +76,18 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
 
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2", [
-    (128, torch.bfloat16, True, False, False),  # cooperative, one product set
-    (64, torch.float32, False, False, True),
-    (128, torch.bfloat16, True, True, True),  # the default (split + unrolled)
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,pipe", [
+    (128, torch.bfloat16, True, False, False, False),  # cooperative, one product set
+    (64, torch.float32, False, False, True, False),
+    (128, torch.bfloat16, True, True, True, False),  # split + unrolled
+    (128, torch.bfloat16, True, True, True, True),  # split + two wgmmas in flight (PIPE)
 ])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2)
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, pipe):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2, PIPE=pipe)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
-    # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2: block 0,
-    # two in the loop, the odd tail), per consumer partition (SPLIT: two)
-    sites = (4 if unroll2 else 2) * (2 if split else 1)
+    # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2 / PIPE: block 0,
+    # two in the loop, the tail), per consumer partition (SPLIT: two)
+    sites = (4 if unroll2 or pipe else 2) * (2 if split else 1)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
     if split:  # each warpgroup synchronizes only itself (its own named barrier, 128 threads)
         assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
@@ -157,6 +158,8 @@ def test_ws_rejects_bad_layouts():
     for bad in (dict(WGS=4), dict(WGS=3, NUM_STAGES=5), dict(WGS=3, SPLIT=False)):
         with pytest.raises(ValueError, match="WGS must be None, 2, or 3"):
             W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
+    with pytest.raises(ValueError, match="PIPE with WGS 3 needs BLOCK_N 64"):  # two n128 product sets: no registers
+        W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(WGS=3, PIPE=True))
 
 
 def test_fp8_gemm_nt_gluon_entries(device):
@@ -222,6 +225,8 @@ _GPU_CONFIGS = [
     dict(UNROLL2=True, SPLIT=False, NUM_STAGES=2, TMA_STORE=False),
     dict(WGS=3),  # 192-row tiles, three consumer warpgroups
     dict(WGS=3, TMA_STORE=False),
+    dict(WGS=2, PIPE=True),  # two wgmmas in flight per warpgroup
+    dict(WGS=3, BLOCK_N=64, PIPE=True, TMA_STORE=False),
 ]
 
 
@@ -243,7 +248,7 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=True), dict(WGS=3, BLOCK_N=64, PIPE=True)])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
@@ -254,6 +259,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=True)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

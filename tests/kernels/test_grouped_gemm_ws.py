@@ -177,7 +177,7 @@ def _check_contiguous(segs, N, K, device, seed, config=None, out_dtype=torch.bfl
 
 # the shipped default (split warpgroups + unrolled K loop) and the cooperative one-stream consumer: every
 # new config × out dtype costs a few seconds of compile on the H200, so the other options get fixed cases below
-_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False)]
+_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False), dict(PIPE=True)]
 _SEG = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 300])  # 0, 1, block_m−1, block_m, block_m+1 and halves
 
 
@@ -195,6 +195,7 @@ def test_contiguous_ws_matches_reference_gpu(device, segs, N, K, config, seed):
     (None, torch.float32),  # fp32 TMA-store epilogue
     (dict(BLOCK_N=64, TMA_STORE=False), torch.bfloat16),  # 64-wide N tiles, masked-store epilogue
     (dict(SPLIT=False, UNROLL2=True, NUM_STAGES=3, GROUP_M=1), torch.bfloat16),
+    (dict(PIPE=True, BLOCK_N=64), torch.float32),  # two wgmmas in flight per warpgroup
 ])
 def test_contiguous_ws_other_configs_gpu(device, config, out_dtype):
     for segs, N, K in [([0, 1, 127, 128, 129], 200, 1152), ([64, 65, 0, 300], 576, 256), ([5], 128, 128)]:

@@ -75,14 +75,40 @@ def test_mla_absorb_q_rotates_q_pe_as_rope_cache(device, monkeypatch, T, H, rope
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=dict(BLOCK_D=32))
 
 
-@pytest.mark.parametrize("config", [dict(BLOCK_D=16), dict(BLOCK_D=64, PDL=False), dict(BLOCK_D=128)])
+@pytest.mark.parametrize("config", [dict(BLOCK_C=64, TILES=1, STAGES=1), dict(BLOCK_C=32, TILES=2, STAGES=2),
+                                    dict(BLOCK_C=16, TILES=4, STAGES=3, num_warps=2), dict(BLOCK_C=128, TILES=8)])
+def test_mla_absorb_q_configs(device, monkeypatch, config):
+    """Every column tiling (BLOCK_C columns per tile, TILES tiles per program streamed STAGES deep, warps) gives the
+    reference's product and the same rotated q_pe, over one and two token tiles (T 9, 70); bad configs raise."""
+    from tritonseek.kernels.reference.rope import cos_sin_cache_ref
+
+    poison_outputs(monkeypatch, MA)
+    g = torch.Generator().manual_seed(7)
+    H, nope, kv_lora, rope = 2, 32, 64, 16
+    cs = cos_sin_cache_ref(1.0 / (10000 ** (torch.arange(0, rope, 2, dtype=torch.float32) / rope)), 300).to(device)
+    w_uk = _t(H, nope, kv_lora, g=g, device=device, scale=0.1)
+    for T in (9, 70):
+        q = _t(T, H, nope + rope, g=g, device=device)
+        pos = torch.randint(0, 300, (T,), generator=g).to(device)
+        out = mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs, config=config)
+        base = mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs)
+        assert torch.equal(out[..., kv_lora:].cpu(), base[..., kv_lora:].cpu())
+        _close(out[..., :kv_lora], mla_absorb_q_ref(q[..., :nope], w_uk, q[..., nope:])[..., :kv_lora])
+    for bad in (dict(TILES=3), dict(STAGES=0), dict(STAGES=9), dict(BLOCK_C=512), dict(BLOCK_C=24), dict(num_warps=3),
+                dict(TILES=True), dict(BLOCK_D=32)):
+        with pytest.raises(ValueError, match="config"):
+            mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=bad)
+
+
+@pytest.mark.parametrize("config", [dict(BLOCK_D=16), dict(BLOCK_D=64, PDL=False), dict(BLOCK_D=128),
+                                    dict(BLOCK_D=32, BLOCK_C=128, STAGES=2), dict(BLOCK_C=32, STAGES=1, num_warps=8)])
 def test_mla_absorb_o_configs(device, monkeypatch, config):
     """Every BLOCK_D (value rows per program) gives the reference's result; bad configs name themselves."""
     poison_outputs(monkeypatch, MA)
     g = torch.Generator().manual_seed(5)
     o_lat, w_uv = _t(5, 2, 128, g=g, device=device), _t(2, 64, 128, g=g, device=device, scale=0.1)
     _close(mla_absorb_o(o_lat, w_uv, config=config), mla_absorb_o_ref(o_lat, w_uv))
-    for bad in (dict(BLOCK_D=24), dict(PDL=1), dict(BLOCK_T=16)):
+    for bad in (dict(BLOCK_D=24), dict(PDL=1), dict(BLOCK_T=16), dict(TILES=2), dict(BLOCK_C=8), dict(STAGES=0)):
         with pytest.raises(ValueError, match="config"):
             mla_absorb_o(o_lat, w_uv, config=bad)
 
@@ -110,12 +136,13 @@ def test_mla_absorb_o_fp8_equals_quant_of_absorb_o(device, monkeypatch, T, H, v_
     g = torch.Generator().manual_seed(seed)
     o_lat = _t(T, H, kv_lora, g=g, device=device, scale=3.0)
     w_uv = _t(H, v_dim, kv_lora, g=g, device=device, scale=0.1)
-    q, s = mla_absorb_o_fp8(o_lat, w_uv)
-    o = mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=128))
-    q_ref, s_ref = per_token_group_quant_fp8(o.reshape(T, H * v_dim), 128)
-    assert q.shape == (T, H * v_dim) and q.dtype == torch.float8_e4m3fn and s.stride() == s_ref.stride()
-    assert torch.equal(q.view(torch.uint8).cpu(), q_ref.view(torch.uint8).cpu())
-    assert torch.equal(s.cpu(), s_ref.cpu())
+    for cfg in (None, dict(BLOCK_C=16, STAGES=2)):
+        q, s = mla_absorb_o_fp8(o_lat, w_uv, config=cfg)
+        o = mla_absorb_o(o_lat, w_uv, config=dict(cfg or {}, BLOCK_D=128))
+        q_ref, s_ref = per_token_group_quant_fp8(o.reshape(T, H * v_dim), 128)
+        assert q.shape == (T, H * v_dim) and q.dtype == torch.float8_e4m3fn and s.stride() == s_ref.stride()
+        assert torch.equal(q.view(torch.uint8).cpu(), q_ref.view(torch.uint8).cpu())
+        assert torch.equal(s.cpu(), s_ref.cpu())
     with pytest.raises(ValueError, match="multiple of 128"):
         mla_absorb_o_fp8(o_lat, w_uv[:, :64].contiguous())
     with pytest.raises(ValueError, match="config"):
@@ -241,10 +268,10 @@ def compile_decode_kernels_sm90():
         stride_cp=i32, eps="fp32"), dict(BLOCK_Q=2048, GROUP=128, KV_LORA=512, ROPE=64, BLOCK_C=512, PAGE_SIZE=64,
         WRITE_CACHE=True, EXACT_BF16=False, EXACT_ROUND=False, FAST_DIV=True, PDL_TRIGGER=True), num_warps=8)]
     ptx.append(comp(MA._mla_absorb_q_kernel, dict(
-        q_nope_ptr=bf, w_desc="tensordesc<bf16[128, 64]>", q_pe_ptr=bf, out_ptr=bf, pos_ptr="*i64", cs_ptr="*fp32",
-        T=i32, stride_qt=i32, stride_qh=i32, stride_pt=i32, stride_ph=i32, stride_ot=i32, stride_oh=i32),
+        q_nope_ptr=bf, w_desc="tensordesc<bf16[128, 64]>", w_ptr=bf, q_pe_ptr=bf, out_ptr=bf, pos_ptr="*i64",
+        cs_ptr="*fp32", T=i32, stride_qt=i32, stride_qh=i32, stride_pt=i32, stride_ph=i32, stride_ot=i32, stride_oh=i32),
         dict(NOPE=128, KV_LORA=512, ROPE=64, BLOCK_T=16, BLOCK_C=64, DOT_FP32=False, ROTATE=True, EXACT_BF16=False,
-             PDL=True), num_warps=4))
+             PDL=True, TILES=4, STAGES=4), num_warps=4))
     for bd, quant in ((32, False), (128, True)):
         ptx.append(comp(MA._mla_absorb_o_kernel, dict(
             o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 64]>", w_ptr=bf, out_ptr="*fp8e4nv" if quant else bf,

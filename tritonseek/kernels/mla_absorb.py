@@ -35,35 +35,36 @@ from tritonseek.kernels.rope_cache import _rotate
 _FLOAT = (torch.bfloat16, torch.float16)
 
 
-def _absorb_config(t: int) -> tuple[int, int]:
-    """(BLOCK_T, num_warps): token tile ≥ 16 (tensor-core minimum), more warps for bigger tiles."""
-    block_t = 16 if t <= 16 else (32 if t <= 32 else 64)
-    return block_t, 4
+def _absorb_block_t(t: int) -> int:
+    """BLOCK_T: the token tile, ≥ 16 (tensor-core minimum), up to 64."""
+    return 16 if t <= 16 else (32 if t <= 32 else 64)
 
 
 @triton.jit
 def _mla_absorb_q_kernel(
-    q_nope_ptr, w_desc, q_pe_ptr, out_ptr, pos_ptr, cs_ptr, T,
+    q_nope_ptr, w_desc, w_ptr, q_pe_ptr, out_ptr, pos_ptr, cs_ptr, T,
     stride_qt, stride_qh, stride_pt, stride_ph, stride_ot, stride_oh,
     NOPE: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
     ROTATE: tl.constexpr = False, EXACT_BF16: tl.constexpr = False, PDL: tl.constexpr = False,
+    TILES: tl.constexpr = 1, STAGES: tl.constexpr = 1,
 ):
     # q_nope: [T, H, NOPE] (strides stride_qt, stride_qh, 1)   w_desc: TMA over W_UK as [H·NOPE, KV_LORA], box [NOPE, BLOCK_C]
     # q_pe:   [T, H, ROPE] (stride_pt, stride_ph, 1)           out: [T, H, KV_LORA + ROPE] (stride_ot, stride_oh, 1)
-    # grid (H, KV_LORA // BLOCK_C): program (h, j) writes out[:, h, j·BLOCK_C : (j+1)·BLOCK_C]; j = 0 also copies q_pe
-    # ROTATE: q_pe is rotated on the way (interleaved RoPE, cos/sin = cs[positions[t]] as rope_cache), rounded
-    # to q_pe's dtype first, so out equals copying mla_rope_cache's q_pe. PDL: launched as a programmatic
-    # dependent, the weight tile is requested before waiting for the previous kernel (q_b_proj's GEMM)
+    # grid (H, KV_LORA // (TILES·BLOCK_C)): program (h, j) writes out[:, h, j·TILES·BLOCK_C : (j+1)·TILES·BLOCK_C],
+    # streaming its TILES column tiles of W_UK[h] through a STAGES-deep pipeline (per token tile of BLOCK_T rows);
+    # j = 0 also copies q_pe. ROTATE: q_pe is rotated on the way (interleaved RoPE, cos/sin = cs[positions[t]] as
+    # rope_cache), rounded to q_pe's dtype first, so out equals copying mla_rope_cache's q_pe. PDL: launched as a
+    # programmatic dependent, the program's weight lines (w_ptr: W_UK itself) are prefetched into L2 before waiting
+    # for the previous kernel (q_b_proj's GEMM)
     h = tl.program_id(0)
     j = tl.program_id(1)
     rd = tl.arange(0, NOPE)
-    rc = j * BLOCK_C + tl.arange(0, BLOCK_C)
-    w = w_desc.load([h * NOPE, j * BLOCK_C])  # [NOPE, BLOCK_C]
     if PDL:
+        SPAN: tl.constexpr = TILES * BLOCK_C
+        lines = j * SPAN + tl.arange(0, (SPAN + 63) // 64)[None, :] * 64  # 64 bf16/fp16 per 128-byte line
+        _prefetch_l2(w_ptr + (h * NOPE + rd[:, None]).to(tl.int64) * KV_LORA + lines)
         tl.extra.cuda.gdc_wait()
-    if DOT_FP32:
-        w = w.to(tl.float32)
     rp = tl.arange(0, ROPE)
     for t0 in range(0, T, BLOCK_T):
         rt = t0 + tl.arange(0, BLOCK_T)
@@ -72,9 +73,15 @@ def _mla_absorb_q_kernel(
                     mask=tmask[:, None], other=0.0)
         if DOT_FP32:
             q = q.to(tl.float32)
-        acc = tl.dot(q, w)  # [BLOCK_T, BLOCK_C] fp32
         o_rows = out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh
-        tl.store(o_rows + rc[None, :], acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
+        for i in tl.range(0, TILES, num_stages=STAGES):  # the weight tiles stay in flight
+            c0 = (j * TILES + i) * BLOCK_C
+            w = w_desc.load([h * NOPE, c0])  # [NOPE, BLOCK_C]
+            if DOT_FP32:
+                w = w.to(tl.float32)
+            acc = tl.dot(q, w)  # [BLOCK_T, BLOCK_C] fp32
+            tl.store(o_rows + c0 + tl.arange(0, BLOCK_C)[None, :], acc.to(out_ptr.dtype.element_ty),
+                     mask=tmask[:, None])
         if j == 0:
             pe = tl.load(q_pe_ptr + rt[:, None].to(tl.int64) * stride_pt + h * stride_ph + rp[None, :],
                          mask=tmask[:, None], other=0.0)
@@ -166,17 +173,28 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
     return True
 
 
-def _pdl_option(config, keys, default: bool = True) -> bool:
-    """config's PDL (else ``default``) after checking its keys: PDL a bool, BLOCK_D a power of two ≥ 16."""
+_Q_DEFAULTS = dict(PDL=False, BLOCK_C=64, TILES=1, STAGES=1, num_warps=4)
+_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=64, STAGES=4, num_warps=4)
+_POW2_16 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 16 and not v & (v - 1)  # noqa: E731
+_OPTION_CHECKS = {
+    "PDL": lambda v: isinstance(v, bool),
+    "BLOCK_D": _POW2_16, "BLOCK_C": lambda v: _POW2_16(v) and v <= 256,
+    "TILES": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1),
+    "STAGES": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
+    "num_warps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v in (1, 2, 4, 8, 16),
+}
+
+
+def _options(config, defaults: dict) -> dict:
+    """defaults updated by config after checking it: keys among ``defaults``; PDL a bool; BLOCK_D / BLOCK_C powers
+    of two ≥ 16 (BLOCK_C ≤ 256: a TMA box dimension); TILES a power of two; STAGES 1..8; num_warps 1..16."""
     if config is None:
-        return default
-    if not isinstance(config, dict) or any(k not in keys for k in config):
-        raise ValueError(f"config must be a dict with keys among {keys}, got {config!r}")
-    bd = config.get("BLOCK_D", 16)
-    if not isinstance(config.get("PDL", True), bool) or not isinstance(bd, int) or isinstance(bd, bool) \
-            or bd < 16 or bd & (bd - 1):
-        raise ValueError(f"config: PDL must be a bool and BLOCK_D a power of two >= 16, got {config!r}")
-    return config.get("PDL", default)
+        return dict(defaults)
+    if not isinstance(config, dict) or any(k not in defaults or not _OPTION_CHECKS[k](v) for k, v in config.items()):
+        raise ValueError(f"config must be a dict with keys among {tuple(defaults)} (PDL a bool, BLOCK_D / BLOCK_C "
+                         f"powers of two >= 16, BLOCK_C <= 256, TILES a power of two, STAGES 1..8, num_warps 1..16), "
+                         f"got {config!r}")
+    return {**defaults, **config}
 
 
 def mla_absorb_q(
@@ -225,7 +243,10 @@ def mla_absorb_q(
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
     rotate = _check_rope_args(positions, cos_sin_cache, T, rope, dev)
-    pdl = _pdl_option(config, ("PDL",), default=False) and _pdl_capable(dev)
+    opt = _options(config, _Q_DEFAULTS)
+    pdl = opt["PDL"] and _pdl_capable(dev)
+    block_c = min(opt["BLOCK_C"], kv_lora)
+    tiles = min(opt["TILES"], kv_lora // block_c)
     if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
         raise TypeError(f"out_dtype must be one of {_FLOAT + (torch.float32,)} or None, got {out_dtype!r}")
     if out is None:
@@ -239,16 +260,16 @@ def mla_absorb_q(
                              f"{tuple(out.shape)} strides {out.stride()}")
     if T == 0:
         return out
-    block_t, warps = _absorb_config(T)
-    block_c = min(64, kv_lora)  # 128-byte rows: one TMA box per swizzle span
+    block_t = _absorb_block_t(T)
     w_desc = TensorDescriptor(w_uk, [H * nope, kv_lora], [kv_lora, 1], [nope, block_c])
-    _mla_absorb_q_kernel[(H, kv_lora // block_c)](
-        q_nope, w_desc, q_pe, out, positions if rotate else q_pe, cos_sin_cache if rotate else q_pe, T,
+    _mla_absorb_q_kernel[(H, kv_lora // (block_c * tiles))](
+        q_nope, w_desc, w_uk, q_pe, out, positions if rotate else q_pe, cos_sin_cache if rotate else q_pe, T,
         q_nope.stride(0), q_nope.stride(1), q_pe.stride(0), q_pe.stride(1),
         out.stride(0), out.stride(1),
         NOPE=nope, KV_LORA=kv_lora, ROPE=rope, BLOCK_T=block_t, BLOCK_C=block_c,
         DOT_FP32=interpreter_active(), ROTATE=rotate,
-        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, num_warps=warps, launch_pdl=pdl,
+        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, TILES=tiles,
+        STAGES=opt["STAGES"], num_warps=opt["num_warps"], launch_pdl=pdl,
     )
     return out
 
@@ -293,17 +314,19 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
         if tuple(out.shape) != (T, H, v_dim) or out.stride(2) != 1:
             raise ValueError(f"out must be [{T}, {H}, {v_dim}] with a contiguous last dim, got "
                              f"{tuple(out.shape)} strides {out.stride()}")
-    pdl = _pdl_option(config, ("PDL", "BLOCK_D"), default=False) and _pdl_capable(dev)
-    return _launch_absorb_o(o_lat, w_uv, out, None, pdl, min((config or {}).get("BLOCK_D", 32), v_dim))
+    opt = _options(config, _O_DEFAULTS)
+    opt["PDL"] = opt["PDL"] and _pdl_capable(dev)
+    opt["BLOCK_D"] = min(opt["BLOCK_D"], v_dim)
+    return _launch_absorb_o(o_lat, w_uv, out, None, opt)
 
 
-def _launch_absorb_o(o_lat, w_uv, out, scale, pdl: bool, block_d: int):
+def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict):
     T, H, kv_lora = o_lat.shape
     v_dim = w_uv.shape[1]
     if T == 0:
         return out if scale is None else (out, scale)
-    block_t, warps = _absorb_config(T)
-    block_c = min(64, kv_lora)
+    block_t, block_d, pdl = _absorb_block_t(T), opt["BLOCK_D"], opt["PDL"]
+    block_c = min(opt["BLOCK_C"], kv_lora)
     w_desc = TensorDescriptor(w_uv, [H * v_dim, kv_lora], [kv_lora, 1], [block_d, block_c])
     quant = scale is not None
     interp = interpreter_active()
@@ -315,7 +338,7 @@ def _launch_absorb_o(o_lat, w_uv, out, scale, pdl: bool, block_d: int):
         scale.stride(0) if quant else 0, scale.stride(1) if quant else 0, AMAX_EPS, FP8_E4M3_MAX,
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
         DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp,
-        num_warps=warps, num_stages=4, launch_pdl=pdl,
+        num_warps=opt["num_warps"], num_stages=opt["STAGES"], launch_pdl=pdl,
     )
     return out if scale is None else (out, scale)
 
@@ -338,7 +361,8 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     v_dim = w_uv.shape[1]
     if v_dim % 128:
         raise ValueError(f"mla_absorb_o_fp8 needs v_head_dim a multiple of 128 (one quant group per program), got {v_dim}")
-    pdl = _pdl_option(config, ("PDL",), default=False) and _pdl_capable(o_lat.device)
+    opt = _options(config, {k: v for k, v in _O_DEFAULTS.items() if k != "BLOCK_D"})
+    opt.update(BLOCK_D=128, PDL=opt["PDL"] and _pdl_capable(o_lat.device))
     q = torch.empty((T, H * v_dim), dtype=torch.float8_e4m3fn, device=o_lat.device)
     s = torch.empty((H * v_dim // 128, T), dtype=torch.float32, device=o_lat.device).t()  # MN-major
-    return _launch_absorb_o(o_lat, w_uv, q, s, pdl, 128)
+    return _launch_absorb_o(o_lat, w_uv, q, s, opt)

@@ -158,15 +158,14 @@ def main() -> int:
     oc = json.loads(args.o_configs) if args.o_configs else O_CONFIGS
     rows = []
     for T in (int(t) for t in args.tokens.split(",")):
-        if "router" in only:
-            rows += probe_router(T, dev, env, [dict(RANK=False), dict(RANK=True)])
-        if "q" in only:
-            rows += probe_absorb_q(T, dev, env, qc)
-        if "o" in only:
-            rows += probe_absorb_o_fp8(T, dev, env, oc)
-    with open(args.out, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        for part, fn, cfgs in (("router", probe_router, [dict(RANK=False), dict(RANK=True)]),
+                               ("q", probe_absorb_q, qc), ("o", probe_absorb_o_fp8, oc)):
+            if part in only:
+                new = fn(T, dev, env, cfgs)
+                rows += new
+                with open(args.out, "a") as f:  # row by row: a run stopped by its time limit keeps what it measured
+                    for r in new:
+                        f.write(json.dumps(r) + "\n")
     print("\n%-14s %4s %-58s %9s %8s %s" % ("op", "T", "config", "us_graph", "GB/s", "extra"))
     for r in rows:
         c = r["case"]

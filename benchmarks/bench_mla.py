@@ -407,6 +407,49 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
           f"split {split_us:.1f} combine {comb_us:.1f} ({n_split} split seqs) ok {ok} cos {cd:.1e} lse {dl:.1e}", flush=True)
 
 
+# --------------------------------------------------------------------------------------- metadata
+METADATA_REPS = 20  # calls per CUDA graph for the amortised figure (the replay's own launch cost shared)
+
+
+def bench_metadata(env, rows, out_f):
+    """``get_mla_metadata`` alone at batch 128 for every decode case's lengths and rows class, on its default
+    Hopper config (packed at batch >= 64 for <= 64 rows, with the balanced fallback) and with SCHED=balanced:
+    one call per graph replay (``us``, as the suite's metadata_us) and METADATA_REPS calls per replay
+    (``us_amortized``: per call). Peer: the same balanced schedule as torch ops (reference.mla.mla_schedule_ref)
+    on the device, one call per replay."""
+    from tritonseek.kernels.reference.mla import mla_schedule_ref
+
+    hop = DEVICE == "cuda" and D._hopper_device(torch.device(DEVICE))
+    for s_k in DECODE_SK:
+        for h, s_q in ((16, 1), (16, 2), (32, 1), (64, 1), (128, 1)):
+            for varlen in (False, True):
+                lens = decode_lens(s_k, s_q, varlen)
+                cs = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+                base = D.default_config(s_q, h, BATCH, hopper=hop)
+                for sched in dict.fromkeys((base.get("SCHED", "balanced"), "balanced")):
+                    cfg = dict(base, SCHED=sched)
+                    md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+                    fn = lambda: D.get_mla_metadata(cs, s_q, h, config=cfg)  # noqa: E731
+                    us = graph_time_us(fn, 5.0)
+                    us_am = graph_replay_us([fn] * METADATA_REPS, 5.0)
+                    oh = cfg.get("OVERHEAD", D._FIXED_OVERHEAD_TILES)
+                    peer = lambda: mla_schedule_ref(cs, md.num_parts, cfg["BLOCK_N"], oh, 1)  # noqa: E731
+                    peer_us = graph_time_us(peer, 5.0)
+                    n_split = int((md.split[:, 1] > 1).sum().item())
+                    row = dict(suite="mla_metadata", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, varlen=varlen,
+                                                               sched=sched),
+                               us=round(us, 2), us_amortized=round(us_am, 2), tflops=None, gbps=None,
+                               peer="torch_schedule_ref_balanced", peer_us=round(peer_us, 2),
+                               ratio_vs_peer=round(peer_us / us, 3), num_parts=md.num_parts, split_seqs=n_split,
+                               config=cfg, **env)
+                    rows.append(row)
+                    out_f.write(json.dumps(row) + "\n")
+                    out_f.flush()
+                    print(f"metadata s_k {s_k} h {h} s_q {s_q} varlen {varlen} {sched}: {us:.2f} us per replay, "
+                          f"{us_am:.2f} us per call ({METADATA_REPS} per replay), torch balanced {peer_us:.1f} us, "
+                          f"{md.num_parts} parts, {n_split} split seqs", flush=True)
+
+
 # ---------------------------------------------------------------------------------------- prefill
 def make_prefill(tokens: int, seqs: int, heads: int = PREFILL_HEADS):
     lens = [tokens // seqs] * seqs
@@ -493,7 +536,7 @@ def bench_prefill(env, rows, out_f, winners, deadline):
 
 def _dry_mode() -> None:
     """Tiny CPU run of the whole script (interpreter): catches script bugs before spending GPU time."""
-    global DEVICE, BATCH, DECODE_SK, PREFILL_CASES, PREFILL_HEADS, graph_time_us, eager_time_us
+    global DEVICE, BATCH, DECODE_SK, PREFILL_CASES, PREFILL_HEADS, graph_time_us, eager_time_us, graph_replay_us
     DEVICE, BATCH, DECODE_SK, PREFILL_HEADS = "cpu", 2, (64,), 2
     PREFILL_CASES = [(128, 1), (128, 2)]
     for k in DECODE_CANDIDATES:
@@ -506,12 +549,13 @@ def _dry_mode() -> None:
         return (time.perf_counter() - t) * 1e6
 
     graph_time_us = eager_time_us = _once  # noqa: F811
+    graph_replay_us = lambda fns, *a, **kw: _once(lambda: [f() for f in fns]) / len(fns)  # noqa: E731, F811
     torch.cuda.get_device_name = lambda *a: "cpu-dry"
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--suite", default="all", choices=["all", "mla_decode", "mla_prefill"])
+    p.add_argument("--suite", default="all", choices=["all", "mla_decode", "mla_prefill", "none"])
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--out", default="mla_rows.jsonl")
     p.add_argument("--winners", default="mla_winners.json")
@@ -526,6 +570,7 @@ def main():
     p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
     p.add_argument("--gluon-extra", nargs="*", default=(), help='decode: extra Gluon variants, JSON overrides each')
     p.add_argument("--no-peer", action="store_true", help="decode: skip the torch peer")
+    p.add_argument("--metadata", action="store_true", help="get_mla_metadata timings (suite mla_metadata) first")
     args = p.parse_args()
     global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN, GLUON_EXTRA, NO_PEER
     NO_PEER = args.no_peer
@@ -562,6 +607,8 @@ def main():
                 precompile_suite(winners)
             with open(args.winners, "w") as f:
                 json.dump(winners, f, indent=1)
+            if args.metadata:
+                bench_metadata(env, rows, out_f)
             if do_pre and not args.sweep_only:
                 bench_prefill(env, rows, out_f, winners, t0 + 0.6 * args.budget_s)
             if do_dec and not args.sweep_only:
@@ -572,6 +619,8 @@ def main():
     print(f"\n{'case':44s} {'us_g':>8s} {'GB/s':>7s} {'TFLOP/s':>8s} {'peer_us':>8s} {'x peer':>6s} target  met ok")
     for r in rows:
         c = r["case"]
+        if r["suite"] == "mla_metadata":
+            continue
         if r["suite"] == "mla_decode":
             name = (f"dec s_k{c['s_k']} h{c['h_q']} s_q{c['s_q']}{' var' if c['varlen'] else ''}"
                     f"{' gluon' if r.get('kernel') == 'gluon_ws' else ''}"

@@ -131,6 +131,21 @@ def test_packed_kernel_equals_reference(device, lens, num_parts, seg, split, min
     assert torch.equal(md.split.cpu(), rsp)
 
 
+def test_packed_kernel_real_sizes(device):
+    """Real sizes through the interpreter (and on the GPU with the gpu device): batch 128 on the H200's 132
+    programs with the benchmark's lengths (0- and 1-length rows in varlen; FILL_TOL 3, the default: s_k 4096
+    fixed stays packed, varlen takes the balanced fallback; s_k 8192 varlen packed with FILL_TOL off), and lengths
+    near 2³¹ (int32 tile counts, walk quotients ≥ 2²¹): the kernel gives the reference's integers."""
+    cases = [(_bench_lens(4096, 1, False), 132, 3), (_bench_lens(4096, 1, True), 132, 3),
+             (_bench_lens(8192, 1, True), 132, -1), ([2**31 - 1, 0, 5, 70000, 2**31 - 64], 3, -1),
+             ([2**31 - 1, 2**30], 1, 3), ([2**31 - 1] * 4, 6, -1)]
+    for lens, parts, fill_tol in cases:
+        cs = torch.tensor(lens, dtype=torch.int32, device=device)
+        md = get_mla_metadata(cs, 1, 16, num_sm=132, config=_cfg(parts, 132, FILL_TOL=fill_tol))
+        rs, rsp = mla_schedule_packed_ref(cs.cpu(), parts, BN, 1, 2, 4, 1 << 20, fill_tol)
+        assert torch.equal(md.sched.cpu(), rs) and torch.equal(md.split.cpu(), rsp), (len(lens), parts)
+
+
 def test_packed_bad_knobs_raise():
     cs = torch.tensor([5, 70], dtype=torch.int32)
     with pytest.raises(ValueError, match="MIN_PIECE"):
@@ -245,3 +260,36 @@ def test_big_batch_default_on_hopper_only():
     cfg = default_config(1, 64, 128, hopper=True)  # 64 rows: two warpgroups, packed, no query prefetch
     assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA")) == ("packed", 3, None)
     assert "SCHED" not in default_config(1, 128, 128, hopper=True)
+
+
+def compile_schedule_sm90(packed: bool):
+    """The schedule kernel get_mla_metadata launches (packed: the length-aware one with its balanced fallback;
+    else the balanced one) at batch 128 and 132 programs, compiled for sm_90a."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import tritonseek.kernels.mla_decode_tiles as T
+
+    i = "i32"
+    sig = dict(lens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32")
+    consts = dict(BLOCK_N=64, BLOCK_B=128, BLOCK_P=128)
+    if packed:
+        sig.update(ws_ptr="*i32", end_ptr="*i64", batch=i, num_parts=i, seg_cost=i, split_cost=i, min_piece=i,
+                   min_fit=i, fill_tol=i, overhead=i, min_span=i, log_batch=i)
+        consts.update(BLOCK_C=64, UNROLL=16)
+        fn = T._mla_schedule_packed_kernel
+    else:
+        sig.update(end_ptr="*i64", batch=i, num_parts=i, overhead=i, min_span=i, log_batch=i)
+        fn = T._mla_schedule_kernel
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_schedule_kernels_compile_for_sm90(packed):
+    """The GPU compiler takes both schedule kernels (the interpreter accepts more): no spills (ptxas sm_90a)."""
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
+
+    ptx = ptx_in_fresh_process(__name__, "compile_schedule_sm90", packed)
+    assert spill_store_bytes(ptxas_report(ptx)) == [0]

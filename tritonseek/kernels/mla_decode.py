@@ -359,22 +359,25 @@ def get_mla_metadata(
     if cfg.get("SMALL"):  # mla_decode_small: the split kernel cuts each sequence itself (no schedule)
         num_parts = cfg["NUM_SPLITS"]
         sched = torch.empty(0, 4, dtype=torch.int32, device=dev)
-    elif dev.type == "cuda" or interpreter_active():
-        go = None
-        if batch > 0 and packed:
-            # the packed walk, or (FILL_TOL) go[0] = 1: the balanced kernel below writes the schedule instead
-            go = torch.empty(1, dtype=torch.int32, device=dev)
+    elif (dev.type == "cuda" or interpreter_active()) and batch > 0:
+        # one program, one launch; workspaces: the prefix sums of the balanced cut (end) and the packed
+        # walk's per-lane records (ws)
+        end = torch.empty(batch, dtype=torch.int64, device=dev)
+        block_b = min(128, max(16, triton.next_power_of_2(batch)))
+        if packed:
+            ws = torch.empty(2 * batch * _PACKED_CAPS + 3 * batch, dtype=torch.int32, device=dev)
             _mla_schedule_packed_kernel[(1,)](
-                cache_seqlens, sched, split, go, batch, num_parts, cfg["BLOCK_N"], *pk,
-                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))), BLOCK_C=64, num_warps=1,
+                cache_seqlens, sched, split, ws, end, batch, num_parts, *pk, overhead, min_span, batch.bit_length(),
+                BLOCK_N=cfg["BLOCK_N"], BLOCK_B=block_b, BLOCK_C=_PACKED_CAPS,
+                BLOCK_P=min(128, max(16, triton.next_power_of_2(num_parts + 1))), UNROLL=16, num_warps=4,
             )
-        if batch > 0 and (not packed or pk[-1] >= 0):
+        else:
             _mla_schedule_kernel[(1,)](
-                cache_seqlens, sched, split, batch, num_parts, cfg["BLOCK_N"], overhead, min_span,
-                sched if go is None else go,
-                BLOCK_B=min(128, max(16, triton.next_power_of_2(batch))),
-                BLOCK_P=min(32, max(16, triton.next_power_of_2(num_parts + 1))), HAS_GO=go is not None, num_warps=8,
+                cache_seqlens, sched, split, end, batch, num_parts, overhead, min_span, batch.bit_length(),
+                BLOCK_N=cfg["BLOCK_N"], BLOCK_B=block_b,
+                BLOCK_P=min(128, max(16, triton.next_power_of_2(num_parts + 1))), num_warps=4,
             )
+    elif dev.type == "cuda" or interpreter_active():
         if batch == 0:
             sched.zero_()
     elif packed:  # plain CPU tensors without the interpreter: the reference walk
@@ -397,6 +400,7 @@ def get_mla_metadata(
 # FILL_TOL (percent, < 0: off): use the balanced (even-cut) schedule instead when packing needs a cap more
 # than FILL_TOL % over that of a walk that fills every program (a varied batch).
 _PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20, FILL_TOL=-1)
+_PACKED_CAPS = 64  # candidate caps of the packed walk (reference num_candidates)
 
 
 def _packed_args(cfg: dict) -> tuple[int, int, int, int, int]:

@@ -6,8 +6,8 @@ Each function handles one tile of BLOCK_N cache rows for a tile of BLOCK_H query
 
 * ``_load_tile``: the tile's three column blocks (TMA descriptors or pointer gathers through the block table).
 * ``_tile_step``: s = q·kᵀ, online softmax (base 2), acc += p·v.
-* ``_mla_combine_kernel``: lse-weighted merge of a sequence's split partials; ``_mla_schedule_kernel``:
-  ``get_mla_metadata``'s split schedule on the device.
+* ``_mla_combine_kernel``: lse-weighted merge of a sequence's split partials; ``_mla_schedule_kernel`` /
+  ``_mla_schedule_packed_kernel``: ``get_mla_metadata``'s balanced / length-aware split schedule on the device.
 
 Under the Triton interpreter (DOT_FP32) operands are upcast to fp32: it cannot multiply bf16.
 """
@@ -170,197 +170,222 @@ def _mla_combine_kernel(
 
 
 @triton.jit
-def _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead):
-    # Sequences b0 + ob: (in range, tiles, cost = tiles + overhead or 0 for an empty one), int64.
-    ok = b0 + ob < batch
-    n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
-    nt = (n + block_n - 1) // block_n
-    return ok, nt, tl.where(nt > 0, nt + overhead, 0)
+def _tiles(lens_ptr, idx, ok, BLOCK_N: tl.constexpr):
+    # ⌈max(cache_seqlens[idx], 0) / BLOCK_N⌉ in int32 (0 where not ok; no int32 overflow near 2³¹ keys).
+    n = tl.maximum(tl.load(lens_ptr + idx, mask=ok, other=0), 0)
+    return n // BLOCK_N + (n % BLOCK_N != 0).to(tl.int32)
 
 
-@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "overhead", "min_span"])
-def _mla_schedule_kernel(
-    lens_ptr, sched_ptr, split_ptr, batch, num_parts, block_n, overhead, min_span, go_ptr,
-    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, HAS_GO: tl.constexpr = False,
-):
-    # One program: the whole schedule of get_mla_metadata (see reference.mla.mla_schedule_ref) in one
-    # launch instead of ~35 small torch kernels. lens [batch] int32; sched [num_parts, 4] int32;
-    # split [batch, 2] int32. Costs and prefix sums in int64. HAS_GO: write only when go_ptr[0] != 0
-    # (the packed schedule kernel's fallback flag, same step).
-    go = True
-    if HAS_GO:
-        go = tl.load(go_ptr) != 0
+@triton.jit
+def _upper_bound(arr_ptr, n, x, log_n):
+    # Per lane: #{i < n : arr[i] ≤ x} for a nondecreasing arr (searchsorted right), log_n = n.bit_length()
+    # halvings of [0, n].
+    lo = tl.zeros(x.shape, dtype=tl.int32)
+    hi = tl.zeros(x.shape, dtype=tl.int32) + n
+    for _ in range(log_n):
+        active = lo < hi
+        mid = (lo + hi) >> 1
+        v = tl.load(arr_ptr + mid, mask=active, other=0)
+        right = active & (v <= x)
+        lo = tl.where(right, mid + 1, lo)
+        hi = tl.where(active & ~right, mid, hi)
+    return lo
+
+
+@triton.jit
+def _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
+                       BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr):
+    # get_mla_metadata's balanced schedule (reference.mla.mla_schedule_ref), every pass data-parallel:
+    # costs and their prefix sums (int64, stored to end [batch]), split from each sequence's span, and each
+    # cut position's sequence by a binary search over the stored ends.
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
-        _, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
+        ok = b0 + ob < batch
+        nt = _tiles(lens_ptr, b0 + ob, ok, BLOCK_N).to(tl.int64)
+        cost = tl.where(nt > 0, nt + overhead, 0)
+        tl.store(end_ptr + b0 + ob, tl.cumsum(cost, 0) + total, mask=ok)
         total += tl.sum(cost, 0)
     per = tl.maximum((total + num_parts - 1) // num_parts, min_span)
-    # per sequence: first program and number of programs
-    offset = tl.zeros([], dtype=tl.int64)
+    tl.debug_barrier()  # the ends are read back by other threads below
     for b0 in range(0, batch, BLOCK_B):
-        ok, nt, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
-        end = tl.cumsum(cost, 0) + offset
+        ok = b0 + ob < batch
+        nt = _tiles(lens_ptr, b0 + ob, ok, BLOCK_N).to(tl.int64)
+        cost = tl.where(nt > 0, nt + overhead, 0)
+        end = tl.load(end_ptr + b0 + ob, mask=ok, other=0)
         first = (end - cost + overhead) // per
         nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
-        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok & go)
-        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok & go)
-        offset += tl.sum(cost, 0)
-    # per cut position pos_p = min(p·per, total), p = 0..num_parts: the sequence it falls in
-    # (#ends ≤ pos) and the tile within it (pos − that sequence's start − overhead, ≥ 0).
+        tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
+        tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
+    # cut p = 0..num_parts at pos = min(p·per, total): its sequence (#ends ≤ pos) and the tile in it
     op = tl.arange(0, BLOCK_P)
     for p0 in range(0, num_parts + 1, BLOCK_P):
         pp = p0 + op
         pos = tl.minimum(pp.to(tl.int64) * per, total)
-        cnt = tl.zeros([BLOCK_P], dtype=tl.int64)
-        seq_start = tl.zeros([BLOCK_P], dtype=tl.int64)
-        offset = tl.zeros([], dtype=tl.int64)
-        for b0 in range(0, batch, BLOCK_B):
-            ok, _, cost = _seq_costs(lens_ptr, b0, ob, batch, block_n, overhead)
-            end = tl.cumsum(cost, 0) + offset
-            le = (end[None, :] <= pos[:, None]) & ok[None, :]
-            cnt += tl.sum(le.to(tl.int64), 1)
-            seq_start = tl.maximum(seq_start, tl.max(tl.where(le, end[None, :], 0), 1))
-            offset += tl.sum(cost, 0)
-        tile = tl.where(cnt < batch, tl.maximum(pos - seq_start - overhead, 0), 0)
+        bi = _upper_bound(end_ptr, batch, pos, log_batch)
+        inb = bi < batch
+        nt = _tiles(lens_ptr, bi, inb, BLOCK_N).to(tl.int64)
+        start = tl.load(end_ptr + bi, mask=inb, other=0) - tl.where(nt > 0, nt + overhead, 0)
+        tile = tl.where(inb, tl.maximum(pos - start - overhead, 0), 0).to(tl.int32)
         lo = pp < num_parts
-        tl.store(sched_ptr + pp * 4, cnt.to(tl.int32), mask=lo & go)
-        tl.store(sched_ptr + pp * 4 + 1, tile.to(tl.int32), mask=lo & go)
+        tl.store(sched_ptr + pp * 4, bi, mask=lo)
+        tl.store(sched_ptr + pp * 4 + 1, tile, mask=lo)
         hi = (pp >= 1) & (pp <= num_parts)
-        tl.store(sched_ptr + (pp - 1) * 4 + 2, cnt.to(tl.int32), mask=hi & go)
-        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile.to(tl.int32), mask=hi & go)
+        tl.store(sched_ptr + (pp - 1) * 4 + 2, bi, mask=hi)
+        tl.store(sched_ptr + (pp - 1) * 4 + 3, tile, mask=hi)
+
+
+@triton.jit(do_not_specialize=["batch", "num_parts", "overhead", "min_span", "log_batch"])
+def _mla_schedule_kernel(
+    lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
+    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program: the whole balanced schedule of get_mla_metadata (see _balanced_schedule) in one launch.
+    # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32; end [batch] int64 workspace.
+    _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
+                       BLOCK_N, BLOCK_B, BLOCK_P)
 
 
 @triton.jit
-def _ceil_div_pos(r, d):
-    # ⌈r/d⌉ for int64 r, d ≥ 1 without a 64-bit integer division (a long software routine on the GPU): an fp32
-    # quotient, then one exact correction each way (exact while the quotient is below 2^22; a larger one only
-    # occurs for candidate caps far too small, which stay infeasible either way).
-    q = ((r - 1).to(tl.float32) / d.to(tl.float32)).to(tl.int64)
-    q = tl.where(q * d > r - 1, q - 1, q)
-    q = tl.where((q + 1) * d <= r - 1, q + 1, q)
-    return q + 1
-
-
-@triton.jit
-def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit):
-    # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place), for a
-    # vector of caps or a scalar cap: (moved to a fresh program, tiles in its first program, programs it
-    # continues into, fill of the last one after it).
+def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, inv_full):
+    # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place), int32, for
+    # lanes of caps or a scalar cap (full = cap − seg_cost − split_cost ≥ 1, inv_full = 1/full in fp32):
+    # (moved to a fresh program, tiles in its first program, programs it continues into, fill after it).
     rem = cap - fill
     first = rem - seg_cost - split_cost
     whole = n + seg_cost <= rem
     fits = n + seg_cost <= cap
     moved = (~whole) & (first < tl.where(fits, min_fit, min_piece))
-    full = cap - seg_cost - split_cost
     first = tl.where(moved, full, first)
-    r = tl.maximum(n - first, 1)
-    k = _ceil_div_pos(r, full)
+    r1 = tl.maximum(n - first, 1) - 1
+    # k − 1 = ⌊r1/full⌋ without an integer division: the fp32 estimate (relative error < 2⁻²¹) is within one
+    # of the quotient while that is below 2²⁰, then fixed exactly (a larger one only occurs for caps far too
+    # small, which stay infeasible: a chosen cap has k ≤ num_parts everywhere)
+    q = (r1.to(tl.float32) * inv_full).to(tl.int32)
+    q = tl.where(q * full > r1, q - 1, q)
+    q = tl.where((q + 1) * full <= r1, q + 1, q)
     keep_whole = whole | (moved & fits)
-    k = tl.where(keep_whole, 0, k)
+    k = tl.where(keep_whole, 0, q + 1)
     first = tl.where(keep_whole, n, first)
     fill = tl.where(whole, fill + n + seg_cost,
-                    tl.where(keep_whole, n + seg_cost, r - (k - 1) * full + seg_cost + split_cost))
+                    tl.where(keep_whole, n + seg_cost, r1 - q * full + 1 + seg_cost + split_cost))
     return moved, first, k, fill
 
 
-@triton.jit
-def _tile_count(lens_ptr, b0, ob, batch, block_n):
-    ok = b0 + ob < batch
-    n = tl.maximum(tl.load(lens_ptr + b0 + ob, mask=ok, other=0), 0).to(tl.int64)
-    return (n + block_n - 1) // block_n
-
-
-@triton.jit(do_not_specialize=["batch", "num_parts", "block_n", "seg_cost", "split_cost", "min_piece", "min_fit",
-                               "fill_tol"])
+@triton.jit(do_not_specialize=["batch", "num_parts", "seg_cost", "split_cost", "min_piece", "min_fit", "fill_tol",
+                               "overhead", "min_span", "log_batch"])
 def _mla_schedule_packed_kernel(
-    lens_ptr, sched_ptr, split_ptr, go_ptr, batch, num_parts, block_n, seg_cost, split_cost, min_piece, min_fit,
-    fill_tol, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
+    lens_ptr, sched_ptr, split_ptr, ws_ptr, end_ptr, batch, num_parts, seg_cost, split_cost, min_piece, min_fit,
+    fill_tol, overhead, min_span, log_batch,
+    BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
-    # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref).
-    # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32. Costs in int64.
-    # Pass 1 sums the costs; pass 2 walks the batch once for 2·BLOCK_C candidate walks at a time (one per
-    # lane: BLOCK_C caps with min_fit, the same caps with min_fit = min_piece for the fill_tol rule) and
-    # keeps the smallest cap that needs ≤ num_parts programs; pass 3 walks it again with the chosen cap
-    # and writes the cuts (or only go_ptr[0] = 1 when the balanced schedule is to be used). Sequences are taken
-    # one at a time out of a BLOCK_B chunk of tile counts in registers (one warp: the reductions stay in it).
+    # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref), or with
+    # FILL_TOL the balanced one (_balanced_schedule) where the reference falls back to it, in one launch.
+    # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32; workspaces ws int32
+    # [2·batch·BLOCK_C + 3·batch], end int64 [batch]. Walk values in int32: exact while the total cost and the
+    # caps stay below 2³⁰ tiles.
+    # 1. costs (data-parallel). 2. the greedy walk, serial over the batch (the one part that is: a sequence's
+    #    place depends on the previous program's fill), for 2·BLOCK_C caps at once (one lane each: BLOCK_C caps
+    #    with min_fit, the same with min_fit = min_piece for the fill_tol rule), lens prefetched UNROLL at a
+    #    time; each packed lane records (programs so far, fill) before every sequence. 3. the smallest cap that
+    #    needs ≤ num_parts programs; every sequence's place re-derived from its record (data-parallel), then each
+    #    program's bounds by a binary search over the sequences' last programs.
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
-    max_nt = tl.zeros([], dtype=tl.int64)
+    max_nt = tl.zeros([], dtype=tl.int32)
     for b0 in range(0, batch, BLOCK_B):
-        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
-        total += tl.sum(tl.where(nt > 0, nt + seg_cost, 0), 0)
+        nt = _tiles(lens_ptr, b0 + ob, b0 + ob < batch, BLOCK_N)
+        total += tl.sum(tl.where(nt > 0, nt + seg_cost, 0).to(tl.int64), 0)
         max_nt = tl.maximum(max_nt, tl.max(nt, 0))
     lb = tl.maximum(tl.maximum((total + num_parts - 1) // num_parts, seg_cost + split_cost + min_piece), 1)
     step = tl.maximum((max_nt + seg_cost + BLOCK_C - 2) // (BLOCK_C - 1), 1)  # last cap ≥ lb + max_nt + seg
     lane = tl.arange(0, 2 * BLOCK_C)
-    caps = lb + (lane % BLOCK_C).to(tl.int64) * step
+    cidx = lane % BLOCK_C
+    caps = (lb + cidx * step).to(tl.int32)
     fit_lane = tl.where(lane < BLOCK_C, min_fit, min_piece)
-    p_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int64)
-    f_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int64)
-    for b0 in range(0, batch, BLOCK_B):
-        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
-        for i in range(0, tl.minimum(batch - b0, BLOCK_B)):
-            n = tl.sum(tl.where(ob == i, nt, 0), 0)  # sequence b0 + i (a reduction inside the one warp)
-            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, fit_lane)
-            busy = n > 0
-            p_vec = tl.where(busy, p_vec + moved.to(tl.int64) + k, p_vec)
-            f_vec = tl.where(busy, fill, f_vec)
-    big = tl.full([2 * BLOCK_C], 2**62, dtype=tl.int64)
-    ok = p_vec + 1 <= num_parts
-    largest = lb + (BLOCK_C - 1) * step
-    cap = tl.min(tl.where(ok & (lane < BLOCK_C), caps, big), 0)
-    cap = tl.where(cap == 2**62, largest, cap)
-    cap_fill = tl.min(tl.where(ok & (lane >= BLOCK_C), caps, big), 0)
-    cap_fill = tl.where(cap_fill == 2**62, largest, cap_fill)
-    # packing needs a cap more than fill_tol % over filling's: leave this step to the balanced schedule
-    # kernel launched next (go_ptr[0] = 1), which writes sched/split instead
-    use_fill = (fill_tol >= 0) & (cap * 100 > cap_fill * (100 + fill_tol))
-    tl.store(go_ptr, use_fill.to(tl.int32))
-    full = cap - seg_cost - split_cost
-    last = num_parts - 1
-    p = tl.zeros([], dtype=tl.int64)
-    fill = tl.zeros([], dtype=tl.int64)
-    n_walk = tl.where(use_fill, 0, batch)
-    if not use_fill:
-        tl.store(sched_ptr + 0, 0)
-        tl.store(sched_ptr + 1, 0)
-    for b0 in range(0, n_walk, BLOCK_B):
-        nt = _tile_count(lens_ptr, b0, ob, batch, block_n)
-        for i in range(0, tl.minimum(n_walk - b0, BLOCK_B)):
+    full_l = caps - seg_cost - split_cost
+    inv_l = 1.0 / full_l.to(tl.float32)
+    rec = lane < BLOCK_C
+    rec_p = ws_ptr + lane
+    rec_f = ws_ptr + batch * BLOCK_C + lane
+    p_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int32)
+    f_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int32)
+    for b0 in range(0, batch, UNROLL):
+        # the chunk's lengths are all loaded before its records are stored (stores may alias them for the
+        # compiler, so a load after a store could not be hoisted off the walk's critical path)
+        ns = ()
+        for i in tl.static_range(UNROLL):
+            ns = ns + (_tiles(lens_ptr, b0 + i, b0 + i < batch, BLOCK_N),)
+        for i in tl.static_range(UNROLL):
             b = b0 + i
-            n = tl.sum(tl.where(ob == i, nt, 0), 0)
-            if n == 0:
-                tl.store(split_ptr + b * 2, p.to(tl.int32))
-                tl.store(split_ptr + b * 2 + 1, 0)
-            else:
-                moved, first, k, fill = _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit)
-                # cuts (b, t): program p ends there and p + 1 starts there (the last program takes the rest)
-                if moved & (p < last):
-                    tl.store(sched_ptr + p * 4 + 2, b)
-                    tl.store(sched_ptr + p * 4 + 3, 0)
-                    tl.store(sched_ptr + p * 4 + 4, b)
-                    tl.store(sched_ptr + p * 4 + 5, 0)
-                    p += 1
-                p0 = p
-                for j in range(0, k):
-                    if p < last:
-                        t = (first + j * full).to(tl.int32)
-                        tl.store(sched_ptr + p * 4 + 2, b)
-                        tl.store(sched_ptr + p * 4 + 3, t)
-                        tl.store(sched_ptr + p * 4 + 4, b)
-                        tl.store(sched_ptr + p * 4 + 5, t)
-                        p += 1
-                tl.store(split_ptr + b * 2, p0.to(tl.int32))
-                tl.store(split_ptr + b * 2 + 1, (p - p0 + 1).to(tl.int32))
-    if not use_fill:
-        tl.store(sched_ptr + p * 4 + 2, batch)
-        tl.store(sched_ptr + p * 4 + 3, 0)
-    for p1 in range(tl.where(use_fill, num_parts, p + 1), num_parts):  # programs past the work: empty spans
-        tl.store(sched_ptr + p1 * 4 + 0, batch)
-        tl.store(sched_ptr + p1 * 4 + 1, 0)
-        tl.store(sched_ptr + p1 * 4 + 2, batch)
-        tl.store(sched_ptr + p1 * 4 + 3, 0)
+            inb = b < batch
+            n = ns[i]
+            tl.store(rec_p + b * BLOCK_C, p_vec, mask=rec & inb)
+            tl.store(rec_f + b * BLOCK_C, f_vec, mask=rec & inb)
+            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, fit_lane, full_l, inv_l)
+            busy = n > 0
+            p_vec = tl.where(busy, p_vec + moved.to(tl.int32) + k, p_vec)
+            f_vec = tl.where(busy, fill, f_vec)
+    none = 2 * BLOCK_C
+    ok = p_vec + 1 <= num_parts
+    ci = tl.min(tl.where(ok & rec, cidx, none), 0)
+    ci = tl.where(ci == none, BLOCK_C - 1, ci)
+    cf = tl.min(tl.where(ok & ~rec, cidx, none), 0)
+    cf = tl.where(cf == none, BLOCK_C - 1, cf)
+    cap = lb + ci * step
+    cap_fill = lb + cf * step
+    p_total = tl.sum(tl.where(lane == ci, p_vec, 0), 0)
+    tl.debug_barrier()  # the records are read back by other threads below
+    # packing needs a cap more than fill_tol % over filling's: the balanced schedule instead
+    if (fill_tol >= 0) & (cap * 100 > cap_fill * (100 + fill_tol)):
+        _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span,
+                           log_batch, BLOCK_N, BLOCK_B, BLOCK_P)
+    else:
+        cap32 = cap.to(tl.int32)
+        full = cap32 - seg_cost - split_cost
+        inv = 1.0 / full.to(tl.float32)
+        last = num_parts - 1
+        # per sequence: its first program u0 (after a move), one past its last cut u1, tiles in its first program
+        seq_u0 = ws_ptr + 2 * batch * BLOCK_C
+        seq_u1 = seq_u0 + batch
+        seq_first = seq_u1 + batch
+        for b0 in range(0, batch, BLOCK_B):
+            bb = b0 + ob
+            okb = bb < batch
+            n = _tiles(lens_ptr, bb, okb, BLOCK_N)
+            pb = tl.load(ws_ptr + bb * BLOCK_C + ci, mask=okb, other=0)
+            fb = tl.load(ws_ptr + (batch + bb) * BLOCK_C + ci, mask=okb, other=0)
+            moved, first, k, _ = _packed_step(n, cap32, fb, seg_cost, split_cost, min_piece, min_fit, full, inv)
+            busy = n > 0
+            u0 = tl.where(busy, pb + moved.to(tl.int32), pb)
+            u1 = tl.where(busy, u0 + k, pb)
+            tl.store(seq_u0 + bb, u0, mask=okb)
+            tl.store(seq_u1 + bb, u1, mask=okb)
+            tl.store(seq_first + bb, tl.where(busy, first, 0), mask=okb)
+            # program ids past the last one are clamped to it (the work past it stays there)
+            s0 = tl.minimum(u0, last)
+            tl.store(split_ptr + bb * 2, s0, mask=okb)
+            tl.store(split_ptr + bb * 2 + 1, tl.where(busy, tl.minimum(u1, last) - s0 + 1, 0), mask=okb)
+        tl.debug_barrier()
+        # cut c < p_end ends program c and starts c + 1: it belongs to the sequence b with u1[b−1] ≤ c < u1[b]
+        # (c < u0[b]: b moved to a fresh program, cut at its tile 0; else b's (c − u0[b])-th full piece)
+        p_end = tl.minimum(p_total, last)
+        op = tl.arange(0, BLOCK_P)
+        for q0 in range(0, num_parts, BLOCK_P):
+            qq = q0 + op
+            okq = qq < num_parts
+            for side in tl.static_range(2):  # 0: the end of program qq (cut qq), 1: its start (cut qq − 1)
+                c = qq - side
+                has = (c >= 0) & (c < p_end)
+                b = _upper_bound(seq_u1, batch, c, log_batch)
+                b_ok = has & (b < batch)
+                u0 = tl.load(seq_u0 + b, mask=b_ok, other=0)
+                t = tl.where(c < u0, 0, tl.load(seq_first + b, mask=b_ok, other=0) + (c - u0) * full)
+                b = tl.where(has, b, tl.where(c < 0, 0, batch))
+                t = tl.where(has, t, 0)
+                tl.store(sched_ptr + qq * 4 + 2 - 2 * side, b, mask=okq)
+                tl.store(sched_ptr + qq * 4 + 3 - 2 * side, t, mask=okq)
 
 
 def cache_tiles(q, kv_cache, head_dim_v: int, block_n: int, want_tma: bool):

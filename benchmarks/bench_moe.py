@@ -76,6 +76,9 @@ CANDIDATES_DECODE = [
     # 256 weight rows per program (half the programs, each twice as long: fewer pipeline fills and drains)
     dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=3, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=256, num_warps=8, num_stages=3, SWAP_AB=True),
+    # 4 programs per SM (3 stages, registers capped at 128: 0 spills): at T=1 (7168, 2048) all 448 programs
+    # are resident at once (one wave) instead of 264 + 184
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True, MAXNREG=128),
 ]
 
 
@@ -158,8 +161,10 @@ def _read_floor(cx, b, nbytes: int) -> dict:
                 floor_us_kernel=round(uk, 2) if uk else None)
 
 
-def _sweep(cx, cands, run, check, key):
-    """Check every candidate, time the correct ones; return (best cfg, eager us, graph us, all timings)."""
+def _sweep(cx, cands, run, check, key, device_time: bool = False):
+    """Check every candidate, time the correct ones; return (best cfg, eager us, graph us, all timings).
+    device_time: rank by the device-side graph time (graph_device_us: no host submission latency) and append it
+    to each timing (cfg, us, ug, ud)."""
     best = None
     timings = []
     for cfg in cands:
@@ -177,9 +182,10 @@ def _sweep(cx, cands, run, check, key):
         us = cx.eager_us(lambda: run(cfg))
         # short kernels are launch-bound when timed eagerly: rank those by CUDA-graph replay time
         ug = cx.graph_us(lambda: run(cfg)) if us < 400 else None
-        rank = ug if ug is not None else us
-        timings.append((cfg, us, ug))
-        print(f"  cfg {cfg}: calc_diff {diff:.2e}, {us:.1f} us eager, graph {ug}")
+        ud = graph_device_us(lambda: run(cfg)) if device_time and not cx.dry else None
+        rank = ud if ud is not None else (ug if ug is not None else us)
+        timings.append((cfg, us, ug, ud) if device_time else (cfg, us, ug))
+        print(f"  cfg {cfg}: calc_diff {diff:.2e}, {us:.1f} us eager, graph {ug}, device-side graph {ud}")
         if best is None or rank < best[3]:
             best = (cfg, us, ug, rank)
     if best is None:
@@ -343,6 +349,8 @@ def bench_masked(cx: Ctx):
             cands = CANDIDATES_SMALL[:1] if kind == "anchor" else CANDIDATES_DECODE[:3]
         elif kind == "decode":  # past 16 rows per slab: the default against the previous one only
             cands = (CANDIDATES_DECODE if M_max <= 16 else CANDIDATES_DECODE[:2]) if cx.args.sweep else [None]
+            if cx.args.decode_cands and M_max <= 16:  # chosen candidates (indices), alternated decode_repeat times
+                cands = [CANDIDATES_DECODE[int(i)] for i in cx.args.decode_cands.split(",")] * cx.args.decode_repeat
         elif em > 64:
             cands = [c for c in CANDIDATES_LARGE if not c.get("WS")] if cx.args.sweep else [None]
         else:
@@ -358,14 +366,14 @@ def bench_masked(cx: Ctx):
                     break
             cx.sync()
         key = f"masked-decode,{T},{N},{K}" if kind == "decode" else f"masked,{N},{K},{GG._m_class(em)}"
-        res = _sweep(cx, cands, run, check, key)
+        res = _sweep(cx, cands, run, check, key, device_time=kind == "decode")
         if res is None:
             continue
         cfg, us, ug, timings = res
         extra = {}
-        if kind == "decode":
-            extra["candidates_us_graph"] = [[c or "default", round(g_, 2) if g_ else None, round(u, 1)]
-                                            for c, u, g_ in timings]
+        if kind == "decode":  # [config, graph µs, eager µs, device-side graph µs]
+            extra["candidates_us_graph"] = [[c or "default", round(g_, 2) if g_ else None, round(u, 1),
+                                             round(d_, 2) if d_ else None] for c, u, g_, d_ in timings]
             if not cx.dry:  # the GEMM kernel's own device time (no graph-launch overhead), from the profiler
                 bd = kernel_breakdown(lambda: run(cfg)) or {}
                 k_us = sum(v for n_, v in bd.items() if "grouped_fp8_masked" in n_)
@@ -436,6 +444,9 @@ def main():
     p.add_argument("--permute-breakdown", type=int, default=1, help="profiler breakdown of permute+unpermute")
     p.add_argument("--permute-dtypes", default="bf16,fp8", help="moe_permute: row dtypes")
     p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
+    p.add_argument("--decode-cands", default="", help="decode cases with ≤ 16 rows per slab: CANDIDATES_DECODE "
+                   "indices to time (overrides --sweep there)")
+    p.add_argument("--decode-repeat", type=int, default=1, help="times the --decode-cands list is timed, in turn")
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl")

@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous
+from tritonseek.kernels.grouped_gemm import _MASKED_DECODE, M_ALIGNMENT, grouped_fp8_gemm_contiguous
 from tritonseek.kernels.fp8_quant import silu_mul_quant_fp8
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
@@ -113,6 +113,7 @@ def test_contiguous_rejects_bad_inputs(device):
 MASKED_CONFIGS = CONFIGS + [
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=2, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True, MAXNREG=128),  # ignored by the interpreter
 ]
 
 
@@ -211,6 +212,9 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=True)
     with pytest.raises(ValueError, match="BLOCK_N"):  # a partial config names the missing key
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(BLOCK_M=16))
+    for bad in (100, 8 * 40, True, 128.0):
+        with pytest.raises(ValueError, match="MAXNREG"):
+            grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(_MASKED_DECODE, MAXNREG=bad))
     b2, bs2 = (t.to(device) for t in _weights(2, 256, 128, g))
     with pytest.raises(ValueError, match="BLOCK_M"):
         grouped_fp8_gemm_masked_silu_quant(a, a_s, b2, bs2, mm, config=dict(BLOCK_M=3, num_warps=4, num_stages=2))
@@ -275,6 +279,9 @@ DECODE_CONFIGS = [
     None,
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=5, SWAP_AB=True),
     dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3),
+    # 3 / 4 programs per SM: 4 stages (161 registers), 3 stages capped at 128 registers (0 spills, ptxas sm_90a)
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=4, SWAP_AB=True),
+    dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True, MAXNREG=128),
 ]
 
 
@@ -400,7 +407,7 @@ def test_masked_pdl_chain_gpu(device, T):
     assert torch.isfinite(o1[v]).all() and calc_diff(o1[v].float(), ref[v]) < 1e-3
 
 
-def compile_masked_sm90(silu: bool, pdl: bool, pf_mode: int, stages: int):
+def compile_masked_sm90(silu: bool, pdl: bool, pf_mode: int, stages: int, maxnreg: int | None = None):
     """The masked decode kernels (swapped 16-row tiles, COMPACT slots over V3's 257 groups) compiled for sm_90a."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -425,8 +432,8 @@ def compile_masked_sm90(silu: bool, pdl: bool, pf_mode: int, stages: int):
                    **{k: i for k in strides + ("stride_oe", "stride_om", "stride_on", "stride_bn")})
         fn = GM._grouped_fp8_masked_kernel
     sig.update({k: "constexpr" for k in consts})
-    return triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=4, num_stages=stages))
+    opts = dict(num_warps=4, num_stages=stages, **({"maxnreg": maxnreg} if maxnreg else {}))
+    return triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=opts)
 
 
 def test_masked_pdl_kernels_compile_for_sm90():
@@ -439,6 +446,20 @@ def test_masked_pdl_kernels_compile_for_sm90():
         assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
         assert "prefetch.global.L2" in ptx and "wgmma.mma_async" in ptx
         assert max(spill_store_bytes(ptxas_report(ptx))) == 0
+
+
+def test_masked_decode_occupancy_sm90():
+    """ptxas sm_90a, the decode kernel (COMPACT slots, no PDL): 4 stages fit 3 programs per SM in registers
+    (≤ 168 per thread) and shared memory, 3 stages with MAXNREG 128 fit 4 per SM without spills."""
+    import re
+
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
+
+    for stages, cap, per_sm in ((4, None, 3), (3, 128, 4)):
+        rep = ptxas_report(ptx_in_fresh_process(__name__, "compile_masked_sm90", False, False, 0, stages, cap))
+        regs = max(int(r) for r in re.findall(r"Used (\d+) registers", rep))
+        assert -(-regs // 8) * 8 * 128 * per_sm <= 65536, rep
+        assert max(spill_store_bytes(rep)) == 0, rep
 
 
 def test_masked_rejects_bad_expected_m(device):

@@ -111,6 +111,7 @@ def _fp8_tile(
     a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptrs, sa_mask0, sb_mask0, row_ok, sb_mask, kb_lo, kb_hi,
     stride_ask, stride_bsk,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr, WS: tl.constexpr,
+    STAGES: tl.constexpr = None,
 ):
     # One fp32 tile over K blocks [kb_lo, kb_hi) (both layouts): a rows from a_row, weight rows from b_row;
     # the scales of K block kb+1 are loaded while block kb is multiplied (never between two MMAs).
@@ -123,7 +124,7 @@ def _fp8_tile(
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in tl.range(kb_lo, kb_hi, warp_specialize=WS):
+    for kb in tl.range(kb_lo, kb_hi, num_stages=STAGES, warp_specialize=WS):
         a = a_desc.load([a_row, kb * BLOCK_K])
         b = b_desc.load([b_row, kb * BLOCK_K])
         more = kb + 1 < kb_hi

@@ -6,7 +6,7 @@ for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 prom
 layout. One program per (group slot, n-tile, m-tile); with ``max_active_groups`` only that many group
 slots are launched and slot s serves the non-empty groups number s, s + slots, … (found by a prefix count
 over masked_m on the device), so a bound that is too small costs a second pass, never a skipped group
-(the loop costs registers: 183 / 144 instead of 63 / 80 for the two kernels at the decode config, ptxas
+(the loop costs registers: 161 / 144 instead of 63 / 80 for the two kernels at the decode config, ptxas
 sm_90a, occupancy unchanged at the 2 CTAs per SM that 6 pipeline stages of shared memory allow; a first
 version that recomputed the prefix count inside the loop ran 1–3% slower than the straight-line kernel on
 the H200, V3 decode shapes, same run). SWAP_AB
@@ -104,6 +104,7 @@ def _masked_tile(
     g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
+    STAGES: tl.constexpr = None,
 ):
     # one [BLOCK_M, BLOCK_N] output tile of group g with mm = masked_m[g] rows (nothing when off_m ≥ mm)
     mm = tl.minimum(mm, M_max)
@@ -121,7 +122,7 @@ def _masked_tile(
         acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
                         a_scale_ptr + g64 * stride_ase + rm * stride_asm, b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
                         row_ok, sb_mask, row_ok, sb_mask, 0, num_k_blocks, stride_ask, stride_bsk,
-                        BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False)
+                        BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False, STAGES)
         if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
             rm2 = rm.to(tl.int64)[None, :]
             rn2 = rn[:, None]
@@ -166,12 +167,21 @@ def _grouped_fp8_masked_kernel(
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     if COMPACT:
-        ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)  # one prefix count for every pass
-        for q in range(slot, nnz, n_slots):
-            g, mm = _compact_group(q, ev, cnt, csum, E_PAD)
+        ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+        if slot < nnz:  # the first pass: the group this slot serves when the bound holds
+            g, mm = _compact_group(slot, ev, cnt, csum, E_PAD)
             _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
                          num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                          stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+        # groups past the bound (slot + slots, + 2·slots, …; only when max_active_groups was too small): a loop
+        # with an unpipelined K loop and the prefix count re-read, so the first pass keeps the straight-line
+        # register budget (ptxas sm_90a at 6 stages: 161 registers; 175 when every pass ran in one loop)
+        for q in range(slot + n_slots, nnz, n_slots):
+            ev2, cnt2, csum2, _ = _nonempty_groups(masked_m_ptr, E, E_PAD)
+            g, mm = _compact_group(q, ev2, cnt2, csum2, E_PAD)
+            _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
+                         num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                         stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, 1)
     else:
         _masked_tile(slot, tl.load(masked_m_ptr + slot), off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr,
                      out_ptr, M_max, N, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
@@ -343,6 +353,16 @@ def _pdl_setup(dev, E: int, pdl, prefetch_group, cfg: dict) -> dict:
                 pf_group=-1 if prefetch_group is None else prefetch_group)
 
 
+def _maxnreg(cfg: dict) -> dict:
+    """config MAXNREG (registers per thread cap, e.g. 128 for 4 programs per SM at 3 stages) as launch options."""
+    v = cfg.get("MAXNREG")
+    if v is None:
+        return {}
+    if isinstance(v, bool) or not isinstance(v, int) or not 24 <= v <= 255 or v % 8:
+        raise ValueError(f"config['MAXNREG'] must be a multiple of 8 in [24, 255], got {v!r} (config {cfg!r})")
+    return dict(maxnreg=v)
+
+
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -374,8 +394,10 @@ def grouped_fp8_gemm_masked(
         (a second pass), every non-empty group is always computed. Default E (one program set per group).
     out: optional [E, M_max, N] out_dtype destination.
     config: optional launch-config override: BLOCK_M, BLOCK_N, num_warps, num_stages, plus SWAP_AB (tile
-        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group) and PREFETCH (weight
-        K blocks per program pulled into L2 before the PDL wait; default 8 own-group / 16 prefetch_group).
+        computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group), PREFETCH (weight
+        K blocks per program pulled into L2 before the PDL wait; default 8 own-group / 16 prefetch_group) and
+        MAXNREG (registers per thread cap, a multiple of 8 in [24, 255]: with 3-4 stages it lets 3-4 programs
+        share an SM, which 161-175 registers would not).
     pdl: programmatic dependent launch (CUDA sm_90+; ignored elsewhere): the programs may start while the
         previous kernel on the stream runs; they prefetch weights into L2, wait for that kernel
         (griddepcontrol.wait) before reading any input, then let the next kernel launch. The prefetch is a
@@ -416,7 +438,7 @@ def grouped_fp8_gemm_masked(
         b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), b.stride(1),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),
     )
     return out
 

@@ -10,8 +10,8 @@ Design:
 * **split-KV over a fixed grid.** ``get_mla_metadata`` walks the batch's total work
   (Σ ⌈s_k/BLOCK_N⌉ tiles + a fixed per-sequence overhead) and cuts it into ``num_parts`` equal
   pieces (config MIN_SPAN sets a floor), one program per piece and head tile — a long row is shared
-  by many programs, many short rows fill one. All of it is torch ops on the device (no host sync), so it is computed
-  once per decode step, reused by every layer, and valid under CUDA-graph replay.
+  by many programs, many short rows fill one. It is one single-program kernel on the device (no host sync), so it
+  is computed once per decode step, reused by every layer, and valid under CUDA-graph replay.
   Program p's partial for sequence b lands in slot p + b of the workspace (unique: along the
   schedule p + b strictly increases). A sequence covered by one program is written straight to
   ``out``; others go through the combine kernel (lse-weighted sum in fp32).

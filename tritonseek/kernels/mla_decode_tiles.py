@@ -251,24 +251,30 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, i
     # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place), int32, for
     # lanes of caps or a scalar cap (full = cap − seg_cost − split_cost ≥ 1, inv_full = 1/full in fp32):
     # (moved to a fresh program, tiles in its first program, programs it continues into, fill after it).
-    rem = cap - fill
-    first = rem - seg_cost - split_cost
-    whole = n + seg_cost <= rem
-    fits = n + seg_cost <= cap
-    moved = (~whole) & (first < tl.where(fits, min_fit, min_piece))
-    first = tl.where(moved, full, first)
-    r1 = tl.maximum(n - first, 1) - 1
+    # Written so that little depends on fill (the walk's loop-carried value): its first piece is
+    # first = cap − fill − seg_cost − split_cost = full − fill, or full when moved.
+    ns = n + seg_cost
+    whole = fill <= cap - ns
+    fits = ns <= cap
+    moved = (~whole) & (fill > full - tl.where(fits, min_fit, min_piece))
+    g = tl.where(moved, 0, fill)
+    first = full - g
+    r1 = tl.maximum(n - full - 1 + g, 0)  # r − 1 for the r = n − first tiles after the first piece
     # k − 1 = ⌊r1/full⌋ without an integer division: the fp32 estimate (relative error < 2⁻²¹) is within one
-    # of the quotient while that is below 2²⁰, then fixed exactly (a larger one only occurs for caps far too
-    # small, which stay infeasible: a chosen cap has k ≤ num_parts everywhere)
+    # of the quotient while that is below 2²⁰, then fixed exactly through the remainder (a larger one only
+    # occurs for caps far too small, which stay infeasible: a chosen cap has k ≤ num_parts everywhere)
     q = (r1.to(tl.float32) * inv_full).to(tl.int32)
-    q = tl.where(q * full > r1, q - 1, q)
-    q = tl.where((q + 1) * full <= r1, q + 1, q)
+    rm = r1 - q * full
+    low = rm < 0
+    q = tl.where(low, q - 1, q)
+    rm = tl.where(low, rm + full, rm)
+    high = rm >= full
+    q = tl.where(high, q + 1, q)
+    rm = tl.where(high, rm - full, rm)
     keep_whole = whole | (moved & fits)
     k = tl.where(keep_whole, 0, q + 1)
     first = tl.where(keep_whole, n, first)
-    fill = tl.where(whole, fill + n + seg_cost,
-                    tl.where(keep_whole, n + seg_cost, r1 - q * full + 1 + seg_cost + split_cost))
+    fill = tl.where(whole, fill + ns, tl.where(keep_whole, ns, rm + 1 + seg_cost + split_cost))
     return moved, first, k, fill
 
 

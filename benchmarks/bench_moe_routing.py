@@ -166,19 +166,30 @@ def bench_permute(cx):
             ud = graph_device_us(lambda: (perm(), unperm()))
             extra["us_graph_device"] = round(ud, 2) if ud else None
             extra["gbps_device"] = round((p_bytes + u_bytes) / ud / 1e3, 1) if ud else None
-        if not cx.dry:  # A/B: segment starts in the rank kernel (default) or a segments kernel before it;
-            # alternated 3 times each (the difference is ~1%, about one run's spread), median per variant
-            ab = {"rank_segments": [], "segments_kernel": []}
+        if not cx.dry:  # A/B: token-ordered scatter permute vs destination-ordered gather (PERMUTE_GATHER), each
+            # checked first, then alternated 3 times (differences of ~1% are about one run's spread), median each
+            ab = {"gather": [], "scatter": []}
+            default = MR.PERMUTE_GATHER
+            for on in (False, True):
+                MR.PERMUTE_GATHER = on
+                o_ = moe_permute(x, ids, E, bm, scale)
+                good = (torch.equal(o_[2], ref[2]) and (scale is None or torch.equal(o_[1][v], ref[1][v]))
+                        and torch.equal(o_[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)))
+                print(f"  permute {dt} {'gather' if on else 'scatter'}: exact {good}")
+                if not good:
+                    ab["gather" if on else "scatter"] = None
             for _ in range(3):
                 for on in (False, True):
-                    MR.RANK_SEGMENTS = on
+                    if ab["gather" if on else "scatter"] is None:
+                        continue
+                    MR.PERMUTE_GATHER = on
                     g1 = cx.graph_us([perm, unperm])
                     if g1:
-                        ab["rank_segments" if on else "segments_kernel"].append(round(g1 * 2, 2))
-            MR.RANK_SEGMENTS = True
-            extra["us_graph_route_variants"] = {k_: sorted(v_)[len(v_) // 2] if v_ else None for k_, v_ in ab.items()}
-            extra["us_graph_route_variants_all"] = ab
-            print(f"  permute+unpermute {dt}, one graph, route segments: {ab}")
+                        ab["gather" if on else "scatter"].append(round(g1 * 2, 2))
+            MR.PERMUTE_GATHER = default
+            extra["us_graph_permute_variants"] = {k_: sorted(v_)[len(v_) // 2] if v_ else None for k_, v_ in ab.items()}
+            extra["us_graph_permute_variants_all"] = ab
+            print(f"  permute+unpermute {dt}, one graph, permute gather / scatter: {ab}")
         if cx.args.sweep:  # (BLOCK_H, warps, rows) → one-graph µs, GB/s of each checked candidate
             extra["copy_sweep_us_graph"] = _sweep_copy(cx, dt, x, ids, E, bm, scale, y, w, o_ref, ref, v,
                                                        p_bytes + u_bytes)

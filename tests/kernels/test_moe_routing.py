@@ -311,15 +311,16 @@ def test_permute_unpermute_match_reference(device, T, k, E, H, block_m, mode, dt
     x = x.to(device)
     ref = moe_permute_ref(x.cpu(), ids.cpu(), E, block_m, scale.cpu() if scale is not None else None)
     # both scale paths (odd seeds: the gather kernel after the row copy; else stored by the row copy), and
-    # 1, 2 or 4 tokens per row-copy program (T not a multiple of it included)
+    # 1, 2 or 4 tokens per row-copy program (T not a multiple of it included); or (seed // 6 odd) the
+    # destination-ordered gather permute instead of the token-ordered scatter
+    fused, rows_default, gather = MR.FUSED_SCALE_COPY, MR.COPY_ROWS, MR.PERMUTE_GATHER
     MR.FUSED_SCALE_COPY = not (scale is not None and seed % 2)
-    rows_default = MR.COPY_ROWS
     MR.COPY_ROWS = {eb: 1 << (seed // 2 % 3) for eb in (1, 2, 4)}
+    MR.PERMUTE_GATHER = bool(seed // 6 % 2)
     try:
         out = moe_permute(x, ids, E, block_m, scale)
     finally:
-        MR.FUSED_SCALE_COPY = True
-        MR.COPY_ROWS = rows_default
+        MR.FUSED_SCALE_COPY, MR.COPY_ROWS, MR.PERMUTE_GATHER = fused, rows_default, gather
     p_ref, s_ref, mi_ref, rm_ref = ref
     p, s, mi, rm = (t.cpu() if t is not None else None for t in out)
     assert torch.equal(mi, mi_ref) and torch.equal(rm, rm_ref)
@@ -405,17 +406,17 @@ def test_permute_masked_truncates_at_max_m(device, monkeypatch, block):
         assert torch.equal(flat[want[t, j]], x[t])
 
 
-@pytest.mark.parametrize("rank_segments", [False, True])
+@pytest.mark.parametrize("gather", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_permute_many_blocks_scan(device, monkeypatch, masked, rank_segments):
-    """Small route blocks and scan chunks so the per-expert prefix scan runs over several (partial) chunks; segment
-    starts and seg (masked_m, or the padded end that sizes the graph_safe=False result) from the rank kernel
-    (rank_segments) or from the separate segments kernel."""
+def test_permute_many_blocks_scan(device, monkeypatch, masked, gather):
+    """Small route blocks and scan chunks so the per-expert prefix scan runs over several (partial) chunks; the
+    rank kernels derive segment starts and seg (masked_m, or the padded end that sizes the graph_safe=False
+    result) from the totals. Contiguous: scatter and gather permutes."""
     import tritonseek.kernels.moe_routing as MR
 
     monkeypatch.setattr(MR, "_ROUTE_BLOCK", 16)
     monkeypatch.setattr(MR, "_SCAN_CHUNK", 4)
-    monkeypatch.setattr(MR, "RANK_SEGMENTS", rank_segments)
+    monkeypatch.setattr(MR, "PERMUTE_GATHER", gather)
     g = torch.Generator().manual_seed(11)
     T, k, E = 45, 3, 5
     ids = _routing("random", T, k, E, g).to(device)
@@ -433,33 +434,52 @@ def test_permute_many_blocks_scan(device, monkeypatch, masked, rank_segments):
         v = ref[2] >= 0
         assert torch.equal(out[2].cpu(), ref[2]) and torch.equal(out[3].cpu(), ref[3])
         assert torch.equal(out[1].cpu()[v], ref[1][v])
+        assert torch.equal(out[0].cpu()[v].view(torch.uint8), ref[0][v].view(torch.uint8))
 
 
 def compile_route_rank_sm90(masked: bool):
-    """The route rank kernel as moe_permute launches it at T=4096, k=8, E=256 (segment starts from the totals,
-    RANK_SEGMENTS), compiled for sm_90a (no GPU)."""
+    """The route rank kernel as moe_permute launches it at T=4096, k=8, E=256 (segment starts from the totals),
+    compiled for sm_90a (no GPU)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     import tritonseek.kernels.moe_routing as MR
 
-    sig = {k: "*i32" for k in ("ids_ptr", "offsets_ptr", "start_ptr", "seg_ptr", "row_map_ptr", "m_indices_ptr",
+    sig = {k: "*i32" for k in ("ids_ptr", "offsets_ptr", "totals_ptr", "seg_ptr", "row_map_ptr", "m_indices_ptr",
                                "src_ptr")}
     sig.update(n_entries="i32", E="i32", max_m="i32", block_m="i32")
-    consts = dict(E_BINS=256, BLOCK=MR._ROUTE_BLOCK, TOP_K=8, MASKED=masked, SINGLE=False, SEGMENTS=True, PDL=True)
+    consts = dict(E_BINS=256, BLOCK=MR._ROUTE_BLOCK, TOP_K=8, MASKED=masked, SINGLE=False, PDL=True)
     sig.update({k: "constexpr" for k in consts})
     return triton.compile(ASTSource(MR._route_rank_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=4))
 
 
+def compile_permute_gather_sm90(rows: int, block_h: int):
+    """The destination-ordered permute kernel (fp8 rows + scales, as at T=4096, H=7168) compiled for sm_90a."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import tritonseek.kernels.moe_routing as MR
+
+    sig = dict(x_ptr="*fp8e4nv", xs_ptr="*fp32", src_ptr="*i32", valid_ptr="*i32", out_ptr="*fp8e4nv",
+               outs_ptr="*fp32", **{k: "i32" for k in ("n_rows", "H", "HS", "stride_xt", "stride_o", "stride_st",
+                                                      "stride_sc", "stride_osr", "stride_osc")})
+    consts = dict(ROWS=rows, BLOCK_H=block_h, HAS_SCALE=True, SC_PER=block_h // 128, PDL=True)
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(MR._permute_gather_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4))
+
+
 def test_route_rank_compiles_for_sm90():
     """The GPU compiler accepts the rank kernel with the segment starts gathered in registers (tl.gather), both
-    layouts; ptxas: no spills."""
+    layouts, and the gather permute at its fp8 config; ptxas: no spills."""
     from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
 
-    for masked in (False, True):
-        rep = ptxas_report(ptx_in_fresh_process(__name__, "compile_route_rank_sm90", masked))
+    for fn, arg in (("compile_route_rank_sm90", (False,)), ("compile_route_rank_sm90", (True,)),
+                    ("compile_permute_gather_sm90", (8, 1024))):
+        rep = ptxas_report(ptx_in_fresh_process(__name__, fn, *arg))
         assert max(spill_store_bytes(rep)) == 0, rep
 
 
@@ -538,12 +558,12 @@ def test_permute_unpermute_gpu(device, fp8):
     assert torch.equal(out[0][v].view(torch.uint8), ref[0][v].view(torch.uint8))
     if fp8:
         assert torch.equal(out[1][v], ref[1][v])
-    rows_default, pdl_default, seg_default = MR.COPY_ROWS, MR.PDL_CHAIN, MR.RANK_SEGMENTS
-    try:  # 4 tokens per row-copy program, plain launches instead of the PDL chain, the other segments path
-        MR.COPY_ROWS, MR.PDL_CHAIN, MR.RANK_SEGMENTS = {1: 4, 2: 4}, not pdl_default, not seg_default
+    rows_default, pdl_default, gather_default = MR.COPY_ROWS, MR.PDL_CHAIN, MR.PERMUTE_GATHER
+    try:  # 4 tokens per row-copy program, plain launches instead of the PDL chain, the other permute (gather/scatter)
+        MR.COPY_ROWS, MR.PDL_CHAIN, MR.PERMUTE_GATHER = {1: 4, 2: 4}, not pdl_default, not gather_default
         out4 = moe_permute(x, ids, E, bm, scale)
     finally:
-        MR.COPY_ROWS, MR.PDL_CHAIN, MR.RANK_SEGMENTS = rows_default, pdl_default, seg_default
+        MR.COPY_ROWS, MR.PDL_CHAIN, MR.PERMUTE_GATHER = rows_default, pdl_default, gather_default
     assert torch.equal(out4[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)) and torch.equal(out4[3], ref[3])
     if fp8:
         assert torch.equal(out4[1][v], ref[1][v])

@@ -1,5 +1,6 @@
-"""MoE routing in Triton: token permute to expert-grouped rows, weighted unpermute (the gate top-k kernels
-live in moe_gate.py; ``gate_topk`` / ``router_gate_topk`` are importable from here too).
+"""MoE routing in Triton: token permute to expert-grouped rows (the weighted unpermute lives in moe_unpermute.py,
+the gate top-k kernels in moe_gate.py; ``moe_unpermute``, ``gate_topk`` and ``router_gate_topk`` are importable
+from here too).
 
 Everything stays on the device: per-expert counts, segment offsets and row maps are computed by
 kernels, so ``graph_safe=True`` paths never synchronize with the host and can be captured in a
@@ -12,11 +13,12 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_bool, check_int, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_bool, check_int, interpreter_active
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
 from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
-from tritonseek.kernels.moe_routing_checks import check_ids_in_range, check_permute_inputs
+from tritonseek.kernels.moe_routing_checks import check_permute_inputs
+from tritonseek.kernels.moe_unpermute import moe_unpermute  # noqa: F401  (public here too)
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
 # [BLOCK, BLOCK] comparison tile, so this stays small.
@@ -26,12 +28,12 @@ _SCAN_CHUNK = 256
 # Contiguous permute of e4m3 rows: their scales stored by the row-copy kernel (True) or gathered by a
 # destination-ordered kernel after it (False; coalesced MN-major stores, one launch more). A/B in bench_moe.
 FUSED_SCALE_COPY = True
-# The multi-kernel permute (route count → scan → segments → rank → row copy) as programmatic dependent launches
+# The multi-kernel permute (route count → scan → rank → row copy) as programmatic dependent launches
 # on sm_90+ (each kernel waits for the one before at entry; A/B in bench_moe_routing).
 PDL_CHAIN = True
-# Segment starts / seg computed by the rank kernel from the scan's totals (True) or by a one-program segments
-# kernel between the scan and the rank kernel (False; one dependent launch more). A/B in bench_moe_routing.
-RANK_SEGMENTS = True
+# Contiguous permute as a destination-ordered gather (True: rows stored in address order, token rows read from
+# L2) or a token-ordered scatter (False: each token row read once, stored to its k rows). A/B in bench_moe_routing.
+PERMUTE_GATHER = False
 # Tokens per row-copy program (each program loads ROWS rows of BLOCK_H columns before its k·ROWS stores).
 COPY_ROWS = {1: 1, 2: 1}  # by element size in bytes (fp8, bf16)
 
@@ -97,30 +99,10 @@ def _route_scan_kernel(
 
 
 @triton.jit
-def _route_segments_kernel(
-    totals_ptr, start_ptr, seg_ptr, E, block_m, max_m, E_BINS: tl.constexpr, MASKED: tl.constexpr,
-    PDL: tl.constexpr = False,
-):
-    _pdl_entry(PDL)
-    # totals: [E_BINS] int32 entries per expert
-    # start:  [E_BINS] int32 out: first row of each expert's segment
-    # seg:    [E_BINS] int32 out: contiguous → padded segment end (cumsum); masked → min(total, max_m)
-    ev = tl.arange(0, E_BINS)
-    total = tl.load(totals_ptr + ev)
-    if MASKED:
-        tl.store(start_ptr + ev, ev * max_m)
-        tl.store(seg_ptr + ev, tl.minimum(total, max_m))
-    else:
-        padded = tl.where(ev < E, (total + block_m - 1) // block_m * block_m, 0)
-        end = tl.cumsum(padded, axis=0)
-        tl.store(start_ptr + ev, end - padded)
-        tl.store(seg_ptr + ev, end)
-
-
-@triton.jit
 def _segment_starts(totals_ptr, seg_ptr, E, block_m, max_m, write, E_BINS: tl.constexpr, MASKED: tl.constexpr):
     # from the per-expert totals: each expert's first row (contiguous: exclusive cumsum of the counts padded to
-    # block_m; masked: e·max_m) as an [E_BINS] vector; when ``write``, seg is stored as _route_segments_kernel does
+    # block_m; masked: e·max_m) as an [E_BINS] vector; when ``write``, seg is stored: contiguous → each padded
+    # segment's end (cumsum), masked → min(total, max_m) (masked_m)
     ev = tl.arange(0, E_BINS)
     total = tl.load(totals_ptr + ev)
     if MASKED:
@@ -137,19 +119,19 @@ def _segment_starts(totals_ptr, seg_ptr, E, block_m, max_m, write, E_BINS: tl.co
 
 @triton.jit
 def _route_rank_kernel(
-    ids_ptr, offsets_ptr, start_ptr, seg_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m, block_m,
+    ids_ptr, offsets_ptr, totals_ptr, seg_ptr, row_map_ptr, m_indices_ptr, src_ptr, n_entries, E, max_m, block_m,
     E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, MASKED: tl.constexpr, SINGLE: tl.constexpr,
-    SEGMENTS: tl.constexpr = False, PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):
     _pdl_entry(PDL)
-    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; start: [E_BINS] (from _route_segments_kernel)
+    # ids: [T*k] int32 flat; offsets: [num_blocks, E_BINS]; totals: [E_BINS] entries per expert (the scan's)
     # row_map: [T*k] int32 out; m_indices: [M_bound] int32 (pre-filled −1; contiguous layout only)
     # src: [M_bound] int32 out: source token of each written destination row
     # SINGLE (masked layout, one block holds every entry — decode): no cross-block offsets, expert e's slab
     #   starts at e*max_m, and this program writes seg[e] = min(count_e, max_m) from its own histogram.
-    # SEGMENTS: start_ptr holds the per-expert totals instead; every program derives the segment starts from
-    #   them (_segment_starts: 1 KiB read, one cumsum) and program 0 writes seg — no segments kernel between the
-    #   scan and this one (one dependent launch fewer in the chain)
+    # Otherwise every program derives the segment starts from the totals (_segment_starts: 1 KiB read, one
+    #   cumsum) and program 0 writes seg: no segments kernel between the scan and this one (H200 at 3f5f5e2, T=4096
+    #   k=8 fp8 permute+unpermute graph, 3 alternated runs each: 238.2-240.2 µs either way, one launch fewer)
     b = tl.program_id(0)
     i = tl.arange(0, BLOCK)
     offs = b * BLOCK + i
@@ -168,11 +150,9 @@ def _route_rank_kernel(
         ok = ok & (rank < max_m)
     if SINGLE:
         row = tl.where(ok, ids, 0) * max_m + rank
-    elif SEGMENTS:
-        start = _segment_starts(start_ptr, seg_ptr, E, block_m, max_m, b == 0, E_BINS, MASKED)
-        row = tl.gather(start, tl.where(ok, ids, 0), 0) + rank
     else:
-        row = tl.load(start_ptr + tl.where(ok, ids, 0), mask=ok, other=0) + rank
+        start = _segment_starts(totals_ptr, seg_ptr, E, block_m, max_m, b == 0, E_BINS, MASKED)
+        row = tl.gather(start, tl.where(ok, ids, 0), 0) + rank
     tl.store(row_map_ptr + offs, tl.where(ok, row, -1), mask=inb)
     tl.store(src_ptr + row, offs // TOP_K, mask=ok)
     if not MASKED:
@@ -298,28 +278,33 @@ def _permute_copy_kernel(
 
 
 @triton.jit
-def _unpermute_kernel(
-    y_ptr, row_map_ptr, w_ptr, shared_ptr, out_ptr,
-    H, stride_y, stride_sh, stride_out,
-    TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SHARED: tl.constexpr, PDL: tl.constexpr = False,
+def _permute_gather_kernel(
+    x_ptr, xs_ptr, src_ptr, valid_ptr, out_ptr, outs_ptr, n_rows, H, HS, stride_xt, stride_o, stride_st, stride_sc,
+    stride_osr, stride_osc,
+    ROWS: tl.constexpr, BLOCK_H: tl.constexpr, HAS_SCALE: tl.constexpr, SC_PER: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
-    if PDL:  # programmatic dependent launch: wait for the kernel before us (the down GEMM) before any read
-        tl.extra.cuda.gdc_wait()
-    # y: [M, H] expert outputs (row stride stride_y); row_map, w: [T, TOP_K] int32 / fp32 contiguous
-    # shared: [T, H] (stride_sh); out: [T, H] (stride_out). Sum over slots in fixed order j = 0..k-1.
-    # The k rows are loaded under masks (no branch on r), so all k loads are in flight together.
-    t = tl.program_id(0).to(tl.int64)
+    # Destination-ordered permute (contiguous layout): a program fills ROWS consecutive destination rows × BLOCK_H
+    # columns (and the SC_PER scale groups of those columns) from their source tokens, so the T·k·H bytes are
+    # stored in address order and the T·H token bytes (small enough to stay in L2) are gathered.
+    # x: [T, H] (stride_xt); xs: [T, HS] fp32 (stride_st, stride_sc); src: [n_rows] int32 source token per row
+    # valid: m_indices [n_rows] (row written iff ≥ 0; padding rows are skipped); out: [n_rows, H] (stride_o)
+    # outs: row r at r*stride_osr + c*stride_osc
+    _pdl_entry(PDL)
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    ok = r < n_rows
+    ok = ok & (tl.load(valid_ptr + r, mask=ok, other=-1) >= 0)
+    t = tl.load(src_ptr + r, mask=ok, other=0).to(tl.int64)
+    r64 = r.to(tl.int64)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cm = cols < H
-    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
-    for j in tl.static_range(TOP_K):
-        r = tl.load(row_map_ptr + t * TOP_K + j).to(tl.int64)
-        w = tl.load(w_ptr + t * TOP_K + j)
-        v = tl.load(y_ptr + r * stride_y + cols, mask=cm & (r >= 0), other=0.0).to(tl.float32)
-        acc += tl.where(r >= 0, w, 0.0) * v
-    if HAS_SHARED:
-        acc += tl.load(shared_ptr + t * stride_sh + cols, mask=cm, other=0.0).to(tl.float32)
-    tl.store(out_ptr + t * stride_out + cols, acc.to(out_ptr.dtype.element_ty), mask=cm)
+    m2 = ok[:, None] & (cols < H)[None, :]
+    v = tl.load(x_ptr + t[:, None] * stride_xt + cols[None, :], mask=m2)
+    tl.store(out_ptr + r64[:, None] * stride_o + cols[None, :], v, mask=m2)
+    if HAS_SCALE:
+        sc = tl.program_id(1) * SC_PER + tl.arange(0, SC_PER)
+        sm2 = ok[:, None] & (sc < HS)[None, :]
+        sv = tl.load(xs_ptr + t[:, None] * stride_st + sc[None, :] * stride_sc, mask=sm2)
+        tl.store(outs_ptr + r64[:, None] * stride_osr + sc[None, :] * stride_osc, sv, mask=sm2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,7 +313,7 @@ def _unpermute_kernel(
 
 
 def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
-    """count → per-expert scan → segments → rank.
+    """count → per-expert scan → rank (segment starts from the scan's totals).
 
     Returns (row_map [T, k], seg [E_BINS], m_indices [m_bound] or None, src [rows] int32 source token per row).
     """
@@ -342,7 +327,6 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     counts = torch.empty(max(nb, 1), e_bins, dtype=torch.int32, device=dev)
     offsets = torch.empty_like(counts)
     totals = torch.empty(e_bins, dtype=torch.int32, device=dev)
-    start = torch.empty(e_bins, dtype=torch.int32, device=dev)
     seg = torch.empty(e_bins, dtype=torch.int32, device=dev)
     row_map = torch.empty(T, k, dtype=torch.int32, device=dev)
     n_rows = num_experts * max_m if masked else m_bound
@@ -361,13 +345,9 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     _route_scan_kernel[(e_bins // be,)](counts, offsets, totals, nb, E_BINS=e_bins, BE=be,
                                         CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), PDL=pdl, num_warps=4,
                                         launch_pdl=pdl)
-    if not RANK_SEGMENTS:
-        _route_segments_kernel[(1,)](totals, start, seg, num_experts, block_m, max_m, E_BINS=e_bins, MASKED=masked,
-                                     PDL=pdl, num_warps=4, launch_pdl=pdl)
-    _route_rank_kernel[(nb,)](ids, offsets, totals if RANK_SEGMENTS else start, seg, row_map,
-                              m_indices if m_indices is not None else ids, src, n, num_experts, max_m, block_m,
-                              E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k, MASKED=masked, SINGLE=False,
-                              SEGMENTS=RANK_SEGMENTS, PDL=pdl, num_warps=4, launch_pdl=pdl)
+    _route_rank_kernel[(nb,)](ids, offsets, totals, seg, row_map, m_indices if m_indices is not None else ids, src,
+                              n, num_experts, max_m, block_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k,
+                              MASKED=masked, SINGLE=False, PDL=pdl, num_warps=4, launch_pdl=pdl)
     return row_map, seg, m_indices, src
 
 
@@ -388,6 +368,27 @@ def _copy_rows(hidden, row_map, out, hidden_scale=None, out_scale=None):
         *(hidden_scale.stride() if sc else (0, 0)), *(out_scale.stride() if sc else (0, 0)),
         TOP_K=row_map.shape[1], BLOCK_H=block_h, HAS_SCALE=sc, SC_PER=max(block_h // 128, 1), ROWS=rows, PDL=pdl,
         num_warps=warps, launch_pdl=pdl,
+    )
+
+
+def _gather_rows(hidden, src, m_indices, out, hidden_scale=None, out_scale=None):
+    """Contiguous layout, destination order: out[r] = hidden[src[r]] (and out_scale[r] = hidden_scale[src[r]]) for
+    every row r with m_indices[r] ≥ 0 (out_scale [M, HS], any strides)."""
+    n_rows, H = out.shape
+    if n_rows == 0 or hidden.shape[0] == 0:
+        return
+    pdl = PDL_CHAIN and _pdl_capable(hidden.device)
+    block_h, warps = _copy_config(H, hidden.element_size())
+    sc = hidden_scale is not None
+    if sc:
+        block_h = max(block_h, 128)  # whole scale groups per program
+    rows = max(1, min(16, 8192 // (block_h * hidden.element_size())))  # ~8 KiB per program
+    _permute_gather_kernel[(triton.cdiv(n_rows, rows), triton.cdiv(H, block_h))](
+        hidden, hidden_scale if sc else hidden, src, m_indices, out, out_scale if sc else out, n_rows, H,
+        hidden_scale.shape[1] if sc else 0, hidden.stride(0), out.stride(0),
+        *(hidden_scale.stride() if sc else (0, 0)), *(out_scale.stride() if sc else (0, 0)),
+        ROWS=rows, BLOCK_H=block_h, HAS_SCALE=sc, SC_PER=max(block_h // 128, 1), PDL=pdl, num_warps=warps,
+        launch_pdl=pdl,
     )
 
 
@@ -450,7 +451,9 @@ def moe_permute(
     out_scale = None
     if hidden_scale is not None:  # MN-major (stride (1, M)), the layout the grouped GEMM reads fastest
         out_scale = torch.empty(hidden_scale.shape[1], bound, dtype=torch.float32, device=hidden.device).t()
-    if hidden_scale is not None and FUSED_SCALE_COPY:  # scales stored by the row copy (one launch fewer)
+    if PERMUTE_GATHER:
+        _gather_rows(hidden, src, m_indices, out, hidden_scale, out_scale)
+    elif hidden_scale is not None and FUSED_SCALE_COPY:  # scales stored by the row copy (one launch fewer)
         _copy_rows(hidden, row_map, out, hidden_scale, out_scale)
     else:
         _copy_rows(hidden, row_map, out)
@@ -546,72 +549,6 @@ def moe_permute_masked(
     if hidden_scale is not None:
         _gather_scales(hidden_scale, src, src, seg, out_scale, num_experts * max_m, max_m, True)
     return out, out_scale, seg[:num_experts], row_map
-
-
-def moe_unpermute(
-    expert_out: torch.Tensor,
-    row_map: torch.Tensor,
-    topk_weights: torch.Tensor,
-    shared_output: torch.Tensor | None = None,
-    *,
-    out: torch.Tensor | None = None,
-    pdl: bool = False,
-) -> torch.Tensor:
-    """out[t] = Σ_j topk_weights[t, j] · expert_out[row_map[t, j]] (+ shared_output[t]), accumulated in fp32.
-
-    expert_out: [M, H] bf16/fp16/fp32 (unit column stride), rows of the permuted layout; only rows named
-    by row_map are read, so padding rows (any garbage, NaN included) never enter a sum.
-    row_map: [T, k] int32 ids in [−1, M) (−1 contributes nothing); on CPU (interpreter) tensors others raise
-        ValueError; CUDA row_map is NOT range-checked (no host sync on this graph-captured path): an id ≥ M or
-        < −1 reads out of bounds, undefined behaviour (the caller must pass ids in range).
-    topk_weights: [T, k] fp32.
-    shared_output: [T, H] or None (shared-expert output, added in fp32 before the single cast).
-    out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
-    pdl: programmatic dependent launch (CUDA sm_90+, ignored elsewhere): the programs may start while the
-        previous kernel (the down GEMM) finishes and wait for it (griddepcontrol.wait) before any read.
-    Deterministic: one program owns each output element and sums slots in order j = 0..k−1 (no atomics).
-    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, pdl not a bool.
-    Follows DeepSeek-V3 inference/model.py MoE combine.
-    """
-    check_tensor("expert_out", expert_out, ndim=2)
-    check_runnable_device("expert_out", expert_out)
-    if not expert_out.is_floating_point() or expert_out.dtype == torch.float8_e4m3fn:
-        raise TypeError(f"expert_out must be bf16/fp16/fp32, got {expert_out.dtype}")
-    if expert_out.stride(1) != 1:
-        raise ValueError(f"expert_out must have unit column stride, got strides {expert_out.stride()}")
-    check_tensor("row_map", row_map, dtype=torch.int32, ndim=2, device=expert_out.device)
-    check_tensor("topk_weights", topk_weights, dtype=torch.float32, ndim=2, device=expert_out.device)
-    if topk_weights.shape != row_map.shape:
-        raise ValueError(f"topk_weights {tuple(topk_weights.shape)} must match row_map {tuple(row_map.shape)}")
-    check_ids_in_range("row_map", row_map, expert_out.shape[0])
-    T, k = row_map.shape
-    H = expert_out.shape[1]
-    if shared_output is not None:
-        check_tensor("shared_output", shared_output, ndim=2, device=expert_out.device)
-        if tuple(shared_output.shape) != (T, H) or shared_output.stride(1) != 1:
-            raise ValueError(f"shared_output must be [{T}, {H}] with unit column stride, got {tuple(shared_output.shape)}")
-    check_bool("pdl", pdl)
-    if out is not None:
-        check_tensor("out", out, dtype=expert_out.dtype, ndim=2, device=expert_out.device)
-        if tuple(out.shape) != (T, H) or out.stride(1) != 1:
-            raise ValueError(f"out must be [{T}, {H}] with unit column stride, got {tuple(out.shape)}")
-    else:
-        out = torch.empty(T, H, dtype=expert_out.dtype, device=expert_out.device)
-    if T == 0:
-        return out
-    use_pdl = pdl and _pdl_capable(expert_out.device)
-    row_map = row_map.contiguous()
-    topk_weights = topk_weights.contiguous()
-    block_h, warps = _copy_config(H, 4)
-    if T <= 16:  # decode: more, narrower programs (at T=1, H=7168: 14 instead of 4 SMs share the k row reads)
-        block_h, warps = min(block_h, 512), 4
-    _unpermute_kernel[(T, triton.cdiv(H, block_h))](
-        expert_out, row_map, topk_weights, shared_output if shared_output is not None else expert_out, out,
-        H, expert_out.stride(0), shared_output.stride(0) if shared_output is not None else 0, out.stride(0),
-        TOP_K=k, BLOCK_H=block_h, HAS_SHARED=shared_output is not None, PDL=use_pdl, num_warps=warps,
-        launch_pdl=use_pdl,
-    )
-    return out
 
 
 __all__ = ["gate_topk", "router_gate_topk", "moe_permute", "moe_permute_masked", "moe_permute_bound", "moe_unpermute"]

@@ -2,8 +2,8 @@
 
 Tolerances: token ids and kept masks are compared EXACTLY. Both sides see the same logits and the
 same Exp(1) noise; the kernel's thresholds are exact (radix select on the fp32 bit pattern), and
-the only fp32 differences are summation order in the top-p mass and log-domain vs ratio race
-scores (≈ 1e-7 relative), which can flip a result only when a cumulative mass or two race scores
+the only fp32 differences are summation order in the top-p mass and the race scores (ratios relative to a
+lane's running max, compared across splits in log form, vs torch's softmax ratios: ≈ 1e-7 relative), which can flip a result only when a cumulative mass or two race scores
 tie to ~1e-7 — probability ≪ 1e-4 per draw with continuous random inputs and top_p.
 The distribution tests compare emitted-token histograms with p by a chi-square test at a fixed
 seed (critical value at α = 1e-4), so they are deterministic and fail for any wrong distribution
@@ -227,6 +227,35 @@ def test_sample_low_temperature_near_ties(device, filters, philox):
         noise = torch.empty(N, V).exponential_(generator=torch.Generator().manual_seed(77))
         tokens = sample(*_to(device, x, t, top_k, None, noise))
     _chi2_check(tokens, p.float())
+
+
+def rising_logits(rows, V, seed, step, ties):
+    """[rows, V] fp32 logits rising along the row (200 + i·step, plus up to 3 ulps of 200 of per-row jitter), so
+    every chunk raises every lane's running max: the race scores and sums are rescaled at each chunk (by 0 when
+    step / T is large). ties: the last 3 tokens of each row tie at the max."""
+    g = torch.Generator().manual_seed(seed)
+    x = (200.0 + torch.arange(V, dtype=torch.float64) * step).float().expand(rows, V).clone()
+    x += torch.randint(0, 4, (rows, V), generator=g).float() * 2.0**-16
+    if ties:
+        x[:, -3:] = x[:, -1:]
+    return x, g
+
+
+@_fixture_ok
+@given(V=st.integers(130, 400), seed=st.integers(0, 2**16), temp=st.sampled_from([TINY_T, 0.05, 1.0]),
+       step=st.sampled_from([2.0**-16, 1e-3, 0.5]), ties=st.booleans(), philox=st.booleans())
+def test_sample_rising_logits_rescale(device, V, seed, temp, step, ties, philox):
+    # 6 rows > 4: the interpreter plan gives each row one split, so each lane sees several chunks (BLOCK 64) and
+    # its max grows at every one; the race winner (exp-form scores rescaled per chunk) must equal the reference's
+    x, g = rising_logits(6, V, seed, step, ties)
+    t = torch.full((6,), temp)
+    t[0] = 0.0  # a greedy row next to the sampled ones
+    seeds = torch.arange(6, dtype=torch.int64) * 7 + seed
+    noise = philox_exp_noise(seeds.to(device), 1, V)[:, 0].cpu() if philox else \
+        torch.empty(6, V).exponential_(generator=g)
+    got = sample(*_to(device, x, t), None, None, *((None,) if philox else _to(device, noise)),
+                 seeds=seeds.to(device) if philox else None)
+    assert torch.equal(got.cpu(), sample_ref(x, t, None, None, noise))
 
 
 @_fixture_ok

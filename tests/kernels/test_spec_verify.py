@@ -2,8 +2,8 @@
 
 Tolerances: emitted tokens and accepted counts are compared EXACTLY. Greedy verification is pure
 argmax (exact in any summation order). Rejection sampling sees the same uniforms and Exp(1) noise
-as the reference; the kernel computes p(d) = exp(s_d − max)/Σ and log-domain race scores, which
-differ from torch's softmax by ≈ 1e-7 relative, so a decision flips only when u·q(d) is within
+as the reference; the kernel computes p(d) = exp((x_d − max) / T)/Σ and race scores relative to running maxima,
+which differ from torch's softmax by ≈ 1e-7 relative, so a decision flips only when u·q(d) is within
 ~1e-7 of p(d) or two race scores tie to ~1e-7 — probability ≪ 1e-4 per draw with continuous inputs.
 Distribution tests: over N seeded trials (rows of one launch) the first emitted token of rejection
 sampling must follow p_0 whatever the drafts (the speculative-sampling guarantee), and the bonus
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2
 
-from tests.kernels.test_sampling import TINY_T, near_tie_case
+from tests.kernels.test_sampling import TINY_T, near_tie_case, rising_logits
 
 from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
@@ -277,6 +277,26 @@ def test_low_temperature_near_ties_real_vocab_gpu(device, op):
     _chi2_check(out[:, 0], p)
     acc = (n.cpu() == 1).to(out.device)
     _chi2_check(out[acc, 1], p)
+
+
+@pytest.mark.parametrize("temp,step,philox", [(TINY_T, 2.0**-16, True), (0.05, 1e-3, False), (1.0, 0.5, True)])
+def test_rejection_rising_logits_rescale(device, temp, step, philox):
+    # B = 2, K = 3: 8 rows, one split per row under the interpreter, so every lane's max grows at every chunk (the
+    # exp-form race scores and sums rescaled each time); drafts are top tokens, so both accepts and rejects (whose
+    # race excludes the draft) occur; exact against the reference fed the same noise
+    B, K, V = 2, 3, 333
+    x, g = rising_logits(B * (K + 1), V, 5, step, ties=False)
+    x = x.view(B, K + 1, V)
+    drafts = torch.tensor([[V - 1, V - 2, V - 1], [V - 3, V - 1, V - 1]])
+    t = torch.full((B,), temp)
+    u = torch.rand(B, K, generator=g)
+    seeds = torch.tensor([11, 12], dtype=torch.int64)
+    noise = philox_exp_noise(seeds.to(device), K + 1, V).cpu() if philox else \
+        torch.empty(B, K + 1, V).exponential_(generator=g)
+    got = verify_rejection(*_to(device, drafts, None, x, t), None, None, *_to(device, u),
+                           *((None,) if philox else _to(device, noise)), seeds=seeds.to(device) if philox else None)
+    ref = verify_rejection_ref(drafts, None, x, t, None, None, u, noise)
+    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
 
 
 @_fixture_ok

@@ -9,11 +9,15 @@ Design (memory-bound; a vocabulary row of 129280 fp32 logits is 517 KB):
      which equals argmax_i p_i / E_i since p_i ∝ exp(s_i).
   3. ``_sample_combine_kernel`` (one program per row): reduces the split partials to the token.
 Low temperatures: the max, the softmax sums and the race work on the logits x themselves, never on x / T: the
-sums take exp((x − m) / T) with m the running max, and the race compares two tokens by (x_i − x_j) + T·(g_i −
-g_j), g = −log E (T times s_i − s_j + g_i − g_j): differences of nearby logits are exact in fp32, so at T = 1e-5
-with logits ~100 (x / T ~ 1e7, whose fp32 ulp is 1) the noise is not rounded away.
-A split's race partial is its winner's (x − m_split) + T·g, which the combine shifts by m_split − m_row. Only the
-top-k/top-p thresholds are defined on s = x / T (as in the reference).
+sums take exp((x − m) / T) with m the running max, and the race compares the scores exp((x_i − m) / T) / E_i
+(rescaled by exp((m_old − m_new) / T) when a lane's max grows, the factor the sums use): differences of nearby
+logits are exact in fp32, so at T = 1e-5 with logits ~100 (x / T ~ 1e7, whose fp32 ulp is 1) the noise is not
+rounded away. One exponential per element serves the sum and the race (exp(−|x − m| / T) is either the element's
+weight or the lane's rescale), and the race in exp form takes no log of E. The Philox race is bound by instructions,
+not bytes (Philox4x32-10 + −log U per element; 0.6-0.9 TB/s on the H200 in the log form): its sm_90a loop body is
+653 instructions per 8 elements a thread (BLOCK 1024, 4 warps) against 866 in the previous log form.
+A split's race partial is T·log of its best score = (x_w − m_split) + T·g_w (g = −log E), which the combine shifts
+by m_split − m_row. Only the top-k/top-p thresholds are defined on s = x / T (as in the reference).
 No host synchronisation anywhere (graph-capturable); split counts depend on shapes only.
 ``tritonseek.kernels.spec_verify`` reuses kernels 1–2 for rejection sampling.
 """
@@ -114,8 +118,8 @@ def _row_stats_kernel(
     #         from the filter's candidates): their programs read nothing, split 0 stores nothing and
     #         the other splits store neutral partials (max -inf, sum 0, race -inf)
     # part_*  [B * NJ, num_splits]: max m of the kept x (x with s = x / T below thresh → -inf), sum exp((x - m) / T),
-    #         first argmax, race value (x_w - m) + T·g_w of the split's winner w (g = -log E; see the module
-    #         docstring) and w. GREEDY: only max/argmax.
+    #         first argmax, race value T·log(exp((x_w - m) / T) / E_w) = (x_w - m) + T·g_w of the split's winner w
+    #         (g = -log E; see the module docstring) and w. GREEDY: only max/argmax.
     # RACE_MODE: 0 none, 1 every row (excluding the draft token when j < NJ - 1), 2 last row only.
     row = tl.program_id(0)
     split = tl.program_id(1)
@@ -132,14 +136,14 @@ def _row_stats_kernel(
     noise_row = noise_ptr + b.to(tl.int64) * stride_nb + j.to(tl.int64) * stride_nj
 
     # lane-wise accumulators (one cross-warp reduction after the loop, none per chunk, so the
-    # loads of consecutive chunks stay in flight): running max / first index, online sum of
-    # exp((x - max) / T) per lane, the race value (x_w - m_lane) + T·g_w of the lane's winner w (relative to the
-    # lane's running max m_lane: shifted by m_old - m_new when the max grows) and its index.
+    # loads of consecutive chunks stay in flight): running max m_lane / first index, online sum of
+    # exp((x - m_lane) / T), and the race score exp((x_w - m_lane) / T) / E_w of the lane's winner w with its index
+    # (both rescaled by exp((m_old - m_new) / T) when the lane's max grows).
     big = 2147483647
     m_vec = tl.full([BLOCK], float("-inf"), tl.float32)
     i_vec = tl.full([BLOCK], big, tl.int32)
     l_vec = tl.zeros([BLOCK], tl.float32)
-    r_vec = tl.full([BLOCK], float("-inf"), tl.float32)
+    r_vec = tl.zeros([BLOCK], tl.float32)
     ri_vec = tl.full([BLOCK], big, tl.int32)
     if GREEDY:
         temp = 1.0
@@ -148,8 +152,8 @@ def _row_stats_kernel(
         temp = tl.load(temperature_ptr + b)
         do_race = temp > 0
         temp = tl.where(temp > 0, temp, 1.0)
-    if NEED_SUM:
-        inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)  # T below ~3e-39 would give inf (0 * inf = NaN)
+    # T below ~3e-39 would give inf (0 * inf = NaN)
+    inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)
     if RACE_MODE == 0:
         do_race = False
     if RACE_MODE == 2:
@@ -173,39 +177,51 @@ def _row_stats_kernel(
         if not GREEDY:
             if HAS_THRESH:
                 x = tl.where(x / temp >= thr, x, float("-inf"))  # the filter is defined on s = x / T
-        m_new = tl.maximum(m_vec, x)
-        if NEED_SUM:
+        grow = x > m_vec  # strict: each lane keeps its first maximum
+        if NEED_SUM or RACE_MODE != 0:
+            # one exponential per element: f = exp((min(x, m) - max(x, m)) / T) is the element's weight
+            # exp((x - m_new) / T) when x <= m, else the rescale exp((m_old - m_new) / T) of the lane's sum and score
+            # (-inf - -inf would be NaN: a lane at -inf takes m_new = 0 there, f = 0)
+            m_new = tl.maximum(m_vec, x)
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            l_vec = l_vec * tl.exp((m_vec - m_safe) * inv_t) + tl.exp((x - m_safe) * inv_t)
-        if RACE_MODE != 0:
-            if PHILOX:
-                e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
-            else:
-                e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
-            # candidate (x - m_new) + T·g, g = -log E, against the winner's value moved to m_new: T times the
-            # race s - log E up to a shift common to the lane, without forming x / T (see the module docstring).
-            # Strict >: the first of equals stays. NaN candidates (x = -inf with m_new = -inf) never win.
-            r_vec = r_vec + tl.where(m_new == m_vec, 0.0, m_vec - m_new)
-            cand = (x - m_new) - temp * tl.log(e)
-            if RACE_MODE == 1:
-                cand = tl.where(offs == excl, float("-inf"), cand)
-            win = cand > r_vec
-            ri_vec = tl.where(win, offs, ri_vec)
-            r_vec = tl.where(win, cand, r_vec)
-        i_vec = tl.where(x > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
-        m_vec = m_new
+            f = tl.exp((tl.minimum(m_vec, x) - m_safe) * inv_t)
+            alpha = tl.where(grow, f, 1.0)
+            w = tl.where(grow, 1.0, f)
+            if NEED_SUM:
+                l_vec = l_vec * alpha + w
+            if RACE_MODE != 0:
+                if PHILOX:
+                    e = _philox_exp(seeds_ptr, b, j, V, off, BLOCK)
+                else:
+                    e = tl.load(noise_row + offs, mask=offs < race_end, other=1.0)
+                # race score p / E up to the lane's common factor; the race in exp form needs no log of E
+                # (p underflowing to 0 only drops tokens more than 87·T below the lane max, which cannot win:
+                # E <= 22.2 for U >= 2^-32). Strict >: the first of equals stays; a score of 0 never wins.
+                cand = w / e
+                if RACE_MODE == 1:
+                    cand = tl.where(offs == excl, 0.0, cand)
+                r_vec = r_vec * alpha
+                win = cand > r_vec
+                ri_vec = tl.where(win, offs, ri_vec)
+                r_vec = tl.where(win, cand, r_vec)
+        i_vec = tl.where(grow, offs, i_vec)
+        m_vec = tl.maximum(m_vec, x)
 
     m = tl.max(m_vec, axis=0)
     idx = tl.min(tl.where(m_vec == m, i_vec, big), axis=0)  # lowest index among the lanes' maxima
     idx = tl.where(idx == big, start, idx)  # all -inf (or empty): the split's first index (argmax gives 0)
-    if NEED_SUM:
+    if NEED_SUM or RACE_MODE != 0:
         m_safe = tl.where(m == float("-inf"), 0.0, m)
-        lsum = tl.sum(l_vec * tl.exp((m_vec - m_safe) * inv_t), axis=0)
+        lane_scale = tl.exp((m_vec - m_safe) * inv_t)  # lane max -> split max
+    if NEED_SUM:
+        lsum = tl.sum(l_vec * lane_scale, axis=0)
     if RACE_MODE != 0:
-        r_vec = r_vec + tl.where(m_vec == m, 0.0, m_vec - m)  # relative to the split's max (-inf stays -inf)
+        r_vec = r_vec * lane_scale
         rmax = tl.max(r_vec, axis=0)
         ridx = tl.min(tl.where(r_vec == rmax, ri_vec, big), axis=0)
         ridx = tl.where(ridx == big, start, ridx)
+        # stored in the log form the combine and the filter's settle kernel use: T·log(score) = (x_w - m) + T·g_w
+        rmax = temp * tl.log(rmax)
 
     p = row.to(tl.int64) * num_splits + split
     tl.store(part_max_ptr + p, m, mask=write)

@@ -554,6 +554,7 @@ def _dry_mode() -> None:
 
 
 def main():
+    global BATCH
     p = argparse.ArgumentParser()
     p.add_argument("--suite", default="all", choices=["all", "mla_decode", "mla_prefill", "none"])
     p.add_argument("--sweep", action="store_true")
@@ -570,10 +571,12 @@ def main():
     p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
     p.add_argument("--gluon-extra", nargs="*", default=(), help='decode: extra Gluon variants, JSON overrides each')
     p.add_argument("--no-peer", action="store_true", help="decode: skip the torch peer")
+    p.add_argument("--batch", type=int, default=BATCH, help="decode/metadata batch (FlashMLA's: 128)")
     p.add_argument("--metadata", action="store_true", help="get_mla_metadata timings (suite mla_metadata) first")
     args = p.parse_args()
     global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN, GLUON_EXTRA, NO_PEER
     NO_PEER = args.no_peer
+    BATCH = args.batch
     MAX_ROWS = args.max_rows
     GLUON_VARIANT = args.gluon
     ONLY_HS = tuple(args.hs)

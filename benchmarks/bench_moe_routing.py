@@ -171,7 +171,7 @@ def bench_permute(cx):
             ab = {"gather": [], "scatter": []}
             default = MR.PERMUTE_GATHER
             for on in (False, True):
-                MR.PERMUTE_GATHER = on
+                MR.PERMUTE_GATHER = {**default, x.element_size(): on}
                 o_ = moe_permute(x, ids, E, bm, scale)
                 good = (torch.equal(o_[2], ref[2]) and (scale is None or torch.equal(o_[1][v], ref[1][v]))
                         and torch.equal(o_[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)))
@@ -182,7 +182,7 @@ def bench_permute(cx):
                 for on in (False, True):
                     if ab["gather" if on else "scatter"] is None:
                         continue
-                    MR.PERMUTE_GATHER = on
+                    MR.PERMUTE_GATHER = {**default, x.element_size(): on}
                     g1 = cx.graph_us([perm, unperm])
                     if g1:
                         ab["gather" if on else "scatter"].append(round(g1 * 2, 2))

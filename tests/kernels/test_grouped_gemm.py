@@ -462,6 +462,21 @@ def test_masked_decode_occupancy_sm90():
         assert max(spill_store_bytes(rep)) == 0, rep
 
 
+def test_decode_wave_config():
+    """The default decode config becomes 3 stages at 128 registers (4 programs per SM) only when the grid needs
+    more than one 2-per-SM wave and fits one 4-per-SM wave (V3 down GEMM at T=1 on 132 SMs: 448 programs)."""
+    from tritonseek.kernels.grouped_gemm_masked import _decode_wave_config
+
+    d = dict(_MASKED_DECODE)
+    assert _decode_wave_config(d, 448, 132) == dict(d, num_stages=3, MAXNREG=128)
+    assert _decode_wave_config(d, 528, 132)["num_stages"] == 3
+    for tiles in (256, 264, 529, 3248):  # one 2-per-SM wave, or more than one 4-per-SM wave: unchanged
+        assert _decode_wave_config(d, tiles, 132) == d
+    other = dict(d, num_stages=5)
+    assert _decode_wave_config(other, 448, 132) == other  # a caller's / tuned config is never changed
+    assert _MASKED_DECODE["num_stages"] == 6  # not mutated
+
+
 def test_masked_rejects_bad_expected_m(device):
     g = torch.Generator().manual_seed(9)
     a = _fp8((2, 8, 128), g).to(device)

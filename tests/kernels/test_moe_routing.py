@@ -316,7 +316,7 @@ def test_permute_unpermute_match_reference(device, T, k, E, H, block_m, mode, dt
     fused, rows_default, gather = MR.FUSED_SCALE_COPY, MR.COPY_ROWS, MR.PERMUTE_GATHER
     MR.FUSED_SCALE_COPY = not (scale is not None and seed % 2)
     MR.COPY_ROWS = {eb: 1 << (seed // 2 % 3) for eb in (1, 2, 4)}
-    MR.PERMUTE_GATHER = bool(seed // 6 % 2)
+    MR.PERMUTE_GATHER = {eb: bool(seed // 6 % 2) for eb in (1, 2, 4)}
     try:
         out = moe_permute(x, ids, E, block_m, scale)
     finally:
@@ -416,7 +416,7 @@ def test_permute_many_blocks_scan(device, monkeypatch, masked, gather):
 
     monkeypatch.setattr(MR, "_ROUTE_BLOCK", 16)
     monkeypatch.setattr(MR, "_SCAN_CHUNK", 4)
-    monkeypatch.setattr(MR, "PERMUTE_GATHER", gather)
+    monkeypatch.setattr(MR, "PERMUTE_GATHER", {eb: gather for eb in (1, 2, 4)})
     g = torch.Generator().manual_seed(11)
     T, k, E = 45, 3, 5
     ids = _routing("random", T, k, E, g).to(device)
@@ -560,18 +560,21 @@ def test_permute_unpermute_gpu(device, fp8):
         assert torch.equal(out[1][v], ref[1][v])
     rows_default, pdl_default, gather_default = MR.COPY_ROWS, MR.PDL_CHAIN, MR.PERMUTE_GATHER
     try:  # 4 tokens per row-copy program, plain launches instead of the PDL chain, the other permute (gather/scatter)
-        MR.COPY_ROWS, MR.PDL_CHAIN, MR.PERMUTE_GATHER = {1: 4, 2: 4}, not pdl_default, not gather_default
+        MR.COPY_ROWS, MR.PDL_CHAIN = {1: 4, 2: 4}, not pdl_default
+        MR.PERMUTE_GATHER = {eb: not on for eb, on in gather_default.items()}
         out4 = moe_permute(x, ids, E, bm, scale)
     finally:
         MR.COPY_ROWS, MR.PDL_CHAIN, MR.PERMUTE_GATHER = rows_default, pdl_default, gather_default
     assert torch.equal(out4[0][v].view(torch.uint8), ref[0][v].view(torch.uint8)) and torch.equal(out4[3], ref[3])
     if fp8:
         assert torch.equal(out4[1][v], ref[1][v])
-        try:  # the other scale path (a destination-ordered gather kernel after the row copy) gives the same
+        try:  # the scatter's other scale path (a destination-ordered scale gather after the row copy): the same
             MR.FUSED_SCALE_COPY = not MR.FUSED_SCALE_COPY
+            MR.PERMUTE_GATHER = {eb: False for eb in gather_default}
             out2 = moe_permute(x, ids, E, bm, scale)
         finally:
             MR.FUSED_SCALE_COPY = not MR.FUSED_SCALE_COPY
+            MR.PERMUTE_GATHER = gather_default
         assert torch.equal(out2[1][v], ref[1][v]) and torch.equal(out2[0][v].view(torch.uint8), ref[0][v].view(torch.uint8))
     y = torch.randn(ref[0].shape[0], H, generator=g).to(torch.bfloat16).to(device)
     y[~v] = float("nan")

@@ -20,7 +20,10 @@ a hint), wait for that kernel, then release the next one. The MoE decode chain p
 unpermute uses it (moe_triton). Decode shapes on the H200 (h4moe W1, 7d06960, one graph replay, 8 routed
 groups of 256, T=1): (4096, 7168) 68.9 µs = 3,410 GB/s, (7168, 2048) 38.5 µs = 3,052 GB/s with 5 stages,
 (45.1 µs with the default 6 stages, timed first in its case: the first-timed penalty seen in earlier sweeps);
-256-row weight tiles (BLOCK_N 256, 3 stages) 70.5 / 39.2 µs.
+256-row weight tiles (BLOCK_N 256, 3 stages) 70.5 / 39.2 µs. Plain launches, h3moe W2 (e9e2f1c, same run, 3
+rounds): one-call graph 68.5 / 37.4 µs (the latter with ``_decode_wave_config``'s 4 programs per SM), device-side
+graph (host submission latency excluded) 61.9 / 34.4 µs = 3,800 / 3,419 GB/s, kernel 59.1 / 32.0 µs; a plain
+streaming read of the same bytes (W1): graph 60.1 / 34.3, device-side 55.7 / 30.2, kernel 53.1 / 27.9 µs.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from tritonseek.kernels._utils import check_int, check_runnable_device, check_te
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
-from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
+from tritonseek.kernels.grouped_gemm import _MASKED_DECODE, _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
 
 
 @triton.jit
@@ -363,6 +366,18 @@ def _maxnreg(cfg: dict) -> dict:
     return dict(maxnreg=v)
 
 
+def _decode_wave_config(cfg: dict, tiles: int, num_sms: int) -> dict:
+    """The default swapped decode config (6 stages: 2 programs per SM by shared memory) → 3 stages at 128
+    registers (4 per SM) when the grid needs more than one 2-per-SM wave but fits one 4-per-SM wave; other
+    configs unchanged. H200 A/B (W2 at e9e2f1c, 256 experts, top-8 routing, plain launches, 3 alternated rounds):
+    T=1 (7168, 2048), 448 programs: device-side graph 34.24-34.43 µs against 34.69-35.10, kernel 32.0 against
+    32.65; where one 2-per-SM wave holds the grid ((4096, 7168) at T=1, 256 programs) 64.4 against 61.6-61.9,
+    and with many waves (T=8) 199.0-199.3 against 194.8-195.2, so there the 6-stage config stays."""
+    if cfg == _MASKED_DECODE and 2 * num_sms < tiles <= 4 * num_sms:
+        return dict(cfg, num_stages=3, MAXNREG=128)
+    return cfg
+
+
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -387,7 +402,7 @@ def grouped_fp8_gemm_masked(
         values above M_max are clamped to M_max. Rows ≥ masked_m[g] of ``out`` keep whatever they held
         (unspecified when ``out`` is allocated here); their a/a_scale rows (NaN or not) are never stored.
     expected_m: typical rows per group (an int ≥ 1, bools rejected, or None), used only to pick the launch
-        config (default M_max).
+        config (default M_max; without ``config`` and ``pdl`` on CUDA, also ``_decode_wave_config``).
     max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
         programs are launched for that many group slots (at least 1) and each finds its group(s) on the device:
         slot s serves the non-empty groups number s, s + slots, … — a bound that is too small only costs time
@@ -428,9 +443,11 @@ def grouped_fp8_gemm_masked(
     _check_cfg(cfg, False)
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
+    if config is None and not p["PDL"] and dev.type == "cuda":  # (PDL chains keep their measured configs)
+        cfg = _decode_wave_config(cfg, tiles, _gg._num_programs(dev))
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
-    tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
     _grouped_fp8_masked_kernel[(tiles,)](
         a_desc, b_desc, a_scale, b_scale, masked_m, out, b,
         M_max, N, E, kb, p["pf_group"], p["PREFETCH"],

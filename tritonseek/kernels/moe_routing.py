@@ -31,9 +31,11 @@ FUSED_SCALE_COPY = True
 # The multi-kernel permute (route count → scan → rank → row copy) as programmatic dependent launches
 # on sm_90+ (each kernel waits for the one before at entry; A/B in bench_moe_routing).
 PDL_CHAIN = True
-# Contiguous permute as a destination-ordered gather (True: rows stored in address order, token rows read from
-# L2) or a token-ordered scatter (False: each token row read once, stored to its k rows). A/B in bench_moe_routing.
-PERMUTE_GATHER = False
+# Contiguous permute, by row element size: a destination-ordered gather (True: rows stored in address order, token
+# rows read from L2) or a token-ordered scatter (False: each token row read once, stored to its k rows).
+# H200 A/B (W2 at e9e2f1c, T=4096 k=8 H=7168 fp8 + scales, permute+unpermute in one graph, 3 alternated rounds):
+# gather 230.1-231.0 µs against scatter 240.5-241.4. bf16 rows were not measured: they keep the scatter.
+PERMUTE_GATHER = {1: True, 2: False, 4: False}
 # Tokens per row-copy program (each program loads ROWS rows of BLOCK_H columns before its k·ROWS stores).
 COPY_ROWS = {1: 1, 2: 1}  # by element size in bytes (fp8, bf16)
 
@@ -451,7 +453,7 @@ def moe_permute(
     out_scale = None
     if hidden_scale is not None:  # MN-major (stride (1, M)), the layout the grouped GEMM reads fastest
         out_scale = torch.empty(hidden_scale.shape[1], bound, dtype=torch.float32, device=hidden.device).t()
-    if PERMUTE_GATHER:
+    if PERMUTE_GATHER.get(hidden.element_size(), False):
         _gather_rows(hidden, src, m_indices, out, hidden_scale, out_scale)
     elif hidden_scale is not None and FUSED_SCALE_COPY:  # scales stored by the row copy (one launch fewer)
         _copy_rows(hidden, row_map, out, hidden_scale, out_scale)

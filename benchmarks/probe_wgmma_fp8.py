@@ -25,8 +25,17 @@ H200, session 14 (run from gpu_jobs/ at tree d9c0efd, this code; one run, do_ben
     128  3    1744             1452
 So the wgmma shape does not limit the raw rate (n64 ≈ n128 ≈ n256), the wait-and-promote pattern alone caps a
 warpgroup pair at ~1385-1450 with no memory traffic, and the GEMMs' ~1100 TFLOP/s (TMA ring, epilogue) lose about
-as much again. Levers: fewer waits per promotion (two products in flight: UNROLL2 in fp8_gemm_ws, not probed here)
-and the memory side.
+as much again. Levers: fewer waits per promotion (two products in flight) and the memory side.
+
+H200, session 15 (h4gemm W1, code 83320e7, one run, 1980 MHz; TFLOP/s):
+    N    WGS  0 chain  1 serial  2 UNROLL2  3 across back-edge  4 two/iter  6 PIPE  7 PIPE×4
+    128  2    1715     1309      1526       1338 (serialized)   1601        1590    1119 (spills)
+    128  3    1706     1358      -          -                   -           -       -
+    64   3    1668     1580      1463       -                   -           1509    1342
+Two products in flight (modes 4/6) take a warpgroup pair from 1309 (serial) / 1526 (UNROLL2) to ~1600, 93% of the
+chain; a product in flight across the back-edge costs what it saves (ptxas serializes, C7514). With three
+warpgroups the serial n64 loop is already at 1580 (the third warpgroup fills the gaps), so PIPE there buys nothing
+in the probe; in the GEMM the 192×64 tiles lose to their extra B traffic (fp8_gemm_ws).
 """
 
 import sys

@@ -75,6 +75,8 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # 2–20%; ties within 2.5% at 256×24576×1536 and 1024×7168×2048). It picks 192-row tiles (WGS = 3) per
     # problem (fp8_gemm_ws.wgs_for). N = 2112: 192-row Gluon tiles beat tl at M = 4096 (118.6 vs 136.3 µs at
     # 59c72b9; 128-row Gluon tiles lost, 140.3), so Gluon from MIN_M = 4096 (the one M measured), tl below.
+    # Session 15: the Gluon kernel's 128-row tiles keep two wgmmas in flight per warpgroup (PIPE, the ws_config
+    # default), which moved 7168×16384, 4096×7168 and 7168×2048 from 192-row to 128-row tiles (wgs_for).
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
                                 GLUON=dict(SPLIT=True, UNROLL2=True, MIN_M=4096)),
     ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3,

@@ -19,7 +19,11 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   a stage is released when both have arrived on its ``empty`` barrier (count 2);
 * the promotion (acc += product · a_scale · b_scale, once per 128-wide K block) of block kb-1 runs
   on the CUDA cores while the wgmma of block kb is in flight (two product register sets, explicit
-  ``warpgroup_mma_wait``), so the tensor core no longer idles for the whole promotion;
+  ``warpgroup_mma_wait``), so the tensor core no longer idles for the whole promotion; PIPE (the default
+  since session 15) keeps two wgmmas in flight per warpgroup: blocks kb and kb+1 are issued back to back,
+  wait(1) returns kb, which is promoted while kb+1 runs, so the tensor core gets this warpgroup's next
+  block without a wait-to-issue gap once per two blocks (benchmarks/probe_wgmma_fp8.py: a warpgroup pair
+  with no memory traffic 1309 TFLOP/s serial, 1526 UNROLL2, 1590 PIPE, 1715 chained);
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
   stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop;
 * WGS = 3: 192-row tiles, three consumer warpgroups of 64 rows (A arrives as three 64-row TMA boxes,
@@ -36,11 +40,14 @@ Measured on the H200 at M = 4096 (DeepGEMM's six (N, K); benchmarks/results/h200
 24576×1536 and 32768×512, 0.81–0.94× elsewhere; run-to-run spread ~5%); cooperative 8-warp
 partition 678–932, one product set 742–979. Tried and dropped (kept out of the code): warpgroup 1
 started one K block behind warpgroup 0 (within ±3%), DeepGEMM's serial issue–wait–promote loop
-(2–17% slower), and two wgmmas in flight per warpgroup (wait(1) with the promotion of block kb-1
-under block kb): ptxas serializes every wgmma (C7514/C7515) as soon as a product stays in flight
+(2–17% slower), and a product left in flight across the K loop's back-edge (wait(1) at the top of the
+next iteration): ptxas serializes every wgmma (C7514/C7515) as soon as a product stays in flight
 across a loop back-edge inside a worker partition (Triton runs worker partitions inside a
-dispatch loop) or an epilogue branch sits in the K loop, so each warpgroup waits for its own
-block (wait(0)) and the other warpgroup keeps the tensor core busy. Also dropped (H200 at 5e848e1):
+dispatch loop) or an epilogue branch sits in the K loop, so PIPE ends each two-block iteration with
+wait(0) and only a finished product crosses the back-edge. Session 15 also tried 192-row tiles as two n64
+column halves both in flight (registers for two half-width product sets; code in git at 87aed95): slower than
+the committed kernel on all six shapes (H200, µs: 124.5 vs 116.7, 277 vs 266, 151 vs 143, 935 vs 873,
+245 vs 218, 117.8 vs 111.1), as were 192×64 tiles with PIPE (811–832 TFLOP/s). Also dropped (H200 at 5e848e1):
 the previous tile's last promotion and epilogue deferred under the next tile's first wgmma (equal
 at K = 16384, 2–10% slower at K ≤ 7168, 3–24% slower in the grouped kernels). H200 at 59c72b9,
 WGS = 3 against 2 (µs): 2112×7168 118.6 vs 140.3 (tl 136.3), 24576×1536 260.8 vs 280.7, 32768×512
@@ -89,13 +96,17 @@ from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operand
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 # WGS: consumer warpgroups per CTA, 2 (128-row tiles) or 3 (192-row tiles, one product set each); None = chosen
 # per problem by wgs_for (after the other keys are merged).
+# PIPE (128-row tiles; 192-row tiles ignore it): two wgmmas in flight per warpgroup (_k_loop). H200 session 15 at
+# M = 4096 (83320e7 / 87aed95, same runs as the committed config, µs): 7168×16384 794 / 790 vs 859 / 873 (192-row
+# tiles), 4096×7168 197 / 194 vs 217 / 218 (UNROLL2), 7168×2048 111.3 / 112.2 vs 117.7 / 111.1 (192-row); it loses
+# to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=False)
-# Time of a 192-row tile (WGS = 3) relative to a 128-row one: 1.5× the work at ~0.91× the time per FLOP (17% less
-# L2→SMEM traffic per FLOP; H200 at M = 4096, commit 59c72b9: 24576×1536 260.8 vs 280.7 µs, 32768×512 142.2 vs
-# 155.3, 7168×16384 853 vs 885, 7168×2048 112.5 vs 116.9, 2112×7168 118.6 vs 136.3 (tl) / 140.3, and a loss where
-# the 192-row tiles leave a worse last wave: 4096×7168 237.9 vs 221.9).
-_WGS3_TILE_COST = 1.365
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True)
+# Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
+# session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
+# in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
+# 7168×2048: 10 vs 14, 4096×7168: 6 vs 8 → 128 rows). Before PIPE (UNROLL2 128-row tiles, session 14) it was 1.365.
+_WGS3_TILE_COST = 1.45
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -189,18 +200,16 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 SERIAL: gl.constexpr, PIPE: gl.constexpr, HALVES: gl.constexpr):
+                 SERIAL: gl.constexpr, PIPE: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
     # one's promotion/epilogue overlaps the other's wgmma, as in DeepGEMM's two math warpgroups).
-    # HALVES: the tile's columns as two n64 halves (products and accumulators [ROWS, BLOCK_N // 2])
-    COLS: gl.constexpr = BLOCK_N // 2 if HALVES else BLOCK_N
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, COLS, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, COLS], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
 
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
@@ -215,103 +224,25 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         sa_ptrs = a_scale_ptr + rm * stride_asm
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
 
-        if HALVES:
-            acc, acc_r, it = _tile_halves(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
-                                          m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
-                                          row_layout)
-            _store_halves(acc, acc_r, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROW0, ROWS,
-                          COLS, TMA_STORE, row_layout, col_layout)
+        # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
+        prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        it += 1
+        if SERIAL:
+            acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                                   empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
+                                                   ROWS, BLOCK_M, NUM_STAGES)
         else:
-            it = _tile_whole(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr,
-                             sa_ptrs, m_ok, sb_ptr, off_m, off_n, M, N, stride_ask, stride_bsk, stride_cm, stride_cn,
-                             ROW0, ROWS, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, UNROLL2, SERIAL, PIPE, row_layout,
-                             col_layout)
+            acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                            empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                            BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
+        acc += plast * gl.expand_dims(slast, 1)
+        _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                    TMA_STORE, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
-
-
-@gluon.jit
-def _tile_whole(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, sa_ptrs, m_ok,
-                sb_ptr, off_m, off_n, M, N, stride_ask, stride_bsk, stride_cm, stride_cn, ROW0: gl.constexpr,
-                ROWS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
-                TMA_STORE: gl.constexpr, UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr,
-                row_layout: gl.constexpr, col_layout: gl.constexpr):
-    # one tile with whole-width products: K block 0 issued and waited, its promotion runs under block 1's wgmma;
-    # the K loop; the last block's promotion; the epilogue. Returns the pipeline slot counter.
-    prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
-                                    BLOCK_M, NUM_STAGES)
-    prod = warpgroup_mma_wait(0, deps=[prod])
-    mbarrier.arrive(empty_bars.index(s))
-    it += 1
-    if SERIAL and not PIPE:
-        acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
-                                               empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
-                                               ROWS, BLOCK_M, NUM_STAGES)
-    else:
-        acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
-    acc += plast * gl.expand_dims(slast, 1)
-    _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                TMA_STORE, row_layout, col_layout)
-    return it
-
-
-@gluon.jit
-def _tile_halves(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask,
-                 stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr,
-                 row_layout: gl.constexpr):
-    # one tile, its 128 columns as two n64 wgmmas per K block (both inside one weight-scale block, so one scale):
-    # issue the left half of kb, promote the finished right half of kb-1 under it, issue the right half, wait(1) for
-    # the left and promote it while the right runs, wait(0). Two products in flight in 160 registers (WGS = 3:
-    # 2 × 32 accumulator + 2 × 32 product registers per thread); only the finished right product crosses the loop's
-    # back-edge (a product in flight across it serializes every wgmma, C7514). K block 0 promotes a zero
-    # "previous right half" (32 FMAs per tile) instead of a separate prologue.
-    HALF: gl.constexpr = zero.shape[1]
-    acc_l = zero
-    acc_r = zero
-    p_r = zero
-    scale_r = gl.zeros([ROWS], gl.float32, row_layout)
-    for kb in range(num_k_blocks):
-        scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
-        s = it % NUM_STAGES
-        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        a_s = _a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M)
-        b_s = b_bufs.index(s)
-        p_l = warpgroup_mma(a_s, b_s.slice(0, HALF, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        acc_r += p_r * gl.expand_dims(scale_r, 1)
-        p_r = warpgroup_mma(a_s, b_s.slice(HALF, HALF, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        p_l = warpgroup_mma_wait(1, deps=[p_l])
-        acc_l += p_l * gl.expand_dims(scale, 1)
-        p_r = warpgroup_mma_wait(0, deps=[p_r])
-        mbarrier.arrive(empty_bars.index(s))
-        scale_r = scale
-        it += 1
-    acc_r += p_r * gl.expand_dims(scale_r, 1)
-    return acc_l, acc_r, it
-
-
-@gluon.jit
-def _store_halves(acc_l, acc_r, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROW0: gl.constexpr,
-                  ROWS: gl.constexpr, HALF: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr,
-                  col_layout: gl.constexpr):
-    # _store_tile for a tile held as two column halves (TMA store: c_smem = every consumer's [64, HALF] buffers,
-    # this warpgroup's are 2·(ROW0 // 64) and the next; a [2, ...] slice per warpgroup fails Triton's power-of-two
-    # layout check at WGS = 3)
-    if TMA_STORE:
-        tma.store_wait(0)  # the previous tile's stores have left c_smem
-        buf_l = c_smem.index(2 * (ROW0 // 64))
-        buf_r = c_smem.index(2 * (ROW0 // 64) + 1)
-        buf_l.store(acc_l.to(c_desc.dtype))
-        buf_r.store(acc_r.to(c_desc.dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(c_desc, [row0, off_n], buf_l)
-        tma.async_copy_shared_to_global(c_desc, [row0, off_n + HALF], buf_r)
-    else:
-        _store_tile(acc_l, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS, HALF, False,
-                    row_layout, col_layout)
-        _store_tile(acc_r, c_smem, c_desc, c_ptr, row0, off_n + HALF, M, N, stride_cm, stride_cn, ROWS, HALF, False,
-                    row_layout, col_layout)
 
 
 @gluon.jit
@@ -438,7 +369,7 @@ def _fp8_gemm_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
-    HALVES: gl.constexpr, num_warps: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -455,9 +386,8 @@ def _fp8_gemm_ws_kernel(
         # released once per consumer partition
         mbarrier.init(empty_bars.index(i), count=WGS if SPLIT else 1)
     if TMA_STORE:
-        # one epilogue buffer per consumer partition (HALVES: two, one per column half; c_desc's box is [64, 64])
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, [(2 * WGS if HALVES else WGS) if SPLIT else 1]
-                                           + c_desc.block_type.shape, c_desc.layout)
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [WGS if SPLIT else 1] + c_desc.block_type.shape,
+                                           c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder (same partition signature either way)
 
@@ -465,52 +395,50 @@ def _fp8_gemm_ws_kernel(
         # BLOCK_M = 192: three 64-row consumer warpgroups (default partition + workers 0, 1; one product set
         # each, SERIAL), worker 2 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE, HALVES), c_desc,
-                            c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, HALVES)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE, HALVES), c_desc,
-                            c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, HALVES)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE, HALVES), c_desc,
-                            c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
+                            a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, HALVES)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE, False), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, False)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE, False), c_desc, c_ptr,
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, False)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE, False), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, False)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
 
 
 @gluon.jit
-def _c_buf(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr, HALVES: gl.constexpr):
-    if TMA_STORE and HALVES:
-        return c_smem  # all 2·WGS buffers: consumer i uses 2i and 2i + 1 (_store_halves)
-    elif TMA_STORE:
+def _c_buf(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
+    if TMA_STORE:
         return c_smem.index(i)
     else:
         return c_smem
@@ -581,7 +509,8 @@ def fp8_gemm_nt_ws(
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
         NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
-        warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem), for tests and tuning.
+        warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
+        flight per warpgroup on 128-row tiles), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -625,9 +554,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
         if wgs == 3:
             cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
-    pipe = bool(cfg["PIPE"])
-    # 192-row n128 tiles: 160 registers per thread hold two product sets only as n64 column halves
-    halves = pipe and wgs == 3 and bn == 128
+    pipe = bool(cfg["PIPE"]) and wgs == 2  # 192-row tiles: registers for one product set only (serial loop)
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
     bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
@@ -639,9 +566,8 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     c_desc = None
     if tma_store:
         c_rows = 64 if split else bm  # SPLIT: each warpgroup stores its own 64 rows
-        c_cols = bn // 2 if halves else bn  # HALVES: one store per column half
-        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, c_cols],
-                                  _smem_layout([c_rows, c_cols], _GL_DTYPES[out.dtype]))
+        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, bn],
+                                  _smem_layout([c_rows, bn], _GL_DTYPES[out.dtype]))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](
@@ -650,7 +576,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
-        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe, HALVES=halves,
+        SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
     )
     return out

@@ -65,8 +65,12 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (256 experts, T=4096 top-8) 3197 µs (4096, 7168) and 1583 µs (7168, 2048) (next 3301 / 1720).
 # * masked (1×1024, 2×512, 4×256): 5 stages best or tied everywhere — (4096, 7168) 59.2 / 60.2 / 63.4 µs against
 #   68.2 / 61.0 / 64.7 with 4; (7168, 2048) 39.0 / 40.6 / 41.2 against 39.1 / 40.7 / 41.9 (GROUP_M is unused there).
+# * PIPE (two wgmmas in flight per warpgroup, fp8_gemm_ws._k_loop), H200 session 15 at 87aed95, same run, default →
+#   PIPE: contiguous 4×8192 / 8×4096 (4096, 7168) 1756 → 1606 / 1833 → 1683 µs (1096 → 1198 / 1050 → 1143 TFLOP/s),
+#   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
+#   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True)
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16)
 
 
@@ -444,7 +448,7 @@ def grouped_fp8_gemm_contiguous_ws(
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
-        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2).
+        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

@@ -27,8 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_moe_layer import kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8  # noqa: E402
-from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
+from tritonseek.kernels.mla_absorb import mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm  # noqa: E402
 from tritonseek.kernels.reference.mla_absorb import mla_absorb_q_ref  # noqa: E402
@@ -91,12 +90,14 @@ def probe_absorb_o_fp8(T, dev, env, configs):
     bf = torch.bfloat16
     w = [torch.randn(H, V_DIM, KV_LORA, device=dev, dtype=bf) * 0.05 for _ in range(ABSORB_LAYERS)]
     o_lat = torch.randn(T, H, KV_LORA, device=dev, dtype=bf)
+    ref = torch.einsum("thc,hdc->thd", o_lat.float(), w[0].float()).reshape(T, -1)
     rows = []
     for cfg in configs:
-        # bit-equal to quantizing mla_absorb_o's output at the same tiles (the fused kernel's contract)
-        qr, sr = per_token_group_quant_fp8(mla_absorb_o(o_lat, w[0], config=dict(cfg, BLOCK_D=128)).reshape(T, -1), 128)
+        # dequantized (q·s per 128 group) against the fp32 product: e4m3 keeps 3 mantissa bits (≤ 6.25% per element),
+        # 3% over the whole tensor (the bit-equality with mla_absorb_o + quant is the CPU/GPU tests' job)
         q8, s8 = mla_absorb_o_fp8(o_lat, w[0], config=cfg)
-        ok = bool(torch.equal(q8.view(torch.uint8), qr.view(torch.uint8)) and torch.equal(s8, sr))
+        deq = (q8.float().view(T, -1, 128) * s8[:, :, None]).reshape(T, -1)
+        ok = not deq.isnan().any() and _rel(deq, ref) < 3e-2
         ug = graph_replay_us([lambda wi=wi: mla_absorb_o_fp8(o_lat, wi, config=cfg) for wi in w], 15.0) if ok else None
         nbytes = H * V_DIM * KV_LORA * 2 + T * H * KV_LORA * 2 + T * H * V_DIM + T * H * 4
         rows.append(_absorb_row(dict(op="absorb_o_fp8", T=T, H=H, config=cfg), ug, ok, nbytes, env))
@@ -144,10 +145,47 @@ def probe_router(T, dev, env, configs):
     return rows
 
 
+def probe_norm(T, dev, env, warps_list):
+    """The decode step's RMSNorm launches (7168 wide) at num_warps ∈ warps_list (norm._norm_config patched for the
+    probe only); every variant's outputs equal the default's (the row sum's order may differ: y within 1 bf16 ulp)."""
+    import tritonseek.kernels.norm as N
+
+    bf = torch.bfloat16
+    xs = [torch.randn(T, HIDDEN, device=dev, dtype=bf) for _ in range(ROUTER_LAYERS)]
+    rs = [torch.randn(T, HIDDEN, device=dev, dtype=bf) * 4 for _ in range(ROUTER_LAYERS)]
+    w = torch.rand(HIDDEN, device=dev, dtype=bf) + 0.5
+    ops = {"fused_add_rms_norm": lambda i: N.fused_add_rms_norm(xs[i], rs[i], w, 1e-6),
+           "fused_add_rms_norm_quant_fp8": lambda i: N.fused_add_rms_norm_quant_fp8(xs[i], rs[i], w, 1e-6),
+           "rms_norm_quant_fp8": lambda i: N.rms_norm_quant_fp8(xs[i], w, 1e-6)}
+    default = N._norm_config
+    rows = []
+    try:
+        for op, fn in ops.items():
+            base = [t.float() for t in fn(0) if t is not None]
+            for warps in warps_list:
+                N._norm_config = lambda n, warps=warps: (default(n)[0], warps)
+                got = [t.float() for t in fn(0) if t is not None]
+                # y within 1 bf16 ulp (2^-7); an e4m3 code may then move by one step (2^-3); h exact
+                ok = all(torch.allclose(a, b, rtol=2.0**-3 if "quant" in op else 2.0**-7, atol=1e-6)
+                         for a, b in zip(got, base)) and not any(a.isnan().any() for a in got)
+                ug = graph_replay_us([lambda i=i: fn(i) for i in range(ROUTER_LAYERS)], 10.0) if ok else None
+                nbytes = T * HIDDEN * 2 * (2 if "add" in op else 1) + T * HIDDEN * (4 if op == "fused_add_rms_norm" else 3)
+                row = dict(suite="fused_small", case=dict(op=op, tokens=T, hidden=HIDDEN, config=dict(num_warps=warps)), us=None,
+                           us_graph=round(ug, 2) if ug else None, tflops=None,
+                           gbps=round(nbytes / ug / 1e3, 1) if ug else None, peer=None, peer_us=None,
+                           ratio_vs_peer=None, correct=ok, **env)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    finally:
+        N._norm_config = default
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", default="1")
     p.add_argument("--only", default="q,o,router")
+    p.add_argument("--norm-warps", default="4,8,16,32")
     p.add_argument("--out", default="probe_decode_small.jsonl")
     p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs (default: the sweep)")
     p.add_argument("--o-configs", default=None, help="JSON list of absorb_o_fp8 configs")
@@ -159,7 +197,8 @@ def main() -> int:
     rows = []
     for T in (int(t) for t in args.tokens.split(",")):
         for part, fn, cfgs in (("router", probe_router, [dict(RANK=False), dict(RANK=True)]),
-                               ("q", probe_absorb_q, qc), ("o", probe_absorb_o_fp8, oc)):
+                               ("q", probe_absorb_q, qc), ("o", probe_absorb_o_fp8, oc),
+                               ("norm", probe_norm, [int(w) for w in args.norm_warps.split(",")])):
             if part in only:
                 new = fn(T, dev, env, cfgs)
                 rows += new
@@ -169,6 +208,7 @@ def main() -> int:
     print("\n%-14s %4s %-58s %9s %8s %s" % ("op", "T", "config", "us_graph", "GB/s", "extra"))
     for r in rows:
         c = r["case"]
+        c = dict(c, T=c.get("T", c.get("tokens")))
         extra = "" if c.get("op") != "router_gate_topk" else \
             f"pair {r['norm_router_pair_us']} norm {r['norm_alone_us']} marginal {r['router_marginal_us']}"
         print("%-14s %4d %-58s %9s %8s %s %s" % (c["op"], c["T"], json.dumps(c["config"]), r["us_graph"], r["gbps"],

@@ -76,10 +76,12 @@ def test_mla_absorb_q_rotates_q_pe_as_rope_cache(device, monkeypatch, T, H, rope
 
 
 @pytest.mark.parametrize("config", [dict(BLOCK_C=64, TILES=1, STAGES=1), dict(BLOCK_C=32, TILES=2, STAGES=2),
-                                    dict(BLOCK_C=16, TILES=4, STAGES=3, num_warps=2), dict(BLOCK_C=128, TILES=8)])
+                                    dict(BLOCK_C=16, TILES=4, STAGES=3, num_warps=2), dict(BLOCK_C=128, TILES=8),
+                                    dict(TMA=False, TILES=2, STAGES=2), dict(FMA=True, BLOCK_C=32, TILES=2, STAGES=2)])
 def test_mla_absorb_q_configs(device, monkeypatch, config):
     """Every column tiling (BLOCK_C columns per tile, TILES tiles per program streamed STAGES deep, warps) gives the
-    reference's product and the same rotated q_pe, over one and two token tiles (T 9, 70); bad configs raise."""
+    reference's product and the same rotated q_pe, over one and two token tiles (T 9, 70; FMA: tensor cores only past
+    T 64), with TMA or plain weight loads, on tensor cores or as FMA sums; bad configs raise."""
     from tritonseek.kernels.reference.rope import cos_sin_cache_ref
 
     poison_outputs(monkeypatch, MA)
@@ -95,20 +97,22 @@ def test_mla_absorb_q_configs(device, monkeypatch, config):
         assert torch.equal(out[..., kv_lora:].cpu(), base[..., kv_lora:].cpu())
         _close(out[..., :kv_lora], mla_absorb_q_ref(q[..., :nope], w_uk, q[..., nope:])[..., :kv_lora])
     for bad in (dict(TILES=3), dict(STAGES=0), dict(STAGES=9), dict(BLOCK_C=512), dict(BLOCK_C=24), dict(num_warps=3),
-                dict(TILES=True), dict(BLOCK_D=32)):
+                dict(TILES=True), dict(BLOCK_D=32), dict(TMA=1), dict(FMA="no")):
         with pytest.raises(ValueError, match="config"):
             mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=bad)
 
 
 @pytest.mark.parametrize("config", [dict(BLOCK_D=16), dict(BLOCK_D=64, PDL=False), dict(BLOCK_D=128),
-                                    dict(BLOCK_D=32, BLOCK_C=128, STAGES=2), dict(BLOCK_C=32, STAGES=1, num_warps=8)])
+                                    dict(BLOCK_D=32, BLOCK_C=128, STAGES=2), dict(BLOCK_C=32, STAGES=1, num_warps=8),
+                                    dict(TMA=False, BLOCK_D=64)])
 def test_mla_absorb_o_configs(device, monkeypatch, config):
     """Every BLOCK_D (value rows per program) gives the reference's result; bad configs name themselves."""
     poison_outputs(monkeypatch, MA)
     g = torch.Generator().manual_seed(5)
     o_lat, w_uv = _t(5, 2, 128, g=g, device=device), _t(2, 64, 128, g=g, device=device, scale=0.1)
     _close(mla_absorb_o(o_lat, w_uv, config=config), mla_absorb_o_ref(o_lat, w_uv))
-    for bad in (dict(BLOCK_D=24), dict(PDL=1), dict(BLOCK_T=16), dict(TILES=2), dict(BLOCK_C=8), dict(STAGES=0)):
+    for bad in (dict(BLOCK_D=24), dict(PDL=1), dict(BLOCK_T=16), dict(TILES=2), dict(BLOCK_C=8), dict(STAGES=0),
+                dict(FMA=True)):
         with pytest.raises(ValueError, match="config"):
             mla_absorb_o(o_lat, w_uv, config=bad)
 
@@ -271,14 +275,14 @@ def compile_decode_kernels_sm90():
         q_nope_ptr=bf, w_desc="tensordesc<bf16[128, 64]>", w_ptr=bf, q_pe_ptr=bf, out_ptr=bf, pos_ptr="*i64",
         cs_ptr="*fp32", T=i32, stride_qt=i32, stride_qh=i32, stride_pt=i32, stride_ph=i32, stride_ot=i32, stride_oh=i32),
         dict(NOPE=128, KV_LORA=512, ROPE=64, BLOCK_T=16, BLOCK_C=64, DOT_FP32=False, ROTATE=True, EXACT_BF16=False,
-             PDL=True, TILES=4, STAGES=4), num_warps=4))
+             PDL=True, TILES=4, STAGES=4, TMA=True, FMA=False), num_warps=4))
     for bd, quant in ((32, False), (128, True)):
         ptx.append(comp(MA._mla_absorb_o_kernel, dict(
             o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 64]>", w_ptr=bf, out_ptr="*fp8e4nv" if quant else bf,
             s_ptr="*fp32", T=i32, stride_lt=i32, stride_lh=i32, stride_ot=i32, stride_oh=i32, stride_sm=i32,
             stride_sg=i32, amax_eps="fp32", fp8_max="fp32"),
             dict(V_DIM=128, KV_LORA=512, BLOCK_T=16, BLOCK_D=bd, BLOCK_C=64, DOT_FP32=False, PDL=True, QUANT=quant,
-                 EXACT_ROUND=False, FAST_DIV=True), num_warps=4, num_stages=4))
+                 EXACT_ROUND=False, FAST_DIV=True, TMA=True), num_warps=4, num_stages=4))
     ptx.append(comp(N._rms_norm_kernel, dict(
         x_ptr=bf, r_ptr=bf, w_ptr=bf, y_ptr=bf, h_ptr=bf, q_ptr="*fp8e4nv", s_ptr="*fp32", N=i32, stride_x=i32,
         stride_r=i32, stride_y=i32, stride_h=i32, stride_q=i32, stride_sm=i32, stride_sg=i32, eps="fp32",

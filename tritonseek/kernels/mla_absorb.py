@@ -47,7 +47,7 @@ def _mla_absorb_q_kernel(
     NOPE: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
     ROTATE: tl.constexpr = False, EXACT_BF16: tl.constexpr = False, PDL: tl.constexpr = False,
-    TILES: tl.constexpr = 1, STAGES: tl.constexpr = 1,
+    TILES: tl.constexpr = 1, STAGES: tl.constexpr = 1, TMA: tl.constexpr = True, FMA: tl.constexpr = False,
 ):
     # q_nope: [T, H, NOPE] (strides stride_qt, stride_qh, 1)   w_desc: TMA over W_UK as [H·NOPE, KV_LORA], box [NOPE, BLOCK_C]
     # q_pe:   [T, H, ROPE] (stride_pt, stride_ph, 1)           out: [T, H, KV_LORA + ROPE] (stride_ot, stride_oh, 1)
@@ -56,7 +56,8 @@ def _mla_absorb_q_kernel(
     # j = 0 also copies q_pe. ROTATE: q_pe is rotated on the way (interleaved RoPE, cos/sin = cs[positions[t]] as
     # rope_cache), rounded to q_pe's dtype first, so out equals copying mla_rope_cache's q_pe. PDL: launched as a
     # programmatic dependent, the program's weight lines (w_ptr: W_UK itself) are prefetched into L2 before waiting
-    # for the previous kernel (q_b_proj's GEMM)
+    # for the previous kernel (q_b_proj's GEMM). TMA False: the weight tiles are plain (cp.async) loads through w_ptr.
+    # FMA: no tensor cores: each token's row is a broadcast multiply of the weight tile and a sum over NOPE (fp32)
     h = tl.program_id(0)
     j = tl.program_id(1)
     rd = tl.arange(0, NOPE)
@@ -66,22 +67,35 @@ def _mla_absorb_q_kernel(
         _prefetch_l2(w_ptr + (h * NOPE + rd[:, None]).to(tl.int64) * KV_LORA + lines)
         tl.extra.cuda.gdc_wait()
     rp = tl.arange(0, ROPE)
+    rc = tl.arange(0, BLOCK_C)
+    w_head = w_ptr + h.to(tl.int64) * NOPE * KV_LORA  # W_UK[h]: 32-bit offsets inside the head
+    if FMA:
+        for i in tl.range(0, TILES, num_stages=STAGES):
+            c0 = (j * TILES + i) * BLOCK_C
+            w = tl.load(w_head + rd[:, None] * KV_LORA + c0 + rc[None, :]).to(tl.float32)  # [NOPE, BLOCK_C]
+            for t in range(T):  # T ≤ 64 here (the launcher's rule): 32-bit offsets
+                qv = tl.load(q_nope_ptr + t * stride_qt + h * stride_qh + rd).to(tl.float32)
+                acc = tl.sum(w * qv[:, None], axis=0)  # [BLOCK_C]
+                tl.store(out_ptr + t * stride_ot + h * stride_oh + c0 + rc, acc.to(out_ptr.dtype.element_ty))
     for t0 in range(0, T, BLOCK_T):
         rt = t0 + tl.arange(0, BLOCK_T)
         tmask = rt < T
-        q = tl.load(q_nope_ptr + rt[:, None].to(tl.int64) * stride_qt + h * stride_qh + rd[None, :],
-                    mask=tmask[:, None], other=0.0)
-        if DOT_FP32:
-            q = q.to(tl.float32)
         o_rows = out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh
-        for i in tl.range(0, TILES, num_stages=STAGES):  # the weight tiles stay in flight
-            c0 = (j * TILES + i) * BLOCK_C
-            w = w_desc.load([h * NOPE, c0])  # [NOPE, BLOCK_C]
+        if not FMA:
+            q = tl.load(q_nope_ptr + rt[:, None].to(tl.int64) * stride_qt + h * stride_qh + rd[None, :],
+                        mask=tmask[:, None], other=0.0)
             if DOT_FP32:
-                w = w.to(tl.float32)
-            acc = tl.dot(q, w)  # [BLOCK_T, BLOCK_C] fp32
-            tl.store(o_rows + c0 + tl.arange(0, BLOCK_C)[None, :], acc.to(out_ptr.dtype.element_ty),
-                     mask=tmask[:, None])
+                q = q.to(tl.float32)
+            for i in tl.range(0, TILES, num_stages=STAGES):  # the weight tiles stay in flight
+                c0 = (j * TILES + i) * BLOCK_C
+                if TMA:
+                    w = w_desc.load([h * NOPE, c0])  # [NOPE, BLOCK_C]
+                else:
+                    w = tl.load(w_head + rd[:, None] * KV_LORA + c0 + rc[None, :])
+                if DOT_FP32:
+                    w = w.to(tl.float32)
+                acc = tl.dot(q, w)  # [BLOCK_T, BLOCK_C] fp32
+                tl.store(o_rows + c0 + rc[None, :], acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
         if j == 0:
             pe = tl.load(q_pe_ptr + rt[:, None].to(tl.int64) * stride_pt + h * stride_ph + rp[None, :],
                          mask=tmask[:, None], other=0.0)
@@ -102,7 +116,7 @@ def _mla_absorb_o_kernel(
     V_DIM: tl.constexpr, KV_LORA: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
     PDL: tl.constexpr = False, QUANT: tl.constexpr = False, EXACT_ROUND: tl.constexpr = False,
-    FAST_DIV: tl.constexpr = True,
+    FAST_DIV: tl.constexpr = True, TMA: tl.constexpr = True,
 ):
     # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)   w_desc: TMA over W_UV as [H·V_DIM, KV_LORA], box [BLOCK_D, BLOCK_C]
     # out:   [T, H, V_DIM] (stride_ot, stride_oh, 1)
@@ -124,7 +138,10 @@ def _mla_absorb_o_kernel(
         tmask = rt < T
         acc = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
         for c0 in tl.range(0, KV_LORA, BLOCK_C):  # streamed (pipelined), not unrolled: the tiles stay in flight
-            w = w_desc.load([h * V_DIM + j * BLOCK_D, c0])  # [BLOCK_D, BLOCK_C]
+            if TMA:
+                w = w_desc.load([h * V_DIM + j * BLOCK_D, c0])  # [BLOCK_D, BLOCK_C]
+            else:  # plain (cp.async) loads through w_ptr
+                w = tl.load(w_ptr + (h * V_DIM + rdv[:, None]).to(tl.int64) * KV_LORA + c0 + rc[None, :])
             x = tl.load(o_lat_ptr + rt[:, None].to(tl.int64) * stride_lt + h * stride_lh + c0 + rc[None, :],
                         mask=tmask[:, None], other=0.0)  # [BLOCK_T, BLOCK_C]
             if DOT_FP32:
@@ -173,11 +190,11 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
     return True
 
 
-_Q_DEFAULTS = dict(PDL=False, BLOCK_C=64, TILES=1, STAGES=1, num_warps=4)
-_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=64, STAGES=4, num_warps=4)
+_Q_DEFAULTS = dict(PDL=False, BLOCK_C=64, TILES=1, STAGES=1, num_warps=4, TMA=True, FMA=False)
+_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=64, STAGES=4, num_warps=4, TMA=True)
 _POW2_16 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 16 and not v & (v - 1)  # noqa: E731
 _OPTION_CHECKS = {
-    "PDL": lambda v: isinstance(v, bool),
+    "PDL": lambda v: isinstance(v, bool), "TMA": lambda v: isinstance(v, bool), "FMA": lambda v: isinstance(v, bool),
     "BLOCK_D": _POW2_16, "BLOCK_C": lambda v: _POW2_16(v) and v <= 256,
     "TILES": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1),
     "STAGES": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
@@ -268,7 +285,7 @@ def mla_absorb_q(
         out.stride(0), out.stride(1),
         NOPE=nope, KV_LORA=kv_lora, ROPE=rope, BLOCK_T=block_t, BLOCK_C=block_c,
         DOT_FP32=interpreter_active(), ROTATE=rotate,
-        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, TILES=tiles,
+        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, TILES=tiles, TMA=opt["TMA"], FMA=opt["FMA"] and T <= 64,
         STAGES=opt["STAGES"], num_warps=opt["num_warps"], launch_pdl=pdl,
     )
     return out
@@ -337,7 +354,7 @@ def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict):
         o_lat.stride(0), o_lat.stride(1), o3.stride(0), o3.stride(1),
         scale.stride(0) if quant else 0, scale.stride(1) if quant else 0, AMAX_EPS, FP8_E4M3_MAX,
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
-        DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp,
+        DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp, TMA=opt["TMA"],
         num_warps=opt["num_warps"], num_stages=opt["STAGES"], launch_pdl=pdl,
     )
     return out if scale is None else (out, scale)

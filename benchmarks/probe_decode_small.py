@@ -196,7 +196,7 @@ def main() -> int:
     oc = json.loads(args.o_configs) if args.o_configs else O_CONFIGS
     rows = []
     for T in (int(t) for t in args.tokens.split(",")):
-        for part, fn, cfgs in (("router", probe_router, [dict(RANK=False), dict(RANK=True)]),
+        for part, fn, cfgs in (("router", probe_router, [dict()]),
                                ("q", probe_absorb_q, qc), ("o", probe_absorb_o_fp8, oc),
                                ("norm", probe_norm, [int(w) for w in args.norm_warps.split(",")])):
             if part in only:

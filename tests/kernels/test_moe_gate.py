@@ -56,9 +56,9 @@ def test_gate_topk_nan_logits_follow_reference(device, fam, T, n_nan, neg, bias_
     _same(w, ids, *gate_topk_ref(logits, bias, **kw))
 
 
-# families the ranked selection covers beyond FAMILIES: V2-Lite (softmax, greedy), groups of 3 (padded lanes in
-# every group, k above the group size), a single-expert group
-RANK_FAMILIES = dict(FAMILIES, **{
+# FAMILIES plus V2-Lite (softmax, greedy), groups of 3 (padded lanes in every group, k above the group size) and
+# single-expert groups
+HARD_FAMILIES = dict(FAMILIES, **{
     "deepseek-v2-lite": (64, dict(top_k=6, n_group=1, topk_group=1, scoring_func="softmax", topk_method="greedy",
                                   norm_topk_prob=False, routed_scaling_factor=1.0)),
     "groups-of-3": (24, dict(top_k=5, n_group=8, topk_group=3, scoring_func="sigmoid", topk_method="noaux_tc",
@@ -83,14 +83,14 @@ def _hard_logits(E, T, mode, g):
 
 
 @settings(_fixture_ok, max_examples=10)
-@given(fam=st.sampled_from(sorted(RANK_FAMILIES)), mode=st.sampled_from(["randn", "ties", "plateaus", "nan", "-inf"]),
+@given(fam=st.sampled_from(sorted(HARD_FAMILIES)), mode=st.sampled_from(["randn", "ties", "plateaus", "nan", "-inf"]),
        bias_mode=st.sampled_from(["none", "randn", "inf"]), T=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
-def test_gate_topk_ranked_selection_follows_reference(device, fam, mode, bias_mode, T, seed):
-    """The ranked selection (config RANK: every rank from one set of comparisons, the router's default) picks exactly
-    the reference's ids in the reference's order (ties to the lower id, NaN first, dropped groups at −inf tying with
-    real −inf scores by id) with its weights, and equals the serial selection's result bit for bit."""
+def test_gate_topk_hard_logits_follow_reference(device, fam, mode, bias_mode, T, seed):
+    """Exact ties, NaN, all −inf logits, ±inf biases, groups with padded lanes: gate_topk picks exactly the reference's
+    ids in the reference's order (ties to the lower id, NaN first, dropped groups at −inf tying with real −inf scores
+    by id) with its weights."""
     g = torch.Generator().manual_seed(seed)
-    E, kw = RANK_FAMILIES[fam]
+    E, kw = HARD_FAMILIES[fam]
     logits = _hard_logits(E, T, mode, g)
     bias = None
     if bias_mode != "none" and kw["scoring_func"] == "sigmoid":
@@ -98,19 +98,8 @@ def test_gate_topk_ranked_selection_follows_reference(device, fam, mode, bias_mo
         if bias_mode == "inf":
             bias[torch.randperm(E, generator=g)[:3]] = float("-inf")
             bias[torch.randperm(E, generator=g)[:1]] = float("inf")
-    lg, b = logits.to(device), bias.to(device) if bias is not None else None
-    w, ids = gate_topk(lg, b, config=dict(RANK=True), **kw)
+    w, ids = gate_topk(logits.to(device), bias.to(device) if bias is not None else None, **kw)
     _same(w, ids, *gate_topk_ref(logits, bias, **kw))
-    w0, ids0 = gate_topk(lg, b, **kw)
-    assert torch.equal(ids, ids0)
-    torch.testing.assert_close(w, w0, rtol=1e-6, atol=0, equal_nan=True)
-
-
-def test_gate_topk_rejects_bad_config(device):
-    logits = torch.randn(2, 8, device=device)
-    for bad in (dict(RANK=1), dict(num_warps=3), dict(BLOCK_E=4), [("RANK", True)]):
-        with pytest.raises(ValueError, match="config"):
-            gate_topk(logits, None, top_k=2, config=bad)
 
 
 @pytest.mark.parametrize("fam", ["deepseek-v3", "small-grouped", "moonlight"])
@@ -132,8 +121,7 @@ def test_router_gate_topk_nan_weight_rows_follow_reference(device, fam):
     assert (ids[:, 0].cpu() == e1).all() and (ids[:, 1].cpu() == e2).all()
 
 
-@pytest.mark.parametrize("config", [dict(num_warps=1, BLOCK_E=16), dict(num_warps=8, BLOCK_E=64), dict(PDL=False, BLOCK_T=2),
-                                    dict(RANK=False)])
+@pytest.mark.parametrize("config", [dict(num_warps=1, BLOCK_E=16), dict(num_warps=8, BLOCK_E=64), dict(PDL=False, BLOCK_T=2)])
 def test_router_gate_topk_launch_options_same_result(device, config):
     """Every launch option gives the default's ids and weights (deterministic fixed-order sums: the per-slice
     partial sums do not depend on BLOCK_E / warps / PDL, only on BLOCK_K)."""
@@ -153,7 +141,7 @@ def test_router_gate_topk_rejects_bad_launch_options(device):
     x = torch.randn(2, 64, device=device).to(torch.bfloat16)
     w = torch.randn(8, 64, device=device).to(torch.bfloat16)
     for bad in (dict(num_warps=3), dict(num_warps=32), dict(num_warps=True), dict(PDL=1), dict(TRIGGER=0), dict(BLOCK_K=64),
-                dict(RANK="yes"), [("PDL", True)]):
+                [("PDL", True)]):
         with pytest.raises(ValueError, match="config"):
             router_gate_topk(x, w, None, top_k=2, config=bad)
 
@@ -176,9 +164,8 @@ def compile_router_pdl_sm90(variants):
                ids_ptr="*i32", T="i32", H="i32", stride_xt="i32", stride_we="i32", stride_b="i32",
                routed_scaling_factor="fp32", shared_id="i32")
     ptx = []
-    for num_warps, block_e, rank in variants:
+    for num_warps, block_e in variants:
         consts = dict(E=256, SPLIT_K=7, BLOCK_E=block_e, BLOCK_K=1024, BLOCK_T=1, OUT_K=9, HAS_BIAS=True, PDL=True, TRIGGER=True,
-                      RANK=rank,
                       **G._select_constants(256, top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid",
                                             topk_method="noaux_tc", norm_topk_prob=True, grouped=True, out_k=9))
         ptx.append(triton.compile(ASTSource(G._router_gate_kernel, dict(sig, **{k: "constexpr" for k in consts}),
@@ -188,12 +175,11 @@ def compile_router_pdl_sm90(variants):
 
 
 def test_router_gate_topk_pdl_compiles_for_sm90():
-    """The PDL variant compiles for sm_90a (default 4 warps × 8 experts with the ranked selection, and 1 warp × 2 with
-    the serial one) with the dependency wait in it and no spills (the interpreter ignores griddepcontrol, so only the
-    GPU compiler can reject it)."""
+    """The PDL variant compiles for sm_90a (default 4 warps × 8 experts and 1 warp × 2) with the dependency wait
+    in it and no spills (the interpreter ignores griddepcontrol, so only the GPU compiler can reject it)."""
     from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
 
-    ptxs = ptx_in_fresh_process(__name__, "compile_router_pdl_sm90", [(4, 8, True), (1, 2, False)]).split(_SEP)
+    ptxs = ptx_in_fresh_process(__name__, "compile_router_pdl_sm90", [(4, 8), (1, 2)]).split(_SEP)
     assert len(ptxs) == 2
     for ptx in ptxs:
         assert "griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx
@@ -204,7 +190,7 @@ def test_router_gate_topk_pdl_compiles_for_sm90():
 # Real shapes on the H200
 # ------------------------------------------------------------------------------------------------
 
-_V3_VARIANTS = [dict(), dict(PDL=False), dict(TRIGGER=False), dict(RANK=False), dict(num_warps=1, BLOCK_E=2),
+_V3_VARIANTS = [dict(), dict(PDL=False), dict(TRIGGER=False), dict(num_warps=1, BLOCK_E=2),
                 dict(num_warps=2, BLOCK_E=4), dict(num_warps=8, BLOCK_E=16), dict(BLOCK_E=4)]
 
 
@@ -229,7 +215,7 @@ def test_router_gate_topk_variants_gpu(device, T, config):
     nw = torch.rand(H, generator=g).to(torch.bfloat16).to(device) + 0.5
     x, _ = fused_add_rms_norm(a, res, nw, 1e-6)
     _check_router(x, weight, bias, kw, exact=False, shared=E, config=config or None)
-    if set(config) <= {"PDL", "TRIGGER", "RANK"}:  # same tiles and warps: the same sums
+    if set(config) <= {"PDL", "TRIGGER"}:  # same tiles and warps: the same sums
         w0, ids0 = router_gate_topk(x, weight, bias, shared_expert_id=E, **kw)
         w1, ids1 = router_gate_topk(x, weight, bias, shared_expert_id=E, config=config, **kw)
         assert torch.equal(ids0, ids1) and torch.equal(w0, w1)
@@ -247,22 +233,19 @@ def test_router_gate_topk_variants_gpu(device, T, config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fam", sorted(RANK_FAMILIES))
+@pytest.mark.parametrize("fam", sorted(HARD_FAMILIES))
 @pytest.mark.parametrize("mode", ["randn", "ties", "plateaus", "nan"])
-def test_gate_topk_ranked_selection_gpu(device, fam, mode):
-    """The ranked selection on the GPU (4 warps, real tiles): 256 tokens of hard logits with a bias holding ±inf,
-    ids equal to the reference's and to the serial selection's."""
+def test_gate_topk_hard_logits_gpu(device, fam, mode):
+    """256 tokens of hard logits (exact ties, ±50 plateaus, NaN) with a bias holding −inf: ids equal the reference's."""
     g = torch.Generator().manual_seed(17)
-    E, kw = RANK_FAMILIES[fam]
+    E, kw = HARD_FAMILIES[fam]
     logits = _hard_logits(E, 256, mode, g)
     bias = None
     if kw["scoring_func"] == "sigmoid":
         bias = torch.randn(E, generator=g) * 0.1
         bias[torch.randperm(E, generator=g)[:2]] = float("-inf")
-    w, ids = gate_topk(logits.to(device), bias.to(device) if bias is not None else None, config=dict(RANK=True), **kw)
+    w, ids = gate_topk(logits.to(device), bias.to(device) if bias is not None else None, **kw)
     _same(w, ids, *gate_topk_ref(logits, bias, **kw))
-    w0, ids0 = gate_topk(logits.to(device), bias.to(device) if bias is not None else None, **kw)
-    assert torch.equal(ids, ids0)
 
 
 @pytest.mark.gpu

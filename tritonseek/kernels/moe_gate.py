@@ -32,8 +32,7 @@ _ROUTER_MAX_T_TILES = 4096
 _COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
 _POW2 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1)  # noqa: E731
 _CONFIG_KEYS = {"BLOCK_E": _POW2, "BLOCK_T": _POW2, "num_warps": lambda v: _POW2(v) and v <= 16,
-                "PDL": lambda v: isinstance(v, bool), "TRIGGER": lambda v: isinstance(v, bool),
-                "RANK": lambda v: isinstance(v, bool)}
+                "PDL": lambda v: isinstance(v, bool), "TRIGGER": lambda v: isinstance(v, bool)}
 
 
 def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
@@ -54,7 +53,7 @@ def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
         BLOCK_K=min(1024, triton.next_power_of_2(max(H, 16))),
         # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
         BLOCK_E=min(32 if interpreter_active() else 8, triton.next_power_of_2(E)),
-        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True, TRIGGER=False, RANK=True,
+        BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True, TRIGGER=False,
     )
     cfg.update(config or {})
     return cfg
@@ -75,43 +74,6 @@ def _key_value(k):
 
 
 @triton.jit
-def _gate_scores(x, bias_ptr, stride_b, N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr,
-                 GS_PAD: tl.constexpr, SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr):
-    # x: [NG_PAD, GS_PAD] fp32 logits (padding lanes −inf) → (s: scores, 0 on padding; biased: s + bias, −inf on
-    # padding), both [NG_PAD, GS_PAD] fp32
-    g = tl.arange(0, NG_PAD)[:, None]
-    j = tl.arange(0, GS_PAD)[None, :]
-    valid = (g < N_GROUP) & (j < GROUP_SIZE)
-    if SOFTMAX:
-        m = tl.max(tl.max(x, axis=1), axis=0)
-        p = tl.where(valid, tl.exp(x - m), 0.0)
-        s = p / tl.sum(tl.sum(p, axis=1), axis=0)
-    else:
-        s = 1.0 / (1.0 + tl.exp(-x))
-    s = tl.where(valid, s, 0.0)
-    biased = s
-    if HAS_BIAS:
-        biased = s + tl.load(bias_ptr + (g * GROUP_SIZE + j) * stride_b, mask=valid, other=0.0).to(tl.float32)
-    return s, tl.where(valid, biased, float("-inf"))
-
-
-@triton.jit
-def _gate_store(w_acc, id_acc, kk, w_ptr, ids_ptr, t, routed_scaling_factor, shared_id, TOP_K: tl.constexpr,
-                OUT_K: tl.constexpr, NORM: tl.constexpr):
-    # w_acc: [K_PAD] fp32 unbiased scores of the picks (slots ≥ TOP_K ignored), id_acc: [K_PAD] int32 ids →
-    # w[t, :OUT_K] (normalized, scaled), ids[t, :OUT_K]; OUT_K = TOP_K + 1 appends (shared_id, 1.0)
-    if NORM:
-        w_acc = w_acc / (tl.sum(tl.where(kk < TOP_K, w_acc, 0.0), axis=0) + 1e-20)
-    w_acc = w_acc * routed_scaling_factor
-    if OUT_K > TOP_K:  # the shared expert as one more slot, weight exactly 1
-        w_acc = tl.where(kk == TOP_K, 1.0, w_acc)
-        id_acc = tl.where(kk == TOP_K, shared_id, id_acc)
-    kmask = kk < OUT_K
-    tl.store(w_ptr + t * OUT_K + kk, w_acc, mask=kmask)
-    tl.store(ids_ptr + t * OUT_K + kk, id_acc, mask=kmask)
-
-
-@triton.jit
 def _gate_select(
     x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, shared_id,
     N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
@@ -124,8 +86,19 @@ def _gate_select(
     # (shared_id, 1.0) after the routed slots.
     g = tl.arange(0, NG_PAD)[:, None]
     j = tl.arange(0, GS_PAD)[None, :]
+    valid = (g < N_GROUP) & (j < GROUP_SIZE)
     e = g * GROUP_SIZE + j
-    s, biased = _gate_scores(x, bias_ptr, stride_b, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, SOFTMAX, HAS_BIAS)
+    if SOFTMAX:
+        m = tl.max(tl.max(x, axis=1), axis=0)
+        p = tl.where(valid, tl.exp(x - m), 0.0)
+        s = p / tl.sum(tl.sum(p, axis=1), axis=0)
+    else:
+        s = 1.0 / (1.0 + tl.exp(-x))
+    s = tl.where(valid, s, 0.0)
+    biased = s
+    if HAS_BIAS:
+        biased = s + tl.load(bias_ptr + e * stride_b, mask=valid, other=0.0).to(tl.float32)
+    biased = tl.where(valid, biased, float("-inf"))
     # Order keys (int32, NaN above +inf, −0.0 = +0.0): every comparison below is on keys, so a NaN score orders
     # as the reference's stable descending sort puts it (first), independent of how max treats NaN.
     bk = _order_key(biased)
@@ -163,67 +136,15 @@ def _gate_select(
     if K_PAD * NG_PAD * GS_PAD <= 4096:  # the k weights in one batched reduction
         hit = e[None, :, :] == tl.where(kk < TOP_K, id_acc, -1)[:, None, None]
         w_acc = tl.sum(tl.sum(tl.where(hit, s[None, :, :], 0.0), axis=2), axis=1)
-    _gate_store(w_acc, id_acc, kk, w_ptr, ids_ptr, t, routed_scaling_factor, shared_id, TOP_K, OUT_K, NORM)
-
-
-@triton.jit
-def _gate_select_rank(
-    x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, shared_id,
-    N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
-    TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, OUT_K: tl.constexpr, K_C: tl.constexpr,
-    SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
-    NORM: tl.constexpr,
-):
-    # The selection of _gate_select (same inputs, same outputs, same order) without a serial pick loop: every
-    # expert's rank is a count of the experts that beat it, computed for all at once.
-    # Total order: key64 = (order key of the biased score) << 32 | (LANES − lane), lane = g·GS_PAD + j, so a
-    # higher score wins and equal scores go to the lower expert id (lanes are ordered as expert ids); padding
-    # lanes hold INT64_MIN and never beat a valid lane.
-    # 1. in-group ranks r[g, j] (a [NG_PAD, GS_PAD, GS_PAD] comparison); the group score reads ranks 0 and 1;
-    # 2. kept groups: group ranks from a [NG_PAD, NG_PAD] comparison; a dropped group's experts all get the key
-    #    of −inf, so their in-group rank becomes their position j;
-    # 3. candidates: each group's K_C best (in-group rank < K_C): the global top-k lies among them, since an
-    #    expert beaten by ≥ k experts of its own group is beaten by ≥ k overall;
-    # 4. global ranks of the NG_PAD·K_C candidates ([NC, NC] comparison); slot k takes the candidate of rank k.
-    g = tl.arange(0, NG_PAD)[:, None]
-    j = tl.arange(0, GS_PAD)[None, :]
-    valid = (g < N_GROUP) & (j < GROUP_SIZE)
-    s, biased = _gate_scores(x, bias_ptr, stride_b, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, SOFTMAX, HAS_BIAS)
-    bk = _order_key(biased)
-    LANES: tl.constexpr = NG_PAD * GS_PAD
-    I64_MIN: tl.constexpr = -9223372036854775807 - 1
-    NEG_INF_HI: tl.constexpr = -2139095041 * 4294967296  # order key of −inf << 32
-    lane_lo = (LANES - (g * GS_PAD + j)).to(tl.int64)
-    ck = tl.where(valid, (bk.to(tl.int64) << 32) | lane_lo, I64_MIN)
-    r = tl.sum((ck[:, None, :] > ck[:, :, None]).to(tl.int32), axis=2)  # [NG_PAD, GS_PAD]
-    if GROUPED:
-        k1 = tl.max(tl.where(r == 0, bk, -2147483647 - 1), axis=1)
-        if GROUP_TOP2:
-            k2 = tl.max(tl.where(r == 1, bk, -2147483647 - 1), axis=1)
-            gscore = _key_value(k1) + _key_value(k2)  # the top-2 sum (NaN if either is NaN, as the reference)
-        else:
-            gscore = _key_value(k1)
-        gidx = tl.arange(0, NG_PAD)
-        gk = tl.where(gidx < N_GROUP, _order_key(gscore), -2147483647 - 1)
-        gck = (gk.to(tl.int64) << 32) | (NG_PAD - gidx).to(tl.int64)
-        grank = tl.sum((gck[None, :] > gck[:, None]).to(tl.int32), axis=1)
-        keep = (grank < TOPK_GROUP)[:, None]
-        ck = tl.where(keep | (ck == I64_MIN), ck, NEG_INF_HI | lane_lo)  # dropped: the key of −inf
-        r = tl.where(keep, r, j)
-    c = tl.arange(0, K_C)[None, :, None]
-    hit3 = r[:, None, :] == c  # [NG_PAD, K_C, GS_PAD]: at most one valid lane per (group, rank)
-    cand = tl.max(tl.where(hit3, ck[:, None, :], I64_MIN), axis=2)  # [NG_PAD, K_C]
-    cand_s = tl.sum(tl.where(hit3, s[:, None, :], 0.0), axis=2)
-    NC: tl.constexpr = NG_PAD * K_C
-    cf = tl.reshape(cand, [NC])
-    sf = tl.reshape(cand_s, [NC])
-    rank = tl.sum((cf[None, :] > cf[:, None]).to(tl.int32), axis=1)  # [NC]
-    kk = tl.arange(0, K_PAD)
-    hit = rank[None, :] == kk[:, None]  # [K_PAD, NC]
-    lane = LANES - (tl.max(tl.where(hit, cf, I64_MIN), axis=1) & 0xFFFFFFFF).to(tl.int32)
-    id_acc = (lane // GS_PAD) * GROUP_SIZE + lane % GS_PAD
-    w_acc = tl.where(kk < TOP_K, tl.sum(tl.where(hit, sf[None, :], 0.0), axis=1), 0.0)
-    _gate_store(w_acc, id_acc, kk, w_ptr, ids_ptr, t, routed_scaling_factor, shared_id, TOP_K, OUT_K, NORM)
+    if NORM:
+        w_acc = w_acc / (tl.sum(tl.where(kk < TOP_K, w_acc, 0.0), axis=0) + 1e-20)
+    w_acc = w_acc * routed_scaling_factor
+    if OUT_K > TOP_K:  # the shared expert as one more slot, weight exactly 1
+        w_acc = tl.where(kk == TOP_K, 1.0, w_acc)
+        id_acc = tl.where(kk == TOP_K, shared_id, id_acc)
+    kmask = kk < OUT_K
+    tl.store(w_ptr + t * OUT_K + kk, w_acc, mask=kmask)
+    tl.store(ids_ptr + t * OUT_K + kk, id_acc, mask=kmask)
 
 
 @triton.jit
@@ -233,7 +154,7 @@ def _gate_topk_kernel(
     N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
     TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr,
     SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
-    NORM: tl.constexpr, K_C: tl.constexpr = 1, RANK: tl.constexpr = False,
+    NORM: tl.constexpr,
 ):
     # logits: [T, E] (strides stride_lt, stride_le), E = N_GROUP * GROUP_SIZE, any float dtype
     # bias:   [E] fp32 (stride_b), selection only
@@ -245,14 +166,9 @@ def _gate_topk_kernel(
     valid = (g < N_GROUP) & (j < GROUP_SIZE)
     e = g * GROUP_SIZE + j
     x = tl.load(logits_ptr + t * stride_lt + e * stride_le, mask=valid, other=float("-inf")).to(tl.float32)
-    if RANK:
-        _gate_select_rank(x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, 0,
-                          N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, TOP_K, K_C,
-                          SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
-    else:
-        _gate_select(x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, 0,
-                     N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, TOP_K,
-                     SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
+    _gate_select(x, bias_ptr, w_ptr, ids_ptr, t, stride_b, routed_scaling_factor, 0,
+                 N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, TOP_K,
+                 SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
 
 
 @triton.jit
@@ -264,8 +180,7 @@ def _router_gate_kernel(
     N_GROUP: tl.constexpr, GROUP_SIZE: tl.constexpr, NG_PAD: tl.constexpr, GS_PAD: tl.constexpr,
     TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, K_PAD: tl.constexpr, OUT_K: tl.constexpr,
     SOFTMAX: tl.constexpr, HAS_BIAS: tl.constexpr, GROUPED: tl.constexpr, GROUP_TOP2: tl.constexpr,
-    NORM: tl.constexpr, PDL: tl.constexpr = False, TRIGGER: tl.constexpr = True, K_C: tl.constexpr = 1,
-    RANK: tl.constexpr = False,
+    NORM: tl.constexpr, PDL: tl.constexpr = False, TRIGGER: tl.constexpr = True,
 ):
     # x:     [T, H] bf16/fp16/fp32 (stride_xt, unit column stride); wt: [E, H] bf16/fp32 gate weight (stride_we)
     # part:  [SPLIT_K, T, E] fp32 partial logits; count: [num T blocks] int32 arrival counters (zero at rest)
@@ -308,15 +223,9 @@ def _router_gate_kernel(
                     lg += tl.load(part_ptr + (ks * T + tok).to(tl.int64) * E + e, mask=valid, other=0.0,
                                   cache_modifier=".cg")
                 lg = tl.where(valid, lg, float("-inf"))
-                if RANK:
-                    _gate_select_rank(lg, bias_ptr, w_ptr, ids_ptr, tok.to(tl.int64), stride_b,
-                                      routed_scaling_factor, shared_id, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD,
-                                      TOPK_GROUP, TOP_K, K_PAD, OUT_K, K_C, SOFTMAX, HAS_BIAS, GROUPED,
-                                      GROUP_TOP2, NORM)
-                else:
-                    _gate_select(lg, bias_ptr, w_ptr, ids_ptr, tok.to(tl.int64), stride_b, routed_scaling_factor,
-                                 shared_id, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, OUT_K,
-                                 SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
+                _gate_select(lg, bias_ptr, w_ptr, ids_ptr, tok.to(tl.int64), stride_b, routed_scaling_factor,
+                             shared_id, N_GROUP, GROUP_SIZE, NG_PAD, GS_PAD, TOPK_GROUP, TOP_K, K_PAD, OUT_K,
+                             SOFTMAX, HAS_BIAS, GROUPED, GROUP_TOP2, NORM)
         tl.atomic_xchg(count_ptr + pid_t, 0, sem="relaxed", scope="gpu")  # ready for the next launch
 
 
@@ -329,21 +238,12 @@ def _select_constants(E, *, top_k, n_group, topk_group, scoring_func, topk_metho
                       out_k):
     ng = n_group if grouped else 1
     gs = E // ng
-    ng_pad, gs_pad = triton.next_power_of_2(ng), triton.next_power_of_2(gs)
-    k_c = min(triton.next_power_of_2(top_k), gs_pad)
     return dict(
-        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=ng_pad, GS_PAD=gs_pad,
+        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=triton.next_power_of_2(ng), GS_PAD=triton.next_power_of_2(gs),
         TOPK_GROUP=topk_group if grouped else 1, TOP_K=top_k, K_PAD=triton.next_power_of_2(out_k),
         SOFTMAX=scoring_func == "softmax", GROUPED=grouped, GROUP_TOP2=topk_method == "noaux_tc" and gs >= 2,
-        NORM=bool(norm_topk_prob), K_C=k_c,
+        NORM=bool(norm_topk_prob),
     )
-
-
-def _rank_fits(consts: dict) -> bool:
-    """The ranked selection's comparison tiles stay small: in-group [NG_PAD, GS_PAD, GS_PAD] ≤ 8192 and candidates
-    [NC, NC] ≤ 4096 (V3 256 / 8 groups, V2 160 / 8, V2-Lite and Moonlight 64 / 1; not Kimi-K2's 384 in one group)."""
-    nc = consts["NG_PAD"] * consts["K_C"]
-    return consts["NG_PAD"] * consts["GS_PAD"] ** 2 <= 8192 and nc * nc <= 4096
 
 
 def _check_bias_and_scalars(bias, E, device, norm_topk_prob, routed_scaling_factor):
@@ -366,7 +266,6 @@ def gate_topk(
     topk_method: str = "noaux_tc",
     norm_topk_prob: bool = True,
     routed_scaling_factor: float = 1.0,
-    config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepSeek router top-k: w = norm(score[topk(group_mask(score + bias))]) · routed_scaling_factor.
 
@@ -379,8 +278,6 @@ def gate_topk(
     the unbiased scores, divided by (sum + 1e-20) when norm_topk_prob, × routed_scaling_factor once.
     One program per token (E ≤ 4096). Covers DeepSeek-V3/R1 (256 experts, 8 groups, 4 kept, k=8,
     noaux_tc), V2-Lite (64, softmax, greedy, k=6), V2 (160, 8 groups, group_limited_greedy), Kimi-K2 (384, 1 group).
-    config: optional {"RANK": bool (the ranked selection: all ranks at once instead of one max per pick; same
-    result; default off here; used only where its tiles fit, see ``_rank_fits``), "num_warps": 1..16, a power of two}.
     Raises ValueError for inconsistent settings (as ``gate_topk_ref``), bad shapes/devices or a non-finite /
     non-positive routed_scaling_factor; TypeError for wrong dtypes or a non-bool norm_topk_prob / non-float
     routed_scaling_factor (each naming the argument).
@@ -399,25 +296,16 @@ def gate_topk(
     ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
     if T == 0:
         return w, ids
-    _check_config(config, ("RANK", "num_warps"))
     pad = triton.next_power_of_2(E)
     consts = _select_constants(E, top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
                                topk_method=topk_method, norm_topk_prob=norm_topk_prob, grouped=grouped, out_k=top_k)
-    rank = bool((config or {}).get("RANK", False)) and _rank_fits(consts)
-    warps = (config or {}).get("num_warps", 4 if rank else (1 if pad <= 256 else (2 if pad <= 1024 else 4)))
     _gate_topk_kernel[(T,)](
         logits, bias if bias is not None else logits, w, ids,
         logits.stride(0), logits.stride(1), bias.stride(0) if bias is not None else 0, float(routed_scaling_factor),
-        HAS_BIAS=bias is not None, **consts, RANK=rank, num_warps=warps,
+        HAS_BIAS=bias is not None, **consts,
+        num_warps=1 if pad <= 256 else (2 if pad <= 1024 else 4),
     )
     return w, ids
-
-
-def _check_config(config, keys) -> None:
-    if config is not None and (not isinstance(config, dict) or any(
-            k not in keys or not _CONFIG_KEYS[k](v) for k, v in config.items())):
-        raise ValueError(f"config must be a dict with keys among {keys} (power-of-two BLOCK_E / BLOCK_T, num_warps in "
-                         f"1..16, bool PDL / TRIGGER / RANK), got {config!r}")
 
 
 def _counters(device: torch.device) -> torch.Tensor:
@@ -463,8 +351,7 @@ def router_gate_topk(
     per block up to T = 16). config: optional override of BLOCK_E (experts per program, a power of two), BLOCK_T
     (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
     dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter),
-    TRIGGER (bool, with PDL: release the next kernel at entry; default off), RANK (bool: the ranked selection, all
-    ranks from one set of comparisons instead of one max per pick, same result; default on where its tiles fit).
+    TRIGGER (bool, with PDL: release the next kernel at entry; default off).
     Raises TypeError (dtypes; norm_topk_prob not a bool, routed_scaling_factor not a float) / ValueError (shapes,
     settings, devices, routed_scaling_factor not finite and > 0) / RuntimeError (first call under capture).
     Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
@@ -495,7 +382,10 @@ def router_gate_topk(
     ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)
     if T == 0:
         return w, ids
-    _check_config(config, tuple(_CONFIG_KEYS))
+    if config is not None and (not isinstance(config, dict) or any(
+            k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v) for k, v in config.items())):
+        raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, num_warps in 1..16 and bool "
+                         f"PDL / TRIGGER, got {config!r}")
     cfg = _router_config(T, E, H, config)
     block_t = cfg["BLOCK_T"]
     split_k = triton.cdiv(H, cfg["BLOCK_K"])
@@ -511,8 +401,8 @@ def router_gate_topk(
         T, H, x.stride(0), weight.stride(0), bias.stride(0) if bias is not None else 0,
         float(routed_scaling_factor), int(shared_expert_id or 0),
         E=E, SPLIT_K=split_k, BLOCK_E=cfg["BLOCK_E"], BLOCK_K=cfg["BLOCK_K"], BLOCK_T=block_t, OUT_K=out_k,
-        HAS_BIAS=bias is not None, **consts, PDL=pdl, TRIGGER=bool(cfg["TRIGGER"]),
-        RANK=bool(cfg["RANK"]) and _rank_fits(consts), num_warps=cfg["num_warps"], launch_pdl=pdl,
+        HAS_BIAS=bias is not None, **consts, PDL=pdl, TRIGGER=bool(cfg["TRIGGER"]), num_warps=cfg["num_warps"],
+        launch_pdl=pdl,
     )
     return w, ids
 

@@ -41,7 +41,7 @@ COPY_ROWS = {1: 1, 2: 1}  # by element size in bytes (fp8, bf16)
 
 
 def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
-    """(BLOCK_H, num_warps) for the row copy / weighted-sum kernels.
+    """(BLOCK_H, num_warps) for the permute row copies (scatter, gather; moe_unpermute sizes its own blocks).
 
     FP8 rows: 1024 elements / 4 warps (H200, T=4096, k=8, H=7168, graph replay: permute 112.7 µs against
     121.7 µs with 8192-element / 8-warp programs). Wider rows keep ~8 KiB per program (bf16 permute 165 µs

@@ -633,6 +633,22 @@ def test_permute_masked_quantize_equals_quant_then_permute(device, T, H, dtype, 
         moe_permute_masked(q, ids, E, T, s, quantize=True)
 
 
+@pytest.mark.gpu
+def test_cuda_ids_range_checked_outside_capture(device):
+    """On CUDA the id check costs a sync: it runs by default, and steps aside during CUDA-graph capture."""
+    test_permute_rejects_bad_scalars_and_ids(device)
+    x = torch.randn(4, 256, device=device, dtype=torch.bfloat16)
+    ids = torch.tensor([[0, 1], [1, 2], [3, -1], [2, 0]], dtype=torch.int32, device=device)
+    eager = moe_permute_masked(x, ids, 4, 4, quantize=True)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        captured = moe_permute_masked(x, ids, 4, 4, quantize=True)  # check_ids=True: skipped, no sync error
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured[2], eager[2]) and torch.equal(captured[3], eager[3])
+
+
 def test_permute_rejects_bad_scalars_and_ids(device):
     x = torch.randn(2, 128, device=device)
     ids = torch.tensor([[0, 1], [1, 2]], dtype=torch.int32, device=device)
@@ -648,13 +664,16 @@ def test_permute_rejects_bad_scalars_and_ids(device):
         moe_permute(x, ids, 4, 8, graph_safe=1)
     with pytest.raises(TypeError, match="pdl"):
         moe_unpermute(x, torch.zeros_like(ids), torch.ones(2, 2, device=device), pdl="no")
-    if device.type != "cpu":
-        return  # CUDA ids are not range-checked (it would need a host sync): out-of-range ids are undefined behaviour
+    with pytest.raises(TypeError, match="check_ids"):
+        moe_permute(x, ids, 4, 8, check_ids="yes")
+    # out-of-range ids raise on every device (CUDA: check_ids's one sync), naming the entry and its value
     for bad in (4, -2):
-        with pytest.raises(ValueError, match="topk_ids"):
-            moe_permute_masked(x, ids.clone().fill_(bad), 4, 2)
-        with pytest.raises(ValueError, match="topk_ids"):
-            moe_permute(x, ids.clone().fill_(bad), 4, 8)
+        bad_ids = ids.clone()
+        bad_ids[1, 0] = bad
+        with pytest.raises(ValueError, match=rf"topk_ids\[\[1, 0\]\] = {bad} is out of range"):
+            moe_permute_masked(x, bad_ids, 4, 2)
+        with pytest.raises(ValueError, match=rf"topk_ids\[\[1, 0\]\] = {bad} is out of range"):
+            moe_permute(x, bad_ids, 4, 8)
     for bad in (2, -2):  # expert_out has 2 rows
-        with pytest.raises(ValueError, match="row_map"):
+        with pytest.raises(ValueError, match=rf"row_map\[\[0, 0\]\] = {bad} is out of range"):
             moe_unpermute(x, ids.clone().fill_(bad), torch.ones(2, 2, device=device))

@@ -422,6 +422,7 @@ def moe_permute(
     hidden_scale: torch.Tensor | None = None,
     *,
     graph_safe: bool = False,
+    check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Group token rows by expert: permuted[row_map[t, j]] = hidden[t] (and its scales) for topk_ids[t, j] ≥ 0.
 
@@ -436,13 +437,14 @@ def moe_permute(
     With graph_safe=False, M = Σ_e ceil(count_e/block_m)·block_m exactly as ``moe_permute_ref`` (one
     host sync reads M). With graph_safe=True nothing syncs: M = T·k + E·(block_m − 1) (the bound),
     rows past the real end have m_indices −1.
-    topk_ids must lie in [−1, E): on CPU (interpreter) tensors others raise ValueError (as the reference); CUDA
-    ids are NOT range-checked (that would need a device→host sync): out-of-range ids are undefined behaviour.
+    topk_ids must lie in [−1, E), else ValueError naming the entry (as the reference): always on CPU tensors, on
+    CUDA when check_ids (default; one device→host sync, skipped during CUDA-graph capture). With check_ids=False
+    (the model: ids from its own gate) out-of-range CUDA ids are undefined behaviour.
     Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, num_experts / block_m not
-    a positive int (bools rejected), graph_safe not a bool.
+    a positive int (bools rejected), graph_safe / check_ids not a bool.
     Layout: DeepGEMM m_grouped contiguous (as produced by DeepEP + moe_align_block_size in SGLang/vLLM).
     """
-    num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
     block_m = check_int("block_m", block_m, 1)
     check_bool("graph_safe", graph_safe)
     T, H = hidden.shape
@@ -477,6 +479,7 @@ def moe_permute_masked(
     *,
     quantize: bool = False,
     pdl: bool = False,
+    check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Scatter token rows into per-expert slabs: permuted[e, r] = hidden[t] for the r-th (token, slot) routed to e.
 
@@ -494,14 +497,15 @@ def moe_permute_masked(
     row_map [T, k] int32 flat row e·max_m + r into permuted.view(E·max_m, H)). Rows ≥ masked_m[e] are not
     written. Never syncs with the host (CUDA-graph safe); feeds ``grouped_fp8_gemm_masked`` and, with the
     GEMM output viewed as [E·max_m, N], ``moe_unpermute``.
-    topk_ids must lie in [−1, E): on CPU (interpreter) tensors others raise ValueError (as ``moe_permute_ref``);
-    CUDA ids are NOT range-checked (no host sync on this graph-captured path): out-of-range ids are undefined
-    behaviour (the caller must pass ids in range).
+    topk_ids must lie in [−1, E), else ValueError naming the entry (as ``moe_permute_ref``): always on CPU
+    tensors, on CUDA when check_ids (default; one device→host sync, skipped during CUDA-graph capture). With
+    check_ids=False (the model's graph-captured decode) out-of-range CUDA ids are undefined behaviour.
     Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, num_experts / max_m not a
-    positive int (bools rejected), quantize / pdl not a bool, quantize with e4m3 hidden or with hidden_scale.
+    positive int (bools rejected), quantize / pdl / check_ids not a bool, quantize with e4m3 hidden or with
+    hidden_scale.
     Layout: DeepGEMM m_grouped masked (DeepEP low-latency dispatch).
     """
-    num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale)
+    num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
     max_m = check_int("max_m", max_m, 1)
     check_bool("quantize", quantize)
     if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):

@@ -1,7 +1,7 @@
 """Host-side argument checks of the MoE launchers (routing, gate, masked grouped GEMM, routed experts).
 
-Cheap Python checks only: nothing here reads a CUDA tensor's values (no device→host sync), so the checks can
-run inside CUDA-graph-captured decode steps. Errors are TypeError (wrong type; bools are not ints) or
+Cheap Python checks, plus the id range check: it reads the ids (one device→host sync on CUDA) unless the caller
+passes check_ids=False or the stream is being captured into a CUDA graph (kernels._utils.check_index_range). Errors are TypeError (wrong type; bools are not ints) or
 ValueError (out of range), both naming the argument.
 """
 
@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import torch
 
-from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_bool, check_index_range, check_int, check_runnable_device, check_tensor
 
 
-def check_ids_in_range(name: str, ids: torch.Tensor, hi: int) -> None:
-    """ids must lie in [−1, hi). Checked only for CPU tensors (the interpreter, where it costs nothing that
-    matters); CUDA ids are NOT checked (a check would need a device→host sync) — out-of-range ids are undefined
-    behaviour there."""
-    if ids.device.type == "cpu" and ids.numel() and (int(ids.min()) < -1 or int(ids.max()) >= hi):
-        raise ValueError(f"{name} must hold ids in [-1, {hi}), got values in [{int(ids.min())}, {int(ids.max())}]")
+def check_ids_in_range(name: str, ids: torch.Tensor, hi: int, check_ids: bool) -> None:
+    """ids must lie in [−1, hi): ValueError naming ``name``, the entry and its value otherwise. Always checked for
+    CPU tensors (the interpreter: no sync to avoid); CUDA ids when check_ids (one sync, skipped during graph
+    capture). Unchecked out-of-range CUDA ids are undefined behaviour (out-of-bounds reads/writes)."""
+    if check_bool("check_ids", check_ids) or ids.device.type == "cpu":
+        check_index_range(name, ids, -1, hi)
 
 
-def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale) -> int:
-    """Shared checks of moe_permute / moe_permute_masked (tensors, num_experts, CPU id range).
+def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids) -> int:
+    """Shared checks of moe_permute / moe_permute_masked (tensors, num_experts, id range as check_ids_in_range).
 
     Returns int(num_experts)."""
     check_tensor("hidden", hidden, ndim=2)
@@ -31,7 +31,7 @@ def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale) -> int:
     if topk_ids.shape[0] != T:
         raise ValueError(f"topk_ids must have {T} rows (one per token of hidden), got {tuple(topk_ids.shape)}")
     num_experts = check_int("num_experts", num_experts, 1)
-    check_ids_in_range("topk_ids", topk_ids, num_experts)
+    check_ids_in_range("topk_ids", topk_ids, num_experts, check_ids)
     if hidden.stride(1) != 1:
         raise ValueError(f"hidden must have unit column stride, got strides {hidden.stride()}")
     if hidden_scale is not None:

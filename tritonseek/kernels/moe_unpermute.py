@@ -50,21 +50,23 @@ def moe_unpermute(
     *,
     out: torch.Tensor | None = None,
     pdl: bool = False,
+    check_ids: bool = True,
 ) -> torch.Tensor:
     """out[t] = Σ_j topk_weights[t, j] · expert_out[row_map[t, j]] (+ shared_output[t]), accumulated in fp32.
 
     expert_out: [M, H] bf16/fp16/fp32 (unit column stride), rows of the permuted layout; only rows named
     by row_map are read, so padding rows (any garbage, NaN included) never enter a sum.
-    row_map: [T, k] int32 ids in [−1, M) (−1 contributes nothing); on CPU (interpreter) tensors others raise
-        ValueError; CUDA row_map is NOT range-checked (no host sync on this graph-captured path): an id ≥ M or
-        < −1 reads out of bounds, undefined behaviour (the caller must pass ids in range).
+    row_map: [T, k] int32 ids in [−1, M) (−1 contributes nothing); others raise ValueError naming the entry:
+        always on CPU tensors, on CUDA when check_ids (default; one device→host sync, skipped during CUDA-graph
+        capture). With check_ids=False (the model: row_map from its own permute) an id ≥ M or < −1 reads out of
+        bounds, undefined behaviour.
     topk_weights: [T, k] fp32.
     shared_output: [T, H] or None (shared-expert output, added in fp32 before the single cast).
     out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
     pdl: programmatic dependent launch (CUDA sm_90+, ignored elsewhere): the programs may start while the
         previous kernel (the down GEMM) finishes and wait for it (griddepcontrol.wait) before any read.
     Deterministic: one program owns each output element and sums slots in order j = 0..k−1 (no atomics).
-    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, pdl not a bool.
+    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, pdl / check_ids not a bool.
     Follows DeepSeek-V3 inference/model.py MoE combine.
     """
     check_tensor("expert_out", expert_out, ndim=2)
@@ -77,7 +79,7 @@ def moe_unpermute(
     check_tensor("topk_weights", topk_weights, dtype=torch.float32, ndim=2, device=expert_out.device)
     if topk_weights.shape != row_map.shape:
         raise ValueError(f"topk_weights {tuple(topk_weights.shape)} must match row_map {tuple(row_map.shape)}")
-    check_ids_in_range("row_map", row_map, expert_out.shape[0])
+    check_ids_in_range("row_map", row_map, expert_out.shape[0], check_ids)
     T, k = row_map.shape
     H = expert_out.shape[1]
     if shared_output is not None:

@@ -176,7 +176,8 @@ class MoE(nn.Module):
             # decode: the shared expert is group E of the masked GEMMs, routed with weight 1 in slot k
             topk_weights, topk_ids = self.route(x, shared_slot=True)
             return moe_experts_triton(x, topk_weights, topk_ids, self, layout="masked", weights=stacked,
-                                      pdl=self.decode_pdl, shared_group=self.w13.shape[0], configs=self.decode_configs)
+                                      pdl=self.decode_pdl, shared_group=self.w13.shape[0], configs=self.decode_configs,
+                                      check_ids=False)  # our gate's ids: no range-check sync per layer
         topk_weights, topk_ids = self.route(x)
         if self.training:
             # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)
@@ -197,7 +198,7 @@ class MoE(nn.Module):
             # the H200 (commit 36ecc83: V3 layer 3109 µs against 2554 µs), its 64 rows re-streaming its weights.
             shared = self.shared_experts(x) if self.shared_experts is not None else None
             return moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared, pdl=self.decode_pdl,
-                                      configs=self.decode_configs)
+                                      configs=self.decode_configs, check_ids=False)
         y = self.experts(x, topk_weights, topk_ids)
         return y if self.shared_experts is None else y + self.shared_experts(x)
 
@@ -206,7 +207,7 @@ class MoE(nn.Module):
         if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
             from tritonseek.model.moe_triton import moe_experts_triton
 
-            return moe_experts_triton(x, topk_weights, topk_ids, self)
+            return moe_experts_triton(x, topk_weights, topk_ids, self, check_ids=False)
         return self.experts_reference(x, topk_weights, topk_ids)
 
     def experts_reference(self, x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:

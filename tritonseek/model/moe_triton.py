@@ -49,6 +49,7 @@ from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, get_config, grouped_fp8
 from tritonseek.kernels._utils import check_int, check_tensor
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
+from tritonseek.kernels.moe_routing_checks import check_ids_in_range
 
 MASKED_MAX_TOKENS = 128
 LAYOUTS = ("masked", "contiguous")
@@ -79,6 +80,7 @@ def moe_experts_triton(
     pdl: int = 0,
     shared_group: int | None = None,
     configs: tuple[dict | None, dict | None] | None = None,
+    check_ids: bool = True,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
 
@@ -105,8 +107,9 @@ def moe_experts_triton(
     captured) never synchronizes with the host. Raises, naming the argument: ValueError for an unknown layout,
     pdl not 0/1/2, shared_group out of [0, E), weights not a 4-tuple, topk_weights / topk_ids not both [T, k];
     TypeError for shared_group not an int (or None) and wrong x / topk_ids / topk_weights dtypes; the launchers
-    raise for other bad shapes/dtypes. topk_ids are range-checked only for CPU tensors (see
-    ``moe_permute_masked``): on CUDA, ids outside [−1, E) are undefined behaviour.
+    raise for other bad shapes/dtypes. topk_ids outside [−1, E) raise ValueError naming the entry, on CUDA only with
+    check_ids (default; one device→host sync, skipped during CUDA-graph capture; the MoE layer passes False for
+    its own gate's ids, and unchecked out-of-range CUDA ids are undefined behaviour).
     Semantics: DeepSeek-V3 inference/model.py MoE (routed part); layouts: DeepGEMM m_grouped contiguous / masked.
     """
     check_tensor("x", x, ndim=2)
@@ -128,6 +131,7 @@ def moe_experts_triton(
     E = w13.shape[0]  # this rank's experts (all of them without expert parallelism), + 1 when stacked
     if shared_group is not None:  # checked whatever pdl (used only with pdl=2)
         shared_group = check_int("shared_group", shared_group, 0, E - 1)
+    check_ids_in_range("topk_ids", topk_ids, E, check_ids)  # once here; the launchers below skip it
     k = topk_ids.shape[1]
     two_i = w13.shape[1]
     if layout == "masked":
@@ -144,7 +148,8 @@ def moe_experts_triton(
                    config=_merged_config(em, two_i, w13.shape[2], configs[0], None if pf1 else 0))
         kw2 = dict(kw, config=_merged_config(em, H, w2.shape[2], configs[1], 0 if pdl < 2 else None, 0))
         # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
-        a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True, pdl=pdl > 0)
+        a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True, pdl=pdl > 0,
+                                                          check_ids=False)
         if x.dtype == torch.bfloat16 and two_i % 256 == 0:
             # SiLU·mul + FP8 quant in GEMM1's epilogue (same result as the three steps below, valid rows only)
             h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, w13_s, masked_m, **kw1)
@@ -153,15 +158,17 @@ def moe_experts_triton(
             h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
             h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
         down = grouped_fp8_gemm_masked(h_q, h_s, w2, w2_s, masked_m, out_dtype=x.dtype, **kw2)
-        return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output, pdl=pdl > 0)
+        return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output, pdl=pdl > 0,
+                             check_ids=False)
     x_q, x_s = per_token_group_quant_fp8(x, 128)
     graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
-    a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe)
+    a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe,
+                                             check_ids=False)
     gemm = _contiguous_gemm(x.device)
     gate_up = gemm(a, a_s, w13, w13_s, m_indices, out_dtype=x.dtype)
     h_q, h_s = silu_mul_quant_fp8(gate_up, 128)
     down = gemm(h_q, h_s, w2, w2_s, m_indices, out_dtype=x.dtype)
-    return moe_unpermute(down, row_map, topk_weights, shared_output)
+    return moe_unpermute(down, row_map, topk_weights, shared_output, check_ids=False)
 
 
 def _merged_config(expected_m: int, n: int, k: int, override: dict | None, force_prefetch: int | None,

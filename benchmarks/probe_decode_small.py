@@ -1,15 +1,19 @@
 """Probe: the batch-1 decode step's small kernels under launch-config A/Bs (issue #8 follow-up).
 
-    PYTHONPATH=. python benchmarks/probe_decode_small.py [--tokens 1,8,128] [--out rows.jsonl] [--only q,o,router]
+    PYTHONPATH=. python benchmarks/probe_decode_small.py [--tokens 1,8,128] [--out rows.jsonl]
+        [--only router,q,o,o16,norm] [--q-configs JSON] [--o-configs JSON] [--norm-warps 4,8,16,32]
 
 DeepSeek-V3 widths. Each case is checked against its reference first, then timed as a CUDA graph of one call per
 layer over rotating fresh random weights (enough layers that L2, 50 MB, does not hold them), median replay ÷ calls:
-- ``absorb_q``: mla_absorb_q with the decode path's q_pe rope, per config (BLOCK_C, TILES, STAGES, num_warps);
-- ``absorb_o_fp8``: mla_absorb_o_fp8 (W_UV product + o_proj's FP8 quant), per config (BLOCK_C, STAGES, num_warps);
+- ``absorb_q``: mla_absorb_q with the decode path's q_pe rope, per config;
+- ``absorb_o_fp8`` / ``absorb_o``: the W_UV product with / without o_proj's FP8 quant, per config (BLOCK_C, STAGES,
+  num_warps; default list: the previous BLOCK_C 64 and the current default);
 - ``router``: [fused_add_rms_norm → router_gate_topk] pairs (the decode order; the router is a PDL dependent of the
-  norm) with RANK on / off, minus a graph of the norms alone: the router's marginal time in the chain (its own
-  profiler time overlaps the norm it waits for). Also the profiler's per-kernel device time of the chain.
-Rows: suite ``mla_absorb`` / ``moe_gate`` with the config in the case, ``us_graph`` the per-call replay time.
+  norm) minus a graph of the norms alone: the router's marginal time in the chain (its own profiler time overlaps
+  the norm it waits for). Also the profiler's per-kernel device time of the chain;
+- ``norm``: the decode step's RMSNorm launches at several num_warps (probe-only patch of norm._norm_config).
+Rows: suites ``mla_absorb`` / ``moe_gate`` / ``fused_small`` with the config in the case, ``us_graph`` the per-call
+replay time (each call in a chain of calls: it includes the launch gap between kernels).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_moe_layer import kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.kernels.mla_absorb import mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
+from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm  # noqa: E402
 from tritonseek.kernels.reference.mla_absorb import mla_absorb_q_ref  # noqa: E402
@@ -38,9 +42,8 @@ H, NOPE, KV_LORA, ROPE, V_DIM, HIDDEN, E = 128, 128, 512, 64, 128, 7168, 256
 ABSORB_LAYERS, ROUTER_LAYERS = 6, 16  # 6 × 16.8 MB, 16 × 3.7 MB: past L2
 GATE_KW = dict(top_k=8, n_group=8, topk_group=4, scoring_func="sigmoid", topk_method="noaux_tc",
                norm_topk_prob=True, routed_scaling_factor=2.5)
-Q_CONFIGS = [dict(BLOCK_C=64, TILES=1, STAGES=1), dict(BLOCK_C=64, TILES=4, STAGES=4), dict(BLOCK_C=64, TILES=8, STAGES=4),
-             dict(BLOCK_C=128, TILES=1, STAGES=1), dict(BLOCK_C=128, TILES=2, STAGES=2), dict(BLOCK_C=128, TILES=4, STAGES=4)]
-O_CONFIGS = [dict(BLOCK_C=64, STAGES=4), dict(BLOCK_C=64, STAGES=8), dict(BLOCK_C=128, STAGES=4), dict(BLOCK_C=256, STAGES=2)]
+Q_CONFIGS = [dict()]
+O_CONFIGS = [dict(BLOCK_C=64, STAGES=4), dict()]  # the previous default, the current one
 
 
 def _env():
@@ -86,21 +89,27 @@ def probe_absorb_q(T, dev, env, configs):
     return rows
 
 
-def probe_absorb_o_fp8(T, dev, env, configs):
+def probe_absorb_o_fp8(T, dev, env, configs, fp8: bool = True):
     bf = torch.bfloat16
     w = [torch.randn(H, V_DIM, KV_LORA, device=dev, dtype=bf) * 0.05 for _ in range(ABSORB_LAYERS)]
     o_lat = torch.randn(T, H, KV_LORA, device=dev, dtype=bf)
     ref = torch.einsum("thc,hdc->thd", o_lat.float(), w[0].float()).reshape(T, -1)
     rows = []
     for cfg in configs:
-        # dequantized (q·s per 128 group) against the fp32 product: e4m3 keeps 3 mantissa bits (≤ 6.25% per element),
-        # 3% over the whole tensor (the bit-equality with mla_absorb_o + quant is the CPU/GPU tests' job)
-        q8, s8 = mla_absorb_o_fp8(o_lat, w[0], config=cfg)
-        deq = (q8.float().view(T, -1, 128) * s8[:, :, None]).reshape(T, -1)
-        ok = not deq.isnan().any() and _rel(deq, ref) < 3e-2
-        ug = graph_replay_us([lambda wi=wi: mla_absorb_o_fp8(o_lat, wi, config=cfg) for wi in w], 15.0) if ok else None
-        nbytes = H * V_DIM * KV_LORA * 2 + T * H * KV_LORA * 2 + T * H * V_DIM + T * H * 4
-        rows.append(_absorb_row(dict(op="absorb_o_fp8", T=T, H=H, config=cfg), ug, ok, nbytes, env))
+        if fp8:
+            # dequantized (q·s per 128 group) against the fp32 product: e4m3 keeps 3 mantissa bits (≤ 6.25% per
+            # element), 3% over the whole tensor (the bit-equality with mla_absorb_o + quant is the tests' job)
+            q8, s8 = mla_absorb_o_fp8(o_lat, w[0], config=cfg)
+            got = (q8.float().view(T, -1, 128) * s8[:, :, None]).reshape(T, -1)
+            fn = mla_absorb_o_fp8
+        else:  # bf16 output of an fp32-accumulated product: 1e-2
+            got = mla_absorb_o(o_lat, w[0], config=cfg).reshape(T, -1)
+            fn = mla_absorb_o
+        ok = not got.isnan().any() and _rel(got, ref) < (3e-2 if fp8 else 1e-2)
+        ug = graph_replay_us([lambda wi=wi: fn(o_lat, wi, config=cfg) for wi in w], 15.0) if ok else None
+        nbytes = H * V_DIM * KV_LORA * 2 + T * H * KV_LORA * 2 + T * H * V_DIM * (1 if fp8 else 2) + T * H * 4 * fp8
+        rows.append(_absorb_row(dict(op="absorb_o_fp8" if fp8 else "absorb_o", T=T, H=H, config=cfg), ug, ok, nbytes,
+                                env))
     return rows
 
 
@@ -187,8 +196,8 @@ def main() -> int:
     p.add_argument("--only", default="q,o,router")
     p.add_argument("--norm-warps", default="4,8,16,32")
     p.add_argument("--out", default="probe_decode_small.jsonl")
-    p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs (default: the sweep)")
-    p.add_argument("--o-configs", default=None, help="JSON list of absorb_o_fp8 configs")
+    p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs")
+    p.add_argument("--o-configs", default=None, help="JSON list of absorb_o / absorb_o_fp8 configs")
     args = p.parse_args()
     dev, env = torch.device("cuda"), _env()
     only = set(args.only.split(","))
@@ -198,6 +207,7 @@ def main() -> int:
     for T in (int(t) for t in args.tokens.split(",")):
         for part, fn, cfgs in (("router", probe_router, [dict()]),
                                ("q", probe_absorb_q, qc), ("o", probe_absorb_o_fp8, oc),
+                               ("o16", lambda T, dev, env, c: probe_absorb_o_fp8(T, dev, env, c, fp8=False), oc),
                                ("norm", probe_norm, [int(w) for w in args.norm_warps.split(",")])):
             if part in only:
                 new = fn(T, dev, env, cfgs)

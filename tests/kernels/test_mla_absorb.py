@@ -75,38 +75,11 @@ def test_mla_absorb_q_rotates_q_pe_as_rope_cache(device, monkeypatch, T, H, rope
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=dict(BLOCK_D=32))
 
 
-@pytest.mark.parametrize("config", [dict(BLOCK_C=64, TILES=1, STAGES=1), dict(BLOCK_C=32, TILES=2, STAGES=2),
-                                    dict(BLOCK_C=16, TILES=4, STAGES=3, num_warps=2), dict(BLOCK_C=128, TILES=8),
-                                    dict(TMA=False, TILES=2, STAGES=2), dict(FMA=True, BLOCK_C=32, TILES=2, STAGES=2)])
-def test_mla_absorb_q_configs(device, monkeypatch, config):
-    """Every column tiling (BLOCK_C columns per tile, TILES tiles per program streamed STAGES deep, warps) gives the
-    reference's product and the same rotated q_pe, over one and two token tiles (T 9, 70; FMA: tensor cores only past
-    T 64), with TMA or plain weight loads, on tensor cores or as FMA sums; bad configs raise."""
-    from tritonseek.kernels.reference.rope import cos_sin_cache_ref
-
-    poison_outputs(monkeypatch, MA)
-    g = torch.Generator().manual_seed(7)
-    H, nope, kv_lora, rope = 2, 32, 64, 16
-    cs = cos_sin_cache_ref(1.0 / (10000 ** (torch.arange(0, rope, 2, dtype=torch.float32) / rope)), 300).to(device)
-    w_uk = _t(H, nope, kv_lora, g=g, device=device, scale=0.1)
-    for T in (9, 70):
-        q = _t(T, H, nope + rope, g=g, device=device)
-        pos = torch.randint(0, 300, (T,), generator=g).to(device)
-        out = mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs, config=config)
-        base = mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs)
-        assert torch.equal(out[..., kv_lora:].cpu(), base[..., kv_lora:].cpu())
-        _close(out[..., :kv_lora], mla_absorb_q_ref(q[..., :nope], w_uk, q[..., nope:])[..., :kv_lora])
-    for bad in (dict(TILES=3), dict(STAGES=0), dict(STAGES=9), dict(BLOCK_C=512), dict(BLOCK_C=24), dict(num_warps=3),
-                dict(TILES=True), dict(BLOCK_D=32), dict(TMA=1), dict(FMA="no")):
-        with pytest.raises(ValueError, match="config"):
-            mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=bad)
-
-
 @pytest.mark.parametrize("config", [dict(BLOCK_D=16), dict(BLOCK_D=64, PDL=False), dict(BLOCK_D=128),
-                                    dict(BLOCK_D=32, BLOCK_C=128, STAGES=2), dict(BLOCK_C=32, STAGES=1, num_warps=8),
-                                    dict(TMA=False, BLOCK_D=64)])
+                                    dict(BLOCK_D=32, BLOCK_C=64, STAGES=2), dict(BLOCK_C=32, STAGES=1, num_warps=8)])
 def test_mla_absorb_o_configs(device, monkeypatch, config):
-    """Every BLOCK_D (value rows per program) gives the reference's result; bad configs name themselves."""
+    """Every BLOCK_D (value rows per program), BLOCK_C (latent columns per streamed chunk), STAGES and warp count gives
+    the reference's result; bad configs name themselves."""
     poison_outputs(monkeypatch, MA)
     g = torch.Generator().manual_seed(5)
     o_lat, w_uv = _t(5, 2, 128, g=g, device=device), _t(2, 64, 128, g=g, device=device, scale=0.1)
@@ -219,7 +192,8 @@ def test_mla_absorb_real_shapes_gpu(device, T):
 @pytest.mark.parametrize("block_d", [32, 64, 128])
 def test_mla_absorb_rope_and_configs_real_shapes_gpu(device, T, block_d):
     """V3 shapes: absorb_q rotating q_pe (PDL launch) = absorb_q on mla_rope_cache's q_pe, bit for bit;
-    absorb_o at BLOCK_D 32 / 64 / 128 with and without PDL vs the reference."""
+    absorb_o at BLOCK_D 32 / 64 / 128 with and without PDL (and BLOCK_C 64 / 128) vs the reference; the fused FP8
+    quant (default BLOCK_C 128, and 64) bit-equal to quantizing absorb_o at the same chunks."""
     from tritonseek.kernels.reference.rope import cos_sin_cache_ref
     from tritonseek.kernels.rope_cache import mla_rope_cache
 
@@ -234,13 +208,19 @@ def test_mla_absorb_rope_and_configs_real_shapes_gpu(device, T, block_d):
         out = mla_absorb_q(q[..., :128], w_uk, q[..., 128:], positions=pos, cos_sin_cache=cs, config=dict(PDL=pdl))
         assert torch.equal(out, mla_absorb_q(q[..., :128], w_uk, q_pe))
         o_lat, w_uv = _t(T, 128, 512, g=g, device=device), _t(128, 128, 512, g=g, device=device, scale=0.05)
-        _close(mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=block_d, PDL=pdl)), mla_absorb_o_ref(o_lat, w_uv))
+        bc = 64 if pdl else 128
+        _close(mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=block_d, PDL=pdl, BLOCK_C=bc)), mla_absorb_o_ref(o_lat, w_uv))
         if block_d == 128:  # the fused o_proj input quant at V3 shapes: bit-equal to quant(absorb_o)
             from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
 
-            q8, s8 = mla_absorb_o_fp8(o_lat, w_uv, config=dict(PDL=pdl))
-            qr, sr = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv, config=dict(BLOCK_D=128)).reshape(T, -1), 128)
-            assert torch.equal(q8.view(torch.uint8), qr.view(torch.uint8)) and torch.equal(s8, sr)
+            for cfg in (dict(PDL=pdl), dict(PDL=pdl, BLOCK_C=64)):
+                q8, s8 = mla_absorb_o_fp8(o_lat, w_uv, config=cfg)
+                ocfg = dict(BLOCK_D=128, BLOCK_C=cfg.get("BLOCK_C", 128))
+                qr, sr = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv, config=ocfg).reshape(T, -1), 128)
+                assert torch.equal(q8.view(torch.uint8), qr.view(torch.uint8)) and torch.equal(s8, sr)
+                # and close to the fp32 product: e4m3 keeps 3 mantissa bits (≤ 6.25% per element), 3% overall
+                deq, ref = q8.float().view(T, 128, 128) * s8[:, :, None], mla_absorb_o_ref(o_lat, w_uv).float()
+                assert ((deq - ref).norm() / ref.norm()).item() < 3e-2
 
 
 _SEP = "\n// ---- next kernel ----\n"
@@ -272,17 +252,17 @@ def compile_decode_kernels_sm90():
         stride_cp=i32, eps="fp32"), dict(BLOCK_Q=2048, GROUP=128, KV_LORA=512, ROPE=64, BLOCK_C=512, PAGE_SIZE=64,
         WRITE_CACHE=True, EXACT_BF16=False, EXACT_ROUND=False, FAST_DIV=True, PDL_TRIGGER=True), num_warps=8)]
     ptx.append(comp(MA._mla_absorb_q_kernel, dict(
-        q_nope_ptr=bf, w_desc="tensordesc<bf16[128, 64]>", w_ptr=bf, q_pe_ptr=bf, out_ptr=bf, pos_ptr="*i64",
+        q_nope_ptr=bf, w_desc="tensordesc<bf16[128, 64]>", q_pe_ptr=bf, out_ptr=bf, pos_ptr="*i64",
         cs_ptr="*fp32", T=i32, stride_qt=i32, stride_qh=i32, stride_pt=i32, stride_ph=i32, stride_ot=i32, stride_oh=i32),
         dict(NOPE=128, KV_LORA=512, ROPE=64, BLOCK_T=16, BLOCK_C=64, DOT_FP32=False, ROTATE=True, EXACT_BF16=False,
-             PDL=True, TILES=4, STAGES=4, TMA=True, FMA=False), num_warps=4))
+             PDL=True), num_warps=4))
     for bd, quant in ((32, False), (128, True)):
         ptx.append(comp(MA._mla_absorb_o_kernel, dict(
-            o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 64]>", w_ptr=bf, out_ptr="*fp8e4nv" if quant else bf,
+            o_lat_ptr=bf, w_desc=f"tensordesc<bf16[{bd}, 128]>", w_ptr=bf, out_ptr="*fp8e4nv" if quant else bf,
             s_ptr="*fp32", T=i32, stride_lt=i32, stride_lh=i32, stride_ot=i32, stride_oh=i32, stride_sm=i32,
             stride_sg=i32, amax_eps="fp32", fp8_max="fp32"),
-            dict(V_DIM=128, KV_LORA=512, BLOCK_T=16, BLOCK_D=bd, BLOCK_C=64, DOT_FP32=False, PDL=True, QUANT=quant,
-                 EXACT_ROUND=False, FAST_DIV=True, TMA=True), num_warps=4, num_stages=4))
+            dict(V_DIM=128, KV_LORA=512, BLOCK_T=16, BLOCK_D=bd, BLOCK_C=128, DOT_FP32=False, PDL=True, QUANT=quant,
+                 EXACT_ROUND=False, FAST_DIV=True), num_warps=4, num_stages=4))
     ptx.append(comp(N._rms_norm_kernel, dict(
         x_ptr=bf, r_ptr=bf, w_ptr=bf, y_ptr=bf, h_ptr=bf, q_ptr="*fp8e4nv", s_ptr="*fp32", N=i32, stride_x=i32,
         stride_r=i32, stride_y=i32, stride_h=i32, stride_q=i32, stride_sm=i32, stride_sg=i32, eps="fp32",

@@ -42,60 +42,38 @@ def _absorb_block_t(t: int) -> int:
 
 @triton.jit
 def _mla_absorb_q_kernel(
-    q_nope_ptr, w_desc, w_ptr, q_pe_ptr, out_ptr, pos_ptr, cs_ptr, T,
+    q_nope_ptr, w_desc, q_pe_ptr, out_ptr, pos_ptr, cs_ptr, T,
     stride_qt, stride_qh, stride_pt, stride_ph, stride_ot, stride_oh,
     NOPE: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
     ROTATE: tl.constexpr = False, EXACT_BF16: tl.constexpr = False, PDL: tl.constexpr = False,
-    TILES: tl.constexpr = 1, STAGES: tl.constexpr = 1, TMA: tl.constexpr = True, FMA: tl.constexpr = False,
 ):
     # q_nope: [T, H, NOPE] (strides stride_qt, stride_qh, 1)   w_desc: TMA over W_UK as [H·NOPE, KV_LORA], box [NOPE, BLOCK_C]
     # q_pe:   [T, H, ROPE] (stride_pt, stride_ph, 1)           out: [T, H, KV_LORA + ROPE] (stride_ot, stride_oh, 1)
-    # grid (H, KV_LORA // (TILES·BLOCK_C)): program (h, j) writes out[:, h, j·TILES·BLOCK_C : (j+1)·TILES·BLOCK_C],
-    # streaming its TILES column tiles of W_UK[h] through a STAGES-deep pipeline (per token tile of BLOCK_T rows);
-    # j = 0 also copies q_pe. ROTATE: q_pe is rotated on the way (interleaved RoPE, cos/sin = cs[positions[t]] as
-    # rope_cache), rounded to q_pe's dtype first, so out equals copying mla_rope_cache's q_pe. PDL: launched as a
-    # programmatic dependent, the program's weight lines (w_ptr: W_UK itself) are prefetched into L2 before waiting
-    # for the previous kernel (q_b_proj's GEMM). TMA False: the weight tiles are plain (cp.async) loads through w_ptr.
-    # FMA: no tensor cores: each token's row is a broadcast multiply of the weight tile and a sum over NOPE (fp32)
+    # grid (H, KV_LORA // BLOCK_C): program (h, j) writes out[:, h, j·BLOCK_C : (j+1)·BLOCK_C]; j = 0 also copies q_pe
+    # ROTATE: q_pe is rotated on the way (interleaved RoPE, cos/sin = cs[positions[t]] as rope_cache), rounded
+    # to q_pe's dtype first, so out equals copying mla_rope_cache's q_pe. PDL: launched as a programmatic
+    # dependent, the weight tile is requested before waiting for the previous kernel (q_b_proj's GEMM)
     h = tl.program_id(0)
     j = tl.program_id(1)
     rd = tl.arange(0, NOPE)
+    rc = j * BLOCK_C + tl.arange(0, BLOCK_C)
+    w = w_desc.load([h * NOPE, j * BLOCK_C])  # [NOPE, BLOCK_C]
     if PDL:
-        SPAN: tl.constexpr = TILES * BLOCK_C
-        lines = j * SPAN + tl.arange(0, (SPAN + 63) // 64)[None, :] * 64  # 64 bf16/fp16 per 128-byte line
-        _prefetch_l2(w_ptr + (h * NOPE + rd[:, None]).to(tl.int64) * KV_LORA + lines)
         tl.extra.cuda.gdc_wait()
+    if DOT_FP32:
+        w = w.to(tl.float32)
     rp = tl.arange(0, ROPE)
-    rc = tl.arange(0, BLOCK_C)
-    w_head = w_ptr + h.to(tl.int64) * NOPE * KV_LORA  # W_UK[h]: 32-bit offsets inside the head
-    if FMA:
-        for i in tl.range(0, TILES, num_stages=STAGES):
-            c0 = (j * TILES + i) * BLOCK_C
-            w = tl.load(w_head + rd[:, None] * KV_LORA + c0 + rc[None, :]).to(tl.float32)  # [NOPE, BLOCK_C]
-            for t in range(T):  # T ≤ 64 here (the launcher's rule): 32-bit offsets
-                qv = tl.load(q_nope_ptr + t * stride_qt + h * stride_qh + rd).to(tl.float32)
-                acc = tl.sum(w * qv[:, None], axis=0)  # [BLOCK_C]
-                tl.store(out_ptr + t * stride_ot + h * stride_oh + c0 + rc, acc.to(out_ptr.dtype.element_ty))
     for t0 in range(0, T, BLOCK_T):
         rt = t0 + tl.arange(0, BLOCK_T)
         tmask = rt < T
+        q = tl.load(q_nope_ptr + rt[:, None].to(tl.int64) * stride_qt + h * stride_qh + rd[None, :],
+                    mask=tmask[:, None], other=0.0)
+        if DOT_FP32:
+            q = q.to(tl.float32)
+        acc = tl.dot(q, w)  # [BLOCK_T, BLOCK_C] fp32
         o_rows = out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh
-        if not FMA:
-            q = tl.load(q_nope_ptr + rt[:, None].to(tl.int64) * stride_qt + h * stride_qh + rd[None, :],
-                        mask=tmask[:, None], other=0.0)
-            if DOT_FP32:
-                q = q.to(tl.float32)
-            for i in tl.range(0, TILES, num_stages=STAGES):  # the weight tiles stay in flight
-                c0 = (j * TILES + i) * BLOCK_C
-                if TMA:
-                    w = w_desc.load([h * NOPE, c0])  # [NOPE, BLOCK_C]
-                else:
-                    w = tl.load(w_head + rd[:, None] * KV_LORA + c0 + rc[None, :])
-                if DOT_FP32:
-                    w = w.to(tl.float32)
-                acc = tl.dot(q, w)  # [BLOCK_T, BLOCK_C] fp32
-                tl.store(o_rows + c0 + rc[None, :], acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
+        tl.store(o_rows + rc[None, :], acc.to(out_ptr.dtype.element_ty), mask=tmask[:, None])
         if j == 0:
             pe = tl.load(q_pe_ptr + rt[:, None].to(tl.int64) * stride_pt + h * stride_ph + rp[None, :],
                          mask=tmask[:, None], other=0.0)
@@ -116,7 +94,7 @@ def _mla_absorb_o_kernel(
     V_DIM: tl.constexpr, KV_LORA: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
     PDL: tl.constexpr = False, QUANT: tl.constexpr = False, EXACT_ROUND: tl.constexpr = False,
-    FAST_DIV: tl.constexpr = True, TMA: tl.constexpr = True,
+    FAST_DIV: tl.constexpr = True,
 ):
     # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)   w_desc: TMA over W_UV as [H·V_DIM, KV_LORA], box [BLOCK_D, BLOCK_C]
     # out:   [T, H, V_DIM] (stride_ot, stride_oh, 1)
@@ -138,10 +116,7 @@ def _mla_absorb_o_kernel(
         tmask = rt < T
         acc = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
         for c0 in tl.range(0, KV_LORA, BLOCK_C):  # streamed (pipelined), not unrolled: the tiles stay in flight
-            if TMA:
-                w = w_desc.load([h * V_DIM + j * BLOCK_D, c0])  # [BLOCK_D, BLOCK_C]
-            else:  # plain (cp.async) loads through w_ptr
-                w = tl.load(w_ptr + (h * V_DIM + rdv[:, None]).to(tl.int64) * KV_LORA + c0 + rc[None, :])
+            w = w_desc.load([h * V_DIM + j * BLOCK_D, c0])  # [BLOCK_D, BLOCK_C]
             x = tl.load(o_lat_ptr + rt[:, None].to(tl.int64) * stride_lt + h * stride_lh + c0 + rc[None, :],
                         mask=tmask[:, None], other=0.0)  # [BLOCK_T, BLOCK_C]
             if DOT_FP32:
@@ -190,13 +165,19 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
     return True
 
 
-_Q_DEFAULTS = dict(PDL=False, BLOCK_C=64, TILES=1, STAGES=1, num_warps=4, TMA=True, FMA=False)
-_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=64, STAGES=4, num_warps=4, TMA=True)
+# H200 (session 15, benchmarks/probe_decode_small.py at 92f8d36 / 0133090, V3 widths, T=1, graph replay of 6 calls
+# over rotating weights, µs per call, two runs): absorb_q as it is (one 64-column tile per program, 1024 programs)
+# 7.62 / 7.05; none of 16 other forms won (2-8 pipelined tiles per program 7.36-9.64, 32- or 128-column tiles
+# 7.87-9.45, 2 / 8 warps 7.00 / 7.35, plain loads 8.46, FMA without tensor cores 7.96-10.15): they were removed.
+# absorb_o_fp8 (128 programs, one per head): BLOCK_C 128 × 4 stages 8.97 / 7.62 vs 64 × 4 stages 9.36 / 8.41
+# (BLOCK_C 256 × 2: 10.17; 128 × 3: 7.67; 8 warps 7.66-8.01). mla_absorb_o takes the same BLOCK_C, so that the
+# fused quant stays bit-equal to quantizing mla_absorb_o's output (same chunks: the same fp32 sums).
+_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=128, STAGES=4, num_warps=4)
+_O_FP8_DEFAULTS = {k: v for k, v in _O_DEFAULTS.items() if k != "BLOCK_D"}
 _POW2_16 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 16 and not v & (v - 1)  # noqa: E731
 _OPTION_CHECKS = {
-    "PDL": lambda v: isinstance(v, bool), "TMA": lambda v: isinstance(v, bool), "FMA": lambda v: isinstance(v, bool),
+    "PDL": lambda v: isinstance(v, bool),
     "BLOCK_D": _POW2_16, "BLOCK_C": lambda v: _POW2_16(v) and v <= 256,
-    "TILES": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1),
     "STAGES": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8,
     "num_warps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v in (1, 2, 4, 8, 16),
 }
@@ -204,13 +185,12 @@ _OPTION_CHECKS = {
 
 def _options(config, defaults: dict) -> dict:
     """defaults updated by config after checking it: keys among ``defaults``; PDL a bool; BLOCK_D / BLOCK_C powers
-    of two ≥ 16 (BLOCK_C ≤ 256: a TMA box dimension); TILES a power of two; STAGES 1..8; num_warps 1..16."""
+    of two ≥ 16 (BLOCK_C ≤ 256: a TMA box dimension); STAGES 1..8; num_warps 1..16."""
     if config is None:
         return dict(defaults)
     if not isinstance(config, dict) or any(k not in defaults or not _OPTION_CHECKS[k](v) for k, v in config.items()):
         raise ValueError(f"config must be a dict with keys among {tuple(defaults)} (PDL a bool, BLOCK_D / BLOCK_C "
-                         f"powers of two >= 16, BLOCK_C <= 256, TILES a power of two, STAGES 1..8, num_warps 1..16), "
-                         f"got {config!r}")
+                         f"powers of two >= 16, BLOCK_C <= 256, STAGES 1..8, num_warps 1..16), got {config!r}")
     return {**defaults, **config}
 
 
@@ -260,10 +240,7 @@ def mla_absorb_q(
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
     rotate = _check_rope_args(positions, cos_sin_cache, T, rope, dev)
-    opt = _options(config, _Q_DEFAULTS)
-    pdl = opt["PDL"] and _pdl_capable(dev)
-    block_c = min(opt["BLOCK_C"], kv_lora)
-    tiles = min(opt["TILES"], kv_lora // block_c)
+    pdl = _options(config, dict(PDL=False))["PDL"] and _pdl_capable(dev)
     if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
         raise TypeError(f"out_dtype must be one of {_FLOAT + (torch.float32,)} or None, got {out_dtype!r}")
     if out is None:
@@ -278,15 +255,15 @@ def mla_absorb_q(
     if T == 0:
         return out
     block_t = _absorb_block_t(T)
+    block_c = min(64, kv_lora)  # 128-byte rows: one TMA box per swizzle span
     w_desc = TensorDescriptor(w_uk, [H * nope, kv_lora], [kv_lora, 1], [nope, block_c])
-    _mla_absorb_q_kernel[(H, kv_lora // (block_c * tiles))](
-        q_nope, w_desc, w_uk, q_pe, out, positions if rotate else q_pe, cos_sin_cache if rotate else q_pe, T,
+    _mla_absorb_q_kernel[(H, kv_lora // block_c)](
+        q_nope, w_desc, q_pe, out, positions if rotate else q_pe, cos_sin_cache if rotate else q_pe, T,
         q_nope.stride(0), q_nope.stride(1), q_pe.stride(0), q_pe.stride(1),
         out.stride(0), out.stride(1),
         NOPE=nope, KV_LORA=kv_lora, ROPE=rope, BLOCK_T=block_t, BLOCK_C=block_c,
         DOT_FP32=interpreter_active(), ROTATE=rotate,
-        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, TILES=tiles, TMA=opt["TMA"], FMA=opt["FMA"] and T <= 64,
-        STAGES=opt["STAGES"], num_warps=opt["num_warps"], launch_pdl=pdl,
+        EXACT_BF16=interpreter_active() and q_pe.dtype == torch.bfloat16, PDL=pdl, num_warps=4, launch_pdl=pdl,
     )
     return out
 
@@ -313,9 +290,12 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     w_uv: [num_heads, v_head_dim, kv_lora_rank] same dtype, contiguous (kv_b_proj's value half).
     out: optional [T, num_heads, v_head_dim] buffer (last dim contiguous), else allocated in o_lat.dtype.
     Returns out. v_head_dim and kv_lora_rank must be powers of two ≥ 16 (128, 512 in DeepSeek).
-    config: optional {"BLOCK_D": value rows per program (a power of two ≥ 16, default 32), "PDL": bool (Hopper:
-    launch as a programmatic dependent, the program's weight rows prefetched into L2 before the wait; default
-    off: H200 W1, chain of 16 calls at T=1, BLOCK_D 32: 8.73 µs with PDL vs 7.09 without)}.
+    config: optional {"BLOCK_D": value rows per program (a power of two ≥ 16, default 32), "BLOCK_C": latent
+    columns per streamed weight chunk (a power of two in [16, 256], default 128), "STAGES": chunks in flight (1..8,
+    default 4), "num_warps" (1..16, default 4), "PDL": bool (Hopper: launch as a programmatic dependent, the
+    program's weight rows prefetched into L2 before the wait; default off: H200 W1, chain of 16 calls at T=1,
+    BLOCK_D 32: 8.73 µs with PDL vs 7.09 without)}. Same BLOCK_C / STAGES / num_warps → the same fp32 sums as
+    mla_absorb_o_fp8.
     Raises TypeError (dtype) or ValueError (shape, device, layout, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshc,hdc->bshd").
     """
@@ -354,7 +334,7 @@ def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict):
         o_lat.stride(0), o_lat.stride(1), o3.stride(0), o3.stride(1),
         scale.stride(0) if quant else 0, scale.stride(1) if quant else 0, AMAX_EPS, FP8_E4M3_MAX,
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
-        DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp, TMA=opt["TMA"],
+        DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp,
         num_warps=opt["num_warps"], num_stages=opt["STAGES"], launch_pdl=pdl,
     )
     return out if scale is None else (out, scale)
@@ -369,7 +349,9 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     kv_lora_rank] same dtype, contiguous; v_head_dim a multiple of 128 (DeepSeek: 128), kv_lora_rank a power of
     two ≥ 16. Returns q [T, num_heads·v_head_dim] float8_e4m3fn row-major and s [T, num_heads·v_head_dim/128]
     fp32 MN-major (stride (1, T)), bit-equal to quantizing mla_absorb_o's (rounded) output: the layout
-    ``fp8_gemm_nt`` reads for o_proj. config: optional {"PDL": bool} (as mla_absorb_o, default off).
+    ``fp8_gemm_nt`` reads for o_proj (bit-equal at the same config: same BLOCK_C / STAGES / num_warps, BLOCK_D 128).
+    config: optional {"BLOCK_C", "STAGES", "num_warps", "PDL"} as mla_absorb_o (defaults 128 / 4 / 4 / off; H200:
+    BLOCK_C 128 7.62-8.97 µs per call at T=1 vs 64: 8.41-9.36, two runs).
     Raises TypeError (dtype) or ValueError (shape, device, layout, v_head_dim, config).
     Semantics: DeepSeek-V3 inference/model.py MLA absorb (einsum "bshc,hdc->bshd") + act_quant before wo.
     """
@@ -378,7 +360,7 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     v_dim = w_uv.shape[1]
     if v_dim % 128:
         raise ValueError(f"mla_absorb_o_fp8 needs v_head_dim a multiple of 128 (one quant group per program), got {v_dim}")
-    opt = _options(config, {k: v for k, v in _O_DEFAULTS.items() if k != "BLOCK_D"})
+    opt = _options(config, _O_FP8_DEFAULTS)
     opt.update(BLOCK_D=128, PDL=opt["PDL"] and _pdl_capable(o_lat.device))
     q = torch.empty((T, H * v_dim), dtype=torch.float8_e4m3fn, device=o_lat.device)
     s = torch.empty((H * v_dim // 128, T), dtype=torch.float32, device=o_lat.device).t()  # MN-major

@@ -278,6 +278,77 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, i
     return moved, first, k, fill
 
 
+@triton.jit
+def _packed_step_f32(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, inv_full):
+    # _packed_step's (moved, k, fill) in fp32 for the candidate walk, where every value is an integer below 2²²
+    # (exact; fp32 adds, compares and selects, no int↔float conversion on the loop-carried fill)
+    ns = n + seg_cost
+    whole = fill <= cap - ns
+    fits = ns <= cap
+    moved = (~whole) & (fill > full - tl.where(fits, min_fit, min_piece))
+    g = tl.where(moved, 0.0, fill)
+    r1 = tl.maximum(n - full - 1.0 + g, 0.0)
+    t = r1 * inv_full
+    q = (t + 8388608.0) - 8388608.0  # t rounded to an integer (t < 2²²): within one of ⌊r1/full⌋, fixed below
+    rm = r1 - q * full
+    low = rm < 0.0
+    q = tl.where(low, q - 1.0, q)
+    rm = tl.where(low, rm + full, rm)
+    high = rm >= full
+    q = tl.where(high, q + 1.0, q)
+    rm = tl.where(high, rm - full, rm)
+    keep_whole = whole | (moved & fits)
+    k = tl.where(keep_whole, 0.0, q + 1.0)
+    fill = tl.where(whole, fill + ns, tl.where(keep_whole, ns, rm + 1.0 + seg_cost + split_cost))
+    return moved, k, fill
+
+
+@triton.jit
+def _packed_walk(lens_ptr, rec_p, rec_f, rec, caps, fit_lane, full_l, batch, seg_cost, split_cost, min_piece,
+                 BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, UNROLL: tl.constexpr, F32: tl.constexpr):
+    # The greedy walk for every candidate lane, serial over the batch; records (programs, fill) before each
+    # sequence (lanes with rec); returns each lane's program count. F32: the walk in fp32 (caller: exact).
+    if F32:
+        capv = caps.to(tl.float32)
+        fullv = full_l.to(tl.float32)
+        fitv = fit_lane.to(tl.float32)
+        seg = seg_cost.to(tl.float32)
+        spl = split_cost.to(tl.float32)
+        mpc = min_piece.to(tl.float32)
+        p_vec = tl.zeros(caps.shape, dtype=tl.float32)
+        f_vec = tl.zeros(caps.shape, dtype=tl.float32)
+    else:
+        capv = caps
+        fullv = full_l
+        fitv = fit_lane
+        seg = seg_cost
+        spl = split_cost
+        mpc = min_piece
+        p_vec = tl.zeros(caps.shape, dtype=tl.int32)
+        f_vec = tl.zeros(caps.shape, dtype=tl.int32)
+    inv_l = 1.0 / full_l.to(tl.float32)
+    for b0 in range(0, batch, UNROLL):
+        # the chunk's lengths are all loaded before its records are stored (stores may alias them for the
+        # compiler, so a load after a store could not be hoisted off the walk's critical path)
+        ns = ()
+        for i in tl.static_range(UNROLL):
+            ns = ns + (_tiles(lens_ptr, b0 + i, b0 + i < batch, BLOCK_N),)
+        for i in tl.static_range(UNROLL):
+            b = b0 + i
+            inb = b < batch
+            n = ns[i]
+            tl.store(rec_p + b * BLOCK_C, p_vec.to(tl.int32), mask=rec & inb)
+            tl.store(rec_f + b * BLOCK_C, f_vec.to(tl.int32), mask=rec & inb)
+            if F32:
+                moved, k, fill = _packed_step_f32(n.to(tl.float32), capv, f_vec, seg, spl, mpc, fitv, fullv, inv_l)
+            else:
+                moved, _, k, fill = _packed_step(n, capv, f_vec, seg, spl, mpc, fitv, fullv, inv_l)
+            busy = n > 0
+            p_vec = tl.where(busy, p_vec + moved.to(p_vec.dtype) + k, p_vec)
+            f_vec = tl.where(busy, fill, f_vec)
+    return p_vec.to(tl.int32)
+
+
 @triton.jit(do_not_specialize=["batch", "num_parts", "seg_cost", "split_cost", "min_piece", "min_fit", "fill_tol",
                                "overhead", "min_span", "log_batch"])
 def _mla_schedule_packed_kernel(
@@ -311,28 +382,16 @@ def _mla_schedule_packed_kernel(
     caps = (lb + cidx * step).to(tl.int32)
     fit_lane = tl.where(lane < BLOCK_C, min_fit, min_piece)
     full_l = caps - seg_cost - split_cost
-    inv_l = 1.0 / full_l.to(tl.float32)
     rec = lane < BLOCK_C
     rec_p = ws_ptr + lane
     rec_f = ws_ptr + batch * BLOCK_C + lane
-    p_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int32)
-    f_vec = tl.zeros([2 * BLOCK_C], dtype=tl.int32)
-    for b0 in range(0, batch, UNROLL):
-        # the chunk's lengths are all loaded before its records are stored (stores may alias them for the
-        # compiler, so a load after a store could not be hoisted off the walk's critical path)
-        ns = ()
-        for i in tl.static_range(UNROLL):
-            ns = ns + (_tiles(lens_ptr, b0 + i, b0 + i < batch, BLOCK_N),)
-        for i in tl.static_range(UNROLL):
-            b = b0 + i
-            inb = b < batch
-            n = ns[i]
-            tl.store(rec_p + b * BLOCK_C, p_vec, mask=rec & inb)
-            tl.store(rec_f + b * BLOCK_C, f_vec, mask=rec & inb)
-            moved, _, k, fill = _packed_step(n, caps, f_vec, seg_cost, split_cost, min_piece, fit_lane, full_l, inv_l)
-            busy = n > 0
-            p_vec = tl.where(busy, p_vec + moved.to(tl.int32) + k, p_vec)
-            f_vec = tl.where(busy, fill, f_vec)
+    # every walk value is at most the largest cap + a sequence's tiles + costs: fp32 is exact below 2²²
+    if lb + (BLOCK_C - 1) * step + max_nt + seg_cost + split_cost < 2**22:
+        p_vec = _packed_walk(lens_ptr, rec_p, rec_f, rec, caps, fit_lane, full_l, batch, seg_cost, split_cost,
+                             min_piece, BLOCK_N, BLOCK_C, UNROLL, True)
+    else:
+        p_vec = _packed_walk(lens_ptr, rec_p, rec_f, rec, caps, fit_lane, full_l, batch, seg_cost, split_cost,
+                             min_piece, BLOCK_N, BLOCK_C, UNROLL, False)
     none = 2 * BLOCK_C
     ok = p_vec + 1 <= num_parts
     ci = tl.min(tl.where(ok & rec, cidx, none), 0)

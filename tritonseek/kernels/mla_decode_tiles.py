@@ -247,12 +247,12 @@ def _mla_schedule_kernel(
 
 
 @triton.jit
-def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, inv_full):
-    # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place), int32, for
-    # lanes of caps or a scalar cap (full = cap − seg_cost − split_cost ≥ 1, inv_full = 1/full in fp32):
-    # (moved to a fresh program, tiles in its first program, programs it continues into, fill after it).
-    # Written so that little depends on fill (the walk's loop-carried value): its first piece is
-    # first = cap − fill − seg_cost − split_cost = full − fill, or full when moved.
+def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, inv_full, F32: tl.constexpr = False):
+    # One sequence of n > 0 tiles placed by the length-aware greedy (reference.mla._packed_place) for lanes of
+    # caps or a scalar cap (full = cap − seg_cost − split_cost ≥ 1, inv_full = 1/full in fp32): (moved to a
+    # fresh program, tiles in its first program, programs it continues into, fill after it). int32, or with F32
+    # every value in fp32 (exact while all are integers below 2²²: no int↔float conversion on the walk's
+    # loop-carried fill). Little depends on fill: the first piece is full − fill (full when moved).
     ns = n + seg_cost
     whole = fill <= cap - ns
     fits = ns <= cap
@@ -260,10 +260,13 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, i
     g = tl.where(moved, 0, fill)
     first = full - g
     r1 = tl.maximum(n - full - 1 + g, 0)  # r − 1 for the r = n − first tiles after the first piece
-    # k − 1 = ⌊r1/full⌋ without an integer division: the fp32 estimate (relative error < 2⁻²¹) is within one
-    # of the quotient while that is below 2²⁰, then fixed exactly through the remainder (a larger one only
-    # occurs for caps far too small, which stay infeasible: a chosen cap has k ≤ num_parts everywhere)
-    q = (r1.to(tl.float32) * inv_full).to(tl.int32)
+    # k − 1 = ⌊r1/full⌋ without an integer division: an fp32 estimate (relative error < 2⁻²¹) within one of
+    # the quotient while that is below 2²⁰, then fixed exactly through the remainder (a larger one only occurs
+    # for caps far too small, which stay infeasible: a chosen cap has k ≤ num_parts everywhere)
+    if F32:
+        q = (r1 * inv_full + 8388608.0) - 8388608.0  # rounded to an integer (r1/full < 2²²)
+    else:
+        q = (r1.to(tl.float32) * inv_full).to(tl.int32)
     rm = r1 - q * full
     low = rm < 0
     q = tl.where(low, q - 1, q)
@@ -276,31 +279,6 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, i
     first = tl.where(keep_whole, n, first)
     fill = tl.where(whole, fill + ns, tl.where(keep_whole, ns, rm + 1 + seg_cost + split_cost))
     return moved, first, k, fill
-
-
-@triton.jit
-def _packed_step_f32(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, inv_full):
-    # _packed_step's (moved, k, fill) in fp32 for the candidate walk, where every value is an integer below 2²²
-    # (exact; fp32 adds, compares and selects, no int↔float conversion on the loop-carried fill)
-    ns = n + seg_cost
-    whole = fill <= cap - ns
-    fits = ns <= cap
-    moved = (~whole) & (fill > full - tl.where(fits, min_fit, min_piece))
-    g = tl.where(moved, 0.0, fill)
-    r1 = tl.maximum(n - full - 1.0 + g, 0.0)
-    t = r1 * inv_full
-    q = (t + 8388608.0) - 8388608.0  # t rounded to an integer (t < 2²²): within one of ⌊r1/full⌋, fixed below
-    rm = r1 - q * full
-    low = rm < 0.0
-    q = tl.where(low, q - 1.0, q)
-    rm = tl.where(low, rm + full, rm)
-    high = rm >= full
-    q = tl.where(high, q + 1.0, q)
-    rm = tl.where(high, rm - full, rm)
-    keep_whole = whole | (moved & fits)
-    k = tl.where(keep_whole, 0.0, q + 1.0)
-    fill = tl.where(whole, fill + ns, tl.where(keep_whole, ns, rm + 1.0 + seg_cost + split_cost))
-    return moved, k, fill
 
 
 @triton.jit
@@ -339,10 +317,7 @@ def _packed_walk(lens_ptr, rec_p, rec_f, rec, caps, fit_lane, full_l, batch, seg
             n = ns[i]
             tl.store(rec_p + b * BLOCK_C, p_vec.to(tl.int32), mask=rec & inb)
             tl.store(rec_f + b * BLOCK_C, f_vec.to(tl.int32), mask=rec & inb)
-            if F32:
-                moved, k, fill = _packed_step_f32(n.to(tl.float32), capv, f_vec, seg, spl, mpc, fitv, fullv, inv_l)
-            else:
-                moved, _, k, fill = _packed_step(n, capv, f_vec, seg, spl, mpc, fitv, fullv, inv_l)
+            moved, _, k, fill = _packed_step(n.to(p_vec.dtype), capv, f_vec, seg, spl, mpc, fitv, fullv, inv_l, F32)
             busy = n > 0
             p_vec = tl.where(busy, p_vec + moved.to(p_vec.dtype) + k, p_vec)
             f_vec = tl.where(busy, fill, f_vec)

@@ -113,9 +113,10 @@ def compile_check() -> int:
                   out_ptr=i64p, num_acc_ptr="*i32", V=i32, split_len=i32, num_splits=i32, stride_lb=i32,
                   stride_lj=i32, stride_db=i32, stride_ob=i32)
     for block, warps, _, unroll in {SV.GREEDY_CONFIG, *(c for _, c in SV.GREEDY_CONFIG_BY_ROWS)}:
-        for K in (1, 3):
-            comp(SV._greedy_verify_kernel, greedy, dict(K=K, KP=triton.next_power_of_2(K + 1), SPLITS=128,
-                                                        BLOCK=block, UNROLL=unroll), warps,
+        for K, splits in ((1, 128), (3, 128), (1, 4), (3, 2), (1, 16)):  # small (K+1)*SPLITS: the scalar tail
+            comp(SV._greedy_verify_kernel, greedy, dict(K=K, KP=triton.next_power_of_2(K + 1), SPLITS=splits,
+                                                        BLOCK=block, UNROLL=unroll,
+                                                        SCALAR_TAIL=(K + 1) * splits <= SV.SCALAR_TAIL_MAX), warps,
                  ("logits_ptr", "V", "split_len", "stride_lb", "stride_lj"))
     comb = dict(draft_ptr=i64p, draft_probs_ptr=fp, logits_ptr=fp, temperature_ptr=fp, thresh_ptr=fp, uniforms_ptr=fp,
                 part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",

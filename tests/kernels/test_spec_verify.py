@@ -68,10 +68,21 @@ def _check_layout(out, n, K):
     assert torch.equal(out >= 0, pos[None, :] <= n[:, None].long())
 
 
+@pytest.fixture(params=["scalar_tail", "vector_tail"])
+def greedy_tail(request, monkeypatch):
+    """Both reductions of the sequence's last program: unrolled scalars (the interpreter plan's few splits always
+    qualify) and, with SCALAR_TAIL_MAX = 0, the [K+1, SPLITS] tensor path."""
+    from tritonseek.kernels import spec_verify as SV
+
+    if request.param == "vector_tail":
+        monkeypatch.setattr(SV, "SCALAR_TAIL_MAX", 0)
+    return request.param
+
+
 @_fixture_ok
 @given(B=st.integers(1, 5), K=st.integers(1, 4), V=st.integers(2, 200), seed=st.integers(0, 2**16),
        ties=st.booleans())
-def test_verify_greedy_matches_ref(device, B, K, V, seed, ties):
+def test_verify_greedy_matches_ref(device, greedy_tail, B, K, V, seed, ties):
     x, drafts, _ = _case(B, K, V, seed, ties=ties)
     out, n = _poisoned(B, K, device)
     got = verify_greedy(*_to(device, drafts, x), out_tokens=out, out_num_accepted=n)
@@ -102,7 +113,7 @@ def test_greedy_all_rejected_and_all_accepted(device, K):
     assert out[1].cpu().tolist() == am[1].tolist()  # all accepted → K+1 tokens incl. the bonus
 
 
-def test_greedy_splits_ties_and_repeated_launches(device):
+def test_greedy_splits_ties_and_repeated_launches(device, greedy_tail):
     # V = 1000 over 2 rows: the interpreter plan splits each row across 4 programs (ragged last split);
     # ties straddle split borders (lowest id must win), one row is all -inf (argmax 0 as in torch), and
     # repeated launches reuse the per-sequence arrival counters (each launch must re-arm them to 0).

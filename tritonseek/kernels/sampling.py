@@ -49,10 +49,15 @@ from tritonseek.kernels.sampling_filter import (  # noqa: F401 - _sm_count/arriv
 # the B = 1 cases are launch-bound (~8 µs) and B = 64, K = 3 reaches ~2.8 TB/s. The interpreter uses
 # small blocks (fast tests).
 # --------------------------------------------------------------------------------------------
+# "sample" re-tuned for the exp-form race (session 15 W1, tree 74b3e9d, verify_rejection with Philox noise, K3,
+# rotating-buffer graph timing, variants interleaved): (2048, 8, 2) 121.2 / 34.8 / 8.76 us at B64 / B16 / B1 vs
+# (2048, 4, 6) 163.4 / 51.1 / 9.37 (183 registers at 4 warps: 2 programs of 4 warps per SM, 3 waves) and
+# (1024, 4, 5) 128.7 / 37.4 / 10.49; the kernels before the low-temperature fix 149.3 / 44.8 / 9.75, the log-form
+# race 211.5 / 64.8 / 11.74.
 STATS_CONFIGS = {
     # mode: (BLOCK, num_warps, programs per SM)
     "greedy": (1024, 4, 8),
-    "sample": (2048, 4, 6),
+    "sample": (2048, 8, 2),
 }
 
 

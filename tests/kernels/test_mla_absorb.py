@@ -193,7 +193,8 @@ def test_mla_absorb_real_shapes_gpu(device, T):
 def test_mla_absorb_rope_and_configs_real_shapes_gpu(device, T, block_d):
     """V3 shapes: absorb_q rotating q_pe (PDL launch) = absorb_q on mla_rope_cache's q_pe, bit for bit;
     absorb_o at BLOCK_D 32 / 64 / 128 with and without PDL (and BLOCK_C 64 / 128) vs the reference; the fused FP8
-    quant (default BLOCK_C 128, and 64) bit-equal to quantizing absorb_o at the same chunks."""
+    quant (default BLOCK_C: 128 at T ≤ 16, else 64; and 64) bit-equal to quantizing absorb_o at the same chunks, and
+    to quantizing absorb_o at its own default (the model's unfused path)."""
     from tritonseek.kernels.reference.rope import cos_sin_cache_ref
     from tritonseek.kernels.rope_cache import mla_rope_cache
 
@@ -215,9 +216,12 @@ def test_mla_absorb_rope_and_configs_real_shapes_gpu(device, T, block_d):
 
             for cfg in (dict(PDL=pdl), dict(PDL=pdl, BLOCK_C=64)):
                 q8, s8 = mla_absorb_o_fp8(o_lat, w_uv, config=cfg)
-                ocfg = dict(BLOCK_D=128, BLOCK_C=cfg.get("BLOCK_C", 128))
+                ocfg = dict(BLOCK_D=128, BLOCK_C=cfg.get("BLOCK_C", 128 if T <= 16 else 64))
                 qr, sr = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv, config=ocfg).reshape(T, -1), 128)
                 assert torch.equal(q8.view(torch.uint8), qr.view(torch.uint8)) and torch.equal(s8, sr)
+                if "BLOCK_C" not in cfg:
+                    qd, sd = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv).reshape(T, -1), 128)
+                    assert torch.equal(q8.view(torch.uint8), qd.view(torch.uint8)) and torch.equal(s8, sd)
                 # and close to the fp32 product: e4m3 keeps 3 mantissa bits (≤ 6.25% per element), 3% overall
                 deq, ref = q8.float().view(T, 128, 128) * s8[:, :, None], mla_absorb_o_ref(o_lat, w_uv).float()
                 assert ((deq - ref).norm() / ref.norm()).item() < 3e-2

@@ -169,10 +169,12 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
 # over rotating weights, µs per call, two runs): absorb_q as it is (one 64-column tile per program, 1024 programs)
 # 7.62 / 7.05; none of 16 other forms won (2-8 pipelined tiles per program 7.36-9.64, 32- or 128-column tiles
 # 7.87-9.45, 2 / 8 warps 7.00 / 7.35, plain loads 8.46, FMA without tensor cores 7.96-10.15): they were removed.
-# absorb_o_fp8 (128 programs, one per head): BLOCK_C 128 × 4 stages 8.97 / 7.62 vs 64 × 4 stages 9.36 / 8.41
-# (BLOCK_C 256 × 2: 10.17; 128 × 3: 7.67; 8 warps 7.66-8.01). mla_absorb_o takes the same BLOCK_C, so that the
-# fused quant stays bit-equal to quantizing mla_absorb_o's output (same chunks: the same fp32 sums).
-_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=128, STAGES=4, num_warps=4)
+# absorb_o_fp8 (128 programs, one per head) at T=1: BLOCK_C 128 × 4 stages 8.97 / 7.62 / 7.66 vs 64 × 4 stages
+# 9.36 / 8.41 / 8.03 (three runs; BLOCK_C 256 × 2: 10.17; 128 × 3: 7.67; 8 warps 7.66-8.01); at T=128 (eaa0b79)
+# 128 lost: 15.19 vs 14.29 (bf16 absorb_o 18.76 vs 15.80; at T=1 7.41 vs 7.36). So BLOCK_C None = 128 for T ≤ 16
+# (one token tile), else 64. mla_absorb_o takes the same rule, so that the fused quant stays bit-equal to
+# quantizing mla_absorb_o's output (same chunks: the same fp32 sums).
+_O_DEFAULTS = dict(PDL=False, BLOCK_D=32, BLOCK_C=None, STAGES=4, num_warps=4)
 _O_FP8_DEFAULTS = {k: v for k, v in _O_DEFAULTS.items() if k != "BLOCK_D"}
 _POW2_16 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 16 and not v & (v - 1)  # noqa: E731
 _OPTION_CHECKS = {
@@ -291,10 +293,10 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     out: optional [T, num_heads, v_head_dim] buffer (last dim contiguous), else allocated in o_lat.dtype.
     Returns out. v_head_dim and kv_lora_rank must be powers of two ≥ 16 (128, 512 in DeepSeek).
     config: optional {"BLOCK_D": value rows per program (a power of two ≥ 16, default 32), "BLOCK_C": latent
-    columns per streamed weight chunk (a power of two in [16, 256], default 128), "STAGES": chunks in flight (1..8,
-    default 4), "num_warps" (1..16, default 4), "PDL": bool (Hopper: launch as a programmatic dependent, the
-    program's weight rows prefetched into L2 before the wait; default off: H200 W1, chain of 16 calls at T=1,
-    BLOCK_D 32: 8.73 µs with PDL vs 7.09 without)}. Same BLOCK_C / STAGES / num_warps → the same fp32 sums as
+    columns per streamed weight chunk (a power of two in [16, 256]; default 128 at T ≤ 16, else 64), "STAGES": chunks
+    in flight (1..8, default 4), "num_warps" (1..16, default 4), "PDL": bool (Hopper: launch as a programmatic
+    dependent, the program's weight rows prefetched into L2 before the wait; default off: H200 W1, chain of 16
+    calls at T=1, BLOCK_D 32: 8.73 µs with PDL vs 7.09 without)}. Same BLOCK_C / STAGES / num_warps → the same fp32 sums as
     mla_absorb_o_fp8.
     Raises TypeError (dtype) or ValueError (shape, device, layout, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshc,hdc->bshd").
@@ -323,7 +325,7 @@ def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict):
     if T == 0:
         return out if scale is None else (out, scale)
     block_t, block_d, pdl = _absorb_block_t(T), opt["BLOCK_D"], opt["PDL"]
-    block_c = min(opt["BLOCK_C"], kv_lora)
+    block_c = min(opt["BLOCK_C"] or (128 if T <= 16 else 64), kv_lora)
     w_desc = TensorDescriptor(w_uv, [H * v_dim, kv_lora], [kv_lora, 1], [block_d, block_c])
     quant = scale is not None
     interp = interpreter_active()
@@ -350,8 +352,8 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     two ≥ 16. Returns q [T, num_heads·v_head_dim] float8_e4m3fn row-major and s [T, num_heads·v_head_dim/128]
     fp32 MN-major (stride (1, T)), bit-equal to quantizing mla_absorb_o's (rounded) output: the layout
     ``fp8_gemm_nt`` reads for o_proj (bit-equal at the same config: same BLOCK_C / STAGES / num_warps, BLOCK_D 128).
-    config: optional {"BLOCK_C", "STAGES", "num_warps", "PDL"} as mla_absorb_o (defaults 128 / 4 / 4 / off; H200:
-    BLOCK_C 128 7.62-8.97 µs per call at T=1 vs 64: 8.41-9.36, two runs).
+    config: optional {"BLOCK_C", "STAGES", "num_warps", "PDL"} as mla_absorb_o (defaults: BLOCK_C 128 at T ≤ 16 else
+    64, 4 stages, 4 warps, PDL off; H200 at T=1: BLOCK_C 128 7.62-8.97 µs per call vs 64: 8.03-9.36, three runs).
     Raises TypeError (dtype) or ValueError (shape, device, layout, v_head_dim, config).
     Semantics: DeepSeek-V3 inference/model.py MLA absorb (einsum "bshc,hdc->bshd") + act_quant before wo.
     """

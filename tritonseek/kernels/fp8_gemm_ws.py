@@ -65,6 +65,13 @@ kernel (benchmarks/probe_wgmma_fp8.py, H200, no TMA): chained fp8 wgmmas run 170
 n256 alike; a fresh product + wait + promotion per 128-wide K block caps 2 / 3 warpgroups at 1385 / 1452 (n128);
 this kernel's ~1100 loses the rest to the TMA ring and epilogue. Larger N tiles alone do not raise the ceiling.
 
+Session 15 (H200, code fe498e8 = PIPE default, cuBLAS block-scaled in the same run; benchmarks/results/h200.jsonl):
+M = 4096 suite timing (40 ms of graph replays) 1019 / 1045 / 894 / 1094 / 1121 / 1042 TFLOP/s in DeepGEMM's order
+(2112×7168, 24576×1536, 32768×512, 7168×16384, 4096×7168, 7168×2048) against cuBLAS 1090 / 1034 / 768 / 1163 /
+1224 / 1111; the 10 ms passes of the same run 1062 / 1160 / 962 / 1231 / 1232 / 1088 (longer timing runs slower on
+this GPU, cuBLAS timed the same way); 18-shape geomean 1.091× cuBLAS. Also tried there: PIPE with 6 stages or
+GROUP_M 16 (slower), 128×64 PIPE tiles for 2112×7168 (162 vs 117 µs).
+
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
 """

@@ -7,8 +7,8 @@ Same operands, results and errors as the ``tl`` kernels of grouped_gemm.py / gro
 (DeepGEMM m_grouped_fp8_gemm_nt_contiguous / _masked); the schedule is the one of fp8_gemm_ws.py
 (whose K step, tile order and layout helpers it imports): a persistent grid, one TMA producer warp
 filling a NUM_STAGES shared-memory ring, two consumer warpgroups (cooperative, or SPLIT: one
-partition each) that promote K block kb-1 while the wgmma of block kb runs. What the grouped
-layouts add:
+partition each) that keep two wgmmas in flight each (PIPE, the default since session 15: block kb is
+promoted while kb+1 runs). What the grouped layouts add:
 
 * contiguous: every partition computes a tile's expert the same way (the max of the tile's 128
   m_indices), so the producer and the consumers agree on which tiles run a K loop without talking:
@@ -29,6 +29,12 @@ layouts add:
 128×128 → 128×192): contiguous 4×8192 (4096, 7168) 1767 → 1945 (A from shared memory, b08f755) and 1782 → 1947
 (A in registers, 1975573); 8×4096 1801 → 2000; (7168, 2048) 992 → 966 and 980 → 969 (within the ~3% spread);
 masked (4096, 7168) 62 → 79-82 graph µs (fewer, longer tiles than SMs can balance).
+
+Session 15 (H200, fe498e8, PIPE default, eager for contiguous, graph replays for masked): contiguous 4×8192 /
+8×4096 (4096, 7168) 1185 / 1205 TFLOP/s (target 1230), (7168, 2048) 1005 / 1038 (target 1000), 1.52–1.74×
+``torch._grouped_mm`` bf16 (target 1.8×); masked 1×1024 / 2×512 / 4×256 (4096, 7168) 1096–1104 / 1079–1090 /
+1008–1025 (targets 1156 / 1113 / 1002), (7168, 2048) 785–820 / 764–797 / 752–773 (targets 835 / 835 / 791).
+64-column tiles (more, smaller tiles for the masked shapes' 3.4 waves) were 17–60% slower; 6 stages within ±3%.
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 """

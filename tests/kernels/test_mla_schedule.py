@@ -273,7 +273,7 @@ def compile_schedule_sm90(packed: bool):
 
     i = "i32"
     sig = dict(lens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32")
-    consts = dict(BLOCK_N=64, BLOCK_B=128, BLOCK_P=128)
+    consts = dict(BLOCK_N=64, BLOCK_B=128, BLOCK_P=256)
     if packed:
         sig.update(ws_ptr="*i32", end_ptr="*i64", batch=i, num_parts=i, seg_cost=i, split_cost=i, min_piece=i,
                    min_fit=i, fill_tol=i, overhead=i, min_span=i, log_batch=i)

@@ -364,18 +364,20 @@ def get_mla_metadata(
         # walk's per-lane records (ws)
         end = torch.empty(batch, dtype=torch.int64, device=dev)
         block_b = min(128, max(16, triton.next_power_of_2(batch)))
+        # every cut position in one pass (each a binary search over the sequences: dependent loads)
+        block_p = min(1024, max(16, triton.next_power_of_2(num_parts + 1)))
         if packed:
             ws = torch.empty(2 * batch * _PACKED_CAPS + 3 * batch, dtype=torch.int32, device=dev)
             _mla_schedule_packed_kernel[(1,)](
                 cache_seqlens, sched, split, ws, end, batch, num_parts, *pk, overhead, min_span, batch.bit_length(),
                 BLOCK_N=cfg["BLOCK_N"], BLOCK_B=block_b, BLOCK_C=_PACKED_CAPS,
-                BLOCK_P=min(128, max(16, triton.next_power_of_2(num_parts + 1))), UNROLL=16, num_warps=4,
+                BLOCK_P=block_p, UNROLL=16, num_warps=4,
             )
         else:
             _mla_schedule_kernel[(1,)](
                 cache_seqlens, sched, split, end, batch, num_parts, overhead, min_span, batch.bit_length(),
                 BLOCK_N=cfg["BLOCK_N"], BLOCK_B=block_b,
-                BLOCK_P=min(128, max(16, triton.next_power_of_2(num_parts + 1))), num_warps=4,
+                BLOCK_P=block_p, num_warps=4,
             )
     elif dev.type == "cuda" or interpreter_active():
         if batch == 0:

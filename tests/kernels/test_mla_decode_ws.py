@@ -27,7 +27,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
-                 trigger: bool = False, pref: bool = False):
+                 trigger: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -48,7 +48,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
-                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, PREF=pref)
+                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger)
     if not qtma:
         consts.update(qd_lat=None, qd_rope=None)
     sig.update({n: "constexpr" for n in consts})
@@ -289,36 +289,3 @@ def test_ws_query_tma_batch128_gpu(device, num_heads, seqlen_q):
     lens = torch.randint(0, 1200, (128,), generator=gen).tolist()
     lens[1] = lens[50] = 0
     _check_ws(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), QTMA=True)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("num_heads,seqlen_q,qtma", [(16, 1, True), (16, 2, True), (32, 1, True), (16, 1, False),
-                                                     (64, 1, False), (3, 1, True)])
-@pytest.mark.parametrize("page", [64, 256])
-def test_ws_prefetch_gpu(device, num_heads, seqlen_q, qtma, page):
-    """PREF (the TMA warp loads the next sequence's length and first block id while this one's tiles are issued;
-    the consumer loads its split count before the tiles): ragged lengths with 0s and 1s, sequences starting
-    mid-page in a program's span, several sequences per program (4 programs) on both schedules, one and two
-    consumer warpgroups, and at batch 128 on the device's own program count."""
-    gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q + page)
-    lens = [0, 1, 64, 65, 4096, 777, 2049, 64 * 33 + 5, 0, 300, 1, 5000, 0]
-    case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen)
-    for sched in ("balanced", "packed"):
-        _check_ws(*case, num_sm=4, QTMA=qtma, PREF=True, SCHED=sched, FILL_TOL=-1)
-    lens = torch.randint(0, 1200, (128,), generator=gen).tolist()
-    lens[1] = lens[50] = lens[127] = 0
-    _check_ws(*make_case(device, 128, seqlen_q, num_heads, 576, 512, page, lens, gen, extra_blocks=8), QTMA=qtma,
-              PREF=True)
-
-
-def test_ws_prefetch_compiles_for_sm90():
-    """PREF on the batch >= 64 default (32 rows, QTMA) for sm_90a: the same hot loops as without it (68 wgmmas
-    each, at most one local-memory access), wgmmas asynchronous."""
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", 32, 2, True, True, 1, False, 232, 40, True, False, True)
-    report = ptxas_report(ptx)
-    assert "C7514" not in report and "serialized" not in report, report
-    loops = _hot_loops(ptx)
-    assert len(loops) == 4
-    for loop in loops:
-        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 1
-        assert sum("HGMMA.64x" in x for x in loop) == 36 + 32

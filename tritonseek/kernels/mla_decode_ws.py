@@ -77,10 +77,12 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # Measured on the H200 and dropped (slower or equal; code in git history at 1e9801a): an L2 prefetch of the tile
 # after the ring's (cp.async.bulk.prefetch, 2-3 tiles ahead: 6-40 µs slower at b128 s_k 4096) and splitting
 # each tile's value columns over two rings of 3 + 2 half-tiles (within ±1.5 µs).
+# Also dropped (code at 172c19d, config PREF): the TMA warp loading the next sequence's length and first block id
+# while issuing this one's tiles, the split count loaded before the tiles: H200 b128 page 64, all 12 memory-bound
+# cases within -0.3..+1.3% of the default (s_k 4096 varlen 166.5 / 175.0 / 180.8 vs 165.6 / 174.6 / 180.1 µs).
 # QTMA: the producer warp also TMAs each sequence's query rows, into two buffers, ahead of its tiles (one consumer
 # warpgroup; 32 rows: 225 KB of shared memory), instead of the consumer loading them between sequences.
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
-                   PREF=False)
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -114,23 +116,13 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 
 
 @gluon.jit
-def _first_block(bt_ptr, b, k_lo, k_hi, stride_btb, batch, page_shift, BLOCK_N: gl.constexpr):
-    # block id of sequence b's first tile in this span (0 when it has none here; never read past the table)
-    ok = k_lo < k_hi
-    row = gl.minimum(b, batch - 1).to(gl.int64) * stride_btb
-    return gl.load(bt_ptr + row + gl.where(ok, (k_lo * BLOCK_N) >> page_shift, 0), mask=ok, other=0)
-
-
-@gluon.jit
 def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
               stride_btb, batch, max_blocks, page_shift,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, PREF: gl.constexpr = False):
+              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr):
     # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
     # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
-    # PREF: the next sequence's length and first block id are loaded while this one's tiles are issued, so a
-    # sequence's first TMA does not wait for two dependent global loads.
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + pid * 4 + 0)
     t_begin = gl.load(sched_ptr + pid * 4 + 1)
@@ -141,22 +133,9 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
     it = 0
     qn0 = 0  # sequences sent to query buffer 0 / 1: buffer (b − b_begin) % 2, as the consumer
     qn1 = 0
-    if PREF:
-        seqlen_n, k_lo_n, k_hi_n = _seq_range(b_begin, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch,
-                                              max_blocks, page_shift, BLOCK_N)
-        blk_n = _first_block(bt_ptr, b_begin, k_lo_n, k_hi_n, stride_btb, batch, page_shift, BLOCK_N)
     for b in range(b_begin, b_end + 1):
-        if PREF:
-            seqlen = seqlen_n
-            k_lo = k_lo_n
-            k_hi = k_hi_n
-            blk0 = blk_n
-            seqlen_n, k_lo_n, k_hi_n = _seq_range(b + 1, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch,
-                                                  max_blocks, page_shift, BLOCK_N)
-            blk_n = _first_block(bt_ptr, b + 1, k_lo_n, k_hi_n, stride_btb, batch, page_shift, BLOCK_N)
-        else:
-            seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                            page_shift, BLOCK_N)
+        seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                        page_shift, BLOCK_N)
         bt_row = bt_ptr + b.to(gl.int64) * stride_btb
         if QTMA:
             if k_lo < k_hi:
@@ -173,13 +152,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             s = it % NUM_STAGES
             mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)  # stages start released
             first = k * BLOCK_N
-            if PREF:
-                if k == k_lo:
-                    blk = blk0
-                else:
-                    blk = gl.load(bt_row + (first >> page_shift))
-            else:
-                blk = gl.load(bt_row + (first >> page_shift))
+            blk = gl.load(bt_row + (first >> page_shift))
             row = (blk << page_shift) + (first & page_mask)
             bar = ready.index(s)
             mbarrier.expect(bar, stage_bytes)
@@ -228,7 +201,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
-              QTMA: gl.constexpr, WG: gl.constexpr, PREF: gl.constexpr = False):
+              QTMA: gl.constexpr, WG: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -270,8 +243,6 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                             page_shift, BLOCK_N)
             if (b <= b_end) & (k_lo < k_hi):
-                if PREF:  # loaded before the tiles (its latency hidden under them), used after them
-                    n_split = gl.load(split_ptr + b * 2 + 1)
                 if QTMA:  # the producer's TMA of this sequence's query rows (rows past rows_total: other
                     # sequences' or zero-filled rows; each is its own Sᵀ/Oᵀ column and is never stored)
                     if u == 0:
@@ -356,8 +327,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 has = l_i > 0.0
                 inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
                 lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
-                if not PREF:
-                    n_split = gl.load(split_ptr + b * 2 + 1)
+                n_split = gl.load(split_ptr + b * 2 + 1)
                 slot = (pid + b).to(gl.int64) * rows_total
                 _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
                          opart_ptr, stride_ob)
@@ -379,7 +349,7 @@ def _mla_decode_ws_kernel(
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
-    QTMA: gl.constexpr, TRIGGER: gl.constexpr = False, PREF: gl.constexpr = False,
+    QTMA: gl.constexpr, TRIGGER: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -424,11 +394,11 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, PREF)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-                         BLOCK_N, NUM_STAGES, QTMA, PREF)),
+                         BLOCK_N, NUM_STAGES, QTMA)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
@@ -439,17 +409,17 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0, PREF)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0)),
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(1), ready,
                          empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1, PREF)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          None, None, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-                         BLOCK_N, NUM_STAGES, False, PREF)),
+                         BLOCK_N, NUM_STAGES, False)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -515,7 +485,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
-        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)), PREF=bool(cfg["PREF"]), num_warps=4, **extra,
+        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)), num_warps=4, **extra,
     )
 
 

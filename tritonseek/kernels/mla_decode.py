@@ -173,6 +173,11 @@ _SMALL_PROGRAMS = 128
 # ±2% (h64 s_q2 407.8 -> 402.5, h128 s_q1 399.1 -> 394.1, h128 s_q2 765.6 -> 781.0): the table stays.
 # COMBINE_PDL (combine as a programmatic dependent) was within ±1.5% everywhere: off. Smaller batches (not
 # measured with these) keep the table.
+# Session 15 (same defaults, H200 W2 at 172c19d): s_k 4096 fixed 148.8 / 156.7 / 156.9 µs, varlen 165.6 / 174.6 /
+# 180.1 (168.5 / 175.9 / 181.0 in a second run); the balanced fallback's OVERHEAD (per-sequence cost, tiles) at
+# 0 / 1 / 2 / 4 / 5 / 7: h16 s_q2 varlen 189.4 / 187.5 / 184.0 / 175.0 / 175.9-178.6 / 180.8, h32 s_q1 198.1 / 194.2 /
+# 190.1 / 180.0 / 180.1-184.2 / 185.6, h16 s_q1 flat (170.7-173.2): 5 stays (a sequence switch inside a program
+# costs the 32-row kernel ~2-3 tiles; fewer charged = programs with more switches finish last).
 _BIG_BATCH_MIN = 64
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True),

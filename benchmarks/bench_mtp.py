@@ -409,7 +409,7 @@ def bench_ops(env, rows, out_f, deadline, suite: str, ops, cases):
                        peer="torch_reference", peer_us=round(peer_t, 2), ratio_vs_peer=round(peer_t / t, 3),
                        peer_us_eager=round(peer_e, 2), target_gbps=TARGET_GBPS, correct=ok,
                        config=list(SV.greedy_config(B * (K + 1)) if op == "greedy" else
-                                   S.STATS_CONFIGS["greedy" if op.startswith("greedy") else "sample"]), **env)
+                                   S.stats_config("greedy" if op.startswith("greedy") else "sample", B * nj)), **env)
             if DEVICE == "cuda" and op in ("greedy", "rejection_topk_topp", "rejection_topk_topp_philox"):
                 ug_rf = graph_us_readflush(kf)
                 row.update(us_graph_readflush=round(ug_rf, 2), gbps_readflush=round(logits_bytes / ug_rf / 1e3, 1))

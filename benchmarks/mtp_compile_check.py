@@ -67,6 +67,11 @@ def compile_check() -> int:
                                                    (False, True, True, 1, False), (False, False, True, 1, True),
                                                    (False, True, True, 2, False), (False, False, False, 2, True)]:
         block, warps, _ = S.STATS_CONFIGS["greedy" if greedy else "sample"]
+        if not greedy:  # the row-count configs too
+            for rb, rw, _ in {c for _, c in S.STATS_CONFIGS_BY_ROWS["sample"]} - {S.STATS_CONFIGS["sample"]}:
+                comp(S._row_stats_kernel, stats, dict(GREEDY=greedy, HAS_THRESH=thresh, HAS_DONE=thresh,
+                                                      NEED_SUM=need_sum, RACE_MODE=race, PHILOX=philox, BLOCK=rb),
+                     rw, div)
         comp(S._row_stats_kernel, stats, dict(GREEDY=greedy, HAS_THRESH=thresh, HAS_DONE=thresh, NEED_SUM=need_sum,
                                               RACE_MODE=race,
                                               PHILOX=philox, BLOCK=block), warps, div)
@@ -113,10 +118,9 @@ def compile_check() -> int:
                   out_ptr=i64p, num_acc_ptr="*i32", V=i32, split_len=i32, num_splits=i32, stride_lb=i32,
                   stride_lj=i32, stride_db=i32, stride_ob=i32)
     for block, warps, _, unroll in {SV.GREEDY_CONFIG, *(c for _, c in SV.GREEDY_CONFIG_BY_ROWS)}:
-        for K, splits in ((1, 128), (3, 128), (1, 4), (3, 2), (1, 16)):  # small (K+1)*SPLITS: the scalar tail
-            comp(SV._greedy_verify_kernel, greedy, dict(K=K, KP=triton.next_power_of_2(K + 1), SPLITS=splits,
-                                                        BLOCK=block, UNROLL=unroll,
-                                                        SCALAR_TAIL=(K + 1) * splits <= SV.SCALAR_TAIL_MAX), warps,
+        for K in (1, 3):
+            comp(SV._greedy_verify_kernel, greedy, dict(K=K, KP=triton.next_power_of_2(K + 1), SPLITS=128,
+                                                        BLOCK=block, UNROLL=unroll), warps,
                  ("logits_ptr", "V", "split_len", "stride_lb", "stride_lj"))
     comb = dict(draft_ptr=i64p, draft_probs_ptr=fp, logits_ptr=fp, temperature_ptr=fp, thresh_ptr=fp, uniforms_ptr=fp,
                 part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
@@ -130,8 +134,8 @@ def compile_check() -> int:
                part_max_ptr=fp, part_sum_ptr=fp, part_idx_ptr="*i32", part_race_ptr=fp, part_ridx_ptr="*i32",
                V=i32, K=i32, split_len=i32, num_splits=i32, stride_lb=i32, stride_lj=i32, stride_nb=i32,
                stride_nj=i32, stride_qb=i32, stride_qj=i32)
-    for thresh_on, philox in [(False, False), (True, True)]:
-        block, warps, _ = S.STATS_CONFIGS["sample"]
+    sample_cfgs = {S.STATS_CONFIGS["sample"], *(c for _, c in S.STATS_CONFIGS_BY_ROWS["sample"])}
+    for (thresh_on, philox), (block, warps, _) in [(v, c) for v in [(False, False), (True, True)] for c in sample_cfgs]:
         comp(SV._residual_race_kernel, res, dict(HAS_THRESH=thresh_on, PHILOX=philox, SPLITS=128, BLOCK=block),
              warps, div)
     print(f"compile check: {failures} failure(s)", flush=True)

@@ -116,6 +116,17 @@ def test_sample_matches_ref(device, B, V, seed, ties, filters):
     assert torch.equal(got.cpu(), ref)
 
 
+def test_stats_config_by_rows(monkeypatch):
+    # launches of at least min_rows rows take their row-count config (the last match), others STATS_CONFIGS[mode]
+    from tritonseek.kernels import sampling as S
+
+    monkeypatch.setattr(S, "STATS_CONFIGS_BY_ROWS", {"sample": ((128, (1024, 16, 2)), (256, (512, 4, 3)))})
+    assert S.stats_config("sample", 127) == S.STATS_CONFIGS["sample"]
+    assert S.stats_config("sample", 128) == (1024, 16, 2) and S.stats_config("sample", 255) == (1024, 16, 2)
+    assert S.stats_config("sample", 256) == (512, 4, 3)
+    assert S.stats_config("greedy", 999) == S.STATS_CONFIGS["greedy"]
+
+
 def test_greedy_ties_pick_lowest_id(device):
     V = 150  # > the interpreter BLOCK (64): ties across chunks and splits
     x = torch.randn(3, V)
@@ -424,6 +435,22 @@ def test_empty_batch_and_empty_vocab(device):
 # ---------------------------------------------------------------------------------------------
 # Real shapes on the GPU (TRITONSEEK_TEST_DEVICE=cuda pytest -m gpu)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("B", [1, 16, 64])
+@pytest.mark.parametrize("temp,step", [(TINY_T, 2.0**-16), (1.0, 0.5)])
+def test_sample_rising_logits_real_vocab_gpu(device, B, temp, step):
+    # real-vocab twin of test_sample_rising_logits_rescale (every lane's max grows at every chunk), GPU plan
+    V = 129280
+    x, g = rising_logits(B, V, B, step, ties=B % 2 == 0)
+    t = torch.full((B,), temp)
+    noise = torch.empty(B, V).exponential_(generator=g)
+    seeds = torch.arange(B, dtype=torch.int64, device=device) + 5
+    assert torch.equal(sample(*_to(device, x, t), None, None, noise.to(device)), sample_ref(x, t, None, None, noise).to(device))
+    pnoise = philox_exp_noise(seeds, 1, V)[:, 0]
+    assert torch.equal(sample(*_to(device, x, t), None, None, None, seeds=seeds),
+                       sample_ref(*_to(device, x, t), None, None, pnoise))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("B", [1, 16, 64])
 @pytest.mark.parametrize("filters", [None, "kp"])

@@ -68,21 +68,10 @@ def _check_layout(out, n, K):
     assert torch.equal(out >= 0, pos[None, :] <= n[:, None].long())
 
 
-@pytest.fixture(params=["scalar_tail", "vector_tail"])
-def greedy_tail(request, monkeypatch):
-    """Both reductions of the sequence's last program: unrolled scalars (the interpreter plan's few splits always
-    qualify) and, with SCALAR_TAIL_MAX = 0, the [K+1, SPLITS] tensor path."""
-    from tritonseek.kernels import spec_verify as SV
-
-    if request.param == "vector_tail":
-        monkeypatch.setattr(SV, "SCALAR_TAIL_MAX", 0)
-    return request.param
-
-
 @_fixture_ok
 @given(B=st.integers(1, 5), K=st.integers(1, 4), V=st.integers(2, 200), seed=st.integers(0, 2**16),
        ties=st.booleans())
-def test_verify_greedy_matches_ref(device, greedy_tail, B, K, V, seed, ties):
+def test_verify_greedy_matches_ref(device, B, K, V, seed, ties):
     x, drafts, _ = _case(B, K, V, seed, ties=ties)
     out, n = _poisoned(B, K, device)
     got = verify_greedy(*_to(device, drafts, x), out_tokens=out, out_num_accepted=n)
@@ -113,7 +102,7 @@ def test_greedy_all_rejected_and_all_accepted(device, K):
     assert out[1].cpu().tolist() == am[1].tolist()  # all accepted → K+1 tokens incl. the bonus
 
 
-def test_greedy_splits_ties_and_repeated_launches(device, greedy_tail):
+def test_greedy_splits_ties_and_repeated_launches(device):
     # V = 1000 over 2 rows: the interpreter plan splits each row across 4 programs (ragged last split);
     # ties straddle split borders (lowest id must win), one row is all -inf (argmax 0 as in torch), and
     # repeated launches reuse the per-sequence arrival counters (each launch must re-arm them to 0).
@@ -515,6 +504,24 @@ def test_verify_real_vocab_gpu(device, B, K):
     top_k = torch.randint(0, 2000, (B,), generator=g, dtype=torch.int32)
     top_p = torch.rand(B, generator=g) * 0.7 + 0.3
     args = _to(device, drafts, None, x, temperature, top_k, top_p, uniforms)
+    got = verify_rejection(*args, None, seeds=seeds)
+    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,K", [(1, 3), (16, 1), (64, 3)])
+@pytest.mark.parametrize("temp,step", [(TINY_T, 2.0**-16), (1.0, 0.5)])
+def test_rejection_rising_logits_real_vocab_gpu(device, B, K, temp, step):
+    # real-vocab twin of test_rejection_rising_logits_rescale (every lane's max grows at every chunk), GPU plan
+    V = 129280
+    x, g = rising_logits(B * (K + 1), V, 3 + B, step, ties=False)
+    x = x.view(B, K + 1, V)
+    drafts = V - 1 - torch.randint(0, 3, (B, K), generator=g)
+    t = torch.full((B,), temp)
+    u = torch.rand(B, K, generator=g)
+    seeds = torch.arange(B, dtype=torch.int64, device=device) + 17
+    args = _to(device, drafts, None, x, t, None, None, u)
     got = verify_rejection(*args, None, seeds=seeds)
     ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])

@@ -59,6 +59,22 @@ STATS_CONFIGS = {
     "greedy": (1024, 4, 8),
     "sample": (2048, 8, 2),
 }
+# (min rows, config) per mode: launches of at least that many rows use the config instead (the last match wins).
+# Session 15 W2 (tree f7e1111, Philox K3/K1 rotating, configs interleaved): at B64 K1 (128 rows, 2 splits a row)
+# (2048, 16, 2) 65.5 us vs 74.0 for (2048, 8, 2); at B64 K3 (256 rows, one split) 124.2 vs 122.2, B16 K3 36.4 vs
+# 35.3, B1 K3 9.56 vs 8.80 — so 16 warps only for 128-255 rows.
+STATS_CONFIGS_BY_ROWS: dict[str, tuple[tuple[int, tuple[int, int, int]], ...]] = {
+    "sample": ((128, (2048, 16, 2)), (256, (2048, 8, 2))),
+}
+
+
+def stats_config(mode: str, rows: int) -> tuple[int, int, int]:
+    """(BLOCK, num_warps, programs per SM) of ``_row_stats_kernel`` in ``mode`` for a launch of ``rows`` rows."""
+    cfg = STATS_CONFIGS[mode]
+    for min_rows, c in STATS_CONFIGS_BY_ROWS.get(mode, ()):
+        if rows >= min_rows:
+            cfg = c
+    return cfg
 
 
 def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
@@ -67,7 +83,7 @@ def stats_launch_config(mode: str, rows: int, V: int, device: torch.device,
     if device.type != "cuda":
         block, warps, per_sm, sms = _INTERP_BLOCK, 4, 4, 2  # 8 "slots": several splits in CPU tests
     else:
-        block, warps, per_sm = override or STATS_CONFIGS[mode]
+        block, warps, per_sm = override or stats_config(mode, rows)
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     chunks = triton.cdiv(V, block)
     # as many splits as fit in ONE wave of per_sm programs per SM (floor: a second, partial wave of

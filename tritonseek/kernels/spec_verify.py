@@ -1,9 +1,8 @@
 """Triton speculative-decoding verification: greedy and rejection sampling over [B, K+1, V] logits.
 
 Greedy (``verify_greedy``): one launch of ``_greedy_verify_kernel``: each row's vocabulary split over
-programs (max/first argmax per split, one tuple reduction), the program that arrives last for a sequence (arrival
-counter) reduces its K+1 rows' partials in split order and walks the drafts — as unrolled scalars when the
-partials are few (SCALAR_TAIL_MAX: no block barrier in that serial tail). On the H200 (rotating-buffer graph
+programs (max/first argmax per split), the program that arrives last for a sequence (arrival counter)
+reduces its K+1 rows' partials in split order and walks the drafts. On the H200 (rotating-buffer graph
 timing, no L2 hits) B = 64, K = 3 reads the logits at 3.7 TB/s, the rate of a plain streaming read.
 
 Rejection sampling (``verify_rejection``; memory-bound: the target logits, 517 KB per row at V = 129280
@@ -59,11 +58,10 @@ GREEDY_CONFIG = (2048, 8, 4, 2)
 # B64 K3 37.17 vs 37.31 (2 splits: 42-46). A ~1% gain, inside the spread at K1; 80% of copy at K1 (19.38 us) is
 # not reached.
 GREEDY_CONFIG_BY_ROWS: tuple[tuple[int, tuple[int, int, int, int]], ...] = ((128, (2048, 8, 4, 4)),)
-# The last program of a sequence reduces its (K+1)·splits partials as unrolled scalars when (K+1)·SPLITS is at most
-# this (SPLITS = splits rounded up to a power of two): no block barriers in that tail. H200 W1 of session 15 (tree
-# 74b3e9d, rotating-buffer graph timing): at B64 K1 the arrival + tail cost 0.62 us (19.92 us vs 19.30 without
-# them, a plain streaming read of the same bytes 19.04), at B16 K1 1.40 us (7.87 vs 6.47).
-SCALAR_TAIL_MAX = 32
+# Tried in session 15 (f7e1111) and reverted: one tuple reduction (max, first index) per program and the sequence's
+# tail as unrolled scalar loads (no block barriers). H200 W2 A/B, rotating: B64 K1 19.58 vs 19.46 us for this
+# kernel, B64 K3 35.68 vs 35.07, B16 K1 10.14 vs 7.72, B16 K3 15.31 vs 11.57, B1 equal. The same run's plain
+# streaming read: 18.41 / 34.29 / 5.98 / 10.12 us; without the arrival and tail (W1 diagnostic) B64 K1 19.30.
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,22 +99,13 @@ def _reduce_splits(part_max_ptr, part_sum_ptr, part_idx_ptr, part_race_ptr, part
 
 
 @triton.jit
-def _max_first(m_a, i_a, m_b, i_b):
-    # (max, its lowest index) of two (value, index) pairs: the combine of one tuple reduction (argmax semantics)
-    take_b = (m_b > m_a) | ((m_b == m_a) & (i_b < i_a))
-    return tl.where(take_b, m_b, m_a), tl.where(take_b, i_b, i_a)
-
-
-@triton.jit
 def _greedy_verify_kernel(
     logits_ptr, draft_ptr, part_max_ptr, part_idx_ptr, count_ptr, out_ptr, num_acc_ptr,
     V, split_len, num_splits,
     stride_lb, stride_lj, stride_db, stride_ob,
     K: tl.constexpr, KP: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr, UNROLL: tl.constexpr,
-    SCALAR_TAIL: tl.constexpr,
 ):
-    # KP = next_power_of_2(K + 1); SCALAR_TAIL: (K + 1) * SPLITS is small enough for the last program to reduce the
-    # partials as unrolled scalars (no cross-warp reduction, so no block barriers in the tail)
+    # KP = next_power_of_2(K + 1)
     # logits  [B, K+1, V] float, last stride 1; program (row = b*(K+1) + j, split) streams elements
     #         [split*split_len, min((split+1)*split_len, V)) of row (b, j)
     # draft   [B, K] int; part_max/part_idx [B*(K+1), num_splits] fp32/int32 scratch
@@ -140,59 +129,34 @@ def _greedy_verify_kernel(
             x = tl.where(x != x, float("inf"), x)  # NaN counts as the largest value (torch.argmax's order)
             i_vec = tl.where(x > m_vec, offs, i_vec)  # strict: each lane keeps its first maximum
             m_vec = tl.maximum(m_vec, x)
-    m, idx = tl.reduce((m_vec, i_vec), 0, _max_first)  # one cross-warp pass for the max and its first index
+    m = tl.max(m_vec, axis=0)
+    idx = tl.min(tl.where(m_vec == m, i_vec, big), axis=0)
     idx = tl.where(idx == big, start, idx)  # all -inf: the split's first index (torch's argmax gives 0)
     p = row.to(tl.int64) * num_splits + split
     tl.store(part_max_ptr + p, m)
     tl.store(part_idx_ptr + p, idx)
     tl.debug_barrier()  # every thread's partial is stored before the (release) arrival below
     arrived = tl.atomic_add(count_ptr + b, 1, sem="acq_rel", scope="gpu")
-    last = arrived == (K + 1) * num_splits - 1
-    if SCALAR_TAIL:
-        if last:
-            # last program of sequence b, few partials: the same reduction and walk as below on unrolled scalars (every
-            # load independent, so issued together: one memory round trip, and no block barrier)
-            b64 = b.to(tl.int64)
-            running = tl.full([], 1, tl.int1)
-            n_acc = tl.zeros([], tl.int32)
-            for j in tl.static_range(K + 1):
-                base = (b64 * (K + 1) + j) * num_splits
-                mx = tl.load(part_max_ptr + base, cache_modifier=".cg")  # split 0 always exists
-                amax = tl.load(part_idx_ptr + base, cache_modifier=".cg")
-                for sp in tl.static_range(1, SPLITS):
-                    ok = sp < num_splits
-                    ms = tl.load(part_max_ptr + base + sp, mask=ok, other=float("-inf"), cache_modifier=".cg")
-                    ids = tl.load(part_idx_ptr + base + sp, mask=ok, other=big, cache_modifier=".cg")
-                    amax = tl.where(ms > mx, ids, amax)  # strict, in split order: ties keep the lowest id
-                    mx = tl.maximum(mx, ms)
-                tl.store(out_ptr + b64 * stride_ob + j, tl.where(running, amax.to(tl.int64), -1))
-                if j < K:
-                    accept = tl.load(draft_ptr + b64 * stride_db + j).to(tl.int64) == amax.to(tl.int64)
-                    n_acc += (running & accept).to(tl.int32)
-                    running = running & accept
-            tl.store(num_acc_ptr + b, n_acc)
-            tl.atomic_xchg(count_ptr + b, 0, sem="relaxed", scope="gpu")  # re-arm for the next launch
-    else:
-        if last:
-            # last program of sequence b: reduce the K+1 rows' partials (in split order: deterministic,
-            # ties -> lowest id) and walk the drafts. Accepted drafts equal the argmax, so every emitted
-            # position holds the target argmax. All K+1 rows' partials and the drafts are loaded at once
-            # (one memory round trip, not one per position: this tail is serial work at the end of the launch).
-            jj = tl.arange(0, KP)
-            ss = tl.arange(0, SPLITS)
-            msk = (jj[:, None] < K + 1) & (ss[None, :] < num_splits)
-            b64 = b.to(tl.int64)
-            base = (b64 * (K + 1) + jj[:, None]) * num_splits + ss[None, :]
-            ms = tl.load(part_max_ptr + base, mask=msk, other=float("-inf"), cache_modifier=".cg")
-            ids = tl.load(part_idx_ptr + base, mask=msk, other=big, cache_modifier=".cg")
-            d = tl.load(draft_ptr + b64 * stride_db + jj, mask=jj < K, other=-1).to(tl.int64)
-            mx = tl.max(ms, axis=1)
-            amax = tl.min(tl.where((ms == mx[:, None]) & msk, ids, big), axis=1).to(tl.int64)  # [KP]
-            # accepted = the leading run of matching drafts = the first position j < K that mismatches (else K)
-            n_acc = tl.min(tl.where((jj < K) & (d != amax), jj, K), axis=0)
-            tl.store(out_ptr + b64 * stride_ob + jj, tl.where(jj <= n_acc, amax, -1), mask=jj < K + 1)
-            tl.store(num_acc_ptr + b, n_acc.to(tl.int32))
-            tl.atomic_xchg(count_ptr + b, 0, sem="relaxed", scope="gpu")  # re-arm for the next launch
+    if arrived == (K + 1) * num_splits - 1:
+        # last program of sequence b: reduce the K+1 rows' partials (in split order: deterministic,
+        # ties -> lowest id) and walk the drafts. Accepted drafts equal the argmax, so every emitted
+        # position holds the target argmax. All K+1 rows' partials and the drafts are loaded at once
+        # (one memory round trip, not one per position: this tail is serial work at the end of the launch).
+        jj = tl.arange(0, KP)
+        ss = tl.arange(0, SPLITS)
+        msk = (jj[:, None] < K + 1) & (ss[None, :] < num_splits)
+        b64 = b.to(tl.int64)
+        base = (b64 * (K + 1) + jj[:, None]) * num_splits + ss[None, :]
+        ms = tl.load(part_max_ptr + base, mask=msk, other=float("-inf"), cache_modifier=".cg")
+        ids = tl.load(part_idx_ptr + base, mask=msk, other=big, cache_modifier=".cg")
+        d = tl.load(draft_ptr + b64 * stride_db + jj, mask=jj < K, other=-1).to(tl.int64)
+        mx = tl.max(ms, axis=1)
+        amax = tl.min(tl.where((ms == mx[:, None]) & msk, ids, big), axis=1).to(tl.int64)  # [KP]
+        # accepted = the leading run of matching drafts = the first position j < K that mismatches (else K)
+        n_acc = tl.min(tl.where((jj < K) & (d != amax), jj, K), axis=0)
+        tl.store(out_ptr + b64 * stride_ob + jj, tl.where(jj <= n_acc, amax, -1), mask=jj < K + 1)
+        tl.store(num_acc_ptr + b, n_acc.to(tl.int32))
+        tl.atomic_xchg(count_ptr + b, 0, sem="relaxed", scope="gpu")  # re-arm for the next launch
 
 
 @triton.jit
@@ -417,7 +381,7 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
         V, split_len, splits,
         target_logits.stride(0), target_logits.stride(1), draft_tokens.stride(0), out_tokens.stride(0),
         K=K, KP=triton.next_power_of_2(K + 1), SPLITS=triton.next_power_of_2(splits), BLOCK=block, UNROLL=unroll,
-        SCALAR_TAIL=(K + 1) * triton.next_power_of_2(splits) <= SCALAR_TAIL_MAX, num_warps=warps,
+        num_warps=warps,
     )
     return out_tokens, out_num_accepted
 

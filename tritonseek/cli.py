@@ -159,7 +159,7 @@ def generate(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, help="Tokens to generate at most."),
     temperature: float = typer.Option(0.0, "--temperature", "-t",
                                       help="0 = greedy; else a finite number >= 1e-5."),
-    top_p: float = typer.Option(1.0, "--top-p", max=1.0,
+    top_p: float = typer.Option(1.0, "--top-p",
                                help="Nucleus sampling mass in (0, 1] (1 = off)."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = off)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (reproducible output)."),
@@ -184,8 +184,8 @@ def generate(
         _fail("--output must not overwrite --prompts-file")
     if not temperature >= 0 or temperature == float("inf"):  # not typer's min=: it calls NaN "not >= 0"
         _fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
-    if top_p <= 0:
-        _fail("--top-p must be in (0, 1]")
+    if not 0 < top_p <= 1:  # also NaN (typer's max= would call it "not <= 1")
+        _fail(f"--top-p must be in (0, 1], got {top_p}")
     if compare and not mtp:
         _fail("--compare needs --mtp K")
     if output is not None:

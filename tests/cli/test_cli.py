@@ -44,6 +44,8 @@ def test_generate_with_seed_is_deterministic():
         (("generate", "-p", "x", "--device", "tpu"), "device='tpu' is not supported"),
         (("generate", "-p", "x", "-n", "5000"), "max_position_embeddings"),
         (("generate", "-p", "x", "--top-p", "0"), "--top-p must be in (0, 1]"),
+        (("generate", "-p", "x", "--top-p", "nan"), "--top-p must be in (0, 1], got nan"),
+        (("generate", "-p", "x", "--top-p", "1.5"), "--top-p must be in (0, 1], got 1.5"),
         (("generate", "-p", "x", "-t", "1", "--top-k", "3000000000"), "--top-k: top_k=3000000000"),
         (("generate", "-p", "x", "-t", "1e-38"), "--temperature: temperature=1e-38"),
         (("generate", "-p", "x", "-t", "inf"), "--temperature must be a finite number >= 0"),

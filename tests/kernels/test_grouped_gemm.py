@@ -110,7 +110,7 @@ def test_contiguous_rejects_bad_inputs(device):
 
 
 # masked-only decode option: swapped tiles (b·aᵀ, 16-row activation boxes; 128 and 256 weight rows)
-MASKED_CONFIGS = CONFIGS + [
+MASKED_CONFIGS = [c and {k: v for k, v in c.items() if k != "GROUP_M"} for c in CONFIGS] + [  # (no GROUP_M there)
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=256, num_warps=4, num_stages=2, SWAP_AB=True),
     dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True, MAXNREG=128),  # ignored by the interpreter
@@ -218,6 +218,15 @@ def test_masked_rejects_bad_inputs(device):
     b2, bs2 = (t.to(device) for t in _weights(2, 256, 128, g))
     with pytest.raises(ValueError, match="BLOCK_M"):
         grouped_fp8_gemm_masked_silu_quant(a, a_s, b2, bs2, mm, config=dict(BLOCK_M=3, num_warps=4, num_stages=2))
+    # a misspelt or foreign key would otherwise be ignored: both launchers name it; SWAP_AB must be a bool; the
+    # fused kernel's N tile is one quant group (BLOCK_N 128 only); it checks MAXNREG as the plain one does
+    for fn, bb, bbs in ((grouped_fp8_gemm_masked, b, bs), (grouped_fp8_gemm_masked_silu_quant, b2, bs2)):
+        for kw, key in ((dict(MAXNRG=128), "MAXNRG"), (dict(GROUP_M=8), "GROUP_M"), (dict(SWAP_AB="no"), "SWAP_AB"),
+                        (dict(SWAP_AB=1), "SWAP_AB"), (dict(MAXNREG=7), "MAXNREG")):
+            with pytest.raises(ValueError, match=key):
+                fn(a, a_s, bb, bbs, mm, config=dict(_MASKED_DECODE, **kw))
+    with pytest.raises(ValueError, match="BLOCK_N"):
+        grouped_fp8_gemm_masked_silu_quant(a, a_s, b2, bs2, mm, config=dict(_MASKED_DECODE, BLOCK_N=64))
     k0 = torch.empty(2, 128, 0, dtype=torch.float8_e4m3fn, device=device)
     with pytest.raises(ValueError, match="K = 0"):
         grouped_fp8_gemm_masked(a[:, :, :0], a_s[:, :, :0], k0, bs[:, :, :0], mm)

@@ -251,6 +251,10 @@ def test_write_latent_cache_bad_inputs(device):
         write_latent_cache(kv, lat, torch.tensor([0, 64, -1], device=device))  # 4 blocks × 16 = 64 slots
     with pytest.raises(TypeError, match="check_ids"):
         write_latent_cache(kv, lat, slots, check_ids="no")
+    with pytest.raises(ValueError, match="slot_mapping must be contiguous"):
+        write_latent_cache(kv, lat, torch.stack([slots, slots], 1)[:, 0])
+    with pytest.raises(TypeError, match="kv_cache"):
+        write_latent_cache(kv.to(torch.int32), lat, slots)
     assert not kv.any()  # nothing was written by the rejected calls
 
 

@@ -666,14 +666,43 @@ def test_permute_rejects_bad_scalars_and_ids(device):
         moe_unpermute(x, torch.zeros_like(ids), torch.ones(2, 2, device=device), pdl="no")
     with pytest.raises(TypeError, match="check_ids"):
         moe_permute(x, ids, 4, 8, check_ids="yes")
+    for fn in (lambda *a, **kw: moe_permute(*a, 8, **kw), lambda *a, **kw: moe_permute_masked(*a, 2, **kw)):
+        with pytest.raises(TypeError, match="hidden"):  # integer/bool rows are not activations
+            fn(x.to(torch.int8), ids, 4)
+        with pytest.raises(ValueError, match="hidden must have at least one column"):
+            fn(x[:, :0], ids, 4)
+        q8 = x.to(torch.float8_e4m3fn)
+        with pytest.raises(ValueError, match=r"hidden_scale must be \[2, ceil\(H/128\) = 1\]"):
+            fn(q8, ids, 4, hidden_scale=torch.ones(2, 5, device=device))
+        with pytest.raises(ValueError, match="hidden_scale is for float8_e4m3fn"):
+            fn(x, ids, 4, hidden_scale=torch.ones(2, 1, device=device))
+    with pytest.raises(TypeError, match="shared_output"):
+        moe_unpermute(x, torch.zeros_like(ids), torch.ones(2, 2, device=device), torch.ones(2, 128, device=device,
+                                                                                            dtype=torch.int64))
+    with pytest.raises(ValueError, match="num_tokens"):
+        MR.moe_permute_bound(-1, 2, 4, 8)
+    with pytest.raises(TypeError, match="block_m"):
+        MR.moe_permute_bound(1, 2, 4, True)
+    assert MR.moe_permute_bound(3, 2, 4, 8) == 3 * 2 + 4 * 7
     # out-of-range ids raise on every device (CUDA: check_ids's one sync), naming the entry and its value
     for bad in (4, -2):
         bad_ids = ids.clone()
         bad_ids[1, 0] = bad
-        with pytest.raises(ValueError, match=rf"topk_ids\[\[1, 0\]\] = {bad} is out of range"):
+        with pytest.raises(ValueError, match=rf"topk_ids\[1, 0\] = {bad} is out of range"):
             moe_permute_masked(x, bad_ids, 4, 2)
-        with pytest.raises(ValueError, match=rf"topk_ids\[\[1, 0\]\] = {bad} is out of range"):
+        with pytest.raises(ValueError, match=rf"topk_ids\[1, 0\] = {bad} is out of range"):
             moe_permute(x, bad_ids, 4, 8)
     for bad in (2, -2):  # expert_out has 2 rows
-        with pytest.raises(ValueError, match=rf"row_map\[\[0, 0\]\] = {bad} is out of range"):
+        with pytest.raises(ValueError, match=rf"row_map\[0, 0\] = {bad} is out of range"):
             moe_unpermute(x, ids.clone().fill_(bad), torch.ones(2, 2, device=device))
+
+
+def test_unpermute_with_nothing_routed(device):
+    """Every slot −1 and no expert rows at all: kernel and reference give the shared output (or zeros)."""
+    rm = torch.full((3, 2), -1, dtype=torch.int32, device=device)
+    w = torch.rand(3, 2, device=device)
+    empty = torch.randn(0, 256, device=device).to(torch.bfloat16)
+    shared = torch.randn(3, 256, device=device).to(torch.bfloat16)
+    assert not moe_unpermute(empty, rm, w).any() and not moe_unpermute_ref(empty.cpu(), rm.cpu(), w.cpu()).any()
+    assert torch.equal(moe_unpermute(empty, rm, w, shared).cpu(), moe_unpermute_ref(empty.cpu(), rm.cpu(), w.cpu(),
+                                                                                   shared.cpu()))

@@ -128,6 +128,12 @@ def test_out_of_range_ids_raise(device):
         assert torch.isnan(cache).all()  # nothing written
     with pytest.raises(TypeError, match="check_ids"):
         mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots, check_ids=1)
+    # strided ids: the kernels read at unit stride, so a strided view would be read as other entries → rejected
+    with pytest.raises(ValueError, match="positions must be contiguous"):
+        mla_rope_cache(q, kv, torch.stack([pos, pos], 1)[:, 0], cs, w, 1e-6, cache, slots)
+    with pytest.raises(ValueError, match="slot_mapping must be contiguous"):
+        mla_prologue_fp8(qa, kv, torch.ones(256, device=device), 1e-5, pos, cs, w, 1e-6, cache,
+                         torch.stack([slots, slots], 1)[:, 1])
     mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots)  # in range (−1 slots included): no raise
 
 

@@ -149,9 +149,9 @@ def check_index_range(name: str, t: torch.Tensor, lo: int, hi: int, *, skip_nega
         bad &= read
     if bool(bad.any()):
         pos = tuple(int(i) for i in bad.nonzero()[0])
-        where = pos[0] if len(pos) == 1 else list(pos)
         allowed = f"in [{lo}, {hi})" + (" or negative (skip)" if skip_negative else "")
-        raise ValueError(f"{name}[{where}] = {int(t[pos])} is out of range: entries must be {allowed}")
+        raise ValueError(f"{name}[{', '.join(map(str, pos))}] = {int(t[pos])} is out of range: entries must be "
+                         f"{allowed}")
 
 
 def is_pow2(x: int) -> bool:

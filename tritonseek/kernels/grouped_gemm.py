@@ -87,12 +87,16 @@ def get_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     """
     hit = _TUNED.get((layout, n, k, _m_class(m_per_group)))
     if hit is not None:
-        return dict(hit)
-    if layout == "masked" and m_per_group <= 4:
-        return dict(_MASKED_DECODE)
-    if layout == "masked" and m_per_group <= 64:
-        return dict(_MASKED_64)
-    return dict(_BASE)
+        cfg = dict(hit)
+    elif layout == "masked" and m_per_group <= 4:
+        cfg = dict(_MASKED_DECODE)
+    elif layout == "masked" and m_per_group <= 64:
+        cfg = dict(_MASKED_64)
+    else:
+        cfg = dict(_BASE)
+    if layout == "masked":
+        cfg.pop("GROUP_M", None)  # the masked kernels have no grouped tile order (they reject the key)
+    return cfg
 
 
 @functools.lru_cache(maxsize=8)

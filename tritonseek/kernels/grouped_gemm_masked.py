@@ -356,6 +356,21 @@ def _pdl_setup(dev, E: int, pdl, prefetch_group, cfg: dict) -> dict:
                 pf_group=-1 if prefetch_group is None else prefetch_group)
 
 
+_CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "SWAP_AB", "PREFETCH", "MAXNREG")
+
+
+def _check_config_keys(cfg: dict, silu: bool) -> None:
+    """Unknown keys (a typo would otherwise be ignored), a non-bool SWAP_AB, and for the fused SiLU·quant kernel a
+    BLOCK_N other than 128 (its N tile is one quant group) raise ValueError naming the key."""
+    for key in cfg:
+        if key not in _CONFIG_KEYS:
+            raise ValueError(f"config has an unknown key {key!r}; the masked GEMMs take {', '.join(_CONFIG_KEYS)}")
+    if not isinstance(cfg.get("SWAP_AB", False), bool):
+        raise ValueError(f"config['SWAP_AB'] must be a bool, got {cfg['SWAP_AB']!r}")
+    if silu and cfg.get("BLOCK_N", 128) != 128:
+        raise ValueError(f"config['BLOCK_N'] must be 128 here (one quant group per N tile), got {cfg['BLOCK_N']!r}")
+
+
 def _maxnreg(cfg: dict) -> dict:
     """config MAXNREG (registers per thread cap, e.g. 128 for 4 programs per SM at 3 stages) as launch options."""
     v = cfg.get("MAXNREG")
@@ -412,7 +427,7 @@ def grouped_fp8_gemm_masked(
         computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group), PREFETCH (weight
         K blocks per program pulled into L2 before the PDL wait; default 8 own-group / 16 prefetch_group) and
         MAXNREG (registers per thread cap, a multiple of 8 in [24, 255]: with 3-4 stages it lets 3-4 programs
-        share an SM, which 161-175 registers would not).
+        share an SM, which 161-175 registers would not); any other key raises ValueError.
     pdl: programmatic dependent launch (CUDA sm_90+; ignored elsewhere): the programs may start while the
         previous kernel on the stream runs; they prefetch weights into L2, wait for that kernel
         (griddepcontrol.wait) before reading any input, then let the next kernel launch. The prefetch is a
@@ -440,7 +455,9 @@ def grouped_fp8_gemm_masked(
     if M_max == 0 or groups == 0:
         return out
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N, K)
+    _check_config_keys(cfg, False)
     _check_cfg(cfg, False)
+    _maxnreg(cfg)  # MAXNREG checked with the other keys, before any launch setup
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
@@ -480,7 +497,8 @@ def grouped_fp8_gemm_masked_silu_quant(
     a, a_scale, masked_m, expected_m, max_active_groups, pdl, prefetch_group: as :func:`grouped_fp8_gemm_masked`.
     b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
         b_scale: [E, 2I/128, ceil(K/128)] fp32.
-    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH (BLOCK_N is 128, one quant group).
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH, MAXNREG (BLOCK_N, if given, must be 128: one quant
+        group); other keys raise.
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
@@ -500,6 +518,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     if M_max == 0 or groups == 0:
         return h_q, h_s
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N2, K)
+    _check_config_keys(cfg, True)
     _check_cfg(cfg, False, keys=("BLOCK_M", "num_warps", "num_stages"))  # its N tile is fixed at 128
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm = cfg["BLOCK_M"]
@@ -515,7 +534,7 @@ def grouped_fp8_gemm_masked_silu_quant(
         BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
         PDL=p["PDL"], PF_MODE=p["PF_MODE"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),
     )
     return h_q, h_s
 

@@ -420,11 +420,11 @@ def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mappin
     check_ids (default True): check the slots with one device→host read (a sync; skipped while a CUDA graph is
     being captured); with check_ids=False (the model: the engine builds the slots) an out-of-range slot writes out
     of bounds, undefined behaviour. Returns None (writes kv_cache).
-    Raises TypeError (dtype, check_ids not a bool) or ValueError (shape, device, layout; with check_ids a slot out
-    of range).
+    Raises TypeError (dtype: kv_cache and latent bf16/fp16/fp32, slot_mapping int64; check_ids not a bool) or
+    ValueError (shape, device, layout incl. a non-contiguous slot_mapping; with check_ids a slot out of range).
     Semantics: vLLM ``concat_and_cache_mla`` (without the fp8 scale).
     """
-    check_tensor("kv_cache", kv_cache, ndim=4)
+    check_tensor("kv_cache", kv_cache, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=4)
     check_runnable_device("kv_cache", kv_cache)
     dev = kv_cache.device
     check_tensor("latent", latent, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2, device=dev)
@@ -435,6 +435,8 @@ def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mappin
                          f"{tuple(kv_cache.shape)} vs {tuple(latent.shape)}")
     if slot_mapping.shape[0] != latent.shape[0]:
         raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, latent {latent.shape[0]} rows")
+    if not slot_mapping.is_contiguous():  # the kernel reads the slots at unit stride
+        raise ValueError(f"slot_mapping must be contiguous, strides {slot_mapping.stride()}")
     if page_size < 1 or page_size & (page_size - 1):
         raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
     if kv_cache.stride(-1) != 1 or latent.stride(-1) != 1:

@@ -410,7 +410,15 @@ def _gather_scales(hidden_scale, src, valid, seg, out_scale, n_rows, rows_per_gr
 
 
 def moe_permute_bound(num_tokens: int, top_k: int, num_experts: int, block_m: int) -> int:
-    """Row bound of the graph-safe contiguous layout: T·k + E·(block_m − 1)."""
+    """Row bound of the graph-safe contiguous layout (``moe_permute(graph_safe=True)``): T·k + E·(block_m − 1).
+
+    num_tokens T ≥ 0, top_k k ≥ 0, num_experts E ≥ 1, block_m ≥ 1: ints (bools rejected), else TypeError /
+    ValueError naming the argument. Returns an int (rows). Source: the issue's bound for DeepGEMM's contiguous
+    layout (each expert's segment padded to block_m)."""
+    num_tokens = check_int("num_tokens", num_tokens, 0)
+    top_k = check_int("top_k", top_k, 0)
+    num_experts = check_int("num_experts", num_experts, 1)
+    block_m = check_int("block_m", block_m, 1)
     return num_tokens * top_k + num_experts * (block_m - 1)
 
 
@@ -426,10 +434,11 @@ def moe_permute(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Group token rows by expert: permuted[row_map[t, j]] = hidden[t] (and its scales) for topk_ids[t, j] ≥ 0.
 
-    hidden: [T, H] bf16/fp16/fp32 or float8_e4m3fn (unit column stride).
+    hidden: [T, H ≥ 1] bf16/fp16/fp32 or float8_e4m3fn (unit column stride).
     topk_ids: [T, k] int32/int64 expert ids, −1 = no expert (row_map −1, nothing copied).
     num_experts: E; block_m: segment alignment (the contiguous grouped GEMM's block M, 128 by default there).
-    hidden_scale: [T, ceil(H/128)] fp32 per-token-group scales (any strides), required for e4m3 ``hidden``.
+    hidden_scale: [T, ceil(H/128)] fp32 per-token-group scales (any strides), required for e4m3 ``hidden`` and
+        rejected for other dtypes.
     Returns (permuted_hidden [M, H], permuted_scale [M, ceil(H/128)] fp32 MN-major (stride (1, M_bound)) or
     None, m_indices [M] int32, row_map [T, k] int32): segments in expert order, token-then-slot order inside a segment, each padded
     to a multiple of block_m; m_indices −1 on padding rows. Padding rows of permuted_hidden/scale are

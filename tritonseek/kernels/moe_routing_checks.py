@@ -24,12 +24,14 @@ def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
     """Shared checks of moe_permute / moe_permute_masked (tensors, num_experts, id range as check_ids_in_range).
 
     Returns int(num_experts)."""
-    check_tensor("hidden", hidden, ndim=2)
+    check_tensor("hidden", hidden, dtype=(torch.bfloat16, torch.float16, torch.float32, torch.float8_e4m3fn), ndim=2)
     check_runnable_device("hidden", hidden)
     check_tensor("topk_ids", topk_ids, dtype=(torch.int32, torch.int64), ndim=2, device=hidden.device)
     T, H = hidden.shape
     if topk_ids.shape[0] != T:
         raise ValueError(f"topk_ids must have {T} rows (one per token of hidden), got {tuple(topk_ids.shape)}")
+    if H == 0:
+        raise ValueError(f"hidden must have at least one column, got shape {tuple(hidden.shape)}")
     num_experts = check_int("num_experts", num_experts, 1)
     check_ids_in_range("topk_ids", topk_ids, num_experts, check_ids)
     if hidden.stride(1) != 1:
@@ -37,8 +39,10 @@ def check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
     if hidden_scale is not None:
         check_tensor("hidden_scale", hidden_scale, ndim=2, device=hidden.device)
         check_tensor("hidden_scale", hidden_scale, dtype=torch.float32)
-        if hidden_scale.shape[0] != T:
-            raise ValueError(f"hidden_scale must be [{T}, ceil(H/128)], got {tuple(hidden_scale.shape)}")
+        if tuple(hidden_scale.shape) != (T, -(-H // 128)):
+            raise ValueError(f"hidden_scale must be [{T}, ceil(H/128) = {-(-H // 128)}], got {tuple(hidden_scale.shape)}")
+        if hidden.dtype != torch.float8_e4m3fn:
+            raise ValueError(f"hidden_scale is for float8_e4m3fn hidden (its 1×128 scales), hidden is {hidden.dtype}")
     elif hidden.dtype == torch.float8_e4m3fn:
         raise ValueError("hidden is float8_e4m3fn but hidden_scale is None: FP8 rows must move with their scales")
     return num_experts

@@ -61,7 +61,8 @@ def moe_unpermute(
         capture). With check_ids=False (the model: row_map from its own permute) an id ≥ M or < −1 reads out of
         bounds, undefined behaviour.
     topk_weights: [T, k] fp32.
-    shared_output: [T, H] or None (shared-expert output, added in fp32 before the single cast).
+    shared_output: [T, H] bf16/fp16/fp32 (unit column stride) or None (shared-expert output, added in fp32 before
+        the single cast).
     out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
     pdl: programmatic dependent launch (CUDA sm_90+, ignored elsewhere): the programs may start while the
         previous kernel (the down GEMM) finishes and wait for it (griddepcontrol.wait) before any read.
@@ -83,7 +84,8 @@ def moe_unpermute(
     T, k = row_map.shape
     H = expert_out.shape[1]
     if shared_output is not None:
-        check_tensor("shared_output", shared_output, ndim=2, device=expert_out.device)
+        check_tensor("shared_output", shared_output, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2,
+                     device=expert_out.device)
         if tuple(shared_output.shape) != (T, H) or shared_output.stride(1) != 1:
             raise ValueError(f"shared_output must be [{T}, {H}] with unit column stride, got {tuple(shared_output.shape)}")
     check_bool("pdl", pdl)

@@ -166,6 +166,8 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
                          f"got {tuple(kv.shape)}")
     if positions.shape[0] != T:
         raise ValueError(f"positions has {positions.shape[0]} entries, {rows_name} {T} rows")
+    if not positions.is_contiguous():  # the kernels read ids at unit stride
+        raise ValueError(f"positions must be contiguous, strides {positions.stride()}")
     if kv.stride(1) != 1:
         raise ValueError(f"kv needs a contiguous last dim, strides {kv.stride()}")
     if kv_cache is not None:
@@ -180,6 +182,8 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
             raise ValueError(f"kv_cache needs a contiguous last dim, strides {kv_cache.stride()}")
         if slot_mapping.shape[0] != T:
             raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, {rows_name} {T} rows")
+        if not slot_mapping.is_contiguous():
+            raise ValueError(f"slot_mapping must be contiguous, strides {slot_mapping.stride()}")
     elif slot_mapping is not None:
         raise ValueError("slot_mapping given without kv_cache")
     return rope, kv_lora
@@ -214,8 +218,9 @@ def mla_rope_cache(
     out-of-range ids read/write out of bounds, undefined behaviour.
     Returns (q_pe [T, num_heads, qk_rope_head_dim] q.dtype, latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype); the cache row is latent cast to kv_cache.dtype.
-    Raises TypeError (dtype; eps not a float, e.g. a bool) or ValueError (shape, device, layout, eps ≤ 0 or not
-    finite; with check_ids a position or slot out of range).
+    Raises TypeError (dtype; eps not a float, e.g. a bool; check_ids not a bool) or ValueError (shape, device,
+    layout incl. non-contiguous positions / slot_mapping, eps ≤ 0 or not finite; with check_ids a position or slot
+    out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (apply_rotary_emb, kv_norm) + vLLM
     ``concat_and_cache_mla``.
     """
@@ -266,8 +271,9 @@ def mla_prologue_fp8(
     (1, T)): bit-equal to ``rms_norm_quant_fp8(q_a, q_norm_weight, q_eps)``; latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype: equal to ``mla_rope_cache``'s latent, and the same cache rows). The query's
     rope is not applied here: ``mla_absorb_q(..., positions=, cos_sin_cache=)`` rotates q_pe as it copies it.
-    Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool) or ValueError (shape, device, layout, q_eps/eps
-    ≤ 0 or not finite; with check_ids a position or slot out of range).
+    Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool; check_ids not a bool) or ValueError (shape, device,
+    layout incl. non-contiguous positions / slot_mapping, q_eps/eps ≤ 0 or not finite; with check_ids a position or
+    slot out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (q_norm, kv_norm, apply_rotary_emb on k_pe) + act_quant +
     vLLM ``concat_and_cache_mla``.
     """

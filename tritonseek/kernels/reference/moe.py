@@ -202,7 +202,9 @@ def moe_unpermute_ref(
     T, k = row_map.shape
     rm = row_map.long()
     valid = rm >= 0
-    rows = expert_out.float()[rm.clamp(min=0)]  # [T, k, H]
+    # gather through a zero row appended at the end, so −1 slots read it even when expert_out has no rows
+    padded = torch.cat([expert_out.float(), expert_out.new_zeros(1, expert_out.shape[1], dtype=torch.float32)])
+    rows = padded[torch.where(valid, rm, expert_out.shape[0])]  # [T, k, H]
     w = torch.where(valid, topk_weights.float(), torch.zeros((), device=rows.device))
     rows = torch.where(valid.unsqueeze(-1), rows, torch.zeros((), device=rows.device))
     out = (w.unsqueeze(-1) * rows).sum(dim=1)

@@ -297,6 +297,9 @@ def _mla_schedule_packed_kernel(
     #    time; each packed lane records (programs so far, fill) before every sequence. 3. the smallest cap that
     #    needs ≤ num_parts programs; every sequence's place re-derived from its record (data-parallel), then each
     #    program's bounds by a binary search over the sequences' last programs.
+    # H200, b128 on 132 programs (acd7dba): 11.8-12.8 µs per call amortised in a CUDA graph (the walk is most of
+    # it; the balanced kernel alone 2.7-3.0), 15.6-18.0 µs as one graph replay; the previous serial version
+    # (two walks with scalar stores, a second launch for the fallback) took 101-151 µs per replay.
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     max_nt = tl.zeros([], dtype=tl.int32)

@@ -73,6 +73,16 @@ def test_mla_absorb_q_rotates_q_pe_as_rope_cache(device, monkeypatch, T, H, rope
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs[:, :8].contiguous())
     with pytest.raises(ValueError, match="config"):
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=dict(BLOCK_D=32))
+    bad = pos.clone()
+    bad[-1] = 300  # one past cos_sin_cache's rows
+    with pytest.raises(ValueError, match=rf"positions\[{T - 1}\] = 300 is out of range"):
+        mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=bad, cos_sin_cache=cs)
+    if T > 1:  # (a one-entry view is contiguous whatever its stride)
+        with pytest.raises(ValueError, match="positions must be contiguous"):  # read at unit stride
+            mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=torch.stack([pos, pos], 1)[:, 0],
+                         cos_sin_cache=cs)
+    with pytest.raises(TypeError, match="check_ids"):
+        mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs, check_ids=None)
 
 
 @pytest.mark.parametrize("config", [dict(BLOCK_D=16), dict(BLOCK_D=64, PDL=False), dict(BLOCK_D=128),

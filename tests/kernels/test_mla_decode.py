@@ -199,6 +199,42 @@ def test_bad_inputs_raise(device):
         mla_decode(q, kv, bt, cs, head_dim_v=64, out=torch.empty(2, 1, 2, 32, dtype=q.dtype, device=device))
     with pytest.raises(ValueError, match="batch"):
         mla_decode(q, kv, bt, cs[:1], head_dim_v=64)
+    with pytest.raises(ValueError, match="cache_seqlens must be contiguous"):  # read at unit stride
+        mla_decode(q, kv, bt, torch.stack([cs, cs], 1)[:, 0], head_dim_v=64)
+    with pytest.raises(ValueError, match="cache_seqlens must be contiguous"):
+        get_mla_metadata(torch.stack([cs, cs], 1)[:, 1], 1, 2)
+    with pytest.raises(TypeError, match="check_ids"):
+        mla_decode(q, kv, bt, cs, head_dim_v=64, check_ids=1)
+
+
+def test_out_of_range_ids_raise(device):
+    """check_ids (default): a block id a sequence reads outside [0, num_blocks), or a negative length, raises
+    naming the tensor, entry and value; ids in columns a sequence never reads are not checked (as the kernel)."""
+    gen = torch.Generator().manual_seed(5)
+    q, kv, bt, cs = make_case(device, 2, 1, 2, 80, 64, 16, [20, 30], gen)  # 2 pages each, 3 columns
+    num_blocks = kv.shape[0]
+    bad = bt.clone()
+    bad[1, 1] = num_blocks
+    with pytest.raises(ValueError, match=rf"block_table\[1, 1\] = {num_blocks} is out of range"):
+        mla_decode(q, kv, bad, cs, head_dim_v=64)
+    bad = bt.clone()
+    bad[0, 0] = -1
+    with pytest.raises(ValueError, match=r"block_table\[0, 0\] = -1 is out of range"):
+        mla_decode(q, kv, bad, cs, head_dim_v=64)
+    neg = cs.clone()
+    neg[0] = -4
+    with pytest.raises(ValueError, match=r"cache_seqlens\[0\] = -4 is out of range"):
+        mla_decode(q, kv, bt, neg, head_dim_v=64, metadata=get_mla_metadata(cs, 1, 2))
+    unread = bt.clone()
+    unread[:, 2] = 10**6  # third column: past both sequences' pages, never read
+    o, _ = mla_decode(q, kv, unread, cs, head_dim_v=64)
+    assert torch.equal(o, mla_decode(q, kv, bt, cs, head_dim_v=64)[0])
+
+
+@pytest.mark.gpu
+def test_out_of_range_ids_raise_gpu(device):
+    """The same on CUDA, where the check is the one device→host read check_ids costs."""
+    test_out_of_range_ids_raise(device)
 
 
 

@@ -129,16 +129,26 @@ def test_prefill_bad_inputs(device):
         mla_prefill(q, k, v, cu, True, 0.1)
 
 
-def test_prefill_cu_seqlens_checked_on_cpu():
-    """Offsets past the tokens, decreasing offsets and a max_seqlen below the longest sequence raise
-    (on the CPU, where checking costs no sync) instead of reading/writing out of bounds."""
+def test_prefill_cu_seqlens_checked(device="cpu"):
+    """Offsets past the tokens, decreasing offsets and a max_seqlen below the longest sequence raise (check_ids;
+    always on the CPU, where checking costs no sync) instead of reading/writing out of bounds; strided offsets
+    (read at unit stride) too."""
     gen = torch.Generator().manual_seed(7)
-    q, k, v, _ = make_qkv("cpu", [9], 2, 48, 32, gen)
+    q, k, v, _ = make_qkv(device, [9], 2, 48, 32, gen)
     for bad in ([0, 4, 20], [0, 6, 4], [1, 9]):
         with pytest.raises(ValueError, match="cu_seqlens"):
-            mla_prefill(q, k, v, torch.tensor(bad, dtype=torch.int32), 16, 0.1)
+            mla_prefill(q, k, v, torch.tensor(bad, dtype=torch.int32, device=device), 16, 0.1)
     with pytest.raises(ValueError, match="max_seqlen 5"):
-        mla_prefill(q, k, v, torch.tensor([0, 9], dtype=torch.int32), 5, 0.1)
+        mla_prefill(q, k, v, torch.tensor([0, 9], dtype=torch.int32, device=device), 5, 0.1)
+    with pytest.raises(ValueError, match="cu_seqlens must be contiguous"):
+        mla_prefill(q, k, v, torch.tensor([0, 5, 4, 7, 9], dtype=torch.int32, device=device)[::2], 16, 0.1)
+    with pytest.raises(TypeError, match="check_ids"):
+        mla_prefill(q, k, v, torch.tensor([0, 9], dtype=torch.int32, device=device), 16, 0.1, check_ids="no")
+
+
+@pytest.mark.gpu
+def test_prefill_cu_seqlens_checked_gpu(device):
+    test_prefill_cu_seqlens_checked(device)
 
 
 def test_prefill_partial_config_merges_defaults(device):

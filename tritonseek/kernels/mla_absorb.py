@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import (check_bool, check_index_range, check_runnable_device, check_tensor,
+                                      interpreter_active)
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (
     AMAX_EPS,
@@ -149,8 +150,8 @@ def _check_pow2(name: str, v: int) -> None:
         raise ValueError(f"{name} must be a power of two ≥ 16, got {v}")
 
 
-def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
-    """True when q_pe is to be rotated (both given); validates them."""
+def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev, check_ids) -> bool:
+    """True when q_pe is to be rotated (both given); validates them (positions' range with check_ids)."""
     if (positions is None) != (cos_sin_cache is None):
         raise ValueError("positions and cos_sin_cache go together (both or neither)")
     if positions is None:
@@ -159,9 +160,13 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev) -> bool:
     check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
     if positions.shape[0] != T:
         raise ValueError(f"positions has {positions.shape[0]} entries, q_nope {T} rows")
+    if not positions.is_contiguous():  # read at unit stride
+        raise ValueError(f"positions must be contiguous, strides {positions.stride()}")
     if cos_sin_cache.shape[1] != rope or not cos_sin_cache.is_contiguous():
         raise ValueError(f"cos_sin_cache must be a contiguous [max_positions, {rope}] table, got "
                          f"{tuple(cos_sin_cache.shape)} strides {cos_sin_cache.stride()}")
+    if check_ids:
+        check_index_range("positions", positions, 0, cos_sin_cache.shape[0])
     return True
 
 
@@ -199,7 +204,7 @@ def _options(config, defaults: dict) -> dict:
 def mla_absorb_q(
     q_nope: torch.Tensor, w_uk: torch.Tensor, q_pe: torch.Tensor, out: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None, *, positions: torch.Tensor | None = None,
-    cos_sin_cache: torch.Tensor | None = None, config: dict | None = None,
+    cos_sin_cache: torch.Tensor | None = None, config: dict | None = None, check_ids: bool = True,
 ) -> torch.Tensor:
     """qa[t, h] = [Σ_d q_nope[t, h, d]·W_UK[h, d, :] ‖ rope?(q_pe[t, h])] (fp32 accumulation, one rounding).
 
@@ -212,15 +217,16 @@ def mla_absorb_q(
     qk_rope_head_dim must be powers of two ≥ 16 (128, 512, 64 in DeepSeek).
     positions [T] int64 + cos_sin_cache [max_positions, qk_rope_head_dim] fp32 contiguous (both or neither):
     q_pe is un-roped and rotated here (interleaved pairs, as ``mla_rope_cache``, rounded to q_pe.dtype before
-    the copy), so the decode path needs no separate q rope pass. positions are NOT range-checked (a device-to-host
-    sync; the decode step is graph-captured): they must lie in [0, max_positions); anything else reads out of
-    bounds, undefined behaviour (garbage values or a crash) — the caller must pass positions in range. config: optional {"PDL": bool} (Hopper:
+    the copy), so the decode path needs no separate q rope pass. positions (contiguous) must lie in
+    [0, max_positions): check_ids (default True) checks that with one device→host read (a sync; skipped while a
+    CUDA graph is being captured); with check_ids=False (the model: engine-built positions) out-of-range positions
+    read out of bounds, undefined behaviour. config: optional {"PDL": bool} (Hopper:
     launch as a programmatic dependent, the weight tile requested before the wait; default off: H200 W1b, b1
     step profile, its 1024 early programs slowed q_b_proj's GEMM before it (Σ 324.8 vs 310.1 µs over 14 GEMMs),
     more than the 0.7 µs per call PDL saved in a chain of absorb_q calls).
     Raises TypeError (dtype, including an out_dtype other than bf16/fp16/fp32, e.g. an integer or FP8
-    dtype, which the kernel's store would wrap) or ValueError (shape, device, layout, out vs out_dtype,
-    positions/cos_sin_cache, config).
+    dtype, which the kernel's store would wrap; check_ids not a bool) or ValueError (shape, device, layout, out vs
+    out_dtype, positions/cos_sin_cache incl. a non-contiguous or (check_ids) out-of-range positions, config).
     Semantics: DeepSeek-V3 inference/model.py MLA attn_impl="absorb" (einsum "bshd,hdc->bshc").
     """
     check_tensor("q_nope", q_nope, dtype=_FLOAT, ndim=3)
@@ -241,7 +247,7 @@ def mla_absorb_q(
         raise ValueError(f"w_uk must be contiguous with a 16-byte aligned base (TMA), strides {w_uk.stride()}")
     if q_nope.stride(2) != 1 or q_pe.stride(2) != 1:
         raise ValueError(f"q_nope and q_pe need a contiguous last dim, strides {q_nope.stride()} {q_pe.stride()}")
-    rotate = _check_rope_args(positions, cos_sin_cache, T, rope, dev)
+    rotate = _check_rope_args(positions, cos_sin_cache, T, rope, dev, check_bool("check_ids", check_ids))
     pdl = _options(config, dict(PDL=False))["PDL"] and _pdl_capable(dev)
     if out_dtype is not None and out_dtype not in _FLOAT + (torch.float32,):
         raise TypeError(f"out_dtype must be one of {_FLOAT + (torch.float32,)} or None, got {out_dtype!r}")

@@ -44,8 +44,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import (check_bool, check_int, check_real, check_runnable_device, check_tensor,
-                                       interpreter_active, is_pow2)
+from tritonseek.kernels._utils import (check_bool, check_index_range, check_int, check_real, check_runnable_device,
+                                       check_tensor, interpreter_active, is_pow2)
 from tritonseek.kernels.mla_decode_tiles import (
     _mla_combine_kernel,
     _mla_schedule_kernel,
@@ -344,6 +344,8 @@ def get_mla_metadata(
     Semantics: FlashMLA ``get_mla_metadata``.
     """
     check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1)
+    if not cache_seqlens.is_contiguous():  # the schedule kernels read the lengths at unit stride
+        raise ValueError(f"cache_seqlens must be contiguous, strides {cache_seqlens.stride()}")
     seqlen_q, num_heads = check_int("seqlen_q", seqlen_q, 1), check_int("num_heads", num_heads, 1)
     num_sm = None if num_sm is None else check_int("num_sm", num_sm, 1)
     max_seqlen_k = None if max_seqlen_k is None else check_int("max_seqlen_k", max_seqlen_k, 0)
@@ -514,6 +516,8 @@ def mla_decode(
     head_dim_v: int = 512,
     metadata: MLAMetadata | None = None,
     out: torch.Tensor | None = None,
+    *,
+    check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out = softmax(q·Kᵀ·scale, causal bottom-right)·V over the paged latent cache; V = K[..., :head_dim_v].
 
@@ -527,15 +531,16 @@ def mla_decode(
     when None). out: optional [batch, seqlen_q, num_heads, head_dim_v] q.dtype buffer.
     Returns out [batch, seqlen_q, num_heads, head_dim_v] q.dtype and lse [batch, num_heads, seqlen_q]
     fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf.
-    Raises TypeError (dtype/type: head_dim_v not an int, softmax_scale not an int/float, causal not a bool)
-    or ValueError (shape, device, layout, head_dim_v outside 1..d_qk, non-finite softmax_scale, block_table
-    narrower than metadata.max_seqlen_k needs, metadata cut for another shape). No host sync on CUDA.
-    NOT checked (that would need a device→host sync; the caller must pass them in range, anything else is
-    undefined behaviour: out-of-bounds reads, a crash or garbage): the block ids
-    block_table[b, :⌈cache_seqlens[b]/page_size⌉] must be in 0..num_blocks−1 (entries past them are never
-    read); cache_seqlens[b] must be in 0..max_blocks·page_size (larger values are clamped to the table on the
-    device and reported only through max_seqlen_k or on CPU; negative ones are undefined); metadata must come
-    from these cache_seqlens.
+    Ids: cache_seqlens[b] must be in 0..max_blocks·page_size and the block ids block_table[b,
+    :⌈cache_seqlens[b]/page_size⌉] in 0..num_blocks−1 (entries past them are never read). check_ids (default True)
+    checks both with one device→host read (a sync; skipped while a CUDA graph is being captured); with
+    check_ids=False (the model's decode step: the engine builds them) nothing is read back and out-of-range ids
+    are undefined behaviour (out-of-bounds reads, garbage or a crash). metadata must come from these
+    cache_seqlens (not checked).
+    Raises TypeError (dtype/type: head_dim_v not an int, softmax_scale not an int/float, causal / check_ids not a
+    bool) or ValueError (shape, device, layout incl. a non-contiguous cache_seqlens, head_dim_v outside 1..d_qk,
+    non-finite softmax_scale, block_table narrower than metadata.max_seqlen_k needs, metadata cut for another
+    shape; with check_ids an id out of range). No host sync on CUDA with check_ids=False.
     Semantics: FlashMLA ``flash_mla_with_kvcache``.
     """
     check_tensor("q", q, dtype=(torch.bfloat16, torch.float16), ndim=4)
@@ -557,6 +562,8 @@ def mla_decode(
                          f"do not match batch {batch} of q {tuple(q.shape)}")
     if block_table.stride(-1) != 1:
         raise ValueError(f"block_table needs a contiguous last dim, strides {block_table.stride()}")
+    if not cache_seqlens.is_contiguous():  # read at unit stride
+        raise ValueError(f"cache_seqlens must be contiguous, strides {cache_seqlens.stride()}")
     head_dim_v = check_int("head_dim_v", head_dim_v, 1, d_qk)
     check_bool("causal", causal)
     if batch == 0 or seqlen_q == 0 or num_heads == 0:
@@ -575,6 +582,11 @@ def mla_decode(
     if metadata.max_seqlen_k is not None and metadata.max_seqlen_k > capacity:
         raise ValueError(f"cache_seqlens reaches {metadata.max_seqlen_k} but block_table [{batch}, "
                          f"{block_table.shape[1]}] × page_size {page_size} holds only {capacity} keys")
+    if check_bool("check_ids", check_ids):
+        check_index_range("cache_seqlens", cache_seqlens, 0, capacity + 1)
+        pages = (cache_seqlens.long() + page_size - 1) // page_size
+        read = torch.arange(block_table.shape[1], device=dev)[None, :] < pages[:, None]
+        check_index_range("block_table", block_table, 0, num_blocks, read=read)
     if out is None:
         out = torch.empty(batch, seqlen_q, num_heads, head_dim_v, dtype=q.dtype, device=dev)
     else:

@@ -499,11 +499,13 @@ def mla_decode_ws(
     head_dim_v: int = 512,
     metadata: _tl.MLAMetadata | None = None,
     out: torch.Tensor | None = None,
+    *,
+    check_ids: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out = softmax(q·Kᵀ·scale, causal bottom-right)·V over the paged latent cache, V = K[..., :512], on the
     warp-specialized Gluon split kernel (always; ``mla_decode`` picks it by config where it is faster).
 
-    Same arguments, results and errors as ``mla_decode``, restricted to its layout: q [batch, seqlen_q,
+    Same arguments (check_ids included), results and errors as ``mla_decode``, restricted to its layout: q [batch, seqlen_q,
     num_heads, 576] bf16/fp16 (last dim contiguous); kv_cache [num_blocks, page_size ≥ 64 (power of two), 1,
     576] contiguous, same dtype; block_table [batch, max_blocks] int32; cache_seqlens [batch] int32 (0
     allowed: out 0, lse −inf); head_dim_v 512; metadata from ``get_mla_metadata`` with a config whose
@@ -520,4 +522,5 @@ def mla_decode_ws(
         metadata = _tl.get_mla_metadata(cache_seqlens, q.shape[1], q.shape[2], config=ws_config(q.shape[1], q.shape[2]))
     if isinstance(metadata, _tl.MLAMetadata):
         metadata = dataclasses.replace(metadata, config=dict(metadata.config, GLUON="force"))
-    return _tl.mla_decode(q, kv_cache, block_table, cache_seqlens, softmax_scale, causal, head_dim_v, metadata, out)
+    return _tl.mla_decode(q, kv_cache, block_table, cache_seqlens, softmax_scale, causal, head_dim_v, metadata, out,
+                          check_ids=check_ids)

@@ -247,7 +247,7 @@ _ATTN_DTYPES = (torch.bfloat16, torch.float16)
 
 def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> None:
     """Offsets must start at 0, never decrease, stay within the tokens and within max_seqlen per sequence.
-    Checked only when cu_seqlens is on the CPU (free there); on a GPU it would need a host sync."""
+    On a GPU this reads cu_seqlens back (a host sync): mla_prefill does it only with check_ids."""
     cu = cu_seqlens.tolist()
     lens = [b - a for a, b in zip(cu, cu[1:])]
     if cu[0] != 0 or min(lens) < 0 or cu[-1] > total:
@@ -312,6 +312,7 @@ def mla_prefill(
     *,
     q_pe: torch.Tensor | None = None,
     k_pe: torch.Tensor | None = None,
+    check_ids: bool = True,
 ) -> torch.Tensor:
     """Varlen attention per sequence: out = softmax(q·kᵀ·scale [+ causal mask])·v.
 
@@ -323,16 +324,19 @@ def mla_prefill(
     d_rope] and k_pe is [total_tokens, d_rope] (MLA's one rope key per token, shared by every head) or
     [total_tokens, num_heads, d_rope]; q·kᵀ means q_nope·k_nopeᵀ + q_pe·k_peᵀ; d_nope and d_rope must be
     powers of two ≥ 16 (128 and 64 in DeepSeek); last dims contiguous.
-    cu_seqlens: [batch+1] int32 prefix sums of the sequence lengths (cu_seqlens[0] = 0). max_seqlen:
-    host int ≥ the longest sequence (sizes the grid; no device sync). On a CUDA device the offsets are not
-    checked (that would need a host sync): offsets past total_tokens read and write out of bounds; on the
-    CPU they are checked. softmax_scale: multiplies q·kᵀ.
+    cu_seqlens: [batch+1] int32 contiguous prefix sums of the sequence lengths (cu_seqlens[0] = 0). max_seqlen:
+    host int ≥ the longest sequence (sizes the grid). check_ids (default True): the offsets (start at 0, never
+    decrease, end ≤ total_tokens) and max_seqlen are checked against cu_seqlens — free on the CPU, one
+    device→host read on CUDA (skipped while a CUDA graph is being captured); with check_ids=False on CUDA (the
+    model: the engine builds cu_seqlens) bad offsets read and write out of bounds. softmax_scale: multiplies
+    q·kᵀ.
     causal: top-left mask within each sequence (q and k are the same tokens). out: optional
     [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
-    Raises TypeError (dtype, config not a dict) or ValueError (shape, device, layout, max_seqlen < 0, only one
-    of q_pe/k_pe, bad config, and on the CPU cu_seqlens offsets that are out of order or past the tokens).
+    Raises TypeError (dtype, config not a dict, check_ids not a bool) or ValueError (shape, device, layout incl. a
+    non-contiguous cu_seqlens, max_seqlen < 0, only one of q_pe/k_pe, bad config, and with check_ids or on the
+    CPU cu_seqlens offsets that are out of order or past the tokens, or a max_seqlen below the longest).
     Semantics: FlashAttention ``flash_attn_varlen_func``.
     """
     check_tensor("q", q, dtype=_ATTN_DTYPES, ndim=3)
@@ -352,6 +356,9 @@ def mla_prefill(
         raise ValueError(f"q, k, v need a contiguous last dim, strides {q.stride()} {k.stride()} {v.stride()}")
     if cu_seqlens.numel() < 1:
         raise ValueError("cu_seqlens must hold batch+1 ≥ 1 offsets")
+    if not cu_seqlens.is_contiguous():  # read at unit stride
+        raise ValueError(f"cu_seqlens must be contiguous, strides {cu_seqlens.stride()}")
+    check_bool("check_ids", check_ids)
     if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
         raise ValueError(f"max_seqlen must be a non-negative int, got {max_seqlen!r}")
     if out is None:
@@ -362,7 +369,8 @@ def mla_prefill(
             raise ValueError(f"out must be [{total}, {num_heads}, {d_v}] with a contiguous last dim, "
                              f"got {tuple(out.shape)} strides {out.stride()}")
     batch = cu_seqlens.numel() - 1
-    if cu_seqlens.device.type == "cpu" and batch > 0:
+    capturing = cu_seqlens.is_cuda and torch.cuda.is_current_stream_capturing()  # no sync possible there
+    if batch > 0 and (cu_seqlens.device.type == "cpu" or (check_ids and not capturing)):
         _check_cu_seqlens(cu_seqlens, total, max_seqlen)
     if batch == 0 or max_seqlen == 0 or total == 0:
         return out

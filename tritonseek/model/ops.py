@@ -109,7 +109,7 @@ class Ops:
 
             return mla_decode(
                 q, kv_cache, block_table, cache_seqlens, softmax_scale=softmax_scale, causal=True,
-                head_dim_v=head_dim_v, metadata=metadata,
+                head_dim_v=head_dim_v, metadata=metadata, check_ids=False,  # engine-built ids: no sync per layer
             )
         from tritonseek.kernels.reference.mla import mla_decode_ref
 
@@ -134,7 +134,7 @@ class Ops:
             from tritonseek.kernels.mla_prefill import mla_prefill
 
             return mla_prefill(q_nope, k_nope, v, cu_seqlens, max_seqlen, softmax_scale, causal=True,
-                               q_pe=q_pe, k_pe=k_pe)
+                               q_pe=q_pe, k_pe=k_pe, check_ids=False)  # engine-built offsets: no sync per layer
         from tritonseek.kernels.reference.mla import mla_prefill_ref
 
         T, h = q_nope.shape[:2]
@@ -162,7 +162,7 @@ class Ops:
             from tritonseek.kernels.mla_absorb import mla_absorb_q
 
             return mla_absorb_q(q_nope, w_uk, q_pe, out_dtype=out_dtype, positions=positions,
-                                cos_sin_cache=cos_sin_cache)
+                                cos_sin_cache=cos_sin_cache, check_ids=False)  # engine-built positions
         if positions is not None:
             from tritonseek.kernels.reference.rope import rotary_interleaved_ref
 

@@ -392,14 +392,17 @@ def test_decode_real_shapes_large_block_ids(device):
 
 @pytest.mark.gpu
 def test_decode_path_never_syncs(device):
-    """get_mla_metadata + mla_decode issue no host sync (CUDA-graph capture of the decode step)."""
+    """get_mla_metadata + mla_decode with check_ids=False (the model's decode call) issue no host sync (CUDA-graph
+    capture of the decode step); the default id check is exactly one read-back, so it does sync."""
     gen = torch.Generator().manual_seed(11)
     q, kv, bt, cs = make_case(device, 4, 2, 16, 576, 512, 64, [0, 65, 700, 3000], gen)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         md = get_mla_metadata(cs, 2, 16)
-        o, lse = mla_decode(q, kv, bt, cs, metadata=md)
+        o, lse = mla_decode(q, kv, bt, cs, metadata=md, check_ids=False)
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            mla_decode(q, kv, bt, cs, metadata=md)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)

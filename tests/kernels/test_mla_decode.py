@@ -205,6 +205,10 @@ def test_bad_inputs_raise(device):
         get_mla_metadata(torch.stack([cs, cs], 1)[:, 1], 1, 2)
     with pytest.raises(TypeError, match="check_ids"):
         mla_decode(q, kv, bt, cs, head_dim_v=64, check_ids=1)
+    # × page 16 = 2^31 keys (int32 key positions); empty + expand: nothing is touched before the width check
+    wide = torch.empty(1, 2**31 // 16, dtype=torch.int32, device=device).expand(2, -1)
+    with pytest.raises(ValueError, match="2\\^31 keys"):
+        mla_decode(q, kv, wide, cs, head_dim_v=64)
 
 
 def test_out_of_range_ids_raise(device):

@@ -105,6 +105,9 @@ def test_prefill_bad_inputs(device):
     q, k, v, cu = make_qkv(device, [5, 7], 2, 48, 32, gen)
     with pytest.raises(TypeError, match="q"):
         mla_prefill(q.float(), k, v, cu, 7, 0.1)
+    for bad, exc in ((float("nan"), ValueError), (float("inf"), ValueError), ("0.2", TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="softmax_scale"):
+            mla_prefill(q, k, v, cu, 7, bad)
     with pytest.raises(TypeError, match="k"):
         mla_prefill(q, k.half(), v, cu, 7, 0.1)
     with pytest.raises(ValueError, match="k must"):

@@ -310,6 +310,9 @@ def test_rejects_bad_arguments(device):
         sample(x, t, None, None, None)
     with pytest.raises(TypeError, match="seeds"):
         sample(x, t, None, None, None, seeds=torch.ones(2, dtype=torch.int32, device=device))
+    strided = torch.full((4,), -9, dtype=torch.int64, device=device)[::2]  # the kernel writes at unit stride
+    with pytest.raises(ValueError, match="out must be a contiguous"):
+        sample(x, t, None, None, e, out=strided)
 
 
 def test_rejects_noise_with_seeds_and_bad_configs(device):

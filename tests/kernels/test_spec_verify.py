@@ -359,6 +359,12 @@ def test_rejects_bad_arguments(device):
         verify_rejection(d, None, x, t, None, None, u, None)
     with pytest.raises(ValueError, match="out_tokens"):
         verify_greedy(d, x, out_tokens=torch.empty(B, K, dtype=torch.int64, device=device))
+    # the kernels write token columns and the accepted counts at unit stride: strided buffers are rejected
+    with pytest.raises(ValueError, match="out_tokens .*contiguous last dim"):
+        verify_greedy(d, x, out_tokens=torch.empty(B, 2 * (K + 1), dtype=torch.int64, device=device)[:, ::2])
+    with pytest.raises(ValueError, match="out_num_accepted must be a contiguous"):
+        verify_rejection(d, None, x, t, None, None, u, e,
+                         out_num_accepted=torch.empty(2 * B, dtype=torch.int32, device=device)[::2])
 
 
 def _nonfinite(B, K, V, seed):

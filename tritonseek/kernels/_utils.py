@@ -142,6 +142,7 @@ def check_index_range(name: str, t: torch.Tensor, lo: int, hi: int, *, skip_nega
     """
     if t.numel() == 0 or (t.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
+    t = t.long()  # bounds past int32 (e.g. a 2^31-key table) must not wrap in the comparison
     bad = (t < lo) | (t >= hi)
     if skip_negative:
         bad &= t >= 0

@@ -336,7 +336,7 @@ def get_mla_metadata(
     the true maximum. Without it a too-narrow block table is not reported on CUDA; the kernel still
     never reads past it (each row is clamped to max_blocks·page_size keys).
     Returns an ``MLAMetadata``; compute once per step and pass to every layer's ``mla_decode``.
-    Raises TypeError/ValueError naming the argument: cache_seqlens not a 1-D int32 tensor; seqlen_q, num_heads,
+    Raises TypeError/ValueError naming the argument: cache_seqlens not a contiguous 1-D int32 tensor; seqlen_q, num_heads,
     num_sm (≥ 1) or max_seqlen_k (≥ 0) not an int (bools are not) or out of range; config not a dict, or (ValueError
     naming the key, ``mla_decode_small.check_mla_config``) an unknown key, a missing BLOCK_H / BLOCK_N / num_warps /
     num_stages (NUM_SPLITS when SMALL) or a value outside its rule (e.g. BLOCK_H/BLOCK_N 16/32/64, OVERHEAD
@@ -538,9 +538,9 @@ def mla_decode(
     are undefined behaviour (out-of-bounds reads, garbage or a crash). metadata must come from these
     cache_seqlens (not checked).
     Raises TypeError (dtype/type: head_dim_v not an int, softmax_scale not an int/float, causal / check_ids not a
-    bool) or ValueError (shape, device, layout incl. a non-contiguous cache_seqlens, head_dim_v outside 1..d_qk,
-    non-finite softmax_scale, block_table narrower than metadata.max_seqlen_k needs, metadata cut for another
-    shape; with check_ids an id out of range). No host sync on CUDA with check_ids=False.
+    bool) or ValueError (shape, device, layout incl. a non-contiguous cache_seqlens, a table of ≥ 2^31 keys,
+    head_dim_v outside 1..d_qk, non-finite softmax_scale, block_table narrower than metadata.max_seqlen_k needs,
+    metadata cut for another shape; with check_ids an id out of range). No host sync on CUDA with check_ids=False.
     Semantics: FlashMLA ``flash_mla_with_kvcache``.
     """
     check_tensor("q", q, dtype=(torch.bfloat16, torch.float16), ndim=4)
@@ -564,6 +564,9 @@ def mla_decode(
         raise ValueError(f"block_table needs a contiguous last dim, strides {block_table.stride()}")
     if not cache_seqlens.is_contiguous():  # read at unit stride
         raise ValueError(f"cache_seqlens must be contiguous, strides {cache_seqlens.stride()}")
+    if block_table.shape[1] * page_size >= 2**31:  # key positions are int32 in the kernels
+        raise ValueError(f"block_table [{batch}, {block_table.shape[1]}] × page_size {page_size} spans ≥ 2^31 keys per "
+                         "sequence; the kernels index keys in int32 (use a narrower block_table)")
     head_dim_v = check_int("head_dim_v", head_dim_v, 1, d_qk)
     check_bool("causal", causal)
     if batch == 0 or seqlen_q == 0 or num_heads == 0:

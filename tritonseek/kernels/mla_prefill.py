@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import (check_bool, check_index_range, check_runnable_device, check_tensor,
-                                      interpreter_active)
+from tritonseek.kernels._utils import (check_bool, check_index_range, check_real, check_runnable_device,
+                                      check_tensor, interpreter_active)
 
 # (d_qk class, d_v class) → launch config; "default" for everything else.
 _TUNED: dict[str, dict] = {
@@ -334,8 +334,8 @@ def mla_prefill(
     [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
-    Raises TypeError (dtype, config not a dict, check_ids not a bool) or ValueError (shape, device, layout incl. a
-    non-contiguous cu_seqlens, max_seqlen < 0, only one of q_pe/k_pe, bad config, and with check_ids or on the
+    Raises TypeError (dtype, config not a dict, check_ids not a bool, softmax_scale not an int/float) or ValueError
+    (shape, device, layout incl. a non-contiguous cu_seqlens, max_seqlen < 0, softmax_scale not finite, only one of q_pe/k_pe, bad config, and with check_ids or on the
     CPU cu_seqlens offsets that are out of order or past the tokens, or a max_seqlen below the longest).
     Semantics: FlashAttention ``flash_attn_varlen_func``.
     """
@@ -359,6 +359,7 @@ def mla_prefill(
     if not cu_seqlens.is_contiguous():  # read at unit stride
         raise ValueError(f"cu_seqlens must be contiguous, strides {cu_seqlens.stride()}")
     check_bool("check_ids", check_ids)
+    softmax_scale = check_real("softmax_scale", softmax_scale)
     if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
         raise ValueError(f"max_seqlen must be a non-negative int, got {max_seqlen!r}")
     if out is None:

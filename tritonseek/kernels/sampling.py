@@ -340,8 +340,8 @@ def _check_logits(logits) -> tuple[int, int, torch.device]:
 def _token_out(out, B: int, dev: torch.device) -> torch.Tensor:
     if out is None:
         return torch.empty(B, dtype=torch.int64, device=dev)
-    if out.shape != (B,) or out.dtype != torch.int64 or out.device != dev:
-        raise ValueError(f"out must be a [{B}] int64 tensor on {dev}")
+    if out.shape != (B,) or out.dtype != torch.int64 or out.device != dev or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous [{B}] int64 tensor on {dev} (the kernel writes at unit stride)")
     return out
 
 

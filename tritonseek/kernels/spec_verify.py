@@ -310,12 +310,14 @@ def _check_common(draft_tokens, target_logits) -> tuple[int, int, int, torch.dev
 def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
     if out_tokens is None:
         out_tokens = torch.empty(B, K + 1, dtype=torch.int64, device=dev)
-    elif out_tokens.shape != (B, K + 1) or out_tokens.dtype != torch.int64 or out_tokens.device != dev:
-        raise ValueError(f"out_tokens must be a [{B}, {K + 1}] int64 tensor on {dev}")
+    elif (out_tokens.shape != (B, K + 1) or out_tokens.dtype != torch.int64 or out_tokens.device != dev
+          or (K > 0 and out_tokens.stride(1) != 1)):
+        raise ValueError(f"out_tokens must be a [{B}, {K + 1}] int64 tensor on {dev} with a contiguous last dim")
     if out_num_accepted is None:
         out_num_accepted = torch.empty(B, dtype=torch.int32, device=dev)
-    elif out_num_accepted.shape != (B,) or out_num_accepted.dtype != torch.int32 or out_num_accepted.device != dev:
-        raise ValueError(f"out_num_accepted must be a [{B}] int32 tensor on {dev}")
+    elif (out_num_accepted.shape != (B,) or out_num_accepted.dtype != torch.int32 or out_num_accepted.device != dev
+          or not out_num_accepted.is_contiguous()):
+        raise ValueError(f"out_num_accepted must be a contiguous [{B}] int32 tensor on {dev}")
     return out_tokens, out_num_accepted
 
 

@@ -71,8 +71,10 @@ def test_mla_absorb_q_rotates_q_pe_as_rope_cache(device, monkeypatch, T, H, rope
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos)
     with pytest.raises(ValueError, match="cos_sin_cache"):
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], positions=pos, cos_sin_cache=cs[:, :8].contiguous())
-    with pytest.raises(ValueError, match="config"):
+    with pytest.raises(ValueError, match="config has an unknown key 'BLOCK_D'"):  # absorb_q takes only PDL
         mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=dict(BLOCK_D=32))
+    with pytest.raises(ValueError, match="config key PDL=1 must be a bool"):
+        mla_absorb_q(q[..., :nope], w_uk, q[..., nope:], config=dict(PDL=1))
     bad = pos.clone()
     bad[-1] = 300  # one past cos_sin_cache's rows
     with pytest.raises(ValueError, match=rf"positions\[{T - 1}\] = 300 is out of range"):

@@ -138,8 +138,9 @@ def test_prefill_cu_seqlens_checked(device="cpu"):
     (read at unit stride) too."""
     gen = torch.Generator().manual_seed(7)
     q, k, v, _ = make_qkv(device, [9], 2, 48, 32, gen)
-    for bad in ([0, 4, 20], [0, 6, 4], [1, 9]):
-        with pytest.raises(ValueError, match="cu_seqlens"):
+    for bad, msg in (([0, 4, 20], r"cu_seqlens\[2\] = 20 is past the 9 tokens"),
+                     ([0, 6, 4], r"cu_seqlens\[2\] = 4 < cu_seqlens\[1\] = 6"), ([1, 9], r"cu_seqlens\[0\] = 1")):
+        with pytest.raises(ValueError, match=msg):
             mla_prefill(q, k, v, torch.tensor(bad, dtype=torch.int32, device=device), 16, 0.1)
     with pytest.raises(ValueError, match="max_seqlen 5"):
         mla_prefill(q, k, v, torch.tensor([0, 9], dtype=torch.int32, device=device), 5, 0.1)

@@ -190,14 +190,22 @@ _OPTION_CHECKS = {
 }
 
 
+_OPTION_RULES = {"PDL": "a bool", "BLOCK_D": "a power of two >= 16", "BLOCK_C": "a power of two in 16..256",
+                 "STAGES": "an int in 1..8", "num_warps": "1, 2, 4, 8 or 16"}
+
+
 def _options(config, defaults: dict) -> dict:
     """defaults updated by config after checking it: keys among ``defaults``; PDL a bool; BLOCK_D / BLOCK_C powers
     of two ≥ 16 (BLOCK_C ≤ 256: a TMA box dimension); STAGES 1..8; num_warps 1..16."""
     if config is None:
         return dict(defaults)
-    if not isinstance(config, dict) or any(k not in defaults or not _OPTION_CHECKS[k](v) for k, v in config.items()):
-        raise ValueError(f"config must be a dict with keys among {tuple(defaults)} (PDL a bool, BLOCK_D / BLOCK_C "
-                         f"powers of two >= 16, BLOCK_C <= 256, STAGES 1..8, num_warps 1..16), got {config!r}")
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict with keys among {tuple(defaults)}, got {config!r}")
+    for k, v in config.items():
+        if k not in defaults:
+            raise ValueError(f"config has an unknown key {k!r}; this launcher takes {tuple(defaults)}")
+        if not _OPTION_CHECKS[k](v):
+            raise ValueError(f"config key {k}={v!r} must be {_OPTION_RULES[k]}")
     return {**defaults, **config}
 
 

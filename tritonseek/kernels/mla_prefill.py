@@ -250,8 +250,13 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
     On a GPU this reads cu_seqlens back (a host sync): mla_prefill does it only with check_ids."""
     cu = cu_seqlens.tolist()
     lens = [b - a for a, b in zip(cu, cu[1:])]
-    if cu[0] != 0 or min(lens) < 0 or cu[-1] > total:
-        raise ValueError(f"cu_seqlens must start at 0, never decrease and end at most at the {total} tokens, got {cu}")
+    if cu[0] != 0:
+        raise ValueError(f"cu_seqlens[0] = {cu[0]}: the offsets must start at 0")
+    for i, n in enumerate(lens):
+        if n < 0:
+            raise ValueError(f"cu_seqlens[{i + 1}] = {cu[i + 1]} < cu_seqlens[{i}] = {cu[i]}: offsets must never decrease")
+    if cu[-1] > total:
+        raise ValueError(f"cu_seqlens[{len(cu) - 1}] = {cu[-1]} is past the {total} tokens of q/k/v")
     if max(lens) > max_seqlen:
         raise ValueError(f"max_seqlen {max_seqlen} is below the longest sequence in cu_seqlens ({max(lens)})")
 

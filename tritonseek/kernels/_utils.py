@@ -26,8 +26,10 @@ def check_tensor(
     dtype: torch.dtype | tuple[torch.dtype, ...] | None = None,
     ndim: int | None = None,
     device: torch.device | None = None,
+    contiguous: bool = False,
 ) -> torch.Tensor:
-    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``t`` is a tensor as described."""
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``t`` is a tensor as described (``contiguous``: for
+    index tensors the kernels read at unit stride, where a strided view would be read as other entries)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if dtype is not None:
@@ -39,6 +41,8 @@ def check_tensor(
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device} (same device as the other inputs)")
+    if contiguous and not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous, strides {t.stride()}")
     return t
 
 

@@ -156,12 +156,10 @@ def _check_rope_args(positions, cos_sin_cache, T: int, rope: int, dev, check_ids
         raise ValueError("positions and cos_sin_cache go together (both or neither)")
     if positions is None:
         return False
-    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
+    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev, contiguous=True)
     check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
     if positions.shape[0] != T:
         raise ValueError(f"positions has {positions.shape[0]} entries, q_nope {T} rows")
-    if not positions.is_contiguous():  # read at unit stride
-        raise ValueError(f"positions must be contiguous, strides {positions.stride()}")
     if cos_sin_cache.shape[1] != rope or not cos_sin_cache.is_contiguous():
         raise ValueError(f"cos_sin_cache must be a contiguous [max_positions, {rope}] table, got "
                          f"{tuple(cos_sin_cache.shape)} strides {cos_sin_cache.stride()}")

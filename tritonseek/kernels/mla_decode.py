@@ -343,9 +343,7 @@ def get_mla_metadata(
     0..4096, SCHED "balanced"/"packed"; with SCHED "packed" MIN_FIT ≥ MIN_PIECE). Default configs are not re-checked.
     Semantics: FlashMLA ``get_mla_metadata``.
     """
-    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1)
-    if not cache_seqlens.is_contiguous():  # the schedule kernels read the lengths at unit stride
-        raise ValueError(f"cache_seqlens must be contiguous, strides {cache_seqlens.stride()}")
+    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1, contiguous=True)
     seqlen_q, num_heads = check_int("seqlen_q", seqlen_q, 1), check_int("num_heads", num_heads, 1)
     num_sm = None if num_sm is None else check_int("num_sm", num_sm, 1)
     max_seqlen_k = None if max_seqlen_k is None else check_int("max_seqlen_k", max_seqlen_k, 0)
@@ -548,7 +546,7 @@ def mla_decode(
     dev = q.device
     check_tensor("kv_cache", kv_cache, dtype=q.dtype, ndim=4, device=dev)
     check_tensor("block_table", block_table, dtype=torch.int32, ndim=2, device=dev)
-    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1, device=dev)
+    check_tensor("cache_seqlens", cache_seqlens, dtype=torch.int32, ndim=1, device=dev, contiguous=True)
     batch, seqlen_q, num_heads, d_qk = q.shape
     num_blocks, page_size, kv_heads, d_kv = kv_cache.shape
     if kv_heads != 1 or d_kv != d_qk:
@@ -562,8 +560,6 @@ def mla_decode(
                          f"do not match batch {batch} of q {tuple(q.shape)}")
     if block_table.stride(-1) != 1:
         raise ValueError(f"block_table needs a contiguous last dim, strides {block_table.stride()}")
-    if not cache_seqlens.is_contiguous():  # read at unit stride
-        raise ValueError(f"cache_seqlens must be contiguous, strides {cache_seqlens.stride()}")
     if block_table.shape[1] * page_size >= 2**31:  # key positions are int32 in the kernels
         raise ValueError(f"block_table [{batch}, {block_table.shape[1]}] × page_size {page_size} spans ≥ 2^31 keys per "
                          "sequence; the kernels index keys in int32 (use a narrower block_table)")

@@ -349,7 +349,7 @@ def mla_prefill(
     dev = q.device
     check_tensor("k", k, dtype=q.dtype, ndim=3, device=dev)
     check_tensor("v", v, dtype=q.dtype, ndim=3, device=dev)
-    check_tensor("cu_seqlens", cu_seqlens, dtype=torch.int32, ndim=1, device=dev)
+    check_tensor("cu_seqlens", cu_seqlens, dtype=torch.int32, ndim=1, device=dev, contiguous=True)
     total, num_heads, d_1 = q.shape
     if tuple(k.shape) != tuple(q.shape):
         raise ValueError(f"k must have q's shape {tuple(q.shape)}, got {tuple(k.shape)}")
@@ -361,8 +361,6 @@ def mla_prefill(
         raise ValueError(f"q, k, v need a contiguous last dim, strides {q.stride()} {k.stride()} {v.stride()}")
     if cu_seqlens.numel() < 1:
         raise ValueError("cu_seqlens must hold batch+1 ≥ 1 offsets")
-    if not cu_seqlens.is_contiguous():  # read at unit stride
-        raise ValueError(f"cu_seqlens must be contiguous, strides {cu_seqlens.stride()}")
     check_bool("check_ids", check_ids)
     softmax_scale = check_real("softmax_scale", softmax_scale)
     if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
@@ -442,15 +440,13 @@ def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mappin
     check_runnable_device("kv_cache", kv_cache)
     dev = kv_cache.device
     check_tensor("latent", latent, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2, device=dev)
-    check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev)
+    check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev, contiguous=True)
     num_blocks, page_size, one, d = kv_cache.shape
     if one != 1 or latent.shape[1] != d:
         raise ValueError(f"kv_cache [num_blocks, page_size, 1, d] and latent [T, d] disagree: "
                          f"{tuple(kv_cache.shape)} vs {tuple(latent.shape)}")
     if slot_mapping.shape[0] != latent.shape[0]:
         raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, latent {latent.shape[0]} rows")
-    if not slot_mapping.is_contiguous():  # the kernel reads the slots at unit stride
-        raise ValueError(f"slot_mapping must be contiguous, strides {slot_mapping.stride()}")
     if page_size < 1 or page_size & (page_size - 1):
         raise ValueError(f"kv_cache page_size must be a power of two, got {page_size}")
     if kv_cache.stride(-1) != 1 or latent.stride(-1) != 1:

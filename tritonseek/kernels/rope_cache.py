@@ -151,7 +151,7 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
                        rows_name, dev) -> tuple[int, int]:
     """Validates the latent-row inputs shared by both launchers; returns (qk_rope_head_dim, kv_lora_rank)."""
     check_tensor("kv", kv, dtype=dtype, ndim=2, device=dev)
-    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev)
+    check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev, contiguous=True)
     check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
     check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
     check_positive_float("eps", eps)
@@ -166,13 +166,11 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
                          f"got {tuple(kv.shape)}")
     if positions.shape[0] != T:
         raise ValueError(f"positions has {positions.shape[0]} entries, {rows_name} {T} rows")
-    if not positions.is_contiguous():  # the kernels read ids at unit stride
-        raise ValueError(f"positions must be contiguous, strides {positions.stride()}")
     if kv.stride(1) != 1:
         raise ValueError(f"kv needs a contiguous last dim, strides {kv.stride()}")
     if kv_cache is not None:
         check_tensor("kv_cache", kv_cache, dtype=_FLOAT_IN, ndim=4, device=dev)
-        check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev)
+        check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev, contiguous=True)
         _, page_size, one, d = kv_cache.shape
         if one != 1 or d != kv_lora + rope:
             raise ValueError(f"kv_cache must be [num_blocks, page_size, 1, {kv_lora + rope}], got {tuple(kv_cache.shape)}")
@@ -182,8 +180,6 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
             raise ValueError(f"kv_cache needs a contiguous last dim, strides {kv_cache.stride()}")
         if slot_mapping.shape[0] != T:
             raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, {rows_name} {T} rows")
-        if not slot_mapping.is_contiguous():
-            raise ValueError(f"slot_mapping must be contiguous, strides {slot_mapping.stride()}")
     elif slot_mapping is not None:
         raise ValueError("slot_mapping given without kv_cache")
     return rope, kv_lora

@@ -125,6 +125,45 @@ def small_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
     return out
 
 
+def _wave_splits(tiles: int, kb: int, slots: int, count: int) -> list[int]:
+    """The `count` K splits with the lowest modelled time: waves of tiles·s items over `slots` programs × K blocks
+    per item, + 2 blocks for a split's partial write and reduce (fp8_gemm._auto_split_k's model); ≥ 4 blocks each, ≤ 16 splits."""
+    cost = {s: triton.cdiv(tiles * s, slots) * triton.cdiv(kb, s) + (2 if s > 1 else 0)
+            for s in range(1, min(16, max(1, kb // 4)) + 1) if triton.cdiv(kb, triton.cdiv(kb, s)) == s}
+    return sorted(cost, key=lambda s: (cost[s], s))[:count]
+
+
+def mid_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
+    """16 < M ≤ 128: the committed entry and its epilogue / pipeline / tile / K-split twins (tl kernel), the
+    swap-AB kernel with 64 or 128 token columns (split-K reduced in-kernel by the last program, no second
+    launch), and, where 64-column tiles alone fill the GPU, the warp-specialized Gluon kernel (128-row tiles,
+    TMA producer warp + two consumer warpgroups; pinned WGS = 2) at two widths and pipeline depths."""
+    kb = triton.cdiv(k, 128)
+    base = G._TUNED.get((G._m_class(m), n, k)) or G._default_config(m, n, k, sms)
+    base = {key: v for key, v in base.items() if key != "GLUON"}
+    sk = base.get("SPLIT_K", 1)
+    out = [dict(base), dict(base, TMA_STORE=True), dict(base, num_stages=3, GRID_MULT=3),
+           dict(base, FLATTEN=True, TMA_STORE=True)]
+    if m > 64:
+        out += [_c(128, 128, 8, 3, 1, SPLIT_K=sk, TMA_STORE=True), _c(128, 64, 4, 4, 2, SPLIT_K=sk)]
+    tiles = triton.cdiv(m, base["BLOCK_M"]) * triton.cdiv(n, base["BLOCK_N"])
+    out += [dict(base, SPLIT_K=s) for s in _wave_splits(tiles, kb, sms * base.get("GRID_MULT", 1), 3) if s != sk]
+    # swap-AB: weights on the wgmma M side; 128 token columns with 64 weight rows (128 × 128 on 4 warps spills)
+    bm = 64 if m <= 64 else 128
+    for bn in (64, 128) if bm == 64 else (64,):
+        n_tiles = triton.cdiv(n, bn) * triton.cdiv(m, bm)
+        for s in sorted({SMALL._auto_split(n_tiles, kb, sms, r) for r in (1, 2)}):
+            out.append(_sw(bn, bm, 4, s))
+    if m > 64:  # two 64-token tiles per weight tile
+        s = SMALL._auto_split(triton.cdiv(n, 128) * 2, kb, sms, 2)
+        out.append(_sw(128, 64, 4, s))
+    if triton.cdiv(n, 64) >= 100:
+        for bn, st in ((128, 4), (128, 6), (64, 6), (64, 8)):
+            out.append(dict(base, GLUON=dict(BLOCK_N=bn, NUM_STAGES=st, WGS=2)))
+        out.append(dict(base, GLUON=dict(BLOCK_N=64, NUM_STAGES=8, WGS=2, PIPE=False)))
+    return out
+
+
 def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool = False) -> list[dict]:
     """Sweep candidates per M class; for M ≤ 128 the committed entry, its FLATTEN twin, a deeper
     pipeline and two other tile shapes at the same K split."""
@@ -137,11 +176,7 @@ def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool
         return [base] + [dict(base, SPLIT_K=s) for s in (1, 2, 3, 4, 6, 8) if s != base.get("SPLIT_K", 1)] + [
             _c(128, 64, 4, 4, 2, SPLIT_K=base.get("SPLIT_K", 1)), dict(base, GRID_MULT=3)]
     if m <= 128:
-        base = G._TUNED.get((G._m_class(m), n, k)) or G._default_config(m, n, k, G._num_sms(0))
-        sk = base.get("SPLIT_K", 1)
-        other = ([_c(128, 128, 8, 4, 0, SPLIT_K=sk), _c(128, 64, 4, 4, 2, SPLIT_K=sk)] if m > 64
-                 else [_c(64, 64, 4, 4, 2, SPLIT_K=sk), _c(64, 128, 4, 4, 0, SPLIT_K=sk)])
-        return [dict(base), dict(base, num_stages=6), dict(base, FLATTEN=True)] + other
+        return mid_candidates(m, n, k, G._num_sms(0))
     tl_base = dict(G.get_config(m, n, k, G._num_sms(0)))
     tl_base.pop("GLUON", None)
     return [dict(c, SPLIT_K=1) for c in LARGE_CANDIDATES] + [dict(tl_base, GLUON=g) for g in GLUON_CANDIDATES]

@@ -91,6 +91,54 @@ def test_swap_ab_edge_shapes(device, m, n, k, config):
     _check(m, n, k, device, 3, config)
 
 
+@pytest.mark.parametrize(
+    "m,n,k,config",
+    [
+        # 64 / 128 token columns (the 16 < M ≤ 128 swap-AB family): odd M inside one token tile, N tail,
+        # split-K over 5 blocks (3 + 2) reduced in-kernel; M past one 64-token tile (two token tiles)
+        (77, 130, 640, dict(_sw(64, 4, 2), BLOCK_M=128)),
+        (100, 64, 256, dict(_sw(64, 4, 1), BLOCK_M=128)),
+        (65, 200, 384, dict(_sw(128, 4, 3), BLOCK_M=64)),
+    ],
+)
+def test_swap_ab_wide_token_tiles(device, m, n, k, config):
+    _check(m, n, k, device, 5, config)
+
+
+def compile_swap_ab_sm90(bn: int, bm: int, warps: int, stages: int, split: bool):
+    """The swap-AB kernel compiled for sm_90a (Triton's compiler, no GPU); every constexpr passed explicitly."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, 128]>", b_desc=f"tensordesc<fp8e4nv[{bn}, 128]>",
+               a_scale_ptr="*fp32", b_scale_ptr="*fp32", out_ptr="*bf16", ws_ptr="*fp32" if split else "*bf16",
+               count_ptr="*i32" if split else "*bf16", b_ptr="*fp8e4nv")
+    sig.update({k: "i32" for k in ("M", "N", "num_k_blocks", "k_blocks_per_split", "split_k", "stride_asm",
+                                   "stride_ask", "stride_bsn", "stride_bsk", "stride_om", "stride_on", "stride_bn")})
+    consts = dict(BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=128, NUM_STAGES=stages, SPLIT=split, PDL=0, PREFETCH=0, AHEAD=0,
+                  SPLIT_FAST=False)
+    sig.update({k: "constexpr" for k in consts})
+    return triton.compile(ASTSource(S._fp8_gemm_swap_ab_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=warps, num_stages=stages))
+
+
+@pytest.mark.parametrize("bn,bm,warps,split", [(64, 128, 4, False), (128, 64, 4, False), (64, 128, 4, True)])
+def test_swap_ab_wide_token_tiles_compile_for_sm90(bn, bm, warps, split):
+    """ptxas sm_90a: the 64/128-token tiles keep the fp8 wgmma (m64 n{bm}) and TMA loads; without split-K they do not
+    spill. With split-K the per-element partial addresses (64-bit, one per accumulator element) of the store and the
+    in-kernel reduce exceed 255 registers at these tile sizes: 392 bytes spilled at 64×128 (1124 with four partials
+    in flight, hence two), 528 at 128×64 — what the H200 sweep times for those configs. (128×128 on 8 warps spills 40
+    bytes even without split-K: not a candidate.)"""
+    from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
+
+    ptx = ptx_in_fresh_process(__name__, "compile_swap_ab_sm90", bn, bm, warps, 4, split)
+    assert f"wgmma.mma_async.sync.aligned.m64n{bm}k32.f32.e4m3.e4m3" in ptx
+    assert "cp.async.bulk.tensor.2d" in ptx
+    spilled = max(spill_store_bytes(ptxas_report(ptx)))
+    assert spilled == 0 if not split else spilled <= 392, spilled
+
+
 def test_swap_ab_split_fast_deterministic(device):
     # the in-kernel reduce sums partials in split order whichever program arrives last: repeated
     # launches are bit-identical, and the arrival counters are back at 0 afterwards

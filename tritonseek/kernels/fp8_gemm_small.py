@@ -217,15 +217,23 @@ def _fp8_gemm_swap_ab_kernel(
             # four partials in flight per step (independent L2 loads), summed in split order; a
             # masked-off split adds +0.0, which leaves the sum unchanged
             tot = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-            for s in range(0, split_k, 4):
-                p0 = tl.load(ws_ptr + s * mn + ws_off, mask=mask, other=0.0, cache_modifier=".cg")
-                p1 = tl.load(ws_ptr + (s + 1) * mn + ws_off, mask=mask & (s + 1 < split_k), other=0.0, cache_modifier=".cg")
-                p2 = tl.load(ws_ptr + (s + 2) * mn + ws_off, mask=mask & (s + 2 < split_k), other=0.0, cache_modifier=".cg")
-                p3 = tl.load(ws_ptr + (s + 3) * mn + ws_off, mask=mask & (s + 3 < split_k), other=0.0, cache_modifier=".cg")
-                tot += p0
-                tot += p1
-                tot += p2
-                tot += p3
+            if BLOCK_N * BLOCK_M <= 64 * 64:
+                for s in range(0, split_k, 4):
+                    p0 = tl.load(ws_ptr + s * mn + ws_off, mask=mask, other=0.0, cache_modifier=".cg")
+                    p1 = tl.load(ws_ptr + (s + 1) * mn + ws_off, mask=mask & (s + 1 < split_k), other=0.0, cache_modifier=".cg")
+                    p2 = tl.load(ws_ptr + (s + 2) * mn + ws_off, mask=mask & (s + 2 < split_k), other=0.0, cache_modifier=".cg")
+                    p3 = tl.load(ws_ptr + (s + 3) * mn + ws_off, mask=mask & (s + 3 < split_k), other=0.0, cache_modifier=".cg")
+                    tot += p0
+                    tot += p1
+                    tot += p2
+                    tot += p3
+            else:
+                # 64/128-token tiles: two partials in flight (four spilled: 64 registers per partial and thread)
+                for s in range(0, split_k, 2):
+                    p0 = tl.load(ws_ptr + s * mn + ws_off, mask=mask, other=0.0, cache_modifier=".cg")
+                    p1 = tl.load(ws_ptr + (s + 1) * mn + ws_off, mask=mask & (s + 1 < split_k), other=0.0, cache_modifier=".cg")
+                    tot += p0
+                    tot += p1
             o_ptrs = out_ptr + rm[None, :] * stride_om + rn[:, None] * stride_on
             tl.store(o_ptrs, tot.to(out_ptr.dtype.element_ty), mask=mask)
             tl.store(count_ptr + tile, 0)  # re-arm for the next launch (graph replays included)
@@ -265,8 +273,8 @@ def _arrival_counters(device: torch.device, n: int) -> torch.Tensor:
 def _check_block(block_n: int, block_m: int) -> None:
     if block_n not in (64, 128):
         raise ValueError(f"config BLOCK_N={block_n} must be 64 or 128 for the swap-AB kernel")
-    if block_m not in (8, 16, 32, 64):
-        raise ValueError(f"config BLOCK_M={block_m} must be 8, 16, 32 or 64 for the swap-AB kernel")
+    if block_m not in (8, 16, 32, 64, 128):
+        raise ValueError(f"config BLOCK_M={block_m} must be 8, 16, 32, 64 or 128 for the swap-AB kernel")
 
 
 def _pdl_mode(value) -> int:
@@ -282,7 +290,7 @@ def launch_fp8_gemm_swap_ab(
 ) -> torch.Tensor:
     """Launch the swap-AB kernel on inputs ``fp8_gemm_nt`` has validated (same shapes and layouts).
 
-    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64), num_warps, num_stages, SPLIT_K; optional
+    cfg: BLOCK_N (64/128), BLOCK_M (8/16/32/64/128), num_warps, num_stages, SPLIT_K; optional
     (CUDA only; ignored under the interpreter): PDL (programmatic dependent launch: 1/True = the
     next kernel may launch after our main loop, 2 = at our entry), PREFETCH (weight K blocks
     prefetched into L2 before the grid-dependency wait), AHEAD (in-loop L2 prefetch distance in K

@@ -146,17 +146,19 @@ def fill_random_(model: DeepseekForCausalLM, seed: int = 0) -> None:
 
 
 def build_slice(cfg: ModelConfig | None = None, *, backend: str = "triton", device: str | torch.device = "cuda",
-                dtype: torch.dtype = torch.bfloat16, seed: int = 0, fp8: bool = True) -> DeepseekForCausalLM:
+                dtype: torch.dtype = torch.bfloat16, seed: int = 0, fp8: bool = True, tp=None) -> DeepseekForCausalLM:
     """Construct :class:`DeepseekForCausalLM` directly on ``device`` and fill it from ``seed``.
 
     Returns the model in eval mode holding ``Ops(backend)``. ~53 GB on the device at V3 widths with
-    4 layers + MTP (FP8 experts 45 GB, bf16 embedding + lm_head 3.7 GB).
+    4 layers + MTP (FP8 experts 45 GB, bf16 embedding + lm_head 3.7 GB). ``tp`` (``tritonseek.parallel.TP``):
+    only this rank's shard is built and filled (each rank's random values differ; call
+    ``parallel.broadcast_replicated_`` so the unsharded parameters match across ranks).
     """
     cfg = cfg or v3_config()
     if fp8 and cfg.moe_intermediate_size % FP8_BLOCK:
         raise ValueError(f"moe_intermediate_size={cfg.moe_intermediate_size} must be a multiple of {FP8_BLOCK}")
     with torch.device(device):
-        model = DeepseekForCausalLM(cfg, Ops(backend), dtype=dtype, fp8=fp8, with_mtp=True)
+        model = DeepseekForCausalLM(cfg, Ops(backend), dtype=dtype, fp8=fp8, with_mtp=True, tp=tp)
     fill_random_(model, seed)
     return model.eval()
 

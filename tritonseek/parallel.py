@@ -6,14 +6,19 @@ experts are split by expert id (rank r holds experts [r·E/N, (r+1)·E/N)), ever
 own experts' share for all tokens and one all-reduce sums the shares, so a foreign expert slot
 contributes exactly 0 and a rank whose experts got no token still joins every collective.
 
-Launch with ``torchrun --nproc-per-node N`` (NCCL on CUDA, gloo on CPU); ``TP(…)`` is passed to
-the model explicitly, never held in a global.
+Launch with ``torchrun --nproc-per-node N`` (NCCL on CUDA, one GPU per rank; gloo on CPU); ``TP(…)``
+is passed to the model explicitly, never held in a global. On CUDA the collectives are captured in the
+decode-step CUDA graphs like any kernel (every rank captures and replays the same graphs in the same
+order, as the ranks run ``generate`` in lockstep).
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime
+import gc
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -48,24 +53,128 @@ class TP:
         """Concatenate every rank's ``x`` along the last dimension (rank order)."""
         if not self.enabled:
             return x
+        x = x.contiguous()
+        if x.is_cuda:  # one NCCL gather into [world, *x.shape], then ranks moved next to the last dim
+            out = x.new_empty((self.world_size, *x.shape))
+            dist.all_gather_into_tensor(out, x)
+            return out.movedim(0, -2).reshape(*x.shape[:-1], -1)
         parts = [torch.empty_like(x) for _ in range(self.world_size)]
-        dist.all_gather(parts, x.contiguous())
+        dist.all_gather(parts, x)
         return torch.cat(parts, dim=-1)
 
 
-def init_from_env(device_type: str) -> TP:
-    """Join the process group torchrun describes (RANK/WORLD_SIZE/MASTER_ADDR env); a single process → TP()."""
+@torch.no_grad()
+def broadcast_replicated_(model: torch.nn.Module, tp: TP, src: int = 0) -> int:
+    """Make every parameter ``model`` holds whole on each rank (norms, router, replicated linears, …) equal to
+    rank ``src``'s copy; the sharded ones (a module's ``shard``, an expert-parallel MoE's expert stacks) stay.
+
+    For models filled with random values on each rank (benchmarks, tests): then every rank computes the same
+    replicated activations and routing, as with weights loaded from one checkpoint. Collective: every rank
+    must call it. Returns the number of tensors broadcast (0 on one rank). FP8 tensors travel as bytes.
+    """
+    if not tp.enabled:
+        return 0
+    sharded: set[int] = set()
+    for mod in model.modules():
+        if getattr(mod, "shard", None) is not None:
+            sharded.update(id(p) for p in mod.parameters(recurse=False))
+        if getattr(mod, "tp", None) is not None and hasattr(mod, "expert_start"):  # expert-parallel MoE
+            sharded.update(id(p) for p in (mod.w13, mod.w2, mod.w13_scale_inv, mod.w2_scale_inv) if p is not None)
+    seen: set[tuple] = set()
+    n = 0
+    for p in model.parameters():
+        key = (p.data_ptr(), tuple(p.shape), p.dtype)
+        if id(p) in sharded or key in seen:
+            continue
+        seen.add(key)
+        t = p.data if p.is_contiguous() else p.data.contiguous()
+        wire = t.view(torch.uint8) if t.dtype.itemsize == 1 else t
+        dist.broadcast(wire, src)
+        if t is not p.data:
+            p.data.copy_(t)
+        n += 1
+    return n
+
+
+# NVLink SHARP / multicast off (NCCL, torch symmetric memory, NVSHMEM): on the project's multi-GPU machines it
+# can take the host's GPUs out of service. Tests and benchmarks put these into every process they start.
+NO_MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def init_from_env(device_type: str, timeout_s: float = 600.0) -> TP:
+    """Join the process group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR env); one process → TP().
+
+    device_type "cuda": NCCL, this process on GPU LOCAL_RANK (``torch.cuda.set_device``; the communicator is
+    created now, bound to that GPU); "cpu": gloo. timeout_s bounds every collective (a peer that died makes
+    the others fail after it instead of hanging). Raises ValueError for another device_type.
+    """
+    if device_type not in ("cuda", "cpu"):
+        raise ValueError(f"device_type={device_type!r} must be 'cuda' or 'cpu'")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return TP()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if device_type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
         # Tear the group down before interpreter exit: one left to the C++ destructors aborted a finished
         # CPU --tp 2 run once in CI ("terminate called without an active exception", exit 1).
         atexit.register(_destroy_group)
     return TP(dist.get_rank(), dist.get_world_size())
 
 
-def _destroy_group() -> None:
+def spawn(fn, args: tuple, nprocs: int, timeout_s: float) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` fresh processes (``torch.multiprocessing``, spawn) with NVLink
+    multicast off (:data:`NO_MULTICAST_ENV`) and NCCL async error handling on; wait for all of them.
+
+    Raises TimeoutError (after killing the survivors) when they have not finished in ``timeout_s`` — a hung
+    collective ends the run instead of hanging it — and ``torch.multiprocessing.ProcessRaisedException`` /
+    ``ProcessExitedException`` when one fails. For tests and benchmarks; ``torchrun`` is the launcher for use.
+    """
+    import time
+
+    import torch.multiprocessing as mp
+
+    os.environ.update(NO_MULTICAST_ENV)  # the children inherit the environment at start
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=max(1.0, deadline - time.monotonic())):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+            raise TimeoutError(f"the {nprocs} spawned processes did not finish in {timeout_s:.0f} s")
+
+
+# CUDA-graph holders (objects with .close()) whose graphs captured collectives: NCCL's communicator destroy waits
+# until every graph that captured one of its kernels is destroyed, so shutdown() closes them first.
+_GRAPH_OWNERS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def close_before_shutdown(owner) -> None:
+    """Register ``owner`` (anything with ``close()`` that drops its CUDA graphs) to be closed by :func:`shutdown`."""
+    _GRAPH_OWNERS.add(owner)
+
+
+def shutdown() -> None:
+    """Close the registered CUDA-graph holders, then destroy the process group (no-op without one).
+
+    Order matters on NCCL: a communicator whose collectives sit in a live CUDA graph cannot be destroyed
+    (``ncclCommDestroy`` waits for those graphs; pytorch#115388). Registered by :func:`init_from_env` at exit.
+    """
+    for owner in list(_GRAPH_OWNERS):
+        owner.close()
+    gc.collect()
     if dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            torch.cuda.synchronize()
         dist.destroy_process_group()
+
+
+def _destroy_group() -> None:
+    shutdown()

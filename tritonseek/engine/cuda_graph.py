@@ -37,6 +37,7 @@ import torch
 
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.model.mla import AttentionBatch
+from tritonseek.parallel import close_before_shutdown
 
 DEFAULT_MAX_BATCH = 128
 
@@ -53,6 +54,12 @@ def batch_buckets(max_batch: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _close_before_shutdown(model, graphs) -> None:
+    """Tensor parallel: the graphs capture NCCL collectives, so ``parallel.shutdown`` must drop them first."""
+    if model.tp is not None and model.tp.enabled:
+        close_before_shutdown(graphs)
+
+
 def _graph_device(model, cache: PagedLatentCache) -> torch.device:
     """The cache's CUDA device, after checking that the model can be captured (ValueError otherwise)."""
     dev = cache.device if isinstance(cache.device, torch.device) else torch.device(cache.device)
@@ -60,8 +67,6 @@ def _graph_device(model, cache: PagedLatentCache) -> torch.device:
         raise ValueError(f"CUDA graphs need a CUDA cache, got device {dev}")
     if not model.ops.is_triton:
         raise ValueError(f"CUDA graphs capture the triton backend, the model runs {model.ops.backend!r}")
-    if model.tp is not None and model.tp.enabled:
-        raise ValueError("CUDA graphs are not supported with tensor parallelism")
     return dev
 
 
@@ -180,14 +185,16 @@ class DecodeGraphs:
     """Captured decode steps of one model over one paged latent cache, one graph per (batch bucket, seqlen_q).
 
     Args:
-        model: :class:`DeepseekForCausalLM` on CUDA with the triton backend (single process).
+        model: :class:`DeepseekForCausalLM` on CUDA with the triton backend (one process, or one rank of a
+            tensor-parallel group: its all-reduces/gathers are captured too; every rank must capture and replay
+            the same (bucket, seqlen_q) graphs in the same order).
         cache: the :class:`PagedLatentCache` the graphs write into (its tensors are baked into the graphs).
         max_blocks: widest block list one sequence may hold (block_table width).
         max_batch: largest batch the graphs serve (buckets: ``batch_buckets(max_batch)``).
         max_seqlen_q: most new tokens per sequence in one step (5 = MTP verify with K = 4 drafts).
     Graphs are captured lazily, the first time a (bucket, seqlen_q) is needed (an eager warm-up on a
     side stream, then the capture), into one shared memory pool. ``capture_s`` sums the time spent.
-    Raises ValueError on a CPU model, a non-triton backend or a tensor-parallel model.
+    Raises ValueError on a CPU model or a non-triton backend.
     """
 
     def __init__(self, model, cache: PagedLatentCache, max_blocks: int, max_batch: int = DEFAULT_MAX_BATCH,
@@ -202,6 +209,7 @@ class DecodeGraphs:
         self._pool = None
         self.capture_s = 0.0
         self.replays = 0
+        _close_before_shutdown(model, self)
 
     def fits(self, batch: int, seqlen_q: int = 1) -> bool:
         return 1 <= batch <= self.max_batch and 1 <= seqlen_q <= self.bufs.max_seqlen_q
@@ -301,9 +309,12 @@ class DecodeGraphs:
         return self._graphs[(self.bucket(batch), seqlen_q)][0]
 
     def close(self) -> None:
-        """Drop the graphs and their memory pool."""
+        """Drop the graphs (and the MTP graphs made for them) and their memory pool."""
+        from tritonseek.engine.speculative import _MTP_GRAPHS
+
         self._graphs.clear()
         self._pool = None
+        _MTP_GRAPHS.pop(self, None)
 
 
 class PrefillGraphs:
@@ -316,7 +327,7 @@ class PrefillGraphs:
     host work between kernels.
 
     Args:
-        model: :class:`DeepseekForCausalLM` on CUDA, triton backend, one process.
+        model: :class:`DeepseekForCausalLM` on CUDA, triton backend (one process or one tensor-parallel rank).
         cache: the :class:`PagedLatentCache` the prompts' latents are written into (baked into the graphs).
         buckets: token counts with a graph each (captured lazily, largest first into one shared pool).
         max_seqs: prompts per call at most.
@@ -324,8 +335,8 @@ class PrefillGraphs:
     form one extra sequence (token 0, positions 0…, slot −1: no cache write) after the real ones, and
     the unused sequence slots are empty (cu_seqlens repeats Tb). Outputs: logits of each prompt's last
     token [B, vocab] in the model's dtype and the hidden states [T, hidden] (pre-norm), views of the
-    graph's static outputs, valid until the next replay. Raises ValueError on a CPU cache, a
-    non-triton backend or a tensor-parallel model.
+    graph's static outputs, valid until the next replay. Raises ValueError on a CPU cache or a
+    non-triton backend (tensor parallel: as :class:`DecodeGraphs`, every rank the same buckets in the same order).
     """
 
     def __init__(self, model, cache: PagedLatentCache, buckets=(1024, 2048, 4096, 8192), max_seqs: int = 4):
@@ -338,6 +349,7 @@ class PrefillGraphs:
         self._pool = None
         self.capture_s = 0.0
         self.replays = 0
+        _close_before_shutdown(model, self)
 
     def bucket(self, tokens: int) -> int | None:
         """Smallest bucket holding ``tokens`` tokens, or None."""

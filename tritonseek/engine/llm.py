@@ -93,8 +93,8 @@ class LLM:
         progress: show a progress bar while loading shards.
         tp: tensor/expert-parallel rank (``tritonseek.parallel.init_from_env`` under torchrun); every
             rank runs the same ``generate`` call in lockstep and gets the same tokens.
-        enforce_eager: never use CUDA graphs. By default a CUDA model on the triton backend (one
-            process) replays a captured graph per batch bucket for each plain decode step (see
+        enforce_eager: never use CUDA graphs. By default a CUDA model on the triton backend (also each
+            rank under ``tp``) replays a captured graph per batch bucket for each plain decode step (see
             :mod:`tritonseek.engine.cuda_graph`); the latent cache is then kept between ``generate``
             calls (grown when a call needs more) so the graphs stay valid. Prefill, MTP drafting and
             CPU runs are always eager; MTP verify steps (K+1 tokens per sequence) replay graphs too
@@ -145,9 +145,10 @@ class LLM:
 
     @property
     def uses_cuda_graphs(self) -> bool:
-        """Plain decode steps replay CUDA graphs: CUDA + triton backend + one process + not enforce_eager."""
+        """Plain decode steps replay CUDA graphs: CUDA + triton backend + not enforce_eager (under tensor
+        parallelism too: the ranks run in lockstep, so they capture and replay the same graphs in the same order)."""
         return (self.device.type == "cuda" and self.ops.is_triton and not self.enforce_eager
-                and not (self.tp is not None and self.tp.enabled) and not interpreter_active())
+                and not interpreter_active())
 
     def _cache_and_graphs(self, blocks: int) -> tuple[PagedLatentCache, DecodeGraphs | None]:
         """The latent cache for one call (≥ ``blocks`` blocks) and, when graphs are on, its graphs."""

@@ -91,8 +91,11 @@ class Linear(nn.Module):
     Tensor parallel (``tp`` with more than one rank): ``mode="col"`` keeps this rank's slice of the
     output rows, ``mode="row"`` its slice of the input columns and all-reduces the output,
     ``mode="vocab"`` is column-parallel with the outputs gathered (the LM head). ``shard`` =
-    (dim, start, end) of the checkpoint tensor this rank holds. A shard that does not start on a
-    128-row/column FP8 block boundary is held dense (the loader dequantizes it).
+    (dim, start, end) of the checkpoint tensor this rank holds. An FP8 column-parallel shard whose rows
+    are off the 128-row block grid holds the enclosing whole blocks (``shard`` widened to them, their
+    scales unchanged) and ``finish`` keeps its own ``out_slice`` of the product: the same FP8 GEMM as one
+    process (a few rows computed twice; only small models are off the grid). A row-parallel shard off
+    the grid is held dense (the loader dequantizes it).
     """
 
     def __init__(self, in_features: int, out_features: int, *, fp8: bool, dtype: torch.dtype, ops: Ops,
@@ -101,16 +104,22 @@ class Linear(nn.Module):
         self.tp = tp if tp is not None and tp.enabled and mode else None
         self.mode = mode if self.tp else None
         self.shard = None
+        self.out_slice: tuple[int, int] | None = None  # (lo, hi) columns of the product this rank keeps
         if self.tp is not None:
             dim = 1 if mode == "row" else 0
             full = in_features if dim == 1 else out_features
             start, end = self.tp.split(full, "in_features" if dim == 1 else "out_features")
+            on_grid = start % FP8_BLOCK == 0 and (end - start) % FP8_BLOCK == 0
+            if fp8 and mode == "col" and not on_grid:  # hold the enclosing FP8 blocks, keep our rows of the product
+                a0, a1 = start // FP8_BLOCK * FP8_BLOCK, min(math.ceil(end / FP8_BLOCK) * FP8_BLOCK, full)
+                self.out_slice = (start - a0, end - a0)
+                start, end, on_grid = a0, a1, True
             self.shard = (dim, start, end)
             if dim == 1:
                 in_features = end - start
             else:
                 out_features = end - start
-            fp8 = fp8 and start % FP8_BLOCK == 0 and (end - start) % FP8_BLOCK == 0
+            fp8 = fp8 and on_grid
         self.in_features = in_features
         self.out_features = out_features
         self.fp8 = fp8
@@ -133,13 +142,17 @@ class Linear(nn.Module):
             y = self.tp.all_reduce(y)
         elif self.mode == "vocab":
             y = self.tp.all_gather_last(y)
+        elif self.out_slice is not None:
+            y = y[..., self.out_slice[0] : self.out_slice[1]].contiguous()
         return y
 
     def dense_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """W as a dense tensor (dequantized for FP8)."""
+        """W (this rank's rows: ``out_slice`` applied) as a dense tensor (dequantized for FP8)."""
         if self.fp8:
-            return self.ops.dequant_block_fp8(self.weight, self.weight_scale_inv, dtype)
-        return self.weight.to(dtype)
+            w = self.ops.dequant_block_fp8(self.weight, self.weight_scale_inv, dtype)
+        else:
+            w = self.weight.to(dtype)
+        return w if self.out_slice is None else w[self.out_slice[0] : self.out_slice[1]]
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, fp8={self.fp8}"
@@ -152,7 +165,7 @@ class FusedLinears:
     At construction each Linear's ``weight`` (and FP8 ``weight_scale_inv``) is re-pointed at a row
     slice of one tensor, so the HF parameter names, the loader's in-place fills and ``state_dict`` are
     unchanged. Fusable when the linears share in_features, dtype and FP8-ness, none is a row-parallel or
-    vocab layer (those run a collective on their own output), and (FP8) every out_features but the last
+    vocab layer (those run a collective on their own output) or keeps an ``out_slice``, and (FP8) every out_features but the last
     is a multiple of 128 (the scale blocks then stack). ``ready()`` re-checks the aliasing (a later
     ``.to()`` or ``param.data = …`` breaks it; callers then run the linears one by one).
     """
@@ -163,7 +176,7 @@ class FusedLinears:
         self.sizes = [lin.out_features for lin in linears]
         self.weight = self.scale = None
         ok = (len({(lin.in_features, lin.fp8, lin.weight.dtype, lin.weight.device) for lin in linears}) == 1
-              and all(lin.mode in (None, "col") for lin in linears)
+              and all(lin.mode in (None, "col") and lin.out_slice is None for lin in linears)
               and not (first.fp8 and any(n % FP8_BLOCK for n in self.sizes[:-1])))
         if not ok:
             return
@@ -235,18 +248,24 @@ class MLP(nn.Module):
         return self.down_proj.fp8 and self.gate_up.accepts_fp8(self.ops)
 
     def forward(self, x: torch.Tensor | FP8Act) -> torch.Tensor:
+        return self.down_proj.finish(self.partial(x))
+
+    def partial(self, x: torch.Tensor | FP8Act) -> torch.Tensor:
+        """This rank's share of forward(x): the row-parallel down projection's local product before its
+        all-reduce (= forward(x) without tensor parallelism). The MoE folds the shared expert's share into
+        its one all-reduce with it."""
+        down = self.down_proj
         if self.ops.is_triton and x.dim() == 2 and self.gate_up.ready():
             if isinstance(x, FP8Act):  # [T, 2·I] = [gate ‖ up] from the pre-quantized input
                 gu = self.ops.linear_fp8_input(x.q, x.s, self.gate_up.weight, self.gate_up.scale, x.dtype)
             else:
                 gu = self.ops.linear(x, self.gate_up.weight, self.gate_up.scale)
-            down = self.down_proj
             if down.fp8 and self.gate_up.scale is not None and x.shape[0] > 0:
                 h_q, h_s = self.ops.silu_mul_quant(gu)
-                return down.finish(self.ops.linear_fp8_input(h_q, h_s, down.weight, down.weight_scale_inv, x.dtype))
+                return self.ops.linear_fp8_input(h_q, h_s, down.weight, down.weight_scale_inv, x.dtype)
             g, u = gu.split(self.gate_up.sizes, dim=-1)
-            return down(F.silu(g) * u)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            return self.ops.linear(F.silu(g) * u, down.weight, down.weight_scale_inv)
+        return self.ops.linear(F.silu(self.gate_proj(x)) * self.up_proj(x), down.weight, down.weight_scale_inv)
 
 
 class VocabParallelEmbedding(nn.Module):

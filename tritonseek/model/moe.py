@@ -95,8 +95,15 @@ class MoE(nn.Module):
         else:
             self.register_parameter("w13_scale_inv", None)
             self.register_parameter("w2_scale_inv", None)
+        # Shared experts: split over the ranks like a dense MLP (gate/up column-, down row-parallel) when the
+        # split stays on the 128 FP8 grid (DeepSeek-V3: 2048 / N); otherwise (small models) held whole on every
+        # rank and computed by rank 0 alone (the same FP8 GEMMs as one process); either way its share joins the
+        # routed experts' one all-reduce.
+        Is = I * cfg.n_shared_experts
+        shared_tp = tp if self.tp is not None and (not fp8 or Is % (FP8_BLOCK * self.tp.world_size) == 0) else None
+        self.shared_on_this_rank = self.tp is None or shared_tp is not None or self.tp.rank == 0
         self.shared_experts = (
-            MLP(H, I * cfg.n_shared_experts, fp8=fp8, dtype=dtype, ops=ops, tp=tp) if cfg.n_shared_experts else None
+            MLP(H, Is, fp8=fp8, dtype=dtype, ops=ops, tp=shared_tp) if cfg.n_shared_experts else None
         )
         self._stacked = None
         if stack:
@@ -183,13 +190,23 @@ class MoE(nn.Module):
             # kept for DeepSeek-V3's auxiliary-loss-free balancing (bias update after each step)
             self.last_topk_ids = topk_ids.detach()
         if self.tp is not None:
-            # Foreign experts' slots become −1 (skipped); each rank's share is summed across ranks.
+            # Expert parallel: foreign experts' slots become −1, which the Triton path skips (the masked layout
+            # gets programs for this rank's groups only, the contiguous one gives −1 slots no row), so they are
+            # never computed. This rank's routed share and its shared-expert share (the row-parallel down
+            # projection's partial, added in fp32 inside the unpermute) are summed by ONE all-reduce per layer.
             local = (topk_ids >= self.expert_start) & (topk_ids < self.expert_end)
             topk_ids = torch.where(local, topk_ids - self.expert_start, torch.full_like(topk_ids, -1))
-            y = self.tp.all_reduce(self.experts(x, topk_weights, topk_ids))
-            if self.shared_experts is not None:
-                y = y + self.shared_experts(x)
-            return y
+            shared = (self.shared_experts.partial(x) if self.shared_experts is not None and self.shared_on_this_rank
+                      else None)
+            if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
+                from tritonseek.model.moe_triton import moe_experts_triton
+
+                y = moe_experts_triton(x, topk_weights, topk_ids, self, shared_output=shared, pdl=self.decode_pdl,
+                                       configs=self.decode_configs, check_ids=False)
+            else:
+                y = self.experts(x, topk_weights, topk_ids)
+                y = y if shared is None else y + shared
+            return self.tp.all_reduce(y)
         if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:
             from tritonseek.model.moe_triton import moe_experts_triton
 

@@ -125,6 +125,11 @@ def small_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
     return out
 
 
+# 16 < M ≤ 128: the session-15 _TUNED entries (64×128 tl tiles, two programs per SM; K splits per shape) for --ab-prev
+S15_MID = {(cls, n, k): _c(64, 128, 4, 4, 2, GROUP_M=8, SPLIT_K=s)
+           for cls, splits in (("64", (7, 1, 1, 4, 6, 1)), ("128", (7, 1, 1, 2, 4, 1))) for (n, k), s in zip(NK, splits)}
+
+
 def _wave_splits(tiles: int, kb: int, slots: int, count: int) -> list[int]:
     """The `count` K splits with the lowest modelled time: waves of tiles·s items over `slots` programs × K blocks
     per item, + 2 blocks for a split's partial write and reduce (fp8_gemm._auto_split_k's model); ≥ 4 blocks each, ≤ 16 splits."""
@@ -363,6 +368,10 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if variants and m > 128:  # the committed choice and the variants, side by side (large-M class)
                 cands = [resolve(G.get_config(m, n, k, sms), m, n, k, sms)] + [
                     resolve(variant_config(v, m, n, k, sms), m, n, k, sms) for v in variants]
+            prev = S15_MID.get((G._m_class(m), n, k)) if args.ab_prev and SMALL.SMALL_M_MAX < m <= 128 else None
+            if prev is not None:  # the committed choice and the session-15 entry, same run, two passes each
+                cands = [resolve(G.get_config(m, n, k, sms), m, n, k, sms), resolve(prev, m, n, k, sms)]
+            two_pass = bool(variants and m > 128) or (m <= 128 and (args.sweep or prev is not None))
             uniq, pending = [], []
             for c in cands:
                 if c is not None and c not in uniq:
@@ -381,7 +390,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
                         continue
                     fns = [lambda s=s, c=cfg: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=c) for s in sets]
                     t = graph_time_us(fns, 10.0)
-                    if variants and m > 128:  # a second pass after the others (the first one timed ran 5-10% slow in W1)
+                    if two_pass:  # a second pass after the others (the first one timed ran 5-10% slow in W1)
                         pending.append(fns)
                     results.append((t, cfg, d))
                     if args.sweep or variants:
@@ -396,14 +405,16 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             for i, fns in enumerate(pending):  # variants: each candidate's time = the better of two passes
                 t2 = graph_time_us(fns, 10.0)
                 t, cfg, d = results[i]
-                print(f"  cand {m}x{n}x{k} pass 2 {t2:9.2f} us {cfg.get('GLUON', 'tl')}", flush=True)
+                print(f"  cand {m}x{n}x{k} pass 2 {t2:9.2f} us {cfg.get('GLUON', 'tl') if m > 128 else cfg}", flush=True)
                 results[i] = (min(t, t2), cfg, d)
+                if args.sweep:
+                    sweep_rows.append(dict(case=dict(M=m, N=n, K=k), config=cfg, us_graph=round(t2, 2), timing_pass=2))
             results.sort(key=lambda r: r[0])
             if args.sweep:
                 for t, cfg, _ in results[:6]:
                     print(f"  {m}x{n}x{k} {t:9.2f} us {cfg}", flush=True)
             _, best, d = results[0]
-            if args.confirm or variants:  # report the committed config whether or not it won this run
+            if args.confirm or variants or prev is not None:  # report the committed config whether or not it won
                 committed = resolve(G.get_config(m, n, k, sms), m, n, k, sms)
                 _, best, d = next((r for r in results if r[1] == committed), results[0])
             mkey = SMALL._small_m_class(m) if m <= SMALL.SMALL_M_MAX else G._m_class(m)
@@ -414,7 +425,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             us_graph = graph_time_us(fns)
             us = eager_time_us(fns)
             row = dict(suite="fp8_gemm", case=dict(M=m, N=n, K=k), us=round(us, 2), us_graph=round(us_graph, 2),
-                       kernel="gluon_ws" if best.get("GLUON") is not None else "tl",
+                       kernel="gluon_ws" if best.get("GLUON") is not None else ("swap_ab" if best.get("SWAP_AB") else "tl"),
                        tflops=round(2 * m * n * k / us_graph / 1e6, 1),
                        gbps=round((m * k + n * k + 2 * m * n) / us_graph / 1e3, 1),
                        calc_diff=d, config=best, n_input_sets=len(sets),
@@ -422,6 +433,9 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             if variants:  # every candidate's graph time in this run (committed first)
                 row["variants_us_graph"] = {json.dumps(c.get("GLUON", "tl"), sort_keys=True): round(t, 2)
                                             for t, c, _ in results}
+            if prev is not None:  # the session-15 entry, timed in the same run (better of two passes each)
+                row.update(prev_config=prev, prev_us_graph=next((round(t, 2) for t, c, _ in results
+                                                                 if c == resolve(prev, m, n, k, sms)), None))
             if base:  # the general kernel's M ≤ 64 config, timed in the same sweep
                 row.update(baseline="fp8_gemm_nt general kernel (M<=64 config)", baseline_us_graph=round(base[0], 2),
                            baseline_gbps=round((m * k + n * k + 2 * m * n) / base[0] / 1e3, 1))
@@ -513,6 +527,8 @@ def main():
     p.add_argument("--small", action="store_true", help="decode M (1, 8 unless --only-m) on the V3 slice's shapes")
     p.add_argument("--variants", default="",
                    help='M > 128: JSON list of variants timed next to the committed config ("tl" or Gluon overrides)')
+    p.add_argument("--ab-prev", action="store_true",
+                   help="16 < M <= 128: time the committed config and the session-15 entry (S15_MID) side by side")
     p.add_argument("--confirm", action="store_true",
                    help="M <= 16: time the committed config and the general kernel's (baseline) only; rows report the committed one")
     args = p.parse_args()

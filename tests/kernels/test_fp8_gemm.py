@@ -241,6 +241,32 @@ def test_fp8_gemm_real_shapes_gpu(device, m, n, k):
     assert calc_diff(out.float(), ref) < 1e-3
 
 
+# Every committed 16 < M ≤ 128 entry of fp8_gemm._TUNED (tl, swap-AB or Gluon), forced at M = 1, at odd M inside its
+# class with N and K tails (N − 40: not a multiple of 64; K − 112: a 16-wide last K block), and at its class's top M
+# (also through the library's own choice, config=None). NaN-poisoned outputs; calc_diff as above.
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,k", _REAL_NK[:6])
+def test_fp8_gemm_mid_m_tuned_configs_gpu(device, n, k):
+    from tritonseek.kernels.fp8_gemm import _TUNED
+
+    def run(m, nn, kk, cfg):
+        a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, kk, device=device))
+        a_s = a_s.t().contiguous().t()
+        b_q, b_s = per_block_quant_fp8_ref(torch.randn(nn, kk, device=device) * 0.05)
+        out = torch.full((m, nn), float("nan"), dtype=torch.bfloat16, device=device)
+        fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)
+        assert not torch.isnan(out).any(), (m, nn, kk, cfg)
+        ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
+        assert calc_diff(out.float(), ref) < 1e-3, (m, nn, kk, cfg)
+
+    for cls, odd_m, top_m in (("64", 37, 64), ("128", 101, 128)):
+        cfg = _TUNED[(cls, n, k)]
+        run(1, n, k, cfg)
+        run(odd_m, n - 40, k - 112, cfg)
+        run(top_m, n, k, cfg)
+        run(top_m, n, k, None)
+
+
 # the V3-width slice's decode GEMMs (fused q_a‖kv_a, q_b, o_proj, dense gate‖up and down,
 # shared-expert gate‖up and down) at decode M through the small-M (swap-AB) default
 _SLICE_NK = [(2112, 7168), (24576, 1536), (7168, 16384), (36864, 7168), (7168, 18432), (4096, 7168), (7168, 2048)]

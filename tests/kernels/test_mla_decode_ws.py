@@ -27,7 +27,8 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
-                 trigger: bool = False):
+                 trigger: bool = False, diag: bool = False, seqpf: bool = False,
+                 btpf: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -48,7 +49,12 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
-                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger)
+                  WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
+                  BTPF=btpf)
+    if diag:
+        sig["diag_ptr"] = "*i64"
+    else:
+        consts["diag_ptr"] = None
     if not qtma:
         consts.update(qd_lat=None, qd_rope=None)
     sig.update({n: "constexpr" for n in consts})

@@ -82,7 +82,11 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # cases within -0.3..+1.3% of the default (s_k 4096 varlen 166.5 / 175.0 / 180.8 vs 165.6 / 174.6 / 180.1 µs).
 # QTMA: the producer warp also TMAs each sequence's query rows, into two buffers, ahead of its tiles (one consumer
 # warpgroup; 32 rows: 225 KB of shared memory), instead of the consumer loading them between sequences.
-_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False)
+# SEQPF: the consumer loads the next sequence's cache_seqlens one sequence ahead and the split count before the
+# tiles (no dependent global load at a sequence switch). BTPF: the TMA warp loads each tile's block id one tile
+# ahead (see _producer).
+_DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
+                   SEQPF=False, BTPF=False)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -106,9 +110,14 @@ def ws_config(seqlen_q: int, num_heads: int) -> dict:
 def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks, page_shift,
                BLOCK_N: gl.constexpr):
     # (seqlen, first tile, end tile) of sequence b inside this program's span; empty past the batch
-    in_batch = b < batch
-    seqlen = gl.load(seqlens_ptr + gl.minimum(b, batch - 1))
-    seqlen = gl.where(in_batch, gl.minimum(seqlen, max_blocks << page_shift), 0)  # never past the block table
+    return _seq_tiles(b, gl.load(seqlens_ptr + gl.minimum(b, batch - 1)), b_begin, t_begin, b_end, t_end, batch,
+                      max_blocks, page_shift, BLOCK_N)
+
+
+@gluon.jit
+def _seq_tiles(b, seqlen, b_begin, t_begin, b_end, t_end, batch, max_blocks, page_shift, BLOCK_N: gl.constexpr):
+    # _seq_range with cache_seqlens[b] already loaded
+    seqlen = gl.where(b < batch, gl.minimum(seqlen, max_blocks << page_shift), 0)  # never past the block table
     n_tiles = gl.cdiv(seqlen, BLOCK_N)
     k_lo = gl.where(b == b_begin, t_begin, 0)
     k_hi = gl.minimum(gl.where(b == b_end, t_end, n_tiles), n_tiles)
@@ -116,13 +125,29 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 
 
 @gluon.jit
+def _clock():
+    return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _stamp(row, i):
+    # DIAG: %globaltimer (ns) at row[i] and %clock64 (SM cycles) at row[64 + i]
+    t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+    gl.store(row + i, t)
+    gl.store(row + 64 + i, _clock())
+
+
+@gluon.jit
 def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
               stride_btb, batch, max_blocks, page_shift,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr):
+              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
+              diag_ptr, DIAG: gl.constexpr):
     # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
     # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
+    # BTPF: the block id of the sequence's next tile is loaded before this tile's wait for a free stage (the
+    # L2 latency of the block-table read is off the path from a released stage to its TMA).
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + pid * 4 + 0)
     t_begin = gl.load(sched_ptr + pid * 4 + 1)
@@ -133,6 +158,9 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
     it = 0
     qn0 = 0  # sequences sent to query buffer 0 / 1: buffer (b − b_begin) % 2, as the consumer
     qn1 = 0
+    pseg = 0
+    w_cyc = gl.to_tensor(0).to(gl.int64)  # DIAG: cycles waiting for free stages / from a free stage to its TMA
+    i_cyc = gl.to_tensor(0).to(gl.int64)
     for b in range(b_begin, b_end + 1):
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, BLOCK_N)
@@ -148,17 +176,38 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
                 tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope.index(qs))
                 qn0 = gl.where(qs == 0, qn0 + 1, qn0)
                 qn1 = gl.where(qs == 1, qn1 + 1, qn1)
+        if BTPF:  # block id of the span's first tile (clamped into the row: an empty span reads nothing past it)
+            blk_next = gl.load(bt_row + gl.minimum((k_lo * BLOCK_N) >> page_shift, max_blocks - 1))
         for k in range(k_lo, k_hi):
             s = it % NUM_STAGES
-            mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)  # stages start released
             first = k * BLOCK_N
-            blk = gl.load(bt_row + (first >> page_shift))
+            if BTPF:
+                blk = blk_next
+                blk_next = gl.load(bt_row + ((gl.minimum(k + 1, k_hi - 1) * BLOCK_N) >> page_shift))
+            if DIAG:
+                c0 = _clock()
+            mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)  # stages start released
+            if DIAG:
+                c1 = _clock()
+            if not BTPF:
+                blk = gl.load(bt_row + (first >> page_shift))
             row = (blk << page_shift) + (first & page_mask)
             bar = ready.index(s)
             mbarrier.expect(bar, stage_bytes)
             tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s))
             tma.async_copy_global_to_shared(r_desc, [row, D_LATENT], bar, r_bufs.index(s))
+            if DIAG:  # first tile of a segment issued
+                i_cyc += _clock() - c1
+                w_cyc += c1 - c0
+                if k == k_lo:
+                    _stamp(diag_ptr + pid.to(gl.int64) * 128, 48 + gl.minimum(pseg, 7))
             it += 1
+        if k_lo < k_hi:
+            pseg += 1
+    if DIAG:
+        _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
+        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
+        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 46, i_cyc)
 
 
 @gluon.jit
@@ -201,7 +250,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
-              QTMA: gl.constexpr, WG: gl.constexpr):
+              QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -236,13 +285,30 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
     it = 0
     qn0 = 0  # sequences that used query buffer 0 / 1 (QTMA: buffer (b − b_begin) % 2, the producer's choice)
     qn1 = 0
+    seg = 0  # DIAG: segments done; row[2 + 5j ...]: start, first tile ready, tiles done, stored, sequence id
+    if DIAG:
+        dg = diag_ptr + pid.to(gl.int64) * 128
+        _stamp(dg, 0)
+        smid = gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+        gl.store(dg + 63, smid.to(gl.int64))
     UNROLL: gl.constexpr = 2 if QTMA else 1  # QTMA: two copies of the body, one per query buffer
+    if SEQPF:  # cache_seqlens of the next sequence loaded one sequence ahead
+        len_next = gl.load(seqlens_ptr + gl.minimum(b_begin, batch - 1))
     for bb in range(b_begin, b_end + 1, UNROLL):
         for u in gl.static_range(UNROLL):
             b = bb + u
-            seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                            page_shift, BLOCK_N)
+            if SEQPF:
+                seqlen, k_lo, k_hi = _seq_tiles(b, len_next, b_begin, t_begin, b_end, t_end, batch, max_blocks,
+                                                page_shift, BLOCK_N)
+                len_next = gl.load(seqlens_ptr + gl.minimum(b + 1, batch - 1))
+                n_split = gl.load(split_ptr + gl.minimum(b, batch - 1) * 2 + 1)  # used after the tiles
+            else:
+                seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                                page_shift, BLOCK_N)
             if (b <= b_end) & (k_lo < k_hi):
+                if DIAG:
+                    dj = 2 + 5 * gl.minimum(seg, 7)
+                    _stamp(dg, dj)
                 if QTMA:  # the producer's TMA of this sequence's query rows (rows past rows_total: other
                     # sequences' or zero-filled rows; each is its own Sᵀ/Oᵀ column and is never stored)
                     if u == 0:
@@ -292,6 +358,9 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                                          s_zero, k + 1, (k + 1 >= k_fast) & (k + 1 < k_hi), seqlen, BLOCK_N, ld)
                     else:
                         mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
+                        if DIAG:
+                            if k == k_lo:
+                                _stamp(dg, dj + 1)
                         s = _scores(vb, r_bufs.index(st), q_lat, q_rope, s_zero, k, k >= k_fast, seqlen, BLOCK_N, ld)
                         s = warpgroup_mma_wait(0, deps=[s])
                     keys = k * BLOCK_N + gl.arange(0, BLOCK_N, layout=col_l)
@@ -316,6 +385,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                         acc = warpgroup_mma_wait(0, deps=[acc])
                     mbarrier.arrive(empty.index(st), count=1)
                     it += 1
+                if DIAG:
+                    _stamp(dg, dj + 2)
                 if QTMA:  # every wgmma reading this query buffer has completed
                     mbarrier.arrive(q_empty.index(u), count=1)
                     if u == 0:
@@ -327,7 +398,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 has = l_i > 0.0
                 inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
                 lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
-                n_split = gl.load(split_ptr + b * 2 + 1)
+                if not SEQPF:
+                    n_split = gl.load(split_ptr + b * 2 + 1)
                 slot = (pid + b).to(gl.int64) * rows_total
                 _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
                          opart_ptr, stride_ob)
@@ -335,6 +407,12 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
+                if DIAG:
+                    _stamp(dg, dj + 3)
+                    gl.store(dg + dj + 4, b.to(gl.int64))
+                    seg += 1
+    if DIAG:
+        _stamp(dg, 1)
 
 
 # Runtime sizes and strides are not specialized on (one compile per config; batch 3 and batch 128 share it).
@@ -349,7 +427,9 @@ def _mla_decode_ws_kernel(
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
-    QTMA: gl.constexpr, TRIGGER: gl.constexpr = False,
+    QTMA: gl.constexpr, TRIGGER: gl.constexpr = False, SEQPF: gl.constexpr = False, BTPF: gl.constexpr = False,
+    diag_ptr=None,
+    DIAG: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -394,11 +474,11 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, diag_ptr, DIAG)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-                         BLOCK_N, NUM_STAGES, QTMA)),
+                         BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
@@ -409,17 +489,17 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0, SEQPF, diag_ptr, False)),
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(1), ready,
                          empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1, SEQPF, diag_ptr, False)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          None, None, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-                         BLOCK_N, NUM_STAGES, False)),
+                         BLOCK_N, NUM_STAGES, False, BTPF, diag_ptr, False)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -453,9 +533,12 @@ def check_ws_device(t: torch.Tensor) -> None:
         raise ValueError(f"mla_decode_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
 
-def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart):
+def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart,
+                    diag=None):
     """Launch the warp-specialized split kernel on inputs validated by ``mla_decode`` (its layout checked
-    by ``ws_layout_ok``, metadata cut with BLOCK_N 64); partials go to opart/lpart for the combine kernel."""
+    by ``ws_layout_ok``, metadata cut with BLOCK_N 64); partials go to opart/lpart for the combine kernel.
+    diag (diagnostics, one consumer warpgroup): a [num_parts, 128] int64 buffer that receives per-program
+    %globaltimer stamps at [0..63] and %clock64 at [64..127] (see _consumer / _producer)."""
     cfg = dict(_DEFAULT_WS)
     cfg.update({k: metadata.config[k] for k in _DEFAULT_WS if k in metadata.config})
     batch, seqlen_q, num_heads, _ = q.shape
@@ -485,7 +568,10 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
-        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)), num_warps=4, **extra,
+        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)), SEQPF=bool(cfg["SEQPF"]), BTPF=bool(cfg["BTPF"]),
+        diag_ptr=diag,
+        DIAG=diag is not None,
+        num_warps=4, **extra,
     )
 
 

@@ -1,0 +1,182 @@
+"""Where the time of the Gluon MLA decode split kernel goes, per program (issue 3, s_k 4096 varlen at 32 rows).
+
+    PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py [--out DIR] [--cases 32x1v 16x2v ...] [--reps 5]
+
+Runs ``mla_decode_ws``'s split kernel with DIAG stamps (``launch_split_ws(diag=...)``: %globaltimer and %clock64
+at the consumer's program start/end, every segment's start, first tile ready, last tile done and stores done, and
+the producer's first TMA of each segment) on bench_mla.py's b128 page-64 inputs (same lengths and seed), checks
+that the stamped build writes the same out as the plain one, and prints per case: program end spread (idle tail
+of the grid), per-segment prologue / per-tile / epilogue costs by segment kind, and the split / combine graph
+times of the plain build. Raw stamps go to DIR/timeline_<case>.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_mla import BATCH, D_QK, D_V, decode_lens, graph_time_us, make_decode  # noqa: E402
+
+from tritonseek.kernels import mla_decode as D  # noqa: E402
+from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
+
+
+def _case(name: str) -> tuple[int, int, int, bool]:
+    hs, v = name.rstrip("vf"), name.endswith("v")
+    sk = 4096
+    if "@" in hs:
+        hs, sk = hs.split("@")[0], int(hs.split("@")[1])
+    h, s_q = (int(x) for x in hs.split("x"))
+    return h, s_q, int(sk), v
+
+
+def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
+    h, s_q, s_k, varlen = _case(name)
+    lens = decode_lens(s_k, s_q, varlen)
+    q, kv, bt, cs = make_decode(h, s_q, lens)
+    cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **overrides)
+    md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+    scale = D_QK**-0.5
+    rows = s_q * h
+    out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
+    lse = torch.empty(BATCH, h, s_q, dtype=torch.float32, device=q.device)
+    opart = torch.empty(md.num_parts + BATCH, rows, D_V, dtype=torch.float32, device=q.device)
+    lpart = torch.empty(md.num_parts + BATCH, rows, dtype=torch.float32, device=q.device)
+    sp, cb = D._launches(q, kv, bt, cs, scale, True, D_V, md, out, lse)
+    sp()
+    cb()
+    ref_out = out.clone()
+    diag = torch.zeros(md.num_parts, 128, dtype=torch.int64, device=q.device)
+    stamps = []
+    for _ in range(reps):
+        diag.zero_()
+        out.fill_(float("nan"))
+        W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
+        torch.cuda.synchronize()
+        stamps.append(diag.cpu().clone())
+    # the stamped build's result, through the same combine, must equal the plain build's
+    _combine(md, out, lse, opart, lpart)
+    torch.cuda.synchronize()
+    same = bool(torch.equal(out, ref_out))
+    split_us = graph_time_us(sp, 10.0)
+    comb_us = graph_time_us(cb, 5.0)
+    both_us = graph_time_us(lambda: (sp(), cb()), 10.0)
+    torch.save(dict(name=name, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps, cfg=cfg,
+                    split_us=split_us, comb_us=comb_us, both_us=both_us), os.path.join(out_dir, f"timeline_{name}.pt"))
+    summarize(name, lens, md.sched.cpu(), md.split.cpu(), stamps, split_us, comb_us, both_us, same)
+
+
+def _combine(md, out, lse, opart, lpart):
+    batch, s_q, h, dv = out.shape
+    grid = (batch, -(-(s_q * h) // 4))
+    D._mla_combine_kernel[grid](md.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
+                                lse.stride(0), lse.stride(1), h, s_q, dv, BLOCK_ROWS=4, BLOCK_DVP=dv, NUM_STAGES=3,
+                                PDL=False, num_warps=4)
+
+
+def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same):
+    import statistics as st
+
+    n_tiles = [(x + 63) // 64 for x in lens]
+    print(f"== {name}: graph split {split_us:.1f} us, combine {comb_us:.1f}, both {both_us:.1f}; stamped out == plain: "
+          f"{same}; programs {sched.shape[0]}, split sequences {int((split[:, 1] > 1).sum())}")
+    for r, d in enumerate(stamps[-2:]):
+        g = d[:, :64].double()
+        t0 = g[:, 0][g[:, 0] > 0].min()
+        starts = (g[:, 0] - t0) / 1e3
+        ends = (g[:, 1] - t0) / 1e3
+        act = g[:, 0] > 0
+        e = ends[act]
+        print(f"  rep {r}: program start max {starts[act].max():.2f} us; end min/med/max {e.min():.1f} / {e.median():.1f}"
+              f" / {e.max():.1f} us; idle tail (max end - mean end) {e.max() - e.mean():.1f} us; "
+              f"SM ids distinct {len(set(d[act, 63].tolist()))}")
+        segs = {"pro": [], "tile": [], "epi": [], "gap": [], "wait1": [], "pfirst": []}
+        by_kind = {}
+        for p in range(d.shape[0]):
+            if not act[p]:
+                continue
+            b0, k0, b1, k1 = (int(x) for x in sched[p])
+            j, prev_end = 0, g[p, 0]
+            for b in range(b0, b1 + 1):
+                if b >= len(lens):
+                    break
+                lo = k0 if b == b0 else 0
+                hi = min(k1 if b == b1 else n_tiles[b], n_tiles[b])
+                if lo >= hi or j >= 8:
+                    continue
+                s0, f, le, sd = (g[p, 2 + 5 * j + i] for i in range(4))
+                nt = hi - lo
+                kind = ("whole" if nt == n_tiles[b] else "piece") + ("/first" if j == 0 else "/next")
+                pro = (f - s0) / 1e3
+                tile = (le - f) / 1e3 / nt
+                epi = (sd - le) / 1e3
+                gap = (s0 - prev_end) / 1e3
+                by_kind.setdefault(kind, []).append((pro, tile, epi, gap, nt))
+                pf = g[p, 48 + j]
+                segs["pfirst"].append(float((f - pf) / 1e3) if pf > 0 else float("nan"))
+                prev_end = sd
+                j += 1
+        for kind, v in sorted(by_kind.items()):
+            pro, tile, epi, gap, nt = zip(*v)
+            print(f"    {kind:12s} n {len(v):3d}: first-tile wait {st.median(pro):.2f} (max {max(pro):.2f}) us, "
+                  f"per tile {st.median(tile):.3f} us, epilogue {st.median(epi):.2f} (max {max(epi):.2f}), "
+                  f"gap before {st.median(gap):.2f} us, tiles median {st.median(nt)}")
+        pf = [x for x in segs["pfirst"] if x == x]
+        if pf:
+            print(f"    first tile ready - producer's first TMA of the segment: median {st.median(pf):.2f} us")
+    # spread of program time against its assigned tiles and segments (last rep)
+    d = stamps[-1]
+    g = d[:, :64].double()
+    rowsum = []
+    for p in range(d.shape[0]):
+        if g[p, 0] <= 0:
+            continue
+        b0, k0, b1, k1 = (int(x) for x in sched[p])
+        tiles, nseg = 0, 0
+        for b in range(b0, min(b1, len(lens) - 1) + 1):
+            lo = k0 if b == b0 else 0
+            hi = min(k1 if b == b1 else n_tiles[b], n_tiles[b])
+            if hi > lo:
+                tiles += hi - lo
+                nseg += 1
+        rowsum.append((float(g[p, 1] - g[p, 0]) / 1e3, tiles, nseg))
+    pw = [float(d[p, 45]) / max(1, t) for p, (_, t, _) in zip(range(d.shape[0]), rowsum)]
+    pi = [float(d[p, 46]) / max(1, t) for p, (_, t, _) in zip(range(d.shape[0]), rowsum)]
+    if pw:
+        import statistics as st
+
+        print(f"    producer per tile: waiting for a free stage median {st.median(pw):.0f} cycles, free stage -> TMA "
+              f"issued median {st.median(pi):.0f} cycles (max {max(pi):.0f})")
+    rowsum.sort()
+    print("    slowest programs (us, tiles, segments):", [(round(a, 1), b, c) for a, b, c in rowsum[-5:]])
+    print("    fastest programs (us, tiles, segments):", [(round(a, 1), b, c) for a, b, c in rowsum[:3]])
+    # least squares: time = a·tiles + c·segments + e
+    A = torch.tensor([[t, s, 1.0] for _, t, s in rowsum], dtype=torch.float64)
+    y = torch.tensor([a for a, _, _ in rowsum], dtype=torch.float64)
+    sol = torch.linalg.lstsq(A, y[:, None]).solution.flatten().tolist()
+    print(f"    fit: program us = {sol[0]:.3f}·tiles + {sol[1]:.2f}·segments + {sol[2]:.2f}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--cases", nargs="*", default=["32x1v", "16x2v", "16x1v", "32x1f"])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--cfg", default="{}", help="JSON config overrides")
+    args = ap.parse_args()
+    import json
+
+    for name in args.cases:
+        try:
+            run_case(name, args.reps, args.out, json.loads(args.cfg))
+        except Exception as e:  # noqa: BLE001
+            print(f"{name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

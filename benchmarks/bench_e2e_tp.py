@@ -218,7 +218,9 @@ def parse_args(argv=None):
     p.add_argument("--budget-s", type=float, default=150.0, help="the spawned workers are killed after this")
     p.add_argument("--nccl-timeout-s", type=float, default=240.0)
     p.add_argument("--commit", default="unknown")
-    a = p.parse_args(argv)
+    a, unknown = p.parse_known_args(argv)
+    if unknown:  # `tritonseek bench` passes TRITONSEEK_BENCH_ARGS to every suite; the e2e ones are not ours
+        print(f"{SUITE}: ignoring arguments {unknown}", flush=True)
     a.batches = [int(x) for x in a.batches.split(",") if x]
     a.model_name = f"v3-slice-{a.layers}L"
     a.eager, a.backend, a.tiny = False, "triton", False
@@ -230,8 +232,10 @@ def main(argv=None) -> None:
 
     argv = sys.argv[1:] if argv is None else argv
     a = parse_args(argv)
-    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
-        raise SystemExit(f"{SUITE} needs 2 CUDA GPUs, found {torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n < 2:  # `tritonseek bench` runs every suite: a one-GPU machine skips this one
+        print(f"{SUITE}: skipped, needs 2 CUDA GPUs and {n} are visible", flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         spawn(worker, (2, os.path.join(tmp, "init"), argv), 2, a.budget_s)
 

@@ -1,7 +1,7 @@
 """``tritonseek bench``: run the benchmark suites of a source checkout and collect their rows.
 
 Each suite is a script in ``benchmarks/`` (bench_mla.py, bench_fp8_gemm.py, bench_moe.py,
-bench_mtp.py, bench_e2e.py, bench_fused_small.py, bench_cold_start.py) that writes JSON lines to
+bench_mtp.py, bench_e2e.py, bench_fused_small.py, bench_cold_start.py, bench_e2e_tp.py) that writes JSON lines to
 ``--out``; this module runs them one after
 another, appends every row to ``benchmarks/results/<gpu>.jsonl`` and returns the rows.
 """
@@ -24,6 +24,7 @@ SUITES = {
     "e2e": "bench_e2e.py",
     "fused_small": "bench_fused_small.py",
     "cold_start": "bench_cold_start.py",
+    "e2e_tp": "bench_e2e_tp.py",  # two GPUs (TP2/EP2 vs TP1); prints a skip line and no rows on one GPU
 }
 
 

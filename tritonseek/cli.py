@@ -358,7 +358,7 @@ def warmup(
 
 
 @app.command()
-def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2e fused_small cold_start (default: all)")):
+def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2e fused_small cold_start e2e_tp (default: all)")):
     """Run benchmark suites on the CUDA GPU (source checkout), print a table, append rows to benchmarks/results/."""
     from rich.table import Table
 

@@ -71,6 +71,10 @@ class MoE(nn.Module):
             self.tp.split(cfg.n_routed_experts, "n_routed_experts") if self.tp else (0, cfg.n_routed_experts)
         )
         E, H, I = self.expert_end - self.expert_start, cfg.hidden_size, cfg.moe_intermediate_size
+        if self.tp is not None:  # global expert id → this rank's group, −1 for a foreign expert (one gather a layer)
+            local = torch.full((cfg.n_routed_experts,), -1, dtype=torch.int32)
+            local[self.expert_start : self.expert_end] = torch.arange(E, dtype=torch.int32)
+            self.register_buffer("ep_local_id", local, persistent=False)
         if fp8 and I % FP8_BLOCK:
             raise ValueError(
                 f"moe_intermediate_size={I} must be a multiple of {FP8_BLOCK} for FP8 experts "
@@ -194,8 +198,8 @@ class MoE(nn.Module):
             # gets programs for this rank's groups only, the contiguous one gives −1 slots no row), so they are
             # never computed. This rank's routed share and its shared-expert share (the row-parallel down
             # projection's partial, added in fp32 inside the unpermute) are summed by ONE all-reduce per layer.
-            local = (topk_ids >= self.expert_start) & (topk_ids < self.expert_end)
-            topk_ids = torch.where(local, topk_ids - self.expert_start, torch.full_like(topk_ids, -1))
+            ep = self.ep_local_id.to(topk_ids.device)
+            topk_ids = ep.index_select(0, topk_ids.reshape(-1)).view(topk_ids.shape).to(topk_ids.dtype)
             shared = (self.shared_experts.partial(x) if self.shared_experts is not None and self.shared_on_this_rank
                       else None)
             if self.ops.is_triton and x.is_cuda and self.w13_scale_inv is not None:

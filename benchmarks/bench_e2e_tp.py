@@ -23,6 +23,8 @@ tokens in a random latent cache with scattered pages (``SliceHarness``, as ``e2e
   between ranks; ``comm_share`` = comm_us / us. ``nccl_kernel_us``: the summed NCCL kernel time inside one
   profiled step replay (torch.profiler), which also counts the time a kernel waits for the other rank;
   ``nccl_kernel_share`` = that / the profiled step's kernel sum.
+* ``us_eager``: the same step launched eagerly (fixed-count CUDA-event median, host launch work included);
+  ``graph_speedup`` = us_eager / us.
 * correctness first: the graph's tokens equal the eager step's (``graph_argmax_agreement``), the logits are
   finite, and both ranks emit the same tokens (``ranks_agree``).
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import statistics
 import sys
 import time
 
@@ -91,6 +94,22 @@ def comm_graph_us(tp: TP, calls, dev, reps: int) -> float:
     return graph_replay_us(run, min_ms=1e12, max_reps=reps)
 
 
+def fixed_reps_us(fn, reps: int) -> float:
+    """Median CUDA-event µs of fn over exactly ``reps`` calls after one warm-up (host launch work included).
+    A fixed count on every rank: collectives inside fn pair up (an adaptive count could differ and hang)."""
+    fn()
+    torch.cuda.synchronize()
+    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        st.record()
+        fn()
+        en.record()
+        en.synchronize()
+        times.append(st.elapsed_time(en) * 1000.0)
+    return statistics.median(times)
+
+
 def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> dict:
     """One decode step at (batch, context): correctness checks, graph replay time, communication."""
     model, runner, dev = h.model, h.runner, b.dev
@@ -103,6 +122,13 @@ def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> 
         pos = torch.full((batch,), context, dtype=torch.int64, device=dev)
         _, normed = model.forward_normed(ids_t, pos, attn, h.cache.layers)
         tok_eager = model.ops.argmax(model.lm_head(normed))
+
+    def eager_step():
+        with torch.inference_mode():
+            _, nrm = model.forward_normed(ids_t, pos, attn, h.cache.layers)
+            return model.ops.argmax(model.lm_head(nrm))
+
+    us_eager = fixed_reps_us(eager_step, b.args.eager_reps)
     tok_graph, logits = h.graphs.step(ids, last, [context] * batch)
     agree = float((tok_graph == tok_eager).float().mean())
     finite = bool(torch.isfinite(logits).all())
@@ -131,6 +157,7 @@ def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> 
         case={"model": b.args.model_name, "tp": tp.world_size, "ep": tp.world_size, "batch": batch,
               "context": context},
         us=_r(us), us_step=_r(us), us_rank_max=_r(us_max), tokens_per_s=_r(batch / us * 1e6, 1),
+        us_eager=_r(us_eager), graph_speedup=_r(us_eager / us, 2),
         comm_us=_r(comm_us), comm_share=_r(comm_us / us, 4) if comm_us is not None else None,
         comm_method="the step's collectives (recorded op/shape/dtype) alone in one CUDA graph, lockstep replay"
         if comm_us is not None else None,
@@ -140,7 +167,7 @@ def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> 
         graph_argmax_agreement=agree, logits_finite=finite, ranks_agree=ranks_agree, timer="graph replay",
     )
     print(f"{SUITE} tp={tp.world_size} b={batch:<3} ctx={context}: {us:9.1f} us (rank max {us_max:.1f})  "
-          f"{batch / us * 1e6:9.1f} tok/s  comm {row['comm_us']} us ({row['comm_share']})  nccl kernels "
+          f"{batch / us * 1e6:9.1f} tok/s  eager {us_eager:.1f} us  comm {row['comm_us']} us ({row['comm_share']})  nccl kernels "
           f"{row['nccl_kernel_us']} us  agree {agree} finite {finite} ranks {ranks_agree}", flush=True)
     return row
 
@@ -215,6 +242,7 @@ def parse_args(argv=None):
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--layers", type=int, default=4, help="decoder layers of the slice (1 dense + the rest MoE)")
     p.add_argument("--reps", type=int, default=50, help="graph replays per median (the same on every rank)")
+    p.add_argument("--eager-reps", type=int, default=10, help="timed eager steps per median (no graph)")
     p.add_argument("--budget-s", type=float, default=150.0, help="the spawned workers are killed after this")
     p.add_argument("--nccl-timeout-s", type=float, default=240.0)
     p.add_argument("--commit", default="unknown")

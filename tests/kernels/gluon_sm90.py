@@ -56,3 +56,16 @@ def spill_store_bytes(report: str) -> list[int]:
     counts = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
     assert counts, f"no spill line in the ptxas report: {report[-1000:]}"
     return counts
+
+
+def sass_of(ptx: str) -> list[str]:
+    """SASS lines of a PTX module: ptxas for sm_90a, then the cuobjdump that ships with Triton."""
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.TemporaryDirectory() as d:
+        src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
+        with open(src, "w") as f:
+            f.write(ptx)
+        subprocess.run([os.path.join(bindir, "ptxas"), "--gpu-name", "sm_90a", src, "-o", cubin], check=True,
+                       capture_output=True)
+        return subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", cubin], check=True, capture_output=True,
+                              text=True).stdout.splitlines()

@@ -464,7 +464,10 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
     lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
     if use_ws:
-        from tritonseek.kernels.mla_decode_ws import launch_split_ws
+        if cfg.get("WSM"):  # > 32 rows: queries on the wgmma M side (mla_decode_wsm)
+            from tritonseek.kernels.mla_decode_wsm import launch_split_wsm as launch_split_ws
+        else:
+            from tritonseek.kernels.mla_decode_ws import launch_split_ws
 
         def split_launch():
             launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart)

@@ -245,10 +245,16 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x_mine,
                 acc = warpgroup_mma_wait(0, deps=[acc])
                 mbarrier.arrive(empty.index(st), count=1)
                 it += 1
-            # row sums: this warpgroup's keys + the other's
-            x_mine.store(l_i)
-            _sync(bars, _L_SWAPPED, n_seq & 1)
-            l_all = l_i + x_other.load(srow_l)
+            # row sums: this warpgroup's keys + the other's. ONE_SYNC: through the buffer of the next tile's
+            # parity (the other warpgroup may still be reading the last tile's maximum from the other one)
+            if ONE_SYNC and (it & 1) == 1:
+                x_mine_odd.store(l_i)
+                _sync(bars, _L_SWAPPED, n_seq & 1)
+                l_all = l_i + x_other_odd.load(srow_l)
+            else:
+                x_mine.store(l_i)
+                _sync(bars, _L_SWAPPED, n_seq & 1)
+                l_all = l_i + x_other.load(srow_l)
             n_seq += 1
             has = l_all > 0.0
             inv_l = gl.where(has, 1.0 / gl.where(has, l_all, 1.0), 0.0)

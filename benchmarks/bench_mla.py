@@ -389,7 +389,9 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
         # the two launches alone (split kernel, combine kernel), same metadata and buffers
         lse_b = torch.empty(q.shape[0], h, s_q, dtype=torch.float32, device=q.device)
         sp, cb = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse_b)
-        split_us, comb_us = graph_time_us(sp, 10.0), graph_time_us(cb, 5.0)
+        # COMBINE_SPIN: the combine waits for the split's per-sequence counters, so neither is timed alone
+        split_us, comb_us = ((float("nan"), float("nan")) if cfg.get("COMBINE_SPIN") else
+                             (graph_time_us(sp, 10.0), graph_time_us(cb, 5.0)))
         n_split = int((md.split[:, 1] > 1).sum().item())
     except Exception as e:  # noqa: BLE001 — report and go on
         print(f"  gluon_ws h {h} s_q {s_q}: {type(e).__name__} {str(e)[:300]}", flush=True)

@@ -28,7 +28,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
-                 btpf: bool = False):
+                 btpf: bool = False, count: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -50,11 +50,15 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf)
+                  BTPF=btpf, COUNT=count)
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
         consts["diag_ptr"] = None
+    if count:
+        sig["cnt_ptr"] = "*i32"
+    else:
+        consts["cnt_ptr"] = None
     if not qtma:
         consts.update(qd_lat=None, qd_rope=None)
     sig.update({n: "constexpr" for n in consts})
@@ -295,3 +299,79 @@ def test_ws_query_tma_batch128_gpu(device, num_heads, seqlen_q):
     lens = torch.randint(0, 1200, (128,), generator=gen).tolist()
     lens[1] = lens[50] = 0
     _check_ws(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), QTMA=True)
+
+
+_KNOBS = [dict(BTPF=True), dict(SEQPF=True), dict(COMBINE_SPIN=True),
+          dict(BTPF=True, SEQPF=True, COMBINE_SPIN=True, SCHED="packed", FILL_TOL=3, QTMA=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
+@pytest.mark.parametrize("knobs", range(len(_KNOBS)))
+def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, knobs):
+    """BTPF (block ids one tile ahead), SEQPF (next length ahead) and COMBINE_SPIN (the combine waits per
+    sequence on counters the split kernel releases): ragged lengths with 0s, 1, page ± 1 on 4 programs (several
+    sequences and splits per program), pages 64 and 256 (several tiles per page), the same call 3 times (the
+    combine zeroes its counters for the next call), and the benchmark's batch-128 N(4096, 2048) lengths on all SMs."""
+    over = _KNOBS[knobs]
+    gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q + 100 * knobs)
+    lens = [0, 1, 64, 65, 4096, 777, 2049, 64 * 33 + 5, 0, 300, 1, 5000]
+    for page in (64, 256):
+        case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen)
+        for _ in range(3):
+            _check_ws(*case, num_sm=4, **over)
+    if knobs == len(_KNOBS) - 1:  # all of them, at the benchmark's shape
+        lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
+        lens[7] = 0
+        _check_ws(*_device_case(device, seqlen_q, num_heads, lens, seed=knobs), **over)
+
+
+def _device_case(device, seqlen_q, num_heads, lens, seed, page=64):
+    """make_case built on the device (batch 128 × ~4096 keys is 1.3 GB of cache: too slow on the host)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    batch, max_blocks = len(lens), -(-max(lens) // page) + 1
+    num_blocks = batch * max_blocks
+    kv = torch.randn(num_blocks, page, 1, 576, generator=g, device=device, dtype=torch.bfloat16)
+    bt = torch.randperm(num_blocks, generator=g, device=device).view(batch, max_blocks).int()
+    cs = torch.tensor(lens, dtype=torch.int32, device=device)
+    pos = torch.arange(max_blocks * page, device=device)
+    unused = pos[None, :] >= cs[:, None]  # [batch, keys] slots past each length: NaN
+    rows = bt.long()[:, pos // page] * page + pos % page
+    kv.view(-1, 576)[rows[unused]] = float("nan")
+    q = torch.randn(batch, seqlen_q, num_heads, 576, generator=g, device=device, dtype=torch.bfloat16)
+    return q, kv, bt, cs
+
+
+@pytest.mark.gpu
+def test_ws_spin_combine_graph_replay_gpu(device):
+    """COMBINE_SPIN inside a CUDA graph with the metadata kernel: replays with new lengths (written in place)
+    and repeated replays of the same lengths all give the reference results (counters zeroed every call)."""
+    from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
+
+    gen = torch.Generator().manual_seed(23)
+    lens = [900, 64, 0, 1, 2000, 130, 4000, 3000]
+    q, kv, bt, cs = make_case(device, len(lens), 1, 32, 576, 512, 64, lens, gen)
+    cfg = dict(ws_config(1, 32), COMBINE_SPIN=True, BTPF=True, SEQPF=True, QTMA=True)
+    out = torch.empty(len(lens), 1, 32, 512, dtype=q.dtype, device=device)
+
+    def step():
+        md = get_mla_metadata(cs, 1, 32, num_sm=6, config=cfg, max_seqlen_k=4000)
+        o1, _ = mla_decode_ws(q, kv, bt, cs, metadata=md, out=out)
+        return mla_decode_ws(q, kv, bt, cs, metadata=md, out=o1)  # a second layer on the same metadata
+
+    step()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        _, lse = step()
+    for new in ([5, 63, 0, 0, 1999, 65, 3999, 2999], [899, 64, 1, 1, 2000, 130, 4000, 3000]):
+        cs.copy_(torch.tensor(new, dtype=torch.int32))
+        for _ in range(2):
+            out.fill_(float("nan"))
+            g.replay()
+            torch.cuda.synchronize()
+            ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
+            assert cos_diff(out.float().cpu(), ro.cpu()) <= 1e-5
+            empty = torch.isinf(rlse.cpu())
+            assert torch.equal(torch.isinf(lse.cpu()), empty)
+            assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3

@@ -303,6 +303,7 @@ class MLAMetadata:
     num_heads: int
     config: dict
     max_seqlen_k: int | None
+    counters: torch.Tensor | None = None  # [2, batch] int32 zeros when the config has COMBINE_SPIN (mla_decode_ws)
 
 
 @functools.lru_cache(maxsize=8)
@@ -398,7 +399,9 @@ def get_mla_metadata(
         max_len = max(int(lens.max()), 0) if lens.numel() else 0  # no device to sync with
     else:
         max_len = None
-    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len)
+    # COMBINE_SPIN: per-sequence counters of the Gluon split kernel's releases (each layer's combine zeroes them)
+    counters = torch.zeros(2, batch, dtype=torch.int32, device=dev) if cfg.get("COMBINE_SPIN") else None
+    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters)
 
 
 # SCHED="packed" (length-aware split, reference.mla.mla_schedule_packed_ref): costs in BLOCK_N tiles of a
@@ -499,10 +502,18 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     # COMBINE_PDL (Gluon split only): the combine is a programmatic dependent of the split kernel, which
     # lets it launch at its start (TRIGGER); its programs wait (griddepcontrol.wait) for the split to finish
     combine_pdl = bool(cfg.get("COMBINE_PDL", False)) and use_ws
+    # COMBINE_SPIN (Gluon split, mla_decode_ws.combine_spin): a dependent too, each program waiting for its sequence
+    spin = False
+    if use_ws:
+        from tritonseek.kernels.mla_decode_ws import combine_spin
+
+        spin = combine_spin(metadata)
+    spin_kw = dict(cnt_ptr=metadata.counters, SPIN=True) if spin else {}
 
     def combine_launch():
         _mla_combine_kernel[combine_grid](*combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2,
-                                          NUM_STAGES=3, PDL=combine_pdl, num_warps=4, launch_pdl=combine_pdl)
+                                          NUM_STAGES=3, PDL=combine_pdl, num_warps=4, launch_pdl=combine_pdl or spin,
+                                          **spin_kw)
 
     return (split_launch if use_ws else tl_split_launch), combine_launch
 

@@ -121,6 +121,13 @@ def _lse_merge_step(m, acc, wsum, lse_i, o):
     return m_new, acc * scale[:, None] + w[:, None] * o, wsum * scale + w
 
 
+@triton.jit
+def _acquire_load(ptr):
+    # *ptr (int32) with acquire semantics at GPU scope, by every thread
+    return tl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [ptr], dtype=tl.int32,
+                                     is_pure=False, pack=1)
+
+
 @triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
                                "seqlen_q", "head_dim_v"])
 def _mla_combine_kernel(
@@ -128,12 +135,19 @@ def _mla_combine_kernel(
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     num_heads, seqlen_q, head_dim_v,
     BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False,
+    cnt_ptr=None, SPIN: tl.constexpr = False, SPIN_THREADS: tl.constexpr = 128, SPIN_LIMIT: tl.constexpr = 1 << 22,
 ):
     # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
     # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
     # Sequence b's partials sit in slots first + i + b, i < parts (see the scheduler).
     # PDL: launched as a programmatic dependent of the split kernel (resident early, waits for its
     # completion before any load) and lets the next kernel launch at once (it waits for ours likewise).
+    # SPIN (Gluon split kernel only): launched as a programmatic dependent too, but a program waits only for its
+    # own sequence: cnt [2, batch] int32, cnt[0, b] counts the split kernel's releases of b's pieces (SPIN_THREADS
+    # threads each, red.release.gpu after their partial stores); the program spins on it (ld.acquire.gpu; at most
+    # SPIN_LIMIT polls), merges, and the last of b's programs (cnt[1, b]) zeroes both for the next call. So the
+    # sequences finished early are merged on the SMs the split kernel has left, during its tail. Every program
+    # ends with griddepcontrol.wait: this grid never completes before the split kernel.
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -146,6 +160,13 @@ def _mla_combine_kernel(
     first = tl.load(split_ptr + b * 2)
     n = tl.load(split_ptr + b * 2 + 1)
     if n != 1:
+        if SPIN:
+            target = n * SPIN_THREADS
+            seen = _acquire_load(cnt_ptr + b)
+            tries = 0
+            while (seen < target) & (tries < SPIN_LIMIT):
+                seen = _acquire_load(cnt_ptr + b)
+                tries += 1
         s_idx = rows // num_heads
         h_idx = rows % num_heads
         # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
@@ -157,7 +178,7 @@ def _mla_combine_kernel(
             slot = (first + i + b).to(tl.int64)
             lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
             o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
-                        mask=row_ok[:, None], other=0.0)
+                        mask=row_ok[:, None], other=0.0, cache_modifier=".cg" if SPIN else "").to(tl.float32)
             m, acc, wsum = _lse_merge_step(m, acc, wsum, lse_i, o)
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         has = wsum > 0.0
@@ -167,6 +188,14 @@ def _mla_combine_kernel(
                  mask=row_ok[:, None] & c_ok[None, :])
         lse = tl.where(has, m_safe + tl.math.log(tl.where(has, wsum, 1.0)), float("-inf"))
         tl.store(lse_ptr + b.to(tl.int64) * stride_lb + h_idx.to(tl.int64) * stride_lh + s_idx, lse, mask=row_ok)
+        if SPIN:  # every thread of this program is past its spin; the last program of b resets the counters
+            tl.debug_barrier()
+            done = tl.atomic_add(cnt_ptr + tl.num_programs(0) + b, 1, sem="acq_rel", scope="gpu")
+            if done == tl.num_programs(1) - 1:
+                tl.store(cnt_ptr + b, 0)
+                tl.store(cnt_ptr + tl.num_programs(0) + b, 0)
+    if SPIN:
+        tl.extra.cuda.gdc_wait()
 
 
 @triton.jit

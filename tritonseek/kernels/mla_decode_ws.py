@@ -250,7 +250,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
-              QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
+              QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, diag_ptr,
+              DIAG: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -407,6 +408,9 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
+                    if COUNT:  # each thread releases its own partial stores to the combine (COMBINE_SPIN)
+                        gl.inline_asm_elementwise("red.release.gpu.global.add.s32 [$1], 1; // $0", "=r,l", [cnt_ptr + b],
+                                                  dtype=gl.int32, is_pure=False, pack=1)
                 if DIAG:
                     _stamp(dg, dj + 3)
                     gl.store(dg + dj + 4, b.to(gl.int64))
@@ -428,7 +432,7 @@ def _mla_decode_ws_kernel(
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
     QTMA: gl.constexpr, TRIGGER: gl.constexpr = False, SEQPF: gl.constexpr = False, BTPF: gl.constexpr = False,
-    diag_ptr=None,
+    cnt_ptr=None, COUNT: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
@@ -474,7 +478,7 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, diag_ptr, DIAG)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT, diag_ptr, DIAG)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -489,13 +493,13 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0, SEQPF, diag_ptr, False)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0, SEQPF, cnt_ptr, False, diag_ptr, False)),
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(1), ready,
                          empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1, SEQPF, diag_ptr, False)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1, SEQPF, cnt_ptr, False, diag_ptr, False)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          None, None, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -533,6 +537,14 @@ def check_ws_device(t: torch.Tensor) -> None:
         raise ValueError(f"mla_decode_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
 
+def combine_spin(metadata, wgs: int | None = None) -> bool:
+    """True when this schedule's combine waits per sequence (config COMBINE_SPIN, one consumer warpgroup of 128
+    threads releasing each piece, counters allocated by get_mla_metadata): see _mla_combine_kernel's SPIN."""
+    if wgs is None:
+        wgs = int(metadata.config.get("WS_WGS", 1))
+    return bool(metadata.config.get("COMBINE_SPIN", False)) and wgs == 1 and metadata.counters is not None
+
+
 def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart,
                     diag=None):
     """Launch the warp-specialized split kernel on inputs validated by ``mla_decode`` (its layout checked
@@ -559,6 +571,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         qd_rope = TensorDescriptor(q2d, list(q2d.shape), [_DQK, 1], [block_h, _DR], smem_layout([block_h, _DR], gdt))
     grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
     extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
+    spin = combine_spin(metadata, wgs)
     _mla_decode_ws_kernel[grid](
         q, v_desc, r_desc, qd_lat, qd_rope, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -568,8 +581,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         BLOCK_H=block_h, NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal),
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
-        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)), SEQPF=bool(cfg["SEQPF"]), BTPF=bool(cfg["BTPF"]),
-        diag_ptr=diag,
+        TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)) or spin, SEQPF=bool(cfg["SEQPF"]),
+        BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin else None, COUNT=spin, diag_ptr=diag,
         DIAG=diag is not None,
         num_warps=4, **extra,
     )

@@ -24,6 +24,10 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   wait(1) returns kb, which is promoted while kb+1 runs, so the tensor core gets this warpgroup's next
   block without a wait-to-issue gap once per two blocks (benchmarks/probe_wgmma_fp8.py: a warpgroup pair
   with no memory traffic 1309 TFLOP/s serial, 1526 UNROLL2, 1590 PIPE, 1715 chained);
+* NHALF (N mod 128 ∈ (0, 64]: N = 2112, 576): the last tile column, at most half full, runs as 128×64 tiles (n64
+  wgmmas on the first half of the stage's B buffer, B through a second descriptor with 64-row boxes, masked
+  stores), numbered after the whole tiles, the last partial wave dealt out in reverse program order: 2112×7168 at
+  M = 4096 is 512 tiles + 32 halves = 4 tiles' work on each of 132 SMs (192-row tiles: 3 waves × 1.45);
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
   stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop;
 * WGS = 3: 192-row tiles, three consumer warpgroups of 64 rows (A arrives as three 64-row TMA boxes,
@@ -88,13 +92,13 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
     tma,
-    warpgroup_mma,
     warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operands
+from tritonseek.kernels.fp8_gemm_ws_loop import _issue_block0, _k_loop, _k_loop_serial
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
@@ -108,7 +112,7 @@ from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operand
 # tiles), 4096×7168 197 / 194 vs 217 / 218 (UNROLL2), 7168×2048 111.3 / 112.2 vs 117.7 / 111.1 (192-row); it loses
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, NHALF=False)
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -121,9 +125,19 @@ def ws_config(m: int, n: int, k: int) -> dict:
     return dict(_DEFAULT_WS)
 
 
-def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
-    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2."""
+def nhalf_applies(n: int, block_n: int) -> bool:
+    """True where the last tile column holds at most half a tile (0 < N mod 128 ≤ 64; e.g. N = 2112, 576)."""
+    return block_n == 128 and 0 < n % block_n <= block_n // 2
+
+
+def wgs_for(m: int, n: int, block_n: int, num_sms: int, nhalf: bool = False) -> int:
+    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2.
+
+    nhalf: 128-row tiles run their half-full last column as half-width tiles (NHALF), counted in half-tile waves."""
     waves2 = triton.cdiv(triton.cdiv(m, 128) * triton.cdiv(n, block_n), num_sms)
+    if nhalf and nhalf_applies(n, block_n):
+        half_units = 2 * triton.cdiv(m, 128) * (triton.cdiv(n, block_n) - 1) + triton.cdiv(m, 128)
+        waves2 = triton.cdiv(half_units, num_sms) / 2
     waves3 = triton.cdiv(triton.cdiv(m, 192) * triton.cdiv(n, block_n), num_sms)
     return 3 if waves3 * _WGS3_TILE_COST < waves2 else 2
 
@@ -140,73 +154,101 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
 
 
 @gluon.jit
-def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
+def _work_plan(M, N, num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NHALF: gl.constexpr):
+    # NHALF (0 < N mod BLOCK_N ≤ BLOCK_N / 2): the last tile column is run as BLOCK_N / 2 wide halves, numbered
+    # after the whole tiles (items n_full … total − 1), and the last, partial wave is dealt out in reverse program
+    # order, so the programs that took halves in the wave before take the rest (2112 columns: 32 × 16 tiles + 32
+    # halves = 4 tiles' work per program on 132 SMs). Returns (num_pid_m, column tiles of whole width, n_full, total, first item
+    # of the last partial wave, end of the program's loop over j).
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    if NHALF:
+        num_pid_n = gl.cdiv(N, BLOCK_N) - 1
+        n_full = num_pid_m * num_pid_n
+        total = n_full + num_pid_m
+        last = total - total % num_programs
+        return num_pid_m, num_pid_n, n_full, total, last, last + num_programs
+    else:
+        num_pid_n = gl.cdiv(N, BLOCK_N)
+        total = num_pid_m * num_pid_n
+        return num_pid_m, num_pid_n, total, total, total, total
+
+
+@gluon.jit
+def _work_item(j, last, num_programs):
+    # NHALF: the item a program takes at its loop position j (the last partial wave reversed; ≥ total: none)
+    if j >= last:
+        return last + num_programs - 1 - gl.program_id(0)
+    else:
+        return j
+
+
+@gluon.jit
+def _item_tile(item, n_full, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # NHALF: (pid_m, pid_n) of an item: GROUP_M-swizzled whole tiles, then the half-width last column
+    if item < n_full:
+        pid_m, pid_n = _tile_coords(item, num_pid_m, num_pid_n, GROUP_M)
+    else:
+        pid_m = item - n_full
+        pid_n = num_pid_n
+    return pid_m, pid_n
+
+
+@gluon.jit
+def _ws_producer(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars,
                  M, N, num_k_blocks, num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # One warp: wait until a stage is released, then TMA its A and B tiles (ready = tx bytes).
-    num_pid_m = gl.cdiv(M, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    num_tiles = num_pid_m * num_pid_n
+                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, NHALF: gl.constexpr):
+    # One warp: wait until a stage is released, then TMA its A and B tiles (ready = tx bytes); an NHALF half takes
+    # BLOCK_N / 2 B rows through bh_desc into the first half of the stage's B buffer.
+    num_pid_m, num_pid_n, n_full, total, last, end = _work_plan(M, N, num_programs, BLOCK_M, BLOCK_N, NHALF)
+    it = 0
+    for j in range(gl.program_id(0), end, num_programs):
+        if NHALF:  # one K loop for whole tiles and halves (the producer warp runs at 40 registers)
+            item = _work_item(j, last, num_programs)
+            if item < total:
+                pid_m, pid_n = _item_tile(item, n_full, num_pid_m, num_pid_n, GROUP_M)
+                it = _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, pid_m * BLOCK_M,
+                                pid_n * BLOCK_N, item >= n_full, num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, True)
+        else:
+            pid_m, pid_n = _tile_coords(j, num_pid_m, num_pid_n, GROUP_M)
+            it = _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, pid_m * BLOCK_M,
+                            pid_n * BLOCK_N, False, num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, False)
+
+
+@gluon.jit
+def _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, off_n, half, num_k_blocks,
+               BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr, NHALF: gl.constexpr):
     # A arrives as A_PARTS boxes of BLOCK_M // A_PARTS rows (BLOCK_M = 192: three 64-row boxes, as Triton's
-    # shapes must be powers of two), each in its own buffer a_bufs[s·A_PARTS + j]
+    # shapes must be powers of two), each in its own buffer a_bufs[s·A_PARTS + j]; NHALF and half: B through
+    # bh_desc into the first rows of the stage's B buffer
     A_PARTS: gl.constexpr = BLOCK_M // a_desc.block_type.shape[0]
     stage_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
-    it = 0
-    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        off_m = pid_m * BLOCK_M
-        off_n = pid_n * BLOCK_N
-        for kb in range(num_k_blocks):
-            s = it % NUM_STAGES
-            phase = (it // NUM_STAGES) & 1
-            # empty barriers start "released": the first pass waits on the opposite parity
-            mbarrier.wait(empty_bars.index(s), phase ^ 1)
-            bar = ready_bars.index(s)
+    half_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + bh_desc.block_type.nbytes
+    for kb in range(num_k_blocks):
+        s = it % NUM_STAGES
+        # empty barriers start "released": the first pass waits on the opposite parity
+        mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
+        bar = ready_bars.index(s)
+        if NHALF:
+            if half:
+                mbarrier.expect(bar, half_bytes)
+            else:
+                mbarrier.expect(bar, stage_bytes)
+        else:
             mbarrier.expect(bar, stage_bytes)
-            for j in gl.static_range(A_PARTS):
-                tma.async_copy_global_to_shared(a_desc, [off_m + j * (BLOCK_M // A_PARTS), kb * BLOCK_K], bar,
-                                                a_bufs.index(s * A_PARTS + j))
+        for j in gl.static_range(A_PARTS):
+            tma.async_copy_global_to_shared(a_desc, [off_m + j * (BLOCK_M // A_PARTS), kb * BLOCK_K], bar,
+                                            a_bufs.index(s * A_PARTS + j))
+        if NHALF:
+            if half:
+                tma.async_copy_global_to_shared(bh_desc, [off_n, kb * BLOCK_K], bar,
+                                                b_bufs.index(s).slice(0, bh_desc.block_type.shape[0], dim=0))
+            else:
+                tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
+        else:
             tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
-            it += 1
-
-
-@gluon.jit
-def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr):
-    # this partition's rows of stage s's A tile (a shared-memory view, no copy); BLOCK_M = 192: the tile is
-    # three 64-row buffers per stage (see _ws_producer)
-    if ROWS == BLOCK_M:
-        return a_bufs.index(s)
-    elif BLOCK_M == 192:
-        return a_bufs.index(s * 3 + ROW0 // 64)
-    else:
-        return a_bufs.index(s).slice(ROW0, ROWS, dim=0)
-
-
-@gluon.jit
-def _b_cols(b_bufs, s, zero):
-    # stage s's B tile, or its first zero.shape[1] rows (grouped_gemm_ws: the last wave's 64-column halves)
-    if zero.shape[1] == b_bufs.shape[1]:
-        return b_bufs.index(s)
-    else:
-        return b_bufs.index(s).slice(0, zero.shape[1], dim=0)
-
-
-@gluon.jit
-def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
-            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr):
-    # issue K block kb (pipeline slot it), promote the previous block's product under it, wait for
-    # kb, release its stage; returns kb's product and scale (a_scale rows × b_scale) and the acc
-    scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
-    s = it % NUM_STAGES
-    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-    cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero).permute((1, 0)), zero,
-                        use_acc=False, is_async=True)
-    acc += prev * gl.expand_dims(prev_scale, 1)
-    cur = warpgroup_mma_wait(0, deps=[cur])
-    mbarrier.arrive(empty_bars.index(s))
-    return cur, scale, acc
+        it += 1
+    return it
 
 
 @gluon.jit
@@ -216,147 +258,75 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 SERIAL: gl.constexpr, PIPE: gl.constexpr):
+                 SERIAL: gl.constexpr, PIPE: gl.constexpr, NHALF: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
     # one's promotion/epilogue overlaps the other's wgmma, as in DeepGEMM's two math warpgroups).
-    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
-
-    num_pid_m = gl.cdiv(M, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    num_tiles = num_pid_m * num_pid_n
+    num_pid_m, num_pid_n, n_full, total, last, end = _work_plan(M, N, num_programs, BLOCK_M, BLOCK_N, NHALF)
     it = 0
-    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        off_m = pid_m * BLOCK_M + ROW0
-        off_n = pid_n * BLOCK_N
-        rm = off_m + gl.arange(0, ROWS, layout=row_layout)
-        m_ok = rm < M
-        sa_ptrs = a_scale_ptr + rm * stride_asm
-        sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
-
-        # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
-        prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES)
-        prod = warpgroup_mma_wait(0, deps=[prod])
-        mbarrier.arrive(empty_bars.index(s))
-        it += 1
-        if SERIAL:
-            acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
-                                                   empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
-                                                   ROWS, BLOCK_M, NUM_STAGES)
+    for j in range(gl.program_id(0), end, num_programs):
+        if NHALF:
+            item = _work_item(j, last, num_programs)
+            if item < total:
+                pid_m, pid_n = _item_tile(item, n_full, num_pid_m, num_pid_n, GROUP_M)
+                if item >= n_full:  # half width: n64 wgmmas on the first half of the stage's B buffer, masked stores
+                    it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
+                                        num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
+                                        stride_cn, BLOCK_M, BLOCK_N // 2, NUM_STAGES, False, ROW0, ROWS, WARPS,
+                                        UNROLL2, SERIAL, PIPE)
+                else:
+                    it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
+                                        num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
+                                        stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS,
+                                        UNROLL2, SERIAL, PIPE)
         else:
-            acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
-                                            empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                            BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
-        acc += plast * gl.expand_dims(slast, 1)
-        _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                    TMA_STORE, row_layout, col_layout)
+            pid_m, pid_n = _tile_coords(j, num_pid_m, num_pid_n, GROUP_M)
+            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
+                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE)
     if TMA_STORE:
         tma.store_wait(0)
 
 
 @gluon.jit
-def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0: gl.constexpr, ROWS: gl.constexpr,
-                  BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # a tile's K block 0 (pipeline slot it): its scales, and its wgmma issued once the stage has landed; the
-    # caller waits for the product (returned in flight) and releases stage s
-    scale = gl.load(sa_ptrs, mask=row_ok, other=0.0) * gl.load(sb_ptr)
-    s = it % NUM_STAGES
-    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero).permute((1, 0)), zero,
-                         use_acc=False, is_async=True)
-    return prod, scale, s
+def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
+                   b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
+                   stride_cn, BLOCK_M: gl.constexpr, TILE_N: gl.constexpr, NUM_STAGES: gl.constexpr,
+                   TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr,
+                   UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr):
+    # rows [off_m, off_m + ROWS) × columns [off_n, off_n + TILE_N) of out, all K blocks
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, TILE_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, TILE_N], gl.float32, mma_layout)
+    rm = off_m + gl.arange(0, ROWS, layout=row_layout)
+    m_ok = rm < M
+    sa_ptrs = a_scale_ptr + rm * stride_asm
+    sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn
 
-
-@gluon.jit
-def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
-            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr):
-    # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
-    # the previous block promoted under it, then waited. Returns (acc without the last block, the last
-    # block's product and scale, it): the caller promotes the last block.
-    acc = zero
-    if PIPE:
-        # two wgmmas in flight per warpgroup, two blocks per iteration: issue kb (promote the finished kb-1
-        # under it), issue kb+1, wait(1) for kb and promote it while kb+1 runs, wait(0) for kb+1 (promoted under
-        # the next iteration's first wgmma). Only finished products cross the loop's back-edge: a product in
-        # flight across it makes ptxas serialize every wgmma (C7514; benchmarks/probe_wgmma_fp8.py MODE 3).
-        for j in range((num_k_blocks - 1) // 2):
-            kb = 1 + 2 * j
-            s0 = it % NUM_STAGES
-            s1 = (it + 1) % NUM_STAGES
-            scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
-            mbarrier.wait(ready_bars.index(s0), (it // NUM_STAGES) & 1)
-            p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s0, zero).permute((1, 0)), zero,
-                               use_acc=False, is_async=True)
-            acc += prod * gl.expand_dims(scale0, 1)
-            scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
-                sb_ptr + (kb + 1) * stride_bsk)
-            mbarrier.wait(ready_bars.index(s1), ((it + 1) // NUM_STAGES) & 1)
-            prod = warpgroup_mma(_a_rows(a_bufs, s1, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s1, zero).permute((1, 0)), zero,
-                                 use_acc=False, is_async=True)
-            p1 = warpgroup_mma_wait(1, deps=[p1])
-            mbarrier.arrive(empty_bars.index(s0))
-            acc += p1 * gl.expand_dims(scale1, 1)
-            prod = warpgroup_mma_wait(0, deps=[prod])
-            mbarrier.arrive(empty_bars.index(s1))
-            it += 2
-        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
-            prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES)
-            it += 1
-    elif UNROLL2:
-        # unrolled by two: the products of even and odd blocks live in two fixed register sets, so
-        # nothing is copied between a wait and the next issue (ptxas cannot rename a loop-carried
-        # wgmma result: a one-set loop moves the 64 product registers after every wait)
-        for j in range((num_k_blocks - 1) // 2):
-            p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
-                                      sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
-            prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES)
-            it += 2
-        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
-            prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES)
-            it += 1
+    # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
+    prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, m_ok, sb_ptr, ROW0, ROWS,
+                                    BLOCK_M, NUM_STAGES)
+    prod = warpgroup_mma_wait(0, deps=[prod])
+    mbarrier.arrive(empty_bars.index(s))
+    it += 1
+    if SERIAL:
+        acc, plast, slast, it = _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                               empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
+                                               ROWS, BLOCK_M, NUM_STAGES)
     else:
-        for kb in range(1, num_k_blocks):
-            prod, scale0, acc = _k_step(it, kb, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
-                                        sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
-                                        NUM_STAGES)
-            it += 1
-    return acc, prod, scale0, it
-
-
-@gluon.jit
-def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
-                   sb_ptr, stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-                   NUM_STAGES: gl.constexpr):
-    # _k_loop with one product register set (WGS = 3: 160 registers per consumer thread hold the accumulator
-    # and one product, not two): promote the previous block, then issue and wait for this one; the other
-    # warpgroups' wgmmas keep the tensor core busy during the promotion
-    acc = zero
-    for kb in range(1, num_k_blocks):
-        scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
-        acc += prod * gl.expand_dims(scale0, 1)
-        s = it % NUM_STAGES
-        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero).permute((1, 0)), zero,
-                             use_acc=False, is_async=True)
-        prod = warpgroup_mma_wait(0, deps=[prod])
-        mbarrier.arrive(empty_bars.index(s))
-        scale0 = scale
-        it += 1
-    return acc, prod, scale0, it
+        acc, plast, slast, it = _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
+    acc += plast * gl.expand_dims(slast, 1)
+    _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, TILE_N,
+                TMA_STORE, row_layout, col_layout)
+    return it
 
 
 @gluon.jit
@@ -379,16 +349,16 @@ def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride
 
 @gluon.jit
 def _fp8_gemm_ws_kernel(
-    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+    a_desc, b_desc, bh_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
-    num_warps: gl.constexpr,
+    NHALF: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
-    # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
+    # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]; bh_desc (NHALF): box [BLOCK_N / 2, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M, BLOCK_N] (SPLIT: [BLOCK_M // 2, BLOCK_N], one
     #         store per warpgroup); c_ptr/stride_c*: masked-store path
     # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
@@ -414,17 +384,17 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, NHALF)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, NHALF)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE)),
-            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
-                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, NHALF)),
+            (_ws_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, NHALF)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
@@ -432,13 +402,13 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, NHALF)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
-            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
-                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, NHALF)),
+            (_ws_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, NHALF)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
@@ -446,9 +416,9 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE)),
-            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
-                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, NHALF)),
+            (_ws_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, NHALF)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -526,7 +496,8 @@ def fp8_gemm_nt_ws(
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
         NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
-        flight per warpgroup on 128-row tiles), for tests and tuning.
+        flight per warpgroup on 128-row tiles, NHALF = 128-row tiles run a last column of ≤ 64 valid columns
+        (N mod 128 ∈ (0, 64], e.g. 2112, 576) as half-width tiles), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -567,7 +538,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
-        wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
+        wgs = wgs_for(m, n, bn, _num_sms(dev), bool(cfg["NHALF"])) if cfg["SPLIT"] and bn == 128 else 2
         if wgs == 3:
             cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
     pipe = bool(cfg["PIPE"]) and wgs == 2  # 192-row tiles: registers for one product set only (serial loop)
@@ -578,6 +549,11 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [a_rows, BLOCK_K], _smem_layout([a_rows, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
+    nhalf = bool(cfg["NHALF"]) and split and wgs == 2 and nhalf_applies(n, bn)
+    bh_desc = b_desc  # NHALF: the half-width last column's B rows in [bn / 2, BLOCK_K] boxes
+    if nhalf:
+        bh_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn // 2, BLOCK_K],
+                                   _smem_layout([bn // 2, BLOCK_K], gl_fp8))
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
     c_desc = None
     if tma_store:
@@ -587,12 +563,12 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](
-        a_desc, b_desc, c_desc, out, a_scale, b_scale,
+        a_desc, b_desc, bh_desc, c_desc, out, a_scale, b_scale,
         m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
-        num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
+        NHALF=nhalf, num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
     )
     return out

@@ -59,8 +59,10 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_ws import (
-    _GL_DTYPES, _MAXNREG, _issue_block0, _k_loop, _num_sms, _smem_layout, _tile_coords,
+from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _load_tile, _num_sms, _smem_layout
+from tritonseek.kernels.fp8_gemm_ws_loop import _issue_block0, _k_loop
+from tritonseek.kernels.grouped_gemm_ws_schedule import (
+    _masked_prefix, _maximum, _num_tiles, _schedule, _tail_item, _tail_plan,
 )
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
@@ -89,109 +91,6 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     return dict(_MASKED_WS if layout == "masked" else _DEFAULT_GROUPED_WS)
 
 
-# reductions through our own @gluon.jit combine functions: gl.max / gl.sum combine with triton.jit
-# functions, which the CPU test process (TRITON_INTERPRET=1) turns into interpreter objects that the
-# sm_90a compile cannot call
-@gluon.jit
-def _add(x, y):
-    return x + y
-
-
-@gluon.jit
-def _maximum(x, y):
-    return gl.maximum(x, y)
-
-
-@gluon.jit
-def _masked_prefix(masked_m_ptr, E, M_rows, num_pid_n, BLOCK_M: gl.constexpr, E_PAD: gl.constexpr,
-                   WARPS: gl.constexpr):
-    # inclusive prefix sum over groups of their non-empty tiles: cdiv(min(masked_m[g], M_max), BLOCK_M) · n-tiles.
-    # E_PAD ≥ 256 = 32 lanes × 8 warps: no thread holds a copy of another's element (the sums count each once)
-    layout: gl.constexpr = gl.BlockedLayout([E_PAD // (32 * WARPS)], [32], [WARPS], [0])
-    ev = gl.arange(0, E_PAD, layout=layout)
-    mm = gl.load(masked_m_ptr + ev, mask=ev < E, other=0)
-    mm = gl.maximum(gl.minimum(mm, M_rows), 0)
-    tiles = (mm + BLOCK_M - 1) // BLOCK_M * num_pid_n
-    return gl.associative_scan(tiles, 0, _add)
-
-
-@gluon.jit
-def _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, MASKED: gl.constexpr,
-              WARPS: gl.constexpr):
-    # -> (run, g, off_m, a_row, off_n): the tile's group, its first row inside the group (masked) or in a
-    # (contiguous), its first row of the 2-D view of a, its first column; run = the tile has a K loop.
-    # Every partition calls this with the same arguments and gets the same answer.
-    if MASKED:
-        before = cum <= tile_id
-        g = gl.reduce(before.to(gl.int32), 0, _add)
-        base = gl.reduce(gl.where(before, cum, 0), 0, _maximum)
-        mm = gl.maximum(gl.minimum(gl.load(idx_ptr + g), M_rows), 0)
-        nm = gl.maximum((mm + BLOCK_M - 1) // BLOCK_M, 1)
-        local = tile_id - base
-        pid_m = local % nm  # m fastest: the programs of one weight tile run side by side (L2 reuse of B)
-        pid_n = local // nm
-        off_m = pid_m * BLOCK_M
-        run = g < E
-        a_row = g * M_rows + off_m
-    else:
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        off_m = pid_m * BLOCK_M
-        layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
-        rows = off_m + gl.arange(0, BLOCK_M, layout=layout)
-        g = gl.reduce(gl.load(idx_ptr + rows, mask=rows < M_rows, other=-1), 0, _maximum)
-        run = (g >= 0) & (g < E)
-        a_row = off_m
-    return run, g, off_m, a_row, pid_n * BLOCK_N
-
-
-@gluon.jit
-def _num_tiles(cum, M_rows, num_pid_n, BLOCK_M: gl.constexpr, MASKED: gl.constexpr):
-    if MASKED:
-        return gl.reduce(cum, 0, _maximum)
-    else:
-        return gl.cdiv(M_rows, BLOCK_M) * num_pid_n
-
-
-@gluon.jit
-def _tail_plan(num_tiles, num_programs, TAIL: gl.constexpr):
-    # TAIL: when the last wave holds tail = num_tiles % num_programs ≤ num_programs / 2 tiles, each of those is run
-    # as two BLOCK_N / 2 column halves by two programs (the wave of halves takes about half a tile's time instead
-    # of a whole one). Returns (t_full = tiles run whole, total = work items); items ≥ t_full are halves.
-    if TAIL:
-        tail = num_tiles % num_programs
-        cut = ((tail > 0) & (2 * tail <= num_programs)).to(gl.int32) * tail
-        return num_tiles - cut, num_tiles + cut
-    else:
-        return num_tiles, num_tiles
-
-
-@gluon.jit
-def _tail_item(tile_id, t_full):
-    # work item ≥ t_full → (the whole tile it halves, which half)
-    return t_full + (tile_id - t_full) // 2, (tile_id - t_full) % 2
-
-
-@gluon.jit
-def _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, b_row, num_k_blocks,
-               BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr, HALF: gl.constexpr):
-    # HALF: b_desc's box is BLOCK_N / 2 rows, landing in the first half of the stage's B buffer
-    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
-    for kb in range(num_k_blocks):
-        s = it % NUM_STAGES
-        mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
-        bar = ready_bars.index(s)
-        mbarrier.expect(bar, stage_bytes)
-        tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(s))
-        if HALF:
-            tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar,
-                                            b_bufs.index(s).slice(0, b_desc.block_type.shape[0], dim=0))
-        else:
-            tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(s))
-        it += 1
-    return it
-
-
 @gluon.jit
 def _producer(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
@@ -217,17 +116,13 @@ def _producer(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, i
         run, g, off_m, a_row, off_n = _schedule(base, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
                                                 BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
         if run:
-            if TAIL:
-                if half > 0:
-                    it = _load_tile(a_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row,
-                                    g * N + off_n + (tile_id - t_full) % 2 * (BLOCK_N // 2), num_k_blocks, BLOCK_K,
-                                    NUM_STAGES, True)
-                else:
-                    it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
-                                    num_k_blocks, BLOCK_K, NUM_STAGES, False)
+            if TAIL:  # a half: its BLOCK_N / 2 B rows through bh_desc into the first half of the stage's B buffer
+                it = _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row,
+                                g * N + off_n + half * ((tile_id - t_full) % 2) * (BLOCK_N // 2), half > 0,
+                                num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, True)
             else:
-                it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
-                                num_k_blocks, BLOCK_K, NUM_STAGES, False)
+                it = _load_tile(a_desc, b_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row,
+                                g * N + off_n, False, num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, False)
 
 
 @gluon.jit
@@ -291,9 +186,9 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
                 base, h = _tail_item(tile_id, t_full)
                 it = _consumer_tile(base, h * (BLOCK_N // 2), it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem,
                                     c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks,
-                                    num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M,
-                                    BLOCK_N, BLOCK_N // 2, GROUP_M, NUM_STAGES, False, MASKED, ROW0, ROWS, WARPS,
-                                    UNROLL2, PIPE)
+                                    num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
+                                    stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_N // 2, GROUP_M,
+                                    NUM_STAGES, False, MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE)
         else:
             it = _consumer_tile(tile_id, 0, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr,
                                 a_scale_ptr, b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m,

@@ -1,0 +1,143 @@
+"""The consumer warpgroups' K loops of the warp-specialized block-scaled FP8 GEMMs (Gluon, sm_90a).
+
+Shared by fp8_gemm_ws.py (dense) and grouped_gemm_ws.py (grouped): one consumer partition's rows of a tile,
+fed from the producer's NUM_STAGES shared-memory ring (``ready``/``empty`` mbarriers per stage), each 128-wide
+K block's wgmma product promoted into the fp32 accumulator with a_scale rows × the tile's b_scale. The schedules
+(serial, UNROLL2, PIPE) and what they measured on the H200 are described in fp8_gemm_ws.py's docstring.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
+
+@gluon.jit
+def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr):
+    # this partition's rows of stage s's A tile (a shared-memory view, no copy); BLOCK_M = 192: the tile is
+    # three 64-row buffers per stage (see _ws_producer)
+    if ROWS == BLOCK_M:
+        return a_bufs.index(s)
+    elif BLOCK_M == 192:
+        return a_bufs.index(s * 3 + ROW0 // 64)
+    else:
+        return a_bufs.index(s).slice(ROW0, ROWS, dim=0)
+
+
+@gluon.jit
+def _b_cols(b_bufs, s, zero):
+    # stage s's B tile, or its first zero.shape[1] rows (grouped_gemm_ws: the last wave's 64-column halves)
+    if zero.shape[1] == b_bufs.shape[1]:
+        return b_bufs.index(s)
+    else:
+        return b_bufs.index(s).slice(0, zero.shape[1], dim=0)
+
+
+@gluon.jit
+def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
+            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+            NUM_STAGES: gl.constexpr):
+    # issue K block kb (pipeline slot it), promote the previous block's product under it, wait for
+    # kb, release its stage; returns kb's product and scale (a_scale rows × b_scale) and the acc
+    scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero).permute((1, 0)), zero,
+                        use_acc=False, is_async=True)
+    acc += prev * gl.expand_dims(prev_scale, 1)
+    cur = warpgroup_mma_wait(0, deps=[cur])
+    mbarrier.arrive(empty_bars.index(s))
+    return cur, scale, acc
+
+
+@gluon.jit
+def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                  BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # a tile's K block 0 (pipeline slot it): its scales, and its wgmma issued once the stage has landed; the
+    # caller waits for the product (returned in flight) and releases stage s
+    scale = gl.load(sa_ptrs, mask=row_ok, other=0.0) * gl.load(sb_ptr)
+    s = it % NUM_STAGES
+    mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero).permute((1, 0)), zero,
+                         use_acc=False, is_async=True)
+    return prod, scale, s
+
+
+@gluon.jit
+def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
+            stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr):
+    # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
+    # the previous block promoted under it, then waited. Returns (acc without the last block, the last
+    # block's product and scale, it): the caller promotes the last block.
+    acc = zero
+    if PIPE or UNROLL2:
+        for j in range((num_k_blocks - 1) // 2):
+            if PIPE:
+                # two wgmmas in flight per warpgroup, two blocks per iteration: issue kb (promote the finished kb-1
+                # under it), issue kb+1, wait(1) for kb and promote it while kb+1 runs, wait(0) for kb+1 (promoted
+                # under the next iteration's first wgmma). Only finished products cross the loop's back-edge: a
+                # product in flight across it makes ptxas serialize every wgmma (C7514; probe_wgmma_fp8.py MODE 3).
+                kb = 1 + 2 * j
+                s0 = it % NUM_STAGES
+                s1 = (it + 1) % NUM_STAGES
+                scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+                mbarrier.wait(ready_bars.index(s0), (it // NUM_STAGES) & 1)
+                p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s0, zero).permute((1, 0)),
+                                   zero, use_acc=False, is_async=True)
+                acc += prod * gl.expand_dims(scale0, 1)
+                scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
+                    sb_ptr + (kb + 1) * stride_bsk)
+                mbarrier.wait(ready_bars.index(s1), ((it + 1) // NUM_STAGES) & 1)
+                prod = warpgroup_mma(_a_rows(a_bufs, s1, ROW0, ROWS, BLOCK_M),
+                                     _b_cols(b_bufs, s1, zero).permute((1, 0)), zero, use_acc=False, is_async=True)
+                p1 = warpgroup_mma_wait(1, deps=[p1])
+                mbarrier.arrive(empty_bars.index(s0))
+                acc += p1 * gl.expand_dims(scale1, 1)
+                prod = warpgroup_mma_wait(0, deps=[prod])
+                mbarrier.arrive(empty_bars.index(s1))
+            else:
+                # UNROLL2: the products of even and odd blocks live in two fixed register sets, so nothing is copied
+                # between a wait and the next issue (ptxas cannot rename a loop-carried wgmma result: a one-set loop
+                # moves the 64 product registers after every wait)
+                p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                          empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                          BLOCK_M, NUM_STAGES)
+                prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
+                                            empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                            BLOCK_M, NUM_STAGES)
+            it += 2
+        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
+            prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+            it += 1
+    else:
+        for kb in range(1, num_k_blocks):
+            prod, scale0, acc = _k_step(it, kb, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                        sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
+                                        NUM_STAGES)
+            it += 1
+    return acc, prod, scale0, it
+
+
+@gluon.jit
+def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                   sb_ptr, stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                   NUM_STAGES: gl.constexpr):
+    # _k_loop with one product register set (WGS = 3: 160 registers per consumer thread hold the accumulator
+    # and one product, not two): promote the previous block, then issue and wait for this one; the other
+    # warpgroups' wgmmas keep the tensor core busy during the promotion
+    acc = zero
+    for kb in range(1, num_k_blocks):
+        scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+        acc += prod * gl.expand_dims(scale0, 1)
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero).permute((1, 0)), zero,
+                             use_acc=False, is_async=True)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        scale0 = scale
+        it += 1
+    return acc, prod, scale0, it

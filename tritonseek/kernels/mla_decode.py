@@ -464,7 +464,9 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     block_dv2, block_r, even_d, kn_desc, kr_desc = cache_tiles(q, kv_cache, head_dim_v, block_n,
                                                                  cfg.get("USE_TMA", True) and not use_ws)
     n_slots = metadata.num_parts + batch
-    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.float32, device=dev)
+    # PART_BF16: the partial outputs in bf16 (half the split's partial writes and the combine's reads)
+    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.bfloat16 if cfg.get("PART_BF16") else torch.float32,
+                        device=dev)
     lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
     if use_ws:
         if cfg.get("WSM"):  # > 32 rows: queries on the wgmma M side (mla_decode_wsm)

@@ -229,7 +229,7 @@ def _store_o(o, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr, opart_ptr,
         gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
     else:
         p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
-        gl.store(p_ptrs, o, mask=gl.expand_dims(row_ok, 0))
+        gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))  # fp32 (bf16: PART_BF16)
 
 
 @gluon.jit
@@ -542,7 +542,8 @@ def combine_spin(metadata, wgs: int | None = None) -> bool:
     threads releasing each piece, counters allocated by get_mla_metadata): see _mla_combine_kernel's SPIN."""
     if wgs is None:
         wgs = int(metadata.config.get("WS_WGS", 1))
-    return bool(metadata.config.get("COMBINE_SPIN", False)) and wgs == 1 and metadata.counters is not None
+    return (bool(metadata.config.get("COMBINE_SPIN", False)) and wgs == 1 and not metadata.config.get("WSM")
+            and metadata.counters is not None)
 
 
 def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart,

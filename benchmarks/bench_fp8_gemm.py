@@ -169,6 +169,23 @@ def mid_candidates(m: int, n: int, k: int, sms: int) -> list[dict]:
     return out
 
 
+def explore_mid(m: int, base: dict) -> list[dict]:
+    """16 < M ≤ 128 with --explore: the committed entry and its neighbours — Gluon pipeline depth ±1, the other
+    column width, masked-store epilogue; deeper tl pipelines at one program per SM (more bytes in flight per SM
+    where the tiles do not fill the GPU); swap-AB with deeper pipelines where the entry does not split K."""
+    tl_cfg = {key: v for key, v in base.items() if key != "GLUON"}
+    out = [dict(base)]
+    g = base.get("GLUON")
+    if g is not None:
+        st, bn = g.get("NUM_STAGES", 4), g.get("BLOCK_N", 128)
+        out += [dict(tl_cfg, GLUON=dict(g, NUM_STAGES=st + d)) for d in (-1, 1)]
+        out += [dict(tl_cfg, GLUON=dict(g, BLOCK_N=192 - bn)), dict(tl_cfg, GLUON=dict(g, TMA_STORE=False))]
+    else:
+        out += [dict(tl_cfg, GLUON=dict(BLOCK_N=bn, NUM_STAGES=6, WGS=2)) for bn in (64, 128)]
+    out += [dict(tl_cfg, num_stages=st, GRID_MULT=1) for st in (6, 8)]
+    return out + [_sw(64, 64 if m <= 64 else 128, st, s) for st in (6, 8) for s in (1, 2) if tl_cfg["SPLIT_K"] == 1]
+
+
 def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool = False) -> list[dict]:
     """Sweep candidates per M class; for M ≤ 128 the committed entry, its FLATTEN twin, a deeper
     pipeline and two other tile shapes at the same K split."""
@@ -178,8 +195,7 @@ def candidates(m: int, n: int | None = None, k: int | None = None, explore: bool
         base = dict(G.get_config(m, n, k, G._num_sms(0)))
         if m > 128:
             return [base] + [dict(c, SPLIT_K=1) for c in EXPLORE_LARGE]
-        return [base] + [dict(base, SPLIT_K=s) for s in (1, 2, 3, 4, 6, 8) if s != base.get("SPLIT_K", 1)] + [
-            _c(128, 64, 4, 4, 2, SPLIT_K=base.get("SPLIT_K", 1)), dict(base, GRID_MULT=3)]
+        return explore_mid(m, base)
     if m <= 128:
         return mid_candidates(m, n, k, G._num_sms(0))
     tl_base = dict(G.get_config(m, n, k, G._num_sms(0)))

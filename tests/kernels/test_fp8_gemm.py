@@ -95,6 +95,9 @@ def test_fp8_gemm_matches_reference(device, m, n, kb16, config, seed):
         (129, 96, 256, _CONFIGS[4]),  # M just past a tile, N < one tile, flattened persistent loop
         (200, 260, 384, _CONFIGS[5]),  # one tile per program
         (70, 264, 256, _CONFIGS[6]),  # TMA-store epilogue clipped at M and N tails
+        # three programs per SM, 3 stages (the M = 64/128 entries for 24576×1536 and 32768×512): odd M over two
+        # row tiles, N tail, more tiles than programs (persistent loop)
+        (101, 600, 256, dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, SPLIT_K=1, GRID_MULT=3)),
     ],
 )
 def test_fp8_gemm_edge_shapes(device, m, n, k, config):

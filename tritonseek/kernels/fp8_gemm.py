@@ -54,19 +54,27 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 _TUNED: dict[tuple[str, int, int], dict] = {
     # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
     # re-checked at 69ee3f4 against PINGPONG/FLATTEN/deeper-pipeline/other-tile twins: each entry
-    # within run-to-run noise (≤ 2%) of the best
+    # within run-to-run noise (≤ 2%) of the best. Session 16 sweep at c71925c (14-19 correctness-checked
+    # candidates per shape, better of two passes, graph µs; tl twins, swap-AB with 64/128 token columns, Gluon
+    # 128-row tiles): three programs per SM with 3 stages won 128×24576×1536 (384 64×128 tiles = one wave of
+    # 3 × 132: 15.90 vs 20.36) and 64×32768×512 (8.92 vs 9.35); the Gluon kernel won 128×32768×512 (128-column
+    # tiles, 4 stages: 11.81 vs 12.67) and 128×7168×2048 (64-column tiles, 6 stages: 10.33 vs 11.09). Every other
+    # entry was the best or within 1% (Gluon, which has no split-K, lost 7168×16384 by 6% at M = 128 and 37% at
+    # M = 64, and the other M = 64 shapes by 0.5-34%: half of its 128-row tile idle).
     ("64", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2),
     ("64", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    ("64", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
+    ("64", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
     ("64", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("64", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=6, GRID_MULT=2),
     ("64", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
     ("128", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2),
-    ("128", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    ("128", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
+    ("128", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
+    ("128", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
+                              GLUON=dict(BLOCK_N=128, NUM_STAGES=4, WGS=2)),
     ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2),
     ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
-    ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
+    ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
+                              GLUON=dict(BLOCK_N=64, NUM_STAGES=6, WGS=2)),
     # M > 128: H200 sweep at commit 69ee3f4 (20 candidates per shape, each checked for correctness
     # first; PINGPONG never won here), then a confirm sweep of the winners' neighbours at 4a8249d
     # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%.

@@ -211,11 +211,13 @@ def worker(rank: int, world: int, init_file: str, argv: list[str]) -> None:
         tp1 = {}
         if rank == 0:  # rank 1 builds its shard meanwhile and waits in the first broadcast
             for r in run_config(b, TP(), cfg):
-                tp1[r["case"]["batch"]] = b.row(SUITE, r.pop("case"), **r)
+                case = r.pop("case")
+                tp1[case["batch"]] = b.row(SUITE, case, **r)
         for r in run_config(b, TP(rank, world), cfg):
-            one = tp1.get(r["case"]["batch"])
+            case = r.pop("case")
+            one = tp1.get(case["batch"])
             if rank == 0:
-                b.row(SUITE, r.pop("case"), **r, tp1_us=one["us"] if one else None,
+                b.row(SUITE, case, **r, tp1_us=one["us"] if one else None,
                       tp1_tokens_per_s=one["tokens_per_s"] if one else None,
                       speedup=_r(one["us"] / r["us"], 3) if one else None)
         if rank == 0:

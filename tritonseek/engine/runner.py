@@ -129,7 +129,9 @@ class ModelRunner:
             block_table=self.cache.block_table([s.seq_id for s in seqs]),
             cache_seqlens=cache_seqlens,
             seqlen_q=seqlen_q,
-            mla_metadata=self.model.ops.mla_metadata(cache_seqlens, seqlen_q, self.model.cfg.num_attention_heads),
+            # this rank's heads (num_attention_heads / tp under tensor parallelism)
+            mla_metadata=self.model.ops.mla_metadata(cache_seqlens, seqlen_q,
+                                                     self.model.model.layers[0].self_attn.num_heads),
         )
 
     @torch.inference_mode()

@@ -58,19 +58,15 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     a_rows = 64 if wgs == 3 else bm
     la = W._smem_layout([a_rows, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
-    nhalf = bool(cfg.get("NHALF"))
-    bh = bn // 2 if nhalf else bn
-    lbh = W._smem_layout([bh, bk], gl.float8e4nv)
     lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
     sig = dict(a_desc=f"tensordesc<fp8e4nv[{a_rows}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               bh_desc=f"tensordesc<fp8e4nv[{bh}, {bk}],{lbh!r}>",
                c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
     sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
-                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2, NHALF=nhalf,
+                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2,
                   num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
@@ -129,25 +125,6 @@ def test_wgs_for_picks_192_row_tiles_where_their_waves_win():
     assert picks == {(2112, 7168): 3, (24576, 1536): 3, (32768, 512): 3, (7168, 16384): 2, (4096, 7168): 2,
                      (7168, 2048): 2}
     assert all(W.wgs_for(m, n, 128, 132) == 2 for m in (256, 512) for n, _ in _REAL_NK)
-    # NHALF: 2112 columns as 16 whole + 1 half-width column of 128-row tiles = 528 tile-units = 4 waves on 132 SMs,
-    # against 3 waves × 1.45 for 192-row tiles; N ≡ 0 mod 128 unchanged
-    assert W.wgs_for(4096, 2112, 128, 132, nhalf=True) == 2
-    assert all(W.wgs_for(4096, n, 128, 132, nhalf=True) == picks[(n, k)] for n, k in _REAL_NK if n != 2112)
-    assert [W.nhalf_applies(n, 128) for n in (2112, 576, 192, 300, 200, 4096)] == [True] * 4 + [False] * 2
-
-
-def test_ws_nhalf_compiles_for_sm90():
-    # NHALF: a second (n64) copy of the K loop for the half-width last column, B in 64-row TMA boxes; the n128 loop
-    # of whole tiles keeps its registers (ptxas: 56 bytes of spills; nvdisasm shows the local loads only in the
-    # n64 path, none between the n128 wgmmas), no wgmma serialization
-    cfg = dict(W.ws_config(4096, 2112, 7168), WGS=2, NHALF=True)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, torch.bfloat16, True)
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 4 * 2
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3") == 4 * 4 * 2
-    report = ptxas_report(ptx)
-    assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
-    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
-    assert spills and max(spills) <= 64, report
 
 
 def _cpu_operands(m=8, n=128, k=256):
@@ -190,7 +167,8 @@ def test_fp8_gemm_nt_gluon_entries(device):
     from tritonseek.kernels import fp8_gemm as G
 
     gluon = [key for key, cfg in G._TUNED.items() if cfg.get("GLUON") is not None]
-    assert gluon and all(key[0] == "large" for key in gluon)
+    # large M, and since fdb4683 two M = 128 entries (128×32768×512, 128×7168×2048) where the H200 sweep picked it
+    assert gluon and all(key[0] in ("large", "128") for key in gluon)
     for key in gluon:
         cfg = G._TUNED[key]
         gluon = {k: v for k, v in cfg["GLUON"].items() if k != "MIN_M"}  # MIN_M: read by fp8_gemm_nt's dispatch
@@ -277,19 +255,6 @@ def test_ws_tails_gpu(device, m, n, k, pad, cfg):
 
 
 _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("m,n,k,pad", [
-    (4096, 2112, 7168, 0),  # 512 tiles + 32 halves on 132 SMs: the last partial wave (16 halves) reversed
-    (333, 2112, 7168, 0), (4096, 576, 1152, 0),
-    (257, 300, 1040, 3),  # 44 columns in the half, unaligned out rows (masked stores everywhere)
-    (1, 192, 128, 0),  # one row, one K block, one whole tile and one half
-    (8448, 192, 128, 0),  # 66 tiles + 66 halves = exactly one wave of 132: the reversed pass takes nothing
-    (600, 448, 256, 0),
-])
-def test_ws_nhalf_gpu(device, m, n, k, pad):
-    _check_gpu(m, n, k, device, seed=m + n + k, config=dict(WGS=2, NHALF=True), out_stride_pad=pad)
 
 
 @pytest.mark.gpu

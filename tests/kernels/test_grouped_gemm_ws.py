@@ -45,12 +45,8 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     la = W._smem_layout([bm, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
-    tail = bool(cfg.get("TAIL_SPLIT"))
-    bh = bn // 2 if tail else bn
-    lbh = W._smem_layout([bh, bk], gl.float8e4nv)
     lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
     sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               bh_desc=f"tensordesc<fp8e4nv[{bh}, {bk}],{lbh!r}>",
                c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32", idx_ptr="*i32")
     sig.update({n: "i32" for n in ("M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask",
@@ -58,7 +54,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
-                  PIPE=bool(cfg["PIPE"]), TAIL=tail, num_warps=warps)
+                  PIPE=bool(cfg["PIPE"]), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -70,21 +66,18 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
 # (masked, SPLIT, UNROLL2, PIPE, BLOCK_N, out dtype, TMA store): the default (SPLIT + PIPE, TMA store) of both
 # layouts, and the cooperative one-stream one-product-set loop with masked stores. ~12 s each on the 2-core CI
 # machine.
-# TAIL_SPLIT: the last wave's column halves (a second, n64 copy of the K loop and 64-row B TMA boxes) in the
-# masked default; the producer warp stays within its 40 registers (28 bytes of spills before its single schedule call).
-@pytest.mark.parametrize("masked,split,unroll2,pipe,bn,out_dtype,tma_store,tail", [
-    (False, True, True, True, 128, torch.bfloat16, True, False),
-    (True, True, True, True, 128, torch.bfloat16, True, True),
-    (False, False, False, False, 64, torch.float32, False, False),
+@pytest.mark.parametrize("masked,split,unroll2,pipe,bn,out_dtype,tma_store", [
+    (False, True, True, True, 128, torch.bfloat16, True),
+    (True, True, True, True, 128, torch.bfloat16, True),
+    (False, False, False, False, 64, torch.float32, False),
 ])
-def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pipe, bn, out_dtype, tma_store, tail):
+def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pipe, bn, out_dtype, tma_store):
     cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
-               UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn, TAIL_SPLIT=tail)
+               UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, out_dtype, tma_store, 512 if masked else 256)
     # issue sites per consumer partition: block 0 + the loop (UNROLL2 / PIPE: block 0, two in the loop, the tail)
     sites = (4 if unroll2 or pipe else 2) * (2 if split else 1)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
-    assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn // 2}k32.f32.e4m3.e4m3") == (4 * sites if tail else 0)
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
     assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store  # TMA-store epilogue
     assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+(240|232);", ptx)
@@ -127,8 +120,6 @@ def test_grouped_ws_rejects_bad_inputs():
         grouped_fp8_gemm_contiguous_ws(a, a_s, b.transpose(1, 2).contiguous().transpose(1, 2), b_s, mi)
     with pytest.raises(ValueError, match="BLOCK_M must be 128"):
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_M=64))
-    with pytest.raises(ValueError, match="TAIL_SPLIT"):
-        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_N=64, TAIL_SPLIT=True))
     with pytest.raises(TypeError, match="out_dtype"):
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, out_dtype=torch.int32)
     a3, s3 = a.view(2, M_ALIGNMENT, -1), a_s.view(2, M_ALIGNMENT, -1)
@@ -296,27 +287,6 @@ def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
     if E > 2:
         mm[0] = 0
     _check_masked(mm, M_max, N, K, device, seed=E + N)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("mm,M_max,N,K", [
-    ([0, 1, 0, 129], 256, 200, 384),  # grid 16 (the launch bound), 6 tiles → all 6 as 12 halves; N tail in a half
-    ([0, 1, 0, 129], 256, 136, 384),  # the second half of the last column tile lies wholly past N
-    ([0, 0, 0, 0], 256, 256, 256),  # no tile at all
-    ([1024], 1024, 7168, 2048),  # DeepGEMM shapes: 448 tiles on the H200's 132 SMs → 52 run as 104 halves
-    ([512, 512], 512, 7168, 2048),
-    ([256, 0, 256, 256, 256], 256, 7168, 2048),  # an empty group (and masked_m = M_max): 448 tiles again
-])
-def test_masked_ws_tail_split_gpu(device, mm, M_max, N, K):
-    _check_masked(mm, M_max, N, K, device, seed=len(mm) + N, config=dict(TAIL_SPLIT=True))
-
-
-@pytest.mark.gpu
-# (the contiguous grid is min(SMs, tiles), so only problems of more than one wave split: 5 × 32 = 160 tiles → the
-# last 28 as halves, 3 × 56 = 168 → 36, on 132 SMs)
-@pytest.mark.parametrize("segs,N,K", [([300, 0, 200], 4096, 384), ([129, 65], 7168, 2048)])
-def test_contiguous_ws_tail_split_gpu(device, segs, N, K):
-    _check_contiguous(segs, N, K, device, seed=N + K, config=dict(TAIL_SPLIT=True))
 
 
 @pytest.mark.gpu

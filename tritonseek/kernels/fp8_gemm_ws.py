@@ -24,10 +24,6 @@ promotion unless other programs on the SM fill the gap). Design, after DeepGEMM'
   wait(1) returns kb, which is promoted while kb+1 runs, so the tensor core gets this warpgroup's next
   block without a wait-to-issue gap once per two blocks (benchmarks/probe_wgmma_fp8.py: a warpgroup pair
   with no memory traffic 1309 TFLOP/s serial, 1526 UNROLL2, 1590 PIPE, 1715 chained);
-* NHALF (N mod 128 ∈ (0, 64]: N = 2112, 576): the last tile column, at most half full, runs as 128×64 tiles (n64
-  wgmmas on the first half of the stage's B buffer, B through a second descriptor with 64-row boxes, masked
-  stores), numbered after the whole tiles, the last partial wave dealt out in reverse program order: 2112×7168 at
-  M = 4096 is 512 tiles + 32 halves = 4 tiles' work on each of 132 SMs (192-row tiles: 3 waves × 1.45);
 * epilogue through shared memory and a TMA store when ``out`` is 16-byte aligned, else masked
   stores; TMA zero-fills out-of-bounds rows/columns/K so M, N and K tails need no masks in the loop;
 * WGS = 3: 192-row tiles, three consumer warpgroups of 64 rows (A arrives as three 64-row TMA boxes,
@@ -76,6 +72,18 @@ M = 4096 suite timing (40 ms of graph replays) 1019 / 1045 / 894 / 1094 / 1121 /
 this GPU, cuBLAS timed the same way); 18-shape geomean 1.091× cuBLAS. Also tried there: PIPE with 6 stages or
 GROUP_M 16 (slower), 128×64 PIPE tiles for 2112×7168 (162 vs 117 µs).
 
+Session 16 (H200, code d67dff1, same run, 10 ms graph passes, µs): NHALF — 128-row PIPE tiles with the half-full
+last column of N = 2112 run as 128×64 tiles after the whole ones (512 tiles + 32 halves = 4 tiles' work per SM
+on paper, against 3 waves of 192-row tiles at 1.45) — 131.1 / 133.2 against 117.6 / 118.6 for the committed
+192-row tiles at 4096×2112×7168 (the n64 copy of the K loop spilled 56 bytes and copied its product registers);
+5 stages: 2112×7168 117.9 / 118.0, 7168×16384 796.7 / 805.5 vs 771.7 / 771.9, 4096×7168 202.2 / 201.7 vs
+189.8 / 192.3, 7168×2048 110.3 / 108.0 vs 124.2 / 108.5. Neither kept (NHALF's code: git d67dff1). Suite
+timing of that run (40 ms): 1049.6 / 1158.4 / 1239.2 / 1076.0 TFLOP/s on 2112×7168 / 7168×16384 / 4096×7168 /
+7168×2048 against cuBLAS 1095.2 / 1274.3 / 1240.5 / 1138.2 (targets 1059 / 1122 / 1165 / 1086).
+TMA multicast across a 2-CTA cluster (how cuBLAS and DeepGEMM halve one operand's L2 reads) is not available:
+Triton 3.6's Gluon ``async_copy_global_to_shared`` has no multicast argument and its lowering says
+"NYI: Support multicast".
+
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
 """
@@ -112,7 +120,7 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _issue_block0, _k_loop, _k_loop_
 # tiles), 4096×7168 197 / 194 vs 217 / 218 (UNROLL2), 7168×2048 111.3 / 112.2 vs 117.7 / 111.1 (192-row); it loses
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, NHALF=False)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True)
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -125,19 +133,9 @@ def ws_config(m: int, n: int, k: int) -> dict:
     return dict(_DEFAULT_WS)
 
 
-def nhalf_applies(n: int, block_n: int) -> bool:
-    """True where the last tile column holds at most half a tile (0 < N mod 128 ≤ 64; e.g. N = 2112, 576)."""
-    return block_n == 128 and 0 < n % block_n <= block_n // 2
-
-
-def wgs_for(m: int, n: int, block_n: int, num_sms: int, nhalf: bool = False) -> int:
-    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2.
-
-    nhalf: 128-row tiles run their half-full last column as half-width tiles (NHALF), counted in half-tile waves."""
+def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
+    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2."""
     waves2 = triton.cdiv(triton.cdiv(m, 128) * triton.cdiv(n, block_n), num_sms)
-    if nhalf and nhalf_applies(n, block_n):
-        half_units = 2 * triton.cdiv(m, 128) * (triton.cdiv(n, block_n) - 1) + triton.cdiv(m, 128)
-        waves2 = triton.cdiv(half_units, num_sms) / 2
     waves3 = triton.cdiv(triton.cdiv(m, 192) * triton.cdiv(n, block_n), num_sms)
     return 3 if waves3 * _WGS3_TILE_COST < waves2 else 2
 
@@ -154,99 +152,37 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
 
 
 @gluon.jit
-def _work_plan(M, N, num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NHALF: gl.constexpr):
-    # NHALF (0 < N mod BLOCK_N ≤ BLOCK_N / 2): the last tile column is run as BLOCK_N / 2 wide halves, numbered
-    # after the whole tiles (items n_full … total − 1), and the last, partial wave is dealt out in reverse program
-    # order, so the programs that took halves in the wave before take the rest (2112 columns: 32 × 16 tiles + 32
-    # halves = 4 tiles' work per program on 132 SMs). Returns (num_pid_m, column tiles of whole width, n_full, total, first item
-    # of the last partial wave, end of the program's loop over j).
-    num_pid_m = gl.cdiv(M, BLOCK_M)
-    if NHALF:
-        num_pid_n = gl.cdiv(N, BLOCK_N) - 1
-        n_full = num_pid_m * num_pid_n
-        total = n_full + num_pid_m
-        last = total - total % num_programs
-        return num_pid_m, num_pid_n, n_full, total, last, last + num_programs
-    else:
-        num_pid_n = gl.cdiv(N, BLOCK_N)
-        total = num_pid_m * num_pid_n
-        return num_pid_m, num_pid_n, total, total, total, total
-
-
-@gluon.jit
-def _work_item(j, last, num_programs):
-    # NHALF: the item a program takes at its loop position j (the last partial wave reversed; ≥ total: none)
-    if j >= last:
-        return last + num_programs - 1 - gl.program_id(0)
-    else:
-        return j
-
-
-@gluon.jit
-def _item_tile(item, n_full, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
-    # NHALF: (pid_m, pid_n) of an item: GROUP_M-swizzled whole tiles, then the half-width last column
-    if item < n_full:
-        pid_m, pid_n = _tile_coords(item, num_pid_m, num_pid_n, GROUP_M)
-    else:
-        pid_m = item - n_full
-        pid_n = num_pid_n
-    return pid_m, pid_n
-
-
-@gluon.jit
-def _ws_producer(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars,
+def _ws_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars,
                  M, N, num_k_blocks, num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, NHALF: gl.constexpr):
-    # One warp: wait until a stage is released, then TMA its A and B tiles (ready = tx bytes); an NHALF half takes
-    # BLOCK_N / 2 B rows through bh_desc into the first half of the stage's B buffer.
-    num_pid_m, num_pid_n, n_full, total, last, end = _work_plan(M, N, num_programs, BLOCK_M, BLOCK_N, NHALF)
+                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # One warp: wait until a stage is released, then TMA its A and B tiles (ready = tx bytes).
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
     it = 0
-    for j in range(gl.program_id(0), end, num_programs):
-        if NHALF:  # one K loop for whole tiles and halves (the producer warp runs at 40 registers)
-            item = _work_item(j, last, num_programs)
-            if item < total:
-                pid_m, pid_n = _item_tile(item, n_full, num_pid_m, num_pid_n, GROUP_M)
-                it = _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, pid_m * BLOCK_M,
-                                pid_n * BLOCK_N, item >= n_full, num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, True)
-        else:
-            pid_m, pid_n = _tile_coords(j, num_pid_m, num_pid_n, GROUP_M)
-            it = _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, pid_m * BLOCK_M,
-                            pid_n * BLOCK_N, False, num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, False)
+    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, pid_m * BLOCK_M, pid_n * BLOCK_N,
+                        num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
 
 
 @gluon.jit
-def _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, off_n, half, num_k_blocks,
-               BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr, NHALF: gl.constexpr):
+def _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, off_n, num_k_blocks,
+               BLOCK_M: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
     # A arrives as A_PARTS boxes of BLOCK_M // A_PARTS rows (BLOCK_M = 192: three 64-row boxes, as Triton's
-    # shapes must be powers of two), each in its own buffer a_bufs[s·A_PARTS + j]; NHALF and half: B through
-    # bh_desc into the first rows of the stage's B buffer
+    # shapes must be powers of two), each in its own buffer a_bufs[s·A_PARTS + j]
     A_PARTS: gl.constexpr = BLOCK_M // a_desc.block_type.shape[0]
     stage_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + b_desc.block_type.nbytes
-    half_bytes: gl.constexpr = A_PARTS * a_desc.block_type.nbytes + bh_desc.block_type.nbytes
     for kb in range(num_k_blocks):
         s = it % NUM_STAGES
         # empty barriers start "released": the first pass waits on the opposite parity
         mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
         bar = ready_bars.index(s)
-        if NHALF:
-            if half:
-                mbarrier.expect(bar, half_bytes)
-            else:
-                mbarrier.expect(bar, stage_bytes)
-        else:
-            mbarrier.expect(bar, stage_bytes)
+        mbarrier.expect(bar, stage_bytes)
         for j in gl.static_range(A_PARTS):
             tma.async_copy_global_to_shared(a_desc, [off_m + j * (BLOCK_M // A_PARTS), kb * BLOCK_K], bar,
                                             a_bufs.index(s * A_PARTS + j))
-        if NHALF:
-            if half:
-                tma.async_copy_global_to_shared(bh_desc, [off_n, kb * BLOCK_K], bar,
-                                                b_bufs.index(s).slice(0, bh_desc.block_type.shape[0], dim=0))
-            else:
-                tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
-        else:
-            tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
+        tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
         it += 1
     return it
 
@@ -258,36 +194,20 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 SERIAL: gl.constexpr, PIPE: gl.constexpr, NHALF: gl.constexpr):
+                 SERIAL: gl.constexpr, PIPE: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
     # one's promotion/epilogue overlaps the other's wgmma, as in DeepGEMM's two math warpgroups).
-    num_pid_m, num_pid_n, n_full, total, last, end = _work_plan(M, N, num_programs, BLOCK_M, BLOCK_N, NHALF)
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
     it = 0
-    for j in range(gl.program_id(0), end, num_programs):
-        if NHALF:
-            item = _work_item(j, last, num_programs)
-            if item < total:
-                pid_m, pid_n = _item_tile(item, n_full, num_pid_m, num_pid_n, GROUP_M)
-                if item >= n_full:  # half width: n64 wgmmas on the first half of the stage's B buffer, masked stores
-                    it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
-                                        num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
-                                        stride_cn, BLOCK_M, BLOCK_N // 2, NUM_STAGES, False, ROW0, ROWS, WARPS,
-                                        UNROLL2, SERIAL, PIPE)
-                else:
-                    it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
-                                        empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
-                                        num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
-                                        stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS,
-                                        UNROLL2, SERIAL, PIPE)
-        else:
-            pid_m, pid_n = _tile_coords(j, num_pid_m, num_pid_n, GROUP_M)
-            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
-                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
-                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
-                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE)
+    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                            c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                            stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
+                            TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -295,15 +215,15 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 @gluon.jit
 def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
                    b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
-                   stride_cn, BLOCK_M: gl.constexpr, TILE_N: gl.constexpr, NUM_STAGES: gl.constexpr,
+                   stride_cn, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
                    TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr,
                    UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr):
-    # rows [off_m, off_m + ROWS) × columns [off_n, off_n + TILE_N) of out, all K blocks
+    # rows [off_m, off_m + ROWS) × columns [off_n, off_n + BLOCK_N) of out, all K blocks
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, TILE_N, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, TILE_N], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
     rm = off_m + gl.arange(0, ROWS, layout=row_layout)
     m_ok = rm < M
     sa_ptrs = a_scale_ptr + rm * stride_asm
@@ -324,7 +244,7 @@ def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_s
                                         empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
                                         BLOCK_M, NUM_STAGES, UNROLL2, PIPE)
     acc += plast * gl.expand_dims(slast, 1)
-    _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, TILE_N,
+    _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                 TMA_STORE, row_layout, col_layout)
     return it
 
@@ -349,16 +269,16 @@ def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride
 
 @gluon.jit
 def _fp8_gemm_ws_kernel(
-    a_desc, b_desc, bh_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
     num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
-    NHALF: gl.constexpr, num_warps: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
-    # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]; bh_desc (NHALF): box [BLOCK_N / 2, BLOCK_K]
+    # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M, BLOCK_N] (SPLIT: [BLOCK_M // 2, BLOCK_N], one
     #         store per warpgroup); c_ptr/stride_c*: masked-store path
     # a_scale: [M, KB] fp32, strides (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
@@ -384,17 +304,17 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, NHALF)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, NHALF)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, NHALF)),
-            (_ws_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
-                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, NHALF)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE)),
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
@@ -402,13 +322,13 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, NHALF)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, NHALF)),
-            (_ws_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
-                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, NHALF)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE)),
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
@@ -416,9 +336,9 @@ def _fp8_gemm_ws_kernel(
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, NHALF)),
-            (_ws_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
-                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, NHALF)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE)),
+            (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
+                            num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -496,8 +416,7 @@ def fp8_gemm_nt_ws(
     config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
         NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
-        flight per warpgroup on 128-row tiles, NHALF = 128-row tiles run a last column of ≤ 64 valid columns
-        (N mod 128 ∈ (0, 64], e.g. 2112, 576) as half-width tiles), for tests and tuning.
+        flight per warpgroup on 128-row tiles), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -538,7 +457,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
-        wgs = wgs_for(m, n, bn, _num_sms(dev), bool(cfg["NHALF"])) if cfg["SPLIT"] and bn == 128 else 2
+        wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
         if wgs == 3:
             cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
     pipe = bool(cfg["PIPE"]) and wgs == 2  # 192-row tiles: registers for one product set only (serial loop)
@@ -549,11 +468,6 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [a_rows, BLOCK_K], _smem_layout([a_rows, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
-    nhalf = bool(cfg["NHALF"]) and split and wgs == 2 and nhalf_applies(n, bn)
-    bh_desc = b_desc  # NHALF: the half-width last column's B rows in [bn / 2, BLOCK_K] boxes
-    if nhalf:
-        bh_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn // 2, BLOCK_K],
-                                   _smem_layout([bn // 2, BLOCK_K], gl_fp8))
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
     c_desc = None
     if tma_store:
@@ -563,12 +477,12 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](
-        a_desc, b_desc, bh_desc, c_desc, out, a_scale, b_scale,
+        a_desc, b_desc, c_desc, out, a_scale, b_scale,
         m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid_n,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
-        NHALF=nhalf, num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
+        num_warps=4 if split else _NUM_WARPS, maxnreg=regs[0],
     )
     return out

@@ -18,10 +18,6 @@ promoted while kb+1 runs). What the grouped layouts add:
   numbered on the device from a prefix sum over masked_m (each partition computes it once), and the
   fixed persistent grid walks only those: no host sync (CUDA-graph safe), and tiles past masked_m
   cost nothing. Rows ≥ masked_m[g] are never stored (TMA store for full tiles, masked stores else).
-* TAIL_SPLIT: when the last wave holds t ≤ programs / 2 tiles (t = tiles mod programs, known on the device),
-  those t tiles run as 2t column halves of 64 (n64 wgmmas on the first half of the stage's B buffer, a second
-  B descriptor with 64-row boxes, masked stores), so that wave takes about half a tile's time. DeepGEMM's
-  masked (7168, 2048) shapes: 448 tiles on 132 SMs = 3 waves + 52 tiles → 3 waves + 104 halves.
 * SPLIT: a warpgroup whose 64 rows hold no row of the tile's expert (the partly filled last tile of a
   segment) issues no wgmma and only walks the stage barriers, so the tensor core runs only the other
   half of such a tile.
@@ -39,6 +35,13 @@ Session 15 (H200, fe498e8, PIPE default, eager for contiguous, graph replays for
 ``torch._grouped_mm`` bf16 (target 1.8×); masked 1×1024 / 2×512 / 4×256 (4096, 7168) 1096–1104 / 1079–1090 /
 1008–1025 (targets 1156 / 1113 / 1002), (7168, 2048) 785–820 / 764–797 / 752–773 (targets 835 / 835 / 791).
 64-column tiles (more, smaller tiles for the masked shapes' 3.4 waves) were 17–60% slower; 6 stages within ±3%.
+
+Session 16 (H200, code d67dff1, graph replays, two rounds each, µs): TAIL_SPLIT — when the last wave holds
+≤ programs / 2 tiles, run them as 64-column halves (the masked (7168, 2048) shapes: 448 tiles = 3 waves + 52 →
+3 waves + 104 halves) — lost everywhere: (7168, 2048) 1×1024 / 2×512 / 4×256 40.2, 39.5 / 41.7, 40.6 / 42.0, 42.2
+against 38.0, 38.5 / 40.4, 39.0 / 39.8, 39.7 with whole tiles; (4096, 7168) (nothing split) +0.1–1.0. A partial last
+wave already runs faster per tile than a full one (fewer SMs share L2 bandwidth), so the halves saved less than
+their n64 loop and masked stores cost. Not kept (code: git d67dff1).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 """
@@ -62,7 +65,7 @@ from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _load_tile, _num_sms, _smem_layout
 from tritonseek.kernels.fp8_gemm_ws_loop import _issue_block0, _k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
-    _masked_prefix, _maximum, _num_tiles, _schedule, _tail_item, _tail_plan,
+    _masked_prefix, _maximum, _num_tiles, _schedule,
 )
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
@@ -82,7 +85,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, TAIL_SPLIT=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True)
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16)
 
 
@@ -92,12 +95,10 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
 
 
 @gluon.jit
-def _producer(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-              GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              TAIL: gl.constexpr):
-    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (a TAIL half:
-    # its BLOCK_N / 2 B rows through bh_desc into the first half of the stage's B buffer).
+              GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr):
+    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring.
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
@@ -105,24 +106,13 @@ def _producer(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, i
     else:
         cum = 0
     num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
-    t_full, total = _tail_plan(num_tiles, num_programs, TAIL)
     it = 0
-    for tile_id in range(gl.program_id(0), total, num_programs):
-        if TAIL:  # one schedule call for whole tiles and halves (the producer warp runs at 40 registers)
-            half = (tile_id >= t_full).to(gl.int32)
-            base = tile_id + half * (t_full + (tile_id - t_full) // 2 - tile_id)
-        else:
-            base = tile_id
-        run, g, off_m, a_row, off_n = _schedule(base, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
                                                 BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
         if run:
-            if TAIL:  # a half: its BLOCK_N / 2 B rows through bh_desc into the first half of the stage's B buffer
-                it = _load_tile(a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row,
-                                g * N + off_n + half * ((tile_id - t_full) % 2) * (BLOCK_N // 2), half > 0,
-                                num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, True)
-            else:
-                it = _load_tile(a_desc, b_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row,
-                                g * N + off_n, False, num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES, False)
+            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
+                            num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
 
 
 @gluon.jit
@@ -162,7 +152,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
               ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-              PIPE: gl.constexpr, TAIL: gl.constexpr):
+              PIPE: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
@@ -171,50 +161,31 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
     else:
         cum = 0
     num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
-    t_full, total = _tail_plan(num_tiles, num_programs, TAIL)
     it = 0
-    for tile_id in range(gl.program_id(0), total, num_programs):
-        if TAIL:
-            if tile_id < t_full:
-                it = _consumer_tile(tile_id, 0, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr,
-                                    a_scale_ptr, b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m,
-                                    num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                                    stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE,
-                                    MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE)
-            else:
-                # a column half: BLOCK_N / 2 wide wgmmas on the first half of the stage's B buffer, masked stores
-                base, h = _tail_item(tile_id, t_full)
-                it = _consumer_tile(base, h * (BLOCK_N // 2), it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem,
-                                    c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks,
-                                    num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
-                                    stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_N // 2, GROUP_M,
-                                    NUM_STAGES, False, MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE)
-        else:
-            it = _consumer_tile(tile_id, 0, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr,
-                                a_scale_ptr, b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m,
-                                num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                                stride_cm, stride_cn, BLOCK_M, BLOCK_N, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE,
-                                MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE)
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        it = _consumer_tile(tile_id, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
+                            b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase,
+                            stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M,
+                            BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE)
     if TMA_STORE:
         tma.store_wait(0)
 
 
 @gluon.jit
-def _consumer_tile(tile_id, col0, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
+def _consumer_tile(tile_id, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
                    b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase,
                    stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, TILE_N: gl.constexpr, GROUP_M: gl.constexpr,
+                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                    NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, MASKED: gl.constexpr, ROW0: gl.constexpr,
                    ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr):
-    # this partition's rows of tile tile_id (BLOCK_N wide in the schedule), columns [col0, col0 + TILE_N) of it
+    # this partition's rows of tile tile_id
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, TILE_N, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, TILE_N], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
     run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
                                             BLOCK_M, BLOCK_N, GROUP_M, MASKED, WARPS)
-    off_n = off_n + col0
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)  # rows inside the group (masked) or of a
     if MASKED:
         mm = gl.minimum(gl.load(idx_ptr + g, mask=run, other=0), M_rows)
@@ -235,7 +206,7 @@ def _consumer_tile(tile_id, col0, it, a_bufs, b_bufs, ready_bars, empty_bars, c_
             it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
         acc = zero
     _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-              stride_cn, ROW0, ROWS, TILE_N, TMA_STORE, MASKED, row_layout, col_layout)
+              stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
     return it
 
 
@@ -299,20 +270,19 @@ def _c_half(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
 @gluon.jit(do_not_specialize=["M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask", "stride_bse",
                               "stride_bsn", "stride_bsk", "num_programs"])
 def _grouped_fp8_ws_kernel(
-    a_desc, b_desc, bh_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
     M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_cm, stride_cn, num_programs,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-    PIPE: gl.constexpr, TAIL: gl.constexpr, num_warps: gl.constexpr,
+    PIPE: gl.constexpr, num_warps: gl.constexpr,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
     # masked (MASKED=True): a_desc over a viewed [E·M_max, K], M_rows = M_max, idx_ptr = masked_m [E] int32,
     #   a_scale [E, M_max, KB] (stride_ase, stride_asm, stride_ask), out viewed [E·M_max, N] (stride_cm, stride_cn)
     # b_desc over b viewed [E·N, K] e4m3, box [BLOCK_N, BLOCK_K]; b_scale [E, NB, KB] (stride_bse/bsn/bsk)
-    # bh_desc (TAIL): the same view, box [BLOCK_N // 2, BLOCK_K], for the last wave's column halves (else b_desc)
     # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), BLOCK_N]
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
@@ -333,15 +303,14 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, TAIL)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, TAIL)),
-            (_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         TAIL)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
+                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
@@ -350,10 +319,9 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, TAIL)),
-            (_producer, (a_desc, b_desc, bh_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         TAIL)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE)),
+            (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
+                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -377,8 +345,6 @@ def _resolve_config(cfg: dict) -> tuple[int, int]:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bm != 128 or bn not in (64, 128):
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
-    if cfg.get("TAIL_SPLIT") and bn != 128:
-        raise ValueError(f"config TAIL_SPLIT (the last wave as 64-column halves) needs BLOCK_N 128, got {bn}")
     return bm, bn
 
 
@@ -390,11 +356,6 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
                               _smem_layout([bm, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn, BLOCK_K],
                               _smem_layout([bn, BLOCK_K], gl_fp8))
-    tail = bool(cfg["TAIL_SPLIT"])
-    bh_desc = b_desc
-    if tail:  # the last wave's column halves read B in [bn / 2, BLOCK_K] boxes (same swizzle as the full box)
-        bh_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn // 2, BLOCK_K],
-                                   _smem_layout([bn // 2, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out2d)
     c_desc = None
@@ -403,13 +364,12 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, bn],
                                   _smem_layout([c_rows, bn], _GL_DTYPES[out2d.dtype]))
     _grouped_fp8_ws_kernel[(grid,)](
-        a_desc, b_desc, bh_desc, c_desc, out2d, a_scale, b_scale, idx,
+        a_desc, b_desc, c_desc, out2d, a_scale, b_scale, idx,
         M_rows, N, E, triton.cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,
         b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
-        TAIL=tail,
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )
@@ -446,8 +406,7 @@ def grouped_fp8_gemm_contiguous_ws(
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
-        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        TAIL_SPLIT = a last wave of ≤ half the SMs' tiles runs as 64-column halves; BLOCK_N 128 only).
+        GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

@@ -2,8 +2,7 @@
 
 Every partition (the TMA producer warp and the consumer warpgroups) calls these with the same arguments and gets
 the same answer, so they agree on which tiles run without talking: contiguous tiles in fp8_gemm_ws's GROUP_M order
-with each tile's expert read from m_indices; masked tiles numbered from a prefix sum over masked_m (no host sync);
-TAIL: the last wave's tiles as column halves.
+with each tile's expert read from m_indices; masked tiles numbered from a prefix sum over masked_m (no host sync).
 """
 
 from __future__ import annotations
@@ -76,22 +75,3 @@ def _num_tiles(cum, M_rows, num_pid_n, BLOCK_M: gl.constexpr, MASKED: gl.constex
         return gl.reduce(cum, 0, _maximum)
     else:
         return gl.cdiv(M_rows, BLOCK_M) * num_pid_n
-
-
-@gluon.jit
-def _tail_plan(num_tiles, num_programs, TAIL: gl.constexpr):
-    # TAIL: when the last wave holds tail = num_tiles % num_programs ≤ num_programs / 2 tiles, each of those is run
-    # as two BLOCK_N / 2 column halves by two programs (the wave of halves takes about half a tile's time instead
-    # of a whole one). Returns (t_full = tiles run whole, total = work items); items ≥ t_full are halves.
-    if TAIL:
-        tail = num_tiles % num_programs
-        cut = ((tail > 0) & (2 * tail <= num_programs)).to(gl.int32) * tail
-        return num_tiles - cut, num_tiles + cut
-    else:
-        return num_tiles, num_tiles
-
-
-@gluon.jit
-def _tail_item(tile_id, t_full):
-    # work item ≥ t_full → (the whole tile it halves, which half)
-    return t_full + (tile_id - t_full) // 2, (tile_id - t_full) % 2

@@ -23,7 +23,7 @@ from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of
 
 
 def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
-                 one_sync: bool = False):
+                 one_sync: bool = False, seesaw: bool = False):
     """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -45,7 +45,13 @@ def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240,
     consts = dict(NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs,
                   ONE_SYNC=one_sync)
     sig.update({n: "constexpr" for n in consts})
-    src = GluonASTSource(M._mla_decode_wsm_kernel, sig, consts)
+    kernel = M._mla_decode_wsm_kernel
+    if seesaw:  # one [64, 64] box descriptor; no ONE_SYNC knob
+        from tritonseek.kernels.mla_decode_seesaw import _mla_decode_seesaw_kernel as kernel
+
+        del sig["v_desc"], sig["r_desc"], sig["ONE_SYNC"], consts["ONE_SYNC"]
+        sig = dict(q_ptr=sig.pop("q_ptr"), c_desc=f"tensordesc<bf16[64, 64],{lr!r}>", **sig)
+    src = GluonASTSource(kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=M._MAXNREG))
 
 
@@ -70,38 +76,43 @@ def _tile_loops(ptx: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def sm90_wsm():
-    """PTX, ptxas report and tile loops of both WSM_SYNC variants (causal), compiled in parallel child processes
-    (~10-30 s of one core each)."""
+    """PTX, ptxas report and tile loops of the three schedules (WSM_SYNC 2 / 1 / 0 = seesaw; causal), compiled in
+    parallel child processes (~10-30 s of one core each)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(one_sync):
-        ptx = ptx_in_fresh_process(__name__, "compile_sm90", 2, True, 240, 24, one_sync)
+    def one(sync):
+        ptx = ptx_in_fresh_process(__name__, "compile_sm90", 2, True, 240, 24, sync == 1, sync == 0)
         return ptx, ptxas_report(ptx), _tile_loops(ptx)
 
-    with ThreadPoolExecutor(2) as ex:
-        futs = {v: ex.submit(one, v) for v in (False, True)}
+    with ThreadPoolExecutor(3) as ex:
+        futs = {v: ex.submit(one, v) for v in (0, 1, 2)}
         return {v: f.result() for v, f in futs.items()}
 
 
-@pytest.mark.parametrize("one_sync", [False, True])
-def test_wsm_compiles_for_sm90(sm90_wsm, one_sync):
-    ptx, report, loops = sm90_wsm[one_sync]
-    # per consumer warpgroup: S = Q·K_wᵀ as 512/16 + 64/16 = 36 k-steps at N = 32 keys; O_w += P·V_w as two
-    # K = 32 halves (one per warpgroup's P) of 2 k-steps each at N = 256 value columns
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16") == 2 * 36
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * 4
-    # TMA: the 512-wide latent box as 8 messages of 64 columns (128-byte swizzle) and the rope box as 1
+@pytest.mark.parametrize("sync", [2, 1, 0])
+def test_wsm_compiles_for_sm90(sm90_wsm, sync):
+    ptx, report, loops = sm90_wsm[sync]
+    if sync:
+        # per consumer warpgroup: S = Q·K_wᵀ as 512/16 + 64/16 = 36 k-steps at N = 32 keys; O_w += P·V_w as two
+        # K = 32 halves (one per warpgroup's P) of 2 k-steps each at N = 256 value columns
+        n_s, n_o = "m64n32k16", 4
+    else:
+        # seesaw: each warpgroup's whole-tile S at N = 64 (36 k-steps), two value matmuls per pair of 4 k-steps
+        n_s, n_o = "m64n64k16", 8
+    assert ptx.count(f"wgmma.mma_async.sync.aligned.{n_s}.f32.bf16.bf16") == 2 * 36
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * n_o
+    # TMA: 8 latent messages of 64 columns (128-byte swizzle) and the rope box (seesaw: 9 [64, 64] boxes)
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
-    assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
+    assert "C7514" not in report and "C7512" not in report and "serialized" not in report, report  # async wgmma
     assert "C7508" not in report, report  # setmaxnreg honoured
-    # ptxas spills per-sequence addresses of the second warpgroup (capped at 240 registers; seen: 164 bytes);
-    # the per-tile loops (one per consumer warpgroup) hold no local-memory access (one sync: ≤ 2 in the second
-    # warpgroup's, seen 2)
+    # ptxas spills per-sequence addresses of the warpgroups (capped at 240 registers; seen: 156-164 bytes); the
+    # per-tile loops (one per consumer warpgroup) hold at most 2 local-memory accesses (seen 0, 0-2, 2)
     assert all(x <= 1024 for x in spill_store_bytes(report)), report
     assert len(loops) == 2
     for loop in loops:
-        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (2 if one_sync else 0)
-        assert sum("HGMMA.64x32x16" in x for x in loop) == 36 and sum("HGMMA.64x256x16" in x for x in loop) == 4
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if sync == 2 else 2)
+        assert sum(f"HGMMA.64x{n_s[4:6]}x16" in x for x in loop) == 36
+        assert sum("HGMMA.64x256x16" in x for x in loop) == n_o
 
 
 def test_wsm_config_is_checked_and_falls_back_on_the_interpreter(device):
@@ -164,7 +175,7 @@ def _check_wsm(q, kv, bt, cs, causal=True, num_sm=None, **overrides):
 @pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (128, 1), (64, 2), (128, 2), (32, 2), (16, 4), (64, 4),
                                                 (48, 2)])
 @pytest.mark.parametrize("page", [64, 256])
-@pytest.mark.parametrize("sync", [1, 2])
+@pytest.mark.parametrize("sync", [0, 1, 2])
 def test_wsm_real_shapes_gpu(device, num_heads, seqlen_q, page, sync):
     """Lengths 0, 1, 64, 65, 4096 and ragged ones (NaN in every unused slot), permuted blocks; 48 heads × 2 =
     96 rows: the second head tile holds 32 rows of this sequence and 32 past rows_total (never stored)."""
@@ -178,7 +189,7 @@ def test_wsm_real_shapes_gpu(device, num_heads, seqlen_q, page, sync):
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (128, 2)])
 @pytest.mark.parametrize("sched", ["balanced", "packed"])
-@pytest.mark.parametrize("sync", [1, 2])
+@pytest.mark.parametrize("sync", [0, 1, 2])
 def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sched, sync):
     """4 programs per head tile: each walks several sequences (query reload and row-sum exchange barriers at
     every switch, split and unsplit sequences, empty ones in between), causal on and off."""
@@ -193,7 +204,7 @@ def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sche
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (32, 2), (64, 2), (128, 1), (128, 2)])
-@pytest.mark.parametrize("sync", [1, 2])
+@pytest.mark.parametrize("sync", [0, 1, 2])
 def test_wsm_batch128_gpu(device, num_heads, seqlen_q, sync):
     """Batch 128, ragged lengths with zeros, the device's own program count (FlashMLA's benchmark shape class)."""
     from tests.kernels.test_mla_decode import make_case
@@ -206,7 +217,7 @@ def test_wsm_batch128_gpu(device, num_heads, seqlen_q, sync):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("sync", [1, 2])
+@pytest.mark.parametrize("sync", [0, 1, 2])
 def test_wsm_graph_replay_follows_lengths_gpu(device, sync):
     """Metadata + the WSM split + combine captured in one CUDA graph; new cache_seqlens written in place before
     a replay give the reference results for the new lengths."""

@@ -56,7 +56,8 @@ _DV, _DR, _DQK, _TN = 512, 64, 576, 64
 # producer warp's and the second consumer warpgroup's registers after setmaxnreg, registers at entry.
 # WSM_SYNC: cross-warpgroup barriers per tile: 2 (row maxima, then P, through shared memory; both warpgroups
 # use the common maximum) or 1 (each writes P with its own maximum and reads the other's P into registers,
-# rescaled to the common maximum: one barrier, both value matmuls take P from registers).
+# rescaled to the common maximum: one barrier, both value matmuls take P from registers); 0: the seesaw
+# schedule instead (mla_decode_seesaw: whole tiles per warpgroup at N = 64, alternating).
 WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, WSM_SYNC=2)
 _MAXNREG = 168
 # index of each cross-warpgroup barrier in the sync array
@@ -83,16 +84,75 @@ def _sync(bars, i: gl.constexpr, phase):
 
 
 @gluon.jit
+def _span(sched_ptr, pid):
+    # program pid's part of the schedule: (first sequence, its first tile, last sequence, its end tile)
+    return gl.load(sched_ptr + pid * 4), gl.load(sched_ptr + pid * 4 + 1), gl.load(sched_ptr + pid * 4 + 2), gl.load(
+        sched_ptr + pid * 4 + 3)
+
+
+@gluon.jit
+def _row_setup(num_heads, rows_total, stride_qs, stride_qh, stride_os, stride_oh, stride_lh, srow_l: gl.constexpr,
+               o_l: gl.constexpr, ld: gl.constexpr, W: gl.constexpr):
+    # the program's 64 query rows (row = s·h_q + h) as the score / output layouts see them, warpgroup W's value
+    # columns, and its 32 rows of the query tile in the load layout
+    row0 = gl.program_id(0) * ROWS
+    s_idx = (row0 + gl.arange(0, ROWS, layout=srow_l)) // num_heads
+    rows_o = row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_l))
+    o_row = (rows_o // num_heads).to(gl.int64) * stride_os + (rows_o % num_heads).to(gl.int64) * stride_oh
+    l_row = (rows_o % num_heads).to(gl.int64) * stride_lh + rows_o // num_heads
+    cols = W * HALF_V + gl.arange(0, HALF_V, layout=gl.SliceLayout(0, o_l))
+    rows_ld = row0 + W * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, ld))
+    q_row = (rows_ld // num_heads).to(gl.int64) * stride_qs + (rows_ld % num_heads).to(gl.int64) * stride_qh
+    return (s_idx, rows_o, o_row, l_row, cols, q_row, gl.expand_dims(rows_ld < rows_total, 1),
+            gl.arange(0, 64, layout=gl.SliceLayout(0, ld)))
+
+
+@gluon.jit
+def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
+    # this warpgroup's query rows of one sequence → its rows of the shared query tile (masked rows: 0)
+    qb = q_seq + gl.expand_dims(q_row, 1)
+    for c in gl.static_range(D_LATENT // 64):
+        q_lat.slice(c * 64, 64, dim=1).store(gl.load(qb + gl.expand_dims(c * 64 + c64, 0), mask=rows_ok, other=0.0))
+    q_rope.store(gl.load(qb + gl.expand_dims(D_LATENT + c64, 0), mask=rows_ok, other=0.0))
+    fence_async_shared()  # read next by the tensor cores
+
+
+@gluon.jit
+def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total, rows_o, o_row, l_row, cols,
+                split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W: gl.constexpr):
+    # l = this warpgroup's row sums + the other's (through x_mine / x_other); O_W / l (and lse, base-2 maxima →
+    # natural log) → out / lse for an unsplit sequence, else its partial slot
+    orow_l: gl.constexpr = rows_o.type.layout
+    x_mine.store(l_i)
+    _sync(bars, _L_SWAPPED, phase)
+    l_all = l_i + x_other.load(l_i.type.layout)
+    has = l_all > 0.0
+    inv_l = gl.where(has, 1.0 / gl.where(has, l_all, 1.0), 0.0)
+    lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_all, 1.0))) * 0.6931471805599453, float("-inf"))
+    o = acc * gl.expand_dims(gl.convert_layout(inv_l, orow_l), 1)
+    lse = gl.convert_layout(lse, orow_l)
+    row_ok = rows_o < rows_total
+    if gl.load(split_ptr + b * 2 + 1) == 1:
+        o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 1) + gl.expand_dims(cols, 0))
+        gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
+        if W == 0:
+            gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
+    else:
+        slot = (pid + b).to(gl.int64) * rows_total
+        p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
+        gl.store(p_ptrs, o, mask=gl.expand_dims(row_ok, 1))
+        if W == 0:
+            gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
+
+
+@gluon.jit
 def _wsm_producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
-                  max_blocks, page_shift, NUM_STAGES: gl.constexpr):
+                  max_blocks, page_shift, NUM_STAGES: gl.constexpr, CHUNKED: gl.constexpr = False):
     # One warp walks the program's span as the consumers do and TMAs each 64-key tile (latent + rope boxes; a
     # tile lies inside one page as page_size ≥ 64) into the ring once both consumers released the stage.
-    pid = gl.program_id(1)
-    span = sched_ptr + pid * 4
-    b_begin = gl.load(span)
-    t_begin = gl.load(span + 1)
-    b_end = gl.load(span + 2)
-    t_end = gl.load(span + 3)
+    # CHUNKED (mla_decode_seesaw): v_desc's box is [64, 64] and each of a tile's 9 column blocks completes its own
+    # ready barrier (9 per stage), so the score matmul starts on the first block.
+    b_begin, t_begin, b_end, t_end = _span(sched_ptr, gl.program_id(1))
     nbytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     n = 0
     for b in range(b_begin, b_end + 1):
@@ -104,9 +164,18 @@ def _wsm_producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_
             mbarrier.wait(empty.index(slot), ((n // NUM_STAGES) & 1) ^ 1)  # a fresh ring starts released
             key0 = k * TILE_N
             cache_row = (gl.load(table + (key0 >> page_shift)) << page_shift) + (key0 & ((1 << page_shift) - 1))
-            mbarrier.expect(ready.index(slot), nbytes)
-            tma.async_copy_global_to_shared(v_desc, [cache_row, 0], ready.index(slot), v_bufs.index(slot))
-            tma.async_copy_global_to_shared(r_desc, [cache_row, D_LATENT], ready.index(slot), r_bufs.index(slot))
+            if CHUNKED:
+                for c in gl.static_range(D_LATENT // 64):
+                    mbarrier.expect(ready.index(slot * 9 + c), v_desc.block_type.nbytes)
+                    tma.async_copy_global_to_shared(v_desc, [cache_row, c * 64], ready.index(slot * 9 + c),
+                                                    v_bufs.index(slot).slice(c * 64, 64, dim=1))
+                mbarrier.expect(ready.index(slot * 9 + 8), v_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(v_desc, [cache_row, D_LATENT], ready.index(slot * 9 + 8),
+                                                r_bufs.index(slot))
+            else:
+                mbarrier.expect(ready.index(slot), nbytes)
+                tma.async_copy_global_to_shared(v_desc, [cache_row, 0], ready.index(slot), v_bufs.index(slot))
+                tma.async_copy_global_to_shared(r_desc, [cache_row, D_LATENT], ready.index(slot), r_bufs.index(slot))
             n += 1
 
 
@@ -123,33 +192,18 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x_mine,
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
     skey_l: gl.constexpr = gl.SliceLayout(0, s_l)
     orow_l: gl.constexpr = gl.SliceLayout(1, o_l)
-    ocol_l: gl.constexpr = gl.SliceLayout(0, o_l)
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_l, k_width=2)  # P as the register A operand
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])  # 16-byte pieces of 64 columns
 
-    tile_h = gl.program_id(0)
     pid = gl.program_id(1)
     rows_total = seqlen_q * num_heads
-    rows_s = tile_h * ROWS + gl.arange(0, ROWS, layout=srow_l)
-    s_idx = rows_s // num_heads
-    rows_o = tile_h * ROWS + gl.arange(0, ROWS, layout=orow_l)
-    row_ok = rows_o < rows_total
-    o_row = (rows_o // num_heads).to(gl.int64) * stride_os + (rows_o % num_heads).to(gl.int64) * stride_oh
-    l_row = (rows_o % num_heads).to(gl.int64) * stride_lh + rows_o // num_heads
-    cols = W * HALF_V + gl.arange(0, HALF_V, layout=ocol_l)
-    # this warpgroup's 32 query rows in the load layout
-    rows_ld = tile_h * ROWS + W * 32 + gl.arange(0, 32, layout=gl.SliceLayout(1, ld))
-    rows_ld_ok = gl.expand_dims(rows_ld < rows_total, 1)
-    q_row = (rows_ld // num_heads).to(gl.int64) * stride_qs + (rows_ld % num_heads).to(gl.int64) * stride_qh
-    c64 = gl.arange(0, 64, layout=gl.SliceLayout(0, ld))
+    s_idx, rows_o, o_row, l_row, cols, q_row, rows_ld_ok, c64 = _row_setup(
+        num_heads, rows_total, stride_qs, stride_qh, stride_os, stride_oh, stride_lh, srow_l, o_l, ld, W)
     my_q_lat = q_lat.slice(W * 32, 32, dim=0)
     my_q_rope = q_rope.slice(W * 32, 32, dim=0)
 
     s_zero = gl.zeros([ROWS, HALF_N], gl.float32, s_l)
-    b_begin = gl.load(sched_ptr + pid * 4 + 0)
-    t_begin = gl.load(sched_ptr + pid * 4 + 1)
-    b_end = gl.load(sched_ptr + pid * 4 + 2)
-    t_end = gl.load(sched_ptr + pid * 4 + 3)
+    b_begin, t_begin, b_end, t_end = _span(sched_ptr, pid)
     it = 0  # tiles consumed (ring position; also the per-tile barriers' phase)
     n_seq = 0  # sequences consumed (the per-sequence barriers' phase)
     for b in range(b_begin, b_end + 1):
@@ -158,12 +212,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x_mine,
         if k_lo < k_hi:
             # query rows → shared memory. The other warpgroup's last S of the previous sequence completed
             # before it arrived at that tile's max exchange, which this one passed: the buffer is free.
-            qb = q_ptr + b.to(gl.int64) * stride_qb + gl.expand_dims(q_row, 1)
-            for c in gl.static_range(D_LATENT // 64):
-                x = gl.load(qb + gl.expand_dims(c * 64 + c64, 0), mask=rows_ld_ok, other=0.0)
-                my_q_lat.slice(c * 64, 64, dim=1).store(x)
-            my_q_rope.store(gl.load(qb + gl.expand_dims(D_LATENT + c64, 0), mask=rows_ld_ok, other=0.0))
-            fence_async_shared()
+            _load_q_rows(q_ptr + b.to(gl.int64) * stride_qb, q_row, rows_ld_ok, c64, my_q_lat, my_q_rope)
             _sync(bars, _Q_WRITTEN, n_seq & 1)
             # row i sees keys ≤ diag + i (causal, bottom-right aligned), else every key ≤ diag; tiles from k_fast on
             # hold a masked key or one past seqlen
@@ -248,31 +297,12 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x_mine,
             # row sums: this warpgroup's keys + the other's. ONE_SYNC: through the buffer of the next tile's
             # parity (the other warpgroup may still be reading the last tile's maximum from the other one)
             if ONE_SYNC and (it & 1) == 1:
-                x_mine_odd.store(l_i)
-                _sync(bars, _L_SWAPPED, n_seq & 1)
-                l_all = l_i + x_other_odd.load(srow_l)
+                _write_rows(acc, m_i, l_i, x_mine_odd, x_other_odd, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row,
+                            l_row, cols, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
             else:
-                x_mine.store(l_i)
-                _sync(bars, _L_SWAPPED, n_seq & 1)
-                l_all = l_i + x_other.load(srow_l)
+                _write_rows(acc, m_i, l_i, x_mine, x_other, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row, l_row,
+                            cols, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
             n_seq += 1
-            has = l_all > 0.0
-            inv_l = gl.where(has, 1.0 / gl.where(has, l_all, 1.0), 0.0)
-            lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_all, 1.0))) * 0.6931471805599453, float("-inf"))
-            o = acc * gl.expand_dims(gl.convert_layout(inv_l, orow_l), 1)
-            lse = gl.convert_layout(lse, orow_l)
-            n_split = gl.load(split_ptr + b * 2 + 1)
-            slot = (pid + b).to(gl.int64) * rows_total
-            if n_split == 1:
-                o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 1) + gl.expand_dims(cols, 0))
-                gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
-                if W == 0:
-                    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
-            else:
-                p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
-                gl.store(p_ptrs, o, mask=gl.expand_dims(row_ok, 1))
-                if W == 0:
-                    gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
 
 
 # Runtime sizes and strides are not specialized on (one compile per config; batch 3 and batch 128 share it).
@@ -345,6 +375,11 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
     if metadata.config["BLOCK_H"] != 64 or metadata.config["BLOCK_N"] != _TN:
         raise ValueError(f"config WSM runs 64-row head tiles of 64-key tiles: BLOCK_H and BLOCK_N must be 64, got "
                          f"{metadata.config['BLOCK_H']} / {metadata.config['BLOCK_N']}")
+    if int(cfg["WSM_SYNC"]) == 0:
+        from tritonseek.kernels.mla_decode_seesaw import launch_split_seesaw
+
+        return launch_split_seesaw(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart,
+                                   lpart, cfg)
     batch, seqlen_q, num_heads, _ = q.shape
     num_blocks, page_size = kv_cache.shape[:2]
     gdt = _GL_DTYPES[q.dtype]

@@ -23,7 +23,7 @@ from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of
 
 
 def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
-                 one_sync: bool = False, seesaw: bool = False):
+                 one_sync: bool = False, seesaw: bool = False, early: bool = False):
     """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -50,6 +50,7 @@ def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240,
         from tritonseek.kernels.mla_decode_seesaw import _mla_decode_seesaw_kernel as kernel
 
         del sig["v_desc"], sig["r_desc"], sig["ONE_SYNC"], consts["ONE_SYNC"]
+        sig["EARLY"], consts["EARLY"] = "constexpr", early
         sig = dict(q_ptr=sig.pop("q_ptr"), c_desc=f"tensordesc<bf16[64, 64],{lr!r}>", **sig)
     src = GluonASTSource(kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=M._MAXNREG))
@@ -80,27 +81,28 @@ def sm90_wsm():
     parallel child processes (~10-30 s of one core each)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(sync):
-        ptx = ptx_in_fresh_process(__name__, "compile_sm90", 2, True, 240, 24, sync == 1, sync == 0)
+    def one(sync):  # -1: the seesaw with SEESAW_EARLY
+        ptx = ptx_in_fresh_process(__name__, "compile_sm90", 2, True, 240, 24, sync == 1, sync <= 0, sync < 0)
         return ptx, ptxas_report(ptx), _tile_loops(ptx)
 
-    with ThreadPoolExecutor(3) as ex:
-        futs = {v: ex.submit(one, v) for v in (0, 1, 2)}
+    with ThreadPoolExecutor(4) as ex:
+        futs = {v: ex.submit(one, v) for v in (0, 1, 2, -1)}
         return {v: f.result() for v, f in futs.items()}
 
 
-@pytest.mark.parametrize("sync", [2, 1, 0])
+@pytest.mark.parametrize("sync", [2, 1, 0, -1])
 def test_wsm_compiles_for_sm90(sm90_wsm, sync):
     ptx, report, loops = sm90_wsm[sync]
-    if sync:
+    if sync > 0:
         # per consumer warpgroup: S = Q·K_wᵀ as 512/16 + 64/16 = 36 k-steps at N = 32 keys; O_w += P·V_w as two
         # K = 32 halves (one per warpgroup's P) of 2 k-steps each at N = 256 value columns
         n_s, n_o = "m64n32k16", 4
     else:
         # seesaw: each warpgroup's whole-tile S at N = 64 (36 k-steps), two value matmuls per pair of 4 k-steps
+        # (SEESAW_EARLY: warpgroup 1's P0 matmul also in the one-tile branch)
         n_s, n_o = "m64n64k16", 8
     assert ptx.count(f"wgmma.mma_async.sync.aligned.{n_s}.f32.bf16.bf16") == 2 * 36
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * n_o
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * n_o + (4 if sync < 0 else 0)
     # TMA: 8 latent messages of 64 columns (128-byte swizzle) and the rope box (seesaw: 9 [64, 64] boxes)
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
     assert "C7514" not in report and "C7512" not in report and "serialized" not in report, report  # async wgmma
@@ -110,9 +112,9 @@ def test_wsm_compiles_for_sm90(sm90_wsm, sync):
     assert all(x <= 1024 for x in spill_store_bytes(report)), report
     assert len(loops) == 2
     for loop in loops:
-        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if sync == 2 else 2)
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if sync == 2 else 3)
         assert sum(f"HGMMA.64x{n_s[4:6]}x16" in x for x in loop) == 36
-        assert sum("HGMMA.64x256x16" in x for x in loop) == n_o
+    assert sorted(sum("HGMMA.64x256x16" in x for x in loop) for loop in loops) == [n_o, n_o + (4 if sync < 0 else 0)]
 
 
 def test_wsm_config_is_checked_and_falls_back_on_the_interpreter(device):
@@ -210,7 +212,7 @@ def test_wsm_batch128_gpu(device, num_heads, seqlen_q, sync):
     from tests.kernels.test_mla_decode import make_case
 
     gen = torch.Generator().manual_seed(num_heads * 7 + seqlen_q)
-    lens = torch.randint(0, 2500, (128,), generator=gen).tolist()
+    lens = torch.randint(0, 1200, (128,), generator=gen).tolist()  # host randn time of the cache
     lens[1] = lens[50] = 0
     lens[2], lens[3] = 1, 64
     _check_wsm(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), WSM_SYNC=sync)
@@ -246,3 +248,19 @@ def test_wsm_graph_replay_follows_lengths_gpu(device, sync):
     graph.replay()
     torch.cuda.synchronize()
     assert_matches_ref(out, lse, *mla_decode_ref(q.float(), kv, bt, cs))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q,page", [(64, 1, 64), (128, 2, 64), (48, 2, 256), (16, 4, 64)])
+def test_wsm_seesaw_early_gpu(device, num_heads, seqlen_q, page):
+    """SEESAW_EARLY (warpgroup 1's softmax before its value matmuls, P0 rescaled in registers): ragged lengths with
+    0 / 1 / 64 / 65 (odd tile counts: the one-tile pair), several sequences per program on both schedules, causal
+    on and off."""
+    from tests.kernels.test_mla_decode import make_case
+
+    gen = torch.Generator().manual_seed(num_heads * 3 + seqlen_q + page)
+    lens = [0, 1, 64, 65, 4096, 777, 2049, 0, 300, 1, 5000, 130]
+    case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen)
+    _check_wsm(*case, WSM_SYNC=0, SEESAW_EARLY=True)
+    _check_wsm(*case, num_sm=4, WSM_SYNC=0, SEESAW_EARLY=True, SCHED="packed", FILL_TOL=3)
+    _check_wsm(*case, num_sm=4, causal=False, WSM_SYNC=0, SEESAW_EARLY=True)

@@ -118,7 +118,7 @@ def _seesaw_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x
                      seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                      stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                      batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr):
+                     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, EARLY: gl.constexpr, W: gl.constexpr):
     s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
@@ -185,11 +185,36 @@ def _seesaw_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x
                     s = warpgroup_mma_wait(0, deps=[s])
                     m0 = x_m0.load(srow_l)
                     a0 = gl.exp2(m_i - gl.where(m0 == float("-inf"), 0.0, m0))
-                    l_i = l_i * a0
-                    acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
-                                     empty.index(st0))
-                    m_i = m0
-                    if has1:
+                    if EARLY:
+                        # S1's softmax first (a missing tile: every key masked, P1 = 0, m1 = m0), X2 as early as
+                        # possible; then P0 (relative to m0) read into registers × exp2(m0 − m1) and both value
+                        # matmuls back to back: O_1 = O_1·exp2(m − m1) + (P0·a1)·V0 + P1·V1
+                        m1, a1, p = _softmax_tile(s, (k0 + 1) * TILE_N, gl.where(has1, limit, -1), m0, sm_scale_log2,
+                                                  skey_l)
+                        l_i = l_i * (a0 * a1) + gl.sum(p, 1)
+                        p = p.to(dtype)
+                        if has1:
+                            _publish(p, m1, r_bufs.index(st1), x_m1, bars, _X2)
+                        p0 = r_bufs.index(st0).load(s_l).to(gl.float32) * gl.expand_dims(a1, 1)
+                        p0 = gl.convert_layout(p0.to(dtype), a_l)
+                        acc = acc * gl.expand_dims(gl.convert_layout(a0 * a1, gl.SliceLayout(1, o_l)), 1)
+                        if has1:
+                            acc = warpgroup_mma(p0, v_bufs.index(st0).slice(v_half, HALF_V, dim=1), acc, is_async=True)
+                            acc = warpgroup_mma(gl.convert_layout(p, a_l), v_bufs.index(st1).slice(v_half, HALF_V, dim=1),
+                                                acc, is_async=True)
+                            acc = warpgroup_mma_wait(0, deps=[acc])
+                            mbarrier.arrive(empty.index(st1), count=1)
+                        else:
+                            acc = warpgroup_mma_wait(0, deps=[warpgroup_mma(p0, v_bufs.index(st0).slice(
+                                v_half, HALF_V, dim=1), acc, is_async=True)])
+                        mbarrier.arrive(empty.index(st0), count=1)
+                        m_i = m1
+                    else:
+                        l_i = l_i * a0
+                        acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
+                                         empty.index(st0))
+                        m_i = m0
+                    if has1 and not EARLY:
                         m1, a1, p = _softmax_tile(s, (k0 + 1) * TILE_N, limit, m0, sm_scale_log2, skey_l)
                         l_i = l_i * a1 + gl.sum(p, 1)
                         p = p.to(dtype)
@@ -219,6 +244,7 @@ def _mla_decode_seesaw_kernel(
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    EARLY: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
@@ -254,12 +280,12 @@ def _mla_decode_seesaw_kernel(
                             seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                             stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                             batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
-                            0)),
+                            EARLY, 0)),
         (_seesaw_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
                             seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                             stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                             batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
-                            1)),
+                            EARLY, 1)),
         (_wsm_producer, (c_desc, c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb,
                          batch, max_blocks, page_shift, NUM_STAGES, True)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -280,5 +306,6 @@ def launch_split_seesaw(q, kv_cache, block_table, cache_seqlens, scale, causal, 
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), num_warps=4, maxnreg=_MAXNREG,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), EARLY=bool(cfg.get("SEESAW_EARLY", False)), num_warps=4,
+        maxnreg=_MAXNREG,
     )

@@ -1,6 +1,7 @@
 """Where the time of the Gluon MLA decode split kernel goes, per program (issue 3, s_k 4096 varlen at 32 rows).
 
     PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py [--out DIR] [--cases 32x1v 16x2v ...] [--reps 5]
+    PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py --ab '{...}' '{...}' [--cases 32x1v 32x1@8192f ...]
 
 Runs ``mla_decode_ws``'s split kernel with DIAG stamps (``launch_split_ws(diag=...)``: %globaltimer and %clock64
 at the consumer's program start/end, every segment's start, first tile ready, last tile done and stores done, and
@@ -8,6 +9,12 @@ the producer's first TMA of each segment) on bench_mla.py's b128 page-64 inputs 
 that the stamped build writes the same out as the plain one, and prints per case: program end spread (idle tail
 of the grid), per-segment prologue / per-tile / epilogue costs by segment kind, and the split / combine graph
 times of the plain build. Raw stamps go to DIR/timeline_<case>.pt.
+
+--ab: the whole ``mla_decode`` (split + combine) of each config (JSON overrides of the default config; "{}" = the
+default) on each case, checked against the fp32 reference (bench_mla's 16 sequences), then timed on the GPU's own
+clock: a CUDA graph of 8 back-to-back calls (as the layers of a decode step run), each replay queued behind a
+~0.5 ms device sleep so the host's launch latency is not inside the events (a busy host shares this GPU machine),
+configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl.
 """
 
 from __future__ import annotations
@@ -161,14 +168,90 @@ def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same
     print(f"    fit: program us = {sol[0]:.3f}·tiles + {sol[1]:.2f}·segments + {sol[2]:.2f}")
 
 
+def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) -> None:
+    import json
+    import statistics as st
+
+    from benchmarks.bench_mla import check_decode, ref_rows
+    from tritonseek.kernels.reference.mla import mla_decode_ref
+
+    h, s_q, s_k, varlen = _case(name)
+    lens = decode_lens(s_k, s_q, varlen)
+    q, kv, bt, cs = make_decode(h, s_q, lens)
+    idx = ref_rows(cs)
+    ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
+    calls = 8
+    graphs, oks = [], []
+    for over in cfgs:
+        cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
+        md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+        out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
+        fn = lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md, out=out,  # noqa: E731
+                                                  check_ids=False)
+        o, lse = fn()
+        cd, dl, ok = check_decode(o, lse, ref, idx)
+        oks.append((ok, cd, dl))
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(calls):
+                fn()
+        g.replay()
+        torch.cuda.synchronize()
+        graphs.append(g)
+    times = [[] for _ in cfgs]
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in cfgs]
+    for _ in range(reps):
+        for i, g in enumerate(graphs):
+            torch.cuda._sleep(1_000_000)
+            ev[i][0].record()
+            g.replay()
+            ev[i][1].record()
+        torch.cuda.synchronize()
+        for i in range(len(cfgs)):
+            times[i].append(ev[i][0].elapsed_time(ev[i][1]) * 1000.0 / calls)
+    nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
+    base = st.median(times[0])
+    with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
+        for over, t, (ok, cd, dl) in zip(cfgs, times, oks):
+            us = st.median(t)
+            row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
+                                                          varlen=varlen),
+                       variant=json.dumps(over, sort_keys=True), us_per_call=round(us, 2),
+                       us_min=round(min(t), 2), us_max=round(max(t), 2), gbps=round(nbytes / us / 1e3, 1),
+                       calls_per_graph=calls, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl, **env)
+            f.write(json.dumps(row) + "\n")
+            print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['gbps']:7.1f} GB/s "
+                  f"{us - base:+6.1f} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
+    del graphs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--cases", nargs="*", default=["32x1v", "16x2v", "16x1v", "32x1f"])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--cfg", default="{}", help="JSON config overrides")
+    ap.add_argument("--ab", nargs="*", help="A/B mode: JSON config overrides, one per config ('{}' = default)")
     args = ap.parse_args()
+    import datetime
     import json
+
+    if args.ab:
+        import triton
+
+        env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
+                   commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+                   date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        cfgs = [json.loads(x) for x in args.ab]
+        for name in args.cases:
+            try:
+                _ab_case(name, cfgs, args.reps, args.out, env)
+            except Exception as e:  # noqa: BLE001
+                print(f"ab {name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
+            torch.cuda.empty_cache()
+        return
 
     for name in args.cases:
         try:

@@ -28,7 +28,7 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
-                 btpf: bool = False, count: bool = False):
+                 btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -50,7 +50,11 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma)
+    if otma:
+        sig["od_desc"] = sig["pd_desc"] = f"tensordesc<bf16[{block_h}, 512],{qv!r}>"
+    else:
+        consts.update(od_desc=None, pd_desc=None)
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -91,9 +95,10 @@ def _hot_loops(ptx: str) -> list[list[str]]:
     return loops
 
 
-# (rows, warpgroups, QTMA): 32 rows with the query prefetch (the batch ≥ 64 default; its two buffers fill
-# 225.9 KB of shared memory), 16 rows without (the small-batch default)
-_COMPILED = [(16, 1, False), (32, 1, True), (64, 2, False)]
+# (rows, warpgroups, QTMA): 16 / 32 rows with the query prefetch and the batch ≥ 64 defaults (its two buffers fill
+# 225.9 KB of shared memory; mla_decode._SWITCH: BTPF, SEQPF, OTMA with 16-bit partials, the combine's counters
+# and the dependent-launch trigger), 16 rows without (the small-batch default)
+_COMPILED = [(16, 1, False), (32, 1, True), (64, 2, False), (16, 1, True)]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +109,8 @@ def sm90_ptx():
     def one(k):
         # the 64-row config with PIPE and the 240/24 register split (232/40 left 4 spill accesses per tile)
         ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], k[1] == 2,
-                                   *((240, 24) if k[1] == 2 else (232, 40)), k[2])
+                                   *((240, 24) if k[1] == 2 else (232, 40)), k[2],
+                                   *((True, False, True, True, True, True, True) if k[2] else ()))
         return ptx, ptxas_report(ptx), _hot_loops(ptx)
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
@@ -124,12 +130,15 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma):
     # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1; QTMA:
     # the query rows the same way
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 * (1 + qtma)
+    # OTMA (the QTMA configs): out and the 16-bit partials by TMA stores, 2 messages per warp at 2 sites per copy
+    assert ptx.count("cp.async.bulk.tensor.2d.global.shared") == (8 if qtma else 0)
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     # ptxas spills some per-sequence prologue/epilogue values (32 rows: ~40 registers of addresses; two
     # warpgroups capped at 240 registers: more); the per-tile loops hold at most one local-memory access
     # (seen: 0 at 16/32 rows on one warpgroup, 1 + 0 on two with PIPE).
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
-    assert all(x <= {16: 0, 32: 256, 64: 1024}[block_h] for x in spills), report
+    assert all(x <= {(16, False): 0, (16, True): 64, (32, True): 256, (64, False): 1024}[(block_h, qtma)]
+               for x in spills), report
     # QTMA: two loop copies, each seen twice (up to the stage release and up to the query-buffer release)
     assert len(loops) == wgs * (4 if qtma else 1)
     for loop in loops:
@@ -301,8 +310,9 @@ def test_ws_query_tma_batch128_gpu(device, num_heads, seqlen_q):
     _check_ws(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), QTMA=True)
 
 
-_KNOBS = [dict(BTPF=True), dict(SEQPF=True), dict(COMBINE_SPIN=True), dict(PART_BF16=True, COMBINE_SPIN=True),
-          dict(BTPF=True, SEQPF=True, COMBINE_SPIN=True, SCHED="packed", FILL_TOL=3, QTMA=True)]
+_KNOBS = [dict(BTPF=True), dict(SEQPF=True), dict(COMBINE_SPIN=True), dict(QTMA=True, OTMA=True),
+          dict(QTMA=True, OTMA=True, PART16=True, COMBINE_SPIN=True),
+          dict(BTPF=True, SEQPF=True, COMBINE_SPIN=True, OTMA=True, PART16=True, SCHED="packed", FILL_TOL=3, QTMA=True)]
 
 
 @pytest.mark.gpu
@@ -310,8 +320,9 @@ _KNOBS = [dict(BTPF=True), dict(SEQPF=True), dict(COMBINE_SPIN=True), dict(PART_
 @pytest.mark.parametrize("knobs", range(len(_KNOBS)))
 def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, knobs):
     """BTPF (block ids one tile ahead), SEQPF (next length ahead), COMBINE_SPIN (the combine waits per
-    sequence on counters the split kernel releases) and PART_BF16 (bf16 partials: one more bf16 rounding of a split
-    sequence's output, inside the cos-diff 1e-5 bound, lse untouched): ragged lengths with 0s, 1, page ± 1 on 4 programs (several
+    sequence on counters the split kernel releases), PART16 (16-bit partials: one more bf16 rounding of a split
+    sequence's output, inside the cos-diff 1e-5 bound, lse untouched) and OTMA (out / 16-bit partials by TMA stores
+    from the finished query buffer): ragged lengths with 0s, 1, page ± 1 on 4 programs (several
     sequences and splits per program), pages 64 and 256 (several tiles per page), the same call 3 times (the
     combine zeroes its counters for the next call), and the benchmark's batch-128 N(4096, 2048) lengths on all SMs."""
     over = _KNOBS[knobs]

@@ -179,9 +179,15 @@ _SMALL_PROGRAMS = 128
 # 190.1 / 180.0 / 180.1-184.2 / 185.6, h16 s_q1 flat (170.7-173.2): 5 stays (a sequence switch inside a program
 # costs the 32-row kernel ~2-3 tiles; fewer charged = programs with more switches finish last).
 _BIG_BATCH_MIN = 64
+# Session 16 (h5mla): a sequence switch inside a program cost the 32-row kernel ~10 µs (H200 globaltimer probe at
+# 228ceaf, b128 s_k 4096 varlen: 4-7 µs of stores from registers, a ~1.5 µs dependent load of the next length, a
+# 2 µs first-tile wait); _SWITCH: out and 16-bit partials by TMA stores from the finished query buffer (OTMA,
+# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF), the combine waiting per
+# sequence as a dependent of the split (COMBINE_SPIN).
+_SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, COMBINE_SPIN=True)
 _BIG_BATCH_WS: dict[int, dict] = {
-    16: dict(SCHED="packed", FILL_TOL=3, QTMA=True),
-    32: dict(SCHED="packed", FILL_TOL=3, QTMA=True),
+    16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
+    32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     64: dict(SCHED="packed", FILL_TOL=3),
 }
 
@@ -464,9 +470,8 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     block_dv2, block_r, even_d, kn_desc, kr_desc = cache_tiles(q, kv_cache, head_dim_v, block_n,
                                                                  cfg.get("USE_TMA", True) and not use_ws)
     n_slots = metadata.num_parts + batch
-    # PART_BF16: the partial outputs in bf16 (half the split's partial writes and the combine's reads)
-    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=torch.bfloat16 if cfg.get("PART_BF16") else torch.float32,
-                        device=dev)
+    # PART16: the partial outputs in q's 16-bit dtype (half the split's partial writes and the combine's reads)
+    opart = torch.empty(n_slots, rows, 2 * block_dv2, dtype=q.dtype if cfg.get("PART16") else torch.float32, device=dev)
     lpart = torch.empty(n_slots, rows, dtype=torch.float32, device=dev)
     if use_ws:
         if cfg.get("WSM"):  # > 32 rows: queries on the wgmma M side (mla_decode_wsm)

@@ -84,9 +84,12 @@ TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
 # warpgroup; 32 rows: 225 KB of shared memory), instead of the consumer loading them between sequences.
 # SEQPF: the consumer loads the next sequence's cache_seqlens one sequence ahead and the split count before the
 # tiles (no dependent global load at a sequence switch). BTPF: the TMA warp loads each tile's block id one tile
-# ahead (see _producer).
+# ahead (see _producer). OTMA (with QTMA, one head tile of exactly BLOCK_H rows, contiguous out): a sequence's
+# output goes through its finished query buffer and one TMA store instead of 128 scalar stores per thread (H200,
+# diag probe at 228ceaf: those took 4-7 µs per sequence switch, the largest part of its ~10 µs); config PART16
+# (mla_decode) makes the partials 16-bit so that they go the same way.
 _DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
-                   SEQPF=False, BTPF=False)
+                   SEQPF=False, BTPF=False, OTMA=False)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -229,7 +232,32 @@ def _store_o(o, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr, opart_ptr,
         gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
     else:
         p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
-        gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))  # fp32 (bf16: PART_BF16)
+        gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))  # fp32 (or PART16)
+
+
+@gluon.jit
+def _store_o_tma(o, n_split, b, slot, row_base, rows_total, buf, od_desc, pd_desc, cols, rows, row_ok, opart_ptr,
+                 PART_TMA: gl.constexpr):
+    # OTMA: Oᵀ [value columns, query rows] → the finished sequence's query buffer (its wgmmas have completed) →
+    # one TMA store of the [rows, 512] tile into out (the sequence's only split) or, PART_TMA (16-bit partials),
+    # its partial slot; fp32 partials are stored from registers. The buffer is free again on return.
+    if n_split == 1:
+        buf.store(gl.permute(o.to(buf.dtype), (1, 0)))
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(od_desc, [b * rows_total + row_base, 0], buf)
+        tma.store_wait(0)
+    else:
+        if PART_TMA:
+            buf.store(gl.permute(o.to(buf.dtype), (1, 0)))
+            fence_async_shared()
+            gl.thread_barrier()
+            tma.async_copy_shared_to_global(pd_desc, [slot.to(gl.int32) + row_base, 0], buf)
+            tma.store_wait(0)
+        else:
+            p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
+            gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
+    gl.thread_barrier()  # the TMA store has read the buffer (store_wait in the issuing thread) before it is released
 
 
 @gluon.jit
@@ -250,8 +278,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
-              QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, diag_ptr,
-              DIAG: gl.constexpr):
+              QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
+              pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -388,8 +416,9 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                     it += 1
                 if DIAG:
                     _stamp(dg, dj + 2)
-                if QTMA:  # every wgmma reading this query buffer has completed
-                    mbarrier.arrive(q_empty.index(u), count=1)
+                if QTMA:  # every wgmma reading this query buffer has completed (OTMA: it holds O first)
+                    if not OTMA:
+                        mbarrier.arrive(q_empty.index(u), count=1)
                     if u == 0:
                         qn0 += 1
                     else:
@@ -402,8 +431,13 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 if not SEQPF:
                     n_split = gl.load(split_ptr + b * 2 + 1)
                 slot = (pid + b).to(gl.int64) * rows_total
-                _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
-                         opart_ptr, stride_ob)
+                if OTMA:
+                    _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0, rows_total,
+                                 q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA)
+                    mbarrier.arrive(q_empty.index(u), count=1)
+                else:
+                    _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
+                             opart_ptr, stride_ob)
                 if n_split == 1:
                     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
                 else:
@@ -432,7 +466,8 @@ def _mla_decode_ws_kernel(
     BLOCK_H: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr,
     DEFER_L: gl.constexpr, WGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PIPE: gl.constexpr,
     QTMA: gl.constexpr, TRIGGER: gl.constexpr = False, SEQPF: gl.constexpr = False, BTPF: gl.constexpr = False,
-    cnt_ptr=None, COUNT: gl.constexpr = False, diag_ptr=None,
+    cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
+    PART_TMA: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
@@ -478,7 +513,8 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT, diag_ptr, DIAG)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT,
+                         od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -493,13 +529,15 @@ def _mla_decode_ws_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0, SEQPF, cnt_ptr, False, diag_ptr, False)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, False, 0, SEQPF, cnt_ptr, False,
+                         od_desc, pd_desc, False, False, diag_ptr, False)),
             (_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_smem.index(1), ready,
                          empty, q_ready, q_empty,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1, SEQPF, cnt_ptr, False, diag_ptr, False)),
+                         BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, ROWS, ROWS, PIPE, False, 1, SEQPF, cnt_ptr, False,
+                         od_desc, pd_desc, False, False, diag_ptr, False)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          None, None, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -573,6 +611,18 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     grid = (triton.cdiv(seqlen_q * num_heads, block_h), metadata.num_parts)
     extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
     spin = combine_spin(metadata, wgs)
+    # OTMA: out (and 16-bit partials) by TMA stores from the finished query buffer (rows_total == BLOCK_H)
+    otma = (bool(cfg["OTMA"]) and qtma and seqlen_q * num_heads == block_h and out.is_contiguous()
+            and out.data_ptr() % 16 == 0)
+    od_desc = pd_desc = None
+    if otma:
+        o2d = out.view(batch * seqlen_q * num_heads, _DV)
+        od_desc = TensorDescriptor(o2d, list(o2d.shape), [_DV, 1], [block_h, _DV], smem_layout([block_h, _DV], gdt))
+        pd_desc = od_desc  # never used unless the partials are 16-bit (PART_TMA)
+        if opart.dtype == q.dtype:
+            p2d = opart.view(-1, _DV)
+            pd_desc = TensorDescriptor(p2d, list(p2d.shape), [_DV, 1], [block_h, _DV],
+                                       smem_layout([block_h, _DV], gdt))
     _mla_decode_ws_kernel[grid](
         q, v_desc, r_desc, qd_lat, qd_rope, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -583,7 +633,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
         TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)) or spin, SEQPF=bool(cfg["SEQPF"]),
-        BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin else None, COUNT=spin, diag_ptr=diag,
+        BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin else None, COUNT=spin, od_desc=od_desc,
+        pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype, diag_ptr=diag,
         DIAG=diag is not None,
         num_warps=4, **extra,
     )

@@ -14,6 +14,8 @@
 * ``--variants JSON``: M > 128 only — the committed config and each variant ("tl" = the entry's tl config,
   a dict = Gluon overrides, e.g. {"WGS": 2}) checked, then timed in two passes (the better kept); rows
   report the committed config with every candidate's time in ``variants_us_graph``.
+* ``--ab-prev``: 16 < M ≤ 128, the committed entry and the session-15 one (S15_MID) timed side by side (rows:
+  ``prev_us_graph``); ``--sweep --explore`` there times the committed entry's neighbours (explore_mid).
 * ``--sweep``: every candidate config is first checked for correctness (NaN-poisoned output,
   calc_diff < 1e-3 against the fp32 reference), then timed; the fastest correct one is reported and
   written to ``--winners`` (copy into ``tritonseek/kernels/fp8_gemm.py::_TUNED``).

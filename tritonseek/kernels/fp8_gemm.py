@@ -60,7 +60,11 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # 3 × 132: 15.90 vs 20.36) and 64×32768×512 (8.92 vs 9.35); the Gluon kernel won 128×32768×512 (128-column
     # tiles, 4 stages: 11.81 vs 12.67) and 128×7168×2048 (64-column tiles, 6 stages: 10.33 vs 11.09). Every other
     # entry was the best or within 1% (Gluon, which has no split-K, lost 7168×16384 by 6% at M = 128 and 37% at
-    # M = 64, and the other M = 64 shapes by 0.5-34%: half of its 128-row tile idle).
+    # M = 64, and the other M = 64 shapes by 0.5-34%: half of its 128-row tile idle). Confirmed at fdb4683 (final
+    # suite, session-15 entry in the same run, µs): 15.96 vs 20.47, 8.84 vs 9.37, 11.73 vs 12.62, 10.64 vs 11.13; all
+    # 12 M ≤ 128 shapes at or above their issue targets, 128×7168×16384 narrowly (635 TFLOP/s vs 629; 613 in a later
+    # pass of the same job: run-to-run spread ~3%); neighbours of the new entries (Gluon depth ±1, other width, deeper
+    # tl/swap-AB pipelines) within 1.2% or slower.
     ("64", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2),
     ("64", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
     ("64", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),

@@ -20,9 +20,10 @@ tokens in a random latent cache with scattered pages (``SliceHarness``, as ``e2e
   batch / us; ``tp1_us`` / ``speedup`` = the TP1 step of the same run and TP1 us ÷ TP2 us.
 * ``comm_us``: the same collectives as the step (recorded from one eager step: op, shape, dtype), alone
   in one CUDA graph on random buffers, replayed in lockstep — the communication cost without the skew
-  between ranks; ``comm_share`` = comm_us / us. ``nccl_kernel_us``: the summed NCCL kernel time inside one
-  profiled step replay (torch.profiler), which also counts the time a kernel waits for the other rank;
-  ``nccl_kernel_share`` = that / the profiled step's kernel sum.
+  between ranks; ``comm_share`` = comm_us / us. ``nccl_kernel_us``: the summed NCCL kernel time inside a
+  step replay (torch.profiler over back-to-back replays, the first dropped, median), which also counts the
+  time a kernel waits for the other rank; ``nccl_kernel_share`` = that / (it + the other kernels' time);
+  ``step_kernels``: the other kernels by time per replay (``profile_step``).
 * ``us_eager``: the same step launched eagerly (fixed-count CUDA-event median, host launch work included);
   ``graph_speedup`` = us_eager / us.
 * correctness first: the graph's tokens equal the eager step's (``graph_argmax_agreement``), the logits are
@@ -46,7 +47,7 @@ import torch.distributed as dist
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.e2e_harness import Bench, SliceHarness, _r  # noqa: E402
-from benchmarks.e2e_probes import kernel_shares, replay_us  # noqa: E402
+from benchmarks.e2e_probes import replay_us  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, v3_config  # noqa: E402
 from tritonseek.parallel import TP, broadcast_replicated_, shutdown, spawn  # noqa: E402
@@ -110,6 +111,43 @@ def fixed_reps_us(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def profile_step(g, n_coll: int, replays: int = 6) -> dict:
+    """Kernel times inside ``replays`` back-to-back replays of graph g (torch.profiler, CUDA activity), the first
+    replay dropped (it absorbs the ranks' skew in starting the profiler: a kernel waiting for the other rank
+    counts its wait). nccl_us: median over replays of the summed NCCL kernel time (n_coll kernels a replay,
+    waits for the slower rank included); kernel_sum_us: the other kernels' time per replay; top: the
+    non-NCCL kernels by time per replay (PDL kernels include their wait for the one before them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        g.replay()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(replays):
+                g.replay()
+            torch.cuda.synchronize()
+        ev = sorted((e.time_range.start, e.time_range.end - e.time_range.start, e.name) for e in prof.events()
+                    if "CUDA" in str(getattr(e, "device_type", "")) and e.time_range.end > e.time_range.start)
+    except Exception as e:  # noqa: BLE001 - a diagnostic
+        print(f"  profile failed: {type(e).__name__}: {e}", flush=True)
+        return {"nccl_us": None, "kernel_sum_us": None, "top": []}
+    nccl = [d for _, d, n in ev if "nccl" in n.lower()]
+    nccl_us = None
+    if n_coll and len(nccl) == n_coll * replays:
+        nccl_us = statistics.median(sum(nccl[i * n_coll:(i + 1) * n_coll]) for i in range(1, replays))
+    # every replay launches the same kernels: drop the first replay's share (the first 1/replays of them)
+    other = [(s, d, n) for s, d, n in ev if "nccl" not in n.lower()]
+    per = len(other) // replays
+    agg: dict[str, list] = {}
+    for _, d, n in other[per:per * replays]:
+        a = agg.setdefault(n[:90], [0.0, 0])
+        a[0] += d / (replays - 1)
+        a[1] += 1
+    top = sorted(({"name": k, "us": round(v[0], 1), "count": v[1] // (replays - 1)} for k, v in agg.items()),
+                 key=lambda x: -x["us"])
+    return {"nccl_us": nccl_us, "kernel_sum_us": sum(x["us"] for x in top), "top": top[:40]}
+
+
 def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> dict:
     """One decode step at (batch, context): correctness checks, graph replay time, communication."""
     model, runner, dev = h.model, h.runner, b.dev
@@ -146,12 +184,10 @@ def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> 
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         us_max = float(t)
         comm_us = comm_graph_us(tp, rec.calls, dev, b.args.reps)
-        try:
-            ks = kernel_shares(g.replay, top=200)
-            kernel_sum = ks[-1]["us"]
-            nccl_us = sum(e["us"] for e in ks[:-1] if "nccl" in e["name"].lower())
-        except Exception as e:  # noqa: BLE001 - the profile is a diagnostic
-            print(f"  profile failed: {type(e).__name__}: {e}", flush=True)
+    prof = profile_step(g, len(rec.calls))
+    nccl_us, kernel_sum = prof["nccl_us"], prof["kernel_sum_us"]
+    for e in prof["top"][:12]:
+        print(f"    [rank {tp.rank} tp={tp.world_size} b={batch}] {e['us']:8.1f} us x{e['count']:<3} {e['name']}")
     h.release(seqs)
     row = dict(
         case={"model": b.args.model_name, "tp": tp.world_size, "ep": tp.world_size, "batch": batch,
@@ -161,8 +197,8 @@ def decode_case(b: Bench, h: SliceHarness, tp: TP, batch: int, context: int) -> 
         comm_us=_r(comm_us), comm_share=_r(comm_us / us, 4) if comm_us is not None else None,
         comm_method="the step's collectives (recorded op/shape/dtype) alone in one CUDA graph, lockstep replay"
         if comm_us is not None else None,
-        nccl_kernel_us=_r(nccl_us), step_kernel_sum_us=_r(kernel_sum),
-        nccl_kernel_share=_r(nccl_us / kernel_sum, 4) if nccl_us is not None and kernel_sum else None,
+        nccl_kernel_us=_r(nccl_us), step_kernel_sum_us=_r(kernel_sum), step_kernels=prof["top"],
+        nccl_kernel_share=_r(nccl_us / (kernel_sum + nccl_us), 4) if nccl_us is not None and kernel_sum else None,
         collectives=[[op, list(shape), str(dt).replace("torch.", "")] for op, shape, dt in rec.calls] or None,
         graph_argmax_agreement=agree, logits_finite=finite, ranks_agree=ranks_agree, timer="graph replay",
     )

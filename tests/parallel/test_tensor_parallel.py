@@ -125,17 +125,21 @@ def test_cli_tp2_load_failure_is_one_clear_error():
 
 # ---------------------------------------------------------------------------------------------- CUDA, NCCL
 # Two processes with NCCL, one GPU each, triton backend, against one process on one GPU (the parent).
-# Tolerances: tp=2 differs from tp=1 only where partial sums meet: o_proj and each MoE layer all-reduce two
-# bf16 partials (each rounded to bf16 before the sum; one process rounds once, after an fp32 accumulation),
-# and a changed bf16 activation can move an element across an FP8 (e4m3, 3 mantissa bits) rounding boundary
-# in the next layer's activation quant. So logits agree to ~1e-2 relative, not bit for bit (the whole FP8
-# activation rounding moves them 4-5 %: tests/model/test_backends_gpu.py); we assert 3e-2, greedy argmax equal
-# wherever tp=1's top-2 logit margin exceeds MARGIN, and generated tokens equal up to a near-tie (margin <
-# MARGIN at the first differing position). A missing/extra all-reduce, a wrong shard or a double-counted
-# shared expert moves logits by O(1) and fails all three.
+# Tolerances: tp=2 differs from tp=1 where partial sums meet: o_proj and each FFN all-reduce two bf16 partials
+# (each rounded to bf16 before the sum; one process rounds once, after an fp32 accumulation). That alone is
+# bf16-sized, and the first attention block shows it (H200 W2, 2654f5d: 2.8e-3 relative; asserted < FIRST_TOL).
+# Downstream it is amplified, not a bug: a changed bf16 activation moves elements across e4m3 rounding
+# boundaries in the next FP8 activation quant (one e4m3 step = 6-12 %), and in a MoE layer it can flip a
+# near-equal top-k choice for a token (W2: dense MLP 2.1e-2, layer-1 attention 4.1e-2, MoE 0.07-0.12, logits
+# 2.4e-2 to 4.2e-2: the size of the whole FP8 activation rounding, 4.0-4.7 % triton vs reference in
+# tests/model/test_backends_gpu.py). So: logits < LOGIT_TOL, greedy argmax equal wherever tp=1's top-2 logit
+# margin exceeds MARGIN (1.0, test_backends_gpu's criterion; W2 flips came at margins 0.44 and 0.34), and
+# generated tokens equal up to a near-tie (margin < MARGIN at the first differing position). A missing or
+# extra all-reduce, a wrong shard or a double-counted shared expert moves the first block by O(1).
 TWO_GPUS = torch.cuda.is_available() and torch.cuda.device_count() >= 2
-LOGIT_TOL = 3e-2
-MARGIN = 0.5
+FIRST_TOL = 1e-2
+LOGIT_TOL = 8e-2
+MARGIN = 1.0
 GPU_NEW_TOKENS = 24
 
 
@@ -233,6 +237,8 @@ def test_cuda_tp2_matches_tp1(cuda_tp_runs, which):
         for k, a in one["modules"].items():  # diagnostics first: where the two runs part
             b = two["modules"][k]
             print(f"{name} rank {r} {k}: rel err {((b - a).norm() / a.norm()).item():.2e}")
+        a, b = one["modules"]["layer0.self_attn"], two["modules"]["layer0.self_attn"]
+        assert ((b - a).norm() / a.norm()).item() < FIRST_TOL  # the first block: bf16 rounding of the partials
         assert two["replays"] > 0  # the tp=2 decode ran through CUDA graphs
         assert two["graphs"] == ranks[0][which]["graphs"]  # every rank emits the same tokens
         for key in ("graphs", "eager", "spec"):

@@ -45,13 +45,15 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
     h, s_q, s_k, varlen = _case(name)
     lens = decode_lens(s_k, s_q, varlen)
     q, kv, bt, cs = make_decode(h, s_q, lens)
-    cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **overrides)
+    # COMBINE_SPIN off: the stamped split runs below are not followed by their spinning combine
+    cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), COMBINE_SPIN=False, **overrides)
     md = D.get_mla_metadata(cs, s_q, h, config=cfg)
     scale = D_QK**-0.5
     rows = s_q * h
     out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
     lse = torch.empty(BATCH, h, s_q, dtype=torch.float32, device=q.device)
-    opart = torch.empty(md.num_parts + BATCH, rows, D_V, dtype=torch.float32, device=q.device)
+    opart = torch.empty(md.num_parts + BATCH, rows, D_V, dtype=q.dtype if cfg.get("PART16") else torch.float32,
+                        device=q.device)
     lpart = torch.empty(md.num_parts + BATCH, rows, dtype=torch.float32, device=q.device)
     sp, cb = D._launches(q, kv, bt, cs, scale, True, D_V, md, out, lse)
     sp()

@@ -387,3 +387,31 @@ def test_ws_spin_combine_graph_replay_gpu(device):
             empty = torch.isinf(rlse.cpu())
             assert torch.equal(torch.isinf(lse.cpu()), empty)
             assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
+def test_default_big_batch_gpu(device, num_heads, seqlen_q):
+    """mla_decode's own default at batch 128 (mla_decode._BIG_BATCH_WS: packed/balanced schedule, QTMA and the
+    _SWITCH knobs) on the benchmark's N(4096, 2048) lengths (one 0), NaN in every unused slot, called twice on the
+    same metadata (the combine's counters are zeroed for the next call); 32 sequences against the reference."""
+    from tritonseek.kernels.mla_decode import _SWITCH
+
+    gen = torch.Generator().manual_seed(num_heads + seqlen_q)
+    lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
+    lens[3] = 0
+    q, kv, bt, cs = _device_case(device, seqlen_q, num_heads, lens, seed=num_heads + seqlen_q)
+    md = get_mla_metadata(cs, seqlen_q, num_heads)
+    assert all(md.config.get(k) == v for k, v in _SWITCH.items()) and md.counters is not None
+    idx = list(range(31)) + [max(range(128), key=lambda i: lens[i])]
+    ro, rlse = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx])
+    for _ in range(2):
+        out = torch.full((128, seqlen_q, num_heads, 512), float("nan"), dtype=q.dtype, device=device)
+        o, lse = mla_decode(q, kv, bt, cs, metadata=md, out=out, check_ids=False)
+        assert not torch.isnan(o).any() and not torch.isnan(lse).any()
+        o, lse = o[idx].float().cpu(), lse[idx].cpu()
+        empty = torch.isinf(rlse.cpu())
+        assert torch.equal(torch.isinf(lse) & (lse < 0), empty)
+        assert (lse[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
+        assert cos_diff(o, ro.cpu()) <= 1e-5
+    assert int(md.counters.abs().sum()) == 0  # every combine program zeroed its sequence's counters

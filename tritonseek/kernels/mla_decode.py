@@ -27,7 +27,8 @@ Design:
 * on Hopper GPUs the split kernel of the ``_TUNED_WS`` classes is the warp-specialized Gluon one
   (``mla_decode_ws``: TMA producer warp, keys on the wgmma M side, the query tile read by the tensor
   core from shared memory); schedule, partials and combine are shared. Elsewhere, and for layouts it
-  does not take (page_size < 64, d_qk ≠ 576), the tl kernel runs the same config.
+  does not take (page_size < 64, d_qk ≠ 576), the tl kernel runs the same config. Config WSM (more than
+  32 rows at batch ≥ 64) runs ``mla_decode_wsm`` instead: queries on the wgmma M side, seesaw schedule.
 
 Tuned configs (``_TUNED``) are keyed by rows = s_q·h_q class, measured on the H200 with
 benchmarks/bench_mla.py; small batches of more than 64 rows (batch·rows ≤ 1024) use ``_SMALL_TABLE``: the
@@ -188,7 +189,10 @@ _SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, COMBINE_SPIN=True)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
-    64: dict(SCHED="packed", FILL_TOL=3),
+    # > 32 rows: mla_decode_wsm's seesaw split kernel (H200 W2 at eca038b, every b128 case with h_q·s_q >= 64
+    # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us)
+    64: dict(SCHED="packed", FILL_TOL=3, WSM=True),
+    128: dict(WSM=True),
 }
 
 

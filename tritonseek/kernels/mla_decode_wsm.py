@@ -1,35 +1,54 @@
-"""Paged absorbed-MLA decode split kernel for more than 32 query rows, queries on the wgmma M side (Gluon).
+"""Paged absorbed-MLA decode split kernel for more than 32 query rows: queries on the wgmma M side, "seesaw"
+schedule of two consumer warpgroups (Gluon, sm_90a).
 
 out[b, i, h] = Σ_j softmax_j(q[b, i, h]·K[b, j]·scale) · K[b, j, :512],  j ≤ s_k − s_q + i
 
 Same inputs, outputs, schedule (``get_mla_metadata``), partial slots and combine kernel as ``mla_decode``
-(FlashMLA ``flash_mla_with_kvcache`` semantics); ``mla_decode`` runs this split kernel for config entries
-with WSM=True (BLOCK_H 64, WS_WGS 2) on Hopper. ``mla_decode_ws`` puts the keys on the wgmma M side, so
-with 64 query rows both of its matmuls run at N = 32 (shared-memory bound on the operand reads). Here:
+(FlashMLA ``flash_mla_with_kvcache`` semantics); ``mla_decode`` runs this split kernel for config entries with
+WSM=True (BLOCK_H 64, BLOCK_N 64, WS_WGS 2) on Hopper. ``mla_decode_ws`` puts the 64 keys of a tile on the
+wgmma M side, so with 64 query rows on two warpgroups both of its matmuls run at N = 32 (bound by the shared
+memory reads of the operands). Here a program owns 64 query rows (s·h_q + h, as ``mla_decode``'s head tiles),
+the matmuls are S = Q·Kᵀ (M 64 rows, N 64 keys, K 576) and O += P·V, and O [64, 512] fp32 is split by columns:
+warpgroup w holds O_w = O[:, 256w : 256w + 256] (128 registers per thread). The schedule follows the one
+FlashMLA's SM90 dense decode kernel describes in its 2025-04 deep-dive ("seesaw"), written here from that
+description. Tiles go in pairs (t0, t1); with m the running row maximum (base 2, the same in both warpgroups):
 
-* **queries on the M side.** One program owns 64 query rows (s_q·h_q rows flattened, as the head tiles of
-  ``mla_decode``) and two consumer warpgroups. For each 64-key cache tile, warpgroup w computes
-  S_w = Q·K_wᵀ for its half of the keys (M = 64 rows, N = 32 keys, K = 576); the two exchange their row
-  maxima through shared memory, each writes its P_w = exp2(S_w − m) (bf16) to shared memory, and then
-  each computes its half of the value columns: O_w[64, 256] += [P_0 ‖ P_1]·V[64 keys, 256w : 256w + 256]
-  (M = 64, N = 256, K = 64: the value matmul reads the tile once per warpgroup at N = 256). O is 128 fp32
-  registers per thread; the query tile [64, 576] is one shared buffer both warpgroups read.
-* **one TMA producer warp** walks the same schedule span (2-stage ring of 64-key tiles, latent [64, 512] +
-  rope [64, 64] boxes, as ``mla_decode_ws``); a stage is released by both warpgroups.
-* **masking**: warpgroup w zeroes its key rows at or past cache_seqlens in shared memory before its dot
-  (NaN in unused slots never reaches O; the exchange barrier orders the zeroing before the other
-  warpgroup's value matmul) and masks S to −inf past each row's causal limit.
-* per sequence, the query rows are loaded by both warpgroups (32 rows each) between two barriers, and the
-  per-warpgroup row sums are added through shared memory at the end.
+* warpgroup 0: S0 = Q·K_t0ᵀ; m0 = max(m, rowmax S0), P0 = exp2(S0 − m0); P0 (bf16) → the rope rows of t0's
+  stage (dead once S0 is done) and m0 → shared memory, signal X1; O_0 = O_0·exp2(m − m0) + P0·V_t0[:, :256] (P0
+  from registers). Then wait X2: O_0 = O_0·exp2(m0 − m1) + P1·V_t1[:, :256] (P1 from shared memory, already
+  relative to m1).
+* warpgroup 1: S1 = Q·K_t1ᵀ issued before it waits X1; O_1 = O_1·exp2(m − m0) + P0·V_t0[:, 256:] (P0 from shared
+  memory); m1 = max(m0, rowmax S1), P1 = exp2(S1 − m1) → t1's rope rows, m1 → shared memory, signal X2;
+  O_1 = O_1·exp2(m0 − m1) + P1·V_t1[:, 256:] (P1 from registers).
 
-Cross-warpgroup barriers are mbarriers of count 2 (one arrive per warpgroup after a warpgroup barrier).
-Shared memory: 2 × 72 KB tiles + 72 KB query + 8 KB P + 1.5 KB exchange = 225.5 KB.
-Gluon compiles only for CUDA sm_90a; there is no interpreter path.
+Every score matmul runs at N = 64 and one warpgroup's softmax overlaps the other's matmuls. Row sums are kept per
+warpgroup under the same factors and added at the end of a sequence (through shared memory). A pair's second
+tile may be missing (odd count): warpgroup 1 then issues its score matmul on the next stage without waiting
+for it and discards the result (its signal and value matmul are skipped). One TMA producer warp walks the
+schedule and loads each tile as 9 [64, 64] column blocks (8 latent = V, 1 rope), each completing its own
+ready barrier, so a score matmul starts on the first block; a stage is released by both warpgroups after
+their last read of it. Tail tiles (keys at or past cache_seqlens) are zeroed in shared memory by the
+warpgroup that computes their scores, before its signal orders them before the other warpgroup's value
+matmul: NaN in unused slots never reaches O. Query rows are loaded by both warpgroups (32 each) per sequence.
+No wgmma accumulator stays in flight across a branch or an mbarrier wait: ptxas then serializes every wgmma
+of the kernel (C7512). Shared memory: 2 × 72 KB tiles + 72 KB query tile + 1 KB = 217 KB; setmaxnreg 240 / 240
+/ 24 (consumers / TMA warp).
+
+H200, b128 page 64, split + combine as one CUDA graph, every case with h_q·s_q ≥ 64 (benchmarks/results/h200.jsonl,
+W2 at eca038b, the previous default mla_decode_ws in the same run): h128 s_q2 s_k 8192 fixed 1454.3 → 1081.0 µs
+(401.7 → 540.3 TFLOP/s), varlen 1594.6 → 1209.2; s_k 4096 771.3 → 597.6, 782.2 → 614.5; h128 s_q1 / h64 s_q2
+s_k 8192 734.8 → 585.4, 738.6 → 586.2 (fixed), 762.9 → 609.9, 821.0 → 651.7 (varlen); s_k 4096 398.4 → 332.2,
+409.9 → 335.3, 429.2 → 362.3, 412.5 → 346.9; 64 rows (h64 s_q1, h32 s_q2; with the packed schedule) s_k 8192
+fixed 384.9 → 334.2, 384.4 → 335.9, varlen 416.4 → 373.4, 448.2 → 401.5; s_k 4096 fixed 211.3 → 196.5, 213.5 →
+197.8, varlen 251.0 → 236.1, 238.6 → 224.7. All correct (cosine difference ≤ 1.8e-6 against fp32).
+Measured and slower (code at eca038b, WSM_SYNC 2 / 1): the 64-key tile split between the warpgroups by keys
+(each S at N = 32 for its 32 keys, row maxima and P exchanged through shared memory with 2 barriers per tile,
+or P read into registers with 1): h128 s_q2 s_k 4096 676.1 / 680.4 µs, s_k 8192 1236.3 (2 barriers) vs 1081.0
+here; 1-3 % slower with 1 barrier than with 2 (W1 at 91750c4).
 """
 
 from __future__ import annotations
 
-import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -46,24 +65,20 @@ from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail,
 
 D_LATENT = gl.constexpr(512)
 D_ROPE = gl.constexpr(64)
-TILE_N = gl.constexpr(64)  # keys per cache tile
-HALF_N = gl.constexpr(32)  # keys per warpgroup (S's N)
+TILE_N = gl.constexpr(64)  # keys per cache tile (and S's N)
 HALF_V = gl.constexpr(256)  # value columns per warpgroup (O's N)
 ROWS = gl.constexpr(64)  # query rows per program (wgmma M)
-_DV, _DR, _DQK, _TN = 512, 64, 576, 64
+_TN = 64
 
-# Launch knobs: ring depth (2: the 72 KB tiles and the 72 KB query tile fill the shared memory), the
-# producer warp's and the second consumer warpgroup's registers after setmaxnreg, registers at entry.
-# WSM_SYNC: cross-warpgroup barriers per tile: 2 (row maxima, then P, through shared memory; both warpgroups
-# use the common maximum) or 1 (each writes P with its own maximum and reads the other's P into registers,
-# rescaled to the common maximum: one barrier, both value matmuls take P from registers); 0: the seesaw
-# schedule instead (mla_decode_seesaw: whole tiles per warpgroup at N = 64, alternating).
-WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, WSM_SYNC=2)
+# Launch knobs: ring depth (2: the 72 KB tiles and the 72 KB query tile fill the shared memory), the second
+# consumer warpgroup's and the TMA warp's registers after setmaxnreg, registers per thread at entry (12 warps).
+WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240)
 _MAXNREG = 168
-# index of each cross-warpgroup barrier in the sync array
+# index of each barrier between the consumer warpgroups (bars): query tile written, X1 (warpgroup 0 → 1: m0 and
+# P0 published), X2 (1 → 0: m1 and P1), row sums swapped
 _Q_WRITTEN = gl.constexpr(0)
-_MAX_SWAPPED = gl.constexpr(1)
-_P_WRITTEN = gl.constexpr(2)
+_X1 = gl.constexpr(1)
+_X2 = gl.constexpr(2)
 _L_SWAPPED = gl.constexpr(3)
 
 
@@ -146,14 +161,12 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
 
 
 @gluon.jit
-def _wsm_producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
-                  max_blocks, page_shift, NUM_STAGES: gl.constexpr, CHUNKED: gl.constexpr = False):
-    # One warp walks the program's span as the consumers do and TMAs each 64-key tile (latent + rope boxes; a
-    # tile lies inside one page as page_size ≥ 64) into the ring once both consumers released the stage.
-    # CHUNKED (mla_decode_seesaw): v_desc's box is [64, 64] and each of a tile's 9 column blocks completes its own
-    # ready barrier (9 per stage), so the score matmul starts on the first block.
+def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks,
+                  page_shift, NUM_STAGES: gl.constexpr):
+    # One warp walks the program's span as the consumers do and TMAs each 64-key tile (a tile lies inside one page
+    # as page_size ≥ 64) into the ring once both consumers released the stage, as 9 [64, 64] column blocks (8
+    # latent, 1 rope) that each complete their own ready barrier (9 per stage).
     b_begin, t_begin, b_end, t_end = _span(sched_ptr, gl.program_id(1))
-    nbytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     n = 0
     for b in range(b_begin, b_end + 1):
         _, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks, page_shift,
@@ -164,237 +177,243 @@ def _wsm_producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_
             mbarrier.wait(empty.index(slot), ((n // NUM_STAGES) & 1) ^ 1)  # a fresh ring starts released
             key0 = k * TILE_N
             cache_row = (gl.load(table + (key0 >> page_shift)) << page_shift) + (key0 & ((1 << page_shift) - 1))
-            if CHUNKED:
-                for c in gl.static_range(D_LATENT // 64):
-                    mbarrier.expect(ready.index(slot * 9 + c), v_desc.block_type.nbytes)
-                    tma.async_copy_global_to_shared(v_desc, [cache_row, c * 64], ready.index(slot * 9 + c),
-                                                    v_bufs.index(slot).slice(c * 64, 64, dim=1))
-                mbarrier.expect(ready.index(slot * 9 + 8), v_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(v_desc, [cache_row, D_LATENT], ready.index(slot * 9 + 8),
-                                                r_bufs.index(slot))
-            else:
-                mbarrier.expect(ready.index(slot), nbytes)
-                tma.async_copy_global_to_shared(v_desc, [cache_row, 0], ready.index(slot), v_bufs.index(slot))
-                tma.async_copy_global_to_shared(r_desc, [cache_row, D_LATENT], ready.index(slot), r_bufs.index(slot))
+            for c in gl.static_range(D_LATENT // 64):
+                mbarrier.expect(ready.index(slot * 9 + c), c_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(c_desc, [cache_row, c * 64], ready.index(slot * 9 + c),
+                                                v_bufs.index(slot).slice(c * 64, 64, dim=1))
+            mbarrier.expect(ready.index(slot * 9 + 8), c_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(c_desc, [cache_row, D_LATENT], ready.index(slot * 9 + 8),
+                                            r_bufs.index(slot))
             n += 1
 
 
 @gluon.jit
-def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x_mine, x_other, x_mine_odd, x_other_odd,
-                  ready, empty, bars,
+def _tile_scores(vb, rb, q_lat, q_rope, ready, st, phase, first, seqlen, tail, live, s_zero, ld: gl.constexpr):
+    # issue S = Q·Kᵀ of one 64-key tile (async), each 64-column block once its TMA has landed. tail: rows past
+    # seqlen := 0 first (after all 9 blocks landed, so no TMA overwrites the zeros). live False: no waits (the
+    # caller discards the result)
+    if tail:
+        for c in gl.static_range(9):
+            mbarrier.wait(ready.index(st * 9 + c), phase)
+        _zero_tail(vb, first, seqlen, D_LATENT, TILE_N, ld)
+        fence_async_shared()
+        gl.thread_barrier()
+    s = s_zero
+    for c in gl.static_range(D_LATENT // 64):
+        mbarrier.wait(ready.index(st * 9 + c), phase, pred=live)
+        s = warpgroup_mma(q_lat.slice(c * 64, 64, dim=1), vb.slice(c * 64, 64, dim=1).permute((1, 0)), s,
+                          use_acc=c > 0, is_async=True)
+    mbarrier.wait(ready.index(st * 9 + 8), phase, pred=live)
+    return warpgroup_mma(q_rope, rb.permute((1, 0)), s, is_async=True)
+
+
+@gluon.jit
+def _softmax_tile(s, first, limit, m_ref, sm_scale_log2, skey_l: gl.constexpr):
+    # scores of keys first .. first + 63 (masked past each row's limit, scaled to base 2) → (m = max(m_ref, row
+    # max), exp2(m_ref − m), P = exp2(S − m)); a row with no key yet keeps m = −inf and P = 0
+    keys = first + gl.arange(0, TILE_N, layout=skey_l)
+    s = gl.where(gl.expand_dims(keys, 0) <= gl.expand_dims(limit, 1), s * sm_scale_log2, float("-inf"))
+    m_new = gl.maximum(m_ref, gl.max(s, 1))
+    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
+    return m_new, gl.exp2(m_ref - m_safe), gl.exp2(s - gl.expand_dims(m_safe, 1))
+
+
+@gluon.jit
+def _publish(p, m, rb, x_m, bars, i: gl.constexpr):
+    # P (bf16) → the rope rows of its tile's stage, the row maxima → x_m; then signal the other warpgroup
+    rb.store(p)
+    x_m.store(m)
+    fence_async_shared()  # P is read next by the other warpgroup's tensor cores (and the stage's next TMA)
+    gl.thread_barrier()
+    mbarrier.arrive(bars.index(i), count=1)
+
+
+@gluon.jit
+def _take_max(bars, i: gl.constexpr, phase, x_m, m_ref):
+    # wait for the other warpgroup's signal i; its published row maxima m (≥ m_ref) and exp2(m_ref − m)
+    mbarrier.wait(bars.index(i), phase)
+    m = x_m.load(m_ref.type.layout)
+    return m, gl.exp2(m_ref - gl.where(m == float("-inf"), 0.0, m))
+
+
+@gluon.jit
+def _scaled_pv(acc, scale, a, v, release):
+    # O·scale + A·V (A: P in registers or shared memory), completed before returning (an accumulator in flight
+    # across a branch or an mbarrier wait makes ptxas serialize every wgmma, C7512); then the stage released
+    acc = acc * gl.expand_dims(gl.convert_layout(scale, gl.SliceLayout(1, acc.type.layout)), 1)
+    acc = warpgroup_mma_wait(0, deps=[warpgroup_mma(a, v, acc, is_async=True)])
+    mbarrier.arrive(release, count=1)
+    return acc
+
+
+@gluon.jit
+def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_other, ready, empty, bars,
                   seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                   stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                   batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                  NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, ONE_SYNC: gl.constexpr, W: gl.constexpr):
-    # Consumer warpgroup W: keys W·32 .. W·32 + 31 of every tile for S, value columns W·256 .. W·256 + 255 for O.
-    s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 32, 16])
+                  NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr):
+    s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
     skey_l: gl.constexpr = gl.SliceLayout(0, s_l)
-    orow_l: gl.constexpr = gl.SliceLayout(1, o_l)
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_l, k_width=2)  # P as the register A operand
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])  # 16-byte pieces of 64 columns
+    ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    dtype: gl.constexpr = q_lat.dtype
 
     pid = gl.program_id(1)
     rows_total = seqlen_q * num_heads
     s_idx, rows_o, o_row, l_row, cols, q_row, rows_ld_ok, c64 = _row_setup(
         num_heads, rows_total, stride_qs, stride_qh, stride_os, stride_oh, stride_lh, srow_l, o_l, ld, W)
-    my_q_lat = q_lat.slice(W * 32, 32, dim=0)
-    my_q_rope = q_rope.slice(W * 32, 32, dim=0)
-
-    s_zero = gl.zeros([ROWS, HALF_N], gl.float32, s_l)
+    s_zero = gl.zeros([ROWS, TILE_N], gl.float32, s_l)
+    v_half: gl.constexpr = W * HALF_V  # this warpgroup's value columns
     b_begin, t_begin, b_end, t_end = _span(sched_ptr, pid)
-    it = 0  # tiles consumed (ring position; also the per-tile barriers' phase)
-    n_seq = 0  # sequences consumed (the per-sequence barriers' phase)
+    it = 0  # tiles consumed (ring position)
+    n_seq = 0  # sequences (Q / L barrier phase)
+    n_x1 = 0  # pairs (X1 phase)
+    n_x2 = 0  # pairs with two tiles (X2 phase)
     for b in range(b_begin, b_end + 1):
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, TILE_N)
         if k_lo < k_hi:
-            # query rows → shared memory. The other warpgroup's last S of the previous sequence completed
-            # before it arrived at that tile's max exchange, which this one passed: the buffer is free.
-            _load_q_rows(q_ptr + b.to(gl.int64) * stride_qb, q_row, rows_ld_ok, c64, my_q_lat, my_q_rope)
+            # both warpgroups' last score matmuls of the previous sequence completed before their last signal
+            _load_q_rows(q_ptr + b.to(gl.int64) * stride_qb, q_row, rows_ld_ok, c64, q_lat.slice(W * 32, 32, dim=0),
+                         q_rope.slice(W * 32, 32, dim=0))
             _sync(bars, _Q_WRITTEN, n_seq & 1)
-            # row i sees keys ≤ diag + i (causal, bottom-right aligned), else every key ≤ diag; tiles from k_fast on
-            # hold a masked key or one past seqlen
-            diag = seqlen - seqlen_q if CAUSAL else seqlen - 1
+            diag = seqlen - seqlen_q if CAUSAL else seqlen - 1  # row i sees keys ≤ diag (+ i when causal)
             limit = diag + s_idx if CAUSAL else diag + s_idx * 0
             k_fast = gl.maximum(gl.minimum(k_hi, (diag + 1) // TILE_N), k_lo)
             m_i = gl.full([ROWS], float("-inf"), gl.float32, srow_l)
             l_i = gl.zeros([ROWS], gl.float32, srow_l)
             acc = gl.zeros([ROWS, HALF_V], gl.float32, o_l)
-            for k in range(k_lo, k_hi):
-                st = it % NUM_STAGES
-                vb = v_bufs.index(st)
-                kv = vb.slice(W * HALF_N, HALF_N, dim=0)
-                mbarrier.wait(ready.index(st), (it // NUM_STAGES) & 1)
-                if k >= k_fast:  # tail tile: rows past seqlen := 0 (the value matmul must not see NaN)
-                    _zero_tail(kv, k * TILE_N + W * HALF_N, seqlen, D_LATENT, HALF_N, ld)
-                    fence_async_shared()
-                    gl.thread_barrier()
-                s = warpgroup_mma(q_lat, kv.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-                s = warpgroup_mma(q_rope, r_bufs.index(st).slice(W * HALF_N, HALF_N, dim=0).permute((1, 0)), s,
-                                  is_async=True)
-                s = warpgroup_mma_wait(0, deps=[s])
-                keys = k * TILE_N + W * HALF_N + gl.arange(0, HALF_N, layout=skey_l)
-                s = gl.where(gl.expand_dims(keys, 0) <= gl.expand_dims(limit, 1), s * sm_scale_log2, float("-inf"))
-                m_loc = gl.maximum(m_i, gl.max(s, 1))
-                if ONE_SYNC:
-                    # P_W with this warpgroup's own maximum → its rope rows of the stage (its score matmul, the
-                    # only reader, has completed; the stage is reloaded only after both released it); the
-                    # maximum → the exchange buffer of this tile's parity (the other warpgroup read the one of
-                    # tile k − 2 before it arrived at tile k − 1's barrier)
-                    m_loc_safe = gl.where(m_loc == float("-inf"), 0.0, m_loc)
-                    p_slots.index(st * 2 + W).store(gl.exp2(s - gl.expand_dims(m_loc_safe, 1)).to(p_slots.dtype))
-                    if (it & 1) == 0:
-                        x_mine.store(m_loc)
-                    else:
-                        x_mine_odd.store(m_loc)
-                    fence_async_shared()  # generic writes to a slot the stage's next TMA overwrites
-                    _sync(bars, _MAX_SWAPPED, it & 1)
-                    if (it & 1) == 0:
-                        m_oth = x_other.load(srow_l)
-                    else:
-                        m_oth = x_other_odd.load(srow_l)
-                    m_new = gl.maximum(m_loc, m_oth)
-                    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-                    alpha = gl.exp2(m_i - m_safe)
-                    p = gl.exp2(s - gl.expand_dims(m_safe, 1))
-                    l_i = l_i * alpha + gl.sum(p, 1)
-                    m_i = m_new
-                    # the other warpgroup's P, rescaled from its maximum to the common one (a factor ≤ 1)
-                    p_oth = p_slots.index(st * 2 + 1 - W).load(s_l).to(gl.float32) * gl.expand_dims(
-                        gl.exp2(m_oth - m_safe), 1)
-                    acc = acc * gl.expand_dims(gl.convert_layout(alpha, orow_l), 1)
-                    acc = warpgroup_mma(gl.convert_layout(p.to(p_slots.dtype), a_l),
-                                        vb.slice(W * HALF_N, HALF_N, dim=0).slice(W * HALF_V, HALF_V, dim=1),
-                                        acc, is_async=True)
-                    acc = warpgroup_mma(gl.convert_layout(p_oth.to(p_slots.dtype), a_l),
-                                        vb.slice((1 - W) * HALF_N, HALF_N, dim=0).slice(W * HALF_V, HALF_V, dim=1),
-                                        acc, is_async=True)
+            for k0 in range(k_lo, k_hi, 2):
+                has1 = k0 + 1 < k_hi
+                st0 = it % NUM_STAGES
+                st1 = (it + 1) % NUM_STAGES
+                if W == 0:
+                    s = _tile_scores(v_bufs.index(st0), r_bufs.index(st0), q_lat, q_rope, ready, st0,
+                                     (it // NUM_STAGES) & 1, k0 * TILE_N, seqlen, k0 >= k_fast, True, s_zero, ld)
+                    m0, a0, p = _softmax_tile(warpgroup_mma_wait(0, deps=[s]), k0 * TILE_N, limit, m_i, sm_scale_log2,
+                                              skey_l)
+                    l_i = l_i * a0 + gl.sum(p, 1)
+                    p = p.to(dtype)
+                    _publish(p, m0, r_bufs.index(st0), x_m0, bars, _X1)
+                    acc = _scaled_pv(acc, a0, gl.convert_layout(p, a_l), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
+                                     empty.index(st0))
+                    m_i = m0
+                    if has1:
+                        m1, a1 = _take_max(bars, _X2, n_x2 & 1, x_m1, m0)
+                        l_i = l_i * a1
+                        acc = _scaled_pv(acc, a1, r_bufs.index(st1), v_bufs.index(st1).slice(v_half, HALF_V, dim=1),
+                                         empty.index(st1))
+                        m_i = m1
                 else:
-                    x_mine.store(m_loc)
-                    _sync(bars, _MAX_SWAPPED, it & 1)
-                    m_new = gl.maximum(m_loc, x_other.load(srow_l))
-                    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)
-                    alpha = gl.exp2(m_i - m_safe)
-                    p = gl.exp2(s - gl.expand_dims(m_safe, 1))
-                    l_i = l_i * alpha + gl.sum(p, 1)
-                    m_i = m_new
-                    # P_W → shared memory. The other warpgroup's value matmul of the previous tile (reading
-                    # p_bufs) completed before it arrived at this tile's max exchange.
-                    p_bufs.index(W).store(p.to(p_bufs.dtype))
-                    fence_async_shared()
-                    _sync(bars, _P_WRITTEN, it & 1)
-                    acc = acc * gl.expand_dims(gl.convert_layout(alpha, orow_l), 1)
-                    acc = warpgroup_mma(p_bufs.index(0), vb.slice(0, HALF_N, dim=0).slice(W * HALF_V, HALF_V, dim=1),
-                                        acc, is_async=True)
-                    acc = warpgroup_mma(p_bufs.index(1),
-                                        vb.slice(HALF_N, HALF_N, dim=0).slice(W * HALF_V, HALF_V, dim=1),
-                                        acc, is_async=True)
-                acc = warpgroup_mma_wait(0, deps=[acc])
-                mbarrier.arrive(empty.index(st), count=1)
-                it += 1
-            # row sums: this warpgroup's keys + the other's. ONE_SYNC: through the buffer of the next tile's
-            # parity (the other warpgroup may still be reading the last tile's maximum from the other one)
-            if ONE_SYNC and (it & 1) == 1:
-                _write_rows(acc, m_i, l_i, x_mine_odd, x_other_odd, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row,
-                            l_row, cols, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
-            else:
-                _write_rows(acc, m_i, l_i, x_mine, x_other, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row, l_row,
-                            cols, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
+                    # S1 first (a missing tile: the next stage read without waiting, result discarded); it may
+                    # stay in flight across the X1 wait (the 32-register S, unlike O, does not make ptxas serialize)
+                    s = _tile_scores(v_bufs.index(st1), r_bufs.index(st1), q_lat, q_rope, ready, st1,
+                                     ((it + 1) // NUM_STAGES) & 1, (k0 + 1) * TILE_N, seqlen,
+                                     has1 & (k0 + 1 >= k_fast), has1, s_zero, ld)
+                    m0, a0 = _take_max(bars, _X1, n_x1 & 1, x_m0, m_i)
+                    s = warpgroup_mma_wait(0, deps=[s])
+                    l_i = l_i * a0
+                    acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
+                                     empty.index(st0))
+                    m_i = m0
+                    if has1:
+                        m1, a1, p = _softmax_tile(s, (k0 + 1) * TILE_N, limit, m0, sm_scale_log2, skey_l)
+                        l_i = l_i * a1 + gl.sum(p, 1)
+                        p = p.to(dtype)
+                        _publish(p, m1, r_bufs.index(st1), x_m1, bars, _X2)
+                        acc = _scaled_pv(acc, a1, gl.convert_layout(p, a_l),
+                                         v_bufs.index(st1).slice(v_half, HALF_V, dim=1), empty.index(st1))
+                        m_i = m1
+                if has1:
+                    n_x2 += 1
+                    it += 2
+                else:
+                    it += 1
+                n_x1 += 1
+            _write_rows(acc, m_i, l_i, x_mine, x_other, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row, l_row,
+                        cols, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
             n_seq += 1
 
 
-# Runtime sizes and strides are not specialized on (one compile per config; batch 3 and batch 128 share it).
+# Runtime sizes and strides are not specialized on (one compile per config).
 @gluon.jit(do_not_specialize=["stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                               "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads", "seqlen_q",
                               "page_shift"])
 def _mla_decode_wsm_kernel(
-    q_ptr, v_desc, r_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
+    q_ptr, c_desc, bt_ptr, seqlens_ptr, sched_ptr, split_ptr,
     out_ptr, lse_ptr, opart_ptr, lpart_ptr,
     stride_qb, stride_qs, stride_qh, stride_btb,
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    ONE_SYNC: gl.constexpr,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
-    # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
-    # r_desc   the same rows, box [64, 64] at column 512 (rope)
+    # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
     # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
     # sched [num_parts, 4] / split [batch, 2] int32: get_mla_metadata's schedule (BLOCK_N = 64)
     # out [batch, seqlen_q, num_heads, 512] (stride_ob, stride_os, stride_oh, 1); lse [batch, num_heads, seqlen_q]
     # opart [num_parts + batch, rows, 512] fp32; lpart [num_parts + batch, rows] fp32
     # grid (64-row head tiles, parts)
-    dtype: gl.constexpr = v_desc.dtype
-    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
-    r_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + r_desc.block_type.shape, r_desc.layout)
+    dtype: gl.constexpr = c_desc.dtype
+    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES, TILE_N, D_LATENT], c_desc.layout)
+    r_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES, TILE_N, D_ROPE], c_desc.layout)
     q_lat = gl.allocate_shared_memory(dtype, [ROWS, D_LATENT], gl.NVMMASharedLayout.get_default_for([ROWS, D_LATENT],
                                                                                                    dtype))
-    q_rope = gl.allocate_shared_memory(dtype, [ROWS, D_ROPE], gl.NVMMASharedLayout.get_default_for([ROWS, D_ROPE], dtype))
-    p_bufs = gl.allocate_shared_memory(dtype, [2, ROWS, HALF_N], gl.NVMMASharedLayout.get_default_for([ROWS, HALF_N],
-                                                                                                     dtype))
-    # warpgroup 0's / 1's row maxima of the current tile, or its row sums at a sequence's end
-    x0 = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
-    x1 = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
-    # ONE_SYNC: the same for odd tiles; P_w of stage s lives in that stage's rope rows 32w .. 32w + 31 (4 KB)
-    x2 = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
-    x3 = gl.allocate_shared_memory(gl.float32, [ROWS], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
-    p_slots = r_bufs._reinterpret(dtype, [NUM_STAGES * 2, ROWS, HALF_N],
-                                  gl.NVMMASharedLayout.get_default_for([ROWS, HALF_N], dtype))
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    q_rope = gl.allocate_shared_memory(dtype, [ROWS, D_ROPE],
+                                       gl.NVMMASharedLayout.get_default_for([ROWS, D_ROPE], dtype))
+    xl: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[0])
+    x_m0 = gl.allocate_shared_memory(gl.float32, [ROWS], xl)
+    x_m1 = gl.allocate_shared_memory(gl.float32, [ROWS], xl)
+    x_l0 = gl.allocate_shared_memory(gl.float32, [ROWS], xl)
+    x_l1 = gl.allocate_shared_memory(gl.float32, [ROWS], xl)
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES * 9, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES):
+    for i in gl.static_range(NUM_STAGES * 9):
         mbarrier.init(ready.index(i), count=1)
+    for i in gl.static_range(NUM_STAGES):
         mbarrier.init(empty.index(i), count=2)  # released by both consumer warpgroups
-    for i in gl.static_range(4):
-        mbarrier.init(bars.index(i), count=2)
+    mbarrier.init(bars.index(_Q_WRITTEN), count=2)
+    mbarrier.init(bars.index(_L_SWAPPED), count=2)
+    mbarrier.init(bars.index(_X1), count=1)
+    mbarrier.init(bars.index(_X2), count=1)
     gl.warp_specialize([
-        (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x0, x1, x2, x3, ready, empty, bars,
-                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
-                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
-                          ONE_SYNC, 0)),
-        (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, p_bufs, p_slots, x1, x0, x3, x2, ready, empty, bars,
-                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
-                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
-                          ONE_SYNC, 1)),
-        (_wsm_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb,
-                         batch, max_blocks, page_shift, NUM_STAGES)),
+        (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l0, x_l1, ready, empty, bars,
+                         seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+                         stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
+                         0)),
+        (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
+                         seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
+                         stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
+                         1)),
+        (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
+                         max_blocks, page_shift, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart):
     """Launch this split kernel on inputs validated by ``mla_decode`` (layout checked by
-    ``mla_decode_ws.ws_layout_ok``; metadata cut with BLOCK_N 64 and BLOCK_H 64); partials go to
-    opart/lpart for ``mla_decode``'s combine kernel. Raises ValueError for another BLOCK_H / BLOCK_N."""
+    ``mla_decode_ws.ws_layout_ok``; metadata cut with BLOCK_N 64 and BLOCK_H 64); partials go to opart/lpart for
+    ``mla_decode``'s combine kernel. Raises ValueError for another BLOCK_H / BLOCK_N."""
     cfg = dict(WSM_DEFAULTS)
     cfg.update({k: metadata.config[k] for k in WSM_DEFAULTS if k in metadata.config})
     if metadata.config["BLOCK_H"] != 64 or metadata.config["BLOCK_N"] != _TN:
         raise ValueError(f"config WSM runs 64-row head tiles of 64-key tiles: BLOCK_H and BLOCK_N must be 64, got "
                          f"{metadata.config['BLOCK_H']} / {metadata.config['BLOCK_N']}")
-    if int(cfg["WSM_SYNC"]) == 0:
-        from tritonseek.kernels.mla_decode_seesaw import launch_split_seesaw
-
-        return launch_split_seesaw(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart,
-                                   lpart, cfg)
     batch, seqlen_q, num_heads, _ = q.shape
-    num_blocks, page_size = kv_cache.shape[:2]
-    gdt = _GL_DTYPES[q.dtype]
-    flat = kv_cache.view(num_blocks * page_size, _DQK)
-    shape = [num_blocks * page_size, _DQK]
-    v_desc = TensorDescriptor(flat, shape, [_DQK, 1], [_TN, _DV], smem_layout([_TN, _DV], gdt))
-    r_desc = TensorDescriptor(flat, shape, [_DQK, 1], [_TN, _DR], smem_layout([_TN, _DR], gdt))
-    grid = (triton.cdiv(seqlen_q * num_heads, 64), metadata.num_parts)
-    _mla_decode_wsm_kernel[grid](
-        q, v_desc, r_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
+    num_blocks, page_size, _, d_qk = kv_cache.shape
+    flat = kv_cache.view(num_blocks * page_size, d_qk)
+    c_desc = TensorDescriptor(flat, list(flat.shape), [d_qk, 1], [64, 64], smem_layout([64, 64], _GL_DTYPES[q.dtype]))
+    _mla_decode_wsm_kernel[(triton.cdiv(seqlen_q * num_heads, 64), metadata.num_parts)](
+        q, c_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), ONE_SYNC=int(cfg["WSM_SYNC"]) == 1, num_warps=4, maxnreg=_MAXNREG,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), num_warps=4, maxnreg=_MAXNREG,
     )
-

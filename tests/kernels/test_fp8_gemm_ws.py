@@ -67,7 +67,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2,
-                  num_warps=warps)
+                  PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2, num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -76,18 +76,19 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
 
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,pipe", [
-    (128, torch.bfloat16, True, False, False, False),  # cooperative, one product set
-    (64, torch.float32, False, False, True, False),
-    (128, torch.bfloat16, True, True, True, False),  # split + unrolled
-    (128, torch.bfloat16, True, True, True, True),  # split + two wgmmas in flight (PIPE)
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,pipe,pipe0", [
+    (128, torch.bfloat16, True, False, False, False, False),  # cooperative, one product set
+    (64, torch.float32, False, False, True, False, False),
+    (128, torch.bfloat16, True, True, True, False, False),  # split + unrolled
+    (128, torch.bfloat16, True, True, True, True, False),  # split + two wgmmas in flight (PIPE)
+    (128, torch.bfloat16, True, True, True, True, True),  # PIPE from K block 0 (no lone block-0 issue)
 ])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, pipe):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2, PIPE=pipe)
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, pipe, pipe0):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2, PIPE=pipe, PIPE0=pipe0)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2 / PIPE: block 0,
-    # two in the loop, the tail), per consumer partition (SPLIT: two)
-    sites = (4 if unroll2 or pipe else 2) * (2 if split else 1)
+    # two in the loop, the tail; PIPE0: no block-0 site), per consumer partition (SPLIT: two)
+    sites = (4 if unroll2 or pipe else 2) * (2 if split else 1) - (2 if pipe0 else 0)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
     if split:  # each warpgroup synchronizes only itself (its own named barrier, 128 threads)
         assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
@@ -248,7 +249,7 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=True)])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
@@ -259,6 +260,6 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=True)])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

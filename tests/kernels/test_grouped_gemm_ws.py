@@ -54,7 +54,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
-                  PIPE=bool(cfg["PIPE"]), num_warps=warps)
+                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -287,6 +287,20 @@ def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
     if E > 2:
         mm[0] = 0
     _check_masked(mm, M_max, N, K, device, seed=E + N)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K", [128, 256, 384, 2048])  # PIPE0's loop from block 0: 1 block (tail only), 1 pair, pair + tail
+def test_pipe0_gpu(device, K):
+    # PIPE0: the two-in-flight loop from K block 0 (a zero product standing in for block −1)
+    _check_masked([0, 1, 129, 256], 256, 200, K, device, seed=K, config=dict(PIPE0=True))
+    _check_contiguous([0, 1, 127, 128, 129], 200, K, device, seed=K + 1, config=dict(PIPE0=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+def test_masked_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
+    _check_masked([1024], 1024, N, K, device, seed=N, config=dict(PIPE0=True))
 
 
 @pytest.mark.gpu

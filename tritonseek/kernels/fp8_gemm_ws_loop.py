@@ -57,19 +57,19 @@ def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr,
 @gluon.jit
 def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr):
-    # K blocks 1.. of a tile whose block 0 product (prod, scale0) is done: each block's wgmma is issued,
-    # the previous block promoted under it, then waited. Returns (acc without the last block, the last
-    # block's product and scale, it): the caller promotes the last block.
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, KB0: gl.constexpr):
+    # K blocks KB0.. of a tile whose block KB0 - 1 product (prod, scale0) is done (KB0 = 0: a zero product): each
+    # block's wgmma is issued, the previous block promoted under it, then waited. Returns (acc without the last
+    # block, the last block's product and scale, it): the caller promotes the last block.
     acc = zero
     if PIPE or UNROLL2:
-        for j in range((num_k_blocks - 1) // 2):
+        for j in range((num_k_blocks - KB0) // 2):
             if PIPE:
                 # two wgmmas in flight per warpgroup, two blocks per iteration: issue kb (promote the finished kb-1
                 # under it), issue kb+1, wait(1) for kb and promote it while kb+1 runs, wait(0) for kb+1 (promoted
                 # under the next iteration's first wgmma). Only finished products cross the loop's back-edge: a
                 # product in flight across it makes ptxas serialize every wgmma (C7514; probe_wgmma_fp8.py MODE 3).
-                kb = 1 + 2 * j
+                kb = KB0 + 2 * j
                 s0 = it % NUM_STAGES
                 s1 = (it + 1) % NUM_STAGES
                 scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
@@ -91,20 +91,20 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
                 # UNROLL2: the products of even and odd blocks live in two fixed register sets, so nothing is copied
                 # between a wait and the next issue (ptxas cannot rename a loop-carried wgmma result: a one-set loop
                 # moves the 64 product registers after every wait)
-                p1, scale1, acc = _k_step(it, 1 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
+                p1, scale1, acc = _k_step(it, KB0 + 2 * j, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
                                           empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
                                           BLOCK_M, NUM_STAGES)
-                prod, scale0, acc = _k_step(it + 1, 2 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
+                prod, scale0, acc = _k_step(it + 1, KB0 + 1 + 2 * j, p1, scale1, acc, zero, a_bufs, b_bufs, ready_bars,
                                             empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
                                             BLOCK_M, NUM_STAGES)
             it += 2
-        if num_k_blocks % 2 == 0:  # one block left: num_k_blocks - 1
+        if (num_k_blocks - KB0) % 2 == 1:  # one block left: num_k_blocks - 1
             prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
                                         empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
                                         BLOCK_M, NUM_STAGES)
             it += 1
     else:
-        for kb in range(1, num_k_blocks):
+        for kb in range(KB0, num_k_blocks):
             prod, scale0, acc = _k_step(it, kb, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars,
                                         sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
                                         NUM_STAGES)
@@ -132,3 +132,33 @@ def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_b
         scale0 = scale
         it += 1
     return acc, prod, scale0, it
+
+
+@gluon.jit
+def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
+                 stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, SERIAL: gl.constexpr,
+                 PIPE0: gl.constexpr):
+    # this partition's fp32 rows of a tile over all its K blocks (pipeline slots from it); returns (acc, it).
+    # PIPE0 (with PIPE): the two-in-flight loop starts at block 0, a zero product (zero_rows scales) standing in for
+    # block −1, so block 0 is no longer issued and waited for alone at the start of every tile
+    if PIPE0:
+        acc, plast, slast, it = _k_loop(it, num_k_blocks, zero, zero_rows, zero, a_bufs, b_bufs, ready_bars,
+                                        empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0)
+    else:
+        # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
+        prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS,
+                                        BLOCK_M, NUM_STAGES)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        if SERIAL:
+            acc, plast, slast, it = _k_loop_serial(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs,
+                                                   ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask,
+                                                   stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+        else:
+            acc, plast, slast, it = _k_loop(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
+                                            empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                                            BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 1)
+    acc += plast * gl.expand_dims(slast, 1)
+    return acc, it

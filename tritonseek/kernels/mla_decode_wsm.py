@@ -36,15 +36,15 @@ of the kernel (C7512). Shared memory: 2 × 72 KB tiles + 72 KB query tile + 1 KB
 
 H200, b128 page 64, split + combine as one CUDA graph, every case with h_q·s_q ≥ 64 (benchmarks/results/h200.jsonl,
 W2 at eca038b, the previous default mla_decode_ws in the same run): h128 s_q2 s_k 8192 fixed 1454.3 → 1081.0 µs
-(401.7 → 540.3 TFLOP/s), varlen 1594.6 → 1209.2; s_k 4096 771.3 → 597.6, 782.2 → 614.5; h128 s_q1 / h64 s_q2
-s_k 8192 734.8 → 585.4, 738.6 → 586.2 (fixed), 762.9 → 609.9, 821.0 → 651.7 (varlen); s_k 4096 398.4 → 332.2,
-409.9 → 335.3, 429.2 → 362.3, 412.5 → 346.9; 64 rows (h64 s_q1, h32 s_q2; with the packed schedule) s_k 8192
-fixed 384.9 → 334.2, 384.4 → 335.9, varlen 416.4 → 373.4, 448.2 → 401.5; s_k 4096 fixed 211.3 → 196.5, 213.5 →
-197.8, varlen 251.0 → 236.1, 238.6 → 224.7. All correct (cosine difference ≤ 1.8e-6 against fp32).
-Measured and slower (code at eca038b, WSM_SYNC 2 / 1): the 64-key tile split between the warpgroups by keys
-(each S at N = 32 for its 32 keys, row maxima and P exchanged through shared memory with 2 barriers per tile,
-or P read into registers with 1): h128 s_q2 s_k 4096 676.1 / 680.4 µs, s_k 8192 1236.3 (2 barriers) vs 1081.0
-here; 1-3 % slower with 1 barrier than with 2 (W1 at 91750c4).
+(401.7 → 540.4 TFLOP/s), varlen 1594.6 → 1209.2 (535.9); s_k 4096 771.3 → 597.6 (488.7), 782.2 → 614.5; h128
+s_q1 s_k 8192 fixed / varlen 734.9 → 585.4 (498.9), 762.9 → 609.9, s_k 4096 398.4 → 332.2, 429.2 → 362.3; h64 s_q2
+s_k 8192 738.6 → 586.2 (498.2), 821.0 → 651.7, s_k 4096 409.9 → 335.3, 412.5 → 346.9; 64 rows (h64 s_q1, h32
+s_q2; with the packed schedule) s_k 8192 fixed 384.9 → 334.2, 384.4 → 335.9, varlen 416.4 → 373.4, 448.2 → 401.5;
+s_k 4096 fixed 211.3 → 196.5, 213.5 → 197.8, varlen 251.0 → 236.1, 238.6 → 224.7. All correct (cosine
+difference ≤ 1.8e-6 against fp32). Measured and slower (code at eca038b, config WSM_SYNC 2 / 1): the 64-key tile
+split between the warpgroups by keys (each S at N = 32 for its 32 keys; row maxima and P exchanged through
+shared memory with 2 barriers per tile, or P read into registers with 1): h128 s_q2 s_k 4096 676.1 µs, s_k 8192
+1236.3 (2 barriers, W2) vs 597.6 / 1081.0 here; 1 barrier 1-3 % slower than 2 (W1 at 91750c4: 680.4 vs 670.0).
 """
 
 from __future__ import annotations

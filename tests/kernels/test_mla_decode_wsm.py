@@ -235,3 +235,28 @@ def test_wsm_is_the_big_batch_default_above_32_rows():
     assert not default_config(1, 16, 128, hopper=True).get("WSM")
     assert not default_config(1, 128, 32, hopper=True).get("WSM")
     assert not default_config(1, 128, 128, hopper=False).get("WSM")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [True, False])
+def test_wsm_fp16_gpu(device, causal):
+    """fp16 query and cache (the kernel's other dtype; P rounded to fp16): ragged lengths, NaN in unused slots."""
+    from tests.kernels.test_mla_decode import make_case
+
+    gen = torch.Generator().manual_seed(31 + causal)
+    lens = [0, 1, 64, 65, 4096, 777, 2049, 130]
+    q, kv, bt, cs = make_case(device, len(lens), 2, 64, 576, 512, 64, lens, gen)
+    _check_wsm(q.half(), kv.half(), bt, cs, causal=causal)
+
+
+@pytest.mark.gpu
+def test_wsm_rejects_other_tiles_gpu(device):
+    """A WSM config with BLOCK_H 32 is not this kernel's layout: the launcher raises instead of computing."""
+    from tests.kernels.test_mla_decode import make_case
+    from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+    from tritonseek.kernels.mla_decode_wsm import wsm_config
+
+    q, kv, bt, cs = make_case(device, 2, 1, 64, 576, 512, 64, [70, 5], torch.Generator().manual_seed(2))
+    md = get_mla_metadata(cs, 1, 64, config=dict(wsm_config(1, 64), BLOCK_H=32, WS_WGS=1))
+    with pytest.raises(ValueError, match="BLOCK_H"):
+        mla_decode(q, kv, bt, cs, metadata=md)

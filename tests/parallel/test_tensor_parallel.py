@@ -193,6 +193,13 @@ def _cuda_worker(rank: int, world: int, init_file: str, model_dirs: list[str], s
         shutdown()  # drops the graphs (they hold NCCL kernels) before destroying the group
 
 
+def _long_text() -> str:
+    import inspect
+    import json.decoder
+
+    return inspect.getsource(json.decoder)
+
+
 @pytest.fixture(scope="module")
 def cuda_tp_runs(tmp_path_factory):
     """tp=1 in this process on cuda:0, then tp=2 over NCCL on cuda:0/1, for the default and the skewed model."""
@@ -202,7 +209,8 @@ def cuda_tp_runs(tmp_path_factory):
     for d in dirs:
         llm = LLM(d, device="cuda:0", backend="triton")
         toks = [o.token_ids for o in llm.generate(PROMPTS, SamplingParams(max_new_tokens=GPU_NEW_TOKENS))]
-        s = [llm.encode(p) + t for p, t in zip(PROMPTS, toks)]
+        # + a 200-token sequence: its prefill (T > 128) takes the MoE's contiguous layout (foreign slots −1)
+        s = [llm.encode(p) + t for p, t in zip(PROMPTS, toks)] + [llm.encode(_long_text())[:200]]
         single.append({"graphs": toks, "scores": [llm.score(x).cpu() for x in s], "seqs": s,
                        "used_graphs": llm.uses_cuda_graphs, "modules": _module_outputs(llm, s[0])})
         seqs.append(s)

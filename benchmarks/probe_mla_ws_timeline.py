@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import torch
 
@@ -190,9 +191,12 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
         out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
         fn = lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md, out=out,  # noqa: E731
                                                   check_ids=False)
+        t_cfg = time.time()
         o, lse = fn()
         cd, dl, ok = check_decode(o, lse, ref, idx)
         oks.append((ok, cd, dl))
+        print(f"  {name} {json.dumps(over, sort_keys=True)}: first call (compile) + check {time.time() - t_cfg:.1f} s, "
+              f"ok {ok}", flush=True)
         fn()
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()

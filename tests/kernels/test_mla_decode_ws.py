@@ -310,32 +310,30 @@ def test_ws_query_tma_batch128_gpu(device, num_heads, seqlen_q):
     _check_ws(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), QTMA=True)
 
 
-_KNOBS = [dict(BTPF=True), dict(SEQPF=True), dict(COMBINE_SPIN=True), dict(QTMA=True, OTMA=True),
-          dict(QTMA=True, OTMA=True, PART16=True, COMBINE_SPIN=True),
-          dict(BTPF=True, SEQPF=True, COMBINE_SPIN=True, OTMA=True, PART16=True, SCHED="packed", FILL_TOL=3, QTMA=True)]
+# mla_decode._SWITCH with the big-batch schedule and query prefetch: the kernels mla_decode runs at batch >= 64
+_ALL = dict(BTPF=True, SEQPF=True, COMBINE_SPIN=True, OTMA=True, PART16=True, SCHED="packed", FILL_TOL=3, QTMA=True)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
-@pytest.mark.parametrize("knobs", range(len(_KNOBS)))
-def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, knobs):
-    """BTPF (block ids one tile ahead), SEQPF (next length ahead), COMBINE_SPIN (the combine waits per
-    sequence on counters the split kernel releases), PART16 (16-bit partials: one more bf16 rounding of a split
-    sequence's output, inside the cos-diff 1e-5 bound, lse untouched) and OTMA (out / 16-bit partials by TMA stores
-    from the finished query buffer): ragged lengths with 0s, 1, page ± 1 on 4 programs (several
-    sequences and splits per program), pages 64 and 256 (several tiles per page), the same call 3 times (the
-    combine zeroes its counters for the next call), and the benchmark's batch-128 N(4096, 2048) lengths on all SMs."""
-    over = _KNOBS[knobs]
-    gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q + 100 * knobs)
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1), (3, 1), (8, 3)])
+def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q):
+    """BTPF (block ids one tile ahead), SEQPF (next length ahead), COMBINE_SPIN (the combine waits per sequence
+    on counters the split kernel releases), PART16 (16-bit partials: one more bf16 rounding of a split sequence's
+    output, inside the cos-diff 1e-5 bound, lse untouched) and OTMA (out / 16-bit partials by TMA stores from the
+    finished query buffer; 3 and 24 rows: fewer rows than the tile, so the register stores): ragged lengths with 0s,
+    1, page ± 1 on 4 programs (several sequences and splits per program), pages 64 and 256 (several tiles per
+    page), the same call 3 times (the combine zeroes its counters for the next call), and the benchmark's
+    batch-128 N(4096, 2048) lengths on all SMs."""
+    gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q)
     lens = [0, 1, 64, 65, 4096, 777, 2049, 64 * 33 + 5, 0, 300, 1, 5000]
     for page in (64, 256):
         case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen)
         for _ in range(3):
-            _check_ws(*case, num_sm=4, **over)
-    if knobs == len(_KNOBS) - 1:  # all of them, at the benchmark's shape
+            _check_ws(*case, num_sm=4, **_ALL)
+    if num_heads * seqlen_q in (16, 32):  # the benchmark's shape
         lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
         lens[7] = 0
-        _check_ws(*_device_case(device, seqlen_q, num_heads, lens, seed=knobs), **over)
+        _check_ws(*_device_case(device, seqlen_q, num_heads, lens, seed=num_heads), **_ALL)
 
 
 def _device_case(device, seqlen_q, num_heads, lens, seed, page=64):
@@ -363,7 +361,7 @@ def test_ws_spin_combine_graph_replay_gpu(device):
     gen = torch.Generator().manual_seed(23)
     lens = [900, 64, 0, 1, 2000, 130, 4000, 3000]
     q, kv, bt, cs = make_case(device, len(lens), 1, 32, 576, 512, 64, lens, gen)
-    cfg = dict(ws_config(1, 32), COMBINE_SPIN=True, BTPF=True, SEQPF=True, QTMA=True)
+    cfg = dict(ws_config(1, 32), **_ALL)
     out = torch.empty(len(lens), 1, 32, 512, dtype=q.dtype, device=device)
 
     def step():

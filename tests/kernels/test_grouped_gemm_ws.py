@@ -75,8 +75,9 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
                UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, out_dtype, tma_store, 512 if masked else 256)
-    # issue sites per consumer partition: block 0 + the loop (UNROLL2 / PIPE: block 0, two in the loop, the tail)
-    sites = (4 if unroll2 or pipe else 2) * (2 if split else 1)
+    # issue sites per consumer partition: block 0 + the loop (UNROLL2 / PIPE: block 0, two in the loop, the tail;
+    # PIPE0, the masked default: no block-0 site)
+    sites = (4 if unroll2 or pipe else 2) * (2 if split else 1) - (2 if pipe and cfg["PIPE0"] else 0)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
     assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store  # TMA-store epilogue
@@ -291,16 +292,18 @@ def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("K", [128, 256, 384, 2048])  # PIPE0's loop from block 0: 1 block (tail only), 1 pair, pair + tail
-def test_pipe0_gpu(device, K):
-    # PIPE0: the two-in-flight loop from K block 0 (a zero product standing in for block −1)
-    _check_masked([0, 1, 129, 256], 256, 200, K, device, seed=K, config=dict(PIPE0=True))
-    _check_contiguous([0, 1, 127, 128, 129], 200, K, device, seed=K + 1, config=dict(PIPE0=True))
+@pytest.mark.parametrize("pipe0", [True, False])
+def test_pipe0_gpu(device, K, pipe0):
+    # PIPE0 (the masked default): the two-in-flight loop from K block 0 (a zero product standing in for block −1);
+    # False: block 0 issued alone (the contiguous default)
+    _check_masked([0, 1, 129, 256], 256, 200, K, device, seed=K, config=dict(PIPE0=pipe0))
+    _check_contiguous([0, 1, 127, 128, 129], 200, K, device, seed=K + 1, config=dict(PIPE0=pipe0))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
-def test_masked_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
-    _check_masked([1024], 1024, N, K, device, seed=N, config=dict(PIPE0=True))
+def test_contiguous_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
+    _check_contiguous([4096, 0, 4096 - 64], N, K, device, seed=N, config=dict(PIPE0=True))
 
 
 @pytest.mark.gpu

@@ -119,7 +119,11 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # tiles), 4096×7168 197 / 194 vs 217 / 218 (UNROLL2), 7168×2048 111.3 / 112.2 vs 117.7 / 111.1 (192-row); it loses
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=False)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True)
+# PIPE0 (with PIPE; default since session 16): the two-in-flight loop starts at K block 0 (a zero product stands in for
+# block −1) instead of issuing and waiting for block 0 alone at each tile's start. H200 W3 at ee2f2d9, same run, better
+# of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7
+# (192-row tiles ignore it); the grouped masked shapes gained 1–4 % (grouped_gemm_ws.py).
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -129,7 +133,8 @@ _WGS3_TILE_COST = 1.45
 
 def ws_config(m: int, n: int, k: int) -> dict:
     """The launch config of ``fp8_gemm_nt_ws`` for one problem (a copy of the default; WGS None = per problem)."""
-    return dict(_DEFAULT_WS)
+    # PIPE0 was measured at M = 4096; fp8_gemm.py's M ≤ 128 Gluon entries were tuned and measured without it
+    return dict(_DEFAULT_WS, PIPE0=m > 128)
 
 
 def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:

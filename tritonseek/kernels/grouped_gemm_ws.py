@@ -85,7 +85,13 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=False)
-_MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16)
+# * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
+#   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
+#   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
+#   39.4, 40.1 → 39.2, 39.4: the masked default. Contiguous (eager, the GPU slowed ~10 % between the rounds): 4×8192
+#   (4096, 7168) 1625, 1805 → 1608, 1787; (7168, 2048) 929, 1013 → 955, 992; 8×4096 1624, 1885 → 1729, 1793 and
+#   1023, 995 → 966, 1144 — inconclusive, so the contiguous default stays without it.
+_MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, PIPE0=True)
 
 
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:

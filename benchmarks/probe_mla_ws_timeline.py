@@ -184,7 +184,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     idx = ref_rows(cs)
     ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
     calls = 8
-    graphs, oks = [], []
+    graphs, oks, keep = [], [], []  # keep: each graph's metadata and out (the graph uses them, it does not own them)
     for over in cfgs:
         cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
         md = D.get_mla_metadata(cs, s_q, h, config=cfg)
@@ -206,6 +206,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
         g.replay()
         torch.cuda.synchronize()
         graphs.append(g)
+        keep.append((md, out))
     times = [[] for _ in cfgs]
     ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in cfgs]
     for _ in range(reps):
@@ -230,7 +231,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
             f.write(json.dumps(row) + "\n")
             print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['gbps']:7.1f} GB/s "
                   f"{us - base:+6.1f} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
-    del graphs
+    del graphs, keep
 
 
 def main():

@@ -183,9 +183,10 @@ _BIG_BATCH_MIN = 64
 # Session 16 (h5mla): a sequence switch inside a program cost the 32-row kernel ~10 µs (H200 globaltimer probe at
 # 228ceaf, b128 s_k 4096 varlen: 4-7 µs of stores from registers, a ~1.5 µs dependent load of the next length, a
 # 2 µs first-tile wait); _SWITCH: out and 16-bit partials by TMA stores from the finished query buffer (OTMA,
-# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF), the combine waiting per
-# sequence as a dependent of the split (COMBINE_SPIN).
-_SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, COMBINE_SPIN=True)
+# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF). COMBINE_SPIN (the combine
+# waiting per sequence as a dependent of the split) stays off: with TMA-stored partials it raced (a CUDA-graph
+# test read partials before the TMA's writes landed, H200 at c63540f), so with it the partials go from registers.
+_SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),

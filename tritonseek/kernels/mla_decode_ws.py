@@ -619,7 +619,9 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         o2d = out.view(batch * seqlen_q * num_heads, _DV)
         od_desc = TensorDescriptor(o2d, list(o2d.shape), [_DV, 1], [block_h, _DV], smem_layout([block_h, _DV], gdt))
         pd_desc = od_desc  # never used unless the partials are 16-bit (PART_TMA)
-        if opart.dtype == q.dtype:
+        # not with COMBINE_SPIN: its release (generic proxy) would not order the TMA's (async proxy) partial writes
+        # before a spinning combine reads them; through the stream's kernel boundary they are complete
+        if opart.dtype == q.dtype and not spin:
             p2d = opart.view(-1, _DV)
             pd_desc = TensorDescriptor(p2d, list(p2d.shape), [_DV, 1], [block_h, _DV],
                                        smem_layout([block_h, _DV], gdt))
@@ -634,7 +636,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
         TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)) or spin, SEQPF=bool(cfg["SEQPF"]),
         BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin else None, COUNT=spin, od_desc=od_desc,
-        pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype, diag_ptr=diag,
+        pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
         DIAG=diag is not None,
         num_warps=4, **extra,
     )

@@ -90,7 +90,8 @@ _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TM
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
 #   39.4, 40.1 → 39.2, 39.4: the masked default. Contiguous (eager, the GPU slowed ~10 % between the rounds): 4×8192
 #   (4096, 7168) 1625, 1805 → 1608, 1787; (7168, 2048) 929, 1013 → 955, 992; 8×4096 1624, 1885 → 1729, 1793 and
-#   1023, 995 → 966, 1144 — inconclusive, so the contiguous default stays without it.
+#   1023, 995 → 966, 1144 — inconclusive, so the contiguous default stays without it. W5 (A-B-B-A-A-B, sums of three
+#   eager timings, µs): 5303 vs 5249, 2926 vs 2979, 5575 vs 5638, 3052 vs 2943 — still within the drift.
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, PIPE0=True)
 
 

@@ -27,10 +27,17 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   two buffers, before that sequence's tiles, so a program that moves on to its next sequence does not stall
   on global query loads (H200: a balanced-schedule program's second segment had cost several µs).
 
-H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, final run at d865bab with
-mla_decode's default: packed schedule + QTMA at batch ≥ 64): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed
-3.85-4.03 TB/s, varlen 3.47-3.71 (the balanced cut: the lengths vary too much to pack), s_k 8192 3.89-4.19;
-compute-bound 342-382 TFLOP/s (FlashMLA 502-555 on the same GPU).
+* **sequence switches** (a program moving to its next sequence; the balanced cut gives ~2 per program on varied
+  lengths): an H200 globaltimer probe (benchmarks/probe_mla_ws_timeline.py, 228ceaf) measured ~10 µs per switch
+  at 32 rows: 4-7 µs storing O (128 scalar stores per thread), 1.5 µs loading the next length, 2 µs to the first
+  tile. Now (mla_decode's batch ≥ 64 default): OTMA writes O through the finished query buffer with TMA stores
+  (16-bit partials with PART16), SEQPF loads lengths / split counts one sequence ahead, BTPF block ids one tile
+  ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
+  sequence) is a knob, off: with TMA-stored partials it raced.
+
+H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, h5mla W2 at 9b7fd9d: that
+default also had COMBINE_SPIN on; torch peer same run): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed 3.99-4.07 TB/s, varlen 3.85 / 3.62 / 3.66 (h16 s_q1
+/ h16 s_q2 / h32 s_q1; was 3.81 / 3.52 / 3.53), s_k 8192 4.00-4.25; compute-bound: mla_decode_wsm / h4mla.
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so ``mla_decode_ws`` raises on a
 non-Hopper or non-CUDA device; ``mla_decode`` dispatches here only on Hopper for config entries with
@@ -48,7 +55,6 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
-    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
@@ -56,13 +62,23 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels import mla_decode as _tl
 from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported  # noqa: F401 (re-exported: same device rule)
+from tritonseek.kernels.mla_decode_ws_parts import (  # noqa: F401 (D_QK, _zero_tail: re-exported, mla_decode_wsm)
+    D_LATENT,
+    D_QK,
+    D_ROPE,
+    TILE_N,
+    _producer,
+    _scores,
+    _seq_range,
+    _seq_tiles,
+    _stamp,
+    _store_o,
+    _store_o_tma,
+    _zero_tail,
+)
 
 # The cache layout this kernel takes (DeepSeek MLA): 512 latent (= V) columns ‖ 64 rope columns.
-D_LATENT = gl.constexpr(512)
-D_ROPE = gl.constexpr(64)
-D_QK = gl.constexpr(576)
-_DV, _DR, _DQK, _TN = 512, 64, 576, 64  # the same, as host ints
-TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
+_DV, _DR, _DQK, _TN = 512, 64, 576, 64  # D_LATENT, D_ROPE, D_QK, TILE_N (mla_decode_ws_parts) as host ints
 
 # Launch knobs of the Gluon kernel inside an mla_decode config: WS_STAGES (ring depth; 2 × 72 KB tiles fill
 # the shared memory next to the query tile), PRODUCER_REGS (the TMA warp's register budget), DEFER_L (keep
@@ -107,168 +123,6 @@ def ws_config(seqlen_q: int, num_heads: int) -> dict:
     # two warpgroups: 240 registers each and 24 for the TMA warp (232/40 left local-memory accesses in the loop)
     return dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
                 **dict(_DEFAULT_WS, WS_WGS=2, CONSUMER_REGS=240, PRODUCER_REGS=24))
-
-
-@gluon.jit
-def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks, page_shift,
-               BLOCK_N: gl.constexpr):
-    # (seqlen, first tile, end tile) of sequence b inside this program's span; empty past the batch
-    return _seq_tiles(b, gl.load(seqlens_ptr + gl.minimum(b, batch - 1)), b_begin, t_begin, b_end, t_end, batch,
-                      max_blocks, page_shift, BLOCK_N)
-
-
-@gluon.jit
-def _seq_tiles(b, seqlen, b_begin, t_begin, b_end, t_end, batch, max_blocks, page_shift, BLOCK_N: gl.constexpr):
-    # _seq_range with cache_seqlens[b] already loaded
-    seqlen = gl.where(b < batch, gl.minimum(seqlen, max_blocks << page_shift), 0)  # never past the block table
-    n_tiles = gl.cdiv(seqlen, BLOCK_N)
-    k_lo = gl.where(b == b_begin, t_begin, 0)
-    k_hi = gl.minimum(gl.where(b == b_end, t_end, n_tiles), n_tiles)
-    return seqlen, k_lo, k_hi
-
-
-@gluon.jit
-def _clock():
-    return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _stamp(row, i):
-    # DIAG: %globaltimer (ns) at row[i] and %clock64 (SM cycles) at row[64 + i]
-    t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
-    gl.store(row + i, t)
-    gl.store(row + 64 + i, _clock())
-
-
-@gluon.jit
-def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
-              stride_btb, batch, max_blocks, page_shift,
-              qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-              BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr):
-    # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
-    # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
-    # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
-    # BTPF: the block id of the sequence's next tile is loaded before this tile's wait for a free stage (the
-    # L2 latency of the block-table read is off the path from a released stage to its TMA).
-    pid = gl.program_id(1)
-    b_begin = gl.load(sched_ptr + pid * 4 + 0)
-    t_begin = gl.load(sched_ptr + pid * 4 + 1)
-    b_end = gl.load(sched_ptr + pid * 4 + 2)
-    t_end = gl.load(sched_ptr + pid * 4 + 3)
-    stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
-    page_mask = (1 << page_shift) - 1
-    it = 0
-    qn0 = 0  # sequences sent to query buffer 0 / 1: buffer (b − b_begin) % 2, as the consumer
-    qn1 = 0
-    pseg = 0
-    w_cyc = gl.to_tensor(0).to(gl.int64)  # DIAG: cycles waiting for free stages / from a free stage to its TMA
-    i_cyc = gl.to_tensor(0).to(gl.int64)
-    for b in range(b_begin, b_end + 1):
-        seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                        page_shift, BLOCK_N)
-        bt_row = bt_ptr + b.to(gl.int64) * stride_btb
-        if QTMA:
-            if k_lo < k_hi:
-                qs = (b - b_begin) % 2
-                n_q = gl.where(qs == 0, qn0, qn1)
-                mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
-                qbar = q_ready.index(qs)
-                mbarrier.expect(qbar, qd_lat.block_type.nbytes + qd_rope.block_type.nbytes)
-                tma.async_copy_global_to_shared(qd_lat, [b * rows_total + row0, 0], qbar, q_lat.index(qs))
-                tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope.index(qs))
-                qn0 = gl.where(qs == 0, qn0 + 1, qn0)
-                qn1 = gl.where(qs == 1, qn1 + 1, qn1)
-        if BTPF:  # block id of the span's first tile (clamped into the row: an empty span reads nothing past it)
-            blk_next = gl.load(bt_row + gl.minimum((k_lo * BLOCK_N) >> page_shift, max_blocks - 1))
-        for k in range(k_lo, k_hi):
-            s = it % NUM_STAGES
-            first = k * BLOCK_N
-            if BTPF:
-                blk = blk_next
-                blk_next = gl.load(bt_row + ((gl.minimum(k + 1, k_hi - 1) * BLOCK_N) >> page_shift))
-            if DIAG:
-                c0 = _clock()
-            mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)  # stages start released
-            if DIAG:
-                c1 = _clock()
-            if not BTPF:
-                blk = gl.load(bt_row + (first >> page_shift))
-            row = (blk << page_shift) + (first & page_mask)
-            bar = ready.index(s)
-            mbarrier.expect(bar, stage_bytes)
-            tma.async_copy_global_to_shared(v_desc, [row, 0], bar, v_bufs.index(s))
-            tma.async_copy_global_to_shared(r_desc, [row, D_LATENT], bar, r_bufs.index(s))
-            if DIAG:  # first tile of a segment issued
-                i_cyc += _clock() - c1
-                w_cyc += c1 - c0
-                if k == k_lo:
-                    _stamp(diag_ptr + pid.to(gl.int64) * 128, 48 + gl.minimum(pseg, 7))
-            it += 1
-        if k_lo < k_hi:
-            pseg += 1
-    if DIAG:
-        _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
-        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
-        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 46, i_cyc)
-
-
-@gluon.jit
-def _zero_tail(buf, first, seqlen, COLS: gl.constexpr, BLOCK_N: gl.constexpr, layout: gl.constexpr):
-    # rows first + i ≥ seqlen of a [BLOCK_N, COLS] shared tile := 0, 64 columns at a time
-    keys = first + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, layout))
-    keep = gl.expand_dims(keys < seqlen, 1)
-    for c in gl.static_range(COLS // 64):
-        part = buf.slice(c * 64, 64, dim=1)
-        x = part.load(layout)
-        part.store(gl.where(keep, x, gl.zeros_like(x)))
-
-
-@gluon.jit
-def _store_o(o, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr, opart_ptr, stride_ob):
-    # Oᵀ [value columns, query rows] → out (the sequence's only split) or its partial slot
-    if n_split == 1:
-        o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 0) + gl.expand_dims(cols, 1))
-        gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
-    else:
-        p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
-        gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))  # fp32 (or PART16)
-
-
-@gluon.jit
-def _store_o_tma(o, n_split, b, slot, row_base, rows_total, buf, od_desc, pd_desc, cols, rows, row_ok, opart_ptr,
-                 PART_TMA: gl.constexpr):
-    # OTMA: Oᵀ [value columns, query rows] → the finished sequence's query buffer (its wgmmas have completed) →
-    # one TMA store of the [rows, 512] tile into out (the sequence's only split) or, PART_TMA (16-bit partials),
-    # its partial slot; fp32 partials are stored from registers. The buffer is free again on return.
-    if n_split == 1:
-        buf.store(gl.permute(o.to(buf.dtype), (1, 0)))
-        fence_async_shared()
-        gl.thread_barrier()
-        tma.async_copy_shared_to_global(od_desc, [b * rows_total + row_base, 0], buf)
-        tma.store_wait(0)
-    else:
-        if PART_TMA:
-            buf.store(gl.permute(o.to(buf.dtype), (1, 0)))
-            fence_async_shared()
-            gl.thread_barrier()
-            tma.async_copy_shared_to_global(pd_desc, [slot.to(gl.int32) + row_base, 0], buf)
-            tma.store_wait(0)
-        else:
-            p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
-            gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))
-    gl.thread_barrier()  # the TMA store has read the buffer (store_wait in the issuing thread) before it is released
-
-
-@gluon.jit
-def _scores(vb, rb, q_lat, q_rope, s_zero, k, masked, seqlen, BLOCK_N: gl.constexpr, ld: gl.constexpr):
-    # issue Sᵀ = K·Qᵀ for cache tile k (async); a tail tile first gets its rows past seqlen zeroed
-    if masked:
-        _zero_tail(vb, k * BLOCK_N, seqlen, D_LATENT, BLOCK_N, ld)
-        fence_async_shared()
-        gl.thread_barrier()
-    s = warpgroup_mma(vb, q_lat.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    return warpgroup_mma(rb, q_rope.permute((1, 0)), s, is_async=True)
 
 
 @gluon.jit

@@ -183,10 +183,13 @@ _BIG_BATCH_MIN = 64
 # Session 16 (h5mla): a sequence switch inside a program cost the 32-row kernel ~10 µs (H200 globaltimer probe at
 # 228ceaf, b128 s_k 4096 varlen: 4-7 µs of stores from registers, a ~1.5 µs dependent load of the next length, a
 # 2 µs first-tile wait); _SWITCH: out and 16-bit partials by TMA stores from the finished query buffer (OTMA,
-# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF). COMBINE_SPIN (the combine
-# waiting per sequence as a dependent of the split) stays off: with TMA-stored partials it raced (a CUDA-graph
-# test read partials before the TMA's writes landed, H200 at c63540f), so with it the partials go from registers.
-_SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True)
+# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF). H200 A/B at 321dfde (GPU
+# clock, 8 calls per graph): -4.8 / -5.6 / -3.1 us on s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1, -2.5 fixed
+# h32, -8.4 s_k 8192 varlen h32; OVERHEAD 2 on top: -5.0 / -3.9 / -3.6 more. NOT the default: with these knobs a
+# CUDA-graph replay test (test_ws_graph_replay_knobs_gpu's set) left NaN in out, eager calls were right; the
+# cause was not found before the session ended. COMBINE_SPIN (the combine waiting per sequence as a dependent of
+# the split) is never used with TMA-stored partials (their async-proxy writes are not ordered by its release).
+_SWITCH: dict = {}
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),

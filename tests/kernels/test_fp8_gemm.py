@@ -183,12 +183,25 @@ def test_fp8_linear_matches_quantized_reference(device):
 def test_fp8_gemm_rejects_bad_configs():
     """Config overrides are checked before launch (fresh-user pass: {} and {"BLOCK_N": 7} gave bare KeyErrors)."""
     a, a_s, b, b_s = _operands(32, 128, 256, torch.device("cpu"), 1)
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="missing the required key 'BLOCK_M'"):
         fp8_gemm_nt(a, a_s, b, b_s, config={})
-    with pytest.raises(ValueError, match="BLOCK_N must be a power of two"):
+    with pytest.raises(ValueError, match="BLOCK_N=7 must be one of"):
         fp8_gemm_nt(a, a_s, b, b_s, config=dict(BLOCK_M=64, BLOCK_N=7, num_warps=4, num_stages=2))
     with pytest.raises(TypeError, match="config must be a dict"):
         fp8_gemm_nt(a, a_s, b, b_s, config="abc")
+    # Fresh-user pass (session 16): these ran, leaving NaN in out= or corrupting the heap (GROUP_M -1 + SPLIT_K 2
+    # segfaulted), or were silently clamped / ignored; now each raises naming its key before any launch.
+    base = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
+    for bad, key in (({"GRID_MULT": -1}, "GRID_MULT"), ({"GROUP_M": 0}, "GROUP_M"), ({"GROUP_M": -1}, "GROUP_M"),
+                     ({"SPLIT_K": 0}, "SPLIT_K"), ({"SPLIT_K": 1.5}, "SPLIT_K"), ({"SPLIT_K": "2"}, "SPLIT_K"),
+                     ({"WS": 7}, "WS"), ({"num_warps": 3}, "num_warps"), ({"num_stages": 0}, "num_stages"),
+                     ({"BOGUS": 1}, "BOGUS"), ({"BLOK_M": 64}, "BLOK_M"), ({"GLUON": 5}, "GLUON"),
+                     ({"GLUON": {"STAGES": 4}}, "STAGES"), ({"SWAP_AB": True, "AHEAD": -5}, "AHEAD"),
+                     ({"SWAP_AB": True, "SPLITK": 2}, "SPLITK")):
+        with pytest.raises(ValueError, match=key):
+            fp8_gemm_nt(a, a_s, b, b_s, config={**base, **bad})
+    with pytest.raises(ValueError, match="missing the required key 'num_warps'"):
+        fp8_gemm_nt(a, a_s, b, b_s, config=dict(SWAP_AB=True, BLOCK_M=16, BLOCK_N=64, num_stages=3))
 
 
 def test_fp8_gemm_rejects_unsupported_layouts(device):

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_config, check_runnable_device, check_tensor
 from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, small_m_config
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
@@ -136,6 +136,42 @@ def _auto_split_k(m: int, n: int, k: int, block_m: int, block_n: int, num_progra
         if cost < best_cost:
             best_cost, best_s = cost, s
     return best_s
+
+
+# Keys a caller's ``config=`` may hold (tests, tuning): the tl kernel's, the swap-AB kernel's (SWAP_AB=True; BLOCK_M
+# 8-128, PDL, PREFETCH, AHEAD, SPLIT_FAST) and GLUON (checked by ``_check_user_config``). Unknown keys and values
+# outside these rules raise: a negative GROUP_M / GRID_MULT launched garbage grids (writes out of bounds).
+FP8_GEMM_CONFIG_SPEC: dict = dict(
+    BLOCK_M=(8, 16, 32, 64, 128, 256), BLOCK_N=(16, 32, 64, 128, 256), num_warps=(1, 2, 4, 8, 16),
+    num_stages=range(1, 9), GROUP_M=range(1, 1025), SPLIT_K=range(1, 1025), GRID_MULT=range(0, 65),
+    FLATTEN=bool, TMA_STORE=bool, WS=(0, 1, 2),
+    SWAP_AB=bool, PDL=(0, 1, 2, False, True), PREFETCH=range(0, 1025), AHEAD=range(0, 1025), SPLIT_FAST=bool,
+)
+
+
+def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
+    """A checked copy of ``fp8_gemm_nt(config=...)``: TypeError unless a dict, ValueError naming the key for an
+    unknown key, a missing BLOCK_M / BLOCK_N / num_warps / num_stages (unless it is a GLUON entry, whose tl twin
+    the interpreter runs) or a value outside ``FP8_GEMM_CONFIG_SPEC``; GLUON must be a dict of ``ws_config`` keys
+    (+ MIN_M, an int ≥ 0)."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of launch settings (keys as in get_config), got {type(config).__name__}")
+    plain = {key: v for key, v in config.items() if key != "GLUON"}
+    check_config("config", plain, FP8_GEMM_CONFIG_SPEC, ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+    gluon = config.get("GLUON")
+    if gluon is not None:
+        if not isinstance(gluon, dict):
+            raise ValueError(f"config key GLUON must be a dict of fp8_gemm_ws.ws_config overrides, got {gluon!r}")
+        from tritonseek.kernels.fp8_gemm_ws import ws_config
+
+        known = set(ws_config(m, n, k)) | {"MIN_M"}
+        unknown = sorted(set(gluon) - known)
+        if unknown:
+            raise ValueError(f"config GLUON has unknown keys {unknown}; known: {sorted(known)}")
+        min_m = gluon.get("MIN_M", 0)
+        if not isinstance(min_m, int) or isinstance(min_m, bool) or min_m < 0:
+            raise ValueError(f"config GLUON key MIN_M={min_m!r} must be an int >= 0")
+    return dict(config)
 
 
 def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
@@ -324,11 +360,13 @@ def fp8_gemm_nt(
     b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
-    config: optional launch-config override (keys as in ``get_config``), for tests and tuning.
+    config: optional launch-config override (keys as in ``get_config``; rules in ``FP8_GEMM_CONFIG_SPEC``), for
+        tests and tuning.
     M ≤ 16 (decode) runs the swap-AB small-M kernel of fp8_gemm_small (same semantics).
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape, device or layout mismatch
-    (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0).
+    (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0), ValueError naming the key for a config
+    with an unknown key, a missing tile key or a value outside its rule.
     Semantics: DeepGEMM fp8_gemm_nt (1×128 activation groups, 128×128 weight blocks).
     """
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
@@ -342,9 +380,7 @@ def fp8_gemm_nt(
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)
 
     num_programs = _grid_size(a.device)
-    if config is not None and not isinstance(config, dict):
-        raise TypeError(f"config must be a dict of launch settings (keys as in get_config), got {type(config).__name__}")
-    cfg = dict(config) if config is not None else get_config(m, n, k, num_programs)
+    cfg = _check_user_config(config, m, n, k) if config is not None else get_config(m, n, k, num_programs)
     if cfg.get("SWAP_AB"):  # small M: weights on the wgmma M side (fp8_gemm_small)
         return launch_fp8_gemm_swap_ab(a, a_scale, b, b_scale, out, cfg)
     gluon = cfg.get("GLUON")

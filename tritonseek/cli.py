@@ -111,19 +111,43 @@ def _tensor_parallel(tp_size: int, device: str | None):
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp_size}",
                "-m", "tritonseek.cli", *sys.argv[1:]]
-        r = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        import re
+        import signal
+
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = proc.communicate()
+        except KeyboardInterrupt:
+            # torchrun stops its ranks on SIGTERM; killed outright (subprocess.run's reaction) it left them running
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            sys.stderr.write("error: interrupted; every tensor-parallel rank was stopped\n")
+            raise typer.Exit(130) from None
         # Keep rank 0's own messages; drop torchrun's agent log (glog-style lines and what follows),
         # which would bury a one-line user error under a launcher traceback.
-        import re
-
-        user_error = False
-        for line in r.stderr.splitlines():
+        user_error, log = False, err.splitlines()
+        for i, line in enumerate(log):
             if re.match(r"^[WEIF]\d{4} \d\d:\d\d:", line):
+                log = log[i:]
                 break
             user_error |= line.startswith("error: ")
             sys.stderr.write(line + "\n")
+        else:
+            log = []
+        if proc.returncode and not user_error:  # a rank died without a message of its own (a signal, a crash)
+            text = "\n".join(log)
+            text = text[text.find("Root Cause"):] if "Root Cause" in text else text  # torchrun's first failure
+            rank, code = re.search(r"\brank\s*:\s*(\d+)", text), re.search(r"\bexitcode\s*:\s*(-?\d+)", text)
+            what = f"rank {rank.group(1)}" if rank else "a tensor-parallel rank"
+            how = f"exit code {code.group(1)}" if code else f"torchrun exit code {proc.returncode}"
+            if code and int(code.group(1)) < 0:
+                how = f"signal {-int(code.group(1))}"
+            sys.stderr.write(f"error: {what} failed ({how}); every rank was stopped\n")
         # torchrun reports any failed rank as exit 1; rank 0's one-line error keeps the CLI's usage code 2
-        raise typer.Exit(2 if r.returncode and user_error else r.returncode)
+        raise typer.Exit(2 if proc.returncode and user_error else proc.returncode)
     if int(os.environ["WORLD_SIZE"]) != tp_size:
         _fail(f"--tp {tp_size} but torchrun started {os.environ['WORLD_SIZE']} processes")
     import torch

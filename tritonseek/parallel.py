@@ -32,9 +32,26 @@ class TP:
     rank: int = 0
     world_size: int = 1
 
+    def __post_init__(self):
+        for name, v in (("rank", self.rank), ("world_size", self.world_size)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"TP {name} must be an int, got {type(v).__name__}")
+        if self.world_size < 1:
+            raise ValueError(f"TP world_size must be >= 1, got {self.world_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"TP rank must be in [0, world_size={self.world_size}), got {self.rank}")
+
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` (any picklable value) on every rank; collective (every rank must call it)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def split(self, n: int, what: str) -> tuple[int, int]:
         """[start, end) of this rank's 1/world_size share of ``n`` items; raises if n does not divide."""

@@ -27,14 +27,18 @@ def _run(model_dir: str):
               if dist.is_initialized() else None)
     outs = llm.generate(PROMPTS, SamplingParams(max_new_tokens=12))
     spec = llm.generate(PROMPTS, SamplingParams(max_new_tokens=12), mtp=2)
-    return llm.score(llm.encode(PROMPTS[0])), [o.token_ids for o in outs], [o.token_ids for o in spec]
+    # unseeded sampling: each rank's own RNG differs (as in separate processes); rank 0's seeds must be used
+    torch.manual_seed(1000 + (dist.get_rank() if dist.is_initialized() else 0))
+    sampled = llm.generate(PROMPTS[:2], SamplingParams(max_new_tokens=12, temperature=1.0))
+    return (llm.score(llm.encode(PROMPTS[0])), [o.token_ids for o in outs], [o.token_ids for o in spec],
+            [o.token_ids for o in sampled])
 
 
 def _worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        logits, toks, spec = _run(model_dir)
-        torch.save({"logits": logits, "tokens": toks, "spec": spec}, Path(out_dir) / f"rank{rank}.pt")
+        logits, toks, spec, sampled = _run(model_dir)
+        torch.save({"logits": logits, "tokens": toks, "spec": spec, "sampled": sampled}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -62,14 +66,25 @@ def _skewed_checkpoint(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("which", ["default", "skewed"])
 def test_tp2_matches_single_process(tmp_path, which):
     model_dir = DEFAULT_MODEL_DIR if which == "default" else _skewed_checkpoint(tmp_path)
-    single_logits, single_tokens, single_spec = _run(str(model_dir))
+    single_logits, single_tokens, single_spec, _ = _run(str(model_dir))
     ranks = _parallel(model_dir, tmp_path)
+    assert ranks[1]["sampled"] == ranks[0]["sampled"]  # unseeded temperature 1: the same draws on every rank
     for r in ranks:
         err = ((r["logits"] - single_logits).norm() / single_logits.norm()).item()
         print(f"{which}: tp=2 logits rel err {err:.2e}")
         assert err < 1e-5
         assert r["tokens"] == single_tokens
         assert r["spec"] == single_spec == single_tokens
+
+
+def test_tp_rejects_bad_ranks():
+    """Fresh-user pass (session 16): TP(5, 2) / TP(0, 0) failed deep inside loading; LLM(tp=2) with AttributeError."""
+    for args, err in (((5, 2), ValueError), ((-1, 2), ValueError), ((0, 0), ValueError), ((True, 2), TypeError),
+                      ((0, 2.0), TypeError)):
+        with pytest.raises(err, match="TP (rank|world_size)"):
+            TP(*args)
+    with pytest.raises(TypeError, match="tp must be a tritonseek.parallel.TP"):
+        LLM(device="cpu", backend="reference", tp=2)
 
 
 def test_tp_shards_are_rank_slices(tmp_path):

@@ -128,6 +128,8 @@ class LLM:
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
         self.ops = Ops(backend)
+        if tp is not None and not isinstance(tp, TP):
+            raise TypeError(f"tp must be a tritonseek.parallel.TP (from init_from_env) or None, got {type(tp).__name__}")
         self.tp = tp
         self.model = load_model(self.path, ops=self.ops, device=self.device, dtype=dtype,
                                 quantize_fp8=quantize_fp8, progress=progress, tp=tp)
@@ -267,12 +269,18 @@ class LLM:
         encoded, plist = self.validate_requests(prompts, params, chat=chat, mtp=mtp)
         if isinstance(prompts, str):
             prompts = [prompts]
+        seeds = [p.seed if p.seed is not None or p.temperature <= 0 else int(torch.randint(0, 2**62, (1,)).item())
+                 for p in plist]
+        if self.tp is not None:
+            # every rank samples from the same (gathered) logits: it must draw with rank 0's seeds, or the
+            # ranks' tokens, and with them their caches, diverge when no seed is given
+            seeds = self.tp.broadcast_object(seeds)
         seqs = []
-        for i, (prompt, ids, p) in enumerate(zip(prompts, encoded, plist)):
+        for i, (prompt, ids, p, seed) in enumerate(zip(prompts, encoded, plist, seeds)):
             gen = None
             if p.temperature > 0:
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+                gen.manual_seed(seed)
             seqs.append(Sequence(i, prompt, ids, p, gen, stream=self.tokenizer.stream()))
         return self._run(seqs, on_text, mtp)
 

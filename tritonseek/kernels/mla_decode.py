@@ -186,8 +186,10 @@ _BIG_BATCH_MIN = 64
 # PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF). H200 A/B at 321dfde (GPU
 # clock, 8 calls per graph): -4.8 / -5.6 / -3.1 us on s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1, -2.5 fixed
 # h32, -8.4 s_k 8192 varlen h32; OVERHEAD 2 on top: -5.0 / -3.9 / -3.6 more. NOT the default: with these knobs a
-# CUDA-graph replay test (test_ws_graph_replay_knobs_gpu's set) left NaN in out, eager calls were right; the
-# cause was not found before the session ended. COMBINE_SPIN (the combine waiting per sequence as a dependent of
+# CUDA-graph replay test (two mla_decode_ws calls on one metadata per graph, replayed with new lengths: W3/W4's
+# test_ws_spin_combine_graph_replay_gpu with _ALL) left NaN in out, eager calls were right; a bisect with ONE call
+# per graph (W5 at 8980d38: every subset incl. all four knobs, metadata in and out of the graph) was correct, so
+# the cause is not found; find it before turning them on (the decode step calls mla_decode once per layer). COMBINE_SPIN (the combine waiting per sequence as a dependent of
 # the split) is never used with TMA-stored partials (their async-proxy writes are not ordered by its release).
 _SWITCH: dict = {}
 _BIG_BATCH_WS: dict[int, dict] = {

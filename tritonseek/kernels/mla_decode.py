@@ -183,15 +183,16 @@ _BIG_BATCH_MIN = 64
 # Session 16 (h5mla): a sequence switch inside a program cost the 32-row kernel ~10 µs (H200 globaltimer probe at
 # 228ceaf, b128 s_k 4096 varlen: 4-7 µs of stores from registers, a ~1.5 µs dependent load of the next length, a
 # 2 µs first-tile wait); _SWITCH: out and 16-bit partials by TMA stores from the finished query buffer (OTMA,
-# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF). H200 A/B at 321dfde (GPU
-# clock, 8 calls per graph): -4.8 / -5.6 / -3.1 us on s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1, -2.5 fixed
-# h32, -8.4 s_k 8192 varlen h32; OVERHEAD 2 on top: -5.0 / -3.9 / -3.6 more. NOT the default: with these knobs a
-# CUDA-graph replay test (two mla_decode_ws calls on one metadata per graph, replayed with new lengths: W3/W4's
-# test_ws_spin_combine_graph_replay_gpu with _ALL) left NaN in out, eager calls were right; a bisect with ONE call
-# per graph (W5 at 8980d38: every subset incl. all four knobs, metadata in and out of the graph) was correct, so
-# the cause is not found; find it before turning them on (the decode step calls mla_decode once per layer). COMBINE_SPIN (the combine waiting per sequence as a dependent of
-# the split) is never used with TMA-stored partials (their async-proxy writes are not ordered by its release).
-_SWITCH: dict = {}
+# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF), and the balanced
+# fallback's per-sequence charge OVERHEAD 2 (switches are cheaper now). H200 A/B at 321dfde (GPU clock, 8 calls per
+# graph, vs the session-start default): s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 -4.8 / -5.6 / -3.1 us with
+# the knobs and -5.0 / -3.9 / -3.6 more with OVERHEAD 2 (169.6 / 165.0 / 161.0 us = 3750 / 3721 / 3923 GB/s); h32
+# s_q1 fixed -2.5 (OVERHEAD: no change, packed), s_k 8192 varlen h32 s_q1 -8.4 and -4.5 more; BTPF alone 0.5-1.2 us
+# of it. Correct eagerly (gpu tests, b128) and under CUDA-graph replay (W5 bisect at 8980d38; the W3/W4/final-pass
+# graph-test "NaN" was that test's own bug: its second lengths gave a sequence keys in NaN-poisoned slots).
+# COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off and is never used with
+# TMA-stored partials (their async-proxy writes are not ordered by its release).
+_SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, OVERHEAD=2)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),

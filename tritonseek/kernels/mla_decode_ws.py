@@ -33,7 +33,8 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   tile. Now (mla_decode's batch ≥ 64 default): OTMA writes O through the finished query buffer with TMA stores
   (16-bit partials with PART16), SEQPF loads lengths / split counts one sequence ahead, BTPF block ids one tile
   ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
-  sequence) is a knob, off: with TMA-stored partials it raced.
+  sequence) is a knob, off (no gain seen; never with TMA-stored partials: its release would not order their
+  async-proxy writes).
 
 H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, h5mla W2 at 9b7fd9d: that
 default also had COMBINE_SPIN on; torch peer same run): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed 3.99-4.07 TB/s, varlen 3.85 / 3.62 / 3.66 (h16 s_q1

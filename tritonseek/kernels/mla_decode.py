@@ -192,7 +192,12 @@ _BIG_BATCH_MIN = 64
 # graph-test "NaN" was that test's own bug: its second lengths gave a sequence keys in NaN-poisoned slots).
 # COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off and is never used with
 # TMA-stored partials (their async-proxy writes are not ordered by its release).
-_SWITCH = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, OVERHEAD=2)
+# NOT the default yet (lead, end of session 16): the fixed graph-replay test (two calls per graph, as the decode
+# step's layers make) and OVERHEAD 2 have not run on a GPU, and no device time was left; the final GPU pass
+# (980b3d1) verified the default without them. Turn _SWITCH = SWITCH_KNOBS on after test_mla_decode_ws.py -m gpu
+# and the 12 memory-bound bench cases pass with it.
+SWITCH_KNOBS = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, OVERHEAD=2)
+_SWITCH: dict = {}
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),

@@ -273,13 +273,7 @@ def test_ws_graph_replay_follows_lengths_gpu(device):
     with torch.cuda.graph(g):
         _, lse = step()
     cs.copy_(torch.tensor([5, 63, 0, 0, 1999, 65], dtype=torch.int32))  # ≤ the old ones: slots past those are NaN
-    g.replay()
-    torch.cuda.synchronize()
-    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
-    assert cos_diff(out.float().cpu(), ro.cpu()) <= 1e-5
-    empty = torch.isinf(rlse.cpu())
-    assert torch.equal(torch.isinf(lse.cpu()), empty)
-    assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
+    _replay_and_check(g, out, lse, q, kv, bt, cs)
 
 
 @pytest.mark.gpu
@@ -340,6 +334,17 @@ def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, spin):
         _check_ws(*_device_case(device, seqlen_q, num_heads, lens, seed=num_heads), **cfg)
 
 
+def _replay_and_check(g, out, lse, q, kv, bt, cs):
+    """Replay graph g (which writes out / lse) and compare them with the reference on the current cache_seqlens cs."""
+    g.replay()
+    torch.cuda.synchronize()
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
+    assert cos_diff(out.float().cpu(), ro.cpu()) <= 1e-5
+    empty = torch.isinf(rlse.cpu())
+    assert torch.equal(torch.isinf(lse.cpu()), empty)
+    assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
+
+
 def _device_case(device, seqlen_q, num_heads, lens, seed, page=64):
     """make_case built on the device (batch 128 × ~4096 keys is 1.3 GB of cache: too slow on the host)."""
     g = torch.Generator(device=device).manual_seed(seed)
@@ -386,13 +391,7 @@ def test_ws_spin_combine_graph_replay_gpu(device, spin):
         cs.copy_(torch.tensor(new, dtype=torch.int32))
         for _ in range(2):
             out.fill_(float("nan"))
-            g.replay()
-            torch.cuda.synchronize()
-            ro, rlse = mla_decode_ref(q.float(), kv, bt, cs)
-            assert cos_diff(out.float().cpu(), ro.cpu()) <= 1e-5
-            empty = torch.isinf(rlse.cpu())
-            assert torch.equal(torch.isinf(lse.cpu()), empty)
-            assert (lse.cpu()[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
+            _replay_and_check(g, out, lse, q, kv, bt, cs)
 
 
 @pytest.mark.gpu

@@ -93,10 +93,25 @@ def _umask() -> int:
 
 
 def _tensor_parallel(tp_size: int, device: str | None):
-    """--tp N: re-launch under torchrun (N processes), or join the group torchrun set up; rank > 0 is silent."""
+    """--tp N: re-launch under torchrun (N processes), or join the group torchrun set up; rank > 0 is silent.
+
+    WORLD_SIZE in the environment means "torchrun started this process as one of WORLD_SIZE ranks"; unset or 1 is
+    one process. A WORLD_SIZE that disagrees with --tp, or one without the rest of torchrun's variables (exported
+    by hand), ends with a one-line error and exit 2, never a traceback or a wait for ranks that never come.
+    """
     import os
 
+    from tritonseek.parallel import TPLaunchError, env_world_size
+
+    try:
+        world = env_world_size()
+    except TPLaunchError as e:
+        _fail(f"{e} (torchrun's process count; unset it to run in one process)")
     if tp_size == 1:
+        if world > 1:
+            _fail(f"WORLD_SIZE={world} is set in the environment but --tp is 1: under torchrun pass --tp {world} "
+                  f"(each of the {world} processes would otherwise generate on its own); to run in one process "
+                  "unset WORLD_SIZE")
         return None
     if device is not None and device.startswith("cuda"):
         import torch
@@ -105,7 +120,7 @@ def _tensor_parallel(tp_size: int, device: str | None):
             _fail(f"--device {device}: no CUDA device is available here (use --device cpu for --tp on CPU)")
         if torch.cuda.device_count() < tp_size:
             _fail(f"--tp {tp_size} needs {tp_size} CUDA devices, {torch.cuda.device_count()} available")
-    if "WORLD_SIZE" not in os.environ:
+    if world == 1:
         import subprocess
 
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -148,16 +163,18 @@ def _tensor_parallel(tp_size: int, device: str | None):
             sys.stderr.write(f"error: {what} failed ({how}); every rank was stopped\n")
         # torchrun reports any failed rank as exit 1; rank 0's one-line error keeps the CLI's usage code 2
         raise typer.Exit(2 if proc.returncode and user_error else proc.returncode)
-    if int(os.environ["WORLD_SIZE"]) != tp_size:
-        _fail(f"--tp {tp_size} but torchrun started {os.environ['WORLD_SIZE']} processes")
+    if world != tp_size:
+        _fail(f"--tp {tp_size} but WORLD_SIZE={world} is set in the environment (torchrun's process count): pass "
+              f"--tp {world}, or unset WORLD_SIZE and --tp {tp_size} starts torchrun itself")
     import torch
 
     from tritonseek.parallel import init_from_env
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    tp = init_from_env("cuda" if dev.startswith("cuda") else "cpu")
+    try:
+        tp = init_from_env("cuda" if dev.startswith("cuda") else "cpu")  # sets the CUDA device to LOCAL_RANK
+    except TPLaunchError as e:
+        _fail(str(e))
     if tp.rank != 0:  # only rank 0 talks to the user
         devnull = open(os.devnull, "w")
         sys.stdout = sys.stderr = devnull

@@ -118,30 +118,84 @@ def broadcast_replicated_(model: torch.nn.Module, tp: TP, src: int = 0) -> int:
 NO_MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
-def init_from_env(device_type: str, timeout_s: float = 600.0) -> TP:
-    """Join the process group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR env); one process → TP().
+class TPLaunchError(ValueError):
+    """The environment asks for a process group (WORLD_SIZE > 1) that cannot be joined: a torchrun variable
+    is missing or malformed, or the other ranks did not arrive in time. The message names the variable(s)."""
+
+
+def _env_int(name: str, low: int, high: int | None = None) -> int:
+    raw = os.environ.get(name)
+    try:
+        v = int(raw)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or v < low or (high is not None and v > high):
+        bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise TPLaunchError(f"environment variable {name}={raw!r} must be {bound}")
+    return v
+
+
+def env_world_size() -> int:
+    """WORLD_SIZE from the environment (torchrun's process count); 1 when unset. Raises TPLaunchError if malformed."""
+    return _env_int("WORLD_SIZE", 1) if os.environ.get("WORLD_SIZE", "") != "" else 1
+
+
+def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout_s: float = 120.0) -> TP:
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
+    WORLD_SIZE unset or 1 → TP() (one process, no group).
 
     device_type "cuda": NCCL, this process on GPU LOCAL_RANK (``torch.cuda.set_device``; the communicator is
-    created now, bound to that GPU); "cpu": gloo. timeout_s bounds every collective (a peer that died makes
-    the others fail after it instead of hanging). Raises ValueError for another device_type.
+    created now, bound to that GPU); "cpu": gloo. rendezvous_timeout_s bounds the wait for the other ranks to
+    arrive (rank 0 hosts the TCP store at MASTER_ADDR:MASTER_PORT unless torchrun's agent does); timeout_s bounds
+    every later collective (a peer that died makes the others fail after it instead of hanging).
+    Raises ValueError for another device_type; TPLaunchError (a ValueError) naming the variable when WORLD_SIZE > 1
+    but a variable torchrun sets is missing or malformed (WORLD_SIZE exported by hand, without torchrun), and
+    when the other ranks have not arrived within rendezvous_timeout_s.
     """
     if device_type not in ("cuda", "cpu"):
         raise ValueError(f"device_type={device_type!r} must be 'cuda' or 'cpu'")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world_size()
     if world == 1:
         return TP()
     if not dist.is_initialized():
+        needed = ("RANK", "MASTER_ADDR", "MASTER_PORT") + (("LOCAL_RANK",) if device_type == "cuda" else ())
+        missing = [v for v in needed if not os.environ.get(v)]
+        if missing:
+            raise TPLaunchError(
+                f"WORLD_SIZE={world} is set in the environment but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not: a {world}-process group needs every rank started with "
+                "RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, as torchrun sets them (torchrun --nproc-per-node "
+                f"{world} ...; the CLI's --tp {world} starts torchrun itself); for one process unset WORLD_SIZE")
+        rank = _env_int("RANK", 0, world - 1)
+        port = _env_int("MASTER_PORT", 0, 65535)
+        addr = os.environ["MASTER_ADDR"]
+        try:  # the store torch's env:// rendezvous would build, with its own (shorter) timeout
+            agent = _torchrun_agent_store()
+            store = dist.TCPStore(addr, port, world, is_master=rank == 0 and not agent,
+                                  timeout=datetime.timedelta(seconds=rendezvous_timeout_s), multi_tenant=not agent)
+        except RuntimeError as e:  # torch.distributed.DistStoreError: timeout, refused connection, port in use
+            raise TPLaunchError(
+                f"rank {rank} of WORLD_SIZE={world} could not meet the other ranks at MASTER_ADDR={addr} "
+                f"MASTER_PORT={port} within {rendezvous_timeout_s:.0f} s ({str(e).splitlines()[0][:200]}): start "
+                f"every rank (torchrun --nproc-per-node {world} ..., or the CLI's --tp {world} without WORLD_SIZE "
+                "in the environment)") from None
         timeout = datetime.timedelta(seconds=timeout_s)
         if device_type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
+            local = _env_int("LOCAL_RANK", 0, max(torch.cuda.device_count() - 1, 0))
             torch.cuda.set_device(local)
-            dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local))
+            dist.init_process_group("nccl", store=store, rank=rank, world_size=world, timeout=timeout,
+                                    device_id=torch.device("cuda", local))
         else:
-            dist.init_process_group("gloo", timeout=timeout)
+            dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
         # Tear the group down before interpreter exit: one left to the C++ destructors aborted a finished
         # CPU --tp 2 run once in CI ("terminate called without an active exception", exit 1).
         atexit.register(_destroy_group)
     return TP(dist.get_rank(), dist.get_world_size())
+
+
+def _torchrun_agent_store() -> bool:
+    """torchrun's agent already serves the TCP store at MASTER_ADDR:MASTER_PORT; every rank is its client."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
 def spawn(fn, args: tuple, nprocs: int, timeout_s: float) -> None:

@@ -235,3 +235,23 @@ def test_tp_on_cuda_without_a_gpu_fails_with_one_line():
         pytest.skip("this machine has a GPU")
     r = run("generate", "-p", "x", "--tp", "2", "--device", "cuda")
     assert r.exit_code != 0 and "no CUDA device" in r.stderr and "Traceback" not in r.output
+
+
+def test_world_size_without_torchrun_is_one_clear_error(monkeypatch):
+    """Fresh-user pass (session 16): WORLD_SIZE exported by hand gave a traceback (MASTER_ADDR expected) or a
+    wait for ranks that never come; --tp 1 with WORLD_SIZE=2 ran silently (each torchrun rank generating alone)."""
+    for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for args, needles in ((("-p", "x"), ("WORLD_SIZE=2", "--tp is 1", "--tp 2")),
+                          (("-p", "x", "--tp", "2", "--device", "cpu"), ("WORLD_SIZE=2", "MASTER_ADDR, MASTER_PORT")),
+                          (("-p", "x", "--tp", "3", "--device", "cpu"), ("--tp 3 but WORLD_SIZE=2",))):
+        r = run("generate", *args)
+        assert r.exit_code == 2 and all(n in r.stderr for n in needles) and "Traceback" not in r.output, r.output
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    r = run("generate", "-p", "x")
+    assert r.exit_code == 2 and "WORLD_SIZE='two'" in r.stderr
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a one-process world is no tensor parallelism
+    r = run("generate", "-p", "x", "-n", "2")
+    assert r.exit_code == 0 and "new tokens 2" in r.stderr, r.output

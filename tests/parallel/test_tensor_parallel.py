@@ -87,6 +87,36 @@ def test_tp_rejects_bad_ranks():
         LLM(device="cpu", backend="reference", tp=2)
 
 
+def test_init_from_env_without_torchrun_raises_naming_the_variable(monkeypatch):
+    """WORLD_SIZE=2 alone raised torch's env:// ValueError (MASTER_ADDR); with every variable but no peer,
+    rank 0 waited timeout_s (600 s). Now: TPLaunchError naming the variables; the rendezvous is bounded."""
+    import socket
+    import time
+
+    from tritonseek.parallel import TPLaunchError, init_from_env
+
+    for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert init_from_env("cpu") == TP()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TPLaunchError, match="WORLD_SIZE=2 .* RANK, MASTER_ADDR, MASTER_PORT are not"):
+        init_from_env("cpu")
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(TPLaunchError, match="RANK='2' must be an integer in"):
+        init_from_env("cpu")
+    monkeypatch.setenv("RANK", "0")
+    t0 = time.monotonic()
+    with pytest.raises(TPLaunchError, match="could not meet the other ranks"):
+        init_from_env("cpu", rendezvous_timeout_s=1)  # rank 1 never comes
+    assert time.monotonic() - t0 < 30 and not dist.is_initialized()
+
+
 def test_tp_shards_are_rank_slices(tmp_path):
     """Each rank holds its slice only: heads, vocabulary rows, experts."""
     full = LLM(device="cpu", backend="reference").model

@@ -361,7 +361,7 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
     dev = torch.device("cuda")
     sms = G._num_sms(0)
     variants = json.loads(args.variants) if args.variants else []
-    if variants and not args.precompile:
+    if variants and not args.precompile and not os.environ.get("BENCH_NO_SMOKE"):  # =1: real-shape check only
         variants = smoke_ws(variants)
     ms = [int(x) for x in args.only_m.split(",")] if args.only_m else ([1, 8] if args.small else MS)
     nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)

@@ -206,7 +206,7 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (reproducible output)."),
     chat: bool = typer.Option(False, "--chat", help="Apply the checkpoint's chat template."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if available)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA; triton on CPU needs TRITON_INTERPRET=1, slow)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="JSONL with a 'prompt' field per line."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (with --prompts-file)."),
     mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),

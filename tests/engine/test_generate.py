@@ -336,3 +336,19 @@ def test_cache_slots_tensor_equals_slots(page, lengths, start_frac):
         cache.ensure_capacity(sid, n)
         start = int(start_frac * n)
         assert cache.slots_tensor(sid, start, n).tolist() == cache.slots(sid, start, n)
+
+
+def test_triton_backend_on_cpu_runs_bf16(monkeypatch):
+    """Fresh-user pass (session 16): `generate --backend triton --device cpu` under TRITON_INTERPRET=1 loaded an fp32
+    model and failed in the first kernel ("q must have dtype bfloat16"); the CLI has no dtype option. The triton
+    backend now defaults to bf16 (the interpreter then gives the reference backend's greedy tokens: checked by hand,
+    45 s for 8 tokens, too slow for CI), and fp32 with it is refused before loading."""
+    import tritonseek.engine.llm as llm_mod
+
+    assert LLM(device="cpu", backend="triton").model.dtype == torch.bfloat16  # conftest: TRITON_INTERPRET=1
+    assert LLM(device="cpu", backend="reference").model.dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype=torch.float32 is not supported by backend='triton'"):
+        LLM(device="cpu", backend="triton", dtype=torch.float32)
+    monkeypatch.setattr(llm_mod, "interpreter_active", lambda: False)
+    with pytest.raises(ValueError, match="backend='triton' needs a CUDA device.*TRITON_INTERPRET=1"):
+        LLM(device="cpu", backend="triton")

@@ -86,8 +86,9 @@ class LLM:
             embedded default model.
         device: "cpu" | "cuda" (default: cuda when available).
         backend: "triton" | "reference" (default: triton on CUDA, reference on CPU). The triton
-            backend on CPU needs TRITON_INTERPRET=1 (slow; for tests).
-        dtype: activation dtype (default bf16 on CUDA, fp32 on CPU).
+            backend on CPU needs TRITON_INTERPRET=1 (Triton's interpreter: slow; for tests), and runs bf16.
+        dtype: activation dtype (default bf16 on CUDA or with the triton backend, fp32 for the reference
+            backend on CPU); the triton backend's kernels take bf16 or fp16, never fp32.
         quantize_fp8: quantize a bf16 checkpoint's linears to 128×128 block FP8 at load.
         page_size: tokens per latent-cache block (power of two).
         progress: show a progress bar while loading shards.
@@ -115,8 +116,14 @@ class LLM:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         if backend == "triton" and self.device.type == "cpu" and not interpreter_active():
-            raise ValueError("backend='triton' needs a CUDA device; use --backend reference on CPU (the library can run "
-                             "it through Triton's interpreter: TRITON_INTERPRET=1 and LLM(..., dtype=torch.bfloat16))")
+            raise ValueError("backend='triton' needs a CUDA device; use --backend reference on CPU (or run the "
+                             "kernels through Triton's interpreter, slowly: TRITON_INTERPRET=1 in the environment)")
+        if backend == "triton":  # CLI --backend triton --device cpu under the interpreter ended in a kernel dtype error
+            if dtype is None:
+                dtype = torch.bfloat16
+            elif dtype not in (torch.bfloat16, torch.float16):
+                raise ValueError(f"dtype={dtype} is not supported by backend='triton' (bf16 or fp16 activations); "
+                                 "use backend='reference' for fp32")
         if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
             raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
         if not isinstance(max_graph_batch, int) or max_graph_batch < 1:

@@ -54,7 +54,8 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
-                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps)
+                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
+                  FAST_SCHED=bool(cfg.get("FAST_SCHED", False)), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -66,14 +67,14 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
 # (masked, SPLIT, UNROLL2, PIPE, BLOCK_N, out dtype, TMA store): the default (SPLIT + PIPE, TMA store) of both
 # layouts, and the cooperative one-stream one-product-set loop with masked stores. ~12 s each on the 2-core CI
 # machine.
-@pytest.mark.parametrize("masked,split,unroll2,pipe,bn,out_dtype,tma_store", [
-    (False, True, True, True, 128, torch.bfloat16, True),
-    (True, True, True, True, 128, torch.bfloat16, True),
-    (False, False, False, False, 64, torch.float32, False),
+@pytest.mark.parametrize("masked,split,unroll2,pipe,bn,out_dtype,tma_store,fast", [
+    (False, True, True, True, 128, torch.bfloat16, True, False),
+    (True, True, True, True, 128, torch.bfloat16, True, True),  # FAST_SCHED (its contiguous form: the GPU tests)
+    (False, False, False, False, 64, torch.float32, False, False),
 ])
-def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pipe, bn, out_dtype, tma_store):
+def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pipe, bn, out_dtype, tma_store, fast):
     cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
-               UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn)
+               UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn, FAST_SCHED=fast)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, out_dtype, tma_store, 512 if masked else 256)
     # issue sites per consumer partition: block 0 + the loop (UNROLL2 / PIPE: block 0, two in the loop, the tail;
     # PIPE0, the masked default: no block-0 site)
@@ -279,15 +280,54 @@ def test_masked_ws_masked_store_epilogue_gpu(device):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("config", [None, dict(FAST_SCHED=True, BALANCE=True)])
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 @pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
-def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape):
+def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
     E, M_max = shape
     mm = [M_max] * E
     mm[-1] = M_max // 2 + 1  # one partly filled group
     if E > 2:
         mm[0] = 0
-    _check_masked(mm, M_max, N, K, device, seed=E + N)
+    _check_masked(mm, M_max, N, K, device, seed=E + N, config=config)
+
+
+# FAST_SCHED (tile schedule without a global load before the K loop; a_scale loads masked to rows < M only) ×
+# BALANCE (fewer programs, same number of tile rounds), with the tile cases that change: masked_m 63/64/65 (one
+# half, one half full, a second half with 1 row), 129 (a 128-row tile whose second warpgroup has no row: it only
+# drains the stages), M_max, 0; contiguous segments 0, 1, 127, 128, 129 with NaN/inf padding and a misaligned row
+_FAST_CONFIGS = [dict(FAST_SCHED=True), dict(FAST_SCHED=True, BALANCE=True), dict(FAST_SCHED=True, PIPE0=True),
+                 dict(FAST_SCHED=True, SPLIT=False, UNROLL2=False, PIPE=False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K", [128, 384, 2048])
+@pytest.mark.parametrize("config", _FAST_CONFIGS)
+def test_fast_sched_gpu(device, K, config):
+    _check_masked([0, 1, 63, 64, 65, 129, 256, 300], 256, 200, K, device, seed=K, config=config)
+    _check_masked([5] * 3, 5, 128, K, device, seed=K + 2, config=config)  # M_max < one tile, N = one tile
+    _check_contiguous([0, 1, 127, 128, 129, 0], 200, K, device, seed=K + 1, config=config)
+    _check_contiguous([300, 5], 576, K, device, seed=K + 3, config=config, out_dtype=torch.float32)
+
+
+@pytest.mark.gpu
+def test_fast_sched_many_groups_and_misaligned_contiguous_gpu(device):
+    cfg = dict(FAST_SCHED=True)
+    # 300 groups: the per-group tables spread over E_PAD = 512 entries (4 per consumer thread)
+    mm = [(7 * g) % 130 for g in range(300)]
+    _check_masked(mm, 130, 128, 256, device, seed=9, config=cfg)
+    g = torch.Generator(device=device).manual_seed(4)
+    b, bs = _weights(3, 128, 256, g, device)
+    a, a_s, mi = _contiguous([130, 5], 256, g, device)
+    a = _fp8(tuple(a.shape), g, device)
+    a_s = torch.rand(a_s.shape, device=device) + 0.5
+    mi[300] = 0  # expert 0's row inside expert 1's tile: NaN, never another expert's product
+    out = grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, config=cfg)
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
+    assert torch.isnan(out[300].float()).all()
+    ok = torch.ones(mi.numel(), dtype=torch.bool, device=device)
+    ok[300] = False
+    assert calc_diff(out[ok].float(), ref[ok]) < 1e-3
 
 
 @pytest.mark.gpu
@@ -307,7 +347,8 @@ def test_contiguous_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
 
 
 @pytest.mark.gpu
-def test_masked_ws_graph_replay_follows_masked_m_gpu(device):
+@pytest.mark.parametrize("config", [None, dict(FAST_SCHED=True)])
+def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
     # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
     g = torch.Generator(device=device).manual_seed(11)
     E, M_max, N, K = 8, 64, 256, 512
@@ -316,10 +357,10 @@ def test_masked_ws_graph_replay_follows_masked_m_gpu(device):
     a_s = torch.rand(E, M_max, K // 128, generator=g, device=device) + 0.25
     mm = torch.zeros(E, dtype=torch.int32, device=device)
     out = torch.zeros(E, M_max, N, dtype=torch.bfloat16, device=device)
-    grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out)  # compile outside capture
+    grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=config)  # compile outside capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out)
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=config)
     for vals in ([1, 0, 64, 3, 0, 0, 17, 64], [0] * 8, [64] * 8):
         mm.copy_(torch.tensor(vals, dtype=torch.int32))
         out.fill_(float("nan"))

@@ -64,7 +64,8 @@ from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _load_tile, _num_sms, _smem_layout
 from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
-    _masked_prefix, _maximum, _num_tiles, _schedule,
+    _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
+    _tile_rows,
 )
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
@@ -84,7 +85,8 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=False,
+                           FAST_SCHED=False, BALANCE=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -104,7 +106,9 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr):
-    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring.
+    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
+    # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; FAST_SCHED's tables would
+    # not fit its 40 registers and give the same tiles in the same order)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
@@ -134,6 +138,24 @@ def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
 
 
 @gluon.jit
+def _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
+                   stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
+                   row_layout: gl.constexpr):
+    # this partition's fp32 rows of a tile (mine: it has rows of the tile's expert), else 0 after releasing the
+    # tile's stages (run: the producer loaded them); returns (acc, it)
+    if mine:
+        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
+                               ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0)
+    else:
+        if run:
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        acc = zero
+    return acc, it
+
+
+@gluon.jit
 def _tma_store(acc, c_smem, c_desc, row0, off_n):
     tma.store_wait(0)  # the previous tile's store has left c_smem
     c_smem.store(acc.to(c_desc.dtype))
@@ -158,10 +180,87 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
               ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-              PIPE: gl.constexpr, PIPE0: gl.constexpr):
+              PIPE: gl.constexpr, PIPE0: gl.constexpr, FAST_SCHED: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
+    if FAST_SCHED:
+        _consumer_fast(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+                       idx_ptr, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask,
+                       stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N,
+                       GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD, ROW0, ROWS, WARPS, UNROLL2, PIPE, PIPE0)
+    else:
+        _consumer_tiles(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+                        idx_ptr, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask,
+                        stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N,
+                        GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD, ROW0, ROWS, WARPS, UNROLL2, PIPE, PIPE0)
+    if TMA_STORE:
+        tma.store_wait(0)
+
+
+@gluon.jit
+def _consumer_fast(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
+                   M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse,
+                   stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+                   TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
+                   ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
+                   PIPE0: gl.constexpr):
+    # FAST_SCHED: no global load between a tile's last wgmma and the next tile's first. Masked: the schedule comes
+    # from per-group tables held in registers (one reduction per tile), masked_m[g] is loaded at the tile's start and
+    # first read in its epilogue. Contiguous: a tile's m_indices are loaded one tile ahead; its expert and whether
+    # this partition has rows of it come from one reduction. The a_scale loads are masked to rows < M_rows only
+    # (memory safety): rows past masked_m / of padding or another expert compute garbage that is never stored
+    # (masked) or replaced by 0 / NaN in the epilogue (contiguous), as before.
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    if MASKED:
+        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
+        num_tiles = gl.reduce(table >> 1, 0, _maximum)
+        tile_mi = 0
+    else:
+        num_tiles = num_pid_m * num_pid_n
+        tile_mi = _tile_rows(gl.program_id(0), idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M, GROUP_M,
+                             WARPS)
+    it = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        if MASKED:
+            run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(tile_id, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
+            mine = run & ((off_m + ROW0) // 64 < hh)
+            mm = gl.load(idx_ptr + g)  # first read in the epilogue
+            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
+            sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
+            mi = 0
+        else:
+            run, g, off_m, a_row, off_n, mine = _schedule_contig_fast(tile_id, tile_mi, E, num_pid_m, num_pid_n,
+                                                                      BLOCK_M, BLOCK_N, GROUP_M, ROW0, ROWS, WARPS)
+            tile_mi = _tile_rows(tile_id + num_programs, idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M,
+                                 GROUP_M, WARPS)
+            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
+            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)  # first read in the epilogue
+            sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
+            mm = M_rows
+        acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
+                                 rm < M_rows, b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn,
+                                 stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE, PIPE0,
+                                 row_layout)
+        if MASKED:
+            mm = gl.maximum(gl.minimum(mm, M_rows), 0)
+        _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
+                  stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, True, row_layout, col_layout)
+
+
+@gluon.jit
+def _consumer_tiles(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
+                    M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse,
+                    stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+                    TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
+                    ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
+                    PIPE0: gl.constexpr):
     if MASKED:
         cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, WARPS)
     else:
@@ -173,8 +272,6 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
                             b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase,
                             stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M,
                             BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE, PIPE0)
-    if TMA_STORE:
-        tma.store_wait(0)
 
 
 @gluon.jit
@@ -204,33 +301,31 @@ def _consumer_tile(tile_id, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, 
         row_ok = (mi == g) & run
         sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
     mine = gl.reduce(row_ok.to(gl.int32), 0, _maximum) > 0
-    sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
-    if mine:
-        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
-                               ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0)
-    else:
-        if run:
-            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-        acc = zero
-    _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-              stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
+    acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
+                             b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn, stride_ask,
+                             stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE, PIPE0, row_layout)
+    _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, 0, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
+              stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, False, row_layout, col_layout)
     return it
 
 
 @gluon.jit
-def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
-              ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, mi_rows, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
+              stride_cn, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
+              MASKED: gl.constexpr, MI_LOADED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
-    # the 2-D out view, first column off_n; masked: mm = the group's valid rows)
+    # the 2-D out view, first column off_n; masked: mm = the group's valid rows; contiguous with MI_LOADED: mi_rows =
+    # the rows' m_indices, loaded by the caller)
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
     if MASKED:
         store_ok = rm < mm
     else:
         # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
         # (m_indices re-read here rather than kept live in registers across the K loop)
-        mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
+        if MI_LOADED:
+            mi = mi_rows
+        else:
+            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
         fill = gl.where(mi < 0, 0.0, float("nan"))
         acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
         store_ok = rm < M_rows
@@ -268,7 +363,7 @@ def _grouped_fp8_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-    PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
+    PIPE: gl.constexpr, PIPE0: gl.constexpr, FAST_SCHED: gl.constexpr, num_warps: gl.constexpr,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -295,12 +390,12 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, FAST_SCHED)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, FAST_SCHED)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -311,7 +406,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, FAST_SCHED)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [1], [PRODUCER_REGS])
@@ -362,14 +457,19 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
-        PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
+        PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), FAST_SCHED=bool(cfg["FAST_SCHED"]),
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )
 
 
-def _sms(t: torch.Tensor) -> int:
-    return _num_sms(t.device.index if t.device.index is not None else torch.cuda.current_device())
+def _programs(t: torch.Tensor, tiles: int, cfg: dict) -> int:
+    """Persistent grid size: one program per SM, at most one per tile; BALANCE: the fewest programs that keep the
+    same number of tile rounds (cdiv(tiles, cdiv(tiles, SMs))), so every program gets the same number of tiles."""
+    grid = min(_num_sms(t.device.index if t.device.index is not None else torch.cuda.current_device()), tiles)
+    if cfg.get("BALANCE") and grid > 0:
+        grid = triton.cdiv(tiles, triton.cdiv(tiles, grid))
+    return grid
 
 
 def grouped_fp8_gemm_contiguous_ws(
@@ -418,7 +518,7 @@ def grouped_fp8_gemm_contiguous_ws(
         return out
     tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
     _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
-            min(_sms(a), tiles), cfg, masked=False)
+            _programs(a, tiles, cfg), cfg, masked=False)
     return out
 
 
@@ -476,7 +576,7 @@ def grouped_fp8_gemm_masked_ws(
     out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view
     tiles = E * triton.cdiv(M_max, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
     _launch(a.view(E * M_max, K), a_scale, b, b_scale, masked_m, out2d, M_max, E, N, K, a_scale.stride(0),
-            a_scale.stride(1), a_scale.stride(2), min(_sms(a), tiles), cfg, masked=True)
+            a_scale.stride(1), a_scale.stride(2), _programs(a, tiles, cfg), cfg, masked=True)
     return out
 
 

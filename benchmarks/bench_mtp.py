@@ -38,7 +38,9 @@
 * Before/after on one GPU: run this script a second time with PYTHONPATH pointing at a copy of an older
   ``tritonseek`` (it uses only the launchers' public signatures); its rows carry that copy's commit.
 * ``mtp_e2e`` lives in benchmarks/mtp_e2e.py (run by bench_e2e.py); ``--suite mtp_e2e`` here
-  forwards to it (see :func:`run_mtp_e2e_suite`).
+  forwards to it (see :func:`run_mtp_e2e_suite`) with ``--out``: its rows are written there first, the other
+  suites' rows appended after them. Every suite writes only to ``--out`` (``tritonseek bench`` appends the
+  file to benchmarks/results/<gpu>.jsonl).
 """
 
 from __future__ import annotations
@@ -499,9 +501,11 @@ def main():
         OPS = tuple(args.ops.split(","))
     if args.sampler_ops:
         SAMPLER_OPS = tuple(args.sampler_ops.split(","))
-    if "mtp_e2e" in suites:
-        run_mtp_e2e_suite(rest)
+    mode = "w"
+    if "mtp_e2e" in suites:  # its rows go to --out too (they stayed on the device before); later suites append
+        run_mtp_e2e_suite([*rest, *(["--tiny", "--device", "cpu"] if args.dry else []), "--out", args.out])
         suites.remove("mtp_e2e")
+        mode = "a"
         if not suites:
             return
     t0 = time.time()
@@ -511,7 +515,7 @@ def main():
                commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows = []
-    with open(args.out, "w") as out_f:
+    with open(args.out, mode) as out_f:
         if args.floor_sweep:
             floor_sweep()
         if args.ab:

@@ -18,6 +18,10 @@ measurements, each reported per batch size and K:
    one measured by ``generate`` in this run, largest batch). ``speedup_engine_schedule`` uses what the engine
    actually runs per step: K−1 draft steps at seqlen 1 plus one MTP pass at seqlen K+1
    (``MTPDrafter.mtp_pass``) instead of K draft steps. Target: ≥ 1.8× at batch 1, a = 0.85.
+   ``speedup_ceiling_copy_rate``: the same speedup with every step at its byte floor (:func:`speedup_ceiling`:
+   bytes ÷ 4.27 TB/s; random routing, so a verify step of B·(K+1) tokens reads
+   E·(1 − (1 − top_k/E)^{B(K+1)}) routed experts per MoE layer where a plain step reads E·(1 − (1 − top_k/E)^B)).
+   A measured speedup above it means the plain step runs further from its floor than the verify step does.
 2. **The 4-layer slice, directly** (``v3-slice-4L``), with the engine's own pieces
    (``MTPDrafter.draft`` → ``verify`` → ``mtp_pass``, host syncs included) against ``ModelRunner.decode``
    + ``sample``, wall clock. Random weights accept almost nothing, so two rows: the acceptance
@@ -58,6 +62,65 @@ PROMPTS = [
 def expected_tokens(a: float, k: int) -> float:
     """E[tokens per step] with per-draft acceptance a (i.i.d.): 1 + a + … + a^k."""
     return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+def distinct_experts(n_tokens: int, n_routed: int, top_k: int) -> float:
+    """E[routed experts hit] by n_tokens tokens each picking top_k of n_routed uniformly at random (independent
+    tokens): n_routed·(1 − (1 − top_k/n_routed)^n_tokens)."""
+    return n_routed * (1.0 - (1.0 - top_k / n_routed) ** n_tokens)
+
+
+def ceiling_bytes(model, context: int) -> dict:
+    """Byte counts of the parts :func:`speedup_ceiling` composes, read off the model's own modules (stored
+    dtypes, FP8 scales included): a dense layer's and a MoE layer's routing-independent bytes (attention linears,
+    norms, dense MLP or router + shared expert), one routed expert, final norm + lm_head, the MTP draft step's
+    routing-independent bytes (enorm/hnorm/eh_proj, its block, shared_head.norm + the shared head), the latent
+    cache row of one token in one layer, the context, and the routing (n_routed, top_k)."""
+    from benchmarks.v3_slice import expert_bytes, layer_static_bytes, linear_bytes
+    from tritonseek.model.layers import Linear, RMSNorm
+    from tritonseek.model.moe import MoE
+
+    layers, cfg, mtp = model.model.layers, model.cfg, model.mtp[0]
+    dense = next(l for l in layers if not isinstance(l.mlp, MoE))
+    moe = next(l for l in layers if isinstance(l.mlp, MoE))
+    head = model.model.norm.weight.numel() * model.model.norm.weight.element_size() + linear_bytes(model.lm_head)
+    draft = layer_static_bytes(mtp.block)
+    for name, mod in mtp.named_modules():
+        if not name.startswith("block"):
+            if isinstance(mod, Linear):
+                draft += linear_bytes(mod)
+            elif isinstance(mod, RMSNorm):
+                draft += mod.weight.numel() * mod.weight.element_size()
+    return dict(dense_static=layer_static_bytes(dense), moe_static=layer_static_bytes(moe), expert=expert_bytes(moe.mlp),
+                head=head, draft_static=draft, kv_token_layer=(cfg.kv_lora_rank + cfg.qk_rope_head_dim) * 2,
+                context=context, n_routed=cfg.n_routed_experts, top_k=cfg.num_experts_per_tok)
+
+
+def speedup_ceiling(nb: dict, batch: int, k: int, acceptance: float, n_dense: int = V3_DENSE, n_moe: int = V3_MOE,
+                    copy_bps: float = 4.27e12) -> dict:
+    """The composition's speedup with every step at its byte floor (t = bytes / copy_bps, H200 copy rate).
+
+    With D(n) = distinct_experts(n) and kv(s) = batch·(context + s)·kv_token_layer (latent cache read per layer):
+    decode = n_dense·(dense + kv(1)) + n_moe·(moe + D(B)·expert + kv(1)) + head;
+    verify = the same with D(B·(K+1)) and kv(K+1); draft = draft_static (its head included) + D(B)·expert + kv(1);
+    ceiling = E[tokens/step](a, K) · t_decode / (t_verify + K·t_draft)  (the composition's formula).
+    nb: :func:`ceiling_bytes`. Returns the ceiling, the three floors (µs) and the expert counts.
+    """
+    def kv(s):
+        return batch * (nb["context"] + s) * nb["kv_token_layer"]
+
+    def step(n_tok, s):
+        d = distinct_experts(n_tok, nb["n_routed"], nb["top_k"])
+        return (n_dense * (nb["dense_static"] + kv(s)) + n_moe * (nb["moe_static"] + d * nb["expert"] + kv(s))
+                + nb["head"]) / copy_bps * 1e6, d
+
+    t_dec, d_dec = step(batch, 1)
+    t_ver, d_ver = step(batch * (k + 1), k + 1)
+    t_draft = (nb["draft_static"] + d_dec * nb["expert"] + kv(1)) / copy_bps * 1e6
+    ceiling = expected_tokens(acceptance, k) * t_dec / (t_ver + k * t_draft)
+    return dict(speedup_ceiling_copy_rate=round(ceiling, 3),
+                ceiling_floor_us={"decode": round(t_dec, 1), "verify": round(t_ver, 1), "draft": round(t_draft, 1)},
+                ceiling_experts_per_moe_layer={"decode": round(d_dec, 2), "verify": round(d_ver, 2)})
 
 
 def card_acceptance() -> dict[int, float]:
@@ -280,6 +343,7 @@ def run_mtp_e2e(b, h) -> None:
     s_qs = sorted({1} | {k + 1 for k in ks})
     parts, parts_eager, graph_errs, direct, dm = {}, {}, {}, {}, {}
     card = card_acceptance()
+    nbytes = ceiling_bytes(h.model, ctx)
 
     # 1. 61-layer composition, written per batch as soon as its parts are measured (a job-level timeout keeps
     # the batches already done)
@@ -311,6 +375,7 @@ def run_mtp_e2e(b, h) -> None:
                       speedup_eager=round(E * e_dec / e_step, 3), timer="graph replay" if graphed else "eager do_bench",
                       graph_error=graph_errs[batch],
                       target_speedup=1.8 if (batch == 1 and acc == DEEPSEEK_ACCEPTANCE) else None,
+                      **speedup_ceiling(nbytes, batch, k, acc),
                       note=("CUDA-graph replay" if graphed else "eager") + " part times scaled to 3 dense + 58 MoE")
 
     for batch in a.mtp_batches:

@@ -53,6 +53,61 @@ def test_decode_roofline_bytes_at_v3_width():
     assert 4.1e9 < total < 4.3e9
 
 
+def test_speedup_ceiling_at_v3_width():
+    """The copy-rate ceiling of the 61-layer composition, from DeepSeek-V3's shapes counted by hand (meta tensors)."""
+    from benchmarks.mtp_e2e import ceiling_bytes, distinct_experts, speedup_ceiling
+
+    cfg = v3_config()
+    with torch.device("meta"):
+        m = DeepseekForCausalLM(cfg, Ops("triton"), dtype=torch.bfloat16, fp8=True, with_mtp=True)
+    nb = ceiling_bytes(m, 1024)
+    H = 7168
+    expert = expert_bytes(m.model.layers[1].mlp)
+    head = H * 4 + 129280 * H * 2
+    assert nb["head"] == head and nb["expert"] == expert and nb["kv_token_layer"] == 576 * 2
+    # eh_proj (bf16), enorm + hnorm + shared_head.norm, the shared head (= lm_head), the block
+    assert nb["draft_static"] == nb["moe_static"] + 2 * H * H * 2 + 3 * H * 4 + 129280 * H * 2
+    assert distinct_experts(1, 256, 8) == pytest.approx(8) and distinct_experts(4, 256, 8) == pytest.approx(30.53, abs=0.01)
+    # batch 1, K = 3, a = 0.85 by hand: bytes / 4.27 TB/s
+    kv = lambda s: (1024 + s) * 1152  # noqa: E731
+    dec = 3 * (nb["dense_static"] + kv(1)) + 58 * (nb["moe_static"] + 8 * expert + kv(1)) + head
+    ver = 3 * (nb["dense_static"] + kv(4)) + 58 * (nb["moe_static"] + distinct_experts(4, 256, 8) * expert + kv(4)) + head
+    draft = nb["draft_static"] + 8 * expert + kv(1)
+    r = speedup_ceiling(nb, 1, 3, 0.85)
+    assert r["speedup_ceiling_copy_rate"] == pytest.approx(expected_tokens(0.85, 3) * dec / (ver + 3 * draft), abs=1e-3)
+    assert r["ceiling_floor_us"]["decode"] == pytest.approx(dec / 4.27e6, abs=0.1)
+    # with random routing the verify step reads ~3.8x the routed experts: the issue's 1.8x target at batch 1 is
+    # above what the bytes allow on one GPU (1.17x)
+    assert 1.1 < r["speedup_ceiling_copy_rate"] < 1.25
+    assert speedup_ceiling(nb, 64, 3, 0.85)["speedup_ceiling_copy_rate"] > 2.0  # experts already all read at b64
+
+
+def test_bench_mtp_out_holds_every_suite(monkeypatch, tmp_path):
+    """bench_mtp.py --suite mtp_e2e,... --out F: the mtp_e2e rows (bench_e2e's, forwarded) land in F too (they
+    stayed on the device at stop 16), followed by the other suites' rows."""
+    import sys
+
+    from benchmarks import bench_mtp as bm
+
+    for name in ("DEVICE", "VOCAB", "BATCHES", "KS", "SWEEP_CANDIDATES", "SWEEP_CASES", "OPS", "SAMPLER_OPS"):
+        monkeypatch.setattr(bm, name, getattr(bm, name))  # main() rebinds them (--dry): restored after the test
+    seen = []
+
+    def fake_mtp_e2e(argv):  # writes one row where its own --out says, as bench_e2e's Bench does
+        seen.append(argv)
+        with open(argv[argv.index("--out") + 1], "w") as f:
+            f.write(json.dumps({"suite": "mtp_e2e", "case": {}}) + "\n")
+
+    monkeypatch.setattr(bm, "run_mtp_e2e_suite", fake_mtp_e2e)
+    out = tmp_path / "rows.jsonl"
+    monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--suite", "mtp_e2e,sampler", "--batches", "1",
+                                      "--sampler-ops", "sample", "--out", str(out)])
+    bm.main()
+    assert seen and "--tiny" in seen[0]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["suite"] for r in rows] == ["mtp_e2e", "sampler"] and rows[1]["correct"]
+
+
 def test_expected_tokens():
     assert expected_tokens(0.85, 1) == pytest.approx(1.85)
     assert expected_tokens(0.85, 3) == pytest.approx(1 + 0.85 + 0.85**2 + 0.85**3)
@@ -95,6 +150,7 @@ def test_bench_e2e_runs_tiny(tmp_path):
     assert models == {"deepseek-v3-61L", "v3-slice-tiny", "tritonseek-tiny"}
     for r in mtp:
         assert r["speedup"] > 0 and r["tokens_per_step"] >= 1
+        assert (r["case"]["model"] == "deepseek-v3-61L") == ("speedup_ceiling_copy_rate" in r)
     assert all(r["same_tokens"] for r in mtp if r["case"]["model"] == "tritonseek-tiny")
 
 

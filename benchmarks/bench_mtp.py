@@ -503,7 +503,8 @@ def main():
         SAMPLER_OPS = tuple(args.sampler_ops.split(","))
     mode = "w"
     if "mtp_e2e" in suites:  # its rows go to --out too (they stayed on the device before); later suites append
-        run_mtp_e2e_suite([*rest, *(["--tiny", "--device", "cpu"] if args.dry else []), "--out", args.out])
+        run_mtp_e2e_suite([*rest, *(["--tiny", "--device", "cpu"] if args.dry else []), "--out", args.out,
+                           *(["--budget-s", str(args.budget_s)] if args.budget_s < 1e9 else [])])
         suites.remove("mtp_e2e")
         mode = "a"
         if not suites:

@@ -101,9 +101,9 @@ def test_bench_mtp_out_holds_every_suite(monkeypatch, tmp_path):
     monkeypatch.setattr(bm, "run_mtp_e2e_suite", fake_mtp_e2e)
     out = tmp_path / "rows.jsonl"
     monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--suite", "mtp_e2e,sampler", "--batches", "1",
-                                      "--sampler-ops", "sample", "--out", str(out)])
+                                      "--sampler-ops", "sample", "--out", str(out), "--budget-s", "50"])
     bm.main()
-    assert seen and "--tiny" in seen[0]
+    assert seen and "--tiny" in seen[0] and seen[0][seen[0].index("--budget-s") + 1] == "50.0"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["suite"] for r in rows] == ["mtp_e2e", "sampler"] and rows[1]["correct"]
 

@@ -58,16 +58,17 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     a_rows = 64 if wgs == 3 else bm
     la = W._smem_layout([a_rows, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
-    lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
+    c_cols = min(bn, 128)  # WIDE (256-column) tiles store 128-column halves
+    lc = W._smem_layout([c_rows, c_cols], W._GL_DTYPES[out_dtype])
     sig = dict(a_desc=f"tensordesc<fp8e4nv[{a_rows}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
+               c_desc=f"tensordesc<{cty}[{c_rows}, {c_cols}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
     sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
-                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2,
-                  PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2, num_warps=warps)
+                  UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
+                  PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256, num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -118,6 +119,21 @@ def test_ws_three_warpgroups_compile_for_sm90_without_spills():
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
+@pytest.mark.parametrize("stages", [3, 4])
+def test_ws_wide_tiles_compile_for_sm90_without_spills(stages):
+    # BLOCK_N = 256: per warpgroup two m64n128 wgmmas per K block through ONE product register set (the second takes
+    # the first's registers as its never-read accumulator), acc0 + acc1 + product in 232 registers; 3 stages with two
+    # epilogue buffers per warpgroup, 4 with one, both inside 227 KB of shared memory
+    cfg = dict(W.ws_config(4096, 7168, 2048), BLOCK_N=256, NUM_STAGES=stages, WGS=2)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, torch.bfloat16, True)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 2 * 2  # 2 halves × 2 partitions
+    assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta") == 2 * 2  # a TMA store per half per partition
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(s == ("0", "0") for s in spills), report
+
+
 def test_wgs_for_picks_192_row_tiles_where_their_waves_win():
     # the H200 measurements behind _WGS3_TILE_COST (M = 4096, 132 SMs, session 15): serial 192-row tiles beat
     # PIPE 128-row tiles on three of DeepGEMM's shapes (3 vs 5, 32 vs 47, 43 vs 63 waves) and lost on the other
@@ -158,8 +174,11 @@ def test_ws_rejects_bad_layouts():
     out = torch.empty(8, 128, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="unknown fp8_gemm_nt_ws config keys"):  # checked before any launch
         W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(SKEW=True))
-    with pytest.raises(ValueError, match="BLOCK_N 64 or 128"):
-        W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(BLOCK_N=256))
+    with pytest.raises(ValueError, match="BLOCK_N 64, 128 or 256"):
+        W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(BLOCK_N=96))
+    for bad in (dict(WGS=3), dict(NUM_STAGES=5), dict(SPLIT=False)):  # WIDE tiles: two split warpgroups, ≤ 4 stages
+        with pytest.raises(ValueError, match="BLOCK_N 256"):
+            W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, dict(bad, BLOCK_N=256))
     for bad in (dict(WGS=4), dict(WGS=3, NUM_STAGES=5), dict(WGS=3, SPLIT=False)):
         with pytest.raises(ValueError, match="WGS must be None, 2, or 3"):
             W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
@@ -231,6 +250,7 @@ _GPU_CONFIGS = [
     dict(WGS=3, TMA_STORE=False),
     dict(WGS=2, PIPE=True),  # two wgmmas in flight per warpgroup
     dict(WGS=2, PIPE=False),  # UNROLL2: one in flight, the previous block promoted under it
+    dict(BLOCK_N=256, NUM_STAGES=3),  # WIDE 128×256 tiles, two epilogue buffers per warpgroup
 ]
 
 
@@ -252,9 +272,12 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
+                                 dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3"])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
-    # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts
+    # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts. WIDE
+    # (256-column) tiles: N = 2112, 300, 384 end in a tile whose second half lies past N (no b_scale row there)
     _check_gpu(m, n, k, device, seed=m + n + k, config=cfg, out_stride_pad=pad)
 
 
@@ -263,6 +286,7 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False)])
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
+                                 dict(BLOCK_N=256)], ids=["pipe0", "wgs3", "unroll2", "pipe", "wide"])
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

@@ -84,6 +84,15 @@ TMA multicast across a 2-CTA cluster (how cuBLAS and DeepGEMM halve one operand'
 Triton 3.6's Gluon ``async_copy_global_to_shared`` has no multicast argument and its lowering says
 "NYI: Support multicast".
 
+Session 17, WIDE tiles (BLOCK_N = 256, 128×256, the session-14 idea that spilled): each consumer warpgroup issues the
+two 128-column halves' wgmmas of a K block one after the other into ONE product register set and promotes each with
+its half's b_scale (fp8_gemm_ws_loop._k_loop_wide), so acc0 + acc1 + product = 192 of 232 registers. Two things make
+ptxas keep one product set (otherwise 532 bytes of spills): a no-op ``warpgroup_mma_wait(0, deps=[acc])`` after each
+promotion, which stops LLVM sinking the FFMAs below the next issue, and the first product passed as the second
+wgmma's accumulator under a run-time ``use_acc`` that is always false (a stride < 0), which ties its registers. A
+stage is 48 KB for 8.4 MFLOP (5.7 KB per MFLOP against 7.6 for 128×128 and 6.35 for 192×128 tiles) and half as
+many tiles pay the per-tile fixed cost. 3 stages (two epilogue buffers per warpgroup) or 4 (one, reused).
+
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
 """
@@ -105,11 +114,12 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operands
-from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
+from tritonseek.kernels.fp8_gemm_ws_loop import _k_loop_wide, _tile_k_loop
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
-# block (one scalar b_scale per K block) and leaves registers for two product sets. Default =
+# block (one scalar b_scale per K block) and leaves registers for two product sets (BLOCK_N = 256, WIDE: two
+# such halves per warpgroup through one product set, see the docstring). Default =
 # the H200 W1 winner at M = 4096 (commit 650a904): split warpgroups + unrolled K loop, 1084–1137
 # TFLOP/s on the four K ≥ 1536 shapes against 823–915 for the cooperative one-set loop.
 # WGS: consumer warpgroups per CTA, 2 (128-row tiles) or 3 (192-row tiles, one product set each); None = chosen
@@ -192,7 +202,7 @@ def _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m
 
 
 @gluon.jit
-def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                  M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
@@ -208,10 +218,16 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
     it = 0
     for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
-                            c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
-                            stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
-                            TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
+        if BLOCK_N == 256:
+            it = _consumer_tile_wide(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
+                                     empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
+                                     num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
+                                     stride_cn, BLOCK_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS)
+        else:
+            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
+                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -238,6 +254,31 @@ def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_s
                            NUM_STAGES, UNROLL2, PIPE, SERIAL, PIPE0)
     _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                 TMA_STORE, row_layout, col_layout)
+    return it
+
+
+@gluon.jit
+def _consumer_tile_wide(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c_ptr,
+                        a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk,
+                        stride_cm, stride_cn, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+                        TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr):
+    # WIDE (BLOCK_N = 256): rows [off_m, off_m + ROWS) × columns [off_n, off_n + 256) as two 128-column halves, each
+    # with its own b_scale block row (the second one absent past N: N = 2112's last tile) and its own epilogue store
+    # (c_smem, c_smem1: two [ROWS, 128] buffers with ≤ 3 stages, else one reused once the first store has read it)
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 128, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, 128], gl.float32, mma_layout)
+    rm = off_m + gl.arange(0, ROWS, layout=row_layout)
+    m_ok = rm < M
+    acc0, acc1, it = _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                  a_scale_ptr + rm * stride_asm, m_ok, b_scale_ptr + (off_n // 128) * stride_bsn,
+                                  off_n + 128 < N, stride_ask, stride_bsn, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+    _store_tile(acc0, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS,
+                128, TMA_STORE, row_layout, col_layout)
+    _store_tile(acc1, c_smem1, c_desc, c_ptr, off_m, off_n + 128, M, N, stride_cm, stride_cn,
+                ROWS, 128, TMA_STORE, row_layout, col_layout)
     return it
 
 
@@ -283,8 +324,11 @@ def _fp8_gemm_ws_kernel(
         mbarrier.init(ready_bars.index(i), count=1)
         # released once per consumer partition
         mbarrier.init(empty_bars.index(i), count=WGS if SPLIT else 1)
+    # WIDE tiles (BLOCK_N = 256): two [64, 128] epilogue buffers per warpgroup with ≤ 3 stages (3 × 48 KB + 64 KB),
+    # one with 4 (4 × 48 KB + 32 KB ≤ 227 KB)
+    C_BUFS: gl.constexpr = 2 if BLOCK_N == 256 and NUM_STAGES <= 3 else 1
     if TMA_STORE:
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, [WGS if SPLIT else 1] + c_desc.block_type.shape,
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [(WGS if SPLIT else 1) * C_BUFS] + c_desc.block_type.shape,
                                            c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder (same partition signature either way)
@@ -293,15 +337,18 @@ def _fp8_gemm_ws_kernel(
         # BLOCK_M = 192: three 64-row consumer warpgroups (default partition + workers 0, 1; one product set
         # each, SERIAL), worker 2 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE),
+                            _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
+                            _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, C_BUFS, 0, TMA_STORE),
+                            _c_buf(c_smem, 2, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0)),
@@ -311,11 +358,13 @@ def _fp8_gemm_ws_kernel(
     elif SPLIT:
         # default partition (num_warps = 4) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE),
+                            _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0)),
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
+                            _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0)),
@@ -325,7 +374,8 @@ def _fp8_gemm_ws_kernel(
     else:
         # default partition (num_warps = 8) = both warpgroups, worker = TMA warp
         gl.warp_specialize([
-            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE),
+                            _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
                             TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0)),
@@ -335,9 +385,10 @@ def _fp8_gemm_ws_kernel(
 
 
 @gluon.jit
-def _c_buf(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
+def _c_buf(c_smem, i: gl.constexpr, C_BUFS: gl.constexpr, h: gl.constexpr, TMA_STORE: gl.constexpr):
+    # consumer partition i's epilogue buffer for column half h (WIDE tiles; one buffer for both halves if C_BUFS = 1)
     if TMA_STORE:
-        return c_smem.index(i)
+        return c_smem.index(i * C_BUFS + h % C_BUFS)
     else:
         return c_smem
 
@@ -405,8 +456,8 @@ def fp8_gemm_nt_ws(
     b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
-    config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64 or 128,
-        NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
+    config: optional launch-config override (keys as in ``ws_config``: BLOCK_N 64, 128 or 256 (WIDE 128×256
+        tiles: SPLIT, WGS 2, NUM_STAGES ≤ 4), NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on), for tests and tuning.
     Returns out [M, N].
@@ -443,8 +494,10 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
             raise ValueError(f"unknown fp8_gemm_nt_ws config keys {sorted(unknown)}; known: {sorted(cfg)}")
         cfg.update(config)
     bm, bn, wgs = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["WGS"]
-    if bm != 128 or bn not in (64, 128):
-        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
+    if bm != 128 or bn not in (64, 128, 256):
+        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64, 128 or 256, got {bm}, {bn}")
+    if bn == 256 and (not cfg["SPLIT"] or wgs not in (None, 2) or int(cfg["NUM_STAGES"]) > 4):
+        raise ValueError(f"config BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and NUM_STAGES <= 4, got {cfg}")
     if wgs is not None and (wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4)):
         raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
@@ -452,7 +505,8 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
         if wgs == 3:
             cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
-    pipe = bool(cfg["PIPE"]) and wgs == 2  # 192-row tiles: registers for one product set only (serial loop)
+    # 192-row and WIDE tiles: registers for one product set only (serial loops)
+    pipe = bool(cfg["PIPE"]) and wgs == 2 and bn != 256
     pipe0 = bool(cfg["PIPE0"]) and pipe
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
     bm = 64 * wgs if cfg["SPLIT"] else bm
@@ -465,8 +519,9 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     c_desc = None
     if tma_store:
         c_rows = 64 if split else bm  # SPLIT: each warpgroup stores its own 64 rows
-        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, bn],
-                                  _smem_layout([c_rows, bn], _GL_DTYPES[out.dtype]))
+        c_cols = min(bn, 128)  # WIDE tiles: one store per 128-column half
+        c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, c_cols],
+                                  _smem_layout([c_rows, c_cols], _GL_DTYPES[out.dtype]))
     tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](

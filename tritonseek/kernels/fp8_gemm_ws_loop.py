@@ -162,3 +162,38 @@ def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, 
                                             BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 1)
     acc += plast * gl.expand_dims(slast, 1)
     return acc, it
+
+
+@gluon.jit
+def _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, n1_ok,
+                 stride_ask, stride_bsn, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                 NUM_STAGES: gl.constexpr):
+    # BLOCK_N = 256 (fp8_gemm_ws WIDE tiles): this partition's rows × both 128-column halves of every K block, the
+    # halves' wgmmas issued one after the other into ONE product register set (acc0 + acc1 + product = 192 of the
+    # 232 registers; two sets would not fit), each promoted with its own b_scale block (sb_ptr: the first half's
+    # row of b_scale; the second half's, one row on, exists where n1_ok). The other warpgroup's wgmmas keep the
+    # tensor core busy during a promotion, as in _k_loop_serial. Returns (acc0, acc1, it).
+    acc0 = zero
+    acc1 = zero
+    for kb in range(num_k_blocks):
+        sa = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0)
+        sb0 = gl.load(sb_ptr + kb * stride_bsk)
+        sb1 = gl.load(sb_ptr + stride_bsn + kb * stride_bsk, mask=n1_ok, other=0.0)
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        a_s = _a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M)
+        b_s = b_bufs.index(s)
+        prod = warpgroup_mma(a_s, b_s.slice(0, 128, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        acc0 += prod * gl.expand_dims(sa * sb0, 1)
+        # a no-op wait that takes acc0 pins the promotion above before the next issue (else LLVM sinks the FFMAs below
+        # it, both products are live at once and ptxas spills)
+        acc0 = warpgroup_mma_wait(0, deps=[acc0])
+        prod = warpgroup_mma(a_s, b_s.slice(128, 128, dim=0).permute((1, 0)), prod, use_acc=stride_bsn < 0,
+                             is_async=True)
+        prod = warpgroup_mma_wait(0, deps=[prod])
+        mbarrier.arrive(empty_bars.index(s))
+        acc1 += prod * gl.expand_dims(sa * sb1, 1)
+        acc1 = warpgroup_mma_wait(0, deps=[acc1])
+        it += 1
+    return acc0, acc1, it

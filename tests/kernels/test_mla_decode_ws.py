@@ -28,7 +28,8 @@ from tritonseek.kernels.reference.mla import mla_decode_ref
 def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bool = True, wgs: int = 1,
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
-                 btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False):
+                 btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
+                 fuse: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -43,14 +44,15 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig = dict(q_ptr="*bf16", v_desc=f"tensordesc<bf16[64, 512],{lv!r}>", r_desc=f"tensordesc<bf16[64, 64],{lr!r}>",
                qd_lat=f"tensordesc<bf16[{block_h}, 512],{qv!r}>" if qtma else "constexpr",
                qd_rope=f"tensordesc<bf16[{block_h}, 64],{qr!r}>" if qtma else "constexpr", bt_ptr="*i32", seqlens_ptr="*i32", sched_ptr="*i32", split_ptr="*i32",
-               out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32", lpart_ptr="*fp32")
+               out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*bf16" if fuse or part_tma else "*fp32",
+               lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse)
     if otma:
         sig["od_desc"] = sig["pd_desc"] = f"tensordesc<bf16[{block_h}, 512],{qv!r}>"
     else:
@@ -59,7 +61,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
         sig["diag_ptr"] = "*i64"
     else:
         consts["diag_ptr"] = None
-    if count:
+    if count or fuse:
         sig["cnt_ptr"] = "*i32"
     else:
         consts["cnt_ptr"] = None
@@ -173,11 +175,13 @@ def test_gluon_config_falls_back_to_tl_on_the_interpreter(device):
 # ----------------------------------------------------------------------------- H200 (gpu marker)
 
 def _check_ws(q, kv, bt, cs, causal=True, num_sm=None, via_dispatch=False, **overrides):
-    from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
+    from tritonseek.kernels.mla_decode_ws import fuse_combine, mla_decode_ws, ws_config
 
     batch, s_q, h, _ = q.shape
     md = get_mla_metadata(cs, s_q, h, num_sm=num_sm, config=dict(ws_config(s_q, h), **overrides))
     out = torch.full((batch, s_q, h, 512), float("nan"), dtype=q.dtype, device=q.device)
+    # FUSE on a q / out it applies to: the split kernel merges, no combine kernel runs
+    assert fuse_combine(md, q, out) == bool(overrides.get("FUSE") and q.is_contiguous() and s_q * h in (16, 32))
     if via_dispatch:
         o, lse = mla_decode(q, kv, bt, cs, causal=causal, metadata=md, out=out)
     else:
@@ -192,6 +196,8 @@ def _check_ws(q, kv, bt, cs, causal=True, num_sm=None, via_dispatch=False, **ove
     if (~empty).any():
         assert (lse[~empty] - rlse[~empty]).abs().max().item() <= 1e-3
     assert cos_diff(o, ro) <= 1e-5
+    if md.counters is not None:  # COMBINE_SPIN / FUSE: every piece counter zeroed again for the next call
+        assert int(md.counters.abs().sum()) == 0
     return o, lse
 
 
@@ -309,19 +315,20 @@ _ALL = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, SCHED="packed", FILL_
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1), (3, 1), (8, 3)])
-@pytest.mark.parametrize("spin", [False, True])
-def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, spin):
+@pytest.mark.parametrize("combine", ["kernel", "spin", "fuse"])
+def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, combine):
     """BTPF (block ids one tile ahead), SEQPF (next length ahead), PART16 (16-bit partials: one more bf16 rounding
     of a split sequence's output, inside the cos-diff 1e-5 bound, lse untouched) and OTMA (out / 16-bit partials by
     TMA stores from the finished query buffer; 3 and 24 rows: fewer rows than the tile, so the register stores),
-    alone and with COMBINE_SPIN (the combine waits per sequence on counters the split kernel releases; partials
-    then from registers): ragged lengths with 0s,
+    alone, with COMBINE_SPIN (the combine waits per sequence on counters the split kernel releases; partials
+    then from registers) and with FUSE (no combine kernel: the program counting a sequence's last piece merges its
+    partials, empty sequences written by the split kernel; leading 0 = program 0's extra walk): ragged lengths with 0s,
     1, page ± 1 on 4 programs (several sequences and splits per program), pages 64 and 256 (several tiles per
     page), the same call 3 times (the combine zeroes its counters for the next call), and the benchmark's
     batch-128 N(4096, 2048) lengths on all SMs."""
-    if spin and num_heads * seqlen_q not in (16, 32):
-        pytest.skip("COMBINE_SPIN checked on the tile-filling row counts")
-    cfg = dict(_ALL, COMBINE_SPIN=spin)
+    if combine != "kernel" and num_heads * seqlen_q not in (16, 32):
+        pytest.skip("COMBINE_SPIN / FUSE checked on the tile-filling row counts")
+    cfg = dict(_ALL, COMBINE_SPIN=combine == "spin", FUSE=combine == "fuse")
     gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q)
     lens = [0, 1, 64, 65, 4096, 777, 2049, 64 * 33 + 5, 0, 300, 1, 5000]
     for page in (64, 256):
@@ -362,9 +369,9 @@ def _device_case(device, seqlen_q, num_heads, lens, seed, page=64):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spin", [False, True])
-def test_ws_spin_combine_graph_replay_gpu(device, spin):
-    """The batch >= 64 knobs (_ALL: BTPF, SEQPF, OTMA, PART16, packed schedule, QTMA), alone and with COMBINE_SPIN,
+@pytest.mark.parametrize("combine", ["kernel", "spin", "fuse"])
+def test_ws_spin_combine_graph_replay_gpu(device, combine):
+    """The batch >= 64 knobs (_ALL: BTPF, SEQPF, OTMA, PART16, packed schedule, QTMA), alone, with COMBINE_SPIN or FUSE,
     inside a CUDA graph with the metadata kernel and two calls on it (two layers): replays with new lengths (written
     in place) and repeated replays of the same lengths all give the reference results (spin counters zeroed)."""
     from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
@@ -372,7 +379,7 @@ def test_ws_spin_combine_graph_replay_gpu(device, spin):
     gen = torch.Generator().manual_seed(23)
     lens = [900, 64, 0, 1, 2000, 130, 4000, 3000]
     q, kv, bt, cs = make_case(device, len(lens), 1, 32, 576, 512, 64, lens, gen)
-    cfg = dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=spin)
+    cfg = dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=combine == "spin", FUSE=combine == "fuse")
     out = torch.empty(len(lens), 1, 32, 512, dtype=q.dtype, device=device)
 
     def step():

@@ -422,7 +422,8 @@ def get_mla_metadata(
     else:
         max_len = None
     # COMBINE_SPIN: per-sequence counters of the Gluon split kernel's releases (each layer's combine zeroes them)
-    counters = torch.zeros(2, batch, dtype=torch.int32, device=dev) if cfg.get("COMBINE_SPIN") else None
+    # FUSE: per-sequence piece counters of the fused combine (each zeroed again by the program that merges)
+    counters = torch.zeros(2, batch, dtype=torch.int32, device=dev) if cfg.get("COMBINE_SPIN") or cfg.get("FUSE") else None
     return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters)
 
 
@@ -526,11 +527,13 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     # lets it launch at its start (TRIGGER); its programs wait (griddepcontrol.wait) for the split to finish
     combine_pdl = bool(cfg.get("COMBINE_PDL", False)) and use_ws
     # COMBINE_SPIN (Gluon split, mla_decode_ws.combine_spin): a dependent too, each program waiting for its sequence
-    spin = False
+    spin = fused = False
     if use_ws:
-        from tritonseek.kernels.mla_decode_ws import combine_spin
+        from tritonseek.kernels.mla_decode_ws import combine_spin, fuse_combine
 
         spin = combine_spin(metadata)
+        # FUSE: the split kernel merges each split sequence in the program that finishes its last piece
+        fused = not cfg.get("WSM") and fuse_combine(metadata, q, out, opart)
     spin_kw = dict(cnt_ptr=metadata.counters, SPIN=True) if spin else {}
 
     def combine_launch():
@@ -538,7 +541,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
                                           NUM_STAGES=3, PDL=combine_pdl, num_warps=4, launch_pdl=combine_pdl or spin,
                                           **spin_kw)
 
-    return (split_launch if use_ws else tl_split_launch), combine_launch
+    return (split_launch if use_ws else tl_split_launch), ((lambda: None) if fused else combine_launch)
 
 
 def mla_decode(

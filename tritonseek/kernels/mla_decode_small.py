@@ -198,6 +198,7 @@ MLA_CONFIG_SPEC: dict = dict(
     MIN_FIT=range(1, 2**30), FILL_TOL=range(-(2**20), 2**20),
     GLUON=(False, True, "force"), WS_WGS=(1, 2), WS_STAGES=range(1, 9), DEFER_L=bool, PIPE=bool, QTMA=bool,
     SEQPF=bool, BTPF=bool, COMBINE_SPIN=bool, OTMA=bool, PART16=bool,  # PART16: split partials in q's dtype
+    FUSE=bool,  # Gluon split kernel merges the split sequences itself (mla_decode_ws.fuse_combine)
     PRODUCER_REGS=range(24, 257, 8), CONSUMER_REGS=range(24, 257, 8),  # Gluon split kernel (setmaxnreg)
     WSM=bool,  # > 32 rows: mla_decode_wsm's split kernel (BLOCK_H 64, WS_WGS 2)
     SMALL=bool, NUM_SPLITS=range(1, 2**16), MIN_TILES=range(1, 2**20), PDL=bool, TRIGGER=(0, 1, 2),  # SMALL

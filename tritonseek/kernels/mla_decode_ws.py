@@ -75,6 +75,10 @@ from tritonseek.kernels.mla_decode_ws_parts import (  # noqa: F401 (D_QK, _zero_
     _stamp,
     _store_o,
     _store_o_tma,
+    _merge_parts,
+    _part_release,
+    _write_empty,
+    _zero_count,
     _zero_tail,
 )
 
@@ -134,7 +138,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
-              pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
+              pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
+              FUSE: gl.constexpr = False):
     # One warpgroup: Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -166,6 +171,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
     t_begin = gl.load(sched_ptr + pid * 4 + 1)
     b_end = gl.load(sched_ptr + pid * 4 + 2)
     t_end = gl.load(sched_ptr + pid * 4 + 3)
+    if FUSE:  # program 0 also walks the empty sequences before its span (no combine kernel writes them)
+        b_begin = gl.where(pid == 0, 0, b_begin)
     it = 0
     qn0 = 0  # sequences that used query buffer 0 / 1 (QTMA: buffer (b − b_begin) % 2, the producer's choice)
     qn1 = 0
@@ -286,15 +293,32 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 if not SEQPF:
                     n_split = gl.load(split_ptr + b * 2 + 1)
                 slot = (pid + b).to(gl.int64) * rows_total
+                merge = n_split < 0  # FUSE (per thread): merge the sequence's pieces / zero its piece counter
+                zero = merge
                 if OTMA:
-                    _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0, rows_total,
-                                 q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA)
+                    if FUSE:
+                        if n_split > 1:
+                            merge, zero = _part_release(acc * gl.expand_dims(inv_l, 0), lse, b, n_split, slot,
+                                                        tile_h * BLOCK_H + ROW0, q_lat, opart_ptr, lpart_ptr,
+                                                        cnt_ptr, rows, row_ok, ROWS)
+                        else:
+                            _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
+                                         rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
+                    else:
+                        _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
+                                     rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA)
                     mbarrier.arrive(q_empty.index(u), count=1)
                 else:
                     _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
                              opart_ptr, stride_ob)
                 if n_split == 1:
                     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
+                elif FUSE:
+                    if merge:
+                        _merge_parts(b, n_split, tile_h * BLOCK_H + ROW0, rows_total, split_ptr, opart_ptr, lpart_ptr,
+                                     out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS)
+                    if zero:
+                        _zero_count(cnt_ptr, b)
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
                     if COUNT:  # each thread releases its own partial stores to the combine (COMBINE_SPIN)
@@ -304,6 +328,10 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                     _stamp(dg, dj + 3)
                     gl.store(dg + dj + 4, b.to(gl.int64))
                     seg += 1
+            if FUSE:
+                if (b <= b_end) & (b < batch) & (seqlen == 0):
+                    _write_empty(b, tile_h * BLOCK_H + ROW0, rows_total, out_ptr, lse_ptr, stride_lb, stride_lh,
+                                 num_heads, ROWS)
     if DIAG:
         _stamp(dg, 1)
 
@@ -323,7 +351,7 @@ def _mla_decode_ws_kernel(
     QTMA: gl.constexpr, TRIGGER: gl.constexpr = False, SEQPF: gl.constexpr = False, BTPF: gl.constexpr = False,
     cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
     PART_TMA: gl.constexpr = False, diag_ptr=None,
-    DIAG: gl.constexpr = False,
+    DIAG: gl.constexpr = False, FUSE: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -369,11 +397,11 @@ def _mla_decode_ws_kernel(
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT,
-                         od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG)),
+                         od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
-                         BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG)),
+                         BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
@@ -439,6 +467,20 @@ def combine_spin(metadata, wgs: int | None = None) -> bool:
             and metadata.counters is not None)
 
 
+def fuse_combine(metadata, q: torch.Tensor, out: torch.Tensor, opart: torch.Tensor | None = None) -> bool:
+    """True when this call's Gluon split kernel merges the split sequences itself (config FUSE, PART16): one
+    consumer warpgroup with the query and output TMA paths (QTMA, OTMA: q and out contiguous, one head tile of
+    exactly BLOCK_H rows), 16-bit partials, the metadata's piece counters, no COMBINE_SPIN; ``mla_decode`` then
+    launches no combine kernel."""
+    cfg = metadata.config
+    if not (cfg.get("FUSE") and cfg.get("QTMA") and cfg.get("OTMA") and cfg.get("PART16")) or cfg.get("WSM"):
+        return False
+    block_h = int(cfg["BLOCK_H"])
+    return (int(cfg.get("WS_WGS", 1)) == 1 and metadata.counters is not None and not combine_spin(metadata, 1)
+            and q.is_contiguous() and q.data_ptr() % 16 == 0 and q.shape[1] * q.shape[2] == block_h
+            and out.is_contiguous() and out.data_ptr() % 16 == 0 and (opart is None or opart.dtype == q.dtype))
+
+
 def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart,
                     diag=None):
     """Launch the warp-specialized split kernel on inputs validated by ``mla_decode`` (its layout checked
@@ -469,6 +511,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     # OTMA: out (and 16-bit partials) by TMA stores from the finished query buffer (rows_total == BLOCK_H)
     otma = (bool(cfg["OTMA"]) and qtma and seqlen_q * num_heads == block_h and out.is_contiguous()
             and out.data_ptr() % 16 == 0)
+    fuse = otma and fuse_combine(metadata, q, out, opart)
     od_desc = pd_desc = None
     if otma:
         o2d = out.view(batch * seqlen_q * num_heads, _DV)
@@ -490,9 +533,9 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), DEFER_L=bool(cfg["DEFER_L"]), WGS=wgs,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
         TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)) or spin, SEQPF=bool(cfg["SEQPF"]),
-        BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin else None, COUNT=spin, od_desc=od_desc,
+        BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin or fuse else None, COUNT=spin, od_desc=od_desc,
         pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
-        DIAG=diag is not None,
+        DIAG=diag is not None, FUSE=fuse,
         num_warps=4, **extra,
     )
 

@@ -53,7 +53,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
               stride_btb, batch, max_blocks, page_shift,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr):
+              diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False):
     # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
     # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
@@ -64,6 +64,8 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
     t_begin = gl.load(sched_ptr + pid * 4 + 1)
     b_end = gl.load(sched_ptr + pid * 4 + 2)
     t_end = gl.load(sched_ptr + pid * 4 + 3)
+    if FUSE:  # as the consumer: program 0 also walks the empty sequences before its span
+        b_begin = gl.where(pid == 0, 0, b_begin)
     stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     page_mask = (1 << page_shift) - 1
     it = 0
@@ -177,3 +179,92 @@ def _scores(vb, rb, q_lat, q_rope, s_zero, k, masked, seqlen, BLOCK_N: gl.conste
         gl.thread_barrier()
     s = warpgroup_mma(vb, q_lat.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     return warpgroup_mma(rb, q_rope.permute((1, 0)), s, is_async=True)
+
+
+# FUSE (fused combine, one consumer warpgroup of 4 warps = 128 threads, OTMA): [rows, 128]-column chunks of 16-bit
+# rows in 16-byte pieces (chunks keep the merge's registers low: the per-tile loop must stay spill-free)
+_CHUNK = gl.constexpr(128)
+_ROW_PIECES = gl.constexpr(gl.BlockedLayout([1, 8], [2, 16], [4, 1], [1, 0]))
+
+
+@gluon.jit
+def _part_release(o, lse, b, n_split, slot, row_base, buf, opart_ptr, lpart_ptr, cnt_ptr, rows, row_ok,
+                  ROWS: gl.constexpr):
+    # FUSE, a piece of a split sequence: Oᵀ (normalized) → the finished query buffer → coalesced 16-byte stores into
+    # its 16-bit partial slot (generic proxy), lse → lpart. Then every thread counts itself (atom.acq_rel.gpu: a
+    # release of its own stores) and, after a barrier, re-reads the count (ld.acquire.gpu): in the program holding
+    # the sequence's last increment every thread reads the full count 128·n_split and has acquired every piece (a
+    # thread elsewhere may read it too: it then merges the same values; _merge_parts is per thread, no barrier).
+    # Returns (merge: this thread read the full count, zero: this thread made the last increment: it zeroes the
+    # counter for the next call, after the second barrier, so its own program has read the count first).
+    buf.store(gl.permute(o.to(buf.dtype), (1, 0)))
+    gl.thread_barrier()
+    rr = row_base + gl.arange(0, ROWS, layout=gl.SliceLayout(1, _ROW_PIECES))
+    cc = gl.arange(0, _CHUNK, layout=gl.SliceLayout(0, _ROW_PIECES))
+    p_rows = opart_ptr + (slot + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + gl.expand_dims(cc, 0)
+    for c in gl.static_range(D_LATENT // _CHUNK):
+        gl.store(p_rows + c * _CHUNK, buf.slice(c * _CHUNK, _CHUNK, dim=1).load(_ROW_PIECES))
+    gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
+    old = gl.inline_asm_elementwise("atom.acq_rel.gpu.global.add.u32 $0, [$1], 1;", "=r,l", [cnt_ptr + b],
+                                    dtype=gl.int32, is_pure=False, pack=1)
+    gl.thread_barrier()  # this program's increments before its reads
+    cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [cnt_ptr + b], dtype=gl.int32,
+                                    is_pure=False, pack=1)
+    gl.thread_barrier()  # this program's reads before its zeroing thread (if here) may zero the counter
+    full = n_split * 128
+    return cur == full, old == full - 1
+
+
+@gluon.jit
+def _zero_count(cnt_ptr, b):
+    # FUSE: the thread that made sequence b's last increment zeroes its counter for the next call
+    gl.inline_asm_elementwise("{ .reg .b32 z; mov.u32 z, 0; st.relaxed.gpu.global.u32 [$1], z; } // $0", "=r,l",
+                              [cnt_ptr + b], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _merge_parts(b, n_split, row_base, rows_total, split_ptr, opart_ptr, lpart_ptr, out_ptr, lse_ptr,
+                 stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
+    # FUSE, per thread (its own elements; no barrier, no exchange: threads may branch here apart), in a thread that
+    # acquired all of sequence b's pieces (_part_release): out = Σ_i w_i·O_i / Σ_i w_i with w_i = exp(lse_i − max
+    # lse) over b's pieces (slots first + i + b, as _mla_combine_kernel), lse = max + log Σ w_i (a row no piece saw:
+    # out 0, lse −inf); out contiguous [batch·rows_total, 512]. Loads bypass L1 (.cg).
+    rr = row_base + gl.arange(0, ROWS, layout=gl.SliceLayout(1, _ROW_PIECES))
+    cc = gl.arange(0, _CHUNK, layout=gl.SliceLayout(0, _ROW_PIECES))
+    first = gl.load(split_ptr + b * 2)
+    m = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, _ROW_PIECES))
+    for i in range(0, n_split):
+        m = gl.maximum(m, gl.load(lpart_ptr + (first + i + b).to(gl.int64) * rows_total + rr, cache_modifier=".cg"))
+    m_safe = gl.where(m == float("-inf"), 0.0, m)
+    wsum = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, _ROW_PIECES))
+    for i in range(0, n_split):
+        w = gl.exp2((gl.load(lpart_ptr + (first + i + b).to(gl.int64) * rows_total + rr, cache_modifier=".cg")
+                     - m_safe) * 1.4426950408889634)
+        wsum = wsum + w
+    has = wsum > 0.0
+    inv = gl.where(has, 1.0 / gl.where(has, wsum, 1.0), 0.0)
+    o_rows = out_ptr + (b.to(gl.int64) * rows_total + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + gl.expand_dims(cc, 0)
+    for c in gl.static_range(D_LATENT // _CHUNK):
+        acc = gl.zeros([ROWS, _CHUNK], gl.float32, _ROW_PIECES)
+        for i in range(0, n_split):
+            sl = (first + i + b).to(gl.int64) * rows_total
+            w = gl.exp2((gl.load(lpart_ptr + sl + rr, cache_modifier=".cg") - m_safe) * 1.4426950408889634) * inv
+            x = gl.load(opart_ptr + (sl + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + c * _CHUNK
+                        + gl.expand_dims(cc, 0), cache_modifier=".cg")
+            acc = acc + gl.expand_dims(w, 1) * x.to(gl.float32)
+        gl.store(o_rows + c * _CHUNK, acc.to(out_ptr.dtype.element_ty))
+    lse = gl.where(has, m_safe + gl.log(gl.where(has, wsum, 1.0)), float("-inf"))
+    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
+
+
+@gluon.jit
+def _write_empty(b, row_base, rows_total, out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
+    # FUSE (no combine kernel): an empty sequence's rows get out 0 and lse −inf (out contiguous, as _merge_parts);
+    # every program whose span holds b writes the same values
+    rr = row_base + gl.arange(0, ROWS, layout=gl.SliceLayout(1, _ROW_PIECES))
+    cc = gl.arange(0, _CHUNK, layout=gl.SliceLayout(0, _ROW_PIECES))
+    o_rows = out_ptr + (b.to(gl.int64) * rows_total + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + gl.expand_dims(cc, 0)
+    for c in gl.static_range(D_LATENT // _CHUNK):
+        gl.store(o_rows + c * _CHUNK, gl.zeros([ROWS, _CHUNK], out_ptr.dtype.element_ty, _ROW_PIECES))
+    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads,
+             gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, _ROW_PIECES)))

@@ -175,17 +175,23 @@ def _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
     # tensor core busy during a promotion, as in _k_loop_serial. Returns (acc0, acc1, it).
     acc0 = zero
     acc1 = zero
+    # the scales of block kb + 1 are loaded during block kb (clamped at the last block), so their global-load latency
+    # is off the promotion's path
+    sa = gl.load(sa_ptrs, mask=row_ok, other=0.0)
+    sc0 = sa * gl.load(sb_ptr)
+    sc1 = sa * gl.load(sb_ptr + stride_bsn, mask=n1_ok, other=0.0)
     for kb in range(num_k_blocks):
-        sa = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0)
-        sb0 = gl.load(sb_ptr + kb * stride_bsk)
-        sb1 = gl.load(sb_ptr + stride_bsn + kb * stride_bsk, mask=n1_ok, other=0.0)
+        kn = gl.minimum(kb + 1, num_k_blocks - 1)
+        sa = gl.load(sa_ptrs + kn * stride_ask, mask=row_ok, other=0.0)
+        sb0 = gl.load(sb_ptr + kn * stride_bsk)
+        sb1 = gl.load(sb_ptr + stride_bsn + kn * stride_bsk, mask=n1_ok, other=0.0)
         s = it % NUM_STAGES
         mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
         a_s = _a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M)
         b_s = b_bufs.index(s)
         prod = warpgroup_mma(a_s, b_s.slice(0, 128, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
         prod = warpgroup_mma_wait(0, deps=[prod])
-        acc0 += prod * gl.expand_dims(sa * sb0, 1)
+        acc0 += prod * gl.expand_dims(sc0, 1)
         # a no-op wait that takes acc0 pins the promotion above before the next issue (else LLVM sinks the FFMAs below
         # it, both products are live at once and ptxas spills)
         acc0 = warpgroup_mma_wait(0, deps=[acc0])
@@ -193,7 +199,9 @@ def _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
                              is_async=True)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
-        acc1 += prod * gl.expand_dims(sa * sb1, 1)
+        acc1 += prod * gl.expand_dims(sc1, 1)
         acc1 = warpgroup_mma_wait(0, deps=[acc1])
+        sc0 = sa * sb0
+        sc1 = sa * sb1
         it += 1
     return acc0, acc1, it

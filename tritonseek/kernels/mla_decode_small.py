@@ -188,7 +188,7 @@ def _mla_decode_small_kernel(
 
 
 # Every config key that mla_decode, mla_decode_small and mla_decode_ws read → its rule (_utils.check_config;
-# the tables are mla_decode._TUNED / _TUNED_WS / _SMALL_TABLE / _PACKED_DEFAULT, mla_decode_ws._DEFAULT_WS).
+# the tables are mla_decode_config._TUNED / _TUNED_WS / _SMALL_TABLE / _PACKED_DEFAULT, mla_decode_ws._DEFAULT_WS).
 _P2 = (1, 2, 4, 8, 16, 32, 64, 128)
 MLA_CONFIG_SPEC: dict = dict(
     BLOCK_H=(16, 32, 64), BLOCK_N=(16, 32, 64), num_warps=(1, 2, 4, 8, 16), num_stages=range(1, 9),
@@ -209,7 +209,7 @@ def check_mla_config(cfg: object) -> dict:
     """A checked copy of an ``mla_decode`` launch config (``get_mla_metadata(config=...)``): TypeError unless a
     dict; ValueError naming the key for an unknown key, a missing BLOCK_H / BLOCK_N / num_warps / num_stages
     (and NUM_SPLITS when SMALL) or a value outside ``MLA_CONFIG_SPEC`` (MIN_FIT ≥ MIN_PIECE is checked by
-    mla_decode._packed_args)."""
+    mla_decode_config._packed_args)."""
     small = isinstance(cfg, dict) and cfg.get("SMALL") is True
     return check_config("config", cfg, MLA_CONFIG_SPEC,
                         ("BLOCK_H", "BLOCK_N", "num_warps", "num_stages") + (("NUM_SPLITS",) if small else ()))

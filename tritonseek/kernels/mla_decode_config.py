@@ -1,0 +1,195 @@
+"""Launch configs of ``mla_decode`` (split from mla_decode.py, module size): the tuned tables by rows class
+(``_TUNED``, Hopper ``_TUNED_WS``), the small-batch table (``_SMALL_TABLE``), the batch >= 64 Hopper overrides
+(``_BIG_BATCH_WS``, the switch knobs ``SWITCH_KNOBS`` / ``_SWITCH``), the packed schedule's defaults and the dispatch rule
+``default_config``. Every name is re-exported by ``tritonseek.kernels.mla_decode``.
+"""
+
+from __future__ import annotations
+
+import triton
+
+# Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
+# and its combine (FlashMLA charges 5 blocks of 64).
+_FIXED_OVERHEAD_TILES = 5
+# Smallest span (cost units) a program is given, config key MIN_SPAN (default 1: as many splits as
+# the grid allows). A split writes and the combine re-reads a [rows, 512] fp32 partial (128 KB at 64
+# rows, the traffic of ~3.6 cache tiles), so a floor (FlashMLA uses 2 overheads = 10) cuts a short
+# batch into few long spans; but it lengthens the critical path by the tiles it merges (~5 µs each
+# for 64-row tiles on the H200: 62 tiles per SM in 329 µs at b 128, h 64), so it is not the default
+# until measured.
+_MIN_SPAN_DEFAULT = 1
+
+# rows class (s_q·h_q rounded up to 16/32/64; 128 = more than 64 rows, several head tiles) → config.
+# BLOCK_H: rows per tile; BLOCK_N: cache rows per step; PARTS_PER_SM: programs per SM per head
+# tile; USE_TMA: descriptor loads when the layout allows. Filled from the H200 sweep.
+_TUNED: dict[int, dict] = {
+    # H200 sweeps (benchmarks/bench_mla.py --sweep, b 128, s_k 4096, page 64). Run 1 (ced8f6e): TMA beat
+    # pointer gathers 1.6-2×. Run 2 (2648088): for ≤ 16 rows the mma.sync tile with 32-row cache
+    # steps × 3 stages × 2 parts per SM stayed best (198 µs); 32 rows are faster padded to one 64-row
+    # wgmma tile (317 µs vs 324-563 for 16/32-row tiles); 64-row tiles: 64-row steps × 2 stages
+    # (333 µs; 32-row steps 451, 2 parts/SM 373). warp_specialize compiled to the same binary.
+    # Run 3 (8aa2ed4): 32 rows on a 32-row mma.sync tile with 8 warps and 64-row steps beat the padded
+    # wgmma tile (265 vs 315 µs); 8 warps did not help 16 rows (210-335 vs 200 µs).
+    # Run 4 (e1423bb): a TRANSPOSED loop (keys as the dots' M side, 16/32 rows) and a LOOKAHEAD loop
+    # (scores one tile ahead of p·v, 64/128 rows) were slower than these (213 vs 199, 302 vs 268,
+    # 420 vs 332, 791 vs 604 µs) and were removed (their code is in git history at 8014586).
+    # Run 5 (75f123d): 5 stages give the mma.sync tiles 2 TMA buffers (the block-table load takes a
+    # stage of its own): 16 rows 176 vs 199 µs, 32 rows 241 vs 270; 16-byte pointer gathers 198;
+    # 128 programs (one per sequence) 214 / 262 / 337 / 620 µs: no gain.
+    # Session 3 (W1 c037fca, W2 fecee5a; bench_mla_small.py, b128 s_k 4096, µs fixed / varlen): nothing beat
+    # these. 16 rows 175-177 / 189 (split kernel alone ~169; 256 programs with per-sequence overhead 0, one
+    # segment per program on fixed lengths: 171.8 / 207.4); 32 rows 238-246 / 254 (64-row wgmma tile 314-337,
+    # keys-as-M wgmma 354-529, 32-row tile with 32-key steps 365-372, two register-capped 8-warp programs per
+    # SM 577-604, 128 programs with overhead 0: 231-236 / 278-285). ptxas/SASS: the hot loops are spill-free;
+    # the 32-row step is bound by shared memory: each warp re-reads the 32×576 q tile (ldmatrix) per step.
+    # OVERHEAD 9 (per-sequence cost in 32-key tiles; 5 elsewhere): session 3 W2b (2bf0af8), b128 s_k 4096 h16
+    # s_q 1: varlen 187.1 -> 180.5 µs, fixed 172.9 -> 172.7 (one run, one varlen draw); h16 s_q 2 unchanged
+    # (239.6 / 239.9); on the 32-row tile it made varlen slower (250 -> 264), so 5 stays there.
+    16: dict(BLOCK_H=16, BLOCK_N=32, num_warps=4, num_stages=5, PARTS_PER_SM=2, USE_TMA=True, OVERHEAD=9),
+    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True),
+    64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+    128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True),
+}
+
+
+def _rows_class(rows: int) -> int:
+    return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
+
+
+# Small batches of more than 64 rows, session 3 (before the small-batch path; benchmarks/bench_mla_small.py,
+# split + combine as one CUDA-graph replay, 128 heads, page 64; W1 at c037fca, W2 at fecee5a): a table keyed
+# by batch·rows of the scheduled tl kernel, 16-row tiles (BLOCK_N 32, 4 warps, 5 stages, 2 parts per SM) up to
+# 256 units and 32-row tiles (BLOCK_N 64, 8 warps, 5 stages) up to 1024, one row per combine program. µs at
+# s_k 1024 / 4096, big-batch table → that table: s_q 1: b1 39.1/52.0 → 21.2/31.0, b2 40.6/52.8 → 24.7/38.1,
+# b4 42.6/59.2 → 29.2/50.3, b8 47.1/76.9 → 40.3/77.4; s_q 2: b1 51.6/63.3 → 25.1/37.5, b2 52.9/67.5 →
+# 30.9/49.5, b4 59.9/86.7 → 42.0/79.4; s_q 2 b8 stays on _TUNED (74.6/111.2 vs 57.0/134.8 on 32 rows).
+# Also measured and slower then: a floor on the span (MIN_SPAN 10: b1 66 µs), programmatic dependent launch
+# of the combine (b1 48 µs), merging the partials in the split kernel's last program (b1 50 µs).
+
+
+# Hopper GPUs: rows classes whose split kernel is the warp-specialized Gluon one (mla_decode_ws), where the
+# H200 measured it faster than _TUNED's tl config (benchmarks/bench_mla.py --gluon). The entries are also
+# valid tl configs (GLUON is ignored where Gluon cannot run, e.g. a page_size below 64).
+# H200, g1mla W2 (Gluon code at 0a330c5), b128 s_k 4096 page 64 fixed, split + combine graph replay, µs
+# tl → Gluon: 16 rows 174.2 → 162.5 (DEFER_L 162.6; PREFETCH 2: 178.4); h16 s_q2 242.1 → 180.9 (DEFER_L 178.8,
+# two 16-row warpgroups 184.9, PREFETCH 2: 192.8); h32 s_q1 238.0 → 180.1 (DEFER_L 178.6); h64 s_q1 329.2 →
+# 251.4 (two 32-row warpgroups; DEFER_L 235.3, one 32-row warpgroup × 2 head tiles 296.1); h128 s_q1 584.8 →
+# 459.7 (one warpgroup 562.8). bench_mla rows in benchmarks/results/h200.jsonl.
+# Final run (55ea38b, bench_mla): one program per sequence (PARTS_PER_SM 128/132, OVERHEAD 0) beats this table
+# on FIXED lengths (16 rows 148.6 vs 160.1 µs, 32 rows 160-162 vs 176: no combine, one segment per program) but
+# loses on varlen (178-207 vs 167-189), so the table keeps the cost-balanced split; a length-aware schedule
+# (cuts snapped to sequence ends) is the open lead for the s_k 4096 32-row cases.
+_TUNED_WS: dict[int, dict] = {
+    16: dict(BLOCK_H=16, BLOCK_N=64, num_warps=4, num_stages=3, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+             DEFER_L=True),
+    32: dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+             DEFER_L=True),
+    64: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+             DEFER_L=True, WS_WGS=2),
+    128: dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
+              DEFER_L=True, WS_WGS=2),
+}
+
+
+# Small batches of more than 64 rows with batch·rows ≤ 1024 (128 heads: b ≤ 8 at s_q 1, ≤ 4 at s_q 2, ≤ 2
+# at s_q 4): the small-batch path (kernels/mla_decode_small.py: no schedule kernel, each sequence cut evenly
+# on the device) from [(largest batch·rows, config)], the first entry whose bound ≥ batch·rows wins, with
+# NUM_SPLITS = _SMALL_PROGRAMS / (head tiles · batch).
+# H200 (session 14, bench_mla_small.py, split + combine graph replay, µs at s_k 1024 / 4096; the launch floor
+# of that timing is 7.8-9.8 µs for a graph of 2 empty kernels). W3 (0237b8a), session-3 table → 16-row tiles
+# → 32-row tiles: b1 s_q1 16.8/26.4 → 15.8/21.9 → 17.2/23.1; b2 21.9/34.7 → 17.4/31.9 → 19.1/29.7; b4
+# 26.3/44.1 → 22.4/48.9 → 22.5/41.4; b8 34.7/71.5 → 30.6/97.6 → 27.9/77.0; s_q2 b1 20.4/33.1 → 19.6/32.5 →
+# 19.2/29.7, b2 26.3/44.1 → 22.8/51.3 → 22.2/43.1, b4 36.6/74.3 → 32.6/88.9 → 29.4/71.8; s_q4 b1 28.6/45.6 →
+# 24.3/53.0 → 23.9/45.0, b2 36.8/72.7 → 32.8/88.4 → 30.8/69.6 (W2 at df3b218 agrees within ~2 µs). 32-row
+# tiles halve the head tiles' cache re-reads (b8 s_k 4096 stays 8% slower than the session-3 table, 20%
+# faster at s_k 1024). b1 s_q1 only: the split lets the combine launch after its loop (TRIGGER 1) and the
+# combine waits as a dependent (COMBINE_PDL); with mla_absorb_o after it in one graph (as in the decode step)
+# that measured 19.6 vs 21.6 / 26.9 vs 27.6 (W3; W2 21.1 vs 21.9 / 28.8 vs 29.1), alone 18.4 vs 15.8 / 21.5
+# vs 21.9. On 32-row tiles it was up to 11 µs slower (b2 s_k 1024 30.7 vs 19.1, b1 s_k 4096 46.0 vs 23.1),
+# TRIGGER 2 (at the split's entry) 5-10 µs slower everywhere. Also slower: 96/192 programs, MIN_TILES 2,
+# BLOCK_N 32, 4 rows per combine program, 256 programs of 32 rows.
+_SMALL_BASE = dict(SMALL=True, BLOCK_N=64, num_warps=8, num_stages=2, USE_TMA=True, COMBINE_ROWS=1)
+_SMALL_TABLE: list[tuple[int, dict]] = [
+    (128, dict(_SMALL_BASE, BLOCK_H=16, TRIGGER=1, COMBINE_PDL=True)),
+    (1024, dict(_SMALL_BASE, BLOCK_H=32)),
+]
+_SMALL_PROGRAMS = 128
+
+
+# Hopper, batch ≥ _BIG_BATCH_MIN, ≤ 32 rows: the length-aware schedule (packed: one program per sequence when
+# the lengths allow it, no combine work; the balanced cut when packing needs a cap > FILL_TOL % over filling,
+# i.e. a varied batch) and the query prefetch (QTMA). H200 W2 (d865bab, final, same run), b128 page 64, split +
+# combine graph µs, _TUNED_WS table -> this: s_k 4096 fixed 164.3 -> 151.1 (16 rows), 178.1 -> 159.4 (h16 s_q2),
+# 178.4 -> 158.3 (h32 s_q1); varlen (balanced + QTMA) 171.2 -> 170.2, 183.0 -> 177.0, 191.9 -> 181.2; s_k 8192
+# fixed 298.3 -> 289.1, 318.1 -> 296.5, 318.3 -> 295.0; varlen 303.7 -> 303.2, 353.9 -> 343.5, 328.0 -> 318.9.
+# 64 rows (two warpgroups, no QTMA): packed h64 s_q1 s_k 4096 fixed 230.0 -> 213.4. 128 rows: packed within
+# ±2% (h64 s_q2 407.8 -> 402.5, h128 s_q1 399.1 -> 394.1, h128 s_q2 765.6 -> 781.0): the table stays.
+# COMBINE_PDL (combine as a programmatic dependent) was within ±1.5% everywhere: off. Smaller batches (not
+# measured with these) keep the table.
+# Session 15 (same defaults, H200 W2 at 172c19d): s_k 4096 fixed 148.8 / 156.7 / 156.9 µs, varlen 165.6 / 174.6 /
+# 180.1 (168.5 / 175.9 / 181.0 in a second run); the balanced fallback's OVERHEAD (per-sequence cost, tiles) at
+# 0 / 1 / 2 / 4 / 5 / 7: h16 s_q2 varlen 189.4 / 187.5 / 184.0 / 175.0 / 175.9-178.6 / 180.8, h32 s_q1 198.1 / 194.2 /
+# 190.1 / 180.0 / 180.1-184.2 / 185.6, h16 s_q1 flat (170.7-173.2): 5 stays (a sequence switch inside a program
+# costs the 32-row kernel ~2-3 tiles; fewer charged = programs with more switches finish last).
+_BIG_BATCH_MIN = 64
+# Session 16 (h5mla): a sequence switch inside a program cost the 32-row kernel ~10 µs (H200 globaltimer probe at
+# 228ceaf, b128 s_k 4096 varlen: 4-7 µs of stores from registers, a ~1.5 µs dependent load of the next length, a
+# 2 µs first-tile wait); _SWITCH: out and 16-bit partials by TMA stores from the finished query buffer (OTMA,
+# PART16), lengths / split counts loaded ahead (SEQPF), block ids one tile ahead (BTPF), and the balanced
+# fallback's per-sequence charge OVERHEAD 2 (switches are cheaper now). H200 A/B at 321dfde (GPU clock, 8 calls per
+# graph, vs the session-start default): s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 -4.8 / -5.6 / -3.1 us with
+# the knobs and -5.0 / -3.9 / -3.6 more with OVERHEAD 2 (169.6 / 165.0 / 161.0 us = 3750 / 3721 / 3923 GB/s); h32
+# s_q1 fixed -2.5 (OVERHEAD: no change, packed), s_k 8192 varlen h32 s_q1 -8.4 and -4.5 more; BTPF alone 0.5-1.2 us
+# of it. Correct eagerly (gpu tests, b128) and under CUDA-graph replay (W5 bisect at 8980d38; the W3/W4/final-pass
+# graph-test "NaN" was that test's own bug: its second lengths gave a sequence keys in NaN-poisoned slots).
+# COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off and is never used with
+# TMA-stored partials (their async-proxy writes are not ordered by its release).
+# NOT the default yet (lead, end of session 16): the fixed graph-replay test (two calls per graph, as the decode
+# step's layers make) and OVERHEAD 2 have not run on a GPU, and no device time was left; the final GPU pass
+# (980b3d1) verified the default without them. Turn _SWITCH = SWITCH_KNOBS on after test_mla_decode_ws.py -m gpu
+# and the 12 memory-bound bench cases pass with it.
+SWITCH_KNOBS = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, OVERHEAD=2)
+_SWITCH: dict = {}
+_BIG_BATCH_WS: dict[int, dict] = {
+    16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
+    32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
+    # > 32 rows: mla_decode_wsm's seesaw split kernel (H200 W2 at eca038b, every b128 case with h_q·s_q >= 64
+    # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us)
+    64: dict(SCHED="packed", FILL_TOL=3, WSM=True),
+    128: dict(WSM=True),
+}
+
+
+def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:
+    """The launch config for s_q·h_q query rows (tuned table by rows class; a small batch of more than
+    64 rows has its own path and table, keyed by batch·rows; on a Hopper GPU (hopper=True) the
+    _TUNED_WS classes run the Gluon kernel)."""
+    rows = seqlen_q * num_heads
+    if batch is not None and rows > 64:
+        for max_units, cfg in _SMALL_TABLE:
+            if batch * rows <= max_units:
+                head_tiles = triton.cdiv(rows, cfg["BLOCK_H"])
+                return dict(cfg, NUM_SPLITS=max(1, _SMALL_PROGRAMS // (head_tiles * batch)))
+    cls = _rows_class(rows)
+    if hopper and cls in _TUNED_WS:
+        cfg = dict(_TUNED_WS[cls])
+        if batch is not None and batch >= _BIG_BATCH_MIN:
+            cfg.update(_BIG_BATCH_WS.get(cls, {}))
+        return cfg
+    return dict(_TUNED[cls])
+
+
+# SCHED="packed" (length-aware split, reference.mla.mla_schedule_packed_ref): costs in BLOCK_N tiles of a
+# piece (SEG_COST), of a split sequence's piece (SPLIT_COST: partial write + combine), smallest first piece
+# (MIN_PIECE) and smallest piece a fitting sequence is split for (MIN_FIT; larger: fewer splits).
+# FILL_TOL (percent, < 0: off): use the balanced (even-cut) schedule instead when packing needs a cap more
+# than FILL_TOL % over that of a walk that fills every program (a varied batch).
+_PACKED_DEFAULT = dict(SEG_COST=1, SPLIT_COST=2, MIN_PIECE=4, MIN_FIT=1 << 20, FILL_TOL=-1)
+_PACKED_CAPS = 64  # candidate caps of the packed walk (reference num_candidates)
+
+
+def _packed_args(cfg: dict) -> tuple[int, int, int, int, int]:
+    vals = tuple(int(cfg.get(k, v)) for k, v in _PACKED_DEFAULT.items())  # types/ranges: check_mla_config
+    if vals[3] < vals[2]:
+        raise ValueError(f"packed schedule needs MIN_FIT ≥ MIN_PIECE; got {dict(zip(_PACKED_DEFAULT, vals))}")
+    return vals

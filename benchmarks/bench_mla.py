@@ -16,7 +16,8 @@
 * Peers in the same run: decode — the plain-torch absorbed attention (gather the pages, bmm, masked
   fp32 softmax, bmm); prefill — ``torch.nn.functional.scaled_dot_product_attention`` per sequence.
 * Timing: ``us`` eager median (triton.testing.do_bench), ``us_graph`` median CUDA-graph replay;
-  tflops/gbps from us_graph. The decode caches (0.6–1.2 GB) are far larger than the 50 MB L2.
+  tflops/gbps from us_graph; decode also ``us_graph_gpu`` / ``gbps_gpu``: the same replay on the GPU clock (queued
+  behind a device sleep, so the host's graph launch is not timed). The decode caches (0.6–1.2 GB) are far larger than the 50 MB L2.
 * Correctness of every measured config: cosine difference ≤ 1e-5 and |Δlse| ≤ 1e-3 against the
   fp32 reference (decode); rel. error ≤ 1e-2 on 8 heads against the fp32 reference (prefill).
 * ``--sweep``: candidate configs per rows class are checked, then timed; the fastest correct one is
@@ -99,6 +100,24 @@ def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 def graph_time_us(fn, min_ms: float = 30.0) -> float:
     """Median replay time of a CUDA graph holding one call of fn."""
     return graph_replay_us([fn], min_ms)
+
+
+def graph_time_gpu_us(fn, reps: int = 25) -> float:
+    """Median GPU-clock time of one CUDA-graph replay of fn: each replay is queued behind a ~0.5 ms device sleep,
+    so the host's graph launch (inside ``us_graph``: its events start on an idle GPU) is not timed; a decode step
+    replays every layer's calls inside one graph."""
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in ev:
+        torch.cuda._sleep(1_000_000)
+        a.record()
+        g.replay()
+        b.record()
+    torch.cuda.synchronize()
+    return sorted(a.elapsed_time(b) for a, b in ev)[reps // 2] * 1000.0
 
 
 def eager_time_us(fn) -> float:
@@ -322,6 +341,7 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                     del ref
                     us = eager_time_us(fn)
                     us_g = graph_time_us(fn)
+                    us_gpu = graph_time_gpu_us(fn) if DEVICE == "cuda" else float("nan")
                     md_us = graph_time_us(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg), 5.0)
                     peer = lambda: torch_peer_decode(q, kv, bt, cs, max(lens), D_QK**-0.5)  # noqa: E731
                     pcd, peer_us, peer_g = float("nan"), float("nan"), float("nan")
@@ -343,14 +363,15 @@ def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
                                gbps=round(nbytes / us_g / 1e3, 1), peer="torch_absorbed", peer_us=round(peer_g, 2),
                                peer_us_eager=round(peer_us, 2), ratio_vs_peer=round(peer_g / us_g, 3),
                                metadata_us=round(md_us, 2), cos_diff=cd, lse_maxdiff=dl, correct=ok,
-                               peer_cos_diff=pcd, config=cfg, num_parts=md.num_parts, **env)
+                               peer_cos_diff=pcd, config=cfg, num_parts=md.num_parts,
+                               us_graph_gpu=round(us_gpu, 2), gbps_gpu=round(nbytes / us_gpu / 1e3, 1), **env)
                     row["kernel"] = "gluon_ws" if cfg.get("GLUON") and D._use_gluon(
                         cfg, q, kv, D_V, cfg["BLOCK_N"], cfg["BLOCK_H"]) else "tl"
                     rows.append(row)
                     out_f.write(json.dumps(row) + "\n")
                     out_f.flush()
-                    print(f"decode s_k {s_k} h {h} s_q {s_q} varlen {varlen}: {us_g:.1f} us (eager {us:.1f}) "
-                          f"{row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
+                    print(f"decode s_k {s_k} h {h} s_q {s_q} varlen {varlen}: {us_g:.1f} us (eager {us:.1f}, GPU clock "
+                          f"{us_gpu:.1f} = {row['gbps_gpu']} GB/s) {row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
                           flush=True)
                     if h * s_q <= GLUON_MAX_ROWS and (GLUON_VARIANT and row["kernel"] == "tl" or GLUON_EXTRA):
                         for over in ([{}] if GLUON_VARIANT and row["kernel"] == "tl" else []) + GLUON_EXTRA:
@@ -374,8 +395,10 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
     from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
 
     try:
-        cfg = dict(D._TUNED_WS.get(rows_class(h * s_q)) or ws_config(s_q, h))  # the committed Hopper table
-        cfg["GLUON"] = True
+        # the library's own Hopper default for this batch (the big-batch schedule and knobs), else the Gluon table
+        cfg = D.default_config(s_q, h, BATCH, hopper=True)
+        if not cfg.get("GLUON"):
+            cfg = dict(D._TUNED_WS.get(rows_class(h * s_q)) or ws_config(s_q, h), GLUON=True)
         cfg.update(over or {})
         md = D.get_mla_metadata(cs, s_q, h, config=cfg)
         out = torch.full_like(q[..., :D_V], float("nan"))
@@ -386,12 +409,14 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
         ok = ok and not torch.isnan(o).any().item()
         us = eager_time_us(fn)
         us_g = graph_time_us(fn)
+        us_gpu = graph_time_gpu_us(fn) if DEVICE == "cuda" else float("nan")
         # the two launches alone (split kernel, combine kernel), same metadata and buffers
         lse_b = torch.empty(q.shape[0], h, s_q, dtype=torch.float32, device=q.device)
         sp, cb = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse_b)
         # COMBINE_SPIN: the combine waits for the split's per-sequence counters, so neither is timed alone
-        split_us, comb_us = ((float("nan"), float("nan")) if cfg.get("COMBINE_SPIN") else
-                             (graph_time_us(sp, 10.0), graph_time_us(cb, 5.0)))
+        # (FUSE: the split kernel merges, the combine launch is empty)
+        split_us, comb_us = ((float("nan"), float("nan")) if cfg.get("COMBINE_SPIN") else (graph_time_us(sp, 10.0), 0.0)
+                             if cfg.get("FUSE") else (graph_time_us(sp, 10.0), graph_time_us(cb, 5.0)))
         n_split = int((md.split[:, 1] > 1).sum().item())
     except Exception as e:  # noqa: BLE001 — report and go on
         print(f"  gluon_ws h {h} s_q {s_q}: {type(e).__name__} {str(e)[:300]}", flush=True)
@@ -401,11 +426,12 @@ def _gluon_variant_row(env, rows, out_f, tl_row, q, kv, bt, cs, lens, idx, s_q, 
                cos_diff=cd, lse_maxdiff=dl, correct=ok, config=cfg, num_parts=md.num_parts, kernel="gluon_ws",
                tl_us_graph=tl_row["us_graph"], variant=json.dumps(over or {}, sort_keys=True),
                split_us_graph=round(split_us, 2), combine_us_graph=round(comb_us, 2), split_seqs=n_split,
+               us_graph_gpu=round(us_gpu, 2), gbps_gpu=round(nbytes / us_gpu / 1e3, 1),
                metadata_us=round(graph_time_us(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg), 5.0), 2))
     rows.append(row)
     out_f.write(json.dumps(row) + "\n")
     out_f.flush()
-    print(f"  gluon_ws {row['variant']}: {us_g:.1f} us (eager {us:.1f}) {row['gbps']} GB/s  base {tl_row['us_graph']:.1f} us "
+    print(f"  gluon_ws {row['variant']}: {us_g:.1f} us (eager {us:.1f}, GPU clock {us_gpu:.1f}) {row['gbps']} GB/s  base {tl_row['us_graph']:.1f} us "
           f"split {split_us:.1f} combine {comb_us:.1f} ({n_split} split seqs) ok {ok} cos {cd:.1e} lse {dl:.1e}", flush=True)
 
 
@@ -642,7 +668,8 @@ def main():
             tgt, met = "406TF", r["tflops"] >= 0.6 * MATRIX_RATE
         met3 = r["ratio_vs_peer"] >= 3
         print(f"{name:44s} {r['us_graph']:8.1f} {r['gbps'] or 0:7.0f} {r['tflops']:8.1f} {r['peer_us']:8.1f} "
-              f"{r['ratio_vs_peer']:6.2f} {tgt:7s} {met}/{met3} {r['correct']}")
+              f"{r['ratio_vs_peer']:6.2f} {tgt:7s} {met}/{met3} {r['correct']}"
+              + (f"  GPU clock {r['us_graph_gpu']:.1f} us {r['gbps_gpu']:.0f} GB/s" if r.get("us_graph_gpu") else ""))
     print(f"total {time.time() - t0:.0f}s", file=sys.stderr)
 
 

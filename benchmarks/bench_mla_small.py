@@ -6,8 +6,8 @@
 * ``membound``: FlashMLA's memory-bound cases at batch 128, s_k 4096, page 64 (h_q·s_q ≤ 32:
   h16 s_q1, h16 s_q2, h32 s_q1; fixed lengths and bench_mla's varlen draw) for each candidate config
   in ``MEMBOUND_VARIANTS``.
-* ``latency``: the end-to-end decode shape of DeepSeek-V3 at TP1 — 128 heads, s_q 1 and 2 (MTP
-  verification), batch 1-8, context 1k/4k — for each config in ``LATENCY_VARIANTS``.
+* ``latency``: the end-to-end decode shape of DeepSeek-V3 at TP1 — 128 heads (``--heads 64``: TP2), s_q 1 and 2
+  (MTP verification), batch 1-8, context 1k/4k — for each config in ``LATENCY_VARIANTS``.
 * Every row: the whole op (split + combine) as a CUDA-graph replay (``us_graph``, the time that counts
   in the decode step), each launch alone (``split_us``, ``combine_us``), ``metadata_us``
   (get_mla_metadata, once per step for all layers), correctness (cosine difference ≤ 1e-5 and
@@ -270,6 +270,7 @@ def main():
     p.add_argument("--chain", action="store_true", help="--quick plus the op followed by mla_absorb_o in one graph")
     p.add_argument("--variants", default="", help="comma-separated LATENCY_VARIANTS names (default: all)")
     p.add_argument("--cases", default="", help="latency cases as b:s_k:s_q,... (default: LATENCY_CASES)")
+    p.add_argument("--heads", type=int, default=128, help="latency cases' h_q (128 = TP1, 64 = TP2)")
     args = p.parse_args()
     global QUICK, CHAIN
     QUICK = args.quick or args.chain
@@ -296,7 +297,7 @@ def main():
         timer = graph_us
         gpu = torch.cuda.get_device_name(0)
         mem_cases = [(128, 4096, h, s_q, v) for h, s_q, v in MEMBOUND_CASES]
-        lat_cases = [(b, s_k, 128, s_q, False) for b, s_k, s_q in lat_list]
+        lat_cases = [(b, s_k, args.heads, s_q, False) for b, s_k, s_q in lat_list]
         mem_var, lat_var = MEMBOUND_VARIANTS, lat_all
         precompile_variants(list(lat_var.values()) + (list(mem_var.values()) if args.part != "latency" else []))
         print(f"precompile done ({time.time() - t0:.0f}s)", flush=True)

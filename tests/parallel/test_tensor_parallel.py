@@ -1,7 +1,12 @@
 """Tensor + expert parallelism on CPU: 2 processes over gloo give the single-process results.
 
 Tolerance: splitting heads/columns/experts across ranks only reorders fp32 sums (all-reduce), so
-logits agree to ~1e-6 relative; we assert 1e-5 and identical greedy tokens.
+logits agree to ~1e-6 relative; we assert 1e-5 and identical greedy tokens. This holds for the reference backend
+only. On the triton backend (FP8 activations; the CPU interpreter, or the GPU tests below) TP2 and TP1 differ by
+2-12 %, as much as either differs from the fp32 truth. Greedy tokens then flip at near-ties: on CPU, a 201-token
+prompt diverged at a top-2 gap of 0.19 in fp32 and 0.31 in TP1 (tritonseek/parallel.py's docstring has the
+figures). So no CPU triton-backend TP test asserts token equality; a 201-token interpreter run also takes ~3.5 min
+per configuration.
 """
 
 from __future__ import annotations

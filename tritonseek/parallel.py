@@ -16,7 +16,7 @@ relative (its bf16 error against fp32 is the same 4e-3 either way). The triton b
 before each FP8 GEMM, and a partial sum changed by an all-reduce moves elements across e4m3 rounding steps or flips a
 near-tied expert choice. Its logits then differ from TP1 by as much as either differs from the fp32 truth, and greedy
 tokens may flip at near-ties. Measured on CPU (gloo, Triton interpreter, bf16, embedded model, a 201-token prompt,
-session 17), logits relative to the fp32 reference at 4 decode positions:
+session 17), logits relative to the fp32 reference at the first 4 generated positions (prefill + 3 decode steps):
 TP1 2.5e-2 / 9.4e-2 / 3.0e-2 / 2.0e-2, TP2 2.3e-2 / 2.3e-2 / 3.0e-2 / 1.2e-1.
 The first differing token (position 3) was a near-tie: top-2 gap 0.19 in fp32, 0.31 in TP1, reversed by 0.09 in TP2.
 On the H200, tokens flipped at gaps 0.34 and 0.44. tests/parallel asserts argmax equality only where TP1's gap

@@ -144,12 +144,17 @@ _BIG_BATCH_MIN = 64
 # graph-test "NaN" was that test's own bug: its second lengths gave a sequence keys in NaN-poisoned slots).
 # COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off and is never used with
 # TMA-stored partials (their async-proxy writes are not ordered by its release).
-# NOT the default yet (lead, end of session 16): the fixed graph-replay test (two calls per graph, as the decode
-# step's layers make) and OVERHEAD 2 have not run on a GPU, and no device time was left; the final GPU pass
-# (980b3d1) verified the default without them. Turn _SWITCH = SWITCH_KNOBS on after test_mla_decode_ws.py -m gpu
-# and the 12 memory-bound bench cases pass with it.
+# The default since session 17: the lead's call 1 (2edb452 + the knobs) ran test_mla_decode_ws.py -m gpu green (56
+# passed, incl. the two-calls-per-graph replay test); h1mla W1 (33cea04, GPU clock, 8 calls per graph, 15 replays,
+# b128 page 64) vs the session-16 default: s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 178.2 -> 170.1 / 173.9 ->
+# 165.6 / 164.9 -> 158.9 us (3739 / 3707 / 3975 GB/s), h32 s_q1 fixed 153.7 -> 149.8, s_k 8192 varlen h32 s_q1
+# 317.8 -> 307.0. Same run, FUSE (mla_decode_ws: the split kernel merges the split sequences, no combine kernel)
+# on top: varlen SLOWER (185.4 / 183.6 / 161.6 us; s_k 8192 330.1; with OVERHEAD 1 / 3: 188.8 / 182.8 / 160.4 and
+# 183.2 / 177.2 / 161.3), fixed 148.1 (the empty combine launch saved): the merge lands at the end of the programs
+# that finish a split sequence's last piece (mostly their last segment, in the grid's tail), and each piece waits
+# for its count round trip; FUSE stays off.
 SWITCH_KNOBS = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, OVERHEAD=2)
-_SWITCH: dict = {}
+_SWITCH: dict = dict(SWITCH_KNOBS)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),

@@ -35,6 +35,15 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
   sequence) is a knob, off (no gain seen; never with TMA-stored partials: its release would not order their
   async-proxy writes).
+* **fused combine (config FUSE, with OTMA and PART16; off: H200 W1 slower on varlen, see mla_decode_config)**: no
+  combine kernel. A program that finishes a piece of a
+  split sequence stores it as a 16-bit partial (coalesced generic stores from the finished query buffer), then each
+  of its 128 threads counts itself on the sequence's counter (atom.acq_rel.gpu) and, after a barrier, re-reads it
+  (ld.acquire.gpu): every thread of the program holding the last increment reads the full count and merges its
+  own elements of the sequence's pieces (no barrier in the merge, so a thread of another program that also reads the
+  full count just writes the same values); the last incrementer zeroes the counter for the next call. Empty
+  sequences get out 0 / lse −inf from the split kernel (program 0 also walks those before its span). A CTA-wide
+  election by one thread's atomic and a reduction made ptxas spill in the per-tile loop (sm_90a, 32 rows).
 
 H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, h5mla W2 at 9b7fd9d: that
 default also had COMBINE_SPIN on; torch peer same run): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed 3.99-4.07 TB/s, varlen 3.85 / 3.62 / 3.66 (h16 s_q1

@@ -145,7 +145,7 @@ _BIG_BATCH_MIN = 64
 # COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off and is never used with
 # TMA-stored partials (their async-proxy writes are not ordered by its release).
 # The default since session 17: the lead's call 1 (2edb452 + the knobs) ran test_mla_decode_ws.py -m gpu green (56
-# passed, incl. the two-calls-per-graph replay test); h1mla W1 (33cea04, GPU clock, 8 calls per graph, 15 replays,
+# passed, incl. the two-calls-per-graph replay test); h1mla W1 (0f9f50a, GPU clock, 8 calls per graph, 15 replays,
 # b128 page 64) vs the session-16 default: s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 178.2 -> 170.1 / 173.9 ->
 # 165.6 / 164.9 -> 158.9 us (3739 / 3707 / 3975 GB/s), h32 s_q1 fixed 153.7 -> 149.8, s_k 8192 varlen h32 s_q1
 # 317.8 -> 307.0. Same run, FUSE (mla_decode_ws: the split kernel merges the split sequences, no combine kernel)

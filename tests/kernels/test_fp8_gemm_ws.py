@@ -134,6 +134,15 @@ def test_ws_wide_tiles_compile_for_sm90_without_spills(stages):
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
+def test_wide_for_keeps_the_waves():
+    # WIDE 128×256 tiles only where N % 256 == 0 and half as many tiles cost no wave (132 SMs): the three M = 4096
+    # shapes of _TUNED's WIDE entries, and mid M down to where 128×128 tiles fit in one wave
+    assert all(W.wide_for(4096, n, 132) for n in (7168, 4096))
+    assert W.wide_for(512, 7168, 132) and W.wide_for(333, 7168, 132)  # 112 vs 224 tiles, 84 vs 168: 2 units each
+    assert not W.wide_for(256, 7168, 132)  # 56 wide tiles = 2 units against one wave of 112
+    assert not W.wide_for(4096, 2112, 132) and not W.wide_for(4096, 2112 + 128, 132)  # half-empty last tile
+
+
 def test_wgs_for_picks_192_row_tiles_where_their_waves_win():
     # the H200 measurements behind _WGS3_TILE_COST (M = 4096, 132 SMs, session 15): serial 192-row tiles beat
     # PIPE 128-row tiles on three of DeepGEMM's shapes (3 vs 5, 32 vs 47, 43 vs 63 waves) and lost on the other
@@ -194,8 +203,9 @@ def test_fp8_gemm_nt_gluon_entries(device):
     assert gluon and all(key[0] in ("large", "128") for key in gluon)
     for key in gluon:
         cfg = G._TUNED[key]
-        gluon = {k: v for k, v in cfg["GLUON"].items() if k != "MIN_M"}  # MIN_M: read by fp8_gemm_nt's dispatch
-        assert isinstance(cfg["GLUON"].get("MIN_M", 0), int)
+        # MIN_M, WIDE: read by fp8_gemm_nt's dispatch
+        gluon = {k: v for k, v in cfg["GLUON"].items() if k not in ("MIN_M", "WIDE")}
+        assert isinstance(cfg["GLUON"].get("MIN_M", 0), int) and isinstance(cfg["GLUON"].get("WIDE", False), bool)
         merged = dict(W.ws_config(4096, key[1], key[2]), **gluon)
         assert set(merged) == set(W._DEFAULT_WS), f"unknown GLUON keys in {key}"
         assert merged["BLOCK_N"] in (64, 128) and merged["BLOCK_M"] == 128

@@ -49,7 +49,8 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # WS (Triton warp specialization: 1 = on the tile loop, 2 = on the K loop; not
 # in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md),
 # GLUON (on a CUDA Hopper GPU run the warp-specialized Gluon kernel of fp8_gemm_ws with this
-# config instead, from M = its MIN_M key on if it has one; the other keys stay the tl config used
+# config instead, from M = its MIN_M key on if it has one, with WIDE 128×256 tiles where its WIDE key is set and
+# fp8_gemm_ws.wide_for accepts the problem; the other keys stay the tl config used
 # elsewhere, e.g. under the interpreter).
 _TUNED: dict[tuple[str, int, int], dict] = {
     # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
@@ -89,6 +90,12 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # 59c72b9; 128-row Gluon tiles lost, 140.3), so Gluon from MIN_M = 4096 (the one M measured), tl below.
     # Session 15: the Gluon kernel's 128-row tiles keep two wgmmas in flight per warpgroup (PIPE, the ws_config
     # default), which moved 7168×16384, 4096×7168 and 7168×2048 from 192-row to 128-row tiles (wgs_for).
+    # Session 17 (WIDE: 128×256 tiles, 3 stages, where fp8_gemm_ws.wide_for accepts the problem): H200 W1 at de0ec80,
+    # same run, better of two 10 ms passes, µs, committed → WIDE: 7168×16384 794.0 → 767.2, 7168×2048 108.4 → 107.0,
+    # 4096×7168 196.3 → 196.0 (4 stages with one reused epilogue buffer: 796.7 / 108.9 / 200.1; the other three
+    # shapes keep 192-row tiles: WIDE 144.6 vs 116.4, 274.9 vs 272.1, 162.3 vs 145.0). A stage carries 25% fewer
+    # bytes per FLOP: the suite's 40 ms timing runs into the 700 W power cap (nvidia-smi throttle reason SW power
+    # cap, 1575-1850 MHz at 511-689 W in that run), where fewer L2→SMEM bytes per FLOP mean less power.
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
                                 GLUON=dict(SPLIT=True, UNROLL2=True, MIN_M=4096)),
     ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3,
@@ -96,11 +103,11 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True,
-                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
+                                 GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True)),
     ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3, FLATTEN=True,
-                                GLUON=dict(SPLIT=True, UNROLL2=True)),
+                                GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True)),
     ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
-                                GLUON=dict(SPLIT=True, UNROLL2=True)),
+                                GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True)),
 }
 
 
@@ -153,7 +160,7 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
     """A checked copy of ``fp8_gemm_nt(config=...)``: TypeError unless a dict, ValueError naming the key for an
     unknown key, a missing BLOCK_M / BLOCK_N / num_warps / num_stages (unless it is a GLUON entry, whose tl twin
     the interpreter runs) or a value outside ``FP8_GEMM_CONFIG_SPEC``; GLUON must be a dict of ``ws_config`` keys
-    (+ MIN_M, an int ≥ 0)."""
+    (+ MIN_M, an int ≥ 0, and WIDE, a bool)."""
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict of launch settings (keys as in get_config), got {type(config).__name__}")
     plain = {key: v for key, v in config.items() if key != "GLUON"}
@@ -164,13 +171,15 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
             raise ValueError(f"config key GLUON must be a dict of fp8_gemm_ws.ws_config overrides, got {gluon!r}")
         from tritonseek.kernels.fp8_gemm_ws import ws_config
 
-        known = set(ws_config(m, n, k)) | {"MIN_M"}
+        known = set(ws_config(m, n, k)) | {"MIN_M", "WIDE"}
         unknown = sorted(set(gluon) - known)
         if unknown:
             raise ValueError(f"config GLUON has unknown keys {unknown}; known: {sorted(known)}")
         min_m = gluon.get("MIN_M", 0)
         if not isinstance(min_m, int) or isinstance(min_m, bool) or min_m < 0:
             raise ValueError(f"config GLUON key MIN_M={min_m!r} must be an int >= 0")
+        if not isinstance(gluon.get("WIDE", False), bool):
+            raise ValueError(f"config GLUON key WIDE={gluon['WIDE']!r} must be a bool")
     return dict(config)
 
 
@@ -387,10 +396,13 @@ def fp8_gemm_nt(
     if gluon is not None and a.device.type == "cuda" and m >= gluon.get("MIN_M", 0):
         # warp-specialized Gluon kernel (fp8_gemm_ws) where it measured faster; Hopper only, and
         # the interpreter runs the tl config that the same entry carries
-        from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported, launch_fp8_gemm_ws
+        from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported, launch_fp8_gemm_ws, wide_for
 
         if gluon_ws_supported(a.device):
-            return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, {k: v for k, v in gluon.items() if k != "MIN_M"})
+            ws_cfg = {k: v for k, v in gluon.items() if k not in ("MIN_M", "WIDE")}
+            if gluon.get("WIDE") and wide_for(m, n, num_programs):  # 128×256 tiles, 3 stages (fp8_gemm_ws)
+                ws_cfg.update(BLOCK_N=256, NUM_STAGES=3)
+            return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, ws_cfg)
     missing = [key for key in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages") if key not in cfg]
     if missing:
         raise ValueError(f"config lacks {missing} (a full launch config is needed; see get_config)")

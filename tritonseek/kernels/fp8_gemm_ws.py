@@ -92,6 +92,13 @@ promotion, which stops LLVM sinking the FFMAs below the next issue, and the firs
 wgmma's accumulator under a run-time ``use_acc`` that is always false (a stride < 0), which ties its registers. A
 stage is 48 KB for 8.4 MFLOP (5.7 KB per MFLOP against 7.6 for 128×128 and 6.35 for 192×128 tiles) and half as
 many tiles pay the per-tile fixed cost. 3 stages (two epilogue buffers per warpgroup) or 4 (one, reused).
+H200 W1 at de0ec80 (same run, better of two 10 ms passes, µs, 128×128 PIPE0 → WIDE 3 stages / 4 stages):
+7168×16384 794.0 → 767.2 / 796.7, 7168×2048 108.4 → 107.0 / 108.9, 4096×7168 196.3 → 196.0 / 200.1; 2112×7168
+(half-empty last tile, 3 waves) 116.4 (192-row) → 144.6. fp8_gemm's _TUNED turns it on (GLUON key WIDE) where
+``wide_for`` accepts the problem. A K sweep of the 128×128 kernel at M = 4096, N = 7168 (K = 512…8192, 14 waves)
+fits 0.90 µs of fixed cost per tile and 427 ns per tile-K-block per wave; cuBLAS 1.40 µs and 399 ns: the gap is
+the steady-state K block (cuBLAS's 2-CTA multicast halves one operand's L2 reads), not the per-tile cost. That run
+also showed the suite's 40 ms timing at the 700 W power cap (throttle reason SW power cap, 1575-1850 MHz).
 
 Gluon (``triton.experimental.gluon``) compiles only for CUDA (sm_90a here): there is no
 interpreter path, so the launcher raises on any non-CUDA tensor instead of falling back.
@@ -152,6 +159,13 @@ def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
     waves2 = triton.cdiv(triton.cdiv(m, 128) * triton.cdiv(n, block_n), num_sms)
     waves3 = triton.cdiv(triton.cdiv(m, 192) * triton.cdiv(n, block_n), num_sms)
     return 3 if waves3 * _WGS3_TILE_COST < waves2 else 2
+
+
+def wide_for(m: int, n: int, num_sms: int) -> bool:
+    """WIDE 128×256 tiles pay where N is a multiple of 256 (no half-empty last tile) and halving the tile count
+    costs no wave: 2 × waves(wide tiles) ≤ waves(128×128 tiles), i.e. not when 128×128 tiles fit in one wave."""
+    rows = triton.cdiv(m, 128)
+    return n % 256 == 0 and 2 * triton.cdiv(rows * (n // 256), num_sms) <= triton.cdiv(rows * (n // 128), num_sms)
 
 
 @gluon.jit

@@ -1,0 +1,91 @@
+"""Same-process A/B of two fp8_gemm_nt configs at the suite's 40 ms timing, in A-B-B-A-A-B order (H200 runs drift
+by ~10 % and the 40 ms passes run into the power cap, so both sides see the same GPU state), plus the per-tile
+fixed cost fit (--k-sweep: M = 4096, N = 7168, K = 512 … 8192, 1792 tiles of 128×128 at every K; us(K) =
+fixed + slope · K/128, ours (128×128 PIPE0 tiles) and cuBLAS block-scaled).
+
+    PYTHONPATH=. python benchmarks/probe_fp8_gemm_ab.py [--shapes 4096:7168:2048,...] [--b '{"BLOCK_N": 128}'] [--k-sweep]
+
+A = the committed config (fp8_gemm.get_config), B = the committed tl config with GLUON = --b (Gluon overrides,
+default: the plain 128×128 PIPE0 tiles, i.e. the committed kernel without WIDE). Each side is checked first
+(NaN-poisoned out, calc_diff < 1e-3 against the fp32 reference). Prints one JSON line per shape and round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_fp8_gemm import calc_diff, graph_time_us, make_sets, peer_fn  # noqa: E402
+
+from tritonseek.kernels import fp8_gemm as G  # noqa: E402
+from tritonseek.kernels.reference.fp8 import fp8_gemm_nt_ref  # noqa: E402
+
+
+def _fns(sets, cfg):
+    return [lambda s=s: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=cfg) for s in sets]
+
+
+def ab(m, n, k, b_gluon, rounds):
+    sets = make_sets(m, n, k, torch.device("cuda"))
+    a_q, a_s, b_q, b_s, _ = sets[0]
+    ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
+    cfg_a = dict(G.get_config(m, n, k, G._num_sms(0)))
+    cfg_b = dict({key: v for key, v in cfg_a.items() if key != "GLUON"}, GLUON=b_gluon)
+    for name, cfg in (("A", cfg_a), ("B", cfg_b)):
+        out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+        G.fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)
+        d = calc_diff(out.float(), ref)
+        if torch.isnan(out).any().item() or not d < 1e-3:
+            print(json.dumps(dict(case=[m, n, k], side=name, config=cfg, rejected=True, calc_diff=d)), flush=True)
+            return
+    times = {"A": [], "B": []}
+    for side in "ABBAAB"[: 2 * rounds]:
+        times[side].append(graph_time_us(_fns(sets, cfg_a if side == "A" else cfg_b), 40.0))
+    flop = 2 * m * n * k
+    ta, tb = statistics.median(times["A"]), statistics.median(times["B"])
+    print(json.dumps(dict(case=[m, n, k], a=cfg_a.get("GLUON"), b=b_gluon, a_us=[round(t, 2) for t in times["A"]],
+                          b_us=[round(t, 2) for t in times["B"]], a_median_us=round(ta, 2), b_median_us=round(tb, 2),
+                          a_tflops=round(flop / ta / 1e6, 1), b_tflops=round(flop / tb / 1e6, 1),
+                          a_faster_by=round(tb / ta - 1, 4))), flush=True)
+
+
+def k_sweep():
+    m, n, fits = 4096, 7168, {"ours": [], "cublas": []}
+    for k in (512, 1024, 2048, 4096, 8192):
+        sets = make_sets(m, n, k, torch.device("cuda"))
+        pf = [peer_fn(s[0], s[1], s[2], s[3], n)[0] for s in sets]
+        cfg = dict(G._default_config(m, n, k, G._num_sms(0)), GLUON=dict(SPLIT=True, UNROLL2=True))  # 128×128 PIPE0
+        t = min(graph_time_us(_fns(sets, cfg), 10.0) for _ in range(2))
+        p = min(graph_time_us(pf, 10.0) for _ in range(2))
+        fits["ours"].append((k / 128, t))
+        fits["cublas"].append((k / 128, p))
+        print(json.dumps(dict(K=k, ours_us=round(t, 2), cublas_us=round(p, 2))), flush=True)
+    for name, pts in fits.items():
+        xs, ys = zip(*pts)
+        slope = statistics.linear_regression(xs, ys).slope
+        fixed = statistics.mean(ys) - slope * statistics.mean(xs)
+        print(f"fit {name}: {fixed:.2f} us fixed + {slope:.3f} us per K block (14 waves: {fixed / 14:.3f} us per tile, "
+              f"{slope / 14 * 1000:.1f} ns per tile-K-block)", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--shapes", default="4096:7168:16384,4096:4096:7168,4096:7168:2048")
+    p.add_argument("--b", default='{"SPLIT": true, "UNROLL2": true}')
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--k-sweep", action="store_true")
+    args = p.parse_args()
+    for shape in args.shapes.split(","):
+        ab(*map(int, shape.split(":")), json.loads(args.b), args.rounds)
+    if args.k_sweep:
+        k_sweep()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,15 @@
   every graph timing (ours and the peer's alike) starts with ~25 ms of back-to-back replays of that graph:
   session 16's first timed masked case ran 10–15 % slow (64.6 vs 55.7 µs) while later cases did not.
 * A config listed several times in ``--cands-json`` is timed that many times (A-B-B-A orders put the GPU's drift
-  on both sides); every timing is kept in the row's ``ws_candidates_us[_graph]`` lists. One row per kernel (``kernel``: "ws" = grouped_gemm_ws with its best checked config,
+  on both sides); every timing is kept in the row's ``ws_candidates_us[_graph]`` lists.
+* ``--ab N`` (the way to compare configs): every checked config and the peer are captured as one-call CUDA graphs
+  and replayed N times each, interleaved (the order reversed every round), each replay queued behind a ~50 µs
+  device sleep and timed on the GPU clock (the host's launch latency, inside ``us_graph``, is not timed). The H200
+  caps its power at 700 W: in s17 W1 the SM clock moved between 1440 and 1980 MHz inside one run (nvidia-smi
+  throttle reason "SW power cap"), and back-to-back A-B-B-A timings of one config differed by up to 30 %; the
+  interleaving puts those swings on every config alike. Rows then carry ``us_graph_gpu`` / ``tflops_gpu`` (median
+  GPU-clock replay of the best config), ``peer_us_graph_gpu`` / ``ratio_vs_peer_gpu``, and ``ab_gpu_us`` (each
+  config's median) and ``ab_ratio`` (each config's median per-round ratio to the first config). One row per kernel (``kernel``: "ws" = grouped_gemm_ws with its best checked config,
   "tl" = grouped_gemm's default config); peer = ``torch._grouped_mm`` bf16 on the valid rows of the same
   layout (masked: the 3-D batched form over all M_max rows), ratio_vs_peer = peer / ours.
 """
@@ -89,7 +97,9 @@ class Ctx:
         with open(self.args.out, "a") as f:  # each row lands at once: a run killed at its limit keeps it
             f.write(json.dumps(r) + "\n")
         self.table.append(f"{suite[13:]:>10} {str(list(case.values())):<34} {kernel:>3} {r['tflops']:>7.1f} TFLOP/s"
-                          f"  {t:9.1f} us  x{r['ratio_vs_peer'] or 0:.2f} vs peer")
+                          f"  {t:9.1f} us  x{r['ratio_vs_peer'] or 0:.2f} vs peer"
+                          + (f" | GPU clock {r['tflops_gpu']:7.1f} TFLOP/s {r['us_graph_gpu']:9.1f} us"
+                             f" x{r['ratio_vs_peer_gpu'] or 0:.2f} vs peer" if r.get("us_graph_gpu") else ""))
         return r
 
 
@@ -129,6 +139,74 @@ def _ab_summary(what: str, timed: dict) -> None:
         ok = [t for t in ts if t]
         if len(ok) > 1:
             print(f"  A/B {what} {key}: {ok} median {sorted(ok)[len(ok) // 2]:.2f}")
+
+
+def _interleaved_gpu_us(fns: dict, rounds: int, sleep_cycles: int = 100_000) -> dict:
+    """name → GPU-clock µs of one CUDA-graph replay of each fn, ``rounds`` samples each, the fns interleaved (order
+    reversed every round), every replay queued behind a device sleep (~50 µs at 1.98 GHz) so the host's launch
+    latency stays outside the events; no host sync until the end."""
+    graphs = {}
+    for name, fn in fns.items():
+        fn()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        g.replay()
+        graphs[name] = g
+    torch.cuda.synchronize()
+    names = list(graphs)
+    events = {n: [] for n in names}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(sleep_cycles)
+            st.record()
+            graphs[n].replay()
+            en.record()
+            events[n].append((st, en))
+    torch.cuda.synchronize()
+    res = {n: [st.elapsed_time(en) * 1000.0 for st, en in events[n]] for n in names}
+    del graphs
+    return res
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+
+def _ab(cx, label: str, runs: dict, peer_fn) -> dict | None:
+    """--ab: interleaved GPU-clock timing of the checked configs (runs: config key → fn) and the peer; prints each
+    config's median and its median per-round ratio to the first config. -> dict(med, ratio, peer) or None."""
+    if not cx.args.ab or not runs:
+        return None
+    fns = dict(runs)
+    if peer_fn is not None:
+        fns["peer"] = peer_fn
+    try:
+        res = _interleaved_gpu_us(fns, cx.args.ab)
+    except Exception as e:  # a capture failure is a finding, not a crash
+        print(f"  A/B failed: {type(e).__name__}: {e}")
+        return None
+    first = next(iter(runs))
+    med = {k: round(_median(v), 2) for k, v in res.items() if k != "peer"}
+    ratio = {k: round(_median([x / y for x, y in zip(v, res[first])]), 4) for k, v in res.items() if k != "peer"}
+    for k in med:
+        print(f"  A/B-gpu {label} {k}: median {med[k]:.2f} us, ratio to {first} {ratio[k]:.4f} "
+              f"(p10 {sorted(res[k])[len(res[k]) // 10]:.2f}, p90 {sorted(res[k])[len(res[k]) * 9 // 10]:.2f})")
+    peer = round(_median(res["peer"]), 2) if "peer" in res else None
+    if peer:
+        print(f"  A/B-gpu {label} peer: median {peer:.2f} us")
+    return dict(med=med, ratio=ratio, peer=peer)
+
+
+def _ab_fields(ab, key, flops) -> dict:
+    """Row fields of the --ab timing of config key (none without --ab)."""
+    if not ab or key not in ab["med"]:
+        return {}
+    t, peer = ab["med"][key], ab["peer"]
+    return dict(us_graph_gpu=t, tflops_gpu=round(flops / t / 1e6, 1), peer_us_graph_gpu=peer,
+                ratio_vs_peer_gpu=round(peer / t, 3) if peer else None, ab_gpu_us=ab["med"], ab_ratio=ab["ratio"])
 
 
 def _rand_fp8(shape, dev):
@@ -195,13 +273,16 @@ def bench_contiguous(cx: Ctx, routed: bool):
             flops = 2 * valid * N * K
             nbytes = M * K + G * N * K + 2 * M * N  # fp8 a + fp8 b (every expert) + bf16 out; scales left out
             print(f"contiguous {G}x{m} N={N} K={K} (M={M}, valid rows {valid})")
-            best, timed = None, {}
+            best, timed, runs = None, {}, {}
             for cfg in WS_CANDIDATES:
                 if cx.left() < 6:
                     break
 
                 def run(cfg=cfg):
                     return GW.grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, out=out, config=cfg)
+                key = json.dumps(cfg, sort_keys=True)
+                if cx.args.ab and key in runs:
+                    continue  # --ab: a repeated config is timed by the interleaved rounds, not again here
                 try:
                     good, d = _check_contig(run, out, mi, rows, ref)
                 except Exception as e:
@@ -210,8 +291,9 @@ def bench_contiguous(cx: Ctx, routed: bool):
                 if not good:
                     print(f"  ws {cfg}: WRONG (calc_diff {d:.2e}), not timed")
                     continue
+                runs[key] = run
                 us = cx.eager_us(run)
-                timed.setdefault(json.dumps(cfg, sort_keys=True), []).append(round(us, 2))
+                timed.setdefault(key, []).append(round(us, 2))
                 print(f"  ws {cfg}: calc_diff {d:.2e}, {us:.1f} us = {flops / us / 1e6:.0f} TFLOP/s")
                 if best is None or us < best[1]:
                     best = (cfg, us, run)
@@ -225,22 +307,30 @@ def bench_contiguous(cx: Ctx, routed: bool):
                 good, d = _check_contig(tl, out, mi, rows, ref)
                 tl_us = cx.eager_us(tl) if good else None
                 print(f"  tl default: calc_diff {d:.2e}, {tl_us} us")
-            peer_us = None
+            peer_us, ab = None, None
             try:  # bf16 peer on the valid rows only (no padding), same expert sizes
                 a16 = _rand_fp8((valid, K), dev).to(torch.bfloat16)
                 b16 = b.to(torch.bfloat16).transpose(1, 2)
                 offs = torch.cumsum(counts, 0).to(torch.int32)
-                peer_us = cx.eager_us(lambda: torch._grouped_mm(a16, b16, offs=offs))
+
+                def peer_fn():
+                    return torch._grouped_mm(a16, b16, offs=offs)
+                peer_us = cx.eager_us(peer_fn)
+                ab = _ab(cx, f"contiguous {G}x{m} N={N} K={K}", runs, peer_fn)
                 del a16, b16
             except Exception as e:
                 print("  peer failed:", e)
             peer = "torch._grouped_mm bf16"
             target = None if routed else CONTIG_TARGET[(N, K)]
+            if ab:  # the config with the best interleaved GPU-clock median
+                key = min(ab["med"], key=ab["med"].get)
+                best = (json.loads(key), min(timed[key]), runs[key])
             if best is not None:
+                key = json.dumps(best[0], sort_keys=True)
                 cfg = dict(GW.grouped_ws_config("contiguous", m if not routed else 0, N, K), **best[0])
                 cx.row("grouped_gemm_contiguous", case, "ws", best[1], None, flops, nbytes, peer, peer_us, config=cfg,
                        target_tflops=target, tl_us=round(tl_us, 2) if tl_us else None, correct=True,
-                       ws_candidates_us=timed)
+                       ws_candidates_us=timed, **_ab_fields(ab, key, flops))
             if tl_us:
                 cx.row("grouped_gemm_contiguous", case, "tl", tl_us, None, flops, nbytes, peer, peer_us, correct=True)
             del a, a_s, b, bs, out
@@ -272,13 +362,16 @@ def bench_masked(cx: Ctx):
                 torch.cuda.synchronize()
                 d = calc_diff(out.float(), ref)
                 return bool(torch.isfinite(out).all()) and d < 1e-3, d
-            best = None
+            best, runs = None, {}
             for cfg in WS_CANDIDATES:
                 if cx.left() < 5:
                     break
 
                 def run(cfg=cfg):
                     return GW.grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=cfg)
+                key = json.dumps(cfg, sort_keys=True)
+                if cx.args.ab and key in runs:
+                    continue  # --ab: a repeated config is timed by the interleaved rounds, not again here
                 try:
                     good, d = check(run)
                 except Exception as e:
@@ -287,8 +380,9 @@ def bench_masked(cx: Ctx):
                 if not good:
                     print(f"  ws {cfg}: WRONG (calc_diff {d:.2e}), not timed")
                     continue
+                runs[key] = run
                 ug = cx.graph_us(run)
-                timed.setdefault(json.dumps(cfg, sort_keys=True), []).append(round(ug, 2) if ug else None)
+                timed.setdefault(key, []).append(round(ug, 2) if ug else None)
                 print(f"  ws {cfg}: calc_diff {d:.2e}, graph {ug} us")
                 if ug is not None and (best is None or ug < best[1]):
                     best = (cfg, ug, run)
@@ -303,14 +397,22 @@ def bench_masked(cx: Ctx):
                 tl_ug = cx.graph_us(tl) if good else None
                 print(f"  tl default: calc_diff {d:.2e}, graph {tl_ug} us")
             a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16).transpose(1, 2)
-            peer_ug = cx.graph_us(lambda: torch._grouped_mm(a16, b16))
+
+            def peer_fn():
+                return torch._grouped_mm(a16, b16)
+            peer_ug = cx.graph_us(peer_fn)
+            ab = _ab(cx, f"masked {E}x{m} N={N} K={K}", runs, peer_fn)
             del a16, b16
             peer = "torch._grouped_mm bf16 (3-D)"
+            if ab:  # the config with the best interleaved GPU-clock median
+                key = min(ab["med"], key=ab["med"].get)
+                best = (json.loads(key), timed[key][0], runs[key])
             if best is not None:
                 cfg = dict(GW.grouped_ws_config("masked", m, N, K), **best[0])
                 cx.row("grouped_gemm_masked", case, "ws", cx.eager_us(best[2]), best[1], flops, nbytes, peer, peer_ug,
                        config=cfg, target_tflops=MASKED_TARGET[(E, m, N, K)],
-                       tl_us_graph=round(tl_ug, 2) if tl_ug else None, correct=True, ws_candidates_us_graph=timed)
+                       tl_us_graph=round(tl_ug, 2) if tl_ug else None, correct=True, ws_candidates_us_graph=timed,
+                       **_ab_fields(ab, json.dumps(best[0], sort_keys=True), flops))
             if tl_ug:
                 cx.row("grouped_gemm_masked", case, "tl", cx.eager_us(tl), tl_ug, flops, nbytes, peer, peer_ug, correct=True)
             del a, a_s, b, bs, out
@@ -367,6 +469,8 @@ def main():
     p.add_argument("--cands-json", default=None, help="a JSON list of config dicts to check and time instead")
     p.add_argument("--no-tl", action="store_true", help="do not time the tl kernels (ws configs and the peer only)")
     p.add_argument("--warm-s", type=float, default=0.5, help="seconds of GPU warm-up before the first timing")
+    p.add_argument("--ab", type=int, default=0, help="rounds of interleaved GPU-clock timing of every checked "
+                   "config and the peer (0: off)")
     args = p.parse_args()
     if args.cands:
         WS_CANDIDATES[:] = [WS_CANDIDATES[int(i)] for i in args.cands.split(",")]

@@ -18,6 +18,10 @@ promoted while kb+1 runs). What the grouped layouts add:
   numbered on the device from a prefix sum over masked_m (each partition computes it once), and the
   fixed persistent grid walks only those: no host sync (CUDA-graph safe), and tiles past masked_m
   cost nothing. Rows ≥ masked_m[g] are never stored (TMA store for full tiles, masked stores else).
+* FAST_SCHED (default since session 17): the consumers learn a tile's expert / group, and whether their rows hold
+  any of its rows, without a dependent global load before the K loop — masked: from a per-group table built once
+  per program and kept in registers (one reduction per tile; masked_m[g] itself is first read in the epilogue);
+  contiguous: the tile's m_indices are loaded one tile ahead. Measurements: the comment at _MASKED_WS.
 * SPLIT: a warpgroup whose 64 rows hold no row of the tile's expert (the partly filled last tile of a
   segment) issues no wgmma and only walks the stage barriers, so the tensor core runs only the other
   half of such a tile.
@@ -86,7 +90,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=False,
-                           FAST_SCHED=False, BALANCE=False)
+                           FAST_SCHED=True, BALANCE=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -94,6 +98,14 @@ _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TM
 #   (4096, 7168) 1625, 1805 → 1608, 1787; (7168, 2048) 929, 1013 → 955, 992; 8×4096 1624, 1885 → 1729, 1793 and
 #   1023, 995 → 966, 1144 — inconclusive, so the contiguous default stays without it. W5 (A-B-B-A-A-B, sums of three
 #   eager timings, µs): 5303 vs 5249, 2926 vs 2979, 5575 vs 5638, 3052 vs 2943 — still within the drift.
+# * FAST_SCHED (session 17, _consumer_fast: the consumers' per-tile schedule without a global load between a tile's
+#   last wgmma and the next tile's first; SASS: same inner K loop, 6 fewer partition barriers per tile), H200 W1 at
+#   7dc8a29, graph µs in A-B-C-C-B-A order (A = without, B = FAST_SCHED, C = + BALANCE): masked (7168, 2048) 1×1024
+#   38.7, 37.3 / 37.1, 37.0 / 38.4, 36.8; 2×512 39.8, 40.4 / 39.6, 38.9 / 37.7, 38.2; 4×256 41.2, 39.3 / 40.1, 39.3 /
+#   38.6, 38.2; (4096, 7168) 55.5, 62.0 / 56.4, 58.0 / 59.8, 58.2; 56.2, 58.4 / 57.0, 61.9 / 65.5, 60.3; 59.5, 61.6 /
+#   67.4, 63.4 / 64.8, 65.0 — the SM clock moved between 1440 and 1980 MHz under the 700 W power cap during these
+#   timings (nvidia-smi), more than the differences; contiguous (eager) as noisy. FAST_SCHED is the default of both
+#   layouts on the strength of the K = 2048 cases and of the removed per-tile latency; BALANCE stays off.
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, PIPE0=True)
 
 
@@ -500,7 +512,8 @@ def grouped_fp8_gemm_contiguous_ws(
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        PIPE0 = with PIPE, from K block 0 on).
+        PIPE0 = with PIPE, from K block 0 on, FAST_SCHED = the consumers' tile schedule without a global load
+        before the K loop, BALANCE = the fewest programs that keep the number of tile rounds).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

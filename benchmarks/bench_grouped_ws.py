@@ -22,8 +22,8 @@
   device sleep and timed on the GPU clock (the host's launch latency, inside ``us_graph``, is not timed). The H200
   caps its power at 700 W: in s17 W1 the SM clock moved between 1440 and 1980 MHz inside one run (nvidia-smi
   throttle reason "SW power cap"), and back-to-back A-B-B-A timings of one config differed by up to 30 %; the
-  interleaving puts those swings on every config alike. Rows then carry ``us_graph_gpu`` / ``tflops_gpu`` (median
-  GPU-clock replay of the best config), ``peer_us_graph_gpu`` / ``ratio_vs_peer_gpu``, and ``ab_gpu_us`` (each
+  interleaving puts those swings on every config alike. The row is then the first candidate's (list the default
+  first), with ``us_graph_gpu`` / ``tflops_gpu`` (its median GPU-clock replay), ``peer_us_graph_gpu`` / ``ratio_vs_peer_gpu``, and ``ab_gpu_us`` (each
   config's median) and ``ab_ratio`` (each config's median per-round ratio to the first config). One row per kernel (``kernel``: "ws" = grouped_gemm_ws with its best checked config,
   "tl" = grouped_gemm's default config); peer = ``torch._grouped_mm`` bf16 on the valid rows of the same
   layout (masked: the 3-D batched form over all M_max rows), ratio_vs_peer = peer / ours.
@@ -322,8 +322,8 @@ def bench_contiguous(cx: Ctx, routed: bool):
                 print("  peer failed:", e)
             peer = "torch._grouped_mm bf16"
             target = None if routed else CONTIG_TARGET[(N, K)]
-            if ab:  # the config with the best interleaved GPU-clock median
-                key = min(ab["med"], key=ab["med"].get)
+            if ab:  # --ab: the row is the first candidate's (the default; no best-of-several selection)
+                key = next(iter(ab["med"]))
                 best = (json.loads(key), min(timed[key]), runs[key])
             if best is not None:
                 key = json.dumps(best[0], sort_keys=True)
@@ -404,8 +404,8 @@ def bench_masked(cx: Ctx):
             ab = _ab(cx, f"masked {E}x{m} N={N} K={K}", runs, peer_fn)
             del a16, b16
             peer = "torch._grouped_mm bf16 (3-D)"
-            if ab:  # the config with the best interleaved GPU-clock median
-                key = min(ab["med"], key=ab["med"].get)
+            if ab:  # --ab: the row is the first candidate's (the default; no best-of-several selection)
+                key = next(iter(ab["med"]))
                 best = (json.loads(key), timed[key][0], runs[key])
             if best is not None:
                 cfg = dict(GW.grouped_ws_config("masked", m, N, K), **best[0])

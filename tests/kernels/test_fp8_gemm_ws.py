@@ -295,6 +295,21 @@ _REAL_NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 716
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("m", [333, 256])  # wide_for: WIDE at 333 × 7168, 128×128 tiles at 256 × 7168
+def test_fp8_gemm_nt_wide_entry_gpu(device, m):
+    # fp8_gemm_nt with a GLUON entry carrying WIDE=True (the key _TUNED would use): right result either way
+    from tritonseek.kernels import fp8_gemm as G
+
+    a, a_s, b, b_s = _gpu_operands(m, 7168, 2048, device, seed=m)
+    out = torch.full((m, 7168), float("nan"), dtype=torch.bfloat16, device=device)
+    cfg = dict(G._TUNED[("large", 7168, 2048)], GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True))
+    G.fp8_gemm_nt(a, a_s, b, b_s, out=out, config=cfg)
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any()
+    assert calc_diff(out.float(), fp8_gemm_nt_ref(a, a_s, b, b_s, out_dtype=torch.float32)) < 1e-3
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
                                  dict(BLOCK_N=256)], ids=["pipe0", "wgs3", "unroll2", "pipe", "wide"])

@@ -90,12 +90,12 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # 59c72b9; 128-row Gluon tiles lost, 140.3), so Gluon from MIN_M = 4096 (the one M measured), tl below.
     # Session 15: the Gluon kernel's 128-row tiles keep two wgmmas in flight per warpgroup (PIPE, the ws_config
     # default), which moved 7168×16384, 4096×7168 and 7168×2048 from 192-row to 128-row tiles (wgs_for).
-    # Session 17 (WIDE: 128×256 tiles, 3 stages, where fp8_gemm_ws.wide_for accepts the problem): H200 W1 at de0ec80,
-    # same run, better of two 10 ms passes, µs, committed → WIDE: 7168×16384 794.0 → 767.2, 7168×2048 108.4 → 107.0,
-    # 4096×7168 196.3 → 196.0 (4 stages with one reused epilogue buffer: 796.7 / 108.9 / 200.1; the other three
-    # shapes keep 192-row tiles: WIDE 144.6 vs 116.4, 274.9 vs 272.1, 162.3 vs 145.0). A stage carries 25% fewer
-    # bytes per FLOP: the suite's 40 ms timing runs into the 700 W power cap (nvidia-smi throttle reason SW power
-    # cap, 1575-1850 MHz at 511-689 W in that run), where fewer L2→SMEM bytes per FLOP mean less power.
+    # Session 17, WIDE (GLUON key WIDE: 128×256 tiles, 3 stages, where fp8_gemm_ws.wide_for accepts the problem) is
+    # measured but OFF: H200 W1 at de0ec80 (same run, better of two 10 ms passes, µs, 128×128 → WIDE) 7168×16384
+    # 794.0 → 767.2, 7168×2048 108.4 → 107.0, 4096×7168 196.3 → 196.0, but the W2 A/B at the suite's 40 ms timing
+    # (adf35fa, A-B-B-A-A-B medians, WIDE first) 843.8 vs 842.5, 217.2 vs 213.9, 114.9 vs 113.1: inside the drift
+    # (rounds of one config 745-866 µs). Those 40 ms passes run at the 700 W power cap (throttle reason SW power
+    # cap, 1500-1700 MHz), where WIDE's 25% fewer L2→SMEM bytes per FLOP bought nothing measurable.
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
                                 GLUON=dict(SPLIT=True, UNROLL2=True, MIN_M=4096)),
     ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3,
@@ -103,11 +103,11 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True,
-                                 GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True)),
+                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3, FLATTEN=True,
-                                GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True)),
+                                GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,
-                                GLUON=dict(SPLIT=True, UNROLL2=True, WIDE=True)),
+                                GLUON=dict(SPLIT=True, UNROLL2=True)),
 }
 
 

@@ -94,8 +94,10 @@ stage is 48 KB for 8.4 MFLOP (5.7 KB per MFLOP against 7.6 for 128×128 and 6.35
 many tiles pay the per-tile fixed cost. 3 stages (two epilogue buffers per warpgroup) or 4 (one, reused).
 H200 W1 at de0ec80 (same run, better of two 10 ms passes, µs, 128×128 PIPE0 → WIDE 3 stages / 4 stages):
 7168×16384 794.0 → 767.2 / 796.7, 7168×2048 108.4 → 107.0 / 108.9, 4096×7168 196.3 → 196.0 / 200.1; 2112×7168
-(half-empty last tile, 3 waves) 116.4 (192-row) → 144.6. fp8_gemm's _TUNED turns it on (GLUON key WIDE) where
-``wide_for`` accepts the problem. A K sweep of the 128×128 kernel at M = 4096, N = 7168 (K = 512…8192, 14 waves)
+(half-empty last tile, 3 waves) 116.4 (192-row) → 144.6. Not a default: W2's A/B at the suite's 40 ms timing
+(adf35fa, A-B-B-A-A-B medians) had WIDE at 843.8 / 217.2 / 114.9 µs against 842.5 / 213.9 / 113.1 for 128×128 tiles
+on those three shapes, inside the drift; fp8_gemm_nt takes it from a GLUON entry with WIDE=True where ``wide_for``
+accepts the problem. A K sweep of the 128×128 kernel at M = 4096, N = 7168 (K = 512…8192, 14 waves)
 fits 0.90 µs of fixed cost per tile and 427 ns per tile-K-block per wave; cuBLAS 1.40 µs and 399 ns: the gap is
 the steady-state K block (cuBLAS's 2-CTA multicast halves one operand's L2 reads), not the per-tile cost. That run
 also showed the suite's 40 ms timing at the 700 W power cap (throttle reason SW power cap, 1575-1850 MHz).

@@ -98,6 +98,12 @@ def test_default_config_small_batch_entries_are_small_path():
     for s_q, batch in ((2, 8), (4, 4), (1, 16), (1, 128)):
         assert not default_config(s_q, 128, batch).get("SMALL")
     assert not default_config(1, 16, 1).get("SMALL")  # ≤ 64 rows keep _TUNED
+    # Hopper: exactly 64 rows (TP2's 64 heads at s_q 1) up to batch 8 take the table too (H200-measured)
+    for batch in (1, 2, 4, 8):
+        cfg = default_config(1, 64, batch, hopper=True)
+        assert cfg.get("SMALL") is True and cfg["BLOCK_H"] == (16 if batch <= 2 else 32)
+    assert not default_config(1, 64, 9, hopper=True).get("SMALL")
+    assert not default_config(1, 64, 1).get("SMALL")  # other devices: rows > 64 only
 
 
 def test_small_config_validation(device):
@@ -126,11 +132,12 @@ _GPU_LENS = [1, 63, 64, 1024, 4096]
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch", [1, 2, 4, 8])
-@pytest.mark.parametrize("seqlen_q", [1, 2, 4])
-def test_small_default_real_shapes(device, batch, seqlen_q):
-    """default_config at V3 width (128 heads, 576/512, page 64): fixed lengths 1/63/64/1024/4096 and
-    a varlen batch with a 0, NaN-poisoned cache beyond each length, two launches with the same metadata
-    (batch·rows ≤ 1024 runs the SMALL path, larger products the scheduled kernels)."""
+@pytest.mark.parametrize("num_heads,seqlen_q", [(128, 1), (128, 2), (128, 4), (64, 1)])
+def test_small_default_real_shapes(device, batch, num_heads, seqlen_q):
+    """default_config at V3 width (128 heads, 576/512, page 64; 64 heads = TP2: Hopper's rule, the SMALL path up to
+    batch 8): fixed lengths 1/63/64/1024/4096 and a varlen batch with a 0, NaN-poisoned
+    cache beyond each length, two launches with the same metadata (batch·rows ≤ 1024 runs the SMALL path, larger
+    products the scheduled kernels)."""
     if device.type != "cuda":
         pytest.skip("real shapes run on the GPU")
     gen = torch.Generator().manual_seed(100 * batch + seqlen_q)
@@ -138,8 +145,9 @@ def test_small_default_real_shapes(device, batch, seqlen_q):
     cases.append(([0] + [int(x) for x in torch.randint(1, 4097, (batch - 1,), generator=gen)]) if batch > 1
                  else [4000])
     for lens in cases:
-        q, kv, bt, cs = make_case(device, batch, seqlen_q, 128, 576, 512, 64, lens, gen)
-        cfg = default_config(seqlen_q, 128, batch)
+        q, kv, bt, cs = make_case(device, batch, seqlen_q, num_heads, 576, 512, 64, lens, gen)
+        cfg = default_config(seqlen_q, num_heads, batch, hopper=num_heads == 64)  # 128: the device-neutral rule
+        assert cfg.get("SMALL") is True or num_heads == 128
         run_and_check(q, kv, bt, cs, 512, True, cfg, repeats=2)
 
 

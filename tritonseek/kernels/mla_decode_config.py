@@ -155,9 +155,13 @@ _BIG_BATCH_MIN = 64
 # for its count round trip; FUSE stays off.
 SWITCH_KNOBS = dict(BTPF=True, SEQPF=True, OTMA=True, PART16=True, OVERHEAD=2)
 _SWITCH: dict = dict(SWITCH_KNOBS)
+# COMBINE_ROWS 8 (8 rows per combine program, half the programs of the default 4): h1mla s17 W2 (b33d927, GPU clock,
+# 8 calls per graph, same run) s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 170.2 -> 168.3 / 166.3 -> 163.8 / 159.0 ->
+# 158.7 us, h32 s_q1 fixed 149.8 -> 149.3, s_k 8192 varlen h32 s_q1 307.4 -> 305.3 (2 rows: -0.6 / -1.1 / +0.7;
+# COMBINE_PDL -0.3 / -0.9 / +1.6; OVERHEAD 1 +1.5 / +0.4 / -0.8, OVERHEAD 3 -0.4 / -0.9 / +0.5: not taken).
 _BIG_BATCH_WS: dict[int, dict] = {
-    16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
-    32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, **_SWITCH),
+    16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
+    32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
     # > 32 rows: mla_decode_wsm's seesaw split kernel (H200 W2 at eca038b, every b128 case with h_q·s_q >= 64
     # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us)
     64: dict(SCHED="packed", FILL_TOL=3, WSM=True),
@@ -165,12 +169,21 @@ _BIG_BATCH_WS: dict[int, dict] = {
 }
 
 
+# Hopper, exactly 64 rows (TP2: 64 heads at s_q 1) with batch·rows ≤ _SMALL_64_UNITS (batch ≤ 8) also take
+# _SMALL_TABLE (the 64-row Gluon config of _TUNED_WS before). h1mla s17 W2 (b33d927, bench_mla_small.py --heads 64
+# --quick, split + combine graph µs, s_k 1024 / 4096), Gluon 64-row -> the table's entry (16-row tiles + PDL at
+# batch·rows ≤ 128, else 32-row): b1 31.2 / 50.0 -> 14.5 / 21.5, b2 31.8 / 42.1 -> 22.7 / 24.6, b4 29.9 / 42.1 ->
+# 19.1 / 29.6, b8 30.5 / 47.9 -> 21.8 / 48.0 (the other entry: b1 18.0 / 27.2, b2 19.8 / 26.5, b4 17.1 / 31.3,
+# b8 21.9 / 53.7). Batches 9-16 not measured; other devices keep the rows > 64 rule.
+_SMALL_64_UNITS = 512
+
+
 def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopper: bool = False) -> dict:
     """The launch config for s_q·h_q query rows (tuned table by rows class; a small batch of more than
-    64 rows has its own path and table, keyed by batch·rows; on a Hopper GPU (hopper=True) the
-    _TUNED_WS classes run the Gluon kernel)."""
+    64 rows (on Hopper also exactly 64 rows up to batch 8) has its own path and table, keyed by batch·rows; on a
+    Hopper GPU (hopper=True) the _TUNED_WS classes run the Gluon kernel)."""
     rows = seqlen_q * num_heads
-    if batch is not None and rows > 64:
+    if batch is not None and (rows > 64 or (hopper and rows == 64 and batch * rows <= _SMALL_64_UNITS)):
         for max_units, cfg in _SMALL_TABLE:
             if batch * rows <= max_units:
                 head_tiles = triton.cdiv(rows, cfg["BLOCK_H"])

@@ -45,9 +45,11 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   sequences get out 0 / lse −inf from the split kernel (program 0 also walks those before its span). A CTA-wide
   election by one thread's atomic and a reduction made ptxas spill in the per-tile loop (sm_90a, 32 rows).
 
-H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, h5mla W2 at 9b7fd9d: that
-default also had COMBINE_SPIN on; torch peer same run): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed 3.99-4.07 TB/s, varlen 3.85 / 3.62 / 3.66 (h16 s_q1
-/ h16 s_q2 / h32 s_q1; was 3.81 / 3.52 / 3.53), s_k 8192 4.00-4.25; compute-bound: mla_decode_wsm / h4mla.
+H200, b128 page 64, split + combine as one CUDA graph (benchmarks/results/h200.jsonl, h1mla s17 W2 at b33d927: the
+knob default before COMBINE_ROWS 8; torch peer same run): memory-bound (s_q·h_q ≤ 32) s_k 4096 fixed 4049 / 3935 /
+3979 GB/s (h16 s_q1 / h16 s_q2 / h32 s_q1), varlen 3864 / 3633 / 3672 (3889 / 3654 / 3685 on the GPU clock, without
+the host's graph launch), s_k 8192 fixed 4238 / 4182 / 4196, varlen 4125 / 4040 / 4009; compute-bound:
+mla_decode_wsm / h4mla.
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so ``mla_decode_ws`` raises on a
 non-Hopper or non-CUDA device; ``mla_decode`` dispatches here only on Hopper for config entries with

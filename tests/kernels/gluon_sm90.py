@@ -1,40 +1,129 @@
 """Helpers of the Gluon kernels' CPU compile tests: compile for sm_90a in a fresh process, and ptxas -v.
 
-The compile runs in a child Python without TRITON_INTERPRET: once the CPU interpreter has run a ``tl``
-kernel in a process (the other kernels' tests), Triton's language functions stay patched there and a
+The compile runs in a child Python without TRITON_INTERPRET. Once the CPU interpreter has run a ``tl``
+kernel in a process (the other kernels' tests), Triton's language functions stay patched there, and a
 Gluon kernel calling a nested jit function no longer compiles ("'block_argument' object has no attribute
-'dtype'", seen with triton 3.6 and an empty Triton cache). Compiling needs no GPU.
+'dtype'", seen with triton 3.6 and an empty Triton cache). One child serves every compile of a pytest
+session. Compiling needs no GPU.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import triton
 
+# The child serves compile requests until its stdin closes: one (module, fn, args) pickle in, one
+# (ok, ptx or traceback) pickle out on the original stdout (fd 1 is pointed at stderr, so prints and C-level
+# output cannot corrupt the stream).
 _CHILD = """
-import importlib, pickle, sys
-module, fn, args = pickle.load(sys.stdin.buffer)
-kernel = getattr(importlib.import_module(module), fn)(*args)
-sys.stdout.write(kernel.asm["ptx"])
+import importlib, os, pickle, sys, traceback
+results = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+while True:
+    try:
+        module, fn, args = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        break
+    try:
+        reply = (True, getattr(importlib.import_module(module), fn)(*args).asm["ptx"])
+    except BaseException:
+        reply = (False, traceback.format_exc())
+    pickle.dump(reply, results)
+    results.flush()
 """
 
 
+class _CompileServer:
+    """One child Python (no TRITON_INTERPRET) compiling kernel after kernel. It replaces a fresh process per
+    compile: each paid ~3-5 s of torch/triton/test-module imports on the 2-core CI machine. The child stays
+    "fresh" in the sense that matters, because it never runs the interpreter. It is restarted after a failed
+    compile and whenever the environment differs from the one it was started with."""
+
+    def __init__(self, env: dict, root: Path):
+        self.env = env
+        self.log = tempfile.TemporaryFile()  # the child's stderr: a file, so a chatty compile cannot fill a pipe
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env, cwd=root)
+
+    def compile(self, module: str, fn: str, args: tuple, timeout: float) -> tuple[bool, str]:
+        import select
+
+        try:
+            pickle.dump((module, fn, args), self.proc.stdin)
+            self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            if not ready:
+                return False, f"no answer from the compile process in {timeout:.0f} s"
+            return pickle.load(self.proc.stdout)
+        except (EOFError, BrokenPipeError, pickle.UnpicklingError) as e:
+            return False, f"compile process died ({type(e).__name__}, exit {self.proc.poll()})"
+
+    def stderr_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+_idle: list[_CompileServer] = []  # servers between calls; a call from another thread takes (or starts) its own
+_lock = threading.Lock()
+_MAX_IDLE = 2
+
+
+def _close_idle() -> None:
+    with _lock:
+        while _idle:
+            _idle.pop().close()
+
+
+atexit.register(_close_idle)
+
+
 def ptx_in_fresh_process(module: str, fn: str, *args) -> str:
-    """PTX of ``module.fn(*args)`` (a function returning a compiled kernel), compiled in a child process."""
+    """PTX of ``module.fn(*args)`` (a function returning a compiled kernel), compiled in a child process that has
+    never run Triton's interpreter (reused by the calls of a test session; see :class:`_CompileServer`).
+    Thread-safe: concurrent calls (a fixture compiling configs in parallel) each get their own child."""
     root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # PYTEST_CURRENT_TEST changes with every test: kept out, so one child serves the session
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTEST_CURRENT_TEST")}
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps((module, fn, args)), capture_output=True,
-                       env=env, cwd=root, timeout=600)
-    assert r.returncode == 0, r.stderr.decode()[-3000:]
-    return r.stdout.decode()
+    with _lock:
+        server = next((sv for sv in _idle if sv.env == env and sv.proc.poll() is None), None)
+        if server is not None:
+            _idle.remove(server)
+    if server is None:
+        server = _CompileServer(env, root)
+    ok, text = server.compile(module, fn, args, timeout=600)
+    if not ok:
+        text += "\n" + server.stderr_tail()
+        server.close()  # the next compile starts from a clean process
+    else:
+        with _lock:
+            _idle.append(server)
+            stale = _idle[:-_MAX_IDLE]
+            del _idle[:-_MAX_IDLE]
+        for sv in stale:
+            sv.close()
+    assert ok, text[-6000:]
+    return text
 
 
 def ptxas_report(ptx: str) -> str:

@@ -39,18 +39,24 @@ def _run(model_dir: str):
             [o.token_ids for o in sampled])
 
 
-def _worker(rank: int, world: int, init_file: str, model_dir: str, out_dir: str):
+def _worker(rank: int, world: int, init_file: str, model_dirs: list[str], out_dir: str):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        logits, toks, spec, sampled = _run(model_dir)
-        torch.save({"logits": logits, "tokens": toks, "spec": spec, "sampled": sampled}, Path(out_dir) / f"rank{rank}.pt")
+        res = []
+        for d in model_dirs:
+            logits, toks, spec, sampled = _run(d)
+            res.append({"logits": logits, "tokens": toks, "spec": spec, "sampled": sampled})
+        torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def _parallel(model_dir: Path, tmp_path: Path, world: int = 2) -> list[dict]:
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(model_dir), str(tmp_path)), nprocs=world, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+def _parallel(model_dirs: list[Path], tmp_path: Path, world: int = 2) -> list[list[dict]]:
+    """[model][rank] results of ``world`` gloo processes (one spawn for every model: each spawn costs seconds)."""
+    mp.spawn(_worker, args=(world, str(tmp_path / "init"), [str(d) for d in model_dirs], str(tmp_path)), nprocs=world,
+             join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    return [[ranks[r][i] for r in range(world)] for i in range(len(model_dirs))]
 
 
 def _skewed_checkpoint(tmp_path: Path) -> Path:
@@ -68,18 +74,18 @@ def _skewed_checkpoint(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.mark.parametrize("which", ["default", "skewed"])
-def test_tp2_matches_single_process(tmp_path, which):
-    model_dir = DEFAULT_MODEL_DIR if which == "default" else _skewed_checkpoint(tmp_path)
-    single_logits, single_tokens, single_spec, _ = _run(str(model_dir))
-    ranks = _parallel(model_dir, tmp_path)
-    assert ranks[1]["sampled"] == ranks[0]["sampled"]  # unseeded temperature 1: the same draws on every rank
-    for r in ranks:
-        err = ((r["logits"] - single_logits).norm() / single_logits.norm()).item()
-        print(f"{which}: tp=2 logits rel err {err:.2e}")
-        assert err < 1e-5
-        assert r["tokens"] == single_tokens
-        assert r["spec"] == single_spec == single_tokens
+def test_tp2_matches_single_process(tmp_path):
+    """The default checkpoint and a skewed one (every token routed to rank 0's experts), in one spawn."""
+    dirs = [DEFAULT_MODEL_DIR, _skewed_checkpoint(tmp_path)]
+    for which, model_dir, ranks in zip(("default", "skewed"), dirs, _parallel(dirs, tmp_path)):
+        single_logits, single_tokens, single_spec, _ = _run(str(model_dir))
+        assert ranks[1]["sampled"] == ranks[0]["sampled"]  # unseeded temperature 1: the same draws on every rank
+        for r in ranks:
+            err = ((r["logits"] - single_logits).norm() / single_logits.norm()).item()
+            print(f"{which}: tp=2 logits rel err {err:.2e}")
+            assert err < 1e-5
+            assert r["tokens"] == single_tokens
+            assert r["spec"] == single_spec == single_tokens
 
 
 def test_tp_rejects_bad_ranks():
@@ -160,9 +166,13 @@ def _cli(*args):
 
 
 def test_cli_tp2_prints_once_and_matches_tp1():
-    one = _cli("generate", "-p", "def fibonacci(n):", "-n", "12")
+    from typer.testing import CliRunner
+
+    from tritonseek.cli import app
+
+    one = CliRunner().invoke(app, ["generate", "-p", "def fibonacci(n):", "-n", "12"])  # tp 1 in this process
     two = _cli("generate", "-p", "def fibonacci(n):", "-n", "12", "--tp", "2")
-    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert one.exit_code == 0 and two.returncode == 0, two.stderr[-2000:]
     assert two.stdout == one.stdout  # rank 1 prints nothing; the text is the same
     assert two.stderr.count("prompt tokens") == 1
 

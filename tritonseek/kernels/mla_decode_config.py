@@ -158,7 +158,9 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 # COMBINE_ROWS 8 (8 rows per combine program, half the programs of the default 4): h1mla s17 W2 (b33d927, GPU clock,
 # 8 calls per graph, same run) s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 170.2 -> 168.3 / 166.3 -> 163.8 / 159.0 ->
 # 158.7 us, h32 s_q1 fixed 149.8 -> 149.3, s_k 8192 varlen h32 s_q1 307.4 -> 305.3 (2 rows: -0.6 / -1.1 / +0.7;
-# COMBINE_PDL -0.3 / -0.9 / +1.6; OVERHEAD 1 +1.5 / +0.4 / -0.8, OVERHEAD 3 -0.4 / -0.9 / +0.5: not taken).
+# COMBINE_PDL -0.3 / -0.9 / +1.6; OVERHEAD 1 +1.5 / +0.4 / -0.8, OVERHEAD 3 -0.4 / -0.9 / +0.5: not taken). W3 (f42f463,
+# same method, 8 the default): 4 rows -1.1 / -0.6 / -0.5, 16 rows -0.3 / +0.5 / +1.5, 32 rows +7.4 / +9.1 / +5.0,
+# COMBINE_PDL +1.3 / +2.2 / +2.9: 4 vs 8 rows is inside the run-to-run spread (kept at 8, no gain claimed).
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),

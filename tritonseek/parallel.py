@@ -191,6 +191,7 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
                 f"every rank (torchrun --nproc-per-node {world} ..., or the CLI's --tp {world} without WORLD_SIZE "
                 "in the environment)") from None
         timeout = datetime.timedelta(seconds=timeout_s)
+        store.set_timeout(timeout)  # every rank has arrived: later store waits get the collectives' bound (as env://)
         if device_type == "cuda":
             local = _env_int("LOCAL_RANK", 0, max(torch.cuda.device_count() - 1, 0))
             torch.cuda.set_device(local)

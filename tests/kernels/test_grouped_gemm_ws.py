@@ -54,8 +54,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
-                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
-                  FAST_SCHED=bool(cfg.get("FAST_SCHED", False)), num_warps=warps)
+                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -64,20 +63,20 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
 
 
 
-# (masked, SPLIT, UNROLL2, PIPE, BLOCK_N, out dtype, TMA store, FAST_SCHED): the default (SPLIT + PIPE + FAST_SCHED,
-# TMA store) of both layouts, and the cooperative one-stream one-product-set loop with masked stores and the
-# schedule without FAST_SCHED. ~12 s each on the 2-core CI machine.
-@pytest.mark.parametrize("masked,split,unroll2,pipe,bn,out_dtype,tma_store,fast", [
-    (False, True, True, True, 128, torch.bfloat16, True, True),
-    (True, True, True, True, 128, torch.bfloat16, True, True),
-    (False, False, False, False, 64, torch.float32, False, False),  # and the consumers' schedule without FAST_SCHED
+# (masked, SPLIT, UNROLL2, PIPE, BLOCK_N, out dtype, TMA store): the default (SPLIT + PIPE, TMA store) of both
+# layouts, and the cooperative one-stream one-product-set loop with masked stores. ~12 s each on the 2-core CI
+# machine. The masked default at E_PAD = 512: its per-group schedule table (4 entries per consumer thread) fits.
+@pytest.mark.parametrize("masked,split,unroll2,pipe,bn,out_dtype,tma_store", [
+    (False, True, True, True, 128, torch.bfloat16, True),
+    (True, True, True, True, 128, torch.bfloat16, True),
+    (False, False, False, False, 64, torch.float32, False),
 ])
-def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pipe, bn, out_dtype, tma_store, fast):
+def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pipe, bn, out_dtype, tma_store):
     cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), SPLIT=split,
-               UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn, FAST_SCHED=fast)
+               UNROLL2=unroll2, PIPE=pipe, BLOCK_N=bn)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, out_dtype, tma_store, 512 if masked else 256)
     # issue sites per consumer partition: block 0 + the loop (UNROLL2 / PIPE: block 0, two in the loop, the tail;
-    # PIPE0, the masked default: no block-0 site)
+    # PIPE0, the default of both layouts: no block-0 site)
     sites = (4 if unroll2 or pipe else 2) * (2 if split else 1) - (2 if pipe and cfg["PIPE0"] else 0)
     assert ptx.count(f"wgmma.mma_async.sync.aligned.m64n{bn}k32.f32.e4m3.e4m3") == 4 * sites
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
@@ -280,7 +279,7 @@ def test_masked_ws_masked_store_epilogue_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(FAST_SCHED=False)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True)])
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 @pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
 def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
@@ -292,12 +291,11 @@ def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
     _check_masked(mm, M_max, N, K, device, seed=E + N, config=config)
 
 
-# FAST_SCHED (tile schedule without a global load before the K loop; a_scale loads masked to rows < M only) ×
-# BALANCE (fewer programs, same number of tile rounds), with the tile cases that change: masked_m 63/64/65 (one
-# half, one half full, a second half with 1 row), 129 (a 128-row tile whose second warpgroup has no row: it only
-# drains the stages), M_max, 0; contiguous segments 0, 1, 127, 128, 129 with NaN/inf padding and a misaligned row
-_FAST_CONFIGS = [dict(FAST_SCHED=True), dict(FAST_SCHED=True, BALANCE=True), dict(FAST_SCHED=True, PIPE0=True),
-                 dict(FAST_SCHED=True, SPLIT=False, UNROLL2=False, PIPE=False)]
+# The consumers' tile schedule (session 17: no global load before the K loop; a_scale loads masked to rows < M
+# only) × BALANCE (fewer programs, same number of tile rounds), with the tile cases it decides: masked_m 63/64/65
+# (one half, one half full, a second half with 1 row), 129 (a 128-row tile whose second warpgroup has no row: it
+# only drains the stages), M_max, 0; contiguous segments 0, 1, 127, 128, 129 with NaN/inf padding, a misaligned row
+_FAST_CONFIGS = [None, dict(BALANCE=True), dict(PIPE0=True), dict(SPLIT=False, UNROLL2=False, PIPE=False)]
 
 
 @pytest.mark.gpu
@@ -312,7 +310,7 @@ def test_fast_sched_gpu(device, K, config):
 
 @pytest.mark.gpu
 def test_fast_sched_many_groups_and_misaligned_contiguous_gpu(device):
-    cfg = dict(FAST_SCHED=True)
+    cfg = None
     # 300 groups: the per-group tables spread over E_PAD = 512 entries (4 per consumer thread)
     mm = [(7 * g) % 130 for g in range(300)]
     _check_masked(mm, 130, 128, 256, device, seed=9, config=cfg)
@@ -334,8 +332,8 @@ def test_fast_sched_many_groups_and_misaligned_contiguous_gpu(device):
 @pytest.mark.parametrize("K", [128, 256, 384, 2048])  # PIPE0's loop from block 0: 1 block (tail only), 1 pair, pair + tail
 @pytest.mark.parametrize("pipe0", [True, False])
 def test_pipe0_gpu(device, K, pipe0):
-    # PIPE0 (the masked default): the two-in-flight loop from K block 0 (a zero product standing in for block −1);
-    # False: block 0 issued alone (the contiguous default)
+    # PIPE0 (the default of both layouts): the two-in-flight loop from K block 0 (a zero product standing in for
+    # block −1); False: block 0 issued alone (the contiguous default until session 17)
     _check_masked([0, 1, 129, 256], 256, 200, K, device, seed=K, config=dict(PIPE0=pipe0))
     _check_contiguous([0, 1, 127, 128, 129], 200, K, device, seed=K + 1, config=dict(PIPE0=pipe0))
 
@@ -347,7 +345,7 @@ def test_contiguous_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(FAST_SCHED=False)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True)])
 def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
     # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
     g = torch.Generator(device=device).manual_seed(11)

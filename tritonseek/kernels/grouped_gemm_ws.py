@@ -18,10 +18,10 @@ promoted while kb+1 runs). What the grouped layouts add:
   numbered on the device from a prefix sum over masked_m (each partition computes it once), and the
   fixed persistent grid walks only those: no host sync (CUDA-graph safe), and tiles past masked_m
   cost nothing. Rows ≥ masked_m[g] are never stored (TMA store for full tiles, masked stores else).
-* FAST_SCHED (default since session 17): the consumers learn a tile's expert / group, and whether their rows hold
-  any of its rows, without a dependent global load before the K loop — masked: from a per-group table built once
-  per program and kept in registers (one reduction per tile; masked_m[g] itself is first read in the epilogue);
-  contiguous: the tile's m_indices are loaded one tile ahead. Measurements: the comment at _MASKED_WS.
+* the consumers learn a tile's expert / group, and whether their rows hold any of its rows, without a dependent
+  global load before the K loop (FAST_SCHED, session 17) — masked: from a per-group table built once per program
+  and kept in registers (one reduction per tile; masked_m[g] itself is first read in the epilogue); contiguous: the
+  tile's m_indices are loaded one tile ahead. Measurements: the comment at _MASKED_WS.
 * SPLIT: a warpgroup whose 64 rows hold no row of the tile's expert (the partly filled last tile of a
   segment) issues no wgmma and only walks the stage barriers, so the tensor core runs only the other
   half of such a tile.
@@ -89,24 +89,30 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=False,
-                           FAST_SCHED=True, BALANCE=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
 #   39.4, 40.1 → 39.2, 39.4: the masked default. Contiguous (eager, the GPU slowed ~10 % between the rounds): 4×8192
 #   (4096, 7168) 1625, 1805 → 1608, 1787; (7168, 2048) 929, 1013 → 955, 992; 8×4096 1624, 1885 → 1729, 1793 and
-#   1023, 995 → 966, 1144 — inconclusive, so the contiguous default stays without it. W5 (A-B-B-A-A-B, sums of three
-#   eager timings, µs): 5303 vs 5249, 2926 vs 2979, 5575 vs 5638, 3052 vs 2943 — still within the drift.
-# * FAST_SCHED (session 17, _consumer_fast: the consumers' per-tile schedule without a global load between a tile's
-#   last wgmma and the next tile's first; SASS: same inner K loop, 6 fewer partition barriers per tile), H200 W1 at
-#   7dc8a29, graph µs in A-B-C-C-B-A order (A = without, B = FAST_SCHED, C = + BALANCE): masked (7168, 2048) 1×1024
-#   38.7, 37.3 / 37.1, 37.0 / 38.4, 36.8; 2×512 39.8, 40.4 / 39.6, 38.9 / 37.7, 38.2; 4×256 41.2, 39.3 / 40.1, 39.3 /
-#   38.6, 38.2; (4096, 7168) 55.5, 62.0 / 56.4, 58.0 / 59.8, 58.2; 56.2, 58.4 / 57.0, 61.9 / 65.5, 60.3; 59.5, 61.6 /
-#   67.4, 63.4 / 64.8, 65.0 — the SM clock moved between 1440 and 1980 MHz under the 700 W power cap during these
-#   timings (nvidia-smi), more than the differences; contiguous (eager) as noisy. FAST_SCHED is the default of both
-#   layouts on the strength of the K = 2048 cases and of the removed per-tile latency; BALANCE stays off.
-_MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, PIPE0=True)
+#   1023, 995 → 966, 1144 — inconclusive. W5 (A-B-B-A-A-B, sums of three eager timings, µs): 5303 vs 5249, 2926 vs
+#   2979, 5575 vs 5638, 3052 vs 2943 — still within the drift. Session 17 settled it with interleaved timing (W2 below):
+#   the contiguous default since then.
+# Session 17 (H200, 700 W power cap: the SM clock moved between 1440 and 1980 MHz inside one run, so back-to-back
+# timings of one config differed by up to 30 %). W1 (7dc8a29, A-B-C-C-B-A graph / eager timings) could not separate
+# the candidates; W2 (f7c0b2c, bench_grouped_ws.py --ab 40: every config and the peer replayed 40 times interleaved,
+# GPU clock) gave each candidate's median per-round time ratio to the session-17 default (FAST_SCHED; ratio < 1 =
+# faster), in the order masked 1×1024, 2×512, 4×256 × (4096, 7168), (7168, 2048) / contiguous routed (256 experts,
+# T = 4096 top-8), 4×8192, 8×4096 × (4096, 7168), (7168, 2048). A/A control (a config equal to the default): masked
+# 1.000 1.009 / 1.002 1.016 / 1.003 1.001, contiguous 1.009 1.004 / 1.002 0.997 / 1.000 0.999 — the noise floor.
+# * FAST_SCHED (the consumers' tile schedule without a global load between a tile's last wgmma and the next tile's
+#   first, _consumer; same inner K loop in SASS, 6 fewer partition barriers per tile): the schedule it replaced was
+#   masked 1.003 1.017 / 1.001 1.017 / 1.001 1.015, contiguous 1.021 1.004 / 1.008 1.001 / 1.007 1.004; removed.
+# * PIPE0 for contiguous: 0.984 0.982 / 0.984 0.965 / 0.983 0.965 → the contiguous default.
+# * BALANCE: masked 0.996 0.982 / 0.990 0.999 / 0.994 0.978 → the masked default (448 tiles on 112 programs, 256 on
+#   128); contiguous 1.000 0.996 / 1.002 0.998 / 0.999 0.999 (8192 tiles: nothing to balance).
+# * 4 stages for masked: 1.003 1.015 / 1.004 1.021 / 1.030 1.047 (5 stays).
+_MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 
 
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
@@ -119,8 +125,8 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr):
     # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
-    # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; FAST_SCHED's tables would
-    # not fit its 40 registers and give the same tiles in the same order)
+    # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
+    # not fit its 40 registers and gives the same tiles in the same order)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
@@ -190,45 +196,23 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
               M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
               stride_cm, stride_cn, num_programs,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
-              TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-              PIPE: gl.constexpr, PIPE0: gl.constexpr, FAST_SCHED: gl.constexpr):
-    # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64)
-    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    if FAST_SCHED:
-        _consumer_fast(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
-                       idx_ptr, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask,
-                       stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N,
-                       GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD, ROW0, ROWS, WARPS, UNROLL2, PIPE, PIPE0)
-    else:
-        _consumer_tiles(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
-                        idx_ptr, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask,
-                        stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD, ROW0, ROWS, WARPS, UNROLL2, PIPE, PIPE0)
-    if TMA_STORE:
-        tma.store_wait(0)
-
-
-@gluon.jit
-def _consumer_fast(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
-                   M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse,
-                   stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
-                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
-                   TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
-                   ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-                   PIPE0: gl.constexpr):
-    # FAST_SCHED: no global load between a tile's last wgmma and the next tile's first. Masked: the schedule comes
-    # from per-group tables held in registers (one reduction per tile), masked_m[g] is loaded at the tile's start and
-    # first read in its epilogue. Contiguous: a tile's m_indices are loaded one tile ahead; its expert and whether
-    # this partition has rows of it come from one reduction. The a_scale loads are masked to rows < M_rows only
-    # (memory safety): rows past masked_m / of padding or another expert compute garbage that is never stored
-    # (masked) or replaced by 0 / NaN in the epilogue (contiguous), as before.
+              TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
+              ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
+              PIPE0: gl.constexpr):
+    # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
+    # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
+    # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
+    # tile's start and first read in its epilogue. Contiguous: a tile's m_indices are loaded one tile ahead; its
+    # expert and whether this partition has rows of it come from one reduction. The a_scale loads are masked to
+    # rows < M_rows only (memory safety): rows past masked_m / of padding or another expert compute garbage that is
+    # never stored (masked) or replaced by 0 / NaN in the epilogue (contiguous).
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
     zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
         table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
         num_tiles = gl.reduce(table >> 1, 0, _maximum)
@@ -261,83 +245,23 @@ def _consumer_fast(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr
                                  row_layout)
         if MASKED:
             mm = gl.maximum(gl.minimum(mm, M_rows), 0)
-        _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-                  stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, True, row_layout, col_layout)
+        _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
+                  ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
+    if TMA_STORE:
+        tma.store_wait(0)
 
 
 @gluon.jit
-def _consumer_tiles(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
-                    M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase, stride_asm, stride_ask, stride_bse,
-                    stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
-                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
-                    TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
-                    ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-                    PIPE0: gl.constexpr):
-    if MASKED:
-        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, WARPS)
-    else:
-        cum = 0
-    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
-    it = 0
-    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        it = _consumer_tile(tile_id, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
-                            b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase,
-                            stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M,
-                            BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, ROW0, ROWS, WARPS, UNROLL2, PIPE, PIPE0)
-
-
-@gluon.jit
-def _consumer_tile(tile_id, it, a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr,
-                   b_scale_ptr, idx_ptr, cum, M_rows, N, E, num_k_blocks, num_pid_m, num_pid_n, stride_ase,
-                   stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, MASKED: gl.constexpr, ROW0: gl.constexpr,
-                   ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-                   PIPE0: gl.constexpr):
-    # this partition's rows of tile tile_id
-    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
-    run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
-                                            BLOCK_M, BLOCK_N, GROUP_M, MASKED, WARPS)
-    rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)  # rows inside the group (masked) or of a
-    if MASKED:
-        mm = gl.minimum(gl.load(idx_ptr + g, mask=run, other=0), M_rows)
-        row_ok = rm < mm
-        sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
-    else:
-        mm = M_rows
-        mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
-        row_ok = (mi == g) & run
-        sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
-    mine = gl.reduce(row_ok.to(gl.int32), 0, _maximum) > 0
-    acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
-                             b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn, stride_ask,
-                             stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE, PIPE0, row_layout)
-    _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, 0, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-              stride_cn, ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, False, row_layout, col_layout)
-    return it
-
-
-@gluon.jit
-def _epilogue(acc, c_smem, c_desc, c_ptr, idx_ptr, mi_rows, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm,
-              stride_cn, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, MI_LOADED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+def _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
+              ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
+              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
-    # the 2-D out view, first column off_n; masked: mm = the group's valid rows; contiguous with MI_LOADED: mi_rows =
-    # the rows' m_indices, loaded by the caller)
+    # the 2-D out view, first column off_n; masked: mm = the group's valid rows; contiguous: mi = the rows' m_indices)
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
     if MASKED:
         store_ok = rm < mm
     else:
         # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
-        # (m_indices re-read here rather than kept live in registers across the K loop)
-        if MI_LOADED:
-            mi = mi_rows
-        else:
-            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)
         fill = gl.where(mi < 0, 0.0, float("nan"))
         acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
         store_ok = rm < M_rows
@@ -375,7 +299,7 @@ def _grouped_fp8_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-    PIPE: gl.constexpr, PIPE0: gl.constexpr, FAST_SCHED: gl.constexpr, num_warps: gl.constexpr,
+    PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -402,12 +326,12 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, FAST_SCHED)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, FAST_SCHED)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -418,7 +342,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, FAST_SCHED)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [1], [PRODUCER_REGS])
@@ -469,7 +393,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
-        PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), FAST_SCHED=bool(cfg["FAST_SCHED"]),
+        PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )
@@ -512,8 +436,7 @@ def grouped_fp8_gemm_contiguous_ws(
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        PIPE0 = with PIPE, from K block 0 on, FAST_SCHED = the consumers' tile schedule without a global load
-        before the K loop, BALANCE = the fewest programs that keep the number of tile rounds).
+        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

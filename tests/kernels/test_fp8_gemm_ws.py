@@ -68,7 +68,8 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
-                  PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256, num_warps=warps)
+                  PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
+                  IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})

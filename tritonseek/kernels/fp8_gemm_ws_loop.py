@@ -25,6 +25,18 @@ def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.const
 
 
 @gluon.jit
+def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
+    # a consumer partition with no rows in the tile still hands every stage back, in order: it waits for the stage to
+    # land (so its arrival counts toward this use of the stage, not the previous one) and releases it (no wgmma)
+    for kb in range(num_k_blocks):
+        s = it % NUM_STAGES
+        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
+        mbarrier.arrive(empty_bars.index(s))
+        it += 1
+    return it
+
+
+@gluon.jit
 def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
             NUM_STAGES: gl.constexpr):

@@ -156,9 +156,10 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
     WORLD_SIZE unset or 1 → TP() (one process, no group).
 
     device_type "cuda": NCCL, this process on GPU LOCAL_RANK (``torch.cuda.set_device``; the communicator is
-    created now, bound to that GPU); "cpu": gloo. rendezvous_timeout_s bounds the wait for the other ranks to
-    arrive (rank 0 hosts the TCP store at MASTER_ADDR:MASTER_PORT unless torchrun's agent does); timeout_s bounds
-    every later collective (a peer that died makes the others fail after it instead of hanging).
+    created now, bound to that GPU); "cpu": gloo. Under torchrun (its agent serves the TCP store) this is torch's
+    env:// rendezvous; with the variables set by hand, rank 0 hosts the store at MASTER_ADDR:MASTER_PORT and
+    rendezvous_timeout_s bounds the wait for the other ranks. timeout_s bounds every collective (a peer that died
+    makes the others fail after it instead of hanging).
     Raises ValueError for another device_type; TPLaunchError (a ValueError) naming the variable when WORLD_SIZE > 1
     but a variable torchrun sets is missing or malformed (WORLD_SIZE exported by hand, without torchrun), and
     when the other ranks have not arrived within rendezvous_timeout_s.
@@ -180,25 +181,28 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
         rank = _env_int("RANK", 0, world - 1)
         port = _env_int("MASTER_PORT", 0, 65535)
         addr = os.environ["MASTER_ADDR"]
-        try:  # the store torch's env:// rendezvous would build, with its own (shorter) timeout
-            agent = _torchrun_agent_store()
-            store = dist.TCPStore(addr, port, world, is_master=rank == 0 and not agent,
-                                  timeout=datetime.timedelta(seconds=rendezvous_timeout_s), multi_tenant=not agent)
-        except RuntimeError as e:  # torch.distributed.DistStoreError: timeout, refused connection, port in use
-            raise TPLaunchError(
-                f"rank {rank} of WORLD_SIZE={world} could not meet the other ranks at MASTER_ADDR={addr} "
-                f"MASTER_PORT={port} within {rendezvous_timeout_s:.0f} s ({str(e).splitlines()[0][:200]}): start "
-                f"every rank (torchrun --nproc-per-node {world} ..., or the CLI's --tp {world} without WORLD_SIZE "
-                "in the environment)") from None
         timeout = datetime.timedelta(seconds=timeout_s)
-        store.set_timeout(timeout)  # every rank has arrived: later store waits get the collectives' bound (as env://)
+        if _torchrun_agent_store():
+            # under torchrun its agent serves the store and has gathered the ranks: torch's own env:// rendezvous
+            init = dict(init_method="env://")
+        else:  # variables set by hand: the store env:// would build, with a bounded wait for the other ranks
+            try:
+                store = dist.TCPStore(addr, port, world, is_master=rank == 0,
+                                      timeout=datetime.timedelta(seconds=rendezvous_timeout_s), multi_tenant=True)
+            except RuntimeError as e:  # torch.distributed.DistStoreError: timeout, refused connection, port in use
+                raise TPLaunchError(
+                    f"rank {rank} of WORLD_SIZE={world} could not meet the other ranks at MASTER_ADDR={addr} "
+                    f"MASTER_PORT={port} within {rendezvous_timeout_s:.0f} s ({str(e).splitlines()[0][:200]}): "
+                    f"start every rank (torchrun --nproc-per-node {world} ..., or the CLI's --tp {world} without "
+                    "WORLD_SIZE in the environment)") from None
+            store.set_timeout(timeout)  # every rank has arrived: later store waits get the collectives' bound
+            init = dict(store=store, rank=rank, world_size=world)
         if device_type == "cuda":
             local = _env_int("LOCAL_RANK", 0, max(torch.cuda.device_count() - 1, 0))
             torch.cuda.set_device(local)
-            dist.init_process_group("nccl", store=store, rank=rank, world_size=world, timeout=timeout,
-                                    device_id=torch.device("cuda", local))
+            dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local), **init)
         else:
-            dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
+            dist.init_process_group("gloo", timeout=timeout, **init)
         # Tear the group down before interpreter exit: one left to the C++ destructors aborted a finished
         # CPU --tp 2 run once in CI ("terminate called without an active exception", exit 1).
         atexit.register(_destroy_group)

@@ -46,8 +46,8 @@ while True:
 class _CompileServer:
     """One child Python (no TRITON_INTERPRET) compiling kernel after kernel. It replaces a fresh process per
     compile: each paid ~3-5 s of torch/triton/test-module imports on the 2-core CI machine. The child stays
-    "fresh" in the sense that matters, because it never runs the interpreter. It is restarted after a failed
-    compile and whenever the environment differs from the one it was started with."""
+    "fresh" in the sense that matters, because it never runs the interpreter. A failed compile closes it, and a
+    call whose environment differs from the one it was started with gets a new one."""
 
     def __init__(self, env: dict, root: Path):
         self.env = env

@@ -141,6 +141,9 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
                    SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True, IDLE_SKIP=True)
 # IDLE_SKIP (192-row tiles): a consumer warpgroup whose rows all lie past M (M = 4096: 2 of the 3 in the last row of
 # tiles, 3% of the work) skips its wgmmas and epilogue and only hands the stages back (fp8_gemm_ws_loop._drain).
+# The suite's 40 ms timing runs at the 700 W power cap, so wasted MMAs cost clock: H200 W4 at f4a20b8, 40 ms
+# A-B-B-A-A-B medians, on → off, µs: 2112×7168 121.5 → 125.0 (every on round faster than every off round),
+# 24576×1536 296.1 → 310.9, 32768×512 157.8 → 160.1.
 # PIPE0 (with PIPE; default since session 16): the two-in-flight loop starts at K block 0 (a zero product stands in for
 # block −1) instead of issuing and waiting for block 0 alone at each tile's start. H200 W3 at ee2f2d9, same run, better
 # of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7

@@ -66,7 +66,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels._utils import check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _load_tile, _num_sms, _smem_layout
-from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
+from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
     _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
     _tile_rows,
@@ -141,18 +141,6 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
         if run:
             it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
                             num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
-
-
-@gluon.jit
-def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
-    # a partition with no rows in the tile: release each stage once it has landed (no wgmma). Waiting on
-    # `ready` keeps it from arriving twice on one stage before the other partition arrived once.
-    for kb in range(num_k_blocks):
-        s = it % NUM_STAGES
-        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        mbarrier.arrive(empty_bars.index(s))
-        it += 1
-    return it
 
 
 @gluon.jit

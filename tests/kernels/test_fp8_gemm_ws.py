@@ -69,7 +69,8 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                   TMA_STORE=tma_store, PRODUCER_REGS=producer_regs, SPLIT=split, CONSUMER_REGS=consumer_regs,
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
-                  IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, num_warps=warps)
+                  IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3,
+                  num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -111,6 +112,8 @@ def test_ws_three_warpgroups_compile_for_sm90_without_spills():
     cfg = dict(W.ws_config(4096, 7168, 7168), WGS=3)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, torch.bfloat16, True)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 2 * 3  # block 0 + loop, ×3
+    # TAIL_N64: the same sites at n64 for last column tiles with ≤ 64 columns inside N (on where N % 128 ≤ 64)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3") == 4 * 2 * 3
     assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+160;", ptx)
     assert re.search(r"setmaxnreg.dec.sync.aligned.u32\s+24;", ptx)
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") >= 4  # 3 A boxes + B per stage

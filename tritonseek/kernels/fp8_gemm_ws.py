@@ -138,12 +138,15 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_lo
 # tiles), 4096×7168 197 / 194 vs 217 / 218 (UNROLL2), 7168×2048 111.3 / 112.2 vs 117.7 / 111.1 (192-row); it loses
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True, IDLE_SKIP=True)
+                   SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True, IDLE_SKIP=True,
+                   TAIL_N64=True)
 # IDLE_SKIP (192-row tiles): a consumer warpgroup whose rows all lie past M (M = 4096: 2 of the 3 in the last row of
 # tiles, 3% of the work) skips its wgmmas and epilogue and only hands the stages back (fp8_gemm_ws_loop._drain).
 # The suite's 40 ms timing runs at the 700 W power cap, so wasted MMAs cost clock: H200 W4 at f4a20b8, 40 ms
 # A-B-B-A-A-B medians, on → off, µs: 2112×7168 121.5 → 125.0 (every on round faster than every off round),
 # 24576×1536 296.1 → 310.9, 32768×512 157.8 → 160.1.
+# TAIL_N64 (192-row tiles): a last column tile with at most 64 columns inside N (N = 2112: 17 of 374 tiles) runs n64
+# wgmmas on the first half of its B tile and a masked-store epilogue, instead of multiplying 64 columns of zero fill.
 # PIPE0 (with PIPE; default since session 16): the two-in-flight loop starts at K block 0 (a zero product stands in for
 # block −1) instead of issuing and waiting for block 0 alone at each tile's start. H200 W3 at ee2f2d9, same run, better
 # of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7
@@ -229,7 +232,8 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                 SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr):
+                 SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr,
+                 TAIL_N64: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -248,6 +252,11 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
             # 192-row tiles: a warpgroup whose 64 rows all lie past M (2 of 3 in M = 4096's last row of tiles) skips
             # its wgmmas and epilogue (they would multiply TMA's zero fill)
             it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        elif TAIL_N64 and pid_n * BLOCK_N + 64 >= N:
+            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, 64, NUM_STAGES,
+                                False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
         else:
             it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
                                 c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
@@ -333,7 +342,7 @@ def _fp8_gemm_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
-    PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr, num_warps: gl.constexpr,
+    PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr, TAIL_N64: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -366,17 +375,17 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 2, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -387,12 +396,12 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -403,7 +412,7 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0, False)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0, False, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -485,7 +494,8 @@ def fp8_gemm_nt_ws(
         tiles: SPLIT, WGS 2, NUM_STAGES ≤ 4), NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on, IDLE_SKIP = 192-row tiles'
-        warpgroups with no rows left skip their wgmmas), for tests and tuning.
+        warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas), for
+        tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -557,7 +567,9 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]),
         NUM_STAGES=int(cfg["NUM_STAGES"]), TMA_STORE=tma_store, PRODUCER_REGS=int(regs[2]),
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
-        PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, num_warps=4 if split else _NUM_WARPS,
+        PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3,
+        TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3 and n % 128 != 0 and n % 128 <= 64,
+        num_warps=4 if split else _NUM_WARPS,
         maxnreg=regs[0],
     )
     return out

@@ -25,6 +25,16 @@ def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.const
 
 
 @gluon.jit
+def _b_cols(b_bufs, s, COLS: gl.constexpr):
+    # stage s's B tile as the wgmma's [K, COLS] operand: all of its rows, or the first COLS (TAIL_N64: a last
+    # column tile with at most 64 columns inside N runs n64 wgmmas)
+    if b_bufs.shape[1] == COLS:
+        return b_bufs.index(s).permute((1, 0))
+    else:
+        return b_bufs.index(s).slice(0, COLS, dim=0).permute((1, 0))
+
+
+@gluon.jit
 def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
     # a consumer partition with no rows in the tile still hands every stage back, in order: it waits for the stage to
     # land (so its arrival counts toward this use of the stage, not the previous one) and releases it (no wgmma)
@@ -45,7 +55,7 @@ def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, emp
     scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
     s = it % NUM_STAGES
     mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-    cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+    cur = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero.shape[1]), zero,
                         use_acc=False, is_async=True)
     acc += prev * gl.expand_dims(prev_scale, 1)
     cur = warpgroup_mma_wait(0, deps=[cur])
@@ -61,7 +71,7 @@ def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr,
     scale = gl.load(sa_ptrs, mask=row_ok, other=0.0) * gl.load(sb_ptr)
     s = it % NUM_STAGES
     mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+    prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero.shape[1]), zero,
                          use_acc=False, is_async=True)
     return prod, scale, s
 
@@ -86,14 +96,14 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
                 s1 = (it + 1) % NUM_STAGES
                 scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
                 mbarrier.wait(ready_bars.index(s0), (it // NUM_STAGES) & 1)
-                p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), b_bufs.index(s0).permute((1, 0)),
+                p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s0, zero.shape[1]),
                                    zero, use_acc=False, is_async=True)
                 acc += prod * gl.expand_dims(scale0, 1)
                 scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
                     sb_ptr + (kb + 1) * stride_bsk)
                 mbarrier.wait(ready_bars.index(s1), ((it + 1) // NUM_STAGES) & 1)
                 prod = warpgroup_mma(_a_rows(a_bufs, s1, ROW0, ROWS, BLOCK_M),
-                                     b_bufs.index(s1).permute((1, 0)), zero, use_acc=False, is_async=True)
+                                     _b_cols(b_bufs, s1, zero.shape[1]), zero, use_acc=False, is_async=True)
                 p1 = warpgroup_mma_wait(1, deps=[p1])
                 mbarrier.arrive(empty_bars.index(s0))
                 acc += p1 * gl.expand_dims(scale1, 1)
@@ -137,7 +147,7 @@ def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_b
         acc += prod * gl.expand_dims(scale0, 1)
         s = it % NUM_STAGES
         mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), b_bufs.index(s).permute((1, 0)), zero,
+        prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero.shape[1]), zero,
                              use_acc=False, is_async=True)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))

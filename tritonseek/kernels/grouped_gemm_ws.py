@@ -112,6 +112,9 @@ _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TM
 # * BALANCE: masked 0.996 0.982 / 0.990 0.999 / 0.994 0.978 → the masked default (448 tiles on 112 programs, 256 on
 #   128); contiguous 1.000 0.996 / 1.002 0.998 / 0.999 0.999 (8192 tiles: nothing to balance).
 # * 4 stages for masked: 1.003 1.015 / 1.004 1.021 / 1.030 1.047 (5 stays).
+# W4 (4548f39, same method, ratio to the new defaults): masked BALANCE off 1.011 1.014 / 1.004 1.019 / 1.009 1.010
+# (confirmed); masked 6 stages 0.994 1.012 / 0.995 1.004 / 0.988 1.002 and contiguous 5 stages 1.009 0.993 /
+# 1.002 0.993, GROUP_M 16 1.021 1.001 / 1.010 1.000 (4×8192, 8×4096): inside the noise or slower, not taken.
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 
 

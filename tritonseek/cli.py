@@ -129,18 +129,36 @@ def _tensor_parallel(tp_size: int, device: str | None):
         import re
         import signal
 
+        class _Terminated(Exception):
+            pass
+
+        def _on_sigterm(signum, frame):
+            raise _Terminated
+
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        # SIGTERM (kill, a job scheduler) is handled like Ctrl-C: left at its default it ended this process alone
+        # and torchrun's ranks ran on and wrote the output file afterwards.
+        import threading
+
+        main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             _, err = proc.communicate()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Terminated) as e:
             # torchrun stops its ranks on SIGTERM; killed outright (subprocess.run's reaction) it left them running
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            sys.stderr.write("error: interrupted; every tensor-parallel rank was stopped\n")
-            raise typer.Exit(130) from None
+                proc.wait()
+            what = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated (SIGTERM)"
+            sys.stderr.write(f"error: {what}; every tensor-parallel rank was stopped\n")
+            raise typer.Exit(130 if isinstance(e, KeyboardInterrupt) else 143) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
         # Keep rank 0's own messages; drop torchrun's agent log (glog-style lines and what follows),
         # which would bury a one-line user error under a launcher traceback.
         user_error, log = False, err.splitlines()

@@ -29,6 +29,7 @@ import atexit
 import datetime
 import gc
 import os
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -186,10 +187,16 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
             # under torchrun its agent serves the store and has gathered the ranks: torch's own env:// rendezvous
             init = dict(init_method="env://")
         else:  # variables set by hand: the store env:// would build, with a bounded wait for the other ranks
+            deadline = time.monotonic() + rendezvous_timeout_s
             try:
+                if rank != 0:
+                    # Reach rank 0's store from Python first: torch's client retries a failed connect once after a
+                    # random delay of up to the timeout (206-239 s for a 120 s bound, measured) and logs C++ frames.
+                    _wait_for_listener(addr, port, deadline)
+                left = max(deadline - time.monotonic(), 1.0)
                 store = dist.TCPStore(addr, port, world, is_master=rank == 0,
-                                      timeout=datetime.timedelta(seconds=rendezvous_timeout_s), multi_tenant=True)
-            except RuntimeError as e:  # torch.distributed.DistStoreError: timeout, refused connection, port in use
+                                      timeout=datetime.timedelta(seconds=left), multi_tenant=True)
+            except (RuntimeError, OSError) as e:  # DistStoreError: timeout, port in use; OSError: no listener/host
                 raise TPLaunchError(
                     f"rank {rank} of WORLD_SIZE={world} could not meet the other ranks at MASTER_ADDR={addr} "
                     f"MASTER_PORT={port} within {rendezvous_timeout_s:.0f} s ({str(e).splitlines()[0][:200]}): "
@@ -207,6 +214,21 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
         # CPU --tp 2 run once in CI ("terminate called without an active exception", exit 1).
         atexit.register(_destroy_group)
     return TP(dist.get_rank(), dist.get_world_size())
+
+
+def _wait_for_listener(addr: str, port: int, deadline: float) -> None:
+    """Return once a TCP connection to addr:port succeeds; OSError (the last failure: refused, unknown host)
+    once time.monotonic() passes ``deadline``. Retries every 0.5 s, silently."""
+    import socket
+
+    while True:
+        try:
+            socket.create_connection((addr, port), timeout=max(min(deadline - time.monotonic(), 2.0), 0.1)).close()
+            return
+        except OSError as e:
+            if time.monotonic() + 0.5 > deadline:
+                raise OSError(f"no listener at {addr}:{port}: {e}") from None
+            time.sleep(0.5)
 
 
 def _torchrun_agent_store() -> bool:

@@ -197,7 +197,13 @@ def test_fp8_gemm_rejects_bad_configs():
                      ({"WS": 7}, "WS"), ({"num_warps": 3}, "num_warps"), ({"num_stages": 0}, "num_stages"),
                      ({"BOGUS": 1}, "BOGUS"), ({"BLOK_M": 64}, "BLOK_M"), ({"GLUON": 5}, "GLUON"),
                      ({"GLUON": {"STAGES": 4}}, "STAGES"), ({"SWAP_AB": True, "AHEAD": -5}, "AHEAD"),
-                     ({"SWAP_AB": True, "SPLITK": 2}, "SPLITK")):
+                     ({"SWAP_AB": True, "SPLITK": 2}, "SPLITK"),
+                     # fresh-user pass (session 17): GLUON values were checked only on the H200, and WIDE silently
+                     # replaced a caller's BLOCK_N / NUM_STAGES; now every device raises naming the key
+                     ({"GLUON": {"BLOCK_N": 100}}, "BLOCK_N=100"), ({"GLUON": {"NUM_STAGES": 0}}, "NUM_STAGES"),
+                     ({"GLUON": {"NUM_STAGES": "x"}}, "NUM_STAGES"), ({"GLUON": {"WIDE": True, "SPLIT": False}}, "WIDE"),
+                     ({"GLUON": {"WIDE": True, "WGS": 3}}, "WIDE"), ({"GLUON": {"WIDE": True, "BLOCK_N": 128}}, "WIDE"),
+                     ({"GLUON": {"WGS": True}}, "WGS")):
         with pytest.raises(ValueError, match=key):
             fp8_gemm_nt(a, a_s, b, b_s, config={**base, **bad})
     with pytest.raises(ValueError, match="missing the required key 'num_warps'"):

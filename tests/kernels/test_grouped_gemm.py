@@ -107,6 +107,15 @@ def test_contiguous_rejects_bad_inputs(device):
         grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi.long())
     with pytest.raises(ValueError, match="BLOCK_M"):
         grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, config=dict(BLOCK_M=256, BLOCK_N=128, num_warps=8, num_stages=2))
+    # fresh-user pass (session 17): GRID_MULT 0 / -1 left out unwritten (rel. error 2.7e36), GROUP_M 0 gave NaN, and
+    # unknown keys were ignored; each now raises naming the key, before any launch
+    base = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2)
+    for bad, key in (({"GRID_MULT": 0}, "GRID_MULT"), ({"GRID_MULT": -1}, "GRID_MULT"), ({"GROUP_M": 0}, "GROUP_M"),
+                     ({"FAST_SHED": True}, "FAST_SHED"), ({"WS": 2}, "WS")):
+        with pytest.raises(ValueError, match=key):
+            grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, config={**base, **bad})
+    with pytest.raises(TypeError, match="config must be a dict"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, config=[1])
 
 
 # masked-only decode option: swapped tiles (b·aᵀ, 16-row activation boxes; 128 and 256 weight rows)

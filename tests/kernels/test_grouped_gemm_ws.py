@@ -119,8 +119,16 @@ def test_grouped_ws_rejects_bad_inputs():
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s[:, :, :1], mi)
     with pytest.raises(ValueError, match="K-contiguous"):
         grouped_fp8_gemm_contiguous_ws(a, a_s, b.transpose(1, 2).contiguous().transpose(1, 2), b_s, mi)
-    with pytest.raises(ValueError, match="BLOCK_M must be 128"):
+    with pytest.raises(ValueError, match=r"BLOCK_M=64 must be one of \(128,\)"):
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_M=64))
+    # fresh-user pass (session 17): unknown keys (a removed FAST_SCHED, typos) were ignored by cfg.update; values
+    # and keys are now checked on every device, before the Hopper check
+    for bad, key in ((dict(FAST_SCHED=False), "FAST_SCHED"), (dict(NUM_STAGES=0), "NUM_STAGES"),
+                     (dict(BALANCE=1), "BALANCE"), (dict(BLOCK_N=256), "BLOCK_N")):
+        with pytest.raises(ValueError, match=key):
+            grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=bad)
+    with pytest.raises(TypeError, match="config must be a dict"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=[1])
     with pytest.raises(TypeError, match="out_dtype"):
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, out_dtype=torch.int32)
     a3, s3 = a.view(2, M_ALIGNMENT, -1), a_s.view(2, M_ALIGNMENT, -1)
@@ -129,6 +137,8 @@ def test_grouped_ws_rejects_bad_inputs():
     with pytest.raises(ValueError, match="stacked densely"):
         out = torch.empty(2, M_ALIGNMENT + 1, 128, dtype=torch.bfloat16)[:, :M_ALIGNMENT]
         grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), out=out)
+    with pytest.raises(ValueError, match="FAST_SHED"):
+        grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=dict(FAST_SHED=True))
 
 
 # ---------------------------------------------------------------- GPU (H200) properties

@@ -158,9 +158,11 @@ FP8_GEMM_CONFIG_SPEC: dict = dict(
 
 def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
     """A checked copy of ``fp8_gemm_nt(config=...)``: TypeError unless a dict, ValueError naming the key for an
-    unknown key, a missing BLOCK_M / BLOCK_N / num_warps / num_stages (unless it is a GLUON entry, whose tl twin
-    the interpreter runs) or a value outside ``FP8_GEMM_CONFIG_SPEC``; GLUON must be a dict of ``ws_config`` keys
-    (+ MIN_M, an int ≥ 0, and WIDE, a bool)."""
+    unknown key, a missing BLOCK_M / BLOCK_N / num_warps / num_stages (required with a GLUON entry too: the
+    interpreter and non-Hopper devices run that tl twin) or a value outside ``FP8_GEMM_CONFIG_SPEC``; GLUON must
+    be a dict of ``ws_config`` keys (+ MIN_M, an int ≥ 0, and WIDE, a bool, which sets BLOCK_N 256 / NUM_STAGES 3
+    itself, so it may not be combined with either), its values checked by ``fp8_gemm_ws.check_ws_config`` on
+    every device."""
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict of launch settings (keys as in get_config), got {type(config).__name__}")
     plain = {key: v for key, v in config.items() if key != "GLUON"}
@@ -169,7 +171,7 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
     if gluon is not None:
         if not isinstance(gluon, dict):
             raise ValueError(f"config key GLUON must be a dict of fp8_gemm_ws.ws_config overrides, got {gluon!r}")
-        from tritonseek.kernels.fp8_gemm_ws import ws_config
+        from tritonseek.kernels.fp8_gemm_ws import check_ws_config, ws_config
 
         known = set(ws_config(m, n, k)) | {"MIN_M", "WIDE"}
         unknown = sorted(set(gluon) - known)
@@ -178,8 +180,16 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
         min_m = gluon.get("MIN_M", 0)
         if not isinstance(min_m, int) or isinstance(min_m, bool) or min_m < 0:
             raise ValueError(f"config GLUON key MIN_M={min_m!r} must be an int >= 0")
-        if not isinstance(gluon.get("WIDE", False), bool):
-            raise ValueError(f"config GLUON key WIDE={gluon['WIDE']!r} must be a bool")
+        wide = gluon.get("WIDE", False)
+        if not isinstance(wide, bool):
+            raise ValueError(f"config GLUON key WIDE={wide!r} must be a bool")
+        ws_cfg = dict(ws_config(m, n, k), **{key: v for key, v in gluon.items() if key not in ("MIN_M", "WIDE")})
+        if wide:  # where wide_for accepts the problem, fp8_gemm_nt launches BLOCK_N 256 with 3 stages
+            clash = sorted({"BLOCK_N", "NUM_STAGES"} & set(gluon))
+            if clash:
+                raise ValueError(f"config GLUON key WIDE sets BLOCK_N 256 and NUM_STAGES 3 itself; drop {clash}")
+            check_ws_config(dict(ws_cfg, BLOCK_N=256, NUM_STAGES=3))
+        check_ws_config(ws_cfg)
     return dict(config)
 
 

@@ -121,7 +121,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from tritonseek.kernels._utils import check_tensor
+from tritonseek.kernels._utils import check_config, check_tensor
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operands
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 
@@ -165,6 +165,30 @@ def ws_config(m: int, n: int, k: int) -> dict:
     """The launch config of ``fp8_gemm_nt_ws`` for one problem (a copy of the default; WGS None = per problem)."""
     # PIPE0 was measured at M = 4096; fp8_gemm.py's M ≤ 128 Gluon entries were tuned and measured without it
     return dict(_DEFAULT_WS, PIPE0=m > 128)
+
+
+# Values a caller's config may give each ``ws_config`` key (WGS: None = per problem, 2 or 3; the setmaxnreg
+# counts are multiples of 8 in [24, 256]); combinations are checked by ``check_ws_config``.
+WS_CONFIG_SPEC: dict = dict(
+    BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
+    PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
+    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool,
+)
+
+
+def check_ws_config(cfg: dict) -> None:
+    """ValueError naming the key unless ``cfg`` (a full ``ws_config``) holds only known keys with values in
+    ``WS_CONFIG_SPEC`` and a supported combination: BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and
+    NUM_STAGES ≤ 4; WGS 3 (192-row tiles) needs SPLIT and NUM_STAGES ≤ 4. Host-only; shared by
+    ``launch_fp8_gemm_ws`` and ``fp8_gemm_nt``'s GLUON entries, so a bad entry raises on CPU too."""
+    check_config("config", {key: v for key, v in cfg.items() if key != "WGS"}, WS_CONFIG_SPEC)
+    wgs = cfg.get("WGS")
+    if wgs is not None and (isinstance(wgs, bool) or wgs not in (2, 3)):
+        raise ValueError(f"config key WGS={wgs!r} must be None, 2 or 3")
+    if cfg.get("BLOCK_N") == 256 and (not cfg.get("SPLIT") or wgs not in (None, 2) or cfg.get("NUM_STAGES", 4) > 4):
+        raise ValueError(f"config BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and NUM_STAGES <= 4, got {cfg}")
+    if wgs == 3 and (not cfg.get("SPLIT") or cfg.get("NUM_STAGES", 4) > 4):
+        raise ValueError(f"config WGS 3 (192-row tiles) needs SPLIT and NUM_STAGES <= 4, got {cfg}")
 
 
 def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
@@ -528,17 +552,14 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     kb = triton.cdiv(k, BLOCK_K)
     cfg = dict(ws_config(m, n, k))
     if config is not None:
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict of ws_config overrides, got {type(config).__name__}")
         unknown = set(config) - set(cfg)
         if unknown:
             raise ValueError(f"unknown fp8_gemm_nt_ws config keys {sorted(unknown)}; known: {sorted(cfg)}")
         cfg.update(config)
+    check_ws_config(cfg)
     bm, bn, wgs = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["WGS"]
-    if bm != 128 or bn not in (64, 128, 256):
-        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64, 128 or 256, got {bm}, {bn}")
-    if bn == 256 and (not cfg["SPLIT"] or wgs not in (None, 2) or int(cfg["NUM_STAGES"]) > 4):
-        raise ValueError(f"config BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and NUM_STAGES <= 4, got {cfg}")
-    if wgs is not None and (wgs not in (2, 3) or wgs == 3 and (not cfg["SPLIT"] or int(cfg["NUM_STAGES"]) > 4)):
-        raise ValueError(f"config WGS must be None, 2, or 3 with SPLIT and NUM_STAGES <= 4, got {cfg}")
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
         wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_config, check_runnable_device, check_tensor
 
 BLOCK_K = 128
 M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
@@ -220,6 +220,14 @@ def _check_b(b: torch.Tensor, b_scale: torch.Tensor, device: torch.device) -> tu
     return E, N, K
 
 
+# Keys and values a caller's ``grouped_fp8_gemm_contiguous(config=...)`` may hold (GRID_MULT = persistent programs
+# per SM: 0 or less launched an empty grid, leaving ``out`` unwritten; GROUP_M 0 divided by zero in the tile order)
+CONTIGUOUS_CONFIG_SPEC: dict = dict(
+    BLOCK_M=(16, 32, 64, 128), BLOCK_N=(16, 32, 64, 128, 256), num_warps=(1, 2, 4, 8, 16), num_stages=range(1, 9),
+    GROUP_M=range(1, 1025), GRID_MULT=range(1, 65), FLATTEN=bool, WS=bool,
+)
+
+
 def _check_cfg(cfg: dict, contiguous: bool, keys: tuple[str, ...] = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")) -> None:
     """A caller's launch config: every key present as a positive int, tile sizes and warps powers of two."""
     for key in keys:
@@ -303,9 +311,11 @@ def grouped_fp8_gemm_contiguous(
         of the minority expert (never another expert's product); ``check_alignment=True`` instead raises
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
-    config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages, GROUP_M, FLATTEN,
-        GRID_MULT = persistent programs per SM, WS = Triton warp specialization of the K loop).
-    Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, device, alignment).
+    config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages required; GROUP_M, FLATTEN,
+        GRID_MULT = persistent programs per SM, WS = Triton warp specialization of the K loop; values as in
+        ``CONTIGUOUS_CONFIG_SPEC``).
+    Returns out [M, N]. Raises TypeError (dtypes, a config that is not a dict) / ValueError (shapes, layout, device,
+    alignment, an unknown config key or a value outside its rule).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
     """
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
@@ -317,7 +327,10 @@ def grouped_fp8_gemm_contiguous(
         check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
-    cfg = dict(config) if config is not None else get_config("contiguous", M // max(E, 1), N, K)
+    if config is not None:
+        cfg = check_config("config", config, CONTIGUOUS_CONFIG_SPEC, ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+    else:
+        cfg = get_config("contiguous", M // max(E, 1), N, K)
     _check_cfg(cfg, True)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [bm, BLOCK_K])

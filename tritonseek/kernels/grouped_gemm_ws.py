@@ -63,7 +63,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from tritonseek.kernels._utils import check_tensor
+from tritonseek.kernels._utils import check_config, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _load_tile, _num_sms, _smem_layout
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _tile_k_loop
@@ -121,6 +121,25 @@ _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     """Launch config of the warp-specialized grouped kernels for a layout ("contiguous" | "masked") (a copy)."""
     return dict(_MASKED_WS if layout == "masked" else _DEFAULT_GROUPED_WS)
+
+
+# Values a caller's ``config=`` may give each ``grouped_ws_config`` key (setmaxnreg counts: multiples of 8 in [24, 256])
+GROUPED_WS_CONFIG_SPEC: dict = dict(
+    BLOCK_M=(128,), BLOCK_N=(64, 128), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
+    PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool,
+)
+
+
+def _with_overrides(cfg: dict, config: object) -> dict:
+    """``cfg`` updated by a caller's ``config``: TypeError unless a dict, ValueError naming an unknown key or a value
+    outside ``GROUPED_WS_CONFIG_SPEC`` (checked on every device, before the Hopper check)."""
+    if config is None:
+        return cfg
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of grouped_ws_config overrides, got {type(config).__name__}")
+    check_config("config", config, GROUPED_WS_CONFIG_SPEC)
+    return dict(cfg, **config)
 
 
 @gluon.jit
@@ -436,7 +455,7 @@ def grouped_fp8_gemm_contiguous_ws(
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     cfg = dict(grouped_ws_config("contiguous", M // max(E, 1), N, K))
-    cfg.update(config or {})
+    cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
     _check_cuda_sm90(fn, a)
     if check_alignment:
@@ -492,7 +511,7 @@ def grouped_fp8_gemm_masked_ws(
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
-    cfg.update(config or {})
+    cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "

@@ -534,7 +534,7 @@ def print_table(b: Bench):
         elif r["suite"] == "mtp_e2e":
             print(f"mtp_e2e [{r['backend']}] {c['model']:<16} b={c['batch']:<3} k={c['k']} a={c['acceptance']:<6} "
                   f"tok/step {r.get('tokens_per_step')}  speedup {r.get('speedup')}"
-                  + (f" (copy-rate ceiling {r['speedup_ceiling_copy_rate']})" if "speedup_ceiling_copy_rate" in r else "")
+                  + (f" (at copy rate {r['speedup_at_copy_rate']})" if "speedup_at_copy_rate" in r else "")
                   + f"  {r.get('note', '')[:60]}")
     if b.skipped:
         print("skipped (budget):", "; ".join(b.skipped))

@@ -39,7 +39,8 @@
   ``tritonseek`` (it uses only the launchers' public signatures); its rows carry that copy's commit.
 * ``mtp_e2e`` lives in benchmarks/mtp_e2e.py (run by bench_e2e.py); ``--suite mtp_e2e`` here
   forwards to it (see :func:`run_mtp_e2e_suite`) with ``--out``: its rows are written there first, the other
-  suites' rows appended after them. Every suite writes only to ``--out`` (``tritonseek bench`` appends the
+  suites' rows appended after them. Rows carry ``commit`` (:func:`git_commit`) and ``dry`` (true for ``--dry``:
+  CPU interpreter, tiny shapes, no figure of the GPU). Every suite writes only to ``--out`` (``tritonseek bench`` appends the
   file to benchmarks/results/<gpu>.jsonl).
 """
 
@@ -442,6 +443,21 @@ def run_sampler(env, rows, out_f, deadline):
     bench_ops(env, rows, out_f, deadline, "sampler", SAMPLER_OPS, [(B, 0) for B in BATCHES])
 
 
+def git_commit() -> str:
+    """The commit rows carry: TRITONSEEK_COMMIT if set, else ``git rev-parse --short HEAD`` of this checkout,
+    else "unknown" (no git, not a checkout)."""
+    import subprocess
+
+    if os.environ.get("TRITONSEEK_COMMIT"):
+        return os.environ["TRITONSEEK_COMMIT"]
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+
+
 def run_mtp_e2e_suite(argv: list[str]) -> None:
     """The ``mtp_e2e`` suite: forwards to benchmarks/bench_e2e.py (which imports benchmarks/mtp_e2e.py)."""
     import runpy
@@ -506,6 +522,7 @@ def main():
     mode = "w"
     if "mtp_e2e" in suites:  # its rows go to --out too (they stayed on the device before); later suites append
         run_mtp_e2e_suite([*rest, *(["--tiny", "--device", "cpu"] if args.dry else []), "--out", args.out,
+                           *([] if any(x.startswith("--commit") for x in rest) else ["--commit", git_commit()]),
                            *(["--budget-s", str(args.budget_s)] if args.budget_s < 1e9 else [])])
         suites.remove("mtp_e2e")
         mode = "a"
@@ -515,7 +532,7 @@ def main():
     deadline = t0 + args.budget_s
     env = dict(gpu=torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu-interpreter",
                torch=torch.__version__, triton=triton.__version__,
-               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               commit=git_commit(), dry=args.dry,
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows = []
     with open(args.out, mode) as out_f:

@@ -53,14 +53,15 @@ def test_decode_roofline_bytes_at_v3_width():
     assert 4.1e9 < total < 4.3e9
 
 
-def test_speedup_ceiling_at_v3_width():
-    """The copy-rate ceiling of the 61-layer composition, from DeepSeek-V3's shapes counted by hand (meta tensors)."""
-    from benchmarks.mtp_e2e import ceiling_bytes, distinct_experts, speedup_ceiling
+def test_speedup_at_copy_rate_at_v3_width():
+    """The 61-layer composition's speedup with every step at its byte floor, from DeepSeek-V3's shapes counted by
+    hand (meta tensors). Not an upper bound (the measured speedup exceeded it in 8 of 12 rows at c3fabee)."""
+    from benchmarks.mtp_e2e import distinct_experts, floor_bytes, speedup_at_copy_rate
 
     cfg = v3_config()
     with torch.device("meta"):
         m = DeepseekForCausalLM(cfg, Ops("triton"), dtype=torch.bfloat16, fp8=True, with_mtp=True)
-    nb = ceiling_bytes(m, 1024)
+    nb = floor_bytes(m, 1024)
     H = 7168
     expert = expert_bytes(m.model.layers[1].mlp)
     head = H * 4 + 129280 * H * 2
@@ -73,13 +74,13 @@ def test_speedup_ceiling_at_v3_width():
     dec = 3 * (nb["dense_static"] + kv(1)) + 58 * (nb["moe_static"] + 8 * expert + kv(1)) + head
     ver = 3 * (nb["dense_static"] + kv(4)) + 58 * (nb["moe_static"] + distinct_experts(4, 256, 8) * expert + kv(4)) + head
     draft = nb["draft_static"] + 8 * expert + kv(1)
-    r = speedup_ceiling(nb, 1, 3, 0.85)
-    assert r["speedup_ceiling_copy_rate"] == pytest.approx(expected_tokens(0.85, 3) * dec / (ver + 3 * draft), abs=1e-3)
-    assert r["ceiling_floor_us"]["decode"] == pytest.approx(dec / 4.27e6, abs=0.1)
+    r = speedup_at_copy_rate(nb, 1, 3, 0.85)
+    assert r["speedup_at_copy_rate"] == pytest.approx(expected_tokens(0.85, 3) * dec / (ver + 3 * draft), abs=1e-3)
+    assert r["copy_rate_floor_us"]["decode"] == pytest.approx(dec / 4.27e6, abs=0.1)
     # with random routing the verify step reads ~3.8x the routed experts: the issue's 1.8x target at batch 1 is
     # above what the bytes allow on one GPU (1.17x)
-    assert 1.1 < r["speedup_ceiling_copy_rate"] < 1.25
-    assert speedup_ceiling(nb, 64, 3, 0.85)["speedup_ceiling_copy_rate"] > 2.0  # experts already all read at b64
+    assert 1.1 < r["speedup_at_copy_rate"] < 1.25
+    assert speedup_at_copy_rate(nb, 64, 3, 0.85)["speedup_at_copy_rate"] > 2.0  # experts already all read at b64
 
 
 def test_bench_mtp_out_holds_every_suite(monkeypatch, tmp_path):
@@ -99,6 +100,7 @@ def test_bench_mtp_out_holds_every_suite(monkeypatch, tmp_path):
             f.write(json.dumps({"suite": "mtp_e2e", "case": {}}) + "\n")
 
     monkeypatch.setattr(bm, "run_mtp_e2e_suite", fake_mtp_e2e)
+    monkeypatch.delenv("TRITONSEEK_COMMIT", raising=False)
     out = tmp_path / "rows.jsonl"
     monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--suite", "mtp_e2e,sampler", "--batches", "1",
                                       "--sampler-ops", "sample", "--out", str(out), "--budget-s", "50"])
@@ -106,6 +108,10 @@ def test_bench_mtp_out_holds_every_suite(monkeypatch, tmp_path):
     assert seen and "--tiny" in seen[0] and seen[0][seen[0].index("--budget-s") + 1] == "50.0"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["suite"] for r in rows] == ["mtp_e2e", "sampler"] and rows[1]["correct"]
+    # session 17: --dry rows were unmarked and carried commit "unknown" in a git checkout
+    head = bm.git_commit()
+    assert rows[1]["dry"] is True and rows[1]["commit"] == head != "unknown"
+    assert seen[0][seen[0].index("--commit") + 1] == head
 
 
 def test_expected_tokens():
@@ -147,10 +153,11 @@ def test_bench_e2e_runs_tiny(tmp_path):
     assert [r for r in rows if r["suite"] == "e2e_prefill"][0]["logits_finite"]
     mtp = [r for r in rows if r["suite"] == "mtp_e2e"]
     models = {r["case"]["model"] for r in mtp}
-    assert models == {"deepseek-v3-61L", "v3-slice-tiny", "tritonseek-tiny"}
+    # tiny widths never claim V3's name, and every row of this CPU smoke run says it is one (session 17)
+    assert models == {"v3-tiny-61L", "v3-slice-tiny", "tritonseek-tiny"}
     for r in mtp:
-        assert r["speedup"] > 0 and r["tokens_per_step"] >= 1
-        assert (r["case"]["model"] == "deepseek-v3-61L") == ("speedup_ceiling_copy_rate" in r)
+        assert r["speedup"] > 0 and r["tokens_per_step"] >= 1 and r["dry"] is True
+        assert (r["case"]["model"] == "v3-tiny-61L") == ("speedup_at_copy_rate" in r)
     assert all(r["same_tokens"] for r in mtp if r["case"]["model"] == "tritonseek-tiny")
 
 

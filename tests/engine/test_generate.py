@@ -352,3 +352,22 @@ def test_triton_backend_on_cpu_runs_bf16(monkeypatch):
     monkeypatch.setattr(llm_mod, "interpreter_active", lambda: False)
     with pytest.raises(ValueError, match="backend='triton' needs a CUDA device.*TRITON_INTERPRET=1"):
         LLM(device="cpu", backend="triton")
+
+
+def test_dtype_is_checked_before_loading(monkeypatch):
+    """Fresh-user pass (session 17): dtype=torch.int8 on the reference backend failed in silu
+    (NotImplementedError), dtype="float32" in torch.empty (TypeError), and the triton backend refused "bfloat16"
+    saying bf16 is supported. Now one check before loading names dtype and the allowed values; names map."""
+    import tritonseek.engine.llm as llm_mod
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded for a bad dtype")
+
+    for backend, bad in (("reference", torch.int8), ("reference", torch.float64), ("triton", torch.int8),
+                         ("reference", "int8"), ("reference", 3)):
+        monkeypatch.setattr(llm_mod, "load_model", no_load)
+        with pytest.raises((ValueError, TypeError), match=r"dtype=.* torch.float32, torch.bfloat16 or torch.float16"):
+            LLM(device="cpu", backend=backend, dtype=bad)
+    monkeypatch.undo()
+    assert LLM(device="cpu", backend="reference", dtype="float32").model.dtype == torch.float32
+    assert LLM(device="cpu", backend="triton", dtype="bfloat16").model.dtype == torch.bfloat16

@@ -64,6 +64,21 @@ def resolve_model_path(model: str | Path | None) -> Path:
         ) from None
 
 
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def _check_dtype(dtype) -> torch.dtype | None:
+    """None, or one of torch.float32/bfloat16/float16 (given as the dtype or its name, "torch." prefix allowed)."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in _DTYPES.values()):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.lower().removeprefix("torch.")]
+    raise (ValueError if isinstance(dtype, (str, torch.dtype)) else TypeError)(
+        f"dtype={dtype!r} is not supported; use torch.float32, torch.bfloat16 or torch.float16 "
+        "(or 'float32', 'bfloat16', 'float16')")
+
+
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -87,8 +102,9 @@ class LLM:
         device: "cpu" | "cuda" (default: cuda when available).
         backend: "triton" | "reference" (default: triton on CUDA, reference on CPU). The triton
             backend on CPU needs TRITON_INTERPRET=1 (Triton's interpreter: slow; for tests), and runs bf16.
-        dtype: activation dtype (default bf16 on CUDA or with the triton backend, fp32 for the reference
-            backend on CPU); the triton backend's kernels take bf16 or fp16, never fp32.
+        dtype: activation dtype, torch.float32 / torch.bfloat16 / torch.float16 or its name ("float32",
+            "fp32", "bfloat16", "bf16", "float16", "fp16"); default bf16 on CUDA or with the triton backend,
+            fp32 for the reference backend on CPU. The triton backend's kernels take bf16 or fp16, never fp32.
         quantize_fp8: quantize a bf16 checkpoint's linears to 128×128 block FP8 at load.
         page_size: tokens per latent-cache block (power of two).
         progress: show a progress bar while loading shards.
@@ -109,6 +125,7 @@ class LLM:
                  backend: str | None = None, dtype: torch.dtype | None = None, quantize_fp8: bool = False,
                  page_size: int = 64, progress: bool = False, tp: TP | None = None, enforce_eager: bool = False,
                  max_graph_batch: int = DEFAULT_MAX_BATCH):
+        dtype = _check_dtype(dtype)
         self.path = resolve_model_path(model)
         self.device = _pick_device(device)
         if backend is None:
@@ -122,8 +139,8 @@ class LLM:
             if dtype is None:
                 dtype = torch.bfloat16
             elif dtype not in (torch.bfloat16, torch.float16):
-                raise ValueError(f"dtype={dtype} is not supported by backend='triton' (bf16 or fp16 activations); "
-                                 "use backend='reference' for fp32")
+                raise ValueError(f"dtype={dtype} is not supported by backend='triton' (torch.bfloat16 or "
+                                 "torch.float16 activations); use backend='reference' for torch.float32")
         if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
             raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
         if not isinstance(max_graph_batch, int) or max_graph_batch < 1:

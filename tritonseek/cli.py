@@ -84,6 +84,30 @@ def _check_output(output: Path) -> None:
         _fail(f"--output {output} is not writable")
 
 
+def _check_device(device: str | None, tp_size: int) -> None:
+    """--device: cpu (no index), cuda or cuda:N (an existing GPU; not with --tp, whose ranks take GPU LOCAL_RANK)."""
+    if device is None:
+        return
+    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", device)
+    if not m:
+        _fail(f"--device {device!r} is not supported; use cpu, cuda or cuda:N")
+    if m.group(1) == "cpu":
+        if m.group(2) is not None:
+            _fail(f"--device {device}: the CPU device takes no index; use --device cpu")
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        _fail(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    if m.group(2) is not None:
+        if tp_size > 1:
+            _fail(f"--device {device} with --tp {tp_size}: each rank runs on GPU LOCAL_RANK; pass --device cuda "
+                  "(CUDA_VISIBLE_DEVICES picks the GPUs)")
+        n = torch.cuda.device_count()
+        if int(m.group(2)) >= n:
+            _fail(f"--device {device}: torch sees {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+
+
 def _umask() -> int:
     import os
 
@@ -223,7 +247,7 @@ def generate(
     top_k: int = typer.Option(0, "--top-k", min=0, help="Keep the k most likely tokens (0 = off)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (reproducible output)."),
     chat: bool = typer.Option(False, "--chat", help="Apply the checkpoint's chat template."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda if available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if available)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA; triton on CPU needs TRITON_INTERPRET=1, slow)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="JSONL with a 'prompt' field per line."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (with --prompts-file)."),
@@ -247,6 +271,7 @@ def generate(
         _fail(f"--top-p must be in (0, 1], got {top_p}")
     if compare and not mtp:
         _fail("--compare needs --mtp K")
+    _check_device(device, tp_size)
     if output is not None:
         _check_output(output)
     from tritonseek.engine.sampling_params import SamplingParams

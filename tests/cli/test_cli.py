@@ -41,7 +41,9 @@ def test_generate_with_seed_is_deterministic():
         (("generate", "-p", "x", "--model", "/nonexistent/folder/x"), "neither a folder nor a Hugging Face id"),
         (("generate", "-p", "x", "--model", "someone/not-cached-model-xyz"), "not in the local Hugging Face cache"),
         (("generate", "-p", "x", "--backend", "cuda"), "backend='cuda' is not one of"),
-        (("generate", "-p", "x", "--device", "tpu"), "device='tpu' is not supported"),
+        (("generate", "-p", "x", "--device", "tpu"), "--device 'tpu' is not supported"),
+        # session 17: cpu:1 was accepted ("device cpu:1"); errors named device= instead of the option
+        (("generate", "-p", "x", "--device", "cpu:1"), "--device cpu:1: the CPU device takes no index"),
         (("generate", "-p", "x", "-n", "5000"), "max_position_embeddings"),
         (("generate", "-p", "x", "--top-p", "0"), "--top-p must be in (0, 1]"),
         (("generate", "-p", "x", "--top-p", "nan"), "--top-p must be in (0, 1], got nan"),
@@ -235,6 +237,8 @@ def test_tp_on_cuda_without_a_gpu_fails_with_one_line():
         pytest.skip("this machine has a GPU")
     r = run("generate", "-p", "x", "--tp", "2", "--device", "cuda")
     assert r.exit_code != 0 and "no CUDA device" in r.stderr and "Traceback" not in r.output
+    r = run("generate", "-p", "x", "--device", "cuda:0")  # session 17: reported as device='cuda'
+    assert r.exit_code == 2 and "--device cuda:0: no CUDA device" in r.stderr and "Traceback" not in r.output
 
 
 def test_world_size_without_torchrun_is_one_clear_error(monkeypatch):

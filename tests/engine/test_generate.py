@@ -368,6 +368,8 @@ def test_dtype_is_checked_before_loading(monkeypatch):
         monkeypatch.setattr(llm_mod, "load_model", no_load)
         with pytest.raises((ValueError, TypeError), match=r"dtype=.* torch.float32, torch.bfloat16 or torch.float16"):
             LLM(device="cpu", backend=backend, dtype=bad)
+    with pytest.raises(ValueError, match="device='cpu:1': the CPU device takes no index"):
+        LLM(device="cpu:1")  # session 17: accepted, "device cpu:1" in the stats
     monkeypatch.undo()
     assert LLM(device="cpu", backend="reference", dtype="float32").model.dtype == torch.float32
     assert LLM(device="cpu", backend="triton", dtype="bfloat16").model.dtype == torch.bfloat16

@@ -88,8 +88,13 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device={str(device)!r} is not supported; use 'cpu' or 'cuda'") from None
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device={str(device)!r} is not supported; use 'cpu' or 'cuda'")
+    if device.type == "cpu" and device.index is not None:  # torch accepts cpu:1 and runs on the one CPU device
+        raise ValueError(f"device={str(device)!r}: the CPU device takes no index; use 'cpu'")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA GPU")
+        raise ValueError(f"device={str(device)!r} was asked for but torch sees no CUDA GPU")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -99,7 +104,7 @@ class LLM:
     Args:
         model: checkpoint folder, HF id (resolved offline from the local cache) or None for the
             embedded default model.
-        device: "cpu" | "cuda" (default: cuda when available).
+        device: "cpu" | "cuda" | "cuda:N" (default: cuda when available); "cpu:N" is refused.
         backend: "triton" | "reference" (default: triton on CUDA, reference on CPU). The triton
             backend on CPU needs TRITON_INTERPRET=1 (Triton's interpreter: slow; for tests), and runs bf16.
         dtype: activation dtype, torch.float32 / torch.bfloat16 / torch.float16 or its name ("float32",

@@ -154,35 +154,40 @@ def _tensor_parallel(tp_size: int, device: str | None):
         import signal
 
         class _Terminated(Exception):
-            pass
+            def __init__(self, signum: int):
+                super().__init__(signum)
+                self.signum = signum
 
-        def _on_sigterm(signum, frame):
-            raise _Terminated
+        def _on_signal(signum, frame):
+            raise _Terminated(signum)
 
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        # SIGTERM (kill, a job scheduler) is handled like Ctrl-C: left at its default it ended this process alone
-        # and torchrun's ranks ran on and wrote the output file afterwards.
+        # SIGTERM (kill, a job scheduler) and SIGHUP (kill -HUP, a closed session) are handled like Ctrl-C: left at
+        # their defaults they ended this process alone and torchrun's ranks ran on and wrote the output file afterwards.
         import threading
 
         main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
-        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+        handled = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig]
+        previous = {sig: signal.signal(sig, _on_signal) for sig in handled} if main_thread else {}
         try:
             _, err = proc.communicate()
         except (KeyboardInterrupt, _Terminated) as e:
             # torchrun stops its ranks on SIGTERM; killed outright (subprocess.run's reaction) it left them running
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+            for sig in previous:  # a second signal must not cut the clean-up short
+                signal.signal(sig, signal.SIG_IGN)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            what = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated (SIGTERM)"
+            ctrl_c = isinstance(e, KeyboardInterrupt)
+            what = "interrupted" if ctrl_c else f"terminated ({signal.Signals(e.signum).name})"
             sys.stderr.write(f"error: {what}; every tensor-parallel rank was stopped\n")
-            raise typer.Exit(130 if isinstance(e, KeyboardInterrupt) else 143) from None
+            raise typer.Exit(130 if ctrl_c else 128 + e.signum) from None
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         # Keep rank 0's own messages; drop torchrun's agent log (glog-style lines and what follows),
         # which would bury a one-line user error under a launcher traceback.
         user_error, log = False, err.splitlines()

@@ -261,24 +261,28 @@ def test_world_size_without_torchrun_is_one_clear_error(monkeypatch):
     assert r.exit_code == 0 and "new tokens 2" in r.stderr, r.output
 
 
-def test_sigterm_stops_the_tp_ranks_and_exits_143(monkeypatch, tmp_path):
-    """Fresh-user pass (session 17): SIGTERM to `generate --tp 2` ended the CLI alone; torchrun and its ranks ran
-    on and overwrote --output a minute later. Now SIGTERM is handled like Ctrl-C: torchrun gets SIGTERM (it stops
-    its ranks), the CLI waits for it and exits 143. torchrun is replaced by a stand-in that records the signal."""
+@pytest.mark.parametrize("sig_name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_stops_the_tp_ranks_and_exits_143(monkeypatch, tmp_path, sig_name, code):
+    """Fresh-user passes (session 17): SIGTERM, then SIGHUP, to `generate --tp 2` ended the CLI alone; torchrun and
+    its ranks ran on and overwrote --output a minute later. Now both are handled like Ctrl-C: torchrun gets SIGTERM
+    (it stops its ranks), the CLI waits for it and exits 128 + the signal. torchrun is replaced by a stand-in that
+    records the signal."""
     import os
     import signal
     import subprocess
     import time
+
+    sig = getattr(signal, sig_name)
 
     class FakeTorchrun:
         def __init__(self, *a, **k):
             self.signals, self.returncode = [], None
 
         def communicate(self, timeout=None):
-            if not self.signals:  # the first wait: SIGTERM arrives while the ranks run
-                os.kill(os.getpid(), signal.SIGTERM)
+            if not self.signals:  # the first wait: the signal arrives while the ranks run
+                os.kill(os.getpid(), sig)
                 time.sleep(5)
-                raise AssertionError("SIGTERM did not interrupt the wait")
+                raise AssertionError(f"{sig_name} did not interrupt the wait")
             self.returncode = -signal.SIGTERM
             return "", ""
 
@@ -288,11 +292,12 @@ def test_sigterm_stops_the_tp_ranks_and_exits_143(monkeypatch, tmp_path):
     procs = []
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: procs.append(FakeTorchrun()) or procs[-1])
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(sig)
     (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
     (tmp_path / "out.jsonl").write_text("kept\n")
     r = run("generate", "--prompts-file", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "out.jsonl"),
             "--tp", "2", "--device", "cpu")
-    assert r.exit_code == 143 and "every tensor-parallel rank was stopped" in r.stderr, r.output
-    assert procs[0].signals == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is before
+    assert r.exit_code == code and f"terminated ({sig_name})" in r.stderr, r.output
+    assert "every tensor-parallel rank was stopped" in r.stderr, r.output
+    assert procs[0].signals == [signal.SIGTERM] and signal.getsignal(sig) is before
     assert (tmp_path / "out.jsonl").read_text() == "kept\n"

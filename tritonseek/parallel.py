@@ -189,7 +189,13 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
         else:  # variables set by hand: the store env:// would build, with a bounded wait for the other ranks
             deadline = time.monotonic() + rendezvous_timeout_s
             try:
-                if rank != 0:
+                if rank == 0:
+                    # rank 0's store client connects to MASTER_ADDR too: an unknown host made torch retry after a
+                    # random delay (233 s for a 120 s bound, C++ frames, tester 2 of session 17); refuse at once
+                    import socket
+
+                    socket.getaddrinfo(addr, port)
+                else:
                     # Reach rank 0's store from Python first: torch's client retries a failed connect once after a
                     # random delay of up to the timeout (206-239 s for a 120 s bound, measured) and logs C++ frames.
                     _wait_for_listener(addr, port, deadline)

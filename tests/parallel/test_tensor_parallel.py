@@ -133,6 +133,14 @@ def test_init_from_env_without_torchrun_raises_naming_the_variable(monkeypatch):
     with pytest.raises(TPLaunchError, match="rank 1 of WORLD_SIZE=2 could not meet the other ranks .* within 2 s"):
         init_from_env("cpu", rendezvous_timeout_s=2)
     assert time.monotonic() - t0 < 3.0 and not dist.is_initialized()
+    # Session 17, tester 2: rank 0 with an unknown MASTER_ADDR took 233 s for a stated 120 s (torch's store client
+    # retried after a random delay); the address is now resolved first and refused at once.
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "no-such-host.invalid")
+    t0 = time.monotonic()
+    with pytest.raises(TPLaunchError, match="MASTER_ADDR=no-such-host.invalid"):
+        init_from_env("cpu", rendezvous_timeout_s=60)
+    assert time.monotonic() - t0 < 10.0 and not dist.is_initialized()
 
 
 def test_tp_shards_are_rank_slices(tmp_path):

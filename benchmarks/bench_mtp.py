@@ -444,15 +444,18 @@ def run_sampler(env, rows, out_f, deadline):
 
 
 def git_commit() -> str:
-    """The commit rows carry: TRITONSEEK_COMMIT if set, else ``git rev-parse --short HEAD`` of this checkout,
-    else "unknown" (no git, not a checkout)."""
+    """The commit rows carry: TRITONSEEK_COMMIT if set, else ``git rev-parse --short HEAD`` of the checkout that
+    holds the imported ``tritonseek`` package (the code being measured, which PYTHONPATH may point elsewhere than
+    this script), else "unknown" (no git, not a checkout)."""
     import subprocess
+
+    import tritonseek
 
     if os.environ.get("TRITONSEEK_COMMIT"):
         return os.environ["TRITONSEEK_COMMIT"]
     try:
         r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                           cwd=os.path.dirname(os.path.abspath(__file__)))
+                           cwd=os.path.dirname(os.path.abspath(tritonseek.__file__)))
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"

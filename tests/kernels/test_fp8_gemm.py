@@ -203,7 +203,8 @@ def test_fp8_gemm_rejects_bad_configs():
                      ({"GLUON": {"BLOCK_N": 100}}, "BLOCK_N=100"), ({"GLUON": {"NUM_STAGES": 0}}, "NUM_STAGES"),
                      ({"GLUON": {"NUM_STAGES": "x"}}, "NUM_STAGES"), ({"GLUON": {"WIDE": True, "SPLIT": False}}, "WIDE"),
                      ({"GLUON": {"WIDE": True, "WGS": 3}}, "WIDE"), ({"GLUON": {"WIDE": True, "BLOCK_N": 128}}, "WIDE"),
-                     ({"GLUON": {"WGS": True}}, "WGS")):
+                     ({"GLUON": {"WGS": True}}, "WGS"), ({"GLUON": {"WGS": 2.0}}, "WGS"),
+                     ({"GLUON": {"BLOCK_N": 128.0}}, "BLOCK_N"), ({"num_warps": 4.0}, "num_warps")):
         with pytest.raises(ValueError, match=key):
             fp8_gemm_nt(a, a_s, b, b_s, config={**base, **bad})
     with pytest.raises(ValueError, match="missing the required key 'num_warps'"):

@@ -108,8 +108,8 @@ def _rule_text(rule: object) -> str:
 def check_config(name: str, cfg: object, spec: dict, required: tuple = ()) -> dict:
     """A copy of the launch-config dict ``cfg`` checked against ``spec`` {key: rule}; rule ``bool`` (a bool),
     ``float`` (a finite int/float > 0), a ``range`` (an int in it) or a tuple of allowed values (a bool never
-    stands for 0/1). TypeError unless cfg is a dict; ValueError naming the key for an unknown key, a missing
-    ``required`` key or a value outside its rule."""
+    stands for 0/1, a float never for an int). TypeError unless cfg is a dict; ValueError naming the key for an
+    unknown key, a missing ``required`` key or a value outside its rule."""
     if not isinstance(cfg, dict):
         raise TypeError(f"{name} must be a dict, got {type(cfg).__name__}")
     for key in required:
@@ -127,8 +127,10 @@ def check_config(name: str, cfg: object, spec: dict, required: tuple = ()) -> di
         elif isinstance(rule, range):
             ok = num and isinstance(v, numbers.Integral) and v in rule
         else:
-            ok = isinstance(v, (numbers.Number, str)) and any(v == a and isinstance(v, bool) == isinstance(a, bool)
-                                                             for a in rule)
+            # a bool never stands for 0/1 and a float never for an int (BLOCK_N=128.0 passed as 128; tester, s17)
+            ok = isinstance(v, (numbers.Number, str)) and any(
+                v == a and isinstance(v, bool) == isinstance(a, bool)
+                and (not isinstance(a, numbers.Integral) or isinstance(v, numbers.Integral)) for a in rule)
         if not ok:
             raise ValueError(f"{name} key {key}={v!r} must be {_rule_text(rule)}")
     return dict(cfg)

@@ -183,7 +183,7 @@ def check_ws_config(cfg: dict) -> None:
     ``launch_fp8_gemm_ws`` and ``fp8_gemm_nt``'s GLUON entries, so a bad entry raises on CPU too."""
     check_config("config", {key: v for key, v in cfg.items() if key != "WGS"}, WS_CONFIG_SPEC)
     wgs = cfg.get("WGS")
-    if wgs is not None and (isinstance(wgs, bool) or wgs not in (2, 3)):
+    if wgs is not None and (isinstance(wgs, bool) or not isinstance(wgs, int) or wgs not in (2, 3)):
         raise ValueError(f"config key WGS={wgs!r} must be None, 2 or 3")
     if cfg.get("BLOCK_N") == 256 and (not cfg.get("SPLIT") or wgs not in (None, 2) or cfg.get("NUM_STAGES", 4) > 4):
         raise ValueError(f"config BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and NUM_STAGES <= 4, got {cfg}")

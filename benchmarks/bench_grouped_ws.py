@@ -388,6 +388,25 @@ def bench_masked(cx: Ctx):
                     best = (cfg, ug, run)
 
             _ab_summary(f"masked {E}x{m} N={N} K={K} us_graph", timed)
+            if cx.args.ab and cx.args.skip_check and runs:
+                # the same groups inside a buffer of 2·m rows per group (masked_m = m): the tiles past masked_m must
+                # cost nothing, so its A/B ratio to the first config should be ~1 (checked like the others first)
+                a2 = _rand_fp8((E, 2 * m, K), dev)
+                a2[:, :m] = a
+                a_s2x = torch.rand(E, 2 * m, K // 128, device=dev) + 0.25
+                a_s2x[:, :m] = a_s
+                out2 = torch.full((E, 2 * m, N), float("nan"), device=dev, dtype=torch.bfloat16)
+                cfg0 = json.loads(next(iter(runs)))
+
+                def run_x2(cfg0=cfg0):
+                    return GW.grouped_fp8_gemm_masked_ws(a2, a_s2x, b, bs, mm, out=out2, config=cfg0)
+                run_x2()
+                torch.cuda.synchronize()
+                d = calc_diff(out2[:, :m].float(), ref)
+                ok = bool(torch.isfinite(out2[:, :m]).all()) and bool(torch.isnan(out2[:, m:].float()).all())
+                print(f"  M_max x2 (masked_m = {m}, config {cfg0}): calc_diff {d:.2e}, rows past masked_m untouched {ok}")
+                if ok and d < 1e-3:
+                    runs[f"M_max x2 {json.dumps(cfg0, sort_keys=True)}"] = run_x2
 
             def tl():
                 return grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out)
@@ -469,6 +488,8 @@ def main():
     p.add_argument("--cands-json", default=None, help="a JSON list of config dicts to check and time instead")
     p.add_argument("--no-tl", action="store_true", help="do not time the tl kernels (ws configs and the peer only)")
     p.add_argument("--warm-s", type=float, default=0.5, help="seconds of GPU warm-up before the first timing")
+    p.add_argument("--skip-check", action="store_true", help="with --ab, masked: also time the first config on "
+                   "M_max = 2·m with masked_m = m (the tiles past masked_m should cost nothing)")
     p.add_argument("--ab", type=int, default=0, help="rounds of interleaved GPU-clock timing of every checked "
                    "config and the peer (0: off)")
     args = p.parse_args()

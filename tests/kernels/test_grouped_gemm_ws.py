@@ -45,9 +45,10 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     la = W._smem_layout([bm, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
-    lc = W._smem_layout([c_rows, bn], W._GL_DTYPES[out_dtype])
+    c_cols = min(bn, 128)  # WIDE (BLOCK_N 256) tiles: one store per 128-column half
+    lc = W._smem_layout([c_rows, c_cols], W._GL_DTYPES[out_dtype])
     sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               c_desc=f"tensordesc<{cty}[{c_rows}, {bn}],{lc!r}>" if tma_store else "constexpr",
+               c_desc=f"tensordesc<{cty}[{c_rows}, {c_cols}],{lc!r}>" if tma_store else "constexpr",
                c_ptr=f"*{cty}", a_scale_ptr="*fp32", b_scale_ptr="*fp32", idx_ptr="*i32")
     sig.update({n: "i32" for n in ("M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask",
                                    "stride_bse", "stride_bsn", "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
@@ -89,6 +90,23 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
+def test_grouped_ws_wide_compiles_for_sm90():
+    # WIDE 128×256 tiles (BLOCK_N 256, masked layout, 4 stages, E_PAD 256 = up to 256 groups): per K block each
+    # consumer warpgroup issues two n128 wgmma groups (4 × k32 each) from fp8_gemm_ws_loop._k_loop_wide, so 2
+    # partitions × 2 halves × 4 = 16 n128 wgmmas and no n256 one. ptxas spills 4 bytes once per tile, outside the K
+    # loop (checked in the SASS: one STL/LDL pair before the loop over tiles; at E_PAD 512, 24 bytes, also outside
+    # the K loop); the contiguous WIDE kernel and both 128×128 defaults spill nothing.
+    cfg = dict(W.grouped_ws_config("masked", 128, 4096, 7168), BLOCK_N=256, NUM_STAGES=4)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 256)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 16
+    assert "m64n256k32" not in ptx
+    assert "cp.async.bulk.tensor.2d.global.shared::cta" in ptx
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(int(st_) <= 4 and int(ld) <= 4 for st_, ld in spills), report
+
+
 def _cpu_contiguous(E=2, N=128, K=256):
     a = torch.randn(2 * M_ALIGNMENT, K).to(torch.float8_e4m3fn)
     a_s = torch.rand(2 * M_ALIGNMENT, K // 128) + 0.5
@@ -124,9 +142,15 @@ def test_grouped_ws_rejects_bad_inputs():
     # fresh-user pass (session 17): unknown keys (a removed FAST_SCHED, typos) were ignored by cfg.update; values
     # and keys are now checked on every device, before the Hopper check
     for bad, key in ((dict(FAST_SCHED=False), "FAST_SCHED"), (dict(NUM_STAGES=0), "NUM_STAGES"),
-                     (dict(BALANCE=1), "BALANCE"), (dict(BLOCK_N=256), "BLOCK_N")):
+                     (dict(BALANCE=1), "BALANCE"), (dict(BLOCK_N=192), "BLOCK_N")):
         with pytest.raises(ValueError, match=key):
             grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=bad)
+    # WIDE 128×256 tiles (session 18) need split warpgroups and at most 4 stages (48 KB each): raised, never replaced
+    with pytest.raises(ValueError, match="BLOCK_N 256.*SPLIT=False"):
+        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_N=256, SPLIT=False))
+    with pytest.raises(ValueError, match="BLOCK_N 256.*NUM_STAGES=5"):  # the masked default has 5 stages
+        grouped_fp8_gemm_masked_ws(a.view(2, M_ALIGNMENT, -1), a_s.view(2, M_ALIGNMENT, -1), b, b_s,
+                                   torch.tensor([3, 0], dtype=torch.int32), config=dict(BLOCK_N=256))
     with pytest.raises(TypeError, match="config must be a dict"):
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=[1])
     with pytest.raises(TypeError, match="out_dtype"):
@@ -289,7 +313,7 @@ def test_masked_ws_masked_store_epilogue_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BALANCE=True)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4)])
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 @pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
 def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
@@ -354,8 +378,34 @@ def test_contiguous_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
     _check_contiguous([4096, 0, 4096 - 64], N, K, device, seed=N, config=dict(PIPE0=True))
 
 
+# WIDE 128×256 tiles (session 18): masked_m 0, 1, 63/64/65 (a 128-row tile whose second warpgroup only drains),
+# 127/128/129 (block_m ± 1), M_max and past it; NaN/inf in every row past masked_m and in contiguous padding rows;
+# NaN-poisoned out; N tails: 128 (the second half lies past N: no b_scale block, nothing stored), 200 (a second
+# half with 72 columns), 256, 384 (a full tile and a half one), 576; K with 1, 3 and 16 blocks
+_WIDE_CONFIGS = [dict(BLOCK_N=256, NUM_STAGES=4), dict(BLOCK_N=256, NUM_STAGES=3, TMA_STORE=False)]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BALANCE=True)])
+@pytest.mark.parametrize("config", _WIDE_CONFIGS)
+@pytest.mark.parametrize("N", [128, 200, 256, 384, 576])
+def test_wide_tiles_gpu(device, config, N):
+    for K in (128, 384, 2048):
+        _check_masked([0, 1, 63, 64, 65, 127, 128, 129, 256, 300], 256, N, K, device, seed=N + K, config=config)
+        _check_contiguous([0, 1, 127, 128, 129, 300], N, K, device, seed=N + K + 1, config=config)
+    _check_masked([5] * 3, 5, N, 256, device, seed=N, config=config)  # M_max below one tile
+    _check_contiguous([64, 0, 5], N, 256, device, seed=N + 2, config=config, out_dtype=torch.float32)
+
+
+@pytest.mark.gpu
+def test_wide_tiles_many_groups_gpu(device):
+    # 300 groups: E_PAD = 512 (the per-group schedule table at 4 entries per consumer thread, where ptxas spills 24
+    # bytes outside the K loop)
+    _check_masked([(7 * g) % 130 for g in range(300)], 130, 256, 256, device, seed=9,
+                  config=dict(BLOCK_N=256, NUM_STAGES=4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4)])
 def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
     # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
     g = torch.Generator(device=device).manual_seed(11)

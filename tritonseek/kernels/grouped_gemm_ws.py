@@ -28,6 +28,11 @@ promoted while kb+1 runs). What the grouped layouts add:
 * B is read as one [E·N, K] matrix (rows g·N + n): the rows a tile reads past an expert's N (N tails)
   belong to the next expert or to TMA's zero fill and feed only output columns ≥ N, which are never
   stored; the per-tile weight scale is b_scale[g, off_n // 128] (BLOCK_N ≤ 128 stays in one block).
+* WIDE 128×256 tiles (BLOCK_N 256, session 18; SPLIT, ≤ 4 stages of 48 KB): each consumer warpgroup runs the dense
+  kernel's two-half K loop (fp8_gemm_ws_loop._k_loop_wide: two n128 wgmmas per K block through one product register
+  set, each half promoted with its own b_scale block, the second absent past N) and stores the halves one after the
+  other. For the masked DeepGEMM shapes at (4096, 7168) every shape has 128 such tiles: one tile per program instead
+  of two 128×128 tiles (same MMA work per SM; half the per-tile fixed cost, 25 % less shared-memory fill per FLOP).
 
 128×192 tiles (the dense kernel's session-14 experiment, see fp8_gemm_ws.py) were slower here too (H200, µs,
 128×128 → 128×192): contiguous 4×8192 (4096, 7168) 1767 → 1945 (A from shared memory, b08f755) and 1782 → 1947
@@ -65,8 +70,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _load_tile, _num_sms, _smem_layout
-from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _tile_k_loop
+from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _load_tile, _num_sms, _smem_layout
+from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
     _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
     _tile_rows,
@@ -125,7 +130,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
 
 # Values a caller's ``config=`` may give each ``grouped_ws_config`` key (setmaxnreg counts: multiples of 8 in [24, 256])
 GROUPED_WS_CONFIG_SPEC: dict = dict(
-    BLOCK_M=(128,), BLOCK_N=(64, 128), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
+    BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
     PIPE=bool, PIPE0=bool, BALANCE=bool,
 )
@@ -184,6 +189,24 @@ def _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars
 
 
 @gluon.jit
+def _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
+                   n1_ok, stride_ask, stride_bsn, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                   BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # WIDE (BLOCK_N = 256): _tile_or_drain with fp8_gemm_ws_loop's 128×256 loop (two n128 halves per K block through
+    # one product register set, each promoted with its own b_scale block; n1_ok: the second half's block exists);
+    # returns (acc0, acc1, it)
+    if mine:
+        acc0, acc1, it = _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok,
+                                      sb_ptr, n1_ok, stride_ask, stride_bsn, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+    else:
+        if run:
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        acc0 = zero
+        acc1 = zero
+    return acc0, acc1, it
+
+
+@gluon.jit
 def _tma_store(acc, c_smem, c_desc, row0, off_n):
     tma.store_wait(0)  # the previous tile's store has left c_smem
     c_smem.store(acc.to(c_desc.dtype))
@@ -202,9 +225,9 @@ def _store_rows(acc, c_ptr, row0, off_n, row_ok, N, stride_cm, stride_cn, ROWS: 
 
 
 @gluon.jit
-def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr,
-              M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-              stride_cm, stride_cn, num_programs,
+def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+              idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
+              stride_bsk, stride_cm, stride_cn, num_programs,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
@@ -215,12 +238,15 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
     # tile's start and first read in its epilogue. Contiguous: a tile's m_indices are loaded one tile ahead; its
     # expert and whether this partition has rows of it come from one reduction. The a_scale loads are masked to
     # rows < M_rows only (memory safety): rows past masked_m / of padding or another expert compute garbage that is
-    # never stored (masked) or replaced by 0 / NaN in the epilogue (contiguous).
+    # never stored (masked) or replaced by 0 / NaN in the epilogue (contiguous). WIDE (BLOCK_N = 256): two 128-column
+    # accumulators per partition, stored one after the other (c_smem, c_smem1; the second only where it has columns
+    # inside N).
+    ACC_N: gl.constexpr = 128 if BLOCK_N == 256 else BLOCK_N
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, ACC_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    zero = gl.zeros([ROWS, ACC_N], gl.float32, mma_layout)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
@@ -249,14 +275,23 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_s
             mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)  # first read in the epilogue
             sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
             mm = M_rows
-        acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
-                                 rm < M_rows, b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn,
-                                 stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE, PIPE0,
-                                 row_layout)
+        sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
+        if BLOCK_N == 256:
+            acc, acc1, it = _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                           sa_ptrs, rm < M_rows, sb_ptr, off_n + 128 < N, stride_ask, stride_bsn,
+                                           stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+        else:
+            acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
+                                     rm < M_rows, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
+                                     UNROLL2, PIPE, PIPE0, row_layout)
         if MASKED:
             mm = gl.maximum(gl.minimum(mm, M_rows), 0)
         _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
-                  ROW0, ROWS, BLOCK_N, TMA_STORE, MASKED, row_layout, col_layout)
+                  ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
+        if BLOCK_N == 256:
+            if off_n + 128 < N:
+                _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 128, mm, M_rows, N, stride_cm,
+                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -291,14 +326,6 @@ def _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M
                     row_layout, col_layout)
 
 
-@gluon.jit
-def _c_half(c_smem, i: gl.constexpr, TMA_STORE: gl.constexpr):
-    if TMA_STORE:
-        return c_smem.index(i)
-    else:
-        return c_smem
-
-
 # one compile per config and layout: the sizes and scale strides only feed loop bounds and scale addresses
 @gluon.jit(do_not_specialize=["M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask", "stride_bse",
                               "stride_bsn", "stride_bsk", "num_programs"])
@@ -316,7 +343,7 @@ def _grouped_fp8_ws_kernel(
     # masked (MASKED=True): a_desc over a viewed [E·M_max, K], M_rows = M_max, idx_ptr = masked_m [E] int32,
     #   a_scale [E, M_max, KB] (stride_ase, stride_asm, stride_ask), out viewed [E·M_max, N] (stride_cm, stride_cn)
     # b_desc over b viewed [E·N, K] e4m3, box [BLOCK_N, BLOCK_K]; b_scale [E, NB, KB] (stride_bse/bsn/bsk)
-    # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), BLOCK_N]
+    # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), min(BLOCK_N, 128)]
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -324,20 +351,24 @@ def _grouped_fp8_ws_kernel(
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)  # released once per consumer partition
+    # WIDE (BLOCK_N = 256): two epilogue buffers per partition with 3 stages (3 × 48 KB + 64 KB), one with 4
+    C_BUFS: gl.constexpr = 2 if BLOCK_N == 256 and NUM_STAGES <= 3 else 1
     if TMA_STORE:
-        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2 if SPLIT else 1] + c_desc.block_type.shape,
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [(2 if SPLIT else 1) * C_BUFS] + c_desc.block_type.shape,
                                            c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder
     if SPLIT:
         # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
         gl.warp_specialize([
-            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE),
+                         _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
                          0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
-            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 1, TMA_STORE), c_desc, c_ptr,
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
+                         _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
@@ -348,7 +379,8 @@ def _grouped_fp8_ws_kernel(
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
         gl.warp_specialize([
-            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_half(c_smem, 0, TMA_STORE), c_desc, c_ptr,
+            (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE),
+                         _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
@@ -376,8 +408,11 @@ def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
 
 def _resolve_config(cfg: dict) -> tuple[int, int]:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    if bm != 128 or bn not in (64, 128):
-        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64 or 128, got {bm}, {bn}")
+    if bm != 128 or bn not in (64, 128, 256):
+        raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64, 128 or 256, got {bm}, {bn}")
+    if bn == 256 and (not cfg["SPLIT"] or cfg["NUM_STAGES"] > 4):
+        raise ValueError(f"config BLOCK_N 256 (WIDE 128×256 tiles) needs SPLIT and NUM_STAGES <= 4 (shared memory), "
+                         f"got SPLIT={cfg['SPLIT']}, NUM_STAGES={cfg['NUM_STAGES']}")
     return bm, bn
 
 
@@ -394,8 +429,9 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
     c_desc = None
     if tma_store:
         c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
-        c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, bn],
-                                  _smem_layout([c_rows, bn], _GL_DTYPES[out2d.dtype]))
+        c_cols = min(bn, 128)  # WIDE tiles: one store per 128-column half
+        c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, c_cols],
+                                  _smem_layout([c_rows, c_cols], _GL_DTYPES[out2d.dtype]))
     _grouped_fp8_ws_kernel[(grid,)](
         a_desc, b_desc, c_desc, out2d, a_scale, b_scale, idx,
         M_rows, N, E, triton.cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,

@@ -393,7 +393,9 @@ def test_wide_tiles_gpu(device, config, N):
         _check_masked([0, 1, 63, 64, 65, 127, 128, 129, 256, 300], 256, N, K, device, seed=N + K, config=config)
         _check_contiguous([0, 1, 127, 128, 129, 300], N, K, device, seed=N + K + 1, config=config)
     _check_masked([5] * 3, 5, N, 256, device, seed=N, config=config)  # M_max below one tile
+    # fp32 out: WIDE tiles store it with masked stores (no room for fp32 TMA-store buffers)
     _check_contiguous([64, 0, 5], N, 256, device, seed=N + 2, config=config, out_dtype=torch.float32)
+    _check_masked([0, 1, 129, 256], 256, N, 384, device, seed=N + 5, config=config, out_dtype=torch.float32)
 
 
 @pytest.mark.gpu

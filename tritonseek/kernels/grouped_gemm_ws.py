@@ -425,7 +425,9 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
     b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn, BLOCK_K],
                               _smem_layout([bn, BLOCK_K], gl_fp8))
     split = bool(cfg["SPLIT"])
-    tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out2d)
+    # WIDE tiles with fp32 out: masked stores (two [64, 128] fp32 epilogue buffers per partition would not fit beside
+    # the stages: 4 × 48 KB + 64 KB > 227 KB)
+    tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out2d) and not (bn == 256 and out2d.element_size() > 2)
     c_desc = None
     if tma_store:
         c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
@@ -480,7 +482,8 @@ def grouped_fp8_gemm_contiguous_ws(
         experts writes NaN into the rows of the smaller expert id; ``check_alignment=True`` instead raises
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
-    config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64 or 128, NUM_STAGES,
+    config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 256 (WIDE
+        128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
         PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a

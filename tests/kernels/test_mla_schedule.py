@@ -276,11 +276,11 @@ def compile_schedule_sm90(packed: bool):
     consts = dict(BLOCK_N=64, BLOCK_B=128, BLOCK_P=256)
     if packed:
         sig.update(ws_ptr="*i32", end_ptr="*i64", batch=i, num_parts=i, seg_cost=i, split_cost=i, min_piece=i,
-                   min_fit=i, fill_tol=i, overhead=i, min_span=i, log_batch=i)
+                   min_fit=i, fill_tol=i, overhead=i, min_span=i, log_batch=i, n_spans=i, tail_pct=i)
         consts.update(BLOCK_C=64, UNROLL=16)
         fn = T._mla_schedule_packed_kernel
     else:
-        sig.update(end_ptr="*i64", batch=i, num_parts=i, overhead=i, min_span=i, log_batch=i)
+        sig.update(end_ptr="*i64", batch=i, num_parts=i, overhead=i, min_span=i, log_batch=i, num_progs=i, tail_pct=i)
         fn = T._mla_schedule_kernel
     sig.update({k: "constexpr" for k in consts})
     return triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))

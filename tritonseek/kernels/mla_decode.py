@@ -174,6 +174,10 @@ class MLAMetadata:
     config: dict
     max_seqlen_k: int | None
     counters: torch.Tensor | None = None  # [2, batch] int32 zeros when the config has COMBINE_SPIN (mla_decode_ws)
+    # STEAL (mla_decode_ws): programs of the Gluon split kernel's grid (num_parts − num_programs tail spans are
+    # taken through work_counter, [1] int32 zero, re-armed by the kernel itself); None: one program per span
+    num_programs: int | None = None
+    work_counter: torch.Tensor | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -225,6 +229,11 @@ def get_mla_metadata(
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8
     head_tiles = triton.cdiv(seqlen_q * num_heads, cfg["BLOCK_H"])
     num_parts = max(1, int(cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
+    # STEAL: STEAL tail spans after the num_progs programs' spans, STEAL_PCT % of the cost (mla_decode_ws takes
+    # them dynamically; every other split kernel runs one program per span)
+    num_progs, n_tail = num_parts, int(cfg.get("STEAL", 0))
+    tail_pct = int(cfg.get("STEAL_PCT", 10)) if n_tail else 0
+    num_parts += n_tail
     batch = cache_seqlens.shape[0]
     min_span = int(cfg.get("MIN_SPAN", _MIN_SPAN_DEFAULT))
     overhead = int(cfg.get("OVERHEAD", _FIXED_OVERHEAD_TILES))
@@ -245,23 +254,26 @@ def get_mla_metadata(
         if packed:
             ws = torch.empty(2 * batch * _PACKED_CAPS + 3 * batch, dtype=torch.int32, device=dev)
             _mla_schedule_packed_kernel[(1,)](
-                cache_seqlens, sched, split, ws, end, batch, num_parts, *pk, overhead, min_span, batch.bit_length(),
+                cache_seqlens, sched, split, ws, end, batch, num_progs, *pk, overhead, min_span, batch.bit_length(),
+                num_parts, tail_pct,
                 BLOCK_N=cfg["BLOCK_N"], BLOCK_B=block_b, BLOCK_C=_PACKED_CAPS,
                 BLOCK_P=block_p, UNROLL=16, num_warps=4,
             )
         else:
             _mla_schedule_kernel[(1,)](
-                cache_seqlens, sched, split, end, batch, num_parts, overhead, min_span, batch.bit_length(),
+                cache_seqlens, sched, split, end, batch, num_parts, overhead, min_span, batch.bit_length(), num_progs,
+                tail_pct,
                 BLOCK_N=cfg["BLOCK_N"], BLOCK_B=block_b,
                 BLOCK_P=block_p, num_warps=4,
             )
     elif dev.type == "cuda" or interpreter_active():
         if batch == 0:
             sched.zero_()
-    elif packed:  # plain CPU tensors without the interpreter: the reference walk
+    elif packed and not n_tail:  # plain CPU tensors without the interpreter: the reference walk
         sched, split = mla_schedule_packed_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], *pk, overhead, min_span)
-    else:  # plain CPU tensors without the interpreter: the same schedule in torch ops
-        sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], overhead, min_span)
+    else:  # plain CPU tensors without the interpreter: the same schedule in torch ops (STEAL: balanced)
+        sched, split = mla_schedule_ref(cache_seqlens, num_parts, cfg["BLOCK_N"], overhead, min_span, num_progs,
+                                        tail_pct)
     lens = cache_seqlens
     if max_seqlen_k is not None:
         max_len = max_seqlen_k
@@ -272,7 +284,9 @@ def get_mla_metadata(
     # COMBINE_SPIN: per-sequence counters of the Gluon split kernel's releases (each layer's combine zeroes them)
     # FUSE: per-sequence piece counters of the fused combine (each zeroed again by the program that merges)
     counters = torch.zeros(2, batch, dtype=torch.int32, device=dev) if cfg.get("COMBINE_SPIN") or cfg.get("FUSE") else None
-    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters)
+    work = torch.zeros(1, dtype=torch.int32, device=dev) if n_tail else None
+    return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters,
+                       num_progs if n_tail else None, work)
 
 
 def _use_gluon(cfg, q, kv_cache, head_dim_v, block_n, block_h) -> bool:

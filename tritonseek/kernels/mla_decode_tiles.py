@@ -223,10 +223,13 @@ def _upper_bound(arr_ptr, n, x, log_n):
 
 @triton.jit
 def _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
-                       BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr):
+                       BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, num_progs=None,
+                       tail_pct=0):
     # get_mla_metadata's balanced schedule (reference.mla.mla_schedule_ref), every pass data-parallel:
     # costs and their prefix sums (int64, stored to end [batch]), split from each sequence's span, and each
     # cut position's sequence by a binary search over the stored ends.
+    # STEAL (num_progs < num_parts spans): the first num_progs spans share (100 − tail_pct) % of the total cost
+    # (span `big`), the num_parts − num_progs tail spans the rest (span `small`), as reference.mla.mla_schedule_ref.
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
@@ -235,22 +238,32 @@ def _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts
         cost = tl.where(nt > 0, nt + overhead, 0)
         tl.store(end_ptr + b0 + ob, tl.cumsum(cost, 0) + total, mask=ok)
         total += tl.sum(cost, 0)
-    per = tl.maximum((total + num_parts - 1) // num_parts, min_span)
+    if num_progs is None:
+        num_progs = num_parts
+    n_tail = num_parts - num_progs
+    # big = per of the plain cut when there is no tail (n_tail 0: tail_pct is ignored)
+    keep = tl.where(n_tail > 0, 100 - tail_pct, 100).to(tl.int64)
+    per = tl.maximum((total * keep + 100 * num_progs - 1) // (100 * num_progs), min_span)
+    t0 = tl.minimum(per * num_progs, total)  # cost position where the tail spans begin
+    small = tl.maximum((total - t0 + tl.maximum(n_tail, 1) - 1) // tl.maximum(n_tail, 1), 1)
     tl.debug_barrier()  # the ends are read back by other threads below
     for b0 in range(0, batch, BLOCK_B):
         ok = b0 + ob < batch
         nt = _tiles(lens_ptr, b0 + ob, ok, BLOCK_N).to(tl.int64)
         cost = tl.where(nt > 0, nt + overhead, 0)
         end = tl.load(end_ptr + b0 + ob, mask=ok, other=0)
-        first = (end - cost + overhead) // per
-        nsplit = tl.where(nt > 0, (end - 1) // per - first + 1, 0)
+        x0 = end - cost + overhead
+        first = tl.where(x0 < t0, x0 // per, num_progs + (x0 - t0) // small)
+        x1 = end - 1
+        nsplit = tl.where(nt > 0, tl.where(x1 < t0, x1 // per, num_progs + (x1 - t0) // small) - first + 1, 0)
         tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
         tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
     # cut p = 0..num_parts at pos = min(p·per, total): its sequence (#ends ≤ pos) and the tile in it
     op = tl.arange(0, BLOCK_P)
     for p0 in range(0, num_parts + 1, BLOCK_P):
         pp = p0 + op
-        pos = tl.minimum(pp.to(tl.int64) * per, total)
+        pos = tl.minimum(tl.where(pp <= num_progs, pp.to(tl.int64) * per, t0 + (pp - num_progs).to(tl.int64) * small),
+                         total)
         bi = _upper_bound(end_ptr, batch, pos, log_batch)
         inb = bi < batch
         nt = _tiles(lens_ptr, bi, inb, BLOCK_N).to(tl.int64)
@@ -264,15 +277,16 @@ def _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts
         tl.store(sched_ptr + (pp - 1) * 4 + 3, tile, mask=hi)
 
 
-@triton.jit(do_not_specialize=["batch", "num_parts", "overhead", "min_span", "log_batch"])
+@triton.jit(do_not_specialize=["batch", "num_parts", "overhead", "min_span", "log_batch", "num_progs", "tail_pct"])
 def _mla_schedule_kernel(
-    lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
+    lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch, num_progs, tail_pct,
     BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     # One program: the whole balanced schedule of get_mla_metadata (see _balanced_schedule) in one launch.
-    # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32; end [batch] int64 workspace.
+    # lens [batch] int32; sched [num_parts, 4] int32 (num_parts spans: num_progs programs' + STEAL tail spans);
+    # split [batch, 2] int32; end [batch] int64 workspace.
     _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
-                       BLOCK_N, BLOCK_B, BLOCK_P)
+                       BLOCK_N, BLOCK_B, BLOCK_P, num_progs, tail_pct)
 
 
 @triton.jit
@@ -308,16 +322,17 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, i
 
 
 @triton.jit(do_not_specialize=["batch", "num_parts", "seg_cost", "split_cost", "min_piece", "min_fit", "fill_tol",
-                               "overhead", "min_span", "log_batch"])
+                               "overhead", "min_span", "log_batch", "n_spans", "tail_pct"])
 def _mla_schedule_packed_kernel(
     lens_ptr, sched_ptr, split_ptr, ws_ptr, end_ptr, batch, num_parts, seg_cost, split_cost, min_piece, min_fit,
-    fill_tol, overhead, min_span, log_batch,
+    fill_tol, overhead, min_span, log_batch, n_spans, tail_pct,
     BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
     # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref), or with
     # FILL_TOL the balanced one (_balanced_schedule) where the reference falls back to it, in one launch.
-    # lens [batch] int32; sched [num_parts, 4] int32; split [batch, 2] int32; workspaces ws int32
+    # lens [batch] int32; sched [n_spans, 4] int32 (STEAL: n_spans > num_parts; the packed walk leaves the tail
+    # spans empty, the balanced fallback cuts them); split [batch, 2] int32; workspaces ws int32
     # [2·batch·BLOCK_C + 3·batch], end int64 [batch]. Walk values in int32: exact while the total cost and the
     # caps stay below 2³⁰ tiles.
     # 1. costs (data-parallel). 2. the greedy walk, serial over the batch (the one part that is: a sequence's
@@ -377,8 +392,8 @@ def _mla_schedule_packed_kernel(
     tl.debug_barrier()  # the records are read back by other threads below
     # packing needs a cap more than fill_tol % over filling's: the balanced schedule instead
     if (fill_tol >= 0) & (cap * 100 > cap_fill * (100 + fill_tol)):
-        _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span,
-                           log_batch, BLOCK_N, BLOCK_B, BLOCK_P)
+        _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, n_spans, overhead, min_span,
+                           log_batch, BLOCK_N, BLOCK_B, BLOCK_P, num_parts, tail_pct)
     else:
         cap32 = cap.to(tl.int32)
         full = cap32 - seg_cost - split_cost
@@ -427,6 +442,13 @@ def _mla_schedule_packed_kernel(
             tl.store(sched_ptr + c * 4 + 5, t, mask=c + 1 < num_parts)
         tl.store(sched_ptr + 0, 0)
         tl.store(sched_ptr + 1, 0)
+        for c0 in range(num_parts, n_spans, BLOCK_P):  # STEAL tail spans: empty (batch, 0, batch, 0)
+            c = c0 + op
+            okt = c < n_spans
+            tl.store(sched_ptr + c * 4, batch + 0 * c, mask=okt)
+            tl.store(sched_ptr + c * 4 + 1, 0 * c, mask=okt)
+            tl.store(sched_ptr + c * 4 + 2, batch + 0 * c, mask=okt)
+            tl.store(sched_ptr + c * 4 + 3, 0 * c, mask=okt)
 
 
 def cache_tiles(q, kv_cache, head_dim_v: int, block_n: int, want_tma: bool):

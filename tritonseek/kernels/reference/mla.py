@@ -106,7 +106,8 @@ def write_latent_cache_ref(kv_cache: torch.Tensor, latent: torch.Tensor, slot_ma
 
 
 def mla_schedule_ref(
-    cache_seqlens: torch.Tensor, num_parts: int, block_n: int, overhead: int, min_span: int
+    cache_seqlens: torch.Tensor, num_parts: int, block_n: int, overhead: int, min_span: int,
+    num_programs: int | None = None, tail_pct: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split-KV schedule of ``get_mla_metadata`` in torch ops: sched [num_parts, 4], split [batch, 2] int32.
 
@@ -114,6 +115,9 @@ def mla_schedule_ref(
     sums cut at multiples of per = max(⌈total/num_parts⌉, min_span). sched[p] = (batch_begin,
     tile_begin, batch_end, tile_end) of program p's span (tile_begin/end: first tile of the span's
     first / one past its last sequence part); split[b] = (first program, number of programs) of b.
+    num_programs < num_parts (config STEAL, tail spans taken dynamically): num_parts spans, the first
+    num_programs of per = max(⌈total·(100 − tail_pct)/(100·num_programs)⌉, min_span), the num_parts −
+    num_programs tail spans cutting the rest evenly (⌈rest/tail spans⌉, ≥ 1); split[b] then counts spans.
     Semantics: FlashMLA ``get_mla_metadata`` (tile_scheduler_metadata + num_splits).
     """
     dev = cache_seqlens.device
@@ -123,14 +127,23 @@ def mla_schedule_ref(
     end = torch.cumsum(cost, 0)
     start = end - cost
     total = end[-1:] if end.numel() else torch.zeros(1, dtype=torch.int64, device=dev)
-    per = torch.clamp((total + num_parts - 1) // num_parts, min=min_span)
-    pos = torch.minimum(torch.arange(num_parts + 1, device=dev, dtype=torch.int64) * per, total)
+    progs = num_parts if num_programs is None else num_programs
+    n_tail = num_parts - progs
+    keep = 100 - tail_pct if n_tail > 0 else 100
+    per = torch.clamp((total * keep + 100 * progs - 1) // (100 * progs), min=min_span)
+    t0 = torch.minimum(per * progs, total)
+    small = torch.clamp((total - t0 + max(n_tail, 1) - 1) // max(n_tail, 1), min=1)
+    idx = torch.arange(num_parts + 1, device=dev, dtype=torch.int64)
+    pos = torch.minimum(torch.where(idx <= progs, idx * per, t0 + (idx - progs) * small), total)
     bidx = torch.searchsorted(end, pos, right=True)  # first sequence whose span ends after pos
     bsafe = bidx.clamp(max=max(lens.numel() - 1, 0))
     tile = torch.where(bidx < lens.numel(), (pos - start[bsafe] - overhead).clamp_min(0), torch.zeros_like(pos))
     sched = torch.stack([bidx[:-1], tile[:-1], bidx[1:], tile[1:]], 1).to(torch.int32).contiguous()
-    first = (start + overhead) // per
-    last = (end - 1) // per
+    def span_of(x):
+        return torch.where(x < t0, x // per, progs + (x - t0) // small)
+
+    first = span_of(start + overhead)
+    last = span_of(end - 1)
     nsplit = torch.where(n_tiles > 0, last - first + 1, torch.zeros_like(last))
     split = torch.stack([first, nsplit], 1).to(torch.int32).contiguous()
     return sched, split

@@ -263,9 +263,11 @@ class _PhaseTimer:
 def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict | None = None) -> dict:
     """LLM().generate on the embedded trained model with mtp=K vs without → {(batch, k, variant): stats}.
 
-    Variants: ``eager_verify`` (the engine default: MTP steps eager) and, where the engine has it,
-    ``graph_verify`` (``LLM.graph_verify = True``: verify forwards and the drafter's MTP forwards replay CUDA
-    graphs). The plain baseline
+    Variants on CUDA: ``graph_step`` (the engine default: ``LLM.graph_step = True``, each greedy MTP step one
+    (bucket, K) graph replay and one device→host copy, engine/mtp_step.py) and ``graph_verify``
+    (``graph_step = False``: verify forwards and the drafter's MTP forwards replay separate graphs, with eager
+    verification and host syncs between them); ``eager_verify`` (no MTP graphs; 0.014–0.035× plain at c3fabee)
+    runs on CPU only. The plain baseline
     is the engine default (CUDA-graph decode on CUDA). Greedy outputs must be identical; where they are
     not, :func:`divergence` says where and by what logit margin.
     """
@@ -275,7 +277,7 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict 
 
     with torch.inference_mode(False):  # built as a user builds it (bench_e2e runs the suites in inference mode;
         llm = LLM(device=b.dev, backend=b.args.backend)  # building it there failed on the H200 at 86da816)
-    variants = (["graph_verify"] if b.cuda and hasattr(llm, "graph_verify") else []) + ["eager_verify"]
+    variants = ["graph_step", "graph_verify"] if b.cuda else ["eager_verify"]
     sp = SamplingParams(max_new_tokens=max_new, ignore_eos=True)
     res = {} if res is None else res  # filled as cases finish (a caller may keep it if interrupted)
     for batch in batches:
@@ -284,8 +286,8 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict 
         for k, variant in [(0, "plain")] + [(k, v) for v in variants for k in ks]:
             if b.over_budget(f"default model b={batch} k={k} {variant}"):
                 continue
-            if hasattr(llm, "graph_verify"):
-                llm.graph_verify = variant == "graph_verify"
+            llm.graph_verify = variant in ("graph_step", "graph_verify")
+            llm.graph_step = variant == "graph_step"
             try:
                 llm.generate(prompts, sp, mtp=k)  # compile / warm / capture
                 best = None
@@ -296,7 +298,8 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict 
                     if best is None or tps > best["tps"]:
                         best = dict(tps=tps, acceptance=st.extra.get("acceptance"),
                                     tokens_per_step=st.extra.get("tokens_per_step"), steps=st.decode_steps,
-                                    graph_steps=st.extra.get("graph_steps"))
+                                    graph_steps=st.extra.get("graph_steps"),
+                                    step_ms=round(st.decode_s / max(st.decode_steps, 1) * 1e3, 4))
             except Exception as e:  # noqa: BLE001 - a failing variant is a finding
                 print(f"default model b={batch} mtp={k} {variant} FAILED: {type(e).__name__}: {e}", flush=True)
                 continue
@@ -305,8 +308,9 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict 
             best["same_tokens"] = [o.token_ids for o in outs] == [o.token_ids for o in base_outs]
             if not best["same_tokens"]:
                 best["divergence"] = divergence(llm, outs, base_outs)
-            if k and b.cuda and batch == batches[0]:
-                # where an MTP step's time goes (synchronised phases; one extra run, not the timed one)
+            if k and b.cuda and batch == batches[0] and variant != "graph_step":
+                # where an MTP step's time goes (synchronised phases; one extra run, not the timed one; a
+                # graph_step step has no phases: benchmarks/profile_mtp_step.py splits it into GPU and host time)
                 pt = _PhaseTimer(llm_mod.MTPDrafter)
                 orig_cls, llm_mod.MTPDrafter = llm_mod.MTPDrafter, pt.cls
                 try:
@@ -316,13 +320,14 @@ def default_model(b, batches: list[int], ks: list[int], max_new: int, res: dict 
                     llm_mod.MTPDrafter = orig_cls
                 n = max(st.decode_steps, 1)
                 best["phase_ms_per_step"] = {name: round(v / n * 1e3, 3) for name, v in pt.t.items()}
-                best["step_ms"] = round(st.decode_s / n * 1e3, 3)
+                best["step_ms_phase_timed"] = round(st.decode_s / n * 1e3, 3)
             best["variant"] = variant
             res[(batch, k, variant)] = best
             print(f"default model b={batch:<3} mtp={k} {variant:<12}: {best['tps']:9.1f} decode tok/s  "
                   f"acc {best['acceptance']}  tok/step {best['tokens_per_step']}  same {best['same_tokens']}"
                   + (f"  divergence {best['divergence'][:4]}" if 'divergence' in best else "")
-                  + (f"  phases ms/step {best['phase_ms_per_step']} of {best['step_ms']}"
+                  + f"  step {best['step_ms']} ms"
+                  + (f"  phases ms/step {best['phase_ms_per_step']} of {best['step_ms_phase_timed']}"
                      if 'phase_ms_per_step' in best else ""), flush=True)
     return res
 
@@ -340,7 +345,7 @@ def default_model_rows(b, dm: dict, card: dict) -> None:
               speedup=None if sp is None else round(sp, 3), tokens_per_step=r["tokens_per_step"],
               tokens_per_s=round(r["tps"], 1), peer_tokens_per_s=round(base["tps"], 1), same_tokens=r["same_tokens"],
               divergence=r.get("divergence"), variant=variant, phase_ms_per_step=r.get("phase_ms_per_step"),
-              step_ms=r.get("step_ms"), card_acceptance=card.get(k),
+              step_ms=r.get("step_ms"), step_ms_phase_timed=r.get("step_ms_phase_timed"), card_acceptance=card.get(k),
               note=f"LLM().generate greedy, ignore_eos; MTP steps: {variant.replace('_', ' ')}")
 
 

@@ -310,11 +310,13 @@ class DecodeGraphs:
 
     def close(self) -> None:
         """Drop the graphs (and the MTP graphs made for them) and their memory pool."""
+        from tritonseek.engine.mtp_step import _STEP_GRAPHS
         from tritonseek.engine.speculative import _MTP_GRAPHS
 
         self._graphs.clear()
         self._pool = None
         _MTP_GRAPHS.pop(self, None)
+        _STEP_GRAPHS.pop(self, None)
 
 
 class PrefillGraphs:

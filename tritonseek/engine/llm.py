@@ -154,6 +154,7 @@ class LLM:
         self.enforce_eager = bool(enforce_eager)
         self.max_graph_batch = max_graph_batch
         self.graph_verify = True  # MTP verify through (bucket, K+1) graphs (token-identical on the H200)
+        self.graph_step = True  # greedy MTP: whole steps as one (bucket, K) graph each (engine/mtp_step.py)
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
         self.ops = Ops(backend)
@@ -317,7 +318,8 @@ class LLM:
         blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens + mtp) // self.page_size) for s in seqs)
         cache, graphs = self._cache_and_graphs(blocks)
         capture0 = graphs.capture_s if graphs is not None else 0.0
-        runner = ModelRunner(self.model, cache, self.device, graphs, graph_verify=self.graph_verify)
+        runner = ModelRunner(self.model, cache, self.device, graphs, graph_verify=self.graph_verify,
+                             graph_step=self.graph_step)
         stats = GenerationStats(prompt_tokens=sum(len(s.prompt_ids) for s in seqs),
                                 backend=self.backend, device=str(self.device))
         t0 = time.perf_counter()
@@ -356,11 +358,17 @@ class LLM:
         ]
 
     def _speculate(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, on_text, stats) -> None:
+        fused = drafter.step_graphs(live)  # greedy on CUDA graphs: each step one replay + one copy to the host
+        if fused is not None:
+            fused.load(h_last, first, [s.last_token for s in live])
         while live:
             # Never draft past what a sequence may still emit (so never past max_position_embeddings).
             k = min([drafter.k] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live])
             starts = [s.num_tokens - 1 for s in live]
-            if k >= 1:
+            if fused is not None:
+                out, num_acc = fused.step(live, k)
+                drafter.runner.graph_steps += 1
+            elif k >= 1:
                 drafts = drafter.draft(live, h_last, first, k)
                 out, num_acc, target_hidden = drafter.verify(live, drafts)
             else:
@@ -368,7 +376,7 @@ class LLM:
                 out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
                 num_acc = torch.zeros(len(live), dtype=torch.int32, device=self.device)
                 target_hidden = target_hidden[:, None]
-            rows, acc = out.tolist(), num_acc.tolist()
+            rows, acc = out.tolist(), num_acc.tolist()  # fused: host arrays already; else the step's sync
             stats.decode_steps += 1
             drafter.steps += 1
             drafter.proposed += k * len(live)
@@ -379,14 +387,18 @@ class LLM:
                     if not s.finished:
                         self._accept([s], [t], on_text)
                         drafter.emitted += 1
-            h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
+            if fused is None:
+                h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
             for s in live:
                 if s.finished:
                     drafter.runner.cache.release(s.seq_id)
-            keep = torch.tensor([i for i, s in enumerate(live) if not s.finished], dtype=torch.int64,
-                                device=self.device)
-            live = [s for s in live if not s.finished]
-            h_last, first = h_last[keep], first[keep]
+            kept = [i for i, s in enumerate(live) if not s.finished]
+            live = [live[i] for i in kept]
+            if fused is not None:
+                fused.keep(kept)
+            elif len(kept) < len(rows):
+                keep = torch.tensor(kept, dtype=torch.int64, device=self.device)
+                h_last, first = h_last[keep], first[keep]
         stats.extra.update(
             mtp=drafter.k,
             acceptance=drafter.accepted / max(drafter.proposed, 1),

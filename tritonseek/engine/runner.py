@@ -53,7 +53,7 @@ class ModelRunner:
 
     def __init__(self, model: DeepseekForCausalLM, cache: PagedLatentCache, device: torch.device,
                  graphs: DecodeGraphs | None = None, graph_verify: bool = False,
-                 prefill_graphs: PrefillGraphs | None = None):
+                 prefill_graphs: PrefillGraphs | None = None, graph_step: bool = False):
         if prefill_graphs is not None and prefill_graphs.cache is not cache:
             raise ValueError("prefill_graphs were captured over another cache")
         self.prefill_graphs = prefill_graphs
@@ -66,6 +66,8 @@ class ModelRunner:
         self.graphs = graphs
         # decode_tokens (MTP verify: seqlen_q = K+1) replays graphs too when set
         self.graph_verify = graph_verify and graphs is not None
+        # greedy MTP steps as one graph replay each (engine/mtp_step.py); needs graph_verify
+        self.graph_step = graph_step and self.graph_verify
         self.graph_steps = 0
 
     def _tensor(self, data, dtype) -> torch.Tensor:

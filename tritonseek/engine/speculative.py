@@ -191,11 +191,23 @@ class MTPDrafter:
         self.k = k
         self.mtp_cache = runner.cache.layers[model.cfg.num_hidden_layers]
         self.graphs = mtp_graphs_for(runner) if getattr(runner, "graph_verify", False) else None
+        self._step_graphs = None  # MTPStepGraphs, made on first use (greedy batches with runner.graph_step)
         self.proposed = 0
         self.accepted = 0
         self.steps = 0  # verify steps
         self.seq_steps = 0  # Σ over steps of the live sequences (per-sequence tokens/step denominator)
         self.emitted = 0
+
+    def step_graphs(self, seqs: list[Sequence]):
+        """The runner's :class:`~tritonseek.engine.mtp_step.MTPStepGraphs` when this batch can run whole steps as one
+        graph replay (``runner.graph_step``, every sequence greedy, batch within the graphs' limit), else None."""
+        if not getattr(self.runner, "graph_step", False) or any(s.params.temperature > 0 for s in seqs):
+            return None
+        if self._step_graphs is None:
+            from tritonseek.engine.mtp_step import step_graphs_for
+
+            self._step_graphs = step_graphs_for(self.runner)
+        return self._step_graphs if self._step_graphs.fits(len(seqs)) else None
 
     def _tensor(self, data, dtype=torch.int64):
         return torch.tensor(data, dtype=dtype, device=self.runner.device)

@@ -443,7 +443,8 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             us_graph = graph_time_us(fns)
             us = eager_time_us(fns)
             row = dict(suite="fp8_gemm", case=dict(M=m, N=n, K=k), us=round(us, 2), us_graph=round(us_graph, 2),
-                       kernel="gluon_ws" if best.get("GLUON") is not None else ("swap_ab" if best.get("SWAP_AB") else "tl"),
+                       kernel=(("gluon_sk" if best["GLUON"].get("STREAM_K") else "gluon_ws") if best.get("GLUON") is not None
+                               else ("swap_ab" if best.get("SWAP_AB") else "tl")),
                        tflops=round(2 * m * n * k / us_graph / 1e6, 1),
                        gbps=round((m * k + n * k + 2 * m * n) / us_graph / 1e3, 1),
                        calc_diff=d, config=best, n_input_sets=len(sets),

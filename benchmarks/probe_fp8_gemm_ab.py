@@ -8,17 +8,26 @@ fixed + slope · K/128, ours (128×128 PIPE0 tiles) and cuBLAS block-scaled).
 A = the committed config (fp8_gemm.get_config), B = the committed tl config with GLUON = --b (Gluon overrides,
 default: the plain 128×128 PIPE0 tiles, i.e. the committed kernel without WIDE). Each side is checked first
 (NaN-poisoned out, calc_diff < 1e-3 against the fp32 reference). Prints one JSON line per shape and round.
+
+--gpu-ab N (session 18; the method of bench_grouped_ws.py --ab): the committed config, every --variant NAME=GLUON-JSON
+(the committed tl config with that GLUON entry, e.g. '{"STREAM_K": true}') and cuBLAS block-scaled are each captured
+as one CUDA graph of one call per rotated input set, then replayed N rounds interleaved (order reversed every round),
+every replay queued behind a device sleep and timed on the GPU clock (host launch latency outside the events). Prints
+per shape each side's median µs / TFLOP/s and its median per-round ratio to the committed config; --rows FILE appends
+one JSON row per shape and side.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
 import sys
 
 import torch
+import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_fp8_gemm import calc_diff, graph_time_us, make_sets, peer_fn  # noqa: E402
@@ -74,15 +83,88 @@ def k_sweep():
               f"{slope / 14 * 1000:.1f} ns per tile-K-block)", flush=True)
 
 
+def _check(sets, ref, cfg) -> float | None:
+    """calc_diff of one NaN-poisoned call of cfg on set 0, None if any output stayed unwritten."""
+    a_q, a_s, b_q, b_s, _ = sets[0]
+    out = torch.full(sets[0][4].shape, float("nan"), dtype=torch.bfloat16, device="cuda")
+    G.fp8_gemm_nt(a_q, a_s, b_q, b_s, out=out, config=cfg)
+    torch.cuda.synchronize()
+    return None if torch.isnan(out).any().item() else calc_diff(out.float(), ref)
+
+
+def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sleep_cycles: int = 200_000):
+    """Interleaved GPU-clock A/B (see the module docstring) of the committed config, the variants and cuBLAS."""
+    from benchmarks.bench_grouped_ws import _interleaved_gpu_us  # h3moe's timer (session 17), one graph per side
+    sets = make_sets(m, n, k, torch.device("cuda"))
+    a_q, a_s, b_q, b_s, _ = sets[0]
+    ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
+    committed = dict(G.get_config(m, n, k, G._num_sms(0)))
+    cfgs = {"committed": committed}
+    for name, gluon in variants.items():
+        cfgs[name] = dict({key: v for key, v in committed.items() if key != "GLUON"}, GLUON=gluon)
+    runs, diffs = {}, {}
+    for name, cfg in cfgs.items():
+        try:
+            d = _check(sets, ref, cfg)
+        except Exception as e:  # a launch failure is a finding, not a crash
+            print(json.dumps(dict(case=[m, n, k], side=name, error=f"{type(e).__name__}: {e}"[:300])), flush=True)
+            continue
+        diffs[name] = d
+        if d is None or not d < 1e-3:
+            print(json.dumps(dict(case=[m, n, k], side=name, config=cfg, rejected=True, calc_diff=d)), flush=True)
+            continue
+        runs[name] = _fns(sets, cfg)
+    if n % 128 == 0:
+        runs["cublas"] = [peer_fn(s[0], s[1], s[2], s[3], n)[0] for s in sets]
+    # one graph per side holding one call per input set (rotated so L2 does not hold the weights), per-call µs
+    try:
+        res = _interleaved_gpu_us({name: (lambda fs=fs: [f() for f in fs]) for name, fs in runs.items()}, rounds,
+                                  sleep_cycles)
+    except Exception as e:  # a capture failure is a finding, not a crash
+        print(json.dumps(dict(case=[m, n, k], error=f"{type(e).__name__}: {e}"[:300])), flush=True)
+        return
+    names = list(res)
+    us = {name: [t / len(sets) for t in res[name]] for name in names}
+    flop, nbytes = 2 * m * n * k, m * k + n * k + 2 * m * n
+    base = us.get("committed")
+    peer = statistics.median(us["cublas"]) if "cublas" in us else None
+    env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__, commit=commit,
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for name in names:
+        med = statistics.median(us[name])
+        ratio = statistics.median([x / y for x, y in zip(us[name], base)]) if base else None
+        row = dict(suite="fp8_gemm_ab", case=dict(M=m, N=n, K=k), variant=name, config=cfgs.get(name),
+                   us=round(med, 2), tflops=round(flop / med / 1e6, 1), gbps=round(nbytes / med / 1e3, 1),
+                   peer="cublas_scaled_mm_blockwise" if peer else None, peer_us=round(peer, 2) if peer else None,
+                   ratio_vs_peer=round(peer / med, 3) if peer else None,
+                   ratio_to_committed=round(ratio, 4) if ratio else None,
+                   p10_us=round(sorted(us[name])[len(us[name]) // 10], 2),
+                   p90_us=round(sorted(us[name])[len(us[name]) * 9 // 10], 2), rounds=rounds, n_sets=len(sets),
+                   calc_diff=diffs.get(name), timing="gpu_clock_interleaved", **env)
+        print(f"  gpu-ab {m}x{n}x{k} {name:>12}: {med:8.2f} us {flop / med / 1e6:7.1f} TFLOP/s ratio "
+              f"{(ratio or 0):.4f} (p10 {row['p10_us']}, p90 {row['p90_us']})", flush=True)
+        if rows_path:
+            with open(rows_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", default="4096:7168:16384,4096:4096:7168,4096:7168:2048")
     p.add_argument("--b", default='{"SPLIT": true, "UNROLL2": true}')
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--k-sweep", action="store_true")
+    p.add_argument("--gpu-ab", type=int, default=0, help="N interleaved GPU-clock rounds (replaces the 40 ms A/B)")
+    p.add_argument("--variant", action="append", default=[], help="NAME=GLUON-JSON, with --gpu-ab (repeatable)")
+    p.add_argument("--rows", default="", help="with --gpu-ab: append JSON rows here")
     args = p.parse_args()
+    commit = os.environ.get("TRITONSEEK_COMMIT", "")
+    variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
     for shape in args.shapes.split(","):
-        ab(*map(int, shape.split(":")), json.loads(args.b), args.rounds)
+        if args.gpu_ab:
+            gpu_ab(*map(int, shape.split(":")), variants, args.gpu_ab, args.rows, commit)
+        else:
+            ab(*map(int, shape.split(":")), json.loads(args.b), args.rounds)
     if args.k_sweep:
         k_sweep()
 

@@ -239,12 +239,13 @@ def _gpu_operands(m, n, k, device, seed):
     return a_q, a_s.t().contiguous().t(), b_q, b_s
 
 
-def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out_stride_pad=0):
+def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out_stride_pad=0, fn=None):
+    # fn: the launcher under test (default fp8_gemm_nt_ws; test_fp8_gemm_ws_sk passes fp8_gemm_nt_sk); returns out
     a, a_s, b, b_s = _gpu_operands(m, n, k, device, seed)
     # out_stride_pad > 0: a row-padded view (unaligned rows → the masked-store epilogue)
     base = torch.full((m, n + out_stride_pad), float("nan"), dtype=out_dtype, device=device)
     out = base[:, :n]
-    res = fp8_gemm_nt_ws(a, a_s, b, b_s, out=out, out_dtype=out_dtype, config=config)
+    res = (fn or fp8_gemm_nt_ws)(a, a_s, b, b_s, out=out, out_dtype=out_dtype, config=config)
     torch.cuda.synchronize()
     assert res.data_ptr() == out.data_ptr()
     assert not torch.isnan(out).any(), "some outputs were never written"
@@ -253,6 +254,7 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
     ref = fp8_gemm_nt_ref(a, a_s, b, b_s, out_dtype=torch.float32)
     diff = calc_diff(out.float(), ref)
     assert diff < 1e-3, f"calc_diff {diff} for M={m} N={n} K={k} config={config}"
+    return out
 
 
 _COOP = dict(SPLIT=False, UNROLL2=False, PIPE=False)  # the cooperative 8-warp partition, one product set

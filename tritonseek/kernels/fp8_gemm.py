@@ -50,7 +50,8 @@ BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 # in the table: the K-loop form gave wrong results with 4 warps in Triton 3.6, see GPU.md),
 # GLUON (on a CUDA Hopper GPU run the warp-specialized Gluon kernel of fp8_gemm_ws with this
 # config instead, from M = its MIN_M key on if it has one, with WIDE 128×256 tiles where its WIDE key is set and
-# fp8_gemm_ws.wide_for accepts the problem; the other keys stay the tl config used
+# fp8_gemm_ws.wide_for accepts the problem, or with STREAM_K=True the stream-K Gluon kernel of fp8_gemm_ws_sk, the
+# entry's other keys then being sk_config overrides; the other keys stay the tl config used
 # elsewhere, e.g. under the interpreter).
 _TUNED: dict[tuple[str, int, int], dict] = {
     # M ≤ 128: H200 sweep of benchmarks/bench_fp8_gemm.py --sweep at commit 029a271 (2026-11-29);
@@ -173,7 +174,13 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
             raise ValueError(f"config key GLUON must be a dict of fp8_gemm_ws.ws_config overrides, got {gluon!r}")
         from tritonseek.kernels.fp8_gemm_ws import check_ws_config, ws_config
 
-        known = set(ws_config(m, n, k)) | {"MIN_M", "WIDE"}
+        stream_k = gluon.get("STREAM_K", False)
+        if not isinstance(stream_k, bool):
+            raise ValueError(f"config GLUON key STREAM_K={stream_k!r} must be a bool")
+        if stream_k:  # the stream-K kernel (fp8_gemm_ws_sk): its own keys
+            _check_stream_k_entry(gluon)
+            return dict(config)
+        known = set(ws_config(m, n, k)) | {"MIN_M", "WIDE", "STREAM_K"}
         unknown = sorted(set(gluon) - known)
         if unknown:
             raise ValueError(f"config GLUON has unknown keys {unknown}; known: {sorted(known)}")
@@ -183,7 +190,8 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
         wide = gluon.get("WIDE", False)
         if not isinstance(wide, bool):
             raise ValueError(f"config GLUON key WIDE={wide!r} must be a bool")
-        ws_cfg = dict(ws_config(m, n, k), **{key: v for key, v in gluon.items() if key not in ("MIN_M", "WIDE")})
+        ws_cfg = dict(ws_config(m, n, k),
+                      **{key: v for key, v in gluon.items() if key not in ("MIN_M", "WIDE", "STREAM_K")})
         if wide:  # where wide_for accepts the problem, fp8_gemm_nt launches BLOCK_N 256 with 3 stages
             clash = sorted({"BLOCK_N", "NUM_STAGES"} & set(gluon))
             if clash:
@@ -191,6 +199,17 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
             check_ws_config(dict(ws_cfg, BLOCK_N=256, NUM_STAGES=3))
         check_ws_config(ws_cfg)
     return dict(config)
+
+
+def _check_stream_k_entry(gluon: dict) -> None:
+    """A GLUON entry with STREAM_K=True: its other keys are ``fp8_gemm_ws_sk.sk_config`` overrides + MIN_M (ValueError
+    naming the key otherwise)."""
+    from tritonseek.kernels.fp8_gemm_ws_sk import sk_config
+
+    min_m = gluon.get("MIN_M", 0)
+    if not isinstance(min_m, int) or isinstance(min_m, bool) or min_m < 0:
+        raise ValueError(f"config GLUON key MIN_M={min_m!r} must be an int >= 0")
+    sk_config({key: v for key, v in gluon.items() if key not in ("MIN_M", "STREAM_K")})
 
 
 def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
@@ -360,6 +379,16 @@ def check_nt_operands(a, a_scale, b, b_scale, out_dtype, out) -> tuple[int, int,
     return m, n, k
 
 
+def check_nt_inputs(a, a_scale, b, b_scale, out_dtype, out) -> tuple[int, int, int]:
+    """Dtype / ndim / device checks of fp8_gemm_nt's four operands, then ``check_nt_operands`` (the Gluon launchers'
+    validation: fp8_gemm_nt_ws, fp8_gemm_nt_sk). Returns (M, N, K)."""
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
+    check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=2, device=a.device)
+    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=a.device)
+    check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
+    return check_nt_operands(a, a_scale, b, b_scale, out_dtype, out)
+
+
 def fp8_gemm_nt(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -408,8 +437,13 @@ def fp8_gemm_nt(
         # the interpreter runs the tl config that the same entry carries
         from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported, launch_fp8_gemm_ws, wide_for
 
+        if gluon_ws_supported(a.device) and gluon.get("STREAM_K"):  # stream-K (fp8_gemm_ws_sk)
+            from tritonseek.kernels.fp8_gemm_ws_sk import launch_fp8_gemm_sk
+
+            return launch_fp8_gemm_sk(a, a_scale, b, b_scale, out,
+                                      {k: v for k, v in gluon.items() if k not in ("MIN_M", "STREAM_K")})
         if gluon_ws_supported(a.device):
-            ws_cfg = {k: v for k, v in gluon.items() if k not in ("MIN_M", "WIDE")}
+            ws_cfg = {k: v for k, v in gluon.items() if k not in ("MIN_M", "WIDE", "STREAM_K")}
             if gluon.get("WIDE") and wide_for(m, n, num_programs):  # 128×256 tiles, 3 stages (fp8_gemm_ws)
                 ws_cfg.update(BLOCK_N=256, NUM_STAGES=3)
             return launch_fp8_gemm_ws(a, a_scale, b, b_scale, out, ws_cfg)

@@ -121,8 +121,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from tritonseek.kernels._utils import check_config, check_tensor
-from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_operands
+from tritonseek.kernels._utils import check_config
+from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
@@ -529,11 +529,7 @@ def fp8_gemm_nt_ws(
     non-Hopper device (Gluon cannot run under the interpreter; there is no silent fallback).
     Semantics: DeepGEMM fp8_gemm_nt (1×128 activation groups, 128×128 weight blocks).
     """
-    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
-    check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=2, device=a.device)
-    check_tensor("a_scale", a_scale, dtype=torch.float32, ndim=2, device=a.device)
-    check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
-    m, n, k = check_nt_operands(a, a_scale, b, b_scale, out_dtype, out)
+    m, n, k = check_nt_inputs(a, a_scale, b, b_scale, out_dtype, out)
     _check_cuda_sm90(a)
     if out is None:
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)

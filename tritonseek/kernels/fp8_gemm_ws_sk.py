@@ -1,0 +1,366 @@
+"""Stream-K block-scaled FP8 GEMM for problems with few output tiles and long K, in Gluon (sm_90a).
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[n // 128, kb] · Σ_{k in block kb} a[m, k] · b[n, k]
+
+Same maths, operands and validation as ``fp8_gemm.fp8_gemm_nt`` (DeepGEMM fp8_gemm_nt). At M = 128, N = 7168,
+K = 16384 there are 56 output tiles of 128×128 for 132 SMs: one tile per CTA leaves 76 SMs idle, and split-K by
+a whole factor leaves part of the last wave empty (the tl split-K entry: 224 items on 264 slots). Stream-K
+instead gives every CTA an equal contiguous range of the (tile, 128-wide K block) iterations:
+
+* iterations are numbered tile-major (``tile · KB + kb``, tiles in fp8_gemm_ws's GROUP_M order); CTA p of P takes
+  ``[p·T // P, (p+1)·T // P)`` of the T = tiles · KB iterations, i.e. a run of *segments* (one tile's K range
+  each): a middle segment covering the whole tile is stored directly, a partial one (a tile's head, tail or
+  middle) goes to an fp32 workspace slot (the CTA's first or its last segment: two slots per CTA);
+* the CTA is fp8_gemm_ws's warp-specialized one (a TMA producer warp feeding a NUM_STAGES ring; two consumer
+  warpgroups of 64 rows each running fp8_gemm_ws_loop's K loop — PIPE: two wgmmas in flight, the promotion of
+  one block under the next block's wgmma); the producer walks the same segments, so the ring stays full across
+  segment boundaries;
+* fix-up, deterministic and in-kernel: each consumer warpgroup stores its 64 rows of a partial, then every thread
+  counts itself on the tile's per-warpgroup counter (``atom.acq_rel.gpu``: a release of its own stores), and after
+  a warpgroup barrier re-reads it (``ld.acquire.gpu``). A thread that reads the full count (128 × the tile's
+  segment count) has acquired every partial and writes its own elements of the output as the sum of the
+  partials **in CTA order** (the order and the segment boundaries are fixed by T and P, so the result does not
+  depend on which CTA arrives last; a thread of an earlier CTA that also reads the full count writes the same
+  values). The thread that made the last increment re-arms the counter to 0 after its warpgroup's reads, so the
+  cached counters stay zero across calls and CUDA-graph replays (fp8_gemm_small's per-device counter buffer);
+* M, N and K tails: TMA zero-fills out-of-bounds rows, columns and K; stores are masked.
+
+Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from tritonseek.kernels._utils import check_config
+from tritonseek.kernels.fp8_gemm import BLOCK_K, check_nt_inputs
+from tritonseek.kernels.fp8_gemm_small import _arrival_counters
+from tritonseek.kernels.fp8_gemm_ws import (
+    _MAXNREG,
+    _check_cuda_sm90,
+    _num_sms,
+    _smem_layout,
+    _store_tile,
+    _tile_coords,
+)
+from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
+
+# BLOCK_M is 128 (two consumer warpgroups of 64 rows); BLOCK_N 64 or 128 keeps a tile inside one weight-scale block.
+# NUM_STAGES: the ring depth (a stage is 16 KB of A + BLOCK_N·128 bytes of B; no epilogue buffer: masked stores).
+# GRID: CTAs (0 = one per SM). PIPE / PIPE0 / UNROLL2: fp8_gemm_ws_loop's K loop schedules. DP: with ≥ 2 waves of
+# tiles, all but the last one to two waves' worth run data-parallel (whole tiles, CTA p: tiles p, p + P, …; neighbouring
+# CTAs share A and B in L2 as in fp8_gemm_ws) and stream-K splits only the rest (the Stream-K paper's "DP + SK").
+_DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=6, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
+                   PRODUCER_REGS=40, CONSUMER_REGS=232)
+SK_CONFIG_SPEC: dict = dict(
+    BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
+    DP=bool,
+    UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
+)
+_BLOCK_M = 128
+_THREADS = 128  # threads per consumer warpgroup (the fix-up counts one increment per thread)
+
+
+def sk_config(overrides: dict | None = None) -> dict:
+    """The stream-K launch config: ``_DEFAULT_SK`` with ``overrides`` (ValueError naming the key for an unknown key or
+    a value outside ``SK_CONFIG_SPEC``; NUM_STAGES 7 only with BLOCK_N 64, shared memory being 227 KB)."""
+    cfg = dict(_DEFAULT_SK)
+    if overrides is not None:
+        if not isinstance(overrides, dict):
+            raise TypeError(f"config must be a dict of sk_config overrides, got {type(overrides).__name__}")
+        unknown = sorted(set(overrides) - set(cfg))
+        if unknown:
+            raise ValueError(f"unknown stream-K config keys {unknown}; known: {sorted(cfg)}")
+        cfg.update(overrides)
+    check_config("config", cfg, SK_CONFIG_SPEC)
+    if cfg["NUM_STAGES"] * (16384 + 128 * cfg["BLOCK_N"]) > 200 * 1024:
+        raise ValueError(f"config NUM_STAGES={cfg['NUM_STAGES']} with BLOCK_N={cfg['BLOCK_N']} needs more than "
+                         "200 KB of shared memory")
+    return cfg
+
+
+@gluon.jit
+def _sk_start(p, num_programs, total):
+    # first iteration of CTA p: p·T // P (int64 products; the result fits int32)
+    return (p.to(gl.int64) * total // num_programs).to(gl.int32)
+
+
+@gluon.jit
+def _sk_owner(x, num_programs, total):
+    # the CTA whose range holds iteration x: the largest p with p·T // P ≤ x, i.e. ⌈(x+1)·P / T⌉ − 1
+    return (((x + 1).to(gl.int64) * num_programs + total - 1) // total - 1).to(gl.int32)
+
+
+@gluon.jit
+def _sk_load(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, off_n, k_lo, k_hi,
+             BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # K blocks [k_lo, k_hi) of one tile into the ring (ready = tx bytes); returns the next pipeline slot
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    for kb in range(k_lo, k_hi):
+        s = it % NUM_STAGES
+        # empty barriers start "released": the first pass waits on the opposite parity
+        mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
+        bar = ready_bars.index(s)
+        mbarrier.expect(bar, stage_bytes)
+        tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(s))
+        tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
+        it += 1
+    return it
+
+
+@gluon.jit
+def _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks):
+    # segment j of this CTA: j < n_dp: data-parallel tile pid + j·P, all K blocks; else the stream-K tile
+    # u = u0 + j − n_dp (global tile dp_tiles + u) over its K blocks inside [start, end). -> (tile, u, k_lo, k_hi)
+    # (one loop for both kinds, so the K loop is instantiated once: two copies made ptxas spill)
+    dp = (j < n_dp).to(gl.int32)
+    u = u0 + j - n_dp
+    t = dp * (pid + j * num_programs) + (1 - dp) * (dp_tiles + u)
+    k_lo = (1 - dp) * gl.maximum(start - u * num_k_blocks, 0)
+    k_hi = dp * num_k_blocks + (1 - dp) * gl.minimum(end - u * num_k_blocks, num_k_blocks)
+    return t, u, k_lo, k_hi
+
+
+@gluon.jit
+def _sk_range(pid, num_programs, dp_tiles, num_tiles, num_k_blocks):
+    # this CTA's data-parallel tile count, stream-K iteration range [start, end) and segment count
+    total = (num_tiles - dp_tiles) * num_k_blocks
+    start = _sk_start(pid, num_programs, total)
+    end = _sk_start(pid + 1, num_programs, total)
+    u0 = start // num_k_blocks
+    n_dp = dp_tiles // num_programs
+    return n_dp, total, start, end, u0, n_dp + (end + num_k_blocks - 1) // num_k_blocks - u0
+
+
+@gluon.jit
+def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
+                 dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # One warp: this CTA's segments in the consumers' order, each K block's A and B tiles into the ring
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    pid = gl.program_id(0)
+    n_dp, total, start, end, u0, n_seg = _sk_range(pid, num_programs, dp_tiles, num_pid_m * num_pid_n, num_k_blocks)
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    it = 0
+    for j in range(n_seg):
+        t, u, k_lo, k_hi = _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks)
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
+        for kb in range(k_lo, k_hi):
+            s = it % NUM_STAGES
+            # empty barriers start "released": the first pass waits on the opposite parity
+            mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
+            bar = ready_bars.index(s)
+            mbarrier.expect(bar, stage_bytes)
+            tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, kb * BLOCK_K], bar, a_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [pid_n * BLOCK_N, kb * BLOCK_K], bar, b_bufs.index(s))
+            it += 1
+
+
+@gluon.jit
+def _sk_arrive(ctr):
+    # every thread counts itself (a release of its own partial stores), then after a warpgroup barrier re-reads the
+    # count (an acquire); returns (count read, count before this thread's increment)
+    old = gl.inline_asm_elementwise("atom.acq_rel.gpu.global.add.u32 $0, [$1], 1;", "=r,l", [ctr], dtype=gl.int32,
+                                    is_pure=False, pack=1)
+    gl.thread_barrier()  # this warpgroup's increments before its reads
+    cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [ctr], dtype=gl.int32,
+                                    is_pure=False, pack=1)
+    gl.thread_barrier()  # this warpgroup's reads before its re-arming thread (if here) zeroes the counter
+    return cur, old
+
+
+@gluon.jit
+def _sk_rearm(ctr):
+    gl.inline_asm_elementwise("{ .reg .b32 z; mov.u32 z, 0; st.relaxed.gpu.global.u32 [$1], z; } // $0", "=r,l",
+                              [ctr], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, piece, off_m, off_n, M, N, stride_cm, stride_cn, num_k_blocks,
+              num_programs, total, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+              BLOCK_N: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # a partial segment of tile t (stream-K tile u): this warpgroup's rows → workspace slot, arrive; the thread that
+    # reads the full count sums the tile's partials in CTA order (fixed) and writes its own elements of out
+    SLOT: gl.constexpr = BLOCK_M * BLOCK_N
+    gl.store(ws_ptr + slot.to(gl.int64) * SLOT + piece, acc)
+    first = _sk_owner(u * num_k_blocks, num_programs, total)
+    last = _sk_owner(u * num_k_blocks + num_k_blocks - 1, num_programs, total)
+    ctr = cnt_ptr + t * (BLOCK_M // ROWS) + ROW0 // ROWS
+    cur, old = _sk_arrive(ctr)
+    full = (last - first + 1) * 128
+    if cur == full:
+        tot = gl.zeros_like(acc)
+        for p in range(first, last + 1):
+            # CTA p's slot for tile u: 0 if u is its first segment's tile, else 1 (then u is its last segment)
+            sl = p * 2 + (u != _sk_start(p, num_programs, total) // num_k_blocks).to(gl.int32)
+            tot += gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
+        rm = off_m + gl.arange(0, ROWS, layout=row_layout)
+        rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+        c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+        mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
+        gl.store(c_ptrs, tot.to(c_ptr.dtype.element_ty), mask=mask)
+    if old == full - 1:
+        _sk_rearm(ctr)
+
+
+@gluon.jit
+def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
+                 M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                 num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, UNROLL2: gl.constexpr,
+                 PIPE: gl.constexpr, PIPE0: gl.constexpr):
+    # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps)
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    zero_rows = gl.zeros([ROWS], gl.float32, row_layout)
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    pid = gl.program_id(0)
+    n_dp, total, start, end, u0, n_seg = _sk_range(pid, num_programs, dp_tiles, num_pid_m * num_pid_n, num_k_blocks)
+    # this warpgroup's [ROWS, BLOCK_N] piece of a row-major [BLOCK_M, BLOCK_N] workspace slot
+    lr = ROW0 + gl.arange(0, ROWS, layout=row_layout)
+    lc = gl.arange(0, BLOCK_N, layout=col_layout)
+    piece = gl.expand_dims(lr * BLOCK_N, 1) + gl.expand_dims(lc, 0)
+    it = 0
+    for j in range(n_seg):
+        t, u, k_lo, k_hi = _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks)
+        pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M + ROW0
+        off_n = pid_n * BLOCK_N
+        rm = off_m + gl.arange(0, ROWS, layout=row_layout)
+        # scale pointers at the segment's first K block (the K loop indexes blocks from 0)
+        sa_ptrs = a_scale_ptr + rm * stride_asm + k_lo * stride_ask
+        sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn + k_lo * stride_bsk
+        acc, it = _tile_k_loop(it, k_hi - k_lo, zero, zero_rows, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
+                               rm < M, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE,
+                               False, PIPE0)
+        if k_hi - k_lo == num_k_blocks:  # a whole tile (every data-parallel one): no partial
+            _store_tile(acc, a_bufs, None, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N, False,
+                        row_layout, col_layout)
+        else:
+            _sk_fixup(acc, u, t, pid * 2 + (u != u0).to(gl.int32), ws_ptr, cnt_ptr, c_ptr, piece, off_m, off_n, M, N,
+                      stride_cm, stride_cn, num_k_blocks, num_programs, total, ROW0, ROWS, BLOCK_M, BLOCK_N,
+                      row_layout, col_layout)
+
+
+@gluon.jit
+def _fp8_gemm_sk_kernel(
+    a_desc, b_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
+    M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+    dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+    NUM_STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr,
+    PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
+):
+    # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
+    # c_ptr:  out [M, N], strides (stride_cm, stride_cn); masked stores
+    # ws_ptr: fp32 partials [2·num_programs, BLOCK_M, BLOCK_N] (CTA p: slots 2p = first segment, 2p+1 = last)
+    # cnt_ptr: int32 [tiles · 2] arrival counters (tile, warpgroup), 0 on entry and re-armed to 0 on exit
+    # dp_tiles: tiles 0 .. dp_tiles-1 (a multiple of num_programs) run data-parallel (CTA p: tiles p, p + P, …); the
+    #           stream-K range covers the rest
+    # a_scale: [M, KB] fp32 (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
+    ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
+        mbarrier.init(empty_bars.index(i), count=2)  # released by both consumer warpgroups
+    # default partition = warpgroup 0 (rows 0-63), worker 0 = warpgroup 1 (rows 64-127), worker 1 = TMA warp
+    gl.warp_specialize([
+        (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
+                        M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                        num_programs, dp_tiles, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, 0, BLOCK_M // 2, UNROLL2,
+                        PIPE, PIPE0)),
+        (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
+                        M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                        num_programs, dp_tiles, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, BLOCK_M // 2, BLOCK_M // 2,
+                        UNROLL2, PIPE, PIPE0)),
+        (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
+                        dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+def sk_grid(m: int, n: int, k: int, block_n: int, num_sms: int, grid: int = 0, dp: bool = True) -> tuple[int, int]:
+    """(CTAs, data-parallel tiles) of a launch: ``grid`` CTAs (0 = one per SM), at most one per iteration (every CTA
+    gets ≥ 1); with ``dp`` and ≥ 2 waves of tiles, (waves − 1) · CTAs whole tiles run data-parallel first, so the
+    stream-K range holds between one and two waves of tiles."""
+    tiles = triton.cdiv(m, _BLOCK_M) * triton.cdiv(n, block_n)
+    ctas = max(1, min(grid or num_sms, tiles * triton.cdiv(k, BLOCK_K)))
+    dp_tiles = (tiles // ctas - 1) * ctas if dp and tiles >= 2 * ctas else 0
+    return ctas, dp_tiles
+
+
+def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
+                       out: torch.Tensor, config: dict | None = None) -> torch.Tensor:
+    """Launch the stream-K kernel on operands validated by ``fp8_gemm_nt_sk`` or ``fp8_gemm_nt`` (which dispatches
+    here for a GLUON table entry with STREAM_K=True); returns out. config: overrides of ``sk_config``."""
+    cfg = sk_config(config)
+    m, k = a.shape
+    n = b.shape[0]
+    kb = triton.cdiv(k, BLOCK_K)
+    bn = int(cfg["BLOCK_N"])
+    dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
+    grid, dp_tiles = sk_grid(m, n, k, bn, _num_sms(dev), int(cfg["GRID"]), bool(cfg["DP"]))
+    tiles = triton.cdiv(m, _BLOCK_M) * triton.cdiv(n, bn)
+    ws = torch.empty((2 * grid, _BLOCK_M, bn), dtype=torch.float32, device=a.device)
+    cnt = _arrival_counters(a.device, 2 * tiles)
+    gl_fp8 = gl.float8e4nv
+    a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [_BLOCK_M, BLOCK_K], _smem_layout([_BLOCK_M, BLOCK_K], gl_fp8))
+    b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
+    pipe = bool(cfg["PIPE"])
+    _fp8_gemm_sk_kernel[(grid,)](
+        a_desc, b_desc, out, ws, cnt, a_scale, b_scale,
+        m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
+        out.stride(0), out.stride(1), grid, dp_tiles,
+        BLOCK_M=_BLOCK_M, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
+        PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
+        UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe,
+        num_warps=4, maxnreg=_MAXNREG,
+    )
+    return out
+
+
+def fp8_gemm_nt_sk(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """out = (a ⊙ a_scale) @ (b ⊙ b_scale).T, fp32 accumulation promoted once per 128-wide K block, stream-K.
+
+    Warp-specialized Gluon kernel whose CTAs each take an equal range of the (tile, K block) iterations (see the
+    module docstring); same operands, result and errors as ``fp8_gemm_nt``, for CUDA Hopper GPUs only.
+    Deterministic: partial tiles are summed in a fixed order (bit-identical across calls on one GPU model).
+    a: [M, K] float8_e4m3fn, row-major (stride(1) == 1, 16-byte aligned rows; K % 16 == 0).
+    a_scale: [M, ceil(K/128)] fp32, one scale per token per 128 channels (a ≈ a_q · a_scale); any strides.
+    b: [N, K] float8_e4m3fn, K-contiguous ("NT": the checkpoint's weight as stored).
+    b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
+    out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
+    out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
+    config: optional overrides of ``sk_config`` (BLOCK_N 64/128, NUM_STAGES, GROUP_M, GRID = CTAs (0 = #SMs),
+        PIPE, PIPE0, UNROLL2, DP = whole waves of tiles data-parallel first, PRODUCER_REGS, CONSUMER_REGS), for tests
+        and tuning.
+    Returns out [M, N].
+    Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch (transposed or unaligned
+    a/b, wrong scale shapes, K % 16 != 0), on a bad config key or value, and on a non-CUDA or non-Hopper device.
+    Semantics: DeepGEMM fp8_gemm_nt (1×128 activation groups, 128×128 weight blocks).
+    """
+    m, n, k = check_nt_inputs(a, a_scale, b, b_scale, out_dtype, out)
+    sk_config(config)  # a bad config raises on every device
+    _check_cuda_sm90(a)
+    if out is None:
+        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+    return launch_fp8_gemm_sk(a, a_scale, b, b_scale, out, config)

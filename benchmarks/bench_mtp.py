@@ -56,6 +56,11 @@ import statistics
 import sys
 import time
 
+if __name__ == "__main__" and any(a in ("--d", "--dr", "--dry") for a in sys.argv[1:]):
+    # --dry runs the kernels on CPU, through Triton's interpreter, which @triton.jit reads when a kernel is defined:
+    # it must be on before triton and the kernel modules load (without it the run failed in its first kernel call)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import torch
 import triton
 import triton.language as tl
@@ -64,6 +69,7 @@ from tritonseek.kernels import sampling as S
 from tritonseek.kernels import sampling_filter as F
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
+from tritonseek.benchrun import RowsFile, git_commit  # noqa: F401 - git_commit: also mtp_e2e's
 from tritonseek.kernels import spec_verify as SV
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
@@ -443,22 +449,13 @@ def run_sampler(env, rows, out_f, deadline):
     bench_ops(env, rows, out_f, deadline, "sampler", SAMPLER_OPS, [(B, 0) for B in BATCHES])
 
 
-def git_commit() -> str:
-    """The commit rows carry: TRITONSEEK_COMMIT if set, else ``git rev-parse --short HEAD`` of the checkout that
-    holds the imported ``tritonseek`` package (the code being measured, which PYTHONPATH may point elsewhere than
-    this script), else "unknown" (no git, not a checkout)."""
-    import subprocess
-
-    import tritonseek
-
-    if os.environ.get("TRITONSEEK_COMMIT"):
-        return os.environ["TRITONSEEK_COMMIT"]
+def _file_state(path: str):
+    """(inode, size, mtime) of path, None when absent: tells whether a suite wrote the file."""
     try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                           cwd=os.path.dirname(os.path.abspath(tritonseek.__file__)))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def run_mtp_e2e_suite(argv: list[str]) -> None:
@@ -488,12 +485,15 @@ def main():
     p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
     p.add_argument("--out", default="mtp_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
-    p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
+    p.add_argument("--dry", action="store_true", help="CPU smoke run through Triton's interpreter (turned on by this flag), tiny shapes")
     p.add_argument("--compile-check", action="store_true",
                    help="compile every kernel variant for sm_90a (no GPU needed; unset TRITON_INTERPRET)")
     p.add_argument("--no-ptxas-report", action="store_true",
                    help="--compile-check without the per-variant ptxas -v registers/spills lines (faster)")
     args, rest = p.parse_known_args()
+    if args.dry and type(_empty_kernel).__name__ != "InterpretedFunction":
+        p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
+                f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
     if args.compile_check:
         from mtp_compile_check import compile_check  # benchmarks/ is on sys.path when run as a script
 
@@ -524,11 +524,12 @@ def main():
         SAMPLER_OPS = tuple(args.sampler_ops.split(","))
     mode = "w"
     if "mtp_e2e" in suites:  # its rows go to --out too (they stayed on the device before); later suites append
+        before = _file_state(args.out)
         run_mtp_e2e_suite([*rest, *(["--tiny", "--device", "cpu"] if args.dry else []), "--out", args.out,
                            *([] if any(x.startswith("--commit") for x in rest) else ["--commit", git_commit()]),
                            *(["--budget-s", str(args.budget_s)] if args.budget_s < 1e9 else [])])
         suites.remove("mtp_e2e")
-        mode = "a"
+        mode = "a" if _file_state(args.out) != before else "w"  # append to its rows, never to an untouched old file
         if not suites:
             return
     t0 = time.time()
@@ -538,7 +539,7 @@ def main():
                commit=git_commit(), dry=args.dry,
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows = []
-    with open(args.out, mode) as out_f:
+    with RowsFile(args.out, mode) as out_f:  # opened at the first row: a run that fails first keeps an old file
         if args.floor_sweep:
             floor_sweep()
         if args.ab:

@@ -5,13 +5,13 @@ scattered pages, handing out sequences already at a given context)."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import statistics
 import time
 
 import torch
 
+from tritonseek.benchrun import write_rows
 from tritonseek.engine.cuda_graph import DecodeGraphs
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.runner import ModelRunner, Sequence
@@ -31,6 +31,9 @@ class Bench:
         self.rows: list[dict] = []
         self.skipped: list[str] = []
         self.model = None  # set once built: rows record the backend that produced them
+        # a smoke run (tiny widths or no GPU): its figures say nothing about the V3 model on the H200; each row
+        # carries it unless the suite sets its own (the default model's rows on CUDA are real even with --tiny)
+        self.dry = bool(getattr(args, "tiny", False)) or not self.cuda
         self.env = dict(
             gpu=torch.cuda.get_device_name() if self.cuda else "cpu", torch=torch.__version__,
             triton=_triton_version(), commit=os.environ.get("TRITONSEEK_COMMIT", args.commit),
@@ -84,16 +87,17 @@ class Bench:
              "peer_us": None, "ratio_vs_peer": None}
         r.update(fields)
         r.update(self.env)
+        r.setdefault("dry", self.dry)
         r.setdefault("backend", self.model.ops.backend if self.model is not None else self.args.backend)
         self.rows.append(r)
         self.flush()
         return r
 
     def flush(self):
-        """(Re)write every row so far to --out: rows are updated in place when a peer is added later."""
+        """(Re)write every row so far to --out: rows are updated in place when a peer is added later. The file is
+        replaced atomically (benchrun.write_rows), never emptied before a row exists."""
         if self.args.out:
-            with open(self.args.out, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.rows)
+            write_rows(self.args.out, self.rows)
 
     def find(self, suite: str, case: dict) -> dict | None:
         return next((r for r in self.rows if r["suite"] == suite and r["case"] == case and not r.get("error")), None)

@@ -32,6 +32,96 @@ class BenchError(RuntimeError):
     """The benchmarks cannot run here (no GPU, no source checkout, unknown suite, failed script)."""
 
 
+class RowsFile:
+    """The ``--out`` JSON-lines file of a benchmark script, opened only when its first line is written.
+
+    A script that opened ``--out`` with mode "w" before its work emptied the user's file when the run then failed
+    (``bench_mtp.py --dry`` without the interpreter, session 18); through this class a run that measured nothing
+    leaves the file as it was. mode "w" truncates at the first write, "a" appends. Every write is flushed, so a run
+    stopped by its time limit keeps the rows it measured. Use as ``with RowsFile(path) as f: f.write(line)``.
+    Raises:
+        ValueError: mode is not "w" or "a".
+    """
+
+    def __init__(self, path, mode: str = "w"):
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
+        self.path, self.mode, self._f = path, mode, None
+
+    def write(self, text: str) -> int:
+        if self._f is None:
+            self._f = open(self.path, self.mode, encoding="utf-8")
+        n = self._f.write(text)
+        self._f.flush()
+        return n
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+    @property
+    def written(self) -> bool:
+        """Whether anything was written (the file was opened)."""
+        return self._f is not None
+
+    def __enter__(self) -> "RowsFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_rows(path, rows: list[dict]) -> None:
+    """Replace ``path`` with ``rows`` as JSON lines, atomically: a temporary file beside it renamed over it, so a run
+    killed mid-write leaves the old file or the new one, never half of one. An empty ``rows`` writes nothing (the old
+    file stays). A symlink is followed (its target is replaced); a path that is not a regular file (a FIFO,
+    /dev/stdout) is written through.
+    """
+    if not rows:
+        return
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    real = os.path.realpath(path)
+    if os.path.exists(real) and not os.path.isfile(real):
+        with open(real, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    d = os.path.dirname(real) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        mode = os.stat(real).st_mode & 0o7777 if os.path.exists(real) else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, real)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def git_commit() -> str:
+    """The commit benchmark rows carry: TRITONSEEK_COMMIT if set, else ``git rev-parse --short HEAD`` of the checkout
+    holding this ``tritonseek`` package (the code being measured, which PYTHONPATH may point elsewhere than the
+    script), else "unknown" (no git, not a checkout)."""
+    if os.environ.get("TRITONSEEK_COMMIT"):
+        return os.environ["TRITONSEEK_COMMIT"]
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+
+
 def benchmarks_dir() -> Path:
     """``benchmarks/`` of the source checkout this package was imported from."""
     d = Path(__file__).resolve().parent.parent / "benchmarks"

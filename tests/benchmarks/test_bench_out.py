@@ -1,0 +1,122 @@
+"""``--out`` of the benchmark scripts: a run that fails keeps an existing file; rows carry dry and the git commit.
+
+Session 18 (testers' finding): ``bench_mtp.py --suite spec_verify --dry --out F`` without TRITON_INTERPRET=1 emptied F,
+then failed in its first kernel call (the file was opened with mode "w" before any work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tritonseek.benchrun import RowsFile, git_commit, write_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+OLD = '{"suite": "old", "kept": true}\n'
+
+
+def test_bench_mtp_dry_turns_the_interpreter_on_itself(tmp_path):
+    """Without TRITON_INTERPRET in the environment --dry ran the kernels compiled for a GPU (ValueError) after emptying
+    --out. Now the script turns the interpreter on before triton loads: one greedy case, rows replace the old file."""
+    out = tmp_path / "rows.jsonl"
+    out.write_text(OLD)
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITONSEEK_TEST_DEVICE")}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_mtp.py"), "--suite", "spec_verify", "--dry",
+                        "--batches", "1", "--ks", "1", "--ops", "greedy", "--out", str(out)],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(x["suite"], x["case"]["op"], x["correct"], x["dry"]) for x in rows] == [("spec_verify", "greedy", True, True)]
+
+
+@pytest.fixture
+def bench_mtp(monkeypatch):
+    from benchmarks import bench_mtp as bm
+
+    for name in ("DEVICE", "VOCAB", "BATCHES", "KS", "SWEEP_CANDIDATES", "SWEEP_CASES", "OPS", "SAMPLER_OPS"):
+        monkeypatch.setattr(bm, name, getattr(bm, name))  # main() rebinds them (--dry): restored after the test
+    return bm
+
+
+def test_bench_mtp_failing_run_keeps_the_old_file(bench_mtp, monkeypatch, tmp_path):
+    """A run that fails before its first row leaves --out as it was (mode "w" emptied it up front)."""
+    out = tmp_path / "rows.jsonl"
+    out.write_text(OLD)
+
+    def broken(*a, **k):
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(bench_mtp, "check", broken)
+    monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--suite", "spec_verify", "--out", str(out)])
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        bench_mtp.main()
+    assert out.read_text() == OLD
+
+
+def test_bench_mtp_after_an_empty_mtp_e2e_replaces_the_old_file(bench_mtp, monkeypatch, tmp_path):
+    """mtp_e2e that wrote nothing, then a suite that measures: its rows replace the old file, never append to it."""
+    out = tmp_path / "rows.jsonl"
+    out.write_text(OLD)
+    monkeypatch.setattr(bench_mtp, "run_mtp_e2e_suite", lambda argv: None)
+    monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--suite", "mtp_e2e,sampler", "--batches", "1",
+                                      "--sampler-ops", "sample", "--out", str(out)])
+    bench_mtp.main()
+    assert [json.loads(line)["suite"] for line in out.read_text().splitlines()] == ["sampler"]
+
+
+def test_bench_mtp_dry_refuses_compiled_kernels_before_touching_out(bench_mtp, monkeypatch, tmp_path, capsys):
+    """Kernels defined with the interpreter off (TRITON_INTERPRET=0, or imported earlier): one line, exit 2."""
+    out = tmp_path / "rows.jsonl"
+    out.write_text(OLD)
+    monkeypatch.setattr(bench_mtp, "_empty_kernel", lambda *a: None)  # stands for a kernel compiled for a GPU
+    monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        bench_mtp.main()
+    assert e.value.code == 2 and "run with TRITON_INTERPRET=1" in capsys.readouterr().err
+    assert out.read_text() == OLD
+
+
+def test_rows_file_opens_at_the_first_line(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text(OLD)
+    with RowsFile(out) as f:
+        assert not f.written and out.read_text() == OLD
+        f.write('{"a": 1}\n')
+        assert out.read_text() == '{"a": 1}\n'  # flushed at once: a run killed at its limit keeps it
+    with RowsFile(out, "a") as f:
+        f.write('{"a": 2}\n')
+    assert out.read_text() == '{"a": 1}\n{"a": 2}\n'
+    with RowsFile(tmp_path / "never.jsonl"):
+        pass
+    assert not (tmp_path / "never.jsonl").exists()
+    with pytest.raises(ValueError, match="mode"):
+        RowsFile(out, "r+")
+
+
+def test_write_rows_is_atomic_and_skips_empty(tmp_path, monkeypatch):
+    out = tmp_path / "r.jsonl"
+    out.write_text(OLD)
+    os.chmod(out, 0o640)
+    write_rows(out, [])
+    assert out.read_text() == OLD
+    write_rows(out, [{"a": 1}, {"b": 2}])
+    assert out.read_text() == '{"a": 1}\n{"b": 2}\n' and (out.stat().st_mode & 0o777) == 0o640
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    write_rows(link, [{"c": 3}])
+    assert link.is_symlink() and out.read_text() == '{"c": 3}\n'
+
+    def unserializable_late(*a, **k):  # a failure while writing: the old file stays whole, no temporary left
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", unserializable_late)
+    with pytest.raises(OSError):
+        write_rows(out, [{"d": 4}])
+    assert out.read_text() == '{"c": 3}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "r.jsonl"]
+

@@ -73,6 +73,7 @@ from benchmarks.e2e_harness import PAGE, Bench, SliceHarness, _r  # noqa: E402
 from benchmarks.e2e_probes import kernel_shares, replay_us, sync_sites  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.engine.runner import Sequence  # noqa: E402
 from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
 from tritonseek.model.moe import MoE  # noqa: E402
@@ -426,8 +427,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None)
     p.add_argument("--budget-s", type=float, default=240.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--commit", default="unknown")
+    p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a = p.parse_args(argv)
+    a.commit = a.commit or git_commit()
     if a.quick:
         a.contexts, a.peer_batches, a.dm_batches, a.dm_tokens, a.no_slice_direct = "4096", "1", "1", 64, True
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731

@@ -50,6 +50,7 @@ from benchmarks.e2e_harness import Bench, SliceHarness, _r  # noqa: E402
 from benchmarks.e2e_probes import replay_us  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, v3_config  # noqa: E402
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.parallel import TP, broadcast_replicated_, shutdown, spawn  # noqa: E402
 
 SUITE = "e2e_tp"
@@ -283,8 +284,9 @@ def parse_args(argv=None):
     p.add_argument("--eager-reps", type=int, default=10, help="timed eager steps per median (no graph)")
     p.add_argument("--budget-s", type=float, default=150.0, help="the spawned workers are killed after this")
     p.add_argument("--nccl-timeout-s", type=float, default=240.0)
-    p.add_argument("--commit", default="unknown")
+    p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a, unknown = p.parse_known_args(argv)
+    a.commit = a.commit or git_commit()
     if unknown:  # `tritonseek bench` passes TRITONSEEK_BENCH_ARGS to every suite; the e2e ones are not ours
         print(f"{SUITE}: ignoring arguments {unknown}", flush=True)
     a.batches = [int(x) for x in a.batches.split(",") if x]

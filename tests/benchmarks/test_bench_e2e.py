@@ -15,6 +15,7 @@ import torch
 from benchmarks import bench_e2e
 from benchmarks.mtp_e2e import expected_tokens
 from benchmarks.v3_slice import build_slice, expert_bytes, v3_config
+from tritonseek.benchrun import git_commit
 from tritonseek.model.model import DeepseekForCausalLM
 from tritonseek.model.moe import MoE
 from tritonseek.model.ops import Ops
@@ -144,6 +145,8 @@ def test_bench_e2e_runs_tiny(tmp_path):
     ])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert not [r for r in rows if r.get("error")]
+    # session 18: e2e_decode / e2e_prefill rows of this smoke run had no dry flag and commit "unknown"
+    assert all(r["dry"] is True and r["commit"] == git_commit() != "unknown" for r in rows)
     dec = [r for r in rows if r["suite"] == "e2e_decode"]
     assert {(r["case"]["batch"], r["case"]["context"]) for r in dec} == {(1, 40), (2, 40)}
     for r in dec:

@@ -120,3 +120,13 @@ def test_write_rows_is_atomic_and_skips_empty(tmp_path, monkeypatch):
         write_rows(out, [{"d": 4}])
     assert out.read_text() == '{"c": 3}\n' and sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "r.jsonl"]
 
+
+def test_bench_e2e_commit_from_git():
+    """--commit defaulted to "unknown" in bench_e2e.py and bench_e2e_tp.py; the rows now carry git HEAD (or
+    TRITONSEEK_COMMIT) as bench_mtp's do."""
+    from benchmarks import bench_e2e, bench_e2e_tp
+
+    head = git_commit()
+    assert head != "unknown"
+    assert bench_e2e.parse_args(["--tiny"]).commit == head == bench_e2e_tp.parse_args([]).commit
+    assert bench_e2e.parse_args(["--commit", "abc1234"]).commit == "abc1234"

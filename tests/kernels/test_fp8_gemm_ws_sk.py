@@ -46,14 +46,19 @@ def compile_sk_sm90(overrides: dict | None = None, out_dtype: str = "bf16"):
     bn, bk = cfg["BLOCK_N"], S.BLOCK_K
     la = W._smem_layout([128, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
+    tma_store = cfg["TMA_STORE"] and out_dtype != "fp32"
+    lc = W._smem_layout([64, bn], W._GL_DTYPES[{"bf16": torch.bfloat16, "fp16": torch.float16}[out_dtype]]
+                        if tma_store else gl.float32)
     sig = dict(a_desc=f"tensordesc<fp8e4nv[128, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               c_ptr=f"*{out_dtype}", ws_ptr="*fp32", cnt_ptr="*i32", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
+               c_desc=f"tensordesc<{out_dtype}[64, {bn}],{lc!r}>" if tma_store else "constexpr", c_ptr=f"*{out_dtype}", ws_ptr="*fp32", cnt_ptr="*i32", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
     sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs", "dp_tiles")})
     consts = dict(BLOCK_M=128, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   PRODUCER_REGS=cfg["PRODUCER_REGS"], CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=cfg["UNROLL2"],
-                  PIPE=cfg["PIPE"], PIPE0=cfg["PIPE0"] and cfg["PIPE"], num_warps=4)
+                  PIPE=cfg["PIPE"], PIPE0=cfg["PIPE0"] and cfg["PIPE"], TMA_STORE=tma_store, num_warps=4)
     sig.update({name: "constexpr" for name in consts})
+    if not tma_store:
+        consts["c_desc"] = None
     return triton.compile(GluonASTSource(S._fp8_gemm_sk_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=4, maxnreg=W._MAXNREG))
 
@@ -64,6 +69,7 @@ def test_sk_compiles_for_sm90_without_spills():
     # (data-parallel and stream-K segments share it: two copies spilled)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 3 * 4 * 2
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
+    assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta") == 2  # whole tiles: a TMA store per warpgroup
     assert ptx.count("atom.acq_rel.gpu.global.add.u32") == 2 and "ld.acquire.gpu.global.u32" in ptx  # fix-up
     # each warpgroup synchronizes only itself (a named barrier of 128 threads; bar 0 = the default partition's)
     assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
@@ -184,7 +190,8 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
 # GRID 7 / 11 / 3: few CTAs, so one CTA's range spans many tiles (whole middle tiles stored directly, partial head and
 # tail) and a tile may have several contributors; GRID 1000: more CTAs than SMs (several segments per tile)
 _GPU_CONFIGS = [None, dict(BLOCK_N=64), dict(NUM_STAGES=4), dict(PIPE0=False), dict(PIPE=False), dict(GRID=7),
-                dict(GRID=11, BLOCK_N=64, DP=False), dict(GRID=1000), dict(GRID=3, NUM_STAGES=3), dict(GROUP_M=1)]
+                dict(GRID=11, BLOCK_N=64, DP=False), dict(GRID=1000), dict(GRID=3, NUM_STAGES=3), dict(GROUP_M=1),
+                dict(GRID=5, TMA_STORE=False)]
 
 
 @pytest.mark.gpu

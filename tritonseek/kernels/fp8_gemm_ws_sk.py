@@ -38,10 +38,12 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config
-from tritonseek.kernels.fp8_gemm import BLOCK_K, check_nt_inputs
+from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_small import _arrival_counters
 from tritonseek.kernels.fp8_gemm_ws import (
+    _GL_DTYPES,
     _MAXNREG,
+    _c_buf,
     _check_cuda_sm90,
     _num_sms,
     _smem_layout,
@@ -55,15 +57,22 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # GRID: CTAs (0 = one per SM). PIPE / PIPE0 / UNROLL2: fp8_gemm_ws_loop's K loop schedules. DP: with ≥ 2 waves of
 # tiles, all but the last one to two waves' worth run data-parallel (whole tiles, CTA p: tiles p, p + P, …; neighbouring
 # CTAs share A and B in L2 as in fp8_gemm_ws) and stream-K splits only the rest (the Stream-K paper's "DP + SK").
+# TMA_STORE: whole tiles leave through shared memory and a TMA store (16-bit out, 16-byte aligned rows, and where the
+# two [64, BLOCK_N] buffers fit beside the ring), else masked stores. PRODUCER_REGS 48 (fp8_gemm_ws: 40): the
+# producer's segment arithmetic spilled 12 bytes at 40 (sm_90a ptxas); 2 × 128 × 232 + 128 × 48 = 65536.
 _DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=6, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
-                   PRODUCER_REGS=40, CONSUMER_REGS=232)
+                   TMA_STORE=True, PRODUCER_REGS=48, CONSUMER_REGS=232)
 SK_CONFIG_SPEC: dict = dict(
     BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
-    DP=bool,
+    DP=bool, TMA_STORE=bool,
     UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
 )
 _BLOCK_M = 128
 _THREADS = 128  # threads per consumer warpgroup (the fix-up counts one increment per thread)
+
+
+def _ring_bytes(cfg: dict) -> int:
+    return cfg["NUM_STAGES"] * (_BLOCK_M * BLOCK_K + cfg["BLOCK_N"] * BLOCK_K)
 
 
 def sk_config(overrides: dict | None = None) -> dict:
@@ -78,7 +87,7 @@ def sk_config(overrides: dict | None = None) -> dict:
             raise ValueError(f"unknown stream-K config keys {unknown}; known: {sorted(cfg)}")
         cfg.update(overrides)
     check_config("config", cfg, SK_CONFIG_SPEC)
-    if cfg["NUM_STAGES"] * (16384 + 128 * cfg["BLOCK_N"]) > 200 * 1024:
+    if _ring_bytes(cfg) > 200 * 1024:
         raise ValueError(f"config NUM_STAGES={cfg['NUM_STAGES']} with BLOCK_N={cfg['BLOCK_N']} needs more than "
                          "200 KB of shared memory")
     return cfg
@@ -182,12 +191,16 @@ def _sk_rearm(ctr):
 
 
 @gluon.jit
-def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, piece, off_m, off_n, M, N, stride_cm, stride_cn, num_k_blocks,
+def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, num_k_blocks,
               num_programs, total, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
               BLOCK_N: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # a partial segment of tile t (stream-K tile u): this warpgroup's rows → workspace slot, arrive; the thread that
     # reads the full count sums the tile's partials in CTA order (fixed) and writes its own elements of out
     SLOT: gl.constexpr = BLOCK_M * BLOCK_N
+    # this warpgroup's [ROWS, BLOCK_N] piece of a row-major [BLOCK_M, BLOCK_N] slot (computed here, not kept live
+    # across the K loop: 64 more registers there made ptxas spill)
+    lr = ROW0 + gl.arange(0, ROWS, layout=row_layout)
+    piece = gl.expand_dims(lr * BLOCK_N, 1) + gl.expand_dims(gl.arange(0, BLOCK_N, layout=col_layout), 0)
     gl.store(ws_ptr + slot.to(gl.int64) * SLOT + piece, acc)
     first = _sk_owner(u * num_k_blocks, num_programs, total)
     last = _sk_owner(u * num_k_blocks + num_k_blocks - 1, num_programs, total)
@@ -210,12 +223,13 @@ def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, piece, off_m, off_n, M, N
 
 
 @gluon.jit
-def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
-                 M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr,
+                 b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, UNROLL2: gl.constexpr,
-                 PIPE: gl.constexpr, PIPE0: gl.constexpr):
-    # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps)
+                 NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                 UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr):
+    # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps); whole tiles leave through
+    # c_smem + a TMA store where TMA_STORE, the fix-up's sums through masked stores
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
@@ -226,10 +240,6 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr,
     num_pid_n = gl.cdiv(N, BLOCK_N)
     pid = gl.program_id(0)
     n_dp, total, start, end, u0, n_seg = _sk_range(pid, num_programs, dp_tiles, num_pid_m * num_pid_n, num_k_blocks)
-    # this warpgroup's [ROWS, BLOCK_N] piece of a row-major [BLOCK_M, BLOCK_N] workspace slot
-    lr = ROW0 + gl.arange(0, ROWS, layout=row_layout)
-    lc = gl.arange(0, BLOCK_N, layout=col_layout)
-    piece = gl.expand_dims(lr * BLOCK_N, 1) + gl.expand_dims(lc, 0)
     it = 0
     for j in range(n_seg):
         t, u, k_lo, k_hi = _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks)
@@ -244,24 +254,27 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr,
                                rm < M, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE,
                                False, PIPE0)
         if k_hi - k_lo == num_k_blocks:  # a whole tile (every data-parallel one): no partial
-            _store_tile(acc, a_bufs, None, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N, False,
-                        row_layout, col_layout)
+            _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                        TMA_STORE, row_layout, col_layout)
         else:
-            _sk_fixup(acc, u, t, pid * 2 + (u != u0).to(gl.int32), ws_ptr, cnt_ptr, c_ptr, piece, off_m, off_n, M, N,
+            _sk_fixup(acc, u, t, pid * 2 + (u != u0).to(gl.int32), ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N,
                       stride_cm, stride_cn, num_k_blocks, num_programs, total, ROW0, ROWS, BLOCK_M, BLOCK_N,
                       row_layout, col_layout)
+    if TMA_STORE:
+        tma.store_wait(0)
 
 
 @gluon.jit
 def _fp8_gemm_sk_kernel(
-    a_desc, b_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
+    a_desc, b_desc, c_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
     dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-    NUM_STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr,
-    PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
+    NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
-    # c_ptr:  out [M, N], strides (stride_cm, stride_cn); masked stores
+    # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M // 2, BLOCK_N] (one store per warpgroup, whole tiles)
+    # c_ptr:  out [M, N], strides (stride_cm, stride_cn); masked stores (fix-up sums; whole tiles without TMA_STORE)
     # ws_ptr: fp32 partials [2·num_programs, BLOCK_M, BLOCK_N] (CTA p: slots 2p = first segment, 2p+1 = last)
     # cnt_ptr: int32 [tiles · 2] arrival counters (tile, warpgroup), 0 on entry and re-armed to 0 on exit
     # dp_tiles: tiles 0 .. dp_tiles-1 (a multiple of num_programs) run data-parallel (CTA p: tiles p, p + P, …); the
@@ -274,16 +287,20 @@ def _fp8_gemm_sk_kernel(
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=2)  # released by both consumer warpgroups
+    if TMA_STORE:  # one epilogue buffer per consumer warpgroup
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [2] + c_desc.block_type.shape, c_desc.layout)
+    else:
+        c_smem = a_bufs  # unused placeholder (same partition signature either way)
     # default partition = warpgroup 0 (rows 0-63), worker 0 = warpgroup 1 (rows 64-127), worker 1 = TMA warp
     gl.warp_specialize([
-        (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
-                        M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                        num_programs, dp_tiles, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, 0, BLOCK_M // 2, UNROLL2,
-                        PIPE, PIPE0)),
-        (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
-                        M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                        num_programs, dp_tiles, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, BLOCK_M // 2, BLOCK_M // 2,
-                        UNROLL2, PIPE, PIPE0)),
+        (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
+                        ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
+                        stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0)),
+        (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
+                        ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
+                        stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
+                        GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0)),
         (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
                         dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -317,11 +334,17 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [_BLOCK_M, BLOCK_K], _smem_layout([_BLOCK_M, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
     pipe = bool(cfg["PIPE"])
+    # whole-tile TMA store: 16-bit out (fp32 buffers would not fit beside the ring), aligned rows, ≤ 224 KB in all
+    tma_store = (bool(cfg["TMA_STORE"]) and out.element_size() == 2
+                 and _tma_storable(out) and _ring_bytes(cfg) + 2 * 64 * bn * 2 <= 224 * 1024)
+    c_desc = (TensorDescriptor(out, [m, n], [out.stride(0), 1], [_BLOCK_M // 2, bn],
+                               _smem_layout([_BLOCK_M // 2, bn], _GL_DTYPES[out.dtype])) if tma_store else None)
     _fp8_gemm_sk_kernel[(grid,)](
-        a_desc, b_desc, out, ws, cnt, a_scale, b_scale,
+        a_desc, b_desc, c_desc, out, ws, cnt, a_scale, b_scale,
         m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid, dp_tiles,
         BLOCK_M=_BLOCK_M, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
+        TMA_STORE=tma_store,
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
         UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe,
         num_warps=4, maxnreg=_MAXNREG,

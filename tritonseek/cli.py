@@ -6,9 +6,12 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +26,41 @@ out = Console(highlight=False)
 def _fail(msg: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _interruptible(command):
+    """Ctrl-C during a command: one line ``error: interrupted``, exit 130, however often it is pressed.
+
+    The first SIGINT raises KeyboardInterrupt, as Python's default handler does, and turns SIGINT off: a second one
+    while the first unwinds (finally blocks, torchrun's clean-up in --tp) or while the interpreter shuts down (where
+    Python puts a Python-level handler back to the system default) ended the process silently, killed by the
+    signal. So after a Ctrl-C SIGINT stays ignored (the command ends in SystemExit 130: the process is exiting);
+    otherwise the caller's handler comes back when the command returns.
+    """
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
+            return command(*args, **kwargs)
+        hit = []
+
+        def on_sigint(signum, frame):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            hit.append(signum)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
+            raise typer.Exit(130) from None
+        finally:
+            if not hit:
+                signal.signal(signal.SIGINT, previous)
+
+    return run
 
 
 def _user_errors():
@@ -241,6 +279,7 @@ def _first_failure(tp, failure: str | None) -> str | None:
 
 
 @app.command()
+@_interruptible
 def generate(
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Prompt text."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint folder or HF id (local cache). Default: the embedded model."),
@@ -360,12 +399,14 @@ def generate(
                 f.write("".join(lines))
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, output)
+            tmp = None
         except OSError as e:
             # Never lose finished work: hand the rows to stdout instead.
             sys.stdout.write("".join(lines))
+            _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout instead")
+        finally:  # also on Ctrl-C mid-write: no temporary file left beside the output
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
-            _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout instead")
     s = llm.last_stats
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
             f"backend {s.backend} · device {s.device}")

@@ -301,3 +301,86 @@ def test_sigterm_stops_the_tp_ranks_and_exits_143(monkeypatch, tmp_path, sig_nam
     assert "every tensor-parallel rank was stopped" in r.stderr, r.output
     assert procs[0].signals == [signal.SIGTERM] and signal.getsignal(sig) is before
     assert (tmp_path / "out.jsonl").read_text() == "kept\n"
+
+
+def test_double_ctrl_c_is_one_line_and_exit_130(monkeypatch, tmp_path):
+    """Tester finding (session 18): a second Ctrl-C while the first was being handled ended `generate` silently
+    (killed by SIGINT, or exit 130 with no message) and cut its clean-up short. Now the first Ctrl-C turns SIGINT off:
+    one line, exit 130, the clean-up runs to its end, --output untouched; SIGINT stays ignored (the process exits)."""
+    import os
+    import signal
+    import time
+
+    from tritonseek.engine.llm import LLM
+
+    cleaned = []
+
+    def interrupted_generate(self, *a, **k):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while generating
+            time.sleep(5)
+            raise AssertionError("SIGINT did not interrupt generate")
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # pressed again while the first unwinds
+            time.sleep(0.05)
+            cleaned.append(True)
+
+    monkeypatch.setattr(LLM, "generate", interrupted_generate)
+    before = signal.getsignal(signal.SIGINT)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    (tmp_path / "out.jsonl").write_text("kept\n")
+    try:
+        r = run("generate", "--prompts-file", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "out.jsonl"))
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
+    assert "Traceback" not in r.output and cleaned == [True]
+    assert (tmp_path / "out.jsonl").read_text() == "kept\n" and sorted(os.listdir(tmp_path)) == ["out.jsonl", "p.jsonl"]
+    monkeypatch.undo()
+    r = run("generate", "-p", "x", "-n", "2")  # a run that is not interrupted gives the caller's handler back
+    assert r.exit_code == 0 and signal.getsignal(signal.SIGINT) is before
+
+
+def test_double_ctrl_c_under_tp_waits_for_torchrun(monkeypatch, tmp_path):
+    """--tp: a second Ctrl-C while the CLI waited for torchrun to stop its ranks ended the CLI at once, silently, and
+    torchrun was left behind (a tester saw it defunct). Now: torchrun gets SIGTERM once, the CLI waits for it, one
+    line, exit 130. torchrun is replaced by a stand-in."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    class FakeTorchrun:
+        def __init__(self, *a, **k):
+            self.signals, self.waits, self.returncode = [], 0, None
+
+        def communicate(self, timeout=None):
+            self.waits += 1
+            if not self.signals:  # the ranks run: Ctrl-C
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+                raise AssertionError("SIGINT did not interrupt the wait")
+            time.sleep(0.05)  # torchrun stopping its ranks
+            self.returncode = -signal.SIGTERM
+            return "", ""
+
+        def send_signal(self, sig):
+            self.signals.append(sig)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again while the CLI stops torchrun
+
+    procs = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: procs.append(FakeTorchrun()) or procs[-1])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    (tmp_path / "out.jsonl").write_text("kept\n")
+    try:
+        r = run("generate", "--prompts-file", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "out.jsonl"),
+                "--tp", "2", "--device", "cpu")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip().splitlines() == ["error: interrupted; every tensor-parallel rank was stopped"], r.output
+    assert procs[0].signals == [signal.SIGTERM] and procs[0].waits == 2
+    assert (tmp_path / "out.jsonl").read_text() == "kept\n"

@@ -77,7 +77,8 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
     both_us = graph_time_us(lambda: (sp(), cb()), 10.0)
     torch.save(dict(name=name, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps, cfg=cfg,
                     split_us=split_us, comb_us=comb_us, both_us=both_us), os.path.join(out_dir, f"timeline_{name}.pt"))
-    summarize(name, lens, md.sched.cpu(), md.split.cpu(), stamps, split_us, comb_us, both_us, same)
+    summarize(name, lens, md.sched.cpu(), md.split.cpu(), stamps, split_us, comb_us, both_us, same,
+              steal=md.num_programs is not None and not cfg.get("STEAL_WAVE"))
 
 
 def _combine(md, out, lse, opart, lpart):
@@ -88,8 +89,23 @@ def _combine(md, out, lse, opart, lpart):
                                 PDL=False, num_warps=4)
 
 
-def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same):
+def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same, steal=False):
+    """steal (tail spans claimed in the kernel): a program's stamps cover its own span and the tail spans it took
+    (ids at [56..62]): only the end spread and the spans taken per program are printed."""
     import statistics as st
+
+    if steal:
+        for r, d in enumerate(stamps[-2:]):
+            g = d[:, :64].double()
+            act = g[:, 0] > 0
+            t0 = g[act, 0].min()
+            e = (g[act, 1] - t0) / 1e3
+            taken = (d[act, 56:63] > 0).sum(1)
+            print(f"== {name} (STEAL): graph split {split_us:.1f} us, combine {comb_us:.1f}, both {both_us:.1f}; stamped "
+                  f"out == plain: {same}; rep {r}: end min/med/max {e.min():.1f} / {e.median():.1f} / {e.max():.1f} us, "
+                  f"idle tail {e.max() - e.mean():.1f} us; tail spans taken per program (incl. the sentinel): "
+                  f"{sorted(taken.tolist())[::16]}")
+        return
 
     n_tiles = [(x + 63) // 64 for x in lens]
     print(f"== {name}: graph split {split_us:.1f} us, combine {comb_us:.1f}, both {both_us:.1f}; stamped out == plain: "

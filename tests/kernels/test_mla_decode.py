@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+from tritonseek.kernels.mla_decode import default_config, get_mla_metadata, mla_decode
 from tritonseek.kernels.reference.mla import mla_decode_ref
 
 
@@ -112,6 +112,21 @@ def test_one_long_row_many_short_balances_and_matches(device):
     assert all(split[i, 1] == 1 for i in (1, 3, 4))
 
 
+def test_steal_tail_spans_match_reference(device):
+    """STEAL: the programs' spans + 5 tail spans (40 % of the work); off Hopper every span runs as its own program of
+    the tl kernel, partial slots span + b, the combine over each sequence's spans: same results as the reference."""
+    gen = torch.Generator().manual_seed(4)
+    lens = [1000, 1, 0, 5, 2, 300]
+    q, kv, bt, cs = make_case(device, 6, 2, 3, 80, 64, 16, lens, gen)
+    cfg = dict(default_config(2, 3), STEAL=5, STEAL_PCT=40)
+    md = get_mla_metadata(cs, 2, 3, num_sm=3, config=cfg)
+    assert md.num_parts == md.num_programs + 5
+    assert int((md.split[:, 0] + md.split[:, 1]).max()) > md.num_programs + 1  # pieces in at least two tail spans
+    out = torch.full((6, 2, 3, 64), float("nan"), dtype=q.dtype, device=device)
+    o, lse = mla_decode(q, kv, bt, cs, head_dim_v=64, metadata=md, out=out)
+    assert_matches_ref(o, lse, *mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=64))
+
+
 def test_metadata_reused_across_calls_gives_same_result(device):
     gen = torch.Generator().manual_seed(2)
     q, kv, bt, cs = make_case(device, 3, 1, 4, 80, 64, 16, [40, 17, 90], gen)
@@ -146,17 +161,23 @@ def walk_schedule(sched, lens, bn):
 
 @given(lens=st.lists(st.integers(0, 3000), min_size=1, max_size=40), num_sm=st.integers(1, 140),
        heads=st.sampled_from([1, 16, 64, 128]), seqlen_q=st.sampled_from([1, 2, 4]),
-       min_span=st.sampled_from([None, 7, 10]), overhead=st.sampled_from([None, 0, 1]))
-def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q, min_span, overhead):
+       min_span=st.sampled_from([None, 7, 10]), overhead=st.sampled_from([None, 0, 1]),
+       steal=st.sampled_from([None, (3, 10), (40, 30)]))
+def test_schedule_covers_every_tile_once(lens, num_sm, heads, seqlen_q, min_span, overhead, steal):
     """Pure schedule property: programs' spans tile every sequence exactly once; slots p + b are unique
-    (also with a per-sequence overhead of 0 or 1 tile instead of the default 5)."""
+    (also with a per-sequence overhead of 0 or 1 tile instead of the default 5, and with STEAL tail spans after
+    the programs' spans: p then counts spans)."""
     from tritonseek.kernels.mla_decode import default_config
 
     cs = torch.tensor(lens, dtype=torch.int32)
     extra = {k: v for k, v in (("MIN_SPAN", min_span), ("OVERHEAD", overhead)) if v is not None}
+    if steal:
+        extra.update(STEAL=steal[0], STEAL_PCT=steal[1])
     # the scheduled kernels' config (batch·rows ≤ 1024 at > 64 rows defaults to the SMALL path: no schedule)
     cfg = dict(default_config(seqlen_q, heads), **extra)
     md = get_mla_metadata(cs, seqlen_q, heads, num_sm=num_sm, config=cfg)
+    if steal:
+        assert md.num_parts == md.num_programs + steal[0] and md.work_counter.abs().sum() == 0
     bn = md.config["BLOCK_N"]
     sched, split = md.sched.tolist(), md.split.tolist()
     seen, parts_of, _ = walk_schedule(sched, lens, bn)
@@ -307,7 +328,7 @@ _REAL_HEADS, _REAL_SQ, _REAL_PAGES = [1, 3, 16, 64, 128], [1, 2, 4], [1, 16, 64,
 # every real-shape call shares.
 _COMPILE_ONE = """
 import json, sys, torch
-from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+from tritonseek.kernels.mla_decode import default_config, get_mla_metadata, mla_decode
 h, s_q, page = map(int, sys.argv[1:4])
 cfg = json.loads(sys.argv[4])
 lens = torch.tensor([page + 1, 3 * page + 5], device="cuda", dtype=torch.int32)
@@ -469,20 +490,23 @@ def test_small_batch_default_config():
 @_fixture_ok
 @given(lens=st.lists(st.one_of(st.integers(0, 5000), st.sampled_from([0, 1, 64, 65])), min_size=1, max_size=300),
        num_sm=st.integers(1, 300), heads=st.sampled_from([1, 16, 128]), min_span=st.sampled_from([None, 10]),
-       overhead=st.sampled_from([None, 0]))
-def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_span, overhead):
+       overhead=st.sampled_from([None, 0]), steal=st.sampled_from([None, (7, 10), (300, 50)]))
+def test_schedule_kernel_equals_torch_schedule(device, lens, num_sm, heads, min_span, overhead, steal):
     """The one-launch Triton schedule equals the torch-op reference exactly (several batch and part
-    chunks: batch up to 300 > 128, parts up to 300 > 32)."""
+    chunks: batch up to 300 > 128, parts up to 300 > 32; STEAL tail spans too)."""
     from tritonseek.kernels.mla_decode import _FIXED_OVERHEAD_TILES, default_config
     from tritonseek.kernels.reference.mla import mla_schedule_ref
 
     cfg = dict(default_config(1, heads), **({} if min_span is None else {"MIN_SPAN": min_span}))
     if overhead is not None:
         cfg["OVERHEAD"] = overhead
+    if steal:
+        cfg.update(STEAL=steal[0], STEAL_PCT=steal[1])
     cs = torch.tensor(lens, dtype=torch.int32, device=device)
     md = get_mla_metadata(cs, 1, heads, num_sm=num_sm, config=cfg)
     oh = cfg.get("OVERHEAD", _FIXED_OVERHEAD_TILES)
-    sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, cfg["BLOCK_N"], oh, min_span or 1)
+    sched, split = mla_schedule_ref(cs.cpu(), md.num_parts, cfg["BLOCK_N"], oh, min_span or 1, md.num_programs,
+                                    steal[1] if steal else 0)
     assert torch.equal(md.sched.cpu(), sched) and torch.equal(md.split.cpu(), split)
 
 

@@ -29,7 +29,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False):
+                 fuse: bool = False, steal: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -48,11 +48,15 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
-                                   "seqlen_q", "page_shift")})
+                                   "seqlen_q", "page_shift", "num_spans")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal)
+    if steal:
+        sig["work_ptr"] = "*i32"
+    else:
+        consts["work_ptr"] = None
     if otma:
         sig["od_desc"] = sig["pd_desc"] = f"tensordesc<bf16[{block_h}, 512],{qv!r}>"
     else:
@@ -97,10 +101,12 @@ def _hot_loops(ptx: str) -> list[list[str]]:
     return loops
 
 
-# (rows, warpgroups, QTMA, knobs): 32 rows with the query prefetch (its two buffers fill 225.9 KB of shared memory),
-# with and without the switch knobs (BTPF, SEQPF, OTMA with 16-bit partials: with them = the batch ≥ 64 default,
-# mla_decode._SWITCH), 16 rows without (the small-batch default)
-_COMPILED = [(16, 1, False, False), (32, 1, True, False), (64, 2, False, False), (32, 1, True, True)]
+# (rows, warpgroups, QTMA, knobs, STEAL): 32 rows with the query prefetch (its two buffers fill 225.9 KB of shared
+# memory), with and without the switch knobs (BTPF, SEQPF, OTMA with 16-bit partials: with them = the batch ≥ 64
+# default, mla_decode._SWITCH), with them and STEAL (tail spans claimed in the kernel), 16 rows without (the
+# small-batch default)
+_COMPILED = [(16, 1, False, False, False), (32, 1, True, False, False), (64, 2, False, False, False),
+             (32, 1, True, True, False), (32, 1, True, True, True)]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +118,7 @@ def sm90_ptx():
         # the 64-row config with PIPE and the 240/24 register split (232/40 left 4 spill accesses per tile)
         ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], k[1] == 2,
                                    *((240, 24) if k[1] == 2 else (232, 40)), k[2],
-                                   *((False, False, True, True, False, True, True) if k[3] else ()))
+                                   *((False, False, True, True, False, True, True, False, k[4]) if k[3] else ()))
         return ptx, ptxas_report(ptx), _hot_loops(ptx)
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
@@ -120,9 +126,9 @@ def sm90_ptx():
         return {k: f.result() for k, f in futs.items()}
 
 
-@pytest.mark.parametrize("block_h,wgs,qtma,knobs", _COMPILED)
-def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs):
-    ptx, report, loops = sm90_ptx[(block_h, wgs, qtma, knobs)]
+@pytest.mark.parametrize("block_h,wgs,qtma,knobs,steal", _COMPILED)
+def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs, steal):
+    ptx, report, loops = sm90_ptx[(block_h, wgs, qtma, knobs, steal)]
     rows = block_h // wgs
     # per consumer warpgroup: Sᵀ = K·Qᵀ 512/16 + 64/16 = 36 k-steps; Oᵀ = Vᵀ·Pᵀ 8 M-blocks × 4 k-steps
     # (PIPE, the 64-row config here: one more Sᵀ issue site, the sequence's first tile before the loop)
@@ -140,6 +146,9 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs):
     # (seen: 0 at 16/32 rows on one warpgroup, 1 + 0 on two with PIPE).
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
     assert all(x <= {16: 0, 32: 256, 64: 1024}[block_h] for x in spills), report
+    # STEAL: one ticket per span (a lane-0 atomic), handed over by a 2-barrier slot (two more wait → arrive pieces)
+    assert ptx.count("atom.relaxed.gpu.global.add.u32") == int(steal)
+    loops = [x for x in loops if sum("HGMMA.64x" in y for y in x)] if steal else loops
     # QTMA: two loop copies, each seen twice (up to the stage release and up to the query-buffer release)
     assert len(loops) == wgs * (4 if qtma else 1)
     for loop in loops:
@@ -374,12 +383,20 @@ def test_ws_spin_combine_graph_replay_gpu(device, combine):
     """The batch >= 64 knobs (_ALL: BTPF, SEQPF, OTMA, PART16, packed schedule, QTMA), alone, with COMBINE_SPIN or FUSE,
     inside a CUDA graph with the metadata kernel and two calls on it (two layers): replays with new lengths (written
     in place) and repeated replays of the same lengths all give the reference results (spin counters zeroed)."""
-    from tritonseek.kernels.mla_decode_ws import mla_decode_ws, ws_config
+    from tritonseek.kernels.mla_decode_ws import ws_config
 
-    gen = torch.Generator().manual_seed(23)
+    _graph_two_layers(device, dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=combine == "spin", FUSE=combine == "fuse"),
+                      23)
+
+
+def _graph_two_layers(device, cfg, seed):
+    """get_mla_metadata + two mla_decode_ws calls on it (two layers) in one CUDA graph (8 sequences, 6 programs, 32
+    rows), replayed twice on each of two new length sets (written in place), each replay against the reference."""
+    from tritonseek.kernels.mla_decode_ws import mla_decode_ws
+
+    gen = torch.Generator().manual_seed(seed)
     lens = [900, 64, 0, 1, 2000, 130, 4000, 3000]
     q, kv, bt, cs = make_case(device, len(lens), 1, 32, 576, 512, 64, lens, gen)
-    cfg = dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=combine == "spin", FUSE=combine == "fuse")
     out = torch.empty(len(lens), 1, 32, 512, dtype=q.dtype, device=device)
 
     def step():
@@ -407,13 +424,27 @@ def test_default_big_batch_gpu(device, num_heads, seqlen_q):
     """mla_decode's own default at batch 128 (mla_decode._BIG_BATCH_WS: packed/balanced schedule, QTMA and the
     _SWITCH knobs) on the benchmark's N(4096, 2048) lengths (one 0), NaN in every unused slot, called twice on the
     same metadata; 32 sequences against the reference."""
-    from tritonseek.kernels.mla_decode import _SWITCH
+    _check_big_batch(device, num_heads, seqlen_q, None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 2), (32, 1)])
+@pytest.mark.parametrize("steal", [(132, 8, False), (66, 4, False), (132, 8, True)])
+def test_steal_big_batch_gpu(device, num_heads, seqlen_q, steal):
+    """The batch-128 default with STEAL tail spans (the tail claimed by the programs in the kernel, or with
+    STEAL_WAVE as a second wave of programs): same checks as the default; the ticket counters re-armed (0)."""
+    _check_big_batch(device, num_heads, seqlen_q, dict(STEAL=steal[0], STEAL_PCT=steal[1], STEAL_WAVE=steal[2]))
+
+
+def _check_big_batch(device, num_heads, seqlen_q, over):
+    from tritonseek.kernels.mla_decode import _SWITCH, default_config
 
     gen = torch.Generator().manual_seed(num_heads + seqlen_q)
     lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
     lens[3] = 0
     q, kv, bt, cs = _device_case(device, seqlen_q, num_heads, lens, seed=num_heads + seqlen_q)
-    md = get_mla_metadata(cs, seqlen_q, num_heads)
+    cfg = None if over is None else dict(default_config(seqlen_q, num_heads, 128, hopper=True), **over)
+    md = get_mla_metadata(cs, seqlen_q, num_heads, config=cfg)
     assert all(md.config.get(k) == v for k, v in _SWITCH.items())
     idx = list(range(31)) + [max(range(128), key=lambda i: lens[i])]
     ro, rlse = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx])
@@ -426,5 +457,18 @@ def test_default_big_batch_gpu(device, num_heads, seqlen_q):
         assert torch.equal(torch.isinf(lse) & (lse < 0), empty)
         assert (lse[~empty] - rlse.cpu()[~empty]).abs().max().item() <= 1e-3
         assert cos_diff(o, ro.cpu()) <= 1e-5
+        if md.work_counter is not None:
+            assert int(md.work_counter.abs().sum()) == 0  # STEAL: the last ticket's taker re-armed the counter
     if md.counters is not None:
         assert int(md.counters.abs().sum()) == 0  # every combine program zeroed its sequence's counters
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sched", ["balanced", "packed"])
+def test_ws_steal_graph_replay_gpu(device, sched):
+    """STEAL (8 tail spans, 30 % of the work, 6 programs) with the batch >= 64 knobs inside a CUDA graph with the
+    metadata kernel and two calls on it (two layers): replays with new lengths and repeated replays give the
+    reference results (each launch re-arms its ticket counter; the packed schedule leaves the tail spans empty)."""
+    from tritonseek.kernels.mla_decode_ws import ws_config
+
+    _graph_two_layers(device, dict(ws_config(1, 32), **dict(_ALL, SCHED=sched), STEAL=8, STEAL_PCT=30), 29)

@@ -201,7 +201,10 @@ def get_mla_metadata(
     SCHED="packed": the length-aware schedule of ``reference.mla.mla_schedule_packed_ref`` instead (a
     sequence that fits one program is not split, only long ones are; knobs SEG_COST, SPLIT_COST,
     MIN_PIECE, MIN_FIT in BLOCK_N tiles; FILL_TOL: fall back to the balanced cut for a varied batch),
-    computed on the device in the same way (the fallback decided there too: no host sync).
+    computed on the device in the same way (the fallback decided there too: no host sync). Config STEAL=K (with
+    STEAL_PCT, default 10): K tail spans after the programs' spans (the programs' spans cover (100 − STEAL_PCT) % of
+    the balanced cost, the tail spans the rest; the packed walk leaves them empty); num_parts then counts spans,
+    num_programs the programs and work_counter holds the ticket counters the Gluon split kernel takes them with.
     cache_seqlens: [batch] int32 on the kernel's device. seqlen_q, num_heads: the query shape the
     schedule serves (checked by ``mla_decode``). num_sm: programs budget (default: the device's SM
     count; 8 under the interpreter). config: launch-config override (tuning); default by rows class,
@@ -284,7 +287,7 @@ def get_mla_metadata(
     # COMBINE_SPIN: per-sequence counters of the Gluon split kernel's releases (each layer's combine zeroes them)
     # FUSE: per-sequence piece counters of the fused combine (each zeroed again by the program that merges)
     counters = torch.zeros(2, batch, dtype=torch.int32, device=dev) if cfg.get("COMBINE_SPIN") or cfg.get("FUSE") else None
-    work = torch.zeros(1, dtype=torch.int32, device=dev) if n_tail else None
+    work = torch.zeros(head_tiles, dtype=torch.int32, device=dev) if n_tail else None  # one counter per head tile
     return MLAMetadata(sched, split, num_parts, seqlen_q, num_heads, cfg, max_len, counters,
                        num_progs if n_tail else None, work)
 

@@ -15,6 +15,8 @@ D_LATENT = gl.constexpr(512)
 D_ROPE = gl.constexpr(64)
 D_QK = gl.constexpr(576)
 TILE_N = gl.constexpr(64)  # keys per tile = wgmma M of one warpgroup
+# STEAL: a claimed span index as written by the producer warp (one copy per lane)
+_SPAN_L1 = gl.constexpr(gl.BlockedLayout([1], [32], [1], [0]))
 
 
 @gluon.jit
@@ -49,31 +51,84 @@ def _stamp(row, i):
 
 
 @gluon.jit
+def _claim(work_ptr):
+    # STEAL: lane 0 of the producer warp takes the next tail-span ticket (relaxed atomic add), broadcast to the warp
+    return gl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b32 l, v; mov.u32 l, %laneid; setp.eq.u32 p, l, 0; mov.u32 v, 0; "
+        "@p atom.relaxed.gpu.global.add.u32 v, [$1], 1; shfl.sync.idx.b32 $0, v, 0, 31, -1; }",
+        "=r,l", [work_ptr], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
               stride_btb, batch, max_blocks, page_shift,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False):
-    # One warp: for every tile of the program's span, wait for a free stage and TMA the tile into it.
+              diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, sp_smem=None,
+              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False):
+    # One warp: the program's span, then (STEAL) tail spans: after issuing a span's last tile it takes a ticket j
+    # from work_ptr[head tile] (tail span num_programs + j while j < num_spans − num_programs, else the end
+    # sentinel num_spans) and hands it to the consumer through the sp_smem slot. Every program takes exactly one
+    # ticket past the tail, so the ticket numbered (tail spans + programs − 1) is the last one of the launch: its
+    # taker re-arms the counter (0) for the next launch (graph-safe, no host reset).
+    pid = gl.program_id(1)
+    w_cyc = gl.to_tensor(0).to(gl.int64)  # DIAG: cycles waiting for free stages / from a free stage to its TMA
+    i_cyc = gl.to_tensor(0).to(gl.int64)
+    it = gl.to_tensor(0)
+    qn0 = gl.to_tensor(0)  # sequences sent to query buffer 0 / 1: buffer (b − b_begin) % 2, as the consumer
+    qn1 = gl.to_tensor(0)
+    pseg = gl.to_tensor(0)
+    if STEAL:
+        n_prog = gl.num_programs(1)
+        n_tail = num_spans - n_prog
+        cnt = work_ptr + gl.program_id(0)
+        span = pid
+        n_sp = gl.to_tensor(0)
+        while span < num_spans:
+            it, qn0, qn1, pseg, w_cyc, i_cyc = _producer_span(
+                span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
+                seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
+                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE)
+            j = _claim(cnt)
+            if j == n_tail + n_prog - 1:
+                gl.store(cnt, 0)
+            span = gl.where(j < n_tail, n_prog + j, num_spans)
+            mbarrier.wait(sp_free, (n_sp & 1) ^ 1)  # the slot starts free; then free once the consumer read it
+            sp_smem.store(gl.zeros([32], gl.int32, _SPAN_L1) + span)
+            mbarrier.arrive(sp_ready, count=1)
+            n_sp += 1
+    else:
+        _, _, _, _, w_cyc, i_cyc = _producer_span(
+            pid, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
+            seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
+            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE)
+    if DIAG:
+        _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
+        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
+        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 46, i_cyc)
+
+
+@gluon.jit
+def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
+                   seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift,
+                   qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
+                   BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
+                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr):
+    # The producer warp's walk of one schedule span (sched row `span`): for every tile, wait for a free stage
+    # and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
     # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
     # BTPF: the block id of the sequence's next tile is loaded before this tile's wait for a free stage (the
     # L2 latency of the block-table read is off the path from a released stage to its TMA).
     pid = gl.program_id(1)
-    b_begin = gl.load(sched_ptr + pid * 4 + 0)
-    t_begin = gl.load(sched_ptr + pid * 4 + 1)
-    b_end = gl.load(sched_ptr + pid * 4 + 2)
-    t_end = gl.load(sched_ptr + pid * 4 + 3)
-    if FUSE:  # as the consumer: program 0 also walks the empty sequences before its span
-        b_begin = gl.where(pid == 0, 0, b_begin)
+    b_begin = gl.load(sched_ptr + span * 4 + 0)
+    t_begin = gl.load(sched_ptr + span * 4 + 1)
+    b_end = gl.load(sched_ptr + span * 4 + 2)
+    t_end = gl.load(sched_ptr + span * 4 + 3)
+    if FUSE:  # as the consumer: span 0 also walks the empty sequences before it
+        b_begin = gl.where(span == 0, 0, b_begin)
     stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     page_mask = (1 << page_shift) - 1
-    it = 0
-    qn0 = 0  # sequences sent to query buffer 0 / 1: buffer (b − b_begin) % 2, as the consumer
-    qn1 = 0
-    pseg = 0
-    w_cyc = gl.to_tensor(0).to(gl.int64)  # DIAG: cycles waiting for free stages / from a free stage to its TMA
-    i_cyc = gl.to_tensor(0).to(gl.int64)
     for b in range(b_begin, b_end + 1):
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, BLOCK_N)
@@ -117,10 +172,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             it += 1
         if k_lo < k_hi:
             pseg += 1
-    if DIAG:
-        _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
-        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
-        gl.store(diag_ptr + pid.to(gl.int64) * 128 + 46, i_cyc)
+    return it, qn0, qn1, pseg, w_cyc, i_cyc
 
 
 @gluon.jit

@@ -1,9 +1,10 @@
 """Where an MTP step's time goes on the trained default model (issue 6): plain decode vs MTP, per step.
 
-For each batch size and K, ``LLM().generate`` (greedy, ignore_eos) in three modes — ``plain`` (graph decode),
+For each batch size and K, ``LLM().generate`` (greedy, ignore_eos) in four modes — ``plain`` (graph decode),
 ``stepwise`` (``graph_step = False``: K−1 draft replays, verify replay, eager verification kernel, ``.tolist()``,
-MTP-pass replay) and ``fused`` (``graph_step = True``: one (bucket, K) graph replay and one device→host copy per
-step) — and reports per decode step:
+MTP-pass replay), ``fused_sync`` (``graph_step = True``, ``MTPStepGraphs.lookahead = False``: one (bucket, K)
+graph replay and one device→host copy per step, read before the next launch) and ``fused`` (the engine default:
+lookahead on, step t+1 launched before step t is read) — and reports per decode step:
 
 - ``wall_ms``: decode wall time ÷ steps (what tokens/s sees);
 - ``gpu_ms``: GPU busy time ÷ steps (sum of kernel and memcpy times in a torch.profiler trace of one run);
@@ -11,7 +12,7 @@ step) — and reports per decode step:
 - per step counts of host→device / device→host copies, stream / event / device synchronisations, graph
   launches and eager kernel launches (CUDA runtime calls in the trace);
 - ``replay_ms``: the bare device time of the step's graph(s) replayed back to back (CUDA events, 50 replays:
-  plain = the decode graph; fused = the step graph; stepwise: not measured, several graphs plus eager work).
+  plain = the decode graph; fused_sync = the step graph; stepwise: not measured, several graphs plus eager work).
 
 ``PYTHONPATH=. python benchmarks/profile_mtp_step.py --batches 1,16 --ks 1,3 --tokens 64 --out prof.json``
 """
@@ -57,9 +58,13 @@ def _profile(llm, prompts, sp, k: int) -> dict:
                 top_host=[(e.key[:48], round(e.self_cpu_time_total / steps, 1), round(e.count / steps, 2)) for e in top])
 
 
-def _replay_ms(graph, n: int = 50) -> float:
-    for _ in range(3):
+def _replay_ms(graph, n: int = 50, reset=None) -> float:
+    if reset is not None:
+        reset()
+    for _ in range(2):
         graph.replay()
+    if reset is not None:
+        reset()
     torch.cuda.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
@@ -80,9 +85,10 @@ def run(batches, ks, tokens) -> list[dict]:
     rows = []
     for batch in batches:
         prompts = (PROMPTS * (batch // len(PROMPTS) + 1))[:batch]
-        modes = [("plain", 0, False)] + [(m, k, m == "fused") for k in ks for m in ("stepwise", "fused")]
+        modes = [("plain", 0, False)] + [(m, k, m != "stepwise") for k in ks for m in ("stepwise", "fused_sync", "fused")]
         for mode, k, fused in modes:
             llm.graph_verify, llm.graph_step = True, fused
+            mtp_step.MTPStepGraphs.lookahead = mode == "fused"
             llm.generate(prompts, sp, mtp=k)  # compile / capture
             best = None
             for _ in range(2):
@@ -100,13 +106,15 @@ def run(batches, ks, tokens) -> list[dict]:
             replay = None
             if mode == "plain":
                 replay = _replay_ms(llm._graphs.graph(batch, 1))
-            elif mode == "fused":
+            elif mode == "fused_sync":
                 sg = mtp_step._STEP_GRAPHS.get(llm._graphs)
                 g = sg._graphs.get((sg.bucket(batch), k)) if sg is not None else None
-                replay = _replay_ms(g) if g is not None else None
+                # a step graph advances its positions: restart them at 0 (the last launch's block-table rows stay;
+                # 2 + 16 replays of ≤ 4 positions stay inside each row's allocated pages)
+                replay = _replay_ms(g, 16, sg.pos0.zero_) if g is not None else None
             best.update(mode=mode, batch=batch, k=k, replay_ms=replay)
             rows.append(best)
-            print(f"b={batch:<3} k={k} {mode:<8}: wall {best['wall_ms']:.3f} ms/step  gpu {best['gpu_ms']:.3f}  "
+            print(f"b={batch:<3} k={k} {mode:<10}: wall {best['wall_ms']:.3f} ms/step  gpu {best['gpu_ms']:.3f}  "
                   f"host gap {best['host_gap_ms']:.3f}  replay {replay if replay is None else round(replay, 4)}  "
                   f"{best['tps']:9.1f} tok/s  acc {best['acceptance']}  counts/step {best['per_step_counts']}",
                   flush=True)
@@ -124,11 +132,11 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     rows = run([int(x) for x in a.batches.split(",")], [int(x) for x in a.ks.split(",")], a.tokens)
     base = {r["batch"]: r for r in rows if r["mode"] == "plain"}
-    print("\n batch  k  mode      wall ms  gpu ms  host gap  replay ms  tok/s     vs plain")
+    print("\n batch  k  mode        wall ms  gpu ms  host gap  replay ms  tok/s     vs plain")
     for r in rows:
         vs = r["tps"] / base[r["batch"]]["tps"] if r["batch"] in base else float("nan")
         rp = "-" if r["replay_ms"] is None else f"{r['replay_ms']:.4f}"
-        print(f" {r['batch']:>5} {r['k']:>2}  {r['mode']:<8} {r['wall_ms']:7.3f} {r['gpu_ms']:7.3f} {r['host_gap_ms']:9.3f}"
+        print(f" {r['batch']:>5} {r['k']:>2}  {r['mode']:<10} {r['wall_ms']:7.3f} {r['gpu_ms']:7.3f} {r['host_gap_ms']:9.3f}"
               f"  {rp:>9}  {r['tps']:9.1f} {vs:6.3f}x")
     if a.out:
         with open(a.out, "w") as f:

@@ -15,7 +15,7 @@ import types
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tritonseek import LLM, SamplingParams
@@ -51,7 +51,7 @@ def llm():
     return LLM(device="cpu", backend="reference")
 
 
-def _use_eager_step_graphs(monkeypatch):
+def _use_eager_step_graphs(monkeypatch, lookahead: bool):
     fake = FakeDecodeGraphs()
 
     def step_graphs(self, seqs):
@@ -60,52 +60,79 @@ def _use_eager_step_graphs(monkeypatch):
         if self._step_graphs is None:
             runner = types.SimpleNamespace(graphs=fake, model=self.runner.model, cache=self.runner.cache)
             self._step_graphs = EagerStepGraphs(runner)
+            self._step_graphs.lookahead = lookahead
         return self._step_graphs if self._step_graphs.fits(len(seqs)) else None
 
     monkeypatch.setattr(speculative.MTPDrafter, "step_graphs", step_graphs)
 
 
-def _record_drafts(mp, llm) -> list:
-    seen, orig = [], llm.model.ops.verify_greedy
+def _record_stepwise_drafts(mp) -> dict:
+    seen: dict[int, list] = {}
+    orig = speculative.MTPDrafter.verify
 
-    def verify_greedy(drafts, logits):  # both paths verify through the model's Ops: the drafts of every step
-        seen.append(drafts.tolist())
-        return orig(drafts, logits)
+    def verify(self, seqs, drafts):
+        for s, row in zip(seqs, drafts.tolist()):
+            seen.setdefault(s.seq_id, []).append(row)
+        return orig(self, seqs, drafts)
 
+    mp.setattr(speculative.MTPDrafter, "verify", verify)
+    return seen
+
+
+def _record_fused_drafts(mp, llm) -> dict:
+    # the eager 'replay' runs inside launch: the launch's sequences name the rows verify_greedy sees
+    seen: dict[int, list] = {}
+    ids: list[int] = []
+    orig_launch, orig_verify = mtp_step.MTPStepGraphs.launch, llm.model.ops.verify_greedy
+
+    def launch(self, seqs, k, pending=0):
+        ids[:] = [s.seq_id for s in seqs]
+        return orig_launch(self, seqs, k, pending)
+
+    def verify_greedy(drafts, logits):
+        for sid, row in zip(ids, drafts.tolist()):  # bucket padding rows come after the launch's rows
+            seen.setdefault(sid, []).append(row)
+        return orig_verify(drafts, logits)
+
+    mp.setattr(mtp_step.MTPStepGraphs, "launch", launch)
     mp.setattr(llm.model.ops, "verify_greedy", verify_greedy)
     return seen
 
 
-@pytest.mark.parametrize("k", [1, 2, 4])
-@settings(max_examples=3, deadline=None)
-@given(lens=st.lists(st.integers(1, 11), min_size=1, max_size=5), seed=st.integers(0, 1000), stop=st.booleans())
-def test_step_graphs_equal_plain_and_stepwise(llm, k, lens, seed, stop):
+@pytest.mark.parametrize("k", [1, 3])
+@settings(max_examples=2, deadline=None)
+@given(lens=st.lists(st.integers(1, 10), min_size=1, max_size=4), seed=st.integers(0, 1000), stop=st.booleans(),
+       lookahead=st.booleans())
+@example(lens=[10, 10], seed=1, stop=True, lookahead=True)  # a stop token while the next step is in flight
+def test_step_graphs_equal_plain_and_stepwise(llm, k, lens, seed, stop, lookahead):
     # one max_new_tokens per prompt: sequences finish at different steps (non-prefix compaction of the carried
-    # rows), k shrinks to 0 near the end (the K = 0 graph); optionally a stop token taken from the plain output
+    # rows; with lookahead a launched step still holds a finished row), k shrinks to 0 near the end (the K = 0
+    # graph); optionally a stop token taken from the plain output
     g = torch.Generator().manual_seed(seed)
     prompts = [llm.tokenizer.decode(torch.randint(3, llm.config.vocab_size, (int(torch.randint(1, 6, (1,), generator=g)),),
                                                   generator=g).tolist()) or "x" for _ in lens]
     params = [SamplingParams(max_new_tokens=n, ignore_eos=True) for n in lens]
-    plain = llm.generate(prompts, params)
-    if stop:
-        toks = plain[0].token_ids
+    if stop:  # the step-by-step path equals plain decoding (tests/engine/test_generate.py)
+        toks = llm.generate(prompts, params, mtp=k)[0].token_ids
         params = [SamplingParams(max_new_tokens=n, stop_token_ids=[toks[len(toks) // 2]]) for n in lens]
-        plain = llm.generate(prompts, params)
     with pytest.MonkeyPatch.context() as mp:
-        drafts_stepwise = _record_drafts(mp, llm)
+        drafts_stepwise = _record_stepwise_drafts(mp)
         stepwise = llm.generate(prompts, params, mtp=k)
     acc = llm.last_stats.extra["acceptance"]
     with pytest.MonkeyPatch.context() as mp:
-        _use_eager_step_graphs(mp)
-        drafts_fused = _record_drafts(mp, llm)
+        _use_eager_step_graphs(mp, lookahead)
+        drafts_fused = _record_fused_drafts(mp, llm)
         EagerStepGraphs.replays_seen = 0
         fused = llm.generate(prompts, params, mtp=k)
         st_ = llm.last_stats
-    assert EagerStepGraphs.replays_seen == st_.decode_steps > 0 or max(lens) == 1
-    for o in (stepwise, fused):
-        assert [x.token_ids for x in o] == [x.token_ids for x in plain]
-        assert [x.finish_reason for x in o] == [x.finish_reason for x in plain]
-    assert drafts_fused == drafts_stepwise  # every draft of every step (verification hides bad drafts)
+    assert EagerStepGraphs.replays_seen >= st_.decode_steps > 0 or max(lens) == 1
+    assert [x.token_ids for x in fused] == [x.token_ids for x in stepwise]
+    assert [x.finish_reason for x in fused] == [x.finish_reason for x in stepwise]
+    # every draft of every step (verification hides bad drafts); a lookahead step launched before its sequence
+    # finished adds one ignored row at the end
+    assert set(drafts_fused) == set(drafts_stepwise)
+    for sid, rows in drafts_stepwise.items():
+        assert drafts_fused[sid][: len(rows)] == rows and len(drafts_fused[sid]) - len(rows) <= int(lookahead)
     assert st_.extra["acceptance"] == acc
 
 
@@ -161,9 +188,11 @@ def test_gpu_step_graphs_match_plain_and_stepwise(cuda_llm, batch, k):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("k", [1, 3])
-def test_gpu_step_graphs_stop_max_new_and_uneven_finish(cuda_llm, k):
+@pytest.mark.parametrize("lookahead", [True, False])
+def test_gpu_step_graphs_stop_max_new_and_uneven_finish(cuda_llm, monkeypatch, k, lookahead):
     llm = cuda_llm
     llm.enforce_eager, llm.graph_verify, llm.graph_step = False, True, True
+    monkeypatch.setattr(mtp_step.MTPStepGraphs, "lookahead", lookahead)
     prompts = _prompts(5)
     ref = llm.generate(prompts, SamplingParams(max_new_tokens=20, ignore_eos=True))
     stop = ref[0].token_ids[7]  # a token inside sequence 0's output: EOS-like stop inside an accepted run

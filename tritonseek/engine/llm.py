@@ -118,9 +118,12 @@ class LLM:
         enforce_eager: never use CUDA graphs. By default a CUDA model on the triton backend (also each
             rank under ``tp``) replays a captured graph per batch bucket for each plain decode step (see
             :mod:`tritonseek.engine.cuda_graph`); the latent cache is then kept between ``generate``
-            calls (grown when a call needs more) so the graphs stay valid. Prefill, MTP drafting and
-            CPU runs are always eager; MTP verify steps (K+1 tokens per sequence) replay graphs too
-            (one per (bucket, K+1); the attribute ``graph_verify = False`` keeps them eager).
+            calls (grown when a call needs more) so the graphs stay valid. Prefill and CPU runs are
+            always eager. Greedy MTP steps replay one graph per (bucket, K) for the whole step (drafts,
+            verify forward, verification, MTP pass; :mod:`tritonseek.engine.mtp_step`) with one
+            device→host copy per step; the attribute ``graph_step = False`` runs them step by step (MTP
+            forwards and the verify forward as separate graphs, as sampling batches do), and
+            ``graph_verify = False`` keeps every MTP forward eager.
         max_graph_batch: largest batch that decodes through graphs (larger batches run eagerly).
     Raises:
         ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
@@ -358,17 +361,15 @@ class LLM:
         ]
 
     def _speculate(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, on_text, stats) -> None:
-        fused = drafter.step_graphs(live)  # greedy on CUDA graphs: each step one replay + one copy to the host
-        if fused is not None:
-            fused.load(h_last, first, [s.last_token for s in live])
+        fused = drafter.step_graphs(live)
+        if fused is not None:  # greedy on CUDA graphs: each step one replay + one copy to the host
+            self._speculate_graphs(drafter, fused, live, h_last, first, on_text, stats)
+            live = []
         while live:
             # Never draft past what a sequence may still emit (so never past max_position_embeddings).
             k = min([drafter.k] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live])
             starts = [s.num_tokens - 1 for s in live]
-            if fused is not None:
-                out, num_acc = fused.step(live, k)
-                drafter.runner.graph_steps += 1
-            elif k >= 1:
+            if k >= 1:
                 drafts = drafter.draft(live, h_last, first, k)
                 out, num_acc, target_hidden = drafter.verify(live, drafts)
             else:
@@ -376,34 +377,76 @@ class LLM:
                 out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
                 num_acc = torch.zeros(len(live), dtype=torch.int32, device=self.device)
                 target_hidden = target_hidden[:, None]
-            rows, acc = out.tolist(), num_acc.tolist()  # fused: host arrays already; else the step's sync
-            stats.decode_steps += 1
-            drafter.steps += 1
-            drafter.proposed += k * len(live)
-            drafter.seq_steps += len(live)
-            drafter.accepted += sum(acc)
-            for s, row, a in zip(live, rows, acc):
-                for t in row[: a + 1]:
-                    if not s.finished:
-                        self._accept([s], [t], on_text)
-                        drafter.emitted += 1
-            if fused is None:
-                h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
+            self._take_step(drafter, live, k, out.tolist(), num_acc.tolist(), on_text, stats, release=False)
+            h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
             for s in live:
-                if s.finished:
+                if s.finished:  # after the MTP pass, which still writes (and allocates for) every row
                     drafter.runner.cache.release(s.seq_id)
             kept = [i for i, s in enumerate(live) if not s.finished]
-            live = [live[i] for i in kept]
-            if fused is not None:
-                fused.keep(kept)
-            elif len(kept) < len(rows):
+            if len(kept) < len(live):
                 keep = torch.tensor(kept, dtype=torch.int64, device=self.device)
+                live = [live[i] for i in kept]
                 h_last, first = h_last[keep], first[keep]
         stats.extra.update(
             mtp=drafter.k,
             acceptance=drafter.accepted / max(drafter.proposed, 1),
             tokens_per_step=drafter.emitted / max(drafter.seq_steps, 1),
         )
+
+    def _speculate_graphs(self, drafter: MTPDrafter, fused, live: list[Sequence], h_last, first, on_text,
+                          stats) -> None:
+        """Greedy MTP steps as whole-step graph replays (:class:`~tritonseek.engine.mtp_step.MTPStepGraphs`).
+
+        Step t+1 is launched before step t's results are read (the host's bookkeeping overlaps the GPU) when that
+        is safe whatever step t emits: no sequence of the launch has finished, and each can take K more drafts
+        after step t's K+1 tokens without passing its max_new_tokens (so never max_position_embeddings). Otherwise
+        the next launch waits for the results, drops the finished sequences (their rows are compacted, their
+        pages freed) and takes K = min(K, max_new_tokens − emitted − 1) over the live ones, as the step-by-step
+        path does. A sequence that finished at step t has its row in the already-launched step t+1: that row is
+        computed and ignored (its freed pages are reused only by launches after it, in stream order).
+        """
+        K = drafter.k
+        fused.load(live, h_last, first)
+        cur = fused.launch(live, min([K] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live]))
+        while cur is not None:
+            nxt = None
+            if fused.lookahead and all(not s.finished and s.params.max_new_tokens - len(s.out_ids) - cur.k - 2 >= K
+                                       for s in cur.seqs):
+                nxt = fused.launch(cur.seqs, K, pending=cur.k + 1)
+            out, num_acc = fused.wait(cur)
+            seqs = [s for s in cur.seqs if not s.finished]
+            if len(seqs) < len(cur.seqs):  # rows of sequences that finished before this step: ignored
+                rows = [i for i, s in enumerate(cur.seqs) if not s.finished]
+                out, num_acc = out[rows], num_acc[rows]
+            drafter.runner.graph_steps += 1
+            self._take_step(drafter, seqs, cur.k, out.tolist(), num_acc.tolist(), on_text, stats)
+            if nxt is not None:
+                cur = nxt
+                continue
+            kept = [i for i, s in enumerate(cur.seqs) if not s.finished]
+            if not kept:
+                break
+            fused.compact(kept)
+            live = [cur.seqs[i] for i in kept]
+            cur = fused.launch(live, min([K] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live]))
+
+    def _take_step(self, drafter: MTPDrafter, live: list[Sequence], k: int, rows: list[list[int]], acc: list[int],
+                   on_text, stats, release: bool = True) -> None:
+        """Host bookkeeping of one verify step: emit each sequence's a+1 tokens (EOS / stop / max_new_tokens end it
+        inside the run, later tokens dropped), count the statistics, free the pages of finished sequences
+        (``release``)."""
+        stats.decode_steps += 1
+        drafter.steps += 1
+        drafter.proposed += k * len(live)
+        drafter.seq_steps += len(live)
+        drafter.accepted += sum(acc)
+        for s, row, a in zip(live, rows, acc):
+            for t in row[: a + 1]:
+                if not s.finished:
+                    self._accept([s], [t], on_text)
+                    drafter.emitted += 1
+            if release and s.finished:
+                drafter.runner.cache.release(s.seq_id)
 
     def _accept(self, seqs: list[Sequence], tokens: list[int], on_text) -> None:
         for s, t in zip(seqs, tokens):

@@ -2,35 +2,38 @@
 
 The step-by-step path (:class:`~tritonseek.engine.speculative.MTPDrafter`: K−1 draft replays, a verify
 replay, an eager verification kernel, ``.tolist()`` of its outputs, an MTP-pass replay, clones and index
-gathers) costs ~0.7 ms of mostly host time per step on the tiny default model, whose plain decode step is
-one graph replay of ~0.14 ms. Here one replay runs, for every live sequence with n+1 accepted tokens
-(t_n not yet in the target cache):
+gathers) cost 0.72 ms per step on the H200 on the tiny default model, whose plain decode step is one graph
+replay of ~0.14 ms. Here one replay runs, for every live sequence with n+1 accepted tokens (t_n not yet in
+the target cache, n carried on the device):
 
-1. drafts: d_1 = the carried first draft; d_{j+1} = argmax head(MTP(d_j, h, position n+j−1)) for j < K
+1. inputs: positions n … n+K, their cache slots (through the block table) and cache_seqlens n+K+1, on the device;
+2. drafts: d_1 = the carried first draft; d_{j+1} = argmax head(MTP(d_j, h, position n+j−1)) for j < K
    (MTP latent cache written at n+j−1, cache_seqlens n+j);
-2. verify: target forward over [t_n, d_1 … d_K] at positions n … n+K (seqlen_q K+1, bottom-right causal),
+3. verify: target forward over [t_n, d_1 … d_K] at positions n … n+K (seqlen_q K+1, bottom-right causal),
    then greedy verification (``Ops.verify_greedy``; K = 0: the argmax) → out [b, K+1] padded −1, a;
-3. MTP pass over the same positions with the target hiddens and out (−1 read as token 0: rows past n+a are
-   computed, never used), output row n+a → the next step's h and first draft, and t_{n+a+1} = out[a];
-4. results: out and a into one int64 row per sequence ``[out_0 … out_K, a]``; h, first draft and last token
-   into the carried state (device buffers that the next replay reads: no clones, no host round trip).
+4. MTP pass over the same positions with the target hiddens and out (−1 read as token 0: rows past n+a are
+   computed, never used); its row n+a gives the next h and first draft; t_{n+a+1} = out[a]; n += a+1;
+5. results: one int64 row per sequence ``[out_0 … out_K, a]``; the carried state stays in device buffers that
+   the next replay reads (no clones, no host round trip).
 
-The host then makes exactly one device→host copy per step (the result rows, non-blocking into pinned memory,
-one event wait) and does the bookkeeping from it (tokens, EOS / stop / max_new_tokens, releasing finished
-sequences). The only inputs it uploads are positions n … n+K, their cache slots, cache_seqlens n+K+1 and the
-block table (one :class:`~tritonseek.engine.cuda_graph.StepBuffers` copy); pages for n+K+1 tokens are
-allocated before the step; rejected positions are rolled back by lengths only. Rows of sequences that
-finished are dropped from the carried state by one gather (only on steps where some sequence finished).
-Dummy rows of a bucket (slot −1, cache_seqlens 0) write no cache row and read no key.
+The host makes one device→host copy per step (the result rows, non-blocking into pinned memory) and waits on
+it once, then does the bookkeeping (tokens, EOS / stop / max_new_tokens, freeing finished sequences' pages).
+It uploads only B and the block-table rows that changed (one copy); pages for every position a launched step
+may touch are allocated before its launch; rejected positions are rolled back by lengths only (n advances by
+a+1). Because nothing the next step needs comes from the host, ``LLM._speculate_graphs`` launches step t+1
+before it reads step t when that is safe, so the host's bookkeeping overlaps the GPU. Rows of finished
+sequences are dropped from the carried state by one gather (only on steps where some sequence finished).
+Dummy rows of a bucket (position 0, slot −1, cache_seqlens 0) write no cache row and read no key.
 
 Used for greedy batches on CUDA with the triton backend (``ModelRunner.graph_step``); sampling batches and
-CPU runs take the step-by-step path. Same tokens as plain greedy decoding (verification is exact).
+CPU runs take the step-by-step path. Same drafts, acceptance and tokens as that path (same kernels).
 """
 
 from __future__ import annotations
 
 import time
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,20 +43,35 @@ from tritonseek.engine.speculative import greedy_draft_tokens
 from tritonseek.model.mla import AttentionBatch
 
 
+class StepHandle(NamedTuple):
+    """A launched step: its sequences (row order), drafts per sequence, result slot."""
+
+    seqs: list
+    k: int
+    slot: int
+
+
 class MTPStepGraphs:
     """Captured greedy MTP steps over a runner's cache, one graph per (batch bucket, K), K = 0 … MAX_K.
 
     Args:
         runner: a :class:`~tritonseek.engine.runner.ModelRunner` with :class:`DecodeGraphs` (its buckets, batch
             limit and block-table width are used; no reference to either is kept).
-    Carried state (device, [max_batch] rows, row i = the i-th live sequence): ``h_last`` [max_batch, hidden]
-    model dtype (MTP hidden at the last accepted position, pre ``shared_head.norm``), ``first`` [max_batch]
-    int64 (its greedy draft), ``last`` [max_batch] int64 (the newest accepted token, not yet in the cache).
-    Results: ``res`` [max_batch·(MAX_K+2)] int64, read as [b, K+2] rows ``out_0 … out_K, num_accepted``.
+    Carried state (device, [max_batch] rows, row i = the i-th sequence of the launch): ``h_last`` [max_batch,
+    hidden] model dtype (MTP hidden at the last accepted position, pre ``shared_head.norm``), ``first`` int64 (its
+    greedy draft), ``last`` int64 (the newest accepted token t_n, not yet in the cache), ``pos0`` int64 (n, its
+    position). A replay derives positions n … n+K, cache slots (through the block table) and cache_seqlens n+K+1
+    from ``pos0`` on the device and advances ``pos0`` by num_accepted + 1, so consecutive steps need no host
+    input but the block table (re-sent only for rows whose block list changed) and the live row count B
+    (rows B … bucket−1 are dummies: position 0, slot −1, cache_seqlens 0): one int32 upload ``meta`` =
+    [B, 3 pad, block_table [max_batch, max_blocks]]. Results: ``res`` [max_batch·(MAX_K+2)] int64, read as [b, K+2] rows
+    ``out_0 … out_K, num_accepted``, copied after each replay into one of two pinned host slots.
+    ``lookahead``: the engine may launch step t+1 before reading step t (see ``LLM._speculate_graphs``).
     Graphs are captured lazily into one pool; ``capture_s`` sums the capture time.
     """
 
     MAX_K = 4
+    lookahead = True  # the engine may launch step t+1 before reading step t
 
     def __init__(self, runner):
         g, model = runner.graphs, runner.model
@@ -63,19 +81,29 @@ class MTPStepGraphs:
         self.num_heads = model.model.layers[0].self_attn.num_heads
         self.mtp_heads = self.mtp.block.self_attn.num_heads
         self.buckets, self.max_batch = tuple(g.buckets), g.max_batch
+        self.page_size, self.max_blocks = runner.cache.page_size, g.bufs.max_blocks
         mb, dev = g.max_batch, self.dev
-        self.bufs = StepBuffers(mb, g.bufs.max_blocks, runner.cache.page_size, dev, self.MAX_K + 1)
         self.h_last = torch.zeros(mb, model.cfg.hidden_size, dtype=model.dtype, device=dev)
         self.first = torch.zeros(mb, dtype=torch.int64, device=dev)
         self.last = torch.zeros(mb, dtype=torch.int64, device=dev)
+        self.pos0 = torch.zeros(mb, dtype=torch.int64, device=dev)
+        # [B, 3 pad | block_table]: the table starts 16 bytes in (aligned like a fresh tensor)
+        self.meta = torch.zeros(4 + mb * self.max_blocks, dtype=torch.int32, device=dev)
+        self.block_table = self.meta[4:].view(mb, self.max_blocks)
         self.res = torch.zeros(mb * (self.MAX_K + 2), dtype=torch.int64, device=dev)
         self.rows = torch.arange(mb, device=dev)
+        self.offsets = torch.arange(self.MAX_K + 1, device=dev)
         pin = dev.type == "cuda"
-        # host side of the one copy per step, and of the keep indices of a compaction
-        self.res_host = torch.zeros(mb * (self.MAX_K + 2), dtype=torch.int64, pin_memory=pin)
-        self.idx_host = torch.zeros(mb, dtype=torch.int64, pin_memory=pin)
-        self.idx_dev = torch.zeros(mb, dtype=torch.int64, device=dev)
-        self._done = torch.cuda.Event() if pin else None
+        self._bt = np.zeros((mb, self.max_blocks), dtype=np.int32)  # host master copy of the block table
+        self._row_key: list[tuple[int, int] | None] = [None] * mb  # (seq_id, blocks) each device row holds
+        self._meta_host = [torch.zeros(self.meta.numel(), dtype=torch.int32, pin_memory=pin) for _ in range(2)]
+        self._res_host = [torch.zeros(self.res.numel(), dtype=torch.int64, pin_memory=pin) for _ in range(2)]
+        self._uploaded = [torch.cuda.Event() if pin else None for _ in range(2)]
+        self._copied = [torch.cuda.Event() if pin else None for _ in range(2)]
+        self._idx_host = torch.zeros(mb, dtype=torch.int64, pin_memory=pin)
+        self._idx_dev = torch.zeros(mb, dtype=torch.int64, device=dev)
+        self._idx_copied = torch.cuda.Event() if pin else None
+        self._launches = 0
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool = None
         self.capture_s = 0.0
@@ -89,21 +117,23 @@ class MTPStepGraphs:
 
     def _forward(self, b: int, k: int) -> None:
         """The step's device work on the static buffers (what a replay runs)."""
-        model, ops, mtp, bufs = self.model, self.model.ops, self.mtp, self.bufs
-        q = k + 1
-        n = b * q
-        lens, bt = bufs.cache_seqlens[:b], bufs.block_table[:b]
-        pos, slots = bufs.positions[:n], bufs.slot_mapping[:n]
+        model, ops, mtp = self.model, self.model.ops, self.mtp
+        q, ps = k + 1, self.page_size
+        live = self.rows[:b] < self.meta[0]
+        n0 = self.pos0[:b]
+        bt = self.block_table[:b]
+        pos = torch.where(live[:, None], n0[:, None] + self.offsets[:q], 0)  # [b, q]: n … n+K (dummies 0)
+        slots = torch.where(live[:, None], bt.gather(1, pos // ps).to(torch.int64) * ps + pos % ps, -1)
         rows = self.rows[:b]
         drafts, h = [self.first[:b]], self.h_last[:b]
-        if k >= 2:
-            pos2, slot2, live = pos.view(b, q), slots.view(b, q), lens > 0
         for j in range(1, k):  # draft step j: MTP at position n+j−1 on d_j, cache_seqlens n+j (dummy rows 0)
-            lj = torch.where(live, lens - (q - j), 0).to(torch.int32)
-            bj = AttentionBatch(is_prefill=False, slot_mapping=slot2[:, j - 1].contiguous(), block_table=bt,
+            lj = torch.where(live, n0 + j, 0).to(torch.int32)
+            bj = AttentionBatch(is_prefill=False, slot_mapping=slots[:, j - 1].contiguous(), block_table=bt,
                                 cache_seqlens=lj, seqlen_q=1, mla_metadata=ops.mla_metadata(lj, 1, self.mtp_heads))
-            h = mtp(drafts[-1], h, pos2[:, j - 1].contiguous(), bj, self.mtp_cache)
+            h = mtp(drafts[-1], h, pos[:, j - 1].contiguous(), bj, self.mtp_cache)
             drafts.append(greedy_draft_tokens(mtp, ops, h))
+        lens = torch.where(live, n0 + q, 0).to(torch.int32)
+        pos, slots = pos.reshape(-1), slots.reshape(-1)
         batch = AttentionBatch(is_prefill=False, slot_mapping=slots, block_table=bt, cache_seqlens=lens,
                                seqlen_q=q, mla_metadata=ops.mla_metadata(lens, q, self.num_heads))
         if k:
@@ -128,16 +158,20 @@ class MTPStepGraphs:
         self.last[:b].copy_(out[rows, num_acc])
         self.first[:b].copy_(first)
         self.h_last[:b].copy_(h_new)
+        self.pos0[:b].add_(num_acc + 1)
+
+    def _state(self) -> tuple[torch.Tensor, ...]:
+        return self.h_last, self.first, self.last, self.pos0
 
     def _capture(self, b: int, k: int) -> None:
         t0 = time.perf_counter()
-        state = [t.clone() for t in (self.h_last, self.first, self.last)]
+        saved = [t.clone() for t in self._state()]
         side = torch.cuda.Stream(self.dev)
         side.wait_stream(torch.cuda.current_stream(self.dev))
         with torch.cuda.stream(side):  # compiles / allocates outside the capture; same cache writes as the replay
             self._forward(b, k)
         torch.cuda.current_stream(self.dev).wait_stream(side)
-        for t, s in zip((self.h_last, self.first, self.last), state):
+        for t, s in zip(self._state(), saved):
             t.copy_(s)  # the warm-up advanced the carried state: the replay must start from the same one
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
@@ -150,59 +184,94 @@ class MTPStepGraphs:
         self._graphs[(b, k)].replay()
 
     @torch.inference_mode()
-    def load(self, h_last: torch.Tensor, first: torch.Tensor, last_tokens: list[int]) -> None:
-        """Carried state of the live sequences after prefill: h_last [B, H], first [B] (device), last tokens."""
-        B = len(last_tokens)
+    def load(self, seqs, h_last: torch.Tensor, first: torch.Tensor) -> None:
+        """Carried state of ``seqs`` (rows 0 … B−1) after prefill: h_last [B, H] and first drafts [B] (device)."""
+        B = len(seqs)
         self.h_last[:B].copy_(h_last)
         self.first[:B].copy_(first)
-        self.last[:B].copy_(torch.tensor(last_tokens, dtype=torch.int64), non_blocking=False)
+        host = torch.tensor([[s.last_token for s in seqs], [s.num_tokens - 1 for s in seqs]], dtype=torch.int64)
+        dev = host.to(self.dev)
+        self.last[:B].copy_(dev[0])
+        self.pos0[:B].copy_(dev[1])
+        self._row_key = [None] * self.max_batch  # a new call: sequence ids restart with other blocks
 
     @torch.inference_mode()
-    def keep(self, idx: list[int]) -> None:
-        """Drop the carried rows of finished sequences: row i ← row idx[i] (no work when idx is 0 … len−1)."""
+    def compact(self, idx: list[int]) -> None:
+        """Drop the carried rows of finished sequences: row i ← row idx[i] (idx increasing; no work when it is
+        0 … len−1). Stream-ordered after every launched step."""
         m = len(idx)
-        if m == 0 or idx[-1] == m - 1:  # idx is increasing: a prefix is kept as it is
+        if m == 0 or idx[-1] == m - 1:
             return
-        self.idx_host[:m] = torch.as_tensor(idx, dtype=torch.int64)
-        sel = self.idx_dev[:m]
-        sel.copy_(self.idx_host[:m], non_blocking=self._done is not None)
-        for t in (self.h_last, self.first, self.last):
+        if self._idx_copied is not None:
+            self._idx_copied.synchronize()  # the previous compaction's upload has read _idx_host
+        self._idx_host[:m] = torch.as_tensor(idx, dtype=torch.int64)
+        sel = self._idx_dev[:m]
+        sel.copy_(self._idx_host[:m], non_blocking=self._idx_copied is not None)
+        for t in self._state():
             t[:m] = t.index_select(0, sel)
-        if self._done is not None:
-            self._done.record()  # idx_host is rewritten only after the next step's wait on this event
+        self._row_key = [None] * self.max_batch  # rows moved: re-send the block table
+        if self._idx_copied is not None:
+            self._idx_copied.record()
 
     @torch.inference_mode()
-    def step(self, seqs, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One greedy MTP step of ``seqs`` (row i = carried state row i) with k drafts (0 … MAX_K).
+    def launch(self, seqs, k: int, pending: int = 0) -> StepHandle:
+        """Enqueue one greedy MTP step of ``seqs`` (row i = carried row i) with k drafts (0 … MAX_K).
 
-        Allocates pages for n+k+1 tokens, uploads positions / slots / lengths / block table, replays the
-        (bucket, k) graph, copies the result rows to the host (the one device→host copy and the one wait of the
-        step). Returns (out [B, k+1] int64 padded −1, num_accepted [B] int64), host numpy views valid until the
-        next step. Raises ValueError when B exceeds max_batch or k is outside 0 … MAX_K.
+        ``pending``: tokens the steps already launched but not yet read may still add to every sequence (their
+        K+1); pages are allocated for num_tokens − 1 + pending + k + 1 tokens. Uploads B and the changed
+        block-table rows (one copy), replays the (bucket, k) graph and enqueues the copy of its result rows to a
+        pinned host slot; nothing waits. Raises ValueError when B exceeds max_batch, k is outside 0 … MAX_K or a
+        sequence needs more than max_blocks blocks.
         """
         B, q = len(seqs), k + 1
         if not self.fits(B) or not 0 <= k <= self.MAX_K:
             raise ValueError(f"batch {B} / k {k} outside 1 … {self.max_batch} / 0 … {self.MAX_K}")
         b, cache = self.bucket(B), self.cache
-        starts = [s.num_tokens - 1 for s in seqs]
-        for s, p in zip(seqs, starts):
-            cache.ensure_capacity(s.seq_id, p + q)
-        blocks = cache.blocks
-        self.bufs.fill([blocks[s.seq_id] for s in seqs], [s.seq_id for s in seqs], None, starts, b,
-                       getattr(cache, "epoch", 0), q)
+        slot = self._launches % 2
+        self._launches += 1
+        dirty = -1
+        for i, s in enumerate(seqs):
+            cache.ensure_capacity(s.seq_id, s.num_tokens + pending + q - 1)
+            blocks = cache.blocks[s.seq_id]
+            if self._row_key[i] != (s.seq_id, len(blocks)):
+                if len(blocks) > self.max_blocks:
+                    raise ValueError(f"sequence {s.seq_id} holds {len(blocks)} cache blocks; the graphs were "
+                                     f"sized for {self.max_blocks}")
+                self._bt[i, : len(blocks)] = blocks
+                self._row_key[i] = (s.seq_id, len(blocks))
+                dirty = i
+        if self._uploaded[slot] is not None:
+            self._uploaded[slot].synchronize()  # this slot's previous upload (two launches ago) has run
+        n = 4 + (dirty + 1) * self.max_blocks
+        host = self._meta_host[slot]
+        h = host.numpy()
+        h[0] = B
+        h[4:n] = self._bt[: dirty + 1].reshape(-1)
+        self.meta[:n].copy_(host[:n], non_blocking=self._uploaded[slot] is not None)
+        if self._uploaded[slot] is not None:
+            self._uploaded[slot].record()
         if (b, k) not in self._graphs:
             self._capture(b, k)
         self._replay(b, k)
         self.replays += 1
         m = B * (q + 1)
-        if self._done is not None:
-            self.res_host[:m].copy_(self.res[:m], non_blocking=True)
-            self._done.record()
-            self._done.synchronize()
-        else:
-            self.res_host[:m].copy_(self.res[:m])
-        r = self.res_host[:m].numpy().reshape(B, q + 1)
+        self._res_host[slot][:m].copy_(self.res[:m], non_blocking=self._copied[slot] is not None)
+        if self._copied[slot] is not None:
+            self._copied[slot].record()
+        return StepHandle(list(seqs), k, slot)
+
+    def wait(self, handle: StepHandle) -> tuple[np.ndarray, np.ndarray]:
+        """The results of a launched step: (out [B, k+1] int64 padded −1, num_accepted [B] int64), host numpy views
+        valid until the launch after next. Waits on that step's copy event (the step's one host wait)."""
+        B, q = len(handle.seqs), handle.k + 1
+        if self._copied[handle.slot] is not None:
+            self._copied[handle.slot].synchronize()
+        r = self._res_host[handle.slot][: B * (q + 1)].numpy().reshape(B, q + 1)
         return r[:, :q], r[:, q]
+
+    def step(self, seqs, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``wait(launch(seqs, k))``: one step, read at once."""
+        return self.wait(self.launch(seqs, k))
 
 
 _STEP_GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

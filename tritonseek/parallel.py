@@ -196,8 +196,9 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
 
                     socket.getaddrinfo(addr, port)
                 else:
-                    # Reach rank 0's store from Python first: torch's client retries a failed connect once after a
-                    # random delay of up to the timeout (206-239 s for a 120 s bound, measured) and logs C++ frames.
+                    # Reach rank 0's store from Python first: torch's client retries a failed connect or handshake
+                    # after a random delay of up to the timeout (206-239 s for a 120 s bound with no listener, 42 s
+                    # for 5 s with an HTTP server on the port, measured) and logs C++ frames.
                     _wait_for_listener(addr, port, deadline)
                 left = max(deadline - time.monotonic(), 1.0)
                 store = dist.TCPStore(addr, port, world, is_master=rank == 0,
@@ -223,18 +224,49 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
 
 
 def _wait_for_listener(addr: str, port: int, deadline: float) -> None:
-    """Return once a TCP connection to addr:port succeeds; OSError (the last failure: refused, unknown host)
-    once time.monotonic() passes ``deadline``. Retries every 0.5 s, silently."""
-    import socket
+    """Return once a torch.distributed TCP store answers at addr:port (:func:`_store_answers`); OSError naming the
+    last failure (refused, unknown host, another service on the port) once time.monotonic() passes ``deadline``.
+    Retries silently: every 0.5 s while nothing listens, every 2 s while another service answers.
 
+    A bare TCP connect was taken for the store before (session 18): with an unrelated service on MASTER_PORT (an HTTP
+    server) torch's client then failed its handshake and retried after a random delay (42 s for a 5 s bound, with
+    C++ frames)."""
     while True:
         try:
-            socket.create_connection((addr, port), timeout=max(min(deadline - time.monotonic(), 2.0), 0.1)).close()
-            return
+            if _store_answers(addr, port, max(min(deadline - time.monotonic(), 2.0), 0.1)):
+                return
+            why, pause = (f"the service listening at {addr}:{port} is not a torch.distributed store (another program "
+                          "on MASTER_PORT?)"), 2.0
         except OSError as e:
-            if time.monotonic() + 0.5 > deadline:
-                raise OSError(f"no listener at {addr}:{port}: {e}") from None
-            time.sleep(0.5)
+            why, pause = f"no listener at {addr}:{port}: {e}", 0.5
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OSError(why)
+        time.sleep(min(pause, left))
+
+
+def _store_answers(addr: str, port: int, timeout: float) -> bool:
+    """Whether the listener at addr:port answers the handshake torch's TCPStore client opens with: VALIDATE with
+    c10d's magic number, then PING with a nonce the store echoes (c10d TCPStoreBackend's QueryType 0 and 13, uint32
+    little-endian). False for another service (it closes, answers something else, or stays silent for ``timeout``
+    s); OSError when nothing listens. Only a probe: it adds no key and no worker to the store."""
+    import secrets
+    import socket
+    import struct
+
+    nonce = secrets.randbits(32)
+    with socket.create_connection((addr, port), timeout=timeout) as conn:
+        conn.sendall(struct.pack("<BIBI", 0, 0x3C85F7CE, 13, nonce))
+        got = b""
+        try:
+            while len(got) < 4:
+                chunk = conn.recv(4 - len(got))
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:  # reset, or silent past the timeout
+            return False
+    return got == struct.pack("<I", nonce)
 
 
 def _torchrun_agent_store() -> bool:

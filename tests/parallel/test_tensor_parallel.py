@@ -143,6 +143,62 @@ def test_init_from_env_without_torchrun_raises_naming_the_variable(monkeypatch):
     assert time.monotonic() - t0 < 10.0 and not dist.is_initialized()
 
 
+def test_rank_1_facing_another_service_ends_at_the_bound(monkeypatch):
+    """Tester finding (session 18): a rank > 0 started by hand with MASTER_PORT where an unrelated service listens
+    (python -m http.server) took the bare TCP connect for rank 0's store; torch's client then failed its handshake
+    and retried after a random delay (42 s for a 5 s bound, C++ frames). Now the store's own handshake is checked
+    first: one TPLaunchError at the bound naming the other service. A real TCPStore passes the same check."""
+    import datetime
+    import socket
+    import threading
+    import time
+
+    from tritonseek.parallel import TPLaunchError, _store_answers, init_from_env
+
+    srv = socket.socket()  # a service that is not a store: reads the request, answers an HTTP-like line, closes
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    conn.recv(64)
+                    conn.sendall(b"HTTP/1.0 400 Bad request\r\n\r\n")
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        for var in ("TORCHELASTIC_USE_AGENT_STORE", "LOCAL_RANK"):
+            monkeypatch.delenv(var, raising=False)
+        for var, v in (("WORLD_SIZE", "2"), ("RANK", "1"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
+            monkeypatch.setenv(var, v)
+        assert not _store_answers("127.0.0.1", port, 1.0)
+        t0 = time.monotonic()
+        with pytest.raises(TPLaunchError, match="within 2 s .*is not a torch.distributed store"):
+            init_from_env("cpu", rendezvous_timeout_s=2)
+        assert 1.5 < time.monotonic() - t0 < 3.0 and not dist.is_initialized()
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+    store = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=10))
+    assert _store_answers("127.0.0.1", store.port, 2.0)  # the handshake of this torch's TCPStore
+    store.set("k", b"v")
+    assert store.get("k") == b"v" and store.num_keys() == 1  # the probe added no key
+
+
 def test_tp_shards_are_rank_slices(tmp_path):
     """Each rank holds its slice only: heads, vocabulary rows, experts."""
     full = LLM(device="cpu", backend="reference").model

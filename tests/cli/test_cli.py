@@ -384,3 +384,39 @@ def test_double_ctrl_c_under_tp_waits_for_torchrun(monkeypatch, tmp_path):
     assert r.stderr.strip().splitlines() == ["error: interrupted; every tensor-parallel rank was stopped"], r.output
     assert procs[0].signals == [signal.SIGTERM] and procs[0].waits == 2
     assert (tmp_path / "out.jsonl").read_text() == "kept\n"
+
+
+def test_launchers_named_like_their_module_are_the_same_object_in_any_order():
+    """Session 18: `from tritonseek.kernels import mla_decode` gave the module (not callable) and
+    `tritonseek.kernels.mla_decode` the function or the module depending on what was imported first. Now the
+    name is the module in every order, callable as its launcher. A fresh interpreter: mla_decode is reached
+    through the package first, mla_prefill and mla_decode_ws as modules first (none imports another of the three
+    before its turn but mla_decode_ws, which imports mla_decode)."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, sys, torch
+import tritonseek.kernels as K
+for first, name in (("package", "mla_decode"), ("module", "mla_prefill"), ("module", "mla_decode_ws")):
+    assert "tritonseek.kernels." + name not in sys.modules, name
+    if first == "package":
+        exec(f"from tritonseek.kernels import {name} as got", globals())
+        mod = importlib.import_module("tritonseek.kernels." + name)
+    else:
+        mod = importlib.import_module("tritonseek.kernels." + name)
+        exec(f"from tritonseek.kernels import {name} as got", globals())
+    assert got is mod is getattr(K, name) is sys.modules["tritonseek.kernels." + name], (got, mod)
+    assert callable(got) and getattr(mod, name).__name__ == name
+    try:  # the call reaches the launcher's own validation
+        got(torch.zeros(2), *([None] * 6))
+    except (TypeError, ValueError) as e:
+        assert "module" not in str(e), e
+    else:
+        raise AssertionError("no error")
+from tritonseek.kernels import fp8_gemm_nt, kernel_status
+assert fp8_gemm_nt.__name__ == "fp8_gemm_nt" and kernel_status()["mla_decode"] == "triton"
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["ok"], r.stdout + r.stderr[-3000:]

@@ -13,6 +13,8 @@ the reference of their ``tl`` twin without the suffix). Imports are lazy so ``im
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 # public name → module that defines it
 _LAUNCHERS = {
@@ -55,12 +57,39 @@ _LAUNCHERS = {
 
 __all__ = sorted(_LAUNCHERS)
 
+# Launchers named like their module (mla_decode, mla_decode_ws, mla_prefill). Python sets the package attribute of a
+# submodule to the module whenever it is imported, so ``from tritonseek.kernels import mla_decode`` gave the module
+# (not callable) and ``tritonseek.kernels.mla_decode`` the function or the module depending on what ran first
+# (session 18). Each of these names is the module, in every order, and the module is callable as its launcher:
+# ``from tritonseek.kernels import mla_decode; mla_decode(q, ...)`` and ``import tritonseek.kernels.mla_decode as m;
+# m.get_mla_metadata(...)`` both work.
+_SAME_NAME = frozenset(n for n, m in _LAUNCHERS.items() if n == m)
+
+
+class _LauncherModule(types.ModuleType):
+    """A kernel module named like its launcher: calling the module calls the launcher."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        # the import system binds each imported submodule here: those named like their launcher become callable
+        if name in _SAME_NAME and type(value) is types.ModuleType:
+            value.__class__ = _LauncherModule
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 def __getattr__(name: str):
     mod = _LAUNCHERS.get(name)
     if mod is None:
         raise AttributeError(f"module 'tritonseek.kernels' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"tritonseek.kernels.{mod}"), name)
+    module = importlib.import_module(f"tritonseek.kernels.{mod}")
+    return module if name in _SAME_NAME else getattr(module, name)
 
 
 def kernel_status() -> dict[str, str]:

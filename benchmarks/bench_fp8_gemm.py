@@ -566,16 +566,18 @@ def main():
             bench_gemm(args, env, rows, winners, sweep_rows)
         if not args.skip_quant:
             bench_quant(args, env, rows)
-    finally:
-        if args.sweep_out:
+    finally:  # files only with something to write: a run that failed first keeps old ones
+        if args.sweep_out and sweep_rows:
             with open(args.sweep_out, "w") as f:
                 for r in sweep_rows:
                     f.write(json.dumps(dict(r, **env)) + "\n")
-        with open(args.out, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        with open(args.winners, "w") as f:
-            json.dump(winners, f, indent=1)
+        if rows:
+            with open(args.out, "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+        if winners:
+            with open(args.winners, "w") as f:
+                json.dump(winners, f, indent=1)
     print("\n%-6s %-6s %-6s %9s %9s %8s %8s %8s %7s %6s" % ("M", "N", "K", "us_graph", "TFLOP/s", "GB/s", "cuBLAS", "target", "ratio", "met"))
     ratios = []
     for r in rows:

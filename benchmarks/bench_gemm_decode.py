@@ -469,7 +469,7 @@ def main():
                 with open(args.sweep_out, "a") as f:
                     for r in sweep_rows:
                         f.write(json.dumps(dict(r, **env)) + "\n")
-            if args.winners:
+            if args.winners and winners:  # an empty dict would replace an old winners file
                 with open(args.winners, "w") as f:
                     json.dump(winners, f, indent=1)
     if rows:

@@ -127,7 +127,8 @@ class Ctx:
                  ratio_vs_peer=round(peer_us / t, 3) if peer_us else None, **extra, **self.env)
         self.rows.append(r)
         print("  ", json.dumps({k: v for k, v in r.items() if k not in self.env}))
-        with open(self.args.out, "a") as f:  # each row lands at once: a run killed at its time limit keeps it
+        with open(self.args.out, "a" if len(self.rows) > 1 else "w") as f:  # each row lands at once (a run killed
+            # at its time limit keeps it); the first one replaces an old file
             f.write(json.dumps(r) + "\n")
         return r
 
@@ -455,8 +456,7 @@ def main():
     p.add_argument("--winners", default="moe_winners.json")
     args = p.parse_args()
     torch.manual_seed(0)
-    open(args.out, "w").close()
-    cx = Ctx(args)
+    cx = Ctx(args)  # --out is truncated at the first row (Ctx.row): a run that measures nothing keeps an old file
     try:
         for s in args.suites.split(","):
             print(f"== {s} (budget left {cx.time_left():.0f} s)", flush=True)
@@ -468,8 +468,9 @@ def main():
                 traceback.print_exc()
                 print(f"suite {s} failed: {e}")
     finally:
-        with open(args.winners, "w") as f:
-            json.dump(cx.winners, f, indent=1)
+        if cx.winners:  # an empty dict would replace an old winners file
+            with open(args.winners, "w") as f:
+                json.dump(cx.winners, f, indent=1)
     print("\n%-24s %-52s %9s %9s %8s %8s %8s %s" % ("suite", "case", "us", "us_graph", "TFLOP/s", "GB/s", "ratio", "met"))
     for r in cx.rows:
         print("%-24s %-52s %9s %9s %8s %8s %8s %s" % (

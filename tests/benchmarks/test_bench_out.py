@@ -130,3 +130,57 @@ def test_bench_e2e_commit_from_git():
     assert head != "unknown"
     assert bench_e2e.parse_args(["--tiny"]).commit == head == bench_e2e_tp.parse_args([]).commit
     assert bench_e2e.parse_args(["--commit", "abc1234"]).commit == "abc1234"
+
+
+def test_bench_moe_failing_suite_keeps_old_rows_and_winners(monkeypatch, tmp_path):
+    """bench_moe.py emptied --out before its first suite ran and wrote {} over --winners when nothing was measured."""
+    from benchmarks import bench_moe
+
+    out, win = tmp_path / "rows.jsonl", tmp_path / "winners.json"
+    out.write_text(OLD)
+    win.write_text('{"old": 1}')
+
+    def broken(cx):
+        raise RuntimeError("suite failed")
+
+    monkeypatch.setitem(bench_moe.SUITES, "broken", broken)
+    monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--dry", "--suites", "broken", "--out", str(out),
+                                      "--winners", str(win)])
+    bench_moe.main()  # a failing suite is reported and skipped
+    assert out.read_text() == OLD and win.read_text() == '{"old": 1}'
+
+    def one_row(cx):
+        cx.row("x", {"n": 1}, 1.0, None)
+        cx.row("x", {"n": 2}, 1.0, None)
+
+    monkeypatch.setitem(bench_moe.SUITES, "broken", one_row)
+    bench_moe.main()  # the first row replaces the old file, the next ones append
+    assert [json.loads(line)["case"] for line in out.read_text().splitlines()] == [{"n": 1}, {"n": 2}]
+
+
+def test_bench_fp8_gemm_failing_run_keeps_old_files(monkeypatch, tmp_path):
+    """bench_fp8_gemm.py wrote --out, --winners and --sweep-out in a finally, empty after a failure before any row."""
+    import torch
+
+    from benchmarks import bench_fp8_gemm
+
+    files = {name: tmp_path / name for name in ("rows.jsonl", "winners.json", "sweep.jsonl")}
+    for f in files.values():
+        f.write_text(OLD)
+
+    def broken(*a, **k):
+        raise RuntimeError("gemm failed")
+
+    monkeypatch.setattr(bench_fp8_gemm, "bench_gemm", broken)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "test-gpu")
+    monkeypatch.setattr(sys, "argv", ["bench_fp8_gemm.py", "--skip-quant", "--out", str(files["rows.jsonl"]),
+                                      "--winners", str(files["winners.json"]), "--sweep-out", str(files["sweep.jsonl"])])
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(RuntimeError, match="gemm failed"):
+            bench_fp8_gemm.main()
+    finally:
+        signal.signal(signal.SIGTERM, before)  # main() sets its own
+    assert all(f.read_text() == OLD for f in files.values())

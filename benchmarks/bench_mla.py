@@ -34,15 +34,21 @@ import os
 import sys
 import time
 
+if __name__ == "__main__" and any(a in ("--d", "--dr", "--dry") for a in sys.argv[1:]):
+    # --dry runs the kernels on CPU through Triton's interpreter, which @triton.jit reads when a kernel is defined:
+    # it must be on before triton and the kernel modules load
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import bench_mla_prefill as PF  # noqa: E402 (suite mla_prefill)
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.kernels import mla_decode as D
 from tritonseek.kernels import mla_prefill as P
-from tritonseek.kernels.reference.mla import mla_decode_ref, mla_prefill_ref
+from tritonseek.kernels.reference.mla import mla_decode_ref
 
 D_QK, D_V, PAGE = 576, 512, 64
 BATCH = 128
@@ -74,17 +80,6 @@ DECODE_CANDIDATES = {
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096
 
-# Runs 1-3: 128×128 tiles, 8 warps, 2 stages won; warp_specialize variants were slower. Run 4 (e1423bb,
-# key/value loads now 16-byte cp.async, pipelined): 128×128/2 stages 464 TFLOP/s, 128×64/3 467, 128×64/4 460
-# at 8192 tokens. Run 5 adds USE_TMA (tiles by TMA descriptors).
-PREFILL_CANDIDATES = [
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, USE_TMA=True),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, USE_TMA=True),
-]
-PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4)]
-PREFILL_HEADS = 128
 DECODE_SK = (4096, 8192)
 
 
@@ -122,6 +117,9 @@ def graph_time_gpu_us(fn, reps: int = 25) -> float:
 
 def eager_time_us(fn) -> float:
     return triton.testing.do_bench(fn, warmup=5, rep=30, return_mode="median") * 1000.0
+
+
+PF.graph_time_us, PF.eager_time_us = graph_time_us, eager_time_us  # the prefill suite times the same way
 
 
 # ----------------------------------------------------------------------------------------- decode
@@ -235,7 +233,7 @@ def precompile_suite(winners: dict) -> None:
 
 
 def precompile_all(prefill: bool = True) -> None:
-    tasks = [("prefill", c, 0, 0) for c in PREFILL_CANDIDATES] if prefill else []
+    tasks = [("prefill", c, 0, 0) for c in PF.PREFILL_CANDIDATES] if prefill else []
     for cls, cands in DECODE_CANDIDATES.items():
         h, s_q = SWEEP_CASE[cls]
         if cls != 128:
@@ -478,105 +476,21 @@ def bench_metadata(env, rows, out_f):
                           f"{md.num_parts} parts, {n_split} split seqs", flush=True)
 
 
-# ---------------------------------------------------------------------------------------- prefill
-def make_prefill(tokens: int, seqs: int, heads: int = PREFILL_HEADS):
-    lens = [tokens // seqs] * seqs
-    q = torch.randn(tokens, heads, 192, device=DEVICE, dtype=torch.bfloat16)
-    k = torch.randn(tokens, heads, 192, device=DEVICE, dtype=torch.bfloat16)
-    v = torch.randn(tokens, heads, 128, device=DEVICE, dtype=torch.bfloat16)
-    cu = torch.tensor([0] + [sum(lens[: i + 1]) for i in range(seqs)], dtype=torch.int32, device=DEVICE)
-    return lens, q, k, v, cu
-
-
-def check_prefill(o, q, k, v, cu, scale, heads=8):
-    ref = mla_prefill_ref(q[:, :heads].float(), k[:, :heads].float(), v[:, :heads].float(), cu, scale)
-    ob = o[:, :heads].float()
-    rel = ((ob - ref).norm() / ref.norm()).item()
-    return rel, (rel <= 1e-2 and not torch.isnan(o).any().item())
-
-
-def sweep_prefill(winners, deadline):
-    lens, q, k, v, cu = make_prefill(*PREFILL_CASES[1])
-    scale = 192**-0.5
-    best = None
-    for cfg in PREFILL_CANDIDATES:
-        if time.time() > deadline:
-            break
-        try:
-            fn = lambda cfg=cfg: P.mla_prefill(q, k, v, cu, max(lens), scale, config=cfg, check_ids=False)  # noqa: E731
-            rel, ok = check_prefill(fn(), q, k, v, cu, scale)
-            t = graph_time_us(fn, 20.0) if ok else float("nan")
-        except Exception as e:  # noqa: BLE001
-            print(f"  prefill {cfg}: {type(e).__name__} {str(e)[:120]}", flush=True)
-            continue
-        flops = sum(n * n for n in lens) * PREFILL_HEADS * (192 + 128)
-        print(f"  prefill {cfg}: rel {rel:.1e} ok {ok} {t:.1f} us {flops / t / 1e6:.0f} TFLOP/s", flush=True)
-        if ok and (best is None or t < best[0]):
-            best = (t, cfg)
-    if best:
-        winners["prefill_192x128"] = best[1]
-
-
-def sdpa_peer(q, k, v, lens, scale):
-    outs, s = [], 0
-    for n in lens:
-        qs, ks, vs = (x[s:s + n].transpose(0, 1).unsqueeze(0) for x in (q, k, v))
-        outs.append(torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale))
-        s += n
-    return outs
-
-
-def bench_prefill(env, rows, out_f, winners, deadline):
-    cfg = winners.get("prefill_192x128")
-    for tokens, seqs in PREFILL_CASES:
-        if time.time() > deadline:
-            print(f"prefill: out of time at {tokens}/{seqs}", flush=True)
-            return
-        lens, q, k, v, cu = make_prefill(tokens, seqs)
-        scale = 192**-0.5
-        fn = lambda: P.mla_prefill(q, k, v, cu, max(lens), scale, config=cfg, check_ids=False)  # noqa: E731
-        rel, ok = check_prefill(fn(), q, k, v, cu, scale)
-        us = eager_time_us(fn)
-        us_g = graph_time_us(fn)
-        peer = lambda: sdpa_peer(q, k, v, lens, scale)  # noqa: E731
-        try:
-            peer_us = graph_time_us(peer)
-        except Exception as e:  # noqa: BLE001
-            print(f"  sdpa peer not graph-capturable ({type(e).__name__}); timing eagerly", flush=True)
-            try:
-                peer_us = eager_time_us(peer)
-            except Exception as e2:  # noqa: BLE001
-                print(f"  sdpa peer failed: {type(e2).__name__} {str(e2)[:160]}", flush=True)
-                peer_us = float("nan")
-        flops = sum(n * n for n in lens) * PREFILL_HEADS * (192 + 128)
-        row = dict(suite="mla_prefill", case=dict(tokens=tokens, seqs=seqs), heads=PREFILL_HEADS, us=round(us, 2),
-                   us_graph=round(us_g, 2), tflops=round(flops / us_g / 1e6, 1), gbps=None, peer="torch_sdpa",
-                   peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / us_g, 3), rel_err=rel, correct=ok,
-                   config=cfg or P.default_config(192, 128), **env)
-        rows.append(row)
-        out_f.write(json.dumps(row) + "\n")
-        out_f.flush()
-        print(f"prefill {tokens}/{seqs}: {us_g:.0f} us {row['tflops']} TFLOP/s peer {peer_us:.0f} us ok {ok}",
-              flush=True)
-        del q, k, v
-        torch.cuda.empty_cache()
-
-
 def _dry_mode() -> None:
     """Tiny CPU run of the whole script (interpreter): catches script bugs before spending GPU time."""
-    global DEVICE, BATCH, DECODE_SK, PREFILL_CASES, PREFILL_HEADS, graph_time_us, eager_time_us, graph_replay_us
-    DEVICE, BATCH, DECODE_SK, PREFILL_HEADS = "cpu", 2, (64,), 2
-    PREFILL_CASES = [(128, 1), (128, 2)]
+    global DEVICE, BATCH, DECODE_SK, graph_time_us, eager_time_us, graph_replay_us
+    DEVICE, BATCH, DECODE_SK, PF.DEVICE, PF.PREFILL_HEADS = "cpu", 2, (64,), "cpu", 2
+    PF.PREFILL_CASES = [(128, 1), (128, 2)]
     for k in DECODE_CANDIDATES:
         DECODE_CANDIDATES[k] = DECODE_CANDIDATES[k][:2]
-    del PREFILL_CANDIDATES[2:]
+    del PF.PREFILL_CANDIDATES[2:]
 
     def _once(fn, *a, **kw):
         t = time.perf_counter()
         fn()
         return (time.perf_counter() - t) * 1e6
 
-    graph_time_us = eager_time_us = _once  # noqa: F811
+    graph_time_us = eager_time_us = PF.graph_time_us = PF.eager_time_us = _once  # noqa: F811
     graph_replay_us = lambda fns, *a, **kw: _once(lambda: [f() for f in fns]) / len(fns)  # noqa: E731, F811
     torch.cuda.get_device_name = lambda *a: "cpu-dry"
 
@@ -632,7 +546,7 @@ def main():
             if args.sweep and do_dec:
                 sweep_decode(winners, t0 + f_dec * args.budget_s)
             if args.sweep and do_pre:
-                sweep_prefill(winners, t0 + f_pre * args.budget_s)
+                PF.sweep_prefill(winners, t0 + f_pre * args.budget_s)
             print(f"winners: {json.dumps(winners)}  ({time.time() - t0:.0f}s)", flush=True)
             if args.precompile and not args.sweep and not args.sweep_only:
                 precompile_suite(winners)
@@ -641,7 +555,7 @@ def main():
             if args.metadata:
                 bench_metadata(env, rows, out_f)
             if do_pre and not args.sweep_only:
-                bench_prefill(env, rows, out_f, winners, t0 + 0.6 * args.budget_s)
+                PF.bench_prefill(env, rows, out_f, winners, t0 + 0.6 * args.budget_s)
             if do_dec and not args.sweep_only:
                 bench_decode(env, rows, out_f, winners, deadline)
         finally:

@@ -24,6 +24,11 @@ import os
 import sys
 import time
 
+if __name__ == "__main__" and any(a in ("--d", "--dr", "--dry") for a in sys.argv[1:]):
+    # --dry runs the kernels on CPU through Triton's interpreter, which @triton.jit reads when a kernel is defined:
+    # it must be on before triton and the kernel modules load (without it every variant failed: "0 active drivers")
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import torch
 import triton
 
@@ -265,7 +270,9 @@ def main():
     p.add_argument("--part", default="all", choices=["all", "membound", "latency"])
     p.add_argument("--out", default="mla_small_rows.jsonl")
     p.add_argument("--budget-s", type=float, default=1e9)
-    p.add_argument("--dry", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1")
+    p.add_argument("--dry", action="store_true", help="tiny CPU run through Triton's interpreter (turned on by this "
+                   "flag); PDL / TRIGGER / COMBINE_PDL are off there (no griddepcontrol on CPU): those rows run the "
+                   "same kernels without them")
     p.add_argument("--quick", action="store_true", help="time only the whole op (no per-launch / metadata times)")
     p.add_argument("--chain", action="store_true", help="--quick plus the op followed by mla_absorb_o in one graph")
     p.add_argument("--variants", default="", help="comma-separated LATENCY_VARIANTS names (default: all)")
@@ -280,6 +287,9 @@ def main():
                 else LATENCY_CASES)
     t0 = time.time()
     deadline = t0 + args.budget_s
+    if args.dry and not D.interpreter_active():
+        p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
+                f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
     if args.dry:
         DEVICE = "cpu"
 
@@ -290,7 +300,7 @@ def main():
 
         gpu = "cpu-dry"
         mem_cases = [(2, 128, 16, 1, True)]
-        lat_cases = [(1, 128, 128, 1, False)]
+        lat_cases = [(1, 128, args.heads, 1, False)]
         mem_var = dict(list(MEMBOUND_VARIANTS.items())[:2])
         lat_var = lat_all if args.variants else dict(list(LATENCY_VARIANTS.items())[:2])
     else:

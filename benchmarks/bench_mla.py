@@ -526,6 +526,9 @@ def main():
     ONLY_VARLEN = None if args.varlen is None else bool(args.varlen)
     if args.sk:
         DECODE_SK = tuple(args.sk)
+    if args.dry and not D.interpreter_active():
+        p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
+                f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
     if args.dry:
         _dry_mode()
     t0 = time.time()

@@ -80,7 +80,9 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
     pseg = gl.to_tensor(0)
     if STEAL:
         n_prog = gl.num_programs(1)
-        n_tail = num_spans - n_prog
+        # an empty tail (the packed walk's, or nothing left past the programs' spans: the first tail span starts
+        # past the batch) takes no tickets: every program reads the same row, the counter stays 0
+        n_tail = gl.where(gl.load(sched_ptr + n_prog * 4) < batch, num_spans - n_prog, 0)
         cnt = work_ptr + gl.program_id(0)
         span = pid
         n_sp = gl.to_tensor(0)
@@ -89,9 +91,11 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
                 span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
                 seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
                 q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE)
-            j = _claim(cnt)
-            if j == n_tail + n_prog - 1:
-                gl.store(cnt, 0)
+            j = n_tail
+            if n_tail > 0:
+                j = _claim(cnt)
+                if j == n_tail + n_prog - 1:
+                    gl.store(cnt, 0)
             span = gl.where(j < n_tail, n_prog + j, num_spans)
             mbarrier.wait(sp_free, (n_sp & 1) ^ 1)  # the slot starts free; then free once the consumer read it
             sp_smem.store(gl.zeros([32], gl.int32, _SPAN_L1) + span)

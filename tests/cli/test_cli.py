@@ -388,35 +388,29 @@ def test_double_ctrl_c_under_tp_waits_for_torchrun(monkeypatch, tmp_path):
 
 def test_launchers_named_like_their_module_are_the_same_object_in_any_order():
     """Session 18: `from tritonseek.kernels import mla_decode` gave the module (not callable) and
-    `tritonseek.kernels.mla_decode` the function or the module depending on what was imported first. Now the
-    name is the module in every order, callable as its launcher. A fresh interpreter: mla_decode is reached
-    through the package first, mla_prefill and mla_decode_ws as modules first (none imports another of the three
-    before its turn but mla_decode_ws, which imports mla_decode)."""
-    import subprocess
+    `tritonseek.kernels.mla_decode` the function or the module depending on what was imported first. Now the name is
+    the module in every order, callable as its launcher. Both paths to the name: the attribute the import system
+    binds, and the package's __getattr__ (reached while that attribute is absent, as before the first import)."""
+    import importlib
     import sys
 
-    code = """
-import importlib, sys, torch
-import tritonseek.kernels as K
-for first, name in (("package", "mla_decode"), ("module", "mla_prefill"), ("module", "mla_decode_ws")):
-    assert "tritonseek.kernels." + name not in sys.modules, name
-    if first == "package":
-        exec(f"from tritonseek.kernels import {name} as got", globals())
-        mod = importlib.import_module("tritonseek.kernels." + name)
-    else:
+    import torch
+
+    import tritonseek.kernels as K
+
+    for name in ("mla_decode", "mla_prefill", "mla_decode_ws"):
         mod = importlib.import_module("tritonseek.kernels." + name)
         exec(f"from tritonseek.kernels import {name} as got", globals())
-    assert got is mod is getattr(K, name) is sys.modules["tritonseek.kernels." + name], (got, mod)
-    assert callable(got) and getattr(mod, name).__name__ == name
-    try:  # the call reaches the launcher's own validation
-        got(torch.zeros(2), *([None] * 6))
-    except (TypeError, ValueError) as e:
-        assert "module" not in str(e), e
-    else:
-        raise AssertionError("no error")
-from tritonseek.kernels import fp8_gemm_nt, kernel_status
-assert fp8_gemm_nt.__name__ == "fp8_gemm_nt" and kernel_status()["mla_decode"] == "triton"
-print("ok")
-"""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.split() == ["ok"], r.stdout + r.stderr[-3000:]
+        assert got is mod is getattr(K, name) is sys.modules["tritonseek.kernels." + name]  # noqa: F821
+        delattr(K, name)  # the first access, before any import bound it: the package's __getattr__
+        try:
+            assert getattr(K, name) is mod
+        finally:
+            setattr(K, name, mod)
+        assert callable(mod) and getattr(mod, name).__name__ == name
+        with pytest.raises((TypeError, ValueError)) as e:  # the call reaches the launcher's own validation
+            mod(torch.zeros(2), *([None] * 6))
+        assert "module" not in str(e.value)
+    from tritonseek.kernels import fp8_gemm_nt, kernel_status
+
+    assert fp8_gemm_nt.__name__ == "fp8_gemm_nt" and kernel_status()["mla_decode"] == "triton"

@@ -449,6 +449,7 @@ def info():
 
 
 @app.command()
+@_interruptible
 def warmup(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint folder or HF id (local cache). Default: the embedded model."),
     max_batch: int = typer.Option(128, "--max-batch", min=1, max=4096, help="Largest decode batch to prepare (CUDA-graph buckets up to it)."),
@@ -488,6 +489,7 @@ def warmup(
 
 
 @app.command()
+@_interruptible
 def bench(suites: list[str] = typer.Argument(None, help="mla fp8_gemm moe mtp e2e fused_small cold_start e2e_tp (default: all)")):
     """Run benchmark suites on the CUDA GPU (source checkout), print a table, append rows to benchmarks/results/."""
     from rich.table import Table

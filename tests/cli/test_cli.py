@@ -386,6 +386,26 @@ def test_double_ctrl_c_under_tp_waits_for_torchrun(monkeypatch, tmp_path):
     assert (tmp_path / "out.jsonl").read_text() == "kept\n"
 
 
+def test_ctrl_c_in_bench_is_one_line_and_exit_130(monkeypatch):
+    """warmup and bench take Ctrl-C as generate does (they exited 130 with no message, or killed by a second one)."""
+    import os
+    import signal
+
+    from tritonseek import benchrun
+
+    def interrupted(names):
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("SIGINT did not interrupt")
+
+    monkeypatch.setattr(benchrun, "run_suites", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        r = run("bench", "mla")
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert r.exit_code == 130 and r.stderr.strip().splitlines() == ["error: interrupted"], r.output
+
+
 def test_launchers_named_like_their_module_are_the_same_object_in_any_order():
     """Session 18: `from tritonseek.kernels import mla_decode` gave the module (not callable) and
     `tritonseek.kernels.mla_decode` the function or the module depending on what was imported first. Now the name is

@@ -36,6 +36,19 @@ from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels.reference.fp8 import fp8_gemm_nt_ref  # noqa: E402
 
 
+# "@s17" as a variant / --b: the session-17 table's GLUON entry of the shape (M ≤ 128: tl split-K except two Gluon
+# 128-row entries; the stream-K entries replaced them in session 18), else the committed one
+_S17_GLUON = {(128, 32768, 512): dict(BLOCK_N=128, NUM_STAGES=4, WGS=2), (128, 7168, 2048): dict(BLOCK_N=64, NUM_STAGES=6, WGS=2)}
+
+
+def _variant_gluon(v, m, n, k, committed):
+    if v != "@s17":
+        return v
+    if G._m_class(m) == "128":
+        return _S17_GLUON.get((128, n, k))
+    return committed.get("GLUON")
+
+
 def _fns(sets, cfg):
     return [lambda s=s: G.fp8_gemm_nt(s[0], s[1], s[2], s[3], out=s[4], config=cfg) for s in sets]
 
@@ -45,6 +58,7 @@ def ab(m, n, k, b_gluon, rounds):
     a_q, a_s, b_q, b_s, _ = sets[0]
     ref = fp8_gemm_nt_ref(a_q, a_s, b_q, b_s, out_dtype=torch.float32)
     cfg_a = dict(G.get_config(m, n, k, G._num_sms(0)))
+    b_gluon = _variant_gluon(b_gluon, m, n, k, cfg_a)
     cfg_b = dict({key: v for key, v in cfg_a.items() if key != "GLUON"}, GLUON=b_gluon)
     for name, cfg in (("A", cfg_a), ("B", cfg_b)):
         out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
@@ -101,7 +115,8 @@ def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sl
     committed = dict(G.get_config(m, n, k, G._num_sms(0)))
     cfgs = {"committed": committed}
     for name, gluon in variants.items():
-        cfgs[name] = dict({key: v for key, v in committed.items() if key != "GLUON"}, GLUON=gluon)
+        cfgs[name] = dict({key: v for key, v in committed.items() if key != "GLUON"},
+                          GLUON=_variant_gluon(gluon, m, n, k, committed))
     runs, diffs = {}, {}
     for name, cfg in cfgs.items():
         try:
@@ -159,12 +174,15 @@ def main():
     p.add_argument("--rows", default="", help="with --gpu-ab: append JSON rows here")
     args = p.parse_args()
     commit = os.environ.get("TRITONSEEK_COMMIT", "")
-    variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in args.variant}
+    def val(text):
+        return text if text == "@s17" else json.loads(text)
+
+    variants = {v.split("=", 1)[0]: val(v.split("=", 1)[1]) for v in args.variant}
     for shape in args.shapes.split(","):
         if args.gpu_ab:
             gpu_ab(*map(int, shape.split(":")), variants, args.gpu_ab, args.rows, commit)
         else:
-            ab(*map(int, shape.split(":")), json.loads(args.b), args.rounds)
+            ab(*map(int, shape.split(":")), val(args.b), args.rounds)
     if args.k_sweep:
         k_sweep()
 

@@ -212,6 +212,11 @@ def test_fp8_gemm_nt_gluon_entries(device):
     assert gluon and all(key[0] in ("large", "128") for key in gluon)
     for key in gluon:
         cfg = G._TUNED[key]
+        if cfg["GLUON"].get("STREAM_K"):  # the stream-K kernel's entry: its keys are sk_config overrides
+            from tritonseek.kernels.fp8_gemm_ws_sk import sk_config
+
+            sk_config({k: v for k, v in cfg["GLUON"].items() if k not in ("MIN_M", "STREAM_K")})
+            continue
         # MIN_M, WIDE: read by fp8_gemm_nt's dispatch
         gluon = {k: v for k, v in cfg["GLUON"].items() if k not in ("MIN_M", "WIDE")}
         assert isinstance(cfg["GLUON"].get("MIN_M", 0), int) and isinstance(cfg["GLUON"].get("WIDE", False), bool)

@@ -70,7 +70,10 @@ def test_sk_compiles_for_sm90_without_spills():
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 3 * 4 * 2
     assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier" in ptx  # TMA loads
     assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta") == 2  # whole tiles: a TMA store per warpgroup
-    assert ptx.count("atom.acq_rel.gpu.global.add.u32") == 2 and "ld.acquire.gpu.global.u32" in ptx  # fix-up
+    # fix-up: one predicated increment per warpgroup (not one per thread: 128 same-address atomics per warpgroup cost
+    # ~45-60 µs per launch at M = 128 in W1), every thread's acquire re-read
+    atoms = re.findall(r"@%p\d+ atom.global.gpu.acq_rel.add.u32", ptx)
+    assert len(atoms) == 2 and ptx.count("atom.") == 2 and "ld.acquire.gpu.global.u32" in ptx
     # each warpgroup synchronizes only itself (a named barrier of 128 threads; bar 0 = the default partition's)
     assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
     report = ptxas_report(ptx)

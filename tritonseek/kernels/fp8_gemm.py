@@ -73,14 +73,24 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("64", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("64", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=6, GRID_MULT=2),
     ("64", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    ("128", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2),
-    ("128", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
+    # Session 18, M = 128 (64 < M ≤ 128): the stream-K Gluon kernel (fp8_gemm_ws_sk, GLUON key STREAM_K; the tl keys
+    # stay the interpreter's twin). Before: tl split-K 64×128 tiles (SPLIT_K/GRID_MULT above), Gluon 128×128 at
+    # 32768×512 (NUM_STAGES 4) and 128×64 at 7168×2048 (NUM_STAGES 6). H200 W1 at 72c9172 (interleaved GPU clock):
+    # correct, but 70 µs at 7168×16384 against 47.5 for tl, ~60 µs at 4096×7168 / 2112×7168 whatever the work: every
+    # thread of a warpgroup incremented the tile counter (128 same-address acq_rel atomics per partial). One increment
+    # per warpgroup now (fp8_gemm_ws_sk._sk_arrive); W2 figures decide these entries (h200.jsonl, suite fp8_gemm_ab).
+    ("128", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2,
+                              GLUON=dict(STREAM_K=True)),
+    ("128", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3,
+                               GLUON=dict(STREAM_K=True)),
     ("128", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
-                              GLUON=dict(BLOCK_N=128, NUM_STAGES=4, WGS=2)),
-    ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2),
-    ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
+                              GLUON=dict(STREAM_K=True)),
+    ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2,
+                               GLUON=dict(STREAM_K=True)),
+    ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2,
+                              GLUON=dict(STREAM_K=True)),
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
-                              GLUON=dict(BLOCK_N=64, NUM_STAGES=6, WGS=2)),
+                              GLUON=dict(STREAM_K=True)),
     # M > 128: H200 sweep at commit 69ee3f4 (20 candidates per shape, each checked for correctness
     # first; PINGPONG never won here), then a confirm sweep of the winners' neighbours at 4a8249d
     # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%.

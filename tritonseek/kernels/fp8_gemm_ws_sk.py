@@ -15,10 +15,10 @@ instead gives every CTA an equal contiguous range of the (tile, 128-wide K block
   warpgroups of 64 rows each running fp8_gemm_ws_loop's K loop — PIPE: two wgmmas in flight, the promotion of
   one block under the next block's wgmma); the producer walks the same segments, so the ring stays full across
   segment boundaries;
-* fix-up, deterministic and in-kernel: each consumer warpgroup stores its 64 rows of a partial, then every thread
-  counts itself on the tile's per-warpgroup counter (``atom.acq_rel.gpu``: a release of its own stores), and after
-  a warpgroup barrier re-reads it (``ld.acquire.gpu``). A thread that reads the full count (128 × the tile's
-  segment count) has acquired every partial and writes its own elements of the output as the sum of the
+* fix-up, deterministic and in-kernel: each consumer warpgroup stores its 64 rows of a partial, synchronizes (named
+  barrier), and its first thread increments the tile's per-warpgroup counter once (``atom.acq_rel.gpu``, a release
+  cumulative over the warpgroup's stores); after a second barrier every thread re-reads it (``ld.acquire.gpu``).
+  A thread that reads the full count (the tile's segment count) has acquired every partial and writes its own elements of the output as the sum of the
   partials **in CTA order** (the order and the segment boundaries are fixed by T and P, so the result does not
   depend on which CTA arrives last; a thread of an earlier CTA that also reads the full count writes the same
   values). The thread that made the last increment re-arms the counter to 0 after its warpgroup's reads, so the
@@ -171,13 +171,23 @@ def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, n
             it += 1
 
 
+# one element per thread of a consumer warpgroup (4 warps): the fix-up's single-thread increment and re-arm are this
+# layout's element 0 (masked tensor atomics / stores run in the one thread that owns it)
+_WG_LANES = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
+
+
 @gluon.jit
 def _sk_arrive(ctr):
-    # every thread counts itself (a release of its own partial stores), then after a warpgroup barrier re-reads the
-    # count (an acquire); returns (count read, count before this thread's increment)
-    old = gl.inline_asm_elementwise("atom.acq_rel.gpu.global.add.u32 $0, [$1], 1;", "=r,l", [ctr], dtype=gl.int32,
-                                    is_pure=False, pack=1)
-    gl.thread_barrier()  # this warpgroup's increments before its reads
+    # the warpgroup's partial stores, a warpgroup barrier, then ONE increment, by the thread owning element 0
+    # (atom.acq_rel.gpu: cumulative over the stores the barrier ordered before it, as CUTLASS's semaphore release);
+    # after a second barrier every thread re-reads the count (an acquire). Returns (count read, per-thread [128]
+    # tensor whose element 0 is the count before the increment). W1 (72c9172) had every thread increment: 128
+    # same-address atomics per warpgroup, serialized in one L2 slice, ~45-60 µs per launch at M = 128.
+    lane = gl.arange(0, 128, layout=_WG_LANES)
+    gl.thread_barrier()  # every thread's partial stored before the (single-thread) release
+    old = gl.atomic_add(ctr + lane * 0, gl.full([128], 1, gl.int32, _WG_LANES), mask=lane == 0, sem="acq_rel",
+                        scope="gpu")
+    gl.thread_barrier()  # the increment before this warpgroup's reads
     cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [ctr], dtype=gl.int32,
                                     is_pure=False, pack=1)
     gl.thread_barrier()  # this warpgroup's reads before its re-arming thread (if here) zeroes the counter
@@ -185,9 +195,10 @@ def _sk_arrive(ctr):
 
 
 @gluon.jit
-def _sk_rearm(ctr):
-    gl.inline_asm_elementwise("{ .reg .b32 z; mov.u32 z, 0; st.relaxed.gpu.global.u32 [$1], z; } // $0", "=r,l",
-                              [ctr], dtype=gl.int32, is_pure=False, pack=1)
+def _sk_rearm(ctr, old, full):
+    # the thread that made the last increment (element 0 of old) zeroes the counter for the next launch
+    lane = gl.arange(0, 128, layout=_WG_LANES)
+    gl.store(ctr + lane * 0, gl.zeros([128], gl.int32, _WG_LANES), mask=(lane == 0) & (old == full - 1))
 
 
 @gluon.jit
@@ -206,7 +217,7 @@ def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, strid
     last = _sk_owner(u * num_k_blocks + num_k_blocks - 1, num_programs, total)
     ctr = cnt_ptr + t * (BLOCK_M // ROWS) + ROW0 // ROWS
     cur, old = _sk_arrive(ctr)
-    full = (last - first + 1) * 128
+    full = last - first + 1  # one increment per contributing warpgroup
     if cur == full:
         tot = gl.zeros_like(acc)
         for p in range(first, last + 1):
@@ -218,8 +229,7 @@ def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, strid
         c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
         mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
         gl.store(c_ptrs, tot.to(c_ptr.dtype.element_ty), mask=mask)
-    if old == full - 1:
-        _sk_rearm(ctr)
+    _sk_rearm(ctr, old, full)
 
 
 @gluon.jit

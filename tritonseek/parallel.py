@@ -204,6 +204,10 @@ def init_from_env(device_type: str, timeout_s: float = 600.0, rendezvous_timeout
                 store = dist.TCPStore(addr, port, world, is_master=rank == 0,
                                       timeout=datetime.timedelta(seconds=left), multi_tenant=True)
             except (RuntimeError, OSError) as e:  # DistStoreError: timeout, port in use; OSError: no listener/host
+                if rank == 0 and ("EADDRINUSE" in str(e) or "address already in use" in str(e).lower()):
+                    raise TPLaunchError(
+                        f"rank 0 of WORLD_SIZE={world} cannot host the store at MASTER_ADDR={addr} MASTER_PORT={port}: "
+                        "another program listens on that port; choose a free MASTER_PORT for every rank") from None
                 raise TPLaunchError(
                     f"rank {rank} of WORLD_SIZE={world} could not meet the other ranks at MASTER_ADDR={addr} "
                     f"MASTER_PORT={port} within {rendezvous_timeout_s:.0f} s ({str(e).splitlines()[0][:200]}): "

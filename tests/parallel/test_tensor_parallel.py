@@ -188,6 +188,11 @@ def test_rank_1_facing_another_service_ends_at_the_bound(monkeypatch):
         with pytest.raises(TPLaunchError, match="within 2 s .*is not a torch.distributed store"):
             init_from_env("cpu", rendezvous_timeout_s=2)
         assert 1.5 < time.monotonic() - t0 < 3.0 and not dist.is_initialized()
+        monkeypatch.setenv("RANK", "0")  # rank 0 on that port: told at once that another program holds it
+        t0 = time.monotonic()
+        with pytest.raises(TPLaunchError, match=f"MASTER_PORT={port}: another program listens on that port"):
+            init_from_env("cpu", rendezvous_timeout_s=30)
+        assert time.monotonic() - t0 < 5.0 and not dist.is_initialized()
     finally:
         stop.set()
         t.join()

@@ -31,6 +31,7 @@ _LAUNCHERS = {
     "fp8_gemm_nt": "fp8_gemm",
     "fp8_linear": "fp8_gemm",
     "fp8_gemm_nt_ws": "fp8_gemm_ws",  # Gluon, warp-specialized (Hopper GPUs only; fp8_gemm_nt dispatches to it)
+    "fp8_gemm_nt_sk": "fp8_gemm_ws_sk",  # Gluon, stream-K (Hopper GPUs only; fp8_gemm_nt dispatches to it)
     "per_token_group_quant_fp8": "fp8_quant",
     "silu_mul_quant_fp8": "fp8_quant",
     "per_block_quant_fp8": "fp8_quant",

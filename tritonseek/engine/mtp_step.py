@@ -40,6 +40,8 @@ import torch
 
 from tritonseek.engine.cuda_graph import StepBuffers
 from tritonseek.engine.speculative import greedy_draft_tokens
+from tritonseek.kernels.reference.spec_step import spec_step_finish_ref, spec_step_inputs_ref
+from tritonseek.kernels.spec_step import spec_step_finish, spec_step_inputs
 from tritonseek.model.mla import AttentionBatch
 
 
@@ -91,8 +93,11 @@ class MTPStepGraphs:
         self.meta = torch.zeros(4 + mb * self.max_blocks, dtype=torch.int32, device=dev)
         self.block_table = self.meta[4:].view(mb, self.max_blocks)
         self.res = torch.zeros(mb * (self.MAX_K + 2), dtype=torch.int64, device=dev)
-        self.rows = torch.arange(mb, device=dev)
-        self.offsets = torch.arange(self.MAX_K + 1, device=dev)
+        # per-step device buffers: pos, slots [b·q] row-major, pos_t, slots_t [q·b] int64 and lens_t [q·b] int32
+        # column-major, ids [b·q]; sel [b] (rows of the MTP pass output to carry)
+        rows = mb * (self.MAX_K + 1)
+        self._io = [torch.zeros(rows, dtype=torch.int32 if i == 4 else torch.int64, device=dev) for i in range(6)]
+        self._sel = torch.zeros(mb, dtype=torch.int64, device=dev)
         pin = dev.type == "cuda"
         self._bt = np.zeros((mb, self.max_blocks), dtype=np.int32)  # host master copy of the block table
         self._row_key: list[tuple[int, int] | None] = [None] * mb  # (seq_id, blocks) each device row holds
@@ -118,47 +123,41 @@ class MTPStepGraphs:
     def _forward(self, b: int, k: int) -> None:
         """The step's device work on the static buffers (what a replay runs)."""
         model, ops, mtp = self.model, self.model.ops, self.mtp
-        q, ps = k + 1, self.page_size
-        live = self.rows[:b] < self.meta[0]
-        n0 = self.pos0[:b]
+        q = k + 1
+        n = b * q
+        pos, slots, pos_t, slots_t, lens_t, ids = (t[:n] for t in self._io)
         bt = self.block_table[:b]
-        pos = torch.where(live[:, None], n0[:, None] + self.offsets[:q], 0)  # [b, q]: n … n+K (dummies 0)
-        slots = torch.where(live[:, None], bt.gather(1, pos // ps).to(torch.int64) * ps + pos % ps, -1)
-        rows = self.rows[:b]
-        drafts, h = [self.first[:b]], self.h_last[:b]
+        inputs, finish = (spec_step_inputs, spec_step_finish) if ops.is_triton else (spec_step_inputs_ref,
+                                                                                   spec_step_finish_ref)
+        # positions n … n+K (row-major for the verify forward, column-major for the draft steps), slots, lengths;
+        # ids column 0 = t_n, column 1 = d_1 (the carried first draft)
+        inputs(self.pos0, self.meta, self.block_table, self.last, self.first, b, q, self.page_size, pos, slots,
+               pos_t, slots_t, lens_t, ids)
+        ids2 = ids.view(b, q)
+        d, h = self.first[:b], self.h_last[:b]
         for j in range(1, k):  # draft step j: MTP at position n+j−1 on d_j, cache_seqlens n+j (dummy rows 0)
-            lj = torch.where(live, n0 + j, 0).to(torch.int32)
-            bj = AttentionBatch(is_prefill=False, slot_mapping=slots[:, j - 1].contiguous(), block_table=bt,
-                                cache_seqlens=lj, seqlen_q=1, mla_metadata=ops.mla_metadata(lj, 1, self.mtp_heads))
-            h = mtp(drafts[-1], h, pos[:, j - 1].contiguous(), bj, self.mtp_cache)
-            drafts.append(greedy_draft_tokens(mtp, ops, h))
-        lens = torch.where(live, n0 + q, 0).to(torch.int32)
-        pos, slots = pos.reshape(-1), slots.reshape(-1)
+            c = slice((j - 1) * b, j * b)
+            bj = AttentionBatch(is_prefill=False, slot_mapping=slots_t[c], block_table=bt, cache_seqlens=lens_t[c],
+                                seqlen_q=1, mla_metadata=ops.mla_metadata(lens_t[c], 1, self.mtp_heads))
+            h = mtp(d, h, pos_t[c], bj, self.mtp_cache)
+            d = greedy_draft_tokens(mtp, ops, h)
+            ids2[:, j + 1].copy_(d)
+        lens = lens_t[(q - 1) * b:]
         batch = AttentionBatch(is_prefill=False, slot_mapping=slots, block_table=bt, cache_seqlens=lens,
                                seqlen_q=q, mla_metadata=ops.mla_metadata(lens, q, self.num_heads))
-        if k:
-            d = torch.stack(drafts, dim=1)
-            ids = torch.cat([self.last[:b, None], d], dim=1).reshape(-1)
-        else:
-            ids = self.last[:b]
         hidden, normed = model.forward_normed(ids, pos, batch, self.cache.layers)
         logits = model.lm_head(normed)
         if k:
-            out, num_acc = ops.verify_greedy(d, logits.view(b, q, -1))
-            num_acc = num_acc.to(torch.int64)
+            out, num_acc = ops.verify_greedy(ids2[:, 1:], logits.view(b, q, -1))
         else:
-            out, num_acc = ops.argmax(logits)[:, None], torch.zeros(b, dtype=torch.int64, device=self.dev)
-        # MTP pass: the MTP layer's batch has the same heads, lengths and slots as the verify forward
-        h_all = mtp(out.clamp_min(0).reshape(-1), hidden, pos, batch, self.mtp_cache)
-        h_new = h_all.view(b, q, -1)[rows, num_acc]
-        first = greedy_draft_tokens(mtp, ops, h_new)
-        res = self.res[: b * (q + 1)].view(b, q + 1)
-        res[:, :q].copy_(out)
-        res[:, q].copy_(num_acc)
-        self.last[:b].copy_(out[rows, num_acc])
-        self.first[:b].copy_(first)
-        self.h_last[:b].copy_(h_new)
-        self.pos0[:b].add_(num_acc + 1)
+            out, num_acc = ops.argmax(logits)[:, None], None
+        # result rows, t_{n+a+1} = out[a], n += a+1, ids ← max(out, 0) for the MTP pass, sel = row·q + a
+        finish(out, num_acc, b, q, self.res, self.last, self.pos0, ids, self._sel)
+        # MTP pass: the MTP layer's batch has the same heads, lengths and slots as the verify forward; its row n+a
+        # is the next carried h, whose greedy token is the next first draft
+        h_all = mtp(ids, hidden, pos, batch, self.mtp_cache)
+        torch.index_select(h_all, 0, self._sel[:b], out=self.h_last[:b])
+        self.first[:b].copy_(greedy_draft_tokens(mtp, ops, self.h_last[:b]))
 
     def _state(self) -> tuple[torch.Tensor, ...]:
         return self.h_last, self.first, self.last, self.pos0

@@ -29,7 +29,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False, steal: bool = False):
+                 fuse: bool = False, steal: bool = False, rotate: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -52,7 +52,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate)
     if steal:
         sig["work_ptr"] = "*i32"
     else:
@@ -378,15 +378,15 @@ def _device_case(device, seqlen_q, num_heads, lens, seed, page=64):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("combine", ["kernel", "spin", "fuse"])
+@pytest.mark.parametrize("combine", ["kernel", "spin", "fuse", "fuse_rotate"])
 def test_ws_spin_combine_graph_replay_gpu(device, combine):
     """The batch >= 64 knobs (_ALL: BTPF, SEQPF, OTMA, PART16, packed schedule, QTMA), alone, with COMBINE_SPIN or FUSE,
     inside a CUDA graph with the metadata kernel and two calls on it (two layers): replays with new lengths (written
     in place) and repeated replays of the same lengths all give the reference results (spin counters zeroed)."""
     from tritonseek.kernels.mla_decode_ws import ws_config
 
-    _graph_two_layers(device, dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=combine == "spin", FUSE=combine == "fuse"),
-                      23)
+    _graph_two_layers(device, dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=combine == "spin",
+                                   FUSE=combine.startswith("fuse"), ROTATE=combine == "fuse_rotate"), 23)
 
 
 def _graph_two_layers(device, cfg, seed):
@@ -434,6 +434,15 @@ def test_steal_big_batch_gpu(device, num_heads, seqlen_q, steal):
     """The batch-128 default with STEAL tail spans (the tail claimed by the programs in the kernel, or with
     STEAL_WAVE as a second wave of programs): same checks as the default; the ticket counters re-armed (0)."""
     _check_big_batch(device, num_heads, seqlen_q, dict(STEAL=steal[0], STEAL_PCT=steal[1], STEAL_WAVE=steal[2]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
+@pytest.mark.parametrize("over", [dict(FUSE=True, ROTATE=True), dict(ROTATE=True)])
+def test_rotate_big_batch_gpu(device, num_heads, seqlen_q, over):
+    """The batch-128 default with ROTATE (each span's last sequence piece first), alone and with FUSE (the split
+    kernel merges the split sequences, no combine kernel): same checks as the default (FUSE's counters re-armed)."""
+    _check_big_batch(device, num_heads, seqlen_q, over)
 
 
 def _check_big_batch(device, num_heads, seqlen_q, over):

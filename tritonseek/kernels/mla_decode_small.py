@@ -199,7 +199,8 @@ MLA_CONFIG_SPEC: dict = dict(
     GLUON=(False, True, "force"), WS_WGS=(1, 2), WS_STAGES=range(1, 9), DEFER_L=bool, PIPE=bool, QTMA=bool,
     SEQPF=bool, BTPF=bool, COMBINE_SPIN=bool, OTMA=bool, PART16=bool,  # PART16: split partials in q's dtype
     FUSE=bool,  # Gluon split kernel merges the split sequences itself (mla_decode_ws.fuse_combine)
-    STEAL=range(0, 4097), STEAL_PCT=range(0, 100), STEAL_WAVE=bool,  # tail spans taken dynamically (get_mla_metadata, mla_decode_ws)
+    STEAL=range(0, 4097), STEAL_PCT=range(0, 100), STEAL_WAVE=bool,
+    ROTATE=bool,  # mla_decode_ws: a span's last sequence piece first (with FUSE: split sequences merged early)  # tail spans taken dynamically (get_mla_metadata, mla_decode_ws)
     PRODUCER_REGS=range(24, 257, 8), CONSUMER_REGS=range(24, 257, 8),  # Gluon split kernel (setmaxnreg)
     WSM=bool,  # > 32 rows: mla_decode_wsm's split kernel (BLOCK_H 64, WS_WGS 2)
     SMALL=bool, NUM_SPLITS=range(1, 2**16), MIN_TILES=range(1, 2**20), PDL=bool, TRIGGER=(0, 1, 2),  # SMALL

@@ -18,6 +18,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from tritonseek.kernels.mla_decode_ws_parts import (
     D_LATENT,
     _merge_parts,
+    _rotated,
     _part_release,
     _scores,
     _seq_range,
@@ -43,7 +44,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
               FUSE: gl.constexpr = False, num_spans=0, sp_smem=None, sp_ready=None, sp_free=None,
-              STEAL: gl.constexpr = False):
+              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # One consumer warpgroup: its program's span, then (STEAL) the tail spans its producer warp claims (each
     # handed over through the sp_smem slot guarded by sp_ready / sp_free; num_spans: the end sentinel).
     pid = gl.program_id(1)
@@ -67,7 +68,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
                 num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES,
                 CAUSAL, DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc,
-                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE)
+                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
             mbarrier.wait(sp_ready, n_sp & 1)
             span = gl.max(sp_smem.load(_SPAN_L4), 0)
             mbarrier.arrive(sp_free, count=1)
@@ -81,7 +82,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
             num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL,
             DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc, pd_desc, OTMA,
-            PART_TMA, diag_ptr, DIAG, FUSE)
+            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
     if DIAG:
         _stamp(dg, 1)
 
@@ -96,7 +97,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
-              FUSE: gl.constexpr = False):
+              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # The consumer warpgroup's walk of one schedule span (sched row `span`; the program's own, or a STEAL tail span):
     # Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ per sequence piece. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
@@ -135,20 +136,24 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
     # qn0 / qn1: sequences that used query buffer 0 / 1 (QTMA: buffer (b − b_begin) % 2, the producer's choice)
     # seg (DIAG): segments done; dg row[2 + 5j ...]: start, first tile ready, tiles done, stored, sequence id
     UNROLL: gl.constexpr = 2 if QTMA else 1  # QTMA: two copies of the body, one per query buffer
+    # ROTATE: the span's last sequence first (its piece is the first piece of a sequence the next span continues),
+    # then b_begin .. b_end − 1: walk step bl visits sequence _rotated(bl) (bl itself without ROTATE)
     if SEQPF:  # cache_seqlens of the next sequence loaded one sequence ahead
-        len_next = gl.load(seqlens_ptr + gl.minimum(b_begin, batch - 1))
+        len_next = gl.load(seqlens_ptr + gl.minimum(b_end if ROTATE else b_begin, batch - 1))
     for bb in range(b_begin, b_end + 1, UNROLL):
         for u in gl.static_range(UNROLL):
-            b = bb + u
+            bl = bb + u
+            b = _rotated(bl, b_begin, b_end, ROTATE)
             if SEQPF:
                 seqlen, k_lo, k_hi = _seq_tiles(b, len_next, b_begin, t_begin, b_end, t_end, batch, max_blocks,
                                                 page_shift, BLOCK_N)
-                len_next = gl.load(seqlens_ptr + gl.minimum(b + 1, batch - 1))
+                # the next step's sequence: _rotated(bl + 1) = bl with ROTATE
+                len_next = gl.load(seqlens_ptr + gl.minimum(bl if ROTATE else b + 1, batch - 1))
                 n_split = gl.load(split_ptr + gl.minimum(b, batch - 1) * 2 + 1)  # used after the tiles
             else:
                 seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                                 page_shift, BLOCK_N)
-            if (b <= b_end) & (k_lo < k_hi):
+            if (bl <= b_end) & (k_lo < k_hi):
                 if DIAG:
                     dj = 2 + 5 * gl.minimum(seg, 7)
                     _stamp(dg, dj)
@@ -281,7 +286,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                     gl.store(dg + dj + 4, b.to(gl.int64))
                     seg += 1
             if FUSE:
-                if (b <= b_end) & (b < batch) & (seqlen == 0):
+                if (bl <= b_end) & (b < batch) & (seqlen == 0):
                     _write_empty(b, tile_h * BLOCK_H + ROW0, rows_total, out_ptr, lse_ptr, stride_lb, stride_lh,
                                  num_heads, ROWS)
     return it, qn0, qn1, seg

@@ -28,6 +28,15 @@ def _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks
 
 
 @gluon.jit
+def _rotated(bl, b_begin, b_end, ROTATE: gl.constexpr):
+    # ROTATE: walk step bl ∈ [b_begin, b_end] of a span visits b_end first, then b_begin .. b_end − 1
+    if ROTATE:
+        return gl.where(bl == b_begin, b_end, bl - 1)
+    else:
+        return bl
+
+
+@gluon.jit
 def _seq_tiles(b, seqlen, b_begin, t_begin, b_end, t_end, batch, max_blocks, page_shift, BLOCK_N: gl.constexpr):
     # _seq_range with cache_seqlens[b] already loaded
     seqlen = gl.where(b < batch, gl.minimum(seqlen, max_blocks << page_shift), 0)  # never past the block table
@@ -65,7 +74,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
               diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, sp_smem=None,
-              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False):
+              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # One warp: the program's span, then (STEAL) tail spans: after issuing a span's last tile it takes a ticket j
     # from work_ptr[head tile] (tail span num_programs + j while j < num_spans − num_programs, else the end
     # sentinel num_spans) and hands it to the consumer through the sp_smem slot. Every program takes exactly one
@@ -90,7 +99,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             it, qn0, qn1, pseg, w_cyc, i_cyc = _producer_span(
                 span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
                 seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
-                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE)
+                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
             j = n_tail
             if n_tail > 0:
                 j = _claim(cnt)
@@ -105,7 +114,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
         _, _, _, _, w_cyc, i_cyc = _producer_span(
             pid, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
             seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
-            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE)
+            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
     if DIAG:
         _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
         gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
@@ -117,7 +126,7 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                    seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift,
                    qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
-                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr):
+                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr, ROTATE: gl.constexpr = False):
     # The producer warp's walk of one schedule span (sched row `span`): for every tile, wait for a free stage
     # and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
@@ -133,13 +142,14 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
         b_begin = gl.where(span == 0, 0, b_begin)
     stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     page_mask = (1 << page_shift) - 1
-    for b in range(b_begin, b_end + 1):
+    for bl in range(b_begin, b_end + 1):
+        b = _rotated(bl, b_begin, b_end, ROTATE)  # ROTATE: the span's last sequence first, as the consumer
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, BLOCK_N)
         bt_row = bt_ptr + b.to(gl.int64) * stride_btb
         if QTMA:
             if k_lo < k_hi:
-                qs = (b - b_begin) % 2
+                qs = (bl - b_begin) % 2
                 n_q = gl.where(qs == 0, qn0, qn1)
                 mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
                 qbar = q_ready.index(qs)

@@ -327,7 +327,7 @@ def bench_contiguous(cx: Ctx, routed: bool):
                 best = (json.loads(key), min(timed[key]), runs[key])
             if best is not None:
                 key = json.dumps(best[0], sort_keys=True)
-                cfg = dict(GW.grouped_ws_config("contiguous", m if not routed else 0, N, K), **best[0])
+                cfg = dict(GW.grouped_ws_config("contiguous", M, N, K, num_sms=GW._num_sms(0)), **best[0])
                 cx.row("grouped_gemm_contiguous", case, "ws", best[1], None, flops, nbytes, peer, peer_us, config=cfg,
                        target_tflops=target, tl_us=round(tl_us, 2) if tl_us else None, correct=True,
                        ws_candidates_us=timed, **_ab_fields(ab, key, flops))
@@ -404,7 +404,8 @@ def bench_masked(cx: Ctx):
                 torch.cuda.synchronize()
                 d = calc_diff(out2[:, :m].float(), ref)
                 ok = bool(torch.isfinite(out2[:, :m]).all()) and bool(torch.isnan(out2[:, m:].float()).all())
-                print(f"  M_max x2 (masked_m = {m}, config {cfg0}): calc_diff {d:.2e}, rows past masked_m untouched {ok}")
+                print(f"  M_max x2 (masked_m = {m}, config {cfg0}): calc_diff {d:.2e}, rows past masked_m "
+                      f"untouched {ok}")
                 if ok and d < 1e-3:
                     runs[f"M_max x2 {json.dumps(cfg0, sort_keys=True)}"] = run_x2
 

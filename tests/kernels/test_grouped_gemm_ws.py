@@ -90,21 +90,39 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-def test_grouped_ws_wide_compiles_for_sm90():
-    # WIDE 128×256 tiles (BLOCK_N 256, masked layout, 4 stages, E_PAD 256 = up to 256 groups): per K block each
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_ws_wide_compiles_for_sm90(masked):
+    # WIDE 128×256 tiles (BLOCK_N 256, 4 stages; the contiguous default at N = 7168, K = 2048): per K block each
     # consumer warpgroup issues two n128 wgmma groups (4 × k32 each) from fp8_gemm_ws_loop._k_loop_wide, so 2
-    # partitions × 2 halves × 4 = 16 n128 wgmmas and no n256 one. ptxas spills 4 bytes once per tile, outside the K
-    # loop (checked in the SASS: one STL/LDL pair before the loop over tiles; at E_PAD 512, 24 bytes, also outside
-    # the K loop); the contiguous WIDE kernel and both 128×128 defaults spill nothing.
-    cfg = dict(W.grouped_ws_config("masked", 128, 4096, 7168), BLOCK_N=256, NUM_STAGES=4)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 256)
+    # partitions × 2 halves × 4 = 16 n128 wgmmas and no n256 one. Masked (E_PAD 256 = up to 256 groups): ptxas spills
+    # 4 bytes once per tile, outside the K loop (seen in the SASS: one STL/LDL pair before the loop over tiles; at
+    # E_PAD 512, 24 bytes, also outside the K loop); contiguous spills nothing.
+    cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 128, 4096, 7168), BLOCK_N=256, NUM_STAGES=4)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, torch.bfloat16, True, 256)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 16
     assert "m64n256k32" not in ptx
     assert "cp.async.bulk.tensor.2d.global.shared::cta" in ptx
     report = ptxas_report(ptx)
     assert "C7514" not in report and "C7508" not in report, report
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert spills and all(int(st_) <= 4 and int(ld) <= 4 for st_, ld in spills), report
+    limit = 4 if masked else 0
+    assert spills and all(int(st_) <= limit and int(ld) <= limit for st_, ld in spills), report
+
+
+def test_grouped_ws_config_wide_rule():
+    # contiguous: 128×256 tiles where the W1 cost model says they pay (DeepGEMM's prefill shapes: the down projection
+    # N = 7168, K = 2048 yes, the gate/up one N = 4096, K = 7168 no); never with N % 256 != 0, never in one round
+    # of 128×128 tiles, never for the masked layout (measured neutral there)
+    cfg = W.grouped_ws_config
+    assert cfg("contiguous", 32768, 7168, 2048)["BLOCK_N"] == 256
+    assert cfg("contiguous", 8192, 7168, 2048, groups=4)["BLOCK_N"] == 256
+    assert cfg("contiguous", 32768, 4096, 7168)["BLOCK_N"] == 128
+    assert cfg("contiguous", 256, 7168, 2048)["BLOCK_N"] == 128  # 112 tiles: one round either way
+    assert cfg("contiguous", 32768, 7168 - 128, 2048)["BLOCK_N"] == 128
+    assert cfg("masked", 1024, 7168, 2048, groups=4)["BLOCK_N"] == 128
+    for layout in ("contiguous", "masked"):  # every default passes the launchers' own checks
+        c = cfg(layout, 32768, 7168, 2048)
+        W._resolve_config(c)
 
 
 def _cpu_contiguous(E=2, N=128, K=256):

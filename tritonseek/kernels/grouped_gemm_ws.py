@@ -123,9 +123,35 @@ _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TM
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 
 
-def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
-    """Launch config of the warp-specialized grouped kernels for a layout ("contiguous" | "masked") (a copy)."""
-    return dict(_MASKED_WS if layout == "masked" else _DEFAULT_GROUPED_WS)
+# Session 18 (H200 W1, 62a2513, --ab: ratio to the default, WIDE 128×256 4 stages / 3 stages; A/A 0.994-1.003):
+# * contiguous: 4×8192 / 8×4096 (7168, 2048) 0.954 / 0.965 and 0.952 / 0.960; (4096, 7168) 1.029 / 1.030 and
+#   1.028 / 1.030. Per tile (GPU-clock µs ÷ rounds): 128×128 = 1.20 + 0.479 per K block, 128×256 = 0.74 + 0.998:
+#   WIDE halves the per-tile fixed cost (K = 2048: 16 blocks per tile) but each of its K blocks costs 4 % more than two
+#   128×128 ones, and 4096 wide tiles take 32 rounds of 132 against 62.06 → 63 — hence _wide_pays' cost model.
+# * masked (1×1024, 2×512, 4×256; (4096, 7168) then (7168, 2048)): 1.010 / 1.008, 1.015 / 1.009, 0.994 / 0.992;
+#   1.006 / 0.998, 0.991 / 0.989, 1.012 / 1.005: inside the noise, not taken. A K sweep (1×1024, N = 4096, K =
+#   1024-14336) fits 7.5 µs per kernel + 857 ns per 128-wide K block (two 128×128 tiles per program), WIDE 7.9 + 845:
+#   tile boundaries cost ~nothing there; the per-kernel 7.5 µs (14 % at K = 7168) is where to look next. The same
+#   groups inside M_max = 2·m (masked_m = m: --skip-check) ran 0.996 / 1.009, 0.995 / 1.002, 0.996 / 1.008: the
+#   tiles past masked_m cost nothing.
+def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
+    """128×256 tiles are estimated faster than 128×128 ones: rounds × (fixed + K blocks × per block), with the W1
+    per-tile figures above (only their ratios matter)."""
+    kb, tiles = triton.cdiv(k, BLOCK_K), triton.cdiv(rows, 128) * triton.cdiv(n, 128)
+    wide = triton.cdiv(tiles // 2, num_sms) * (0.74 + 0.998 * kb)
+    return n % 256 == 0 and wide < triton.cdiv(tiles, num_sms) * (1.20 + 0.479 * kb)
+
+
+def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int = 1,
+                      num_sms: int = 132) -> dict:
+    """Launch config of the warp-specialized grouped kernels for a layout ("contiguous" | "masked") (a copy);
+    contiguous: WIDE 128×256 tiles where ``_wide_pays`` for m_per_group × groups rows (the MoE down projection
+    N = 7168, K = 2048 of DeepGEMM's prefill shapes)."""
+    if layout == "masked":
+        return dict(_MASKED_WS)
+    if _wide_pays(m_per_group * groups, n, k, num_sms):
+        return dict(_DEFAULT_GROUPED_WS, BLOCK_N=256)
+    return dict(_DEFAULT_GROUPED_WS)
 
 
 # Values a caller's ``config=`` may give each ``grouped_ws_config`` key (setmaxnreg counts: multiples of 8 in [24, 256])
@@ -493,7 +519,8 @@ def grouped_fp8_gemm_contiguous_ws(
     fn = "grouped_fp8_gemm_contiguous_ws"
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
-    cfg = dict(grouped_ws_config("contiguous", M // max(E, 1), N, K))
+    sms = _num_sms(a.device.index if a.device.index is not None else torch.cuda.current_device()) if a.is_cuda else 132
+    cfg = dict(grouped_ws_config("contiguous", M, N, K, num_sms=sms))
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
     _check_cuda_sm90(fn, a)

@@ -126,9 +126,10 @@ def test_bench_e2e_commit_from_git():
     TRITONSEEK_COMMIT) as bench_mtp's do."""
     from benchmarks import bench_e2e, bench_e2e_tp
 
-    head = git_commit()
-    assert head != "unknown"
-    assert bench_e2e.parse_args(["--tiny"]).commit == head == bench_e2e_tp.parse_args([]).commit
+    heads = {git_commit()}
+    got = {bench_e2e.parse_args(["--tiny"]).commit, bench_e2e_tp.parse_args([]).commit}
+    heads.add(git_commit())  # a shared checkout may gain a commit meanwhile
+    assert "unknown" not in heads and got <= heads
     assert bench_e2e.parse_args(["--commit", "abc1234"]).commit == "abc1234"
 
 

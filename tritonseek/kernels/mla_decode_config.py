@@ -161,6 +161,17 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 # COMBINE_PDL -0.3 / -0.9 / +1.6; OVERHEAD 1 +1.5 / +0.4 / -0.8, OVERHEAD 3 -0.4 / -0.9 / +0.5: not taken). W3 (f42f463,
 # same method, 8 the default): 4 rows -1.1 / -0.6 / -0.5, 16 rows -0.3 / +0.5 / +1.5, 32 rows +7.4 / +9.1 / +5.0,
 # COMBINE_PDL +1.3 / +2.2 / +2.9: 4 vs 8 rows is inside the run-to-run spread (kept at 8, no gain claimed).
+# Session 18 (h1mla), the grid's tail (s_k 4096 varlen, b128; globaltimer probe at 1fadd0f, 32 rows: program ends min /
+# median / max 118.8 / 158.2 / 167.9 us, 9-10 us from the mean end to the last; combine +6.7 us in the graph). GPU-clock
+# A/Bs (8 calls per graph, 15 interleaved replays, default first and last), all slower, all off:
+# - STEAL (tail spans taken dynamically: get_mla_metadata, mla_decode_ws): W1 (1fadd0f) h16 s_q2 / h32 s_q1 / h16 s_q1
+#   161.2 / 165.5 / 155.5 us -> STEAL 132 (8 %) +10.7 / +12.8 / +9.5, 66 (4 %) +11.5 / +8.9 / +6.8, 264 (8 %) +21.3 /
+#   +22.7 / +16.5, 132 (15 %) +8.6 / +10.5 / +8.9; as a second wave of programs (STEAL_WAVE, 132, 8 %) +13.1 / +15.7 /
+#   +10.5. The tail shrank (7 us) but every sequence got split (combine 12.7 -> 20.9 us) and each extra piece costs a
+#   sequence switch (~6 us of its program's time by the probe's fit).
+# - ROTATE (a span's last piece first) / FUSE (merge in the split kernel): W2 (83fc158) 163.1 / 167.9 / 158.4 us ->
+#   ROTATE +3.8 / +3.0 / +1.4, FUSE +18.5 / +17.6 / +3.0, both +31.5 / +25.9 / +10.5 (the merges early in the programs
+#   stall their streaming); h32 s_q1 fixed (packed, no split sequence) 149.3 -> -0.6 / +0.9 / -1.3 (noise).
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),

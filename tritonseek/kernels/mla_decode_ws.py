@@ -44,7 +44,8 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   full count just writes the same values); the last incrementer zeroes the counter for the next call. Empty
   sequences get out 0 / lse −inf from the split kernel (program 0 also walks those before its span). A CTA-wide
   election by one thread's atomic and a reduction made ptxas spill in the per-tile loop (sm_90a, 32 rows).
-* **tail spans claimed in the kernel (config STEAL, one consumer warpgroup, no FUSE)**: ``get_mla_metadata`` cuts
+* **tail spans claimed in the kernel (config STEAL, one consumer warpgroup, no FUSE; off: H200 s18 7-23 µs slower,
+  see mla_decode_config)**: ``get_mla_metadata`` cuts
   the programs' spans over (100 − STEAL_PCT) % of the work and STEAL small spans over the rest; the grid has one
   program per SM; after issuing its span's last tile the producer warp takes a ticket (a relaxed atomic on
   ``metadata.work_counter[head tile]``) for the next tail span and hands its index to the consumer warpgroup through
@@ -115,6 +116,8 @@ _DV, _DR, _DQK, _TN = 512, 64, 576, 64  # D_LATENT, D_ROPE, D_QK, TILE_N (mla_de
 # output goes through its finished query buffer and one TMA store instead of 128 scalar stores per thread (H200,
 # diag probe at 228ceaf: those took 4-7 µs per sequence switch, the largest part of its ~10 µs); config PART16
 # (mla_decode) makes the partials 16-bit so that they go the same way.
+# ROTATE (one warpgroup): walk each span's last sequence first (a sequence split over two programs then has both
+# pieces done early; meant for FUSE's merges): H200 s18 W2 slower alone (+1.4..+3.8 µs) and with FUSE (+10..+32 µs).
 _DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
                    SEQPF=False, BTPF=False, OTMA=False, ROTATE=False)
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)

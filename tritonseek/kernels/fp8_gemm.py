@@ -73,24 +73,21 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     ("64", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("64", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=6, GRID_MULT=2),
     ("64", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2),
-    # Session 18, M = 128 (64 < M ≤ 128): the stream-K Gluon kernel (fp8_gemm_ws_sk, GLUON key STREAM_K; the tl keys
-    # stay the interpreter's twin). Before: tl split-K 64×128 tiles (SPLIT_K/GRID_MULT above), Gluon 128×128 at
-    # 32768×512 (NUM_STAGES 4) and 128×64 at 7168×2048 (NUM_STAGES 6). H200 W1 at 72c9172 (interleaved GPU clock):
-    # correct, but 70 µs at 7168×16384 against 47.5 for tl, ~60 µs at 4096×7168 / 2112×7168 whatever the work: every
-    # thread of a warpgroup incremented the tile counter (128 same-address acq_rel atomics per partial). One increment
-    # per warpgroup now (fp8_gemm_ws_sk._sk_arrive); W2 figures decide these entries (h200.jsonl, suite fp8_gemm_ab).
-    ("128", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2,
-                              GLUON=dict(STREAM_K=True)),
-    ("128", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3,
-                               GLUON=dict(STREAM_K=True)),
+    ("128", 2112, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=7, GRID_MULT=2),
+    ("128", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, SPLIT_K=1, GRID_MULT=3),
     ("128", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
-                              GLUON=dict(STREAM_K=True)),
-    ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2,
-                               GLUON=dict(STREAM_K=True)),
-    ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2,
-                              GLUON=dict(STREAM_K=True)),
+                              GLUON=dict(BLOCK_N=128, NUM_STAGES=4, WGS=2)),
+    # Session 18: the stream-K Gluon kernel (fp8_gemm_ws_sk, GLUON key STREAM_K=True) LOST every M ≤ 128 shape and is
+    # not a default. H200, interleaved GPU clock (suite fp8_gemm_ab), µs, these entries → stream-K: W1 (72c9172, every
+    # thread incremented the tile counter) 128×7168×16384 47.5 → 70.0; W2 (0fba9bb, one increment per warpgroup)
+    # 128×7168×16384 48.1 → 54.9 (40 ms A-B-B-A-A-B: 49.0 → 55.8), 4096×7168 17.5 → 29.9, 2112×7168 13.3 → 34.8,
+    # 7168×2048 10.4 → 24.1, 24576×1536 16.4 → 30.1, 32768×512 11.7 → 22.9; M = 64 1.5-2.9× slower. A ~15-20 µs cost
+    # per launch that does not scale with the work remains (see fp8_gemm_ws_sk's docstring). 128×7168×16384 stays at
+    # 613.7-625.0 TFLOP/s (target 629: missed).
+    ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2),
+    ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
-                              GLUON=dict(STREAM_K=True)),
+                              GLUON=dict(BLOCK_N=64, NUM_STAGES=6, WGS=2)),
     # M > 128: H200 sweep at commit 69ee3f4 (20 candidates per shape, each checked for correctness
     # first; PINGPONG never won here), then a confirm sweep of the winners' neighbours at 4a8249d
     # (2026-11-29): larger GROUP_M (16–32) wins on five shapes; run-to-run spread is ~5%.

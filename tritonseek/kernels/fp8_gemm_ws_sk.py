@@ -25,6 +25,17 @@ instead gives every CTA an equal contiguous range of the (tile, 128-wide K block
   cached counters stay zero across calls and CUDA-graph replays (fp8_gemm_small's per-device counter buffer);
 * M, N and K tails: TMA zero-fills out-of-bounds rows, columns and K; stores are masked.
 
+Measured on the H200 (session 18; benchmarks/results/h200.jsonl suite fp8_gemm_ab, interleaved GPU clock): correct
+(gpu tests), but NOT a default — slower than the committed configs on every shape tried. W1 (72c9172, one counter
+increment per thread): 128×7168×16384 70.0 µs against 47.5 (tl split-K), ~60 µs at 128×4096×7168 and 128×2112×7168
+whatever the work; M = 4096 with DP 1.13-1.22× slower than fp8_gemm_ws. W2 (0fba9bb, one increment per warpgroup):
+128×7168×16384 54.9 against 48.1 (cuBLAS 51.5), 4096×7168 29.9 / 17.5, 2112×7168 34.8 / 13.3, 7168×2048 24.1 / 10.4,
+24576×1536 30.1 / 16.4, 32768×512 22.9 / 11.7; 4 stages no different from 6. So ~15-20 µs per launch that does not
+scale with the work remains, plus ~1-2 µs per contributor of a tile. Not yet separated (no GPU time left): the fix-up's
+dependent loop of 64 scalar strong loads per thread per contributor at the kernel's end, the MEMBAR.ALL.GPU /
+CCTL.IVALL of each arrival, or the CTA machinery at 132 CTAs. Next step: GRID = 56 (one whole tile per CTA, no fix-up)
+against 132 at 128×7168×16384, then partials through a coalesced (blocked) layout.
+
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """
 
@@ -181,8 +192,8 @@ def _sk_arrive(ctr):
     # the warpgroup's partial stores, a warpgroup barrier, then ONE increment, by the thread owning element 0
     # (atom.acq_rel.gpu: cumulative over the stores the barrier ordered before it, as CUTLASS's semaphore release);
     # after a second barrier every thread re-reads the count (an acquire). Returns (count read, per-thread [128]
-    # tensor whose element 0 is the count before the increment). W1 (72c9172) had every thread increment: 128
-    # same-address atomics per warpgroup, serialized in one L2 slice, ~45-60 µs per launch at M = 128.
+    # tensor whose element 0 is the count before the increment). W1 (72c9172) had every thread increment (128
+    # same-address atomics per warpgroup); one per warpgroup took 15-30 µs off each M = 128 launch in W2.
     lane = gl.arange(0, 128, layout=_WG_LANES)
     gl.thread_barrier()  # every thread's partial stored before the (single-thread) release
     old = gl.atomic_add(ctr + lane * 0, gl.full([128], 1, gl.int32, _WG_LANES), mask=lane == 0, sem="acq_rel",

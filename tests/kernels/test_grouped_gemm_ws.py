@@ -123,6 +123,14 @@ def test_grouped_ws_config_wide_rule():
     for layout in ("contiguous", "masked"):  # every default passes the launchers' own checks
         c = cfg(layout, 32768, 7168, 2048)
         W._resolve_config(c)
+    # a caller's override that WIDE tiles cannot run (no SPLIT, 5 stages) keeps 128×128 tiles instead of raising;
+    # an explicit BLOCK_N 256 with it still raises
+    wide = cfg("contiguous", 32768, 7168, 2048)
+    assert W._with_overrides(wide, dict(NUM_STAGES=5))["BLOCK_N"] == 128
+    assert W._with_overrides(wide, dict(SPLIT=False))["BLOCK_N"] == 128
+    assert W._with_overrides(wide, dict(NUM_STAGES=3))["BLOCK_N"] == 256
+    with pytest.raises(ValueError, match="BLOCK_N 256"):
+        W._resolve_config(W._with_overrides(wide, dict(BLOCK_N=256, NUM_STAGES=5)))
 
 
 def _cpu_contiguous(E=2, N=128, K=256):

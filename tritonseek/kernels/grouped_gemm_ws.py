@@ -164,13 +164,17 @@ GROUPED_WS_CONFIG_SPEC: dict = dict(
 
 def _with_overrides(cfg: dict, config: object) -> dict:
     """``cfg`` updated by a caller's ``config``: TypeError unless a dict, ValueError naming an unknown key or a value
-    outside ``GROUPED_WS_CONFIG_SPEC`` (checked on every device, before the Hopper check)."""
+    outside ``GROUPED_WS_CONFIG_SPEC`` (checked on every device, before the Hopper check). A default's WIDE tiles
+    give way to 128×128 ones when the caller's keys (not BLOCK_N) ask for what they cannot do (no SPLIT, > 4 stages)."""
     if config is None:
         return cfg
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict of grouped_ws_config overrides, got {type(config).__name__}")
     check_config("config", config, GROUPED_WS_CONFIG_SPEC)
-    return dict(cfg, **config)
+    out = dict(cfg, **config)
+    if out["BLOCK_N"] == 256 and "BLOCK_N" not in config and (not out["SPLIT"] or out["NUM_STAGES"] > 4):
+        out["BLOCK_N"] = 128
+    return out
 
 
 @gluon.jit

@@ -441,25 +441,34 @@ class LLM:
         drafter.seq_steps += len(live)
         drafter.accepted += sum(acc)
         for s, row, a in zip(live, rows, acc):
-            for t in row[: a + 1]:
-                if not s.finished:
-                    self._accept([s], [t], on_text)
-                    drafter.emitted += 1
+            drafter.emitted += self._accept_run(s, row[: a + 1], on_text)
             if release and s.finished:
                 drafter.runner.cache.release(s.seq_id)
 
     def _accept(self, seqs: list[Sequence], tokens: list[int], on_text) -> None:
         for s, t in zip(seqs, tokens):
-            s.out_ids.append(t)
-            stop = (t in self.eos_token_ids and not s.params.ignore_eos) or t in s.params.stop_token_ids
+            self._accept_run(s, (t,), on_text)
+
+    def _accept_run(self, s: Sequence, tokens, on_text) -> int:
+        """Append tokens to an unfinished sequence until EOS / a stop token ("stop", kept) or max_new_tokens
+        ("length"); later tokens are dropped. Streams the text of each kept non-stop token. Returns the count kept."""
+        eos, p, out = self.eos_token_ids, s.params, s.out_ids
+        kept = 0
+        for t in tokens:
+            out.append(t)
+            kept += 1
+            stop = (t in eos and not p.ignore_eos) or t in p.stop_token_ids
             if stop:
                 s.finish_reason = "stop"
-            elif len(s.out_ids) >= s.params.max_new_tokens:
+            elif len(out) >= p.max_new_tokens:
                 s.finish_reason = "length"
             if on_text is not None and not stop:
                 delta = s.stream.step(t)
                 if delta:
                     on_text(s.seq_id, delta)
+            if s.finish_reason is not None:
+                break
+        return kept
 
 
 def _sync(device: torch.device) -> None:

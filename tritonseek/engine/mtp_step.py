@@ -18,9 +18,9 @@ the target cache, n carried on the device):
 
 The host makes one device→host copy per step (the result rows, non-blocking into pinned memory) and waits on
 it once, then does the bookkeeping (tokens, EOS / stop / max_new_tokens, freeing finished sequences' pages).
-It uploads only B and the block-table rows that changed (one copy); pages for every position a launched step
-may touch are allocated before its launch; rejected positions are rolled back by lengths only (n advances by
-a+1). Because nothing the next step needs comes from the host, ``LLM._speculate_graphs`` launches step t+1
+It uploads only B and the block-table rows that changed (one copy, on the steps where either changed); pages
+for every position a launched step may touch are allocated before its launch; rejected positions are rolled
+back by lengths only (n advances by a+1). Because nothing the next step needs comes from the host, ``LLM._speculate_graphs`` launches step t+1
 before it reads step t when that is safe, so the host's bookkeeping overlaps the GPU. Rows of finished
 sequences are dropped from the carried state by one gather (only on steps where some sequence finished).
 Dummy rows of a bucket (position 0, slot −1, cache_seqlens 0) write no cache row and read no key.
@@ -109,6 +109,7 @@ class MTPStepGraphs:
         self._idx_dev = torch.zeros(mb, dtype=torch.int64, device=dev)
         self._idx_copied = torch.cuda.Event() if pin else None
         self._launches = 0
+        self._meta_b = -1  # the B the device meta holds
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool = None
         self.capture_s = 0.0
@@ -193,6 +194,7 @@ class MTPStepGraphs:
         self.last[:B].copy_(dev[0])
         self.pos0[:B].copy_(dev[1])
         self._row_key = [None] * self.max_batch  # a new call: sequence ids restart with other blocks
+        self._meta_b = -1
 
     @torch.inference_mode()
     def compact(self, idx: list[int]) -> None:
@@ -218,7 +220,7 @@ class MTPStepGraphs:
 
         ``pending``: tokens the steps already launched but not yet read may still add to every sequence (their
         K+1); pages are allocated for num_tokens − 1 + pending + k + 1 tokens. Uploads B and the changed
-        block-table rows (one copy), replays the (bucket, k) graph and enqueues the copy of its result rows to a
+        block-table rows (one copy; none when neither changed), replays the (bucket, k) graph and enqueues the copy of its result rows to a
         pinned host slot; nothing waits. Raises ValueError when B exceeds max_batch, k is outside 0 … MAX_K or a
         sequence needs more than max_blocks blocks.
         """
@@ -239,16 +241,18 @@ class MTPStepGraphs:
                 self._bt[i, : len(blocks)] = blocks
                 self._row_key[i] = (s.seq_id, len(blocks))
                 dirty = i
-        if self._uploaded[slot] is not None:
-            self._uploaded[slot].synchronize()  # this slot's previous upload (two launches ago) has run
-        n = 4 + (dirty + 1) * self.max_blocks
-        host = self._meta_host[slot]
-        h = host.numpy()
-        h[0] = B
-        h[4:n] = self._bt[: dirty + 1].reshape(-1)
-        self.meta[:n].copy_(host[:n], non_blocking=self._uploaded[slot] is not None)
-        if self._uploaded[slot] is not None:
-            self._uploaded[slot].record()
+        if dirty >= 0 or B != self._meta_b:  # most steps change neither: nothing to upload
+            if self._uploaded[slot] is not None:
+                self._uploaded[slot].synchronize()  # this slot's previous upload (two launches ago) has run
+            n = 4 + (dirty + 1) * self.max_blocks
+            host = self._meta_host[slot]
+            h = host.numpy()
+            h[0] = B
+            h[4:n] = self._bt[: dirty + 1].reshape(-1)
+            self.meta[:n].copy_(host[:n], non_blocking=self._uploaded[slot] is not None)
+            if self._uploaded[slot] is not None:
+                self._uploaded[slot].record()
+            self._meta_b = B
         if (b, k) not in self._graphs:
             self._capture(b, k)
         self._replay(b, k)

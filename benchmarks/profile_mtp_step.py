@@ -75,51 +75,59 @@ def _replay_ms(graph, n: int = 50, reset=None) -> float:
     return a.elapsed_time(b) / n
 
 
-def run(batches, ks, tokens) -> list[dict]:
-    from tritonseek.engine import mtp_step
+def run(batches, ks, tokens, inference: bool = False) -> list[dict]:
     from tritonseek.engine.llm import LLM
     from tritonseek.engine.sampling_params import SamplingParams
 
-    llm = LLM(device="cuda")
+    llm = LLM(device="cuda")  # built outside inference mode, as a user builds it
     sp = SamplingParams(max_new_tokens=tokens, ignore_eos=True)
     rows = []
-    for batch in batches:
-        prompts = (PROMPTS * (batch // len(PROMPTS) + 1))[:batch]
-        modes = [("plain", 0, False)] + [(m, k, m != "stepwise") for k in ks for m in ("stepwise", "fused_sync", "fused")]
-        for mode, k, fused in modes:
-            llm.graph_verify, llm.graph_step = True, fused
-            mtp_step.MTPStepGraphs.lookahead = mode == "fused"
-            llm.generate(prompts, sp, mtp=k)  # compile / capture
-            best = None
-            for _ in range(2):
-                t0 = time.perf_counter()
-                llm.generate(prompts, sp, mtp=k)
-                st = llm.last_stats
-                r = dict(wall_ms=st.decode_s / max(st.decode_steps, 1) * 1e3, steps=st.decode_steps,
-                         tps=(st.new_tokens - batch) / st.decode_s, generate_s=time.perf_counter() - t0,
-                         acceptance=st.extra.get("acceptance"), tokens_per_step=st.extra.get("tokens_per_step"))
-                best = r if best is None or r["tps"] > best["tps"] else best
-            p = _profile(llm, prompts, sp, k)
-            steps = max(llm.last_stats.decode_steps, 1)
-            best.update(gpu_ms=p["gpu_ms_run"] / steps, per_step_counts=p["per_step_counts"], top_host=p["top_host"])
-            best["host_gap_ms"] = best["wall_ms"] - best["gpu_ms"]
-            replay = None
-            if mode == "plain":
-                replay = _replay_ms(llm._graphs.graph(batch, 1))
-            elif mode == "fused_sync":
-                sg = mtp_step._STEP_GRAPHS.get(llm._graphs)
-                g = sg._graphs.get((sg.bucket(batch), k)) if sg is not None else None
-                # a step graph advances its positions: restart them at 0 (the last launch's block-table rows stay;
-                # 2 + 16 replays of ≤ 4 positions stay inside each row's allocated pages)
-                replay = _replay_ms(g, 16, sg.pos0.zero_) if g is not None else None
-            best.update(mode=mode, batch=batch, k=k, replay_ms=replay)
-            rows.append(best)
-            print(f"b={batch:<3} k={k} {mode:<10}: wall {best['wall_ms']:.3f} ms/step  gpu {best['gpu_ms']:.3f}  "
-                  f"host gap {best['host_gap_ms']:.3f}  replay {replay if replay is None else round(replay, 4)}  "
-                  f"{best['tps']:9.1f} tok/s  acc {best['acceptance']}  counts/step {best['per_step_counts']}",
-                  flush=True)
-            print("    top host ops (us/step, calls/step): " + "; ".join(f"{a} {b_} {c}" for a, b_, c in best["top_host"][:8]),
-                  flush=True)
+    with torch.inference_mode(inference):  # generate as the CLI calls it (False), or as mtp_e2e does (True)
+        for batch in batches:
+            rows += _run_batch(llm, batch, ks, sp)
+    return rows
+
+
+def _run_batch(llm, batch: int, ks, sp) -> list[dict]:
+    from tritonseek.engine import mtp_step
+
+    rows = []
+    prompts = (PROMPTS * (batch // len(PROMPTS) + 1))[:batch]
+    modes = [("plain", 0, False)] + [(m, k, m != "stepwise") for k in ks for m in ("stepwise", "fused_sync", "fused")]
+    for mode, k, fused in modes:
+        llm.graph_verify, llm.graph_step = True, fused
+        mtp_step.MTPStepGraphs.lookahead = mode == "fused"
+        llm.generate(prompts, sp, mtp=k)  # compile / capture
+        best = None
+        for _ in range(2):
+            t0 = time.perf_counter()
+            llm.generate(prompts, sp, mtp=k)
+            st = llm.last_stats
+            r = dict(wall_ms=st.decode_s / max(st.decode_steps, 1) * 1e3, steps=st.decode_steps,
+                     tps=(st.new_tokens - batch) / st.decode_s, generate_s=time.perf_counter() - t0,
+                     acceptance=st.extra.get("acceptance"), tokens_per_step=st.extra.get("tokens_per_step"))
+            best = r if best is None or r["tps"] > best["tps"] else best
+        p = _profile(llm, prompts, sp, k)
+        steps = max(llm.last_stats.decode_steps, 1)
+        best.update(gpu_ms=p["gpu_ms_run"] / steps, per_step_counts=p["per_step_counts"], top_host=p["top_host"])
+        best["host_gap_ms"] = best["wall_ms"] - best["gpu_ms"]
+        replay = None
+        if mode == "plain":
+            replay = _replay_ms(llm._graphs.graph(batch, 1))
+        elif mode == "fused_sync":
+            sg = mtp_step._STEP_GRAPHS.get(llm._graphs)
+            g = sg._graphs.get((sg.bucket(batch), k)) if sg is not None else None
+            # a step graph advances its positions: restart them at 0 (the last launch's block-table rows stay;
+            # 2 + 16 replays of ≤ 4 positions stay inside each row's allocated pages)
+            replay = _replay_ms(g, 16, sg.pos0.zero_) if g is not None else None
+        best.update(mode=mode, batch=batch, k=k, replay_ms=replay)
+        rows.append(best)
+        print(f"b={batch:<3} k={k} {mode:<10}: wall {best['wall_ms']:.3f} ms/step  gpu {best['gpu_ms']:.3f}  "
+              f"host gap {best['host_gap_ms']:.3f}  replay {replay if replay is None else round(replay, 4)}  "
+              f"{best['tps']:9.1f} tok/s  acc {best['acceptance']}  counts/step {best['per_step_counts']}",
+              flush=True)
+        print("    top host ops (us/step, calls/step): " + "; ".join(f"{a} {b_} {c}" for a, b_, c in best["top_host"][:8]),
+              flush=True)
     return rows
 
 
@@ -129,8 +137,9 @@ def main(argv=None) -> None:
     ap.add_argument("--ks", default="1,3")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--inference-mode", action="store_true", help="call generate inside torch.inference_mode()")
     a = ap.parse_args(argv)
-    rows = run([int(x) for x in a.batches.split(",")], [int(x) for x in a.ks.split(",")], a.tokens)
+    rows = run([int(x) for x in a.batches.split(",")], [int(x) for x in a.ks.split(",")], a.tokens, a.inference_mode)
     base = {r["batch"]: r for r in rows if r["mode"] == "plain"}
     print("\n batch  k  mode        wall ms  gpu ms  host gap  replay ms  tok/s     vs plain")
     for r in rows:

@@ -82,8 +82,9 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # thread incremented the tile counter) 128×7168×16384 47.5 → 70.0; W2 (0fba9bb, one increment per warpgroup)
     # 128×7168×16384 48.1 → 54.9 (40 ms A-B-B-A-A-B: 49.0 → 55.8), 4096×7168 17.5 → 29.9, 2112×7168 13.3 → 34.8,
     # 7168×2048 10.4 → 24.1, 24576×1536 16.4 → 30.1, 32768×512 11.7 → 22.9; M = 64 1.5-2.9× slower. A ~15-20 µs cost
-    # per launch that does not scale with the work remains (see fp8_gemm_ws_sk's docstring). 128×7168×16384 stays at
-    # 613.7-625.0 TFLOP/s (target 629: missed).
+    # per launch that does not scale with the work remains (see fp8_gemm_ws_sk's docstring); run 3 (9de02f9): stream-K
+    # with 112 CTAs (each tile split in two) 47.5 against 46.65 for this tl entry (40 ms A-B 48.4 vs 47.3). This entry:
+    # 613.7 TFLOP/s (W2, 40 ms), 635.2 (run 3, 40 ms), 625.0 / 644.5 on the GPU clock: at the 629 target's edge.
     ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2),
     ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,

@@ -31,10 +31,15 @@ increment per thread): 128×7168×16384 70.0 µs against 47.5 (tl split-K), ~60 
 whatever the work; M = 4096 with DP 1.13-1.22× slower than fp8_gemm_ws. W2 (0fba9bb, one increment per warpgroup):
 128×7168×16384 54.9 against 48.1 (cuBLAS 51.5), 4096×7168 29.9 / 17.5, 2112×7168 34.8 / 13.3, 7168×2048 24.1 / 10.4,
 24576×1536 30.1 / 16.4, 32768×512 22.9 / 11.7; 4 stages no different from 6. So ~15-20 µs per launch that does not
-scale with the work remains, plus ~1-2 µs per contributor of a tile. Not yet separated (no GPU time left): the fix-up's
-dependent loop of 64 scalar strong loads per thread per contributor at the kernel's end, the MEMBAR.ALL.GPU /
-CCTL.IVALL of each arrival, or the CTA machinery at 132 CTAs. Next step: GRID = 56 (one whole tile per CTA, no fix-up)
-against 132 at 128×7168×16384, then partials through a coalesced (blocked) layout.
+scale with the work remains. Run 3 (9de02f9, CTA count GRID varied, µs): with one whole tile per CTA (no fix-up) the
+kernel runs at ~0.43 µs per K block per CTA (128×7168×16384 GRID 56: 55.0; 128×2112×7168 GRID 17: 24.7), as
+fp8_gemm_ws does; splitting every tile in two costs 10-16 µs more than the halved work (GRID 112: 47.5 against the tl
+entry's 46.65, 40 ms A-B 48.4 vs 47.3; 2112×7168 GRID 34: 22.4), and more contributors cost more (2112×7168 GRID 68
+21.2, GRID 132 41.1; 4096×7168 GRID 32/64/132: 25.5/23.8/30.0 against 17.3). So the fix-up itself (partial store,
+arrival, the last arrival's merge at the end of the kernel) is the cost, not the CTA count. Not yet separated: the
+merge's dependent loop of 64 scalar strong loads per thread per contributor, the MEMBAR.ALL.GPU / CCTL.IVALL of each
+arrival. Next steps: partials through a coalesced (blocked) layout, all contributors' loads issued before summing,
+or the classic stream-K order (the tile's first CTA waits for the others' partials instead of the last one merging).
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """

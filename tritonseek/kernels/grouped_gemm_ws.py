@@ -127,7 +127,8 @@ _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 # * contiguous: 4×8192 / 8×4096 (7168, 2048) 0.954 / 0.965 and 0.952 / 0.960; (4096, 7168) 1.029 / 1.030 and
 #   1.028 / 1.030. Per tile (GPU-clock µs ÷ rounds): 128×128 = 1.20 + 0.479 per K block, 128×256 = 0.74 + 0.998:
 #   WIDE halves the per-tile fixed cost (K = 2048: 16 blocks per tile) but each of its K blocks costs 4 % more than two
-#   128×128 ones, and 4096 wide tiles take 32 rounds of 132 against 62.06 → 63 — hence _wide_pays' cost model.
+#   128×128 ones, and 4096 wide tiles take 32 rounds of 132 against 62.06 → 63 — hence _wide_pays' cost model. W2
+#   (210573c, WIDE default, ratio of 128×128 to it): 1.047 / 1.044, routed prefill (7168, 2048) 1.054; (4096, 7168) ~1.
 # * masked (1×1024, 2×512, 4×256; (4096, 7168) then (7168, 2048)): 1.010 / 1.008, 1.015 / 1.009, 0.994 / 0.992;
 #   1.006 / 0.998, 0.991 / 0.989, 1.012 / 1.005: inside the noise, not taken. A K sweep (1×1024, N = 4096, K =
 #   1024-14336) fits 7.5 µs per kernel + 857 ns per 128-wide K block (two 128×128 tiles per program), WIDE 7.9 + 845:

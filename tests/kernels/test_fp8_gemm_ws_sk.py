@@ -55,11 +55,16 @@ def compile_sk_sm90(overrides: dict | None = None, out_dtype: str = "bf16"):
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs", "dp_tiles")})
     consts = dict(BLOCK_M=128, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   PRODUCER_REGS=cfg["PRODUCER_REGS"], CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=cfg["UNROLL2"],
-                  PIPE=cfg["PIPE"], PIPE0=cfg["PIPE0"] and cfg["PIPE"], TMA_STORE=tma_store, num_warps=4)
+                  PIPE=cfg["PIPE"], PIPE0=cfg["PIPE0"] and cfg["PIPE"], TMA_STORE=tma_store,
+                  PART_BLOCKED=cfg["PART_BLOCKED"], num_warps=4)
     sig.update({name: "constexpr" for name in consts})
     if not tma_store:
         consts["c_desc"] = None
-    return triton.compile(GluonASTSource(S._fp8_gemm_sk_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+    # 16-byte aligned pointers and leading dims, as the launcher's real arguments are specialized
+    names = list(sig)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]]
+             for name in ("c_ptr", "ws_ptr", "cnt_ptr", "a_scale_ptr", "b_scale_ptr", "stride_cm", "M", "N")}
+    return triton.compile(GluonASTSource(S._fp8_gemm_sk_kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=4, maxnreg=W._MAXNREG))
 
 
@@ -74,6 +79,9 @@ def test_sk_compiles_for_sm90_without_spills():
     # 15-30 µs per M = 128 launch, H200 W1 → W2), every thread's acquire re-read
     atoms = re.findall(r"@%p\d+ atom.global.gpu.acq_rel.add.u32", ptx)
     assert len(atoms) == 2 and ptx.count("atom.") == 2 and "ld.acquire.gpu.global.u32" in ptx
+    # PART_BLOCKED: partials stored and merged as 16-byte vectors (the accumulator layout gave 4-byte accesses)
+    assert ptx.count("st.global.v4.b32") >= 2 * 16 and ptx.count("ld.global.cg.v4.b32") + ptx.count(
+        "ld.global.relaxed.gpu.v4.b32") + ptx.count("ld.relaxed.gpu.global.v4.b32") >= 2 * 16, "partials not vectorized"
     # each warpgroup synchronizes only itself (a named barrier of 128 threads; bar 0 = the default partition's)
     assert re.search(r"bar.sync\s+0, 128;", ptx) and re.search(r"bar.sync\s+[1-9], 128;", ptx)
     report = ptxas_report(ptx)
@@ -149,12 +157,13 @@ def test_sk_schedule_covers_every_iteration_once(m, n, kb, sms, dp):
 def test_sk_config_errors():
     for bad, key in ((dict(BOGUS=1), "BOGUS"), (dict(BLOCK_N=256), "BLOCK_N"), (dict(NUM_STAGES=1), "NUM_STAGES"),
                      (dict(NUM_STAGES=7), "NUM_STAGES"), (dict(GRID=-1), "GRID"), (dict(DP=1), "DP"),
-                     (dict(BLOCK_N=128.0), "BLOCK_N")):
+                     (dict(BLOCK_N=128.0), "BLOCK_N"), (dict(NUM_STAGES=6), "PART_BLOCKED")):
         with pytest.raises(ValueError, match=key):
             S.sk_config(bad)
     with pytest.raises(TypeError):
         S.sk_config([("BLOCK_N", 64)])
-    assert S.sk_config(dict(BLOCK_N=64, NUM_STAGES=7))["NUM_STAGES"] == 7  # 7 × 24 KB fits
+    assert S.sk_config(dict(BLOCK_N=64, NUM_STAGES=7, PART_BLOCKED=False))["NUM_STAGES"] == 7  # 7 × 24 KB fits
+    assert S.sk_config(dict(NUM_STAGES=6, PART_BLOCKED=False))["NUM_STAGES"] == 6
 
 
 def test_sk_rejects_non_cuda_and_bad_config():
@@ -192,7 +201,8 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
 
 # GRID 7 / 11 / 3: few CTAs, so one CTA's range spans many tiles (whole middle tiles stored directly, partial head and
 # tail) and a tile may have several contributors; GRID 1000: more CTAs than SMs (several segments per tile)
-_GPU_CONFIGS = [None, dict(BLOCK_N=64), dict(NUM_STAGES=4), dict(PIPE0=False), dict(PIPE=False), dict(GRID=7),
+_GPU_CONFIGS = [None, dict(BLOCK_N=64, NUM_STAGES=6), dict(NUM_STAGES=6, PART_BLOCKED=False), dict(PIPE0=False),
+                dict(PIPE=False), dict(GRID=7),
                 dict(GRID=11, BLOCK_N=64, DP=False), dict(GRID=1000), dict(GRID=3, NUM_STAGES=3), dict(GROUP_M=1),
                 dict(GRID=5, TMA_STORE=False)]
 
@@ -210,7 +220,8 @@ def test_sk_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(128, 7168, 16384, 0), (100, 300, 1040, 3), (1, 2112, 7168, 0),
                                        (129, 384, 256, 0), (64, 576, 128, 0), (128, 7168, 2048, 8),
                                        (4096, 7168, 2048, 0), (4096, 2112, 7168, 0), (333, 4096, 7168, 5)])
-@pytest.mark.parametrize("cfg", [None, dict(BLOCK_N=64), dict(DP=False)], ids=["default", "n64", "nodp"])
+@pytest.mark.parametrize("cfg", [None, dict(BLOCK_N=64), dict(DP=False), dict(PART_BLOCKED=False, NUM_STAGES=6)],
+                         ids=["default", "n64", "nodp", "mma_parts"])
 def test_sk_tails_and_real_shapes_gpu(device, m, n, k, pad, cfg):
     # N = 2112 / 300 / 576: a part-empty last column tile; K = 1040 (8.1 blocks), 128 (one block: every CTA takes
     # whole tiles or single iterations); M = 4096: DP + stream-K (data-parallel waves, then the split remainder)

@@ -76,11 +76,13 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # TMA_STORE: whole tiles leave through shared memory and a TMA store (16-bit out, 16-byte aligned rows, and where the
 # two [64, BLOCK_N] buffers fit beside the ring), else masked stores. PRODUCER_REGS 48 (fp8_gemm_ws: 40): the
 # producer's segment arithmetic spilled 12 bytes at 40 (sm_90a ptxas); 2 × 128 × 232 + 128 × 48 = 65536.
-_DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=6, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
-                   TMA_STORE=True, PRODUCER_REGS=48, CONSUMER_REGS=232)
+# PART_BLOCKED: the fix-up's partials in a coalesced blocked layout (see _sk_fixup; its layout conversion takes
+# 32 KB of shared memory per warpgroup, so ≤ 4 stages of 128×128 beside the TMA-store buffers).
+_DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
+                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232)
 SK_CONFIG_SPEC: dict = dict(
     BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
-    DP=bool, TMA_STORE=bool,
+    DP=bool, TMA_STORE=bool, PART_BLOCKED=bool,
     UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
 )
 _BLOCK_M = 128
@@ -91,9 +93,18 @@ def _ring_bytes(cfg: dict) -> int:
     return cfg["NUM_STAGES"] * (_BLOCK_M * BLOCK_K + cfg["BLOCK_N"] * BLOCK_K)
 
 
+def _scratch_bytes(cfg: dict) -> int:
+    # PART_BLOCKED: the accumulator's layout conversion, [64, BLOCK_N] fp32 per consumer warpgroup
+    return 2 * 64 * cfg["BLOCK_N"] * 4 if cfg["PART_BLOCKED"] else 0
+
+
+_SMEM_LIMIT = 226 * 1024  # 227 KB per block on sm_90, less the mbarriers
+
+
 def sk_config(overrides: dict | None = None) -> dict:
     """The stream-K launch config: ``_DEFAULT_SK`` with ``overrides`` (ValueError naming the key for an unknown key or
-    a value outside ``SK_CONFIG_SPEC``; NUM_STAGES 7 only with BLOCK_N 64, shared memory being 227 KB)."""
+    a value outside ``SK_CONFIG_SPEC``; NUM_STAGES 7 only with BLOCK_N 64, shared memory being 227 KB; PART_BLOCKED
+    at most 4 stages of 128×128 or 6 of 128×64)."""
     cfg = dict(_DEFAULT_SK)
     if overrides is not None:
         if not isinstance(overrides, dict):
@@ -106,6 +117,9 @@ def sk_config(overrides: dict | None = None) -> dict:
     if _ring_bytes(cfg) > 200 * 1024:
         raise ValueError(f"config NUM_STAGES={cfg['NUM_STAGES']} with BLOCK_N={cfg['BLOCK_N']} needs more than "
                          "200 KB of shared memory")
+    if _ring_bytes(cfg) + _scratch_bytes(cfg) > _SMEM_LIMIT:
+        raise ValueError(f"config PART_BLOCKED with NUM_STAGES={cfg['NUM_STAGES']} and BLOCK_N={cfg['BLOCK_N']} needs "
+                         "more than 226 KB of shared memory (PART_BLOCKED=False, or fewer stages)")
     return cfg
 
 
@@ -220,28 +234,40 @@ def _sk_rearm(ctr, old, full):
 @gluon.jit
 def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, num_k_blocks,
               num_programs, total, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-              BLOCK_N: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+              BLOCK_N: gl.constexpr, PART_BLOCKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # a partial segment of tile t (stream-K tile u): this warpgroup's rows → workspace slot, arrive; the thread that
-    # reads the full count sums the tile's partials in CTA order (fixed) and writes its own elements of out
+    # reads the full count sums the tile's partials in CTA order (fixed) and writes its own elements of out.
+    # PART_BLOCKED: partials, merge and output in a row-major blocked layout (16-byte accesses, a warp covers whole
+    # 512-byte rows; one layout conversion through shared memory) instead of the wgmma accumulator layout, whose
+    # 4-byte accesses touch 8 half-used sectors per warp instruction (run 3: the fix-up cost 10-16 µs per split tile)
     SLOT: gl.constexpr = BLOCK_M * BLOCK_N
+    if PART_BLOCKED:
+        part_layout: gl.constexpr = gl.BlockedLayout([1, 4], [128 // BLOCK_N, BLOCK_N // 4], [4, 1], [1, 0])
+        part = gl.convert_layout(acc, part_layout)
+        prow: gl.constexpr = gl.SliceLayout(1, part_layout)
+        pcol: gl.constexpr = gl.SliceLayout(0, part_layout)
+    else:
+        part = acc
+        prow: gl.constexpr = row_layout
+        pcol: gl.constexpr = col_layout
     # this warpgroup's [ROWS, BLOCK_N] piece of a row-major [BLOCK_M, BLOCK_N] slot (computed here, not kept live
     # across the K loop: 64 more registers there made ptxas spill)
-    lr = ROW0 + gl.arange(0, ROWS, layout=row_layout)
-    piece = gl.expand_dims(lr * BLOCK_N, 1) + gl.expand_dims(gl.arange(0, BLOCK_N, layout=col_layout), 0)
-    gl.store(ws_ptr + slot.to(gl.int64) * SLOT + piece, acc)
+    lr = ROW0 + gl.arange(0, ROWS, layout=prow)
+    piece = gl.expand_dims(lr * BLOCK_N, 1) + gl.expand_dims(gl.arange(0, BLOCK_N, layout=pcol), 0)
+    gl.store(ws_ptr + slot.to(gl.int64) * SLOT + piece, part)
     first = _sk_owner(u * num_k_blocks, num_programs, total)
     last = _sk_owner(u * num_k_blocks + num_k_blocks - 1, num_programs, total)
     ctr = cnt_ptr + t * (BLOCK_M // ROWS) + ROW0 // ROWS
     cur, old = _sk_arrive(ctr)
     full = last - first + 1  # one increment per contributing warpgroup
     if cur == full:
-        tot = gl.zeros_like(acc)
+        tot = gl.zeros_like(part)
         for p in range(first, last + 1):
             # CTA p's slot for tile u: 0 if u is its first segment's tile, else 1 (then u is its last segment)
             sl = p * 2 + (u != _sk_start(p, num_programs, total) // num_k_blocks).to(gl.int32)
             tot += gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
-        rm = off_m + gl.arange(0, ROWS, layout=row_layout)
-        rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+        rm = off_m + gl.arange(0, ROWS, layout=prow)
+        rn = off_n + gl.arange(0, BLOCK_N, layout=pcol)
         c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
         mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
         gl.store(c_ptrs, tot.to(c_ptr.dtype.element_ty), mask=mask)
@@ -253,7 +279,7 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
-                 UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr):
+                 UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps); whole tiles leave through
     # c_smem + a TMA store where TMA_STORE, the fix-up's sums through masked stores
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -285,7 +311,7 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         else:
             _sk_fixup(acc, u, t, pid * 2 + (u != u0).to(gl.int32), ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N,
                       stride_cm, stride_cn, num_k_blocks, num_programs, total, ROW0, ROWS, BLOCK_M, BLOCK_N,
-                      row_layout, col_layout)
+                      PART_BLOCKED, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -296,7 +322,8 @@ def _fp8_gemm_sk_kernel(
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
     dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
+    UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M // 2, BLOCK_N] (one store per warpgroup, whole tiles)
@@ -322,11 +349,12 @@ def _fp8_gemm_sk_kernel(
         (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0, PART_BLOCKED)),
         (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0,
+                        PART_BLOCKED)),
         (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
                         dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -360,9 +388,11 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [_BLOCK_M, BLOCK_K], _smem_layout([_BLOCK_M, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K], _smem_layout([bn, BLOCK_K], gl_fp8))
     pipe = bool(cfg["PIPE"])
-    # whole-tile TMA store: 16-bit out (fp32 buffers would not fit beside the ring), aligned rows, ≤ 224 KB in all
-    tma_store = (bool(cfg["TMA_STORE"]) and out.element_size() == 2
-                 and _tma_storable(out) and _ring_bytes(cfg) + 2 * 64 * bn * 2 <= 224 * 1024)
+    # whole-tile TMA store: 16-bit out (fp32 buffers would not fit beside the ring), aligned rows, where its two
+    # [64, BLOCK_N] buffers fit beside the ring and the PART_BLOCKED scratch
+    part_blocked = bool(cfg["PART_BLOCKED"])
+    tma_store = (bool(cfg["TMA_STORE"]) and out.element_size() == 2 and _tma_storable(out)
+                 and _ring_bytes(cfg) + _scratch_bytes(cfg) + 2 * 64 * bn * 2 <= _SMEM_LIMIT)
     c_desc = (TensorDescriptor(out, [m, n], [out.stride(0), 1], [_BLOCK_M // 2, bn],
                                _smem_layout([_BLOCK_M // 2, bn], _GL_DTYPES[out.dtype])) if tma_store else None)
     _fp8_gemm_sk_kernel[(grid,)](
@@ -372,7 +402,7 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         BLOCK_M=_BLOCK_M, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store,
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
-        UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe,
+        UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe, PART_BLOCKED=part_blocked,
         num_warps=4, maxnreg=_MAXNREG,
     )
     return out

@@ -26,7 +26,8 @@ instead gives every CTA an equal contiguous range of the (tile, 128-wide K block
 * M, N and K tails: TMA zero-fills out-of-bounds rows, columns and K; stores are masked.
 
 Measured on the H200 (session 18; benchmarks/results/h200.jsonl suite fp8_gemm_ab, interleaved GPU clock): correct
-(gpu tests), but NOT a default — slower than the committed configs on every shape tried. W1 (72c9172, one counter
+(gpu tests); fp8_gemm_nt's default only at 128×7168×16384, with 112 CTAs (each tile split in two; run 4 below), slower
+than the committed configs on every other shape tried. W1 (72c9172, one counter
 increment per thread): 128×7168×16384 70.0 µs against 47.5 (tl split-K), ~60 µs at 128×4096×7168 and 128×2112×7168
 whatever the work; M = 4096 with DP 1.13-1.22× slower than fp8_gemm_ws. W2 (0fba9bb, one increment per warpgroup):
 128×7168×16384 54.9 against 48.1 (cuBLAS 51.5), 4096×7168 29.9 / 17.5, 2112×7168 34.8 / 13.3, 7168×2048 24.1 / 10.4,
@@ -38,8 +39,11 @@ entry's 46.65, 40 ms A-B 48.4 vs 47.3; 2112×7168 GRID 34: 22.4), and more contr
 21.2, GRID 132 41.1; 4096×7168 GRID 32/64/132: 25.5/23.8/30.0 against 17.3). So the fix-up itself (partial store,
 arrival, the last arrival's merge at the end of the kernel) is the cost, not the CTA count. Not yet separated: the
 merge's dependent loop of 64 scalar strong loads per thread per contributor, the MEMBAR.ALL.GPU / CCTL.IVALL of each
-arrival. Next steps: partials through a coalesced (blocked) layout, all contributors' loads issued before summing,
-or the classic stream-K order (the tile's first CTA waits for the others' partials instead of the last one merging).
+arrival. Run 4 (c4d9c77, PART_BLOCKED: partials through a coalesced blocked layout): 128×7168×16384 132 CTAs 49.7,
+112 CTAs 47.1 against 48.3 for the tl entry (40 ms A-B 47.9 vs 49.1; the 112-CTA accumulator-layout twin 48.2);
+128×2112×7168 22.4 (was 41.1), 4096×7168 23.2 (30.0), 7168×2048 17.8 (24.1) against 13.3 / 16.8 / 10.3. Next steps:
+all contributors' loads issued before summing, or the classic stream-K order (the tile's first CTA waits for the
+others' partials instead of the last one merging, so the merge overlaps the other CTAs' work).
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """

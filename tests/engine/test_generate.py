@@ -39,8 +39,12 @@ def test_stop_token_ends_sequence_and_max_new_tokens_truncates(llm):
     assert ref.finish_reason == "length" and len(ref.token_ids) == 12
     stop = ref.token_ids[4]
     first = ref.token_ids.index(stop)
-    out = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=12, stop_token_ids=[stop]))[0]
+    pieces = []
+    out = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=12, stop_token_ids=[stop]),
+                       on_text=lambda i, d: pieces.append(d))[0]
     assert out.finish_reason == "stop" and out.token_ids == ref.token_ids[: first + 1]
+    # the kept stop token is in .text, so it is streamed too (tester, s18: .text had it, the stream did not)
+    assert "".join(pieces) == out.text and out.text.endswith(llm.tokenizer.decode([stop]))
 
 
 def test_too_long_request_raises_before_work(llm):

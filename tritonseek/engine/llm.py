@@ -451,7 +451,8 @@ class LLM:
 
     def _accept_run(self, s: Sequence, tokens, on_text) -> int:
         """Append tokens to an unfinished sequence until EOS / a stop token ("stop", kept) or max_new_tokens
-        ("length"); later tokens are dropped. Streams the text of each kept non-stop token. Returns the count kept."""
+        ("length"); later tokens are dropped. Streams the text of every kept token, a stop token included, so the
+        streamed text equals ``RequestOutput.text`` (both skip special tokens such as EOS). Returns the count kept."""
         eos, p, out = self.eos_token_ids, s.params, s.out_ids
         kept = 0
         for t in tokens:
@@ -462,7 +463,7 @@ class LLM:
                 s.finish_reason = "stop"
             elif len(out) >= p.max_new_tokens:
                 s.finish_reason = "length"
-            if on_text is not None and not stop:
+            if on_text is not None:
                 delta = s.stream.step(t)
                 if delta:
                     on_text(s.seq_id, delta)

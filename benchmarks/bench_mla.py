@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_mla_prefill as PF  # noqa: E402 (suite mla_prefill)
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import StagedRows, git_commit, out_file, positive_float, positive_int  # noqa: E402
 from tritonseek.kernels import mla_decode as D
 from tritonseek.kernels import mla_prefill as P
 from tritonseek.kernels.reference.mla import mla_decode_ref
@@ -497,23 +498,26 @@ def _dry_mode() -> None:
 
 def main():
     global BATCH
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description="MLA decode / prefill benchmark suites (see the module docstring).")
     p.add_argument("--suite", default="all", choices=["all", "mla_decode", "mla_prefill", "none"])
     p.add_argument("--sweep", action="store_true")
-    p.add_argument("--out", default="mla_rows.jsonl")
-    p.add_argument("--winners", default="mla_winners.json")
-    p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new work after this many seconds")
-    p.add_argument("--dry", action="store_true", help="CPU smoke run under TRITON_INTERPRET=1, tiny shapes")
+    p.add_argument("--out", default="mla_rows.jsonl", type=out_file,
+                   help="JSON rows, replaced when the run ends; rows are written to OUT.partial as measured, so an "
+                        "interrupted or failed run keeps the old OUT (its rows stay in OUT.partial)")
+    p.add_argument("--winners", default="mla_winners.json", type=out_file)
+    p.add_argument("--budget-s", type=positive_float, default=1e9, help="stop starting new work after this many seconds")
+    p.add_argument("--dry", action="store_true", help="CPU smoke run through Triton's interpreter (turned on by this "
+                   "flag), tiny shapes; rows carry dry: true")
     p.add_argument("--sweep-only", action="store_true", help="precompile + sweeps, no suite rows")
     p.add_argument("--precompile", action="store_true", help="compile the suite's configs in parallel first")
-    p.add_argument("--max-rows", type=int, default=10**9, help="decode cases with h_q·s_q ≤ this only")
+    p.add_argument("--max-rows", type=positive_int, default=10**9, help="decode cases with h_q·s_q ≤ this only")
     p.add_argument("--gluon", action="store_true", help="decode: also a row per case from mla_decode_ws (Hopper)")
-    p.add_argument("--sk", type=int, nargs="*", help="decode: these s_k only (default 4096 8192)")
+    p.add_argument("--sk", type=positive_int, nargs="*", help="decode: these s_k only (default 4096 8192)")
     p.add_argument("--hs", nargs="*", default=(), help="decode: these h_qxs_q cases only, e.g. 16x1 32x1")
     p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
     p.add_argument("--gluon-extra", nargs="*", default=(), help='decode: extra Gluon variants, JSON overrides each')
     p.add_argument("--no-peer", action="store_true", help="decode: skip the torch peer")
-    p.add_argument("--batch", type=int, default=BATCH, help="decode/metadata batch (FlashMLA's: 128)")
+    p.add_argument("--batch", type=positive_int, default=BATCH, help="decode/metadata batch (FlashMLA's: 128)")
     p.add_argument("--metadata", action="store_true", help="get_mla_metadata timings (suite mla_metadata) first")
     args = p.parse_args()
     global MAX_ROWS, GLUON_VARIANT, DECODE_SK, ONLY_HS, ONLY_VARLEN, GLUON_EXTRA, NO_PEER
@@ -536,12 +540,12 @@ def main():
     global PRECOMPILE_TIMEOUT_S
     PRECOMPILE_TIMEOUT_S = min(PRECOMPILE_TIMEOUT_S, 0.7 * args.budget_s)
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
-               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               commit=git_commit(), dry=args.dry,
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows, winners = [], {}
     do_dec = args.suite in ("all", "mla_decode")
     do_pre = args.suite in ("all", "mla_prefill")
-    with open(args.out, "w") as out_f:
+    with StagedRows(args.out) as out_f:
         try:
             if args.sweep:
                 precompile_all(prefill=do_pre)
@@ -553,8 +557,9 @@ def main():
             print(f"winners: {json.dumps(winners)}  ({time.time() - t0:.0f}s)", flush=True)
             if args.precompile and not args.sweep and not args.sweep_only:
                 precompile_suite(winners)
-            with open(args.winners, "w") as f:
-                json.dump(winners, f, indent=1)
+            if winners:  # an empty dict would replace an old winners file
+                with open(args.winners, "w") as f:
+                    json.dump(winners, f, indent=1)
             if args.metadata:
                 bench_metadata(env, rows, out_f)
             if do_pre and not args.sweep_only:
@@ -562,8 +567,9 @@ def main():
             if do_dec and not args.sweep_only:
                 bench_decode(env, rows, out_f, winners, deadline)
         finally:
-            with open(args.winners, "w") as f:
-                json.dump(winners, f, indent=1)
+            if winners:  # an empty dict would replace an old winners file
+                with open(args.winners, "w") as f:
+                    json.dump(winners, f, indent=1)
     print(f"\n{'case':44s} {'us_g':>8s} {'GB/s':>7s} {'TFLOP/s':>8s} {'peer_us':>8s} {'x peer':>6s} target  met ok")
     for r in rows:
         c = r["case"]

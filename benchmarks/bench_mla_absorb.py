@@ -23,6 +23,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit, out_file, positive_int_list, write_rows  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.reference.mla_absorb import mla_absorb_o_ref, mla_absorb_q_ref  # noqa: E402
 
@@ -40,18 +41,19 @@ def eager_us(fns) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--tokens", default="1,8,32")
-    p.add_argument("--out", default="mla_absorb_rows.jsonl")
+    p = argparse.ArgumentParser(description="absorbed MLA decode products vs torch einsum (see the module docstring)")
+    p.add_argument("--tokens", default=(1, 8, 32), type=positive_int_list, help="comma list of token counts T")
+    p.add_argument("--out", default="mla_absorb_rows.jsonl", type=out_file,
+                   help="JSON rows, written when every case is done (a failed run keeps the old file)")
     args = p.parse_args()
     dev, bf = torch.device("cuda"), torch.bfloat16
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
-               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               commit=git_commit(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     w_uk = [torch.randn(H, NOPE, KV_LORA, device=dev, dtype=bf) * 0.05 for _ in range(LAYERS)]
     w_uv = [torch.randn(H, V_DIM, KV_LORA, device=dev, dtype=bf) * 0.05 for _ in range(LAYERS)]
     rows = []
-    for T in [int(x) for x in args.tokens.split(",")]:
+    for T in args.tokens:
         q = torch.randn(T, H, NOPE + ROPE, device=dev, dtype=bf)
         q_nope, q_pe = q[..., :NOPE], torch.randn(T, H, ROPE, device=dev, dtype=bf)
         o_lat = torch.randn(T, H, KV_LORA, device=dev, dtype=bf)
@@ -80,9 +82,7 @@ def main() -> int:
                        ratio_vs_peer=round(pg / ug, 3), **env)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    with open(args.out, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    write_rows(args.out, rows)
     print("\n%-9s %4s %9s %9s %8s %7s" % ("op", "T", "us_graph", "torch_us", "GB/s", "ratio"))
     for r in rows:
         print("%-9s %4d %9.2f %9.2f %8.1f %7.3f" % (r["case"]["op"], r["case"]["T"], r["us_graph"], r["peer_us"], r["gbps"],

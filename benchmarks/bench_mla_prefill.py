@@ -10,6 +10,13 @@ sequence. Correctness: rel. error ≤ 1e-2 on 8 heads against the fp32 reference
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # a module of another script, not a benchmark of its own
+    print("bench_mla_prefill.py holds bench_mla.py's mla_prefill suite: run"
+          "  PYTHONPATH=. python benchmarks/bench_mla.py --suite mla_prefill [--dry]")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import json
 import time
 

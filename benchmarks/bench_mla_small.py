@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import cos_diff, torch_peer_decode  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import StagedRows, git_commit, name_list, out_file, positive_float, positive_int  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
 
@@ -264,27 +265,40 @@ def launch_floor(env, out_f, rows) -> None:
         print(f"floor: graph of {n} empty kernel(s) {us:.2f} us", flush=True)
 
 
+def _latency_cases(text: str) -> list[tuple[int, int, int]]:
+    """``--cases``: b:s_k:s_q,... with b, s_k, s_q >= 1."""
+    cases = []
+    for c in text.split(","):
+        parts = c.split(":")
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"{c!r} is not b:s_k:s_q")
+        cases.append(tuple(positive_int(x) for x in parts))
+    return cases
+
+
 def main():
     global DEVICE
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description="MLA decode time breakdown and small-batch latency (see the module docstring)")
     p.add_argument("--part", default="all", choices=["all", "membound", "latency"])
-    p.add_argument("--out", default="mla_small_rows.jsonl")
-    p.add_argument("--budget-s", type=float, default=1e9)
+    p.add_argument("--out", default="mla_small_rows.jsonl", type=out_file,
+                   help="JSON rows, replaced when the run ends; rows are written to OUT.partial as measured, so an "
+                        "interrupted or failed run keeps the old OUT (its rows stay in OUT.partial)")
+    p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--dry", action="store_true", help="tiny CPU run through Triton's interpreter (turned on by this "
                    "flag); PDL / TRIGGER / COMBINE_PDL are off there (no griddepcontrol on CPU): those rows run the "
                    "same kernels without them")
     p.add_argument("--quick", action="store_true", help="time only the whole op (no per-launch / metadata times)")
     p.add_argument("--chain", action="store_true", help="--quick plus the op followed by mla_absorb_o in one graph")
-    p.add_argument("--variants", default="", help="comma-separated LATENCY_VARIANTS names (default: all)")
-    p.add_argument("--cases", default="", help="latency cases as b:s_k:s_q,... (default: LATENCY_CASES)")
-    p.add_argument("--heads", type=int, default=128, help="latency cases' h_q (128 = TP1, 64 = TP2)")
+    p.add_argument("--variants", default=None, type=name_list(LATENCY_VARIANTS), help="comma-separated LATENCY_VARIANTS names (default: all)")
+    p.add_argument("--cases", default=None, type=_latency_cases,
+                   help="latency cases as b:s_k:s_q,... (default: LATENCY_CASES)")
+    p.add_argument("--heads", type=positive_int, default=128, help="latency cases' h_q (128 = TP1, 64 = TP2)")
     args = p.parse_args()
     global QUICK, CHAIN
     QUICK = args.quick or args.chain
     CHAIN = args.chain
-    lat_all = {k: v for k, v in LATENCY_VARIANTS.items() if not args.variants or k in args.variants.split(",")}
-    lat_list = ([tuple(int(x) for x in c.split(":")) for c in args.cases.split(",")] if args.cases
-                else LATENCY_CASES)
+    lat_all = {k: v for k, v in LATENCY_VARIANTS.items() if not args.variants or k in args.variants}
+    lat_list = args.cases or LATENCY_CASES
     t0 = time.time()
     deadline = t0 + args.budget_s
     if args.dry and not D.interpreter_active():
@@ -312,10 +326,10 @@ def main():
         precompile_variants(list(lat_var.values()) + (list(mem_var.values()) if args.part != "latency" else []))
         print(f"precompile done ({time.time() - t0:.0f}s)", flush=True)
     env = dict(gpu=gpu, torch=torch.__version__, triton=triton.__version__,
-               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               commit=git_commit(), dry=args.dry,
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows = []
-    with open(args.out, "w") as out_f:
+    with StagedRows(args.out) as out_f:
         if not args.dry:
             launch_floor(env, out_f, rows)
         if args.part in ("all", "latency"):

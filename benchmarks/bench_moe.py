@@ -2,7 +2,7 @@
 (issue 5).
 
     PYTHONPATH=. python benchmarks/bench_moe.py [--suites a,b] [--sweep] [--out rows.jsonl] [--budget-s 200]
-    PYTHONPATH=. TRITON_INTERPRET=1 python benchmarks/bench_moe.py --dry   # tiny shapes on CPU: checks the script
+    PYTHONPATH=. python benchmarks/bench_moe.py --dry   # tiny shapes on CPU (Triton's interpreter): checks the script
 
 * Every timed kernel is first checked at the timed shape (NaN-poisoned outputs, reference compare);
   a sweep candidate that fails the check is never timed.
@@ -29,6 +29,11 @@ import os
 import sys
 import time
 
+if __name__ == "__main__" and any(a in ("--d", "--dr", "--dry") for a in sys.argv[1:]):
+    # --dry runs the kernels on CPU through Triton's interpreter, which @triton.jit reads when a kernel is defined:
+    # it must be on before triton and the kernel modules load (without it every suite failed on CPU, exit 0)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import torch
 import triton
 
@@ -38,7 +43,9 @@ from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_brea
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import StagedRows, git_commit, name_list, out_file, positive_float  # noqa: E402
 from tritonseek.kernels import grouped_gemm as GG
+from tritonseek.kernels._utils import interpreter_active
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
 
 NK = [(4096, 7168), (7168, 2048)]
@@ -89,10 +96,11 @@ class Ctx:
         self.dev = torch.device("cpu" if args.dry else "cuda")
         self.t_end = time.time() + args.budget_s
         self.rows: list[dict] = []
+        self.out = None  # main's StagedRows for --out
         self.winners: dict = {}
         self.env = dict(
             gpu="cpu-interpreter" if args.dry else torch.cuda.get_device_name(0), torch=torch.__version__,
-            triton=triton.__version__, commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+            triton=triton.__version__, commit=git_commit(), dry=args.dry,
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 
@@ -127,9 +135,8 @@ class Ctx:
                  ratio_vs_peer=round(peer_us / t, 3) if peer_us else None, **extra, **self.env)
         self.rows.append(r)
         print("  ", json.dumps({k: v for k, v in r.items() if k not in self.env}))
-        with open(self.args.out, "a" if len(self.rows) > 1 else "w") as f:  # each row lands at once (a run killed
-            # at its time limit keeps it); the first one replaces an old file
-            f.write(json.dumps(r) + "\n")
+        if self.out is not None:  # each row lands in OUT.partial at once; OUT is replaced when the run ends
+            self.out.write(json.dumps(r) + "\n")
         return r
 
 
@@ -427,10 +434,11 @@ SUITES = {"moe_gate": bench_gate, "moe_permute": bench_permute, "grouped_gemm_co
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--suites", default=",".join(SUITES))
+    p = argparse.ArgumentParser(description="MoE benchmark suites (see the module docstring); exit 1 when a suite fails")
+    p.add_argument("--suites", default=list(SUITES), type=name_list(SUITES), help="comma list of " + ", ".join(SUITES))
     p.add_argument("--sweep", action="store_true")
-    p.add_argument("--dry", action="store_true")
+    p.add_argument("--dry", action="store_true", help="tiny shapes on CPU through Triton's interpreter (turned on by "
+                   "this flag); rows carry dry: true")
     p.add_argument("--masked-kinds", default="anchor,decode", help="grouped_gemm_masked cases: anchor and/or decode")
     p.add_argument("--decode-tokens", default="1,8,64,256", help="grouped_gemm_masked decode cases: token counts T")
     p.add_argument("--layer-tokens", default="1,64,4096", help="moe_layer token counts T")
@@ -450,23 +458,32 @@ def main():
     p.add_argument("--decode-cands", default="", help="decode cases with ≤ 16 rows per slab: CANDIDATES_DECODE "
                    "indices to time (overrides --sweep there)")
     p.add_argument("--decode-repeat", type=int, default=1, help="times the --decode-cands list is timed, in turn")
-    p.add_argument("--budget-s", type=float, default=1e9)
+    p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
-    p.add_argument("--out", default="moe_rows.jsonl")
-    p.add_argument("--winners", default="moe_winners.json")
+    p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
+                   help="JSON rows, replaced when the run ends; rows are written to OUT.partial as measured, so an "
+                        "interrupted run keeps the old OUT (its rows stay in OUT.partial); a failed suite does not "
+                        "stop the others")
+    p.add_argument("--winners", default="moe_winners.json", type=out_file)
     args = p.parse_args()
+    if args.dry and not interpreter_active():
+        p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
+                f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
     torch.manual_seed(0)
-    cx = Ctx(args)  # --out is truncated at the first row (Ctx.row): a run that measures nothing keeps an old file
+    cx = Ctx(args)
+    failed = []
     try:
-        for s in args.suites.split(","):
-            print(f"== {s} (budget left {cx.time_left():.0f} s)", flush=True)
-            try:
-                SUITES[s](cx)
-            except Exception as e:
-                import traceback
+        with StagedRows(args.out) as cx.out:
+            for s in args.suites:
+                print(f"== {s} (budget left {cx.time_left():.0f} s)", flush=True)
+                try:
+                    SUITES[s](cx)
+                except Exception as e:
+                    import traceback
 
-                traceback.print_exc()
-                print(f"suite {s} failed: {e}")
+                    traceback.print_exc()
+                    print(f"suite {s} failed: {e}")
+                    failed.append(s)
     finally:
         if cx.winners:  # an empty dict would replace an old winners file
             with open(args.winners, "w") as f:
@@ -476,7 +493,9 @@ def main():
         print("%-24s %-52s %9s %9s %8s %8s %8s %s" % (
             r["suite"], json.dumps(r["case"], separators=(",", ":"))[:52], r["us"], r["us_graph"], r["tflops"],
             r["gbps"], r["ratio_vs_peer"], r.get("meets_target", "")))
-    return 0
+    if failed:
+        print(f"failed suites: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ reference backend, plus a per-kernel breakdown of the CUDA-graph replay at decod
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # a module of another script, not a benchmark of its own
+    print("bench_moe_layer.py holds bench_moe.py's moe_layer suite: run"
+          "  PYTHONPATH=. python benchmarks/bench_moe.py --suites moe_layer [--dry]")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import collections
 import statistics
 import time

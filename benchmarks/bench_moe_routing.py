@@ -4,6 +4,13 @@ decode router, token permute / unpermute at T=4096. Formulas and peers: see benc
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # a module of another script, not a benchmark of its own
+    print("bench_moe_routing.py holds bench_moe.py's moe_gate and moe_permute suites: run"
+          "  PYTHONPATH=. python benchmarks/bench_moe.py --suites moe_gate,moe_permute [--dry]")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import torch
 import torch.nn.functional as F
 

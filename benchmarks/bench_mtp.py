@@ -69,7 +69,7 @@ from tritonseek.kernels import sampling as S
 from tritonseek.kernels import sampling_filter as F
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
-from tritonseek.benchrun import RowsFile, git_commit  # noqa: F401 - git_commit: also mtp_e2e's
+from tritonseek.benchrun import RowsFile, git_commit, name_list, positive_int_list  # noqa: F401 - git_commit: also mtp_e2e's
 from tritonseek.kernels import spec_verify as SV
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
@@ -469,13 +469,13 @@ def run_mtp_e2e_suite(argv: list[str]) -> None:
 def main():
     global DEVICE, VOCAB, BATCHES, KS, SWEEP_CANDIDATES, SWEEP_CASES, OPS, SAMPLER_OPS
     p = argparse.ArgumentParser()
-    p.add_argument("--suite", default="spec_verify,sampler", help="comma list of spec_verify, sampler, mtp_e2e")
+    p.add_argument("--suite", default="spec_verify,sampler", type=name_list(("spec_verify", "sampler", "mtp_e2e")), help="comma list of spec_verify, sampler, mtp_e2e")
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--floor-sweep", action="store_true", help="rotating read floor per streaming config")
     p.add_argument("--ab", default=None, help="greedy configs to compare on every case, e.g. '1024,4,8,2;2048,8,4,2'")
     p.add_argument("--ab-cases", default=None, help="(B, K) cases of --ab, e.g. '64,1;64,3' (default: all six)")
-    p.add_argument("--batches", default=None, help="comma list of batch sizes of the suites (default 1,16,64)")
-    p.add_argument("--ks", default=None, help="comma list of K of the spec_verify suite (default 1,3)")
+    p.add_argument("--batches", default=None, type=positive_int_list, help="comma list of batch sizes of the suites (default 1,16,64)")
+    p.add_argument("--ks", default=None, type=positive_int_list, help="comma list of K of the spec_verify suite (default 1,3)")
     p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
     p.add_argument("--warm-greedy", default=None, metavar="I/N",
                    help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
@@ -513,11 +513,11 @@ def main():
             ok = all(check(op, B, K, None, 1000 + B * 10 + K) for B, K in cases)
             print(f"warm {op}: ok={ok}", flush=True)
         return
-    suites = args.suite.split(",")
+    suites = list(args.suite)
     if args.batches:
-        BATCHES = tuple(int(v) for v in args.batches.split(","))
+        BATCHES = args.batches
     if args.ks:
-        KS = tuple(int(v) for v in args.ks.split(","))
+        KS = args.ks
     if args.ops:
         OPS = tuple(args.ops.split(","))
     if args.sampler_ops:

@@ -8,7 +8,9 @@ another, appends every row to ``benchmarks/results/<gpu>.jsonl`` and returns the
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -75,6 +77,30 @@ class RowsFile:
         self.close()
 
 
+class StagedRows(RowsFile):
+    """An ``--out`` that only a finished run replaces: rows go to ``<path>.partial`` as they are measured (each line
+    flushed), renamed over ``path`` when the ``with`` block ends without an exception. An interrupted or failed run
+    (Ctrl-C, an exception, SIGTERM) keeps ``path`` as it was and leaves its rows in ``<path>.partial``; a run that
+    measured nothing touches neither (session 18: Ctrl-C on bench_mla replaced 2 old rows by 11 partial ones). A path
+    that is not a regular file (a FIFO, /dev/stdout) is written through.
+    """
+
+    def __init__(self, path):
+        real = os.path.realpath(path)
+        self.final = None if os.path.exists(real) and not os.path.isfile(real) else real
+        super().__init__(path if self.final is None else real + ".partial", "w")
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close()
+        if not self.written or self.final is None:
+            return
+        if exc_type is None:
+            os.replace(self.path, self.final)
+        else:
+            print(f"run stopped ({exc_type.__name__}): {self.final} kept; the rows it measured are in {self.path}",
+                  file=sys.stderr)
+
+
 def write_rows(path, rows: list[dict]) -> None:
     """Replace ``path`` with ``rows`` as JSON lines, atomically: a temporary file beside it renamed over it, so a run
     killed mid-write leaves the old file or the new one, never half of one. An empty ``rows`` writes nothing (the old
@@ -120,6 +146,66 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+
+
+# argparse ``type=`` helpers of the benchmark scripts: a bad value is one line naming the option, exit 2 (session 18:
+# --sk -1, --budget-s nan, --ks 0 ran or ended in a traceback). ArgumentTypeError's text follows "argument --x: ".
+def _arg_int(text: str, lo: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"{v} must be >= {lo}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _arg_int(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _arg_int(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (nan, inf, 0 and negatives refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return v
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """A comma list of integers >= 1, e.g. "1,16,64"."""
+    return tuple(positive_int(x.strip()) for x in text.split(","))
+
+
+def name_list(choices):
+    """A ``type=`` for a comma list of names from ``choices``; returns them as a list (order kept)."""
+    def parse(text: str) -> list[str]:
+        names = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in names if x not in choices]
+        if bad or not names:
+            name = bad[0] if bad else text
+            raise argparse.ArgumentTypeError(f"unknown name {name!r}; choose from {', '.join(choices)}")
+        return names
+    return parse
+
+
+def out_file(text: str) -> str:
+    """An output file path whose folder exists (checked before any work, so a typo does not cost the whole run)."""
+    d = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(d):
+        raise argparse.ArgumentTypeError(f"folder {d} does not exist")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder")
+    return text
 
 
 def benchmarks_dir() -> Path:

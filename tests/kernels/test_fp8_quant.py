@@ -181,6 +181,68 @@ def test_rejects_bad_inputs(device):
         silu_mul_quant_fp8(x[:, :255])
     with pytest.raises(TypeError, match="w"):
         per_block_quant_fp8(x.to(torch.float8_e4m3fn))
+    for bad in (0, 100):
+        with pytest.raises(ValueError, match="block_size"):
+            per_block_quant_fp8(x, block_size=bad)
+
+
+def _assert_same_non_finite(t: torch.Tensor, t_ref: torch.Tensor, exact: bool = True) -> None:
+    """NaN where the reference has NaN, ±inf where it has ±inf; the finite rest equal (or, when
+    not exact, q within one e4m3 step: the fused SiLU's h may differ by an fp32 ulp)."""
+    tf, rf = t.float().cpu(), t_ref.float().cpu()
+    assert torch.equal(torch.isnan(tf), torch.isnan(rf)), "NaN positions differ from the reference"
+    assert torch.equal(torch.isposinf(tf), torch.isposinf(rf)) and torch.equal(torch.isneginf(tf), torch.isneginf(rf))
+    fin = torch.isfinite(rf)
+    if exact:
+        assert torch.equal(tf[fin], rf[fin])
+    else:
+        _assert_within_one_step(tf[fin], rf[fin])
+
+
+def _plant(x: torch.Tensor, value: float, seed: int) -> torch.Tensor:
+    """x with `value` at 3 random positions (and a copy of each in the next row when there is one)."""
+    g = torch.Generator().manual_seed(seed)
+    x = x.clone()
+    for _ in range(3):
+        i, j = int(torch.randint(x.shape[0], (1,), generator=g)), int(torch.randint(x.shape[1], (1,), generator=g))
+        x[i, j] = value
+    return x
+
+
+_NON_FINITE = [float("nan"), float("inf"), -float("inf")]
+
+
+# Non-finite input (the tester's 1ee7e10 report: NaN gave q = 384 / -256, +inf a q of -384):
+# q and scale must carry NaN / inf exactly where the reference does, never a finite value.
+@pytest.mark.parametrize("value", _NON_FINITE)
+@pytest.mark.parametrize("dtype,ue8m0,rows_cfg", [(torch.float32, False, None), (torch.bfloat16, True, (2, 4, 8))])
+def test_non_finite_input_matches_reference(poisoned, device, value, dtype, ue8m0, rows_cfg):
+    x = _plant(_rand(5, 300, dtype, 1.0, device, 11), value, 12)
+    q, s = per_token_group_quant_fp8(x, 128, ue8m0, rows_cfg=rows_cfg)
+    q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)
+    assert not torch.isfinite(s_ref).all()  # the planted value reached a scale
+    _assert_same_non_finite(s, s_ref)
+    _assert_same_non_finite(q, q_ref)
+    q, s = silu_mul_quant_fp8(x[:, :256], 128, ue8m0, rows_cfg=rows_cfg)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x[:, :256].cpu(), 128, ue8m0)
+    _assert_same_non_finite(s, s_ref, exact=False)
+    _assert_same_non_finite(q, q_ref, exact=False)
+    w = _plant(_rand(40, 70, dtype, 0.05, device, 13), value, 14)
+    q, s = per_block_quant_fp8(w, 32)
+    q_ref, s_ref = per_block_quant_fp8_ref(w.cpu(), 32)
+    _assert_same_non_finite(s, s_ref)
+    _assert_same_non_finite(q, q_ref)
+
+
+def test_non_finite_semantics_as_documented(device):
+    x = torch.zeros(1, 128, device=device)
+    x[0, 0], x[0, 1], x[0, 2] = 1.0, -2.0, float("inf")
+    q, s = per_token_group_quant_fp8(x)
+    assert s.item() == float("inf")
+    assert torch.isnan(q[0, 2].float()) and torch.all(q[0, :2].float() == 0) and torch.all(q[0, 3:].float() == 0)
+    x[0, 3] = float("nan")
+    q, s = per_token_group_quant_fp8(x, scale_ue8m0=True)
+    assert torch.isnan(s).all() and torch.isnan(q.float()).all()
 
 
 @pytest.mark.gpu
@@ -205,3 +267,25 @@ def test_block_quant_real_shapes_gpu(device, n, k):
     q_ref, s_ref = per_block_quant_fp8_ref(w.cpu())
     torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
     torch.testing.assert_close(q.float().cpu(), q_ref.float(), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("value", _NON_FINITE)
+def test_non_finite_real_shapes_gpu(device, value):
+    # the GPU path divides with FAST_DIV (Markstein FMAs) and casts with cvt.rn.satfinite: an inf
+    # scale must still give ±0 (not 0·inf = NaN) and a NaN must stay NaN through the cast
+    x = _plant(_rand(4096, 7168, torch.bfloat16, 1.0, device, 21), value, 22)
+    for ue8m0 in (False, True):
+        q, s = per_token_group_quant_fp8(x, 128, ue8m0)
+        q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)
+        _assert_same_non_finite(s, s_ref)
+        _assert_same_non_finite(q, q_ref)
+    q, s = silu_mul_quant_fp8(x)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x.cpu())
+    _assert_same_non_finite(s, s_ref, exact=False)
+    _assert_same_non_finite(q, q_ref, exact=False)
+    w = _plant(_rand(2112, 7168, torch.bfloat16, 0.02, device, 23), value, 24)
+    q, s = per_block_quant_fp8(w)
+    q_ref, s_ref = per_block_quant_fp8_ref(w.cpu())
+    _assert_same_non_finite(s, s_ref)
+    _assert_same_non_finite(q, q_ref)

@@ -3,6 +3,11 @@
 Scale rule everywhere: s = max(amax(group), 1e-4) / 448 (optionally rounded up to a power of two,
 "UE8M0"), q = clamp(x / s, ±448) rounded to nearest-even e4m3, so x ≈ q · s.
 
+Non-finite input (same as the torch reference): the amax reduction propagates NaN, so a group
+holding a NaN gets s = NaN and every q of the group NaN; a group holding ±inf (and no NaN) gets
+s = +inf, q = NaN at the ±inf elements and ±0 (sign of x) elsewhere (x / inf). Either way the
+group dequantizes to NaN, never to a finite or sign-flipped value.
+
 Activation scales are returned as a [M, G] fp32 tensor stored MN-major (stride (1, M)): the
 layout ``fp8_gemm_nt`` reads coalesced and cuBLAS/DeepGEMM expect, with no transpose kernel.
 """
@@ -30,13 +35,31 @@ def _quant_config(m: int, silu_mul: bool = False) -> tuple[int, int, int]:
 
 
 @triton.jit
+def _max_nan(a, b):
+    # NaN-propagating max (max.NaN.f32 on the GPU: same cost as tl.max's maxNum, which drops NaN)
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _scale_from_amax(amax, eps, fp8_max, UE8M0: tl.constexpr):
-    s = tl.math.div_rn(tl.maximum(amax, eps), fp8_max)
+    # amax NaN → s NaN, amax inf → s inf (the eps clamp keeps NaN, like torch.clamp_min)
+    s = tl.math.div_rn(_max_nan(amax, eps), fp8_max)
     if UE8M0:
-        # exact round-up to a power of two on the fp32 bit pattern (positive normal s)
+        # exact round-up to a power of two on the fp32 bit pattern (positive normal s; inf stays
+        # inf, NaN is kept apart: its bits would round to 0)
         bits = s.to(tl.int32, bitcast=True)
         bits = (bits + 0x7FFFFF) & 0x7F800000
-        s = bits.to(tl.float32, bitcast=True)
+        s = tl.where(s != s, s, bits.to(tl.float32, bitcast=True))
+    return s
+
+
+@triton.jit
+def _divisor(s, FAST_DIV: tl.constexpr):
+    """The divisor _div_rn gets: s, or with FAST_DIV 1 where s = inf (with r = RN(1/inf) = 0 the
+    Markstein steps then give x·0 = ±0 for finite x and NaN for ±inf x, as x / inf; with s = inf
+    itself the residual FMA would compute 0·inf = NaN). Once per group, not per element."""
+    if FAST_DIV:
+        s = tl.where(s == float("inf"), 1.0, s)
     return s
 
 
@@ -60,6 +83,15 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
         return tl.fma(rem, r, q0)
     else:
         return tl.math.div_rn(x, s)
+
+
+@triton.jit
+def _to_e4m3_interp(q, out_ty: tl.constexpr):
+    """Interpreter-only e4m3 cast: clamp to ±448 (keeping NaN), round to nearest-even on the grid,
+    cast, and restore NaN as byte 0x7F (the interpreter's cast writes NaN as 0x7C = 384)."""
+    q = tl.minimum(tl.maximum(q, -448.0, propagate_nan=tl.PropagateNan.ALL), 448.0, propagate_nan=tl.PropagateNan.ALL)
+    bits = _round_to_e4m3(q).to(out_ty).to(tl.uint8, bitcast=True)
+    return tl.where(q != q, 0x7F, bits).to(tl.uint8).to(out_ty, bitcast=True)
 
 
 @triton.jit
@@ -100,13 +132,13 @@ def _group_quant_kernel(
     if SILU_MUL:
         up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0).to(tl.float32)
         x = x / (1.0 + tl.exp(-x)) * up
-    amax = tl.max(tl.abs(x), axis=2)
+    amax = tl.reduce(tl.abs(x), 2, _max_nan)
     s = _scale_from_amax(amax, eps, fp8_max, UE8M0)
-    q = _div_rn(x, s[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV)
+    q = _div_rn(x, _divisor(s, FAST_DIV)[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV)
     if EXACT_ROUND:
         # interpreter: clamp to ±448 and round onto the e4m3 grid here (its cast rounds wrongly)
-        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
-    # on the GPU the e4m3 cast (cvt.rn.satfinite) rounds to nearest-even and saturates at ±448
+        q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)
+    # on the GPU the e4m3 cast (cvt.rn.satfinite) rounds to nearest-even, saturates at ±448, NaN → NaN
     tl.store(q_ptr + rows64 * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
     s_mask = (rows[:, None] < M) & (grp[None, :] < G)
     tl.store(s_ptr + rows.to(tl.int64)[:, None] * stride_sm + grp[None, :] * stride_sg, s, mask=s_mask)
@@ -126,18 +158,18 @@ def _block_quant_kernel(
     rn64 = rn.to(tl.int64)
     mask = (rn[:, None] < N) & (rk[None, :] < K)
     w = tl.load(w_ptr + rn64[:, None] * stride_wn + rk[None, :] * stride_wk, mask=mask, other=0.0).to(tl.float32)
-    amax = tl.max(tl.max(tl.abs(w), axis=1), axis=0)
+    amax = tl.reduce(tl.reduce(tl.abs(w), 1, _max_nan), 0, _max_nan)
     s = _scale_from_amax(amax, eps, fp8_max, False)
-    q = _div_rn(w, s, _recip_rn(s), FAST_DIV)
+    q = _div_rn(w, _divisor(s, FAST_DIV), _recip_rn(s), FAST_DIV)
     if EXACT_ROUND:
-        q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))  # see _group_quant_kernel
+        q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)  # see _group_quant_kernel
     tl.store(q_ptr + rn64[:, None] * stride_qn + rk[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + bn * stride_sn + bk, s)
 
 
-def _check_group_size(group_size: int) -> None:
+def _check_group_size(group_size: int, name: str = "group_size") -> None:
     if not isinstance(group_size, int) or group_size < 16 or group_size & (group_size - 1):
-        raise ValueError(f"group_size must be a power of two ≥ 16, got {group_size!r}")
+        raise ValueError(f"{name} must be a power of two ≥ 16, got {group_size!r}")
 
 
 def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
@@ -189,7 +221,8 @@ def per_token_group_quant_fp8(
     x: [M, K] bf16/fp16/fp32, any strides (K need not be a multiple of group_size).
     Returns x_q [M, K] float8_e4m3fn (row-major) and x_scale [M, ceil(K/group_size)] fp32 stored
     MN-major (stride (1, M)) — the layout ``fp8_gemm_nt`` reads. scale_ue8m0: round each scale up
-    to a power of two before quantizing.
+    to a power of two before quantizing. A group holding NaN: scale NaN, q NaN; holding ±inf (no
+    NaN): scale +inf, q NaN at the infs and ±0 elsewhere (module docstring; as the reference).
     Raises TypeError on a non-float x, ValueError on a non-2-D x or a bad group_size.
     Semantics: SGLang/vLLM per_token_group_quant_fp8 (DeepGEMM per_token_cast_to_fp8).
     """
@@ -206,6 +239,7 @@ def silu_mul_quant_fp8(
 
     x: [M, 2*I] bf16/fp16/fp32 (gate = x[:, :I], up = x[:, I:]), any strides.
     Returns q [M, I] float8_e4m3fn and scale [M, ceil(I/group_size)] fp32, MN-major (stride (1, M)).
+    Non-finite h as in per_token_group_quant_fp8 (a NaN in gate or up makes its group's scale NaN).
     Raises TypeError on a non-float x, ValueError on a non-2-D x, odd width or bad group_size.
     Semantics: SGLang silu_and_mul + per_token_group_quant_fp8, fused (one read of x, one write of q).
     """
@@ -223,12 +257,14 @@ def per_block_quant_fp8(w: torch.Tensor, block_size: int = 128) -> tuple[torch.T
 
     w: [N, K] bf16/fp16/fp32, any strides. Returns w_q [N, K] float8_e4m3fn (row-major) and
     weight_scale_inv [ceil(N/block_size), ceil(K/block_size)] fp32 contiguous (w ≈ w_q · scale).
-    Raises TypeError on a non-float w, ValueError on a non-2-D w or a bad block_size.
+    A block holding NaN: scale NaN, w_q NaN; holding ±inf (no NaN): scale +inf, w_q NaN at the infs
+    and ±0 elsewhere (as the reference).
+    Raises TypeError on a non-float w, ValueError on a non-2-D w or a bad block_size (named).
     Semantics: DeepSeek-V3 checkpoint weight_scale_inv (DeepGEMM per_block_cast_to_fp8).
     """
     check_tensor("w", w, dtype=_FLOAT_IN, ndim=2)
     check_runnable_device("w", w)
-    _check_group_size(block_size)
+    _check_group_size(block_size, "block_size")
     n, k = w.shape
     q = torch.empty((n, k), dtype=torch.float8_e4m3fn, device=w.device)
     s = torch.empty((triton.cdiv(n, block_size), triton.cdiv(k, block_size)), dtype=torch.float32, device=w.device)

@@ -29,10 +29,11 @@ def _pow2_ceil(scale: torch.Tensor) -> torch.Tensor:
     """Round positive fp32 scales up to the next power of two (UE8M0 scales), exactly.
 
     frexp gives scale = mant · 2^exp with mant in [0.5, 1); a power of two has mant == 0.5.
+    A NaN or +inf scale stays as it is (frexp would give exponent 0, i.e. a scale of 1).
     """
     mant, exp = torch.frexp(scale)
     exp = torch.where(mant == 0.5, exp - 1, exp)
-    return torch.ldexp(torch.ones_like(scale), exp)
+    return torch.where(torch.isfinite(scale), torch.ldexp(torch.ones_like(scale), exp), scale)
 
 
 def per_token_group_quant_fp8_ref(
@@ -43,6 +44,8 @@ def per_token_group_quant_fp8_ref(
     x: [M, K] bf16/fp16/fp32 activations (K need not be a multiple of group_size; the tail group
     is narrower). Returns x_q [M, K] float8_e4m3fn and x_scale [M, ceil(K/group_size)] fp32
     (x ≈ x_q * x_scale). scale_ue8m0: round each scale up to a power of two before quantizing.
+    Non-finite input: a group holding NaN gets scale NaN and q NaN (amax and clamp propagate NaN);
+    a group holding ±inf (no NaN) gets scale +inf, q NaN at the infs and ±0 elsewhere (x / inf).
     Semantics: DeepGEMM per_token_cast_to_fp8 / SGLang per_token_group_quant_fp8.
     """
     if x.dim() != 2:
@@ -68,6 +71,8 @@ def per_block_quant_fp8_ref(w: torch.Tensor, block_size: int = 128) -> tuple[tor
 
     w: [N, K] float weight. Returns w_q [N, K] float8_e4m3fn and weight_scale_inv
     [ceil(N/block_size), ceil(K/block_size)] fp32 with w ≈ w_q * weight_scale_inv (per block).
+    Non-finite blocks as in per_token_group_quant_fp8_ref (NaN → scale NaN, q NaN; ±inf → scale
+    +inf, q NaN at the infs, ±0 elsewhere).
     Semantics: DeepSeek-V3 checkpoint weight_scale_inv / DeepGEMM per_block_cast_to_fp8.
     """
     if w.dim() != 2:

@@ -32,6 +32,9 @@ def _einsum_absorb_o(self, o_lat, w_uv):
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in ("current", "baseline"):
         print(__doc__)
         return 2

@@ -26,8 +26,10 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tritonseek without PYTHONPATH
 from timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm_quant_fp8  # noqa: E402
@@ -135,7 +137,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--tokens", default="1,8")
     p.add_argument("--ops", default="router,absorb,prologue")
     p.add_argument("--out", default=None)
-    p.add_argument("--commit", default=os.environ.get("TRITONSEEK_COMMIT", "unknown"))
+    p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_decode_chain needs a CUDA GPU")
@@ -143,7 +145,7 @@ def main(argv=None) -> list[dict]:
 
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, commit=a.commit,
+    env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__, commit=a.commit or git_commit(),
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     rows = []
 

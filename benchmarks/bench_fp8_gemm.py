@@ -37,6 +37,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit
 from tritonseek.kernels import fp8_gemm as G
 from tritonseek.kernels import fp8_gemm_small as SMALL
 from tritonseek.kernels import fp8_quant
@@ -555,7 +556,7 @@ def main():
     # measured are still written
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
-               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               commit=git_commit(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows, winners, sweep_rows = [], {}, []
     if args.precompile:

@@ -25,8 +25,10 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tritonseek without PYTHONPATH
 from timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.kernels.mla_prefill import write_latent_cache  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm  # noqa: E402
 from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref, rms_norm_ref  # noqa: E402
@@ -39,7 +41,7 @@ SETS = 8
 
 def _env():
     return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+                commit=git_commit(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

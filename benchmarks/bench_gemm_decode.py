@@ -46,6 +46,7 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit, out_file, positive_float, positive_int  # noqa: E402
 from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels import fp8_gemm_small as SMALL  # noqa: E402
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8  # noqa: E402
@@ -445,17 +446,18 @@ def main():
     p.add_argument("--only-nk", default="")
     p.add_argument("--pairs", action="store_true", help="also time quant + GEMM per step (chosen vs previous)")
     p.add_argument("--bf16", action="store_true", help="also time the torch bf16 peer")
-    p.add_argument("--min-ms", type=float, default=8.0)
-    p.add_argument("--target-mb", type=float, default=240.0)
-    p.add_argument("--max-sets", type=int, default=64)
+    p.add_argument("--min-ms", type=positive_float, default=8.0)
+    p.add_argument("--target-mb", type=positive_float, default=240.0)
+    p.add_argument("--max-sets", type=positive_int, default=64)
     p.add_argument("--precompile", default="")
-    p.add_argument("--out", default="decode_rows.jsonl")
+    p.add_argument("--out", default="decode_rows.jsonl", type=out_file,
+                   help="JSON rows, appended when the run ends (also on an exception or SIGTERM): complete rows only")
     p.add_argument("--sweep-out", default="")
     p.add_argument("--winners", default="")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # job-level timeout: still write rows
     env = dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", torch=torch.__version__, triton=triton.__version__,
-               commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+               commit=git_commit(), dry=not torch.cuda.is_available(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows, winners, sweep_rows = [], {}, []
     try:

@@ -44,6 +44,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.kernels import grouped_gemm_ws as GW  # noqa: E402
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous  # noqa: E402
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
@@ -70,7 +71,7 @@ class Ctx:
         self.args = args
         self.t_end = time.time() + args.budget_s
         self.env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
-                        commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+                        commit=git_commit(),
                         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.table: list[str] = []
 

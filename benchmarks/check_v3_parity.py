@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.v3_slice import _fill_fp8_, build_slice, v3_config  # noqa: E402
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.engine.kv_cache import PagedLatentCache  # noqa: E402
 from tritonseek.engine.runner import ModelRunner, Sequence  # noqa: E402
 from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
@@ -144,7 +145,7 @@ class Run:
         self.t0 = time.perf_counter()
         self.env = dict(
             gpu=torch.cuda.get_device_name() if self.cuda else "cpu", torch=torch.__version__, triton=_triton_version(),
-            commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+            commit=git_commit(), dry=not self.cuda,
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
 

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_moe_layer import kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm  # noqa: E402
@@ -48,7 +49,7 @@ O_CONFIGS = [dict(BLOCK_C=64, STAGES=4), dict()]  # the previous default, the cu
 
 def _env():
     return dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
-                commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+                commit=git_commit(),
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import BATCH, D_QK, D_V, decode_lens, graph_time_us, make_decode  # noqa: E402
 
+from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
 
@@ -265,7 +266,7 @@ def main():
         import triton
 
         env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
-                   commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+                   commit=git_commit(),
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         cfgs = [json.loads(x) for x in args.ab]
         for name in args.cases:

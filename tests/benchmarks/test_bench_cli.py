@@ -196,3 +196,12 @@ def test_suite_modules_answer_help(monkeypatch, capsys, name, runner):
         with pytest.raises(SystemExit) as e:
             runpy.run_path(str(ROOT / "benchmarks" / f"{name}.py"), run_name="__main__")
         assert e.value.code == code and runner in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- row commit
+def test_no_script_reads_the_commit_from_the_environment_only():
+    """Rows said commit "unknown" in a git checkout when TRITONSEEK_COMMIT was unset: every script takes
+    benchrun.git_commit() (TRITONSEEK_COMMIT, else git HEAD of the imported package)."""
+    bad = [p.name for p in sorted((ROOT / "benchmarks").glob("*.py"))
+           if any(f'os.environ.get("TRITONSEEK_COMMIT", {d})' in p.read_text() for d in ('"unknown"', '""'))]
+    assert bad == []

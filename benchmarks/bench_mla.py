@@ -496,6 +496,23 @@ def _dry_mode() -> None:
     torch.cuda.get_device_name = lambda *a: "cpu-dry"
 
 
+def _hs_case(text: str) -> str:
+    """--hs: h_qxs_q, e.g. 16x1 (a typo matched no case: a silent run without decode rows)."""
+    h, _, s_q = text.partition("x")
+    positive_int(h), positive_int(s_q)
+    return f"{int(h)}x{int(s_q)}"
+
+
+def _json_object(text: str) -> dict:
+    try:
+        v = json.loads(text)
+    except ValueError:
+        v = None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object")
+    return v
+
+
 def main():
     global BATCH
     p = argparse.ArgumentParser(description="MLA decode / prefill benchmark suites (see the module docstring).")
@@ -513,9 +530,9 @@ def main():
     p.add_argument("--max-rows", type=positive_int, default=10**9, help="decode cases with h_q·s_q ≤ this only")
     p.add_argument("--gluon", action="store_true", help="decode: also a row per case from mla_decode_ws (Hopper)")
     p.add_argument("--sk", type=positive_int, nargs="*", help="decode: these s_k only (default 4096 8192)")
-    p.add_argument("--hs", nargs="*", default=(), help="decode: these h_qxs_q cases only, e.g. 16x1 32x1")
+    p.add_argument("--hs", nargs="*", default=(), type=_hs_case, help="decode: these h_qxs_q cases only, e.g. 16x1 32x1")
     p.add_argument("--varlen", type=int, choices=[0, 1], help="decode: fixed (0) or varlen (1) lengths only")
-    p.add_argument("--gluon-extra", nargs="*", default=(), help='decode: extra Gluon variants, JSON overrides each')
+    p.add_argument("--gluon-extra", nargs="*", default=(), type=_json_object, help='decode: extra Gluon variants, JSON overrides each')
     p.add_argument("--no-peer", action="store_true", help="decode: skip the torch peer")
     p.add_argument("--batch", type=positive_int, default=BATCH, help="decode/metadata batch (FlashMLA's: 128)")
     p.add_argument("--metadata", action="store_true", help="get_mla_metadata timings (suite mla_metadata) first")
@@ -526,7 +543,7 @@ def main():
     MAX_ROWS = args.max_rows
     GLUON_VARIANT = args.gluon
     ONLY_HS = tuple(args.hs)
-    GLUON_EXTRA = [json.loads(x) for x in args.gluon_extra]
+    GLUON_EXTRA = list(args.gluon_extra)
     ONLY_VARLEN = None if args.varlen is None else bool(args.varlen)
     if args.sk:
         DECODE_SK = tuple(args.sk)

@@ -39,11 +39,13 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_gemm_decode import stream_read_fn  # noqa: E402
+from benchmarks.bench_moe_layer import VARIANTS as LAYER_VARIANTS  # noqa: E402
 from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_breakdown  # noqa: E402
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import StagedRows, git_commit, name_list, out_file, positive_float  # noqa: E402
+from tritonseek.benchrun import (StagedRows, git_commit, name_list, nonnegative_int, out_file, positive_float,  # noqa: E402
+                                 positive_int, positive_int_list)
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
@@ -433,6 +435,35 @@ SUITES = {"moe_gate": bench_gate, "moe_permute": bench_permute, "grouped_gemm_co
           "grouped_gemm_masked": bench_masked, "moe_layer": bench_layer}
 
 
+def _nk_list(text: str) -> list[tuple[int, ...]]:
+    nks = [positive_int_list(nk.replace("x", ",")) for nk in text.split(",")]
+    if any(len(nk) != 2 for nk in nks):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NxK,NxK,...")
+    return nks
+
+
+def _cand_list(text: str) -> list[int]:
+    idx = [int(i) if i.strip().isdigit() else -1 for i in text.split(",")]
+    if any(not 0 <= i < len(CANDIDATES_DECODE) for i in idx):
+        raise argparse.ArgumentTypeError(f"{text!r}: indices of CANDIDATES_DECODE (0..{len(CANDIDATES_DECODE) - 1})")
+    return idx
+
+
+def _check_lists(p, args) -> None:
+    """The comma-list options the suites parse themselves, checked up front (a typo was a traceback mid-run)."""
+    checks = dict(decode_tokens=positive_int_list, layer_tokens=positive_int_list, gate_tokens=positive_int_list,
+                  router_tokens=positive_int_list, router_block_e=positive_int_list,
+                  masked_kinds=name_list(("anchor", "decode")), permute_dtypes=name_list(("bf16", "fp8")),
+                  layer_variants=name_list(LAYER_VARIANTS),
+                  decode_nk=_nk_list, decode_cands=_cand_list)
+    for name, check in checks.items():
+        try:
+            if getattr(args, name) or name != "decode_cands":  # an empty --decode-cands: the default
+                check(getattr(args, name))
+        except argparse.ArgumentTypeError as e:
+            p.error(f"argument --{name.replace('_', '-')}: {e}")
+
+
 def main():
     p = argparse.ArgumentParser(description="MoE benchmark suites (see the module docstring); exit 1 when a suite fails")
     p.add_argument("--suites", default=list(SUITES), type=name_list(SUITES), help="comma list of " + ", ".join(SUITES))
@@ -444,7 +475,7 @@ def main():
     p.add_argument("--layer-tokens", default="1,64,4096", help="moe_layer token counts T")
     p.add_argument("--layer-variants", default="unfused,router,router+shared",
                    help="moe_layer decode fusions to time (bench_moe_layer.VARIANTS)")
-    p.add_argument("--layer-breakdown-max-t", type=int, default=1, help="profiler breakdown for T up to this")
+    p.add_argument("--layer-breakdown-max-t", type=nonnegative_int, default=1, help="profiler breakdown for T up to this")
     p.add_argument("--layer-breakdown-variants", default="",
                    help="profiler breakdown only for these variants (default all; under PDL a kernel's time includes "
                         "its wait for the kernel before it)")
@@ -457,7 +488,7 @@ def main():
     p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
     p.add_argument("--decode-cands", default="", help="decode cases with ≤ 16 rows per slab: CANDIDATES_DECODE "
                    "indices to time (overrides --sweep there)")
-    p.add_argument("--decode-repeat", type=int, default=1, help="times the --decode-cands list is timed, in turn")
+    p.add_argument("--decode-repeat", type=positive_int, default=1, help="times the --decode-cands list is timed, in turn")
     p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
@@ -466,6 +497,7 @@ def main():
                         "stop the others")
     p.add_argument("--winners", default="moe_winners.json", type=out_file)
     args = p.parse_args()
+    _check_lists(p, args)
     if args.dry and not interpreter_active():
         p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
                 f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")

@@ -519,8 +519,8 @@ def main():
     p.add_argument("--suite", default="all", choices=["all", "mla_decode", "mla_prefill", "none"])
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--out", default="mla_rows.jsonl", type=out_file,
-                   help="JSON rows, replaced when the run ends; rows are written to OUT.partial as measured, so an "
-                        "interrupted or failed run keeps the old OUT (its rows stay in OUT.partial)")
+                   help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
+                        "interrupted or failed run keeps the old OUT), a new one gets each row as it is measured")
     p.add_argument("--winners", default="mla_winners.json", type=out_file)
     p.add_argument("--budget-s", type=positive_float, default=1e9, help="stop starting new work after this many seconds")
     p.add_argument("--dry", action="store_true", help="CPU smoke run through Triton's interpreter (turned on by this "

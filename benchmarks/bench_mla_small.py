@@ -281,8 +281,8 @@ def main():
     p = argparse.ArgumentParser(description="MLA decode time breakdown and small-batch latency (see the module docstring)")
     p.add_argument("--part", default="all", choices=["all", "membound", "latency"])
     p.add_argument("--out", default="mla_small_rows.jsonl", type=out_file,
-                   help="JSON rows, replaced when the run ends; rows are written to OUT.partial as measured, so an "
-                        "interrupted or failed run keeps the old OUT (its rows stay in OUT.partial)")
+                   help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
+                        "interrupted or failed run keeps the old OUT), a new one gets each row as it is measured")
     p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--dry", action="store_true", help="tiny CPU run through Triton's interpreter (turned on by this "
                    "flag); PDL / TRIGGER / COMBINE_PDL are off there (no griddepcontrol on CPU): those rows run the "

@@ -137,7 +137,7 @@ class Ctx:
                  ratio_vs_peer=round(peer_us / t, 3) if peer_us else None, **extra, **self.env)
         self.rows.append(r)
         print("  ", json.dumps({k: v for k, v in r.items() if k not in self.env}))
-        if self.out is not None:  # each row lands in OUT.partial at once; OUT is replaced when the run ends
+        if self.out is not None:  # each row lands at once (in OUT.partial when OUT exists: replaced at the end)
             self.out.write(json.dumps(r) + "\n")
         return r
 
@@ -492,9 +492,9 @@ def main():
     p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
-                   help="JSON rows, replaced when the run ends; rows are written to OUT.partial as measured, so an "
-                        "interrupted run keeps the old OUT (its rows stay in OUT.partial); a failed suite does not "
-                        "stop the others")
+                   help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
+                        "interrupted run keeps the old OUT), a new one gets each row as it is measured; a failed suite "
+                        "does not stop the others")
     p.add_argument("--winners", default="moe_winners.json", type=out_file)
     args = p.parse_args()
     _check_lists(p, args)

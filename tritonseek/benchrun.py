@@ -78,16 +78,18 @@ class RowsFile:
 
 
 class StagedRows(RowsFile):
-    """An ``--out`` that only a finished run replaces: rows go to ``<path>.partial`` as they are measured (each line
-    flushed), renamed over ``path`` when the ``with`` block ends without an exception. An interrupted or failed run
-    (Ctrl-C, an exception, SIGTERM) keeps ``path`` as it was and leaves its rows in ``<path>.partial``; a run that
-    measured nothing touches neither (session 18: Ctrl-C on bench_mla replaced 2 old rows by 11 partial ones). A path
-    that is not a regular file (a FIFO, /dev/stdout) is written through.
+    """An ``--out`` whose existing file only a finished run replaces: rows go to ``<path>.partial`` as they are
+    measured (each line flushed), renamed over ``path`` when the ``with`` block ends without an exception. An
+    interrupted or failed run (Ctrl-C, an exception, SIGTERM) keeps ``path`` as it was and leaves its rows in
+    ``<path>.partial``; a run that measured nothing touches neither (session 18: Ctrl-C on bench_mla replaced 2 old
+    rows by 11 partial ones). A path that does not exist yet (nothing to keep: a GPU job's fresh output folder, where a
+    run stopped by its time limit keeps the rows it measured in ``path``) or is not a regular file (a FIFO,
+    /dev/stdout) is written through, row by row.
     """
 
     def __init__(self, path):
         real = os.path.realpath(path)
-        self.final = None if os.path.exists(real) and not os.path.isfile(real) else real
+        self.final = real if os.path.isfile(real) else None
         super().__init__(path if self.final is None else real + ".partial", "w")
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -95,6 +97,7 @@ class StagedRows(RowsFile):
         if not self.written or self.final is None:
             return
         if exc_type is None:
+            os.chmod(self.path, os.stat(self.final).st_mode & 0o7777)  # the old file's permissions
             os.replace(self.path, self.final)
         else:
             print(f"run stopped ({exc_type.__name__}): {self.final} kept; the rows it measured are in {self.path}",

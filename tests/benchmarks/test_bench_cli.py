@@ -41,6 +41,18 @@ def test_staged_rows_keeps_the_old_file_until_the_run_ends(tmp_path):
     assert out.read_text() == '{"row": 2}\n' and not (tmp_path / "rows.jsonl.partial").exists()
 
 
+def test_staged_rows_writes_a_new_file_row_by_row(tmp_path):
+    """No old file to keep (a GPU job's fresh $OUT): each row lands in the file itself, so a run stopped by its time
+    limit keeps what it measured where the job looks for it."""
+    out = tmp_path / "rows.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        with StagedRows(out) as f:
+            f.write('{"row": 1}\n')
+            assert out.read_text() == '{"row": 1}\n'
+            raise KeyboardInterrupt
+    assert out.read_text() == '{"row": 1}\n' and not (tmp_path / "rows.jsonl.partial").exists()
+
+
 @pytest.mark.parametrize("fn, text", [(positive_float, "nan"), (positive_float, "inf"), (positive_float, "-5"),
                                       (positive_float, "0"), (positive_float, "abc"), (positive_int_list, "1,0"),
                                       (positive_int_list, "-1"), (positive_int_list, "abc"), (positive_int_list, ""),

@@ -127,6 +127,42 @@ def test_steal_tail_spans_match_reference(device):
     assert_matches_ref(o, lse, *mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=64))
 
 
+def check_nan_query_rows(q, kv, bt, cs, dv, causal, nan_at, num_sm=None, config=None):
+    """q with NaN at each (b, s, h, d) of nan_at: those query rows give out NaN and lse NaN in both the kernel and
+    mla_decode_ref, unless the row sees no key (out 0, lse −inf kept); every other row as assert_matches_ref."""
+    q = q.clone()
+    for b, s_, h, d in nan_at:
+        q[b, s_, h, d] = float("nan")
+    batch, seqlen_q, num_heads, _ = q.shape
+    md = get_mla_metadata(cs, seqlen_q, num_heads, num_sm=num_sm, config=config)
+    out = torch.full((batch, seqlen_q, num_heads, dv), 7.0, dtype=q.dtype, device=q.device)  # neither NaN nor 0
+    o, lse = mla_decode(q, kv, bt, cs, causal=causal, head_dim_v=dv, metadata=md, out=out)
+    ro, rlse = mla_decode_ref(q.float(), kv, bt, cs, causal=causal, head_dim_v=dv)
+    o, lse, ro, rlse = o.float().cpu(), lse.cpu(), ro.float().cpu(), rlse.cpu()
+    nan_ref = torch.isnan(rlse)  # [b, h, s_q]
+    assert nan_ref.any(), "no planted NaN reached a row that sees keys"
+    for b, s_, h, _ in nan_at:
+        assert nan_ref[b, h, s_] or rlse[b, h, s_] == float("-inf")
+    assert torch.equal(torch.isnan(lse), nan_ref), "lse NaN rows differ from the reference"
+    assert torch.isnan(o.permute(0, 2, 1, 3)[nan_ref]).all() and torch.isnan(ro.permute(0, 2, 1, 3)[nan_ref]).all()
+    keep = ~nan_ref.permute(0, 2, 1)[..., None]  # the other rows: zeroed NaN rows in both, then the usual check
+    assert_matches_ref(torch.where(keep, o, 0.0), lse.nan_to_num(0.0), torch.where(keep, ro, 0.0), rlse.nan_to_num(0.0))
+
+
+# A NaN in a query row (tester, 1ee7e10): the kernel gave out NaN with lse −inf and the reference out 0 / lse
+# −inf; both now give NaN / NaN. Row 1 of each case sees no key (seqlen 0): out 0, lse −inf stay.
+_SMALL_CFG = dict(SMALL=True, BLOCK_H=16, BLOCK_N=16, NUM_SPLITS=4, MIN_TILES=1, num_warps=4, num_stages=2, USE_TMA=True)
+
+
+# num_sm 2: the 200-key row is cut into pieces merged by the combine; _SMALL_CFG: the small-batch path
+@pytest.mark.parametrize("num_sm,config", [(8, None), (2, None), (None, _SMALL_CFG)])
+def test_nan_query_rows_give_nan_out_and_lse(device, num_sm, config):
+    gen = torch.Generator().manual_seed(5)
+    q, kv, bt, cs = make_case(device, 3, 2, 3, 80, 64, 16, [40, 0, 200], gen)
+    check_nan_query_rows(q, kv, bt, cs, 64, True, [(0, 1, 2, 5), (1, 0, 0, 0), (2, 0, 1, 70)], num_sm=num_sm,
+                         config=config)
+
+
 def test_metadata_reused_across_calls_gives_same_result(device):
     gen = torch.Generator().manual_seed(2)
     q, kv, bt, cs = make_case(device, 3, 1, 4, 80, 64, 16, [40, 17, 90], gen)
@@ -395,6 +431,18 @@ def test_decode_real_shapes(device, real_shape_kernels, num_heads, seqlen_q, pag
         gen = torch.Generator().manual_seed(num_heads * 100 + seqlen_q * 10 + page + batch)
         lens = _real_lens(page, batch)
         check_against_ref(*make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen), 512, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q,batch", [(16, 1, 8), (128, 1, 2), (128, 2, 8), (128, 1, 12)])
+def test_nan_query_rows_real_shapes(device, num_heads, seqlen_q, batch):
+    """NaN query rows through the H200's default paths (Gluon split kernels, their combine, the small-batch
+    path at batch 2): out NaN and lse NaN in those rows only; the seqlen-0 row keeps out 0 / lse −inf."""
+    gen = torch.Generator().manual_seed(num_heads + seqlen_q + batch)
+    lens = _real_lens(64, batch)
+    case = make_case(device, batch, seqlen_q, num_heads, 576, 512, 64, lens, gen)
+    nan_at = [(0, 0, 0, 0), (batch - 1, seqlen_q - 1, num_heads - 1, 575)] + ([(1, 0, 3, 100)] if batch > 2 else [])
+    check_nan_query_rows(*case, 512, True, nan_at)
 
 
 @pytest.mark.gpu

@@ -417,7 +417,8 @@ def mla_decode(
     metadata: ``get_mla_metadata(cache_seqlens, seqlen_q, num_heads)`` of this step (computed here
     when None). out: optional [batch, seqlen_q, num_heads, head_dim_v] q.dtype buffer.
     Returns out [batch, seqlen_q, num_heads, head_dim_v] q.dtype and lse [batch, num_heads, seqlen_q]
-    fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf.
+    fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf; a query
+    row with a NaN score (NaN/inf in it or in a key it sees) gets out = NaN and lse = NaN (as mla_decode_ref).
     Ids: cache_seqlens[b] must be in 0..max_blocks·page_size and the block ids block_table[b,
     :⌈cache_seqlens[b]/page_size⌉] in 0..num_blocks−1 (entries past them are never read). check_ids (default True)
     checks both with one device→host read (a sync; skipped while a CUDA graph is being captured); with

@@ -93,7 +93,7 @@ def _attend_span(
             q0, q1, qr, acc0, acc1, m_i, l_i, kv_ptr, kn_desc, kr_desc, bt_row, k, seqlen, limit,
             stride_kvb, stride_kvt, head_dim_v, d_qk, sm_scale_log2, page_shift,
             BLOCK_N, BLOCK_DV2, BLOCK_R, True, USE_TMA, DOT_FP32, EVEN_D)
-    has = l_i > 0.0
+    has = l_i != 0.0  # l_i = 0: no visible key (out 0, lse −inf); NaN scores give l_i NaN: out, lse NaN
     inv_l = tl.where(has, 1.0 / tl.where(has, l_i, 1.0), 0.0)
     lse = tl.where(has, (m_i + tl.math.log2(tl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     return acc0 * inv_l[:, None], acc1 * inv_l[:, None], lse

@@ -181,7 +181,7 @@ def _mla_combine_kernel(
                         mask=row_ok[:, None], other=0.0, cache_modifier=".cg" if SPIN else "").to(tl.float32)
             m, acc, wsum = _lse_merge_step(m, acc, wsum, lse_i, o)
         m_safe = tl.where(m == float("-inf"), 0.0, m)
-        has = wsum > 0.0
+        has = wsum != 0.0  # a NaN partial makes wsum NaN: out and lse NaN (not lse −inf)
         inv = tl.where(has, 1.0 / tl.where(has, wsum, 1.0), 0.0)
         o_row = b.to(tl.int64) * stride_ob + s_idx.to(tl.int64) * stride_os + h_idx.to(tl.int64) * stride_oh
         tl.store(out_ptr + o_row[:, None] + c[None, :], (acc * inv[:, None]).to(out_ptr.dtype.element_ty),

@@ -244,7 +244,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                         qn1 += 1
                 if DEFER_L:
                     l_i = gl.sum(l_acc, 0)
-                has = l_i > 0.0
+                has = l_i != 0.0  # NaN scores (l_i NaN): out and lse NaN, as mla_decode_ref
                 inv_l = gl.where(has, 1.0 / gl.where(has, l_i, 1.0), 0.0)
                 lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
                 if not SEQPF:

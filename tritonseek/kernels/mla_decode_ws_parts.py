@@ -307,7 +307,7 @@ def _merge_parts(b, n_split, row_base, rows_total, split_ptr, opart_ptr, lpart_p
         w = gl.exp2((gl.load(lpart_ptr + (first + i + b).to(gl.int64) * rows_total + rr, cache_modifier=".cg")
                      - m_safe) * 1.4426950408889634)
         wsum = wsum + w
-    has = wsum > 0.0
+    has = wsum != 0.0  # a NaN partial: out and lse NaN
     inv = gl.where(has, 1.0 / gl.where(has, wsum, 1.0), 0.0)
     o_rows = out_ptr + (b.to(gl.int64) * rows_total + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + gl.expand_dims(cc, 0)
     for c in gl.static_range(D_LATENT // _CHUNK):

@@ -141,7 +141,7 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
     x_mine.store(l_i)
     _sync(bars, _L_SWAPPED, phase)
     l_all = l_i + x_other.load(l_i.type.layout)
-    has = l_all > 0.0
+    has = l_all != 0.0  # NaN scores: out and lse NaN, as mla_decode_ref
     inv_l = gl.where(has, 1.0 / gl.where(has, l_all, 1.0), 0.0)
     lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_all, 1.0))) * 0.6931471805599453, float("-inf"))
     o = acc * gl.expand_dims(gl.convert_layout(inv_l, orow_l), 1)

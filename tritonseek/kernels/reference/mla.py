@@ -26,7 +26,8 @@ def mla_decode_ref(
     softmax_scale: default d_qk^-0.5. causal: bottom-right aligned, query i sees keys j ≤ s_k − s_q + i.
     Returns out [batch, seqlen_q, num_heads, head_dim_v] in q.dtype and lse [batch, num_heads, seqlen_q]
     fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf.
-    Masked slots are excluded before the dot, so NaN in unused cache rows never reaches the output.
+    A query row with a NaN score (NaN/inf in that q row or in a key it sees) gets out = NaN and
+    lse = NaN. Masked slots are excluded before the dot, so NaN in unused cache rows never reaches the output.
     Raises ValueError on inconsistent shapes.
     """
     b, s_q, h, d = q.shape
@@ -53,14 +54,14 @@ def mla_decode_ref(
             limit = n - s_q + torch.arange(s_q, device=q.device)  # last visible key per query
             mask = pos[None, :] > limit[:, None]
             scores = scores.masked_fill(mask[:, None, :], float("-inf"))
-        m = scores.amax(-1, keepdim=True)
-        visible = torch.isfinite(m)
-        m = torch.where(visible, m, torch.zeros_like(m))
+        m = scores.amax(-1, keepdim=True)  # NaN when a visible score is NaN (amax propagates it)
+        empty = m == float("-inf")  # no visible key
+        m = torch.where(empty, torch.zeros_like(m), m)
         p = torch.exp(scores - m)
         denom = p.sum(-1, keepdim=True)
         o = torch.einsum("shn,nd->shd", p, k[:, :head_dim_v]) / denom.clamp_min(1e-30)
-        out[i] = torch.where(visible, o, torch.zeros_like(o))
-        lse[i] = torch.where(visible, m + torch.log(denom), torch.full_like(m, float("-inf"))).squeeze(-1).T
+        out[i] = torch.where(empty, torch.zeros_like(o), o)
+        lse[i] = torch.where(empty, torch.full_like(m, float("-inf")), m + torch.log(denom)).squeeze(-1).T
     return out.to(q.dtype), lse
 
 

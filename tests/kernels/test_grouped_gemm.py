@@ -90,6 +90,30 @@ def test_contiguous_misaligned_rows_are_nan_or_rejected(device):
         grouped_fp8_gemm_contiguous(*args, check_alignment=True)
 
 
+def _out_of_range_case(g, bad_id):
+    """Segments [130, 5] of 3 experts with row 256 + 2 (expert 1's tile) set to bad_id."""
+    b, bs = _weights(3, 128, 128, g)
+    a, a_s, mi = _contiguous_layout([130, 5], g, 128)
+    a = _fp8(tuple(a.shape), g)
+    a_s = torch.rand(a_s.shape, generator=g) + 0.25
+    mi[258] = bad_id
+    return a, a_s, b, bs, mi
+
+
+# tester (1ee7e10): m_indices + 5 with E = 3 ran on the CPU without an error (all-NaN output); the reference
+# silently left such rows 0. Both now raise naming m_indices on the CPU; CUDA checks with check_alignment only.
+@pytest.mark.parametrize("bad_id", [3, 8, -2])
+def test_contiguous_out_of_range_ids_raise(device, bad_id):
+    args = [t.to(device) for t in _out_of_range_case(torch.Generator().manual_seed(9), bad_id)]
+    with pytest.raises(ValueError, match=r"m_indices\[258\]"):
+        grouped_fp8_gemm_contiguous_ref(*args)
+    with pytest.raises(ValueError, match=r"m_indices\[258\]"):
+        grouped_fp8_gemm_contiguous(*args, check_alignment=True)
+    if device.type == "cpu":
+        with pytest.raises(ValueError, match=r"m_indices\[258\]"):
+            grouped_fp8_gemm_contiguous(*args)
+
+
 def test_contiguous_rejects_bad_inputs(device):
     g = torch.Generator().manual_seed(8)
     b, bs = _weights(2, 128, 256, g)
@@ -258,6 +282,31 @@ def test_masked_empty_inputs(device, E, M_max):
 # ------------------------------------------------------------------------------------------------
 # Real shapes on the H200
 # ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bad_id", [3, -2])
+def test_contiguous_out_of_range_ids_gpu(device, bad_id):
+    """CUDA without check_alignment (no sync): an id ≥ E turns its tile's non-padding rows NaN (never another
+    expert's product), an id < −1 is stored as padding (0); every other row as the reference; check_alignment
+    raises (tl and Gluon launchers)."""
+    from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws
+
+    a, a_s, b, bs, mi = (t.to(device) for t in _out_of_range_case(torch.Generator().manual_seed(10), bad_id))
+    out = grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, out_dtype=torch.float32).cpu()
+    good = mi.clone()
+    good[258] = -1
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, good, out_dtype=torch.float32).cpu()
+    tile = slice(256, 261) if bad_id >= 0 else slice(258, 259)  # expert 1's 5 rows (its padding rows stay 0)
+    assert (out[tile].isnan().all() if bad_id >= 0 else (out[tile] == 0).all())
+    keep = torch.ones(out.shape[0], dtype=torch.bool)
+    keep[tile] = False
+    assert torch.isfinite(out[keep]).all() and calc_diff(out[keep], ref[keep]) < 1e-3
+    with pytest.raises(ValueError, match=r"m_indices\[258\]"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, check_alignment=True)
+    if torch.cuda.get_device_capability(a.device)[0] == 9:  # the Gluon launcher shares the check
+        with pytest.raises(ValueError, match=r"m_indices\[258\]"):
+            grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, check_alignment=True)
 
 
 @pytest.mark.gpu

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_config, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_config, check_index_range, check_runnable_device, check_tensor
 
 BLOCK_K = 128
 M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
@@ -263,6 +263,8 @@ def check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
         raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
     if m_indices.shape[0] != M or m_indices.stride(0) != 1:
         raise ValueError(f"m_indices must be a contiguous [{M}] int32 tensor, got {tuple(m_indices.shape)}")
+    if dev.type == "cpu":  # ids in [−1, E): free to check here (no device sync); on CUDA only with check_alignment
+        check_index_range("m_indices", m_indices, -1, E)
     if out is None:
         out = torch.empty(M, N, dtype=out_dtype, device=dev)
     else:
@@ -278,9 +280,8 @@ def check_contiguous_alignment(m_indices: torch.Tensor, E: int) -> None:
     M = m_indices.shape[0]
     if M == 0:
         return
+    check_index_range("m_indices", m_indices, -1, E)
     mi = m_indices.long().cpu()
-    if ((mi < -1) | (mi >= E)).any():
-        raise ValueError(f"m_indices must lie in [-1, {E})")
     pad = (-M) % M_ALIGNMENT
     tiles = torch.cat([mi, mi.new_full((pad,), -1)]).view(-1, M_ALIGNMENT)
     top = tiles.max(dim=1, keepdim=True).values
@@ -309,7 +310,9 @@ def grouped_fp8_gemm_contiguous(
     m_indices: [M] int32 expert of each row, −1 = padding (output row 0; its a/a_scale rows, NaN or not,
         never reach another row). A 128-row tile holding two different experts writes NaN into the rows
         of the minority expert (never another expert's product); ``check_alignment=True`` instead raises
-        ValueError after one host sync.
+        ValueError after one host sync. Ids outside [−1, E) raise ValueError naming m_indices on the CPU
+        (always) and with check_alignment; unchecked on CUDA (no sync), where an id ≥ E makes its tile's
+        rows NaN and an id < −1 is stored as padding (0).
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}.
     config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages required; GROUP_M, FLATTEN,
         GRID_MULT = persistent programs per SM, WS = Triton warp specialization of the K loop; values as in

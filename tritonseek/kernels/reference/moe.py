@@ -241,12 +241,17 @@ def grouped_fp8_gemm_contiguous_ref(
     b: [E, N, K] float8_e4m3fn (NT: K contiguous); b_scale: [E, ceil(N/128), ceil(K/128)] fp32 (128×128 blocks).
     m_indices: [M] int32, expert of each row, −1 = padding (output row 0, its a/a_scale never read).
     Returns out [M, N] out_dtype, computed from the dequantized operands in fp32.
+    Raises ValueError naming m_indices when an id lies outside [−1, E).
     Follows DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
     """
     M, K = a.shape
     E, N, _ = b.shape
     out = torch.zeros(M, N, dtype=torch.float32, device=a.device)
     mi = m_indices.long()
+    bad = (mi < -1) | (mi >= E)
+    if bool(bad.any()):
+        pos = int(bad.nonzero()[0, 0])
+        raise ValueError(f"m_indices[{pos}] = {int(mi[pos])} is out of range: entries must be in [-1, {E})")
     for e in range(E):
         rows = torch.nonzero(mi == e).flatten()
         if rows.numel():

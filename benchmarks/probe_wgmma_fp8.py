@@ -242,6 +242,12 @@ def main():
 
 
 if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])  # --help without a GPU (it needed CUDA before)
+    ap.add_argument("--compile-only", action="store_true", help="compile every case for sm_90a (no GPU needed)")
+    ap.add_argument("--jobs", type=int, metavar="N", help="compile the cases in N parallel processes first")
+    ap.parse_args()  # main() and compile_only() read sys.argv themselves
     t0 = time.time()
     compile_only() if "--compile-only" in sys.argv else main()
     print(f"done in {time.time() - t0:.1f} s")

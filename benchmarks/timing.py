@@ -3,6 +3,12 @@ runs its kernels as graph replays, so this is the time that counts for small ker
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of other scripts, not a benchmark of its own
+    import sys
+
+    print("timing.py holds the timers of the benchmark scripts (benchmarks/bench_*.py): nothing to run here")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import statistics
 
 import torch

@@ -19,6 +19,12 @@ fp32 correction bias N(0, 0.01²). As in a real checkpoint load the MTP layer's 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of other scripts, not a benchmark of its own
+    import sys
+
+    print("v3_slice.py builds the V3-width slice of bench_e2e.py / bench_e2e_tp.py / check_v3_parity.py: run one of those")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import math
 
 import torch

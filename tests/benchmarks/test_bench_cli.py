@@ -202,7 +202,8 @@ def test_bench_moe_dry_refuses_compiled_kernels(scripts, monkeypatch, tmp_path, 
 
 # ---------------------------------------------------------------------------------------------- suite modules
 @pytest.mark.parametrize("name, runner", [("bench_moe_layer", "bench_moe.py"), ("bench_moe_routing", "bench_moe.py"),
-                                          ("bench_mla_prefill", "bench_mla.py")])
+                                          ("bench_mla_prefill", "bench_mla.py"), ("timing", "bench_*.py"),
+                                          ("v3_slice", "bench_e2e.py")])
 def test_suite_modules_answer_help(monkeypatch, capsys, name, runner):
     """`python benchmarks/bench_moe_layer.py --help` crashed (no module 'benchmarks'), bench_mla_prefill printed
     nothing: these modules hold suites of another script and now say which one (exit 0 for --help, 2 otherwise)."""

@@ -438,6 +438,39 @@ def test_out_of_range_drafts_are_rejected(device):
     assert n.cpu().tolist() == [0, 1, 0]  # u = 0 accepts any in-range draft with p > 0
     _check_layout(out, n, K)
     assert (out < V).all()
+    # tester (1ee7e10): verify_rejection_ref raised IndexError on these ids while the kernel rejected them; the
+    # reference now rejects them too (p(d) = q(d) = 0, the position samples max(0, p − q)): same tokens, every mode
+    assert torch.equal(out.cpu(), verify_rejection_ref(drafts, None, x, torch.ones(B), None, None, torch.zeros(B, K),
+                                                        noise)[0])
+    draft_probs = torch.softmax(torch.randn(B, K, V, generator=g), -1)
+    for dp, t in ((None, torch.tensor([1.0, 0.0, 0.7])), (draft_probs, torch.tensor([0.5, 1.0, 0.0]))):
+        u = torch.rand(B, K, generator=g)
+        got = verify_rejection(*_to(device, drafts, dp, x, t, None, None, u, noise))
+        ref = verify_rejection_ref(drafts, dp, x, t, None, None, u, noise)
+        assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+
+
+@pytest.mark.gpu
+def test_out_of_range_drafts_real_vocab_gpu(device):
+    """Ids outside [0, V) at V = 129280 through the GPU plans (split rows, one-hot race exclusion, draft_probs
+    residual race, Philox noise): rejected, the same tokens as verify_rejection_ref / verify_greedy_ref."""
+    B, K, V = 16, 3, 129280
+    x, drafts, g = _case(B, K, V, 77, scale=1.0)
+    drafts[0, 0], drafts[1, 1], drafts[2, 2], drafts[3, 0], drafts[4, 0] = V, -1, 2**40, -(2**40), V + 7
+    args = _to(device, drafts, x)
+    got, ref = verify_greedy(*args), verify_greedy_ref(*args)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    draft_probs = torch.softmax(torch.randn(B, K, V, generator=g), -1)
+    for dp in (None, draft_probs):
+        temperature, top_k, top_p, uniforms, noise = _rej_params(B, K, V, g, False)
+        args = _to(device, drafts, dp, x, temperature, top_k, top_p, uniforms, noise)
+        got, ref = verify_rejection(*args), verify_rejection_ref(*args)
+        assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]), dp is None
+    seeds = torch.arange(B, dtype=torch.int64, device=device) + 5
+    args = _to(device, drafts, None, x, temperature, None, None, uniforms)
+    got = verify_rejection(*args, None, seeds=seeds)
+    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
 
 
 def test_host_scalars_empty_batch_and_empty_vocab(device):

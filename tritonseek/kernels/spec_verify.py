@@ -354,7 +354,7 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     """Accept drafts while d_j == argmax(target_j); emit argmax at the first mismatch, or the bonus argmax.
 
     draft_tokens: [B, K] int64/int32 (K >= 1); ids outside [0, V) are not checked on the device (a host
-    sync) and are never accepted. target_logits: [B, K+1, V] fp32/bf16/fp16, V >= 1, last dim contiguous,
+    sync) and are never accepted (as verify_greedy_ref). target_logits: [B, K+1, V] fp32/bf16/fp16, V >= 1, last dim contiguous,
     on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id, a NaN counts as the largest
     value (the first NaN or +inf wins; torch.argmax: the first NaN), an all -inf row gives 0.
     out_tokens / out_num_accepted: optional preallocated outputs. config: optional
@@ -412,8 +412,8 @@ def verify_rejection(
     exp((x − max) / T) / Σ (exact at low T, e.g. 1e-5 on logits ~100); the top-k/top-p kept set is decided on
     x / T in fp32, as in the reference.
 
-    draft_tokens: [B, K] int64/int32 in [0, V) (K >= 1; ids outside are not checked on the device and are
-    rejected: p(d) = 0). draft_probs: [B, K, V] float, last dim contiguous, or None. target_logits:
+    draft_tokens: [B, K] int64/int32 in [0, V) (K >= 1; ids outside are not checked (no host sync) and are
+    rejected: p(d) = q(d) = 0, the position emits a sample of max(0, p − q), as verify_rejection_ref). draft_probs: [B, K, V] float, last dim contiguous, or None. target_logits:
     [B, K+1, V] fp32/bf16/fp16, V >= 1, last dim contiguous, CUDA (CPU under TRITON_INTERPRET=1); a sampled
     position whose max is not finite (NaN/+inf logit, all -inf) has no softmax: its draft is rejected and
     token 0 emitted, as the reference gives. temperature: [B] fp32 >= 0 or a float. top_k: [B] int32

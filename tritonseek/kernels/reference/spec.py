@@ -34,7 +34,8 @@ def check_spec_args(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> 
 def verify_greedy_ref(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept drafts while draft_i == argmax(target_i); then emit argmax at the first mismatch (or the bonus).
 
-    draft_tokens: [B, K] int64. target_logits: [B, K+1, V] float (argmax, lowest id on ties).
+    draft_tokens: [B, K] int64 (an id outside [0, V) never equals the argmax: rejected).
+    target_logits: [B, K+1, V] float (argmax, lowest id on ties).
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32).
     Raises ValueError/TypeError on bad shapes/dtypes. Semantics: vLLM RejectionSampler greedy path.
     """
@@ -67,7 +68,9 @@ def verify_rejection_ref(
     verification (verify_greedy_ref) and ignore uniforms/exp_noise.
     Accepting iff u·q < p is accept-with-probability min(1, p/q) written without a division.
 
-    draft_tokens: [B, K] int64 in [0, V). draft_probs: [B, K, V] float or None.
+    draft_tokens: [B, K] int64; an id outside [0, V) is rejected (p(d) = q(d) = 0: the position emits a sample of
+    max(0, p − q), i.e. of p when draft_probs is None), as verify_greedy_ref never accepts it.
+    draft_probs: [B, K, V] float or None.
     target_logits: [B, K+1, V] float. temperature: [B] fp32 >= 0. top_k: [B] int32 (0 = off) or None.
     top_p: [B] fp32 (1 = off) or None. uniforms: [B, K] fp32 in [0, 1). exp_noise: [B, K+1, V] fp32 Exp(1) > 0.
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32).
@@ -101,12 +104,14 @@ def verify_rejection_ref(
     running = torch.ones(B, dtype=torch.bool, device=x.device)
     for j in range(K):
         d = drafts[:, j]
-        p_d = p[:, j].gather(1, d[:, None]).squeeze(1)
+        d_ok = (d >= 0) & (d < V)  # an id outside [0, V) has p(d) = q(d) = 0: rejected, never an index error
+        d_safe = torch.where(d_ok, d, torch.zeros_like(d))
+        p_d = torch.where(d_ok, p[:, j].gather(1, d_safe[:, None]).squeeze(1), 0.0)
         if draft_probs is None:
-            q = torch.nn.functional.one_hot(d, V).float()
+            q = torch.nn.functional.one_hot(d_safe, V).float() * d_ok[:, None]
         else:
             q = draft_probs[:, j].float()
-        q_d = q.gather(1, d[:, None]).squeeze(1)
+        q_d = torch.where(d_ok, q.gather(1, d_safe[:, None]).squeeze(1), 0.0)
         accept_s = uniforms[:, j].float() * q_d < p_d
         resampled = ((p[:, j] - q).clamp_min(0.0) / noise[:, j]).argmax(dim=-1)
         accept = torch.where(sampled, accept_s, d == greedy_tok[:, j])

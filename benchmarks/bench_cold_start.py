@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, out_file, positive_int  # noqa: E402
 
 PROMPT = "def fibonacci(n):"
 TARGET_S = 20.0
@@ -78,9 +78,9 @@ def warm(model: str | None, cache: Path, max_batch: int) -> tuple[float, str]:
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, type=out_file, help="append JSON rows here")
     ap.add_argument("--model", action="append", default=None, help="checkpoint folder (repeatable; default: embedded)")
-    ap.add_argument("--max-batch", type=int, default=4)
+    ap.add_argument("--max-batch", type=positive_int, default=4)
     ap.add_argument("--skip-cold", action="store_true", default=bool(os.environ.get("TRITONSEEK_COLD_START_SKIP_COLD")),
                     help="only warmup + the warm start (default: $TRITONSEEK_COLD_START_SKIP_COLD)")
     ap.add_argument("--no-warmup", action="store_true",

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tritonseek without PYTHONPATH
 from timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm_quant_fp8  # noqa: E402
@@ -134,9 +134,9 @@ def bench_prologue(T, dev, row):
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", default="1,8")
-    p.add_argument("--ops", default="router,absorb,prologue")
-    p.add_argument("--out", default=None)
+    p.add_argument("--tokens", default="1,8", type=positive_int_list)
+    p.add_argument("--ops", default="router,absorb,prologue", type=name_list(("router", "absorb", "prologue")))
+    p.add_argument("--out", default=None, type=out_file, help="append JSON rows here")
     p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -161,8 +161,8 @@ def main(argv=None) -> list[dict]:
             with open(a.out, "a") as f:
                 f.write(json.dumps(r) + "\n")
 
-    ops = a.ops.split(",")
-    for T in (int(t) for t in a.tokens.split(",") if t):
+    ops = a.ops
+    for T in a.tokens:
         if "router" in ops:
             bench_router(T, dev, row)
         if "absorb" in ops:

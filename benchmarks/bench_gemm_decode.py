@@ -46,7 +46,8 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, out_file, positive_float, positive_int  # noqa: E402
+from tritonseek.benchrun import (git_commit, name_list, out_file, positive_float, positive_int,  # noqa: E402
+                                 positive_int_list)
 from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels import fp8_gemm_small as SMALL  # noqa: E402
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8  # noqa: E402
@@ -332,11 +333,11 @@ def bench(args, env, rows, winners, sweep_rows):
     cpu = not torch.cuda.is_available()  # --models tiny: a CPU dry run of the script's logic (interpreter)
     dev = torch.device("cpu" if cpu else "cuda")
     sms = 4 if cpu else G._num_sms(0)
-    ms = [int(x) for x in args.ms.split(",")]
+    ms = list(args.ms)
     if args.sweep:  # M = 1 and 8 first: M = 2 and 4 time the best of those
         ms = sorted(ms, key=lambda m: (m not in (1, 8), m))
     shapes = []
-    for model in args.models.split(","):
+    for model in args.models:
         shapes += [(model, n, k) for n, k in {"v3": V3, "v2lite": V2LITE, "tiny": TINY}[model]]
     if args.only_nk:
         keep = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")}
@@ -441,8 +442,9 @@ def main():
                         "rows report the committed choice")
     p.add_argument("--report", default="best", choices=["best", "committed"],
                    help="with --sweep: rows report the sweep's winner (best) or the library's choice")
-    p.add_argument("--ms", default="1,2,4,8")
-    p.add_argument("--models", default="v3")
+    p.add_argument("--ms", default="1,2,4,8", type=positive_int_list, help="comma list of M (tokens)")
+    p.add_argument("--models", default="v3", type=name_list(("v3", "v2lite", "tiny")),
+                   help="comma list of v3, v2lite, tiny (tiny: a CPU dry run)")
     p.add_argument("--only-nk", default="")
     p.add_argument("--pairs", action="store_true", help="also time quant + GEMM per step (chosen vs previous)")
     p.add_argument("--bf16", action="store_true", help="also time the torch bf16 peer")

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_moe_layer import kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm  # noqa: E402
@@ -193,23 +193,23 @@ def probe_norm(T, dev, env, warps_list):
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--tokens", default="1")
-    p.add_argument("--only", default="q,o,router")
-    p.add_argument("--norm-warps", default="4,8,16,32")
-    p.add_argument("--out", default="probe_decode_small.jsonl")
+    p.add_argument("--tokens", default="1", type=positive_int_list)
+    p.add_argument("--only", default="q,o,router", type=name_list(("router", "q", "o", "o16", "norm")))
+    p.add_argument("--norm-warps", default="4,8,16,32", type=positive_int_list)
+    p.add_argument("--out", default="probe_decode_small.jsonl", type=out_file, help="JSON rows appended one by one")
     p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs")
     p.add_argument("--o-configs", default=None, help="JSON list of absorb_o / absorb_o_fp8 configs")
     args = p.parse_args()
     dev, env = torch.device("cuda"), _env()
-    only = set(args.only.split(","))
+    only = set(args.only)
     qc = json.loads(args.q_configs) if args.q_configs else Q_CONFIGS
     oc = json.loads(args.o_configs) if args.o_configs else O_CONFIGS
     rows = []
-    for T in (int(t) for t in args.tokens.split(",")):
+    for T in args.tokens:
         for part, fn, cfgs in (("router", probe_router, [dict()]),
                                ("q", probe_absorb_q, qc), ("o", probe_absorb_o_fp8, oc),
                                ("o16", lambda T, dev, env, c: probe_absorb_o_fp8(T, dev, env, c, fp8=False), oc),
-                               ("norm", probe_norm, [int(w) for w in args.norm_warps.split(",")])):
+                               ("norm", probe_norm, list(args.norm_warps))):
             if part in only:
                 new = fn(T, dev, env, cfgs)
                 rows += new

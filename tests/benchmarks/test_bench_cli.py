@@ -71,10 +71,11 @@ def test_arg_types_accept(tmp_path):
 # ---------------------------------------------------------------------------------------------- argparse level
 @pytest.fixture(scope="module")
 def scripts():
-    from benchmarks import bench_mla, bench_mla_absorb, bench_mla_small, bench_moe, bench_mtp
+    import importlib
 
-    return dict(bench_mla=bench_mla, bench_mla_small=bench_mla_small, bench_moe=bench_moe, bench_mtp=bench_mtp,
-                bench_mla_absorb=bench_mla_absorb)
+    names = ("bench_mla", "bench_mla_small", "bench_moe", "bench_mtp", "bench_mla_absorb", "bench_gemm_decode",
+             "bench_decode_chain", "probe_decode_small", "bench_fused_small", "bench_cold_start")
+    return {n: importlib.import_module(f"benchmarks.{n}") for n in names}
 
 
 BAD = [
@@ -91,6 +92,10 @@ BAD = [
     ("bench_mtp", ["--dry", "--suite", "bogus"], "--suite"), ("bench_mtp", ["--ks", "0"], "--ks"),
     ("bench_mtp", ["--batches", "-1"], "--batches"), ("bench_mtp", ["--batches", "abc"], "--batches"),
     ("bench_mla_absorb", ["--tokens", "0"], "--tokens"),
+    ("bench_gemm_decode", ["--models", "bogus"], "--models"), ("bench_gemm_decode", ["--ms", "0"], "--ms"),
+    ("bench_gemm_decode", ["--min-ms", "nan"], "--min-ms"), ("bench_decode_chain", ["--tokens", "1,-8"], "--tokens"),
+    ("probe_decode_small", ["--only", "bogus"], "--only"), ("bench_fused_small", ["--ops", "bogus"], "--ops"),
+    ("bench_cold_start", ["--max-batch", "0"], "--max-batch"),
 ]
 
 

@@ -315,6 +315,8 @@ def generate(
         _fail(f"--top-p must be in (0, 1], got {top_p}")
     if compare and not mtp:
         _fail("--compare needs --mtp K")
+    if backend is not None and backend not in ("triton", "reference"):
+        _fail(f"--backend must be triton or reference, got {backend!r}")
     _check_device(device, tp_size)
     if output is not None:
         _check_output(output)
@@ -376,7 +378,8 @@ def generate(
     except _user_errors() as e:
         if started:
             sys.stdout.write("\n")
-        msg = str(e)
+        # the engine's message names the library argument; a CLI user sets it with the option
+        msg = str(e).replace("with max_new_tokens=", "with --max-new-tokens ")
         m = re.match(r"(params for )?prompt (\d+) ", msg)
         if row_lines and m and int(m.group(2)) < len(row_lines):
             # the engine counts prompts from 0; a prompts-file user looks for a line number

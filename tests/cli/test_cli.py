@@ -40,11 +40,12 @@ def test_generate_with_seed_is_deterministic():
         (("generate",), "exactly one of --prompt or --prompts-file"),
         (("generate", "-p", "x", "--model", "/nonexistent/folder/x"), "neither a folder nor a Hugging Face id"),
         (("generate", "-p", "x", "--model", "someone/not-cached-model-xyz"), "not in the local Hugging Face cache"),
-        (("generate", "-p", "x", "--backend", "cuda"), "backend='cuda' is not one of"),
+        # session 18: the messages named backend= / max_new_tokens= instead of the options
+        (("generate", "-p", "x", "--backend", "cuda"), "--backend must be triton or reference, got 'cuda'"),
         (("generate", "-p", "x", "--device", "tpu"), "--device 'tpu' is not supported"),
         # session 17: cpu:1 was accepted ("device cpu:1"); errors named device= instead of the option
         (("generate", "-p", "x", "--device", "cpu:1"), "--device cpu:1: the CPU device takes no index"),
-        (("generate", "-p", "x", "-n", "5000"), "max_position_embeddings"),
+        (("generate", "-p", "x", "-n", "5000"), "with --max-new-tokens 5000 that exceeds max_position_embeddings"),
         (("generate", "-p", "x", "--top-p", "0"), "--top-p must be in (0, 1]"),
         (("generate", "-p", "x", "--top-p", "nan"), "--top-p must be in (0, 1], got nan"),
         (("generate", "-p", "x", "--top-p", "1.5"), "--top-p must be in (0, 1], got 1.5"),

@@ -158,38 +158,3 @@ def sass_of(ptx: str) -> list[str]:
                        capture_output=True)
         return subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", cubin], check=True, capture_output=True,
                               text=True).stdout.splitlines()
-
-
-def loop_bar_syncs(ptx: str, wgmma_groups: int = 2) -> list[int]:
-    """Named-barrier syncs (``bar.sync``) in each innermost PTX loop (from its header label to the branch back to it,
-    no other back-edge inside) that issues exactly ``wgmma_groups`` groups of 4 k32 wgmmas: the two-in-flight K loop's
-    pair of blocks by default."""
-    lines = ptx.splitlines()
-    labels = {}
-    loops = []
-    for i, line in enumerate(lines):
-        m = re.match(r"^(\$L__BB\d+_\d+):", line)
-        if m:
-            labels[m.group(1)] = i
-        m = re.search(r"bra(?:\.uni)?\s+(\$L__BB\d+_\d+);", line)
-        if m and labels.get(m.group(1), i) < i:
-            loops.append((labels[m.group(1)], i))
-    counts = []
-    for lo, hi in loops:
-        if any(lo <= a and b < hi for a, b in loops if (a, b) != (lo, hi)):
-            continue  # an outer loop
-        body = "\n".join(lines[lo:hi])
-        if body.count("wgmma.mma_async") == 4 * wgmma_groups:
-            counts.append(len(re.findall(r"\tbar\.sync\s", body)))
-    return counts
-
-
-def check_arrive_all_ptx(ptx: str) -> None:
-    """ARRIVE_ALL K loops (fp8_gemm_ws_loop._k_loop): per-thread stage releases, 2 warpgroup bar.syncs per pair of K
-    blocks in each of the two consumer partitions' loops, and ptxas neither spills, serializes the wgmmas (C7514),
-    injects a wgmma wait (C7517) nor drops setmaxnreg (C7508)."""
-    assert "cp.async.mbarrier.arrive.noinc.shared.b64" in ptx
-    assert loop_bar_syncs(ptx) == [2, 2], loop_bar_syncs(ptx)
-    report = ptxas_report(ptx)
-    assert not any(code in report for code in ("C7514", "C7517", "C7508")), report
-    assert spill_store_bytes(report) == [0] and re.findall(r"(\d+) bytes spill loads", report) == ["0"], report

@@ -21,7 +21,7 @@ import triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels.gluon_sm90 import check_arrive_all_ptx, ptx_in_fresh_process, ptxas_report
+from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 from tritonseek.kernels import fp8_gemm_ws as W
 from tritonseek.kernels.fp8_gemm_ws import fp8_gemm_nt_ws
 from tritonseek.kernels.reference.fp8 import (
@@ -70,7 +70,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3,
-                  num_warps=warps, ARRIVE_ALL=bool(cfg.get("ARRIVE_ALL")), EXTRA_BARS=int(cfg.get("EXTRA_BARS", 0)))
+                  num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({name: "constexpr" for name in consts})
@@ -121,28 +121,6 @@ def test_ws_three_warpgroups_compile_for_sm90_without_spills():
     assert "C7514" not in report and "serialized" not in report and "C7508" not in report, report
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
-
-
-def test_ws_arrive_all_compiles_for_sm90_with_two_bar_syncs_per_pair():
-    # ARRIVE_ALL (probe, off): per-thread stage releases (cp.async.mbarrier.arrive.noinc) leave one warpgroup bar.sync
-    # per ready-wait in the two-in-flight loop: 2 per pair of K blocks in each partition (the default loop has 4: one
-    # more before each single-thread mbarrier.arrive); no spill, no wgmma serialized or wait injected (C7517, seen when
-    # the promotion was pinned with a wgmma wait)
-    cfg = dict(W.ws_config(4096, 7168, 7168), WGS=2, ARRIVE_ALL=True)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, torch.bfloat16, True)
-    check_arrive_all_ptx(ptx)
-
-
-def test_ws_config_arrive_all_and_extra_bars_keys():
-    cfg = W.ws_config(4096, 7168, 7168)
-    assert cfg["ARRIVE_ALL"] is False and cfg["EXTRA_BARS"] == 0  # default off: the kernel compiles as before
-    W.check_ws_config(dict(cfg, ARRIVE_ALL=True, EXTRA_BARS=4))
-    a, a_s, b, b_s = _cpu_operands()
-    out = torch.empty(8, 128, dtype=torch.bfloat16)
-    for bad, key in ((dict(ARRIVE_ALL=1), "ARRIVE_ALL"), (dict(EXTRA_BARS=5), "EXTRA_BARS"),
-                     (dict(EXTRA_BARS=True), "EXTRA_BARS")):
-        with pytest.raises(ValueError, match=key):
-            W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
 
 
 @pytest.mark.parametrize("stages", [3, 4])
@@ -299,7 +277,6 @@ _GPU_CONFIGS = [
     dict(WGS=2, PIPE=True),  # two wgmmas in flight per warpgroup
     dict(WGS=2, PIPE=False),  # UNROLL2: one in flight, the previous block promoted under it
     dict(BLOCK_N=256, NUM_STAGES=3),  # WIDE 128×256 tiles, two epilogue buffers per warpgroup
-    dict(WGS=2, ARRIVE_ALL=True),  # per-thread stage releases (probe)
 ]
 
 
@@ -322,9 +299,8 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
-                                 dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3), dict(WGS=2, ARRIVE_ALL=True),
-                                 dict(WGS=2, EXTRA_BARS=2)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "arrive_all", "extra_bars"])
+                                 dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3"])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts. WIDE
     # (256-column) tiles: N = 2112, 300, 384 end in a tile whose second half lies past N (no b_scale row there)
@@ -351,8 +327,7 @@ def test_fp8_gemm_nt_wide_entry_gpu(device, m):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
-                                 dict(WGS=2, ARRIVE_ALL=True)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "arrive_all"])  # WIDE: the tails test (not a default)
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe"])  # WIDE: the tails test (not a default)
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

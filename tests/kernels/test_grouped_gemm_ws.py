@@ -21,7 +21,7 @@ import triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kernels.gluon_sm90 import check_arrive_all_ptx, ptx_in_fresh_process, ptxas_report
+from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report
 from tritonseek.kernels import grouped_gemm_ws as W
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT
 from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws, grouped_fp8_gemm_masked_ws
@@ -55,8 +55,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
-                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  ARRIVE_ALL=bool(cfg.get("ARRIVE_ALL")))
+                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -89,17 +88,6 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     assert "C7508" not in report, report  # setmaxnreg honoured
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
-
-
-def test_grouped_ws_arrive_all_compiles_for_sm90():
-    # ARRIVE_ALL (probe, off; fp8_gemm_ws_loop._k_loop): per-thread stage releases, 2 warpgroup bar.syncs per pair of
-    # K blocks in each consumer partition's two-in-flight loop (4 by default), no spill, nothing serialized
-    cfg = dict(W.grouped_ws_config("masked", 128, 4096, 7168), ARRIVE_ALL=True)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 512)
-    check_arrive_all_ptx(ptx)
-    assert W.grouped_ws_config("masked", 128, 4096, 7168)["ARRIVE_ALL"] is False
-    with pytest.raises(ValueError, match="ARRIVE_ALL"):
-        W._with_overrides(W.grouped_ws_config("masked", 128, 4096, 7168), dict(ARRIVE_ALL="yes"))
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -351,7 +339,7 @@ def test_masked_ws_masked_store_epilogue_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4), dict(ARRIVE_ALL=True)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4)])
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 @pytest.mark.parametrize("shape", [(1, 1024), (4, 256), (32, 32)])
 def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
@@ -367,8 +355,7 @@ def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
 # only) × BALANCE (fewer programs, same number of tile rounds), with the tile cases it decides: masked_m 63/64/65
 # (one half, one half full, a second half with 1 row), 129 (a 128-row tile whose second warpgroup has no row: it
 # only drains the stages), M_max, 0; contiguous segments 0, 1, 127, 128, 129 with NaN/inf padding, a misaligned row
-_FAST_CONFIGS = [None, dict(BALANCE=True), dict(PIPE0=True), dict(SPLIT=False, UNROLL2=False, PIPE=False),
-                 dict(ARRIVE_ALL=True)]
+_FAST_CONFIGS = [None, dict(BALANCE=True), dict(PIPE0=True), dict(SPLIT=False, UNROLL2=False, PIPE=False)]
 
 
 @pytest.mark.gpu
@@ -446,7 +433,7 @@ def test_wide_tiles_many_groups_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4), dict(ARRIVE_ALL=True)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4)])
 def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
     # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
     g = torch.Generator(device=device).manual_seed(11)

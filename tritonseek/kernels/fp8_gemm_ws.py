@@ -139,9 +139,7 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_lo
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                    SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True, IDLE_SKIP=True,
-                   TAIL_N64=True, ARRIVE_ALL=False, EXTRA_BARS=0)
-# ARRIVE_ALL, EXTRA_BARS (SPLIT PIPE0 tiles only; probes, off): fp8_gemm_ws_loop._k_loop's per-thread stage release and
-# extra warpgroup barriers per two K blocks (session 18 h6loop: sm_90a counts and H200 figures there)
+                   TAIL_N64=True)
 # IDLE_SKIP (192-row tiles): a consumer warpgroup whose rows all lie past M (M = 4096: 2 of the 3 in the last row of
 # tiles, 3% of the work) skips its wgmmas and epilogue and only hands the stages back (fp8_gemm_ws_loop._drain).
 # The suite's 40 ms timing runs at the 700 W power cap, so wasted MMAs cost clock: H200 W4 at f4a20b8, 40 ms
@@ -174,7 +172,7 @@ def ws_config(m: int, n: int, k: int) -> dict:
 WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool, ARRIVE_ALL=bool, EXTRA_BARS=range(0, 5),
+    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool,
 )
 
 
@@ -262,7 +260,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
                  SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr,
-                 TAIL_N64: gl.constexpr, ARRIVE_ALL: gl.constexpr = False, EXTRA_BARS: gl.constexpr = 0):
+                 TAIL_N64: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -285,12 +283,12 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
             it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
                                 c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
                                 stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, 64, NUM_STAGES,
-                                False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, ARRIVE_ALL, EXTRA_BARS)
+                                False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
         else:
             it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
                                 c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
                                 stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
-                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, ARRIVE_ALL, EXTRA_BARS)
+                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -300,8 +298,7 @@ def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_s
                    b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
                    stride_cn, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
                    TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr,
-                   UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
-                   ARRIVE_ALL: gl.constexpr = False, EXTRA_BARS: gl.constexpr = 0):
+                   UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr):
     # rows [off_m, off_m + ROWS) × columns [off_n, off_n + BLOCK_N) of out, all K blocks
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
@@ -315,7 +312,7 @@ def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_s
 
     acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
                            ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
-                           NUM_STAGES, UNROLL2, PIPE, SERIAL, PIPE0, ARRIVE_ALL, EXTRA_BARS)
+                           NUM_STAGES, UNROLL2, PIPE, SERIAL, PIPE0)
     _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                 TMA_STORE, row_layout, col_layout)
     return it
@@ -373,7 +370,6 @@ def _fp8_gemm_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
     PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr, TAIL_N64: gl.constexpr, num_warps: gl.constexpr,
-    ARRIVE_ALL: gl.constexpr = False, EXTRA_BARS: gl.constexpr = 0,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -384,13 +380,11 @@ def _fp8_gemm_ws_kernel(
                                        + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    # ARRIVE_ALL (SPLIT): every consumer thread releases a stage (128 arrivals per warpgroup); one spare barrier more
-    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES + ARRIVE_ALL, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES + ARRIVE_ALL):
-        if i < NUM_STAGES:
-            mbarrier.init(ready_bars.index(i), count=1)
+    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
         # released once per consumer partition
-        mbarrier.init(empty_bars.index(i), count=128 * WGS if ARRIVE_ALL else (WGS if SPLIT else 1))
+        mbarrier.init(empty_bars.index(i), count=WGS if SPLIT else 1)
     # WIDE tiles (BLOCK_N = 256): two [64, 128] epilogue buffers per warpgroup with ≤ 3 stages (3 × 48 KB + 64 KB),
     # one with 4 (4 × 48 KB + 32 KB ≤ 227 KB)
     C_BUFS: gl.constexpr = 2 if BLOCK_N == 256 and NUM_STAGES <= 3 else 1
@@ -429,14 +423,12 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, ARRIVE_ALL,
-                            EXTRA_BARS)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False,
-                            ARRIVE_ALL, EXTRA_BARS)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -529,8 +521,8 @@ def fp8_gemm_nt_ws(
         tiles: SPLIT, WGS 2, NUM_STAGES ≤ 4), NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on, IDLE_SKIP = 192-row tiles'
-        warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas,
-        ARRIVE_ALL / EXTRA_BARS = probes of the PIPE0 loop's warpgroup barriers, off), for tests and tuning.
+        warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas), for
+        tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -597,8 +589,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3,
         TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3 and n % 128 != 0 and n % 128 <= 64,
-        num_warps=4 if split else _NUM_WARPS, ARRIVE_ALL=bool(cfg["ARRIVE_ALL"]) and pipe0 and split,
-        EXTRA_BARS=int(cfg["EXTRA_BARS"]) if pipe0 and split else 0,
+        num_warps=4 if split else _NUM_WARPS,
         maxnreg=regs[0],
     )
     return out

@@ -4,13 +4,24 @@ Shared by fp8_gemm_ws.py (dense) and grouped_gemm_ws.py (grouped): one consumer 
 fed from the producer's NUM_STAGES shared-memory ring (``ready``/``empty`` mbarriers per stage), each 128-wide
 K block's wgmma product promoted into the fp32 accumulator with a_scale rows × the tile's b_scale. The schedules
 (serial, UNROLL2, PIPE) and what they measured on the H200 are described in fp8_gemm_ws.py's docstring.
+
+Warpgroup barriers (session 18, h6loop; code in git at 90ebf39, kept out): Triton 3.6's membar analysis puts a
+``bar.sync`` (the partition's 128 threads) before every ``mbarrier.arrive`` (modelled as a write to all of shared
+memory; thread 0 arrives) and between two accesses of one barrier array (a wait reads and writes its barrier): 4 per
+pair of K blocks in the PIPE loop, the top "barrier" stall in ncu. Releasing stages per thread instead
+(cp.async.mbarrier.arrive.noinc, 128 arrivals per warpgroup; s0 after wait(0), s1 after the next ready-wait) leaves
+2; ptxas needed that placement (an arrive while the second wgmma is in flight spilled 1316 bytes; pinning the
+promotion with a wgmma wait injected a serializing wait, C7517). H200 W1, interleaved GPU clock, time ratio to the
+committed config (A/A in the same run): 2 more bar.syncs per pair cost nothing (M = 4096, (N, K) = (4096, 7168) /
+(7168, 2048) / (7168, 16384): 1.0001 / 0.9985 / 1.0017, A/A 0.9981 / 0.9982 / 1.0013), and the per-thread releases
+lost (1.045 / 1.038 / 1.088; grouped masked (7168, 2048) 1.018-1.034, (4096, 7168) 1.000-1.012 with A/A 0.999-1.011,
+contiguous (4096, 7168) 1.036-1.037): the barriers are warps waiting on the wgmmas and the ring, not a cost of their own.
 """
 
 from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
 @gluon.jit
@@ -36,14 +47,13 @@ def _b_cols(b_bufs, s, COLS: gl.constexpr):
 
 
 @gluon.jit
-def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr, ARRIVALS: gl.constexpr = 1):
+def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr):
     # a consumer partition with no rows in the tile still hands every stage back, in order: it waits for the stage to
-    # land (so its arrival counts toward this use of the stage, not the previous one) and releases it (no wgmma);
-    # ARRIVALS: its share of the empty barrier's count (ARRIVE_ALL: its thread count)
+    # land (so its arrival counts toward this use of the stage, not the previous one) and releases it (no wgmma)
     for kb in range(num_k_blocks):
         s = it % NUM_STAGES
         mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        mbarrier.arrive(empty_bars.index(s), count=ARRIVALS)
+        mbarrier.arrive(empty_bars.index(s))
         it += 1
     return it
 
@@ -51,7 +61,7 @@ def _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES: gl.constexpr, A
 @gluon.jit
 def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr, ARRIVE_ALL: gl.constexpr = False):
+            NUM_STAGES: gl.constexpr):
     # issue K block kb (pipeline slot it), promote the previous block's product under it, wait for
     # kb, release its stage; returns kb's product and scale (a_scale rows × b_scale) and the acc
     scale = gl.load(sa_ptrs + kb * stride_ask, mask=m_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
@@ -61,18 +71,8 @@ def _k_step(it, kb, prev, prev_scale, acc, zero, a_bufs, b_bufs, ready_bars, emp
                         use_acc=False, is_async=True)
     acc += prev * gl.expand_dims(prev_scale, 1)
     cur = warpgroup_mma_wait(0, deps=[cur])
-    _release(empty_bars.index(s), ARRIVE_ALL)
+    mbarrier.arrive(empty_bars.index(s))
     return cur, scale, acc
-
-
-@gluon.jit
-def _release(bar, ARRIVE_ALL: gl.constexpr):
-    # hand a stage back: one arrival per partition (thread 0, after the warpgroup bar.sync Triton puts before every
-    # mbarrier.arrive), or ARRIVE_ALL: every thread arrives by itself (see _k_loop)
-    if ARRIVE_ALL:
-        async_copy.mbarrier_arrive(bar, increment_count=False)
-    else:
-        mbarrier.arrive(bar)
 
 
 @gluon.jit
@@ -91,8 +91,7 @@ def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr,
 @gluon.jit
 def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, KB0: gl.constexpr,
-            ARRIVE_ALL: gl.constexpr = False, EXTRA_BARS: gl.constexpr = 0):
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, KB0: gl.constexpr):
     # K blocks KB0.. of a tile whose block KB0 - 1 product (prod, scale0) is done (KB0 = 0: a zero product): each
     # block's wgmma is issued, the previous block promoted under it, then waited. Returns (acc without the last
     # block, the last block's product and scale, it): the caller promotes the last block.
@@ -109,39 +108,19 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
                 s1 = (it + 1) % NUM_STAGES
                 scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
                 mbarrier.wait(ready_bars.index(s0), (it // NUM_STAGES) & 1)
-                if ARRIVE_ALL:
-                    # the previous pair's second stage; j = 0: a spare barrier nobody waits on (index NUM_STAGES)
-                    async_copy.mbarrier_arrive(
-                        empty_bars.index(gl.where(j > 0, (it + NUM_STAGES - 1) % NUM_STAGES, NUM_STAGES)),
-                        increment_count=False)
                 p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s0, zero.shape[1]),
                                    zero, use_acc=False, is_async=True)
                 acc += prod * gl.expand_dims(scale0, 1)
                 scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
                     sb_ptr + (kb + 1) * stride_bsk)
                 mbarrier.wait(ready_bars.index(s1), ((it + 1) // NUM_STAGES) & 1)
-                for _ in gl.static_range(EXTRA_BARS):
-                    # probe (off): extra warpgroup barriers per two K blocks, the cost of each measured on the H200
-                    gl.thread_barrier()
                 prod = warpgroup_mma(_a_rows(a_bufs, s1, ROW0, ROWS, BLOCK_M),
                                      _b_cols(b_bufs, s1, zero.shape[1]), zero, use_acc=False, is_async=True)
                 p1 = warpgroup_mma_wait(1, deps=[p1])
-                if not ARRIVE_ALL:
-                    mbarrier.arrive(empty_bars.index(s0))
+                mbarrier.arrive(empty_bars.index(s0))
                 acc += p1 * gl.expand_dims(scale1, 1)
                 prod = warpgroup_mma_wait(0, deps=[prod])
-                if ARRIVE_ALL:
-                    # ARRIVE_ALL (probe, off): every thread releases a stage by itself once its own wgmma wait has
-                    # returned (cp.async.mbarrier.arrive.noinc, one arrival per thread; the empty barriers count 128
-                    # per warpgroup), s0 here and s1 after the next pair's first ready-wait. Triton 3.6 puts a
-                    # warpgroup bar.sync before every mbarrier.arrive (it writes all of shared memory for the membar
-                    # analysis) and between two accesses of one barrier array: 4 per pair in the default loop, 2 here
-                    # (one per ready-wait). Placement matters to ptxas (sm_90a): a per-thread arrive while the second
-                    # wgmma is in flight spilled 1316 bytes, pinning the promotion with a wgmma wait injected a
-                    # serializing one (C7517); here: no spill, the promotions stay under the wgmmas.
-                    async_copy.mbarrier_arrive(empty_bars.index(s0), increment_count=False)
-                else:
-                    mbarrier.arrive(empty_bars.index(s1))
+                mbarrier.arrive(empty_bars.index(s1))
             else:
                 # UNROLL2: the products of even and odd blocks live in two fixed register sets, so nothing is copied
                 # between a wait and the next issue (ptxas cannot rename a loop-carried wgmma result: a one-set loop
@@ -153,12 +132,10 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
                                             empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
                                             BLOCK_M, NUM_STAGES)
             it += 2
-        if ARRIVE_ALL and (num_k_blocks - KB0) // 2 > 0:  # the last pair's second stage
-            async_copy.mbarrier_arrive(empty_bars.index((it + NUM_STAGES - 1) % NUM_STAGES), increment_count=False)
         if (num_k_blocks - KB0) % 2 == 1:  # one block left: num_k_blocks - 1
             prod, scale0, acc = _k_step(it, num_k_blocks - 1, prod, scale0, acc, zero, a_bufs, b_bufs, ready_bars,
                                         empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES, ARRIVE_ALL)
+                                        BLOCK_M, NUM_STAGES)
             it += 1
     else:
         for kb in range(KB0, num_k_blocks):
@@ -195,15 +172,14 @@ def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_b
 def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
                  stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, SERIAL: gl.constexpr,
-                 PIPE0: gl.constexpr, ARRIVE_ALL: gl.constexpr = False, EXTRA_BARS: gl.constexpr = 0):
+                 PIPE0: gl.constexpr):
     # this partition's fp32 rows of a tile over all its K blocks (pipeline slots from it); returns (acc, it).
     # PIPE0 (with PIPE): the two-in-flight loop starts at block 0, a zero product (zero_rows scales) standing in for
-    # block −1, so block 0 is no longer issued and waited for alone at the start of every tile. ARRIVE_ALL, EXTRA_BARS
-    # (with PIPE0 only; the launchers check): see _k_loop and fp8_gemm_ws.py's ARRIVE_ALL comment
+    # block −1, so block 0 is no longer issued and waited for alone at the start of every tile
     if PIPE0:
         acc, plast, slast, it = _k_loop(it, num_k_blocks, zero, zero_rows, zero, a_bufs, b_bufs, ready_bars,
                                         empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0, ARRIVE_ALL, EXTRA_BARS)
+                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0)
     else:
         # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
         prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS,

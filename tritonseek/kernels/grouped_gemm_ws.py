@@ -94,8 +94,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           ARRIVE_ALL=False)  # ARRIVE_ALL (probe, off; SPLIT PIPE0 128×128): fp8_gemm_ws_loop._k_loop
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -160,7 +159,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, ARRIVE_ALL=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool,
 )
 
 
@@ -206,16 +205,16 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
 def _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
                    stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
                    NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
-                   row_layout: gl.constexpr, ARRIVE_ALL: gl.constexpr = False):
+                   row_layout: gl.constexpr):
     # this partition's fp32 rows of a tile (mine: it has rows of the tile's expert), else 0 after releasing the
     # tile's stages (run: the producer loaded them); returns (acc, it)
     if mine:
         acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
                                ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0, ARRIVE_ALL)
+                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0)
     else:
         if run:
-            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES, 128 if ARRIVE_ALL else 1)
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
         acc = zero
     return acc, it
 
@@ -263,7 +262,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, ARRIVE_ALL: gl.constexpr = False):
+              PIPE0: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -315,7 +314,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
         else:
             acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
                                      rm < M_rows, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
-                                     UNROLL2, PIPE, PIPE0, row_layout, ARRIVE_ALL)
+                                     UNROLL2, PIPE, PIPE0, row_layout)
         if MASKED:
             mm = gl.maximum(gl.minimum(mm, M_rows), 0)
         _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
@@ -368,7 +367,7 @@ def _grouped_fp8_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-    PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr, ARRIVE_ALL: gl.constexpr = False,
+    PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -379,11 +378,10 @@ def _grouped_fp8_ws_kernel(
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES + ARRIVE_ALL, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES + ARRIVE_ALL):  # ARRIVE_ALL: 128 per consumer warpgroup, one spare barrier
-        if i < NUM_STAGES:
-            mbarrier.init(ready_bars.index(i), count=1)
-        mbarrier.init(empty_bars.index(i), count=256 if ARRIVE_ALL else (2 if SPLIT else 1))  # once per partition
+    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
+        mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)  # released once per consumer partition
     # WIDE (BLOCK_N = 256): two epilogue buffers per partition with 3 stages (3 × 48 KB + 64 KB), one with 4
     C_BUFS: gl.constexpr = 2 if BLOCK_N == 256 and NUM_STAGES <= 3 else 1
     if TMA_STORE:
@@ -399,13 +397,13 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, ARRIVE_ALL)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, ARRIVE_ALL)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -475,7 +473,6 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
-        ARRIVE_ALL=bool(cfg["ARRIVE_ALL"]) and bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and split and bn != 256,
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG,
     )
@@ -519,8 +516,7 @@ def grouped_fp8_gemm_contiguous_ws(
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 256 (WIDE
         128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
-        ARRIVE_ALL = per-thread stage releases in the PIPE0 loop, a probe, off).
+        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

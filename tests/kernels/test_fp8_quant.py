@@ -240,7 +240,6 @@ def test_non_finite_semantics_as_documented(device):
     q, s = per_token_group_quant_fp8(x)
     assert s.item() == float("inf")
     assert torch.isnan(q[0, 2].float()) and torch.all(q[0, :2].float() == 0) and torch.all(q[0, 3:].float() == 0)
-    assert torch.equal(torch.signbit(q[0, :2].float()).cpu(), torch.tensor([False, True]))  # ±0: the sign of x / inf
     x[0, 3] = float("nan")
     q, s = per_token_group_quant_fp8(x, scale_ue8m0=True)
     assert torch.isnan(s).all() and torch.isnan(q.float()).all()

@@ -87,12 +87,11 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
 
 @triton.jit
 def _to_e4m3_interp(q, out_ty: tl.constexpr):
-    """Interpreter-only e4m3 cast: clamp to ±448 (keeping NaN), round to nearest-even on the grid (±0 keeps
-    its sign), cast, and restore NaN as byte 0x7F (the interpreter's cast writes NaN as 0x7C = 384)."""
+    """Interpreter-only e4m3 cast: clamp to ±448 (keeping NaN), round to nearest-even on the grid, cast, and
+    restore NaN as byte 0x7F (the interpreter's cast writes NaN as 0x7C = 384). A zero comes out +0 here (the
+    GPU's cvt.rn keeps −0), as in the fused quant epilogue of grouped_gemm_masked, which is compared bitwise."""
     q = tl.minimum(tl.maximum(q, -448.0, propagate_nan=tl.PropagateNan.ALL), 448.0, propagate_nan=tl.PropagateNan.ALL)
-    r = _round_to_e4m3(q)
-    r = tl.where(r == 0.0, q * 0.0, r)  # a zero keeps the sign of q (the rounding's magic add gives +0), as cvt.rn
-    bits = r.to(out_ty).to(tl.uint8, bitcast=True)
+    bits = _round_to_e4m3(q).to(out_ty).to(tl.uint8, bitcast=True)
     return tl.where(q != q, 0x7F, bits).to(tl.uint8).to(out_ty, bitcast=True)
 
 

@@ -220,6 +220,30 @@ def test_masked_silu_quant_equals_unfused(device, E, M_max, I, K, cfg, under, da
         grouped_fp8_gemm_masked_silu_quant(args[0], args[1], b64, args[3][:, :1], args[4])
 
 
+@pytest.mark.parametrize("E,M_max,I,K,cfg", [
+    (2, 5, 128, 256, None), (2, 20, 128, 256, 1),
+    pytest.param(4, 64, 2048, 7168, None, marks=pytest.mark.gpu),  # DeepSeek-V3 expert gate‖up, decode default
+])
+def test_masked_silu_quant_non_finite_rows(device, E, M_max, I, K, cfg):
+    """A valid row whose product is NaN (a_scale NaN) or ±inf/NaN (a_scale inf) quantizes exactly as
+    silu_mul_quant_fp8 of the unfused GEMM (scale NaN / inf, q NaN or ±0), never to finite values; the other
+    rows bit for bit as before (lead, s18: the fused epilogue dropped NaN in its amax)."""
+    g = torch.Generator().manual_seed(18)
+    b, bs = _weights(E, 2 * I, K, g)
+    a = _fp8((E, M_max, K), g)
+    a_s = torch.rand(E, M_max, -(-K // 128), generator=g) + 0.25
+    a_s[0, 1, 0] = float("nan")
+    a_s[E - 1, 2, -1] = float("inf")
+    masked_m = torch.full((E,), M_max, dtype=torch.int32)
+    c = None if cfg is None else dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=2)
+    args = [t.to(device) for t in (a, a_s, b, bs, masked_m)]
+    (q, s), (q_ref, s_ref) = _silu_quant_both(*args, c, E)
+    assert torch.isnan(s[0, 1]).all() and torch.isnan(q[0, 1].float()).all()
+    assert not torch.isfinite(s[E - 1, 2]).any()
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+    assert torch.equal(s.isnan(), s_ref.isnan()) and torch.equal(s.nan_to_num(0.0), s_ref.nan_to_num(0.0))
+
+
 def test_masked_rejects_bad_inputs(device):
     g = torch.Generator().manual_seed(9)
     b, bs = _weights(2, 128, 128, g)

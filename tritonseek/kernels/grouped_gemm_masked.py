@@ -36,8 +36,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from tritonseek.kernels import grouped_gemm as _gg
 from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
-from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
-                                          _scale_from_amax)
+from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _divisor, _max_nan, _pdl_capable, _recip_rn,
+                                          _scale_from_amax, _to_e4m3_interp)
 from tritonseek.kernels.grouped_gemm import _MASKED_DECODE, _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
 
 
@@ -231,18 +231,19 @@ def _masked_silu_quant_tile(
         gate = gate.to(tl.bfloat16).to(tl.float32)
         up = up.to(tl.bfloat16).to(tl.float32)
         h = gate / (1.0 + tl.exp(-gate)) * up
+        # NaN / inf in h follow fp8_quant.silu_mul_quant_fp8 (NaN-propagating amax; an inf scale gives ±0 / NaN)
         if SWAP_AB:  # [BLOCK_N, BLOCK_M]: the 128 columns of a group run down axis 0
-            sc = _scale_from_amax(tl.max(tl.abs(h), axis=0), eps, fp8_max, False)
-            q = _div_rn(h, sc[None, :], _recip_rn(sc)[None, :], FAST_DIV)
+            sc = _scale_from_amax(tl.reduce(tl.abs(h), 0, _max_nan), eps, fp8_max, False)
+            q = _div_rn(h, _divisor(sc, FAST_DIV)[None, :], _recip_rn(sc)[None, :], FAST_DIV)
             q_off = rm.to(tl.int64)[None, :] * stride_qm + rn[:, None]
             q_ok = row_ok[None, :]
         else:
-            sc = _scale_from_amax(tl.max(tl.abs(h), axis=1), eps, fp8_max, False)
-            q = _div_rn(h, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
+            sc = _scale_from_amax(tl.reduce(tl.abs(h), 1, _max_nan), eps, fp8_max, False)
+            q = _div_rn(h, _divisor(sc, FAST_DIV)[:, None], _recip_rn(sc)[:, None], FAST_DIV)
             q_off = rm.to(tl.int64)[:, None] * stride_qm + rn[None, :]
             q_ok = row_ok[:, None]
         if EXACT_ROUND:  # interpreter: clamp and round onto the e4m3 grid here (its cast rounds wrongly)
-            q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
+            q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)
         tl.store(q_ptr + g64 * stride_qe + q_off, q.to(q_ptr.dtype.element_ty), mask=q_ok)
         tl.store(s_ptr + g64 * stride_se + rm * stride_sm + (off_n // 128) * stride_sg, sc, mask=row_ok)
 

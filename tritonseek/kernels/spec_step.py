@@ -18,7 +18,9 @@ from tritonseek.kernels._utils import check_runnable_device, check_tensor
 _BLOCK_ROWS = 32
 
 
-@triton.jit
+# the ints are not specialized (== 1, % 16): the block-table width follows the engine's graph sizing and b the batch
+# bucket, so a specialization would make generate compile a variant `tritonseek warmup` did not (final pass, s18)
+@triton.jit(do_not_specialize=["bt_stride", "b"])
 def _spec_step_inputs_kernel(pos0_ptr, meta_ptr, bt_ptr, bt_stride, last_ptr, first_ptr,
                              pos_ptr, slot_ptr, pos_t_ptr, slot_t_ptr, lens_t_ptr, ids_ptr, b,
                              PAGE: tl.constexpr, Q: tl.constexpr, QP: tl.constexpr, BLOCK: tl.constexpr):
@@ -47,7 +49,7 @@ def _spec_step_inputs_kernel(pos0_ptr, meta_ptr, bt_ptr, bt_stride, last_ptr, fi
         tl.store(ids_ptr + r * Q + 1, tl.load(first_ptr + r, mask=rm, other=0), mask=rm)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["out_stride", "b"])
 def _spec_step_finish_kernel(out_ptr, out_stride, acc_ptr, res_ptr, last_ptr, pos0_ptr, ids_ptr, sel_ptr, b,
                              Q: tl.constexpr, QP: tl.constexpr, HAS_ACC: tl.constexpr, BLOCK: tl.constexpr):
     # out [b, Q] int64 (row stride out_stride, -1 padded), acc [b] int32 (absent: 0); out: res [b, Q+1] int64,

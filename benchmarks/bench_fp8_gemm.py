@@ -37,7 +37,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit
+from tritonseek.benchrun import StagedRows, git_commit, out_file
 from tritonseek.kernels import fp8_gemm as G
 from tritonseek.kernels import fp8_gemm_small as SMALL
 from tritonseek.kernels import fp8_quant
@@ -534,8 +534,10 @@ def bench_quant(args, env, rows):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sweep", action="store_true")
-    p.add_argument("--out", default="fp8_gemm_rows.jsonl")
-    p.add_argument("--winners", default="fp8_gemm_winners.json")
+    p.add_argument("--out", default="fp8_gemm_rows.jsonl", type=out_file,
+                   help="JSON rows, written when the run ends; an interrupted or failed run keeps an existing OUT and "
+                        "writes its rows to OUT.partial")
+    p.add_argument("--winners", default="fp8_gemm_winners.json", type=out_file)
     p.add_argument("--skip-quant", action="store_true")
     p.add_argument("--extra", action="store_true", help="also time off-table DeepSeek-V3 shapes (untuned)")
     p.add_argument("--precompile", default="", help="I/N: only compile worker I's share of the kernels, then exit")
@@ -562,23 +564,26 @@ def main():
     if args.precompile:
         bench_gemm(args, env, rows, winners, sweep_rows)
         return 0
+    finished = False
     try:
         if not args.skip_gemm:
             bench_gemm(args, env, rows, winners, sweep_rows)
         if not args.skip_quant:
             bench_quant(args, env, rows)
-    finally:  # files only with something to write: a run that failed first keeps old ones
-        if args.sweep_out and sweep_rows:
-            with open(args.sweep_out, "w") as f:
-                for r in sweep_rows:
-                    f.write(json.dumps(dict(r, **env)) + "\n")
-        if rows:
-            with open(args.out, "w") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-        if winners:
-            with open(args.winners, "w") as f:
-                json.dump(winners, f, indent=1)
+        finished = True
+    finally:
+        # files only with something to write: a run that failed first keeps old ones. A finished run replaces them;
+        # after an exception, Ctrl-C or SIGTERM (sys.exit above) an existing file stays as it was and what was
+        # measured goes to FILE.partial (session 18: this finally wrote partial rows over the old files with "w");
+        # a file that did not exist gets it directly
+        for path, text in ((args.sweep_out, "".join(json.dumps(dict(r, **env)) + "\n" for r in sweep_rows)),
+                           (args.out, "".join(json.dumps(r) + "\n" for r in rows)),
+                           (args.winners, json.dumps(winners, indent=1) if winners else "")):
+            if path and text:
+                with StagedRows(path) as f:
+                    f.write(text)
+                    if not finished:
+                        f.fail("run did not finish")
     print("\n%-6s %-6s %-6s %9s %9s %8s %8s %8s %7s %6s" % ("M", "N", "K", "us_graph", "TFLOP/s", "GB/s", "cuBLAS", "target", "ratio", "met"))
     ratios = []
     for r in rows:

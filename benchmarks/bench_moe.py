@@ -493,8 +493,8 @@ def main():
     p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
                    help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
-                        "interrupted run keeps the old OUT), a new one gets each row as it is measured; a failed suite "
-                        "does not stop the others")
+                        "interrupted run or one with a failed suite keeps the old OUT), a new one gets each row as it "
+                        "is measured; a failed suite does not stop the others")
     p.add_argument("--winners", default="moe_winners.json", type=out_file)
     args = p.parse_args()
     _check_lists(p, args)
@@ -516,6 +516,8 @@ def main():
                     traceback.print_exc()
                     print(f"suite {s} failed: {e}")
                     failed.append(s)
+            if failed:  # exit 1: an existing --out stays as it was, the rows measured are in OUT.partial
+                cx.out.fail(f"failed suites: {', '.join(failed)}")
     finally:
         if cx.winners:  # an empty dict would replace an old winners file
             with open(args.winners, "w") as f:

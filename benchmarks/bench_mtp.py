@@ -69,7 +69,8 @@ from tritonseek.kernels import sampling as S
 from tritonseek.kernels import sampling_filter as F
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
-from tritonseek.benchrun import RowsFile, git_commit, name_list, positive_int_list  # noqa: F401 - git_commit: also mtp_e2e's
+from tritonseek.benchrun import (RowsFile, StagedRows, git_commit, name_list, out_file, positive_float,  # noqa: F401
+                                 positive_int_list)  # git_commit: also mtp_e2e's
 from tritonseek.kernels import spec_verify as SV
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
@@ -483,8 +484,10 @@ def main():
     p.add_argument("--ops", default=None, help="comma list of spec_verify ops (default: all)")
     p.add_argument("--sampler-ops", default=None, help="comma list of sampler ops (default: all three)")
     p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
-    p.add_argument("--out", default="mtp_rows.jsonl")
-    p.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
+    p.add_argument("--out", default="mtp_rows.jsonl", type=out_file,
+                   help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
+                        "interrupted or failed run keeps the old OUT), a new one gets each row as it is measured")
+    p.add_argument("--budget-s", type=positive_float, default=1e9, help="stop starting new cases after this many seconds")
     p.add_argument("--dry", action="store_true", help="CPU smoke run through Triton's interpreter (turned on by this flag), tiny shapes")
     p.add_argument("--compile-check", action="store_true",
                    help="compile every kernel variant for sm_90a (no GPU needed; unset TRITON_INTERPRET)")
@@ -539,7 +542,10 @@ def main():
                commit=git_commit(), dry=args.dry,
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     rows = []
-    with RowsFile(args.out, mode) as out_f:  # opened at the first row: a run that fails first keeps an old file
+    # opened at the first row. "w": over an existing file rows go to OUT.partial, which replaces OUT only when the run
+    # ends without an exception (session 18: RowsFile "w" emptied the old file at the first row, so Ctrl-C / SIGTERM
+    # lost it); "a": appends to the rows mtp_e2e wrote in this run
+    with (StagedRows(args.out) if mode == "w" else RowsFile(args.out, "a")) as out_f:
         if args.floor_sweep:
             floor_sweep()
         if args.ab:

@@ -85,23 +85,32 @@ class StagedRows(RowsFile):
     rows by 11 partial ones). A path that does not exist yet (nothing to keep: a GPU job's fresh output folder, where a
     run stopped by its time limit keeps the rows it measured in ``path``) or is not a regular file (a FIFO,
     /dev/stdout) is written through, row by row.
+
+    A run that fails without raising (a script that reports a failed suite and goes on, then exits 1) calls
+    :meth:`fail` before the block ends: the old file is kept as after an exception (session 18: bench_moe replaced it
+    after a failed suite, since the ``with`` block itself ended without an exception).
     """
 
     def __init__(self, path):
         real = os.path.realpath(path)
         self.final = real if os.path.isfile(real) else None
+        self.failure: str | None = None
         super().__init__(path if self.final is None else real + ".partial", "w")
+
+    def fail(self, reason: str = "failed") -> None:
+        """Mark the run failed: at the end of the ``with`` block an existing ``path`` is kept, rows stay in .partial."""
+        self.failure = reason
 
     def __exit__(self, exc_type, *exc) -> None:
         self.close()
         if not self.written or self.final is None:
             return
-        if exc_type is None:
+        if exc_type is None and self.failure is None:
             os.chmod(self.path, os.stat(self.final).st_mode & 0o7777)  # the old file's permissions
             os.replace(self.path, self.final)
         else:
-            print(f"run stopped ({exc_type.__name__}): {self.final} kept; the rows it measured are in {self.path}",
-                  file=sys.stderr)
+            why = exc_type.__name__ if exc_type is not None else self.failure
+            print(f"run stopped ({why}): {self.final} kept; the rows it measured are in {self.path}", file=sys.stderr)
 
 
 def write_rows(path, rows: list[dict]) -> None:

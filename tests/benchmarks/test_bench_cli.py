@@ -176,8 +176,9 @@ def test_bench_mla_suite_none_keeps_the_old_file(bench_mla, monkeypatch, tmp_pat
 
 # ---------------------------------------------------------------------------------------------- bench_moe
 def test_bench_moe_failed_suite_exits_1_and_keeps_the_others_rows(scripts, monkeypatch, tmp_path):
-    """A suite that raised printed a traceback and the run exited 0; now the others still run, their rows replace
-    --out, and the exit status is 1. Rows carry dry and the commit."""
+    """A suite that raised printed a traceback and the run exited 0; now the others still run and the exit status is
+    1. Their rows go to OUT.partial: a failed run keeps the old --out (it replaced it, session 18). Rows carry dry and
+    the commit."""
     bm = scripts["bench_moe"]
     out = tmp_path / "rows.jsonl"
     out.write_text(OLD)
@@ -190,8 +191,8 @@ def test_bench_moe_failed_suite_exits_1_and_keeps_the_others_rows(scripts, monke
     monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--dry", "--suites", "moe_gate,moe_permute", "--out", str(out),
                                       "--winners", str(tmp_path / "w.json")])
     monkeypatch.delenv("TRITONSEEK_COMMIT", raising=False)
-    assert bm.main() == 1
-    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert bm.main() == 1 and out.read_text() == OLD
+    (row,) = [json.loads(x) for x in (tmp_path / "rows.jsonl.partial").read_text().splitlines()]
     assert row["suite"] == "moe_permute" and row["dry"] is True and row["commit"] == git_commit()
 
 

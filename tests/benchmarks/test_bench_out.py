@@ -160,7 +160,11 @@ def test_bench_moe_failing_suite_keeps_old_rows_and_winners(monkeypatch, tmp_pat
 
 
 def test_bench_fp8_gemm_failing_run_keeps_old_files(monkeypatch, tmp_path):
-    """bench_fp8_gemm.py wrote --out, --winners and --sweep-out in a finally, empty after a failure before any row."""
+    """bench_fp8_gemm.py wrote --out, --winners and --sweep-out in a finally, empty after a failure before any row; and
+    (session 18) the rows measured before an exception / Ctrl-C / SIGTERM over the old files ("w"). Now they go to
+    FILE.partial; a run that finishes replaces the files."""
+    import signal
+
     import torch
 
     from benchmarks import bench_fp8_gemm
@@ -168,20 +172,80 @@ def test_bench_fp8_gemm_failing_run_keeps_old_files(monkeypatch, tmp_path):
     files = {name: tmp_path / name for name in ("rows.jsonl", "winners.json", "sweep.jsonl")}
     for f in files.values():
         f.write_text(OLD)
+    stops = [RuntimeError("gemm failed"), KeyboardInterrupt()]
 
-    def broken(*a, **k):
-        raise RuntimeError("gemm failed")
+    def bench_gemm(args, env, rows, winners, sweep_rows):
+        if len(stops) == 2:
+            raise stops.pop(0)  # before any row
+        rows.append({"suite": "fp8_gemm", "case": {"M": 64, "N": 1, "K": 1}, "us_graph": 1.0, "tflops": 1.0,
+                     "gbps": 1.0})
+        winners["64"] = [1]
+        sweep_rows.append({"cfg": 1})
+        if stops:
+            raise stops.pop(0)
 
-    monkeypatch.setattr(bench_fp8_gemm, "bench_gemm", broken)
+    monkeypatch.setattr(bench_fp8_gemm, "bench_gemm", bench_gemm)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "test-gpu")
     monkeypatch.setattr(sys, "argv", ["bench_fp8_gemm.py", "--skip-quant", "--out", str(files["rows.jsonl"]),
                                       "--winners", str(files["winners.json"]), "--sweep-out", str(files["sweep.jsonl"])])
-    import signal
-
     before = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(RuntimeError, match="gemm failed"):
             bench_fp8_gemm.main()
+        assert all(f.read_text() == OLD for f in files.values()) and len(list(tmp_path.iterdir())) == 3
+        with pytest.raises(KeyboardInterrupt):  # after rows
+            bench_fp8_gemm.main()
+        assert all(f.read_text() == OLD for f in files.values())
+        partial = {n: (tmp_path / (n + ".partial")).read_text() for n in files}
+        assert json.loads(partial["rows.jsonl"])["case"]["M"] == 64 and json.loads(partial["sweep.jsonl"])["cfg"] == 1
+        assert json.loads(partial["winners.json"]) == {"64": [1]}
+        assert bench_fp8_gemm.main() == 0
     finally:
         signal.signal(signal.SIGTERM, before)  # main() sets its own
-    assert all(f.read_text() == OLD for f in files.values())
+    assert json.loads(files["rows.jsonl"].read_text())["case"]["M"] == 64
+    assert json.loads(files["winners.json"].read_text()) == {"64": [1]}
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_staged_rows_fail_keeps_the_old_file(tmp_path, capsys):
+    """StagedRows replaced the old file whenever its block ended without an exception, also after the script had
+    recorded a failure (bench_moe: a failed suite, exit 1). fail() keeps it; the rows stay in .partial."""
+    from tritonseek.benchrun import StagedRows
+
+    out = tmp_path / "r.jsonl"
+    out.write_text(OLD)
+    with StagedRows(out) as f:
+        f.write('{"a": 1}\n')
+        f.fail("suite x failed")
+    assert out.read_text() == OLD and (tmp_path / "r.jsonl.partial").read_text() == '{"a": 1}\n'
+    assert "suite x failed" in capsys.readouterr().err
+    with StagedRows(out) as f:  # a run that finishes replaces it
+        f.write('{"a": 2}\n')
+    assert out.read_text() == '{"a": 2}\n' and not (tmp_path / "r.jsonl.partial").exists()
+
+
+def test_bench_mtp_interrupted_run_keeps_the_old_file(bench_mtp, monkeypatch, tmp_path):
+    """RowsFile("w") emptied an existing --out at the first row: Ctrl-C / SIGTERM later lost the user's file. Now the
+    rows go to OUT.partial until the run finishes."""
+    out = tmp_path / "rows.jsonl"
+    out.write_text(OLD)
+
+    def one_row_then_ctrl_c(env, rows, out_f, deadline):
+        out_f.write('{"suite": "sampler"}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_mtp, "run_sampler", one_row_then_ctrl_c)
+    monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", "--suite", "sampler", "--out", str(out)])
+    with pytest.raises(KeyboardInterrupt):
+        bench_mtp.main()
+    assert out.read_text() == OLD and (tmp_path / "rows.jsonl.partial").read_text() == '{"suite": "sampler"}\n'
+
+
+@pytest.mark.parametrize("bad", [["--budget-s", "nan"], ["--budget-s", "0"], ["--out", "no/such/folder/r.jsonl"]])
+def test_bench_mtp_refuses_bad_out_and_budget(bench_mtp, monkeypatch, capsys, tmp_path, bad):
+    """--budget-s nan / 0 ran (and a missing --out folder failed after the work): now one line, exit 2."""
+    monkeypatch.chdir(tmp_path)  # the default --out, should a bad value run
+    monkeypatch.setattr(sys, "argv", ["bench_mtp.py", "--dry", *bad])
+    with pytest.raises(SystemExit) as e:
+        bench_mtp.main()
+    assert e.value.code == 2 and f"argument {bad[0]}" in capsys.readouterr().err

@@ -46,7 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_mla_prefill as PF  # noqa: E402 (suite mla_prefill)
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import StagedRows, git_commit, out_file, positive_float, positive_int  # noqa: E402
+from tritonseek.benchrun import (StagedRows, git_commit, out_file, positive_float, positive_int,  # noqa: E402
+                                 write_json_kept)
 from tritonseek.kernels import mla_decode as D
 from tritonseek.kernels import mla_prefill as P
 from tritonseek.kernels.reference.mla import mla_decode_ref
@@ -574,9 +575,8 @@ def main():
             print(f"winners: {json.dumps(winners)}  ({time.time() - t0:.0f}s)", flush=True)
             if args.precompile and not args.sweep and not args.sweep_only:
                 precompile_suite(winners)
-            if winners:  # an empty dict would replace an old winners file
-                with open(args.winners, "w") as f:
-                    json.dump(winners, f, indent=1)
+            if winners:  # the sweep finished: its winners replace the old file
+                write_json_kept(args.winners, winners, complete=True)
             if args.metadata:
                 bench_metadata(env, rows, out_f)
             if do_pre and not args.sweep_only:
@@ -584,9 +584,8 @@ def main():
             if do_dec and not args.sweep_only:
                 bench_decode(env, rows, out_f, winners, deadline)
         finally:
-            if winners:  # an empty dict would replace an old winners file
-                with open(args.winners, "w") as f:
-                    json.dump(winners, f, indent=1)
+            if winners:  # an empty dict would replace an old winners file; an unfinished run writes .partial
+                write_json_kept(args.winners, winners, complete=sys.exc_info()[0] is None)
     print(f"\n{'case':44s} {'us_g':>8s} {'GB/s':>7s} {'TFLOP/s':>8s} {'peer_us':>8s} {'x peer':>6s} target  met ok")
     for r in rows:
         c = r["case"]

@@ -44,7 +44,7 @@ from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_brea
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import (StagedRows, git_commit, name_list, nonnegative_int, out_file, positive_float,  # noqa: E402
+from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_list, nonnegative_int, out_file, positive_float,  # noqa: E402
                                  positive_int, positive_int_list)
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
@@ -519,9 +519,8 @@ def main():
             if failed:  # exit 1: an existing --out stays as it was, the rows measured are in OUT.partial
                 cx.out.fail(f"failed suites: {', '.join(failed)}")
     finally:
-        if cx.winners:  # an empty dict would replace an old winners file
-            with open(args.winners, "w") as f:
-                json.dump(cx.winners, f, indent=1)
+        if cx.winners:  # an empty dict would replace an old winners file; an unfinished run writes .partial
+            write_json_kept(args.winners, cx.winners, complete=sys.exc_info()[0] is None and not failed)
     print("\n%-24s %-52s %9s %9s %8s %8s %8s %s" % ("suite", "case", "us", "us_graph", "TFLOP/s", "GB/s", "ratio", "met"))
     for r in cx.rows:
         print("%-24s %-52s %9s %9s %8s %8s %8s %s" % (

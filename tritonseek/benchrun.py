@@ -140,6 +140,27 @@ def write_rows(path, rows: list[dict]) -> None:
         raise
 
 
+def write_json_kept(path, obj, complete: bool) -> None:
+    """Write ``obj`` as JSON to ``path`` (e.g. a sweep's ``--winners``), atomically. A run that did not finish
+    (``complete`` False: Ctrl-C, an exception, a failed suite) never replaces an existing regular file: it writes
+    ``<path>.partial`` and says so on stderr (session 18: an interrupted sweep wrote partial winners over the old
+    file). A finished run, or a path that does not exist yet, gets ``path`` itself."""
+    real = os.path.realpath(path)
+    if not complete and os.path.isfile(real):
+        print(f"run stopped: {real} kept; the winners it found are in {real}.partial", file=sys.stderr)
+        real += ".partial"
+    d = os.path.dirname(real) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+        os.chmod(tmp, os.stat(real).st_mode & 0o7777 if os.path.isfile(real) else 0o666 & ~_umask())
+        os.replace(tmp, real)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

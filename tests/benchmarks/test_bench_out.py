@@ -154,6 +154,15 @@ def test_bench_moe_failing_suite_keeps_old_rows_and_winners(monkeypatch, tmp_pat
         cx.row("x", {"n": 1}, 1.0, None)
         cx.row("x", {"n": 2}, 1.0, None)
 
+    def winner_then_fail(cx):
+        cx.winners["k"] = {"BLOCK_M": 64}
+        raise RuntimeError("suite failed after a sweep")
+
+    monkeypatch.setitem(bench_moe.SUITES, "broken", winner_then_fail)
+    bench_moe.main()  # a failed run keeps the old winners; what it found goes to .partial (lead, s18)
+    assert win.read_text() == '{"old": 1}' and json.loads((tmp_path / "winners.json.partial").read_text()) == {
+        "k": {"BLOCK_M": 64}}
+
     monkeypatch.setitem(bench_moe.SUITES, "broken", one_row)
     bench_moe.main()  # the first row replaces the old file, the next ones append
     assert [json.loads(line)["case"] for line in out.read_text().splitlines()] == [{"n": 1}, {"n": 2}]

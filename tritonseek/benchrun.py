@@ -127,6 +127,11 @@ def write_rows(path, rows: list[dict]) -> None:
         with open(real, "w", encoding="utf-8") as f:
             f.write(text)
         return
+    _replace_atomically(real, text)
+
+
+def _replace_atomically(real: str, text: str) -> None:
+    """A temporary file beside ``real`` (keeping an existing file's permissions) renamed over it."""
     d = os.path.dirname(real) or "."
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=d)
     try:
@@ -149,16 +154,7 @@ def write_json_kept(path, obj, complete: bool) -> None:
     if not complete and os.path.isfile(real):
         print(f"run stopped: {real} kept; the winners it found are in {real}.partial", file=sys.stderr)
         real += ".partial"
-    d = os.path.dirname(real) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-        os.chmod(tmp, os.stat(real).st_mode & 0o7777 if os.path.isfile(real) else 0o666 & ~_umask())
-        os.replace(tmp, real)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _replace_atomically(real, json.dumps(obj, indent=1))
 
 
 def _umask() -> int:

@@ -38,6 +38,8 @@ warpgroups the serial n64 loop is already at 1580 (the third warpgroup fills the
 in the probe; in the GEMM the 192×64 tiles lose to their extra B traffic (fp8_gemm_ws).
 """
 
+import argparse
+import os
 import sys
 import time
 
@@ -215,10 +217,11 @@ def precompile(jobs: int) -> None:
         print(f"precompile failed ({type(e).__name__}: {str(e)[:200]}); compiling in the timed loop", flush=True)
 
 
-def main():
-    if "--jobs" in sys.argv:
+def measure(jobs: int | None = None):
+    """Time every case on the current GPU; ``jobs``: compile them first in that many processes (None: no)."""
+    if jobs is not None:
         t0 = time.time()
-        precompile(int(sys.argv[sys.argv.index("--jobs") + 1]))
+        precompile(jobs)
         print(f"precompiled {len(CASES)} cases in {time.time() - t0:.1f} s", flush=True)
     dev = torch.device("cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -241,13 +244,25 @@ def main():
         print(f"{n:<4} {w}   {m}   {ms * 1e3:9.1f} {fl / ms / 1e9:9.1f}", flush=True)
 
 
-if __name__ == "__main__":
-    import argparse
+def main(argv=None):
+    """Command line; ``argv`` None: sys.argv[1:]. Everything goes through argparse (session 18 also read sys.argv
+    beside it, so "--compile", an abbreviation argparse accepts, ran the GPU loop, and "--jobs 0" reached the process
+    pool). --help needs no GPU."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script: tritonseek
+    from tritonseek.benchrun import positive_int
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])  # --help without a GPU (it needed CUDA before)
-    ap.add_argument("--compile-only", action="store_true", help="compile every case for sm_90a (no GPU needed)")
-    ap.add_argument("--jobs", type=int, metavar="N", help="compile the cases in N parallel processes first")
-    ap.parse_args()  # main() and compile_only() read sys.argv themselves
+    ap = argparse.ArgumentParser(prog="probe_wgmma_fp8.py", description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--compile-only", action="store_true", help="compile every case for sm_90a (no GPU needed)")
+    mode.add_argument("--jobs", type=positive_int, metavar="N", help="compile the cases in N parallel processes first")
+    args = ap.parse_args(argv)
     t0 = time.time()
-    compile_only() if "--compile-only" in sys.argv else main()
+    if args.compile_only:
+        compile_only()
+    else:
+        measure(args.jobs)
     print(f"done in {time.time() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

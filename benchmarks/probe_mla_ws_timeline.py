@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py [--out DIR] [--cases 32x1v 16x2v ...] [--reps 5]
     PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py --ab '{...}' '{...}' [--cases 32x1v 32x1@8192f ...]
 
-Runs ``mla_decode_ws``'s split kernel with DIAG stamps (``launch_split_ws(diag=...)``: %globaltimer and %clock64
+Runs ``mla_decode_ws``'s split kernel (``mla_decode_wsm``'s for a WSM config, > 32 rows) with DIAG stamps (``launch_split_ws(diag=...)``: %globaltimer and %clock64
 at the consumer's program start/end, every segment's start, first tile ready, last tile done and stores done, and
 the producer's first TMA of each segment) on bench_mla.py's b128 page-64 inputs (same lengths and seed), checks
 that the stamped build writes the same out as the plain one, and prints per case: program end spread (idle tail
@@ -14,7 +14,10 @@ times of the plain build. Raw stamps go to DIR/timeline_<case>.pt.
 default) on each case, checked against the fp32 reference (bench_mla's 16 sequences), then timed on the GPU's own
 clock: a CUDA graph of 8 back-to-back calls (as the layers of a decode step run), each replay queued behind a
 ~0.5 ms device sleep so the host's launch latency is not inside the events (a busy host shares this GPU machine),
-configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl.
+configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl. An override may hold "_fuse":
+"s18" (session 18's FUSE: one counter increment per thread, three-pass merge) or "arrive" (one increment per
+warpgroup, three-pass merge); without it a FUSE config runs mla_decode_ws's current FUSE (one increment per
+warpgroup, one-pass merge). The probe sets mla_decode_ws's module switches for that config's compile and capture.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from benchmarks.bench_mla import BATCH, D_QK, D_V, decode_lens, graph_time_us, m
 from tritonseek.benchrun import git_commit  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
+from tritonseek.kernels import mla_decode_wsm as M  # noqa: E402
 
 
 def _case(name: str) -> tuple[int, int, int, bool]:
@@ -61,12 +65,18 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
     sp()
     cb()
     ref_out = out.clone()
-    diag = torch.zeros(md.num_parts, 128, dtype=torch.int64, device=q.device)
+    # WSM (> 32 rows, mla_decode_wsm): one stamp row per (head tile, part), warpgroup 0's stamps
+    wsm = bool(cfg.get("WSM"))
+    head_tiles = -(-rows // 64) if wsm else 1
+    diag = torch.zeros(head_tiles * md.num_parts, 128, dtype=torch.int64, device=q.device)
     stamps = []
     for _ in range(reps):
         diag.zero_()
         out.fill_(float("nan"))
-        W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
+        if wsm:
+            M.launch_split_wsm(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
+        else:
+            W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
         torch.cuda.synchronize()
         stamps.append(diag.cpu().clone())
     # the stamped build's result, through the same combine, must equal the plain build's
@@ -76,9 +86,11 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
     split_us = graph_time_us(sp, 10.0)
     comb_us = graph_time_us(cb, 5.0)
     both_us = graph_time_us(lambda: (sp(), cb()), 10.0)
+    tag = name + ("_" + "_".join(f"{k}{v}" for k, v in sorted(overrides.items())) if overrides else "")
     torch.save(dict(name=name, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps, cfg=cfg,
-                    split_us=split_us, comb_us=comb_us, both_us=both_us), os.path.join(out_dir, f"timeline_{name}.pt"))
-    summarize(name, lens, md.sched.cpu(), md.split.cpu(), stamps, split_us, comb_us, both_us, same,
+                    split_us=split_us, comb_us=comb_us, both_us=both_us), os.path.join(out_dir, f"timeline_{tag}.pt"))
+    # a stamp row per (head tile, part): row r follows schedule row r % num_parts
+    summarize(tag, lens, md.sched.cpu().repeat(head_tiles, 1), md.split.cpu(), stamps, split_us, comb_us, both_us, same,
               steal=md.num_programs is not None and not cfg.get("STEAL_WAVE"))
 
 
@@ -202,7 +214,13 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
     calls = 8
     graphs, oks, keep = [], [], []  # keep: each graph's metadata and out (the graph uses them, it does not own them)
+    fuse_modes = {"s18": (False, False), "arrive": (True, False), "new": (True, True)}
     for over in cfgs:
+        over = dict(over)
+        mode = over.pop("_fuse", "new")
+        if mode not in fuse_modes:
+            raise ValueError(f"_fuse must be one of {sorted(fuse_modes)}, got {mode!r}")
+        W.FUSE_ONE_ARRIVAL, W.FUSE_ONE_PASS_MERGE = fuse_modes[mode]
         cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
         md = D.get_mla_metadata(cs, s_q, h, config=cfg)
         out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
@@ -224,6 +242,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
         torch.cuda.synchronize()
         graphs.append(g)
         keep.append((md, out))
+    W.FUSE_ONE_ARRIVAL, W.FUSE_ONE_PASS_MERGE = fuse_modes["new"]
     times = [[] for _ in cfgs]
     ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in cfgs]
     for _ in range(reps):
@@ -238,7 +257,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
     base = st.median(times[0])
     with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
-        for over, t, (ok, cd, dl) in zip(cfgs, times, oks):
+        for over, t, (ok, cd, dl) in zip(cfgs, times, oks):  # (variant: the override as given, "_fuse" included)
             us = st.median(t)
             row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
                                                           varlen=varlen),

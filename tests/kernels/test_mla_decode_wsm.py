@@ -23,8 +23,10 @@ import torch
 from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of, spill_store_bytes
 
 
-def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24):
-    """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
+def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
+                 qtma: bool = False, seqpf: bool = False, part16: bool = False, diag: bool = False):
+    """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel.
+    qtma / seqpf: the QTMA / SEQPF knobs; part16: 16-bit partials; diag: the DIAG stamps."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -35,13 +37,24 @@ def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240,
 
     box = smem_layout([64, 64], gl.bfloat16)
     sig = dict(q_ptr="*bf16", c_desc=f"tensordesc<bf16[64, 64],{box!r}>", bt_ptr="*i32", seqlens_ptr="*i32",
-               sched_ptr="*i32", split_ptr="*i32", out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*fp32",
-               lpart_ptr="*fp32")
+               sched_ptr="*i32", split_ptr="*i32", out_ptr="*bf16", lse_ptr="*fp32",
+               opart_ptr="*bf16" if part16 else "*fp32", lpart_ptr="*fp32")
     sig.update({n: "i32" for n in ("stride_qb", "stride_qs", "stride_qh", "stride_btb", "stride_ob", "stride_os",
                                    "stride_oh", "stride_lb", "stride_lh", "batch", "max_blocks", "num_heads",
                                    "seqlen_q", "page_shift")})
     sig["sm_scale_log2"] = "fp32"
     consts = dict(NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
+    if qtma:
+        qbox = smem_layout([64, 512], gl.bfloat16)
+        sig["qd_lat"] = f"tensordesc<bf16[64, 512],{qbox!r}>"
+        sig["qd_rope"] = f"tensordesc<bf16[64, 64],{box!r}>"
+    else:
+        consts.update(qd_lat=None, qd_rope=None)
+    consts.update(QTMA=qtma, SEQPF=seqpf, DIAG=diag)
+    if diag:
+        sig["diag_ptr"] = "*i64"
+    else:
+        consts["diag_ptr"] = None
     sig.update({n: "constexpr" for n in consts})
     src = GluonASTSource(M._mla_decode_wsm_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=M._MAXNREG))
@@ -92,6 +105,28 @@ def test_wsm_compiles_for_sm90(sm90_wsm):
         assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 2
         assert sum("HGMMA.64x64x16" in x for x in loop) == 36
         assert sum("HGMMA.64x256x16" in x for x in loop) == 8
+
+
+@pytest.mark.parametrize("knobs", [dict(qtma=True, seqpf=True, part16=True), dict(qtma=True, seqpf=True, diag=True)])
+def test_wsm_knobs_compile_for_sm90(knobs):
+    """The QTMA / SEQPF / PART16 build (and the DIAG stamps): the same wgmmas, never serialized, the query tile
+    as 9 more TMA boxes (the [64, 512] latent box is issued as 8 [64, 64] copies of the 128-byte swizzle, + rope),
+    and the per-tile loops as spill-free as the default's."""
+    args = (2, True, 240, 24, knobs.get("qtma", False), knobs.get("seqpf", False), knobs.get("part16", False),
+            knobs.get("diag", False))
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", *args)
+    report = ptxas_report(ptx)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 2 * 36
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * 8
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 + 9
+    assert "C7514" not in report and "C7512" not in report and "serialized" not in report, report
+    assert "C7508" not in report, report
+    assert all(x <= 1024 for x in spill_store_bytes(report)), report
+    loops = _tile_loops(ptx)
+    assert len(loops) == 2
+    for loop in loops:
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 2
+        assert sum("HGMMA.64x64x16" in x for x in loop) == 36
 
 
 def test_wsm_config_is_checked_and_falls_back_on_the_interpreter(device):
@@ -177,6 +212,70 @@ def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sche
     case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen)
     _check_wsm(*case, num_sm=4, SCHED=sched, FILL_TOL=3)
     _check_wsm(*case, num_sm=4, causal=False, SCHED=sched)
+
+
+_KNOBS = [dict(QTMA=True), dict(SEQPF=True), dict(PART16=True), dict(QTMA=True, SEQPF=True, PART16=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("knobs", _KNOBS, ids=lambda k: "+".join(k))
+@pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (128, 2), (48, 2)])
+def test_wsm_knobs_gpu(device, knobs, num_heads, seqlen_q):
+    """QTMA (query tile by the TMA warp), SEQPF (lengths / split counts loaded a sequence ahead), PART16 (16-bit
+    partials): several sequences per program (4 SMs: query tiles reloaded at every switch, split and unsplit and
+    empty sequences), causal on and off, balanced and packed schedules; 48 heads × 2: the second head tile's TMA
+    rows 32-63 are the next sequence's queries (never stored), the last sequence's past the end of q (zero-filled)."""
+    from tests.kernels.test_mla_decode import make_case
+
+    gen = torch.Generator().manual_seed(num_heads * 3 + seqlen_q + len(knobs))
+    lens = [0, 1, 64, 65, 4096, 777, 2049, 0, 300, 1, 5000, 130]
+    case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen)
+    _check_wsm(*case, num_sm=4, **knobs)
+    _check_wsm(*case, num_sm=4, causal=False, SCHED="packed", FILL_TOL=3, **knobs)
+
+
+@pytest.mark.gpu
+def test_wsm_qtma_falls_back_for_a_strided_q_gpu(device):
+    """QTMA with a q that is not contiguous (a slice of a wider tensor): the consumers load the rows instead."""
+    from tests.kernels.test_mla_decode import make_case
+
+    gen = torch.Generator().manual_seed(5)
+    lens = [70, 4096, 1, 0, 640]
+    q, kv, bt, cs = make_case(device, len(lens), 1, 128, 576, 512, 64, lens, gen)
+    wide = torch.randn(len(lens), 1, 256, 576, dtype=q.dtype, device=device)
+    wide[:, :, ::2] = q
+    _check_wsm(wide[:, :, ::2], kv, bt, cs, num_sm=4, QTMA=True, SEQPF=True)
+
+
+@pytest.mark.gpu
+def test_wsm_diag_stamps_gpu(device):
+    """The DIAG build writes the same out as the plain one and stamps every program (start ≤ end)."""
+    from tests.kernels.test_mla_decode import make_case
+    from tritonseek.kernels import mla_decode_wsm as M
+    from tritonseek.kernels.mla_decode import _launches, get_mla_metadata
+
+    gen = torch.Generator().manual_seed(8)
+    lens = [900, 64, 0, 1, 2000, 130]
+    q, kv, bt, cs = make_case(device, len(lens), 2, 64, 576, 512, 64, lens, gen)
+    md = get_mla_metadata(cs, 2, 64, num_sm=4, config=M.wsm_config(2, 64))
+    out = torch.full((len(lens), 2, 64, 512), float("nan"), dtype=q.dtype, device=device)
+    lse = torch.empty(len(lens), 64, 2, dtype=torch.float32, device=device)
+    split, combine = _launches(q, kv, bt, cs, 576**-0.5, True, 512, md, out, lse)
+    split()
+    combine()
+    plain = out.clone()
+    opart = torch.empty(md.num_parts + len(lens), 128, 512, dtype=torch.float32, device=device)
+    lpart = torch.empty(md.num_parts + len(lens), 128, dtype=torch.float32, device=device)
+    diag = torch.zeros(2 * md.num_parts, 128, dtype=torch.int64, device=device)
+    out.fill_(float("nan"))
+    M.launch_split_wsm(q, kv, bt, cs, 576**-0.5, True, md, out, lse, opart, lpart, diag=diag)
+    torch.cuda.synchronize()
+    unsplit = md.split[:, 1].cpu() == 1  # sequences the split kernel writes itself
+    assert torch.equal(out[unsplit.to(device)], plain[unsplit.to(device)])
+    d = diag.cpu()
+    assert (d[:, 0] > 0).all() and (d[:, 1] >= d[:, 0]).all()
+    with pytest.raises(ValueError, match="diag"):
+        M.launch_split_wsm(q, kv, bt, cs, 576**-0.5, True, md, out, lse, opart, lpart, diag=diag[:1])
 
 
 @pytest.mark.gpu

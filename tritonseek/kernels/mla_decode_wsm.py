@@ -49,6 +49,7 @@ shared memory with 2 barriers per tile, or P read into registers with 1): h128 s
 
 from __future__ import annotations
 
+import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -62,6 +63,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail, smem_layout
+from tritonseek.kernels.mla_decode_ws_parts import _seq_tiles, _stamp
 
 D_LATENT = gl.constexpr(512)
 D_ROPE = gl.constexpr(64)
@@ -72,7 +74,13 @@ _TN = 64
 
 # Launch knobs: ring depth (2: the 72 KB tiles and the 72 KB query tile fill the shared memory), the second
 # consumer warpgroup's and the TMA warp's registers after setmaxnreg, registers per thread at entry (12 warps).
-WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240)
+# QTMA (off until measured): the TMA warp loads each sequence's query tile ([64, 576] rows of q viewed as
+# [batch·s_q·h_q, 576], q contiguous) once both consumers' last score matmul of the previous sequence completed, so
+# the load overlaps that sequence's last value matmuls and its output stores instead of following them (the
+# consumers' own 32-row loads are ~18 dependent 16-byte loads per thread, then a barrier). SEQPF (off until
+# measured): the next sequence's length and this one's split count are loaded at the sequence's start, off the path
+# between two sequences.
+WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False)
 _MAXNREG = 168
 # index of each barrier between the consumer warpgroups (bars): query tile written, X1 (warpgroup 0 → 1: m0 and
 # P0 published), X2 (1 → 0: m1 and P1), row sums swapped
@@ -80,6 +88,8 @@ _Q_WRITTEN = gl.constexpr(0)
 _X1 = gl.constexpr(1)
 _X2 = gl.constexpr(2)
 _L_SWAPPED = gl.constexpr(3)
+_Q_READY = gl.constexpr(4)  # QTMA: the query tile landed (TMA transaction count)
+_Q_FREE = gl.constexpr(5)  # QTMA: both warpgroups' last score matmul of the sequence completed
 
 
 def wsm_config(seqlen_q: int, num_heads: int) -> dict:
@@ -134,9 +144,10 @@ def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
 
 @gluon.jit
 def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total, rows_o, o_row, l_row, cols,
-                split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W: gl.constexpr):
+                n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W: gl.constexpr):
     # l = this warpgroup's row sums + the other's (through x_mine / x_other); O_W / l (and lse, base-2 maxima →
-    # natural log) → out / lse for an unsplit sequence, else its partial slot
+    # natural log) → out / lse for an unsplit sequence (n_split 1), else its partial slot (fp32, or the 16-bit
+    # dtype with config PART16)
     orow_l: gl.constexpr = rows_o.type.layout
     x_mine.store(l_i)
     _sync(bars, _L_SWAPPED, phase)
@@ -147,7 +158,7 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
     o = acc * gl.expand_dims(gl.convert_layout(inv_l, orow_l), 1)
     lse = gl.convert_layout(lse, orow_l)
     row_ok = rows_o < rows_total
-    if gl.load(split_ptr + b * 2 + 1) == 1:
+    if n_split == 1:
         o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 1) + gl.expand_dims(cols, 0))
         gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
         if W == 0:
@@ -155,22 +166,35 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
     else:
         slot = (pid + b).to(gl.int64) * rows_total
         p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
-        gl.store(p_ptrs, o, mask=gl.expand_dims(row_ok, 1))
+        gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
         if W == 0:
             gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
 
 
 @gluon.jit
 def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks,
-                  page_shift, NUM_STAGES: gl.constexpr):
+                  page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, rows_total, NUM_STAGES: gl.constexpr,
+                  QTMA: gl.constexpr):
     # One warp walks the program's span as the consumers do and TMAs each 64-key tile (a tile lies inside one page
     # as page_size ≥ 64) into the ring once both consumers released the stage, as 9 [64, 64] column blocks (8
-    # latent, 1 rope) that each complete their own ready barrier (9 per stage).
+    # latent, 1 rope) that each complete their own ready barrier (9 per stage). QTMA: before a sequence's tiles,
+    # its query tile (rows b·rows_total + 64·head tile, past the batch zero-filled by the TMA) once the consumers
+    # freed the query buffer; rows past rows_total hold another sequence's queries and are never stored.
     b_begin, t_begin, b_end, t_end = _span(sched_ptr, gl.program_id(1))
+    row0 = gl.program_id(0) * ROWS
     n = 0
+    nq = 0  # QTMA: query tiles loaded (Q_FREE phase)
     for b in range(b_begin, b_end + 1):
         _, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks, page_shift,
                                    TILE_N)
+        if QTMA:
+            if k_lo < k_hi:
+                mbarrier.wait(bars.index(_Q_FREE), (nq & 1) ^ 1)  # a fresh buffer starts free
+                qbar = bars.index(_Q_READY)
+                mbarrier.expect(qbar, qd_lat.block_type.nbytes + qd_rope.block_type.nbytes)
+                tma.async_copy_global_to_shared(qd_lat, [b * rows_total + row0, 0], qbar, q_lat)
+                tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope)
+                nq += 1
         table = bt_ptr + b.to(gl.int64) * stride_btb
         for k in range(k_lo, k_hi):
             slot = n % NUM_STAGES
@@ -250,8 +274,9 @@ def _scaled_pv(acc, scale, a, v, release):
 def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_other, ready, empty, bars,
                   seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                   stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                  batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
-                  NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr):
+                  batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr,
+                  NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr, QTMA: gl.constexpr,
+                  SEQPF: gl.constexpr, DIAG: gl.constexpr):
     s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
@@ -259,6 +284,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_l, k_width=2)  # P as the register A operand
     ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
     dtype: gl.constexpr = q_lat.dtype
+    STAMP: gl.constexpr = DIAG and W == 0  # DIAG: warpgroup 0 stamps (layout of mla_decode_ws's DIAG rows)
 
     pid = gl.program_id(1)
     rows_total = seqlen_q * num_heads
@@ -267,18 +293,40 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
     s_zero = gl.zeros([ROWS, TILE_N], gl.float32, s_l)
     v_half: gl.constexpr = W * HALF_V  # this warpgroup's value columns
     b_begin, t_begin, b_end, t_end = _span(sched_ptr, pid)
+    if STAMP:
+        dg = diag_ptr + (gl.program_id(0) * gl.num_programs(1) + pid).to(gl.int64) * 128
+        _stamp(dg, 0)
+        smid = gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+        gl.store(dg + 63, smid.to(gl.int64))
+        seg = 0
+    if SEQPF:
+        sl_next = gl.load(seqlens_ptr + gl.minimum(b_begin, batch - 1))
     it = 0  # tiles consumed (ring position)
     n_seq = 0  # sequences (Q / L barrier phase)
     n_x1 = 0  # pairs (X1 phase)
     n_x2 = 0  # pairs with two tiles (X2 phase)
     for b in range(b_begin, b_end + 1):
-        seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                        page_shift, TILE_N)
+        if SEQPF:
+            seqlen, k_lo, k_hi = _seq_tiles(b, sl_next, b_begin, t_begin, b_end, t_end, batch, max_blocks,
+                                            page_shift, TILE_N)
+            sl_next = gl.load(seqlens_ptr + gl.minimum(b + 1, batch - 1))
+        else:
+            seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                            page_shift, TILE_N)
         if k_lo < k_hi:
-            # both warpgroups' last score matmuls of the previous sequence completed before their last signal
-            _load_q_rows(q_ptr + b.to(gl.int64) * stride_qb, q_row, rows_ld_ok, c64, q_lat.slice(W * 32, 32, dim=0),
-                         q_rope.slice(W * 32, 32, dim=0))
-            _sync(bars, _Q_WRITTEN, n_seq & 1)
+            if SEQPF:
+                n_split = gl.load(split_ptr + b * 2 + 1)
+            if STAMP:
+                _stamp(dg, 2 + 5 * gl.minimum(seg, 7))
+            if QTMA:
+                mbarrier.wait(bars.index(_Q_READY), n_seq & 1)
+            else:
+                # both warpgroups' last score matmuls of the previous sequence completed before their last signal
+                _load_q_rows(q_ptr + b.to(gl.int64) * stride_qb, q_row, rows_ld_ok, c64,
+                             q_lat.slice(W * 32, 32, dim=0), q_rope.slice(W * 32, 32, dim=0))
+                _sync(bars, _Q_WRITTEN, n_seq & 1)
+            if STAMP:
+                _stamp(dg, 3 + 5 * gl.minimum(seg, 7))
             diag = seqlen - seqlen_q if CAUSAL else seqlen - 1  # row i sees keys ≤ diag (+ i when causal)
             limit = diag + s_idx if CAUSAL else diag + s_idx * 0
             k_fast = gl.maximum(gl.minimum(k_hi, (diag + 1) // TILE_N), k_lo)
@@ -294,6 +342,8 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                                      (it // NUM_STAGES) & 1, k0 * TILE_N, seqlen, k0 >= k_fast, True, s_zero, ld)
                     m0, a0, p = _softmax_tile(warpgroup_mma_wait(0, deps=[s]), k0 * TILE_N, limit, m_i, sm_scale_log2,
                                               skey_l)
+                    if QTMA:  # the sequence's last score matmul of this warpgroup is done with the query tile
+                        mbarrier.arrive(bars.index(_Q_FREE), count=1, pred=k0 + 2 >= k_hi)
                     l_i = l_i * a0 + gl.sum(p, 1)
                     p = p.to(dtype)
                     _publish(p, m0, r_bufs.index(st0), x_m0, bars, _X1)
@@ -314,6 +364,8 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                                      has1 & (k0 + 1 >= k_fast), has1, s_zero, ld)
                     m0, a0 = _take_max(bars, _X1, n_x1 & 1, x_m0, m_i)
                     s = warpgroup_mma_wait(0, deps=[s])
+                    if QTMA:
+                        mbarrier.arrive(bars.index(_Q_FREE), count=1, pred=k0 + 2 >= k_hi)
                     l_i = l_i * a0
                     acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
                                      empty.index(st0))
@@ -332,9 +384,19 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                 else:
                     it += 1
                 n_x1 += 1
+            if STAMP:
+                _stamp(dg, 4 + 5 * gl.minimum(seg, 7))
+            if not SEQPF:
+                n_split = gl.load(split_ptr + b * 2 + 1)
             _write_rows(acc, m_i, l_i, x_mine, x_other, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row, l_row,
-                        cols, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
+                        cols, n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
+            if STAMP:
+                _stamp(dg, 5 + 5 * gl.minimum(seg, 7))
+                gl.store(dg + 6 + 5 * gl.minimum(seg, 7), b.to(gl.int64))
+                seg += 1
             n_seq += 1
+    if STAMP:
+        _stamp(dg, 1)
 
 
 # Runtime sizes and strides are not specialized on (one compile per config).
@@ -348,13 +410,20 @@ def _mla_decode_wsm_kernel(
     stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    qd_lat=None, qd_rope=None, QTMA: gl.constexpr = False, SEQPF: gl.constexpr = False, diag_ptr=None,
+    DIAG: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
     # block_table [batch, max_blocks] int32 (stride_btb, 1); cache_seqlens [batch] int32
     # sched [num_parts, 4] / split [batch, 2] int32: get_mla_metadata's schedule (BLOCK_N = 64)
     # out [batch, seqlen_q, num_heads, 512] (stride_ob, stride_os, stride_oh, 1); lse [batch, num_heads, seqlen_q]
-    # opart [num_parts + batch, rows, 512] fp32; lpart [num_parts + batch, rows] fp32
+    # opart [num_parts + batch, rows, 512] fp32 (or q's dtype: PART16); lpart [num_parts + batch, rows] fp32
+    # qd_lat / qd_rope (QTMA): TMA over q as [batch·seqlen_q·num_heads, 576] rows, boxes [64, 512] / [64, 64]
+    # diag (DIAG) [head tiles · num_parts, 128] int64: warpgroup 0's %globaltimer / %clock64 stamps, row
+    #          program_id(0)·num_parts + program_id(1): [0] start, [1] end, per sequence j < 8 (the 8th and later
+    #          share j = 7) [2 + 5j] start, [3 + 5j] query tile ready, [4 + 5j] tiles done, [5 + 5j] rows
+    #          written, [6 + 5j] sequence id; [63] SM id; clocks at [64 + i]
     # grid (64-row head tiles, parts)
     dtype: gl.constexpr = c_desc.dtype
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES, TILE_N, D_LATENT], c_desc.layout)
@@ -370,7 +439,7 @@ def _mla_decode_wsm_kernel(
     x_l1 = gl.allocate_shared_memory(gl.float32, [ROWS], xl)
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES * 9, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    bars = gl.allocate_shared_memory(gl.int64, [6, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES * 9):
         mbarrier.init(ready.index(i), count=1)
     for i in gl.static_range(NUM_STAGES):
@@ -379,26 +448,33 @@ def _mla_decode_wsm_kernel(
     mbarrier.init(bars.index(_L_SWAPPED), count=2)
     mbarrier.init(bars.index(_X1), count=1)
     mbarrier.init(bars.index(_X2), count=1)
+    mbarrier.init(bars.index(_Q_READY), count=1)
+    mbarrier.init(bars.index(_Q_FREE), count=2)
     gl.warp_specialize([
         (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l0, x_l1, ready, empty, bars,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
-                         0)),
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
+                         CAUSAL, 0, QTMA, SEQPF, DIAG)),
         (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
-                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, NUM_STAGES, CAUSAL,
-                         1)),
+                         batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
+                         CAUSAL, 1, QTMA, SEQPF, DIAG)),
         (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
-                         max_blocks, page_shift, NUM_STAGES)),
+                         max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, seqlen_q * num_heads,
+                         NUM_STAGES, QTMA)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
-def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart):
+def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart,
+                     diag=None):
     """Launch this split kernel on inputs validated by ``mla_decode`` (layout checked by
     ``mla_decode_ws.ws_layout_ok``; metadata cut with BLOCK_N 64 and BLOCK_H 64); partials go to opart/lpart for
-    ``mla_decode``'s combine kernel. Raises ValueError for another BLOCK_H / BLOCK_N."""
+    ``mla_decode``'s combine kernel. Config keys read: WS_STAGES, PRODUCER_REGS, CONSUMER_REGS, QTMA (taken only
+    for a contiguous 16-byte-aligned q; else the consumers load the queries), SEQPF. diag (diagnostics): a
+    [head tiles · num_parts, 128] int64 CUDA buffer for the kernel's DIAG stamps (layout in the kernel's
+    comment). Raises ValueError for another BLOCK_H / BLOCK_N or a diag of another shape / dtype."""
     cfg = dict(WSM_DEFAULTS)
     cfg.update({k: metadata.config[k] for k in WSM_DEFAULTS if k in metadata.config})
     if metadata.config["BLOCK_H"] != 64 or metadata.config["BLOCK_N"] != _TN:
@@ -406,14 +482,26 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
                          f"{metadata.config['BLOCK_H']} / {metadata.config['BLOCK_N']}")
     batch, seqlen_q, num_heads, _ = q.shape
     num_blocks, page_size, _, d_qk = kv_cache.shape
+    head_tiles = triton.cdiv(seqlen_q * num_heads, 64)
+    if diag is not None and (diag.dtype != torch.int64 or tuple(diag.shape) != (head_tiles * metadata.num_parts, 128)):
+        raise ValueError(f"diag must be int64 [{head_tiles * metadata.num_parts}, 128] (head tiles · num_parts, 128), "
+                         f"got {diag.dtype} {tuple(diag.shape)}")
+    gdt = _GL_DTYPES[q.dtype]
     flat = kv_cache.view(num_blocks * page_size, d_qk)
-    c_desc = TensorDescriptor(flat, list(flat.shape), [d_qk, 1], [64, 64], smem_layout([64, 64], _GL_DTYPES[q.dtype]))
-    _mla_decode_wsm_kernel[(triton.cdiv(seqlen_q * num_heads, 64), metadata.num_parts)](
+    c_desc = TensorDescriptor(flat, list(flat.shape), [d_qk, 1], [64, 64], smem_layout([64, 64], gdt))
+    qtma = bool(cfg["QTMA"]) and q.is_contiguous() and q.data_ptr() % 16 == 0
+    qd_lat = qd_rope = None
+    if qtma:
+        q2d = q.view(batch * seqlen_q * num_heads, d_qk)
+        qd_lat = TensorDescriptor(q2d, list(q2d.shape), [d_qk, 1], [64, 512], smem_layout([64, 512], gdt))
+        qd_rope = TensorDescriptor(q2d, list(q2d.shape), [d_qk, 1], [64, 64], smem_layout([64, 64], gdt))
+    _mla_decode_wsm_kernel[(head_tiles, metadata.num_parts)](
         q, c_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
         out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
-        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), num_warps=4, maxnreg=_MAXNREG,
+        CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), qd_lat=qd_lat, qd_rope=qd_rope, QTMA=qtma,
+        SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, num_warps=4, maxnreg=_MAXNREG,
     )

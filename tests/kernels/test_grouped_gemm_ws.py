@@ -32,8 +32,9 @@ _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixtur
 FP8_NAN = 0x7F  # e4m3fn bit pattern of NaN
 
 
-def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=True, e_pad=256):
-    """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the compiled kernel."""
+def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=True, e_pad=256, diag=False):
+    """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the compiled kernel.
+    diag: the DIAG build (timer stamps into an int64 buffer)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -55,7 +56,12 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
-                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps)
+                  PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
+                  DIAG=diag, PF_DESC=bool(cfg.get("PF_DESC", False)))
+    if diag:
+        sig["diag_ptr"] = "*i64"
+    else:
+        consts["diag_ptr"] = None
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -88,6 +94,22 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     assert "C7508" not in report, report  # setmaxnreg honoured
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
+
+
+@pytest.mark.parametrize("diag,pf_desc", [(True, False), (False, True)])
+def test_grouped_ws_diag_and_pf_desc_compile_for_sm90(diag, pf_desc):
+    # the masked default with the DIAG stamps (top level 2, producer 4, each consumer partition 6 %globaltimer reads)
+    # or with PF_DESC (the A and B descriptors prefetched by their param symbols, which ptxas must resolve); the same
+    # wgmma sites as the default, no spills
+    cfg = dict(W.grouped_ws_config("masked", 1024, 4096, 7168), PF_DESC=pf_desc)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 256, diag)
+    assert ptx.count("%globaltimer") == (18 if diag else 0)
+    assert ptx.count("prefetch.param.tensormap [_grouped_fp8_ws_kernel_param_") == (2 if pf_desc else 0)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 3 * 2
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(x == ("0", "0") for x in spills), report
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -457,3 +479,37 @@ def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
         assert torch.isnan(out.float()[~valid]).all()
         if valid.any():
             assert calc_diff(out.float()[valid], ref[valid]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(1, 1024, 4096, 7168), (3, 130, 200, 384)])
+def test_masked_ws_diag_and_pf_desc_gpu(device, shape):
+    # PF_DESC: same results as the default (bitwise); DIAG: same out bitwise, and every running program stamped its
+    # entry, its first landed stage and its end in order
+    from tritonseek.kernels.grouped_gemm_ws_parts import DIAG_SLOTS as S
+
+    E, M_max, N, K = shape
+    g = torch.Generator(device=device).manual_seed(21)
+    b, bs = _weights(E, N, K, g, device)
+    a = _fp8((E, M_max, K), g, device)
+    a_s = torch.rand(E, M_max, -(-K // 128), generator=g, device=device) + 0.25
+    mm = torch.tensor([M_max - 3 * e for e in range(E)], dtype=torch.int32, device=device)
+    outs = []
+    diag = torch.zeros(132, 128, dtype=torch.int64, device=device)
+    for cfg, d in ((None, None), (dict(PF_DESC=True), None), (None, diag)):
+        out = torch.full((E, M_max, N), float("nan"), dtype=torch.bfloat16, device=device)
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=cfg, diag=d)
+        torch.cuda.synchronize()
+        outs.append(out)
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
+    valid = torch.arange(M_max, device=device)[None, :] < mm[:, None]
+    assert calc_diff(outs[0].float()[valid], ref[valid]) < 1e-3
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    ran = diag[:, S["entry"]] > 0
+    assert ran.any()
+    c0 = S["cons"]
+    ent, landed, end = diag[ran, S["entry"]], diag[ran, c0 + S["cons_landed"]], diag[ran, c0 + S["cons_end"]]
+    assert bool((landed >= ent).all()) and bool((end >= landed).all())
+    with pytest.raises(ValueError, match="diag"):
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, diag=torch.zeros(4, dtype=torch.int32, device=device))
+

@@ -53,6 +53,10 @@ wave already runs faster per tile than a full one (fewer SMs share L2 bandwidth)
 their n64 loop and masked stores cost. Not kept (code: git d67dff1).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
+
+The partitions (TMA producer warp, consumer warpgroups, epilogue) and the DIAG timer stamps live in
+grouped_gemm_ws_parts.py (split in session 19 for module size; the PTX of the default builds is unchanged); this
+module keeps the configs, the kernel's top level and the launchers.
 """
 
 from __future__ import annotations
@@ -61,21 +65,13 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
-    mbarrier,
-    tma,
-)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _load_tile, _num_sms, _smem_layout
-from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
-from tritonseek.kernels.grouped_gemm_ws_schedule import (
-    _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
-    _tile_rows,
-)
+from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
+from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _producer, _stamp
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
 )
@@ -94,7 +90,8 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
+                           PF_DESC=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -159,7 +156,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, PF_DESC=bool,
 )
 
 
@@ -178,184 +175,6 @@ def _with_overrides(cfg: dict, config: object) -> dict:
     return out
 
 
-@gluon.jit
-def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
-              num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-              GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr):
-    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
-    # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
-    # not fit its 40 registers and gives the same tiles in the same order)
-    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    if MASKED:
-        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
-    else:
-        cum = 0
-    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
-    it = 0
-    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
-                                                BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
-        if run:
-            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
-                            num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
-
-
-@gluon.jit
-def _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
-                   stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
-                   row_layout: gl.constexpr):
-    # this partition's fp32 rows of a tile (mine: it has rows of the tile's expert), else 0 after releasing the
-    # tile's stages (run: the producer loaded them); returns (acc, it)
-    if mine:
-        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
-                               ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0)
-    else:
-        if run:
-            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-        acc = zero
-    return acc, it
-
-
-@gluon.jit
-def _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
-                   n1_ok, stride_ask, stride_bsn, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr,
-                   BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # WIDE (BLOCK_N = 256): _tile_or_drain with fp8_gemm_ws_loop's 128×256 loop (two n128 halves per K block through
-    # one product register set, each promoted with its own b_scale block; n1_ok: the second half's block exists);
-    # returns (acc0, acc1, it)
-    if mine:
-        acc0, acc1, it = _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok,
-                                      sb_ptr, n1_ok, stride_ask, stride_bsn, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
-    else:
-        if run:
-            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-        acc0 = zero
-        acc1 = zero
-    return acc0, acc1, it
-
-
-@gluon.jit
-def _tma_store(acc, c_smem, c_desc, row0, off_n):
-    tma.store_wait(0)  # the previous tile's store has left c_smem
-    c_smem.store(acc.to(c_desc.dtype))
-    fence_async_shared()
-    tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
-
-
-@gluon.jit
-def _store_rows(acc, c_ptr, row0, off_n, row_ok, N, stride_cm, stride_cn, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-                row_layout: gl.constexpr, col_layout: gl.constexpr):
-    rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
-    ro = (row0 + gl.arange(0, ROWS, layout=row_layout)).to(gl.int64)
-    c_ptrs = c_ptr + gl.expand_dims(ro * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
-    mask = gl.expand_dims(row_ok, 1) & gl.expand_dims(rn < N, 0)
-    gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
-
-
-@gluon.jit
-def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
-              idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
-              stride_bsk, stride_cm, stride_cn, num_programs,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
-              TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
-              ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr):
-    # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
-    # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
-    # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
-    # tile's start and first read in its epilogue. Contiguous: a tile's m_indices are loaded one tile ahead; its
-    # expert and whether this partition has rows of it come from one reduction. The a_scale loads are masked to
-    # rows < M_rows only (memory safety): rows past masked_m / of padding or another expert compute garbage that is
-    # never stored (masked) or replaced by 0 / NaN in the epilogue (contiguous). WIDE (BLOCK_N = 256): two 128-column
-    # accumulators per partition, stored one after the other (c_smem, c_smem1; the second only where it has columns
-    # inside N).
-    ACC_N: gl.constexpr = 128 if BLOCK_N == 256 else BLOCK_N
-    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, ACC_N, 32])
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, ACC_N], gl.float32, mma_layout)
-    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    if MASKED:
-        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
-        num_tiles = gl.reduce(table >> 1, 0, _maximum)
-        tile_mi = 0
-    else:
-        num_tiles = num_pid_m * num_pid_n
-        tile_mi = _tile_rows(gl.program_id(0), idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M, GROUP_M,
-                             WARPS)
-    it = 0
-    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        if MASKED:
-            run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(tile_id, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
-            mine = run & ((off_m + ROW0) // 64 < hh)
-            mm = gl.load(idx_ptr + g)  # first read in the epilogue
-            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
-            sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
-            mi = 0
-        else:
-            run, g, off_m, a_row, off_n, mine = _schedule_contig_fast(tile_id, tile_mi, E, num_pid_m, num_pid_n,
-                                                                      BLOCK_M, BLOCK_N, GROUP_M, ROW0, ROWS, WARPS)
-            tile_mi = _tile_rows(tile_id + num_programs, idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M,
-                                 GROUP_M, WARPS)
-            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
-            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)  # first read in the epilogue
-            sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
-            mm = M_rows
-        sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
-        if BLOCK_N == 256:
-            acc, acc1, it = _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
-                                           sa_ptrs, rm < M_rows, sb_ptr, off_n + 128 < N, stride_ask, stride_bsn,
-                                           stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
-        else:
-            acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
-                                     rm < M_rows, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
-                                     UNROLL2, PIPE, PIPE0, row_layout)
-        if MASKED:
-            mm = gl.maximum(gl.minimum(mm, M_rows), 0)
-        _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
-                  ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
-        if BLOCK_N == 256:
-            if off_n + 128 < N:
-                _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 128, mm, M_rows, N, stride_cm,
-                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
-    if TMA_STORE:
-        tma.store_wait(0)
-
-
-@gluon.jit
-def _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
-              ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
-    # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
-    # the 2-D out view, first column off_n; masked: mm = the group's valid rows; contiguous: mi = the rows' m_indices)
-    rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
-    if MASKED:
-        store_ok = rm < mm
-    else:
-        # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
-        fill = gl.where(mi < 0, 0.0, float("nan"))
-        acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
-        store_ok = rm < M_rows
-    # rows of the 2-D output view: a_row + ROW0 + i (masked: out viewed [E·M_max, N]); a masked tile crossing
-    # masked_m[g] takes the masked stores (the rows past it are never written)
-    if TMA_STORE:
-        if MASKED:
-            if off_m + ROW0 + ROWS <= mm:
-                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
-            else:
-                _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                            row_layout, col_layout)
-        else:
-            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
-    else:
-        _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                    row_layout, col_layout)
-
 
 # one compile per config and layout: the sizes and scale strides only feed loop bounds and scale addresses
 @gluon.jit(do_not_specialize=["M_rows", "N", "E", "num_k_blocks", "stride_ase", "stride_asm", "stride_ask", "stride_bse",
@@ -368,6 +187,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
+    diag_ptr=None, DIAG: gl.constexpr = False, PF_DESC: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -375,6 +195,9 @@ def _grouped_fp8_ws_kernel(
     #   a_scale [E, M_max, KB] (stride_ase, stride_asm, stride_ask), out viewed [E·M_max, N] (stride_cm, stride_cn)
     # b_desc over b viewed [E·N, K] e4m3, box [BLOCK_N, BLOCK_K]; b_scale [E, NB, KB] (stride_bse/bsn/bsk)
     # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), min(BLOCK_N, 128)]
+    # diag_ptr (DIAG): [num_programs, 128] int64 timer stamps (grouped_gemm_ws_parts.DIAG_SLOTS)
+    if DIAG:
+        _stamp(diag_ptr, 0)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -389,6 +212,8 @@ def _grouped_fp8_ws_kernel(
                                            c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder
+    if DIAG:
+        _stamp(diag_ptr, 1)
     if SPLIT:
         # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
         gl.warp_specialize([
@@ -397,15 +222,16 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
+                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
+                         diag_ptr, DIAG, PF_DESC)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
@@ -415,9 +241,10 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD)),
+                         num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
+                         diag_ptr, DIAG, PF_DESC)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -448,7 +275,7 @@ def _resolve_config(cfg: dict) -> tuple[int, int]:
 
 
 def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, stride_asm, stride_ask, grid, cfg,
-            masked: bool) -> None:
+            masked: bool, diag: torch.Tensor | None = None) -> None:
     bm, bn = _resolve_config(cfg)
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a2d, list(a2d.shape), [a2d.stride(0), 1], [bm, BLOCK_K],
@@ -474,7 +301,8 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
-        num_warps=4 if split else 8, maxnreg=_MAXNREG,
+        num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
+        PF_DESC=bool(cfg.get("PF_DESC", False)),
     )
 
 
@@ -550,6 +378,7 @@ def grouped_fp8_gemm_masked_ws(
     out: torch.Tensor | None = None,
     expected_m: int | None = None,
     config: dict | None = None,
+    diag: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
 
@@ -565,7 +394,11 @@ def grouped_fp8_gemm_masked_ws(
     expected_m: typical rows per group, used only to pick the launch config (default M_max).
     out: optional [E, M_max, N] out_dtype destination, groups stacked densely (stride(0) == M_max·stride(1));
         TMA stores when its rows are 16-byte aligned, masked stores otherwise.
-    config: optional launch-config override (keys of ``grouped_ws_config``).
+    config: optional launch-config override (keys of ``grouped_ws_config``; PF_DESC = the producer prefetches the
+        A/B TMA descriptors first).
+    diag: diagnostics only (benchmarks/probe_grouped_ws_timeline.py): an int64 CUDA tensor of ≥ programs × 128
+        elements, contiguous, that receives per-program %globaltimer / %clock64 stamps (grouped_gemm_ws_parts.
+        DIAG_SLOTS); a separately compiled build, same results.
     Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
@@ -592,8 +425,12 @@ def grouped_fp8_gemm_masked_ws(
         return out
     out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view
     tiles = E * triton.cdiv(M_max, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+    grid = _programs(a, tiles, cfg)
+    if diag is not None and (not isinstance(diag, torch.Tensor) or diag.dtype != torch.int64 or diag.device != dev
+                             or not diag.is_contiguous() or diag.numel() < grid * 128):
+        raise ValueError(f"diag must be a contiguous int64 tensor on {dev} with >= {grid} x 128 elements")
     _launch(a.view(E * M_max, K), a_scale, b, b_scale, masked_m, out2d, M_max, E, N, K, a_scale.stride(0),
-            a_scale.stride(1), a_scale.stride(2), _programs(a, tiles, cfg), cfg, masked=True)
+            a_scale.stride(1), a_scale.stride(2), grid, cfg, masked=True, diag=diag)
     return out
 
 

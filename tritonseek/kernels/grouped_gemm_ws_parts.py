@@ -1,0 +1,277 @@
+"""The partitions of the warp-specialized grouped FP8 GEMM kernel (grouped_gemm_ws.py), in Gluon (sm_90a).
+
+The TMA producer warp, the consumer warpgroups (K loop per tile, epilogue) and their DIAG timer stamps. Split from
+grouped_gemm_ws.py (module size, session 19); the kernel, its configs, launchers and measurements stay there.
+
+DIAG (constexpr, off by default and compiled out; ``grouped_fp8_gemm_masked_ws(diag=...)``): every program writes
+%globaltimer (ns) into diag[pid, slot] and %clock64 (its SM's cycles) into diag[pid, 64 + slot] at the points of
+``DIAG_SLOTS``; benchmarks/probe_grouped_ws_timeline.py reads them. PF_DESC (constexpr): the producer warp prefetches
+the A and B TMA descriptors (prefetch.param.tensormap) before it loads masked_m / m_indices, so the descriptors'
+first fetch overlaps that load instead of following it.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+
+from tritonseek.kernels.fp8_gemm_ws import _load_tile
+from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
+from tritonseek.kernels.grouped_gemm_ws_schedule import (
+    _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
+    _tile_rows,
+)
+
+# DIAG stamp slots of a program's row (globaltimer at [slot], clock64 at [64 + slot]); i = the program's i-th tile
+# (i < 6 producer, i < 8 consumers), consumer c = 0 (rows 0-63; cooperative: all) or 1 (rows 64-127)
+DIAG_SLOTS = dict(
+    entry=0,  # kernel entry, before the barrier init (every warp)
+    bars=1,  # barriers initialized, before warp_specialize
+    prod_start=2, prod_sched=3,  # producer warp: partition start, masked_m prefix / tile count ready
+    prod_tile=4,  # + i: before tile i's first stage is requested (its empty-wait and TMA follow)
+    prod_tile_done=10,  # + i: tile i's last TMA issued
+    cons=16, cons_stride=24,  # consumer c's slots start at 16 + 24·c:
+    cons_start=0, cons_sched=1, cons_landed=2,  # + start, table ready, first stage landed (before the first wgmma)
+    cons_kdone=3,  # + 3 + i: tile i's K loop done (accumulator final)
+    cons_epi=11,  # + 11 + i: tile i's epilogue issued (TMA store in flight / masked stores issued)
+    cons_end=19,  # + 19: last store_wait done (the partition's end)
+    smid=63,  # globaltimer half only: the SM id (consumer 0)
+)
+
+
+@gluon.jit
+def _stamp(diag_ptr, slot):
+    # DIAG: %globaltimer (ns) and %clock64 of this program at diag[pid, slot] / diag[pid, 64 + slot] (every thread
+    # stores the same word: no lane election needed, the stores are fire-and-forget)
+    row = diag_ptr + gl.program_id(0).to(gl.int64) * 128
+    t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+    gl.store(row + slot, t)
+    c = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+    gl.store(row + 64 + slot, c)
+
+
+@gluon.jit
+def _prefetch_descs():
+    # PF_DESC: the A and B descriptors are the kernel's first two parameters (host TensorDescriptors, __grid_constant__
+    # 128-byte params); prefetch them into the TMA unit's descriptor cache by their param-space symbols
+    gl.inline_asm_elementwise(
+        "prefetch.param.tensormap [_grouped_fp8_ws_kernel_param_0]; "
+        "prefetch.param.tensormap [_grouped_fp8_ws_kernel_param_1]; mov.u32 $0, 0;",
+        "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
+              num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+              GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
+              diag_ptr, DIAG: gl.constexpr, PF_DESC: gl.constexpr):
+    # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
+    # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
+    # not fit its 40 registers and gives the same tiles in the same order)
+    if DIAG:
+        _stamp(diag_ptr, 2)
+    if PF_DESC:
+        _prefetch_descs()
+    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    if MASKED:
+        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
+    else:
+        cum = 0
+    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
+    if DIAG:
+        _stamp(diag_ptr, 3)
+    it = 0
+    ti = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+                                                BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
+        if DIAG:
+            if ti < 6:
+                _stamp(diag_ptr, 4 + ti)
+        if run:
+            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
+                            num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
+        if DIAG:
+            if ti < 6:
+                _stamp(diag_ptr, 10 + ti)
+        ti += 1
+
+
+@gluon.jit
+def _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
+                   stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
+                   row_layout: gl.constexpr):
+    # this partition's fp32 rows of a tile (mine: it has rows of the tile's expert), else 0 after releasing the
+    # tile's stages (run: the producer loaded them); returns (acc, it)
+    if mine:
+        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
+                               ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
+                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0)
+    else:
+        if run:
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        acc = zero
+    return acc, it
+
+
+@gluon.jit
+def _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
+                   n1_ok, stride_ask, stride_bsn, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                   BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # WIDE (BLOCK_N = 256): _tile_or_drain with fp8_gemm_ws_loop's 128×256 loop (two n128 halves per K block through
+    # one product register set, each promoted with its own b_scale block; n1_ok: the second half's block exists);
+    # returns (acc0, acc1, it)
+    if mine:
+        acc0, acc1, it = _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok,
+                                      sb_ptr, n1_ok, stride_ask, stride_bsn, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+    else:
+        if run:
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        acc0 = zero
+        acc1 = zero
+    return acc0, acc1, it
+
+
+@gluon.jit
+def _tma_store(acc, c_smem, c_desc, row0, off_n):
+    tma.store_wait(0)  # the previous tile's store has left c_smem
+    c_smem.store(acc.to(c_desc.dtype))
+    fence_async_shared()
+    tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
+
+
+@gluon.jit
+def _store_rows(acc, c_ptr, row0, off_n, row_ok, N, stride_cm, stride_cn, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+                row_layout: gl.constexpr, col_layout: gl.constexpr):
+    rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+    ro = (row0 + gl.arange(0, ROWS, layout=row_layout)).to(gl.int64)
+    c_ptrs = c_ptr + gl.expand_dims(ro * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+    mask = gl.expand_dims(row_ok, 1) & gl.expand_dims(rn < N, 0)
+    gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@gluon.jit
+def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+              idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
+              stride_bsk, stride_cm, stride_cn, num_programs,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+              TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
+              ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
+    # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
+    # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
+    # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
+    # tile's start and first read in its epilogue. Contiguous: a tile's m_indices are loaded one tile ahead; its
+    # expert and whether this partition has rows of it come from one reduction. The a_scale loads are masked to
+    # rows < M_rows only (memory safety): rows past masked_m / of padding or another expert compute garbage that is
+    # never stored (masked) or replaced by 0 / NaN in the epilogue (contiguous). WIDE (BLOCK_N = 256): two 128-column
+    # accumulators per partition, stored one after the other (c_smem, c_smem1; the second only where it has columns
+    # inside N). DIAG: stamps at 16 + 24·(ROW0 // 64) + the offsets of DIAG_SLOTS.
+    D0: gl.constexpr = 16 + 24 * (ROW0 // 64)
+    if DIAG:
+        _stamp(diag_ptr, D0)
+        if ROW0 == 0:
+            smid = gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+            gl.store(diag_ptr + gl.program_id(0).to(gl.int64) * 128 + 63, smid.to(gl.int64))
+    ACC_N: gl.constexpr = 128 if BLOCK_N == 256 else BLOCK_N
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, ACC_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, ACC_N], gl.float32, mma_layout)
+    num_pid_m = gl.cdiv(M_rows, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    if MASKED:
+        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
+        num_tiles = gl.reduce(table >> 1, 0, _maximum)
+        tile_mi = 0
+    else:
+        num_tiles = num_pid_m * num_pid_n
+        tile_mi = _tile_rows(gl.program_id(0), idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M, GROUP_M,
+                             WARPS)
+    if DIAG:
+        _stamp(diag_ptr, D0 + 1)
+        if MASKED and gl.program_id(0) < num_tiles:
+            # masked (every numbered tile loads): the first stage landed (a second wait on the phase the K loop waits for: it returns at the same time)
+            mbarrier.wait(ready_bars.index(0), 0)
+            _stamp(diag_ptr, D0 + 2)
+    it = 0
+    ti = 0
+    for tile_id in range(gl.program_id(0), num_tiles, num_programs):
+        if MASKED:
+            run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(tile_id, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
+            mine = run & ((off_m + ROW0) // 64 < hh)
+            mm = gl.load(idx_ptr + g)  # first read in the epilogue
+            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
+            sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
+            mi = 0
+        else:
+            run, g, off_m, a_row, off_n, mine = _schedule_contig_fast(tile_id, tile_mi, E, num_pid_m, num_pid_n,
+                                                                      BLOCK_M, BLOCK_N, GROUP_M, ROW0, ROWS, WARPS)
+            tile_mi = _tile_rows(tile_id + num_programs, idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M,
+                                 GROUP_M, WARPS)
+            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
+            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)  # first read in the epilogue
+            sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
+            mm = M_rows
+        sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
+        if BLOCK_N == 256:
+            acc, acc1, it = _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+                                           sa_ptrs, rm < M_rows, sb_ptr, off_n + 128 < N, stride_ask, stride_bsn,
+                                           stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+        else:
+            acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
+                                     rm < M_rows, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
+                                     UNROLL2, PIPE, PIPE0, row_layout)
+        if MASKED:
+            mm = gl.maximum(gl.minimum(mm, M_rows), 0)
+        if DIAG:
+            if ti < 8:
+                _stamp(diag_ptr, D0 + 3 + ti)
+        _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
+                  ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
+        if BLOCK_N == 256:
+            if off_n + 128 < N:
+                _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 128, mm, M_rows, N, stride_cm,
+                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
+        if DIAG:
+            if ti < 8:
+                _stamp(diag_ptr, D0 + 11 + ti)
+        ti += 1
+    if TMA_STORE:
+        tma.store_wait(0)
+    if DIAG:
+        _stamp(diag_ptr, D0 + 19)
+
+
+@gluon.jit
+def _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
+              ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
+              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
+    # the 2-D out view, first column off_n; masked: mm = the group's valid rows; contiguous: mi = the rows' m_indices)
+    rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
+    if MASKED:
+        store_ok = rm < mm
+    else:
+        # padding rows → 0; rows of another expert than the tile's (misaligned layout) → NaN
+        fill = gl.where(mi < 0, 0.0, float("nan"))
+        acc = gl.where(gl.expand_dims((mi == g) & run, 1), acc, gl.expand_dims(fill, 1))
+        store_ok = rm < M_rows
+    # rows of the 2-D output view: a_row + ROW0 + i (masked: out viewed [E·M_max, N]); a masked tile crossing
+    # masked_m[g] takes the masked stores (the rows past it are never written)
+    if TMA_STORE:
+        if MASKED:
+            if off_m + ROW0 + ROWS <= mm:
+                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
+            else:
+                _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                            row_layout, col_layout)
+        else:
+            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
+    else:
+        _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                    row_layout, col_layout)

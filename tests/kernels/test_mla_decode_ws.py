@@ -29,7 +29,8 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False, steal: bool = False, rotate: bool = False):
+                 fuse: bool = False, steal: bool = False, rotate: bool = False, fuse_one: bool = True,
+                 fuse_one_pass: bool = True):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -52,7 +53,8 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate,
+                  FUSE_ONE=fuse_one, FUSE_ONE_PASS=fuse_one_pass)
     if steal:
         sig["work_ptr"] = "*i32"
     else:
@@ -101,12 +103,13 @@ def _hot_loops(ptx: str) -> list[list[str]]:
     return loops
 
 
-# (rows, warpgroups, QTMA, knobs, STEAL): 32 rows with the query prefetch (its two buffers fill 225.9 KB of shared
+# (rows, warpgroups, QTMA, knobs, STEAL, FUSE): 32 rows with the query prefetch (its two buffers fill 225.9 KB of shared
 # memory), with and without the switch knobs (BTPF, SEQPF, OTMA with 16-bit partials: with them = the batch ≥ 64
-# default, mla_decode._SWITCH), with them and STEAL (tail spans claimed in the kernel), 16 rows without (the
-# small-batch default)
-_COMPILED = [(16, 1, False, False, False), (32, 1, True, False, False), (64, 2, False, False, False),
-             (32, 1, True, True, False), (32, 1, True, True, True)]
+# default, mla_decode._SWITCH), with them and STEAL (tail spans claimed in the kernel), with them and FUSE (16 and 32
+# rows: the fused combine), 16 rows without (the small-batch default)
+_COMPILED = [(16, 1, False, False, False, False), (32, 1, True, False, False, False),
+             (64, 2, False, False, False, False), (32, 1, True, True, False, False), (32, 1, True, True, True, False), (32, 1, True, True, False, True),
+             (16, 1, True, True, False, True)]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +121,7 @@ def sm90_ptx():
         # the 64-row config with PIPE and the 240/24 register split (232/40 left 4 spill accesses per tile)
         ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], k[1] == 2,
                                    *((240, 24) if k[1] == 2 else (232, 40)), k[2],
-                                   *((False, False, True, True, False, True, True, False, k[4]) if k[3] else ()))
+                                   *((False, False, True, True, False, True, True, k[5], k[4]) if k[3] else ()))
         return ptx, ptxas_report(ptx), _hot_loops(ptx)
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
@@ -126,9 +129,9 @@ def sm90_ptx():
         return {k: f.result() for k, f in futs.items()}
 
 
-@pytest.mark.parametrize("block_h,wgs,qtma,knobs,steal", _COMPILED)
-def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs, steal):
-    ptx, report, loops = sm90_ptx[(block_h, wgs, qtma, knobs, steal)]
+@pytest.mark.parametrize("block_h,wgs,qtma,knobs,steal,fuse", _COMPILED)
+def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs, steal, fuse):
+    ptx, report, loops = sm90_ptx[(block_h, wgs, qtma, knobs, steal, fuse)]
     rows = block_h // wgs
     # per consumer warpgroup: Sᵀ = K·Qᵀ 512/16 + 64/16 = 36 k-steps; Oᵀ = Vᵀ·Pᵀ 8 M-blocks × 4 k-steps
     # (PIPE, the 64-row config here: one more Sᵀ issue site, the sequence's first tile before the loop)
@@ -138,17 +141,31 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs, steal):
     # TMA: the 512-wide latent box goes as 8 messages of 64 columns (128-byte swizzle), the rope box as 1; QTMA:
     # the query rows the same way
     assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 * (1 + qtma)
-    # OTMA (knobs): out and the 16-bit partials by TMA stores, 2 messages per warp at 2 sites per copy
-    assert ptx.count("cp.async.bulk.tensor.2d.global.shared") == (8 if knobs else 0)
+    # OTMA (knobs): out and the 16-bit partials by TMA stores, 2 messages per warp at 2 sites per copy (FUSE: out
+    # only; a split sequence's piece goes by generic stores, which the arrival's release orders)
+    assert ptx.count("cp.async.bulk.tensor.2d.global.shared") == (4 if fuse else 8 if knobs else 0)
     assert "C7514" not in report and "serialized" not in report, report  # wgmmas stay asynchronous
     # ptxas spills some per-sequence prologue/epilogue values (32 rows: ~40 registers of addresses; two
     # warpgroups capped at 240 registers: more); the per-tile loops hold at most one local-memory access
     # (seen: 0 at 16/32 rows on one warpgroup, 1 + 0 on two with PIPE).
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
-    assert all(x <= {16: 0, 32: 256, 64: 1024}[block_h] for x in spills), report
+    # (FUSE at 16 rows: 4 bytes, outside the per-tile loop, session 18's merge as much as this one's)
+    assert all(x <= {16: 16 if fuse else 0, 32: 256, 64: 1024}[block_h] for x in spills), report
     # STEAL: one ticket per span (a lane-0 atomic), handed over by a 2-barrier slot (two more wait → arrive pieces)
     assert ptx.count("atom.relaxed.gpu.global.add.u32") == int(steal)
     loops = [x for x in loops if sum("HGMMA.64x" in y for y in x)] if steal else loops
+    if fuse:
+        # FUSE: ONE arrival per warpgroup and piece (a predicated acq_rel atomic between warpgroup bar.syncs, one site
+        # per loop copy), every thread's acquire re-read; no per-thread acq_rel atomics (session 18's arrival)
+        assert ptx.count("atom.global.gpu.acq_rel.add.u32") == 2 and "atom.acq_rel.gpu" not in ptx
+        assert ptx.count("ld.acquire.gpu.global.u32") == 2
+        assert re.search(r"@%p\d+ atom\.global\.gpu\.acq_rel\.add\.u32", ptx)
+        # the per-tile loop (a slice holding no other release) of each copy is spill-free; the other slices run on
+        # to the query-buffer release through the piece's store, arrival and merge (per sequence, not per tile)
+        tiles = [x for x in loops if not any("ARRIVE.TRANS64.A1T0" in y for y in x)]
+        assert len(tiles) == 2 and all(not any(("LDL" in y) or ("STL" in y) for y in x) for x in tiles)
+        assert all(sum("HGMMA.64x" in y for y in x) == 36 + 32 for x in loops)
+        return
     # QTMA: two loop copies, each seen twice (up to the stage release and up to the query-buffer release)
     assert len(loops) == wgs * (4 if qtma else 1)
     for loop in loops:
@@ -333,8 +350,8 @@ def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, combine):
     then from registers) and with FUSE (no combine kernel: the program counting a sequence's last piece merges its
     partials, empty sequences written by the split kernel; leading 0 = program 0's extra walk): ragged lengths with 0s,
     1, page ± 1 on 4 programs (several sequences and splits per program), pages 64 and 256 (several tiles per
-    page), the same call 3 times (the combine zeroes its counters for the next call), and the benchmark's
-    batch-128 N(4096, 2048) lengths on all SMs."""
+    page), the same call 3 times (the combine zeroes its counters for the next call), one 6000-key sequence cut
+    into many pieces on 8 programs, and the benchmark's batch-128 N(4096, 2048) lengths on all SMs."""
     if combine != "kernel" and num_heads * seqlen_q not in (16, 32):
         pytest.skip("COMBINE_SPIN / FUSE checked on the tile-filling row counts")
     cfg = dict(_ALL, COMBINE_SPIN=combine == "spin", FUSE=combine == "fuse")
@@ -344,6 +361,10 @@ def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, combine):
         case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen)
         for _ in range(3):
             _check_ws(*case, num_sm=4, **cfg)
+    # one long sequence cut into many pieces (8 programs): FUSE's merge over n_split > 2 pieces
+    case = make_case(device, 5, seqlen_q, num_heads, 576, 512, 64, [6000, 3, 0, 700, 65], gen)
+    for _ in range(2):
+        _check_ws(*case, num_sm=8, **cfg)
     if num_heads * seqlen_q in (16, 32):  # the benchmark's shape
         lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
         lens[7] = 0
@@ -438,10 +459,10 @@ def test_steal_big_batch_gpu(device, num_heads, seqlen_q, steal):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
-@pytest.mark.parametrize("over", [dict(FUSE=True, ROTATE=True), dict(ROTATE=True)])
+@pytest.mark.parametrize("over", [dict(FUSE=True, ROTATE=True), dict(ROTATE=True), dict(FUSE=True)])
 def test_rotate_big_batch_gpu(device, num_heads, seqlen_q, over):
-    """The batch-128 default with ROTATE (each span's last sequence piece first), alone and with FUSE (the split
-    kernel merges the split sequences, no combine kernel): same checks as the default (FUSE's counters re-armed)."""
+    """The batch-128 default with ROTATE (each span's last sequence piece first) and / or FUSE (the split kernel
+    merges the split sequences, no combine kernel): same checks as the default (FUSE's counters re-armed)."""
     _check_big_batch(device, num_heads, seqlen_q, over)
 
 

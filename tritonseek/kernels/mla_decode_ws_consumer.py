@@ -44,7 +44,8 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
               FUSE: gl.constexpr = False, num_spans=0, sp_smem=None, sp_ready=None, sp_free=None,
-              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
+              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False, FUSE_ONE: gl.constexpr = True,
+              FUSE_ONE_PASS: gl.constexpr = True):
     # One consumer warpgroup: its program's span, then (STEAL) the tail spans its producer warp claims (each
     # handed over through the sp_smem slot guarded by sp_ready / sp_free; num_spans: the end sentinel).
     pid = gl.program_id(1)
@@ -68,7 +69,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
                 num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES,
                 CAUSAL, DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc,
-                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
+                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE, FUSE_ONE, FUSE_ONE_PASS)
             mbarrier.wait(sp_ready, n_sp & 1)
             span = gl.max(sp_smem.load(_SPAN_L4), 0)
             mbarrier.arrive(sp_free, count=1)
@@ -82,7 +83,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
             num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL,
             DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc, pd_desc, OTMA,
-            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
+            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE, FUSE_ONE, FUSE_ONE_PASS)
     if DIAG:
         _stamp(dg, 1)
 
@@ -97,7 +98,8 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
-              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False):
+              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False, FUSE_ONE: gl.constexpr = True,
+              FUSE_ONE_PASS: gl.constexpr = True):
     # The consumer warpgroup's walk of one schedule span (sched row `span`; the program's own, or a STEAL tail span):
     # Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ per sequence piece. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
@@ -257,7 +259,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                         if n_split > 1:
                             merge, zero = _part_release(acc * gl.expand_dims(inv_l, 0), lse, b, n_split, slot,
                                                         tile_h * BLOCK_H + ROW0, q_lat, opart_ptr, lpart_ptr,
-                                                        cnt_ptr, rows, row_ok, ROWS)
+                                                        cnt_ptr, rows, row_ok, ROWS, FUSE_ONE)
                         else:
                             _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
                                          rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
@@ -273,8 +275,8 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 elif FUSE:
                     if merge:
                         _merge_parts(b, n_split, tile_h * BLOCK_H + ROW0, rows_total, split_ptr, opart_ptr, lpart_ptr,
-                                     out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS)
-                    if zero:
+                                     out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS, FUSE_ONE_PASS)
+                    if zero:  # (not FUSE_ONE: _part_release re-armed it)
                         _zero_count(cnt_ptr, b)
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)

@@ -70,6 +70,8 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3,
+                  SCALE_AHEAD=(min(int(cfg["SCALE_AHEAD"]), 1 + bool(cfg["PIPE0"])) if cfg["PIPE"] and wgs == 2 and bn != 256
+                               else 0),
                   num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
@@ -79,15 +81,18 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
 
 
 
-@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,pipe,pipe0", [
-    (128, torch.bfloat16, True, False, False, False, False),  # cooperative, one product set
-    (64, torch.float32, False, False, True, False, False),
-    (128, torch.bfloat16, True, True, True, False, False),  # split + unrolled
-    (128, torch.bfloat16, True, True, True, True, False),  # split + two wgmmas in flight (PIPE), block 0 alone
-    (128, torch.bfloat16, True, True, True, True, True),  # PIPE from K block 0 (PIPE0, the default)
+@pytest.mark.parametrize("bn,out_dtype,tma_store,split,unroll2,pipe,pipe0,ahead", [
+    (128, torch.bfloat16, True, False, False, False, False, 0),  # cooperative, one product set
+    (64, torch.float32, False, False, True, False, False, 0),
+    (128, torch.bfloat16, True, True, True, False, False, 0),  # split + unrolled
+    (128, torch.bfloat16, True, True, True, True, False, 0),  # split + two wgmmas in flight (PIPE), block 0 alone
+    (128, torch.bfloat16, True, True, True, True, True, 0),  # PIPE from K block 0 (PIPE0, the default)
+    (128, torch.bfloat16, True, True, True, True, True, 1),  # + SCALE_AHEAD 1: scales loaded a pair ahead
+    (128, torch.bfloat16, True, True, True, True, True, 2),  # SCALE_AHEAD 2: + a tile's first pair in the previous
 ])
-def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, pipe, pipe0):
-    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2, PIPE=pipe, PIPE0=pipe0)
+def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, pipe, pipe0, ahead):
+    cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2, PIPE=pipe, PIPE0=pipe0,
+               SCALE_AHEAD=ahead)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2 / PIPE: block 0,
     # two in the loop, the tail; PIPE0: no block-0 site), per consumer partition (SPLIT: two)
@@ -277,6 +282,7 @@ _GPU_CONFIGS = [
     dict(WGS=2, PIPE=True),  # two wgmmas in flight per warpgroup
     dict(WGS=2, PIPE=False),  # UNROLL2: one in flight, the previous block promoted under it
     dict(BLOCK_N=256, NUM_STAGES=3),  # WIDE 128×256 tiles, two epilogue buffers per warpgroup
+    dict(WGS=2, SCALE_AHEAD=2),  # scales one pair ahead, each tile's first pair during the previous tile
 ]
 
 
@@ -299,8 +305,11 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
-                                 dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3"])
+                                 dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3), dict(WGS=2, SCALE_AHEAD=1),
+                                 dict(WGS=2, SCALE_AHEAD=2), dict(WGS=2, PIPE0=False, SCALE_AHEAD=1),
+                                 dict(WGS=2, BLOCK_N=64, SCALE_AHEAD=2)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "ahead1", "ahead2", "pipe_ahead1",
+                              "n64_ahead2"])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts. WIDE
     # (256-column) tiles: N = 2112, 300, 384 end in a tile whose second half lies past N (no b_scale row there)
@@ -327,7 +336,8 @@ def test_fp8_gemm_nt_wide_entry_gpu(device, m):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
-@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe"])  # WIDE: the tails test (not a default)
+@pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
+                                 dict(WGS=2, SCALE_AHEAD=1), dict(WGS=2, SCALE_AHEAD=2)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "ahead1", "ahead2"])  # WIDE: the tails test
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

@@ -56,7 +56,7 @@ def compile_sk_sm90(overrides: dict | None = None, out_dtype: str = "bf16"):
     consts = dict(BLOCK_M=128, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   PRODUCER_REGS=cfg["PRODUCER_REGS"], CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=cfg["UNROLL2"],
                   PIPE=cfg["PIPE"], PIPE0=cfg["PIPE0"] and cfg["PIPE"], TMA_STORE=tma_store,
-                  PART_BLOCKED=cfg["PART_BLOCKED"], num_warps=4)
+                  PART_BLOCKED=cfg["PART_BLOCKED"], SCALE_AHEAD=cfg["SCALE_AHEAD"] if cfg["PIPE"] else 0, num_warps=4)
     sig.update({name: "constexpr" for name in consts})
     if not tma_store:
         consts["c_desc"] = None
@@ -204,7 +204,7 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
 _GPU_CONFIGS = [None, dict(BLOCK_N=64, NUM_STAGES=6), dict(NUM_STAGES=6, PART_BLOCKED=False), dict(PIPE0=False),
                 dict(PIPE=False), dict(GRID=7),
                 dict(GRID=11, BLOCK_N=64, DP=False), dict(GRID=1000), dict(GRID=3, NUM_STAGES=3), dict(GROUP_M=1),
-                dict(GRID=5, TMA_STORE=False)]
+                dict(GRID=5, TMA_STORE=False), dict(GRID=7, SCALE_AHEAD=1)]
 
 
 @pytest.mark.gpu
@@ -220,8 +220,9 @@ def test_sk_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("m,n,k,pad", [(128, 7168, 16384, 0), (100, 300, 1040, 3), (1, 2112, 7168, 0),
                                        (129, 384, 256, 0), (64, 576, 128, 0), (128, 7168, 2048, 8),
                                        (4096, 7168, 2048, 0), (4096, 2112, 7168, 0), (333, 4096, 7168, 5)])
-@pytest.mark.parametrize("cfg", [None, dict(BLOCK_N=64), dict(DP=False), dict(PART_BLOCKED=False, NUM_STAGES=6)],
-                         ids=["default", "n64", "nodp", "mma_parts"])
+@pytest.mark.parametrize("cfg", [None, dict(BLOCK_N=64), dict(DP=False), dict(PART_BLOCKED=False, NUM_STAGES=6),
+                                 dict(GRID=112, SCALE_AHEAD=1)],
+                         ids=["default", "n64", "nodp", "mma_parts", "g112_ahead1"])
 def test_sk_tails_and_real_shapes_gpu(device, m, n, k, pad, cfg):
     # N = 2112 / 300 / 576: a part-empty last column tile; K = 1040 (8.1 blocks), 128 (one block: every CTA takes
     # whole tiles or single iterations); M = 4096: DP + stream-K (data-parallel waves, then the split remainder)

@@ -114,16 +114,19 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
-    mbarrier,
-    tma,
-)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
-from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
+from tritonseek.kernels.fp8_gemm_ws_loop import (  # noqa: F401 (_store_tile, _tile_coords: re-exported)
+    _consumer_tiles_ahead,
+    _drain,
+    _k_loop_wide,
+    _store_tile,
+    _tile_coords,
+    _tile_k_loop,
+)
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale
@@ -139,7 +142,7 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_lo
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                    SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True, IDLE_SKIP=True,
-                   TAIL_N64=True)
+                   TAIL_N64=True, SCALE_AHEAD=0)
 # IDLE_SKIP (192-row tiles): a consumer warpgroup whose rows all lie past M (M = 4096: 2 of the 3 in the last row of
 # tiles, 3% of the work) skips its wgmmas and epilogue and only hands the stages back (fp8_gemm_ws_loop._drain).
 # The suite's 40 ms timing runs at the 700 W power cap, so wasted MMAs cost clock: H200 W4 at f4a20b8, 40 ms
@@ -154,6 +157,9 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
 # block −1) instead of issuing and waiting for block 0 alone at each tile's start. H200 W3 at ee2f2d9, same run, better
 # of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7
 # (192-row tiles ignore it); the grouped masked shapes gained 1–4 % (grouped_gemm_ws.py).
+# SCALE_AHEAD (128-row PIPE tiles; default 0 until measured): 1 = each pair of K blocks' scales loaded one iteration
+# ahead (fp8_gemm_ws_loop docstring: the committed loop's SASS waits for a load issued in the same iteration between
+# the k32 steps of its second wgmma); 2 = also each tile's first pair during the previous tile (PIPE0 only).
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -172,7 +178,7 @@ def ws_config(m: int, n: int, k: int) -> dict:
 WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool,
+    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool, SCALE_AHEAD=(0, 1, 2),
 )
 
 
@@ -203,17 +209,6 @@ def wide_for(m: int, n: int, num_sms: int) -> bool:
     costs no wave: 2 × waves(wide tiles) ≤ waves(128×128 tiles), i.e. not when 128×128 tiles fit in one wave."""
     rows = triton.cdiv(m, 128)
     return n % 256 == 0 and 2 * triton.cdiv(rows * (n // 256), num_sms) <= triton.cdiv(rows * (n // 128), num_sms)
-
-
-@gluon.jit
-def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
-    # GROUP_M-swizzled order: GROUP_M row-tiles sweep the N tiles together (L2 reuse of B).
-    group_id = tile_id // (GROUP_M * num_pid_n)
-    first_m = group_id * GROUP_M
-    group_rows = gl.minimum(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (tile_id % group_rows)
-    pid_n = (tile_id % (GROUP_M * num_pid_n)) // group_rows
-    return pid_m, pid_n
 
 
 @gluon.jit
@@ -260,7 +255,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
                  SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr,
-                 TAIL_N64: gl.constexpr):
+                 TAIL_N64: gl.constexpr, SCALE_AHEAD: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -268,27 +263,33 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     it = 0
-    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        if BLOCK_N == 256:
-            it = _consumer_tile_wide(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
-                                     empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
-                                     num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
-                                     stride_cn, BLOCK_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS)
-        elif IDLE_SKIP and pid_m * BLOCK_M + ROW0 >= M:
-            # 192-row tiles: a warpgroup whose 64 rows all lie past M (2 of 3 in M = 4096's last row of tiles) skips
-            # its wgmmas and epilogue (they would multiply TMA's zero fill)
-            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-        elif TAIL_N64 and pid_n * BLOCK_N + 64 >= N:
-            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
-                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
-                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, 64, NUM_STAGES,
-                                False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
-        else:
-            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
-                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
-                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
-                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0)
+    if SCALE_AHEAD == 2:  # 128-row PIPE0 tiles only (launch_fp8_gemm_ws)
+        _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
+                              M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                              num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS,
+                              UNROLL2)
+    else:
+        for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+            pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+            if BLOCK_N == 256:
+                it = _consumer_tile_wide(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
+                                         empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
+                                         num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
+                                         stride_cn, BLOCK_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS)
+            elif IDLE_SKIP and pid_m * BLOCK_M + ROW0 >= M:
+                # 192-row tiles: a warpgroup whose 64 rows all lie past M (2 of 3 in M = 4096's last row of tiles) skips
+                # its wgmmas and epilogue (they would multiply TMA's zero fill)
+                it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+            elif TAIL_N64 and pid_n * BLOCK_N + 64 >= N:
+                it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                    c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                    stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, 64, NUM_STAGES,
+                                    False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, SCALE_AHEAD)
+            else:
+                it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                    c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                    stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
+                                    TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, SCALE_AHEAD)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -298,7 +299,8 @@ def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_s
                    b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
                    stride_cn, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
                    TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr,
-                   UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr):
+                   UNROLL2: gl.constexpr, SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
+                   SCALE_AHEAD: gl.constexpr):
     # rows [off_m, off_m + ROWS) × columns [off_n, off_n + BLOCK_N) of out, all K blocks
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
@@ -312,7 +314,7 @@ def _consumer_tile(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars, c_s
 
     acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
                            ready_bars, empty_bars, sa_ptrs, m_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
-                           NUM_STAGES, UNROLL2, PIPE, SERIAL, PIPE0)
+                           NUM_STAGES, UNROLL2, PIPE, SERIAL, PIPE0, SCALE_AHEAD)
     _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                 TMA_STORE, row_layout, col_layout)
     return it
@@ -344,24 +346,6 @@ def _consumer_tile_wide(it, off_m, off_n, a_bufs, b_bufs, ready_bars, empty_bars
 
 
 @gluon.jit
-def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
-                BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
-    # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
-    # (TMA store: clipped by the descriptor; else masked)
-    if TMA_STORE:
-        tma.store_wait(0)  # the previous tile's store has left c_smem
-        c_smem.store(acc.to(c_desc.dtype))
-        fence_async_shared()
-        tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
-    else:
-        rm = row0 + gl.arange(0, ROWS, layout=row_layout)
-        rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
-        c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
-        mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
-        gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
-
-
-@gluon.jit
 def _fp8_gemm_ws_kernel(
     a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
     M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
@@ -369,7 +353,8 @@ def _fp8_gemm_ws_kernel(
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
-    PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr, TAIL_N64: gl.constexpr, num_warps: gl.constexpr,
+    PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr, TAIL_N64: gl.constexpr, SCALE_AHEAD: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
     # b_desc: TMA over b [N, K] e4m3 (K contiguous), box [BLOCK_N, BLOCK_K]
@@ -402,17 +387,17 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 2, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -423,12 +408,12 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -439,7 +424,7 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0, False, False)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -521,8 +506,8 @@ def fp8_gemm_nt_ws(
         tiles: SPLIT, WGS 2, NUM_STAGES ≤ 4), NUM_STAGES, GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, WGS = 2 or 3 consumer
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on, IDLE_SKIP = 192-row tiles'
-        warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas), for
-        tests and tuning.
+        warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas,
+        SCALE_AHEAD = 0 / 1 / 2: scale loads one K-block pair ahead, 2 also across tiles), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -589,6 +574,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3,
         TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3 and n % 128 != 0 and n % 128 <= 64,
+        SCALE_AHEAD=(min(int(cfg["SCALE_AHEAD"]), 1 + pipe0) if pipe else 0),
         num_warps=4 if split else _NUM_WARPS,
         maxnreg=regs[0],
     )

@@ -16,13 +16,29 @@ committed config (A/A in the same run): 2 more bar.syncs per pair cost nothing (
 (7168, 2048) / (7168, 16384): 1.0001 / 0.9985 / 1.0017, A/A 0.9981 / 0.9982 / 1.0013), and the per-thread releases
 lost (1.045 / 1.038 / 1.088; grouped masked (7168, 2048) 1.018-1.034, (4096, 7168) 1.000-1.012 with A/A 0.999-1.011,
 contiguous (4096, 7168) 1.036-1.037): the barriers are warps waiting on the wgmmas and the ring, not a cost of their own.
+
+Scale loads (session 19, h2gemm; SASS of the sm_90a build, ptxas 12.8 bundled with Triton 3.6): in the PIPE loop the
+a_scale / b_scale loads of block kb+1 are issued after the first wgmma and ptxas places their multiply (and with scales
+in uniform registers, an R2UR) between the k32 QGMMAs of the second wgmma, about 40-150 instructions after the loads:
+the warpgroup waits there for a global load (L2 latency) with its second wgmma a quarter issued, and both warpgroups
+wait together, being kept in step by the shared stages. SCALE_AHEAD loads each pair's raw scales one iteration ahead
+(_scale_pair; b_scale per row under the row mask, so ptxas keeps it out of uniform registers) and forms their products
+in a volatile asm right after the pair's first issue (_pinned_mul), so the loop's only load consumers are
+multiplies of values loaded an iteration earlier. SCALE_AHEAD = 2 (dense 128-row PIPE0 tiles, _consumer_tiles_ahead)
+also loads each tile's first pair during the previous tile's epilogue.
 """
 
 from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 @gluon.jit
 def _a_rows(a_bufs, s, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr):
@@ -89,13 +105,42 @@ def _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr,
 
 
 @gluon.jit
+def _scale_pair(sa_ptrs, row_ok, sb_ptr, kb, num_k_blocks, stride_ask, stride_bsk):
+    # the raw a_scale rows and b_scale of K blocks kb and kb + 1, each index clamped to the last block (a clamped load
+    # reads a valid address and its value is never used). b_scale is loaded per row under the rows' mask, so its value
+    # is not warp-uniform: as a scalar, ptxas kept it in a uniform register and put the R2UR (which waits for the
+    # load) before the pair's second wgmma issue
+    k0 = gl.minimum(kb, num_k_blocks - 1)
+    k1 = gl.minimum(kb + 1, num_k_blocks - 1)
+    sb_rows = sb_ptr + row_ok.to(gl.int32) * 0
+    return (gl.load(sa_ptrs + k0 * stride_ask, mask=row_ok, other=0.0),
+            gl.load(sb_rows + k0 * stride_bsk, mask=row_ok, other=0.0),
+            gl.load(sa_ptrs + k1 * stride_ask, mask=row_ok, other=0.0),
+            gl.load(sb_rows + k1 * stride_bsk, mask=row_ok, other=0.0))
+
+
+@gluon.jit
+def _pinned_mul(x, y):
+    # x · y (row tensors) as a volatile asm: LLVM keeps it before the next barrier wait, so the product is
+    # formed at the top of the iteration and the registers of x and y are free for the next loads
+    return gl.inline_asm_elementwise("mul.f32 $0, $1, $2;", "=r,r,r", [x, y], dtype=gl.float32, is_pure=False,
+                                     pack=1)
+
+
+@gluon.jit
 def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, KB0: gl.constexpr):
+            NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, KB0: gl.constexpr,
+            SCALE_AHEAD: gl.constexpr = 0, ka0=None, kb0s=None, ka1=None, kb1s=None):
     # K blocks KB0.. of a tile whose block KB0 - 1 product (prod, scale0) is done (KB0 = 0: a zero product): each
     # block's wgmma is issued, the previous block promoted under it, then waited. Returns (acc without the last
     # block, the last block's product and scale, it): the caller promotes the last block.
+    # SCALE_AHEAD (PIPE only): each pair's scales are loaded one iteration earlier (see the module docstring); 1: the
+    # first pair's here, 2: the caller's (ka0, kb0s, ka1, kb1s: raw a_scale rows / b_scale of blocks KB0, KB0 + 1)
     acc = zero
+    if PIPE and SCALE_AHEAD == 1:
+        # raw scales of the first pair (a block past the last one is clamped to it: loaded, never used)
+        ka0, kb0s, ka1, kb1s = _scale_pair(sa_ptrs, row_ok, sb_ptr, KB0, num_k_blocks, stride_ask, stride_bsk)
     if PIPE or UNROLL2:
         for j in range((num_k_blocks - KB0) // 2):
             if PIPE:
@@ -106,13 +151,25 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
                 kb = KB0 + 2 * j
                 s0 = it % NUM_STAGES
                 s1 = (it + 1) % NUM_STAGES
-                scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+                if not SCALE_AHEAD:
+                    scale1 = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(
+                        sb_ptr + kb * stride_bsk)
                 mbarrier.wait(ready_bars.index(s0), (it // NUM_STAGES) & 1)
                 p1 = warpgroup_mma(_a_rows(a_bufs, s0, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s0, zero.shape[1]),
                                    zero, use_acc=False, is_async=True)
+                if SCALE_AHEAD:
+                    # this pair's scales from the raw values loaded one iteration ago (at a tile's first pair: under
+                    # the wgmma just issued), then the next pair's loads into the freed registers
+                    scale1 = _pinned_mul(ka0, kb0s)
+                    scale_next = _pinned_mul(ka1, kb1s)
+                    ka0, kb0s, ka1, kb1s = _scale_pair(sa_ptrs, row_ok, sb_ptr, kb + 2, num_k_blocks, stride_ask,
+                                                       stride_bsk)
                 acc += prod * gl.expand_dims(scale0, 1)
-                scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
-                    sb_ptr + (kb + 1) * stride_bsk)
+                if SCALE_AHEAD:
+                    scale0 = scale_next
+                else:
+                    scale0 = gl.load(sa_ptrs + (kb + 1) * stride_ask, mask=row_ok, other=0.0) * gl.load(
+                        sb_ptr + (kb + 1) * stride_bsk)
                 mbarrier.wait(ready_bars.index(s1), ((it + 1) // NUM_STAGES) & 1)
                 prod = warpgroup_mma(_a_rows(a_bufs, s1, ROW0, ROWS, BLOCK_M),
                                      _b_cols(b_bufs, s1, zero.shape[1]), zero, use_acc=False, is_async=True)
@@ -172,14 +229,14 @@ def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_b
 def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
                  stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, SERIAL: gl.constexpr,
-                 PIPE0: gl.constexpr):
+                 PIPE0: gl.constexpr, SCALE_AHEAD: gl.constexpr = 0, ka0=None, kb0s=None, ka1=None, kb1s=None):
     # this partition's fp32 rows of a tile over all its K blocks (pipeline slots from it); returns (acc, it).
     # PIPE0 (with PIPE): the two-in-flight loop starts at block 0, a zero product (zero_rows scales) standing in for
-    # block −1, so block 0 is no longer issued and waited for alone at the start of every tile
+    # block −1, so block 0 is no longer issued and waited for alone at the start of every tile. SCALE_AHEAD: _k_loop
     if PIPE0:
         acc, plast, slast, it = _k_loop(it, num_k_blocks, zero, zero_rows, zero, a_bufs, b_bufs, ready_bars,
                                         empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0)
+                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0, SCALE_AHEAD, ka0, kb0s, ka1, kb1s)
     else:
         # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
         prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS,
@@ -193,7 +250,7 @@ def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, 
         else:
             acc, plast, slast, it = _k_loop(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
                                             empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                            BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 1)
+                                            BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 1, SCALE_AHEAD)
     acc += plast * gl.expand_dims(slast, 1)
     return acc, it
 
@@ -239,3 +296,76 @@ def _k_loop_wide(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
         sc1 = sa * sb1
         it += 1
     return acc0, acc1, it
+
+
+@gluon.jit
+def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # GROUP_M-swizzled order: GROUP_M row-tiles sweep the N tiles together (L2 reuse of B).
+    group_id = tile_id // (GROUP_M * num_pid_n)
+    first_m = group_id * GROUP_M
+    group_rows = gl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (tile_id % group_rows)
+    pid_n = (tile_id % (GROUP_M * num_pid_n)) // group_rows
+    return pid_m, pid_n
+
+
+@gluon.jit
+def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
+                BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
+    # (TMA store: clipped by the descriptor; else masked)
+    if TMA_STORE:
+        tma.store_wait(0)  # the previous tile's store has left c_smem
+        c_smem.store(acc.to(c_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
+    else:
+        rm = row0 + gl.arange(0, ROWS, layout=row_layout)
+        rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+        c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+        mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
+        gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@gluon.jit
+def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
+                          num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
+                          num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
+                          NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
+                          WARPS: gl.constexpr, UNROLL2: gl.constexpr):
+    # SCALE_AHEAD = 2: _ws_consumer's tile loop over 128-row PIPE0 tiles, each tile's first pair of raw scales loaded
+    # during the previous tile's K loop (no load latency before a tile's first promotion)
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
+    num_pid_m = gl.cdiv(M, BLOCK_M)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    total = num_pid_m * num_pid_n
+    rows = gl.arange(0, ROWS, layout=row_layout)
+    pid_m, pid_n = _tile_coords(gl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
+    rm = pid_m * BLOCK_M + ROW0 + rows
+    ka0, kb0s, ka1, kb1s = _scale_pair(a_scale_ptr + rm * stride_asm, rm < M,
+                                       b_scale_ptr + (pid_n * BLOCK_N // 128) * stride_bsn, 0, num_k_blocks,
+                                       stride_ask, stride_bsk)
+    it = 0
+    for tile_id in range(gl.program_id(0), total, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M + ROW0
+        off_n = pid_n * BLOCK_N
+        rm = off_m + rows
+        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
+                               ready_bars, empty_bars, a_scale_ptr + rm * stride_asm, rm < M,
+                               b_scale_ptr + (off_n // 128) * stride_bsn, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
+                               NUM_STAGES, UNROLL2, True, False, True, 2, ka0, kb0s, ka1, kb1s)
+        # the next tile's first pair (past the last tile: this one's again, loaded and unused), in flight during the
+        # epilogue
+        nm, nn = _tile_coords(gl.minimum(tile_id + num_programs, total - 1), num_pid_m, num_pid_n, GROUP_M)
+        rn = nm * BLOCK_M + ROW0 + rows
+        na0, nb0, na1, nb1 = _scale_pair(a_scale_ptr + rn * stride_asm, rn < M,
+                                         b_scale_ptr + (nn * BLOCK_N // 128) * stride_bsn, 0, num_k_blocks,
+                                         stride_ask, stride_bsk)
+        _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
+                    TMA_STORE, row_layout, col_layout)
+        ka0, kb0s, ka1, kb1s = na0, nb0, na1, nb1

@@ -80,13 +80,14 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # TMA_STORE: whole tiles leave through shared memory and a TMA store (16-bit out, 16-byte aligned rows, and where the
 # two [64, BLOCK_N] buffers fit beside the ring), else masked stores. PRODUCER_REGS 48 (fp8_gemm_ws: 40): the
 # producer's segment arithmetic spilled 12 bytes at 40 (sm_90a ptxas); 2 × 128 × 232 + 128 × 48 = 65536.
+# SCALE_AHEAD (0/1, with PIPE): fp8_gemm_ws_loop's scale loads one K-block pair ahead (that module's docstring).
 # PART_BLOCKED: the fix-up's partials in a coalesced blocked layout (see _sk_fixup; its layout conversion takes
 # 32 KB of shared memory per warpgroup, so ≤ 4 stages of 128×128 beside the TMA-store buffers).
 _DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
-                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232)
+                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0)
 SK_CONFIG_SPEC: dict = dict(
     BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
-    DP=bool, TMA_STORE=bool, PART_BLOCKED=bool,
+    DP=bool, TMA_STORE=bool, PART_BLOCKED=bool, SCALE_AHEAD=(0, 1),
     UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
 )
 _BLOCK_M = 128
@@ -283,7 +284,8 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                  num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
-                 UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr):
+                 UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
+                 SCALE_AHEAD: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps); whole tiles leave through
     # c_smem + a TMA store where TMA_STORE, the fix-up's sums through masked stores
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -308,7 +310,7 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         sb_ptr = b_scale_ptr + (off_n // 128) * stride_bsn + k_lo * stride_bsk
         acc, it = _tile_k_loop(it, k_hi - k_lo, zero, zero_rows, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
                                rm < M, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, UNROLL2, PIPE,
-                               False, PIPE0)
+                               False, PIPE0, SCALE_AHEAD)
         if k_hi - k_lo == num_k_blocks:  # a whole tile (every data-parallel one): no partial
             _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                         TMA_STORE, row_layout, col_layout)
@@ -327,7 +329,7 @@ def _fp8_gemm_sk_kernel(
     dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
-    num_warps: gl.constexpr,
+    SCALE_AHEAD: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M // 2, BLOCK_N] (one store per warpgroup, whole tiles)
@@ -353,12 +355,13 @@ def _fp8_gemm_sk_kernel(
         (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0, PART_BLOCKED)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0, PART_BLOCKED,
+                        SCALE_AHEAD)),
         (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0,
-                        PART_BLOCKED)),
+                        PART_BLOCKED, SCALE_AHEAD)),
         (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
                         dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -407,6 +410,7 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         TMA_STORE=tma_store,
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
         UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe, PART_BLOCKED=part_blocked,
+        SCALE_AHEAD=int(cfg["SCALE_AHEAD"]) if pipe else 0,
         num_warps=4, maxnreg=_MAXNREG,
     )
     return out
@@ -434,8 +438,8 @@ def fp8_gemm_nt_sk(
     out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional overrides of ``sk_config`` (BLOCK_N 64/128, NUM_STAGES, GROUP_M, GRID = CTAs (0 = #SMs),
-        PIPE, PIPE0, UNROLL2, DP = whole waves of tiles data-parallel first, PRODUCER_REGS, CONSUMER_REGS), for tests
-        and tuning.
+        PIPE, PIPE0, UNROLL2, DP = whole waves of tiles data-parallel first, PRODUCER_REGS, CONSUMER_REGS, SCALE_AHEAD
+        = 0 / 1: scale loads one K-block pair ahead), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch (transposed or unaligned
     a/b, wrong scale shapes, K % 16 != 0), on a bad config key or value, and on a non-CUDA or non-Hopper device.

@@ -71,7 +71,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                   PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3,
                   SCALE_AHEAD=(min(int(cfg["SCALE_AHEAD"]), 1 + bool(cfg["PIPE0"])) if cfg["PIPE"] and wgs == 2 and bn != 256
-                               else 0),
+                               else min(int(cfg["SCALE_AHEAD"]), int(wgs == 3))),
                   num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
@@ -111,10 +111,11 @@ def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, un
     assert all(s == ("0", "0") for s in spills), report
 
 
-def test_ws_three_warpgroups_compile_for_sm90_without_spills():
+@pytest.mark.parametrize("ahead", [0, 1])
+def test_ws_three_warpgroups_compile_for_sm90_without_spills(ahead):
     # WGS = 3: 192-row tiles (three 64-row A boxes per stage), three consumer warpgroups at 160 registers
-    # with one product set each (serial promotion), the TMA warp at 24
-    cfg = dict(W.ws_config(4096, 7168, 7168), WGS=3)
+    # with one product set each (serial promotion), the TMA warp at 24; SCALE_AHEAD 1: scales a block ahead
+    cfg = dict(W.ws_config(4096, 7168, 7168), WGS=3, SCALE_AHEAD=ahead)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, torch.bfloat16, True)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 2 * 3  # block 0 + loop, ×3
     # TAIL_N64: the same sites at n64 for last column tiles with ≤ 64 columns inside N (on where N % 128 ≤ 64)
@@ -307,9 +308,9 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
                                  dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3), dict(WGS=2, SCALE_AHEAD=1),
                                  dict(WGS=2, SCALE_AHEAD=2), dict(WGS=2, PIPE0=False, SCALE_AHEAD=1),
-                                 dict(WGS=2, BLOCK_N=64, SCALE_AHEAD=2)],
+                                 dict(WGS=2, BLOCK_N=64, SCALE_AHEAD=2), dict(WGS=3, SCALE_AHEAD=1)],
                          ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "ahead1", "ahead2", "pipe_ahead1",
-                              "n64_ahead2"])
+                              "n64_ahead2", "wgs3_ahead1"])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts. WIDE
     # (256-column) tiles: N = 2112, 300, 384 end in a tile whose second half lies past N (no b_scale row there)
@@ -337,7 +338,7 @@ def test_fp8_gemm_nt_wide_entry_gpu(device, m):
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
-                                 dict(WGS=2, SCALE_AHEAD=1), dict(WGS=2, SCALE_AHEAD=2)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "ahead1", "ahead2"])  # WIDE: the tails test
+                                 dict(WGS=2, SCALE_AHEAD=1), dict(WGS=2, SCALE_AHEAD=2), dict(WGS=3, SCALE_AHEAD=1)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "ahead1", "ahead2", "wgs3_ahead1"])  # WIDE: the tails test
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

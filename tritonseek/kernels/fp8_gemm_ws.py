@@ -157,9 +157,10 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
 # block −1) instead of issuing and waiting for block 0 alone at each tile's start. H200 W3 at ee2f2d9, same run, better
 # of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7
 # (192-row tiles ignore it); the grouped masked shapes gained 1–4 % (grouped_gemm_ws.py).
-# SCALE_AHEAD (128-row PIPE tiles; default 0 until measured): 1 = each pair of K blocks' scales loaded one iteration
-# ahead (fp8_gemm_ws_loop docstring: the committed loop's SASS waits for a load issued in the same iteration between
-# the k32 steps of its second wgmma); 2 = also each tile's first pair during the previous tile (PIPE0 only).
+# SCALE_AHEAD (128-row PIPE and 192-row tiles; default 0 until measured): 1 = the scales of each pair of K blocks
+# (192-row tiles: each block) loaded one iteration ahead (fp8_gemm_ws_loop docstring: the committed loops' SASS waits
+# for a load issued in the same iteration between the k32 steps of a wgmma); 2 = also each 128-row tile's first pair
+# during the previous tile (PIPE0 only; 192-row tiles take it as 1).
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -574,7 +575,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3,
         TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3 and n % 128 != 0 and n % 128 <= 64,
-        SCALE_AHEAD=(min(int(cfg["SCALE_AHEAD"]), 1 + pipe0) if pipe else 0),
+        SCALE_AHEAD=min(int(cfg["SCALE_AHEAD"]), 1 + pipe0) if pipe else min(int(cfg["SCALE_AHEAD"]), int(wgs == 3)),
         num_warps=4 if split else _NUM_WARPS,
         maxnreg=regs[0],
     )

@@ -110,13 +110,17 @@ def _scale_pair(sa_ptrs, row_ok, sb_ptr, kb, num_k_blocks, stride_ask, stride_bs
     # reads a valid address and its value is never used). b_scale is loaded per row under the rows' mask, so its value
     # is not warp-uniform: as a scalar, ptxas kept it in a uniform register and put the R2UR (which waits for the
     # load) before the pair's second wgmma issue
+    ka0, kb0 = _scale_one(sa_ptrs, row_ok, sb_ptr, kb, num_k_blocks, stride_ask, stride_bsk)
+    ka1, kb1 = _scale_one(sa_ptrs, row_ok, sb_ptr, kb + 1, num_k_blocks, stride_ask, stride_bsk)
+    return ka0, kb0, ka1, kb1
+
+
+@gluon.jit
+def _scale_one(sa_ptrs, row_ok, sb_ptr, kb, num_k_blocks, stride_ask, stride_bsk):
+    # _scale_pair's loads for one block (index clamped to the last block)
     k0 = gl.minimum(kb, num_k_blocks - 1)
-    k1 = gl.minimum(kb + 1, num_k_blocks - 1)
-    sb_rows = sb_ptr + row_ok.to(gl.int32) * 0
     return (gl.load(sa_ptrs + k0 * stride_ask, mask=row_ok, other=0.0),
-            gl.load(sb_rows + k0 * stride_bsk, mask=row_ok, other=0.0),
-            gl.load(sa_ptrs + k1 * stride_ask, mask=row_ok, other=0.0),
-            gl.load(sb_rows + k1 * stride_bsk, mask=row_ok, other=0.0))
+            gl.load(sb_ptr + row_ok.to(gl.int32) * 0 + k0 * stride_bsk, mask=row_ok, other=0.0))
 
 
 @gluon.jit
@@ -206,18 +210,23 @@ def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, em
 @gluon.jit
 def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok,
                    sb_ptr, stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-                   NUM_STAGES: gl.constexpr):
+                   NUM_STAGES: gl.constexpr, SCALE_AHEAD: gl.constexpr = 0, ka=None, kbs=None):
     # _k_loop with one product register set (WGS = 3: 160 registers per consumer thread hold the accumulator
     # and one product, not two): promote the previous block, then issue and wait for this one; the other
-    # warpgroups' wgmmas keep the tensor core busy during the promotion
+    # warpgroups' wgmmas keep the tensor core busy during the promotion. SCALE_AHEAD: each block's raw scales are
+    # loaded one iteration ahead (ka, kbs: block 1's), their product formed after the block's issue
     acc = zero
     for kb in range(1, num_k_blocks):
-        scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
+        if not SCALE_AHEAD:
+            scale = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0) * gl.load(sb_ptr + kb * stride_bsk)
         acc += prod * gl.expand_dims(scale0, 1)
         s = it % NUM_STAGES
         mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
         prod = warpgroup_mma(_a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M), _b_cols(b_bufs, s, zero.shape[1]), zero,
                              use_acc=False, is_async=True)
+        if SCALE_AHEAD:
+            scale = _pinned_mul(ka, kbs)
+            ka, kbs = _scale_one(sa_ptrs, row_ok, sb_ptr, kb + 1, num_k_blocks, stride_ask, stride_bsk)
         prod = warpgroup_mma_wait(0, deps=[prod])
         mbarrier.arrive(empty_bars.index(s))
         scale0 = scale
@@ -239,6 +248,8 @@ def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, 
                                         BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0, SCALE_AHEAD, ka0, kb0s, ka1, kb1s)
     else:
         # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
+        if SERIAL and SCALE_AHEAD:  # block 1's raw scales, in flight during block 0
+            ka0, kb0s = _scale_one(sa_ptrs, row_ok, sb_ptr, 1, num_k_blocks, stride_ask, stride_bsk)
         prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS,
                                         BLOCK_M, NUM_STAGES)
         prod = warpgroup_mma_wait(0, deps=[prod])
@@ -246,7 +257,7 @@ def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, 
         if SERIAL:
             acc, plast, slast, it = _k_loop_serial(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs,
                                                    ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask,
-                                                   stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
+                                                   stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES, SCALE_AHEAD, ka0, kb0s)
         else:
             acc, plast, slast, it = _k_loop(it + 1, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars,
                                             empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,

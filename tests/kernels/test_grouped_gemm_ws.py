@@ -504,7 +504,8 @@ def test_masked_ws_diag_and_pf_desc_gpu(device, shape):
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
     valid = torch.arange(M_max, device=device)[None, :] < mm[:, None]
     assert calc_diff(outs[0].float()[valid], ref[valid]) < 1e-3
-    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    for o in outs[1:]:  # bitwise, rows past masked_m left NaN alike
+        torch.testing.assert_close(o, outs[0], rtol=0, atol=0, equal_nan=True)
     ran = diag[:, S["entry"]] > 0
     assert ran.any()
     c0 = S["cons"]

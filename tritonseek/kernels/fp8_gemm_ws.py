@@ -142,7 +142,7 @@ from tritonseek.kernels.fp8_gemm_ws_loop import (  # noqa: F401 (_store_tile, _t
 # to 192-row tiles at 2112×7168 125 vs 117, 24576×1536 281 vs 266-270, 32768×512 162-170 vs 143-147.
 _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                    SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, WGS=None, PIPE=True, PIPE0=True, IDLE_SKIP=True,
-                   TAIL_N64=True, SCALE_AHEAD=0)
+                   TAIL_N64=True, SCALE_AHEAD=0, FAST_COORDS=False)
 # IDLE_SKIP (192-row tiles): a consumer warpgroup whose rows all lie past M (M = 4096: 2 of the 3 in the last row of
 # tiles, 3% of the work) skips its wgmmas and epilogue and only hands the stages back (fp8_gemm_ws_loop._drain).
 # The suite's 40 ms timing runs at the 700 W power cap, so wasted MMAs cost clock: H200 W4 at f4a20b8, 40 ms
@@ -160,7 +160,8 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
 # SCALE_AHEAD (128-row PIPE and 192-row tiles; default 0 until measured): 1 = the scales of each pair of K blocks
 # (192-row tiles: each block) loaded one iteration ahead (fp8_gemm_ws_loop docstring: the committed loops' SASS waits
 # for a load issued in the same iteration between the k32 steps of a wgmma); 2 = also each 128-row tile's first pair
-# during the previous tile (PIPE0 only; 192-row tiles take it as 1).
+# during the previous tile (PIPE0 only; 192-row tiles take it as 1). FAST_COORDS (with SCALE_AHEAD 2): the next
+# tile's coordinates without integer divisions (fp8_gemm_ws_loop._tile_coords_fast).
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -179,7 +180,7 @@ def ws_config(m: int, n: int, k: int) -> dict:
 WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool, SCALE_AHEAD=(0, 1, 2),
+    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool, SCALE_AHEAD=(0, 1, 2), FAST_COORDS=bool,
 )
 
 
@@ -256,7 +257,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr,
                  ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
                  SERIAL: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr,
-                 TAIL_N64: gl.constexpr, SCALE_AHEAD: gl.constexpr):
+                 TAIL_N64: gl.constexpr, SCALE_AHEAD: gl.constexpr, FAST_COORDS: gl.constexpr):
     # Rows [ROW0, ROW0 + ROWS) of every BLOCK_M × BLOCK_N tile, WARPS warps (warps_per_cta [WARPS, 1]):
     # cooperative (ROWS = 128, 8 warps: both warpgroups in one partition, one instruction stream) or
     # split (ROWS = 64, 4 warps: each warpgroup its own partition, free to drift from the other, so
@@ -268,7 +269,7 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
         _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
                               M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                               num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS,
-                              UNROLL2)
+                              UNROLL2, FAST_COORDS)
     else:
         for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
             pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
@@ -355,6 +356,7 @@ def _fp8_gemm_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, WGS: gl.constexpr, PIPE: gl.constexpr,
     PIPE0: gl.constexpr, IDLE_SKIP: gl.constexpr, TAIL_N64: gl.constexpr, SCALE_AHEAD: gl.constexpr,
+    FAST_COORDS: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K] (WGS = 3: [64, BLOCK_K]), 128-byte swizzle
@@ -388,17 +390,17 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD)),
+                            TMA_STORE, 0, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD, FAST_COORDS)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD)),
+                            TMA_STORE, 64, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD, FAST_COORDS)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 2, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD)),
+                            TMA_STORE, 128, 64, 4, UNROLL2, True, PIPE, PIPE0, IDLE_SKIP, TAIL_N64, SCALE_AHEAD, FAST_COORDS)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -409,12 +411,12 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD)),
+                            TMA_STORE, 0, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD, FAST_COORDS)),
             (_ws_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                             _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD)),
+                            TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD, FAST_COORDS)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -425,7 +427,7 @@ def _fp8_gemm_ws_kernel(
                             _c_buf(c_smem, 0, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                             a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn,
                             stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES,
-                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD)),
+                            TMA_STORE, 0, BLOCK_M, 8, UNROLL2, False, PIPE, PIPE0, False, False, SCALE_AHEAD, FAST_COORDS)),
             (_ws_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks,
                             num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
         ], [1], [PRODUCER_REGS])
@@ -508,7 +510,8 @@ def fp8_gemm_nt_ws(
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on, IDLE_SKIP = 192-row tiles'
         warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas,
-        SCALE_AHEAD = 0 / 1 / 2: scale loads one K-block pair ahead, 2 also across tiles), for tests and tuning.
+        SCALE_AHEAD = 0 / 1 / 2: scale loads one K-block pair ahead, 2 also across tiles, FAST_COORDS: with
+        SCALE_AHEAD 2, tile coordinates without integer divisions), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -551,6 +554,8 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     pipe = bool(cfg["PIPE"]) and wgs == 2 and bn != 256
     pipe0 = bool(cfg["PIPE0"]) and pipe
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
+    # SCALE_AHEAD: 2 needs the PIPE0 loop, 1 the PIPE or the 192-row serial loop
+    ahead = min(int(cfg["SCALE_AHEAD"]), 1 + pipe0) if pipe else min(int(cfg["SCALE_AHEAD"]), int(wgs == 3))
     bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
     a_rows = 64 if wgs == 3 else bm  # 192-row tiles: three 64-row TMA boxes
@@ -575,7 +580,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3,
         TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3 and n % 128 != 0 and n % 128 <= 64,
-        SCALE_AHEAD=min(int(cfg["SCALE_AHEAD"]), 1 + pipe0) if pipe else min(int(cfg["SCALE_AHEAD"]), int(wgs == 3)),
+        SCALE_AHEAD=ahead, FAST_COORDS=bool(cfg["FAST_COORDS"]) and ahead == 2,
         num_warps=4 if split else _NUM_WARPS,
         maxnreg=regs[0],
     )

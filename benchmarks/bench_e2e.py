@@ -73,7 +73,8 @@ from benchmarks.e2e_harness import PAGE, Bench, SliceHarness, _r  # noqa: E402
 from benchmarks.e2e_probes import kernel_shares, replay_us, sync_sites  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_at_least, name_list, nonnegative_int, out_file,  # noqa: E402
+                                 positive_float, positive_int, positive_int_list)
 from tritonseek.engine.runner import Sequence  # noqa: E402
 from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
 from tritonseek.model.moe import MoE  # noqa: E402
@@ -391,23 +392,39 @@ def prefill_graph_case(b: Bench, h: SliceHarness, s: Sequence, eager_logits) -> 
 
 
 # ------------------------------------------------------------------------------------------ main
+SUITES = ("e2e_decode", "e2e_prefill", "mtp_e2e", "e2e_generate", "hf_peer", "v2lite")
+
+
+def _ints(text: str) -> list[int]:
+    """A comma list of integers >= 1 (a list: the suites concatenate them with lists)."""
+    return list(positive_int_list(text))
+
+
+def _ints_or_none(text: str) -> list[int]:
+    """_ints, or an empty list for "" (options whose section is skipped when empty, e.g. --peer-batches "")."""
+    return _ints(text) if text.strip() else []
+
+
 def parse_args(argv=None):
+    """Every option checked by argparse (session 18: --out in a missing folder failed after the slice was built and
+    measured, --budget-s nan never stopped, --layers 1 / --batches 0 / a bogus --suite reached the GPU code or ran
+    nothing): a bad value is one line naming the option, exit 2, before any GPU work."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", default="e2e_decode,e2e_prefill,mtp_e2e,e2e_generate,hf_peer,v2lite")
+    p.add_argument("--suite", default=list(SUITES), type=name_list(SUITES), help="comma list of " + ", ".join(SUITES))
     p.add_argument("--tiny", action="store_true", help="small widths (CPU development of the same code)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--backend", default=None, help="triton (CUDA default) | reference")
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--batches", default="1,8,32,128")
-    p.add_argument("--contexts", default="1024,4096")
-    p.add_argument("--peer-batches", default="1,8")
-    p.add_argument("--prefill-tokens", default="4096")
-    p.add_argument("--mtp-batches", default="1,16,64")
-    p.add_argument("--mtp-context", type=int, default=1024)
-    p.add_argument("--mtp-ks", default="1,3")
+    p.add_argument("--backend", default=None, choices=("triton", "reference"), help="default: triton on CUDA")
+    p.add_argument("--layers", type=int_at_least(2), default=4, help="decoder layers of the slice (1 dense + MoE)")
+    p.add_argument("--batches", default="1,8,32,128", type=_ints)
+    p.add_argument("--contexts", default="1024,4096", type=_ints)
+    p.add_argument("--peer-batches", default="1,8", type=_ints_or_none, help="'' for no reference-backend peer")
+    p.add_argument("--prefill-tokens", default="4096", type=_ints)
+    p.add_argument("--mtp-batches", default="1,16,64", type=_ints)
+    p.add_argument("--mtp-context", type=positive_int, default=1024)
+    p.add_argument("--mtp-ks", default="1,3", type=_ints)
     p.add_argument("--no-default-model", action="store_true", help="mtp_e2e: skip the trained default model")
-    p.add_argument("--dm-batches", default="1,16", help="mtp_e2e: default-model generate batch sizes")
-    p.add_argument("--dm-tokens", type=int, default=128, help="mtp_e2e: default-model max_new_tokens")
+    p.add_argument("--dm-batches", default="1,16", type=_ints_or_none, help="mtp_e2e: default-model generate batch sizes")
+    p.add_argument("--dm-tokens", type=positive_int, default=128, help="mtp_e2e: default-model max_new_tokens")
     p.add_argument("--no-slice-direct", action="store_true", help="mtp_e2e: skip the engine-pieces run on the slice")
     p.add_argument("--quick", action="store_true",
                    help="short device run: context 4096 only, peer at batch 1, default model at batch 1 "
@@ -416,29 +433,25 @@ def parse_args(argv=None):
     p.add_argument("--no-fallback", action="store_true",
                    help="e2e_decode: when every triton case fails, do not rerun the cases on the reference backend")
     p.add_argument("--eager", action="store_true", help="e2e_decode: no CUDA graphs (eager step only)")
-    p.add_argument("--verify-ks", default="1,3", help="e2e_decode: MTP verify graphs (K+1 tokens) timed at these K")
-    p.add_argument("--verify-max-batch", type=int, default=8, help="e2e_decode: largest batch timing verify graphs")
-    p.add_argument("--gen-batches", default="1,16", help="e2e_generate: default-model generate batch sizes")
-    p.add_argument("--gen-tokens", type=int, default=128, help="e2e_generate: max_new_tokens")
-    p.add_argument("--hf-batches", default="1,8", help="hf_peer suite: transformers eager bf16 batch sizes")
-    p.add_argument("--hf-contexts", default="1024", help="hf_peer suite: contexts (prefilled through transformers)")
-    p.add_argument("--v2-batches", default="1,4,16,64", help="v2lite suite: batch sizes")
-    p.add_argument("--v2-context", type=int, default=1024, help="v2lite suite: context")
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=240.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verify-ks", default="1,3", type=_ints_or_none,
+                   help="e2e_decode: MTP verify graphs (K+1 tokens) timed at these K ('' for none)")
+    p.add_argument("--verify-max-batch", type=nonnegative_int, default=8, help="e2e_decode: largest batch timing verify graphs")
+    p.add_argument("--gen-batches", default="1,16", type=_ints_or_none, help="e2e_generate: default-model generate batch sizes")
+    p.add_argument("--gen-tokens", type=positive_int, default=128, help="e2e_generate: max_new_tokens")
+    p.add_argument("--hf-batches", default="1,8", type=_ints_or_none, help="hf_peer suite: transformers eager bf16 batch sizes")
+    p.add_argument("--hf-contexts", default="1024", type=_ints_or_none,
+                   help="hf_peer suite: contexts (prefilled through transformers)")
+    p.add_argument("--v2-batches", default="1,4,16,64", type=_ints, help="v2lite suite: batch sizes")
+    p.add_argument("--v2-context", type=positive_int, default=1024, help="v2lite suite: context")
+    p.add_argument("--out", default=None, type=out_file, help="JSON-lines file, rewritten (atomically) after each row")
+    p.add_argument("--budget-s", type=positive_float, default=240.0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a = p.parse_args(argv)
     a.commit = a.commit or git_commit()
     if a.quick:
-        a.contexts, a.peer_batches, a.dm_batches, a.dm_tokens, a.no_slice_direct = "4096", "1", "1", 64, True
-    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
-    a.batches, a.contexts, a.peer_batches = ints(a.batches), ints(a.contexts), ints(a.peer_batches)
-    a.prefill_tokens, a.mtp_batches, a.mtp_ks = ints(a.prefill_tokens), ints(a.mtp_batches), ints(a.mtp_ks)
-    a.dm_batches = ints(a.dm_batches)
-    a.hf_batches, a.hf_contexts, a.v2_batches = ints(a.hf_batches), ints(a.hf_contexts), ints(a.v2_batches)
-    a.verify_ks, a.gen_batches = ints(a.verify_ks), ints(a.gen_batches)
-    a.suites = [s for s in a.suite.split(",") if s]
+        a.contexts, a.peer_batches, a.dm_batches, a.dm_tokens, a.no_slice_direct = [4096], [1], [1], 64, True
+    a.suites = a.suite
     a.backend = a.backend or ("triton" if a.device.startswith("cuda") else "reference")
     a.model_name = "v3-slice-tiny" if a.tiny else f"v3-slice-{a.layers}L"
     return a

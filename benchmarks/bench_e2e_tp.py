@@ -50,7 +50,8 @@ from benchmarks.e2e_harness import Bench, SliceHarness, _r  # noqa: E402
 from benchmarks.e2e_probes import replay_us  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, v3_config  # noqa: E402
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_at_least, out_file, positive_float, positive_int,  # noqa: E402
+                                 positive_int_list)
 from tritonseek.parallel import TP, broadcast_replicated_, shutdown, spawn  # noqa: E402
 
 SUITE = "e2e_tp"
@@ -276,20 +277,19 @@ def print_table(rows: list[dict]) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=None, help="JSON-lines file for the rows")
-    p.add_argument("--batches", default="1,64")
-    p.add_argument("--context", type=int, default=1024)
-    p.add_argument("--layers", type=int, default=4, help="decoder layers of the slice (1 dense + the rest MoE)")
-    p.add_argument("--reps", type=int, default=50, help="graph replays per median (the same on every rank)")
-    p.add_argument("--eager-reps", type=int, default=10, help="timed eager steps per median (no graph)")
-    p.add_argument("--budget-s", type=float, default=150.0, help="the spawned workers are killed after this")
-    p.add_argument("--nccl-timeout-s", type=float, default=240.0)
+    p.add_argument("--out", default=None, type=out_file, help="JSON-lines file for the rows")
+    p.add_argument("--batches", default="1,64", type=lambda t: list(positive_int_list(t)))
+    p.add_argument("--context", type=positive_int, default=1024)
+    p.add_argument("--layers", type=int_at_least(2), default=4, help="decoder layers of the slice (1 dense + the rest MoE)")
+    p.add_argument("--reps", type=positive_int, default=50, help="graph replays per median (the same on every rank)")
+    p.add_argument("--eager-reps", type=positive_int, default=10, help="timed eager steps per median (no graph)")
+    p.add_argument("--budget-s", type=positive_float, default=150.0, help="the spawned workers are killed after this")
+    p.add_argument("--nccl-timeout-s", type=positive_float, default=240.0)
     p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a, unknown = p.parse_known_args(argv)
     a.commit = a.commit or git_commit()
     if unknown:  # `tritonseek bench` passes TRITONSEEK_BENCH_ARGS to every suite; the e2e ones are not ours
         print(f"{SUITE}: ignoring arguments {unknown}", flush=True)
-    a.batches = [int(x) for x in a.batches.split(",") if x]
     a.model_name = f"v3-slice-{a.layers}L"
     a.eager, a.backend, a.tiny = False, "triton", False
     return a

@@ -454,8 +454,8 @@ def main():
     p.add_argument("--precompile", default="")
     p.add_argument("--out", default="decode_rows.jsonl", type=out_file,
                    help="JSON rows, appended when the run ends (also on an exception or SIGTERM): complete rows only")
-    p.add_argument("--sweep-out", default="")
-    p.add_argument("--winners", default="")
+    p.add_argument("--sweep-out", default="", type=out_file)
+    p.add_argument("--winners", default="", type=out_file)
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # job-level timeout: still write rows
     env = dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", torch=torch.__version__, triton=triton.__version__,

@@ -44,8 +44,8 @@ from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_brea
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_list, nonnegative_int, out_file, positive_float,  # noqa: E402
-                                 positive_int, positive_int_list)
+from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_list, nonnegative_float, nonnegative_int, out_file,  # noqa: E402
+                                 positive_float, positive_int, positive_int_list)
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
@@ -479,18 +479,18 @@ def main():
     p.add_argument("--layer-breakdown-variants", default="",
                    help="profiler breakdown only for these variants (default all; under PDL a kernel's time includes "
                         "its wait for the kernel before it)")
-    p.add_argument("--layer-peer", type=int, default=1, help="time the reference layer (1) or not (0)")
+    p.add_argument("--layer-peer", type=int, choices=(0, 1), default=1, help="time the reference layer (1) or not (0)")
     p.add_argument("--router-block-e", default="8,16", help="moe_gate: fused-router BLOCK_E values timed at T=1")
     p.add_argument("--gate-tokens", default="1,64,4096", help="moe_gate: gate_topk token counts")
     p.add_argument("--router-tokens", default="1,8,64", help="moe_gate: fused-router token counts")
-    p.add_argument("--permute-breakdown", type=int, default=1, help="profiler breakdown of permute+unpermute")
+    p.add_argument("--permute-breakdown", type=int, choices=(0, 1), default=1, help="profiler breakdown of permute+unpermute")
     p.add_argument("--permute-dtypes", default="bf16,fp8", help="moe_permute: row dtypes")
     p.add_argument("--decode-nk", default="4096x7168,7168x2048", help="grouped_gemm_masked decode (N, K) shapes")
     p.add_argument("--decode-cands", default="", help="decode cases with ≤ 16 rows per slab: CANDIDATES_DECODE "
                    "indices to time (overrides --sweep there)")
     p.add_argument("--decode-repeat", type=positive_int, default=1, help="times the --decode-cands list is timed, in turn")
     p.add_argument("--budget-s", type=positive_float, default=1e9)
-    p.add_argument("--reserve-s", type=float, default=0.0, help="sweeps stop this long before the budget ends")
+    p.add_argument("--reserve-s", type=nonnegative_float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
                    help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
                         "interrupted run or one with a failed suite keeps the old OUT), a new one gets each row as it "

@@ -69,8 +69,8 @@ from tritonseek.kernels import sampling as S
 from tritonseek.kernels import sampling_filter as F
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
-from tritonseek.benchrun import (RowsFile, StagedRows, git_commit, name_list, out_file, positive_float,  # noqa: F401
-                                 positive_int_list)  # git_commit: also mtp_e2e's
+from tritonseek.benchrun import (RowsFile, StagedRows, git_commit, name_list, nonnegative_float, out_file,  # noqa: F401
+                                 positive_float, positive_int_list)  # git_commit: also mtp_e2e's
 from tritonseek.kernels import spec_verify as SV
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
@@ -467,6 +467,17 @@ def run_mtp_e2e_suite(argv: list[str]) -> None:
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
+def _slice_of(text: str) -> tuple[int, int]:
+    """--warm-greedy "I/N": candidates I, I+N, ... (0 <= I < N); a bad value failed after the imports as a traceback."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return i, n
+
+
 def main():
     global DEVICE, VOCAB, BATCHES, KS, SWEEP_CANDIDATES, SWEEP_CASES, OPS, SAMPLER_OPS
     p = argparse.ArgumentParser()
@@ -477,13 +488,13 @@ def main():
     p.add_argument("--ab-cases", default=None, help="(B, K) cases of --ab, e.g. '64,1;64,3' (default: all six)")
     p.add_argument("--batches", default=None, type=positive_int_list, help="comma list of batch sizes of the suites (default 1,16,64)")
     p.add_argument("--ks", default=None, type=positive_int_list, help="comma list of K of the spec_verify suite (default 1,3)")
-    p.add_argument("--sweep-modes", default="greedy,sample", help="comma list of greedy, sample")
-    p.add_argument("--warm-greedy", default=None, metavar="I/N",
+    p.add_argument("--sweep-modes", default="greedy,sample", type=name_list(("greedy", "sample")), help="comma list of greedy, sample")
+    p.add_argument("--warm-greedy", default=None, metavar="I/N", type=_slice_of,
                    help="compile (and check) greedy sweep candidates i, i+N, ... on the sweep cases, no timing")
-    p.add_argument("--warm-ops", default=None, help="comma list of ops: compile and check every case, no timing")
-    p.add_argument("--ops", default=None, help="comma list of spec_verify ops (default: all)")
-    p.add_argument("--sampler-ops", default=None, help="comma list of sampler ops (default: all three)")
-    p.add_argument("--sweep-s", type=float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
+    p.add_argument("--warm-ops", default=None, type=name_list(OPS + SAMPLER_OPS), help="comma list of ops: compile and check every case, no timing")
+    p.add_argument("--ops", default=None, type=name_list(OPS), help="comma list of spec_verify ops (default: all)")
+    p.add_argument("--sampler-ops", default=None, type=name_list(SAMPLER_OPS), help="comma list of sampler ops (default: all three)")
+    p.add_argument("--sweep-s", type=nonnegative_float, default=None, help="seconds for the sweep (default 35%% of --budget-s)")
     p.add_argument("--out", default="mtp_rows.jsonl", type=out_file,
                    help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
                         "interrupted or failed run keeps the old OUT), a new one gets each row as it is measured")
@@ -505,13 +516,13 @@ def main():
         DEVICE, VOCAB, BATCHES = "cpu", 300, (1, 3)
         SWEEP_CANDIDATES, SWEEP_CASES = SWEEP_CANDIDATES[:2], [(1, 1)]
     if args.warm_greedy:
-        i, n = (int(v) for v in args.warm_greedy.split("/"))
+        i, n = args.warm_greedy
         for cfg in GREEDY_SWEEP[i::n]:
             ok = all(check("greedy", B, K, cfg, 3) for B, K in SWEEP_CASES)
             print(f"warm greedy {cfg}: ok={ok}", flush=True)
         return
     if args.warm_ops:
-        for op in args.warm_ops.split(","):
+        for op in args.warm_ops:
             cases = [(B, 0) for B in BATCHES] if op.startswith("sample") else [(B, K) for K in KS for B in BATCHES]
             ok = all(check(op, B, K, None, 1000 + B * 10 + K) for B, K in cases)
             print(f"warm {op}: ok={ok}", flush=True)
@@ -522,9 +533,9 @@ def main():
     if args.ks:
         KS = args.ks
     if args.ops:
-        OPS = tuple(args.ops.split(","))
+        OPS = tuple(args.ops)
     if args.sampler_ops:
-        SAMPLER_OPS = tuple(args.sampler_ops.split(","))
+        SAMPLER_OPS = tuple(args.sampler_ops)
     mode = "w"
     if "mtp_e2e" in suites:  # its rows go to --out too (they stayed on the device before); later suites append
         before = _file_state(args.out)
@@ -554,7 +565,7 @@ def main():
                       if args.ab_cases else None)
         if args.sweep:
             sweep(t0 + (args.sweep_s if args.sweep_s is not None else 0.35 * args.budget_s),
-                  tuple(args.sweep_modes.split(",")))
+                  tuple(args.sweep_modes))
         if "spec_verify" in suites:
             run_spec_verify(env, rows, out_f, deadline)
         if "sampler" in suites:

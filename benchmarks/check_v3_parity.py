@@ -45,7 +45,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.v3_slice import _fill_fp8_, build_slice, v3_config  # noqa: E402
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_at_least, nonnegative_int, out_file, positive_int,  # noqa: E402
+                                 positive_int_list)
 from tritonseek.engine.kv_cache import PagedLatentCache  # noqa: E402
 from tritonseek.engine.runner import ModelRunner, Sequence  # noqa: E402
 from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
@@ -473,15 +474,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--context", type=int, default=1024)
-    p.add_argument("--s-q", default="1,4", help="decode seqlen_q values (4 = MTP K=3 verification)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int_at_least(2), default=4, help="decoder layers of the slice (1 dense + MoE)")
+    p.add_argument("--batch", type=positive_int, default=4)
+    p.add_argument("--context", type=positive_int, default=1024)
+    p.add_argument("--s-q", default="1,4", type=positive_int_list, help="decode seqlen_q values (4 = MTP K=3 verification)")
+    p.add_argument("--out", default=None, type=out_file)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     a = p.parse_args(argv)
     a.model_name = "v3-slice-tiny" if a.tiny else f"v3-slice-{a.layers}L"
-    a.s_qs = [int(x) for x in a.s_q.split(",") if x]
+    a.s_qs = list(a.s_q)
     return a
 
 

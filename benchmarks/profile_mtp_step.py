@@ -132,14 +132,16 @@ def _run_batch(llm, batch: int, ks, sp) -> list[dict]:
 
 
 def main(argv=None) -> None:
+    from tritonseek.benchrun import out_file, positive_int, positive_int_list
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batches", default="1,16")
-    ap.add_argument("--ks", default="1,3")
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--batches", default="1,16", type=positive_int_list)
+    ap.add_argument("--ks", default="1,3", type=positive_int_list)
+    ap.add_argument("--tokens", type=positive_int, default=64)
+    ap.add_argument("--out", default=None, type=out_file)
     ap.add_argument("--inference-mode", action="store_true", help="call generate inside torch.inference_mode()")
     a = ap.parse_args(argv)
-    rows = run([int(x) for x in a.batches.split(",")], [int(x) for x in a.ks.split(",")], a.tokens, a.inference_mode)
+    rows = run(list(a.batches), list(a.ks), a.tokens, a.inference_mode)
     base = {r["batch"]: r for r in rows if r["mode"] == "plain"}
     print("\n batch  k  mode        wall ms  gpu ms  host gap  replay ms  tok/s     vs plain")
     for r in rows:

@@ -199,15 +199,29 @@ def nonnegative_int(text: str) -> int:
     return _arg_int(text, 0)
 
 
-def positive_float(text: str) -> float:
-    """A finite float > 0 (nan, inf, 0 and negatives refused)."""
+def int_at_least(lo: int):
+    """A ``type=`` for an integer >= ``lo`` (e.g. a slice's layer count, which needs a dense and a MoE layer)."""
+    return lambda text: _arg_int(text, lo)
+
+
+def _arg_float(text: str, positive: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>' if positive else '>='} 0")
     return v
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (nan, inf, 0 and negatives refused)."""
+    return _arg_float(text, True)
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0 (nan, inf and negatives refused), e.g. a reserve of seconds that may be none."""
+    return _arg_float(text, False)
 
 
 def positive_int_list(text: str) -> tuple[int, ...]:
@@ -228,12 +242,21 @@ def name_list(choices):
 
 
 def out_file(text: str) -> str:
-    """An output file path whose folder exists (checked before any work, so a typo does not cost the whole run)."""
+    """An output file path whose folder exists (checked before any work, so a typo does not cost the whole run).
+    An empty text stays "" (the scripts' "no file" default)."""
+    if text == "":
+        return text
     d = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(d):
         raise argparse.ArgumentTypeError(f"folder {d} does not exist")
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is a folder")
+    real = os.path.realpath(text)
+    if os.path.exists(real) and not os.path.isfile(real):
+        return text  # a FIFO, /dev/stdout: written through, its folder need not be writable
+    # the rows go through a temporary file beside the (symlink-resolved) target, renamed over it
+    if not os.access(os.path.dirname(real), os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {os.path.dirname(real)} is not writable")
     return text
 
 

@@ -45,14 +45,18 @@ DIAG_SLOTS = dict(
 
 
 @gluon.jit
+def _clock():
+    return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _stamp(diag_ptr, slot):
     # DIAG: %globaltimer (ns) and %clock64 of this program at diag[pid, slot] / diag[pid, 64 + slot] (every thread
     # stores the same word: no lane election needed, the stores are fire-and-forget)
     row = diag_ptr + gl.program_id(0).to(gl.int64) * 128
     t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
     gl.store(row + slot, t)
-    c = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
-    gl.store(row + 64 + slot, c)
+    gl.store(row + 64 + slot, _clock())
 
 
 @gluon.jit
@@ -214,7 +218,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, STAGGER: gl.constexpr = 0):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -249,9 +253,18 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
     if DIAG:
         _stamp(diag_ptr, D0 + 1)
         if MASKED and gl.program_id(0) < num_tiles:
-            # masked (every numbered tile loads): the first stage landed (a second wait on the phase the K loop waits for: it returns at the same time)
+            # masked (every numbered tile loads): the first stage landed (a second wait on the phase the K loop waits
+            # for: it returns at the same time)
             mbarrier.wait(ready_bars.index(0), 0)
             _stamp(diag_ptr, D0 + 2)
+    if STAGGER > 0 and ROW0 > 0 and MASKED:
+        # STAGGER (masked, the second warpgroup): start STAGGER SM cycles after the first stage landed, so that the
+        # warpgroups reach their tile ends (epilogues) apart and each epilogue runs under the other's wgmmas
+        if gl.program_id(0) < num_tiles:
+            mbarrier.wait(ready_bars.index(0), 0)
+            t0 = _clock()
+            while _clock() - t0 < STAGGER:
+                t0 = t0
     it = 0
     ti = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):

@@ -55,8 +55,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                              else W._WGS3_REGS)
     warps = 4 if split else W._NUM_WARPS
     pipe = bool(cfg["PIPE"]) and wgs == 2 and bn != 256
-    ahead = (min(int(cfg["SCALE_AHEAD"]), 1 + bool(cfg["PIPE0"])) if pipe
-             else min(int(cfg["SCALE_AHEAD"]), int(wgs == 3)))
+    ahead = int(cfg["SCALE_AHEAD"]) if pipe or wgs == 3 else 0
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     a_rows = 64 if wgs == 3 else bm
     la = W._smem_layout([a_rows, bk], gl.float8e4nv)
@@ -73,7 +72,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                   UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]) and wgs == 2 and bn != 256,
                   IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3, TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3,
-                  SCALE_AHEAD=ahead, FAST_COORDS=bool(cfg["FAST_COORDS"]) and ahead == 2,
+                  SCALE_AHEAD=ahead, FAST_COORDS=bool(cfg["FAST_COORDS"]),
                   num_warps=warps)
     if not tma_store:
         consts["c_desc"] = None
@@ -90,12 +89,11 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
     (128, torch.bfloat16, True, True, True, True, False, 0),  # split + two wgmmas in flight (PIPE), block 0 alone
     (128, torch.bfloat16, True, True, True, True, True, 0),  # PIPE from K block 0 (PIPE0, the default)
     (128, torch.bfloat16, True, True, True, True, True, 1),  # + SCALE_AHEAD 1: scales loaded a pair ahead
-    (128, torch.bfloat16, True, True, True, True, True, 2),  # SCALE_AHEAD 2: + a tile's first pair in the previous
-    (128, torch.bfloat16, True, True, True, True, True, 3),  # 3 = SCALE_AHEAD 2 + FAST_COORDS
+    (128, torch.bfloat16, True, True, True, True, True, 2),  # 2 here = FAST_COORDS (division-free tile coordinates)
 ])
 def test_ws_compiles_for_sm90_without_spills(bn, out_dtype, tma_store, split, unroll2, pipe, pipe0, ahead):
     cfg = dict(W.ws_config(4096, 7168, 7168), BLOCK_N=bn, SPLIT=split, UNROLL2=unroll2, WGS=2, PIPE=pipe, PIPE0=pipe0,
-               SCALE_AHEAD=min(ahead, 2), FAST_COORDS=ahead == 3)
+               SCALE_AHEAD=int(ahead == 1), FAST_COORDS=ahead == 2)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, out_dtype, tma_store)
     # fp8 wgmma, 4 k32 steps per 128-wide K block; issue sites: block 0 and the loop (UNROLL2 / PIPE: block 0,
     # two in the loop, the tail; PIPE0: no block-0 site), per consumer partition (SPLIT: two)
@@ -286,7 +284,7 @@ _GPU_CONFIGS = [
     dict(WGS=2, PIPE=True),  # two wgmmas in flight per warpgroup
     dict(WGS=2, PIPE=False),  # UNROLL2: one in flight, the previous block promoted under it
     dict(BLOCK_N=256, NUM_STAGES=3),  # WIDE 128×256 tiles, two epilogue buffers per warpgroup
-    dict(WGS=2, SCALE_AHEAD=2),  # scales one pair ahead, each tile's first pair during the previous tile
+    dict(WGS=2, SCALE_AHEAD=1, FAST_COORDS=True),  # scales a pair ahead, division-free tile coordinates
 ]
 
 
@@ -310,12 +308,11 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
                                        (129, 384, 256, 0)])
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
                                  dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3), dict(WGS=2, SCALE_AHEAD=1),
-                                 dict(WGS=2, SCALE_AHEAD=2), dict(WGS=2, PIPE0=False, SCALE_AHEAD=1),
-                                 dict(WGS=2, BLOCK_N=64, SCALE_AHEAD=2), dict(WGS=3, SCALE_AHEAD=1),
-                                 dict(WGS=2, SCALE_AHEAD=2, FAST_COORDS=True),
-                                 dict(WGS=2, SCALE_AHEAD=2, FAST_COORDS=True, GROUP_M=3)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "ahead1", "ahead2", "pipe_ahead1",
-                              "n64_ahead2", "wgs3_ahead1", "ahead2_fast", "ahead2_fast_g3"])
+                                 dict(WGS=2, PIPE0=False, SCALE_AHEAD=1), dict(WGS=3, SCALE_AHEAD=1),
+                                 dict(WGS=2, FAST_COORDS=True), dict(WGS=2, FAST_COORDS=True, GROUP_M=3),
+                                 dict(WGS=3, FAST_COORDS=True), dict(BLOCK_N=64, FAST_COORDS=True, GROUP_M=5)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "ahead1", "pipe_ahead1",
+                              "wgs3_ahead1", "fast", "fast_g3", "wgs3_fast", "n64_fast_g5"])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts. WIDE
     # (256-column) tiles: N = 2112, 300, 384 end in a tile whose second half lies past N (no b_scale row there)
@@ -343,8 +340,8 @@ def test_fp8_gemm_nt_wide_entry_gpu(device, m):
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,k", _REAL_NK)
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
-                                 dict(WGS=2, SCALE_AHEAD=1), dict(WGS=2, SCALE_AHEAD=2), dict(WGS=3, SCALE_AHEAD=1),
-                                 dict(WGS=2, SCALE_AHEAD=2, FAST_COORDS=True)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "ahead1", "ahead2", "wgs3_ahead1", "ahead2_fast"])  # WIDE: the tails test
+                                 dict(WGS=2, SCALE_AHEAD=1), dict(WGS=3, SCALE_AHEAD=1), dict(WGS=2, FAST_COORDS=True),
+                                 dict(WGS=3, FAST_COORDS=True)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "ahead1", "wgs3_ahead1", "fast", "wgs3_fast"])  # WIDE: the tails test
 def test_ws_real_shapes_gpu(device, n, k, cfg):
     _check_gpu(4096, n, k, device, seed=n + k, config=cfg)

@@ -88,8 +88,10 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # 16.75 → 23.18, 2112×7168 13.32 → 22.42, 7168×2048 10.31 → 17.83, 24576×1536 16.13 → 25.39, 32768×512 11.67 →
     # 18.69, 64×7168×16384 40.55 → 50.39, 64×4096×7168 15.83 → 24.67: the fix-up (partial stores, arrival, merge) costs
     # several µs per split tile (fp8_gemm_ws_sk's docstring has runs W1-3).
+    # Session 19: + SCALE_AHEAD 1 (scale loads one K-block pair ahead, fp8_gemm_ws_loop): H200 W1 at 346898a,
+    # interleaved GPU clock, 46.20 → 43.72 µs (ratio 0.942, A/A 0.999; 650.8 → 687.7 TFLOP/s; cuBLAS 50.82).
     ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2,
-                               GLUON=dict(STREAM_K=True, GRID=112)),
+                               GLUON=dict(STREAM_K=True, GRID=112, SCALE_AHEAD=1)),
     ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),
     ("128", 7168, 2048): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
                               GLUON=dict(BLOCK_N=64, NUM_STAGES=6, WGS=2)),

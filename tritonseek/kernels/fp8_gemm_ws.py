@@ -120,11 +120,11 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels._utils import check_config
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_ws_loop import (  # noqa: F401 (_store_tile, _tile_coords: re-exported)
-    _consumer_tiles_ahead,
     _drain,
     _k_loop_wide,
     _store_tile,
     _tile_coords,
+    _tile_coords_fast,
     _tile_k_loop,
 )
 
@@ -157,11 +157,9 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
 # block −1) instead of issuing and waiting for block 0 alone at each tile's start. H200 W3 at ee2f2d9, same run, better
 # of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7
 # (192-row tiles ignore it); the grouped masked shapes gained 1–4 % (grouped_gemm_ws.py).
-# SCALE_AHEAD (128-row PIPE and 192-row tiles; default 0 until measured): 1 = the scales of each pair of K blocks
-# (192-row tiles: each block) loaded one iteration ahead (fp8_gemm_ws_loop docstring: the committed loops' SASS waits
-# for a load issued in the same iteration between the k32 steps of a wgmma); 2 = also each 128-row tile's first pair
-# during the previous tile (PIPE0 only; 192-row tiles take it as 1). FAST_COORDS (with SCALE_AHEAD 2): the next
-# tile's coordinates without integer divisions (fp8_gemm_ws_loop._tile_coords_fast).
+# SCALE_AHEAD (128-row PIPE and 192-row tiles, 0 or 1): the scales of each pair of K blocks (192-row tiles: each block)
+# loaded one iteration ahead (fp8_gemm_ws_loop docstring). 128-row tiles: 3 % slower at M = 4096 (H200 W1, 346898a), off.
+# FAST_COORDS (default off until measured): each tile's coordinates without integer divisions (_tile_coords_fast).
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
@@ -180,7 +178,7 @@ def ws_config(m: int, n: int, k: int) -> dict:
 WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool, SCALE_AHEAD=(0, 1, 2), FAST_COORDS=bool,
+    PIPE=bool, PIPE0=bool, IDLE_SKIP=bool, TAIL_N64=bool, SCALE_AHEAD=(0, 1), FAST_COORDS=bool,
 )
 
 
@@ -265,33 +263,32 @@ def _ws_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     it = 0
-    if SCALE_AHEAD == 2:  # 128-row PIPE0 tiles only (launch_fp8_gemm_ws)
-        _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr,
-                              M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                              num_programs, BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS,
-                              UNROLL2, FAST_COORDS)
-    else:
-        for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+    if FAST_COORDS:
+        inv_width = 1.0 / (GROUP_M * num_pid_n).to(gl.float32)
+    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+        if FAST_COORDS:
+            pid_m, pid_n = _tile_coords_fast(tile_id, num_pid_m, num_pid_n, GROUP_M, inv_width)
+        else:
             pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-            if BLOCK_N == 256:
-                it = _consumer_tile_wide(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
-                                         empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
-                                         num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
-                                         stride_cn, BLOCK_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS)
-            elif IDLE_SKIP and pid_m * BLOCK_M + ROW0 >= M:
-                # 192-row tiles: a warpgroup whose 64 rows all lie past M (2 of 3 in M = 4096's last row of tiles) skips
-                # its wgmmas and epilogue (they would multiply TMA's zero fill)
-                it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-            elif TAIL_N64 and pid_n * BLOCK_N + 64 >= N:
-                it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
-                                    c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
-                                    stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, 64, NUM_STAGES,
-                                    False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, SCALE_AHEAD)
-            else:
-                it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
-                                    c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
-                                    stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
-                                    TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, SCALE_AHEAD)
+        if BLOCK_N == 256:
+            it = _consumer_tile_wide(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars,
+                                     empty_bars, c_smem, c_smem1, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
+                                     num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm,
+                                     stride_cn, BLOCK_M, NUM_STAGES, TMA_STORE, ROW0, ROWS, WARPS)
+        elif IDLE_SKIP and pid_m * BLOCK_M + ROW0 >= M:
+            # 192-row tiles: a warpgroup whose 64 rows all lie past M (2 of 3 in M = 4096's last row of tiles) skips
+            # its wgmmas and epilogue (they would multiply TMA's zero fill)
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        elif TAIL_N64 and pid_n * BLOCK_N + 64 >= N:
+            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, 64, NUM_STAGES,
+                                False, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, SCALE_AHEAD)
+        else:
+            it = _consumer_tile(it, pid_m * BLOCK_M + ROW0, pid_n * BLOCK_N, a_bufs, b_bufs, ready_bars, empty_bars,
+                                c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm,
+                                stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, BLOCK_M, BLOCK_N, NUM_STAGES,
+                                TMA_STORE, ROW0, ROWS, WARPS, UNROLL2, SERIAL, PIPE, PIPE0, SCALE_AHEAD)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -510,8 +507,8 @@ def fp8_gemm_nt_ws(
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on, IDLE_SKIP = 192-row tiles'
         warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas,
-        SCALE_AHEAD = 0 / 1 / 2: scale loads one K-block pair ahead, 2 also across tiles, FAST_COORDS: with
-        SCALE_AHEAD 2, tile coordinates without integer divisions), for tests and tuning.
+        SCALE_AHEAD = 0 / 1: scale loads one K block (pair) ahead, FAST_COORDS: the consumers' tile coordinates
+        without integer divisions), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
     (transposed or unaligned a/b, wrong scale shapes, K % 16 != 0) and on a non-CUDA or
@@ -554,8 +551,8 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     pipe = bool(cfg["PIPE"]) and wgs == 2 and bn != 256
     pipe0 = bool(cfg["PIPE0"]) and pipe
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
-    # SCALE_AHEAD: 2 needs the PIPE0 loop, 1 the PIPE or the 192-row serial loop
-    ahead = min(int(cfg["SCALE_AHEAD"]), 1 + pipe0) if pipe else min(int(cfg["SCALE_AHEAD"]), int(wgs == 3))
+    # SCALE_AHEAD: the PIPE or the 192-row serial loop
+    ahead = int(cfg["SCALE_AHEAD"]) if pipe or wgs == 3 else 0
     bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
     a_rows = 64 if wgs == 3 else bm  # 192-row tiles: three 64-row TMA boxes
@@ -580,7 +577,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         SPLIT=split, CONSUMER_REGS=int(regs[1]), UNROLL2=bool(cfg["UNROLL2"]), WGS=wgs, PIPE=pipe,
         PIPE0=pipe0, IDLE_SKIP=bool(cfg["IDLE_SKIP"]) and wgs == 3,
         TAIL_N64=bool(cfg["TAIL_N64"]) and wgs == 3 and n % 128 != 0 and n % 128 <= 64,
-        SCALE_AHEAD=ahead, FAST_COORDS=bool(cfg["FAST_COORDS"]) and ahead == 2,
+        SCALE_AHEAD=ahead, FAST_COORDS=bool(cfg["FAST_COORDS"]),
         num_warps=4 if split else _NUM_WARPS,
         maxnreg=regs[0],
     )

@@ -24,8 +24,13 @@ the warpgroup waits there for a global load (L2 latency) with its second wgmma a
 wait together, being kept in step by the shared stages. SCALE_AHEAD loads each pair's raw scales one iteration ahead
 (_scale_pair; b_scale per row under the row mask, so ptxas keeps it out of uniform registers) and forms their products
 in a volatile asm right after the pair's first issue (_pinned_mul), so the loop's only load consumers are
-multiplies of values loaded an iteration earlier. SCALE_AHEAD = 2 (dense 128-row PIPE0 tiles, _consumer_tiles_ahead)
-also loads each tile's first pair during the previous tile's epilogue.
+multiplies of values loaded an iteration earlier. H200 W1 (346898a, interleaved GPU clock, A/A 0.9988-1.0003, time
+ratio to the committed loop): the stream-K kernel at 128×7168×16384 (GRID 112) 0.942 (43.7 vs 46.2 µs; its committed
+SASS formed the next block's scales right before the second wgmma's issue) and stream-K at M = 4096 1.05-1.08 instead
+of 1.12-1.14 — but the dense kernel's 128-row tiles 1.030 / 1.031 / 0.997 at M = 4096 (N, K) = (7168, 2048) /
+(4096, 7168) / (7168, 16384), and with each tile's first pair loaded in the previous tile too 1.056 / 1.058 / 1.023
+(code in git at 69c55bd): the dense loop's waits were hidden and the extra loads cost more. So SCALE_AHEAD is the
+stream-K entry's default only.
 """
 
 from __future__ import annotations
@@ -135,14 +140,13 @@ def _pinned_mul(x, y):
 def _k_loop(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
             stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
             NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, KB0: gl.constexpr,
-            SCALE_AHEAD: gl.constexpr = 0, ka0=None, kb0s=None, ka1=None, kb1s=None):
+            SCALE_AHEAD: gl.constexpr = 0):
     # K blocks KB0.. of a tile whose block KB0 - 1 product (prod, scale0) is done (KB0 = 0: a zero product): each
     # block's wgmma is issued, the previous block promoted under it, then waited. Returns (acc without the last
     # block, the last block's product and scale, it): the caller promotes the last block.
-    # SCALE_AHEAD (PIPE only): each pair's scales are loaded one iteration earlier (see the module docstring); 1: the
-    # first pair's here, 2: the caller's (ka0, kb0s, ka1, kb1s: raw a_scale rows / b_scale of blocks KB0, KB0 + 1)
+    # SCALE_AHEAD (PIPE only): each pair's scales are loaded one iteration earlier (see the module docstring)
     acc = zero
-    if PIPE and SCALE_AHEAD == 1:
+    if PIPE and SCALE_AHEAD:
         # raw scales of the first pair (a block past the last one is clamped to it: loaded, never used)
         ka0, kb0s, ka1, kb1s = _scale_pair(sa_ptrs, row_ok, sb_ptr, KB0, num_k_blocks, stride_ask, stride_bsk)
     if PIPE or UNROLL2:
@@ -238,16 +242,18 @@ def _k_loop_serial(it, num_k_blocks, prod, scale0, zero, a_bufs, b_bufs, ready_b
 def _tile_k_loop(it, num_k_blocks, zero, zero_rows, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr,
                  stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, SERIAL: gl.constexpr,
-                 PIPE0: gl.constexpr, SCALE_AHEAD: gl.constexpr = 0, ka0=None, kb0s=None, ka1=None, kb1s=None):
+                 PIPE0: gl.constexpr, SCALE_AHEAD: gl.constexpr = 0):
     # this partition's fp32 rows of a tile over all its K blocks (pipeline slots from it); returns (acc, it).
     # PIPE0 (with PIPE): the two-in-flight loop starts at block 0, a zero product (zero_rows scales) standing in for
     # block −1, so block 0 is no longer issued and waited for alone at the start of every tile. SCALE_AHEAD: _k_loop
     if PIPE0:
         acc, plast, slast, it = _k_loop(it, num_k_blocks, zero, zero_rows, zero, a_bufs, b_bufs, ready_bars,
                                         empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0, SCALE_AHEAD, ka0, kb0s, ka1, kb1s)
+                                        BLOCK_M, NUM_STAGES, UNROLL2, PIPE, 0, SCALE_AHEAD)
     else:
         # K block 0: issue, wait, release its stage; its promotion runs under block 1's wgmma
+        ka0 = None
+        kb0s = None
         if SERIAL and SCALE_AHEAD:  # block 1's raw scales, in flight during block 0
             ka0, kb0s = _scale_one(sa_ptrs, row_ok, sb_ptr, 1, num_k_blocks, stride_ask, stride_bsk)
         prod, scale0, s = _issue_block0(it, zero, a_bufs, b_bufs, ready_bars, sa_ptrs, row_ok, sb_ptr, ROW0, ROWS,
@@ -359,53 +365,3 @@ def _store_tile(acc, c_smem, c_desc, c_ptr, row0, off_n, M, N, stride_cm, stride
         c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
         mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
         gl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask)
-
-
-@gluon.jit
-def _consumer_tiles_ahead(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, M, N,
-                          num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn,
-                          num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
-                          NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
-                          WARPS: gl.constexpr, UNROLL2: gl.constexpr, FAST_COORDS: gl.constexpr):
-    # SCALE_AHEAD = 2: _ws_consumer's tile loop over 128-row PIPE0 tiles, each tile's first pair of raw scales loaded
-    # during the previous tile's epilogue (no load latency before a tile's first promotion); the next tile's
-    # coordinates are computed once, there, and carried. FAST_COORDS: _tile_coords_fast (no integer divisions)
-    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, BLOCK_N, 32])
-    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
-    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
-    zero = gl.zeros([ROWS, BLOCK_N], gl.float32, mma_layout)
-    num_pid_m = gl.cdiv(M, BLOCK_M)
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    total = num_pid_m * num_pid_n
-    rows = gl.arange(0, ROWS, layout=row_layout)
-    inv_width = 1.0 / (GROUP_M * num_pid_n).to(gl.float32)
-    pid_m, pid_n = _tile_coords(gl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
-    rm = pid_m * BLOCK_M + ROW0 + rows
-    ka0, kb0s, ka1, kb1s = _scale_pair(a_scale_ptr + rm * stride_asm, rm < M,
-                                       b_scale_ptr + (pid_n * BLOCK_N // 128) * stride_bsn, 0, num_k_blocks,
-                                       stride_ask, stride_bsk)
-    it = 0
-    for tile_id in range(gl.program_id(0), total, num_programs):
-        off_m = pid_m * BLOCK_M + ROW0
-        off_n = pid_n * BLOCK_N
-        rm = off_m + rows
-        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
-                               ready_bars, empty_bars, a_scale_ptr + rm * stride_asm, rm < M,
-                               b_scale_ptr + (off_n // 128) * stride_bsn, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M,
-                               NUM_STAGES, UNROLL2, True, False, True, 2, ka0, kb0s, ka1, kb1s)
-        # the next tile's first pair (past the last tile: this one's again, loaded and unused), in flight during the
-        # epilogue
-        if FAST_COORDS:
-            nm, nn = _tile_coords_fast(gl.minimum(tile_id + num_programs, total - 1), num_pid_m, num_pid_n, GROUP_M,
-                                       inv_width)
-        else:
-            nm, nn = _tile_coords(gl.minimum(tile_id + num_programs, total - 1), num_pid_m, num_pid_n, GROUP_M)
-        rn = nm * BLOCK_M + ROW0 + rows
-        na0, nb0, na1, nb1 = _scale_pair(a_scale_ptr + rn * stride_asm, rn < M,
-                                         b_scale_ptr + (nn * BLOCK_N // 128) * stride_bsn, 0, num_k_blocks,
-                                         stride_ask, stride_bsk)
-        _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N,
-                    TMA_STORE, row_layout, col_layout)
-        ka0, kb0s, ka1, kb1s = na0, nb0, na1, nb1
-        pid_m, pid_n = nm, nn

@@ -4,6 +4,13 @@ scattered pages, handing out sequences already at a given context)."""
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of other scripts, not a benchmark of its own (it printed nothing, exit 0)
+    import sys
+
+    print("e2e_harness.py holds the Bench row sink and SliceHarness of bench_e2e.py / bench_e2e_tp.py / mtp_e2e.py: "
+          "run one of those, e.g.  PYTHONPATH=. python benchmarks/bench_e2e.py --help")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import datetime
 import os
 import statistics

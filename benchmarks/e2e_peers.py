@@ -10,6 +10,13 @@ each step, so every timed step sees the same context).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of other scripts, not a benchmark of its own (it printed nothing, exit 0)
+    import sys
+
+    print("e2e_peers.py holds the hf_peer, v2lite and e2e_generate suites of bench_e2e.py: run"
+          "  PYTHONPATH=. python benchmarks/bench_e2e.py --suite hf_peer,v2lite,e2e_generate")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import re
 import statistics
 import time

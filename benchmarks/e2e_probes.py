@@ -3,6 +3,13 @@ makes (``torch.cuda.set_sync_debug_mode``), and per-kernel device-time shares (`
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of other scripts, not a benchmark of its own (it printed nothing, exit 0)
+    import sys
+
+    print("e2e_probes.py holds the decode-step probes (graph replay time, host syncs, kernel shares) of bench_e2e.py"
+          " / bench_e2e_tp.py: run one of those")
+    sys.exit(0 if {"-h", "--help"} & set(sys.argv[1:]) else 2)
+
 import statistics
 
 import torch

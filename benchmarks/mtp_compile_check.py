@@ -1,6 +1,7 @@
 """sm_90a compile check of every kernel variant of the sampling / verification kernels (no GPU needed).
 
     PYTHONPATH=. python benchmarks/bench_mtp.py --compile-check     (run WITHOUT TRITON_INTERPRET)
+    python benchmarks/mtp_compile_check.py [--no-ptxas-report]       (the same; exit 1 when a variant fails)
 
 Split out of bench_mtp.py (which forwards ``--compile-check`` here); used by
 tests/kernels/test_spec_verify.py::test_kernels_compile_for_sm90.
@@ -8,13 +9,17 @@ tests/kernels/test_spec_verify.py::test_kernels_compile_for_sm90.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 
 import triton
 
-from tritonseek.kernels import sampling as S
-from tritonseek.kernels import sampling_filter as F
-from tritonseek.kernels import sampling_radix as R
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script: tritonseek
+
+from tritonseek.kernels import sampling as S  # noqa: E402
+from tritonseek.kernels import sampling_filter as F  # noqa: E402
+from tritonseek.kernels import sampling_radix as R  # noqa: E402
 
 
 def compile_check(ptxas_report: bool = True) -> int:
@@ -152,3 +157,22 @@ def compile_check(ptxas_report: bool = True) -> int:
     pool.shutdown()
     print(f"compile check: {failures} failure(s)", flush=True)
     return failures
+
+
+def main(argv=None) -> int:
+    """Command line (it had none: run as a script it imported the kernels and printed nothing). Returns the exit
+    status: 0 when every variant compiled, 1 otherwise; 2 (argparse) under the interpreter, which cannot compile."""
+    from tritonseek.kernels._utils import interpreter_active
+
+    p = argparse.ArgumentParser(prog="mtp_compile_check.py", description=__doc__.splitlines()[0])
+    p.add_argument("--no-ptxas-report", action="store_true",
+                   help="skip the per-variant ptxas -v registers/spills lines (faster)")
+    args = p.parse_args(argv)
+    if interpreter_active():
+        p.error("Triton's interpreter is on (TRITON_INTERPRET=1) and compiles nothing: "
+                "run without it")
+    return 1 if compile_check(ptxas_report=not args.no_ptxas_report) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import runpy
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +169,35 @@ def test_bench_e2e_lists_parse_to_lists():
     assert a.contexts == [4096] and a.peer_batches == [1] and a.suites == ["e2e_decode", "v2lite"]
     a = _module("bench_e2e").parse_args(["--peer-batches", "", "--verify-ks", "", "--batches", "2, 4"])
     assert a.peer_batches == [] and a.verify_ks == [] and a.batches == [2, 4] and isinstance(a.contexts, list)
+
+
+# ---------------------------------------------------------------------------------------------- --help, no GPU
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name, runner", [("e2e_harness", "bench_e2e.py"), ("e2e_peers", "bench_e2e.py"),
+                                          ("e2e_probes", "bench_e2e.py")])
+def test_e2e_modules_answer_help(monkeypatch, capsys, name, runner):
+    """`python benchmarks/e2e_peers.py --help` imported transformers and the model, then printed nothing (exit 0):
+    these modules hold parts of bench_e2e.py and now say so (exit 0 for --help, 2 otherwise)."""
+    for argv, code in ((["--help"], 0), ([], 2)):
+        monkeypatch.setattr(sys, "argv", [name + ".py", *argv])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(str(ROOT / "benchmarks" / f"{name}.py"), run_name="__main__")
+        assert e.value.code == code and runner in capsys.readouterr().out
+
+
+def test_mtp_compile_check_answers_help(monkeypatch, capsys):
+    """mtp_compile_check.py had no command line: run as a script it imported the kernels and printed nothing. Now
+    --help prints its usage, and under the interpreter (which compiles nothing) it says so, exit 2."""
+    path = str(ROOT / "benchmarks" / "mtp_compile_check.py")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout first on sys.path
+    monkeypatch.setattr(sys, "argv", ["mtp_compile_check.py", "--help"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(path, run_name="__main__")
+    assert e.value.code == 0 and "usage: mtp_compile_check.py" in capsys.readouterr().out
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(sys, "argv", ["mtp_compile_check.py"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(path, run_name="__main__")
+    assert e.value.code == 2 and "TRITON_INTERPRET=1" in capsys.readouterr().err

@@ -106,20 +106,44 @@ def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
 
 
 def _check_output(output: Path) -> None:
-    """Fail before any generation if the results could not be written to ``output``."""
+    """Fail before any generation if the results could not be written to ``output``. A symlink is followed: its
+    target is what gets written (see _write_output)."""
     import os
 
     if output.is_dir():
         _fail(f"--output {output} is a directory; give a file path")
-    if output.is_symlink() or (output.exists() and not output.is_file()):
-        # The results are written to a temporary file renamed over the path, which would replace a
-        # link, FIFO or device node rather than write through it.
+    real = Path(os.path.realpath(output))
+    if real.exists() and not real.is_file():
+        # The results are written to a temporary file renamed over the target, which would replace a FIFO or
+        # device node rather than write through it.
         _fail(f"--output {output} exists and is not a regular file; give a regular file path")
-    parent = output.resolve().parent
-    if not parent.is_dir():
-        _fail(f"--output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+    if not real.parent.is_dir():
+        _fail(f"--output folder {real.parent} does not exist")
+    if not os.access(real.parent, os.W_OK) or (real.exists() and not os.access(real, os.W_OK)):
         _fail(f"--output {output} is not writable")
+
+
+def _write_output(output: Path, text: str) -> None:
+    """Replace ``output`` by ``text`` atomically: a fresh temporary file beside the target renamed over it, so an
+    error or a kill mid-write leaves the old contents, never half a file. A symlink is followed (its target is
+    replaced; the link stays a link) and an existing file keeps its permission bits (session 18: the rename
+    replaced a link by a regular file and reset a 0640 file to the umask's default). Raises OSError; no temporary
+    file is left behind on any exit."""
+    import os
+    import tempfile
+
+    real = os.path.realpath(output)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=os.path.dirname(real))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        # mkstemp makes 0600: the old file's bits, or what a plain open() would have given a new file
+        os.chmod(tmp, os.stat(real).st_mode & 0o7777 if os.path.exists(real) else 0o666 & ~_umask())
+        os.replace(tmp, real)
+        tmp = None
+    finally:  # also on Ctrl-C mid-write
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _check_device(device: str | None, tp_size: int) -> None:
@@ -391,25 +415,12 @@ def generate(
     elif rank0:
         lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
                             ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
-        import os
-        import tempfile
-
-        tmp = None
         try:
-            # A fresh temporary name beside the output (never someone's existing file), renamed over it.
-            fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.resolve().parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(lines))
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, output)
-            tmp = None
+            _write_output(output, "".join(lines))
         except OSError as e:
             # Never lose finished work: hand the rows to stdout instead.
             sys.stdout.write("".join(lines))
             _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout instead")
-        finally:  # also on Ctrl-C mid-write: no temporary file left beside the output
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
     s = llm.last_stats
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
             f"backend {s.backend} · device {s.device}")

@@ -79,19 +79,49 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
             W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
         torch.cuda.synchronize()
         stamps.append(diag.cpu().clone())
-    # the stamped build's result, through the same combine, must equal the plain build's
-    _combine(md, out, lse, opart, lpart)
+    # the stamped build's result, through the same combine, must equal the plain build's (FUSE: the split kernel
+    # merged; there is no combine launch to time)
+    fused = not wsm and W.fuse_combine(md, q, out, opart)
+    if not fused:
+        _combine(md, out, lse, opart, lpart)
     torch.cuda.synchronize()
     same = bool(torch.equal(out, ref_out))
     split_us = graph_time_us(sp, 10.0)
-    comb_us = graph_time_us(cb, 5.0)
-    both_us = graph_time_us(lambda: (sp(), cb()), 10.0)
+    comb_us = 0.0 if fused else graph_time_us(cb, 5.0)
+    both_us = split_us if fused else graph_time_us(lambda: (sp(), cb()), 10.0)
     tag = name + ("_" + "_".join(f"{k}{v}" for k, v in sorted(overrides.items())) if overrides else "")
     torch.save(dict(name=name, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps, cfg=cfg,
                     split_us=split_us, comb_us=comb_us, both_us=both_us), os.path.join(out_dir, f"timeline_{tag}.pt"))
     # a stamp row per (head tile, part): row r follows schedule row r % num_parts
     summarize(tag, lens, md.sched.cpu().repeat(head_tiles, 1), md.split.cpu(), stamps, split_us, comb_us, both_us, same,
               steal=md.num_programs is not None and not cfg.get("STEAL_WAVE"))
+    if fused:
+        fuse_breakdown(tag, stamps)
+
+
+def fuse_breakdown(name, stamps):
+    """FUSE (DIAG stamps of _part_release / the consumer, the program's last split piece): tiles done -> partial stored
+    (56) -> count re-read (57) -> merged (58), split by whether that piece merged (slot 59; segment index at 60)."""
+    import statistics as st
+
+    for r, d in enumerate(stamps[-2:]):
+        g = d[:, :64].double()
+        t0 = g[:, 0][g[:, 0] > 0].min()
+        ends = (g[:, 1] - t0) / 1e3
+        for merged in (1, 0):
+            rows = [p for p in range(d.shape[0]) if g[p, 58] > 0 and int(d[p, 59]) == merged]
+            if not rows:
+                continue
+            done = [float(g[p, 2 + 5 * int(d[p, 60]) + 2]) for p in rows]
+            store = [(float(g[p, 56]) - t) / 1e3 for p, t in zip(rows, done)]
+            arrive = [float(g[p, 57] - g[p, 56]) / 1e3 for p in rows]
+            merge = [float(g[p, 58] - g[p, 57]) / 1e3 for p in rows]
+            after = [float(g[p, 1] - g[p, 58]) / 1e3 for p in rows]
+            at = [float((g[p, 58] - t0) / 1e3) for p in rows]
+            print(f"  FUSE rep {r} {name} last split piece {'merged' if merged else 'not merged'} n {len(rows)}: tiles done"
+                  f" -> stored {st.median(store):.2f} (max {max(store):.2f}) us, -> count re-read {st.median(arrive):.2f}"
+                  f" (max {max(arrive):.2f}), -> merged {st.median(merge):.2f} (max {max(merge):.2f}), -> program end "
+                  f"{st.median(after):.2f}; at {st.median(at):.1f} us (program end median {float(ends[ends > 0].median()):.1f})")
 
 
 def _combine(md, out, lse, opart, lpart):

@@ -172,13 +172,37 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 # - ROTATE (a span's last piece first) / FUSE (merge in the split kernel): W2 (83fc158) 163.1 / 167.9 / 158.4 us ->
 #   ROTATE +3.8 / +3.0 / +1.4, FUSE +18.5 / +17.6 / +3.0, both +31.5 / +25.9 / +10.5 (the merges early in the programs
 #   stall their streaming); h32 s_q1 fixed (packed, no split sequence) 149.3 -> -0.6 / +0.9 / -1.3 (noise).
+# - Session 19 (h4fuse W1 at e9ab8f7, same method): FUSE's arrival is NOT its cost. h16 s_q2 / h32 s_q1 / h16 s_q1 varlen
+#   160.9 / 165.5 / 156.3 us -> session 18's FUSE (128 per-thread acq_rel atomics, three-pass merge) +19.2 / +17.1 / +3.0,
+#   one arrival per warpgroup +16.9 / +18.0 / +3.1, one arrival + one-pass merge (mla_decode_ws's FUSE now) +17.8 / +17.8
+#   / -0.9 (A/A +1.3 / +1.4 / +0.2); s_k 8192 h32 s_q1 varlen 298.3 -> +24.4 / +21.5 / +22.1 (A/A +1.4); fixed lengths
+#   (no split sequence, the combine launch saved) -0.8..-2.1. FUSE stays off.
+# Session 19 (h1mla), the WSM kernel's sequence switches (globaltimer probe, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
+# fixed): 5.4-5.9 us of consumer query loads per sequence and a 10-11 us epilogue per unsplit sequence (its bf16 out
+# stores were 2-byte: out strides not specialized, alignment unknown; fp32 partials 3.3-4.1 us), on ~2.0 us per
+# 64-key tile. Knobs (mla_decode_wsm): QTMA (query tile by the TMA warp, loaded during the previous sequence's last
+# value matmuls: query wait 5.5 -> 0.3 us), OVEC 2 (16-byte output stores: out strides passed in units of 8, each
+# warp's block re-laid out to 8 values per thread; unsplit epilogue 11.3 -> 4.4 us), PART16 (16-bit partials, now
+# also 16-byte stores; the combine reads half). H200 W2 (e0bd947, GPU clock, 8 calls per graph, 11 interleaved
+# replays, the old default first and last: A/A -3.6 .. +5.6 us), old default -> these three, µs: h128 s_q1 s_k 4096
+# fixed / varlen 316.6 -> 278.3 / 346.0 -> 295.7, s_k 8192 604.1 -> 542.1 / 638.3 -> 572.6; h128 s_q2 4096 593.3 ->
+# 521.9 / 619.6 -> 538.1, 8192 1151.3 -> 1054.6 / 1268.7 -> 1147.4; h64 s_q2 4096 326.7 -> 286.0 / 333.3 -> 288.4,
+# 8192 613.3 -> 555.2 / 691.5 -> 629.4; 64 rows h64 s_q1 4096 178.6 -> 161.3 / 217.5 -> 187.7, 8192 337.6 -> 310.8 /
+# 366.0 -> 334.6; h32 s_q2 4096 181.0 -> 163.6 / 204.4 -> 182.3, 8192 331.7 -> 308.8 / 398.8 -> 361.9 (QTMA alone
+# -3.5 .. -47 us; OVEC 1 (4-byte stores) or OVEC 2 with fp32 partials between). All correct (cosine difference
+# ≤ 2.6e-6 vs fp32); wsm gpu tests 45 passed in that job. Measured and not taken (W1 at d91fd0f, A/A ≤ 2.3 us):
+# SEQPF (lengths / split counts a sequence ahead) -2 .. +2 us; PART16 without OVEC +1.7 .. +12 us (2-byte stores);
+# SCHED packed at 128 rows -4.4 .. +32.5 us; OVERHEAD 10 with the knobs -2.1 .. +1.9 us on varlen, OVERHEAD 2 +7 ..
+# +12 us.
+_WSM_KNOBS = dict(QTMA=True, OVEC=2, PART16=True)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
     32: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
     # > 32 rows: mla_decode_wsm's seesaw split kernel (H200 W2 at eca038b, every b128 case with h_q·s_q >= 64
-    # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us)
-    64: dict(SCHED="packed", FILL_TOL=3, WSM=True),
-    128: dict(WSM=True),
+    # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us), with
+    # _WSM_KNOBS since session 19.
+    64: dict(SCHED="packed", FILL_TOL=3, WSM=True, **_WSM_KNOBS),
+    128: dict(WSM=True, **_WSM_KNOBS),
 }
 
 

@@ -35,7 +35,8 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
   sequence) is a knob, off (no gain seen; never with TMA-stored partials: its release would not order their
   async-proxy writes).
-* **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18 slower on varlen, see mla_decode_config)**:
+* **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18/s19 slower on varlen, see mla_decode_config;
+  s19 W1: one arrival per warpgroup and the one-pass merge changed nothing at 32 rows, +17.8 us on h32 s_q1 varlen)**:
   no combine kernel. A program that finishes a piece of a split sequence stores it as a 16-bit partial (coalesced
   generic stores from the finished query buffer), then its warpgroup arrives ONCE on the sequence's counter (bar.sync,
   one atom.acq_rel.gpu by one thread: a release cumulative over the stores the barrier ordered, as fp8_gemm_ws_sk's

@@ -259,7 +259,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                         if n_split > 1:
                             merge, zero = _part_release(acc * gl.expand_dims(inv_l, 0), lse, b, n_split, slot,
                                                         tile_h * BLOCK_H + ROW0, q_lat, opart_ptr, lpart_ptr,
-                                                        cnt_ptr, rows, row_ok, ROWS, FUSE_ONE)
+                                                        cnt_ptr, rows, row_ok, ROWS, FUSE_ONE, dg, DIAG)
                         else:
                             _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
                                          rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
@@ -278,6 +278,10 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                                      out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS, FUSE_ONE_PASS)
                     if zero:  # (not FUSE_ONE: _part_release re-armed it)
                         _zero_count(cnt_ptr, b)
+                    if DIAG:  # the program's last split piece: merged (stamp 58), merge flag, its segment index
+                        _stamp(dg, 58)
+                        gl.store(dg + 59, merge.to(gl.int64))
+                        gl.store(dg + 60, gl.minimum(seg, 7).to(gl.int64))
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
                     if COUNT:  # each thread releases its own partial stores to the combine (COMBINE_SPIN)

@@ -274,7 +274,7 @@ _WG_LANES = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
 
 @gluon.jit
 def _part_release(o, lse, b, n_split, slot, row_base, buf, opart_ptr, lpart_ptr, cnt_ptr, rows, row_ok,
-                  ROWS: gl.constexpr, ONE: gl.constexpr = True):
+                  ROWS: gl.constexpr, ONE: gl.constexpr = True, dg=None, DIAG: gl.constexpr = False):
     # FUSE: store a piece (_part_store), then count it on the sequence's counter cnt_ptr[b]; returns (merge: this
     # thread read the full count and has acquired every piece, zero: this thread still has to zero the counter).
     # ONE (the default): one arrival per warpgroup, as fp8_gemm_ws_sk's fix-up (h2gemm s18: per-thread arrivals cost
@@ -286,16 +286,21 @@ def _part_release(o, lse, b, n_split, slot, row_base, buf, opart_ptr, lpart_ptr,
     # call right here, after its warpgroup's reads (zero: always False).
     # Not ONE (session 18's arrival, kept for the A/B): every one of the 128 threads counts itself (128 same-address
     # atomics with a release each), full = 128·n_split; the last incrementer zeroes after the merge (zero).
+    # DIAG (ONE): stamps 56 (partial stored, before the atomic) and 57 (count re-read) in the program's row dg.
     _part_store(o, lse, slot, row_base, buf, opart_ptr, lpart_ptr, rows, row_ok, ROWS)
     if ONE:
         lane = gl.arange(0, 128, layout=_WG_LANES)
         ctr = cnt_ptr + b + lane * 0
         gl.thread_barrier()  # every thread's partial stores before the single release
+        if DIAG:
+            _stamp(dg, 56)
         old = gl.atomic_add(ctr, gl.full([128], 1, gl.int32, _WG_LANES), mask=lane == 0, sem="acq_rel", scope="gpu")
         gl.thread_barrier()  # the increment before this warpgroup's reads
         cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [cnt_ptr + b],
                                         dtype=gl.int32, is_pure=False, pack=1)
         gl.thread_barrier()  # this warpgroup's reads before its re-arming thread (if here) zeroes the counter
+        if DIAG:
+            _stamp(dg, 57)
         gl.store(ctr, gl.zeros([128], gl.int32, _WG_LANES), mask=(lane == 0) & (old == n_split - 1))
         return cur == n_split, n_split < 0
     else:

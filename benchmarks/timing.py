@@ -49,3 +49,83 @@ def graph_replay_us(fns, min_ms: float = 30.0, max_reps: int = 100) -> float:
         times.append(st.elapsed_time(en))
     del g
     return statistics.median(times) * 1000.0 / len(fns)
+
+
+def _capture(fns) -> "torch.cuda.CUDAGraph":
+    # each fn once on a side stream (compilation, allocations), then one graph holding one call of each
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for f in fns:
+            f()
+    g.replay()
+    torch.cuda.synchronize()
+    return g
+
+
+def _gpu_records(prof) -> list:
+    # the profiler's device-side records (kernels, memsets, copies), in start order
+    from torch.autograd import DeviceType
+
+    recs = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return sorted(recs, key=lambda e: e.time_range.start)
+
+
+def kernel_time_us(fns, reps: int = 20, flush_l2: bool = True) -> float:
+    """Median over ``reps`` replays of the summed device durations (µs) of the kernels in one CUDA graph holding one
+    call of each fn, divided by len(fns), read from the CUDA profiler's records (``torch.profiler``, Kineto/CUPTI).
+
+    This is a kernel time: it leaves out the graph's launch latency (~4-5 µs from an idle GPU on the H200, which
+    ``graph_replay_us`` includes) and the gaps between the graph's kernels. DeepGEMM's tests time their kernels from
+    profiler kernel durations too (its ``bench_kineto``, with an optional L2 flush), so this is the like-for-like
+    figure for anchors given as kernel times; report it beside ``graph_replay_us``, never instead of it, and time
+    the peer with it too.
+
+    flush_l2: before every replay, zero a 256 MB buffer (outside the graph, so outside the summed records): no
+    replay finds its operands in the 50 MB L2 from the previous one. Raises RuntimeError when the records do not
+    split into reps equal groups (a graph whose kernel count varies between replays, or a profiler that dropped
+    records), rather than guessing which record belongs to which replay.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fns = list(fns) if isinstance(fns, (list, tuple)) else [fns]
+    g = _capture(fns)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        g.replay()
+        torch.cuda.synchronize()
+    per_replay = len(_gpu_records(prof))
+    if per_replay == 0:
+        raise RuntimeError("kernel_time_us: the profiler recorded no device activity for one graph replay")
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda") if flush_l2 else None
+    if flush is not None:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            flush.zero_()
+            torch.cuda.synchronize()
+        per_flush = len(_gpu_records(prof))
+    else:
+        per_flush = 0
+    for _ in range(3):
+        if flush is not None:
+            flush.zero_()
+        g.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            if flush is not None:
+                flush.zero_()
+            g.replay()
+        torch.cuda.synchronize()
+    recs = _gpu_records(prof)
+    group = per_flush + per_replay
+    if len(recs) != reps * group:
+        raise RuntimeError(f"kernel_time_us: {len(recs)} device records for {reps} replays of {per_replay} "
+                           f"(+{per_flush} flush) records each; cannot attribute them")
+    sums = [sum(e.time_range.elapsed_us() for e in recs[i * group + per_flush:(i + 1) * group])
+            for i in range(reps)]
+    del g
+    return statistics.median(sums) / len(fns)

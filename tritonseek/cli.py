@@ -28,14 +28,23 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_exit_guard: list[bool] = []  # whether _ignore_sigint is registered with atexit
+
+
 def _interruptible(command):
     """Ctrl-C during a command: one line ``error: interrupted``, exit 130, however often it is pressed.
 
     The first SIGINT raises KeyboardInterrupt, as Python's default handler does, and turns SIGINT off: a second one
-    while the first unwinds (finally blocks, torchrun's clean-up in --tp) or while the interpreter shuts down (where
-    Python puts a Python-level handler back to the system default) ended the process silently, killed by the
-    signal. So after a Ctrl-C SIGINT stays ignored (the command ends in SystemExit 130: the process is exiting);
-    otherwise the caller's handler comes back when the command returns.
+    while the first unwinds (finally blocks, torchrun's clean-up in --tp) ended the process silently, killed by the
+    signal. When the command ends (returns, raises, or exits 130) the caller's handler comes back, so an in-process
+    caller (CliRunner, a notebook calling ``app(..., standalone_mode=False)``) still gets its Ctrl-C (session 18 left
+    SIGINT ignored after an interrupt). A second Ctrl-C while the interpreter shuts down (where Python puts a
+    Python-level handler back to the system default, so it killed the process silently) is covered by an atexit
+    hook, registered at the first interrupt, that turns SIGINT off again once the process is exiting.
     """
 
     @functools.wraps(command)
@@ -45,7 +54,12 @@ def _interruptible(command):
         hit = []
 
         def on_sigint(signum, frame):
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _ignore_sigint()
+            if not _exit_guard:
+                import atexit
+
+                atexit.register(_ignore_sigint)
+                _exit_guard.append(True)
             hit.append(signum)
             raise KeyboardInterrupt
 
@@ -56,9 +70,8 @@ def _interruptible(command):
             sys.stdout.flush()
             sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
             raise typer.Exit(130) from None
-        finally:
-            if not hit:
-                signal.signal(signal.SIGINT, previous)
+        finally:  # None: a handler set outside Python, which cannot be put back; Python's default stands in
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
     return run
 

@@ -1,7 +1,7 @@
 """Where the fixed cost of the Gluon masked grouped FP8 GEMM goes, per program (issue 5, DeepGEMM's masked shapes).
 
     PYTHONPATH=. python benchmarks/probe_grouped_ws_timeline.py [--cases 1x1024@4096x7168 ...] [--reps 10]
-                                                                 [--ab 60] [--ab-cfgs '{"PF_DESC": true}' ...]
+                                                                 [--ab 60] [--ab-cfgs '{"STAGGER": 800}' ...]
                                                                  [--out DIR]
 
 1. Checks, at each case's real shape, the default build, the DIAG build (grouped_fp8_gemm_masked_ws(diag=...)) and
@@ -93,7 +93,7 @@ def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]
                  entry_spread=float(g[:, S["entry"]].max() - t0) / 1e3,
                  span=float(g_end.max() - t0) / 1e3, exit_gap=float(t_after - g_end.max()) / 1e3,
                  end_spread=float(g_end.max() - g_end.median()) / 1e3,
-                 bars=med(at(S["bars"])), early=med(at(S["early"])), prod_start=med(at(S["prod_start"])),
+                 bars=med(at(S["bars"])), prod_start=med(at(S["prod_start"])),
                  prod_sched=med(at(S["prod_sched"])), prod_tile0=med(at(S["prod_tile"])),
                  cons_start=med(at(c0 + S["cons_start"])), cons_sched=med(at(c0 + S["cons_sched"])),
                  landed=med(at(c0 + S["cons_landed"])), landed_p90=float(at(c0 + S["cons_landed"]).nanquantile(0.9)),
@@ -107,6 +107,8 @@ def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]
             kl.append(med(kd - prev))
             ep.append(med(at(c0 + S["cons_epi"] + i) - kd))
         r["kloop"], r["epi"] = kl, ep
+        # the second warpgroup's K-loop ends after the first's, per tile (STAGGER moves them apart)
+        r["wg1_lag"] = [med(at(c0 + cs + S["cons_kdone"] + i) - at(c0 + S["cons_kdone"] + i)) for i in range(len(kl))]
         r["last_epi_to_end"] = med(at(c0 + S["cons_end"]) - at(c0 + S["cons_epi"] + len(kl) - 1)) if kl else None
         per_rep.append(r)
     out = {}
@@ -114,7 +116,8 @@ def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]
         v = [r[k] for r in per_rep]
         if isinstance(v[0], list):
             n = min(len(x) for x in v)
-            out[k] = [round(st.median([x[i] for x in v]), 3) for i in range(n)]
+            out[k] = [round(st.median([x[i] for x in v if x[i] is not None]), 3) if any(x[i] is not None for x in v)
+                      else None for i in range(n)]
         elif any(x is None for x in v):
             out[k] = None
         else:
@@ -122,11 +125,12 @@ def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]
     print(f"== {name} timeline (µs, median over {len(per_rep)} reps of per-program medians); plain graph {plain_us}")
     print(f"   launch gap {out['launch_gap']}  entry spread {out['entry_spread']}  span (first entry → last end) "
           f"{out['span']}  exit gap {out['exit_gap']}  end spread (max - median end) {out['end_spread']}")
-    print(f"   per program from its entry (its clock64): barriers {out['bars']}  early requests {out['early']}  producer "
-          f"start {out['prod_start']}  schedule {out['prod_sched']}  tile 0 requested {out['prod_tile0']}  consumer "
+    print(f"   per program from its entry (its clock64): barriers {out['bars']}  producer start {out['prod_start']}  "
+          f"schedule {out['prod_sched']}  tile 0 requested {out['prod_tile0']}  consumer "
           f"start {out['cons_start']}  table {out['cons_sched']}  first stage landed {out['landed']} (p90 "
           f"{out['landed_p90']})")
-    print(f"   K loop per tile {out['kloop']}  epilogue per tile {out['epi']}  last epilogue → end "
+    print(f"   K loop per tile {out['kloop']}  epilogue per tile {out['epi']}  warpgroup 1 K loop end - warpgroup 0's "
+          f"{out['wg1_lag']}  last epilogue → end "
           f"{out['last_epi_to_end']}  program time {out['prog_time']}  SM MHz {out['sm_mhz']}")
     return out
 
@@ -244,7 +248,7 @@ def main():
     p.add_argument("--cases", nargs="+", default=["1x1024@4096x7168", "1x1024@7168x2048", "4x256@4096x7168"])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--ab", type=int, default=60)
-    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[{"EARLY_TMA": True}])
+    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[{"STAGGER": 800}])
     p.add_argument("--timeline-cfgs", nargs="*", type=json.loads, default=[{}],
                    help="configs whose DIAG build gets a timeline ({} = the default)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))

@@ -57,8 +57,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  DIAG=diag, PF_DESC=bool(cfg.get("PF_DESC", False)), EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
-                  STAGGER=int(cfg.get("STAGGER", 0)))
+                  DIAG=diag, STAGGER=int(cfg.get("STAGGER", 0)))
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -97,19 +96,16 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-@pytest.mark.parametrize("diag,pf_desc,early,stagger", [(True, False, False, 0), (False, True, False, 0),
-                                                         (True, False, True, 0), (False, False, True, 600)])
-def test_grouped_ws_diag_and_pf_desc_compile_for_sm90(diag, pf_desc, early, stagger):
-    # the masked default with the DIAG stamps (top level 2, producer 4, each consumer partition 6 %globaltimer reads;
-    # EARLY_TMA one more), with PF_DESC (the A and B descriptors prefetched by their param symbols, which ptxas must
-    # resolve) or EARLY_TMA (the top level's A and B request sites beside the producer's); the same wgmma sites as the
-    # default, no spills
-    cfg = dict(W.grouped_ws_config("masked", 1024, 4096, 7168), PF_DESC=pf_desc, EARLY_TMA=early, STAGGER=stagger)
+@pytest.mark.parametrize("diag,stagger", [(True, 0), (False, 600), (True, 600)])
+def test_grouped_ws_diag_and_stagger_compile_for_sm90(diag, stagger):
+    # the masked default with the DIAG stamps (top level 2, producer 4, each consumer partition 6 %globaltimer reads,
+    # each with a %clock64 read) and / or STAGGER (the second warpgroup's clock64 spin: 2 reads); the same wgmma and TMA
+    # sites as the default, no spills
+    cfg = dict(W.grouped_ws_config("masked", 1024, 4096, 7168), STAGGER=stagger)
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 256, diag)
-    assert ptx.count("%globaltimer") == ((19 if early else 18) if diag else 0)
-    assert ptx.count("prefetch.param.tensormap [_grouped_fp8_ws_kernel_param_") == (2 if pf_desc else 0)
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == (4 if early else 2)
-    assert ptx.count("%clock64") == (2 if stagger else 0) + (19 if early else 18) * diag  # STAGGER: the spin
+    assert ptx.count("%globaltimer") == (18 if diag else 0)
+    assert ptx.count("%clock64") == (18 if diag else 0) + (2 if stagger else 0)
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 2
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 3 * 2
     report = ptxas_report(ptx)
     assert "C7514" not in report and "C7508" not in report, report
@@ -266,8 +262,7 @@ def _check_contiguous(segs, N, K, device, seed, config=None, out_dtype=torch.bfl
 
 # the shipped default (split warpgroups + PIPE), the cooperative one-stream consumer and UNROLL2: every
 # new config × out dtype costs a few seconds of compile on the H200, so the other options get fixed cases below
-_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False, PIPE=False), dict(PIPE=False), dict(EARLY_TMA=True),
-                dict(EARLY_TMA=True, SPLIT=False, UNROLL2=False, PIPE=False), dict(EARLY_TMA=True, STAGGER=800)]
+_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False, PIPE=False), dict(PIPE=False), dict(STAGGER=800)]
 _SEG = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 300])  # 0, 1, block_m−1, block_m, block_m+1 and halves
 
 
@@ -461,8 +456,7 @@ def test_wide_tiles_many_groups_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4), dict(EARLY_TMA=True),
-                                    dict(EARLY_TMA=True, BLOCK_N=256, NUM_STAGES=4)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4), dict(STAGGER=800)])
 def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
     # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
     g = torch.Generator(device=device).manual_seed(11)
@@ -490,11 +484,10 @@ def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(1, 1024, 4096, 7168), (3, 130, 200, 384)])
-def test_masked_ws_diag_and_pf_desc_gpu(device, shape):
-    # PF_DESC, EARLY_TMA and STAGGER (with the default, 3 stages, cooperative consumers and WIDE tiles; K blocks fewer
-    # or more than the stages): bitwise the same out as the config without them; DIAG: the same out bitwise, and every running
-    # program stamped its entry, its first landed stage and its end in order (EARLY_TMA: its early requests after the
-    # barrier init)
+def test_masked_ws_diag_and_stagger_gpu(device, shape):
+    # STAGGER (with the default, 3 stages and WIDE tiles; K blocks fewer or more than the stages): bitwise the same out
+    # as the config without it; DIAG: the same out bitwise, and every running program stamped its entry, its first
+    # landed stage and its end in order
     from tritonseek.kernels.grouped_gemm_ws_parts import DIAG_SLOTS as S
 
     E, M_max, N, K = shape
@@ -514,11 +507,9 @@ def test_masked_ws_diag_and_pf_desc_gpu(device, shape):
         assert calc_diff(out.float()[valid], ref[valid]) < 1e-3, cfg
         return out
 
-    early = dict(EARLY_TMA=True)
-    for base in ({}, dict(NUM_STAGES=3), dict(SPLIT=False, UNROLL2=False, PIPE=False), dict(BLOCK_N=256, NUM_STAGES=4)):
+    for base in ({}, dict(NUM_STAGES=3), dict(BLOCK_N=256, NUM_STAGES=4)):
         o0 = run(base)
-        for extra, d in ((early, None), (dict(PF_DESC=True), None), (dict(STAGGER=600), None),
-                         (dict(early, STAGGER=600), None), ({}, diag), (early, diag)):
+        for extra, d in ((dict(STAGGER=600), None), (dict(STAGGER=3000), None), ({}, diag), (dict(STAGGER=600), diag)):
             if d is not None and base:
                 continue
             if d is not None:
@@ -531,7 +522,5 @@ def test_masked_ws_diag_and_pf_desc_gpu(device, shape):
                 c0 = S["cons"]
                 ent, landed, end = diag[ran, S["entry"]], diag[ran, c0 + S["cons_landed"]], diag[ran, c0 + S["cons_end"]]
                 assert bool((landed >= ent).all()) and bool((end >= landed).all())
-                if extra:
-                    assert bool((diag[ran, S["early"]] >= diag[ran, S["bars"]]).all())
     with pytest.raises(ValueError, match="diag"):
         grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, diag=torch.zeros(4, dtype=torch.int32, device=device))

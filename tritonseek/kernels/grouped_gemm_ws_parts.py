@@ -5,12 +5,16 @@ grouped_gemm_ws.py (module size, session 19); the kernel, its configs, launchers
 
 DIAG (constexpr, off by default and compiled out; ``grouped_fp8_gemm_masked_ws(diag=...)``): every program writes
 %globaltimer (ns) into diag[pid, slot] and %clock64 (its SM's cycles) into diag[pid, 64 + slot] at the points of
-``DIAG_SLOTS``; benchmarks/probe_grouped_ws_timeline.py reads them. PF_DESC (constexpr): the kernel prefetches the
-A and B TMA descriptors (prefetch.param.tensormap) at its entry, so their first fetch overlaps the barrier init and
-the masked_m / m_indices load instead of following them (W1 at d91fd0f, from the producer warp's start: 1.006 /
-1.008 / 1.004 against A/A 1.005 / 1.003 / 1.002, noise). EARLY_TMA (constexpr, masked only): the kernel's top level
-loads masked_m before it initializes the barriers and then requests the program's first tile's first NUM_STAGES K
-blocks itself (_early_loads), before warp_specialize starts the partitions; the producer warp goes on from there.
+``DIAG_SLOTS``; benchmarks/probe_grouped_ws_timeline.py reads them. STAGGER (constexpr SM cycles, masked): the second
+consumer warpgroup starts that long after the first stage landed.
+
+Tried and removed (session 19, code in git at e0bd947): PF_DESC (prefetch.param.tensormap of the TMA descriptors at
+the producer's start; H200 W1 at d91fd0f 1.006 / 1.008 / 1.004 against A/A 1.005 / 1.003 / 1.002 — and its B
+"descriptor" was the wrong kernel parameter: a host TensorDescriptor expands into the 128-byte tensormap plus its
+shape/stride params, so B's tensormap is param 5, not 1); EARLY_TMA (the kernel's top level loaded masked_m before the
+barrier init and requested each program's first NUM_STAGES K blocks before warp_specialize, the producer warp going
+on from slot NUM_STAGES): it hung on the H200 (W2 at e0bd947, 1×1024 (4096, 7168), the first launch never returned)
+for a reason not found from the PTX (barrier/stage bookkeeping, smem offsets and elected issue look right).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from tritonseek.kernels.fp8_gemm_ws import _load_tile
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
     _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
-    _tile_rows, _tiles_table,
+    _tile_rows,
 )
 
 # DIAG stamp slots of a program's row (globaltimer at [slot], clock64 at [64 + slot]); i = the program's i-th tile
@@ -39,7 +43,6 @@ DIAG_SLOTS = dict(
     cons_kdone=3,  # + 3 + i: tile i's K loop done (accumulator final)
     cons_epi=11,  # + 11 + i: tile i's epilogue issued (TMA store in flight / masked stores issued)
     cons_end=19,  # + 19: last store_wait done (the partition's end)
-    early=62,  # EARLY_TMA: the top level's first-tile requests issued
     smid=63,  # globaltimer half only: the SM id (consumer 0)
 )
 
@@ -60,65 +63,13 @@ def _stamp(diag_ptr, slot):
 
 
 @gluon.jit
-def _prefetch_descs():
-    # PF_DESC (the kernel's entry): the A and B descriptors are the kernel's first two parameters (host
-    # TensorDescriptors, __grid_constant__ 128-byte params); prefetch them into the TMA unit's descriptor cache by
-    # their param-space symbols
-    gl.inline_asm_elementwise(
-        "prefetch.param.tensormap [_grouped_fp8_ws_kernel_param_0]; "
-        "prefetch.param.tensormap [_grouped_fp8_ws_kernel_param_1]; mov.u32 $0, 0;",
-        "=r", [], dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _early_loads(mm, a_desc, b_desc, a_bufs, b_bufs, ready_bars, M_rows, N, num_k_blocks, BLOCK_M: gl.constexpr,
-                 BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # EARLY_TMA (masked; the kernel's top level, barriers initialized): request the first min(K blocks, NUM_STAGES)
-    # blocks of this program's first tile (tile pid) into stages 0, 1, … (pipeline slots 0, 1, …: the producer warp
-    # starts after them), from mm = masked_m loaded before the barrier init. The DIAG timeline (H200 W1) had the first
-    # request at 1.23 µs after entry (barrier init 0.36, warp_specialize 0.29, masked_m prefix 0.41, schedule 0.17)
-    # and the first stage landing 1.36 µs later; here the masked_m load overlaps the barrier init and nothing waits for
-    # warp_specialize.
-    num_pid_n = gl.cdiv(N, BLOCK_N)
-    table = _tiles_table(mm, M_rows, num_pid_n)
-    num_tiles = gl.reduce(table >> 1, 0, _maximum)
-    pid = gl.program_id(0)
-    if pid < num_tiles:
-        run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(pid, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
-        stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
-        for kb in range(gl.minimum(num_k_blocks, NUM_STAGES)):
-            bar = ready_bars.index(kb)
-            mbarrier.expect(bar, stage_bytes)
-            tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(kb))
-            tma.async_copy_global_to_shared(b_desc, [g * N + off_n, kb * BLOCK_K], bar, b_bufs.index(kb))
-
-
-@gluon.jit
-def _load_blocks(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, kb0, a_row, b_row, num_k_blocks,
-                 BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # K blocks kb0.. of one tile (128-row A box) into the ring from pipeline slot it on: wait for the stage to be
-    # released (a fresh empty barrier passes on parity 1), expect its bytes, request A and B; returns the next slot
-    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
-    for kb in range(kb0, num_k_blocks):
-        s = it % NUM_STAGES
-        mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
-        bar = ready_bars.index(s)
-        mbarrier.expect(bar, stage_bytes)
-        tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(s))
-        tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(s))
-        it += 1
-    return it
-
-
-@gluon.jit
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr, EARLY: gl.constexpr):
+              diag_ptr, DIAG: gl.constexpr):
     # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
     # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
-    # not fit its 40 registers and gives the same tiles in the same order). EARLY (EARLY_TMA, masked): the top level
-    # already requested the first tile's first min(K blocks, NUM_STAGES) blocks (slots 0 ..), _early_loads.
+    # not fit its 40 registers and gives the same tiles in the same order)
     if DIAG:
         _stamp(diag_ptr, 2)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
@@ -131,11 +82,6 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
     if DIAG:
         _stamp(diag_ptr, 3)
     it = 0
-    kb0 = 0
-    if EARLY:
-        if gl.program_id(0) < num_tiles:
-            kb0 = gl.minimum(num_k_blocks, NUM_STAGES)
-        it = kb0
     ti = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
@@ -144,13 +90,8 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
             if ti < 6:
                 _stamp(diag_ptr, 4 + ti)
         if run:
-            if EARLY:
-                it = _load_blocks(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, kb0, a_row,
-                                  g * N + off_n, num_k_blocks, BLOCK_K, NUM_STAGES)
-                kb0 = 0
-            else:
-                it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
-                                num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
+            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
+                            num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
         if DIAG:
             if ti < 6:
                 _stamp(diag_ptr, 10 + ti)

@@ -225,12 +225,12 @@ def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sche
     _check_wsm(*case, num_sm=4, causal=False, SCHED=sched)
 
 
-_KNOBS = [dict(QTMA=True, SEQPF=True, PART16=True), dict(QTMA=True, OVEC=1), dict(OVEC=2),
-          dict(QTMA=True, OVEC=2, PART16=True)]
+# on top of wsm_config's defaults (QTMA, OVEC 2, PART16): the build before them, SEQPF, 4-byte stores, fp32 partials
+_KNOBS = [dict(QTMA=False, OVEC=0, PART16=False), dict(SEQPF=True), dict(OVEC=1), dict(PART16=False)]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("knobs", _KNOBS, ids=lambda k: "+".join(k))
+@pytest.mark.parametrize("knobs", _KNOBS, ids=lambda k: "+".join(f"{a}{int(v)}" for a, v in k.items()))
 @pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (128, 2), (48, 2)])
 def test_wsm_knobs_gpu(device, knobs, num_heads, seqlen_q):
     """QTMA (query tile by the TMA warp), SEQPF (lengths / split counts loaded a sequence ahead), PART16 (16-bit
@@ -297,7 +297,7 @@ def test_wsm_diag_stamps_gpu(device):
     split()
     combine()
     plain = out.clone()
-    opart = torch.empty(md.num_parts + len(lens), 128, 512, dtype=torch.float32, device=device)
+    opart = torch.empty(md.num_parts + len(lens), 128, 512, dtype=q.dtype, device=device)  # PART16
     lpart = torch.empty(md.num_parts + len(lens), 128, dtype=torch.float32, device=device)
     diag = torch.zeros(2 * md.num_parts, 128, dtype=torch.int64, device=device)
     out.fill_(float("nan"))
@@ -325,9 +325,11 @@ def test_wsm_batch128_gpu(device, num_heads, seqlen_q):
 
 
 @pytest.mark.gpu
-def test_wsm_graph_replay_follows_lengths_gpu(device):
+@pytest.mark.parametrize("knobs", [{}, dict(QTMA=False, OVEC=0, PART16=False)], ids=["default", "no_knobs"])
+def test_wsm_graph_replay_follows_lengths_gpu(device, knobs):
     """Metadata + the WSM split + combine captured in one CUDA graph; new cache_seqlens written in place before
-    a replay give the reference results for the new lengths."""
+    a replay give the reference results for the new lengths (the default knobs: the query descriptor captured
+    with the graph)."""
     from tests.kernels.test_mla_decode import assert_matches_ref, make_case
     from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
     from tritonseek.kernels.mla_decode_wsm import wsm_config
@@ -338,7 +340,7 @@ def test_wsm_graph_replay_follows_lengths_gpu(device):
     out = torch.empty(6, 2, 64, 512, dtype=q.dtype, device=device)
 
     def step():
-        md = get_mla_metadata(cs, 2, 64, config=dict(wsm_config(2, 64)), max_seqlen_k=2000)
+        md = get_mla_metadata(cs, 2, 64, config=dict(wsm_config(2, 64), **knobs), max_seqlen_k=2000)
         return mla_decode(q, kv, bt, cs, metadata=md, out=out, check_ids=False)
 
     step()  # compiled outside the capture

@@ -257,8 +257,8 @@ def test_big_batch_default_on_hopper_only():
         assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA")) == ("packed", 3, True)
         for other in (default_config(s_q, h, 8, hopper=True), default_config(s_q, h, 128), default_config(s_q, h)):
             assert "SCHED" not in other and "QTMA" not in other
-    cfg = default_config(1, 64, 128, hopper=True)  # 64 rows: two warpgroups, packed, no query prefetch
-    assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA")) == ("packed", 3, None)
+    cfg = default_config(1, 64, 128, hopper=True)  # 64 rows: mla_decode_wsm (its own QTMA since s19), packed
+    assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA"), cfg.get("WSM")) == ("packed", 3, True, True)
     assert "SCHED" not in default_config(1, 128, 128, hopper=True)
 
 

@@ -45,6 +45,17 @@ difference ≤ 1.8e-6 against fp32). Measured and slower (code at eca038b, confi
 split between the warpgroups by keys (each S at N = 32 for its 32 keys; row maxima and P exchanged through
 shared memory with 2 barriers per tile, or P read into registers with 1): h128 s_q2 s_k 4096 676.1 µs, s_k 8192
 1236.3 (2 barriers, W2) vs 597.6 / 1081.0 here; 1 barrier 1-3 % slower than 2 (W1 at 91750c4: 680.4 vs 670.0).
+
+Sequence switches (session 19; the DIAG stamps, ``launch_split_wsm(diag=...)``, H200 W1 at d91fd0f, h128 s_q1 s_k
+4096 fixed, ~2.0 µs per tile): the consumers' own query loads took 5.4-5.9 µs per sequence, and the epilogue of an
+unsplit sequence 10-11 µs: its bf16 out stores were 2-byte ``st.global.b16`` (256 per thread) because out's strides
+are not specialized, so their alignment was unknown (fp32 partials: 8-byte stores, 3.3-4.1 µs). Config knobs, on by
+default for the WSM entries since W2 at e0bd947 (``mla_decode_config._WSM_KNOBS``; figures there): QTMA, the TMA
+warp loads the next query tile into the (single) query buffer as soon as both warpgroups' last score matmul of the
+sequence completed (query wait 0.3 µs); OVEC 2, out strides passed in units of 8 elements and each warp's [16, 256]
+block re-laid out to 8 consecutive values per thread (16-byte stores; unsplit epilogue 4.4 µs; OVEC 1: alignment
+only, 4-byte stores); PART16, 16-bit partials (16-byte stores with OVEC 2; fp32 partials keep the 8-byte stores).
+Measured and off: SEQPF (lengths and split counts loaded a sequence ahead), neutral.
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from tritonseek.kernels.mla_decode_config import _WSM_KNOBS
 from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail, smem_layout
 from tritonseek.kernels.mla_decode_ws_parts import _seq_tiles, _stamp
 
@@ -74,12 +86,13 @@ _TN = 64
 
 # Launch knobs: ring depth (2: the 72 KB tiles and the 72 KB query tile fill the shared memory), the second
 # consumer warpgroup's and the TMA warp's registers after setmaxnreg, registers per thread at entry (12 warps).
-# QTMA (off until measured): the TMA warp loads each sequence's query tile ([64, 576] rows of q viewed as
+# Knobs read from the config (off here; mla_decode's WSM entries turn QTMA and OVEC 2 on: module docstring).
+# QTMA: the TMA warp loads each sequence's query tile ([64, 576] rows of q viewed as
 # [batch·s_q·h_q, 576], q contiguous) once both consumers' last score matmul of the previous sequence completed, so
 # the load overlaps that sequence's last value matmuls and its output stores instead of following them (the
-# consumers' own 32-row loads are ~18 dependent 16-byte loads per thread, then a barrier). SEQPF (off until
-# measured): the next sequence's length and this one's split count are loaded at the sequence's start, off the path
-# between two sequences.
+# consumers' own 32-row loads are ~18 dependent 16-byte loads per thread, then a barrier). SEQPF (measured neutral):
+# the next sequence's length and this one's split count are loaded at the sequence's start, off the path between two
+# sequences. OVEC 1 / 2: vectorized output stores (see _store_vec).
 WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0)
 _MAXNREG = 168
 # index of each barrier between the consumer warpgroups (bars): query tile written, X1 (warpgroup 0 → 1: m0 and
@@ -94,10 +107,11 @@ _Q_FREE = gl.constexpr(5)  # QTMA: both warpgroups' last score matmul of the seq
 
 def wsm_config(seqlen_q: int, num_heads: int) -> dict:
     """An ``mla_decode`` config that runs this split kernel (64 query rows per program, two consumer
-    warpgroups, 64-key tiles, one program per SM); elsewhere (no Hopper GPU) it is a valid tl config."""
+    warpgroups, 64-key tiles, one program per SM, the default knobs ``mla_decode_config._WSM_KNOBS``); elsewhere
+    (no Hopper GPU) it is a valid tl config."""
     del seqlen_q, num_heads  # every rows count > 32 uses 64-row head tiles
     return dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
-                WS_WGS=2, WSM=True)
+                WS_WGS=2, WSM=True, **_WSM_KNOBS)
 
 
 @gluon.jit
@@ -170,7 +184,9 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
             gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
     else:
         slot = (pid + b).to(gl.int64) * rows_total
-        if OVEC == 2:  # a partial row is 512 contiguous values (rows_total rows per slot)
+        # a partial row is 512 contiguous values (rows_total rows per slot); fp32 partials keep the accumulator
+        # layout's 8-byte stores (their relayout through shared memory cost more than it saved: H200 W2)
+        if OVEC == 2 and opart_ptr.dtype.element_ty.primitive_bitwidth == 16:
             _store_vec(o.to(opart_ptr.dtype.element_ty), opart_ptr + slot * D_LATENT, rows_total, 0, D_LATENT,
                        rows_total, W)
         else:

@@ -240,6 +240,7 @@ def test_non_finite_semantics_as_documented(device):
     q, s = per_token_group_quant_fp8(x)
     assert s.item() == float("inf")
     assert torch.isnan(q[0, 2].float()) and torch.all(q[0, :2].float() == 0) and torch.all(q[0, 3:].float() == 0)
+    assert torch.equal(torch.signbit(q[0, :2].float()).cpu(), torch.tensor([False, True]))  # ±0: the sign of x / inf
     x[0, 3] = float("nan")
     q, s = per_token_group_quant_fp8(x, scale_ue8m0=True)
     assert torch.isnan(s).all() and torch.isnan(q.float()).all()
@@ -289,3 +290,40 @@ def test_non_finite_real_shapes_gpu(device, value):
     q_ref, s_ref = per_block_quant_fp8_ref(w.cpu())
     _assert_same_non_finite(s, s_ref)
     _assert_same_non_finite(q, q_ref)
+
+
+def _assert_same_bytes(q: torch.Tensor, q_ref: torch.Tensor) -> None:
+    """q's bytes are the reference's, −0 (0x80) included; a NaN only by position: its sign bit is not specified (the
+    interpreter writes 0x7F, the torch reference on x86 0xFF for inf/inf; module docstring of fp8_quant)."""
+    b, rb = q.view(torch.uint8).cpu(), q_ref.view(torch.uint8).cpu()
+    nan, nan_ref = torch.isnan(q.float().cpu()), torch.isnan(q_ref.float())
+    assert torch.equal(nan, nan_ref), "NaN positions differ from the reference"
+    assert torch.equal(b[~nan], rb[~nan]), f"{int((b[~nan] != rb[~nan]).sum())} bytes differ from the reference"
+
+
+@pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
+def test_bytes_match_the_reference_including_negative_zero(device, m, k):
+    """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)
+    where the reference and the GPU's cvt.rn give −0 (0x80): the rounding's magic add dropped the sign. Now the bytes
+    agree on both; compared bit for bit (value compares take −0 == +0). Groups with ±inf / NaN included."""
+    g = torch.Generator().manual_seed(19)
+    x = torch.randn(m, k, generator=g)
+    x[:, 0] = 400.0  # scale 400/448: |x| < 2^-10 rounds to zero
+    x[:, 1:64] = (torch.rand(m, 63, generator=g) - 0.75) * 2e-3  # mostly negative, many round to ±0
+    x[0, 64], x[1, 65] = -0.0, 0.0
+    x[2, 200], x[3, 300], x[4, 129] = float("inf"), -float("inf"), float("nan")
+    x = x.to(device)
+    for ue8m0 in (False, True):
+        q, s = per_token_group_quant_fp8(x, 128, ue8m0)
+        q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)
+        assert (q_ref.view(torch.uint8) == 0x80).sum() > 20  # the case is exercised
+        _assert_same_bytes(q, q_ref)
+        _assert_same_non_finite(s, s_ref)
+    w = torch.randn(40, 64, generator=g) * 1e-3  # finite blocks, each holding one large weight
+    w[::32, ::32] = -300.0
+    w[5, 5] = -0.0
+    w = w.to(device)
+    q, s = per_block_quant_fp8(w, 32)
+    q_ref, s_ref = per_block_quant_fp8_ref(w.cpu(), 32)
+    assert (q_ref.view(torch.uint8) == 0x80).sum() > 20
+    _assert_same_bytes(q, q_ref)

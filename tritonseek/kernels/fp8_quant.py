@@ -8,6 +8,11 @@ holding a NaN gets s = NaN and every q of the group NaN; a group holding ±inf (
 s = +inf, q = NaN at the ±inf elements and ±0 (sign of x) elsewhere (x / inf). Either way the
 group dequantizes to NaN, never to a finite or sign-flipped value.
 
+Bit patterns: a finite q is the reference's byte exactly, on the GPU and under the CPU interpreter (which rounds
+through ``_round_to_e4m3``; a negative that rounds to zero is −0 = 0x80 on both). A NaN's sign bit is not
+specified: the interpreter writes 0x7F, the torch reference's follows its platform's NaN (on x86, inf/inf gives a
+negative NaN: 0xFF), so NaN is compared by position (``isnan``), never by byte.
+
 Activation scales are returned as a [M, G] fp32 tensor stored MN-major (stride (1, M)): the
 layout ``fp8_gemm_nt`` reads coalesced and cuBLAS/DeepGEMM expect, with no transpose kernel.
 """
@@ -87,9 +92,9 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
 
 @triton.jit
 def _to_e4m3_interp(q, out_ty: tl.constexpr):
-    """Interpreter-only e4m3 cast: clamp to ±448 (keeping NaN), round to nearest-even on the grid, cast, and
-    restore NaN as byte 0x7F (the interpreter's cast writes NaN as 0x7C = 384). A zero comes out +0 here (the
-    GPU's cvt.rn keeps −0), as in the fused quant epilogue of grouped_gemm_masked, which is compared bitwise."""
+    """Interpreter-only e4m3 cast: clamp to ±448 (keeping NaN), round to nearest-even on the grid (a zero keeps
+    the sign of q, as the GPU's cvt.rn: −0 is byte 0x80), cast, and restore NaN as byte 0x7F (the interpreter's
+    cast writes NaN as 0x7C = 384). NaN's sign bit is not kept: see the module docstring."""
     q = tl.minimum(tl.maximum(q, -448.0, propagate_nan=tl.PropagateNan.ALL), 448.0, propagate_nan=tl.PropagateNan.ALL)
     bits = _round_to_e4m3(q).to(out_ty).to(tl.uint8, bitcast=True)
     return tl.where(q != q, 0x7F, bits).to(tl.uint8).to(out_ty, bitcast=True)
@@ -105,7 +110,9 @@ def _round_to_e4m3(v):
     ulp = ((e - 3 + 127) << 23).to(tl.float32, bitcast=True)  # 3 mantissa bits
     r = v / ulp
     r = (r + 12582912.0) - 12582912.0  # + 1.5·2^23: fp32 add rounds to an integer, ties to even
-    return r * ulp
+    # the magic add turns a negative that rounds to zero (and −0) into +0; cvt.rn keeps −0 (byte 0x80), and so
+    # does torch's cast in the reference: v·0 restores the sign (finite v; NaN never rounds to zero)
+    return tl.where(r == 0.0, v * 0.0, r * ulp)
 
 
 @triton.jit

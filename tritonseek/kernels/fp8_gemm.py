@@ -111,8 +111,12 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # (adf35fa, A-B-B-A-A-B medians, WIDE first) 843.8 vs 842.5, 217.2 vs 213.9, 114.9 vs 113.1: inside the drift
     # (rounds of one config 745-866 µs). Those 40 ms passes run at the 700 W power cap (throttle reason SW power
     # cap, 1500-1700 MHz), where WIDE's 25% fewer L2→SMEM bytes per FLOP bought nothing measurable.
+    # Session 19: N = 2112 takes SCALE_AHEAD 1 (192-row tiles' serial loop with each block's scales loaded a block
+    # ahead, fp8_gemm_ws_loop): H200 W2 at 460236b, interleaved GPU clock, 4096×2112×7168 116.71 → 105.59 µs (ratio
+    # 0.901, A/A 0.998; 1062.6 → 1174.5 TFLOP/s); at 24576×1536 / 32768×512 0.996 / 0.997 (A/A 1.0005 / 1.0017: noise,
+    # left off). WGS 3 pinned: the measured tiles (wgs_for's choice at M = 4096; its 1.45 tile cost predates this).
     ("large", 2112, 7168): dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=2,
-                                GLUON=dict(SPLIT=True, UNROLL2=True, MIN_M=4096)),
+                                GLUON=dict(SPLIT=True, UNROLL2=True, MIN_M=4096, WGS=3, SCALE_AHEAD=1)),
     ("large", 24576, 1536): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, SPLIT_K=1, GRID_MULT=3,
                                  GLUON=dict(SPLIT=True, UNROLL2=True)),
     ("large", 32768, 512): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=32, SPLIT_K=1, GRID_MULT=3,

@@ -158,8 +158,11 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
 # of two 10 ms passes, µs, PIPE → PIPE0: 7168×16384 786.1 → 785.7, 4096×7168 197.1 → 196.6, 7168×2048 113.2 → 110.7
 # (192-row tiles ignore it); the grouped masked shapes gained 1–4 % (grouped_gemm_ws.py).
 # SCALE_AHEAD (128-row PIPE and 192-row tiles, 0 or 1): the scales of each pair of K blocks (192-row tiles: each block)
-# loaded one iteration ahead (fp8_gemm_ws_loop docstring). 128-row tiles: 3 % slower at M = 4096 (H200 W1, 346898a), off.
-# FAST_COORDS (default off until measured): each tile's coordinates without integer divisions (_tile_coords_fast).
+# loaded one iteration ahead (fp8_gemm_ws_loop docstring). 128-row tiles: 3 % slower at M = 4096 (H200 W1, 346898a);
+# 192-row tiles: 0.901 at 4096×2112×7168 (W2, 460236b), on in that fp8_gemm_nt entry only. FAST_COORDS (off): each
+# tile's coordinates without integer divisions (_tile_coords_fast); W2, interleaved GPU clock, ratio (A/A ≤ 0.2 %) at
+# M = 4096: 0.995 / 0.994 / 0.990 at (N, K) (7168, 2048) / (4096, 7168) / (7168, 16384), 1.006 / 0.992 / 0.988 at
+# (2112, 7168) / (24576, 1536) / (32768, 512): small, one run, not yet a default.
 # Time of a 192-row tile (WGS = 3, serial promotion) relative to a 128-row PIPE one (1.5× the work). Fitted to the
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and

@@ -29,8 +29,10 @@ ratio to the committed loop): the stream-K kernel at 128×7168×16384 (GRID 112)
 SASS formed the next block's scales right before the second wgmma's issue) and stream-K at M = 4096 1.05-1.08 instead
 of 1.12-1.14 — but the dense kernel's 128-row tiles 1.030 / 1.031 / 0.997 at M = 4096 (N, K) = (7168, 2048) /
 (4096, 7168) / (7168, 16384), and with each tile's first pair loaded in the previous tile too 1.056 / 1.058 / 1.023
-(code in git at 69c55bd): the dense loop's waits were hidden and the extra loads cost more. So SCALE_AHEAD is the
-stream-K entry's default only.
+(code in git at 69c55bd): the dense loop's waits were hidden and the extra loads cost more. The 192-row tiles' serial
+loop (its one wgmma's issue waited on the block's scale product) gained at 4096×2112×7168: 116.71 → 105.59 µs (W2 at
+460236b, ratio 0.901, A/A 0.998), noise at 24576×1536 / 32768×512 (0.996 / 0.997). So SCALE_AHEAD is on in those
+two fp8_gemm_nt entries only (128×7168×16384 stream-K, 4096×2112×7168 192-row tiles).
 """
 
 from __future__ import annotations

@@ -45,6 +45,10 @@ arrival. Run 4 (c4d9c77, PART_BLOCKED: partials through a coalesced blocked layo
 all contributors' loads issued before summing, or the classic stream-K order (the tile's first CTA waits for the
 others' partials instead of the last one merging, so the merge overlaps the other CTAs' work).
 
+Session 19: SCALE_AHEAD 1 (fp8_gemm_ws_loop: each K-block pair's scales loaded an iteration ahead; in the committed
+SASS the next block's scale product waited on its load right before the second wgmma's issue): 128×7168×16384 GRID 112
+46.20 → 43.72 µs (W1, 346898a, A/A 0.999) and 46.48 → 44.69 (W2, 460236b, A/A 0.998), fp8_gemm_nt's entry since.
+
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """
 

@@ -193,7 +193,10 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 # ≤ 2.6e-6 vs fp32); wsm gpu tests 45 passed in that job. Measured and not taken (W1 at d91fd0f, A/A ≤ 2.3 us):
 # SEQPF (lengths / split counts a sequence ahead) -2 .. +2 us; PART16 without OVEC +1.7 .. +12 us (2-byte stores);
 # SCHED packed at 128 rows -4.4 .. +32.5 us; OVERHEAD 10 with the knobs -2.1 .. +1.9 us on varlen, OVERHEAD 2 +7 ..
-# +12 us.
+# +12 us. W3 (db8c501, these knobs the default, same method): wsm gpu tests 46 passed, packed b128 tests 12 passed;
+# the s18 default -> this one -8.4 .. -15.1 % on the 20 cases (e.g. h128 s_q1 s_k 4096 fixed 318.3 -> 276.5 us, 528
+# TFLOP/s; h128 s_q2 8192 varlen 1279.3 -> 1163.9, 557); on top of it COMBINE_ROWS 8 / 16 and COMBINE_PDL -6.8 ..
+# +7.4 us (A/A -4.1 .. +3.2): not taken; OVEC 1 +4 .. +57 us.
 _WSM_KNOBS = dict(QTMA=True, OVEC=2, PART16=True)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),

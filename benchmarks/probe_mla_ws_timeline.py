@@ -14,10 +14,7 @@ times of the plain build. Raw stamps go to DIR/timeline_<case>.pt.
 default) on each case, checked against the fp32 reference (bench_mla's 16 sequences), then timed on the GPU's own
 clock: a CUDA graph of 8 back-to-back calls (as the layers of a decode step run), each replay queued behind a
 ~0.5 ms device sleep so the host's launch latency is not inside the events (a busy host shares this GPU machine),
-configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl. An override may hold "_fuse":
-"s18" (session 18's FUSE: one counter increment per thread, three-pass merge) or "arrive" (one increment per
-warpgroup, three-pass merge); without it a FUSE config runs mla_decode_ws's current FUSE (one increment per
-warpgroup, one-pass merge). The probe sets mla_decode_ws's module switches for that config's compile and capture.
+configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl.
 """
 
 from __future__ import annotations
@@ -244,13 +241,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
     calls = 8
     graphs, oks, keep = [], [], []  # keep: each graph's metadata and out (the graph uses them, it does not own them)
-    fuse_modes = {"s18": (False, False), "arrive": (True, False), "new": (True, True)}
     for over in cfgs:
-        over = dict(over)
-        mode = over.pop("_fuse", "new")
-        if mode not in fuse_modes:
-            raise ValueError(f"_fuse must be one of {sorted(fuse_modes)}, got {mode!r}")
-        W.FUSE_ONE_ARRIVAL, W.FUSE_ONE_PASS_MERGE = fuse_modes[mode]
         cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
         md = D.get_mla_metadata(cs, s_q, h, config=cfg)
         out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
@@ -272,7 +263,6 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
         torch.cuda.synchronize()
         graphs.append(g)
         keep.append((md, out))
-    W.FUSE_ONE_ARRIVAL, W.FUSE_ONE_PASS_MERGE = fuse_modes["new"]
     times = [[] for _ in cfgs]
     ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in cfgs]
     for _ in range(reps):
@@ -287,7 +277,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
     base = st.median(times[0])
     with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
-        for over, t, (ok, cd, dl) in zip(cfgs, times, oks):  # (variant: the override as given, "_fuse" included)
+        for over, t, (ok, cd, dl) in zip(cfgs, times, oks):
             us = st.median(t)
             row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
                                                           varlen=varlen),

@@ -176,7 +176,11 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   160.9 / 165.5 / 156.3 us -> session 18's FUSE (128 per-thread acq_rel atomics, three-pass merge) +19.2 / +17.1 / +3.0,
 #   one arrival per warpgroup +16.9 / +18.0 / +3.1, one arrival + one-pass merge (mla_decode_ws's FUSE now) +17.8 / +17.8
 #   / -0.9 (A/A +1.3 / +1.4 / +0.2); s_k 8192 h32 s_q1 varlen 298.3 -> +24.4 / +21.5 / +22.1 (A/A +1.4); fixed lengths
-#   (no split sequence, the combine launch saved) -0.8..-2.1. FUSE stays off.
+#   (no split sequence, the combine launch saved) -0.8..-2.1. W2 (460236b, DIAG globaltimer stamps, b128 s_k 4096 varlen,
+#   105 split sequences): per split piece, tiles done -> partial stored 2.05 / 0.77 us (32 / 16 rows), -> count re-read
+#   (the arrival) 1.0 / 1.0, -> merged 8.0-8.5 (max 12.3) / 2.3-2.6, the merge at the end of ~105 of 132 programs;
+#   32 rows: program time fit 15.5 us per segment (default 6.2), idle tail 25.5-26.9 us (10.7-11.6), split alone 187.3
+#   us vs 165.3 + combine 10.1. FUSE stays off; the merge (a piece read back, 32 KB each, by one warpgroup) is the cost.
 # Session 19 (h1mla), the WSM kernel's sequence switches (globaltimer probe, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
 # fixed): 5.4-5.9 us of consumer query loads per sequence and a 10-11 us epilogue per unsplit sequence (its bf16 out
 # stores were 2-byte: out strides not specialized, alignment unknown; fp32 partials 3.3-4.1 us), on ~2.0 us per

@@ -35,8 +35,7 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
   sequence) is a knob, off (no gain seen; never with TMA-stored partials: its release would not order their
   async-proxy writes).
-* **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18/s19 slower on varlen, see mla_decode_config;
-  s19 W1: one arrival per warpgroup and the one-pass merge changed nothing at 32 rows, +17.8 us on h32 s_q1 varlen)**:
+* **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18/s19 slower on varlen, see mla_decode_config)**:
   no combine kernel. A program that finishes a piece of a split sequence stores it as a 16-bit partial (coalesced
   generic stores from the finished query buffer), then its warpgroup arrives ONCE on the sequence's counter (bar.sync,
   one atom.acq_rel.gpu by one thread: a release cumulative over the stores the barrier ordered, as fp8_gemm_ws_sk's
@@ -44,8 +43,10 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   last increment reads the full count and merges its own elements of the sequence's pieces in one pass (no barrier in
   the merge, so a thread of another program that also reads the full count just writes the same values); the last
   incrementer re-arms the counter (0) for the next call. Empty sequences get out 0 / lse −inf from the split kernel
-  (program 0 also walks those before its span). Session 18's FUSE (every one of the 128 threads incrementing, a
-  three-pass merge) stays reachable through the module switches FUSE_ONE_ARRIVAL / FUSE_ONE_PASS_MERGE for A/Bs.
+  (program 0 also walks those before its span). H200 s19 (b128 s_k 4096 varlen; W1 A/B, W2 DIAG stamps): the arrival
+  costs ~1 us and is not FUSE's loss (session 18's per-thread arrival, code at 6bd1975, measured the same); at 32 rows
+  the merge, ~8 us at the end of ~105 of 132 programs (2.5 us at 16 rows), and the generic partial store (2 us vs a
+  TMA store) are: h32 s_q1 +17.8 us, h16 s_q1 -0.9 (noise).
 * **tail spans claimed in the kernel (config STEAL, one consumer warpgroup, no FUSE; off: H200 s18 7-23 µs slower,
   see mla_decode_config)**: ``get_mla_metadata`` cuts
   the programs' spans over (100 − STEAL_PCT) % of the work and STEAL small spans over the rest; the grid has one
@@ -122,13 +123,6 @@ _DV, _DR, _DQK, _TN = 512, 64, 576, 64  # D_LATENT, D_ROPE, D_QK, TILE_N (mla_de
 # pieces done early; meant for FUSE's merges): H200 s18 W2 slower alone (+1.4..+3.8 µs) and with FUSE (+10..+32 µs).
 _DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
                    SEQPF=False, BTPF=False, OTMA=False, ROTATE=False)
-# FUSE's arrival and merge (mla_decode_ws_parts._part_release / _merge_parts): FUSE_ONE_ARRIVAL, one counter increment
-# per warpgroup (a barrier, one acq_rel atomic, every thread's acquire re-read) instead of session 18's one per thread;
-# FUSE_ONE_PASS_MERGE, the merge in one pass over the pieces (a piece's 512 columns loaded together) instead of three
-# passes of 128-column chunks. Module switches, not config keys: only benchmarks/probe_mla_ws_timeline.py --ab flips
-# them (its "_fuse" override) to time session 18's FUSE against these in one process.
-FUSE_ONE_ARRIVAL = True
-FUSE_ONE_PASS_MERGE = True
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -164,7 +158,7 @@ def _mla_decode_ws_kernel(
     cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
     PART_TMA: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, STEAL: gl.constexpr = False,
-    ROTATE: gl.constexpr = False, FUSE_ONE: gl.constexpr = True, FUSE_ONE_PASS: gl.constexpr = True,
+    ROTATE: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -219,7 +213,7 @@ def _mla_decode_ws_kernel(
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT,
                          od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, num_spans, sp_smem, sp_ready,
-                         sp_free, STEAL, ROTATE, FUSE_ONE, FUSE_ONE_PASS)),
+                         sp_free, STEAL, ROTATE)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -365,8 +359,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
         DIAG=diag is not None, FUSE=fuse, num_spans=metadata.num_parts,
         work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=bool(cfg["ROTATE"]) and wgs == 1,
-        FUSE_ONE=bool(FUSE_ONE_ARRIVAL) or not fuse,
-        FUSE_ONE_PASS=bool(FUSE_ONE_PASS_MERGE) or not fuse, num_warps=4, **extra,
+        num_warps=4, **extra,
     )
 
 

@@ -27,7 +27,6 @@ from tritonseek.kernels.mla_decode_ws_parts import (
     _store_o,
     _store_o_tma,
     _write_empty,
-    _zero_count,
 )
 
 # STEAL: a claimed span index as read by the consumer warpgroup (the producer's 32 copies, one per lane)
@@ -44,8 +43,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
               FUSE: gl.constexpr = False, num_spans=0, sp_smem=None, sp_ready=None, sp_free=None,
-              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False, FUSE_ONE: gl.constexpr = True,
-              FUSE_ONE_PASS: gl.constexpr = True):
+              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # One consumer warpgroup: its program's span, then (STEAL) the tail spans its producer warp claims (each
     # handed over through the sp_smem slot guarded by sp_ready / sp_free; num_spans: the end sentinel).
     pid = gl.program_id(1)
@@ -69,7 +67,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
                 num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES,
                 CAUSAL, DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc,
-                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE, FUSE_ONE, FUSE_ONE_PASS)
+                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
             mbarrier.wait(sp_ready, n_sp & 1)
             span = gl.max(sp_smem.load(_SPAN_L4), 0)
             mbarrier.arrive(sp_free, count=1)
@@ -83,7 +81,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
             num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL,
             DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc, pd_desc, OTMA,
-            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE, FUSE_ONE, FUSE_ONE_PASS)
+            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
     if DIAG:
         _stamp(dg, 1)
 
@@ -98,8 +96,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
-              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False, FUSE_ONE: gl.constexpr = True,
-              FUSE_ONE_PASS: gl.constexpr = True):
+              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # The consumer warpgroup's walk of one schedule span (sched row `span`; the program's own, or a STEAL tail span):
     # Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ per sequence piece. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
@@ -252,14 +249,13 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 if not SEQPF:
                     n_split = gl.load(split_ptr + b * 2 + 1)
                 slot = (span + b).to(gl.int64) * rows_total
-                merge = n_split < 0  # FUSE (per thread): merge the sequence's pieces / zero its piece counter
-                zero = merge
+                merge = n_split < 0  # FUSE (per thread): merge the sequence's pieces
                 if OTMA:
                     if FUSE:
                         if n_split > 1:
-                            merge, zero = _part_release(acc * gl.expand_dims(inv_l, 0), lse, b, n_split, slot,
-                                                        tile_h * BLOCK_H + ROW0, q_lat, opart_ptr, lpart_ptr,
-                                                        cnt_ptr, rows, row_ok, ROWS, FUSE_ONE, dg, DIAG)
+                            merge = _part_release(acc * gl.expand_dims(inv_l, 0), lse, b, n_split, slot,
+                                                  tile_h * BLOCK_H + ROW0, q_lat, opart_ptr, lpart_ptr, cnt_ptr, rows,
+                                                  row_ok, ROWS, dg, DIAG)
                         else:
                             _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
                                          rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
@@ -275,9 +271,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 elif FUSE:
                     if merge:
                         _merge_parts(b, n_split, tile_h * BLOCK_H + ROW0, rows_total, split_ptr, opart_ptr, lpart_ptr,
-                                     out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS, FUSE_ONE_PASS)
-                    if zero:  # (not FUSE_ONE: _part_release re-armed it)
-                        _zero_count(cnt_ptr, b)
+                                     out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS)
                     if DIAG:  # the program's last split piece: merged (stamp 58), merge flag, its segment index
                         _stamp(dg, 58)
                         gl.store(dg + 59, merge.to(gl.int64))

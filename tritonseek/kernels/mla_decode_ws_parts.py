@@ -274,78 +274,48 @@ _WG_LANES = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
 
 @gluon.jit
 def _part_release(o, lse, b, n_split, slot, row_base, buf, opart_ptr, lpart_ptr, cnt_ptr, rows, row_ok,
-                  ROWS: gl.constexpr, ONE: gl.constexpr = True, dg=None, DIAG: gl.constexpr = False):
-    # FUSE: store a piece (_part_store), then count it on the sequence's counter cnt_ptr[b]; returns (merge: this
-    # thread read the full count and has acquired every piece, zero: this thread still has to zero the counter).
-    # ONE (the default): one arrival per warpgroup, as fp8_gemm_ws_sk's fix-up (h2gemm s18: per-thread arrivals cost
-    # 15-30 us per launch there): a warpgroup barrier (every thread's stores before it), ONE atom.acq_rel.gpu by
-    # element 0's thread (a release cumulative over the stores the barrier ordered before it), a barrier, every
-    # thread re-reads the count (ld.acquire.gpu), a barrier; full = n_split. In the warpgroup making the last
-    # increment every thread reads the full count (a thread elsewhere that reads it too merges the same values;
-    # _merge_parts is per thread, no barrier); the last incrementer's thread re-arms the counter (0) for the next
-    # call right here, after its warpgroup's reads (zero: always False).
-    # Not ONE (session 18's arrival, kept for the A/B): every one of the 128 threads counts itself (128 same-address
-    # atomics with a release each), full = 128·n_split; the last incrementer zeroes after the merge (zero).
-    # DIAG (ONE): stamps 56 (partial stored, before the atomic) and 57 (count re-read) in the program's row dg.
+                  ROWS: gl.constexpr, dg=None, DIAG: gl.constexpr = False):
+    # FUSE: store a piece (_part_store), then count it on the sequence's counter cnt_ptr[b]; returns merge: this
+    # thread read the full count (n_split) and has acquired every piece. One arrival per warpgroup, as
+    # fp8_gemm_ws_sk's fix-up: a warpgroup barrier (every thread's stores before it), ONE atom.acq_rel.gpu by element
+    # 0's thread (a release cumulative over the stores the barrier ordered before it), a barrier, every thread re-reads
+    # the count (ld.acquire.gpu), a barrier. In the warpgroup making the last increment every thread reads the full
+    # count (a thread elsewhere that reads it too merges the same values; _merge_parts is per thread, no barrier); the
+    # last incrementer's thread re-arms the counter (0) for the next call right here, after its warpgroup's reads.
+    # H200 s19 W2 (DIAG, b128 s_k 4096 varlen): stored -> count re-read 1.0 us at 16 and 32 rows. Session 18's
+    # arrival (each of the 128 threads incrementing, code in git at 6bd1975) measured the same end to end (W1).
+    # DIAG: stamps 56 (partial stored, before the atomic) and 57 (count re-read) in the program's row dg.
     _part_store(o, lse, slot, row_base, buf, opart_ptr, lpart_ptr, rows, row_ok, ROWS)
-    if ONE:
-        lane = gl.arange(0, 128, layout=_WG_LANES)
-        ctr = cnt_ptr + b + lane * 0
-        gl.thread_barrier()  # every thread's partial stores before the single release
-        if DIAG:
-            _stamp(dg, 56)
-        old = gl.atomic_add(ctr, gl.full([128], 1, gl.int32, _WG_LANES), mask=lane == 0, sem="acq_rel", scope="gpu")
-        gl.thread_barrier()  # the increment before this warpgroup's reads
-        cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [cnt_ptr + b],
-                                        dtype=gl.int32, is_pure=False, pack=1)
-        gl.thread_barrier()  # this warpgroup's reads before its re-arming thread (if here) zeroes the counter
-        if DIAG:
-            _stamp(dg, 57)
-        gl.store(ctr, gl.zeros([128], gl.int32, _WG_LANES), mask=(lane == 0) & (old == n_split - 1))
-        return cur == n_split, n_split < 0
-    else:
-        old = gl.inline_asm_elementwise("atom.acq_rel.gpu.global.add.u32 $0, [$1], 1;", "=r,l", [cnt_ptr + b],
-                                        dtype=gl.int32, is_pure=False, pack=1)
-        gl.thread_barrier()  # this program's increments before its reads
-        cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [cnt_ptr + b],
-                                        dtype=gl.int32, is_pure=False, pack=1)
-        gl.thread_barrier()  # this program's reads before its zeroing thread (if here) may zero the counter
-        full = n_split * 128
-        return cur == full, old == full - 1
-
-
-@gluon.jit
-def _zero_count(cnt_ptr, b):
-    # FUSE without ONE: the thread that made sequence b's last increment zeroes its counter for the next call
-    gl.inline_asm_elementwise("{ .reg .b32 z; mov.u32 z, 0; st.relaxed.gpu.global.u32 [$1], z; } // $0", "=r,l",
-                              [cnt_ptr + b], dtype=gl.int32, is_pure=False, pack=1)
+    lane = gl.arange(0, 128, layout=_WG_LANES)
+    ctr = cnt_ptr + b + lane * 0
+    gl.thread_barrier()  # every thread's partial stores before the single release
+    if DIAG:
+        _stamp(dg, 56)
+    old = gl.atomic_add(ctr, gl.full([128], 1, gl.int32, _WG_LANES), mask=lane == 0, sem="acq_rel", scope="gpu")
+    gl.thread_barrier()  # the increment before this warpgroup's reads
+    cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [cnt_ptr + b],
+                                    dtype=gl.int32, is_pure=False, pack=1)
+    gl.thread_barrier()  # this warpgroup's reads before its re-arming thread (if here) zeroes the counter
+    if DIAG:
+        _stamp(dg, 57)
+    gl.store(ctr, gl.zeros([128], gl.int32, _WG_LANES), mask=(lane == 0) & (old == n_split - 1))
+    return cur == n_split
 
 
 @gluon.jit
 def _merge_parts(b, n_split, row_base, rows_total, split_ptr, opart_ptr, lpart_ptr, out_ptr, lse_ptr,
-                 stride_lb, stride_lh, num_heads, ROWS: gl.constexpr, ONE_PASS: gl.constexpr = True):
+                 stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
     # FUSE, per thread (its own elements; no barrier, no exchange: threads may branch here apart), in a thread that
     # acquired all of sequence b's pieces (_part_release): out = Σ_i w_i·O_i / Σ_i w_i with w_i = exp(lse_i − max
     # lse) over b's pieces (slots first + i + b, as _mla_combine_kernel), lse = max + log Σ w_i (a row no piece saw:
-    # out 0, lse −inf); out contiguous [batch·rows_total, 512]. Loads bypass L1 (.cg).
-    # ONE_PASS (the default): one pass over the pieces with a running max (weights rescaled as in online softmax),
-    # each piece's lse and all 512 columns loaded together: n_split dependent global round trips. Otherwise
-    # (session 18) the max, the weight sum and each 128-column chunk in separate passes: 6·n_split round trips at
-    # the end of the program that merges (latency-bound, one warpgroup).
-    first = gl.load(split_ptr + b * 2)
-    if ONE_PASS:
-        _merge_one_pass(b, n_split, first, row_base, rows_total, opart_ptr, lpart_ptr, out_ptr, lse_ptr, stride_lb,
-                        stride_lh, num_heads, ROWS)
-    else:
-        _merge_chunks(b, n_split, first, row_base, rows_total, opart_ptr, lpart_ptr, out_ptr, lse_ptr, stride_lb,
-                      stride_lh, num_heads, ROWS)
-
-
-@gluon.jit
-def _merge_one_pass(b, n_split, first, row_base, rows_total, opart_ptr, lpart_ptr, out_ptr, lse_ptr,
-                    stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
+    # out 0, lse −inf); out contiguous [batch·rows_total, 512]. Loads bypass L1 (.cg). One pass over the pieces with
+    # a running max (weights rescaled as in online softmax), each piece's lse and all 512 columns loaded together:
+    # n_split dependent global round trips (session 18's three passes of 128-column chunks: code in git at 6bd1975).
+    # H200 s19 W2 (DIAG, b128 s_k 4096 varlen, 2 pieces mostly): 2.3-2.6 us at 16 rows but ~8 us (max 12) at 32 rows,
+    # at the end of ~105 of the 132 programs: FUSE's cost at 32 rows (the three-pass merge measured the same in W1).
     rr = row_base + gl.arange(0, ROWS, layout=gl.SliceLayout(1, _ROW_PIECES))
     cc = gl.expand_dims(gl.arange(0, D_LATENT, layout=gl.SliceLayout(0, _ROW_PIECES)), 0)
+    first = gl.load(split_ptr + b * 2)
     m = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, _ROW_PIECES))
     wsum = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, _ROW_PIECES))
     acc = gl.zeros([ROWS, D_LATENT], gl.float32, _ROW_PIECES)
@@ -365,36 +335,6 @@ def _merge_one_pass(b, n_split, first, row_base, rows_total, opart_ptr, lpart_pt
     o_rows = out_ptr + gl.expand_dims((b.to(gl.int64) * rows_total + rr) * D_LATENT, 1) + cc
     gl.store(o_rows, (acc * gl.expand_dims(inv, 1)).to(out_ptr.dtype.element_ty))
     m_safe = gl.where(m == float("-inf"), 0.0, m)
-    lse = gl.where(has, m_safe + gl.log(gl.where(has, wsum, 1.0)), float("-inf"))
-    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
-
-
-@gluon.jit
-def _merge_chunks(b, n_split, first, row_base, rows_total, opart_ptr, lpart_ptr, out_ptr, lse_ptr,
-                  stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
-    rr = row_base + gl.arange(0, ROWS, layout=gl.SliceLayout(1, _ROW_PIECES))
-    cc = gl.arange(0, _CHUNK, layout=gl.SliceLayout(0, _ROW_PIECES))
-    m = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, _ROW_PIECES))
-    for i in range(0, n_split):
-        m = gl.maximum(m, gl.load(lpart_ptr + (first + i + b).to(gl.int64) * rows_total + rr, cache_modifier=".cg"))
-    m_safe = gl.where(m == float("-inf"), 0.0, m)
-    wsum = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, _ROW_PIECES))
-    for i in range(0, n_split):
-        w = gl.exp2((gl.load(lpart_ptr + (first + i + b).to(gl.int64) * rows_total + rr, cache_modifier=".cg")
-                     - m_safe) * 1.4426950408889634)
-        wsum = wsum + w
-    has = wsum != 0.0  # a NaN partial: out and lse NaN
-    inv = gl.where(has, 1.0 / gl.where(has, wsum, 1.0), 0.0)
-    o_rows = out_ptr + (b.to(gl.int64) * rows_total + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + gl.expand_dims(cc, 0)
-    for c in gl.static_range(D_LATENT // _CHUNK):
-        acc = gl.zeros([ROWS, _CHUNK], gl.float32, _ROW_PIECES)
-        for i in range(0, n_split):
-            sl = (first + i + b).to(gl.int64) * rows_total
-            w = gl.exp2((gl.load(lpart_ptr + sl + rr, cache_modifier=".cg") - m_safe) * 1.4426950408889634) * inv
-            x = gl.load(opart_ptr + (sl + gl.expand_dims(rr, 1).to(gl.int64)) * D_LATENT + c * _CHUNK
-                        + gl.expand_dims(cc, 0), cache_modifier=".cg")
-            acc = acc + gl.expand_dims(w, 1) * x.to(gl.float32)
-        gl.store(o_rows + c * _CHUNK, acc.to(out_ptr.dtype.element_ty))
     lse = gl.where(has, m_safe + gl.log(gl.where(has, wsum, 1.0)), float("-inf"))
     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
 

@@ -24,10 +24,11 @@ from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of
 
 
 def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
-                 qtma: bool = False, seqpf: bool = False, part16: bool = False, diag: bool = False,
-                 ovec: int = 0):
+                 qtma: bool = True, seqpf: bool = False, part16: bool = True, diag: bool = False,
+                 ovec: int = 2):
     """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel.
-    qtma / seqpf: the QTMA / SEQPF knobs; part16: 16-bit partials; diag: the DIAG stamps."""
+    qtma / seqpf / ovec: the QTMA / SEQPF / OVEC knobs; part16: 16-bit partials; diag: the DIAG stamps; the
+    defaults are mla_decode's default WSM config (mla_decode_config._WSM_KNOBS)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -96,36 +97,38 @@ def test_wsm_compiles_for_sm90(sm90_wsm):
     # pair of tiles (its own P from registers, the other's from shared memory), 4 k-steps each at N = 256
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 2 * 36
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * 8
-    # TMA: a tile as 9 [64, 64] boxes (8 latent + rope), each on its own barrier
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9
+    # TMA: a tile as 9 [64, 64] boxes (8 latent + rope), each on its own barrier; QTMA: the query tile as 9 more
+    # (the [64, 512] latent box issued as 8 [64, 64] copies of the 128-byte swizzle, + rope)
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 + 9
     # wgmmas stay asynchronous (C7512: serialized when an accumulator is in flight across a branch or a wait)
     assert "C7514" not in report and "C7512" not in report and "serialized" not in report, report
     assert "C7508" not in report, report  # setmaxnreg honoured
-    # ptxas spills per-sequence addresses (consumers capped at 240 registers; seen: 160 bytes); the per-tile loops
-    # (one per consumer warpgroup) hold at most 2 local-memory accesses (seen 2 and 2)
+    # ptxas spills per-sequence addresses (consumers capped at 240 registers; seen: 96-160 bytes); the per-tile loops
+    # (one per consumer warpgroup) hold at most 6 local-memory accesses (seen 1 and 5; ~4000 cycles per pair of tiles)
     assert all(x <= 1024 for x in spill_store_bytes(report)), report
     assert len(loops) == 2
     for loop in loops:
-        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 2
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 6
         assert sum("HGMMA.64x64x16" in x for x in loop) == 36
         assert sum("HGMMA.64x256x16" in x for x in loop) == 8
+    # OVEC 2 + PART16: out and partials by 16-byte stores (2-byte st.global.b16 before: strides of unknown alignment)
+    assert "st.global.b16" not in ptx and ptx.count("st.global.v4.b32") >= 32 + 32
 
 
-@pytest.mark.parametrize("knobs", [dict(qtma=True, seqpf=True, part16=True), dict(qtma=True, seqpf=True, diag=True),
-                                   dict(qtma=True, ovec=1), dict(qtma=True, ovec=2, part16=True)])
+@pytest.mark.parametrize("knobs", [dict(qtma=False, ovec=0, part16=False), dict(seqpf=True, diag=True), dict(ovec=1),
+                                   dict(part16=False)], ids=["pre_s19", "seqpf_diag", "ovec1", "fp32_partials"])
 def test_wsm_knobs_compile_for_sm90(knobs):
-    """The QTMA / SEQPF / PART16 / OVEC builds (and the DIAG stamps): the same wgmmas, never serialized, the query
-    tile as 9 more TMA boxes (the [64, 512] latent box is issued as 8 [64, 64] copies of the 128-byte swizzle, +
-    rope), at most 6 local-memory accesses per tile loop (seen 0-5, per pair of tiles of ~4000 cycles; the default
-    build 0-2), and OVEC's output stores vectorized: 4-byte (bf16 pairs) with OVEC 1, 16-byte with OVEC 2 (the
-    default's out stores are 2-byte: its out strides are not specialized, so their alignment is unknown)."""
-    args = (2, True, 240, 24, knobs.get("qtma", False), knobs.get("seqpf", False), knobs.get("part16", False),
-            knobs.get("diag", False), knobs.get("ovec", 0))
+    """Other builds than the default (QTMA + OVEC 2 + PART16): the one before them (no QTMA: the consumers load the
+    query rows; 2-byte out stores), SEQPF with the DIAG stamps, OVEC 1 (4-byte bf16-pair stores), fp32 partials
+    (their 8-byte stores kept under OVEC 2): the same wgmmas, never serialized, the query TMA boxes when QTMA, at
+    most 6 local-memory accesses per tile loop (seen 0-5; the pre-s19 build 0-2)."""
+    full = {**dict(qtma=True, seqpf=False, part16=True, diag=False, ovec=2), **knobs}
+    args = (2, True, 240, 24, full["qtma"], full["seqpf"], full["part16"], full["diag"], full["ovec"])
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", *args)
     report = ptxas_report(ptx)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 2 * 36
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 2 * 8
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 + 9
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 + (9 if full["qtma"] else 0)
     assert "C7514" not in report and "C7512" not in report and "serialized" not in report, report
     assert "C7508" not in report, report
     assert all(x <= 1024 for x in spill_store_bytes(report)), report
@@ -134,10 +137,14 @@ def test_wsm_knobs_compile_for_sm90(knobs):
     for loop in loops:
         assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 6
         assert sum("HGMMA.64x64x16" in x for x in loop) == 36
-    if knobs.get("ovec") == 1:
+    if full["ovec"] == 0:
+        assert ptx.count("st.global.b16") >= 256  # out strides of unknown alignment: 2-byte stores
+    elif full["ovec"] == 1:
         assert "st.global.b16" not in ptx and ptx.count("st.global.b32") >= 128
-    elif knobs.get("ovec") == 2:
+    elif full["part16"]:
         assert "st.global.b16" not in ptx and ptx.count("st.global.v4.b32") >= 32 + 32
+    else:  # 16-byte out stores, 8-byte fp32 partial stores
+        assert ptx.count("st.global.v4.b32") >= 32 and ptx.count("st.global.v2.b32") >= 128
 
 
 def test_wsm_config_is_checked_and_falls_back_on_the_interpreter(device):

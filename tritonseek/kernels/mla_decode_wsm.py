@@ -29,10 +29,11 @@ schedule and loads each tile as 9 [64, 64] column blocks (8 latent = V, 1 rope),
 ready barrier, so a score matmul starts on the first block; a stage is released by both warpgroups after
 their last read of it. Tail tiles (keys at or past cache_seqlens) are zeroed in shared memory by the
 warpgroup that computes their scores, before its signal orders them before the other warpgroup's value
-matmul: NaN in unused slots never reaches O. Query rows are loaded by both warpgroups (32 each) per sequence.
-No wgmma accumulator stays in flight across a branch or an mbarrier wait: ptxas then serializes every wgmma
-of the kernel (C7512). Shared memory: 2 × 72 KB tiles + 72 KB query tile + 1 KB = 217 KB; setmaxnreg 240 / 240
-/ 24 (consumers / TMA warp).
+matmul: NaN in unused slots never reaches O. A sequence's query tile comes by TMA (QTMA, the default) or is
+loaded by both warpgroups (32 rows each). No wgmma accumulator stays in flight across a branch or an mbarrier
+wait: ptxas then serializes every wgmma of the kernel (C7512). Shared memory: 2 × 72 KB tiles + 72 KB query tile
++ 1 KB = 217 KB (+ ~4 KB of layout-conversion scratch with OVEC 2: 226.5 KB of 227); setmaxnreg 240 / 240 / 24
+(consumers / TMA warp).
 
 H200, b128 page 64, split + combine as one CUDA graph, every case with h_q·s_q ≥ 64 (benchmarks/results/h200.jsonl,
 W2 at eca038b, the previous default mla_decode_ws in the same run): h128 s_q2 s_k 8192 fixed 1454.3 → 1081.0 µs

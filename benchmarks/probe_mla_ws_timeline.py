@@ -275,6 +275,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
         for i in range(len(cfgs)):
             times[i].append(ev[i][0].elapsed_time(ev[i][1]) * 1000.0 / calls)
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
+    flops = 2 * s_q * sum(lens) * h * (D_QK + D_V)  # FlashMLA's count (issue 3)
     base = st.median(times[0])
     with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
         for over, t, (ok, cd, dl) in zip(cfgs, times, oks):
@@ -283,6 +284,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
                                                           varlen=varlen),
                        variant=json.dumps(over, sort_keys=True), us_per_call=round(us, 2),
                        us_min=round(min(t), 2), us_max=round(max(t), 2), gbps=round(nbytes / us / 1e3, 1),
+                       tflops=round(flops / us / 1e6, 1),
                        calls_per_graph=calls, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl, **env)
             f.write(json.dumps(row) + "\n")
             print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['gbps']:7.1f} GB/s "

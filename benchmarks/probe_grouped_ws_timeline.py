@@ -1,7 +1,7 @@
 """Where the fixed cost of the Gluon masked grouped FP8 GEMM goes, per program (issue 5, DeepGEMM's masked shapes).
 
     PYTHONPATH=. python benchmarks/probe_grouped_ws_timeline.py [--cases 1x1024@4096x7168 ...] [--reps 10]
-                                                                 [--ab 60] [--ab-cfgs '{"STAGGER": 800}' ...]
+                                                                 [--ab 60] [--ab-cfgs '{"NUM_STAGES": 6}' ...]
                                                                  [--out DIR]
 
 1. Checks, at each case's real shape, the default build, the DIAG build (grouped_fp8_gemm_masked_ws(diag=...)) and
@@ -107,7 +107,8 @@ def summarize(name: str, stamps: list[torch.Tensor], marks: list[tuple[int, int]
             kl.append(med(kd - prev))
             ep.append(med(at(c0 + S["cons_epi"] + i) - kd))
         r["kloop"], r["epi"] = kl, ep
-        # the second warpgroup's K-loop ends after the first's, per tile (STAGGER moves them apart)
+        # how long after the first warpgroup the second ends its K loop, per tile (a lag near the epilogue time puts
+        # each warpgroup's epilogue under the other's wgmmas)
         r["wg1_lag"] = [med(at(c0 + cs + S["cons_kdone"] + i) - at(c0 + S["cons_kdone"] + i)) for i in range(len(kl))]
         r["last_epi_to_end"] = med(at(c0 + S["cons_end"]) - at(c0 + S["cons_epi"] + len(kl) - 1)) if kl else None
         per_rep.append(r)
@@ -248,7 +249,8 @@ def main():
     p.add_argument("--cases", nargs="+", default=["1x1024@4096x7168", "1x1024@7168x2048", "4x256@4096x7168"])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--ab", type=int, default=60)
-    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[{"STAGGER": 800}])
+    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[],
+                   help="configs (grouped_ws_config overrides) timed against the default")
     p.add_argument("--timeline-cfgs", nargs="*", type=json.loads, default=[{}],
                    help="configs whose DIAG build gets a timeline ({} = the default)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))

@@ -90,8 +90,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           STAGGER=0)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -156,7 +155,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, STAGGER=range(0, 20001),
+    PIPE=bool, PIPE0=bool, BALANCE=bool,
 )
 
 
@@ -187,7 +186,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False, STAGGER: gl.constexpr = 0,
+    diag_ptr=None, DIAG: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -222,13 +221,13 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, STAGGER)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, STAGGER)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG)),
@@ -241,7 +240,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, STAGGER)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG)),
@@ -302,7 +301,6 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
-        STAGGER=int(cfg.get("STAGGER", 0)),
     )
 
 
@@ -394,8 +392,7 @@ def grouped_fp8_gemm_masked_ws(
     expected_m: typical rows per group, used only to pick the launch config (default M_max).
     out: optional [E, M_max, N] out_dtype destination, groups stacked densely (stride(0) == M_max·stride(1));
         TMA stores when its rows are 16-byte aligned, masked stores otherwise.
-    config: optional launch-config override (keys of ``grouped_ws_config``; STAGGER = SM cycles the second consumer
-        warpgroup starts after the first stage landed, so the two warpgroups' tile epilogues do not coincide).
+    config: optional launch-config override (keys of ``grouped_ws_config``).
     diag: diagnostics only (benchmarks/probe_grouped_ws_timeline.py): an int64 CUDA tensor of ≥ programs × 128
         elements, contiguous, that receives per-program %globaltimer / %clock64 stamps (grouped_gemm_ws_parts.
         DIAG_SLOTS); a separately compiled build, same results.

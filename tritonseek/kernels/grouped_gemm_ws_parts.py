@@ -5,16 +5,33 @@ grouped_gemm_ws.py (module size, session 19); the kernel, its configs, launchers
 
 DIAG (constexpr, off by default and compiled out; ``grouped_fp8_gemm_masked_ws(diag=...)``): every program writes
 %globaltimer (ns) into diag[pid, slot] and %clock64 (its SM's cycles) into diag[pid, 64 + slot] at the points of
-``DIAG_SLOTS``; benchmarks/probe_grouped_ws_timeline.py reads them. STAGGER (constexpr SM cycles, masked): the second
-consumer warpgroup starts that long after the first stage landed.
+``DIAG_SLOTS``; benchmarks/probe_grouped_ws_timeline.py reads them (%globaltimer advances in 256 ns steps on the
+H200, so intervals inside a program are taken from %clock64). The DIAG build runs 4-5 % slower (W1, W3).
 
-Tried and removed (session 19, code in git at e0bd947): PF_DESC (prefetch.param.tensormap of the TMA descriptors at
-the producer's start; H200 W1 at d91fd0f 1.006 / 1.008 / 1.004 against A/A 1.005 / 1.003 / 1.002 — and its B
-"descriptor" was the wrong kernel parameter: a host TensorDescriptor expands into the 128-byte tensormap plus its
-shape/stride params, so B's tensormap is param 5, not 1); EARLY_TMA (the kernel's top level loaded masked_m before the
-barrier init and requested each program's first NUM_STAGES K blocks before warp_specialize, the producer warp going
-on from slot NUM_STAGES): it hung on the H200 (W2 at e0bd947, 1×1024 (4096, 7168), the first launch never returned)
-for a reason not found from the PTX (barrier/stage bookkeeping, smem offsets and elected issue look right).
+What the timeline showed (H200 session 19, W1 d91fd0f / W3 db8c501, masked 1×1024 (4096, 7168), 128 programs of two
+128×128 tiles; µs from a program's entry): barriers initialized 0.36, producer start 0.65, masked_m prefix 1.07,
+first TMA requested 1.23, first stage landed 2.58; K loops 22.7-23.0 per tile (405 ns per 128-wide K block at
+1.63 GHz: 660 SM cycles for 512 cycles of wgmma); epilogue 0.26-0.28 per tile, last store_wait 0.3; the programs'
+ends spread ~1 µs (max − median 0.77-1.09), driven by their SMs' clocks (corr(work, MHz) ≈ −0.75). The span (first
+entry → last end) is 50.2 of the 53.8 µs a GPU-clock graph replay measures: ~3.6 µs are launch and event overhead
+that every kernel pays this way (a one-program stamp kernel times 4.5-4.9 µs; the empty grouped kernel, masked_m =
+0, 6.2-6.9). (7168, 2048) (112 programs × 4 tiles): first stage landed 1.94-1.97, K loops 6.7-6.9, epilogues 0.26-0.39
+with warpgroup 1 already finishing its K loop 0.42-0.45 µs after warpgroup 0 at tiles 2-4 (the other warpgroup's
+epilogue runs under its wgmmas). So the in-kernel fixed cost is ~2.6 µs of prologue (half of it the first TMA's
+latency), ~0.6 µs of last epilogue and ~1 µs of end spread.
+
+Tried and removed (session 19): PF_DESC (prefetch.param.tensormap of the TMA descriptors at the producer's start;
+W1 1.006 / 1.008 / 1.004 against A/A 1.005 / 1.003 / 1.002 — and its B "descriptor" was the wrong kernel parameter:
+a host TensorDescriptor expands into the 128-byte tensormap plus its shape/stride params, so B's tensormap is param 5,
+not 1); EARLY_TMA (code at e0bd947: the kernel's top level loaded masked_m before the barrier init and requested each
+program's first NUM_STAGES K blocks before warp_specialize, the producer going on from slot NUM_STAGES, to move the
+first request from 1.23 to ~0.6 µs): it hung on the H200 (W2 at e0bd947, the first 1×1024 (4096, 7168) launch never
+returned) for a reason not found from the PTX (stage/phase bookkeeping, shared-memory offsets and the elected issue
+look right); STAGGER (code at 7acc022: the second consumer warpgroup started N SM cycles after the first stage landed,
+to move the warpgroups' epilogues apart): W3 at db8c501, GPU clock, 60 rounds, ratio to the default, 1×1024 (4096,
+7168) / 1×1024 (7168, 2048) / 2×512 (7168, 2048): 500 cycles 1.032 / 1.022 / 1.036, 1200 cycles 1.039 / 1.034 / 1.043
+(A/A 1.008 / 1.002 / 1.008) — slower; its timeline shows the lag absorbed within the first tile (warpgroup 1 ends its
+K loops 0.14-0.49 µs after warpgroup 0, as without it) while the first tile takes 0.5 µs longer.
 """
 
 from __future__ import annotations
@@ -159,7 +176,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, STAGGER: gl.constexpr = 0):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -198,14 +215,6 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
             # for: it returns at the same time)
             mbarrier.wait(ready_bars.index(0), 0)
             _stamp(diag_ptr, D0 + 2)
-    if STAGGER > 0 and ROW0 > 0 and MASKED:
-        # STAGGER (masked, the second warpgroup): start STAGGER SM cycles after the first stage landed, so that the
-        # warpgroups reach their tile ends (epilogues) apart and each epilogue runs under the other's wgmmas
-        if gl.program_id(0) < num_tiles:
-            mbarrier.wait(ready_bars.index(0), 0)
-            t0 = _clock()
-            while _clock() - t0 < STAGGER:
-                t0 = t0
     it = 0
     ti = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):

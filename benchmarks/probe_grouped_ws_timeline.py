@@ -2,16 +2,17 @@
 
     PYTHONPATH=. python benchmarks/probe_grouped_ws_timeline.py [--cases 1x1024@4096x7168 ...] [--reps 10]
                                                                  [--ab 60] [--ab-cfgs '{"NUM_STAGES": 6}' ...]
-                                                                 [--out DIR]
+                                                                 [--timeline-cfgs '{}' ...] [--out DIR]
 
 1. Checks, at each case's real shape, the default build, the DIAG build (grouped_fp8_gemm_masked_ws(diag=...)) and
    every --ab-cfgs config against the fp32 reference (calc_diff < 1e-3, NaN-poisoned out fully written) and the DIAG
    build's out bitwise against the default's.
-2. Timeline: a CUDA graph [stamp kernel] → [DIAG GEMM] → [stamp kernel] (the stamp kernels write %globaltimer),
-   replayed --reps times behind a device sleep; per program the DIAG_SLOTS stamps (grouped_gemm_ws_parts): launch gap
-   (first program entry − the stamp before), entry spread, entry → barriers → producer schedule → first stage landed
-   → each tile's K loop → epilogue → end, the end spread (idle tail of the grid) and the exit gap; SM clock per
-   program from %clock64 / %globaltimer over its K loops. Raw stamps go to DIR/timeline_<case>.pt.
+2. Timeline of the DIAG build of each --timeline-cfgs config (one whose out differs bitwise from the default's gets
+   none): a CUDA graph [stamp kernel] → [DIAG GEMM] → [stamp kernel] (the stamp kernels write %globaltimer), replayed
+   --reps times behind a device sleep; per program the DIAG_SLOTS stamps (grouped_gemm_ws_parts): launch gap (first
+   program entry − the stamp before), entry spread, entry → barriers → producer schedule → first stage landed → each
+   tile's K loop → epilogue → end (from %clock64 at the program's SM clock), the end spread (idle tail of the grid)
+   and the exit gap. Raw stamps go to DIR/timeline_<case>[_<config keys>].pt.
 3. --ab N: GPU-clock A/B (benchmarks/bench_grouped_ws._interleaved_gpu_us: one-call graphs replayed N times each,
    interleaved, each behind a ~50 µs device sleep): the default, the default again (A/A), each --ab-cfgs config, the
    DIAG build (its perturbation), the same kernel with masked_m = 0 (launch + prologue + exit: no tile runs), with
@@ -35,7 +36,7 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_grouped_ws import _interleaved_gpu_us, _median, _operands, _warm_gpu  # noqa: E402
 
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, nonnegative_float, nonnegative_int, positive_int  # noqa: E402
 from tritonseek.kernels import grouped_gemm_ws as GW  # noqa: E402
 from tritonseek.kernels.grouped_gemm_ws_parts import DIAG_SLOTS as S  # noqa: E402
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
@@ -52,6 +53,28 @@ def _case(name: str) -> tuple[int, int, int, int]:
     E, m = (int(x) for x in gm.split("x"))
     N, K = (int(x) for x in nk.split("x"))
     return E, m, N, K
+
+
+def _case_arg(text: str) -> str:
+    """argparse type of --cases: GROUPSxROWS@NxK with positive ints, K a multiple of 128 (the K=128 probe)."""
+    try:
+        E, m, N, K = _case(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not GROUPSxROWS@NxK (e.g. 1x1024@4096x7168)") from None
+    if min(E, m, N, K) <= 0 or K % 128:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive and K a multiple of 128")
+    return text
+
+
+def _config_arg(text: str) -> dict:
+    """argparse type of --ab-cfgs / --timeline-cfgs: a JSON object of grouped_ws_config overrides."""
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of grouped_ws_config overrides")
+    return cfg
 
 
 def _masked_inputs(E, m, N, K, dev):
@@ -245,17 +268,21 @@ def _timeline(name, args, run, diag, now, grid, cfg0, tcfg, same, env) -> None:
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--cases", nargs="+", default=["1x1024@4096x7168", "1x1024@7168x2048", "4x256@4096x7168"])
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--ab", type=int, default=60)
-    p.add_argument("--ab-cfgs", nargs="*", type=json.loads, default=[],
-                   help="configs (grouped_ws_config overrides) timed against the default")
-    p.add_argument("--timeline-cfgs", nargs="*", type=json.loads, default=[{}],
+    p = argparse.ArgumentParser(description="DIAG timeline + GPU-clock A/B of the masked warp-specialized grouped FP8 "
+                                "GEMM (see the module docstring); appends to DIR/ab.jsonl and DIR/timeline.jsonl")
+    p.add_argument("--cases", nargs="+", type=_case_arg,
+                   default=["1x1024@4096x7168", "1x1024@7168x2048", "4x256@4096x7168"])
+    p.add_argument("--reps", type=positive_int, default=10, help="timeline replays per config")
+    p.add_argument("--ab", type=nonnegative_int, default=60, help="interleaved A/B rounds (0: no A/B)")
+    p.add_argument("--ab-cfgs", nargs="*", type=_config_arg, default=[],
+                   help="configs (grouped_ws_config overrides, JSON) timed against the default")
+    p.add_argument("--timeline-cfgs", nargs="*", type=_config_arg, default=[{}],
                    help="configs whose DIAG build gets a timeline ({} = the default)")
-    p.add_argument("--out", default=os.environ.get("OUT", "."))
-    p.add_argument("--warm-s", type=float, default=0.5)
+    p.add_argument("--out", default=os.environ.get("OUT", "."), help="output folder (default $OUT or .)")
+    p.add_argument("--warm-s", type=nonnegative_float, default=0.5, help="seconds of GPU warm-up first")
     args = p.parse_args()
+    if not torch.cuda.is_available():
+        p.exit(2, "probe_grouped_ws_timeline: needs a CUDA (Hopper) GPU\n")
     os.makedirs(args.out, exist_ok=True)
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                commit=git_commit(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -117,6 +117,10 @@ _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TM
 # (confirmed); masked 6 stages 0.994 1.012 / 0.995 1.004 / 0.988 1.002 and contiguous 5 stages 1.009 0.993 /
 # 1.002 0.993, GROUP_M 16 1.021 1.001 / 1.010 1.000 (4×8192, 8×4096): inside the noise or slower, not taken.
 _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
+# Session 19 (h3moe, DIAG timelines + GPU-clock A/B; the figures in grouped_gemm_ws_parts' docstring): of the masked
+# 1×1024 (4096, 7168) case's 53.8 µs, ~3.6 are launch/event overhead outside the kernel, ~2.6 the prologue up to the
+# first landed stage, 2 × 22.8 the two tiles' K loops (660 SM cycles per 128-wide K block for 512 of wgmma), ~0.6 the
+# last epilogue and ~1 the programs' end spread (SM clocks). PF_DESC, EARLY_TMA and STAGGER were tried and removed.
 
 
 # Session 18 (H200 W1, 62a2513, --ab: ratio to the default, WIDE 128×256 4 stages / 3 stages; A/A 0.994-1.003):

@@ -57,7 +57,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  DIAG=diag)
+                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)))
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -96,13 +96,16 @@ def test_grouped_ws_compiles_for_sm90_without_spills(masked, split, unroll2, pip
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-def test_grouped_ws_diag_compiles_for_sm90():
-    # the masked default's DIAG build: top level 2, producer 4, each consumer partition 6 stamps (a %globaltimer and a
-    # %clock64 read each); the same wgmma and TMA sites as the default, no spills
-    cfg = W.grouped_ws_config("masked", 1024, 4096, 7168)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 256, True)
-    assert ptx.count("%globaltimer") == 18 and ptx.count("%clock64") == 18
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 2
+@pytest.mark.parametrize("diag,early", [(True, False), (False, True), (True, True)])
+def test_grouped_ws_diag_and_early_compile_for_sm90(diag, early):
+    # the masked default's DIAG build (top level 2, producer 4, each consumer partition 6 stamps, a %globaltimer and a
+    # %clock64 read each; EARLY_TMA one more) and EARLY_TMA (the top level's A and B request sites beside the
+    # producer's); the same wgmma sites as the default, no spills
+    cfg = dict(W.grouped_ws_config("masked", 1024, 4096, 7168), EARLY_TMA=early)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, True, torch.bfloat16, True, 256, diag)
+    stamps = (19 if early else 18) if diag else 0
+    assert ptx.count("%globaltimer") == stamps and ptx.count("%clock64") == stamps
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == (4 if early else 2)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 3 * 2
     report = ptxas_report(ptx)
     assert "C7514" not in report and "C7508" not in report, report

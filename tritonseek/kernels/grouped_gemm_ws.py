@@ -65,13 +65,14 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
-from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _producer, _stamp
+from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
+from tritonseek.kernels.grouped_gemm_ws_schedule import _load_masked_m
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
 )
@@ -90,7 +91,8 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   (7168, 2048) 969 → 938 / 954 → 985 µs; masked graph replays 1×1024, 2×512, 4×256 (4096, 7168) 58.9 → 58.1,
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
-                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False)
+                           SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
+                           EARLY_TMA=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -120,7 +122,8 @@ _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 # Session 19 (h3moe, DIAG timelines + GPU-clock A/B; the figures in grouped_gemm_ws_parts' docstring): of the masked
 # 1×1024 (4096, 7168) case's 53.8 µs, ~3.6 are launch/event overhead outside the kernel, ~2.6 the prologue up to the
 # first landed stage, 2 × 22.8 the two tiles' K loops (660 SM cycles per 128-wide K block for 512 of wgmma), ~0.6 the
-# last epilogue and ~1 the programs' end spread (SM clocks). PF_DESC, EARLY_TMA and STAGGER were tried and removed.
+# last epilogue and ~1 the programs' end spread (SM clocks). PF_DESC and STAGGER were tried and removed; EARLY_TMA
+# (first requests before warp_specialize; its first form hung, see grouped_gemm_ws_parts) stays off until measured.
 
 
 # Session 18 (H200 W1, 62a2513, --ab: ratio to the default, WIDE 128×256 4 stages / 3 stages; A/A 0.994-1.003):
@@ -159,7 +162,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool,
 )
 
 
@@ -190,7 +193,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False,
+    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -201,6 +204,9 @@ def _grouped_fp8_ws_kernel(
     # diag_ptr (DIAG): [num_programs, 128] int64 timer stamps (grouped_gemm_ws_parts.DIAG_SLOTS)
     if DIAG:
         _stamp(diag_ptr, 0)
+    EARLY: gl.constexpr = EARLY_TMA and MASKED
+    if EARLY:
+        mm0 = _load_masked_m(idx_ptr, E, E_PAD, num_warps)  # in flight during the barrier init
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -217,6 +223,12 @@ def _grouped_fp8_ws_kernel(
         c_smem = a_bufs  # unused placeholder
     if DIAG:
         _stamp(diag_ptr, 1)
+    if EARLY:
+        fence_async_shared()  # the barrier init, seen by the TMA unit (async proxy)
+        _early_loads(mm0, a_desc, b_desc, a_bufs, b_bufs, ready_bars, M_rows, N, num_k_blocks, BLOCK_M, BLOCK_N,
+                     BLOCK_K, NUM_STAGES)
+        if DIAG:
+            _stamp(diag_ptr, 62)
     if SPLIT:
         # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
         gl.warp_specialize([
@@ -234,7 +246,7 @@ def _grouped_fp8_ws_kernel(
                          BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         diag_ptr, DIAG)),
+                         diag_ptr, DIAG, EARLY)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
@@ -247,7 +259,7 @@ def _grouped_fp8_ws_kernel(
                          0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         diag_ptr, DIAG)),
+                         diag_ptr, DIAG, EARLY)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -305,6 +317,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
+        EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
     )
 
 
@@ -396,7 +409,9 @@ def grouped_fp8_gemm_masked_ws(
     expected_m: typical rows per group, used only to pick the launch config (default M_max).
     out: optional [E, M_max, N] out_dtype destination, groups stacked densely (stride(0) == M_max·stride(1));
         TMA stores when its rows are 16-byte aligned, masked stores otherwise.
-    config: optional launch-config override (keys of ``grouped_ws_config``).
+    config: optional launch-config override (keys of ``grouped_ws_config``; EARLY_TMA: the kernel's top level
+        requests each program's first K blocks before the partitions start, grouped_gemm_ws_parts._early_loads —
+        off, not yet run on the GPU in its fixed form).
     diag: diagnostics only (benchmarks/probe_grouped_ws_timeline.py): an int64 CUDA tensor of ≥ programs × 128
         elements, contiguous, that receives per-program %globaltimer / %clock64 stamps (grouped_gemm_ws_parts.
         DIAG_SLOTS); a separately compiled build, same results.

@@ -20,14 +20,21 @@ with warpgroup 1 already finishing its K loop 0.42-0.45 µs after warpgroup 0 at
 epilogue runs under its wgmmas). So the in-kernel fixed cost is ~2.6 µs of prologue (half of it the first TMA's
 latency), ~0.6 µs of last epilogue and ~1 µs of end spread.
 
+EARLY_TMA (constexpr, masked, off): the kernel's top level loads masked_m before it initializes the barriers and
+requests each program's first tile's first min(K blocks, NUM_STAGES) K blocks (_early_loads) before warp_specialize
+starts the partitions; the producer warp goes on from that slot, to move the first request from 1.23 to ~0.6 µs after
+entry. Its first form hung on the H200 (W2 at e0bd947, the first 1×1024 (4096, 7168) launch never returned): Triton
+3.6's Gluon frontend did not carry the producer's ``kb0`` (the first tile's start block, reset to 0 inside ``if run:``)
+through the tile loop, because the loop body read it only as the lower bound of _load_blocks' ``range(kb0, …)``: every
+later tile kept the first tile's start, lost NUM_STAGES loads, and the consumers waited forever. Seen in the TTGIR (one
+iter_arg for ``it`` and ``kb0``; ``range`` bound = the pre-loop value); a 10-line @gluon.jit kernel shows the same, the
+same code under @triton.jit carries it. The start block is now computed per tile; the fixed form has not yet run on the
+GPU (session 19 had no device time left), so it stays off.
+
 Tried and removed (session 19): PF_DESC (prefetch.param.tensormap of the TMA descriptors at the producer's start;
 W1 1.006 / 1.008 / 1.004 against A/A 1.005 / 1.003 / 1.002 — and its B "descriptor" was the wrong kernel parameter:
 a host TensorDescriptor expands into the 128-byte tensormap plus its shape/stride params, so B's tensormap is param 5,
-not 1); EARLY_TMA (code at e0bd947: the kernel's top level loaded masked_m before the barrier init and requested each
-program's first NUM_STAGES K blocks before warp_specialize, the producer going on from slot NUM_STAGES, to move the
-first request from 1.23 to ~0.6 µs): it hung on the H200 (W2 at e0bd947, the first 1×1024 (4096, 7168) launch never
-returned) for a reason not found from the PTX (stage/phase bookkeeping, shared-memory offsets and the elected issue
-look right); STAGGER (code at 7acc022: the second consumer warpgroup started N SM cycles after the first stage landed,
+not 1); STAGGER (code at 7acc022: the second consumer warpgroup started N SM cycles after the first stage landed,
 to move the warpgroups' epilogues apart): W3 at db8c501, GPU clock, 60 rounds, ratio to the default, 1×1024 (4096,
 7168) / 1×1024 (7168, 2048) / 2×512 (7168, 2048): 500 cycles 1.032 / 1.022 / 1.036, 1200 cycles 1.039 / 1.034 / 1.043
 (A/A 1.008 / 1.002 / 1.008) — slower; its timeline shows the lag absorbed within the first tile (warpgroup 1 ends its
@@ -44,7 +51,7 @@ from tritonseek.kernels.fp8_gemm_ws import _load_tile
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
     _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
-    _tile_rows,
+    _tile_rows, _tiles_table,
 )
 
 # DIAG stamp slots of a program's row (globaltimer at [slot], clock64 at [64 + slot]); i = the program's i-th tile
@@ -60,6 +67,7 @@ DIAG_SLOTS = dict(
     cons_kdone=3,  # + 3 + i: tile i's K loop done (accumulator final)
     cons_epi=11,  # + 11 + i: tile i's epilogue issued (TMA store in flight / masked stores issued)
     cons_end=19,  # + 19: last store_wait done (the partition's end)
+    early=62,  # EARLY_TMA: the top level's first-tile requests issued
     smid=63,  # globaltimer half only: the SM id (consumer 0)
 )
 
@@ -80,13 +88,53 @@ def _stamp(diag_ptr, slot):
 
 
 @gluon.jit
+def _early_loads(mm, a_desc, b_desc, a_bufs, b_bufs, ready_bars, M_rows, N, num_k_blocks, BLOCK_M: gl.constexpr,
+                 BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # EARLY_TMA (masked; the kernel's top level, barriers initialized): request the first min(K blocks, NUM_STAGES)
+    # blocks of this program's first tile (tile pid) into stages 0, 1, … (pipeline slots 0, 1, …: the producer warp
+    # goes on from slot min(K blocks, NUM_STAGES)), from mm = masked_m loaded before the barrier init, so the masked_m
+    # load overlaps the barrier init and no request waits for warp_specialize (the W1 timeline: first request 1.23 µs
+    # after entry, after barrier init 0.36, partition start 0.29, masked_m prefix 0.41, schedule 0.17)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    table = _tiles_table(mm, M_rows, num_pid_n)
+    num_tiles = gl.reduce(table >> 1, 0, _maximum)
+    pid = gl.program_id(0)
+    if pid < num_tiles:
+        run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(pid, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
+        stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+        for kb in range(gl.minimum(num_k_blocks, NUM_STAGES)):
+            bar = ready_bars.index(kb)
+            mbarrier.expect(bar, stage_bytes)
+            tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(kb))
+            tma.async_copy_global_to_shared(b_desc, [g * N + off_n, kb * BLOCK_K], bar, b_bufs.index(kb))
+
+
+@gluon.jit
+def _load_blocks(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, kb0, a_row, b_row, num_k_blocks,
+                 BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # K blocks kb0.. of one tile (128-row A box) into the ring from pipeline slot it on: wait for the stage to be
+    # released (a fresh empty barrier passes on parity 1), expect its bytes, request A and B; returns the next slot
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
+    for kb in range(kb0, num_k_blocks):
+        s = it % NUM_STAGES
+        mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
+        bar = ready_bars.index(s)
+        mbarrier.expect(bar, stage_bytes)
+        tma.async_copy_global_to_shared(a_desc, [a_row, kb * BLOCK_K], bar, a_bufs.index(s))
+        tma.async_copy_global_to_shared(b_desc, [b_row, kb * BLOCK_K], bar, b_bufs.index(s))
+        it += 1
+    return it
+
+
+@gluon.jit
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr):
+              diag_ptr, DIAG: gl.constexpr, EARLY: gl.constexpr = False):
     # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
     # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
-    # not fit its 40 registers and gives the same tiles in the same order)
+    # not fit its 40 registers and gives the same tiles in the same order). EARLY (EARLY_TMA, masked): the top level
+    # already requested the first tile's first min(K blocks, NUM_STAGES) blocks (slots 0 ..), _early_loads.
     if DIAG:
         _stamp(diag_ptr, 2)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
@@ -99,6 +147,8 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
     if DIAG:
         _stamp(diag_ptr, 3)
     it = 0
+    if EARLY:
+        it = gl.where(gl.program_id(0) < num_tiles, gl.minimum(num_k_blocks, NUM_STAGES), 0)
     ti = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
         run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
@@ -107,8 +157,18 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
             if ti < 6:
                 _stamp(diag_ptr, 4 + ti)
         if run:
-            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
-                            num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
+            if EARLY:
+                # the early blocks belong to the program's first tile only: its first block index is computed per
+                # tile, not carried. Triton 3.6's Gluon frontend drops the update of a loop-carried variable that the
+                # loop body reads only as a nested range() bound (kb0 = 0 after the first tile never reached the next
+                # iteration: every later tile lost its first NUM_STAGES loads and the consumers waited forever, the
+                # W2 hang at e0bd947; plain @triton.jit carries it)
+                kb0 = gl.minimum(num_k_blocks, NUM_STAGES) * (tile_id == gl.program_id(0)).to(gl.int32)
+                it = _load_blocks(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, kb0, a_row,
+                                  g * N + off_n, num_k_blocks, BLOCK_K, NUM_STAGES)
+            else:
+                it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, a_row, g * N + off_n,
+                                num_k_blocks, BLOCK_M, BLOCK_K, NUM_STAGES)
         if DIAG:
             if ti < 6:
                 _stamp(diag_ptr, 10 + ti)

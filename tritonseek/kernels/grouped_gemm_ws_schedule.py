@@ -51,9 +51,20 @@ def _masked_tiles(masked_m_ptr, E, M_rows, num_pid_n, E_PAD: gl.constexpr, WARPS
     # cdiv(masked_m[g], 128) · n-tiles) + bit, bit = 0 when the group's last 128-row tile has no row in its second
     # 64-row half (cdiv(masked_m[g], 64) odd), else 1 (also for empty groups: see _schedule_masked_fast).
     # E_PAD ≥ 32 lanes × WARPS: each element held by one thread (sums count it once)
+    return _tiles_table(_load_masked_m(masked_m_ptr, E, E_PAD, WARPS), M_rows, num_pid_n)
+
+
+@gluon.jit
+def _load_masked_m(masked_m_ptr, E, E_PAD: gl.constexpr, WARPS: gl.constexpr):
+    # masked_m [E] as an [E_PAD] int32 tensor (0 past E), one element per thread slot (E_PAD ≥ 32 × WARPS)
     layout: gl.constexpr = gl.BlockedLayout([E_PAD // (32 * WARPS)], [32], [WARPS], [0])
     ev = gl.arange(0, E_PAD, layout=layout)
-    mm = gl.load(masked_m_ptr + ev, mask=ev < E, other=0)
+    return gl.load(masked_m_ptr + ev, mask=ev < E, other=0)
+
+
+@gluon.jit
+def _tiles_table(mm, M_rows, num_pid_n):
+    # _masked_tiles' table from the loaded masked_m (EARLY_TMA loads it before the barriers are initialized)
     halves = (gl.maximum(gl.minimum(mm, M_rows), 0) + 63) // 64
     cum = gl.associative_scan((halves + 1) // 2 * num_pid_n, 0, _add)
     return cum * 2 + 1 - (halves & 1)

@@ -86,6 +86,11 @@ def kernel_time_us(fns, reps: int = 20, flush_l2: bool = True) -> float:
     figure for anchors given as kernel times; report it beside ``graph_replay_us``, never instead of it, and time
     the peer with it too.
 
+    Not yet trusted on its own (H200, session 19): it differs from ``graph_replay_us`` by more than the launch
+    latency at large sizes, in both directions — a 1 GiB copy read 843.7 vs 779.5 µs (slower), cuBLAS block-scaled
+    4096×7168×16384 read ~9 % faster (1265 vs 1157 TFLOP/s) and ours ~4 % faster; the L2 flush between replays
+    changes the power state the kernel starts in under the 700 W cap. Read it as a second view.
+
     flush_l2: before every replay, zero a 256 MB buffer (outside the graph, so outside the summed records): no
     replay finds its operands in the 50 MB L2 from the previous one. Raises RuntimeError when the records do not
     split into reps equal groups (a graph whose kernel count varies between replays, or a profiler that dropped

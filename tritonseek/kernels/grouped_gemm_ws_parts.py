@@ -160,7 +160,7 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
             if EARLY:
                 # the early blocks belong to the program's first tile only: its first block index is computed per
                 # tile, not carried. Triton 3.6's Gluon frontend drops the update of a loop-carried variable that the
-                # loop body reads only as a nested range() bound (kb0 = 0 after the first tile never reached the next
+                # loop body reads only as a nested range() start (kb0 = 0 after the first tile never reached the next
                 # iteration: every later tile lost its first NUM_STAGES loads and the consumers waited forever, the
                 # W2 hang at e0bd947; plain @triton.jit carries it)
                 kb0 = gl.minimum(num_k_blocks, NUM_STAGES) * (tile_id == gl.program_id(0)).to(gl.int32)

@@ -207,6 +207,15 @@ def test_ws_rejects_bad_layouts():
     for bad in (dict(WGS=4), dict(WGS=3, NUM_STAGES=5), dict(WGS=3, SPLIT=False)):
         with pytest.raises(ValueError, match="WGS"):
             W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
+    # SCALE_AHEAD is read by the PIPE loop of 128-row tiles and the 192-row loop only; elsewhere the launcher dropped
+    # it silently (tester, s19): refused now, the loops that read it still accepted
+    for bad in (dict(SCALE_AHEAD=1, PIPE=False), dict(SCALE_AHEAD=1, PIPE=False, WGS=2),
+                dict(SCALE_AHEAD=1, BLOCK_N=256, NUM_STAGES=3)):
+        with pytest.raises(ValueError, match="SCALE_AHEAD=1 needs"):
+            W.launch_fp8_gemm_ws(a, a_s, b, b_s, out, bad)
+    for ok in (dict(SCALE_AHEAD=1), dict(SCALE_AHEAD=1, WGS=2), dict(SCALE_AHEAD=1, WGS=3, PIPE=False),
+               dict(SCALE_AHEAD=0, PIPE=False)):
+        W.check_ws_config(dict(W.ws_config(4096, 7168, 7168), **ok))
 
 
 def test_fp8_gemm_nt_gluon_entries(device):

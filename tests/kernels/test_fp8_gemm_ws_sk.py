@@ -163,6 +163,9 @@ def test_sk_config_errors():
     with pytest.raises(TypeError):
         S.sk_config([("BLOCK_N", 64)])
     assert S.sk_config(dict(BLOCK_N=64, NUM_STAGES=7, PART_BLOCKED=False))["NUM_STAGES"] == 7  # 7 × 24 KB fits
+    with pytest.raises(ValueError, match="SCALE_AHEAD=1 needs PIPE"):  # the serial loop would ignore it (s19)
+        S.sk_config(dict(SCALE_AHEAD=1, PIPE=False))
+    assert S.sk_config(dict(SCALE_AHEAD=1))["SCALE_AHEAD"] == 1
     assert S.sk_config(dict(NUM_STAGES=6, PART_BLOCKED=False))["NUM_STAGES"] == 6
 
 

@@ -190,7 +190,9 @@ def test_grouped_ws_rejects_bad_inputs():
         grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_M=64))
     # fresh-user pass (session 17): unknown keys (a removed FAST_SCHED, typos) were ignored by cfg.update; values
     # and keys are now checked on every device, before the Hopper check
-    for bad, key in ((dict(FAST_SCHED=False), "FAST_SCHED"), (dict(NUM_STAGES=0), "NUM_STAGES"),
+    # STAGGER was removed in session 19: an unknown key now, never accepted and ignored (tester, s19)
+    for bad, key in ((dict(FAST_SCHED=False), "FAST_SCHED"), (dict(STAGGER=800), "STAGGER"),
+                     (dict(NUM_STAGES=0), "NUM_STAGES"),
                      (dict(BALANCE=1), "BALANCE"), (dict(BLOCK_N=192), "BLOCK_N")):
         with pytest.raises(ValueError, match=key):
             grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=bad)

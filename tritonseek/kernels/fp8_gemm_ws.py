@@ -188,8 +188,9 @@ WS_CONFIG_SPEC: dict = dict(
 def check_ws_config(cfg: dict) -> None:
     """ValueError naming the key unless ``cfg`` (a full ``ws_config``) holds only known keys with values in
     ``WS_CONFIG_SPEC`` and a supported combination: BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and
-    NUM_STAGES ≤ 4; WGS 3 (192-row tiles) needs SPLIT and NUM_STAGES ≤ 4. Host-only; shared by
-    ``launch_fp8_gemm_ws`` and ``fp8_gemm_nt``'s GLUON entries, so a bad entry raises on CPU too."""
+    NUM_STAGES ≤ 4; WGS 3 (192-row tiles) needs SPLIT and NUM_STAGES ≤ 4; SCALE_AHEAD 1 needs PIPE with
+    BLOCK_N ≤ 128, or WGS 3. Host-only; shared by ``launch_fp8_gemm_ws`` and ``fp8_gemm_nt``'s GLUON entries, so a
+    bad entry raises on CPU too."""
     check_config("config", {key: v for key, v in cfg.items() if key != "WGS"}, WS_CONFIG_SPEC)
     wgs = cfg.get("WGS")
     if wgs is not None and (isinstance(wgs, bool) or not isinstance(wgs, int) or wgs not in (2, 3)):
@@ -198,6 +199,11 @@ def check_ws_config(cfg: dict) -> None:
         raise ValueError(f"config BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and NUM_STAGES <= 4, got {cfg}")
     if wgs == 3 and (not cfg.get("SPLIT") or cfg.get("NUM_STAGES", 4) > 4):
         raise ValueError(f"config WGS 3 (192-row tiles) needs SPLIT and NUM_STAGES <= 4, got {cfg}")
+    # SCALE_AHEAD lives in two K loops only (launch_fp8_gemm_ws drops it elsewhere): refused rather than ignored.
+    # PIPE off with WGS None is refused too: whether 192-row tiles are picked depends on the problem.
+    if cfg.get("SCALE_AHEAD") and (cfg.get("BLOCK_N") == 256 or (not cfg.get("PIPE") and wgs != 3)):
+        raise ValueError(f"config SCALE_AHEAD=1 needs the PIPE loop of 128-row tiles (PIPE=True, BLOCK_N <= 128) or "
+                         f"192-row tiles (WGS=3); got PIPE={cfg.get('PIPE')}, BLOCK_N={cfg.get('BLOCK_N')}, WGS={wgs}")
 
 
 def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:

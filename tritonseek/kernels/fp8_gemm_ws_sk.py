@@ -113,7 +113,7 @@ _SMEM_LIMIT = 226 * 1024  # 227 KB per block on sm_90, less the mbarriers
 def sk_config(overrides: dict | None = None) -> dict:
     """The stream-K launch config: ``_DEFAULT_SK`` with ``overrides`` (ValueError naming the key for an unknown key or
     a value outside ``SK_CONFIG_SPEC``; NUM_STAGES 7 only with BLOCK_N 64, shared memory being 227 KB; PART_BLOCKED
-    at most 4 stages of 128×128 or 6 of 128×64)."""
+    at most 4 stages of 128×128 or 6 of 128×64; SCALE_AHEAD 1 only with PIPE)."""
     cfg = dict(_DEFAULT_SK)
     if overrides is not None:
         if not isinstance(overrides, dict):
@@ -123,6 +123,8 @@ def sk_config(overrides: dict | None = None) -> dict:
             raise ValueError(f"unknown stream-K config keys {unknown}; known: {sorted(cfg)}")
         cfg.update(overrides)
     check_config("config", cfg, SK_CONFIG_SPEC)
+    if cfg["SCALE_AHEAD"] and not cfg["PIPE"]:  # the serial K loop has no scale look-ahead: refused, not ignored
+        raise ValueError("config SCALE_AHEAD=1 needs PIPE=True (only the PIPE K loop loads scales ahead)")
     if _ring_bytes(cfg) > 200 * 1024:
         raise ValueError(f"config NUM_STAGES={cfg['NUM_STAGES']} with BLOCK_N={cfg['BLOCK_N']} needs more than "
                          "200 KB of shared memory")

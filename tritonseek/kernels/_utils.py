@@ -27,9 +27,11 @@ def check_tensor(
     ndim: int | None = None,
     device: torch.device | None = None,
     contiguous: bool = False,
+    output: bool = False,
 ) -> torch.Tensor:
     """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``t`` is a tensor as described (``contiguous``: for
-    index tensors the kernels read at unit stride, where a strided view would be read as other entries)."""
+    index tensors the kernels read at unit stride, where a strided view would be read as other entries;
+    ``output``: a tensor the kernel writes, whose elements must not share memory: ``check_no_overlap``)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if dtype is not None:
@@ -43,7 +45,38 @@ def check_tensor(
         raise ValueError(f"{name} is on {t.device}, expected {device} (same device as the other inputs)")
     if contiguous and not t.is_contiguous():
         raise ValueError(f"{name} must be contiguous, strides {t.stride()}")
+    if output:
+        check_no_overlap(name, t)
     return t
+
+
+def has_internal_overlap(t: torch.Tensor) -> bool:
+    """True when two elements of ``t`` may share memory (an ``expand``-ed or stride-0 view, an ``as_strided`` view
+    with overlapping strides). Exact for every view of a dense tensor (slices, transposes, permutes); a layout
+    whose dims interleave without overlapping (never made by views) also counts as overlapping."""
+    if t.numel() <= 1:
+        return False
+    torch_says = torch._debug_has_internal_overlap(t)  # 0 = no, 1 = yes, 2 = too hard for torch to tell
+    if torch_says != 2:
+        return torch_says == 1
+    # Nested-strides test: with the dims of size > 1 sorted by stride, each stride must step past the whole
+    # span of the smaller dims, else two index tuples can land on the same offset.
+    reach = 0
+    for stride, size in sorted((abs(st), sz) for sz, st in zip(t.shape, t.stride()) if sz > 1):
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
+def check_no_overlap(name: str, t: torch.Tensor) -> None:
+    """ValueError naming ``name`` when elements of the output tensor ``t`` share memory (``has_internal_overlap``):
+    the kernels would race on them and the result would depend on the store order. Checked before any
+    stride-based choice (a stride of 0 passes divisibility tests)."""
+    if has_internal_overlap(t):
+        raise ValueError(f"{name} has elements that share memory (shape {tuple(t.shape)}, strides {t.stride()}, e.g. "
+                         "an expand() or as_strided() view): the kernel's stores would race; pass a tensor with "
+                         "distinct elements (torch.empty, or a slice of one)")
 
 
 def check_runnable_device(name: str, t: torch.Tensor) -> None:

@@ -391,7 +391,7 @@ def check_nt_operands(a, a_scale, b, b_scale, out_dtype, out) -> tuple[int, int,
     _check_tma_operand("a", a)
     _check_tma_operand("b", b)
     if out is not None:
-        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device)
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=a.device, output=True)
         if tuple(out.shape) != (m, n):
             raise ValueError(f"out must be [M, N] = {(m, n)}, got {tuple(out.shape)}")
     return m, n, k
@@ -424,7 +424,8 @@ def fp8_gemm_nt(
         any strides, MN-major (stride(0) == 1, as written by ``per_token_group_quant_fp8``) is fastest.
     b: [N, K] float8_e4m3fn, K-contiguous ("NT": the checkpoint's weight as stored).
     b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
-    out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
+    out: optional [M, N] tensor of out_dtype to write into (any strides whose elements do not share memory: an
+        expand()-ed view raises ValueError); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``get_config``; rules in ``FP8_GEMM_CONFIG_SPEC``), for
         tests and tuning.

@@ -441,7 +441,8 @@ def fp8_gemm_nt_sk(
     a_scale: [M, ceil(K/128)] fp32, one scale per token per 128 channels (a ≈ a_q · a_scale); any strides.
     b: [N, K] float8_e4m3fn, K-contiguous ("NT": the checkpoint's weight as stored).
     b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
-    out: optional [M, N] tensor of out_dtype to write into (any strides); else allocated.
+    out: optional [M, N] tensor of out_dtype to write into (any strides whose elements do not share memory: an
+        expand()-ed view raises ValueError); else allocated.
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional overrides of ``sk_config`` (BLOCK_N 64/128, NUM_STAGES, GROUP_M, GRID = CTAs (0 = #SMs),
         PIPE, PIPE0, UNROLL2, DP = whole waves of tiles data-parallel first, PRODUCER_REGS, CONSUMER_REGS, SCALE_AHEAD

@@ -268,7 +268,7 @@ def check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     if out is None:
         out = torch.empty(M, N, dtype=out_dtype, device=dev)
     else:
-        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev)
+        check_tensor("out", out, dtype=out_dtype, ndim=2, device=dev, output=True)
         if tuple(out.shape) != (M, N):
             raise ValueError(f"out must be [M, N] = {(M, N)}, got {tuple(out.shape)}")
     return E, N, K, M, out

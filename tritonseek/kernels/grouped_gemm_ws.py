@@ -427,7 +427,7 @@ def grouped_fp8_gemm_masked_ws(
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:
-        check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev)
+        check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev, output=True)
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))

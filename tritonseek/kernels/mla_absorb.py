@@ -260,7 +260,7 @@ def mla_absorb_q(
     if out is None:
         out = torch.empty((T, H, kv_lora + rope), dtype=out_dtype or q_nope.dtype, device=dev)
     else:
-        check_tensor("out", out, dtype=_FLOAT + (torch.float32,), ndim=3, device=dev)
+        check_tensor("out", out, dtype=_FLOAT + (torch.float32,), ndim=3, device=dev, output=True)
         if out_dtype is not None and out.dtype != out_dtype:
             raise ValueError(f"out is {out.dtype} but out_dtype is {out_dtype}")
         if tuple(out.shape) != (T, H, kv_lora + rope) or out.stride(2) != 1:
@@ -321,7 +321,7 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     if out is None:
         out = torch.empty((T, H, v_dim), dtype=o_lat.dtype, device=dev)
     else:
-        check_tensor("out", out, dtype=_FLOAT + (torch.float32,), ndim=3, device=dev)
+        check_tensor("out", out, dtype=_FLOAT + (torch.float32,), ndim=3, device=dev, output=True)
         if tuple(out.shape) != (T, H, v_dim) or out.stride(2) != 1:
             raise ValueError(f"out must be [{T}, {H}, {v_dim}] with a contiguous last dim, got "
                              f"{tuple(out.shape)} strides {out.stride()}")

@@ -479,7 +479,7 @@ def mla_decode(
     if out is None:
         out = torch.empty(batch, seqlen_q, num_heads, head_dim_v, dtype=q.dtype, device=dev)
     else:
-        check_tensor("out", out, dtype=q.dtype, ndim=4, device=dev)
+        check_tensor("out", out, dtype=q.dtype, ndim=4, device=dev, output=True)
         if tuple(out.shape) != (batch, seqlen_q, num_heads, head_dim_v) or out.stride(-1) != 1:
             raise ValueError(f"out must be [{batch}, {seqlen_q}, {num_heads}, {head_dim_v}] with a contiguous "
                              f"last dim, got {tuple(out.shape)} strides {out.stride()}")

@@ -368,7 +368,7 @@ def mla_prefill(
     if out is None:
         out = torch.empty(total, num_heads, d_v, dtype=q.dtype, device=dev)
     else:
-        check_tensor("out", out, dtype=q.dtype, ndim=3, device=dev)
+        check_tensor("out", out, dtype=q.dtype, ndim=3, device=dev, output=True)
         if tuple(out.shape) != (total, num_heads, d_v) or out.stride(-1) != 1:
             raise ValueError(f"out must be [{total}, {num_heads}, {d_v}] with a contiguous last dim, "
                              f"got {tuple(out.shape)} strides {out.stride()}")

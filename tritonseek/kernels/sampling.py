@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_no_overlap, check_runnable_device, check_tensor
 from tritonseek.kernels.sampling_filter import (  # noqa: F401 - _sm_count/arrival_counters re-exported
     THRESH_CONFIG,
     _INTERP_BLOCK,
@@ -421,6 +421,8 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
         out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
     elif out.shape != (B, V) or out.dtype != torch.float32 or out.device != logits.device:
         raise ValueError(f"out must be a [{B}, {V}] fp32 tensor on {logits.device}")
+    else:
+        check_no_overlap("out", out)
     if B == 0:
         return out
     thresh, _ = launch_thresholds(logits[:, None, :], ones, top_k, top_p)

@@ -123,7 +123,7 @@ def spec_step_finish(out: torch.Tensor, num_accepted: torch.Tensor | None, b: in
     """
     _check_rows(b, q, pos0=(pos0, torch.int64, b), res=(res, torch.int64, b * (q + 1)), last=(last, torch.int64, b),
                 ids=(ids, torch.int64, b * q), sel=(sel, torch.int64, b))
-    check_tensor("out", out, dtype=torch.int64, ndim=2, device=pos0.device)
+    check_tensor("out", out, dtype=torch.int64, ndim=2, device=pos0.device, output=True)
     if tuple(out.shape) != (b, q) or out.stride(1) != 1:
         raise ValueError(f"out must be [{b}, {q}] with unit column stride, got {tuple(out.shape)} {out.stride()}")
     if num_accepted is not None:

@@ -118,47 +118,6 @@ def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
     return rows, lines
 
 
-def _check_output(output: Path) -> None:
-    """Fail before any generation if the results could not be written to ``output``. A symlink is followed: its
-    target is what gets written (see _write_output)."""
-    import os
-
-    if output.is_dir():
-        _fail(f"--output {output} is a directory; give a file path")
-    real = Path(os.path.realpath(output))
-    if real.exists() and not real.is_file():
-        # The results are written to a temporary file renamed over the target, which would replace a FIFO or
-        # device node rather than write through it.
-        _fail(f"--output {output} exists and is not a regular file; give a regular file path")
-    if not real.parent.is_dir():
-        _fail(f"--output folder {real.parent} does not exist")
-    if not os.access(real.parent, os.W_OK) or (real.exists() and not os.access(real, os.W_OK)):
-        _fail(f"--output {output} is not writable")
-
-
-def _write_output(output: Path, text: str) -> None:
-    """Replace ``output`` by ``text`` atomically: a fresh temporary file beside the target renamed over it, so an
-    error or a kill mid-write leaves the old contents, never half a file. A symlink is followed (its target is
-    replaced; the link stays a link) and an existing file keeps its permission bits (session 18: the rename
-    replaced a link by a regular file and reset a 0640 file to the umask's default). Raises OSError; no temporary
-    file is left behind on any exit."""
-    import os
-    import tempfile
-
-    real = os.path.realpath(output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=os.path.dirname(real))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes 0600: the old file's bits, or what a plain open() would have given a new file
-        os.chmod(tmp, os.stat(real).st_mode & 0o7777 if os.path.exists(real) else 0o666 & ~_umask())
-        os.replace(tmp, real)
-        tmp = None
-    finally:  # also on Ctrl-C mid-write
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
 def _check_device(device: str | None, tp_size: int) -> None:
     """--device: cpu (no index), cuda or cuda:N (an existing GPU; not with --tp, whose ranks take GPU LOCAL_RANK)."""
     if device is None:
@@ -181,14 +140,6 @@ def _check_device(device: str | None, tp_size: int) -> None:
         n = torch.cuda.device_count()
         if int(m.group(2)) >= n:
             _fail(f"--device {device}: torch sees {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _tensor_parallel(tp_size: int, device: str | None):
@@ -331,7 +282,11 @@ def generate(
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if available)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA; triton on CPU needs TRITON_INTERPRET=1, slow)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="JSONL with a 'prompt' field per line."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output file (with --prompts-file)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o",
+        help="JSONL output file (with --prompts-file). A regular file is replaced atomically (keeping its permission "
+             "bits, not its hard links; its owner and group only when run as root or by the owner); a FIFO, a device "
+             "or /dev/stdout is written in place."),
     mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),
     compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
     tp_size: int = typer.Option(1, "--tp", min=1, max=64, help="Tensor/expert-parallel processes (started with torchrun)."),
@@ -344,8 +299,6 @@ def generate(
         _fail("--prompts-file needs --output OUT.jsonl")
     if output is not None and prompts_file is None:
         _fail("--output is for --prompts-file runs; --prompt streams to the terminal")
-    if output is not None and output.exists() and output.resolve() == (prompts_file.resolve() if prompts_file else None):
-        _fail("--output must not overwrite --prompts-file")
     if not temperature >= 0 or temperature == float("inf"):  # not typer's min=: it calls NaN "not >= 0"
         _fail(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if not 0 < top_p <= 1:  # also NaN (typer's max= would call it "not <= 1")
@@ -355,8 +308,16 @@ def generate(
     if backend is not None and backend not in ("triton", "reference"):
         _fail(f"--backend must be triton or reference, got {backend!r}")
     _check_device(device, tp_size)
+    target = None
     if output is not None:
-        _check_output(output)
+        from tritonseek.cli_output import OutputPathError, check_output, same_file
+
+        try:
+            target = check_output(output)
+        except OutputPathError as e:
+            _fail(str(e))
+        if same_file(target, str(prompts_file)):
+            _fail("--output must not overwrite --prompts-file")
     from tritonseek.engine.sampling_params import SamplingParams
 
     try:
@@ -429,7 +390,9 @@ def generate(
         lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
                             ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
         try:
-            _write_output(output, "".join(lines))
+            from tritonseek.cli_output import write_output
+
+            write_output(target, "".join(lines))
         except OSError as e:
             # Never lose finished work: hand the rows to stdout instead.
             sys.stdout.write("".join(lines))

@@ -184,27 +184,6 @@ def test_bench_on_cpu_fails_with_one_line():
     assert r.exit_code != 0 and "unknown suite 'nonsense'" in r.stderr
 
 
-@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo"])
-def test_output_that_is_not_a_regular_file_is_refused(tmp_path, kind):
-    # The rows go to a temp file renamed over --output's target; that must never replace a FIFO. (A symlink to a
-    # regular file is followed: tests/cli/test_output_file.py.)
-    import os
-
-    src = tmp_path / "in.jsonl"
-    src.write_text('{"prompt": "x = 1"}\n')
-    out = tmp_path / "o.jsonl"
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    if kind == "fifo":
-        fifo.rename(out)
-    else:
-        out.symlink_to(fifo)
-    r = run("generate", "--prompts-file", str(src), "--output", str(out), "-n", "2")
-    assert r.exit_code != 0 and "not a regular file" in r.stderr and "Traceback" not in r.output
-    assert out.is_symlink() if kind != "fifo" else not out.is_file()
-    assert not (tmp_path / "fifo" if kind != "fifo" else out).is_file()
-
-
 def test_output_write_leaves_no_temp_file_and_keeps_other_files(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"prompt": "x = 1"}\n')

@@ -1,0 +1,181 @@
+"""``generate --output`` paths that are not a plain regular file (session 19 tester findings, fixA).
+
+A regular file is replaced through a temporary file and a rename (tests/cli/test_output_file.py); anything else must
+be written in place or refused before generating: a rename over ``/dev/stdout``'s target replaced a shell-redirected
+log (``-o /dev/stdout >> log.txt`` lost its old lines), a FIFO or a device was refused, a symlink loop was replaced
+by a regular file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tritonseek.cli import app
+
+runner = CliRunner()
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's tritonseek, whatever is installed
+
+
+def _generate(tmp_path, out):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "x = 1"}\n')
+    return runner.invoke(app, ["generate", "--prompts-file", str(src), "--output", str(out), "-n", "2"],
+                         catch_exceptions=False)
+
+
+def _refused(r, needle):
+    assert r.exit_code == 2 and needle in r.stderr and "Traceback" not in r.output, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and "new tokens" not in r.stderr  # nothing was generated
+
+
+def _row(text: str) -> dict:
+    (line,) = text.splitlines()
+    row = json.loads(line)
+    assert row["prompt"] == "x = 1" and row["finish_reason"] in ("stop", "length")
+    return row
+
+
+@pytest.mark.parametrize("via", ["/dev/fd/{}", "/proc/self/fd/{}"])
+def test_an_open_descriptor_is_written_at_its_offset(tmp_path, via):
+    """A log opened for appending (what ``>> log`` gives the process) keeps its lines and gets the row after them;
+    the file is the same file afterwards (no rename)."""
+    log = tmp_path / "log.txt"
+    log.write_text("old 1\nold 2\n")
+    inode = log.stat().st_ino
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        r = _generate(tmp_path, via.format(fd))
+    finally:
+        os.close(fd)
+    assert r.exit_code == 0, r.output
+    text = log.read_text()
+    assert text.startswith("old 1\nold 2\n") and log.stat().st_ino == inode
+    _row(text[len("old 1\nold 2\n"):])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "log.txt"]
+
+
+def test_a_pipe_descriptor_gets_the_rows(tmp_path):
+    rd, wr = os.pipe()
+    try:
+        r = _generate(tmp_path, f"/dev/fd/{wr}")
+        os.close(wr)
+        wr = None
+        assert r.exit_code == 0, r.output
+        with os.fdopen(rd, encoding="utf-8") as f:
+            rd = None
+            _row(f.read())
+    finally:
+        for fd in (rd, wr):
+            if fd is not None:
+                os.close(fd)
+
+
+def test_dev_stdout_appended_to_a_shell_redirect(tmp_path):
+    """The tester's command, for real: ``-o /dev/stdout >> log.txt`` in a shell."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "x = 1"}\n')
+    log = tmp_path / "log.txt"
+    log.write_text("old\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    cmd = f'"{sys.executable}" -m tritonseek.cli generate --prompts-file in.jsonl -n 2 -o /dev/stdout >> log.txt'
+    r = subprocess.run(["sh", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert text.startswith("old\n"), text
+    _row(text[len("old\n"):])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo"])
+def test_a_fifo_is_written_in_place(tmp_path, kind):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = fifo if kind == "fifo" else tmp_path / "o.jsonl"
+    if kind != "fifo":
+        out.symlink_to(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    r = _generate(tmp_path, out)
+    reader.join(30)
+    assert r.exit_code == 0, r.output
+    _row(got[0])
+    assert fifo.is_fifo() and (kind == "fifo" or out.is_symlink())
+
+
+def test_a_character_device_is_written_in_place(tmp_path):
+    r = _generate(tmp_path, "/dev/null")
+    assert r.exit_code == 0, r.output
+    assert Path("/dev/null").is_char_device()
+
+
+def test_a_socket_is_refused(tmp_path):
+    path = tmp_path / "s.sock"
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(path))
+        _refused(_generate(tmp_path, path), "is a socket")
+    finally:
+        s.close()
+
+
+def test_a_closed_or_read_only_descriptor_is_refused(tmp_path):
+    rd, wr = os.pipe()
+    os.close(wr)
+    try:
+        _refused(_generate(tmp_path, f"/dev/fd/{rd}"), f"file descriptor {rd} is not open for writing")
+        _refused(_generate(tmp_path, f"/dev/fd/{wr}"), f"file descriptor {wr} is not open")
+    finally:
+        os.close(rd)
+
+
+def test_a_symlink_loop_is_refused(tmp_path):
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    _refused(_generate(tmp_path, tmp_path / "loop1"), "is a symlink loop")
+    assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
+    (tmp_path / "d").symlink_to("d")  # a loop in a folder of the path
+    _refused(_generate(tmp_path, tmp_path / "d" / "o.jsonl"), "--output")
+
+
+def test_a_long_legal_name_works_and_a_too_long_one_is_refused(tmp_path):
+    """244 characters is legal (the old temporary name ``.{name}.XXXXXXXX.tmp`` went past 255 after the whole
+    run); 256 is refused before generating, as is a too-long folder name (was an OSError traceback)."""
+    ok = tmp_path / ("a" * 244)
+    r = _generate(tmp_path, ok)
+    assert r.exit_code == 0, r.output
+    _row(ok.read_text())
+    _refused(_generate(tmp_path, tmp_path / ("b" * 256)), "file name is 256 bytes long")
+    _refused(_generate(tmp_path, tmp_path / ("c" * 256) / "o.jsonl"), "--output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a" * 244, "in.jsonl"]
+
+
+@pytest.mark.parametrize("text", ["results/", "out.jsonl/", "out.jsonl/.", ".", "sub/.."])
+def test_a_folder_path_is_refused(tmp_path, text, monkeypatch):
+    """A trailing slash means a folder: ``results/`` (missing) created a regular file ``results``, ``out.jsonl/``
+    (a file) wrote to out.jsonl."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "out.jsonl").write_text("mine\n")
+    _refused(_generate(tmp_path, text), "--output must be a file path")
+    assert not (tmp_path / "results").exists() and (tmp_path / "out.jsonl").read_text() == "mine\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to hand a file to another user")
+def test_replacing_keeps_owner_and_group_as_root(tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.write_text("old\n")
+    os.chown(out, 65534, 65534)
+    os.chmod(out, 0o664)
+    r = _generate(tmp_path, out)
+    assert r.exit_code == 0, r.output
+    st = out.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o664)
+    _row(out.read_text())

@@ -1,0 +1,194 @@
+"""Where ``tritonseek generate --output`` writes its JSONL rows, and how (used by tritonseek.cli).
+
+Three ways, chosen before any generation from what the path reaches:
+
+- ``replace``: a regular file, a symlink resolving to one, or a new name in an existing folder. The rows go to a
+  temporary file beside the target that is renamed over it, so an error or a kill mid-write leaves the old contents.
+- ``direct``: a character device (``/dev/null``, a terminal) or a FIFO, opened and written in place, as a shell's
+  ``>`` does. A rename would replace the node instead of writing through it.
+- ``fd``: a path through this process's ``/proc/self/fd/N`` or ``/dev/fd/N`` (``/dev/stdout`` is one): the bytes are
+  written to the open descriptor N, at its offset and with its flags (``>> log`` appends). Renaming over the file
+  behind it replaced a shell-redirected log (session 19 tester: ``-o /dev/stdout >> log.txt`` lost log.txt's old
+  lines; with a pipe behind it the whole run was spent and then failed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tempfile
+from dataclasses import dataclass
+
+
+class OutputPathError(ValueError):
+    """--output cannot be written; the message is one line for the user, naming --output."""
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """What the rows will be written to. ``path``: the final path, every symlink resolved (for ``fd``, the
+    ``/proc/<pid>/fd/N`` link); ``how``: ``replace``, ``direct`` or ``fd``; ``fd``: N for ``fd``, else None."""
+
+    path: str
+    how: str
+    fd: int | None = None
+
+
+_MAX_LINKS = 40  # Linux's own limit on symlinks followed in one lookup (ELOOP beyond it)
+_OWN_FD = re.compile(r"/proc/(\d+)(?:/task/\d+)?/fd/(\d+)")
+
+
+def _name_max(folder: str) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _follow(raw: str) -> tuple[str, int | None]:
+    """The path ``raw`` reaches (every symlink followed, one at a time) and the descriptor N when the chain goes
+    through this process's /proc/<pid>/fd/N. A magic /proc fd link is not followed further: what it names is an
+    open file description, not a path to rename over."""
+    p = os.path.abspath(raw)
+    for _ in range(_MAX_LINKS):
+        head, name = os.path.split(p)
+        p = os.path.join(os.path.realpath(head), name)  # the folders' links (/dev/fd -> /proc/self/fd)
+        m = _OWN_FD.fullmatch(p)
+        if m:  # another process's descriptor: written in place through the link (check_output's "direct")
+            return (p, int(m.group(2))) if int(m.group(1)) == os.getpid() else (p, None)
+        if not os.path.islink(p):
+            return p, None
+        p = os.path.join(os.path.dirname(p), os.readlink(p))
+    raise OutputPathError(f"--output {raw} is a symlink loop (more than {_MAX_LINKS} links); give a file path")
+
+
+def check_output(raw: str) -> OutputTarget:
+    """Decide how the rows will be written to ``raw`` (the --output text as typed), failing before any work.
+
+    Raises:
+        OutputPathError: a folder path (trailing ``/``, ``.``, ``..``), a file name longer than the file system
+            takes, a symlink loop, a missing or unwritable folder, a socket or block device, a closed or read-only
+            descriptor, or any other OSError met while looking (its message, one line).
+    """
+    if os.path.basename(raw) in ("", ".", ".."):
+        # pathlib drops a trailing slash: "results/" created a regular file "results", "out.jsonl/" wrote out.jsonl
+        raise OutputPathError(f"--output {raw!r} names a folder; --output must be a file path")
+    try:
+        path, fd = _follow(raw)
+        if fd is not None:
+            return _check_fd(raw, path, fd)
+        folder, name = os.path.split(path)
+        limit = _name_max(folder) if os.path.isdir(folder) else 255
+        if len(os.fsencode(name)) > limit:
+            raise OutputPathError(f"--output file name is {len(os.fsencode(name))} bytes long; this file system "
+                                  f"takes at most {limit}")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            if not os.path.isdir(folder):
+                raise OutputPathError(f"--output folder {folder} does not exist")
+        elif stat.S_ISDIR(st.st_mode):
+            raise OutputPathError(f"--output {raw} is a directory; give a file path")
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode) or path.startswith("/proc/"):
+            if not os.access(path, os.W_OK):
+                raise OutputPathError(f"--output {raw} is not writable")
+            return OutputTarget(path, "direct")
+        elif not stat.S_ISREG(st.st_mode):
+            kind = "a socket" if stat.S_ISSOCK(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode) else \
+                "not a regular file"
+            raise OutputPathError(f"--output {raw} is {kind}; give a file path, a FIFO or a character device")
+        if not os.access(folder, os.W_OK | os.X_OK) or (st is not None and not os.access(path, os.W_OK)):
+            raise OutputPathError(f"--output {raw} is not writable")
+        return OutputTarget(path, "replace")
+    except OSError as e:  # ENAMETOOLONG in a folder name, ELOOP in a folder, EACCES while looking
+        raise OutputPathError(f"--output {raw}: {e.strerror or e}") from None
+
+
+def _check_fd(raw: str, path: str, fd: int) -> OutputTarget:
+    import fcntl
+
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        raise OutputPathError(f"--output {raw}: file descriptor {fd} is not open") from None
+    if flags & os.O_ACCMODE not in (os.O_WRONLY, os.O_RDWR):
+        raise OutputPathError(f"--output {raw}: file descriptor {fd} is not open for writing")
+    return OutputTarget(path, "fd", fd)
+
+
+def same_file(target: OutputTarget, other: str) -> bool:
+    """Whether ``target`` is the file ``other`` (so writing it would overwrite that file)."""
+    try:
+        a = os.fstat(target.fd) if target.how == "fd" else os.stat(target.path)
+        b = os.stat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def write_output(target: OutputTarget, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` as check_output decided. Raises OSError.
+
+    ``replace``: atomic (temporary file ``.tritonseek-XXXXXXXX.tmp`` beside the target, short so that any legal
+    target name works, renamed over it; none is left behind on any exit). The replaced file keeps its permission
+    bits, and its owner and group where this process may set them (root; else the file becomes the writer's), but
+    hard links to it keep the old contents: the name now points to a new file. A symlink stays a link.
+    ``direct`` and ``fd``: written in place, not atomic."""
+    data = text.encode("utf-8")
+    if target.how == "fd":
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):  # what was printed to that descriptor comes first
+            try:
+                if stream is not None and stream.fileno() == target.fd:
+                    stream.flush()
+            except (OSError, ValueError):  # not a real file (CliRunner), or closed
+                pass
+        _write_all(target.fd, data)
+        return
+    if target.how == "direct":
+        fd = os.open(target.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        return
+    real = target.path
+    fd, tmp = tempfile.mkstemp(prefix=".tritonseek-", suffix=".tmp", dir=os.path.dirname(real))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            st = None
+        if st is not None:  # before chmod: a chown clears set-id bits
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except OSError:  # not root and not the owner: the file becomes this user's
+                pass
+        # mkstemp makes 0600: the old file's bits, or what a plain open() would have given a new file
+        os.chmod(tmp, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+        os.replace(tmp, real)
+        tmp = None
+    finally:  # also on Ctrl-C mid-write
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -87,7 +87,8 @@ _TN = 64
 
 # Launch knobs: ring depth (2: the 72 KB tiles and the 72 KB query tile fill the shared memory), the second
 # consumer warpgroup's and the TMA warp's registers after setmaxnreg, registers per thread at entry (12 warps).
-# Knobs read from the config (off here; mla_decode's WSM entries turn QTMA and OVEC 2 on: module docstring).
+# Knobs read from the config (off here; mla_decode's WSM entries turn QTMA, OVEC 2 and PART16 on: module docstring;
+# PART16 is read by mla_decode, which allocates the partials in q's dtype, and this kernel follows opart's dtype).
 # QTMA: the TMA warp loads each sequence's query tile ([64, 576] rows of q viewed as
 # [batch·s_q·h_q, 576], q contiguous) once both consumers' last score matmul of the previous sequence completed, so
 # the load overlaps that sequence's last value matmuls and its output stores instead of following them (the
@@ -520,7 +521,10 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
     """Launch this split kernel on inputs validated by ``mla_decode`` (layout checked by
     ``mla_decode_ws.ws_layout_ok``; metadata cut with BLOCK_N 64 and BLOCK_H 64); partials go to opart/lpart for
     ``mla_decode``'s combine kernel. Config keys read: WS_STAGES, PRODUCER_REGS, CONSUMER_REGS, QTMA (taken only
-    for a contiguous 16-byte-aligned q; else the consumers load the queries), SEQPF. diag (diagnostics): a
+    for a contiguous 16-byte-aligned q; else the consumers load the queries), SEQPF, OVEC (vectorized output stores,
+    taken only when out's strides are multiples of 8; mla_decode has refused an out with overlapping elements, whose
+    stride 0 would pass that test). PART16 is not read here: mla_decode allocates opart in q's dtype with it and the
+    kernel stores in opart's dtype. diag (diagnostics): a
     [head tiles · num_parts, 128] int64 CUDA buffer for the kernel's DIAG stamps (layout in the kernel's
     comment). Raises ValueError for another BLOCK_H / BLOCK_N or a diag of another shape / dtype."""
     cfg = dict(WSM_DEFAULTS)

@@ -37,7 +37,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import StagedRows, git_commit, out_file
+from tritonseek.benchrun import StagedRows, git_commit, out_file, require_cuda
 from tritonseek.kernels import fp8_gemm as G
 from tritonseek.kernels import fp8_gemm_small as SMALL
 from tritonseek.kernels import fp8_quant
@@ -574,6 +574,7 @@ def main():
     p.add_argument("--confirm", action="store_true",
                    help="M <= 16: time the committed config and the general kernel's (baseline) only; rows report the committed one")
     args = p.parse_args()
+    require_cuda("bench_fp8_gemm")
     # a job-level `timeout` sends SIGTERM: leave through the finally below so rows already
     # measured are still written
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

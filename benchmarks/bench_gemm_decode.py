@@ -46,7 +46,7 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import (git_commit, name_list, out_file, positive_float, positive_int,  # noqa: E402
+from tritonseek.benchrun import (git_commit, name_list, out_file, positive_float, positive_int, require_cuda,  # noqa: E402
                                  positive_int_list)
 from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels import fp8_gemm_small as SMALL  # noqa: E402
@@ -457,6 +457,10 @@ def main():
     p.add_argument("--sweep-out", default="", type=out_file)
     p.add_argument("--winners", default="", type=out_file)
     args = p.parse_args()
+    if set(args.models) != {"tiny"}:  # only the tiny model has a CPU (interpreter) run
+        require_cuda("bench_gemm_decode")
+    elif not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        p.error("--models tiny without a CUDA GPU runs through Triton's interpreter: set TRITON_INTERPRET=1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # job-level timeout: still write rows
     env = dict(gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", torch=torch.__version__, triton=triton.__version__,
                commit=git_commit(), dry=not torch.cuda.is_available(),
@@ -465,11 +469,12 @@ def main():
     try:
         bench(args, env, rows, winners, sweep_rows)
     finally:
-        if not args.precompile:
-            with open(args.out, "a") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-            if args.sweep_out:
+        if not args.precompile:  # files only with rows to add (a run that failed first left an empty OUT, s19)
+            if rows:
+                with open(args.out, "a") as f:
+                    for r in rows:
+                        f.write(json.dumps(r) + "\n")
+            if args.sweep_out and sweep_rows:
                 with open(args.sweep_out, "a") as f:
                     for r in sweep_rows:
                         f.write(json.dumps(dict(r, **env)) + "\n")

@@ -44,7 +44,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
 from tritonseek.kernels import grouped_gemm_ws as GW  # noqa: E402
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous  # noqa: E402
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
@@ -495,6 +495,7 @@ def main():
     p.add_argument("--ab", type=int, default=0, help="rounds of interleaved GPU-clock timing of every checked "
                    "config and the peer (0: off)")
     args = p.parse_args()
+    require_cuda("bench_grouped_ws")
     if args.cands:
         WS_CANDIDATES[:] = [WS_CANDIDATES[int(i)] for i in args.cands.split(",")]
     if args.cands_json:

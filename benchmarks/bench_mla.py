@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_mla_prefill as PF  # noqa: E402 (suite mla_prefill)
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import (StagedRows, git_commit, out_file, positive_float, positive_int,  # noqa: E402
+from tritonseek.benchrun import (StagedRows, git_commit, out_file, positive_float, positive_int, require_cuda,  # noqa: E402
                                  write_json_kept)
 from tritonseek.kernels import mla_decode as D
 from tritonseek.kernels import mla_prefill as P
@@ -553,6 +553,8 @@ def main():
                 f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
     if args.dry:
         _dry_mode()
+    else:
+        require_cuda("bench_mla")
     t0 = time.time()
     deadline = t0 + args.budget_s
     global PRECOMPILE_TIMEOUT_S

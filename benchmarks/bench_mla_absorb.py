@@ -23,7 +23,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, out_file, positive_int_list, write_rows  # noqa: E402
+from tritonseek.benchrun import git_commit, out_file, positive_int_list, require_cuda, write_rows  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.reference.mla_absorb import mla_absorb_o_ref, mla_absorb_q_ref  # noqa: E402
 
@@ -46,6 +46,7 @@ def main() -> int:
     p.add_argument("--out", default="mla_absorb_rows.jsonl", type=out_file,
                    help="JSON rows, written when every case is done (a failed run keeps the old file)")
     args = p.parse_args()
+    require_cuda("bench_mla_absorb")
     dev, bf = torch.device("cuda"), torch.bfloat16
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                commit=git_commit(),

@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import cos_diff, torch_peer_decode  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import StagedRows, git_commit, name_list, out_file, positive_float, positive_int  # noqa: E402
+from tritonseek.benchrun import (StagedRows, git_commit, name_list, out_file, positive_float, positive_int,  # noqa: E402
+                                 require_cuda)
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
 
@@ -304,6 +305,8 @@ def main():
     if args.dry and not D.interpreter_active():
         p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
                 f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
+    if not args.dry:
+        require_cuda("bench_mla_small")
     if args.dry:
         DEVICE = "cpu"
 

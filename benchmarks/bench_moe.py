@@ -45,7 +45,7 @@ from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_list, nonnegative_float, nonnegative_int, out_file,  # noqa: E402
-                                 positive_float, positive_int, positive_int_list)
+                                 positive_float, positive_int, positive_int_list, require_cuda)
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
@@ -501,6 +501,8 @@ def main():
     if args.dry and not interpreter_active():
         p.error("--dry runs the kernels on CPU through Triton's interpreter, which was off when they were defined "
                 f"(TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}); run with TRITON_INTERPRET=1")
+    if not args.dry:
+        require_cuda("bench_moe")
     torch.manual_seed(0)
     cx = Ctx(args)
     failed = []

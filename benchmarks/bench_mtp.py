@@ -70,7 +70,7 @@ from tritonseek.kernels import sampling_filter as F
 from tritonseek.kernels.reference.sampling import sample_ref
 from tritonseek.kernels.reference.spec import verify_greedy_ref, verify_rejection_ref
 from tritonseek.benchrun import (RowsFile, StagedRows, git_commit, name_list, nonnegative_float, out_file,  # noqa: F401
-                                 positive_float, positive_int_list)  # git_commit: also mtp_e2e's
+                                 positive_float, positive_int_list, require_cuda)  # git_commit: also mtp_e2e's
 from tritonseek.kernels import spec_verify as SV
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
@@ -512,6 +512,8 @@ def main():
         from mtp_compile_check import compile_check  # benchmarks/ is on sys.path when run as a script
 
         sys.exit(1 if compile_check(ptxas_report=not args.no_ptxas_report) else 0)
+    if not args.dry:
+        require_cuda("bench_mtp")
     if args.dry:
         DEVICE, VOCAB, BATCHES = "cpu", 300, (1, 3)
         SWEEP_CANDIDATES, SWEEP_CASES = SWEEP_CANDIDATES[:2], [(1, 1)]

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_moe_layer import kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list  # noqa: E402
+from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list, require_cuda  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm  # noqa: E402
@@ -200,6 +200,7 @@ def main() -> int:
     p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs")
     p.add_argument("--o-configs", default=None, help="JSON list of absorb_o / absorb_o_fp8 configs")
     args = p.parse_args()
+    require_cuda("probe_decode_small")
     dev, env = torch.device("cuda"), _env()
     only = set(args.only)
     qc = json.loads(args.q_configs) if args.q_configs else Q_CONFIGS

@@ -32,7 +32,7 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_fp8_gemm import calc_diff, graph_time_us, make_sets, peer_fn  # noqa: E402
 
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
 from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels.reference.fp8 import fp8_gemm_nt_ref  # noqa: E402
 
@@ -174,6 +174,7 @@ def main():
     p.add_argument("--variant", action="append", default=[], help="NAME=GLUON-JSON, with --gpu-ab (repeatable)")
     p.add_argument("--rows", default="", help="with --gpu-ab: append JSON rows here")
     args = p.parse_args()
+    require_cuda("probe_fp8_gemm_ab")
     commit = git_commit()
     def val(text):
         return text if text == "@s17" else json.loads(text)

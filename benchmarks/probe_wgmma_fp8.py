@@ -218,7 +218,11 @@ def precompile(jobs: int) -> None:
 
 
 def measure(jobs: int | None = None):
-    """Time every case on the current GPU; ``jobs``: compile them first in that many processes (None: no)."""
+    """Time every case on the current GPU; ``jobs``: compile them first in that many processes (None: no).
+    Exits 2 with one line when torch sees no CUDA GPU."""
+    from tritonseek.benchrun import require_cuda
+
+    require_cuda("probe_wgmma_fp8")
     if jobs is not None:
         t0 = time.time()
         precompile(jobs)

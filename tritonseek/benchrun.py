@@ -260,6 +260,18 @@ def out_file(text: str) -> str:
     return text
 
 
+def require_cuda(script: str) -> None:
+    """Exit 2 with the one line "<script>: needs a CUDA GPU (torch sees none)" on stderr unless torch sees a CUDA
+    device. The benchmark scripts call it right after parsing their options (``--dry`` runs skip it), before any file
+    is written: without it they ended in "AssertionError: Torch not compiled with CUDA enabled" tracebacks, some
+    after creating an empty rows file (tester, s19)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"{script}: needs a CUDA GPU (torch sees none)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def benchmarks_dir() -> Path:
     """``benchmarks/`` of the source checkout this package was imported from."""
     d = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -195,6 +195,7 @@ def test_bench_fp8_gemm_failing_run_keeps_old_files(monkeypatch, tmp_path):
 
     monkeypatch.setattr(bench_fp8_gemm, "bench_gemm", bench_gemm)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "test-gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the script's GPU check (stubs only)
     monkeypatch.setattr(sys, "argv", ["bench_fp8_gemm.py", "--skip-quant", "--out", str(files["rows.jsonl"]),
                                       "--winners", str(files["winners.json"]), "--sweep-out", str(files["sweep.jsonl"])])
     before = signal.getsignal(signal.SIGTERM)

@@ -1,0 +1,52 @@
+"""Benchmark scripts without a GPU (tester, s19): they ended in "AssertionError: Torch not compiled with CUDA enabled"
+tracebacks (bench_gemm_decode in "0 active drivers", after its finally had created an empty rows file). Now each
+prints one line "<script>: needs a CUDA GPU" and exits 2 before writing anything (``benchrun.require_cuda``);
+``--dry`` runs are unaffected. In-process, with ``torch.cuda.is_available`` patched to False so the test means the
+same on a GPU machine; nothing is launched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+OLD = '{"suite": "old", "kept": true}\n'
+
+# script, the option naming its rows file (None: the script has none)
+SCRIPTS = [("bench_fp8_gemm", "--out"), ("bench_grouped_ws", "--out"), ("bench_mla", "--out"),
+           ("bench_mla_absorb", "--out"), ("bench_mla_small", "--out"), ("bench_moe", "--out"), ("bench_mtp", "--out"),
+           ("probe_decode_small", "--out"), ("probe_fp8_gemm_ab", "--rows"), ("probe_wgmma_fp8", None),
+           ("bench_gemm_decode", "--out")]
+
+
+@pytest.mark.parametrize("script, out_opt", SCRIPTS, ids=[s for s, _ in SCRIPTS])
+def test_without_a_gpu_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path, script, out_opt):
+    mod = importlib.import_module(f"benchmarks.{script}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # default file names land here if anything is written
+    out = tmp_path / "rows.jsonl"
+    out.write_text(OLD)
+    argv = [out_opt, str(out)] if out_opt else []
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    with pytest.raises(SystemExit) as e:
+        mod.main(*([[]] if script == "probe_wgmma_fp8" else []))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{script}: needs a CUDA GPU (torch sees none)"], err
+    assert out.read_text() == OLD and sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_bench_gemm_decode_tiny_on_cpu_needs_the_interpreter(monkeypatch, capsys, tmp_path):
+    """--models tiny is the script's CPU run; without TRITON_INTERPRET it reached Triton's "0 active drivers"."""
+    mod = importlib.import_module("benchmarks.bench_gemm_decode")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench_gemm_decode.py", "--models", "tiny"])
+    with pytest.raises(SystemExit) as e:
+        mod.main()
+    assert e.value.code == 2 and "TRITON_INTERPRET=1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

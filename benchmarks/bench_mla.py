@@ -522,7 +522,8 @@ def main():
     p.add_argument("--out", default="mla_rows.jsonl", type=out_file,
                    help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
                         "interrupted or failed run keeps the old OUT), a new one gets each row as it is measured")
-    p.add_argument("--winners", default="mla_winners.json", type=out_file)
+    p.add_argument("--winners", default="mla_winners.json", type=out_file,
+                   help="the sweep's winning configs (JSON); never written by --dry (interpreter timings)")
     p.add_argument("--budget-s", type=positive_float, default=1e9, help="stop starting new work after this many seconds")
     p.add_argument("--dry", action="store_true", help="CPU smoke run through Triton's interpreter (turned on by this "
                    "flag), tiny shapes; rows carry dry: true")
@@ -577,7 +578,7 @@ def main():
             print(f"winners: {json.dumps(winners)}  ({time.time() - t0:.0f}s)", flush=True)
             if args.precompile and not args.sweep and not args.sweep_only:
                 precompile_suite(winners)
-            if winners:  # the sweep finished: its winners replace the old file
+            if winners and not args.dry:  # the sweep finished: its winners replace the old file
                 write_json_kept(args.winners, winners, complete=True)
             if args.metadata:
                 bench_metadata(env, rows, out_f)
@@ -586,7 +587,11 @@ def main():
             if do_dec and not args.sweep_only:
                 bench_decode(env, rows, out_f, winners, deadline)
         finally:
-            if winners:  # an empty dict would replace an old winners file; an unfinished run writes .partial
+            # an empty dict would replace an old winners file; an unfinished run writes .partial. A --dry sweep's
+            # winners come from CPU-interpreter timings: never written (s19: bench_moe's replaced the real file)
+            if winners and args.dry:
+                print("--dry: the sweep's winners are not written (CPU-interpreter timings)", file=sys.stderr)
+            elif winners:
                 write_json_kept(args.winners, winners, complete=sys.exc_info()[0] is None)
     print(f"\n{'case':44s} {'us_g':>8s} {'GB/s':>7s} {'TFLOP/s':>8s} {'peer_us':>8s} {'x peer':>6s} target  met ok")
     for r in rows:

@@ -495,7 +495,8 @@ def main():
                    help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
                         "interrupted run or one with a failed suite keeps the old OUT), a new one gets each row as it "
                         "is measured; a failed suite does not stop the others")
-    p.add_argument("--winners", default="moe_winners.json", type=out_file)
+    p.add_argument("--winners", default="moe_winners.json", type=out_file,
+                   help="the sweeps' winning configs (JSON); never written by --dry (interpreter timings)")
     args = p.parse_args()
     _check_lists(p, args)
     if args.dry and not interpreter_active():
@@ -521,7 +522,11 @@ def main():
             if failed:  # exit 1: an existing --out stays as it was, the rows measured are in OUT.partial
                 cx.out.fail(f"failed suites: {', '.join(failed)}")
     finally:
-        if cx.winners:  # an empty dict would replace an old winners file; an unfinished run writes .partial
+        # an empty dict would replace an old winners file; an unfinished run writes .partial. A --dry run's winners
+        # come from CPU-interpreter timings: never written (s19: they replaced ./moe_winners.json, rows said dry)
+        if cx.winners and args.dry:
+            print("--dry: the sweeps' winners are not written (CPU-interpreter timings)", file=sys.stderr)
+        elif cx.winners:
             write_json_kept(args.winners, cx.winners, complete=sys.exc_info()[0] is None and not failed)
     print("\n%-24s %-52s %9s %9s %8s %8s %8s %s" % ("suite", "case", "us", "us_graph", "TFLOP/s", "GB/s", "ratio", "met"))
     for r in cx.rows:

@@ -50,3 +50,45 @@ def test_bench_gemm_decode_tiny_on_cpu_needs_the_interpreter(monkeypatch, capsys
         mod.main()
     assert e.value.code == 2 and "TRITON_INTERPRET=1" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- --dry winners
+def test_bench_moe_dry_never_writes_winners(monkeypatch, tmp_path, capsys):
+    """bench_moe.py --dry replaced an existing ./moe_winners.json with CPU-interpreter winners (its rows said dry, the
+    winners file did not). A finished --dry run now writes no winners file, neither the default nor a given one."""
+    bm = importlib.import_module("benchmarks.bench_moe")
+    monkeypatch.chdir(tmp_path)
+    default = tmp_path / "moe_winners.json"
+    default.write_text('{"real": 1}')
+
+    def sweep(cx):
+        cx.winners["k"] = {"BLOCK_M": 64}
+        cx.row("x", {"n": 1}, 1.0, None)
+
+    monkeypatch.setitem(bm.SUITES, "sweep", sweep)
+    for extra in ([], ["--winners", str(tmp_path / "given.json")]):
+        monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--dry", "--suites", "sweep", "--out",
+                                          str(tmp_path / "rows.jsonl"), *extra])
+        assert bm.main() == 0
+        assert "winners are not written" in capsys.readouterr().err
+    assert default.read_text() == '{"real": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moe_winners.json", "rows.jsonl"]
+
+
+def test_bench_mla_dry_sweep_never_writes_winners(monkeypatch, tmp_path, capsys):
+    bm = importlib.import_module("benchmarks.bench_mla")
+    for name in ("BATCH", "MAX_ROWS", "GLUON_VARIANT", "DECODE_SK", "ONLY_HS", "ONLY_VARLEN", "GLUON_EXTRA", "NO_PEER",
+                 "PRECOMPILE_TIMEOUT_S"):
+        monkeypatch.setattr(bm, name, getattr(bm, name))  # main() rebinds them
+    monkeypatch.setattr(bm, "_dry_mode", lambda: monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "dry"))
+    monkeypatch.setattr(bm, "precompile_all", lambda prefill: None)
+    monkeypatch.setattr(bm, "sweep_decode", lambda winners, deadline: winners.update(decode_x={"BLOCK_N": 64}))
+    monkeypatch.setattr(bm, "bench_decode", lambda env, rows, out_f, winners, deadline: None)
+    monkeypatch.chdir(tmp_path)
+    win = tmp_path / "mla_winners.json"
+    win.write_text('{"real": 1}')
+    monkeypatch.setattr(sys, "argv", ["bench_mla.py", "--dry", "--sweep", "--suite", "mla_decode", "--out",
+                                      str(tmp_path / "rows.jsonl")])
+    bm.main()
+    assert "winners are not written" in capsys.readouterr().err
+    assert win.read_text() == '{"real": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["mla_winners.json"]

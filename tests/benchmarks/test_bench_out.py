@@ -159,9 +159,20 @@ def test_bench_moe_failing_suite_keeps_old_rows_and_winners(monkeypatch, tmp_pat
         raise RuntimeError("suite failed after a sweep")
 
     monkeypatch.setitem(bench_moe.SUITES, "broken", winner_then_fail)
-    bench_moe.main()  # a failed run keeps the old winners; what it found goes to .partial (lead, s18)
+    bench_moe.main()  # --dry never writes winners (s19): neither the file nor .partial
+    assert win.read_text() == '{"old": 1}' and not (tmp_path / "winners.json.partial").exists()
+    # a GPU run (stubbed: only the script's GPU check and device name are faked) that fails keeps the old winners;
+    # what it found goes to .partial (lead, s18)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "test-gpu")
+    monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--suites", "broken", "--out", str(out), "--winners", str(win)])
+    bench_moe.main()
     assert win.read_text() == '{"old": 1}' and json.loads((tmp_path / "winners.json.partial").read_text()) == {
         "k": {"BLOCK_M": 64}}
+    monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--dry", "--suites", "broken", "--out", str(out),
+                                      "--winners", str(win)])
 
     monkeypatch.setitem(bench_moe.SUITES, "broken", one_row)
     bench_moe.main()  # the first row replaces the old file, the next ones append

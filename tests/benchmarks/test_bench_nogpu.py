@@ -92,3 +92,18 @@ def test_bench_mla_dry_sweep_never_writes_winners(monkeypatch, tmp_path, capsys)
     bm.main()
     assert "winners are not written" in capsys.readouterr().err
     assert win.read_text() == '{"real": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["mla_winners.json"]
+
+
+# ---------------------------------------------------------------------------------------------- kernel-time rows
+def test_bench_fp8_gemm_kernel_fields_are_marked_unverified(monkeypatch):
+    """us_kernel / tflops_kernel / ratio_vs_peer_kernel come from benchmarks.timing.kernel_time_us, which its own
+    docstring does not trust alone; rows carrying them now say so (tester, s19). Profiler stubbed: 10 µs ours,
+    12 µs the peer."""
+    from benchmarks import bench_fp8_gemm, timing
+
+    monkeypatch.setattr(timing, "kernel_time_us", lambda fns: 10.0 if fns == "ours" else 12.0)
+    got = bench_fp8_gemm.kernel_fields("ours", "peer", 2e9)
+    assert got == dict(us_kernel=10.0, kernel_time_unverified=True, tflops_kernel=200.0, peer_us_kernel=12.0,
+                       peer_tflops_kernel=166.7, ratio_vs_peer_kernel=1.2)
+    monkeypatch.setattr(timing, "kernel_time_us", lambda fns: 1 / 0)
+    assert set(bench_fp8_gemm.kernel_fields("ours", None, 2e9)) == {"kernel_time_note"}  # no kernel figures, no flag

@@ -36,7 +36,8 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_grouped_ws import _interleaved_gpu_us, _median, _operands, _warm_gpu  # noqa: E402
 
-from tritonseek.benchrun import git_commit, nonnegative_float, nonnegative_int, positive_int  # noqa: E402
+from tritonseek.benchrun import (git_commit, json_object, nonnegative_float, nonnegative_int, out_dir,  # noqa: E402
+                                 positive_int)
 from tritonseek.kernels import grouped_gemm_ws as GW  # noqa: E402
 from tritonseek.kernels.grouped_gemm_ws_parts import DIAG_SLOTS as S  # noqa: E402
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
@@ -66,15 +67,9 @@ def _case_arg(text: str) -> str:
     return text
 
 
-def _config_arg(text: str) -> dict:
-    """argparse type of --ab-cfgs / --timeline-cfgs: a JSON object of grouped_ws_config overrides."""
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError:
-        cfg = None
-    if not isinstance(cfg, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of grouped_ws_config overrides")
-    return cfg
+# argparse type of --ab-cfgs / --timeline-cfgs: a JSON object of grouped_ws_config overrides, keys and values checked
+# against the launcher's spec before any GPU work (s19: {"STAGGER": -5} and {"EARLY_TMA": 1} failed inside the run)
+_config_arg = json_object(GW.GROUPED_WS_CONFIG_SPEC, "grouped_ws_config overrides")
 
 
 def _masked_inputs(E, m, N, K, dev):
@@ -278,7 +273,9 @@ def main():
                    help="configs (grouped_ws_config overrides, JSON) timed against the default")
     p.add_argument("--timeline-cfgs", nargs="*", type=_config_arg, default=[{}],
                    help="configs whose DIAG build gets a timeline ({} = the default)")
-    p.add_argument("--out", default=os.environ.get("OUT", "."), help="output folder (default $OUT or .)")
+    p.add_argument("--out", default=os.environ.get("OUT", "."), type=out_dir,
+                   help="output FOLDER (a file in the bench_*.py scripts), default $OUT or .; created if only its "
+                        "last part is missing")
     p.add_argument("--warm-s", type=nonnegative_float, default=0.5, help="seconds of GPU warm-up first")
     args = p.parse_args()
     if not torch.cuda.is_available():

@@ -29,10 +29,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import BATCH, D_QK, D_V, decode_lens, graph_time_us, make_decode  # noqa: E402
 
-from tritonseek.benchrun import git_commit  # noqa: E402
+from tritonseek.benchrun import git_commit, json_object, out_dir, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
 from tritonseek.kernels import mla_decode_wsm as M  # noqa: E402
+from tritonseek.kernels.mla_decode_small import MLA_CONFIG_SPEC  # noqa: E402
 
 
 def _case(name: str) -> tuple[int, int, int, bool]:
@@ -42,6 +43,22 @@ def _case(name: str) -> tuple[int, int, int, bool]:
         hs, sk = hs.split("@")[0], int(hs.split("@")[1])
     h, s_q = (int(x) for x in hs.split("x"))
     return h, s_q, int(sk), v
+
+
+def _case_arg(text: str) -> str:
+    """argparse type of --cases: H_QxS_Q[@S_K][v|f] (v: varlen lengths, f or nothing: fixed), positive ints."""
+    try:
+        h, s_q, s_k, _ = _case(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not H_QxS_Q[@S_K][v|f] (e.g. 32x1v, 32x1@8192f)") from None
+    if min(h, s_q, s_k) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
+    return text
+
+
+# --cfg / --ab: JSON overrides of mla_decode's config, checked against its spec before any GPU work (s19: {"OVEC": 3}
+# ended in a traceback, a --cfg that was not JSON in a failed case per case and exit 0)
+_config_arg = json_object(MLA_CONFIG_SPEC, "mla_decode config overrides")
 
 
 def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
@@ -292,39 +309,49 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     del graphs, keep
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--cases", nargs="*", default=["32x1v", "16x2v", "16x1v", "32x1f"])
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--cfg", default="{}", help="JSON config overrides")
-    ap.add_argument("--ab", nargs="*", help="A/B mode: JSON config overrides, one per config ('{}' = default)")
+def main() -> int:
+    """Exit status: 0 when every case ran, 1 when any failed (each failure is printed and the others still run), 2 for
+    a bad option or no GPU."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."), type=out_dir,
+                    help="output FOLDER (a file in the bench_*.py scripts), default $OUT or .; created if only its "
+                         "last part is missing")
+    ap.add_argument("--cases", nargs="+", type=_case_arg, default=["32x1v", "16x2v", "16x1v", "32x1f"])
+    ap.add_argument("--reps", type=positive_int, default=5)
+    ap.add_argument("--cfg", default={}, type=_config_arg, help="JSON config overrides (mla_decode config keys)")
+    ap.add_argument("--ab", nargs="*", type=_config_arg,
+                    help="A/B mode: JSON config overrides, one per config ('{}' = default)")
     args = ap.parse_args()
+    require_cuda("probe_mla_ws_timeline")
+    os.makedirs(args.out, exist_ok=True)
     import datetime
-    import json
 
+    failed = []
     if args.ab:
         import triton
 
         env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                    commit=git_commit(),
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        cfgs = [json.loads(x) for x in args.ab]
         for name in args.cases:
             try:
-                _ab_case(name, cfgs, args.reps, args.out, env)
+                _ab_case(name, list(args.ab), args.reps, args.out, env)
             except Exception as e:  # noqa: BLE001
                 print(f"ab {name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
+                failed.append(name)
             torch.cuda.empty_cache()
-        return
-
-    for name in args.cases:
-        try:
-            run_case(name, args.reps, args.out, json.loads(args.cfg))
-        except Exception as e:  # noqa: BLE001
-            print(f"{name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
-        torch.cuda.empty_cache()
+    else:
+        for name in args.cases:
+            try:
+                run_case(name, args.reps, args.out, args.cfg)
+            except Exception as e:  # noqa: BLE001
+                print(f"{name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
+                failed.append(name)
+            torch.cuda.empty_cache()
+    if failed:
+        print(f"failed cases: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

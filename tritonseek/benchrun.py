@@ -272,6 +272,39 @@ def require_cuda(script: str) -> None:
         raise SystemExit(2)
 
 
+def out_dir(text: str) -> str:
+    """An output folder: an existing one, or a new one whose parent exists (the script creates it once its checks have
+    passed); a file, or a missing parent (a typo such as /nonexistent/x), is refused before any work."""
+    path = os.path.abspath(text)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder (this option names an output folder)")
+    if not os.path.isdir(path) and not os.path.isdir(os.path.dirname(path)):
+        raise argparse.ArgumentTypeError(f"folder {os.path.dirname(path)} does not exist")
+    return text
+
+
+def json_object(spec: dict | None = None, what: str = "config overrides"):
+    """A ``type=`` for a JSON object (e.g. launch-config overrides); with ``spec`` (a launcher's config spec, rules as
+    in ``tritonseek.kernels._utils.check_config``) its keys and values are checked up front, so an unknown or removed
+    key or a value outside its rule is one argparse line, not a traceback after the GPU work started."""
+    def parse(text: str) -> dict:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of {what}")
+        if spec is not None:
+            from tritonseek.kernels._utils import check_config
+
+            try:
+                check_config("config", obj, spec)
+            except (TypeError, ValueError) as e:
+                raise argparse.ArgumentTypeError(f"{text}: {e}") from None
+        return obj
+    return parse
+
+
 def benchmarks_dir() -> Path:
     """``benchmarks/`` of the source checkout this package was imported from."""
     d = Path(__file__).resolve().parent.parent / "benchmarks"

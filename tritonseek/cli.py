@@ -6,6 +6,7 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import re
@@ -18,7 +19,22 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="DeepSeek-architecture inference in Python + Triton.")
+class _App(typer.Typer):
+    """typer.Typer whose direct call is a process run (see _interruptible): the console script (``sys.exit(app())``),
+    ``python -m tritonseek.cli`` and a script's ``app()`` in standalone mode end in sys.exit. CliRunner (which calls
+    the click command itself), ``app(..., standalone_mode=False)`` and an interactive session are in-process runs."""
+
+    def __call__(self, *args, **kwargs):
+        interactive = bool(sys.flags.interactive) or hasattr(sys, "ps1") or "ipykernel" in sys.modules
+        token = _process_run.set(bool(kwargs.get("standalone_mode", True)) and not interactive)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _process_run.reset(token)
+
+
+_process_run = contextvars.ContextVar("tritonseek_cli_process_run", default=False)
+app = _App(add_completion=False, no_args_is_help=True, help="DeepSeek-architecture inference in Python + Triton.")
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
@@ -33,45 +49,64 @@ def _ignore_sigint() -> None:
 
 
 _exit_guard: list[bool] = []  # whether _ignore_sigint is registered with atexit
+_interrupt: list[bool] = []  # set by _interrupt_handled while a command runs
+
+
+def _interrupt_handled() -> None:
+    """Call where a Ctrl-C's KeyboardInterrupt is caught and the command is ending: further SIGINTs are ignored (a
+    second one cut the clean-up or the exit short), also during interpreter shutdown (atexit; see _interruptible)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _ignore_sigint()
+    if not _exit_guard:
+        import atexit
+
+        atexit.register(_ignore_sigint)
+        _exit_guard.append(True)
+    _interrupt.append(True)
 
 
 def _interruptible(command):
     """Ctrl-C during a command: one line ``error: interrupted``, exit 130, however often it is pressed.
 
-    The first SIGINT raises KeyboardInterrupt, as Python's default handler does, and turns SIGINT off: a second one
-    while the first unwinds (finally blocks, torchrun's clean-up in --tp) ended the process silently, killed by the
-    signal. When the command ends (returns, raises, or exits 130) the caller's handler comes back, so an in-process
-    caller (CliRunner, a notebook calling ``app(..., standalone_mode=False)``) still gets its Ctrl-C (session 18 left
-    SIGINT ignored after an interrupt). A second Ctrl-C while the interpreter shuts down (where Python puts a
-    Python-level handler back to the system default, so it killed the process silently) is covered by an atexit
-    hook, registered at the first interrupt, that turns SIGINT off again once the process is exiting.
+    A SIGINT raises KeyboardInterrupt (as Python's default handler does). SIGINT is turned off only once that
+    interrupt is being handled (the except path here, or --tp's clean-up): turning it off in the handler itself left
+    Ctrl-C dead for the whole run when the KeyboardInterrupt was swallowed ("Exception ignored" from a __del__ or a
+    weakref callback; session 19 tester). A second SIGINT that lands before the except clause starts (a few bytecodes)
+    still raises. An inherited SIG_IGN (nohup, ``cmd &`` in a script, ``trap '' INT``) is left alone.
+
+    After an interrupt, a process run (see _App: the process exits next) keeps SIGINT off through the exit: with the
+    handler restored, a second Ctrl-C 1-2 ms after the first hit threading._shutdown, which runs before atexit hooks,
+    and printed a traceback after ``error: interrupted``. An in-process run (CliRunner, ``standalone_mode=False``, an
+    interactive session) gets its caller's handler back when the command ends (returns, raises, or exits 130), and an
+    atexit hook turns SIGINT off again in case the process exits afterwards.
     """
 
     @functools.wraps(command)
     def run(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
             return command(*args, **kwargs)
-        hit = []
+        previous = signal.getsignal(signal.SIGINT)
+        if previous == signal.SIG_IGN:
+            return command(*args, **kwargs)
 
         def on_sigint(signum, frame):
-            _ignore_sigint()
-            if not _exit_guard:
-                import atexit
-
-                atexit.register(_ignore_sigint)
-                _exit_guard.append(True)
-            hit.append(signum)
             raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        signal.signal(signal.SIGINT, on_sigint)
+        _interrupt.clear()
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
+            _interrupt_handled()
             sys.stdout.flush()
             sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
             raise typer.Exit(130) from None
-        finally:  # None: a handler set outside Python, which cannot be put back; Python's default stands in
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        finally:
+            if not (_interrupt and _process_run.get()):
+                # None: a handler set outside Python, which cannot be put back; Python's default stands in
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+            _interrupt.clear()
 
     return run
 
@@ -193,14 +228,17 @@ def _tensor_parallel(tp_size: int, device: str | None):
         import threading
 
         main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
-        handled = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig]
-        previous = {sig: signal.signal(sig, _on_signal) for sig in handled} if main_thread else {}
+        handled = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                   if sig and main_thread and signal.getsignal(sig) != signal.SIG_IGN]  # nohup's SIGHUP stays off
+        previous = {sig: signal.signal(sig, _on_signal) for sig in handled}
         try:
             _, err = proc.communicate()
         except (KeyboardInterrupt, _Terminated) as e:
             # torchrun stops its ranks on SIGTERM; killed outright (subprocess.run's reaction) it left them running
             for sig in previous:  # a second signal must not cut the clean-up short
                 signal.signal(sig, signal.SIG_IGN)
+            if isinstance(e, KeyboardInterrupt):
+                _interrupt_handled()
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.communicate(timeout=60)

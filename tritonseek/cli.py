@@ -69,11 +69,13 @@ def _interrupt_handled() -> None:
 def _interruptible(command):
     """Ctrl-C during a command: one line ``error: interrupted``, exit 130, however often it is pressed.
 
-    A SIGINT raises KeyboardInterrupt (as Python's default handler does). SIGINT is turned off only once that
-    interrupt is being handled (the except path here, or --tp's clean-up): turning it off in the handler itself left
-    Ctrl-C dead for the whole run when the KeyboardInterrupt was swallowed ("Exception ignored" from a __del__ or a
-    weakref callback; session 19 tester). A second SIGINT that lands before the except clause starts (a few bytecodes)
-    still raises. An inherited SIG_IGN (nohup, ``cmd &`` in a script, ``trap '' INT``) is left alone.
+    A SIGINT raises KeyboardInterrupt (as Python's default handler does); further ones are dropped while it unwinds
+    (a second Ctrl-C cut the engine's finally blocks short, session 18), and SIGINT is turned off once the interrupt
+    is being handled (the except path here, or --tp's clean-up). SIGINT is not turned off in the handler itself: that
+    left Ctrl-C dead for the whole run when the KeyboardInterrupt was swallowed ("Exception ignored" from a __del__ or
+    a weakref callback; session 19 tester). A swallowed one reaches sys.unraisablehook, which re-arms the handler.
+    Code that catches KeyboardInterrupt and carries on (not through unraisablehook) leaves further Ctrl-Cs dropped
+    until the command ends. An inherited SIG_IGN (nohup, ``cmd &`` in a script, ``trap '' INT``) is left alone.
 
     After an interrupt, a process run (see _App: the process exits next) keeps SIGINT off through the exit: with the
     handler restored, a second Ctrl-C 1-2 ms after the first hit threading._shutdown, which runs before atexit hooks,
@@ -90,10 +92,23 @@ def _interruptible(command):
         if previous == signal.SIG_IGN:
             return command(*args, **kwargs)
 
+        unwinding = []  # a KeyboardInterrupt of ours is on its way up (not yet handled, not swallowed)
+
         def on_sigint(signum, frame):
+            if unwinding:  # a second Ctrl-C while the first unwinds must not cut its finally blocks short
+                return
+            unwinding.append(signum)
             raise KeyboardInterrupt
 
+        hook = sys.unraisablehook
+
+        def on_unraisable(u):
+            if isinstance(u.exc_value, KeyboardInterrupt):  # swallowed ("Exception ignored"): Ctrl-C works again
+                unwinding.clear()
+            hook(u)
+
         signal.signal(signal.SIGINT, on_sigint)
+        sys.unraisablehook = on_unraisable
         _interrupt.clear()
         try:
             return command(*args, **kwargs)
@@ -103,6 +118,8 @@ def _interruptible(command):
             sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
             raise typer.Exit(130) from None
         finally:
+            if sys.unraisablehook is on_unraisable:
+                sys.unraisablehook = hook
             if not (_interrupt and _process_run.get()):
                 # None: a handler set outside Python, which cannot be put back; Python's default stands in
                 signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)

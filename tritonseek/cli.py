@@ -19,6 +19,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tritonseek.cli_output import StdoutLost as _StdoutLost
+from tritonseek.cli_output import drop_stdout as _drop_stdout
+from tritonseek.cli_output import emit as _emit
+
 class _App(typer.Typer):
     """typer.Typer whose direct call is a process run (see _interruptible): the console script (``sys.exit(app())``),
     ``python -m tritonseek.cli`` and a script's ``app()`` in standalone mode end in sys.exit. CliRunner (which calls
@@ -114,7 +118,10 @@ def _interruptible(command):
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             _interrupt_handled()
-            sys.stdout.flush()
+            try:
+                sys.stdout.flush()
+            except (AttributeError, OSError, ValueError):  # closed (None), full or a broken pipe: nothing to keep
+                pass
             sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
             raise typer.Exit(130) from None
         finally:
@@ -362,6 +369,8 @@ def generate(
         _fail("--compare needs --mtp K")
     if backend is not None and backend not in ("triton", "reference"):
         _fail(f"--backend must be triton or reference, got {backend!r}")
+    if prompts_file is None and sys.stdout is None:  # started with stdout closed (>&-): Python sets it to None
+        _fail("standard output is closed: nothing to stream the text to (use --prompts-file IN --output OUT)")
     _check_device(device, tp_size)
     target = None
     if output is not None:
@@ -404,15 +413,14 @@ def generate(
     stream = prompts_file is None
 
     def on_text(i: int, delta: str) -> None:
-        sys.stdout.write(delta)
-        sys.stdout.flush()
+        _emit(delta)
 
     started = False
     try:
         llm.validate_requests([r["prompt"] for r in rows], params, chat=chat, mtp=mtp)
         if stream:
             # Echo what the model continues: the rendered chat turn with --chat, else the prompt.
-            sys.stdout.write(llm.tokenizer.decode(llm.encode(prompt, chat=True)) if chat else prompt)
+            _emit(llm.tokenizer.decode(llm.encode(prompt, chat=True)) if chat else prompt)
             started = True
         if compare and mtp:
             # Warm both paths first so neither timed run pays Triton's JIT compilation.
@@ -428,9 +436,15 @@ def generate(
             base = llm.last_stats
             s.extra["speedup"] = s.tokens_per_s / base.tokens_per_s if base.tokens_per_s else float("nan")
             llm.last_stats = s
+    except _StdoutLost as e:
+        _drop_stdout()
+        _fail(f"could not write the generated text to standard output ({e})", 1)
     except _user_errors() as e:
         if started:
-            sys.stdout.write("\n")
+            try:
+                _emit("\n")
+            except _StdoutLost:
+                _drop_stdout()
         # the engine's message names the library argument; a CLI user sets it with the option
         msg = str(e).replace("with max_new_tokens=", "with --max-new-tokens ")
         m = re.match(r"(params for )?prompt (\d+) ", msg)
@@ -440,7 +454,11 @@ def generate(
             msg = f"--prompts-file {prompts_file} line {row_lines[i]}: " + msg[:m.start(2) - 7] + "this prompt" + msg[m.end(2):]
         _fail(msg)
     if stream:
-        sys.stdout.write("\n")
+        try:
+            _emit("\n")
+        except _StdoutLost as e:
+            _drop_stdout()
+            _fail(f"could not write the generated text to standard output ({e})", 1)
     elif rank0:
         lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
                             ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
@@ -449,9 +467,15 @@ def generate(
 
             write_output(target, "".join(lines))
         except OSError as e:
-            # Never lose finished work: hand the rows to stdout instead.
-            sys.stdout.write("".join(lines))
-            _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout instead")
+            # Never lose finished work: hand the rows to stdout instead, unless stdout is what failed (or is closed).
+            if target.how != "fd" or target.fd != 1:
+                try:
+                    _emit("".join(lines))
+                    _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout "
+                          "instead")
+                except (_StdoutLost, AttributeError):
+                    _drop_stdout()
+            _fail(f"could not write --output {output} ({e.strerror})")
     s = llm.last_stats
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
             f"backend {s.backend} · device {s.device}")

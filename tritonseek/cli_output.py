@@ -1,4 +1,5 @@
-"""Where ``tritonseek generate --output`` writes its JSONL rows, and how (used by tritonseek.cli).
+"""Where ``tritonseek generate --output`` writes its JSONL rows, and how; writing streamed text to stdout (used by
+tritonseek.cli).
 
 Three ways, chosen before any generation from what the path reaches:
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -139,8 +141,6 @@ def write_output(target: OutputTarget, text: str) -> None:
     ``direct`` and ``fd``: written in place, not atomic."""
     data = text.encode("utf-8")
     if target.how == "fd":
-        import sys
-
         for stream in (sys.stdout, sys.stderr):  # what was printed to that descriptor comes first
             try:
                 if stream is not None and stream.fileno() == target.fd:
@@ -192,3 +192,31 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class StdoutLost(Exception):
+    """Writing the streamed text to standard output failed (a full disk, /dev/full, a closed pipe)."""
+
+
+def emit(text: str) -> None:
+    """Streamed text to stdout, flushed at once. Raises StdoutLost with the OS's reason."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as e:
+        raise StdoutLost(e.strerror or str(e)) from None
+
+
+def drop_stdout() -> None:
+    """After a failed write, point stdout's descriptor at /dev/null: the text still buffered would otherwise fail again
+    when Python flushes stdout at exit ("Exception ignored ... OSError", a second message). An in-process stdout
+    without a descriptor (CliRunner) is left alone."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)

@@ -1,0 +1,48 @@
+"""``tritonseek generate`` when standard output cannot be written (session 19 tester findings, fixA): ``> /dev/full``
+gave an OSError traceback, a closed stdout (``>&-``) an AttributeError traceback. Now: one line on stderr, exit 1
+(a write that failed) or 2 (closed before the run), and --output's rows are written whatever stdout does. Real
+processes: the failures are in the descriptors, which CliRunner replaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's tritonseek, whatever is installed
+GEN = f'"{sys.executable}" -m tritonseek.cli generate'
+
+
+def _sh(cmd: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(["sh", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def _one_error(r, code: int, needle: str) -> None:
+    assert r.returncode == code, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() or "exception" in ln.lower()]
+    assert errors == [errors[0]] and errors[0].startswith("error: ") and needle in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_streaming_to_a_full_device(tmp_path):
+    r = _sh(f'{GEN} -p "def f(x):" -n 4 > /dev/full', tmp_path)
+    _one_error(r, 1, "could not write the generated text to standard output (No space left on device)")
+    (tmp_path / "in.jsonl").write_text('{"prompt": "x = 1"}\n')
+    r = _sh(f"{GEN} --prompts-file in.jsonl -n 2 -o /dev/stdout > /dev/full", tmp_path)
+    _one_error(r, 2, "could not write --output /dev/stdout (No space left on device)")
+
+
+def test_stdout_closed(tmp_path):
+    r = _sh(f'{GEN} -p "def f(x):" -n 4 >&-', tmp_path)
+    _one_error(r, 2, "standard output is closed")
+    (tmp_path / "in.jsonl").write_text('{"prompt": "x = 1"}\n')
+    r = _sh(f"{GEN} --prompts-file in.jsonl -n 2 -o out.jsonl >&-", tmp_path)  # the rows do not need stdout
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    (line,) = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert json.loads(line)["prompt"] == "x = 1"

@@ -488,7 +488,7 @@ def generate(
 
 @app.command()
 def info():
-    """Versions, GPU, TMA support, and which kernels run in Triton."""
+    """Versions, GPU, TMA support, and which kernels run in Triton (or Gluon, on Hopper GPUs only)."""
     import platform
 
     import torch
@@ -496,8 +496,9 @@ def info():
     from rich.table import Table
 
     from tritonseek import __version__
-    from tritonseek.kernels import kernel_status
+    from tritonseek.kernels import _LAUNCHERS, kernel_status
 
+    hopper = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
     t = Table(show_header=False, box=None)
     t.add_row("tritonseek", __version__)
     t.add_row("python", platform.python_version())
@@ -513,6 +514,10 @@ def info():
     out.print(t)
     k = Table("op", "implementation", title="kernels")
     for op, impl in kernel_status().items():
+        # The Gluon kernels (modules named *_ws*, the package's convention) compile only for sm_90 and raise
+        # elsewhere; "triton" made them look usable on a CPU or another GPU (session 19 tester).
+        if impl == "triton" and "_ws" in _LAUNCHERS.get(op, ""):
+            impl = "gluon" if hopper else "gluon (Hopper GPUs only: not here)"
         k.add_row(op, impl)
     out.print(k)
 

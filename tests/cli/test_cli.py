@@ -121,6 +121,20 @@ def test_info_runs():
     assert "torch" in r.stdout and "triton" in r.stdout and "mla_decode" in r.stdout
 
 
+def test_info_marks_gluon_kernels_hopper_only(monkeypatch):
+    """Session 19 tester: the Gluon kernels (they raise off sm_90) were listed as "triton" on a CPU machine."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = runner.invoke(app, ["info"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rows = {cells[0]: cells[1] for line in r.stdout.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 2}
+    for op in ("mla_decode_ws", "fp8_gemm_nt_ws", "fp8_gemm_nt_sk", "grouped_fp8_gemm_masked_ws"):
+        assert rows[op] == "gluon (Hopper GPUs only: not here)", rows
+    assert rows["fp8_gemm_nt"] == rows["mla_decode"] == rows["sample"] == "triton", rows
+
+
 def test_hf_id_resolves_from_local_cache(tmp_path, monkeypatch):
     """An owner/name id found in the local HF cache (hub layout: models--o--n/snapshots/<rev>) loads offline."""
     import shutil

@@ -6,7 +6,8 @@ Three ways, chosen before any generation from what the path reaches:
 - ``replace``: a regular file, a symlink resolving to one, or a new name in an existing folder. The rows go to a
   temporary file beside the target that is renamed over it, so an error or a kill mid-write leaves the old contents.
 - ``direct``: a character device (``/dev/null``, a terminal) or a FIFO, opened and written in place, as a shell's
-  ``>`` does. A rename would replace the node instead of writing through it.
+  ``>`` does (a rename would replace the node instead of writing through it); also any path through another
+  process's ``/proc/<pid>/fd/N``, appended to when it is a regular file.
 - ``fd``: a path through this process's ``/proc/self/fd/N`` or ``/dev/fd/N`` (``/dev/stdout`` is one): the bytes are
   written to the open descriptor N, at its offset and with its flags (``>> log`` appends). Renaming over the file
   behind it replaced a shell-redirected log (session 19 tester: ``-o /dev/stdout >> log.txt`` lost log.txt's old
@@ -150,7 +151,10 @@ def write_output(target: OutputTarget, text: str) -> None:
         _write_all(target.fd, data)
         return
     if target.how == "direct":
-        fd = os.open(target.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        # No O_TRUNC: a FIFO or device ignores it, and a regular file reached through another process's
+        # /proc/<pid>/fd/N (that process's log, say) gets the rows appended rather than its contents cut
+        append = os.O_APPEND if stat.S_ISREG(os.stat(target.path).st_mode) else 0
+        fd = os.open(target.path, os.O_WRONLY | append)
         try:
             _write_all(fd, data)
         finally:

@@ -179,3 +179,21 @@ def test_replacing_keeps_owner_and_group_as_root(tmp_path):
     st = out.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o664)
     _row(out.read_text())
+
+
+def test_another_processes_descriptor_is_appended_to(tmp_path):
+    """``/proc/<pid>/fd/1`` of another process whose stdout is a log: written in place, after the log's lines (a
+    truncating open would cut them, a rename would replace the log)."""
+    log = tmp_path / "log.txt"
+    log.write_text("old\n")
+    with open(log, "a") as f:
+        p = subprocess.Popen(["sleep", "60"], stdout=f)
+    try:
+        r = _generate(tmp_path, f"/proc/{p.pid}/fd/1")
+    finally:
+        p.kill()
+        p.wait()
+    assert r.exit_code == 0, r.output
+    text = log.read_text()
+    assert text.startswith("old\n"), text
+    _row(text[len("old\n"):])

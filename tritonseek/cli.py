@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +53,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+_UNWIND_S = 1.0  # how long after a Ctrl-C a further one is taken for part of the same press (see _interruptible)
 _exit_guard: list[bool] = []  # whether _ignore_sigint is registered with atexit
 _interrupt: list[bool] = []  # set by _interrupt_handled while a command runs
 
@@ -77,9 +79,9 @@ def _interruptible(command):
     (a second Ctrl-C cut the engine's finally blocks short, session 18), and SIGINT is turned off once the interrupt
     is being handled (the except path here, or --tp's clean-up). SIGINT is not turned off in the handler itself: that
     left Ctrl-C dead for the whole run when the KeyboardInterrupt was swallowed ("Exception ignored" from a __del__ or
-    a weakref callback; session 19 tester). A swallowed one reaches sys.unraisablehook, which re-arms the handler.
-    Code that catches KeyboardInterrupt and carries on (not through unraisablehook) leaves further Ctrl-Cs dropped
-    until the command ends. An inherited SIG_IGN (nohup, ``cmd &`` in a script, ``trap '' INT``) is left alone.
+    a weakref callback; session 19 tester). A swallowed one reaches sys.unraisablehook, which re-arms the handler;
+    one caught and dropped by other code re-arms it after _UNWIND_S seconds. An inherited SIG_IGN (nohup, ``cmd &``
+    in a script, ``trap '' INT``) is left alone.
 
     After an interrupt, a process run (see _App: the process exits next) keeps SIGINT off through the exit: with the
     handler restored, a second Ctrl-C 1-2 ms after the first hit threading._shutdown, which runs before atexit hooks,
@@ -96,12 +98,14 @@ def _interruptible(command):
         if previous == signal.SIG_IGN:
             return command(*args, **kwargs)
 
-        unwinding = []  # a KeyboardInterrupt of ours is on its way up (not yet handled, not swallowed)
+        unwinding = []  # when a KeyboardInterrupt of ours went on its way up (not yet handled, not swallowed)
 
         def on_sigint(signum, frame):
-            if unwinding:  # a second Ctrl-C while the first unwinds must not cut its finally blocks short
+            # a second Ctrl-C while the first unwinds must not cut its finally blocks short; one a while later
+            # means the first was lost somewhere (caught and dropped) and raises again
+            if unwinding and time.monotonic() - unwinding[0] < _UNWIND_S:
                 return
-            unwinding.append(signum)
+            unwinding[:] = [time.monotonic()]
             raise KeyboardInterrupt
 
         hook = sys.unraisablehook
@@ -529,8 +533,6 @@ def warmup(
     max_batch: int = typer.Option(128, "--max-batch", min=1, max=4096, help="Largest decode batch to prepare (CUDA-graph buckets up to it)."),
 ):
     """Compile every Triton kernel generate will use into Triton's on-disk cache (TRITON_CACHE_DIR)."""
-    import time
-
     import torch
 
     from tritonseek.warmup import WarmupError, run_warmup, triton_cache_dir

@@ -199,3 +199,25 @@ def test_a_second_ctrl_c_during_shutdown_prints_nothing(tmp_path):
     assert r.stderr == "error: interrupted\n"
     r = _run_script(script, "process")
     assert r.returncode == 130 and r.stderr == "error: interrupted\n" and r.stdout == "", (r.stdout, r.stderr)
+
+
+def test_a_ctrl_c_dropped_by_other_code_re_arms_after_a_second(monkeypatch, handler_kept):
+    """A KeyboardInterrupt caught and dropped (no "Exception ignored"): a Ctrl-C within _UNWIND_S of it is taken
+    for the same press and dropped, one after it interrupts."""
+    from tritonseek import cli
+    from tritonseek.engine.llm import LLM
+
+    def generate(self, *a, **k):
+        try:
+            _sigint_now()
+        except KeyboardInterrupt:
+            pass  # lost
+        os.kill(os.getpid(), signal.SIGINT)  # at once: part of the same press
+        time.sleep(0.1)
+        time.sleep(cli._UNWIND_S)
+        _sigint_now()
+
+    monkeypatch.setattr(LLM, "generate", generate)
+    r = runner.invoke(app, ["generate", "-p", "x", "-n", "2"], catch_exceptions=False)
+    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
+    assert signal.getsignal(signal.SIGINT) is handler_kept

@@ -20,6 +20,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tritonseek.cli_output import QuietStderr
 from tritonseek.cli_output import StdoutLost as _StdoutLost
 from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
@@ -40,7 +41,8 @@ class _App(typer.Typer):
 
 _process_run = contextvars.ContextVar("tritonseek_cli_process_run", default=False)
 app = _App(add_completion=False, no_args_is_help=True, help="DeepSeek-architecture inference in Python + Triton.")
-err = Console(stderr=True, highlight=False)
+_stderr = QuietStderr()  # every message goes through it: a closed or full stderr must not end the run
+err = Console(file=_stderr, highlight=False)
 out = Console(highlight=False)
 
 
@@ -126,7 +128,7 @@ def _interruptible(command):
                 sys.stdout.flush()
             except (AttributeError, OSError, ValueError):  # closed (None), full or a broken pipe: nothing to keep
                 pass
-            sys.stderr.write(("\n" if sys.stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
+            _stderr.write(("\n" if _stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
             raise typer.Exit(130) from None
         finally:
             if sys.unraisablehook is on_unraisable:
@@ -275,7 +277,7 @@ def _tensor_parallel(tp_size: int, device: str | None):
                 proc.wait()
             ctrl_c = isinstance(e, KeyboardInterrupt)
             what = "interrupted" if ctrl_c else f"terminated ({signal.Signals(e.signum).name})"
-            sys.stderr.write(f"error: {what}; every tensor-parallel rank was stopped\n")
+            _stderr.write(f"error: {what}; every tensor-parallel rank was stopped\n")
             raise typer.Exit(130 if ctrl_c else 128 + e.signum) from None
         finally:
             for sig, handler in previous.items():
@@ -288,7 +290,7 @@ def _tensor_parallel(tp_size: int, device: str | None):
                 log = log[i:]
                 break
             user_error |= line.startswith("error: ")
-            sys.stderr.write(line + "\n")
+            _stderr.write(line + "\n")
         else:
             log = []
         if proc.returncode and not user_error:  # a rank died without a message of its own (a signal, a crash)
@@ -299,7 +301,7 @@ def _tensor_parallel(tp_size: int, device: str | None):
             how = f"exit code {code.group(1)}" if code else f"torchrun exit code {proc.returncode}"
             if code and int(code.group(1)) < 0:
                 how = f"signal {-int(code.group(1))}"
-            sys.stderr.write(f"error: {what} failed ({how}); every rank was stopped\n")
+            _stderr.write(f"error: {what} failed ({how}); every rank was stopped\n")
         # torchrun reports any failed rank as exit 1; rank 0's one-line error keeps the CLI's usage code 2
         raise typer.Exit(2 if proc.returncode and user_error else proc.returncode)
     if world != tp_size:
@@ -404,7 +406,7 @@ def generate(
     rank0 = tp is None or tp.rank == 0
     failure = None
     try:
-        llm = LLM(model, device=device, backend=backend, progress=sys.stderr.isatty() and rank0, tp=tp,
+        llm = LLM(model, device=device, backend=backend, progress=_stderr.isatty() and rank0, tp=tp,
                   enforce_eager=eager)
     except _user_errors() as e:
         failure = str(e)
@@ -545,7 +547,7 @@ def warmup(
 
     t0 = time.perf_counter()
     try:
-        llm = LLM(model, device="cuda", backend="triton", max_graph_batch=max_batch, progress=sys.stderr.isatty())
+        llm = LLM(model, device="cuda", backend="triton", max_graph_batch=max_batch, progress=_stderr.isatty())
     except _user_errors() as e:
         _fail(str(e))
     load_s = time.perf_counter() - t0

@@ -224,3 +224,34 @@ def drop_stdout() -> None:
         os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+class QuietStderr:
+    """File-like stand-in for ``sys.stderr``, looked up at each call (CliRunner and --tp's silent ranks swap it),
+    that drops write errors: a closed (``2>&-``) or full stderr must not cost the run its results. Before, the first
+    note on stderr raised OSError (EBADF/ENOSPC), so every command ended with exit 1 before generating anything.
+    ``write`` returns the length as if written; other attributes are the current stderr's."""
+
+    def write(self, text: str) -> int:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.write(text)
+        except (OSError, ValueError):  # closed, full, or a closed file object
+            pass
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        try:
+            return sys.stderr is not None and sys.stderr.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def __getattr__(self, name: str):
+        return getattr(sys.stderr, name)

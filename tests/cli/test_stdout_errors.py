@@ -46,3 +46,20 @@ def test_stdout_closed(tmp_path):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     (line,) = (tmp_path / "out.jsonl").read_text().splitlines()
     assert json.loads(line)["prompt"] == "x = 1"
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full"])
+def test_an_unwritable_stderr_costs_nothing(tmp_path, redirect):
+    """A closed or full stderr: the notes and stats are lost, the results are not (the first note raised OSError:
+    exit 1 before anything was generated, no rows)."""
+    if "full" in redirect and not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    r = _sh(f'{GEN} -p "def f(x):" -n 4 {redirect}', tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("def f(x):") and len(r.stdout) > len("def f(x):\n"), r
+    (tmp_path / "in.jsonl").write_text('{"prompt": "x = 1"}\n')
+    r = _sh(f"{GEN} --prompts-file in.jsonl -n 2 -o out.jsonl {redirect}", tmp_path)
+    assert r.returncode == 0, r
+    (line,) = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert json.loads(line)["prompt"] == "x = 1"
+    r = _sh(f"{GEN} -p x --top-p 3 {redirect}", tmp_path)  # a user error keeps its exit code
+    assert r.returncode == 2 and r.stdout == "", r

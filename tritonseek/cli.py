@@ -25,6 +25,9 @@ from tritonseek.cli_output import StdoutLost as _StdoutLost
 from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
 
+_process_run = contextvars.ContextVar("tritonseek_cli_process_run", default=False)  # see _App
+
+
 class _App(typer.Typer):
     """typer.Typer whose direct call is a process run (see _interruptible): the console script (``sys.exit(app())``),
     ``python -m tritonseek.cli`` and a script's ``app()`` in standalone mode end in sys.exit. CliRunner (which calls
@@ -39,7 +42,6 @@ class _App(typer.Typer):
             _process_run.reset(token)
 
 
-_process_run = contextvars.ContextVar("tritonseek_cli_process_run", default=False)
 app = _App(add_completion=False, no_args_is_help=True, help="DeepSeek-architecture inference in Python + Triton.")
 _stderr = QuietStderr()  # every message goes through it: a closed or full stderr must not end the run
 err = Console(file=_stderr, highlight=False)

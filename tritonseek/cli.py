@@ -446,6 +446,8 @@ def generate(
             llm.last_stats = s
     except _StdoutLost as e:
         _drop_stdout()
+        if e.broken_pipe:  # `| head` took what it wanted: quiet, as before (tester s19)
+            raise typer.Exit(1) from None
         _fail(f"could not write the generated text to standard output ({e})", 1)
     except _user_errors() as e:
         if started:

@@ -199,7 +199,13 @@ def _umask() -> int:
 
 
 class StdoutLost(Exception):
-    """Writing the streamed text to standard output failed (a full disk, /dev/full, a closed pipe)."""
+    """Writing the streamed text to standard output failed (a full disk, /dev/full, a closed pipe). ``broken_pipe``:
+    the reader went away (``| head``): the caller ends quietly, as Python's docs advise for EPIPE (stdout pointed at
+    /dev/null, exit 1, no message), since nothing the user asked to keep is lost."""
+
+    def __init__(self, reason: str, broken_pipe: bool = False):
+        super().__init__(reason)
+        self.broken_pipe = broken_pipe
 
 
 def emit(text: str) -> None:
@@ -208,7 +214,7 @@ def emit(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except OSError as e:
-        raise StdoutLost(e.strerror or str(e)) from None
+        raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
 
 
 def drop_stdout() -> None:

@@ -63,3 +63,12 @@ def test_an_unwritable_stderr_costs_nothing(tmp_path, redirect):
     assert json.loads(line)["prompt"] == "x = 1"
     r = _sh(f"{GEN} -p x --top-p 3 {redirect}", tmp_path)  # a user error keeps its exit code
     assert r.returncode == 2 and r.stdout == "", r
+
+
+def test_a_reader_that_goes_away_is_quiet(tmp_path):
+    # `| head` closes the pipe after 5 bytes while the text streams: no message, no traceback (fixA's first version
+    # printed "error: could not write ... (Broken pipe)"; before session 19 it was quiet too). The exit status is 1, as
+    # Python's docs advise for EPIPE; the shell reports head's.
+    r = _sh(f'{GEN} -p "def fibonacci(n):" -n 48 | head -c 5; echo " rc=$?"', tmp_path)
+    assert r.stdout.endswith(" rc=0\n") and len(r.stdout) == len(" rc=0\n") + 5, r.stdout
+    assert "error" not in r.stderr.lower() and "Traceback" not in r.stderr and "Exception" not in r.stderr, r.stderr

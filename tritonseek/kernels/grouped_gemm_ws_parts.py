@@ -28,8 +28,13 @@ entry. Its first form hung on the H200 (W2 at e0bd947, the first 1×1024 (4096, 
 through the tile loop, because the loop body read it only as the lower bound of _load_blocks' ``range(kb0, …)``: every
 later tile kept the first tile's start, lost NUM_STAGES loads, and the consumers waited forever. Seen in the TTGIR (one
 iter_arg for ``it`` and ``kb0``; ``range`` bound = the pre-loop value); a 10-line @gluon.jit kernel shows the same, the
-same code under @triton.jit carries it. The start block is now computed per tile; the fixed form has not yet run on the
-GPU (session 19 had no device time left), so it stays off.
+same code under @triton.jit carries it. The start block is now computed per tile. H200 W4 at ad1de6f (the fixed form):
+bitwise equal to the default at edge shapes (K blocks < stages, masked_m 0 / 1 / partial, several tiles per program,
+all empty, graph replays with new masked_m) — and slower: GPU clock, 60 rounds, ratio to the default 1×1024 (4096,
+7168) / 1×1024 (7168, 2048) / 2×512 (7168, 2048) / 4×256 (4096, 7168) 1.028 / 1.041 / 1.042 / 1.017 (A/A 1.003 / 1.000 /
+1.012 / 1.001). Its timeline: the top level's masked_m load, table scan and requests held warp_specialize back (producer
+start 0.65 → 2.24 µs after entry), and the first stage landed no earlier (2.70 against 2.58 µs), the partitions then
+starting ~1.6 µs late. So the first request is not latency-bound on the schedule; it stays off (code kept).
 
 Tried and removed (session 19): PF_DESC (prefetch.param.tensormap of the TMA descriptors at the producer's start;
 W1 1.006 / 1.008 / 1.004 against A/A 1.005 / 1.003 / 1.002 — and its B "descriptor" was the wrong kernel parameter:

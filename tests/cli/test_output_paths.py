@@ -145,6 +145,19 @@ def test_a_symlink_loop_is_refused(tmp_path):
     _refused(_generate(tmp_path, tmp_path / "d" / "o.jsonl"), "--output")
 
 
+@pytest.mark.parametrize("relative", [True, False])
+def test_dot_dot_after_a_symlink_goes_up_from_its_target(tmp_path, monkeypatch, relative):
+    """``sl/../out.jsonl`` with ``sl`` a link to ``d/sub``: the OS (and a shell's ``>``) writes ``d/out.jsonl``; the
+    path was folded to ``./out.jsonl`` before the link was followed (session 19 tester 2)."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "sl").symlink_to("d/sub")
+    monkeypatch.chdir(tmp_path)
+    r = _generate(tmp_path, "sl/../out.jsonl" if relative else str(tmp_path / "sl" / ".." / "out.jsonl"))
+    assert r.exit_code == 0, r.output
+    _row((tmp_path / "d" / "out.jsonl").read_text())
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_a_long_legal_name_works_and_a_too_long_one_is_refused(tmp_path):
     """244 characters is legal (the old temporary name ``.{name}.XXXXXXXX.tmp`` went past 255 after the whole
     run); 256 is refused before generating, as is a too-long folder name (was an OSError traceback)."""

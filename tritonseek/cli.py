@@ -385,7 +385,7 @@ def generate(
         from tritonseek.cli_output import OutputPathError, check_output, same_file
 
         try:
-            target = check_output(output)
+            target = check_output(output, child=tp_size > 1)
         except OutputPathError as e:
             _fail(str(e))
         if same_file(target, str(prompts_file)):

@@ -85,13 +85,15 @@ def _follow(raw: str) -> tuple[str, int | None]:
     return base, None
 
 
-def check_output(raw: str) -> OutputTarget:
+def check_output(raw: str, child: bool = False) -> OutputTarget:
     """Decide how the rows will be written to ``raw`` (the --output text as typed), failing before any work.
+    ``child``: another process writes the rows (--tp: torchrun's rank 0), which inherits descriptors 0-2 only.
 
     Raises:
         OutputPathError: a folder path (trailing ``/``, ``.``, ``..``), a file name longer than the file system
             takes, a symlink loop, a missing or unwritable folder, a socket or block device, a closed or read-only
-            descriptor, or any other OSError met while looking (its message, one line).
+            descriptor, a descriptor other than 1 and 2 when ``child``, or any other OSError met while looking (its
+            message, one line).
     """
     if os.path.basename(raw) in ("", ".", ".."):
         # pathlib drops a trailing slash: "results/" created a regular file "results", "out.jsonl/" wrote out.jsonl
@@ -99,7 +101,7 @@ def check_output(raw: str) -> OutputTarget:
     try:
         path, fd = _follow(raw)
         if fd is not None:
-            return _check_fd(raw, path, fd)
+            return _check_fd(raw, path, fd, child)
         folder, name = os.path.split(path)
         limit = _name_max(folder) if os.path.isdir(folder) else 255
         if len(os.fsencode(name)) > limit:
@@ -129,9 +131,13 @@ def check_output(raw: str) -> OutputTarget:
         raise OutputPathError(f"--output {raw}: {e.strerror or e}") from None
 
 
-def _check_fd(raw: str, path: str, fd: int) -> OutputTarget:
+def _check_fd(raw: str, path: str, fd: int, child: bool) -> OutputTarget:
     import fcntl
 
+    if child and fd not in (1, 2):
+        # torchrun's ranks are started without it (close_fds): each rank failed after the model was loaded
+        raise OutputPathError(f"--output {raw}: --tp ranks run in processes that do not inherit file descriptor "
+                              f"{fd}; give a file path (or /dev/stdout)")
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError:

@@ -62,6 +62,27 @@ def test_an_open_descriptor_is_written_at_its_offset(tmp_path, via):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "log.txt"]
 
 
+def test_tp_refuses_a_descriptor_its_ranks_do_not_inherit(tmp_path, monkeypatch):
+    """``--tp 2 -o /dev/fd/5 5>out``: torchrun starts the ranks without descriptor 5, so every rank failed after
+    loading the model (session 19 tester 2); refused before torchrun starts, the file untouched."""
+    import subprocess as sp
+
+    monkeypatch.setattr(sp, "Popen", lambda *a, **k: pytest.fail("torchrun was started"))
+    log = tmp_path / "tp5.jsonl"
+    log.write_text("old\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert fd > 2
+        src = tmp_path / "in.jsonl"
+        src.write_text('{"prompt": "x = 1"}\n')
+        r = runner.invoke(app, ["generate", "--prompts-file", str(src), "--output", f"/dev/fd/{fd}", "-n", "2",
+                                "--tp", "2", "--device", "cpu"], catch_exceptions=False)
+    finally:
+        os.close(fd)
+    _refused(r, f"do not inherit file descriptor {fd}")
+    assert log.read_text() == "old\n"
+
+
 def test_a_pipe_descriptor_gets_the_rows(tmp_path):
     rd, wr = os.pipe()
     try:

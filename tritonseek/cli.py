@@ -6,13 +6,9 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import json
 import re
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -20,18 +16,19 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tritonseek.cli_interrupt import interrupt_handled as _interrupt_handled
+from tritonseek.cli_interrupt import interruptible as _interruptible
+from tritonseek.cli_interrupt import process_run as _process_run
 from tritonseek.cli_output import QuietStderr
 from tritonseek.cli_output import StdoutLost as _StdoutLost
 from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
 
-_process_run = contextvars.ContextVar("tritonseek_cli_process_run", default=False)  # see _App
-
 
 class _App(typer.Typer):
-    """typer.Typer whose direct call is a process run (see _interruptible): the console script (``sys.exit(app())``),
-    ``python -m tritonseek.cli`` and a script's ``app()`` in standalone mode end in sys.exit. CliRunner (which calls
-    the click command itself), ``app(..., standalone_mode=False)`` and an interactive session are in-process runs."""
+    """typer.Typer whose direct call is a process run (see cli_interrupt.interruptible): the console script
+    (``sys.exit(app())``), ``python -m tritonseek.cli`` and a script's ``app()`` in standalone mode end in sys.exit.
+    CliRunner (which calls the click command itself), ``app(..., standalone_mode=False)`` and an interactive session are in-process runs."""
 
     def __call__(self, *args, **kwargs):
         interactive = bool(sys.flags.interactive) or hasattr(sys, "ps1") or "ipykernel" in sys.modules
@@ -51,96 +48,6 @@ out = Console(highlight=False)
 def _fail(msg: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {msg}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-_UNWIND_S = 1.0  # how long after a Ctrl-C a further one is taken for part of the same press (see _interruptible)
-_exit_guard: list[bool] = []  # whether _ignore_sigint is registered with atexit
-_interrupt: list[bool] = []  # set by _interrupt_handled while a command runs
-
-
-def _interrupt_handled() -> None:
-    """Call where a Ctrl-C's KeyboardInterrupt is caught and the command is ending: further SIGINTs are ignored (a
-    second one cut the clean-up or the exit short), also during interpreter shutdown (atexit; see _interruptible)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    _ignore_sigint()
-    if not _exit_guard:
-        import atexit
-
-        atexit.register(_ignore_sigint)
-        _exit_guard.append(True)
-    _interrupt.append(True)
-
-
-def _interruptible(command):
-    """Ctrl-C during a command: one line ``error: interrupted``, exit 130, however often it is pressed.
-
-    A SIGINT raises KeyboardInterrupt (as Python's default handler does); further ones are dropped while it unwinds
-    (a second Ctrl-C cut the engine's finally blocks short, session 18), and SIGINT is turned off once the interrupt
-    is being handled (the except path here, or --tp's clean-up). SIGINT is not turned off in the handler itself: that
-    left Ctrl-C dead for the whole run when the KeyboardInterrupt was swallowed ("Exception ignored" from a __del__ or
-    a weakref callback; session 19 tester). A swallowed one reaches sys.unraisablehook, which re-arms the handler;
-    one caught and dropped by other code re-arms it after _UNWIND_S seconds. An inherited SIG_IGN (nohup, ``cmd &``
-    in a script, ``trap '' INT``) is left alone.
-
-    After an interrupt, a process run (see _App: the process exits next) keeps SIGINT off through the exit: with the
-    handler restored, a second Ctrl-C 1-2 ms after the first hit threading._shutdown, which runs before atexit hooks,
-    and printed a traceback after ``error: interrupted``. An in-process run (CliRunner, ``standalone_mode=False``, an
-    interactive session) gets its caller's handler back when the command ends (returns, raises, or exits 130), and an
-    atexit hook turns SIGINT off again in case the process exits afterwards.
-    """
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
-            return command(*args, **kwargs)
-        previous = signal.getsignal(signal.SIGINT)
-        if previous == signal.SIG_IGN:
-            return command(*args, **kwargs)
-
-        unwinding = []  # when a KeyboardInterrupt of ours went on its way up (not yet handled, not swallowed)
-
-        def on_sigint(signum, frame):
-            # a second Ctrl-C while the first unwinds must not cut its finally blocks short; one a while later
-            # means the first was lost somewhere (caught and dropped) and raises again
-            if unwinding and time.monotonic() - unwinding[0] < _UNWIND_S:
-                return
-            unwinding[:] = [time.monotonic()]
-            raise KeyboardInterrupt
-
-        hook = sys.unraisablehook
-
-        def on_unraisable(u):
-            if isinstance(u.exc_value, KeyboardInterrupt):  # swallowed ("Exception ignored"): Ctrl-C works again
-                unwinding.clear()
-            hook(u)
-
-        signal.signal(signal.SIGINT, on_sigint)
-        sys.unraisablehook = on_unraisable
-        _interrupt.clear()
-        try:
-            return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            _interrupt_handled()
-            try:
-                sys.stdout.flush()
-            except (AttributeError, OSError, ValueError):  # closed (None), full or a broken pipe: nothing to keep
-                pass
-            _stderr.write(("\n" if _stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
-            raise typer.Exit(130) from None
-        finally:
-            if sys.unraisablehook is on_unraisable:
-                sys.unraisablehook = hook
-            if not (_interrupt and _process_run.get()):
-                # None: a handler set outside Python, which cannot be put back; Python's default stands in
-                signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-            _interrupt.clear()
-
-    return run
 
 
 def _user_errors():

@@ -201,10 +201,8 @@ def test_a_second_ctrl_c_during_shutdown_prints_nothing(tmp_path):
     assert r.returncode == 130 and r.stderr == "error: interrupted\n" and r.stdout == "", (r.stdout, r.stderr)
 
 
-def test_a_ctrl_c_dropped_by_other_code_re_arms_after_a_second(monkeypatch, handler_kept):
-    """A KeyboardInterrupt caught and dropped (no "Exception ignored"): a Ctrl-C within _UNWIND_S of it is taken
-    for the same press and dropped, one after it interrupts."""
-    from tritonseek import cli
+def test_a_ctrl_c_dropped_by_other_code_leaves_ctrl_c_working(monkeypatch, handler_kept):
+    """A KeyboardInterrupt caught and dropped (no "Exception ignored"): the next Ctrl-C interrupts at once."""
     from tritonseek.engine.llm import LLM
 
     def generate(self, *a, **k):
@@ -212,12 +210,40 @@ def test_a_ctrl_c_dropped_by_other_code_re_arms_after_a_second(monkeypatch, hand
             _sigint_now()
         except KeyboardInterrupt:
             pass  # lost
-        os.kill(os.getpid(), signal.SIGINT)  # at once: part of the same press
-        time.sleep(0.1)
-        time.sleep(cli._UNWIND_S)
         _sigint_now()
 
     monkeypatch.setattr(LLM, "generate", generate)
     r = runner.invoke(app, ["generate", "-p", "x", "-n", "2"], catch_exceptions=False)
     assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
+    assert signal.getsignal(signal.SIGINT) is handler_kept
+
+
+def test_a_second_ctrl_c_during_a_long_clean_up_is_dropped(monkeypatch, handler_kept):
+    """A second Ctrl-C 1.5 s after the first, while the first's finally block still runs (2.5 s here; an engine
+    tearing down): the clean-up finishes (session 19 tester 2, unwind.py: 90c7d1b's 1 s window re-armed too early),
+    also in an exception handled inside the clean-up and when the engine turns the interrupt into its own error."""
+    from tritonseek.engine.llm import LLM
+
+    done = []
+
+    def generate(self, *a, **k):
+        try:
+            _sigint_now()
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.5:  # bytecode runs: the handler gets its chance
+                pass
+            try:
+                raise OSError("inside the clean-up")
+            except OSError:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(100000):
+                    pass
+            done.append(True)
+
+    monkeypatch.setattr(LLM, "generate", generate)
+    r = runner.invoke(app, ["generate", "-p", "x", "-n", "2"], catch_exceptions=False)
+    assert done == [True] and r.exit_code == 130, r.output
+    assert r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
     assert signal.getsignal(signal.SIGINT) is handler_kept

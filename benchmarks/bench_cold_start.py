@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tritonseek.benchrun import git_commit, out_file, positive_int  # noqa: E402
+from tritonseek.benchrun import git_commit, out_file, positive_int, require_cuda  # noqa: E402
 
 PROMPT = "def fibonacci(n):"
 TARGET_S = 20.0
@@ -93,8 +93,7 @@ def main(argv=None) -> list[dict]:
     import torch
     import triton
 
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_cold_start needs a CUDA GPU")
+    require_cuda("bench_cold_start")
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                commit=git_commit(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tritonseek without PYTHONPATH
 from timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list  # noqa: E402
+from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list, require_cuda  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm_quant_fp8  # noqa: E402
@@ -139,8 +139,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default=None, type=out_file, help="append JSON rows here")
     p.add_argument("--commit", default=None, help="commit the rows carry (default: TRITONSEEK_COMMIT, else git HEAD)")
     a = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_decode_chain needs a CUDA GPU")
+    require_cuda("bench_decode_chain")
     import triton
 
     dev = torch.device("cuda")

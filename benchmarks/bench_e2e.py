@@ -73,7 +73,7 @@ from benchmarks.e2e_harness import PAGE, Bench, SliceHarness, _r  # noqa: E402
 from benchmarks.e2e_probes import kernel_shares, replay_us, sync_sites  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, expert_bytes, layer_static_bytes, linear_bytes, v3_config  # noqa: E402
-from tritonseek.benchrun import (git_commit, int_at_least, name_list, nonnegative_int, out_file,  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_at_least, name_list, nonnegative_int, out_file, require_cuda,  # noqa: E402
                                  positive_float, positive_int, positive_int_list)
 from tritonseek.engine.runner import Sequence  # noqa: E402
 from tritonseek.engine.sampling_params import SamplingParams  # noqa: E402
@@ -412,7 +412,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", default=list(SUITES), type=name_list(SUITES), help="comma list of " + ", ".join(SUITES))
     p.add_argument("--tiny", action="store_true", help="small widths (CPU development of the same code)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda",
+                   help="torch device; a CPU run must ask for it (--tiny --device cpu): without a GPU the default "
+                        "is refused at once instead of building the full-width slice on the CPU")
     p.add_argument("--backend", default=None, choices=("triton", "reference"), help="default: triton on CUDA")
     p.add_argument("--layers", type=int_at_least(2), default=4, help="decoder layers of the slice (1 dense + MoE)")
     p.add_argument("--batches", default="1,8,32,128", type=_ints)
@@ -480,6 +482,8 @@ def run_v2lite(b: Bench) -> None:
 
 def main(argv=None):
     a = parse_args(argv)
+    if a.device.startswith("cuda"):
+        require_cuda("bench_e2e")
     b = Bench(a)
     torch.manual_seed(a.seed)
     t = time.perf_counter()

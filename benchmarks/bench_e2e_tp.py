@@ -50,7 +50,7 @@ from benchmarks.e2e_harness import Bench, SliceHarness, _r  # noqa: E402
 from benchmarks.e2e_probes import replay_us  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 from benchmarks.v3_slice import build_slice, v3_config  # noqa: E402
-from tritonseek.benchrun import (git_commit, int_at_least, out_file, positive_float, positive_int,  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_at_least, out_file, positive_float, positive_int, require_cuda,  # noqa: E402
                                  positive_int_list)
 from tritonseek.parallel import TP, broadcast_replicated_, shutdown, spawn  # noqa: E402
 
@@ -300,7 +300,8 @@ def main(argv=None) -> None:
 
     argv = sys.argv[1:] if argv is None else argv
     a = parse_args(argv)
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    require_cuda("bench_e2e_tp")  # no GPU at all: exit 2; one GPU: the skip below (exit 0) keeps `tritonseek bench` going
+    n = torch.cuda.device_count()
     if n < 2:  # `tritonseek bench` runs every suite: a one-GPU machine skips this one
         print(f"{SUITE}: skipped, needs 2 CUDA GPUs and {n} are visible", flush=True)
         return

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tritonseek without PYTHONPATH
 from timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, name_list, out_file  # noqa: E402
+from tritonseek.benchrun import git_commit, name_list, out_file, require_cuda  # noqa: E402
 from tritonseek.kernels.mla_prefill import write_latent_cache  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm, rms_norm  # noqa: E402
 from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref, rms_norm_ref  # noqa: E402
@@ -106,8 +106,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--ops", default="add_rms_norm,rms_norm,mla_rope_cache",
                     type=name_list(("add_rms_norm", "rms_norm", "mla_rope_cache")), help="comma-separated ops to time")
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_fused_small needs a CUDA GPU")
+    require_cuda("bench_fused_small")
     dev, env, rows = torch.device("cuda"), _env(), []
     for T in (1, 32, 128):
         ops = set(args.ops)

@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.v3_slice import _fill_fp8_, build_slice, v3_config  # noqa: E402
-from tritonseek.benchrun import (git_commit, int_at_least, nonnegative_int, out_file, positive_int,  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_at_least, nonnegative_int, out_file, positive_int, require_cuda,  # noqa: E402
                                  positive_int_list)
 from tritonseek.engine.kv_cache import PagedLatentCache  # noqa: E402
 from tritonseek.engine.runner import ModelRunner, Sequence  # noqa: E402
@@ -473,7 +473,9 @@ def check_fresh_linears(run: Run, model, dev):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda",
+                   help="torch device; a CPU run must ask for it (--tiny --device cpu): without a GPU the default "
+                        "is refused at once instead of building the full-width slice on the CPU")
     p.add_argument("--layers", type=int_at_least(2), default=4, help="decoder layers of the slice (1 dense + MoE)")
     p.add_argument("--batch", type=positive_int, default=4)
     p.add_argument("--context", type=positive_int, default=1024)
@@ -523,6 +525,8 @@ def summary(run: Run):
 
 def main(argv=None):
     a = parse_args(argv)
+    if a.device.startswith("cuda"):
+        require_cuda("check_v3_parity")
     run = Run(a)
     model = build_slice(v3_config(a.layers, tiny=a.tiny), backend="triton", device=a.device, seed=a.seed)
     model.ops.fp8_activations = True  # affects the reference backend only

@@ -132,7 +132,7 @@ def _run_batch(llm, batch: int, ks, sp) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    from tritonseek.benchrun import out_file, positive_int, positive_int_list
+    from tritonseek.benchrun import out_file, positive_int, positive_int_list, require_cuda
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,16", type=positive_int_list)
@@ -141,6 +141,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, type=out_file)
     ap.add_argument("--inference-mode", action="store_true", help="call generate inside torch.inference_mode()")
     a = ap.parse_args(argv)
+    require_cuda("profile_mtp_step")
     rows = run(list(a.batches), list(a.ks), a.tokens, a.inference_mode)
     base = {r["batch"]: r for r in rows if r["mode"] == "plain"}
     print("\n batch  k  mode        wall ms  gpu ms  host gap  replay ms  tok/s     vs plain")

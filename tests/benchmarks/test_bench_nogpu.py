@@ -19,7 +19,12 @@ OLD = '{"suite": "old", "kept": true}\n'
 SCRIPTS = [("bench_fp8_gemm", "--out"), ("bench_grouped_ws", "--out"), ("bench_mla", "--out"),
            ("bench_mla_absorb", "--out"), ("bench_mla_small", "--out"), ("bench_moe", "--out"), ("bench_mtp", "--out"),
            ("probe_decode_small", "--out"), ("probe_fp8_gemm_ab", "--rows"), ("probe_wgmma_fp8", None),
-           ("bench_gemm_decode", "--out")]
+           ("bench_gemm_decode", "--out"),
+           # tester 2, s19: bench_e2e built the full-width slice on the CPU (5.6 GB in 40 s), check_v3_parity ran
+           # silently, profile_mtp_step ended in a ValueError traceback; the next three exited 1, bench_e2e_tp 0
+           ("bench_e2e", "--out"), ("check_v3_parity", "--out"), ("profile_mtp_step", "--out"),
+           ("bench_cold_start", "--out"), ("bench_decode_chain", "--out"), ("bench_fused_small", "--out"),
+           ("bench_e2e_tp", "--out")]
 
 
 @pytest.mark.parametrize("script, out_opt", SCRIPTS, ids=[s for s, _ in SCRIPTS])
@@ -37,6 +42,43 @@ def test_without_a_gpu_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"{script}: needs a CUDA GPU (torch sees none)"], err
     assert out.read_text() == OLD and sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+class _Built(BaseException):
+    """Raised by the stubbed slice builder: the script got past its GPU check (a BaseException, so no script's
+    ``except Exception`` swallows it)."""
+
+
+@pytest.mark.parametrize("script", ["bench_e2e", "check_v3_parity"])
+def test_slice_scripts_run_on_the_cpu_only_when_asked(monkeypatch, capsys, script):
+    """A CPU run is asked for with --device cpu (the documented --tiny --device cpu) and goes on to build the slice;
+    the default device, or an explicit --device cuda, without a GPU is the one line, exit 2, before any building."""
+    mod = importlib.import_module(f"benchmarks.{script}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def build_slice(*a, **k):
+        raise _Built(k.get("device"))
+
+    monkeypatch.setattr(mod, "build_slice", build_slice)
+    with pytest.raises(_Built) as b:
+        mod.main(["--tiny", "--device", "cpu"])
+    assert str(b.value) == "cpu"
+    for argv in ([], ["--tiny"], ["--device", "cuda:0"]):
+        with pytest.raises(SystemExit) as e:
+            mod.main(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip() == f"{script}: needs a CUDA GPU (torch sees none)"
+
+
+def test_bench_e2e_tp_on_one_gpu_still_skips_with_exit_0(monkeypatch, capsys):
+    """`tritonseek bench` runs every suite and stops at a failing one: on one GPU e2e_tp keeps its skip line (exit 0);
+    only a machine with no GPU at all exits 2 (above)."""
+    mod = importlib.import_module("benchmarks.bench_e2e_tp")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(mod, "spawn", lambda *a, **k: pytest.fail("spawned workers on one GPU"))
+    assert mod.main([]) is None
+    assert "e2e_tp: skipped, needs 2 CUDA GPUs and 1 are visible" in capsys.readouterr().out
 
 
 def test_bench_gemm_decode_tiny_on_cpu_needs_the_interpreter(monkeypatch, capsys, tmp_path):

@@ -23,19 +23,43 @@ from tritonseek.cli_output import QuietStderr
 from tritonseek.cli_output import StdoutLost as _StdoutLost
 from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
+from tritonseek.cli_output import stdout_closed as _stdout_closed
 
 
 class _App(typer.Typer):
     """typer.Typer whose direct call is a process run (see cli_interrupt.interruptible): the console script
     (``sys.exit(app())``), ``python -m tritonseek.cli`` and a script's ``app()`` in standalone mode end in sys.exit.
-    CliRunner (which calls the click command itself), ``app(..., standalone_mode=False)`` and an interactive session are in-process runs."""
+    CliRunner (which calls the click command itself), ``app(..., standalone_mode=False)`` and an interactive session
+    are in-process runs.
+
+    In standalone mode a failed write ends in one line: stdout (``info > /dev/full``, ``--help`` to a closed stdout)
+    exit 1, quiet for a reader that went away (``| head``); a usage message that cannot be written to stderr keeps
+    its usage exit code 2 (it was 1: the OSError ended click's error path)."""
 
     def __call__(self, *args, **kwargs):
+        from tritonseek.cli_output import GuardedStdout
+
+        standalone = bool(kwargs.get("standalone_mode", True))
         interactive = bool(sys.flags.interactive) or hasattr(sys, "ps1") or "ipykernel" in sys.modules
-        token = _process_run.set(bool(kwargs.get("standalone_mode", True)) and not interactive)
+        token = _process_run.set(standalone and not interactive)
+        real = sys.stdout
+        if standalone and not isinstance(real, GuardedStdout):
+            sys.stdout = GuardedStdout(real)
         try:
             return super().__call__(*args, **kwargs)
+        except _StdoutLost as e:
+            _drop_stdout()
+            if not e.broken_pipe:
+                _stderr.write(f"error: could not write to standard output ({e})\n")
+            sys.exit(1)
+        except OSError as e:
+            code = getattr(e.__context__, "exit_code", None)  # typer vendors click: no isinstance test
+            if standalone and isinstance(code, int) and hasattr(e.__context__, "show"):  # while reporting it
+                sys.exit(code)
+            raise
         finally:
+            if isinstance(sys.stdout, GuardedStdout) and sys.stdout.real is real:
+                sys.stdout = real
             _process_run.reset(token)
 
 
@@ -284,7 +308,7 @@ def generate(
         _fail("--compare needs --mtp K")
     if backend is not None and backend not in ("triton", "reference"):
         _fail(f"--backend must be triton or reference, got {backend!r}")
-    if prompts_file is None and sys.stdout is None:  # started with stdout closed (>&-): Python sets it to None
+    if prompts_file is None and _stdout_closed():  # started with stdout closed (>&-): Python sets it to None
         _fail("standard output is closed: nothing to stream the text to (use --prompts-file IN --output OUT)")
     _check_device(device, tp_size)
     target = None

@@ -11,7 +11,7 @@ import threading
 
 import typer
 
-from tritonseek.cli_output import QuietStderr
+from tritonseek.cli_output import QuietStderr, StdoutLost
 
 process_run = contextvars.ContextVar("tritonseek_cli_process_run", default=False)  # see tritonseek.cli._App
 _stderr = QuietStderr()
@@ -94,7 +94,7 @@ def interruptible(command):
             interrupt_handled()
             try:
                 sys.stdout.flush()
-            except (AttributeError, OSError, ValueError):  # closed (None), full or a broken pipe: nothing to keep
+            except (AttributeError, OSError, ValueError, StdoutLost):  # closed (None), full or a broken pipe: nothing to keep
                 pass
             _stderr.write(("\n" if _stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
             raise typer.Exit(130) from None

@@ -171,7 +171,7 @@ def write_output(target: OutputTarget, text: str) -> None:
             try:
                 if stream is not None and stream.fileno() == target.fd:
                     stream.flush()
-            except (OSError, ValueError):  # not a real file (CliRunner), or closed
+            except (OSError, ValueError, StdoutLost):  # not a real file (CliRunner), or closed
                 pass
         _write_all(target.fd, data)
         return
@@ -238,6 +238,8 @@ def emit(text: str) -> None:
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
+    except StdoutLost:  # GuardedStdout
+        raise
     except OSError as e:
         raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
 
@@ -255,6 +257,43 @@ def drop_stdout() -> None:
         os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+class GuardedStdout:
+    """Stand-in for ``sys.stdout`` while a command runs as a process (tritonseek.cli._App): a failed write or flush
+    raises StdoutLost rather than OSError, so the CLI ends it in one line (exit 1) instead of a traceback
+    (``info > /dev/full``, ``--help > /dev/full``), and a closed stdout (``>&-``, ``real`` None) fails the first write
+    instead of dropping the text silently (exit 0). Other attributes are the real stream's."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text: str) -> int:
+        if self.real is None:
+            raise StdoutLost("it is closed")
+        try:
+            return self.real.write(text)
+        except OSError as e:
+            raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
+
+    def flush(self) -> None:
+        if self.real is None:
+            return
+        try:
+            self.real.flush()
+        except OSError as e:
+            raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
+
+    def __getattr__(self, name: str):
+        if self.real is None:  # what rich and click ask of a stream (isatty, fileno, encoding) has no answer
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+
+def stdout_closed() -> bool:
+    """Whether the process started with stdout closed (``>&-``: Python sets sys.stdout to None)."""
+    out = sys.stdout
+    return out is None or (isinstance(out, GuardedStdout) and out.real is None)
 
 
 class QuietStderr:

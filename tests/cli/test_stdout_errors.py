@@ -72,3 +72,28 @@ def test_a_reader_that_goes_away_is_quiet(tmp_path):
     r = _sh(f'{GEN} -p "def fibonacci(n):" -n 48 | head -c 5; echo " rc=$?"', tmp_path)
     assert r.stdout.endswith(" rc=0\n") and len(r.stdout) == len(" rc=0\n") + 5, r.stdout
     assert "error" not in r.stderr.lower() and "Traceback" not in r.stderr and "Exception" not in r.stderr, r.stderr
+
+
+CLI = f'"{sys.executable}" -m tritonseek.cli'
+
+
+@pytest.mark.parametrize("command", ["info", "--help", "generate --help"])
+def test_other_commands_to_a_full_or_closed_stdout(tmp_path, command):
+    """Outside generate a failed stdout write was a rich traceback (``info > /dev/full``, ``--help > /dev/full``) or
+    nothing at all with exit 0 (``info >&-``: the text was dropped); now one line and exit 1 (session 19 tester 2)."""
+    if os.path.exists("/dev/full"):
+        _one_error(_sh(f"{CLI} {command} > /dev/full", tmp_path), 1,
+                   "could not write to standard output (No space left on device)")
+    _one_error(_sh(f"{CLI} {command} >&-", tmp_path), 1, "could not write to standard output (it is closed)")
+    r = _sh(f"{CLI} {command}", tmp_path)  # the control: it does print
+    assert r.returncode == 0 and len(r.stdout.splitlines()) > 3, r
+
+
+@pytest.mark.parametrize("redirect", ["2>&-", "2>/dev/full"])
+def test_a_usage_error_keeps_exit_2_when_stderr_cannot_be_written(tmp_path, redirect):
+    """click's usage message raised OSError on a full stderr, which turned exit 2 into 1 (session 19 tester 2)."""
+    if "full" in redirect and not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    for args in ("generate -p x --max-new-tokens abc", "no-such-command"):
+        r = _sh(f"{CLI} {args} {redirect}", tmp_path)
+        assert r.returncode == 2 and r.stdout == "", (args, r)

@@ -287,13 +287,17 @@ def generate(
         None, "--output", "-o",
         help="JSONL output file (with --prompts-file). A regular file is replaced atomically (keeping its permission "
              "bits, not its hard links; its owner and group only when run as root or by the owner); a FIFO, a device "
-             "or /dev/stdout is written in place."),
+             "or /dev/stdout is written in place. A failed write exits 1."),
     mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),
     compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
     tp_size: int = typer.Option(1, "--tp", min=1, max=64, help="Tensor/expert-parallel processes (started with torchrun)."),
     eager: bool = typer.Option(False, "--eager", help="No CUDA graphs: launch every decode step eagerly (default on CUDA: graphs)."),
 ):
-    """Generate text from a prompt (streamed) or a JSONL file of prompts."""
+    """Generate text from a prompt (streamed) or a JSONL file of prompts.
+
+    Exit status: 0 done; 1 a write failed (standard output, or --output: its rows then go to stdout if that works);
+    2 a usage or input error (bad option, prompts file, model), before generating; 130 interrupted (Ctrl-C).
+    """
     if (prompt is None) == (prompts_file is None):
         _fail("give exactly one of --prompt or --prompts-file")
     if prompts_file is not None and output is None:
@@ -413,10 +417,10 @@ def generate(
                 try:
                     _emit("".join(lines))
                     _fail(f"could not write --output {output} ({e.strerror}); the results were printed to stdout "
-                          "instead")
+                          "instead", 1)
                 except (_StdoutLost, AttributeError):
                     _drop_stdout()
-            _fail(f"could not write --output {output} ({e.strerror})")
+            _fail(f"could not write --output {output} ({e.strerror})", 1)  # a failed write, as for stdout
     s = llm.last_stats
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
             f"backend {s.backend} · device {s.device}")

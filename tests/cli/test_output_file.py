@@ -88,7 +88,7 @@ def test_output_write_error_keeps_the_old_contents(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", replace)
     r = _generate(tmp_path, link)
-    assert r.exit_code != 0 and "could not write --output" in r.stderr and "Traceback" not in r.output
+    assert r.exit_code == 1 and "could not write --output" in r.stderr and "Traceback" not in r.output
     assert json.loads(r.stdout.splitlines()[0])["prompt"] == "x = 1"
     assert target.read_text() == "old\n" and _mode(target) == 0o640 and link.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "o.jsonl", "results.jsonl"]

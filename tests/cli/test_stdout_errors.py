@@ -35,7 +35,10 @@ def test_streaming_to_a_full_device(tmp_path):
     _one_error(r, 1, "could not write the generated text to standard output (No space left on device)")
     (tmp_path / "in.jsonl").write_text('{"prompt": "x = 1"}\n')
     r = _sh(f"{GEN} --prompts-file in.jsonl -n 2 -o /dev/stdout > /dev/full", tmp_path)
-    _one_error(r, 2, "could not write --output /dev/stdout (No space left on device)")
+    _one_error(r, 1, "could not write --output /dev/stdout (No space left on device)")  # a failed write: 1, not 2
+    r = _sh(f"{GEN} --prompts-file in.jsonl -n 2 -o /dev/full", tmp_path)  # --output alone (session 19 tester 2)
+    assert r.returncode == 1 and "could not write --output /dev/full (No space left on device)" in r.stderr, r
+    assert json.loads(r.stdout)["prompt"] == "x = 1"  # the rows went to stdout instead
 
 
 def test_stdout_closed(tmp_path):

@@ -40,7 +40,8 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import StagedRows, git_commit, out_file, require_cuda
+from tritonseek.benchrun import (StagedRows, git_commit, int_tuple_list, json_list, out_file, positive_int_list,
+                                 require_cuda)
 from tritonseek.kernels import fp8_gemm as G
 from tritonseek.kernels import fp8_gemm_small as SMALL
 from tritonseek.kernels import fp8_quant
@@ -317,7 +318,7 @@ def precompile(args, shapes, sms):
             cands.append(G._TUNED.get(("64", n, k)) or G._default_config(m, n, k, sms))
         if args.variants and m > 128:
             cands = [resolve(c, m, n, k, sms) for c in
-                     [G.get_config(m, n, k, sms)] + [variant_config(v, m, n, k, sms) for v in json.loads(args.variants)]]
+                     [G.get_config(m, n, k, sms)] + [variant_config(v, m, n, k, sms) for v in args.variants]]
         for c in cands:
             if c is not None and (m, n, k, c) not in jobs:
                 jobs.append((m, n, k, c))
@@ -345,6 +346,27 @@ def variant_config(v, m: int, n: int, k: int, sms: int) -> dict:
         tl_base = G._default_config(max(m, 129), n, k, sms)
         tl_base.pop("GLUON", None)
     return tl_base if v == "tl" else dict(tl_base, GLUON=dict(v))
+
+
+def check_gluon_variant(v) -> None:
+    """A --variants entry (also probe_fp8_gemm_ab's --b / --variant): "tl", or a dict of Gluon overrides whose keys
+    and values follow the ws_config rules (``fp8_gemm_ws.WS_CONFIG_SPEC`` + WGS 2/3, MIN_M, WIDE), or with
+    STREAM_K true ``fp8_gemm_ws_sk.SK_CONFIG_SPEC`` + MIN_M. Per key only: combinations depend on the committed
+    entry each override lands on and are checked by the launcher (the smoke test). TypeError / ValueError naming the
+    key otherwise."""
+    from tritonseek.kernels._utils import check_config
+    from tritonseek.kernels.fp8_gemm_ws import WS_CONFIG_SPEC
+    from tritonseek.kernels.fp8_gemm_ws_sk import SK_CONFIG_SPEC
+
+    if v == "tl":
+        return
+    if not isinstance(v, dict):
+        raise TypeError(f'a variant must be "tl" or a dict of Gluon overrides, got {v!r}')
+    extra = dict(MIN_M=range(0, 1 << 31), STREAM_K=bool)
+    if v.get("STREAM_K") is True:
+        check_config("GLUON", v, dict(SK_CONFIG_SPEC, **extra))
+    else:
+        check_config("GLUON", v, dict(WS_CONFIG_SPEC, WGS=(2, 3), WIDE=bool, **extra))
 
 
 def smoke_ws(variants) -> list:
@@ -385,11 +407,11 @@ def _smoke_one(v, dev) -> bool:
 def bench_gemm(args, env, rows, winners, sweep_rows):
     dev = torch.device("cuda")
     sms = G._num_sms(0)
-    variants = json.loads(args.variants) if args.variants else []
+    variants = list(args.variants or [])
     if variants and not args.precompile and not os.environ.get("BENCH_NO_SMOKE"):  # =1: real-shape check only
         variants = smoke_ws(variants)
-    ms = [int(x) for x in args.only_m.split(",")] if args.only_m else ([1, 8] if args.small else MS)
-    nks = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")} if args.only_nk else set(NK)
+    ms = list(args.only_m) if args.only_m else ([1, 8] if args.small else MS)
+    nks = set(args.only_nk) if args.only_nk else set(NK)
     shapes = [(m, j, n, k) for m in ms for j, (n, k) in enumerate(NK) if (n, k) in nks]
     if args.small:  # the slice's decode shapes (no DeepGEMM anchors: j = None)
         shapes = [(m, None, n, k) for nk_list in (SLICE_NK, SLICE_NK_UNFUSED) for m in ms for n, k in nk_list
@@ -569,18 +591,24 @@ def main():
     p.add_argument("--extra", action="store_true", help="also time off-table DeepSeek-V3 shapes (untuned)")
     p.add_argument("--precompile", default="", help="I/N: only compile worker I's share of the kernels, then exit")
     p.add_argument("--sweep-out", default="", help="write every sweep candidate's timing here (jsonl)")
-    p.add_argument("--only-m", default="", help="comma-separated M values to run (default: 64,128,4096)")
+    p.add_argument("--only-m", default=None, type=positive_int_list,
+                   help="comma-separated M values to run (default: 64,128,4096)")
     p.add_argument("--skip-gemm", action="store_true")
     p.add_argument("--explore", action="store_true", help="with --sweep: the committed config and its neighbours only")
-    p.add_argument("--only-nk", default="", help="N:K[,N:K...] to run (default: all six)")
+    p.add_argument("--only-nk", default=None, type=int_tuple_list(2), help="N:K[,N:K...] to run (default: all six)")
     p.add_argument("--small", action="store_true", help="decode M (1, 8 unless --only-m) on the V3 slice's shapes")
-    p.add_argument("--variants", default="",
+    p.add_argument("--variants", default=None, type=json_list(check_gluon_variant, '"tl" or Gluon override dicts'),
                    help='M > 128: JSON list of variants timed next to the committed config ("tl" or Gluon overrides)')
     p.add_argument("--ab-prev", action="store_true",
                    help="16 < M <= 128: time the committed config and the session-15 entry (S15_MID) side by side")
     p.add_argument("--confirm", action="store_true",
                    help="M <= 16: time the committed config and the general kernel's (baseline) only; rows report the committed one")
     args = p.parse_args()
+    known = set(SLICE_NK + SLICE_NK_UNFUSED) if args.small else set(NK)
+    off = [nk for nk in args.only_nk or () if nk not in known]
+    if off:  # such a pair selected no shape: the run timed nothing and said nothing (tester 2, s19)
+        p.error(f"argument --only-nk: {off[0][0]}:{off[0][1]} is not one of the {'--small slice' if args.small else 'six'} "
+                f"N:K shapes: {', '.join(f'{n}:{k}' for n, k in sorted(known))}")
     require_cuda("bench_fp8_gemm")
     # a job-level `timeout` sends SIGTERM: leave through the finally below so rows already
     # measured are still written

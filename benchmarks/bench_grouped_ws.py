@@ -44,7 +44,8 @@ import triton
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
+from tritonseek.benchrun import (git_commit, index_list, json_list, name_list, nonnegative_float,  # noqa: E402
+                                 nonnegative_int, out_file, positive_float, require_cuda, spec_check)
 from tritonseek.kernels import grouped_gemm_ws as GW  # noqa: E402
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, grouped_fp8_gemm_contiguous  # noqa: E402
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
@@ -480,32 +481,44 @@ def smoke(cfgs):
 
 
 def main():
+    # every option checked by argparse before any GPU work (tester 2, s19: --cands 99 an IndexError, --cands-json
+    # notjson a JSONDecodeError, a config outside GROUPED_WS_CONFIG_SPEC reached the launcher mid-run)
     p = argparse.ArgumentParser()
-    p.add_argument("--cases", default="routed,contiguous,masked", help="run in this order")
-    p.add_argument("--budget-s", type=float, default=80.0)
-    p.add_argument("--out", default="benchmarks/results/h200_grouped_ws.jsonl")
+    p.add_argument("--cases", default="routed,contiguous,masked", type=name_list(("routed", "contiguous", "masked")),
+                   help="run in this order")
+    p.add_argument("--budget-s", type=positive_float, default=80.0)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                 "h200_grouped_ws.jsonl"), type=out_file,
+                   help="JSON-lines file the rows are appended to (default: benchmarks/results/h200_grouped_ws.jsonl "
+                        "of this checkout, wherever the script is run from)")
     p.add_argument("--smoke", action="store_true")
-    p.add_argument("--smoke-cfgs", default="0,2", help="indices into WS_CANDIDATES checked by --smoke")
-    p.add_argument("--cands", default=None, help="indices into WS_CANDIDATES to check and time (default all)")
-    p.add_argument("--cands-json", default=None, help="a JSON list of config dicts to check and time instead")
+    p.add_argument("--smoke-cfgs", default=[0, 2], type=index_list(len(WS_CANDIDATES)),
+                   help="indices into WS_CANDIDATES (or --cands / --cands-json's list) checked by --smoke")
+    p.add_argument("--cands", default=None, type=index_list(len(WS_CANDIDATES)),
+                   help="indices into WS_CANDIDATES to check and time (default all)")
+    p.add_argument("--cands-json", default=None, type=json_list(spec_check(GW.GROUPED_WS_CONFIG_SPEC), "config dicts"),
+                   help="a JSON list of config dicts (keys of GROUPED_WS_CONFIG_SPEC) to check and time instead")
     p.add_argument("--no-tl", action="store_true", help="do not time the tl kernels (ws configs and the peer only)")
-    p.add_argument("--warm-s", type=float, default=0.5, help="seconds of GPU warm-up before the first timing")
+    p.add_argument("--warm-s", type=nonnegative_float, default=0.5, help="seconds of GPU warm-up before the first timing")
     p.add_argument("--skip-check", action="store_true", help="with --ab, masked: also time the first config on "
                    "M_max = 2·m with masked_m = m (the tiles past masked_m should cost nothing)")
-    p.add_argument("--ab", type=int, default=0, help="rounds of interleaved GPU-clock timing of every checked "
+    p.add_argument("--ab", type=nonnegative_int, default=0, help="rounds of interleaved GPU-clock timing of every checked "
                    "config and the peer (0: off)")
     args = p.parse_args()
-    require_cuda("bench_grouped_ws")
-    if args.cands:
-        WS_CANDIDATES[:] = [WS_CANDIDATES[int(i)] for i in args.cands.split(",")]
+    if args.cands is not None:
+        WS_CANDIDATES[:] = [WS_CANDIDATES[i] for i in args.cands]
     if args.cands_json:
-        WS_CANDIDATES[:] = json.loads(args.cands_json)
+        WS_CANDIDATES[:] = args.cands_json
+    bad = [i for i in args.smoke_cfgs if i >= len(WS_CANDIDATES)]
+    if args.smoke and bad:  # the indices refer to the list --cands / --cands-json left
+        p.error(f"argument --smoke-cfgs: index {bad[0]} is out of range (0..{len(WS_CANDIDATES) - 1})")
+    require_cuda("bench_grouped_ws")
     if args.smoke:
-        smoke([WS_CANDIDATES[int(i)] for i in args.smoke_cfgs.split(",")])
+        smoke([WS_CANDIDATES[i] for i in args.smoke_cfgs])
         return
     cx = Ctx(args)
     _warm_gpu(args.warm_s)
-    cases = args.cases.split(",")
+    cases = args.cases
     try:
         for case in cases:  # in the order given (the first gets the budget first)
             if case in ("routed", "contiguous"):

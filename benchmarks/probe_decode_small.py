@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_moe_layer import kernel_breakdown  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import git_commit, name_list, out_file, positive_int_list, require_cuda  # noqa: E402
+from tritonseek.benchrun import git_commit, json_list, name_list, out_file, positive_int_list, require_cuda  # noqa: E402
+from tritonseek.kernels import mla_absorb as MA  # noqa: E402
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8, mla_absorb_q  # noqa: E402
 from tritonseek.kernels.moe_gate import router_gate_topk  # noqa: E402
 from tritonseek.kernels.norm import fused_add_rms_norm  # noqa: E402
@@ -197,14 +198,20 @@ def main() -> int:
     p.add_argument("--only", default="q,o,router", type=name_list(("router", "q", "o", "o16", "norm")))
     p.add_argument("--norm-warps", default="4,8,16,32", type=positive_int_list)
     p.add_argument("--out", default="probe_decode_small.jsonl", type=out_file, help="JSON rows appended one by one")
-    p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs")
-    p.add_argument("--o-configs", default=None, help="JSON list of absorb_o / absorb_o_fp8 configs")
+    # each config checked by the launcher's own rules before any GPU work (tester 2, s19: raw json.loads, tracebacks)
+    p.add_argument("--q-configs", default=None, help="JSON list of absorb_q configs (keys: PDL)",
+                   type=json_list(lambda c: MA._options(c, dict(PDL=False)), "mla_absorb_q configs"))
+    p.add_argument("--o-configs", default=None, help="JSON list of absorb_o / absorb_o_fp8 configs (keys: "
+                   + ", ".join(MA._O_DEFAULTS) + "; BLOCK_D is absorb_o's only, so not with --only o)",
+                   type=json_list(lambda c: MA._options(c, MA._O_DEFAULTS), "mla_absorb_o configs"))
     args = p.parse_args()
+    only = set(args.only)
+    if "o" in only and any("BLOCK_D" in c for c in args.o_configs or ()):
+        p.error("argument --o-configs: BLOCK_D is not a key of mla_absorb_o_fp8 (--only o); use --only o16")
     require_cuda("probe_decode_small")
     dev, env = torch.device("cuda"), _env()
-    only = set(args.only)
-    qc = json.loads(args.q_configs) if args.q_configs else Q_CONFIGS
-    oc = json.loads(args.o_configs) if args.o_configs else O_CONFIGS
+    qc = args.q_configs or Q_CONFIGS
+    oc = args.o_configs or O_CONFIGS
     rows = []
     for T in args.tokens:
         for part, fn, cfgs in (("router", probe_router, [dict()]),

@@ -30,9 +30,10 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_fp8_gemm import calc_diff, graph_time_us, make_sets, peer_fn  # noqa: E402
+from benchmarks.bench_fp8_gemm import calc_diff, check_gluon_variant, graph_time_us, make_sets, peer_fn  # noqa: E402
 
-from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
+from tritonseek.benchrun import (git_commit, int_tuple_list, nonnegative_int, out_file, positive_int,  # noqa: E402
+                                 require_cuda)
 from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels.reference.fp8 import fp8_gemm_nt_ref  # noqa: E402
 
@@ -164,27 +165,55 @@ def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sl
                 f.write(json.dumps(row) + "\n")
 
 
+def gluon_value(text: str):
+    """argparse type of --b and --variant's value: "@s17", JSON null (the tl twin) or a JSON object of Gluon overrides
+    (keys and values checked as bench_fp8_gemm's --variants), so a typo is one line before any GPU work (tester 2,
+    s19: a JSONDecodeError traceback)."""
+    if text == "@s17":
+        return text
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not "@s17", null or a JSON object of Gluon overrides') from None
+    if v is not None:
+        if not isinstance(v, dict):
+            raise argparse.ArgumentTypeError(f'{text!r} is not "@s17", null or a JSON object of Gluon overrides')
+        try:
+            check_gluon_variant(v)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(f"{text}: {e}") from None
+    return v
+
+
+def named_variant(text: str) -> tuple[str, object]:
+    """argparse type of --variant: NAME=VALUE, VALUE as :func:`gluon_value`."""
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name.strip(), gluon_value(value)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--shapes", default="4096:7168:16384,4096:4096:7168,4096:7168:2048")
-    p.add_argument("--b", default='{"SPLIT": true, "UNROLL2": true}')
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--shapes", default="4096:7168:16384,4096:4096:7168,4096:7168:2048", type=int_tuple_list(3),
+                   help="M:N:K[,M:N:K...]")
+    p.add_argument("--b", default='{"SPLIT": true, "UNROLL2": true}', type=gluon_value)
+    p.add_argument("--rounds", type=positive_int, default=3)
     p.add_argument("--k-sweep", action="store_true")
-    p.add_argument("--gpu-ab", type=int, default=0, help="N interleaved GPU-clock rounds (replaces the 40 ms A/B)")
-    p.add_argument("--variant", action="append", default=[], help="NAME=GLUON-JSON, with --gpu-ab (repeatable)")
-    p.add_argument("--rows", default="", help="with --gpu-ab: append JSON rows here")
+    p.add_argument("--gpu-ab", type=nonnegative_int, default=0,
+                   help="N interleaved GPU-clock rounds (replaces the 40 ms A/B)")
+    p.add_argument("--variant", action="append", default=[], type=named_variant,
+                   help="NAME=GLUON-JSON (or NAME=@s17, NAME=null), with --gpu-ab (repeatable)")
+    p.add_argument("--rows", default="", type=out_file, help="with --gpu-ab: append JSON rows here")
     args = p.parse_args()
     require_cuda("probe_fp8_gemm_ab")
     commit = git_commit()
-    def val(text):
-        return text if text == "@s17" else json.loads(text)
-
-    variants = {v.split("=", 1)[0]: val(v.split("=", 1)[1]) for v in args.variant}
-    for shape in args.shapes.split(","):
+    variants = dict(args.variant)
+    for shape in args.shapes:
         if args.gpu_ab:
-            gpu_ab(*map(int, shape.split(":")), variants, args.gpu_ab, args.rows, commit)
+            gpu_ab(*shape, variants, args.gpu_ab, args.rows, commit)
         else:
-            ab(*map(int, shape.split(":")), val(args.b), args.rounds)
+            ab(*shape, args.b, args.rounds)
     if args.k_sweep:
         k_sweep()
 

@@ -319,8 +319,9 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", type=_case_arg, default=["32x1v", "16x2v", "16x1v", "32x1f"])
     ap.add_argument("--reps", type=positive_int, default=5)
     ap.add_argument("--cfg", default={}, type=_config_arg, help="JSON config overrides (mla_decode config keys)")
-    ap.add_argument("--ab", nargs="*", type=_config_arg,
-                    help="A/B mode: JSON config overrides, one per config ('{}' = default)")
+    # nargs="+": a bare --ab (no config) silently ran timeline mode (tester 2, s19)
+    ap.add_argument("--ab", nargs="+", type=_config_arg,
+                    help="A/B mode: JSON config overrides, one or more, one per config ('{}' = default)")
     args = ap.parse_args()
     require_cuda("probe_mla_ws_timeline")
     os.makedirs(args.out, exist_ok=True)

@@ -305,6 +305,64 @@ def json_object(spec: dict | None = None, what: str = "config overrides"):
     return parse
 
 
+def json_list(check=None, what: str = "configs"):
+    """A ``type=`` for a non-empty JSON list (e.g. launch configs to time); ``check(entry)`` (a launcher's own
+    validation, raising TypeError / ValueError) runs on each entry, so a bad one is one argparse line naming its
+    position before any GPU work (tester 2, s19: ``--cands-json notjson`` ended in a JSONDecodeError traceback,
+    ``[{"STAGGER": 5}]`` reached the launcher after the GPU work started)."""
+    def parse(text: str) -> list:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, list) or not obj:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a non-empty JSON list of {what}")
+        for i, entry in enumerate(obj):
+            if check is not None:
+                try:
+                    check(entry)
+                except (TypeError, ValueError) as e:
+                    raise argparse.ArgumentTypeError(f"entry {i} ({json.dumps(entry)}): {e}") from None
+        return obj
+    return parse
+
+
+def spec_check(spec: dict):
+    """A ``check`` for :func:`json_list`: the entry is a dict whose keys and values follow ``spec`` (rules as in
+    ``tritonseek.kernels._utils.check_config``)."""
+    def check(entry) -> None:
+        from tritonseek.kernels._utils import check_config
+
+        check_config("config", entry, spec)
+    return check
+
+
+def index_list(n: int):
+    """A ``type=`` for a comma list of indices into a list of ``n`` entries (e.g. built-in candidates)."""
+    def parse(text: str) -> list[int]:
+        out = []
+        for x in text.split(","):
+            i = _arg_int(x.strip(), 0)
+            if i >= n:
+                raise argparse.ArgumentTypeError(f"index {i} is out of range (0..{n - 1})")
+            out.append(i)
+        return out
+    return parse
+
+
+def int_tuple_list(parts: int, sep: str = ":"):
+    """A ``type=`` for a comma list of ``parts`` positive integers joined by ``sep``, e.g. "4096:7168,7168:2048"."""
+    def parse(text: str) -> list[tuple[int, ...]]:
+        out = []
+        for item in text.split(","):
+            fields = item.strip().split(sep)
+            if len(fields) != parts:
+                raise argparse.ArgumentTypeError(f"{item.strip()!r} is not {parts} integers joined by {sep!r}")
+            out.append(tuple(positive_int(f.strip()) for f in fields))
+        return out
+    return parse
+
+
 def benchmarks_dir() -> Path:
     """``benchmarks/`` of the source checkout this package was imported from."""
     d = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -83,15 +83,28 @@ def _user_errors():
 
 
 def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
-    """The prompt rows of a JSONL file and the 1-based line number of each."""
-    if not path.exists():
-        _fail(f"--prompts-file {path} does not exist")
-    if not path.is_file():
-        _fail(f"--prompts-file {path} is not a file")
+    """The prompt rows of a JSONL file and the 1-based line number of each. A regular file, or a FIFO or character
+    device read once to its end (``/dev/stdin`` fed by a pipe, a shell's ``<(cmd)``; refused as "not a file" before
+    session 19); a folder, socket or block device is refused."""
+    import stat
+
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        _fail(f"--prompts-file {path} does not exist")
+    except OSError as e:
+        _fail(f"--prompts-file {path}: {e.strerror or e}")
+    if stat.S_ISDIR(mode):
+        _fail(f"--prompts-file {path} is a folder, not a file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        _fail(f"--prompts-file {path} is not a file, a FIFO or a character device")
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
     except UnicodeDecodeError as e:
         _fail(f"--prompts-file {path} is not UTF-8 (byte {e.start}: {e.reason})")
+    except OSError as e:
+        _fail(f"--prompts-file {path}: {e.strerror or e}")
     rows, lines = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -176,7 +176,34 @@ def test_prompts_file_not_utf8_or_a_directory(tmp_path):
     r = run("generate", "--prompts-file", str(bad), "--output", str(tmp_path / "o.jsonl"))
     assert r.exit_code != 0 and "is not UTF-8" in r.stderr
     r = run("generate", "--prompts-file", str(tmp_path), "--output", str(tmp_path / "o.jsonl"))
-    assert r.exit_code != 0 and "is not a file" in r.stderr
+    assert r.exit_code != 0 and "is a folder, not a file" in r.stderr
+
+
+def test_prompts_file_from_a_pipe_or_fifo(tmp_path):
+    """``--prompts-file /dev/stdin`` fed by a pipe and a FIFO (what ``<(cat p.jsonl)`` gives) are read once; they
+    were refused as "not a file" (session 19 tester 2)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    line = json.dumps({"prompt": "x = 1", "id": 7}) + "\n"
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "tritonseek.cli", "generate", "--prompts-file", "/dev/stdin", "-o",
+                        str(tmp_path / "a.jsonl"), "-n", "2"], input=line, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "a.jsonl").read_text())["id"] == 7
+    fifo = tmp_path / "p.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(line), daemon=True)
+    writer.start()
+    r = run("generate", "--prompts-file", str(fifo), "--output", str(tmp_path / "b.jsonl"), "-n", "2")
+    writer.join(10)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b.jsonl").read_text())["id"] == 7
 
 
 def test_compare_without_mtp_and_too_long_prompt_fail_before_generating():

@@ -95,7 +95,7 @@ class StagedRows(RowsFile):
         real = os.path.realpath(path)
         self.final = real if os.path.isfile(real) else None
         self.failure: str | None = None
-        super().__init__(path if self.final is None else real + ".partial", "w")
+        super().__init__(path if self.final is None else real + PARTIAL, "w")
 
     def fail(self, reason: str = "failed") -> None:
         """Mark the run failed: at the end of the ``with`` block an existing ``path`` is kept, rows stay in .partial."""
@@ -131,9 +131,12 @@ def write_rows(path, rows: list[dict]) -> None:
 
 
 def _replace_atomically(real: str, text: str) -> None:
-    """A temporary file beside ``real`` (keeping an existing file's permissions) renamed over it."""
+    """A temporary file beside ``real`` (keeping an existing file's permissions) renamed over it. The temporary name
+    is short and fixed-length (``.benchrun-XXXXXXXX.tmp``), so any name the folder accepts works: one built from the
+    target's name (``.{name}.XXXXXXXX.tmp``) failed with "File name too long" for names over ~240 bytes, after the
+    whole run (tester 2, s19)."""
     d = os.path.dirname(real) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(real)}.", suffix=".tmp", dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=".benchrun-", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -152,8 +155,8 @@ def write_json_kept(path, obj, complete: bool) -> None:
     file). A finished run, or a path that does not exist yet, gets ``path`` itself."""
     real = os.path.realpath(path)
     if not complete and os.path.isfile(real):
-        print(f"run stopped: {real} kept; the winners it found are in {real}.partial", file=sys.stderr)
-        real += ".partial"
+        print(f"run stopped: {real} kept; the winners it found are in {real}{PARTIAL}", file=sys.stderr)
+        real += PARTIAL
     _replace_atomically(real, json.dumps(obj, indent=1))
 
 
@@ -241,9 +244,23 @@ def name_list(choices):
     return parse
 
 
+PARTIAL = ".partial"  # what StagedRows / write_json_kept add to a kept file's name for an interrupted run's rows
+
+
+def _name_max(folder: str) -> int:
+    """The longest file name (bytes) ``folder``'s file system takes; 255 (Linux's usual) when it cannot say."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
 def out_file(text: str) -> str:
     """An output file path whose folder exists (checked before any work, so a typo does not cost the whole run).
-    An empty text stays "" (the scripts' "no file" default)."""
+    An empty text stays "" (the scripts' "no file" default). The file name (and a symlink's target's name) must leave
+    room for the ``.partial`` an interrupted run's rows go to (StagedRows, write_json_kept): at most NAME_MAX - 8
+    bytes (247 on most Linux file systems); a longer one was accepted, then failed with "File name too long" after
+    the whole run (tester 2, s19)."""
     if text == "":
         return text
     d = os.path.dirname(os.path.abspath(text))
@@ -254,6 +271,14 @@ def out_file(text: str) -> str:
     real = os.path.realpath(text)
     if os.path.exists(real) and not os.path.isfile(real):
         return text  # a FIFO, /dev/stdout: written through, its folder need not be writable
+    for path in dict.fromkeys((os.path.abspath(text), real)):  # the name given, and the one written (a link's target)
+        folder, name = os.path.split(path)
+        limit = _name_max(folder) if os.path.isdir(folder) else 255
+        size = len(os.fsencode(name))
+        if size + len(PARTIAL) > limit:
+            raise argparse.ArgumentTypeError(
+                f"file name {name[:24]}... is {size} bytes; at most {limit - len(PARTIAL)} (the folder takes {limit}, "
+                f"less room for {PARTIAL})")
     # the rows go through a temporary file beside the (symlink-resolved) target, renamed over it
     if not os.access(os.path.dirname(real), os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"folder {os.path.dirname(real)} is not writable")

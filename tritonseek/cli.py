@@ -455,6 +455,7 @@ def info():
 
     from tritonseek import __version__
     from tritonseek.kernels import _LAUNCHERS, kernel_status
+    from tritonseek.kernels._utils import interpreter_active
 
     hopper = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
     t = Table(show_header=False, box=None)
@@ -476,6 +477,11 @@ def info():
         # elsewhere; "triton" made them look usable on a CPU or another GPU (session 19 tester).
         if impl == "triton" and "_ws" in _LAUNCHERS.get(op, ""):
             impl = "gluon" if hopper else "gluon (Hopper GPUs only: not here)"
+        elif impl == "triton" and not torch.cuda.is_available():
+            # they raise "needs CUDA tensors" on CPU unless Triton's interpreter runs them (session 19 tester 2)
+            impl += " (CPU interpreter)" if interpreter_active() else " (no CUDA GPU: see below)"
+            if not interpreter_active():
+                k.caption = "triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 for Triton's CPU interpreter (slow)"
         k.add_row(op, impl)
     out.print(k)
 

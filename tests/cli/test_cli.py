@@ -132,7 +132,16 @@ def test_info_marks_gluon_kernels_hopper_only(monkeypatch):
             if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 2}
     for op in ("mla_decode_ws", "fp8_gemm_nt_ws", "fp8_gemm_nt_sk", "grouped_fp8_gemm_masked_ws"):
         assert rows[op] == "gluon (Hopper GPUs only: not here)", rows
-    assert rows["fp8_gemm_nt"] == rows["mla_decode"] == rows["sample"] == "triton", rows
+    assert rows["fp8_gemm_nt"] == rows["mla_decode"] == rows["sample"] == "triton (CPU interpreter)", rows
+    assert "TRITON_INTERPRET" not in r.stdout
+    # without the interpreter they raise "needs CUDA tensors" here: not listed as plain "triton" (session 19 tester 2)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    r = runner.invoke(app, ["info"], env={"COLUMNS": "200"})
+    rows = {cells[0]: cells[1] for line in r.stdout.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 2}
+    assert rows["fp8_gemm_nt"] == "triton (no CUDA GPU: see below)", rows
+    assert "need a CUDA GPU, or TRITON_INTERPRET=1" in " ".join(r.stdout.split()), r.stdout
+    assert rows["mla_decode_ws"] == "gluon (Hopper GPUs only: not here)", rows
 
 
 def test_hf_id_resolves_from_local_cache(tmp_path, monkeypatch):

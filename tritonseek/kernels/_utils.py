@@ -79,6 +79,35 @@ def check_no_overlap(name: str, t: torch.Tensor) -> None:
                          "distinct elements (torch.empty, or a slice of one)")
 
 
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """[first, last) addresses of the bytes ``t``'s elements occupy (views have non-negative strides)."""
+    start = t.data_ptr()
+    return start, start + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) * t.element_size() \
+        + t.element_size()
+
+
+def check_no_alias(name: str, out: torch.Tensor, same_ok: tuple[str, ...] = (), **inputs) -> None:
+    """ValueError naming ``name`` and the input when the output ``out``'s memory span intersects that of an input
+    tensor (``inputs``: name=tensor; None entries skipped): the kernel would read elements it already overwrote, a
+    result that depends on the program order (tester 2, s19: ``moe_unpermute(eo, rm, w, out=eo[:T])``).
+    ``same_ok``: inputs that ``out`` may be exactly (same start, dtype, shape and strides), for a kernel whose every
+    output element is read only by the program writing it (an in-place update); a partial overlap is still refused.
+    Conservative: spans are compared, so interleaved but disjoint views count as aliasing."""
+    if out.numel() == 0:
+        return
+    o0, o1 = _byte_span(out)
+    for key, t in inputs.items():
+        if t is None or t.numel() == 0 or t.device != out.device:
+            continue
+        if (key in same_ok and t.data_ptr() == out.data_ptr() and t.dtype == out.dtype and t.shape == out.shape
+                and t.stride() == out.stride()):
+            continue
+        i0, i1 = _byte_span(t)
+        if o0 < i1 and i0 < o1:
+            raise ValueError(f"{name} shares memory with {key}: {name} must not alias the inputs (the kernel would "
+                             f"read {key} elements it has already overwritten); pass a separate {name} buffer")
+
+
 def check_runnable_device(name: str, t: torch.Tensor) -> None:
     """Triton kernels run on CUDA tensors, or on CPU tensors only under the interpreter."""
     if t.device.type == "cuda":

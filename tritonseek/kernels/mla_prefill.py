@@ -336,7 +336,8 @@ def mla_prefill(
     model: the engine builds cu_seqlens) bad offsets read and write out of bounds. softmax_scale: multiplies
     q·kᵀ.
     causal: top-left mask within each sequence (q and k are the same tokens). out: optional
-    [total_tokens, num_heads, d_v] q.dtype buffer. config: launch-config override (tuning): any of BLOCK_M,
+    [total_tokens, num_heads, d_v] q.dtype buffer (it must not alias the inputs: not checked, an overlapping
+    destination gives wrong results). config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Raises TypeError (dtype, config not a dict, check_ids not a bool, softmax_scale not an int/float) or ValueError
@@ -433,10 +434,12 @@ def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mappin
     being captured); with check_ids=False (the model: the engine builds the slots) an out-of-range slot writes out
     of bounds, undefined behaviour. Returns None (writes kv_cache).
     Raises TypeError (dtype: kv_cache and latent bf16/fp16/fp32, slot_mapping int64; check_ids not a bool) or
-    ValueError (shape, device, layout incl. a non-contiguous slot_mapping; with check_ids a slot out of range).
+    ValueError (shape, device, layout incl. a non-contiguous slot_mapping or a kv_cache whose elements share memory,
+    e.g. an expand() view; with check_ids a slot out of range).
     Semantics: vLLM ``concat_and_cache_mla`` (without the fp8 scale).
     """
-    check_tensor("kv_cache", kv_cache, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=4)
+    # written in place: an expand()-ed cache (rows sharing memory) would take racing stores (tester 2, s19)
+    check_tensor("kv_cache", kv_cache, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=4, output=True)
     check_runnable_device("kv_cache", kv_cache)
     dev = kv_cache.device
     check_tensor("latent", latent, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=2, device=dev)

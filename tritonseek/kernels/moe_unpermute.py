@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_bool, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_bool, check_no_alias, check_runnable_device, check_tensor
 from tritonseek.kernels.fp8_quant import _pdl_capable
 from tritonseek.kernels.moe_routing_checks import check_ids_in_range
 
@@ -63,11 +63,14 @@ def moe_unpermute(
     topk_weights: [T, k] fp32.
     shared_output: [T, H] bf16/fp16/fp32 (unit column stride) or None (shared-expert output, added in fp32 before
         the single cast).
-    out: optional [T, H] expert_out.dtype destination. Returns out [T, H] in expert_out.dtype.
+    out: optional [T, H] expert_out.dtype destination; it must not alias the inputs (ValueError naming both), except
+        that out may be shared_output itself (same tensor view: the shared-expert output updated in place, each
+        element read and written by one program). Returns out [T, H] in expert_out.dtype.
     pdl: programmatic dependent launch (CUDA sm_90+, ignored elsewhere): the programs may start while the
         previous kernel (the down GEMM) finishes and wait for it (griddepcontrol.wait) before any read.
     Deterministic: one program owns each output element and sums slots in order j = 0..k−1 (no atomics).
-    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, pdl / check_ids not a bool.
+    Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, pdl / check_ids not a bool, an out
+    that aliases an input.
     Follows DeepSeek-V3 inference/model.py MoE combine.
     """
     check_tensor("expert_out", expert_out, ndim=2)
@@ -93,6 +96,8 @@ def moe_unpermute(
         check_tensor("out", out, dtype=expert_out.dtype, ndim=2, device=expert_out.device, output=True)
         if tuple(out.shape) != (T, H) or out.stride(1) != 1:
             raise ValueError(f"out must be [{T}, {H}] with unit column stride, got {tuple(out.shape)}")
+        check_no_alias("out", out, ("shared_output",), expert_out=expert_out, row_map=row_map,
+                       topk_weights=topk_weights, shared_output=shared_output)
     else:
         out = torch.empty(T, H, dtype=expert_out.dtype, device=expert_out.device)
     if T == 0:

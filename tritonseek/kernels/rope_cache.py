@@ -169,7 +169,8 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
     if kv.stride(1) != 1:
         raise ValueError(f"kv needs a contiguous last dim, strides {kv.stride()}")
     if kv_cache is not None:
-        check_tensor("kv_cache", kv_cache, dtype=_FLOAT_IN, ndim=4, device=dev)
+        # written in place: an expand()-ed cache (rows sharing memory) would take racing stores (tester 2, s19)
+        check_tensor("kv_cache", kv_cache, dtype=_FLOAT_IN, ndim=4, device=dev, output=True)
         check_tensor("slot_mapping", slot_mapping, dtype=torch.int64, ndim=1, device=dev, contiguous=True)
         _, page_size, one, d = kv_cache.shape
         if one != 1 or d != kv_lora + rope:
@@ -215,8 +216,8 @@ def mla_rope_cache(
     Returns (q_pe [T, num_heads, qk_rope_head_dim] q.dtype, latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype); the cache row is latent cast to kv_cache.dtype.
     Raises TypeError (dtype; eps not a float, e.g. a bool; check_ids not a bool) or ValueError (shape, device,
-    layout incl. non-contiguous positions / slot_mapping, eps ≤ 0 or not finite; with check_ids a position or slot
-    out of range).
+    layout incl. non-contiguous positions / slot_mapping or a kv_cache whose elements share memory, e.g. an expand()
+    view; eps ≤ 0 or not finite; with check_ids a position or slot out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (apply_rotary_emb, kv_norm) + vLLM
     ``concat_and_cache_mla``.
     """

@@ -403,7 +403,8 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1.
     top_k: [B] int32 (0 or >= V = off), an int (every row), or None. top_p: [B] fp32 in (0, 1] (>= 1 = off),
     a float (every row), or None. Tensor values are not checked (a host sync): top_k < 0 acts as 0, top_p
-    <= 0 keeps the top token(s), NaN top_p is off. out: optional [B, V] fp32 buffer. Returns [B, V] fp32
+    <= 0 keeps the top token(s), NaN top_p is off. out: optional [B, V] fp32 buffer, not aliasing logits (not
+    checked). Returns [B, V] fp32
     (ties at the threshold are all kept; the top token is always kept; NaN logits are never kept). B = 0
     gives an empty result. Raises ValueError/TypeError naming a bad argument (bad host scalars too).
     Semantics: vLLM ``apply_top_k_top_p`` (top-k first, then top-p over the renormalised survivors);
@@ -489,7 +490,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     exp_noise: [B, V] fp32 i.i.d. Exp(1) > 0 from a seeded generator, last dim contiguous (rows with T == 0
     are not read); or None with seeds: [B] int64 on the device, the noise then made in registers by Philox,
     equal to ``philox_exp_noise(seeds, 1, V)[:, 0]`` (change the seeds every step; no noise tensor is written
-    or read); giving both exp_noise and seeds raises ValueError. out: optional [B] int64 buffer.
+    or read); giving both exp_noise and seeds raises ValueError. out: optional [B] int64 buffer, not aliasing the
+    inputs (not checked).
     config: optional (BLOCK, num_warps, programs per SM) override (benchmark sweeps): ints, BLOCK a power of two
     in [16, 65536], num_warps a power of two in [1, 32], programs per SM >= 1 (``check_config``).
     Low temperatures are exact to fp32 rounding of the logit differences: the softmax is exp((x − max) / T)
@@ -531,7 +533,8 @@ def argmax(logits: torch.Tensor, *, out: torch.Tensor | None = None,
 
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1; read
     as is (no fp32 copy). A NaN counts as the largest value (the first NaN or +inf wins; torch.argmax: the
-    first NaN); an all -inf row gives 0. out: optional [B] int64 buffer. config: optional (BLOCK, num_warps,
+    first NaN); an all -inf row gives 0. out: optional [B] int64 buffer, not aliasing logits (not checked).
+    config: optional (BLOCK, num_warps,
     programs per SM) of the split-row pass, checked as in ``sample``. Returns [B] int64 (empty for B = 0). Two launches (split-row
     max/argmax, combine), no host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad
     argument. Semantics: torch.argmax(logits, dim=-1).

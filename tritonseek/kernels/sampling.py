@@ -340,6 +340,8 @@ def _check_logits(logits) -> tuple[int, int, torch.device]:
 def _token_out(out, B: int, dev: torch.device) -> torch.Tensor:
     if out is None:
         return torch.empty(B, dtype=torch.int64, device=dev)
+    if not isinstance(out, torch.Tensor):  # before out.shape: out=5 was an AttributeError (tester 2, s19)
+        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
     if out.shape != (B,) or out.dtype != torch.int64 or out.device != dev or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous [{B}] int64 tensor on {dev} (the kernel writes at unit stride)")
     return out
@@ -420,6 +422,8 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     _, top_k, top_p = _row_params(B, logits.device, ones, top_k, top_p)
     if out is None:
         out = torch.empty(B, V, dtype=torch.float32, device=logits.device)
+    elif not isinstance(out, torch.Tensor):  # before out.shape: out=5 was an AttributeError (tester 2, s19)
+        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
     elif out.shape != (B, V) or out.dtype != torch.float32 or out.device != logits.device:
         raise ValueError(f"out must be a [{B}, {V}] fp32 tensor on {logits.device}")
     else:

@@ -29,3 +29,10 @@ def test_a_tensor_out_is_still_written(device):
     assert (out > float("-inf")).sum(dim=1).tolist() == [5, 5]
     tok = torch.empty(2, dtype=torch.int64, device=device)
     assert argmax(x, out=tok) is tok and tok.tolist() == x.argmax(dim=1).tolist()
+
+
+def test_apply_top_k_top_p_in_place_on_fp32_logits(device):
+    """The docstring allows out=logits (fp32): the result equals the out-of-place one."""
+    x = torch.randn(3, 50, device=device)
+    want = apply_top_k_top_p(x, 7, 0.8)
+    assert apply_top_k_top_p(x, 7, 0.8, out=x) is x and torch.equal(x, want)

@@ -405,8 +405,9 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: t
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1.
     top_k: [B] int32 (0 or >= V = off), an int (every row), or None. top_p: [B] fp32 in (0, 1] (>= 1 = off),
     a float (every row), or None. Tensor values are not checked (a host sync): top_k < 0 acts as 0, top_p
-    <= 0 keeps the top token(s), NaN top_p is off. out: optional [B, V] fp32 buffer, not aliasing logits (not
-    checked). Returns [B, V] fp32
+    <= 0 keeps the top token(s), NaN top_p is off. out: optional [B, V] fp32 buffer; it may be fp32 logits itself
+    (an in-place filter: the thresholds are found before anything is written, then each element is written from
+    itself), any other overlap with logits is unsupported (torch.where refuses a partial one). Returns [B, V] fp32
     (ties at the threshold are all kept; the top token is always kept; NaN logits are never kept). B = 0
     gives an empty result. Raises ValueError/TypeError naming a bad argument (bad host scalars too).
     Semantics: vLLM ``apply_top_k_top_p`` (top-k first, then top-p over the renormalised survivors);

@@ -426,7 +426,7 @@ def fp8_gemm_nt(
     b_scale: [ceil(N/128), ceil(K/128)] fp32, the checkpoint's ``weight_scale_inv`` (ceil-sized blocks).
     out: optional [M, N] tensor of out_dtype to write into (any strides whose elements do not share memory: an
         expand()-ed view raises ValueError); else allocated. It must not alias the inputs (not checked: a destination
-        overlapping an input gives wrong results).
+        overlapping an input may give wrong results).
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional launch-config override (keys as in ``get_config``; rules in ``FP8_GEMM_CONFIG_SPEC``), for
         tests and tuning.

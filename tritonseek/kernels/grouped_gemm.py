@@ -314,7 +314,7 @@ def grouped_fp8_gemm_contiguous(
         (always) and with check_alignment; unchecked on CUDA (no sync), where an id ≥ E makes its tile's
         rows NaN and an id < −1 is stored as padding (0).
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}. out must not alias the inputs
-        (not checked: a destination overlapping an input gives wrong results).
+        (not checked: a destination overlapping an input may give wrong results).
     config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages required; GROUP_M, FLATTEN,
         GRID_MULT = persistent programs per SM, WS = Triton warp specialization of the K loop; values as in
         ``CONTIGUOUS_CONFIG_SPEC``).

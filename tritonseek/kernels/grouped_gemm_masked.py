@@ -424,7 +424,7 @@ def grouped_fp8_gemm_masked(
         slot s serves the non-empty groups number s, s + slots, … — a bound that is too small only costs time
         (a second pass), every non-empty group is always computed. Default E (one program set per group).
     out: optional [E, M_max, N] out_dtype destination; it must not alias the inputs (not checked: a destination
-        overlapping an input gives wrong results).
+        overlapping an input may give wrong results).
     config: optional launch-config override: BLOCK_M, BLOCK_N, num_warps, num_stages, plus SWAP_AB (tile
         computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group), PREFETCH (weight
         K blocks per program pulled into L2 before the PDL wait; default 8 own-group / 16 prefetch_group) and

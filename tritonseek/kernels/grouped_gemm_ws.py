@@ -356,7 +356,7 @@ def grouped_fp8_gemm_contiguous_ws(
         experts writes NaN into the rows of the smaller expert id; ``check_alignment=True`` instead raises
         ValueError after one host sync.
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}. out must not alias the inputs
-        (not checked: a destination overlapping an input gives wrong results).
+        (not checked: a destination overlapping an input may give wrong results).
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 256 (WIDE
         128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
@@ -410,7 +410,7 @@ def grouped_fp8_gemm_masked_ws(
     expected_m: typical rows per group, used only to pick the launch config (default M_max).
     out: optional [E, M_max, N] out_dtype destination, groups stacked densely (stride(0) == M_max·stride(1));
         TMA stores when its rows are 16-byte aligned, masked stores otherwise. out must not alias the inputs (not
-        checked: a destination overlapping an input gives wrong results).
+        checked: a destination overlapping an input may give wrong results).
     config: optional launch-config override (keys of ``grouped_ws_config``; EARLY_TMA: the kernel's top level
         requests each program's first K blocks before the partitions start, grouped_gemm_ws_parts._early_loads —
         off, not yet run on the GPU in its fixed form).

@@ -219,7 +219,7 @@ def mla_absorb_q(
     (kv_b_proj's key half per head). q_pe: [T, num_heads, qk_rope_head_dim] same dtype, last dim
     contiguous (roped). out: optional [T, num_heads, kv_lora_rank + qk_rope_head_dim] buffer with a
     contiguous last dim; else allocated in out_dtype: bf16, fp16 or fp32 (default q_nope.dtype);
-    out must not alias the inputs (not checked: a destination overlapping an input gives wrong results).
+    out must not alias the inputs (not checked: a destination overlapping an input may give wrong results).
     Returns out (the absorbed query mla_decode takes). qk_nope_head_dim, kv_lora_rank and
     qk_rope_head_dim must be powers of two ≥ 16 (128, 512, 64 in DeepSeek).
     positions [T] int64 + cos_sin_cache [max_positions, qk_rope_head_dim] fp32 contiguous (both or neither):
@@ -304,7 +304,7 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     o_lat: [T, num_heads, kv_lora_rank] bf16/fp16, last dim contiguous (mla_decode's output).
     w_uv: [num_heads, v_head_dim, kv_lora_rank] same dtype, contiguous (kv_b_proj's value half).
     out: optional [T, num_heads, v_head_dim] buffer (last dim contiguous), else allocated in o_lat.dtype;
-    out must not alias the inputs (not checked: a destination overlapping an input gives wrong results).
+    out must not alias the inputs (not checked: a destination overlapping an input may give wrong results).
     Returns out. v_head_dim and kv_lora_rank must be powers of two ≥ 16 (128, 512 in DeepSeek).
     config: optional {"BLOCK_D": value rows per program (a power of two ≥ 16, default 32), "BLOCK_C": latent
     columns per streamed weight chunk (a power of two in [16, 256]; default 128 at T ≤ 16, else 64), "STAGES": chunks

@@ -416,7 +416,7 @@ def mla_decode(
     (0 allowed). softmax_scale: default d_qk^-0.5. causal: query i sees keys j ≤ s_k − s_q + i.
     metadata: ``get_mla_metadata(cache_seqlens, seqlen_q, num_heads)`` of this step (computed here
     when None). out: optional [batch, seqlen_q, num_heads, head_dim_v] q.dtype buffer;
-    out must not alias the inputs (not checked: a destination overlapping an input gives wrong results).
+    out must not alias the inputs (not checked: a destination overlapping an input may give wrong results).
     Returns out [batch, seqlen_q, num_heads, head_dim_v] q.dtype and lse [batch, num_heads, seqlen_q]
     fp32 (natural log). A query that sees no key (cache_seqlens 0) gets out = 0 and lse = −inf; a query
     row with a NaN score (NaN/inf in it or in a key it sees) gets out = NaN and lse = NaN (as mla_decode_ref).

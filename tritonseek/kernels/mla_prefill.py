@@ -337,7 +337,7 @@ def mla_prefill(
     q·kᵀ.
     causal: top-left mask within each sequence (q and k are the same tokens). out: optional
     [total_tokens, num_heads, d_v] q.dtype buffer (it must not alias the inputs: not checked, an overlapping
-    destination gives wrong results). config: launch-config override (tuning): any of BLOCK_M,
+    destination may give wrong results). config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Raises TypeError (dtype, config not a dict, check_ids not a bool, softmax_scale not an int/float) or ValueError

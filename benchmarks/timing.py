@@ -22,18 +22,7 @@ def graph_replay_us(fns, min_ms: float = 30.0, max_reps: int = 100) -> float:
     The repetition count targets ~min_ms of GPU time (5 … max_reps). Capture errors propagate.
     """
     fns = list(fns) if isinstance(fns, (list, tuple)) else [fns]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
+    g = _capture(fns)
     st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     st.record()
     g.replay()

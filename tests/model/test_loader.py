@@ -168,6 +168,12 @@ def test_bf16_checkpoint_quantized_at_load(tmp_path):
         ("num_nextn_predict_layers", 3, "num_nextn_predict_layers"),
         ("eos_token_id", 99999, "eos_token_id"),
         ("bos_token_id", -1, "bos_token_id"),
+        ("rms_norm_eps", True, "rms_norm_eps"),
+        ("rms_norm_eps", float("inf"), "rms_norm_eps"),
+        ("rms_norm_eps", float("nan"), "rms_norm_eps"),
+        ("rms_norm_eps", "1e-6", "rms_norm_eps"),
+        ("rope_theta", True, "rope_theta"),
+        ("rope_theta", float("inf"), "rope_theta"),
     ],
 )
 def test_config_rejects_unsupported_values(field, value, match):
@@ -175,6 +181,8 @@ def test_config_rejects_unsupported_values(field, value, match):
     raw[field] = value
     if field == "rope_scaling":
         raw.pop("rope_parameters", None)
+    if field == "rope_theta" and isinstance(raw.get("rope_parameters"), dict):
+        raw["rope_parameters"] = {**raw["rope_parameters"], "rope_theta": value}  # it wins over rope_theta
     with pytest.raises(ConfigError, match=match):
         ModelConfig.from_dict(raw)
 

@@ -192,10 +192,8 @@ class ModelConfig:
             _positive_int("q_lora_rank", self.q_lora_rank)
         if self.qk_rope_head_dim % 2:
             raise ConfigError(f"qk_rope_head_dim={self.qk_rope_head_dim} must be even (RoPE pairs)")
-        if not (isinstance(self.rms_norm_eps, (int, float)) and self.rms_norm_eps > 0):
-            raise ConfigError(f"rms_norm_eps={self.rms_norm_eps!r} must be a positive number")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ConfigError(f"rope_theta={self.rope_theta!r} must be a positive number")
+        _positive_float("rms_norm_eps", self.rms_norm_eps)
+        _positive_float("rope_theta", self.rope_theta)
         hidden_act = self.extra.get("hidden_act", "silu")
         if hidden_act != "silu":
             raise ConfigError(f"hidden_act={hidden_act!r} is not supported; DeepSeek models use 'silu'")
@@ -262,6 +260,14 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def _positive_float(name: str, value: Any) -> None:
+    # json.loads reads Infinity / NaN, and True is an int to isinstance: eps=true would normalise by
+    # sqrt(var + 1) and eps=Infinity would zero every hidden state, both without an error.
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or value <= 0):
+        raise ConfigError(f"{name}={value!r} must be a finite number > 0")
 
 
 def _parse_rope(raw: dict[str, Any]) -> tuple[float, RopeScaling | None]:

@@ -46,8 +46,8 @@ import triton.language as tl
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
-from tritonseek.benchrun import (git_commit, name_list, out_file, positive_float, positive_int, require_cuda,  # noqa: E402
-                                 positive_int_list)
+from tritonseek.benchrun import (git_commit, int_tuple_list, name_list, out_file, positive_float,  # noqa: E402
+                                 positive_int, positive_int_list, require_cuda)
 from tritonseek.kernels import fp8_gemm as G  # noqa: E402
 from tritonseek.kernels import fp8_gemm_small as SMALL  # noqa: E402
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8  # noqa: E402
@@ -62,6 +62,7 @@ V3 = [(2112, 7168), (24576, 1536), (7168, 16384), (36864, 7168), (7168, 18432), 
       (1536, 7168), (576, 7168), (18432, 7168), (2048, 7168)]
 V2LITE = [(3072, 2048), (576, 2048), (2048, 2048), (21888, 2048), (2048, 10944), (5632, 2048), (2048, 2816)]
 TINY = [(192, 1024), (130, 640)]  # CPU dry run only
+MODEL_SHAPES = {"v3": V3, "v2lite": V2LITE, "tiny": TINY}
 
 # The small-M table as committed before this suite (4b6f62a), keyed (N, K); M ≤ 8. Shapes not in it
 # ran the heuristic of that commit (BLOCK_N 128, BLOCK_M 16, 4 warps, 6 stages, auto split at 2/SM).
@@ -338,9 +339,9 @@ def bench(args, env, rows, winners, sweep_rows):
         ms = sorted(ms, key=lambda m: (m not in (1, 8), m))
     shapes = []
     for model in args.models:
-        shapes += [(model, n, k) for n, k in {"v3": V3, "v2lite": V2LITE, "tiny": TINY}[model]]
+        shapes += [(model, n, k) for n, k in MODEL_SHAPES[model]]
     if args.only_nk:
-        keep = {tuple(map(int, x.split(":"))) for x in args.only_nk.split(",")}
+        keep = set(args.only_nk)
         shapes = [s for s in shapes if (s[1], s[2]) in keep]
     if args.precompile:
         return precompile(args, [(n, k) for _, n, k in shapes], sms)
@@ -445,7 +446,8 @@ def main():
     p.add_argument("--ms", default="1,2,4,8", type=positive_int_list, help="comma list of M (tokens)")
     p.add_argument("--models", default="v3", type=name_list(("v3", "v2lite", "tiny")),
                    help="comma list of v3, v2lite, tiny (tiny: a CPU dry run)")
-    p.add_argument("--only-nk", default="")
+    p.add_argument("--only-nk", default=None, type=int_tuple_list(2),
+                   help="N:K[,N:K...] to run, from the --models shapes (default: all)")
     p.add_argument("--pairs", action="store_true", help="also time quant + GEMM per step (chosen vs previous)")
     p.add_argument("--bf16", action="store_true", help="also time the torch bf16 peer")
     p.add_argument("--min-ms", type=positive_float, default=8.0)
@@ -457,6 +459,11 @@ def main():
     p.add_argument("--sweep-out", default="", type=out_file)
     p.add_argument("--winners", default="", type=out_file)
     args = p.parse_args()
+    known = {nk for model in args.models for nk in MODEL_SHAPES[model]}
+    off = [nk for nk in args.only_nk or () if nk not in known]
+    if off:  # such a pair selected no shape: the run would time nothing and say nothing
+        p.error(f"argument --only-nk: {off[0][0]}:{off[0][1]} is not an N:K shape of --models "
+                f"{','.join(args.models)}: {', '.join(f'{n}:{k}' for n, k in sorted(known))}")
     if set(args.models) != {"tiny"}:  # only the tiny model has a CPU (interpreter) run
         require_cuda("bench_gemm_decode")
     elif not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":

@@ -13,10 +13,13 @@ import json
 import math
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from tritonseek.cli_output import OutputPathError, OutputTarget, check_output, write_output
 
 SUITES = {
     "mla": "bench_mla.py",
@@ -41,18 +44,25 @@ class RowsFile:
     (``bench_mtp.py --dry`` without the interpreter, session 18); through this class a run that measured nothing
     leaves the file as it was. mode "w" truncates at the first write, "a" appends. Every write is flushed, so a run
     stopped by its time limit keeps the rows it measured. Use as ``with RowsFile(path) as f: f.write(line)``.
+
+    The path is resolved as ``tritonseek generate --output`` resolves it (cli_output.check_output): /dev/stdout or
+    /dev/fd/N is written to that open descriptor at its offset (``--out /dev/stdout >> log`` appends; opening
+    /proc/self/fd/1 anew truncated the log), a FIFO or character device in place.
     Raises:
         ValueError: mode is not "w" or "a".
+        OSError: at the first write, when the path cannot be written (a symlink loop, a missing folder, ...).
     """
 
     def __init__(self, path, mode: str = "w"):
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
-        self.path, self.mode, self._f = path, mode, None
+        self.path, self.mode, self._f, self._fd = path, mode, None, None
 
     def write(self, text: str) -> int:
         if self._f is None:
-            self._f = open(self.path, self.mode, encoding="utf-8")
+            self._f, self._fd = _open_rows(self.path, self.mode)
+        if self._fd is not None:  # the script's own prints to that descriptor come before the row
+            _flush_std(self._fd)
         n = self._f.write(text)
         self._f.flush()
         return n
@@ -84,7 +94,8 @@ class StagedRows(RowsFile):
     ``<path>.partial``; a run that measured nothing touches neither (session 18: Ctrl-C on bench_mla replaced 2 old
     rows by 11 partial ones). A path that does not exist yet (nothing to keep: a GPU job's fresh output folder, where a
     run stopped by its time limit keeps the rows it measured in ``path``) or is not a regular file (a FIFO,
-    /dev/stdout) is written through, row by row.
+    /dev/stdout, even when the shell sent stdout to a regular file: it is written at the descriptor's offset, never
+    renamed over) is written through, row by row.
 
     A run that fails without raising (a script that reports a failed suite and goes on, then exits 1) calls
     :meth:`fail` before the block ends: the old file is kept as after an exception (session 18: bench_moe replaced it
@@ -92,10 +103,13 @@ class StagedRows(RowsFile):
     """
 
     def __init__(self, path):
-        real = os.path.realpath(path)
-        self.final = real if os.path.isfile(real) else None
+        try:
+            t = _target(path)
+        except OSError:  # reported at the first write, as for RowsFile; a run that writes nothing touches nothing
+            t = None
+        self.final = t.path if t is not None and t.how == "replace" and os.path.isfile(t.path) else None
         self.failure: str | None = None
-        super().__init__(path if self.final is None else real + PARTIAL, "w")
+        super().__init__(path if self.final is None else self.final + PARTIAL, "w")
 
     def fail(self, reason: str = "failed") -> None:
         """Mark the run failed: at the end of the ``with`` block an existing ``path`` is kept, rows stay in .partial."""
@@ -116,54 +130,64 @@ class StagedRows(RowsFile):
 def write_rows(path, rows: list[dict]) -> None:
     """Replace ``path`` with ``rows`` as JSON lines, atomically: a temporary file beside it renamed over it, so a run
     killed mid-write leaves the old file or the new one, never half of one. An empty ``rows`` writes nothing (the old
-    file stays). A symlink is followed (its target is replaced); a path that is not a regular file (a FIFO,
-    /dev/stdout) is written through.
+    file stays). A symlink is followed (its target is replaced). A FIFO or character device is written in place, and
+    /dev/stdout or /dev/fd/N at that descriptor's offset: ``--out /dev/stdout >> log`` appends to log (it was renamed
+    over, losing log's earlier lines). Raises OSError naming the path (a symlink loop, a missing folder, ...).
     """
     if not rows:
         return
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    real = os.path.realpath(path)
-    if os.path.exists(real) and not os.path.isfile(real):
-        with open(real, "w", encoding="utf-8") as f:
-            f.write(text)
-        return
-    _replace_atomically(real, text)
+    write_output(_target(path), "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _replace_atomically(real: str, text: str) -> None:
-    """A temporary file beside ``real`` (keeping an existing file's permissions) renamed over it. The temporary name
-    is short and fixed-length (``.benchrun-XXXXXXXX.tmp``), so any name the folder accepts works: one built from the
-    target's name (``.{name}.XXXXXXXX.tmp``) failed with "File name too long" for names over ~240 bytes, after the
-    whole run (tester 2, s19)."""
-    d = os.path.dirname(real) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".benchrun-", suffix=".tmp", dir=d)
+def _target(path) -> OutputTarget:
+    """How ``path`` is written (cli_output.check_output: replace / direct / fd, symlinks resolved as the kernel does);
+    OSError with check_output's one-line reason, less its "--output" (the scripts' options are --out, --winners...).
+    The temporary file of a replacement is short and fixed-length (``.tritonseek-XXXXXXXX.tmp``), so any name the
+    folder accepts works (one built from the target's name failed for names over ~240 bytes; tester 2, s19)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        mode = os.stat(real).st_mode & 0o7777 if os.path.exists(real) else 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return check_output(os.fspath(path))
+    except OutputPathError as e:
+        raise OSError(_reason(e)) from None
+
+
+def _reason(e: OutputPathError) -> str:
+    return str(e).replace("--output ", "")
+
+
+def _open_rows(path, mode: str):
+    """(file object, descriptor or None) for RowsFile: a dup of an inherited descriptor (written at its offset, its
+    flags kept; closing the dup leaves it open), a FIFO / device / other process's fd opened in place without
+    truncation (appended to when it is a regular file, as write_output does), else ``open(path, mode)``."""
+    t = _target(path)
+    if t.how == "fd":
+        _flush_std(t.fd)
+        return os.fdopen(os.dup(t.fd), "w", encoding="utf-8"), t.fd
+    if t.how == "direct":
+        append = os.O_APPEND if stat.S_ISREG(os.stat(t.path).st_mode) else 0
+        return os.fdopen(os.open(t.path, os.O_WRONLY | append), "w", encoding="utf-8"), None
+    return open(path, mode, encoding="utf-8"), None
+
+
+def _flush_std(fd: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture), or closed
+            pass
 
 
 def write_json_kept(path, obj, complete: bool) -> None:
     """Write ``obj`` as JSON to ``path`` (e.g. a sweep's ``--winners``), atomically. A run that did not finish
     (``complete`` False: Ctrl-C, an exception, a failed suite) never replaces an existing regular file: it writes
     ``<path>.partial`` and says so on stderr (session 18: an interrupted sweep wrote partial winners over the old
-    file). A finished run, or a path that does not exist yet, gets ``path`` itself."""
-    real = os.path.realpath(path)
-    if not complete and os.path.isfile(real):
-        print(f"run stopped: {real} kept; the winners it found are in {real}{PARTIAL}", file=sys.stderr)
-        real += PARTIAL
-    _replace_atomically(real, json.dumps(obj, indent=1))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    file). A finished run, or a path that does not exist yet, gets ``path`` itself. /dev/stdout, a FIFO or a device
+    is written in place (as write_rows). Raises OSError naming the path."""
+    t = _target(path)
+    if not complete and t.how == "replace" and os.path.isfile(t.path):
+        print(f"run stopped: {t.path} kept; the winners it found are in {t.path}{PARTIAL}", file=sys.stderr)
+        t = OutputTarget(t.path + PARTIAL, "replace")
+    write_output(t, json.dumps(obj, indent=1))
 
 
 def git_commit() -> str:
@@ -256,33 +280,33 @@ def _name_max(folder: str) -> int:
 
 
 def out_file(text: str) -> str:
-    """An output file path whose folder exists (checked before any work, so a typo does not cost the whole run).
-    An empty text stays "" (the scripts' "no file" default). The file name (and a symlink's target's name) must leave
-    room for the ``.partial`` an interrupted run's rows go to (StagedRows, write_json_kept): at most NAME_MAX - 8
-    bytes (247 on most Linux file systems); a longer one was accepted, then failed with "File name too long" after
-    the whole run (tester 2, s19)."""
+    """An output file path whose folder exists and is writable (checked before any work, so a typo does not cost the
+    whole run), resolved as ``tritonseek generate --output`` resolves it (cli_output.check_output): a folder, a
+    symlink loop, a socket or a closed / read-only /dev/fd/N is refused here; /dev/stdout, a FIFO or a character
+    device is accepted and later written in place. An empty text stays "" (the scripts' "no file" default). The file
+    name (and a symlink's target's name) must leave room for the ``.partial`` an interrupted run's rows go to
+    (StagedRows, write_json_kept): at most NAME_MAX - 8 bytes (247 on most Linux file systems); a longer one was
+    accepted, then failed with "File name too long" after the whole run (tester 2, s19)."""
     if text == "":
         return text
-    d = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(d):
-        raise argparse.ArgumentTypeError(f"folder {d} does not exist")
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text} is a folder")
-    real = os.path.realpath(text)
-    if os.path.exists(real) and not os.path.isfile(real):
-        return text  # a FIFO, /dev/stdout: written through, its folder need not be writable
-    for path in dict.fromkeys((os.path.abspath(text), real)):  # the name given, and the one written (a link's target)
-        folder, name = os.path.split(path)
-        limit = _name_max(folder) if os.path.isdir(folder) else 255
-        size = len(os.fsencode(name))
-        if size + len(PARTIAL) > limit:
-            raise argparse.ArgumentTypeError(
-                f"file name {name[:24]}... is {size} bytes; at most {limit - len(PARTIAL)} (the folder takes {limit}, "
-                f"less room for {PARTIAL})")
-    # the rows go through a temporary file beside the (symlink-resolved) target, renamed over it
-    if not os.access(os.path.dirname(real), os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"folder {os.path.dirname(real)} is not writable")
+    _room_for_partial(os.path.abspath(text))  # the name given (before check_output's plain NAME_MAX refusal)
+    try:
+        t = check_output(text)
+    except OutputPathError as e:  # a symlink loop was accepted, then failed (ELOOP) after the whole run
+        raise argparse.ArgumentTypeError(_reason(e)) from None
+    if t.how == "replace":  # else written in place: no temporary file or .partial beside it
+        _room_for_partial(t.path)  # the name written (a link's target)
     return text
+
+
+def _room_for_partial(path: str) -> None:
+    folder, name = os.path.split(path)
+    limit = _name_max(folder) if os.path.isdir(folder) else 255
+    size = len(os.fsencode(name))
+    if size + len(PARTIAL) > limit:
+        raise argparse.ArgumentTypeError(
+            f"file name {name[:24]}... is {size} bytes; at most {limit - len(PARTIAL)} (the folder takes {limit}, "
+            f"less room for {PARTIAL})")
 
 
 def require_cuda(script: str) -> None:

@@ -231,8 +231,8 @@ def gemm_bytes(m, n, k):
 
 
 def cublas_peer(case, weights, ref, n, k, timer, us_graph) -> dict:
-    """cuBLAS block-scaled FP8 on the same rotated sets (bench_fp8_gemm.peer_fn: N padded to 128)."""
-    from benchmarks.bench_fp8_gemm import peer_fn
+    """cuBLAS block-scaled FP8 on the same rotated sets (fp8_gemm_timing.peer_fn: N padded to 128)."""
+    from benchmarks.fp8_gemm_timing import peer_fn
 
     info = dict(peer="cublas_scaled_mm_blockwise", peer_us=None, ratio_vs_peer=None)
     try:

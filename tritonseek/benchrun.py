@@ -13,13 +13,20 @@ import json
 import math
 import os
 import shlex
-import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tritonseek.cli_output import OutputPathError, OutputTarget, check_output, write_output
+from tritonseek.cli_output import (
+    OutputPathError,
+    OutputTarget,
+    check_output,
+    flush_streams_on,
+    name_limit,
+    open_in_place,
+    write_output,
+)
 
 SUITES = {
     "mla": "bench_mla.py",
@@ -62,7 +69,7 @@ class RowsFile:
         if self._f is None:
             self._f, self._fd = _open_rows(self.path, self.mode)
         if self._fd is not None:  # the script's own prints to that descriptor come before the row
-            _flush_std(self._fd)
+            flush_streams_on(self._fd)
         n = self._f.write(text)
         self._f.flush()
         return n
@@ -160,21 +167,11 @@ def _open_rows(path, mode: str):
     truncation (appended to when it is a regular file, as write_output does), else ``open(path, mode)``."""
     t = _target(path)
     if t.how == "fd":
-        _flush_std(t.fd)
+        flush_streams_on(t.fd)
         return os.fdopen(os.dup(t.fd), "w", encoding="utf-8"), t.fd
     if t.how == "direct":
-        append = os.O_APPEND if stat.S_ISREG(os.stat(t.path).st_mode) else 0
-        return os.fdopen(os.open(t.path, os.O_WRONLY | append), "w", encoding="utf-8"), None
+        return os.fdopen(open_in_place(t.path), "w", encoding="utf-8"), None
     return open(path, mode, encoding="utf-8"), None
-
-
-def _flush_std(fd: int) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None and stream.fileno() == fd:
-                stream.flush()
-        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture), or closed
-            pass
 
 
 def write_json_kept(path, obj, complete: bool) -> None:
@@ -271,14 +268,6 @@ def name_list(choices):
 PARTIAL = ".partial"  # what StagedRows / write_json_kept add to a kept file's name for an interrupted run's rows
 
 
-def _name_max(folder: str) -> int:
-    """The longest file name (bytes) ``folder``'s file system takes; 255 (Linux's usual) when it cannot say."""
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255
-
-
 def out_file(text: str) -> str:
     """An output file path whose folder exists and is writable (checked before any work, so a typo does not cost the
     whole run), resolved as ``tritonseek generate --output`` resolves it (cli_output.check_output): a folder, a
@@ -301,7 +290,7 @@ def out_file(text: str) -> str:
 
 def _room_for_partial(path: str) -> None:
     folder, name = os.path.split(path)
-    limit = _name_max(folder) if os.path.isdir(folder) else 255
+    limit = name_limit(folder)
     size = len(os.fsencode(name))
     if size + len(PARTIAL) > limit:
         raise argparse.ArgumentTypeError(
@@ -344,10 +333,8 @@ def json_object(spec: dict | None = None, what: str = "config overrides"):
         if not isinstance(obj, dict):
             raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of {what}")
         if spec is not None:
-            from tritonseek.kernels._utils import check_config
-
             try:
-                check_config("config", obj, spec)
+                spec_check(spec)(obj)
             except (TypeError, ValueError) as e:
                 raise argparse.ArgumentTypeError(f"{text}: {e}") from None
         return obj

@@ -42,9 +42,11 @@ _MAX_LINKS = 40  # Linux's own limit on symlinks followed in one lookup (ELOOP b
 _OWN_FD = re.compile(r"/proc/(\d+)(?:/task/\d+)?/fd/(\d+)")
 
 
-def _name_max(folder: str) -> int:
+def name_limit(folder: str) -> int:
+    """The longest file name (bytes) ``folder``'s file system takes; 255 (Linux's usual) when it cannot say or the
+    folder does not exist."""
     try:
-        return os.pathconf(folder, "PC_NAME_MAX")
+        return os.pathconf(folder, "PC_NAME_MAX") if os.path.isdir(folder) else 255
     except (OSError, ValueError):
         return 255
 
@@ -103,7 +105,7 @@ def check_output(raw: str, child: bool = False) -> OutputTarget:
         if fd is not None:
             return _check_fd(raw, path, fd, child)
         folder, name = os.path.split(path)
-        limit = _name_max(folder) if os.path.isdir(folder) else 255
+        limit = name_limit(folder)
         if len(os.fsencode(name)) > limit:
             raise OutputPathError(f"--output file name is {len(os.fsencode(name))} bytes long; this file system "
                                   f"takes at most {limit}")
@@ -167,19 +169,11 @@ def write_output(target: OutputTarget, text: str) -> None:
     ``direct`` and ``fd``: written in place, not atomic."""
     data = text.encode("utf-8")
     if target.how == "fd":
-        for stream in (sys.stdout, sys.stderr):  # what was printed to that descriptor comes first
-            try:
-                if stream is not None and stream.fileno() == target.fd:
-                    stream.flush()
-            except (OSError, ValueError, StdoutLost):  # not a real file (CliRunner), or closed
-                pass
+        flush_streams_on(target.fd)
         _write_all(target.fd, data)
         return
     if target.how == "direct":
-        # No O_TRUNC: a FIFO or device ignores it, and a regular file reached through another process's
-        # /proc/<pid>/fd/N (that process's log, say) gets the rows appended rather than its contents cut
-        append = os.O_APPEND if stat.S_ISREG(os.stat(target.path).st_mode) else 0
-        fd = os.open(target.path, os.O_WRONLY | append)
+        fd = open_in_place(target.path)
         try:
             _write_all(fd, data)
         finally:
@@ -211,6 +205,25 @@ def write_output(target: OutputTarget, text: str) -> None:
                 pass
 
 
+def flush_streams_on(fd: int) -> None:
+    """Flush sys.stdout / sys.stderr when they write to descriptor ``fd``: what was printed there comes before bytes
+    written to ``fd`` directly."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()
+        except (OSError, ValueError, AttributeError, StdoutLost):  # no descriptor (CliRunner, a capture), or closed
+            pass
+
+
+def open_in_place(path: str) -> int:
+    """A write-only descriptor on a ``direct`` target (check_output). No O_TRUNC: a FIFO or device ignores it, and a
+    regular file reached through another process's /proc/<pid>/fd/N (that process's log, say) gets the rows appended
+    rather than its contents cut. Raises OSError."""
+    append = os.O_APPEND if stat.S_ISREG(os.stat(path).st_mode) else 0
+    return os.open(path, os.O_WRONLY | append)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -232,6 +245,11 @@ class StdoutLost(Exception):
         super().__init__(reason)
         self.broken_pipe = broken_pipe
 
+    @classmethod
+    def of(cls, e: OSError) -> "StdoutLost":
+        """The StdoutLost for a failed write's OSError: its reason, and whether the reader went away (EPIPE)."""
+        return cls(e.strerror or str(e), isinstance(e, BrokenPipeError))
+
 
 def emit(text: str) -> None:
     """Streamed text to stdout, flushed at once. Raises StdoutLost with the OS's reason."""
@@ -241,7 +259,7 @@ def emit(text: str) -> None:
     except StdoutLost:  # GuardedStdout
         raise
     except OSError as e:
-        raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
+        raise StdoutLost.of(e) from None
 
 
 def drop_stdout() -> None:
@@ -274,7 +292,7 @@ class GuardedStdout:
         try:
             return self.real.write(text)
         except OSError as e:
-            raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
+            raise StdoutLost.of(e) from None
 
     def flush(self) -> None:
         if self.real is None:
@@ -282,7 +300,7 @@ class GuardedStdout:
         try:
             self.real.flush()
         except OSError as e:
-            raise StdoutLost(e.strerror or str(e), isinstance(e, BrokenPipeError)) from None
+            raise StdoutLost.of(e) from None
 
     def __getattr__(self, name: str):
         if self.real is None:  # what rich and click ask of a stream (isatty, fileno, encoding) has no answer

@@ -12,11 +12,12 @@ import os
 
 import pytest
 
-from tritonseek.benchrun import PARTIAL, StagedRows, _name_max, out_file, write_json_kept, write_rows
+from tritonseek.benchrun import PARTIAL, StagedRows, out_file, write_json_kept, write_rows
+from tritonseek.cli_output import name_limit
 
 
 def _longest(tmp_path) -> int:
-    return _name_max(str(tmp_path)) - len(PARTIAL)
+    return name_limit(str(tmp_path)) - len(PARTIAL)
 
 
 @pytest.mark.parametrize("extra", [1, 3, len(PARTIAL) + 1])  # 248, 250 (the tester's), 256 bytes on ext4 / tmpfs

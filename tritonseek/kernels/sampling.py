@@ -539,9 +539,9 @@ def argmax(logits: torch.Tensor, *, out: torch.Tensor | None = None,
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1; read
     as is (no fp32 copy). A NaN counts as the largest value (the first NaN or +inf wins; torch.argmax: the
     first NaN); an all -inf row gives 0. out: optional [B] int64 buffer, not aliasing logits (not checked).
-    config: optional (BLOCK, num_warps,
-    programs per SM) of the split-row pass, checked as in ``sample``. Returns [B] int64 (empty for B = 0). Two launches (split-row
-    max/argmax, combine), no host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad
+    config: optional (BLOCK, num_warps, programs per SM) of the split-row pass, checked as in ``sample``.
+    Returns [B] int64 (empty for B = 0). Two launches (split-row max/argmax, combine), no host synchronisation
+    (CUDA-graph safe). Raises ValueError/TypeError naming a bad
     argument. Semantics: torch.argmax(logits, dim=-1).
     """
     B, V, dev = _check_logits(logits)

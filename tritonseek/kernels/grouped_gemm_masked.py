@@ -39,6 +39,7 @@ from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _divisor, _max_nan, _pdl_capable, _recip_rn,
                                           _scale_from_amax, _to_e4m3_interp)
 from tritonseek.kernels.grouped_gemm import _MASKED_DECODE, _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
+from tritonseek.kernels.grouped_gemm_masked_choice import choose_masked_kernel
 
 
 @triton.jit
@@ -365,7 +366,8 @@ def _check_config_keys(cfg: dict, silu: bool) -> None:
     BLOCK_N other than 128 (its N tile is one quant group) raise ValueError naming the key."""
     for key in cfg:
         if key not in _CONFIG_KEYS:
-            raise ValueError(f"config has an unknown key {key!r}; the masked GEMMs take {', '.join(_CONFIG_KEYS)}")
+            raise ValueError(f"config has an unknown key {key!r}; the masked GEMMs' tl kernel takes "
+                             f"{', '.join(_CONFIG_KEYS)} (kernel='ws' takes grouped_ws_config's keys)")
     if not isinstance(cfg.get("SWAP_AB", False), bool):
         raise ValueError(f"config['SWAP_AB'] must be a bool, got {cfg['SWAP_AB']!r}")
     if silu and cfg.get("BLOCK_N", 128) != 128:
@@ -408,6 +410,7 @@ def grouped_fp8_gemm_masked(
     config: dict | None = None,
     pdl: bool = False,
     prefetch_group: int | None = None,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """out[g, m] = (a[g, m]·a_scale[g, m]) @ (b[g]·b_scale[g])ᵀ for m < masked_m[g]; other rows not written.
 
@@ -437,9 +440,17 @@ def grouped_fp8_gemm_masked(
         before the previous kernel started, as in permute → GEMM1 → this GEMM; stale values only miss).
     prefetch_group: with pdl, prefetch this group's weights (e.g. a shared expert routed to every token)
         instead of the groups masked_m names, its K blocks shared out over the programs.
+    kernel: "tl" = this module's Triton kernel (config / pdl / prefetch_group / max_active_groups as above);
+        "ws" = the warp-specialized Gluon kernel (grouped_gemm_ws.grouped_fp8_gemm_masked_ws: CUDA sm_90 only; takes
+        none of pdl, prefetch_group, max_active_groups; config keys of ``grouped_ws_config``; out with its groups
+        stacked densely); "auto" (default) = "ws" on a Hopper GPU when none of those tl options nor config is
+        given, out is None or dense, and rows per group (expected_m, else M_max) ≥
+        grouped_gemm_masked_choice.WS_MIN_ROWS, else "tl" (the MoE decode path passes max_active_groups and
+        config: tl). Same results either way (fp32 accumulation; summation order differs). The rule:
+        grouped_gemm_masked_choice.choose_masked_kernel, which names the kernel a call runs.
     Returns out [E, M_max, N] (E = 0 or M_max = 0: an empty result, nothing launched). Raises TypeError
-    (dtypes, pdl, expected_m not an int) / ValueError (shapes, layout, device, config, prefetch_group,
-    expected_m < 1).
+    (dtypes, pdl, expected_m not an int, kernel not a str) / ValueError (shapes, layout, device, config,
+    prefetch_group, expected_m < 1, kernel unknown, kernel="ws" off a Hopper GPU or with a tl-only option).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     if out_dtype not in _OUT_DTYPES:
@@ -447,13 +458,24 @@ def grouped_fp8_gemm_masked(
     dev, E, M_max, N, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
     if expected_m is not None:
         expected_m = check_int("expected_m", expected_m, 1)
-    if out is None:
-        out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
-    else:
+    if out is not None:
         check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev, output=True)
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
     groups = _groups(E, max_active_groups)
+    if not isinstance(pdl, bool):
+        raise TypeError(f"pdl must be a bool, got {pdl!r}")
+    which = choose_masked_kernel(kernel, dev, M_max, expected_m=expected_m, out=out, config=config, pdl=pdl,
+                                 prefetch_group=prefetch_group, max_active_groups=max_active_groups)
+    if out is None:
+        out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
+    if which == "ws":  # imported here: grouped_gemm_ws imports this module (check_masked_operands)
+        from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_masked_ws
+
+        if E == 0 or M_max == 0:
+            return out
+        return grouped_fp8_gemm_masked_ws(a, a_scale, b, b_scale, masked_m, out_dtype, out=out, expected_m=expected_m,
+                                          config=config)
     if M_max == 0 or groups == 0:
         return out
     cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N, K)

@@ -1,0 +1,177 @@
+"""``grouped_fp8_gemm_masked(kernel=...)``: which kernel runs (grouped_gemm_masked_choice) and its errors.
+
+On the CPU (interpreter): the kernel argument's checks, "auto" choosing "tl" off Hopper and — with a Hopper device
+faked — choosing by the rule of ``choose_masked_kernel``, and the MoE decode path (moe_triton, T ≤ 128) keeping the
+``tl`` kernel. On the H200 (gpu marker): kernel="tl", "ws" and "auto" against the fp32 reference at DeepGEMM's masked
+anchor shapes, NaN-poisoned out rows past masked_m left untouched. Tolerance as in test_grouped_gemm.py: DeepGEMM's
+calc_diff < 1e-3 against the product of the dequantized operands (both kernels accumulate in fp32; what remains is
+summation order and the bf16 rounding of out, ≈ 1e-5; a wrong group, scale or K block gives ≳ 1e-2).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tritonseek.kernels import grouped_gemm_masked_choice as C
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref
+
+
+def _operands(E, M_max, N, K, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(E, M_max, K, generator=g).to(torch.float8_e4m3fn)
+    a_s = torch.rand(E, M_max, -(-K // 128), generator=g) + 0.25  # never zero
+    b = (torch.randn(E, N, K, generator=g) * 0.5).to(torch.float8_e4m3fn)
+    bs = torch.rand(E, -(-N // 128), -(-K // 128), generator=g) * 1e-2 + 1e-3
+    return tuple(t.to(device) for t in (a, a_s, b, bs))
+
+
+# ---------------------------------------------------------------------------------------------- the kernel argument
+def test_kernel_argument_checked(device):
+    a, a_s, b, bs = _operands(2, 16, 128, 128, device)
+    mm = torch.tensor([3, 16], dtype=torch.int32, device=device)
+    with pytest.raises(TypeError, match="kernel"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel=1)
+    with pytest.raises(TypeError, match="kernel"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel=None)
+    with pytest.raises(ValueError, match="kernel"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="gluon")
+    # the ws kernel's unsupported options, each named (checked before the device, so on every machine)
+    for kw, name in ((dict(pdl=True), "pdl"), (dict(prefetch_group=0), "prefetch_group"),
+                     (dict(max_active_groups=2), "max_active_groups"),
+                     (dict(config=dict(num_warps=4)), "num_warps"), (dict(config=dict(SWAP_AB=True)), "SWAP_AB")):
+        with pytest.raises(ValueError, match=name):
+            grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="ws", **kw)
+    if device.type != "cuda":
+        with pytest.raises(ValueError, match="kernel='ws'.*Hopper"):
+            grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="ws")
+    # a ws config key given to the tl kernel: named, with a hint at kernel='ws'
+    with pytest.raises(ValueError, match="NUM_STAGES"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="tl", config=dict(NUM_STAGES=4))
+
+
+@pytest.mark.parametrize("kernel", C.KERNELS)
+def test_same_operand_checks_for_every_kernel(device, kernel):
+    """The operand checks run before the kernel is chosen: the same error whichever kernel was asked for."""
+    a, a_s, b, bs = _operands(2, 16, 128, 128, device)
+    mm = torch.tensor([3, 16], dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="a_scale"):
+        grouped_fp8_gemm_masked(a, a_s[:, :8], b, bs, mm, kernel=kernel)
+    with pytest.raises(ValueError, match="masked_m"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm[:1], kernel=kernel)
+    with pytest.raises(TypeError, match="out_dtype"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.int8, kernel=kernel)
+    with pytest.raises(TypeError, match="expected_m"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, expected_m=2.0, kernel=kernel)
+    with pytest.raises(ValueError, match="out"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=torch.empty(2, 16, 64, dtype=torch.bfloat16, device=device),
+                                kernel=kernel)
+    with pytest.raises(TypeError, match="pdl"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, pdl=1, kernel=kernel)
+
+
+def test_tl_and_auto_give_the_reference_off_hopper(device):
+    """kernel="tl" and "auto" (= tl here) write the valid rows right and leave the others as they were."""
+    E, M_max, N, K = 3, 40, 256, 256
+    a, a_s, b, bs = _operands(E, M_max, N, K, device, seed=1)
+    mm = torch.tensor([40, 0, 17], dtype=torch.int32, device=device)
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32).cpu()
+    valid = torch.arange(M_max)[None, :] < mm.cpu()[:, None]
+    outs = []
+    for kernel in ("tl", "auto"):
+        if kernel == "auto" and C.choose_masked_kernel("auto", a.device, M_max) != "tl":
+            continue  # a Hopper GPU past the threshold: the gpu test below covers it
+        out = torch.full((E, M_max, N), float("nan"), dtype=torch.float32, device=device)
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.float32, out=out, kernel=kernel)
+        out = out.cpu()
+        assert torch.isnan(out[~valid]).all() and torch.isfinite(out[valid]).all(), kernel
+        assert calc_diff(out[valid], ref[valid]) < 1e-3, kernel
+        outs.append(out[valid])
+    assert all(torch.equal(o, outs[0]) for o in outs)  # the same kernel: bit-equal
+
+
+# ---------------------------------------------------------------------------------------------- auto's rule
+def test_auto_is_tl_off_hopper():
+    assert C.choose_masked_kernel("auto", torch.device("cpu"), 1024) == "tl"
+    assert C.choose_masked_kernel("auto", torch.device("cpu"), 1024, expected_m=1024) == "tl"
+    assert C.choose_masked_kernel("tl", torch.device("cpu"), 1024) == "tl"
+
+
+@pytest.fixture
+def hopper(monkeypatch):
+    """A Hopper device as far as the choice can tell (the rule reads only host-side values)."""
+    monkeypatch.setattr(C, "_is_hopper", lambda dev: True)
+    return torch.device("cpu")
+
+
+@pytest.mark.parametrize("threshold", [None, 1, 128])
+def test_auto_rule_on_hopper(hopper, monkeypatch, threshold):
+    monkeypatch.setattr(C, "WS_MIN_ROWS", threshold)
+    ws = "tl" if threshold is None else "ws"
+    big = 1024 if threshold is None else max(threshold, 256)
+    assert C.choose_masked_kernel("auto", hopper, big) == ws
+    assert C.choose_masked_kernel("auto", hopper, 4 * big, expected_m=big) == ws
+    if threshold is not None and threshold > 1:
+        assert C.choose_masked_kernel("auto", hopper, threshold - 1) == "tl"
+        assert C.choose_masked_kernel("auto", hopper, 4096, expected_m=threshold - 1) == "tl"  # the caller's hint
+    # the tl kernel's options mean tl, whatever the rows
+    for kw in (dict(config=dict(BLOCK_M=64)), dict(pdl=True), dict(prefetch_group=0), dict(max_active_groups=4)):
+        assert C.choose_masked_kernel("auto", hopper, big, **kw) == "tl", kw
+    # an out whose groups are not stacked densely: the ws kernel cannot store through it
+    strided = torch.empty(4, 2 * big, 128)[:, :big]
+    assert C.choose_masked_kernel("auto", hopper, big, out=strided) == "tl"
+    assert C.choose_masked_kernel("auto", hopper, big, out=torch.empty(4, big, 128)) == ws
+    # explicit choices are kept
+    assert C.choose_masked_kernel("tl", hopper, big) == "tl" and C.choose_masked_kernel("ws", hopper, 1) == "ws"
+
+
+def test_decode_path_keeps_the_tl_kernel(hopper, monkeypatch, device):
+    """moe_triton's masked path (T ≤ MASKED_MAX_TOKENS = 128): whatever it passes the masked GEMM, auto picks tl there,
+    on a (faked) Hopper device with ws allowed from 1 row — its config and max_active_groups are tl options."""
+    import tritonseek.model.moe_triton as MT
+    from tests.model.test_moe_triton import _experts, _routing
+
+    monkeypatch.setattr(C, "WS_MIN_ROWS", 1)
+    picked = []
+
+    def spy(a, a_scale, b, b_scale, masked_m, out_dtype=torch.bfloat16, **kw):
+        picked.append((a.shape[1], C.choose_masked_kernel(kw.get("kernel", "auto"), a.device, a.shape[1],
+                                                          **{k: v for k, v in kw.items() if k != "kernel"})))
+        return torch.zeros(a.shape[0], a.shape[1], b.shape[1], dtype=out_dtype, device=a.device)
+
+    monkeypatch.setattr(MT, "grouped_fp8_gemm_masked", spy)
+    g = torch.Generator().manual_seed(3)
+    E, H, I, k = 6, 128, 128, 3
+    moe = _experts(E, H, I, g, device)
+    for T in (1, 8, MT.MASKED_MAX_TOKENS):
+        w, ids = _routing(T, E, k, g, "plain")
+        x = torch.randn(T, H, generator=g).to(device)  # fp32 x: both GEMMs through grouped_fp8_gemm_masked
+        for pdl in (0, 1):
+            MT.moe_experts_triton(x, w.to(device), ids.to(device), moe, layout="masked", pdl=pdl)
+    assert len(picked) == 12 and {p for _, p in picked} == {"tl"}, picked
+    assert max(m for m, _ in picked) == MT.MASKED_MAX_TOKENS
+
+
+# ---------------------------------------------------------------------------------------------- H200
+@pytest.mark.gpu
+@pytest.mark.parametrize("G,m", [(1, 1024), (2, 512), (4, 256)])
+@pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
+def test_ws_tl_auto_match_reference_at_anchor_gpu(device, G, m, N, K):
+    if device.type != "cuda":
+        pytest.skip("kernel='ws' is a Gluon kernel (CUDA Hopper only)")
+    a, a_s, b, bs = _operands(G, m, N, K, device, seed=G)
+    mm = torch.tensor([m - 37, 0, m, 129][:G], dtype=torch.int32, device=device)
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
+    valid = torch.arange(m, device=device)[None, :] < mm[:, None]
+    outs = {}
+    for kernel in ("tl", "ws", "auto"):
+        out = torch.full((G, m, N), float("nan"), dtype=torch.bfloat16, device=device)
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, kernel=kernel)
+        torch.cuda.synchronize()
+        assert torch.isnan(out[~valid].float()).all(), kernel  # rows past masked_m untouched
+        assert torch.isfinite(out[valid]).all(), kernel
+        assert calc_diff(out[valid].float(), ref[valid]) < 1e-3, (kernel, calc_diff(out[valid].float(), ref[valid]))
+        outs[kernel] = out[valid]
+    which = C.choose_masked_kernel("auto", device, m)
+    assert torch.equal(outs["auto"], outs[which])  # auto ran the kernel the rule names

@@ -1,0 +1,106 @@
+"""Which kernel ``grouped_gemm_masked.grouped_fp8_gemm_masked`` runs: the plain-Triton ``tl`` kernel or the
+warp-specialized Gluon ``ws`` kernel (grouped_gemm_ws.grouped_fp8_gemm_masked_ws), and the checks of that choice.
+
+* "tl": the ``tl`` kernel of grouped_gemm_masked.py (any device Triton runs on, interpreter included; the
+  options pdl, prefetch_group, max_active_groups and its config keys). Its swapped 16-row tiles are built for
+  decode (1-16 rows per expert).
+* "ws": the Gluon kernel (CUDA sm_90 only; a persistent grid over the non-empty 128-row tiles). It takes none of the
+  ``tl`` kernel's options: pdl, prefetch_group, max_active_groups or a ``tl`` config key is a ValueError naming it
+  (its config keys are grouped_gemm_ws.GROUPED_WS_CONFIG_SPEC's); ``out`` must have its groups stacked densely.
+* "auto": "ws" where it was measured faster — a Hopper CUDA device (not the interpreter), none of the ``tl``-only
+  options given, a densely stacked ``out`` (or none), and rows per group (expected_m, else M_max) ≥
+  ``WS_MIN_ROWS`` — else "tl". The choice reads only host-side values (no device sync: CUDA-graph safe), so the
+  same call always picks the same kernel. ``WS_MIN_ROWS`` None: auto is always "tl" (not yet measured).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tritonseek.kernels._utils import interpreter_active
+
+KERNELS = ("auto", "tl", "ws")
+
+# Rows per group (expected_m, else M_max) from which "auto" runs the ws kernel; None = never (until measured).
+WS_MIN_ROWS: int | None = None
+
+
+def _is_hopper(dev: torch.device) -> bool:
+    return dev.type == "cuda" and not interpreter_active() and torch.cuda.get_device_capability(dev)[0] == 9
+
+
+def _dense_groups(out: torch.Tensor | None, M_max: int) -> bool:
+    # the ws kernel stores through out viewed as [E·M_max, N]
+    return out is None or out.dim() != 3 or out.shape[0] <= 1 or out.stride(0) == M_max * out.stride(1)
+
+
+def check_kernel(kernel: object) -> str:
+    """``kernel`` itself: TypeError unless a str, ValueError unless one of ``KERNELS``."""
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel must be a str, one of {KERNELS}, got {type(kernel).__name__} {kernel!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    return kernel
+
+
+def choose_masked_kernel(
+    kernel: str,
+    dev: torch.device,
+    M_max: int,
+    *,
+    expected_m: int | None = None,
+    out: torch.Tensor | None = None,
+    config: dict | None = None,
+    pdl: bool = False,
+    prefetch_group: int | None = None,
+    max_active_groups: int | None = None,
+) -> str:
+    """The kernel ("tl" | "ws") a ``grouped_fp8_gemm_masked`` call with these arguments runs (the operands already
+    checked: dev = a.device, M_max = a.shape[1]). kernel "tl" / "ws" is returned as given once its options are
+    checked; "auto" resolves as the module docstring says. Raises TypeError (kernel not a str) / ValueError (kernel
+    unknown; kernel="ws" with a non-Hopper or non-CUDA device, pdl, prefetch_group, max_active_groups or a config
+    key of the tl kernel — each naming the argument)."""
+    kernel = check_kernel(kernel)
+    # the tl kernel's options, as given (None / False: not used)
+    tl_only = dict(pdl=pdl or None, prefetch_group=prefetch_group, max_active_groups=max_active_groups)
+    if kernel == "ws":
+        for name, v in tl_only.items():
+            if v is not None:
+                raise ValueError(f"{name}={v!r} is an option of the tl kernel only; kernel='ws' does not take it")
+        if config is not None:
+            _check_ws_config_keys(config)
+        if not _is_hopper(dev):
+            if dev.type != "cuda":
+                why = f"a is on {dev}"
+            elif interpreter_active():
+                why = "TRITON_INTERPRET=1 (Gluon has no interpreter path)"
+            else:
+                why = f"a is on a compute capability {torch.cuda.get_device_capability(dev)[0]}.x GPU"
+            raise ValueError(f"kernel='ws' is a Gluon kernel for CUDA Hopper GPUs (sm_90) only, and {why}; "
+                             "use kernel='tl' or 'auto'")
+        return "ws"
+    if kernel == "tl":
+        return "tl"
+    if config is not None or any(v is not None for v in tl_only.values()):
+        return "tl"  # options only the tl kernel takes: the caller asked for it
+    if not _dense_groups(out, M_max) or not _is_hopper(dev):
+        return "tl"
+    rows = expected_m if expected_m is not None else M_max
+    return "ws" if WS_MIN_ROWS is not None and rows >= WS_MIN_ROWS else "tl"
+
+
+# keys only the tl kernel's config takes (grouped_gemm_masked._CONFIG_KEYS less the shared BLOCK_M / BLOCK_N)
+_TL_ONLY_KEYS = ("num_warps", "num_stages", "SWAP_AB", "PREFETCH", "MAXNREG")
+
+
+def _check_ws_config_keys(config: object) -> None:
+    """kernel='ws': a config naming a tl-kernel key is a ValueError saying so (other keys are checked by the ws
+    launcher against GROUPED_WS_CONFIG_SPEC)."""
+    if isinstance(config, dict):
+        for key in config:
+            if key in _TL_ONLY_KEYS:
+                raise ValueError(f"config key {key!r} belongs to the tl kernel; kernel='ws' takes the keys of "
+                                 "grouped_gemm_ws.GROUPED_WS_CONFIG_SPEC (NUM_STAGES, BLOCK_N, ...)")
+
+
+__all__ = ["KERNELS", "WS_MIN_ROWS", "check_kernel", "choose_masked_kernel"]

@@ -14,6 +14,9 @@
 * Formulas: grouped GEMM TFLOP/s = 2·(valid rows)·N·K / t; decode masked GB/s = (weights of experts with
   masked_m > 0 + their scales + activations + outputs) / t; permute GB/s = (T·H + T·k·H)·bytes (+ scales) / t,
   unpermute GB/s = (T·k·H + T·H)·bytes / t (DeepEP / TransformerEngine style "bytes moved").
+* ``grouped_gemm_masked`` anchors: the launcher as called (kernel="auto"; ``kernel`` = the kernel it ran), then the
+  other kernel (tl / ws) as a second row; both kernels and the peer also timed interleaved on the GPU clock
+  (``tflops_gpu``, ``gpu_ratio_vs``; --gpu-rounds). Decode cases pass max_active_groups as the model does (tl).
 * ``moe_layer``: the model's MoE module (router GEMM + gate top-k, routed experts, shared expert) on the
   triton backend vs the same module on the reference backend (with FP8 activation rounding, so the outputs
   are comparable); TFLOP/s = 2·T·(k+1)·3·H·I / t (+ the router GEMM), GB/s = FP8 weights of the touched
@@ -39,6 +42,7 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_gemm_decode import stream_read_fn  # noqa: E402
+from benchmarks.bench_grouped_ws import _interleaved_gpu_us, _median  # noqa: E402
 from benchmarks.bench_moe_layer import VARIANTS as LAYER_VARIANTS  # noqa: E402
 from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_breakdown  # noqa: E402
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
@@ -48,6 +52,7 @@ from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_l
                                  positive_float, positive_int, positive_int_list, require_cuda)
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
+from tritonseek.kernels.grouped_gemm_masked_choice import choose_masked_kernel
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
 
 NK = [(4096, 7168), (7168, 2048)]
@@ -201,8 +206,37 @@ def _sweep(cx, cands, run, check, key, device_time: bool = False):
     if best is None:
         return None
     ug = best[2] if best[2] is not None else cx.graph_us(lambda: run(best[0]))
-    cx.winners[key] = best[0]
+    if key is not None:  # (the ws kernel's timing names no tl winner)
+        cx.winners[key] = best[0]
     return best[0], best[1], ug, timings
+
+
+def _anchor_gpu_clock(cx, fns: dict, peer_fn, flops: int) -> dict:
+    """Anchor cases: one-call graphs of each kernel (fns: kernel → fn, its timed config) and of the peer replayed
+    ``--gpu-rounds`` times interleaved, timed on the GPU clock (bench_grouped_ws._interleaved_gpu_us: the host's
+    launch latency, inside ``us_graph``, is left out; the 700 W cap's clock swings fall on every kernel alike).
+    -> kernel → row fields: us_graph_gpu, tflops_gpu, peer_us_graph_gpu, ratio_vs_peer_gpu, and gpu_ratio_vs
+    (this kernel's median per-round time ratio to each other kernel: < 1 = faster)."""
+    if not cx.args.gpu_rounds:
+        return {}
+    timed = dict(fns, **({"peer": peer_fn} if peer_fn is not None else {}))
+    try:
+        res = _interleaved_gpu_us(timed, cx.args.gpu_rounds)
+    except Exception as e:  # a capture failure is a finding, not a crash
+        print(f"  GPU-clock timing failed: {type(e).__name__}: {e}")
+        return {}
+    peer = _median(res["peer"]) if "peer" in res else None
+    fields = {}
+    for k in fns:
+        t = _median(res[k])
+        fields[k] = dict(us_graph_gpu=round(t, 2), tflops_gpu=round(flops / t / 1e6, 1),
+                         peer_us_graph_gpu=round(peer, 2) if peer else None,
+                         ratio_vs_peer_gpu=round(peer / t, 3) if peer else None, gpu_rounds=cx.args.gpu_rounds,
+                         gpu_ratio_vs={o: round(_median([x / y for x, y in zip(res[k], res[o])]), 4)
+                                       for o in fns if o != k})
+        print(f"  GPU clock {k}: {t:.2f} us = {flops / t / 1e6:.0f} TFLOP/s, ratios {fields[k]['gpu_ratio_vs']}"
+              + (f", peer {peer:.2f} us" if peer else ""))
+    return fields
 
 
 # The model's prefill layout: T tokens routed top-8 over 256 experts, each segment padded to 128 rows
@@ -336,17 +370,22 @@ def bench_masked(cx: Ctx):
         # decode: programs only for the ≤ T·k groups that can hold rows, as the model launches it
         mag = min(G, T * 8) if kind == "decode" else None
 
-        def run(cfg):
+        # the launcher as a user calls it (kernel="auto"; rows name the kernel that ran: auto_k); at the anchors the
+        # other kernel too, as a second row (kernel= given explicitly), so the record shows both
+        auto_k = choose_masked_kernel("auto", cx.dev, M_max, expected_m=em, out=out, max_active_groups=mag)
+        kernels = [auto_k] + ([k for k in ("tl", "ws") if k != auto_k] if kind == "anchor" and not cx.dry else [])
+
+        def run(cfg, kernel="auto"):
             if cfg is not None:  # the shared candidate lists carry contiguous-only keys the masked launcher rejects
                 cfg = {k: v for k, v in cfg.items() if k not in ("GROUP_M", "GRID_MULT")}
             return GG.grouped_fp8_gemm_masked(a, a_s, b, bs, masked_m_d, out=out, expected_m=em, config=cfg,
-                                              max_active_groups=mag)
+                                              max_active_groups=mag, kernel=kernel)
 
         valid = torch.arange(M_max)[None, :] < masked_m[:, None]
 
-        def check(cfg):
+        def check(cfg, kernel="auto"):
             out.fill_(float("nan"))
-            run(cfg)
+            run(cfg, kernel)
             cx.sync()
             d = 0.0
             good = bool(torch.isfinite(out[valid.to(cx.dev)]).all())  # every valid row of every group written
@@ -378,54 +417,66 @@ def bench_masked(cx: Ctx):
                     break
             cx.sync()
         key = f"masked-decode,{T},{N},{K}" if kind == "decode" else f"masked,{N},{K},{GG._m_class(em)}"
-        res = _sweep(cx, cands, run, check, key, device_time=kind == "decode")
-        if res is None:
-            continue
-        cfg, us, ug, timings = res
-        extra = {}
-        if kind == "decode":  # [config, graph µs, eager µs, device-side graph µs]
-            extra["candidates_us_graph"] = [[c or "default", round(g_, 2) if g_ else None, round(u, 1),
-                                             round(d_, 2) if d_ else None] for c, u, g_, d_ in timings]
-            if not cx.dry:  # the GEMM kernel's own device time (no graph-launch overhead), from the profiler
-                bd = kernel_breakdown(lambda: run(cfg)) or {}
-                k_us = sum(v for n_, v in bd.items() if "grouped_fp8_masked" in n_)
-                extra["us_kernel"] = round(k_us, 2) if k_us else None
-                # four calls back to back in one graph (as in the decode step), time per call
-                g4 = cx.graph_us([lambda: run(cfg)] * 4)
-                extra["us_graph_4calls"] = round(g4, 2) if g4 else None
-                # one call's graph timed device side only (the host's submission latency excluded)
-                gd = graph_device_us(lambda: run(cfg))
-                extra["us_graph_device"] = round(gd, 2) if gd else None
-                extra.update(_read_floor(cx, b, int((masked_m > 0).sum()) * N * K))
+        results = {}
+        for kern in kernels:
+            call = "auto" if kern == auto_k else kern
+            res = _sweep(cx, [None] if kern == "ws" else cands, lambda c, k=call: run(c, k),
+                         lambda c, k=call: check(c, k), key if kern == "tl" else None, device_time=kind == "decode")
+            if res is not None:
+                results[kern] = (call, *res)
         rows_valid = int(masked_m.sum())
         active = int((masked_m > 0).sum())
         flops = 2 * rows_valid * N * K
         wbytes = active * (N * K + bs[0].numel() * 4) + rows_valid * (K + 2 * N)
-        peer = peer_us = None
-        if kind == "anchor" and not cx.dry:
+        peer = peer_us = gpu = None
+        if kind == "anchor" and not cx.dry and results:
             a16 = a.to(torch.bfloat16)
             b16 = b.to(torch.bfloat16).transpose(1, 2)
             try:
                 peer, peer_us = "torch._grouped_mm bf16 (3-D, all rows)", cx.graph_us(lambda: torch._grouped_mm(a16, b16))
             except Exception as e:
                 print("  peer failed:", e)
+            gpu = _anchor_gpu_clock(cx, {k: (lambda r=r: run(r[1], r[0])) for k, r in results.items()},
+                                    (lambda: torch._grouped_mm(a16, b16)) if peer_us else None, flops)
             del a16, b16
-        case = dict(groups=G, m_per_group=m, N=N, K=K)
-        if kind == "decode":
-            case = dict(groups=G, m_per_group=round(T * 8 / 256, 3), N=N, K=K, T=T, max_m=M_max, valid_rows=rows_valid)
-        r = cx.row("grouped_gemm_masked", case, us, ug, tflops=lambda t: flops / t / 1e6,
-                   gbps=lambda t: wbytes / t / 1e3, peer=peer, peer_us=peer_us,
-                   config=cfg or GG.get_config("masked", em, N, K), max_active_groups=mag, correct=True,
-                   target_tflops=tgt, target_gbps=0.8 * COPY_TBPS * 1000 if kind == "decode" else None,
-                   gbps_kernel=round(wbytes / extra["us_kernel"] / 1e3, 1) if extra.get("us_kernel") else None,
-                   gbps_graph_4calls=round(wbytes / extra["us_graph_4calls"] / 1e3, 1)
-                   if extra.get("us_graph_4calls") else None,
-                   gbps_device=round(wbytes / extra["us_graph_device"] / 1e3, 1) if extra.get("us_graph_device") else None,
-                   **extra)
-        if kind == "anchor":
-            r["meets_target"] = bool(r["tflops"] and r["tflops"] >= tgt)
-        else:
-            r["meets_target"] = bool(r["gbps"] and r["gbps"] >= 0.8 * COPY_TBPS * 1000)
+        for kern, (call, cfg, us, ug, timings) in results.items():
+            extra = dict(gpu.get(kern, {})) if gpu else {}
+            if kind == "decode":  # [config, graph µs, eager µs, device-side graph µs]
+                extra["candidates_us_graph"] = [[c or "default", round(g_, 2) if g_ else None, round(u, 1),
+                                                 round(d_, 2) if d_ else None] for c, u, g_, d_ in timings]
+                if not cx.dry:  # the GEMM kernel's own device time (no graph-launch overhead), from the profiler
+                    bd = kernel_breakdown(lambda: run(cfg)) or {}
+                    k_us = sum(v for n_, v in bd.items() if "grouped_fp8_masked" in n_)
+                    extra["us_kernel"] = round(k_us, 2) if k_us else None
+                    # four calls back to back in one graph (as in the decode step), time per call
+                    g4 = cx.graph_us([lambda: run(cfg)] * 4)
+                    extra["us_graph_4calls"] = round(g4, 2) if g4 else None
+                    # one call's graph timed device side only (the host's submission latency excluded)
+                    gd = graph_device_us(lambda: run(cfg))
+                    extra["us_graph_device"] = round(gd, 2) if gd else None
+                    extra.update(_read_floor(cx, b, int((masked_m > 0).sum()) * N * K))
+            case = dict(groups=G, m_per_group=m, N=N, K=K)
+            if kind == "decode":
+                case = dict(groups=G, m_per_group=round(T * 8 / 256, 3), N=N, K=K, T=T, max_m=M_max,
+                            valid_rows=rows_valid)
+            if kern == "ws":
+                from tritonseek.kernels.grouped_gemm_ws import grouped_ws_config
+                cfg_used = grouped_ws_config("masked", em, N, K)
+            else:
+                cfg_used = cfg or GG.get_config("masked", em, N, K)
+            r = cx.row("grouped_gemm_masked", case, us, ug, tflops=lambda t: flops / t / 1e6,
+                       gbps=lambda t: wbytes / t / 1e3, peer=peer, peer_us=peer_us, kernel=kern,
+                       launcher_kernel=call, config=cfg_used, max_active_groups=mag, correct=True,
+                       target_tflops=tgt, target_gbps=0.8 * COPY_TBPS * 1000 if kind == "decode" else None,
+                       gbps_kernel=round(wbytes / extra["us_kernel"] / 1e3, 1) if extra.get("us_kernel") else None,
+                       gbps_graph_4calls=round(wbytes / extra["us_graph_4calls"] / 1e3, 1)
+                       if extra.get("us_graph_4calls") else None,
+                       gbps_device=round(wbytes / extra["us_graph_device"] / 1e3, 1)
+                       if extra.get("us_graph_device") else None, **extra)
+            if kind == "anchor":
+                r["meets_target"] = bool(r["tflops"] and r["tflops"] >= tgt)
+            else:
+                r["meets_target"] = bool(r["gbps"] and r["gbps"] >= 0.8 * COPY_TBPS * 1000)
         del a, b, out
         if not cx.dry:
             torch.cuda.empty_cache()
@@ -489,6 +540,8 @@ def main():
     p.add_argument("--decode-cands", default="", help="decode cases with ≤ 16 rows per slab: CANDIDATES_DECODE "
                    "indices to time (overrides --sweep there)")
     p.add_argument("--decode-repeat", type=positive_int, default=1, help="times the --decode-cands list is timed, in turn")
+    p.add_argument("--gpu-rounds", type=nonnegative_int, default=40, help="grouped_gemm_masked anchors: rounds of "
+                   "interleaved GPU-clock graph replays of both kernels and the peer (0: off)")
     p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--reserve-s", type=nonnegative_float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
@@ -528,11 +581,13 @@ def main():
             print("--dry: the sweeps' winners are not written (CPU-interpreter timings)", file=sys.stderr)
         elif cx.winners:
             write_json_kept(args.winners, cx.winners, complete=sys.exc_info()[0] is None and not failed)
-    print("\n%-24s %-52s %9s %9s %8s %8s %8s %s" % ("suite", "case", "us", "us_graph", "TFLOP/s", "GB/s", "ratio", "met"))
+    print("\n%-24s %-52s %4s %9s %9s %8s %8s %8s %s" % ("suite", "case", "kern", "us", "us_graph", "TFLOP/s", "GB/s",
+                                                        "ratio", "met (GPU-clock TFLOP/s)"))
     for r in cx.rows:
-        print("%-24s %-52s %9s %9s %8s %8s %8s %s" % (
-            r["suite"], json.dumps(r["case"], separators=(",", ":"))[:52], r["us"], r["us_graph"], r["tflops"],
-            r["gbps"], r["ratio_vs_peer"], r.get("meets_target", "")))
+        print("%-24s %-52s %4s %9s %9s %8s %8s %8s %s" % (
+            r["suite"], json.dumps(r["case"], separators=(",", ":"))[:52], r.get("kernel", ""), r["us"], r["us_graph"],
+            r["tflops"], r["gbps"], r["ratio_vs_peer"],
+            f"{r.get('meets_target', '')}" + (f" ({r['tflops_gpu']})" if r.get("tflops_gpu") else "")))
     if failed:
         print(f"failed suites: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -57,7 +57,8 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)))
+                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
+                  SCALE_AHEAD=bool(cfg.get("SCALE_AHEAD", False)) and bool(cfg["PIPE"]) and bn != 256)
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -427,6 +428,36 @@ def test_pipe0_gpu(device, K, pipe0):
 @pytest.mark.parametrize("N,K", [(4096, 7168), (7168, 2048)])
 def test_contiguous_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
     _check_contiguous([4096, 0, 4096 - 64], N, K, device, seed=N, config=dict(PIPE0=True))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_ws_scale_ahead_compiles_for_sm90(masked):
+    # SCALE_AHEAD (session 20 knob, off by default): fp8_gemm_ws_loop's PIPE loop with each pair's raw scales loaded
+    # one iteration ahead (_scale_pair: per-row a_scale and b_scale loads of two blocks, plus the first pair's before
+    # the loop: more global-load sites than the default's, 53 against 33 in the masked build at this commit); the same
+    # wgmma sites as the default, asynchronous, no spills
+    cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 1024, 4096, 7168))
+    base = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, torch.bfloat16, True, 256)
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", dict(cfg, SCALE_AHEAD=True), masked, torch.bfloat16, True,
+                               256)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 3 * 2
+    assert ptx.count("ld.global") > base.count("ld.global")
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(x == ("0", "0") for x in spills), report
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K", [128, 256, 384, 2048])  # 1 block (tail only), 1 pair, pair + tail, 8 pairs
+@pytest.mark.parametrize("pipe0", [True, False])
+def test_scale_ahead_gpu(device, K, pipe0):
+    # SCALE_AHEAD: the clamped loads past the last block are never used; masked_m 0 / 1 / partial / full tiles,
+    # contiguous segments 0 / 1 / block_m ± 1 (a warpgroup with no rows drains), fp32 out with masked stores
+    cfg = dict(SCALE_AHEAD=True, PIPE0=pipe0)
+    _check_masked([0, 1, 129, 256], 256, 200, K, device, seed=K + 7, config=cfg)
+    _check_contiguous([0, 1, 127, 128, 129], 200, K, device, seed=K + 8, config=cfg)
+    _check_contiguous([300, 5], 576, K, device, seed=K + 9, config=dict(cfg, TMA_STORE=False), out_dtype=torch.float32)
 
 
 # WIDE 128×256 tiles (session 18): masked_m 0, 1, 63/64/65 (a 128-row tile whose second warpgroup only drains),

@@ -92,7 +92,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False)
+                           EARLY_TMA=False, SCALE_AHEAD=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -162,7 +162,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, SCALE_AHEAD=bool,
 )
 
 
@@ -193,7 +193,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
+    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False, SCALE_AHEAD: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -237,13 +237,13 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, SCALE_AHEAD)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, SCALE_AHEAD)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY)),
@@ -256,7 +256,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, SCALE_AHEAD)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY)),
@@ -318,6 +318,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
         EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
+        SCALE_AHEAD=bool(cfg.get("SCALE_AHEAD", False)) and bool(cfg["PIPE"]) and bn != 256,
     )
 
 
@@ -360,7 +361,9 @@ def grouped_fp8_gemm_contiguous_ws(
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 256 (WIDE
         128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds).
+        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
+        SCALE_AHEAD = with PIPE and 128-column tiles, each pair of K blocks' scales loaded one loop iteration ahead,
+        fp8_gemm_ws_loop; off by default, session 20 A/B).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

@@ -184,13 +184,13 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
 def _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr,
                    stride_ask, stride_bsk, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
                    NUM_STAGES: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr,
-                   row_layout: gl.constexpr):
+                   row_layout: gl.constexpr, SCALE_AHEAD: gl.constexpr = False):
     # this partition's fp32 rows of a tile (mine: it has rows of the tile's expert), else 0 after releasing the
     # tile's stages (run: the producer loaded them); returns (acc, it)
     if mine:
         acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([ROWS], gl.float32, row_layout), a_bufs, b_bufs,
                                ready_bars, empty_bars, sa_ptrs, scale_ok, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS,
-                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0)
+                               BLOCK_M, NUM_STAGES, UNROLL2, PIPE, False, PIPE0, SCALE_AHEAD)
     else:
         if run:
             it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
@@ -241,7 +241,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, SCALE_AHEAD: gl.constexpr = False):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -307,7 +307,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
         else:
             acc, it = _tile_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
                                      rm < M_rows, sb_ptr, stride_ask, stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES,
-                                     UNROLL2, PIPE, PIPE0, row_layout)
+                                     UNROLL2, PIPE, PIPE0, row_layout, SCALE_AHEAD)
         if MASKED:
             mm = gl.maximum(gl.minimum(mm, M_rows), 0)
         if DIAG:

@@ -14,7 +14,9 @@ times of the plain build. Raw stamps go to DIR/timeline_<case>.pt.
 default) on each case, checked against the fp32 reference (bench_mla's 16 sequences), then timed on the GPU's own
 clock: a CUDA graph of 8 back-to-back calls (as the layers of a decode step run), each replay queued behind a
 ~0.5 ms device sleep so the host's launch latency is not inside the events (a busy host shares this GPU machine),
-configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl.
+configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl. A config that fails to build or
+to match the reference is reported and left out (the others still run). --split-alone: also a graph of 8 split-kernel
+launches alone per config, timed in the same interleave (the row's split_us; the op minus it is the combine's share).
 """
 
 from __future__ import annotations
@@ -244,7 +246,17 @@ def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same
     print(f"    fit: program us = {sol[0]:.3f}·tiles + {sol[1]:.2f}·segments + {sol[2]:.2f}")
 
 
-def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) -> None:
+def _graph_of(calls: int, fn):
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    return g
+
+
+def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, split_alone: bool = False) -> None:
     import json
     import statistics as st
 
@@ -257,45 +269,59 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
     idx = ref_rows(cs)
     ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
     calls = 8
-    graphs, oks, keep = [], [], []  # keep: each graph's metadata and out (the graph uses them, it does not own them)
+    graphs, oks, keep, used = [], [], [], []  # keep: each graph's metadata and out (the graph does not own them)
     for over in cfgs:
-        cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
-        md = D.get_mla_metadata(cs, s_q, h, config=cfg)
-        out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
-        fn = lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md, out=out,  # noqa: E731
-                                                  check_ids=False)
         t_cfg = time.time()
-        o, lse = fn()
-        cd, dl, ok = check_decode(o, lse, ref, idx)
+        try:
+            cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
+            md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+            out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
+            fn = lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md,  # noqa: E731
+                                                      out=out, check_ids=False)
+            o, lse = fn()
+            cd, dl, ok = check_decode(o, lse, ref, idx)
+            print(f"  {name} {json.dumps(over, sort_keys=True)}: first call (compile) + check {time.time() - t_cfg:.1f} "
+                  f"s, ok {ok}", flush=True)
+            if not ok:
+                continue
+            fn()
+            torch.cuda.synchronize()
+            gs = [_graph_of(calls, fn)]
+            if split_alone:
+                lse2 = torch.empty(BATCH, h, s_q, dtype=torch.float32, device=q.device)
+                sp, _ = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse2)
+                gs.append(_graph_of(calls, sp))
+                keep.append((sp, lse2))
+        except Exception as e:  # noqa: BLE001
+            print(f"  {name} {json.dumps(over, sort_keys=True)}: failed {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
         oks.append((ok, cd, dl))
-        print(f"  {name} {json.dumps(over, sort_keys=True)}: first call (compile) + check {time.time() - t_cfg:.1f} s, "
-              f"ok {ok}", flush=True)
-        fn()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(calls):
-                fn()
-        g.replay()
-        torch.cuda.synchronize()
-        graphs.append(g)
+        graphs.append(gs)
         keep.append((md, out))
-    times = [[] for _ in cfgs]
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in cfgs]
+        used.append(over)
+    cfgs = used
+    if not cfgs:
+        raise RuntimeError("no config built and matched the reference")
+    times = [[[] for _ in gs] for gs in graphs]
+    ev = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in gs] for gs in graphs]
     for _ in range(reps):
-        for i, g in enumerate(graphs):
-            torch.cuda._sleep(1_000_000)
-            ev[i][0].record()
-            g.replay()
-            ev[i][1].record()
+        for i, gs in enumerate(graphs):
+            for j, g in enumerate(gs):
+                torch.cuda._sleep(1_000_000)
+                ev[i][j][0].record()
+                g.replay()
+                ev[i][j][1].record()
         torch.cuda.synchronize()
-        for i in range(len(cfgs)):
-            times[i].append(ev[i][0].elapsed_time(ev[i][1]) * 1000.0 / calls)
+        for i, gs in enumerate(graphs):
+            for j in range(len(gs)):
+                times[i][j].append(ev[i][j][0].elapsed_time(ev[i][j][1]) * 1000.0 / calls)
+    split_t = [st.median(t[1]) if len(t) > 1 else None for t in times]
+    times = [t[0] for t in times]
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
     flops = 2 * s_q * sum(lens) * h * (D_QK + D_V)  # FlashMLA's count (issue 3)
     base = st.median(times[0])
     with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
-        for over, t, (ok, cd, dl) in zip(cfgs, times, oks):
+        for over, t, (ok, cd, dl), sp_us in zip(cfgs, times, oks, split_t):
             us = st.median(t)
             row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
                                                           varlen=varlen),
@@ -303,9 +329,12 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict) ->
                        us_min=round(min(t), 2), us_max=round(max(t), 2), gbps=round(nbytes / us / 1e3, 1),
                        tflops=round(flops / us / 1e6, 1),
                        calls_per_graph=calls, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl, **env)
+            if sp_us is not None:
+                row["split_us"] = round(sp_us, 2)
             f.write(json.dumps(row) + "\n")
-            print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['gbps']:7.1f} GB/s "
-                  f"{us - base:+6.1f} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
+            sp_txt = "" if sp_us is None else f" split {sp_us:6.1f} (combine {us - sp_us:+5.1f})"
+            print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['tflops']:6.1f} TFLOP/s "
+                  f"{us - base:+6.1f}{sp_txt} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
     del graphs, keep
 
 
@@ -318,6 +347,8 @@ def main() -> int:
                          "last part is missing")
     ap.add_argument("--cases", nargs="+", type=_case_arg, default=["32x1v", "16x2v", "16x1v", "32x1f"])
     ap.add_argument("--reps", type=positive_int, default=5)
+    ap.add_argument("--split-alone", action="store_true",
+                    help="A/B mode: also time each config's split kernel alone (8 launches per graph)")
     ap.add_argument("--cfg", default={}, type=_config_arg, help="JSON config overrides (mla_decode config keys)")
     # nargs="+": a bare --ab (no config) silently ran timeline mode (tester 2, s19)
     ap.add_argument("--ab", nargs="+", type=_config_arg,
@@ -336,7 +367,7 @@ def main() -> int:
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         for name in args.cases:
             try:
-                _ab_case(name, list(args.ab), args.reps, args.out, env)
+                _ab_case(name, list(args.ab), args.reps, args.out, env, args.split_alone)
             except Exception as e:  # noqa: BLE001
                 print(f"ab {name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
                 failed.append(name)

@@ -25,10 +25,11 @@ from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of
 
 def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
                  qtma: bool = True, seqpf: bool = False, part16: bool = True, diag: bool = False,
-                 ovec: int = 2):
+                 ovec: int = 2, otma: bool = False):
     """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel.
-    qtma / seqpf / ovec: the QTMA / SEQPF / OVEC knobs; part16: 16-bit partials; diag: the DIAG stamps; the
-    defaults are mla_decode's default WSM config (mla_decode_config._WSM_KNOBS)."""
+    qtma / seqpf / ovec / otma: the QTMA / SEQPF / OVEC / OTMA knobs (OTMA: out and, with part16, the partials by
+    TMA stores; needs qtma); part16: 16-bit partials; diag: the DIAG stamps; the defaults are mla_decode's default
+    WSM config (mla_decode_config._WSM_KNOBS)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -52,7 +53,16 @@ def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240,
         sig["qd_rope"] = f"tensordesc<bf16[64, 64],{box!r}>"
     else:
         consts.update(qd_lat=None, qd_rope=None)
-    consts.update(QTMA=qtma, SEQPF=seqpf, DIAG=diag, OVEC=ovec)
+    consts.update(QTMA=qtma, SEQPF=seqpf, DIAG=diag, OVEC=ovec, OTMA=otma, PART_TMA=otma and part16)
+    if otma:
+        obox = smem_layout([64, 256], gl.bfloat16)
+        sig["od_desc"] = f"tensordesc<bf16[64, 256],{obox!r}>"
+        if part16:
+            sig["pd_desc"] = f"tensordesc<bf16[64, 256],{obox!r}>"
+        else:
+            consts["pd_desc"] = None
+    else:
+        consts.update(od_desc=None, pd_desc=None)
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -116,14 +126,16 @@ def test_wsm_compiles_for_sm90(sm90_wsm):
 
 
 @pytest.mark.parametrize("knobs", [dict(qtma=False, ovec=0, part16=False), dict(seqpf=True, diag=True), dict(ovec=1),
-                                   dict(part16=False)], ids=["pre_s19", "seqpf_diag", "ovec1", "fp32_partials"])
+                                   dict(part16=False), dict(otma=True), dict(otma=True, part16=False)],
+                         ids=["pre_s19", "seqpf_diag", "ovec1", "fp32_partials", "otma", "otma_fp32_partials"])
 def test_wsm_knobs_compile_for_sm90(knobs):
     """Other builds than the default (QTMA + OVEC 2 + PART16): the one before them (no QTMA: the consumers load the
     query rows; 2-byte out stores), SEQPF with the DIAG stamps, OVEC 1 (4-byte bf16-pair stores), fp32 partials
-    (their 8-byte stores kept under OVEC 2): the same wgmmas, never serialized, the query TMA boxes when QTMA, at
+    (their 8-byte stores kept under OVEC 2), OTMA (out and 16-bit partials by TMA stores: no 16-byte register stores
+    left; fp32 partials still 8-byte stores): the same wgmmas, never serialized, the query TMA boxes when QTMA, at
     most 6 local-memory accesses per tile loop (seen 0-5; the pre-s19 build 0-2)."""
-    full = {**dict(qtma=True, seqpf=False, part16=True, diag=False, ovec=2), **knobs}
-    args = (2, True, 240, 24, full["qtma"], full["seqpf"], full["part16"], full["diag"], full["ovec"])
+    full = {**dict(qtma=True, seqpf=False, part16=True, diag=False, ovec=2, otma=False), **knobs}
+    args = (2, True, 240, 24, full["qtma"], full["seqpf"], full["part16"], full["diag"], full["ovec"], full["otma"])
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", *args)
     report = ptxas_report(ptx)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 2 * 36
@@ -137,6 +149,15 @@ def test_wsm_knobs_compile_for_sm90(knobs):
     for loop in loops:
         assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 6
         assert sum("HGMMA.64x64x16" in x for x in loop) == 36
+    stores = ptx.count("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group")
+    if full["otma"]:
+        # one TMA store site per warpgroup for out, one more for 16-bit partials (each warp issues one [64, 64] box)
+        assert stores == (4 if full["part16"] else 2) and "st.global.b16" not in ptx
+        assert ptx.count("st.global.v4.b32") == 0
+        if not full["part16"]:
+            assert ptx.count("st.global.v2.b32") >= 128
+        return
+    assert stores == 0
     if full["ovec"] == 0:
         assert ptx.count("st.global.b16") >= 256  # out strides of unknown alignment: 2-byte stores
     elif full["ovec"] == 1:
@@ -232,8 +253,10 @@ def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sche
     _check_wsm(*case, num_sm=4, causal=False, SCHED=sched)
 
 
-# on top of wsm_config's defaults (QTMA, OVEC 2, PART16): the build before them, SEQPF, 4-byte stores, fp32 partials
-_KNOBS = [dict(QTMA=False, OVEC=0, PART16=False), dict(SEQPF=True), dict(OVEC=1), dict(PART16=False)]
+# on top of wsm_config's defaults (QTMA, OVEC 2, PART16): the build before them, SEQPF, 4-byte stores, fp32 partials,
+# OTMA (TMA stores of out and 16-bit partials; 48 heads × 2 = 96 rows: not taken, the register stores)
+_KNOBS = [dict(QTMA=False, OVEC=0, PART16=False), dict(SEQPF=True), dict(OVEC=1), dict(PART16=False), dict(OTMA=True),
+          dict(OTMA=True, PART16=False)]
 
 
 @pytest.mark.gpu
@@ -320,19 +343,23 @@ def test_wsm_diag_stamps_gpu(device):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (32, 2), (64, 2), (128, 1), (128, 2)])
-def test_wsm_batch128_gpu(device, num_heads, seqlen_q):
-    """Batch 128, ragged lengths with zeros, the device's own program count (FlashMLA's benchmark shape class)."""
+@pytest.mark.parametrize("knobs", [{}, dict(OTMA=True), dict(OTMA=True, SCHED="packed", FILL_TOL=3)],
+                         ids=["default", "otma", "otma_packed"])
+def test_wsm_batch128_gpu(device, num_heads, seqlen_q, knobs):
+    """Batch 128, ragged lengths with zeros, the device's own program count (FlashMLA's benchmark shape class);
+    also with OTMA (TMA stores of out and partials) on the balanced and the packed schedule."""
     from tests.kernels.test_mla_decode import make_case
 
     gen = torch.Generator().manual_seed(num_heads * 7 + seqlen_q)
     lens = torch.randint(0, 1200, (128,), generator=gen).tolist()  # host randn time of the cache
     lens[1] = lens[50] = 0
     lens[2], lens[3] = 1, 64
-    _check_wsm(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8))
+    _check_wsm(*make_case(device, 128, seqlen_q, num_heads, 576, 512, 64, lens, gen, extra_blocks=8), **knobs)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("knobs", [{}, dict(QTMA=False, OVEC=0, PART16=False)], ids=["default", "no_knobs"])
+@pytest.mark.parametrize("knobs", [{}, dict(QTMA=False, OVEC=0, PART16=False), dict(OTMA=True)],
+                         ids=["default", "no_knobs", "otma"])
 def test_wsm_graph_replay_follows_lengths_gpu(device, knobs):
     """Metadata + the WSM split + combine captured in one CUDA graph; new cache_seqlens written in place before
     a replay give the reference results for the new lengths (the default knobs: the query descriptor captured

@@ -94,8 +94,12 @@ _TN = 64
 # the load overlaps that sequence's last value matmuls and its output stores instead of following them (the
 # consumers' own 32-row loads are ~18 dependent 16-byte loads per thread, then a barrier). SEQPF (measured neutral):
 # the next sequence's length and this one's split count are loaded at the sequence's start, off the path between two
-# sequences. OVEC 1 / 2: vectorized output stores (see _store_vec).
-WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0)
+# sequences. OVEC 1 / 2: vectorized output stores (see _store_vec). OTMA (with QTMA; rows_total a multiple of 64, out
+# contiguous): once both warpgroups finished a sequence (the row-sum swap), each writes its O half (bf16) into the
+# query buffer (no wgmma reads it any more) and stores it with one TMA store (out, or a 16-bit partial slot: PART_TMA);
+# the buffer is released for the next query tile (Q_FREE) once the stores have read it, not after the last score
+# matmul (the next query load then follows the epilogue instead of overlapping the last value matmuls).
+WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0, OTMA=False)
 _MAXNREG = 168
 # index of each barrier between the consumer warpgroups (bars): query tile written, X1 (warpgroup 0 → 1: m0 and
 # P0 published), X2 (1 → 0: m1 and P1), row sums swapped
@@ -161,10 +165,12 @@ def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
 @gluon.jit
 def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total, rows_o, o_row, l_row, cols,
                 n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, num_heads, stride_os, stride_oh,
-                W: gl.constexpr, OVEC: gl.constexpr):
+                W: gl.constexpr, OVEC: gl.constexpr, q_lat, od_desc, pd_desc, OTMA: gl.constexpr,
+                PART_TMA: gl.constexpr):
     # l = this warpgroup's row sums + the other's (through x_mine / x_other); O_W / l (and lse, base-2 maxima →
     # natural log) → out / lse for an unsplit sequence (n_split 1), else its partial slot (fp32, or the 16-bit
-    # dtype with config PART16)
+    # dtype with config PART16). OTMA: O_W through the query buffer's columns 256W.. by one TMA store (PART_TMA: the
+    # 16-bit partials too; fp32 partials from registers), then the buffer is released to the TMA warp (Q_FREE)
     orow_l: gl.constexpr = rows_o.type.layout
     x_mine.store(l_i)
     _sync(bars, _L_SWAPPED, phase)
@@ -175,7 +181,25 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
     o = acc * gl.expand_dims(gl.convert_layout(inv_l, orow_l), 1)
     lse = gl.convert_layout(lse, orow_l)
     row_ok = rows_o < rows_total
-    if n_split == 1:
+    if OTMA:
+        # after the swap above both warpgroups are past their last wgmma: the query buffer is free to hold O
+        row0 = gl.program_id(0) * ROWS
+        if n_split == 1:
+            _store_tma(o, q_lat, od_desc, b * rows_total + row0, W)
+            if W == 0:
+                gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
+        else:
+            slot = (pid + b).to(gl.int64) * rows_total
+            if PART_TMA:
+                _store_tma(o, q_lat, pd_desc, slot.to(gl.int32) + row0, W)
+            else:
+                p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
+                gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
+            if W == 0:
+                gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
+        gl.thread_barrier()  # every thread is past its stores' reads of the buffer (store_wait in the issuing one)
+        mbarrier.arrive(bars.index(_Q_FREE), count=1)
+    elif n_split == 1:
         if OVEC == 2:
             _store_vec(o.to(out_ptr.dtype.element_ty), out_ptr + b.to(gl.int64) * stride_ob, num_heads, stride_os,
                        stride_oh, rows_total, W)
@@ -196,6 +220,19 @@ def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total,
             gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
         if W == 0:
             gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
+
+
+@gluon.jit
+def _store_tma(o, q_lat, desc, row, W: gl.constexpr):
+    # OTMA: warpgroup W's [64, 256] block (16-bit) → its columns of the query buffer → one TMA store of rows row ..
+    # row + 63, columns 256W .. of desc's [rows, 512] view (rows_total % 64 == 0: every row is this tile's own);
+    # the buffer has been read by the store on return (in the issuing thread: the caller's barrier then covers all)
+    buf = q_lat.slice(W * HALF_V, HALF_V, dim=1)
+    buf.store(o.to(buf.dtype))
+    fence_async_shared()  # the generic-proxy writes above, before the async-proxy (TMA) read
+    gl.thread_barrier()
+    tma.async_copy_shared_to_global(desc, [row, W * HALF_V], buf)
+    tma.store_wait(0)
 
 
 @gluon.jit
@@ -320,7 +357,8 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                   stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                   batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr,
                   NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr, QTMA: gl.constexpr,
-                  SEQPF: gl.constexpr, DIAG: gl.constexpr, OVEC: gl.constexpr):
+                  SEQPF: gl.constexpr, DIAG: gl.constexpr, OVEC: gl.constexpr, od_desc, pd_desc, OTMA: gl.constexpr,
+                  PART_TMA: gl.constexpr):
     s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
@@ -390,7 +428,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                                      (it // NUM_STAGES) & 1, k0 * TILE_N, seqlen, k0 >= k_fast, True, s_zero, ld)
                     m0, a0, p = _softmax_tile(warpgroup_mma_wait(0, deps=[s]), k0 * TILE_N, limit, m_i, sm_scale_log2,
                                               skey_l)
-                    if QTMA:  # the sequence's last score matmul of this warpgroup is done with the query tile
+                    if QTMA and not OTMA:  # this warpgroup's last score matmul of the sequence is done with the query
                         mbarrier.arrive(bars.index(_Q_FREE), count=1, pred=k0 + 2 >= k_hi)
                     l_i = l_i * a0 + gl.sum(p, 1)
                     p = p.to(dtype)
@@ -412,7 +450,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                                      has1 & (k0 + 1 >= k_fast), has1, s_zero, ld)
                     m0, a0 = _take_max(bars, _X1, n_x1 & 1, x_m0, m_i)
                     s = warpgroup_mma_wait(0, deps=[s])
-                    if QTMA:
+                    if QTMA and not OTMA:
                         mbarrier.arrive(bars.index(_Q_FREE), count=1, pred=k0 + 2 >= k_hi)
                     l_i = l_i * a0
                     acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
@@ -438,7 +476,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                 n_split = gl.load(split_ptr + b * 2 + 1)
             _write_rows(acc, m_i, l_i, x_mine, x_other, bars, n_seq & 1, b, pid, rows_total, rows_o, o_row, l_row,
                         cols, n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, num_heads,
-                        stride_os, stride_oh, W, OVEC)
+                        stride_os, stride_oh, W, OVEC, q_lat, od_desc, pd_desc, OTMA, PART_TMA)
             if STAMP:
                 _stamp(dg, 5 + 5 * gl.minimum(seg, 7))
                 gl.store(dg + 6 + 5 * gl.minimum(seg, 7), b.to(gl.int64))
@@ -460,7 +498,8 @@ def _mla_decode_wsm_kernel(
     batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     qd_lat=None, qd_rope=None, QTMA: gl.constexpr = False, SEQPF: gl.constexpr = False, diag_ptr=None,
-    DIAG: gl.constexpr = False, OVEC: gl.constexpr = 0,
+    DIAG: gl.constexpr = False, OVEC: gl.constexpr = 0, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
+    PART_TMA: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
@@ -469,6 +508,8 @@ def _mla_decode_wsm_kernel(
     # out [batch, seqlen_q, num_heads, 512] (stride_ob, stride_os, stride_oh, 1); lse [batch, num_heads, seqlen_q]
     # opart [num_parts + batch, rows, 512] fp32 (or q's dtype: PART16); lpart [num_parts + batch, rows] fp32
     # qd_lat / qd_rope (QTMA): TMA over q as [batch·seqlen_q·num_heads, 576] rows, boxes [64, 512] / [64, 64]
+    # od_desc (OTMA): TMA over out as [batch·seqlen_q·num_heads, 512] rows, box [64, 256]; pd_desc (PART_TMA): over
+    #          the 16-bit opart as [(num_parts + batch)·rows, 512], box [64, 256]
     # diag (DIAG) [head tiles · num_parts, 128] int64: warpgroup 0's %globaltimer / %clock64 stamps, row
     #          program_id(0)·num_parts + program_id(1): [0] start, [1] end, per sequence j < 8 (the 8th and later
     #          share j = 7) [2 + 5j] start, [3 + 5j] query tile ready, [4 + 5j] tiles done, [5 + 5j] rows
@@ -504,12 +545,12 @@ def _mla_decode_wsm_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC)),
+                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA)),
         (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC)),
+                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA)),
         (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
                          max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, seqlen_q * num_heads,
                          NUM_STAGES, QTMA)),
@@ -521,7 +562,9 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
     """Launch this split kernel on inputs validated by ``mla_decode`` (layout checked by
     ``mla_decode_ws.ws_layout_ok``; metadata cut with BLOCK_N 64 and BLOCK_H 64); partials go to opart/lpart for
     ``mla_decode``'s combine kernel. Config keys read: WS_STAGES, PRODUCER_REGS, CONSUMER_REGS, QTMA (taken only
-    for a contiguous 16-byte-aligned q; else the consumers load the queries), SEQPF, OVEC (vectorized output stores,
+    for a contiguous 16-byte-aligned q; else the consumers load the queries), OTMA (out, and 16-bit partials, by TMA
+    stores through the query buffer; taken only with QTMA, s_q·h_q a multiple of 64 and a contiguous 16-byte-aligned
+    out of q's dtype; else OVEC's register stores), SEQPF, OVEC (vectorized output stores,
     taken only when out's strides are multiples of 8; mla_decode has refused an out with overlapping elements, whose
     stride 0 would pass that test). PART16 is not read here: mla_decode allocates opart in q's dtype with it and the
     kernel stores in opart's dtype. diag (diagnostics): a
@@ -549,6 +592,20 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
         qd_rope = TensorDescriptor(q2d, list(q2d.shape), [d_qk, 1], [64, 64], smem_layout([64, 64], gdt))
     # OVEC: out strides passed in units of 8 elements when they are multiples of 8 (else the 2-byte store path)
     ovec = int(cfg["OVEC"]) if all(out.stride(i) % 8 == 0 for i in range(3)) else 0
+    # OTMA (with QTMA): whole 64-row tiles (rows_total % 64 == 0, so a tile's rows are all its sequence's own) of a
+    # contiguous 16-byte-aligned out; else the register stores above
+    rows_total = seqlen_q * num_heads
+    otma = (bool(cfg["OTMA"]) and qtma and rows_total % 64 == 0 and out.is_contiguous() and out.data_ptr() % 16 == 0
+            and out.dtype == q.dtype)
+    od_desc = pd_desc = None
+    part_tma = False
+    if otma:
+        o2d = out.view(batch * rows_total, 512)
+        od_desc = TensorDescriptor(o2d, list(o2d.shape), [512, 1], [64, 256], smem_layout([64, 256], gdt))
+        part_tma = opart.dtype == q.dtype and opart.is_contiguous() and opart.data_ptr() % 16 == 0
+        if part_tma:
+            p2d = opart.view(-1, 512)
+            pd_desc = TensorDescriptor(p2d, list(p2d.shape), [512, 1], [64, 256], smem_layout([64, 256], gdt))
     o_div = 8 if ovec else 1
     _mla_decode_wsm_kernel[(head_tiles, metadata.num_parts)](
         q, c_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
@@ -558,6 +615,7 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
         batch, block_table.shape[1], num_heads, seqlen_q, scale * 1.4426950408889634, page_size.bit_length() - 1,
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), qd_lat=qd_lat, qd_rope=qd_rope, QTMA=qtma,
-        SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, OVEC=ovec, num_warps=4,
+        SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, OVEC=ovec, od_desc=od_desc, pd_desc=pd_desc,
+        OTMA=otma, PART_TMA=part_tma, num_warps=4,
         maxnreg=_MAXNREG,
     )

@@ -29,7 +29,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False, steal: bool = False, rotate: bool = False):
+                 fuse: bool = False, steal: bool = False, rotate: bool = False, fmerge: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -52,7 +52,8 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate,
+                  FMERGE=fmerge)
     if steal:
         sig["work_ptr"] = "*i32"
     else:
@@ -119,7 +120,8 @@ def sm90_ptx():
         # the 64-row config with PIPE and the 240/24 register split (232/40 left 4 spill accesses per tile)
         ptx = ptx_in_fresh_process(__name__, "compile_sm90", k[0], 2, True, True, k[1], k[1] == 2,
                                    *((240, 24) if k[1] == 2 else (232, 40)), k[2],
-                                   *((False, False, True, True, False, True, True, k[5], k[4]) if k[3] else ()))
+                                   *((False, False, True, True, False, True, True, k[5], k[4], False, k[5]) if k[3]
+                                     else ()))
         return ptx, ptxas_report(ptx), _hot_loops(ptx)
 
     with ThreadPoolExecutor(len(_COMPILED)) as ex:
@@ -367,6 +369,30 @@ def test_ws_prefetch_and_spin_combine_gpu(device, num_heads, seqlen_q, combine):
         lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
         lens[7] = 0
         _check_ws(*_device_case(device, seqlen_q, num_heads, lens, seed=num_heads), **cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (32, 1), (16, 2)])
+@pytest.mark.parametrize("programs", [2, 3, 4, 5, 7])
+def test_fuse_merge_pieces_gpu(device, num_heads, seqlen_q, programs):
+    """FUSE's fast merge (_merge_fast: the merger's own piece from shared memory, up to 3 other pieces loaded before
+    the math) around its limit: a 5000-key sequence next to short ones on 2-7 programs, so it is cut into 2 to 7
+    pieces (more than 4: the one-pass _merge_parts), both merge forms, 3 calls on the same metadata (counters
+    re-armed), NaN in unused slots; same checks as _check_ws."""
+    from tritonseek.kernels import mla_decode_ws as W
+
+    gen = torch.Generator().manual_seed(programs * 7 + num_heads)
+    case = make_case(device, 5, seqlen_q, num_heads, 576, 512, 64, [5000, 3, 0, 130, 65], gen)
+    md = get_mla_metadata(case[3], seqlen_q, num_heads, num_sm=programs,
+                          config=dict(W.ws_config(seqlen_q, num_heads), **dict(_ALL, FUSE=True)))
+    assert int(md.split[0, 1]) >= min(programs, 5)  # the long sequence is cut into one piece per program (7: 6)
+    for fast in (True, False):
+        W.FUSE_MERGE_FAST = fast
+        try:
+            for _ in range(3):
+                _check_ws(*case, num_sm=programs, **dict(_ALL, FUSE=True))
+        finally:
+            W.FUSE_MERGE_FAST = True
 
 
 def _replay_and_check(g, out, lse, q, kv, bt, cs):

@@ -123,6 +123,10 @@ _DV, _DR, _DQK, _TN = 512, 64, 576, 64  # D_LATENT, D_ROPE, D_QK, TILE_N (mla_de
 # pieces done early; meant for FUSE's merges): H200 s18 W2 slower alone (+1.4..+3.8 µs) and with FUSE (+10..+32 µs).
 _DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
                    SEQPF=False, BTPF=False, OTMA=False, ROTATE=False)
+# FUSE's merge (module switch, not a config key: it changes how, not what, the kernel computes): True = the merger's
+# own piece from shared memory and every other piece's loads issued before the math (_merge_fast, up to 3 other
+# pieces); False = the one-pass _merge_parts of session 19 (kept for the A/B).
+FUSE_MERGE_FAST = True
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -158,7 +162,7 @@ def _mla_decode_ws_kernel(
     cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
     PART_TMA: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, STEAL: gl.constexpr = False,
-    ROTATE: gl.constexpr = False,
+    ROTATE: gl.constexpr = False, FMERGE: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -213,7 +217,7 @@ def _mla_decode_ws_kernel(
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT,
                          od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, num_spans, sp_smem, sp_ready,
-                         sp_free, STEAL, ROTATE)),
+                         sp_free, STEAL, ROTATE, FMERGE)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -359,7 +363,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
         DIAG=diag is not None, FUSE=fuse, num_spans=metadata.num_parts,
         work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=bool(cfg["ROTATE"]) and wgs == 1,
-        num_warps=4, **extra,
+        FMERGE=fuse and bool(FUSE_MERGE_FAST), num_warps=4, **extra,
     )
 
 

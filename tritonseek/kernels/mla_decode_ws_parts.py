@@ -339,6 +339,78 @@ def _merge_parts(b, n_split, row_base, rows_total, split_ptr, opart_ptr, lpart_p
     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
 
 
+# FUSE merge, fast form (FMERGE 1): at most _MERGE_OTHERS pieces besides the merger's own (n_split ≤ 4; more: the
+# one-pass _merge_parts). H200 s19 W2 DIAG: _merge_parts took 8.0-8.5 us (max 12.3) at 32 rows for ~64 KB: its SASS
+# (ptxas, sm_90a) keeps 1-2 16-byte loads in flight between the math (the [32, 512] fp32 accumulator, 128 registers,
+# leaves no room to hoist them), so the merge is a chain of ~16 L2 round trips per piece.
+_MERGE_OTHERS = gl.constexpr(3)
+
+
+@gluon.jit
+def _merge_fast(b, n_split, first, span, row_base, rows_total, lse_own, buf, split_ptr, opart_ptr, lpart_ptr, out_ptr,
+                lse_ptr, stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
+    # FUSE, per thread, as _merge_parts (same result: out = Σ_i w_i·O_i / Σ_i w_i, w_i = exp(lse_i − max lse); a row
+    # no piece saw: out 0, lse −inf; a NaN piece: NaN), for n_split ≤ 1 + _MERGE_OTHERS pieces. The merger's own
+    # piece (slot span + b) is not re-read from global memory: it is the 16-bit tile _part_store left in buf (the
+    # same values its partial slot holds) with lse_own (its lse in the rows' layout). The other pieces' lse are
+    # loaded together first (one round trip), then each 128-column chunk loads every other piece's chunk (masked
+    # loads past n_split move no data) before any math: [ROWS, 128] fp32 per chunk, so the loads of the next
+    # chunks can be issued ahead of this chunk's math.
+    rl: gl.constexpr = gl.SliceLayout(1, _ROW_PIECES)
+    rr = row_base + gl.arange(0, ROWS, layout=rl)
+    cc = gl.expand_dims(gl.arange(0, _CHUNK, layout=gl.SliceLayout(0, _ROW_PIECES)), 0)
+    own = span - first  # the merger's piece index: slots are first + i + b (first: split[b, 0], loaded ahead)
+    n_oth = n_split - 1
+    # the other pieces' slots (piece j of the others is piece j, or j + 1 from the merger's own on)
+    s0 = (first + 0 + (0 >= own).to(gl.int32) + b).to(gl.int64) * rows_total + rr
+    s1 = (first + 1 + (1 >= own).to(gl.int32) + b).to(gl.int64) * rows_total + rr
+    s2 = (first + 2 + (2 >= own).to(gl.int32) + b).to(gl.int64) * rows_total + rr
+    lp0 = gl.load(lpart_ptr + s0, cache_modifier=".cg")  # n_split ≥ 2: at least one other piece
+    lp1 = gl.load(lpart_ptr + s1, mask=(rr >= 0) & (n_oth > 1), other=float("-inf"), cache_modifier=".cg")
+    lp2 = gl.load(lpart_ptr + s2, mask=(rr >= 0) & (n_oth > 2), other=float("-inf"), cache_modifier=".cg")
+    m = gl.maximum(gl.maximum(lse_own, lp0), gl.maximum(lp1, lp2))
+    m_safe = gl.where(m == float("-inf"), 0.0, m)
+    w_own = gl.exp2((lse_own - m_safe) * 1.4426950408889634)  # 0 for −inf; NaN for a NaN piece (as the combine)
+    w0 = gl.exp2((lp0 - m_safe) * 1.4426950408889634)
+    w1 = gl.exp2((lp1 - m_safe) * 1.4426950408889634)
+    w2 = gl.exp2((lp2 - m_safe) * 1.4426950408889634)
+    wsum = w_own + w0 + w1 + w2
+    has = wsum != 0.0
+    inv = gl.where(has, 1.0 / gl.where(has, wsum, 1.0), 0.0)
+    a_own = gl.expand_dims(w_own * inv, 1)
+    a0 = gl.expand_dims(w0 * inv, 1)
+    a1 = gl.expand_dims(w1 * inv, 1)
+    a2 = gl.expand_dims(w2 * inv, 1)
+    p0 = opart_ptr + gl.expand_dims(s0 * D_LATENT, 1) + cc
+    p1 = opart_ptr + gl.expand_dims(s1 * D_LATENT, 1) + cc
+    p2 = opart_ptr + gl.expand_dims(s2 * D_LATENT, 1) + cc
+    k1 = (gl.expand_dims(rr, 1) + cc * 0 >= 0) & (n_oth > 1)
+    k2 = (gl.expand_dims(rr, 1) + cc * 0 >= 0) & (n_oth > 2)
+    o_rows = out_ptr + gl.expand_dims((b.to(gl.int64) * rows_total + rr) * D_LATENT, 1) + cc
+    # the first other piece (the only one of a 2-piece sequence) whole, before any math: one round trip (ptxas
+    # does not hoist a later chunk's loads above an earlier chunk's math by itself: seen in the sm_90a SASS)
+    x0c0 = gl.load(p0, cache_modifier=".cg")
+    x0c1 = gl.load(p0 + _CHUNK, cache_modifier=".cg")
+    x0c2 = gl.load(p0 + 2 * _CHUNK, cache_modifier=".cg")
+    x0c3 = gl.load(p0 + 3 * _CHUNK, cache_modifier=".cg")
+    for c in gl.static_range(D_LATENT // _CHUNK):
+        x1 = gl.load(p1 + c * _CHUNK, mask=k1, other=0.0, cache_modifier=".cg")
+        x2 = gl.load(p2 + c * _CHUNK, mask=k2, other=0.0, cache_modifier=".cg")
+        if c == 0:
+            x0 = x0c0
+        elif c == 1:
+            x0 = x0c1
+        elif c == 2:
+            x0 = x0c2
+        else:
+            x0 = x0c3
+        xo = buf.slice(c * _CHUNK, _CHUNK, dim=1).load(_ROW_PIECES)
+        o = a_own * xo.to(gl.float32) + a0 * x0.to(gl.float32) + a1 * x1.to(gl.float32) + a2 * x2.to(gl.float32)
+        gl.store(o_rows + c * _CHUNK, o.to(out_ptr.dtype.element_ty))
+    lse = gl.where(has, m_safe + gl.log(gl.where(has, wsum, 1.0)), float("-inf"))
+    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
+
+
 @gluon.jit
 def _write_empty(b, row_base, rows_total, out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
     # FUSE (no combine kernel): an empty sequence's rows get out 0 and lse −inf (out contiguous, as _merge_parts);

@@ -12,7 +12,7 @@ import torch
 
 from tritonseek.kernels._utils import check_no_alias
 from tritonseek.kernels.mla_prefill import write_latent_cache
-from tritonseek.kernels.moe_unpermute import moe_unpermute
+from tritonseek.kernels.moe_combine import moe_unpermute
 from tritonseek.kernels.reference.moe import moe_unpermute_ref
 from tritonseek.kernels.reference.rope import cos_sin_cache_ref
 from tritonseek.kernels.rope_cache import mla_prologue_fp8, mla_rope_cache

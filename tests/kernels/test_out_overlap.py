@@ -12,7 +12,7 @@ from tritonseek.kernels._utils import check_no_overlap, has_internal_overlap
 from tritonseek.kernels.fp8_gemm import fp8_gemm_nt
 from tritonseek.kernels.grouped_gemm import grouped_fp8_gemm_contiguous
 from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
-from tritonseek.kernels.moe_unpermute import moe_unpermute
+from tritonseek.kernels.moe_combine import moe_unpermute
 from tritonseek.kernels.reference.fp8 import per_block_quant_fp8_ref, per_token_group_quant_fp8_ref
 from tritonseek.kernels.sampling import apply_top_k_top_p
 

@@ -1,4 +1,4 @@
-"""MoE routing in Triton: token permute to expert-grouped rows (the weighted unpermute lives in moe_unpermute.py,
+"""MoE routing in Triton: token permute to expert-grouped rows (the weighted unpermute lives in moe_combine.py,
 the gate top-k kernels in moe_gate.py; ``moe_unpermute``, ``gate_topk`` and ``router_gate_topk`` are importable
 from here too).
 
@@ -18,7 +18,7 @@ from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_
                                           _scale_from_amax)
 from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
 from tritonseek.kernels.moe_routing_checks import check_permute_inputs
-from tritonseek.kernels.moe_unpermute import moe_unpermute  # noqa: F401  (public here too)
+from tritonseek.kernels.moe_combine import moe_unpermute  # noqa: F401  (public here too)
 
 # Entries (token, slot) handled per program by the count/rank kernels; the rank kernel builds a
 # [BLOCK, BLOCK] comparison tile, so this stays small.

@@ -1,5 +1,8 @@
 """MoE combine: the weighted sum of each token's expert outputs (moe_unpermute; split out of moe_routing.py,
-which re-exports it). Specification: ``tritonseek.kernels.reference.moe.moe_unpermute_ref``."""
+which re-exports it). Specification: ``tritonseek.kernels.reference.moe.moe_unpermute_ref``.
+
+The module is not named after its launcher: a submodule ``moe_unpermute`` would be bound as the package attribute
+``tritonseek.kernels.moe_unpermute`` on import, hiding the launcher of that name (session 20)."""
 
 from __future__ import annotations
 

@@ -391,15 +391,48 @@ def test_wsm_graph_replay_follows_lengths_gpu(device, knobs):
     assert_matches_ref(out, lse, *mla_decode_ref(q.float(), kv, bt, cs))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("varlen", [False, True])
+@pytest.mark.parametrize("num_heads,seqlen_q", [(128, 1), (64, 2)])
+def test_wsm_two_tiles_default_b128_gpu(device, num_heads, seqlen_q, varlen):
+    """mla_decode's own default (get_mla_metadata without a config) for two 64-row head tiles at batch 128, s_k 4096,
+    page 64: fixed lengths on the packed schedule (no sequence split: nothing for the combine), bench-like varlen
+    lengths with 0- and 1-length rows on its balanced fallback (split sequences); against the fp32 reference, out
+    NaN-poisoned, NaN in every unused cache slot."""
+    if device.type != "cuda":
+        pytest.skip("the Hopper default at batch 128 (the interpreter would take hours)")
+    from tests.kernels.test_mla_decode import assert_matches_ref
+    from tests.kernels.test_mla_schedule import _bench_lens, _device_case
+    from tritonseek.kernels.mla_decode import get_mla_metadata, mla_decode
+    from tritonseek.kernels.reference.mla import mla_decode_ref
+
+    lens = _bench_lens(4096, seqlen_q, varlen)
+    q, kv, bt, cs = _device_case(device, lens, seqlen_q, num_heads, seed=num_heads + seqlen_q + varlen)
+    md = get_mla_metadata(cs, seqlen_q, num_heads)
+    assert md.config.get("WSM") and md.config.get("SCHED") == "packed"
+    splits = md.split[:, 1].cpu()
+    assert bool((splits > 1).any()) == varlen  # fixed: whole sequences; varlen: the balanced fallback's cut
+    out = torch.full((128, seqlen_q, num_heads, 512), float("nan"), dtype=q.dtype, device=device)
+    o, lse = mla_decode(q, kv, bt, cs, metadata=md, out=out)
+    assert_matches_ref(o, lse, *mla_decode_ref(q.float(), kv, bt, cs, head_dim_v=512))
+
+
 def test_wsm_is_the_big_batch_default_above_32_rows():
-    """On Hopper at batch ≥ 64, every rows class above 32 runs the WSM kernel (64 rows on the packed schedule);
-    smaller batches and ≤ 32 rows keep their tables (not measured with it)."""
+    """On Hopper at batch ≥ 64, every rows class above 32 runs the WSM kernel (64 rows and two head tiles on the packed
+    schedule); smaller batches and ≤ 32 rows keep their tables (not measured with it)."""
     from tritonseek.kernels.mla_decode import default_config
 
     for s_q, h in ((1, 64), (2, 32), (2, 64), (1, 128), (2, 128), (4, 64)):
         cfg = default_config(s_q, h, 128, hopper=True)
         assert cfg.get("WSM") is True and cfg["BLOCK_H"] == 64 and cfg.get("WS_WGS") == 2, (s_q, h, cfg)
     assert default_config(1, 64, 128, hopper=True)["SCHED"] == "packed"
+    # two 64-row head tiles (65-128 rows): packed with the balanced fallback (session 20 W1); four: balanced
+    for s_q, h in ((1, 128), (2, 64), (1, 96), (4, 32)):
+        assert (default_config(s_q, h, 128, hopper=True).get("SCHED"),
+                default_config(s_q, h, 128, hopper=True).get("FILL_TOL")) == ("packed", 3), (s_q, h)
+    for s_q, h in ((2, 128), (4, 64), (2, 96)):
+        assert "SCHED" not in default_config(s_q, h, 128, hopper=True), (s_q, h)
+    assert "SCHED" not in default_config(1, 128, 128, hopper=False)
     assert not default_config(1, 16, 128, hopper=True).get("WSM")
     assert not default_config(1, 128, 32, hopper=True).get("WSM")
     assert not default_config(1, 128, 128, hopper=False).get("WSM")

@@ -259,7 +259,9 @@ def test_big_batch_default_on_hopper_only():
             assert "SCHED" not in other and "QTMA" not in other
     cfg = default_config(1, 64, 128, hopper=True)  # 64 rows: mla_decode_wsm (its own QTMA since s19), packed
     assert (cfg.get("SCHED"), cfg.get("FILL_TOL"), cfg.get("QTMA"), cfg.get("WSM")) == ("packed", 3, True, True)
-    assert "SCHED" not in default_config(1, 128, 128, hopper=True)
+    # more than 64 rows: two head tiles (65-128 rows) packed too (session 20), more head tiles the balanced cut
+    assert default_config(1, 128, 128, hopper=True).get("SCHED") == "packed"
+    assert "SCHED" not in default_config(2, 128, 128, hopper=True)
 
 
 def compile_schedule_sm90(packed: bool):

@@ -201,6 +201,25 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 # the s18 default -> this one -8.4 .. -15.1 % on the 20 cases (e.g. h128 s_q1 s_k 4096 fixed 318.3 -> 276.5 us, 528
 # TFLOP/s; h128 s_q2 8192 varlen 1279.3 -> 1163.9, 557); on top of it COMBINE_ROWS 8 / 16 and COMBINE_PDL -6.8 ..
 # +7.4 us (A/A -4.1 .. +3.2): not taken; OVEC 1 +4 .. +57 us.
+# Session 20 (h1mla), H200 W1 at 1230905 (probe_mla_ws_timeline --ab --split-alone: GPU clock, 8 calls per graph, 13
+# interleaved replays, default first and last; every config checked against fp32 first, all correct, cosine difference
+# <= 2.3e-6), b128 page 64 causal, us per call, default -> variant (A/A in brackets):
+# - SCHED packed + FILL_TOL 3 (fixed lengths: whole sequences, no split; varlen falls back to the balanced cut): two
+#   head tiles (h128 s_q1 / h64 s_q2) s_k 4096 282.1 -> 274.2 (-8.0) / 286.4 -> 277.1 (-9.3) [+0.9 / -1.7], s_k 8192
+#   561.2 -> 557.7 / 563.8 -> 563.4 [+7.6 / +1.7]; four head tiles (h128 s_q2) 531.9 -> 534.8 (+2.9), 1065.5 ->
+#   1095.0 (+29.5) [+0.8 / -5.7]: packing whole sequences needs 256 / 512 tiles per program against the balanced
+#   cut's 253 / 501 (3.88 sequences per program), which the saved combine (split alone +4 us instead of +12) does not
+#   repay. s19's "-4.4 .. +32.5 us" was measured before OVEC, with an 11 us unsplit epilogue. Taken for two head tiles
+#   only (_WSM_TWO_TILES).
+# - OTMA (mla_decode_wsm: out and 16-bit partials by TMA stores through the finished query buffer): DIAG timeline h128
+#   s_q1 s_k 4096 fixed: unsplit epilogue 4.4 -> 2.05 us, gap between sequences ~1.5 -> 0.26 us, but the next query
+#   load is exposed (first-tile wait 0.26 -> 1.02 us; fit 1.95 us per tile + 3.44 per segment); the whole op did not
+#   move: fixed -1.2 / +0.2 / 0.0 / -0.5 / +5.4 / +19.6 us (h128 s_q1, h64 s_q2, h128 s_q2 at s_k 4096, then 8192),
+#   varlen +1.1 / +2.3 / -0.4 / +0.4 / +5.0 / +7.2. Off.
+# - OVERHEAD 3 / 2 (with OTMA) on varlen: -3.5 / -2.6, -1.3 / -1.8, -5.8 / -6.0, -6.9 / -4.3, +2.7 / +0.5, +13.8 /
+#   +13.1 us against the default (A/A +0.7, +1.3, +0.2, +1.4, +5.1, +0.8): inside the spread, 5 stays.
+# - The combine's share (op minus split alone, same interleave): +10.2 .. +16.9 us on the balanced schedule (30-64
+#   split sequences), +3.8 .. +5.0 us with nothing to merge (packed, fixed): the launch and the early-exit programs.
 _WSM_KNOBS = dict(QTMA=True, OVEC=2, PART16=True)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
@@ -211,6 +230,9 @@ _BIG_BATCH_WS: dict[int, dict] = {
     64: dict(SCHED="packed", FILL_TOL=3, WSM=True, **_WSM_KNOBS),
     128: dict(WSM=True, **_WSM_KNOBS),
 }
+# 65-128 rows (two 64-row head tiles: h128 s_q1, h64 s_q2) at batch >= 64 on Hopper: the packed schedule (session 20 W1
+# above; more head tiles keep the balanced cut).
+_WSM_TWO_TILES = dict(SCHED="packed", FILL_TOL=3)
 
 
 # Hopper, exactly 64 rows (TP2: 64 heads at s_q 1) with batch·rows ≤ _SMALL_64_UNITS (batch ≤ 8) also take
@@ -237,6 +259,8 @@ def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopp
         cfg = dict(_TUNED_WS[cls])
         if batch is not None and batch >= _BIG_BATCH_MIN:
             cfg.update(_BIG_BATCH_WS.get(cls, {}))
+            if cls == 128 and rows <= 128:
+                cfg.update(_WSM_TWO_TILES)
         return cfg
     return dict(_TUNED[cls])
 

@@ -372,7 +372,7 @@ def bench_masked(cx: Ctx):
 
         # the launcher as a user calls it (kernel="auto"; rows name the kernel that ran: auto_k); at the anchors the
         # other kernel too, as a second row (kernel= given explicitly), so the record shows both
-        auto_k = choose_masked_kernel("auto", cx.dev, M_max, expected_m=em, out=out, max_active_groups=mag)
+        auto_k = choose_masked_kernel("auto", cx.dev, G, M_max, expected_m=em, out=out, max_active_groups=mag)
         kernels = [auto_k] + ([k for k in ("tl", "ws") if k != auto_k] if kind == "anchor" and not cx.dry else [])
 
         def run(cfg, kernel="auto"):

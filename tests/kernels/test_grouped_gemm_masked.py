@@ -80,7 +80,7 @@ def test_tl_and_auto_give_the_reference_off_hopper(device):
     valid = torch.arange(M_max)[None, :] < mm.cpu()[:, None]
     outs = []
     for kernel in ("tl", "auto"):
-        if kernel == "auto" and C.choose_masked_kernel("auto", a.device, M_max) != "tl":
+        if kernel == "auto" and C.choose_masked_kernel("auto", a.device, E, M_max) != "tl":
             continue  # a Hopper GPU past the threshold: the gpu test below covers it
         out = torch.full((E, M_max, N), float("nan"), dtype=torch.float32, device=device)
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out_dtype=torch.float32, out=out, kernel=kernel)
@@ -93,9 +93,10 @@ def test_tl_and_auto_give_the_reference_off_hopper(device):
 
 # ---------------------------------------------------------------------------------------------- auto's rule
 def test_auto_is_tl_off_hopper():
-    assert C.choose_masked_kernel("auto", torch.device("cpu"), 1024) == "tl"
-    assert C.choose_masked_kernel("auto", torch.device("cpu"), 1024, expected_m=1024) == "tl"
-    assert C.choose_masked_kernel("tl", torch.device("cpu"), 1024) == "tl"
+    cpu = torch.device("cpu")
+    assert C.choose_masked_kernel("auto", cpu, 4, 1024) == "tl"
+    assert C.choose_masked_kernel("auto", cpu, 4, 1024, expected_m=1024) == "tl"
+    assert C.choose_masked_kernel("tl", cpu, 4, 1024) == "tl"
 
 
 @pytest.fixture
@@ -105,25 +106,39 @@ def hopper(monkeypatch):
     return torch.device("cpu")
 
 
+def test_auto_measured_rule(hopper):
+    """The committed thresholds (H200 W1): ws at DeepGEMM's anchors and from 128 rows per group with ≥ 256 rows in
+    all; tl for decode-sized groups, 64 rows, and one group of 128 (where ws was 21 % slower at (7168, 2048))."""
+    assert (C.WS_MIN_ROWS, C.WS_MIN_TOTAL_ROWS) == (128, 256)
+    for E, m in ((1, 1024), (2, 512), (4, 256), (4, 128), (16, 128), (1, 256), (2, 128), (256, 128)):
+        assert C.choose_masked_kernel("auto", hopper, E, m) == "ws", (E, m)
+    for E, m in ((1, 128), (16, 64), (256, 16), (256, 1), (4, 127), (0, 1024)):
+        assert C.choose_masked_kernel("auto", hopper, E, m) == "tl", (E, m)
+    # expected_m (the caller's rows-per-group hint) rules over M_max (a capacity) both ways
+    assert C.choose_masked_kernel("auto", hopper, 8, 1024, expected_m=16) == "tl"
+    assert C.choose_masked_kernel("auto", hopper, 8, 64, expected_m=256) == "ws"
+
+
 @pytest.mark.parametrize("threshold", [None, 1, 128])
 def test_auto_rule_on_hopper(hopper, monkeypatch, threshold):
     monkeypatch.setattr(C, "WS_MIN_ROWS", threshold)
+    monkeypatch.setattr(C, "WS_MIN_TOTAL_ROWS", 1)
     ws = "tl" if threshold is None else "ws"
     big = 1024 if threshold is None else max(threshold, 256)
-    assert C.choose_masked_kernel("auto", hopper, big) == ws
-    assert C.choose_masked_kernel("auto", hopper, 4 * big, expected_m=big) == ws
+    assert C.choose_masked_kernel("auto", hopper, 4, big) == ws
+    assert C.choose_masked_kernel("auto", hopper, 4, 4 * big, expected_m=big) == ws
     if threshold is not None and threshold > 1:
-        assert C.choose_masked_kernel("auto", hopper, threshold - 1) == "tl"
-        assert C.choose_masked_kernel("auto", hopper, 4096, expected_m=threshold - 1) == "tl"  # the caller's hint
+        assert C.choose_masked_kernel("auto", hopper, 4, threshold - 1) == "tl"
+        assert C.choose_masked_kernel("auto", hopper, 4, 4096, expected_m=threshold - 1) == "tl"  # the caller's hint
     # the tl kernel's options mean tl, whatever the rows
     for kw in (dict(config=dict(BLOCK_M=64)), dict(pdl=True), dict(prefetch_group=0), dict(max_active_groups=4)):
-        assert C.choose_masked_kernel("auto", hopper, big, **kw) == "tl", kw
+        assert C.choose_masked_kernel("auto", hopper, 4, big, **kw) == "tl", kw
     # an out whose groups are not stacked densely: the ws kernel cannot store through it
     strided = torch.empty(4, 2 * big, 128)[:, :big]
-    assert C.choose_masked_kernel("auto", hopper, big, out=strided) == "tl"
-    assert C.choose_masked_kernel("auto", hopper, big, out=torch.empty(4, big, 128)) == ws
+    assert C.choose_masked_kernel("auto", hopper, 4, big, out=strided) == "tl"
+    assert C.choose_masked_kernel("auto", hopper, 4, big, out=torch.empty(4, big, 128)) == ws
     # explicit choices are kept
-    assert C.choose_masked_kernel("tl", hopper, big) == "tl" and C.choose_masked_kernel("ws", hopper, 1) == "ws"
+    assert C.choose_masked_kernel("tl", hopper, 4, big) == "tl" and C.choose_masked_kernel("ws", hopper, 4, 1) == "ws"
 
 
 def test_decode_path_keeps_the_tl_kernel(hopper, monkeypatch, device):
@@ -133,10 +148,11 @@ def test_decode_path_keeps_the_tl_kernel(hopper, monkeypatch, device):
     from tests.model.test_moe_triton import _experts, _routing
 
     monkeypatch.setattr(C, "WS_MIN_ROWS", 1)
+    monkeypatch.setattr(C, "WS_MIN_TOTAL_ROWS", 1)
     picked = []
 
     def spy(a, a_scale, b, b_scale, masked_m, out_dtype=torch.bfloat16, **kw):
-        picked.append((a.shape[1], C.choose_masked_kernel(kw.get("kernel", "auto"), a.device, a.shape[1],
+        picked.append((a.shape[1], C.choose_masked_kernel(kw.get("kernel", "auto"), a.device, *a.shape[:2],
                                                           **{k: v for k, v in kw.items() if k != "kernel"})))
         return torch.zeros(a.shape[0], a.shape[1], b.shape[1], dtype=out_dtype, device=a.device)
 
@@ -173,5 +189,5 @@ def test_ws_tl_auto_match_reference_at_anchor_gpu(device, G, m, N, K):
         assert torch.isfinite(out[valid]).all(), kernel
         assert calc_diff(out[valid].float(), ref[valid]) < 1e-3, (kernel, calc_diff(out[valid].float(), ref[valid]))
         outs[kernel] = out[valid]
-    which = C.choose_masked_kernel("auto", device, m)
-    assert torch.equal(outs["auto"], outs[which])  # auto ran the kernel the rule names
+    assert C.choose_masked_kernel("auto", device, G, m) == "ws"  # the anchors: measured faster there (W1)
+    assert torch.equal(outs["auto"], outs["ws"])  # auto ran the ws kernel (same bits)

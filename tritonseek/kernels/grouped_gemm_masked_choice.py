@@ -8,9 +8,26 @@ warp-specialized Gluon ``ws`` kernel (grouped_gemm_ws.grouped_fp8_gemm_masked_ws
   ``tl`` kernel's options: pdl, prefetch_group, max_active_groups or a ``tl`` config key is a ValueError naming it
   (its config keys are grouped_gemm_ws.GROUPED_WS_CONFIG_SPEC's); ``out`` must have its groups stacked densely.
 * "auto": "ws" where it was measured faster — a Hopper CUDA device (not the interpreter), none of the ``tl``-only
-  options given, a densely stacked ``out`` (or none), and rows per group (expected_m, else M_max) ≥
-  ``WS_MIN_ROWS`` — else "tl". The choice reads only host-side values (no device sync: CUDA-graph safe), so the
-  same call always picks the same kernel. ``WS_MIN_ROWS`` None: auto is always "tl" (not yet measured).
+  options given, a densely stacked ``out`` (or none), rows per group (expected_m, else M_max) ≥ ``WS_MIN_ROWS``
+  and rows per group × groups ≥ ``WS_MIN_TOTAL_ROWS`` — else "tl". The choice reads only host-side values (no
+  device sync: CUDA-graph safe), so the same call always picks the same kernel.
+
+H200 measurement (h5wire W1, code 1230905, benchmarks/probe_masked_kernel.py): both kernels through this launcher
+checked against the fp32 reference first (calc_diff 1.4e-6 at the 6 anchors, full and partial masked_m), then one-call
+graphs of tl, ws, tl again and torch._grouped_mm bf16 replayed 40 times interleaved on the GPU clock; masked_m = M_max.
+Median per-round time ratio ws / tl (< 1: ws faster), (N, K) = (4096, 7168) / (7168, 2048):
+  rows 16, groups 1 / 4 / 16:   1.06 1.19 / 1.21 1.63 / 1.10 1.20
+  rows 32:                       1.16 1.28 / 1.12 1.36 / 1.03 1.14
+  rows 64:                       0.96 1.14 / 0.87 1.03 / 0.93 1.01
+  rows 128:                      0.79 1.21 / 0.93 0.88 / 0.87 0.88
+  rows 256:                      0.79 0.97 / 0.75 0.86 / 0.77 0.86
+  rows 512:                      0.80 0.88 / 0.76 0.83 / 0.71 0.88
+  anchors 1×1024, 2×512, 4×256:  0.75 0.90, 0.74 0.88, 0.75 0.86 (ws 1041 / 803, 1089 / 829, 1065 / 817 TFLOP/s)
+A/A control (tl again / tl): 0.99-1.00 at 16 groups, 0.93-1.03 at 4, 1.00-1.21 at one group (largest with ≤ 128
+rows: likely L2 — tl again followed the bf16 peer in half the rounds, which evicts the fp8 weights from the 50 MB L2,
+while tl and ws always followed a kernel reading the same weights; not verified). Hence from 128 rows per
+group (ws / tl 0.87-0.93 with ≥ 4 groups), but not one group of 128 (one (N, K) 21 % slower: 56 short tiles); below 128
+rows the tl kernel wins or ties (64 rows: mixed, ±14 %), and decode (1-16 rows) stays on its swapped tiles.
 """
 
 from __future__ import annotations
@@ -21,8 +38,10 @@ from tritonseek.kernels._utils import interpreter_active
 
 KERNELS = ("auto", "tl", "ws")
 
-# Rows per group (expected_m, else M_max) from which "auto" runs the ws kernel; None = never (until measured).
-WS_MIN_ROWS: int | None = None
+# Rows per group (expected_m, else M_max), and rows per group × groups, from which "auto" runs the ws kernel
+# (the measurement above); WS_MIN_ROWS None would mean never.
+WS_MIN_ROWS: int | None = 128
+WS_MIN_TOTAL_ROWS: int = 256
 
 
 def _is_hopper(dev: torch.device) -> bool:
@@ -46,6 +65,7 @@ def check_kernel(kernel: object) -> str:
 def choose_masked_kernel(
     kernel: str,
     dev: torch.device,
+    E: int,
     M_max: int,
     *,
     expected_m: int | None = None,
@@ -56,7 +76,7 @@ def choose_masked_kernel(
     max_active_groups: int | None = None,
 ) -> str:
     """The kernel ("tl" | "ws") a ``grouped_fp8_gemm_masked`` call with these arguments runs (the operands already
-    checked: dev = a.device, M_max = a.shape[1]). kernel "tl" / "ws" is returned as given once its options are
+    checked: dev = a.device, E = a.shape[0] groups, M_max = a.shape[1]). kernel "tl" / "ws" is returned as given once its options are
     checked; "auto" resolves as the module docstring says. Raises TypeError (kernel not a str) / ValueError (kernel
     unknown; kernel="ws" with a non-Hopper or non-CUDA device, pdl, prefetch_group, max_active_groups or a config
     key of the tl kernel — each naming the argument)."""
@@ -86,7 +106,7 @@ def choose_masked_kernel(
     if not _dense_groups(out, M_max) or not _is_hopper(dev):
         return "tl"
     rows = expected_m if expected_m is not None else M_max
-    return "ws" if WS_MIN_ROWS is not None and rows >= WS_MIN_ROWS else "tl"
+    return "ws" if WS_MIN_ROWS is not None and rows >= WS_MIN_ROWS and rows * E >= WS_MIN_TOTAL_ROWS else "tl"
 
 
 # keys only the tl kernel's config takes (grouped_gemm_masked._CONFIG_KEYS less the shared BLOCK_M / BLOCK_N)
@@ -103,4 +123,4 @@ def _check_ws_config_keys(config: object) -> None:
                                  "grouped_gemm_ws.GROUPED_WS_CONFIG_SPEC (NUM_STAGES, BLOCK_N, ...)")
 
 
-__all__ = ["KERNELS", "WS_MIN_ROWS", "check_kernel", "choose_masked_kernel"]
+__all__ = ["KERNELS", "WS_MIN_ROWS", "WS_MIN_TOTAL_ROWS", "check_kernel", "choose_masked_kernel"]

@@ -216,9 +216,14 @@ class LLM:
             except (ValueError, OSError) as err:
                 raise ValueError(f"cannot read {gen}: {err}") from None
             e = raw.get("eos_token_id") if isinstance(raw, dict) else None
-            if not (e is None or isinstance(e, int) or (isinstance(e, list) and all(isinstance(i, int) for i in e))):
+            is_int = lambda i: isinstance(i, int) and not isinstance(i, bool)  # noqa: E731  (true is no token id)
+            if not (e is None or is_int(e) or (isinstance(e, list) and all(is_int(i) for i in e))):
                 raise ValueError(f"{gen}: eos_token_id must be an int or a list of ints, got {e!r}")
-            ids.update([e] if isinstance(e, int) else (e or []))
+            vocab = self.config.vocab_size
+            for i in [e] if is_int(e) else (e or []):  # as config.json's eos_token_id: an id the model can emit
+                if not 0 <= i < vocab:
+                    raise ValueError(f"{gen}: eos_token_id={e!r} is outside the vocabulary (vocab_size={vocab})")
+            ids.update([e] if is_int(e) else (e or []))
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids

@@ -23,7 +23,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RopeScaling:
-    """YaRN parameters (DeepSeek-V3 ``rope_scaling`` with ``type: yarn``)."""
+    """YaRN parameters (DeepSeek-V3 ``rope_scaling`` with ``type: yarn``).
+
+    From config.json: factor (a finite number >= 1) and original_max_position_embeddings (an int > 0) are required;
+    beta_fast > beta_slow > 0 and mscale, mscale_all_dim >= 0 are finite numbers, the defaults below when missing or
+    null. Strings and bools are refused, not converted (ConfigError naming the field)."""
 
     factor: float
     original_max_position_embeddings: int
@@ -125,7 +129,7 @@ class ModelConfig:
     def eos_token_ids(self) -> tuple[int, ...]:
         if self.eos_token_id is None:
             return ()
-        if isinstance(self.eos_token_id, int):
+        if _is_int(self.eos_token_id):
             return (self.eos_token_id,)
         return tuple(self.eos_token_id)
 
@@ -194,6 +198,11 @@ class ModelConfig:
             raise ConfigError(f"qk_rope_head_dim={self.qk_rope_head_dim} must be even (RoPE pairs)")
         _positive_float("rms_norm_eps", self.rms_norm_eps)
         _positive_float("rope_theta", self.rope_theta)
+        # used by the MoE router only, but a bad value is refused for a dense model too (never silently ignored):
+        # NaN / <= 0 / "2.5" / null gave garbage or late errors, and the backends disagreed on 0
+        _positive_float("routed_scaling_factor", self.routed_scaling_factor)
+        if not isinstance(self.norm_topk_prob, bool):
+            raise ConfigError(f"norm_topk_prob={self.norm_topk_prob!r} must be true or false")
         hidden_act = self.extra.get("hidden_act", "silu")
         if hidden_act != "silu":
             raise ConfigError(f"hidden_act={hidden_act!r} is not supported; DeepSeek models use 'silu'")
@@ -206,7 +215,7 @@ class ModelConfig:
         if self.is_moe:
             for name in ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size"):
                 _positive_int(name, getattr(self, name))
-            if self.n_shared_experts is not None and (not isinstance(self.n_shared_experts, int) or self.n_shared_experts < 0):
+            if self.n_shared_experts is not None and (not _is_int(self.n_shared_experts) or self.n_shared_experts < 0):
                 raise ConfigError(f"n_shared_experts={self.n_shared_experts!r} must be an int >= 0")
             _positive_int("n_group", self.n_group)
             _positive_int("topk_group", self.topk_group)
@@ -223,16 +232,18 @@ class ModelConfig:
                 )
             if self.topk_method == "noaux_tc" and self.n_group > 1 and self.n_routed_experts // self.n_group < 2:
                 raise ConfigError("noaux_tc group scores sum the top-2 experts: each group needs >= 2 experts")
-        if not isinstance(self.first_k_dense_replace, int) or self.first_k_dense_replace < 0:
+        if not _is_int(self.first_k_dense_replace) or self.first_k_dense_replace < 0:
             raise ConfigError(f"first_k_dense_replace={self.first_k_dense_replace!r} must be an int >= 0")
-        if not isinstance(self.num_nextn_predict_layers, int) or not 0 <= self.num_nextn_predict_layers <= 1:
+        if not _is_int(self.num_nextn_predict_layers) or not 0 <= self.num_nextn_predict_layers <= 1:
             raise ConfigError(
                 f"num_nextn_predict_layers={self.num_nextn_predict_layers!r} is not supported; expected 0 or 1"
             )
         for name in ("bos_token_id", "eos_token_id"):
             v = getattr(self, name)
-            for tid in ([] if v is None else [v] if isinstance(v, int) else v):
-                if not isinstance(tid, int) or not 0 <= tid < self.vocab_size:
+            if not (v is None or _is_int(v) or isinstance(v, (list, tuple))):
+                raise ConfigError(f"{name}={v!r} must be an int or a list of ints")
+            for tid in ([] if v is None else [v] if _is_int(v) else v):
+                if not _is_int(tid) or not 0 <= tid < self.vocab_size:
                     raise ConfigError(f"{name}={v!r} is outside the vocabulary (vocab_size={self.vocab_size})")
         if self.torch_dtype not in ("bfloat16", "float16", "float32", "torch.bfloat16", "torch.float32", "torch.float16"):
             raise ConfigError(f"torch_dtype={self.torch_dtype!r} is not supported")
@@ -257,8 +268,13 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     return 0.1 * mscale * math.log(factor) + 1.0
 
 
+def _is_int(value: Any) -> bool:
+    """An integer field's value: a JSON integer, never a bool (true is an int to isinstance)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not _is_int(value) or value <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
 
 
@@ -290,20 +306,36 @@ def _parse_rope(raw: dict[str, Any]) -> tuple[float, RopeScaling | None]:
         return theta, None
     if kind != "yarn":
         raise ConfigError(f"rope_scaling.type={kind!r} is not supported; only 'yarn' is")
-    try:
-        rs = RopeScaling(
-            factor=float(scaling["factor"]),
-            original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
-            beta_fast=float(scaling.get("beta_fast", 32.0) or 32.0),
-            beta_slow=float(scaling.get("beta_slow", 1.0) or 1.0),
-            mscale=float(scaling.get("mscale", 1.0) or 1.0),
-            mscale_all_dim=float(scaling.get("mscale_all_dim", 0.0) or 0.0),
-        )
-    except KeyError as e:
-        raise ConfigError(f"rope_scaling.{e.args[0]} is missing for yarn") from None
-    if rs.factor < 1.0:
-        raise ConfigError(f"rope_scaling.factor={rs.factor} must be >= 1")
+    if "factor" not in scaling or scaling["factor"] is None:
+        raise ConfigError("rope_scaling.factor is missing for yarn")
+    ompe = scaling.get("original_max_position_embeddings")
+    if ompe is None:
+        raise ConfigError("rope_scaling.original_max_position_embeddings is missing for yarn")
+    if not _is_int(ompe) or ompe <= 0:  # 0 was a "math domain error" when the RoPE table was built
+        raise ConfigError(f"rope_scaling.original_max_position_embeddings={ompe!r} must be a positive integer")
+    rs = RopeScaling(
+        factor=_rope_float(scaling, "factor", None, 1.0, ">="),
+        original_max_position_embeddings=ompe,
+        beta_fast=_rope_float(scaling, "beta_fast", 32.0, 0.0, ">"),
+        beta_slow=_rope_float(scaling, "beta_slow", 1.0, 0.0, ">"),
+        mscale=_rope_float(scaling, "mscale", 1.0, 0.0, ">="),
+        mscale_all_dim=_rope_float(scaling, "mscale_all_dim", 0.0, 0.0, ">="),
+    )
+    if rs.beta_fast <= rs.beta_slow:  # the ramp between the correction dims would run backwards
+        raise ConfigError(f"rope_scaling.beta_fast={rs.beta_fast} must be greater than beta_slow={rs.beta_slow}")
     return theta, rs
+
+
+def _rope_float(scaling: dict[str, Any], key: str, default: float | None, bound: float, op: str) -> float:
+    """rope_scaling[key] as a float: a finite JSON number (not a bool, not a string) ``op`` bound; missing or null
+    gives the default. A present 0 is checked like any value (it used to be replaced by the default)."""
+    v = scaling.get(key)
+    if v is None:
+        return default
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not ok or not (v >= bound if op == ">=" else v > bound):
+        raise ConfigError(f"rope_scaling.{key}={v!r} must be a finite number {op} {bound:g}")
+    return float(v)
 
 
 def _parse_quant(q: Any) -> QuantConfig | None:

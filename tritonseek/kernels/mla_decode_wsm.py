@@ -35,28 +35,22 @@ wait: ptxas then serializes every wgmma of the kernel (C7512). Shared memory: 2 
 + 1 KB = 217 KB (+ ~4 KB of layout-conversion scratch with OVEC 2: 226.5 KB of 227); setmaxnreg 240 / 240 / 24
 (consumers / TMA warp).
 
-H200, b128 page 64, split + combine as one CUDA graph, every case with h_q·s_q ≥ 64 (benchmarks/results/h200.jsonl,
-W2 at eca038b, the previous default mla_decode_ws in the same run): h128 s_q2 s_k 8192 fixed 1454.3 → 1081.0 µs
-(401.7 → 540.4 TFLOP/s), varlen 1594.6 → 1209.2 (535.9); s_k 4096 771.3 → 597.6 (488.7), 782.2 → 614.5; h128
-s_q1 s_k 8192 fixed / varlen 734.9 → 585.4 (498.9), 762.9 → 609.9, s_k 4096 398.4 → 332.2, 429.2 → 362.3; h64 s_q2
-s_k 8192 738.6 → 586.2 (498.2), 821.0 → 651.7, s_k 4096 409.9 → 335.3, 412.5 → 346.9; 64 rows (h64 s_q1, h32
-s_q2; with the packed schedule) s_k 8192 fixed 384.9 → 334.2, 384.4 → 335.9, varlen 416.4 → 373.4, 448.2 → 401.5;
-s_k 4096 fixed 211.3 → 196.5, 213.5 → 197.8, varlen 251.0 → 236.1, 238.6 → 224.7. All correct (cosine
-difference ≤ 1.8e-6 against fp32). Measured and slower (code at eca038b, config WSM_SYNC 2 / 1): the 64-key tile
-split between the warpgroups by keys (each S at N = 32 for its 32 keys; row maxima and P exchanged through
-shared memory with 2 barriers per tile, or P read into registers with 1): h128 s_q2 s_k 4096 676.1 µs, s_k 8192
-1236.3 (2 barriers, W2) vs 597.6 / 1081.0 here; 1 barrier 1-3 % slower than 2 (W1 at 91750c4: 680.4 vs 670.0).
+H200, b128 page 64, split + combine as one CUDA graph (W2 at eca038b, against the previous default mla_decode_ws in
+the same run; every row in benchmarks/results/h200.jsonl): every case with h_q·s_q ≥ 64 faster, e.g. h128 s_q2 s_k
+8192 fixed 1454.3 → 1081.0 µs (401.7 → 540.4 TFLOP/s), h128 s_q1 734.9 → 585.4, h64 s_q2 738.6 → 586.2; all correct
+(cosine difference ≤ 1.8e-6 against fp32). Measured and slower (code at eca038b, config WSM_SYNC 2 / 1): the 64-key
+tile split between the warpgroups by keys (each S at N = 32; row maxima and P exchanged through shared memory with 2
+barriers per tile, or P read into registers with 1): h128 s_q2 s_k 4096 676.1 µs, s_k 8192 1236.3 vs 597.6 / 1081.0.
 
-Sequence switches (session 19; the DIAG stamps, ``launch_split_wsm(diag=...)``, H200 W1 at d91fd0f, h128 s_q1 s_k
-4096 fixed, ~2.0 µs per tile): the consumers' own query loads took 5.4-5.9 µs per sequence, and the epilogue of an
-unsplit sequence 10-11 µs: its bf16 out stores were 2-byte ``st.global.b16`` (256 per thread) because out's strides
-are not specialized, so their alignment was unknown (fp32 partials: 8-byte stores, 3.3-4.1 µs). Config knobs, on by
-default for the WSM entries since W2 at e0bd947 (``mla_decode_config._WSM_KNOBS``; figures there): QTMA, the TMA
-warp loads the next query tile into the (single) query buffer as soon as both warpgroups' last score matmul of the
-sequence completed (query wait 0.3 µs); OVEC 2, out strides passed in units of 8 elements and each warp's [16, 256]
-block re-laid out to 8 consecutive values per thread (16-byte stores; unsplit epilogue 4.4 µs; OVEC 1: alignment
-only, 4-byte stores); PART16, 16-bit partials (16-byte stores with OVEC 2; fp32 partials keep the 8-byte stores).
-Measured and off: SEQPF (lengths and split counts loaded a sequence ahead), neutral.
+Sequence switches (session 19, DIAG stamps ``launch_split_wsm(diag=...)``, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
+fixed, ~2.0 µs per tile): the consumers' own query loads took 5.4-5.9 µs per sequence and an unsplit sequence's
+epilogue 10-11 µs (2-byte ``st.global.b16`` out stores: out's strides are not specialized). Knobs on by default for
+the WSM entries since W2 at e0bd947 (``mla_decode_config._WSM_KNOBS``, figures there): QTMA (the TMA warp loads the
+next query tile once both warpgroups' last score matmul of the sequence completed: query wait 0.3 µs), OVEC 2 (out
+strides in units of 8 elements, each warp's [16, 256] block re-laid out to 8 values per thread: 16-byte stores,
+unsplit epilogue 4.4 µs), PART16 (16-bit partials). Measured and off: SEQPF (lengths and split counts loaded a
+sequence ahead), neutral; OTMA (session 20, W1 at 1230905: out and 16-bit partials by TMA stores through the query
+buffer: unsplit epilogue 4.4 → 2.05 µs, but the next query load no longer overlaps it; the whole op did not move).
 """
 
 from __future__ import annotations
@@ -77,12 +71,9 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels.mla_decode_config import _WSM_KNOBS
 from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail, smem_layout
 from tritonseek.kernels.mla_decode_ws_parts import _seq_tiles, _stamp
+from tritonseek.kernels.mla_decode_wsm_parts import (D_LATENT, D_ROPE, HALF_V, ROWS, TILE_N, _L_SWAPPED, _Q_FREE,
+                                                   _Q_READY, _Q_WRITTEN, _X1, _X2, _sync, _write_rows)
 
-D_LATENT = gl.constexpr(512)
-D_ROPE = gl.constexpr(64)
-TILE_N = gl.constexpr(64)  # keys per cache tile (and S's N)
-HALF_V = gl.constexpr(256)  # value columns per warpgroup (O's N)
-ROWS = gl.constexpr(64)  # query rows per program (wgmma M)
 _TN = 64
 
 # Launch knobs: ring depth (2: the 72 KB tiles and the 72 KB query tile fill the shared memory), the second
@@ -94,21 +85,11 @@ _TN = 64
 # the load overlaps that sequence's last value matmuls and its output stores instead of following them (the
 # consumers' own 32-row loads are ~18 dependent 16-byte loads per thread, then a barrier). SEQPF (measured neutral):
 # the next sequence's length and this one's split count are loaded at the sequence's start, off the path between two
-# sequences. OVEC 1 / 2: vectorized output stores (see _store_vec). OTMA (with QTMA; rows_total a multiple of 64, out
-# contiguous): once both warpgroups finished a sequence (the row-sum swap), each writes its O half (bf16) into the
-# query buffer (no wgmma reads it any more) and stores it with one TMA store (out, or a 16-bit partial slot: PART_TMA);
-# the buffer is released for the next query tile (Q_FREE) once the stores have read it, not after the last score
-# matmul (the next query load then follows the epilogue instead of overlapping the last value matmuls).
+# sequences. OVEC 1 / 2: vectorized output stores (mla_decode_wsm_parts._store_vec). OTMA (with QTMA, rows_total % 64
+# == 0, out contiguous): after the row-sum swap each warpgroup's O half goes through the query buffer by one TMA store
+# (out, or 16-bit partials: PART_TMA), and the buffer is released (Q_FREE) once the stores have read it.
 WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0, OTMA=False)
 _MAXNREG = 168
-# index of each barrier between the consumer warpgroups (bars): query tile written, X1 (warpgroup 0 → 1: m0 and
-# P0 published), X2 (1 → 0: m1 and P1), row sums swapped
-_Q_WRITTEN = gl.constexpr(0)
-_X1 = gl.constexpr(1)
-_X2 = gl.constexpr(2)
-_L_SWAPPED = gl.constexpr(3)
-_Q_READY = gl.constexpr(4)  # QTMA: the query tile landed (TMA transaction count)
-_Q_FREE = gl.constexpr(5)  # QTMA: both warpgroups' last score matmul of the sequence completed
 
 
 def wsm_config(seqlen_q: int, num_heads: int) -> dict:
@@ -118,14 +99,6 @@ def wsm_config(seqlen_q: int, num_heads: int) -> dict:
     del seqlen_q, num_heads  # every rows count > 32 uses 64-row head tiles
     return dict(BLOCK_H=64, BLOCK_N=64, num_warps=8, num_stages=2, PARTS_PER_SM=1, USE_TMA=True, GLUON=True,
                 WS_WGS=2, WSM=True, **_WSM_KNOBS)
-
-
-@gluon.jit
-def _sync(bars, i: gl.constexpr, phase):
-    # both consumer warpgroups reach this point (this warpgroup's shared stores done before it arrives)
-    gl.thread_barrier()
-    mbarrier.arrive(bars.index(i), count=1)
-    mbarrier.wait(bars.index(i), phase)
 
 
 @gluon.jit
@@ -160,96 +133,6 @@ def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
         q_lat.slice(c * 64, 64, dim=1).store(gl.load(qb + gl.expand_dims(c * 64 + c64, 0), mask=rows_ok, other=0.0))
     q_rope.store(gl.load(qb + gl.expand_dims(D_LATENT + c64, 0), mask=rows_ok, other=0.0))
     fence_async_shared()  # read next by the tensor cores
-
-
-@gluon.jit
-def _write_rows(acc, m_i, l_i, x_mine, x_other, bars, phase, b, pid, rows_total, rows_o, o_row, l_row, cols,
-                n_split, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_ob, stride_lb, num_heads, stride_os, stride_oh,
-                W: gl.constexpr, OVEC: gl.constexpr, q_lat, od_desc, pd_desc, OTMA: gl.constexpr,
-                PART_TMA: gl.constexpr):
-    # l = this warpgroup's row sums + the other's (through x_mine / x_other); O_W / l (and lse, base-2 maxima →
-    # natural log) → out / lse for an unsplit sequence (n_split 1), else its partial slot (fp32, or the 16-bit
-    # dtype with config PART16). OTMA: O_W through the query buffer's columns 256W.. by one TMA store (PART_TMA: the
-    # 16-bit partials too; fp32 partials from registers), then the buffer is released to the TMA warp (Q_FREE)
-    orow_l: gl.constexpr = rows_o.type.layout
-    x_mine.store(l_i)
-    _sync(bars, _L_SWAPPED, phase)
-    l_all = l_i + x_other.load(l_i.type.layout)
-    has = l_all != 0.0  # NaN scores: out and lse NaN, as mla_decode_ref
-    inv_l = gl.where(has, 1.0 / gl.where(has, l_all, 1.0), 0.0)
-    lse = gl.where(has, (m_i + gl.log2(gl.where(has, l_all, 1.0))) * 0.6931471805599453, float("-inf"))
-    o = acc * gl.expand_dims(gl.convert_layout(inv_l, orow_l), 1)
-    lse = gl.convert_layout(lse, orow_l)
-    row_ok = rows_o < rows_total
-    if OTMA:
-        # after the swap above both warpgroups are past their last wgmma: the query buffer is free to hold O
-        row0 = gl.program_id(0) * ROWS
-        if n_split == 1:
-            _store_tma(o, q_lat, od_desc, b * rows_total + row0, W)
-            if W == 0:
-                gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
-        else:
-            slot = (pid + b).to(gl.int64) * rows_total
-            if PART_TMA:
-                _store_tma(o, q_lat, pd_desc, slot.to(gl.int32) + row0, W)
-            else:
-                p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
-                gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
-            if W == 0:
-                gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
-        gl.thread_barrier()  # every thread is past its stores' reads of the buffer (store_wait in the issuing one)
-        mbarrier.arrive(bars.index(_Q_FREE), count=1)
-    elif n_split == 1:
-        if OVEC == 2:
-            _store_vec(o.to(out_ptr.dtype.element_ty), out_ptr + b.to(gl.int64) * stride_ob, num_heads, stride_os,
-                       stride_oh, rows_total, W)
-        else:
-            o_ptrs = out_ptr + b.to(gl.int64) * stride_ob + (gl.expand_dims(o_row, 1) + gl.expand_dims(cols, 0))
-            gl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
-        if W == 0:
-            gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
-    else:
-        slot = (pid + b).to(gl.int64) * rows_total
-        # a partial row is 512 contiguous values (rows_total rows per slot); fp32 partials keep the accumulator
-        # layout's 8-byte stores (their relayout through shared memory cost more than it saved: H200 W2)
-        if OVEC == 2 and opart_ptr.dtype.element_ty.primitive_bitwidth == 16:
-            _store_vec(o.to(opart_ptr.dtype.element_ty), opart_ptr + slot * D_LATENT, rows_total, 0, D_LATENT,
-                       rows_total, W)
-        else:
-            p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows_o * D_LATENT, 1) + gl.expand_dims(cols, 0))
-            gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 1))
-        if W == 0:
-            gl.store(lpart_ptr + slot + rows_o, lse, mask=row_ok)
-
-
-@gluon.jit
-def _store_tma(o, q_lat, desc, row, W: gl.constexpr):
-    # OTMA: warpgroup W's [64, 256] block (16-bit) → its columns of the query buffer → one TMA store of rows row ..
-    # row + 63, columns 256W .. of desc's [rows, 512] view (rows_total % 64 == 0: every row is this tile's own);
-    # the buffer has been read by the store on return (in the issuing thread: the caller's barrier then covers all)
-    buf = q_lat.slice(W * HALF_V, HALF_V, dim=1)
-    buf.store(o.to(buf.dtype))
-    fence_async_shared()  # the generic-proxy writes above, before the async-proxy (TMA) read
-    gl.thread_barrier()
-    tma.async_copy_shared_to_global(desc, [row, W * HALF_V], buf)
-    tma.store_wait(0)
-
-
-@gluon.jit
-def _store_vec(o, base, num_heads, stride_os, stride_oh, rows_total, W: gl.constexpr):
-    # OVEC: warpgroup W's [64, 256] output block re-laid out inside each warp (same rows per warp as the wgmma
-    # accumulator, so shuffles, no shared memory) to 8 consecutive columns per thread, then stored: each warp store
-    # writes 64 contiguous bytes of each of 8 rows (the accumulator layout writes 2 values per thread, i.e. 16-byte
-    # pieces of a row for 16-bit outputs: half sectors). Row r (= s·h_q + h) goes to base + s·stride_os + h·stride_oh.
-    st_l: gl.constexpr = gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2], [0, 4], [8, 0], [0, 32], [0, 64], [0, 128]],
-        lane_bases=[[0, 8], [0, 16], [1, 0], [2, 0], [4, 0]], warp_bases=[[16, 0], [32, 0]], block_bases=[],
-        shape=[ROWS, HALF_V])
-    ov = gl.convert_layout(o, st_l)
-    rows = gl.program_id(0) * ROWS + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_l))
-    cols = W * HALF_V + gl.arange(0, HALF_V, layout=gl.SliceLayout(0, st_l))
-    off = (rows // num_heads).to(gl.int64) * stride_os + (rows % num_heads).to(gl.int64) * stride_oh
-    gl.store(base + (gl.expand_dims(off, 1) + gl.expand_dims(cols, 0)), ov, mask=gl.expand_dims(rows < rows_total, 1))
 
 
 @gluon.jit

@@ -12,7 +12,8 @@ default: the plain 128×128 PIPE0 tiles, i.e. the committed kernel without WIDE)
 --gpu-ab N (session 18; the method of bench_grouped_ws.py --ab): the committed config, every --variant NAME=GLUON-JSON
 (the committed tl config with that GLUON entry, e.g. '{"STREAM_K": true}') and cuBLAS block-scaled are each captured
 as one CUDA graph of one call per rotated input set, then replayed N rounds interleaved (order reversed every round),
-every replay queued behind a device sleep and timed on the GPU clock (host launch latency outside the events). Prints
+every replay queued behind a device sleep and timed on the GPU clock (host launch latency outside the events;
+--sustained: no sleeps, after as many warm-up rounds, so the sides run power-capped as in the suite's passes). Prints
 per shape each side's median µs / TFLOP/s and its median per-round ratio to the committed config; --rows FILE appends
 one JSON row per shape and side.
 """
@@ -108,8 +109,11 @@ def _check(sets, ref, cfg) -> float | None:
     return None if torch.isnan(out).any().item() else calc_diff(out.float(), ref)
 
 
-def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sleep_cycles: int = 200_000):
-    """Interleaved GPU-clock A/B (see the module docstring) of the committed config, the variants and cuBLAS."""
+def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sleep_cycles: int = 200_000,
+           sustained: bool = False):
+    """Interleaved GPU-clock A/B (see the module docstring) of the committed config, the variants and cuBLAS.
+    sustained: no device sleep between replays, after as many unrecorded warm-up rounds, so every side is timed in the
+    power-capped state of the suite's back-to-back 40 ms passes (the sleeps let the GPU cool between replays)."""
     from benchmarks.bench_grouped_ws import _interleaved_gpu_us  # h3moe's timer (session 17), one graph per side
     sets = make_sets(m, n, k, torch.device("cuda"))
     a_q, a_s, b_q, b_s, _ = sets[0]
@@ -134,9 +138,12 @@ def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sl
     if n % 128 == 0:
         runs["cublas"] = [peer_fn(s[0], s[1], s[2], s[3], n)[0] for s in sets]
     # one graph per side holding one call per input set (rotated so L2 does not hold the weights), per-call µs
+    sides = {name: (lambda fs=fs: [f() for f in fs]) for name, fs in runs.items()}
     try:
-        res = _interleaved_gpu_us({name: (lambda fs=fs: [f() for f in fs]) for name, fs in runs.items()}, rounds,
-                                  sleep_cycles)
+        if sustained:
+            sleep_cycles = 0
+            _interleaved_gpu_us(sides, rounds, 0)  # warm-up into the power cap, not recorded
+        res = _interleaved_gpu_us(sides, rounds, sleep_cycles)
     except Exception as e:  # a capture failure is a finding, not a crash
         print(json.dumps(dict(case=[m, n, k], error=f"{type(e).__name__}: {e}"[:300])), flush=True)
         return
@@ -157,8 +164,10 @@ def gpu_ab(m, n, k, variants: dict, rounds: int, rows_path: str, commit: str, sl
                    ratio_to_committed=round(ratio, 4) if ratio else None,
                    p10_us=round(sorted(us[name])[len(us[name]) // 10], 2),
                    p90_us=round(sorted(us[name])[len(us[name]) * 9 // 10], 2), rounds=rounds, n_sets=len(sets),
-                   calc_diff=diffs.get(name), timing="gpu_clock_interleaved", **env)
-        print(f"  gpu-ab {m}x{n}x{k} {name:>12}: {med:8.2f} us {flop / med / 1e6:7.1f} TFLOP/s ratio "
+                   calc_diff=diffs.get(name),
+                   timing="gpu_clock_interleaved_sustained" if sustained else "gpu_clock_interleaved", **env)
+        mode = " sustained" if sustained else ""
+        print(f"  gpu-ab{mode} {m}x{n}x{k} {name:>12}: {med:8.2f} us {flop / med / 1e6:7.1f} TFLOP/s ratio "
               f"{(ratio or 0):.4f} (p10 {row['p10_us']}, p90 {row['p90_us']})", flush=True)
         if rows_path:
             with open(rows_path, "a") as f:
@@ -205,13 +214,16 @@ def main():
     p.add_argument("--variant", action="append", default=[], type=named_variant,
                    help="NAME=GLUON-JSON (or NAME=@s17, NAME=null), with --gpu-ab (repeatable)")
     p.add_argument("--rows", default="", type=out_file, help="with --gpu-ab: append JSON rows here")
+    p.add_argument("--sustained", action="store_true",
+                   help="with --gpu-ab: replays back to back (no device sleep) after N warm-up rounds: the "
+                        "power-capped state of the suite's 40 ms passes")
     args = p.parse_args()
     require_cuda("probe_fp8_gemm_ab")
     commit = git_commit()
     variants = dict(args.variant)
     for shape in args.shapes:
         if args.gpu_ab:
-            gpu_ab(*shape, variants, args.gpu_ab, args.rows, commit)
+            gpu_ab(*shape, variants, args.gpu_ab, args.rows, commit, sustained=args.sustained)
         else:
             ab(*shape, args.b, args.rounds)
     if args.k_sweep:

@@ -162,6 +162,11 @@ def test_wgs_for_picks_192_row_tiles_where_their_waves_win():
     assert picks == {(2112, 7168): 3, (24576, 1536): 3, (32768, 512): 3, (7168, 16384): 2, (4096, 7168): 2,
                      (7168, 2048): 2}
     assert all(W.wgs_for(m, n, 128, 132) == 2 for m in (256, 512) for n, _ in _REAL_NK)
+    # with SCALE_AHEAD (the 192-row tiles' cost 1.37, session 20 W1): 7168×16384 moves to 192 rows at M = 4096 (0.964
+    # measured), 4096×7168 stays at 128 (192 rows measured 1.045); M ≤ 1024 keeps 128-row tiles at 7168×16384
+    ahead = {(n, k): W.wgs_for(4096, n, 128, 132, ahead=True) for n, k in _REAL_NK}
+    assert ahead[(7168, 16384)] == 3 and ahead[(4096, 7168)] == 2 and ahead[(2112, 7168)] == 3
+    assert all(W.wgs_for(m, 7168, 128, 132, ahead=True) == 2 for m in (129, 256, 512, 1024))
     # PIPE0 (block 0 inside the two-in-flight loop) is the default where it was measured (M = 4096), not for the
     # M ≤ 128 Gluon entries of fp8_gemm.py
     assert W.ws_config(4096, 7168, 2048)["PIPE0"] and not W.ws_config(128, 7168, 2048)["PIPE0"]
@@ -175,7 +180,9 @@ def _cpu_operands(m=8, n=128, k=256):
 
 def test_ws_rejects_non_cuda():
     a, a_s, b, b_s = _cpu_operands()
-    with pytest.raises(ValueError, match="CUDA"):
+    with pytest.raises(ValueError, match="CUDA.*"):
+        fp8_gemm_nt_ws(a, a_s, b, b_s)
+    with pytest.raises(ValueError, match="fp8_gemm_nt_ws is a Gluon kernel"):  # names the launcher called
         fp8_gemm_nt_ws(a, a_s, b, b_s)
 
 

@@ -167,7 +167,11 @@ _DEFAULT_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=
 # session 15 H200 runs above: waves3 × cost < waves2 picks the faster kernel on all six M = 4096 shapes for any cost
 # in [1.40, 1.465) (2112×7168: 3 vs 5 waves, 24576×1536: 32 vs 47, 32768×512: 43 vs 63 → 192 rows; 7168×16384 and
 # 7168×2048: 10 vs 14, 4096×7168: 6 vs 8 → 128 rows). Before PIPE (UNROLL2 128-row tiles, session 14) it was 1.365.
+# With SCALE_AHEAD (its serial loop no longer waits on each block's scale load) 1.37: H200 s20 W1 at 1230905, 192-row
+# SCALE_AHEAD / 128-row PIPE0 time 0.964 at 7168×16384 (10 vs 14 waves: 1.35 per tile), 1.045 at 4096×7168 (6 vs 8:
+# 1.39), 0.998 at 7168×2048 (1.40), so 192 rows at 7168×16384 only among those.
 _WGS3_TILE_COST = 1.45
+_WGS3_AHEAD_TILE_COST = 1.37
 
 
 def ws_config(m: int, n: int, k: int) -> dict:
@@ -206,11 +210,12 @@ def check_ws_config(cfg: dict) -> None:
                          f"192-row tiles (WGS=3); got PIPE={cfg.get('PIPE')}, BLOCK_N={cfg.get('BLOCK_N')}, WGS={wgs}")
 
 
-def wgs_for(m: int, n: int, block_n: int, num_sms: int) -> int:
-    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2."""
+def wgs_for(m: int, n: int, block_n: int, num_sms: int, ahead: bool = False) -> int:
+    """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2;
+    ahead: the config has SCALE_AHEAD 1 (cheaper 192-row tiles, ``_WGS3_AHEAD_TILE_COST``)."""
     waves2 = triton.cdiv(triton.cdiv(m, 128) * triton.cdiv(n, block_n), num_sms)
     waves3 = triton.cdiv(triton.cdiv(m, 192) * triton.cdiv(n, block_n), num_sms)
-    return 3 if waves3 * _WGS3_TILE_COST < waves2 else 2
+    return 3 if waves3 * (_WGS3_AHEAD_TILE_COST if ahead else _WGS3_TILE_COST) < waves2 else 2
 
 
 def wide_for(m: int, n: int, num_sms: int) -> bool:
@@ -479,15 +484,16 @@ def gluon_ws_supported(device: torch.device) -> bool:
     return _capability_major(device.index if device.index is not None else torch.cuda.current_device()) == 9
 
 
-def _check_cuda_sm90(t: torch.Tensor) -> None:
+def _check_cuda_sm90(t: torch.Tensor, fn: str = "fp8_gemm_nt_ws") -> None:
+    # fn: the public launcher the caller is (its name in the message; fp8_gemm_ws_sk passes fp8_gemm_nt_sk)
     if t.device.type != "cuda":
         raise ValueError(
-            f"a is on {t.device}: fp8_gemm_nt_ws is a Gluon kernel that runs only on CUDA (sm_90 Hopper); "
+            f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); "
             "Gluon has no interpreter path — use fp8_gemm_nt (interpreter) or the reference on CPU"
         )
     major = torch.cuda.get_device_capability(t.device)[0]
     if major != 9:
-        raise ValueError(f"fp8_gemm_nt_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
+        raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
 
 def fp8_gemm_nt_ws(
@@ -555,7 +561,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     bm, bn, wgs = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["WGS"]
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     if wgs is None:  # per problem; 192-row tiles take at most 4 stages (4 × 40 KB + 48 KB of epilogue ≤ 227 KB)
-        wgs = wgs_for(m, n, bn, _num_sms(dev)) if cfg["SPLIT"] and bn == 128 else 2
+        wgs = wgs_for(m, n, bn, _num_sms(dev), bool(cfg["SCALE_AHEAD"])) if cfg["SPLIT"] and bn == 128 else 2
         if wgs == 3:
             cfg["NUM_STAGES"] = min(int(cfg["NUM_STAGES"]), 4)
     # 192-row and WIDE tiles: registers for one product set only (serial loops)

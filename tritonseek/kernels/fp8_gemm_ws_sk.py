@@ -49,6 +49,16 @@ Session 19: SCALE_AHEAD 1 (fp8_gemm_ws_loop: each K-block pair's scales loaded a
 SASS the next block's scale product waited on its load right before the second wgmma's issue): 128×7168×16384 GRID 112
 46.20 → 43.72 µs (W1, 346898a, A/A 0.999) and 46.48 → 44.69 (W2, 460236b, A/A 0.998), fp8_gemm_nt's entry since.
 
+Session 20 (H200 W1 at 1230905, interleaved GPU clock, 128×7168×16384, time ratio to the committed GRID 112 + SCALE_AHEAD
+entry, A/A 1.0016; cuBLAS 51.22 µs vs 44.88): a two-contributor tile merged with both partials' loads issued before
+the add (one L2 round trip instead of the loop's two dependent ones; code in git at 3c994ba) 1.0009, and 44.96 vs
+45.10 µs at the suite's 40 ms timing: nothing, dropped (its num_k_blocks == 1 specialization also tripped an LLVM
+assertion in Triton 3.6's TritonGPU-to-LLVM lowering). With it: 5 stages 0.9998, GRID 120 1.091, GRID 132 1.083 (tiles
+split in up to three pieces); BLOCK_N 64 with GRID 112 (one whole 128×64 tile per CTA: no fix-up at all) 1.008. So
+GRID 112 stays. The segment loops do not have the Triton 3.6 Gluon frontend bug found in session 19 (a loop-carried
+variable read only as a nested range() start is not carried): their only carried value, the ring slot ``it``, is read in
+the inner body, and k_lo / k_hi are recomputed per segment (TTGIR: ``it`` passes through both scf.for levels).
+
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """
 
@@ -87,16 +97,11 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # SCALE_AHEAD (0/1, with PIPE): fp8_gemm_ws_loop's scale loads one K-block pair ahead (that module's docstring).
 # PART_BLOCKED: the fix-up's partials in a coalesced blocked layout (see _sk_fixup; its layout conversion takes
 # 32 KB of shared memory per warpgroup, so ≤ 4 stages of 128×128 beside the TMA-store buffers).
-# FAST_FIXUP (session 20, off until measured): where a tile has two contributors (every split tile at GRID 112 for
-# 128×7168×16384) the merging warpgroup issues both partials' loads before the add, one L2 round trip instead of the
-# loop's two dependent ones; the sum is the loop's CTA order. (Also tried, not kept: the count's re-read replaced by a
-# scalar atomic whose old value Triton broadcasts through shared memory: 96 bytes of spills inside the K loop.)
 _DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
-                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0,
-                   FAST_FIXUP=False)
+                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0)
 SK_CONFIG_SPEC: dict = dict(
     BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
-    DP=bool, TMA_STORE=bool, PART_BLOCKED=bool, SCALE_AHEAD=(0, 1), FAST_FIXUP=bool,
+    DP=bool, TMA_STORE=bool, PART_BLOCKED=bool, SCALE_AHEAD=(0, 1),
     UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
 )
 _BLOCK_M = 128
@@ -250,8 +255,7 @@ def _sk_rearm(ctr, old, full):
 @gluon.jit
 def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, num_k_blocks,
               num_programs, total, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-              BLOCK_N: gl.constexpr, PART_BLOCKED: gl.constexpr, FAST_FIXUP: gl.constexpr, row_layout: gl.constexpr,
-              col_layout: gl.constexpr):
+              BLOCK_N: gl.constexpr, PART_BLOCKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # a partial segment of tile t (stream-K tile u): this warpgroup's rows → workspace slot, arrive; the thread that
     # reads the full count sums the tile's partials in CTA order (fixed) and writes its own elements of out.
     # PART_BLOCKED: partials, merge and output in a row-major blocked layout (16-byte accesses, a warp covers whole
@@ -275,24 +279,14 @@ def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, strid
     first = _sk_owner(u * num_k_blocks, num_programs, total)
     last = _sk_owner(u * num_k_blocks + num_k_blocks - 1, num_programs, total)
     ctr = cnt_ptr + t * (BLOCK_M // ROWS) + ROW0 // ROWS
-    full = last - first + 1  # one increment per contributing warpgroup
     cur, old = _sk_arrive(ctr)
-    merge = cur == full
-    if merge:
-        if FAST_FIXUP and full == 2:
-            # both partials' loads issued before the add (one L2 round trip, not one per contributor as in the loop
-            # below, whose loads wait for the previous add); the own partial is re-read (an L2 hit) like the other.
-            # first + last: the loop's CTA-order sum (0 + x) + y but for the sign of a zero
-            sl0 = first * 2 + (u != _sk_start(first, num_programs, total) // num_k_blocks).to(gl.int32)
-            sl1 = last * 2 + (u != _sk_start(last, num_programs, total) // num_k_blocks).to(gl.int32)
-            x0 = gl.load(ws_ptr + sl0.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
-            tot = x0 + gl.load(ws_ptr + sl1.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
-        else:
-            tot = gl.zeros_like(part)
-            for p in range(first, last + 1):
-                # CTA p's slot for tile u: 0 if u is its first segment's tile, else 1 (then u is its last segment)
-                sl = p * 2 + (u != _sk_start(p, num_programs, total) // num_k_blocks).to(gl.int32)
-                tot += gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
+    full = last - first + 1  # one increment per contributing warpgroup
+    if cur == full:
+        tot = gl.zeros_like(part)
+        for p in range(first, last + 1):
+            # CTA p's slot for tile u: 0 if u is its first segment's tile, else 1 (then u is its last segment)
+            sl = p * 2 + (u != _sk_start(p, num_programs, total) // num_k_blocks).to(gl.int32)
+            tot += gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
         rm = off_m + gl.arange(0, ROWS, layout=prow)
         rn = off_n + gl.arange(0, BLOCK_N, layout=pcol)
         c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
@@ -307,7 +301,7 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
                  UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
-                 SCALE_AHEAD: gl.constexpr, FAST_FIXUP: gl.constexpr):
+                 SCALE_AHEAD: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps); whole tiles leave through
     # c_smem + a TMA store where TMA_STORE, the fix-up's sums through masked stores
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -339,7 +333,7 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         else:
             _sk_fixup(acc, u, t, pid * 2 + (u != u0).to(gl.int32), ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N,
                       stride_cm, stride_cn, num_k_blocks, num_programs, total, ROW0, ROWS, BLOCK_M, BLOCK_N,
-                      PART_BLOCKED, FAST_FIXUP, row_layout, col_layout)
+                      PART_BLOCKED, row_layout, col_layout)
     if TMA_STORE:
         tma.store_wait(0)
 
@@ -351,7 +345,7 @@ def _fp8_gemm_sk_kernel(
     dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
-    SCALE_AHEAD: gl.constexpr, FAST_FIXUP: gl.constexpr, num_warps: gl.constexpr,
+    SCALE_AHEAD: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M // 2, BLOCK_N] (one store per warpgroup, whole tiles)
@@ -378,12 +372,12 @@ def _fp8_gemm_sk_kernel(
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0, PART_BLOCKED,
-                        SCALE_AHEAD, FAST_FIXUP)),
+                        SCALE_AHEAD)),
         (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0,
-                        PART_BLOCKED, SCALE_AHEAD, FAST_FIXUP)),
+                        PART_BLOCKED, SCALE_AHEAD)),
         (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
                         dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -432,7 +426,7 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         TMA_STORE=tma_store,
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
         UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe, PART_BLOCKED=part_blocked,
-        SCALE_AHEAD=int(cfg["SCALE_AHEAD"]) if pipe else 0, FAST_FIXUP=bool(cfg["FAST_FIXUP"]),
+        SCALE_AHEAD=int(cfg["SCALE_AHEAD"]) if pipe else 0,
         num_warps=4, maxnreg=_MAXNREG,
     )
     return out
@@ -463,8 +457,7 @@ def fp8_gemm_nt_sk(
     out_dtype: bfloat16 (default), float16 or float32. M ≥ 1 any; N and K tails are handled.
     config: optional overrides of ``sk_config`` (BLOCK_N 64/128, NUM_STAGES, GROUP_M, GRID = CTAs (0 = #SMs),
         PIPE, PIPE0, UNROLL2, DP = whole waves of tiles data-parallel first, PRODUCER_REGS, CONSUMER_REGS, SCALE_AHEAD
-        = 0 / 1: scale loads one K-block pair ahead, FAST_FIXUP: a two-contributor tile's partials loaded together
-        before the add), for tests and tuning.
+        = 0 / 1: scale loads one K-block pair ahead), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch (transposed or unaligned
     a/b, wrong scale shapes, K % 16 != 0), on a bad config key or value, and on a non-CUDA or non-Hopper device.
@@ -472,7 +465,7 @@ def fp8_gemm_nt_sk(
     """
     m, n, k = check_nt_inputs(a, a_scale, b, b_scale, out_dtype, out)
     sk_config(config)  # a bad config raises on every device
-    _check_cuda_sm90(a)
+    _check_cuda_sm90(a, "fp8_gemm_nt_sk")
     if out is None:
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)
     return launch_fp8_gemm_sk(a, a_scale, b, b_scale, out, config)

@@ -46,7 +46,11 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   (program 0 also walks those before its span). H200 s19 (b128 s_k 4096 varlen; W1 A/B, W2 DIAG stamps): the arrival
   costs ~1 us and is not FUSE's loss (session 18's per-thread arrival, code at 6bd1975, measured the same); at 32 rows
   the merge, ~8 us at the end of ~105 of 132 programs (2.5 us at 16 rows), and the generic partial store (2 us vs a
-  TMA store) are: h32 s_q1 +17.8 us, h16 s_q1 -0.9 (noise).
+  TMA store) are: h32 s_q1 +17.8 us, h16 s_q1 -0.9 (noise). s20 W1 (1230905): a merge that reads its own piece from
+  shared memory and issues the other pieces' loads before any math (its SASS: all 16-byte loads of a 2-piece merge
+  in flight at once, where the one-pass merge has 1-2 between FFMAs) took as long (DIAG 9.0 vs 7.7 us) and the A/B
+  was no better (h32 s_q1 / h16 s_q2 / s_k 8192 +20.0 / +22.6 / +26.6 us vs +18.0 / +17.8 / +23.5, A/A +2.4 / +1.6 /
+  +2.1): the merge's time is not its load-issue pattern; it was removed (code in git at 1230905).
 * **tail spans claimed in the kernel (config STEAL, one consumer warpgroup, no FUSE; off: H200 s18 7-23 µs slower,
   see mla_decode_config)**: ``get_mla_metadata`` cuts
   the programs' spans over (100 − STEAL_PCT) % of the work and STEAL small spans over the rest; the grid has one
@@ -123,10 +127,12 @@ _DV, _DR, _DQK, _TN = 512, 64, 576, 64  # D_LATENT, D_ROPE, D_QK, TILE_N (mla_de
 # pieces done early; meant for FUSE's merges): H200 s18 W2 slower alone (+1.4..+3.8 µs) and with FUSE (+10..+32 µs).
 _DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
                    SEQPF=False, BTPF=False, OTMA=False, ROTATE=False)
-# FUSE's merge (module switch, not a config key: it changes how, not what, the kernel computes): True = the merger's
-# own piece from shared memory and every other piece's loads issued before the math (_merge_fast, up to 3 other
-# pieces); False = the one-pass _merge_parts of session 19 (kept for the A/B).
-FUSE_MERGE_FAST = True
+# Producer-warp switches (module level, not config keys: they change when, not what, the kernel loads; off until
+# measured): QUERY_EARLY (kernel QEARLY, with QTMA): the next sequence's query rows are loaded during this sequence,
+# after its third tile is issued, not at the switch; BT_FIRST (kernel BTFIRST, with BTPF): a sequence's first block
+# id is loaded before its query TMA instead of after it. See _producer_span.
+QUERY_EARLY = False
+BT_FIRST = False
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -162,7 +168,7 @@ def _mla_decode_ws_kernel(
     cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
     PART_TMA: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, STEAL: gl.constexpr = False,
-    ROTATE: gl.constexpr = False, FMERGE: gl.constexpr = False,
+    ROTATE: gl.constexpr = False, QEARLY: gl.constexpr = False, BTFIRST: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -217,12 +223,12 @@ def _mla_decode_ws_kernel(
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT,
                          od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, num_spans, sp_smem, sp_ready,
-                         sp_free, STEAL, ROTATE, FMERGE)),
+                         sp_free, STEAL, ROTATE)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
                          BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, num_spans, work_ptr, sp_smem,
-                         sp_ready, sp_free, STEAL, ROTATE)),
+                         sp_ready, sp_free, STEAL, ROTATE, QEARLY, BTFIRST)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
@@ -338,6 +344,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     steal = (metadata.num_programs is not None and metadata.work_counter is not None and wgs == 1 and not fuse
              and not metadata.config.get("STEAL_WAVE", False) and metadata.work_counter.numel() >= head_tiles)
     grid = (head_tiles, metadata.num_programs if steal else metadata.num_parts)
+    rotate = bool(cfg["ROTATE"]) and wgs == 1
     od_desc = pd_desc = None
     if otma:
         o2d = out.view(batch * seqlen_q * num_heads, _DV)
@@ -362,8 +369,9 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin or fuse else None, COUNT=spin, od_desc=od_desc,
         pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
         DIAG=diag is not None, FUSE=fuse, num_spans=metadata.num_parts,
-        work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=bool(cfg["ROTATE"]) and wgs == 1,
-        FMERGE=fuse and bool(FUSE_MERGE_FAST), num_warps=4, **extra,
+        work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=rotate,
+        QEARLY=qtma and bool(QUERY_EARLY) and not rotate, BTFIRST=bool(cfg["BTPF"]) and bool(BT_FIRST), num_warps=4,
+        **extra,
     )
 
 

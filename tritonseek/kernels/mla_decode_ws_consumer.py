@@ -16,10 +16,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from tritonseek.kernels.mla_decode_ws_parts import (
-    _MERGE_OTHERS,
-    _ROW_PIECES,
     D_LATENT,
-    _merge_fast,
     _merge_parts,
     _rotated,
     _part_release,
@@ -34,7 +31,6 @@ from tritonseek.kernels.mla_decode_ws_parts import (
 
 # STEAL: a claimed span index as read by the consumer warpgroup (the producer's 32 copies, one per lane)
 _SPAN_L4 = gl.constexpr(gl.BlockedLayout([1], [32], [4], [0]))
-_MERGE_ROWS = gl.constexpr(gl.SliceLayout(1, _ROW_PIECES))  # FMERGE: a piece's lse in _merge_fast's rows layout
 
 
 @gluon.jit
@@ -47,7 +43,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
               FUSE: gl.constexpr = False, num_spans=0, sp_smem=None, sp_ready=None, sp_free=None,
-              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False, FMERGE: gl.constexpr = False):
+              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # One consumer warpgroup: its program's span, then (STEAL) the tail spans its producer warp claims (each
     # handed over through the sp_smem slot guarded by sp_ready / sp_free; num_spans: the end sentinel).
     pid = gl.program_id(1)
@@ -71,7 +67,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
                 stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
                 num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES,
                 CAUSAL, DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc,
-                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE, FMERGE)
+                pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
             mbarrier.wait(sp_ready, n_sp & 1)
             span = gl.max(sp_smem.load(_SPAN_L4), 0)
             mbarrier.arrive(sp_free, count=1)
@@ -85,7 +81,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
             num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL,
             DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc, pd_desc, OTMA,
-            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE, FMERGE)
+            PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
     if DIAG:
         _stamp(dg, 1)
 
@@ -100,7 +96,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
               DEFER_L: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr, PIPE: gl.constexpr,
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
-              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False, FMERGE: gl.constexpr = False):
+              FUSE: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # The consumer warpgroup's walk of one schedule span (sched row `span`; the program's own, or a STEAL tail span):
     # Sᵀ = K·Qᵀ, online softmax over keys (Sᵀ's rows), Oᵀ += Vᵀ·Pᵀ per sequence piece. q_lat_all/q_rope_all:
     # [2, ROWS, ·] query buffers filled by the producer (QTMA), else buffer WG (this warpgroup's) written here.
@@ -153,8 +149,6 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 # the next step's sequence: _rotated(bl + 1) = bl with ROTATE
                 len_next = gl.load(seqlens_ptr + gl.minimum(bl if ROTATE else b + 1, batch - 1))
                 n_split = gl.load(split_ptr + gl.minimum(b, batch - 1) * 2 + 1)  # used after the tiles
-                if FMERGE:  # the sequence's first partial slot, for a merge after the tiles
-                    sp_first = gl.load(split_ptr + gl.minimum(b, batch - 1) * 2)
             else:
                 seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                                 page_shift, BLOCK_N)
@@ -256,23 +250,12 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                     n_split = gl.load(split_ptr + b * 2 + 1)
                 slot = (span + b).to(gl.int64) * rows_total
                 merge = n_split < 0  # FUSE (per thread): merge the sequence's pieces
-                fast = n_split < 0  # FUSE with FMERGE (per thread): merged by _merge_fast
                 if OTMA:
                     if FUSE:
                         if n_split > 1:
                             merge = _part_release(acc * gl.expand_dims(inv_l, 0), lse, b, n_split, slot,
                                                   tile_h * BLOCK_H + ROW0, q_lat, opart_ptr, lpart_ptr, cnt_ptr, rows,
                                                   row_ok, ROWS, dg, DIAG)
-                            if FMERGE:  # own piece from q_lat (before q_empty frees it), others loaded up front
-                                lse_rp = gl.convert_layout(lse, _MERGE_ROWS)  # outside the per-thread branch
-                                if not SEQPF:
-                                    sp_first = gl.load(split_ptr + b * 2)
-                                if merge & (n_split <= 1 + _MERGE_OTHERS):
-                                    _merge_fast(b, n_split, sp_first, span, tile_h * BLOCK_H + ROW0, rows_total, lse_rp, q_lat,
-                                                split_ptr, opart_ptr, lpart_ptr, out_ptr, lse_ptr, stride_lb,
-                                                stride_lh, num_heads, ROWS)
-                                    merge = n_split < 0  # done (per thread)
-                                    fast = n_split > 0
                         else:
                             _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
                                          rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
@@ -286,12 +269,12 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 if n_split == 1:
                     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + l_row, lse, mask=row_ok)
                 elif FUSE:
-                    if merge:  # the one-pass merge (FMERGE 0, or more pieces than _merge_fast takes)
+                    if merge:
                         _merge_parts(b, n_split, tile_h * BLOCK_H + ROW0, rows_total, split_ptr, opart_ptr, lpart_ptr,
                                      out_ptr, lse_ptr, stride_lb, stride_lh, num_heads, ROWS)
                     if DIAG:  # the program's last split piece: merged (stamp 58), merge flag, its segment index
                         _stamp(dg, 58)
-                        gl.store(dg + 59, (merge | fast).to(gl.int64))
+                        gl.store(dg + 59, merge.to(gl.int64))
                         gl.store(dg + 60, gl.minimum(seg, 7).to(gl.int64))
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)

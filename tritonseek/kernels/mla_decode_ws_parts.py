@@ -74,7 +74,8 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
               diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, sp_smem=None,
-              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
+              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False,
+              QEARLY: gl.constexpr = False, BTFIRST: gl.constexpr = False):
     # One warp: the program's span, then (STEAL) tail spans: after issuing a span's last tile it takes a ticket j
     # from work_ptr[head tile] (tail span num_programs + j while j < num_spans − num_programs, else the end
     # sentinel num_spans) and hands it to the consumer through the sp_smem slot. Every program takes exactly one
@@ -99,7 +100,8 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             it, qn0, qn1, pseg, w_cyc, i_cyc = _producer_span(
                 span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
                 seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
-                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
+                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE,
+                QEARLY, BTFIRST)
             j = n_tail
             if n_tail > 0:
                 j = _claim(cnt)
@@ -114,7 +116,8 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
         _, _, _, _, w_cyc, i_cyc = _producer_span(
             pid, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
             seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
-            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
+            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE,
+                QEARLY, BTFIRST)
     if DIAG:
         _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
         gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
@@ -126,13 +129,22 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                    seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift,
                    qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
-                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr, ROTATE: gl.constexpr = False):
+                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr, ROTATE: gl.constexpr = False,
+                   QEARLY: gl.constexpr = False, BTFIRST: gl.constexpr = False):
     # The producer warp's walk of one schedule span (sched row `span`): for every tile, wait for a free stage
     # and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
     # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
     # BTPF: the block id of the sequence's next tile is loaded before this tile's wait for a free stage (the
     # L2 latency of the block-table read is off the path from a released stage to its TMA).
+    # QEARLY (QTMA, no ROTATE): the next sequence's query rows are loaded during this sequence, after its third tile
+    # (its last, if fewer) is issued, instead of at the next sequence's start, two tiles before this sequence's end:
+    # then the query (36 KB at 32 rows) is not in flight with the next sequence's first tile at the switch (H200 s19
+    # DIAG, 32 rows: that tile was ready 1.3 us after the consumer wanted it, 0.14 us at 16 rows). The buffer it goes
+    # to is the previous sequence's, free by then: the consumer released this sequence's first tile after that
+    # sequence's epilogue (so the wait never blocks longer than the old order's did).
+    # BTFIRST (BTPF): a sequence's first block id is loaded before its query TMA (whose issue waits on its length),
+    # so the two loads overlap instead of chaining (a program's start: sched row -> length -> block id -> tile).
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + span * 4 + 0)
     t_begin = gl.load(sched_ptr + span * 4 + 1)
@@ -142,13 +154,21 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
         b_begin = gl.where(span == 0, 0, b_begin)
     stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     page_mask = (1 << page_shift) - 1
+    q_pend = gl.to_tensor(0)  # QEARLY: this sequence's query rows were already issued by the previous one
     for bl in range(b_begin, b_end + 1):
         b = _rotated(bl, b_begin, b_end, ROTATE)  # ROTATE: the span's last sequence first, as the consumer
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, BLOCK_N)
         bt_row = bt_ptr + b.to(gl.int64) * stride_btb
+        if BTFIRST:  # as BTPF's first load below, issued before the query TMA's wait on the length
+            blk_next = gl.load(bt_row + gl.minimum((k_lo * BLOCK_N) >> page_shift, max_blocks - 1))
+        if QEARLY:  # the next sequence's tile range (its length loaded now, used after this sequence's third tile)
+            _, k_lo_n, k_hi_n = _seq_range(b + 1, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                           page_shift, BLOCK_N)
+            next_q = (bl + 1 <= b_end) & (k_lo_n < k_hi_n)
+            k_early = gl.minimum(k_lo + 2, k_hi - 1)
         if QTMA:
-            if k_lo < k_hi:
+            if (k_lo < k_hi) & (q_pend == 0):
                 qs = (bl - b_begin) % 2
                 n_q = gl.where(qs == 0, qn0, qn1)
                 mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
@@ -158,7 +178,9 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                 tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope.index(qs))
                 qn0 = gl.where(qs == 0, qn0 + 1, qn0)
                 qn1 = gl.where(qs == 1, qn1 + 1, qn1)
-        if BTPF:  # block id of the span's first tile (clamped into the row: an empty span reads nothing past it)
+        q_pend = q_pend & 0
+        if BTPF and not BTFIRST:  # block id of the span's first tile (clamped into the row: an empty span reads
+            # nothing past it)
             blk_next = gl.load(bt_row + gl.minimum((k_lo * BLOCK_N) >> page_shift, max_blocks - 1))
         for k in range(k_lo, k_hi):
             s = it % NUM_STAGES
@@ -183,6 +205,19 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                 w_cyc += c1 - c0
                 if k == k_lo:
                     _stamp(diag_ptr + pid.to(gl.int64) * 128, 48 + gl.minimum(pseg, 7))
+            if QEARLY:
+                if (k == k_early) & next_q:  # the next sequence's query rows, into the other buffer
+                    qs = (bl + 1 - b_begin) % 2
+                    n_q = gl.where(qs == 0, qn0, qn1)
+                    mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
+                    qbar = q_ready.index(qs)
+                    mbarrier.expect(qbar, qd_lat.block_type.nbytes + qd_rope.block_type.nbytes)
+                    tma.async_copy_global_to_shared(qd_lat, [(b + 1) * rows_total + row0, 0], qbar, q_lat.index(qs))
+                    tma.async_copy_global_to_shared(qd_rope, [(b + 1) * rows_total + row0, D_LATENT], qbar,
+                                                    q_rope.index(qs))
+                    qn0 = gl.where(qs == 0, qn0 + 1, qn0)
+                    qn1 = gl.where(qs == 1, qn1 + 1, qn1)
+                    q_pend = q_pend | 1
             it += 1
         if k_lo < k_hi:
             pseg += 1
@@ -313,6 +348,8 @@ def _merge_parts(b, n_split, row_base, rows_total, split_ptr, opart_ptr, lpart_p
     # n_split dependent global round trips (session 18's three passes of 128-column chunks: code in git at 6bd1975).
     # H200 s19 W2 (DIAG, b128 s_k 4096 varlen, 2 pieces mostly): 2.3-2.6 us at 16 rows but ~8 us (max 12) at 32 rows,
     # at the end of ~105 of the 132 programs: FUSE's cost at 32 rows (the three-pass merge measured the same in W1).
+    # s20 W1 (1230905): every load of a 2-piece merge issued before the math, the own piece from shared memory: no
+    # faster (DIAG 9.0 vs 7.7 us, A/B +2..+5 us); so not latency of a serial load chain (removed; code in git there).
     rr = row_base + gl.arange(0, ROWS, layout=gl.SliceLayout(1, _ROW_PIECES))
     cc = gl.expand_dims(gl.arange(0, D_LATENT, layout=gl.SliceLayout(0, _ROW_PIECES)), 0)
     first = gl.load(split_ptr + b * 2)
@@ -335,78 +372,6 @@ def _merge_parts(b, n_split, row_base, rows_total, split_ptr, opart_ptr, lpart_p
     o_rows = out_ptr + gl.expand_dims((b.to(gl.int64) * rows_total + rr) * D_LATENT, 1) + cc
     gl.store(o_rows, (acc * gl.expand_dims(inv, 1)).to(out_ptr.dtype.element_ty))
     m_safe = gl.where(m == float("-inf"), 0.0, m)
-    lse = gl.where(has, m_safe + gl.log(gl.where(has, wsum, 1.0)), float("-inf"))
-    gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
-
-
-# FUSE merge, fast form (FMERGE 1): at most _MERGE_OTHERS pieces besides the merger's own (n_split ≤ 4; more: the
-# one-pass _merge_parts). H200 s19 W2 DIAG: _merge_parts took 8.0-8.5 us (max 12.3) at 32 rows for ~64 KB: its SASS
-# (ptxas, sm_90a) keeps 1-2 16-byte loads in flight between the math (the [32, 512] fp32 accumulator, 128 registers,
-# leaves no room to hoist them), so the merge is a chain of ~16 L2 round trips per piece.
-_MERGE_OTHERS = gl.constexpr(3)
-
-
-@gluon.jit
-def _merge_fast(b, n_split, first, span, row_base, rows_total, lse_own, buf, split_ptr, opart_ptr, lpart_ptr, out_ptr,
-                lse_ptr, stride_lb, stride_lh, num_heads, ROWS: gl.constexpr):
-    # FUSE, per thread, as _merge_parts (same result: out = Σ_i w_i·O_i / Σ_i w_i, w_i = exp(lse_i − max lse); a row
-    # no piece saw: out 0, lse −inf; a NaN piece: NaN), for n_split ≤ 1 + _MERGE_OTHERS pieces. The merger's own
-    # piece (slot span + b) is not re-read from global memory: it is the 16-bit tile _part_store left in buf (the
-    # same values its partial slot holds) with lse_own (its lse in the rows' layout). The other pieces' lse are
-    # loaded together first (one round trip), then each 128-column chunk loads every other piece's chunk (masked
-    # loads past n_split move no data) before any math: [ROWS, 128] fp32 per chunk, so the loads of the next
-    # chunks can be issued ahead of this chunk's math.
-    rl: gl.constexpr = gl.SliceLayout(1, _ROW_PIECES)
-    rr = row_base + gl.arange(0, ROWS, layout=rl)
-    cc = gl.expand_dims(gl.arange(0, _CHUNK, layout=gl.SliceLayout(0, _ROW_PIECES)), 0)
-    own = span - first  # the merger's piece index: slots are first + i + b (first: split[b, 0], loaded ahead)
-    n_oth = n_split - 1
-    # the other pieces' slots (piece j of the others is piece j, or j + 1 from the merger's own on)
-    s0 = (first + 0 + (0 >= own).to(gl.int32) + b).to(gl.int64) * rows_total + rr
-    s1 = (first + 1 + (1 >= own).to(gl.int32) + b).to(gl.int64) * rows_total + rr
-    s2 = (first + 2 + (2 >= own).to(gl.int32) + b).to(gl.int64) * rows_total + rr
-    lp0 = gl.load(lpart_ptr + s0, cache_modifier=".cg")  # n_split ≥ 2: at least one other piece
-    lp1 = gl.load(lpart_ptr + s1, mask=(rr >= 0) & (n_oth > 1), other=float("-inf"), cache_modifier=".cg")
-    lp2 = gl.load(lpart_ptr + s2, mask=(rr >= 0) & (n_oth > 2), other=float("-inf"), cache_modifier=".cg")
-    m = gl.maximum(gl.maximum(lse_own, lp0), gl.maximum(lp1, lp2))
-    m_safe = gl.where(m == float("-inf"), 0.0, m)
-    w_own = gl.exp2((lse_own - m_safe) * 1.4426950408889634)  # 0 for −inf; NaN for a NaN piece (as the combine)
-    w0 = gl.exp2((lp0 - m_safe) * 1.4426950408889634)
-    w1 = gl.exp2((lp1 - m_safe) * 1.4426950408889634)
-    w2 = gl.exp2((lp2 - m_safe) * 1.4426950408889634)
-    wsum = w_own + w0 + w1 + w2
-    has = wsum != 0.0
-    inv = gl.where(has, 1.0 / gl.where(has, wsum, 1.0), 0.0)
-    a_own = gl.expand_dims(w_own * inv, 1)
-    a0 = gl.expand_dims(w0 * inv, 1)
-    a1 = gl.expand_dims(w1 * inv, 1)
-    a2 = gl.expand_dims(w2 * inv, 1)
-    p0 = opart_ptr + gl.expand_dims(s0 * D_LATENT, 1) + cc
-    p1 = opart_ptr + gl.expand_dims(s1 * D_LATENT, 1) + cc
-    p2 = opart_ptr + gl.expand_dims(s2 * D_LATENT, 1) + cc
-    k1 = (gl.expand_dims(rr, 1) + cc * 0 >= 0) & (n_oth > 1)
-    k2 = (gl.expand_dims(rr, 1) + cc * 0 >= 0) & (n_oth > 2)
-    o_rows = out_ptr + gl.expand_dims((b.to(gl.int64) * rows_total + rr) * D_LATENT, 1) + cc
-    # the first other piece (the only one of a 2-piece sequence) whole, before any math: one round trip (ptxas
-    # does not hoist a later chunk's loads above an earlier chunk's math by itself: seen in the sm_90a SASS)
-    x0c0 = gl.load(p0, cache_modifier=".cg")
-    x0c1 = gl.load(p0 + _CHUNK, cache_modifier=".cg")
-    x0c2 = gl.load(p0 + 2 * _CHUNK, cache_modifier=".cg")
-    x0c3 = gl.load(p0 + 3 * _CHUNK, cache_modifier=".cg")
-    for c in gl.static_range(D_LATENT // _CHUNK):
-        x1 = gl.load(p1 + c * _CHUNK, mask=k1, other=0.0, cache_modifier=".cg")
-        x2 = gl.load(p2 + c * _CHUNK, mask=k2, other=0.0, cache_modifier=".cg")
-        if c == 0:
-            x0 = x0c0
-        elif c == 1:
-            x0 = x0c1
-        elif c == 2:
-            x0 = x0c2
-        else:
-            x0 = x0c3
-        xo = buf.slice(c * _CHUNK, _CHUNK, dim=1).load(_ROW_PIECES)
-        o = a_own * xo.to(gl.float32) + a0 * x0.to(gl.float32) + a1 * x1.to(gl.float32) + a2 * x2.to(gl.float32)
-        gl.store(o_rows + c * _CHUNK, o.to(out_ptr.dtype.element_ty))
     lse = gl.where(has, m_safe + gl.log(gl.where(has, wsum, 1.0)), float("-inf"))
     gl.store(lse_ptr + b.to(gl.int64) * stride_lb + (rr % num_heads).to(gl.int64) * stride_lh + rr // num_heads, lse)
 

@@ -1,20 +1,17 @@
-"""FUSE's merge, old vs fast, on the H200 (issue 3: s_k 4096 varlen memory-bound cases, b128 page 64).
+"""A/B of mla_decode_ws's module switches and config overrides on the H200 (issue 3: b128 page 64, s_k 4096 / 8192).
 
-    PYTHONPATH=. python benchmarks/probe_mla_fuse_ab.py [--out DIR] [--cases 16x1v 16x2v 32x1v 32x1@8192v]
-        [--variants default fuse_old fuse_new default] [--reps 21] [--timeline 32x1v 16x2v]
+    PYTHONPATH=. python benchmarks/probe_mla_ws_switch_ab.py [--out DIR] [--cases 32x1v 16x2v 16x1v 32x1@8192v]
+        [--variants default sw:QUERY_EARLY default] [--reps 21] [--timeline 32x1v] [--timeline-variants default ...]
 
-A/B of whole ``mla_decode`` calls (split + combine, or FUSE's split alone) as probe_mla_ws_timeline.py --ab does:
-every variant checked against the fp32 reference first (bench_mla's 16 sequences, out NaN-poisoned), then a CUDA graph
-of 8 back-to-back calls per variant, replays interleaved variant by variant, each behind a ~1 ms device sleep, timed by
-CUDA events (the GPU's clock); µs per call (median). A variant is a name: ``default`` (mla_decode's batch-128 default),
-``fuse_old`` (FUSE with session 19's one-pass merge: mla_decode_ws.FUSE_MERGE_FAST False), ``fuse_new`` (FUSE with
-_merge_fast), optionally with ``+KEY=VALUE`` config overrides (e.g. ``fuse_new+OVERHEAD=3``); list ``default`` first and
-last for an A/A control. The merge form is a module switch read when a call is launched (and captured), so each
-variant's first call and capture run with its own setting.
-
---timeline: DIAG globaltimer stamps (probe_mla_ws_timeline.run_case, FUSE on) with the old and the fast merge: the
-merge time of the programs that merge (tiles done -> stored -> count re-read -> merged).
-Rows (suite mla_decode_ab) go to DIR/ab.jsonl.
+Whole ``mla_decode`` calls (split + combine; FUSE: the split alone), as probe_mla_ws_timeline.py --ab: every variant
+checked against the fp32 reference first (bench_mla's 16 sequences, out NaN-poisoned, twice on the same metadata) and
+again after the timed replays (counters re-armed), then a CUDA graph of 8 back-to-back calls per variant, replays
+interleaved variant by variant, each behind a ~1 ms device sleep, timed by CUDA events (the GPU's clock); µs per call
+(median). A variant is ``default`` (mla_decode's batch-128 default) or ``fuse`` (FUSE on), then ``+KEY=VALUE`` config
+overrides (VALUE JSON) and ``+sw:NAME`` module switches of mla_decode_ws set True for that variant (QUERY_EARLY,
+BT_FIRST; read when a call is launched and captured); list ``default`` first and last for an A/A control.
+--timeline: DIAG globaltimer stamps (probe_mla_ws_timeline.run_case) of each --timeline-variants variant.
+Rows (suite mla_decode_ab) go to DIR/ab.jsonl. (Session 20 W1 ran this file as probe_mla_fuse_ab.py at 1230905.)
 """
 
 from __future__ import annotations
@@ -39,19 +36,25 @@ from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
 from tritonseek.kernels.mla_decode_small import check_mla_config  # noqa: E402
 from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
 
-_BASE = {"default": ({}, True), "fuse_old": ({"FUSE": True}, False), "fuse_new": ({"FUSE": True}, True)}
+_BASE = {"default": {}, "fuse": {"FUSE": True}}
+_SWITCHES = ("QUERY_EARLY", "BT_FIRST")  # mla_decode_ws module switches a variant may turn on
 
 
-def _variant(text: str) -> tuple[str, dict, bool]:
-    """argparse type of --variants: NAME[+KEY=VALUE...], NAME one of _BASE, VALUE a JSON value."""
+def _variant(text: str) -> tuple[str, dict, tuple]:
+    """argparse type of --variants: NAME[+KEY=VALUE|+sw:SWITCH ...], NAME one of _BASE, VALUE a JSON value."""
     name, *over = text.split("+")
     if name not in _BASE:
         raise argparse.ArgumentTypeError(f"{text!r}: variant name must be one of {', '.join(_BASE)}")
-    cfg = dict(_BASE[name][0])
+    cfg, sws = dict(_BASE[name]), []
     for kv in over:
+        if kv.startswith("sw:"):
+            if kv[3:] not in _SWITCHES:
+                raise argparse.ArgumentTypeError(f"{text!r}: switch must be one of {', '.join(_SWITCHES)}")
+            sws.append(kv[3:])
+            continue
         k, sep, v = kv.partition("=")
         if not sep:
-            raise argparse.ArgumentTypeError(f"{text!r}: {kv!r} is not KEY=VALUE")
+            raise argparse.ArgumentTypeError(f"{text!r}: {kv!r} is not KEY=VALUE or sw:SWITCH")
         try:
             cfg[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -60,7 +63,12 @@ def _variant(text: str) -> tuple[str, dict, bool]:
         check_mla_config(dict(BLOCK_H=32, BLOCK_N=64, num_warps=8, num_stages=5, **cfg))
     except (TypeError, ValueError) as e:
         raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
-    return text, cfg, _BASE[name][1]
+    return text, cfg, tuple(sws)
+
+
+def _set_switches(on: tuple) -> None:
+    for name in _SWITCHES:
+        setattr(W, name, name in on)
 
 
 def ab_case(name: str, variants: list, reps: int, out: str, env: dict) -> None:
@@ -72,8 +80,8 @@ def ab_case(name: str, variants: list, reps: int, out: str, env: dict) -> None:
     calls = 8
     graphs, checks, keep = [], [], []
     try:
-        for label, over, fast in variants:
-            W.FUSE_MERGE_FAST = fast
+        for label, over, sws in variants:
+            _set_switches(sws)
             cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
             md = D.get_mla_metadata(cs, s_q, h, config=cfg)
             o_buf = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
@@ -102,7 +110,7 @@ def ab_case(name: str, variants: list, reps: int, out: str, env: dict) -> None:
             graphs.append(g)
             keep.append((md, last))
     finally:
-        W.FUSE_MERGE_FAST = True
+        _set_switches(())
     times = [[] for _ in variants]
     ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in variants]
     for _ in range(reps):
@@ -121,11 +129,11 @@ def ab_case(name: str, variants: list, reps: int, out: str, env: dict) -> None:
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
     base = st.median(times[0])
     with open(os.path.join(out, "ab.jsonl"), "a") as f:
-        for (label, over, fast), t, (ok, cd, dl, fused) in zip(variants, times, checks):
+        for (label, over, sws), t, (ok, cd, dl, fused) in zip(variants, times, checks):
             us = st.median(t)
             row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
                                                           varlen=varlen),
-                       variant=label, overrides=over, fuse_merge_fast=fast, fused=fused, us_per_call=round(us, 2),
+                       variant=label, overrides=over, switches=list(sws), fused=fused, us_per_call=round(us, 2),
                        us_min=round(min(t), 2), us_max=round(max(t), 2), gbps=round(nbytes / us / 1e3, 1),
                        calls_per_graph=calls, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl, **env)
             f.write(json.dumps(row) + "\n")
@@ -140,11 +148,12 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "."), type=out_dir, help="output FOLDER, default $OUT or .")
     ap.add_argument("--cases", nargs="*", type=_case_arg, default=["16x1v", "16x2v", "32x1v", "32x1@8192v"])
     ap.add_argument("--variants", nargs="+", type=_variant,
-                    default=[_variant(x) for x in ("default", "fuse_old", "fuse_new", "default")])
+                    default=[_variant(x) for x in ("default", "default+sw:QUERY_EARLY", "default")])
     ap.add_argument("--reps", type=positive_int, default=21)
     ap.add_argument("--timeline", nargs="*", type=_case_arg, default=[])
+    ap.add_argument("--timeline-variants", nargs="+", type=_variant, default=[_variant("default")])
     args = ap.parse_args()
-    require_cuda("probe_mla_fuse_ab")
+    require_cuda("probe_mla_ws_switch_ab")
     os.makedirs(args.out, exist_ok=True)
     import triton
 
@@ -159,16 +168,20 @@ def main() -> int:
             failed.append(name)
         torch.cuda.empty_cache()
     for name in args.timeline:
-        for fast in (False, True):
-            W.FUSE_MERGE_FAST = fast
-            print(f"-- timeline {name} FUSE, merge {'fast' if fast else 'old'}", flush=True)
+        for label, over, sws in args.timeline_variants:
+            _set_switches(sws)
+            print(f"-- timeline {name} {label}", flush=True)
             try:
-                run_case(name, 3, args.out, {"FUSE": True})
+                run_case(name, 3, args.out, over)
+                tag = name + ("_" + "_".join(f"{k}{v}" for k, v in sorted(over.items())) if over else "")
+                src = os.path.join(args.out, f"timeline_{tag}.pt")  # kept per variant (run_case names it by config)
+                if os.path.exists(src):
+                    os.replace(src, os.path.join(args.out, f"timeline_{tag}_{'_'.join(sws) or 'plain'}.pt"))
             except Exception as e:  # noqa: BLE001
-                print(f"timeline {name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
+                print(f"timeline {name} {label} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
                 failed.append(name)
             finally:
-                W.FUSE_MERGE_FAST = True
+                _set_switches(())
             torch.cuda.empty_cache()
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -19,7 +19,17 @@ thing to the one before it, so the per-block cost of each thing is a difference 
 * ring+tma16: ring + 16 KB more TMA per block into a side buffer nobody reads (more L2 → SM and smem-write traffic);
 * ring+lds16: ring + the producer warp reads 16 KB more of shared memory per block (smem traffic only, no L2);
 * sync+lds16: sync + the same 16 KB of reads (shared-memory reads beside the wgmmas, without TMA);
-* chain-*:    the same with the wgmmas accumulating in the tensor core (use_acc, one wait per block, no promotion).
+* chain-*:    the same with the wgmmas accumulating in the tensor core (use_acc, one wait per block, no promotion);
+* X/2, X/4:   variant X on half / a quarter of the SMs (aggregate or per-SM limit of the TMA fill rate).
+
+H200 W1 (h3moe s20, tree 1230905; cycles per K block, mean of two passes; TFLOP/s of the whole grid): resident 512.2
+(1.000 of the tensor-core ideal), sync 521.0, tma-unread 628.8, ring 653.3, ring+scales 679.3, ring+tma16 1042.8,
+ring+lds16 656.0, sync+lds16 519.9; chain-resident 512.1, chain-ring 645.4, chain-ring+tma16 1092.3, chain-ring+lds16
+637.1. So the PIPE loop and its promotion cost nothing with resident operands, the barrier handshake ~9 cycles, 16 KB
+more of ld.shared per block nothing (the hypothesis that shared-memory bandwidth limits the loop is refuted), and the
+TMA fill ~50 B per SM cycle whether or not the wgmmas read it (32 KB / 629-653 cycles, 48 KB / 1043): the 128×128
+tile needs 32 KB per 512 tensor cycles (64 B/clk), so it runs at ~0.78 of the tensor core — the GEMM's measured
+660 cycles per block. Fewer bytes per FLOP (128×256 tiles: 48 KB per 1024 cycles = 47 B/clk) is the lever.
 
 Per K block the tensor core needs 512 SM cycles (two warpgroups × four m64n128k32 at 64 cycles). Shared-memory
 traffic per block of the ring variant: wgmma reads A 16 KB + B 2 × 16 KB, TMA writes 32 KB = 80 KB (160 B per tensor
@@ -51,7 +61,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 NUM_STAGES = 4
 SRC_BLOCKS = 4  # K blocks of the TMA source each program cycles over (17 MB for A and B over 132 programs: L2)
 
-# name -> (TRAFFIC 0 none / 1 handshake / 2 TMA, READ_RING, EXTRA_TMA, EXTRA_LDS, SCALES, CHAIN)
+# name -> (TRAFFIC 0 none / 1 handshake / 2 TMA, READ_RING, EXTRA_TMA, EXTRA_LDS, SCALES, CHAIN[, grid divisor])
 VARIANTS = {
     "resident": (0, 0, 0, 0, 0, 0),
     "sync": (1, 0, 0, 0, 0, 0),
@@ -65,6 +75,13 @@ VARIANTS = {
     "chain-ring": (2, 1, 0, 0, 0, 1),
     "chain-ring+tma16": (2, 1, 1, 0, 0, 1),
     "chain-ring+lds16": (2, 1, 0, 1, 0, 1),
+    # the same loops on 1/2 and 1/4 of the SMs (grid = SMs // 2, // 4): if the TMA fill rate is an aggregate limit
+    # (L2 output, crossbar), fewer loading SMs each get more of it and their cycles per block fall toward 512; if it
+    # is a per-SM limit (the SM's L2 -> shared memory ingress), they stay where they are
+    "ring/2": (2, 1, 0, 0, 0, 0, 2),
+    "ring/4": (2, 1, 0, 0, 0, 0, 4),
+    "tma-unread/2": (2, 0, 0, 0, 0, 0, 2),
+    "ring+tma16/2": (2, 1, 1, 0, 0, 0, 2),
 }
 
 
@@ -216,7 +233,7 @@ def _traffic_kernel(a_desc, b_desc, a_ptr, sa_ptr, sb_ptr, stamps_ptr, out_ptr, 
 
 
 def _flags(name: str) -> dict:
-    t, rr, xt, xl, sc, ch = VARIANTS[name]
+    t, rr, xt, xl, sc, ch = VARIANTS[name][:6]
     return dict(TRAFFIC=t, READ_RING=rr, EXTRA_TMA=xt, EXTRA_LDS=xl, SCALES=sc, CHAIN=ch, NS=NUM_STAGES,
                 SRC=SRC_BLOCKS, num_warps=4)
 
@@ -279,8 +296,12 @@ class _Inputs:
         self.out = torch.zeros(2, device=dev)
         self.sms = sms
 
+    def grid(self, name: str) -> int:
+        v = VARIANTS[name]
+        return self.sms // (v[6] if len(v) > 6 else 1)
+
     def launch(self, name: str, iters: int):
-        _traffic_kernel[(self.sms,)](self.a_desc, self.b_desc, self.a, self.sa, self.sb, self.stamps, self.out, iters,
+        _traffic_kernel[(self.grid(name),)](self.a_desc, self.b_desc, self.a, self.sa, self.sb, self.stamps, self.out, iters,
                                      maxnreg=168, **_flags(name))
 
 
@@ -312,6 +333,12 @@ def measure(iters: int, jobs: int | None, out_dir: str | None) -> list[dict]:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     x = _Inputs(dev, sms)
     rows = []
+    import datetime
+
+    from tritonseek.benchrun import git_commit
+    env = dict(suite="kloop_traffic_probe", gpu=torch.cuda.get_device_name(0), torch=torch.__version__,
+               triton=triton.__version__, commit=git_commit(),
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     print(f"{'variant':18s} {'us':>9s} {'TFLOP/s':>8s} {'cyc/blk':>8s} {'p10':>6s} {'p90':>6s} {'MHz':>6s} {'ideal/cyc':>9s}")
     for rnd in range(2):  # two passes in order and reversed: clock drift shows as a difference between them
         names = list(VARIANTS) if rnd == 0 else list(VARIANTS)[::-1]
@@ -326,15 +353,17 @@ def measure(iters: int, jobs: int | None, out_dir: str | None) -> list[dict]:
             except Exception as e:
                 print(f"{name:18s} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
                 continue
-            st_ = x.stamps.cpu()
+            grid = x.grid(name)
+            st_ = x.stamps[:grid].cpu()
             cyc = ((st_[:, 1] - st_[:, 0]).tolist() + (st_[:, 3] - st_[:, 2]).tolist())
             cyc = sorted(c / iters for c in cyc)
             med = st.median(cyc)
-            tf = 2 * 128 * 128 * 128 * iters * sms / (ms * 1e-3) / 1e12
+            tf = 2 * 128 * 128 * 128 * iters * grid / (ms * 1e-3) / 1e12
             mhz = med * iters / (ms * 1e3)  # cycles of one warpgroup's loop over the kernel time: a lower bound
             row = dict(variant=name, round=rnd, iters=iters, us=round(ms * 1e3, 2), tflops=round(tf, 1),
                        cycles_per_block=round(med, 1), p10=round(cyc[len(cyc) // 10], 1),
-                       p90=round(cyc[9 * len(cyc) // 10], 1), mhz_est=round(mhz, 0), frac_ideal=round(512 / med, 3))
+                       p90=round(cyc[9 * len(cyc) // 10], 1), mhz_est=round(mhz, 0), frac_ideal=round(512 / med, 3),
+                       grid=grid, **env)
             rows.append(row)
             print(f"{name:18s} {row['us']:9.1f} {tf:8.1f} {med:8.1f} {row['p10']:6.1f} {row['p90']:6.1f} "
                   f"{mhz:6.0f} {512 / med:9.3f}", flush=True)

@@ -85,7 +85,8 @@ def _user_errors():
 def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
     """The prompt rows of a JSONL file and the 1-based line number of each. A regular file, or a FIFO or character
     device read once to its end (``/dev/stdin`` fed by a pipe, a shell's ``<(cmd)``; refused as "not a file" before
-    session 19); a folder, socket or block device is refused."""
+    session 19); a folder, socket or block device is refused. UTF-8, with or without a BOM at the start."""
+    import codecs
     import stat
 
     try:
@@ -98,11 +99,14 @@ def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
         _fail(f"--prompts-file {path} is a folder, not a file")
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
         _fail(f"--prompts-file {path} is not a file, a FIFO or a character device")
+    bom = 0
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            data = f.read()
+        bom = 3 if data.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 BOM at the start (Windows editors write one)
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
-        _fail(f"--prompts-file {path} is not UTF-8 (byte {e.start}: {e.reason})")
+        _fail(f"--prompts-file {path} is not UTF-8 (byte {bom + e.start}: {e.reason})")
     except OSError as e:
         _fail(f"--prompts-file {path}: {e.strerror or e}")
     rows, lines = [], []

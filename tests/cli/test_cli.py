@@ -188,6 +188,20 @@ def test_prompts_file_not_utf8_or_a_directory(tmp_path):
     assert r.exit_code != 0 and "is a folder, not a file" in r.stderr
 
 
+def test_prompts_file_with_a_utf8_bom(tmp_path):
+    """Tester s20: a BOM at the start (what Windows editors write) was "line 1 is not JSON: Unexpected UTF-8 BOM".
+    It is skipped; the byte offset of a bad byte still counts it."""
+    src, dst = tmp_path / "bom.jsonl", tmp_path / "o.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "x = 1", "id": "é"}\n'.encode())
+    r = run("generate", "--prompts-file", str(src), "--output", str(dst), "-n", "2")
+    assert r.exit_code == 0, r.output
+    (row,) = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert row["prompt"] == "x = 1" and row["id"] == "é"
+    src.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "\xff"}\n')
+    r = run("generate", "--prompts-file", str(src), "--output", str(dst), "-n", "2")
+    assert r.exit_code == 2 and "is not UTF-8 (byte 15:" in r.stderr
+
+
 def test_prompts_file_from_a_pipe_or_fifo(tmp_path):
     """``--prompts-file /dev/stdin`` fed by a pipe and a FIFO (what ``<(cat p.jsonl)`` gives) are read once; they
     were refused as "not a file" (session 19 tester 2)."""

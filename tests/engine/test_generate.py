@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -57,11 +58,52 @@ def test_too_long_request_raises_before_work(llm):
     ("temperature", -1.0), ("temperature", float("nan")), ("temperature", float("inf")),
     ("temperature", 1e-38),  # logits / T would overflow fp32: sampling would emit garbage
     ("top_p", 0.0), ("top_p", float("nan")), ("top_k", -2), ("top_k", 2**31), ("max_new_tokens", 0),
-    ("max_new_tokens", True), ("stop_token_ids", [-1]), ("stop_token_ids", "ab"), ("ignore_eos", "yes"),
+    ("stop_token_ids", [-1]), ("seed", -1),
 ])
 def test_bad_sampling_params(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("max_new_tokens", True), ("max_new_tokens", 4.0), ("top_k", np.float32(5)), ("top_k", "5"), ("seed", True),
+    ("temperature", True), ("temperature", "0.5"), ("temperature", torch.tensor(0.5)), ("top_p", np.bool_(True)),
+    ("stop_token_ids", "ab"), ("stop_token_ids", [1, True]), ("ignore_eos", "yes"), ("ignore_eos", 1),
+])
+def test_sampling_params_of_a_wrong_type_are_a_type_error(field, value):
+    """The launchers' one rule (tester s20): a value of another type is a TypeError naming the field."""
+    with pytest.raises(TypeError, match=f"^{field} must be"):
+        SamplingParams(**{field: value})
+
+
+def test_sampling_params_take_numpy_numbers():
+    """np.float32(0.5) was "temperature=np.float32(0.5) must be 0 (greedy) or a finite value >= 1e-05" (tester s20);
+    numpy values are stored as the Python ones."""
+    p = SamplingParams(temperature=np.float32(0.5), top_k=np.int64(5), top_p=np.float64(0.9), max_new_tokens=np.int32(4),
+                       seed=np.uint8(3), stop_token_ids=[np.int64(3)], ignore_eos=np.bool_(True))
+    assert (p.temperature, p.top_k, p.top_p, p.max_new_tokens, p.seed, p.stop_token_ids, p.ignore_eos) == (
+        0.5, 5, pytest.approx(0.9), 4, 3, [3], True)
+    assert [type(v) for v in (p.temperature, p.top_k, p.max_new_tokens, p.seed, p.stop_token_ids[0], p.ignore_eos)] \
+        == [float, int, int, int, int, bool]
+
+
+def test_generate_argument_types(llm):
+    """generate(None) was "ValueError: prompts is empty", chat=1 was taken for True (tester s20)."""
+    p = SamplingParams(max_new_tokens=2)
+    for bad in (None, 5, b"abc", {"a": 1}):
+        with pytest.raises(TypeError, match="prompts must be a str or a list of str"):
+            llm.generate(bad, p)
+    for bad in (1, "yes", None, torch.tensor(True)):
+        with pytest.raises(TypeError, match="chat must be a bool"):
+            llm.generate("x", p, chat=bad)
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(TypeError, match="mtp must be an int"):
+            llm.generate("x", p, mtp=bad)
+    with pytest.raises(ValueError, match="prompts is empty"):
+        llm.generate([], p)
+    want = llm.generate(["def f():", "x = 1"], p, chat=True, mtp=1)
+    got = llm.generate(("def f():", "x = 1"), p, chat=np.bool_(True), mtp=np.int64(1))
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
 
 
 def test_streaming_joins_multibyte_utf8_across_tokens(llm):
@@ -322,8 +364,11 @@ def test_stop_ids_outside_vocab_and_non_params_rejected_before_work(llm):
         llm.generate("x", SamplingParams(stop_token_ids=[10**9]))
     with pytest.raises(TypeError, match="SamplingParams"):
         llm.generate("x", {"temperature": 0})
-    for bad in (True, 5, -1, 2.0):
+    for bad in (5, -1):
         with pytest.raises(ValueError, match="mtp"):
+            llm.generate("x", SamplingParams(max_new_tokens=2), mtp=bad)
+    for bad in (True, 2.0):  # a bool / float is no int: TypeError (one rule, session 20)
+        with pytest.raises(TypeError, match="mtp"):
             llm.generate("x", SamplingParams(max_new_tokens=2), mtp=bad)
 
 

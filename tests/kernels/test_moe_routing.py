@@ -264,10 +264,12 @@ def test_router_gate_topk_rejects(device):
         router_gate_topk(x, w.t().contiguous().t(), None, **kw)  # not contiguous
     with pytest.raises(TypeError, match="weight"):
         router_gate_topk(x, w.to(torch.float16), None, **kw)
-    for bad in (-1, 2**31, 2**32 + 5, True):  # ids are int32: a larger one would wrap onto a routed expert
+    for bad in (-1, 2**31, 2**32 + 5):  # ids are int32: a larger one would wrap onto a routed expert
         with pytest.raises(ValueError, match="shared_expert_id"):
             router_gate_topk(x, w, None, shared_expert_id=bad, **kw)
-    with pytest.raises(ValueError, match="top_k"):
+    with pytest.raises(TypeError, match="shared_expert_id"):  # a bool is no int (one rule, session 20)
+        router_gate_topk(x, w, None, shared_expert_id=True, **kw)
+    with pytest.raises(TypeError, match="top_k"):
         router_gate_topk(x, w, None, top_k=True)
     with pytest.raises(ValueError, match="hidden size 0"):
         router_gate_topk(x[:, :0], w[:, :0].contiguous(), None, **kw)

@@ -12,6 +12,7 @@ seed (critical value at α = 1e-4), so they are deterministic and fail for any w
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -400,13 +401,21 @@ def test_host_scalar_params_validated_and_broadcast(device):
                                                                             torch.full((B,), 0.8)).to(device))
     for kw, name in ((dict(temperature=-0.5), "temperature"), (dict(temperature=float("nan")), "temperature"),
                      (dict(temperature=float("inf")), "temperature"), (dict(top_k=-1), "top_k"),
-                     (dict(top_k=2.5), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+                     (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
                      (dict(top_p=float("nan")), "top_p")):
         args = dict(temperature=0.9, top_k=None, top_p=None) | kw
         with pytest.raises(ValueError, match=name):
             sample(xd, args["temperature"], args["top_k"], args["top_p"], nd)
     with pytest.raises(TypeError, match="temperature"):
         sample(xd, True, None, None, nd)
+    # host scalars follow the launchers' one rule (session 20): numpy numbers are numbers, a float top_k or a bool
+    # anywhere a TypeError naming the argument (np.float32 temperature was "must be a torch.Tensor")
+    assert torch.equal(sample(xd, np.float32(0.9), np.int64(5), np.float64(0.8), nd), want)
+    for kw, name in ((dict(top_k=2.5), "top_k"), (dict(top_k=True), "top_k"), (dict(top_p=True), "top_p"),
+                     (dict(temperature=np.bool_(True)), "temperature"), (dict(temperature="0.9"), "temperature")):
+        args = dict(temperature=0.9, top_k=None, top_p=None) | kw
+        with pytest.raises(TypeError, match=f"{name} must be an? (int|float) or a \\[B\\]"):
+            sample(xd, args["temperature"], args["top_k"], args["top_p"], nd)
 
 
 def test_out_of_range_tensor_params_act_as_reference(device):

@@ -21,7 +21,7 @@ from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.engine.speculative import MTPDrafter
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
-from tritonseek.kernels._utils import interpreter_active
+from tritonseek.kernels._utils import check_bool, interpreter_active, is_int_arg
 from tritonseek.model.loader import load_model
 from tritonseek.model.mla import AttentionBatch
 from tritonseek.model.ops import BACKENDS, Ops
@@ -251,19 +251,26 @@ class LLM:
                           *, chat: bool = False, mtp: int = 0) -> tuple[list[list[int]], list[SamplingParams]]:
         """Check a request without running the model; returns (token ids per prompt, params per prompt).
 
-        Raises ValueError/TypeError (naming the prompt index, from 0) for: mtp outside 1–4 or a
+        Raises TypeError for prompts that are neither a str nor a list (or tuple) of str (None included), chat not a
+        bool (or numpy bool; 1 is not taken for True), mtp not an int (numpy integers count, a bool does not), and
+        ValueError/TypeError (naming the prompt index, from 0) for: mtp outside 0–4 or a
         checkpoint without MTP weights, an empty prompt list, a non-str prompt, params that are not
         SamplingParams, stop_token_ids outside the vocabulary, a prompt empty after tokenization, or
         prompt + max_new_tokens > max_position_embeddings.
         """
+        check_bool("chat", chat)
+        if not is_int_arg(mtp):
+            raise TypeError(f"mtp must be an int between 0 and 4, got {type(mtp).__name__} {mtp!r}")
         if mtp:
-            if not isinstance(mtp, int) or isinstance(mtp, bool) or not 1 <= mtp <= 4:
+            if not 1 <= mtp <= 4:
                 raise ValueError(f"mtp={mtp!r} must be an int between 1 and 4")
             if not len(self.model.mtp):
                 raise ValueError("--mtp needs the checkpoint's MTP layer (model.layers.{num_hidden_layers}.*), "
                                  "and this checkpoint has none")
         if isinstance(prompts, str):
             prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)):  # None was "prompts is empty" (tester s20)
+            raise TypeError(f"prompts must be a str or a list of str, got {type(prompts).__name__}")
         if not prompts:
             raise ValueError("prompts is empty")
         if params is None:
@@ -305,6 +312,7 @@ class LLM:
         max_position_embeddings, or mtp is asked of a checkpoint without MTP weights.
         """
         encoded, plist = self.validate_requests(prompts, params, chat=chat, mtp=mtp)
+        chat, mtp = bool(chat), int(mtp)  # numpy bool / integer → Python (validated above)
         if isinstance(prompts, str):
             prompts = [prompts]
         seeds = [p.seed if p.seed is not None or p.temperature <= 0 else int(torch.randint(0, 2**62, (1,)).item())

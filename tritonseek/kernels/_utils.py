@@ -6,6 +6,7 @@ import math
 import numbers
 import os
 
+import numpy as np
 import torch
 
 
@@ -120,9 +121,28 @@ def check_runnable_device(name: str, t: torch.Tensor) -> None:
     )
 
 
+# The one rule for scalar arguments of the launchers (and of SamplingParams / LLM.generate), session 20:
+#   integer arguments: a Python int or a numpy integer (returned as int); a bool, float, str, tensor (0-d
+#     included: reading it would sync a CUDA stream) or anything else is a TypeError naming the argument and type;
+#   float arguments: a Python int/float or a numpy integer/floating (returned as float); a bool is a TypeError;
+#   bool flags: a bool or a numpy bool (returned as bool); 0/1, "yes", a tensor are a TypeError (no truthiness).
+# Values outside the allowed range are a ValueError naming the argument.
+
+
+def is_int_arg(v: object) -> bool:
+    """True for a Python int or a numpy integer (not a bool, not a numpy bool)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def is_real_arg(v: object) -> bool:
+    """True for a Python int/float or a numpy integer/floating (not a bool, not a numpy bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
 def check_int(name: str, v: object, lo: int | None = None, hi: int | None = None) -> int:
-    """``int(v)``; TypeError naming ``name`` unless v is an integer (a bool is not), ValueError outside lo..hi."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+    """``int(v)``; TypeError naming ``name`` unless v is an int or a numpy integer (a bool, a float and a tensor are
+    not), ValueError outside lo..hi."""
+    if not is_int_arg(v):
         raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
     v = int(v)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -131,17 +151,25 @@ def check_int(name: str, v: object, lo: int | None = None, hi: int | None = None
     return v
 
 
-def check_bool(name: str, v: object) -> bool:
-    """``v``; TypeError naming ``name`` unless v is a bool (0/1, strings and tensors are not)."""
-    if not isinstance(v, bool):
-        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+def check_pow2(name: str, v: object, lo: int = 1) -> int:
+    """``int(v)`` for an integer argument (``check_int``) that must be a power of two ≥ lo (ValueError naming it)."""
+    v = check_int(name, v)
+    if v < lo or v & (v - 1):
+        raise ValueError(f"{name} must be a power of two ≥ {lo}, got {v}")
     return v
 
 
+def check_bool(name: str, v: object) -> bool:
+    """``bool(v)``; TypeError naming ``name`` unless v is a bool or a numpy bool (0/1, strings and tensors are not)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+    return bool(v)
+
+
 def check_real(name: str, v: object) -> float:
-    """``float(v)``; TypeError naming ``name`` unless v is an int/float (not a bool, str or tensor),
-    ValueError unless it is finite."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    """``float(v)``; TypeError naming ``name`` unless v is an int/float or a numpy integer/floating (not a bool, str
+    or tensor), ValueError unless it is finite."""
+    if not is_real_arg(v):
         raise TypeError(f"{name} must be a float, got {type(v).__name__} {v!r}")
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")

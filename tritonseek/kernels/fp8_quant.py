@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_bool, check_pow2, check_runnable_device, check_tensor, interpreter_active
 
 FP8_E4M3_MAX = 448.0
 AMAX_EPS = 1e-4
@@ -175,17 +175,20 @@ def _block_quant_kernel(
     tl.store(s_ptr + bn * stride_sn + bk, s)
 
 
-def _check_group_size(group_size: int, name: str = "group_size") -> None:
-    if not isinstance(group_size, int) or group_size < 16 or group_size & (group_size - 1):
-        raise ValueError(f"{name} must be a power of two ≥ 16, got {group_size!r}")
+def _check_group_size(group_size: int, name: str = "group_size") -> int:
+    return check_pow2(name, group_size, 16)  # an int / numpy integer (TypeError otherwise), a power of two ≥ 16
 
 
 def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
     """rows_cfg = (ROWS, num_warps) or (ROWS, num_warps, GROUPS per program); None = tuned."""
     if rows_cfg is None:
         return _quant_config(m, silu_mul)
-    if len(rows_cfg) not in (2, 3) or any(not isinstance(v, int) or v < 1 or v & (v - 1) for v in rows_cfg):
+    if not isinstance(rows_cfg, (tuple, list)):
+        raise TypeError(f"rows_cfg must be a tuple (ROWS, num_warps[, groups per program]), "
+                        f"got {type(rows_cfg).__name__}")
+    if len(rows_cfg) not in (2, 3):
         raise ValueError(f"rows_cfg must be (ROWS, num_warps[, groups per program]) powers of two, got {rows_cfg!r}")
+    rows_cfg = [check_pow2(f"rows_cfg[{i}]", v) for i, v in enumerate(rows_cfg)]
     return (rows_cfg[0], rows_cfg[1], rows_cfg[2] if len(rows_cfg) == 3 else 1)
 
 
@@ -231,13 +234,16 @@ def per_token_group_quant_fp8(
     MN-major (stride (1, M)) — the layout ``fp8_gemm_nt`` reads. scale_ue8m0: round each scale up
     to a power of two before quantizing. A group holding NaN: scale NaN, q NaN; holding ±inf (no
     NaN): scale +inf, q NaN at the infs and ±0 elsewhere (module docstring; as the reference).
-    Raises TypeError on a non-float x, ValueError on a non-2-D x or a bad group_size.
+    group_size: an int (or numpy integer), a power of two ≥ 16; scale_ue8m0: a bool (or numpy bool).
+    Raises TypeError on a non-float x or a group_size / scale_ue8m0 of another type (a bool, float or tensor;
+    "yes" or 1 is not taken for True), ValueError on a non-2-D x or a group_size that is no power of two ≥ 16.
     Semantics: SGLang/vLLM per_token_group_quant_fp8 (DeepGEMM per_token_cast_to_fp8).
     """
     check_tensor("x", x, dtype=_FLOAT_IN, ndim=2)
     check_runnable_device("x", x)
-    _check_group_size(group_size)
-    return _launch_group_quant(x, x.shape[1], 0, group_size, bool(scale_ue8m0), False, rows_cfg)
+    group_size = _check_group_size(group_size)
+    scale_ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
+    return _launch_group_quant(x, x.shape[1], 0, group_size, scale_ue8m0, False, rows_cfg)
 
 
 def silu_mul_quant_fp8(
@@ -248,16 +254,18 @@ def silu_mul_quant_fp8(
     x: [M, 2*I] bf16/fp16/fp32 (gate = x[:, :I], up = x[:, I:]), any strides.
     Returns q [M, I] float8_e4m3fn and scale [M, ceil(I/group_size)] fp32, MN-major (stride (1, M)).
     Non-finite h as in per_token_group_quant_fp8 (a NaN in gate or up makes its group's scale NaN).
+    group_size / scale_ue8m0 as in per_token_group_quant_fp8 (TypeError for another type).
     Raises TypeError on a non-float x, ValueError on a non-2-D x, odd width or bad group_size.
     Semantics: SGLang silu_and_mul + per_token_group_quant_fp8, fused (one read of x, one write of q).
     """
     check_tensor("x", x, dtype=_FLOAT_IN, ndim=2)
     check_runnable_device("x", x)
-    _check_group_size(group_size)
+    group_size = _check_group_size(group_size)
+    scale_ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     if x.shape[1] % 2:
         raise ValueError(f"x must be [M, 2*I] (gate ‖ up), got odd width {tuple(x.shape)}")
     inter = x.shape[1] // 2
-    return _launch_group_quant(x, inter, inter, group_size, bool(scale_ue8m0), True, rows_cfg)
+    return _launch_group_quant(x, inter, inter, group_size, scale_ue8m0, True, rows_cfg)
 
 
 def per_block_quant_fp8(w: torch.Tensor, block_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,12 +275,13 @@ def per_block_quant_fp8(w: torch.Tensor, block_size: int = 128) -> tuple[torch.T
     weight_scale_inv [ceil(N/block_size), ceil(K/block_size)] fp32 contiguous (w ≈ w_q · scale).
     A block holding NaN: scale NaN, w_q NaN; holding ±inf (no NaN): scale +inf, w_q NaN at the infs
     and ±0 elsewhere (as the reference).
-    Raises TypeError on a non-float w, ValueError on a non-2-D w or a bad block_size (named).
+    Raises TypeError on a non-float w or a block_size that is not an int (numpy integers count; a bool, float or
+    tensor does not), ValueError on a non-2-D w or a block_size that is no power of two ≥ 16 (named).
     Semantics: DeepSeek-V3 checkpoint weight_scale_inv (DeepGEMM per_block_cast_to_fp8).
     """
     check_tensor("w", w, dtype=_FLOAT_IN, ndim=2)
     check_runnable_device("w", w)
-    _check_group_size(block_size, "block_size")
+    block_size = _check_group_size(block_size, "block_size")
     n, k = w.shape
     q = torch.empty((n, k), dtype=torch.float8_e4m3fn, device=w.device)
     s = torch.empty((triton.cdiv(n, block_size), triton.cdiv(k, block_size)), dtype=torch.float32, device=w.device)

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import check_config, check_index_range, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_bool, check_config, check_index_range, check_runnable_device, check_tensor
 
 BLOCK_K = 128
 M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
@@ -208,6 +208,8 @@ def _check_b(b: torch.Tensor, b_scale: torch.Tensor, device: torch.device) -> tu
     check_tensor("b", b, dtype=torch.float8_e4m3fn, ndim=3, device=device)
     check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=3, device=device)
     E, N, K = b.shape
+    if N == 0:  # (its strides are arbitrary: it was refused as "must be K-contiguous", tester s20)
+        raise ValueError("b has N = 0 (no output columns); a GEMM needs N >= 1")
     if b.stride(2) != 1 or b.stride(0) != N * b.stride(1):
         raise ValueError(f"b [E, N, K] must be K-contiguous with experts stacked densely, got strides {b.stride()}")
     if K == 0:
@@ -308,18 +310,21 @@ def grouped_fp8_gemm_contiguous(
     a_scale: [M, ceil(K/128)] fp32 1×128 group scales, any strides (MN-major is fastest).
     b: [E, N, K] float8_e4m3fn, K-contiguous; b_scale: [E, ceil(N/128), ceil(K/128)] fp32 (128×128 blocks).
     m_indices: [M] int32 expert of each row, −1 = padding (output row 0; its a/a_scale rows, NaN or not,
-        never reach another row). A 128-row tile holding two different experts writes NaN into the rows
-        of the minority expert (never another expert's product); ``check_alignment=True`` instead raises
-        ValueError after one host sync. Ids outside [−1, E) raise ValueError naming m_indices on the CPU
-        (always) and with check_alignment; unchecked on CUDA (no sync), where an id ≥ E makes its tile's
-        rows NaN and an id < −1 is stored as padding (0).
+        never reach another row); E = 0 (no experts, every row padding) gives out all zeros without a launch.
+        A 128-row tile holding two different experts writes NaN into the rows of the minority expert (never
+        another expert's product); ``check_alignment=True`` instead raises ValueError after one host sync.
+        Ids outside [−1, E) raise ValueError naming m_indices on the CPU (always) and with check_alignment;
+        unchecked on CUDA (no sync), where an id ≥ E makes its tile's rows NaN and an id < −1 is stored as
+        padding (0).
     out: optional [M, N] out_dtype destination; out_dtype ∈ {bf16, fp16, fp32}. out must not alias the inputs
         (not checked: a destination overlapping an input may give wrong results).
     config: optional launch-config override (BLOCK_M, BLOCK_N, num_warps, num_stages required; GROUP_M, FLATTEN,
         GRID_MULT = persistent programs per SM, WS = Triton warp specialization of the K loop; values as in
         ``CONTIGUOUS_CONFIG_SPEC``).
-    Returns out [M, N]. Raises TypeError (dtypes, a config that is not a dict) / ValueError (shapes, layout, device,
-    alignment, an unknown config key or a value outside its rule).
+    check_alignment: a bool (or numpy bool); 1, "yes" or a tensor is a TypeError.
+    Returns out [M, N]. Raises TypeError (dtypes, a config that is not a dict, a non-bool check_alignment) /
+    ValueError (shapes incl. N = 0 or K = 0, layout, device, alignment, an unknown config key or a value outside
+    its rule).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
     """
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
@@ -327,10 +332,12 @@ def grouped_fp8_gemm_contiguous(
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     dev = a.device
     kb = triton.cdiv(K, BLOCK_K)
-    if check_alignment:
+    if check_bool("check_alignment", check_alignment):
         check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
+    if E == 0:  # no experts: every row is padding (ids must be −1: checked on the CPU), as the reference gives
+        return out.zero_()
     if config is not None:
         cfg = check_config("config", config, CONTIGUOUS_CONFIG_SPEC, ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
     else:

@@ -455,7 +455,7 @@ def mla_decode(
         raise ValueError(f"block_table [{batch}, {block_table.shape[1]}] × page_size {page_size} spans ≥ 2^31 keys per "
                          "sequence; the kernels index keys in int32 (use a narrower block_table)")
     head_dim_v = check_int("head_dim_v", head_dim_v, 1, d_qk)
-    check_bool("causal", causal)
+    causal = check_bool("causal", causal)  # a numpy bool → bool (the kernels take it as a constexpr)
     if batch == 0 or seqlen_q == 0 or num_heads == 0:
         raise ValueError(f"q must have non-empty batch/seqlen_q/num_heads, got {tuple(q.shape)}")
     scale = d_qk ** -0.5 if softmax_scale is None else check_real("softmax_scale", softmax_scale)

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tritonseek.kernels._utils import (check_bool, check_index_range, check_real, check_runnable_device,
+from tritonseek.kernels._utils import (check_bool, check_index_range, check_int, check_real, check_runnable_device,
                                       check_tensor, interpreter_active)
 
 # (d_qk class, d_v class) → launch config; "default" for everything else.
@@ -340,7 +340,9 @@ def mla_prefill(
     destination may give wrong results). config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
-    Raises TypeError (dtype, config not a dict, check_ids not a bool, softmax_scale not an int/float) or ValueError
+    Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
+    (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.
+    Raises TypeError (dtype, config not a dict, a scalar of another type: each named) or ValueError
     (shape, device, layout incl. a non-contiguous cu_seqlens, max_seqlen < 0, softmax_scale not finite, only one of q_pe/k_pe, bad config, and with check_ids or on the
     CPU cu_seqlens offsets that are out of order or past the tokens, or a max_seqlen below the longest).
     Semantics: FlashAttention ``flash_attn_varlen_func``.
@@ -362,10 +364,10 @@ def mla_prefill(
         raise ValueError(f"q, k, v need a contiguous last dim, strides {q.stride()} {k.stride()} {v.stride()}")
     if cu_seqlens.numel() < 1:
         raise ValueError("cu_seqlens must hold batch+1 ≥ 1 offsets")
-    check_bool("check_ids", check_ids)
+    check_ids = check_bool("check_ids", check_ids)
+    causal = check_bool("causal", causal)
     softmax_scale = check_real("softmax_scale", softmax_scale)
-    if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
-        raise ValueError(f"max_seqlen must be a non-negative int, got {max_seqlen!r}")
+    max_seqlen = check_int("max_seqlen", max_seqlen, 0)
     if out is None:
         out = torch.empty(total, num_heads, d_v, dtype=q.dtype, device=dev)
     else:

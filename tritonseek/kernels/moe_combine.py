@@ -94,7 +94,7 @@ def moe_unpermute(
                      device=expert_out.device)
         if tuple(shared_output.shape) != (T, H) or shared_output.stride(1) != 1:
             raise ValueError(f"shared_output must be [{T}, {H}] with unit column stride, got {tuple(shared_output.shape)}")
-    check_bool("pdl", pdl)
+    pdl = check_bool("pdl", pdl)
     if out is not None:
         check_tensor("out", out, dtype=expert_out.dtype, ndim=2, device=expert_out.device, output=True)
         if tuple(out.shape) != (T, H) or out.stride(1) != 1:

@@ -19,6 +19,7 @@ import triton.language as tl
 
 from tritonseek.kernels._utils import (
     check_bool,
+    check_int,
     check_positive_float,
     check_runnable_device,
     check_tensor,
@@ -246,13 +247,15 @@ def _select_constants(E, *, top_k, n_group, topk_group, scoring_func, topk_metho
     )
 
 
-def _check_bias_and_scalars(bias, E, device, norm_topk_prob, routed_scaling_factor):
-    check_bool("norm_topk_prob", norm_topk_prob)
-    check_positive_float("routed_scaling_factor", routed_scaling_factor)
+def _check_bias_and_scalars(bias, E, device, norm_topk_prob, routed_scaling_factor) -> tuple[bool, float]:
+    """(norm_topk_prob, routed_scaling_factor) as bool / float (numpy bools and floats accepted), after the checks."""
+    norm_topk_prob = check_bool("norm_topk_prob", norm_topk_prob)
+    routed_scaling_factor = check_positive_float("routed_scaling_factor", routed_scaling_factor)
     if bias is not None:
         check_tensor("e_score_correction_bias", bias, dtype=torch.float32, ndim=1, device=device)
         if bias.shape[0] != E:
             raise ValueError(f"e_score_correction_bias must have shape [{E}], got {tuple(bias.shape)}")
+    return norm_topk_prob, routed_scaling_factor
 
 
 def gate_topk(
@@ -271,7 +274,8 @@ def gate_topk(
 
     logits: [T, E] fp32/bf16/fp16/fp64 router logits (any strides), rounded to fp32 and scored in fp32, as
         ``gate_topk_ref`` does (fp64 logits give the reference's result); fp8 and other dtypes raise TypeError.
-    norm_topk_prob: a bool; routed_scaling_factor: a finite float > 0 (bools rejected).
+    top_k / n_group / topk_group: ints (numpy integers too; a bool, float or tensor is a TypeError naming it).
+    norm_topk_prob: a bool or numpy bool; routed_scaling_factor: a finite float > 0 (numpy floats too; bools rejected).
     e_score_correction_bias: [E] fp32 (or None), added for selection only.
     Returns (topk_weights [T, top_k] fp32, topk_ids [T, top_k] int32), in descending biased-score
     order; ties go to the lower group/expert id; dropped groups are masked with −inf; weights are
@@ -288,10 +292,12 @@ def gate_topk(
     T, E = logits.shape
     grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
                               scoring_func=scoring_func, topk_method=topk_method)
+    top_k, n_group, topk_group = int(top_k), int(n_group), int(topk_group)  # numpy integers → int
     if E > 4096:
         raise ValueError(f"gate_topk supports E <= 4096 experts, got E={E}")
     bias = e_score_correction_bias
-    _check_bias_and_scalars(bias, E, logits.device, norm_topk_prob, routed_scaling_factor)
+    norm_topk_prob, routed_scaling_factor = _check_bias_and_scalars(bias, E, logits.device, norm_topk_prob,
+                                                                    routed_scaling_factor)
     w = torch.empty(T, top_k, dtype=torch.float32, device=logits.device)
     ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
     if T == 0:
@@ -341,8 +347,8 @@ def router_gate_topk(
     x: [T, H] bf16/fp16/fp32 hidden states (unit column stride). weight: [E, H] bf16 or fp32 router
     weight (contiguous; DeepSeek's checkpoint stores it bf16, so its bf16 copy is exact).
     e_score_correction_bias: [E] fp32 or None (selection only). Selection settings as :func:`gate_topk`.
-    shared_expert_id: when given, a (k+1)-th slot (id shared_expert_id, weight exactly 1.0) is appended to
-    every token: the shared expert run as one more group of the masked GEMMs.
+    shared_expert_id: when given (an int in [0, 2**31), numpy integers too), a (k+1)-th slot (id shared_expert_id,
+    weight exactly 1.0) is appended to every token: the shared expert run as one more group of the masked GEMMs.
     Returns (topk_weights [T, k(+1)] fp32, topk_ids [T, k(+1)] int32) = gate_topk_ref(x.float() @
     weight.float()ᵀ, …) up to the fp32 summation order of the logits (fixed here: deterministic).
     Graph-safe (no host sync); the first call on a device must happen outside CUDA-graph capture; calls on one
@@ -367,16 +373,17 @@ def router_gate_topk(
         raise ValueError(f"x must have unit column stride, got strides {x.stride()}")
     grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
                               scoring_func=scoring_func, topk_method=topk_method)
+    top_k, n_group, topk_group = int(top_k), int(n_group), int(topk_group)  # numpy integers → int
     if E > 4096:
         raise ValueError(f"router_gate_topk supports E <= 4096 experts, got E={E}")
     if H == 0:
         raise ValueError("x has hidden size 0: there is no router product to compute")
-    if shared_expert_id is not None and (not isinstance(shared_expert_id, int) or isinstance(shared_expert_id, bool)
-                                         or not 0 <= shared_expert_id < 2**31):
+    if shared_expert_id is not None:
         # ids are stored as int32: a larger id would wrap onto a routed expert's
-        raise ValueError(f"shared_expert_id must be an int in [0, 2**31) or None, got {shared_expert_id!r}")
+        shared_expert_id = check_int("shared_expert_id", shared_expert_id, 0, 2**31 - 1)
     bias = e_score_correction_bias
-    _check_bias_and_scalars(bias, E, x.device, norm_topk_prob, routed_scaling_factor)
+    norm_topk_prob, routed_scaling_factor = _check_bias_and_scalars(bias, E, x.device, norm_topk_prob,
+                                                                    routed_scaling_factor)
     out_k = top_k + (shared_expert_id is not None)
     w = torch.empty(T, out_k, dtype=torch.float32, device=x.device)
     ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)

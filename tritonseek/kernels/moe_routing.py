@@ -455,7 +455,7 @@ def moe_permute(
     """
     num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
     block_m = check_int("block_m", block_m, 1)
-    check_bool("graph_safe", graph_safe)
+    graph_safe = check_bool("graph_safe", graph_safe)
     T, H = hidden.shape
     k = topk_ids.shape[1]
     bound = moe_permute_bound(T, k, num_experts, block_m)
@@ -516,10 +516,10 @@ def moe_permute_masked(
     """
     num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
     max_m = check_int("max_m", max_m, 1)
-    check_bool("quantize", quantize)
+    quantize = check_bool("quantize", quantize)
     if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
         raise ValueError(f"quantize=True takes bf16/fp16/fp32 hidden without hidden_scale, got {hidden.dtype}")
-    check_bool("pdl", pdl)
+    pdl = check_bool("pdl", pdl)
     use_pdl = pdl and _pdl_capable(hidden.device)
     T, H = hidden.shape
     k = topk_ids.shape[1]

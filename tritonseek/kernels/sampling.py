@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_no_overlap, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_no_overlap, check_runnable_device, check_tensor, is_int_arg, is_real_arg
 from tritonseek.kernels.sampling_filter import (  # noqa: F401 - _sm_count/arrival_counters re-exported
     THRESH_CONFIG,
     _INTERP_BLOCK,
@@ -288,23 +288,31 @@ def _sample_combine_kernel(
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _host_scalar(name: str, v, is_int: bool):
+    """A host scalar for a [B] per-row parameter: an int (numpy integers too) for top_k, a float (ints and numpy
+    numbers too) for temperature / top_p; a bool or any other non-tensor is a TypeError naming the argument."""
+    if is_int_arg(v) if is_int else is_real_arg(v):
+        return int(v) if is_int else float(v)
+    kind = "an int or a [B] int32 tensor" if is_int else "a float or a [B] float32 tensor"
+    raise TypeError(f"{name} must be {kind}, got {type(v).__name__} {v!r}")
 
 
 def _row_params(B: int, device: torch.device, temperature, top_k, top_p):
-    """(temperature, top_k, top_p) as [B] tensors on ``device``: host scalars validated and broadcast, tensors
-    checked for dtype/shape/device/contiguity only (checking their values would need a device-to-host
-    sync; ``sample`` documents what out-of-range values do)."""
-    if _is_number(temperature):
+    """(temperature, top_k, top_p) as [B] tensors on ``device``: host scalars (the rule of ``kernels._utils``:
+    numpy numbers accepted, bools refused) validated and broadcast, tensors checked for dtype/shape/device/contiguity
+    only (checking their values would need a device-to-host sync; ``sample`` documents what out-of-range values do)."""
+    if not isinstance(temperature, torch.Tensor):
+        temperature = _host_scalar("temperature", temperature, False)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature={temperature!r} must be a finite number >= 0 (0 = greedy)")
         temperature = torch.full((B,), float(temperature), dtype=torch.float32, device=device)
-    if _is_number(top_k):
-        if not isinstance(top_k, int) or top_k < 0:
+    if top_k is not None and not isinstance(top_k, torch.Tensor):
+        top_k = _host_scalar("top_k", top_k, True)
+        if top_k < 0:
             raise ValueError(f"top_k={top_k!r} must be an int >= 0 (0 = off)")
         top_k = torch.full((B,), min(top_k, 2**31 - 1), dtype=torch.int32, device=device)
-    if _is_number(top_p):
+    if top_p is not None and not isinstance(top_p, torch.Tensor):
+        top_p = _host_scalar("top_p", top_p, False)
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1 = off)")
         top_p = torch.full((B,), float(top_p), dtype=torch.float32, device=device)
@@ -355,7 +363,7 @@ def check_config(config, unroll: bool = False) -> None:
     if config is None:
         return
     what = "(BLOCK, num_warps, programs per SM" + ("[, UNROLL])" if unroll else ")")
-    if not isinstance(config, (tuple, list)) or not all(_is_number(v) and isinstance(v, int) for v in config):
+    if not isinstance(config, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in config):
         raise TypeError(f"config={config!r} must be a tuple of ints (not bools) {what}")
     if len(config) not in ((3, 4) if unroll else (3,)):
         raise ValueError(f"config={config!r} must have {'3 or 4' if unroll else '3'} entries {what}")
@@ -485,7 +493,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
 
     logits: [B, V] fp32/bf16/fp16 on CUDA (CPU under TRITON_INTERPRET=1), last dim contiguous, V >= 1.
     temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties) or a float. top_k: [B] int32 (0 = off), an
-    int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. Tensor values are not checked (a
+    int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. A host float may be an int or numpy
+    number, a host int a numpy integer; a bool (or a float top_k) is a TypeError. Tensor values are not checked (a
     host sync): temperature <= 0 or NaN → greedy row, top_k < 0 → off, top_p <= 0 → top token(s), top_p
     NaN → off, as in the reference. Non-finite logits: a NaN counts as the largest value and greedy rows
     return the first NaN or +inf (the reference, torch.argmax, returns the first NaN: the two differ on a

@@ -7,6 +7,8 @@ clearest statement of the maths; speed is not their purpose.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 FP8_BLOCK = 128
@@ -18,18 +20,19 @@ def check_gate_args(num_experts: int, *, top_k: int, n_group: int, topk_group: i
                     topk_method: str) -> bool:
     """Validate gate settings; return True when group-limited selection is active.
 
-    Raises ValueError naming the inconsistent argument.
+    Raises TypeError naming top_k / n_group / topk_group when one is not an int (numpy integers count; a bool,
+    float or tensor does not), ValueError naming the inconsistent argument.
     """
     if scoring_func not in _SCORING:
         raise ValueError(f"scoring_func must be one of {_SCORING}, got {scoring_func!r}")
     if topk_method not in _TOPK_METHODS:
         raise ValueError(f"topk_method must be one of {_TOPK_METHODS}, got {topk_method!r}")
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-    if not isinstance(n_group, int) or isinstance(n_group, bool) or n_group < 1:
-        raise ValueError(f"n_group must be a positive int, got {n_group!r}")
-    if not isinstance(topk_group, int) or isinstance(topk_group, bool) or topk_group < 1:
-        raise ValueError(f"topk_group must be a positive int, got {topk_group!r}")
+    for name, v in (("top_k", top_k), ("n_group", n_group), ("topk_group", topk_group)):
+        # an int or a numpy integer; a bool, float or tensor is a TypeError (the launchers' rule, kernels._utils)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
     if num_experts % n_group:
         raise ValueError(f"n_group={n_group} must divide the number of experts E={num_experts}")
     if topk_group > n_group:

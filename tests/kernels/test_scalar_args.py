@@ -1,0 +1,146 @@
+"""One rule for the launchers' scalar arguments (tester, session 20; ``tritonseek.kernels._utils``): integer
+arguments take Python ints and numpy integers, float arguments ints, floats and numpy numbers, bool flags bools and
+numpy bools; anything else (a bool for a number, a float for an int, a str, a 0-d tensor, 1 for a flag) is a
+TypeError naming the argument and the type. Before: numpy ints were a ValueError blaming the value in some
+launchers and accepted in others, flags were taken by truthiness ("yes", 1, tensor(False))."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tritonseek.kernels import (gate_topk, get_mla_metadata, grouped_fp8_gemm_contiguous, mla_decode, mla_prefill,
+                                moe_permute, per_block_quant_fp8, per_token_group_quant_fp8, router_gate_topk,
+                                silu_mul_quant_fp8)
+from tritonseek.kernels._utils import check_bool, check_int, check_real
+from tritonseek.kernels.reference.moe import grouped_fp8_gemm_contiguous_ref
+
+BAD_INTS = [True, np.bool_(True), 4.0, np.float32(4), "4", torch.tensor(4), None]
+BAD_FLAGS = [1, 0, "yes", torch.tensor(False), None, 1.0]
+
+
+def test_helpers():
+    assert check_int("n", np.int32(3)) == 3 and type(check_int("n", np.int64(3))) is int
+    assert check_real("x", np.float16(0.5)) == 0.5 and type(check_real("x", np.int8(2))) is float
+    assert check_bool("f", np.bool_(True)) is True
+    for bad in BAD_INTS:
+        with pytest.raises(TypeError, match=f"^n must be an int, got {type(bad).__name__}"):
+            check_int("n", bad)
+    for bad in (True, np.bool_(False), "0.5", torch.tensor(0.5), None):
+        with pytest.raises(TypeError, match="^x must be a float"):
+            check_real("x", bad)
+    for bad in BAD_FLAGS:
+        with pytest.raises(TypeError, match=f"^f must be a bool, got {type(bad).__name__}"):
+            check_bool("f", bad)
+
+
+def test_fp8_quant_group_and_block_size_and_ue8m0(device):
+    x = torch.randn(3, 256, device=device)
+    want = per_token_group_quant_fp8(x, 64, True)
+    got = per_token_group_quant_fp8(x, group_size=np.int64(64), scale_ue8m0=np.bool_(True))
+    assert all(torch.equal(a.float(), b.float()) for a, b in zip(got, want))
+    for bad in BAD_INTS:
+        with pytest.raises(TypeError, match="group_size must be an int"):
+            per_token_group_quant_fp8(x, group_size=bad)
+        with pytest.raises(TypeError, match="group_size must be an int"):
+            silu_mul_quant_fp8(x, group_size=bad)
+        with pytest.raises(TypeError, match="block_size must be an int"):
+            per_block_quant_fp8(x, block_size=bad)
+    for bad in BAD_FLAGS:  # "yes" / tensor(False) were taken by truthiness
+        with pytest.raises(TypeError, match="scale_ue8m0 must be a bool"):
+            per_token_group_quant_fp8(x, scale_ue8m0=bad)
+        with pytest.raises(TypeError, match="scale_ue8m0 must be a bool"):
+            silu_mul_quant_fp8(x, scale_ue8m0=bad)
+    with pytest.raises(ValueError, match="group_size must be a power of two ≥ 16, got 48"):
+        per_token_group_quant_fp8(x, group_size=np.int64(48))
+    wq, ws = per_block_quant_fp8(x, block_size=np.int32(128))
+    assert ws.shape == (1, 2)
+    with pytest.raises(TypeError, match=r"rows_cfg\[1\] must be an int"):
+        per_token_group_quant_fp8(x, rows_cfg=(4, True))
+
+
+def test_gate_topk_scalars(device):
+    logits = torch.randn(3, 8, device=device)
+    kw = dict(top_k=2, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5)
+    want = gate_topk(logits, None, **kw)
+    got = gate_topk(logits, None, top_k=np.int64(2), n_group=np.int32(2), topk_group=np.int8(1),
+                    norm_topk_prob=np.bool_(True), routed_scaling_factor=np.float32(2.5))
+    assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
+    for name in ("top_k", "n_group", "topk_group"):
+        for bad in BAD_INTS:
+            with pytest.raises(TypeError, match=f"{name} must be an int"):
+                gate_topk(logits, None, **{**kw, name: bad})
+    for bad in BAD_FLAGS:
+        with pytest.raises(TypeError, match="norm_topk_prob must be a bool"):
+            gate_topk(logits, None, **{**kw, "norm_topk_prob": bad})
+    x = torch.randn(2, 64, device=device).to(torch.bfloat16)
+    w = torch.randn(8, 64, device=device).to(torch.bfloat16)
+    ids = router_gate_topk(x, w, None, top_k=np.int64(2), shared_expert_id=np.int32(8))[1]
+    assert ids.shape == (2, 3) and bool((ids[:, 2] == 8).all())
+    for bad in (True, 8.0, torch.tensor(8)):
+        with pytest.raises(TypeError, match="shared_expert_id must be an int"):
+            router_gate_topk(x, w, None, top_k=2, shared_expert_id=bad)
+
+
+def test_mla_prefill_scalars(device):
+    q = torch.randn(6, 2, 32, device=device).to(torch.bfloat16)
+    v = torch.randn(6, 2, 16, device=device).to(torch.bfloat16)
+    cu = torch.tensor([0, 6], dtype=torch.int32, device=device)
+    want = mla_prefill(q, q, v, cu, 6, 0.2, True)
+    got = mla_prefill(q, q, v, cu, np.int64(6), np.float32(0.2), np.bool_(True))
+    assert torch.equal(got, want)
+    for bad in BAD_INTS:  # np.int64 and tensor(6) were "must be a non-negative int, got ..." (a ValueError)
+        with pytest.raises(TypeError, match="max_seqlen must be an int"):
+            mla_prefill(q, q, v, cu, bad, 0.2)
+    for bad in BAD_FLAGS:  # causal was taken by truthiness
+        with pytest.raises(TypeError, match="causal must be a bool"):
+            mla_prefill(q, q, v, cu, 6, 0.2, bad)
+    with pytest.raises(TypeError, match="softmax_scale must be a float"):
+        mla_prefill(q, q, v, cu, 6, torch.tensor(0.2))
+
+
+def test_int_arguments_accepted_alike_elsewhere(device):
+    """The launchers that already took numpy integers keep doing so, and refuse the same things."""
+    hid = torch.randn(4, 32, device=device)
+    ids = torch.randint(0, 8, (4, 2), dtype=torch.int32, device=device)
+    assert torch.equal(moe_permute(hid, ids, np.int32(8), 4)[2], moe_permute(hid, ids, 8, 4)[2])
+    sl = torch.tensor([5, 9], dtype=torch.int32, device=device)
+    assert get_mla_metadata(sl, 1, np.int32(4)).num_heads == 4
+    q = torch.randn(2, 1, 4, 64, device=device).to(torch.bfloat16)
+    kv = torch.randn(4, 16, 1, 64, device=device).to(torch.bfloat16)
+    bt = torch.arange(4, dtype=torch.int32, device=device).view(2, 2)
+    o, _ = mla_decode(q, kv, bt, sl, head_dim_v=np.int64(32), causal=np.bool_(True))
+    assert o.shape == (2, 1, 4, 32)
+    for bad in BAD_INTS:
+        with pytest.raises(TypeError, match="num_experts must be an int"):
+            moe_permute(hid, ids, bad, 4)
+        with pytest.raises(TypeError, match="num_heads must be an int"):
+            get_mla_metadata(sl, 1, bad)
+
+
+def _contiguous_operands(device, E, N=64, M=128, K=128):
+    a = torch.randn(M, K, device=device).to(torch.float8_e4m3fn)
+    a_s = torch.ones(M, 1, device=device)
+    b = torch.randn(E, N, K, device=device).to(torch.float8_e4m3fn)
+    b_s = torch.ones(E, max(1, -(-N // 128)), 1, device=device)
+    return a, a_s, b, b_s
+
+
+def test_grouped_contiguous_check_alignment_flag_and_empty_sizes(device):
+    a, a_s, b, b_s = _contiguous_operands(device, 2)
+    mi = torch.zeros(128, dtype=torch.int32, device=device)
+    for bad in BAD_FLAGS:  # check_alignment=1 was taken for True
+        with pytest.raises(TypeError, match="check_alignment must be a bool"):
+            grouped_fp8_gemm_contiguous(a, a_s, b, b_s, mi, check_alignment=bad)
+    # E = 0 with every row padding (valid per the docstring): zeros like the reference, not Triton's
+    # "AssertionError: shape must be positive"
+    a, a_s, b, b_s = _contiguous_operands(device, 0)
+    pad = torch.full((128,), -1, dtype=torch.int32, device=device)
+    out = grouped_fp8_gemm_contiguous(a, a_s, b, b_s, pad, check_alignment=np.bool_(True))
+    ref = grouped_fp8_gemm_contiguous_ref(a.cpu(), a_s.cpu(), b.cpu(), b_s.cpu(), pad.cpu())
+    assert out.shape == ref.shape == (128, 64) and not out.float().any() and not ref.float().any()
+    # N = 0 was refused as "b [E, N, K] must be K-contiguous with experts stacked densely"
+    a, a_s, b, b_s = _contiguous_operands(device, 2, N=0)
+    with pytest.raises(ValueError, match="b has N = 0"):
+        grouped_fp8_gemm_contiguous(a, a_s, b, b_s, mi)

@@ -144,3 +144,15 @@ def test_grouped_contiguous_check_alignment_flag_and_empty_sizes(device):
     a, a_s, b, b_s = _contiguous_operands(device, 2, N=0)
     with pytest.raises(ValueError, match="b has N = 0"):
         grouped_fp8_gemm_contiguous(a, a_s, b, b_s, mi)
+
+
+def test_philox_exp_noise_sizes(device):
+    from tritonseek.kernels.sampling import philox_exp_noise
+
+    seeds = torch.tensor([1, 2], device=device)
+    assert torch.equal(philox_exp_noise(seeds, np.int64(2), np.int32(8)), philox_exp_noise(seeds, 2, 8))
+    for bad in (True, 2.0, torch.tensor(2)):  # True was taken as 1
+        with pytest.raises(TypeError, match="num_positions must be an int"):
+            philox_exp_noise(seeds, bad, 8)
+        with pytest.raises(TypeError, match="vocab_size must be an int"):
+            philox_exp_noise(seeds, 2, bad)

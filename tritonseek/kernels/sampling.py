@@ -30,7 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_no_overlap, check_runnable_device, check_tensor, is_int_arg, is_real_arg
+from tritonseek.kernels._utils import (check_int, check_no_overlap, check_runnable_device, check_tensor, is_int_arg,
+                                      is_real_arg)
 from tritonseek.kernels.sampling_filter import (  # noqa: F401 - _sm_count/arrival_counters re-exported
     THRESH_CONFIG,
     _INTERP_BLOCK,
@@ -390,10 +391,12 @@ def philox_exp_noise(seeds: torch.Tensor, num_positions: int, vocab_size: int) -
     written out (for tests and the references).
 
     seeds: [B] int64 on CUDA (CPU under TRITON_INTERPRET=1). Returns [B, num_positions, vocab_size] fp32.
+    num_positions, vocab_size: ints (numpy integers too; a bool, float or tensor is a TypeError naming it).
     Requires num_positions·vocab_size < 2^31. Raises ValueError/TypeError on bad arguments.
     """
     check_tensor("seeds", seeds, dtype=torch.int64, ndim=1)
     check_runnable_device("seeds", seeds)
+    num_positions, vocab_size = check_int("num_positions", num_positions), check_int("vocab_size", vocab_size)
     if num_positions < 1 or vocab_size < 1 or num_positions * vocab_size >= 2**31:
         raise ValueError(f"need 1 <= num_positions*vocab_size < 2^31, got {num_positions}*{vocab_size}")
     B = seeds.shape[0]

@@ -432,6 +432,9 @@ def test_wsm_is_the_big_batch_default_above_32_rows():
                 default_config(s_q, h, 128, hopper=True).get("FILL_TOL")) == ("packed", 3), (s_q, h)
     for s_q, h in ((2, 128), (4, 64), (2, 96)):
         assert "SCHED" not in default_config(s_q, h, 128, hopper=True), (s_q, h)
+    # the balanced cut (and the packed schedule's fallback) of > 64 rows charges 3 tiles per sequence (session 20)
+    for s_q, h in ((1, 128), (2, 64), (2, 128)):
+        assert default_config(s_q, h, 128, hopper=True)["OVERHEAD"] == 3
     assert "SCHED" not in default_config(1, 128, 128, hopper=False)
     assert not default_config(1, 16, 128, hopper=True).get("WSM")
     assert not default_config(1, 128, 32, hopper=True).get("WSM")

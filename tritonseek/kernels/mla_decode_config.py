@@ -217,7 +217,14 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   move: fixed -1.2 / +0.2 / 0.0 / -0.5 / +5.4 / +19.6 us (h128 s_q1, h64 s_q2, h128 s_q2 at s_k 4096, then 8192),
 #   varlen +1.1 / +2.3 / -0.4 / +0.4 / +5.0 / +7.2. Off.
 # - OVERHEAD 3 / 2 (with OTMA) on varlen: -3.5 / -2.6, -1.3 / -1.8, -5.8 / -6.0, -6.9 / -4.3, +2.7 / +0.5, +13.8 /
-#   +13.1 us against the default (A/A +0.7, +1.3, +0.2, +1.4, +5.1, +0.8): inside the spread, 5 stays.
+#   +13.1 us against the default (A/A +0.7, +1.3, +0.2, +1.4, +5.1, +0.8); against OTMA alone -4.6 / -3.6 / -5.4 /
+#   -7.3 / -2.3 / +6.6 (OVERHEAD 3). W2 at 1e2fb3b (same method, 11 replays, _WSM_TWO_TILES the default), OVERHEAD 3
+#   alone, varlen h128 s_q1 / h64 s_q2 / h128 s_q2 at s_k 4096, then 8192: 299.1 -> 293.7 (-5.4), 287.6 -> 283.9
+#   (-3.7), 541.6 -> 533.0 (-8.6), 563.7 -> 561.7 (-1.9), 617.1 -> 616.5 (-0.6), 1161.3 -> 1157.4 (-3.9) [A/A -0.2,
+#   +0.8, +0.8, +3.9, +1.0, -1.7]: the balanced cut charged a sequence start 5 tiles (~10 us) where a segment costs
+#   ~6 us (DIAG fit), so programs with two starts got too few tiles. 3 for the 128-row class since W3 (checked there
+#   against 5, incl. h128 s_q2 fixed). The same W2: two head tiles packed vs balanced, fixed, h128 s_q1 / h64 s_q2 at
+#   s_k 4096, then 8192: -9.9 / -9.2 / -7.5 / +0.8 us [A/A +2.1 / +0.6 / +0.9 / -3.7].
 # - The combine's share (op minus split alone, same interleave): +10.2 .. +16.9 us on the balanced schedule (30-64
 #   split sequences), +3.8 .. +5.0 us with nothing to merge (packed, fixed): the launch and the early-exit programs.
 _WSM_KNOBS = dict(QTMA=True, OVEC=2, PART16=True)
@@ -228,7 +235,7 @@ _BIG_BATCH_WS: dict[int, dict] = {
     # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us), with
     # _WSM_KNOBS since session 19.
     64: dict(SCHED="packed", FILL_TOL=3, WSM=True, **_WSM_KNOBS),
-    128: dict(WSM=True, **_WSM_KNOBS),
+    128: dict(WSM=True, OVERHEAD=3, **_WSM_KNOBS),  # OVERHEAD 3: session 20 W2 / W3 (comment above _WSM_KNOBS)
 }
 # 65-128 rows (two 64-row head tiles: h128 s_q1, h64 s_q2) at batch >= 64 on Hopper: the packed schedule (session 20 W1
 # above; more head tiles keep the balanced cut).

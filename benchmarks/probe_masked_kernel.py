@@ -150,7 +150,8 @@ def main() -> int:
                      f"peer {tf.get('peer', 0):7.1f} TFLOP/s  ws/tl {r['ws_over_tl']}  A/A {r['aa']}")
         del a, a_s, b, bs, out, a16, b16
         torch.cuda.empty_cache()
-    print("\n".join(["", "  kind   GxM_max     N     K   GPU-clock TFLOP/s (median of interleaved graph replays)"] + table))
+    head = "  kind   GxM_max     N     K   GPU-clock TFLOP/s (median of interleaved graph replays)"
+    print("\n".join(["", head] + table))
     if bad:
         print("FAILED checks:", sorted(bad))
     return 1 if bad else 0

@@ -142,8 +142,8 @@ def test_auto_rule_on_hopper(hopper, monkeypatch, threshold):
 
 
 def test_decode_path_keeps_the_tl_kernel(hopper, monkeypatch, device):
-    """moe_triton's masked path (T ≤ MASKED_MAX_TOKENS = 128): whatever it passes the masked GEMM, auto picks tl there,
-    on a (faked) Hopper device with ws allowed from 1 row — its config and max_active_groups are tl options."""
+    """moe_triton's masked path (T ≤ MASKED_MAX_TOKENS = 128): whatever it passes the masked GEMM, auto picks tl
+    there, on a (faked) Hopper device with ws allowed from 1 row — its config and max_active_groups are tl options."""
     import tritonseek.model.moe_triton as MT
     from tests.model.test_moe_triton import _experts, _routing
 

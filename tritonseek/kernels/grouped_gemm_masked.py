@@ -444,10 +444,13 @@ def grouped_fp8_gemm_masked(
         "ws" = the warp-specialized Gluon kernel (grouped_gemm_ws.grouped_fp8_gemm_masked_ws: CUDA sm_90 only; takes
         none of pdl, prefetch_group, max_active_groups; config keys of ``grouped_ws_config``; out with its groups
         stacked densely); "auto" (default) = "ws" on a Hopper GPU when none of those tl options nor config is
-        given, out is None or dense, rows per group (expected_m, else M_max) ≥ 128 and rows per group × E ≥
-        256 (grouped_gemm_masked_choice.WS_MIN_ROWS / WS_MIN_TOTAL_ROWS: H200: ws / tl time 0.71-0.98 in every
-        measured case there), else "tl" (the MoE decode path passes max_active_groups and config: tl). Same results either way (fp32 accumulation; summation order differs). The rule:
-        grouped_gemm_masked_choice.choose_masked_kernel, which names the kernel a call runs.
+        given, out is None or dense, rows per group (expected_m, else M_max) ≥ 128 and rows per group × E ≥ 256
+        (grouped_gemm_masked_choice.WS_MIN_ROWS / WS_MIN_TOTAL_ROWS; H200: ws / tl time 0.71-0.98 in every
+        measured case there), else "tl" (the MoE decode path passes max_active_groups and config: tl). Results
+        agree to rounding (both accumulate in fp32; summation order differs). grouped_gemm_masked_choice.
+        choose_masked_kernel names the kernel a call runs. Measured as graph replays; eager (no CUDA graph), the ws
+        launch costs ~125-145 µs of host time per call against tl's ~45-75 (H200, session 20 W2), so back-to-back
+        eager calls at the anchor shapes are host-bound and slower with ws.
     Returns out [E, M_max, N] (E = 0 or M_max = 0: an empty result, nothing launched). Raises TypeError
     (dtypes, pdl, expected_m not an int, kernel not a str) / ValueError (shapes, layout, device, config,
     prefetch_group, expected_m < 1, kernel unknown, kernel="ws" off a Hopper GPU or with a tl-only option).

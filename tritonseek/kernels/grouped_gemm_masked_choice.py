@@ -26,8 +26,11 @@ Median per-round time ratio ws / tl (< 1: ws faster), (N, K) = (4096, 7168) / (7
 A/A control (tl again / tl): 0.99-1.00 at 16 groups, 0.93-1.03 at 4, 1.00-1.21 at one group (largest with ≤ 128
 rows: likely L2 — tl again followed the bf16 peer in half the rounds, which evicts the fp8 weights from the 50 MB L2,
 while tl and ws always followed a kernel reading the same weights; not verified). Hence from 128 rows per
-group (ws / tl 0.87-0.93 with ≥ 4 groups), but not one group of 128 (one (N, K) 21 % slower: 56 short tiles); below 128
-rows the tl kernel wins or ties (64 rows: mixed, ±14 %), and decode (1-16 rows) stays on its swapped tiles.
+group (ws / tl 0.87-0.93 with ≥ 4 groups), but not one group of 128 (one (N, K) 21 % slower: 56 short tiles);
+below 128 rows the tl kernel wins or ties (64 rows: mixed, ±14 %), and decode (1-16 rows) stays on its swapped tiles.
+bench_moe's grouped_gemm_masked suite with this rule (h5wire W2, 1e2fb3b): auto ran ws at the 6 anchors, GPU clock
+1122 / 836, 1121 / 832, 1074 / 814 TFLOP/s (tl 869 / 747, 851 / 726, 821 / 703; torch._grouped_mm bf16 1.51-1.55×
+slower than ws); graph replay incl. launch 1100 / 831, 1096 / 813, 1049 / 775. Eager calls: see the launcher.
 """
 
 from __future__ import annotations
@@ -76,10 +79,10 @@ def choose_masked_kernel(
     max_active_groups: int | None = None,
 ) -> str:
     """The kernel ("tl" | "ws") a ``grouped_fp8_gemm_masked`` call with these arguments runs (the operands already
-    checked: dev = a.device, E = a.shape[0] groups, M_max = a.shape[1]). kernel "tl" / "ws" is returned as given once its options are
-    checked; "auto" resolves as the module docstring says. Raises TypeError (kernel not a str) / ValueError (kernel
-    unknown; kernel="ws" with a non-Hopper or non-CUDA device, pdl, prefetch_group, max_active_groups or a config
-    key of the tl kernel — each naming the argument)."""
+    checked: dev = a.device, E = a.shape[0] groups, M_max = a.shape[1]). kernel "tl" / "ws" is returned as given
+    once its options are checked; "auto" resolves as the module docstring says. Raises TypeError (kernel not a str)
+    / ValueError (kernel unknown; kernel="ws" with a non-Hopper or non-CUDA device, pdl, prefetch_group,
+    max_active_groups or a config key of the tl kernel — each naming the argument)."""
     kernel = check_kernel(kernel)
     # the tl kernel's options, as given (None / False: not used)
     tl_only = dict(pdl=pdl or None, prefetch_group=prefetch_group, max_active_groups=max_active_groups)

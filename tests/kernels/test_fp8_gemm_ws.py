@@ -55,7 +55,7 @@ def compile_sm90(cfg: dict, out_dtype: torch.dtype = torch.bfloat16, tma_store: 
                                              else W._WGS3_REGS)
     warps = 4 if split else W._NUM_WARPS
     pipe = bool(cfg["PIPE"]) and wgs == 2 and bn != 256
-    ahead = int(cfg["SCALE_AHEAD"]) if pipe or wgs == 3 else 0
+    ahead = int(cfg["SCALE_AHEAD"]) if wgs == 3 or (pipe and cfg["WGS"] is not None) else 0  # as the launcher
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     a_rows = 64 if wgs == 3 else bm
     la = W._smem_layout([a_rows, bk], gl.float8e4nv)

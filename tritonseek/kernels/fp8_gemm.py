@@ -123,11 +123,13 @@ _TUNED: dict[tuple[str, int, int], dict] = {
                                 GLUON=dict(SPLIT=True, UNROLL2=True)),
     # Session 20 (H200 W1 at 1230905, interleaved GPU clock, time ratio to the then-committed 128-row PIPE0 tiles, A/A
     # 1.0003-1.0011): 7168×16384 takes SCALE_AHEAD 1, with which wgs_for picks 192-row tiles at M = 4096 (its tile cost
-    # 1.37 with SCALE_AHEAD), 0.964 there (885.3 → 855.5 µs; cuBLAS 842.5), and 128-row ones at M ≤ 1024 (SCALE_AHEAD on
-    # 128-row tiles at M = 4096: 0.997 in s19 W1); at 4096×7168 / 7168×2048 192-row SCALE_AHEAD tiles gave 1.045 /
-    # 0.998 (wgs_for keeps 128 rows there). 4096×7168 and 7168×2048 take FAST_COORDS (tile coordinates without
-    # integer divisions): 0.996 / 0.997 there (0.994 / 0.995 in s19 W2 at 460236b, A/A ≤ 0.1 %; 0.990 at 7168×16384's
-    # 128-row tiles). Lost in that run (4096×7168 / 7168×2048 / 7168×16384): 5 stages 1.023 / 1.008 / 1.021, with
+    # 1.37 with SCALE_AHEAD), 0.964 there (885.3 → 855.5 µs; cuBLAS 842.5; W2 at 1e2fb3b: the previous entry 1.026,
+    # A/A 0.999, sustained no-sleep replays 1.038), and 128-row ones at M ≤ 1024, which the launcher runs without
+    # SCALE_AHEAD (with WGS None it applies to 192-row tiles only); at 4096×7168 / 7168×2048 192-row SCALE_AHEAD
+    # tiles gave 1.045 / 0.998 (those entries carry no SCALE_AHEAD: 128-row tiles). 4096×7168 and 7168×2048 take
+    # FAST_COORDS (tile coordinates without integer divisions): 0.996 / 0.997 there (0.994 / 0.995 in s19 W2 at
+    # 460236b, A/A ≤ 0.1 %; 0.990 at 7168×16384's 128-row tiles; W2 at 1e2fb3b: the entries without it 1.004 / 1.004,
+    # A/A 1.000 / 1.003; sustained at 7168×2048 1.004, A/A 0.999). Lost in that run (4096×7168 / 7168×2048 / 7168×16384): 5 stages 1.023 / 1.008 / 1.021, with
     # FAST_COORDS 1.021 / 0.998 / 1.024; at 7168×2048 GROUP_M 16 + FAST_COORDS 0.999, stream-K DP + SCALE_AHEAD 1.076.
     ("large", 7168, 16384): dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, SPLIT_K=1, GRID_MULT=1, TMA_STORE=True,
                                  GLUON=dict(SPLIT=True, UNROLL2=True, SCALE_AHEAD=1)),

@@ -524,7 +524,8 @@ def fp8_gemm_nt_ws(
         warpgroups, 3 = 192-row tiles with one product set each, None = chosen per problem, PIPE = two wgmmas in
         flight per warpgroup on 128-row tiles, PIPE0 = with PIPE, from K block 0 on, IDLE_SKIP = 192-row tiles'
         warpgroups with no rows left skip their wgmmas, TAIL_N64 = their ≤ 64-column last tiles run n64 wgmmas,
-        SCALE_AHEAD = 0 / 1: scale loads one K block (pair) ahead, FAST_COORDS: the consumers' tile coordinates
+        SCALE_AHEAD = 0 / 1: scale loads one K block (pair) ahead (with WGS None: on 192-row tiles only, and
+        wgs_for then rates those cheaper), FAST_COORDS: the consumers' tile coordinates
         without integer divisions), for tests and tuning.
     Returns out [M, N].
     Raises TypeError on non-tensors / wrong dtypes, ValueError on shape or layout mismatch
@@ -568,8 +569,9 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     pipe = bool(cfg["PIPE"]) and wgs == 2 and bn != 256
     pipe0 = bool(cfg["PIPE0"]) and pipe
     regs = (_MAXNREG, cfg["CONSUMER_REGS"], cfg["PRODUCER_REGS"]) if wgs == 2 else _WGS3_REGS
-    # SCALE_AHEAD: the PIPE or the 192-row serial loop
-    ahead = int(cfg["SCALE_AHEAD"]) if pipe or wgs == 3 else 0
+    # SCALE_AHEAD: the PIPE or the 192-row serial loop; with WGS None only on the 192-row tiles it makes cheaper
+    # (128-row PIPE tiles measured 1.03 slower with it at K ≤ 7168, s19 W1): wgs_for's 128-row picks run without it
+    ahead = int(cfg["SCALE_AHEAD"]) if wgs == 3 or (pipe and cfg["WGS"] is not None) else 0
     bm = 64 * wgs if cfg["SPLIT"] else bm
     gl_fp8 = gl.float8e4nv
     a_rows = 64 if wgs == 3 else bm  # 192-row tiles: three 64-row TMA boxes

@@ -29,8 +29,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False, steal: bool = False, rotate: bool = False, qearly: bool = False,
-                 btfirst: bool = False):
+                 fuse: bool = False, steal: bool = False, rotate: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -53,8 +52,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate,
-                  QEARLY=qearly, BTFIRST=btfirst)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate)
     if steal:
         sig["work_ptr"] = "*i32"
     else:
@@ -171,21 +169,6 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs, steal, fuse):
     for loop in loops:
         assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= (0 if wgs == 1 and not qtma else 1)
         assert sum("HGMMA.64x" in x for x in loop) == 36 + 32
-
-
-def test_ws_producer_switches_compile_sm90():
-    """QEARLY + BTFIRST (mla_decode_ws.QUERY_EARLY / BT_FIRST) on the 32-row batch >= 64 build: it compiles for sm_90a,
-    the query TMA gets its third issue site per box (the early one), the wgmmas stay asynchronous and each copy of
-    the consumer's per-tile loop stays free of local-memory accesses (the producer warp changed, not the consumer)."""
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", 32, 2, True, True, 1, False, 232, 40, True, False, False,
-                               True, True, False, True, True, False, False, False, True, True)
-    report = ptxas_report(ptx)
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 9 * 3
-    assert "C7514" not in report and "serialized" not in report, report
-    loops = _hot_loops(ptx)
-    assert len(loops) == 4
-    assert all(sum(("LDL" in y) or ("STL" in y) for y in x) <= 1 for x in loops)
-    assert all(sum("HGMMA.64x" in y for y in x) == 36 + 32 for x in loops)
 
 
 def test_ws_rejects_non_cuda():
@@ -403,56 +386,6 @@ def test_fuse_merge_pieces_gpu(device, num_heads, seqlen_q, programs):
         _check_ws(*case, num_sm=programs, **dict(_ALL, FUSE=True))
 
 
-@pytest.fixture
-def producer_switches(request):
-    """Sets mla_decode_ws.QUERY_EARLY / BT_FIRST for one test (module switches read at launch), then restores them."""
-    from tritonseek.kernels import mla_decode_ws as W
-
-    old = (W.QUERY_EARLY, W.BT_FIRST)
-    W.QUERY_EARLY, W.BT_FIRST = request.param
-    yield request.param
-    W.QUERY_EARLY, W.BT_FIRST = old
-
-
-# both on (each alone is checked at real shapes by benchmarks/probe_mla_ws_switch_ab.py before it is timed)
-_SWITCHES = [(True, True)]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1), (3, 1), (8, 3)])
-@pytest.mark.parametrize("producer_switches", _SWITCHES, indirect=True)
-def test_producer_switches_gpu(device, num_heads, seqlen_q, producer_switches):
-    """QUERY_EARLY (the next sequence's query rows loaded during this one, after its third tile) and BT_FIRST (a
-    sequence's first block id before its query TMA) with the batch >= 64 knobs: ragged lengths with 0s, 1, page ± 1 and
-    1-2-tile sequences (the early query issued at a sequence's last tile; an empty next sequence gets none) on 4
-    programs, pages 64 and 256, 3 calls; a 6000-key sequence on 8 programs; with FUSE (one warpgroup, 16/32 rows); the
-    batch-128 N(4096, 2048) lengths on all SMs (16/32 rows). Checks of _check_ws."""
-    gen = torch.Generator().manual_seed(num_heads * 10 + seqlen_q + 1)
-    lens = [0, 1, 64, 65, 4096, 777, 2049, 64 * 33 + 5, 0, 300, 1, 5000, 64, 0, 128, 129]
-    tile_rows = num_heads * seqlen_q in (16, 32)
-    for page in (64, 256):
-        case = make_case(device, len(lens), seqlen_q, num_heads, 576, 512, page, lens, gen)
-        for _ in range(3):
-            _check_ws(*case, num_sm=4, **_ALL)
-        if tile_rows:
-            _check_ws(*case, num_sm=4, **dict(_ALL, FUSE=True))
-    case = make_case(device, 5, seqlen_q, num_heads, 576, 512, 64, [6000, 3, 0, 700, 65], gen)
-    _check_ws(*case, num_sm=8, **_ALL)
-    if tile_rows:
-        lens = [max(int(x), seqlen_q) for x in torch.normal(4096.0, 2048.0, (128,), generator=gen).tolist()]
-        lens[7] = 0
-        _check_ws(*_device_case(device, seqlen_q, num_heads, lens, seed=num_heads + 3), **_ALL)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("producer_switches", [(True, True)], indirect=True)
-@pytest.mark.parametrize("num_heads,seqlen_q", [(16, 1), (16, 2), (32, 1)])
-def test_producer_switches_default_gpu(device, num_heads, seqlen_q, producer_switches):
-    """mla_decode's batch-128 default (balanced / packed schedule, QTMA, _SWITCH knobs) with both producer switches,
-    twice on the same metadata, 32 sequences against the reference (_check_big_batch)."""
-    _check_big_batch(device, num_heads, seqlen_q, None)
-
-
 def _replay_and_check(g, out, lse, q, kv, bt, cs):
     """Replay graph g (which writes out / lse) and compare them with the reference on the current cache_seqlens cs."""
     g.replay()
@@ -490,16 +423,6 @@ def test_ws_spin_combine_graph_replay_gpu(device, combine):
 
     _graph_two_layers(device, dict(ws_config(1, 32), **_ALL, COMBINE_SPIN=combine == "spin",
                                    FUSE=combine.startswith("fuse"), ROTATE=combine == "fuse_rotate"), 23)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("producer_switches", [(True, True)], indirect=True)
-def test_producer_switches_graph_replay_gpu(device, producer_switches):
-    """Both producer switches with the batch >= 64 knobs inside a CUDA graph (metadata kernel + two calls, replays
-    with new lengths and repeated replays), each replay against the reference."""
-    from tritonseek.kernels.mla_decode_ws import ws_config
-
-    _graph_two_layers(device, dict(ws_config(1, 32), **_ALL), 31)
 
 
 def _graph_two_layers(device, cfg, seed):

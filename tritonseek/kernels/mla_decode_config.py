@@ -181,6 +181,13 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   (the arrival) 1.0 / 1.0, -> merged 8.0-8.5 (max 12.3) / 2.3-2.6, the merge at the end of ~105 of 132 programs;
 #   32 rows: program time fit 15.5 us per segment (default 6.2), idle tail 25.5-26.9 us (10.7-11.6), split alone 187.3
 #   us vs 165.3 + combine 10.1. FUSE stays off; the merge (a piece read back, 32 KB each, by one warpgroup) is the cost.
+# - Session 20 (h4mla W1 at 1230905, same method, 21 replays; default 164.3 / 168.5 / 158.6 / 303.9 us, A/A +1.6 / +2.4 /
+#   +0.0 / +2.1): FUSE with a merge that issues every load before its math and reads its own piece from shared memory
+#   (SASS: a 2-piece merge's 16-byte loads all in flight) h16 s_q2 / h32 s_q1 / h16 s_q1 / s_k 8192 h32 s_q1 varlen
+#   +22.6 / +20.0 / +1.2 / +26.6 us vs the one-pass merge's +17.8 / +18.0 / -0.3 / +23.5 (DIAG merge 9.0 vs 7.7 us at 32
+#   rows): the merge's cost is not a serial load chain (removed); FUSE + OVERHEAD 3 +15.6 / +20.6 / +0.0 / +21.6,
+#   OVERHEAD 1 worse. W2 (1515883): producer-side prefetch order (next query early, first block id first) within the
+#   A/A spread (figures in mla_decode_ws). Nothing here changed.
 # Session 19 (h1mla), the WSM kernel's sequence switches (globaltimer probe, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
 # fixed): 5.4-5.9 us of consumer query loads per sequence and a 10-11 us epilogue per unsplit sequence (its bf16 out
 # stores were 2-byte: out strides not specialized, alignment unknown; fp32 partials 3.3-4.1 us), on ~2.0 us per

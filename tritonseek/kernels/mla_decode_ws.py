@@ -127,12 +127,13 @@ _DV, _DR, _DQK, _TN = 512, 64, 576, 64  # D_LATENT, D_ROPE, D_QK, TILE_N (mla_de
 # pieces done early; meant for FUSE's merges): H200 s18 W2 slower alone (+1.4..+3.8 µs) and with FUSE (+10..+32 µs).
 _DEFAULT_WS = dict(WS_STAGES=2, PRODUCER_REGS=40, DEFER_L=True, WS_WGS=1, CONSUMER_REGS=232, PIPE=False, QTMA=False,
                    SEQPF=False, BTPF=False, OTMA=False, ROTATE=False)
-# Producer-warp switches (module level, not config keys: they change when, not what, the kernel loads; off until
-# measured): QUERY_EARLY (kernel QEARLY, with QTMA): the next sequence's query rows are loaded during this sequence,
-# after its third tile is issued, not at the switch; BT_FIRST (kernel BTFIRST, with BTPF): a sequence's first block
-# id is loaded before its query TMA instead of after it. See _producer_span.
-QUERY_EARLY = False
-BT_FIRST = False
+# Measured and dropped (s20 W2 at 1515883, code there; H200, GPU clock, 8 calls per graph, 21 reps, A/A in the run):
+# producer switches QUERY_EARLY (the next sequence's query TMA during this sequence, after its third tile) and BT_FIRST
+# (a sequence's first block id before its query TMA): b128 page 64 s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1,
+# s_k 8192 h32 s_q1, s_k 4096 fixed h32 s_q1 (default 165.5 / 160.9 / 155.3 / 298.7 / 146.4 us) +1.5 / +1.0 / -0.2 /
+# +2.6 / +0.3 and +1.8 / +1.3 / +0.2 / +2.2 / -0.1, both +2.4 / +1.2 / -0.1 / +3.1 / +0.3 (A/A +1.0 / +1.3 / +0.5 /
+# +2.4 / 0.0): noise. DIAG (32 rows): the next sequence's first tile was still ready 1.4-1.5 us after the consumer
+# asked for it with the query loaded early, so the query was not what delayed it.
 # registers per thread at entry with two consumer warpgroups (12 warps incl. the producer's warpgroup)
 _MAXNREG_2WG = 168
 
@@ -168,7 +169,7 @@ def _mla_decode_ws_kernel(
     cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
     PART_TMA: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, STEAL: gl.constexpr = False,
-    ROTATE: gl.constexpr = False, QEARLY: gl.constexpr = False, BTFIRST: gl.constexpr = False,
+    ROTATE: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -228,7 +229,7 @@ def _mla_decode_ws_kernel(
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
                          BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, num_spans, work_ptr, sp_smem,
-                         sp_ready, sp_free, STEAL, ROTATE, QEARLY, BTFIRST)),
+                         sp_ready, sp_free, STEAL, ROTATE)),
         ], [1], [PRODUCER_REGS])
     else:
         # two consumer warpgroups (default partition + worker 0), each owning ROWS of the BLOCK_H rows and
@@ -344,7 +345,6 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
     steal = (metadata.num_programs is not None and metadata.work_counter is not None and wgs == 1 and not fuse
              and not metadata.config.get("STEAL_WAVE", False) and metadata.work_counter.numel() >= head_tiles)
     grid = (head_tiles, metadata.num_programs if steal else metadata.num_parts)
-    rotate = bool(cfg["ROTATE"]) and wgs == 1
     od_desc = pd_desc = None
     if otma:
         o2d = out.view(batch * seqlen_q * num_heads, _DV)
@@ -369,9 +369,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin or fuse else None, COUNT=spin, od_desc=od_desc,
         pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
         DIAG=diag is not None, FUSE=fuse, num_spans=metadata.num_parts,
-        work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=rotate,
-        QEARLY=qtma and bool(QUERY_EARLY) and not rotate, BTFIRST=bool(cfg["BTPF"]) and bool(BT_FIRST), num_warps=4,
-        **extra,
+        work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=bool(cfg["ROTATE"]) and wgs == 1,
+        num_warps=4, **extra,
     )
 
 

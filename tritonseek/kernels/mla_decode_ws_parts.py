@@ -74,8 +74,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
               diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, sp_smem=None,
-              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False,
-              QEARLY: gl.constexpr = False, BTFIRST: gl.constexpr = False):
+              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
     # One warp: the program's span, then (STEAL) tail spans: after issuing a span's last tile it takes a ticket j
     # from work_ptr[head tile] (tail span num_programs + j while j < num_spans − num_programs, else the end
     # sentinel num_spans) and hands it to the consumer through the sp_smem slot. Every program takes exactly one
@@ -100,8 +99,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             it, qn0, qn1, pseg, w_cyc, i_cyc = _producer_span(
                 span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
                 seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
-                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE,
-                QEARLY, BTFIRST)
+                q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
             j = n_tail
             if n_tail > 0:
                 j = _claim(cnt)
@@ -116,8 +114,7 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
         _, _, _, _, w_cyc, i_cyc = _producer_span(
             pid, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
             seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
-            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE,
-                QEARLY, BTFIRST)
+            q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
     if DIAG:
         _stamp(diag_ptr + pid.to(gl.int64) * 128, 47)
         gl.store(diag_ptr + pid.to(gl.int64) * 128 + 45, w_cyc)
@@ -129,22 +126,15 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                    seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift,
                    qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
-                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr, ROTATE: gl.constexpr = False,
-                   QEARLY: gl.constexpr = False, BTFIRST: gl.constexpr = False):
+                   diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr, ROTATE: gl.constexpr = False):
     # The producer warp's walk of one schedule span (sched row `span`): for every tile, wait for a free stage
     # and TMA the tile into it.
     # QTMA: before a sequence's tiles, its query rows go into one of two query buffers (released by the
     # consumer after the sequence), so the next sequence's queries arrive while this one is computed.
     # BTPF: the block id of the sequence's next tile is loaded before this tile's wait for a free stage (the
     # L2 latency of the block-table read is off the path from a released stage to its TMA).
-    # QEARLY (QTMA, no ROTATE): the next sequence's query rows are loaded during this sequence, after its third tile
-    # (its last, if fewer) is issued, instead of at the next sequence's start, two tiles before this sequence's end:
-    # then the query (36 KB at 32 rows) is not in flight with the next sequence's first tile at the switch (H200 s19
-    # DIAG, 32 rows: that tile was ready 1.3 us after the consumer wanted it, 0.14 us at 16 rows). The buffer it goes
-    # to is the previous sequence's, free by then: the consumer released this sequence's first tile after that
-    # sequence's epilogue (so the wait never blocks longer than the old order's did).
-    # BTFIRST (BTPF): a sequence's first block id is loaded before its query TMA (whose issue waits on its length),
-    # so the two loads overlap instead of chaining (a program's start: sched row -> length -> block id -> tile).
+    # Measured and dropped (s20 W2 at 1515883, code there): the next sequence's query TMA issued after this sequence's
+    # third tile instead of at its start (QEARLY), a sequence's first block id loaded before its query TMA (BTFIRST).
     pid = gl.program_id(1)
     b_begin = gl.load(sched_ptr + span * 4 + 0)
     t_begin = gl.load(sched_ptr + span * 4 + 1)
@@ -154,21 +144,13 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
         b_begin = gl.where(span == 0, 0, b_begin)
     stage_bytes: gl.constexpr = v_desc.block_type.nbytes + r_desc.block_type.nbytes
     page_mask = (1 << page_shift) - 1
-    q_pend = gl.to_tensor(0)  # QEARLY: this sequence's query rows were already issued by the previous one
     for bl in range(b_begin, b_end + 1):
         b = _rotated(bl, b_begin, b_end, ROTATE)  # ROTATE: the span's last sequence first, as the consumer
         seqlen, k_lo, k_hi = _seq_range(b, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
                                         page_shift, BLOCK_N)
         bt_row = bt_ptr + b.to(gl.int64) * stride_btb
-        if BTFIRST:  # as BTPF's first load below, issued before the query TMA's wait on the length
-            blk_next = gl.load(bt_row + gl.minimum((k_lo * BLOCK_N) >> page_shift, max_blocks - 1))
-        if QEARLY:  # the next sequence's tile range (its length loaded now, used after this sequence's third tile)
-            _, k_lo_n, k_hi_n = _seq_range(b + 1, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                           page_shift, BLOCK_N)
-            next_q = (bl + 1 <= b_end) & (k_lo_n < k_hi_n)
-            k_early = gl.minimum(k_lo + 2, k_hi - 1)
         if QTMA:
-            if (k_lo < k_hi) & (q_pend == 0):
+            if k_lo < k_hi:
                 qs = (bl - b_begin) % 2
                 n_q = gl.where(qs == 0, qn0, qn1)
                 mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
@@ -178,9 +160,7 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                 tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope.index(qs))
                 qn0 = gl.where(qs == 0, qn0 + 1, qn0)
                 qn1 = gl.where(qs == 1, qn1 + 1, qn1)
-        q_pend = q_pend & 0
-        if BTPF and not BTFIRST:  # block id of the span's first tile (clamped into the row: an empty span reads
-            # nothing past it)
+        if BTPF:  # block id of the span's first tile (clamped into the row: an empty span reads nothing past it)
             blk_next = gl.load(bt_row + gl.minimum((k_lo * BLOCK_N) >> page_shift, max_blocks - 1))
         for k in range(k_lo, k_hi):
             s = it % NUM_STAGES
@@ -205,19 +185,6 @@ def _producer_span(span, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_buf
                 w_cyc += c1 - c0
                 if k == k_lo:
                     _stamp(diag_ptr + pid.to(gl.int64) * 128, 48 + gl.minimum(pseg, 7))
-            if QEARLY:
-                if (k == k_early) & next_q:  # the next sequence's query rows, into the other buffer
-                    qs = (bl + 1 - b_begin) % 2
-                    n_q = gl.where(qs == 0, qn0, qn1)
-                    mbarrier.wait(q_empty.index(qs), (n_q & 1) ^ 1)
-                    qbar = q_ready.index(qs)
-                    mbarrier.expect(qbar, qd_lat.block_type.nbytes + qd_rope.block_type.nbytes)
-                    tma.async_copy_global_to_shared(qd_lat, [(b + 1) * rows_total + row0, 0], qbar, q_lat.index(qs))
-                    tma.async_copy_global_to_shared(qd_rope, [(b + 1) * rows_total + row0, D_LATENT], qbar,
-                                                    q_rope.index(qs))
-                    qn0 = gl.where(qs == 0, qn0 + 1, qn0)
-                    qn1 = gl.where(qs == 1, qn1 + 1, qn1)
-                    q_pend = q_pend | 1
             it += 1
         if k_lo < k_hi:
             pseg += 1

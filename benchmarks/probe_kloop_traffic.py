@@ -29,7 +29,11 @@ ring+lds16 656.0, sync+lds16 519.9; chain-resident 512.1, chain-ring 645.4, chai
 more of ld.shared per block nothing (the hypothesis that shared-memory bandwidth limits the loop is refuted), and the
 TMA fill ~50 B per SM cycle whether or not the wgmmas read it (32 KB / 629-653 cycles, 48 KB / 1043): the 128×128
 tile needs 32 KB per 512 tensor cycles (64 B/clk), so it runs at ~0.78 of the tensor core — the GEMM's measured
-660 cycles per block. Fewer bytes per FLOP (128×256 tiles: 48 KB per 1024 cycles = 47 B/clk) is the lever.
+660 cycles per block. W2 (1e2fb3b) repeated these within 1-7 % (the ring+tma16 pair 1088-1091) and added the
+fraction-of-grid variants: ring/2 611.8 and ring/4 611.8, tma-unread/2 524-526 (vs 637-652 on every SM), ring+tma16/2
+764-815 (vs 1088-1091): the fill limit is an aggregate one (all SMs loading: ~50 B per SM cycle; 66 SMs: ~62), which
+TMA multicast within a 2-CTA cluster would relieve (not expressible in Triton 3.6's Gluon: grouped_gemm_ws docstring);
+128×256 tiles (fewer bytes per FLOP) lost there through their K loops.
 
 Per K block the tensor core needs 512 SM cycles (two warpgroups × four m64n128k32 at 64 cycles). Shared-memory
 traffic per block of the ring variant: wgmma reads A 16 KB + B 2 × 16 KB, TMA writes 32 KB = 80 KB (160 B per tensor
@@ -238,39 +242,46 @@ def _flags(name: str) -> dict:
                 SRC=SRC_BLOCKS, num_warps=4)
 
 
-def compile_only(names=None) -> list[dict]:
-    """Compile the variants (default all) for sm_90a (no GPU): prints and returns their wgmma / TMA counts and ptxas
-    spills."""
-    import re
-    import subprocess
-    import tempfile
-
+def compile_variant(name: str):
+    """The sm_90a build of one variant (triton.compile, no GPU); run it where TRITON_INTERPRET is unset."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from tritonseek.kernels.fp8_gemm_ws import _smem_layout
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     lay = _smem_layout([128, 128], gl.float8e4nv)
     desc_ty = f"tensordesc<fp8e4nv[128, 128],{lay!r}>"
+    f = _flags(name)
+    sig = dict(a_desc=desc_ty, b_desc=desc_ty, a_ptr="*fp8e4nv", sa_ptr="*fp32", sb_ptr="*fp32",
+               stamps_ptr="*i64", out_ptr="*fp32", iters="i32", **{k: "constexpr" for k in f})
+    return triton.compile(GluonASTSource(_traffic_kernel, sig, f), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4, maxnreg=168))
+
+
+def build_report(name: str, ptx: str) -> dict:
+    """wgmma / TMA-load counts of a variant's PTX and ptxas's spill / serialization report."""
+    import re
+    import subprocess
+    import tempfile
+
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "k.ptx"), "w") as fh:
+            fh.write(ptx)
+        r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", os.path.join(d, "k.ptx"), "-o",
+                            os.path.join(d, "k.cubin")], capture_output=True, text=True)
+    return dict(name=name, wgmma=ptx.count("wgmma.mma_async"), tma=ptx.count("cp.async.bulk.tensor"),
+                spills=re.findall(r"(\d+) bytes spill stores", r.stderr),
+                serialized="C7514" in r.stderr or "C7515" in r.stderr, rc=r.returncode)
+
+
+def compile_only(names=None) -> list[dict]:
+    """Compile the variants (default all) for sm_90a (no GPU): prints and returns build_report of each."""
     found = []
     for name in names or VARIANTS:
-        f = _flags(name)
-        sig = dict(a_desc=desc_ty, b_desc=desc_ty, a_ptr="*fp8e4nv", sa_ptr="*fp32", sb_ptr="*fp32",
-                   stamps_ptr="*i64", out_ptr="*fp32", iters="i32", **{k: "constexpr" for k in f})
-        k = triton.compile(GluonASTSource(_traffic_kernel, sig, f), target=GPUTarget("cuda", 90, 32),
-                           options=dict(num_warps=4, maxnreg=168))
-        ptx = k.asm["ptx"]
-        with tempfile.TemporaryDirectory() as d:
-            with open(os.path.join(d, "k.ptx"), "w") as fh:
-                fh.write(ptx)
-            r = subprocess.run([ptxas, "--gpu-name", "sm_90a", "-v", os.path.join(d, "k.ptx"), "-o",
-                                os.path.join(d, "k.cubin")], capture_output=True, text=True)
-        spills = re.findall(r"(\d+) bytes spill stores", r.stderr)
-        found.append(dict(name=name, wgmma=ptx.count("wgmma.mma_async"), tma=ptx.count("cp.async.bulk.tensor"),
-                          spills=spills, serialized="C7514" in r.stderr or "C7515" in r.stderr, rc=r.returncode))
-        print(f"{name:18s} wgmma {ptx.count('wgmma.mma_async')}  tma {ptx.count('cp.async.bulk.tensor')}  "
-              f"spill stores {spills}  serialized {'C7514' in r.stderr or 'C7515' in r.stderr}  rc {r.returncode}",
-              flush=True)
+        r = build_report(name, compile_variant(name).asm["ptx"])
+        found.append(r)
+        print(f"{name:18s} wgmma {r['wgmma']}  tma {r['tma']}  spill stores {r['spills']}  serialized "
+              f"{r['serialized']}  rc {r['rc']}", flush=True)
     return found
 
 

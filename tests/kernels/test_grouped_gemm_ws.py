@@ -46,7 +46,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
     cty = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[out_dtype]
     la = W._smem_layout([bm, bk], gl.float8e4nv)
     lb = W._smem_layout([bn, bk], gl.float8e4nv)
-    c_cols = 64 if cfg.get("QUARTERS") else min(bn, 128)  # WIDE (BLOCK_N 256) tiles: one store per half / quarter
+    c_cols = min(bn, 128)  # WIDE (BLOCK_N 256) tiles: one store per 128-column half
     lc = W._smem_layout([c_rows, c_cols], W._GL_DTYPES[out_dtype])
     sig = dict(a_desc=f"tensordesc<fp8e4nv[{bm}, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
                c_desc=f"tensordesc<{cty}[{c_rows}, {c_cols}],{lc!r}>" if tma_store else "constexpr",
@@ -57,7 +57,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)), QUARTERS=bool(cfg.get("QUARTERS", False)))
+                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)))
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -130,32 +130,6 @@ def test_grouped_ws_wide_compiles_for_sm90(masked):
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     limit = 4 if masked else 0
     assert spills and all(int(st_) <= limit and int(ld) <= limit for st_, ld in spills), report
-
-
-@pytest.mark.parametrize("masked", [False, True])
-def test_grouped_ws_quarters_compile_for_sm90(masked):
-    # QUARTERS (BLOCK_N 256): per K block each consumer partition issues four n64 wgmma groups (4 × k32 each), two in
-    # flight, so 2 partitions × 4 quarters × 4 = 32 n64 wgmmas and no n128 / n256 one; asynchronous (no C7514
-    # serialization, no C7517 injected wait: no product crosses the K loop's back-edge). ptxas spills 180-204 bytes,
-    # all outside the K loop (seen in the SASS: the tile schedule / epilogue registers around the loop over tiles)
-    cfg = dict(W.grouped_ws_config("masked" if masked else "contiguous", 1024, 4096, 7168), BLOCK_N=256, NUM_STAGES=4,
-               QUARTERS=True)
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90", cfg, masked, torch.bfloat16, True, 256)
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3") == 32
-    assert "m64n128k32" not in ptx and "m64n256k32" not in ptx
-    assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta") == 8  # a TMA-store site per quarter and partition
-    report = ptxas_report(ptx)
-    assert "C7514" not in report and "C7517" not in report and "C7508" not in report, report
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert spills and all(int(st_) <= 256 and int(ld) <= 256 for st_, ld in spills), report
-
-
-def test_grouped_ws_config_quarters_needs_wide_tiles():
-    a, a_s = torch.zeros(128, 128, dtype=torch.float8_e4m3fn), torch.ones(128, 1)
-    b, b_s = torch.zeros(1, 256, 128, dtype=torch.float8_e4m3fn), torch.ones(1, 2, 1)
-    mi = torch.zeros(128, dtype=torch.int32)
-    with pytest.raises(ValueError, match="QUARTERS"):
-        grouped_fp8_gemm_contiguous_ws(a, a_s, b, b_s, mi, config=dict(BLOCK_N=128, QUARTERS=True))
 
 
 def test_grouped_ws_config_wide_rule():
@@ -459,12 +433,7 @@ def test_contiguous_ws_deepgemm_shapes_pipe0_gpu(device, N, K):
 # 127/128/129 (block_m ± 1), M_max and past it; NaN/inf in every row past masked_m and in contiguous padding rows;
 # NaN-poisoned out; N tails: 128 (the second half lies past N: no b_scale block, nothing stored), 200 (a second
 # half with 72 columns), 256, 384 (a full tile and a half one), 576; K with 1, 3 and 16 blocks
-# QUARTERS (session 20): the same tiles through the n64 two-in-flight K loop and four 64-column stores per partition
-# (two [64, 64] TMA-store buffers in turn; N = 128 / 200 / 384: quarters past N are neither computed into a stored
-# column nor stored, a partly filled quarter is clipped)
-_WIDE_CONFIGS = [dict(BLOCK_N=256, NUM_STAGES=4), dict(BLOCK_N=256, NUM_STAGES=3, TMA_STORE=False),
-                 dict(BLOCK_N=256, NUM_STAGES=4, QUARTERS=True), dict(BLOCK_N=256, NUM_STAGES=3, QUARTERS=True),
-                 dict(BLOCK_N=256, NUM_STAGES=4, TMA_STORE=False, QUARTERS=True)]
+_WIDE_CONFIGS = [dict(BLOCK_N=256, NUM_STAGES=4), dict(BLOCK_N=256, NUM_STAGES=3, TMA_STORE=False)]
 
 
 @pytest.mark.gpu
@@ -489,8 +458,7 @@ def test_wide_tiles_many_groups_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4),
-                                    dict(BLOCK_N=256, NUM_STAGES=4, QUARTERS=True)])
+@pytest.mark.parametrize("config", [None, dict(BALANCE=True), dict(BLOCK_N=256, NUM_STAGES=4)])
 def test_masked_ws_graph_replay_follows_masked_m_gpu(device, config):
     # captured once, replayed with new masked_m values: no host sync, each replay reads masked_m on the device
     g = torch.Generator(device=device).manual_seed(11)

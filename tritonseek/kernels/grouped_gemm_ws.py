@@ -52,15 +52,27 @@ against 38.0, 38.5 / 40.4, 39.0 / 39.8, 39.7 with whole tiles; (4096, 7168) (not
 wave already runs faster per tile than a full one (fewer SMs share L2 bandwidth), so the halves saved less than
 their n64 loop and masked stores cost. Not kept (code: git d67dff1).
 
-Session 20 (h3moe W1, tree 1230905; benchmarks/probe_kloop_traffic.py): the 128×128 K loop is bound by the TMA fill of
-shared memory, ~50 B per SM cycle (32 KB per K block: 629-653 cycles against 512 of tensor work; the PIPE loop with
-resident operands runs at 512.2, 16 KB more of ld.shared per block costs nothing). QUARTERS (config, off) runs WIDE
-128×256 tiles (48 KB per 1024 tensor cycles) with grouped_gemm_ws_parts._k_loop_quarters: four n64 wgmmas per K block
-through two product register sets, two in flight, instead of _k_loop_wide's serial n128 halves. SCALE_AHEAD (each
-pair's scales loaded one iteration ahead, fp8_gemm_ws_loop) lost here: GPU clock, 40 rounds, ratio to the default
-(A/A): masked 1×1024 / 2×512 (4096, 7168) 0.999 / 1.001 (1.002 / 1.002), (7168, 2048) 1.019 / 1.025 (1.011 / 1.008);
-contiguous 4×8192 / 8×4096 (4096, 7168) 1.066 / 1.071 (1.004 / 1.001); K loop per tile 22.5 → 23.4-24.3 µs. Its knob
-was removed (code in git at 8399268).
+Session 20 (h3moe; benchmarks/probe_kloop_traffic.py, H200 W1 at 1230905 and W2 at 1e2fb3b): the 128×128 K loop is
+bound by the TMA fill of shared memory. Per 128-wide K block (SM cycles, clock64): the PIPE loop with resident
+operands 512.2 (the tensor-core ideal: the promotion costs nothing), + the ring's barrier handshake 521, + 32 KB of
+TMA per block that the wgmmas do not even read 618-652, the real ring 642-654 (the GEMM's measured 660), + 16 KB more
+TMA 1034-1091, + 16 KB of ld.shared instead 641-661 (shared-memory reads are not the limit; single passes of the two
+runs). On half / a quarter of the SMs the unread 32 KB costs 524-526 and 48 KB 764-815 cycles: the fill is an
+aggregate limit (~50 B per SM cycle with all 132 SMs loading; ~62 B/clk per SM with 66), so 2-CTA TMA multicast (B
+read once from L2 for two M-tiles: 24 KB per block per SM) looks like the lever (inferred, not measured: ~530-560
+cycles per block if multicast deliveries escape that limit). Triton 3.6's Gluon has no way to it:
+tma.async_copy_global_to_shared takes no multicast / CTA mask, there is no cluster-scope mbarrier arrive,
+inline_asm_elementwise takes only register tensors (no shared-memory or descriptor operand for a hand-written
+cp.async.bulk.tensor ... multicast::cluster), and num_ctas = 2 launches a cluster but needs every layout to carry a
+2-CTA CGA layout ("Layout has 1 CTAs per CGA, but the context requires 2").
+Fewer bytes per FLOP through wider tiles did not pay: QUARTERS (WIDE 128×256 tiles, four n64 wgmmas per K block, two
+in flight; code in git at 1e2fb3b, correct in the GPU edge tests) ran 1.22-1.24 / 1.09-1.12 × the default's time on
+the masked (4096, 7168) / (7168, 2048) shapes and 1.31 / 1.18 on contiguous (W2, GPU clock, 40 / 15 rounds, A/A
+0.998-1.012): K loop 57.8 µs per 128×256 tile against 2 × 22.5 for two 128×128 ones. Its SASS shows ptxas placing each
+quarter's promotion between the k32 steps of the next n64 wgmma (32 tensor cycles each) — a likely cause, not measured
+apart; the serial-halves WIDE loop stayed neutral (1.002-1.016). SCALE_AHEAD (each pair's scales loaded one iteration
+ahead, fp8_gemm_ws_loop) lost too (W1: masked (4096, 7168) 0.999 / 1.001, (7168, 2048) 1.019 / 1.025, contiguous
+(4096, 7168) 1.066 / 1.071; A/A 1.001-1.011). Both knobs were removed (code at 8399268 / 1e2fb3b).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 
@@ -102,7 +114,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False, QUARTERS=False)
+                           EARLY_TMA=False)
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -172,7 +184,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, QUARTERS=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool,
 )
 
 
@@ -203,7 +215,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False, QUARTERS: gl.constexpr = False,
+    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -225,8 +237,7 @@ def _grouped_fp8_ws_kernel(
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=2 if SPLIT else 1)  # released once per consumer partition
     # WIDE (BLOCK_N = 256): two epilogue buffers per partition with 3 stages (3 × 48 KB + 64 KB), one with 4
-    # QUARTERS: two [64, 64] buffers per partition (the four quarters' stores in turn), 4 × 48 KB + 32 KB
-    C_BUFS: gl.constexpr = 2 if BLOCK_N == 256 and (NUM_STAGES <= 3 or QUARTERS) else 1
+    C_BUFS: gl.constexpr = 2 if BLOCK_N == 256 and NUM_STAGES <= 3 else 1
     if TMA_STORE:
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [(2 if SPLIT else 1) * C_BUFS] + c_desc.block_type.shape,
                                            c_desc.layout)
@@ -248,13 +259,13 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, QUARTERS)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, QUARTERS)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY)),
@@ -267,7 +278,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, QUARTERS)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY)),
@@ -297,8 +308,6 @@ def _resolve_config(cfg: dict) -> tuple[int, int]:
     if bn == 256 and (not cfg["SPLIT"] or cfg["NUM_STAGES"] > 4):
         raise ValueError(f"config BLOCK_N 256 (WIDE 128×256 tiles) needs SPLIT and NUM_STAGES <= 4 (shared memory), "
                          f"got SPLIT={cfg['SPLIT']}, NUM_STAGES={cfg['NUM_STAGES']}")
-    if cfg.get("QUARTERS") and bn != 256:
-        raise ValueError(f"config QUARTERS (the n64 K loop of WIDE tiles) needs BLOCK_N 256, got {bn}")
     return bm, bn
 
 
@@ -317,7 +326,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
     c_desc = None
     if tma_store:
         c_rows = bm // 2 if split else bm  # SPLIT: each warpgroup stores its own half
-        c_cols = 64 if cfg.get("QUARTERS") else min(bn, 128)  # WIDE tiles: one store per 128-column half / quarter
+        c_cols = min(bn, 128)  # WIDE tiles: one store per 128-column half
         c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, c_cols],
                                   _smem_layout([c_rows, c_cols], _GL_DTYPES[out2d.dtype]))
     _grouped_fp8_ws_kernel[(grid,)](
@@ -331,7 +340,6 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
         EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
-        QUARTERS=bool(cfg.get("QUARTERS", False)),
     )
 
 
@@ -374,8 +382,7 @@ def grouped_fp8_gemm_contiguous_ws(
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 256 (WIDE
         128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
-        QUARTERS = with BLOCK_N 256, the two-in-flight K loop over four n64 wgmmas per K block, off; module docstring).
+        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.

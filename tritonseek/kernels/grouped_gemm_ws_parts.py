@@ -50,12 +50,10 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait,
-)
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 from tritonseek.kernels.fp8_gemm_ws import _load_tile
-from tritonseek.kernels.fp8_gemm_ws_loop import _a_rows, _drain, _k_loop_wide, _tile_k_loop
+from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
     _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
     _tile_rows, _tiles_table,
@@ -219,72 +217,8 @@ def _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars
 
 
 @gluon.jit
-def _k_loop_quarters(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, n1_ok,
-                     stride_ask, stride_bsn, stride_bsk, row_layout: gl.constexpr, ROW0: gl.constexpr,
-                     ROWS: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # QUARTERS (BLOCK_N = 256): this partition's rows × the tile's 256 columns as four [ROWS, 64] accumulators, each K
-    # block issued as four n64 wgmmas q0..q3 through two product register sets (pa, pb: 4 × 32 + 2 × 32 = 192 of the
-    # 232 registers, as many as _k_loop_wide's one n128 set) kept two in flight: quarters 0-2 are promoted while the
-    # next one runs, the last after the block's final wait (nothing in flight crosses the back-edge). Carrying the last
-    # product across it to promote under the next block's first issue made ptxas inject a wait there (C7517) and spill
-    # 900 bytes; without the pins (a wait that takes the accumulator and lets the wgmma in flight run on) LLVM sinks a
-    # promotion below the issue that reuses its product's registers. Quarters 0-1 take b_scale block sb_ptr, 2-3 the
-    # next one (present where n1_ok; else their scale is 0 and their columns lie past N, never stored).
-    # Returns (q0, q1, q2, q3, it).
-    q0 = zero
-    q1 = zero
-    q2 = zero
-    q3 = zero
-    for kb in range(num_k_blocks):
-        sa = gl.load(sa_ptrs + kb * stride_ask, mask=row_ok, other=0.0)
-        sc0 = sa * gl.load(sb_ptr + kb * stride_bsk)
-        sc1 = sa * gl.load(sb_ptr + stride_bsn + kb * stride_bsk, mask=n1_ok, other=0.0)
-        s = it % NUM_STAGES
-        mbarrier.wait(ready_bars.index(s), (it // NUM_STAGES) & 1)
-        a_s = _a_rows(a_bufs, s, ROW0, ROWS, BLOCK_M)
-        b_s = b_bufs.index(s)
-        pa = warpgroup_mma(a_s, b_s.slice(0, 64, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        pb = warpgroup_mma(a_s, b_s.slice(64, 64, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        pa = warpgroup_mma_wait(1, deps=[pa])
-        q0 += pa * gl.expand_dims(sc0, 1)
-        q0 = warpgroup_mma_wait(1, deps=[q0])
-        pa = warpgroup_mma(a_s, b_s.slice(128, 64, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        pb = warpgroup_mma_wait(1, deps=[pb])
-        q1 += pb * gl.expand_dims(sc0, 1)
-        q1 = warpgroup_mma_wait(1, deps=[q1])
-        pb = warpgroup_mma(a_s, b_s.slice(192, 64, dim=0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        pa = warpgroup_mma_wait(1, deps=[pa])
-        q2 += pa * gl.expand_dims(sc1, 1)
-        pb = warpgroup_mma_wait(0, deps=[pb])
-        mbarrier.arrive(empty_bars.index(s))
-        q3 += pb * gl.expand_dims(sc1, 1)
-        it += 1
-    return q0, q1, q2, q3, it
-
-
-@gluon.jit
-def _quarters_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs, scale_ok,
-                       sb_ptr, n1_ok, stride_ask, stride_bsn, stride_bsk, row_layout: gl.constexpr, ROW0: gl.constexpr,
-                       ROWS: gl.constexpr, BLOCK_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # QUARTERS: _tile_or_drain with _k_loop_quarters; returns (q0, q1, q2, q3, it)
-    if mine:
-        q0, q1, q2, q3, it = _k_loop_quarters(it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars, sa_ptrs,
-                                              scale_ok, sb_ptr, n1_ok, stride_ask, stride_bsn, stride_bsk, row_layout,
-                                              ROW0, ROWS, BLOCK_M, NUM_STAGES)
-    else:
-        if run:
-            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-        q0 = zero
-        q1 = zero
-        q2 = zero
-        q3 = zero
-    return q0, q1, q2, q3, it
-
-
-@gluon.jit
-def _tma_store(acc, c_smem, c_desc, row0, off_n, PENDING: gl.constexpr = 0):
-    # PENDING: stores that may still read other buffers (QUARTERS: two [64, 64] buffers used in turn)
-    tma.store_wait(PENDING)  # the store that last used c_smem has left it
+def _tma_store(acc, c_smem, c_desc, row0, off_n):
+    tma.store_wait(0)  # the previous tile's store has left c_smem
     c_smem.store(acc.to(c_desc.dtype))
     fence_async_shared()
     tma.async_copy_shared_to_global(c_desc, [row0, off_n], c_smem)
@@ -307,7 +241,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, QUARTERS: gl.constexpr = False):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -323,7 +257,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
         if ROW0 == 0:
             smid = gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
             gl.store(diag_ptr + gl.program_id(0).to(gl.int64) * 128 + 63, smid.to(gl.int64))
-    ACC_N: gl.constexpr = 64 if QUARTERS else (128 if BLOCK_N == 256 else BLOCK_N)
+    ACC_N: gl.constexpr = 128 if BLOCK_N == 256 else BLOCK_N
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, ACC_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
@@ -366,12 +300,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
             sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
             mm = M_rows
         sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
-        if QUARTERS:
-            acc, acc1, acc2, acc3, it = _quarters_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars,
-                                                           empty_bars, sa_ptrs, rm < M_rows, sb_ptr, off_n + 128 < N,
-                                                           stride_ask, stride_bsn, stride_bsk, row_layout, ROW0, ROWS,
-                                                           BLOCK_M, NUM_STAGES)
-        elif BLOCK_N == 256:
+        if BLOCK_N == 256:
             acc, acc1, it = _wide_or_drain(mine, run, it, num_k_blocks, zero, a_bufs, b_bufs, ready_bars, empty_bars,
                                            sa_ptrs, rm < M_rows, sb_ptr, off_n + 128 < N, stride_ask, stride_bsn,
                                            stride_bsk, ROW0, ROWS, BLOCK_M, NUM_STAGES)
@@ -386,20 +315,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
                 _stamp(diag_ptr, D0 + 3 + ti)
         _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
                   ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
-        if QUARTERS:
-            # the quarters in turn through the partition's two [64, 64] buffers: quarter j > 0 waits only for the store
-            # that used its buffer (j - 2); quarter 0 (above) for all of them, as after a tile cut short by N the
-            # last pending store may have used either buffer
-            if off_n + 64 < N:
-                _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 64, mm, M_rows, N, stride_cm,
-                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout, 1)
-            if off_n + 128 < N:
-                _epilogue(acc2, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 128, mm, M_rows, N, stride_cm,
-                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout, 1)
-            if off_n + 192 < N:
-                _epilogue(acc3, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 192, mm, M_rows, N, stride_cm,
-                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout, 1)
-        elif BLOCK_N == 256:
+        if BLOCK_N == 256:
             if off_n + 128 < N:
                 _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 128, mm, M_rows, N, stride_cm,
                           stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
@@ -416,7 +332,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
 @gluon.jit
 def _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
               ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, TMA_STORE: gl.constexpr,
-              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr, PENDING: gl.constexpr = 0):
+              MASKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
     # store this partition's rows of a tile (group g, first row off_m inside the group / of a, first row a_row of
     # the 2-D out view, first column off_n; masked: mm = the group's valid rows; contiguous: mi = the rows' m_indices)
     rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
@@ -432,12 +348,12 @@ def _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M
     if TMA_STORE:
         if MASKED:
             if off_m + ROW0 + ROWS <= mm:
-                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n, PENDING)
+                _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
             else:
                 _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                             row_layout, col_layout)
         else:
-            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n, PENDING)
+            _tma_store(acc, c_smem, c_desc, a_row + ROW0, off_n)
     else:
         _store_rows(acc, c_ptr, a_row + ROW0, off_n, store_ok, N, stride_cm, stride_cn, ROWS, BLOCK_N,
                     row_layout, col_layout)

@@ -65,7 +65,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 NUM_STAGES = 4
 SRC_BLOCKS = 4  # K blocks of the TMA source each program cycles over (17 MB for A and B over 132 programs: L2)
 
-# name -> (TRAFFIC 0 none / 1 handshake / 2 TMA, READ_RING, EXTRA_TMA, EXTRA_LDS, SCALES, CHAIN[, grid divisor])
+# name -> (TRAFFIC 0 none / 1 handshake / 2 TMA, READ_RING, EXTRA_TMA, EXTRA_LDS, SCALES, CHAIN[, grid divisor[,
+# stages]])
 VARIANTS = {
     "resident": (0, 0, 0, 0, 0, 0),
     "sync": (1, 0, 0, 0, 0, 0),
@@ -86,6 +87,14 @@ VARIANTS = {
     "ring/4": (2, 1, 0, 0, 0, 0, 4),
     "tma-unread/2": (2, 0, 0, 0, 0, 0, 2),
     "ring+tma16/2": (2, 1, 1, 0, 0, 0, 2),
+    # stage count (W3): does the K loop wait on the TMA's latency (fewer stages slower, more faster) — on all SMs and
+    # on half of them (where the real ring took 612 cycles against 525 unread)
+    "ring/2 ns2": (2, 1, 0, 0, 0, 0, 2, 2),
+    "ring/2 ns3": (2, 1, 0, 0, 0, 0, 2, 3),
+    "tma-unread/2 ns2": (2, 0, 0, 0, 0, 0, 2, 2),
+    "chain-ring/2": (2, 1, 0, 0, 0, 1, 2),
+    "ring ns2": (2, 1, 0, 0, 0, 0, 1, 2),
+    "ring ns3": (2, 1, 0, 0, 0, 0, 1, 3),
 }
 
 
@@ -237,8 +246,10 @@ def _traffic_kernel(a_desc, b_desc, a_ptr, sa_ptr, sb_ptr, stamps_ptr, out_ptr, 
 
 
 def _flags(name: str) -> dict:
-    t, rr, xt, xl, sc, ch = VARIANTS[name][:6]
-    return dict(TRAFFIC=t, READ_RING=rr, EXTRA_TMA=xt, EXTRA_LDS=xl, SCALES=sc, CHAIN=ch, NS=NUM_STAGES,
+    v = VARIANTS[name]
+    t, rr, xt, xl, sc, ch = v[:6]
+    return dict(TRAFFIC=t, READ_RING=rr, EXTRA_TMA=xt, EXTRA_LDS=xl, SCALES=sc, CHAIN=ch,
+                NS=v[7] if len(v) > 7 else NUM_STAGES,
                 SRC=SRC_BLOCKS, num_warps=4)
 
 
@@ -325,8 +336,10 @@ def _warm(name):
     return name
 
 
-def measure(iters: int, jobs: int | None, out_dir: str | None) -> list[dict]:
-    """Time every variant (do_bench median) and read its clock64 stamps; returns one dict per variant."""
+def measure(iters: int, jobs: int | None, out_dir: str | None, names: list[str] | None = None) -> list[dict]:
+    """Time the variants (``names``, default all; do_bench median) and read their clock64 stamps; returns one dict per
+    variant and pass."""
+    names = list(names or VARIANTS)
     from tritonseek.benchrun import require_cuda
 
     require_cuda("probe_kloop_traffic")
@@ -336,10 +349,10 @@ def measure(iters: int, jobs: int | None, out_dir: str | None) -> list[dict]:
         t0 = time.time()
         try:
             with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-                list(ex.map(_warm, list(VARIANTS)))
+                list(ex.map(_warm, names))
         except Exception as e:  # the loop below compiles whatever is missing
             print(f"precompile failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
-        print(f"precompiled {len(VARIANTS)} variants in {time.time() - t0:.1f} s", flush=True)
+        print(f"precompiled {len(names)} variants in {time.time() - t0:.1f} s", flush=True)
     dev = torch.device("cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     x = _Inputs(dev, sms)
@@ -352,8 +365,7 @@ def measure(iters: int, jobs: int | None, out_dir: str | None) -> list[dict]:
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     print(f"{'variant':18s} {'us':>9s} {'TFLOP/s':>8s} {'cyc/blk':>8s} {'p10':>6s} {'p90':>6s} {'MHz':>6s} {'ideal/cyc':>9s}")
     for rnd in range(2):  # two passes in order and reversed: clock drift shows as a difference between them
-        names = list(VARIANTS) if rnd == 0 else list(VARIANTS)[::-1]
-        for name in names:
+        for name in (names if rnd == 0 else names[::-1]):
             try:
                 x.launch(name, 8)
                 torch.cuda.synchronize()
@@ -384,7 +396,7 @@ def measure(iters: int, jobs: int | None, out_dir: str | None) -> list[dict]:
                 fh.write(json.dumps(r) + "\n")
     # summary: mean of the two passes per variant
     print("\nsummary (mean of both passes): variant, cycles per K block, TFLOP/s")
-    for name in VARIANTS:
+    for name in names:
         rs = [r for r in rows if r["variant"] == name]
         if rs:
             print(f"  {name:18s} {st.mean(r['cycles_per_block'] for r in rs):7.1f}  "
@@ -402,6 +414,8 @@ def main(argv=None):
     mode.add_argument("--compile-only", action="store_true", help="compile every variant for sm_90a (no GPU needed)")
     mode.add_argument("--jobs", type=positive_int, metavar="N", help="compile the variants in N processes first")
     ap.add_argument("--iters", type=positive_int, default=4000, help="K blocks per program (even)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None, metavar="NAME",
+                    help="time only these variants (default all; names in VARIANTS)")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for kloop_traffic.jsonl")
     args = ap.parse_args(argv)
     if args.iters % 2:
@@ -410,7 +424,7 @@ def main(argv=None):
     if args.compile_only:
         compile_only()
     else:
-        measure(args.iters, args.jobs, args.out)
+        measure(args.iters, args.jobs, args.out, args.variants)
     print(f"done in {time.time() - t0:.1f} s")
 
 

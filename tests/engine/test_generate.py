@@ -59,6 +59,8 @@ def test_too_long_request_raises_before_work(llm):
     ("temperature", 1e-38),  # logits / T would overflow fp32: sampling would emit garbage
     ("top_p", 0.0), ("top_p", float("nan")), ("top_k", -2), ("top_k", 2**31), ("max_new_tokens", 0),
     ("stop_token_ids", [-1]), ("seed", -1),
+    # float() of an int past float range was an OverflowError (tester2 s20 #5)
+    pytest.param("temperature", 10**400, id="temperature-1e400"), pytest.param("top_p", -10**400, id="top_p--1e400"),
 ])
 def test_bad_sampling_params(field, value):
     with pytest.raises(ValueError, match=field):

@@ -13,7 +13,7 @@ import torch
 from tritonseek.kernels import (gate_topk, get_mla_metadata, grouped_fp8_gemm_contiguous, mla_decode, mla_prefill,
                                 moe_permute, per_block_quant_fp8, per_token_group_quant_fp8, router_gate_topk,
                                 silu_mul_quant_fp8)
-from tritonseek.kernels._utils import check_bool, check_int, check_real
+from tritonseek.kernels._utils import check_bool, check_config, check_int, check_real
 from tritonseek.kernels.reference.moe import grouped_fp8_gemm_contiguous_ref
 
 BAD_INTS = [True, np.bool_(True), 4.0, np.float32(4), "4", torch.tensor(4), None]
@@ -33,6 +33,23 @@ def test_helpers():
     for bad in BAD_FLAGS:
         with pytest.raises(TypeError, match=f"^f must be a bool, got {type(bad).__name__}"):
             check_bool("f", bad)
+
+
+def test_real_past_float_range_and_numpy_config_values():
+    """check_real(10**400) was an OverflowError from math.isfinite (tester2 s20 #5); check_config refused np.False_
+    for a bool key ("must be a bool") while numpy ints passed (#7); the copy holds Python values."""
+    for big in (10**400, -10**400, 10**5000):
+        with pytest.raises(ValueError, match="^x must be finite, got an int of .* bits"):
+            check_real("x", big)
+    spec = {"PDL": bool, "BLOCK_N": (64, 128), "S": range(1, 5), "R": float}
+    got = check_config("config", {"PDL": np.False_, "BLOCK_N": np.int64(64), "S": np.int32(2), "R": np.float32(1.5)},
+                       spec)
+    assert got == {"PDL": False, "BLOCK_N": 64, "S": 2, "R": 1.5}
+    assert [type(v) for v in got.values()] == [bool, int, int, float]
+    for key, bad in (("PDL", np.int64(0)), ("PDL", 1), ("BLOCK_N", np.True_), ("S", np.float64(2)), ("S", True),
+                     ("R", 10**400), ("R", np.True_)):
+        with pytest.raises(ValueError, match=f"^config key {key}="):
+            check_config("config", {key: bad}, spec)
 
 
 def test_fp8_quant_group_and_block_size_and_ue8m0(device):

@@ -42,7 +42,10 @@ class SamplingParams:
             if not (is_int_arg(v) if kind is int else is_real_arg(v)):
                 what = "an int" + (" or None" if name == "seed" else "") if kind is int else "a float"
                 raise TypeError(f"{name} must be {what}, got {type(v).__name__} {v!r}")
-            setattr(self, name, kind(v))  # a numpy number → the Python one
+            try:
+                setattr(self, name, kind(v))  # a numpy number → the Python one
+            except OverflowError:  # float(10**400)
+                raise ValueError(f"{name} must be finite, got an int too large for a float") from None
         t = self.temperature
         if not math.isfinite(t) or t < 0 or 0 < t < MIN_TEMPERATURE:
             # Below MIN_TEMPERATURE, logits / T overflows fp32 and sampling degenerates; vLLM treats

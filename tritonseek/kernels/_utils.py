@@ -168,12 +168,30 @@ def check_bool(name: str, v: object) -> bool:
 
 def check_real(name: str, v: object) -> float:
     """``float(v)``; TypeError naming ``name`` unless v is an int/float or a numpy integer/floating (not a bool, str
-    or tensor), ValueError unless it is finite."""
+    or tensor), ValueError unless it is finite (an int too large for a float included: 10**400 is a ValueError, not
+    an OverflowError)."""
     if not is_real_arg(v):
         raise TypeError(f"{name} must be a float, got {type(v).__name__} {v!r}")
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return float(v)
+    f = _as_float(v)
+    if f is None or not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {_short(v)}")
+    return f
+
+
+def _as_float(v: numbers.Real) -> float | None:
+    """``float(v)``, None for an int too large for a float (10**400: float() and math.isfinite raise OverflowError)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return None
+
+
+def _short(v: object) -> str:
+    """repr of v for a message; an int past float range as its digit count (its repr may be thousands of digits,
+    past Python's int-to-str limit)."""
+    if isinstance(v, numbers.Integral) and _as_float(v) is None:
+        return f"an int of {abs(int(v)).bit_length()} bits (too large for a float)"
+    return repr(v)
 
 
 def check_positive_float(name: str, v: object) -> float:
@@ -196,24 +214,28 @@ def _rule_text(rule: object) -> str:
 
 
 def check_config(name: str, cfg: object, spec: dict, required: tuple = ()) -> dict:
-    """A copy of the launch-config dict ``cfg`` checked against ``spec`` {key: rule}; rule ``bool`` (a bool),
-    ``float`` (a finite int/float > 0), a ``range`` (an int in it) or a tuple of allowed values (a bool never
-    stands for 0/1, a float never for an int). TypeError unless cfg is a dict; ValueError naming the key for an
-    unknown key, a missing ``required`` key or a value outside its rule."""
+    """A copy of the launch-config dict ``cfg`` checked against ``spec`` {key: rule}; rule ``bool`` (a bool or numpy
+    bool), ``float`` (a finite int/float > 0), a ``range`` (an int in it) or a tuple of allowed values (a bool never
+    stands for 0/1, a float never for an int). Numpy scalars count as their Python types (the scalar rule above)
+    and the copy holds the Python values (np.int64(64) -> 64, np.False_ -> False). TypeError unless cfg is a dict;
+    ValueError naming the key for an unknown key, a missing ``required`` key or a value outside its rule."""
     if not isinstance(cfg, dict):
         raise TypeError(f"{name} must be a dict, got {type(cfg).__name__}")
     for key in required:
         if key not in cfg:
             raise ValueError(f"{name} is missing the required key {key!r}")
+    out = {}
     for key, v in cfg.items():
         rule = spec.get(key) if isinstance(key, str) else None
         if rule is None:
             raise ValueError(f"{name} has an unknown key {key!r}; known keys: {', '.join(spec)}")
+        if isinstance(v, np.generic):  # a numpy scalar is checked and used as its Python value (np.bool_ -> bool)
+            v = v.item()
         num = isinstance(v, numbers.Real) and not isinstance(v, bool)
         if rule is bool:
             ok = isinstance(v, bool)
         elif rule is float:
-            ok = num and math.isfinite(v) and v > 0
+            ok = num and _as_float(v) is not None and math.isfinite(v) and v > 0
         elif isinstance(rule, range):
             ok = num and isinstance(v, numbers.Integral) and v in rule
         else:
@@ -222,8 +244,9 @@ def check_config(name: str, cfg: object, spec: dict, required: tuple = ()) -> di
                 v == a and isinstance(v, bool) == isinstance(a, bool)
                 and (not isinstance(a, numbers.Integral) or isinstance(v, numbers.Integral)) for a in rule)
         if not ok:
-            raise ValueError(f"{name} key {key}={v!r} must be {_rule_text(rule)}")
-    return dict(cfg)
+            raise ValueError(f"{name} key {key}={_short(v)} must be {_rule_text(rule)}")
+        out[key] = v
+    return out
 
 
 def check_index_range(name: str, t: torch.Tensor, lo: int, hi: int, *, skip_negative: bool = False,

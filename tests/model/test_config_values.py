@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tritonseek.engine.llm import DEFAULT_MODEL_DIR
 from tritonseek.model.config import ConfigError, ModelConfig
@@ -52,6 +53,25 @@ def test_bad_rope_scaling_field_is_refused_by_name(key, value):
 def test_rope_scaling_betas_in_order():
     with pytest.raises(ConfigError, match="beta_fast"):
         ModelConfig.from_dict(_with(rope_scaling={**YARN, "beta_fast": 1, "beta_slow": 32}))
+
+
+def test_kimi_k2_rope_scaling_equal_betas_is_accepted():
+    """Kimi-K2's released config has beta_fast = beta_slow = 1.0: it was refused ("must be greater than beta_slow",
+    tester2 s20 #1). Equal betas make the YaRN ramp a step: each frequency is either kept or divided by factor."""
+    from tritonseek.model.layers import rope_inv_freq
+
+    k2 = {"beta_fast": 1.0, "beta_slow": 1.0, "factor": 32.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+          "original_max_position_embeddings": 4096, "type": "yarn"}
+    cfg = ModelConfig.from_dict(_with(rope_scaling=k2))
+    rs = cfg.rope_scaling
+    assert (rs.beta_fast, rs.beta_slow, rs.factor, rs.original_max_position_embeddings) == (1.0, 1.0, 32.0, 4096)
+    inv = rope_inv_freq(cfg)
+    dim = cfg.qk_rope_head_dim
+    plain = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    ratio = plain / inv
+    assert bool(torch.isfinite(inv).all())
+    kept, divided = torch.isclose(ratio, torch.tensor(1.0)), torch.isclose(ratio, torch.tensor(32.0))
+    assert bool((kept | divided).all()) and bool(kept[0]) and bool(divided[-1])
 
 
 def test_rope_scaling_missing_or_null_optional_fields_take_the_defaults():

@@ -26,7 +26,7 @@ class RopeScaling:
     """YaRN parameters (DeepSeek-V3 ``rope_scaling`` with ``type: yarn``).
 
     From config.json: factor (a finite number >= 1) and original_max_position_embeddings (an int > 0) are required;
-    beta_fast > beta_slow > 0 and mscale, mscale_all_dim >= 0 are finite numbers, the defaults below when missing or
+    beta_fast >= beta_slow > 0 and mscale, mscale_all_dim >= 0 are finite numbers, the defaults below when missing or
     null. Strings and bools are refused, not converted (ConfigError naming the field)."""
 
     factor: float
@@ -321,8 +321,10 @@ def _parse_rope(raw: dict[str, Any]) -> tuple[float, RopeScaling | None]:
         mscale=_rope_float(scaling, "mscale", 1.0, 0.0, ">="),
         mscale_all_dim=_rope_float(scaling, "mscale_all_dim", 0.0, 0.0, ">="),
     )
-    if rs.beta_fast <= rs.beta_slow:  # the ramp between the correction dims would run backwards
-        raise ConfigError(f"rope_scaling.beta_fast={rs.beta_fast} must be greater than beta_slow={rs.beta_slow}")
+    # beta_fast < beta_slow would run the ramp between the correction dims backwards; equal betas (Kimi-K2 ships
+    # 1.0 / 1.0) make it a step, which rope_inv_freq handles as DeepSeek's code does (high = low + 0.001)
+    if rs.beta_fast < rs.beta_slow:
+        raise ConfigError(f"rope_scaling.beta_fast={rs.beta_fast} must be at least beta_slow={rs.beta_slow}")
     return theta, rs
 
 

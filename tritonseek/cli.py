@@ -85,7 +85,9 @@ def _user_errors():
 def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
     """The prompt rows of a JSONL file and the 1-based line number of each. A regular file, or a FIFO or character
     device read once to its end (``/dev/stdin`` fed by a pipe, a shell's ``<(cmd)``; refused as "not a file" before
-    session 19); a folder, socket or block device is refused. UTF-8, with or without a BOM at the start."""
+    session 19); a folder, socket or block device is refused. UTF-8, with or without a BOM at the start. Lines end at
+    "\n" only (one "\r" before it is dropped): U+2028 / U+2029 / U+0085 inside a JSON string, raw as our own
+    --output writes them, do not end a line (str.splitlines cut such rows in two, tester2 s20)."""
     import codecs
     import stat
 
@@ -110,7 +112,8 @@ def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
     except OSError as e:
         _fail(f"--prompts-file {path}: {e.strerror or e}")
     rows, lines = [], []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line[:-1] if line.endswith("\r") else line
         if not line.strip():
             continue
         try:

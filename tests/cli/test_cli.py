@@ -202,6 +202,27 @@ def test_prompts_file_with_a_utf8_bom(tmp_path):
     assert r.exit_code == 2 and "is not UTF-8 (byte 15:" in r.stderr
 
 
+def test_prompts_file_with_unicode_line_separators_round_trips(tmp_path):
+    """U+2028 / U+2029 / U+0085 are written raw in --output (ensure_ascii=False); reading that file back as
+    --prompts-file cut such rows in two (str.splitlines; tester2 s20 #2). Lines end at "\n" (one "\r" dropped) and
+    keep their numbers."""
+    src, dst, dst2 = tmp_path / "in.jsonl", tmp_path / "o.jsonl", tmp_path / "o2.jsonl"
+    rows = [{"prompt": "x = 1", "id": "a\u2028b"}, {"prompt": "y = 2", "id": "c\u2029d\x85e"}]
+    src.write_text(json.dumps(rows[0]) + "\r\n" + json.dumps(rows[1]) + "\n", encoding="utf-8")
+    r = run("generate", "--prompts-file", str(src), "--output", str(dst), "-n", "2")
+    assert r.exit_code == 0, r.output
+    out = dst.read_text(encoding="utf-8")
+    assert "\u2028" in out and "\x85" in out  # raw in the results, as the round trip needs
+    r = run("generate", "--prompts-file", str(dst), "--output", str(dst2), "-n", "2")
+    assert r.exit_code == 0, r.output
+    got = [json.loads(line) for line in dst2.read_text(encoding="utf-8").split("\n") if line]
+    assert [g["id"] for g in got] == [r["id"] for r in rows]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n\nnot json\n", encoding="utf-8")
+    r = run("generate", "--prompts-file", str(bad), "--output", str(dst2), "-n", "2")
+    assert r.exit_code == 2 and "line 3 is not JSON" in r.stderr
+
+
 def test_prompts_file_from_a_pipe_or_fifo(tmp_path):
     """``--prompts-file /dev/stdin`` fed by a pipe and a FIFO (what ``<(cat p.jsonl)`` gives) are read once; they
     were refused as "not a file" (session 19 tester 2)."""

@@ -38,6 +38,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config, check_runnable_device, check_tensor
+from tritonseek.kernels._host import cdiv
 from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, small_m_config
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
@@ -162,13 +163,13 @@ def _auto_split_k(m: int, n: int, k: int, block_m: int, block_n: int, num_progra
     Picks the split s minimising (waves of tiles·s work items over the grid) × (K blocks per item)
     + a fixed charge for the reduce pass, i.e. it avoids a last wave that leaves SMs idle.
     """
-    tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
-    kb = triton.cdiv(k, BLOCK_K)
+    tiles = cdiv(m, block_m) * cdiv(n, block_n)
+    kb = cdiv(k, BLOCK_K)
     if tiles >= num_programs or kb < 8:
         return 1
-    best_cost, best_s = triton.cdiv(tiles, num_programs) * kb, 1
+    best_cost, best_s = cdiv(tiles, num_programs) * kb, 1
     for s in range(2, min(kb // 4, 32) + 1):
-        cost = triton.cdiv(tiles * s, num_programs) * triton.cdiv(kb, s) + 2
+        cost = cdiv(tiles * s, num_programs) * cdiv(kb, s) + 2
         if cost < best_cost:
             best_cost, best_s = cost, s
     return best_s
@@ -248,7 +249,7 @@ def _default_config(m: int, n: int, k: int, num_programs: int) -> dict:
     else:
         # 64×128 tiles, three programs per SM: one program's promotion overlaps another's wgmma
         cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=16, GRID_MULT=3)
-        if triton.cdiv(m, 128) * triton.cdiv(n, 128) >= 7 * num_programs:
+        if cdiv(m, 128) * cdiv(n, 128) >= 7 * num_programs:
             # ≥ 7 waves of 128×128 tiles: the Gluon kernel's shape class (it won every tuned M = 4096
             # shape with ≥ 7.8 waves on the H200 and lost only 2112×7168, 4.1 waves, to these tl tiles)
             cfg["GLUON"] = dict(SPLIT=True, UNROLL2=True)
@@ -391,12 +392,12 @@ def check_nt_operands(a, a_scale, b, b_scale, out_dtype, out) -> tuple[int, int,
         raise ValueError(f"a is [M, K] = {tuple(a.shape)} and b must be [N, K] with the same K, got {tuple(b.shape)}")
     if m < 1 or n < 1 or k < 1:
         raise ValueError(f"empty problem: a {tuple(a.shape)}, b {tuple(b.shape)}")
-    kb = triton.cdiv(k, BLOCK_K)
+    kb = cdiv(k, BLOCK_K)
     if tuple(a_scale.shape) != (m, kb):
         raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(m, kb)}, got {tuple(a_scale.shape)}")
-    if tuple(b_scale.shape) != (triton.cdiv(n, 128), kb):
+    if tuple(b_scale.shape) != (cdiv(n, 128), kb):
         raise ValueError(
-            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(triton.cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
+            f"b_scale must be [ceil(N/128), ceil(K/128)] = {(cdiv(n, 128), kb)}, got {tuple(b_scale.shape)}"
         )
     _check_tma_operand("a", a)
     _check_tma_operand("b", b)
@@ -453,7 +454,7 @@ def fp8_gemm_nt(
     check_tensor("b_scale", b_scale, dtype=torch.float32, ndim=2, device=a.device)
     check_runnable_device("a", a)
     m, n, k = check_nt_operands(a, a_scale, b, b_scale, out_dtype, out)
-    kb = triton.cdiv(k, BLOCK_K)
+    kb = cdiv(k, BLOCK_K)
     if out is None:
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)
 
@@ -487,8 +488,8 @@ def fp8_gemm_nt(
     if bn > 128 and bn % 128 or bn < 128 and 128 % bn:
         raise ValueError(f"config BLOCK_N={bn} must divide or be a multiple of 128")
     split_k = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))
-    k_per_split = triton.cdiv(kb, split_k)
-    split_k = triton.cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
+    k_per_split = cdiv(kb, split_k)
+    split_k = cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
 
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
@@ -499,7 +500,7 @@ def fp8_gemm_nt(
     else:
         c = torch.empty((split_k, m, n), dtype=torch.float32, device=a.device)
         stride_cs, stride_cm, stride_cn = c.stride()
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn) * split_k
+    tiles = cdiv(m, bm) * cdiv(n, bn) * split_k
     # GRID_MULT programs per SM (persistent); 0 = one tile per program
     grid_mult = int(cfg.get("GRID_MULT", 1))
     grid_n = tiles if grid_mult == 0 else min(num_programs * grid_mult, tiles)
@@ -515,7 +516,7 @@ def fp8_gemm_nt(
     )
     if split_k > 1:
         block = 1024
-        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
+        _split_k_reduce_kernel[(cdiv(m * n, block),)](
             c, out, m, n, split_k, c.stride(0), out.stride(0), out.stride(1), BLOCK=block, num_warps=4,
         )
     return out

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_bool, check_pow2, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._host import cdiv, next_pow2
 
 FP8_E4M3_MAX = 448.0
 AMAX_EPS = 1e-4
@@ -194,14 +195,14 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 
 def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg):
     m = x.shape[0]
-    g = triton.cdiv(k, group_size)
+    g = cdiv(k, group_size)
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
     if m == 0 or k == 0:
         return q, s
     rows, warps, gpp = _resolve_rows_cfg(rows_cfg, m, silu_mul)
-    gpp = min(gpp, triton.next_power_of_2(g))
-    _group_quant_kernel[(triton.cdiv(m, rows), triton.cdiv(g, gpp))](
+    gpp = min(gpp, next_pow2(g))
+    _group_quant_kernel[(cdiv(m, rows), cdiv(g, gpp))](
         x, q, s, m, k, g, up_offset,
         x.stride(0), x.stride(1), q.stride(0), s.stride(0), s.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
@@ -284,7 +285,7 @@ def per_block_quant_fp8(w: torch.Tensor, block_size: int = 128) -> tuple[torch.T
     block_size = _check_group_size(block_size, "block_size")
     n, k = w.shape
     q = torch.empty((n, k), dtype=torch.float8_e4m3fn, device=w.device)
-    s = torch.empty((triton.cdiv(n, block_size), triton.cdiv(k, block_size)), dtype=torch.float32, device=w.device)
+    s = torch.empty((cdiv(n, block_size), cdiv(k, block_size)), dtype=torch.float32, device=w.device)
     if n == 0 or k == 0:
         return q, s
     _block_quant_kernel[(s.shape[0], s.shape[1])](

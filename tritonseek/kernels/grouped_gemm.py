@@ -30,6 +30,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_bool, check_config, check_index_range, check_runnable_device, check_tensor
+from tritonseek.kernels._host import cdiv
 
 BLOCK_K = 128
 M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
@@ -216,7 +217,7 @@ def _check_b(b: torch.Tensor, b_scale: torch.Tensor, device: torch.device) -> tu
         raise ValueError("b has K = 0 (no reduction dimension); a GEMM needs K >= 1")
     if b.stride(1) % 16 or b.data_ptr() % 16:
         raise ValueError(f"b needs a 16-byte aligned base and row stride for TMA (K % 16 == 0), got strides {b.stride()}")
-    want = (E, triton.cdiv(N, 128), triton.cdiv(K, BLOCK_K))
+    want = (E, cdiv(N, 128), cdiv(K, BLOCK_K))
     if tuple(b_scale.shape) != want:
         raise ValueError(f"b_scale must be [E, ceil(N/128), ceil(K/128)] = {want}, got {tuple(b_scale.shape)}")
     return E, N, K
@@ -260,7 +261,7 @@ def check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
         raise ValueError(f"a is [M, K] = {tuple(a.shape)}; K must match b [E, N, K] = {tuple(b.shape)}")
     if a.stride(1) != 1 or a.stride(0) % 16 or a.data_ptr() % 16:
         raise ValueError(f"a must be row-major with 16-byte aligned rows for TMA, got strides {a.stride()}")
-    kb = triton.cdiv(K, BLOCK_K)
+    kb = cdiv(K, BLOCK_K)
     if tuple(a_scale.shape) != (M, kb):
         raise ValueError(f"a_scale must be [M, ceil(K/128)] = {(M, kb)}, got {tuple(a_scale.shape)}")
     if m_indices.shape[0] != M or m_indices.stride(0) != 1:
@@ -331,7 +332,7 @@ def grouped_fp8_gemm_contiguous(
     check_runnable_device("a", a)
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     dev = a.device
-    kb = triton.cdiv(K, BLOCK_K)
+    kb = cdiv(K, BLOCK_K)
     if check_bool("check_alignment", check_alignment):
         check_contiguous_alignment(m_indices, E)
     if M == 0:
@@ -346,7 +347,7 @@ def grouped_fp8_gemm_contiguous(
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
-    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    tiles = cdiv(M, bm) * cdiv(N, bn)
     grid = min(_num_programs(dev) * int(cfg.get("GRID_MULT", 1)), tiles)
     _grouped_fp8_contiguous_kernel[(grid,)](
         a_desc, b_desc, a_scale, b_scale, m_indices, out,

@@ -35,6 +35,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels import grouped_gemm as _gg
 from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _divisor, _max_nan, _pdl_capable, _recip_rn,
                                           _scale_from_amax, _to_e4m3_interp)
@@ -317,7 +318,7 @@ def check_masked_operands(a, a_scale, b, b_scale, masked_m):
         raise ValueError(f"a must be [E, M_max, K] with E={E}, K={K} (from b), got {tuple(a.shape)}")
     if a.numel() and (a.stride(2) != 1 or a.stride(0) != M_max * a.stride(1) or a.stride(1) % 16 or a.data_ptr() % 16):
         raise ValueError(f"a must be K-contiguous, groups stacked densely, 16-byte aligned rows; got strides {a.stride()}")
-    kb = triton.cdiv(K, BLOCK_K)
+    kb = cdiv(K, BLOCK_K)
     if tuple(a_scale.shape) != (E, M_max, kb):
         raise ValueError(f"a_scale must be [E, M_max, ceil(K/128)] = {(E, M_max, kb)}, got {tuple(a_scale.shape)}")
     if masked_m.shape[0] != E or masked_m.stride(0) != 1:
@@ -487,7 +488,7 @@ def grouped_fp8_gemm_masked(
     _maxnreg(cfg)  # MAXNREG checked with the other keys, before any launch setup
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    tiles = groups * triton.cdiv(M_max, bm) * triton.cdiv(N, bn)
+    tiles = groups * cdiv(M_max, bm) * cdiv(N, bn)
     if config is None and not p["PDL"] and dev.type == "cuda":  # (PDL chains keep their measured configs)
         cfg = _decode_wave_config(cfg, tiles, _gg._num_programs(dev))
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
@@ -497,7 +498,7 @@ def grouped_fp8_gemm_masked(
         M_max, N, E, kb, p["pf_group"], p["PREFETCH"],
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), b.stride(1),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=next_pow2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),
     )
@@ -551,14 +552,14 @@ def grouped_fp8_gemm_masked_silu_quant(
     bm = cfg["BLOCK_M"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N2, K], [b.stride(1), 1], [128, BLOCK_K])
-    tiles = groups * triton.cdiv(M_max, bm) * (I // 128)
+    tiles = groups * cdiv(M_max, bm) * (I // 128)
     _grouped_fp8_masked_silu_quant_kernel[(tiles,)](
         a_desc, b_desc, a_scale, b_scale, masked_m, h_q, h_s, b,
         M_max, I, E, kb, p["pf_group"], p["PREFETCH"],
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), h_q.stride(0), h_q.stride(1), h_s.stride(0), h_s.stride(1), h_s.stride(2), b.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
-        BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=triton.next_power_of_2(E),
+        BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=next_pow2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
         PDL=p["PDL"], PF_MODE=p["PF_MODE"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),

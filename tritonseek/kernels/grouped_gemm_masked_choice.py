@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import torch
 
+from tritonseek.kernels._host import cuda_capability
 from tritonseek.kernels._utils import interpreter_active
 
 KERNELS = ("auto", "tl", "ws")
@@ -48,7 +49,7 @@ WS_MIN_TOTAL_ROWS: int = 256
 
 
 def _is_hopper(dev: torch.device) -> bool:
-    return dev.type == "cuda" and not interpreter_active() and torch.cuda.get_device_capability(dev)[0] == 9
+    return dev.type == "cuda" and not interpreter_active() and cuda_capability(dev)[0] == 9
 
 
 def _dense_groups(out: torch.Tensor | None, M_max: int) -> bool:

@@ -48,6 +48,7 @@ import triton.language as tl
 
 from tritonseek.kernels._utils import (check_bool, check_index_range, check_int, check_real, check_runnable_device,
                                        check_tensor, interpreter_active, is_pow2)
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.mla_decode_tiles import (
     _mla_combine_kernel,
     _mla_schedule_kernel,
@@ -230,7 +231,7 @@ def get_mla_metadata(
     dev = cache_seqlens.device
     if num_sm is None:
         num_sm = _num_sms(dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else 8
-    head_tiles = triton.cdiv(seqlen_q * num_heads, cfg["BLOCK_H"])
+    head_tiles = cdiv(seqlen_q * num_heads, cfg["BLOCK_H"])
     num_parts = max(1, int(cfg.get("PARTS_PER_SM", 1) * num_sm) // head_tiles)
     # STEAL: STEAL tail spans after the num_progs programs' spans, STEAL_PCT % of the cost (mla_decode_ws takes
     # them dynamically; every other split kernel runs one program per span)
@@ -251,9 +252,9 @@ def get_mla_metadata(
         # one program, one launch; workspaces: the prefix sums of the balanced cut (end) and the packed
         # walk's per-lane records (ws)
         end = torch.empty(batch, dtype=torch.int64, device=dev)
-        block_b = min(128, max(16, triton.next_power_of_2(batch)))
+        block_b = min(128, max(16, next_pow2(batch)))
         # every cut position in one pass (each a binary search over the sequences: dependent loads)
-        block_p = min(1024, max(16, triton.next_power_of_2(num_parts + 1)))
+        block_p = min(1024, max(16, next_pow2(num_parts + 1)))
         if packed:
             ws = torch.empty(2 * batch * _PACKED_CAPS + 3 * batch, dtype=torch.int32, device=dev)
             _mla_schedule_packed_kernel[(1,)](
@@ -347,7 +348,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
 
         def split_launch():
             launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart)
-    grid = (triton.cdiv(rows, block_h), metadata.num_parts)
+    grid = (cdiv(rows, block_h), metadata.num_parts)
 
     split_args = (
         q, kv_cache, kn_desc, kr_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
@@ -367,7 +368,7 @@ def _launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_dim_v
     block_rows = int(cfg.get("COMBINE_ROWS", 4 if 2 * block_dv2 >= 512 else 8))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
                     lse.stride(0), lse.stride(1), num_heads, seqlen_q, head_dim_v)
-    combine_grid = (batch, triton.cdiv(rows, block_rows))
+    combine_grid = (batch, cdiv(rows, block_rows))
 
     def tl_split_launch():
         _mla_decode_kernel[grid](*split_args, **split_meta)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import triton
+from tritonseek.kernels._host import cdiv
 
 # Fixed per-sequence cost (in tiles) the scheduler charges for a sequence's prologue/epilogue
 # and its combine (FlashMLA charges 5 blocks of 64).
@@ -266,7 +266,7 @@ def default_config(seqlen_q: int, num_heads: int, batch: int | None = None, hopp
     if batch is not None and (rows > 64 or (hopper and rows == 64 and batch * rows <= _SMALL_64_UNITS)):
         for max_units, cfg in _SMALL_TABLE:
             if batch * rows <= max_units:
-                head_tiles = triton.cdiv(rows, cfg["BLOCK_H"])
+                head_tiles = cdiv(rows, cfg["BLOCK_H"])
                 return dict(cfg, NUM_SPLITS=max(1, _SMALL_PROGRAMS // (head_tiles * batch)))
     cls = _rows_class(rows)
     if hopper and cls in _TUNED_WS:

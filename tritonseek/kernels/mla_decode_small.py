@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_config, interpreter_active
+from tritonseek.kernels._host import cdiv
 from tritonseek.kernels.fp8_quant import _pdl_capable
 from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel, _tile_step, cache_tiles
 
@@ -249,7 +250,7 @@ def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_
     meta = dict(BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_DV2=block_dv2, BLOCK_R=block_r, CAUSAL=bool(causal),
                 USE_TMA=use_tma, DOT_FP32=interpreter_active(), NUM_STAGES=int(cfg["num_stages"]), EVEN_D=even_d,
                 PDL=pdl, TRIGGER=trigger, num_warps=int(cfg["num_warps"]), launch_pdl=pdl)
-    grid = (triton.cdiv(rows, block_h), num_splits, batch)
+    grid = (cdiv(rows, block_h), num_splits, batch)
     block_rows = int(cfg.get("COMBINE_ROWS", 1))
     combine_args = (metadata.split, out, lse, opart, lpart, out.stride(0), out.stride(1), out.stride(2),
                     lse.stride(0), lse.stride(1), num_heads, seqlen_q, head_dim_v)
@@ -258,7 +259,7 @@ def small_launches(q, kv_cache, block_table, cache_seqlens, scale, causal, head_
         _mla_decode_small_kernel[grid](*args, **meta)
 
     def combine_launch():
-        _mla_combine_kernel[(batch, triton.cdiv(rows, block_rows))](
+        _mla_combine_kernel[(batch, cdiv(rows, block_rows))](
             *combine_args, BLOCK_ROWS=block_rows, BLOCK_DVP=2 * block_dv2, NUM_STAGES=3, PDL=combine_pdl,
             num_warps=4, launch_pdl=combine_pdl)
 

@@ -16,6 +16,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from tritonseek.kernels._host import cdiv, next_pow2
+
 
 @triton.jit
 def _load_tile(
@@ -458,8 +460,8 @@ def cache_tiles(q, kv_cache, head_dim_v: int, block_n: int, want_tma: bool):
     rows < 2³¹): (BLOCK_DV2, BLOCK_R, EVEN_D, kn_desc, kr_desc), descriptors None → pointer gathers."""
     d_qk = q.shape[3]
     num_blocks, page_size = kv_cache.shape[:2]
-    block_dv2 = max(16, triton.next_power_of_2(triton.cdiv(head_dim_v, 2)))
-    block_r = max(16, triton.next_power_of_2(max(d_qk - head_dim_v, 1)))
+    block_dv2 = max(16, next_pow2(cdiv(head_dim_v, 2)))
+    block_r = max(16, next_pow2(max(d_qk - head_dim_v, 1)))
     even_d = head_dim_v == 2 * block_dv2 and d_qk - head_dim_v == block_r
     total_rows = num_blocks * page_size
     use_tma = (

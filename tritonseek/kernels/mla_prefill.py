@@ -24,6 +24,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import (check_bool, check_index_range, check_int, check_real, check_runnable_device,
                                       check_tensor, interpreter_active)
+from tritonseek.kernels._host import cdiv, next_pow2
 
 # (d_qk class, d_v class) → launch config; "default" for everything else.
 _TUNED: dict[str, dict] = {
@@ -391,13 +392,13 @@ def mla_prefill(
         block_d1 = max(16, 1 << (d_qk.bit_length() - 1))  # largest power of two ≤ d_qk (192 → 128)
         d_1, d_2 = min(d_qk, block_d1), max(0, d_qk - block_d1)
         has_d2 = d_2 > 0
-        block_d2 = max(16, triton.next_power_of_2(d_2)) if has_d2 else 16
+        block_d2 = max(16, next_pow2(d_2)) if has_d2 else 16
         # the second column piece as views at column BLOCK_D1 (an empty view when there is none)
         q2, k2 = q[..., block_d1:], k[..., block_d1:]
         stride_k2h = k2.stride(1)
     cfg = _resolve_config(config, d_qk, d_v)
-    block_dv = max(16, triton.next_power_of_2(d_v))
-    num_m = triton.cdiv(max_seqlen, cfg["BLOCK_M"])
+    block_dv = max(16, next_pow2(d_v))
+    num_m = cdiv(max_seqlen, cfg["BLOCK_M"])
     even_d = (block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v
     use_tma = (
         cfg.get("USE_TMA", False) and even_d and not split and k.is_contiguous() and v.is_contiguous()
@@ -464,8 +465,8 @@ def write_latent_cache(kv_cache: torch.Tensor, latent: torch.Tensor, slot_mappin
     if latent.dtype != kv_cache.dtype:
         latent = latent.to(kv_cache.dtype)  # torch's round-to-nearest cast (the model passes kv_cache.dtype)
     block_t = 16
-    block_d = min(256, max(16, triton.next_power_of_2(d)))
-    _write_latent_cache_kernel[(triton.cdiv(num_tokens, block_t),)](
+    block_d = min(256, max(16, next_pow2(d)))
+    _write_latent_cache_kernel[(cdiv(num_tokens, block_t),)](
         kv_cache, latent, slot_mapping, num_tokens, d, kv_cache.stride(0), kv_cache.stride(1), latent.stride(0),
         PAGE_SIZE=page_size, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
     )

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_bool, check_no_alias, check_runnable_device, check_tensor
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_quant import _pdl_capable
 from tritonseek.kernels.moe_routing_checks import check_ids_in_range
 
@@ -108,11 +109,11 @@ def moe_unpermute(
     use_pdl = pdl and _pdl_capable(expert_out.device)
     row_map = row_map.contiguous()
     topk_weights = topk_weights.contiguous()
-    block_h = min(triton.next_power_of_2(H), 2048)  # ~8 KiB of fp32 sums per program
+    block_h = min(next_pow2(H), 2048)  # ~8 KiB of fp32 sums per program
     warps = 8 if block_h > 1024 else 4
     if T <= 16:  # decode: more, narrower programs (at T=1, H=7168: 14 instead of 4 SMs share the k row reads)
         block_h, warps = min(block_h, 512), 4
-    _unpermute_kernel[(T, triton.cdiv(H, block_h))](
+    _unpermute_kernel[(T, cdiv(H, block_h))](
         expert_out, row_map, topk_weights, shared_output if shared_output is not None else expert_out, out,
         H, expert_out.stride(0), shared_output.stride(0) if shared_output is not None else 0, out.stride(0),
         TOP_K=k, BLOCK_H=block_h, HAS_SHARED=shared_output is not None, PDL=use_pdl, num_warps=warps,

@@ -25,6 +25,7 @@ from tritonseek.kernels._utils import (
     check_tensor,
     interpreter_active,
 )
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_quant import _pdl_capable
 from tritonseek.kernels.reference.moe import check_gate_args
 
@@ -51,9 +52,9 @@ def _router_config(T: int, E: int, H: int, config: dict | None = None) -> dict:
     off 1231.0 µs (likely because the released GEMM1 programs hold SMs while they wait for the routing). ``config``
     overrides any of BLOCK_E / BLOCK_T / num_warps / PDL / TRIGGER."""
     cfg = dict(
-        BLOCK_K=min(1024, triton.next_power_of_2(max(H, 16))),
+        BLOCK_K=min(1024, next_pow2(max(H, 16))),
         # the interpreter runs programs one by one: fewer, wider ones there (still several per token block)
-        BLOCK_E=min(32 if interpreter_active() else 8, triton.next_power_of_2(E)),
+        BLOCK_E=min(32 if interpreter_active() else 8, next_pow2(E)),
         BLOCK_T=1 if T <= 16 else 8, num_warps=4, PDL=True, TRIGGER=False,
     )
     cfg.update(config or {})
@@ -240,8 +241,8 @@ def _select_constants(E, *, top_k, n_group, topk_group, scoring_func, topk_metho
     ng = n_group if grouped else 1
     gs = E // ng
     return dict(
-        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=triton.next_power_of_2(ng), GS_PAD=triton.next_power_of_2(gs),
-        TOPK_GROUP=topk_group if grouped else 1, TOP_K=top_k, K_PAD=triton.next_power_of_2(out_k),
+        N_GROUP=ng, GROUP_SIZE=gs, NG_PAD=next_pow2(ng), GS_PAD=next_pow2(gs),
+        TOPK_GROUP=topk_group if grouped else 1, TOP_K=top_k, K_PAD=next_pow2(out_k),
         SOFTMAX=scoring_func == "softmax", GROUPED=grouped, GROUP_TOP2=topk_method == "noaux_tc" and gs >= 2,
         NORM=bool(norm_topk_prob),
     )
@@ -302,7 +303,7 @@ def gate_topk(
     ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
     if T == 0:
         return w, ids
-    pad = triton.next_power_of_2(E)
+    pad = next_pow2(E)
     consts = _select_constants(E, top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
                                topk_method=topk_method, norm_topk_prob=norm_topk_prob, grouped=grouped, out_k=top_k)
     _gate_topk_kernel[(T,)](
@@ -395,15 +396,15 @@ def router_gate_topk(
                          f"PDL / TRIGGER, got {config!r}")
     cfg = _router_config(T, E, H, config)
     block_t = cfg["BLOCK_T"]
-    split_k = triton.cdiv(H, cfg["BLOCK_K"])
-    t_tiles = triton.cdiv(T, block_t)
+    split_k = cdiv(H, cfg["BLOCK_K"])
+    t_tiles = cdiv(T, block_t)
     if t_tiles > _ROUTER_MAX_T_TILES:
         raise ValueError(f"router_gate_topk supports T <= {_ROUTER_MAX_T_TILES * block_t} tokens, got T={T}")
     part = torch.empty(split_k, T, E, dtype=torch.float32, device=x.device)
     consts = _select_constants(E, top_k=top_k, n_group=n_group, topk_group=topk_group, scoring_func=scoring_func,
                                topk_method=topk_method, norm_topk_prob=norm_topk_prob, grouped=grouped, out_k=out_k)
     pdl = bool(cfg["PDL"]) and _pdl_capable(x.device)
-    _router_gate_kernel[(triton.cdiv(E, cfg["BLOCK_E"]), split_k, t_tiles)](
+    _router_gate_kernel[(cdiv(E, cfg["BLOCK_E"]), split_k, t_tiles)](
         x, weight, part, _counters(x.device), bias if bias is not None else part, w, ids,
         T, H, x.stride(0), weight.stride(0), bias.stride(0) if bias is not None else 0,
         float(routed_scaling_factor), int(shared_expert_id or 0),

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_bool, check_int, interpreter_active
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _pdl_capable, _recip_rn, _round_to_e4m3,
                                           _scale_from_amax)
 from tritonseek.kernels.moe_gate import gate_topk, router_gate_topk  # noqa: F401  (public here too)
@@ -48,8 +49,8 @@ def _copy_config(H: int, elem_bytes: int) -> tuple[int, int]:
     against 182 µs with 1024 / 4; unpermute 136.7 against 134.5, within noise). Commits 03b7b8e / 36ecc83.
     """
     if elem_bytes == 1:
-        return min(triton.next_power_of_2(H), 1024), 4
-    block_h = min(triton.next_power_of_2(H), max(256, 8192 // elem_bytes))
+        return min(next_pow2(H), 1024), 4
+    block_h = min(next_pow2(H), max(256, 8192 // elem_bytes))
     return block_h, 4 if block_h * elem_bytes <= 4096 else 8
 
 
@@ -324,8 +325,8 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
     T, k = topk_ids.shape
     n = T * k
     ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
-    e_bins = triton.next_power_of_2(num_experts)
-    nb = triton.cdiv(n, _ROUTE_BLOCK)
+    e_bins = next_pow2(num_experts)
+    nb = cdiv(n, _ROUTE_BLOCK)
     counts = torch.empty(max(nb, 1), e_bins, dtype=torch.int32, device=dev)
     offsets = torch.empty_like(counts)
     totals = torch.empty(e_bins, dtype=torch.int32, device=dev)
@@ -345,7 +346,7 @@ def _route(topk_ids, num_experts, block_m, max_m, masked, m_bound):
                                launch_pdl=pdl)
     be = min(e_bins, 32)
     _route_scan_kernel[(e_bins // be,)](counts, offsets, totals, nb, E_BINS=e_bins, BE=be,
-                                        CHUNK=min(_SCAN_CHUNK, triton.next_power_of_2(nb)), PDL=pdl, num_warps=4,
+                                        CHUNK=min(_SCAN_CHUNK, next_pow2(nb)), PDL=pdl, num_warps=4,
                                         launch_pdl=pdl)
     _route_rank_kernel[(nb,)](ids, offsets, totals, seg, row_map, m_indices if m_indices is not None else ids, src,
                               n, num_experts, max_m, block_m, E_BINS=e_bins, BLOCK=_ROUTE_BLOCK, TOP_K=k,
@@ -364,7 +365,7 @@ def _copy_rows(hidden, row_map, out, hidden_scale=None, out_scale=None):
     sc = hidden_scale is not None
     if sc:
         block_h = max(block_h, 128)  # whole scale groups per program
-    _permute_copy_kernel[(triton.cdiv(T, rows), triton.cdiv(H, block_h))](
+    _permute_copy_kernel[(cdiv(T, rows), cdiv(H, block_h))](
         hidden, row_map, out, hidden_scale if sc else hidden, out_scale if sc else out, T, H,
         hidden_scale.shape[1] if sc else 0, hidden.stride(0), out.stride(0),
         *(hidden_scale.stride() if sc else (0, 0)), *(out_scale.stride() if sc else (0, 0)),
@@ -385,7 +386,7 @@ def _gather_rows(hidden, src, m_indices, out, hidden_scale=None, out_scale=None)
     if sc:
         block_h = max(block_h, 128)  # whole scale groups per program
     rows = max(1, min(16, 8192 // (block_h * hidden.element_size())))  # ~8 KiB per program
-    _permute_gather_kernel[(triton.cdiv(n_rows, rows), triton.cdiv(H, block_h))](
+    _permute_gather_kernel[(cdiv(n_rows, rows), cdiv(H, block_h))](
         hidden, hidden_scale if sc else hidden, src, m_indices, out, out_scale if sc else out, n_rows, H,
         hidden_scale.shape[1] if sc else 0, hidden.stride(0), out.stride(0),
         *(hidden_scale.stride() if sc else (0, 0)), *(out_scale.stride() if sc else (0, 0)),
@@ -399,10 +400,10 @@ def _gather_scales(hidden_scale, src, valid, seg, out_scale, n_rows, rows_per_gr
     if n_rows == 0 or hidden_scale.shape[0] == 0:
         return
     hs = hidden_scale.shape[1]
-    hs_pad = triton.next_power_of_2(hs)
+    hs_pad = next_pow2(hs)
     block_r = max(16, min(128, 4096 // hs_pad))
     pdl = PDL_CHAIN and _pdl_capable(hidden_scale.device)
-    _permute_scale_kernel[(triton.cdiv(n_rows, block_r),)](
+    _permute_scale_kernel[(cdiv(n_rows, block_r),)](
         hidden_scale, src, valid, seg, out_scale, n_rows, hs, hidden_scale.stride(0), hidden_scale.stride(1),
         max(rows_per_group, 1), *out_scale.stride(), BLOCK_R=block_r, HS_PAD=hs_pad, MASKED=masked, PDL=pdl,
         num_warps=4, launch_pdl=pdl,
@@ -533,12 +534,12 @@ def moe_permute_masked(
     out_dtype = torch.float8_e4m3fn if quantize else hidden.dtype
     out = torch.empty(num_experts, max_m, H, dtype=out_dtype, device=dev)
     out_scale = None
-    hs = hidden_scale.shape[1] if hidden_scale is not None else triton.cdiv(H, 128)
+    hs = hidden_scale.shape[1] if hidden_scale is not None else cdiv(H, 128)
     if hidden_scale is not None or quantize:
         out_scale = torch.empty(num_experts, hs, max_m, dtype=torch.float32,
                                 device=dev).transpose(1, 2)  # MN-major per expert
     if fast:
-        e_bins = triton.next_power_of_2(num_experts)
+        e_bins = next_pow2(num_experts)
         row_map = torch.empty(T, k, dtype=torch.int32, device=dev)
         seg = torch.empty(e_bins, dtype=torch.int32, device=dev)
         ids = topk_ids.reshape(-1).to(torch.int32).contiguous()
@@ -547,13 +548,13 @@ def moe_permute_masked(
             block_h = max(block_h, 128)  # whole 1×128 groups per program
         xs = hidden_scale if hidden_scale is not None else ids  # never read without scales
         os_ = out_scale if out_scale is not None else out
-        _permute_masked_decode_kernel[(T, triton.cdiv(H, block_h))](
+        _permute_masked_decode_kernel[(T, cdiv(H, block_h))](
             ids, hidden, xs, out, os_, row_map, seg,
             T * k, num_experts, max_m, H, hs if out_scale is not None else 0, hidden.stride(0),
             out.stride(1), xs.stride(0) if hidden_scale is not None else 0,
             xs.stride(1) if hidden_scale is not None else 0, *(os_.stride() if out_scale is not None else (0, 0, 0)),
             AMAX_EPS, FP8_E4M3_MAX,
-            E_BINS=e_bins, BLOCK=triton.next_power_of_2(T * k), TOP_K=k, BLOCK_H=block_h,
+            E_BINS=e_bins, BLOCK=next_pow2(T * k), TOP_K=k, BLOCK_H=block_h,
             SC_PER=max(block_h // 128, 1), HAS_SCALE=out_scale is not None, QUANT=quantize,
             EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), PDL=use_pdl, num_warps=warps,
             launch_pdl=use_pdl,

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_positive_float, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_quant import (
     AMAX_EPS,
     FP8_E4M3_MAX,
@@ -30,7 +31,7 @@ QUANT_GROUP = 128  # FP8 activation group (DeepSeek's 1×128 act_quant)
 
 def _norm_config(n: int) -> tuple[int, int]:
     """(BLOCK_N, num_warps): the whole row in one block; more warps for wide rows (V3 hidden 7168)."""
-    block = max(16, triton.next_power_of_2(n))
+    block = max(16, next_pow2(n))
     if block <= 1024:
         return block, 4
     if block <= 4096:
@@ -142,7 +143,7 @@ def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True)
     q = s = None
     if quant:
         q = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=dev)
-        s = torch.empty((triton.cdiv(n, QUANT_GROUP), t), dtype=torch.float32, device=dev).t()  # MN-major
+        s = torch.empty((cdiv(n, QUANT_GROUP), t), dtype=torch.float32, device=dev).t()  # MN-major
     if t == 0:
         return y, h, q, s
     block, warps = _norm_config(n)

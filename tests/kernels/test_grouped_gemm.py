@@ -265,7 +265,7 @@ def test_masked_rejects_bad_inputs(device):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=-1)
     with pytest.raises(ValueError, match="masked_m"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, torch.tensor([3, 0, 8, 0], dtype=torch.int32, device=device)[::2])
-    with pytest.raises(ValueError, match="max_active_groups"):
+    with pytest.raises(TypeError, match="max_active_groups"):  # a bool is no int (tester2 s20 #3)
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, max_active_groups=True)
     with pytest.raises(ValueError, match="BLOCK_N"):  # a partial config names the missing key
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(BLOCK_M=16))
@@ -441,8 +441,11 @@ def test_masked_pdl_options(device):
     assert torch.equal(q0[v].view(torch.uint8), q1[v].view(torch.uint8)) and torch.equal(s0[v], s1[v])
     with pytest.raises(TypeError, match="pdl"):
         grouped_fp8_gemm_masked(*args, pdl=1)
-    for bad in (E, -1, True, 1.0):
+    for bad in (E, -1):
         with pytest.raises(ValueError, match="prefetch_group"):
+            grouped_fp8_gemm_masked_silu_quant(*args, pdl=True, prefetch_group=bad)
+    for bad in (True, 1.0):  # another type: TypeError (tester2 s20 #3)
+        with pytest.raises(TypeError, match="prefetch_group"):
             grouped_fp8_gemm_masked_silu_quant(*args, pdl=True, prefetch_group=bad)
     with pytest.raises(ValueError, match="PREFETCH"):
         grouped_fp8_gemm_masked(*args, config=dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, PREFETCH=-1))

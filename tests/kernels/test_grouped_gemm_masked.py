@@ -10,11 +10,12 @@ summation order and the bf16 rounding of out, ≈ 1e-5; a wrong group, scale or 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from tritonseek.kernels import grouped_gemm_masked_choice as C
-from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref
 
 
@@ -49,6 +50,75 @@ def test_kernel_argument_checked(device):
     # a ws config key given to the tl kernel: named, with a hint at kernel='ws'
     with pytest.raises(ValueError, match="NUM_STAGES"):
         grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="tl", config=dict(NUM_STAGES=4))
+
+
+def test_ws_on_a_cpu_tensor_without_the_interpreter(monkeypatch):
+    """kernel="ws" on CPU without TRITON_INTERPRET said to set TRITON_INTERPRET=1, which cannot help the Gluon kernel,
+    and kernel=1 was that device error, not a TypeError (tester2 s20 #10): the kernel argument is checked first and
+    ws names the Hopper GPU it needs."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    a, a_s, b, bs = _operands(2, 16, 128, 128, torch.device("cpu"))
+    mm = torch.tensor([3, 16], dtype=torch.int32)
+    with pytest.raises(ValueError, match="^kernel='ws' is a Gluon kernel for CUDA Hopper GPUs .* a is on cpu") as e:
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="ws")
+    assert "TRITON_INTERPRET=1" not in str(e.value)
+    with pytest.raises(TypeError, match="kernel must be a str"):
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel=1)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):  # tl can run there under the interpreter: said so
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="tl")
+
+
+def test_tl_options_follow_the_scalar_rule(device):
+    """max_active_groups / prefetch_group take ints and numpy integers, pdl bools and numpy bools (numpy ints were a
+    ValueError blaming the value, np.False_ was refused, a bool / float / str / tensor a ValueError; tester2 s20 #3),
+    in both masked launchers; another type is a TypeError naming the argument, a value out of range a ValueError."""
+    E = 3
+    a, a_s, b, bs = _operands(E, 16, 256, 128, device, seed=2)
+    mm = torch.tensor([3, 0, 16], dtype=torch.int32, device=device)
+    valid = (torch.arange(16, device=device)[None, :] < mm[:, None])
+    base = grouped_fp8_gemm_masked(a, a_s, b, bs, mm, kernel="tl")
+    silu = grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm)
+    np_kw = dict(max_active_groups=np.int64(2), pdl=np.True_, prefetch_group=np.int32(E - 1))
+    for kw in (np_kw, dict(pdl=np.False_), dict(max_active_groups=np.uint8(0))):
+        assert torch.equal(grouped_fp8_gemm_masked(a, a_s, b, bs, mm, **kw)[valid], base[valid]), kw
+        q, hs = grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, **kw)
+        assert torch.equal(q[valid].view(torch.uint8), silu[0][valid].view(torch.uint8)), kw
+        assert torch.equal(hs[valid], silu[1][valid]), kw
+    for fn in (grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant):
+        for name in ("max_active_groups", "prefetch_group"):
+            for bad in (True, np.bool_(False), 2.0, np.float32(1), "1", torch.tensor(1)):
+                with pytest.raises(TypeError, match=f"^{name} must be an int, got {type(bad).__name__}"):
+                    fn(a, a_s, b, bs, mm, **{name: bad})
+        for bad in (1, 0, np.int64(1), "yes", torch.tensor(True), None):
+            with pytest.raises(TypeError, match=f"^pdl must be a bool, got {type(bad).__name__}"):
+                fn(a, a_s, b, bs, mm, pdl=bad)
+        with pytest.raises(ValueError, match="^max_active_groups must be ≥ 0, got -1"):
+            fn(a, a_s, b, bs, mm, max_active_groups=np.int64(-1))
+        for bad in (E, -1, np.int64(E)):
+            with pytest.raises(ValueError, match=rf"^prefetch_group must be None or a group index in \[0, {E}\)"):
+                fn(a, a_s, b, bs, mm, pdl=True, prefetch_group=bad)
+
+
+def test_moe_experts_triton_pdl_numpy_int(device):
+    """moe_experts_triton(pdl=np.int64(1)) passed pdl > 0, a numpy bool, to launchers that refused it (tester2 s20
+    #3): numpy integers are ints there; a bool or float is a TypeError, 3 a ValueError."""
+    import tritonseek.model.moe_triton as MT
+    from tests.model.test_moe_triton import _experts, _routing
+
+    g = torch.Generator().manual_seed(5)
+    E, H, I, k = 6, 128, 128, 2
+    moe = _experts(E, H, I, g, device)
+    w, ids = _routing(2, E, k, g, "plain")
+    x = torch.randn(2, H, generator=g).to(torch.bfloat16).to(device)
+    w, ids = w.to(device), ids.to(device)
+    ref = MT.moe_experts_triton(x, w, ids, moe, layout="masked", pdl=1)
+    for p in (np.int64(1), np.int8(2)):
+        assert torch.equal(MT.moe_experts_triton(x, w, ids, moe, layout="masked", pdl=p), ref), p
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(TypeError, match="^pdl must be an int"):
+            MT.moe_experts_triton(x, w, ids, moe, layout="masked", pdl=bad)
+    with pytest.raises(ValueError, match="^pdl must be in 0..2, got 3"):
+        MT.moe_experts_triton(x, w, ids, moe, layout="masked", pdl=np.int64(3))
 
 
 @pytest.mark.parametrize("kernel", C.KERNELS)
@@ -114,9 +184,12 @@ def test_auto_measured_rule(hopper):
         assert C.choose_masked_kernel("auto", hopper, E, m) == "ws", (E, m)
     for E, m in ((1, 128), (16, 64), (256, 16), (256, 1), (4, 127), (0, 1024)):
         assert C.choose_masked_kernel("auto", hopper, E, m) == "tl", (E, m)
-    # expected_m (the caller's rows-per-group hint) rules over M_max (a capacity) both ways
+    # expected_m (the caller's rows-per-group hint) rules over M_max (a capacity) below it; above it counts as M_max,
+    # which no group exceeds (E=2, M_max=16, expected_m=128 chose ws, measured slower at 16 rows: tester2 s20 #8)
     assert C.choose_masked_kernel("auto", hopper, 8, 1024, expected_m=16) == "tl"
-    assert C.choose_masked_kernel("auto", hopper, 8, 64, expected_m=256) == "ws"
+    assert C.choose_masked_kernel("auto", hopper, 8, 64, expected_m=256) == "tl"
+    assert C.choose_masked_kernel("auto", hopper, 2, 16, expected_m=128) == "tl"
+    assert C.choose_masked_kernel("auto", hopper, 8, 256, expected_m=4096) == "ws"
 
 
 @pytest.mark.parametrize("threshold", [None, 1, 128])

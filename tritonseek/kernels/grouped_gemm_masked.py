@@ -34,13 +34,13 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels import grouped_gemm as _gg
-from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_bool, check_int, check_runnable_device, check_tensor, interpreter_active
 from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _divisor, _max_nan, _pdl_capable, _recip_rn,
                                           _scale_from_amax, _to_e4m3_interp)
 from tritonseek.kernels.grouped_gemm import _MASKED_DECODE, _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
-from tritonseek.kernels.grouped_gemm_masked_choice import choose_masked_kernel
+from tritonseek.kernels.grouped_gemm_masked_choice import check_kernel, choose_masked_kernel, ws_unavailable
 
 
 @triton.jit
@@ -299,10 +299,16 @@ def _grouped_fp8_masked_silu_quant_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_masked(a, a_scale, b, b_scale, masked_m):
-    """Validate the masked operands for the tl kernels; returns (device, E, M_max, N, K, K blocks)."""
+def _check_masked(a, a_scale, b, b_scale, masked_m, kernel: str = "tl"):
+    """Validate the masked operands for the tl kernels; returns (device, E, M_max, N, K, K blocks). On a device
+    Triton cannot run on, kernel="ws" says the ws kernel needs a Hopper GPU (TRITON_INTERPRET=1 cannot help it)."""
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
-    check_runnable_device("a", a)
+    try:
+        check_runnable_device("a", a)
+    except ValueError:
+        if kernel == "ws":
+            raise ValueError(ws_unavailable(a.device)) from None
+        raise
     return check_masked_operands(a, a_scale, b, b_scale, masked_m)
 
 
@@ -326,12 +332,24 @@ def check_masked_operands(a, a_scale, b, b_scale, masked_m):
     return dev, E, M_max, N, K, kb
 
 
+def _tl_options(E: int, max_active_groups, pdl, prefetch_group) -> tuple[int | None, bool, int | None]:
+    """The tl kernel's options under the launchers' scalar rule (``_utils``): max_active_groups None or an int ≥ 0,
+    pdl a bool, prefetch_group None or an int in [0, E) — numpy integers / bools accepted and returned as Python
+    values; another type (a bool or float for an int, an int for pdl, a str, a tensor) is a TypeError naming the
+    argument, a value out of range a ValueError naming it."""
+    if max_active_groups is not None:
+        max_active_groups = check_int("max_active_groups", max_active_groups, 0)
+    pdl = check_bool("pdl", pdl)
+    if prefetch_group is not None:
+        prefetch_group = check_int("prefetch_group", prefetch_group)
+        if not 0 <= prefetch_group < max(E, 1):
+            raise ValueError(f"prefetch_group must be None or a group index in [0, {E}), got {prefetch_group}")
+    return max_active_groups, pdl, prefetch_group
+
+
 def _groups(E: int, max_active_groups: int | None) -> int:
-    """Group slots to launch: E, or the caller's bound clamped to [1, E] (a slot loops over every non-empty
-    group past the bound, so a too-small bound costs time, never a skipped group). E = 0 → 0."""
-    if max_active_groups is not None and (isinstance(max_active_groups, bool) or not isinstance(max_active_groups, int)
-                                          or max_active_groups < 0):
-        raise ValueError(f"max_active_groups must be a non-negative int, got {max_active_groups!r}")
+    """Group slots to launch: E, or the caller's bound (checked by ``_tl_options``) clamped to [1, E] (a slot loops
+    over every non-empty group past the bound, so a too-small bound costs time, never a skipped group). E = 0 → 0."""
     return E if max_active_groups is None else min(E, max(1, max_active_groups))
 
 
@@ -341,13 +359,9 @@ def _groups(E: int, max_active_groups: int | None) -> int:
 _PREFETCH_DEFAULT = {1: 8, 2: 16}
 
 
-def _pdl_setup(dev, E: int, pdl, prefetch_group, cfg: dict) -> dict:
-    """Kernel arguments of the PDL options: PDL, PF_MODE, PREFETCH, pf_group (all off off CUDA / sm < 90)."""
-    if not isinstance(pdl, bool):
-        raise TypeError(f"pdl must be a bool, got {pdl!r}")
-    if prefetch_group is not None and (isinstance(prefetch_group, bool) or not isinstance(prefetch_group, int)
-                                       or not 0 <= prefetch_group < max(E, 1)):
-        raise ValueError(f"prefetch_group must be None or a group index in [0, {E}), got {prefetch_group!r}")
+def _pdl_setup(dev, E: int, pdl: bool, prefetch_group: int | None, cfg: dict) -> dict:
+    """Kernel arguments of the PDL options (pdl, prefetch_group checked by ``_tl_options``): PDL, PF_MODE, PREFETCH,
+    pf_group (all off off CUDA / sm < 90)."""
     pf = cfg.get("PREFETCH")
     if pf is not None and (isinstance(pf, bool) or not isinstance(pf, int) or pf < 0):
         raise ValueError(f"config['PREFETCH'] must be a non-negative int, got {pf!r} (config {cfg!r})")
@@ -421,8 +435,9 @@ def grouped_fp8_gemm_masked(
     masked_m: [E] int32 valid rows per group, read on the device (no host sync: CUDA-graph safe);
         values above M_max are clamped to M_max. Rows ≥ masked_m[g] of ``out`` keep whatever they held
         (unspecified when ``out`` is allocated here); their a/a_scale rows (NaN or not) are never stored.
-    expected_m: typical rows per group (an int ≥ 1, bools rejected, or None), used only to pick the launch
-        config (default M_max; without ``config`` and ``pdl`` on CUDA, also ``_decode_wave_config``).
+    expected_m: typical rows per group (an int ≥ 1, bools rejected, or None; above M_max it counts as M_max), used
+        to pick the kernel (kernel="auto", below) and the launch config (default M_max; without ``config`` and
+        ``pdl`` on CUDA, also ``_decode_wave_config``); never a bound on the rows computed (masked_m is).
     max_active_groups: a bound on how many groups have masked_m > 0 (e.g. min(E, T·k) for MoE decode);
         programs are launched for that many group slots (at least 1) and each finds its group(s) on the device:
         slot s serves the non-empty groups number s, s + slots, … — a bound that is too small only costs time
@@ -445,30 +460,34 @@ def grouped_fp8_gemm_masked(
         "ws" = the warp-specialized Gluon kernel (grouped_gemm_ws.grouped_fp8_gemm_masked_ws: CUDA sm_90 only; takes
         none of pdl, prefetch_group, max_active_groups; config keys of ``grouped_ws_config``; out with its groups
         stacked densely); "auto" (default) = "ws" on a Hopper GPU when none of those tl options nor config is
-        given, out is None or dense, rows per group (expected_m, else M_max) ≥ 128 and rows per group × E ≥ 256
-        (grouped_gemm_masked_choice.WS_MIN_ROWS / WS_MIN_TOTAL_ROWS; H200: ws / tl time 0.71-0.98 in every
-        measured case there), else "tl" (the MoE decode path passes max_active_groups and config: tl). Results
+        given, out is None or dense, rows per group (expected_m capped at M_max, else M_max) ≥ 128 and rows per
+        group × E ≥ 256 (grouped_gemm_masked_choice.WS_MIN_ROWS / WS_MIN_TOTAL_ROWS; H200: ws / tl time 0.71-0.98
+        in every measured case there), else "tl" (the MoE decode path passes max_active_groups and config: tl). Results
         agree to rounding (both accumulate in fp32; summation order differs). grouped_gemm_masked_choice.
         choose_masked_kernel names the kernel a call runs. Measured as graph replays; eager (no CUDA graph), the ws
         launch costs ~125-145 µs of host time per call against tl's ~45-75 (H200, session 20 W2), so back-to-back
         eager calls at the anchor shapes are host-bound and slower with ws.
+    Scalars follow the launchers' rule (``_utils``): expected_m, max_active_groups, prefetch_group ints or numpy
+    integers, pdl a bool or numpy bool.
     Returns out [E, M_max, N] (E = 0 or M_max = 0: an empty result, nothing launched). Raises TypeError
-    (dtypes, pdl, expected_m not an int, kernel not a str) / ValueError (shapes, layout, device, config,
-    prefetch_group, expected_m < 1, kernel unknown, kernel="ws" off a Hopper GPU or with a tl-only option).
+    (dtypes; expected_m, max_active_groups, prefetch_group not an int, pdl not a bool, kernel not a str) /
+    ValueError (shapes, layout, device, config, prefetch_group out of [0, E), max_active_groups < 0, expected_m < 1,
+    kernel unknown, kernel="ws" off a Hopper GPU — on a CPU tensor that is the error, whatever TRITON_INTERPRET — or
+    with a tl-only option).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
-    dev, E, M_max, N, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
+    kernel = check_kernel(kernel)
+    dev, E, M_max, N, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m, kernel)
     if expected_m is not None:
         expected_m = check_int("expected_m", expected_m, 1)
     if out is not None:
         check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev, output=True)
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
+    max_active_groups, pdl, prefetch_group = _tl_options(E, max_active_groups, pdl, prefetch_group)
     groups = _groups(E, max_active_groups)
-    if not isinstance(pdl, bool):
-        raise TypeError(f"pdl must be a bool, got {pdl!r}")
     which = choose_masked_kernel(kernel, dev, E, M_max, expected_m=expected_m, out=out, config=config, pdl=pdl,
                                  prefetch_group=prefetch_group, max_active_groups=max_active_groups)
     if out is None:
@@ -482,7 +501,7 @@ def grouped_fp8_gemm_masked(
                                           config=config)
     if M_max == 0 or groups == 0:
         return out
-    cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N, K)
+    cfg = dict(config) if config is not None else _gg.get_config("masked", min(expected_m or M_max, M_max), N, K)
     _check_config_keys(cfg, False)
     _check_cfg(cfg, False)
     _maxnreg(cfg)  # MAXNREG checked with the other keys, before any launch setup
@@ -539,13 +558,14 @@ def grouped_fp8_gemm_masked_silu_quant(
         raise ValueError(f"b must be [E, 2I, K] with I a multiple of 128, got {tuple(b.shape)}")
     if expected_m is not None:
         expected_m = check_int("expected_m", expected_m, 1)
+    max_active_groups, pdl, prefetch_group = _tl_options(E, max_active_groups, pdl, prefetch_group)
     I = N2 // 2
     h_q = torch.empty(E, M_max, I, dtype=torch.float8_e4m3fn, device=dev)
     h_s = torch.empty(E, I // 128, M_max, dtype=torch.float32, device=dev).transpose(1, 2)
     groups = _groups(E, max_active_groups)
     if M_max == 0 or groups == 0:
         return h_q, h_s
-    cfg = dict(config) if config is not None else _gg.get_config("masked", expected_m or M_max, N2, K)
+    cfg = dict(config) if config is not None else _gg.get_config("masked", min(expected_m or M_max, M_max), N2, K)
     _check_config_keys(cfg, True)
     _check_cfg(cfg, False, keys=("BLOCK_M", "num_warps", "num_stages"))  # its N tile is fixed at 128
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)

@@ -8,9 +8,9 @@ warp-specialized Gluon ``ws`` kernel (grouped_gemm_ws.grouped_fp8_gemm_masked_ws
   ``tl`` kernel's options: pdl, prefetch_group, max_active_groups or a ``tl`` config key is a ValueError naming it
   (its config keys are grouped_gemm_ws.GROUPED_WS_CONFIG_SPEC's); ``out`` must have its groups stacked densely.
 * "auto": "ws" where it was measured faster — a Hopper CUDA device (not the interpreter), none of the ``tl``-only
-  options given, a densely stacked ``out`` (or none), rows per group (expected_m, else M_max) ≥ ``WS_MIN_ROWS``
-  and rows per group × groups ≥ ``WS_MIN_TOTAL_ROWS`` — else "tl". The choice reads only host-side values (no
-  device sync: CUDA-graph safe), so the same call always picks the same kernel.
+  options given, a densely stacked ``out`` (or none), rows per group (expected_m capped at M_max — no group holds
+  more —, else M_max) ≥ ``WS_MIN_ROWS`` and rows per group × groups ≥ ``WS_MIN_TOTAL_ROWS`` — else "tl". The choice
+  reads only host-side values (no device sync: CUDA-graph safe), so the same call always picks the same kernel.
 
 H200 measurement (h5wire W1, code 1230905, benchmarks/probe_masked_kernel.py): both kernels through this launcher
 checked against the fp32 reference first (calc_diff 1.4e-6 at the 6 anchors, full and partial masked_m), then one-call
@@ -57,6 +57,17 @@ def _dense_groups(out: torch.Tensor | None, M_max: int) -> bool:
     return out is None or out.dim() != 3 or out.shape[0] <= 1 or out.stride(0) == M_max * out.stride(1)
 
 
+def ws_unavailable(dev: torch.device) -> str:
+    """Why kernel='ws' cannot run on ``dev`` (not a Hopper CUDA device, or the interpreter): the error message."""
+    if dev.type != "cuda":
+        why = f"a is on {dev}"
+    elif interpreter_active():
+        why = "TRITON_INTERPRET=1 (Gluon has no interpreter path)"
+    else:
+        why = f"a is on a compute capability {torch.cuda.get_device_capability(dev)[0]}.x GPU"
+    return f"kernel='ws' is a Gluon kernel for CUDA Hopper GPUs (sm_90) only, and {why}; use kernel='tl' or 'auto'"
+
+
 def check_kernel(kernel: object) -> str:
     """``kernel`` itself: TypeError unless a str, ValueError unless one of ``KERNELS``."""
     if not isinstance(kernel, str):
@@ -94,14 +105,7 @@ def choose_masked_kernel(
         if config is not None:
             _check_ws_config_keys(config)
         if not _is_hopper(dev):
-            if dev.type != "cuda":
-                why = f"a is on {dev}"
-            elif interpreter_active():
-                why = "TRITON_INTERPRET=1 (Gluon has no interpreter path)"
-            else:
-                why = f"a is on a compute capability {torch.cuda.get_device_capability(dev)[0]}.x GPU"
-            raise ValueError(f"kernel='ws' is a Gluon kernel for CUDA Hopper GPUs (sm_90) only, and {why}; "
-                             "use kernel='tl' or 'auto'")
+            raise ValueError(ws_unavailable(dev))
         return "ws"
     if kernel == "tl":
         return "tl"
@@ -109,7 +113,7 @@ def choose_masked_kernel(
         return "tl"  # options only the tl kernel takes: the caller asked for it
     if not _dense_groups(out, M_max) or not _is_hopper(dev):
         return "tl"
-    rows = expected_m if expected_m is not None else M_max
+    rows = min(expected_m, M_max) if expected_m is not None else M_max  # no group has more than M_max rows
     return "ws" if WS_MIN_ROWS is not None and rows >= WS_MIN_ROWS and rows * E >= WS_MIN_TOTAL_ROWS else "tl"
 
 

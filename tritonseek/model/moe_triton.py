@@ -106,10 +106,10 @@ def moe_experts_triton(
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises, naming the argument: ValueError for an unknown layout,
     pdl not 0/1/2, shared_group out of [0, E), weights not a 4-tuple, topk_weights / topk_ids not both [T, k];
-    TypeError for shared_group not an int (or None) and wrong x / topk_ids / topk_weights dtypes; the launchers
-    raise for other bad shapes/dtypes. topk_ids outside [−1, E) raise ValueError naming the entry, on CUDA only with
-    check_ids (default; one device→host sync, skipped during CUDA-graph capture; the MoE layer passes False for
-    its own gate's ids, and unchecked out-of-range CUDA ids are undefined behaviour).
+    TypeError for pdl or shared_group not an int (numpy integers are ints; a bool is not) and wrong x / topk_ids /
+    topk_weights dtypes; the launchers raise for other bad shapes/dtypes. topk_ids outside [−1, E) raise ValueError
+    naming the entry, on CUDA only with check_ids (default; one device→host sync, skipped during CUDA-graph capture;
+    the MoE layer passes False for its own gate's ids, and unchecked out-of-range CUDA ids are undefined behaviour).
     Semantics: DeepSeek-V3 inference/model.py MoE (routed part); layouts: DeepGEMM m_grouped contiguous / masked.
     """
     check_tensor("x", x, ndim=2)
@@ -123,8 +123,7 @@ def moe_experts_triton(
         layout = choose_layout(T)
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
-    if pdl not in (0, 1, 2) or isinstance(pdl, bool):
-        raise ValueError(f"pdl must be 0, 1 or 2, got {pdl!r}")
+    pdl = check_int("pdl", pdl, 0, 2)  # a numpy integer → int (it reached the launchers as a numpy bool)
     if weights is not None and (not isinstance(weights, (tuple, list)) or len(weights) != 4):
         raise ValueError("weights must be a tuple (w13, w13_scale_inv, w2, w2_scale_inv) or None")
     w13, w13_s, w2, w2_s = weights if weights is not None else (moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv)

@@ -318,14 +318,17 @@ def test_ws_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
     _check_gpu(m, n, 16 * kb16, device, seed, config, out_dtype)
 
 
+# GROUP_M 3: partial last groups (FAST_COORDS' division path). auto_ahead_fast: WGS None with SCALE_AHEAD (7168×2048's
+# entry): 192-row tiles with it where wgs_for picks them (4096 × 576 here), else 128-row tiles without it
 @pytest.mark.gpu
 @pytest.mark.parametrize("m,n,k,pad", [(333, 2112, 7168, 0), (4096, 576, 1152, 0), (130, 7168, 2048, 8),
                                        (1, 4096, 7168, 0), (257, 300, 1040, 3), (200, 256, 128, 0),
                                        (129, 384, 256, 0)])
 @pytest.mark.parametrize("cfg", [dict(WGS=2), dict(WGS=3), dict(WGS=2, PIPE=False), dict(WGS=2, PIPE0=False),
                                  dict(BLOCK_N=256), dict(BLOCK_N=256, NUM_STAGES=3), dict(WGS=3, SCALE_AHEAD=1),
-                                 dict(WGS=3, FAST_COORDS=True, GROUP_M=3)],
-                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "wgs3_ahead1", "wgs3_fast_g3"])  # GROUP_M 3: partial last groups (FAST_COORDS' division path)
+                                 dict(WGS=3, FAST_COORDS=True, GROUP_M=3), dict(SCALE_AHEAD=1, FAST_COORDS=True)],
+                         ids=["pipe0", "wgs3", "unroll2", "pipe", "wide", "wide3", "wgs3_ahead1", "wgs3_fast_g3",
+                              "auto_ahead_fast"])
 def test_ws_tails_gpu(device, m, n, k, pad, cfg):
     # K = 128 / 256: one and two K blocks (the unrolled loop's empty-loop paths); 1152, 1040: odd counts. WIDE
     # (256-column) tiles: N = 2112, 300, 384 end in a tile whose second half lies past N (no b_scale row there)

@@ -229,9 +229,12 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   alone, varlen h128 s_q1 / h64 s_q2 / h128 s_q2 at s_k 4096, then 8192: 299.1 -> 293.7 (-5.4), 287.6 -> 283.9
 #   (-3.7), 541.6 -> 533.0 (-8.6), 563.7 -> 561.7 (-1.9), 617.1 -> 616.5 (-0.6), 1161.3 -> 1157.4 (-3.9) [A/A -0.2,
 #   +0.8, +0.8, +3.9, +1.0, -1.7]: the balanced cut charged a sequence start 5 tiles (~10 us) where a segment costs
-#   ~6 us (DIAG fit), so programs with two starts got too few tiles. 3 for the 128-row class since W3 (checked there
-#   against 5, incl. h128 s_q2 fixed). The same W2: two head tiles packed vs balanced, fixed, h128 s_q1 / h64 s_q2 at
-#   s_k 4096, then 8192: -9.9 / -9.2 / -7.5 / +0.8 us [A/A +2.1 / +0.6 / +0.9 / -3.7].
+#   ~6 us (DIAG fit), so programs with two starts got too few tiles. W3 at 5acc840 (OVERHEAD 3 the default, same
+#   method), OVERHEAD 5 against it: varlen in the order above +2.4 / +2.4 / +10.9 / +3.1 / +5.4 / +1.8 us [A/A +5.6 /
+#   +1.2 / +5.3 / +3.5 / +2.1 / +0.2]; h128 s_q2 fixed (four head tiles, balanced) s_k 4096 / 8192 +2.7 / -4.1 [+1.1 /
+#   +1.0]. Each run's gain is near its A/A spread, but 3 was faster on varlen in 17 of 18 measurements (W1-W3): 3 for
+#   the 128-row class; fixed h128 s_q2 neutral. The same W2: two head tiles packed vs balanced, fixed, h128 s_q1 / h64
+#   s_q2 at s_k 4096, then 8192: -9.9 / -9.2 / -7.5 / +0.8 us [A/A +2.1 / +0.6 / +0.9 / -3.7].
 # - The combine's share (op minus split alone, same interleave): +10.2 .. +16.9 us on the balanced schedule (30-64
 #   split sequences), +3.8 .. +5.0 us with nothing to merge (packed, fixed): the launch and the early-exit programs.
 _WSM_KNOBS = dict(QTMA=True, OVEC=2, PART16=True)
@@ -242,7 +245,7 @@ _BIG_BATCH_WS: dict[int, dict] = {
     # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us), with
     # _WSM_KNOBS since session 19.
     64: dict(SCHED="packed", FILL_TOL=3, WSM=True, **_WSM_KNOBS),
-    128: dict(WSM=True, OVERHEAD=3, **_WSM_KNOBS),  # OVERHEAD 3: session 20 W2 / W3 (comment above _WSM_KNOBS)
+    128: dict(WSM=True, OVERHEAD=3, **_WSM_KNOBS),  # OVERHEAD 3: session 20 W1-W3 (comment above _WSM_KNOBS)
 }
 # 65-128 rows (two 64-row head tiles: h128 s_q1, h64 s_q2) at batch >= 64 on Hopper: the packed schedule (session 20 W1
 # above; more head tiles keep the balanced cut).

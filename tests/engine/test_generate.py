@@ -78,6 +78,26 @@ def test_sampling_params_of_a_wrong_type_are_a_type_error(field, value):
         SamplingParams(**{field: value})
 
 
+def test_sampling_params_are_checked_on_assignment(llm):
+    """SamplingParams is mutable and LLM.generate trusts it: sp.temperature = True sampled at 1.0 and
+    sp.max_new_tokens = 2.5 was an internal TypeError (tester2 s20 #6). Each assignment is checked like the
+    constructor's argument; a refused one leaves the field as it was."""
+    p = SamplingParams(max_new_tokens=3)
+    for field, bad, err in (("temperature", True, TypeError), ("max_new_tokens", 2.5, TypeError),
+                            ("top_k", "5", TypeError), ("top_p", 0.0, ValueError), ("seed", -1, ValueError),
+                            ("stop_token_ids", [1, True], TypeError), ("ignore_eos", 1, TypeError),
+                            ("temperature", float("nan"), ValueError), ("max_new_tokens", 0, ValueError)):
+        before = getattr(p, field)
+        with pytest.raises(err, match=f"^{field}"):
+            setattr(p, field, bad)
+        assert getattr(p, field) == before, field
+    p.temperature, p.top_k, p.seed, p.max_new_tokens = np.float32(0.5), np.int64(4), np.uint8(7), np.int32(2)
+    p.stop_token_ids, p.ignore_eos = (np.int64(5),), np.True_
+    assert [type(v) for v in (p.temperature, p.top_k, p.seed, p.max_new_tokens, p.stop_token_ids, p.ignore_eos)] \
+        == [float, int, int, int, list, bool]
+    assert len(llm.generate("x = 1", p)[0].token_ids) == 2
+
+
 def test_sampling_params_take_numpy_numbers():
     """np.float32(0.5) was "temperature=np.float32(0.5) must be 0 (greedy) or a finite value >= 1e-05" (tester s20);
     numpy values are stored as the Python ones."""
@@ -87,6 +107,38 @@ def test_sampling_params_take_numpy_numbers():
         0.5, 5, pytest.approx(0.9), 4, 3, [3], True)
     assert [type(v) for v in (p.temperature, p.top_k, p.max_new_tokens, p.seed, p.stop_token_ids[0], p.ignore_eos)] \
         == [float, int, int, int, int, bool]
+
+
+@pytest.mark.parametrize("kw,err,needle", [
+    (dict(page_size=True), TypeError, "page_size must be an int, got bool"),
+    (dict(page_size=64.0), TypeError, "page_size must be an int, got float"),
+    (dict(page_size="64"), TypeError, "page_size must be an int, got str"),
+    (dict(page_size=48), ValueError, "page_size must be a power of two"),
+    (dict(page_size=512), ValueError, "page_size=512 must be a power of two between 1 and 256"),
+    (dict(max_graph_batch=True), TypeError, "max_graph_batch must be an int, got bool"),
+    (dict(max_graph_batch=8.0), TypeError, "max_graph_batch must be an int"),
+    (dict(max_graph_batch=0), ValueError, "max_graph_batch must be ≥ 1"),
+    (dict(enforce_eager="no"), TypeError, "enforce_eager must be a bool, got str"),
+    (dict(enforce_eager=0), TypeError, "enforce_eager must be a bool"),
+    (dict(quantize_fp8=1), TypeError, "quantize_fp8 must be a bool"),
+    (dict(progress="yes"), TypeError, "progress must be a bool"),
+    (dict(model=5), TypeError, "model must be a str, a path or None"),
+    (dict(device=0), TypeError, "device must be a str, a torch.device or None"),
+    (dict(backend=1), TypeError, "backend must be a str or None"),
+])
+def test_llm_constructor_arguments_follow_the_scalar_rule(kw, err, needle):
+    """page_size=True was accepted, 64.0 a raw TypeError, "64" a raw comparison error; max_graph_batch=True accepted,
+    np.int64(8) refused; enforce_eager="no" taken by truthiness (tester2 s20 #4). Checked before anything loads."""
+    with pytest.raises(err, match=needle):
+        LLM(**{"device": "cpu", **kw})
+
+
+def test_llm_constructor_takes_numpy_scalars():
+    llm = LLM(device="cpu", page_size=np.int64(32), max_graph_batch=np.int32(8), enforce_eager=np.bool_(True),
+              progress=np.False_)
+    assert (llm.page_size, llm.max_graph_batch, llm.enforce_eager) == (32, 8, True)
+    assert [type(v) for v in (llm.page_size, llm.max_graph_batch, llm.enforce_eager)] == [int, int, bool]
+    assert len(llm.generate("x = 1", SamplingParams(max_new_tokens=2))[0].token_ids) <= 2
 
 
 def test_generate_argument_types(llm):

@@ -102,3 +102,17 @@ def test_generation_config_eos_outside_the_vocabulary_is_refused(tmp_path, eos):
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos}))
     with pytest.raises(ValueError, match="generation_config.json.*eos_token_id"):
         LLM(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [[{"eos_token_id": 1}], "1", 5, None])
+def test_generation_config_not_an_object_is_refused(tmp_path, content):
+    """A generation_config.json holding a JSON list (or another non-object) was ignored silently, while config.json's
+    is refused (tester2 s20 #10): a ConfigError naming the file."""
+    from tritonseek import LLM
+
+    for f in DEFAULT_MODEL_DIR.iterdir():
+        if f.name != "generation_config.json":
+            (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "generation_config.json").write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match="generation_config.json must hold a JSON object"):
+        LLM(str(tmp_path))

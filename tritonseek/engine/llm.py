@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,8 @@ from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.engine.speculative import MTPDrafter
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
-from tritonseek.kernels._utils import check_bool, interpreter_active, is_int_arg
+from tritonseek.kernels._utils import check_bool, check_int, check_pow2, interpreter_active, is_int_arg
+from tritonseek.model.config import ConfigError
 from tritonseek.model.loader import load_model
 from tritonseek.model.mla import AttentionBatch
 from tritonseek.model.ops import BACKENDS, Ops
@@ -124,15 +126,33 @@ class LLM:
             device→host copy per step; the attribute ``graph_step = False`` runs them step by step (MTP
             forwards and the verify forward as separate graphs, as sampling batches do), and
             ``graph_verify = False`` keeps every MTP forward eager.
-        max_graph_batch: largest batch that decodes through graphs (larger batches run eagerly).
+        max_graph_batch: largest batch that decodes through graphs (larger batches run eagerly), an int ≥ 1.
+    Argument types follow the launchers' rule (``tritonseek.kernels._utils``), checked before anything is loaded:
+    page_size and max_graph_batch ints or numpy integers (not bools or floats), quantize_fp8 / progress /
+    enforce_eager bools or numpy bools (not 0/1 or strings), model a str / path / None, device a str /
+    torch.device / None, backend a str / None; another type is a TypeError naming the argument.
     Raises:
-        ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument).
+        ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument value),
+        TypeError (bad argument type).
     """
 
     def __init__(self, model: str | Path | None = None, *, device: str | torch.device | None = None,
                  backend: str | None = None, dtype: torch.dtype | None = None, quantize_fp8: bool = False,
                  page_size: int = 64, progress: bool = False, tp: TP | None = None, enforce_eager: bool = False,
                  max_graph_batch: int = DEFAULT_MAX_BATCH):
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a str, a path or None, got {type(model).__name__} {model!r}")
+        if device is not None and not isinstance(device, (str, torch.device)):
+            raise TypeError(f"device must be a str, a torch.device or None, got {type(device).__name__} {device!r}")
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError(f"backend must be a str or None, got {type(backend).__name__} {backend!r}")
+        quantize_fp8 = check_bool("quantize_fp8", quantize_fp8)
+        progress = check_bool("progress", progress)
+        enforce_eager = check_bool("enforce_eager", enforce_eager)
+        page_size = check_pow2("page_size", page_size)
+        if page_size > 256:
+            raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
+        max_graph_batch = check_int("max_graph_batch", max_graph_batch, 1)
         dtype = _check_dtype(dtype)
         self.path = resolve_model_path(model)
         self.device = _pick_device(device)
@@ -149,12 +169,8 @@ class LLM:
             elif dtype not in (torch.bfloat16, torch.float16):
                 raise ValueError(f"dtype={dtype} is not supported by backend='triton' (torch.bfloat16 or "
                                  "torch.float16 activations); use backend='reference' for torch.float32")
-        if page_size <= 0 or page_size & (page_size - 1) or page_size > 256:
-            raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
-        if not isinstance(max_graph_batch, int) or max_graph_batch < 1:
-            raise ValueError(f"max_graph_batch={max_graph_batch!r} must be a positive int")
         self.page_size = page_size
-        self.enforce_eager = bool(enforce_eager)
+        self.enforce_eager = enforce_eager
         self.max_graph_batch = max_graph_batch
         self.graph_verify = True  # MTP verify through (bucket, K+1) graphs (token-identical on the H200)
         self.graph_step = True  # greedy MTP: whole steps as one (bucket, K) graph each (engine/mtp_step.py)
@@ -215,7 +231,9 @@ class LLM:
                 raw = json.loads(gen.read_text(encoding="utf-8"))
             except (ValueError, OSError) as err:
                 raise ValueError(f"cannot read {gen}: {err}") from None
-            e = raw.get("eos_token_id") if isinstance(raw, dict) else None
+            if not isinstance(raw, dict):  # a list was ignored silently (config.json's non-object is refused)
+                raise ConfigError(f"{gen} must hold a JSON object, got {type(raw).__name__}")
+            e = raw.get("eos_token_id")
             is_int = lambda i: isinstance(i, int) and not isinstance(i, bool)  # noqa: E731  (true is no token id)
             if not (e is None or is_int(e) or (isinstance(e, list) and all(is_int(i) for i in e))):
                 raise ValueError(f"{gen}: eos_token_id must be an int or a list of ints, got {e!r}")

@@ -22,7 +22,9 @@ class SamplingParams:
     Types follow the launchers' rule (``tritonseek.kernels._utils``): int fields take ints or numpy integers, float
     fields ints, floats or numpy numbers, ignore_eos a bool or numpy bool; each is stored as the Python type.
     Raises TypeError naming the field for another type (a bool for a number, a string, a tensor), ValueError naming
-    it for a value out of range, on construction.
+    it for a value out of range, on construction and on every later assignment (``p.top_k = 50`` is checked and
+    stored like the constructor's argument; a refused assignment leaves the field as it was). stop_token_ids is
+    stored as a new list: change it by assigning a list, not in place.
     """
 
     temperature: float = 0.0
@@ -33,39 +35,50 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
 
-    def __post_init__(self):
-        for name, kind in (("temperature", float), ("top_k", int), ("top_p", float), ("max_new_tokens", int),
-                           ("seed", int)):
-            v = getattr(self, name)
-            if v is None and name == "seed":
-                continue
-            if not (is_int_arg(v) if kind is int else is_real_arg(v)):
-                what = "an int" + (" or None" if name == "seed" else "") if kind is int else "a float"
-                raise TypeError(f"{name} must be {what}, got {type(v).__name__} {v!r}")
-            try:
-                setattr(self, name, kind(v))  # a numpy number → the Python one
-            except OverflowError:  # float(10**400)
-                raise ValueError(f"{name} must be finite, got an int too large for a float") from None
-        t = self.temperature
-        if not math.isfinite(t) or t < 0 or 0 < t < MIN_TEMPERATURE:
-            # Below MIN_TEMPERATURE, logits / T overflows fp32 and sampling degenerates; vLLM treats
-            # such values as greedy, we make the caller say so (0) instead.
-            raise ValueError(f"temperature={t!r} must be 0 (greedy) or a finite value >= {MIN_TEMPERATURE}")
-        if not 0 <= self.top_k < 2**31:
-            raise ValueError(f"top_k={self.top_k!r} must be an int in [0, 2**31) (0 = off)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be an int >= 1")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed={self.seed!r} must be an int in [0, 2**63) or None")
-        ids = self.stop_token_ids
-        if not isinstance(ids, (list, tuple)) or not all(is_int_arg(i) for i in ids):
-            raise TypeError(f"stop_token_ids must be a list of token ids (ints), got {type(ids).__name__} {ids!r}")
-        if not all(0 <= i < 2**31 for i in ids):
-            raise ValueError(f"stop_token_ids={ids!r} must be a list of token ids (ints in [0, 2**31))")
-        self.stop_token_ids = [int(i) for i in ids]
-        self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
+    def __setattr__(self, name: str, value) -> None:
+        # every assignment is checked, at construction (the dataclass __init__ assigns each field) and after it:
+        # sp.temperature = True sampled at 1.0 and sp.max_new_tokens = 2.5 failed inside generate (tester2 s20 #6)
+        super().__setattr__(name, _check_field(name, value))
+
+
+def _check_field(name: str, v):
+    """The value SamplingParams stores for field ``name`` (numpy numbers as the Python ones); TypeError naming the
+    field for another type, ValueError naming it for a value out of range."""
+    kind = _KINDS.get(name)
+    if kind is not None:
+        if v is None and name == "seed":
+            return None
+        if not (is_int_arg(v) if kind is int else is_real_arg(v)):
+            what = "an int" + (" or None" if name == "seed" else "") if kind is int else "a float"
+            raise TypeError(f"{name} must be {what}, got {type(v).__name__} {v!r}")
+        try:
+            v = kind(v)  # a numpy number → the Python one
+        except OverflowError:  # float(10**400)
+            raise ValueError(f"{name} must be finite, got an int too large for a float") from None
+    if name == "temperature" and (not math.isfinite(v) or v < 0 or 0 < v < MIN_TEMPERATURE):
+        # Below MIN_TEMPERATURE, logits / T overflows fp32 and sampling degenerates; vLLM treats
+        # such values as greedy, we make the caller say so (0) instead.
+        raise ValueError(f"temperature={v!r} must be 0 (greedy) or a finite value >= {MIN_TEMPERATURE}")
+    if name == "top_k" and not 0 <= v < 2**31:
+        raise ValueError(f"top_k={v!r} must be an int in [0, 2**31) (0 = off)")
+    if name == "top_p" and not 0 < v <= 1:
+        raise ValueError(f"top_p={v!r} must be in (0, 1]")
+    if name == "max_new_tokens" and v < 1:
+        raise ValueError(f"max_new_tokens={v!r} must be an int >= 1")
+    if name == "seed" and not 0 <= v < 2**63:
+        raise ValueError(f"seed={v!r} must be an int in [0, 2**63) or None")
+    if name == "stop_token_ids":
+        if not isinstance(v, (list, tuple)) or not all(is_int_arg(i) for i in v):
+            raise TypeError(f"stop_token_ids must be a list of token ids (ints), got {type(v).__name__} {v!r}")
+        if not all(0 <= i < 2**31 for i in v):
+            raise ValueError(f"stop_token_ids={v!r} must be a list of token ids (ints in [0, 2**31))")
+        v = [int(i) for i in v]
+    if name == "ignore_eos":
+        v = check_bool("ignore_eos", v)
+    return v
+
+
+_KINDS = {"temperature": float, "top_k": int, "top_p": float, "max_new_tokens": int, "seed": int}
 
 
 @dataclass

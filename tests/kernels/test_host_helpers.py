@@ -28,3 +28,12 @@ def test_nvmma_layout_cached_and_equal():
     assert nvmma_layout((128, 128), gl.float8e4nv) is first  # one instance per (shape, dtype)
     assert first == gl.NVMMASharedLayout.get_default_for([128, 128], gl.float8e4nv)
     assert nvmma_layout([64, 128], gl.bfloat16) == gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16)
+
+
+def test_config_key_separates_types():
+    from tritonseek.kernels._host import config_key
+
+    assert config_key({"A": 1, "B": True}) == config_key({"B": True, "A": 1})  # key order does not matter
+    assert config_key({"A": 1}) != config_key({"A": True}) != config_key({"A": 1.0})
+    assert config_key({"A": np.int64(1)}) != config_key({"A": 1})
+    assert config_key({"A": [1]}) is None and config_key([("A", 1)]) is None and config_key({1: 0, "A": 0}) is None

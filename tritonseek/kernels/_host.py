@@ -64,3 +64,17 @@ def nvmma_layout(block_shape, dtype):
     """``gl.NVMMASharedLayout.get_default_for(block_shape, dtype)``, cached on (tuple(block_shape), dtype): the
     layout is an immutable value object determined by those two, so one instance serves every call."""
     return _nvmma_layout(tuple(block_shape), dtype)
+
+
+def config_key(cfg: object):
+    """A hashable key of a launch-config dict that is equal for two configs only when they hold the same keys with
+    values of the same types and values (1, 1.0 and True differ), for memoizing a pure check of a config; None
+    when cfg is not a dict or a key / value is unhashable or the keys do not sort (such a config is just checked)."""
+    if not isinstance(cfg, dict):
+        return None
+    try:
+        key = tuple(sorted((k, type(v), v) for k, v in cfg.items()))
+        hash(key)
+    except TypeError:
+        return None
+    return key

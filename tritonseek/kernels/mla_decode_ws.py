@@ -84,6 +84,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels import mla_decode as _tl
+from tritonseek.kernels._host import cdiv, cuda_capability, nvmma_layout
 from tritonseek.kernels.fp8_gemm_ws import gluon_ws_supported  # noqa: F401 (re-exported: same device rule)
 from tritonseek.kernels.mla_decode_ws_consumer import _consumer
 from tritonseek.kernels.mla_decode_ws_parts import (  # noqa: F401 (D_QK, _seq_range, _zero_tail: re-exported, mla_decode_wsm)
@@ -260,8 +261,9 @@ _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
 def smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
-    """The NVMMA shared layout of a cache-tile box (also used by the compile tests)."""
-    return gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
+    """The NVMMA shared layout of a cache-tile box (also used by the compile tests); one cached instance per (shape,
+    dtype): up to six descriptors per call each built a fresh layout (~8 µs apiece on the host)."""
+    return nvmma_layout(block_shape, dtype)
 
 
 def ws_layout_ok(q: torch.Tensor, kv_cache: torch.Tensor, head_dim_v: int, block_h: int, wgs: int = 1) -> bool:
@@ -281,7 +283,7 @@ def check_ws_device(t: torch.Tensor) -> None:
         raise ValueError(f"q is on {t.device}: mla_decode_ws is a Gluon kernel that runs only on CUDA (sm_90 "
                          "Hopper); Gluon has no interpreter path — use mla_decode (interpreter) or the reference "
                          "on CPU")
-    major = torch.cuda.get_device_capability(t.device)[0]
+    major = cuda_capability(t.device)[0]
     if major != 9:
         raise ValueError(f"mla_decode_ws needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
@@ -333,7 +335,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         q2d = q.view(batch * seqlen_q * num_heads, _DQK)
         qd_lat = TensorDescriptor(q2d, list(q2d.shape), [_DQK, 1], [block_h, _DV], smem_layout([block_h, _DV], gdt))
         qd_rope = TensorDescriptor(q2d, list(q2d.shape), [_DQK, 1], [block_h, _DR], smem_layout([block_h, _DR], gdt))
-    head_tiles = triton.cdiv(seqlen_q * num_heads, block_h)
+    head_tiles = cdiv(seqlen_q * num_heads, block_h)
     extra = dict(maxnreg=_MAXNREG_2WG) if wgs == 2 else {}
     spin = combine_spin(metadata, wgs)
     # OTMA: out (and 16-bit partials) by TMA stores from the finished query buffer (rows_total == BLOCK_H)

@@ -68,6 +68,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from tritonseek.kernels._host import cdiv
 from tritonseek.kernels.mla_decode_config import _WSM_KNOBS
 from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail, smem_layout
 from tritonseek.kernels.mla_decode_ws_parts import _seq_tiles, _stamp
@@ -460,7 +461,7 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
                          f"{metadata.config['BLOCK_H']} / {metadata.config['BLOCK_N']}")
     batch, seqlen_q, num_heads, _ = q.shape
     num_blocks, page_size, _, d_qk = kv_cache.shape
-    head_tiles = triton.cdiv(seqlen_q * num_heads, 64)
+    head_tiles = cdiv(seqlen_q * num_heads, 64)
     if diag is not None and (diag.dtype != torch.int64 or tuple(diag.shape) != (head_tiles * metadata.num_parts, 128)):
         raise ValueError(f"diag must be int64 [{head_tiles * metadata.num_parts}, 128] (head tiles · num_parts, 128), "
                          f"got {diag.dtype} {tuple(diag.shape)}")

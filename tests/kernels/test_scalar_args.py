@@ -173,3 +173,74 @@ def test_philox_exp_noise_sizes(device):
             philox_exp_noise(seeds, bad, 8)
         with pytest.raises(TypeError, match="vocab_size must be an int"):
             philox_exp_noise(seeds, 2, bad)
+
+
+def test_config_dicts_take_numpy_scalars_under_one_rule(device):
+    """Config dicts follow the scalar rule (tester2 s20 #7): fp8_gemm_nt(config={"BLOCK_N": np.int64(64)}) passed
+    check_config then was refused by the launcher ("must be a power of two ≥ 16, got np.int64(64)"); mla_prefill took
+    {"num_stages": True} as 1 and refused np.int64 sizes; mla_absorb refused {"PDL": np.False_} / {"STAGES":
+    np.int64(2)}. Numpy scalars are their Python values; a bool for a size is refused, naming the key."""
+    from tritonseek.kernels import fp8_gemm_nt, mla_absorb_o, per_token_group_quant_fp8
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 256, generator=g).to(device)
+    w = torch.randn(128, 256, generator=g).to(device)
+    a, a_s = per_token_group_quant_fp8(x, 128)
+    b, b_s = per_block_quant_fp8(w, 128)
+    cfg = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+    want = fp8_gemm_nt(a, a_s, b, b_s, config=cfg)
+    np_cfg = dict(BLOCK_M=np.int64(64), BLOCK_N=np.int64(64), num_warps=np.int32(4), num_stages=np.int8(2),
+                  TMA_STORE=np.False_)
+    assert torch.equal(fp8_gemm_nt(a, a_s, b, b_s, config=np_cfg), want)
+    with pytest.raises(ValueError, match="config key BLOCK_N=True"):
+        fp8_gemm_nt(a, a_s, b, b_s, config=dict(cfg, BLOCK_N=True))
+
+    q = torch.randn(6, 2, 32, generator=g).to(torch.bfloat16).to(device)
+    v = torch.randn(6, 2, 16, generator=g).to(torch.bfloat16).to(device)
+    cu = torch.tensor([0, 6], dtype=torch.int32, device=device)
+    pcfg = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1)
+    want = mla_prefill(q, q, v, cu, 6, 0.2, config=pcfg)
+    got = mla_prefill(q, q, v, cu, 6, 0.2, config=dict(BLOCK_M=np.int64(16), BLOCK_N=np.int32(16),
+                                                       num_warps=np.int64(4), num_stages=np.uint8(1),
+                                                       USE_TMA=np.False_))
+    assert torch.equal(got, want)
+    for key, bad in (("num_stages", True), ("num_warps", np.True_), ("BLOCK_M", 16.0), ("USE_TMA", 1),
+                     ("WARP_SPECIALIZE", "no")):
+        with pytest.raises(ValueError, match=f"config {key} must be"):
+            mla_prefill(q, q, v, cu, 6, 0.2, config={key: bad})
+
+    o_lat = torch.randn(5, 2, 128, generator=g).to(torch.bfloat16).to(device)
+    w_uv = (torch.randn(2, 64, 128, generator=g) * 0.1).to(torch.bfloat16).to(device)
+    want = mla_absorb_o(o_lat, w_uv, config=dict(PDL=False, STAGES=2, BLOCK_D=32))
+    got = mla_absorb_o(o_lat, w_uv, config=dict(PDL=np.False_, STAGES=np.int64(2), BLOCK_D=np.int32(32)))
+    assert torch.equal(got, want)
+    for key, bad in (("PDL", np.int64(0)), ("STAGES", np.True_), ("STAGES", 2.0)):
+        with pytest.raises(ValueError, match=f"config key {key}="):
+            mla_absorb_o(o_lat, w_uv, config={key: bad})
+    with pytest.raises(TypeError, match="config must be a dict"):
+        mla_absorb_o(o_lat, w_uv, config="fast")
+
+    # the masked grouped GEMMs' tl config and the router's config: the same
+    from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+
+    E, M, N, K = 2, 16, 128, 128
+    ga = torch.randn(E, M, K, generator=g).to(torch.float8_e4m3fn).to(device)
+    ga_s = (torch.rand(E, M, 1, generator=g) + 0.5).to(device)
+    gb = torch.randn(E, N, K, generator=g).to(torch.float8_e4m3fn).to(device)
+    gb_s = (torch.rand(E, 1, 1, generator=g) + 0.5).to(device)
+    mm = torch.tensor([16, 5], dtype=torch.int32, device=device)
+    tl_cfg = dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=2, SWAP_AB=True)
+    want = grouped_fp8_gemm_masked(ga, ga_s, gb, gb_s, mm, config=tl_cfg)
+    got = grouped_fp8_gemm_masked(ga, ga_s, gb, gb_s, mm, config={k: np.int64(v) if type(v) is int else np.bool_(v)
+                                                                  for k, v in tl_cfg.items()})
+    rows = torch.arange(M, device=device)[None, :] < mm[:, None]
+    assert torch.equal(got[rows], want[rows])
+    with pytest.raises(TypeError, match="config must be a dict"):
+        grouped_fp8_gemm_masked(ga, ga_s, gb, gb_s, mm, config="fast")
+    xr = torch.randn(2, 64, generator=g).to(torch.bfloat16).to(device)
+    wr = torch.randn(8, 64, generator=g).to(torch.bfloat16).to(device)
+    rcfg = dict(BLOCK_E=8, BLOCK_T=1, num_warps=4, PDL=False)
+    want = router_gate_topk(xr, wr, None, top_k=2, config=rcfg)
+    got = router_gate_topk(xr, wr, None, top_k=2, config=dict(BLOCK_E=np.int64(8), BLOCK_T=np.int32(1),
+                                                               num_warps=np.int8(4), PDL=np.False_))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

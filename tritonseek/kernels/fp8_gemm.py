@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -197,41 +198,46 @@ def _check_user_config(config: object, m: int, n: int, k: int) -> dict:
     interpreter and non-Hopper devices run that tl twin) or a value outside ``FP8_GEMM_CONFIG_SPEC``; GLUON must
     be a dict of ``ws_config`` keys (+ MIN_M, an int ≥ 0, and WIDE, a bool, which sets BLOCK_N 256 / NUM_STAGES 3
     itself, so it may not be combined with either), its values checked by ``fp8_gemm_ws.check_ws_config`` on
-    every device."""
+    every device. Numpy scalars count as the Python values (the launchers' scalar rule) and the copy holds those."""
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict of launch settings (keys as in get_config), got {type(config).__name__}")
     plain = {key: v for key, v in config.items() if key != "GLUON"}
-    check_config("config", plain, FP8_GEMM_CONFIG_SPEC, ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+    # the checked copy holds Python values (numpy scalars as their .item(): BLOCK_N=np.int64(64) passed check_config
+    # and was then refused by the launcher's own isinstance(v, int); tester2 s20 #7)
+    plain = check_config("config", plain, FP8_GEMM_CONFIG_SPEC, ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
     gluon = config.get("GLUON")
-    if gluon is not None:
-        if not isinstance(gluon, dict):
-            raise ValueError(f"config key GLUON must be a dict of fp8_gemm_ws.ws_config overrides, got {gluon!r}")
-        from tritonseek.kernels.fp8_gemm_ws import check_ws_config, ws_config
+    if gluon is None:
+        return plain
+    if not isinstance(gluon, dict):
+        raise ValueError(f"config key GLUON must be a dict of fp8_gemm_ws.ws_config overrides, got {gluon!r}")
+    gluon = {key: v.item() if isinstance(v, np.generic) else v for key, v in gluon.items()}
+    config = dict(plain, GLUON=gluon)
+    from tritonseek.kernels.fp8_gemm_ws import check_ws_config, ws_config
 
-        stream_k = gluon.get("STREAM_K", False)
-        if not isinstance(stream_k, bool):
-            raise ValueError(f"config GLUON key STREAM_K={stream_k!r} must be a bool")
-        if stream_k:  # the stream-K kernel (fp8_gemm_ws_sk): its own keys
-            _check_stream_k_entry(gluon)
-            return dict(config)
-        known = set(ws_config(m, n, k)) | {"MIN_M", "WIDE", "STREAM_K"}
-        unknown = sorted(set(gluon) - known)
-        if unknown:
-            raise ValueError(f"config GLUON has unknown keys {unknown}; known: {sorted(known)}")
-        min_m = gluon.get("MIN_M", 0)
-        if not isinstance(min_m, int) or isinstance(min_m, bool) or min_m < 0:
-            raise ValueError(f"config GLUON key MIN_M={min_m!r} must be an int >= 0")
-        wide = gluon.get("WIDE", False)
-        if not isinstance(wide, bool):
-            raise ValueError(f"config GLUON key WIDE={wide!r} must be a bool")
-        ws_cfg = dict(ws_config(m, n, k),
-                      **{key: v for key, v in gluon.items() if key not in ("MIN_M", "WIDE", "STREAM_K")})
-        if wide:  # where wide_for accepts the problem, fp8_gemm_nt launches BLOCK_N 256 with 3 stages
-            clash = sorted({"BLOCK_N", "NUM_STAGES"} & set(gluon))
-            if clash:
-                raise ValueError(f"config GLUON key WIDE sets BLOCK_N 256 and NUM_STAGES 3 itself; drop {clash}")
-            check_ws_config(dict(ws_cfg, BLOCK_N=256, NUM_STAGES=3))
-        check_ws_config(ws_cfg)
+    stream_k = gluon.get("STREAM_K", False)
+    if not isinstance(stream_k, bool):
+        raise ValueError(f"config GLUON key STREAM_K={stream_k!r} must be a bool")
+    if stream_k:  # the stream-K kernel (fp8_gemm_ws_sk): its own keys
+        _check_stream_k_entry(gluon)
+        return dict(config)
+    known = set(ws_config(m, n, k)) | {"MIN_M", "WIDE", "STREAM_K"}
+    unknown = sorted(set(gluon) - known)
+    if unknown:
+        raise ValueError(f"config GLUON has unknown keys {unknown}; known: {sorted(known)}")
+    min_m = gluon.get("MIN_M", 0)
+    if not isinstance(min_m, int) or isinstance(min_m, bool) or min_m < 0:
+        raise ValueError(f"config GLUON key MIN_M={min_m!r} must be an int >= 0")
+    wide = gluon.get("WIDE", False)
+    if not isinstance(wide, bool):
+        raise ValueError(f"config GLUON key WIDE={wide!r} must be a bool")
+    ws_cfg = dict(ws_config(m, n, k),
+                  **{key: v for key, v in gluon.items() if key not in ("MIN_M", "WIDE", "STREAM_K")})
+    if wide:  # where wide_for accepts the problem, fp8_gemm_nt launches BLOCK_N 256 with 3 stages
+        clash = sorted({"BLOCK_N", "NUM_STAGES"} & set(gluon))
+        if clash:
+            raise ValueError(f"config GLUON key WIDE sets BLOCK_N 256 and NUM_STAGES 3 itself; drop {clash}")
+        check_ws_config(dict(ws_cfg, BLOCK_N=256, NUM_STAGES=3))
+    check_ws_config(ws_cfg)
     return dict(config)
 
 

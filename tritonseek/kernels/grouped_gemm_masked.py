@@ -28,6 +28,7 @@ streaming read of the same bytes (W1): graph 60.1 / 34.3, device-side 55.7 / 30.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -376,6 +377,16 @@ def _pdl_setup(dev, E: int, pdl: bool, prefetch_group: int | None, cfg: dict) ->
 _CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "SWAP_AB", "PREFETCH", "MAXNREG")
 
 
+def _plain_config(config: object) -> dict | None:
+    """A copy of the caller's config with numpy scalars as their Python values (the launchers' scalar rule: an
+    np.int64 BLOCK_M was refused by the int checks below); TypeError unless a dict (or None)."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of launch settings, got {type(config).__name__}")
+    return {key: v.item() if isinstance(v, np.generic) else v for key, v in config.items()}
+
+
 def _check_config_keys(cfg: dict, silu: bool) -> None:
     """Unknown keys (a typo would otherwise be ignored), a non-bool SWAP_AB, and for the fused SiLU·quant kernel a
     BLOCK_N other than 128 (its N tile is one quant group) raise ValueError naming the key."""
@@ -487,6 +498,7 @@ def grouped_fp8_gemm_masked(
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
     max_active_groups, pdl, prefetch_group = _tl_options(E, max_active_groups, pdl, prefetch_group)
+    config = _plain_config(config)
     groups = _groups(E, max_active_groups)
     which = choose_masked_kernel(kernel, dev, E, M_max, expected_m=expected_m, out=out, config=config, pdl=pdl,
                                  prefetch_group=prefetch_group, max_active_groups=max_active_groups)
@@ -559,6 +571,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     if expected_m is not None:
         expected_m = check_int("expected_m", expected_m, 1)
     max_active_groups, pdl, prefetch_group = _tl_options(E, max_active_groups, pdl, prefetch_group)
+    config = _plain_config(config)
     I = N2 // 2
     h_q = torch.empty(E, M_max, I, dtype=torch.float8_e4m3fn, device=dev)
     h_s = torch.empty(E, I // 128, M_max, dtype=torch.float32, device=dev).transpose(1, 2)

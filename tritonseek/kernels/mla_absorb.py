@@ -14,6 +14,7 @@ bf16) and are rounded once to the output dtype. ``mla_absorb_q`` writes straight
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -194,11 +195,14 @@ _OPTION_RULES = {"PDL": "a bool", "BLOCK_D": "a power of two >= 16", "BLOCK_C": 
 
 def _options(config, defaults: dict) -> dict:
     """defaults updated by config after checking it: keys among ``defaults``; PDL a bool; BLOCK_D / BLOCK_C powers
-    of two ≥ 16 (BLOCK_C ≤ 256: a TMA box dimension); STAGES 1..8; num_warps 1..16."""
+    of two ≥ 16 (BLOCK_C ≤ 256: a TMA box dimension); STAGES 1..8; num_warps 1..16. Numpy scalars count as (and are
+    stored as) the Python values (np.False_ / np.int64(2) were refused; the launchers' scalar rule); a config that
+    is not a dict is a TypeError."""
     if config is None:
         return dict(defaults)
     if not isinstance(config, dict):
-        raise ValueError(f"config must be a dict with keys among {tuple(defaults)}, got {config!r}")
+        raise TypeError(f"config must be a dict with keys among {tuple(defaults)}, got {type(config).__name__}")
+    config = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.items()}
     for k, v in config.items():
         if k not in defaults:
             raise ValueError(f"config has an unknown key {k!r}; this launcher takes {tuple(defaults)}")

@@ -17,13 +17,14 @@ Tuned configs (``_TUNED``) by head-dim class, measured on the H200 with benchmar
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import (check_bool, check_index_range, check_int, check_real, check_runnable_device,
-                                      check_tensor, interpreter_active)
+                                      check_tensor, interpreter_active, is_int_arg)
 from tritonseek.kernels._host import cdiv, next_pow2
 
 # (d_qk class, d_v class) → launch config; "default" for everything else.
@@ -263,7 +264,9 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
 
 
 def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
-    """The tuned/default launch config, with the keys of ``config`` (if given) overriding it, validated."""
+    """The tuned/default launch config, with the keys of ``config`` (if given) overriding it, validated: ints (numpy
+    integers too, stored as ints) for the sizes, bools (numpy bools too) for USE_TMA / WARP_SPECIALIZE; a bool is no
+    size (num_stages=True was taken as 1) — ValueError naming the key, as ``_utils.check_config``."""
     cfg = default_config(d_qk, d_v)
     if config is None:
         return cfg
@@ -272,14 +275,17 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     unknown = set(config) - {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "USE_TMA", "WARP_SPECIALIZE"}
     if unknown:
         raise ValueError(f"config has unknown keys {sorted(unknown)}")
-    cfg.update(config)
+    cfg.update({key: v.item() if isinstance(v, np.generic) else v for key, v in config.items()})
     for key in ("BLOCK_M", "BLOCK_N"):
         v = cfg[key]
-        if not isinstance(v, int) or v < 16 or v & (v - 1):
+        if not is_int_arg(v) or v < 16 or v & (v - 1):
             raise ValueError(f"config {key} must be a power of two ≥ 16, got {v!r}")
     for key in ("num_warps", "num_stages"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
+        if not is_int_arg(cfg[key]) or cfg[key] < 1:
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
+    for key in ("USE_TMA", "WARP_SPECIALIZE"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
     return cfg
 
 

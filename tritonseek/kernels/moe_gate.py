@@ -13,6 +13,7 @@ Both select exactly as ``tritonseek.kernels.reference.moe.gate_topk_ref`` (the s
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -390,6 +391,8 @@ def router_gate_topk(
     ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)
     if T == 0:
         return w, ids
+    if isinstance(config, dict):  # numpy scalars as their Python values (the launchers' scalar rule)
+        config = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.items()}
     if config is not None and (not isinstance(config, dict) or any(
             k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v) for k, v in config.items())):
         raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, num_warps in 1..16 and bool "

@@ -545,11 +545,13 @@ def main():
     p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--reserve-s", type=nonnegative_float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,
-                   help="JSON rows; an existing OUT is replaced when the run ends (rows go to OUT.partial meanwhile: an "
+                   help="JSON rows (default: %(default)s, in the current directory, --dry too); an existing OUT is "
+                        "replaced when the run ends (rows go to OUT.partial meanwhile: an "
                         "interrupted run or one with a failed suite keeps the old OUT), a new one gets each row as it "
                         "is measured; a failed suite does not stop the others")
     p.add_argument("--winners", default="moe_winners.json", type=out_file,
-                   help="the sweeps' winning configs (JSON); never written by --dry (interpreter timings)")
+                   help="the sweeps' winning configs (JSON; default: %(default)s, in the current directory); never "
+                        "written by --dry (interpreter timings)")
     args = p.parse_args()
     _check_lists(p, args)
     if args.dry and not interpreter_active():

@@ -206,6 +206,17 @@ def test_bench_moe_dry_refuses_compiled_kernels(scripts, monkeypatch, tmp_path, 
     assert e.value.code == 2 and "TRITON_INTERPRET" in capsys.readouterr().err
 
 
+def test_bench_moe_help_shows_the_out_default(scripts, monkeypatch, capsys):
+    """--dry writes moe_rows.jsonl into the current directory unless --out says otherwise, and --help did not say so
+    (tester2 s20 #10)."""
+    monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--help"])
+    with pytest.raises(SystemExit) as e:
+        scripts["bench_moe"].main()
+    text = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0
+    assert "default: moe_rows.jsonl, in the current directory" in text and "default: moe_winners.json" in text
+
+
 # ---------------------------------------------------------------------------------------------- suite modules
 @pytest.mark.parametrize("name, runner", [("bench_moe_layer", "bench_moe.py"), ("bench_moe_routing", "bench_moe.py"),
                                           ("bench_mla_prefill", "bench_mla.py"), ("timing", "bench_*.py"),

@@ -34,6 +34,10 @@ fraction-of-grid variants: ring/2 611.8 and ring/4 611.8, tma-unread/2 524-526 (
 764-815 (vs 1088-1091): the fill limit is an aggregate one (all SMs loading: ~50 B per SM cycle; 66 SMs: ~62), which
 TMA multicast within a 2-CTA cluster would relieve (not expressible in Triton 3.6's Gluon: grouped_gemm_ws docstring);
 128×256 tiles (fewer bytes per FLOP) lost there through their K loops.
+W3 (65b201d), stage count: on half the SMs ring 2 / 3 / 4 stages 806 / 690 / 612 cycles, tma-unread/2 2 stages 806
+(4: 531), chain-ring/2 512 (the chain holds one stage at a time, the PIPE loop two): there the loop waits on the TMA
+latency the stages do not cover; on all SMs ring 2 / 3 / 4 stages 800-845 / 692 / 655-686, chain-ring 650-663 (the
+aggregate fill limit first). (2 stages: ptxas spills 16 bytes.)
 
 Per K block the tensor core needs 512 SM cycles (two warpgroups × four m64n128k32 at 64 cycles). Shared-memory
 traffic per block of the ring variant: wgmma reads A 16 KB + B 2 × 16 KB, TMA writes 32 KB = 80 KB (160 B per tensor

@@ -52,19 +52,21 @@ against 38.0, 38.5 / 40.4, 39.0 / 39.8, 39.7 with whole tiles; (4096, 7168) (not
 wave already runs faster per tile than a full one (fewer SMs share L2 bandwidth), so the halves saved less than
 their n64 loop and masked stores cost. Not kept (code: git d67dff1).
 
-Session 20 (h3moe; benchmarks/probe_kloop_traffic.py, H200 W1 at 1230905 and W2 at 1e2fb3b): the 128×128 K loop is
-bound by the TMA fill of shared memory. Per 128-wide K block (SM cycles, clock64): the PIPE loop with resident
+Session 20 (h3moe; benchmarks/probe_kloop_traffic.py, H200 W1 at 1230905, W2 at 1e2fb3b, W3 at 65b201d): the 128×128 K
+loop is bound by the TMA fill of shared memory. Per 128-wide K block (SM cycles, clock64): the PIPE loop with resident
 operands 512.2 (the tensor-core ideal: the promotion costs nothing), + the ring's barrier handshake 521, + 32 KB of
 TMA per block that the wgmmas do not even read 618-652, the real ring 642-654 (the GEMM's measured 660), + 16 KB more
 TMA 1034-1091, + 16 KB of ld.shared instead 641-661 (shared-memory reads are not the limit; single passes of the two
 runs). On half / a quarter of the SMs the unread 32 KB costs 524-526 and 48 KB 764-815 cycles: the fill is an
 aggregate limit (~50 B per SM cycle with all 132 SMs loading; ~62 B/clk per SM with 66), so 2-CTA TMA multicast (B
-read once from L2 for two M-tiles: 24 KB per block per SM) looks like the lever (inferred, not measured: ~530-560
-cycles per block if multicast deliveries escape that limit). Triton 3.6's Gluon has no way to it:
-tma.async_copy_global_to_shared takes no multicast / CTA mask, there is no cluster-scope mbarrier arrive,
-inline_asm_elementwise takes only register tensors (no shared-memory or descriptor operand for a hand-written
-cp.async.bulk.tensor ... multicast::cluster), and num_ctas = 2 launches a cluster but needs every layout to carry a
-2-CTA CGA layout ("Layout has 1 CTAs per CGA, but the context requires 2").
+read once from L2 for two M-tiles: 24 KB per block per SM) looks like the lever (inferred, not measured). What it
+could buy, W3 (65b201d): with the aggregate limit lifted (half the SMs) the loop is latency-bound on the ring's stages
+— 2 / 3 / 4 stages 806 / 690 / 612 cycles, the chain loop (one stage held at a time) 512 with 4 — so ~650 → ~610 with
+4 stages, lower with more (not measured past 4); on all SMs 3 → 4 stages moves it little (692 → 655-686). Triton 3.6's
+Gluon has no way to it: tma.async_copy_global_to_shared takes no multicast / CTA mask, there is no cluster-scope
+mbarrier arrive, inline_asm_elementwise takes only register tensors (no shared-memory or descriptor operand for a
+hand-written cp.async.bulk.tensor ... multicast::cluster), and num_ctas = 2 launches a cluster but needs every layout
+to carry a 2-CTA CGA layout ("Layout has 1 CTAs per CGA, but the context requires 2").
 Fewer bytes per FLOP through wider tiles did not pay: QUARTERS (WIDE 128×256 tiles, four n64 wgmmas per K block, two
 in flight; code in git at 1e2fb3b, correct in the GPU edge tests) ran 1.22-1.24 / 1.09-1.12 × the default's time on
 the masked (4096, 7168) / (7168, 2048) shapes and 1.31 / 1.18 on contiguous (W2, GPU clock, 40 / 15 rounds, A/A

@@ -244,3 +244,54 @@ def test_config_dicts_take_numpy_scalars_under_one_rule(device):
     got = router_gate_topk(xr, wr, None, top_k=2, config=dict(BLOCK_E=np.int64(8), BLOCK_T=np.int32(1),
                                                                num_warps=np.int8(4), PDL=np.False_))
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_reference_functions_follow_the_launchers_rule():
+    """The references are the spec, yet took what the launchers refuse (tester2 s20 #10): gate_topk_ref
+    routed_scaling_factor=True (as 1.0) / norm_topk_prob=1, rms_norm_ref eps=True, per_token_group_quant_fp8_ref
+    group_size=True, moe_permute_ref num_experts=True. Numpy numbers stay accepted."""
+    from tritonseek.kernels.reference.fp8 import per_block_quant_fp8_ref, per_token_group_quant_fp8_ref
+    from tritonseek.kernels.reference.moe import gate_topk_ref, moe_permute_ref
+    from tritonseek.kernels.reference.norm import fused_add_rms_norm_ref, rms_norm_ref
+
+    logits = torch.randn(3, 8)
+    want = gate_topk_ref(logits, None, top_k=2, norm_topk_prob=True, routed_scaling_factor=2.5)
+    got = gate_topk_ref(logits, None, top_k=2, norm_topk_prob=np.bool_(True), routed_scaling_factor=np.float32(2.5))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    for bad in (True, "2.5", torch.tensor(2.5)):
+        with pytest.raises(TypeError, match="routed_scaling_factor must be a float"):
+            gate_topk_ref(logits, None, top_k=2, routed_scaling_factor=bad)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="routed_scaling_factor"):
+            gate_topk_ref(logits, None, top_k=2, routed_scaling_factor=bad)
+    for bad in BAD_FLAGS:
+        with pytest.raises(TypeError, match="norm_topk_prob must be a bool"):
+            gate_topk_ref(logits, None, top_k=2, norm_topk_prob=bad)
+    x, w = torch.randn(2, 16), torch.rand(16)
+    assert torch.equal(rms_norm_ref(x, w, np.float32(1e-6)), rms_norm_ref(x, w, 1e-6))
+    for bad in (True, "1e-6", None):
+        with pytest.raises(TypeError, match="eps must be a float"):
+            rms_norm_ref(x, w, bad)
+        with pytest.raises(TypeError, match="eps must be a float"):
+            fused_add_rms_norm_ref(x, x, w, bad)
+    with pytest.raises(ValueError, match="eps"):
+        rms_norm_ref(x, w, 0.0)
+    xq = torch.randn(2, 256)
+    assert torch.equal(per_token_group_quant_fp8_ref(xq, np.int64(128), np.True_)[1],
+                       per_token_group_quant_fp8_ref(xq, 128, True)[1])
+    for bad in BAD_INTS:
+        with pytest.raises(TypeError, match="group_size must be an int"):
+            per_token_group_quant_fp8_ref(xq, bad)
+        with pytest.raises(TypeError, match="block_size must be an int"):
+            per_block_quant_fp8_ref(xq, bad)
+    for bad in BAD_FLAGS:
+        with pytest.raises(TypeError, match="scale_ue8m0 must be a bool"):
+            per_token_group_quant_fp8_ref(xq, 128, bad)
+    ids = torch.tensor([[0, 1], [1, -1]], dtype=torch.int32)
+    want = moe_permute_ref(torch.randn(2, 4), ids, 2, 4)
+    assert torch.equal(moe_permute_ref(torch.randn(2, 4), ids, np.int64(2), np.int32(4))[2], want[2])
+    for bad in BAD_INTS:
+        with pytest.raises(TypeError, match="num_experts must be an int"):
+            moe_permute_ref(torch.randn(2, 4), ids, bad, 4)
+    with pytest.raises(ValueError, match="block_m must be ≥ 1"):
+        moe_permute_ref(torch.randn(2, 4), ids, 2, 0)

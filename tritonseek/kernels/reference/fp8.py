@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tritonseek.kernels._utils import check_bool, check_int
+
 FP8_E4M3_MAX = 448.0
 """Largest finite float8_e4m3fn magnitude."""
 
@@ -46,8 +48,12 @@ def per_token_group_quant_fp8_ref(
     (x ≈ x_q * x_scale). scale_ue8m0: round each scale up to a power of two before quantizing.
     Non-finite input: a group holding NaN gets scale NaN and q NaN (amax and clamp propagate NaN);
     a group holding ±inf (no NaN) gets scale +inf, q NaN at the infs and ±0 elsewhere (x / inf).
+    group_size: an int ≥ 1 (numpy integers too), scale_ue8m0 a bool (numpy too): the launchers' types (a bool
+    group_size or a 0/1 flag is a TypeError; the Triton launcher also needs a power of two ≥ 16).
     Semantics: DeepGEMM per_token_cast_to_fp8 / SGLang per_token_group_quant_fp8.
     """
+    group_size = check_int("group_size", group_size, 1)
+    scale_ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D [M, K], got shape {tuple(x.shape)}")
     m, k = x.shape
@@ -75,6 +81,7 @@ def per_block_quant_fp8_ref(w: torch.Tensor, block_size: int = 128) -> tuple[tor
     +inf, q NaN at the infs, ±0 elsewhere).
     Semantics: DeepSeek-V3 checkpoint weight_scale_inv / DeepGEMM per_block_cast_to_fp8.
     """
+    block_size = check_int("block_size", block_size, 1)  # an int (numpy too), as the launcher's
     if w.dim() != 2:
         raise ValueError(f"w must be 2-D [N, K], got shape {tuple(w.shape)}")
     n, k = w.shape

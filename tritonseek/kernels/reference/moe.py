@@ -11,6 +11,8 @@ import numbers
 
 import torch
 
+from tritonseek.kernels._utils import check_bool, check_int, check_positive_float
+
 FP8_BLOCK = 128
 _SCORING = ("sigmoid", "softmax")
 _TOPK_METHODS = ("noaux_tc", "group_limited_greedy", "greedy")
@@ -81,6 +83,9 @@ def gate_topk_ref(
     T, E = logits.shape
     grouped = check_gate_args(E, top_k=top_k, n_group=n_group, topk_group=topk_group,
                               scoring_func=scoring_func, topk_method=topk_method)
+    # the launchers' rule (gate_topk): a bool / str / tensor is a TypeError (True was taken as 1.0 here)
+    norm_topk_prob = check_bool("norm_topk_prob", norm_topk_prob)
+    routed_scaling_factor = check_positive_float("routed_scaling_factor", routed_scaling_factor)
     if e_score_correction_bias is not None and tuple(e_score_correction_bias.shape) != (E,):
         raise ValueError(f"e_score_correction_bias must have shape [{E}], got {tuple(e_score_correction_bias.shape)}")
     x = logits.float()
@@ -148,13 +153,14 @@ def moe_permute_ref(
     m_indices [M_pad] int32 (expert of each row, −1 on padding rows), row_map [T, k] int32 (row of each
     (token, slot), −1 where topk_ids is −1)). Segments are in expert order; inside one expert rows are
     ordered by token then slot. M_pad = Σ_e ceil(count_e / block_m)·block_m. Padding rows are zero here.
-    Raises ValueError for out-of-range expert ids or mismatched shapes.
+    Raises ValueError for out-of-range expert ids or mismatched shapes, TypeError (ValueError) naming num_experts /
+    block_m unless an int (numpy integers too) ≥ 1.
     Layout follows DeepGEMM's m_grouped contiguous layout (DeepEP/SGLang moe_align_block_size).
     """
+    num_experts = check_int("num_experts", num_experts, 1)  # as moe_permute: True was taken as 1 expert
+    block_m = check_int("block_m", block_m, 1)
     if hidden.dim() != 2 or topk_ids.dim() != 2 or topk_ids.shape[0] != hidden.shape[0]:
         raise ValueError(f"hidden [T, H] and topk_ids [T, k] disagree: {tuple(hidden.shape)} vs {tuple(topk_ids.shape)}")
-    if block_m < 1:
-        raise ValueError(f"block_m must be >= 1, got {block_m}")
     T, H = hidden.shape
     k = topk_ids.shape[1]
     ids = topk_ids.long()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import torch
 
+from tritonseek.kernels._utils import check_positive_float
+
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """y = x / sqrt(mean(x², -1) + eps) · weight in fp32, rounded to x.dtype (DeepSeek-V3 RMSNorm).
 
-    x: [..., N]; weight: [N]. Returns [..., N] x.dtype.
+    x: [..., N]; weight: [N]. Returns [..., N] x.dtype. eps: a finite float > 0 (ints and numpy numbers too; a bool or
+    str is a TypeError, as rms_norm's).
     """
+    eps = check_positive_float("eps", eps)
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return (xf * weight.float()).to(x.dtype)

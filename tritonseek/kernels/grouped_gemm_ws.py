@@ -92,7 +92,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from tritonseek.kernels._utils import check_config, check_tensor
+from tritonseek.kernels._utils import check_config, check_int, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
 from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
@@ -431,7 +431,8 @@ def grouped_fp8_gemm_masked_ws(
     masked_m: [E] int32 valid rows per group, read on the device; values are clamped to [0, M_max].
         Rows ≥ masked_m[g] of ``out`` keep whatever they held (unspecified when ``out`` is allocated here);
         their a/a_scale rows (NaN or not) are never stored.
-    expected_m: typical rows per group, used only to pick the launch config (default M_max).
+    expected_m: typical rows per group (an int ≥ 1, numpy integers too, or None), used only to pick the launch
+        config (default M_max).
     out: optional [E, M_max, N] out_dtype destination, groups stacked densely (stride(0) == M_max·stride(1));
         TMA stores when its rows are 16-byte aligned, masked stores otherwise. out must not alias the inputs (not
         checked: a destination overlapping an input may give wrong results).
@@ -441,8 +442,8 @@ def grouped_fp8_gemm_masked_ws(
     diag: diagnostics only (benchmarks/probe_grouped_ws_timeline.py): an int64 CUDA tensor of ≥ programs × 128
         elements, contiguous, that receives per-program %globaltimer / %clock64 stamps (grouped_gemm_ws_parts.
         DIAG_SLOTS); a separately compiled build, same results.
-    Returns out [E, M_max, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, config, and a
-    non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
+    Returns out [E, M_max, N]. Raises TypeError (dtypes, expected_m not an int) / ValueError (shapes, layout,
+    config, expected_m < 1, and a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
     fn = "grouped_fp8_gemm_masked_ws"
@@ -450,6 +451,8 @@ def grouped_fp8_gemm_masked_ws(
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
     dev, E, M_max, N, K, kb = check_masked_operands(a, a_scale, b, b_scale, masked_m)
+    if expected_m is not None:  # was never checked: True, 2.5 or "x" went on as the config hint (tester2 s20 #8)
+        expected_m = check_int("expected_m", expected_m, 1)
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     else:

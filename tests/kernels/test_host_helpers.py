@@ -37,3 +37,28 @@ def test_config_key_separates_types():
     assert config_key({"A": 1}) != config_key({"A": True}) != config_key({"A": 1.0})
     assert config_key({"A": np.int64(1)}) != config_key({"A": 1})
     assert config_key({"A": [1]}) is None and config_key([("A", 1)]) is None and config_key({1: 0, "A": 0}) is None
+
+
+def test_checked_once_skips_only_configs_that_passed():
+    from tritonseek.kernels._host import checked_once
+
+    seen = []
+
+    @checked_once
+    def check(cfg):
+        seen.append(dict(cfg))
+        if cfg.get("A") == -1:
+            raise ValueError("A")
+
+    check({"A": 1})
+    check({"A": 1})
+    assert len(seen) == 1
+    check({"A": True})  # another type: checked
+    assert len(seen) == 2
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            check({"A": -1})  # a failing config raises every time
+    assert len(seen) == 4
+    check({"A": [1]})  # no key: checked each time
+    check({"A": [1]})
+    assert len(seen) == 6

@@ -78,3 +78,22 @@ def config_key(cfg: object):
     except TypeError:
         return None
     return key
+
+
+def checked_once(check):
+    """Decorator for a pure check of a launch-config dict (returns None or raises): a config with the ``config_key``
+    of one that passed before returns at once (the launchers re-checked their table configs on every call);
+    a config without a key, or one that raised, is checked every time."""
+    passed: set = set()
+
+    @functools.wraps(check)
+    def wrapper(cfg):
+        key = config_key(cfg)
+        if key is not None and key in passed:
+            return None
+        check(cfg)
+        if key is not None and len(passed) < 4096:
+            passed.add(key)
+        return None
+
+    return wrapper

@@ -41,6 +41,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from tritonseek.kernels._host import cdiv
+
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
 SMALL_M_MAX = 16  # fp8_gemm_nt routes M ≤ this here (swept at M = 1 and 8)
 
@@ -92,7 +94,7 @@ def _auto_split(n_tiles: int, kb: int, num_sms: int, resident: int) -> int:
     """
     best_cost, best_s = None, 1
     for s in range(1, max(1, kb // 4) + 1):
-        cost = triton.cdiv(n_tiles * s, num_sms * resident) * (triton.cdiv(kb, s) + (2 if s > 1 else 0))
+        cost = cdiv(n_tiles * s, num_sms * resident) * (cdiv(kb, s) + (2 if s > 1 else 0))
         if best_cost is None or cost < best_cost:
             best_cost, best_s = cost, s
     return best_s
@@ -116,11 +118,11 @@ def small_m_config(m: int, n: int, k: int, num_sms: int) -> dict:
     # The W1 sweep's families (V3 and V2-Lite shapes): up to ~2 waves of 64-row tiles, 64-row tiles
     # with 6 stages and K split to fill one wave; wider N, 128-row tiles with 4 stages (3 programs
     # per SM) and K split for 2 resident programs per SM. PDL with 2 weight blocks prefetched.
-    kb = triton.cdiv(k, BLOCK_K)
-    if triton.cdiv(n, 64) < 2 * num_sms:
-        cfg = _sw(64, 6, _auto_split(triton.cdiv(n, 64), kb, num_sms, 1), **_PDL_LATE)
+    kb = cdiv(k, BLOCK_K)
+    if cdiv(n, 64) < 2 * num_sms:
+        cfg = _sw(64, 6, _auto_split(cdiv(n, 64), kb, num_sms, 1), **_PDL_LATE)
     else:
-        cfg = _sw(128, 4, _auto_split(triton.cdiv(n, 128), kb, num_sms, 2), **_PDL_LATE)
+        cfg = _sw(128, 4, _auto_split(cdiv(n, 128), kb, num_sms, 2), **_PDL_LATE)
     if m > 16:
         cfg["BLOCK_M"] = 32
     return cfg
@@ -301,11 +303,11 @@ def launch_fp8_gemm_swap_ab(
     n = b.shape[0]
     bn, bm = int(cfg["BLOCK_N"]), int(cfg["BLOCK_M"])
     _check_block(bn, bm)
-    kb = triton.cdiv(k, BLOCK_K)
+    kb = cdiv(k, BLOCK_K)
     split_k = max(1, min(int(cfg.get("SPLIT_K", 1)), kb))
-    k_per_split = triton.cdiv(kb, split_k)
-    split_k = triton.cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
-    n_tiles, m_tiles = triton.cdiv(n, bn), triton.cdiv(m, bm)
+    k_per_split = cdiv(kb, split_k)
+    split_k = cdiv(kb, k_per_split)  # every split owns ≥ 1 K block
+    n_tiles, m_tiles = cdiv(n, bn), cdiv(m, bm)
     a_desc = TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [n, k], [b.stride(0), 1], [bn, BLOCK_K])
     if split_k > 1:

@@ -117,6 +117,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from tritonseek.kernels._host import cdiv, checked_once, cuda_capability, nvmma_layout
 from tritonseek.kernels._utils import check_config
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_ws_loop import (  # noqa: F401 (_store_tile, _tile_coords: re-exported)
@@ -189,6 +190,7 @@ WS_CONFIG_SPEC: dict = dict(
 )
 
 
+@checked_once  # fp8_gemm_nt's GLUON entries re-checked the same table config on every call (~20 µs)
 def check_ws_config(cfg: dict) -> None:
     """ValueError naming the key unless ``cfg`` (a full ``ws_config``) holds only known keys with values in
     ``WS_CONFIG_SPEC`` and a supported combination: BLOCK_N 256 (WIDE tiles) needs SPLIT, WGS None or 2 and
@@ -213,16 +215,16 @@ def check_ws_config(cfg: dict) -> None:
 def wgs_for(m: int, n: int, block_n: int, num_sms: int, ahead: bool = False) -> int:
     """3 consumer warpgroups (192-row tiles) where their waves × relative tile time beat 128-row tiles, else 2;
     ahead: the config has SCALE_AHEAD 1 (cheaper 192-row tiles, ``_WGS3_AHEAD_TILE_COST``)."""
-    waves2 = triton.cdiv(triton.cdiv(m, 128) * triton.cdiv(n, block_n), num_sms)
-    waves3 = triton.cdiv(triton.cdiv(m, 192) * triton.cdiv(n, block_n), num_sms)
+    waves2 = cdiv(cdiv(m, 128) * cdiv(n, block_n), num_sms)
+    waves3 = cdiv(cdiv(m, 192) * cdiv(n, block_n), num_sms)
     return 3 if waves3 * (_WGS3_AHEAD_TILE_COST if ahead else _WGS3_TILE_COST) < waves2 else 2
 
 
 def wide_for(m: int, n: int, num_sms: int) -> bool:
     """WIDE 128×256 tiles pay where N is a multiple of 256 (no half-empty last tile) and halving the tile count
     costs no wave: 2 × waves(wide tiles) ≤ waves(128×128 tiles), i.e. not when 128×128 tiles fit in one wave."""
-    rows = triton.cdiv(m, 128)
-    return n % 256 == 0 and 2 * triton.cdiv(rows * (n // 256), num_sms) <= triton.cdiv(rows * (n // 128), num_sms)
+    rows = cdiv(m, 128)
+    return n % 256 == 0 and 2 * cdiv(rows * (n // 256), num_sms) <= cdiv(rows * (n // 128), num_sms)
 
 
 @gluon.jit
@@ -459,7 +461,8 @@ def _num_sms(device_index: int) -> int:
 
 
 def _smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
-    return gl.NVMMASharedLayout.get_default_for(block_shape, dtype)
+    # one cached (immutable) layout per (shape, dtype): building it cost ~8 µs of host time per descriptor
+    return nvmma_layout(block_shape, dtype)
 
 
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
@@ -491,7 +494,7 @@ def _check_cuda_sm90(t: torch.Tensor, fn: str = "fp8_gemm_nt_ws") -> None:
             f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); "
             "Gluon has no interpreter path — use fp8_gemm_nt (interpreter) or the reference on CPU"
         )
-    major = torch.cuda.get_device_capability(t.device)[0]
+    major = cuda_capability(t.device)[0]
     if major != 9:
         raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
@@ -549,7 +552,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     """
     m, k = a.shape
     n = b.shape[0]
-    kb = triton.cdiv(k, BLOCK_K)
+    kb = cdiv(k, BLOCK_K)
     cfg = dict(ws_config(m, n, k))
     if config is not None:
         if not isinstance(config, dict):
@@ -585,7 +588,7 @@ def launch_fp8_gemm_ws(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         c_cols = min(bn, 128)  # WIDE tiles: one store per 128-column half
         c_desc = TensorDescriptor(out, [m, n], [out.stride(0), 1], [c_rows, c_cols],
                                   _smem_layout([c_rows, c_cols], _GL_DTYPES[out.dtype]))
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    tiles = cdiv(m, bm) * cdiv(n, bn)
     grid_n = min(_num_sms(dev), tiles)
     _fp8_gemm_ws_kernel[(grid_n,)](
         a_desc, b_desc, c_desc, out, a_scale, b_scale,

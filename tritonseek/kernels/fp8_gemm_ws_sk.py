@@ -71,6 +71,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from tritonseek.kernels._host import cdiv, config_key
 from tritonseek.kernels._utils import check_config
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_small import _arrival_counters
@@ -120,10 +121,19 @@ def _scratch_bytes(cfg: dict) -> int:
 _SMEM_LIMIT = 226 * 1024  # 227 KB per block on sm_90, less the mbarriers
 
 
+# config_key of the overrides -> the checked full config (sk_config is a pure function of the overrides' keys, value
+# types and values): fp8_gemm_nt's stream-K entry re-checked the same table overrides on every call (~18 µs)
+_SK_CONFIGS: dict = {}
+
+
 def sk_config(overrides: dict | None = None) -> dict:
     """The stream-K launch config: ``_DEFAULT_SK`` with ``overrides`` (ValueError naming the key for an unknown key or
     a value outside ``SK_CONFIG_SPEC``; NUM_STAGES 7 only with BLOCK_N 64, shared memory being 227 KB; PART_BLOCKED
     at most 4 stages of 128×128 or 6 of 128×64; SCALE_AHEAD 1 only with PIPE)."""
+    key = config_key(overrides if overrides is not None else {})
+    hit = _SK_CONFIGS.get(key) if key is not None else None
+    if hit is not None:  # these overrides passed the checks below before: the same full config, as a fresh copy
+        return dict(hit)
     cfg = dict(_DEFAULT_SK)
     if overrides is not None:
         if not isinstance(overrides, dict):
@@ -141,6 +151,8 @@ def sk_config(overrides: dict | None = None) -> dict:
     if _ring_bytes(cfg) + _scratch_bytes(cfg) > _SMEM_LIMIT:
         raise ValueError(f"config PART_BLOCKED with NUM_STAGES={cfg['NUM_STAGES']} and BLOCK_N={cfg['BLOCK_N']} needs "
                          "more than 226 KB of shared memory (PART_BLOCKED=False, or fewer stages)")
+    if key is not None and len(_SK_CONFIGS) < 1024:
+        _SK_CONFIGS[key] = dict(cfg)
     return cfg
 
 
@@ -387,8 +399,8 @@ def sk_grid(m: int, n: int, k: int, block_n: int, num_sms: int, grid: int = 0, d
     """(CTAs, data-parallel tiles) of a launch: ``grid`` CTAs (0 = one per SM), at most one per iteration (every CTA
     gets ≥ 1); with ``dp`` and ≥ 2 waves of tiles, (waves − 1) · CTAs whole tiles run data-parallel first, so the
     stream-K range holds between one and two waves of tiles."""
-    tiles = triton.cdiv(m, _BLOCK_M) * triton.cdiv(n, block_n)
-    ctas = max(1, min(grid or num_sms, tiles * triton.cdiv(k, BLOCK_K)))
+    tiles = cdiv(m, _BLOCK_M) * cdiv(n, block_n)
+    ctas = max(1, min(grid or num_sms, tiles * cdiv(k, BLOCK_K)))
     dp_tiles = (tiles // ctas - 1) * ctas if dp and tiles >= 2 * ctas else 0
     return ctas, dp_tiles
 
@@ -400,11 +412,11 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     cfg = sk_config(config)
     m, k = a.shape
     n = b.shape[0]
-    kb = triton.cdiv(k, BLOCK_K)
+    kb = cdiv(k, BLOCK_K)
     bn = int(cfg["BLOCK_N"])
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     grid, dp_tiles = sk_grid(m, n, k, bn, _num_sms(dev), int(cfg["GRID"]), bool(cfg["DP"]))
-    tiles = triton.cdiv(m, _BLOCK_M) * triton.cdiv(n, bn)
+    tiles = cdiv(m, _BLOCK_M) * cdiv(n, bn)
     ws = torch.empty((2 * grid, _BLOCK_M, bn), dtype=torch.float32, device=a.device)
     cnt = _arrival_counters(a.device, 2 * tiles)
     gl_fp8 = gl.float8e4nv

@@ -505,12 +505,12 @@ def grouped_fp8_gemm_masked(
     if out is None:
         out = torch.empty(E, M_max, N, dtype=out_dtype, device=dev)
     if which == "ws":  # imported here: grouped_gemm_ws imports this module (check_masked_operands)
-        from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_masked_ws
+        from tritonseek.kernels.grouped_gemm_ws import _masked_ws
 
         if E == 0 or M_max == 0:
             return out
-        return grouped_fp8_gemm_masked_ws(a, a_scale, b, b_scale, masked_m, out_dtype, out=out, expected_m=expected_m,
-                                          config=config)
+        # operands, out and out_dtype are checked above as grouped_fp8_gemm_masked_ws would check them again
+        return _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expected_m, config)
     if M_max == 0 or groups == 0:
         return out
     cfg = dict(config) if config is not None else _gg.get_config("masked", min(expected_m or M_max, M_max), N, K)

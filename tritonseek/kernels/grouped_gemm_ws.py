@@ -92,6 +92,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from tritonseek.kernels._host import cdiv, cuda_capability, next_pow2
 from tritonseek.kernels._utils import check_config, check_int, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
@@ -165,9 +166,9 @@ _MASKED_WS = dict(_DEFAULT_GROUPED_WS, NUM_STAGES=5, GROUP_M=16, BALANCE=True)
 def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
     """128×256 tiles are estimated faster than 128×128 ones: rounds × (fixed + K blocks × per block), with the W1
     per-tile figures above (only their ratios matter)."""
-    kb, tiles = triton.cdiv(k, BLOCK_K), triton.cdiv(rows, 128) * triton.cdiv(n, 128)
-    wide = triton.cdiv(tiles // 2, num_sms) * (0.74 + 0.998 * kb)
-    return n % 256 == 0 and wide < triton.cdiv(tiles, num_sms) * (1.20 + 0.479 * kb)
+    kb, tiles = cdiv(k, BLOCK_K), cdiv(rows, 128) * cdiv(n, 128)
+    wide = cdiv(tiles // 2, num_sms) * (0.74 + 0.998 * kb)
+    return n % 256 == 0 and wide < cdiv(tiles, num_sms) * (1.20 + 0.479 * kb)
 
 
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int = 1,
@@ -298,7 +299,7 @@ def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
             f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); Gluon has no "
             "interpreter path — use the tl kernels of grouped_gemm (interpreter) or the reference on CPU"
         )
-    major = torch.cuda.get_device_capability(t.device)[0]
+    major = cuda_capability(t.device)[0]
     if major != 9:
         raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
@@ -333,13 +334,13 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
                                   _smem_layout([c_rows, c_cols], _GL_DTYPES[out2d.dtype]))
     _grouped_fp8_ws_kernel[(grid,)](
         a_desc, b_desc, c_desc, out2d, a_scale, b_scale, idx,
-        M_rows, N, E, triton.cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,
+        M_rows, N, E, cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,
         b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store, PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), SPLIT=split,
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, PIPE=bool(cfg["PIPE"]),
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
-        E_PAD=max(256, triton.next_power_of_2(E)) if masked else 256,
+        E_PAD=max(256, next_pow2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
         EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
     )
@@ -350,7 +351,7 @@ def _programs(t: torch.Tensor, tiles: int, cfg: dict) -> int:
     same number of tile rounds (cdiv(tiles, cdiv(tiles, SMs))), so every program gets the same number of tiles."""
     grid = min(_num_sms(t.device.index if t.device.index is not None else torch.cuda.current_device()), tiles)
     if cfg.get("BALANCE") and grid > 0:
-        grid = triton.cdiv(tiles, triton.cdiv(tiles, grid))
+        grid = cdiv(tiles, cdiv(tiles, grid))
     return grid
 
 
@@ -401,7 +402,7 @@ def grouped_fp8_gemm_contiguous_ws(
         check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
-    tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+    tiles = cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
     _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
             _programs(a, tiles, cfg), cfg, masked=False)
     return out
@@ -446,7 +447,6 @@ def grouped_fp8_gemm_masked_ws(
     config, expected_m < 1, and a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked.
     """
-    fn = "grouped_fp8_gemm_masked_ws"
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=3)
     if out_dtype not in _OUT_DTYPES:
         raise TypeError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
@@ -459,6 +459,15 @@ def grouped_fp8_gemm_masked_ws(
         check_tensor("out", out, dtype=out_dtype, ndim=3, device=dev, output=True)
         if tuple(out.shape) != (E, M_max, N):
             raise ValueError(f"out must be [E, M_max, N] = {(E, M_max, N)}, got {tuple(out.shape)}")
+    return _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expected_m, config, diag)
+
+
+def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expected_m, config, diag=None):
+    """``grouped_fp8_gemm_masked_ws`` after its operand checks (dtypes, shapes, layout, expected_m None or an int ≥ 1,
+    ``out`` allocated or checked as [E, M_max, N] of the output dtype, elements distinct): config, dense ``out``,
+    Hopper, diag, launch. Private: ``grouped_gemm_masked.grouped_fp8_gemm_masked`` calls it for kernel "ws" after
+    the same checks, which it ran twice before (~15 µs of host time per call)."""
+    fn = "grouped_fp8_gemm_masked_ws"
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
@@ -469,7 +478,7 @@ def grouped_fp8_gemm_masked_ws(
     if M_max == 0:
         return out
     out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view
-    tiles = E * triton.cdiv(M_max, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
+    tiles = E * cdiv(M_max, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
     grid = _programs(a, tiles, cfg)
     if diag is not None and (not isinstance(diag, torch.Tensor) or diag.dtype != torch.int64 or diag.device != dev
                              or not diag.is_contiguous() or diag.numel() < grid * 128):

@@ -9,7 +9,16 @@ token. These helpers replace per-call work whose answer cannot change between ca
 * ``cuda_sm_count`` / ``cuda_capability``: device properties read once per device index (they do not change
   while the process runs);
 * ``nvmma_layout``: the Gluon shared-memory layout of a TMA block, built once per (block shape, dtype)
-  (``NVMMASharedLayout.get_default_for`` costs ~8 µs and the Gluon launchers build three per call).
+  (``NVMMASharedLayout.get_default_for`` costs ~8 µs and the Gluon launchers build three per call);
+* ``checked_once`` / ``config_key``: a pure check of a launch config runs once per distinct config (the Gluon
+  GEMM launchers re-checked their table config on every call, ~20 µs).
+
+Measured (s20, benchmarks/probe_host_overhead.py --stub: the launchers' own Python on the dev CPU, kernel launches
+stubbed, 3 alternating passes per tree, pass spread ≤ 5 %): new / before 0.56-0.58 for fp8_gemm_nt (swap-AB M=8, tl
+M=64), 0.66 quant, 0.61 / 0.70 masked / contiguous grouped tl, 0.60-0.65 gate / router, 0.69-0.73 MLA metadata /
+decode (tl path), 0.83-0.88 rms_norm, moe_unpermute, mla_prefill. On the H200 host (W1 at a43d188) the launchers'
+eager host time per call was 48-370 µs with results bit-identical before / after, but the pass-to-pass spread of
+the shared host (A/A 0.5-4x) left the before / after difference unresolved there.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def _recip_rn(s):
 
 @triton.jit
 def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
-    """x / s rounded to nearest-even (IEEE) for s > 0 normal; r = RN(1/s) (used when FAST_DIV)."""
+    """x / s rounded to nearest-even (IEEE) for s > 0 normal, −0 kept; r = RN(1/s) (used when FAST_DIV)."""
     if FAST_DIV:
         # Markstein: with r = RN(1/s) and q0 = RN(x·r) within an ulp of x/s, the residual
         # x − q0·s is exact through an FMA and q1 = RN(q0 + residual·r) is the correctly rounded
@@ -86,7 +86,10 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
         # the H200. Not used under the interpreter, whose fma rounds twice.
         q0 = x * r
         rem = tl.fma(-q0, s, x)
-        return tl.fma(rem, r, q0)
+        q1 = tl.fma(rem, r, q0)
+        # x = −0: q0 = −0 and the residual is +0 (−q0·s + x = +0 + −0 = +0 under round-to-nearest), so q1 came
+        # out +0 where x / s is −0 (H200 s20 final pass: byte 0x00 for the reference's 0x80); 0 / s is x itself.
+        return tl.where(x == 0.0, x, q1)
     else:
         return tl.math.div_rn(x, s)
 

@@ -14,6 +14,9 @@
 * Formulas: grouped GEMM TFLOP/s = 2·(valid rows)·N·K / t; decode masked GB/s = (weights of experts with
   masked_m > 0 + their scales + activations + outputs) / t; permute GB/s = (T·H + T·k·H)·bytes (+ scales) / t,
   unpermute GB/s = (T·k·H + T·H)·bytes / t (DeepEP / TransformerEngine style "bytes moved").
+* ``grouped_gemm_contiguous`` (in bench_moe_grouped.py, with the helpers both grouped suites share): the kernel the
+  model runs (model.moe_triton._contiguous_gemm: Gluon ws on Hopper), then the other kernel; ``kernel`` = ws / tl;
+  GPU-clock interleaved timing with the peer as for the masked anchors. Rows before s20 timed the tl launcher only.
 * ``grouped_gemm_masked`` anchors: the launcher as called (kernel="auto"; ``kernel`` = the kernel it ran), then the
   other kernel (tl / ws) as a second row; both kernels and the peer also timed interleaved on the GPU clock
   (``tflops_gpu``, ``gpu_ratio_vs``; --gpu-rounds). Decode cases pass max_active_groups as the model does (tl).
@@ -42,7 +45,8 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_gemm_decode import stream_read_fn  # noqa: E402
-from benchmarks.bench_grouped_ws import _interleaved_gpu_us, _median  # noqa: E402
+from benchmarks.bench_moe_grouped import (CANDIDATES_LARGE, CANDIDATES_SMALL, NK, _anchor_gpu_clock,  # noqa: E402
+                                         _sweep, _weights, bench_contiguous)
 from benchmarks.bench_moe_layer import VARIANTS as LAYER_VARIANTS  # noqa: E402
 from benchmarks.bench_moe_layer import bench_layer, graph_device_us, kernel_breakdown  # noqa: E402
 from benchmarks.bench_moe_routing import bench_gate, bench_permute  # noqa: E402
@@ -53,31 +57,12 @@ from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_l
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
 from tritonseek.kernels.grouped_gemm_masked_choice import choose_masked_kernel
-from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref, grouped_fp8_gemm_masked_ref
+from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref
 
-NK = [(4096, 7168), (7168, 2048)]
 COPY_TBPS = 4.27
 # issue 5 targets (TFLOP/s) and our-H200 DeepGEMM anchors
-CONTIG_TARGET = {(4096, 7168): 1230, (7168, 2048): 1000}
 MASKED_TARGET = {(1, 1024): (1156, 835), (2, 512): (1113, 835), (4, 256): (1002, 791)}
 
-# GRID_MULT: persistent programs per SM (contiguous only; the masked grid is one program per tile, so
-# its occupancy follows from shared memory). Several small CTAs per SM overlap one CTA's fp32 promotion
-# with another's tensor-core work (the dense fp8_gemm's winners use 64×128 tiles, 4 warps, 3 per SM).
-CANDIDATES_LARGE = [
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8, GRID_MULT=3),
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3, GROUP_M=8, GRID_MULT=2),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=3),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=4, GROUP_M=8, WS=True),  # contiguous only
-]
-CANDIDATES_SMALL = [
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3, GROUP_M=8),  # the committed decode config
-    dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4, GROUP_M=8),
-    dict(BLOCK_M=64, BLOCK_N=256, num_warps=8, num_stages=3, GROUP_M=8),
-]
 # decode streaming (≤ 16 rows per group). Swept at 045ab41 / ab11934 (T=1..16): swapped 16-row tiles (SWAP_AB)
 # won every case; split K and stream-K schedules did not and were removed (see grouped_gemm._TUNED).
 # None = the committed default (swapped, 6 stages).
@@ -150,19 +135,6 @@ class Ctx:
 # ------------------------------------------------------------------------------------------------
 
 
-def _rand_fp8(shape, dev):
-    """Random e4m3 bytes (no NaN patterns): wide dynamic range, never zeros."""
-    b = torch.randint(0, 256, shape, dtype=torch.uint8, device=dev)
-    b[(b & 0x7F) == 0x7F] = 0x38  # NaN patterns → 1.0
-    return b.view(torch.float8_e4m3fn)
-
-
-def _weights(E, N, K, dev):
-    b = (torch.randn(E, N, K, device=dev) * 0.5).to(torch.float8_e4m3fn) if E * N * K <= 2**28 else _rand_fp8((E, N, K), dev)
-    bs = torch.rand(E, triton.cdiv(N, 128), triton.cdiv(K, 128), device=dev) * 1e-2 + 1e-3
-    return b, bs
-
-
 def _read_floor(cx, b, nbytes: int) -> dict:
     """A plain Triton streaming read (bench_gemm_decode's) of nbytes of the weights (the same byte count as the
     touched experts, read contiguously), timed as the GEMM is: one-call graph replay, device-side graph replay,
@@ -174,161 +146,6 @@ def _read_floor(cx, b, nbytes: int) -> dict:
     uk = sum(v for n_, v in bd.items() if "stream_read" in n_)
     return dict(floor_us_graph=round(ug, 2) if ug else None, floor_us_device=round(ud, 2) if ud else None,
                 floor_us_kernel=round(uk, 2) if uk else None)
-
-
-def _sweep(cx, cands, run, check, key, device_time: bool = False):
-    """Check every candidate, time the correct ones; return (best cfg, eager us, graph us, all timings).
-    device_time: rank by the device-side graph time (graph_device_us: no host submission latency) and append it
-    to each timing (cfg, us, ug, ud)."""
-    best = None
-    timings = []
-    for cfg in cands:
-        if cx.time_left() < 4 + cx.args.reserve_s:
-            print("  (time budget: stop sweeping)")
-            break
-        try:
-            good, diff = check(cfg)
-        except Exception as e:
-            print(f"  cfg {cfg}: failed: {type(e).__name__}: {str(e)[:200]}")
-            continue
-        if not good:
-            print(f"  cfg {cfg}: WRONG (calc_diff {diff:.2e}), not timed")
-            continue
-        us = cx.eager_us(lambda: run(cfg))
-        # short kernels are launch-bound when timed eagerly: rank those by CUDA-graph replay time
-        ug = cx.graph_us(lambda: run(cfg)) if us < 400 else None
-        ud = graph_device_us(lambda: run(cfg)) if device_time and not cx.dry else None
-        rank = ud if ud is not None else (ug if ug is not None else us)
-        timings.append((cfg, us, ug, ud) if device_time else (cfg, us, ug))
-        print(f"  cfg {cfg}: calc_diff {diff:.2e}, {us:.1f} us eager, graph {ug}, device-side graph {ud}")
-        if best is None or rank < best[3]:
-            best = (cfg, us, ug, rank)
-    if best is None:
-        return None
-    ug = best[2] if best[2] is not None else cx.graph_us(lambda: run(best[0]))
-    if key is not None:  # (the ws kernel's timing names no tl winner)
-        cx.winners[key] = best[0]
-    return best[0], best[1], ug, timings
-
-
-def _anchor_gpu_clock(cx, fns: dict, peer_fn, flops: int) -> dict:
-    """Anchor cases: one-call graphs of each kernel (fns: kernel → fn, its timed config) and of the peer replayed
-    ``--gpu-rounds`` times interleaved, timed on the GPU clock (bench_grouped_ws._interleaved_gpu_us: the host's
-    launch latency, inside ``us_graph``, is left out; the 700 W cap's clock swings fall on every kernel alike).
-    -> kernel → row fields: us_graph_gpu, tflops_gpu, peer_us_graph_gpu, ratio_vs_peer_gpu, and gpu_ratio_vs
-    (this kernel's median per-round time ratio to each other kernel: < 1 = faster)."""
-    if not cx.args.gpu_rounds:
-        return {}
-    timed = dict(fns, **({"peer": peer_fn} if peer_fn is not None else {}))
-    try:
-        res = _interleaved_gpu_us(timed, cx.args.gpu_rounds)
-    except Exception as e:  # a capture failure is a finding, not a crash
-        print(f"  GPU-clock timing failed: {type(e).__name__}: {e}")
-        return {}
-    peer = _median(res["peer"]) if "peer" in res else None
-    fields = {}
-    for k in fns:
-        t = _median(res[k])
-        fields[k] = dict(us_graph_gpu=round(t, 2), tflops_gpu=round(flops / t / 1e6, 1),
-                         peer_us_graph_gpu=round(peer, 2) if peer else None,
-                         ratio_vs_peer_gpu=round(peer / t, 3) if peer else None, gpu_rounds=cx.args.gpu_rounds,
-                         gpu_ratio_vs={o: round(_median([x / y for x, y in zip(res[k], res[o])]), 4)
-                                       for o in fns if o != k})
-        print(f"  GPU clock {k}: {t:.2f} us = {flops / t / 1e6:.0f} TFLOP/s, ratios {fields[k]['gpu_ratio_vs']}"
-              + (f", peer {peer:.2f} us" if peer else ""))
-    return fields
-
-
-# The model's prefill layout: T tokens routed top-8 over 256 experts, each segment padded to 128 rows
-# (~1.5× padding rows at T=4096); BLOCK_M=64 tiles skip the all-padding half tiles, 128-row tiles do not.
-ROUTED_CANDIDATES = [None, dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, GRID_MULT=2)]
-
-
-def _routed_layout(T, G, align, dev, gen):
-    picks = torch.stack([torch.randperm(G, generator=gen)[:8] for _ in range(T)])
-    counts = torch.bincount(picks.flatten(), minlength=G)
-    parts = []
-    for g in range(G):
-        c = int(counts[g])
-        parts += [torch.full((c,), g), torch.full(((-c) % align,), -1)]
-    return torch.cat(parts).to(torch.int32).to(dev)
-
-
-def bench_contiguous(cx: Ctx):
-    shapes = [(2, 64)] if cx.dry else [(4, 8192), (8, 4096), (256, "routed")]
-    nks = [(256, 384)] if cx.dry else NK
-    gen = torch.Generator().manual_seed(5)
-    for G, shape_m in shapes:
-        for N, K in nks:
-            m = shape_m  # the routed case sets m to its mean rows per group below
-            if cx.time_left() < 8:
-                print("skip (budget)", G, m, N, K)
-                continue
-            routed = m == "routed"
-            if routed:
-                T_routed = 4096
-                mi = _routed_layout(T_routed, G, GG.M_ALIGNMENT, cx.dev, gen)
-                M = mi.numel()
-                valid_rows = T_routed * 8
-                rows = torch.arange(0, 512, device=cx.dev)  # the first experts' segments
-                m = M // G
-            else:
-                M = G * m
-                valid_rows = M
-                mi = torch.arange(G, device=cx.dev, dtype=torch.int32).repeat_interleave(m)
-                # reference on a slice of rows of every group (the full fp32 product would cost more than the timing)
-                rows = torch.cat([torch.arange(g * m, g * m + min(m, 256), device=cx.dev) for g in range(G)])
-            a = (torch.randn(M, K, device=cx.dev)).to(torch.float8_e4m3fn)
-            a_s = (torch.rand(K // 128, M, device=cx.dev) * 1e-2 + 1e-3).t()
-            b, bs = _weights(G, N, K, cx.dev)
-            ref = grouped_fp8_gemm_contiguous_ref(a[rows], a_s[rows], b, bs, mi[rows], out_dtype=torch.float32)
-            out = torch.empty(M, N, device=cx.dev, dtype=torch.bfloat16)
-
-            def run(cfg):
-                return GG.grouped_fp8_gemm_contiguous(a, a_s, b, bs, mi, out=out, config=cfg)
-
-            def check(cfg):
-                out.fill_(float("nan"))
-                run(cfg)
-                cx.sync()
-                d = calc_diff(out[rows].float(), ref)
-                return bool(torch.isfinite(out).all()) and d < 1e-3, d
-
-            cands = CANDIDATES_SMALL[:1] if cx.dry else (CANDIDATES_LARGE if cx.args.sweep else [None])
-            if routed:
-                cands = ROUTED_CANDIDATES
-            print(f"contiguous {G}x{m} N={N} K={K}" + (f" (routed T={T_routed}, M_pad {M})" if routed else ""))
-            res = _sweep(cx, cands, run, check, f"contiguous,{N},{K},{GG._m_class(m)}")
-            if res is None:
-                continue
-            cfg, us, ug, timings = res
-            peer_us = peer_ug = None
-            if not cx.dry and not routed:
-                a16 = a.to(torch.bfloat16)
-                b16 = b.to(torch.bfloat16).transpose(1, 2)
-                offs = (torch.arange(1, G + 1, device=cx.dev, dtype=torch.int32) * m)
-                try:
-                    peer_us = cx.eager_us(lambda: torch._grouped_mm(a16, b16, offs=offs))
-                    peer_ug = cx.graph_us(lambda: torch._grouped_mm(a16, b16, offs=offs))
-                except Exception as e:
-                    print("  peer failed:", e)
-                del a16, b16
-            flops = 2 * valid_rows * N * K
-            case = dict(groups=G, m_per_group=m, N=N, K=K)
-            if routed:
-                case = dict(groups=G, m_per_group=round(valid_rows / G, 1), N=N, K=K, T=T_routed, M_pad=M)
-            r = cx.row("grouped_gemm_contiguous", case, us, ug,
-                       tflops=lambda t: flops / t / 1e6, gbps=lambda t: (M * K + G * N * K + 2 * M * N) / t / 1e3,
-                       peer=None if routed else "torch._grouped_mm bf16",
-                       peer_us=(peer_ug if (peer_ug and ug) else peer_us),
-                       config=cfg or GG.get_config("contiguous", m, N, K),
-                       candidates_us=[[c or "default", round(u, 1)] for c, u, _ in timings] if routed else None,
-                       target_tflops=None if routed else CONTIG_TARGET.get((N, K)), correct=True)
-            if not routed:
-                r["meets_target"] = bool(r["tflops"] and r["tflops"] >= CONTIG_TARGET.get((N, K), 0)
-                                         and (r["ratio_vs_peer"] or 0) >= 1.8)
-            del a, b, out
-            torch.cuda.empty_cache() if not cx.dry else None
 
 
 def bench_masked(cx: Ctx):
@@ -540,8 +357,8 @@ def main():
     p.add_argument("--decode-cands", default="", help="decode cases with ≤ 16 rows per slab: CANDIDATES_DECODE "
                    "indices to time (overrides --sweep there)")
     p.add_argument("--decode-repeat", type=positive_int, default=1, help="times the --decode-cands list is timed, in turn")
-    p.add_argument("--gpu-rounds", type=nonnegative_int, default=40, help="grouped_gemm_masked anchors: rounds of "
-                   "interleaved GPU-clock graph replays of both kernels and the peer (0: off)")
+    p.add_argument("--gpu-rounds", type=nonnegative_int, default=40, help="grouped_gemm_masked anchors and "
+                   "grouped_gemm_contiguous cases: rounds of interleaved GPU-clock graph replays of both kernels and the peer (0: off)")
     p.add_argument("--budget-s", type=positive_float, default=1e9)
     p.add_argument("--reserve-s", type=nonnegative_float, default=0.0, help="sweeps stop this long before the budget ends")
     p.add_argument("--out", default="moe_rows.jsonl", type=out_file,

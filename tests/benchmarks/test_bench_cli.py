@@ -219,6 +219,7 @@ def test_bench_moe_help_shows_the_out_default(scripts, monkeypatch, capsys):
 
 # ---------------------------------------------------------------------------------------------- suite modules
 @pytest.mark.parametrize("name, runner", [("bench_moe_layer", "bench_moe.py"), ("bench_moe_routing", "bench_moe.py"),
+                                          ("bench_moe_grouped", "bench_moe.py"),
                                           ("bench_mla_prefill", "bench_mla.py"), ("timing", "bench_*.py"),
                                           ("v3_slice", "bench_e2e.py")])
 def test_suite_modules_answer_help(monkeypatch, capsys, name, runner):

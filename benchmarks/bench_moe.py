@@ -89,6 +89,7 @@ class Ctx:
         self.t_end = time.time() + args.budget_s
         self.rows: list[dict] = []
         self.out = None  # main's StagedRows for --out
+        self._pending = None  # the last row made, not yet written (row / flush)
         self.winners: dict = {}
         self.env = dict(
             gpu="cpu-interpreter" if args.dry else torch.cuda.get_device_name(0), torch=torch.__version__,
@@ -127,9 +128,18 @@ class Ctx:
                  ratio_vs_peer=round(peer_us / t, 3) if peer_us else None, **extra, **self.env)
         self.rows.append(r)
         print("  ", json.dumps({k: v for k, v in r.items() if k not in self.env}))
-        if self.out is not None:  # each row lands at once (in OUT.partial when OUT exists: replaced at the end)
-            self.out.write(json.dumps(r) + "\n")
+        # A row lands when the next one is made or its suite ends (in OUT.partial when OUT exists: replaced at the
+        # end), so fields a suite adds to the returned row (meets_target) reach the file: written at once, the
+        # masked / contiguous / layer / permute rows of s20's final pass (65f2170) had no meets_target.
+        self.flush()
+        self._pending = r
         return r
+
+    def flush(self):
+        """Write the last row made (if any) to --out; main calls it after every suite, failed or not."""
+        if self._pending is not None and self.out is not None:
+            self.out.write(json.dumps(self._pending) + "\n")
+        self._pending = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,6 +401,8 @@ def main():
                     traceback.print_exc()
                     print(f"suite {s} failed: {e}")
                     failed.append(s)
+                finally:  # the suite's last row (a failed suite's rows too)
+                    cx.flush()
             if failed:  # exit 1: an existing --out stays as it was, the rows measured are in OUT.partial
                 cx.out.fail(f"failed suites: {', '.join(failed)}")
     finally:

@@ -81,3 +81,26 @@ def test_a_wrong_kernel_is_not_timed(monkeypatch, tmp_path, capsys, fault):
         assert [("M_pad" in r["case"]) for r in rows] == [False]
     else:
         assert rows == []
+
+
+def test_fields_added_after_a_row_reach_the_file(monkeypatch, tmp_path):
+    """Ctx.row wrote each row at once and the suites set meets_target on the returned row afterwards: no row of
+    s20's final pass (65f2170) from the masked / contiguous / layer / permute suites had it. Rows now land when the
+    next row is made or the suite ends, a failed suite's too."""
+    def suite(cx):
+        for i in range(2):
+            r = cx.row("x", {"i": i}, 1.0, None)
+            r["meets_target"] = i == 1
+
+    def failing(cx):
+        cx.row("y", {"i": 0}, 1.0, None)["meets_target"] = True
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(bench_moe.SUITES, "late", suite)
+    monkeypatch.setitem(bench_moe.SUITES, "late_fail", failing)
+    out = tmp_path / "rows.jsonl"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench_moe.py", "--dry", "--suites", "late,late_fail", "--out", str(out)])
+    assert bench_moe.main() == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]  # a new OUT: rows written to it directly
+    assert [(r["suite"], r["meets_target"]) for r in rows] == [("x", False), ("x", True), ("y", True)]

@@ -59,6 +59,15 @@ def _check(kernel, a, a_s, b, bs, mm, ref) -> tuple[bool, float]:
     return ok, d
 
 
+def _check_logged(kernel, a, a_s, b, bs, mm, ref) -> tuple[bool, float]:
+    """_check, with a kernel that raises reported (one line) and counted as failed."""
+    try:
+        return _check(kernel, a, a_s, b, bs, mm, ref)
+    except Exception as e:
+        print(f"  {kernel} failed: {type(e).__name__}: {str(e)[:300]}")
+        return False, float("nan")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget-s", type=positive_float, default=170.0)
@@ -87,11 +96,7 @@ def main() -> int:
             for mm in (full, part):
                 ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
                 for kernel in ("tl", "ws"):
-                    try:
-                        ok, d = _check(kernel, a, a_s, b, bs, mm, ref)
-                    except Exception as e:
-                        ok, d = False, float("nan")
-                        print(f"  {kernel} failed: {type(e).__name__}: {str(e)[:300]}")
+                    ok, d = _check_logged(kernel, a, a_s, b, bs, mm, ref)
                     print(f"  {G}x{M} N={N} K={K} masked_m={mm.tolist()} {kernel}: calc_diff {d:.2e} "
                           f"{'ok' if ok else 'FAIL'}", flush=True)
                     if not ok:
@@ -113,11 +118,7 @@ def main() -> int:
         if kind == "sweep":  # the sweep's own check (full masked_m), same rule as the anchors'
             ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
             for kernel in ("tl", "ws"):
-                try:
-                    ok, d = _check(kernel, a, a_s, b, bs, mm, ref)
-                except Exception as e:
-                    ok, d = False, float("nan")
-                    print(f"  {kernel} failed: {type(e).__name__}: {str(e)[:300]}")
+                ok, d = _check_logged(kernel, a, a_s, b, bs, mm, ref)
                 if not ok:
                     print(f"  {G}x{M} N={N} K={K} {kernel}: calc_diff {d:.2e} FAIL, not timed")
                     bad.add((kernel, G, M, N, K))

@@ -51,15 +51,25 @@ def _cuda_props(index: int):
     return torch.cuda.get_device_properties(index)
 
 
+def sm_count_at(index: int) -> int:
+    """Streaming multiprocessors of CUDA device ``index`` (queried once per index; every launcher's SM count)."""
+    return _cuda_props(index).multi_processor_count
+
+
+def capability_at(index: int) -> tuple[int, int]:
+    """(major, minor) compute capability of CUDA device ``index`` (queried once per index)."""
+    p = _cuda_props(index)
+    return p.major, p.minor
+
+
 def cuda_sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of the CUDA ``device`` (queried once per device index)."""
-    return _cuda_props(cuda_index(device)).multi_processor_count
+    return sm_count_at(cuda_index(device))
 
 
 def cuda_capability(device: torch.device) -> tuple[int, int]:
     """(major, minor) compute capability of the CUDA ``device`` (queried once per device index)."""
-    p = _cuda_props(cuda_index(device))
-    return p.major, p.minor
+    return capability_at(cuda_index(device))
 
 
 @functools.lru_cache(maxsize=256)

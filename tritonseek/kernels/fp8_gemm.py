@@ -30,7 +30,6 @@ benchmarks/bench_fp8_gemm.py) with a heuristic fallback for other shapes.
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_config, check_runnable_device, check_tensor
-from tritonseek.kernels._host import cdiv
+from tritonseek.kernels._host import cdiv, sm_count_at
 from tritonseek.kernels.fp8_gemm_small import SMALL_M_MAX, launch_fp8_gemm_swap_ab, small_m_config
 
 BLOCK_K = 128  # = the 1×128 / 128×128 scale granularity; fixed
@@ -151,9 +150,7 @@ def _m_class(m: int) -> str:
     return "64" if m <= 64 else ("128" if m <= 128 else "large")
 
 
-@functools.lru_cache(maxsize=8)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+_num_sms = sm_count_at  # SMs of a CUDA device index (cached once per index in _host)
 
 
 def _grid_size(device: torch.device) -> int:

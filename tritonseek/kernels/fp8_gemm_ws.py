@@ -108,7 +108,6 @@ interpreter path, so the launcher raises on any non-CUDA tensor instead of falli
 
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
@@ -117,7 +116,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from tritonseek.kernels._host import cdiv, checked_once, cuda_capability, nvmma_layout
+from tritonseek.kernels._host import capability_at, cdiv, checked_once, cuda_capability, nvmma_layout, sm_count_at
 from tritonseek.kernels._utils import check_config
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_ws_loop import (  # noqa: F401 (_store_tile, _tile_coords: re-exported)
@@ -455,9 +454,7 @@ def _c_buf(c_smem, i: gl.constexpr, C_BUFS: gl.constexpr, h: gl.constexpr, TMA_S
         return c_smem
 
 
-@functools.lru_cache(maxsize=8)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+_num_sms = sm_count_at  # SMs of a CUDA device index (cached once per index in _host)
 
 
 def _smem_layout(block_shape: list[int], dtype) -> gl.NVMMASharedLayout:
@@ -475,9 +472,8 @@ _MAXNREG = 168
 _WGS3_REGS = (128, 160, 24)
 
 
-@functools.lru_cache(maxsize=8)
 def _capability_major(device_index: int) -> int:
-    return torch.cuda.get_device_capability(device_index)[0]
+    return capability_at(device_index)[0]
 
 
 def gluon_ws_supported(device: torch.device) -> bool:

@@ -19,14 +19,13 @@ layout ``fp8_gemm_nt`` reads coalesced and cuBLAS/DeepGEMM expect, with no trans
 
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_bool, check_pow2, check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels._host import cdiv, next_pow2
+from tritonseek.kernels._host import capability_at, cdiv, next_pow2
 
 FP8_E4M3_MAX = 448.0
 AMAX_EPS = 1e-4
@@ -216,9 +215,8 @@ def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows
     return q, s
 
 
-@functools.lru_cache(maxsize=8)
 def _pdl_capable_index(index: int) -> bool:
-    return torch.cuda.get_device_capability(index)[0] >= 9
+    return capability_at(index)[0] >= 9
 
 
 def _pdl_capable(device: torch.device) -> bool:

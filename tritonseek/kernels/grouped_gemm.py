@@ -22,7 +22,6 @@ never stored.
 
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
@@ -30,7 +29,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._utils import check_bool, check_config, check_index_range, check_runnable_device, check_tensor
-from tritonseek.kernels._host import cdiv
+from tritonseek.kernels._host import cdiv, sm_count_at
 
 BLOCK_K = 128
 M_ALIGNMENT = 128  # segment alignment the contiguous layout must honour (moe_permute block_m)
@@ -100,9 +99,7 @@ def get_config(layout: str, m_per_group: int, n: int, k: int) -> dict:
     return cfg
 
 
-@functools.lru_cache(maxsize=8)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+_num_sms = sm_count_at  # SMs of a CUDA device index (cached once per index in _host)
 
 
 def _num_programs(device: torch.device) -> int:

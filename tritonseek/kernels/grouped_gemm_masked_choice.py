@@ -64,7 +64,7 @@ def ws_unavailable(dev: torch.device) -> str:
     elif interpreter_active():
         why = "TRITON_INTERPRET=1 (Gluon has no interpreter path)"
     else:
-        why = f"a is on a compute capability {torch.cuda.get_device_capability(dev)[0]}.x GPU"
+        why = f"a is on a compute capability {cuda_capability(dev)[0]}.x GPU"
     return f"kernel='ws' is a Gluon kernel for CUDA Hopper GPUs (sm_90) only, and {why}; use kernel='tl' or 'auto'"
 
 

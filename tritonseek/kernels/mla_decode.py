@@ -40,7 +40,6 @@ split kernel of mla_decode_small.py (no schedule kernel; measured with benchmark
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import torch
 import triton
@@ -48,7 +47,7 @@ import triton.language as tl
 
 from tritonseek.kernels._utils import (check_bool, check_index_range, check_int, check_real, check_runnable_device,
                                        check_tensor, interpreter_active, is_pow2)
-from tritonseek.kernels._host import cdiv, next_pow2
+from tritonseek.kernels._host import capability_at, cdiv, next_pow2, sm_count_at
 from tritonseek.kernels.mla_decode_tiles import (
     _mla_combine_kernel,
     _mla_schedule_kernel,
@@ -76,9 +75,8 @@ from tritonseek.kernels.mla_decode_config import (  # noqa: F401 (re-exported: t
 )
 from tritonseek.kernels.reference.mla import mla_schedule_packed_ref, mla_schedule_ref
 
-@functools.lru_cache(maxsize=8)
 def _is_hopper(index: int) -> bool:
-    return torch.cuda.get_device_capability(index)[0] == 9
+    return capability_at(index)[0] == 9
 
 
 def _hopper_device(dev: torch.device) -> bool:
@@ -181,9 +179,7 @@ class MLAMetadata:
     work_counter: torch.Tensor | None = None
 
 
-@functools.lru_cache(maxsize=8)
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+_num_sms = sm_count_at  # SMs of a CUDA device index (cached once per index in _host)
 
 
 def get_mla_metadata(

@@ -28,13 +28,13 @@ are left at 0 by the kernels for the next launch.
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import torch
 import triton
 import triton.language as tl
 
+from tritonseek.kernels._host import sm_count_at
 from tritonseek.kernels.sampling_radix import (  # noqa: F401 - THRESH_CONFIG re-exported
     THRESH_CONFIG,
     _float_key,
@@ -56,9 +56,7 @@ _INTERP_SKETCH = 64
 _INTERP_CAP = (64, 16)  # (CAP, SMALL) under the interpreter: small rows reach both sorts and the fallback
 
 
-@functools.lru_cache(maxsize=8)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+_sm_count = sm_count_at  # SMs of a CUDA device index (cached once per index in _host)
 
 
 _COUNTER_SLOTS = 16

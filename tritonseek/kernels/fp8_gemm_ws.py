@@ -120,13 +120,7 @@ from tritonseek.kernels._host import capability_at, cdiv, checked_once, cuda_cap
 from tritonseek.kernels._utils import check_config
 from tritonseek.kernels.fp8_gemm import BLOCK_K, _tma_storable, check_nt_inputs
 from tritonseek.kernels.fp8_gemm_ws_loop import (  # noqa: F401 (_store_tile, _tile_coords: re-exported)
-    _drain,
-    _k_loop_wide,
-    _store_tile,
-    _tile_coords,
-    _tile_coords_fast,
-    _tile_k_loop,
-)
+    _drain, _k_loop_wide, _store_tile, _tile_coords, _tile_coords_fast, _tile_k_loop)
 
 # Launch configs of the warp-specialized kernel. BLOCK_M is fixed at 128 (= 2 consumer
 # warpgroups × 64 wgmma rows); BLOCK_N ∈ {64, 128} keeps a tile inside one 128-row weight-scale

@@ -96,14 +96,18 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # two [64, BLOCK_N] buffers fit beside the ring), else masked stores. PRODUCER_REGS 48 (fp8_gemm_ws: 40): the
 # producer's segment arithmetic spilled 12 bytes at 40 (sm_90a ptxas); 2 × 128 × 232 + 128 × 48 = 65536.
 # SCALE_AHEAD (0/1, with PIPE): fp8_gemm_ws_loop's scale loads one K-block pair ahead (that module's docstring).
+# PF_AHEAD (K blocks, 0 = off) / PF_CHUNK: the producer prefetches its B rows into L2 that far ahead of its TMA loads,
+# one bulk prefetch of PF_CHUNK · 128 contiguous bytes per row (session 21: HBM access-pattern probe; not yet measured).
 # PART_BLOCKED: the fix-up's partials in a coalesced blocked layout (see _sk_fixup; its layout conversion takes
 # 32 KB of shared memory per warpgroup, so ≤ 4 stages of 128×128 beside the TMA-store buffers).
 _DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
-                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0)
+                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0, PF_AHEAD=0,
+                   PF_CHUNK=1)
 SK_CONFIG_SPEC: dict = dict(
     BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
     DP=bool, TMA_STORE=bool, PART_BLOCKED=bool, SCALE_AHEAD=(0, 1),
     UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
+    PF_AHEAD=range(0, 65), PF_CHUNK=(1, 2, 4, 8),
 )
 _BLOCK_M = 128
 _THREADS = 128  # threads per consumer warpgroup (the fix-up counts one increment per thread)
@@ -169,23 +173,6 @@ def _sk_owner(x, num_programs, total):
 
 
 @gluon.jit
-def _sk_load(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, off_n, k_lo, k_hi,
-             BLOCK_K: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # K blocks [k_lo, k_hi) of one tile into the ring (ready = tx bytes); returns the next pipeline slot
-    stage_bytes: gl.constexpr = a_desc.block_type.nbytes + b_desc.block_type.nbytes
-    for kb in range(k_lo, k_hi):
-        s = it % NUM_STAGES
-        # empty barriers start "released": the first pass waits on the opposite parity
-        mbarrier.wait(empty_bars.index(s), ((it // NUM_STAGES) & 1) ^ 1)
-        bar = ready_bars.index(s)
-        mbarrier.expect(bar, stage_bytes)
-        tma.async_copy_global_to_shared(a_desc, [off_m, kb * BLOCK_K], bar, a_bufs.index(s))
-        tma.async_copy_global_to_shared(b_desc, [off_n, kb * BLOCK_K], bar, b_bufs.index(s))
-        it += 1
-    return it
-
-
-@gluon.jit
 def _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks):
     # segment j of this CTA: j < n_dp: data-parallel tile pid + j·P, all K blocks; else the stream-K tile
     # u = u0 + j − n_dp (global tile dp_tiles + u) over its K blocks inside [start, end). -> (tile, u, k_lo, k_hi)
@@ -210,10 +197,29 @@ def _sk_range(pid, num_programs, dp_tiles, num_tiles, num_k_blocks):
 
 
 @gluon.jit
-def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
-                 dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # One warp: this CTA's segments in the consumers' order, each K block's A and B tiles into the ring
+def _prefetch_rows_l2(b_ptr, row0, N, stride_bn, K, kb0, kb_end, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                      PF_CHUNK: gl.constexpr):
+    # L2 prefetch (cp.async.bulk.prefetch: a hint, nothing waits on it) of K blocks [kb0, min(kb0 + PF_CHUNK, kb_end))
+    # of weight rows [row0, row0 + BLOCK_N): one contiguous run of up to PF_CHUNK · 128 bytes per row (rows past N
+    # re-read row N − 1, bytes stop at K), by the producer warp's 32 lanes
+    lanes: gl.constexpr = gl.BlockedLayout([BLOCK_N // 32], [32], [1], [0])
+    rows = gl.minimum(row0 + gl.arange(0, BLOCK_N, layout=lanes), N - 1)
+    lo = kb0 * BLOCK_K
+    nbytes = gl.minimum(gl.minimum(kb0 + PF_CHUNK, kb_end) * BLOCK_K, K) - lo
+    if nbytes > 0:
+        ptrs = b_ptr + rows.to(gl.int64) * stride_bn + lo
+        gl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0;", "=r,l,r",
+                                  [ptrs, gl.full([BLOCK_N], 0, gl.int32, lanes) + nbytes], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+
+
+@gluon.jit
+def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, b_ptr, M, N, K, stride_bn, num_k_blocks,
+                 num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr):
+    # One warp: this CTA's segments in the consumers' order, each K block's A and B tiles into the ring.
+    # PF_AHEAD > 0: the segment's B rows are also prefetched into L2 PF_AHEAD K blocks ahead of the TMA loads, in
+    # runs of PF_CHUNK blocks per row (first the segment's first PF_AHEAD blocks, then one run every PF_CHUNK blocks)
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     pid = gl.program_id(0)
@@ -223,6 +229,9 @@ def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, n
     for j in range(n_seg):
         t, u, k_lo, k_hi = _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks)
         pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
+        if PF_AHEAD > 0:
+            for kp in range(k_lo, gl.minimum(k_lo + PF_AHEAD, k_hi), PF_CHUNK):
+                _prefetch_rows_l2(b_ptr, pid_n * BLOCK_N, N, stride_bn, K, kp, k_hi, BLOCK_N, BLOCK_K, PF_CHUNK)
         for kb in range(k_lo, k_hi):
             s = it % NUM_STAGES
             # empty barriers start "released": the first pass waits on the opposite parity
@@ -231,6 +240,10 @@ def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, n
             mbarrier.expect(bar, stage_bytes)
             tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, kb * BLOCK_K], bar, a_bufs.index(s))
             tma.async_copy_global_to_shared(b_desc, [pid_n * BLOCK_N, kb * BLOCK_K], bar, b_bufs.index(s))
+            if PF_AHEAD > 0:
+                if (kb - k_lo) % PF_CHUNK == 0:
+                    _prefetch_rows_l2(b_ptr, pid_n * BLOCK_N, N, stride_bn, K, kb + PF_AHEAD, k_hi, BLOCK_N, BLOCK_K,
+                                      PF_CHUNK)
             it += 1
 
 
@@ -352,12 +365,12 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 
 @gluon.jit
 def _fp8_gemm_sk_kernel(
-    a_desc, b_desc, c_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
-    M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+    a_desc, b_desc, c_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, b_ptr,
+    M, N, K, stride_bn, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
     dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
-    SCALE_AHEAD: gl.constexpr, num_warps: gl.constexpr,
+    SCALE_AHEAD: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M // 2, BLOCK_N] (one store per warpgroup, whole tiles)
@@ -367,6 +380,7 @@ def _fp8_gemm_sk_kernel(
     # dp_tiles: tiles 0 .. dp_tiles-1 (a multiple of num_programs) run data-parallel (CTA p: tiles p, p + P, …); the
     #           stream-K range covers the rest
     # a_scale: [M, KB] fp32 (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
+    # b_ptr:  the weights of b_desc, [N, K] e4m3 (row stride stride_bn), for the PF_AHEAD L2 prefetches only
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -390,8 +404,9 @@ def _fp8_gemm_sk_kernel(
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0,
                         PART_BLOCKED, SCALE_AHEAD)),
-        (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
-                        dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
+        (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, b_ptr, M, N, K, stride_bn,
+                        num_k_blocks, num_programs, dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, PF_AHEAD,
+                        PF_CHUNK)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -431,14 +446,15 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     c_desc = (TensorDescriptor(out, [m, n], [out.stride(0), 1], [_BLOCK_M // 2, bn],
                                _smem_layout([_BLOCK_M // 2, bn], _GL_DTYPES[out.dtype])) if tma_store else None)
     _fp8_gemm_sk_kernel[(grid,)](
-        a_desc, b_desc, c_desc, out, ws, cnt, a_scale, b_scale,
-        m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
+        a_desc, b_desc, c_desc, out, ws, cnt, a_scale, b_scale, b,
+        m, n, k, b.stride(0), kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid, dp_tiles,
         BLOCK_M=_BLOCK_M, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store,
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
         UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe, PART_BLOCKED=part_blocked,
         SCALE_AHEAD=int(cfg["SCALE_AHEAD"]) if pipe else 0,
+        PF_AHEAD=int(cfg["PF_AHEAD"]), PF_CHUNK=int(cfg["PF_CHUNK"]),
         num_warps=4, maxnreg=_MAXNREG,
     )
     return out

@@ -1,0 +1,200 @@
+"""Diagnostic probe (issue 4, session 21): how fast can the 128×7168×16384 stream-K GEMM's loads run without its math?
+
+    PYTHONPATH=. python benchmarks/probe_fp8_gemm_stream.py [--rounds 20] [--variants a,b] [--rows FILE]
+
+The stream-K kernel (fp8_gemm_ws_sk, GRID 112) streams B (7168 × 16384 e4m3 = 117 MB, from HBM) and A (128 × 16384,
+2 MB, L2-resident after its first read) at ~2.6 TB/s of B, about 60 % of the H200's HBM. This kernel keeps the GEMM's
+data flow and drops the wgmmas: the same producer warp (fp8_gemm_ws_sk._sk_producer's loop: CTA p of P takes the
+iterations [p·T // P, (p+1)·T // P) of the T = tiles · K-blocks (tile, K block) iterations, tile-major, each K block's
+A box [128, 128] and B box [128, 128] into a NUM_STAGES ring, optional PF_AHEAD L2 prefetch of the B rows through the
+GEMM's own helper) and one consumer warpgroup that waits for each stage and releases it, either at once (HOLD 0: the
+memory system alone) or after modelling the tensor core (HOLD cycles per K block, one block at a time: a block starts
+when its stage has landed and the previous block is done; the GEMM's ideal is 512 cycles per 128×128×128 block).
+
+So, per variant: kernel µs (GPU clock, CUDA-graph replays of one launch per rotated B set, interleaved with the other
+variants), the B rate (117 MB / µs) and all bytes moved into shared memory per µs. If the loads alone (HOLD 0) run at
+~2.6 TB/s with 112 CTAs, the access pattern limits the GEMM; if they run much faster, the limit is the interplay with
+the math (the stages a CTA keeps in flight while its wgmmas hold two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tritonseek.benchrun import git_commit, out_file, positive_int, require_cuda  # noqa: E402
+from tritonseek.kernels.fp8_gemm_ws import _smem_layout  # noqa: E402
+from tritonseek.kernels.fp8_gemm_ws_sk import _prefetch_rows_l2  # noqa: E402
+
+M, N, K = 128, 7168, 16384
+BLOCK = 128
+
+# name -> (CTAs, NUM_STAGES, LOAD_A, HOLD cycles per K block, PF_AHEAD, PF_CHUNK)
+VARIANTS = {
+    "s56": (56, 4, 1, 0, 0, 1),
+    "s112": (112, 4, 1, 0, 0, 1),
+    "s132": (132, 4, 1, 0, 0, 1),
+    "s112-bonly": (112, 4, 0, 0, 0, 1),
+    "s112-ns6": (112, 6, 1, 0, 0, 1),
+    "s112-pf8c2": (112, 4, 1, 0, 8, 2),
+    "h56": (56, 4, 1, 512, 0, 1),
+    "h112": (112, 4, 1, 512, 0, 1),
+    "h112-ns6": (112, 6, 1, 512, 0, 1),
+    "h112-pf8c2": (112, 4, 1, 512, 8, 2),
+    "h112-pf16c4": (112, 4, 1, 512, 16, 4),
+    "h132": (132, 4, 1, 512, 0, 1),
+}
+
+
+@gluon.jit
+def _clock():
+    return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _consumer(ready, empty, stamps_ptr, num_programs, total, HOLD: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # wait for each of this CTA's stages and release it; HOLD > 0: a block "runs" HOLD cycles from max(its arrival,
+    # the previous block's end), its stage released at its end (one block at a time, as the tensor core)
+    pid = gl.program_id(0)
+    start = (pid.to(gl.int64) * total // num_programs).to(gl.int32)
+    end = ((pid + 1).to(gl.int64) * total // num_programs).to(gl.int32)
+    t0 = _clock()
+    busy = t0
+    for it in range(end - start):
+        s = it % NUM_STAGES
+        mbarrier.wait(ready.index(s), (it // NUM_STAGES) & 1)
+        if HOLD > 0:
+            busy = gl.maximum(_clock(), busy) + HOLD
+            while _clock() < busy:
+                pass
+        mbarrier.arrive(empty.index(s))
+    t1 = _clock()
+    gl.store(stamps_ptr + pid * 2, t0)
+    gl.store(stamps_ptr + pid * 2 + 1, t1)
+
+
+@gluon.jit
+def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, b_ptr, num_programs, total, num_k_blocks,
+              LOAD_A: gl.constexpr, NUM_STAGES: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr):
+    # fp8_gemm_ws_sk._sk_producer's loop for M = 128 (one row of tiles, tile t = column tile t)
+    pid = gl.program_id(0)
+    start = (pid.to(gl.int64) * total // num_programs).to(gl.int32)
+    end = ((pid + 1).to(gl.int64) * total // num_programs).to(gl.int32)
+    stage_bytes: gl.constexpr = a_desc.block_type.nbytes * LOAD_A + b_desc.block_type.nbytes
+    it = 0
+    for t in range(start // num_k_blocks, (end + num_k_blocks - 1) // num_k_blocks):
+        k_lo = gl.maximum(start - t * num_k_blocks, 0)
+        k_hi = gl.minimum(end - t * num_k_blocks, num_k_blocks)
+        if PF_AHEAD > 0:
+            for kp in range(k_lo, gl.minimum(k_lo + PF_AHEAD, k_hi), PF_CHUNK):
+                _prefetch_rows_l2(b_ptr, t * 128, 7168, 16384, 16384, kp, k_hi, 128, 128, PF_CHUNK)
+        for kb in range(k_lo, k_hi):
+            s = it % NUM_STAGES
+            mbarrier.wait(empty.index(s), ((it // NUM_STAGES) & 1) ^ 1)
+            bar = ready.index(s)
+            mbarrier.expect(bar, stage_bytes)
+            if LOAD_A:
+                tma.async_copy_global_to_shared(a_desc, [0, kb * 128], bar, a_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [t * 128, kb * 128], bar, b_bufs.index(s))
+            if PF_AHEAD > 0:
+                if (kb - k_lo) % PF_CHUNK == 0:
+                    _prefetch_rows_l2(b_ptr, t * 128, 7168, 16384, 16384, kb + PF_AHEAD, k_hi, 128, 128, PF_CHUNK)
+            it += 1
+
+
+@gluon.jit
+def _stream_kernel(a_desc, b_desc, b_ptr, stamps_ptr, num_programs, total, num_k_blocks, LOAD_A: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, HOLD: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr,
+                   num_warps: gl.constexpr):
+    # a_desc: a [128, K] e4m3, box [128, 128]; b_desc: b [N, K] e4m3, box [128, 128]; b_ptr: b (prefetches);
+    # stamps: int64 [num_programs, 2] consumer clock64 at loop entry / exit
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    gl.warp_specialize([
+        (_consumer, (ready, empty, stamps_ptr, num_programs, total, HOLD, NUM_STAGES)),
+        (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, b_ptr, num_programs, total, num_k_blocks, LOAD_A,
+                     NUM_STAGES, PF_AHEAD, PF_CHUNK)),
+    ], [1], [48])
+
+
+def launch(a, b, stamps, ctas, stages, load_a, hold, pf_ahead, pf_chunk):
+    lay = _smem_layout([BLOCK, BLOCK], gl.float8e4nv)
+    a_desc = TensorDescriptor(a, [M, K], [K, 1], [BLOCK, BLOCK], lay)
+    b_desc = TensorDescriptor(b, [N, K], [K, 1], [BLOCK, BLOCK], lay)
+    kb = K // BLOCK
+    _stream_kernel[(ctas,)](a_desc, b_desc, b, stamps, ctas, (N // BLOCK) * kb, kb, LOAD_A=load_a,
+                            NUM_STAGES=stages, HOLD=hold, PF_AHEAD=pf_ahead, PF_CHUNK=pf_chunk, num_warps=4)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=positive_int, default=20)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--rows", default="", type=out_file, help="append one JSON row per variant")
+    args = p.parse_args()
+    require_cuda("probe_fp8_gemm_stream")
+    from benchmarks.bench_grouped_ws import _interleaved_gpu_us
+
+    names = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    dev = torch.device("cuda")
+    # two rotated B sets (2 × 117 MB > the 50 MB L2) with random bytes (no zeros), one A
+    a = (torch.randn(M, K, device=dev) * 0.5).to(torch.float8_e4m3fn)
+    bs = [(torch.randn(N, K, device=dev) * 0.5).to(torch.float8_e4m3fn) for _ in range(2)]
+    stamps = {v: torch.zeros(VARIANTS[v][0], 2, dtype=torch.int64, device=dev) for v in names}
+    sides = {v: (lambda v=v: [launch(a, b, stamps[v], *VARIANTS[v]) for b in bs]) for v in names}
+    for v in names:  # compile + one checked run each (a hang or fault here names the variant)
+        sides[v]()
+        torch.cuda.synchronize()
+        st = stamps[v]
+        assert bool((st[:, 1] > st[:, 0]).all()), f"{v}: a CTA did not run its loop"
+        print(f"  {v}: compiled and ran", flush=True)
+    res = _interleaved_gpu_us(sides, args.rounds, 100_000)
+    commit = git_commit()
+    env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__, commit=commit,
+               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    b_bytes = N * K
+    print(f"{'variant':>14} {'CTAs':>4} {'st':>2} {'A':>1} {'hold':>4} {'pf':>5} {'us':>8} {'B TB/s':>7} "
+          f"{'all TB/s':>8} {'cyc/blk':>7}")
+    for v in names:
+        ctas, stages, load_a, hold, pfa, pfc = VARIANTS[v]
+        us = statistics.median(t / len(bs) for t in res[v])
+        moved = b_bytes * (2 if load_a else 1)  # A boxes: as many bytes as B (every tile reads all of A)
+        # consumer cycles per K block (last launch's stamps, median over CTAs)
+        st = stamps[v].cpu()
+        iters = (N // BLOCK) * (K // BLOCK) / ctas
+        cyc = statistics.median(((st[:, 1] - st[:, 0]).double() / iters).tolist())
+        row = dict(suite="fp8_gemm_stream_probe", case=dict(M=M, N=N, K=K), variant=v, ctas=ctas, stages=stages,
+                   load_a=bool(load_a), hold_cycles=hold, pf_ahead=pfa, pf_chunk=pfc, us=round(us, 2),
+                   b_tbps=round(b_bytes / us / 1e6, 3), all_tbps=round(moved / us / 1e6, 3),
+                   cycles_per_block=round(cyc, 1), p10_us=round(sorted(res[v])[len(res[v]) // 10] / len(bs), 2),
+                   p90_us=round(sorted(res[v])[len(res[v]) * 9 // 10] / len(bs), 2), rounds=args.rounds,
+                   timing="gpu_clock_interleaved", **env)
+        print(f"{v:>14} {ctas:>4} {stages:>2} {load_a:>1} {hold:>4} {f'{pfa}/{pfc}':>5} {us:8.2f} "
+              f"{row['b_tbps']:7.3f} {row['all_tbps']:8.3f} {cyc:7.1f}", flush=True)
+        if args.rows:
+            with open(args.rows, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

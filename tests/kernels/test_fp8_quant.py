@@ -310,8 +310,49 @@ def _assert_same_bytes(q: torch.Tensor, q_ref: torch.Tensor) -> None:
     assert int(diff.sum()) <= max(b.numel() // 1_000_000, 0), f"{int(diff.sum())} bytes differ from the reference"
 
 
+# launch variants (fp8_quant knobs, all off by default): persistent grid with register prefetch or tl.range
+# staging, streaming cache hints, PDL (a no-op under the interpreter); the persistent grid has 4 stand-in SMs on
+# the CPU, so programs walk several tiles and the prefetch of a tile past the last one is exercised
+_KNOBS = [{}, dict(persist=1, prefetch=True), dict(persist=2, stages=2), dict(stream=True),
+          dict(persist=3, prefetch=True, stream=True, pdl=True)]
+
+
+@_fixture_ok
+@given(
+    m=st.integers(1, 40),
+    k=st.integers(1, 600),
+    ue8m0=st.booleans(),
+    rows_cfg=st.sampled_from(_ROWS_CFGS),
+    knobs=st.sampled_from(_KNOBS[1:]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_launch_knobs_match_reference(poisoned, device, m, k, ue8m0, rows_cfg, knobs, seed):
+    x = _rand(m, k, torch.bfloat16, 1.0, device, seed)
+    q, s = fp8_quant._launch_group_quant(x, k, 0, 128, ue8m0, False, rows_cfg, knobs)
+    q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q.float().cpu(), q_ref.float(), rtol=0, atol=0)
+    inter = k // 2
+    if inter:
+        q, s = fp8_quant._launch_group_quant(x[:, : 2 * inter], inter, inter, 128, ue8m0, True, rows_cfg, knobs)
+        q_ref, s_ref = silu_mul_quant_fp8_ref(x[:, : 2 * inter].cpu(), 128, ue8m0)
+        torch.testing.assert_close(s.cpu(), s_ref, rtol=1e-6, atol=0)
+        _assert_within_one_step(q, q_ref)
+
+
+def test_launch_knobs_rejected_by_name(device):
+    x = torch.randn(4, 256, device=device)
+    for bad, exc, match in [([("persist", 1)], TypeError, "knobs"), (dict(persit=1), ValueError, "persit"),
+                            (dict(persist=-1), ValueError, "persist"), (dict(persist=True), ValueError, "persist"),
+                            (dict(stages=0), ValueError, "stages"), (dict(prefetch=1), TypeError, "prefetch"),
+                            (dict(pdl="yes"), TypeError, "pdl")]:
+        with pytest.raises(exc, match=match):
+            fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
+
+
+@pytest.mark.parametrize("knobs", [{}, _KNOBS[1], _KNOBS[4]])
 @pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
-def test_bytes_match_the_reference_including_negative_zero(device, m, k):
+def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, monkeypatch):
     """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)
     where the reference and the GPU's cvt.rn give −0 (0x80): the rounding's magic add dropped the sign. Now the bytes
     agree on both; compared bit for bit (value compares take −0 == +0). Groups with ±inf / NaN included."""
@@ -322,6 +363,7 @@ def test_bytes_match_the_reference_including_negative_zero(device, m, k):
     x[0, 64], x[1, 65] = -0.0, 0.0
     x[2, 200], x[3, 300], x[4, 129] = float("inf"), -float("inf"), float("nan")
     x = x.to(device)
+    monkeypatch.setattr(fp8_quant, "DEFAULT_KNOBS", knobs)  # the public launcher with these knobs
     for ue8m0 in (False, True):
         q, s = per_token_group_quant_fp8(x, 128, ue8m0)
         q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)

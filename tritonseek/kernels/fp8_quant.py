@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from tritonseek.kernels._utils import check_bool, check_pow2, check_runnable_device, check_tensor, interpreter_active
-from tritonseek.kernels._host import capability_at, cdiv, next_pow2
+from tritonseek.kernels._host import capability_at, cdiv, cuda_index, next_pow2, sm_count_at
 
 FP8_E4M3_MAX = 448.0
 AMAX_EPS = 1e-4
@@ -119,40 +119,108 @@ def _round_to_e4m3(v):
 
 
 @triton.jit
-def _group_quant_kernel(
-    x_ptr, q_ptr, s_ptr, M, K, G, up_offset,
-    stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
-    eps, fp8_max,
-    GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
-    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
-):
-    # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
-    # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
-    if PDL_TRIGGER:
-        tl.extra.cuda.gdc_launch_dependents()
-    # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
-    # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg, G = ceil(K/GROUP)
-    # program (i, j): rows [i*ROWS, (i+1)*ROWS) × groups [j*GPP, (j+1)*GPP), as a [ROWS, GPP, GROUP] block
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    grp = tl.program_id(1) * GPP + tl.arange(0, GPP)
-    cols = grp[None, :, None] * GROUP + tl.arange(0, GROUP)[None, None, :]
-    rows64 = rows.to(tl.int64)[:, None, None]
+def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
+               GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
+               STREAM: tl.constexpr):
+    # tile (rb, gb) = rows [rb*ROWS, +ROWS) × groups [gb*GPP, +GPP), as a [ROWS, GPP, GROUP] block of x (and of up
+    # when SILU_MUL; else up is x again); raw input dtype, masked (0) outside [M, K]: rb past the last row block
+    # loads nothing
+    rows = rb * ROWS + tl.arange(0, ROWS)
+    cols = (gb * GPP + tl.arange(0, GPP))[None, :, None] * GROUP + tl.arange(0, GROUP)[None, None, :]
     mask = (rows[:, None, None] < M) & (cols < K)
-    x_ptrs = x_ptr + rows64 * stride_xm + cols * stride_xk
-    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    x_ptrs = x_ptr + rows.to(tl.int64)[:, None, None] * stride_xm + cols * stride_xk
+    if STREAM:  # x is read once: keep it from displacing what the next kernel reads from L2
+        x = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
+    else:
+        x = tl.load(x_ptrs, mask=mask, other=0.0)
+    up = x
     if SILU_MUL:
-        up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0).to(tl.float32)
-        x = x / (1.0 + tl.exp(-x)) * up
+        if STREAM:
+            up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0, eviction_policy="evict_first")
+        else:
+            up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0)
+    return x, up
+
+
+@triton.jit
+def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
+                      GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
+                      UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM: tl.constexpr):
+    # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg; tile as in _tile_load
+    rows = rb * ROWS + tl.arange(0, ROWS)
+    grp = gb * GPP + tl.arange(0, GPP)
+    cols = grp[None, :, None] * GROUP + tl.arange(0, GROUP)[None, None, :]
+    mask = (rows[:, None, None] < M) & (cols < K)
+    x = x.to(tl.float32)
+    if SILU_MUL:
+        x = x / (1.0 + tl.exp(-x)) * up.to(tl.float32)
     amax = tl.reduce(tl.abs(x), 2, _max_nan)
     s = _scale_from_amax(amax, eps, fp8_max, UE8M0)
     q = _div_rn(x, _divisor(s, FAST_DIV)[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV)
     if EXACT_ROUND:
         # interpreter: clamp to ±448 and round onto the e4m3 grid here (its cast rounds wrongly)
         q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)
-    # on the GPU the e4m3 cast (cvt.rn.satfinite) rounds to nearest-even, saturates at ±448, NaN → NaN
-    tl.store(q_ptr + rows64 * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
+    # on the GPU the e4m3 cast (cvt.rn.satfinite) rounds to nearest-even, saturates at ±448, NaN → NaN.
+    q_ptrs = q_ptr + rows.to(tl.int64)[:, None, None] * stride_qm + cols
+    if STREAM:  # streaming store (.cs: likely accessed once, evict first)
+        tl.store(q_ptrs, q.to(q_ptr.dtype.element_ty), mask=mask, cache_modifier=".cs")
+    else:
+        tl.store(q_ptrs, q.to(q_ptr.dtype.element_ty), mask=mask)
     s_mask = (rows[:, None] < M) & (grp[None, :] < G)
     tl.store(s_ptr + rows.to(tl.int64)[:, None] * stride_sm + grp[None, :] * stride_sg, s, mask=s_mask)
+
+
+@triton.jit
+def _group_quant_kernel(
+    x_ptr, q_ptr, s_ptr, M, K, G, up_offset,
+    stride_xm, stride_xk, stride_qm, stride_sm, stride_sg,
+    eps, fp8_max,
+    GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
+    UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
+    PDL_WAIT: tl.constexpr = False, PERSIST: tl.constexpr = False, PREFETCH: tl.constexpr = False,
+    STAGES: tl.constexpr = 1, STREAM: tl.constexpr = False,
+):
+    # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
+    # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
+    if PDL_TRIGGER:
+        tl.extra.cuda.gdc_launch_dependents()
+    # PDL_WAIT (launched with launch_pdl): x may still be being written by the kernel before us: nothing is read
+    # or written before this wait (q/s too: the previous kernel may still read the buffers they reuse)
+    if PDL_WAIT:
+        tl.extra.cuda.gdc_wait()
+    # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
+    # tiles: rows [rb*ROWS, (rb+1)*ROWS) × groups [gb*GPP, (gb+1)*GPP), t = rb * n_gb + gb, n_gb = ceil(G / GPP)
+    if PERSIST:
+        # a grid of a few programs per SM striding over the tiles (row blocks outer), so the grid does not run as
+        # one load-all / compute / store-all wave; PREFETCH: tile t + nprog's loads go out before tile t's
+        # stores (carried in registers); else tl.range's pipeliner (STAGES) may stage the loads itself
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        n_gb = tl.cdiv(G, GPP)
+        n_tiles = tl.cdiv(M, ROWS) * n_gb
+        if PREFETCH:
+            x, up = _tile_load(x_ptr, pid // n_gb, pid % n_gb, M, K, up_offset, stride_xm, stride_xk,
+                               GROUP, ROWS, GPP, SILU_MUL, STREAM)
+            for t in range(pid, n_tiles, nprog):
+                tn = t + nprog
+                x_next, up_next = _tile_load(x_ptr, tn // n_gb, tn % n_gb, M, K, up_offset, stride_xm, stride_xk,
+                                             GROUP, ROWS, GPP, SILU_MUL, STREAM)
+                _tile_quant_store(x, up, t // n_gb, t % n_gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg,
+                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM)
+                x, up = x_next, up_next
+        else:
+            for t in tl.range(pid, n_tiles, nprog, num_stages=STAGES):
+                x, up = _tile_load(x_ptr, t // n_gb, t % n_gb, M, K, up_offset, stride_xm, stride_xk,
+                                   GROUP, ROWS, GPP, SILU_MUL, STREAM)
+                _tile_quant_store(x, up, t // n_gb, t % n_gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg,
+                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM)
+    else:
+        # one tile per program (i, j)
+        rb = tl.program_id(0)
+        gb = tl.program_id(1)
+        x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM)
+        _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
+                          GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM)
 
 
 @triton.jit
@@ -195,24 +263,66 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
     return (rows_cfg[0], rows_cfg[1], rows_cfg[2] if len(rows_cfg) == 3 else 1)
 
 
-def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg):
+# Launch variants of the per-token-group kernels (issue 4, s21 probe: 4096×2048 missed 80 % of copy). All OFF
+# by default until measured on the H200: persist = programs per SM of a grid-strided persistent grid (0: one tile
+# per program), prefetch = with persist, the next tile's loads issued before this tile's stores, stages = with
+# persist and no prefetch, tl.range's pipeline depth, stream = evict-first loads of x and .cs stores of q,
+# pdl = launched as a programmatic dependent launch (Hopper) that waits (griddepcontrol.wait) before touching
+# memory: only right where the kernel before it in the stream triggers its dependents.
+_KNOB_DEFAULTS = dict(persist=0, prefetch=False, stages=1, stream=False, pdl=False)
+DEFAULT_KNOBS: dict = {}
+
+
+def _resolve_knobs(knobs) -> dict:
+    if knobs is None:
+        knobs = DEFAULT_KNOBS
+    if not isinstance(knobs, dict):
+        raise TypeError(f"knobs must be a dict, got {type(knobs).__name__}")
+    bad = sorted(set(knobs) - set(_KNOB_DEFAULTS))
+    if bad:
+        raise ValueError(f"knobs: unknown key(s) {bad}; known: {sorted(_KNOB_DEFAULTS)}")
+    out = dict(_KNOB_DEFAULTS, **knobs)
+    for key in ("persist", "stages"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < (0 if key == "persist" else 1):
+            raise ValueError(f"knobs[{key!r}] must be an int >= {0 if key == 'persist' else 1}, got {out[key]!r}")
+    for key in ("prefetch", "stream", "pdl"):
+        out[key] = check_bool(f"knobs[{key!r}]", out[key])
+    return out
+
+
+def _launch_group_quant(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg, knobs=None):
+    q, s, _ = _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg, knobs)
+    return q, s
+
+
+def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, rows_cfg, knobs=None):
+    """_launch_group_quant, also returning Triton's compiled-kernel handle (None when nothing ran): the probe
+    reads its PTX."""
     m = x.shape[0]
     g = cdiv(k, group_size)
+    kn = _resolve_knobs(knobs)
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
     if m == 0 or k == 0:
-        return q, s
+        return q, s, None
     rows, warps, gpp = _resolve_rows_cfg(rows_cfg, m, silu_mul)
     gpp = min(gpp, next_pow2(g))
-    _group_quant_kernel[(cdiv(m, rows), cdiv(g, gpp))](
+    grid = (cdiv(m, rows), cdiv(g, gpp))
+    if kn["persist"]:
+        # the interpreter has no SMs: 4 stands in, so tests walk several tiles per program
+        sms = 4 if x.device.type != "cuda" else sm_count_at(cuda_index(x.device))
+        grid = (min(grid[0] * grid[1], kn["persist"] * sms),)
+    pdl = kn["pdl"] and _pdl_capable(x.device)
+    h = _group_quant_kernel[grid](
         x, q, s, m, k, g, up_offset,
         x.stride(0), x.stride(1), q.stride(0), s.stride(0), s.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
         GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
         EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
-        PDL_TRIGGER=_pdl_capable(x.device),
+        PDL_TRIGGER=_pdl_capable(x.device), PDL_WAIT=pdl, PERSIST=kn["persist"] > 0, PREFETCH=kn["prefetch"],
+        STAGES=kn["stages"], STREAM=kn["stream"], **({"launch_pdl": True} if pdl else {}),
     )
-    return q, s
+    return q, s, h
 
 
 def _pdl_capable_index(index: int) -> bool:

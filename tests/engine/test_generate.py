@@ -94,7 +94,7 @@ def test_sampling_params_are_checked_on_assignment(llm):
     p.temperature, p.top_k, p.seed, p.max_new_tokens = np.float32(0.5), np.int64(4), np.uint8(7), np.int32(2)
     p.stop_token_ids, p.ignore_eos = (np.int64(5),), np.True_
     assert [type(v) for v in (p.temperature, p.top_k, p.seed, p.max_new_tokens, p.stop_token_ids, p.ignore_eos)] \
-        == [float, int, int, int, list, bool]
+        == [float, int, int, int, tuple, bool]
     assert len(llm.generate("x = 1", p)[0].token_ids) == 2
 
 
@@ -104,7 +104,7 @@ def test_sampling_params_take_numpy_numbers():
     p = SamplingParams(temperature=np.float32(0.5), top_k=np.int64(5), top_p=np.float64(0.9), max_new_tokens=np.int32(4),
                        seed=np.uint8(3), stop_token_ids=[np.int64(3)], ignore_eos=np.bool_(True))
     assert (p.temperature, p.top_k, p.top_p, p.max_new_tokens, p.seed, p.stop_token_ids, p.ignore_eos) == (
-        0.5, 5, pytest.approx(0.9), 4, 3, [3], True)
+        0.5, 5, pytest.approx(0.9), 4, 3, (3,), True)
     assert [type(v) for v in (p.temperature, p.top_k, p.max_new_tokens, p.seed, p.stop_token_ids[0], p.ignore_eos)] \
         == [float, int, int, int, int, bool]
 

@@ -23,8 +23,10 @@ class SamplingParams:
     fields ints, floats or numpy numbers, ignore_eos a bool or numpy bool; each is stored as the Python type.
     Raises TypeError naming the field for another type (a bool for a number, a string, a tensor), ValueError naming
     it for a value out of range, on construction and on every later assignment (``p.top_k = 50`` is checked and
-    stored like the constructor's argument; a refused assignment leaves the field as it was). stop_token_ids is
-    stored as a new list: change it by assigning a list, not in place.
+    stored like the constructor's argument; a refused assignment leaves the field as it was). stop_token_ids takes
+    a list or tuple and is stored as a tuple of ints: it cannot be changed in place (``p.stop_token_ids.append(-5)``
+    is an AttributeError; an in-place change of a stored list reached the engine unchecked, s20), assign a new
+    sequence instead (``p.stop_token_ids = [*p.stop_token_ids, 7]``).
     """
 
     temperature: float = 0.0
@@ -32,7 +34,7 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int | None = None
-    stop_token_ids: list[int] = field(default_factory=list)
+    stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
 
     def __setattr__(self, name: str, value) -> None:
@@ -72,7 +74,7 @@ def _check_field(name: str, v):
             raise TypeError(f"stop_token_ids must be a list of token ids (ints), got {type(v).__name__} {v!r}")
         if not all(0 <= i < 2**31 for i in v):
             raise ValueError(f"stop_token_ids={v!r} must be a list of token ids (ints in [0, 2**31))")
-        v = [int(i) for i in v]
+        v = tuple(int(i) for i in v)  # immutable: the checked ids are the ones the engine reads
     if name == "ignore_eos":
         v = check_bool("ignore_eos", v)
     return v

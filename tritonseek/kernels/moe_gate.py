@@ -277,6 +277,8 @@ def gate_topk(
     logits: [T, E] fp32/bf16/fp16/fp64 router logits (any strides), rounded to fp32 and scored in fp32, as
         ``gate_topk_ref`` does (fp64 logits give the reference's result); fp8 and other dtypes raise TypeError.
     top_k / n_group / topk_group: ints (numpy integers too; a bool, float or tensor is a TypeError naming it).
+    scoring_func: "sigmoid" | "softmax"; topk_method: "noaux_tc" | "group_limited_greedy" | "greedy" (a non-str is
+    a TypeError naming it, another name a ValueError).
     norm_topk_prob: a bool or numpy bool; routed_scaling_factor: a finite float > 0 (numpy floats too; bools rejected).
     e_score_correction_bias: [E] fp32 (or None), added for selection only.
     Returns (topk_weights [T, top_k] fp32, topk_ids [T, top_k] int32), in descending biased-score
@@ -360,7 +362,8 @@ def router_gate_topk(
     (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
     dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter),
     TRIGGER (bool, with PDL: release the next kernel at entry; default off).
-    Raises TypeError (dtypes; norm_topk_prob not a bool, routed_scaling_factor not a float) / ValueError (shapes,
+    Raises TypeError (dtypes; norm_topk_prob not a bool, routed_scaling_factor not a float, scoring_func /
+    topk_method not a str) / ValueError (shapes,
     settings, devices, routed_scaling_factor not finite and > 0) / RuntimeError (first call under capture).
     Follows DeepSeek-V3 inference/model.py Gate (linear in fp32, then the noaux_tc/greedy selection).
     """

@@ -317,16 +317,19 @@ def _row_params(B: int, device: torch.device, temperature, top_k, top_p):
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1 = off)")
         top_p = torch.full((B,), float(top_p), dtype=torch.float32, device=device)
-    check_tensor("temperature", temperature, dtype=torch.float32, ndim=1, device=device)
-    if temperature.shape[0] != B:
-        raise ValueError(f"temperature must have shape [{B}], got {tuple(temperature.shape)}")
-    for name, t, dt in (("top_k", top_k, torch.int32), ("top_p", top_p, torch.float32)):
-        if t is not None:
-            check_tensor(name, t, dtype=dt, ndim=1, device=device)
-            if t.shape[0] != B or t.stride(0) != 1:
-                raise ValueError(f"{name} must be a contiguous [{B}] tensor, got shape {tuple(t.shape)}")
-    if temperature.stride(0) != 1:
-        raise ValueError("temperature must be contiguous")
+    for name, t, dt in (("temperature", temperature, torch.float32), ("top_k", top_k, torch.int32),
+                        ("top_p", top_p, torch.float32)):
+        if t is None:
+            continue
+        if t.dim() != 1:
+            # a 0-d tensor (torch.tensor(0.9)) was "top_p must be 1-D": say what is accepted instead (h5 s21)
+            host = "a Python int" if dt == torch.int32 else "a Python float"
+            raise ValueError(f"{name} must be a 1-D [{B}] {dt} tensor (one value per row) or {host} (every row), "
+                             f"got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
+        check_tensor(name, t, dtype=dt, device=device)
+        if t.shape[0] != B or t.stride(0) != 1:
+            raise ValueError(f"{name} must be a contiguous [{B}] tensor, got shape {tuple(t.shape)} "
+                             f"and strides {t.stride()}")
     return temperature, top_k, top_p
 
 
@@ -356,16 +359,18 @@ def _token_out(out, B: int, dev: torch.device) -> torch.Tensor:
     return out
 
 
-def check_config(config, unroll: bool = False) -> None:
-    """A launch-config override (None = the default plan): a tuple (BLOCK, num_warps, programs per SM[, UNROLL when
-    ``unroll``]) of ints (not bools), BLOCK a power of two in [16, 65536] (the Philox noise takes 4 elements per
-    call), num_warps a power of two in [1, 32], programs per SM and UNROLL >= 1. Checked on every device (the CPU
-    interpreter ignores it)."""
+def check_config(config, unroll: bool = False) -> tuple[int, ...] | None:
+    """A launch-config override (None = the default plan), returned as a tuple of Python ints (None stays None): a
+    tuple or list (BLOCK, num_warps, programs per SM[, UNROLL when ``unroll``]) of ints or numpy integers (not bools,
+    not floats: the scalar rule of ``kernels._utils``), BLOCK a power of two in [16, 65536] (the Philox noise takes 4
+    elements per call), num_warps a power of two in [1, 32], programs per SM and UNROLL >= 1. TypeError for another
+    type, ValueError for a bad length or value. Checked on every device (the CPU interpreter ignores it)."""
     if config is None:
-        return
+        return None
     what = "(BLOCK, num_warps, programs per SM" + ("[, UNROLL])" if unroll else ")")
-    if not isinstance(config, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in config):
-        raise TypeError(f"config={config!r} must be a tuple of ints (not bools) {what}")
+    if not isinstance(config, (tuple, list)) or not all(is_int_arg(v) for v in config):
+        raise TypeError(f"config={config!r} must be a tuple of ints (not bools or floats) {what}")
+    config = tuple(int(v) for v in config)  # numpy integers -> int, so the launch sees plain Python ints
     if len(config) not in ((3, 4) if unroll else (3,)):
         raise ValueError(f"config={config!r} must have {'3 or 4' if unroll else '3'} entries {what}")
     block, warps = config[:2]
@@ -375,6 +380,7 @@ def check_config(config, unroll: bool = False) -> None:
         raise ValueError(f"config={config!r}: num_warps must be a power of two in [1, 32]")
     if min(config[2:]) < 1:
         raise ValueError(f"config={config!r}: programs per SM{' and UNROLL' if unroll else ''} must be >= 1")
+    return config
 
 
 def _check_seeds(seeds, B: int, device: torch.device) -> None:
@@ -522,7 +528,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     """
     B, V, dev = _check_logits(logits)
     temperature, top_k, top_p = _row_params(B, dev, temperature, top_k, top_p)
-    check_config(config)
+    config = check_config(config)
     if exp_noise is None:
         _check_seeds(seeds, B, dev)
     elif seeds is not None:
@@ -557,7 +563,7 @@ def argmax(logits: torch.Tensor, *, out: torch.Tensor | None = None,
     argument. Semantics: torch.argmax(logits, dim=-1).
     """
     B, V, dev = _check_logits(logits)
-    check_config(config)
+    config = check_config(config)
     out = _token_out(out, B, dev)
     if B == 0:
         return out

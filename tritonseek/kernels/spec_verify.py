@@ -369,7 +369,7 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     Semantics: vLLM RejectionSampler greedy path; reference ``verify_greedy_ref``.
     """
     B, K, V, dev = _check_common(draft_tokens, target_logits)
-    check_config(config, unroll=True)
+    config = check_config(config, unroll=True)
     out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
     if B == 0:
         return out_tokens, out_num_accepted
@@ -436,7 +436,7 @@ def verify_rejection(
     check_tensor("uniforms", uniforms, dtype=torch.float32, ndim=2, device=dev)
     if uniforms.shape != (B, K) or uniforms.stride(1) != 1:
         raise ValueError(f"uniforms must be [{B}, {K}] with a contiguous last dim, got {tuple(uniforms.shape)}")
-    check_config(config)
+    config = check_config(config)
     if exp_noise is None:
         _check_seeds(seeds, B, dev)
         if (K + 1) * V >= 2**31:

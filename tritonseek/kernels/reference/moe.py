@@ -23,8 +23,13 @@ def check_gate_args(num_experts: int, *, top_k: int, n_group: int, topk_group: i
     """Validate gate settings; return True when group-limited selection is active.
 
     Raises TypeError naming top_k / n_group / topk_group when one is not an int (numpy integers count; a bool,
-    float or tensor does not), ValueError naming the inconsistent argument.
+    float or tensor does not) and naming scoring_func / topk_method when one is not a str, ValueError naming the
+    inconsistent argument (an unknown scoring_func / topk_method name included).
     """
+    for name, v in (("scoring_func", scoring_func), ("topk_method", topk_method)):
+        # scoring_func=True was a ValueError blaming the value (h5 s21); a tensor would be compared elementwise
+        if not isinstance(v, str):
+            raise TypeError(f"{name} must be a str, got {type(v).__name__} {v!r}")
     if scoring_func not in _SCORING:
         raise ValueError(f"scoring_func must be one of {_SCORING}, got {scoring_func!r}")
     if topk_method not in _TOPK_METHODS:

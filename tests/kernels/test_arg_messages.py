@@ -1,0 +1,75 @@
+"""Argument errors of the sampling and gate launchers follow the scalar rule of ``kernels._utils`` (h5 s21, from
+session 20's testers): numpy integers inside sampling's tuple ``config`` are ints (they were a TypeError); a non-str
+``scoring_func`` / ``topk_method`` is a TypeError naming it (scoring_func=True was a ValueError blaming the value);
+a 0-d tensor for a per-row parameter says what is accepted (it said only "must be 1-D")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tritonseek.kernels import gate_topk
+from tritonseek.kernels.reference.moe import gate_topk_ref
+from tritonseek.kernels.sampling import apply_top_k_top_p, argmax, check_config, sample
+from tritonseek.kernels.spec_verify import verify_greedy
+
+
+def test_sampling_config_takes_numpy_ints_as_ints():
+    got = check_config((np.int64(1024), np.int32(4), np.int8(8)))
+    assert got == (1024, 4, 8) and all(type(v) is int for v in got)
+    got = check_config([np.int64(256), 2, np.uint16(1), np.int64(2)], unroll=True)
+    assert got == (256, 2, 1, 2) and all(type(v) is int for v in got)
+    assert check_config(None) is None
+    for bad in ((1024, 4, True), (1024, np.bool_(True), 8), (1024.0, 4, 8), (np.float32(1024), 4, 8),
+                (1024, 4, "8"), (1024, 4, torch.tensor(8)), "1024,4,8", 1024):
+        with pytest.raises(TypeError, match="^config="):
+            check_config(bad)
+    for bad in ((np.int64(1000), 4, 8), (1024, np.int64(3), 8), (1024, 4, np.int64(0)), (1024, 4)):
+        with pytest.raises(ValueError, match="^config="):
+            check_config(bad)
+
+
+def test_launchers_run_with_a_numpy_config(device):
+    logits = torch.randn(3, 300, device=device)
+    want = torch.argmax(logits, dim=-1)
+    cfg = (np.int64(256), np.int64(4), np.int64(2))
+    assert torch.equal(argmax(logits, config=cfg), want)
+    temp = torch.zeros(3, device=device)  # greedy rows: the noise is not read
+    assert torch.equal(sample(logits, temp, None, None, torch.ones(3, 300, device=device), config=cfg), want)
+    drafts = want[:, None].clone()
+    toks, n = verify_greedy(drafts, torch.stack([logits, logits], dim=1), config=cfg + (np.int64(1),))
+    assert n.tolist() == [1, 1, 1] and torch.equal(toks[:, 0], want)
+
+
+@pytest.mark.parametrize("name,bad", [("scoring_func", True), ("scoring_func", 1), ("scoring_func", None),
+                                      ("scoring_func", torch.tensor(1)), ("topk_method", True),
+                                      ("topk_method", ["greedy"])])
+def test_gate_string_settings_of_another_type_are_a_type_error(device, name, bad):
+    logits = torch.randn(2, 8, device=device)
+    kw = dict(top_k=2, n_group=1, topk_group=1, **{name: bad})
+    for fn in (gate_topk, gate_topk_ref):
+        with pytest.raises(TypeError, match=f"^{name} must be a str, got {type(bad).__name__}"):
+            fn(logits, None, **kw)
+    with pytest.raises(ValueError, match="^scoring_func must be one of"):
+        gate_topk(logits, None, top_k=2, scoring_func="relu")
+
+
+@pytest.mark.parametrize("name", ["temperature", "top_k", "top_p"])
+def test_zero_d_per_row_tensor_says_what_is_accepted(device, name):
+    logits = torch.randn(2, 64, device=device)
+    noise = torch.ones(2, 64, device=device)
+    zero_d = torch.tensor(5, dtype=torch.int32) if name == "top_k" else torch.tensor(0.9)
+    host = "a Python int" if name == "top_k" else "a Python float"
+    kw = dict(temperature=torch.ones(2, device=device), top_k=None, top_p=None)
+    kw[name] = zero_d.to(device)
+    msg = rf"^{name} must be a 1-D \[2\] torch\.\w+ tensor \(one value per row\) or {host} \(every row\), got a 0-D " \
+          rf"tensor of shape \(\)"
+    with pytest.raises(ValueError, match=msg):
+        sample(logits, kw["temperature"], kw["top_k"], kw["top_p"], noise)
+    if name != "temperature":
+        with pytest.raises(ValueError, match=msg):
+            apply_top_k_top_p(logits, kw["top_k"], kw["top_p"])
+    kw[name] = zero_d.reshape(1, 1).expand(2, 1).to(device)  # 2-D: same message, its shape
+    with pytest.raises(ValueError, match=rf"^{name} must be a 1-D .* got a 2-D tensor of shape \(2, 1\)"):
+        sample(logits, kw["temperature"], kw["top_k"], kw["top_p"], noise)

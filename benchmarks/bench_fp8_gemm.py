@@ -41,19 +41,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # timing / input / peer helpers, kept under their old names here (probe_fp8_gemm_ab.py imports them from this module)
 from benchmarks.fp8_gemm_timing import (calc_diff, eager_time_us, graph_time_us, kernel_fields,  # noqa: E402,F401
                                         make_sets, peer_fn)
+# the activation-quant part of the suite (rows "fp8_quant"), kept in its own module (this one passed 600 lines)
+from benchmarks.bench_fp8_quant_suite import QUANT_CASES, QUANT_ROWS, bench_quant, print_quant  # noqa: E402,F401
 
 from tritonseek.benchrun import (StagedRows, git_commit, int_tuple_list, json_list, out_file, positive_int_list,
                                  require_cuda)
 from tritonseek.kernels import fp8_gemm as G
 from tritonseek.kernels import fp8_gemm_small as SMALL
-from tritonseek.kernels import fp8_quant
-from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
-from tritonseek.kernels.reference.fp8 import (
-    fp8_gemm_nt_ref,
-    per_block_quant_fp8_ref,
-    per_token_group_quant_fp8_ref,
-    silu_mul_quant_fp8_ref,
-)
+from tritonseek.kernels.reference.fp8 import fp8_gemm_nt_ref, per_block_quant_fp8_ref, per_token_group_quant_fp8_ref
 
 NK = [(2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048)]
 MS = [64, 128, 4096]
@@ -467,49 +462,6 @@ def bench_gemm(args, env, rows, winners, sweep_rows):
             torch.cuda.empty_cache()
 
 
-QUANT_ROWS = [(16, 4), (8, 4, 4), (16, 4, 4), (16, 8, 4), (4, 4, 8)]
-QUANT_CASES = [("per_token_group_quant_fp8", m, k) for m in (64, 4096) for k in (2048, 7168)] + [
-    ("silu_mul_quant_fp8", m, i) for m in (64, 4096) for i in (2048, 18432)
-]
-
-
-def bench_quant(args, env, rows):
-    dev = torch.device("cuda")
-    for op, m, k in QUANT_CASES:
-        width = 2 * k if op.startswith("silu") else k
-        g = triton.cdiv(k, 128)
-        nbytes = m * width * 2 + m * k + 4 * m * g
-        n_sets = int(min(16, max(2, math.ceil(200e6 / nbytes))))
-        xs = [torch.randn(m, width, device=dev, dtype=torch.bfloat16) for _ in range(n_sets)]
-        kern = per_token_group_quant_fp8 if op.startswith("per") else silu_mul_quant_fp8
-        ref_fn = per_token_group_quant_fp8_ref if op.startswith("per") else silu_mul_quant_fp8_ref
-        q_ref, s_ref = ref_fn(xs[0])
-        best = None
-        for rc in QUANT_ROWS if args.sweep else [None]:  # None: the library's committed choice
-            try:
-                q, s = kern(xs[0], rows_cfg=rc)
-                ok = torch.allclose(s, s_ref, rtol=1e-6, atol=0) and (q.float() - q_ref.float()).abs().max().item() <= 32
-                if not ok:
-                    print(f"  REJECT quant {op} {m}x{k} {rc}", flush=True)
-                    continue
-                t = graph_time_us([lambda x=x, rc=rc: kern(x, rows_cfg=rc) for x in xs], 20.0)
-                if best is None or t < best[0]:
-                    best = (t, rc)
-            except Exception as e:
-                print(f"  FAIL quant {op} {rc}: {type(e).__name__}: {str(e)[:200]}", flush=True)
-        if best is None:
-            continue
-        t, rc = best
-        peer_us = graph_time_us([lambda x=x: ref_fn(x) for x in xs])
-        row = dict(suite="fp8_quant", case=dict(op=op, M=m, K=k), us=round(eager_time_us([lambda x=x: kern(x, rows_cfg=rc) for x in xs]), 2),
-                   us_graph=round(t, 2), tflops=None, gbps=round(nbytes / t / 1e3, 1), rows_cfg=list(rc or fp8_quant._quant_config(m, op.startswith("silu"))),
-                   peer="torch_reference", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / t, 3),
-                   target_gbps=round(0.8 * 4270, 1))
-        row.update(env)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Rows: us_graph / tflops / ratio_vs_peer "
                                 "are CUDA-graph replay times; the *_kernel fields are profiler kernel times, not "
@@ -591,10 +543,7 @@ def main():
     if kr:
         print("geomean ratio vs cuBLAS, profiler kernel times: %.3f over %d shapes" % (
             math.exp(sum(map(math.log, kr)) / len(kr)), len(kr)))
-    for r in rows:
-        if r["suite"] == "fp8_quant":
-            print("quant %-26s M=%-5d K=%-6d %8.2f us %8.1f GB/s (torch ref %.1f us)" % (
-                r["case"]["op"], r["case"]["M"], r["case"]["K"], r["us_graph"], r["gbps"], r["peer_us"]))
+    print_quant(rows)
     return 0
 
 

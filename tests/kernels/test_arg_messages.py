@@ -1,7 +1,8 @@
 """Argument errors of the sampling and gate launchers follow the scalar rule of ``kernels._utils`` (h5 s21, from
 session 20's testers): numpy integers inside sampling's tuple ``config`` are ints (they were a TypeError); a non-str
 ``scoring_func`` / ``topk_method`` is a TypeError naming it (scoring_func=True was a ValueError blaming the value);
-a 0-d tensor for a per-row parameter says what is accepted (it said only "must be 1-D")."""
+a 0-d tensor for a per-row parameter says what is accepted (it said only "must be 1-D"); spec_step's b / q /
+page_size follow the int rule."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 
 from tritonseek.kernels import gate_topk
 from tritonseek.kernels.reference.moe import gate_topk_ref
+from tritonseek.kernels.reference.spec_step import spec_step_inputs_ref
 from tritonseek.kernels.sampling import apply_top_k_top_p, argmax, check_config, sample
+from tritonseek.kernels.spec_step import spec_step_finish, spec_step_inputs
 from tritonseek.kernels.spec_verify import verify_greedy
 
 
@@ -73,3 +76,35 @@ def test_zero_d_per_row_tensor_says_what_is_accepted(device, name):
     kw[name] = zero_d.reshape(1, 1).expand(2, 1).to(device)  # 2-D: same message, its shape
     with pytest.raises(ValueError, match=rf"^{name} must be a 1-D .* got a 2-D tensor of shape \(2, 1\)"):
         sample(logits, kw["temperature"], kw["top_k"], kw["top_p"], noise)
+
+
+def test_spec_step_row_counts_follow_the_scalar_rule(device):
+    """b=True ran as b=1 and np.int64 / 2.0 were a ValueError blaming the value (h5 s21): ints and numpy integers
+    are taken, anything else is a TypeError naming b / q / page_size."""
+    b, q = 3, 2
+    pos0 = torch.arange(b, device=device) * 5
+    meta = torch.tensor([b], dtype=torch.int32, device=device)
+    bt = torch.arange(b * 4, dtype=torch.int32, device=device).view(b, 4)
+    last, first = torch.arange(b, device=device), torch.arange(b, device=device) + 10
+
+    def outs():
+        return [torch.zeros(b * q, dtype=torch.int32 if i == 4 else torch.int64, device=device) for i in range(6)]
+
+    want, got = outs(), outs()
+    spec_step_inputs_ref(pos0, meta, bt, last, first, b, q, 16, *want)
+    spec_step_inputs(pos0, meta, bt, last, first, np.int64(b), np.int32(q), np.int16(16), *got)
+    assert all(torch.equal(x, y) for x, y in zip(got, want))
+    for name, bad in [(n, v) for n in ("b", "q", "page_size") for v in (True, 2.0, np.float32(2), "2", None,
+                                                                        torch.tensor(2))]:
+        kw = {**dict(b=b, q=q, page_size=16), name: bad}
+        with pytest.raises(TypeError, match=f"^{name} must be an int, got {type(bad).__name__}"):
+            spec_step_inputs(pos0, meta, bt, last, first, kw["b"], kw["q"], kw["page_size"], *outs())
+    with pytest.raises(ValueError, match="^q must be in 1..8, got 9"):
+        spec_step_inputs(pos0, meta, bt, last, first, b, 9, 16, *outs())
+    out = torch.zeros(b, q, dtype=torch.int64, device=device)
+    bufs = [torch.zeros(b * (q + 1), dtype=torch.int64, device=device), last.clone(), pos0.clone(),
+            torch.zeros(b * q, dtype=torch.int64, device=device), torch.zeros(b, dtype=torch.int64, device=device)]
+    spec_step_finish(out, None, np.int64(b), np.int64(q), *bufs)
+    for bad in (True, None, 3.0):
+        with pytest.raises(TypeError, match=f"^b must be an int, got {type(bad).__name__}"):
+            spec_step_finish(out, None, bad, q, *bufs)

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_int, check_runnable_device, check_tensor
 
 _BLOCK_ROWS = 32
 
@@ -71,9 +71,14 @@ def _spec_step_finish_kernel(out_ptr, out_stride, acc_ptr, res_ptr, last_ptr, po
     tl.store(sel_ptr + r, r * Q + a, mask=rm)
 
 
+def _check_bq(b: int, q: int) -> tuple[int, int]:
+    """(b, q) as Python ints: the scalar rule of ``kernels._utils`` (numpy integers count; b=True was taken as 1,
+    b=2.0 was a ValueError blaming the value), b >= 1, q in 1..8."""
+    return check_int("b", b, lo=1), check_int("q", q, 1, 8)
+
+
 def _check_rows(b: int, q: int, **tensors) -> None:
-    if not isinstance(b, int) or b < 1 or not isinstance(q, int) or not 1 <= q <= 8:
-        raise ValueError(f"b={b!r} must be >= 1 and q={q!r} in 1..8")
+    """The tensors (name=(tensor, dtype, min numel)): dtype, one device, contiguity, size for b rows of q."""
     dev = None
     for name, (t, dtype, numel) in tensors.items():
         check_tensor(name, t, dtype=dtype, device=dev, contiguous=True)
@@ -94,8 +99,10 @@ def spec_step_inputs(pos0: torch.Tensor, meta: torch.Tensor, block_table: torch.
     (row-contiguous; the blocks of every p_j of a live row must be there), last / first [>= b] int64 token ids.
     Outputs (written in place): pos / slots [b·q] int64 row-major (row r, column j), pos_t / slots_t [q·b] int64 and
     lens_t [q·b] int32 column-major (lens_t[j] = cache_seqlens after writing p_j), ids [b·q] int64.
+    b >= 1, q in 1..8, page_size >= 1: ints (numpy integers too; a bool, float or tensor is a TypeError naming it).
     Raises ValueError / TypeError naming a bad argument. Semantics: ``spec_step_inputs_ref``.
     """
+    b, q = _check_bq(b, q)
     _check_rows(b, q, pos0=(pos0, torch.int64, b), meta=(meta, torch.int32, 1), last=(last, torch.int64, b),
                 first=(first, torch.int64, b), pos=(pos, torch.int64, b * q), slots=(slots, torch.int64, b * q),
                 pos_t=(pos_t, torch.int64, b * q), slots_t=(slots_t, torch.int64, b * q),
@@ -104,8 +111,7 @@ def spec_step_inputs(pos0: torch.Tensor, meta: torch.Tensor, block_table: torch.
     if block_table.shape[0] < b or block_table.stride(1) != 1:
         raise ValueError(f"block_table {tuple(block_table.shape)} (strides {block_table.stride()}) needs >= {b} "
                          "rows with unit column stride")
-    if not isinstance(page_size, int) or page_size < 1:
-        raise ValueError(f"page_size={page_size!r} must be a positive int")
+    page_size = check_int("page_size", page_size, lo=1)
     _spec_step_inputs_kernel[(triton.cdiv(b, _BLOCK_ROWS),)](
         pos0, meta, block_table, block_table.stride(0), last, first, pos, slots, pos_t, slots_t, lens_t, ids, b,
         PAGE=page_size, Q=q, QP=triton.next_power_of_2(q), BLOCK=_BLOCK_ROWS,
@@ -119,8 +125,10 @@ def spec_step_finish(out: torch.Tensor, num_accepted: torch.Tensor | None, b: in
 
     out [b, q] int64 (verification output tokens padded −1; unit column stride), num_accepted [b] int32 or None;
     res [>= b·(q+1)] int64, last / pos0 [>= b] int64 (updated in place), ids [b·q] int64, sel [>= b] int64.
+    b >= 1, q in 1..8: ints (numpy integers too; a bool, float or tensor is a TypeError naming it).
     Raises ValueError / TypeError naming a bad argument. Semantics: ``spec_step_finish_ref``.
     """
+    b, q = _check_bq(b, q)
     _check_rows(b, q, pos0=(pos0, torch.int64, b), res=(res, torch.int64, b * (q + 1)), last=(last, torch.int64, b),
                 ids=(ids, torch.int64, b * q), sel=(sel, torch.int64, b))
     check_tensor("out", out, dtype=torch.int64, ndim=2, device=pos0.device, output=True)

@@ -250,11 +250,26 @@ class LLM:
     def score(self, token_ids: list[int]) -> torch.Tensor:
         """Teacher-forced next-token logits of one sequence: [len(token_ids), vocab] fp32.
 
-        One prefill forward with no latent cache (nothing is kept); position i's row scores token i+1.
-        Used for held-out loss, backend comparisons and parallel-vs-single checks.
+        token_ids: a non-empty list or tuple of ints (numpy integers too) in [0, vocab_size), at most
+        max_position_embeddings of them. One prefill forward with no latent cache (nothing is kept); position i's
+        row scores token i+1. Used for held-out loss, backend comparisons and parallel-vs-single checks.
+        Raises TypeError naming token_ids (and the index) for another container or a non-int entry (a bool, a
+        float: 1.5 was truncated to 1), ValueError for an empty or too long sequence or an id outside the
+        vocabulary (that was torch's "index out of range in self", naming nothing).
         """
+        if not isinstance(token_ids, (list, tuple)):
+            raise TypeError(f"token_ids must be a list of ints, got {type(token_ids).__name__}")
         if not token_ids:
             raise ValueError("token_ids is empty")
+        vocab, max_pos = self.config.vocab_size, self.config.max_position_embeddings
+        for i, t in enumerate(token_ids):
+            if not is_int_arg(t):
+                raise TypeError(f"token_ids[{i}] must be an int, got {type(t).__name__} {t!r}")
+            if not 0 <= t < vocab:
+                raise ValueError(f"token_ids[{i}]={int(t)} is outside the vocabulary [0, {vocab})")
+        if len(token_ids) > max_pos:  # positions past the RoPE range the checkpoint was made for (generate refuses)
+            raise ValueError(f"token_ids has {len(token_ids)} tokens, more than max_position_embeddings={max_pos}")
+        token_ids = [int(t) for t in token_ids]
         n, dev = len(token_ids), self.device
         batch = AttentionBatch(True, torch.full((n,), -1, dtype=torch.int64, device=dev),
                                cu_seqlens=torch.tensor([0, n], dtype=torch.int32, device=dev), max_seqlen=n)
@@ -272,8 +287,8 @@ class LLM:
         Raises TypeError for prompts that are neither a str nor a list (or tuple) of str (None included), chat not a
         bool (or numpy bool; 1 is not taken for True), mtp not an int (numpy integers count, a bool does not), and
         ValueError/TypeError (naming the prompt index, from 0) for: mtp outside 0–4 or a
-        checkpoint without MTP weights, an empty prompt list, a non-str prompt, params that are not
-        SamplingParams, stop_token_ids outside the vocabulary, a prompt empty after tokenization, or
+        checkpoint without MTP weights, an empty prompt list, a non-str prompt, params that are not one
+        SamplingParams or a list (or tuple) of one per prompt, stop_token_ids outside the vocabulary, a prompt empty after tokenization, or
         prompt + max_new_tokens > max_position_embeddings.
         """
         check_bool("chat", chat)
@@ -293,7 +308,7 @@ class LLM:
             raise ValueError("prompts is empty")
         if params is None:
             params = SamplingParams()
-        plist = params if isinstance(params, list) else [params] * len(prompts)
+        plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)  # as prompts: a tuple too
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
         max_pos = self.config.max_position_embeddings

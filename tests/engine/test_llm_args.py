@@ -1,0 +1,42 @@
+"""LLM argument checks found by session 21's fresh-user tester (h5 s21): each test fails without its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tritonseek import LLM, SamplingParams
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM()  # the embedded default model
+
+
+def test_score_checks_token_ids(llm):
+    """llm.score([4101]) / ([-1, 3]) was torch's "index out of range in self", [1.5, 2] scored token 1 and 3000
+    tokens past max_position_embeddings=2048 were scored silently (tester21 #1)."""
+    vocab, max_pos = llm.config.vocab_size, llm.config.max_position_embeddings
+    ids = llm.encode("def f(x):")
+    want = llm.score(ids)
+    assert (llm.score(tuple(np.int64(i) for i in ids)) == want).all()
+    for bad, i in (([vocab + 5], 0), ([3, -1], 1)):
+        with pytest.raises(ValueError, match=rf"^token_ids\[{i}\]={bad[i]} is outside the vocabulary \[0, {vocab}\)"):
+            llm.score(bad)
+    for bad, i in (([1.5, 2], 0), ([2, True], 1), ([2, "3"], 1), ([2, None], 1)):
+        with pytest.raises(TypeError, match=rf"^token_ids\[{i}\] must be an int, got {type(bad[i]).__name__}"):
+            llm.score(bad)
+    with pytest.raises(TypeError, match="^token_ids must be a list of ints, got str"):
+        llm.score("abc")
+    with pytest.raises(ValueError, match=f"^token_ids has {max_pos + 1} tokens, more than max_position_embeddings"):
+        llm.score([1] * (max_pos + 1))
+
+
+def test_generate_takes_a_tuple_of_params(llm):
+    """A tuple of SamplingParams was "params for prompt 0 must be a SamplingParams, got tuple" while a tuple of
+    prompts was taken (tester21 #2)."""
+    p = (SamplingParams(max_new_tokens=2, ignore_eos=True), SamplingParams(max_new_tokens=3, ignore_eos=True))
+    outs = llm.generate(("a", "b"), p)
+    assert [len(o.token_ids) for o in outs] == [2, 3]
+    with pytest.raises(ValueError, match="got 1 SamplingParams for 2 prompts"):
+        llm.generate(["a", "b"], (SamplingParams(),))

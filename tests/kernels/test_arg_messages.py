@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tritonseek.kernels import gate_topk
+from tritonseek.kernels import gate_topk, router_gate_topk
 from tritonseek.kernels.reference.moe import gate_topk_ref
 from tritonseek.kernels.reference.spec_step import spec_step_inputs_ref
 from tritonseek.kernels.sampling import apply_top_k_top_p, argmax, check_config, sample
@@ -108,3 +108,16 @@ def test_spec_step_row_counts_follow_the_scalar_rule(device):
     for bad in (True, None, 3.0):
         with pytest.raises(TypeError, match=f"^b must be an int, got {type(bad).__name__}"):
             spec_step_finish(out, None, bad, q, *bufs)
+
+
+def test_router_config_errors_name_the_key(device):
+    """router_gate_topk(config="fast") was a ValueError (a wrong type is a TypeError under the scalar rule) and a bad
+    value's message named no key (h5 s21)."""
+    x = torch.randn(2, 64, device=device).to(torch.bfloat16)
+    w = torch.randn(8, 64, device=device).to(torch.bfloat16)
+    for bad in ("fast", [("BLOCK_E", 8)], 8):
+        with pytest.raises(TypeError, match=f"^config must be a dict or None, got {type(bad).__name__}"):
+            router_gate_topk(x, w, None, top_k=2, config=bad)
+    for key, bad in (("BLOCK_E", 6), ("num_warps", 32), ("PDL", 1), ("BLOCK_T", np.float32(2)), ("BLOCK", 8)):
+        with pytest.raises(ValueError, match=f"^config key {key}="):
+            router_gate_topk(x, w, None, top_k=2, config={key: bad})

@@ -394,12 +394,14 @@ def router_gate_topk(
     ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)
     if T == 0:
         return w, ids
-    if isinstance(config, dict):  # numpy scalars as their Python values (the launchers' scalar rule)
+    if config is not None and not isinstance(config, dict):  # was a ValueError (h5 s21: the scalar rule's TypeError)
+        raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
+    if config is not None:  # numpy scalars as their Python values (the launchers' scalar rule)
         config = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.items()}
-    if config is not None and (not isinstance(config, dict) or any(
-            k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v) for k, v in config.items())):
-        raise ValueError(f"config must be a dict of power-of-two BLOCK_E / BLOCK_T, num_warps in 1..16 and bool "
-                         f"PDL / TRIGGER, got {config!r}")
+        for k, v in config.items():
+            if k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v):  # the key named: the message said only "config"
+                raise ValueError(f"config key {k}={v!r} is not valid: config takes power-of-two BLOCK_E / BLOCK_T, "
+                                 f"num_warps in 1..16 and bool PDL / TRIGGER")
     cfg = _router_config(T, E, H, config)
     block_t = cfg["BLOCK_T"]
     split_k = cdiv(H, cfg["BLOCK_K"])

@@ -140,10 +140,11 @@ def test_router_gate_topk_launch_options_same_result(device, config):
 def test_router_gate_topk_rejects_bad_launch_options(device):
     x = torch.randn(2, 64, device=device).to(torch.bfloat16)
     w = torch.randn(8, 64, device=device).to(torch.bfloat16)
-    for bad in (dict(num_warps=3), dict(num_warps=32), dict(num_warps=True), dict(PDL=1), dict(TRIGGER=0), dict(BLOCK_K=64),
-                [("PDL", True)]):
+    for bad in (dict(num_warps=3), dict(num_warps=32), dict(num_warps=True), dict(PDL=1), dict(TRIGGER=0), dict(BLOCK_K=64)):
         with pytest.raises(ValueError, match="config"):
             router_gate_topk(x, w, None, top_k=2, config=bad)
+    with pytest.raises(TypeError, match="config must be a dict"):  # a wrong type is a TypeError (h5 s21)
+        router_gate_topk(x, w, None, top_k=2, config=[("PDL", True)])
 
 
 _SEP = "\n// ---- next kernel ----\n"

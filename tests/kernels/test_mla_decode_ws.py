@@ -171,6 +171,57 @@ def test_ws_compiles_for_sm90(sm90_ptx, block_h, wgs, qtma, knobs, steal, fuse):
         assert sum("HGMMA.64x" in x for x in loop) == 36 + 32
 
 
+def compile_combine_sm90(spin: bool):
+    """The combine kernel (mla_decode_tiles._mla_combine_kernel, tl) compiled for sm_90a without a GPU, as
+    mla_decode launches it after a 32-row Gluon split (16-bit partials, 8 rows per program)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tritonseek.kernels.mla_decode_tiles import _mla_combine_kernel
+
+    sig = dict(split_ptr="*i32", out_ptr="*bf16", lse_ptr="*fp32", opart_ptr="*bf16", lpart_ptr="*fp32",
+               **{n: "i32" for n in ("stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
+                                     "seqlen_q", "head_dim_v")})
+    consts = dict(BLOCK_ROWS=8, BLOCK_DVP=512, NUM_STAGES=3, PDL=False, SPIN=spin, SPIN_THREADS=128,
+                  SPIN_LIMIT=1 << 22)
+    if spin:
+        sig["cnt_ptr"] = "*i32"
+    else:
+        consts["cnt_ptr"] = None
+    sig.update({n: "constexpr" for n in consts})
+    return triton.compile(ASTSource(_mla_combine_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4))
+
+
+def test_spin_release_orders_tma_partials_sm90():
+    """COMBINE_SPIN with TMA-stored 16-bit partials (the batch ≥ 64 knobs + COUNT, 32 rows): every piece's TMA store
+    is waited for to completion (cp.async.bulk.wait_group without .read) and fenced from the async proxy right after
+    it, before the store's closing barrier and so before the consumer's per-thread releases (red.release.gpu), in
+    both loop copies; the per-tile loops stay as spill-free as without COUNT. The
+    combine polls with one thread (relaxed loads + nanosleep, then fence.acq_rel.gpu, then bar.sync), not with a
+    per-thread acquire loop. (Ordering on the device: the spin gpu tests.)"""
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90", 32, 2, True, True, 1, False, 232, 40, True, True, False,
+                               True, True, True, True, True, False, False)
+    full = [m.start() for m in re.finditer(r"cp\.async\.bulk\.wait_group 0; fence\.proxy\.async\.global;", ptx)]
+    rel = [m.start() for m in re.finditer(r"red\.release\.gpu\.global\.add\.s32", ptx)]
+    assert len(full) == 2 and len(rel) == 2, (len(full), len(rel))
+    for f in full:  # in the basic block of a partial's TMA store, after its .read wait (the blocks of the
+        # releases, which the consumer reaches after the store's closing bar.sync, are laid out elsewhere in the PTX)
+        block = ptx[ptx.rfind("$L__BB", 0, f):f]
+        assert "cp.async.bulk.tensor.2d.global.shared" in block and "cp.async.bulk.wait_group.read" in block
+    # the per-tile loops as in test_ws_compiles_for_sm90's QTMA configs (seen: 0 / 1 / 0 / 1, as without COUNT)
+    for loop in _hot_loops(ptx):
+        assert sum(("LDL" in x) or ("STL" in x) for x in loop) <= 1
+    cptx = ptx_in_fresh_process(__name__, "compile_combine_sm90", True)
+    assert cptx.count("ld.relaxed.gpu.global.b32") == 1 and "ld.acquire" not in cptx
+    assert cptx.count("nanosleep") == 1 and cptx.count("fence.acq_rel.gpu") == 1
+    j = cptx.index("fence.acq_rel.gpu")
+    assert "bar.sync" in cptx[j:j + 400]
+    assert "griddepcontrol.wait" in cptx  # the grid never completes before the split kernel
+    assert "ld.relaxed" not in ptx_in_fresh_process(__name__, "compile_combine_sm90", False)
+
+
 def test_ws_rejects_non_cuda():
     from tritonseek.kernels.mla_decode_ws import mla_decode_ws
 

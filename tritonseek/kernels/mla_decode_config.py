@@ -142,8 +142,8 @@ _BIG_BATCH_MIN = 64
 # s_q1 fixed -2.5 (OVERHEAD: no change, packed), s_k 8192 varlen h32 s_q1 -8.4 and -4.5 more; BTPF alone 0.5-1.2 us
 # of it. Correct eagerly (gpu tests, b128) and under CUDA-graph replay (W5 bisect at 8980d38; the W3/W4/final-pass
 # graph-test "NaN" was that test's own bug: its second lengths gave a sequence keys in NaN-poisoned slots).
-# COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off and is never used with
-# TMA-stored partials (their async-proxy writes are not ordered by its release).
+# COMBINE_SPIN (the combine waiting per sequence as a dependent of the split) stays off; in session 16 it forced
+# register-stored partials (its release did not order TMA writes; session 21 completes and fences them first).
 # The default since session 17: the lead's call 1 (2edb452 + the knobs) ran test_mla_decode_ws.py -m gpu green (56
 # passed, incl. the two-calls-per-graph replay test); h1mla W1 (0f9f50a, GPU clock, 8 calls per graph, 15 replays,
 # b128 page 64) vs the session-16 default: s_k 4096 varlen h32 s_q1 / h16 s_q2 / h16 s_q1 178.2 -> 170.1 / 173.9 ->

@@ -124,10 +124,19 @@ def _lse_merge_step(m, acc, wsum, lse_i, o):
 
 
 @triton.jit
-def _acquire_load(ptr):
-    # *ptr (int32) with acquire semantics at GPU scope, by every thread
-    return tl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [ptr], dtype=tl.int32,
-                                     is_pure=False, pack=1)
+def _wait_count(ptr, target, limit):
+    # Thread 0 of the program polls *ptr (int32) until it is ≥ target or `limit` polls have passed, then fences
+    # (fence.acq_rel.gpu: with the relaxed load that saw the writers' releases, an acquire); the other threads return
+    # at once and the caller's bar.sync holds them until thread 0 is through, which orders their later loads too.
+    # Returns the polls taken (0 in the other threads). Why one thread, relaxed polls and a ~0.2 µs sleep: session
+    # 16's COMBINE_SPIN had all 128 threads of every waiting program in a tight ld.acquire loop (each an L1
+    # invalidation, all on the 4 cache lines of the counters) while the split kernel streams. (PTX labels inside
+    # { } are local to the block, so the asm can be inlined more than once.)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b32 t, v; mov.u32 $0, 0; mov.u32 t, %tid.x; setp.ne.u32 p, t, 0; @p bra DONE; "
+        "LOOP: ld.relaxed.gpu.global.b32 v, [$1]; setp.ge.s32 p, v, $2; @p bra SEEN; add.u32 $0, $0, 1; "
+        "setp.ge.u32 p, $0, $3; @p bra SEEN; nanosleep.u32 200; bra LOOP; SEEN: fence.acq_rel.gpu; DONE: }",
+        "=r,l,r,r", [ptr, target, limit], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit(do_not_specialize=["stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
@@ -146,10 +155,12 @@ def _mla_combine_kernel(
     # completion before any load) and lets the next kernel launch at once (it waits for ours likewise).
     # SPIN (Gluon split kernel only): launched as a programmatic dependent too, but a program waits only for its
     # own sequence: cnt [2, batch] int32, cnt[0, b] counts the split kernel's releases of b's pieces (SPIN_THREADS
-    # threads each, red.release.gpu after their partial stores); the program spins on it (ld.acquire.gpu; at most
-    # SPIN_LIMIT polls), merges, and the last of b's programs (cnt[1, b]) zeroes both for the next call. So the
-    # sequences finished early are merged on the SMs the split kernel has left, during its tail. Every program
-    # ends with griddepcontrol.wait: this grid never completes before the split kernel.
+    # threads each, red.release.gpu after their partial stores; TMA-stored partials are complete and proxy-fenced
+    # before the release, see mla_decode_ws_parts._store_o_tma); thread 0 polls it (_wait_count: relaxed polls,
+    # then an acquire fence; at most SPIN_LIMIT polls), the program merges, and the last of b's programs (cnt[1, b])
+    # zeroes both for the next call. So the sequences finished early are merged on the SMs the split kernel has
+    # left, during its tail.
+    # Every program ends with griddepcontrol.wait: this grid never completes before the split kernel.
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -163,12 +174,8 @@ def _mla_combine_kernel(
     n = tl.load(split_ptr + b * 2 + 1)
     if n != 1:
         if SPIN:
-            target = n * SPIN_THREADS
-            seen = _acquire_load(cnt_ptr + b)
-            tries = 0
-            while (seen < target) & (tries < SPIN_LIMIT):
-                seen = _acquire_load(cnt_ptr + b)
-                tries += 1
+            _wait_count(cnt_ptr + b, n * SPIN_THREADS, n * 0 + SPIN_LIMIT)
+            tl.debug_barrier()
         s_idx = rows // num_heads
         h_idx = rows % num_heads
         # One online pass (lse-weighted, rescaled as the running max grows): the partials' loads do
@@ -178,7 +185,8 @@ def _mla_combine_kernel(
         wsum = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
         for i in tl.range(0, n, num_stages=NUM_STAGES):
             slot = (first + i + b).to(tl.int64)
-            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"))
+            lse_i = tl.load(lpart_ptr + slot * rows_total + rows, mask=row_ok, other=float("-inf"),
+                            cache_modifier=".cg" if SPIN else "")
             o = tl.load(opart_ptr + (slot * rows_total + rows)[:, None] * BLOCK_DVP + c[None, :],
                         mask=row_ok[:, None], other=0.0, cache_modifier=".cg" if SPIN else "").to(tl.float32)
             m, acc, wsum = _lse_merge_step(m, acc, wsum, lse_i, o)

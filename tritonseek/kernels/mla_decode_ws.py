@@ -33,8 +33,11 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   tile. Now (mla_decode's batch ≥ 64 default): OTMA writes O through the finished query buffer with TMA stores
   (16-bit partials with PART16), SEQPF loads lengths / split counts one sequence ahead, BTPF block ids one tile
   ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
-  sequence) is a knob, off (no gain seen; never with TMA-stored partials: its release would not order their
-  async-proxy writes).
+  sequence, merging the sequences finished early during the split grid's tail) is a knob, off. Session 16 saw no
+  gain with it, but then it forced register-stored partials (its release did not order TMA writes) and had every
+  thread of every waiting combine program in an acquire loop; since session 21 a TMA-stored partial is completed and
+  proxy-fenced before the releases (mla_decode_ws_parts._store_o_tma RELEASE) and one thread per combine program
+  polls (mla_decode_tiles._wait_count).
 * **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18/s19 slower on varlen, see mla_decode_config)**:
   no combine kernel. A program that finishes a piece of a split sequence stores it as a 16-bit partial (coalesced
   generic stores from the finished query buffer), then its warpgroup arrives ONCE on the sequence's counter (bar.sync,
@@ -352,9 +355,10 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         o2d = out.view(batch * seqlen_q * num_heads, _DV)
         od_desc = TensorDescriptor(o2d, list(o2d.shape), [_DV, 1], [block_h, _DV], smem_layout([block_h, _DV], gdt))
         pd_desc = od_desc  # never used unless the partials are 16-bit (PART_TMA)
-        # not with COMBINE_SPIN: its release (generic proxy) would not order the TMA's (async proxy) partial writes
-        # before a spinning combine reads them; through the stream's kernel boundary they are complete
-        if opart.dtype == q.dtype and not spin:
+        # with COMBINE_SPIN the split kernel waits for each TMA-stored partial's writes and fences them from the async
+        # proxy before its releases (mla_decode_ws_parts._store_o_tma RELEASE); otherwise the stream's kernel
+        # boundary completes them before the combine reads
+        if opart.dtype == q.dtype:
             p2d = opart.view(-1, _DV)
             pd_desc = TensorDescriptor(p2d, list(p2d.shape), [_DV, 1], [block_h, _DV],
                                        smem_layout([block_h, _DV], gdt))
@@ -369,7 +373,7 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), PIPE=bool(cfg["PIPE"]), QTMA=qtma,
         TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)) or spin, SEQPF=bool(cfg["SEQPF"]),
         BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin or fuse else None, COUNT=spin, od_desc=od_desc,
-        pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype and not spin, diag_ptr=diag,
+        pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype, diag_ptr=diag,
         DIAG=diag is not None, FUSE=fuse, num_spans=metadata.num_parts,
         work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=bool(cfg["ROTATE"]) and wgs == 1,
         num_warps=4, **extra,

@@ -261,7 +261,8 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                                          rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
                     else:
                         _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
-                                     rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA)
+                                     rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA,
+                                     COUNT)
                     mbarrier.arrive(q_empty.index(u), count=1)
                 else:
                     _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,

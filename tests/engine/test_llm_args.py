@@ -40,3 +40,33 @@ def test_generate_takes_a_tuple_of_params(llm):
     assert [len(o.token_ids) for o in outs] == [2, 3]
     with pytest.raises(ValueError, match="got 1 SamplingParams for 2 prompts"):
         llm.generate(["a", "b"], (SamplingParams(),))
+
+
+def test_prompt_token_id_past_the_vocabulary_is_a_value_error(tmp_path):
+    """A tokenizer with an added token past vocab_size: the prompt's id reached the embedding (IndexError traceback,
+    rc 1, on CPU; a device-side assert on CUDA) (tester21 #3). validate_requests names the prompt and the id, and
+    the CLI prints it as a one-line error (rc 2)."""
+    import json
+    import shutil
+    from importlib.resources import files
+
+    from typer.testing import CliRunner
+
+    from tritonseek.cli import app
+
+    src = files("tritonseek") / "data" / "default_model"
+    model = tmp_path / "m_bigtok"
+    shutil.copytree(str(src), model)
+    tok = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+    tok["added_tokens"].append({"id": 5000, "content": "<|zzz|>", "single_word": False, "lstrip": False,
+                                "rstrip": False, "normalized": False, "special": False})
+    (model / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
+    llm = LLM(str(model))
+    vocab = llm.config.vocab_size
+    big = max(llm.encode("hello <|zzz|> x"))  # 5000, or the next free id (4096) with some tokenizers versions
+    assert big >= vocab
+    with pytest.raises(ValueError, match=f"^prompt 1 has token id {big} outside the vocabulary \\(vocab_size={vocab}\\)"):
+        llm.generate(["x", "hello <|zzz|> x"], SamplingParams(max_new_tokens=2))
+    assert len(llm.generate("hello x", SamplingParams(max_new_tokens=2, ignore_eos=True))[0].token_ids) == 2
+    r = CliRunner().invoke(app, ["generate", "-m", str(model), "-p", "hello <|zzz|> x", "-n", "3"])
+    assert r.exit_code == 2 and f"token id {big} outside the vocabulary" in r.stderr, (r.exit_code, r.output)

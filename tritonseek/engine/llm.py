@@ -288,7 +288,8 @@ class LLM:
         bool (or numpy bool; 1 is not taken for True), mtp not an int (numpy integers count, a bool does not), and
         ValueError/TypeError (naming the prompt index, from 0) for: mtp outside 0–4 or a
         checkpoint without MTP weights, an empty prompt list, a non-str prompt, params that are not one
-        SamplingParams or a list (or tuple) of one per prompt, stop_token_ids outside the vocabulary, a prompt empty after tokenization, or
+        SamplingParams or a list (or tuple) of one per prompt, stop_token_ids outside the vocabulary, a prompt empty after tokenization or
+        holding a token id outside the vocabulary (a tokenizer larger than the model), or
         prompt + max_new_tokens > max_position_embeddings.
         """
         check_bool("chat", chat)
@@ -325,6 +326,12 @@ class LLM:
             ids = self.encode(prompt, chat)
             if not ids:
                 raise ValueError(f"prompt {i} is empty after tokenization (and the model has no BOS token)")
+            # a tokenizer with ids past the model's embedding (an added token): the embedding lookup was an
+            # IndexError traceback on CPU, a device-side assert on CUDA (tester21 #3)
+            big = next((t for t in ids if not 0 <= t < vocab), None)
+            if big is not None:
+                raise ValueError(f"prompt {i} has token id {big} outside the vocabulary (vocab_size={vocab}): the "
+                                 "tokenizer knows more ids than the model's embedding has rows")
             if len(ids) + p.max_new_tokens > max_pos:
                 raise ValueError(
                     f"prompt {i} has {len(ids)} tokens; with max_new_tokens={p.max_new_tokens} that exceeds "

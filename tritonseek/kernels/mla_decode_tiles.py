@@ -160,7 +160,8 @@ def _mla_combine_kernel(
     # then an acquire fence; at most SPIN_LIMIT polls), the program merges, and the last of b's programs (cnt[1, b])
     # zeroes both for the next call. So the sequences finished early are merged on the SMs the split kernel has
     # left, during its tail.
-    # Every program ends with griddepcontrol.wait: this grid never completes before the split kernel.
+    # Program (0, 0) ends with griddepcontrol.wait: this grid never completes before the split kernel (whose
+    # unsplit sequences' out the next kernel may read).
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -204,8 +205,10 @@ def _mla_combine_kernel(
             if done == tl.num_programs(1) - 1:
                 tl.store(cnt_ptr + b, 0)
                 tl.store(cnt_ptr + tl.num_programs(0) + b, 0)
-    if SPIN:
-        tl.extra.cuda.gdc_wait()
+    if SPIN:  # one program suffices to hold the grid open; the others leave as soon as they merged (their slots
+        # go to the programs not yet resident)
+        if (b == 0) & (tl.program_id(1) == 0):
+            tl.extra.cuda.gdc_wait()
 
 
 @triton.jit

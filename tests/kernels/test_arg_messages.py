@@ -15,7 +15,7 @@ from tritonseek.kernels.reference.moe import gate_topk_ref
 from tritonseek.kernels.reference.spec_step import spec_step_inputs_ref
 from tritonseek.kernels.sampling import apply_top_k_top_p, argmax, check_config, sample
 from tritonseek.kernels.spec_step import spec_step_finish, spec_step_inputs
-from tritonseek.kernels.spec_verify import verify_greedy
+from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
 
 def test_sampling_config_takes_numpy_ints_as_ints():
@@ -121,3 +121,28 @@ def test_router_config_errors_name_the_key(device):
     for key, bad in (("BLOCK_E", 6), ("num_warps", 32), ("PDL", 1), ("BLOCK_T", np.float32(2)), ("BLOCK", 8)):
         with pytest.raises(ValueError, match=f"^config key {key}="):
             router_gate_topk(x, w, None, top_k=2, config={key: bad})
+
+
+def test_verify_outputs_with_shared_elements_are_refused(device):
+    """verify_greedy / verify_rejection took an expand()-ed out_tokens and returned the last row's result in every
+    row (tester21 #4); a non-tensor out was an AttributeError."""
+    torch.manual_seed(1)
+    B, K, V = 2, 3, 50
+    tl_ = torch.randn(B, K + 1, V, device=device)
+    d = torch.randint(0, V, (B, K), device=device)
+    d[0] = tl_[0, :K].argmax(-1)
+    want = verify_greedy(d, tl_)
+    ok = torch.full((B, K + 1), -7, dtype=torch.int64, device=device)
+    got = verify_greedy(d, tl_, out_tokens=ok)
+    assert got[0] is ok and torch.equal(ok, want[0]) and torch.equal(got[1], want[1])
+    shared = torch.full((1, K + 1), -7, dtype=torch.int64, device=device).expand(B, K + 1)
+    uniforms = torch.rand(B, K, device=device)
+    noise = torch.ones(B, K + 1, V, device=device)
+    with pytest.raises(ValueError, match="^out_tokens has elements that share memory"):
+        verify_greedy(d, tl_, out_tokens=shared)
+    with pytest.raises(ValueError, match="^out_tokens has elements that share memory"):
+        verify_rejection(d, None, tl_, 1.0, None, None, uniforms, noise, out_tokens=shared)
+    for kw in (dict(out_tokens=5), dict(out_num_accepted=[0, 0])):
+        name = next(iter(kw))
+        with pytest.raises(TypeError, match=f"^{name} must be a torch.Tensor or None, got {type(kw[name]).__name__}"):
+            verify_greedy(d, tl_, **kw)

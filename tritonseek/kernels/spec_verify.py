@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_no_overlap, check_runnable_device, check_tensor
 from tritonseek.kernels.sampling import (
     _INTERP_BLOCK,
     _check_vocab,
@@ -308,6 +308,12 @@ def _check_common(draft_tokens, target_logits) -> tuple[int, int, int, torch.dev
 
 
 def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
+    """The caller's output buffers checked (or new ones): TypeError for a non-tensor, ValueError for a wrong
+    shape / dtype / device / layout or elements that share memory (an expand()-ed out_tokens kept only the last
+    row's result: tester21 #4)."""
+    for name, t in (("out_tokens", out_tokens), ("out_num_accepted", out_num_accepted)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
     if out_tokens is None:
         out_tokens = torch.empty(B, K + 1, dtype=torch.int64, device=dev)
     elif (out_tokens.shape != (B, K + 1) or out_tokens.dtype != torch.int64 or out_tokens.device != dev
@@ -318,6 +324,7 @@ def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
     elif (out_num_accepted.shape != (B,) or out_num_accepted.dtype != torch.int32 or out_num_accepted.device != dev
           or not out_num_accepted.is_contiguous()):
         raise ValueError(f"out_num_accepted must be a contiguous [{B}] int32 tensor on {dev}")
+    check_no_overlap("out_tokens", out_tokens)  # a stride-0 row dim passes the stride(1) test above
     return out_tokens, out_num_accepted
 
 
@@ -357,7 +364,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     sync) and are never accepted (as verify_greedy_ref). target_logits: [B, K+1, V] fp32/bf16/fp16, V >= 1, last dim contiguous,
     on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id, a NaN counts as the largest
     value (the first NaN or +inf wins; torch.argmax: the first NaN), an all -inf row gives 0.
-    out_tokens / out_num_accepted: optional preallocated outputs. config: optional
+    out_tokens / out_num_accepted: optional preallocated outputs ([B, K+1] int64, last dim contiguous, no two
+    elements sharing memory / contiguous [B] int32; else ValueError naming it). config: optional
     (BLOCK, num_warps, programs per SM[, UNROLL]) override (benchmark sweeps): ints, BLOCK a power of two in
     [16, 65536], num_warps a power of two in [1, 32], the others >= 1 (``sampling.check_config``).
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for
@@ -424,7 +432,8 @@ def verify_rejection(
     None with seeds: [B] int64 device tensor, the noise then made in registers by Philox, equal to
     ``philox_exp_noise(seeds, K+1, V)`` (no noise tensor written or read: half the bytes; change the
     seeds every step); giving both exp_noise and seeds raises ValueError.
-    out_tokens / out_num_accepted: optional preallocated outputs. config: optional
+    out_tokens / out_num_accepted: optional preallocated outputs ([B, K+1] int64, last dim contiguous, no two
+    elements sharing memory / contiguous [B] int32; else ValueError naming it). config: optional
     (BLOCK, num_warps, programs per SM) override, checked as in ``sampling.sample``.
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for B = 0).
     No host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad argument.

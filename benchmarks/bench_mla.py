@@ -3,26 +3,25 @@
     PYTHONPATH=. python benchmarks/bench_mla.py [--sweep] [--suite all|mla_decode|mla_prefill]
         [--out rows.jsonl] [--winners winners.json] [--budget-s 300]
 
-* ``mla_decode``: FlashMLA's own configuration — batch 128, s_k ∈ {4096, 8192} (fixed, and varlen
-  with lengths ~ N(s_k, s_k/2) clamped ≥ s_q as in FlashMLA's test), h_q ∈ {16, 32, 64, 128},
-  s_q ∈ {1, 2}, page 64, causal; d_qk 576, head_dim_v 512, block ids a random permutation.
-  FLOPs = 2·s_q·Σs_k·h_q·(576+512); bytes = (Σs_k·576 + b·s_q·h_q·576 + b·s_q·h_q·512)·2.
-  The timed op is the whole ``mla_decode`` (split kernel + combine) with this step's metadata
-  computed once outside (as every layer reuses it); ``metadata_us`` times ``get_mla_metadata``.
-  Targets: h_q·s_q ≤ 32 → ≥ 3800 GB/s; h_q·s_q ≥ 128 → ≥ 600 TFLOP/s; every case ≥ 3× the peer.
-* ``mla_prefill``: varlen causal attention, 128 heads, d_qk 192, d_v 128, {tokens, seqs} with equal
-  lengths; FLOPs = Σ len²·h·(192+128) (causal half of 2·len²·h·(d_qk+d_v)). Target: ≥ 60% of the
-  bf16 matrix rate (677 TFLOP/s measured by torch GEMM on our H200 → 406) at 8k-token prompts.
-* Peers in the same run: decode — the plain-torch absorbed attention (gather the pages, bmm, masked
-  fp32 softmax, bmm); prefill — ``torch.nn.functional.scaled_dot_product_attention`` per sequence.
-* Timing: ``us`` eager median (triton.testing.do_bench), ``us_graph`` median CUDA-graph replay;
-  tflops/gbps from us_graph; decode also ``us_graph_gpu`` / ``gbps_gpu``: the same replay on the GPU clock (queued
-  behind a device sleep, so the host's graph launch is not timed). The decode caches (0.6–1.2 GB) are far larger than the 50 MB L2.
-* Correctness of every measured config: cosine difference ≤ 1e-5 and |Δlse| ≤ 1e-3 against the
-  fp32 reference (decode); rel. error ≤ 1e-2 on 8 heads against the fp32 reference (prefill).
-* ``--sweep``: candidate configs per rows class are checked, then timed; the fastest correct one is
-  used for the suite and written to ``--winners`` (copy into the kernels' ``_TUNED``). Candidates
-  are compiled in parallel worker processes first (Triton's disk cache is shared).
+* ``mla_decode``: FlashMLA's own configuration — batch 128, s_k ∈ {4096, 8192} (fixed, and varlen with lengths ~
+  N(s_k, s_k/2) clamped ≥ s_q as in FlashMLA's test), h_q ∈ {16, 32, 64, 128}, s_q ∈ {1, 2}, page 64, causal; d_qk
+  576, head_dim_v 512, block ids a random permutation. FLOPs = 2·s_q·Σs_k·h_q·(576+512); bytes = (Σs_k·576 +
+  b·s_q·h_q·576 + b·s_q·h_q·512)·2. The timed op is the whole ``mla_decode`` (split kernel + combine) with this step's
+  metadata computed once outside (as every layer reuses it); ``metadata_us`` times ``get_mla_metadata``. Targets:
+  h_q·s_q ≤ 32 → ≥ 3800 GB/s; h_q·s_q ≥ 128 → ≥ 600 TFLOP/s; every case ≥ 3× the peer.
+* ``mla_prefill``: varlen causal attention, 128 heads, d_qk 192, d_v 128, {tokens, seqs} with equal lengths; FLOPs = Σ
+  len²·h·(192+128) (causal half of 2·len²·h·(d_qk+d_v)). Target: ≥ 60% of the bf16 matrix rate (677 TFLOP/s measured
+  by torch GEMM on our H200 → 406) at 8k-token prompts.
+* Peers in the same run: decode — the plain-torch absorbed attention (gather the pages, bmm, masked fp32 softmax,
+  bmm); prefill — ``torch.nn.functional.scaled_dot_product_attention`` per sequence.
+* Timing: ``us`` eager median (triton.testing.do_bench), ``us_graph`` median CUDA-graph replay; tflops/gbps from
+  us_graph; decode also ``us_graph_gpu`` / ``gbps_gpu``: the same replay on the GPU clock (queued behind a device
+  sleep, so the host's graph launch is not timed). The decode caches (0.6–1.2 GB) are far larger than the 50 MB L2.
+* Correctness of every measured config: cosine difference ≤ 1e-5 and |Δlse| ≤ 1e-3 against the fp32 reference
+  (decode); rel. error ≤ 1e-2 on 8 heads against the fp32 reference (prefill).
+* ``--sweep``: candidate configs per rows class are checked, then timed; the fastest correct one is used for the suite
+  and written to ``--winners`` (copy into the kernels' ``_TUNED``). Candidates are compiled in parallel worker
+  processes first (Triton's disk cache is shared).
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_mla_prefill as PF  # noqa: E402 (suite mla_prefill)
-from benchmarks.timing import graph_replay_us  # noqa: E402
+from benchmarks.timing import graph_replay_us, graph_time_gpu_us  # noqa: E402
 
 from tritonseek.benchrun import (StagedRows, git_commit, out_file, positive_float, positive_int, require_cuda,  # noqa: E402
                                  write_json_kept)
@@ -62,18 +61,17 @@ def _c(bh, bn, st, parts, warps=4, tma=True, ws=False):
                 WARP_SPECIALIZE=ws)
 
 
-# Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere.
-# Run 2 (2648088) tried 16-row cache steps, 2-3 parts/SM and warp specialization: no gain except
-# 32 rows padded to a 64-row wgmma tile. Run 3 (8aa2ed4): 8 warps on the mma.sync tiles helped 32 rows only.
-# Run 4 (e1423bb, b 128, s_k 4096, µs): TRANSPOSED 16 rows 213 (4 warps) / 262 (8) vs 199 base; 32 rows
-# 302 / 313 vs 268 base; LOOKAHEAD 64 rows 420 (BLOCK_N 32) / 795 (64, 1 stage) / 677 (16) vs 332 base,
-# 128 rows 791 vs 604: all slower. ptxas showed the mma.sync loops single-buffered: the block-table load
-# ahead of each tile takes a pipeline stage, so 2 tile buffers need num_stages 5. Run 5 tries that
-# (TMA and 16-byte pointer gathers) and fewer programs (128 = one per sequence at batch 128).
+# Run 1 (commit ced8f6e) swept BLOCK_N 32/64, TMA on/off, 1-2 parts per SM: TMA won everywhere. Run 2 (2648088) tried
+# 16-row cache steps, 2-3 parts/SM and warp specialization: no gain except 32 rows padded to a 64-row wgmma tile. Run
+# 3 (8aa2ed4): 8 warps on the mma.sync tiles helped 32 rows only. Run 4 (e1423bb, b 128, s_k 4096, µs): TRANSPOSED 16
+# rows 213 (4 warps) / 262 (8) vs 199 base; 32 rows 302 / 313 vs 268 base; LOOKAHEAD 64 rows 420 (BLOCK_N 32) / 795
+# (64, 1 stage) / 677 (16) vs 332 base, 128 rows 791 vs 604: all slower. ptxas showed the mma.sync loops
+# single-buffered: the block-table load ahead of each tile takes a pipeline stage, so 2 tile buffers need num_stages
+# 5. Run 5 tries that (TMA and 16-byte pointer gathers) and fewer programs (128 = one per sequence at batch 128).
 N128 = 128.5 / 132  # PARTS_PER_SM giving 128 programs on the H200's 132 SMs (int() rounds down)
-# Run 5 (75f123d): 5 stages won for 16 rows (176 vs 199 µs) and 32 rows (241 vs 270); 16-byte pointer
-# gathers 198; 128 programs 214 / 262 / 337 / 620: slower. Run 6: head tiles of one part are now launched
-# side by side (grid (head tiles, parts)), so 32 and 64 rows may run as 16/32-row tiles sharing L2.
+# Run 5 (75f123d): 5 stages won for 16 rows (176 vs 199 µs) and 32 rows (241 vs 270); 16-byte pointer gathers 198; 128
+# programs 214 / 262 / 337 / 620: slower. Run 6: head tiles of one part are now launched side by side (grid (head
+# tiles, parts)), so 32 and 64 rows may run as 16/32-row tiles sharing L2.
 DECODE_CANDIDATES = {
     16: [_c(16, 32, 5, 2), _c(16, 64, 5, 1)],
     32: [_c(32, 64, 5, 1, warps=8), _c(16, 32, 5, 2), _c(32, 32, 5, 1, warps=8)],
@@ -81,12 +79,8 @@ DECODE_CANDIDATES = {
 }
 DECODE_CANDIDATES[128] = DECODE_CANDIDATES[64]  # rows > 64: same kernels, several head tiles
 SWEEP_CASE = {16: (16, 1), 32: (32, 1), 64: (64, 1), 128: (128, 1)}  # rows class → (h_q, s_q), s_k 4096
-
 DECODE_SK = (4096, 8192)
-
-
-def rows_class(rows: int) -> int:
-    return 16 if rows <= 16 else 32 if rows <= 32 else 64 if rows <= 64 else 128
+rows_class = D._rows_class  # s_q·h_q → 16 / 32 / 64 / 128, the tables' key
 
 
 def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -97,24 +91,6 @@ def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 def graph_time_us(fn, min_ms: float = 30.0) -> float:
     """Median replay time of a CUDA graph holding one call of fn."""
     return graph_replay_us([fn], min_ms)
-
-
-def graph_time_gpu_us(fn, reps: int = 25) -> float:
-    """Median GPU-clock time of one CUDA-graph replay of fn: each replay is queued behind a ~0.5 ms device sleep,
-    so the host's graph launch (inside ``us_graph``: its events start on an idle GPU) is not timed; a decode step
-    replays every layer's calls inside one graph."""
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for a, b in ev:
-        torch.cuda._sleep(1_000_000)
-        a.record()
-        g.replay()
-        b.record()
-    torch.cuda.synchronize()
-    return sorted(a.elapsed_time(b) for a, b in ev)[reps // 2] * 1000.0
 
 
 def eager_time_us(fn) -> float:
@@ -312,73 +288,72 @@ def bench_decode(env, rows, out_f, winners, deadline):
 
 
 def _bench_decode_sk(env, rows, out_f, winners, deadline, s_k):
-    if True:
-        for h in (16, 32, 64, 128):
-            for s_q in (1, 2):
-                for varlen in (False, True):
-                    if h * s_q > MAX_ROWS or (ONLY_HS and f"{h}x{s_q}" not in ONLY_HS):
-                        continue
-                    if ONLY_VARLEN is not None and varlen != ONLY_VARLEN:
-                        continue
-                    if time.time() > deadline:
-                        print(f"decode: out of time at s_k {s_k} h {h} s_q {s_q} varlen {varlen}", flush=True)
-                        return
-                    cls = rows_class(h * s_q)
-                    # no winner (sweep skipped or every candidate failed): the committed table
-                    # (the Hopper table, Gluon, where mla_decode would use it: as the library's default)
-                    hop = DEVICE == "cuda" and D._hopper_device(torch.device(DEVICE))
-                    cfg = winners.get(f"decode_{cls}") or (D.default_config(s_q, h, BATCH, hopper=hop) if not winners
-                                                           else dict(DECODE_CANDIDATES[cls][0]))
-                    lens = decode_lens(s_k, s_q, varlen)
-                    q, kv, bt, cs = make_decode(h, s_q, lens)
-                    out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=DEVICE)
-                    md, fn = run_decode(q, kv, bt, cs, cfg, out)
-                    o, lse = fn()
-                    idx = ref_rows(cs)  # the full fp32 reference costs seconds per case at batch 128
-                    ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
-                    cd, dl, ok = check_decode(o, lse, ref, idx)
-                    ok = ok and not torch.isnan(o).any().item()
-                    del ref
-                    us = eager_time_us(fn)
-                    us_g = graph_time_us(fn)
-                    us_gpu = graph_time_gpu_us(fn) if DEVICE == "cuda" else float("nan")
-                    md_us = graph_time_us(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg), 5.0)
-                    peer = lambda: torch_peer_decode(q, kv, bt, cs, max(lens), D_QK**-0.5)  # noqa: E731
-                    pcd, peer_us, peer_g = float("nan"), float("nan"), float("nan")
-                    if not NO_PEER:
-                        po, plse = peer()
-                        pcd = cos_diff(po.float(), o.float())
-                        peer_us = eager_time_us(peer)
-                        try:
-                            peer_g = graph_time_us(peer, 10.0)
-                        except Exception:  # noqa: BLE001
-                            peer_g = peer_us
-                        del po, plse
-                    sk_sum = sum(lens)
-                    flops = 2 * s_q * sk_sum * h * (D_QK + D_V)
-                    nbytes = (sk_sum * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
-                    row = dict(suite="mla_decode",
-                               case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=PAGE, varlen=varlen),
-                               us=round(us, 2), us_graph=round(us_g, 2), tflops=round(flops / us_g / 1e6, 1),
-                               gbps=round(nbytes / us_g / 1e3, 1), peer="torch_absorbed", peer_us=round(peer_g, 2),
-                               peer_us_eager=round(peer_us, 2), ratio_vs_peer=round(peer_g / us_g, 3),
-                               metadata_us=round(md_us, 2), cos_diff=cd, lse_maxdiff=dl, correct=ok,
-                               peer_cos_diff=pcd, config=cfg, num_parts=md.num_parts,
-                               us_graph_gpu=round(us_gpu, 2), gbps_gpu=round(nbytes / us_gpu / 1e3, 1), **env)
-                    row["kernel"] = "gluon_ws" if cfg.get("GLUON") and D._use_gluon(
-                        cfg, q, kv, D_V, cfg["BLOCK_N"], cfg["BLOCK_H"]) else "tl"
-                    rows.append(row)
-                    out_f.write(json.dumps(row) + "\n")
-                    out_f.flush()
-                    print(f"decode s_k {s_k} h {h} s_q {s_q} varlen {varlen}: {us_g:.1f} us (eager {us:.1f}, GPU clock "
-                          f"{us_gpu:.1f} = {row['gbps_gpu']} GB/s) {row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
-                          flush=True)
-                    if h * s_q <= GLUON_MAX_ROWS and (GLUON_VARIANT and row["kernel"] == "tl" or GLUON_EXTRA):
-                        for over in ([{}] if GLUON_VARIANT and row["kernel"] == "tl" else []) + GLUON_EXTRA:
-                            _gluon_variant_row(env, rows, out_f, row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops,
-                                               over)
-                    del q, kv, bt, cs, out, o, lse
-                    torch.cuda.empty_cache()
+    for h in (16, 32, 64, 128):
+        for s_q in (1, 2):
+            for varlen in (False, True):
+                if h * s_q > MAX_ROWS or (ONLY_HS and f"{h}x{s_q}" not in ONLY_HS):
+                    continue
+                if ONLY_VARLEN is not None and varlen != ONLY_VARLEN:
+                    continue
+                if time.time() > deadline:
+                    print(f"decode: out of time at s_k {s_k} h {h} s_q {s_q} varlen {varlen}", flush=True)
+                    return
+                cls = rows_class(h * s_q)
+                # no winner (sweep skipped or every candidate failed): the committed table
+                # (the Hopper table, Gluon, where mla_decode would use it: as the library's default)
+                hop = DEVICE == "cuda" and D._hopper_device(torch.device(DEVICE))
+                cfg = winners.get(f"decode_{cls}") or (D.default_config(s_q, h, BATCH, hopper=hop) if not winners
+                                                       else dict(DECODE_CANDIDATES[cls][0]))
+                lens = decode_lens(s_k, s_q, varlen)
+                q, kv, bt, cs = make_decode(h, s_q, lens)
+                out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=DEVICE)
+                md, fn = run_decode(q, kv, bt, cs, cfg, out)
+                o, lse = fn()
+                idx = ref_rows(cs)  # the full fp32 reference costs seconds per case at batch 128
+                ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
+                cd, dl, ok = check_decode(o, lse, ref, idx)
+                ok = ok and not torch.isnan(o).any().item()
+                del ref
+                us = eager_time_us(fn)
+                us_g = graph_time_us(fn)
+                us_gpu = graph_time_gpu_us(fn) if DEVICE == "cuda" else float("nan")
+                md_us = graph_time_us(lambda: D.get_mla_metadata(cs, s_q, h, config=cfg), 5.0)
+                peer = lambda: torch_peer_decode(q, kv, bt, cs, max(lens), D_QK**-0.5)  # noqa: E731
+                pcd, peer_us, peer_g = float("nan"), float("nan"), float("nan")
+                if not NO_PEER:
+                    po, plse = peer()
+                    pcd = cos_diff(po.float(), o.float())
+                    peer_us = eager_time_us(peer)
+                    try:
+                        peer_g = graph_time_us(peer, 10.0)
+                    except Exception:  # noqa: BLE001
+                        peer_g = peer_us
+                    del po, plse
+                sk_sum = sum(lens)
+                flops = 2 * s_q * sk_sum * h * (D_QK + D_V)
+                nbytes = (sk_sum * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
+                row = dict(suite="mla_decode",
+                           case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=PAGE, varlen=varlen),
+                           us=round(us, 2), us_graph=round(us_g, 2), tflops=round(flops / us_g / 1e6, 1),
+                           gbps=round(nbytes / us_g / 1e3, 1), peer="torch_absorbed", peer_us=round(peer_g, 2),
+                           peer_us_eager=round(peer_us, 2), ratio_vs_peer=round(peer_g / us_g, 3),
+                           metadata_us=round(md_us, 2), cos_diff=cd, lse_maxdiff=dl, correct=ok,
+                           peer_cos_diff=pcd, config=cfg, num_parts=md.num_parts,
+                           us_graph_gpu=round(us_gpu, 2), gbps_gpu=round(nbytes / us_gpu / 1e3, 1), **env)
+                row["kernel"] = "gluon_ws" if cfg.get("GLUON") and D._use_gluon(
+                    cfg, q, kv, D_V, cfg["BLOCK_N"], cfg["BLOCK_H"]) else "tl"
+                rows.append(row)
+                out_f.write(json.dumps(row) + "\n")
+                out_f.flush()
+                print(f"decode s_k {s_k} h {h} s_q {s_q} varlen {varlen}: {us_g:.1f} us (eager {us:.1f}, GPU clock "
+                      f"{us_gpu:.1f} = {row['gbps_gpu']} GB/s) {row['gbps']} GB/s {row['tflops']} TFLOP/s peer {peer_g:.1f} us ok {ok} cos {cd:.1e}",
+                      flush=True)
+                if h * s_q <= GLUON_MAX_ROWS and (GLUON_VARIANT and row["kernel"] == "tl" or GLUON_EXTRA):
+                    for over in ([{}] if GLUON_VARIANT and row["kernel"] == "tl" else []) + GLUON_EXTRA:
+                        _gluon_variant_row(env, rows, out_f, row, q, kv, bt, cs, lens, idx, s_q, h, nbytes, flops,
+                                           over)
+                del q, kv, bt, cs, out, o, lse
+                torch.cuda.empty_cache()
 
 
 GLUON_VARIANT = False  # --gluon: also time the warp-specialized Gluon split kernel (mla_decode_ws) per case

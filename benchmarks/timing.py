@@ -123,3 +123,21 @@ def kernel_time_us(fns, reps: int = 20, flush_l2: bool = True) -> float:
             for i in range(reps)]
     del g
     return statistics.median(sums) / len(fns)
+
+
+def graph_time_gpu_us(fn, reps: int = 25) -> float:
+    """Median GPU-clock time of one CUDA-graph replay of fn: each replay is queued behind a ~0.5 ms device sleep,
+    so the host's graph launch (inside ``us_graph``: its events start on an idle GPU) is not timed; a decode step
+    replays every layer's calls inside one graph."""
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in ev:
+        torch.cuda._sleep(1_000_000)
+        a.record()
+        g.replay()
+        b.record()
+    torch.cuda.synchronize()
+    return sorted(a.elapsed_time(b) for a, b in ev)[reps // 2] * 1000.0

@@ -107,7 +107,7 @@ def _operands(E, M_max, N, K, dev):
     return a, a_s, b, bs
 
 
-def _check(E, M_max, N, K, masked, dev, log) -> bool:
+def _check(E, M_max, N, K, masked, dev, log, config=None) -> bool:
     """NaN-poisoned launch vs the fp32 reference, rows past masked_m untouched, a second launch bitwise equal, a
     graph replay after masked_m changed in place equal to an eager launch with the new values."""
     a, a_s, b, bs = _operands(E, M_max, N, K, dev)
@@ -116,7 +116,7 @@ def _check(E, M_max, N, K, masked, dev, log) -> bool:
     outs = []
     for _ in range(2):
         out = torch.full((E, M_max, N), float("nan"), device=dev, dtype=torch.bfloat16)
-        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out)
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=config)
         outs.append(out)
     torch.cuda.synchronize()
     rows = torch.arange(M_max, device=dev)[None, :] < mm[:, None]  # [E, M_max] valid rows
@@ -129,18 +129,18 @@ def _check(E, M_max, N, K, masked, dev, log) -> bool:
     g_out = torch.full_like(outs[0], float("nan"))
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=g_out)
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=g_out, config=config)
     new = [min(M_max, (v * 7 + 37) % (M_max + 1)) for v in masked]
     mm.copy_(torch.tensor(new, dtype=torch.int32))
     g_out.fill_(float("nan"))
     g.replay()
     e_out = torch.full_like(outs[0], float("nan"))
-    grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=e_out)
+    grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=e_out, config=config)
     torch.cuda.synchronize()
     graph_ok = torch.equal(g_out.view(torch.int16), e_out.view(torch.int16))
     del g
     ok = valid_finite and past_nan and d < 1e-3 and same and graph_ok
-    log(f"check E={E} M_max={M_max} N={N} K={K} masked_m={masked} -> {new}: calc_diff {d:.2e}, valid finite "
+    log(f"check {config or 'default'} E={E} M_max={M_max} N={N} K={K} masked_m={masked} -> {new}: calc_diff {d:.2e}, valid finite "
         f"{valid_finite}, rows past masked_m NaN {past_nan}, bitwise repeat {same}, graph replay {graph_ok}: "
         f"{'OK' if ok else 'FAIL'}")
     return ok
@@ -164,11 +164,65 @@ def _runner(E, M_max, N, K, dev, config=None):
     return run, 2 * E * M_max * N * K, E * triton.cdiv(M_max, 128) * triton.cdiv(N, 128)
 
 
+def _same_operand_runs(E, M_max, N, K, dev, configs: dict):
+    """name -> launch fn of each config on ONE set of operands (own out buffer each), every config checked first
+    (NaN-poisoned out, finite, calc_diff < 1e-3)."""
+    a, a_s, b, bs = _operands(E, M_max, N, K, dev)
+    mm = torch.full((E,), M_max, dtype=torch.int32, device=dev)
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
+    runs = {}
+    for name, cfg in configs.items():
+        out = torch.full((E, M_max, N), float("nan"), device=dev, dtype=torch.bfloat16)
+        grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=cfg)
+        torch.cuda.synchronize()
+        d = calc_diff(out.float(), ref)
+        if not (bool(torch.isfinite(out).all()) and d < 1e-3):
+            raise RuntimeError(f"wrong result E={E} M_max={M_max} N={N} K={K} config={cfg}: calc_diff {d:.2e}")
+
+        def run(cfg=cfg, out=out):
+            return grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=cfg)
+        runs[name] = run
+    return runs
+
+
+def _ab_anchors(configs: dict, rounds: int, env: dict, log, rows: list, table: list) -> None:
+    """GPU-clock interleaved A/B of ``configs`` (name -> config dict) against the default and an A/A twin of it at the
+    six anchors, one operand set per anchor; rows with each config's median and median per-round ratio."""
+    dev = torch.device("cuda")
+    for E, m in ANCHORS:
+        for N, K in NK:
+            cfgs = dict(default=None, aa=None, **configs)
+            runs = _same_operand_runs(E, m, N, K, dev, cfgs)
+            res = _interleaved_gpu_us(runs, rounds)
+            flops = 2 * E * m * N * K
+            med = {k: _median(v) for k, v in res.items()}
+            ratio = {k: _median([x / y for x, y in zip(v, res["default"])]) for k, v in res.items()}
+            case = dict(groups=E, m_per_group=m, N=N, K=K)
+            log(f"A/B {E}x{m} ({N}, {K}): " + ", ".join(f"{k} {med[k]:.2f} us ({flops / med[k] / 1e6:.1f} TFLOP/s) "
+                                                       f"x{ratio[k]:.4f}" for k in res))
+            table.append(f"{E}x{m} ({N}, {K}) default {flops / med['default'] / 1e6:7.1f} TFLOP/s | "
+                         + " | ".join(f"{k} x{ratio[k]:.4f}" for k in res if k != "default"))
+            for k in res:
+                rows.append(dict(suite="grouped_gemm_masked_ab", case=case, variant=k, config=cfgs[k], kernel="ws",
+                                 us_graph_gpu=round(med[k], 2), tflops_gpu=round(flops / med[k] / 1e6, 1),
+                                 ratio_to_default=round(ratio[k], 4), rounds=rounds, timing="gpu_clock_interleaved",
+                                 **env))
+            del runs
+            torch.cuda.empty_cache()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=positive_int, default=100)
     p.add_argument("--out", type=out_file, default=None, help="JSONL rows (suite grouped_gemm_masked_tail)")
+    p.add_argument("--ab", type=json.loads, default=None,
+                   help='JSON object name -> masked ws config: checked like the default (edges, graph replay, bitwise '
+                        'repeat), then A/B against the default and an A/A twin at the six anchors, e.g. '
+                        '\'{"tail_sk": {"TAIL_SK": true}}\'')
+    p.add_argument("--no-scaling", action="store_true", help="skip the scaling and fix-up probes")
     args = p.parse_args()
+    if args.ab is not None and not (isinstance(args.ab, dict) and all(isinstance(v, dict) for v in args.ab.values())):
+        p.error("--ab must be a JSON object of name -> config object")
     require_cuda("probe_masked_tail.py")
     dev = torch.device("cuda")
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
@@ -181,18 +235,25 @@ def main():
 
     # ---- correctness of the committed default at real shapes
     ok = True
-    for E, m in ANCHORS:
-        for N, K in NK:
-            ok &= _check(E, m, N, K, [m] * E, dev, log)
-    ok &= _check(8, 256, 7168, 2048, [0, 1, 127, 128, 129, 256, 0, 255], dev, log)
-    ok &= _check(4, 384, 4096, 7168, [129, 0, 384, 1], dev, log)
-    ok &= _check(3, 128, 4096, 7168, [0, 0, 0], dev, log)
+    for cfg in list(args.ab.values()) if args.ab else [None]:  # --ab: the configs under test (the default's PTX is unchanged)
+        for E, m in ANCHORS:
+            for N, K in NK:
+                ok &= _check(E, m, N, K, [m] * E, dev, log, cfg)
+        ok &= _check(8, 256, 7168, 2048, [0, 1, 127, 128, 129, 256, 0, 255], dev, log, cfg)
+        ok &= _check(4, 384, 4096, 7168, [129, 0, 384, 1], dev, log, cfg)
+        ok &= _check(3, 128, 4096, 7168, [0, 0, 0], dev, log, cfg)
+        ok &= _check(1, 1024, 7168, 2048, [100], dev, log, cfg)  # 56 tiles: a last wave < half the SMs
     log(f"correctness: {'ALL OK' if ok else 'FAILURES'}")
 
-    # ---- scaling at equal work per program, and A/A, GPU clock
     _warm_gpu(0.5)
     table = []
-    for N, K in NK:
+    if args.ab:
+        if not ok:
+            log("A/B skipped: a check failed")
+        else:
+            _ab_anchors(args.ab, args.rounds, env, log, rows, table)
+    # ---- scaling at equal work per program, and A/A, GPU clock
+    for N, K in ([] if args.no_scaling else NK):
         wide = 4224 if N == 4096 else 8448
         fns, meta = {}, {}
         for name, (E, M, n, cfg) in dict(base=(1, 1024, N, None), aa=(1, 1024, N, None), n132=(1, 1024, wide, None),
@@ -231,7 +292,7 @@ def main():
         del fns
         torch.cuda.empty_cache()
     # ---- the pairwise fix-up's floor
-    for progs in (104, 132):
+    for progs in (() if args.no_scaling else (104, 132)):
         try:
             fix, plain = _fixup_runs(progs, dev)
             res = _interleaved_gpu_us(dict(plain=plain, fix=fix, plain_aa=plain), args.rounds)

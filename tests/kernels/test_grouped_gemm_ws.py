@@ -63,7 +63,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
         sig["diag_ptr"] = "*i64"
     else:
         consts["diag_ptr"] = None
-    consts["TAIL_SK"] = tail_sk
+    consts.update(TAIL_SK=tail_sk, TAIL_AT=int(cfg.get("TAIL_AT", 4)) if tail_sk else 4)
     if tail_sk:
         sig.update(ws_ptr="*fp32", flag_ptr="*i32")
     else:
@@ -221,8 +221,9 @@ def test_grouped_ws_rejects_bad_inputs():
     with pytest.raises(ValueError, match="FAST_SHED"):
         grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=dict(FAST_SHED=True))
     # TAIL_SK runs the split warpgroups' 128-column loop only, without the DIAG build: raised on every device
-    for bad in (dict(TAIL_SK=True, SPLIT=False), dict(TAIL_SK=True, BLOCK_N=64), dict(TAIL_SK=1)):
-        with pytest.raises(ValueError, match="TAIL_SK"):
+    for bad in (dict(TAIL_SK=True, SPLIT=False), dict(TAIL_SK=True, BLOCK_N=64), dict(TAIL_SK=1),
+                dict(TAIL_SK=True, TAIL_AT=8), dict(TAIL_AT=0)):
+        with pytest.raises(ValueError, match="TAIL_"):
             grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=bad)
     with pytest.raises(ValueError, match="TAIL_SK"):
         grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=dict(TAIL_SK=True),

@@ -66,6 +66,14 @@ def test_masked_ws_tail_sk_gpu(device, masked_m, M_max, N, K):
     _check_masked(masked_m, M_max, N, K, device, seed=len(masked_m) + K, config=dict(TAIL_SK=True))
 
 
+# TAIL_AT: the storing program's share of K in eighths (K = 2048: 2 / 6 / 14 of 16 blocks; K = 384: 0 or 2 of 3)
+@pytest.mark.gpu
+@pytest.mark.parametrize("at", [1, 3, 7])
+@pytest.mark.parametrize("masked_m,M_max,N,K", [([1024], 1024, 7168, 2048), ([0, 1, 64, 129, 130], 130, 200, 384)])
+def test_masked_ws_tail_sk_split_point_gpu(device, at, masked_m, M_max, N, K):
+    _check_masked(masked_m, M_max, N, K, device, seed=at, config=dict(TAIL_SK=True, TAIL_AT=at))
+
+
 @pytest.mark.gpu
 def test_masked_ws_tail_sk_deterministic_and_rearmed_gpu(device):
     # two launches bitwise equal (the split tiles' halves are summed in a fixed order), and the cached flags are all

@@ -189,7 +189,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, TAIL_SK=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, TAIL_SK=bool, TAIL_AT=range(1, 8),
 )
 
 
@@ -221,7 +221,7 @@ def _grouped_fp8_ws_kernel(
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
     diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
-    ws_ptr=None, flag_ptr=None, TAIL_SK: gl.constexpr = False,
+    ws_ptr=None, flag_ptr=None, TAIL_SK: gl.constexpr = False, TAIL_AT: gl.constexpr = 4,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -266,14 +266,14 @@ def _grouped_fp8_ws_kernel(
                               c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr, ws_ptr, flag_ptr, M_rows, N, E, num_k_blocks,
                               stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm,
                               stride_cn, num_programs, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, E_PAD, 0,
-                              BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
+                              BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, TAIL_AT)),
             (_consumer_tail, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE), c_desc,
                               c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr, ws_ptr, flag_ptr, M_rows, N, E, num_k_blocks,
                               stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm,
                               stride_cn, num_programs, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, E_PAD, BLOCK_M // 2,
-                              BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0)),
+                              BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, TAIL_AT)),
             (_producer_tail, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                              num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES, E_PAD)),
+                              num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES, E_PAD, TAIL_AT)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     elif SPLIT:
         # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
@@ -369,6 +369,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         E_PAD=max(256, next_pow2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
         EARLY_TMA=bool(cfg.get("EARLY_TMA", False)), ws_ptr=ws, flag_ptr=flags, TAIL_SK=tail_sk,
+        TAIL_AT=int(cfg.get("TAIL_AT", 4)) if tail_sk else 4,
     )
 
 
@@ -470,8 +471,8 @@ def grouped_fp8_gemm_masked_ws(
     config: optional launch-config override (keys of ``grouped_ws_config``; EARLY_TMA: the kernel's top level
         requests each program's first K blocks before the partitions start, grouped_gemm_ws_parts._early_loads —
         off, slower on the H200; TAIL_SK (SPLIT and BLOCK_N 128 only, no diag): a last wave of 1 .. SMs / 2 tiles
-        runs as two K halves per tile on two programs with a deterministic pairwise fix-up, grouped_gemm_ws_tail —
-        off by default).
+        runs as two K pieces per tile on two programs with a deterministic pairwise fix-up, grouped_gemm_ws_tail —
+        off by default; TAIL_AT 1-7: the storing program's share of K in eighths, default 4).
     diag: diagnostics only (benchmarks/probe_grouped_ws_timeline.py): an int64 CUDA tensor of ≥ programs × 128
         elements, contiguous, that receives per-program %globaltimer / %clock64 stamps (grouped_gemm_ws_parts.
         DIAG_SLOTS); a separately compiled build, same results.

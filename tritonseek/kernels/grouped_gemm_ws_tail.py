@@ -4,7 +4,8 @@ The masked kernel (grouped_gemm_ws.py) walks its T non-empty 128×128 tiles on P
 whole rounds, then a last wave of t = T − R·P tiles that leaves P − t SMs idle. At DeepGEMM's masked (7168, 2048)
 anchors T = 448 on 132 SMs: 3 rounds + 52 tiles (BALANCE instead runs 112 programs × 4 tiles). With TAIL_SK, when
 0 < t ≤ P / 2 (decided on the device from masked_m, so CUDA-graph safe), each last-wave tile runs as two halves of its
-K range on two programs: program 2i takes tile R·P + i over K blocks [0, KB / 2), program 2i + 1 over [KB / 2, KB).
+K range on two programs: program 2i takes tile R·P + i over K blocks [0, KB·TAIL_AT / 8), program 2i + 1 over the
+rest (TAIL_AT = 4: halves; fewer for the storing program hides its store and release under the other's K loop).
 The fix-up is pairwise and deterministic:
 
 * the lower program (2i) stores each consumer warpgroup's fp32 partial (64 × 128) into a workspace slot through
@@ -49,12 +50,13 @@ def _tail_counts(pid, num_tiles, num_programs):
 
 
 @gluon.jit
-def _tail_item(j, pid, n_full, num_programs, split, num_k_blocks):
-    # work item j of program pid -> (tile id, first K block, end K block, piece = 1 for a half-K piece)
+def _tail_item(j, pid, n_full, num_programs, split, num_k_blocks, TAIL_AT: gl.constexpr):
+    # work item j of program pid -> (tile id, first K block, end K block, piece = 1 for a half-K piece); the first
+    # piece (the storing program) takes the first TAIL_AT eighths of the K blocks
     piece = split * (j == n_full).to(gl.int32)
     tile_id = piece * (n_full * num_programs + pid // 2) + (1 - piece) * (pid + j * num_programs)
     half = pid % 2
-    k_mid = num_k_blocks // 2
+    k_mid = num_k_blocks * TAIL_AT // 8
     k_lo = piece * half * k_mid
     k_hi = num_k_blocks - piece * (1 - half) * (num_k_blocks - k_mid)
     return tile_id, k_lo, k_hi, piece
@@ -63,7 +65,7 @@ def _tail_item(j, pid, n_full, num_programs, split, num_k_blocks):
 @gluon.jit
 def _producer_tail(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
                    num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, E_PAD: gl.constexpr):
+                   NUM_STAGES: gl.constexpr, E_PAD: gl.constexpr, TAIL_AT: gl.constexpr):
     # grouped_gemm_ws_parts._producer (masked) over this program's work items: each tile's K blocks [k_lo, k_hi)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
@@ -73,7 +75,7 @@ def _producer_tail(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_p
     it = 0
     for j in range(n_items):
         # k_lo / k_hi recomputed per item, never loop-carried (the Gluon 3.6 range()-start bug, see _producer)
-        tile_id, k_lo, k_hi, piece = _tail_item(j, pid, n_full, num_programs, split, num_k_blocks)
+        tile_id, k_lo, k_hi, piece = _tail_item(j, pid, n_full, num_programs, split, num_k_blocks, TAIL_AT)
         run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, 0, num_pid_n, BLOCK_M, BLOCK_N,
                                                 1, True, 1)
         if run:
@@ -131,7 +133,7 @@ def _consumer_tail(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr
                    stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_M: gl.constexpr,
                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, E_PAD: gl.constexpr,
                    ROW0: gl.constexpr, ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr,
-                   PIPE: gl.constexpr, PIPE0: gl.constexpr):
+                   PIPE: gl.constexpr, PIPE0: gl.constexpr, TAIL_AT: gl.constexpr):
     # grouped_gemm_ws_parts._consumer (masked, SPLIT: one warpgroup's 64 rows) over this program's work items; a
     # half-K piece goes through _pair_fixup, and only the second half stores the tile
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -147,7 +149,7 @@ def _consumer_tail(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr
     half = pid % 2
     it = 0
     for j in range(n_items):
-        tile_id, k_lo, k_hi, piece = _tail_item(j, pid, n_full, num_programs, split, num_k_blocks)
+        tile_id, k_lo, k_hi, piece = _tail_item(j, pid, n_full, num_programs, split, num_k_blocks, TAIL_AT)
         run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(tile_id, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
         mine = run & ((off_m + ROW0) // 64 < hh)
         mm = gl.load(idx_ptr + g)  # first read in the epilogue

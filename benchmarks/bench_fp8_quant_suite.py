@@ -9,7 +9,8 @@
   reported and not timed.
 * ``us_graph``: median CUDA-graph replay of one call per input set ÷ calls (fp8_gemm_timing.graph_time_us);
   ``us``: eager median; GB/s = (M·width·2 + M·K + 4·M·G) / us_graph (bf16 in, e4m3 out, fp32 scales);
-  ``target_gbps`` = 80 % of the 4.27 TB/s copy (issue 4); peer = the torch reference, graphed the same way.
+  ``target_gbps`` = 80 % of the 4.27 TB/s copy (issue 4); peer = the torch reference, graphed the same way;
+  ``knobs`` = the launch knobs the committed launch sets (fp8_quant._default_knobs; {} = none, rows before s21).
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def bench_quant(args, env, rows):
         row = dict(suite="fp8_quant", case=dict(op=op, M=m, K=k), us=round(eager_time_us([lambda x=x: kern(x, rows_cfg=rc) for x in xs]), 2),
                    us_graph=round(t, 2), tflops=None, gbps=round(nbytes / t / 1e3, 1), rows_cfg=list(rc or fp8_quant._quant_config(m, op.startswith("silu"))),
                    peer="torch_reference", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / t, 3),
-                   target_gbps=round(0.8 * 4270, 1))
+                   target_gbps=round(0.8 * 4270, 1),
+                   knobs={key: v for key, v in fp8_quant._resolve_knobs(None, m, op.startswith("silu")).items()
+                          if v != fp8_quant._KNOB_DEFAULTS[key]})
         row.update(env)
         rows.append(row)
         print(json.dumps(row), flush=True)

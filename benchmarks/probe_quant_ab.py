@@ -10,10 +10,14 @@
 2. Timing: one CUDA graph per variant holding one call per rotated input set (the suite's set count: their bytes
    exceed ~200 MB, 4× the L2), replayed interleaved: each round times every variant (rotated order) as the median
    of 15 replays (CUDA events, GPU clock); a variant's figure is the median over rounds, with min/max as spread.
-   "base" twice (two graphs) is the A/A control. "copy" = ``dst.copy_(src)`` moving the same bytes (read + write)
-   per call, graphed the same way: the ceiling at this size. GB/s = (M·width·2 + M·K + 4·M·G) / t, as the suite.
+   "default" = the committed launch, "off" = every knob off (the launch before s21); each twice (…_AA) is the A/A
+   control. "copy" = ``dst.copy_(src)`` moving the same bytes (read + write) per call, graphed the same way: the
+   ceiling at this size. GB/s = (M·width·2 + M·K + 4·M·G) / t, as the suite.
 3. "pdl" variants are launched as programmatic dependents (each call of the chain waits on the previous quant,
    which triggers at its start): only a model path whose previous kernel triggers would see that; labelled.
+4. Pairs (per_token quant → the fp8_gemm_nt reading q, M = 4096): whether streaming stores of q cost the GEMM.
+   Chains (the decode MLP as MLP.partial runs it: GEMM → silu_mul_quant → GEMM): whether a PDL launch of the quant
+   after the GEMM that triggers it gains. Both check every variant's GEMM output bit for bit against the others.
 """
 
 from __future__ import annotations
@@ -39,22 +43,30 @@ SILU = "silu_mul_quant_fp8"
 LARGE = [(PER, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 2048), (SILU, 4096, 18432)]
 SMALL = [(PER, 64, 2048), (PER, 64, 7168), (SILU, 64, 2048), (SILU, 64, 18432)]
 
-# (name, rows_cfg or None = committed, knobs)
-VARIANTS = {
-    PER: [("base", None, {}), ("base_AA", None, {}), ("r4g4", (4, 4, 4), {}), ("r16g4", (16, 4, 4), {}),
-          ("r8g2", (8, 4, 2), {}), ("r16g4w8", (16, 8, 4), {}), ("r4g8", (4, 4, 8), {}),
-          ("p4pf", None, dict(persist=4, prefetch=True)), ("p8pf", None, dict(persist=8, prefetch=True)),
-          ("p2pf_r16", (16, 4, 4), dict(persist=2, prefetch=True)), ("p4st2", None, dict(persist=4, stages=2)),
-          ("stream", None, dict(stream=True)), ("p4pf_stream", None, dict(persist=4, prefetch=True, stream=True)),
-          ("pdl", None, dict(pdl=True))],
-    SILU: [("base", None, {}), ("base_AA", None, {}), ("r8g1", (8, 4, 1), {}), ("r8g2", (8, 4, 2), {}),
-           ("r16g2w8", (16, 8, 2), {}), ("r32g1w8", (32, 8, 1), {}), ("r4g4", (4, 4, 4), {}),
-           ("p4pf", None, dict(persist=4, prefetch=True)), ("p8pf", None, dict(persist=8, prefetch=True)),
-           ("p4pf_r8", (8, 4, 1), dict(persist=4, prefetch=True)), ("p4st2", None, dict(persist=4, stages=2)),
-           ("stream", None, dict(stream=True)), ("p4pf_stream", None, dict(persist=4, prefetch=True, stream=True)),
-           ("pdl", None, dict(pdl=True))],
+# name → (rows_cfg or None = committed, knobs or None = committed). W1 (cfabe8e) timed the config / persistent /
+# stream variants below at the four large shapes; W2 the committed default (streaming per_token at M ≥ 1024) against
+# all-off and each half of the streaming hints.
+NAMED = {
+    "default": (None, None), "default_AA": (None, None), "off": (None, {}), "off_AA": (None, {}),
+    "loads": (None, dict(stream_loads=True)), "stores": (None, dict(stream_stores=True)),
+    "stream": (None, dict(stream_loads=True, stream_stores=True)), "pdl": (None, dict(pdl=True)),
+    "pdl_stream": (None, dict(pdl=True, stream_loads=True, stream_stores=True)),
+    "r4g4": ((4, 4, 4), {}), "r16g4": ((16, 4, 4), {}), "r8g2": ((8, 4, 2), {}), "r16g4w8": ((16, 8, 4), {}),
+    "r4g8": ((4, 4, 8), {}), "r8g1": ((8, 4, 1), {}), "r16g2w8": ((16, 8, 2), {}), "r32g1w8": ((32, 8, 1), {}),
+    "p4pf": (None, dict(persist=4, prefetch=True)), "p8pf": (None, dict(persist=8, prefetch=True)),
+    "p4st2": (None, dict(persist=4, stages=2)),
 }
-SMALL_VARIANTS = ["base", "base_AA", "pdl"]
+VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores", "pdl_stream"],
+            SILU: ["default", "default_AA", "loads", "stores", "stream", "pdl"]}
+SMALL_VARIANTS = ["default", "default_AA", "pdl", "stream"]
+# quant → the FP8 GEMM that reads q (M = 4096, a DeepGEMM N×K whose K is the quant's width): does a streaming store
+# of q cost the GEMM its L2 hits? (N, K) per case; the GEMM's weight is shared by the sets, as in a layer
+PAIRS = [(4096, 7168, 4096), (4096, 2048, 7168)]
+PAIR_VARIANTS = ["default", "default_AA", "off", "off_AA", "loads"]
+# the MLP at decode as the model runs it (MLP.partial): gate‖up GEMM → silu_mul_quant → down GEMM, (M, H, I);
+# does launching the quant as a PDL dependent of the GEMM before it (which triggers) gain?
+CHAINS = [(16, 7168, 2048), (64, 7168, 2048), (16, 7168, 18432)]
+CHAIN_VARIANTS = ["default", "default_AA", "pdl"]
 
 
 def call(op, x, rc, knobs):
@@ -132,13 +144,100 @@ def time_round(graphs, order, reps=15):
     return out
 
 
+def interleave(graphs, rounds):
+    """{name: [per-call µs of each round]}: a discarded warm-up round, then `rounds` rounds in rotated order."""
+    names = list(graphs)
+    per = {n: [] for n in names}
+    time_round(graphs, names)
+    for r in range(rounds):
+        for n, t in time_round(graphs, names[r % len(names):] + names[:r % len(names)]).items():
+            per[n].append(t)
+    return per
+
+
+def summary_rows(suite, case, per, env, rows, base="default", **extra):
+    b = statistics.median(per[base])
+    for n, ts in per.items():
+        t = statistics.median(ts)
+        row = dict(suite=suite, case=case, variant=n, us_graph=round(t, 3), us_min=round(min(ts), 3),
+                   us_max=round(max(ts), 3), vs_base=round(b / t, 4), rounds=len(ts), **extra)
+        row.update(env)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
+def run_pair(m, k, n, rounds, env, rows):
+    """per_token quant of x [m, k] then fp8_gemm_nt(q, s, W [n, k]) per rotated set; outputs of every variant equal
+    to the all-off launch's bit for bit (checked after a replay)."""
+    from tritonseek.kernels.fp8_gemm import fp8_gemm_nt
+    from tritonseek.kernels.reference.fp8 import per_block_quant_fp8_ref
+
+    dev = torch.device("cuda")
+    w, ws = per_block_quant_fp8_ref(torch.randn(n, k, device=dev) * 0.05)
+    n_sets = int(min(16, max(2, math.ceil(200e6 / (m * k * 3 + m * n * 2)))))
+    xs = [torch.randn(m, k, device=dev, dtype=torch.bfloat16) for _ in range(n_sets)]
+    outs = {v: [torch.full((m, n), float("nan"), device=dev, dtype=torch.bfloat16) for _ in xs] for v in PAIR_VARIANTS}
+
+    def step(x, out, kn):
+        q, sc, _ = call(PER, x, None, kn)
+        fp8_gemm_nt(q, sc, w, ws, out=out)
+
+    graphs = {v: (_capture([lambda x=x, o=o, kn=NAMED[v][1]: step(x, o, kn) for x, o in zip(xs, outs[v])]), n_sets)
+              for v in PAIR_VARIANTS}
+    for v in PAIR_VARIANTS:
+        graphs[v][0].replay()
+    torch.cuda.synchronize()
+    ok = {v: all(torch.equal(a, b) for a, b in zip(outs[v], outs["off"])) for v in PAIR_VARIANTS}
+    print(f"check pair quant {m}x{k} -> gemm N={n}: {ok}", flush=True)
+    graphs = {v: g for v, g in graphs.items() if ok[v]}
+    summary_rows("fp8_quant_probe_pair", dict(op=PER, M=m, K=k, gemm_N=n), interleave(graphs, rounds), env, rows,
+                 n_input_sets=n_sets, note="graph of (quant, fp8_gemm_nt) per set; us per pair")
+
+
+def run_chain(m, h, inter, rounds, env, rows):
+    """The decode MLP: gate‖up GEMM (fp8_gemm_nt, W13 [2I, H]) → silu_mul_quant_fp8 → down GEMM (W2 [H, I]), weights
+    rotated over sets (> 200 MB, so they stream from HBM as in a model's layers); every variant's outputs equal the
+    default launch's bit for bit after a replay (a PDL data race would show here)."""
+    from tritonseek.kernels.fp8_gemm import fp8_gemm_nt
+    from tritonseek.kernels.reference.fp8 import per_block_quant_fp8_ref
+
+    dev = torch.device("cuda")
+    wbytes = 3 * h * inter
+    n_sets = int(min(8, max(1, math.ceil(200e6 / wbytes))))
+    sets = []
+    for _ in range(n_sets):
+        a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, h, device=dev))
+        w13, s13 = per_block_quant_fp8_ref(torch.randn(2 * inter, h, device=dev) * 0.05)
+        w2, s2 = per_block_quant_fp8_ref(torch.randn(h, inter, device=dev) * 0.05)
+        sets.append((a_q, a_s.t().contiguous().t(), w13, s13, w2, s2))
+    outs = {v: [torch.full((m, h), float("nan"), device=dev, dtype=torch.bfloat16) for _ in sets]
+            for v in CHAIN_VARIANTS}
+
+    def step(st, out, kn):
+        gu = fp8_gemm_nt(st[0], st[1], st[2], st[3])
+        hq, hs, _ = call(SILU, gu, None, kn)
+        fp8_gemm_nt(hq, hs, st[4], st[5], out=out)
+
+    graphs = {v: (_capture([lambda st=st, o=o, kn=NAMED[v][1]: step(st, o, kn) for st, o in zip(sets, outs[v])]),
+                  n_sets) for v in CHAIN_VARIANTS}
+    for v in CHAIN_VARIANTS:
+        graphs[v][0].replay()
+    torch.cuda.synchronize()
+    ok = {v: all(torch.equal(a, b) and not torch.isnan(a).any() for a, b in zip(outs[v], outs["default"]))
+          for v in CHAIN_VARIANTS}
+    print(f"check mlp chain M={m} H={h} I={inter}: {ok}", flush=True)
+    graphs = {v: g for v, g in graphs.items() if ok[v]}
+    summary_rows("fp8_quant_probe_chain", dict(op=SILU, M=m, H=h, I=inter), interleave(graphs, rounds), env, rows,
+                 n_input_sets=n_sets, note="graph of the decode MLP (GEMM, silu_mul_quant, GEMM) per set; us per MLP")
+
+
 def run_case(op, m, k, names, rounds, env, rows):
     dev = torch.device("cuda")
     width = 2 * k if op == SILU else k
     g = math.ceil(k / 128)
     nbytes = m * width * 2 + m * k + 4 * m * g
     n_sets = int(min(16, max(2, math.ceil(200e6 / nbytes))))
-    variants = [v for v in VARIANTS[op] if v[0] in names] if names else VARIANTS[op]
+    variants = [(n, *NAMED[n]) for n in (names or VARIANTS[op])]
     # 1. correctness, NaN-poisoned outputs (fp8_quant.torch.empty → NaN-filled)
     from tests.kernels.poison import PoisonTorch
     x = planted(m, width, dev, m + k)
@@ -146,7 +245,7 @@ def run_case(op, m, k, names, rounds, env, rows):
     fp8_quant.torch = PoisonTorch()
     ok, stats = {}, {}
     try:
-        q0, s0, _ = call(op, x, None, {})
+        q0, s0, _ = call(op, x, None, {})  # all knobs off: what W1 checked against the reference
         err = check_base_vs_ref(op, x, q0, s0)
         print(f"check {op} {m}x{k} base vs torch reference: {err or 'OK'}", flush=True)
         for name, rc, kn in variants:
@@ -172,32 +271,28 @@ def run_case(op, m, k, names, rounds, env, rows):
         if ok.get(name):
             graphs[name] = (_capture([lambda x=x, rc=rc, kn=kn: call(op, x, rc, kn) for x in xs]), n_sets)
     graphs["copy"] = (_capture([lambda s=s, d=d: d.copy_(s) for s, d in zip(srcs, dsts)]), n_sets)
-    if m >= 1024 and "base" in graphs:
+    if m >= 1024 and "default" in graphs:
         # the same calls twice per graph (sets rotate, so the second pass still misses L2): how much of the
         # per-call time is the graph's own launch, which the suite spreads over n_sets calls only
-        graphs["base_2x"] = (_capture([lambda x=x: call(op, x, None, {}) for x in xs + xs]), 2 * n_sets)
+        graphs["default_2x"] = (_capture([lambda x=x: call(op, x, None, None) for x in xs + xs]), 2 * n_sets)
         graphs["copy_2x"] = (_capture([lambda s=s, d=d: d.copy_(s) for s, d in zip(srcs + srcs, dsts + dsts)]),
                              2 * n_sets)
+    per = interleave(graphs, rounds)
     names_t = list(graphs)
-    per = {n: [] for n in names_t}
-    time_round(graphs, names_t)  # warm-up round, discarded
-    for r in range(rounds):
-        order = names_t[r % len(names_t):] + names_t[:r % len(names_t)]
-        for n, t in time_round(graphs, order).items():
-            per[n].append(t)
-    base = statistics.median(per["base"]) if "base" in per else None
+    base = statistics.median(per["default"]) if "default" in per else None
     for n in names_t:
         t = statistics.median(per[n])
         row = dict(suite="fp8_quant_probe", case=dict(op=op, M=m, K=k), variant=n, us_graph=round(t, 3),
                    us_min=round(min(per[n]), 3), us_max=round(max(per[n]), 3), gbps=round(nbytes / t / 1e3, 1),
                    vs_base=round(base / t, 4) if base else None, n_input_sets=n_sets, rounds=rounds,
-                   bytes_per_call=nbytes, checked=ok.get(n, n.startswith("copy") or n == "base_2x"),
+                   bytes_per_call=nbytes, checked=ok.get(n, n.startswith("copy") or n == "default_2x"),
                    base_vs_reference=err or "OK")
         v = next((v for v in variants if v[0] == n), None)
         if v is not None:
-            row.update(rows_cfg=list(v[1]) if v[1] else list(fp8_quant._quant_config(m, op == SILU)), knobs=v[2],
+            kn = v[2] if v[2] is not None else fp8_quant._default_knobs(m, op == SILU)
+            row.update(rows_cfg=list(v[1]) if v[1] else list(fp8_quant._quant_config(m, op == SILU)), knobs=kn,
                        ptx=stats.get(n))
-            if v[2].get("pdl"):
+            if kn.get("pdl"):
                 row["note"] = "PDL chain of quant calls (each waits on the previous, which triggers at its start)"
         elif n.startswith("copy"):
             row["note"] = "dst.copy_(src), same bytes read+written per call"
@@ -232,6 +327,12 @@ def main():
         if args.cases == "all":
             for op, m, k in SMALL:
                 run_case(op, m, k, SMALL_VARIANTS, args.rounds, env, rows)
+            for fn, cases in ((run_pair, PAIRS), (run_chain, CHAINS)):
+                for case in cases:
+                    try:  # a failing pair / chain is reported; the others still run
+                        fn(*case, args.rounds, env, rows)
+                    except Exception as e:
+                        print(f"FAIL {fn.__name__}{case}: {type(e).__name__}: {str(e)[:300]}", flush=True)
     finally:
         with open(args.out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -239,9 +340,10 @@ def main():
                                                                "vs_base"))
         for r in rows:
             c = r["case"]
-            print("%-28s %-5d %-6d %-14s %9.3f %9.3f %9.3f %8.1f %7s" % (
-                c["op"], c["M"], c["K"], r["variant"], r["us_graph"], r["us_min"], r["us_max"], r["gbps"],
-                r["vs_base"]))
+            kind = {"fp8_quant_probe_pair": "+gemm", "fp8_quant_probe_chain": "mlp"}.get(r["suite"], "")
+            print("%-28s %-5d %-6s %-14s %9.3f %9.3f %9.3f %8s %7s" % (
+                c["op"][:22] + kind, c["M"], c.get("K", c.get("I")), r["variant"], r["us_graph"], r["us_min"],
+                r["us_max"], r.get("gbps", "-"), r["vs_base"]))
     return 0
 
 

@@ -310,11 +310,11 @@ def _assert_same_bytes(q: torch.Tensor, q_ref: torch.Tensor) -> None:
     assert int(diff.sum()) <= max(b.numel() // 1_000_000, 0), f"{int(diff.sum())} bytes differ from the reference"
 
 
-# launch variants (fp8_quant knobs, all off by default): persistent grid with register prefetch or tl.range
+# launch variants (fp8_quant knobs; the committed default is _default_knobs): persistent grid with register prefetch or tl.range
 # staging, streaming cache hints, PDL (a no-op under the interpreter); the persistent grid has 4 stand-in SMs on
 # the CPU, so programs walk several tiles and the prefetch of a tile past the last one is exercised
-_KNOBS = [{}, dict(persist=1, prefetch=True), dict(persist=2, stages=2), dict(stream=True),
-          dict(persist=3, prefetch=True, stream=True, pdl=True)]
+_KNOBS = [{}, dict(persist=1, prefetch=True), dict(persist=2, stages=2), dict(stream_loads=True, stream_stores=True),
+          dict(persist=3, prefetch=True, stream_stores=True, pdl=True)]
 
 
 @_fixture_ok
@@ -342,7 +342,8 @@ def test_launch_knobs_match_reference(poisoned, device, m, k, ue8m0, rows_cfg, k
 
 def test_launch_knobs_rejected_by_name(device):
     x = torch.randn(4, 256, device=device)
-    for bad, exc, match in [([("persist", 1)], TypeError, "knobs"), (dict(persit=1), ValueError, "persit"),
+    for bad, exc, match in [([("persist", 1)], TypeError, "knobs"), (dict(stream=True), ValueError, "stream"),
+                            (dict(persit=1), ValueError, "persit"),
                             (dict(persist=-1), ValueError, "persist"), (dict(persist=True), ValueError, "persist"),
                             (dict(stages=0), ValueError, "stages"), (dict(prefetch=1), TypeError, "prefetch"),
                             (dict(pdl="yes"), TypeError, "pdl")]:
@@ -350,7 +351,14 @@ def test_launch_knobs_rejected_by_name(device):
             fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
 
 
-@pytest.mark.parametrize("knobs", [{}, _KNOBS[1], _KNOBS[4]])
+def test_default_knobs_stream_only_large_per_token():
+    """The committed launch (H200 s21 W1): streaming hints for per-token quant at M ≥ 1024, nothing else on."""
+    assert fp8_quant._default_knobs(4096, False) == dict(stream_loads=True, stream_stores=True)
+    assert fp8_quant._default_knobs(1023, False) == {} and fp8_quant._default_knobs(4096, True) == {}
+    assert fp8_quant._resolve_knobs(None, 64, False) == fp8_quant._KNOB_DEFAULTS
+
+
+@pytest.mark.parametrize("knobs", [{}, _KNOBS[1], _KNOBS[3], _KNOBS[4]])
 @pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
 def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, monkeypatch):
     """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)
@@ -363,7 +371,7 @@ def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, 
     x[0, 64], x[1, 65] = -0.0, 0.0
     x[2, 200], x[3, 300], x[4, 129] = float("inf"), -float("inf"), float("nan")
     x = x.to(device)
-    monkeypatch.setattr(fp8_quant, "DEFAULT_KNOBS", knobs)  # the public launcher with these knobs
+    monkeypatch.setattr(fp8_quant, "_default_knobs", lambda m, silu_mul: knobs)  # the public launcher with these
     for ue8m0 in (False, True):
         q, s = per_token_group_quant_fp8(x, 128, ue8m0)
         q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)

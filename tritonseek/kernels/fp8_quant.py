@@ -121,7 +121,7 @@ def _round_to_e4m3(v):
 @triton.jit
 def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
                GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
-               STREAM: tl.constexpr):
+               STREAM_LD: tl.constexpr):
     # tile (rb, gb) = rows [rb*ROWS, +ROWS) × groups [gb*GPP, +GPP), as a [ROWS, GPP, GROUP] block of x (and of up
     # when SILU_MUL; else up is x again); raw input dtype, masked (0) outside [M, K]: rb past the last row block
     # loads nothing
@@ -129,13 +129,13 @@ def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
     cols = (gb * GPP + tl.arange(0, GPP))[None, :, None] * GROUP + tl.arange(0, GROUP)[None, None, :]
     mask = (rows[:, None, None] < M) & (cols < K)
     x_ptrs = x_ptr + rows.to(tl.int64)[:, None, None] * stride_xm + cols * stride_xk
-    if STREAM:  # x is read once: keep it from displacing what the next kernel reads from L2
+    if STREAM_LD:  # x is read once: keep it from displacing what the next kernel reads from L2
         x = tl.load(x_ptrs, mask=mask, other=0.0, eviction_policy="evict_first")
     else:
         x = tl.load(x_ptrs, mask=mask, other=0.0)
     up = x
     if SILU_MUL:
-        if STREAM:
+        if STREAM_LD:
             up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0, eviction_policy="evict_first")
         else:
             up = tl.load(x_ptrs + up_offset * stride_xk, mask=mask, other=0.0)
@@ -145,7 +145,7 @@ def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
 @triton.jit
 def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
                       GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
-                      UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM: tl.constexpr):
+                      UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM_ST: tl.constexpr):
     # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg; tile as in _tile_load
     rows = rb * ROWS + tl.arange(0, ROWS)
     grp = gb * GPP + tl.arange(0, GPP)
@@ -162,7 +162,7 @@ def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm
         q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)
     # on the GPU the e4m3 cast (cvt.rn.satfinite) rounds to nearest-even, saturates at ±448, NaN → NaN.
     q_ptrs = q_ptr + rows.to(tl.int64)[:, None, None] * stride_qm + cols
-    if STREAM:  # streaming store (.cs: likely accessed once, evict first)
+    if STREAM_ST:  # streaming store (.cs: likely accessed once, evict first)
         tl.store(q_ptrs, q.to(q_ptr.dtype.element_ty), mask=mask, cache_modifier=".cs")
     else:
         tl.store(q_ptrs, q.to(q_ptr.dtype.element_ty), mask=mask)
@@ -178,7 +178,7 @@ def _group_quant_kernel(
     GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
     UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
     PDL_WAIT: tl.constexpr = False, PERSIST: tl.constexpr = False, PREFETCH: tl.constexpr = False,
-    STAGES: tl.constexpr = 1, STREAM: tl.constexpr = False,
+    STAGES: tl.constexpr = 1, STREAM_LD: tl.constexpr = False, STREAM_ST: tl.constexpr = False,
 ):
     # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
     # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
@@ -200,27 +200,27 @@ def _group_quant_kernel(
         n_tiles = tl.cdiv(M, ROWS) * n_gb
         if PREFETCH:
             x, up = _tile_load(x_ptr, pid // n_gb, pid % n_gb, M, K, up_offset, stride_xm, stride_xk,
-                               GROUP, ROWS, GPP, SILU_MUL, STREAM)
+                               GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
             for t in range(pid, n_tiles, nprog):
                 tn = t + nprog
                 x_next, up_next = _tile_load(x_ptr, tn // n_gb, tn % n_gb, M, K, up_offset, stride_xm, stride_xk,
-                                             GROUP, ROWS, GPP, SILU_MUL, STREAM)
+                                             GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
                 _tile_quant_store(x, up, t // n_gb, t % n_gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg,
-                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM)
+                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
                 x, up = x_next, up_next
         else:
             for t in tl.range(pid, n_tiles, nprog, num_stages=STAGES):
                 x, up = _tile_load(x_ptr, t // n_gb, t % n_gb, M, K, up_offset, stride_xm, stride_xk,
-                                   GROUP, ROWS, GPP, SILU_MUL, STREAM)
+                                   GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
                 _tile_quant_store(x, up, t // n_gb, t % n_gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg,
-                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM)
+                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
     else:
         # one tile per program (i, j)
         rb = tl.program_id(0)
         gb = tl.program_id(1)
-        x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM)
+        x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
         _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
-                          GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM)
+                          GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
 
 
 @triton.jit
@@ -263,19 +263,29 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
     return (rows_cfg[0], rows_cfg[1], rows_cfg[2] if len(rows_cfg) == 3 else 1)
 
 
-# Launch variants of the per-token-group kernels (issue 4, s21 probe: 4096×2048 missed 80 % of copy). All OFF
-# by default until measured on the H200: persist = programs per SM of a grid-strided persistent grid (0: one tile
-# per program), prefetch = with persist, the next tile's loads issued before this tile's stores, stages = with
-# persist and no prefetch, tl.range's pipeline depth, stream = evict-first loads of x and .cs stores of q,
-# pdl = launched as a programmatic dependent launch (Hopper) that waits (griddepcontrol.wait) before touching
-# memory: only right where the kernel before it in the stream triggers its dependents.
-_KNOB_DEFAULTS = dict(persist=0, prefetch=False, stages=1, stream=False, pdl=False)
-DEFAULT_KNOBS: dict = {}
+# Launch variants of the per-token-group kernels (issue 4, s21 probe: 4096×2048 missed 80 % of copy), as knobs:
+# persist = programs per SM of a grid-strided persistent grid (0: one tile per program), prefetch = with persist,
+# the next tile's loads issued before this tile's stores, stages = with persist and no prefetch, tl.range's
+# pipeline depth, stream_loads = evict-first loads of x, stream_stores = .cs (streaming) stores of q, pdl = launched
+# as a programmatic dependent launch (Hopper) that waits (griddepcontrol.wait) before touching memory.
+# H200 s21 W1 (cfabe8e, graph replays of rotated sets, A/A spread 0.3-1.3 %): persist lost 3-36 % everywhere,
+# stages 21-29 %; both stream hints won +2.6 % (4096×2048) and +10.5 % (4096×7168) on per_token but lost 3.4 % and
+# 8 % on SiLU·mul; pdl (a chain of quant calls, each triggering at its start) +5.5 % / +2 % at M = 4096 and 25-38 %
+# at M = 64, a gain only where the kernel before the quant triggers its dependents: off.
+_KNOB_DEFAULTS = dict(persist=0, prefetch=False, stages=1, stream_loads=False, stream_stores=False, pdl=False)
 
 
-def _resolve_knobs(knobs) -> dict:
+def _default_knobs(m: int, silu_mul: bool) -> dict:
+    """The committed knobs per launch class (as _quant_config): streaming hints for per_token at M ≥ 1024."""
+    if silu_mul or m < 1024:
+        return {}
+    return dict(stream_loads=True, stream_stores=True)
+
+
+def _resolve_knobs(knobs, m: int, silu_mul: bool) -> dict:
+    """knobs (a dict of _KNOB_DEFAULTS keys; None = the committed _default_knobs) → every knob, checked by name."""
     if knobs is None:
-        knobs = DEFAULT_KNOBS
+        knobs = _default_knobs(m, silu_mul)
     if not isinstance(knobs, dict):
         raise TypeError(f"knobs must be a dict, got {type(knobs).__name__}")
     bad = sorted(set(knobs) - set(_KNOB_DEFAULTS))
@@ -285,7 +295,7 @@ def _resolve_knobs(knobs) -> dict:
     for key in ("persist", "stages"):
         if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < (0 if key == "persist" else 1):
             raise ValueError(f"knobs[{key!r}] must be an int >= {0 if key == 'persist' else 1}, got {out[key]!r}")
-    for key in ("prefetch", "stream", "pdl"):
+    for key in ("prefetch", "stream_loads", "stream_stores", "pdl"):
         out[key] = check_bool(f"knobs[{key!r}]", out[key])
     return out
 
@@ -300,7 +310,7 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
     reads its PTX."""
     m = x.shape[0]
     g = cdiv(k, group_size)
-    kn = _resolve_knobs(knobs)
+    kn = _resolve_knobs(knobs, m, silu_mul)
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
     if m == 0 or k == 0:
@@ -320,7 +330,8 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
         GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
         EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
         PDL_TRIGGER=_pdl_capable(x.device), PDL_WAIT=pdl, PERSIST=kn["persist"] > 0, PREFETCH=kn["prefetch"],
-        STAGES=kn["stages"], STREAM=kn["stream"], **({"launch_pdl": True} if pdl else {}),
+        STAGES=kn["stages"], STREAM_LD=kn["stream_loads"],
+        STREAM_ST=kn["stream_stores"], **({"launch_pdl": True} if pdl else {}),
     )
     return q, s, h
 

@@ -70,3 +70,50 @@ def test_prompt_token_id_past_the_vocabulary_is_a_value_error(tmp_path):
     assert len(llm.generate("hello x", SamplingParams(max_new_tokens=2, ignore_eos=True))[0].token_ids) == 2
     r = CliRunner().invoke(app, ["generate", "-m", str(model), "-p", "hello <|zzz|> x", "-n", "3"])
     assert r.exit_code == 2 and f"token id {big} outside the vocabulary" in r.stderr, (r.exit_code, r.output)
+
+
+def test_empty_model_name_is_refused(tmp_path, monkeypatch):
+    """LLM("") / -m "" meant the current folder (Path("") == Path(".")): inside a checkpoint folder it loaded that
+    checkpoint, elsewhere the error named "." (tester21 #6)."""
+    from importlib.resources import files
+
+    from typer.testing import CliRunner
+
+    from tritonseek.cli import app
+    from tritonseek.engine.llm import ModelNotFoundError
+
+    monkeypatch.chdir(str(files("tritonseek") / "data" / "default_model"))  # a checkpoint folder
+    for name in ("", " "):
+        with pytest.raises(ModelNotFoundError, match="is empty"):
+            LLM(name)
+    r = CliRunner().invoke(app, ["generate", "-p", "x", "-n", "2", "-m", ""])
+    assert r.exit_code == 2 and "is empty" in r.stderr, (r.exit_code, r.output)
+
+
+def test_on_text_and_encode_arguments_are_checked_first(llm, monkeypatch):
+    """on_text=5 was "'int' object is not callable" from inside the decode loop after the prefill ran; encode(5) an
+    AttributeError in the tokenizer (tester21 #7)."""
+    ran = []
+    monkeypatch.setattr(llm, "_run", lambda *a, **k: ran.append(1))
+    for bad in (5, "print"):
+        with pytest.raises(TypeError, match=f"^on_text must be a callable .* got {type(bad).__name__}"):
+            llm.generate("x", SamplingParams(max_new_tokens=2), on_text=bad)
+    assert not ran
+    with pytest.raises(TypeError, match="^prompt must be a str, got int"):
+        llm.encode(5)
+    with pytest.raises(TypeError, match="^chat must be a bool"):
+        llm.encode("x", chat=1)
+
+
+def test_another_checkpoints_model_card_is_not_read(tmp_path):
+    """A copied checkpoint whose optional tritonseek_model.json is not JSON failed to load with "error: Expecting
+    value: line 2 column 1" naming no file (tester21 #12): the card is the embedded model's, read only for it."""
+    import shutil
+    from importlib.resources import files
+
+    model = tmp_path / "m_badcard"
+    shutil.copytree(str(files("tritonseek") / "data" / "default_model"), model)
+    (model / "tritonseek_model.json").write_bytes(b'\xff\xfe{"note": ')
+    out = LLM(str(model)).generate("x", SamplingParams(max_new_tokens=2, ignore_eos=True))
+    assert len(out[0].token_ids) == 2
+    assert LLM().model_info.get("note")  # the embedded model still has its card

@@ -40,10 +40,15 @@ def resolve_model_path(model: str | Path | None) -> Path:
     """A checkpoint folder: ``None`` → the embedded default; a folder path; or an HF id from the local cache.
 
     Raises:
-        ModelNotFoundError: not a folder and not in the local HF cache (nothing is downloaded).
+        ModelNotFoundError: not a folder and not in the local HF cache (nothing is downloaded), or an empty
+            name (``Path("")`` is the current folder: ``-m "$MODEL"`` with MODEL unset loaded whatever checkpoint
+            the current folder held; tester21 #6).
     """
     if model is None:
         return DEFAULT_MODEL_DIR
+    if not str(model).strip():
+        raise ModelNotFoundError(f"model {str(model)!r} is empty: pass a checkpoint folder or a Hugging Face id, or "
+                                 "leave it out (None / no --model) for the embedded default model")
     p = Path(model).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -186,8 +191,11 @@ class LLM:
         self.tokenizer = TextTokenizer(self.path)
         self.eos_token_ids = self._eos_ids()
         self.is_default_model = self.path == DEFAULT_MODEL_DIR
+        # the embedded model's card (its note); another checkpoint's tritonseek_model.json is not ours to read: an
+        # unreadable one broke loading with a message naming no file (tester21 #12)
         card = self.path / "tritonseek_model.json"
-        self.model_info = json.loads(card.read_text()) if card.is_file() else {}
+        self.model_info = json.loads(card.read_text(encoding="utf-8")) if self.is_default_model and card.is_file() \
+            else {}
         self.last_stats = GenerationStats()
 
     @property
@@ -278,6 +286,11 @@ class LLM:
         return self.model.compute_logits(h)
 
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
+        """Token ids of ``prompt`` (a str) as generate feeds them: the chat template applied when ``chat`` (a bool),
+        else plain encoding with the tokenizer's BOS. TypeError naming prompt / chat for another type."""
+        if not isinstance(prompt, str):  # encode(5) was an AttributeError inside the tokenizer (tester21 #7)
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        check_bool("chat", chat)
         return self.tokenizer.apply_chat_template(prompt) if chat else self.tokenizer.encode(prompt)
 
     def validate_requests(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None,
@@ -345,12 +358,15 @@ class LLM:
                  mtp: int = 0) -> list[RequestOutput]:
         """Generate for each prompt; returns one :class:`RequestOutput` per prompt, in order.
 
-        on_text(i, delta) is called with each new piece of prompt i's text as soon as its UTF-8 is
-        complete (streaming). mtp=K (1–4) decodes speculatively with K drafts per step from the
-        checkpoint's MTP layer (acceptance in ``last_stats.extra``). Raises ValueError before any
-        model work when a prompt is empty, prompt + max_new_tokens exceeds
-        max_position_embeddings, or mtp is asked of a checkpoint without MTP weights.
+        on_text(i, delta) (a callable or None) is called with each new piece of prompt i's text as soon as its
+        UTF-8 is complete (streaming). mtp=K (1–4) decodes speculatively with K drafts per step from the
+        checkpoint's MTP layer (acceptance in ``last_stats.extra``). Raises before any model work what
+        ``validate_requests`` raises (e.g. ValueError for a prompt empty after tokenization (an empty string
+        with a BOS token is one token, not empty), prompt + max_new_tokens exceeding max_position_embeddings, or
+        mtp asked of a checkpoint without MTP weights), and TypeError for an on_text that is not callable.
         """
+        if on_text is not None and not callable(on_text):  # on_text=5 failed after the prefill ran (tester21 #7)
+            raise TypeError(f"on_text must be a callable (i, delta) or None, got {type(on_text).__name__}")
         encoded, plist = self.validate_requests(prompts, params, chat=chat, mtp=mtp)
         chat, mtp = bool(chat), int(mtp)  # numpy bool / integer → Python (validated above)
         if isinstance(prompts, str):

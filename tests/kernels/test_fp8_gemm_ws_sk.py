@@ -50,22 +50,21 @@ def compile_sk_sm90(overrides: dict | None = None, out_dtype: str = "bf16"):
     lc = W._smem_layout([64, bn], W._GL_DTYPES[{"bf16": torch.bfloat16, "fp16": torch.float16}[out_dtype]]
                         if tma_store else gl.float32)
     sig = dict(a_desc=f"tensordesc<fp8e4nv[128, {bk}],{la!r}>", b_desc=f"tensordesc<fp8e4nv[{bn}, {bk}],{lb!r}>",
-               c_desc=f"tensordesc<{out_dtype}[64, {bn}],{lc!r}>" if tma_store else "constexpr", c_ptr=f"*{out_dtype}", ws_ptr="*fp32", cnt_ptr="*i32", a_scale_ptr="*fp32", b_scale_ptr="*fp32", b_ptr="*fp8e4nv")
-    sig.update({name: "i32" for name in ("M", "N", "K", "stride_bn", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
+               c_desc=f"tensordesc<{out_dtype}[64, {bn}],{lc!r}>" if tma_store else "constexpr", c_ptr=f"*{out_dtype}", ws_ptr="*fp32", cnt_ptr="*i32", a_scale_ptr="*fp32", b_scale_ptr="*fp32")
+    sig.update({name: "i32" for name in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bsn",
                                          "stride_bsk", "stride_cm", "stride_cn", "num_programs", "dp_tiles")})
     consts = dict(BLOCK_M=128, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=cfg["GROUP_M"], NUM_STAGES=cfg["NUM_STAGES"],
                   PRODUCER_REGS=cfg["PRODUCER_REGS"], CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=cfg["UNROLL2"],
                   PIPE=cfg["PIPE"], PIPE0=cfg["PIPE0"] and cfg["PIPE"], TMA_STORE=tma_store,
-                  PART_BLOCKED=cfg["PART_BLOCKED"], SCALE_AHEAD=cfg["SCALE_AHEAD"] if cfg["PIPE"] else 0, PF_AHEAD=cfg["PF_AHEAD"],
-                  PF_CHUNK=cfg["PF_CHUNK"], num_warps=4)
+                  PART_BLOCKED=cfg["PART_BLOCKED"], SCALE_AHEAD=cfg["SCALE_AHEAD"] if cfg["PIPE"] else 0, WAIT2=cfg["WAIT2"],
+                  num_warps=4)
     sig.update({name: "constexpr" for name in consts})
     if not tma_store:
         consts["c_desc"] = None
     # 16-byte aligned pointers and leading dims, as the launcher's real arguments are specialized
     names = list(sig)
     attrs = {(names.index(name),): [["tt.divisibility", 16]]
-             for name in ("c_ptr", "ws_ptr", "cnt_ptr", "a_scale_ptr", "b_scale_ptr", "b_ptr", "stride_cm", "M", "N",
-                                 "K", "stride_bn")}
+             for name in ("c_ptr", "ws_ptr", "cnt_ptr", "a_scale_ptr", "b_scale_ptr", "stride_cm", "M", "N")}
     return triton.compile(GluonASTSource(S._fp8_gemm_sk_kernel, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=4, maxnreg=W._MAXNREG))
 
@@ -92,15 +91,16 @@ def test_sk_compiles_for_sm90_without_spills():
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-def test_sk_prefetch_compiles_without_spills():
-    # PF_AHEAD: the producer warp's bulk L2 prefetches (one per row it owns: 4 per lane for 128 rows, at the segment's
-    # start and in the loop), in its 48 registers without spills; the default build has none
-    ptx = ptx_in_fresh_process(__name__, "compile_sk_sm90", dict(GRID=112, SCALE_AHEAD=1, PF_AHEAD=8, PF_CHUNK=2), "bf16")
-    assert ptx.count("cp.async.bulk.prefetch.L2.global") == 2 * 4
+def test_sk_wait2_compiles_without_spills():
+    # WAIT2: the waiter polls with acquire loads (a loop) and re-arms with a plain store; the first contributor keeps
+    # the one acq_rel increment per warpgroup; no spills
+    ptx = ptx_in_fresh_process(__name__, "compile_sk_sm90", dict(GRID=112, SCALE_AHEAD=1, WAIT2=True), "bf16")
+    assert len(re.findall(r"@%p\d+ atom.global.gpu.acq_rel.add.u32", ptx)) == 2
+    assert ptx.count("ld.acquire.gpu.global.u32") >= 4  # arrive's re-read + the waiter's first poll and loop, x2
     report = ptxas_report(ptx)
+    assert "C7514" not in report and "serialized" not in report, report
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
-    assert "cp.async.bulk.prefetch" not in ptx_in_fresh_process(__name__, "compile_sk_sm90", None, "bf16")
 
 
 # ---------------------------------------------------------------- host model of the schedule arithmetic
@@ -180,11 +180,9 @@ def test_sk_config_errors():
         S.sk_config(dict(SCALE_AHEAD=1, PIPE=False))
     assert S.sk_config(dict(SCALE_AHEAD=1))["SCALE_AHEAD"] == 1
     assert S.sk_config(dict(NUM_STAGES=6, PART_BLOCKED=False))["NUM_STAGES"] == 6
-    for bad, key in ((dict(PF_AHEAD=-1), "PF_AHEAD"), (dict(PF_AHEAD=65), "PF_AHEAD"), (dict(PF_CHUNK=3), "PF_CHUNK"),
-                     (dict(PF_AHEAD=True), "PF_AHEAD")):
-        with pytest.raises(ValueError, match=key):
-            S.sk_config(bad)
-    assert S.sk_config(None)["PF_AHEAD"] == 0  # the L2 prefetch is off unless asked for
+    with pytest.raises(ValueError, match="WAIT2"):
+        S.sk_config(dict(WAIT2=1))
+    assert S.sk_config(None)["WAIT2"] is False  # off unless asked for
 
 
 def test_sk_rejects_non_cuda_and_bad_config():
@@ -227,7 +225,8 @@ def _check_gpu(m, n, k, device, seed, config=None, out_dtype=torch.bfloat16, out
 _GPU_CONFIGS = [None, dict(BLOCK_N=64, NUM_STAGES=6), dict(NUM_STAGES=6, PART_BLOCKED=False), dict(PIPE0=False),
                 dict(PIPE=False), dict(GRID=7),
                 dict(GRID=11, BLOCK_N=64, DP=False), dict(GRID=1000), dict(GRID=3, NUM_STAGES=3), dict(GROUP_M=1),
-                dict(GRID=5, TMA_STORE=False), dict(GRID=7, SCALE_AHEAD=1), dict(GRID=7, PF_AHEAD=8, PF_CHUNK=4)]
+                dict(GRID=5, TMA_STORE=False), dict(GRID=7, SCALE_AHEAD=1), dict(GRID=7, WAIT2=True),
+                dict(GRID=34, WAIT2=True)]
 
 
 @pytest.mark.gpu
@@ -244,8 +243,8 @@ def test_sk_matches_reference_gpu(device, m, n, kb16, config, out_dtype, seed):
                                        (129, 384, 256, 0), (64, 576, 128, 0), (128, 7168, 2048, 8),
                                        (4096, 7168, 2048, 0), (4096, 2112, 7168, 0), (333, 4096, 7168, 5)])
 @pytest.mark.parametrize("cfg", [None, dict(BLOCK_N=64), dict(DP=False), dict(PART_BLOCKED=False, NUM_STAGES=6),
-                                 dict(GRID=112, SCALE_AHEAD=1), dict(GRID=112, SCALE_AHEAD=1, PF_AHEAD=8, PF_CHUNK=2)],
-                         ids=["default", "n64", "nodp", "mma_parts", "g112_ahead1", "g112_pf8c2"])
+                                 dict(GRID=112, SCALE_AHEAD=1), dict(GRID=112, SCALE_AHEAD=1, WAIT2=True)],
+                         ids=["default", "n64", "nodp", "mma_parts", "g112_ahead1", "g112_wait2"])
 def test_sk_tails_and_real_shapes_gpu(device, m, n, k, pad, cfg):
     # N = 2112 / 300 / 576: a part-empty last column tile; K = 1040 (8.1 blocks), 128 (one block: every CTA takes
     # whole tiles or single iterations); M = 4096: DP + stream-K (data-parallel waves, then the split remainder)
@@ -269,6 +268,29 @@ def test_sk_deterministic_and_graph_safe_gpu(device, m, n, k, cfg):
         torch.cuda.synchronize()
         assert torch.equal(out, first)
     assert torch.equal(again, first)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k,grid", [(128, 7168, 16384, 112), (200, 1000, 4096, 7), (129, 384, 1040, 34),
+                                        (64, 576, 2048, 11)])
+def test_sk_wait2_bit_identical_gpu(device, m, n, k, grid):
+    # WAIT2 (the second of two contributors merges in registers) sums the same two partials in the same order as the
+    # general merge: bit-identical output (tiles of three or more contributors keep the general path), also under
+    # CUDA-graph replay (its waiter re-arms the counter)
+    a, a_s, b, b_s = _gpu_operands(m, n, k, device, seed=11)
+    base = fp8_gemm_nt_sk(a, a_s, b, b_s, config=dict(GRID=grid, SCALE_AHEAD=1))
+    cfg = dict(GRID=grid, SCALE_AHEAD=1, WAIT2=True)
+    first = _check_gpu(m, n, k, device, seed=11, config=cfg)
+    assert torch.equal(first, base)
+    out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device=device)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fp8_gemm_nt_sk(a, a_s, b, b_s, out=out, config=cfg)
+    for _ in range(3):
+        out.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, base)
 
 
 @pytest.mark.gpu

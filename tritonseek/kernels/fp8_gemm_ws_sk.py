@@ -96,18 +96,17 @@ from tritonseek.kernels.fp8_gemm_ws_loop import _tile_k_loop
 # two [64, BLOCK_N] buffers fit beside the ring), else masked stores. PRODUCER_REGS 48 (fp8_gemm_ws: 40): the
 # producer's segment arithmetic spilled 12 bytes at 40 (sm_90a ptxas); 2 × 128 × 232 + 128 × 48 = 65536.
 # SCALE_AHEAD (0/1, with PIPE): fp8_gemm_ws_loop's scale loads one K-block pair ahead (that module's docstring).
-# PF_AHEAD (K blocks, 0 = off) / PF_CHUNK: the producer prefetches its B rows into L2 that far ahead of its TMA loads,
-# one bulk prefetch of PF_CHUNK · 128 contiguous bytes per row (session 21: HBM access-pattern probe; not yet measured).
+# WAIT2: a tile split between two CTAs is merged by the second one, which waits for the first's partial instead of
+# storing its own (_sk_fixup); only where every CTA is resident at once (GRID ≤ SMs, else the launcher turns it off).
 # PART_BLOCKED: the fix-up's partials in a coalesced blocked layout (see _sk_fixup; its layout conversion takes
 # 32 KB of shared memory per warpgroup, so ≤ 4 stages of 128×128 beside the TMA-store buffers).
 _DEFAULT_SK = dict(BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, GRID=0, PIPE=True, PIPE0=True, UNROLL2=True, DP=True,
-                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0, PF_AHEAD=0,
-                   PF_CHUNK=1)
+                   TMA_STORE=True, PART_BLOCKED=True, PRODUCER_REGS=48, CONSUMER_REGS=232, SCALE_AHEAD=0, WAIT2=False)
 SK_CONFIG_SPEC: dict = dict(
     BLOCK_N=(64, 128), NUM_STAGES=range(2, 8), GROUP_M=range(1, 1025), GRID=range(0, 4097), PIPE=bool, PIPE0=bool,
     DP=bool, TMA_STORE=bool, PART_BLOCKED=bool, SCALE_AHEAD=(0, 1),
     UNROLL2=bool, PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)),
-    PF_AHEAD=range(0, 65), PF_CHUNK=(1, 2, 4, 8),
+    WAIT2=bool,
 )
 _BLOCK_M = 128
 _THREADS = 128  # threads per consumer warpgroup (the fix-up counts one increment per thread)
@@ -197,29 +196,10 @@ def _sk_range(pid, num_programs, dp_tiles, num_tiles, num_k_blocks):
 
 
 @gluon.jit
-def _prefetch_rows_l2(b_ptr, row0, N, stride_bn, K, kb0, kb_end, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                      PF_CHUNK: gl.constexpr):
-    # L2 prefetch (cp.async.bulk.prefetch: a hint, nothing waits on it) of K blocks [kb0, min(kb0 + PF_CHUNK, kb_end))
-    # of weight rows [row0, row0 + BLOCK_N): one contiguous run of up to PF_CHUNK · 128 bytes per row (rows past N
-    # re-read row N − 1, bytes stop at K), by the producer warp's 32 lanes
-    lanes: gl.constexpr = gl.BlockedLayout([BLOCK_N // 32], [32], [1], [0])
-    rows = gl.minimum(row0 + gl.arange(0, BLOCK_N, layout=lanes), N - 1)
-    lo = kb0 * BLOCK_K
-    nbytes = gl.minimum(gl.minimum(kb0 + PF_CHUNK, kb_end) * BLOCK_K, K) - lo
-    if nbytes > 0:
-        ptrs = b_ptr + rows.to(gl.int64) * stride_bn + lo
-        gl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0;", "=r,l,r",
-                                  [ptrs, gl.full([BLOCK_N], 0, gl.int32, lanes) + nbytes], dtype=gl.int32,
-                                  is_pure=False, pack=1)
-
-
-@gluon.jit
-def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, b_ptr, M, N, K, stride_bn, num_k_blocks,
-                 num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr):
-    # One warp: this CTA's segments in the consumers' order, each K block's A and B tiles into the ring.
-    # PF_AHEAD > 0: the segment's B rows are also prefetched into L2 PF_AHEAD K blocks ahead of the TMA loads, in
-    # runs of PF_CHUNK blocks per row (first the segment's first PF_AHEAD blocks, then one run every PF_CHUNK blocks)
+def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
+                 dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+                 GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # One warp: this CTA's segments in the consumers' order, each K block's A and B tiles into the ring
     num_pid_m = gl.cdiv(M, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     pid = gl.program_id(0)
@@ -229,9 +209,6 @@ def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, b_ptr, 
     for j in range(n_seg):
         t, u, k_lo, k_hi = _sk_segment_at(j, n_dp, pid, num_programs, dp_tiles, start, end, u0, num_k_blocks)
         pid_m, pid_n = _tile_coords(t, num_pid_m, num_pid_n, GROUP_M)
-        if PF_AHEAD > 0:
-            for kp in range(k_lo, gl.minimum(k_lo + PF_AHEAD, k_hi), PF_CHUNK):
-                _prefetch_rows_l2(b_ptr, pid_n * BLOCK_N, N, stride_bn, K, kp, k_hi, BLOCK_N, BLOCK_K, PF_CHUNK)
         for kb in range(k_lo, k_hi):
             s = it % NUM_STAGES
             # empty barriers start "released": the first pass waits on the opposite parity
@@ -240,10 +217,6 @@ def _sk_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, b_ptr, 
             mbarrier.expect(bar, stage_bytes)
             tma.async_copy_global_to_shared(a_desc, [pid_m * BLOCK_M, kb * BLOCK_K], bar, a_bufs.index(s))
             tma.async_copy_global_to_shared(b_desc, [pid_n * BLOCK_N, kb * BLOCK_K], bar, b_bufs.index(s))
-            if PF_AHEAD > 0:
-                if (kb - k_lo) % PF_CHUNK == 0:
-                    _prefetch_rows_l2(b_ptr, pid_n * BLOCK_N, N, stride_bn, K, kb + PF_AHEAD, k_hi, BLOCK_N, BLOCK_K,
-                                      PF_CHUNK)
             it += 1
 
 
@@ -271,6 +244,17 @@ def _sk_arrive(ctr):
 
 
 @gluon.jit
+def _sk_wait_count(ctr, want):
+    # every thread of the warpgroup polls the counter with acquire loads until it reaches want (WAIT2's waiter: the
+    # first contributor's release-increment then orders its partial's stores before our loads)
+    cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [ctr], dtype=gl.int32,
+                                    is_pure=False, pack=1)
+    while cur < want:
+        cur = gl.inline_asm_elementwise("ld.acquire.gpu.global.u32 $0, [$1];", "=r,l", [ctr], dtype=gl.int32,
+                                        is_pure=False, pack=1)
+
+
+@gluon.jit
 def _sk_rearm(ctr, old, full):
     # the thread that made the last increment (element 0 of old) zeroes the counter for the next launch
     lane = gl.arange(0, 128, layout=_WG_LANES)
@@ -278,9 +262,20 @@ def _sk_rearm(ctr, old, full):
 
 
 @gluon.jit
+def _sk_store_sum(tot, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+                  prow: gl.constexpr, pcol: gl.constexpr):
+    # a merged tile's rows of out (masked; pointers formed here, after the merge's loads, to keep registers free)
+    rm = off_m + gl.arange(0, ROWS, layout=prow)
+    rn = off_n + gl.arange(0, BLOCK_N, layout=pcol)
+    c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+    gl.store(c_ptrs, tot.to(c_ptr.dtype.element_ty), mask=gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0))
+
+
+@gluon.jit
 def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, num_k_blocks,
               num_programs, total, ROW0: gl.constexpr, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
-              BLOCK_N: gl.constexpr, PART_BLOCKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr):
+              BLOCK_N: gl.constexpr, PART_BLOCKED: gl.constexpr, row_layout: gl.constexpr, col_layout: gl.constexpr,
+              WAIT2: gl.constexpr):
     # a partial segment of tile t (stream-K tile u): this warpgroup's rows → workspace slot, arrive; the thread that
     # reads the full count sums the tile's partials in CTA order (fixed) and writes its own elements of out.
     # PART_BLOCKED: partials, merge and output in a row-major blocked layout (16-byte accesses, a warp covers whole
@@ -300,24 +295,35 @@ def _sk_fixup(acc, u, t, slot, ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N, strid
     # across the K loop: 64 more registers there made ptxas spill)
     lr = ROW0 + gl.arange(0, ROWS, layout=prow)
     piece = gl.expand_dims(lr * BLOCK_N, 1) + gl.expand_dims(gl.arange(0, BLOCK_N, layout=pcol), 0)
-    gl.store(ws_ptr + slot.to(gl.int64) * SLOT + piece, part)
     first = _sk_owner(u * num_k_blocks, num_programs, total)
     last = _sk_owner(u * num_k_blocks + num_k_blocks - 1, num_programs, total)
     ctr = cnt_ptr + t * (BLOCK_M // ROWS) + ROW0 // ROWS
-    cur, old = _sk_arrive(ctr)
     full = last - first + 1  # one increment per contributing warpgroup
-    if cur == full:
-        tot = gl.zeros_like(part)
-        for p in range(first, last + 1):
-            # CTA p's slot for tile u: 0 if u is its first segment's tile, else 1 (then u is its last segment)
-            sl = p * 2 + (u != _sk_start(p, num_programs, total) // num_k_blocks).to(gl.int32)
-            tot += gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
-        rm = off_m + gl.arange(0, ROWS, layout=prow)
-        rn = off_n + gl.arange(0, BLOCK_N, layout=pcol)
-        c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
-        mask = gl.expand_dims(rm < M, 1) & gl.expand_dims(rn < N, 0)
-        gl.store(c_ptrs, tot.to(c_ptr.dtype.element_ty), mask=mask)
-    _sk_rearm(ctr, old, full)
+    # WAIT2: a tile of two contributors is merged by the second (higher-index) one, which waits for the first's
+    # partial and adds its own from registers: no store, reload or increment of its own partial. The waiter always has
+    # the higher index, so it waits only on a CTA dispatched before it (the launcher keeps WAIT2 to grids that are
+    # resident at once). Same sum: (0 + first) + second, as the general merge adds them in CTA order.
+    waiter = (full == 2) & (gl.program_id(0) == last)
+    if WAIT2 and waiter:
+        _sk_wait_count(ctr, 1)
+        sl = first * 2 + (u != _sk_start(first, num_programs, total) // num_k_blocks).to(gl.int32)
+        tot = gl.zeros_like(part) + gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
+        tot += part
+        _sk_store_sum(tot, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N, prow, pcol)
+        gl.thread_barrier()  # every thread has read the count before it is re-armed
+        lane = gl.arange(0, 128, layout=_WG_LANES)
+        gl.store(ctr + lane * 0, gl.zeros([128], gl.int32, _WG_LANES), mask=lane == 0)
+    else:
+        gl.store(ws_ptr + slot.to(gl.int64) * SLOT + piece, part)
+        cur, old = _sk_arrive(ctr)
+        if cur == full:
+            tot = gl.zeros_like(part)
+            for p in range(first, last + 1):
+                # CTA p's slot for tile u: 0 if u is its first segment's tile, else 1 (then u is its last segment)
+                sl = p * 2 + (u != _sk_start(p, num_programs, total) // num_k_blocks).to(gl.int32)
+                tot += gl.load(ws_ptr + sl.to(gl.int64) * SLOT + piece, cache_modifier=".cg")
+            _sk_store_sum(tot, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, ROWS, BLOCK_N, prow, pcol)
+        _sk_rearm(ctr, old, full)
 
 
 @gluon.jit
@@ -326,7 +332,7 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  num_programs, dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr,
                  UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
-                 SCALE_AHEAD: gl.constexpr):
+                 SCALE_AHEAD: gl.constexpr, WAIT2: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every segment of this CTA (one warpgroup, 4 warps); whole tiles leave through
     # c_smem + a TMA store where TMA_STORE, the fix-up's sums through masked stores
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -358,19 +364,19 @@ def _sk_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         else:
             _sk_fixup(acc, u, t, pid * 2 + (u != u0).to(gl.int32), ws_ptr, cnt_ptr, c_ptr, off_m, off_n, M, N,
                       stride_cm, stride_cn, num_k_blocks, num_programs, total, ROW0, ROWS, BLOCK_M, BLOCK_N,
-                      PART_BLOCKED, row_layout, col_layout)
+                      PART_BLOCKED, row_layout, col_layout, WAIT2)
     if TMA_STORE:
         tma.store_wait(0)
 
 
 @gluon.jit
 def _fp8_gemm_sk_kernel(
-    a_desc, b_desc, c_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, b_ptr,
-    M, N, K, stride_bn, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
+    a_desc, b_desc, c_desc, c_ptr, ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr,
+    M, N, num_k_blocks, stride_asm, stride_ask, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
     dp_tiles, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     UNROLL2: gl.constexpr, PIPE: gl.constexpr, PIPE0: gl.constexpr, PART_BLOCKED: gl.constexpr,
-    SCALE_AHEAD: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr, num_warps: gl.constexpr,
+    SCALE_AHEAD: gl.constexpr, WAIT2: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3 (K contiguous), box [BLOCK_M, BLOCK_K]; b_desc: b [N, K], box [BLOCK_N, BLOCK_K]
     # c_desc: TMA_STORE: TMA over out [M, N], box [BLOCK_M // 2, BLOCK_N] (one store per warpgroup, whole tiles)
@@ -380,7 +386,6 @@ def _fp8_gemm_sk_kernel(
     # dp_tiles: tiles 0 .. dp_tiles-1 (a multiple of num_programs) run data-parallel (CTA p: tiles p, p + P, …); the
     #           stream-K range covers the rest
     # a_scale: [M, KB] fp32 (stride_asm, stride_ask); b_scale: [NB, KB] fp32 (stride_bsn, stride_bsk)
-    # b_ptr:  the weights of b_desc, [N, K] e4m3 (row stride stride_bn), for the PF_AHEAD L2 prefetches only
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -398,15 +403,14 @@ def _fp8_gemm_sk_kernel(
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, 0, BLOCK_M // 2, UNROLL2, PIPE, PIPE0, PART_BLOCKED,
-                        SCALE_AHEAD)),
+                        SCALE_AHEAD, WAIT2)),
         (_sk_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
                         ws_ptr, cnt_ptr, a_scale_ptr, b_scale_ptr, M, N, num_k_blocks, stride_asm, stride_ask,
                         stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, dp_tiles, BLOCK_M, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, BLOCK_M // 2, BLOCK_M // 2, UNROLL2, PIPE, PIPE0,
-                        PART_BLOCKED, SCALE_AHEAD)),
-        (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, b_ptr, M, N, K, stride_bn,
-                        num_k_blocks, num_programs, dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, PF_AHEAD,
-                        PF_CHUNK)),
+                        PART_BLOCKED, SCALE_AHEAD, WAIT2)),
+        (_sk_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, M, N, num_k_blocks, num_programs,
+                        dp_tiles, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -446,15 +450,15 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
     c_desc = (TensorDescriptor(out, [m, n], [out.stride(0), 1], [_BLOCK_M // 2, bn],
                                _smem_layout([_BLOCK_M // 2, bn], _GL_DTYPES[out.dtype])) if tma_store else None)
     _fp8_gemm_sk_kernel[(grid,)](
-        a_desc, b_desc, c_desc, out, ws, cnt, a_scale, b_scale, b,
-        m, n, k, b.stride(0), kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
+        a_desc, b_desc, c_desc, out, ws, cnt, a_scale, b_scale,
+        m, n, kb, a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         out.stride(0), out.stride(1), grid, dp_tiles,
         BLOCK_M=_BLOCK_M, BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
         TMA_STORE=tma_store,
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
         UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe, PART_BLOCKED=part_blocked,
         SCALE_AHEAD=int(cfg["SCALE_AHEAD"]) if pipe else 0,
-        PF_AHEAD=int(cfg["PF_AHEAD"]), PF_CHUNK=int(cfg["PF_CHUNK"]),
+        WAIT2=bool(cfg["WAIT2"]) and grid <= _num_sms(dev),
         num_warps=4, maxnreg=_MAXNREG,
     )
     return out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tritonseek.kernels import gate_topk, router_gate_topk
+from tritonseek.kernels import gate_topk, mla_rope_cache, router_gate_topk
 from tritonseek.kernels.reference.moe import gate_topk_ref
 from tritonseek.kernels.reference.spec_step import spec_step_inputs_ref
 from tritonseek.kernels.sampling import apply_top_k_top_p, argmax, check_config, sample
@@ -146,3 +146,19 @@ def test_verify_outputs_with_shared_elements_are_refused(device):
         name = next(iter(kw))
         with pytest.raises(TypeError, match=f"^{name} must be a torch.Tensor or None, got {type(kw[name]).__name__}"):
             verify_greedy(d, tl_, **kw)
+
+
+def test_rope_cache_short_kv_norm_weight_is_named(device):
+    """A kv_norm_weight of 31 entries (kv_lora_rank 32) was reported as "kv must be [T=3, kv_lora_rank 31 + ...],
+    got (3, 48)", blaming the right kv (tester21 #8)."""
+    q = torch.randn(3, 2, 48, device=device)
+    kv = torch.randn(3, 48, device=device)
+    pos = torch.arange(3, device=device)
+    cs = torch.randn(8, 16, device=device)
+    w = torch.ones(32, device=device)
+    mla_rope_cache(q, kv, pos, cs, w, 1e-6, None, None)
+    with pytest.raises(ValueError, match=r"^kv has 48 columns, but kv_norm_weight has 31 entries .* with this kv, "
+                                         r"kv_norm_weight must be \[32\]"):
+        mla_rope_cache(q, kv, pos, cs, w[:31], 1e-6, None, None)
+    with pytest.raises(ValueError, match="^kv has 2 rows, q 3"):
+        mla_rope_cache(q, kv[:2], pos, cs, w, 1e-6, None, None)

@@ -161,9 +161,14 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
         raise ValueError(f"cos_sin_cache's width (qk_rope_head_dim) must be a power of two ≥ 2, got {rope}")
     if not cos_sin_cache.is_contiguous():
         raise ValueError("cos_sin_cache must be contiguous")
-    if kv.shape != (T, kv_lora + rope):
-        raise ValueError(f"kv must be [T={T}, kv_lora_rank {kv_lora} + qk_rope_head_dim {rope}], "
-                         f"got {tuple(kv.shape)}")
+    if kv.shape[0] != T:
+        raise ValueError(f"kv has {kv.shape[0]} rows, {rows_name} {T}")
+    if kv.shape[1] != kv_lora + rope:
+        # kv_lora_rank is read off kv_norm_weight: name both (a short kv_norm_weight was blamed on kv; tester21 #8)
+        fit = f"; with this kv, kv_norm_weight must be [{kv.shape[1] - rope}]" if kv.shape[1] > rope else ""
+        raise ValueError(f"kv has {kv.shape[1]} columns, but kv_norm_weight has {kv_lora} entries (kv_lora_rank) "
+                         f"and cos_sin_cache {rope} columns (qk_rope_head_dim): kv must be [{T}, {kv_lora + rope}]"
+                         f"{fit}")
     if positions.shape[0] != T:
         raise ValueError(f"positions has {positions.shape[0]} entries, {rows_name} {T} rows")
     if kv.stride(1) != 1:

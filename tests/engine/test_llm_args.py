@@ -117,3 +117,20 @@ def test_another_checkpoints_model_card_is_not_read(tmp_path):
     out = LLM(str(model)).generate("x", SamplingParams(max_new_tokens=2, ignore_eos=True))
     assert len(out[0].token_ids) == 2
     assert LLM().model_info.get("note")  # the embedded model still has its card
+
+
+def test_mtp_without_mtp_layer_names_the_layer_and_model_not_found_says_both(monkeypatch):
+    """The --mtp error printed "model.layers.{num_hidden_layers}.*" literally; a mistyped relative folder
+    "models/foo" was only "not in the local Hugging Face cache" (tester21 #16)."""
+    import torch
+
+    from tritonseek.engine.llm import ModelNotFoundError, resolve_model_path
+
+    llm = LLM()
+    n = llm.config.num_hidden_layers
+    monkeypatch.setattr(llm.model, "mtp", torch.nn.ModuleList())
+    with pytest.raises(ValueError, match=rf"MTP layer \(model\.layers\.{n}\.\*\), and this checkpoint has none"):
+        llm.generate("x", SamplingParams(max_new_tokens=2), mtp=1)
+    with pytest.raises(ModelNotFoundError, match=r"^model 'models/foo-not-here' is no folder here \(.*models/foo-not-here "
+                                                 r"does not exist\) and not in the local Hugging Face cache"):
+        resolve_model_path("models/foo-not-here")

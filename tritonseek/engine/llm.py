@@ -65,9 +65,10 @@ def resolve_model_path(model: str | Path | None) -> Path:
     try:
         return Path(snapshot_download(name, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
+        # owner/name is also how a mistyped relative folder looks: say both readings (tester21 #16)
         raise ModelNotFoundError(
-            f"model {name!r} is not in the local Hugging Face cache; download it first "
-            f"(e.g. `hf download {name}`) or pass a local folder"
+            f"model {name!r} is no folder here ({p.absolute()} does not exist) and not in the local Hugging Face "
+            f"cache; download it first (e.g. `hf download {name}`) or pass an existing local folder"
         ) from None
 
 
@@ -312,8 +313,9 @@ class LLM:
             if not 1 <= mtp <= 4:
                 raise ValueError(f"mtp={mtp!r} must be an int between 1 and 4")
             if not len(self.model.mtp):
-                raise ValueError("--mtp needs the checkpoint's MTP layer (model.layers.{num_hidden_layers}.*), "
-                                 "and this checkpoint has none")
+                # the f was missing: the placeholder was printed literally (tester21 #16)
+                raise ValueError(f"--mtp needs the checkpoint's MTP layer (model.layers."
+                                 f"{self.config.num_hidden_layers}.*), and this checkpoint has none")
         if isinstance(prompts, str):
             prompts = [prompts]
         if not isinstance(prompts, (list, tuple)):  # None was "prompts is empty" (tester s20)

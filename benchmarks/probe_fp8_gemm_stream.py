@@ -56,13 +56,15 @@ VARIANTS = {
     "h112-pf16c4": (112, 4, 1, 512, 16, 4),
     "h132": (132, 4, 1, 512, 0, 1),
 }
-# name -> ("loop", CTAs, STORE_PART): the stream-K CTA's K loops without the fix-up (_gemm_loop_kernel); ("full", WAIT2):
-# the library's GEMM (committed entry), for the fix-up's share by difference
+# name -> ("loop", CTAs, STORE_PART, NUM_STAGES, SCALE_AHEAD): the stream-K CTA's K loops without the fix-up
+# (_gemm_loop_kernel); ("full", WAIT2): the library's GEMM (committed entry), for the fix-up's share by difference
 GEMM_VARIANTS = {
-    "L56": ("loop", 56, False),
-    "L112": ("loop", 112, False),
-    "L112+part": ("loop", 112, True),
-    "L132": ("loop", 132, False),
+    "L56": ("loop", 56, False, 4, 1),
+    "L112": ("loop", 112, False, 4, 1),
+    "L112+part": ("loop", 112, True, 4, 1),
+    "L112-ns6": ("loop", 112, False, 6, 1),
+    "L112-sa0": ("loop", 112, False, 4, 0),
+    "L132": ("loop", 132, False, 4, 1),
     "full": ("full", False),
     "full-wait2": ("full", True),
 }
@@ -163,7 +165,8 @@ def _stream_kernel(a_desc, b_desc, b_ptr, stamps_ptr, num_programs, total, num_k
 
 @gluon.jit
 def _gemm_consumer(a_bufs, b_bufs, ready, empty, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr, stamps_ptr, num_programs,
-                   total, num_k_blocks, ROW0: gl.constexpr, NUM_STAGES: gl.constexpr, STORE_PART: gl.constexpr):
+                   total, num_k_blocks, ROW0: gl.constexpr, NUM_STAGES: gl.constexpr, STORE_PART: gl.constexpr,
+                   SCALE_AHEAD: gl.constexpr):
     # the stream-K kernel's consumer warpgroup without its fix-up: fp8_gemm_ws_loop._tile_k_loop (PIPE0 + SCALE_AHEAD,
     # the committed entry's loop) over this CTA's segments on the real operands and scales (a_scale [128, KB] with
     # strides (1, 128), b_scale [56, KB] row-major); then STORE_PART: the fp32 partial stored as the fix-up's first
@@ -185,7 +188,7 @@ def _gemm_consumer(a_bufs, b_bufs, ready, empty, a_scale_ptr, b_scale_ptr, ws_pt
         sa_ptrs = a_scale_ptr + rm + k_lo * 128
         sb_ptr = b_scale_ptr + t * num_k_blocks + k_lo
         acc, it = _tile_k_loop(it, k_hi - k_lo, zero, zero_rows, a_bufs, b_bufs, ready, empty, sa_ptrs, rm < 128,
-                               sb_ptr, 128, 1, ROW0, 64, 128, NUM_STAGES, True, True, False, True, 1)
+                               sb_ptr, 128, 1, ROW0, 64, 128, NUM_STAGES, True, True, False, True, SCALE_AHEAD)
         if STORE_PART:
             part_layout: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [4, 1], [1, 0])
             part = gl.convert_layout(acc, part_layout)
@@ -204,7 +207,8 @@ def _gemm_consumer(a_bufs, b_bufs, ready, empty, a_scale_ptr, b_scale_ptr, ws_pt
 
 @gluon.jit
 def _gemm_loop_kernel(a_desc, b_desc, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr, stamps_ptr, num_programs, total,
-                      num_k_blocks, NUM_STAGES: gl.constexpr, STORE_PART: gl.constexpr, num_warps: gl.constexpr):
+                      num_k_blocks, NUM_STAGES: gl.constexpr, STORE_PART: gl.constexpr, SCALE_AHEAD: gl.constexpr,
+                      num_warps: gl.constexpr):
     # fp8_gemm_ws_sk's CTA (two consumer warpgroups, one producer warp, 232 / 48 registers) at M = 128 without the
     # fix-up: the K loops' time with the real wgmmas, scales and ring. stamps: int64 [num_programs, 4] (per warpgroup
     # clock64 at loop entry / exit); sink: fp32 [num_programs, 128]; ws: fp32 [2 · num_programs, 128, 128]
@@ -217,21 +221,22 @@ def _gemm_loop_kernel(a_desc, b_desc, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr
         mbarrier.init(empty.index(i), count=2)
     gl.warp_specialize([
         (_gemm_consumer, (a_bufs, b_bufs, ready, empty, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr, stamps_ptr,
-                          num_programs, total, num_k_blocks, 0, NUM_STAGES, STORE_PART)),
+                          num_programs, total, num_k_blocks, 0, NUM_STAGES, STORE_PART, SCALE_AHEAD)),
         (_gemm_consumer, (a_bufs, b_bufs, ready, empty, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr, stamps_ptr,
-                          num_programs, total, num_k_blocks, 64, NUM_STAGES, STORE_PART)),
+                          num_programs, total, num_k_blocks, 64, NUM_STAGES, STORE_PART, SCALE_AHEAD)),
         (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, a_scale_ptr, num_programs, total, num_k_blocks, 1,
                      NUM_STAGES, 0, 1)),
     ], [4, 1], [232, 48])
 
 
-def launch_gemm_loop(a, a_s, b, b_s, ws, sink, stamps, ctas, store_part):
+def launch_gemm_loop(a, a_s, b, b_s, ws, sink, stamps, ctas, store_part, stages, scale_ahead):
     lay = _smem_layout([BLOCK, BLOCK], gl.float8e4nv)
     a_desc = TensorDescriptor(a, [M, K], [K, 1], [BLOCK, BLOCK], lay)
     b_desc = TensorDescriptor(b, [N, K], [K, 1], [BLOCK, BLOCK], lay)
     kb = K // BLOCK
-    _gemm_loop_kernel[(ctas,)](a_desc, b_desc, a_s, b_s, ws, sink, stamps, ctas, (N // BLOCK) * kb, kb, NUM_STAGES=4,
-                               STORE_PART=store_part, num_warps=4, maxnreg=_MAXNREG)
+    _gemm_loop_kernel[(ctas,)](a_desc, b_desc, a_s, b_s, ws, sink, stamps, ctas, (N // BLOCK) * kb, kb,
+                               NUM_STAGES=stages, STORE_PART=store_part, SCALE_AHEAD=scale_ahead, num_warps=4,
+                               maxnreg=_MAXNREG)
 
 
 def launch(a, b, stamps, ctas, stages, load_a, hold, pf_ahead, pf_chunk):
@@ -282,12 +287,12 @@ def main():
             stamps[v] = torch.zeros(VARIANTS[v][0], 2, dtype=torch.int64, device=dev)
             sides[v] = lambda v=v: [launch(a, b, stamps[v], *VARIANTS[v]) for b in bs]
         elif GEMM_VARIANTS[v][0] == "loop":
-            ctas, store = GEMM_VARIANTS[v][1:]
+            ctas, store, stages, sa = GEMM_VARIANTS[v][1:]
             stamps[v] = torch.zeros(ctas, 4, dtype=torch.int64, device=dev)
             ws[v] = torch.zeros(2 * ctas, 128, 128, dtype=torch.float32, device=dev)
             sink[v] = torch.zeros(ctas, 128, dtype=torch.float32, device=dev)
-            sides[v] = lambda v=v, c=ctas, st=store: [launch_gemm_loop(a, a_s, b, b_s, ws[v], sink[v], stamps[v], c, st)
-                                                      for b, b_s in zip(bs, b_ss)]
+            sides[v] = lambda v=v, c=ctas, st=store, ns=stages, sa=sa: [
+                launch_gemm_loop(a, a_s, b, b_s, ws[v], sink[v], stamps[v], c, st, ns, sa) for b, b_s in zip(bs, b_ss)]
         else:
             f = _full_gemm(GEMM_VARIANTS[v][1])
             sides[v] = lambda f=f: [f(a, a_s, b, b_s, o) for b, b_s, o in zip(bs, b_ss, outs)]
@@ -326,8 +331,9 @@ def main():
         if v in VARIANTS:
             ctas, stages, load_a, hold, pfa, pfc = VARIANTS[v]
         else:
-            ctas, stages, load_a, hold, pfa, pfc = (GEMM_VARIANTS[v][1] if GEMM_VARIANTS[v][0] == "loop" else 112,
-                                                    4, 1, -1, 0, 1)
+            loop = GEMM_VARIANTS[v][0] == "loop"
+            ctas, stages, load_a, hold, pfa, pfc = (GEMM_VARIANTS[v][1] if loop else 112,
+                                                    GEMM_VARIANTS[v][3] if loop else 4, 1, -1, 0, 1)
         us = statistics.median(t / len(bs) for t in res[v])
         moved = b_bytes * (2 if load_a else 1)  # A boxes: as many bytes as B (every tile reads all of A)
         cyc = float("nan")

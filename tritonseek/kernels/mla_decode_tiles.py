@@ -156,7 +156,7 @@ def _mla_combine_kernel(
     # SPIN (Gluon split kernel only): launched as a programmatic dependent too, but a program waits only for its
     # own sequence: cnt [2, batch] int32, cnt[0, b] counts the split kernel's releases of b's pieces (SPIN_THREADS
     # threads each, red.release.gpu after their partial stores; TMA-stored partials are complete and proxy-fenced
-    # before the release, see mla_decode_ws_parts._store_o_tma); thread 0 polls it (_wait_count: relaxed polls,
+    # before the release, see mla_decode_ws_parts._release_pending); thread 0 polls it (_wait_count: relaxed polls,
     # then an acquire fence; at most SPIN_LIMIT polls), the program merges, and the last of b's programs (cnt[1, b])
     # zeroes both for the next call. So the sequences finished early are merged on the SMs the split kernel has
     # left, during its tail.

@@ -35,9 +35,11 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   ahead (probe at ab2154b: ~6 µs per switch). COMBINE_SPIN (the combine as a dependent launch waiting per
   sequence, merging the sequences finished early during the split grid's tail) is a knob, off. Session 16 saw no
   gain with it, but then it forced register-stored partials (its release did not order TMA writes) and had every
-  thread of every waiting combine program in an acquire loop; since session 21 a TMA-stored partial is completed and
-  proxy-fenced before the releases (mla_decode_ws_parts._store_o_tma RELEASE) and one thread per combine program
-  polls (mla_decode_tiles._wait_count).
+  thread of every waiting combine program in an acquire loop; since session 21 a TMA-stored partial is released at
+  the next segment's start or the span's end, after its writes completed and were proxy-fenced
+  (mla_decode_ws_parts._release_pending), and one thread per combine program polls (mla_decode_tiles._wait_count).
+  H200 s21 W1 (f3051ee, each piece waited for right after its store): s_k 4096 varlen within the A/A spread, fixed
+  -1.4 us (the combine launch hidden).
 * **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18/s19 slower on varlen, see mla_decode_config)**:
   no combine kernel. A program that finishes a piece of a split sequence stores it as a 16-bit partial (coalesced
   generic stores from the finished query buffer), then its warpgroup arrives ONCE on the sequence's counter (bar.sync,
@@ -356,8 +358,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         od_desc = TensorDescriptor(o2d, list(o2d.shape), [_DV, 1], [block_h, _DV], smem_layout([block_h, _DV], gdt))
         pd_desc = od_desc  # never used unless the partials are 16-bit (PART_TMA)
         # with COMBINE_SPIN the split kernel waits for each TMA-stored partial's writes and fences them from the async
-        # proxy before its releases (mla_decode_ws_parts._store_o_tma RELEASE); otherwise the stream's kernel
-        # boundary completes them before the combine reads
+        # proxy before its releases (mla_decode_ws_parts._release_pending); otherwise the stream's kernel boundary
+        # completes them before the combine reads
         if opart.dtype == q.dtype:
             p2d = opart.view(-1, _DV)
             pd_desc = TensorDescriptor(p2d, list(p2d.shape), [_DV, 1], [block_h, _DV],

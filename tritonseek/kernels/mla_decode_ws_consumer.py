@@ -20,6 +20,7 @@ from tritonseek.kernels.mla_decode_ws_parts import (
     _merge_parts,
     _rotated,
     _part_release,
+    _release_pending,
     _scores,
     _seq_range,
     _seq_tiles,
@@ -139,6 +140,9 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
     # then b_begin .. b_end − 1: walk step bl visits sequence _rotated(bl) (bl itself without ROTATE)
     if SEQPF:  # cache_seqlens of the next sequence loaded one sequence ahead
         len_next = gl.load(seqlens_ptr + gl.minimum(b_end if ROTATE else b_begin, batch - 1))
+    # COUNT with TMA-stored partials (PART_TMA): the piece stored last, released at the next segment's start or the
+    # span's end (−1: none), see _release_pending
+    pend = gl.to_tensor(-1)
     for bb in range(b_begin, b_end + 1, UNROLL):
         for u in gl.static_range(UNROLL):
             bl = bb + u
@@ -156,6 +160,9 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 if DIAG:
                     dj = 2 + 5 * gl.minimum(seg, 7)
                     _stamp(dg, dj)
+                if COUNT and PART_TMA:  # the previous piece: its TMA store has had its epilogue to complete
+                    _release_pending(cnt_ptr, pend)
+                    pend = gl.to_tensor(-1)
                 if QTMA:  # the producer's TMA of this sequence's query rows (rows past rows_total: other
                     # sequences' or zero-filled rows; each is its own Sᵀ/Oᵀ column and is never stored)
                     if u == 0:
@@ -261,8 +268,7 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                                          rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, False)
                     else:
                         _store_o_tma(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, tile_h * BLOCK_H + ROW0,
-                                     rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA,
-                                     COUNT)
+                                     rows_total, q_lat, od_desc, pd_desc, cols, rows, row_ok, opart_ptr, PART_TMA)
                     mbarrier.arrive(q_empty.index(u), count=1)
                 else:
                     _store_o(acc * gl.expand_dims(inv_l, 0), n_split, b, slot, rows, row_ok, o_row, cols, out_ptr,
@@ -279,9 +285,11 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                         gl.store(dg + 60, gl.minimum(seg, 7).to(gl.int64))
                 else:
                     gl.store(lpart_ptr + slot + rows, lse, mask=row_ok)
-                    if COUNT:  # each thread releases its own partial stores to the combine (COMBINE_SPIN)
+                    if COUNT and not PART_TMA:  # each thread releases its own partial stores (COMBINE_SPIN)
                         gl.inline_asm_elementwise("red.release.gpu.global.add.s32 [$1], 1; // $0", "=r,l", [cnt_ptr + b],
                                                   dtype=gl.int32, is_pure=False, pack=1)
+                if COUNT and PART_TMA:  # a TMA-stored piece is released later (no wait for its writes here)
+                    pend = gl.where(n_split > 1, b, pend)
                 if DIAG:
                     _stamp(dg, dj + 3)
                     gl.store(dg + dj + 4, b.to(gl.int64))
@@ -290,6 +298,8 @@ def _consumer_span(span, it, qn0, qn1, seg, dg,
                 if (bl <= b_end) & (b < batch) & (seqlen == 0):
                     _write_empty(b, tile_h * BLOCK_H + ROW0, rows_total, out_ptr, lse_ptr, stride_lb, stride_lh,
                                  num_heads, ROWS)
+    if COUNT and PART_TMA:
+        _release_pending(cnt_ptr, pend)
     return it, qn0, qn1, seg
 
 

@@ -214,15 +214,26 @@ def _store_o(o, n_split, b, slot, rows, row_ok, o_row, cols, out_ptr, opart_ptr,
 
 
 @gluon.jit
+def _release_pending(cnt_ptr, pend):
+    # COMBINE_SPIN with TMA-stored partials: release piece counter cnt_ptr[pend] (pend < 0: nothing) to a combine that
+    # is already running. Every thread of the warpgroup: wait until its bulk async-groups are complete
+    # (cp.async.bulk.wait_group 0 without .read: the global writes, not just the buffer read that store_wait waits
+    # for; a no-op in the threads that issued none), fence them from the async proxy to the generic one, then
+    # red.release its increment, which also orders its own lpart store. The TMA-issuing thread's release thus covers
+    # the partial. Called at the start of the next segment (the store has had the epilogue and gap to complete: an
+    # immediate wait after each store cost H200 W1 the merges' gain) and at the span's end.
+    return gl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.lt.s32 p, $2, 0; @p bra SKIP; cp.async.bulk.wait_group 0; fence.proxy.async.global; "
+        "red.release.gpu.global.add.s32 [$1], 1; SKIP: } // $0",
+        "=r,l,r", [cnt_ptr + gl.maximum(pend, 0), pend], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _store_o_tma(o, n_split, b, slot, row_base, rows_total, buf, od_desc, pd_desc, cols, rows, row_ok, opart_ptr,
-                 PART_TMA: gl.constexpr, RELEASE: gl.constexpr = False):
+                 PART_TMA: gl.constexpr):
     # OTMA: Oᵀ [value columns, query rows] → the finished sequence's query buffer (its wgmmas have completed) →
     # one TMA store of the [rows, 512] tile into out (the sequence's only split) or, PART_TMA (16-bit partials),
     # its partial slot; fp32 partials are stored from registers. The buffer is free again on return.
-    # RELEASE (COMBINE_SPIN: the caller's threads then release the piece to a combine that is already running): a
-    # TMA-stored partial is waited for until its global writes are complete (cp.async.bulk.wait_group without
-    # .read; store_wait only waits until the buffer has been read) and fenced from the async proxy to the generic
-    # one, in the issuing thread before the barrier, so the releases after it order the partial.
     if n_split == 1:
         buf.store(gl.permute(o.to(buf.dtype), (1, 0)))
         fence_async_shared()
@@ -236,9 +247,6 @@ def _store_o_tma(o, n_split, b, slot, row_base, rows_total, buf, od_desc, pd_des
             gl.thread_barrier()
             tma.async_copy_shared_to_global(pd_desc, [slot.to(gl.int32) + row_base, 0], buf)
             tma.store_wait(0)
-            if RELEASE:
-                gl.inline_asm_elementwise("cp.async.bulk.wait_group 0; fence.proxy.async.global; // $0", "=r", [],
-                                          dtype=gl.int32, is_pure=False, pack=1)
         else:
             p_ptrs = opart_ptr + slot * D_LATENT + (gl.expand_dims(rows * D_LATENT, 0) + gl.expand_dims(cols, 1))
             gl.store(p_ptrs, o.to(opart_ptr.dtype.element_ty), mask=gl.expand_dims(row_ok, 0))

@@ -118,6 +118,11 @@ def _key_files(folder: Path) -> dict[str, Path]:
     out = {}
     for f in files:
         for k in _open(f).keys():
+            # without an index a key in two files (a stale extra shard) silently took the later file's copy
+            # (tester21 #15c): which one is meant is not ours to guess
+            if k in out:
+                raise CheckpointError(f"tensor {k!r} is in both {out[k].name} and {f.name} (and there is no "
+                                      "model.safetensors.index.json to say which one counts): remove the stale file")
             out[k] = f
     return out
 
@@ -156,7 +161,9 @@ def load_model(
         :class:`DeepseekForCausalLM` in eval mode.
     Raises:
         ConfigError: bad config.json. CheckpointError: missing/unexpected/mis-shaped tensor (names the
-        key and file), truncated or corrupted file, FP8 weight without its scale.
+        key and file), truncated or corrupted file, FP8 weight without its scale, a non-FP8 weight stored next
+        to an FP8 scale, a NaN/inf weight, a negative or all-zero weight_scale_inv, a key in two files without
+        an index.
     """
     folder = Path(path)
     cfg = ModelConfig.from_file(folder)
@@ -263,8 +270,21 @@ def _check_finite(key: str, t: torch.Tensor, file: Path) -> None:
         raise CheckpointError(f"tensor {key!r} in {file.name} holds NaN or inf values")
 
 
+def _check_scale(key: str, t: torch.Tensor, file: Path) -> None:
+    """A weight_scale_inv is a block's amax / 448: negative entries or an all-zero tensor (the whole weight
+    multiplied away) are no FP8 checkpoint's scales; both loaded and gave garbage text with rc 0 (tester21 #15b).
+    A zero entry alone is let through (an all-zero block may be stored with scale 0)."""
+    if not key.endswith("weight_scale_inv") or not t.is_floating_point() or t.numel() == 0:
+        return
+    if bool((t < 0).any()):
+        raise CheckpointError(f"tensor {key!r} in {file.name} holds negative values (an FP8 block scale is > 0)")
+    if not bool((t != 0).any()):
+        raise CheckpointError(f"tensor {key!r} in {file.name} is all zeros (an FP8 block scale is > 0)")
+
+
 def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple | None = None) -> None:
     _check_finite(key, t, file)
+    _check_scale(key, t, file)
     tgt = targets[key]
     dest = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
     if slice_after is None and tuple(t.shape) != tuple(dest.shape):
@@ -276,6 +296,11 @@ def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple
         scale_key = key[: -len("weight")] + "weight_scale_inv"
         if scale_key not in targets:
             raise CheckpointError(f"cannot quantize {key!r}: the model has no scale for it")
+        if scale_key in key_files:  # re-quantizing would silently drop the checkpoint's own scale (tester21 #15a)
+            raise CheckpointError(
+                f"tensor {key!r} in {file.name} is {str(t.dtype).removeprefix('torch.')} but the checkpoint also "
+                f"holds {scale_key!r} (an FP8 block scale): a weight cast from e4m3 without applying its scale? "
+                "Keep it e4m3, or dequantize it (weight * scale per 128x128 block) and drop the scale")
         q, s = ops.quantize_block_fp8(t.to(dest.device, torch.float32))
         dest.copy_(q)
         sdest = targets[scale_key]
@@ -288,6 +313,8 @@ def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple
         if scale_key not in key_files:
             raise CheckpointError(f"FP8 tensor {key!r} in {file.name} has no {scale_key!r} in the checkpoint")
         scale = _read(_open(key_files[scale_key]), scale_key, key_files[scale_key])
+        _check_finite(scale_key, scale, key_files[scale_key])
+        _check_scale(scale_key, scale, key_files[scale_key])
         want = (_cdiv(t.shape[0], FP8_BLOCK), _cdiv(t.shape[1], FP8_BLOCK))
         if tuple(scale.shape) != want:
             raise CheckpointError(f"tensor {scale_key!r} has shape {tuple(scale.shape)}, expected {want}")

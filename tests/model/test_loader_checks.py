@@ -1,0 +1,91 @@
+"""Inconsistent FP8 checkpoints that loaded and produced garbage text with rc 0 (tester21 #15): a bf16 weight next to
+its FP8 scale, negative or all-zero scales, a key in two files without an index. Each is a CheckpointError naming
+the tensor (and the files) now; each test fails without its check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.model.tiny import build_hf_model, save_checkpoint
+from tritonseek.model.loader import CheckpointError, load_model
+from tritonseek.model.ops import Ops
+
+REF = Ops("reference")
+DENSE = "model.layers.0.self_attn.o_proj.weight"
+EXPERT = "model.layers.1.mlp.experts.2.up_proj.weight"
+
+
+@pytest.fixture(scope="module")
+def fp8_ckpt(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fp8chk")
+    save_checkpoint(build_hf_model("v3", seed=4), folder, fp8=True, mtp=True)
+    return folder
+
+
+def _edited_copy(src, dst, edit) -> None:
+    sd = load_file(str(src / "model.safetensors"))
+    edit(sd)
+    save_file(sd, str(dst / "model.safetensors"))
+    (dst / "config.json").write_text((src / "config.json").read_text())
+
+
+def test_fixture_keys_exist_and_load(fp8_ckpt):
+    sd = load_file(str(fp8_ckpt / "model.safetensors"))
+    assert {DENSE, EXPERT, DENSE + "_scale_inv", EXPERT + "_scale_inv"} <= set(sd)
+    assert sd[DENSE].dtype == torch.float8_e4m3fn
+    load_model(fp8_ckpt, ops=REF)
+
+
+@pytest.mark.parametrize("key", [DENSE, EXPERT])
+def test_bf16_weight_next_to_its_fp8_scale_is_refused(fp8_ckpt, tmp_path, key):
+    """The naive .to(bfloat16) of an FP8 checkpoint: was re-quantized at load, the checkpoint's scale ignored."""
+    def edit(sd):
+        sd[key] = sd[key].float().to(torch.bfloat16)
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
+    with pytest.raises(CheckpointError, match=rf"^tensor '{key}' in model.safetensors is bfloat16 but the checkpoint "
+                                              rf"also holds '{key}_scale_inv'"):
+        load_model(tmp_path, ops=REF)
+
+
+@pytest.mark.parametrize("how", ["zeros", "negated", "one_negative"])
+@pytest.mark.parametrize("key", [DENSE + "_scale_inv", EXPERT + "_scale_inv"])
+def test_negative_or_all_zero_scales_are_refused(fp8_ckpt, tmp_path, key, how):
+    def edit(sd):
+        t = sd[key].clone()
+        if how == "zeros":
+            t.zero_()
+        elif how == "negated":
+            t.neg_()
+        else:
+            t.view(-1)[0] = -t.view(-1)[0]
+        sd[key] = t
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
+    what = "is all zeros" if how == "zeros" else "holds negative values"
+    with pytest.raises(CheckpointError, match=rf"^tensor '{key}' in model.safetensors {what}"):
+        load_model(tmp_path, ops=REF)
+
+
+def test_a_zero_scale_entry_alone_still_loads(fp8_ckpt, tmp_path):
+    """An all-zero block may legitimately be stored with scale 0: only all-zero tensors are refused."""
+    key = DENSE + "_scale_inv"
+
+    def edit(sd):
+        t = sd[key].clone()
+        t.view(-1)[0] = 0.0
+        sd[key] = t
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
+    load_model(tmp_path, ops=REF)
+
+
+def test_key_in_two_files_without_an_index_is_refused(fp8_ckpt, tmp_path):
+    _edited_copy(fp8_ckpt, tmp_path, lambda sd: None)
+    save_file({"lm_head.weight": torch.zeros_like(load_file(str(tmp_path / "model.safetensors"))["lm_head.weight"])},
+              str(tmp_path / "a-stale.safetensors"))
+    with pytest.raises(CheckpointError, match="^tensor 'lm_head.weight' is in both a-stale.safetensors and "
+                                              "model.safetensors"):
+        load_model(tmp_path, ops=REF)

@@ -213,6 +213,8 @@ def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same
         pf = [x for x in segs["pfirst"] if x == x]
         if pf:
             print(f"    first tile ready - producer's first TMA of the segment: median {st.median(pf):.2f} us")
+    for r, d in enumerate(stamps[-2:]):
+        print(f"    rep {r} " + budget_line(lens, sched, d))
     # spread of program time against its assigned tiles and segments (last rep)
     d = stamps[-1]
     g = d[:, :64].double()
@@ -244,6 +246,34 @@ def summarize(name, lens, sched, split, stamps, split_us, comb_us, both_us, same
     y = torch.tensor([a for a, _, _ in rowsum], dtype=torch.float64)
     sol = torch.linalg.lstsq(A, y[:, None]).solution.flatten().tolist()
     print(f"    fit: program us = {sol[0]:.3f}·tiles + {sol[1]:.2f}·segments + {sol[2]:.2f}")
+
+
+def budget_line(lens, sched, d) -> str:
+    """Where a program's time goes, averaged over the programs with work (one rep's DIAG stamps d, schedule sched):
+    start (kernel start -> its first tile ready: launch skew, prologue, first TMA latency), streaming (first tile
+    ready -> last tile done, per segment), epilogues (last tile done -> stored), switches (stored -> the next
+    segment's first tile ready) and idle (program end -> the last program's end); they sum to the kernel's span."""
+    g = d[:, :64].double() / 1e3
+    act = g[:, 0] > 0
+    t0, t_end = float(g[act, 0].min()), float(g[act, 1].max())
+    n_tiles = [(x + 63) // 64 for x in lens]
+    parts, tiles, nsegs = [], [], []
+    for p in range(d.shape[0]):
+        b0, k0, b1, k1 = (int(x) for x in sched[p])
+        segs = [hi - lo for b in range(b0, min(b1, len(lens) - 1) + 1)
+                for lo, hi in [(k0 if b == b0 else 0, min(k1 if b == b1 else n_tiles[b], n_tiles[b]))] if hi > lo]
+        if not act[p] or not segs:
+            continue
+        n = min(len(segs), 8)  # stamps hold 8 segments
+        s = [[float(g[p, 2 + 5 * j + i]) for i in range(4)] for j in range(n)]  # start, first ready, done, stored
+        parts.append((s[0][1] - t0, sum(x[2] - x[1] for x in s), sum(x[3] - x[2] for x in s),
+                      sum(s[j][1] - s[j - 1][3] for j in range(1, n)), t_end - s[n - 1][3]))
+        tiles.append(sum(segs))
+        nsegs.append(len(segs))
+    m = [sum(x) / len(parts) for x in zip(*parts)]
+    return (f"budget per program (mean of {len(parts)}): start {m[0]:.1f} + streaming {m[1]:.1f} ({sum(tiles) / len(tiles):.1f}"
+            f" tiles, {m[1] * len(tiles) / sum(tiles):.3f} us/tile) + epilogues {m[2]:.1f} + switches {m[3]:.1f} + idle "
+            f"{m[4]:.1f} = kernel span {t_end - t0:.1f} us; segments {sum(nsegs) / len(nsegs):.2f}")
 
 
 def _graph_of(calls: int, fn):

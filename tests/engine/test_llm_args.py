@@ -134,3 +134,20 @@ def test_mtp_without_mtp_layer_names_the_layer_and_model_not_found_says_both(mon
     with pytest.raises(ModelNotFoundError, match=r"^model 'models/foo-not-here' is no folder here \(.*models/foo-not-here "
                                                  r"does not exist\) and not in the local Hugging Face cache"):
         resolve_model_path("models/foo-not-here")
+
+
+def test_stream_flushes_an_incomplete_utf8_tail_at_the_end(llm):
+    """A sequence ending mid-character: the returned text ends with U+FFFD, the streamed pieces had dropped it, so
+    `generate --prompt` (streamed) and --prompts-file (text) printed different text (tester21 #10)."""
+    ids = llm.tokenizer.tok.encode("😀 中文", add_special_tokens=False).ids
+    for k in range(1, len(ids) + 1):
+        st = llm.tokenizer.stream()
+        streamed = "".join(st.step(t) for t in ids[:k]) + st.finish(ids[:k])
+        assert streamed == llm.tokenizer.decode(ids[:k]), k
+    assert st.finish(ids) == ""  # nothing twice
+    acc = {}
+    prompts = ["é ü 中文 😀 ", "def f(x):", "# ∑ → ", "x"] * 4
+    outs = llm.generate(prompts, [SamplingParams(temperature=2.0, seed=i, max_new_tokens=40) for i in range(16)],
+                        on_text=lambda i, d: acc.__setitem__(i, acc.get(i, "") + d))
+    assert [acc.get(i, "") for i in range(16)] == [o.text for o in outs]
+    assert any(o.text.endswith("\ufffd") for o in outs)  # the case is exercised (seed 12 in the tester's run)

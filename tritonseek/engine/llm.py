@@ -361,7 +361,8 @@ class LLM:
         """Generate for each prompt; returns one :class:`RequestOutput` per prompt, in order.
 
         on_text(i, delta) (a callable or None) is called with each new piece of prompt i's text as soon as its
-        UTF-8 is complete (streaming). mtp=K (1–4) decodes speculatively with K drafts per step from the
+        UTF-8 is complete (streaming); a sequence's last piece also carries an incomplete UTF-8 tail as U+FFFD,
+        so the pieces of prompt i add up to its ``RequestOutput.text``. mtp=K (1–4) decodes speculatively with K drafts per step from the
         checkpoint's MTP layer (acceptance in ``last_stats.extra``). Raises before any model work what
         ``validate_requests`` raises (e.g. ValueError for a prompt empty after tokenization (an empty string
         with a BOS token is one token, not empty), prompt + max_new_tokens exceeding max_position_embeddings, or
@@ -536,6 +537,8 @@ class LLM:
                 s.finish_reason = "length"
             if on_text is not None:
                 delta = s.stream.step(t)
+                if s.finish_reason is not None:  # flush an incomplete UTF-8 tail as the final text has it
+                    delta += s.stream.finish(out)
                 if delta:
                     on_text(s.seq_id, delta)
             if s.finish_reason is not None:

@@ -122,15 +122,28 @@ class TextTokenizer:
 
 
 class TextStream:
-    """Incremental detokenizer: yields text only once its UTF-8 bytes are complete."""
+    """Incremental detokenizer: yields text only once its UTF-8 bytes are complete; ``finish`` gives what the
+    full decode has beyond that (a trailing incomplete UTF-8 sequence as U+FFFD), so the pieces add up to it."""
 
     def __init__(self, tokenizer: TextTokenizer):
         self._tok = tokenizer.tok
+        self._decode = tokenizer.decode
         self._stream = DecodeStream(skip_special_tokens=True)
+        self._text = ""  # everything step() has returned
 
     def step(self, token_id: int) -> str:
-        piece = self._stream.step(self._tok, token_id)
-        return piece or ""
+        piece = self._stream.step(self._tok, token_id) or ""
+        self._text += piece
+        return piece
+
+    def finish(self, ids: list[int]) -> str:
+        """The rest of ``decode(ids)`` (ids: every token given to step) past the text already returned; "" when
+        nothing is left or the full decode does not extend it. A sequence ending mid-character streamed less than
+        its RequestOutput.text holds (tester21 #10)."""
+        full = self._decode(ids)
+        rest = full[len(self._text):] if full.startswith(self._text) else ""
+        self._text += rest
+        return rest
 
 
 def _check_text(text: str) -> None:

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tritonseek.cli_interrupt import interrupt_handled as _interrupt_handled
 from tritonseek.cli_interrupt import interruptible as _interruptible
@@ -80,6 +81,22 @@ def _user_errors():
     from tritonseek.model.loader import CheckpointError
 
     return (ValueError, TypeError, ModelNotFoundError, TokenizerError, CheckpointError, FileNotFoundError)
+
+
+_RESULT_FIELDS = ("output", "token_ids", "finish_reason")  # what --output adds to each prompts-file row
+
+
+def _result_field_note(path: Path, rows: list[dict], row_lines: list[int]) -> str | None:
+    """A note when prompt rows already hold fields the results write: --output replaces their values (a gold
+    'output' of an eval set vanished from the results without a word; tester21 #11). Not an error: feeding a
+    previous run's results back in is a supported round trip, and the prompts file itself is never overwritten."""
+    hits = [(n, k) for row, n in zip(rows, row_lines) for k in _RESULT_FIELDS if k in row]
+    if not hits:
+        return None
+    n, k = hits[0]
+    more = f" ({len({n for n, _ in hits})} rows in all)" if len(hits) > 1 else ""
+    return (f"note: --prompts-file {path} line {n} already has a field {k!r}{more}; --output replaces the values of "
+            f"{', '.join(_RESULT_FIELDS)} with this run's results ({path} keeps the old ones)")
 
 
 def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
@@ -353,6 +370,9 @@ def generate(
     except ValueError as e:
         _fail(f"--{str(e).split('=', 1)[0].replace('_', '-')}: {e}")
     rows, row_lines = _read_prompts(prompts_file) if prompts_file else ([{"prompt": prompt}], [])
+    note = _result_field_note(prompts_file, rows, row_lines) if prompts_file else None
+    if note:
+        err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
     if temperature == 0 and (top_k or top_p < 1.0 or seed is not None):
         err.print("[dim]note: --top-k/--top-p/--seed apply only when sampling (--temperature > 0); decoding greedily[/]",
                   soft_wrap=True)

@@ -1,0 +1,28 @@
+"""--prompts-file rows that already hold the results' fields (tester21 #11): their values were replaced in --output
+without a word. The run still succeeds (a previous run's results fed back in is a supported round trip) but says
+so, naming the line and the field; the test fails without the note."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from tritonseek.cli import app
+
+
+def test_rows_with_result_fields_get_a_note(tmp_path):
+    src, dst = tmp_path / "clash.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"prompt": "y = 2"}) + "\n" + json.dumps(
+        {"prompt": "x", "output": "my reference answer", "token_ids": [1, 2], "finish_reason": "gold"}) + "\n",
+        encoding="utf-8")
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(dst), "-n", "2"])
+    assert r.exit_code == 0, r.output
+    note = " ".join(r.stderr.split())
+    assert f"note: --prompts-file {src} line 2 already has a field 'output'" in note, r.stderr
+    assert "--output replaces the values of output, token_ids, finish_reason" in note
+    rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert rows[1]["finish_reason"] in ("stop", "length") and len(rows[1]["token_ids"]) <= 2
+    src.write_text(json.dumps({"prompt": "y = 2", "id": 3}) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(dst), "-n", "2"])
+    assert r.exit_code == 0 and "already has a field" not in r.stderr

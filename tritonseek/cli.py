@@ -319,12 +319,13 @@ def generate(
     chat: bool = typer.Option(False, "--chat", help="Apply the checkpoint's chat template."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if available)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA; triton on CPU needs TRITON_INTERPRET=1, slow)."),
-    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="JSONL with a 'prompt' field per line."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file",
+                                                help="JSONL with a 'prompt' field per line ('-' = standard input)."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o",
-        help="JSONL output file (with --prompts-file). A regular file is replaced atomically (keeping its permission "
-             "bits, not its hard links; its owner and group only when run as root or by the owner); a FIFO, a device "
-             "or /dev/stdout is written in place. A failed write exits 1."),
+        help="JSONL output file (with --prompts-file; '-' = standard output). A regular file is replaced atomically "
+             "(keeping its permission bits, not its hard links; its owner and group only when run as root or by the "
+             "owner); a FIFO, a device or /dev/stdout is written in place. A failed write exits 1."),
     mtp: int = typer.Option(0, "--mtp", min=0, max=4, help="Speculative decoding with K MTP drafts per step (1-4; 0 = off)."),
     compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
     tp_size: int = typer.Option(1, "--tp", min=1, max=64, help="Tensor/expert-parallel processes (started with torchrun)."),
@@ -337,6 +338,12 @@ def generate(
     """
     if (prompt is None) == (prompts_file is None):
         _fail("give exactly one of --prompt or --prompts-file")
+    # '-' is the usual name of the standard streams: --output - wrote a file named "-", --prompts-file - was "does not
+    # exist" (tester21 #9); a file of that name is still ./-
+    if output == "-":
+        output = "/dev/stdout"
+    if prompts_file is not None and str(prompts_file) == "-":
+        prompts_file = Path("/dev/stdin")
     if prompts_file is not None and output is None:
         _fail("--prompts-file needs --output OUT.jsonl")
     if output is not None and prompts_file is None:

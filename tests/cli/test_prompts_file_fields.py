@@ -26,3 +26,23 @@ def test_rows_with_result_fields_get_a_note(tmp_path):
     src.write_text(json.dumps({"prompt": "y = 2", "id": 3}) + "\n", encoding="utf-8")
     r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(dst), "-n", "2"])
     assert r.exit_code == 0 and "already has a field" not in r.stderr
+
+
+def test_dash_means_the_standard_streams(tmp_path):
+    """--output - wrote a regular file named "-" and --prompts-file - said "does not exist" (tester21 #9): '-' is
+    standard output / input, as in most command-line tools."""
+    import os
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's tritonseek, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    rows = json.dumps({"prompt": "x = 1", "id": 7}) + "\n"
+    r = subprocess.run([sys.executable, "-m", "tritonseek.cli", "generate", "--prompts-file", "-", "-o", "-", "-n", "2"],
+                       input=rows, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["id"] == 7 and len(row["token_ids"]) <= 2
+    assert not (tmp_path / "-").exists()

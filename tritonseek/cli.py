@@ -334,7 +334,9 @@ def generate(
     """Generate text from a prompt (streamed) or a JSONL file of prompts.
 
     Exit status: 0 done; 1 a write failed (standard output, or --output: its rows then go to stdout if that works);
-    2 a usage or input error (bad option, prompts file, model), before generating; 130 interrupted (Ctrl-C).
+    2 a usage or input error (bad option, prompts file, model), before generating; 130 interrupted (Ctrl-C; 143 on
+    SIGTERM, 129 on SIGHUP): an existing --output is then left as it was and no rows are written, not even those of
+    prompts already finished.
     """
     if (prompt is None) == (prompts_file is None):
         _fail("give exactly one of --prompt or --prompts-file")

@@ -46,3 +46,11 @@ def test_dash_means_the_standard_streams(tmp_path):
     (row,) = [json.loads(line) for line in r.stdout.splitlines()]
     assert row["id"] == 7 and len(row["token_ids"]) <= 2
     assert not (tmp_path / "-").exists()
+
+
+def test_help_says_what_an_interrupt_does_to_output():
+    """An interrupted --prompts-file run keeps an existing --output and writes no rows; --help did not say so
+    (tester21 #14)."""
+    r = CliRunner().invoke(app, ["generate", "--help"], terminal_width=200)
+    text = " ".join(r.stdout.split())
+    assert r.exit_code == 0 and "an existing --output is then left as it was and no rows are written" in text, text

@@ -36,18 +36,25 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from tritonseek.kernels._utils import is_int_arg
+
 
 @dataclass(frozen=True)
 class TP:
-    """This process's place in the tensor-parallel group (rank 0 … world_size-1)."""
+    """This process's place in the tensor-parallel group (rank 0 … world_size-1).
+
+    rank / world_size: ints or numpy integers (stored as int; the scalar rule of ``tritonseek.kernels._utils``);
+    another type is a TypeError, world_size < 1 or a rank outside [0, world_size) a ValueError.
+    """
 
     rank: int = 0
     world_size: int = 1
 
     def __post_init__(self):
         for name, v in (("rank", self.rank), ("world_size", self.world_size)):
-            if not isinstance(v, int) or isinstance(v, bool):
+            if not is_int_arg(v):  # np.int64(0) was refused (h5 s21)
                 raise TypeError(f"TP {name} must be an int, got {type(v).__name__}")
+            object.__setattr__(self, name, int(v))  # frozen: the one place it is set
         if self.world_size < 1:
             raise ValueError(f"TP world_size must be >= 1, got {self.world_size}")
         if not 0 <= self.rank < self.world_size:

@@ -151,3 +151,14 @@ def test_stream_flushes_an_incomplete_utf8_tail_at_the_end(llm):
                         on_text=lambda i, d: acc.__setitem__(i, acc.get(i, "") + d))
     assert [acc.get(i, "") for i in range(16)] == [o.text for o in outs]
     assert any(o.text.endswith("\ufffd") for o in outs)  # the case is exercised (seed 12 in the tester's run)
+
+
+def test_tp_takes_numpy_integers():
+    """TP(np.int64(0), np.int64(2)) was "TP rank must be an int" (the scalar rule takes numpy integers; h5 s21)."""
+    from tritonseek.parallel import TP
+
+    t = TP(np.int64(1), np.int32(2))
+    assert t == TP(1, 2) and type(t.rank) is int and type(t.world_size) is int
+    for bad in (True, 1.0, "1", None):
+        with pytest.raises(TypeError, match="^TP rank must be an int"):
+            TP(bad, 2)

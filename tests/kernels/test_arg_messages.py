@@ -162,3 +162,14 @@ def test_rope_cache_short_kv_norm_weight_is_named(device):
         mla_rope_cache(q, kv, pos, cs, w[:31], 1e-6, None, None)
     with pytest.raises(ValueError, match="^kv has 2 rows, q 3"):
         mla_rope_cache(q, kv[:2], pos, cs, w, 1e-6, None, None)
+
+
+def test_zero_d_tensor_where_a_row_tensor_is_expected_is_named(device):
+    """check_tensor said "seeds must be 1-D, got shape ()" for a scalar tensor; it names the 0-d tensor now, and
+    the dimension count of any other wrong shape (h5 s21)."""
+    from tritonseek.kernels._utils import check_tensor
+
+    with pytest.raises(ValueError, match=r"^seeds must be 1-D, got a 0-d \(scalar\) tensor, shape \(\)$"):
+        sample(torch.randn(2, 64, device=device), 1.0, None, None, None, seeds=torch.tensor(3, device=device))
+    with pytest.raises(ValueError, match=r"^x must be 2-D, got a 3-D tensor of shape \(1, 2, 3\)$"):
+        check_tensor("x", torch.zeros(1, 2, 3), ndim=2)

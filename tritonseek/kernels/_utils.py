@@ -41,7 +41,9 @@ def check_tensor(
             names = " or ".join(str(d) for d in allowed)
             raise TypeError(f"{name} must have dtype {names}, got {t.dtype}")
     if ndim is not None and t.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+        # a 0-d tensor is named as such: "got shape ()" read as a typo for a 1-D one (h5 s21)
+        got = "a 0-d (scalar) tensor, shape ()" if t.dim() == 0 else f"a {t.dim()}-D tensor of shape {tuple(t.shape)}"
+        raise ValueError(f"{name} must be {ndim}-D, got {got}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device} (same device as the other inputs)")
     if contiguous and not t.is_contiguous():

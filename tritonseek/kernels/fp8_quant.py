@@ -271,7 +271,12 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # H200 s21 W1 (cfabe8e, graph replays of rotated sets, A/A spread 0.3-1.3 %): persist lost 3-36 % everywhere,
 # stages 21-29 %; both stream hints won +2.6 % (4096×2048) and +10.5 % (4096×7168) on per_token but lost 3.4 % and
 # 8 % on SiLU·mul; pdl (a chain of quant calls, each triggering at its start) +5.5 % / +2 % at M = 4096 and 25-38 %
-# at M = 64, a gain only where the kernel before the quant triggers its dependents: off.
+# at M = 64, a gain only where the kernel before the quant triggers its dependents.
+# W2 (23d6340): per_token 4096×2048 streaming 8.24 µs vs off 8.50-8.56 (the loads' hint alone gives it all),
+# 4096×7168 23.67 vs 26.00 (loads alone 24.81, stores alone 26.08: both needed); a per_token quant + the FP8 GEMM
+# reading q timed the same with and without (no L2 cost of the .cs q seen); SiLU·mul: loads hint −4 / −8 %,
+# stores hint ±0.5 %. PDL in the decode MLP as the model runs it (GEMM → silu_mul_quant → GEMM): +4.6 % at M = 16,
+# I = 2048, −0.9 % at M = 64, −2.2 % at M = 16, I = 18432: mixed, so off.
 _KNOB_DEFAULTS = dict(persist=0, prefetch=False, stages=1, stream_loads=False, stream_stores=False, pdl=False)
 
 

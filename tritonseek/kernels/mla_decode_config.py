@@ -188,6 +188,24 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   rows): the merge's cost is not a serial load chain (removed); FUSE + OVERHEAD 3 +15.6 / +20.6 / +0.0 / +21.6,
 #   OVERHEAD 1 worse. W2 (1515883): producer-side prefetch order (next query early, first block id first) within the
 #   A/A spread (figures in mla_decode_ws). Nothing here changed.
+# Session 21 (h4mla), s_k 4096 varlen budget and the combine overlapped with the tail; nothing here changed.
+# - Budget (probe_mla_ws_timeline budget_line, DIAG stamps, W1 at f3051ee), per program: 16x2v start 5.3 + streaming
+#   140.8 (62.7 tiles at 2.247 us) + epilogues 4.6 + switches 2.0 + idle at the end 9.8 = 162.5 us; 32x1f (fixed) 5.3 +
+#   137.7 (64 tiles at 2.152: 128 programs share the bandwidth) + 2.7 + 0 + 3.5 = 149.2. The op (GPU clock, 8 calls per
+#   graph): 16x2v 160.1 = split alone 154.2 + combine 5.9 (floor 143.8); one call per graph adds 4.6-7.4 us (W2 bench,
+#   s20 final pass). The tail is the schedule's, not noise: the same programs end last in every rep (corr 0.98 by
+#   program; fixed: per-program end std 1.2-1.4 us), those holding 3 segments incl. short whole sequences (a whole
+#   segment costs ~3 us more than a piece by a DIAG fit), but cost-model fixes did not carry: OVERHEAD 4 +3.1 / +2.5 /
+#   +1.4 us (32x1v / 16x2v / 16x1v, A/A +1.4 / +1.7 / +0.2; s_k 8192 +2.8) though the fit predicted a gain; an LPT /
+#   sorted order (needs a sequence permutation in the kernels) modelled at <= 2 us (fewer split sequences, same tail):
+#   not built.
+# - COMBINE_SPIN reworked (TMA partials kept, one polling thread, deferred releases; mla_decode_ws): W2 (23d6340, GPU
+#   clock, 8 calls per graph, 15 reps, default first and last) 32x1v / 16x2v / 16x1v varlen 165.3 / 160.8 / 156.5 us
+#   -> -0.0 / -0.3 / -1.5, with COMBINE_ROWS 4 -1.6 / -2.1 / -2.0 (A/A +1.7 / +1.7 / 0.0); s_k 8192 varlen -2.3 / -2.3 /
+#   -2.3 (A/A +1.9 / +1.9 / 0.0); fixed -1.0 / -1.1 / -1.3. But the same run's bench_mla rows (one call per graph, the
+#   issue's figure) were +8.5 .. +23 us SLOWER with it (GPU clock, e.g. 16x2v 165.4 -> 185.1) and eager +350 .. +640 us
+#   per call (cause not found): off. COMBINE_PDL (every combine program waits for the whole split grid at entry: no
+#   merge overlaps the tail, only the launch is hidden) +2.8 .. +4.2 us on varlen, -0.5 .. -0.7 fixed in the same A/B.
 # Session 19 (h1mla), the WSM kernel's sequence switches (globaltimer probe, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
 # fixed): 5.4-5.9 us of consumer query loads per sequence and a 10-11 us epilogue per unsplit sequence (its bf16 out
 # stores were 2-byte: out strides not specialized, alignment unknown; fp32 partials 3.3-4.1 us), on ~2.0 us per

@@ -38,8 +38,10 @@ memory for every 64-key step (``tl`` gives no control over which warp holds whic
   thread of every waiting combine program in an acquire loop; since session 21 a TMA-stored partial is released at
   the next segment's start or the span's end, after its writes completed and were proxy-fenced
   (mla_decode_ws_parts._release_pending), and one thread per combine program polls (mla_decode_tiles._wait_count).
-  H200 s21 W1 (f3051ee, each piece waited for right after its store): s_k 4096 varlen within the A/A spread, fixed
-  -1.4 us (the combine launch hidden).
+  H200 s21 (GPU clock, 8 calls per graph): W1 (f3051ee, each piece waited for right after its store) s_k 4096
+  varlen within the A/A spread, fixed -1.4 us (the combine launch hidden); W2 (23d6340, deferred) with COMBINE_ROWS 4
+  -1.6 .. -2.3 us on the six varlen cases (A/A up to +1.9), but +8.5 .. +23 us as one call per graph and +350 .. +640
+  us eager in bench_mla (cause not found): off (mla_decode_config).
 * **fused combine (config FUSE, with OTMA and PART16; off: H200 s17/s18/s19 slower on varlen, see mla_decode_config)**:
   no combine kernel. A program that finishes a piece of a split sequence stores it as a 16-bit partial (coalesced
   generic stores from the finished query buffer), then its warpgroup arrives ONCE on the sequence's counter (bar.sync,

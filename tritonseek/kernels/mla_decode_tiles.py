@@ -206,7 +206,10 @@ def _mla_combine_kernel(
                 tl.store(cnt_ptr + b, 0)
                 tl.store(cnt_ptr + tl.num_programs(0) + b, 0)
     if SPIN:  # one program suffices to hold the grid open; the others leave as soon as they merged (their slots
-        # go to the programs not yet resident)
+        # go to the programs not yet resident). Open question (H200 s21 W2): with this, one call per CUDA graph ran
+        # +8.5 .. +23 us slower (+9 on fixed lengths, where no program waits for a count) and eager calls +350 us,
+        # while 8 calls per graph gained 1-2 us per call; session 16's COMBINE_SPIN (every program waiting here)
+        # showed no such penalty in its bench rows, so this early exit is the first suspect.
         if (b == 0) & (tl.program_id(1) == 0):
             tl.extra.cuda.gdc_wait()
 

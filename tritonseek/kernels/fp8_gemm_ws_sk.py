@@ -59,6 +59,21 @@ GRID 112 stays. The segment loops do not have the Triton 3.6 Gluon frontend bug 
 variable read only as a nested range() start is not carried): their only carried value, the ring slot ``it``, is read in
 the inner body, and k_lo / k_hi are recomputed per segment (TTGIR: ``it`` passes through both scf.for levels).
 
+Session 21 (128×7168×16384, GRID 112; benchmarks/probe_fp8_gemm_stream.py, interleaved GPU clock, µs): where the time
+goes. The same producer and ring without wgmmas (W1 at f3051ee) stream B at 3.48 TB/s (33.7; B alone 3.76 TB/s, 56 CTAs
+2.90, 132 CTAs 3.53), 34.4 with a 512-cycle-per-block tensor-core model: the memory system allows ~35. The CTA's real
+K loops without the fix-up (W2 at 23d6340) 37.2 (6 stages 36.2, SCALE_AHEAD 0 38.9, + storing the fp32 partial 38.8),
+the whole kernel 43.5 in the same loop: ~6 µs (14 %) is the fix-up and kernel tail, ~3 µs the real loop over the load
+model. L2 bulk prefetch of B rows ahead of the TMA loads (W1, knob since removed; code at ee07cbd) lost 1.6-5.5× (one
+cp.async.bulk.prefetch per 128-byte row: 128 TMA-unit operations per K block). TMA descriptors with 256-byte L2
+promotion cannot reach a Gluon kernel in Triton 3.6: the launcher encodes every descriptor at launch
+(driver.py make_tensordesc_arg → fill_tma_descriptor, promotion fixed to 128 B in driver.c) and no argument carries it.
+WAIT2 (a tile of two contributors merged by the second from registers: the first stores its partial and release-
+increments as before, the second polls for it with acquire loads, adds, stores out and re-arms; no store, reload or
+increment of its own partial): W2 0.965 (44.35 → 42.79, A/A 1.000, cuBLAS 51.05), 40 ms graph passes A-B-B-A-A-B 44.92 →
+43.40, in the probe 43.50 → 42.68; the entry's default since. The remaining ~5.5 µs over the loop-only kernel is the
+first contributor's partial store and the waiter's poll, load and store after the last K block.
+
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """
 

@@ -1,7 +1,7 @@
 """The DeepSeek router kernels (``kernels/moe_gate.py``): non-finite scores against the reference, the fused
 router's launch options (warps, experts per program, PDL), its sm_90 compile, and the V3 router at real shapes.
 
-The finite-input properties (families, ties, K tails, shared slot) live in test_moe_routing.py; here:
+The finite-input properties (families, ties, K tails, shared slot) live in test_moe_gate_topk.py; here:
 * NaN logits (gate_topk) / NaN weight rows (router_gate_topk: one NaN logit per poisoned row) with and
   without expert groups: ids must equal the reference's exactly (a NaN score orders above +inf, as torch's
   stable descending sort puts it; a group holding a NaN has a NaN group score and is kept first) and the
@@ -36,7 +36,7 @@ FAMILIES = {
 
 def _same(w, ids, wr, idr):
     assert torch.equal(ids.cpu(), idr.cpu()), (ids, idr)
-    # fp32 scores from different exp implementations: 1e-5 relative (as test_moe_routing), NaN where the reference has NaN
+    # fp32 scores from different exp implementations: 1e-5 relative (as test_moe_gate_topk), NaN where the reference has NaN
     torch.testing.assert_close(w.cpu(), wr.cpu(), rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
@@ -200,10 +200,10 @@ _V3_VARIANTS = [dict(), dict(PDL=False), dict(TRIGGER=False), dict(num_warps=1, 
 @pytest.mark.parametrize("config", _V3_VARIANTS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()) or "default")
 def test_router_gate_topk_variants_gpu(device, T, config):
     """V3 router (H 7168, E 256, bf16 weight) with every launch variant the benchmark sweeps, each vs the reference
-    on fp32 logits (set-optimal within 1e-6, as test_moe_routing; num_warps / BLOCK_E change the in-slice summation
+    on fp32 logits (set-optimal within 1e-6, as test_moe_gate_topk; num_warps / BLOCK_E change the in-slice summation
     order, so variants are not bit-equal to each other, only PDL on/off is); a CUDA graph of [fused_add_rms_norm →
     router] (the decode order, PDL edge) replays = eager with new inputs, bit for bit."""
-    from tests.kernels.test_moe_routing import _check_router
+    from tests.kernels.test_moe_gate_topk import _check_router
     from tritonseek.kernels.norm import fused_add_rms_norm
 
     E, kw = FAMILIES["deepseek-v3"]

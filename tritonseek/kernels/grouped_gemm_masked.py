@@ -1,29 +1,27 @@
 """Masked-layout grouped block-scaled FP8 GEMM for MoE decode (DeepGEMM m_grouped_fp8_gemm_nt_masked).
 
 out[g, m] = Σ_kb a_scale[g, m, kb] · b_scale[g, n // 128, kb] · Σ_{k in block kb} a[g, m, k] · b[g, n, k]
-for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 promotion, the shared
-``_fp8_tile`` K loop), config table and input checks live in grouped_gemm.py; see its docstring for the
-layout. One program per (group slot, n-tile, m-tile); with ``max_active_groups`` only that many group
-slots are launched and slot s serves the non-empty groups number s, s + slots, … (found by a prefix count
-over masked_m on the device), so a bound that is too small costs a second pass, never a skipped group
-(the loop costs registers: 161 / 144 instead of 63 / 80 for the two kernels at the decode config, ptxas
-sm_90a, occupancy unchanged at the 2 CTAs per SM that 6 pipeline stages of shared memory allow; a first
-version that recomputed the prefix count inside the loop ran 1–3% slower than the straight-line kernel on
-the H200, V3 decode shapes, same run). SWAP_AB
-(the decode default) computes the tile as b·aᵀ: 128 weight rows on the tensor-core M side, 16 token rows
-on its N side (decode has 1–16 rows per expert). ``grouped_fp8_gemm_masked_silu_quant`` is the experts'
-first GEMM with SiLU·mul and the 1×128 FP8 quant of its output in the epilogue.
+for m < masked_m[g]. Tile machinery (TMA boxes, 128-wide K blocks with fp32 promotion, the shared ``_fp8_tile`` K
+loop), config table and input checks live in grouped_gemm.py; see its docstring for the layout. One program per (group
+slot, n-tile, m-tile); with ``max_active_groups`` only that many group slots are launched and slot s serves the
+non-empty groups number s, s + slots, … (found by a prefix count over masked_m on the device), so a bound that is too
+small costs a second pass, never a skipped group (the loop costs registers: 161 / 144 instead of 63 / 80 for the two
+kernels at the decode config, ptxas sm_90a, occupancy unchanged at the 2 CTAs per SM that 6 pipeline stages of shared
+memory allow; a first version that recomputed the prefix count inside the loop ran 1–3% slower than the straight-line
+kernel on the H200, V3 decode shapes, same run). SWAP_AB (the decode default) computes the tile as b·aᵀ: 128 weight
+rows on the tensor-core M side, 16 token rows on its N side (decode has 1–16 rows per expert).
+``grouped_fp8_gemm_masked_silu_quant`` is the experts' first GEMM with SiLU·mul and the 1×128 FP8 quant of its output
+in the epilogue.
 
-``pdl=True`` launches either kernel as a programmatic dependent launch (Hopper griddepcontrol): its programs
-may become resident while the kernel before it runs, pull weight K blocks into L2 (``prefetch.global.L2``,
-a hint), wait for that kernel, then release the next one. The MoE decode chain permute → GEMM1 → down →
-unpermute uses it (moe_triton). Decode shapes on the H200 (h4moe W1, 7d06960, one graph replay, 8 routed
-groups of 256, T=1): (4096, 7168) 68.9 µs = 3,410 GB/s, (7168, 2048) 38.5 µs = 3,052 GB/s with 5 stages,
-(45.1 µs with the default 6 stages, timed first in its case: the first-timed penalty seen in earlier sweeps);
-256-row weight tiles (BLOCK_N 256, 3 stages) 70.5 / 39.2 µs. Plain launches, h3moe W2 (e9e2f1c, same run, 3
-rounds): one-call graph 68.5 / 37.4 µs (the latter with ``_decode_wave_config``'s 4 programs per SM), device-side
-graph (host submission latency excluded) 61.9 / 34.4 µs = 3,800 / 3,419 GB/s, kernel 59.1 / 32.0 µs; a plain
-streaming read of the same bytes (W1): graph 60.1 / 34.3, device-side 55.7 / 30.2, kernel 53.1 / 27.9 µs.
+``pdl=True`` launches either kernel as a programmatic dependent launch (Hopper griddepcontrol): its programs may become
+resident while the kernel before it runs, pull weight K blocks into L2 (``prefetch.global.L2``, a hint), wait for that
+kernel, then release the next one. The MoE decode chain permute → GEMM1 → down → unpermute uses it (moe_triton). Decode
+shapes on the H200, 8 routed groups of 256, T=1, (4096, 7168) / (7168, 2048): h4moe W1 (7d06960, one graph replay) 68.9
+µs = 3,410 GB/s / 38.5 µs = 3,052 GB/s with 5 stages (45.1 with 6, timed first: the first-timed penalty of earlier
+sweeps), 256-row weight tiles (BLOCK_N 256, 3 stages) 70.5 / 39.2 µs; h3moe W2 (e9e2f1c, plain launches, 3 rounds)
+one-call graph 68.5 / 37.4 µs (``_decode_wave_config``: 4 programs per SM), device-side graph (host submission latency
+excluded) 61.9 / 34.4 µs = 3,800 / 3,419 GB/s, kernel 59.1 / 32.0 µs; a plain streaming read of the same bytes (W1):
+graph 60.1 / 34.3, device-side 55.7 / 30.2, kernel 53.1 / 27.9 µs.
 """
 
 from __future__ import annotations
@@ -295,9 +293,7 @@ def _grouped_fp8_masked_silu_quant_kernel(
                                 stride_sg, eps, fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
 
 
-# ----------------------------------------------------------------------------------------------
-# Launcher
-# ----------------------------------------------------------------------------------------------
+# ---- launcher ---------------------------------------------------------------------------------
 
 
 def _check_masked(a, a_scale, b, b_scale, masked_m, kernel: str = "tl"):

@@ -17,6 +17,9 @@ SMs load at once (session 20: the loop is bound by the TMA fill of shared memory
   not depend on how many SMs load, so the idle SMs are a real prize; ≈ tiles(n132)/tiles(base) (1.031 / 1.179):
   the aggregate fill is the limit and no rebalancing helps. ``unbal`` = BALANCE off (132 programs, the last wave
   partly empty); at (7168, 2048) also 1×768 (336 tiles = 112 × 3) and 1×896 (392 = 131 × 3): one round less.
+* ``--ab '{"name": {config}, ...}'``: those masked ws configs checked as above, then A/B'd against the default and an
+  A/A twin at the six anchors (session 21 W2 ran TAIL_SK, the split-K tail, this way: 1.03-1.06 × the default's time at
+  (7168, 2048); removed, code in git at 81f0300).
 * A perfect tail (zero-cost fix-up) is estimated as F + (T(n132) − F) · tiles(base) / tiles(n132), F = 7.5 µs of
   per-launch fixed cost (session 18's K sweep); printed with the prize T(base) − that.
 * The fix-up's own floor (``_fixup_probe``, a plain Triton kernel): 132 programs in pairs, the lower program of a pair
@@ -24,6 +27,11 @@ SMs load at once (session 20: the loop is bound by the TMA fill of shared memory
   stores bf16, then re-arms the flag (the waiter is the later-dispatched program: no deadlock without
   co-residency). Against the same kernel storing only the bf16 tile, GPU clock, interleaved: the difference is what
   a pairwise split-K tail adds to the critical path besides its K loop.
+
+Measured (H200, session 21 W1 at f3051ee, 100 rounds): n132/base 1.012 at (4096, 7168) and 1.040 at (7168, 2048) (A/A
+1.003 / 1.011), perfect-tail prize ~1.2 % / ~8.8 %; 1×768 and 1×896 at (7168, 2048) (3 rounds on 112 / 131 SMs) 0.822 /
+0.834 of the anchor; the fix-up floor +3.6 µs (104 programs) / +4.1 µs (132) over a 5.8 µs store-only kernel. W2 at
+23d6340: the split-K tail itself lost (grouped_gemm_ws docstring, session 21).
 """
 
 from __future__ import annotations
@@ -140,7 +148,8 @@ def _check(E, M_max, N, K, masked, dev, log, config=None) -> bool:
     graph_ok = torch.equal(g_out.view(torch.int16), e_out.view(torch.int16))
     del g
     ok = valid_finite and past_nan and d < 1e-3 and same and graph_ok
-    log(f"check {config or 'default'} E={E} M_max={M_max} N={N} K={K} masked_m={masked} -> {new}: calc_diff {d:.2e}, valid finite "
+    log(f"check {config or 'default'} E={E} M_max={M_max} N={N} K={K} masked_m={masked} -> {new}: calc_diff {d:.2e}, "
+        f"valid finite "
         f"{valid_finite}, rows past masked_m NaN {past_nan}, bitwise repeat {same}, graph replay {graph_ok}: "
         f"{'OK' if ok else 'FAIL'}")
     return ok
@@ -214,11 +223,12 @@ def _ab_anchors(configs: dict, rounds: int, env: dict, log, rows: list, table: l
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=positive_int, default=100)
-    p.add_argument("--out", type=out_file, default=None, help="JSONL rows (suite grouped_gemm_masked_tail)")
+    p.add_argument("--out", type=out_file, default=None,
+                   help="JSONL rows (suites grouped_gemm_masked_tail; grouped_gemm_masked_ab with --ab)")
     p.add_argument("--ab", type=json.loads, default=None,
                    help='JSON object name -> masked ws config: checked like the default (edges, graph replay, bitwise '
                         'repeat), then A/B against the default and an A/A twin at the six anchors, e.g. '
-                        '\'{"tail_sk": {"TAIL_SK": true}}\'')
+                        '\'{"s6": {"NUM_STAGES": 6}}\'')
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling and fix-up probes")
     args = p.parse_args()
     if args.ab is not None and not (isinstance(args.ab, dict) and all(isinstance(v, dict) for v in args.ab.values())):
@@ -235,7 +245,7 @@ def main():
 
     # ---- correctness of the committed default at real shapes
     ok = True
-    for cfg in list(args.ab.values()) if args.ab else [None]:  # --ab: the configs under test (the default's PTX is unchanged)
+    for cfg in list(args.ab.values()) if args.ab else [None]:  # --ab: only the configs under test
         for E, m in ANCHORS:
             for N, K in NK:
                 ok &= _check(E, m, N, K, [m] * E, dev, log, cfg)

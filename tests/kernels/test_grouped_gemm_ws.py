@@ -32,10 +32,9 @@ _fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixtur
 FP8_NAN = 0x7F  # e4m3fn bit pattern of NaN
 
 
-def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=True, e_pad=256, diag=False,
-                 tail_sk=False):
+def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=True, e_pad=256, diag=False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the compiled kernel.
-    diag: the DIAG build (timer stamps into an int64 buffer); tail_sk: the TAIL_SK build (grouped_gemm_ws_tail)."""
+    diag: the DIAG build (timer stamps into an int64 buffer)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -63,11 +62,6 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
         sig["diag_ptr"] = "*i64"
     else:
         consts["diag_ptr"] = None
-    consts.update(TAIL_SK=tail_sk, TAIL_AT=int(cfg.get("TAIL_AT", 4)) if tail_sk else 4)
-    if tail_sk:
-        sig.update(ws_ptr="*fp32", flag_ptr="*i32")
-    else:
-        consts.update(ws_ptr=None, flag_ptr=None)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -220,14 +214,6 @@ def test_grouped_ws_rejects_bad_inputs():
         grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), out=out)
     with pytest.raises(ValueError, match="FAST_SHED"):
         grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=dict(FAST_SHED=True))
-    # TAIL_SK runs the split warpgroups' 128-column loop only, without the DIAG build: raised on every device
-    for bad in (dict(TAIL_SK=True, SPLIT=False), dict(TAIL_SK=True, BLOCK_N=64), dict(TAIL_SK=1),
-                dict(TAIL_SK=True, TAIL_AT=8), dict(TAIL_AT=0)):
-        with pytest.raises(ValueError, match="TAIL_"):
-            grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=bad)
-    with pytest.raises(ValueError, match="TAIL_SK"):
-        grouped_fp8_gemm_masked_ws(a3, s3, b, b_s, torch.zeros(2, dtype=torch.int32), config=dict(TAIL_SK=True),
-                                   diag=torch.zeros(132 * 128, dtype=torch.int64))
 
 
 # ---------------------------------------------------------------- GPU (H200) properties
@@ -278,7 +264,7 @@ def _check_contiguous(segs, N, K, device, seed, config=None, out_dtype=torch.bfl
 
 # the shipped default (split warpgroups + PIPE), the cooperative one-stream consumer and UNROLL2: every
 # new config × out dtype costs a few seconds of compile on the H200, so the other options get fixed cases below
-_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False, PIPE=False), dict(PIPE=False), dict(TAIL_SK=True)]
+_GPU_CONFIGS = [None, dict(SPLIT=False, UNROLL2=False, PIPE=False), dict(PIPE=False)]
 _SEG = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 300])  # 0, 1, block_m−1, block_m, block_m+1 and halves
 
 
@@ -539,4 +525,3 @@ def test_masked_ws_diag_gpu(device, shape):
     assert bool((diag[idle, c0 + S["cons_end"]] >= diag[idle, S["entry"]]).all())
     with pytest.raises(ValueError, match="diag"):
         grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, diag=torch.zeros(4, dtype=torch.int32, device=device))
-

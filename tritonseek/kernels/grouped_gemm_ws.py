@@ -76,6 +76,18 @@ apart; the serial-halves WIDE loop stayed neutral (1.002-1.016). SCALE_AHEAD (ea
 ahead, fp8_gemm_ws_loop) lost too (W1: masked (4096, 7168) 0.999 / 1.001, (7168, 2048) 1.019 / 1.025, contiguous
 (4096, 7168) 1.066 / 1.071; A/A 1.001-1.011). Both knobs were removed (code at 8399268 / 1e2fb3b).
 
+Session 21 (h3masked; benchmarks/probe_masked_tail.py, H200 W1 at f3051ee, W2 at 23d6340, GPU clock): split-K of the
+last partial wave lost. What a perfect tail could win (W1): the same tiles per program on all 132 SMs instead of 112 /
+128 (N 7168 → 8448, 4096 → 4224 at 1×1024) took 1.040 / 1.012 × the time (an aggregate fill bound would read 1.179 /
+1.031), so a zero-cost split would save ~8.8 % at (7168, 2048) and ~1.2 % at (4096, 7168); but a standalone pairwise
+fix-up (fp32 128×128 partial stored, flag released, acquired, partial added) costs +3.6 µs at 104 programs — about the
+whole (7168, 2048) prize (half a round of 16 K blocks is ~3.2 µs). TAIL_SK (W2; code in git at 81f0300: the last wave of
+1 .. programs / 2 tiles, decided on the device from masked_m, as two K pieces on programs 2i / 2i + 1, the lower storing
+its partial through a coalesced per-thread mapping and releasing a per-warpgroup flag, the higher waiting, adding in
+fixed order, re-arming the flag; correct in 17 gpu tests incl. graph replays with changing masked_m) ran 1.049-1.059 ×
+the default's time at the three (7168, 2048) anchors with halves, 1.027-1.042 with the storing piece 6 of 16 blocks
+(its store then overlaps the other piece's loop), 1.037-1.048 with 4 of 16 (A/A 1.007-1.013); removed.
+
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 
 The partitions (TMA producer warp, consumer warpgroups, epilogue) and the DIAG timer stamps live in
@@ -95,11 +107,9 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels._host import cdiv, cuda_capability, next_pow2
 from tritonseek.kernels._utils import check_config, check_int, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_small import _arrival_counters
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
 from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
 from tritonseek.kernels.grouped_gemm_ws_schedule import _load_masked_m
-from tritonseek.kernels.grouped_gemm_ws_tail import _consumer_tail, _producer_tail
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
 )
@@ -189,7 +199,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, TAIL_SK=bool, TAIL_AT=range(1, 8),
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool,
 )
 
 
@@ -221,7 +231,6 @@ def _grouped_fp8_ws_kernel(
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
     diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
-    ws_ptr=None, flag_ptr=None, TAIL_SK: gl.constexpr = False, TAIL_AT: gl.constexpr = 4,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -230,8 +239,6 @@ def _grouped_fp8_ws_kernel(
     # b_desc over b viewed [E·N, K] e4m3, box [BLOCK_N, BLOCK_K]; b_scale [E, NB, KB] (stride_bse/bsn/bsk)
     # c_desc (TMA_STORE): over the 2-D out view, box [BLOCK_M (SPLIT: BLOCK_M // 2), min(BLOCK_N, 128)]
     # diag_ptr (DIAG): [num_programs, 128] int64 timer stamps (grouped_gemm_ws_parts.DIAG_SLOTS)
-    # ws_ptr, flag_ptr (TAIL_SK, masked + SPLIT): fp32 partials [num_programs // 2, 128, 128] and int32 flags
-    #   [num_programs], 0 on entry and re-armed to 0 (grouped_gemm_ws_tail)
     if DIAG:
         _stamp(diag_ptr, 0)
     EARLY: gl.constexpr = EARLY_TMA and MASKED
@@ -259,23 +266,7 @@ def _grouped_fp8_ws_kernel(
                      BLOCK_K, NUM_STAGES)
         if DIAG:
             _stamp(diag_ptr, 62)
-    if TAIL_SK:
-        # masked + SPLIT with the last wave split in K (grouped_gemm_ws_tail); same partitions and registers
-        gl.warp_specialize([
-            (_consumer_tail, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE), c_desc,
-                              c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr, ws_ptr, flag_ptr, M_rows, N, E, num_k_blocks,
-                              stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm,
-                              stride_cn, num_programs, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, E_PAD, 0,
-                              BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, TAIL_AT)),
-            (_consumer_tail, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE), c_desc,
-                              c_ptr, a_scale_ptr, b_scale_ptr, idx_ptr, ws_ptr, flag_ptr, M_rows, N, E, num_k_blocks,
-                              stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm,
-                              stride_cn, num_programs, BLOCK_M, BLOCK_N, NUM_STAGES, TMA_STORE, E_PAD, BLOCK_M // 2,
-                              BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, TAIL_AT)),
-            (_producer_tail, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
-                              num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, NUM_STAGES, E_PAD, TAIL_AT)),
-        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
-    elif SPLIT:
+    if SPLIT:
         # default partition (4 warps) = warpgroup 0, worker 0 = warpgroup 1, worker 1 = the TMA warp
         gl.warp_specialize([
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, C_BUFS, 0, TMA_STORE),
@@ -338,11 +329,6 @@ def _resolve_config(cfg: dict) -> tuple[int, int]:
 def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, stride_asm, stride_ask, grid, cfg,
             masked: bool, diag: torch.Tensor | None = None) -> None:
     bm, bn = _resolve_config(cfg)
-    tail_sk = masked and bool(cfg.get("TAIL_SK", False))
-    ws = flags = None
-    if tail_sk:  # grouped_gemm_ws_tail: one 128×128 fp32 partial per split tile (≤ grid / 2), one flag per warpgroup
-        ws = torch.empty((max(grid // 2, 1), bm, bn), dtype=torch.float32, device=out2d.device)
-        flags = _arrival_counters(out2d.device, 2 * max(grid // 2, 1))
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a2d, list(a2d.shape), [a2d.stride(0), 1], [bm, BLOCK_K],
                               _smem_layout([bm, BLOCK_K], gl_fp8))
@@ -368,19 +354,14 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
         E_PAD=max(256, next_pow2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
-        EARLY_TMA=bool(cfg.get("EARLY_TMA", False)), ws_ptr=ws, flag_ptr=flags, TAIL_SK=tail_sk,
-        TAIL_AT=int(cfg.get("TAIL_AT", 4)) if tail_sk else 4,
+        EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
     )
 
 
-def _programs(t: torch.Tensor, tiles: int, cfg: dict, masked: bool = False) -> int:
+def _programs(t: torch.Tensor, tiles: int, cfg: dict) -> int:
     """Persistent grid size: one program per SM, at most one per tile; BALANCE: the fewest programs that keep the
-    same number of tile rounds (cdiv(tiles, cdiv(tiles, SMs))), so every program gets the same number of tiles.
-    TAIL_SK (masked): one program per SM where the last wave of ``tiles`` (the M_max bound) holds 1 .. SMs / 2 tiles,
-    the case the kernel splits in K (grouped_gemm_ws_tail); elsewhere as without it."""
+    same number of tile rounds (cdiv(tiles, cdiv(tiles, SMs))), so every program gets the same number of tiles."""
     grid = min(_num_sms(t.device.index if t.device.index is not None else torch.cuda.current_device()), tiles)
-    if masked and cfg.get("TAIL_SK") and 0 < tiles % grid <= grid // 2:
-        return grid
     if cfg.get("BALANCE") and grid > 0:
         grid = cdiv(tiles, cdiv(tiles, grid))
     return grid
@@ -470,9 +451,7 @@ def grouped_fp8_gemm_masked_ws(
         checked: a destination overlapping an input may give wrong results).
     config: optional launch-config override (keys of ``grouped_ws_config``; EARLY_TMA: the kernel's top level
         requests each program's first K blocks before the partitions start, grouped_gemm_ws_parts._early_loads —
-        off, slower on the H200; TAIL_SK (SPLIT and BLOCK_N 128 only, no diag): a last wave of 1 .. SMs / 2 tiles
-        runs as two K pieces per tile on two programs with a deterministic pairwise fix-up, grouped_gemm_ws_tail —
-        off by default; TAIL_AT 1-7: the storing program's share of K in eighths, default 4).
+        off, not yet run on the GPU in its fixed form).
     diag: diagnostics only (benchmarks/probe_grouped_ws_timeline.py): an int64 CUDA tensor of ≥ programs × 128
         elements, contiguous, that receives per-program %globaltimer / %clock64 stamps (grouped_gemm_ws_parts.
         DIAG_SLOTS); a separately compiled build, same results.
@@ -504,9 +483,6 @@ def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expec
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
-    if cfg.get("TAIL_SK") and (diag is not None or not cfg["SPLIT"] or cfg["BLOCK_N"] != 128):
-        raise ValueError(f"config TAIL_SK needs SPLIT=True and BLOCK_N=128 and has no DIAG build, got SPLIT="
-                         f"{cfg['SPLIT']}, BLOCK_N={cfg['BLOCK_N']}, diag {'given' if diag is not None else 'None'}")
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
                          f"got strides {out.stride()}")
@@ -515,7 +491,7 @@ def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expec
         return out
     out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view
     tiles = E * cdiv(M_max, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
-    grid = _programs(a, tiles, cfg, masked=True)
+    grid = _programs(a, tiles, cfg)
     if diag is not None and (not isinstance(diag, torch.Tensor) or diag.dtype != torch.int64 or diag.device != dev
                              or not diag.is_contiguous() or diag.numel() < grid * 128):
         raise ValueError(f"diag must be a contiguous int64 tensor on {dev} with >= {grid} x 128 elements")

@@ -7,6 +7,7 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -25,6 +26,8 @@ from tritonseek.cli_output import StdoutLost as _StdoutLost
 from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
 from tritonseek.cli_output import stdout_closed as _stdout_closed
+from tritonseek.cli_prompts import HANDOFF_ENV, PromptsFileError, hand_to_ranks, handed_rows, read_prompts
+from tritonseek.cli_prompts import result_field_note
 
 
 class _App(typer.Typer):
@@ -83,76 +86,6 @@ def _user_errors():
     return (ValueError, TypeError, ModelNotFoundError, TokenizerError, CheckpointError, FileNotFoundError)
 
 
-_RESULT_FIELDS = ("output", "token_ids", "finish_reason")  # what --output adds to each prompts-file row
-
-
-def _result_field_note(path: Path, rows: list[dict], row_lines: list[int]) -> str | None:
-    """A note when prompt rows already hold fields the results write: --output replaces their values (a gold
-    'output' of an eval set vanished from the results without a word; tester21 #11). Not an error: feeding a
-    previous run's results back in is a supported round trip, and the prompts file itself is never overwritten."""
-    hits = [(n, k) for row, n in zip(rows, row_lines) for k in _RESULT_FIELDS if k in row]
-    if not hits:
-        return None
-    n, k = hits[0]
-    more = f" ({len({n for n, _ in hits})} rows in all)" if len(hits) > 1 else ""
-    return (f"note: --prompts-file {path} line {n} already has a field {k!r}{more}; --output replaces the values of "
-            f"{', '.join(_RESULT_FIELDS)} with this run's results ({path} keeps the old ones)")
-
-
-def _read_prompts(path: Path) -> tuple[list[dict], list[int]]:
-    """The prompt rows of a JSONL file and the 1-based line number of each. A regular file, or a FIFO or character
-    device read once to its end (``/dev/stdin`` fed by a pipe, a shell's ``<(cmd)``; refused as "not a file" before
-    session 19); a folder, socket or block device is refused. UTF-8, with or without a BOM at the start. Lines end at
-    "\n" only (one "\r" before it is dropped): U+2028 / U+2029 / U+0085 inside a JSON string, raw as our own
-    --output writes them, do not end a line (str.splitlines cut such rows in two, tester2 s20)."""
-    import codecs
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        _fail(f"--prompts-file {path} does not exist")
-    except OSError as e:
-        _fail(f"--prompts-file {path}: {e.strerror or e}")
-    if stat.S_ISDIR(mode):
-        _fail(f"--prompts-file {path} is a folder, not a file")
-    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
-        _fail(f"--prompts-file {path} is not a file, a FIFO or a character device")
-    bom = 0
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        bom = 3 if data.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 BOM at the start (Windows editors write one)
-        text = data[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        _fail(f"--prompts-file {path} is not UTF-8 (byte {bom + e.start}: {e.reason})")
-    except OSError as e:
-        _fail(f"--prompts-file {path}: {e.strerror or e}")
-    rows, lines = [], []
-    for n, line in enumerate(text.split("\n"), 1):
-        line = line[:-1] if line.endswith("\r") else line
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            _fail(f"--prompts-file {path} line {n} is not JSON: {e.msg}")
-        if isinstance(row, str):
-            row = {"prompt": row}
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            _fail(f"--prompts-file {path} line {n} needs a string field 'prompt'")
-        try:  # every field is copied into the results file, which is written as UTF-8 at the end
-            json.dumps(row, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            _fail(f"--prompts-file {path} line {n} holds text that is not valid Unicode "
-                  "(a lone surrogate escape such as \\ud800); nothing was generated")
-        rows.append(row)
-        lines.append(n)
-    if not rows:
-        _fail(f"--prompts-file {path} holds no prompts")
-    return rows, lines
-
-
 def _check_device(device: str | None, tp_size: int) -> None:
     """--device: cpu (no index), cuda or cuda:N (an existing GPU; not with --tp, whose ranks take GPU LOCAL_RANK)."""
     if device is None:
@@ -177,15 +110,15 @@ def _check_device(device: str | None, tp_size: int) -> None:
             _fail(f"--device {device}: torch sees {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
 
 
-def _tensor_parallel(tp_size: int, device: str | None):
+def _tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[dict], list[int]] | None = None):
     """--tp N: re-launch under torchrun (N processes), or join the group torchrun set up; rank > 0 is silent.
+    ``prompt_rows``: the --prompts-file rows (and line numbers) this process read, handed to the ranks it starts
+    (cli_prompts.hand_to_ranks): standard input or a ``<(cmd)`` cannot be read a second time.
 
     WORLD_SIZE in the environment means "torchrun started this process as one of WORLD_SIZE ranks"; unset or 1 is
     one process. A WORLD_SIZE that disagrees with --tp, or one without the rest of torchrun's variables (exported
     by hand), ends with a one-line error and exit 2, never a traceback or a wait for ranks that never come.
     """
-    import os
-
     from tritonseek.parallel import TPLaunchError, env_world_size
 
     try:
@@ -209,6 +142,13 @@ def _tensor_parallel(tp_size: int, device: str | None):
         import subprocess
 
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        handoff = None
+        if prompt_rows is not None:
+            try:
+                handoff = env[HANDOFF_ENV] = hand_to_ranks(*prompt_rows)
+            except OSError as e:
+                _fail(f"--tp {tp_size}: cannot hand the --prompts-file rows to the ranks (temporary file: "
+                      f"{e.strerror or e})")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp_size}",
                "-m", "tritonseek.cli", *sys.argv[1:]]
         import re
@@ -252,6 +192,8 @@ def _tensor_parallel(tp_size: int, device: str | None):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if handoff is not None:
+                os.unlink(handoff)
         # Keep rank 0's own messages; drop torchrun's agent log (glog-style lines and what follows),
         # which would bury a one-line user error under a launcher traceback.
         user_error, log = False, err.splitlines()
@@ -344,8 +286,9 @@ def generate(
     # exist" (tester21 #9); a file of that name is still ./-
     if output == "-":
         output = "/dev/stdout"
-    if prompts_file is not None and str(prompts_file) == "-":
-        prompts_file = Path("/dev/stdin")
+    shown = str(prompts_file)  # how messages name --prompts-file: as given, "-" too (not /dev/stdin)
+    if prompts_file is not None and shown == "-":
+        prompts_file, shown = Path("/dev/stdin"), "- (standard input)"
     if prompts_file is not None and output is None:
         _fail("--prompts-file needs --output OUT.jsonl")
     if output is not None and prompts_file is None:
@@ -378,17 +321,24 @@ def generate(
                                 max_new_tokens=max_new_tokens, seed=seed)
     except ValueError as e:
         _fail(f"--{str(e).split('=', 1)[0].replace('_', '-')}: {e}")
-    rows, row_lines = _read_prompts(prompts_file) if prompts_file else ([{"prompt": prompt}], [])
-    note = _result_field_note(prompts_file, rows, row_lines) if prompts_file else None
+    try:
+        # a --tp rank started by this command reads the rows its parent read (stdin cannot be read twice)
+        handed = handed_rows()
+        rows, row_lines = handed or (read_prompts(prompts_file, shown) if prompts_file else ([{"prompt": prompt}], []))
+    except PromptsFileError as e:
+        _fail(str(e))
+    # notes once: by the parent of --tp ranks (not again by them), by rank 0 of a torchrun the user started
+    talk = handed is None and os.environ.get("RANK", "0").strip() in ("", "0")
+    note = result_field_note(shown, rows, row_lines) if prompts_file and talk else None
     if note:
         err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
-    if temperature == 0 and (top_k or top_p < 1.0 or seed is not None):
+    if talk and temperature == 0 and (top_k or top_p < 1.0 or seed is not None):
         err.print("[dim]note: --top-k/--top-p/--seed apply only when sampling (--temperature > 0); decoding greedily[/]",
                   soft_wrap=True)
 
     from tritonseek.engine.llm import LLM
 
-    tp = _tensor_parallel(tp_size, device)
+    tp = _tensor_parallel(tp_size, device, (rows, row_lines))
     rank0 = tp is None or tp.rank == 0
     failure = None
     try:
@@ -445,7 +395,7 @@ def generate(
         if row_lines and m and int(m.group(2)) < len(row_lines):
             # the engine counts prompts from 0; a prompts-file user looks for a line number
             i = int(m.group(2))
-            msg = f"--prompts-file {prompts_file} line {row_lines[i]}: " + msg[:m.start(2) - 7] + "this prompt" + msg[m.end(2):]
+            msg = f"--prompts-file {shown} line {row_lines[i]}: " + msg[:m.start(2) - 7] + "this prompt" + msg[m.end(2):]
         _fail(msg)
     if stream:
         try:

@@ -150,13 +150,15 @@ def _check_fd(raw: str, path: str, fd: int, child: bool) -> OutputTarget:
 
 
 def same_file(target: OutputTarget, other: str) -> bool:
-    """Whether ``target`` is the file ``other`` (so writing it would overwrite that file)."""
+    """Whether ``target`` is the regular file ``other`` (so writing it would overwrite that file). A terminal, FIFO
+    or other device is never "overwritten": ``--prompts-file - -o -`` at an interactive terminal has standard input
+    and output on one tty, which was refused as "--output must not overwrite --prompts-file" (fix2 s21)."""
     try:
         a = os.fstat(target.fd) if target.how == "fd" else os.stat(target.path)
         b = os.stat(other)
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    return stat.S_ISREG(b.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def write_output(target: OutputTarget, text: str) -> None:

@@ -1,0 +1,88 @@
+"""--prompts-file - (standard input) beyond the plain pipe (tester22 s21): under --tp, and at a terminal.
+
+Each test fails without its fix: the --tp ranks re-opened /dev/stdin the parent had read to its end ("holds no
+prompts", rc 2, printed once per rank), and a terminal on both stdin and stdout was refused as "--output must not
+overwrite --prompts-file".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tritonseek.cli_prompts import HANDOFF_ENV, PromptsFileError, hand_to_ranks, handed_rows
+
+ROOT = str(Path(__file__).resolve().parents[2])  # this checkout's tritonseek, whatever is installed
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", HANDOFF_ENV)}
+    return {**env, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def test_tp_ranks_get_the_rows_read_from_stdin(tmp_path):
+    """The parent reads the pipe once and hands its rows to the torchrun ranks; the notes are printed once (they
+    were printed by the parent and again by every rank) and name '-' as given, not /dev/stdin."""
+    rows = json.dumps({"prompt": "def f(x):", "id": 7, "output": "gold"}) + "\n" + json.dumps("x = 1") + "\n"
+    r = subprocess.run([sys.executable, "-m", "tritonseek.cli", "generate", "--prompts-file", "-", "-o", "-", "-n", "3",
+                        "--seed", "1", "--tp", "2", "--device", "cpu"], input=rows, capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env=_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["prompt"] for o in out] == ["def f(x):", "x = 1"] and out[0]["id"] == 7 and out[0]["output"] != "gold"
+    assert all(1 <= len(o["token_ids"]) <= 3 for o in out)
+    err = " ".join(r.stderr.split())
+    assert err.count("already has a field 'output'") == 1 and "--prompts-file - (standard input) line 1" in err, err
+    assert err.count("apply only when sampling") == 1 and err.count("prompt tokens") == 1, err
+    assert not [f for f in os.listdir(tmp_path)]
+
+
+def test_handoff_file_round_trip_and_cleanup_contract(tmp_path, monkeypatch):
+    rows, lines = [{"prompt": "é\u2028x", "k": [1]}], [3]
+    path = hand_to_ranks(rows, lines)
+    try:
+        assert os.stat(path).st_mode & 0o077 == 0  # the prompts are private to this user
+        monkeypatch.setenv(HANDOFF_ENV, path)
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+        assert handed_rows() is None  # one process: never the handed rows
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert handed_rows() == (rows, lines)
+    finally:
+        os.unlink(path)
+    with pytest.raises(PromptsFileError, match="handed over by the --tp parent"):
+        handed_rows()
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_stdin_and_stdout_on_one_terminal(tmp_path):
+    """`--prompts-file - -o -` typed at a terminal: stdin and stdout are the same tty, which is no file to overwrite."""
+    import select
+    import time
+
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "tritonseek.cli", "generate", "--prompts-file", "-", "-o", "-",
+                              "-n", "2"], stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=tmp_path, env=_env())
+        os.write(master, b'{"prompt": "x = 1", "id": 5}\n')
+        time.sleep(0.2)
+        os.write(master, b"\x04")  # Ctrl-D: end of input
+        _, err = p.communicate(timeout=300)
+        seen = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert p.returncode == 0, err.decode()[-2000:]
+    assert b'"id": 5' in seen and b'"token_ids"' in seen, seen

@@ -1,0 +1,123 @@
+"""``tritonseek generate --prompts-file``: reading the JSONL prompt rows, and handing them to the ranks of ``--tp``.
+
+Under ``--tp N`` the CLI re-launches itself under torchrun. The ranks used to open ``--prompts-file`` again, which
+only works for a regular file: standard input (``-``, a pipe) had been read to its end by the parent, and a shell's
+``<(cmd)`` (``/dev/fd/63``) is not inherited, so every rank said "holds no prompts" / "does not exist" after the
+parent had accepted the file (tester22 #1). Now the parent writes the rows it read and checked to a private
+temporary file and the ranks read that (:func:`hand_to_ranks` / :func:`handed_rows`), whatever the source was.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+RESULT_FIELDS = ("output", "token_ids", "finish_reason")  # what --output adds to each prompts-file row
+HANDOFF_ENV = "_TRITONSEEK_TP_PROMPTS"  # set by the --tp parent for its torchrun ranks only
+
+
+class PromptsFileError(ValueError):
+    """--prompts-file cannot be used; the message is one line for the user, naming --prompts-file."""
+
+
+def result_field_note(label: str, rows: list[dict], row_lines: list[int]) -> str | None:
+    """A note when prompt rows already hold fields the results write: --output replaces their values (a gold
+    'output' of an eval set vanished from the results without a word; tester21 #11). Not an error: feeding a
+    previous run's results back in is a supported round trip, and the prompts file itself is never overwritten.
+    ``label``: the file as the messages name it."""
+    hits = [(n, k) for row, n in zip(rows, row_lines) for k in RESULT_FIELDS if k in row]
+    if not hits:
+        return None
+    n, k = hits[0]
+    more = f" ({len({n for n, _ in hits})} rows in all)" if len(hits) > 1 else ""
+    return (f"note: --prompts-file {label} line {n} already has a field {k!r}{more}; --output replaces the values of "
+            f"{', '.join(RESULT_FIELDS)} with this run's results (the prompts file keeps the old ones)")
+
+
+def read_prompts(path: Path, label: str | None = None) -> tuple[list[dict], list[int]]:
+    """The prompt rows of a JSONL file and the 1-based line number of each. A regular file, or a FIFO or character
+    device read once to its end (``/dev/stdin`` fed by a pipe, a shell's ``<(cmd)``; refused as "not a file" before
+    session 19); a folder, socket or block device is refused. UTF-8, with or without a BOM at the start. Lines end at
+    "\\n" only (one "\\r" before it is dropped): U+2028 / U+2029 / U+0085 inside a JSON string, raw as our own
+    --output writes them, do not end a line (str.splitlines cut such rows in two, tester2 s20). A line holding a JSON
+    string is the row {"prompt": that string}.
+
+    ``label``: how messages name the file (default ``path``; the CLI passes "- (standard input)" for ``-``).
+    Raises PromptsFileError (one line naming --prompts-file and the line number where there is one)."""
+    label = str(path) if label is None else label
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise PromptsFileError(f"--prompts-file {label} does not exist") from None
+    except OSError as e:
+        raise PromptsFileError(f"--prompts-file {label}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise PromptsFileError(f"--prompts-file {label} is a folder, not a file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        raise PromptsFileError(f"--prompts-file {label} is not a file, a FIFO or a character device")
+    bom = 0
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        bom = 3 if data.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 BOM at the start (Windows editors write one)
+        text = data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PromptsFileError(f"--prompts-file {label} is not UTF-8 (byte {bom + e.start}: {e.reason})") from None
+    except OSError as e:
+        raise PromptsFileError(f"--prompts-file {label}: {e.strerror or e}") from None
+    rows, lines = [], []
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line[:-1] if line.endswith("\r") else line
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PromptsFileError(f"--prompts-file {label} line {n} is not JSON: {e.msg}") from None
+        if isinstance(row, str):
+            row = {"prompt": row}
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise PromptsFileError(f"--prompts-file {label} line {n} needs a string field 'prompt'")
+        try:  # every field is copied into the results file, which is written as UTF-8 at the end
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise PromptsFileError(f"--prompts-file {label} line {n} holds text that is not valid Unicode "
+                                   "(a lone surrogate escape such as \\ud800); nothing was generated") from None
+        rows.append(row)
+        lines.append(n)
+    if not rows:
+        raise PromptsFileError(f"--prompts-file {label} holds no prompts")
+    return rows, lines
+
+
+def hand_to_ranks(rows: list[dict], row_lines: list[int]) -> str:
+    """Write the checked rows (and their line numbers) to a new temporary file readable by this user only; returns
+    its path, which the --tp parent puts in its ranks' environment as ``HANDOFF_ENV`` and removes when torchrun has
+    ended. Raises OSError when the temporary folder cannot be written."""
+    fd, path = tempfile.mkstemp(prefix="tritonseek-prompts-", suffix=".json")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "lines": row_lines}, f, ensure_ascii=False)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def handed_rows() -> tuple[list[dict], list[int]] | None:
+    """In a rank started by the --tp parent (``HANDOFF_ENV`` set and torchrun's ``WORLD_SIZE`` > 1): the rows and
+    line numbers the parent read. None elsewhere (one process, or ranks of a torchrun the user started, which read
+    --prompts-file themselves). Raises PromptsFileError when the parent's file cannot be read."""
+    path = os.environ.get(HANDOFF_ENV)
+    if not path or os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data["rows"], data["lines"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PromptsFileError(f"--prompts-file: cannot read the rows handed over by the --tp parent ({path}: {e})")

@@ -261,7 +261,7 @@ def generate(
     chat: bool = typer.Option(False, "--chat", help="Apply the checkpoint's chat template."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if available)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="triton | reference (default: triton on CUDA; triton on CPU needs TRITON_INTERPRET=1, slow)."),
-    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file",
+    prompts_file: Optional[str] = typer.Option(None, "--prompts-file",
                                                 help="JSONL with a 'prompt' field per line ('-' = standard input)."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o",
@@ -283,12 +283,13 @@ def generate(
     if (prompt is None) == (prompts_file is None):
         _fail("give exactly one of --prompt or --prompts-file")
     # '-' is the usual name of the standard streams: --output - wrote a file named "-", --prompts-file - was "does not
-    # exist" (tester21 #9); a file of that name is still ./-
-    if output == "-":
-        output = "/dev/stdout"
-    shown = str(prompts_file)  # how messages name --prompts-file: as given, "-" too (not /dev/stdin)
-    if prompts_file is not None and shown == "-":
-        prompts_file, shown = Path("/dev/stdin"), "- (standard input)"
+    # exist" (tester21 #9). Only the text "-" itself: ./- (which a Path option also printed as "-") is a file of that
+    # name (tester22 #2); check_output takes --output - as descriptor 1
+    from_stdin = prompts_file == "-"
+    if prompts_file == "":  # Path("") is the current folder
+        _fail("--prompts-file is empty; give a JSONL file, or - for standard input")
+    shown = "- (standard input)" if from_stdin else prompts_file  # how messages name it (not /dev/stdin)
+    prompts_path = Path(prompts_file) if prompts_file is not None and not from_stdin else None
     if prompts_file is not None and output is None:
         _fail("--prompts-file needs --output OUT.jsonl")
     if output is not None and prompts_file is None:
@@ -312,7 +313,7 @@ def generate(
             target = check_output(output, child=tp_size > 1)
         except OutputPathError as e:
             _fail(str(e))
-        if same_file(target, str(prompts_file)):
+        if same_file(target, "/dev/stdin" if from_stdin else prompts_file):
             _fail("--output must not overwrite --prompts-file")
     from tritonseek.engine.sampling_params import SamplingParams
 
@@ -324,12 +325,13 @@ def generate(
     try:
         # a --tp rank started by this command reads the rows its parent read (stdin cannot be read twice)
         handed = handed_rows()
-        rows, row_lines = handed or (read_prompts(prompts_file, shown) if prompts_file else ([{"prompt": prompt}], []))
+        rows, row_lines = handed or (read_prompts(prompts_path, shown) if prompts_file else ([{"prompt": prompt}], []))
     except PromptsFileError as e:
         _fail(str(e))
     # notes once: by the parent of --tp ranks (not again by them), by rank 0 of a torchrun the user started
     talk = handed is None and os.environ.get("RANK", "0").strip() in ("", "0")
-    note = result_field_note(shown, rows, row_lines) if prompts_file and talk else None
+    note = result_field_note(shown, rows, row_lines, kept=prompts_path is not None and prompts_path.is_file()) \
+        if prompts_file and talk else None
     if note:
         err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
     if talk and temperature == 0 and (top_k or top_p < 1.0 or seed is not None):
@@ -411,6 +413,10 @@ def generate(
 
             write_output(target, "".join(lines))
         except OSError as e:
+            if target.how == "fd" and target.fd == 1 and isinstance(e, BrokenPipeError):
+                # `-o - | head -1` took what it wanted: quiet, as the streamed text (tester22 #4c)
+                _drop_stdout()
+                raise typer.Exit(1) from None
             # Never lose finished work: hand the rows to stdout instead, unless stdout is what failed (or is closed).
             if target.how != "fd" or target.fd != 1:
                 try:

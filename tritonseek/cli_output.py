@@ -88,7 +88,8 @@ def _follow(raw: str) -> tuple[str, int | None]:
 
 
 def check_output(raw: str, child: bool = False) -> OutputTarget:
-    """Decide how the rows will be written to ``raw`` (the --output text as typed), failing before any work.
+    """Decide how the rows will be written to ``raw`` (the --output text as typed; "-" is descriptor 1, standard
+    output, as /dev/stdout is), failing before any work.
     ``child``: another process writes the rows (--tp: torchrun's rank 0), which inherits descriptors 0-2 only.
 
     Raises:
@@ -97,6 +98,8 @@ def check_output(raw: str, child: bool = False) -> OutputTarget:
             descriptor, a descriptor other than 1 and 2 when ``child``, or any other OSError met while looking (its
             message, one line).
     """
+    if raw == "-":  # standard output; messages name it as given, not as /dev/stdout (tester22 #3)
+        return _check_fd("- (standard output)", f"/proc/{os.getpid()}/fd/1", 1, child)
     if os.path.basename(raw) in ("", ".", ".."):
         # pathlib drops a trailing slash: "results/" created a regular file "results", "out.jsonl/" wrote out.jsonl
         raise OutputPathError(f"--output {raw!r} names a folder; --output must be a file path")
@@ -143,7 +146,8 @@ def _check_fd(raw: str, path: str, fd: int, child: bool) -> OutputTarget:
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError:
-        raise OutputPathError(f"--output {raw}: file descriptor {fd} is not open") from None
+        what = "standard output is closed (file descriptor 1)" if fd == 1 else f"file descriptor {fd} is not open"
+        raise OutputPathError(f"--output {raw}: {what}") from None
     if flags & os.O_ACCMODE not in (os.O_WRONLY, os.O_RDWR):
         raise OutputPathError(f"--output {raw}: file descriptor {fd} is not open for writing")
     return OutputTarget(path, "fd", fd)

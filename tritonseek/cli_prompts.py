@@ -13,6 +13,7 @@ import codecs
 import json
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,22 +25,27 @@ class PromptsFileError(ValueError):
     """--prompts-file cannot be used; the message is one line for the user, naming --prompts-file."""
 
 
-def result_field_note(label: str, rows: list[dict], row_lines: list[int]) -> str | None:
+def result_field_note(label: str, rows: list[dict], row_lines: list[int], kept: bool = True) -> str | None:
     """A note when prompt rows already hold fields the results write: --output replaces their values (a gold
     'output' of an eval set vanished from the results without a word; tester21 #11). Not an error: feeding a
     previous run's results back in is a supported round trip, and the prompts file itself is never overwritten.
-    ``label``: the file as the messages name it."""
-    hits = [(n, k) for row, n in zip(rows, row_lines) for k in RESULT_FIELDS if k in row]
+    ``label``: the file as the messages name it; ``kept``: the input is a regular file, which still holds the old
+    values afterwards (a pipe on standard input does not: nothing is said about keeping them)."""
+    hits = [(n, [k for k in RESULT_FIELDS if k in row]) for row, n in zip(rows, row_lines)]
+    hits = [(n, ks) for n, ks in hits if ks]
     if not hits:
         return None
-    n, k = hits[0]
-    more = f" ({len({n for n, _ in hits})} rows in all)" if len(hits) > 1 else ""
-    return (f"note: --prompts-file {label} line {n} already has a field {k!r}{more}; --output replaces the values of "
-            f"{', '.join(RESULT_FIELDS)} with this run's results (the prompts file keeps the old ones)")
+    n, ks = hits[0]
+    fields = f"a field {ks[0]!r}" if len(ks) == 1 else "fields " + ", ".join(repr(k) for k in ks)
+    more = f" ({len(hits)} rows in all)" if len(hits) > 1 else ""  # rows, not fields (tester22 #4b)
+    keep = " (the prompts file keeps the old ones)" if kept else ""
+    return (f"note: --prompts-file {label} line {n} already has {fields}{more}; --output replaces the values of "
+            f"{', '.join(RESULT_FIELDS)} with this run's results{keep}")
 
 
-def read_prompts(path: Path, label: str | None = None) -> tuple[list[dict], list[int]]:
-    """The prompt rows of a JSONL file and the 1-based line number of each. A regular file, or a FIFO or character
+def read_prompts(path: Path | None, label: str | None = None) -> tuple[list[dict], list[int]]:
+    """The prompt rows of a JSONL file and the 1-based line number of each. ``path`` None: standard input
+    (``sys.stdin``, read to its end; closed is an error). A regular file, or a FIFO or character
     device read once to its end (``/dev/stdin`` fed by a pipe, a shell's ``<(cmd)``; refused as "not a file" before
     session 19); a folder, socket or block device is refused. UTF-8, with or without a BOM at the start. Lines end at
     "\\n" only (one "\\r" before it is dropped): U+2028 / U+2029 / U+0085 inside a JSON string, raw as our own
@@ -48,21 +54,31 @@ def read_prompts(path: Path, label: str | None = None) -> tuple[list[dict], list
 
     ``label``: how messages name the file (default ``path``; the CLI passes "- (standard input)" for ``-``).
     Raises PromptsFileError (one line naming --prompts-file and the line number where there is one)."""
-    label = str(path) if label is None else label
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise PromptsFileError(f"--prompts-file {label} does not exist") from None
-    except OSError as e:
-        raise PromptsFileError(f"--prompts-file {label}: {e.strerror or e}") from None
-    if stat.S_ISDIR(mode):
-        raise PromptsFileError(f"--prompts-file {label} is a folder, not a file")
-    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
-        raise PromptsFileError(f"--prompts-file {label} is not a file, a FIFO or a character device")
+    label = (str(path) if path is not None else "- (standard input)") if label is None else label
+    if path is None:
+        # sys.stdin, not /dev/stdin: with descriptor 0 closed (<&-) that was "does not exist", and a file opened
+        # meanwhile could take descriptor 0 and be read as the prompts (tester22 #3)
+        if sys.stdin is None:
+            raise PromptsFileError(f"--prompts-file {label}: standard input is closed")
+    else:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise PromptsFileError(f"--prompts-file {label} does not exist") from None
+        except OSError as e:
+            raise PromptsFileError(f"--prompts-file {label}: {e.strerror or e}") from None
+        if stat.S_ISDIR(mode):
+            raise PromptsFileError(f"--prompts-file {label} is a folder, not a file")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            raise PromptsFileError(f"--prompts-file {label} is not a file, a FIFO or a character device")
     bom = 0
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        if path is None:
+            raw = getattr(sys.stdin, "buffer", None)  # a text-only stand-in (io.StringIO) has no bytes below it
+            data = raw.read() if raw is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
         bom = 3 if data.startswith(codecs.BOM_UTF8) else 0  # a UTF-8 BOM at the start (Windows editors write one)
         text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as e:

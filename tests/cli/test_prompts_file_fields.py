@@ -19,7 +19,8 @@ def test_rows_with_result_fields_get_a_note(tmp_path):
     r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(dst), "-n", "2"])
     assert r.exit_code == 0, r.output
     note = " ".join(r.stderr.split())
-    assert f"note: --prompts-file {src} line 2 already has a field 'output'" in note, r.stderr
+    assert (f"note: --prompts-file {src} line 2 already has fields 'output', 'token_ids', 'finish_reason';"
+            in note), r.stderr
     assert "--output replaces the values of output, token_ids, finish_reason" in note
     rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
     assert rows[1]["finish_reason"] in ("stop", "length") and len(rows[1]["token_ids"]) <= 2

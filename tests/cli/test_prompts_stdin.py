@@ -86,3 +86,68 @@ def test_stdin_and_stdout_on_one_terminal(tmp_path):
         os.close(master)
     assert p.returncode == 0, err.decode()[-2000:]
     assert b'"id": 5' in seen and b'"token_ids"' in seen, seen
+
+
+def _cli(args, tmp_path, **kw):
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
+    return subprocess.run([sys.executable, "-m", "tritonseek.cli", "generate", *args], text=True, timeout=300,
+                          cwd=tmp_path, env=_env(), **kw)
+
+
+def test_dot_slash_dash_is_a_file_and_empty_is_refused(tmp_path, monkeypatch):
+    """Only the text "-" is standard input: a Path option printed ./- as "-", so --prompts-file ./- read stdin
+    (tester22 #2). An empty --prompts-file was the current folder ("--prompts-file . is a folder")."""
+    from typer.testing import CliRunner
+
+    from tritonseek.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text(json.dumps({"prompt": "x = 1", "id": 9}) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", "./-", "-o", "o.jsonl", "-n", "2"],
+                           input=json.dumps({"prompt": "from stdin", "id": 1}) + "\n")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o.jsonl").read_text(encoding="utf-8"))["id"] == 9
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", "", "-o", "o.jsonl", "-n", "2"])
+    assert r.exit_code == 2 and "--prompts-file is empty" in r.stderr, r.output
+
+
+def test_dash_messages_name_the_stream_not_dev_paths(tmp_path):
+    """With '-' the messages named /dev/stdin and /dev/stdout, which the user never typed, and a closed stdin was
+    "does not exist" (tester22 #3); the result-field note counted fields as rows, named one of them, and said the
+    piped input "keeps the old ones" (#4a, #4b)."""
+    from typer.testing import CliRunner
+
+    from tritonseek.cli import app
+
+    row = json.dumps({"prompt": "x", "output": "gold", "token_ids": [1, 2]}) + "\n"
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", "-", "-o", str(tmp_path / "o.jsonl"), "-n", "2"],
+                           input=row)
+    note = " ".join(r.stderr.split())
+    assert r.exit_code == 0, r.output
+    assert "--prompts-file - (standard input) line 1 already has fields 'output', 'token_ids';" in note, note
+    assert "rows in all" not in note and "keeps the old ones" not in note
+    src = tmp_path / "p.jsonl"
+    src.write_text(row * 2, encoding="utf-8")
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(tmp_path / "o.jsonl"), "-n", "2"])
+    note = " ".join(r.stderr.split())
+    assert "(2 rows in all)" in note and "(the prompts file keeps the old ones)" in note, note
+    r = _cli(["--prompts-file", "-", "-o", "-", "-n", "2"], tmp_path, preexec_fn=lambda: os.close(0))
+    assert r.returncode == 2 and "error: --prompts-file - (standard input): standard input is closed" in r.stderr, \
+        r.stderr
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "x"}) + "\n", encoding="utf-8")
+    r = _cli(["--prompts-file", "p.jsonl", "-o", "-", "-n", "2"], tmp_path, preexec_fn=lambda: os.close(1))
+    assert r.returncode == 2 and "error: --output - (standard output): standard output is closed" in r.stderr, \
+        r.stderr
+
+
+def test_output_dash_to_a_reader_that_went_away_is_quiet(tmp_path):
+    """`-o - | head -1`: the reader leaves, the rows' write fails with EPIPE. That ended in "error: could not write
+    --output /dev/stdout (Broken pipe)" while the streamed text ends quietly (tester22 #4c); still exit 1."""
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "x"}) + "\n", encoding="utf-8")
+    rd, wr = os.pipe()
+    os.close(rd)  # no reader at all by the time the rows are written
+    try:
+        r = _cli(["--prompts-file", "p.jsonl", "-o", "-", "-n", "2"], tmp_path, stdout=wr)
+    finally:
+        os.close(wr)
+    assert r.returncode == 1 and "error" not in r.stderr and "Traceback" not in r.stderr, r.stderr

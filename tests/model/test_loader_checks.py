@@ -89,3 +89,30 @@ def test_key_in_two_files_without_an_index_is_refused(fp8_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="^tensor 'lm_head.weight' is in both a-stale.safetensors and "
                                               "model.safetensors"):
         load_model(tmp_path, ops=REF)
+
+
+def test_zero_blocks_in_one_ranks_slice_load_as_in_one_process(fp8_ckpt, tmp_path):
+    """All zeros is the whole scale tensor's verdict: the check ran on each --tp rank's slice, so a checkpoint whose
+    column blocks 128.. of down_proj are zero (scale 0 there) loaded in one process and was refused as "all zeros"
+    by rank 1 (tester22 #5). A scale that is all zeros as a whole is still refused under tp."""
+    from tritonseek.parallel import TP
+
+    key = "model.layers.0.mlp.down_proj.weight"  # [192, 256], row-parallel: rank 1 reads columns 128..255
+
+    def edit(sd):
+        w, s = sd[key].clone(), sd[key + "_scale_inv"].clone()
+        assert tuple(s.shape) == (2, 2)
+        w[:, 128:] = 0
+        s[:, 1] = 0
+        sd[key], sd[key + "_scale_inv"] = w, s
+
+    _edited_copy(fp8_ckpt, tmp_path, edit)
+    one = load_model(tmp_path, ops=REF)
+    part = load_model(tmp_path, ops=REF, tp=TP(1, 2))
+    w1 = dict(part.named_parameters())[key]
+    assert w1.shape[1] == 128 and not w1.float().any()
+    assert dict(one.named_parameters())[key].float()[:, :128].any()
+
+    _edited_copy(fp8_ckpt, tmp_path, lambda sd: sd[key + "_scale_inv"].zero_())
+    with pytest.raises(CheckpointError, match=rf"^tensor '{key}_scale_inv' in model.safetensors is all zeros"):
+        load_model(tmp_path, ops=REF, tp=TP(0, 2))

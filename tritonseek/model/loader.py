@@ -209,7 +209,12 @@ def load_model(
             # A shard held dense but stored FP8 off the 128-block grid: read whole, dequantize, slice.
             whole = src is not None and targets[k].param.dtype not in FP8_DTYPES and _stored_fp8(handle, k)
             t = _read(handle, k, f, None if whole else src)
-            _fill(targets, k, t, f, key_files, filled, ops, slice_after=src if whole else None)
+            sliced = src is not None and not whole
+            if sliced and k.endswith("weight_scale_inv"):
+                # all zeros is the whole tensor's verdict: one rank's slice of a loadable checkpoint can be all
+                # zero blocks (refused under --tp only; tester22 #5). Scales are small: read whole for the check.
+                _check_scale(k, _read(handle, k, f), f)
+            _fill(targets, k, t, f, key_files, filled, ops, slice_after=src if whole else None, sliced=sliced)
         bar.advance()
     bar.close()
 
@@ -270,21 +275,24 @@ def _check_finite(key: str, t: torch.Tensor, file: Path) -> None:
         raise CheckpointError(f"tensor {key!r} in {file.name} holds NaN or inf values")
 
 
-def _check_scale(key: str, t: torch.Tensor, file: Path) -> None:
+def _check_scale(key: str, t: torch.Tensor, file: Path, whole: bool = True) -> None:
     """A weight_scale_inv is a block's amax / 448: negative entries or an all-zero tensor (the whole weight
     multiplied away) are no FP8 checkpoint's scales; both loaded and gave garbage text with rc 0 (tester21 #15b).
-    A zero entry alone is let through (an all-zero block may be stored with scale 0)."""
+    A zero entry alone is let through (an all-zero block may be stored with scale 0). ``whole``: ``t`` is the whole
+    tensor, not a tensor-parallel slice of it (only negatives are checked on a slice)."""
     if not key.endswith("weight_scale_inv") or not t.is_floating_point() or t.numel() == 0:
         return
     if bool((t < 0).any()):
         raise CheckpointError(f"tensor {key!r} in {file.name} holds negative values (an FP8 block scale is > 0)")
-    if not bool((t != 0).any()):
+    if whole and not bool((t != 0).any()):
         raise CheckpointError(f"tensor {key!r} in {file.name} is all zeros (an FP8 block scale is > 0)")
 
 
-def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple | None = None) -> None:
+def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple | None = None,
+          sliced: bool = False) -> None:
+    """Copy checkpoint tensor ``t`` (a tensor-parallel slice when ``sliced``) into its target, after the checks."""
     _check_finite(key, t, file)
-    _check_scale(key, t, file)
+    _check_scale(key, t, file, whole=not sliced)
     tgt = targets[key]
     dest = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
     if slice_after is None and tuple(t.shape) != tuple(dest.shape):

@@ -341,14 +341,26 @@ def test_launch_knobs_match_reference(poisoned, device, m, k, ue8m0, rows_cfg, k
 
 
 def test_launch_knobs_rejected_by_name(device):
+    """Knob values follow the scalar rule (tester22 #6: a bool / float / str persist was a ValueError, a numpy int
+    refused, no upper bound, and prefetch / stages without persist were silent no-ops)."""
+    import numpy as np
+
     x = torch.randn(4, 256, device=device)
     for bad, exc, match in [([("persist", 1)], TypeError, "knobs"), (dict(stream=True), ValueError, "stream"),
-                            (dict(persit=1), ValueError, "persit"),
-                            (dict(persist=-1), ValueError, "persist"), (dict(persist=True), ValueError, "persist"),
+                            (dict(persit=1), ValueError, "persit"), ({1: 2, "x": 3}, ValueError, "unknown"),
+                            (dict(persist=-1), ValueError, "persist"), (dict(persist=True), TypeError, "persist"),
+                            (dict(persist=1.0), TypeError, "persist"), (dict(persist="2"), TypeError, "persist"),
+                            (dict(persist=10**9), ValueError, "persist"), (dict(persist=2, stages=10**6), ValueError,
+                                                                             "stages"),
                             (dict(stages=0), ValueError, "stages"), (dict(prefetch=1), TypeError, "prefetch"),
+                            (dict(prefetch=True), ValueError, "needs persist"),
+                            (dict(stages=2), ValueError, "needs persist"),
+                            (dict(persist=2, prefetch=True, stages=2), ValueError, "no effect with prefetch"),
                             (dict(pdl="yes"), TypeError, "pdl")]:
         with pytest.raises(exc, match=match):
             fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
+    kn = fp8_quant._resolve_knobs(dict(persist=np.int64(2), stages=np.int32(2), pdl=np.True_), 4, False)
+    assert kn["persist"] == 2 and kn["stages"] == 2 and kn["pdl"] is True and type(kn["persist"]) is int
 
 
 def test_default_knobs_stream_only_large_per_token():

@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_bool, check_pow2, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import check_bool, check_int, check_pow2, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import interpreter_active
 from tritonseek.kernels._host import capability_at, cdiv, cuda_index, next_pow2, sm_count_at
 
 FP8_E4M3_MAX = 448.0
@@ -287,21 +288,34 @@ def _default_knobs(m: int, silu_mul: bool) -> dict:
     return dict(stream_loads=True, stream_stores=True)
 
 
+_KNOB_INT_RANGES = dict(persist=(0, 32), stages=(1, 8))  # programs per SM; tl.range pipeline depth
+
+
 def _resolve_knobs(knobs, m: int, silu_mul: bool) -> dict:
-    """knobs (a dict of _KNOB_DEFAULTS keys; None = the committed _default_knobs) → every knob, checked by name."""
+    """knobs (a dict of _KNOB_DEFAULTS keys; None = the committed _default_knobs) → every knob, checked by name.
+
+    The scalar rule (kernels/_utils): persist (0..32) and stages (1..8) ints or numpy integers, the others bools or
+    numpy bools; another type is a TypeError, a value out of range a ValueError, naming the knob. prefetch and
+    stages > 1 shape the persistent loop only: without persist > 0 (and stages > 1 with prefetch) they changed
+    nothing, silently (tester22 #6), and are a ValueError."""
     if knobs is None:
         knobs = _default_knobs(m, silu_mul)
     if not isinstance(knobs, dict):
         raise TypeError(f"knobs must be a dict, got {type(knobs).__name__}")
-    bad = sorted(set(knobs) - set(_KNOB_DEFAULTS))
+    bad = sorted(set(knobs) - set(_KNOB_DEFAULTS), key=repr)
     if bad:
         raise ValueError(f"knobs: unknown key(s) {bad}; known: {sorted(_KNOB_DEFAULTS)}")
     out = dict(_KNOB_DEFAULTS, **knobs)
-    for key in ("persist", "stages"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < (0 if key == "persist" else 1):
-            raise ValueError(f"knobs[{key!r}] must be an int >= {0 if key == 'persist' else 1}, got {out[key]!r}")
+    for key, (lo, hi) in _KNOB_INT_RANGES.items():
+        out[key] = check_int(f"knobs[{key!r}]", out[key], lo, hi)
     for key in ("prefetch", "stream_loads", "stream_stores", "pdl"):
         out[key] = check_bool(f"knobs[{key!r}]", out[key])
+    if not out["persist"] and (out["prefetch"] or out["stages"] > 1):
+        what = "prefetch=True" if out["prefetch"] else f"stages={out['stages']}"
+        raise ValueError(f"knobs {what} needs persist > 0 (it shapes the persistent loop; without it nothing changes)")
+    if out["prefetch"] and out["stages"] > 1:
+        raise ValueError(f"knobs stages={out['stages']} has no effect with prefetch=True (the prefetch loop is not "
+                         "pipelined by tl.range); pass one of them")
     return out
 
 

@@ -96,3 +96,45 @@ def test_latent_cache_writers_refuse_an_expanded_cache(device):
     write_latent_cache(cache, kv, slots)
     assert torch.equal(cache.view(-1, d)[: kv.shape[0]].cpu(), kv.cpu())
     mla_rope_cache(q, kv, pos, cs, w, 1e-6, cache, slots)
+
+
+def _verify_inputs(device, B=3, K=3, V=50):
+    g = torch.Generator().manual_seed(1)
+    tl = torch.randn(B, K + 1, V, generator=g)
+    d = torch.randint(0, V, (B, K), generator=g)
+    d[0] = tl[0, :K].argmax(-1)
+    return d.to(device), tl.to(device)
+
+
+def test_verify_outputs_may_not_alias_each_other_or_the_inputs(device):
+    """tester22 #7: an out_num_accepted viewed over out_tokens was accepted and both came back corrupted; an
+    out_tokens laid over the seeds (or any input) was accepted (on the GPU row 0's program overwrites rows 1-2's
+    seeds before they are read). Each is a ValueError naming the outputs and the input now."""
+    from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
+
+    B, K = 3, 3
+    d, tl = _verify_inputs(device, B, K)
+    ob = torch.empty(B, K + 1, dtype=torch.int64, device=device)
+    na = ob.view(torch.int32).view(-1)[:B]
+    with pytest.raises(ValueError, match="out_num_accepted shares memory with out_tokens"):
+        verify_greedy(d, tl, out_tokens=ob, out_num_accepted=na)
+    buf = torch.zeros(B * (K + 1), dtype=torch.int64, device=device)
+    buf[:B * K] = d.reshape(-1)
+    with pytest.raises(ValueError, match="out_tokens shares memory with draft_tokens"):
+        verify_greedy(buf[:B * K].view(B, K), tl, out_tokens=buf.view(B, K + 1))
+    u = torch.rand(B, K, device=device)
+    temp = torch.ones(B, device=device)
+    with pytest.raises(ValueError, match="out_num_accepted shares memory with out_tokens"):
+        verify_rejection(d, None, tl, temp, None, None, u, None, seeds=torch.arange(B, device=device),
+                         out_tokens=ob, out_num_accepted=na)
+    sb = torch.zeros(B * (K + 1), dtype=torch.int64, device=device)
+    sb[:B] = torch.arange(B) + 5
+    with pytest.raises(ValueError, match="out_tokens shares memory with seeds"):
+        verify_rejection(d, None, tl, temp, None, None, u, None, seeds=sb[:B], out_tokens=sb.view(B, K + 1))
+    with pytest.raises(ValueError, match="out_num_accepted shares memory with temperature"):
+        verify_rejection(d, None, tl, temp, None, None, u, None, seeds=torch.arange(B, device=device),
+                         out_num_accepted=temp.view(torch.int32))
+    # separate buffers still work, and give what fresh outputs give
+    want = verify_greedy(d, tl)
+    got = verify_greedy(d, tl, out_tokens=torch.empty_like(ob), out_num_accepted=torch.empty_like(na))
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_no_overlap, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_no_alias, check_no_overlap, check_runnable_device, check_tensor
 from tritonseek.kernels.sampling import (
     _INTERP_BLOCK,
     _check_vocab,
@@ -307,10 +307,12 @@ def _check_common(draft_tokens, target_logits) -> tuple[int, int, int, torch.dev
     return B, K, target_logits.shape[2], dev
 
 
-def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
+def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted, **inputs):
     """The caller's output buffers checked (or new ones): TypeError for a non-tensor, ValueError for a wrong
-    shape / dtype / device / layout or elements that share memory (an expand()-ed out_tokens kept only the last
-    row's result: tester21 #4)."""
+    shape / dtype / device / layout, elements that share memory (an expand()-ed out_tokens kept only the last
+    row's result: tester21 #4), the two outputs sharing memory or either sharing memory with an input tensor
+    (``inputs``: name=tensor or None; an out_num_accepted viewed over out_tokens corrupted both, an out_tokens over
+    the seeds was overwritten before other rows read them: tester22 #7)."""
     for name, t in (("out_tokens", out_tokens), ("out_num_accepted", out_num_accepted)):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
@@ -325,6 +327,9 @@ def _outputs(B: int, K: int, dev: torch.device, out_tokens, out_num_accepted):
           or not out_num_accepted.is_contiguous()):
         raise ValueError(f"out_num_accepted must be a contiguous [{B}] int32 tensor on {dev}")
     check_no_overlap("out_tokens", out_tokens)  # a stride-0 row dim passes the stride(1) test above
+    inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    check_no_alias("out_tokens", out_tokens, **inputs)
+    check_no_alias("out_num_accepted", out_num_accepted, out_tokens=out_tokens, **inputs)
     return out_tokens, out_num_accepted
 
 
@@ -365,7 +370,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     on CUDA (CPU under TRITON_INTERPRET=1); argmax ties pick the lowest id, a NaN counts as the largest
     value (the first NaN or +inf wins; torch.argmax: the first NaN), an all -inf row gives 0.
     out_tokens / out_num_accepted: optional preallocated outputs ([B, K+1] int64, last dim contiguous, no two
-    elements sharing memory / contiguous [B] int32; else ValueError naming it). config: optional
+    elements sharing memory / contiguous [B] int32; neither sharing memory with the other or with an input
+    tensor; else ValueError naming it). config: optional
     (BLOCK, num_warps, programs per SM[, UNROLL]) override (benchmark sweeps): ints, BLOCK a power of two in
     [16, 65536], num_warps a power of two in [1, 32], the others >= 1 (``sampling.check_config``).
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for
@@ -378,7 +384,8 @@ def verify_greedy(draft_tokens: torch.Tensor, target_logits: torch.Tensor, *,
     """
     B, K, V, dev = _check_common(draft_tokens, target_logits)
     config = check_config(config, unroll=True)
-    out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
+    out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted, draft_tokens=draft_tokens,
+                                            target_logits=target_logits)
     if B == 0:
         return out_tokens, out_num_accepted
     rows = B * (K + 1)
@@ -433,7 +440,8 @@ def verify_rejection(
     ``philox_exp_noise(seeds, K+1, V)`` (no noise tensor written or read: half the bytes; change the
     seeds every step); giving both exp_noise and seeds raises ValueError.
     out_tokens / out_num_accepted: optional preallocated outputs ([B, K+1] int64, last dim contiguous, no two
-    elements sharing memory / contiguous [B] int32; else ValueError naming it). config: optional
+    elements sharing memory / contiguous [B] int32; neither sharing memory with the other or with an input
+    tensor; else ValueError naming it). config: optional
     (BLOCK, num_warps, programs per SM) override, checked as in ``sampling.sample``.
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32 in [0, K]; empty for B = 0).
     No host synchronisation (CUDA-graph safe). Raises ValueError/TypeError naming a bad argument.
@@ -464,7 +472,10 @@ def verify_rejection(
         if draft_probs.shape != (B, K, V) or draft_probs.stride(2) != 1:
             raise ValueError(f"draft_probs must be [{B}, {K}, {V}] with a contiguous last dim, "
                              f"got {tuple(draft_probs.shape)}")
-    out_tokens, out_num_accepted = _outputs(B, K, dev, out_tokens, out_num_accepted)
+    out_tokens, out_num_accepted = _outputs(
+        B, K, dev, out_tokens, out_num_accepted, draft_tokens=draft_tokens, draft_probs=draft_probs,
+        target_logits=target_logits, temperature=temperature, top_k=top_k, top_p=top_p, uniforms=uniforms,
+        exp_noise=exp_noise, seeds=seeds)
     if B == 0:
         return out_tokens, out_num_accepted
     one_hot = draft_probs is None

@@ -271,6 +271,13 @@ def test_router_gate_topk_rejects(device):
         router_gate_topk(x, w, None, top_k=9)
     with pytest.raises(ValueError, match="config"):
         router_gate_topk(x, w, None, config=dict(BLOCK_E=3), **kw)
+    # bounded (BLOCK_E 2**20 failed inside the launch, naming nothing) and checked on an empty batch too, where a
+    # bad config passed and failed on the next call (tester22 #8)
+    for bad in (dict(BLOCK_E=2**20), dict(BLOCK_E=256), dict(BLOCK_T=128), dict(BLOCK_E=3)):
+        with pytest.raises(ValueError, match=f"config key {next(iter(bad))}="):
+            router_gate_topk(x[:0] if "BLOCK_E" in bad and bad["BLOCK_E"] == 3 else x, w, None, config=bad, **kw)
+    with pytest.raises(TypeError, match="config must be a dict"):
+        router_gate_topk(x[:0], w, None, config="x", **kw)
     e_w, e_ids = router_gate_topk(x[:0], w, None, shared_expert_id=8, **kw)
     assert e_w.shape == (0, 3) and e_ids.shape == (0, 3)
 

@@ -34,7 +34,10 @@ from tritonseek.kernels.reference.moe import check_gate_args
 _ROUTER_MAX_T_TILES = 4096
 _COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
 _POW2 = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1)  # noqa: E731
-_CONFIG_KEYS = {"BLOCK_E": _POW2, "BLOCK_T": _POW2, "num_warps": lambda v: _POW2(v) and v <= 16,
+# BLOCK_E is bounded by the [BLOCK_E, BLOCK_K ≤ 1024] weight tile in registers (2**20 is Triton's tensor limit: a
+# larger one failed inside the launch naming no argument, tester22 #8), BLOCK_T by the unrolled per-token loop
+_CONFIG_KEYS = {"BLOCK_E": lambda v: _POW2(v) and v <= 128, "BLOCK_T": lambda v: _POW2(v) and v <= 64,
+                "num_warps": lambda v: _POW2(v) and v <= 16,
                 "PDL": lambda v: isinstance(v, bool), "TRIGGER": lambda v: isinstance(v, bool)}
 
 
@@ -358,8 +361,8 @@ def router_gate_topk(
     Graph-safe (no host sync); the first call on a device must happen outside CUDA-graph capture; calls on one
     device share its arrival counters, so two of them must not run concurrently on different streams.
     Built for decode sizes (the last program of each token block runs the selection of its tokens; one token
-    per block up to T = 16). config: optional override of BLOCK_E (experts per program, a power of two), BLOCK_T
-    (tokens per block, a power of two), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
+    per block up to T = 16). config: optional override (checked also when T == 0) of BLOCK_E (experts per program, a
+    power of two ≤ 128), BLOCK_T (tokens per block, a power of two ≤ 64), num_warps (1..16, a power of two), PDL (bool: launch as a programmatic
     dependent on Hopper, weight loads before the wait; default on; ignored off Hopper and in the interpreter),
     TRIGGER (bool, with PDL: release the next kernel at entry; default off).
     Raises TypeError (dtypes; norm_topk_prob not a bool, routed_scaling_factor not a float, scoring_func /
@@ -389,19 +392,22 @@ def router_gate_topk(
     bias = e_score_correction_bias
     norm_topk_prob, routed_scaling_factor = _check_bias_and_scalars(bias, E, x.device, norm_topk_prob,
                                                                     routed_scaling_factor)
-    out_k = top_k + (shared_expert_id is not None)
-    w = torch.empty(T, out_k, dtype=torch.float32, device=x.device)
-    ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)
-    if T == 0:
-        return w, ids
+    # config is checked before the empty-batch return: a bad one passed with T == 0 and failed on the next call
+    # (tester22 #8)
     if config is not None and not isinstance(config, dict):  # was a ValueError (h5 s21: the scalar rule's TypeError)
         raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
     if config is not None:  # numpy scalars as their Python values (the launchers' scalar rule)
         config = {k: v.item() if isinstance(v, np.generic) else v for k, v in config.items()}
         for k, v in config.items():
             if k not in _CONFIG_KEYS or not _CONFIG_KEYS[k](v):  # the key named: the message said only "config"
-                raise ValueError(f"config key {k}={v!r} is not valid: config takes power-of-two BLOCK_E / BLOCK_T, "
-                                 f"num_warps in 1..16 and bool PDL / TRIGGER")
+                raise ValueError(f"config key {k}={v!r} is not valid: config takes BLOCK_E a power of two in 1..128, "
+                                 f"BLOCK_T a power of two in 1..64, num_warps a power of two in 1..16 and bool PDL / "
+                                 f"TRIGGER")
+    out_k = top_k + (shared_expert_id is not None)
+    w = torch.empty(T, out_k, dtype=torch.float32, device=x.device)
+    ids = torch.empty(T, out_k, dtype=torch.int32, device=x.device)
+    if T == 0:
+        return w, ids
     cfg = _router_config(T, E, H, config)
     block_t = cfg["BLOCK_T"]
     split_k = cdiv(H, cfg["BLOCK_K"])

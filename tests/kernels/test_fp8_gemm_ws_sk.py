@@ -185,6 +185,15 @@ def test_sk_config_errors():
     assert S.sk_config(None)["WAIT2"] is False  # off unless asked for
 
 
+def test_sk_wait2_only_where_it_applies():
+    # WAIT2 is compiled in only with every CTA resident and more than one K block (one K block: no split tile, and
+    # that specialization of its branch failed to compile on the H200, W3 at 9fd8acf)
+    on = S.sk_config(dict(WAIT2=True))
+    assert S.wait2_active(on, 112, 128, 132) and S.wait2_active(on, 132, 2, 132)
+    assert not S.wait2_active(on, 133, 128, 132) and not S.wait2_active(on, 112, 1, 132)
+    assert not S.wait2_active(S.sk_config(None), 112, 128, 132)
+
+
 def test_sk_rejects_non_cuda_and_bad_config():
     a, a_s, b, b_s = _cpu_operands(8, 256, 256)
     with pytest.raises(ValueError, match="CUDA") as e:

@@ -93,7 +93,7 @@ _TUNED: dict[tuple[str, int, int], dict] = {
     # interleaved GPU clock, 46.20 → 43.72 µs (ratio 0.942, A/A 0.999; 650.8 → 687.7 TFLOP/s; cuBLAS 50.82).
     # Session 21: + WAIT2 (each split tile merged by its second CTA from registers, fp8_gemm_ws_sk): H200 W2 at 23d6340,
     # interleaved GPU clock, 44.35 → 42.79 µs (ratio 0.965, A/A 1.000; cuBLAS 51.05), suite-style 40 ms passes
-    # A-B-B-A-A-B 44.92 → 43.40; bit-identical to the general merge (gpu test).
+    # A-B-B-A-A-B 44.92 → 43.40; bit-identical to the general merge (gpu test). W3 at 9fd8acf: 42.68 vs 44.35 (1.036).
     ("128", 7168, 16384): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=2, GRID_MULT=2,
                                GLUON=dict(STREAM_K=True, GRID=112, SCALE_AHEAD=1, WAIT2=True)),
     ("128", 4096, 7168): dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=4, GROUP_M=8, SPLIT_K=4, GRID_MULT=2),

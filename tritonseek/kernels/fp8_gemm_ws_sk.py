@@ -71,8 +71,12 @@ promotion cannot reach a Gluon kernel in Triton 3.6: the launcher encodes every 
 WAIT2 (a tile of two contributors merged by the second from registers: the first stores its partial and release-
 increments as before, the second polls for it with acquire loads, adds, stores out and re-arms; no store, reload or
 increment of its own partial): W2 0.965 (44.35 → 42.79, A/A 1.000, cuBLAS 51.05), 40 ms graph passes A-B-B-A-A-B 44.92 →
-43.40, in the probe 43.50 → 42.68; the entry's default since. The remaining ~5.5 µs over the loop-only kernel is the
-first contributor's partial store and the waiter's poll, load and store after the last K block.
+43.40, in the probe 43.50 → 42.68; the entry's default since. W3 (9fd8acf, entry with WAIT2): 42.68 against 44.35
+without (1.036; A/A 1.009; cuBLAS 50.61), + 5 / 6 stages 1.006 / 1.014 (no gain); gpu tests bit-identical to the
+general merge with graph replays, tails at GRID 112 correct, except K = 128 (one K block), where the WAIT2 branch did
+not compile (LLVM assertion in Triton 3.6's lowering of the num_k_blocks == 1 specialization): wait2_active leaves it
+out there (no tile is split with one K block). The remaining ~5.5 µs over the loop-only kernel is the first
+contributor's partial store and the waiter's poll, load and store after the last K block.
 
 Gluon compiles only for CUDA (sm_90a): there is no interpreter path, so the launcher raises on a non-CUDA tensor.
 """
@@ -429,6 +433,14 @@ def _fp8_gemm_sk_kernel(
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
+def wait2_active(cfg: dict, ctas: int, num_k_blocks: int, num_sms: int) -> bool:
+    """Whether a launch compiles WAIT2 in: asked for, every CTA resident at once (ctas ≤ SMs: the waiter must not
+    wait on a CTA that cannot start) and more than one K block (with one, no tile is split, and the num_k_blocks == 1
+    specialization of the WAIT2 branch trips an LLVM assertion in Triton 3.6's lowering: H200 W3 at 9fd8acf, 64×576×128,
+    the assertion session 20's two-load merge met there too)."""
+    return bool(cfg["WAIT2"]) and ctas <= num_sms and num_k_blocks > 1
+
+
 def sk_grid(m: int, n: int, k: int, block_n: int, num_sms: int, grid: int = 0, dp: bool = True) -> tuple[int, int]:
     """(CTAs, data-parallel tiles) of a launch: ``grid`` CTAs (0 = one per SM), at most one per iteration (every CTA
     gets ≥ 1); with ``dp`` and ≥ 2 waves of tiles, (waves − 1) · CTAs whole tiles run data-parallel first, so the
@@ -473,7 +485,7 @@ def launch_fp8_gemm_sk(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, 
         PRODUCER_REGS=int(cfg["PRODUCER_REGS"]), CONSUMER_REGS=int(cfg["CONSUMER_REGS"]),
         UNROLL2=bool(cfg["UNROLL2"]), PIPE=pipe, PIPE0=bool(cfg["PIPE0"]) and pipe, PART_BLOCKED=part_blocked,
         SCALE_AHEAD=int(cfg["SCALE_AHEAD"]) if pipe else 0,
-        WAIT2=bool(cfg["WAIT2"]) and grid <= _num_sms(dev),
+        WAIT2=wait2_active(cfg, grid, kb, _num_sms(dev)),
         num_warps=4, maxnreg=_MAXNREG,
     )
     return out

@@ -116,3 +116,37 @@ def test_zero_blocks_in_one_ranks_slice_load_as_in_one_process(fp8_ckpt, tmp_pat
     _edited_copy(fp8_ckpt, tmp_path, lambda sd: sd[key + "_scale_inv"].zero_())
     with pytest.raises(CheckpointError, match=rf"^tensor '{key}_scale_inv' in model.safetensors is all zeros"):
         load_model(tmp_path, ops=REF, tp=TP(0, 2))
+
+
+@pytest.mark.skipif(not hasattr(torch, "float8_e8m0fnu"), reason="torch without float8_e8m0fnu")
+def test_ue8m0_scales_load_and_integer_scales_are_refused(fp8_ckpt, tmp_path):
+    """tester22 #11: a weight_scale_inv stored as float8_e8m0fnu (UE8M0 power-of-two scales) loaded before the
+    scale checks and then died with a NotImplementedError traceback (lt on e8m0); now it loads, with the same
+    weights as its fp32 twin when the scales are powers of two, and a NaN (0xFF) in it is refused. An integer scale
+    skipped the checks (an all-zero one loaded and gave garbage): a CheckpointError now."""
+    key = DENSE + "_scale_inv"
+
+    def pow2(sd):
+        sd[key] = torch.exp2(torch.round(torch.log2(sd[key].float())))
+
+    ref_dir, e8_dir = tmp_path / "ref", tmp_path / "e8"
+    ref_dir.mkdir()
+    e8_dir.mkdir()
+    _edited_copy(fp8_ckpt, ref_dir, pow2)
+    _edited_copy(fp8_ckpt, e8_dir, lambda sd: (pow2(sd), sd.__setitem__(key, sd[key].to(torch.float8_e8m0fnu))))
+    want = dict(load_model(ref_dir, ops=REF).named_parameters())
+    got = dict(load_model(e8_dir, ops=REF).named_parameters())
+    assert torch.equal(got[key], want[key])
+
+    def nan(sd):
+        pow2(sd)
+        t = sd[key].to(torch.float8_e8m0fnu)
+        t.view(torch.uint8).view(-1)[0] = 0xFF
+        sd[key] = t
+
+    _edited_copy(fp8_ckpt, e8_dir, nan)
+    with pytest.raises(CheckpointError, match=rf"^tensor '{key}' in model.safetensors holds NaN"):
+        load_model(e8_dir, ops=REF)
+    _edited_copy(fp8_ckpt, e8_dir, lambda sd: sd.__setitem__(key, (sd[key] * 0).to(torch.int32)))
+    with pytest.raises(CheckpointError, match=rf"^tensor '{key}' in model.safetensors has dtype int32"):
+        load_model(e8_dir, ops=REF)

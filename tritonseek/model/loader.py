@@ -263,10 +263,15 @@ def _take(t: torch.Tensor, src: tuple | None) -> torch.Tensor:
     return t[a:b] if dim == 0 else t[:, a:b]
 
 
+_E8M0 = getattr(torch, "float8_e8m0fnu", None)  # UE8M0 block scales (DeepGEMM / DeepSeek-V3.1 style); torch >= 2.7
+
+
 def _check_finite(key: str, t: torch.Tensor, file: Path) -> None:
     """NaN/inf in a weight only shows up later as garbage text: refuse it at load, naming the tensor."""
     if t.dtype == torch.float8_e4m3fn:
         bad = ((t.view(torch.uint8) & 0x7F) == 0x7F).any()  # e4m3fn has NaN only (S.1111.111), no inf
+    elif t.dtype == _E8M0:
+        bad = (t.view(torch.uint8) == 0xFF).any()  # UE8M0 scales: 0xFF is NaN, which torch.isfinite misses
     elif t.is_floating_point():
         bad = ~torch.isfinite(t).all()
     else:
@@ -279,8 +284,15 @@ def _check_scale(key: str, t: torch.Tensor, file: Path, whole: bool = True) -> N
     """A weight_scale_inv is a block's amax / 448: negative entries or an all-zero tensor (the whole weight
     multiplied away) are no FP8 checkpoint's scales; both loaded and gave garbage text with rc 0 (tester21 #15b).
     A zero entry alone is let through (an all-zero block may be stored with scale 0). ``whole``: ``t`` is the whole
-    tensor, not a tensor-parallel slice of it (only negatives are checked on a slice)."""
-    if not key.endswith("weight_scale_inv") or not t.is_floating_point() or t.numel() == 0:
+    tensor, not a tensor-parallel slice of it (only negatives are checked on a slice). An integer scale is refused
+    (it skipped the checks, and an all-zero one loaded: tester22 #11); a UE8M0 (float8_e8m0fnu) scale, a power of
+    two with no sign and no zero, passes (comparing it was a NotImplementedError traceback: #11)."""
+    if not key.endswith("weight_scale_inv") or t.numel() == 0:
+        return
+    if not t.is_floating_point():
+        raise CheckpointError(f"tensor {key!r} in {file.name} has dtype {str(t.dtype).removeprefix('torch.')}; an "
+                              "FP8 block scale is a float (float32, bfloat16, or float8_e8m0fnu for UE8M0 scales)")
+    if t.dtype == _E8M0:
         return
     if bool((t < 0).any()):
         raise CheckpointError(f"tensor {key!r} in {file.name} holds negative values (an FP8 block scale is > 0)")

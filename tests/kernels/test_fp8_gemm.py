@@ -180,6 +180,27 @@ def test_fp8_linear_matches_quantized_reference(device):
     assert calc_diff(y.float().cpu().reshape(10, 200), ref) < 1e-3
 
 
+def test_fp8_linear_rejects_bad_weight_and_bias():
+    """A bias that is not [N] on x's device, or a weight that is not a 2-D e4m3 tensor, is refused by name (fresh-user
+    pass, session 21: a [1] or [3, N] bias was broadcast silently, weight=None gave an AttributeError)."""
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    w_q, w_s = per_block_quant_fp8_ref(torch.randn(256, 128) * 0.05)
+    for bias, err, text in [(torch.ones(1), ValueError, r"bias must be \[N\] with N = .*256"),
+                            (torch.ones(3, 256), ValueError, "bias must be 1-D"),
+                            (torch.zeros(255), ValueError, r"bias must be \[N\]"),
+                            ([0.0] * 256, TypeError, "bias must be a torch.Tensor"),
+                            (torch.zeros(256, dtype=torch.int32), TypeError, "bias must have dtype"),
+                            (torch.zeros(256, device="meta"), ValueError, "bias is on meta")]:
+        with pytest.raises(err, match=text):
+            fp8_linear(x, w_q, w_s, bias=bias)
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
+        fp8_linear(x, None, w_s)
+    with pytest.raises(TypeError, match="weight must have dtype"):
+        fp8_linear(x, w_q.float(), w_s)
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        fp8_linear(x, w_q[None], w_s)
+
+
 def test_fp8_gemm_rejects_bad_configs():
     """Config overrides are checked before launch (fresh-user pass: {} and {"BLOCK_N": 7} gave bare KeyErrors)."""
     a, a_s, b, b_s = _operands(32, 128, 256, torch.device("cpu"), 1)

@@ -542,13 +542,21 @@ def fp8_linear(
     """y = quant(x) @ dequant(weight).T (+ bias): per-token-group FP8 quant of x, then ``fp8_gemm_nt``.
 
     x: [..., K] bf16/fp16/fp32 activations; weight: [N, K] float8_e4m3fn (K-contiguous);
-    weight_scale_inv: [ceil(N/128), ceil(K/128)] fp32; bias: [N] or None.
-    Returns [..., N] in x.dtype. Raises as ``per_token_group_quant_fp8`` and ``fp8_gemm_nt``.
-    Semantics: DeepSeek-V3 inference/model.py linear (act_quant + fp8_gemm).
+    weight_scale_inv: [ceil(N/128), ceil(K/128)] fp32; bias: [N] bf16/fp16/fp32 on x's device, or None (added
+    after the GEMM in the output dtype; never broadcast from another shape).
+    Returns [..., N] in x.dtype. Raises TypeError when x, weight or bias is not a tensor of an accepted dtype,
+    ValueError when weight is not 2-D or bias is not [N] on x's device, and as ``per_token_group_quant_fp8`` and
+    ``fp8_gemm_nt`` otherwise. Semantics: DeepSeek-V3 inference/model.py linear (act_quant + fp8_gemm).
     """
     from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
 
     check_tensor("x", x, dtype=(torch.bfloat16, torch.float16, torch.float32))
+    check_tensor("weight", weight, dtype=torch.float8_e4m3fn, ndim=2)
+    if bias is not None:
+        # checked here: the add below would broadcast a [1] or [M, N] bias silently
+        check_tensor("bias", bias, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=1, device=x.device)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must be [N] with N = weight.shape[0] = {weight.shape[0]}, got {tuple(bias.shape)}")
     if x.dim() < 1 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"x must be [..., K] with K = weight.shape[1] = {weight.shape[-1]}, got {tuple(x.shape)}")
     lead = x.shape[:-1]

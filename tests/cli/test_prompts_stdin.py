@@ -151,3 +151,29 @@ def test_output_dash_to_a_reader_that_went_away_is_quiet(tmp_path):
     finally:
         os.close(wr)
     assert r.returncode == 1 and "error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_dash_reads_descriptor_0_from_where_it_stands(tmp_path):
+    """'-' reads standard input as it is (tester22 #12): re-opening /dev/stdin of a regular file started again at
+    offset 0 (`{ read -r header; tritonseek generate --prompts-file - ...; } < p.jsonl` generated the header line
+    too), and a socket on stdin was "not a file, a FIFO or a character device"."""
+    import socket
+
+    src = tmp_path / "two.jsonl"
+    src.write_text(json.dumps({"prompt": "header"}) + "\n" + json.dumps({"prompt": "x", "id": 2}) + "\n",
+                   encoding="utf-8")
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.lseek(fd, len(json.dumps({"prompt": "header"})) + 1, os.SEEK_SET)  # the caller consumed the header
+        r = _cli(["--prompts-file", "-", "-o", "-", "-n", "2"], tmp_path, stdin=fd)
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [2]
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(json.dumps({"prompt": "x", "id": 3}).encode() + b"\n")
+        a.shutdown(socket.SHUT_WR)
+        r = _cli(["--prompts-file", "-", "-o", "-", "-n", "2"], tmp_path, stdin=b)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [3]

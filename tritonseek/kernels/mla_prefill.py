@@ -263,6 +263,10 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
         raise ValueError(f"max_seqlen {max_seqlen} is below the longest sequence in cu_seqlens ({max(lens)})")
 
 
+# Keys of the Gluon kernel (mla_prefill_ws, sm_90): GLUON selects it where it takes the operands; the others tune it.
+_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS"}
+
+
 def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     """The tuned/default launch config, with the keys of ``config`` (if given) overriding it, validated: ints (numpy
     integers too, stored as ints) for the sizes, bools (numpy bools too) for USE_TMA / WARP_SPECIALIZE; a bool is no
@@ -272,7 +276,7 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
         return cfg
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict of launch settings, got {type(config).__name__}")
-    unknown = set(config) - {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "USE_TMA", "WARP_SPECIALIZE"}
+    unknown = set(config) - {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "USE_TMA", "WARP_SPECIALIZE"} - _WS_KEYS
     if unknown:
         raise ValueError(f"config has unknown keys {sorted(unknown)}")
     cfg.update({key: v.item() if isinstance(v, np.generic) else v for key, v in config.items()})
@@ -283,9 +287,12 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     for key in ("num_warps", "num_stages"):
         if not is_int_arg(cfg[key]) or cfg[key] < 1:
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
-    for key in ("USE_TMA", "WARP_SPECIALIZE"):
+    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
+    for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS"):
+        if key in cfg and (not is_int_arg(cfg[key]) or cfg[key] < 1):
+            raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
     return cfg
 
 
@@ -345,7 +352,9 @@ def mla_prefill(
     causal: top-left mask within each sequence (q and k are the same tokens). out: optional
     [total_tokens, num_heads, d_v] q.dtype buffer (it must not alias the inputs: not checked, an overlapping
     destination may give wrong results). config: launch-config override (tuning): any of BLOCK_M,
-    BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default.
+    BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default; GLUON=True
+    runs the Gluon kernel (``mla_prefill_ws``: sm_90, nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0;
+    the tl kernel otherwise) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.
@@ -403,6 +412,14 @@ def mla_prefill(
         q2, k2 = q[..., block_d1:], k[..., block_d1:]
         stride_k2h = k2.stride(1)
     cfg = _resolve_config(config, d_qk, d_v)
+    if cfg.get("GLUON", False) and d_1 == 128 and d_2 == 64 and not interpreter_active():
+        # the Gluon TMA/wgmma kernel (sm_90 only) where it takes the operands; the tl kernel below otherwise
+        from tritonseek.kernels import mla_prefill_ws as _ws
+
+        p1, p2, r1, r2 = (q, q_pe, k, k_pe) if split else (q[..., :128], q[..., 128:], k[..., :128], k[..., 128:])
+        if _ws.ws_supported(p1, p2, r1, r2, v, out, float(softmax_scale)):
+            return _ws.launch_prefill_ws(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen, float(softmax_scale),
+                                         causal, cfg)
     block_dv = max(16, next_pow2(d_v))
     num_m = cdiv(max_seqlen, cfg["BLOCK_M"])
     even_d = (block_d1 + (block_d2 if has_d2 else 0) == d_qk) and block_dv == d_v

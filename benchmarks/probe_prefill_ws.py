@@ -1,0 +1,177 @@
+"""H200 probe: the Gluon MLA prefill kernel (mla_prefill_ws) against the tl kernel and torch SDPA, one process.
+
+Run: PYTHONPATH=. python benchmarks/probe_prefill_ws.py OUT_DIR [--budget SECONDS]
+1. correctness at the benchmark's shapes (128 heads, d_qk 192, d_v 128, equal lengths; bench_mla_prefill's cases):
+   every variant's out (poisoned with NaN first) against the fp32 reference on 8 heads (‖out − ref‖/‖ref‖ ≤ 1e-2,
+   bench_mla_prefill's check) and against the tl kernel on all heads;
+2. time: per case one CUDA graph per variant (CALLS calls), replays interleaved over variants (each round visits
+   every variant once, in a rotated order), GPU clock (CUDA events around the replay); median over rounds.
+   "tl_aa" is the tl kernel again (A/A control: its difference to "tl" is the run's spread);
+3. rows (suite mla_prefill_ab) to OUT_DIR/rows.jsonl, a table last.
+FLOPs = Σ len²·h·(192 + 128) (causal half), as bench_mla_prefill.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if __name__ != "__main__":
+    raise ImportError("probe_prefill_ws.py is a script")
+
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tritonseek.kernels import mla_prefill as P  # noqa: E402
+from tritonseek.kernels.reference.mla import mla_prefill_ref  # noqa: E402
+
+out_dir = sys.argv[1]
+budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 150.0
+T0 = time.time()
+os.makedirs(out_dir, exist_ok=True)
+rows_f = open(os.path.join(out_dir, "rows.jsonl"), "w")
+try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+except Exception:  # noqa: BLE001
+    commit = ""
+commit = os.environ.get("COMMIT", commit) or "unknown"
+env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
+           commit=commit, date=time.strftime("%Y-%m-%d"))
+HEADS, SCALE, CALLS, ROUNDS = 128, 192**-0.5, 2, 11
+CASES = [(8192, 1), (8192, 2), (8192, 8), (4096, 1), (16384, 4)]
+VARIANTS = {
+    "tl": None,
+    "ws128p": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),
+    "ws128s": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=False),
+    "ws64p": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=True),
+    "ws64s": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False),
+    "tl_aa": None,
+}
+if os.environ.get("WS_VARIANTS") is not None:  # the job's smoke-tested Gluon variants (space separated names)
+    keep = set(os.environ["WS_VARIANTS"].split())
+    VARIANTS = {n: c for n, c in VARIANTS.items() if c is None or n in keep}
+
+
+def log(msg):
+    print(f"[+{time.time() - T0:.0f}s] {msg}", flush=True)
+
+
+def make(tokens, seqs):
+    lens = [tokens // seqs] * seqs
+    q = torch.randn(tokens, HEADS, 192, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(tokens, HEADS, 192, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(tokens, HEADS, 128, device="cuda", dtype=torch.bfloat16)
+    cu = torch.tensor([0] + [sum(lens[: i + 1]) for i in range(seqs)], dtype=torch.int32, device="cuda")
+    return lens, q, k, v, cu
+
+
+def sdpa(q, k, v, lens, out_list):
+    s = 0
+    for n in lens:
+        qs, ks, vs = (x[s:s + n].transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+        out_list.append(torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=SCALE))
+        s += n
+
+
+def graph_of(fn):
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(CALLS):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    return g
+
+
+results = []
+bad = set()
+for tokens, seqs in CASES:
+    if time.time() - T0 > budget:
+        log(f"out of time before {tokens}/{seqs}")
+        break
+    lens, q, k, v, cu = make(tokens, seqs)
+    flops = sum(n * n for n in lens) * HEADS * (192 + 128)
+    ref8 = mla_prefill_ref(q[:, :8].float(), k[:, :8].float(), v[:, :8].float(), cu, SCALE)
+    outs = {}
+    fns = {}
+    for name, cfg in VARIANTS.items():
+        if name in bad:
+            continue
+        o = torch.full((tokens, HEADS, 128), float("nan"), device="cuda", dtype=torch.bfloat16)
+        try:
+            t = time.time()
+            P.mla_prefill(q, k, v, cu, max(lens), SCALE, out=o, config=cfg, check_ids=False)
+            torch.cuda.synchronize()
+            first_s = time.time() - t
+        except Exception as e:  # noqa: BLE001
+            log(f"{name} {tokens}/{seqs}: {type(e).__name__} {str(e)[:300]}")
+            bad.add(name)
+            continue
+        rel = ((o[:, :8].float() - ref8).norm() / ref8.norm()).item()
+        nan = bool(torch.isnan(o).any().item())
+        outs[name] = o
+        rel_tl = ((o.float() - outs["tl"].float()).norm() / outs["tl"].float().norm()).item() if "tl" in outs else 0.0
+        ok = rel <= 1e-2 and not nan and rel_tl <= 1e-2
+        log(f"check {name} {tokens}/{seqs}: rel_ref8 {rel:.2e} rel_tl {rel_tl:.2e} nan {nan} ok {ok} "
+            f"(first call {first_s:.1f}s)")
+        if not ok:
+            bad.add(name)
+            continue
+        fns[name] = (lambda cfg=cfg, o=o: P.mla_prefill(q, k, v, cu, max(lens), SCALE, out=o, config=cfg,
+                                                        check_ids=False))
+    peer_out: list = []
+    fns["sdpa"] = lambda: sdpa(q, k, v, lens, peer_out)
+    graphs = {}
+    for name, fn in fns.items():
+        try:
+            graphs[name] = graph_of(fn)
+        except Exception as e:  # noqa: BLE001
+            log(f"graph {name}: {type(e).__name__} {str(e)[:200]}")
+    peer_out.clear()
+    times = {n: [] for n in graphs}
+    names = list(graphs)
+    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for r in range(ROUNDS):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            st.record()
+            graphs[n].replay()
+            en.record()
+            en.synchronize()
+            times[n].append(st.elapsed_time(en) * 1000.0 / CALLS)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    peer_us = med.get("sdpa", float("nan"))
+    for n, us in med.items():
+        ts = sorted(times[n])
+        row = dict(suite="mla_prefill_ab", case=dict(tokens=tokens, seqs=seqs), heads=HEADS, variant=n,
+                   config=VARIANTS.get(n), us=round(us, 2), tflops=round(flops / us / 1e6, 1), gbps=None,
+                   peer="torch_sdpa", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / us, 3),
+                   p10_us=round(ts[len(ts) // 10], 2), p90_us=round(ts[(9 * len(ts)) // 10], 2), rounds=ROUNDS,
+                   calls_per_graph=CALLS, timing="gpu_clock_interleaved_graph", **env)
+        rows_f.write(json.dumps(row) + "\n")
+        rows_f.flush()
+        results.append(row)
+    log(f"{tokens}/{seqs}: " + "  ".join(f"{n} {med[n]:.0f}us {flops / med[n] / 1e6:.0f}TF" for n in names))
+    del graphs, fns, outs, q, k, v
+    torch.cuda.empty_cache()
+
+print("\n# mla_prefill A/B (128 heads, d_qk 192, d_v 128; GPU clock, graph replays, median of "
+      f"{ROUNDS} interleaved rounds; TFLOP/s; commit {commit})")
+names = sorted({r["variant"] for r in results}, key=lambda n: list(VARIANTS).index(n) if n in VARIANTS else 99)
+print(f"{'case':>10} " + " ".join(f"{n:>9}" for n in names))
+for tokens, seqs in CASES:
+    rs = {r["variant"]: r for r in results if r["case"] == dict(tokens=tokens, seqs=seqs)}
+    if rs:
+        print(f"{tokens:>6}/{seqs:<3} " + " ".join(f"{rs[n]['tflops']:>9.1f}" if n in rs else f"{'-':>9}"
+                                                  for n in names))
+print(f"failed/incorrect variants: {sorted(bad) or 'none'}")

@@ -1,0 +1,188 @@
+"""The Gluon MLA prefill kernel (``mla_prefill_ws``: TMA producer warp, two wgmma consumer warpgroups).
+
+CPU: Gluon has no interpreter, so the CPU tests compile the kernel for sm_90a (Triton's compiler and the ptxas it
+ships; no GPU) and check what the H200 needs from it (wgmma, TMA loads, no register spills at the 240-register
+consumer budget), check the config keys, and that ``mla_prefill`` with ``GLUON=True`` runs the tl kernel where the
+Gluon one cannot (CPU, other head dims).
+GPU (``gpu`` marker, H200): against the fp32 reference at DeepSeek's 128 nope ‖ 64 rope / v 128, 1 and 128 heads,
+ragged lengths incl. 1 and lengths that are not multiples of the 128-row / 64- or 128-key blocks, every launch knob
+combination in ``_VARIANTS``; out poisoned with NaN (every row of a sequence written, rows of no sequence left NaN)
+and q/k/v rows of no sequence poisoned with NaN (masked keys and zeroed value rows keep them out).
+Tolerances as test_mla_prefill: the reference runs in fp32 on the same bf16 inputs, p and out are rounded to bf16
+(≈ 2^-9 each): ‖out − ref‖/‖ref‖ ≤ 1e-2 and |out − ref| ≤ 2e-2 + 2e-2·|ref| elementwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+import pytest
+import torch
+
+from tritonseek.kernels.mla_prefill import mla_prefill
+from tritonseek.kernels.reference.mla import mla_prefill_ref
+
+# (WS_BLOCK_N, WS_STAGES, PIPE): the knob combinations the H200 job times
+_VARIANTS = [(128, 2, True), (128, 2, False), (64, 3, True), (64, 3, False)]
+
+
+def compile_sm90(bn: int = 128, stages: int = 2, pipe: bool = True, causal: bool = True, consumer_regs: int = 240,
+                 producer_regs: int = 24):
+    """Compile the kernel for sm_90a on any machine (no GPU); returns the compiled kernel."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from tritonseek.kernels import mla_prefill_ws as W
+    from tritonseek.kernels._host import nvmma_layout
+
+    def desc(rows, cols):
+        return f"tensordesc<bf16[{rows}, {cols}],{nvmma_layout([rows, cols], gl.bfloat16)!r}>"
+
+    sig = dict(q1_desc=desc(64, 128), q2_desc=desc(64, 64), k1_desc=desc(bn, 128), k2_desc=desc(bn, 64),
+               v_desc=desc(bn, 128), cu_ptr="*i32", out_ptr="*bf16")
+    sig.update({n: "i32" for n in ("stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v",
+                                   "num_m_blocks")})
+    sig["scale_log2"] = "fp32"
+    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, PIPE=pipe, CONSUMER_REGS=consumer_regs,
+                  PRODUCER_REGS=producer_regs)
+    sig.update({n: "constexpr" for n in consts})
+    return triton.compile(GluonASTSource(W._mla_prefill_ws_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=4, maxnreg=W._MAXNREG))
+
+
+def _ptxas_info(ptx: str) -> str:
+    import triton
+
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "k.ptx"), "w") as f:
+            f.write(ptx)
+        r = subprocess.run([os.path.join(bindir, "ptxas"), "-v", "--gpu-name", "sm_90a", os.path.join(d, "k.ptx"),
+                            "-o", os.path.join(d, "k.cubin")], check=True, capture_output=True, text=True)
+    return r.stderr
+
+
+@pytest.mark.parametrize("bn,stages,pipe", [(128, 2, True), (64, 3, False)])
+def test_ws_compiles_for_sm90(bn, stages, pipe):
+    k = compile_sm90(bn, stages, pipe)
+    ptx = k.asm["ptx"]
+    # per consumer warpgroup: 2 score wgmmas + 1 P·V wgmma per key block (PIPE peels the first/last block)
+    assert ptx.count("wgmma.mma_async") >= 6
+    assert "cp.async.bulk.tensor" in ptx  # TMA loads
+    assert k.metadata.shared <= 227 * 1024
+    info = _ptxas_info(ptx)
+    # at most a few words spilled (ptxas 12.8 with Triton 3.6: BLOCK_N 128 with PIPE spills 8 bytes, outside the
+    # key loop's wgmma chain; a spilled accumulator or score tile would be hundreds of bytes)
+    spill = int(re.search(r"(\d+) bytes spill stores", info).group(1))
+    assert spill <= 64, info
+
+
+def test_ws_config_keys_checked(device="cpu"):
+    q = torch.randn(4, 1, 48).to(torch.bfloat16)
+    v = torch.randn(4, 1, 32).to(torch.bfloat16)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(ValueError, match="GLUON"):
+        mla_prefill(q, q, v, cu, 4, 0.1, config=dict(GLUON="yes"))
+    with pytest.raises(ValueError, match="WS_STAGES"):
+        mla_prefill(q, q, v, cu, 4, 0.1, config=dict(GLUON=True, WS_STAGES=0))
+    with pytest.raises(ValueError, match="PIPE"):
+        mla_prefill(q, q, v, cu, 4, 0.1, config=dict(PIPE=1))
+
+
+def test_ws_falls_back_to_tl_kernel_on_cpu(device="cpu"):
+    """GLUON=True where the Gluon kernel cannot run (the interpreter; head dims other than 128 ‖ 64 / 128): the tl
+    kernel's result."""
+    gen = torch.Generator().manual_seed(3)
+    lens = [5, 17]
+    q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
+    k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
+    v = torch.randn(22, 2, 32, generator=gen).to(torch.bfloat16)
+    cu = torch.tensor([0, 5, 22], dtype=torch.int32)
+    a = mla_prefill(q, k, v, cu, max(lens), 0.2, config=dict(GLUON=True))
+    b = mla_prefill(q, k, v, cu, max(lens), 0.2)
+    assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- real shapes (H200)
+def _ws_check(device, lens, heads, variant, split: bool, seed: int, pad: int = 37):
+    from tritonseek.kernels import mla_prefill_ws as W
+
+    bn, stages, pipe = variant
+    gen = torch.Generator().manual_seed(seed)
+    total = sum(lens)
+    rows = total + pad  # tokens of no sequence after the last one: NaN in q/k/v, never written in out
+    rnd = lambda *shape: torch.randn(*shape, generator=gen).to(torch.bfloat16)  # noqa: E731
+    q_full, kvb, q_pe, k_pe = rnd(rows, heads, 192), rnd(rows, heads, 256), rnd(rows, heads, 64), rnd(rows, 64)
+    for t in (q_full, kvb, q_pe, k_pe):
+        t[total:] = float("nan")
+    q_full, kvb, q_pe, k_pe = (t.to(device) for t in (q_full, kvb, q_pe, k_pe))
+    v = kvb[..., 128:]
+    if split:  # the model's operands: strided views, one rope key per token shared by the heads
+        q1, k1 = q_full[..., :128], kvb[..., :128]
+        args, kw = (q1, k1, v), dict(q_pe=q_pe, k_pe=k_pe)
+        q_ref = torch.cat([q1, q_pe], -1)
+        k_ref = torch.cat([k1, k_pe.unsqueeze(1).expand(rows, heads, 64)], -1)
+    else:
+        k = torch.cat([kvb[..., :128], k_pe.unsqueeze(1).expand(rows, heads, 64)], -1).contiguous()
+        args, kw = (q_full, k, v), {}
+        q_ref, k_ref = q_full, k
+    # the Gluon kernel really takes these operands (not the tl fallback)
+    p1, p2, r1, r2 = (q1, q_pe, k1, k_pe) if split else (q_full[..., :128], q_full[..., 128:], k[..., :128],
+                                                          k[..., 128:])
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    out = torch.full((rows, heads, 128), float("nan"), dtype=torch.bfloat16, device=device)
+    assert W.ws_supported(p1, p2, r1, r2, v, out, 192**-0.5)
+    cfg = dict(GLUON=True, WS_BLOCK_N=bn, WS_STAGES=stages, PIPE=pipe)
+    mla_prefill(*args, cu, max(lens), 192**-0.5, out=out, config=cfg, **kw)
+    ref = mla_prefill_ref(q_ref[:total].float(), k_ref[:total].float(), v[:total].float(), cu, 192**-0.5).cpu()
+    o = out.float().cpu()
+    assert torch.isnan(o[total:]).all(), "a row of no sequence was written"
+    o = o[:total]
+    assert not torch.isnan(o).any(), "some output row was never written (or NaN leaked in)"
+    rel = ((o - ref).norm() / ref.norm()).item()
+    assert rel <= 1e-2, rel
+    assert torch.all((o - ref).abs() <= 2e-2 + 2e-2 * ref.abs())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", _VARIANTS, ids=["ws128p", "ws128s", "ws64p", "ws64s"])
+@pytest.mark.parametrize("lens,heads", [([1], 1), ([1, 37, 128, 129, 300, 64, 1000, 65], 1),
+                                        ([4096], 1), ([1, 777, 64, 129, 2000], 128), ([1000] * 4, 128)])
+@pytest.mark.parametrize("split", [False, True])
+def test_ws_real_shapes(device, lens, heads, variant, split):
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        pytest.skip("the Gluon kernel runs on sm_90 only")
+    _ws_check(device, lens, heads, variant, split, seed=len(lens) * 100 + heads)
+
+
+def test_ws_public_launcher_refuses_cpu(device="cpu"):
+    from tritonseek.kernels.mla_prefill_ws import mla_prefill_ws
+
+    q = torch.randn(4, 1, 192).to(torch.bfloat16)
+    v = torch.randn(4, 1, 128).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="sm_90"):
+        mla_prefill_ws(q, q, v, torch.tensor([0, 4], dtype=torch.int32), 4, 0.1)
+
+
+@pytest.mark.gpu
+def test_ws_public_launcher_real_shapes(device):
+    """mla_prefill_ws with its default knobs; other head dims are refused, not silently run by the tl kernel."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        pytest.skip("the Gluon kernel runs on sm_90 only")
+    from tritonseek.kernels.mla_prefill_ws import mla_prefill_ws
+
+    gen = torch.Generator().manual_seed(5)
+    lens = [1, 300, 2049]
+    q, k = (torch.randn(sum(lens), 16, 192, generator=gen).to(torch.bfloat16).to(device) for _ in range(2))
+    v = torch.randn(sum(lens), 16, 128, generator=gen).to(torch.bfloat16).to(device)
+    cu = torch.tensor([0, 1, 301, 2350], dtype=torch.int32, device=device)
+    o = mla_prefill_ws(q, k, v, cu, max(lens), 192**-0.5).float().cpu()
+    ref = mla_prefill_ref(q.float(), k.float(), v.float(), cu, 192**-0.5).cpu()
+    assert ((o - ref).norm() / ref.norm()).item() <= 1e-2
+    with pytest.raises(ValueError, match="128 nope"):
+        mla_prefill_ws(q[..., :96], k[..., :96], v, cu, max(lens), 192**-0.5)

@@ -162,7 +162,18 @@ def _tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[d
         def _on_signal(signum, frame):
             raise _Terminated(signum)
 
-        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        def _drop_handoff():
+            if handoff is not None:
+                try:
+                    os.unlink(handoff)
+                except OSError:  # already gone (a tmp cleaner): nothing to do
+                    pass
+
+        try:
+            proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        except BaseException:
+            _drop_handoff()
+            raise
         # SIGTERM (kill, a job scheduler) and SIGHUP (kill -HUP, a closed session) are handled like Ctrl-C: left at
         # their defaults they ended this process alone and torchrun's ranks ran on and wrote the output file afterwards.
         import threading
@@ -192,8 +203,7 @@ def _tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[d
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if handoff is not None:
-                os.unlink(handoff)
+            _drop_handoff()
         # Keep rank 0's own messages; drop torchrun's agent log (glog-style lines and what follows),
         # which would bury a one-line user error under a launcher traceback.
         user_error, log = False, err.splitlines()

@@ -31,11 +31,16 @@ graph_time_us = eager_time_us = None  # bench_mla's timers (set there at import)
 # Runs 1-3: 128×128 tiles, 8 warps, 2 stages won; warp_specialize variants were slower. Run 4 (e1423bb,
 # key/value loads now 16-byte cp.async, pipelined): 128×128/2 stages 464 TFLOP/s, 128×64/3 467, 128×64/4 460
 # at 8192 tokens. Run 5 adds USE_TMA (tiles by TMA descriptors).
+# s21 (h6prefill W1, e3478a4): the Gluon kernel (GLUON, mla_prefill_ws; 128-key blocks, 2 stages, PIPE) 644 TFLOP/s at
+# 8192 tokens vs 414 for the tl default, and the default since; the tl candidates name GLUON=False (the default
+# config they merge into has GLUON=True).
 PREFILL_CANDIDATES = [
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
-    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, USE_TMA=True),
-    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, USE_TMA=True),
+    dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),
+    dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=False),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, GLUON=False),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, GLUON=False),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, USE_TMA=True, GLUON=False),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, USE_TMA=True, GLUON=False),
 ]
 PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4)]
 PREFILL_HEADS = 128

@@ -31,7 +31,13 @@ from tritonseek.kernels._host import cdiv, next_pow2
 _TUNED: dict[str, dict] = {
     # H200 sweep, run 1 (commit ced8f6e, 8192-token causal prompt, 128 heads): 128×128 tiles won.
     # Run 5 (75f123d, loads pipelined): 128×64/3 stages 464 TFLOP/s, 128×128/2 462, TMA 451 / 436.
-    "192x128": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+    # s21 W1 (h6prefill, e3478a4; GPU clock, graph replays, 11 interleaved rounds, A/A tl vs tl 0.2-1.5 %): the Gluon
+    # kernel (mla_prefill_ws, 128-key blocks, 2 stages, PIPE) 644 / 567 / 343 / 564 / 567 TFLOP/s at 8192×1 / 8192
+    # as 2 / as 8 seqs / 4096×1 / 16384 as 4, vs this tl config 414 / 367 / 228 / 364 / 363 and torch SDPA 587 / 557
+    # / 398 / 561 / 546 in the same run; it runs where it takes the operands (sm_90, bf16, causal, 128 ‖ 64 / 128,
+    # aligned pieces), the tl config below elsewhere.
+    "192x128": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, GLUON=True, WS_BLOCK_N=128, WS_STAGES=2,
+                    PIPE=True),
     "default": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
 }
 
@@ -353,8 +359,8 @@ def mla_prefill(
     [total_tokens, num_heads, d_v] q.dtype buffer (it must not alias the inputs: not checked, an overlapping
     destination may give wrong results). config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default; GLUON=True
-    runs the Gluon kernel (``mla_prefill_ws``: sm_90, nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0;
-    the tl kernel otherwise) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS.
+    (the default for DeepSeek's 192/128 dims) runs the Gluon kernel (``mla_prefill_ws``: sm_90, bf16, causal,
+    nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS.
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.
@@ -412,7 +418,7 @@ def mla_prefill(
         q2, k2 = q[..., block_d1:], k[..., block_d1:]
         stride_k2h = k2.stride(1)
     cfg = _resolve_config(config, d_qk, d_v)
-    if cfg.get("GLUON", False) and d_1 == 128 and d_2 == 64 and not interpreter_active():
+    if cfg.get("GLUON", False) and causal and d_1 == 128 and d_2 == 64 and not interpreter_active():
         # the Gluon TMA/wgmma kernel (sm_90 only) where it takes the operands; the tl kernel below otherwise
         from tritonseek.kernels import mla_prefill_ws as _ws
 

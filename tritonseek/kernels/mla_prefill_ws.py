@@ -27,13 +27,23 @@ over which warps load, which compute, and when the next block's scores are issue
 
 Operands are read through 2-D TMA descriptors over [tokens, (heads − 1)·head_stride + width] of each piece (q
 nope/rope, k nope/rope, v), so strided views of the projections work (k_pe [tokens, 64] shared by every head:
-head stride 0). Requirements (``ws_supported``): bf16/fp16, nope 128 + rope 64 q/k columns, v 128, 16-byte
-aligned bases and token/head strides, softmax_scale > 0.
+head stride 0). Requirements (``ws_supported``): bf16, nope 128 + rope 64 q/k columns, v 128, 16-byte aligned
+bases and token/head strides, softmax_scale > 0; ``mla_prefill`` uses it for causal calls only (the non-causal
+build compiles but was not checked on the H200).
+
+H200 s21 W1 (e3478a4, 128 heads, equal lengths; GPU clock, CUDA-graph replays, 11 interleaved rounds; TFLOP/s):
+8192×1 / 8192 as 2 / 8192 as 8 / 4096×1 / 16384 as 4 seqs: this kernel (128-key blocks, 2 stages, PIPE) 644 / 567 /
+343 / 564 / 567; 128-key blocks without PIPE 556 / 497 / 324 / 496 / 497; 64-key blocks, 3 stages, PIPE 545 / 499 /
+337 / 499 / 492, without 472 / 442 / 318 / 440 / 434; the tl kernel 414 / 367 / 228 / 364 / 363 (A/A 408 / 368 / 231
+/ 365 / 360); torch SDPA 587 / 557 / 398 / 561 / 546. Short sequences (8 × 1024) still lose to SDPA: each program is
+a few key blocks and its prologue (query TMA, first tiles) is not overlapped with the previous program on the SM (one
+213 KB program per SM) — a persistent grid that prefetches the next tile's query would be the next step.
 Gluon compiles only for CUDA sm_90: there is no interpreter path.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -56,8 +66,8 @@ ROWS = gl.constexpr(_ROWS)  # query rows per consumer warpgroup (the wgmma M); a
 BLOCK_M = gl.constexpr(2 * _ROWS)
 
 # Launch knobs (config keys of mla_prefill with GLUON=True): WS_BLOCK_N (keys per ring stage), WS_STAGES (ring
-# depth), PIPE (intra-warpgroup overlap), CONSUMER_REGS / PRODUCER_REGS (setmaxnreg budgets). Untuned until the
-# H200 says otherwise (session 21 W1).
+# depth), PIPE (intra-warpgroup overlap), CONSUMER_REGS / PRODUCER_REGS (setmaxnreg budgets). s21 W1: 128 / 2 / PIPE
+# fastest of the four builds timed (module docstring); 128-key blocks fit 2 stages (213 KB of shared memory).
 DEFAULT_WS = dict(WS_BLOCK_N=128, WS_STAGES=2, PIPE=True, CONSUMER_REGS=240, PRODUCER_REGS=24)
 _MAXNREG = 168  # registers per thread at entry: 12 warps (2 consumer warpgroups + the producer's warpgroup)
 
@@ -81,7 +91,7 @@ def _producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k
             hi = seqlen
         k_bytes: gl.constexpr = k1_desc.block_type.nbytes + k2_desc.block_type.nbytes
         v_bytes: gl.constexpr = v_desc.block_type.nbytes
-        for j in range(0, gl.cdiv(hi, BLOCK_N)):
+        for j in range(0, ((hi + BLOCK_N - 1) // BLOCK_N)):
             s = j % NUM_STAGES
             ph = ((j // NUM_STAGES) & 1) ^ 1  # a fresh stage counts as free
             r = start + j * BLOCK_N
@@ -171,8 +181,8 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
             hi = seqlen
             need = seqlen
             n_fast = seqlen // BLOCK_N
-        n_all = gl.cdiv(hi, BLOCK_N)
-        n_need = gl.where(r0 < seqlen, gl.cdiv(need, BLOCK_N), 0)
+        n_all = ((hi + BLOCK_N - 1) // BLOCK_N)
+        n_need = gl.where(r0 < seqlen, ((need + BLOCK_N - 1) // BLOCK_N), 0)
         n_fast = gl.minimum(n_fast, n_need)
         mbarrier.wait(q_bar, 0)
         q1 = q1_s.index(WG)
@@ -303,11 +313,12 @@ def _piece_ok(t: torch.Tensor, width: int) -> bool:
 
 
 def ws_supported(q1, q2, k1, k2, v, out, softmax_scale: float) -> bool:
-    """True when the Gluon kernel takes these operands: a CUDA sm_90 device, bf16/fp16, q/k nope pieces
+    """True when the Gluon kernel takes these operands: a CUDA sm_90 device, bf16, q/k nope pieces
     [tokens, heads, 128], rope pieces [tokens, heads, 64] (k's also [tokens, 64]: shared by the heads), v
     [tokens, heads, 128], every piece TMA-readable (16-byte aligned base, token and head strides), softmax_scale > 0
     and int32-addressable TMA rows. False (never an error) otherwise: mla_prefill then runs the tl kernel."""
-    if q1.device.type != "cuda" or q1.dtype not in _GL_DTYPES:
+    # bf16 only: the fp16 build compiles but was not checked on the H200 (s21 W1 checked bf16)
+    if q1.device.type != "cuda" or q1.dtype != torch.bfloat16:
         return False
     from tritonseek.kernels._host import cuda_capability
 
@@ -370,9 +381,9 @@ def mla_prefill_ws(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True, 
     Operands, outputs, validation and errors: ``mla_prefill``'s (FlashAttention ``flash_attn_varlen_func``
     semantics), with config's GLUON set; the Gluon knobs WS_BLOCK_N / WS_STAGES / PIPE / CONSUMER_REGS /
     PRODUCER_REGS may be given in config. Raises ValueError where this kernel cannot run: a device other than a CUDA
-    sm_90 GPU (Gluon has no interpreter path), or operands it does not take (``ws_supported``: DeepSeek's 128 nope ‖
-    64 rope q/k columns and 128 v columns, 16-byte aligned pieces, softmax_scale > 0) — ``mla_prefill`` runs the
-    tl kernel for those."""
+    sm_90 GPU (Gluon has no interpreter path), causal=False, or operands it does not take (``ws_supported``: bf16,
+    DeepSeek's 128 nope ‖ 64 rope q/k columns and 128 v columns, 16-byte aligned pieces, softmax_scale > 0) —
+    ``mla_prefill`` runs the tl kernel for those."""
     from tritonseek.kernels._host import cuda_capability
     from tritonseek.kernels.mla_prefill import mla_prefill
 
@@ -386,6 +397,8 @@ def mla_prefill_ws(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True, 
     else:
         pieces = None
     probe = out if out is not None else v
+    if isinstance(causal, (bool, np.bool_)) and not causal:  # other types: mla_prefill's TypeError
+        raise ValueError("mla_prefill_ws runs causal attention only (causal=True); use mla_prefill for causal=False")
     if (pieces is None or not isinstance(v, torch.Tensor) or v.dim() != 3
             or not ws_supported(*pieces, v, probe, float(softmax_scale))):
         raise ValueError("mla_prefill_ws takes q/k of 128 nope ‖ 64 rope columns (or q_pe/k_pe apart), v of 128, "

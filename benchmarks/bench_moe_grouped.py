@@ -31,6 +31,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 from benchmarks.bench_grouped_ws import _interleaved_gpu_us, _median  # noqa: E402
+from benchmarks.bench_moe_layer import graph_device_us  # noqa: E402
 from tritonseek.kernels import grouped_gemm as GG  # noqa: E402
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_contiguous_ref  # noqa: E402
 

@@ -27,6 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.timing import _capture  # noqa: E402
 from tritonseek.kernels import mla_prefill as P  # noqa: E402
 from tritonseek.kernels.reference.mla import mla_prefill_ref  # noqa: E402
 
@@ -78,21 +79,6 @@ def sdpa(q, k, v, lens, out_list):
         s += n
 
 
-def graph_of(fn):
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(CALLS):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    return g
-
-
 results = []
 bad = set()
 for tokens, seqs in CASES:
@@ -134,7 +120,7 @@ for tokens, seqs in CASES:
     graphs = {}
     for name, fn in fns.items():
         try:
-            graphs[name] = graph_of(fn)
+            graphs[name] = _capture([fn] * CALLS)  # benchmarks.timing's warm-up + capture
         except Exception as e:  # noqa: BLE001
             log(f"graph {name}: {type(e).__name__} {str(e)[:200]}")
     peer_out.clear()

@@ -57,6 +57,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from tritonseek.kernels._host import cdiv, nvmma_layout
+from tritonseek.kernels.mla_decode_ws_parts import _zero_tail
 
 _D_NOPE, _D_ROPE, _D_V, _ROWS = 128, 64, 128, 64  # host ints of the constexprs below
 D_NOPE = gl.constexpr(_D_NOPE)
@@ -109,13 +110,7 @@ def _producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k
 @gluon.jit
 def _zero_v_tail(vb, first, seqlen, BLOCK_N: gl.constexpr):
     # value rows first + i ≥ seqlen of a [BLOCK_N, 128] shared tile := 0 (then fenced for the wgmma's async proxy)
-    ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-    keys = first + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, ld))
-    keep = gl.expand_dims(keys < seqlen, 1)
-    for c in gl.static_range(D_V // 64):
-        part = vb.slice(c * 64, 64, dim=1)
-        x = part.load(ld)
-        part.store(gl.where(keep, x, gl.zeros_like(x)))
+    _zero_tail(vb, first, seqlen, D_V, BLOCK_N, gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0]))
     fence_async_shared()
     gl.thread_barrier()
 

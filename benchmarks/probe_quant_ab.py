@@ -13,11 +13,10 @@
    "default" = the committed launch, "off" = every knob off (the launch before s21); each twice (…_AA) is the A/A
    control. "copy" = ``dst.copy_(src)`` moving the same bytes (read + write) per call, graphed the same way: the
    ceiling at this size. GB/s = (M·width·2 + M·K + 4·M·G) / t, as the suite.
-3. "pdl" variants are launched as programmatic dependents (each call of the chain waits on the previous quant,
-   which triggers at its start): only a model path whose previous kernel triggers would see that; labelled.
-4. Pairs (per_token quant → the fp8_gemm_nt reading q, M = 4096): whether streaming stores of q cost the GEMM.
-   Chains (the decode MLP as MLP.partial runs it: GEMM → silu_mul_quant → GEMM): whether a PDL launch of the quant
-   after the GEMM that triggers it gains. Both check every variant's GEMM output bit for bit against the others.
+3. Pairs (per_token quant → the fp8_gemm_nt reading q, M = 4096): whether streaming stores of q cost the GEMM; every
+   variant's GEMM output is checked bit for bit against the all-off launch's.
+W1 (cfabe8e) and W2 (23d6340) also timed a persistent grid, PDL launches, other ROWS / GPP launches and the decode
+MLP chain; those knobs lost and were removed (figures in fp8_quant's knob record; this probe with them at 23a7ad0).
 """
 
 from __future__ import annotations
@@ -43,30 +42,20 @@ SILU = "silu_mul_quant_fp8"
 LARGE = [(PER, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 2048), (SILU, 4096, 18432)]
 SMALL = [(PER, 64, 2048), (PER, 64, 7168), (SILU, 64, 2048), (SILU, 64, 18432)]
 
-# name → (rows_cfg or None = committed, knobs or None = committed). W1 (cfabe8e) timed the config / persistent /
-# stream variants below at the four large shapes; W2 the committed default (streaming per_token at M ≥ 1024) against
-# all-off and each half of the streaming hints.
+# name → (rows_cfg or None = committed, knobs or None = committed): the committed default (streaming per_token at
+# M ≥ 1024) against all-off and each half of the streaming hints (W2)
 NAMED = {
     "default": (None, None), "default_AA": (None, None), "off": (None, {}), "off_AA": (None, {}),
     "loads": (None, dict(stream_loads=True)), "stores": (None, dict(stream_stores=True)),
-    "stream": (None, dict(stream_loads=True, stream_stores=True)), "pdl": (None, dict(pdl=True)),
-    "pdl_stream": (None, dict(pdl=True, stream_loads=True, stream_stores=True)),
-    "r4g4": ((4, 4, 4), {}), "r16g4": ((16, 4, 4), {}), "r8g2": ((8, 4, 2), {}), "r16g4w8": ((16, 8, 4), {}),
-    "r4g8": ((4, 4, 8), {}), "r8g1": ((8, 4, 1), {}), "r16g2w8": ((16, 8, 2), {}), "r32g1w8": ((32, 8, 1), {}),
-    "p4pf": (None, dict(persist=4, prefetch=True)), "p8pf": (None, dict(persist=8, prefetch=True)),
-    "p4st2": (None, dict(persist=4, stages=2)),
+    "stream": (None, dict(stream_loads=True, stream_stores=True)),
 }
-VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores", "pdl_stream"],
-            SILU: ["default", "default_AA", "loads", "stores", "stream", "pdl"]}
-SMALL_VARIANTS = ["default", "default_AA", "pdl", "stream"]
+VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores"],
+            SILU: ["default", "default_AA", "loads", "stores", "stream"]}
+SMALL_VARIANTS = ["default", "default_AA", "stream"]
 # quant → the FP8 GEMM that reads q (M = 4096, a DeepGEMM N×K whose K is the quant's width): does a streaming store
 # of q cost the GEMM its L2 hits? (N, K) per case; the GEMM's weight is shared by the sets, as in a layer
 PAIRS = [(4096, 7168, 4096), (4096, 2048, 7168)]
 PAIR_VARIANTS = ["default", "default_AA", "off", "off_AA", "loads"]
-# the MLP at decode as the model runs it (MLP.partial): gate‖up GEMM → silu_mul_quant → down GEMM, (M, H, I);
-# does launching the quant as a PDL dependent of the GEMM before it (which triggers) gain?
-CHAINS = [(16, 7168, 2048), (64, 7168, 2048), (16, 7168, 18432)]
-CHAIN_VARIANTS = ["default", "default_AA", "pdl"]
 
 
 def call(op, x, rc, knobs):
@@ -194,43 +183,6 @@ def run_pair(m, k, n, rounds, env, rows):
                  n_input_sets=n_sets, note="graph of (quant, fp8_gemm_nt) per set; us per pair")
 
 
-def run_chain(m, h, inter, rounds, env, rows):
-    """The decode MLP: gate‖up GEMM (fp8_gemm_nt, W13 [2I, H]) → silu_mul_quant_fp8 → down GEMM (W2 [H, I]), weights
-    rotated over sets (> 200 MB, so they stream from HBM as in a model's layers); every variant's outputs equal the
-    default launch's bit for bit after a replay (a PDL data race would show here)."""
-    from tritonseek.kernels.fp8_gemm import fp8_gemm_nt
-    from tritonseek.kernels.reference.fp8 import per_block_quant_fp8_ref
-
-    dev = torch.device("cuda")
-    wbytes = 3 * h * inter
-    n_sets = int(min(8, max(1, math.ceil(200e6 / wbytes))))
-    sets = []
-    for _ in range(n_sets):
-        a_q, a_s = per_token_group_quant_fp8_ref(torch.randn(m, h, device=dev))
-        w13, s13 = per_block_quant_fp8_ref(torch.randn(2 * inter, h, device=dev) * 0.05)
-        w2, s2 = per_block_quant_fp8_ref(torch.randn(h, inter, device=dev) * 0.05)
-        sets.append((a_q, a_s.t().contiguous().t(), w13, s13, w2, s2))
-    outs = {v: [torch.full((m, h), float("nan"), device=dev, dtype=torch.bfloat16) for _ in sets]
-            for v in CHAIN_VARIANTS}
-
-    def step(st, out, kn):
-        gu = fp8_gemm_nt(st[0], st[1], st[2], st[3])
-        hq, hs, _ = call(SILU, gu, None, kn)
-        fp8_gemm_nt(hq, hs, st[4], st[5], out=out)
-
-    graphs = {v: (_capture([lambda st=st, o=o, kn=NAMED[v][1]: step(st, o, kn) for st, o in zip(sets, outs[v])]),
-                  n_sets) for v in CHAIN_VARIANTS}
-    for v in CHAIN_VARIANTS:
-        graphs[v][0].replay()
-    torch.cuda.synchronize()
-    ok = {v: all(torch.equal(a, b) and not torch.isnan(a).any() for a, b in zip(outs[v], outs["default"]))
-          for v in CHAIN_VARIANTS}
-    print(f"check mlp chain M={m} H={h} I={inter}: {ok}", flush=True)
-    graphs = {v: g for v, g in graphs.items() if ok[v]}
-    summary_rows("fp8_quant_probe_chain", dict(op=SILU, M=m, H=h, I=inter), interleave(graphs, rounds), env, rows,
-                 n_input_sets=n_sets, note="graph of the decode MLP (GEMM, silu_mul_quant, GEMM) per set; us per MLP")
-
-
 def run_case(op, m, k, names, rounds, env, rows):
     dev = torch.device("cuda")
     width = 2 * k if op == SILU else k
@@ -292,8 +244,6 @@ def run_case(op, m, k, names, rounds, env, rows):
             kn = v[2] if v[2] is not None else fp8_quant._default_knobs(m, op == SILU)
             row.update(rows_cfg=list(v[1]) if v[1] else list(fp8_quant._quant_config(m, op == SILU)), knobs=kn,
                        ptx=stats.get(n))
-            if kn.get("pdl"):
-                row["note"] = "PDL chain of quant calls (each waits on the previous, which triggers at its start)"
         elif n.startswith("copy"):
             row["note"] = "dst.copy_(src), same bytes read+written per call"
         if n.endswith("_2x"):
@@ -327,12 +277,11 @@ def main():
         if args.cases == "all":
             for op, m, k in SMALL:
                 run_case(op, m, k, SMALL_VARIANTS, args.rounds, env, rows)
-            for fn, cases in ((run_pair, PAIRS), (run_chain, CHAINS)):
-                for case in cases:
-                    try:  # a failing pair / chain is reported; the others still run
-                        fn(*case, args.rounds, env, rows)
-                    except Exception as e:
-                        print(f"FAIL {fn.__name__}{case}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            for case in PAIRS:
+                try:  # a failing pair is reported; the others still run
+                    run_pair(*case, args.rounds, env, rows)
+                except Exception as e:
+                    print(f"FAIL run_pair{case}: {type(e).__name__}: {str(e)[:300]}", flush=True)
     finally:
         with open(args.out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -340,9 +289,9 @@ def main():
                                                                "vs_base"))
         for r in rows:
             c = r["case"]
-            kind = {"fp8_quant_probe_pair": "+gemm", "fp8_quant_probe_chain": "mlp"}.get(r["suite"], "")
+            kind = "+gemm" if r["suite"] == "fp8_quant_probe_pair" else ""
             print("%-28s %-5d %-6s %-14s %9.3f %9.3f %9.3f %8s %7s" % (
-                c["op"][:22] + kind, c["M"], c.get("K", c.get("I")), r["variant"], r["us_graph"], r["us_min"],
+                c["op"][:22] + kind, c["M"], c["K"], r["variant"], r["us_graph"], r["us_min"],
                 r["us_max"], r.get("gbps", "-"), r["vs_base"]))
     return 0
 

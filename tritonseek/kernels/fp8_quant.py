@@ -24,9 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_bool, check_int, check_pow2, check_runnable_device, check_tensor
+from tritonseek.kernels._utils import check_bool, check_pow2, check_runnable_device, check_tensor
 from tritonseek.kernels._utils import interpreter_active
-from tritonseek.kernels._host import capability_at, cdiv, cuda_index, next_pow2, sm_count_at
+from tritonseek.kernels._host import capability_at, cdiv, next_pow2
 
 FP8_E4M3_MAX = 448.0
 AMAX_EPS = 1e-4
@@ -124,8 +124,7 @@ def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
                GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
                STREAM_LD: tl.constexpr):
     # tile (rb, gb) = rows [rb*ROWS, +ROWS) × groups [gb*GPP, +GPP), as a [ROWS, GPP, GROUP] block of x (and of up
-    # when SILU_MUL; else up is x again); raw input dtype, masked (0) outside [M, K]: rb past the last row block
-    # loads nothing
+    # when SILU_MUL; else up is x again); raw input dtype, masked (0) outside [M, K]
     rows = rb * ROWS + tl.arange(0, ROWS)
     cols = (gb * GPP + tl.arange(0, GPP))[None, :, None] * GROUP + tl.arange(0, GROUP)[None, None, :]
     mask = (rows[:, None, None] < M) & (cols < K)
@@ -178,50 +177,19 @@ def _group_quant_kernel(
     eps, fp8_max,
     GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
     UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
-    PDL_WAIT: tl.constexpr = False, PERSIST: tl.constexpr = False, PREFETCH: tl.constexpr = False,
-    STAGES: tl.constexpr = 1, STREAM_LD: tl.constexpr = False, STREAM_ST: tl.constexpr = False,
+    STREAM_LD: tl.constexpr = False, STREAM_ST: tl.constexpr = False,
 ):
     # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
     # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
     if PDL_TRIGGER:
         tl.extra.cuda.gdc_launch_dependents()
-    # PDL_WAIT (launched with launch_pdl): x may still be being written by the kernel before us: nothing is read
-    # or written before this wait (q/s too: the previous kernel may still read the buffers they reuse)
-    if PDL_WAIT:
-        tl.extra.cuda.gdc_wait()
     # x: [M, K] (or [M, 2K] = [gate ‖ up] when SILU_MUL; up starts at column up_offset = K)
-    # tiles: rows [rb*ROWS, (rb+1)*ROWS) × groups [gb*GPP, (gb+1)*GPP), t = rb * n_gb + gb, n_gb = ceil(G / GPP)
-    if PERSIST:
-        # a grid of a few programs per SM striding over the tiles (row blocks outer), so the grid does not run as
-        # one load-all / compute / store-all wave; PREFETCH: tile t + nprog's loads go out before tile t's
-        # stores (carried in registers); else tl.range's pipeliner (STAGES) may stage the loads itself
-        pid = tl.program_id(0)
-        nprog = tl.num_programs(0)
-        n_gb = tl.cdiv(G, GPP)
-        n_tiles = tl.cdiv(M, ROWS) * n_gb
-        if PREFETCH:
-            x, up = _tile_load(x_ptr, pid // n_gb, pid % n_gb, M, K, up_offset, stride_xm, stride_xk,
-                               GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
-            for t in range(pid, n_tiles, nprog):
-                tn = t + nprog
-                x_next, up_next = _tile_load(x_ptr, tn // n_gb, tn % n_gb, M, K, up_offset, stride_xm, stride_xk,
-                                             GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
-                _tile_quant_store(x, up, t // n_gb, t % n_gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg,
-                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
-                x, up = x_next, up_next
-        else:
-            for t in tl.range(pid, n_tiles, nprog, num_stages=STAGES):
-                x, up = _tile_load(x_ptr, t // n_gb, t % n_gb, M, K, up_offset, stride_xm, stride_xk,
-                                   GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
-                _tile_quant_store(x, up, t // n_gb, t % n_gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg,
-                                  eps, fp8_max, GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
-    else:
-        # one tile per program (i, j)
-        rb = tl.program_id(0)
-        gb = tl.program_id(1)
-        x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
-        _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
-                          GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
+    # one tile per program: rows [rb*ROWS, (rb+1)*ROWS) × groups [gb*GPP, (gb+1)*GPP)
+    rb = tl.program_id(0)
+    gb = tl.program_id(1)
+    x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
+    _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
+                      GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
 
 
 @triton.jit
@@ -264,21 +232,18 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
     return (rows_cfg[0], rows_cfg[1], rows_cfg[2] if len(rows_cfg) == 3 else 1)
 
 
-# Launch variants of the per-token-group kernels (issue 4, s21 probe: 4096×2048 missed 80 % of copy), as knobs:
-# persist = programs per SM of a grid-strided persistent grid (0: one tile per program), prefetch = with persist,
-# the next tile's loads issued before this tile's stores, stages = with persist and no prefetch, tl.range's
-# pipeline depth, stream_loads = evict-first loads of x, stream_stores = .cs (streaming) stores of q, pdl = launched
-# as a programmatic dependent launch (Hopper) that waits (griddepcontrol.wait) before touching memory.
-# H200 s21 W1 (cfabe8e, graph replays of rotated sets, A/A spread 0.3-1.3 %): persist lost 3-36 % everywhere,
-# stages 21-29 %; both stream hints won +2.6 % (4096×2048) and +10.5 % (4096×7168) on per_token but lost 3.4 % and
-# 8 % on SiLU·mul; pdl (a chain of quant calls, each triggering at its start) +5.5 % / +2 % at M = 4096 and 25-38 %
-# at M = 64, a gain only where the kernel before the quant triggers its dependents.
-# W2 (23d6340): per_token 4096×2048 streaming 8.24 µs vs off 8.50-8.56 (the loads' hint alone gives it all),
-# 4096×7168 23.67 vs 26.00 (loads alone 24.81, stores alone 26.08: both needed); a per_token quant + the FP8 GEMM
-# reading q timed the same with and without (no L2 cost of the .cs q seen); SiLU·mul: loads hint −4 / −8 %,
-# stores hint ±0.5 %. PDL in the decode MLP as the model runs it (GEMM → silu_mul_quant → GEMM): +4.6 % at M = 16,
-# I = 2048, −0.9 % at M = 64, −2.2 % at M = 16, I = 18432: mixed, so off.
-_KNOB_DEFAULTS = dict(persist=0, prefetch=False, stages=1, stream_loads=False, stream_stores=False, pdl=False)
+# Streaming hints of the per-token-group kernels (issue 4: 4096×2048 per_token missed 80 % of copy), as knobs:
+# stream_loads = evict-first loads of x, stream_stores = .cs (streaming) stores of q. H200 s21 W1 (cfabe8e) and W2
+# (23d6340), graph replays of rotated sets, A/A 0.3-1.3 %: per_token 4096×2048 8.50-8.56 → 8.24 µs (the loads' hint
+# gives it all), 4096×7168 26.00 → 23.67 µs (both hints needed), no cost to the FP8 GEMM reading q; SiLU·mul lost
+# 3-8 % with the loads' hint (stores ±0.5 %), so only per_token at M ≥ 1024 streams (_default_knobs).
+# Measured and removed (code at 23a7ad0; same runs): a persistent grid-strided grid (programs per SM) with register
+# prefetch of the next tile lost 3-36 %, with tl.range staging 21-29 %; ROWS / GPP launches other than
+# _quant_config's tied or lost (0.89-1.00×; rows_cfg still takes them); a PDL launch that waits (griddepcontrol.wait)
+# before any access gained only behind a kernel that triggers, and was mixed in the decode MLP (GEMM →
+# silu_mul_quant → GEMM: +4.6 % at M = 16, I = 2048, −0.9 % at M = 64, −2.2 % at M = 16, I = 18432). The trigger
+# at entry (PDL_TRIGGER, for a PDL GEMM after the quant) stays.
+_KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False)
 
 
 def _default_knobs(m: int, silu_mul: bool) -> dict:
@@ -288,16 +253,11 @@ def _default_knobs(m: int, silu_mul: bool) -> dict:
     return dict(stream_loads=True, stream_stores=True)
 
 
-_KNOB_INT_RANGES = dict(persist=(0, 32), stages=(1, 8))  # programs per SM; tl.range pipeline depth
-
-
 def _resolve_knobs(knobs, m: int, silu_mul: bool) -> dict:
     """knobs (a dict of _KNOB_DEFAULTS keys; None = the committed _default_knobs) → every knob, checked by name.
 
-    The scalar rule (kernels/_utils): persist (0..32) and stages (1..8) ints or numpy integers, the others bools or
-    numpy bools; another type is a TypeError, a value out of range a ValueError, naming the knob. prefetch and
-    stages > 1 shape the persistent loop only: without persist > 0 (and stages > 1 with prefetch) they changed
-    nothing, silently (tester22 #6), and are a ValueError."""
+    Each knob is a bool or numpy bool (the scalar rule of kernels/_utils); another type is a TypeError, an unknown
+    key a ValueError, naming it."""
     if knobs is None:
         knobs = _default_knobs(m, silu_mul)
     if not isinstance(knobs, dict):
@@ -306,16 +266,8 @@ def _resolve_knobs(knobs, m: int, silu_mul: bool) -> dict:
     if bad:
         raise ValueError(f"knobs: unknown key(s) {bad}; known: {sorted(_KNOB_DEFAULTS)}")
     out = dict(_KNOB_DEFAULTS, **knobs)
-    for key, (lo, hi) in _KNOB_INT_RANGES.items():
-        out[key] = check_int(f"knobs[{key!r}]", out[key], lo, hi)
-    for key in ("prefetch", "stream_loads", "stream_stores", "pdl"):
+    for key in _KNOB_DEFAULTS:
         out[key] = check_bool(f"knobs[{key!r}]", out[key])
-    if not out["persist"] and (out["prefetch"] or out["stages"] > 1):
-        what = "prefetch=True" if out["prefetch"] else f"stages={out['stages']}"
-        raise ValueError(f"knobs {what} needs persist > 0 (it shapes the persistent loop; without it nothing changes)")
-    if out["prefetch"] and out["stages"] > 1:
-        raise ValueError(f"knobs stages={out['stages']} has no effect with prefetch=True (the prefetch loop is not "
-                         "pipelined by tl.range); pass one of them")
     return out
 
 
@@ -336,21 +288,13 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
         return q, s, None
     rows, warps, gpp = _resolve_rows_cfg(rows_cfg, m, silu_mul)
     gpp = min(gpp, next_pow2(g))
-    grid = (cdiv(m, rows), cdiv(g, gpp))
-    if kn["persist"]:
-        # the interpreter has no SMs: 4 stands in, so tests walk several tiles per program
-        sms = 4 if x.device.type != "cuda" else sm_count_at(cuda_index(x.device))
-        grid = (min(grid[0] * grid[1], kn["persist"] * sms),)
-    pdl = kn["pdl"] and _pdl_capable(x.device)
-    h = _group_quant_kernel[grid](
+    h = _group_quant_kernel[(cdiv(m, rows), cdiv(g, gpp))](
         x, q, s, m, k, g, up_offset,
         x.stride(0), x.stride(1), q.stride(0), s.stride(0), s.stride(1),
         AMAX_EPS, FP8_E4M3_MAX,
         GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
         EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
-        PDL_TRIGGER=_pdl_capable(x.device), PDL_WAIT=pdl, PERSIST=kn["persist"] > 0, PREFETCH=kn["prefetch"],
-        STAGES=kn["stages"], STREAM_LD=kn["stream_loads"],
-        STREAM_ST=kn["stream_stores"], **({"launch_pdl": True} if pdl else {}),
+        PDL_TRIGGER=_pdl_capable(x.device), STREAM_LD=kn["stream_loads"], STREAM_ST=kn["stream_stores"],
     )
     return q, s, h
 

@@ -1,12 +1,14 @@
-"""H200 probe: the Gluon MLA prefill kernel (mla_prefill_ws) against the tl kernel and torch SDPA, one process.
+"""H200 probe: the Gluon MLA prefill kernels (mla_prefill_ws, its persistent variant, the tl kernel) and torch SDPA.
 
-Run: PYTHONPATH=. python benchmarks/probe_prefill_ws.py OUT_DIR [--budget SECONDS]
+Run: PYTHONPATH=. [VARIANTS="ws wsP ws_aa"] python benchmarks/probe_prefill_ws.py OUT_DIR [--budget SECONDS]
 1. correctness at the benchmark's shapes (128 heads, d_qk 192, d_v 128, equal lengths; bench_mla_prefill's cases):
    every variant's out (poisoned with NaN first) against the fp32 reference on 8 heads (‖out − ref‖/‖ref‖ ≤ 1e-2,
-   bench_mla_prefill's check) and against the tl kernel on all heads;
+   bench_mla_prefill's check) and against the first variant on all heads;
 2. time: per case one CUDA graph per variant (CALLS calls), replays interleaved over variants (each round visits
    every variant once, in a rotated order), GPU clock (CUDA events around the replay); median over rounds.
-   "tl_aa" is the tl kernel again (A/A control: its difference to "tl" is the run's spread);
+   "ws_aa" / "tl_aa" run "ws" / "tl" again (A/A control: the difference is the run's spread);
+   env VARIANTS picks the variants (default "ws wsP wsP64 ws_aa": the s21 default, the persistent kernel with 128-
+   and 64-key blocks, the A/A), CASES_ONLY the cases, ROUNDS the rounds;
 3. rows (suite mla_prefill_ab) to OUT_DIR/rows.jsonl, a table last.
 FLOPs = Σ len²·h·(192 + 128) (causal half), as bench_mla_prefill.
 """
@@ -43,19 +45,26 @@ except Exception:  # noqa: BLE001
 commit = os.environ.get("COMMIT", commit) or "unknown"
 env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
            commit=commit, date=time.strftime("%Y-%m-%d"))
-HEADS, SCALE, CALLS, ROUNDS = 128, 192**-0.5, 2, 11
-CASES = [(8192, 1), (8192, 2), (8192, 8), (4096, 1), (16384, 4)]
-VARIANTS = {
-    "tl": None,
-    "ws128p": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),
+HEADS, SCALE, CALLS = 128, 192**-0.5, 2
+ROUNDS = int(os.environ.get("ROUNDS", "11"))
+# bench_mla_prefill's five cases, then 8192 tokens as 16 × 512 and 32 × 256 (shorter prompts; s22)
+CASES = [(8192, 1), (8192, 2), (8192, 8), (4096, 1), (16384, 4), (8192, 16), (8192, 32)]
+ALL_VARIANTS = {
+    "ws": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),  # the default (s21)
+    "wsP": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True, PERSIST=True),
+    "wsP64": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=True, PERSIST=True),
+    "ws_aa": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),  # A/A control of "ws"
     "ws128s": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=False),
     "ws64p": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=True),
     "ws64s": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False),
-    "tl_aa": None,
+    "tl": dict(GLUON=False),
+    "tl_aa": dict(GLUON=False),
 }
-if os.environ.get("WS_VARIANTS") is not None:  # the job's smoke-tested Gluon variants (space separated names)
-    keep = set(os.environ["WS_VARIANTS"].split())
-    VARIANTS = {n: c for n, c in VARIANTS.items() if c is None or n in keep}
+# VARIANTS (space separated names, first = the one the others are checked against); CASES_ONLY ("8192x8 …")
+VARIANTS = {n: ALL_VARIANTS[n] for n in os.environ.get("VARIANTS", "ws wsP wsP64 ws_aa").split()}
+if os.environ.get("CASES_ONLY"):
+    CASES = [tuple(int(x) for x in c.split("x")) for c in os.environ["CASES_ONLY"].split()]
+FIRST = next(iter(VARIANTS))
 
 
 def log(msg):
@@ -106,9 +115,10 @@ for tokens, seqs in CASES:
         rel = ((o[:, :8].float() - ref8).norm() / ref8.norm()).item()
         nan = bool(torch.isnan(o).any().item())
         outs[name] = o
-        rel_tl = ((o.float() - outs["tl"].float()).norm() / outs["tl"].float().norm()).item() if "tl" in outs else 0.0
-        ok = rel <= 1e-2 and not nan and rel_tl <= 1e-2
-        log(f"check {name} {tokens}/{seqs}: rel_ref8 {rel:.2e} rel_tl {rel_tl:.2e} nan {nan} ok {ok} "
+        f = outs.get(FIRST)
+        rel_1 = ((o.float() - f.float()).norm() / f.float().norm()).item() if f is not None else 0.0
+        ok = rel <= 1e-2 and not nan and rel_1 <= 1e-2
+        log(f"check {name} {tokens}/{seqs}: rel_ref8 {rel:.2e} rel_{FIRST} {rel_1:.2e} nan {nan} ok {ok} "
             f"(first call {first_s:.1f}s)")
         if not ok:
             bad.add(name)
@@ -152,12 +162,15 @@ for tokens, seqs in CASES:
     torch.cuda.empty_cache()
 
 print("\n# mla_prefill A/B (128 heads, d_qk 192, d_v 128; GPU clock, graph replays, median of "
-      f"{ROUNDS} interleaved rounds; TFLOP/s; commit {commit})")
+      f"{ROUNDS} interleaved rounds; TFLOP/s [ratio to sdpa]; commit {commit})")
 names = sorted({r["variant"] for r in results}, key=lambda n: list(VARIANTS).index(n) if n in VARIANTS else 99)
-print(f"{'case':>10} " + " ".join(f"{n:>9}" for n in names))
+print(f"{'case':>10} " + " ".join(f"{n:>15}" for n in names) + f"  {'/' + FIRST + ' (each)':>24}")
 for tokens, seqs in CASES:
     rs = {r["variant"]: r for r in results if r["case"] == dict(tokens=tokens, seqs=seqs)}
     if rs:
-        print(f"{tokens:>6}/{seqs:<3} " + " ".join(f"{rs[n]['tflops']:>9.1f}" if n in rs else f"{'-':>9}"
-                                                  for n in names))
+        cells = [f"{rs[n]['tflops']:>7.1f} [{rs[n]['ratio_vs_peer']:.3f}]" if n in rs else f"{'-':>15}"
+                 for n in names]
+        rel = " ".join(f"{n} {rs[FIRST]['us'] / rs[n]['us']:.3f}" for n in names if n in rs and FIRST in rs
+                       and n not in (FIRST, "sdpa"))
+        print(f"{tokens:>6}/{seqs:<3} " + " ".join(cells) + "  " + rel)
 print(f"failed/incorrect variants: {sorted(bad) or 'none'}")

@@ -1,4 +1,6 @@
-"""The Gluon MLA prefill kernel (``mla_prefill_ws``: TMA producer warp, two wgmma consumer warpgroups).
+"""The Gluon MLA prefill kernel (``mla_prefill_ws``: TMA producer warp, two wgmma consumer warpgroups) and its
+persistent variant (``mla_prefill_ws_persistent``, config PERSIST=True: the same checks, plus grids of 1-7 programs
+so one program walks many items, odd and even query-block counts, and 16 heads).
 
 CPU: Gluon has no interpreter, so the CPU tests compile the kernel for sm_90a (Triton's compiler and the ptxas it
 ships; no GPU) and check what the H200 needs from it (wgmma, TMA loads, no register spills at the 240-register
@@ -89,7 +91,7 @@ def test_ws_falls_back_to_tl_kernel_on_cpu(device="cpu"):
 
 
 # ----------------------------------------------------------------------------- real shapes (H200)
-def _ws_check(device, lens, heads, variant, split: bool, seed: int, pad: int = 37):
+def _ws_check(device, lens, heads, variant, split: bool, seed: int, pad: int = 37, extra: dict | None = None):
     from tritonseek.kernels import mla_prefill_ws as W
 
     bn, stages, pipe = variant
@@ -117,7 +119,7 @@ def _ws_check(device, lens, heads, variant, split: bool, seed: int, pad: int = 3
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
     out = torch.full((rows, heads, 128), float("nan"), dtype=torch.bfloat16, device=device)
     assert W.ws_supported(p1, p2, r1, r2, v, out, 192**-0.5)
-    cfg = dict(GLUON=True, WS_BLOCK_N=bn, WS_STAGES=stages, PIPE=pipe)
+    cfg = dict(GLUON=True, WS_BLOCK_N=bn, WS_STAGES=stages, PIPE=pipe, **(extra or {}))
     mla_prefill(*args, cu, max(lens), 192**-0.5, out=out, config=cfg, **kw)
     ref = mla_prefill_ref(q_ref[:total].float(), k_ref[:total].float(), v[:total].float(), cu, 192**-0.5).cpu()
     o = out.float().cpu()
@@ -166,3 +168,71 @@ def test_ws_public_launcher_real_shapes(device):
     assert ((o - ref).norm() / ref.norm()).item() <= 1e-2
     with pytest.raises(ValueError, match="128 nope"):
         mla_prefill_ws(q[..., :96], k[..., :96], v, cu, max(lens), 192**-0.5)
+
+
+# ----------------------------------------------------------------------------- persistent variant (PERSIST=True)
+def compile_sm90_persistent(bn: int = 128, stages: int = 2, causal: bool = True, consumer_regs: int = 240,
+                            producer_regs: int = 24):
+    """Compile mla_prefill_ws_persistent's kernel for sm_90a on any machine (no GPU); returns the compiled kernel."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from tritonseek.kernels import mla_prefill_ws_persistent as WP
+    from tritonseek.kernels._host import nvmma_layout
+
+    def desc(rows, cols):
+        return f"tensordesc<bf16[{rows}, {cols}],{nvmma_layout([rows, cols], gl.bfloat16)!r}>"
+
+    sig = dict(q1_desc=desc(64, 128), q2_desc=desc(64, 64), k1_desc=desc(bn, 128), k2_desc=desc(bn, 64),
+               v_desc=desc(bn, 128), cu_ptr="*i32", out_ptr="*bf16")
+    sig.update({n: "i32" for n in ("stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",
+                                   "num_heads", "units")})
+    sig["scale_log2"] = "fp32"
+    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, CONSUMER_REGS=consumer_regs,
+                  PRODUCER_REGS=producer_regs)
+    sig.update({n: "constexpr" for n in consts})
+    return triton.compile(GluonASTSource(WP._mla_prefill_ws_persistent_kernel, sig, consts),
+                          target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=WP._MAXNREG))
+
+
+@pytest.mark.parametrize("bn,stages", [(128, 2), (64, 3)])
+def test_ws_persistent_compiles_for_sm90(bn, stages):
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages)
+    assert ptx.count("wgmma.mma_async") >= 6
+    assert "cp.async.bulk.tensor" in ptx
+    assert max(spill_store_bytes(ptxas_report(ptx))) == 0
+
+
+def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
+    """PERSIST must be a bool; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel: its result."""
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
+    k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
+    v = torch.randn(22, 2, 32, generator=gen).to(torch.bfloat16)
+    cu = torch.tensor([0, 5, 22], dtype=torch.int32)
+    with pytest.raises(ValueError, match="PERSIST"):
+        mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=1))
+    a = mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True))
+    assert torch.equal(a, mla_prefill(q, k, v, cu, 17, 0.2))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", [(128, 2, True), (64, 3, True)], ids=["p128", "p64"])
+@pytest.mark.parametrize("lens,heads,programs", [
+    ([1], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, 1),
+    ([4096], 1, 3), ([1, 777, 64, 129, 2000], 128, None), ([1, 777, 64, 129, 2000], 16, 7), ([1000] * 4, 128, None),
+    ([384] * 3 + [1], 16, 5)])
+@pytest.mark.parametrize("split", [False, True])
+def test_ws_persistent_real_shapes(device, lens, heads, programs, variant, split, monkeypatch):
+    """PERSIST=True against the fp32 reference (out NaN-poisoned, q/k/v rows past the last sequence NaN); programs:
+    the grid size (None: the SM count), small ones walk many items per program (ring and query-buffer phases carried
+    across items: 4096 tokens on 3 programs = 16 units each)."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        pytest.skip("the Gluon kernel runs on sm_90 only")
+    if programs is not None:
+        from tritonseek.kernels import mla_prefill_ws_persistent as WP
+
+        monkeypatch.setattr(WP, "cuda_sm_count", lambda dev: programs)
+    _ws_check(device, lens, heads, variant, split, seed=len(lens) * 10 + heads, extra=dict(PERSIST=True))

@@ -270,7 +270,7 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
 
 
 # Keys of the Gluon kernel (mla_prefill_ws, sm_90): GLUON selects it where it takes the operands; the others tune it.
-_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS"}
+_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST"}
 
 
 def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
@@ -293,7 +293,7 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     for key in ("num_warps", "num_stages"):
         if not is_int_arg(cfg[key]) or cfg[key] < 1:
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
-    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE"):
+    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
     for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS"):
@@ -360,7 +360,8 @@ def mla_prefill(
     destination may give wrong results). config: launch-config override (tuning): any of BLOCK_M,
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default; GLUON=True
     (the default for DeepSeek's 192/128 dims) runs the Gluon kernel (``mla_prefill_ws``: sm_90, bf16, causal,
-    nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS.
+    nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS; with
+    PERSIST=True (default off) its persistent variant (``mla_prefill_ws_persistent``: one program per SM).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.
@@ -424,6 +425,11 @@ def mla_prefill(
 
         p1, p2, r1, r2 = (q, q_pe, k, k_pe) if split else (q[..., :128], q[..., 128:], k[..., :128], k[..., 128:])
         if _ws.ws_supported(p1, p2, r1, r2, v, out, float(softmax_scale)):
+            if cfg.get("PERSIST", False):  # one program per SM walking the work items (mla_prefill_ws_persistent)
+                from tritonseek.kernels.mla_prefill_ws_persistent import launch_prefill_ws_persistent
+
+                return launch_prefill_ws_persistent(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen,
+                                                    float(softmax_scale), causal, cfg)
             return _ws.launch_prefill_ws(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen, float(softmax_scale),
                                          causal, cfg)
     block_dv = max(16, next_pow2(d_v))

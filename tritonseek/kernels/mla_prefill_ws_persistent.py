@@ -1,0 +1,302 @@
+"""Persistent variant of the Gluon MLA prefill kernel (``mla_prefill_ws``): one program per SM walking work items.
+
+Same operation, operands, descriptors and numerics as ``mla_prefill_ws`` (FA3-style: one TMA producer warp, two
+wgmma consumer warpgroups of 64 query rows, PIPE intra-warpgroup overlap, causal = top-left); ``mla_prefill`` runs it
+for a config with ``GLUON=True, PERSIST=True`` where ``ws_supported`` holds.
+
+Why (issue 3, s21): at 8 × 1024 tokens × 128 heads the one-program-per-(128 query rows, head, sequence) kernel runs
+8192 programs of 1-8 key blocks, one 208 KB program per SM, so each program's prologue (barrier set-up, the query
+TMA, the first key/value tiles) and epilogue (normalise, store) run with the tensor cores idle: 332 TFLOP/s there vs
+629 at 8192 × 1 (SDPA 398 / 622).
+
+Design:
+* grid = min(SMs, units); program p takes units p, p + grid, p + 2·grid, … (static, graph-safe, no counter);
+* a unit = the query blocks m and num_m − 1 − m of one (head, sequence) (num_m = ⌈max_seqlen / 128⌉), heavier
+  first: with equal lengths every unit has num_m + 1 key blocks, so static round robin is balanced; units run
+  (head, sequence)-major so the programs running at one time share each sequence's keys/values in L2. A block m
+  past a shorter sequence's end is skipped (ragged batches are correct; their balance is a heuristic);
+* the key/value ring (K and V rings of NUM_STAGES as ``mla_prefill_ws``) runs on across items, so the producer
+  loads the next item's first key and value tiles while the consumers finish the current item;
+* one query buffer per consumer warpgroup (there is no shared memory for a second: 2 stages × 80 KB + 48 KB of
+  queries = 208 KB of the 227 KB): a warpgroup releases it (q_empty) as soon as its last score wgmma is complete,
+  and the producer refills it (after the next item's first key/value tiles) while the warpgroup runs its last
+  softmax, P·V and the output stores.
+
+Paper estimate before building (s21 figures, 128 heads): 8×1024 = 8192 items / 132 SMs = 62 items per SM in
+1034 µs = 16.7 µs per item, of which ≈ 4.5 key blocks × 2.2 µs (the per-block time at 8192 × 1: 4371 µs / 62 items
+/ 32.5 blocks) = 9.9 µs is block work, ≈ 7 µs fixed. Hiding the query/first-tile latency, CTA launch/teardown and
+the store (≈ 2.5-3.5 µs of it) would give ≈ 15-20 % (≈ 390-400 TFLOP/s). At 8192 × 1 the same ≈ 3 µs per 70 µs
+item is ≈ 4 %, against a static-schedule tail: 4096 units over 132 programs is 31.03 rounds, so four programs run
+a 32nd unit (≈ 3 %): about even there.
+Gluon compiles only for CUDA sm_90: there is no interpreter path.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+
+from tritonseek.kernels._host import cdiv, cuda_sm_count
+from tritonseek.kernels.mla_prefill_ws import (_D_NOPE, _D_ROPE, _D_V, _MAXNREG, _ROWS, BLOCK_M, D_V, DEFAULT_WS, ROWS,
+                                               _desc, _scores_issue, _softmax, _zero_v_tail)
+
+
+@gluon.jit
+def _item(pid, i, grid, units_per_hb, num_m, num_heads):
+    # i-th item of program pid: unit u = pid + (i // 2)·grid holds query blocks num_m − 1 − jj (first) and jj of
+    # (head, sequence) u // units_per_hb; its second item does not exist when the two blocks coincide (odd num_m)
+    u = pid + (i // 2) * grid
+    t = i % 2
+    hb = u // units_per_hb
+    jj = u % units_per_hb
+    m_hi = num_m - 1 - jj
+    pid_m = m_hi - t * (m_hi - jj)
+    valid = (t == 0) | (jj < m_hi)
+    return pid_m, hb % num_heads, hb // num_heads, valid
+
+
+@gluon.jit
+def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty,
+                v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m, num_heads,
+                hs_q1, hs_q2, hs_k1, hs_k2, hs_v,
+                BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    # One warp. kc: key/value blocks loaded so far by this program (the ring index, across items); qc: items
+    # loaded (the query buffers' phase). Per item: key block 0, value block 0 (their stages free up while the
+    # consumers still work on the previous item), then the queries (free only after the previous item's last
+    # scores), then the other blocks.
+    pid = gl.program_id(0)
+    k_bytes: gl.constexpr = k1_desc.block_type.nbytes + k2_desc.block_type.nbytes
+    v_bytes: gl.constexpr = v_desc.block_type.nbytes
+    q_bytes: gl.constexpr = q1_desc.block_type.nbytes + q2_desc.block_type.nbytes
+    kc = 0
+    qc = 0
+    for i in range(0, n_items):
+        pid_m, h, b, valid = _item(pid, i, grid, units_per_hb, num_m, num_heads)
+        start = gl.load(cu_ptr + b)
+        seqlen = gl.load(cu_ptr + b + 1) - start
+        m0 = pid_m * BLOCK_M
+        if valid & (m0 < seqlen):
+            if CAUSAL:
+                hi = gl.minimum(seqlen, m0 + BLOCK_M)
+            else:
+                hi = seqlen
+            for j in range(0, (hi + BLOCK_N - 1) // BLOCK_N):
+                s = (kc + j) % NUM_STAGES
+                ph = (((kc + j) // NUM_STAGES) & 1) ^ 1  # a fresh stage counts as free
+                r = start + j * BLOCK_N
+                mbarrier.wait(k_empty.index(s), ph)
+                kb = k_ready.index(s)
+                mbarrier.expect(kb, k_bytes)
+                tma.async_copy_global_to_shared(k1_desc, [r, h * hs_k1], kb, k1_bufs.index(s))
+                tma.async_copy_global_to_shared(k2_desc, [r, h * hs_k2], kb, k2_bufs.index(s))
+                mbarrier.wait(v_empty.index(s), ph)
+                vb = v_ready.index(s)
+                mbarrier.expect(vb, v_bytes)
+                tma.async_copy_global_to_shared(v_desc, [r, h * hs_v], vb, v_bufs.index(s))
+                if j == 0:
+                    for w in gl.static_range(2):
+                        mbarrier.wait(q_empty.index(w), (qc & 1) ^ 1)
+                        qb = q_ready.index(w)
+                        mbarrier.expect(qb, q_bytes)
+                        tma.async_copy_global_to_shared(q1_desc, [start + m0 + w * ROWS, h * hs_q1], qb, q1_s.index(w))
+                        tma.async_copy_global_to_shared(q2_desc, [start + m0 + w * ROWS, h * hs_q2], qb, q2_s.index(w))
+            kc += (hi + BLOCK_N - 1) // BLOCK_N
+            qc += 1
+
+
+@gluon.jit
+def _pv_at(p16, v_bufs, v_ready, rc, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # O += P·V of the item's key block j at ring index rc (async); the sequence's last value tile first gets its
+    # rows past seqlen zeroed (0·NaN would be NaN)
+    st = rc % NUM_STAGES
+    mbarrier.wait(v_ready.index(st), (rc // NUM_STAGES) & 1)
+    vb = v_bufs.index(st)
+    if j * BLOCK_N + BLOCK_N > seqlen:
+        _zero_v_tail(vb, j * BLOCK_N, seqlen, BLOCK_N)
+    return warpgroup_mma(p16, vb, acc, is_async=True)
+
+
+@gluon.jit
+def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr,
+                out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads, scale_log2,
+                WG: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    # One consumer warpgroup: query rows m0 + WG·64 … of each item, mla_prefill_ws's PIPE loop with the ring index
+    # kc + j; releases its query buffer right after the item's last score wgmma.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, D_V, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
+    pid = gl.program_id(0)
+    q1 = q1_s.index(WG)
+    q2 = q2_s.index(WG)
+    qb = q_ready.index(WG)
+    qe = q_empty.index(WG)
+    kc = 0
+    qc = 0
+    for i in range(0, n_items):
+        pid_m, h, b, valid = _item(pid, i, grid, units_per_hb, num_m, num_heads)
+        start = gl.load(cu_ptr + b)
+        seqlen = gl.load(cu_ptr + b + 1) - start
+        m0 = pid_m * BLOCK_M
+        if valid & (m0 < seqlen):
+            r0 = m0 + WG * ROWS
+            rows = r0 + gl.arange(0, ROWS, layout=row_l)
+            if CAUSAL:
+                hi = gl.minimum(seqlen, m0 + BLOCK_M)
+                need = gl.minimum(seqlen, r0 + ROWS)  # keys this warpgroup's rows can see: [0, need)
+                n_fast = gl.minimum(r0, seqlen) // BLOCK_N  # blocks fully visible to every row here
+            else:
+                hi = seqlen
+                need = seqlen
+                n_fast = seqlen // BLOCK_N
+            n_all = (hi + BLOCK_N - 1) // BLOCK_N
+            n_need = gl.where(r0 < seqlen, (need + BLOCK_N - 1) // BLOCK_N, 0)
+            n_fast = gl.minimum(n_fast, n_need)
+            mbarrier.wait(qb, qc & 1)
+            s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+            acc = gl.zeros([ROWS, D_V], gl.float32, o_layout)
+            m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
+            l_i = gl.zeros([ROWS], gl.float32, row_l)
+            if n_need > 0:
+                st = kc % NUM_STAGES
+                mbarrier.wait(k_ready.index(st), (kc // NUM_STAGES) & 1)
+                s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
+                s = warpgroup_mma_wait(0, deps=[s_tok])
+                mbarrier.arrive(k_empty.index(st), count=1)
+                if n_need == 1:
+                    mbarrier.arrive(qe, count=1)
+                p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, rows, seqlen, scale_log2, n_fast == 0, CAUSAL,
+                                              BLOCK_N, s_layout)
+                p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
+                for j in range(1, n_need):
+                    rc = kc + j
+                    st = rc % NUM_STAGES
+                    mbarrier.wait(k_ready.index(st), (rc // NUM_STAGES) & 1)
+                    s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
+                    o_tok = _pv_at(p16, v_bufs, v_ready, rc - 1, j - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
+                    s = warpgroup_mma_wait(1, deps=[s_tok])  # the scores (issued first) are done
+                    mbarrier.arrive(k_empty.index(st), count=1)
+                    if j == n_need - 1:
+                        mbarrier.arrive(qe, count=1)  # the last read of the queries is done
+                    p, alpha_n, m_i, l_i = _softmax(s, m_i, l_i, j * BLOCK_N, rows, seqlen, scale_log2, j >= n_fast,
+                                                    CAUSAL, BLOCK_N, s_layout)
+                    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
+                    p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
+                    mbarrier.arrive(v_empty.index((rc - 1) % NUM_STAGES), count=1)
+                    acc = acc * gl.expand_dims(gl.convert_layout(alpha_n, o_row_l), 1)
+                o_tok = _pv_at(p16, v_bufs, v_ready, kc + n_need - 1, n_need - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
+                acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
+                mbarrier.arrive(v_empty.index((kc + n_need - 1) % NUM_STAGES), count=1)
+            else:
+                mbarrier.arrive(qe, count=1)  # rows past the sequence: the queries are not read
+            # blocks only the other warpgroup needs (the causal diagonal of its rows): release them unread
+            for j in range(n_need, n_all):
+                rc = kc + j
+                st = rc % NUM_STAGES
+                ph = (rc // NUM_STAGES) & 1
+                mbarrier.wait(k_ready.index(st), ph)
+                mbarrier.arrive(k_empty.index(st), count=1)
+                mbarrier.wait(v_ready.index(st), ph)
+                mbarrier.arrive(v_empty.index(st), count=1)
+            kc += n_all
+            qc += 1
+            if r0 < seqlen:
+                l_o = gl.convert_layout(l_i, o_row_l)
+                inv_l = gl.where(l_o > 0.0, 1.0 / gl.where(l_o > 0.0, l_o, 1.0), 0.0)
+                o = (acc * gl.expand_dims(inv_l, 1)).to(out_ptr.dtype.element_ty)
+                orow = r0 + gl.arange(0, ROWS, layout=o_row_l)
+                ocol = gl.arange(0, D_V, layout=gl.SliceLayout(0, o_layout))
+                o_ptrs = (out_ptr + gl.expand_dims((start + orow).to(gl.int64) * stride_ot + h * stride_oh, 1)
+                          + gl.expand_dims(ocol, 0))
+                gl.store(o_ptrs, o, mask=gl.expand_dims(orow < seqlen, 1))
+
+
+@gluon.jit(do_not_specialize=["stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",
+                              "num_heads", "units"])
+def _mla_prefill_ws_persistent_kernel(
+    q1_desc, q2_desc, k1_desc, k2_desc, v_desc, cu_ptr, out_ptr, stride_ot, stride_oh,
+    hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, scale_log2,
+    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+):
+    # Descriptors, out and cu_seqlens as _mla_prefill_ws_kernel. num_m = ⌈max_seqlen / 128⌉ query blocks;
+    # units = ⌈num_m / 2⌉ · heads · batch; grid (min(SMs, units),).
+    grid = gl.num_programs(0)
+    units_per_hb = (num_m + 1) // 2
+    n_items = 2 * ((units - gl.program_id(0) + grid - 1) // grid)
+    dtype: gl.constexpr = k1_desc.dtype
+    q1_s = gl.allocate_shared_memory(dtype, [2] + q1_desc.block_type.shape, q1_desc.layout)
+    q2_s = gl.allocate_shared_memory(dtype, [2] + q2_desc.block_type.shape, q2_desc.layout)
+    k1_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k1_desc.block_type.shape, k1_desc.layout)
+    k2_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k2_desc.block_type.shape, k2_desc.layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # released by both consumer warpgroups
+        mbarrier.init(v_empty.index(i), count=2)
+    for w in gl.static_range(2):
+        mbarrier.init(q_ready.index(w), count=1)
+        mbarrier.init(q_empty.index(w), count=1)  # each warpgroup owns one query buffer
+    gl.warp_specialize([
+        (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
+                       cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
+                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL)),
+        (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
+                       cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
+                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL)),
+        (_p_producer, (q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready,
+                       k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m,
+                       num_heads, hs_q1, hs_q2, hs_k1, hs_k2, hs_v, BLOCK_N, NUM_STAGES, CAUSAL)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen: int, softmax_scale: float,
+                                 causal: bool, cfg: dict, num_programs: int | None = None) -> torch.Tensor:
+    """Launch the persistent Gluon kernel on validated operands (mla_prefill's checks; ``ws_supported`` true).
+    Operands as ``mla_prefill_ws.launch_prefill_ws``: q1/k1 [T, H, 128], q2 [T, H, 64], k2 [T, H, 64] or [T, 64],
+    v [T, H, 128], out [T, H, 128] (written for the tokens of the sequences). cfg: WS_BLOCK_N (64 / 128),
+    WS_STAGES, CONSUMER_REGS, PRODUCER_REGS over DEFAULT_WS (PIPE is always on here). num_programs: grid size
+    (default: the device's SM count; tests pass small ones to walk many items per program). Returns out."""
+    c = dict(DEFAULT_WS)
+    c.update({k: cfg[k] for k in DEFAULT_WS if k in cfg})
+    bn = int(c["WS_BLOCK_N"])
+    if bn not in (64, 128):
+        raise ValueError(f"config WS_BLOCK_N must be 64 or 128, got {bn!r}")
+    stages = int(c["WS_STAGES"])
+    if stages < 1 or stages > 4:
+        raise ValueError(f"config WS_STAGES must be 1 to 4, got {stages!r}")
+    num_heads = q1.shape[1]
+    batch = cu_seqlens.numel() - 1
+    dq1, hs_q1 = _desc(q1, _D_NOPE, _ROWS)
+    dq2, hs_q2 = _desc(q2, _D_ROPE, _ROWS)
+    dk1, hs_k1 = _desc(k1, _D_NOPE, bn)
+    dk2, hs_k2 = _desc(k2, _D_ROPE, bn)
+    dv, hs_v = _desc(v, _D_V, bn)
+    num_m = cdiv(max_seqlen, 2 * _ROWS)
+    units = (num_m + 1) // 2 * num_heads * batch
+    if num_programs is None:
+        num_programs = cuda_sm_count(q1.device)
+    if not isinstance(num_programs, int) or num_programs < 1:
+        raise ValueError(f"num_programs must be a positive int, got {num_programs!r}")
+    if units >= 2**31:
+        raise ValueError(f"{units} work units do not fit the kernel's int32 indices")
+    _mla_prefill_ws_persistent_kernel[(min(num_programs, units),)](
+        dq1, dq2, dk1, dk2, dv, cu_seqlens, out, out.stride(0), out.stride(1),
+        hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, float(softmax_scale) * 1.4426950408889634,
+        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal),
+        CONSUMER_REGS=int(c["CONSUMER_REGS"]), PRODUCER_REGS=int(c["PRODUCER_REGS"]),
+        num_warps=4, maxnreg=_MAXNREG,
+    )
+    return out

@@ -78,6 +78,19 @@ def _routing(T, k, E, dev):
     return scores.topk(k, dim=1).indices.to(torch.int32)
 
 
+def _flag_ab(flag: str, names: tuple[str, str], pair_us) -> dict:
+    """{names[0]: µs with moe_routing.<flag> = False, names[1]: with True}: pair_us() (one graph replay of
+    permute + unpermute, None when it could not be timed) × 2, as the pair's rows; the flag is True afterwards
+    (both flags' committed default)."""
+    ab = {}
+    for on in (False, True):
+        setattr(MR, flag, on)
+        g1 = pair_us()
+        ab[names[on]] = round(g1 * 2, 2) if g1 else None
+    setattr(MR, flag, True)
+    return ab
+
+
 def bench_permute(cx):
     T, k, E, H, bm = (64, 4, 16, 256, 16) if cx.dry else (4096, 8, 256, 7168, 128)
     ids = _routing(T, k, E, cx.dev)
@@ -151,22 +164,13 @@ def bench_permute(cx):
         pug = cx.graph_us([perm_peer, unperm_peer])
         pu = pug * 2 if (pug and ug) else res["permute"][2] + res["unpermute"][2]
         extra = {}
+        pair_us = lambda: cx.graph_us([perm, unperm])  # noqa: E731
         if scale is not None and not cx.dry:  # A/B: scales stored by the row copy vs a separate gather kernel
-            ab = {}
-            for fused in (False, True):
-                MR.FUSED_SCALE_COPY = fused
-                g1 = cx.graph_us([perm, unperm])
-                ab["fused_scale_copy" if fused else "scale_gather_kernel"] = round(g1 * 2, 2) if g1 else None
-            MR.FUSED_SCALE_COPY = True
+            ab = _flag_ab("FUSED_SCALE_COPY", ("scale_gather_kernel", "fused_scale_copy"), pair_us)
             extra["us_graph_scale_variants"] = ab
             print(f"  permute+unpermute fp8, one graph: {ab}")
         if not cx.dry:  # A/B: the permute's kernel chain as programmatic dependent launches (default) or plain
-            ab = {}
-            for on in (False, True):
-                MR.PDL_CHAIN = on
-                g1 = cx.graph_us([perm, unperm])
-                ab["pdl_chain" if on else "plain_launches"] = round(g1 * 2, 2) if g1 else None
-            MR.PDL_CHAIN = True
+            ab = _flag_ab("PDL_CHAIN", ("plain_launches", "pdl_chain"), pair_us)
             extra["us_graph_pdl_variants"] = ab
             print(f"  permute+unpermute {dt}, one graph: {ab}")
         if not cx.dry:  # the pair's graph timed device side only (host submission latency excluded)

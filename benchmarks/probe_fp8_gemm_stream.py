@@ -144,18 +144,27 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready, empty, b_ptr, num_programs,
 
 
 @gluon.jit
-def _stream_kernel(a_desc, b_desc, b_ptr, stamps_ptr, num_programs, total, num_k_blocks, LOAD_A: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, HOLD: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr,
-                   num_warps: gl.constexpr):
-    # a_desc: a [128, K] e4m3, box [128, 128]; b_desc: b [N, K] e4m3, box [128, 128]; b_ptr: b (prefetches);
-    # stamps: int64 [num_programs, 2] consumer clock64 at loop entry / exit
+def _ring(a_desc, b_desc, NUM_STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+    # the TMA ring of both probe kernels: NUM_STAGES A and B tiles (the descriptors' boxes and layouts), a ready
+    # barrier per stage (one arrival: the producer's expect) and an empty one (CONSUMERS arrivals: each consumer
+    # partition releases the stage)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=1)
+        mbarrier.init(empty.index(i), count=CONSUMERS)
+    return a_bufs, b_bufs, ready, empty
+
+
+@gluon.jit
+def _stream_kernel(a_desc, b_desc, b_ptr, stamps_ptr, num_programs, total, num_k_blocks, LOAD_A: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, HOLD: gl.constexpr, PF_AHEAD: gl.constexpr, PF_CHUNK: gl.constexpr,
+                   num_warps: gl.constexpr):
+    # a_desc: a [128, K] e4m3, box [128, 128]; b_desc: b [N, K] e4m3, box [128, 128]; b_ptr: b (prefetches);
+    # stamps: int64 [num_programs, 2] consumer clock64 at loop entry / exit
+    a_bufs, b_bufs, ready, empty = _ring(a_desc, b_desc, NUM_STAGES, 1)
     gl.warp_specialize([
         (_consumer, (ready, empty, stamps_ptr, num_programs, total, HOLD, NUM_STAGES)),
         (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, b_ptr, num_programs, total, num_k_blocks, LOAD_A,
@@ -212,13 +221,7 @@ def _gemm_loop_kernel(a_desc, b_desc, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr
     # fp8_gemm_ws_sk's CTA (two consumer warpgroups, one producer warp, 232 / 48 registers) at M = 128 without the
     # fix-up: the K loops' time with the real wgmmas, scales and ring. stamps: int64 [num_programs, 4] (per warpgroup
     # clock64 at loop entry / exit); sink: fp32 [num_programs, 128]; ws: fp32 [2 · num_programs, 128, 128]
-    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES] + a_desc.block_type.shape, a_desc.layout)
-    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)
+    a_bufs, b_bufs, ready, empty = _ring(a_desc, b_desc, NUM_STAGES, 2)
     gl.warp_specialize([
         (_gemm_consumer, (a_bufs, b_bufs, ready, empty, a_scale_ptr, b_scale_ptr, ws_ptr, sink_ptr, stamps_ptr,
                           num_programs, total, num_k_blocks, 0, NUM_STAGES, STORE_PART, SCALE_AHEAD)),

@@ -41,6 +41,14 @@ def _run_script(script, *args):
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
+def _assert_interrupted(handler_kept, command=("generate", "-p", "x", "-n", "2")):
+    """The CLI command, run in-process, ends as an interrupt does (exit 130, last stderr line "error: interrupted")
+    and hands the test's SIGINT handler back."""
+    r = runner.invoke(app, list(command), catch_exceptions=False)
+    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
+    assert signal.getsignal(signal.SIGINT) is handler_kept
+
+
 def _ctrl_c_still_works():
     with pytest.raises(KeyboardInterrupt):
         _sigint_now()
@@ -50,9 +58,7 @@ def test_generate_interrupted_gives_the_handler_back(monkeypatch, handler_kept):
     from tritonseek.engine.llm import LLM
 
     monkeypatch.setattr(LLM, "generate", lambda self, *a, **k: _sigint_now())
-    r = runner.invoke(app, ["generate", "-p", "x", "-n", "2"], catch_exceptions=False)
-    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
-    assert signal.getsignal(signal.SIGINT) is handler_kept
+    _assert_interrupted(handler_kept)
     _ctrl_c_still_works()
 
 
@@ -84,9 +90,7 @@ def test_bench_and_warmup_interrupted_give_the_handler_back(monkeypatch, handler
     monkeypatch.setattr(benchrun, "run_suites", lambda *a, **k: _sigint_now())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # warmup: past its GPU check, Ctrl-C while loading
     monkeypatch.setattr(LLM, "__init__", lambda self, *a, **k: _sigint_now())
-    r = runner.invoke(app, command, catch_exceptions=False)
-    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
-    assert signal.getsignal(signal.SIGINT) is handler_kept
+    _assert_interrupted(handler_kept, command)
     _ctrl_c_still_works()
 
 
@@ -141,9 +145,7 @@ def test_a_swallowed_ctrl_c_leaves_ctrl_c_working(monkeypatch, handler_kept):
         _sigint_now()
 
     monkeypatch.setattr(LLM, "generate", generate)
-    r = runner.invoke(app, ["generate", "-p", "x", "-n", "2"], catch_exceptions=False)
-    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
-    assert signal.getsignal(signal.SIGINT) is handler_kept
+    _assert_interrupted(handler_kept)
 
 
 def test_an_inherited_sig_ign_is_left_alone(monkeypatch, handler_kept):
@@ -213,9 +215,7 @@ def test_a_ctrl_c_dropped_by_other_code_leaves_ctrl_c_working(monkeypatch, handl
         _sigint_now()
 
     monkeypatch.setattr(LLM, "generate", generate)
-    r = runner.invoke(app, ["generate", "-p", "x", "-n", "2"], catch_exceptions=False)
-    assert r.exit_code == 130 and r.stderr.strip().splitlines()[-1] == "error: interrupted", r.output
-    assert signal.getsignal(signal.SIGINT) is handler_kept
+    _assert_interrupted(handler_kept)
 
 
 def test_a_second_ctrl_c_during_a_long_clean_up_is_dropped(monkeypatch, handler_kept):

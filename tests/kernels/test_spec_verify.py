@@ -299,6 +299,18 @@ def test_rejection_rising_logits_rescale(device, temp, step, philox):
     assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
 
 
+def _assert_philox_equals_materialized(device, seeds, noise, *host_args):
+    """verify_rejection with Philox seeds (noise made in the kernel) gives the same tokens and counts as with the
+    materialised noise philox_exp_noise(seeds) and as the reference with it. host_args: (drafts, draft_probs, x,
+    temperature, top_k, top_p, uniforms) on the host; the kernel gets them on `device`."""
+    args = _to(device, *host_args)
+    got = verify_rejection(*args, None, seeds=seeds)
+    mat = verify_rejection(*args, noise)
+    ref = verify_rejection_ref(*host_args, noise.cpu())
+    assert torch.equal(got[0], mat[0]) and torch.equal(got[1], mat[1])
+    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+
+
 @_fixture_ok
 @given(B=st.integers(1, 4), K=st.integers(1, 3), V=st.integers(2, 120), seed=st.integers(0, 2**40),
        one_hot=st.booleans())
@@ -308,12 +320,8 @@ def test_philox_seeds_mode_equals_materialized_noise(device, B, K, V, seed, one_
     temperature, top_k, top_p, uniforms, _ = _rej_params(B, K, V, g, False)
     seeds = (torch.arange(B, dtype=torch.int64) * 7 + seed).to(device)
     noise = philox_exp_noise(seeds, K + 1, V)
-    args = _to(device, drafts, draft_probs, x, temperature, top_k, top_p, uniforms)
-    got = verify_rejection(*args, None, seeds=seeds)
-    mat = verify_rejection(*args, noise)
-    ref = verify_rejection_ref(drafts, draft_probs, x, temperature, top_k, top_p, uniforms, noise.cpu())
-    assert torch.equal(got[0], mat[0]) and torch.equal(got[1], mat[1])
-    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+    _assert_philox_equals_materialized(device, seeds, noise, drafts, draft_probs, x, temperature, top_k, top_p,
+                                       uniforms)
 
 
 @pytest.mark.parametrize("seed", [3, 8])
@@ -329,12 +337,7 @@ def test_philox_filtered_rows(device, seed):
     uniforms = torch.rand(B, K, generator=g)
     seeds = torch.tensor([11, 12, 13], dtype=torch.int64, device=device)
     noise = philox_exp_noise(seeds, K + 1, V)
-    args = _to(device, drafts, None, x, temperature, top_k, top_p, uniforms)
-    got = verify_rejection(*args, None, seeds=seeds)
-    mat = verify_rejection(*args, noise)
-    ref = verify_rejection_ref(drafts, None, x, temperature, top_k, top_p, uniforms, noise.cpu())
-    assert torch.equal(got[0], mat[0]) and torch.equal(got[1], mat[1])
-    assert torch.equal(got[0].cpu(), ref[0]) and torch.equal(got[1].cpu(), ref[1])
+    _assert_philox_equals_materialized(device, seeds, noise, drafts, None, x, temperature, top_k, top_p, uniforms)
 
 
 def _small_case(device, B=2, K=2, V=10):

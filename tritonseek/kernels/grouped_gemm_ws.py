@@ -110,6 +110,7 @@ from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
 from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
 from tritonseek.kernels.grouped_gemm_ws_schedule import _load_masked_m
+from tritonseek.kernels.grouped_gemm_ws192 import MAX_STAGES192, launch_contiguous_192
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
 )
@@ -129,7 +130,9 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False)
+                           EARLY_TMA=False, ROWS192=False, SCALE_AHEAD=False)
+# ROWS192 (contiguous only, off until measured): 192-row tiles, three consumer warpgroups with the dense kernel's serial
+# loop, straddling tiles in two passes (grouped_gemm_ws192.py); SCALE_AHEAD: its scales one K block ahead.
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -199,7 +202,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, ROWS192=bool, SCALE_AHEAD=bool,
 )
 
 
@@ -213,7 +216,8 @@ def _with_overrides(cfg: dict, config: object) -> dict:
         raise TypeError(f"config must be a dict of grouped_ws_config overrides, got {type(config).__name__}")
     check_config("config", config, GROUPED_WS_CONFIG_SPEC)
     out = dict(cfg, **config)
-    if out["BLOCK_N"] == 256 and "BLOCK_N" not in config and (not out["SPLIT"] or out["NUM_STAGES"] > 4):
+    if out["BLOCK_N"] == 256 and "BLOCK_N" not in config and (not out["SPLIT"] or out["NUM_STAGES"] > 4
+                                                              or out["ROWS192"]):
         out["BLOCK_N"] = 128
     return out
 
@@ -316,8 +320,14 @@ def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
         raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
 
-def _resolve_config(cfg: dict) -> tuple[int, int]:
+def _resolve_config(cfg: dict, masked: bool = False) -> tuple[int, int]:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if cfg.get("ROWS192") and (masked or bn != 128 or cfg["NUM_STAGES"] > MAX_STAGES192):
+        raise ValueError(f"config ROWS192 (192-row tiles) is for the contiguous layout with BLOCK_N 128 and NUM_STAGES "
+                         f"<= {MAX_STAGES192}, got {'masked' if masked else 'contiguous'}, BLOCK_N={bn}, "
+                         f"NUM_STAGES={cfg['NUM_STAGES']}")
+    if cfg.get("SCALE_AHEAD") and not cfg.get("ROWS192"):
+        raise ValueError("config SCALE_AHEAD applies to ROWS192 (192-row tiles) only")
     if bm != 128 or bn not in (64, 128, 256):
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64, 128 or 256, got {bm}, {bn}")
     if bn == 256 and (not cfg["SPLIT"] or cfg["NUM_STAGES"] > 4):
@@ -397,7 +407,9 @@ def grouped_fp8_gemm_contiguous_ws(
     config: optional launch-config override (keys of ``grouped_ws_config``: BLOCK_N 64, 128 or 256 (WIDE
         128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
-        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds).
+        PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
+        ROWS192 = 192-row tiles (BLOCK_N 128, NUM_STAGES ≤ 4; bf16 / fp16 out with 16-byte aligned rows, else the
+        128-row tiles run; grouped_gemm_ws192), SCALE_AHEAD = with ROWS192, the scales one K block ahead).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
@@ -414,6 +426,12 @@ def grouped_fp8_gemm_contiguous_ws(
         check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
+    if cfg["ROWS192"] and out.element_size() == 2 and _tma_storable(out):
+        # 192-row tiles store through TMA only (three [64, 128] fp32 buffers would not fit beside 4 stages, and the
+        # masked-store epilogue's pointers spilled 1.4 KB at 160 registers): fp32 or unaligned out runs 128-row tiles
+        launch_contiguous_192(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, sms, cfg)
+        return out
+    cfg["SCALE_AHEAD"] = False
     tiles = cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
     _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
             _programs(a, tiles, cfg), cfg, masked=False)
@@ -482,7 +500,7 @@ def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expec
     fn = "grouped_fp8_gemm_masked_ws"
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
     cfg = _with_overrides(cfg, config)
-    _resolve_config(cfg)
+    _resolve_config(cfg, masked=True)
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
                          f"got strides {out.stride()}")

@@ -242,8 +242,10 @@ def _row_stats_kernel(
         rmax = tl.max(r_vec, axis=0)
         ridx = tl.min(tl.where(r_vec == rmax, ri_vec, big), axis=0)
         ridx = tl.where(ridx == big, start, ridx)
-        # stored in the log form the combine and the filter's settle kernel use: T·log(score) = (x_w - m) + T·g_w
-        rmax = temp * tl.log(rmax)
+        # stored in the log form the combine and the filter's settle kernel use: T·log(score) = (x_w - m) + T·g_w.
+        # A split with no race candidate has score 0 → -inf: written as a select, not as log(0), which the CPU
+        # interpreter (numpy) reports as a divide-by-zero warning; the same values (NaN still propagates, T > 0)
+        rmax = tl.where(rmax == 0.0, float("-inf"), temp * tl.log(tl.where(rmax == 0.0, 1.0, rmax)))
 
     p = row.to(tl.int64) * num_splits + split
     tl.store(part_max_ptr + p, m, mask=write)

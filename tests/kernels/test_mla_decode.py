@@ -101,6 +101,16 @@ def test_decode_matches_reference(device, batch, seqlen_q, num_heads, page, dims
     check_against_ref(*case, dv, causal, num_sm=num_sm)
 
 
+@pytest.mark.parametrize("num_sm", [1, 8])
+def test_decode_non_default_softmax_scale(device, num_sm):
+    """softmax_scale reaches the split kernel (tester22 mutation #22: a launch that used the default d_qk^-0.5
+    passed every CPU test, which all left softmax_scale None; the model passes qk_head_dim^-0.5·mscale², not the
+    absorbed d_qk's). Lengths that split (num_sm 1: whole rows; 8: the 150-key row in pieces + combine)."""
+    gen = torch.Generator().manual_seed(0)
+    case = make_case(device, 4, 2, 3, 80, 64, 16, [150, 65, 1, 64], gen)
+    check_against_ref(*case, 64, True, num_sm=num_sm, scale=0.37)
+
+
 def test_one_long_row_many_short_balances_and_matches(device):
     """A long row is spread over many programs (several splits → combine); short rows stay whole."""
     gen = torch.Generator().manual_seed(1)

@@ -87,6 +87,13 @@ def test_small_path_long_row_and_empty_rows(device):
     assert md.split[:, 1].tolist() == [4, 0, 1, 2]  # MIN_TILES 2: 3 tiles → 2,1
 
 
+def test_small_path_non_default_softmax_scale(device):
+    """softmax_scale reaches the small-batch split kernel (tester22 #22: no CPU test passed one)."""
+    gen = torch.Generator().manual_seed(6)
+    q, kv, bt, cs = make_case(device, 2, 2, 16, 80, 64, 16, [70, 33], gen)
+    run_and_check(q, kv, bt, cs, 64, True, small_cfg(splits=3), scale=0.37)
+
+
 def test_default_config_small_batch_entries_are_small_path():
     """128 heads: batch·rows ≤ 1024 (b1-8 at s_q 1, b1-4 at s_q 2, b1-2 at s_q 4) takes the SMALL path with
     ≤ 128 programs (16-row tiles at b1 s_q 1, else 32-row); larger products keep the scheduled kernels."""

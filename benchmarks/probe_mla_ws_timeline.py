@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py [--out DIR] [--cases 32x1v 16x2v ...] [--reps 5]
     PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py --ab '{...}' '{...}' [--cases 32x1v 32x1@8192f ...]
+    PYTHONPATH=. python benchmarks/probe_mla_ws_timeline.py --rev [--cases 16x2v 32x1v]  # lateness: work or SM?
 
 Runs ``mla_decode_ws``'s split kernel (``mla_decode_wsm``'s for a WSM config, > 32 rows) with DIAG stamps (``launch_split_ws(diag=...)``: %globaltimer and %clock64
 at the consumer's program start/end, every segment's start, first tile ready, last tile done and stores done, and
@@ -16,7 +17,14 @@ clock: a CUDA graph of 8 back-to-back calls (as the layers of a decode step run)
 ~0.5 ms device sleep so the host's launch latency is not inside the events (a busy host shares this GPU machine),
 configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl. A config that fails to build or
 to match the reference is reported and left out (the others still run). --split-alone: also a graph of 8 split-kernel
-launches alone per config, timed in the same interleave (the row's split_us; the op minus it is the combine's share).
+launches alone per config, timed in the same interleave (the row's split_us; the op minus it is the combine's share). --single: also a graph of ONE call per config (as bench_mla times it: the
+launch of a lone graph included), row field single_us.
+Probe-only override keys (not mla_decode config keys): WHOLE / WHOLE_ITERS / EVEN recompute the schedule with
+kernels.mla_schedule_whole.schedule_whole (whole sequences charged WHOLE more tiles in the balanced fallback; EVEN: its
+spans cut at ⌊p·total/programs⌋).
+--rev (timeline mode): each case also with program p running span num_parts − 1 − p (launch_split_ws rev_pids):
+programs land on SMs in launch order, so the work moves to other SMs; prints whether the per-span end times of the
+two runs agree (lateness follows the work) or the per-SM ones do (it follows the SM).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
 from tritonseek.kernels import mla_decode_wsm as M  # noqa: E402
 from tritonseek.kernels.mla_decode_small import MLA_CONFIG_SPEC  # noqa: E402
+from tritonseek.kernels.mla_schedule_whole import schedule_whole  # noqa: E402
 
 
 def _case(name: str) -> tuple[int, int, int, bool]:
@@ -60,16 +69,31 @@ def _case_arg(text: str) -> str:
 
 # --cfg / --ab: JSON overrides of mla_decode's config, checked against its spec before any GPU work (s19: {"OVEC": 3}
 # ended in a traceback, a --cfg that was not JSON in a failed case per case and exit 0)
-_config_arg = json_object(MLA_CONFIG_SPEC, "mla_decode config overrides")
+# WHOLE / WHOLE_ITERS: this probe's own keys (schedule_whole), popped before the config reaches mla_decode
+_PROBE_KEYS = dict(WHOLE=range(0, 4097), WHOLE_ITERS=range(1, 9), EVEN=bool)
+_config_arg = json_object(dict(MLA_CONFIG_SPEC, **_PROBE_KEYS),
+                          "mla_decode config overrides (+ WHOLE, WHOLE_ITERS, EVEN)")
 
 
-def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
+def _metadata(cs, s_q, h, over: dict, **extra):
+    """(metadata, config) for the default config + over (+ extra); WHOLE / EVEN: the schedule recomputed by
+    schedule_whole."""
+    cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **extra)
+    cfg.update({k: v for k, v in over.items() if k not in _PROBE_KEYS})
+    md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+    if over.get("WHOLE") or over.get("EVEN"):
+        schedule_whole(md, cs, int(over.get("WHOLE", 0)), int(over.get("WHOLE_ITERS", 2)), bool(over.get("EVEN")))
+    return md, cfg
+
+
+def run_case(name: str, reps: int, out_dir: str, overrides: dict, rev: bool = False) -> str:
+    """Timeline of one case (rev: programs walk the spans in reverse, stamp rows put back in span order); returns
+    the path of the saved stamps."""
     h, s_q, s_k, varlen = _case(name)
     lens = decode_lens(s_k, s_q, varlen)
     q, kv, bt, cs = make_decode(h, s_q, lens)
     # COMBINE_SPIN off: the stamped split runs below are not followed by their spinning combine
-    cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), COMBINE_SPIN=False, **overrides)
-    md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+    md, cfg = _metadata(cs, s_q, h, overrides, COMBINE_SPIN=False)
     scale = D_QK**-0.5
     rows = s_q * h
     out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
@@ -92,9 +116,10 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
         if wsm:
             M.launch_split_wsm(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
         else:
-            W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
+            W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag, rev_pids=rev)
         torch.cuda.synchronize()
-        stamps.append(diag.cpu().clone())
+        # rev: row p holds the stamps of span num_parts − 1 − p; flipped, row = span as without rev
+        stamps.append(diag.cpu().flip(0).clone() if rev and not wsm else diag.cpu().clone())
     # the stamped build's result, through the same combine, must equal the plain build's (FUSE: the split kernel
     # merged; there is no combine launch to time)
     fused = not wsm and W.fuse_combine(md, q, out, opart)
@@ -105,14 +130,50 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict) -> None:
     split_us = graph_time_us(sp, 10.0)
     comb_us = 0.0 if fused else graph_time_us(cb, 5.0)
     both_us = split_us if fused else graph_time_us(lambda: (sp(), cb()), 10.0)
-    tag = name + ("_" + "_".join(f"{k}{v}" for k, v in sorted(overrides.items())) if overrides else "")
+    tag = name + ("_" + "_".join(f"{k}{v}" for k, v in sorted(overrides.items())) if overrides else "") + \
+        ("_rev" if rev else "")
+    path = os.path.join(out_dir, f"timeline_{tag}.pt")
     torch.save(dict(name=name, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps, cfg=cfg,
-                    split_us=split_us, comb_us=comb_us, both_us=both_us), os.path.join(out_dir, f"timeline_{tag}.pt"))
+                    split_us=split_us, comb_us=comb_us, both_us=both_us, rev=rev), path)
     # a stamp row per (head tile, part): row r follows schedule row r % num_parts
     summarize(tag, lens, md.sched.cpu().repeat(head_tiles, 1), md.split.cpu(), stamps, split_us, comb_us, both_us, same,
               steal=md.num_programs is not None and not cfg.get("STEAL_WAVE"))
     if fused:
         fuse_breakdown(tag, stamps)
+    return path
+
+
+def work_or_sm(path_a: str, path_b: str) -> None:
+    """Two timelines of the same case and schedule whose programs ran on different SMs (plain / --rev): per-span
+    program ends (µs from the kernel start, mean over the reps after the first) correlated by span (the same work)
+    and by SM id (the same SM, different work); and the spread of the per-SM residual (end minus the span's mean)."""
+    import statistics as st
+
+    ends, sms = [], []
+    for path in (path_a, path_b):
+        d = torch.load(path, weights_only=False)
+        e, sm = [], None
+        for x in d["stamps"][1:] or d["stamps"]:
+            g = x[:, :64].double()
+            act = g[:, 0] > 0
+            t0 = g[act, 0].min()
+            e.append(torch.where(act, (g[:, 1] - t0) / 1e3, torch.nan))
+            sm = x[:, 63]
+        ends.append(torch.stack(e).mean(0))
+        sms.append(sm)
+    ok = ~(ends[0].isnan() | ends[1].isnan()) & (ends[0] > 0.5 * ends[0].nanmean())  # spans with work
+    a, b = ends[0][ok], ends[1][ok]
+    by_span = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    # by SM: the end of whatever span ran on SM s in run A vs in run B
+    ea = {int(s): float(t) for s, t, k in zip(sms[0], ends[0], ok) if k}
+    eb = {int(s): float(t) for s, t, k in zip(sms[1], ends[1], ok) if k}
+    common = sorted(set(ea) & set(eb))
+    by_sm = float(torch.corrcoef(torch.tensor([[ea[s] for s in common], [eb[s] for s in common]]))[0, 1])
+    res = [ea[s] - float((a.mean())) for s in common]
+    print(f"  work or SM ({os.path.basename(path_a)} vs {os.path.basename(path_b)}): program ends correlate by span "
+          f"{by_span:.2f}, by SM {by_sm:.2f} over {len(common)} SMs; end spread (std) {st.pstdev(res):.2f} us; "
+          f"latest 5 spans A {[int(i) for i in torch.argsort(ends[0].nan_to_num(0))[-5:]]} B "
+          f"{[int(i) for i in torch.argsort(ends[1].nan_to_num(0))[-5:]]}")
 
 
 def fuse_breakdown(name, stamps):
@@ -286,7 +347,8 @@ def _graph_of(calls: int, fn):
     return g
 
 
-def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, split_alone: bool = False) -> None:
+def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, split_alone: bool = False,
+             single: bool = False) -> None:
     import json
     import statistics as st
 
@@ -303,8 +365,7 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
     for over in cfgs:
         t_cfg = time.time()
         try:
-            cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **over)
-            md = D.get_mla_metadata(cs, s_q, h, config=cfg)
+            md, cfg = _metadata(cs, s_q, h, over)
             out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
             fn = lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md,  # noqa: E731
                                                       out=out, check_ids=False)
@@ -316,12 +377,14 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
                 continue
             fn()
             torch.cuda.synchronize()
-            gs = [_graph_of(calls, fn)]
+            gs = [_graph_of(calls, fn)]  # [8 calls, (split alone), (one call)]: per-call µs of each
             if split_alone:
                 lse2 = torch.empty(BATCH, h, s_q, dtype=torch.float32, device=q.device)
                 sp, _ = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse2)
                 gs.append(_graph_of(calls, sp))
                 keep.append((sp, lse2))
+            if single:
+                gs.append(_graph_of(1, fn))
         except Exception as e:  # noqa: BLE001
             print(f"  {name} {json.dumps(over, sort_keys=True)}: failed {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
@@ -344,14 +407,16 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
         torch.cuda.synchronize()
         for i, gs in enumerate(graphs):
             for j in range(len(gs)):
-                times[i][j].append(ev[i][j][0].elapsed_time(ev[i][j][1]) * 1000.0 / calls)
-    split_t = [st.median(t[1]) if len(t) > 1 else None for t in times]
+                n = 1 if single and j == len(gs) - 1 else calls
+                times[i][j].append(ev[i][j][0].elapsed_time(ev[i][j][1]) * 1000.0 / n)
+    split_t = [st.median(t[1]) if split_alone else None for t in times]
+    single_t = [st.median(t[-1]) if single else None for t in times]
     times = [t[0] for t in times]
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
     flops = 2 * s_q * sum(lens) * h * (D_QK + D_V)  # FlashMLA's count (issue 3)
     base = st.median(times[0])
     with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
-        for over, t, (ok, cd, dl), sp_us in zip(cfgs, times, oks, split_t):
+        for over, t, (ok, cd, dl), sp_us, one_us in zip(cfgs, times, oks, split_t, single_t):
             us = st.median(t)
             row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
                                                           varlen=varlen),
@@ -361,8 +426,13 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
                        calls_per_graph=calls, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl, **env)
             if sp_us is not None:
                 row["split_us"] = round(sp_us, 2)
+            if one_us is not None:
+                row["single_us"] = round(one_us, 2)
+                row["single_gbps"] = round(nbytes / one_us / 1e3, 1)
             f.write(json.dumps(row) + "\n")
             sp_txt = "" if sp_us is None else f" split {sp_us:6.1f} (combine {us - sp_us:+5.1f})"
+            if one_us is not None:
+                sp_txt += f" single {one_us:6.1f} ({row['single_gbps']:.0f} GB/s)"
             print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['tflops']:6.1f} TFLOP/s "
                   f"{us - base:+6.1f}{sp_txt} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
     del graphs, keep
@@ -379,6 +449,10 @@ def main() -> int:
     ap.add_argument("--reps", type=positive_int, default=5)
     ap.add_argument("--split-alone", action="store_true",
                     help="A/B mode: also time each config's split kernel alone (8 launches per graph)")
+    ap.add_argument("--single", action="store_true",
+                    help="A/B mode: also time a graph of one call per config (bench_mla's figure, launch included)")
+    ap.add_argument("--rev", action="store_true",
+                    help="timeline mode: each case also with the spans walked by the programs in reverse (work vs SM)")
     ap.add_argument("--cfg", default={}, type=_config_arg, help="JSON config overrides (mla_decode config keys)")
     # nargs="+": a bare --ab (no config) silently ran timeline mode (tester 2, s19)
     ap.add_argument("--ab", nargs="+", type=_config_arg,
@@ -397,7 +471,7 @@ def main() -> int:
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         for name in args.cases:
             try:
-                _ab_case(name, list(args.ab), args.reps, args.out, env, args.split_alone)
+                _ab_case(name, list(args.ab), args.reps, args.out, env, args.split_alone, args.single)
             except Exception as e:  # noqa: BLE001
                 print(f"ab {name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
                 failed.append(name)
@@ -405,7 +479,9 @@ def main() -> int:
     else:
         for name in args.cases:
             try:
-                run_case(name, args.reps, args.out, args.cfg)
+                path = run_case(name, args.reps, args.out, args.cfg)
+                if args.rev:
+                    work_or_sm(path, run_case(name, args.reps, args.out, args.cfg, rev=True))
             except Exception as e:  # noqa: BLE001
                 print(f"{name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
                 failed.append(name)

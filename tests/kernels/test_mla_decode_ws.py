@@ -29,8 +29,9 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False, steal: bool = False, rotate: bool = False):
-    """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel."""
+                 fuse: bool = False, steal: bool = False, rotate: bool = False, rev: bool = False):
+    """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel. rev: the
+    diagnostic REV_PIDS (programs walk the spans in reverse; probe_mla_ws_timeline --rev)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -52,7 +53,8 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     sig["sm_scale_log2"] = "fp32"
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
-                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate)
+                  BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate,
+                  REV_PIDS=rev)
     if steal:
         sig["work_ptr"] = "*i32"
     else:

@@ -44,9 +44,10 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
               FUSE: gl.constexpr = False, num_spans=0, sp_smem=None, sp_ready=None, sp_free=None,
-              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
+              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False, REV_PIDS: gl.constexpr = False):
     # One consumer warpgroup: its program's span, then (STEAL) the tail spans its producer warp claims (each
     # handed over through the sp_smem slot guarded by sp_ready / sp_free; num_spans: the end sentinel).
+    # REV_PIDS (diagnostics, no STEAL): program p walks span num_spans − 1 − p (stamps stay in row p).
     pid = gl.program_id(1)
     dg = diag_ptr
     if DIAG:
@@ -77,7 +78,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             n_sp += 1
     else:
         _consumer_span(
-            pid, it, qn0, qn1, seg, dg, q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty, q_ready,
+            (num_spans - 1 - pid) if REV_PIDS else pid, it, qn0, qn1, seg, dg, q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty, q_ready,
             q_empty, seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr, stride_qb, stride_qs,
             stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh, batch, max_blocks,
             num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL,

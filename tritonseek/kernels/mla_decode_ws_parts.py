@@ -74,7 +74,8 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
               qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, QTMA: gl.constexpr, BTPF: gl.constexpr,
               diag_ptr, DIAG: gl.constexpr, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, sp_smem=None,
-              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False):
+              sp_ready=None, sp_free=None, STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False,
+              REV_PIDS: gl.constexpr = False):
     # One warp: the program's span, then (STEAL) tail spans: after issuing a span's last tile it takes a ticket j
     # from work_ptr[head tile] (tail span num_programs + j while j < num_spans − num_programs, else the end
     # sentinel num_spans) and hands it to the consumer through the sp_smem slot. Every program takes exactly one
@@ -110,9 +111,9 @@ def _producer(v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr,
             sp_smem.store(gl.zeros([32], gl.int32, _SPAN_L1) + span)
             mbarrier.arrive(sp_ready, count=1)
             n_sp += 1
-    else:
+    else:  # REV_PIDS (diagnostics): span num_spans − 1 − pid, as the consumer
         _, _, _, _, w_cyc, i_cyc = _producer_span(
-            pid, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
+            (num_spans - 1 - pid) if REV_PIDS else pid, it, qn0, qn1, pseg, w_cyc, i_cyc, v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr,
             seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope,
             q_ready, q_empty, rows_total, row0, BLOCK_N, NUM_STAGES, QTMA, BTPF, diag_ptr, DIAG, FUSE, ROTATE)
     if DIAG:

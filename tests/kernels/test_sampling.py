@@ -104,6 +104,33 @@ def test_threshold_paths_are_taken(device):
     assert torch.equal(got, apply_top_k_top_p_ref(x, top_k, top_p))
 
 
+@pytest.mark.parametrize("top_k", [None, 3, 12])
+def test_top_p_boundary_is_inclusive(device, top_k):
+    """A token whose cumulative share reaches top_p exactly is kept, and nothing after it (the reference's rule, as
+    vLLM's: keep up to and including the crossing). tester22 mutation #36: an exclusive crossing (csum > top_p)
+    survived, random logits and top_p never land on the boundary. Masses exp(0) = 1 and exp(-ln 2) ≈ 0.5 make the
+    top token's share fp32(2/3) = top_p on the CPU (numpy's exp and torch's agree; a GPU's approximate exp need not,
+    so this is an interpreter test); ten tokens at -200 - i (mass 0 in fp32) fill a top-k of 12 past SMALL = 8
+    candidates, so cap (128, 8) runs the bisection settle, (64, 16) the sort. The peaked row must be settled by the
+    fast path (need 0): with top-p alone the mutant only sent it to the radix fallback, which is right anyway."""
+    if device.type == "cuda":
+        pytest.skip("exact fp32 boundary relies on the interpreter's exp (see docstring)")
+    x = torch.full((1, 64), -1e4)
+    x[0, 3], x[0, 5] = 0.0, -0.6931471805599453
+    x[0, 10:20] = -200.0 - torch.arange(10.0)
+    top_p = torch.tensor([2.0 / 3.0])
+    tk = None if top_k is None else torch.tensor([top_k], dtype=torch.int32)
+    ref = apply_top_k_top_p_ref(x, tk, top_p)
+    assert torch.isfinite(ref).sum().item() == 1  # the boundary case is exercised: only token 3 kept
+    assert torch.equal(apply_top_k_top_p(*_to(device, x, tk, top_p)).cpu(), ref)
+    for cap in [(64, 16), (128, 8)]:
+        need = torch.full((1,), -1, dtype=torch.int32, device=device)
+        thr, _ = launch_thresholds(*_to(device, x[:, None, :], torch.ones(1), tk, top_p), cap=cap, need_out=need)
+        assert need.item() == 0, cap
+        got = torch.where(x >= thr.cpu()[:, None], x, torch.full_like(x, float("-inf")))
+        assert torch.equal(got, ref), cap
+
+
 @_fixture_ok
 @given(B=st.integers(1, 5), V=st.integers(1, 300), seed=st.integers(0, 2**16), ties=st.booleans(),
        filters=st.sampled_from([None, "k", "p", "kp"]))

@@ -93,11 +93,16 @@ def test_greedy_config_by_rows(monkeypatch):
 
 @pytest.mark.parametrize("K", [1, 2, 3, 4])
 def test_greedy_all_rejected_and_all_accepted(device, K):
-    B, V = 3, 130
-    x, drafts, _ = _case(B, K, V, 7 + K, n_match=torch.tensor([0, K, 1]))
-    out, n = verify_greedy(*_to(device, drafts, x))
+    # rows 2 and 3: every draft after the first mismatch equals the argmax again, and is still not accepted (random
+    # drafts match after a mismatch with probability 1/V only: a count of all matches instead of the leading run
+    # survived the property test, found by a mutant)
+    B, V = 4, 130
+    x, drafts, _ = _case(B, K, V, 7 + K, n_match=torch.tensor([0, K, 1, 0]))
     am = x.argmax(-1)
-    assert n.cpu().tolist() == [0, K, 1]
+    drafts[2, 2:], drafts[3, 1:] = am[2, 2:K], am[3, 1:K]
+    out, n = verify_greedy(*_to(device, drafts, x))
+    assert n.cpu().tolist() == [0, K, 1, 0]
+    assert torch.equal(out.cpu(), verify_greedy_ref(drafts, x)[0])
     assert out[0].cpu().tolist() == [am[0, 0].item()] + [-1] * K  # all rejected → 1 token
     assert out[1].cpu().tolist() == am[1].tolist()  # all accepted → K+1 tokens incl. the bonus
 

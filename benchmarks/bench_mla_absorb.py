@@ -21,6 +21,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.fp8_gemm_timing import eager_time_us  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.benchrun import git_commit, out_file, positive_int_list, require_cuda, write_rows  # noqa: E402
@@ -28,16 +29,6 @@ from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_q  # noqa: E4
 from tritonseek.kernels.reference.mla_absorb import mla_absorb_o_ref, mla_absorb_q_ref  # noqa: E402
 
 H, NOPE, KV_LORA, ROPE, V_DIM, LAYERS = 128, 128, 512, 64, 128, 6
-
-
-def eager_us(fns) -> float:
-    i = [0]
-
-    def step():
-        fns[i[0] % len(fns)]()
-        i[0] += 1
-
-    return triton.testing.do_bench(step, warmup=10, rep=30, return_mode="median") * 1000.0
 
 
 def main() -> int:
@@ -77,7 +68,7 @@ def main() -> int:
         }
         for op, (ours, peer, nbytes) in cases.items():
             ug, pg = graph_replay_us(ours, 20.0), graph_replay_us(peer, 20.0)
-            row = dict(suite="mla_absorb", case=dict(op=op, T=T, H=H), us=round(eager_us(ours), 2), us_graph=round(ug, 2),
+            row = dict(suite="mla_absorb", case=dict(op=op, T=T, H=H), us=round(eager_time_us(ours, rep_ms=30), 2), us_graph=round(ug, 2),
                        tflops=round(2 * T * H * NOPE * KV_LORA / ug / 1e6, 2), gbps=round(nbytes / ug / 1e3, 1),
                        peer="torch einsum bf16" + (" + cat" if op == "absorb_q" else ""), peer_us=round(pg, 2),
                        ratio_vs_peer=round(pg / ug, 3), **env)

@@ -14,20 +14,14 @@ import statistics
 
 import torch
 
+from benchmarks.timing import replay_ms
+
 
 def replay_us(graph, reps: int = 20) -> float:
     """Median CUDA-event µs of ``graph.replay()`` (two warm-up replays first)."""
     for _ in range(2):
         graph.replay()
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        st.record()
-        graph.replay()
-        en.record()
-        en.synchronize()
-        times.append(st.elapsed_time(en) * 1000.0)
-    return statistics.median(times)
+    return statistics.median(replay_ms(graph, reps)) * 1000.0
 
 
 def sync_sites(fn) -> list[str]:

@@ -31,14 +31,16 @@ def graph_time_us(fns, min_ms: float = 40.0) -> float:
     return graph_replay_us(fns, min_ms, max_reps=200)
 
 
-def eager_time_us(fns) -> float:
+def eager_time_us(fns, rep_ms: int = 40) -> float:
+    """Median µs of one eager call (launched from Python, host overhead included), cycling through fns (rotated
+    inputs) under triton.testing.do_bench with rep_ms of repetitions."""
     i = [0]
 
     def step():
         fns[i[0] % len(fns)]()
         i[0] += 1
 
-    return triton.testing.do_bench(step, warmup=10, rep=40, return_mode="median") * 1000.0
+    return triton.testing.do_bench(step, warmup=10, rep=rep_ms, return_mode="median") * 1000.0
 
 
 def kernel_fields(fns, pfns, flop: float) -> dict:

@@ -32,7 +32,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.timing import _capture  # noqa: E402
+from benchmarks.timing import _capture, replay_ms  # noqa: E402
 from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
 from tritonseek.kernels import fp8_quant  # noqa: E402
 from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref, silu_mul_quant_fp8_ref  # noqa: E402
@@ -118,18 +118,10 @@ def ptx_stats(h):
 
 
 def time_round(graphs, order, reps=15):
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     out = {}
     for name in order:
         g, n = graphs[name]
-        ts = []
-        for _ in range(reps):
-            st.record()
-            g.replay()
-            en.record()
-            en.synchronize()
-            ts.append(st.elapsed_time(en) * 1000.0 / n)
-        out[name] = statistics.median(ts)
+        out[name] = statistics.median(replay_ms(g, reps)) * 1000.0 / n
     return out
 
 

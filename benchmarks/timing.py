@@ -23,21 +23,24 @@ def graph_replay_us(fns, min_ms: float = 30.0, max_reps: int = 100) -> float:
     """
     fns = list(fns) if isinstance(fns, (list, tuple)) else [fns]
     g = _capture(fns)
+    reps = int(min(max_reps, max(5, min_ms / max(replay_ms(g, 1)[0], 1e-3))))
+    times = replay_ms(g, reps)
+    del g
+    return statistics.median(times) * 1000.0 / len(fns)
+
+
+def replay_ms(graph: "torch.cuda.CUDAGraph", reps: int) -> list[float]:
+    """CUDA-event ms of each of `reps` replays of graph, one after the other, each waited for before the next is
+    launched (so each time includes the replay's launch on an idle GPU)."""
     st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    st.record()
-    g.replay()
-    en.record()
-    en.synchronize()
-    reps = int(min(max_reps, max(5, min_ms / max(st.elapsed_time(en), 1e-3))))
     times = []
     for _ in range(reps):
         st.record()
-        g.replay()
+        graph.replay()
         en.record()
         en.synchronize()
         times.append(st.elapsed_time(en))
-    del g
-    return statistics.median(times) * 1000.0 / len(fns)
+    return times
 
 
 def _capture(fns) -> "torch.cuda.CUDAGraph":

@@ -85,6 +85,10 @@ def test_swap_ab_matches_reference(device, shape, config, seed):
         (1, 300, 640, _sw(128, 4, 2, SPLIT_FAST=True)),  # 44-row tail in the third tile, split-fast grid
         (7, 130, 1152, _sw(64, 6, 3, SPLIT_FAST=True)),  # split-fast grid, 9 K blocks in 3 splits, N tail
         (16, 64, 400, _sw(128, 4, 2)),  # K tail (400 = 3·128 + 16), one N tile past N
+        # 5 / 9 splits of one K block each: the in-kernel reduce (four partials a step) ends on a step holding one
+        # partial (tester22 mutation #52: a reduce loop stopping at split_k - 1 dropped it, no case had 5 or 9 splits)
+        (3, 100, 640, _sw(64, 4, 5)),
+        (2, 70, 1152, _sw(64, 4, 9, SPLIT_FAST=True)),
     ],
 )
 def test_swap_ab_edge_shapes(device, m, n, k, config):

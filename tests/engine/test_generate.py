@@ -48,6 +48,32 @@ def test_stop_token_ends_sequence_and_max_new_tokens_truncates(llm):
     assert "".join(pieces) == out.text and out.text.endswith(llm.tokenizer.decode([stop]))
 
 
+def test_stop_token_at_the_last_allowed_position_is_stop(llm):
+    # a stop token that is also the max_new_tokens-th token finishes as "stop" (vLLM's order; tester22 mutation #56:
+    # checking the length first gave "length" there, and no test put the stop token on the last position)
+    ref = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=12))[0]
+    tok = ref.token_ids[4]
+    n = ref.token_ids.index(tok) + 1
+    out = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=n, stop_token_ids=[tok]))[0]
+    assert out.token_ids == ref.token_ids[:n] and out.finish_reason == "stop"
+
+
+def test_ignore_eos_keeps_generating_past_eos(llm):
+    # ignore_eos (tester22 mutation #55: an EOS that always stopped passed, the default model emits no EOS within the
+    # tests' few tokens): a token of the greedy output is made an EOS id for the test
+    ref = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=8))[0]
+    eos_before = set(llm.eos_token_ids)
+    llm.eos_token_ids = eos_before | {ref.token_ids[2]}
+    try:
+        stopped = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=8))[0]
+        kept = llm.generate("for i in range(10):", SamplingParams(max_new_tokens=8, ignore_eos=True))[0]
+    finally:
+        llm.eos_token_ids = eos_before
+    first = ref.token_ids.index(ref.token_ids[2])
+    assert stopped.finish_reason == "stop" and stopped.token_ids == ref.token_ids[: first + 1]
+    assert kept.finish_reason == "length" and kept.token_ids == ref.token_ids
+
+
 def test_too_long_request_raises_before_work(llm):
     max_pos = llm.config.max_position_embeddings
     with pytest.raises(ValueError, match="max_position_embeddings"):

@@ -217,6 +217,14 @@ def test_mtp_greedy_is_token_identical(llm, k, batch, n, seed):
     assert [o.finish_reason for o in spec] == [o.finish_reason for o in plain]
 
 
+def test_mtp_acceptance_of_the_default_model(llm):
+    # greedy MTP output equals plain decoding whatever the drafts are, so only the acceptance shows a wrong MTP layer
+    # (tester22 mutation #57a: [hnorm(h); enorm(e)] concatenated in the wrong order gave acceptance 0.011, the
+    # embedded model 0.765 on these prompts, and every MTP test passed). 0.4: far from both.
+    llm.generate(["def fibonacci(n):", "import os", "class A:"], SamplingParams(max_new_tokens=32), mtp=1)
+    assert llm.last_stats.extra["acceptance"] >= 0.4, llm.last_stats.extra
+
+
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_greedy_draft_tokens_equal_fp32_argmax(llm, backend):
     # the drafter's argmax over the head's own-dtype (bf16) logits, through Ops.argmax (triton: the split-row argmax

@@ -69,10 +69,14 @@ def budget(sched, lens, d) -> dict:
     idle (they sum to the kernel's span), tiles and segments per program, and per-tile time of first / later
     segments (median over programs)."""
     g = d[:, :64].double() / 1e3
+    # intervals inside a program from its %clock64 stamps (cycle-exact; %globaltimer ticks in ~0.26 µs steps), in µs
+    # at that program's own cycles per µs over its span; start and idle (across programs) from %globaltimer
+    c = d[:, 64:].double()
+    rate = (c[:, 1] - c[:, 0]) / (g[:, 1] - g[:, 0]).clamp(min=1e-3)
     act = g[:, 0] > 0
     t0, t_end = float(g[act, 0].min()), float(g[act, 1].max())
     n_tiles = [(x + 63) // 64 for x in lens]
-    parts, tiles, nsegs, tile_first, tile_next, epis, sws = [], [], [], [], [], [], []
+    parts, tiles, nsegs, tile_first, tile_next, epis, sws, mhz, gaps, ends = [], [], [], [], [], [], [], [], [], []
     for p in range(d.shape[0]):
         b0, k0, b1, k1 = (int(x) for x in sched[p % sched.shape[0]])
         segs = [hi - lo for b in range(b0, min(b1, len(lens) - 1) + 1)
@@ -80,22 +84,42 @@ def budget(sched, lens, d) -> dict:
         if not act[p] or not segs:
             continue
         n = min(len(segs), 8)  # the stamps hold 8 segments
-        s = [[float(g[p, 2 + 5 * j + i]) for i in range(4)] for j in range(n)]  # start, query ready, done, written
+        r = float(rate[p])
+        # start, query ready, done, written (µs on the program's clock, from its first stamp)
+        s = [[float(c[p, 2 + 5 * j + i] - c[p, 0]) / r + float(g[p, 0]) for i in range(4)] for j in range(n)]
+        end = float(c[p, 1] - c[p, 0]) / r + float(g[p, 0])
         parts.append((s[0][1] - t0, sum(x[2] - x[1] for x in s), sum(x[3] - x[2] for x in s),
-                      sum(s[j][1] - s[j - 1][3] for j in range(1, n)), t_end - float(g[p, 1]),
-                      float(g[p, 1]) - s[n - 1][3]))
+                      sum(s[j][1] - s[j - 1][3] for j in range(1, n)), t_end - float(g[p, 1]), end - s[n - 1][3]))
+        mhz.append(r)
         tiles.append(sum(segs[:n]))
         nsegs.append(len(segs))
         tile_first.append((s[0][2] - s[0][1]) / segs[0])
         tile_next += [(s[j][2] - s[j][1]) / segs[j] for j in range(1, n) if segs[j] >= 8]
         epis += [x[3] - x[2] for x in s]
         sws += [s[j][1] - s[j - 1][3] for j in range(1, n)]
+        gaps += [s[j][0] - s[j - 1][3] for j in range(1, n)]  # rows written -> the next segment's start stamp
+        ends.append((p, float(g[p, 1]) - t0, len(segs), sum(segs), int(d[p, 63]), segs[0]))
     m = [sum(x) / len(parts) for x in zip(*parts)]
     return dict(start=m[0], streaming=m[1], epilogues=m[2], switches=m[3], idle=m[4], after_last=m[5],
                 span=t_end - t0, tiles=sum(tiles) / len(tiles), segments=sum(nsegs) / len(nsegs),
                 us_per_tile=m[1] * len(tiles) / sum(tiles), tile_first=st.median(tile_first),
                 tile_next=st.median(tile_next) if tile_next else float("nan"), epi_median=st.median(epis),
-                switch_median=st.median(sws) if sws else float("nan"))
+                switch_median=st.median(sws) if sws else float("nan"), sm_mhz=st.median(mhz),
+                gap_median=st.median(gaps) if gaps else float("nan"), **_tail(ends))
+
+
+def _tail(ends) -> dict:
+    """What the programs that end last have in common: (program row, end µs, segments, tiles, SM id, first segment
+    tiles) → mean end by segment count and by head tile, and the 8 last programs."""
+    by_seg, by_ht = {}, {}
+    n_rows = len(ends)
+    for p, e, ns, _, _, _ in ends:
+        by_seg.setdefault(ns, []).append(e)
+        by_ht.setdefault(p * 4 // max(1, n_rows), []).append(e)
+    last = sorted(ends, key=lambda x: -x[1])[:8]
+    return dict(end_by_segments={k: round(sum(v) / len(v), 1) for k, v in sorted(by_seg.items())},
+                end_by_row_quarter={k: round(sum(v) / len(v), 1) for k, v in sorted(by_ht.items())},
+                last_programs=[(p, round(e, 1), ns, nt, sm, f) for p, e, ns, nt, sm, f in last])
 
 
 def _graph(fn):
@@ -151,22 +175,28 @@ def run_case(name, variants, reps, diag_reps, out_dir, env) -> list[str]:
                                 device=q.device)
             lpart = torch.empty(md.num_parts + BATCH, rows, dtype=torch.float32, device=q.device)
             diag = torch.zeros(ht * md.num_parts, 128, dtype=torch.int64, device=q.device)
-            buds = []
+            buds, stamps = [], []
             unsplit = (md.split[:, 1] == 1).nonzero().flatten()
             for _ in range(diag_reps):
                 diag.zero_()
                 out.fill_(float("nan"))
                 M.launch_split_wsm(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
                 torch.cuda.synchronize()
-                buds.append(budget(md.sched.cpu(), lens, diag.cpu()))
+                stamps.append(diag.cpu().clone())
+                buds.append(budget(md.sched.cpu(), lens, stamps[-1]))
             same = bool(torch.equal(out[unsplit], o_ref[unsplit]))
-            b = {k: st.median(x[k] for x in buds) for k in buds[0]}
+            b = {k: st.median(x[k] for x in buds) for k in buds[0] if isinstance(buds[0][k], float)}
+            torch.save(dict(case=name, variant=label, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(),
+                            stamps=stamps), os.path.join(out_dir, f"stamps_{name}_{len(built)}.pt"))
+            print(f"    tail (last rep): by segments {buds[-1]['end_by_segments']}, by row quarter (head tile) "
+                  f"{buds[-1]['end_by_row_quarter']}; last (row, end, segs, tiles, SM, first seg tiles) "
+                  f"{buds[-1]['last_programs']}", flush=True)
             print(f"    DIAG ({diag_reps} reps, median; stamped == plain on {unsplit.numel()} unsplit seqs: {same}): "
                   f"start {b['start']:.1f} + streaming {b['streaming']:.1f} ({b['tiles']:.1f} tiles, {b['us_per_tile']:.3f}"
                   f" us/tile; first segment {b['tile_first']:.3f}, later {b['tile_next']:.3f}) + epilogues "
                   f"{b['epilogues']:.1f} (median {b['epi_median']:.2f}) + switches {b['switches']:.1f} (median "
-                  f"{b['switch_median']:.2f}) + end {b['after_last']:.2f} + idle {b['idle']:.1f} = span {b['span']:.1f} "
-                  f"us; segments {b['segments']:.2f}", flush=True)
+                  f"{b['switch_median']:.2f}, of it rows written -> next start {b['gap_median']:.2f}) + end {b['after_last']:.2f} + idle {b['idle']:.1f} = span {b['span']:.1f} "
+                  f"us; segments {b['segments']:.2f}; SM clock {b['sm_mhz']:.0f} MHz", flush=True)
             fn()
             torch.cuda.synchronize()
             built.append(dict(label=label, graphs=[_graph(fn), _graph(sp)], keep=(md, out, lse, opart, lpart),

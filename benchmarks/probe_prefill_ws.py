@@ -8,7 +8,7 @@ Run: PYTHONPATH=. [VARIANTS="ws wsP ws_aa"] python benchmarks/probe_prefill_ws.p
    every variant once, in a rotated order), GPU clock (CUDA events around the replay); median over rounds.
    "ws_aa" / "tl_aa" run "ws" / "tl" again (A/A control: the difference is the run's spread);
    env VARIANTS picks the variants (default "ws wsP wsP64 ws_aa": the s21 default, the persistent kernel with 128-
-   and 64-key blocks, the A/A), CASES_ONLY the cases, ROUNDS the rounds;
+   and 64-key blocks, the A/A), CASES_ONLY the cases, ROUNDS the rounds, CALLS the calls per graph;
 3. rows (suite mla_prefill_ab) to OUT_DIR/rows.jsonl, a table last.
 FLOPs = Σ len²·h·(192 + 128) (causal half), as bench_mla_prefill.
 """
@@ -42,21 +42,25 @@ try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 except Exception:  # noqa: BLE001
     commit = ""
-commit = os.environ.get("COMMIT", commit) or "unknown"
+commit = os.environ.get("COMMIT", os.environ.get("TRITONSEEK_COMMIT", commit)) or "unknown"
 env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
            commit=commit, date=time.strftime("%Y-%m-%d"))
-HEADS, SCALE, CALLS = 128, 192**-0.5, 2
+HEADS, SCALE = 128, 192**-0.5
+CALLS = int(os.environ.get("CALLS", "2"))  # calls per graph replay
 ROUNDS = int(os.environ.get("ROUNDS", "11"))
-# bench_mla_prefill's five cases, then 8192 tokens as 16 × 512 and 32 × 256 (shorter prompts; s22)
-CASES = [(8192, 1), (8192, 2), (8192, 8), (4096, 1), (16384, 4), (8192, 16), (8192, 32)]
+# bench_mla_prefill's five cases, then 8192 tokens as 16 × 512, 32 × 256 and 4 × 2048 (shorter prompts; s22)
+CASES = [(8192, 1), (8192, 2), (8192, 8), (4096, 1), (16384, 4), (8192, 16), (8192, 32), (8192, 4)]
+_WS = dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True)
 ALL_VARIANTS = {
-    "ws": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),  # the default (s21)
-    "wsP": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True, PERSIST=True),
-    "wsP64": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=True, PERSIST=True),
-    "ws_aa": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=True),  # A/A control of "ws"
-    "ws128s": dict(GLUON=True, WS_BLOCK_N=128, WS_STAGES=2, PIPE=False),
-    "ws64p": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=True),
-    "ws64s": dict(GLUON=True, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False),
+    "ws": dict(_WS, PERSIST=False),  # one program per (query block, head, sequence): the s21 default
+    "ws_aa": dict(_WS, PERSIST=False),  # A/A control of "ws"
+    "wsP": dict(_WS, PERSIST=True),  # persistent (mla_prefill_ws_persistent), 128-key blocks: the s22 default
+    "wsP_aa": dict(_WS, PERSIST=True),  # A/A control of "wsP"
+    "wsP64": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=True),
+    "wsP64q2": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=True, Q_BUFS=2),
+    "ws128s": dict(_WS, PIPE=False, PERSIST=False),
+    "ws64p": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=False),
+    "ws64s": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False, PERSIST=False),
     "tl": dict(GLUON=False),
     "tl_aa": dict(GLUON=False),
 }

@@ -119,7 +119,8 @@ def _ws_check(device, lens, heads, variant, split: bool, seed: int, pad: int = 3
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
     out = torch.full((rows, heads, 128), float("nan"), dtype=torch.bfloat16, device=device)
     assert W.ws_supported(p1, p2, r1, r2, v, out, 192**-0.5)
-    cfg = dict(GLUON=True, WS_BLOCK_N=bn, WS_STAGES=stages, PIPE=pipe, **(extra or {}))
+    # PERSIST=False unless extra says otherwise: the one-program-per-block kernel (the default config is persistent)
+    cfg = dict(dict(GLUON=True, WS_BLOCK_N=bn, WS_STAGES=stages, PIPE=pipe, PERSIST=False), **(extra or {}))
     mla_prefill(*args, cu, max(lens), 192**-0.5, out=out, config=cfg, **kw)
     ref = mla_prefill_ref(q_ref[:total].float(), k_ref[:total].float(), v[:total].float(), cu, 192**-0.5).cpu()
     o = out.float().cpu()
@@ -171,8 +172,8 @@ def test_ws_public_launcher_real_shapes(device):
 
 
 # ----------------------------------------------------------------------------- persistent variant (PERSIST=True)
-def compile_sm90_persistent(bn: int = 128, stages: int = 2, causal: bool = True, consumer_regs: int = 240,
-                            producer_regs: int = 24):
+def compile_sm90_persistent(bn: int = 128, stages: int = 2, q_bufs: int = 1, causal: bool = True,
+                            consumer_regs: int = 240, producer_regs: int = 24):
     """Compile mla_prefill_ws_persistent's kernel for sm_90a on any machine (no GPU); returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -190,23 +191,23 @@ def compile_sm90_persistent(bn: int = 128, stages: int = 2, causal: bool = True,
     sig.update({n: "i32" for n in ("stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",
                                    "num_heads", "units")})
     sig["scale_log2"] = "fp32"
-    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, CONSUMER_REGS=consumer_regs,
+    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs,
                   PRODUCER_REGS=producer_regs)
     sig.update({n: "constexpr" for n in consts})
     return triton.compile(GluonASTSource(WP._mla_prefill_ws_persistent_kernel, sig, consts),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=WP._MAXNREG))
 
 
-@pytest.mark.parametrize("bn,stages", [(128, 2), (64, 3)])
-def test_ws_persistent_compiles_for_sm90(bn, stages):
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages)
+@pytest.mark.parametrize("bn,stages,q_bufs", [(128, 2, 1), (64, 3, 2)])
+def test_ws_persistent_compiles_for_sm90(bn, stages, q_bufs):
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, q_bufs)
     assert ptx.count("wgmma.mma_async") >= 6
     assert "cp.async.bulk.tensor" in ptx
     assert max(spill_store_bytes(ptxas_report(ptx))) == 0
 
 
 def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
-    """PERSIST must be a bool; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel: its result."""
+    """PERSIST must be a bool, Q_BUFS a positive int; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel: its result."""
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
     k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
@@ -214,12 +215,15 @@ def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
     cu = torch.tensor([0, 5, 22], dtype=torch.int32)
     with pytest.raises(ValueError, match="PERSIST"):
         mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=1))
+    with pytest.raises(ValueError, match="Q_BUFS"):
+        mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True, Q_BUFS=0))
     a = mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True))
     assert torch.equal(a, mla_prefill(q, k, v, cu, 17, 0.2))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [(128, 2, True), (64, 3, True)], ids=["p128", "p64"])
+@pytest.mark.parametrize("variant", [(128, 2, True, 1), (64, 3, True, 1), (64, 3, True, 2)],
+                         ids=["p128", "p64", "p64q2"])
 @pytest.mark.parametrize("lens,heads,programs", [
     ([1], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, 1),
     ([4096], 1, 3), ([1, 777, 64, 129, 2000], 128, None), ([1, 777, 64, 129, 2000], 16, 7), ([1000] * 4, 128, None),
@@ -235,4 +239,17 @@ def test_ws_persistent_real_shapes(device, lens, heads, programs, variant, split
         from tritonseek.kernels import mla_prefill_ws_persistent as WP
 
         monkeypatch.setattr(WP, "cuda_sm_count", lambda dev: programs)
-    _ws_check(device, lens, heads, variant, split, seed=len(lens) * 10 + heads, extra=dict(PERSIST=True))
+    _ws_check(device, lens, heads, variant[:3], split, seed=len(lens) * 10 + heads,
+              extra=dict(PERSIST=True, Q_BUFS=variant[3]))
+
+
+@pytest.mark.gpu
+def test_ws_persistent_smem_checked(device):
+    """Q_BUFS=2 with 128-key blocks needs 256 KB of shared memory: a ValueError, not a failed launch."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        pytest.skip("the Gluon kernel runs on sm_90 only")
+    q = torch.randn(300, 2, 192, device=device).to(torch.bfloat16)
+    v = torch.randn(300, 2, 128, device=device).to(torch.bfloat16)
+    cu = torch.tensor([0, 300], dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="shared memory"):
+        mla_prefill(q, q, v, cu, 300, 0.1, config=dict(GLUON=True, PERSIST=True, Q_BUFS=2, WS_BLOCK_N=128))

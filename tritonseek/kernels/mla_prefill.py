@@ -36,8 +36,14 @@ _TUNED: dict[str, dict] = {
     # as 2 / as 8 seqs / 4096×1 / 16384 as 4, vs this tl config 414 / 367 / 228 / 364 / 363 and torch SDPA 587 / 557
     # / 398 / 561 / 546 in the same run; it runs where it takes the operands (sm_90, bf16, causal, 128 ‖ 64 / 128,
     # aligned pieces), the tl config below elsewhere.
+    # s22 W1 (h4prefill, tree a6b26f2; same timing, 15 rounds; TFLOP/s [ratio to SDPA]): its persistent variant
+    # (PERSIST, mla_prefill_ws_persistent; 128-key blocks, 2 stages) vs the one-program-per-block kernel (A/A of the
+    # latter in brackets): 8192 as 8 / 16 / 32 seqs 368.7 [0.98] vs 317.1 (337.4) / 254.6 [1.04] vs 213.7 (216.1) /
+    # 143.2 [1.11] vs 124.4 (124.1); 8192×1 622.7 [1.12] vs 606.0 (604.8); 4096×1 568.1 [1.06] vs 531.6 (527.7);
+    # 8192 as 2 563.8 [1.08] vs 530.6 (529.3); 16384 as 4 559.6 [1.10] vs 519.8 (528.7): faster in all 7, beyond the
+    # A/A in all 7, hence the default.
     "192x128": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, GLUON=True, WS_BLOCK_N=128, WS_STAGES=2,
-                    PIPE=True),
+                    PIPE=True, PERSIST=True),
     "default": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
 }
 
@@ -270,7 +276,7 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
 
 
 # Keys of the Gluon kernel (mla_prefill_ws, sm_90): GLUON selects it where it takes the operands; the others tune it.
-_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST"}
+_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "Q_BUFS"}
 
 
 def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
@@ -296,7 +302,7 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
-    for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS"):
+    for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS", "Q_BUFS"):
         if key in cfg and (not is_int_arg(cfg[key]) or cfg[key] < 1):
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
     return cfg
@@ -361,7 +367,8 @@ def mla_prefill(
     BLOCK_N (powers of two ≥ 16), num_warps, num_stages, USE_TMA, WARP_SPECIALIZE over the default; GLUON=True
     (the default for DeepSeek's 192/128 dims) runs the Gluon kernel (``mla_prefill_ws``: sm_90, bf16, causal,
     nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS; with
-    PERSIST=True (default off) its persistent variant (``mla_prefill_ws_persistent``: one program per SM).
+    PERSIST=True (the default for 192/128 since s22; PERSIST=False: one program per query block) its persistent
+    variant (``mla_prefill_ws_persistent``: one program per SM; Q_BUFS 1 / 2 query buffers there).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.

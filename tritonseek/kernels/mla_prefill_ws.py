@@ -37,7 +37,8 @@ H200 s21 W1 (e3478a4, 128 heads, equal lengths; GPU clock, CUDA-graph replays, 1
 337 / 499 / 492, without 472 / 442 / 318 / 440 / 434; the tl kernel 414 / 367 / 228 / 364 / 363 (A/A 408 / 368 / 231
 / 365 / 360); torch SDPA 587 / 557 / 398 / 561 / 546. Short sequences (8 × 1024) still lose to SDPA: each program is
 a few key blocks and its prologue (query TMA, first tiles) is not overlapped with the previous program on the SM (one
-213 KB program per SM) — a persistent grid that prefetches the next tile's query would be the next step.
+213 KB program per SM) — s22: the persistent variant (``mla_prefill_ws_persistent``, config PERSIST, the default
+since) prefetches the next item's query and first tiles.
 Gluon compiles only for CUDA sm_90: there is no interpreter path.
 """
 
@@ -375,7 +376,8 @@ def mla_prefill_ws(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True, 
 
     Operands, outputs, validation and errors: ``mla_prefill``'s (FlashAttention ``flash_attn_varlen_func``
     semantics), with config's GLUON set; the Gluon knobs WS_BLOCK_N / WS_STAGES / PIPE / CONSUMER_REGS /
-    PRODUCER_REGS may be given in config. Raises ValueError where this kernel cannot run: a device other than a CUDA
+    PRODUCER_REGS / PERSIST / Q_BUFS may be given in config (the default config runs the persistent variant,
+    ``mla_prefill_ws_persistent``; PERSIST=False runs this module's kernel). Raises ValueError where this kernel cannot run: a device other than a CUDA
     sm_90 GPU (Gluon has no interpreter path), causal=False, or operands it does not take (``ws_supported``: bf16,
     DeepSeek's 128 nope ‖ 64 rope q/k columns and 128 v columns, 16-byte aligned pieces, softmax_scale > 0) —
     ``mla_prefill`` runs the tl kernel for those."""

@@ -121,7 +121,7 @@ def _masked_variants(E, m, N, K, dev, log):
     return runs, 2 * E * m * N * K
 
 
-def _contig_variants(layout, N, K, dev, log, with_dense, with_r192=True):
+def _contig_variants(layout, N, K, dev, log, with_dense, with_r192=True, extra=None, e1=False):
     """layout "4x8192" / "8x4096" (DeepGEMM's) or "routed" (T = 4096 top-8 over 256 experts, 128-padded): the
     grouped default, its A/A twin, ROWS192 (+ SCALE_AHEAD); with_dense: the dense variants on expert 0's weight.
     Every variant is checked on all rows (NaN-poisoned out, padding rows 0) against the fp32 reference."""
@@ -171,9 +171,17 @@ def _contig_variants(layout, N, K, dev, log, with_dense, with_r192=True):
     if with_r192:
         variants += [("r192", grouped(dict(ROWS192=True)), ref),
                      ("r192a", grouped(dict(ROWS192=True, SCALE_AHEAD=True)), ref)]
-    if with_dense:
+    variants += [(name, grouped(cfg), ref) for name, cfg in (extra or {}).items()]
+    if with_dense or e1:
         dref = torch.cat([_ref_rows(a, a_s, b[0], bs[0], torch.arange(i, min(i + 4096, M), device=dev))
                           for i in range(0, M, 4096)])
+    if e1:
+        # the grouped kernel with ONE expert over all rows (b[0]): the dense problem in the grouped kernel
+        mi1 = torch.zeros_like(mi)
+        for name, cfg in (("e1", None), ("e1_sp", dict(SPECIALIZE=True))):
+            variants.append((name, mk(lambda o, cfg=cfg: grouped_fp8_gemm_contiguous_ws(a, a_s, b[:1], bs[:1], mi1,
+                                                                                         out=o, config=cfg)), dref))
+    if with_dense:
         cub = _cublas(a, a_s, b[0], bs[0])
 
         def cub_fn():
@@ -218,6 +226,13 @@ def main():
     p.add_argument("--out", type=out_file, default=None, help="JSONL rows (suite grouped_dense_probe)")
     p.add_argument("--no-contig", action="store_true")
     p.add_argument("--no-r192", action="store_true", help="leave out the ROWS192 variants (e.g. its gpu tests failed)")
+    p.add_argument("--no-masked", action="store_true")
+    p.add_argument("--e1", action="store_true", help="at 4x8192 (4096, 7168) also the grouped kernel with one expert")
+    p.add_argument("--contig-extra", type=json.loads, default=None,
+                   help='JSON {"LAYOUT@NxK": {name: config}}: contiguous variants instead of r192 / r192a, e.g. '
+                        '\'{"4x8192@4096x7168": {"sp": {"SPECIALIZE": true}}}\'; the layouts not named run default / aa')
+    p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
+    p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")
     dev = torch.device("cuda")
@@ -230,7 +245,7 @@ def main():
         print(f"[+{time.time() - t_start:5.1f}s] {s}", flush=True)
 
     _warm_gpu(0.3)
-    for E, m in MASKED:
+    for E, m in ([] if args.no_masked else MASKED):
         for N, K in NK:
             runs, flops = _masked_variants(E, m, N, K, dev, log)
             if "ws" not in runs:
@@ -244,9 +259,14 @@ def main():
             del runs
             torch.cuda.empty_cache()
     if not args.no_contig:
-        for layout, N, K, dense in (("4x8192", 4096, 7168, True), ("8x4096", 4096, 7168, False),
-                                    ("4x8192", 7168, 2048, False), ("routed", 4096, 7168, False)):
-            runs, flops, M = _contig_variants(layout, N, K, dev, log, dense, not args.no_r192)
+        cases = []
+        for c in args.contig_cases.split(","):
+            layout, nk = c.split("@")
+            N, K = (int(x) for x in nk.split("x"))
+            cases.append((layout, N, K, c == "4x8192@4096x7168" and not args.no_dense))
+        for layout, N, K, dense in cases:
+            runs, flops, M = _contig_variants(layout, N, K, dev, log, dense, not args.no_r192 and not args.contig_extra,
+                                              (args.contig_extra or {}).get(f"{layout}@{N}x{K}"), dense and args.e1)
             if "default" in runs:
                 r128, r192 = triton.cdiv(M, 128) * triton.cdiv(N, 128), triton.cdiv(M, 192) * triton.cdiv(N, 128)
                 note = (f"128-row tiles {r128} = {r128 / SMS:.2f} waves; 192-row tiles {r192} = {r192 / SMS:.2f} "

@@ -67,6 +67,24 @@ def test_rows192_compiles_for_sm90_with_few_spills(ahead):
     assert spills and all(int(st_) <= 64 and int(ld) <= 64 for st_, ld in spills), report
 
 
+@pytest.mark.parametrize("e_pad", [256])
+def test_prod_table_compiles_for_sm90_without_spills(e_pad):
+    # PROD_TABLE (masked): the producer warp holds the per-group table (E_PAD / 32 ints per lane) within its 40
+    # registers; same wgmma sites and TMA requests as the masked default. E_PAD 512 spilled 148 bytes, so the
+    # launcher runs PROD_TABLE for up to 256 groups only
+    from tests.kernels.test_grouped_gemm_ws import compile_sm90  # noqa: F401 (the child imports it from there)
+
+    cfg = dict(W.grouped_ws_config("masked", 1024, 4096, 7168), PROD_TABLE=True)
+    ptx = ptx_in_fresh_process("tests.kernels.test_grouped_gemm_ws", "compile_sm90", cfg, True, torch.bfloat16, True,
+                               e_pad)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 3 * 2
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 2
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(x == ("0", "0") for x in spills), report
+
+
 def test_rows192_config_rules():
     a, a_s, b, b_s, mi = _cpu_contiguous()
     for bad, match in ((dict(ROWS192=True, BLOCK_N=64), "ROWS192"), (dict(ROWS192=True, NUM_STAGES=5), "ROWS192"),

@@ -130,9 +130,13 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False, ROWS192=False, SCALE_AHEAD=False)
+                           EARLY_TMA=False, ROWS192=False, SCALE_AHEAD=False, PROD_TABLE=False, SPECIALIZE=False)
 # ROWS192 (contiguous only, off until measured): 192-row tiles, three consumer warpgroups with the dense kernel's serial
 # loop, straddling tiles in two passes (grouped_gemm_ws192.py); SCALE_AHEAD: its scales one K block ahead.
+# PROD_TABLE (masked, off until measured): the producer schedules from the consumers' per-group table (no dependent
+# masked_m[g] load before a tile's first request). SPECIALIZE (off until measured): the kernel compiled with Triton's
+# default integer specialization (sizes and strides: == 1 and multiples of 16, as the dense fp8_gemm_ws kernel) instead
+# of one build per config (do_not_specialize); more builds, constant strides folded.
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -202,7 +206,8 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, ROWS192=bool, SCALE_AHEAD=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, ROWS192=bool, SCALE_AHEAD=bool, PROD_TABLE=bool,
+    SPECIALIZE=bool,
 )
 
 
@@ -234,7 +239,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
+    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False, PROD_TABLE: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -287,7 +292,7 @@ def _grouped_fp8_ws_kernel(
                          BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         diag_ptr, DIAG, EARLY)),
+                         diag_ptr, DIAG, EARLY, PROD_TABLE)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
@@ -300,8 +305,12 @@ def _grouped_fp8_ws_kernel(
                          0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         diag_ptr, DIAG, EARLY)),
+                         diag_ptr, DIAG, EARLY, PROD_TABLE)),
         ], [1], [PRODUCER_REGS])
+
+
+# SPECIALIZE: the same kernel with Triton's default integer specialization (no do_not_specialize list)
+_grouped_fp8_ws_kernel_spec = gluon.jit(_grouped_fp8_ws_kernel.fn)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +363,8 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         c_cols = min(bn, 128)  # WIDE tiles: one store per 128-column half
         c_desc = TensorDescriptor(out2d, list(out2d.shape), [out2d.stride(0), 1], [c_rows, c_cols],
                                   _smem_layout([c_rows, c_cols], _GL_DTYPES[out2d.dtype]))
-    _grouped_fp8_ws_kernel[(grid,)](
+    kernel = _grouped_fp8_ws_kernel_spec if cfg.get("SPECIALIZE") else _grouped_fp8_ws_kernel
+    kernel[(grid,)](
         a_desc, b_desc, c_desc, out2d, a_scale, b_scale, idx,
         M_rows, N, E, cdiv(K, BLOCK_K), stride_ase, stride_asm, stride_ask,
         b_scale.stride(0), b_scale.stride(1), b_scale.stride(2), out2d.stride(0), out2d.stride(1), grid,
@@ -365,6 +375,8 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         E_PAD=max(256, next_pow2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
         EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
+        # the producer's table fits its 40 registers for up to 256 groups (E_PAD 512 spilled 148 bytes at sm_90a)
+        PROD_TABLE=bool(cfg.get("PROD_TABLE", False)) and masked and E <= 256,
     )
 
 

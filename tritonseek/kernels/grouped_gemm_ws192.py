@@ -183,6 +183,10 @@ def _grouped_fp8_ws192_kernel(
     ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
+# SPECIALIZE (grouped_gemm_ws): Triton's default integer specialization
+_grouped_fp8_ws192_kernel_spec = gluon.jit(_grouped_fp8_ws192_kernel.fn)
+
+
 def launch_contiguous_192(a, a_scale, b, b_scale, m_indices, out, M: int, E: int, N: int, K: int, num_sms: int,
                           cfg: dict) -> None:
     """Launch the 192-row contiguous kernel on operands checked by grouped_gemm_ws.grouped_fp8_gemm_contiguous_ws
@@ -195,7 +199,8 @@ def launch_contiguous_192(a, a_scale, b, b_scale, m_indices, out, M: int, E: int
     c_desc = TensorDescriptor(out, [M, N], [out.stride(0), 1], [64, 128], _smem_layout([64, 128], _GL_DTYPES[out.dtype]))
     tiles = cdiv(M, BLOCK_M192) * cdiv(N, 128)
     grid = max(1, min(num_sms, tiles))
-    _grouped_fp8_ws192_kernel[(grid,)](
+    kernel = _grouped_fp8_ws192_kernel_spec if cfg.get("SPECIALIZE") else _grouped_fp8_ws192_kernel
+    kernel[(grid,)](
         a_desc, b_desc, c_desc, a_scale, b_scale, m_indices,
         M, N, E, cdiv(K, BLOCK_K), a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), grid,

@@ -135,7 +135,7 @@ def _load_blocks(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, kb0
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr, EARLY: gl.constexpr = False):
+              diag_ptr, DIAG: gl.constexpr, EARLY: gl.constexpr = False, PROD_TABLE: gl.constexpr = False):
     # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
     # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
     # not fit its 40 registers and gives the same tiles in the same order). EARLY (EARLY_TMA, masked): the top level
@@ -144,11 +144,18 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
         _stamp(diag_ptr, 2)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
-    if MASKED:
-        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
+    TABLE: gl.constexpr = PROD_TABLE and MASKED
+    if TABLE:
+        # PROD_TABLE: the consumers' per-group table (one warp: E_PAD // 32 registers per lane), so a tile's schedule is
+        # one reduction with no dependent load of masked_m[g] before its first request
+        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, 1)
+        num_tiles = gl.reduce(table >> 1, 0, _maximum)
     else:
-        cum = 0
-    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
+        if MASKED:
+            cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
+        else:
+            cum = 0
+        num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
     if DIAG:
         _stamp(diag_ptr, 3)
     it = 0
@@ -156,8 +163,11 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
         it = gl.where(gl.program_id(0) < num_tiles, gl.minimum(num_k_blocks, NUM_STAGES), 0)
     ti = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
-                                                BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
+        if TABLE:
+            run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(tile_id, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
+        else:
+            run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+                                                    BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
         if DIAG:
             if ti < 6:
                 _stamp(diag_ptr, 4 + ti)

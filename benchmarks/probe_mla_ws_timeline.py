@@ -86,9 +86,9 @@ def _metadata(cs, s_q, h, over: dict, **extra):
     return md, cfg
 
 
-def run_case(name: str, reps: int, out_dir: str, overrides: dict, rev: bool = False) -> str:
-    """Timeline of one case (rev: programs walk the spans in reverse, stamp rows put back in span order); returns
-    the path of the saved stamps."""
+def run_case(name: str, reps: int, out_dir: str, overrides: dict, rev: bool = False, lite: bool = False) -> str:
+    """Timeline of one case (rev: programs walk the spans in reverse, stamp rows put back in span order; lite: only
+    program start / end stamps, launch_split_ws(diag_lite=True)); returns the path of the saved stamps."""
     h, s_q, s_k, varlen = _case(name)
     lens = decode_lens(s_k, s_q, varlen)
     q, kv, bt, cs = make_decode(h, s_q, lens)
@@ -116,7 +116,8 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict, rev: bool = Fa
         if wsm:
             M.launch_split_wsm(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
         else:
-            W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag, rev_pids=rev)
+            W.launch_split_ws(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag, rev_pids=rev,
+                              diag_lite=lite)
         torch.cuda.synchronize()
         # rev: row p holds the stamps of span num_parts − 1 − p; flipped, row = span as without rev
         stamps.append(diag.cpu().flip(0).clone() if rev and not wsm else diag.cpu().clone())
@@ -131,16 +132,67 @@ def run_case(name: str, reps: int, out_dir: str, overrides: dict, rev: bool = Fa
     comb_us = 0.0 if fused else graph_time_us(cb, 5.0)
     both_us = split_us if fused else graph_time_us(lambda: (sp(), cb()), 10.0)
     tag = name + ("_" + "_".join(f"{k}{v}" for k, v in sorted(overrides.items())) if overrides else "") + \
-        ("_rev" if rev else "")
+        ("_rev" if rev else "") + ("_lite" if lite else "")
     path = os.path.join(out_dir, f"timeline_{tag}.pt")
     torch.save(dict(name=name, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps, cfg=cfg,
                     split_us=split_us, comb_us=comb_us, both_us=both_us, rev=rev), path)
+    if lite and not wsm:
+        lite_summary(tag, lens, md.sched.cpu(), stamps, split_us, comb_us, both_us, same)
+        return path
     # a stamp row per (head tile, part): row r follows schedule row r % num_parts
     summarize(tag, lens, md.sched.cpu().repeat(head_tiles, 1), md.split.cpu(), stamps, split_us, comb_us, both_us, same,
               steal=md.num_programs is not None and not cfg.get("STEAL_WAVE"))
     if fused:
         fuse_breakdown(tag, stamps)
     return path
+
+
+def _segment_kinds(lens, sched) -> list[str]:
+    """Per schedule row, its segments as letters: W whole sequence, S a sequence's first piece, E its last, M a middle
+    piece (e.g. "EWS": the end of one sequence, a whole one, the start of the next)."""
+    n_tiles = [(x + 63) // 64 for x in lens]
+    out = []
+    for b0, k0, b1, k1 in sched.tolist():
+        kinds = ""
+        for b in range(b0, min(b1, len(lens) - 1) + 1):
+            lo, hi = (k0 if b == b0 else 0), min(k1 if b == b1 else n_tiles[b], n_tiles[b])
+            if hi > lo:
+                kinds += "W" if hi - lo == n_tiles[b] else "S" if lo == 0 else "E" if hi == n_tiles[b] else "M"
+        out.append(kinds)
+    return out
+
+
+def lite_summary(name, lens, sched, stamps, split_us, comb_us, both_us, same):
+    """Program start / end stamps only (diag_lite): per rep the kernel span, the end spread (max end − mean end of
+    the programs with work) and the latest programs; the mean end per segment pattern (_segment_kinds); the
+    correlation of the programs' ends between reps (1: the same programs are late every time)."""
+    import statistics as st
+
+    kinds = _segment_kinds(lens, sched)
+    print(f"== {name} (start/end stamps only): graph split {split_us:.1f} us, combine {comb_us:.1f}, both {both_us:.1f};"
+          f" stamped out == plain: {same}")
+    ends = []
+    for r, d in enumerate(stamps[1:] or stamps):
+        g = d[:, :2].double()
+        act = (g[:, 0] > 0) & torch.tensor([bool(k) for k in kinds])
+        t0 = g[act, 0].min()
+        e = torch.where(act, (g[:, 1] - t0) / 1e3, torch.nan)
+        ends.append(e)
+        w = e[act]
+        print(f"  rep {r}: span {float(w.max()):.1f} us, end min/median/max {float(w.min()):.1f} / {float(w.median()):.1f}"
+              f" / {float(w.max()):.1f}, max - mean {float(w.max() - w.mean()):.1f} us; latest programs "
+              f"{[int(i) for i in torch.argsort(e.nan_to_num(0))[-5:]]}")
+    mean_end = torch.stack(ends).nanmean(0)
+    by = {}
+    for k, t in zip(kinds, mean_end.tolist()):
+        if k and t == t:
+            by.setdefault(k, []).append(t)
+    print("  mean end by segment pattern: " + ", ".join(f"{k} {st.mean(v):.1f} (n {len(v)}, max {max(v):.1f})"
+                                                       for k, v in sorted(by.items(), key=lambda x: -len(x[1]))))
+    if len(ends) > 1:
+        a, b = ends[0], ends[1]
+        ok = ~(a.isnan() | b.isnan())
+        print(f"  ends correlate between reps {float(torch.corrcoef(torch.stack([a[ok], b[ok]]))[0, 1]):.2f}")
 
 
 def work_or_sm(path_a: str, path_b: str) -> None:
@@ -453,6 +505,8 @@ def main() -> int:
                     help="A/B mode: also time a graph of one call per config (bench_mla's figure, launch included)")
     ap.add_argument("--rev", action="store_true",
                     help="timeline mode: each case also with the spans walked by the programs in reverse (work vs SM)")
+    ap.add_argument("--lite", action="store_true",
+                    help="timeline mode: program start/end stamps only (the full DIAG build runs ~8 us longer)")
     ap.add_argument("--cfg", default={}, type=_config_arg, help="JSON config overrides (mla_decode config keys)")
     # nargs="+": a bare --ab (no config) silently ran timeline mode (tester 2, s19)
     ap.add_argument("--ab", nargs="+", type=_config_arg,
@@ -479,9 +533,10 @@ def main() -> int:
     else:
         for name in args.cases:
             try:
-                path = run_case(name, args.reps, args.out, args.cfg)
+                lite = {"lite": True} if args.lite else {}  # (tests stub run_case with the four arguments)
+                path = run_case(name, args.reps, args.out, args.cfg, **lite)
                 if args.rev:
-                    work_or_sm(path, run_case(name, args.reps, args.out, args.cfg, rev=True))
+                    work_or_sm(path, run_case(name, args.reps, args.out, args.cfg, rev=True, **lite))
             except Exception as e:  # noqa: BLE001
                 print(f"{name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
                 failed.append(name)

@@ -29,7 +29,8 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
                  pipe: bool = False, consumer_regs: int = 232, producer_regs: int = 40, qtma: bool = False,
                  trigger: bool = False, diag: bool = False, seqpf: bool = False,
                  btpf: bool = False, count: bool = False, otma: bool = False, part_tma: bool = False,
-                 fuse: bool = False, steal: bool = False, rotate: bool = False, rev: bool = False):
+                 fuse: bool = False, steal: bool = False, rotate: bool = False, rev: bool = False,
+                 diag_lite: bool = False):
     """Compile the kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel. rev: the
     diagnostic REV_PIDS (programs walk the spans in reverse; probe_mla_ws_timeline --rev)."""
     import triton
@@ -54,7 +55,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
     consts = dict(BLOCK_H=block_h, NUM_STAGES=stages, CAUSAL=causal, PRODUCER_REGS=producer_regs, DEFER_L=defer_l,
                   WGS=wgs, CONSUMER_REGS=consumer_regs, PIPE=pipe, QTMA=qtma, TRIGGER=trigger, DIAG=diag, SEQPF=seqpf,
                   BTPF=btpf, COUNT=count, OTMA=otma, PART_TMA=part_tma, FUSE=fuse, STEAL=steal, ROTATE=rotate,
-                  REV_PIDS=rev)
+                  REV_PIDS=rev, DIAG_LITE=diag_lite)
     if steal:
         sig["work_ptr"] = "*i32"
     else:
@@ -63,7 +64,7 @@ def compile_sm90(block_h: int, stages: int = 2, causal: bool = True, defer_l: bo
         sig["od_desc"] = sig["pd_desc"] = f"tensordesc<bf16[{block_h}, 512],{qv!r}>"
     else:
         consts.update(od_desc=None, pd_desc=None)
-    if diag:
+    if diag or diag_lite:
         sig["diag_ptr"] = "*i64"
     else:
         consts["diag_ptr"] = None

@@ -177,7 +177,7 @@ def _mla_decode_ws_kernel(
     cnt_ptr=None, COUNT: gl.constexpr = False, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
     PART_TMA: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, FUSE: gl.constexpr = False, num_spans=0, work_ptr=None, STEAL: gl.constexpr = False,
-    ROTATE: gl.constexpr = False, REV_PIDS: gl.constexpr = False,
+    ROTATE: gl.constexpr = False, REV_PIDS: gl.constexpr = False, DIAG_LITE: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # v_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 512] (latent = V)
@@ -232,7 +232,7 @@ def _mla_decode_ws_kernel(
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift,
                          BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL, DEFER_L, 0, ROWS, PIPE, QTMA, 0, SEQPF, cnt_ptr, COUNT,
                          od_desc, pd_desc, OTMA, PART_TMA, diag_ptr, DIAG, FUSE, num_spans, sp_smem, sp_ready,
-                         sp_free, STEAL, ROTATE, REV_PIDS)),
+                         sp_free, STEAL, ROTATE, REV_PIDS, DIAG_LITE)),
             (_producer, (v_desc, r_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr,
                          stride_btb, batch, max_blocks, page_shift,
                          qd_lat, qd_rope, q_lat, q_rope, q_ready, q_empty, rows_total, row0,
@@ -319,14 +319,16 @@ def fuse_combine(metadata, q: torch.Tensor, out: torch.Tensor, opart: torch.Tens
 
 
 def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, metadata, out, lse, opart, lpart,
-                    diag=None, rev_pids=False):
+                    diag=None, rev_pids=False, diag_lite=False):
     """Launch the warp-specialized split kernel on inputs validated by ``mla_decode`` (its layout checked
     by ``ws_layout_ok``, metadata cut with BLOCK_N 64); partials go to opart/lpart for the combine kernel.
     diag (diagnostics, one consumer warpgroup): a [num_parts, 128] int64 buffer that receives per-program
     %globaltimer stamps at [0..63] and %clock64 at [64..127] (see _consumer / _producer).
     rev_pids (diagnostics, no STEAL): program p runs schedule span num_parts − 1 − p (its partial slots stay the
     span's, so the combine is unchanged): the hardware places programs on SMs in launch order, so this moves
-    every span's work to another SM (probe_mla_ws_timeline --rev: does lateness follow the work or the SM?)."""
+    every span's work to another SM (probe_mla_ws_timeline --rev: does lateness follow the work or the SM?).
+    diag_lite (with diag): only the consumer's program start / end stamps ([0], [1]) and its SM id ([63]): no stamp
+    code in the per-tile loops or the producer (the full DIAG build runs ~8 us longer per call at b128 s_k 4096)."""
     cfg = dict(_DEFAULT_WS)
     cfg.update({k: metadata.config[k] for k in _DEFAULT_WS if k in metadata.config})
     batch, seqlen_q, num_heads, _ = q.shape
@@ -381,7 +383,8 @@ def launch_split_ws(q, kv_cache, block_table, cache_seqlens, scale, causal, meta
         TRIGGER=bool(metadata.config.get("COMBINE_PDL", False)) or spin, SEQPF=bool(cfg["SEQPF"]),
         BTPF=bool(cfg["BTPF"]), cnt_ptr=metadata.counters if spin or fuse else None, COUNT=spin, od_desc=od_desc,
         pd_desc=pd_desc, OTMA=otma, PART_TMA=otma and opart.dtype == q.dtype, diag_ptr=diag,
-        DIAG=diag is not None, FUSE=fuse, num_spans=metadata.num_parts,
+        DIAG=diag is not None and not (diag_lite and wgs == 1), FUSE=fuse, num_spans=metadata.num_parts,
+        DIAG_LITE=diag is not None and diag_lite and wgs == 1,
         work_ptr=metadata.work_counter if steal else None, STEAL=steal, ROTATE=bool(cfg["ROTATE"]) and wgs == 1,
         REV_PIDS=bool(rev_pids) and wgs == 1 and not steal,
         num_warps=4, **extra,

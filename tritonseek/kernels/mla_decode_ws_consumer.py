@@ -44,13 +44,15 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
               QTMA: gl.constexpr, WG: gl.constexpr, SEQPF: gl.constexpr, cnt_ptr, COUNT: gl.constexpr, od_desc,
               pd_desc, OTMA: gl.constexpr, PART_TMA: gl.constexpr, diag_ptr, DIAG: gl.constexpr,
               FUSE: gl.constexpr = False, num_spans=0, sp_smem=None, sp_ready=None, sp_free=None,
-              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False, REV_PIDS: gl.constexpr = False):
+              STEAL: gl.constexpr = False, ROTATE: gl.constexpr = False, REV_PIDS: gl.constexpr = False,
+              DIAG_LITE: gl.constexpr = False):
     # One consumer warpgroup: its program's span, then (STEAL) the tail spans its producer warp claims (each
     # handed over through the sp_smem slot guarded by sp_ready / sp_free; num_spans: the end sentinel).
     # REV_PIDS (diagnostics, no STEAL): program p walks span num_spans − 1 − p (stamps stay in row p).
+    # DIAG_LITE (diagnostics): only the program's start / end stamps and SM id (DIAG off: no stamps in the loops).
     pid = gl.program_id(1)
     dg = diag_ptr
-    if DIAG:
+    if DIAG or DIAG_LITE:
         dg = diag_ptr + pid.to(gl.int64) * 128
         _stamp(dg, 0)
         smid = gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
@@ -84,7 +86,7 @@ def _consumer(q_ptr, v_bufs, r_bufs, q_lat_all, q_rope_all, p_smem, ready, empty
             num_heads, seqlen_q, sm_scale_log2, page_shift, BLOCK_H, BLOCK_N, NUM_STAGES, CAUSAL,
             DEFER_L, ROW0, ROWS, PIPE, QTMA, WG, SEQPF, cnt_ptr, COUNT, od_desc, pd_desc, OTMA,
             PART_TMA, diag_ptr, DIAG, FUSE, ROTATE)
-    if DIAG:
+    if DIAG or DIAG_LITE:
         _stamp(dg, 1)
 
 

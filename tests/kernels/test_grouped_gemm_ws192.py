@@ -1,4 +1,5 @@
-"""ROWS192: the contiguous grouped FP8 GEMM with 192-row tiles (grouped_gemm_ws192) against the fp32 reference.
+"""Session-22 knobs of the grouped FP8 GEMMs against the fp32 reference: ROWS192 (contiguous 192-row tiles,
+grouped_gemm_ws192), PROD_TABLE (masked producer schedule), FIRST_ROW (contiguous tile expert from its first row).
 
 On the CPU: the sm_90a compile (Triton's compiler and bundled ptxas, no GPU) — three consumer warpgroups' serial
 K loops (block 0 + the loop: 2 issue sites × 4 k32 wgmmas each), TMA loads / stores, no spills, no serialized
@@ -161,3 +162,45 @@ def test_rows192_deepgemm_shapes_gpu(device, groups, m):
     assert torch.isfinite(outs[0]).all()
     assert torch.equal(outs[0].view(torch.int16), outs[1].view(torch.int16))
     assert calc_diff(outs[0].float(), outs[2].float()) < 1e-4
+
+
+_FR = [dict(FIRST_ROW=True), dict(FIRST_ROW=True, SPECIALIZE=True), dict(FIRST_ROW=True, BLOCK_N=256, NUM_STAGES=4)]
+
+
+@pytest.mark.gpu
+@settings(_fixture_ok, max_examples=min(12, settings.default.max_examples))
+@given(segs=st.lists(st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 300]), min_size=1, max_size=5),
+       N=st.sampled_from([64, 128, 200, 576]), K=st.sampled_from([128, 256, 272, 1152]), config=st.sampled_from(_FR),
+       seed=st.integers(0, 2**31 - 1))
+def test_first_row_matches_reference_gpu(device, segs, N, K, config, seed):
+    _check_contiguous(segs, N, K, device, seed, config)
+
+
+@pytest.mark.gpu
+def test_first_row_misaligned_rows_are_nan_gpu(device):
+    # FIRST_ROW takes a tile's expert from its first row and a warpgroup computes when its own first row names it:
+    # rows of another expert, and the valid rows of a warpgroup whose first row is padding, are NaN (never 0, never
+    # another expert's product)
+    g = torch.Generator(device=device).manual_seed(5)
+    b, bs = _weights(3, 128, 256, g, device)
+    a, a_s, mi = _contiguous([130, 5], 256, g, device)
+    a = _fp8(tuple(a.shape), g, device)
+    a_s = torch.rand(a_s.shape, device=device) + 0.5
+    mi[300] = 0  # expert 0 inside expert 1's block
+    mi[200] = 0  # a valid row in tile 1's second warpgroup, whose first row (192) is padding
+    out = grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, config=dict(FIRST_ROW=True))
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
+    assert torch.isnan(out[300].float()).all() and torch.isnan(out[200].float()).all()
+    ok = torch.ones(mi.numel(), dtype=torch.bool, device=device)
+    ok[300] = ok[200] = False
+    assert calc_diff(out[ok].float(), ref[ok]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", [dict(PROD_TABLE=True), dict(SPECIALIZE=True), dict(PROD_TABLE=True, NUM_STAGES=4)])
+def test_masked_knobs_gpu(device, config):
+    from tests.kernels.test_grouped_gemm_ws import _check_masked
+
+    for masked_m, M_max, N, K in [([0, 1, 127, 128, 129, 256, 0, 255], 256, 200, 1152), ([1024], 1024, 4096, 7168),
+                                  ([0, 0, 0], 128, 128, 256), ([300, 5], 300, 576, 272)]:
+        _check_masked(masked_m, M_max, N, K, device, seed=M_max + N, config=config)

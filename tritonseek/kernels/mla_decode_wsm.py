@@ -89,7 +89,10 @@ _TN = 64
 # sequences. OVEC 1 / 2: vectorized output stores (mla_decode_wsm_parts._store_vec). OTMA (with QTMA, rows_total % 64
 # == 0, out contiguous): after the row-sum swap each warpgroup's O half goes through the query buffer by one TMA store
 # (out, or 16-bit partials: PART_TMA), and the buffer is released (Q_FREE) once the stores have read it.
-WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0, OTMA=False)
+# EARLY_P1: warpgroup 1 computes and publishes P1 (signal X2) before its P0·V instead of after it (FlashMLA's seesaw
+# order), so warpgroup 0's P1·V no longer waits for a softmax that ran while the tensor cores were idle.
+WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0, OTMA=False,
+                    EARLY_P1=False)
 _MAXNREG = 168
 
 
@@ -242,7 +245,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                   batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr,
                   NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr, QTMA: gl.constexpr,
                   SEQPF: gl.constexpr, DIAG: gl.constexpr, OVEC: gl.constexpr, od_desc, pd_desc, OTMA: gl.constexpr,
-                  PART_TMA: gl.constexpr):
+                  PART_TMA: gl.constexpr, EARLY_P1: gl.constexpr):
     s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
@@ -337,17 +340,37 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                     if QTMA and not OTMA:
                         mbarrier.arrive(bars.index(_Q_FREE), count=1, pred=k0 + 2 >= k_hi)
                     l_i = l_i * a0
-                    acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
-                                     empty.index(st0))
-                    m_i = m0
-                    if has1:
-                        m1, a1, p = _softmax_tile(s, (k0 + 1) * TILE_N, limit, m0, sm_scale_log2, skey_l)
-                        l_i = l_i * a1 + gl.sum(p, 1)
-                        p = p.to(dtype)
-                        _publish(p, m1, r_bufs.index(st1), x_m1, bars, _X2)
-                        acc = _scaled_pv(acc, a1, gl.convert_layout(p, a_l),
-                                         v_bufs.index(st1).slice(v_half, HALF_V, dim=1), empty.index(st1))
+                    if EARLY_P1:
+                        # t1's softmax and signal X2 before this warpgroup's P0·V (FlashMLA's order): warpgroup 0's
+                        # P1·V then waits only for the softmax, which runs while its P0·V keeps the tensor cores
+                        # busy (the default order leaves them idle for the whole softmax). O_1 is still rescaled
+                        # twice (to m0 for P0·V, then to m1), so P0 in shared memory stays relative to m0.
+                        m1 = m0
+                        a1 = gl.full([ROWS], 1.0, gl.float32, srow_l)
+                        p = gl.zeros([ROWS, TILE_N], dtype, s_l)
+                        if has1:
+                            m1, a1, p32 = _softmax_tile(s, (k0 + 1) * TILE_N, limit, m0, sm_scale_log2, skey_l)
+                            l_i = l_i * a1 + gl.sum(p32, 1)
+                            p = p32.to(dtype)
+                            _publish(p, m1, r_bufs.index(st1), x_m1, bars, _X2)
+                        acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
+                                         empty.index(st0))
+                        if has1:
+                            acc = _scaled_pv(acc, a1, gl.convert_layout(p, a_l),
+                                             v_bufs.index(st1).slice(v_half, HALF_V, dim=1), empty.index(st1))
                         m_i = m1
+                    else:
+                        acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
+                                         empty.index(st0))
+                        m_i = m0
+                        if has1:
+                            m1, a1, p = _softmax_tile(s, (k0 + 1) * TILE_N, limit, m0, sm_scale_log2, skey_l)
+                            l_i = l_i * a1 + gl.sum(p, 1)
+                            p = p.to(dtype)
+                            _publish(p, m1, r_bufs.index(st1), x_m1, bars, _X2)
+                            acc = _scaled_pv(acc, a1, gl.convert_layout(p, a_l),
+                                             v_bufs.index(st1).slice(v_half, HALF_V, dim=1), empty.index(st1))
+                            m_i = m1
                 if has1:
                     n_x2 += 1
                     it += 2
@@ -383,7 +406,7 @@ def _mla_decode_wsm_kernel(
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     qd_lat=None, qd_rope=None, QTMA: gl.constexpr = False, SEQPF: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, OVEC: gl.constexpr = 0, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
-    PART_TMA: gl.constexpr = False,
+    PART_TMA: gl.constexpr = False, EARLY_P1: gl.constexpr = False,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
@@ -429,12 +452,12 @@ def _mla_decode_wsm_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA)),
+                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, EARLY_P1)),
         (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA)),
+                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, EARLY_P1)),
         (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
                          max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, seqlen_q * num_heads,
                          NUM_STAGES, QTMA)),
@@ -500,6 +523,6 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), qd_lat=qd_lat, qd_rope=qd_rope, QTMA=qtma,
         SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, OVEC=ovec, od_desc=od_desc, pd_desc=pd_desc,
-        OTMA=otma, PART_TMA=part_tma, num_warps=4,
+        OTMA=otma, PART_TMA=part_tma, EARLY_P1=bool(cfg["EARLY_P1"]), num_warps=4,
         maxnreg=_MAXNREG,
     )

@@ -58,6 +58,7 @@ ALL_VARIANTS = {
     "wsP_aa": dict(_WS, PERSIST=True),  # A/A control of "wsP"
     "wsP64": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=True),
     "wsP64q2": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=True, Q_BUFS=2),
+    "wsPd": dict(_WS, PERSIST=True, DIAG64=True),  # warpgroup 0's diagonal block as 64-key wgmmas
     "ws128s": dict(_WS, PIPE=False, PERSIST=False),
     "ws64p": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=False),
     "ws64s": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False, PERSIST=False),

@@ -1,6 +1,6 @@
 """The Gluon MLA prefill kernel (``mla_prefill_ws``: TMA producer warp, two wgmma consumer warpgroups) and its
 persistent variant (``mla_prefill_ws_persistent``, config PERSIST=True: the same checks, plus grids of 1-7 programs
-so one program walks many items, odd and even query-block counts, and 16 heads).
+so one program walks many items, odd and even query-block counts, and 16 heads; knobs Q_BUFS=2, DIAG64).
 
 CPU: Gluon has no interpreter, so the CPU tests compile the kernel for sm_90a (Triton's compiler and the ptxas it
 ships; no GPU) and check what the H200 needs from it (wgmma, TMA loads, no register spills at the 240-register
@@ -172,7 +172,7 @@ def test_ws_public_launcher_real_shapes(device):
 
 
 # ----------------------------------------------------------------------------- persistent variant (PERSIST=True)
-def compile_sm90_persistent(bn: int = 128, stages: int = 2, q_bufs: int = 1, causal: bool = True,
+def compile_sm90_persistent(bn: int = 128, stages: int = 2, q_bufs: int = 1, diag64: bool = False, causal: bool = True,
                             consumer_regs: int = 240, producer_regs: int = 24):
     """Compile mla_prefill_ws_persistent's kernel for sm_90a on any machine (no GPU); returns the compiled kernel."""
     import triton
@@ -191,23 +191,24 @@ def compile_sm90_persistent(bn: int = 128, stages: int = 2, q_bufs: int = 1, cau
     sig.update({n: "i32" for n in ("stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",
                                    "num_heads", "units")})
     sig["scale_log2"] = "fp32"
-    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, Q_BUFS=q_bufs, CONSUMER_REGS=consumer_regs,
-                  PRODUCER_REGS=producer_regs)
+    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, Q_BUFS=q_bufs, DIAG64=diag64,
+                  CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs)
     sig.update({n: "constexpr" for n in consts})
     return triton.compile(GluonASTSource(WP._mla_prefill_ws_persistent_kernel, sig, consts),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=WP._MAXNREG))
 
 
-@pytest.mark.parametrize("bn,stages,q_bufs", [(128, 2, 1), (64, 3, 2)])
-def test_ws_persistent_compiles_for_sm90(bn, stages, q_bufs):
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, q_bufs)
+@pytest.mark.parametrize("bn,stages,q_bufs,diag64", [(128, 2, 1, False), (64, 3, 2, False), (128, 2, 1, True)])
+def test_ws_persistent_compiles_for_sm90(bn, stages, q_bufs, diag64):
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, q_bufs, diag64)
     assert ptx.count("wgmma.mma_async") >= 6
     assert "cp.async.bulk.tensor" in ptx
     assert max(spill_store_bytes(ptxas_report(ptx))) == 0
 
 
 def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
-    """PERSIST must be a bool, Q_BUFS a positive int; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel: its result."""
+    """PERSIST must be a bool, Q_BUFS a positive int; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its
+    result)."""
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
     k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
@@ -222,8 +223,8 @@ def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [(128, 2, True, 1), (64, 3, True, 1), (64, 3, True, 2)],
-                         ids=["p128", "p64", "p64q2"])
+@pytest.mark.parametrize("variant", [(128, 2, True, {}), (64, 3, True, {}), (64, 3, True, dict(Q_BUFS=2)),
+                                     (128, 2, True, dict(DIAG64=True))], ids=["p128", "p64", "p64q2", "p128d"])
 @pytest.mark.parametrize("lens,heads,programs", [
     ([1], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, 1),
     ([4096], 1, 3), ([1, 777, 64, 129, 2000], 128, None), ([1, 777, 64, 129, 2000], 16, 7), ([1000] * 4, 128, None),
@@ -239,13 +240,13 @@ def test_ws_persistent_real_shapes(device, lens, heads, programs, variant, split
         from tritonseek.kernels import mla_prefill_ws_persistent as WP
 
         monkeypatch.setattr(WP, "cuda_sm_count", lambda dev: programs)
-    _ws_check(device, lens, heads, variant[:3], split, seed=len(lens) * 10 + heads,
-              extra=dict(PERSIST=True, Q_BUFS=variant[3]))
+    _ws_check(device, lens, heads, variant[:3], split, seed=len(lens) * 10 + heads, extra=dict(PERSIST=True,
+                                                                                             **variant[3]))
 
 
 @pytest.mark.gpu
 def test_ws_persistent_smem_checked(device):
-    """Q_BUFS=2 with 128-key blocks needs 256 KB of shared memory: a ValueError, not a failed launch."""
+    """Q_BUFS=2 with 128-key blocks needs 256 KB of shared memory, DIAG64 needs 128-key blocks: ValueErrors."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
         pytest.skip("the Gluon kernel runs on sm_90 only")
     q = torch.randn(300, 2, 192, device=device).to(torch.bfloat16)
@@ -253,3 +254,5 @@ def test_ws_persistent_smem_checked(device):
     cu = torch.tensor([0, 300], dtype=torch.int32, device=device)
     with pytest.raises(ValueError, match="shared memory"):
         mla_prefill(q, q, v, cu, 300, 0.1, config=dict(GLUON=True, PERSIST=True, Q_BUFS=2, WS_BLOCK_N=128))
+    with pytest.raises(ValueError, match="DIAG64"):
+        mla_prefill(q, q, v, cu, 300, 0.1, config=dict(GLUON=True, PERSIST=True, DIAG64=True, WS_BLOCK_N=64))

@@ -276,7 +276,8 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
 
 
 # Keys of the Gluon kernel (mla_prefill_ws, sm_90): GLUON selects it where it takes the operands; the others tune it.
-_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "Q_BUFS"}
+_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "Q_BUFS",
+            "DIAG64"}
 
 
 def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
@@ -299,7 +300,7 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     for key in ("num_warps", "num_stages"):
         if not is_int_arg(cfg[key]) or cfg[key] < 1:
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
-    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST"):
+    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST", "DIAG64"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
     for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS", "Q_BUFS"):
@@ -368,7 +369,7 @@ def mla_prefill(
     (the default for DeepSeek's 192/128 dims) runs the Gluon kernel (``mla_prefill_ws``: sm_90, bf16, causal,
     nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS; with
     PERSIST=True (the default for 192/128 since s22; PERSIST=False: one program per query block) its persistent
-    variant (``mla_prefill_ws_persistent``: one program per SM; Q_BUFS 1 / 2 query buffers there).
+    variant (``mla_prefill_ws_persistent``: one program per SM; Q_BUFS 1 / 2 query buffers, DIAG64 there).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.

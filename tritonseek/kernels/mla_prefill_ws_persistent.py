@@ -136,12 +136,58 @@ def _pv_at(p16, v_bufs, v_ready, rc, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_
 
 
 @gluon.jit
+def _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, qe, p16, acc, m_i, l_i, rc, j,
+               r0, seqlen, scale_log2, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+    # Warpgroup 0's diagonal block j (ring index rc; 128 keys j·128 … of which its rows r0 … r0 + 63 = j·128 … see
+    # only the first 64) as 64-key wgmmas: S = Q·K[:64]ᵀ, softmax, O += P·V[:64]. With j > 0 (p16 given) block
+    # j − 1's P·V (full width) is issued between the scores and their wait, as in the PIPE loop.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, D_V, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
+    st = rc % NUM_STAGES
+    mbarrier.wait(k_ready.index(st), (rc // NUM_STAGES) & 1)
+    s_zero = gl.zeros([ROWS, 64], gl.float32, s_layout)
+    s_tok = _scores_issue(q1, q2, k1_bufs.index(st).slice(0, 64, dim=0), k2_bufs.index(st).slice(0, 64, dim=0),
+                          s_zero)
+    if p16 is not None:
+        o_tok = _pv_at(p16, v_bufs, v_ready, rc - 1, j - 1, acc, seqlen, 128, NUM_STAGES)
+        s = warpgroup_mma_wait(1, deps=[s_tok])
+    else:
+        s = warpgroup_mma_wait(0, deps=[s_tok])
+    mbarrier.arrive(k_empty.index(st), count=1)
+    mbarrier.arrive(qe, count=1)  # the last read of the queries is done
+    rows = r0 + gl.arange(0, ROWS, layout=row_l)
+    p, alpha, m_n, l_n = _softmax(s, gl.convert_layout(m_i, row_l), gl.convert_layout(l_i, row_l), j * 128, rows,
+                                  seqlen, scale_log2, True, CAUSAL, 64, s_layout)
+    if p16 is not None:
+        acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
+        mbarrier.arrive(v_empty.index((rc - 1) % NUM_STAGES), count=1)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_row_l), 1)
+    p16n = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
+    mbarrier.wait(v_ready.index(st), (rc // NUM_STAGES) & 1)
+    vb = v_bufs.index(st)
+    if j * 128 + 64 > seqlen:
+        _zero_v_tail(vb, j * 128, seqlen, 128)
+    o_tok = warpgroup_mma(p16n, vb.slice(0, 64, dim=0), acc, is_async=True)
+    acc, p16n = warpgroup_mma_wait(0, deps=[o_tok, p16n])
+    mbarrier.arrive(v_empty.index(st), count=1)
+    m_o: gl.constexpr = gl.SliceLayout(1, gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                                     instr_shape=[16, 128, 16]))
+    return acc, gl.convert_layout(m_n, m_o), gl.convert_layout(l_n, m_o)
+
+
+@gluon.jit
 def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr,
                 out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads, scale_log2,
                 WG: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                Q_BUFS: gl.constexpr):
+                Q_BUFS: gl.constexpr, NARROW: gl.constexpr):
     # One consumer warpgroup: query rows m0 + WG·64 … of each item, mla_prefill_ws's PIPE loop with the ring index
-    # kc + j; releases its query buffer right after the item's last score wgmma.
+    # kc + j; releases its query buffer right after the item's last score wgmma. NARROW (DIAG64, warpgroup 0,
+    # causal, 128-key blocks): the item's last block is always the diagonal one, of whose keys m0 … m0 + 127 these
+    # rows see only the first 64: it runs as 64-key wgmmas (_diag_tail / _diag_only), half the work.
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -180,18 +226,22 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
             acc = gl.zeros([ROWS, D_V], gl.float32, o_layout)
             m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
             l_i = gl.zeros([ROWS], gl.float32, row_l)
-            if n_need > 0:
+            if NARROW:
+                nf = n_need - 1  # full blocks, then the diagonal one, narrow
+            else:
+                nf = n_need
+            if nf > 0:
                 st = kc % NUM_STAGES
                 mbarrier.wait(k_ready.index(st), (kc // NUM_STAGES) & 1)
                 s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
                 s = warpgroup_mma_wait(0, deps=[s_tok])
                 mbarrier.arrive(k_empty.index(st), count=1)
-                if n_need == 1:
+                if n_need == 1:  # (never with NARROW: nf > 0 means n_need ≥ 2)
                     mbarrier.arrive(qe, count=1)
                 p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, rows, seqlen, scale_log2, n_fast == 0, CAUSAL,
                                               BLOCK_N, s_layout)
                 p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
-                for j in range(1, n_need):
+                for j in range(1, nf):
                     rc = kc + j
                     st = rc % NUM_STAGES
                     mbarrier.wait(k_ready.index(st), (rc // NUM_STAGES) & 1)
@@ -207,9 +257,19 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
                     p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
                     mbarrier.arrive(v_empty.index((rc - 1) % NUM_STAGES), count=1)
                     acc = acc * gl.expand_dims(gl.convert_layout(alpha_n, o_row_l), 1)
-                o_tok = _pv_at(p16, v_bufs, v_ready, kc + n_need - 1, n_need - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
-                acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
-                mbarrier.arrive(v_empty.index((kc + n_need - 1) % NUM_STAGES), count=1)
+                if NARROW:
+                    acc, m_i, l_i = _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty,
+                                               qe, p16, acc, m_i, l_i, kc + nf, nf, r0, seqlen, scale_log2,
+                                               NUM_STAGES, CAUSAL)
+                else:
+                    o_tok = _pv_at(p16, v_bufs, v_ready, kc + nf - 1, nf - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
+                    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
+                    mbarrier.arrive(v_empty.index((kc + nf - 1) % NUM_STAGES), count=1)
+            elif n_need > 0:  # (NARROW only: nf = n_need otherwise) the diagonal block is the only one
+                if NARROW:
+                    acc, m_i, l_i = _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty,
+                                               qe, None, acc, m_i, l_i, kc, 0, r0, seqlen, scale_log2, NUM_STAGES,
+                                               CAUSAL)
             else:
                 mbarrier.arrive(qe, count=1)  # rows past the sequence: the queries are not read
             # blocks only the other warpgroup needs (the causal diagonal of its rows): release them unread
@@ -239,7 +299,7 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
 def _mla_prefill_ws_persistent_kernel(
     q1_desc, q2_desc, k1_desc, k2_desc, v_desc, cu_ptr, out_ptr, stride_ot, stride_oh,
     hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, scale_log2,
-    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, Q_BUFS: gl.constexpr,
+    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, Q_BUFS: gl.constexpr, DIAG64: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
 ):
     # Descriptors, out and cu_seqlens as _mla_prefill_ws_kernel. num_m = ⌈max_seqlen / 128⌉ query blocks;
@@ -270,10 +330,10 @@ def _mla_prefill_ws_persistent_kernel(
     gl.warp_specialize([
         (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
                        cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
-                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS)),
+                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS, DIAG64)),
         (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
                        cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
-                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS)),
+                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS, False)),
         (_p_producer, (q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready,
                        k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m,
                        num_heads, hs_q1, hs_q2, hs_k1, hs_k2, hs_v, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS)),
@@ -296,6 +356,9 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     stages = int(c["WS_STAGES"])
     if stages < 1 or stages > 4:
         raise ValueError(f"config WS_STAGES must be 1 to 4, got {stages!r}")
+    diag64 = bool(cfg.get("DIAG64", False))
+    if diag64 and (bn != 128 or not causal):
+        raise ValueError("config DIAG64 needs WS_BLOCK_N 128 and causal=True")
     q_bufs = int(cfg.get("Q_BUFS", 1))
     if q_bufs not in (1, 2):
         raise ValueError(f"config Q_BUFS must be 1 or 2, got {q_bufs!r}")
@@ -321,7 +384,7 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     _mla_prefill_ws_persistent_kernel[(min(num_programs, units),)](
         dq1, dq2, dk1, dk2, dv, cu_seqlens, out, out.stride(0), out.stride(1),
         hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, float(softmax_scale) * 1.4426950408889634,
-        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal), Q_BUFS=q_bufs,
+        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal), Q_BUFS=q_bufs, DIAG64=diag64,
         CONSUMER_REGS=int(c["CONSUMER_REGS"]), PRODUCER_REGS=int(c["PRODUCER_REGS"]),
         num_warps=4, maxnreg=_MAXNREG,
     )

@@ -59,7 +59,8 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
                   DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
                   PROD_TABLE=bool(cfg.get("PROD_TABLE", False)) and masked,
-                  FIRST_ROW=bool(cfg.get("FIRST_ROW", False)) and not masked)
+                  FIRST_ROW=bool(cfg.get("FIRST_ROW", False)) and not masked,
+                  WARP_TABLE=bool(cfg.get("WARP_TABLE", False)) and masked)
     if diag:
         sig["diag_ptr"] = "*i64"
     else:

@@ -86,6 +86,26 @@ def test_prod_table_compiles_for_sm90_without_spills(e_pad):
     assert spills and all(x == ("0", "0") for x in spills), report
 
 
+def test_warp_table_compiles_for_sm90():
+    # WARP_TABLE (masked): 14 fewer bar.sync than the default (the per-tile schedule reduction stays inside a warp);
+    # ptxas spills the replicated table around the K loops (120 bytes at E_PAD 256; in the SASS the STL / LDL sit in
+    # the prologue and between a tile's last QGMMA and the next tile's first, none inside a K loop); the launcher
+    # runs it for up to 256 groups only
+    from tests.kernels.test_grouped_gemm_ws import compile_sm90  # noqa: F401 (the child imports it from there)
+
+    base = W.grouped_ws_config("masked", 1024, 4096, 7168)
+    ptx0 = ptx_in_fresh_process("tests.kernels.test_grouped_gemm_ws", "compile_sm90", base, True, torch.bfloat16, True,
+                                256)
+    ptx = ptx_in_fresh_process("tests.kernels.test_grouped_gemm_ws", "compile_sm90", dict(base, WARP_TABLE=True), True,
+                               torch.bfloat16, True, 256)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 4 * 3 * 2
+    assert ptx.count("bar.sync") < ptx0.count("bar.sync")
+    report = ptxas_report(ptx)
+    assert "C7514" not in report and "C7508" not in report, report
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(int(st_) <= 128 and int(ld) <= 128 for st_, ld in spills), report
+
+
 def test_rows192_config_rules():
     a, a_s, b, b_s, mi = _cpu_contiguous()
     for bad, match in ((dict(ROWS192=True, BLOCK_N=64), "ROWS192"), (dict(ROWS192=True, NUM_STAGES=5), "ROWS192"),
@@ -197,7 +217,8 @@ def test_first_row_misaligned_rows_are_nan_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [dict(PROD_TABLE=True), dict(SPECIALIZE=True), dict(PROD_TABLE=True, NUM_STAGES=4)])
+@pytest.mark.parametrize("config", [dict(PROD_TABLE=True), dict(SPECIALIZE=True), dict(PROD_TABLE=True, NUM_STAGES=4),
+                                    dict(WARP_TABLE=True), dict(WARP_TABLE=True, PROD_TABLE=True)])
 def test_masked_knobs_gpu(device, config):
     from tests.kernels.test_grouped_gemm_ws import _check_masked
 

@@ -131,7 +131,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
                            EARLY_TMA=False, ROWS192=False, SCALE_AHEAD=False, PROD_TABLE=False, SPECIALIZE=False,
-                           FIRST_ROW=False)
+                           FIRST_ROW=False, WARP_TABLE=False)
 # ROWS192 (contiguous only, off until measured): 192-row tiles, three consumer warpgroups with the dense kernel's serial
 # loop, straddling tiles in two passes (grouped_gemm_ws192.py); SCALE_AHEAD: its scales one K block ahead.
 # PROD_TABLE (masked, off until measured): the producer schedules from the consumers' per-group table (no dependent
@@ -140,6 +140,8 @@ _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TM
 # of one build per config (do_not_specialize); more builds, constant strides folded. FIRST_ROW (contiguous, off until
 # measured): a tile's expert from its first row's m_indices (two scalar loads per tile, one tile ahead) instead of a
 # reduction over its 128 entries; in a layout not aligned to 128 rows the rows it does not compute are NaN.
+# WARP_TABLE (masked, off until measured): the consumers' per-group table replicated in every warp, so a tile's
+# schedule reduction needs no shared memory or partition barrier.
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -210,7 +212,7 @@ GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
     PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, ROWS192=bool, SCALE_AHEAD=bool, PROD_TABLE=bool,
-    SPECIALIZE=bool, FIRST_ROW=bool,
+    SPECIALIZE=bool, FIRST_ROW=bool, WARP_TABLE=bool,
 )
 
 
@@ -243,7 +245,7 @@ def _grouped_fp8_ws_kernel(
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
     diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False, PROD_TABLE: gl.constexpr = False,
-    FIRST_ROW: gl.constexpr = False,
+    FIRST_ROW: gl.constexpr = False, WARP_TABLE: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -287,13 +289,13 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW, WARP_TABLE)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW, WARP_TABLE)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY, PROD_TABLE, FIRST_ROW)),
@@ -306,7 +308,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW, WARP_TABLE)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY, PROD_TABLE, FIRST_ROW)),
@@ -382,6 +384,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         # the producer's table fits its 40 registers for up to 256 groups (E_PAD 512 spilled 148 bytes at sm_90a)
         PROD_TABLE=bool(cfg.get("PROD_TABLE", False)) and masked and E <= 256,
         FIRST_ROW=bool(cfg.get("FIRST_ROW", False)) and not masked,
+        WARP_TABLE=bool(cfg.get("WARP_TABLE", False)) and masked and E <= 256,  # 8 ints per lane at E_PAD 256
     )
 
 

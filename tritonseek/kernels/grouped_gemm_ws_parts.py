@@ -55,7 +55,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from tritonseek.kernels.fp8_gemm_ws import _load_tile
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
-    _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_contig_first,
+    _masked_prefix, _masked_tiles, _masked_tiles_warp, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_contig_first,
     _schedule_masked_fast, _tile_first_rows, _tile_rows, _tiles_table,
 )
 
@@ -256,7 +256,8 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, FIRST_ROW: gl.constexpr = False):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, FIRST_ROW: gl.constexpr = False,
+              WARP_TABLE: gl.constexpr = False):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -281,7 +282,10 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
-        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
+        if WARP_TABLE:
+            table = _masked_tiles_warp(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
+        else:
+            table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
         num_tiles = gl.reduce(table >> 1, 0, _maximum)
         tile_mi = 0
     else:

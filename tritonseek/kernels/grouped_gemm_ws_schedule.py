@@ -55,6 +55,16 @@ def _masked_tiles(masked_m_ptr, E, M_rows, num_pid_n, E_PAD: gl.constexpr, WARPS
 
 
 @gluon.jit
+def _masked_tiles_warp(masked_m_ptr, E, M_rows, num_pid_n, E_PAD: gl.constexpr, WARPS: gl.constexpr):
+    # WARP_TABLE: _masked_tiles with every warp holding the whole table (E_PAD // 32 ints per lane, the WARPS warps
+    # replicas of one another), so a tile's schedule reduction stays inside a warp (shuffles; no shared-memory round
+    # trip and partition barrier between two tiles' wgmmas)
+    layout: gl.constexpr = gl.BlockedLayout([E_PAD // 32], [32], [WARPS], [0])
+    ev = gl.arange(0, E_PAD, layout=layout)
+    return _tiles_table(gl.load(masked_m_ptr + ev, mask=ev < E, other=0), M_rows, num_pid_n)
+
+
+@gluon.jit
 def _load_masked_m(masked_m_ptr, E, E_PAD: gl.constexpr, WARPS: gl.constexpr):
     # masked_m [E] as an [E_PAD] int32 tensor (0 past E), one element per thread slot (E_PAD ≥ 32 × WARPS)
     layout: gl.constexpr = gl.BlockedLayout([E_PAD // (32 * WARPS)], [32], [WARPS], [0])

@@ -11,20 +11,21 @@ against 42-43).
 
 Experts' segments start at multiples of 128 rows (M_ALIGNMENT), not of 192, so a 192-row tile at rows
 [192·t, 192·t + 192) can hold rows of two experts. Each 64-row third j of a tile (one consumer warpgroup) has one
-expert e_j = the max of its m_indices (a 64-row block lies inside one 128-row block; −1 = all padding). A tile whose
-valid thirds name two experts (it straddles an expert boundary) runs two passes back to back on its program: pass 0
+expert e_j = the m_indices of its first row (a 64-row third lies inside one 128-row block, whose padding rows follow
+its valid ones: −1 = all padding). A tile whose valid thirds name two experts (it straddles an expert boundary) runs two passes back to back on its program: pass 0
 with the larger expert id (hi), pass 1 with the smaller (lo), each a full K loop over the tile's A thirds and that
 expert's B rows; every other tile runs one pass (expert hi). In a pass, a warpgroup whose third belongs to its
 expert runs the K loop, the others only hand the stages back (fp8_gemm_ws_loop._drain), and a third is stored in
 the pass of its own expert (pass 1 if it is lo of a straddling tile, else pass 0; all-padding thirds store 0 in pass
 0). Every partition (producer warp, three consumers) computes the same passes from m_indices, so they agree without
-talking, as in grouped_gemm_ws; the consumers load a tile's m_indices one tile ahead. Rows whose m_indices differ
-from their third's expert (a layout not aligned to 128 rows) are stored as NaN, padding rows as 0 — the semantics of
-grouped_gemm_ws's contiguous kernel. Persistent grid: one program per SM, tile t on program t mod P. At DeepGEMM's
+talking, as in grouped_gemm_ws; the consumers load a tile's three m_indices one tile ahead. Rows whose m_indices
+differ from their third's expert (a layout not aligned to 128 rows) are stored as NaN (as with grouped_gemm_ws's
+FIRST_ROW), padding rows as 0. Persistent grid: one program per SM, tile t on program t mod P. At DeepGEMM's
 4 × 8192 rows × (4096, 7168), 171 × 32 tiles (3 × 32 of them two passes) against 256 × 32 of 128 rows.
 
 Shared memory: NUM_STAGES × (3 × 8 KB of A + 16 KB of B) + 3 × 16 KB of epilogue buffers (16-bit [64, 128] each,
-TMA stores only; the launcher runs 128-row tiles for fp32 or unaligned out): ≤ 4 stages. Registers (setmaxnreg): consumers 160, producer 24 (fp8_gemm_ws._WGS3_REGS).
+TMA stores only; the launcher runs 128-row tiles for fp32 or unaligned out): ≤ 4 stages. Registers (setmaxnreg):
+consumers 160, producer 24 (fp8_gemm_ws._WGS3_REGS); no spills at sm_90a.
 SCALE_AHEAD: the serial loop's scales loaded one K block ahead (fp8_gemm_ws_loop).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; grouped_gemm_ws's launcher raises on other devices.
@@ -41,40 +42,36 @@ from tritonseek.kernels._host import cdiv
 from tritonseek.kernels.fp8_gemm import BLOCK_K
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _WGS3_REGS, _load_tile, _smem_layout
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _tile_coords, _tile_k_loop
-from tritonseek.kernels.grouped_gemm_ws_schedule import _maximum
 
 BLOCK_M192 = 192
 MAX_STAGES192 = 4  # 4 × 40 KB of ring + 48 KB of epilogue buffers ≤ 227 KB
 
 
 @gluon.jit
-def _thirds_rows(idx_ptr, tile, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M: gl.constexpr, WARPS: gl.constexpr):
-    # issue the loads of a tile's m_indices as three 64-row vectors (−1 past M or past the last tile); the consumers
-    # load them one tile ahead (their latency hides under the current tile's K loops)
+def _thirds_rows(idx_ptr, tile, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # issue the loads of m_indices at a tile's rows 0, 64 and 128 (−1 past M or past the last tile): its thirds'
+    # experts. In a layout aligned to 128 rows a 64-row third lies inside one 128-row block, whose padding rows all
+    # follow its valid ones, so a third's first row names its expert (−1: all padding). The consumers load them one
+    # tile ahead (their latency hides under the current tile's K loops)
     pid_m, pid_n = _tile_coords(gl.minimum(tile, num_tiles - 1), num_pid_m, num_pid_n, GROUP_M)
-    layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
-    rows = pid_m * 192 + gl.arange(0, 64, layout=layout)
+    r = pid_m * 192
     ok = tile < num_tiles
-    r0 = gl.load(idx_ptr + rows, mask=(rows < M_rows) & ok, other=-1)
-    r1 = gl.load(idx_ptr + rows + 64, mask=(rows + 64 < M_rows) & ok, other=-1)
-    r2 = gl.load(idx_ptr + rows + 128, mask=(rows + 128 < M_rows) & ok, other=-1)
-    return r0, r1, r2
+    e0 = gl.load(idx_ptr + r, mask=ok & (r < M_rows), other=-1)
+    e1 = gl.load(idx_ptr + r + 64, mask=ok & (r + 64 < M_rows), other=-1)
+    e2 = gl.load(idx_ptr + r + 128, mask=ok & (r + 128 < M_rows), other=-1)
+    return e0, e1, e2
 
 
 @gluon.jit
-def _tile192(tile, r0, r1, r2, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
-    # a tile's rows [off_m, off_m + 192), columns [off_n, off_n + 128), its thirds' experts e0 e1 e2 (max of each
-    # third's m_indices), the larger and the smaller valid one (hi, lo) and its passes (2 where it straddles two
-    # experts: pass 0 = hi, pass 1 = lo)
+def _tile192(tile, e0, e1, e2, num_pid_m, num_pid_n, GROUP_M: gl.constexpr):
+    # a tile's rows [off_m, off_m + 192), columns [off_n, off_n + 128), the larger and the smaller valid expert of its
+    # thirds (hi, lo) and its passes (2 where it straddles two experts: pass 0 = hi, pass 1 = lo)
     pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
-    e0 = gl.reduce(r0, 0, _maximum)
-    e1 = gl.reduce(r1, 0, _maximum)
-    e2 = gl.reduce(r2, 0, _maximum)
     hi = gl.maximum(gl.maximum(e0, e1), e2)
     big = 2147483647
     lo = gl.minimum(gl.minimum(gl.where(e0 >= 0, e0, big), gl.where(e1 >= 0, e1, big)), gl.where(e2 >= 0, e2, big))
     passes = 1 + ((lo != hi) & (lo != big)).to(gl.int32)
-    return pid_m * 192, pid_n * 128, e0, e1, e2, hi, lo, passes
+    return pid_m * 192, pid_n * 128, hi, lo, passes
 
 
 @gluon.jit
@@ -87,8 +84,8 @@ def _producer192(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr
     num_tiles = num_pid_m * num_pid_n
     it = 0
     for tile in range(gl.program_id(0), num_tiles, num_programs):
-        r0, r1, r2 = _thirds_rows(idx_ptr, tile, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M, 1)
-        off_m, off_n, e0, e1, e2, hi, lo, passes = _tile192(tile, r0, r1, r2, num_pid_m, num_pid_n, GROUP_M)
+        e0, e1, e2 = _thirds_rows(idx_ptr, tile, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M)
+        off_m, off_n, hi, lo, passes = _tile192(tile, e0, e1, e2, num_pid_m, num_pid_n, GROUP_M)
         for p in range(passes):
             g = gl.where(p == 0, hi, lo)
             if (g >= 0) & (g < E):
@@ -107,11 +104,12 @@ def _consumer192(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, a_scale
     num_pid_m = gl.cdiv(M_rows, 192)
     num_pid_n = gl.cdiv(N, 128)
     num_tiles = num_pid_m * num_pid_n
-    r0, r1, r2 = _thirds_rows(idx_ptr, gl.program_id(0), num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M, 4)
+    n0, n1, n2 = _thirds_rows(idx_ptr, gl.program_id(0), num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M)
     it = 0
     for tile in range(gl.program_id(0), num_tiles, num_programs):
-        off_m, off_n, e0, e1, e2, hi, lo, passes = _tile192(tile, r0, r1, r2, num_pid_m, num_pid_n, GROUP_M)
-        r0, r1, r2 = _thirds_rows(idx_ptr, tile + num_programs, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M, 4)
+        e0, e1, e2 = n0, n1, n2
+        off_m, off_n, hi, lo, passes = _tile192(tile, e0, e1, e2, num_pid_m, num_pid_n, GROUP_M)
+        n0, n1, n2 = _thirds_rows(idx_ptr, tile + num_programs, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M)
         if ROW0 == 0:
             e = e0
         elif ROW0 == 64:

@@ -67,6 +67,20 @@ def test_fused_add_rms_norm_matches_reference(poisoned, device, t, n, dtype, wdt
     torch.testing.assert_close(y.cpu(), y_ref, **_tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_add_normalizes_the_rounded_h(device, dtype):
+    """y is the norm of the ROUNDED h the kernel returns (as torch's x + residual then RMSNorm), bit for bit the
+    kernel's own rms_norm of that h. tester22 mutation #67: normalizing the unrounded fp32 sum moved y by ~1 ulp,
+    inside the property test's 2^-7 tolerance (and the quant tests compare with the same kernel's y)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 256, generator=g).to(dtype).to(device)
+    r = (torch.randn(8, 256, generator=g) * 30).to(dtype).to(device)  # large residual: h's rounding matters
+    w = torch.randn(256, generator=g).to(device)
+    y, h = fused_add_rms_norm(x, r, w, 1e-6)
+    assert torch.equal(h, x + r)
+    assert torch.equal(y, rms_norm(h, w, 1e-6))
+
+
 def test_empty_batch_and_bad_inputs(device):
     w = torch.ones(8, device=device)
     assert rms_norm(torch.empty(0, 8, device=device), w, 1e-6).shape == (0, 8)

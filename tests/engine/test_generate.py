@@ -74,6 +74,17 @@ def test_ignore_eos_keeps_generating_past_eos(llm):
     assert kept.finish_reason == "length" and kept.token_ids == ref.token_ids
 
 
+def test_top_k_one_and_tiny_top_p_sample_the_greedy_tokens(llm):
+    # the engine passes top_k / top_p to the sampler (tester22 mutation #76: a runner that sampled without them
+    # passed; the seeded-sampling tests check reproducibility only): both keep only the top token, so a hot
+    # temperature still gives the greedy output
+    prompts = ["def f(x):", "import os"]
+    greedy = [o.token_ids for o in llm.generate(prompts, SamplingParams(max_new_tokens=12))]
+    for kw in (dict(top_k=1), dict(top_p=1e-6)):
+        got = llm.generate(prompts, SamplingParams(temperature=1.5, seed=3, max_new_tokens=12, **kw))
+        assert [o.token_ids for o in got] == greedy, kw
+
+
 def test_too_long_request_raises_before_work(llm):
     max_pos = llm.config.max_position_embeddings
     with pytest.raises(ValueError, match="max_position_embeddings"):

@@ -34,6 +34,16 @@ def test_generate_with_seed_is_deterministic():
     assert c.stdout != a.stdout  # a different seed draws different tokens (12 tokens of ~4k vocab)
 
 
+@pytest.mark.parametrize("flt", [("--top-k", "1"), ("--top-p", "1e-6")])
+def test_generate_top_k_and_top_p_reach_the_sampler(flt):
+    # --top-k 1 / --top-p 1e-6 keep only the top token: a hot temperature prints the greedy text (tester22 mutation
+    # #77: --top-p passed as 1.0 to SamplingParams survived; the CLI tests checked its validation only)
+    greedy = run("generate", "-p", "def f(x):", "-n", "12", "--temperature", "0")
+    hot = run("generate", "-p", "def f(x):", "-n", "12", "--temperature", "1.5", "--seed", "0", *flt)
+    assert greedy.exit_code == 0 and hot.exit_code == 0, hot.output
+    assert hot.stdout == greedy.stdout
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

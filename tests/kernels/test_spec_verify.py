@@ -161,6 +161,39 @@ def test_verify_rejection_matches_ref(device, B, K, V, seed, one_hot, filters, t
     assert torch.equal(got[1].cpu(), ref[1])
 
 
+def test_rejection_greedy_rows_tie_across_splits(device):
+    # verify_rejection's T = 0 rows at V = 1000 (each row split across programs under the interpreter): a tie of the
+    # max in several splits resolves to the lowest id, as torch.argmax and verify_greedy (tester22 mutation #78: the
+    # cross-split reduce taking the highest id survived; the property test's V <= 150 is one split)
+    B, K, V = 1, 1, 1000
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, K + 1, V, generator=g)
+    x[0, 0, [999, 260, 700]] = 7.0
+    x[0, 1, [901, 33, 512]] = 9.0
+    drafts, t, u = torch.tensor([[260]]), torch.zeros(B), torch.rand(B, K, generator=g)
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    out, n = verify_rejection(*_to(device, drafts, None, x, t, None, None, u, noise))
+    ref = verify_rejection_ref(drafts, None, x, t, None, None, u, noise)
+    assert out.cpu().tolist() == [[260, 33]] and n.cpu().tolist() == [1]
+    assert torch.equal(out.cpu(), ref[0]) and torch.equal(n.cpu(), ref[1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rejection_matches_ref_with_split_rows(device, seed):
+    # rows split across programs (V = 1000, B·(K+1) = 2 rows: 4 splits each under the interpreter), logits scale 3
+    # and random drafts (mostly rejected): the residual race is decided across splits of different maxima
+    # (tester22 mutation #79: the cross-split race shift with its sign flipped passed the V <= 150 property test)
+    B, K, V = 1, 1, 1000
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, K + 1, V, generator=g) * 3
+    drafts = torch.randint(0, V, (B, K), generator=g)
+    t, u = torch.tensor([0.5 + 0.3 * seed]), torch.rand(B, K, generator=g)
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    out, n = verify_rejection(*_to(device, drafts, None, x, t, None, None, u, noise))
+    ref = verify_rejection_ref(drafts, None, x, t, None, None, u, noise)
+    assert torch.equal(out.cpu(), ref[0]) and torch.equal(n.cpu(), ref[1])
+
+
 def test_rejection_extremes(device):
     # u = 0 accepts every draft with p(d) > 0 → K+1 tokens; u ≈ 1 with low-probability drafts
     # rejects at position 0 → 1 token, never the (one-hot) draft itself.

@@ -178,7 +178,7 @@ def _contig_variants(layout, N, K, dev, log, with_dense, with_r192=True, extra=N
     if e1:
         # the grouped kernel with ONE expert over all rows (b[0]): the dense problem in the grouped kernel
         mi1 = torch.zeros_like(mi)
-        for name, cfg in (("e1", None), ("e1_sp", dict(SPECIALIZE=True))):
+        for name, cfg in (e1 if isinstance(e1, dict) else {"e1": None, "e1_sp": dict(SPECIALIZE=True)}).items():
             variants.append((name, mk(lambda o, cfg=cfg: grouped_fp8_gemm_contiguous_ws(a, a_s, b[:1], bs[:1], mi1,
                                                                                          out=o, config=cfg)), dref))
     if with_dense:
@@ -228,6 +228,8 @@ def main():
     p.add_argument("--no-r192", action="store_true", help="leave out the ROWS192 variants (e.g. its gpu tests failed)")
     p.add_argument("--no-masked", action="store_true")
     p.add_argument("--e1", action="store_true", help="at 4x8192 (4096, 7168) also the grouped kernel with one expert")
+    p.add_argument("--e1-configs", type=json.loads, default=None,
+                   help='with --e1: JSON {name: config} of the one-expert variants (default e1 / e1_sp)')
     p.add_argument("--contig-extra", type=json.loads, default=None,
                    help='JSON {"LAYOUT@NxK": {name: config}}: contiguous variants instead of r192 / r192a, e.g. '
                         '\'{"4x8192@4096x7168": {"sp": {"SPECIALIZE": true}}}\'; the layouts not named run default / aa')
@@ -266,7 +268,8 @@ def main():
             cases.append((layout, N, K, c == "4x8192@4096x7168" and not args.no_dense))
         for layout, N, K, dense in cases:
             runs, flops, M = _contig_variants(layout, N, K, dev, log, dense, not args.no_r192 and not args.contig_extra,
-                                              (args.contig_extra or {}).get(f"{layout}@{N}x{K}"), dense and args.e1)
+                                              (args.contig_extra or {}).get(f"{layout}@{N}x{K}"),
+                                              dense and args.e1 and (args.e1_configs or True))
             if "default" in runs:
                 r128, r192 = triton.cdiv(M, 128) * triton.cdiv(N, 128), triton.cdiv(M, 192) * triton.cdiv(N, 128)
                 note = (f"128-row tiles {r128} = {r128 / SMS:.2f} waves; 192-row tiles {r192} = {r192 / SMS:.2f} "

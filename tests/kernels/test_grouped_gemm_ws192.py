@@ -53,10 +53,10 @@ def compile_sm90_192(stages: int, ahead: int):
 @pytest.mark.parametrize("ahead", [1, 0])
 def test_rows192_compiles_for_sm90_without_spills(ahead):
     ptx = ptx_in_fresh_process(__name__, "compile_sm90_192", 4, ahead)
-    # 3 consumer warpgroups × (block 0 + the serial loop) × 4 k32 steps of an n128 wgmma
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 24
-    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 4  # three A thirds + B
-    assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta") == 3  # TMA-store epilogues
+    # 3 consumer warpgroups × 2 inlined passes × (block 0 + the serial loop) × 4 k32 steps of an n128 wgmma
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 48
+    assert ptx.count("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier") == 8  # (three A thirds + B) × 2 passes
+    assert ptx.count("cp.async.bulk.tensor.2d.global.shared::cta") == 6  # TMA-store epilogues
     assert re.search(r"setmaxnreg.inc.sync.aligned.u32\s+160;", ptx)
     report = ptxas_report(ptx)
     assert "C7514" not in report and "serialized" not in report, report

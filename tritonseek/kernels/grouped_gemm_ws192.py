@@ -86,18 +86,48 @@ def _producer192(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr
     for tile in range(gl.program_id(0), num_tiles, num_programs):
         e0, e1, e2 = _thirds_rows(idx_ptr, tile, num_tiles, M_rows, num_pid_m, num_pid_n, GROUP_M)
         off_m, off_n, hi, lo, passes = _tile192(tile, e0, e1, e2, num_pid_m, num_pid_n, GROUP_M)
-        for p in range(passes):
-            g = gl.where(p == 0, hi, lo)
-            if (g >= 0) & (g < E):
-                it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, g * N + off_n,
-                                num_k_blocks, 192, 128, NUM_STAGES)
+        if (hi >= 0) & (hi < E):
+            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, hi * N + off_n,
+                            num_k_blocks, 192, 128, NUM_STAGES)
+        if (passes == 2) & (lo < E):
+            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, off_m, lo * N + off_n,
+                            num_k_blocks, 192, 128, NUM_STAGES)
+
+
+@gluon.jit
+def _pass192(it, g, e, store, mi, rm, row_ok, sa_ptrs, off_m, off_n, zero, a_bufs, b_bufs, ready_bars, empty_bars,
+             c_smem, c_desc, b_scale_ptr, E, num_k_blocks, stride_ask, stride_bse, stride_bsn, stride_bsk,
+             NUM_STAGES: gl.constexpr, SCALE_AHEAD: gl.constexpr, ROW0: gl.constexpr, row_layout: gl.constexpr):
+    # one pass (expert g) of a tile for this third (expert e): the K loop where the third is g's, else the stages
+    # handed back; the third's rows stored where ``store`` (padding rows → 0; rows of another expert than the third's,
+    # a layout not aligned to 128 rows → NaN). Returns the next pipeline slot
+    run = (g >= 0) & (g < E)
+    mine = run & (e == g)
+    if mine:
+        sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
+        acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([64], gl.float32, row_layout), a_bufs, b_bufs,
+                               ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0, 64, 192,
+                               NUM_STAGES, False, False, True, False, SCALE_AHEAD)
+    else:
+        if run:
+            it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+        acc = zero
+    if store:
+        fill = gl.where(mi < 0, 0.0, float("nan"))
+        acc = gl.where(gl.expand_dims((mi == g) & mine, 1), acc, gl.expand_dims(fill, 1))
+        tma.store_wait(0)  # the previous store has left c_smem
+        c_smem.store(acc.to(c_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(c_desc, [off_m + ROW0, off_n], c_smem)
+    return it
 
 
 @gluon.jit
 def _consumer192(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N,
                  E, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, num_programs,
                  GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, SCALE_AHEAD: gl.constexpr, ROW0: gl.constexpr):
-    # third ROW0 // 64 (rows [ROW0, ROW0 + 64)) of every tile, one warpgroup, each pass of the tile in turn
+    # third ROW0 // 64 (rows [ROW0, ROW0 + 64)) of every tile, one warpgroup: pass 0, then pass 1 of a straddling
+    # tile (two inlined copies of the pass rather than a run-time loop of passes around the K loop)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     zero = gl.zeros([64, 128], gl.float32, mma_layout)
@@ -118,32 +148,18 @@ def _consumer192(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, a_scale
             e = e2
         # the pass in which this third is stored: the second where its expert is the straddling tile's smaller one,
         # else the first (its expert's; all padding: as 0; a third expert of a misaligned layout: as NaN)
-        late = ((passes == 2) & (e == lo)).to(gl.int32)
+        late = (passes == 2) & (e == lo)
         rm = off_m + ROW0 + gl.arange(0, 64, layout=row_layout)
         row_ok = rm < M_rows
         mi = gl.load(idx_ptr + rm, mask=row_ok, other=-1)  # first read in the epilogue
-        sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
-        for p in range(passes):
-            g = gl.where(p == 0, hi, lo)
-            run = (g >= 0) & (g < E)
-            mine = run & (e == g)
-            if mine:
-                sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
-                acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([64], gl.float32, row_layout), a_bufs, b_bufs,
-                                       ready_bars, empty_bars, sa_ptrs, row_ok, sb_ptr, stride_ask, stride_bsk, ROW0,
-                                       64, 192, NUM_STAGES, False, False, True, False, SCALE_AHEAD)
-            else:
-                if run:
-                    it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
-                acc = zero
-            if p == late:
-                # padding rows → 0; rows of another expert than their third's (misaligned layout) → NaN
-                fill = gl.where(mi < 0, 0.0, float("nan"))
-                acc = gl.where(gl.expand_dims((mi == g) & mine, 1), acc, gl.expand_dims(fill, 1))
-                tma.store_wait(0)  # the previous store has left c_smem
-                c_smem.store(acc.to(c_desc.dtype))
-                fence_async_shared()
-                tma.async_copy_shared_to_global(c_desc, [off_m + ROW0, off_n], c_smem)
+        sa_ptrs = a_scale_ptr + rm * stride_asm
+        it = _pass192(it, hi, e, late == 0, mi, rm, row_ok, sa_ptrs, off_m, off_n, zero, a_bufs, b_bufs, ready_bars,
+                      empty_bars, c_smem, c_desc, b_scale_ptr, E, num_k_blocks, stride_ask, stride_bse, stride_bsn,
+                      stride_bsk, NUM_STAGES, SCALE_AHEAD, ROW0, row_layout)
+        if passes == 2:
+            it = _pass192(it, lo, e, late, mi, rm, row_ok, sa_ptrs, off_m, off_n, zero, a_bufs, b_bufs, ready_bars,
+                          empty_bars, c_smem, c_desc, b_scale_ptr, E, num_k_blocks, stride_ask, stride_bse, stride_bsn,
+                          stride_bsk, NUM_STAGES, SCALE_AHEAD, ROW0, row_layout)
     tma.store_wait(0)
 
 

@@ -57,8 +57,8 @@ ALL_VARIANTS = {
     "wsP": dict(_WS, PERSIST=True),  # persistent (mla_prefill_ws_persistent), 128-key blocks: the s22 default
     "wsP_aa": dict(_WS, PERSIST=True),  # A/A control of "wsP"
     "wsP64": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=True),
-    "wsP64q2": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=True, Q_BUFS=2),
     "wsPd": dict(_WS, PERSIST=True, DIAG64=True),  # warpgroup 0's diagonal block as 64-key wgmmas
+    "dflt": None,  # mla_prefill's default config: persistent, block shape by max_seqlen (persist_config)
     "ws128s": dict(_WS, PIPE=False, PERSIST=False),
     "ws64p": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=False),
     "ws64s": dict(_WS, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False, PERSIST=False),
@@ -154,8 +154,9 @@ for tokens, seqs in CASES:
     peer_us = med.get("sdpa", float("nan"))
     for n, us in med.items():
         ts = sorted(times[n])
+        cfg_n = VARIANTS.get(n) if n != "dflt" else P.persist_config(P.default_config(192, 128), None, max(lens))
         row = dict(suite="mla_prefill_ab", case=dict(tokens=tokens, seqs=seqs), heads=HEADS, variant=n,
-                   config=VARIANTS.get(n), us=round(us, 2), tflops=round(flops / us / 1e6, 1), gbps=None,
+                   config=cfg_n, us=round(us, 2), tflops=round(flops / us / 1e6, 1), gbps=None,
                    peer="torch_sdpa", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / us, 3),
                    p10_us=round(ts[len(ts) // 10], 2), p90_us=round(ts[(9 * len(ts)) // 10], 2), rounds=ROUNDS,
                    calls_per_graph=CALLS, timing="gpu_clock_interleaved_graph", **env)

@@ -1,6 +1,6 @@
 """The Gluon MLA prefill kernel (``mla_prefill_ws``: TMA producer warp, two wgmma consumer warpgroups) and its
 persistent variant (``mla_prefill_ws_persistent``, config PERSIST=True: the same checks, plus grids of 1-7 programs
-so one program walks many items, odd and even query-block counts, and 16 heads; knobs Q_BUFS=2, DIAG64).
+so one program walks many items, odd and even query-block counts, and 16 heads; knob DIAG64).
 
 CPU: Gluon has no interpreter, so the CPU tests compile the kernel for sm_90a (Triton's compiler and the ptxas it
 ships; no GPU) and check what the H200 needs from it (wgmma, TMA loads, no register spills at the 240-register
@@ -172,7 +172,7 @@ def test_ws_public_launcher_real_shapes(device):
 
 
 # ----------------------------------------------------------------------------- persistent variant (PERSIST=True)
-def compile_sm90_persistent(bn: int = 128, stages: int = 2, q_bufs: int = 1, diag64: bool = False, causal: bool = True,
+def compile_sm90_persistent(bn: int = 128, stages: int = 2, diag64: bool = False, causal: bool = True,
                             consumer_regs: int = 240, producer_regs: int = 24):
     """Compile mla_prefill_ws_persistent's kernel for sm_90a on any machine (no GPU); returns the compiled kernel."""
     import triton
@@ -191,24 +191,23 @@ def compile_sm90_persistent(bn: int = 128, stages: int = 2, q_bufs: int = 1, dia
     sig.update({n: "i32" for n in ("stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",
                                    "num_heads", "units")})
     sig["scale_log2"] = "fp32"
-    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, Q_BUFS=q_bufs, DIAG64=diag64,
+    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, DIAG64=diag64,
                   CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs)
     sig.update({n: "constexpr" for n in consts})
     return triton.compile(GluonASTSource(WP._mla_prefill_ws_persistent_kernel, sig, consts),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=WP._MAXNREG))
 
 
-@pytest.mark.parametrize("bn,stages,q_bufs,diag64", [(128, 2, 1, False), (64, 3, 2, False), (128, 2, 1, True)])
-def test_ws_persistent_compiles_for_sm90(bn, stages, q_bufs, diag64):
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, q_bufs, diag64)
+@pytest.mark.parametrize("bn,stages,diag64", [(128, 2, False), (64, 3, False), (128, 2, True)])
+def test_ws_persistent_compiles_for_sm90(bn, stages, diag64):
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, diag64)
     assert ptx.count("wgmma.mma_async") >= 6
     assert "cp.async.bulk.tensor" in ptx
     assert max(spill_store_bytes(ptxas_report(ptx))) == 0
 
 
 def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
-    """PERSIST must be a bool, Q_BUFS a positive int; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its
-    result)."""
+    """PERSIST and DIAG64 must be bools; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its result)."""
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
     k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
@@ -216,15 +215,15 @@ def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
     cu = torch.tensor([0, 5, 22], dtype=torch.int32)
     with pytest.raises(ValueError, match="PERSIST"):
         mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=1))
-    with pytest.raises(ValueError, match="Q_BUFS"):
-        mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True, Q_BUFS=0))
+    with pytest.raises(ValueError, match="DIAG64"):
+        mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True, DIAG64="on"))
     a = mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True))
     assert torch.equal(a, mla_prefill(q, k, v, cu, 17, 0.2))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [(128, 2, True, {}), (64, 3, True, {}), (64, 3, True, dict(Q_BUFS=2)),
-                                     (128, 2, True, dict(DIAG64=True))], ids=["p128", "p64", "p64q2", "p128d"])
+@pytest.mark.parametrize("variant", [(128, 2, True, {}), (64, 3, True, {}), (128, 2, True, dict(DIAG64=True))],
+                         ids=["p128", "p64", "p128d"])
 @pytest.mark.parametrize("lens,heads,programs", [
     ([1], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, 1),
     ([4096], 1, 3), ([1, 777, 64, 129, 2000], 128, None), ([1, 777, 64, 129, 2000], 16, 7), ([1000] * 4, 128, None),
@@ -246,13 +245,48 @@ def test_ws_persistent_real_shapes(device, lens, heads, programs, variant, split
 
 @pytest.mark.gpu
 def test_ws_persistent_smem_checked(device):
-    """Q_BUFS=2 with 128-key blocks needs 256 KB of shared memory, DIAG64 needs 128-key blocks: ValueErrors."""
+    """Three stages of 128-key blocks need 288 KB of shared memory, DIAG64 needs 128-key blocks: ValueErrors."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
         pytest.skip("the Gluon kernel runs on sm_90 only")
     q = torch.randn(300, 2, 192, device=device).to(torch.bfloat16)
     v = torch.randn(300, 2, 128, device=device).to(torch.bfloat16)
     cu = torch.tensor([0, 300], dtype=torch.int32, device=device)
     with pytest.raises(ValueError, match="shared memory"):
-        mla_prefill(q, q, v, cu, 300, 0.1, config=dict(GLUON=True, PERSIST=True, Q_BUFS=2, WS_BLOCK_N=128))
+        mla_prefill(q, q, v, cu, 300, 0.1, config=dict(GLUON=True, PERSIST=True, WS_STAGES=3, WS_BLOCK_N=128))
     with pytest.raises(ValueError, match="DIAG64"):
         mla_prefill(q, q, v, cu, 300, 0.1, config=dict(GLUON=True, PERSIST=True, DIAG64=True, WS_BLOCK_N=64))
+
+
+def test_persist_config_by_length():
+    """The default config's persistent block shape follows max_seqlen (mla_prefill._PERSIST_BY_LENGTH); a caller's
+    block knobs are left alone."""
+    from tritonseek.kernels.mla_prefill import _PERSIST_BY_LENGTH, default_config, persist_config
+
+    cfg = default_config(192, 128)
+    longest = max(b for b, _ in _PERSIST_BY_LENGTH)
+    assert persist_config(cfg, None, longest + 1) == cfg
+    for bound, over in _PERSIST_BY_LENGTH:
+        got = persist_config(cfg, None, bound)
+        assert all(got[k] == v for k, v in over.items())
+    assert persist_config(cfg, dict(WS_BLOCK_N=128), 1) == cfg
+    assert persist_config(cfg, dict(DIAG64=False), 1) == cfg
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lens", [[1, 200, 256, 37], [300, 512, 17, 1], [640, 1, 129]])
+def test_ws_persistent_default_by_length(device, lens):
+    """mla_prefill with the default config (persistent, block shape by max_seqlen) against the fp32 reference."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        pytest.skip("the Gluon kernel runs on sm_90 only")
+    gen = torch.Generator().manual_seed(sum(lens))
+    total = sum(lens)
+    q, k = (torch.randn(total, 16, 192, generator=gen).to(torch.bfloat16).to(device) for _ in range(2))
+    v = torch.randn(total, 16, 128, generator=gen).to(torch.bfloat16).to(device)
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    out = torch.full((total, 16, 128), float("nan"), dtype=torch.bfloat16, device=device)
+    mla_prefill(q, k, v, cu, max(lens), 192**-0.5, out=out)
+    ref = mla_prefill_ref(q.float(), k.float(), v.float(), cu, 192**-0.5).cpu()
+    o = out.float().cpu()
+    assert not torch.isnan(o).any()
+    assert ((o - ref).norm() / ref.norm()).item() <= 1e-2
+    assert torch.all((o - ref).abs() <= 2e-2 + 2e-2 * ref.abs())

@@ -276,8 +276,27 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
 
 
 # Keys of the Gluon kernel (mla_prefill_ws, sm_90): GLUON selects it where it takes the operands; the others tune it.
-_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "Q_BUFS",
-            "DIAG64"}
+_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "DIAG64"}
+
+
+# The persistent kernel's block shape by the longest sequence: the first (bound, overrides) with max_seqlen ≤ bound
+# applies over the default config (a caller's WS_BLOCK_N / WS_STAGES / DIAG64 win).
+# s22 W2 (h4prefill, tree 041b4a1; GPU clock, graph replays, 21 interleaved rounds; time of the 128-key default ÷
+# time of the variant, A/A 0.998-1.013): DIAG64 at 16 × 512 / 32 × 256 / 8 × 1024 / 4 × 2048 tokens 1.026 / 1.014 /
+# 0.980 / 0.979, 64-key blocks (3 stages) 0.999 / 1.025 / 0.951 / 0.908 (W1: 1.01 / 1.02 at 512 / 256).
+_PERSIST_BY_LENGTH: tuple = ((256, dict(WS_BLOCK_N=64, WS_STAGES=3)), (512, dict(DIAG64=True)))
+_PERSIST_SHAPE_KEYS = {"WS_BLOCK_N", "WS_STAGES", "DIAG64"}
+
+
+def persist_config(cfg: dict, config: dict | None, max_seqlen: int) -> dict:
+    """The persistent kernel's config for this call: ``cfg`` (resolved) with ``_PERSIST_BY_LENGTH``'s overrides for
+    max_seqlen unless the caller's ``config`` sets any of WS_BLOCK_N / WS_STAGES / DIAG64."""
+    if config and _PERSIST_SHAPE_KEYS & set(config):
+        return cfg
+    for bound, over in _PERSIST_BY_LENGTH:
+        if max_seqlen <= bound:
+            return dict(cfg, **over)
+    return cfg
 
 
 def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
@@ -303,7 +322,7 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST", "DIAG64"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
-    for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS", "Q_BUFS"):
+    for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS"):
         if key in cfg and (not is_int_arg(cfg[key]) or cfg[key] < 1):
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
     return cfg
@@ -369,7 +388,8 @@ def mla_prefill(
     (the default for DeepSeek's 192/128 dims) runs the Gluon kernel (``mla_prefill_ws``: sm_90, bf16, causal,
     nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS; with
     PERSIST=True (the default for 192/128 since s22; PERSIST=False: one program per query block) its persistent
-    variant (``mla_prefill_ws_persistent``: one program per SM; Q_BUFS 1 / 2 query buffers, DIAG64 there).
+    variant (``mla_prefill_ws_persistent``: one program per SM; knob DIAG64 there; without the caller's block
+    knobs its block shape follows max_seqlen, ``persist_config``).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.
@@ -437,7 +457,8 @@ def mla_prefill(
                 from tritonseek.kernels.mla_prefill_ws_persistent import launch_prefill_ws_persistent
 
                 return launch_prefill_ws_persistent(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen,
-                                                    float(softmax_scale), causal, cfg)
+                                                    float(softmax_scale), causal, persist_config(cfg, config,
+                                                                                                 max_seqlen))
             return _ws.launch_prefill_ws(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen, float(softmax_scale),
                                          causal, cfg)
     block_dv = max(16, next_pow2(d_v))

@@ -376,7 +376,7 @@ def mla_prefill_ws(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True, 
 
     Operands, outputs, validation and errors: ``mla_prefill``'s (FlashAttention ``flash_attn_varlen_func``
     semantics), with config's GLUON set; the Gluon knobs WS_BLOCK_N / WS_STAGES / PIPE / CONSUMER_REGS /
-    PRODUCER_REGS / PERSIST / Q_BUFS may be given in config (the default config runs the persistent variant,
+    PRODUCER_REGS / PERSIST / DIAG64 may be given in config (the default config runs the persistent variant,
     ``mla_prefill_ws_persistent``; PERSIST=False runs this module's kernel). Raises ValueError where this kernel cannot run: a device other than a CUDA
     sm_90 GPU (Gluon has no interpreter path), causal=False, or operands it does not take (``ws_supported``: bf16,
     DeepSeek's 128 nope ‖ 64 rope q/k columns and 128 v columns, 16-byte aligned pieces, softmax_scale > 0) —

@@ -20,8 +20,9 @@ Design:
 * one query buffer per consumer warpgroup (there is no shared memory for a second with 128-key blocks: 2 stages ×
   80 KB + 48 KB of queries = 208 KB of the 227 KB): a warpgroup releases it (q_empty) as soon as its last score
   wgmma is complete, and the producer refills it (after the next item's first key/value tiles) while the
-  warpgroup runs its last softmax, P·V and the output stores. Q_BUFS=2 (64-key blocks: 3 × 40 + 2 × 48 = 216 KB)
-  alternates two, so the next item's queries load an item ahead.
+  warpgroup runs its last softmax, P·V and the output stores. (s22 W2 tried two query buffers with 64-key blocks,
+  3 × 40 + 2 × 48 = 216 KB, so the next item's queries load an item ahead: 0.98-0.99 of the same kernel with one
+  at all 8 cases; the knob was removed.)
 
 Paper estimate before building (s21 figures, 128 heads): 8×1024 = 8192 items / 132 SMs = 62 items per SM in
 1034 µs = 16.7 µs per item, of which ≈ 4.5 key blocks × 2.2 µs (the per-block time at 8192 × 1: 4371 µs / 62 items
@@ -61,30 +62,27 @@ def _item(pid, i, grid, units_per_hb, num_m, num_heads):
 
 
 @gluon.jit
-def _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, row, h, hs_q1, hs_q2, Q_BUFS: gl.constexpr):
-    # the query rows row … row + 127 of head h into buffer qc % Q_BUFS (one 64-row half per consumer warpgroup,
-    # each waiting for that warpgroup's release of the buffer)
+def _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, row, h, hs_q1, hs_q2):
+    # the query rows row … row + 127 of head h for the qc-th item (one 64-row half per consumer warpgroup, each
+    # waiting for that warpgroup's release of its buffer)
     q_bytes: gl.constexpr = q1_desc.block_type.nbytes + q2_desc.block_type.nbytes
-    qs = qc % Q_BUFS
     for w in gl.static_range(2):
-        slot = qs * 2 + w
-        mbarrier.wait(q_empty.index(slot), ((qc // Q_BUFS) & 1) ^ 1)  # a fresh buffer counts as free
-        qb = q_ready.index(slot)
+        mbarrier.wait(q_empty.index(w), (qc & 1) ^ 1)  # a fresh buffer counts as free
+        qb = q_ready.index(w)
         mbarrier.expect(qb, q_bytes)
-        tma.async_copy_global_to_shared(q1_desc, [row + w * ROWS, h * hs_q1], qb, q1_s.index(slot))
-        tma.async_copy_global_to_shared(q2_desc, [row + w * ROWS, h * hs_q2], qb, q2_s.index(slot))
+        tma.async_copy_global_to_shared(q1_desc, [row + w * ROWS, h * hs_q1], qb, q1_s.index(w))
+        tma.async_copy_global_to_shared(q2_desc, [row + w * ROWS, h * hs_q2], qb, q2_s.index(w))
 
 
 @gluon.jit
 def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty,
                 v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m, num_heads,
                 hs_q1, hs_q2, hs_k1, hs_k2, hs_v,
-                BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, Q_BUFS: gl.constexpr):
+                BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
     # One warp. kc: key/value blocks loaded so far by this program (the ring index, across items); qc: items
-    # loaded (query buffer qc % Q_BUFS, phase (qc // Q_BUFS) & 1). Per item with one query buffer: key block 0,
-    # value block 0 (their stages free up while the consumers still work on the previous item), then the queries
-    # (free only after the previous item's last scores), then the other blocks; with two, the queries first (their
-    # buffer was freed an item ago).
+    # loaded (the query buffers' phase). Per item: key block 0, value block 0 (their stages free up while the
+    # consumers still work on the previous item), then the queries (free only after the previous item's last
+    # scores), then the other blocks.
     pid = gl.program_id(0)
     k_bytes: gl.constexpr = k1_desc.block_type.nbytes + k2_desc.block_type.nbytes
     v_bytes: gl.constexpr = v_desc.block_type.nbytes
@@ -100,8 +98,6 @@ def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs,
                 hi = gl.minimum(seqlen, m0 + BLOCK_M)
             else:
                 hi = seqlen
-            if Q_BUFS == 2:
-                _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, start + m0, h, hs_q1, hs_q2, Q_BUFS)
             for j in range(0, (hi + BLOCK_N - 1) // BLOCK_N):
                 s = (kc + j) % NUM_STAGES
                 ph = (((kc + j) // NUM_STAGES) & 1) ^ 1  # a fresh stage counts as free
@@ -115,10 +111,8 @@ def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs,
                 vb = v_ready.index(s)
                 mbarrier.expect(vb, v_bytes)
                 tma.async_copy_global_to_shared(v_desc, [r, h * hs_v], vb, v_bufs.index(s))
-                if Q_BUFS == 1:
-                    if j == 0:
-                        _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, start + m0, h, hs_q1, hs_q2,
-                                Q_BUFS)
+                if j == 0:
+                    _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, start + m0, h, hs_q1, hs_q2)
             kc += (hi + BLOCK_N - 1) // BLOCK_N
             qc += 1
 
@@ -183,7 +177,7 @@ def _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_em
 def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr,
                 out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads, scale_log2,
                 WG: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                Q_BUFS: gl.constexpr, NARROW: gl.constexpr):
+                NARROW: gl.constexpr):
     # One consumer warpgroup: query rows m0 + WG·64 … of each item, mla_prefill_ws's PIPE loop with the ring index
     # kc + j; releases its query buffer right after the item's last score wgmma. NARROW (DIAG64, warpgroup 0,
     # causal, 128-key blocks): the item's last block is always the diagonal one, of whose keys m0 … m0 + 127 these
@@ -217,11 +211,10 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
             n_all = (hi + BLOCK_N - 1) // BLOCK_N
             n_need = gl.where(r0 < seqlen, (need + BLOCK_N - 1) // BLOCK_N, 0)
             n_fast = gl.minimum(n_fast, n_need)
-            slot = (qc % Q_BUFS) * 2 + WG
-            q1 = q1_s.index(slot)
-            q2 = q2_s.index(slot)
-            qe = q_empty.index(slot)
-            mbarrier.wait(q_ready.index(slot), (qc // Q_BUFS) & 1)
+            q1 = q1_s.index(WG)
+            q2 = q2_s.index(WG)
+            qe = q_empty.index(WG)
+            mbarrier.wait(q_ready.index(WG), qc & 1)
             s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
             acc = gl.zeros([ROWS, D_V], gl.float32, o_layout)
             m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
@@ -299,7 +292,7 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
 def _mla_prefill_ws_persistent_kernel(
     q1_desc, q2_desc, k1_desc, k2_desc, v_desc, cu_ptr, out_ptr, stride_ot, stride_oh,
     hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, scale_log2,
-    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, Q_BUFS: gl.constexpr, DIAG64: gl.constexpr,
+    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, DIAG64: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
 ):
     # Descriptors, out and cu_seqlens as _mla_prefill_ws_kernel. num_m = ⌈max_seqlen / 128⌉ query blocks;
@@ -308,8 +301,8 @@ def _mla_prefill_ws_persistent_kernel(
     units_per_hb = (num_m + 1) // 2
     n_items = 2 * ((units - gl.program_id(0) + grid - 1) // grid)
     dtype: gl.constexpr = k1_desc.dtype
-    q1_s = gl.allocate_shared_memory(dtype, [2 * Q_BUFS] + q1_desc.block_type.shape, q1_desc.layout)
-    q2_s = gl.allocate_shared_memory(dtype, [2 * Q_BUFS] + q2_desc.block_type.shape, q2_desc.layout)
+    q1_s = gl.allocate_shared_memory(dtype, [2] + q1_desc.block_type.shape, q1_desc.layout)
+    q2_s = gl.allocate_shared_memory(dtype, [2] + q2_desc.block_type.shape, q2_desc.layout)
     k1_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k1_desc.block_type.shape, k1_desc.layout)
     k2_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k2_desc.block_type.shape, k2_desc.layout)
     v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -317,26 +310,26 @@ def _mla_prefill_ws_persistent_kernel(
     k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [2 * Q_BUFS, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2 * Q_BUFS, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)  # released by both consumer warpgroups
         mbarrier.init(v_empty.index(i), count=2)
-    for w in gl.static_range(2 * Q_BUFS):
+    for w in gl.static_range(2):
         mbarrier.init(q_ready.index(w), count=1)
         mbarrier.init(q_empty.index(w), count=1)  # each warpgroup owns one query buffer
     gl.warp_specialize([
         (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
                        cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
-                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS, DIAG64)),
+                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL, DIAG64)),
         (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
                        cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
-                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS, False)),
+                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL, False)),
         (_p_producer, (q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready,
                        k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m,
-                       num_heads, hs_q1, hs_q2, hs_k1, hs_k2, hs_v, BLOCK_N, NUM_STAGES, CAUSAL, Q_BUFS)),
+                       num_heads, hs_q1, hs_q2, hs_k1, hs_k2, hs_v, BLOCK_N, NUM_STAGES, CAUSAL)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -345,8 +338,8 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     """Launch the persistent Gluon kernel on validated operands (mla_prefill's checks; ``ws_supported`` true).
     Operands as ``mla_prefill_ws.launch_prefill_ws``: q1/k1 [T, H, 128], q2 [T, H, 64], k2 [T, H, 64] or [T, 64],
     v [T, H, 128], out [T, H, 128] (written for the tokens of the sequences). cfg: WS_BLOCK_N (64 / 128),
-    WS_STAGES, CONSUMER_REGS, PRODUCER_REGS over DEFAULT_WS (PIPE is always on here), Q_BUFS (1 / 2 query
-    buffers; 2 fits 64-key blocks only: ValueError when the shared memory exceeds 227 KB). num_programs: grid size
+    WS_STAGES (ValueError when the ring and the queries exceed 227 KB of shared memory), CONSUMER_REGS,
+    PRODUCER_REGS over DEFAULT_WS (PIPE is always on here), DIAG64 (bool; needs 128-key blocks). num_programs: grid size
     (default: the device's SM count; tests pass small ones to walk many items per program). Returns out."""
     c = dict(DEFAULT_WS)
     c.update({k: cfg[k] for k in DEFAULT_WS if k in cfg})
@@ -359,13 +352,10 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     diag64 = bool(cfg.get("DIAG64", False))
     if diag64 and (bn != 128 or not causal):
         raise ValueError("config DIAG64 needs WS_BLOCK_N 128 and causal=True")
-    q_bufs = int(cfg.get("Q_BUFS", 1))
-    if q_bufs not in (1, 2):
-        raise ValueError(f"config Q_BUFS must be 1 or 2, got {q_bufs!r}")
-    smem = q_bufs * 2 * _ROWS * (_D_NOPE + _D_ROPE) * 2 + stages * bn * (_D_NOPE + _D_ROPE + _D_V) * 2
+    smem = 2 * _ROWS * (_D_NOPE + _D_ROPE) * 2 + stages * bn * (_D_NOPE + _D_ROPE + _D_V) * 2
     if smem > _SMEM_MAX:
-        raise ValueError(f"config WS_BLOCK_N {bn} × WS_STAGES {stages} with Q_BUFS {q_bufs} needs {smem} bytes of "
-                         f"shared memory, over the {_SMEM_MAX} of an H100/H200 program")
+        raise ValueError(f"config WS_BLOCK_N {bn} × WS_STAGES {stages} needs {smem} bytes of shared memory, over "
+                         f"the {_SMEM_MAX} of an H100/H200 program")
     num_heads = q1.shape[1]
     batch = cu_seqlens.numel() - 1
     dq1, hs_q1 = _desc(q1, _D_NOPE, _ROWS)
@@ -384,7 +374,7 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     _mla_prefill_ws_persistent_kernel[(min(num_programs, units),)](
         dq1, dq2, dk1, dk2, dv, cu_seqlens, out, out.stride(0), out.stride(1),
         hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, float(softmax_scale) * 1.4426950408889634,
-        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal), Q_BUFS=q_bufs, DIAG64=diag64,
+        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal), DIAG64=diag64,
         CONSUMER_REGS=int(c["CONSUMER_REGS"]), PRODUCER_REGS=int(c["PRODUCER_REGS"]),
         num_warps=4, maxnreg=_MAXNREG,
     )

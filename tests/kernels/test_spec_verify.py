@@ -194,6 +194,23 @@ def test_rejection_matches_ref_with_split_rows(device, seed):
     assert torch.equal(out.cpu(), ref[0]) and torch.equal(n.cpu(), ref[1])
 
 
+@pytest.mark.parametrize("temp", [0.5, 2.0])
+def test_rejection_acceptance_with_split_rows(device, temp):
+    # p(d) of a split row at T != 1: drafts = argmax (high p(d)) and u swept across the accept/reject boundary, each
+    # against the reference (tester22 mutation #80: the cross-split softmax-sum rescale without 1/T passed; random
+    # drafts have tiny p(d), so no draw sat near the boundary)
+    B, K, V = 1, 1, 1000
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, K + 1, V, generator=g) * 2
+    drafts, t = x[:, :K].argmax(-1), torch.tensor([temp])
+    noise = torch.empty(B, K + 1, V).exponential_(generator=g)
+    for u0 in torch.linspace(0.01, 0.99, 13).tolist():
+        u = torch.full((B, K), u0)
+        out, n = verify_rejection(*_to(device, drafts, None, x, t, None, None, u, noise))
+        ref = verify_rejection_ref(drafts, None, x, t, None, None, u, noise)
+        assert torch.equal(n.cpu(), ref[1]) and torch.equal(out.cpu(), ref[0]), u0
+
+
 def test_rejection_extremes(device):
     # u = 0 accepts every draft with p(d) > 0 → K+1 tokens; u ≈ 1 with low-probability drafts
     # rejects at position 0 → 1 token, never the (one-hot) draft itself.

@@ -1,5 +1,5 @@
 """Where the per-op intercept of the WSM MLA decode split kernel goes, and whether its KV tiles wait on HBM (issue 3,
-compute-bound cases: h_q·s_q ≥ 128).
+compute-bound cases: h_q·s_q ≥ 128; 64 rows run the same kernel).
 
     PYTHONPATH=. python benchmarks/probe_mla_wsm_intercept.py [--out DIR] [--cases 128x2@4096 128x1@4096 ...]
         [--variants '{}' '{"table": "shared"}' '{"EPI_OVERLAP": true}' ...] [--reps 11] [--diag-reps 3]
@@ -49,8 +49,8 @@ def _case(text: str) -> tuple[int, int, int]:
         s_k = int(sk or 4096)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not H_QxS_Q[@S_K] (e.g. 128x2@4096)") from None
-    if min(h, s_q, s_k) <= 0 or h * s_q <= 64:
-        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive and h_q·s_q > 64 (the WSM classes)")
+    if min(h, s_q, s_k) <= 0 or h * s_q < 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive and h_q·s_q ≥ 64 (the WSM classes)")
     return h, s_q, s_k
 
 

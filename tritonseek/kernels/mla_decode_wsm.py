@@ -73,7 +73,7 @@ from tritonseek.kernels.mla_decode_config import _WSM_KNOBS
 from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail, smem_layout
 from tritonseek.kernels.mla_decode_ws_parts import _seq_tiles, _stamp
 from tritonseek.kernels.mla_decode_wsm_parts import (D_LATENT, D_ROPE, HALF_V, ROWS, TILE_N, _L_SWAPPED, _Q_FREE,
-                                                   _Q_READY, _Q_WRITTEN, _X1, _X2, _sync, _write_rows)
+                                                   _Q_READY, _Q_WRITTEN, _X1, _X2, _prefetch_tile, _sync, _write_rows)
 
 _TN = 64
 
@@ -91,8 +91,11 @@ _TN = 64
 # (out, or 16-bit partials: PART_TMA), and the buffer is released (Q_FREE) once the stores have read it.
 # EARLY_P1: warpgroup 1 computes and publishes P1 (signal X2) before its P0·V instead of after it (FlashMLA's seesaw
 # order), so warpgroup 0's P1·V no longer waits for a softmax that ran while the tensor cores were idle.
+# L2PF (tiles, 0 = off): the TMA warp prefetches the KV tile L2PF tiles ahead into L2 (one bulk prefetch per tile),
+# so that the ring's loads (2 stages: a stage is refilled only once both value matmuls of its tile are done) hit L2:
+# with the KV L2-resident the per-tile time drops 1-4 % and EARLY_P1 gains, from HBM it loses (W2 at 041b4a1).
 WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0, OTMA=False,
-                    EARLY_P1=False)
+                    EARLY_P1=False, L2PF=0)
 _MAXNREG = 168
 
 
@@ -142,12 +145,14 @@ def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
 @gluon.jit
 def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks,
                   page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, rows_total, NUM_STAGES: gl.constexpr,
-                  QTMA: gl.constexpr):
+                  QTMA: gl.constexpr, kv_ptr, L2PF: gl.constexpr):
     # One warp walks the program's span as the consumers do and TMAs each 64-key tile (a tile lies inside one page
     # as page_size ≥ 64) into the ring once both consumers released the stage, as 9 [64, 64] column blocks (8
     # latent, 1 rope) that each complete their own ready barrier (9 per stage). QTMA: before a sequence's tiles,
     # its query tile (rows b·rows_total + 64·head tile, past the batch zero-filled by the TMA) once the consumers
-    # freed the query buffer; rows past rows_total hold another sequence's queries and are never stored.
+    # freed the query buffer; rows past rows_total hold another sequence's queries and are never stored. L2PF > 0:
+    # after each tile's TMA, the tile L2PF tiles ahead in the walk (this sequence's, or the next one's first tiles)
+    # is prefetched into L2.
     b_begin, t_begin, b_end, t_end = _span(sched_ptr, gl.program_id(1))
     row0 = gl.program_id(0) * ROWS
     n = 0
@@ -163,6 +168,10 @@ def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sch
                 tma.async_copy_global_to_shared(qd_lat, [b * rows_total + row0, 0], qbar, q_lat)
                 tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope)
                 nq += 1
+        if L2PF > 0:
+            _, _, nk_hi = _seq_range(b + 1, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
+                                     page_shift, TILE_N)
+            nk_hi = gl.where(b + 1 <= b_end, nk_hi, 0)  # the next sequence's tiles in this span (it starts at 0)
         table = bt_ptr + b.to(gl.int64) * stride_btb
         for k in range(k_lo, k_hi):
             slot = n % NUM_STAGES
@@ -177,6 +186,12 @@ def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sch
             tma.async_copy_global_to_shared(c_desc, [cache_row, D_LATENT], ready.index(slot * 9 + 8),
                                             r_bufs.index(slot))
             n += 1
+            if L2PF > 0:
+                j = k + L2PF
+                if j < k_hi:
+                    _prefetch_tile(kv_ptr, bt_ptr, stride_btb, b, j, page_shift)
+                elif j - k_hi < nk_hi:
+                    _prefetch_tile(kv_ptr, bt_ptr, stride_btb, b + 1, j - k_hi, page_shift)
 
 
 @gluon.jit
@@ -406,7 +421,7 @@ def _mla_decode_wsm_kernel(
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     qd_lat=None, qd_rope=None, QTMA: gl.constexpr = False, SEQPF: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, OVEC: gl.constexpr = 0, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
-    PART_TMA: gl.constexpr = False, EARLY_P1: gl.constexpr = False,
+    PART_TMA: gl.constexpr = False, EARLY_P1: gl.constexpr = False, kv_ptr=None, L2PF: gl.constexpr = 0,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
@@ -460,7 +475,7 @@ def _mla_decode_wsm_kernel(
                          CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, EARLY_P1)),
         (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
                          max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, seqlen_q * num_heads,
-                         NUM_STAGES, QTMA)),
+                         NUM_STAGES, QTMA, kv_ptr, L2PF)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -514,6 +529,8 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
             p2d = opart.view(-1, 512)
             pd_desc = TensorDescriptor(p2d, list(p2d.shape), [512, 1], [64, 256], smem_layout([64, 256], gdt))
     o_div = 8 if ovec else 1
+    # L2PF: whole 64-key tiles inside one page of contiguous 576-value rows (the c_desc view above needs them)
+    l2pf = int(cfg["L2PF"]) if page_size >= 64 and d_qk == 576 else 0
     _mla_decode_wsm_kernel[(head_tiles, metadata.num_parts)](
         q, c_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -523,6 +540,7 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), qd_lat=qd_lat, qd_rope=qd_rope, QTMA=qtma,
         SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, OVEC=ovec, od_desc=od_desc, pd_desc=pd_desc,
-        OTMA=otma, PART_TMA=part_tma, EARLY_P1=bool(cfg["EARLY_P1"]), num_warps=4,
+        OTMA=otma, PART_TMA=part_tma, EARLY_P1=bool(cfg["EARLY_P1"]), kv_ptr=kv_cache if l2pf else None,
+        L2PF=l2pf, num_warps=4,
         maxnreg=_MAXNREG,
     )

@@ -19,9 +19,6 @@ configs interleaved replay by replay; µs per call (median), rows to DIR/ab.json
 to match the reference is reported and left out (the others still run). --split-alone: also a graph of 8 split-kernel
 launches alone per config, timed in the same interleave (the row's split_us; the op minus it is the combine's share). --single: also a graph of ONE call per config (as bench_mla times it: the
 launch of a lone graph included), row field single_us.
-Probe-only override keys (not mla_decode config keys): WHOLE / WHOLE_ITERS / EVEN recompute the schedule with
-kernels.mla_schedule_whole.schedule_whole (whole sequences charged WHOLE more tiles in the balanced fallback; EVEN: its
-spans cut at ⌊p·total/programs⌋).
 --rev (timeline mode): each case also with program p running span num_parts − 1 − p (launch_split_ws rev_pids):
 programs land on SMs in launch order, so the work moves to other SMs; prints whether the per-span end times of the
 two runs agree (lateness follows the work) or the per-SM ones do (it follows the SM).
@@ -44,7 +41,6 @@ from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels import mla_decode_ws as W  # noqa: E402
 from tritonseek.kernels import mla_decode_wsm as M  # noqa: E402
 from tritonseek.kernels.mla_decode_small import MLA_CONFIG_SPEC  # noqa: E402
-from tritonseek.kernels.mla_schedule_whole import schedule_whole  # noqa: E402
 
 
 def _case(name: str) -> tuple[int, int, int, bool]:
@@ -69,21 +65,14 @@ def _case_arg(text: str) -> str:
 
 # --cfg / --ab: JSON overrides of mla_decode's config, checked against its spec before any GPU work (s19: {"OVEC": 3}
 # ended in a traceback, a --cfg that was not JSON in a failed case per case and exit 0)
-# WHOLE / WHOLE_ITERS: this probe's own keys (schedule_whole), popped before the config reaches mla_decode
-_PROBE_KEYS = dict(WHOLE=range(0, 4097), WHOLE_ITERS=range(1, 9), EVEN=bool)
-_config_arg = json_object(dict(MLA_CONFIG_SPEC, **_PROBE_KEYS),
-                          "mla_decode config overrides (+ WHOLE, WHOLE_ITERS, EVEN)")
+_config_arg = json_object(MLA_CONFIG_SPEC, "mla_decode config overrides")
 
 
 def _metadata(cs, s_q, h, over: dict, **extra):
-    """(metadata, config) for the default config + over (+ extra); WHOLE / EVEN: the schedule recomputed by
-    schedule_whole."""
+    """(metadata, config) for the default config + extra + over."""
     cfg = dict(D.default_config(s_q, h, BATCH, hopper=True), **extra)
-    cfg.update({k: v for k, v in over.items() if k not in _PROBE_KEYS})
-    md = D.get_mla_metadata(cs, s_q, h, config=cfg)
-    if over.get("WHOLE") or over.get("EVEN"):
-        schedule_whole(md, cs, int(over.get("WHOLE", 0)), int(over.get("WHOLE_ITERS", 2)), bool(over.get("EVEN")))
-    return md, cfg
+    cfg.update(over)
+    return D.get_mla_metadata(cs, s_q, h, config=cfg), cfg
 
 
 def run_case(name: str, reps: int, out_dir: str, overrides: dict, rev: bool = False, lite: bool = False) -> str:

@@ -264,10 +264,9 @@ def test_big_batch_default_on_hopper_only():
     assert "SCHED" not in default_config(2, 128, 128, hopper=True)
 
 
-def compile_schedule_sm90(packed: bool, whole: bool = False):
+def compile_schedule_sm90(packed: bool):
     """The schedule kernel get_mla_metadata launches (packed: the length-aware one with its balanced fallback;
-    else the balanced one) at batch 128 and 132 programs, compiled for sm_90a; whole (packed): the fallback with
-    kernels.mla_schedule_whole's charged, evenly cut spans (WHOLE_ITERS 2, EVEN_CUT)."""
+    else the balanced one) at batch 128 and 132 programs, compiled for sm_90a."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -279,8 +278,8 @@ def compile_schedule_sm90(packed: bool, whole: bool = False):
     consts = dict(BLOCK_N=64, BLOCK_B=128, BLOCK_P=256)
     if packed:
         sig.update(ws_ptr="*i32", end_ptr="*i64", batch=i, num_parts=i, seg_cost=i, split_cost=i, min_piece=i,
-                   min_fit=i, fill_tol=i, overhead=i, min_span=i, log_batch=i, n_spans=i, tail_pct=i, whole=i)
-        consts.update(BLOCK_C=64, UNROLL=16, WHOLE_ITERS=2 if whole else 0, EVEN_CUT=whole)
+                   min_fit=i, fill_tol=i, overhead=i, min_span=i, log_batch=i, n_spans=i, tail_pct=i)
+        consts.update(BLOCK_C=64, UNROLL=16)
         fn = T._mla_schedule_packed_kernel
     else:
         sig.update(end_ptr="*i64", batch=i, num_parts=i, overhead=i, min_span=i, log_batch=i, num_progs=i, tail_pct=i)
@@ -289,11 +288,10 @@ def compile_schedule_sm90(packed: bool, whole: bool = False):
     return triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
 
 
-@pytest.mark.parametrize("packed,whole", [(True, False), (False, False), (True, True)])
-def test_schedule_kernels_compile_for_sm90(packed, whole):
-    """The GPU compiler takes both schedule kernels (the interpreter accepts more), the packed one also with the
-    WHOLE_COST fallback: no spills (ptxas sm_90a)."""
+@pytest.mark.parametrize("packed", [True, False])
+def test_schedule_kernels_compile_for_sm90(packed):
+    """The GPU compiler takes both schedule kernels (the interpreter accepts more): no spills (ptxas sm_90a)."""
     from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, spill_store_bytes
 
-    ptx = ptx_in_fresh_process(__name__, "compile_schedule_sm90", packed, whole)
+    ptx = ptx_in_fresh_process(__name__, "compile_schedule_sm90", packed)
     assert spill_store_bytes(ptxas_report(ptx)) == [0]

@@ -206,6 +206,23 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   issue's figure) were +8.5 .. +23 us SLOWER with it (GPU clock, e.g. 16x2v 165.4 -> 185.1) and eager +350 .. +640 us
 #   per call (cause not found): off. COMBINE_PDL (every combine program waits for the whole split grid at entry: no
 #   merge overlaps the tail, only the launch is hidden) +2.8 .. +4.2 us on varlen, -0.5 .. -0.7 fixed in the same A/B.
+# Session 22 (h1varlen), why the same programs end last on s_k 4096 varlen and what the gap to fixed lengths is (H200,
+# probe_mla_ws_timeline: GPU clock, 8 calls per graph and one-call graphs, 15 interleaved reps, A/A in each run):
+# - The DIAG build's late programs hold a whole sequence after another one's piece (16x2v: end+whole+start pieces
+#   157.2 us vs end+start 153.3); lateness follows the work, not the SM (programs walking the spans in reverse,
+#   --rev: per-span ends correlate 0.51 / 0.87-0.90, per-SM 0.23 / 0.06 at 16x2v / 32x1v; no GPC pattern). Charging
+#   such sequences 1-3 tiles more in the balanced cut and cutting spans at floor(p·total/P) (WHOLE_COST / EVEN_CUT,
+#   code at bc42466) evened the ends (DIAG tail 12.3 -> 6.4 us; plain build with start/end stamps only, --lite:
+#   max - mean end 5.0-8.2 -> 4.4-6.5 us) but the op did not move: W1 (a6b26f2) 16x2v / 32x1v / 16x1v / 32x1@8192v
+#   163.8 / 168.6 / 158.6 / 304.5 us -> -0.3..+0.4 / -0.6..+0.1 / 0.0..+0.9 / -0.5..+1.0 (A/A -0.4 / -0.6 / -0.1 /
+#   0.0), one-call graphs the same; W2 (041b4a1) +0.3 / -0.1 / +0.6. The late programs' lateness is absorbed (the
+#   others' ends free HBM bandwidth for them): removed.
+# - The gap to fixed lengths is the split structure, not the tail. FIXED lengths through the balanced 132-program cut
+#   (SCHED balanced: every sequence split, two segments per program) cost what varlen costs: W2 16x2f / 32x1f 150.6 /
+#   149.3 -> 162.1 / 162.1 us (split alone +6.0 / +7.3, combine +5.5 / +5.4: 128 sequences to merge, ~12.6 MB of
+#   16-bit partials read and out written after the split grid); 16x2v / 32x1v 163.7 / 168.6 (split 156.9 / 161.9,
+#   combine +6.8 / +6.7). Not taken (W2): 128 programs (PARTS_PER_SM 0.969697) -0.3 .. +0.3 us; the packed walk on
+#   varlen (FILL_TOL -1) +4.2 .. +13.1, filled (MIN_FIT 8) +0.8 .. +3.9; fixed packed +-0.7.
 # Session 19 (h1mla), the WSM kernel's sequence switches (globaltimer probe, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
 # fixed): 5.4-5.9 us of consumer query loads per sequence and a 10-11 us epilogue per unsplit sequence (its bf16 out
 # stores were 2-byte: out strides not specialized, alignment unknown; fp32 partials 3.3-4.1 us), on ~2.0 us per

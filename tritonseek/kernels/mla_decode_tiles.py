@@ -238,122 +238,53 @@ def _upper_bound(arr_ptr, n, x, log_n):
 
 
 @triton.jit
-def _seq_overhead(ovh_ptr, idx, ok, overhead, WHOLE_ITERS: tl.constexpr):
-    # per-sequence overhead (cost units before its first tile): the scalar OVERHEAD, or with WHOLE_ITERS the
-    # values _balanced_schedule stored in ovh_ptr
-    if WHOLE_ITERS > 0:
-        return tl.load(ovh_ptr + idx, mask=ok, other=0).to(tl.int64)
-    else:
-        return overhead
-
-
-@triton.jit
-def _cut_ends(lens_ptr, end_ptr, ovh_ptr, batch, overhead, num_parts, num_progs, tail_pct, min_span,
-              BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, WHOLE_ITERS: tl.constexpr):
-    # costs (tiles + the sequence's overhead, 0 when empty) → their prefix sums in end [batch] (int64), and the cut
-    # parameters: per (the programs' span), t0 (where the STEAL tail spans begin), small (a tail span)
+def _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
+                       BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, num_progs=None,
+                       tail_pct=0):
+    # get_mla_metadata's balanced schedule (reference.mla.mla_schedule_ref), every pass data-parallel:
+    # costs and their prefix sums (int64, stored to end [batch]), split from each sequence's span, and each
+    # cut position's sequence by a binary search over the stored ends.
+    # STEAL (num_progs < num_parts spans): the first num_progs spans share (100 − tail_pct) % of the total cost
+    # (span `big`), the num_parts − num_progs tail spans the rest (span `small`), as reference.mla.mla_schedule_ref.
     ob = tl.arange(0, BLOCK_B)
     total = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, batch, BLOCK_B):
         ok = b0 + ob < batch
         nt = _tiles(lens_ptr, b0 + ob, ok, BLOCK_N).to(tl.int64)
-        cost = tl.where(nt > 0, nt + _seq_overhead(ovh_ptr, b0 + ob, ok, overhead, WHOLE_ITERS), 0)
+        cost = tl.where(nt > 0, nt + overhead, 0)
         tl.store(end_ptr + b0 + ob, tl.cumsum(cost, 0) + total, mask=ok)
         total += tl.sum(cost, 0)
+    if num_progs is None:
+        num_progs = num_parts
     n_tail = num_parts - num_progs
     # big = per of the plain cut when there is no tail (n_tail 0: tail_pct is ignored)
     keep = tl.where(n_tail > 0, 100 - tail_pct, 100).to(tl.int64)
     per = tl.maximum((total * keep + 100 * num_progs - 1) // (100 * num_progs), min_span)
     t0 = tl.minimum(per * num_progs, total)  # cost position where the tail spans begin
     small = tl.maximum((total - t0 + tl.maximum(n_tail, 1) - 1) // tl.maximum(n_tail, 1), 1)
-    return total, per, t0, small
-
-
-@triton.jit
-def _span_of(x, per, t0, small, num_progs, total, EVEN_CUT: tl.constexpr):
-    # the span holding cost position x: spans of `per` (then STEAL tail spans of `small` from t0), or EVEN_CUT
-    # (spans [⌊p·total/num_progs⌋, ⌊(p+1)·total/num_progs⌋)): the largest p with ⌊p·total/num_progs⌋ ≤ x
-    if EVEN_CUT:
-        return ((x + 1) * num_progs + total - 1) // tl.maximum(total, 1) - 1
-    else:
-        return tl.where(x < t0, x // per, num_progs + (x - t0) // small)
-
-
-@triton.jit
-def _span_start(p, per, t0, small, num_progs, total, EVEN_CUT: tl.constexpr):
-    # the cost position where span p ≤ num_parts begins (before min(·, total))
-    if EVEN_CUT:
-        return (p * total) // num_progs
-    else:
-        return tl.where(p <= num_progs, p * per, t0 + (p - num_progs) * small)
-
-
-@triton.jit
-def _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, num_parts, overhead, min_span, log_batch,
-                       BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, num_progs=None,
-                       tail_pct=0, ovh_ptr=None, whole=0, WHOLE_ITERS: tl.constexpr = 0,
-                       EVEN_CUT: tl.constexpr = False):
-    # get_mla_metadata's balanced schedule (reference.mla.mla_schedule_ref), every pass data-parallel:
-    # costs and their prefix sums (int64, stored to end [batch]), split from each sequence's span, and each
-    # cut position's sequence by a binary search over the stored ends.
-    # STEAL (num_progs < num_parts spans): the first num_progs spans share (100 − tail_pct) % of the total cost
-    # (span `big`), the num_parts − num_progs tail spans the rest (span `small`), as reference.mla.mla_schedule_ref.
-    # WHOLE_ITERS > 0 (kernels/mla_schedule_whole.py): a sequence that lies whole inside one program after another
-    # sequence's piece is charged `whole` more (its overhead, kept per sequence in ovh_ptr [batch] int32):
-    # WHOLE_ITERS rounds of cut → which sequences are so under it → their overhead OVERHEAD + whole; then the cut.
-    # EVEN_CUT (no STEAL tail, MIN_SPAN 1): program p's span is [⌊p·total/P⌋, ⌊(p+1)·total/P⌋) instead of p·⌈total/P⌉
-    # onwards (that gives the last program only the remainder: 14 of ~63 tiles at b128 s_k 4096 varlen).
-    ob = tl.arange(0, BLOCK_B)
-    if num_progs is None:
-        num_progs = num_parts
-    if WHOLE_ITERS > 0:
-        for b0 in range(0, batch, BLOCK_B):
-            tl.store(ovh_ptr + b0 + ob, (overhead + 0 * ob).to(tl.int32), mask=b0 + ob < batch)
-        for _ in tl.static_range(WHOLE_ITERS):
-            tl.debug_barrier()  # ovh stored by other threads
-            total, per, t0, small = _cut_ends(lens_ptr, end_ptr, ovh_ptr, batch, overhead, num_parts, num_progs,
-                                              tail_pct, min_span, BLOCK_N, BLOCK_B, WHOLE_ITERS)
-            tl.debug_barrier()  # ends and ovh read back below (each thread its own sequences; ovh rewritten)
-            for b0 in range(0, batch, BLOCK_B):
-                ok = b0 + ob < batch
-                nt = _tiles(lens_ptr, b0 + ob, ok, BLOCK_N).to(tl.int64)
-                end = tl.load(end_ptr + b0 + ob, mask=ok, other=0)
-                ovh = tl.load(ovh_ptr + b0 + ob, mask=ok, other=0).to(tl.int64)
-                x0 = end - nt  # the sequence's first tile
-                x1 = end - 1  # its last
-                p0 = _span_of(x0, per, t0, small, num_progs, total, EVEN_CUT)
-                p1 = _span_of(x1, per, t0, small, num_progs, total, EVEN_CUT)
-                # whole in program p0 and not its first segment (p0's span starts before the sequence's overhead)
-                p0_start = _span_start(p0, per, t0, small, num_progs, total, EVEN_CUT)
-                charged = (nt > 0) & (p0 == p1) & (p0_start < x0 - ovh)
-                tl.debug_barrier()  # every thread has read its ovh before any is rewritten
-                tl.store(ovh_ptr + b0 + ob, (overhead + tl.where(charged, whole, 0)).to(tl.int32), mask=ok)
-        tl.debug_barrier()
-    total, per, t0, small = _cut_ends(lens_ptr, end_ptr, ovh_ptr, batch, overhead, num_parts, num_progs, tail_pct,
-                                      min_span, BLOCK_N, BLOCK_B, WHOLE_ITERS)
     tl.debug_barrier()  # the ends are read back by other threads below
     for b0 in range(0, batch, BLOCK_B):
         ok = b0 + ob < batch
         nt = _tiles(lens_ptr, b0 + ob, ok, BLOCK_N).to(tl.int64)
+        cost = tl.where(nt > 0, nt + overhead, 0)
         end = tl.load(end_ptr + b0 + ob, mask=ok, other=0)
-        # the sequence's first tile (its overhead sits before it); an empty one: its end + overhead (split's first
-        # is then unused, kept as mla_schedule_ref has it)
-        x0 = tl.where(nt > 0, end - nt, end + _seq_overhead(ovh_ptr, b0 + ob, ok, overhead, WHOLE_ITERS))
-        first = _span_of(x0, per, t0, small, num_progs, total, EVEN_CUT)
+        x0 = end - cost + overhead
+        first = tl.where(x0 < t0, x0 // per, num_progs + (x0 - t0) // small)
         x1 = end - 1
-        nsplit = tl.where(nt > 0, _span_of(x1, per, t0, small, num_progs, total, EVEN_CUT) - first + 1, 0)
+        nsplit = tl.where(nt > 0, tl.where(x1 < t0, x1 // per, num_progs + (x1 - t0) // small) - first + 1, 0)
         tl.store(split_ptr + (b0 + ob) * 2, first.to(tl.int32), mask=ok)
         tl.store(split_ptr + (b0 + ob) * 2 + 1, nsplit.to(tl.int32), mask=ok)
     # cut p = 0..num_parts at pos = min(p·per, total): its sequence (#ends ≤ pos) and the tile in it
     op = tl.arange(0, BLOCK_P)
     for p0 in range(0, num_parts + 1, BLOCK_P):
         pp = p0 + op
-        pos = tl.minimum(_span_start(pp.to(tl.int64), per, t0, small, num_progs, total, EVEN_CUT), total)
+        pos = tl.minimum(tl.where(pp <= num_progs, pp.to(tl.int64) * per, t0 + (pp - num_progs).to(tl.int64) * small),
+                         total)
         bi = _upper_bound(end_ptr, batch, pos, log_batch)
         inb = bi < batch
         nt = _tiles(lens_ptr, bi, inb, BLOCK_N).to(tl.int64)
-        # the sequence starts (its overhead) at end − nt − overhead; the cut's tile is pos past its first tile
-        tile = tl.where(inb, tl.maximum(pos - (tl.load(end_ptr + bi, mask=inb, other=0) - nt), 0), 0).to(tl.int32)
+        start = tl.load(end_ptr + bi, mask=inb, other=0) - tl.where(nt > 0, nt + overhead, 0)
+        tile = tl.where(inb, tl.maximum(pos - start - overhead, 0), 0).to(tl.int32)
         lo = pp < num_parts
         tl.store(sched_ptr + pp * 4, bi, mask=lo)
         tl.store(sched_ptr + pp * 4 + 1, tile, mask=lo)
@@ -407,12 +338,12 @@ def _packed_step(n, cap, fill, seg_cost, split_cost, min_piece, min_fit, full, i
 
 
 @triton.jit(do_not_specialize=["batch", "num_parts", "seg_cost", "split_cost", "min_piece", "min_fit", "fill_tol",
-                               "overhead", "min_span", "log_batch", "n_spans", "tail_pct", "whole"])
+                               "overhead", "min_span", "log_batch", "n_spans", "tail_pct"])
 def _mla_schedule_packed_kernel(
     lens_ptr, sched_ptr, split_ptr, ws_ptr, end_ptr, batch, num_parts, seg_cost, split_cost, min_piece, min_fit,
     fill_tol, overhead, min_span, log_batch, n_spans, tail_pct,
     BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-    UNROLL: tl.constexpr, whole=0, WHOLE_ITERS: tl.constexpr = 0, EVEN_CUT: tl.constexpr = False,
+    UNROLL: tl.constexpr,
 ):
     # One program: get_mla_metadata's length-aware schedule (reference.mla.mla_schedule_packed_ref), or with
     # FILL_TOL the balanced one (_balanced_schedule) where the reference falls back to it, in one launch.
@@ -477,10 +408,8 @@ def _mla_schedule_packed_kernel(
     tl.debug_barrier()  # the records are read back by other threads below
     # packing needs a cap more than fill_tol % over filling's: the balanced schedule instead
     if (fill_tol >= 0) & (cap * 100 > cap_fill * (100 + fill_tol)):
-        # WHOLE_ITERS: the per-sequence overheads in ws (its walk records are not read again on this branch)
         _balanced_schedule(lens_ptr, sched_ptr, split_ptr, end_ptr, batch, n_spans, overhead, min_span,
-                           log_batch, BLOCK_N, BLOCK_B, BLOCK_P, num_parts, tail_pct, ws_ptr, whole, WHOLE_ITERS,
-                           EVEN_CUT)
+                           log_batch, BLOCK_N, BLOCK_B, BLOCK_P, num_parts, tail_pct)
     else:
         cap32 = cap.to(tl.int32)
         full = cap32 - seg_cost - split_cost

@@ -18,7 +18,9 @@ clock: a CUDA graph of 8 back-to-back calls (as the layers of a decode step run)
 configs interleaved replay by replay; µs per call (median), rows to DIR/ab.jsonl. A config that fails to build or
 to match the reference is reported and left out (the others still run). --split-alone: also a graph of 8 split-kernel
 launches alone per config, timed in the same interleave (the row's split_us; the op minus it is the combine's share). --single: also a graph of ONE call per config (as bench_mla times it: the
-launch of a lone graph included), row field single_us.
+launch of a lone graph included), row field single_us; --graph-calls N ...: graphs of N calls (graphN_us); --eager: 8
+calls launched from Python (eager_us). Probe key EARLY_EXIT (not an mla_decode config key): COMBINE_SPIN as session 21
+had it, only combine program (0, 0) waiting for the split grid (mla_decode_tiles._mla_combine_kernel SPIN_EARLY_EXIT).
 --rev (timeline mode): each case also with program p running span num_parts − 1 − p (launch_split_ws rev_pids):
 programs land on SMs in launch order, so the work moves to other SMs; prints whether the per-span end times of the
 two runs agree (lateness follows the work) or the per-SM ones do (it follows the SM).
@@ -65,7 +67,8 @@ def _case_arg(text: str) -> str:
 
 # --cfg / --ab: JSON overrides of mla_decode's config, checked against its spec before any GPU work (s19: {"OVEC": 3}
 # ended in a traceback, a --cfg that was not JSON in a failed case per case and exit 0)
-_config_arg = json_object(MLA_CONFIG_SPEC, "mla_decode config overrides")
+# EARLY_EXIT: this probe's own key (_Hold: COMBINE_SPIN as session 21 had it), not an mla_decode config key
+_config_arg = json_object(dict(MLA_CONFIG_SPEC, EARLY_EXIT=bool), "mla_decode config overrides (+ EARLY_EXIT)")
 
 
 def _metadata(cs, s_q, h, over: dict, **extra):
@@ -388,8 +391,36 @@ def _graph_of(calls: int, fn):
     return g
 
 
+class _Hold:
+    """mla_decode's combine kernel with SPIN_EARLY_EXIT=True (with COMBINE_SPIN only program (0, 0) waits for the
+    split grid at its end, session 21's; mla_decode_tiles._mla_combine_kernel): the probe's EARLY_EXIT key swaps it in
+    around that config's launches."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+        return lambda *a, **kw: launch(*a, **dict(kw, SPIN_EARLY_EXIT=True))
+
+
+def _held(fn, hold: bool):
+    """fn with mla_decode's combine kernel swapped for _Hold while it runs (hold: the EARLY_EXIT key), else fn."""
+    if not hold:
+        return fn
+
+    def run():
+        orig = D._mla_combine_kernel
+        D._mla_combine_kernel = _Hold(orig)
+        try:
+            return fn()
+        finally:
+            D._mla_combine_kernel = orig
+    return run
+
+
 def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, split_alone: bool = False,
-             single: bool = False) -> None:
+             single: bool = False, graph_calls: tuple = (), eager: bool = False) -> None:
     import json
     import statistics as st
 
@@ -402,14 +433,17 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
     idx = ref_rows(cs)
     ref = mla_decode_ref(q[idx].float(), kv, bt[idx], cs[idx], causal=True, head_dim_v=D_V)
     calls = 8
-    graphs, oks, keep, used = [], [], [], []  # keep: each graph's metadata and out (the graph does not own them)
+    # per config: [(label, calls, replay)]: "g8" (8 calls per graph), "split" (8 split launches), "g1" (one call),
+    # "g<n>" (graph_calls), "eager" (8 calls launched from Python); each timed on the GPU clock, µs per call
+    timed, oks, keep, used = [], [], [], []  # keep: each graph's metadata and out (the graph does not own them)
     for over in cfgs:
         t_cfg = time.time()
+        hold = bool(over.get("EARLY_EXIT"))
         try:
-            md, cfg = _metadata(cs, s_q, h, over)
+            md, cfg = _metadata(cs, s_q, h, {k: v for k, v in over.items() if k != "EARLY_EXIT"})
             out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
-            fn = lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md,  # noqa: E731
-                                                      out=out, check_ids=False)
+            fn = _held(lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md,
+                                                            out=out, check_ids=False), hold)
             o, lse = fn()
             cd, dl, ok = check_decode(o, lse, ref, idx)
             print(f"  {name} {json.dumps(over, sort_keys=True)}: first call (compile) + check {time.time() - t_cfg:.1f} "
@@ -418,65 +452,74 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
                 continue
             fn()
             torch.cuda.synchronize()
-            gs = [_graph_of(calls, fn)]  # [8 calls, (split alone), (one call)]: per-call µs of each
+            items = [("g8", calls, _graph_of(calls, fn).replay)]
             if split_alone:
                 lse2 = torch.empty(BATCH, h, s_q, dtype=torch.float32, device=q.device)
                 sp, _ = D._launches(q, kv, bt, cs, D_QK**-0.5, True, D_V, md, out, lse2)
-                gs.append(_graph_of(calls, sp))
+                items.append(("split", calls, _graph_of(calls, sp).replay))
                 keep.append((sp, lse2))
             if single:
-                gs.append(_graph_of(1, fn))
+                items.append(("g1", 1, _graph_of(1, fn).replay))
+            for n in graph_calls:
+                items.append((f"g{n}", n, _graph_of(n, fn).replay))
+            if eager:
+                items.append(("eager", calls, lambda fn=fn: [fn() for _ in range(calls)]))
         except Exception as e:  # noqa: BLE001
             print(f"  {name} {json.dumps(over, sort_keys=True)}: failed {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
         oks.append((ok, cd, dl))
-        graphs.append(gs)
+        timed.append(items)
         keep.append((md, out))
         used.append(over)
     cfgs = used
     if not cfgs:
         raise RuntimeError("no config built and matched the reference")
-    times = [[[] for _ in gs] for gs in graphs]
-    ev = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in gs] for gs in graphs]
+    times = [[[] for _ in items] for items in timed]
+    ev = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in items]
+          for items in timed]
     for _ in range(reps):
-        for i, gs in enumerate(graphs):
-            for j, g in enumerate(gs):
+        for i, items in enumerate(timed):
+            for j, (_, _, replay) in enumerate(items):
                 torch.cuda._sleep(1_000_000)
                 ev[i][j][0].record()
-                g.replay()
+                replay()
                 ev[i][j][1].record()
         torch.cuda.synchronize()
-        for i, gs in enumerate(graphs):
-            for j in range(len(gs)):
-                n = 1 if single and j == len(gs) - 1 else calls
+        for i, items in enumerate(timed):
+            for j, (_, n, _) in enumerate(items):
                 times[i][j].append(ev[i][j][0].elapsed_time(ev[i][j][1]) * 1000.0 / n)
-    split_t = [st.median(t[1]) if split_alone else None for t in times]
-    single_t = [st.median(t[-1]) if single else None for t in times]
-    times = [t[0] for t in times]
     nbytes = (sum(lens) * D_QK + BATCH * s_q * h * D_QK + BATCH * s_q * h * D_V) * 2
     flops = 2 * s_q * sum(lens) * h * (D_QK + D_V)  # FlashMLA's count (issue 3)
-    base = st.median(times[0])
+    base = st.median(times[0][0])
     with open(os.path.join(out_dir, "ab.jsonl"), "a") as f:
-        for over, t, (ok, cd, dl), sp_us, one_us in zip(cfgs, times, oks, split_t, single_t):
-            us = st.median(t)
+        for over, items, tt, (ok, cd, dl) in zip(cfgs, timed, times, oks):
+            med = {label: st.median(t) for (label, _, _), t in zip(items, tt)}
+            t = tt[0]
+            us = med["g8"]
             row = dict(suite="mla_decode_ab", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
                                                           varlen=varlen),
                        variant=json.dumps(over, sort_keys=True), us_per_call=round(us, 2),
                        us_min=round(min(t), 2), us_max=round(max(t), 2), gbps=round(nbytes / us / 1e3, 1),
                        tflops=round(flops / us / 1e6, 1),
                        calls_per_graph=calls, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl, **env)
-            if sp_us is not None:
-                row["split_us"] = round(sp_us, 2)
-            if one_us is not None:
-                row["single_us"] = round(one_us, 2)
-                row["single_gbps"] = round(nbytes / one_us / 1e3, 1)
+            txt = ""
+            if "split" in med:
+                row["split_us"] = round(med["split"], 2)
+                txt += f" split {med['split']:6.1f} (combine {us - med['split']:+5.1f})"
+            if "g1" in med:
+                row["single_us"] = round(med["g1"], 2)
+                row["single_gbps"] = round(nbytes / med["g1"] / 1e3, 1)
+                txt += f" single {med['g1']:6.1f} ({row['single_gbps']:.0f} GB/s)"
+            for n in graph_calls:
+                row[f"graph{n}_us"] = round(med[f"g{n}"], 2)
+                txt += f" g{n} {med[f'g{n}']:6.1f}"
+            if "eager" in med:
+                row["eager_us"] = round(med["eager"], 2)
+                txt += f" eager {med['eager']:6.1f}"
             f.write(json.dumps(row) + "\n")
-            sp_txt = "" if sp_us is None else f" split {sp_us:6.1f} (combine {us - sp_us:+5.1f})"
-            if one_us is not None:
-                sp_txt += f" single {one_us:6.1f} ({row['single_gbps']:.0f} GB/s)"
             print(f"ab {name:10s} {us:7.1f} us/call ({min(t):.1f}-{max(t):.1f}) {row['tflops']:6.1f} TFLOP/s "
-                  f"{us - base:+6.1f}{sp_txt} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
-    del graphs, keep
+                  f"{us - base:+6.1f}{txt} ok {ok} cos {cd:.1e}  {row['variant']}", flush=True)
+    del timed, keep
 
 
 def main() -> int:
@@ -492,6 +535,10 @@ def main() -> int:
                     help="A/B mode: also time each config's split kernel alone (8 launches per graph)")
     ap.add_argument("--single", action="store_true",
                     help="A/B mode: also time a graph of one call per config (bench_mla's figure, launch included)")
+    ap.add_argument("--graph-calls", nargs="*", type=positive_int, default=(),
+                    help="A/B mode: also graphs of these numbers of calls (µs per call; a per-graph cost shows as "
+                         "a 1/n term)")
+    ap.add_argument("--eager", action="store_true", help="A/B mode: also 8 calls launched from Python (GPU clock)")
     ap.add_argument("--rev", action="store_true",
                     help="timeline mode: each case also with the spans walked by the programs in reverse (work vs SM)")
     ap.add_argument("--lite", action="store_true",
@@ -514,7 +561,8 @@ def main() -> int:
                    date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         for name in args.cases:
             try:
-                _ab_case(name, list(args.ab), args.reps, args.out, env, args.split_alone, args.single)
+                _ab_case(name, list(args.ab), args.reps, args.out, env, args.split_alone, args.single,
+                         tuple(args.graph_calls), args.eager)
             except Exception as e:  # noqa: BLE001
                 print(f"ab {name} failed: {type(e).__name__}: {str(e)[:400]}", flush=True)
                 failed.append(name)

@@ -19,8 +19,8 @@ configs interleaved replay by replay; µs per call (median), rows to DIR/ab.json
 to match the reference is reported and left out (the others still run). --split-alone: also a graph of 8 split-kernel
 launches alone per config, timed in the same interleave (the row's split_us; the op minus it is the combine's share). --single: also a graph of ONE call per config (as bench_mla times it: the
 launch of a lone graph included), row field single_us; --graph-calls N ...: graphs of N calls (graphN_us); --eager: 8
-calls launched from Python (eager_us). Probe key EARLY_EXIT (not an mla_decode config key): COMBINE_SPIN as session 21
-had it, only combine program (0, 0) waiting for the split grid (mla_decode_tiles._mla_combine_kernel SPIN_EARLY_EXIT).
+calls launched from Python (eager_us). Probe key HOLD (not an mla_decode config key): COMBINE_SPIN with every combine
+program waiting for the split grid at its end (mla_decode_tiles._mla_combine_kernel SPIN_EARLY_EXIT False).
 --rev (timeline mode): each case also with program p running span num_parts − 1 − p (launch_split_ws rev_pids):
 programs land on SMs in launch order, so the work moves to other SMs; prints whether the per-span end times of the
 two runs agree (lateness follows the work) or the per-SM ones do (it follows the SM).
@@ -67,8 +67,8 @@ def _case_arg(text: str) -> str:
 
 # --cfg / --ab: JSON overrides of mla_decode's config, checked against its spec before any GPU work (s19: {"OVEC": 3}
 # ended in a traceback, a --cfg that was not JSON in a failed case per case and exit 0)
-# EARLY_EXIT: this probe's own key (_Hold: COMBINE_SPIN as session 21 had it), not an mla_decode config key
-_config_arg = json_object(dict(MLA_CONFIG_SPEC, EARLY_EXIT=bool), "mla_decode config overrides (+ EARLY_EXIT)")
+# HOLD: this probe's own key (_Hold: every COMBINE_SPIN combine program waits for the split grid), not a config key
+_config_arg = json_object(dict(MLA_CONFIG_SPEC, HOLD=bool), "mla_decode config overrides (+ HOLD)")
 
 
 def _metadata(cs, s_q, h, over: dict, **extra):
@@ -392,20 +392,20 @@ def _graph_of(calls: int, fn):
 
 
 class _Hold:
-    """mla_decode's combine kernel with SPIN_EARLY_EXIT=True (with COMBINE_SPIN only program (0, 0) waits for the
-    split grid at its end, session 21's; mla_decode_tiles._mla_combine_kernel): the probe's EARLY_EXIT key swaps it in
-    around that config's launches."""
+    """mla_decode's combine kernel with SPIN_EARLY_EXIT=False (with COMBINE_SPIN every program waits for the split grid
+    at its end, as session 16 had it; mla_decode_tiles._mla_combine_kernel): the probe's HOLD key swaps it in around
+    that config's launches."""
 
     def __init__(self, kernel):
         self.kernel = kernel
 
     def __getitem__(self, grid):
         launch = self.kernel[grid]
-        return lambda *a, **kw: launch(*a, **dict(kw, SPIN_EARLY_EXIT=True))
+        return lambda *a, **kw: launch(*a, **dict(kw, SPIN_EARLY_EXIT=False))
 
 
 def _held(fn, hold: bool):
-    """fn with mla_decode's combine kernel swapped for _Hold while it runs (hold: the EARLY_EXIT key), else fn."""
+    """fn with mla_decode's combine kernel swapped for _Hold while it runs (hold: the HOLD key), else fn."""
     if not hold:
         return fn
 
@@ -438,9 +438,9 @@ def _ab_case(name: str, cfgs: list[dict], reps: int, out_dir: str, env: dict, sp
     timed, oks, keep, used = [], [], [], []  # keep: each graph's metadata and out (the graph does not own them)
     for over in cfgs:
         t_cfg = time.time()
-        hold = bool(over.get("EARLY_EXIT"))
+        hold = bool(over.get("HOLD"))
         try:
-            md, cfg = _metadata(cs, s_q, h, {k: v for k, v in over.items() if k != "EARLY_EXIT"})
+            md, cfg = _metadata(cs, s_q, h, {k: v for k, v in over.items() if k != "HOLD"})
             out = torch.full((BATCH, s_q, h, D_V), float("nan"), dtype=q.dtype, device=q.device)
             fn = _held(lambda md=md, out=out: D.mla_decode(q, kv, bt, cs, D_QK**-0.5, True, D_V, metadata=md,
                                                             out=out, check_ids=False), hold)

@@ -187,7 +187,7 @@ def compile_combine_sm90(spin: bool):
                **{n: "i32" for n in ("stride_ob", "stride_os", "stride_oh", "stride_lb", "stride_lh", "num_heads",
                                      "seqlen_q", "head_dim_v")})
     consts = dict(BLOCK_ROWS=8, BLOCK_DVP=512, NUM_STAGES=3, PDL=False, SPIN=spin, SPIN_THREADS=128,
-                  SPIN_LIMIT=1 << 22, SPIN_EARLY_EXIT=False)
+                  SPIN_LIMIT=1 << 22, SPIN_EARLY_EXIT=True)
     if spin:
         sig["cnt_ptr"] = "*i32"
     else:

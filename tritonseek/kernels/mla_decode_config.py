@@ -222,7 +222,11 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   149.3 -> 162.1 / 162.1 us (split alone +6.0 / +7.3, combine +5.5 / +5.4: 128 sequences to merge, ~12.6 MB of
 #   16-bit partials read and out written after the split grid); 16x2v / 32x1v 163.7 / 168.6 (split 156.9 / 161.9,
 #   combine +6.8 / +6.7). Not taken (W2): 128 programs (PARTS_PER_SM 0.969697) -0.3 .. +0.3 us; the packed walk on
-#   varlen (FILL_TOL -1) +4.2 .. +13.1, filled (MIN_FIT 8) +0.8 .. +3.9; fixed packed +-0.7.
+#   varlen (FILL_TOL -1) +4.2 .. +13.1, filled (MIN_FIT 8) +0.8 .. +3.9; fixed packed +-0.7. W3 (da394eb) DIAG of
+#   16x2f through the balanced cut: start 5.8-6.5 + streaming 2.24-2.26 us/tile + epilogues 4.4 + switches 1.8-1.9 per
+#   program, as varlen 16x2v (4.7 / 2.0). bench_mla (W3, one call per graph, defaults unchanged): s_k 4096 varlen h16
+#   s_q2 165.2 us = 3,716 GB/s, h32 s_q1 169.5 = 3,752 (target 3,800 missed); the other ten memory-bound cases
+#   3,961-4,326.
 # Session 19 (h1mla), the WSM kernel's sequence switches (globaltimer probe, H200 W1 at d91fd0f, h128 s_q1 s_k 4096
 # fixed): 5.4-5.9 us of consumer query loads per sequence and a 10-11 us epilogue per unsplit sequence (its bf16 out
 # stores were 2-byte: out strides not specialized, alignment unknown; fp32 partials 3.3-4.1 us), on ~2.0 us per

@@ -147,7 +147,7 @@ def _mla_combine_kernel(
     num_heads, seqlen_q, head_dim_v,
     BLOCK_ROWS: tl.constexpr, BLOCK_DVP: tl.constexpr, NUM_STAGES: tl.constexpr, PDL: tl.constexpr = False,
     cnt_ptr=None, SPIN: tl.constexpr = False, SPIN_THREADS: tl.constexpr = 128, SPIN_LIMIT: tl.constexpr = 1 << 22,
-    SPIN_EARLY_EXIT: tl.constexpr = False,
+    SPIN_EARLY_EXIT: tl.constexpr = True,
 ):
     # split [batch, 2] int32 (first part, parts); opart [slots, rows, BLOCK_DVP] fp32; lpart [slots, rows]
     # out [batch, seqlen_q, num_heads, head_dim_v]; lse [batch, num_heads, seqlen_q] fp32.
@@ -162,8 +162,8 @@ def _mla_combine_kernel(
     # zeroes both for the next call. So the sequences finished early are merged on the SMs the split kernel has
     # left, during its tail.
     # Program (0, 0) ends with griddepcontrol.wait: this grid never completes before the split kernel (whose
-    # unsplit sequences' out the next kernel may read); with SPIN every program ends with it (SPIN_EARLY_EXIT, session
-    # 21's SPIN and a probe_mla_ws_timeline key: only program (0, 0)).
+    # unsplit sequences' out the next kernel may read); SPIN_EARLY_EXIT False (not H200-tested yet: the probe's HOLD
+    # key): every program ends with it.
     if PDL:
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -207,12 +207,13 @@ def _mla_combine_kernel(
             if done == tl.num_programs(1) - 1:
                 tl.store(cnt_ptr + b, 0)
                 tl.store(cnt_ptr + tl.num_programs(0) + b, 0)
-    if SPIN:  # every program waits for the split grid before it exits. SPIN_EARLY_EXIT (session 21): only program
-        # (0, 0) does, the others leave as soon as they merged (their slots go to the programs not yet resident); H200
-        # s21 W2 with it: one call per CUDA graph +8.5 .. +23 us (+9 on fixed lengths, where no program waits for a
-        # count), eager calls +350 us, 8 calls per graph -1 .. -2 us per call. Session 16's SPIN (every program
-        # waiting) showed no such penalty in its bench rows, so the early exit was the first suspect: session 22 W4
-        # measures both in one run (probe_mla_ws_timeline EARLY_EXIT).
+    if SPIN:  # SPIN_EARLY_EXIT (session 21, the default): only program (0, 0) waits for the split grid, the others
+        # leave as soon as they merged (their slots go to the programs not yet resident). Open question (H200 s21 W2):
+        # with it one call per CUDA graph ran +8.5 .. +23 us (+9 on fixed lengths, where no program waits for a count),
+        # eager calls +350 us, while 8 calls per graph gained 1-2 us per call; session 16's SPIN (every program
+        # waiting) showed no such penalty in its bench rows, so the early exit is the first suspect. SPIN_EARLY_EXIT
+        # False: every program waits (probe_mla_ws_timeline key HOLD; a ready A/B with 8 / 2 / 1 calls per graph and
+        # eager calls was written in session 22 but not run: no device time left).
         if SPIN_EARLY_EXIT:
             if (b == 0) & (tl.program_id(1) == 0):
                 tl.extra.cuda.gdc_wait()

@@ -15,10 +15,14 @@ kernel as the noise floor. Variants:
   ``dense_sk`` = the stream-K kernel (one CTA per SM, DP + stream-K, SCALE_AHEAD, WAIT2 register merge) per group;
   ``cublas`` = torch scaled_mm block-scaled per group (the 2×512 variants launch E dense calls in one graph).
 * contiguous 4 × 8192 / 8 × 4096 rows × (4096, 7168), 4 × 8192 × (7168, 2048) and the routed prefill layout
-  (T = 4096 top-8 over 256 experts) × (4096, 7168): ``default``, ``aa``, ``r192`` (ROWS192: 192-row tiles,
-  grouped_gemm_ws192), ``r192a`` (+ SCALE_AHEAD); at 4 × 8192 (4096, 7168) also ``dense`` = fp8_gemm_nt on
-  32768×4096×7168 with expert 0's weight (wgs_for picks 192-row tiles there), ``dense_w2`` (128-row PIPE tiles, as
-  the grouped kernel), ``dense_w3a`` (192-row tiles + SCALE_AHEAD), ``cublas``.
+  (T = 4096 top-8 over 256 experts) × (4096, 7168): ``default``, ``aa`` and ``--contig-extra`` configs; at 4 × 8192
+  (4096, 7168) also ``dense`` = fp8_gemm_nt on 32768×4096×7168 with expert 0's weight (wgs_for picks 192-row tiles
+  there), ``dense_w2`` (128-row PIPE tiles, as the grouped kernel), ``dense_w3a`` (192-row tiles + SCALE_AHEAD),
+  ``cublas``, and with ``--e1`` the grouped kernel with ONE expert over all rows (the dense problem).
+
+Session 22 (H200 W1-W3; grouped_gemm_ws docstring): the dense kernel 0.975 / 0.950 × the masked kernel's time at
+1×1024, the dense 128-row kernel 0.95 × the contiguous one at 4 × 8192 (4096, 7168), the grouped kernel on one expert
+1.000 × itself on four. W1-W3 also ran ROWS192 (contiguous 192-row tiles, removed; code in git at b13fd82).
 
 Printed per case: each variant's median µs, TFLOP/s and median per-round ratio to the grouped default, plus the
 shape's tiles, waves on 132 SMs and K blocks per tile. Rows: suite ``grouped_dense_probe``.
@@ -121,9 +125,9 @@ def _masked_variants(E, m, N, K, dev, log):
     return runs, 2 * E * m * N * K
 
 
-def _contig_variants(layout, N, K, dev, log, with_dense, with_r192=True, extra=None, e1=False):
+def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False):
     """layout "4x8192" / "8x4096" (DeepGEMM's) or "routed" (T = 4096 top-8 over 256 experts, 128-padded): the
-    grouped default, its A/A twin, ROWS192 (+ SCALE_AHEAD); with_dense: the dense variants on expert 0's weight.
+    grouped default, its A/A twin, ``extra`` configs; with_dense: the dense variants on expert 0's weight.
     Every variant is checked on all rows (NaN-poisoned out, padding rows 0) against the fp32 reference."""
     from benchmarks.bench_grouped_ws import _routed_m_indices
     from tritonseek.kernels.reference.moe import grouped_fp8_gemm_contiguous_ref
@@ -168,9 +172,6 @@ def _contig_variants(layout, N, K, dev, log, with_dense, with_r192=True, extra=N
         return mk(lambda o: grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, out=o, config=cfg))
 
     variants = [("default", grouped(None), ref), ("aa", grouped(None), ref)]
-    if with_r192:
-        variants += [("r192", grouped(dict(ROWS192=True)), ref),
-                     ("r192a", grouped(dict(ROWS192=True, SCALE_AHEAD=True)), ref)]
     variants += [(name, grouped(cfg), ref) for name, cfg in (extra or {}).items()]
     if with_dense or e1:
         dref = torch.cat([_ref_rows(a, a_s, b[0], bs[0], torch.arange(i, min(i + 4096, M), device=dev))
@@ -225,13 +226,12 @@ def main():
     p.add_argument("--contig-rounds", type=positive_int, default=15)
     p.add_argument("--out", type=out_file, default=None, help="JSONL rows (suite grouped_dense_probe)")
     p.add_argument("--no-contig", action="store_true")
-    p.add_argument("--no-r192", action="store_true", help="leave out the ROWS192 variants (e.g. its gpu tests failed)")
     p.add_argument("--no-masked", action="store_true")
     p.add_argument("--e1", action="store_true", help="at 4x8192 (4096, 7168) also the grouped kernel with one expert")
     p.add_argument("--e1-configs", type=json.loads, default=None,
                    help='with --e1: JSON {name: config} of the one-expert variants (default e1 / e1_sp)')
     p.add_argument("--contig-extra", type=json.loads, default=None,
-                   help='JSON {"LAYOUT@NxK": {name: config}}: contiguous variants instead of r192 / r192a, e.g. '
+                   help='JSON {"LAYOUT@NxK": {name: config}}: more contiguous variants, e.g. '
                         '\'{"4x8192@4096x7168": {"sp": {"SPECIALIZE": true}}}\'; the layouts not named run default / aa')
     p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
     p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
@@ -267,13 +267,13 @@ def main():
             N, K = (int(x) for x in nk.split("x"))
             cases.append((layout, N, K, c == "4x8192@4096x7168" and not args.no_dense))
         for layout, N, K, dense in cases:
-            runs, flops, M = _contig_variants(layout, N, K, dev, log, dense, not args.no_r192 and not args.contig_extra,
+            runs, flops, M = _contig_variants(layout, N, K, dev, log, dense,
                                               (args.contig_extra or {}).get(f"{layout}@{N}x{K}"),
                                               dense and args.e1 and (args.e1_configs or True))
             if "default" in runs:
                 r128, r192 = triton.cdiv(M, 128) * triton.cdiv(N, 128), triton.cdiv(M, 192) * triton.cdiv(N, 128)
                 note = (f"128-row tiles {r128} = {r128 / SMS:.2f} waves; 192-row tiles {r192} = {r192 / SMS:.2f} "
-                        f"waves (+ second passes of straddling tiles); {triton.cdiv(K, 128)} K blocks per tile")
+                        f"waves; {triton.cdiv(K, 128)} K blocks per tile")
                 _time(f"contiguous {layout} ({N}, {K})", runs, "default", flops, args.contig_rounds, note,
                       dict(layout="contiguous", groups=layout, M=M, N=N, K=K), env, log, rows, table)
             del runs

@@ -57,10 +57,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
-                  PROD_TABLE=bool(cfg.get("PROD_TABLE", False)) and masked,
-                  FIRST_ROW=bool(cfg.get("FIRST_ROW", False)) and not masked,
-                  WARP_TABLE=bool(cfg.get("WARP_TABLE", False)) and masked)
+                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)))
     if diag:
         sig["diag_ptr"] = "*i64"
     else:
@@ -194,7 +191,10 @@ def test_grouped_ws_rejects_bad_inputs():
     # fresh-user pass (session 17): unknown keys (a removed FAST_SCHED, typos) were ignored by cfg.update; values
     # and keys are now checked on every device, before the Hopper check
     # STAGGER was removed in session 19: an unknown key now, never accepted and ignored (tester, s19)
+    # s22 knobs removed after W2 / W3 (PROD_TABLE, WARP_TABLE, FIRST_ROW, ROWS192): unknown keys; SPECIALIZE is a bool
     for bad, key in ((dict(FAST_SCHED=False), "FAST_SCHED"), (dict(STAGGER=800), "STAGGER"),
+                     (dict(ROWS192=True), "ROWS192"), (dict(PROD_TABLE=True), "PROD_TABLE"),
+                     (dict(SPECIALIZE=1), "SPECIALIZE"),
                      (dict(NUM_STAGES=0), "NUM_STAGES"),
                      (dict(BALANCE=1), "BALANCE"), (dict(BLOCK_N=192), "BLOCK_N")):
         with pytest.raises(ValueError, match=key):
@@ -383,7 +383,9 @@ def test_masked_ws_deepgemm_shapes_gpu(device, N, K, shape, config):
 # only) × BALANCE (fewer programs, same number of tile rounds), with the tile cases it decides: masked_m 63/64/65
 # (one half, one half full, a second half with 1 row), 129 (a 128-row tile whose second warpgroup has no row: it
 # only drains the stages), M_max, 0; contiguous segments 0, 1, 127, 128, 129 with NaN/inf padding, a misaligned row
-_FAST_CONFIGS = [None, dict(BALANCE=True), dict(PIPE0=True), dict(SPLIT=False, UNROLL2=False, PIPE=False)]
+# SPECIALIZE (session 22, off): the same kernel with Triton's integer specialization (E = 1, strides 1 folded)
+_FAST_CONFIGS = [None, dict(BALANCE=True), dict(PIPE0=True), dict(SPLIT=False, UNROLL2=False, PIPE=False),
+                 dict(SPECIALIZE=True)]
 
 
 @pytest.mark.gpu

@@ -88,6 +88,30 @@ fixed order, re-arming the flag; correct in 17 gpu tests incl. graph replays wit
 the default's time at the three (7168, 2048) anchors with halves, 1.027-1.042 with the storing piece 6 of 16 blocks
 (its store then overlaps the other piece's loop), 1.037-1.048 with 4 of 16 (A/A 1.007-1.013); removed.
 
+Session 22 (h3grouped; benchmarks/probe_grouped_dense.py, H200 W1 at a6b26f2, W2 at 041b4a1, W3 at da394eb; GPU clock,
+interleaved graph replays, A/A twins ≤ 0.8 %): the dense kernel on the grouped anchors' own operands. A masked 1×1024
+group IS a dense 1024×N×K GEMM: fp8_gemm (its GLUON entry: the same 128×128 PIPE0 tiles on one program per SM, 4
+stages) ran 0.975 / 0.950 × the masked kernel's time at (4096, 7168) / (7168, 2048) (1150 / 884 against 1121 / 840
+TFLOP/s; cuBLAS block-scaled 1091 / 695); at 2×512 (two dense launches) 1.072 / 1.062; stream-K with the WAIT2 merge
+7-21× (every CTA a fix-up at these shapes). Contiguous: the grouped kernel on ONE expert (the dense 32768×4096×7168
+problem) ran 1.000 × its 4-expert time while the dense 128-row kernel ran 0.948-0.952 and the dense 192-row one
+(SCALE_AHEAD) 0.845-0.853 (1216-1251 TFLOP/s; cuBLAS 0.930-0.940): the grouped kernels lose 2.5-5 % to the dense
+one on the same tiles, and not through their layouts. What they do differently, as knobs (W2; code in git at
+b72156e): PROD_TABLE (masked producer scheduling from the consumers' per-group table, no dependent masked_m[g]
+load before a tile's first request) 1.019-1.042 × the default's time; WARP_TABLE (the per-tile schedule reduction
+inside a warp, 14 fewer bar.sync; ptxas spilled the replicated table around the K loops) 1.078-1.129; 4 stages
+0.993-1.067; FIRST_ROW (contiguous: a tile's expert from two scalar m_indices loads instead of a 128-entry reduction,
+6 fewer bar.sync per tile) 1.000-1.009 — all removed. SPECIALIZE (Triton's default integer specialization, as the
+dense kernel; kept as a knob, off): contiguous (4096, 7168) 0.991 / 0.993 (W2) and 0.995 / 0.994 (W3), (7168, 2048)
+1.002, routed prefill 1.007 (W2); masked 1×1024 0.993 / 0.994 and 0.974 / 0.978, 2×512 0.994 / 0.989 and 0.994 /
+0.986, but 4×256 1.030 / 1.020 and 1.010 / 1.010 — it loses somewhere in both layouts, so not a default.
+ROWS192 (contiguous 192-row tiles: the dense WGS = 3 design, three 64-row consumer warpgroups with the serial
+SCALE_AHEAD loop, tiles that straddle an expert boundary worked in two passes; code in git at b13fd82)
+ran 0.974 / 0.997 × the default at 4×8192 / 8×4096 (W1), 1.042 / 1.054 (W2) and 1.005 / 1.021 (W3, the second pass
+inlined), 1.04 at (7168, 2048) and 1.37-1.60 on the routed layout (W1); on one expert it ran 0.994 × the default
+where the dense 192-row kernel ran 0.845: the grouped form loses the 192-row tile's gain for reasons not found
+(same K loop, stages, registers and tile order; no spills). Removed.
+
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 
 The partitions (TMA producer warp, consumer warpgroups, epilogue) and the DIAG timer stamps live in
@@ -110,7 +134,6 @@ from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
 from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
 from tritonseek.kernels.grouped_gemm_ws_schedule import _load_masked_m
-from tritonseek.kernels.grouped_gemm_ws192 import MAX_STAGES192, launch_contiguous_192
 from tritonseek.kernels.grouped_gemm import (
     _OUT_DTYPES, BLOCK_K, check_contiguous_alignment, check_contiguous_operands,
 )
@@ -130,18 +153,10 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False, ROWS192=False, SCALE_AHEAD=False, PROD_TABLE=False, SPECIALIZE=False,
-                           FIRST_ROW=False, WARP_TABLE=False)
-# ROWS192 (contiguous only, off until measured): 192-row tiles, three consumer warpgroups with the dense kernel's serial
-# loop, straddling tiles in two passes (grouped_gemm_ws192.py); SCALE_AHEAD: its scales one K block ahead.
-# PROD_TABLE (masked, off until measured): the producer schedules from the consumers' per-group table (no dependent
-# masked_m[g] load before a tile's first request). SPECIALIZE (off until measured): the kernel compiled with Triton's
-# default integer specialization (sizes and strides: == 1 and multiples of 16, as the dense fp8_gemm_ws kernel) instead
-# of one build per config (do_not_specialize); more builds, constant strides folded. FIRST_ROW (contiguous, off until
-# measured): a tile's expert from its first row's m_indices (two scalar loads per tile, one tile ahead) instead of a
-# reduction over its 128 entries; in a layout not aligned to 128 rows the rows it does not compute are NaN.
-# WARP_TABLE (masked, off until measured): the consumers' per-group table replicated in every warp, so a tile's
-# schedule reduction needs no shared memory or partition barrier.
+                           EARLY_TMA=False, SPECIALIZE=False)
+# SPECIALIZE: the kernel compiled with Triton's default integer specialization (sizes and strides: == 1 and multiples
+# of 16, as the dense fp8_gemm_ws kernel) instead of one build per config (do_not_specialize); measured in the
+# session-22 notes of the module docstring.
 # * PIPE0 (fp8_gemm_ws_loop._tile_k_loop: the PIPE loop from K block 0, no lone block-0 issue per tile), H200 W3 at
 #   ee2f2d9, two rounds each, PIPE → PIPE0: masked graph µs 1×1024 / 2×512 / 4×256 (4096, 7168) 56.5, 56.8 → 55.8, 55.7 /
 #   56.3, 56.3 → 55.2, 55.2 / 59.9, 60.5 → 58.9, 58.8; (7168, 2048) 38.4, 37.3 → 36.8, 36.8 / 38.5, 38.4 → 37.4, 37.4 /
@@ -211,8 +226,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, ROWS192=bool, SCALE_AHEAD=bool, PROD_TABLE=bool,
-    SPECIALIZE=bool, FIRST_ROW=bool, WARP_TABLE=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, SPECIALIZE=bool,
 )
 
 
@@ -226,8 +240,7 @@ def _with_overrides(cfg: dict, config: object) -> dict:
         raise TypeError(f"config must be a dict of grouped_ws_config overrides, got {type(config).__name__}")
     check_config("config", config, GROUPED_WS_CONFIG_SPEC)
     out = dict(cfg, **config)
-    if out["BLOCK_N"] == 256 and "BLOCK_N" not in config and (not out["SPLIT"] or out["NUM_STAGES"] > 4
-                                                              or out["ROWS192"]):
+    if out["BLOCK_N"] == 256 and "BLOCK_N" not in config and (not out["SPLIT"] or out["NUM_STAGES"] > 4):
         out["BLOCK_N"] = 128
     return out
 
@@ -244,8 +257,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False, PROD_TABLE: gl.constexpr = False,
-    FIRST_ROW: gl.constexpr = False, WARP_TABLE: gl.constexpr = False,
+    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -289,16 +301,16 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW, WARP_TABLE)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW, WARP_TABLE)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         diag_ptr, DIAG, EARLY, PROD_TABLE, FIRST_ROW)),
+                         diag_ptr, DIAG, EARLY)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # default partition (8 warps) = both warpgroups, worker = the TMA warp
@@ -308,10 +320,10 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, FIRST_ROW, WARP_TABLE)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
-                         diag_ptr, DIAG, EARLY, PROD_TABLE, FIRST_ROW)),
+                         diag_ptr, DIAG, EARLY)),
         ], [1], [PRODUCER_REGS])
 
 
@@ -335,14 +347,8 @@ def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
         raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
 
 
-def _resolve_config(cfg: dict, masked: bool = False) -> tuple[int, int]:
+def _resolve_config(cfg: dict) -> tuple[int, int]:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    if cfg.get("ROWS192") and (masked or bn != 128 or cfg["NUM_STAGES"] > MAX_STAGES192):
-        raise ValueError(f"config ROWS192 (192-row tiles) is for the contiguous layout with BLOCK_N 128 and NUM_STAGES "
-                         f"<= {MAX_STAGES192}, got {'masked' if masked else 'contiguous'}, BLOCK_N={bn}, "
-                         f"NUM_STAGES={cfg['NUM_STAGES']}")
-    if cfg.get("SCALE_AHEAD") and not cfg.get("ROWS192"):
-        raise ValueError("config SCALE_AHEAD applies to ROWS192 (192-row tiles) only")
     if bm != 128 or bn not in (64, 128, 256):
         raise ValueError(f"config BLOCK_M must be 128 and BLOCK_N 64, 128 or 256, got {bm}, {bn}")
     if bn == 256 and (not cfg["SPLIT"] or cfg["NUM_STAGES"] > 4):
@@ -381,10 +387,6 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         E_PAD=max(256, next_pow2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
         EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
-        # the producer's table fits its 40 registers for up to 256 groups (E_PAD 512 spilled 148 bytes at sm_90a)
-        PROD_TABLE=bool(cfg.get("PROD_TABLE", False)) and masked and E <= 256,
-        FIRST_ROW=bool(cfg.get("FIRST_ROW", False)) and not masked,
-        WARP_TABLE=bool(cfg.get("WARP_TABLE", False)) and masked and E <= 256,  # 8 ints per lane at E_PAD 256
     )
 
 
@@ -428,8 +430,8 @@ def grouped_fp8_gemm_contiguous_ws(
         128×256 tiles: SPLIT and NUM_STAGES ≤ 4; fp32 out then takes masked stores), NUM_STAGES,
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
         PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
-        ROWS192 = 192-row tiles (BLOCK_N 128, NUM_STAGES ≤ 4; bf16 / fp16 out with 16-byte aligned rows, else the
-        128-row tiles run; grouped_gemm_ws192), SCALE_AHEAD = with ROWS192, the scales one K block ahead).
+        SPECIALIZE = Triton's default integer specialization of sizes and strides, one build per distinct value
+        class, off: measured in the module docstring, session 22).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
@@ -446,12 +448,6 @@ def grouped_fp8_gemm_contiguous_ws(
         check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
-    if cfg["ROWS192"] and out.element_size() == 2 and _tma_storable(out):
-        # 192-row tiles store through TMA only (three [64, 128] fp32 buffers would not fit beside 4 stages, and the
-        # masked-store epilogue's pointers spilled 1.4 KB at 160 registers): fp32 or unaligned out runs 128-row tiles
-        launch_contiguous_192(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, sms, cfg)
-        return out
-    cfg["SCALE_AHEAD"] = False
     tiles = cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
     _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
             _programs(a, tiles, cfg), cfg, masked=False)
@@ -520,7 +516,7 @@ def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expec
     fn = "grouped_fp8_gemm_masked_ws"
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
     cfg = _with_overrides(cfg, config)
-    _resolve_config(cfg, masked=True)
+    _resolve_config(cfg)
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
                          f"got strides {out.stride()}")

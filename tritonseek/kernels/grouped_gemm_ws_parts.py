@@ -55,8 +55,8 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from tritonseek.kernels.fp8_gemm_ws import _load_tile
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _k_loop_wide, _tile_k_loop
 from tritonseek.kernels.grouped_gemm_ws_schedule import (
-    _masked_prefix, _masked_tiles, _masked_tiles_warp, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_contig_first,
-    _schedule_masked_fast, _tile_first_rows, _tile_rows, _tiles_table,
+    _masked_prefix, _masked_tiles, _maximum, _num_tiles, _schedule, _schedule_contig_fast, _schedule_masked_fast,
+    _tile_rows, _tiles_table,
 )
 
 # DIAG stamp slots of a program's row (globaltimer at [slot], clock64 at [64 + slot]); i = the program's i-th tile
@@ -135,8 +135,7 @@ def _load_blocks(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, kb0
 def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E, num_k_blocks,
               num_programs, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
-              diag_ptr, DIAG: gl.constexpr, EARLY: gl.constexpr = False, PROD_TABLE: gl.constexpr = False,
-              FIRST_ROW: gl.constexpr = False):
+              diag_ptr, DIAG: gl.constexpr, EARLY: gl.constexpr = False):
     # One warp: TMA the A rows of each tile that runs and its expert's B rows into the stage ring (it runs up to
     # NUM_STAGES blocks ahead of the consumers, so its schedule's load latency is hidden; the consumers' table would
     # not fit its 40 registers and gives the same tiles in the same order). EARLY (EARLY_TMA, masked): the top level
@@ -145,18 +144,11 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
         _stamp(diag_ptr, 2)
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
-    TABLE: gl.constexpr = PROD_TABLE and MASKED
-    if TABLE:
-        # PROD_TABLE: the consumers' per-group table (one warp: E_PAD // 32 registers per lane), so a tile's schedule is
-        # one reduction with no dependent load of masked_m[g] before its first request
-        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, 1)
-        num_tiles = gl.reduce(table >> 1, 0, _maximum)
+    if MASKED:
+        cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
     else:
-        if MASKED:
-            cum = _masked_prefix(idx_ptr, E, M_rows, num_pid_n, BLOCK_M, E_PAD, 1)
-        else:
-            cum = 0
-        num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
+        cum = 0
+    num_tiles = _num_tiles(cum, M_rows, num_pid_n, BLOCK_M, MASKED)
     if DIAG:
         _stamp(diag_ptr, 3)
     it = 0
@@ -164,15 +156,8 @@ def _producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M
         it = gl.where(gl.program_id(0) < num_tiles, gl.minimum(num_k_blocks, NUM_STAGES), 0)
     ti = 0
     for tile_id in range(gl.program_id(0), num_tiles, num_programs):
-        if TABLE:
-            run, g, off_m, a_row, off_n, hh = _schedule_masked_fast(tile_id, table, M_rows, num_pid_n, BLOCK_M, BLOCK_N)
-        elif FIRST_ROW and not MASKED:
-            f0, f1 = _tile_first_rows(tile_id, idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M, GROUP_M)
-            run, g, off_m, a_row, off_n, mine = _schedule_contig_first(tile_id, f0, f1, E, num_pid_m, num_pid_n,
-                                                                       BLOCK_M, BLOCK_N, GROUP_M, 0, BLOCK_M)
-        else:
-            run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
-                                                    BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
+        run, g, off_m, a_row, off_n = _schedule(tile_id, idx_ptr, cum, M_rows, N, E, num_pid_m, num_pid_n,
+                                                BLOCK_M, BLOCK_N, GROUP_M, MASKED, 1)
         if DIAG:
             if ti < 6:
                 _stamp(diag_ptr, 4 + ti)
@@ -256,8 +241,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, FIRST_ROW: gl.constexpr = False,
-              WARP_TABLE: gl.constexpr = False):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -282,20 +266,13 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
     num_pid_m = gl.cdiv(M_rows, BLOCK_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     if MASKED:
-        if WARP_TABLE:
-            table = _masked_tiles_warp(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
-        else:
-            table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
+        table = _masked_tiles(idx_ptr, E, M_rows, num_pid_n, E_PAD, WARPS)
         num_tiles = gl.reduce(table >> 1, 0, _maximum)
         tile_mi = 0
     else:
         num_tiles = num_pid_m * num_pid_n
-        if FIRST_ROW:
-            tile_mi, tile_f1 = _tile_first_rows(gl.program_id(0), idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles,
-                                                BLOCK_M, GROUP_M)
-        else:
-            tile_mi = _tile_rows(gl.program_id(0), idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M, GROUP_M,
-                                 WARPS)
+        tile_mi = _tile_rows(gl.program_id(0), idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M, GROUP_M,
+                             WARPS)
     if DIAG:
         _stamp(diag_ptr, D0 + 1)
         if MASKED and gl.program_id(0) < num_tiles:
@@ -313,15 +290,6 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
             rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
             sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
             mi = 0
-        elif FIRST_ROW:
-            run, g, off_m, a_row, off_n, mine = _schedule_contig_first(tile_id, tile_mi, tile_f1, E, num_pid_m,
-                                                                       num_pid_n, BLOCK_M, BLOCK_N, GROUP_M, ROW0, ROWS)
-            tile_mi, tile_f1 = _tile_first_rows(tile_id + num_programs, idx_ptr, M_rows, num_pid_m, num_pid_n,
-                                                num_tiles, BLOCK_M, GROUP_M)
-            rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
-            mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)  # first read in the epilogue
-            sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
-            mm = M_rows
         else:
             run, g, off_m, a_row, off_n, mine = _schedule_contig_fast(tile_id, tile_mi, E, num_pid_m, num_pid_n,
                                                                       BLOCK_M, BLOCK_N, GROUP_M, ROW0, ROWS, WARPS)
@@ -345,15 +313,12 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
         if DIAG:
             if ti < 8:
                 _stamp(diag_ptr, D0 + 3 + ti)
-        # FIRST_ROW: a partition that did not compute stores its rows of the tile's expert as NaN (its first row named
-        # another expert or padding: a layout not aligned to 128 rows), never as 0
-        _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, mine if FIRST_ROW else run, off_m, a_row, off_n, mm, M_rows, N,
-                  stride_cm, stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
+        _epilogue(acc, c_smem, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n, mm, M_rows, N, stride_cm, stride_cn,
+                  ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
         if BLOCK_N == 256:
             if off_n + 128 < N:
-                _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, mine if FIRST_ROW else run, off_m, a_row, off_n + 128,
-                          mm, M_rows, N, stride_cm, stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout,
-                          col_layout)
+                _epilogue(acc1, c_smem1, c_desc, c_ptr, mi, g, run, off_m, a_row, off_n + 128, mm, M_rows, N, stride_cm,
+                          stride_cn, ROW0, ROWS, ACC_N, TMA_STORE, MASKED, row_layout, col_layout)
         if DIAG:
             if ti < 8:
                 _stamp(diag_ptr, D0 + 11 + ti)

@@ -55,16 +55,6 @@ def _masked_tiles(masked_m_ptr, E, M_rows, num_pid_n, E_PAD: gl.constexpr, WARPS
 
 
 @gluon.jit
-def _masked_tiles_warp(masked_m_ptr, E, M_rows, num_pid_n, E_PAD: gl.constexpr, WARPS: gl.constexpr):
-    # WARP_TABLE: _masked_tiles with every warp holding the whole table (E_PAD // 32 ints per lane, the WARPS warps
-    # replicas of one another), so a tile's schedule reduction stays inside a warp (shuffles; no shared-memory round
-    # trip and partition barrier between two tiles' wgmmas)
-    layout: gl.constexpr = gl.BlockedLayout([E_PAD // 32], [32], [WARPS], [0])
-    ev = gl.arange(0, E_PAD, layout=layout)
-    return _tiles_table(gl.load(masked_m_ptr + ev, mask=ev < E, other=0), M_rows, num_pid_n)
-
-
-@gluon.jit
 def _load_masked_m(masked_m_ptr, E, E_PAD: gl.constexpr, WARPS: gl.constexpr):
     # masked_m [E] as an [E_PAD] int32 tensor (0 past E), one element per thread slot (E_PAD ≥ 32 × WARPS)
     layout: gl.constexpr = gl.BlockedLayout([E_PAD // (32 * WARPS)], [32], [WARPS], [0])
@@ -111,35 +101,6 @@ def _tile_rows(tile_id, idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_
     layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     rows = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=layout)
     return gl.load(idx_ptr + rows, mask=(rows < M_rows) & (tile_id < num_tiles), other=-1)
-
-
-@gluon.jit
-def _tile_first_rows(tile_id, idx_ptr, M_rows, num_pid_m, num_pid_n, num_tiles, BLOCK_M: gl.constexpr,
-                     GROUP_M: gl.constexpr):
-    # FIRST_ROW (contiguous): issue the loads of m_indices at a tile's rows 0 and 64 (−1 past M or past the last
-    # tile), one tile ahead of their use: two scalars instead of the tile's 128 entries
-    pid_m, pid_n = _tile_coords(gl.minimum(tile_id, num_tiles - 1), num_pid_m, num_pid_n, GROUP_M)
-    r0 = pid_m * BLOCK_M
-    ok = tile_id < num_tiles
-    f0 = gl.load(idx_ptr + r0, mask=ok & (r0 < M_rows), other=-1)
-    f1 = gl.load(idx_ptr + r0 + 64, mask=ok & (r0 + 64 < M_rows), other=-1)
-    return f0, f1
-
-
-@gluon.jit
-def _schedule_contig_first(tile_id, f0, f1, E, num_pid_m, num_pid_n, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                           GROUP_M: gl.constexpr, ROW0: gl.constexpr, ROWS: gl.constexpr):
-    # FIRST_ROW (contiguous): the tile's expert is its first row's (in a layout aligned to 128 rows a block's first row
-    # is padding only when the whole block is), and this partition computes when its own first row (row 0 or 64)
-    # names that expert; no reduction. -> (run, g, off_m, a_row, off_n, mine)
-    pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-    g = f0
-    run = (g >= 0) & (g < E)
-    if ROWS == BLOCK_M or ROW0 == 0:
-        mine = run
-    else:
-        mine = run & (f1 == g)
-    return run, g, pid_m * BLOCK_M, pid_m * BLOCK_M, pid_n * BLOCK_N, mine
 
 
 @gluon.jit

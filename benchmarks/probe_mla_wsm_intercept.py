@@ -4,10 +4,11 @@ compute-bound cases: h_q·s_q ≥ 128; 64 rows run the same kernel).
     PYTHONPATH=. python benchmarks/probe_mla_wsm_intercept.py [--out DIR] [--cases 128x2@4096 128x1@4096 ...]
         [--variants '{}' '{"table": "shared"}' '{"EPI_OVERLAP": true}' ...] [--reps 11] [--diag-reps 3]
 
-Each case is bench_mla.py's b128 page-64 fixed-length input (same seed and lengths). A variant is a JSON object of
-``mla_decode`` config overrides plus one probe key, ``table``: "normal" (bench_mla's random block table) or "shared"
-(every sequence reads sequence 0's pages: 64 pages = 4.7 MB at s_k 4096, L2-resident, while the work, schedule and
-masking stay the same), to tell a per-tile cost of HBM latency from one of the matmuls. Per variant:
+Each case is bench_mla.py's b128 page-64 fixed-length input (same seed and lengths); a "v" after it (128x2@4096v)
+takes bench_mla's varlen lengths instead (the shared table then covers the longest sequence's pages). A variant is a
+JSON object of ``mla_decode`` config overrides plus one probe key, ``table``: "normal" (bench_mla's random block
+table) or "shared" (every sequence reads sequence 0's pages: 64 pages = 4.7 MB at s_k 4096, L2-resident, while the
+work, schedule and masking stay the same), to tell a per-tile cost of HBM latency from one of the matmuls. Per variant:
 1. correctness: the whole op into a NaN-poisoned out, against the fp32 reference (bench_mla's 16 sequences) on that
    variant's own table; a variant that fails is reported and left out of the timing;
 2. DIAG timeline (``launch_split_wsm(diag=...)``, warpgroup 0's %globaltimer stamps) of the split kernel: per program,
@@ -34,24 +35,25 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import BATCH, D_QK, D_V, check_decode, decode_lens, make_decode, ref_rows  # noqa: E402
 
-from tritonseek.benchrun import git_commit, out_dir, positive_int, require_cuda  # noqa: E402
+from tritonseek.benchrun import git_commit, nonnegative_int, out_dir, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels import mla_decode_wsm as M  # noqa: E402
 
 CALLS = 8  # op calls per graph (a decode step's layers run back to back)
 
 
-def _case(text: str) -> tuple[int, int, int]:
-    """H_QxS_Q[@S_K] (fixed lengths) → (h_q, s_q, s_k)."""
-    hs, _, sk = text.partition("@")
+def _case(text: str) -> tuple[int, int, int, bool]:
+    """H_QxS_Q[@S_K][v] → (h_q, s_q, s_k, varlen): fixed lengths, or with v bench_mla's varlen lengths around s_k."""
+    varlen = text.endswith("v")
+    hs, _, sk = text.rstrip("v").partition("@")
     try:
         h, s_q = (int(x) for x in hs.split("x"))
         s_k = int(sk or 4096)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not H_QxS_Q[@S_K] (e.g. 128x2@4096)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not H_QxS_Q[@S_K][v] (e.g. 128x2@4096, 128x2@8192v)") from None
     if min(h, s_q, s_k) <= 0 or h * s_q < 64:
         raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive and h_q·s_q ≥ 64 (the WSM classes)")
-    return h, s_q, s_k
+    return h, s_q, s_k, varlen
 
 
 def _variant(text: str) -> dict:
@@ -132,9 +134,46 @@ def _graph(fn):
     return g
 
 
+def _diag_runs(name, label, idx, q, kv, bt, cs, md, cfg, lens, out, lse, o_ref, reps, out_dir) -> dict:
+    """DIAG: reps stamped split runs (none for reps 0) → the median budget (printed), raw stamps saved. Their out must
+    match the plain build's on the unsplit sequences, whose rows the split kernel writes itself."""
+    if reps == 0:
+        return {}
+    scale = D_QK**-0.5
+    rows = q.shape[1] * q.shape[2]
+    opart = torch.empty(md.num_parts + BATCH, rows, D_V, dtype=q.dtype if cfg.get("PART16") else torch.float32,
+                        device=q.device)
+    lpart = torch.empty(md.num_parts + BATCH, rows, dtype=torch.float32, device=q.device)
+    diag = torch.zeros(-(-rows // 64) * md.num_parts, 128, dtype=torch.int64, device=q.device)
+    buds, stamps = [], []
+    unsplit = (md.split[:, 1] == 1).nonzero().flatten()
+    for _ in range(reps):
+        diag.zero_()
+        out.fill_(float("nan"))
+        M.launch_split_wsm(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
+        torch.cuda.synchronize()
+        stamps.append(diag.cpu().clone())
+        buds.append(budget(md.sched.cpu(), lens, stamps[-1]))
+    same = bool(torch.equal(out[unsplit], o_ref[unsplit]))
+    b = {k: st.median(x[k] for x in buds) for k in buds[0] if isinstance(buds[0][k], float)}
+    torch.save(dict(case=name, variant=label, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(), stamps=stamps),
+               os.path.join(out_dir, f"stamps_{name}_{idx}.pt"))
+    print(f"    tail (last rep): by segments {buds[-1]['end_by_segments']}, by row quarter (head tile) "
+          f"{buds[-1]['end_by_row_quarter']}; last (row, end, segs, tiles, SM, first seg tiles) "
+          f"{buds[-1]['last_programs']}", flush=True)
+    print(f"    DIAG ({reps} reps, median; stamped == plain on {unsplit.numel()} unsplit seqs: {same}): "
+          f"start {b['start']:.1f} + streaming {b['streaming']:.1f} ({b['tiles']:.1f} tiles, "
+          f"{b['us_per_tile']:.3f} us/tile; first segment {b['tile_first']:.3f}, later {b['tile_next']:.3f}) + "
+          f"epilogues {b['epilogues']:.1f} (median {b['epi_median']:.2f}) + switches {b['switches']:.1f} "
+          f"(median {b['switch_median']:.2f}, of it rows written -> next start {b['gap_median']:.2f}) + end "
+          f"{b['after_last']:.2f} + idle {b['idle']:.1f} = span {b['span']:.1f} us; segments {b['segments']:.2f}; "
+          f"SM clock {b['sm_mhz']:.0f} MHz", flush=True)
+    return b
+
+
 def run_case(name, variants, reps, diag_reps, out_dir, env) -> list[str]:
-    h, s_q, s_k = _case(name)
-    lens = decode_lens(s_k, s_q, False)
+    h, s_q, s_k, varlen = _case(name)
+    lens = decode_lens(s_k, s_q, varlen)
     q, kv, bt_norm, cs = make_decode(h, s_q, lens)
     tables = dict(normal=bt_norm, shared=bt_norm[:1].expand_as(bt_norm).contiguous())
     idx = ref_rows(cs)
@@ -167,39 +206,10 @@ def run_case(name, variants, reps, diag_reps, out_dir, env) -> list[str]:
                 failed.append(label)
                 continue
             sp, _ = D._launches(q, kv, bt, cs, scale, True, D_V, md, out, lse)
-            # DIAG: stamped split runs (their out must match the plain build's after the same combine: checked on
-            # the unsplit sequences, whose rows the split kernel writes itself)
-            rows = s_q * h
-            ht = -(-rows // 64)
-            opart = torch.empty(md.num_parts + BATCH, rows, D_V, dtype=q.dtype if cfg.get("PART16") else torch.float32,
-                                device=q.device)
-            lpart = torch.empty(md.num_parts + BATCH, rows, dtype=torch.float32, device=q.device)
-            diag = torch.zeros(ht * md.num_parts, 128, dtype=torch.int64, device=q.device)
-            buds, stamps = [], []
-            unsplit = (md.split[:, 1] == 1).nonzero().flatten()
-            for _ in range(diag_reps):
-                diag.zero_()
-                out.fill_(float("nan"))
-                M.launch_split_wsm(q, kv, bt, cs, scale, True, md, out, lse, opart, lpart, diag=diag)
-                torch.cuda.synchronize()
-                stamps.append(diag.cpu().clone())
-                buds.append(budget(md.sched.cpu(), lens, stamps[-1]))
-            same = bool(torch.equal(out[unsplit], o_ref[unsplit]))
-            b = {k: st.median(x[k] for x in buds) for k in buds[0] if isinstance(buds[0][k], float)}
-            torch.save(dict(case=name, variant=label, lens=lens, sched=md.sched.cpu(), split=md.split.cpu(),
-                            stamps=stamps), os.path.join(out_dir, f"stamps_{name}_{len(built)}.pt"))
-            print(f"    tail (last rep): by segments {buds[-1]['end_by_segments']}, by row quarter (head tile) "
-                  f"{buds[-1]['end_by_row_quarter']}; last (row, end, segs, tiles, SM, first seg tiles) "
-                  f"{buds[-1]['last_programs']}", flush=True)
-            print(f"    DIAG ({diag_reps} reps, median; stamped == plain on {unsplit.numel()} unsplit seqs: {same}): "
-                  f"start {b['start']:.1f} + streaming {b['streaming']:.1f} ({b['tiles']:.1f} tiles, {b['us_per_tile']:.3f}"
-                  f" us/tile; first segment {b['tile_first']:.3f}, later {b['tile_next']:.3f}) + epilogues "
-                  f"{b['epilogues']:.1f} (median {b['epi_median']:.2f}) + switches {b['switches']:.1f} (median "
-                  f"{b['switch_median']:.2f}, of it rows written -> next start {b['gap_median']:.2f}) + end {b['after_last']:.2f} + idle {b['idle']:.1f} = span {b['span']:.1f} "
-                  f"us; segments {b['segments']:.2f}; SM clock {b['sm_mhz']:.0f} MHz", flush=True)
+            b = _diag_runs(name, label, len(built), q, kv, bt, cs, md, cfg, lens, out, lse, o_ref, diag_reps, out_dir)
             fn()
             torch.cuda.synchronize()
-            built.append(dict(label=label, graphs=[_graph(fn), _graph(sp)], keep=(md, out, lse, opart, lpart),
+            built.append(dict(label=label, graphs=[_graph(fn), _graph(sp)], keep=(md, out, lse),
                               ok=(ok, cd, dl), budget=b, split_seqs=int((md.split[:, 1] > 1).sum())))
         except Exception as e:  # noqa: BLE001
             print(f"  {name} {label}: failed {type(e).__name__}: {str(e)[:400]}", flush=True)
@@ -228,7 +238,7 @@ def run_case(name, variants, reps, diag_reps, out_dir, env) -> list[str]:
             us, sp_us = st.median(t_op), st.median(t_sp)
             ok, cd, dl = v["ok"]
             row = dict(suite="mla_decode_wsm_intercept", case=dict(batch=BATCH, s_k=s_k, h_q=h, s_q=s_q, page_size=64,
-                                                                    varlen=False),
+                                                                    varlen=varlen),
                        variant=v["label"], us_per_call=round(us, 2), us_min=round(min(t_op), 2),
                        us_max=round(max(t_op), 2), split_us=round(sp_us, 2), tflops=round(flops / us / 1e6, 1),
                        calls_per_graph=CALLS, reps=reps, correct=ok, cos_diff=cd, lse_maxdiff=dl,
@@ -247,7 +257,7 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", type=str, default=["128x2@4096", "128x1@4096"])
     ap.add_argument("--variants", nargs="+", type=_variant, default=[{}, {"table": "shared"}])
     ap.add_argument("--reps", type=positive_int, default=11)
-    ap.add_argument("--diag-reps", type=positive_int, default=3)
+    ap.add_argument("--diag-reps", type=nonnegative_int, default=3, help="DIAG stamped runs per variant (0: none)")
     args = ap.parse_args()
     for c in args.cases:
         _case(c)

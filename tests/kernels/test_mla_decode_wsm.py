@@ -25,11 +25,11 @@ from tests.kernels.gluon_sm90 import ptx_in_fresh_process, ptxas_report, sass_of
 
 def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240, producer_regs: int = 24,
                  qtma: bool = True, seqpf: bool = False, part16: bool = True, diag: bool = False,
-                 ovec: int = 2, otma: bool = False, early_p1: bool = False, l2pf: int = 0):
+                 ovec: int = 2, otma: bool = False, sm1: int = 0):
     """Compile the WSM split kernel for sm_90a on any machine (Triton's compiler, no GPU); returns the kernel.
-    qtma / seqpf / ovec / otma / early_p1 / l2pf: the QTMA / SEQPF / OVEC / OTMA / EARLY_P1 / L2PF knobs (OTMA: out
-    and, with part16, the partials by TMA stores; needs qtma); part16: 16-bit partials; diag: the DIAG stamps; the defaults are mla_decode's default
-    WSM config (mla_decode_config._WSM_KNOBS)."""
+    qtma / seqpf / ovec / otma / sm1: the QTMA / SEQPF / OVEC / OTMA / SM1 knobs (OTMA: out and, with part16, the
+    partials by TMA stores; needs qtma); part16: 16-bit partials; diag: the DIAG stamps; the
+    defaults are mla_decode's default WSM config (mla_decode_config._WSM_KNOBS)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -54,11 +54,7 @@ def compile_sm90(stages: int = 2, causal: bool = True, consumer_regs: int = 240,
     else:
         consts.update(qd_lat=None, qd_rope=None)
     consts.update(QTMA=qtma, SEQPF=seqpf, DIAG=diag, OVEC=ovec, OTMA=otma, PART_TMA=otma and part16,
-                  EARLY_P1=early_p1, L2PF=l2pf)
-    if l2pf:
-        sig["kv_ptr"] = "*bf16"
-    else:
-        consts["kv_ptr"] = None
+                  SM1=sm1)
     if otma:
         obox = smem_layout([64, 256], gl.bfloat16)
         sig["od_desc"] = f"tensordesc<bf16[64, 256],{obox!r}>"
@@ -132,21 +128,20 @@ def test_wsm_compiles_for_sm90(sm90_wsm):
 
 @pytest.mark.parametrize("knobs", [dict(qtma=False, ovec=0, part16=False), dict(seqpf=True, diag=True), dict(ovec=1),
                                    dict(part16=False), dict(otma=True), dict(otma=True, part16=False),
-                                   dict(early_p1=True), dict(l2pf=4), dict(l2pf=4, early_p1=True)],
+                                   dict(sm1=1), dict(sm1=2)],
                          ids=["pre_s19", "seqpf_diag", "ovec1", "fp32_partials", "otma", "otma_fp32_partials",
-                              "early_p1", "l2pf", "l2pf_early_p1"])
+                              "sm1_before", "sm1_during"])
 def test_wsm_knobs_compile_for_sm90(knobs):
     """Other builds than the default (QTMA + OVEC 2 + PART16): the one before them (no QTMA: the consumers load the
     query rows; 2-byte out stores), SEQPF with the DIAG stamps, OVEC 1 (4-byte bf16-pair stores), fp32 partials
     (their 8-byte stores kept under OVEC 2), OTMA (out and 16-bit partials by TMA stores: no 16-byte register stores
     left; fp32 partials still 8-byte stores): the same wgmmas, never serialized, the query TMA boxes when QTMA, at
-    most 6 local-memory accesses per tile loop (seen 0-5; the pre-s19 build 0-2; EARLY_P1 6 and 5: reloads of one
-    spilled address). EARLY_P1 (warpgroup 1's softmax before its P0·V) keeps one value-wgmma site per operand source:
-    P1 is carried past P0·V in registers, not a second copy of the code."""
-    full = {**dict(qtma=True, seqpf=False, part16=True, diag=False, ovec=2, otma=False, early_p1=False, l2pf=0),
-            **knobs}
+    most 6 local-memory accesses per tile loop (seen 0-5; the pre-s19 build 0-2; SM1 1: 6 and 5, reloads of one
+    spilled address). SM1 1 / 2 (warpgroup 1's softmax before / during its P0·V) keep one value-wgmma site per operand
+    source: P1 is carried past P0·V in registers, not a second copy of the code."""
+    full = {**dict(qtma=True, seqpf=False, part16=True, diag=False, ovec=2, otma=False, sm1=0), **knobs}
     args = (2, True, 240, 24, full["qtma"], full["seqpf"], full["part16"], full["diag"], full["ovec"], full["otma"],
-            full["early_p1"], full["l2pf"])
+            full["sm1"])
     ptx = ptx_in_fresh_process(__name__, "compile_sm90", *args)
     report = ptxas_report(ptx)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 2 * 36
@@ -155,8 +150,6 @@ def test_wsm_knobs_compile_for_sm90(knobs):
     assert "C7514" not in report and "C7512" not in report and "serialized" not in report, report
     assert "C7508" not in report, report
     assert all(x <= 1024 for x in spill_store_bytes(report)), report
-    # L2PF: two bulk L2 prefetch sites in the TMA warp (this sequence's tile ahead, the next sequence's)
-    assert ptx.count("cp.async.bulk.prefetch.L2.global") == (2 if full["l2pf"] else 0)
     loops = _tile_loops(ptx)
     assert len(loops) == 2
     for loop in loops:
@@ -269,8 +262,7 @@ def test_wsm_several_sequences_per_program_gpu(device, num_heads, seqlen_q, sche
 # on top of wsm_config's defaults (QTMA, OVEC 2, PART16): the build before them, SEQPF, 4-byte stores, fp32 partials,
 # OTMA (TMA stores of out and 16-bit partials; 48 heads × 2 = 96 rows: not taken, the register stores)
 _KNOBS = [dict(QTMA=False, OVEC=0, PART16=False), dict(SEQPF=True), dict(OVEC=1), dict(PART16=False), dict(OTMA=True),
-          dict(OTMA=True, PART16=False), dict(EARLY_P1=True), dict(EARLY_P1=True, QTMA=False, OVEC=0, PART16=False),
-          dict(L2PF=4), dict(L2PF=1, EARLY_P1=True), dict(L2PF=16, EARLY_P1=True)]
+          dict(OTMA=True, PART16=False), dict(SM1=1), dict(SM1=2), dict(SM1=2, QTMA=False, OVEC=0, PART16=False)]
 
 
 @pytest.mark.gpu
@@ -358,10 +350,8 @@ def test_wsm_diag_stamps_gpu(device):
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_heads,seqlen_q", [(64, 1), (32, 2), (64, 2), (128, 1), (128, 2)])
 @pytest.mark.parametrize("knobs", [{}, dict(OTMA=True), dict(OTMA=True, SCHED="packed", FILL_TOL=3),
-                                   dict(EARLY_P1=True), dict(EARLY_P1=True, SCHED="packed", FILL_TOL=3),
-                                   dict(L2PF=4, EARLY_P1=True), dict(L2PF=4, EARLY_P1=True, SCHED="packed", FILL_TOL=3)],
-                         ids=["default", "otma", "otma_packed", "early_p1", "early_p1_packed", "l2pf_early_p1",
-                              "l2pf_early_p1_packed"])
+                                   dict(SM1=2), dict(SM1=2, SCHED="packed", FILL_TOL=3)],
+                         ids=["default", "otma", "otma_packed", "sm1_during", "sm1_during_packed"])
 def test_wsm_batch128_gpu(device, num_heads, seqlen_q, knobs):
     """Batch 128, ragged lengths with zeros, the device's own program count (FlashMLA's benchmark shape class);
     also with OTMA (TMA stores of out and partials) on the balanced and the packed schedule."""
@@ -375,9 +365,8 @@ def test_wsm_batch128_gpu(device, num_heads, seqlen_q, knobs):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("knobs", [{}, dict(QTMA=False, OVEC=0, PART16=False), dict(OTMA=True), dict(EARLY_P1=True),
-                                   dict(L2PF=4, EARLY_P1=True)],
-                         ids=["default", "no_knobs", "otma", "early_p1", "l2pf_early_p1"])
+@pytest.mark.parametrize("knobs", [{}, dict(QTMA=False, OVEC=0, PART16=False), dict(OTMA=True), dict(SM1=2)],
+                         ids=["default", "no_knobs", "otma", "sm1_during"])
 def test_wsm_graph_replay_follows_lengths_gpu(device, knobs):
     """Metadata + the WSM split + combine captured in one CUDA graph; new cache_seqlens written in place before
     a replay give the reference results for the new lengths (the default knobs: the query descriptor captured

@@ -205,8 +205,7 @@ MLA_CONFIG_SPEC: dict = dict(
     PRODUCER_REGS=range(24, 257, 8), CONSUMER_REGS=range(24, 257, 8),  # Gluon split kernel (setmaxnreg)
     WSM=bool,  # > 32 rows: mla_decode_wsm's split kernel (BLOCK_H 64, WS_WGS 2)
     OVEC=(0, 1, 2),  # mla_decode_wsm: output stores with known 16-byte alignment (1) and 8 values per thread (2)
-    EARLY_P1=bool,  # mla_decode_wsm: warpgroup 1 publishes P1 before its P0·V (FlashMLA's seesaw order)
-    L2PF=range(0, 17),  # mla_decode_wsm: L2 prefetch distance of the KV tiles (0: off)
+    SM1=(0, 1, 2),  # mla_decode_wsm: warpgroup 1's softmax after / before / during its P0·V
     SMALL=bool, NUM_SPLITS=range(1, 2**16), MIN_TILES=range(1, 2**20), PDL=bool, TRIGGER=(0, 1, 2),  # SMALL
 )
 

@@ -51,6 +51,17 @@ strides in units of 8 elements, each warp's [16, 256] block re-laid out to 8 val
 unsplit epilogue 4.4 µs), PART16 (16-bit partials). Measured and off: SEQPF (lengths and split counts loaded a
 sequence ahead), neutral; OTMA (session 20, W1 at 1230905: out and 16-bit partials by TMA stores through the query
 buffer: unsplit epilogue 4.4 → 2.05 µs, but the next query load no longer overlaps it; the whole op did not move).
+
+Session 22 (benchmarks/probe_mla_wsm_intercept.py; GPU clock, 8 calls per graph, 11 interleaved reps, b128 page 64
+fixed; rows in benchmarks/results/h200.jsonl). W1 at a6b26f2, h128 s_q2 s_k 4096: op 528.0 us (A/A 527.8) = split
+516.0 + combine 12.0; the split's span 512.2 = start 5.0 + streaming 466.3 (248.2 tiles at 1.878 us) + epilogues 15.7
+(4.79 segments × 3.25) + switches 10.4 + idle tail 11.3 (s_k 8192: idle 18.2). With every sequence on sequence 0's
+pages (KV L2-resident) the per-tile time is 1.854 (four head tiles) / 1.857 (two: h128 s_q1, from 1.934; op -16 us):
+the ring's loads are latency-bound, more so with two head tiles (half the programs share a tile's HBM fetch).
+SM1 1 (W2 at 041b4a1): per tile 1.885 -> 2.048 us, op +44.5 / +77.2 us (s_k 4096 / 8192; A/A +0.2 / -5.2), but on
+the L2-resident table -23.6 / -51.2: the order saves tensor-core idle time and exposes the next tile's load (stage
+st0 is released a softmax later). L2PF, a bulk L2 prefetch of the KV tile 2-8 tiles ahead by the TMA warp (W3 at
+da394eb, code at 5ede6d6): slower everywhere, +15..+85 us alone at distance 4, worse with distance; removed.
 """
 
 from __future__ import annotations
@@ -73,7 +84,7 @@ from tritonseek.kernels.mla_decode_config import _WSM_KNOBS
 from tritonseek.kernels.mla_decode_ws import _GL_DTYPES, _seq_range, _zero_tail, smem_layout
 from tritonseek.kernels.mla_decode_ws_parts import _seq_tiles, _stamp
 from tritonseek.kernels.mla_decode_wsm_parts import (D_LATENT, D_ROPE, HALF_V, ROWS, TILE_N, _L_SWAPPED, _Q_FREE,
-                                                   _Q_READY, _Q_WRITTEN, _X1, _X2, _prefetch_tile, _sync, _write_rows)
+                                                   _Q_READY, _Q_WRITTEN, _X1, _X2, _sync, _write_rows)
 
 _TN = 64
 
@@ -89,13 +100,11 @@ _TN = 64
 # sequences. OVEC 1 / 2: vectorized output stores (mla_decode_wsm_parts._store_vec). OTMA (with QTMA, rows_total % 64
 # == 0, out contiguous): after the row-sum swap each warpgroup's O half goes through the query buffer by one TMA store
 # (out, or 16-bit partials: PART_TMA), and the buffer is released (Q_FREE) once the stores have read it.
-# EARLY_P1: warpgroup 1 computes and publishes P1 (signal X2) before its P0·V instead of after it (FlashMLA's seesaw
-# order), so warpgroup 0's P1·V no longer waits for a softmax that ran while the tensor cores were idle.
-# L2PF (tiles, 0 = off): the TMA warp prefetches the KV tile L2PF tiles ahead into L2 (one bulk prefetch per tile),
-# so that the ring's loads (2 stages: a stage is refilled only once both value matmuls of its tile are done) hit L2:
-# with the KV L2-resident the per-tile time drops 1-4 % and EARLY_P1 gains, from HBM it loses (W2 at 041b4a1).
+# SM1 (warpgroup 1's softmax of t1 against its P0·V; module docstring for figures): 0 after it completes (default),
+# 1 before it (FlashMLA's order: warpgroup 0's P1·V no longer waits for a softmax run while the tensor cores idle,
+# but stage st0 is released later), 2 while it runs (P0·V issued first, the softmax arithmetic overlapping it).
 WSM_DEFAULTS = dict(WS_STAGES=2, PRODUCER_REGS=24, CONSUMER_REGS=240, QTMA=False, SEQPF=False, OVEC=0, OTMA=False,
-                    EARLY_P1=False, L2PF=0)
+                    SM1=0)
 _MAXNREG = 168
 
 
@@ -145,14 +154,12 @@ def _load_q_rows(q_seq, q_row, rows_ok, c64, q_lat, q_rope):
 @gluon.jit
 def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch, max_blocks,
                   page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, rows_total, NUM_STAGES: gl.constexpr,
-                  QTMA: gl.constexpr, kv_ptr, L2PF: gl.constexpr):
+                  QTMA: gl.constexpr):
     # One warp walks the program's span as the consumers do and TMAs each 64-key tile (a tile lies inside one page
     # as page_size ≥ 64) into the ring once both consumers released the stage, as 9 [64, 64] column blocks (8
     # latent, 1 rope) that each complete their own ready barrier (9 per stage). QTMA: before a sequence's tiles,
     # its query tile (rows b·rows_total + 64·head tile, past the batch zero-filled by the TMA) once the consumers
-    # freed the query buffer; rows past rows_total hold another sequence's queries and are never stored. L2PF > 0:
-    # after each tile's TMA, the tile L2PF tiles ahead in the walk (this sequence's, or the next one's first tiles)
-    # is prefetched into L2.
+    # freed the query buffer; rows past rows_total hold another sequence's queries and are never stored.
     b_begin, t_begin, b_end, t_end = _span(sched_ptr, gl.program_id(1))
     row0 = gl.program_id(0) * ROWS
     n = 0
@@ -168,10 +175,6 @@ def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sch
                 tma.async_copy_global_to_shared(qd_lat, [b * rows_total + row0, 0], qbar, q_lat)
                 tma.async_copy_global_to_shared(qd_rope, [b * rows_total + row0, D_LATENT], qbar, q_rope)
                 nq += 1
-        if L2PF > 0:
-            _, _, nk_hi = _seq_range(b + 1, b_begin, t_begin, b_end, t_end, seqlens_ptr, batch, max_blocks,
-                                     page_shift, TILE_N)
-            nk_hi = gl.where(b + 1 <= b_end, nk_hi, 0)  # the next sequence's tiles in this span (it starts at 0)
         table = bt_ptr + b.to(gl.int64) * stride_btb
         for k in range(k_lo, k_hi):
             slot = n % NUM_STAGES
@@ -186,12 +189,6 @@ def _wsm_producer(c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sch
             tma.async_copy_global_to_shared(c_desc, [cache_row, D_LATENT], ready.index(slot * 9 + 8),
                                             r_bufs.index(slot))
             n += 1
-            if L2PF > 0:
-                j = k + L2PF
-                if j < k_hi:
-                    _prefetch_tile(kv_ptr, bt_ptr, stride_btb, b, j, page_shift)
-                elif j - k_hi < nk_hi:
-                    _prefetch_tile(kv_ptr, bt_ptr, stride_btb, b + 1, j - k_hi, page_shift)
 
 
 @gluon.jit
@@ -260,7 +257,7 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                   batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr,
                   NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, W: gl.constexpr, QTMA: gl.constexpr,
                   SEQPF: gl.constexpr, DIAG: gl.constexpr, OVEC: gl.constexpr, od_desc, pd_desc, OTMA: gl.constexpr,
-                  PART_TMA: gl.constexpr, EARLY_P1: gl.constexpr):
+                  PART_TMA: gl.constexpr, SM1: gl.constexpr):
     s_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
     o_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 256, 16])
     srow_l: gl.constexpr = gl.SliceLayout(1, s_l)
@@ -355,11 +352,10 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                     if QTMA and not OTMA:
                         mbarrier.arrive(bars.index(_Q_FREE), count=1, pred=k0 + 2 >= k_hi)
                     l_i = l_i * a0
-                    if EARLY_P1:
+                    if SM1 == 1:
                         # t1's softmax and signal X2 before this warpgroup's P0·V (FlashMLA's order): warpgroup 0's
-                        # P1·V then waits only for the softmax, which runs while its P0·V keeps the tensor cores
-                        # busy (the default order leaves them idle for the whole softmax). O_1 is still rescaled
-                        # twice (to m0 for P0·V, then to m1), so P0 in shared memory stays relative to m0.
+                        # P1·V waits only for the softmax, but stage st0 is released a softmax later, so its next
+                        # tile's load latency shows (module docstring: slower from HBM)
                         m1 = m0
                         a1 = gl.full([ROWS], 1.0, gl.float32, srow_l)
                         p = gl.zeros([ROWS, TILE_N], dtype, s_l)
@@ -371,6 +367,25 @@ def _wsm_consumer(q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_mine, x_ot
                         acc = _scaled_pv(acc, a0, r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1),
                                          empty.index(st0))
                         if has1:
+                            acc = _scaled_pv(acc, a1, gl.convert_layout(p, a_l),
+                                             v_bufs.index(st1).slice(v_half, HALF_V, dim=1), empty.index(st1))
+                        m_i = m1
+                    elif SM1 == 2:
+                        # P0·V issued first (st0 released as early as by default), t1's softmax arithmetic while it
+                        # runs (straight-line: no branch or wait with O in flight, C7512; on a missing tile's
+                        # discarded scores it is computed and dropped), then the signal and P1·V
+                        acc = acc * gl.expand_dims(gl.convert_layout(a0, gl.SliceLayout(1, o_l)), 1)
+                        acc = warpgroup_mma(r_bufs.index(st0), v_bufs.index(st0).slice(v_half, HALF_V, dim=1), acc,
+                                            is_async=True)
+                        m1, a1, p32 = _softmax_tile(s, (k0 + 1) * TILE_N, limit, m0, sm_scale_log2, skey_l)
+                        m1 = gl.where(has1, m1, m0)
+                        a1 = gl.where(has1, a1, 1.0)
+                        l_i = l_i * a1 + gl.where(has1, gl.sum(p32, 1), 0.0)
+                        p = p32.to(dtype)
+                        acc = warpgroup_mma_wait(0, deps=[acc])
+                        mbarrier.arrive(empty.index(st0), count=1)
+                        if has1:
+                            _publish(p, m1, r_bufs.index(st1), x_m1, bars, _X2)
                             acc = _scaled_pv(acc, a1, gl.convert_layout(p, a_l),
                                              v_bufs.index(st1).slice(v_half, HALF_V, dim=1), empty.index(st1))
                         m_i = m1
@@ -421,7 +436,7 @@ def _mla_decode_wsm_kernel(
     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     qd_lat=None, qd_rope=None, QTMA: gl.constexpr = False, SEQPF: gl.constexpr = False, diag_ptr=None,
     DIAG: gl.constexpr = False, OVEC: gl.constexpr = 0, od_desc=None, pd_desc=None, OTMA: gl.constexpr = False,
-    PART_TMA: gl.constexpr = False, EARLY_P1: gl.constexpr = False, kv_ptr=None, L2PF: gl.constexpr = 0,
+    PART_TMA: gl.constexpr = False, SM1: gl.constexpr = 0,
 ):
     # q        [batch, seqlen_q, num_heads, 576] (stride_qb, stride_qs, stride_qh, 1)
     # c_desc   TMA over the cache as [num_blocks·page_size, 576] rows, box [64, 64] (9 blocks per 64-key tile)
@@ -467,15 +482,15 @@ def _mla_decode_wsm_kernel(
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, EARLY_P1)),
+                         CAUSAL, 0, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, SM1)),
         (_wsm_consumer, (q_ptr, v_bufs, r_bufs, q_lat, q_rope, x_m0, x_m1, x_l1, x_l0, ready, empty, bars,
                          seqlens_ptr, sched_ptr, split_ptr, out_ptr, lse_ptr, opart_ptr, lpart_ptr,
                          stride_qb, stride_qs, stride_qh, stride_ob, stride_os, stride_oh, stride_lb, stride_lh,
                          batch, max_blocks, num_heads, seqlen_q, sm_scale_log2, page_shift, diag_ptr, NUM_STAGES,
-                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, EARLY_P1)),
+                         CAUSAL, 1, QTMA, SEQPF, DIAG, OVEC, od_desc, pd_desc, OTMA, PART_TMA, SM1)),
         (_wsm_producer, (c_desc, v_bufs, r_bufs, ready, empty, bt_ptr, seqlens_ptr, sched_ptr, stride_btb, batch,
                          max_blocks, page_shift, qd_lat, qd_rope, q_lat, q_rope, bars, seqlen_q * num_heads,
-                         NUM_STAGES, QTMA, kv_ptr, L2PF)),
+                         NUM_STAGES, QTMA)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -529,8 +544,6 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
             p2d = opart.view(-1, 512)
             pd_desc = TensorDescriptor(p2d, list(p2d.shape), [512, 1], [64, 256], smem_layout([64, 256], gdt))
     o_div = 8 if ovec else 1
-    # L2PF: whole 64-key tiles inside one page of contiguous 576-value rows (the c_desc view above needs them)
-    l2pf = int(cfg["L2PF"]) if page_size >= 64 and d_qk == 576 else 0
     _mla_decode_wsm_kernel[(head_tiles, metadata.num_parts)](
         q, c_desc, block_table, cache_seqlens, metadata.sched, metadata.split,
         out, lse, opart, lpart,
@@ -540,7 +553,6 @@ def launch_split_wsm(q, kv_cache, block_table, cache_seqlens, scale, causal, met
         NUM_STAGES=int(cfg["WS_STAGES"]), CAUSAL=bool(causal), PRODUCER_REGS=int(cfg["PRODUCER_REGS"]),
         CONSUMER_REGS=int(cfg["CONSUMER_REGS"]), qd_lat=qd_lat, qd_rope=qd_rope, QTMA=qtma,
         SEQPF=bool(cfg["SEQPF"]), diag_ptr=diag, DIAG=diag is not None, OVEC=ovec, od_desc=od_desc, pd_desc=pd_desc,
-        OTMA=otma, PART_TMA=part_tma, EARLY_P1=bool(cfg["EARLY_P1"]), kv_ptr=kv_cache if l2pf else None,
-        L2PF=l2pf, num_warps=4,
+        OTMA=otma, PART_TMA=part_tma, SM1=int(cfg["SM1"]), num_warps=4,
         maxnreg=_MAXNREG,
     )

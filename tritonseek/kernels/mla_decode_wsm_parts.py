@@ -121,17 +121,3 @@ def _store_vec(o, base, num_heads, stride_os, stride_oh, rows_total, W: gl.const
     cols = W * HALF_V + gl.arange(0, HALF_V, layout=gl.SliceLayout(0, st_l))
     off = (rows // num_heads).to(gl.int64) * stride_os + (rows % num_heads).to(gl.int64) * stride_oh
     gl.store(base + (gl.expand_dims(off, 1) + gl.expand_dims(cols, 0)), ov, mask=gl.expand_dims(rows < rows_total, 1))
-
-
-@gluon.jit
-def _prefetch_tile(kv_ptr, bt_ptr, stride_btb, b, k, page_shift):
-    # L2PF: one bulk L2 prefetch (cp.async.bulk.prefetch, issued by lane 0 of the TMA warp) of 64-key tile k of
-    # sequence b: 64 cache rows of 576 contiguous 16-bit values (73,728 bytes; page_size ≥ 64, so a tile lies inside
-    # one page, which the block table owns). The TMA load of that tile later hits L2 instead of waiting on HBM.
-    key0 = k * TILE_N
-    page = gl.load(bt_ptr + b.to(gl.int64) * stride_btb + (key0 >> page_shift)).to(gl.int64)
-    row = (page << page_shift) + (key0 & ((1 << page_shift) - 1))
-    gl.inline_asm_elementwise(
-        "{ .reg .u32 l; .reg .pred p; mov.u32 l, %laneid; setp.eq.u32 p, l, 0; "
-        "@p cp.async.bulk.prefetch.L2.global [$1], 73728; mov.u32 $0, 0; }",
-        "=r,l", [kv_ptr + row * (D_LATENT + D_ROPE)], dtype=gl.int32, is_pure=False, pack=1)

@@ -270,12 +270,14 @@ def test_persist_config_by_length():
         assert all(got[k] == v for k, v in over.items())
     assert persist_config(cfg, dict(WS_BLOCK_N=128), 1) == cfg
     assert persist_config(cfg, dict(DIAG64=False), 1) == cfg
+    assert persist_config(cfg, dict(PERSIST=True), 300) == cfg
+    assert not persist_config(cfg, None, 300)["PERSIST"]  # 3 query blocks: the one-program-per-block kernel
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("lens", [[1, 200, 256, 37], [300, 512, 17, 1], [640, 1, 129]])
+@pytest.mark.parametrize("lens", [[1, 200, 256, 37], [300, 5, 1], [300, 512, 17, 1], [640, 1, 129]])
 def test_ws_persistent_default_by_length(device, lens):
-    """mla_prefill with the default config (persistent, block shape by max_seqlen) against the fp32 reference."""
+    """mla_prefill with the default config (kernel and block shape by max_seqlen) against the fp32 reference."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
         pytest.skip("the Gluon kernel runs on sm_90 only")
     gen = torch.Generator().manual_seed(sum(lens))

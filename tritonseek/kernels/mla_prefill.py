@@ -41,7 +41,8 @@ _TUNED: dict[str, dict] = {
     # latter in brackets): 8192 as 8 / 16 / 32 seqs 368.7 [0.98] vs 317.1 (337.4) / 254.6 [1.04] vs 213.7 (216.1) /
     # 143.2 [1.11] vs 124.4 (124.1); 8192×1 622.7 [1.12] vs 606.0 (604.8); 4096×1 568.1 [1.06] vs 531.6 (527.7);
     # 8192 as 2 563.8 [1.08] vs 530.6 (529.3); 16384 as 4 559.6 [1.10] vs 519.8 (528.7): faster in all 7, beyond the
-    # A/A in all 7, hence the default.
+    # A/A in all 7, hence the default. W3 (da394eb, 21 rounds, A/A ≤ 0.8 %; with persist_config's block shapes):
+    # 1.03-1.23× the s21 kernel on 10 of 11 cases, 0.97 at 24 × 341 (which persist_config now leaves to it).
     "192x128": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, GLUON=True, WS_BLOCK_N=128, WS_STAGES=2,
                     PIPE=True, PERSIST=True),
     "default": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
@@ -280,17 +281,25 @@ _WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUC
 
 
 # The persistent kernel's block shape by the longest sequence: the first (bound, overrides) with max_seqlen ≤ bound
-# applies over the default config (a caller's WS_BLOCK_N / WS_STAGES / DIAG64 win).
+# applies over the default config (a caller's WS_BLOCK_N / WS_STAGES / DIAG64 / PERSIST win). 257-384 tokens (3 query
+# blocks: the persistent schedule's odd-count imbalance, see mla_prefill_ws_persistent) run the one-program-per-block
+# kernel: W3 24 × 341 tokens 820 µs vs 846 with DIAG64 (A/A of the persistent kernel 0.1 %).
 # s22 W2 (h4prefill, tree 041b4a1; GPU clock, graph replays, 21 interleaved rounds; time of the 128-key default ÷
 # time of the variant, A/A 0.998-1.013): DIAG64 at 16 × 512 / 32 × 256 / 8 × 1024 / 4 × 2048 tokens 1.026 / 1.014 /
 # 0.980 / 0.979, 64-key blocks (3 stages) 0.999 / 1.025 / 0.951 / 0.908 (W1: 1.01 / 1.02 at 512 / 256).
-_PERSIST_BY_LENGTH: tuple = ((256, dict(WS_BLOCK_N=64, WS_STAGES=3)), (512, dict(DIAG64=True)))
-_PERSIST_SHAPE_KEYS = {"WS_BLOCK_N", "WS_STAGES", "DIAG64"}
+# W3 (tree da394eb, same timing, A/A 0.997-1.005 at ≤ 1024 tokens per sequence): this rule vs 128-key blocks at
+# 64 × 128 / 32 × 256 / 24 × 341 / 16 × 512 / 13 × 630 / 8 × 1024 tokens 1.058 / 1.020 / 1.039 / 1.026 / 0.998 /
+# 0.999 (≥ 630: the same kernel); DIAG64 was 1.028 faster than 64-key blocks at 128, 64-key blocks 1.020 faster than
+# DIAG64 at 341 (one run each: left as is).
+_PERSIST_BY_LENGTH: tuple = ((256, dict(WS_BLOCK_N=64, WS_STAGES=3)), (384, dict(PERSIST=False)),
+                              (512, dict(DIAG64=True)))
+_PERSIST_SHAPE_KEYS = {"WS_BLOCK_N", "WS_STAGES", "DIAG64", "PERSIST"}
 
 
 def persist_config(cfg: dict, config: dict | None, max_seqlen: int) -> dict:
-    """The persistent kernel's config for this call: ``cfg`` (resolved) with ``_PERSIST_BY_LENGTH``'s overrides for
-    max_seqlen unless the caller's ``config`` sets any of WS_BLOCK_N / WS_STAGES / DIAG64."""
+    """The Gluon kernel's config for this call: ``cfg`` (resolved, PERSIST on) with ``_PERSIST_BY_LENGTH``'s overrides
+    for max_seqlen (PERSIST=False among them: the one-program-per-block kernel) unless the caller's ``config`` sets any
+    of WS_BLOCK_N / WS_STAGES / DIAG64 / PERSIST."""
     if config and _PERSIST_SHAPE_KEYS & set(config):
         return cfg
     for bound, over in _PERSIST_BY_LENGTH:
@@ -389,7 +398,7 @@ def mla_prefill(
     nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS; with
     PERSIST=True (the default for 192/128 since s22; PERSIST=False: one program per query block) its persistent
     variant (``mla_prefill_ws_persistent``: one program per SM; knob DIAG64 there; without the caller's block
-    knobs its block shape follows max_seqlen, ``persist_config``).
+    knobs the kernel and block shape follow max_seqlen, ``persist_config``).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools
     (numpy bools too); a bool for max_seqlen or softmax_scale, a tensor (0-d too) or 1 for a bool is a TypeError.
@@ -453,12 +462,13 @@ def mla_prefill(
 
         p1, p2, r1, r2 = (q, q_pe, k, k_pe) if split else (q[..., :128], q[..., 128:], k[..., :128], k[..., 128:])
         if _ws.ws_supported(p1, p2, r1, r2, v, out, float(softmax_scale)):
+            if cfg.get("PERSIST", False):
+                cfg = persist_config(cfg, config, max_seqlen)
             if cfg.get("PERSIST", False):  # one program per SM walking the work items (mla_prefill_ws_persistent)
                 from tritonseek.kernels.mla_prefill_ws_persistent import launch_prefill_ws_persistent
 
                 return launch_prefill_ws_persistent(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen,
-                                                    float(softmax_scale), causal, persist_config(cfg, config,
-                                                                                                 max_seqlen))
+                                                    float(softmax_scale), causal, cfg)
             return _ws.launch_prefill_ws(p1, p2, r1, r2, v, cu_seqlens, out, max_seqlen, float(softmax_scale),
                                          causal, cfg)
     block_dv = max(16, next_pow2(d_v))

@@ -24,12 +24,27 @@ Design:
   3 × 40 + 2 × 48 = 216 KB, so the next item's queries load an item ahead: 0.98-0.99 of the same kernel with one
   at all 8 cases; the knob was removed.)
 
+* DIAG64 (mla_prefill's default for 384 < max_seqlen ≤ 512, 64-key blocks for ≤ 256, ``persist_config``): warpgroup
+  0's last block, the causal diagonal, of whose 128 keys its 64 rows see the first 64, runs as 64-key wgmmas.
+
 Paper estimate before building (s21 figures, 128 heads): 8×1024 = 8192 items / 132 SMs = 62 items per SM in
 1034 µs = 16.7 µs per item, of which ≈ 4.5 key blocks × 2.2 µs (the per-block time at 8192 × 1: 4371 µs / 62 items
 / 32.5 blocks) = 9.9 µs is block work, ≈ 7 µs fixed. Hiding the query/first-tile latency, CTA launch/teardown and
 the store (≈ 2.5-3.5 µs of it) would give ≈ 15-20 % (≈ 390-400 TFLOP/s). At 8192 × 1 the same ≈ 3 µs per 70 µs
 item is ≈ 4 %, against a static-schedule tail: 4096 units over 132 programs is 31.03 rounds, so four programs run
 a 32nd unit (≈ 3 %): about even there.
+
+Measured (H200 s22 W3, tree da394eb; GPU clock, CUDA-graph replays, 21 interleaved rounds, 128 heads; TFLOP/s
+[ratio to torch SDPA in the same run]; persistent default vs the s21 kernel; A/A of the default ≤ 0.8 %):
+8192 as 64 / 32 / 24 / 16 / 13 / 8 / 4 seqs 73.7 [1.40] vs 65.7, 145.9 [1.14] vs 123.8, 135.1 [0.87] vs 139.4,
+260.8 [1.07] vs 211.9, 243.1 [0.86] vs 241.7, 370.5 [0.98] vs 317.8, 477.0 [1.02] vs 430.3; 8192 × 1 619.6 [1.12] vs
+602.7; 4096 × 1 564.2 [1.06] vs 526.7; 8192 as 2 559.5 [1.07] vs 525.8; 16384 as 4 565.4 [1.11] vs 520.3.
+Known loss: an odd number of query blocks per sequence (341 tokens: 3, 630: 5). The unit holding the middle block
+alone has half the work, and when units_per_hb divides the grid (132 = 2·66 = 3·44) a program gets the same jj in
+every round, so half-work units pile up on some programs and full ones on others (24 × 341: 0.97 of the s21 kernel,
+13 × 630: 0.99, both behind SDPA; mla_prefill runs 257-384 tokens on the s21 kernel). Pairing the middle blocks of
+two (head, sequence)s into one unit would balance it (not built: no device time left in s22). Also a static-schedule
+tail: 31.03 rounds at 8 × 1024.
 Gluon compiles only for CUDA sm_90: there is no interpreter path.
 """
 

@@ -442,6 +442,9 @@ def test_wsm_is_the_big_batch_default_above_32_rows():
     # the balanced cut (and the packed schedule's fallback) of > 64 rows charges 3 tiles per sequence (session 20)
     for s_q, h in ((1, 128), (2, 64), (2, 128)):
         assert default_config(s_q, h, 128, hopper=True)["OVERHEAD"] == 3
+        # warpgroup 1's softmax during its P0·V above 64 rows (session 22 W4); 64 rows keep the default order
+        assert default_config(s_q, h, 128, hopper=True)["SM1"] == 2
+    assert default_config(1, 64, 128, hopper=True).get("SM1", 0) == 0
     assert "SCHED" not in default_config(1, 128, 128, hopper=False)
     assert not default_config(1, 16, 128, hopper=True).get("WSM")
     assert not default_config(1, 128, 32, hopper=True).get("WSM")

@@ -276,6 +276,12 @@ _SWITCH: dict = dict(SWITCH_KNOBS)
 #   s_q2 at s_k 4096, then 8192: -9.9 / -9.2 / -7.5 / +0.8 us [A/A +2.1 / +0.6 / +0.9 / -3.7].
 # - The combine's share (op minus split alone, same interleave): +10.2 .. +16.9 us on the balanced schedule (30-64
 #   split sequences), +3.8 .. +5.0 us with nothing to merge (packed, fixed): the launch and the early-exit programs.
+# Session 22 (h2wsm, probe_mla_wsm_intercept; budget and the losing knobs in mla_decode_wsm's docstring). SM1 2
+# (warpgroup 1's softmax arithmetic while its P0·V runs) for the > 64-row class: H200 W4 at 236656e (GPU clock, 8
+# calls per graph, 11 interleaved reps, fp32 check first), default -> SM1 2 [A/A], us: h128 s_q2 s_k 4096 fixed
+# 531.8 -> 522.0 [+0.1], varlen 541.2 -> 536.2 [+0.0], 8192 fixed 1066.1 -> 1026.1 [+1.8], varlen 1190.4 -> 1153.9
+# [+0.7]; two head tiles h128 s_q1 / h64 s_q2 4096 fixed -3.2 [+2.2] / -4.8 [+0.4]; 64 rows (h64 s_q1) +1.1 [+1.6]:
+# not taken there. One run; the same job's bench_mla rows (one measurement each, not interleaved) spread +-5 %.
 _WSM_KNOBS = dict(QTMA=True, OVEC=2, PART16=True)
 _BIG_BATCH_WS: dict[int, dict] = {
     16: dict(SCHED="packed", FILL_TOL=3, QTMA=True, COMBINE_ROWS=8, **_SWITCH),
@@ -284,7 +290,8 @@ _BIG_BATCH_WS: dict[int, dict] = {
     # faster, e.g. h128 s_q2 s_k 8192 1454 -> 1081 us; 64 rows with the packed schedule: 385 -> 334 us), with
     # _WSM_KNOBS since session 19.
     64: dict(SCHED="packed", FILL_TOL=3, WSM=True, **_WSM_KNOBS),
-    128: dict(WSM=True, OVERHEAD=3, **_WSM_KNOBS),  # OVERHEAD 3: session 20 W1-W3 (comment above _WSM_KNOBS)
+    # OVERHEAD 3: session 20 W1-W3, SM1 2: session 22 W4 (comments above _WSM_KNOBS)
+    128: dict(WSM=True, OVERHEAD=3, SM1=2, **_WSM_KNOBS),
 }
 # 65-128 rows (two 64-row head tiles: h128 s_q1, h64 s_q2) at batch >= 64 on Hopper: the packed schedule (session 20 W1
 # above; more head tiles keep the balanced cut).

@@ -16,6 +16,17 @@ from tritonseek.kernels.sampling import philox_exp_noise
 from tritonseek.kernels.spec_verify import verify_greedy, verify_rejection
 
 
+def _assert_philox_matches_ref(device, seeds, *host_args):
+    """verify_rejection with Philox seeds (noise made in the kernel) gives the reference's tokens and counts with
+    the materialised noise philox_exp_noise(seeds). host_args: (drafts, draft_probs, x [B, K+1, V], temperature,
+    top_k, top_p, uniforms) as _to takes them."""
+    args = _to(device, *host_args)
+    _, k1, v = args[2].shape
+    got = verify_rejection(*args, None, seeds=seeds)
+    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, k1, v))
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("B", [1, 16, 64])
 @pytest.mark.parametrize("K", [1, 3])
@@ -36,17 +47,11 @@ def test_verify_real_vocab_gpu(device, B, K):
         assert torch.equal(got[0], ref[0]), (one_hot, filters)
         assert torch.equal(got[1], ref[1]), (one_hot, filters)
     seeds = torch.arange(B, dtype=torch.int64, device=device) + 99
-    args = _to(device, drafts, None, x, temperature, None, None, uniforms)
-    got = verify_rejection(*args, None, seeds=seeds)
-    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
-    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    _assert_philox_matches_ref(device, seeds, drafts, None, x, temperature, None, None, uniforms)
     # Philox noise with filters: rows the filter's fast path settles take their race from the candidates
     top_k = torch.randint(0, 2000, (B,), generator=g, dtype=torch.int32)
     top_p = torch.rand(B, generator=g) * 0.7 + 0.3
-    args = _to(device, drafts, None, x, temperature, top_k, top_p, uniforms)
-    got = verify_rejection(*args, None, seeds=seeds)
-    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
-    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    _assert_philox_matches_ref(device, seeds, drafts, None, x, temperature, top_k, top_p, uniforms)
 
 
 @pytest.mark.gpu
@@ -61,10 +66,7 @@ def test_rejection_rising_logits_real_vocab_gpu(device, B, K, temp, step):
     t = torch.full((B,), temp)
     u = torch.rand(B, K, generator=g)
     seeds = torch.arange(B, dtype=torch.int64, device=device) + 17
-    args = _to(device, drafts, None, x, t, None, None, u)
-    got = verify_rejection(*args, None, seeds=seeds)
-    ref = verify_rejection_ref(*args, philox_exp_noise(seeds, K + 1, V))
-    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    _assert_philox_matches_ref(device, seeds, drafts, None, x, t, None, None, u)
 
 
 @pytest.mark.gpu

@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import BATCH, D_QK, D_V, decode_lens, graph_time_us, make_decode  # noqa: E402
+from benchmarks.timing import _capture  # noqa: E402
 
 from tritonseek.benchrun import git_commit, json_object, out_dir, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
@@ -382,13 +383,8 @@ def budget_line(lens, sched, d) -> str:
 
 
 def _graph_of(calls: int, fn):
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    return g
+    # one CUDA graph of `calls` calls of fn (benchmarks.timing._capture: warm-up on a side stream, capture, one replay)
+    return _capture([fn] * calls)
 
 
 class _Hold:

@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.bench_mla import BATCH, D_QK, D_V, check_decode, decode_lens, make_decode, ref_rows  # noqa: E402
+from benchmarks.timing import _capture  # noqa: E402
 
 from tritonseek.benchrun import git_commit, nonnegative_int, out_dir, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels import mla_decode as D  # noqa: E402
@@ -125,13 +126,8 @@ def _tail(ends) -> dict:
 
 
 def _graph(fn):
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(CALLS):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    return g
+    # one CUDA graph of CALLS calls of fn (benchmarks.timing._capture: warm-up on a side stream, capture, one replay)
+    return _capture([fn] * CALLS)
 
 
 def _diag_runs(name, label, idx, q, kv, bt, cs, md, cfg, lens, out, lse, o_ref, reps, out_dir) -> dict:

@@ -229,6 +229,7 @@ def run_case(name, variants, reps, diag_reps, out_dir, env) -> list[str]:
                 times[i][j].append(ev[i][j][0].elapsed_time(ev[i][j][1]) * 1000.0 / CALLS)
     flops = 2 * s_q * sum(lens) * h * (D_QK + D_V)
     base = st.median(times[0][0])
+    os.makedirs(out_dir, exist_ok=True)  # --out names a folder that may not exist yet
     with open(os.path.join(out_dir, "intercept.jsonl"), "a") as f:
         for v, (t_op, t_sp) in zip(built, times):
             us, sp_us = st.median(t_op), st.median(t_sp)

@@ -47,6 +47,7 @@ from tritonseek.benchrun import git_commit, out_file, positive_int, require_cuda
 from tritonseek.kernels.fp8_gemm import fp8_gemm_nt  # noqa: E402
 from tritonseek.kernels.fp8_gemm_ws import launch_fp8_gemm_ws  # noqa: E402
 from tritonseek.kernels.fp8_gemm_ws_sk import launch_fp8_gemm_sk  # noqa: E402
+from tritonseek.kernels.grouped_gemm_dense_form import grouped_fp8_gemm_contiguous_df  # noqa: E402
 from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws, grouped_fp8_gemm_masked_ws  # noqa: E402
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
 
@@ -125,7 +126,7 @@ def _masked_variants(E, m, N, K, dev, log):
     return runs, 2 * E * m * N * K
 
 
-def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False):
+def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, df=False, no_cublas=False):
     """layout "4x8192" / "8x4096" (DeepGEMM's) or "routed" (T = 4096 top-8 over 256 experts, 128-padded): the
     grouped default, its A/A twin, ``extra`` configs; with_dense: the dense variants on expert 0's weight.
     Every variant is checked on all rows (NaN-poisoned out, padding rows 0) against the fp32 reference."""
@@ -141,6 +142,7 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False):
         M = E * m
         mi = (torch.arange(M, device=dev) // m).to(torch.int32)
     a = _rand_fp8((M, K), dev)
+    a.view(torch.uint8)[mi < 0] = 0x7F  # NaN garbage in the padding rows must not leak
     a_s = (torch.rand(K // 128, M, device=dev) * 1e-2 + 1e-3).t()  # MN-major, as the quant kernel writes it
     b = _rand_fp8((E, N, K), dev)
     bs = torch.rand(E, triton.cdiv(N, 128), triton.cdiv(K, 128), device=dev) * 1e-2 + 1e-3
@@ -173,6 +175,10 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False):
 
     variants = [("default", grouped(None), ref), ("aa", grouped(None), ref)]
     variants += [(name, grouped(cfg), ref) for name, cfg in (extra or {}).items()]
+    if df:
+        # the dense-form kernel (grouped_gemm_dense_form: the dense 192-row kernel over a device tile table)
+        variants += [(name, mk(lambda o: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=o)), ref)
+                     for name in ("df", "df_aa")]
     if with_dense or e1:
         dref = torch.cat([_ref_rows(a, a_s, b[0], bs[0], torch.arange(i, min(i + 4096, M), device=dev))
                           for i in range(0, M, 4096)])
@@ -182,6 +188,9 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False):
         for name, cfg in (e1 if isinstance(e1, dict) else {"e1": None, "e1_sp": dict(SPECIALIZE=True)}).items():
             variants.append((name, mk(lambda o, cfg=cfg: grouped_fp8_gemm_contiguous_ws(a, a_s, b[:1], bs[:1], mi1,
                                                                                          out=o, config=cfg)), dref))
+        if df:
+            variants.append(("df_e1", mk(lambda o: grouped_fp8_gemm_contiguous_df(a, a_s, b[:1], bs[:1], mi1, out=o)),
+                             dref))
     if with_dense:
         cub = _cublas(a, a_s, b[0], bs[0])
 
@@ -193,8 +202,9 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False):
             ("dense_w2", mk(lambda o: launch_fp8_gemm_ws(a, a_s, b[0], bs[0], o, dict(FAST_COORDS=True, WGS=2))), dref),
             ("dense_w3a", mk(lambda o: launch_fp8_gemm_ws(a, a_s, b[0], bs[0], o,
                                                           dict(FAST_COORDS=True, WGS=3, SCALE_AHEAD=1))), dref),
-            ("cublas", cub_fn, dref),
-        ]
+            # the exact dense configuration the dense-form kernel starts from (its tile coordinates: _tile_coords)
+            ("dense_w3", mk(lambda o: launch_fp8_gemm_ws(a, a_s, b[0], bs[0], o, dict(WGS=3, SCALE_AHEAD=1))), dref),
+        ] + ([] if no_cublas else [("cublas", cub_fn, dref)])
     for name, fn, want in variants:
         try:
             add(name, fn, want)
@@ -235,6 +245,9 @@ def main():
                         '\'{"4x8192@4096x7168": {"sp": {"SPECIALIZE": true}}}\'; the layouts not named run default / aa')
     p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
     p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
+    p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa; with --e1 "
+                   "df_e1 = it on one expert)")
+    p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")
     dev = torch.device("cuda")
@@ -269,7 +282,8 @@ def main():
         for layout, N, K, dense in cases:
             runs, flops, M = _contig_variants(layout, N, K, dev, log, dense,
                                               (args.contig_extra or {}).get(f"{layout}@{N}x{K}"),
-                                              dense and args.e1 and (args.e1_configs or True))
+                                              dense and args.e1 and (args.e1_configs or True), args.df,
+                                              args.no_cublas)
             if "default" in runs:
                 r128, r192 = triton.cdiv(M, 128) * triton.cdiv(N, 128), triton.cdiv(M, 192) * triton.cdiv(N, 128)
                 note = (f"128-row tiles {r128} = {r128 / SMS:.2f} waves; 192-row tiles {r192} = {r192 / SMS:.2f} "

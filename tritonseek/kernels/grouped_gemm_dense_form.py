@@ -1,0 +1,403 @@
+"""Contiguous grouped FP8 GEMM built from the dense 192-row kernel (Gluon, sm_90a; issue 5, session 23).
+
+out[m, n] = Σ_kb a_scale[m, kb] · b_scale[g, n // 128, kb] · Σ_{k in block kb} a[m, k] · b[g, n, k], g = m_indices[m]
+
+Same operands, results and errors as ``grouped_gemm_ws.grouped_fp8_gemm_contiguous_ws`` (DeepGEMM
+m_grouped_fp8_gemm_nt_contiguous). Why a second kernel: in session 22 the dense kernel's 192-row tiles (WGS = 3, three
+64-row consumer warpgroups, serial SCALE_AHEAD loop) ran the one-expert problem (32768×4096×7168) in 0.845 × the grouped
+kernel's time, and a port of those tiles INTO the grouped kernel did not (0.974-1.054, cause not found). So this module
+starts from the dense kernel's top level and partitions (fp8_gemm_ws / fp8_gemm_ws_loop: the TMA ring, ``_load_tile``,
+``_tile_k_loop`` with SERIAL + SCALE_AHEAD, ``_drain``, ``_store_tile``, ``_tile_coords``, the same registers, stages
+and integer specialization) and adds only what the grouped layout needs:
+
+* row tiles per expert segment: a run of 128-row blocks of one expert (the layout's alignment unit) is covered by
+  192-row tiles from its first row, the last one partial; rows past the run (the next expert's) are computed but never
+  stored. The tile → (first row, expert) map is a device table built by three small ``tl`` kernels from m_indices
+  (``build_tile_table``: block experts, a scan over the runs, one program per tile), so there is no host sync and the
+  launch is CUDA-graph safe; the persistent grid walks the table's device-side tile count × the N tiles in the dense
+  kernel's GROUP_M order. Bound on the row tiles: cdiv(M, 192) + cdiv(M, 128) (each run adds at most one partial tile).
+* per tile the table gives n_any (rows up to the last of the tile's expert), n_clean (leading rows of the expert) and
+  n_store (rows inside the run). A warpgroup whose 64 rows hold none of the expert's rows issues no wgmma (``_drain``,
+  as the dense IDLE_SKIP); a tile with none at all (an all-padding run, expert −1) loads nothing.
+* B is read as one [E·N, K] matrix (rows e·N + n; an N tail reads the next expert's rows or TMA's zero fill, which
+  feed only columns ≥ N, never stored), the weight scale is b_scale[e, off_n // 128].
+* epilogue: a warpgroup whose 64 rows are all the expert's stores through TMA (the dense path); else masked stores
+  where padding rows (m_indices −1) get 0 and rows of another expert (a layout not aligned to 128 rows) NaN, the
+  contract of the 128-row kernel.
+
+Gluon compiles only for CUDA (sm_90a): no interpreter path; the launcher raises on other devices. The table builder is
+``tl`` and runs under the interpreter (CPU tests check it against ``tile_table_ref``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from tritonseek.kernels._host import cdiv, next_pow2
+from tritonseek.kernels._utils import check_config, check_tensor
+from tritonseek.kernels.fp8_gemm import _tma_storable
+from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _WGS3_REGS, _c_buf, _load_tile, _num_sms, _smem_layout
+from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _store_tile, _tile_coords, _tile_k_loop
+from tritonseek.kernels.grouped_gemm import (
+    BLOCK_K, M_ALIGNMENT, check_contiguous_alignment, check_contiguous_operands,
+)
+
+TILE_M = 192  # rows per tile: three 64-row consumer warpgroups
+_ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store << 8
+
+# Launch config (the dense fp8_gemm_ws WGS = 3 entry: 4 stages of 3 × 8 KB A + 16 KB B, GROUP_M 8, TMA store,
+# SCALE_AHEAD 1 = the serial loop's scales one K block ahead)
+_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1)
+DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1))
+
+
+def df_config() -> dict:
+    """The launch config of ``grouped_fp8_gemm_contiguous_df`` (a copy)."""
+    return dict(_DEFAULT_DF)
+
+
+def max_row_tiles(m: int) -> int:
+    """Upper bound on the row tiles of an M-row contiguous layout: Σ_runs cdiv(rows_r, 192) ≤ cdiv(M, 192) + runs,
+    runs ≤ cdiv(M, 128)."""
+    return cdiv(m, TILE_M) + cdiv(m, M_ALIGNMENT)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tile table (tl: runs under the interpreter too)
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _block_expert_kernel(mi_ptr, blk_ptr, M, NB, BLOCKS: tl.constexpr, ALIGN: tl.constexpr):
+    # the expert of each ALIGN-row block = the max of its m_indices (−1: all padding); rows ≥ M count as padding
+    b = tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS)
+    rows = b[:, None] * ALIGN + tl.arange(0, ALIGN)[None, :]
+    mi = tl.load(mi_ptr + rows, mask=rows < M, other=-1)
+    tl.store(blk_ptr + b, tl.max(mi, axis=1), mask=b < NB)
+
+
+@triton.jit
+def _min_i32(x, y):
+    return tl.minimum(x, y)
+
+
+@triton.jit
+def _run_scan_kernel(blk_ptr, cum_ptr, rend_ptr, count_ptr, M, NB, NB_PAD: tl.constexpr, ALIGN: tl.constexpr,
+                     TILE: tl.constexpr):
+    # one program: a run = maximal span of consecutive blocks with one block expert. Per block b: the run's row end
+    # (rend) and the inclusive count of tiles of the runs starting at blocks ≤ b (cum; a run of R rows has cdiv(R, TILE)
+    # tiles, counted at its first block); count = the total
+    b = tl.arange(0, NB_PAD)
+    inb = b < NB
+    e = tl.load(blk_ptr + b, mask=inb, other=-2)
+    e_prev = tl.load(blk_ptr + b - 1, mask=inb & (b > 0), other=-3)
+    e_next = tl.load(blk_ptr + b + 1, mask=b + 1 < NB, other=-3)
+    start = inb & (e != e_prev)
+    nxt = tl.where((b + 1 < NB) & (e_next != e), b + 1, NB)  # b + 1 where a run starts there
+    run_end = tl.associative_scan(nxt, 0, _min_i32, reverse=True)  # the first run start after b (NB: none)
+    row_end = tl.minimum(run_end * ALIGN, M)
+    ntiles = tl.where(start, (row_end - b * ALIGN + TILE - 1) // TILE, 0)
+    tl.store(cum_ptr + b, tl.cumsum(ntiles, 0), mask=inb)
+    tl.store(rend_ptr + b, row_end, mask=inb)
+    tl.store(count_ptr, tl.sum(ntiles, 0))
+
+
+@triton.jit
+def _tile_info_kernel(mi_ptr, blk_ptr, cum_ptr, rend_ptr, count_ptr, table_ptr, NB, NB_PAD: tl.constexpr,
+                      ALIGN: tl.constexpr, TILE: tl.constexpr, TILE_PAD: tl.constexpr, ENTRY: tl.constexpr):
+    # one program per possible tile t (< the device count): its run = the first block whose cum exceeds t (a run
+    # start), its first row, expert and row counts (see the module docstring)
+    t = tl.program_id(0)
+    count = tl.load(count_ptr)
+    if t < count:
+        b = tl.arange(0, NB_PAD)
+        cum = tl.load(cum_ptr + b, mask=b < NB, other=2147483647)
+        bs = tl.sum((cum <= t).to(tl.int32), 0)
+        before = tl.load(cum_ptr + bs - 1, mask=bs > 0, other=0)
+        e = tl.load(blk_ptr + bs)
+        row0 = bs * ALIGN + (t - before) * TILE
+        n_store = tl.minimum(tl.load(rend_ptr + bs) - row0, TILE)
+        r = tl.arange(0, TILE_PAD)
+        in_st = r < n_store
+        mi = tl.load(mi_ptr + row0 + r, mask=in_st, other=-2)
+        match = in_st & (mi == e)
+        n_any = tl.max(tl.where(match, r + 1, 0), 0)
+        n_clean = tl.min(tl.where(in_st & (mi != e), r, n_store), 0)
+        tl.store(table_ptr + t * ENTRY, row0)
+        tl.store(table_ptr + t * ENTRY + 1, e)
+        tl.store(table_ptr + t * ENTRY + 2, n_any)
+        tl.store(table_ptr + t * ENTRY + 3, n_clean | (n_store << 8))
+
+
+def build_tile_table(m_indices: torch.Tensor, m: int, table: torch.Tensor | None = None) -> tuple:
+    """The row-tile table of a contiguous layout, on m_indices' device (no host sync; CUDA-graph safe).
+
+    m_indices: [m] int32 expert per row (−1 padding), contiguous; m ≥ 1.
+    table: optional int32 workspace of ≥ ``max_row_tiles(m) · 4 + cdiv(m, 128) · 3 + 1`` elements (else allocated).
+    Returns (entries [max_row_tiles(m), 4] int32: first row, expert (−1 = all padding), n_any, n_clean | n_store << 8,
+    valid for the first count rows; count [1] int32). Entries past count are left as they were.
+    """
+    nb = cdiv(m, M_ALIGNMENT)
+    tmax = max_row_tiles(m)
+    need = tmax * _ENTRY + 3 * nb + 1
+    dev = m_indices.device
+    if table is None:
+        table = torch.empty(need, dtype=torch.int32, device=dev)
+    elif table.dtype != torch.int32 or table.numel() < need or not table.is_contiguous():
+        raise ValueError(f"table must be a contiguous int32 workspace of >= {need} elements")
+    entries = table[: tmax * _ENTRY].view(tmax, _ENTRY)
+    blk = table[tmax * _ENTRY: tmax * _ENTRY + nb]
+    cum = table[tmax * _ENTRY + nb: tmax * _ENTRY + 2 * nb]
+    rend = table[tmax * _ENTRY + 2 * nb: tmax * _ENTRY + 3 * nb]
+    count = table[tmax * _ENTRY + 3 * nb: tmax * _ENTRY + 3 * nb + 1]
+    blocks = 8
+    _block_expert_kernel[(cdiv(nb, blocks),)](m_indices, blk, m, nb, BLOCKS=blocks, ALIGN=M_ALIGNMENT)
+    nb_pad = max(16, next_pow2(nb))
+    _run_scan_kernel[(1,)](blk, cum, rend, count, m, nb, NB_PAD=nb_pad, ALIGN=M_ALIGNMENT, TILE=TILE_M,
+                           num_warps=8 if nb_pad >= 2048 else 4)
+    _tile_info_kernel[(tmax,)](m_indices, blk, cum, rend, count, entries, nb, NB_PAD=nb_pad, ALIGN=M_ALIGNMENT,
+                               TILE=TILE_M, TILE_PAD=256, ENTRY=_ENTRY, num_warps=2)
+    return entries, count
+
+
+def tile_table_ref(m_indices: torch.Tensor) -> list[tuple[int, int, int, int, int]]:
+    """Python reference of ``build_tile_table``: [(first row, expert, n_any, n_clean, n_store)] in table order."""
+    mi = m_indices.tolist()
+    m = len(mi)
+    blk = [max(mi[i:i + M_ALIGNMENT]) for i in range(0, m, M_ALIGNMENT)]
+    out = []
+    b = 0
+    while b < len(blk):
+        e = blk[b]
+        b_end = b
+        while b_end < len(blk) and blk[b_end] == e:
+            b_end += 1
+        r_end = min(b_end * M_ALIGNMENT, m)
+        for row0 in range(b * M_ALIGNMENT, r_end, TILE_M):
+            n_store = min(TILE_M, r_end - row0)
+            rows = mi[row0:row0 + n_store]
+            n_any = max([i + 1 for i, x in enumerate(rows) if x == e], default=0)
+            n_clean = next((i for i, x in enumerate(rows) if x != e), n_store)
+            out.append((row0, e, n_any, n_clean, n_store))
+        b = b_end
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Gluon kernel: the dense WGS = 3 kernel with the table's tiles
+# ----------------------------------------------------------------------------------------------
+
+
+@gluon.jit
+def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, N, num_k_blocks,
+                 num_programs, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr):
+    # the dense _ws_producer over the table's row tiles: A rows from the tile's first row, B rows e·N + off_n; a tile
+    # with no row of its expert (all padding) loads nothing
+    num_pid_m = gl.load(count_ptr)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    it = 0
+    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        row0 = gl.load(table_ptr + pid_m * ENTRY)
+        e = gl.load(table_ptr + pid_m * ENTRY + 1)
+        n_any = gl.load(table_ptr + pid_m * ENTRY + 2)
+        if (e >= 0) & (n_any > 0):
+            it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, row0,
+                            e * N + pid_n * BLOCK_N, num_k_blocks, 192, BLOCK_K, NUM_STAGES)
+
+
+@gluon.jit
+def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, mi_ptr,
+                 table_ptr, count_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                 stride_cm, stride_cn, num_programs, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, SCALE_AHEAD: gl.constexpr,
+                 ENTRY: gl.constexpr):
+    # rows [ROW0, ROW0 + 64) of every table tile: the dense _ws_consumer / _consumer_tile with WGS = 3 (SERIAL loop)
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, BLOCK_N, 32])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
+    zero = gl.zeros([64, BLOCK_N], gl.float32, mma_layout)
+    num_pid_m = gl.load(count_ptr)
+    num_pid_n = gl.cdiv(N, BLOCK_N)
+    it = 0
+    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        row0 = gl.load(table_ptr + pid_m * ENTRY)
+        e = gl.load(table_ptr + pid_m * ENTRY + 1)
+        n_any = gl.load(table_ptr + pid_m * ENTRY + 2)
+        packed = gl.load(table_ptr + pid_m * ENTRY + 3)
+        off_m = row0 + ROW0
+        off_n = pid_n * BLOCK_N
+        if (e >= 0) & (n_any > ROW0):
+            rm = off_m + gl.arange(0, 64, layout=row_layout)
+            acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([64], gl.float32, row_layout), a_bufs, b_bufs,
+                                   ready_bars, empty_bars, a_scale_ptr + rm * stride_asm, rm < M,
+                                   b_scale_ptr + e * stride_bse + (off_n // 128) * stride_bsn, stride_ask, stride_bsk,
+                                   ROW0, 64, 192, NUM_STAGES, True, False, True, False, SCALE_AHEAD)
+        else:
+            if (e >= 0) & (n_any > 0):
+                # the other warpgroups compute this tile: hand the stages back without wgmmas (dense IDLE_SKIP)
+                it = _drain(it, num_k_blocks, ready_bars, empty_bars, NUM_STAGES)
+            acc = zero
+        n_store = packed >> 8
+        if n_store > ROW0:
+            if (packed & 255) >= ROW0 + 64:
+                _store_tile(acc, c_smem, c_desc, c_ptr, off_m, off_n, M, N, stride_cm, stride_cn, 64, BLOCK_N,
+                            TMA_STORE, row_layout, col_layout)
+            else:
+                _store_rows(acc, c_ptr, mi_ptr, e, off_m, off_n, row0 + n_store, N, stride_cm, stride_cn, BLOCK_N,
+                            row_layout, col_layout)
+    if TMA_STORE:
+        tma.store_wait(0)
+
+
+@gluon.jit
+def _store_rows(acc, c_ptr, mi_ptr, e, off_m, off_n, row_end, N, stride_cm, stride_cn, BLOCK_N: gl.constexpr,
+                row_layout: gl.constexpr, col_layout: gl.constexpr):
+    # masked epilogue of a warpgroup with rows that are not all the tile's expert: rows < row_end (the run's end) are
+    # stored, the expert's rows as computed, padding rows (−1) as 0, another expert's rows (misaligned) as NaN
+    rm = off_m + gl.arange(0, 64, layout=row_layout)
+    rn = off_n + gl.arange(0, BLOCK_N, layout=col_layout)
+    r_ok = rm < row_end
+    mi = gl.load(mi_ptr + rm, mask=r_ok, other=-1)
+    fill = gl.where(mi < 0, 0.0, float("nan"))
+    val = gl.where(gl.expand_dims(mi == e, 1), acc, gl.expand_dims(fill, 1))
+    c_ptrs = c_ptr + gl.expand_dims(rm.to(gl.int64) * stride_cm, 1) + gl.expand_dims(rn * stride_cn, 0)
+    gl.store(c_ptrs, val.to(c_ptr.dtype.element_ty), mask=gl.expand_dims(r_ok, 1) & gl.expand_dims(rn < N, 0))
+
+
+@gluon.jit
+def _df_kernel(
+    a_desc, b_desc, c_desc, c_ptr, a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr,
+    M, N, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn,
+    num_programs,
+    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
+    TMA_STORE: gl.constexpr, SCALE_AHEAD: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    ENTRY: gl.constexpr, num_warps: gl.constexpr,
+):
+    # a_desc: TMA over a [M, K] e4m3, box [64, BLOCK_K]; b_desc: over b viewed [E·N, K], box [BLOCK_N, BLOCK_K]
+    # c_desc (TMA_STORE): over out [M, N], box [64, BLOCK_N]; c_ptr / stride_c*: the masked epilogue
+    # a_scale [M, KB] (stride_asm, stride_ask); b_scale [E, NB, KB] (stride_bse, stride_bsn, stride_bsk)
+    # mi_ptr: m_indices [M]; table_ptr / count_ptr: build_tile_table's entries and count
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES * 3] + a_desc.block_type.shape, a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
+    ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
+        mbarrier.init(empty_bars.index(i), count=3)  # released once per consumer warpgroup
+    if TMA_STORE:
+        c_smem = gl.allocate_shared_memory(c_desc.dtype, [3] + c_desc.block_type.shape, c_desc.layout)
+    else:
+        c_smem = a_bufs  # unused placeholder
+    gl.warp_specialize([
+        (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
+                        stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY)),
+        (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
+                        stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
+                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY)),
+        (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, 1, 0, TMA_STORE), c_desc, c_ptr,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
+                        stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
+                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY)),
+        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, N,
+                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY)),
+    ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ----------------------------------------------------------------------------------------------
+# Launcher
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_cuda_sm90(t: torch.Tensor) -> None:
+    from tritonseek.kernels._host import cuda_capability
+
+    fn = "grouped_fp8_gemm_contiguous_df"
+    if t.device.type != "cuda":
+        raise ValueError(f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); Gluon "
+                         "has no interpreter path — use the tl kernels of grouped_gemm (interpreter) or the reference")
+    major = cuda_capability(t.device)[0]
+    if major != 9:
+        raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
+
+
+def grouped_fp8_gemm_contiguous_df(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    m_indices: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
+    check_alignment: bool = False,
+    config: dict | None = None,
+    table: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out[m] = (a[m]·a_scale[m]) @ (b[g]·b_scale[g])ᵀ with g = m_indices[m]; 0 where m_indices[m] = −1.
+
+    The dense 192-row kernel's form of ``grouped_gemm_ws.grouped_fp8_gemm_contiguous_ws`` (module docstring); same
+    operands, results and errors. CUDA Hopper only.
+    a: [M, K] float8_e4m3fn, row-major (16-byte aligned rows, K % 16 == 0), experts' segments back to back, each
+        starting at a multiple of 128 rows. a_scale: [M, ceil(K/128)] fp32, any strides (MN-major is fastest).
+    b: [E, N, K] float8_e4m3fn, K-contiguous; b_scale: [E, ceil(N/128), ceil(K/128)] fp32.
+    m_indices: [M] int32 expert per row, −1 = padding (output row 0; its a rows, NaN or not, never reach another
+        row). A 128-row block holding two experts gives NaN in the rows of the smaller id (``check_alignment=True``
+        raises ValueError instead, after one host sync).
+    out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
+    config: optional overrides of ``df_config`` (NUM_STAGES 2-4, GROUP_M, TMA_STORE, SCALE_AHEAD 0 / 1).
+    table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
+    Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
+    values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
+    """
+    check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
+    E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
+    cfg = df_config()
+    if config is not None:
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict of df_config overrides, got {type(config).__name__}")
+        check_config("config", config, DF_CONFIG_SPEC)
+        cfg.update(config)
+    _check_cuda_sm90(a)
+    if check_alignment:
+        check_contiguous_alignment(m_indices, E)
+    if M == 0:
+        return out
+    entries, count = build_tile_table(m_indices, M, table)
+    bn = 128
+    gl_fp8 = gl.float8e4nv
+    a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [64, BLOCK_K], _smem_layout([64, BLOCK_K], gl_fp8))
+    b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn, BLOCK_K],
+                              _smem_layout([bn, BLOCK_K], gl_fp8))
+    tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
+    c_desc = None
+    if tma_store:
+        c_desc = TensorDescriptor(out, [M, N], [out.stride(0), 1], [64, bn],
+                                  _smem_layout([64, bn], _GL_DTYPES[out.dtype]))
+    dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
+    grid = min(_num_sms(dev), entries.shape[0] * cdiv(N, bn))
+    regs = _WGS3_REGS
+    _df_kernel[(grid,)](
+        a_desc, b_desc, c_desc, out, a_scale, b_scale, m_indices, entries, count,
+        M, N, cdiv(K, BLOCK_K), a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
+        b_scale.stride(2), out.stride(0), out.stride(1), grid,
+        BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
+        TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
+        ENTRY=_ENTRY, num_warps=4, maxnreg=regs[0],
+    )
+    return out
+
+
+__all__ = ["build_tile_table", "df_config", "grouped_fp8_gemm_contiguous_df", "max_row_tiles", "tile_table_ref"]

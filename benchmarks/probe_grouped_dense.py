@@ -20,6 +20,9 @@ kernel as the noise floor. Variants:
   there), ``dense_w2`` (128-row PIPE tiles, as the grouped kernel), ``dense_w3a`` (192-row tiles + SCALE_AHEAD),
   ``cublas``, and with ``--e1`` the grouped kernel with ONE expert over all rows (the dense problem).
 
+Session 23 (h1grouped): --df adds the dense-form kernel (grouped_gemm_dense_form) to the contiguous cases and
+``dense_w3`` (the dense 192-row kernel exactly as the dense form uses it: SCALE_AHEAD, plain tile coordinates).
+
 Session 22 (H200 W1-W3; grouped_gemm_ws docstring): the dense kernel 0.975 / 0.950 × the masked kernel's time at
 1×1024, the dense 128-row kernel 0.95 × the contiguous one at 4 × 8192 (4096, 7168), the grouped kernel on one expert
 1.000 × itself on four. W1-W3 also ran ROWS192 (contiguous 192-row tiles, removed; code in git at b13fd82).
@@ -177,8 +180,8 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
     variants += [(name, grouped(cfg), ref) for name, cfg in (extra or {}).items()]
     if df:
         # the dense-form kernel (grouped_gemm_dense_form: the dense 192-row kernel over a device tile table)
-        variants += [(name, mk(lambda o: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=o)), ref)
-                     for name in ("df", "df_aa")]
+        variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=o, config=c)), ref)
+                     for name, c in (("df", None), ("df_aa", None), ("df_pf", dict(PREFETCH=True)))]
     if with_dense or e1:
         dref = torch.cat([_ref_rows(a, a_s, b[0], bs[0], torch.arange(i, min(i + 4096, M), device=dev))
                           for i in range(0, M, 4096)])
@@ -189,8 +192,9 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
             variants.append((name, mk(lambda o, cfg=cfg: grouped_fp8_gemm_contiguous_ws(a, a_s, b[:1], bs[:1], mi1,
                                                                                          out=o, config=cfg)), dref))
         if df:
-            variants.append(("df_e1", mk(lambda o: grouped_fp8_gemm_contiguous_df(a, a_s, b[:1], bs[:1], mi1, out=o)),
-                             dref))
+            variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b[:1], bs[:1], mi1, out=o,
+                                                                                config=c)), dref)
+                         for name, c in (("df_e1", None), ("df_e1_pf", dict(PREFETCH=True)))]
     if with_dense:
         cub = _cublas(a, a_s, b[0], bs[0])
 
@@ -245,8 +249,8 @@ def main():
                         '\'{"4x8192@4096x7168": {"sp": {"SPECIALIZE": true}}}\'; the layouts not named run default / aa')
     p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
     p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
-    p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa; with --e1 "
-                   "df_e1 = it on one expert)")
+    p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa, df_pf = "
+                   "PREFETCH; with --e1 df_e1 / df_e1_pf = it on one expert)")
     p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")

@@ -9,6 +9,7 @@ suites share (weights, the check-then-time sweep, GPU-clock anchor timing). Run 
   ``kernel`` = "ws" / "tl" names the kernel that ran, ``launcher_kernel`` = "model" (called through the model's
   choice) or the kernel asked for explicitly. Where the Gluon kernel runs, the other kernel is timed too, as a
   second row. (Before s20 the suite timed only the tl launcher: its rows carry no ``kernel`` field.)
+  ``winner_key`` (tl rows, from s23; None on ws rows): the case's label in ``--winners``, with the expert count.
 * Each kernel is checked at the timed shape first: out NaN-poisoned, sampled rows of every group against
   ``grouped_fp8_gemm_contiguous_ref`` (calc_diff < 1e-3), every valid row finite, every padding row (m_indices
   = −1, routed layout) exactly 0 as both kernels promise. A kernel that fails is not timed.
@@ -168,6 +169,13 @@ def _contiguous_kernels(dev: torch.device) -> tuple[str, dict]:
     return model_k, launchers
 
 
+def contiguous_key(groups: int, m_per_group: int, n: int, k: int) -> str:
+    """The contiguous sweep's label in --winners (and a tl row's ``winner_key``): layout, N, K, M class, then the
+    expert count — 4×8192 and 8×4096 share N, K and the "large" class, so without it the second case's winner
+    replaced the first's (s22). The first four parts are grouped_gemm._TUNED's key."""
+    return f"contiguous,{n},{k},{GG._m_class(m_per_group)},G{groups}"
+
+
 def bench_contiguous(cx):
     """The contiguous suite (module docstring): DeepGEMM's shapes and V3's routed 4k-token prefill layout; rows
     per kernel (the model's first), checked against the reference, then timed eagerly, as graphs and on the GPU clock."""
@@ -223,7 +231,7 @@ def bench_contiguous(cx):
             results = {}
             for kern in kernels:  # the ws kernel: its own default config only (the tl candidates' keys are not its)
                 res = _sweep(cx, [None] if kern == "ws" else cands, lambda c, k=kern: run(c, k),
-                             lambda c, k=kern: check(c, k), f"contiguous,{N},{K},{GG._m_class(m)}" if kern == "tl" else None)
+                             lambda c, k=kern: check(c, k), contiguous_key(G, m, N, K) if kern == "tl" else None)
                 if res is not None:
                     results[kern] = res
             if not results:
@@ -260,7 +268,7 @@ def bench_contiguous(cx):
                            peer=None if routed else "torch._grouped_mm bf16",
                            peer_us=(peer_ug if (peer_ug and ug) else peer_us), kernel=kern,
                            launcher_kernel="model" if kern == model_k else kern, launcher=launchers[kern].__name__,
-                           config=cfg_used,
+                           config=cfg_used, winner_key=contiguous_key(G, m, N, K) if kern == "tl" else None,
                            candidates_us=[[c or "default", round(u, 1)] for c, u, _ in timings] if routed else None,
                            target_tflops=None if routed else CONTIG_TARGET.get((N, K)), correct=True,
                            **(gpu or {}).get(kern, {}))

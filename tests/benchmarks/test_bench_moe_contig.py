@@ -104,3 +104,19 @@ def test_fields_added_after_a_row_reach_the_file(monkeypatch, tmp_path):
     assert bench_moe.main() == 1
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # a new OUT: rows written to it directly
     assert [(r["suite"], r["meets_target"]) for r in rows] == [("x", False), ("x", True), ("y", True)]
+
+
+def test_winner_labels_carry_the_expert_count(monkeypatch, tmp_path):
+    """4×8192 and 8×4096 share N, K and the "large" M class: the sweep label had no expert count, so one case's
+    winner replaced the other's in --winners. Rows keep their keys and gain winner_key (tl rows)."""
+    key = bench_moe_grouped.contiguous_key
+    assert key(4, 8192, 4096, 7168) != key(8, 4096, 4096, 7168)
+    assert key(4, 8192, 4096, 7168) == "contiguous,4096,7168,large,G4"
+    swept, sweep = [], bench_moe_grouped._sweep
+    monkeypatch.setattr(bench_moe_grouped, "_sweep", lambda cx, c, run, check, key, **kw:
+                        swept.append(key) or sweep(cx, c, run, check, key, **kw))
+    rows = _run_dry(monkeypatch, tmp_path)
+    assert swept == [r["winner_key"] for r in rows]  # the label the winner is stored under
+    assert [r["winner_key"] for r in rows] == [key(r["case"]["groups"], m, 256, 384) for r, m in
+                                               zip(rows, (64, rows[1]["case"]["M_pad"] // 8))]
+    assert rows[0]["winner_key"] == "contiguous,256,384,small,G2"

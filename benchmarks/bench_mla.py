@@ -43,6 +43,8 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import bench_mla_prefill as PF  # noqa: E402 (suite mla_prefill)
+from benchmarks.mla_decode_case import (D_QK, D_V, PAGE, check_decode, cos_diff, make_decode_case,  # noqa: E402, F401
+                                        ref_rows, torch_peer_decode)
 from benchmarks.timing import graph_replay_us, graph_time_gpu_us  # noqa: E402
 
 from tritonseek.benchrun import (StagedRows, git_commit, out_file, positive_float, positive_int, require_cuda,  # noqa: E402
@@ -51,7 +53,6 @@ from tritonseek.kernels import mla_decode as D
 from tritonseek.kernels import mla_prefill as P
 from tritonseek.kernels.reference.mla import mla_decode_ref
 
-D_QK, D_V, PAGE = 576, 512, 64
 BATCH = 128
 DEVICE = "cuda"
 MATRIX_RATE = 677.0  # bf16 torch GEMM TFLOP/s measured on our H200 (GPU.md)
@@ -83,11 +84,6 @@ DECODE_SK = (4096, 8192)
 rows_class = D._rows_class  # s_q·h_q → 16 / 32 / 64 / 128, the tables' key
 
 
-def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = x.double(), y.double()
-    return float(1 - 2 * (x * y).sum() / (x * x + y * y).sum().clamp_min(1e-30))
-
-
 def graph_time_us(fn, min_ms: float = 30.0) -> float:
     """Median replay time of a CUDA graph holding one call of fn."""
     return graph_replay_us([fn], min_ms)
@@ -110,45 +106,9 @@ def decode_lens(s_k: int, s_q: int, varlen: bool) -> list[int]:
 
 
 def make_decode(h: int, s_q: int, lens: list[int], device=None):
-    device = device or DEVICE
-    max_blocks = triton.cdiv(max(lens), PAGE)
-    num_blocks = BATCH * max_blocks
-    kv = torch.randn(num_blocks, PAGE, 1, D_QK, device=device, dtype=torch.bfloat16)
-    bt = torch.randperm(num_blocks, device=device).view(BATCH, max_blocks).int()
-    q = torch.randn(BATCH, s_q, h, D_QK, device=device, dtype=torch.bfloat16)
-    cs = torch.tensor(lens, dtype=torch.int32, device=device)
-    return q, kv, bt, cs
-
-
-def torch_peer_decode(q, kv, bt, cs, max_len, scale):
-    """Plain-torch absorbed MLA decode: gather pages, bmm, masked fp32 softmax, bmm."""
-    b, s_q, h, d = q.shape
-    nb = triton.cdiv(max_len, PAGE)
-    kvg = kv[bt[:, :nb].long()].view(b, nb * PAGE, d)
-    s = torch.bmm(q.view(b, s_q * h, d), kvg.transpose(1, 2)).float() * scale
-    pos = torch.arange(nb * PAGE, device=q.device)
-    srow = torch.arange(s_q, device=q.device).repeat_interleave(h)
-    limit = cs[:, None].long() - s_q + srow[None, :]
-    s.masked_fill_(pos[None, None, :] > limit[:, :, None], float("-inf"))
-    lse = torch.logsumexp(s, -1)
-    p = torch.exp(s - lse[..., None]).to(q.dtype)
-    out = torch.bmm(p, kvg[..., :D_V])
-    return out.view(b, s_q, h, D_V), lse.view(b, s_q, h).transpose(1, 2)
-
-
-def ref_rows(cs, n: int = 16):
-    """Sequences checked against the fp32 reference in the suite: the n − 1 first and the longest."""
-    longest = int(torch.argmax(cs).item())
-    return sorted(set(range(min(n - 1, cs.numel()))) | {longest})
-
-
-def check_decode(o, lse, ref, idx=None):
-    ro, rlse = ref
-    if idx is not None:
-        o, lse = o[idx], lse[idx]
-    cd = cos_diff(o.float(), ro.float())
-    dl = (lse - rlse).abs().max().item()
-    return cd, dl, (cd <= 1e-5 and dl <= 1e-3 and not torch.isnan(o).any().item())
+    """A BATCH-sequence case (mla_decode_case.make_decode_case): BATCH is read at call time (the precompile
+    workers lower it)."""
+    return make_decode_case(BATCH, h, s_q, lens, device or DEVICE)
 
 
 def run_decode(q, kv, bt, cs, cfg, out):

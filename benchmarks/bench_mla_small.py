@@ -33,7 +33,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_mla import cos_diff, torch_peer_decode  # noqa: E402
+from benchmarks.mla_decode_case import D_QK, D_V, PAGE, cos_diff, make_decode_case, torch_peer_decode  # noqa: E402
 from benchmarks.timing import graph_replay_us  # noqa: E402
 
 from tritonseek.benchrun import (StagedRows, git_commit, name_list, out_file, positive_float, positive_int,  # noqa: E402
@@ -41,7 +41,6 @@ from tritonseek.benchrun import (StagedRows, git_commit, name_list, out_file, po
 from tritonseek.kernels import mla_decode as D  # noqa: E402
 from tritonseek.kernels.reference.mla import mla_decode_ref  # noqa: E402
 
-D_QK, D_V, PAGE = 576, 512, 64
 DEVICE = "cuda"
 QUICK = False  # --quick: only the whole op's graph time (sweeps)
 CHAIN = False  # --chain (with --quick): also the op + mla_absorb_o as one graph (PDL hand-off)
@@ -95,16 +94,6 @@ LATENCY_VARIANTS = {
 # combine in the split kernel, register-capped 2×8-warp programs: all slower (see mla_decode._TUNED*).
 LATENCY_CASES = ([(b, s_k, s_q) for s_q in (1, 2) for s_k in (1024, 4096) for b in (1, 2, 4, 8)]
                  + [(b, s_k, 4) for s_k in (1024, 4096) for b in (1, 2)])  # s_q 4: MTP verify with 3 drafts
-
-
-def make_case(batch, h, s_q, lens, device):
-    max_blocks = triton.cdiv(max(lens), PAGE)
-    num_blocks = batch * max_blocks
-    kv = torch.randn(num_blocks, PAGE, 1, D_QK, device=device, dtype=torch.bfloat16)
-    bt = torch.randperm(num_blocks, device=device).view(batch, max_blocks).int()
-    q = torch.randn(batch, s_q, h, D_QK, device=device, dtype=torch.bfloat16)
-    cs = torch.tensor(lens, dtype=torch.int32, device=device)
-    return q, kv, bt, cs
 
 
 def graph_us(fn, min_ms=10.0):
@@ -176,7 +165,7 @@ def run_cases(cases, variants, env, out_f, rows, deadline, timer, device, tag):
             lens = [max(int(v), s_q) for v in torch.normal(float(s_k), s_k / 2, (batch,), generator=g).tolist()]
         else:
             lens = [s_k] * batch
-        q, kv, bt, cs = make_case(batch, h, s_q, lens, device)
+        q, kv, bt, cs = make_decode_case(batch, h, s_q, lens, device)
         peer = lambda: torch_peer_decode(q, kv, bt, cs, max(lens), D_QK**-0.5)  # noqa: E731
         try:
             peer_us = timer(peer)

@@ -1,6 +1,6 @@
 """The Gluon MLA prefill kernel (``mla_prefill_ws``: TMA producer warp, two wgmma consumer warpgroups) and its
 persistent variant (``mla_prefill_ws_persistent``, config PERSIST=True: the same checks, plus grids of 1-7 programs
-so one program walks many items, odd and even query-block counts, and 16 heads; knob DIAG64).
+so one program walks many items, odd and even query-block counts, and 16 heads; knobs DIAG64, PAIR_MID).
 
 CPU: Gluon has no interpreter, so the CPU tests compile the kernel for sm_90a (Triton's compiler and the ptxas it
 ships; no GPU) and check what the H200 needs from it (wgmma, TMA loads, no register spills at the 240-register
@@ -173,7 +173,7 @@ def test_ws_public_launcher_real_shapes(device):
 
 # ----------------------------------------------------------------------------- persistent variant (PERSIST=True)
 def compile_sm90_persistent(bn: int = 128, stages: int = 2, diag64: bool = False, causal: bool = True,
-                            consumer_regs: int = 240, producer_regs: int = 24):
+                            consumer_regs: int = 240, producer_regs: int = 24, pair: bool = False):
     """Compile mla_prefill_ws_persistent's kernel for sm_90a on any machine (no GPU); returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -191,23 +191,24 @@ def compile_sm90_persistent(bn: int = 128, stages: int = 2, diag64: bool = False
     sig.update({n: "i32" for n in ("stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",
                                    "num_heads", "units")})
     sig["scale_log2"] = "fp32"
-    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, DIAG64=diag64,
+    consts = dict(BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=causal, DIAG64=diag64, PAIR=pair,
                   CONSUMER_REGS=consumer_regs, PRODUCER_REGS=producer_regs)
     sig.update({n: "constexpr" for n in consts})
     return triton.compile(GluonASTSource(WP._mla_prefill_ws_persistent_kernel, sig, consts),
                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=WP._MAXNREG))
 
 
-@pytest.mark.parametrize("bn,stages,diag64", [(128, 2, False), (64, 3, False), (128, 2, True)])
-def test_ws_persistent_compiles_for_sm90(bn, stages, diag64):
-    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, diag64)
+@pytest.mark.parametrize("bn,stages,diag64,pair", [(128, 2, False, False), (64, 3, False, False), (128, 2, True, False),
+                                                   (128, 2, False, True), (64, 3, False, True), (128, 2, True, True)])
+def test_ws_persistent_compiles_for_sm90(bn, stages, diag64, pair):
+    ptx = ptx_in_fresh_process(__name__, "compile_sm90_persistent", bn, stages, diag64, True, 240, 24, pair)
     assert ptx.count("wgmma.mma_async") >= 6
     assert "cp.async.bulk.tensor" in ptx
     assert max(spill_store_bytes(ptxas_report(ptx))) == 0
 
 
 def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
-    """PERSIST and DIAG64 must be bools; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its result)."""
+    """PERSIST, DIAG64 and PAIR_MID must be bools; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its result)."""
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
     k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
@@ -217,22 +218,28 @@ def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
         mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=1))
     with pytest.raises(ValueError, match="DIAG64"):
         mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True, DIAG64="on"))
+    with pytest.raises(ValueError, match="PAIR_MID"):
+        mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True, PAIR_MID=1))
     a = mla_prefill(q, k, v, cu, 17, 0.2, config=dict(GLUON=True, PERSIST=True))
     assert torch.equal(a, mla_prefill(q, k, v, cu, 17, 0.2))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [(128, 2, True, {}), (64, 3, True, {}), (128, 2, True, dict(DIAG64=True))],
-                         ids=["p128", "p64", "p128d"])
+@pytest.mark.parametrize("variant", [(128, 2, True, {}), (64, 3, True, {}), (128, 2, True, dict(DIAG64=True)),
+                                     (128, 2, True, dict(PAIR_MID=True)), (64, 3, True, dict(PAIR_MID=True)),
+                                     (128, 2, True, dict(DIAG64=True, PAIR_MID=True))],
+                         ids=["p128", "p64", "p128d", "p128m", "p64m", "p128dm"])
 @pytest.mark.parametrize("lens,heads,programs", [
     ([1], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, None), ([1, 37, 128, 129, 300, 64, 1000, 65], 1, 1),
     ([4096], 1, 3), ([1, 777, 64, 129, 2000], 128, None), ([1, 777, 64, 129, 2000], 16, 7), ([1000] * 4, 128, None),
-    ([384] * 3 + [1], 16, 5)])
+    ([384] * 3 + [1], 16, 5), ([341] * 5, 1, 3), ([630, 1, 341, 300, 630], 1, 2), ([341, 1, 630, 300], 16, None),
+    ([341] * 24, 128, None), ([630] * 13, 16, 7)])
 @pytest.mark.parametrize("split", [False, True])
 def test_ws_persistent_real_shapes(device, lens, heads, programs, variant, split, monkeypatch):
     """PERSIST=True against the fp32 reference (out NaN-poisoned, q/k/v rows past the last sequence NaN); programs:
     the grid size (None: the SM count), small ones walk many items per program (ring and query-buffer phases carried
-    across items: 4096 tokens on 3 programs = 16 units each)."""
+    across items: 4096 tokens on 3 programs = 16 units each). PAIR_MID (odd query-block counts: 341 / 630 tokens are
+    3 / 5 blocks; with 1 head and 5 or 1 sequences an odd number of (head, sequence)s, the last pair cut short)."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
         pytest.skip("the Gluon kernel runs on sm_90 only")
     if programs is not None:
@@ -271,6 +278,7 @@ def test_persist_config_by_length():
     assert persist_config(cfg, dict(WS_BLOCK_N=128), 1) == cfg
     assert persist_config(cfg, dict(DIAG64=False), 1) == cfg
     assert persist_config(cfg, dict(PERSIST=True), 300) == cfg
+    assert persist_config(cfg, dict(PAIR_MID=True), 300) == cfg
     assert not persist_config(cfg, None, 300)["PERSIST"]  # 3 query blocks: the one-program-per-block kernel
 
 

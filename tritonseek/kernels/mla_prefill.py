@@ -277,7 +277,8 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> 
 
 
 # Keys of the Gluon kernel (mla_prefill_ws, sm_90): GLUON selects it where it takes the operands; the others tune it.
-_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "DIAG64"}
+_WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUCER_REGS", "PERSIST", "DIAG64",
+            "PAIR_MID"}
 
 
 # The persistent kernel's block shape by the longest sequence: the first (bound, overrides) with max_seqlen ≤ bound
@@ -293,13 +294,13 @@ _WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUC
 # DIAG64 at 341 (one run each: left as is).
 _PERSIST_BY_LENGTH: tuple = ((256, dict(WS_BLOCK_N=64, WS_STAGES=3)), (384, dict(PERSIST=False)),
                               (512, dict(DIAG64=True)))
-_PERSIST_SHAPE_KEYS = {"WS_BLOCK_N", "WS_STAGES", "DIAG64", "PERSIST"}
+_PERSIST_SHAPE_KEYS = {"WS_BLOCK_N", "WS_STAGES", "DIAG64", "PERSIST", "PAIR_MID"}
 
 
 def persist_config(cfg: dict, config: dict | None, max_seqlen: int) -> dict:
     """The Gluon kernel's config for this call: ``cfg`` (resolved, PERSIST on) with ``_PERSIST_BY_LENGTH``'s overrides
     for max_seqlen (PERSIST=False among them: the one-program-per-block kernel) unless the caller's ``config`` sets any
-    of WS_BLOCK_N / WS_STAGES / DIAG64 / PERSIST."""
+    of WS_BLOCK_N / WS_STAGES / DIAG64 / PERSIST / PAIR_MID."""
     if config and _PERSIST_SHAPE_KEYS & set(config):
         return cfg
     for bound, over in _PERSIST_BY_LENGTH:
@@ -328,7 +329,7 @@ def _resolve_config(config: dict | None, d_qk: int, d_v: int) -> dict:
     for key in ("num_warps", "num_stages"):
         if not is_int_arg(cfg[key]) or cfg[key] < 1:
             raise ValueError(f"config {key} must be a positive int, got {cfg[key]!r}")
-    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST", "DIAG64"):
+    for key in ("USE_TMA", "WARP_SPECIALIZE", "GLUON", "PIPE", "PERSIST", "DIAG64", "PAIR_MID"):
         if not isinstance(cfg.get(key, False), bool):
             raise ValueError(f"config {key} must be a bool, got {cfg[key]!r}")
     for key in ("WS_BLOCK_N", "WS_STAGES", "CONSUMER_REGS", "PRODUCER_REGS"):
@@ -397,7 +398,7 @@ def mla_prefill(
     (the default for DeepSeek's 192/128 dims) runs the Gluon kernel (``mla_prefill_ws``: sm_90, bf16, causal,
     nope 128 + rope 64, v 128, TMA-aligned pieces, scale > 0; the tl kernel otherwise, GLUON=False forces it) with its knobs WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS, PRODUCER_REGS; with
     PERSIST=True (the default for 192/128 since s22; PERSIST=False: one program per query block) its persistent
-    variant (``mla_prefill_ws_persistent``: one program per SM; knob DIAG64 there; without the caller's block
+    variant (``mla_prefill_ws_persistent``: one program per SM; knobs DIAG64, PAIR_MID there; without the caller's block
     knobs the kernel and block shape follow max_seqlen, ``persist_config``).
     Returns out [total_tokens, num_heads, d_v] q.dtype; tokens of no sequence are left untouched.
     Scalars: max_seqlen an int (numpy integers too), softmax_scale an int/float (numpy too), causal / check_ids bools

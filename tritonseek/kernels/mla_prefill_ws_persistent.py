@@ -24,6 +24,12 @@ Design:
   3 × 40 + 2 × 48 = 216 KB, so the next item's queries load an item ahead: 0.98-0.99 of the same kernel with one
   at all 8 cases; the knob was removed.)
 
+* PAIR_MID (config knob, off by default; s23): with an odd number num_m ≥ 3 of query blocks the middle block is
+  a unit alone, half the work of the others; PAIR_MID pairs the middle blocks of two (head, sequence)s into one unit
+  (``_item``), so every unit has num_m + 1 key blocks again. Paper estimate (128 heads, 132 programs): 24 × 341 (3
+  blocks) 6144 units of which the 3072 half ones all land on the odd programs (2 units per (head, sequence) divide
+  132): 47 rounds × 4 blocks → 35 rounds × 4 (1.33× on the kernel's block work); 13 × 630 (5 blocks) 38 × 6 → 32 ×
+  6 (1.19×); 40 × 300 (3 blocks) 78 × 4 → 59 × 4 (1.32×).
 * DIAG64 (mla_prefill's default for 384 < max_seqlen ≤ 512, 64-key blocks for ≤ 256, ``persist_config``): warpgroup
   0's last block, the causal diagonal, of whose 128 keys its 64 rows see the first 64, runs as 64-key wgmmas.
 
@@ -40,7 +46,7 @@ Measured (H200 s22 W3, tree da394eb; GPU clock, CUDA-graph replays, 21 interleav
 260.8 [1.07] vs 211.9, 243.1 [0.86] vs 241.7, 370.5 [0.98] vs 317.8, 477.0 [1.02] vs 430.3; 8192 × 1 619.6 [1.12] vs
 602.7; 4096 × 1 564.2 [1.06] vs 526.7; 8192 as 2 559.5 [1.07] vs 525.8; 16384 as 4 565.4 [1.11] vs 520.3.
 Known loss: an odd number of query blocks per sequence (341 tokens: 3, 630: 5). The unit holding the middle block
-alone has half the work, and when units_per_hb divides the grid (132 = 2·66 = 3·44) a program gets the same jj in
+alone has half the work, and when the units per (head, sequence) divide the grid (132 = 2·66 = 3·44) a program gets the same jj in
 every round, so half-work units pile up on some programs and full ones on others (24 × 341: 0.97 of the s21 kernel,
 13 × 630: 0.99, both behind SDPA; mla_prefill runs 257-384 tokens on the s21 kernel). Pairing the middle blocks of
 two (head, sequence)s into one unit would balance it (not built: no device time left in s22). Also a static-schedule
@@ -63,16 +69,37 @@ _SMEM_MAX = 232448 - 1024  # bytes of shared memory per program on sm_90, less t
 
 
 @gluon.jit
-def _item(pid, i, grid, units_per_hb, num_m, num_heads):
-    # i-th item of program pid: unit u = pid + (i // 2)·grid holds query blocks num_m − 1 − jj (first) and jj of
-    # (head, sequence) u // units_per_hb; its second item does not exist when the two blocks coincide (odd num_m)
+def _item(pid, i, grid, sched, num_m, num_heads, PAIR: gl.constexpr):
+    # i-th item of program pid: its unit u = pid + (i // 2)·grid, item t = i % 2 of it. Returns the query block,
+    # head, sequence and whether the item exists.
+    # Default: unit u holds query blocks num_m − 1 − jj (first) and jj of (head, sequence) u // sched; its
+    # second item does not exist when the two blocks coincide (odd num_m: the middle block alone, half the work).
+    # PAIR (odd num_m ≥ 3, f = num_m // 2): the (head, sequence)s go in pairs g = u // num_m of num_m units: r = u %
+    # num_m = 0 holds the middle blocks f of hb 2g (t = 0) and 2g + 1 (t = 1), r = 1 … f hb 2g's pairs (num_m − r,
+    # r − 1), r = f + 1 … 2f hb 2g + 1's; every unit has num_m + 1 key blocks at equal lengths. An odd hb count ends
+    # with a pair cut after hb 2g's units (units = hb count // 2 · num_m + f + 1): its missing middle item does not
+    # exist. sched: units per (head, sequence), with PAIR the unit count (one argument for either). Other forms of
+    # this code (both arguments, units // num_m in the kernel, selects as arithmetic) made ptxas spill 8-12 bytes
+    # at the kernel's entry; the compile test checks that there are none.
     u = pid + (i // 2) * grid
     t = i % 2
-    hb = u // units_per_hb
-    jj = u % units_per_hb
-    m_hi = num_m - 1 - jj
-    pid_m = m_hi - t * (m_hi - jj)
-    valid = (t == 0) | (jj < m_hi)
+    if PAIR:
+        f = num_m // 2
+        g = u // num_m
+        r = u - g * num_m
+        mid = r == 0
+        side = gl.where(mid, t, (r > f).to(gl.int32))
+        jj = gl.where(mid, f, r - 1 - side * f)
+        valid = (side == 0) | (u - r + num_m <= sched)  # a complete pair
+        hb = gl.where(valid, 2 * g + side, 2 * g)  # (a missing 2g + 1 → 2g: an existing sequence for the cu loads)
+        m_hi = num_m - 1 - jj
+        pid_m = m_hi - t * (m_hi - jj)
+    else:
+        hb = u // sched
+        jj = u % sched
+        m_hi = num_m - 1 - jj
+        pid_m = m_hi - t * (m_hi - jj)
+        valid = (t == 0) | (jj < m_hi)
     return pid_m, hb % num_heads, hb // num_heads, valid
 
 
@@ -91,9 +118,9 @@ def _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, row, h, hs_q1, h
 
 @gluon.jit
 def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty,
-                v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m, num_heads,
+                v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, sched, num_m, num_heads,
                 hs_q1, hs_q2, hs_k1, hs_k2, hs_v,
-                BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
+                BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, PAIR: gl.constexpr):
     # One warp. kc: key/value blocks loaded so far by this program (the ring index, across items); qc: items
     # loaded (the query buffers' phase). Per item: key block 0, value block 0 (their stages free up while the
     # consumers still work on the previous item), then the queries (free only after the previous item's last
@@ -104,7 +131,7 @@ def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs,
     kc = 0
     qc = 0
     for i in range(0, n_items):
-        pid_m, h, b, valid = _item(pid, i, grid, units_per_hb, num_m, num_heads)
+        pid_m, h, b, valid = _item(pid, i, grid, sched, num_m, num_heads, PAIR)
         start = gl.load(cu_ptr + b)
         seqlen = gl.load(cu_ptr + b + 1) - start
         m0 = pid_m * BLOCK_M
@@ -190,9 +217,9 @@ def _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_em
 
 @gluon.jit
 def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr,
-                out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads, scale_log2,
+                out_ptr, stride_ot, stride_oh, n_items, grid, sched, num_m, num_heads, scale_log2,
                 WG: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                NARROW: gl.constexpr):
+                NARROW: gl.constexpr, PAIR: gl.constexpr):
     # One consumer warpgroup: query rows m0 + WG·64 … of each item, mla_prefill_ws's PIPE loop with the ring index
     # kc + j; releases its query buffer right after the item's last score wgmma. NARROW (DIAG64, warpgroup 0,
     # causal, 128-key blocks): the item's last block is always the diagonal one, of whose keys m0 … m0 + 127 these
@@ -208,7 +235,7 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
     kc = 0
     qc = 0
     for i in range(0, n_items):
-        pid_m, h, b, valid = _item(pid, i, grid, units_per_hb, num_m, num_heads)
+        pid_m, h, b, valid = _item(pid, i, grid, sched, num_m, num_heads, PAIR)
         start = gl.load(cu_ptr + b)
         seqlen = gl.load(cu_ptr + b + 1) - start
         m0 = pid_m * BLOCK_M
@@ -308,12 +335,15 @@ def _mla_prefill_ws_persistent_kernel(
     q1_desc, q2_desc, k1_desc, k2_desc, v_desc, cu_ptr, out_ptr, stride_ot, stride_oh,
     hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, scale_log2,
     BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, DIAG64: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    PAIR: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
 ):
     # Descriptors, out and cu_seqlens as _mla_prefill_ws_kernel. num_m = ⌈max_seqlen / 128⌉ query blocks;
-    # units = ⌈num_m / 2⌉ · heads · batch; grid (min(SMs, units),).
+    # units = ⌈num_m / 2⌉ · heads · batch (PAIR: _item's count); grid (min(SMs, units),).
     grid = gl.num_programs(0)
-    units_per_hb = (num_m + 1) // 2
+    if PAIR:
+        sched = units
+    else:
+        sched = (num_m + 1) // 2  # units per (head, sequence)
     n_items = 2 * ((units - gl.program_id(0) + grid - 1) // grid)
     dtype: gl.constexpr = k1_desc.dtype
     q1_s = gl.allocate_shared_memory(dtype, [2] + q1_desc.block_type.shape, q1_desc.layout)
@@ -337,14 +367,14 @@ def _mla_prefill_ws_persistent_kernel(
         mbarrier.init(q_empty.index(w), count=1)  # each warpgroup owns one query buffer
     gl.warp_specialize([
         (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
-                       cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
-                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL, DIAG64)),
+                       cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, sched, num_m, num_heads,
+                       scale_log2, 0, BLOCK_N, NUM_STAGES, CAUSAL, DIAG64, PAIR)),
         (_p_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty,
-                       cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, units_per_hb, num_m, num_heads,
-                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL, False)),
+                       cu_ptr, out_ptr, stride_ot, stride_oh, n_items, grid, sched, num_m, num_heads,
+                       scale_log2, 1, BLOCK_N, NUM_STAGES, CAUSAL, False, PAIR)),
         (_p_producer, (q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready,
-                       k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, units_per_hb, num_m,
-                       num_heads, hs_q1, hs_q2, hs_k1, hs_k2, hs_v, BLOCK_N, NUM_STAGES, CAUSAL)),
+                       k_empty, v_ready, v_empty, q_ready, q_empty, cu_ptr, n_items, grid, sched, num_m,
+                       num_heads, hs_q1, hs_q2, hs_k1, hs_k2, hs_v, BLOCK_N, NUM_STAGES, CAUSAL, PAIR)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -354,7 +384,8 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     Operands as ``mla_prefill_ws.launch_prefill_ws``: q1/k1 [T, H, 128], q2 [T, H, 64], k2 [T, H, 64] or [T, 64],
     v [T, H, 128], out [T, H, 128] (written for the tokens of the sequences). cfg: WS_BLOCK_N (64 / 128),
     WS_STAGES (ValueError when the ring and the queries exceed 227 KB of shared memory), CONSUMER_REGS,
-    PRODUCER_REGS over DEFAULT_WS (PIPE is always on here), DIAG64 (bool; needs 128-key blocks). num_programs: grid size
+    PRODUCER_REGS over DEFAULT_WS (PIPE is always on here), DIAG64 (bool; needs 128-key blocks), PAIR_MID (bool: with an
+    odd number ≥ 3 of 128-row query blocks, the middle blocks of two (head, sequence)s share a unit). num_programs: grid size
     (default: the device's SM count; tests pass small ones to walk many items per program). Returns out."""
     c = dict(DEFAULT_WS)
     c.update({k: cfg[k] for k in DEFAULT_WS if k in cfg})
@@ -379,7 +410,13 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     dk2, hs_k2 = _desc(k2, _D_ROPE, bn)
     dv, hs_v = _desc(v, _D_V, bn)
     num_m = cdiv(max_seqlen, 2 * _ROWS)
-    units = (num_m + 1) // 2 * num_heads * batch
+    n_hb = num_heads * batch
+    # PAIR_MID only where there is a middle block to pair (one query block: every unit is one block anyway)
+    pair = bool(cfg.get("PAIR_MID", False)) and num_m % 2 == 1 and num_m >= 3
+    if pair:
+        units = n_hb // 2 * num_m + n_hb % 2 * (num_m // 2 + 1)
+    else:
+        units = (num_m + 1) // 2 * n_hb
     if num_programs is None:
         num_programs = cuda_sm_count(q1.device)
     if not isinstance(num_programs, int) or num_programs < 1:
@@ -389,7 +426,7 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     _mla_prefill_ws_persistent_kernel[(min(num_programs, units),)](
         dq1, dq2, dk1, dk2, dv, cu_seqlens, out, out.stride(0), out.stride(1),
         hs_q1, hs_q2, hs_k1, hs_k2, hs_v, num_m, num_heads, units, float(softmax_scale) * 1.4426950408889634,
-        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal), DIAG64=diag64,
+        BLOCK_N=bn, NUM_STAGES=stages, CAUSAL=bool(causal), DIAG64=diag64, PAIR=pair,
         CONSUMER_REGS=int(c["CONSUMER_REGS"]), PRODUCER_REGS=int(c["PRODUCER_REGS"]),
         num_warps=4, maxnreg=_MAXNREG,
     )

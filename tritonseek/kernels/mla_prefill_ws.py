@@ -75,6 +75,42 @@ _MAXNREG = 168  # registers per thread at entry: 12 warps (2 consumer warpgroups
 
 
 @gluon.jit
+def _kv_end(m0, seqlen, CAUSAL: gl.constexpr):
+    # keys [0, end) of the sequence a 128-row query block starting at row m0 reads: through its last row (causal)
+    if CAUSAL:
+        hi = gl.minimum(seqlen, m0 + BLOCK_M)
+    else:
+        hi = seqlen
+    return hi
+
+
+@gluon.jit
+def _n_blocks(m0, seqlen, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+    # key blocks the producer loads for the query block starting at row m0
+    return (_kv_end(m0, seqlen, CAUSAL) + BLOCK_N - 1) // BLOCK_N
+
+
+@gluon.jit
+def _load_kv(k1_desc, k2_desc, v_desc, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, rc, r, h,
+             hs_k1, hs_k2, hs_v, NUM_STAGES: gl.constexpr):
+    # the rc-th key block a program loads (token rows r …, head h) into ring stage rc % NUM_STAGES: keys (nope +
+    # rope) once the stage's key tile is free, then the values once its value tile is
+    s = rc % NUM_STAGES
+    ph = ((rc // NUM_STAGES) & 1) ^ 1  # a fresh stage counts as free
+    k_bytes: gl.constexpr = k1_desc.block_type.nbytes + k2_desc.block_type.nbytes
+    v_bytes: gl.constexpr = v_desc.block_type.nbytes
+    mbarrier.wait(k_empty.index(s), ph)
+    kb = k_ready.index(s)
+    mbarrier.expect(kb, k_bytes)
+    tma.async_copy_global_to_shared(k1_desc, [r, h * hs_k1], kb, k1_bufs.index(s))
+    tma.async_copy_global_to_shared(k2_desc, [r, h * hs_k2], kb, k2_bufs.index(s))
+    mbarrier.wait(v_empty.index(s), ph)
+    vb = v_ready.index(s)
+    mbarrier.expect(vb, v_bytes)
+    tma.async_copy_global_to_shared(v_desc, [r, h * hs_v], vb, v_bufs.index(s))
+
+
+@gluon.jit
 def _producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty,
               v_ready, v_empty, q_bar, start, seqlen, m0, h, hs_q1, hs_q2, hs_k1, hs_k2, hs_v,
               BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
@@ -87,25 +123,9 @@ def _producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs, k
         for w in gl.static_range(2):
             tma.async_copy_global_to_shared(q1_desc, [row + w * ROWS, h * hs_q1], q_bar, q1_s.index(w))
             tma.async_copy_global_to_shared(q2_desc, [row + w * ROWS, h * hs_q2], q_bar, q2_s.index(w))
-        if CAUSAL:
-            hi = gl.minimum(seqlen, m0 + BLOCK_M)
-        else:
-            hi = seqlen
-        k_bytes: gl.constexpr = k1_desc.block_type.nbytes + k2_desc.block_type.nbytes
-        v_bytes: gl.constexpr = v_desc.block_type.nbytes
-        for j in range(0, ((hi + BLOCK_N - 1) // BLOCK_N)):
-            s = j % NUM_STAGES
-            ph = ((j // NUM_STAGES) & 1) ^ 1  # a fresh stage counts as free
-            r = start + j * BLOCK_N
-            mbarrier.wait(k_empty.index(s), ph)
-            kb = k_ready.index(s)
-            mbarrier.expect(kb, k_bytes)
-            tma.async_copy_global_to_shared(k1_desc, [r, h * hs_k1], kb, k1_bufs.index(s))
-            tma.async_copy_global_to_shared(k2_desc, [r, h * hs_k2], kb, k2_bufs.index(s))
-            mbarrier.wait(v_empty.index(s), ph)
-            vb = v_ready.index(s)
-            mbarrier.expect(vb, v_bytes)
-            tma.async_copy_global_to_shared(v_desc, [r, h * hs_v], vb, v_bufs.index(s))
+        for j in range(0, _n_blocks(m0, seqlen, BLOCK_N, CAUSAL)):
+            _load_kv(k1_desc, k2_desc, v_desc, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, j,
+                     start + j * BLOCK_N, h, hs_k1, hs_k2, hs_v, NUM_STAGES)
 
 
 @gluon.jit
@@ -142,15 +162,61 @@ def _softmax(s, m_i, l_i, n0, rows, seqlen, scale_log2, masked, CAUSAL: gl.const
 
 
 @gluon.jit
-def _pv_issue(p16, v_bufs, v_ready, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # O += P·V of key block j (async; p16: P in bf16/fp16 as the wgmma's register A operand); the value tile of
-    # the sequence's last block first gets its rows past seqlen zeroed (0·NaN would be NaN)
-    st = j % NUM_STAGES
-    mbarrier.wait(v_ready.index(st), (j // NUM_STAGES) & 1)
+def _pv_at(p16, v_bufs, v_ready, rc, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # O += P·V of key block j at ring index rc (the program's rc-th block; = j without a ring running on across
+    # items), async; p16: P in bf16/fp16 as the wgmma's register A operand. The value tile of the sequence's last
+    # block first gets its rows past seqlen zeroed (0·NaN would be NaN).
+    st = rc % NUM_STAGES
+    mbarrier.wait(v_ready.index(st), (rc // NUM_STAGES) & 1)
     vb = v_bufs.index(st)
     if j * BLOCK_N + BLOCK_N > seqlen:
         _zero_v_tail(vb, j * BLOCK_N, seqlen, BLOCK_N)
     return warpgroup_mma(p16, vb, acc, is_async=True)
+
+
+@gluon.jit
+def _wg_blocks(m0, r0, seqlen, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+    # key blocks of the consumer warpgroup whose rows start at r0 (query block m0): n_all the producer loads for
+    # the block, n_need these rows see (0 when they are all past the sequence), n_fast fully visible to every row
+    hi = _kv_end(m0, seqlen, CAUSAL)
+    if CAUSAL:
+        need = gl.minimum(seqlen, r0 + ROWS)  # keys this warpgroup's rows can see: [0, need)
+        n_fast = gl.minimum(r0, seqlen) // BLOCK_N
+    else:
+        need = seqlen
+        n_fast = seqlen // BLOCK_N
+    n_all = ((hi + BLOCK_N - 1) // BLOCK_N)
+    n_need = gl.where(r0 < seqlen, ((need + BLOCK_N - 1) // BLOCK_N), 0)
+    n_fast = gl.minimum(n_fast, n_need)
+    return n_all, n_need, n_fast
+
+
+@gluon.jit
+def _release_unread(k_ready, k_empty, v_ready, v_empty, kc, j0, j1, NUM_STAGES: gl.constexpr):
+    # key blocks j0 … j1 − 1 (ring indices kc + j) that only the other warpgroup needs (the causal diagonal of its
+    # rows): released unread
+    for j in range(j0, j1):
+        rc = kc + j
+        st = rc % NUM_STAGES
+        ph = (rc // NUM_STAGES) & 1
+        mbarrier.wait(k_ready.index(st), ph)
+        mbarrier.arrive(k_empty.index(st), count=1)
+        mbarrier.wait(v_ready.index(st), ph)
+        mbarrier.arrive(v_empty.index(st), count=1)
+
+
+@gluon.jit
+def _store_rows(acc, l_i, out_ptr, stride_ot, stride_oh, start, r0, h, seqlen, o_layout: gl.constexpr):
+    # out[start + r0 + i, h] = acc / l for the warpgroup's 64 rows inside the sequence (0 where l = 0)
+    o_row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
+    l_o = gl.convert_layout(l_i, o_row_l)
+    inv_l = gl.where(l_o > 0.0, 1.0 / gl.where(l_o > 0.0, l_o, 1.0), 0.0)
+    o = (acc * gl.expand_dims(inv_l, 1)).to(out_ptr.dtype.element_ty)
+    orow = r0 + gl.arange(0, ROWS, layout=o_row_l)
+    ocol = gl.arange(0, D_V, layout=gl.SliceLayout(0, o_layout))
+    o_ptrs = (out_ptr + gl.expand_dims((start + orow).to(gl.int64) * stride_ot + h * stride_oh, 1)
+              + gl.expand_dims(ocol, 0))
+    gl.store(o_ptrs, o, mask=gl.expand_dims(orow < seqlen, 1))
 
 
 @gluon.jit
@@ -169,17 +235,7 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
     if m0 < seqlen:
         r0 = m0 + WG * ROWS
         rows = r0 + gl.arange(0, ROWS, layout=row_l)
-        if CAUSAL:
-            hi = gl.minimum(seqlen, m0 + BLOCK_M)
-            need = gl.minimum(seqlen, r0 + ROWS)  # keys this warpgroup's rows can see: [0, need)
-            n_fast = gl.minimum(r0, seqlen) // BLOCK_N  # blocks fully visible to every row here
-        else:
-            hi = seqlen
-            need = seqlen
-            n_fast = seqlen // BLOCK_N
-        n_all = ((hi + BLOCK_N - 1) // BLOCK_N)
-        n_need = gl.where(r0 < seqlen, ((need + BLOCK_N - 1) // BLOCK_N), 0)
-        n_fast = gl.minimum(n_fast, n_need)
+        n_all, n_need, n_fast = _wg_blocks(m0, r0, seqlen, BLOCK_N, CAUSAL)
         mbarrier.wait(q_bar, 0)
         q1 = q1_s.index(WG)
         q2 = q2_s.index(WG)
@@ -202,7 +258,7 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
                     st = j % NUM_STAGES
                     mbarrier.wait(k_ready.index(st), (j // NUM_STAGES) & 1)
                     s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
-                    o_tok = _pv_issue(p16, v_bufs, v_ready, j - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
+                    o_tok = _pv_at(p16, v_bufs, v_ready, j - 1, j - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
                     s = warpgroup_mma_wait(1, deps=[s_tok])  # the scores (issued first) are done
                     mbarrier.arrive(k_empty.index(st), count=1)
                     p, alpha_n, m_i, l_i = _softmax(s, m_i, l_i, j * BLOCK_N, rows, seqlen, scale_log2, j >= n_fast,
@@ -213,7 +269,7 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
                     p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
                     mbarrier.arrive(v_empty.index((j - 1) % NUM_STAGES), count=1)
                     acc = acc * gl.expand_dims(gl.convert_layout(alpha_n, o_row_l), 1)
-                o_tok = _pv_issue(p16, v_bufs, v_ready, n_need - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
+                o_tok = _pv_at(p16, v_bufs, v_ready, n_need - 1, n_need - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
                 acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
                 mbarrier.arrive(v_empty.index((n_need - 1) % NUM_STAGES), count=1)
         else:
@@ -227,26 +283,12 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
                                               CAUSAL, BLOCK_N, s_layout)
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_row_l), 1)
                 p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
-                o_tok = _pv_issue(p16, v_bufs, v_ready, j, acc, seqlen, BLOCK_N, NUM_STAGES)
+                o_tok = _pv_at(p16, v_bufs, v_ready, j, j, acc, seqlen, BLOCK_N, NUM_STAGES)
                 acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
                 mbarrier.arrive(v_empty.index(st), count=1)
-        # blocks only the other warpgroup needs (the causal diagonal of its rows): release them unread
-        for j in range(n_need, n_all):
-            st = j % NUM_STAGES
-            ph = (j // NUM_STAGES) & 1
-            mbarrier.wait(k_ready.index(st), ph)
-            mbarrier.arrive(k_empty.index(st), count=1)
-            mbarrier.wait(v_ready.index(st), ph)
-            mbarrier.arrive(v_empty.index(st), count=1)
+        _release_unread(k_ready, k_empty, v_ready, v_empty, 0, n_need, n_all, NUM_STAGES)
         if r0 < seqlen:
-            l_o = gl.convert_layout(l_i, o_row_l)
-            inv_l = gl.where(l_o > 0.0, 1.0 / gl.where(l_o > 0.0, l_o, 1.0), 0.0)
-            o = (acc * gl.expand_dims(inv_l, 1)).to(out_ptr.dtype.element_ty)
-            orow = r0 + gl.arange(0, ROWS, layout=o_row_l)
-            ocol = gl.arange(0, D_V, layout=gl.SliceLayout(0, o_layout))
-            o_ptrs = (out_ptr + gl.expand_dims((start + orow).to(gl.int64) * stride_ot + h * stride_oh, 1)
-                      + gl.expand_dims(ocol, 0))
-            gl.store(o_ptrs, o, mask=gl.expand_dims(orow < seqlen, 1))
+            _store_rows(acc, l_i, out_ptr, stride_ot, stride_oh, start, r0, h, seqlen, o_layout)
 
 
 @gluon.jit(do_not_specialize=["stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v",

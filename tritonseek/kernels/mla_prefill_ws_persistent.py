@@ -63,15 +63,16 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 
 from tritonseek.kernels._host import cdiv, cuda_sm_count
 from tritonseek.kernels.mla_prefill_ws import (_D_NOPE, _D_ROPE, _D_V, _MAXNREG, _ROWS, BLOCK_M, D_V, DEFAULT_WS, ROWS,
-                                               _desc, _scores_issue, _softmax, _zero_v_tail)
+                                               _desc, _load_kv, _n_blocks, _pv_at, _release_unread, _scores_issue,
+                                               _softmax, _store_rows, _wg_blocks, _zero_v_tail)
 
 _SMEM_MAX = 232448 - 1024  # bytes of shared memory per program on sm_90, less the barriers' and the runtime's share
 
 
 @gluon.jit
-def _item(pid, i, grid, sched, num_m, num_heads, PAIR: gl.constexpr):
-    # i-th item of program pid: its unit u = pid + (i // 2)·grid, item t = i % 2 of it. Returns the query block,
-    # head, sequence and whether the item exists.
+def _item(pid, i, grid, sched, num_m, num_heads, cu_ptr, PAIR: gl.constexpr):
+    # i-th item of program pid: its unit u = pid + (i // 2)·grid, item t = i % 2 of it. Returns the head, the
+    # sequence's first token and length (cu_seqlens), the query block's first row and whether the item exists.
     # Default: unit u holds query blocks num_m − 1 − jj (first) and jj of (head, sequence) u // sched; its
     # second item does not exist when the two blocks coincide (odd num_m: the middle block alone, half the work).
     # PAIR (odd num_m ≥ 3, f = num_m // 2): the (head, sequence)s go in pairs g = u // num_m of num_m units: r = u %
@@ -100,7 +101,12 @@ def _item(pid, i, grid, sched, num_m, num_heads, PAIR: gl.constexpr):
         m_hi = num_m - 1 - jj
         pid_m = m_hi - t * (m_hi - jj)
         valid = (t == 0) | (jj < m_hi)
-    return pid_m, hb % num_heads, hb // num_heads, valid
+    h = hb % num_heads
+    b = hb // num_heads
+    start = gl.load(cu_ptr + b)
+    seqlen = gl.load(cu_ptr + b + 1) - start
+    m0 = pid_m * BLOCK_M
+    return h, start, seqlen, m0, valid
 
 
 @gluon.jit
@@ -126,49 +132,19 @@ def _p_producer(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, q1_s, q2_s, k1_bufs,
     # consumers still work on the previous item), then the queries (free only after the previous item's last
     # scores), then the other blocks.
     pid = gl.program_id(0)
-    k_bytes: gl.constexpr = k1_desc.block_type.nbytes + k2_desc.block_type.nbytes
-    v_bytes: gl.constexpr = v_desc.block_type.nbytes
     kc = 0
     qc = 0
     for i in range(0, n_items):
-        pid_m, h, b, valid = _item(pid, i, grid, sched, num_m, num_heads, PAIR)
-        start = gl.load(cu_ptr + b)
-        seqlen = gl.load(cu_ptr + b + 1) - start
-        m0 = pid_m * BLOCK_M
+        h, start, seqlen, m0, valid = _item(pid, i, grid, sched, num_m, num_heads, cu_ptr, PAIR)
         if valid & (m0 < seqlen):
-            if CAUSAL:
-                hi = gl.minimum(seqlen, m0 + BLOCK_M)
-            else:
-                hi = seqlen
-            for j in range(0, (hi + BLOCK_N - 1) // BLOCK_N):
-                s = (kc + j) % NUM_STAGES
-                ph = (((kc + j) // NUM_STAGES) & 1) ^ 1  # a fresh stage counts as free
-                r = start + j * BLOCK_N
-                mbarrier.wait(k_empty.index(s), ph)
-                kb = k_ready.index(s)
-                mbarrier.expect(kb, k_bytes)
-                tma.async_copy_global_to_shared(k1_desc, [r, h * hs_k1], kb, k1_bufs.index(s))
-                tma.async_copy_global_to_shared(k2_desc, [r, h * hs_k2], kb, k2_bufs.index(s))
-                mbarrier.wait(v_empty.index(s), ph)
-                vb = v_ready.index(s)
-                mbarrier.expect(vb, v_bytes)
-                tma.async_copy_global_to_shared(v_desc, [r, h * hs_v], vb, v_bufs.index(s))
+            n_all = _n_blocks(m0, seqlen, BLOCK_N, CAUSAL)
+            for j in range(0, n_all):
+                _load_kv(k1_desc, k2_desc, v_desc, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty,
+                         kc + j, start + j * BLOCK_N, h, hs_k1, hs_k2, hs_v, NUM_STAGES)
                 if j == 0:
                     _load_q(q1_desc, q2_desc, q1_s, q2_s, q_ready, q_empty, qc, start + m0, h, hs_q1, hs_q2)
-            kc += (hi + BLOCK_N - 1) // BLOCK_N
+            kc += n_all
             qc += 1
-
-
-@gluon.jit
-def _pv_at(p16, v_bufs, v_ready, rc, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    # O += P·V of the item's key block j at ring index rc (async); the sequence's last value tile first gets its
-    # rows past seqlen zeroed (0·NaN would be NaN)
-    st = rc % NUM_STAGES
-    mbarrier.wait(v_ready.index(st), (rc // NUM_STAGES) & 1)
-    vb = v_bufs.index(st)
-    if j * BLOCK_N + BLOCK_N > seqlen:
-        _zero_v_tail(vb, j * BLOCK_N, seqlen, BLOCK_N)
-    return warpgroup_mma(p16, vb, acc, is_async=True)
 
 
 @gluon.jit
@@ -235,24 +211,11 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
     kc = 0
     qc = 0
     for i in range(0, n_items):
-        pid_m, h, b, valid = _item(pid, i, grid, sched, num_m, num_heads, PAIR)
-        start = gl.load(cu_ptr + b)
-        seqlen = gl.load(cu_ptr + b + 1) - start
-        m0 = pid_m * BLOCK_M
+        h, start, seqlen, m0, valid = _item(pid, i, grid, sched, num_m, num_heads, cu_ptr, PAIR)
         if valid & (m0 < seqlen):
             r0 = m0 + WG * ROWS
             rows = r0 + gl.arange(0, ROWS, layout=row_l)
-            if CAUSAL:
-                hi = gl.minimum(seqlen, m0 + BLOCK_M)
-                need = gl.minimum(seqlen, r0 + ROWS)  # keys this warpgroup's rows can see: [0, need)
-                n_fast = gl.minimum(r0, seqlen) // BLOCK_N  # blocks fully visible to every row here
-            else:
-                hi = seqlen
-                need = seqlen
-                n_fast = seqlen // BLOCK_N
-            n_all = (hi + BLOCK_N - 1) // BLOCK_N
-            n_need = gl.where(r0 < seqlen, (need + BLOCK_N - 1) // BLOCK_N, 0)
-            n_fast = gl.minimum(n_fast, n_need)
+            n_all, n_need, n_fast = _wg_blocks(m0, r0, seqlen, BLOCK_N, CAUSAL)
             q1 = q1_s.index(WG)
             q2 = q2_s.index(WG)
             qe = q_empty.index(WG)
@@ -307,26 +270,11 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
                                                CAUSAL)
             else:
                 mbarrier.arrive(qe, count=1)  # rows past the sequence: the queries are not read
-            # blocks only the other warpgroup needs (the causal diagonal of its rows): release them unread
-            for j in range(n_need, n_all):
-                rc = kc + j
-                st = rc % NUM_STAGES
-                ph = (rc // NUM_STAGES) & 1
-                mbarrier.wait(k_ready.index(st), ph)
-                mbarrier.arrive(k_empty.index(st), count=1)
-                mbarrier.wait(v_ready.index(st), ph)
-                mbarrier.arrive(v_empty.index(st), count=1)
+            _release_unread(k_ready, k_empty, v_ready, v_empty, kc, n_need, n_all, NUM_STAGES)
             kc += n_all
             qc += 1
             if r0 < seqlen:
-                l_o = gl.convert_layout(l_i, o_row_l)
-                inv_l = gl.where(l_o > 0.0, 1.0 / gl.where(l_o > 0.0, l_o, 1.0), 0.0)
-                o = (acc * gl.expand_dims(inv_l, 1)).to(out_ptr.dtype.element_ty)
-                orow = r0 + gl.arange(0, ROWS, layout=o_row_l)
-                ocol = gl.arange(0, D_V, layout=gl.SliceLayout(0, o_layout))
-                o_ptrs = (out_ptr + gl.expand_dims((start + orow).to(gl.int64) * stride_ot + h * stride_oh, 1)
-                          + gl.expand_dims(ocol, 0))
-                gl.store(o_ptrs, o, mask=gl.expand_dims(orow < seqlen, 1))
+                _store_rows(acc, l_i, out_ptr, stride_ot, stride_oh, start, r0, h, seqlen, o_layout)
 
 
 @gluon.jit(do_not_specialize=["stride_ot", "stride_oh", "hs_q1", "hs_q2", "hs_k1", "hs_k2", "hs_v", "num_m",

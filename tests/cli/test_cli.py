@@ -342,13 +342,26 @@ def test_sigterm_stops_the_tp_ranks_and_exits_143(monkeypatch, tmp_path, sig_nam
     """Fresh-user passes (session 17): SIGTERM, then SIGHUP, to `generate --tp 2` ended the CLI alone; torchrun and
     its ranks ran on and overwrote --output a minute later. Now both are handled like Ctrl-C: torchrun gets SIGTERM
     (it stops its ranks), the CLI waits for it and exits 128 + the signal. torchrun is replaced by a stand-in that
-    records the signal."""
+    records the signal.
+
+    The signal's disposition is set to SIG_DFL for the test: the CLI leaves an inherited SIG_IGN alone (nohup), so
+    when pytest itself ran under nohup (SIGHUP ignored) the SIGHUP case failed with "SIGHUP did not interrupt the
+    wait" while SIGTERM passed — the "flaky under load" failure of s22, which came from how the run was started."""
+    import signal
+
+    sig = getattr(signal, sig_name)
+    outer = signal.signal(sig, signal.SIG_DFL)
+    try:
+        _signal_stops_the_ranks(monkeypatch, tmp_path, sig, sig_name, code)
+    finally:
+        signal.signal(sig, outer)
+
+
+def _signal_stops_the_ranks(monkeypatch, tmp_path, sig, sig_name, code):
     import os
     import signal
     import subprocess
     import time
-
-    sig = getattr(signal, sig_name)
 
     class FakeTorchrun:
         def __init__(self, *a, **k):
@@ -377,6 +390,39 @@ def test_sigterm_stops_the_tp_ranks_and_exits_143(monkeypatch, tmp_path, sig_nam
     assert "every tensor-parallel rank was stopped" in r.stderr, r.output
     assert procs[0].signals == [signal.SIGTERM] and signal.getsignal(sig) is before
     assert (tmp_path / "out.jsonl").read_text() == "kept\n"
+
+
+def test_an_inherited_ignored_sighup_stays_ignored_under_tp(monkeypatch, tmp_path):
+    """nohup: SIGHUP arrives ignored and the --tp wait must not start handling it (a closed terminal would then stop
+    the ranks nohup was asked to keep alive); torchrun gets no signal and the run ends normally."""
+    import os
+    import signal
+    import subprocess
+
+    class FakeTorchrun:
+        def __init__(self, *a, **k):
+            self.signals, self.returncode, self.seen = [], None, None
+
+        def communicate(self, timeout=None):
+            self.seen = signal.getsignal(signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+            self.returncode = 0
+            return "", ""
+
+        def send_signal(self, sig):
+            self.signals.append(sig)
+
+    procs = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: procs.append(FakeTorchrun()) or procs[-1])
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    outer = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        r = run("generate", "-p", "x", "--tp", "2", "--device", "cpu")
+        assert r.exit_code == 0 and "terminated" not in r.stderr, r.output
+        assert procs[0].seen == signal.SIG_IGN and procs[0].signals == []
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, outer)
 
 
 def test_double_ctrl_c_is_one_line_and_exit_130(monkeypatch, tmp_path):

@@ -50,7 +50,8 @@ from tritonseek.benchrun import git_commit, out_file, positive_int, require_cuda
 from tritonseek.kernels.fp8_gemm import fp8_gemm_nt  # noqa: E402
 from tritonseek.kernels.fp8_gemm_ws import launch_fp8_gemm_ws  # noqa: E402
 from tritonseek.kernels.fp8_gemm_ws_sk import launch_fp8_gemm_sk  # noqa: E402
-from tritonseek.kernels.grouped_gemm_dense_form import grouped_fp8_gemm_contiguous_df  # noqa: E402
+from tritonseek.kernels.grouped_gemm_dense_form import (  # noqa: E402
+    build_tile_table, grouped_fp8_gemm_contiguous_df, max_row_tiles)
 from tritonseek.kernels.grouped_gemm_ws import grouped_fp8_gemm_contiguous_ws, grouped_fp8_gemm_masked_ws  # noqa: E402
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
 
@@ -154,6 +155,10 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
     runs = {}
 
     def add(name, fn, want):
+        if want is None:  # a timing-only variant (writes no output)
+            fn()
+            runs[name] = fn
+            return
         fn.out.fill_(float("nan"))
         res = fn()
         torch.cuda.synchronize()
@@ -181,7 +186,11 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
     if df:
         # the dense-form kernel (grouped_gemm_dense_form: the dense 192-row kernel over a device tile table)
         variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=o, config=c)), ref)
-                     for name, c in (("df", None), ("df_aa", None), ("df_pf", dict(PREFETCH=True)))]
+                     for name, c in (("df", None), ("df_aa", None), ("df_pf", dict(PREFETCH=True, PF_PROD=True)),
+                                     ("df_pp", dict(PF_PROD=True)))]
+        # the tile table alone (three small tl kernels; part of every df variant's time), not checked
+        tab = torch.empty(max_row_tiles(M) * 4 + 3 * triton.cdiv(M, 128) + 1, dtype=torch.int32, device=dev)
+        variants.append(("df_table", mk(lambda o: build_tile_table(mi, M, tab)), None))
     if with_dense or e1:
         dref = torch.cat([_ref_rows(a, a_s, b[0], bs[0], torch.arange(i, min(i + 4096, M), device=dev))
                           for i in range(0, M, 4096)])
@@ -194,7 +203,8 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
         if df:
             variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b[:1], bs[:1], mi1, out=o,
                                                                                 config=c)), dref)
-                         for name, c in (("df_e1", None), ("df_e1_pf", dict(PREFETCH=True)))]
+                         for name, c in (("df_e1", None), ("df_e1_pf", dict(PREFETCH=True, PF_PROD=True)),
+                                         ("df_e1_nt", dict(NO_TABLE=True)))]
     if with_dense:
         cub = _cublas(a, a_s, b[0], bs[0])
 
@@ -250,7 +260,8 @@ def main():
     p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
     p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
     p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa, df_pf = "
-                   "PREFETCH; with --e1 df_e1 / df_e1_pf = it on one expert)")
+                   "PREFETCH + PF_PROD, df_pp = PF_PROD, df_table = its tile table alone; with --e1 df_e1 / df_e1_pf / "
+                   "df_e1_nt = NO_TABLE on one expert)")
     p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")

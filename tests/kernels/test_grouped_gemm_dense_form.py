@@ -72,7 +72,8 @@ def test_tile_table_edges():
     assert _table(mi) == D.tile_table_ref(mi)
 
 
-def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, prefetch=False):
+def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, prefetch=False, pf_prod=False,
+               no_table=False):
     """Compile the dense-form kernel for sm_90a on any machine; returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -90,7 +91,8 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
     sig.update({n: "i32" for n in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bse", "stride_bsn",
                                    "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, NUM_STAGES=stages, TMA_STORE=tma_store, SCALE_AHEAD=ahead,
-                  PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, PREFETCH=prefetch, num_warps=4)
+                  PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, PREFETCH=prefetch, PF_PROD=pf_prod,
+                  NO_TABLE=no_table, num_warps=4)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -98,10 +100,12 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=D._WGS3_REGS[0]))
 
 
-@pytest.mark.parametrize("tma_store,out_dtype,prefetch", [(True, torch.bfloat16, False), (False, torch.float32, False),
-                                                          (True, torch.bfloat16, True)])
-def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch):
-    ptx = ptx_in_fresh_process(__name__, "compile_df", tma_store, out_dtype, 4, 1, prefetch)
+@pytest.mark.parametrize("tma_store,out_dtype,prefetch,pf_prod,no_table", [
+    (True, torch.bfloat16, False, False, False), (False, torch.float32, False, False, False),
+    (True, torch.bfloat16, True, True, False), (True, torch.bfloat16, False, False, True)])
+def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch, pf_prod, no_table):
+    stages = 3 if tma_store and out_dtype == torch.float32 else 4
+    ptx = ptx_in_fresh_process(__name__, "compile_df", tma_store, out_dtype, stages, 1, prefetch, pf_prod, no_table)
     # three consumer warpgroups × (block 0 + the serial loop) × 4 k32 steps
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 24
     assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store
@@ -130,6 +134,8 @@ def test_df_launcher_errors():
         D.grouped_fp8_gemm_contiguous_df(a, a_s[:, :1], b, bs, mi)
     with pytest.raises(ValueError, match="m_indices"):
         D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi[:5])
+    with pytest.raises(ValueError, match="NO_TABLE"):  # the one-expert diagnostic refuses several experts
+        D.launch_df(a, a_s, b, bs, mi, torch.empty(M_ALIGNMENT, N), 2, N, K, dict(D.df_config(), NO_TABLE=True))
     with pytest.raises(ValueError, match="table must be"):
         D.build_tile_table(mi, M_ALIGNMENT, torch.zeros(3, dtype=torch.int32))
 
@@ -171,7 +177,7 @@ def _check(a, a_s, b, bs, mi, out_dtype=torch.bfloat16, config=None):
 def test_df_edge_segments_real_shapes_gpu(device, N, K):
     a, a_s, b, bs, mi = _operands([0, 1, 191, 192, 193, 8192, 0], N, K, device, seed=N + K, tail=300)
     out = _check(a, a_s, b, bs, mi)
-    _check(a, a_s, b, bs, mi, config=dict(PREFETCH=True))
+    _check(a, a_s, b, bs, mi, config=dict(PREFETCH=True, PF_PROD=True))
     again = torch.full_like(out, float("nan"))
     D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=again)
     assert torch.equal(out.view(torch.int16), again.view(torch.int16))  # deterministic bits
@@ -180,7 +186,7 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
 @pytest.mark.gpu
 @pytest.mark.parametrize("out_dtype,config", [(torch.float32, None), (torch.bfloat16, dict(TMA_STORE=False)),
                                               (torch.float16, dict(SCALE_AHEAD=0, NUM_STAGES=3, GROUP_M=1)),
-                                              (torch.bfloat16, dict(PREFETCH=True))])
+                                              (torch.bfloat16, dict(PREFETCH=True, PF_PROD=True))])
 def test_df_small_layouts_gpu(device, out_dtype, config):
     for segs, N, K, tail in [([0, 1, 127, 128, 129], 200, 1152, 0), ([64, 65, 0, 300], 576, 256, 5),
                              ([5], 128, 128, 0), ([383, 385], 300, 272, 128)]:

@@ -156,6 +156,28 @@ def test_grouped_ws_config_wide_rule():
         W._resolve_config(W._with_overrides(wide, dict(BLOCK_N=256, NUM_STAGES=5)))
 
 
+def test_grouped_ws_dense_form_key(monkeypatch):
+    # DENSE_FORM (session 23): the contiguous launcher's hand-off to grouped_gemm_dense_form. Off by default (the H200
+    # W1 of s23 had it 1.03-1.09 x the default's time except routed (4096, 7168) 0.989); the rule turns it on per
+    # rows per expert once set; a caller's config for the 128-row kernel turns a default DENSE_FORM off; the masked
+    # layout refuses it
+    cfg = W.grouped_ws_config
+    assert not cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]
+    monkeypatch.setattr(W, "_DF_MIN_ROWS_PER_EXPERT", 1024)
+    assert cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]
+    assert not cfg("contiguous", 65280, 4096, 7168, experts=256)["DENSE_FORM"]  # the routed layout: ~255 rows each
+    assert not cfg("masked", 1024, 4096, 7168)["DENSE_FORM"]
+    on = cfg("contiguous", 32768, 4096, 7168, experts=4)
+    assert not W._with_overrides(on, dict(NUM_STAGES=3))["DENSE_FORM"]
+    assert W._with_overrides(on, dict(DENSE_FORM=True, NUM_STAGES=3))["DENSE_FORM"]
+    with pytest.raises(ValueError, match="DENSE_FORM"):
+        W._with_overrides(on, dict(DENSE_FORM=1))
+    a = torch.zeros(2, M_ALIGNMENT, 256, dtype=torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match="DENSE_FORM=True is a contiguous-layout key"):
+        grouped_fp8_gemm_masked_ws(a, torch.ones(2, M_ALIGNMENT, 2), torch.zeros(2, 128, 256, dtype=torch.float8_e4m3fn),
+                                   torch.ones(2, 1, 2), torch.zeros(2, dtype=torch.int32), config=dict(DENSE_FORM=True))
+
+
 def _cpu_contiguous(E=2, N=128, K=256):
     a = torch.randn(2 * M_ALIGNMENT, K).to(torch.float8_e4m3fn)
     a_s = torch.rand(2 * M_ALIGNMENT, K // 128) + 0.5

@@ -53,11 +53,15 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 
 # Launch config (the dense fp8_gemm_ws WGS = 3 entry: 4 stages of 3 × 8 KB A + 16 KB B, GROUP_M 8, TMA store,
 # SCALE_AHEAD 1 = the serial loop's scales one K block ahead)
-# PREFETCH (off until measured): the consumers load the next tile's table entry during this tile's K loop (the
-# dense kernel has no load between two tiles; here one L2 round trip per tile, ~0.4 µs of a ~25 µs tile)
-_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False)
+# PREFETCH / PF_PROD (off until measured): the consumers / the producer load the next tile's table entry during this
+# tile's K loop (the dense kernel has no dependent load between two tiles; here one per tile and partition).
+# NO_TABLE: diagnostic for the one-expert bisection (probe_grouped_dense): the dense kernel's tiles from the tile index
+# alone (rows [192·i, 192·i + 192) of expert 0, no table, no load); refused unless b holds one expert, and then
+# right only for m_indices all 0 (padding rows are computed as expert 0's).
+_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
+                   NO_TABLE=False)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool)
+                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool)
 
 
 def df_config() -> dict:
@@ -198,19 +202,28 @@ def tile_table_ref(m_indices: torch.Tensor) -> list[tuple[int, int, int, int, in
 
 
 @gluon.jit
-def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, N, num_k_blocks,
+def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, M, N, num_k_blocks,
                  num_programs, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr):
+                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr, PF_PROD: gl.constexpr, NO_TABLE: gl.constexpr):
     # the dense _ws_producer over the table's row tiles: A rows from the tile's first row, B rows e·N + off_n; a tile
-    # with no row of its expert (all padding) loads nothing
-    num_pid_m = gl.load(count_ptr)
+    # with no row of its expert (all padding) loads nothing. PF_PROD: the next tile's entry is loaded one tile ahead
+    num_pid_m = _row_tiles(count_ptr, M, NO_TABLE)
     num_pid_n = gl.cdiv(N, BLOCK_N)
+    total = num_pid_m * num_pid_n
     it = 0
-    for tile_id in range(gl.program_id(0), num_pid_m * num_pid_n, num_programs):
+    if PF_PROD:
+        row0_n, e_n, n_any_n, _p = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY,
+                                          NO_TABLE)
+    for tile_id in range(gl.program_id(0), total, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        row0 = gl.load(table_ptr + pid_m * ENTRY)
-        e = gl.load(table_ptr + pid_m * ENTRY + 1)
-        n_any = gl.load(table_ptr + pid_m * ENTRY + 2)
+        if PF_PROD:
+            row0 = row0_n
+            e = e_n
+            n_any = n_any_n
+            row0_n, e_n, n_any_n, _p = _entry(table_ptr, tile_id + num_programs, total, num_pid_m, num_pid_n, M,
+                                              GROUP_M, ENTRY, NO_TABLE)
+        else:
+            row0, e, n_any, _p = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY, NO_TABLE)
         if (e >= 0) & (n_any > 0):
             it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, row0,
                             e * N + pid_n * BLOCK_N, num_k_blocks, 192, BLOCK_K, NUM_STAGES)
@@ -221,20 +234,20 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  table_ptr, count_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                  stride_cm, stride_cn, num_programs, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, SCALE_AHEAD: gl.constexpr,
-                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr):
+                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr, NO_TABLE: gl.constexpr):
     # rows [ROW0, ROW0 + 64) of every table tile: the dense _ws_consumer / _consumer_tile with WGS = 3 (SERIAL loop)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
     zero = gl.zeros([64, BLOCK_N], gl.float32, mma_layout)
-    num_pid_m = gl.load(count_ptr)
+    num_pid_m = _row_tiles(count_ptr, M, NO_TABLE)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     total = num_pid_m * num_pid_n
     it = 0
     if PREFETCH:
-        row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, GROUP_M,
-                                                ENTRY)
+        row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, M, GROUP_M,
+                                                ENTRY, NO_TABLE)
     for tile_id in range(gl.program_id(0), total, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         if PREFETCH:
@@ -244,12 +257,10 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
             n_any = n_any_n
             packed = packed_n
             row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, tile_id + num_programs, total, num_pid_m, num_pid_n,
-                                                    GROUP_M, ENTRY)
+                                                    M, GROUP_M, ENTRY, NO_TABLE)
         else:
-            row0 = gl.load(table_ptr + pid_m * ENTRY)
-            e = gl.load(table_ptr + pid_m * ENTRY + 1)
-            n_any = gl.load(table_ptr + pid_m * ENTRY + 2)
-            packed = gl.load(table_ptr + pid_m * ENTRY + 3)
+            row0, e, n_any, packed = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY,
+                                            NO_TABLE)
         off_m = row0 + ROW0
         off_n = pid_n * BLOCK_N
         if (e >= 0) & (n_any > ROW0):
@@ -276,13 +287,29 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 
 
 @gluon.jit
-def _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, GROUP_M: gl.constexpr, ENTRY: gl.constexpr):
-    # the table entry of tile tile_id (row0, e, n_any, packed); past the last tile: (0, −1, 0, 0), no load
+def _row_tiles(count_ptr, M, NO_TABLE: gl.constexpr):
+    # the number of row tiles: the table's device count (NO_TABLE: cdiv(M, 192), the dense kernel's)
+    if NO_TABLE:
+        return gl.cdiv(M, 192)
+    else:
+        return gl.load(count_ptr)
+
+
+@gluon.jit
+def _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr, ENTRY: gl.constexpr,
+           NO_TABLE: gl.constexpr):
+    # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id; past the last tile (0, −1, 0, 0) with
+    # no load. NO_TABLE (diagnostic, one expert): the dense kernel's tile from pid_m alone, no load
     pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-    ok = tile_id < total
-    ptr = table_ptr + pid_m * ENTRY
-    return (gl.load(ptr, mask=ok, other=0), gl.load(ptr + 1, mask=ok, other=-1), gl.load(ptr + 2, mask=ok, other=0),
-            gl.load(ptr + 3, mask=ok, other=0))
+    if NO_TABLE:
+        row0 = pid_m * 192
+        n = gl.minimum(M - row0, 192)
+        return row0, pid_m * 0, n, n | (n << 8)
+    else:
+        ok = tile_id < total
+        ptr = table_ptr + pid_m * ENTRY
+        return (gl.load(ptr, mask=ok, other=0), gl.load(ptr + 1, mask=ok, other=-1),
+                gl.load(ptr + 2, mask=ok, other=0), gl.load(ptr + 3, mask=ok, other=0))
 
 
 @gluon.jit
@@ -307,7 +334,8 @@ def _df_kernel(
     num_programs,
     BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
     TMA_STORE: gl.constexpr, SCALE_AHEAD: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    ENTRY: gl.constexpr, PREFETCH: gl.constexpr, num_warps: gl.constexpr,
+    ENTRY: gl.constexpr, PREFETCH: gl.constexpr, PF_PROD: gl.constexpr, NO_TABLE: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3, box [64, BLOCK_K]; b_desc: over b viewed [E·N, K], box [BLOCK_N, BLOCK_K]
     # c_desc (TMA_STORE): over out [M, N], box [64, BLOCK_N]; c_ptr / stride_c*: the masked epilogue
@@ -328,17 +356,17 @@ def _df_kernel(
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
                         a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH, NO_TABLE)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
                         a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH, NO_TABLE)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, 1, 0, TMA_STORE), c_desc, c_ptr,
                         a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH)),
-        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, N,
-                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, NO_TABLE)),
+        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, M, N,
+                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, NO_TABLE)),
     ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -383,8 +411,9 @@ def grouped_fp8_gemm_contiguous_df(
         row). A 128-row block holding two experts gives NaN in the rows of the smaller id (``check_alignment=True``
         raises ValueError instead, after one host sync).
     out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
-    config: optional overrides of ``df_config`` (NUM_STAGES 2-4, GROUP_M, TMA_STORE, SCALE_AHEAD 0 / 1, PREFETCH: the
-        next tile's table entry loaded during this tile's K loop).
+    config: optional overrides of ``df_config`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue, GROUP_M,
+        TMA_STORE, SCALE_AHEAD 0 / 1, PREFETCH / PF_PROD: the consumers' / the producer's next table entry loaded
+        during this tile's K loop, NO_TABLE: a one-expert diagnostic, see ``_DEFAULT_DF``).
     table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
     Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
     values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
@@ -395,36 +424,54 @@ def grouped_fp8_gemm_contiguous_df(
     if config is not None:
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict of df_config overrides, got {type(config).__name__}")
-        check_config("config", config, DF_CONFIG_SPEC)
-        cfg.update(config)
+        cfg.update(check_config("config", config, DF_CONFIG_SPEC))
     _check_cuda_sm90(a)
     if check_alignment:
         check_contiguous_alignment(m_indices, E)
+    return launch_df(a, a_scale, b, b_scale, m_indices, out, E, N, K, cfg, table)
+
+
+def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cfg: dict,
+              table: torch.Tensor | None = None) -> torch.Tensor:
+    """``grouped_fp8_gemm_contiguous_df`` after its checks (operands as ``check_contiguous_operands`` accepts them,
+    ``out`` allocated, cfg a full ``df_config``, a Hopper GPU): the tile table and the kernel launch; returns out.
+    Also the dispatch target of ``grouped_gemm_ws.grouped_fp8_gemm_contiguous_ws`` (its DENSE_FORM key)."""
+    M = a.shape[0]
     if M == 0:
         return out
-    entries, count = build_tile_table(m_indices, M, table)
+    if cfg["NO_TABLE"]:
+        if E != 1:
+            raise ValueError(f"config NO_TABLE=True (a one-expert diagnostic) needs b with one expert, got E={E}")
+        entries, count = m_indices, m_indices  # not read by the NO_TABLE build
+    else:
+        entries, count = build_tile_table(m_indices, M, table)
     bn = 128
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [64, BLOCK_K], _smem_layout([64, BLOCK_K], gl_fp8))
     b_desc = TensorDescriptor(b.view(E * N, K), [E * N, K], [b.stride(1), 1], [bn, BLOCK_K],
                               _smem_layout([bn, BLOCK_K], gl_fp8))
     tma_store = bool(cfg["TMA_STORE"]) and _tma_storable(out)
+    stages = int(cfg["NUM_STAGES"])
+    if tma_store and out.element_size() == 4:
+        stages = min(stages, 3)  # three fp32 [64, 128] epilogue buffers (96 KB) leave room for 3 stages of 40 KB
     c_desc = None
     if tma_store:
         c_desc = TensorDescriptor(out, [M, N], [out.stride(0), 1], [64, bn],
                                   _smem_layout([64, bn], _GL_DTYPES[out.dtype]))
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
-    grid = min(_num_sms(dev), entries.shape[0] * cdiv(N, bn))
+    grid = min(_num_sms(dev), max_row_tiles(M) * cdiv(N, bn))
     regs = _WGS3_REGS
     _df_kernel[(grid,)](
         a_desc, b_desc, c_desc, out, a_scale, b_scale, m_indices, entries, count,
         M, N, cdiv(K, BLOCK_K), a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), grid,
-        BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=int(cfg["NUM_STAGES"]),
+        BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=stages,
         TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
-        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]), num_warps=4, maxnreg=regs[0],
+        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]), PF_PROD=bool(cfg["PF_PROD"]), NO_TABLE=bool(cfg["NO_TABLE"]),
+        num_warps=4, maxnreg=regs[0],
     )
     return out
 
 
-__all__ = ["build_tile_table", "df_config", "grouped_fp8_gemm_contiguous_df", "max_row_tiles", "tile_table_ref"]
+__all__ = ["build_tile_table", "df_config", "grouped_fp8_gemm_contiguous_df", "launch_df", "max_row_tiles",
+           "tile_table_ref"]

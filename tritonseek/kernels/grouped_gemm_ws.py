@@ -132,6 +132,7 @@ from tritonseek.kernels._host import cdiv, cuda_capability, next_pow2
 from tritonseek.kernels._utils import check_config, check_int, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
 from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
+from tritonseek.kernels.grouped_gemm_dense_form import df_config, launch_df
 from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
 from tritonseek.kernels.grouped_gemm_ws_schedule import _load_masked_m
 from tritonseek.kernels.grouped_gemm import (
@@ -153,7 +154,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False, SPECIALIZE=False)
+                           EARLY_TMA=False, SPECIALIZE=False, DENSE_FORM=False)
 # SPECIALIZE: the kernel compiled with Triton's default integer specialization (sizes and strides: == 1 and multiples
 # of 16, as the dense fp8_gemm_ws kernel) instead of one build per config (do_not_specialize); measured in the
 # session-22 notes of the module docstring.
@@ -210,36 +211,53 @@ def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
     return n % 256 == 0 and wide < cdiv(tiles, num_sms) * (1.20 + 0.479 * kb)
 
 
+# DENSE_FORM (contiguous, session 23): the launcher hands the problem to grouped_gemm_dense_form (the dense 192-row
+# kernel over a device tile table; its docstring) where ``_dense_form_pays``. None = the rule is off (not measured).
+_DF_MIN_ROWS_PER_EXPERT: int | None = None
+
+
+def _dense_form_pays(rows: int, experts: int, n: int, k: int) -> bool:
+    """The dense-form kernel is the contiguous default: M / E (rows per weight, padding included) at least
+    ``_DF_MIN_ROWS_PER_EXPERT`` (its 192-row tiles waste a partial last tile per segment: a run of ~128 rows runs
+    one 192-row tile with a third of it idle)."""
+    return _DF_MIN_ROWS_PER_EXPERT is not None and rows >= _DF_MIN_ROWS_PER_EXPERT * max(experts, 1)
+
+
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int = 1,
-                      num_sms: int = 132) -> dict:
+                      num_sms: int = 132, experts: int = 1) -> dict:
     """Launch config of the warp-specialized grouped kernels for a layout ("contiguous" | "masked") (a copy);
     contiguous: WIDE 128×256 tiles where ``_wide_pays`` for m_per_group × groups rows (the MoE down projection
-    N = 7168, K = 2048 of DeepGEMM's prefill shapes)."""
+    N = 7168, K = 2048 of DeepGEMM's prefill shapes); DENSE_FORM where ``_dense_form_pays`` for those rows over
+    ``experts`` weights."""
     if layout == "masked":
         return dict(_MASKED_WS)
+    df = _dense_form_pays(m_per_group * groups, experts, n, k)
     if _wide_pays(m_per_group * groups, n, k, num_sms):
-        return dict(_DEFAULT_GROUPED_WS, BLOCK_N=256)
-    return dict(_DEFAULT_GROUPED_WS)
+        return dict(_DEFAULT_GROUPED_WS, BLOCK_N=256, DENSE_FORM=df)
+    return dict(_DEFAULT_GROUPED_WS, DENSE_FORM=df)
 
 
 # Values a caller's ``config=`` may give each ``grouped_ws_config`` key (setmaxnreg counts: multiples of 8 in [24, 256])
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, SPECIALIZE=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, SPECIALIZE=bool, DENSE_FORM=bool,
 )
 
 
 def _with_overrides(cfg: dict, config: object) -> dict:
     """``cfg`` updated by a caller's ``config``: TypeError unless a dict, ValueError naming an unknown key or a value
     outside ``GROUPED_WS_CONFIG_SPEC`` (checked on every device, before the Hopper check). A default's WIDE tiles
-    give way to 128×128 ones when the caller's keys (not BLOCK_N) ask for what they cannot do (no SPLIT, > 4 stages)."""
+    give way to 128×128 ones when the caller's keys (not BLOCK_N) ask for what they cannot do (no SPLIT, > 4 stages).
+    A default DENSE_FORM gives way to this module's kernel when the caller sets any other key (those configure it)."""
     if config is None:
         return cfg
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict of grouped_ws_config overrides, got {type(config).__name__}")
     check_config("config", config, GROUPED_WS_CONFIG_SPEC)
     out = dict(cfg, **config)
+    if "DENSE_FORM" not in config and set(config) - {"DENSE_FORM"}:
+        out["DENSE_FORM"] = False
     if out["BLOCK_N"] == 256 and "BLOCK_N" not in config and (not out["SPLIT"] or out["NUM_STAGES"] > 4):
         out["BLOCK_N"] = 128
     return out
@@ -431,7 +449,9 @@ def grouped_fp8_gemm_contiguous_ws(
         GROUP_M, TMA_STORE, PRODUCER_REGS, SPLIT, CONSUMER_REGS, UNROLL2, PIPE = two wgmmas in flight per warpgroup,
         PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
         SPECIALIZE = Triton's default integer specialization of sizes and strides, one build per distinct value
-        class, off: measured in the module docstring, session 22).
+        class, off: measured in the module docstring, session 22; DENSE_FORM = run grouped_gemm_dense_form's kernel
+        (192-row tiles, its own defaults; the default where ``_dense_form_pays``; any other key given turns it off
+        unless DENSE_FORM is given too).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
@@ -440,7 +460,7 @@ def grouped_fp8_gemm_contiguous_ws(
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     sms = _num_sms(a.device.index if a.device.index is not None else torch.cuda.current_device()) if a.is_cuda else 132
-    cfg = dict(grouped_ws_config("contiguous", M, N, K, num_sms=sms))
+    cfg = dict(grouped_ws_config("contiguous", M, N, K, num_sms=sms, experts=E))
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
     _check_cuda_sm90(fn, a)
@@ -448,6 +468,8 @@ def grouped_fp8_gemm_contiguous_ws(
         check_contiguous_alignment(m_indices, E)
     if M == 0:
         return out
+    if cfg["DENSE_FORM"]:
+        return launch_df(a, a_scale, b, b_scale, m_indices, out, E, N, K, df_config())
     tiles = cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
     _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
             _programs(a, tiles, cfg), cfg, masked=False)
@@ -517,6 +539,9 @@ def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expec
     cfg = dict(grouped_ws_config("masked", expected_m or M_max, N, K))
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
+    if cfg["DENSE_FORM"]:
+        raise ValueError("config DENSE_FORM=True is a contiguous-layout key (grouped_gemm_dense_form); the masked "
+                         "layout has no dense-form kernel")
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
                          f"got strides {out.stride()}")

@@ -208,7 +208,8 @@ def test_ws_persistent_compiles_for_sm90(bn, stages, diag64, pair):
 
 
 def test_ws_persistent_config_and_cpu_fallback(device="cpu"):
-    """PERSIST, DIAG64 and PAIR_MID must be bools; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its result)."""
+    """PERSIST, DIAG64 and PAIR_MID must be bools; on the CPU (no Gluon) GLUON + PERSIST runs the tl kernel (its
+    result)."""
     gen = torch.Generator().manual_seed(4)
     q = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)
     k = torch.randn(22, 2, 48, generator=gen).to(torch.bfloat16)

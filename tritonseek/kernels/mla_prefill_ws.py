@@ -74,6 +74,56 @@ DEFAULT_WS = dict(WS_BLOCK_N=128, WS_STAGES=2, PIPE=True, CONSUMER_REGS=240, PRO
 _MAXNREG = 168  # registers per thread at entry: 12 warps (2 consumer warpgroups + the producer's warpgroup)
 
 
+@gluon.constexpr_function
+def _mma_layout(n):
+    # the register layout of a 64 × n wgmma accumulator of one warpgroup (scores: n = BLOCK_N; output: n = D_V)
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, n, 16])
+
+
+@gluon.constexpr_function
+def _p_layout(o_layout):
+    # P as the register A operand of the P·V wgmma whose accumulator has layout o_layout
+    return gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+
+@gluon.jit
+def _wg_state(BLOCK_N: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr):
+    # a warpgroup's start of a query block: the zero score accumulator (the first score wgmma's C, not used: it
+    # overwrites), the output accumulator, running row max (base 2) and row sum
+    row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+    acc = gl.zeros([ROWS, D_V], gl.float32, o_layout)
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
+    l_i = gl.zeros([ROWS], gl.float32, row_l)
+    return s_zero, acc, m_i, l_i
+
+
+@gluon.jit
+def _alloc_ring(q1_desc, q2_desc, k1_desc, k2_desc, v_desc, NUM_STAGES: gl.constexpr):
+    # a program's shared memory: one query tile pair (nope, rope) per consumer warpgroup, the K (nope + rope) and V
+    # rings of NUM_STAGES, their ready / empty barriers (not initialised: _init_ring, after the caller's own)
+    dtype: gl.constexpr = k1_desc.dtype
+    q1_s = gl.allocate_shared_memory(dtype, [2] + q1_desc.block_type.shape, q1_desc.layout)
+    q2_s = gl.allocate_shared_memory(dtype, [2] + q2_desc.block_type.shape, q2_desc.layout)
+    k1_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k1_desc.block_type.shape, k1_desc.layout)
+    k2_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k2_desc.block_type.shape, k2_desc.layout)
+    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    return q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty
+
+
+@gluon.jit
+def _init_ring(k_ready, k_empty, v_ready, v_empty, NUM_STAGES: gl.constexpr):
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # released by both consumer warpgroups
+        mbarrier.init(v_empty.index(i), count=2)
+
+
 @gluon.jit
 def _kv_end(m0, seqlen, CAUSAL: gl.constexpr):
     # keys [0, end) of the sequence a 128-row query block starting at row m0 reads: through its last row (causal)
@@ -175,6 +225,68 @@ def _pv_at(p16, v_bufs, v_ready, rc, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_
 
 
 @gluon.jit
+def _scores_at(q1, q2, k1_bufs, k2_bufs, k_ready, k_empty, rc, s_zero, NUM_STAGES: gl.constexpr):
+    # the scores of the key block at ring index rc once its tile has landed, waited for; the key stage released
+    st = rc % NUM_STAGES
+    mbarrier.wait(k_ready.index(st), (rc // NUM_STAGES) & 1)
+    s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
+    s = warpgroup_mma_wait(0, deps=[s_tok])
+    mbarrier.arrive(k_empty.index(st), count=1)
+    return s
+
+
+@gluon.jit
+def _first_block(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, qe, rc, n_need, s_zero, m_i, l_i, rows, seqlen,
+                 scale_log2, n_fast, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr,
+                 s_layout: gl.constexpr, p_layout: gl.constexpr):
+    # PIPE's block 0 (ring index rc): scores, softmax; returns P as the 16-bit wgmma operand (half the registers of
+    # fp32; its P·V is issued with block 1's scores), m_i, l_i. qe (not None): the query buffer's empty barrier,
+    # arrived once the scores are read when block 0 is the warpgroup's last (n_need == 1).
+    s = _scores_at(q1, q2, k1_bufs, k2_bufs, k_ready, k_empty, rc, s_zero, NUM_STAGES)
+    if qe is not None:
+        if n_need == 1:
+            mbarrier.arrive(qe, count=1)
+    p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, rows, seqlen, scale_log2, n_fast == 0, CAUSAL, BLOCK_N, s_layout)
+    return gl.convert_layout(p.to(v_bufs.dtype), p_layout), m_i, l_i
+
+
+@gluon.jit
+def _pipe_block(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, qe, rc, j, n_need, s_zero, p16,
+                acc, m_i, l_i, rows, seqlen, scale_log2, n_fast, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
+                NUM_STAGES: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr, o_row_l: gl.constexpr):
+    # PIPE step of key block j ≥ 1 (ring index rc): block j's scores are issued before block j − 1's P·V (p16),
+    # block j's softmax runs while that P·V is in flight. qe as _first_block (arrived after block n_need − 1's
+    # scores). Returns block j's P (16-bit), the accumulator rescaled for it, m_i, l_i.
+    st = rc % NUM_STAGES
+    mbarrier.wait(k_ready.index(st), (rc // NUM_STAGES) & 1)
+    s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
+    o_tok = _pv_at(p16, v_bufs, v_ready, rc - 1, j - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
+    s = warpgroup_mma_wait(1, deps=[s_tok])  # the scores (issued first) are done
+    mbarrier.arrive(k_empty.index(st), count=1)
+    if qe is not None:
+        if j == n_need - 1:
+            mbarrier.arrive(qe, count=1)  # the last read of the queries is done
+    p, alpha_n, m_i, l_i = _softmax(s, m_i, l_i, j * BLOCK_N, rows, seqlen, scale_log2, j >= n_fast, CAUSAL, BLOCK_N,
+                                    s_layout)
+    # p16 (the in-flight wgmma's register operand) stays a dependency: its registers must not be reused by the
+    # softmax above before the P·V has read them
+    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
+    p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
+    mbarrier.arrive(v_empty.index((rc - 1) % NUM_STAGES), count=1)
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha_n, o_row_l), 1)
+    return p16, acc, m_i, l_i
+
+
+@gluon.jit
+def _pv_last(p16, v_bufs, v_ready, v_empty, rc, j, acc, seqlen, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    # the last block's P·V (key block j at ring index rc), waited for; its value stage released
+    o_tok = _pv_at(p16, v_bufs, v_ready, rc, j, acc, seqlen, BLOCK_N, NUM_STAGES)
+    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
+    mbarrier.arrive(v_empty.index(rc % NUM_STAGES), count=1)
+    return acc
+
+
+@gluon.jit
 def _wg_blocks(m0, r0, seqlen, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
     # key blocks of the consumer warpgroup whose rows start at r0 (query block m0): n_all the producer loads for
     # the block, n_need these rows see (0 when they are all past the sequence), n_fast fully visible to every row
@@ -225,11 +337,9 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
               WG: gl.constexpr, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               PIPE: gl.constexpr):
     # One consumer warpgroup: query rows m0 + WG·64 … of the program's block.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, D_V, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_layout: gl.constexpr = _mma_layout(BLOCK_N)
+    o_layout: gl.constexpr = _mma_layout(D_V)
+    p_layout: gl.constexpr = _p_layout(o_layout)
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
     if m0 < seqlen:
@@ -239,53 +349,28 @@ def _consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v
         mbarrier.wait(q_bar, 0)
         q1 = q1_s.index(WG)
         q2 = q2_s.index(WG)
-        s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
-        acc = gl.zeros([ROWS, D_V], gl.float32, o_layout)
-        m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
-        l_i = gl.zeros([ROWS], gl.float32, row_l)
+        s_zero, acc, m_i, l_i = _wg_state(BLOCK_N, s_layout, o_layout)
         if PIPE:
             if n_need > 0:
                 # block 0: scores, softmax; its P·V is issued with block 1's scores
-                mbarrier.wait(k_ready.index(0), 0)
-                s_tok = _scores_issue(q1, q2, k1_bufs.index(0), k2_bufs.index(0), s_zero)
-                s = warpgroup_mma_wait(0, deps=[s_tok])
-                mbarrier.arrive(k_empty.index(0), count=1)
-                p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, rows, seqlen, scale_log2, n_fast == 0, CAUSAL,
-                                              BLOCK_N, s_layout)
-                # P is carried to the next iteration as the 16-bit wgmma operand (half the registers of fp32)
-                p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
+                p16, m_i, l_i = _first_block(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, None, 0, n_need,
+                                             s_zero, m_i, l_i, rows, seqlen, scale_log2, n_fast, CAUSAL, BLOCK_N,
+                                             NUM_STAGES, s_layout, p_layout)
                 for j in range(1, n_need):
-                    st = j % NUM_STAGES
-                    mbarrier.wait(k_ready.index(st), (j // NUM_STAGES) & 1)
-                    s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
-                    o_tok = _pv_at(p16, v_bufs, v_ready, j - 1, j - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
-                    s = warpgroup_mma_wait(1, deps=[s_tok])  # the scores (issued first) are done
-                    mbarrier.arrive(k_empty.index(st), count=1)
-                    p, alpha_n, m_i, l_i = _softmax(s, m_i, l_i, j * BLOCK_N, rows, seqlen, scale_log2, j >= n_fast,
-                                                    CAUSAL, BLOCK_N, s_layout)
-                    # p16 (the in-flight wgmma's register operand) stays a dependency: its registers must not be
-                    # reused by the softmax above before the P·V has read them
-                    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
-                    p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
-                    mbarrier.arrive(v_empty.index((j - 1) % NUM_STAGES), count=1)
-                    acc = acc * gl.expand_dims(gl.convert_layout(alpha_n, o_row_l), 1)
-                o_tok = _pv_at(p16, v_bufs, v_ready, n_need - 1, n_need - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
-                acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
-                mbarrier.arrive(v_empty.index((n_need - 1) % NUM_STAGES), count=1)
+                    p16, acc, m_i, l_i = _pipe_block(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
+                                                     v_empty, None, j, j, n_need, s_zero, p16, acc, m_i, l_i, rows,
+                                                     seqlen, scale_log2, n_fast, CAUSAL, BLOCK_N, NUM_STAGES,
+                                                     s_layout, p_layout, o_row_l)
+                acc = _pv_last(p16, v_bufs, v_ready, v_empty, n_need - 1, n_need - 1, acc, seqlen, BLOCK_N,
+                               NUM_STAGES)
         else:
             for j in range(0, n_need):
-                st = j % NUM_STAGES
-                mbarrier.wait(k_ready.index(st), (j // NUM_STAGES) & 1)
-                s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
-                s = warpgroup_mma_wait(0, deps=[s_tok])
-                mbarrier.arrive(k_empty.index(st), count=1)
+                s = _scores_at(q1, q2, k1_bufs, k2_bufs, k_ready, k_empty, j, s_zero, NUM_STAGES)
                 p, alpha, m_i, l_i = _softmax(s, m_i, l_i, j * BLOCK_N, rows, seqlen, scale_log2, j >= n_fast,
                                               CAUSAL, BLOCK_N, s_layout)
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, o_row_l), 1)
                 p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
-                o_tok = _pv_at(p16, v_bufs, v_ready, j, j, acc, seqlen, BLOCK_N, NUM_STAGES)
-                acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
-                mbarrier.arrive(v_empty.index(st), count=1)
+                acc = _pv_last(p16, v_bufs, v_ready, v_empty, j, j, acc, seqlen, BLOCK_N, NUM_STAGES)
         _release_unread(k_ready, k_empty, v_ready, v_empty, 0, n_need, n_all, NUM_STAGES)
         if r0 < seqlen:
             _store_rows(acc, l_i, out_ptr, stride_ot, stride_oh, start, r0, h, seqlen, o_layout)
@@ -310,22 +395,10 @@ def _mla_prefill_ws_kernel(
     start = gl.load(cu_ptr + b)
     seqlen = gl.load(cu_ptr + b + 1) - start
     m0 = pid_m * BLOCK_M
-    dtype: gl.constexpr = k1_desc.dtype
-    q1_s = gl.allocate_shared_memory(dtype, [2] + q1_desc.block_type.shape, q1_desc.layout)
-    q2_s = gl.allocate_shared_memory(dtype, [2] + q2_desc.block_type.shape, q2_desc.layout)
-    k1_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k1_desc.block_type.shape, k1_desc.layout)
-    k2_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k2_desc.block_type.shape, k2_desc.layout)
-    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
-    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = _alloc_ring(
+        q1_desc, q2_desc, k1_desc, k2_desc, v_desc, NUM_STAGES)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)  # released by both consumer warpgroups
-        mbarrier.init(v_empty.index(i), count=2)
+    _init_ring(k_ready, k_empty, v_ready, v_empty, NUM_STAGES)
     mbarrier.init(q_bar, count=1)
     gl.warp_specialize([
         (_consumer, (q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bar, out_ptr,
@@ -380,12 +453,10 @@ def _desc(t: torch.Tensor, width: int, box_rows: int):
     return TensorDescriptor(t, [t.shape[0], cols], [t.stride(0), 1], box, nvmma_layout(box, _GL_DTYPES[t.dtype])), hs
 
 
-def launch_prefill_ws(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen: int, softmax_scale: float, causal: bool,
-                      cfg: dict) -> torch.Tensor:
-    """Launch the Gluon kernel on validated operands (mla_prefill's checks; ws_supported true). q1/k1: the nope
-    pieces [T, H, 128]; q2 [T, H, 64], k2 [T, H, 64] or [T, 64]: the rope pieces; v [T, H, 128]; out [T, H, 128]
-    (written for the tokens of the sequences). cfg: WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS,
-    PRODUCER_REGS over DEFAULT_WS. Returns out."""
+def _launch_parts(q1, q2, k1, k2, v, cfg: dict):
+    """Both Gluon launchers' shared set-up: cfg's Gluon knobs over DEFAULT_WS (ValueError for a WS_BLOCK_N other than
+    64 / 128 or WS_STAGES outside 1-4), the block size and ring depth, the five pieces' TMA descriptors (q: 64-row
+    boxes, k / v: WS_BLOCK_N rows) and their head strides in elements."""
     c = dict(DEFAULT_WS)
     c.update({k: cfg[k] for k in DEFAULT_WS if k in cfg})
     bn = int(c["WS_BLOCK_N"])
@@ -394,13 +465,20 @@ def launch_prefill_ws(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen: int, softm
     stages = int(c["WS_STAGES"])
     if stages < 1 or stages > 4:
         raise ValueError(f"config WS_STAGES must be 1 to 4, got {stages!r}")
+    parts = (_desc(q1, _D_NOPE, _ROWS), _desc(q2, _D_ROPE, _ROWS), _desc(k1, _D_NOPE, bn), _desc(k2, _D_ROPE, bn),
+             _desc(v, _D_V, bn))
+    return c, bn, stages, tuple(d for d, _ in parts), tuple(hs for _, hs in parts)
+
+
+def launch_prefill_ws(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen: int, softmax_scale: float, causal: bool,
+                      cfg: dict) -> torch.Tensor:
+    """Launch the Gluon kernel on validated operands (mla_prefill's checks; ws_supported true). q1/k1: the nope
+    pieces [T, H, 128]; q2 [T, H, 64], k2 [T, H, 64] or [T, 64]: the rope pieces; v [T, H, 128]; out [T, H, 128]
+    (written for the tokens of the sequences). cfg: WS_BLOCK_N (64 / 128), WS_STAGES, PIPE, CONSUMER_REGS,
+    PRODUCER_REGS over DEFAULT_WS. Returns out."""
+    c, bn, stages, (dq1, dq2, dk1, dk2, dv), (hs_q1, hs_q2, hs_k1, hs_k2, hs_v) = _launch_parts(q1, q2, k1, k2, v, cfg)
     num_heads = q1.shape[1]
     batch = cu_seqlens.numel() - 1
-    dq1, hs_q1 = _desc(q1, _D_NOPE, _ROWS)
-    dq2, hs_q2 = _desc(q2, _D_ROPE, _ROWS)
-    dk1, hs_k1 = _desc(k1, _D_NOPE, bn)
-    dk2, hs_k2 = _desc(k2, _D_ROPE, bn)
-    dv, hs_v = _desc(v, _D_V, bn)
     num_m = cdiv(max_seqlen, 2 * _ROWS)
     _mla_prefill_ws_kernel[(num_m, num_heads, batch)](
         dq1, dq2, dk1, dk2, dv, cu_seqlens, out, out.stride(0), out.stride(1),
@@ -418,11 +496,11 @@ def mla_prefill_ws(q, k, v, cu_seqlens, max_seqlen, softmax_scale, causal=True, 
 
     Operands, outputs, validation and errors: ``mla_prefill``'s (FlashAttention ``flash_attn_varlen_func``
     semantics), with config's GLUON set; the Gluon knobs WS_BLOCK_N / WS_STAGES / PIPE / CONSUMER_REGS /
-    PRODUCER_REGS / PERSIST / DIAG64 may be given in config (the default config runs the persistent variant,
-    ``mla_prefill_ws_persistent``; PERSIST=False runs this module's kernel). Raises ValueError where this kernel cannot run: a device other than a CUDA
-    sm_90 GPU (Gluon has no interpreter path), causal=False, or operands it does not take (``ws_supported``: bf16,
-    DeepSeek's 128 nope ‖ 64 rope q/k columns and 128 v columns, 16-byte aligned pieces, softmax_scale > 0) —
-    ``mla_prefill`` runs the tl kernel for those."""
+    PRODUCER_REGS / PERSIST / DIAG64 / PAIR_MID may be given in config (the default config runs the persistent
+    variant, ``mla_prefill_ws_persistent``; PERSIST=False runs this module's kernel). Raises ValueError where this
+    kernel cannot run: a device other than a CUDA sm_90 GPU (Gluon has no interpreter path), causal=False, or
+    operands it does not take (``ws_supported``: bf16, DeepSeek's 128 nope ‖ 64 rope q/k columns and 128 v columns,
+    16-byte aligned pieces, softmax_scale > 0) — ``mla_prefill`` runs the tl kernel for those."""
     from tritonseek.kernels._host import cuda_capability
     from tritonseek.kernels.mla_prefill import mla_prefill
 

@@ -45,12 +45,11 @@ Measured (H200 s22 W3, tree da394eb; GPU clock, CUDA-graph replays, 21 interleav
 8192 as 64 / 32 / 24 / 16 / 13 / 8 / 4 seqs 73.7 [1.40] vs 65.7, 145.9 [1.14] vs 123.8, 135.1 [0.87] vs 139.4,
 260.8 [1.07] vs 211.9, 243.1 [0.86] vs 241.7, 370.5 [0.98] vs 317.8, 477.0 [1.02] vs 430.3; 8192 × 1 619.6 [1.12] vs
 602.7; 4096 × 1 564.2 [1.06] vs 526.7; 8192 as 2 559.5 [1.07] vs 525.8; 16384 as 4 565.4 [1.11] vs 520.3.
-Known loss: an odd number of query blocks per sequence (341 tokens: 3, 630: 5). The unit holding the middle block
-alone has half the work, and when the units per (head, sequence) divide the grid (132 = 2·66 = 3·44) a program gets the same jj in
-every round, so half-work units pile up on some programs and full ones on others (24 × 341: 0.97 of the s21 kernel,
-13 × 630: 0.99, both behind SDPA; mla_prefill runs 257-384 tokens on the s21 kernel). Pairing the middle blocks of
-two (head, sequence)s into one unit would balance it (not built: no device time left in s22). Also a static-schedule
-tail: 31.03 rounds at 8 × 1024.
+Known loss of the default schedule (s22): an odd number of query blocks per sequence (341 tokens: 3, 630: 5). The
+unit holding the middle block alone has half the work, and when the units per (head, sequence) divide the grid (132 =
+2·66 = 3·44) a program gets the same jj in every round, so half-work units pile up on some programs and full ones on
+others (24 × 341: 0.97 of the s21 kernel, 13 × 630: 0.99, both behind SDPA; mla_prefill runs 257-384 tokens on the
+s21 kernel). s23: PAIR_MID (above). Also a static-schedule tail: 31.03 rounds at 8 × 1024.
 Gluon compiles only for CUDA sm_90: there is no interpreter path.
 """
 
@@ -62,9 +61,11 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from tritonseek.kernels._host import cdiv, cuda_sm_count
-from tritonseek.kernels.mla_prefill_ws import (_D_NOPE, _D_ROPE, _D_V, _MAXNREG, _ROWS, BLOCK_M, D_V, DEFAULT_WS, ROWS,
-                                               _desc, _load_kv, _n_blocks, _pv_at, _release_unread, _scores_issue,
-                                               _softmax, _store_rows, _wg_blocks, _zero_v_tail)
+from tritonseek.kernels.mla_prefill_ws import (_D_NOPE, _D_ROPE, _D_V, _MAXNREG, _ROWS, BLOCK_M, D_V, ROWS, _alloc_ring,
+                                               _first_block, _init_ring, _launch_parts, _load_kv, _mma_layout,
+                                               _n_blocks, _p_layout, _pipe_block, _pv_at, _pv_last, _release_unread,
+                                               _scores_issue, _softmax, _store_rows, _wg_blocks, _wg_state,
+                                               _zero_v_tail)
 
 _SMEM_MAX = 232448 - 1024  # bytes of shared memory per program on sm_90, less the barriers' and the runtime's share
 
@@ -153,10 +154,9 @@ def _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_em
     # Warpgroup 0's diagonal block j (ring index rc; 128 keys j·128 … of which its rows r0 … r0 + 63 = j·128 … see
     # only the first 64) as 64-key wgmmas: S = Q·K[:64]ᵀ, softmax, O += P·V[:64]. With j > 0 (p16 given) block
     # j − 1's P·V (full width) is issued between the scores and their wait, as in the PIPE loop.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, D_V, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_layout: gl.constexpr = _mma_layout(64)
+    o_layout: gl.constexpr = _mma_layout(D_V)
+    p_layout: gl.constexpr = _p_layout(o_layout)
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
     st = rc % NUM_STAGES
@@ -186,8 +186,7 @@ def _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_em
     o_tok = warpgroup_mma(p16n, vb.slice(0, 64, dim=0), acc, is_async=True)
     acc, p16n = warpgroup_mma_wait(0, deps=[o_tok, p16n])
     mbarrier.arrive(v_empty.index(st), count=1)
-    m_o: gl.constexpr = gl.SliceLayout(1, gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                                     instr_shape=[16, 128, 16]))
+    m_o: gl.constexpr = gl.SliceLayout(1, _mma_layout(128))
     return acc, gl.convert_layout(m_n, m_o), gl.convert_layout(l_n, m_o)
 
 
@@ -200,11 +199,9 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
     # kc + j; releases its query buffer right after the item's last score wgmma. NARROW (DIAG64, warpgroup 0,
     # causal, 128-key blocks): the item's last block is always the diagonal one, of whose keys m0 … m0 + 127 these
     # rows see only the first 64: it runs as 64-key wgmmas (_diag_tail / _diag_only), half the work.
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, D_V, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_layout: gl.constexpr = _mma_layout(BLOCK_N)
+    o_layout: gl.constexpr = _mma_layout(D_V)
+    p_layout: gl.constexpr = _p_layout(o_layout)
     row_l: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_row_l: gl.constexpr = gl.SliceLayout(1, o_layout)
     pid = gl.program_id(0)
@@ -220,49 +217,27 @@ def _p_consumer(q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
             q2 = q2_s.index(WG)
             qe = q_empty.index(WG)
             mbarrier.wait(q_ready.index(WG), qc & 1)
-            s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
-            acc = gl.zeros([ROWS, D_V], gl.float32, o_layout)
-            m_i = gl.full([ROWS], float("-inf"), gl.float32, row_l)
-            l_i = gl.zeros([ROWS], gl.float32, row_l)
+            s_zero, acc, m_i, l_i = _wg_state(BLOCK_N, s_layout, o_layout)
             if NARROW:
                 nf = n_need - 1  # full blocks, then the diagonal one, narrow
             else:
                 nf = n_need
             if nf > 0:
-                st = kc % NUM_STAGES
-                mbarrier.wait(k_ready.index(st), (kc // NUM_STAGES) & 1)
-                s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
-                s = warpgroup_mma_wait(0, deps=[s_tok])
-                mbarrier.arrive(k_empty.index(st), count=1)
-                if n_need == 1:  # (never with NARROW: nf > 0 means n_need ≥ 2)
-                    mbarrier.arrive(qe, count=1)
-                p, alpha, m_i, l_i = _softmax(s, m_i, l_i, 0, rows, seqlen, scale_log2, n_fast == 0, CAUSAL,
-                                              BLOCK_N, s_layout)
-                p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
+                # (n_need == 1 releases the queries after block 0: never with NARROW, nf > 0 means n_need ≥ 2)
+                p16, m_i, l_i = _first_block(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, qe, kc, n_need,
+                                             s_zero, m_i, l_i, rows, seqlen, scale_log2, n_fast, CAUSAL, BLOCK_N,
+                                             NUM_STAGES, s_layout, p_layout)
                 for j in range(1, nf):
-                    rc = kc + j
-                    st = rc % NUM_STAGES
-                    mbarrier.wait(k_ready.index(st), (rc // NUM_STAGES) & 1)
-                    s_tok = _scores_issue(q1, q2, k1_bufs.index(st), k2_bufs.index(st), s_zero)
-                    o_tok = _pv_at(p16, v_bufs, v_ready, rc - 1, j - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
-                    s = warpgroup_mma_wait(1, deps=[s_tok])  # the scores (issued first) are done
-                    mbarrier.arrive(k_empty.index(st), count=1)
-                    if j == n_need - 1:
-                        mbarrier.arrive(qe, count=1)  # the last read of the queries is done
-                    p, alpha_n, m_i, l_i = _softmax(s, m_i, l_i, j * BLOCK_N, rows, seqlen, scale_log2, j >= n_fast,
-                                                    CAUSAL, BLOCK_N, s_layout)
-                    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
-                    p16 = gl.convert_layout(p.to(v_bufs.dtype), p_layout)
-                    mbarrier.arrive(v_empty.index((rc - 1) % NUM_STAGES), count=1)
-                    acc = acc * gl.expand_dims(gl.convert_layout(alpha_n, o_row_l), 1)
+                    p16, acc, m_i, l_i = _pipe_block(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready,
+                                                     v_empty, qe, kc + j, j, n_need, s_zero, p16, acc, m_i, l_i, rows,
+                                                     seqlen, scale_log2, n_fast, CAUSAL, BLOCK_N, NUM_STAGES,
+                                                     s_layout, p_layout, o_row_l)
                 if NARROW:
                     acc, m_i, l_i = _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty,
                                                qe, p16, acc, m_i, l_i, kc + nf, nf, r0, seqlen, scale_log2,
                                                NUM_STAGES, CAUSAL)
                 else:
-                    o_tok = _pv_at(p16, v_bufs, v_ready, kc + nf - 1, nf - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
-                    acc, p16 = warpgroup_mma_wait(0, deps=[o_tok, p16])
-                    mbarrier.arrive(v_empty.index((kc + nf - 1) % NUM_STAGES), count=1)
+                    acc = _pv_last(p16, v_bufs, v_ready, v_empty, kc + nf - 1, nf - 1, acc, seqlen, BLOCK_N, NUM_STAGES)
             elif n_need > 0:  # (NARROW only: nf = n_need otherwise) the diagonal block is the only one
                 if NARROW:
                     acc, m_i, l_i = _diag_tail(q1, q2, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty,
@@ -293,23 +268,11 @@ def _mla_prefill_ws_persistent_kernel(
     else:
         sched = (num_m + 1) // 2  # units per (head, sequence)
     n_items = 2 * ((units - gl.program_id(0) + grid - 1) // grid)
-    dtype: gl.constexpr = k1_desc.dtype
-    q1_s = gl.allocate_shared_memory(dtype, [2] + q1_desc.block_type.shape, q1_desc.layout)
-    q2_s = gl.allocate_shared_memory(dtype, [2] + q2_desc.block_type.shape, q2_desc.layout)
-    k1_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k1_desc.block_type.shape, k1_desc.layout)
-    k2_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k2_desc.block_type.shape, k2_desc.layout)
-    v_bufs = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape, v_desc.layout)
-    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    q1_s, q2_s, k1_bufs, k2_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty = _alloc_ring(
+        q1_desc, q2_desc, k1_desc, k2_desc, v_desc, NUM_STAGES)
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NUM_STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)  # released by both consumer warpgroups
-        mbarrier.init(v_empty.index(i), count=2)
+    _init_ring(k_ready, k_empty, v_ready, v_empty, NUM_STAGES)
     for w in gl.static_range(2):
         mbarrier.init(q_ready.index(w), count=1)
         mbarrier.init(q_empty.index(w), count=1)  # each warpgroup owns one query buffer
@@ -332,17 +295,11 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
     Operands as ``mla_prefill_ws.launch_prefill_ws``: q1/k1 [T, H, 128], q2 [T, H, 64], k2 [T, H, 64] or [T, 64],
     v [T, H, 128], out [T, H, 128] (written for the tokens of the sequences). cfg: WS_BLOCK_N (64 / 128),
     WS_STAGES (ValueError when the ring and the queries exceed 227 KB of shared memory), CONSUMER_REGS,
-    PRODUCER_REGS over DEFAULT_WS (PIPE is always on here), DIAG64 (bool; needs 128-key blocks), PAIR_MID (bool: with an
-    odd number ≥ 3 of 128-row query blocks, the middle blocks of two (head, sequence)s share a unit). num_programs: grid size
-    (default: the device's SM count; tests pass small ones to walk many items per program). Returns out."""
-    c = dict(DEFAULT_WS)
-    c.update({k: cfg[k] for k in DEFAULT_WS if k in cfg})
-    bn = int(c["WS_BLOCK_N"])
-    if bn not in (64, 128):
-        raise ValueError(f"config WS_BLOCK_N must be 64 or 128, got {bn!r}")
-    stages = int(c["WS_STAGES"])
-    if stages < 1 or stages > 4:
-        raise ValueError(f"config WS_STAGES must be 1 to 4, got {stages!r}")
+    PRODUCER_REGS over DEFAULT_WS (PIPE is always on here), DIAG64 (bool; needs 128-key blocks), PAIR_MID (bool:
+    with an odd number ≥ 3 of 128-row query blocks, the middle blocks of two (head, sequence)s share a unit).
+    num_programs: grid size (default: the device's SM count; tests pass small ones to walk many items per program).
+    Returns out."""
+    c, bn, stages, (dq1, dq2, dk1, dk2, dv), (hs_q1, hs_q2, hs_k1, hs_k2, hs_v) = _launch_parts(q1, q2, k1, k2, v, cfg)
     diag64 = bool(cfg.get("DIAG64", False))
     if diag64 and (bn != 128 or not causal):
         raise ValueError("config DIAG64 needs WS_BLOCK_N 128 and causal=True")
@@ -352,11 +309,6 @@ def launch_prefill_ws_persistent(q1, q2, k1, k2, v, cu_seqlens, out, max_seqlen:
                          f"the {_SMEM_MAX} of an H100/H200 program")
     num_heads = q1.shape[1]
     batch = cu_seqlens.numel() - 1
-    dq1, hs_q1 = _desc(q1, _D_NOPE, _ROWS)
-    dq2, hs_q2 = _desc(q2, _D_ROPE, _ROWS)
-    dk1, hs_k1 = _desc(k1, _D_NOPE, bn)
-    dk2, hs_k2 = _desc(k2, _D_ROPE, bn)
-    dv, hs_v = _desc(v, _D_V, bn)
     num_m = cdiv(max_seqlen, 2 * _ROWS)
     n_hb = num_heads * batch
     # PAIR_MID only where there is a middle block to pair (one query block: every unit is one block anyway)

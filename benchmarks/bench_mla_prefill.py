@@ -42,7 +42,8 @@ PREFILL_CANDIDATES = [
     dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2, USE_TMA=True, GLUON=False),
     dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, USE_TMA=True, GLUON=False),
 ]
-PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4)]
+# s23: 24 × 341 and 13 × 630 tokens too (odd query-block counts, 3 / 5 per sequence: the persistent kernel's PAIR_MID)
+PREFILL_CASES = [(4096, 1), (8192, 1), (8192, 2), (8192, 8), (16384, 4), (8184, 24), (8190, 13)]
 PREFILL_HEADS = 128
 
 

@@ -38,8 +38,9 @@ out_dir = sys.argv[1]
 budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 120.0
 T0 = time.time()
 os.makedirs(out_dir, exist_ok=True)
-commit = os.environ.get("COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                                    text=True).stdout.strip() or "unknown"
+commit = (os.environ.get("COMMIT") or os.environ.get("TRITONSEEK_COMMIT")
+          or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+          or "unknown")
 env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
            commit=commit, date=time.strftime("%Y-%m-%d"))
 HEADS, SCALE = 128, 192**-0.5
@@ -57,7 +58,18 @@ ALL = {
     "wsPmd": dict(_P, DIAG64=True, PAIR_MID=True),
     "ws": dict(_P, PERSIST=False),  # one program per (query block, head, sequence): s21's kernel
     "dflt": None,  # mla_prefill's default config (kernel and block shape by max_seqlen: persist_config)
+    "dflt_aa": None,  # A/A twin of dflt
+    "s22": "s22",  # s22's default: the one-program-per-block kernel at 257-384 tokens, no PAIR_MID
 }
+
+
+def s22_default(n_tok):
+    # mla_prefill's default config before s23 (PAIR_MID off, 257-384 tokens on the one-program-per-block kernel)
+    if 256 < n_tok <= 384:
+        return dict(_P, PERSIST=False, PAIR_MID=False)
+    return dict(P.persist_config(P.default_config(192, 128), None, n_tok), PAIR_MID=False)
+
+
 VARIANTS = {n: ALL[n] for n in os.environ.get("VARIANTS", "wsPm wsP wsPm64 ws dflt wsPm_aa").split()}
 FIRST = next(iter(VARIANTS))
 
@@ -91,6 +103,7 @@ for seqs, n_tok in CASES:
     for name, cfg in VARIANTS.items():
         if name in bad:
             continue
+        cfg = s22_default(n_tok) if cfg == "s22" else cfg
         o = torch.full((tokens, HEADS, 128), float("nan"), device="cuda", dtype=torch.bfloat16)
         try:
             P.mla_prefill(q, k, v, cu, n_tok, SCALE, out=o, config=cfg, check_ids=False)
@@ -132,7 +145,8 @@ for seqs, n_tok in CASES:
     med = {n: statistics.median(t) for n, t in times.items()}
     for n, us in med.items():
         ts = sorted(times[n])
-        cfg_n = VARIANTS.get(n) if n != "dflt" else P.persist_config(P.default_config(192, 128), None, n_tok)
+        cfg_n = {"dflt": P.persist_config(P.default_config(192, 128), None, n_tok), "s22": s22_default(n_tok)}.get(
+            n.removesuffix("_aa"), VARIANTS.get(n))
         row = dict(suite="mla_prefill_ab", case=dict(tokens=tokens, seqs=seqs), heads=HEADS, variant=n, config=cfg_n,
                    us=round(us, 2), tflops=round(flops / us / 1e6, 1), gbps=None, peer="torch_sdpa",
                    peer_us=round(med.get("sdpa", float("nan")), 2),

@@ -42,9 +42,13 @@ _TUNED: dict[str, dict] = {
     # 143.2 [1.11] vs 124.4 (124.1); 8192×1 622.7 [1.12] vs 606.0 (604.8); 4096×1 568.1 [1.06] vs 531.6 (527.7);
     # 8192 as 2 563.8 [1.08] vs 530.6 (529.3); 16384 as 4 559.6 [1.10] vs 519.8 (528.7): faster in all 7, beyond the
     # A/A in all 7, hence the default. W3 (da394eb, 21 rounds, A/A ≤ 0.8 %; with persist_config's block shapes):
-    # 1.03-1.23× the s21 kernel on 10 of 11 cases, 0.97 at 24 × 341 (which persist_config now leaves to it).
+    # 1.03-1.23× the s21 kernel on 10 of 11 cases, 0.97 at 24 × 341 (which persist_config left to it).
+    # s23 W1 (h2prefill, tree 5bf20f9; same timing, 21 rounds, A/A of PAIR_MID 1.000-1.003): PAIR_MID (odd query-
+    # block counts: two (head, sequence)s' middle blocks in one unit) vs the same persistent kernel without it at
+    # 24 × 341 / 13 × 630 / 40 × 300 tokens 165.4 vs 128.0 / 274.8 vs 231.2 / 125.8 vs 121.1 TFLOP/s (SDPA 152.1 /
+    # 273.9 / 121.4); 8 × 1024, 4096 × 1, 8192 × 1 (even counts: the same kernel) 0.997-1.003: on by default.
     "192x128": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, GLUON=True, WS_BLOCK_N=128, WS_STAGES=2,
-                    PIPE=True, PERSIST=True),
+                    PIPE=True, PERSIST=True, PAIR_MID=True),
     "default": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
 }
 
@@ -282,9 +286,12 @@ _WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUC
 
 
 # The persistent kernel's block shape by the longest sequence: the first (bound, overrides) with max_seqlen ≤ bound
-# applies over the default config (a caller's WS_BLOCK_N / WS_STAGES / DIAG64 / PERSIST win). 257-384 tokens (3 query
-# blocks: the persistent schedule's odd-count imbalance, see mla_prefill_ws_persistent) run the one-program-per-block
-# kernel: W3 24 × 341 tokens 820 µs vs 846 with DIAG64 (A/A of the persistent kernel 0.1 %).
+# applies over the default config (a caller's WS_BLOCK_N / WS_STAGES / DIAG64 / PERSIST / PAIR_MID win). s22 left
+# 257-384 tokens (3 query blocks: the persistent schedule's odd-count imbalance, see mla_prefill_ws_persistent) to the
+# one-program-per-block kernel (W3 24 × 341 tokens 820 µs vs 846 with DIAG64); s23 W1 (tree 5bf20f9, A/A ≤ 0.3 %):
+# with PAIR_MID (the default config's) the persistent kernel with DIAG64 runs 24 × 341 / 40 × 300 at 169.1 / 126.0
+# TFLOP/s vs that kernel's 138.2 / 123.9 (PAIR_MID with 128-key blocks 165.4 / 125.8, 64-key 166.4 / 125.6; 64-key
+# blocks without PAIR_MID 136.2 / 128.9): 257-512 tokens run DIAG64.
 # s22 W2 (h4prefill, tree 041b4a1; GPU clock, graph replays, 21 interleaved rounds; time of the 128-key default ÷
 # time of the variant, A/A 0.998-1.013): DIAG64 at 16 × 512 / 32 × 256 / 8 × 1024 / 4 × 2048 tokens 1.026 / 1.014 /
 # 0.980 / 0.979, 64-key blocks (3 stages) 0.999 / 1.025 / 0.951 / 0.908 (W1: 1.01 / 1.02 at 512 / 256).
@@ -292,8 +299,7 @@ _WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUC
 # 64 × 128 / 32 × 256 / 24 × 341 / 16 × 512 / 13 × 630 / 8 × 1024 tokens 1.058 / 1.020 / 1.039 / 1.026 / 0.998 /
 # 0.999 (≥ 630: the same kernel); DIAG64 was 1.028 faster than 64-key blocks at 128, 64-key blocks 1.020 faster than
 # DIAG64 at 341 (one run each: left as is).
-_PERSIST_BY_LENGTH: tuple = ((256, dict(WS_BLOCK_N=64, WS_STAGES=3)), (384, dict(PERSIST=False)),
-                              (512, dict(DIAG64=True)))
+_PERSIST_BY_LENGTH: tuple = ((256, dict(WS_BLOCK_N=64, WS_STAGES=3)), (512, dict(DIAG64=True)))
 _PERSIST_SHAPE_KEYS = {"WS_BLOCK_N", "WS_STAGES", "DIAG64", "PERSIST", "PAIR_MID"}
 
 

@@ -24,13 +24,17 @@ Design:
   3 × 40 + 2 × 48 = 216 KB, so the next item's queries load an item ahead: 0.98-0.99 of the same kernel with one
   at all 8 cases; the knob was removed.)
 
-* PAIR_MID (config knob, off by default; s23): with an odd number num_m ≥ 3 of query blocks the middle block is
-  a unit alone, half the work of the others; PAIR_MID pairs the middle blocks of two (head, sequence)s into one unit
-  (``_item``), so every unit has num_m + 1 key blocks again. Paper estimate (128 heads, 132 programs): 24 × 341 (3
-  blocks) 6144 units of which the 3072 half ones all land on the odd programs (2 units per (head, sequence) divide
-  132): 47 rounds × 4 blocks → 35 rounds × 4 (1.33× on the kernel's block work); 13 × 630 (5 blocks) 38 × 6 → 32 ×
-  6 (1.19×); 40 × 300 (3 blocks) 78 × 4 → 59 × 4 (1.32×).
-* DIAG64 (mla_prefill's default for 384 < max_seqlen ≤ 512, 64-key blocks for ≤ 256, ``persist_config``): warpgroup
+* PAIR_MID (config knob; mla_prefill's default config sets it since s23): with an odd number num_m ≥ 3 of query
+  blocks the middle block is a unit alone, half the work of the others; PAIR_MID pairs the middle blocks of two
+  (head, sequence)s into one unit (``_item``), so every unit has num_m + 1 key blocks again. Paper estimate (128
+  heads, 132 programs): 24 × 341 (3 blocks) 6144 units of which the 3072 half ones all land on the odd programs (2
+  units per (head, sequence) divide 132): 47 rounds × 4 blocks → 35 rounds × 4 (1.33× on the block work); 13 × 630
+  (5 blocks) 38 × 6 → 32 × 6 (1.19×); 40 × 300 (3 blocks) 78 × 4 → 59 × 4 (1.32×; but its last query block is 44
+  rows, so the default's units were closer than that). H200 s23 W1 (tree 5bf20f9; GPU clock, graph replays, 21
+  interleaved rounds; A/A 1.000-1.003; TFLOP/s [ratio to SDPA]): 24 × 341 165.4 [1.09] vs 128.0 without (1.29×),
+  13 × 630 274.8 [1.00] vs 231.2 (1.19×), 40 × 300 125.8 [1.04] vs 121.1 (1.04×); with DIAG64 169.1 / 278.7 /
+  126.0; even counts (8 × 1024, 4096 × 1, 8192 × 1: the same kernel) 0.997-1.003.
+* DIAG64 (mla_prefill's default for 256 < max_seqlen ≤ 512, 64-key blocks for ≤ 256, ``persist_config``): warpgroup
   0's last block, the causal diagonal, of whose 128 keys its 64 rows see the first 64, runs as 64-key wgmmas.
 
 Paper estimate before building (s21 figures, 128 heads): 8×1024 = 8192 items / 132 SMs = 62 items per SM in
@@ -48,7 +52,7 @@ Measured (H200 s22 W3, tree da394eb; GPU clock, CUDA-graph replays, 21 interleav
 Known loss of the default schedule (s22): an odd number of query blocks per sequence (341 tokens: 3, 630: 5). The
 unit holding the middle block alone has half the work, and when the units per (head, sequence) divide the grid (132 =
 2·66 = 3·44) a program gets the same jj in every round, so half-work units pile up on some programs and full ones on
-others (24 × 341: 0.97 of the s21 kernel, 13 × 630: 0.99, both behind SDPA; mla_prefill runs 257-384 tokens on the
+others (24 × 341: 0.97 of the s21 kernel, 13 × 630: 0.99, both behind SDPA; mla_prefill ran 257-384 tokens on the
 s21 kernel). s23: PAIR_MID (above). Also a static-schedule tail: 31.03 rounds at 8 × 1024.
 Gluon compiles only for CUDA sm_90: there is no interpreter path.
 """

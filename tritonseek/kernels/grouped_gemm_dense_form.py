@@ -25,6 +25,25 @@ and integer specialization) and adds only what the grouped layout needs:
   where padding rows (m_indices −1) get 0 and rows of another expert (a layout not aligned to 128 rows) NaN, the
   contract of the 128-row kernel.
 
+Measured (H200, session 23; benchmarks/probe_grouped_dense.py --df, GPU clock, interleaved graph replays, every variant
+checked against the fp32 reference first; A/A twins 0.996-1.001; W1 at 1918939, W2 at 5bf20f9): NOT a default.
+* time ratio to the grouped 128-row default: 4×8192 / 8×4096 at (4096, 7168) 1.049 / 1.074 (W1), 1.042 / 1.066 (W2);
+  (7168, 2048) 1.027 / 1.065 (W1, against the default's WIDE tiles); routed prefill (T = 4096 top-8 over 256 experts)
+  (4096, 7168) 0.989 / 0.991 (W1 / W2), (7168, 2048) 1.094.
+* the one-expert bisection (the dense 32768×4096×7168 problem, TFLOP/s, W2): dense 192-row kernel (the same
+  partitions, SCALE_AHEAD) 1209; this kernel 982 (W1 998 vs 1225); the same build with NO_TABLE (tiles from the index,
+  no table loads, no table kernels) 1133; PREFETCH + PF_PROD (the next entry loaded one tile ahead) 970; the three
+  table kernels alone 11-12 µs. So ~13 % of the time goes to the dependent table loads at each tile start (~6 µs per
+  tile per CTA at 41.5 tiles per CTA, far above an idle L2 round trip: the loads queue behind the SM's TMA traffic),
+  and ~7 % to what remains different from the dense kernel (not found: same K-loop SASS, registers, stages, order).
+* why the register prefetch did not help (SASS of the sm_90a build): ptxas keeps the loop-carried entry in uniform
+  registers and issues the R2UR of each prefetched value right after its LDG, before the tile's K loop, so the
+  load's latency is waited for where it was issued (an identity asm on the carried value did not move the R2UR).
+  Next step, not built: a prefetch that does not land in registers (cp.async of the next entry into shared memory,
+  or the whole table copied to shared memory at kernel start: ≤ 1024 entries fit beside the stages).
+The same per-tile dependent loads exist in grouped_gemm_ws's 128-row kernels (m_indices / masked_m per tile), which
+run 0.95 × the dense 128-row kernel's speed on the same operands (session 22).
+
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launcher raises on other devices. The table builder is
 ``tl`` and runs under the interpreter (CPU tests check it against ``tile_table_ref``).
 """

@@ -112,6 +112,12 @@ inlined), 1.04 at (7168, 2048) and 1.37-1.60 on the routed layout (W1); on one e
 where the dense 192-row kernel ran 0.845: the grouped form loses the 192-row tile's gain for reasons not found
 (same K loop, stages, registers and tile order; no spills). Removed.
 
+Session 23 (h1grouped; H200 W1 at 1918939, W2 at 5bf20f9): the contiguous kernel rebuilt FROM the dense 192-row kernel
+(grouped_gemm_dense_form: its partitions and K loop over a device tile table) ran 1.04-1.07 × this kernel's time at
+4×8192 / 8×4096 (4096, 7168), 0.99 on the routed layout; on one expert 982 TFLOP/s against the dense kernel's 1209 and
+1133 with its table loads removed: the per-tile dependent loads are the measured part of the dense-vs-grouped gap (that
+module's docstring). Reachable through config DENSE_FORM=True; not a default.
+
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 
 The partitions (TMA producer warp, consumer warpgroups, epilogue) and the DIAG timer stamps live in
@@ -212,7 +218,9 @@ def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
 
 
 # DENSE_FORM (contiguous, session 23): the launcher hands the problem to grouped_gemm_dense_form (the dense 192-row
-# kernel over a device tile table; its docstring) where ``_dense_form_pays``. None = the rule is off (not measured).
+# kernel over a device tile table; its docstring) where ``_dense_form_pays``. None = the rule is off: H200 s23 W1 / W2
+# (GPU clock, A/A <= 0.4 %) had it 1.042-1.074 × the default's time on DeepGEMM's layouts, 1.027-1.094 at (7168, 2048),
+# 0.989-0.991 only on the routed (4096, 7168) layout (inside 1 %: not taken).
 _DF_MIN_ROWS_PER_EXPERT: int | None = None
 
 

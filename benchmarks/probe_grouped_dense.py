@@ -187,7 +187,7 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
         # the dense-form kernel (grouped_gemm_dense_form: the dense 192-row kernel over a device tile table)
         variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=o, config=c)), ref)
                      for name, c in (("df", None), ("df_aa", None), ("df_pf", dict(PREFETCH=True, PF_PROD=True)),
-                                     ("df_pp", dict(PF_PROD=True)))]
+                                     ("df_pp", dict(PF_PROD=True)), ("df_sm", dict(SMEM_TABLE=True)))]
         # the tile table alone (three small tl kernels; part of every df variant's time), not checked
         tab = torch.empty(max_row_tiles(M) * 4 + 3 * triton.cdiv(M, 128) + 1, dtype=torch.int32, device=dev)
         variants.append(("df_table", mk(lambda o: build_tile_table(mi, M, tab)), None))
@@ -204,7 +204,7 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
             variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b[:1], bs[:1], mi1, out=o,
                                                                                 config=c)), dref)
                          for name, c in (("df_e1", None), ("df_e1_pf", dict(PREFETCH=True, PF_PROD=True)),
-                                         ("df_e1_nt", dict(NO_TABLE=True)))]
+                                         ("df_e1_nt", dict(NO_TABLE=True)), ("df_e1_sm", dict(SMEM_TABLE=True)))]
     if with_dense:
         cub = _cublas(a, a_s, b[0], bs[0])
 
@@ -260,8 +260,8 @@ def main():
     p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
     p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
     p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa, df_pf = "
-                   "PREFETCH + PF_PROD, df_pp = PF_PROD, df_table = its tile table alone; with --e1 df_e1 / df_e1_pf / "
-                   "df_e1_nt = NO_TABLE on one expert)")
+                   "PREFETCH + PF_PROD, df_pp = PF_PROD, df_sm = SMEM_TABLE, df_table = its tile table alone; with --e1 "
+                   "df_e1 / df_e1_pf / df_e1_nt = NO_TABLE / df_e1_sm on one expert)")
     p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")

@@ -77,10 +77,15 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # NO_TABLE: diagnostic for the one-expert bisection (probe_grouped_dense): the dense kernel's tiles from the tile index
 # alone (rows [192·i, 192·i + 192) of expert 0, no table, no load); refused unless b holds one expert, and then
 # right only for m_indices all 0 (padding rows are computed as expert 0's).
+# SMEM_TABLE (off, not yet run on a GPU): the table (where it fits in shared memory, else the global loads) copied to
+# shared memory once per CTA before the partitions start; each tile's entry is then a shared-memory load (the s23
+# finding above: the dependent global load per tile costs ~13 %, and a register prefetch cannot hide it). PREFETCH and
+# PF_PROD are ignored with it.
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
-                   NO_TABLE=False)
+                   NO_TABLE=False, SMEM_TABLE=False)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool)
+                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool)
+_SMEM_BYTES = 232448  # per block on the H200 (sm_90)
 
 
 def df_config() -> dict:
@@ -223,16 +228,16 @@ def tile_table_ref(m_indices: torch.Tensor) -> list[tuple[int, int, int, int, in
 @gluon.jit
 def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, M, N, num_k_blocks,
                  num_programs, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr, PF_PROD: gl.constexpr, NO_TABLE: gl.constexpr):
+                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr, PF_PROD: gl.constexpr, TAB: gl.constexpr):
     # the dense _ws_producer over the table's row tiles: A rows from the tile's first row, B rows e·N + off_n; a tile
     # with no row of its expert (all padding) loads nothing. PF_PROD: the next tile's entry is loaded one tile ahead
-    num_pid_m = _row_tiles(count_ptr, M, NO_TABLE)
+    num_pid_m = _row_tiles(count_ptr, M, TAB)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     total = num_pid_m * num_pid_n
     it = 0
     if PF_PROD:
         row0_n, e_n, n_any_n, _p = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY,
-                                          NO_TABLE)
+                                          TAB, 1)
     for tile_id in range(gl.program_id(0), total, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         if PF_PROD:
@@ -240,9 +245,9 @@ def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_p
             e = e_n
             n_any = n_any_n
             row0_n, e_n, n_any_n, _p = _entry(table_ptr, tile_id + num_programs, total, num_pid_m, num_pid_n, M,
-                                              GROUP_M, ENTRY, NO_TABLE)
+                                              GROUP_M, ENTRY, TAB, 1)
         else:
-            row0, e, n_any, _p = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY, NO_TABLE)
+            row0, e, n_any, _p = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY, TAB, 1)
         if (e >= 0) & (n_any > 0):
             it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, row0,
                             e * N + pid_n * BLOCK_N, num_k_blocks, 192, BLOCK_K, NUM_STAGES)
@@ -253,20 +258,20 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  table_ptr, count_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                  stride_cm, stride_cn, num_programs, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, SCALE_AHEAD: gl.constexpr,
-                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr, NO_TABLE: gl.constexpr):
+                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr, TAB: gl.constexpr):
     # rows [ROW0, ROW0 + 64) of every table tile: the dense _ws_consumer / _consumer_tile with WGS = 3 (SERIAL loop)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
     zero = gl.zeros([64, BLOCK_N], gl.float32, mma_layout)
-    num_pid_m = _row_tiles(count_ptr, M, NO_TABLE)
+    num_pid_m = _row_tiles(count_ptr, M, TAB)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     total = num_pid_m * num_pid_n
     it = 0
     if PREFETCH:
         row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, M, GROUP_M,
-                                                ENTRY, NO_TABLE)
+                                                ENTRY, TAB, 4)
     for tile_id in range(gl.program_id(0), total, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         if PREFETCH:
@@ -276,10 +281,10 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
             n_any = n_any_n
             packed = packed_n
             row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, tile_id + num_programs, total, num_pid_m, num_pid_n,
-                                                    M, GROUP_M, ENTRY, NO_TABLE)
+                                                    M, GROUP_M, ENTRY, TAB, 4)
         else:
             row0, e, n_any, packed = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY,
-                                            NO_TABLE)
+                                            TAB, 4)
         off_m = row0 + ROW0
         off_n = pid_n * BLOCK_N
         if (e >= 0) & (n_any > ROW0):
@@ -306,27 +311,35 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 
 
 @gluon.jit
-def _row_tiles(count_ptr, M, NO_TABLE: gl.constexpr):
-    # the number of row tiles: the table's device count (NO_TABLE: cdiv(M, 192), the dense kernel's)
-    if NO_TABLE:
+def _row_tiles(count_ptr, M, TAB: gl.constexpr):
+    # the number of row tiles: the table's device count (TAB 1, NO_TABLE: cdiv(M, 192), the dense kernel's)
+    if TAB == 1:
         return gl.cdiv(M, 192)
     else:
         return gl.load(count_ptr)
 
 
 @gluon.jit
-def _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr, ENTRY: gl.constexpr,
-           NO_TABLE: gl.constexpr):
-    # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id; past the last tile (0, −1, 0, 0) with
-    # no load. NO_TABLE (diagnostic, one expert): the dense kernel's tile from pid_m alone, no load
+def _entry(table, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr, ENTRY: gl.constexpr,
+           TAB: gl.constexpr, WARPS: gl.constexpr):
+    # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id. TAB 0: loaded from the global table
+    # (past the last tile (0, −1, 0, 0), no load); 1 (NO_TABLE, diagnostic, one expert): the dense kernel's tile from
+    # pid_m alone; 2 (SMEM_TABLE): read from the shared-memory copy (table = its descriptor; tile_id < total only)
     pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-    if NO_TABLE:
+    if TAB == 1:
         row0 = pid_m * 192
         n = gl.minimum(M - row0, 192)
         return row0, pid_m * 0, n, n | (n << 8)
+    elif TAB == 2:
+        # every thread holds the whole 4-word entry, so each word is an in-thread reduction (no shuffle, no barrier)
+        lay: gl.constexpr = gl.BlockedLayout([4], [32], [WARPS], [0])
+        v = table.index(pid_m).load(lay)
+        k = gl.arange(0, 4, layout=lay)
+        return (gl.sum(gl.where(k == 0, v, 0), axis=0), gl.sum(gl.where(k == 1, v, 0), axis=0),
+                gl.sum(gl.where(k == 2, v, 0), axis=0), gl.sum(gl.where(k == 3, v, 0), axis=0))
     else:
         ok = tile_id < total
-        ptr = table_ptr + pid_m * ENTRY
+        ptr = table + pid_m * ENTRY
         return (gl.load(ptr, mask=ok, other=0), gl.load(ptr + 1, mask=ok, other=-1),
                 gl.load(ptr + 2, mask=ok, other=0), gl.load(ptr + 3, mask=ok, other=0))
 
@@ -353,8 +366,8 @@ def _df_kernel(
     num_programs,
     BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
     TMA_STORE: gl.constexpr, SCALE_AHEAD: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    ENTRY: gl.constexpr, PREFETCH: gl.constexpr, PF_PROD: gl.constexpr, NO_TABLE: gl.constexpr,
-    num_warps: gl.constexpr,
+    ENTRY: gl.constexpr, PREFETCH: gl.constexpr, PF_PROD: gl.constexpr, TAB: gl.constexpr, TAB_PAD: gl.constexpr,
+    n_tab, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3, box [64, BLOCK_K]; b_desc: over b viewed [E·N, K], box [BLOCK_N, BLOCK_K]
     # c_desc (TMA_STORE): over out [M, N], box [64, BLOCK_N]; c_ptr / stride_c*: the masked epilogue
@@ -371,21 +384,34 @@ def _df_kernel(
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [3] + c_desc.block_type.shape, c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder
+    if TAB == 2:
+        # SMEM_TABLE: the first n_tab table entries copied to shared memory once per CTA (TAB_PAD · 16 bytes); the
+        # partitions then read a tile's entry with a shared-memory load instead of a dependent global one
+        tab_smem = gl.allocate_shared_memory(gl.int32, [TAB_PAD, ENTRY], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        cp: gl.constexpr = gl.BlockedLayout([1, ENTRY], [32, 1], [num_warps, 1], [1, 0])
+        r = gl.arange(0, TAB_PAD, layout=gl.SliceLayout(1, cp))
+        c = gl.arange(0, ENTRY, layout=gl.SliceLayout(0, cp))
+        offs = gl.expand_dims(r, 1) * ENTRY + gl.expand_dims(c, 0)
+        tab_smem.store(gl.load(table_ptr + offs, mask=gl.expand_dims(r < n_tab, 1), other=0))
+        # the same bytes viewed with a rank-1 layout, so .index(row tile) gives one entry's [ENTRY] words
+        tab = tab_smem._reinterpret(gl.int32, [TAB_PAD, ENTRY], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    else:
+        tab = table_ptr
     gl.warp_specialize([
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
-                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH, NO_TABLE)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
-                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH, NO_TABLE)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, 1, 0, TMA_STORE), c_desc, c_ptr,
-                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, NO_TABLE)),
-        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, M, N,
-                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, NO_TABLE)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
+        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, tab, count_ptr, M, N,
+                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, TAB)),
     ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -432,7 +458,8 @@ def grouped_fp8_gemm_contiguous_df(
     out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
     config: optional overrides of ``df_config`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue, GROUP_M,
         TMA_STORE, SCALE_AHEAD 0 / 1, PREFETCH / PF_PROD: the consumers' / the producer's next table entry loaded
-        during this tile's K loop, NO_TABLE: a one-expert diagnostic, see ``_DEFAULT_DF``).
+        during this tile's K loop, NO_TABLE: a one-expert diagnostic, SMEM_TABLE: the table read from a shared-memory
+        copy, see ``_DEFAULT_DF``).
     table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
     Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
     values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
@@ -464,6 +491,7 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
         entries, count = m_indices, m_indices  # not read by the NO_TABLE build
     else:
         entries, count = build_tile_table(m_indices, M, table)
+    tmax = max_row_tiles(M)
     bn = 128
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [64, BLOCK_K], _smem_layout([64, BLOCK_K], gl_fp8))
@@ -480,14 +508,21 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     grid = min(_num_sms(dev), max_row_tiles(M) * cdiv(N, bn))
     regs = _WGS3_REGS
+    tab = 1 if cfg["NO_TABLE"] else 0
+    tab_pad = max(16, next_pow2(tmax))
+    if cfg["SMEM_TABLE"] and not cfg["NO_TABLE"]:
+        # stages (3 A boxes of 8 KB + a 16 KB B tile each) + 3 epilogue buffers + the table must fit in shared memory
+        used = stages * (3 * 64 + bn) * BLOCK_K + (3 * 64 * bn * out.element_size() if tma_store else 0) + 1024
+        if used + tab_pad * _ENTRY * 4 <= _SMEM_BYTES:
+            tab = 2
     _df_kernel[(grid,)](
         a_desc, b_desc, c_desc, out, a_scale, b_scale, m_indices, entries, count,
         M, N, cdiv(K, BLOCK_K), a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), grid,
         BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=stages,
         TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
-        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]), PF_PROD=bool(cfg["PF_PROD"]), NO_TABLE=bool(cfg["NO_TABLE"]),
-        num_warps=4, maxnreg=regs[0],
+        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]) and tab != 2, PF_PROD=bool(cfg["PF_PROD"]) and tab != 2, TAB=tab,
+        TAB_PAD=tab_pad if tab == 2 else 16, n_tab=tmax, num_warps=4, maxnreg=regs[0],
     )
     return out
 

@@ -39,8 +39,9 @@ checked against the fp32 reference first; A/A twins 0.996-1.001; W1 at 1918939, 
 * why the register prefetch did not help (SASS of the sm_90a build): ptxas keeps the loop-carried entry in uniform
   registers and issues the R2UR of each prefetched value right after its LDG, before the tile's K loop, so the
   load's latency is waited for where it was issued (an identity asm on the carried value did not move the R2UR).
-  Next step, not built: a prefetch that does not land in registers (cp.async of the next entry into shared memory,
-  or the whole table copied to shared memory at kernel start: ≤ 1024 entries fit beside the stages).
+  Next step: SMEM_TABLE (built, CPU-compiled, not yet run on a GPU): the whole table copied to shared memory at
+  kernel start (≤ 1024 entries fit beside the stages), each tile's entry one LDS.128; gpu_jobs/h1grouped_w3.sh
+  measures it with the same probe.
 The same per-tile dependent loads exist in grouped_gemm_ws's 128-row kernels (m_indices / masked_m per tile), which
 run 0.95 × the dense 128-row kernel's speed on the same operands (session 22).
 

@@ -150,3 +150,15 @@ def test_ue8m0_scales_load_and_integer_scales_are_refused(fp8_ckpt, tmp_path):
     _edited_copy(fp8_ckpt, e8_dir, lambda sd: sd.__setitem__(key, (sd[key] * 0).to(torch.int32)))
     with pytest.raises(CheckpointError, match=rf"^tensor '{key}' in model.safetensors has dtype int32"):
         load_model(e8_dir, ops=REF)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+@pytest.mark.parametrize("key", ["model.embed_tokens.weight", DENSE, "model.layers.0.input_layernorm.weight",
+                                 "model.layers.1.mlp.gate.e_score_correction_bias"])
+def test_integer_or_bool_weights_are_refused(fp8_ckpt, tmp_path, key, dtype):
+    """tester23 #1: an int32 embedding loaded (cast by copy_) and generated garbage with rc 0; likewise an FP8
+    weight, a norm weight or the fp32 selection bias stored as integers or bools. A CheckpointError names it now."""
+    _edited_copy(fp8_ckpt, tmp_path, lambda sd: sd.__setitem__(key, sd[key].float().to(dtype)))
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=rf"^tensor '{key}' in model.safetensors has dtype {name}; weights are"):
+        load_model(tmp_path, ops=REF)

@@ -300,11 +300,20 @@ def _check_scale(key: str, t: torch.Tensor, file: Path, whole: bool = True) -> N
         raise CheckpointError(f"tensor {key!r} in {file.name} is all zeros (an FP8 block scale is > 0)")
 
 
+def _check_float(key: str, t: torch.Tensor, file: Path) -> None:
+    """Every tensor the model loads is a float: an integer or bool weight was cast by ``copy_`` (or quantized to FP8)
+    and generated garbage with rc 0 (tester23 #1). Scales are refused earlier, with their own message."""
+    if not t.is_floating_point():
+        raise CheckpointError(f"tensor {key!r} in {file.name} has dtype {str(t.dtype).removeprefix('torch.')}; "
+                              "weights are floats (bfloat16, float16, float32, or float8_e4m3fn with a weight_scale_inv)")
+
+
 def _fill(targets, key, t, file, key_files, filled, ops: Ops, slice_after: tuple | None = None,
           sliced: bool = False) -> None:
     """Copy checkpoint tensor ``t`` (a tensor-parallel slice when ``sliced``) into its target, after the checks."""
     _check_finite(key, t, file)
     _check_scale(key, t, file, whole=not sliced)
+    _check_float(key, t, file)
     tgt = targets[key]
     dest = tgt.param.data if tgt.index is None else tgt.param.data[tgt.index]
     if slice_after is None and tuple(t.shape) != tuple(dest.shape):

@@ -129,7 +129,11 @@ def check_output(raw: str, child: bool = False) -> OutputTarget:
             kind = "a socket" if stat.S_ISSOCK(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode) else \
                 "not a regular file"
             raise OutputPathError(f"--output {raw} is {kind}; give a file path, a FIFO or a character device")
-        if not os.access(folder, os.W_OK | os.X_OK) or (st is not None and not os.access(path, os.W_OK)):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            # a writable file in a read-only folder was reported as "not writable" itself (tester23 #2)
+            raise OutputPathError(f"--output {raw}: its folder {folder} is not writable (the file is replaced "
+                                  "atomically through a temporary file there)")
+        if st is not None and not os.access(path, os.W_OK):
             raise OutputPathError(f"--output {raw} is not writable")
         return OutputTarget(path, "replace")
     except OSError as e:  # ENAMETOOLONG in a folder name, ELOOP in a folder, EACCES while looking

@@ -231,3 +231,28 @@ def test_another_processes_descriptor_is_appended_to(tmp_path):
     text = log.read_text()
     assert text.startswith("old\n"), text
     _row(text[len("old\n"):])
+
+
+@pytest.mark.parametrize("new", [False, True])
+def test_a_read_only_folder_is_named_as_the_reason(tmp_path, monkeypatch, new):
+    """tester23 #2: a writable file in a read-only folder was refused as "--output DIR/f.jsonl is not writable"; what
+    cannot be written is the folder (the temporary file of the atomic replace goes there). A read-only file in a
+    writable folder keeps its message. (os.access is patched: as root every path is writable.)"""
+    from tritonseek.cli_output import OutputPathError, check_output
+
+    folder, out = tmp_path / "ro", tmp_path / "ro" / "f.jsonl"
+    folder.mkdir()
+    if not new:
+        out.write_text("kept\n")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(folder) else real(p, m))
+    with pytest.raises(OutputPathError, match=rf"^--output {out}: its folder {folder} is not writable \(the file is "):
+        check_output(str(out))
+    _refused(_generate(tmp_path, out), f"its folder {folder} is not writable")
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(out) else real(p, m))
+    if new:  # a file that does not exist yet: only the folder counts
+        assert check_output(str(out)).path == str(out)
+    else:
+        with pytest.raises(OutputPathError, match=rf"^--output {out} is not writable$"):
+            check_output(str(out))
+        assert out.read_text() == "kept\n"

@@ -199,6 +199,11 @@ def test_fp8_linear_rejects_bad_weight_and_bias():
         fp8_linear(x, w_q.float(), w_s)
     with pytest.raises(ValueError, match="weight must be 2-D"):
         fp8_linear(x, w_q[None], w_s)
+    # tester23 #3: K % 16 != 0 was refused by fp8_gemm_nt naming its operand "a"; now by name, before any work
+    w_q, w_s = per_block_quant_fp8_ref(torch.randn(8, 300) * 0.05)
+    for xk in (torch.randn(2, 300), torch.randn(300), torch.randn(0, 300)):
+        with pytest.raises(ValueError, match=r"^x: K = 300 must be a multiple of 16"):
+            fp8_linear(xk, w_q, w_s)
 
 
 def test_fp8_gemm_rejects_bad_configs():

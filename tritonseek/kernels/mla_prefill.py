@@ -291,7 +291,11 @@ _WS_KEYS = {"GLUON", "WS_BLOCK_N", "WS_STAGES", "PIPE", "CONSUMER_REGS", "PRODUC
 # one-program-per-block kernel (W3 24 × 341 tokens 820 µs vs 846 with DIAG64); s23 W1 (tree 5bf20f9, A/A ≤ 0.3 %):
 # with PAIR_MID (the default config's) the persistent kernel with DIAG64 runs 24 × 341 / 40 × 300 at 169.1 / 126.0
 # TFLOP/s vs that kernel's 138.2 / 123.9 (PAIR_MID with 128-key blocks 165.4 / 125.8, 64-key 166.4 / 125.6; 64-key
-# blocks without PAIR_MID 136.2 / 128.9): 257-512 tokens run DIAG64.
+# blocks without PAIR_MID 136.2 / 128.9): 257-512 tokens run DIAG64. W2 (tree 28d0632, A/A of this default 0.999-
+# 1.010): the default vs s22's at 24 × 341 / 40 × 300 / 30 × 270 / 22 × 372 / 13 × 630 / 9 × 896 / 1 × 8000 / 8 ×
+# 1024 tokens 1.237 / 1.023 / 1.021 / 1.222 / 1.181 / 1.127 / 1.019 / 1.008 (168.3 / 125.9 / 102.8 / 196.1 / 274.1
+# / 336.8 / 599.0 / 361.5 TFLOP/s, SDPA 1.10 / 1.03 / 1.03 / 1.10 / 0.99 / 0.97 / 1.13 / 0.97). Not taken (one
+# shape each): 64-key blocks 1.024 faster at 22 × 372 (not at 341 / 300 / 270), DIAG64 at 13 × 630 1.013 (W1 1.014).
 # s22 W2 (h4prefill, tree 041b4a1; GPU clock, graph replays, 21 interleaved rounds; time of the 128-key default ÷
 # time of the variant, A/A 0.998-1.013): DIAG64 at 16 × 512 / 32 × 256 / 8 × 1024 / 4 × 2048 tokens 1.026 / 1.014 /
 # 0.980 / 0.979, 64-key blocks (3 stages) 0.999 / 1.025 / 0.951 / 0.908 (W1: 1.01 / 1.02 at 512 / 256).

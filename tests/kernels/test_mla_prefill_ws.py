@@ -95,14 +95,15 @@ def _ws_check(device, lens, heads, variant, split: bool, seed: int, pad: int = 3
     from tritonseek.kernels import mla_prefill_ws as W
 
     bn, stages, pipe = variant
-    gen = torch.Generator().manual_seed(seed)
+    # drawn on the device: a CPU generator took seconds per 128-head case (s23 W1/W2: the -m gpu run of this file
+    # outgrew a 105-s budget)
+    gen = torch.Generator(device=device).manual_seed(seed)
     total = sum(lens)
     rows = total + pad  # tokens of no sequence after the last one: NaN in q/k/v, never written in out
-    rnd = lambda *shape: torch.randn(*shape, generator=gen).to(torch.bfloat16)  # noqa: E731
+    rnd = lambda *shape: torch.randn(*shape, generator=gen, device=device).to(torch.bfloat16)  # noqa: E731
     q_full, kvb, q_pe, k_pe = rnd(rows, heads, 192), rnd(rows, heads, 256), rnd(rows, heads, 64), rnd(rows, 64)
     for t in (q_full, kvb, q_pe, k_pe):
         t[total:] = float("nan")
-    q_full, kvb, q_pe, k_pe = (t.to(device) for t in (q_full, kvb, q_pe, k_pe))
     v = kvb[..., 128:]
     if split:  # the model's operands: strided views, one rope key per token shared by the heads
         q1, k1 = q_full[..., :128], kvb[..., :128]

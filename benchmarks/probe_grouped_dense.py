@@ -130,7 +130,14 @@ def _masked_variants(E, m, N, K, dev, log):
     return runs, 2 * E * m * N * K
 
 
-def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, df=False, no_cublas=False):
+DF_CONFIGS = {"df": None, "df_aa": None, "df_pf": dict(PREFETCH=True, PF_PROD=True), "df_pp": dict(PF_PROD=True),
+              "df_sm": dict(SMEM_TABLE=True)}
+DF_E1_CONFIGS = {"df_e1": None, "df_e1_pf": dict(PREFETCH=True, PF_PROD=True), "df_e1_nt": dict(NO_TABLE=True),
+                 "df_e1_sm": dict(SMEM_TABLE=True)}
+
+
+def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, df=False, no_cublas=False,
+                     df_configs=None, df_e1_configs=None):
     """layout "4x8192" / "8x4096" (DeepGEMM's) or "routed" (T = 4096 top-8 over 256 experts, 128-padded): the
     grouped default, its A/A twin, ``extra`` configs; with_dense: the dense variants on expert 0's weight.
     Every variant is checked on all rows (NaN-poisoned out, padding rows 0) against the fp32 reference."""
@@ -186,8 +193,7 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
     if df:
         # the dense-form kernel (grouped_gemm_dense_form: the dense 192-row kernel over a device tile table)
         variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=o, config=c)), ref)
-                     for name, c in (("df", None), ("df_aa", None), ("df_pf", dict(PREFETCH=True, PF_PROD=True)),
-                                     ("df_pp", dict(PF_PROD=True)), ("df_sm", dict(SMEM_TABLE=True)))]
+                     for name, c in (df_configs or DF_CONFIGS).items()]
         # the tile table alone (three small tl kernels; part of every df variant's time), not checked
         tab = torch.empty(max_row_tiles(M) * 4 + 3 * triton.cdiv(M, 128) + 1, dtype=torch.int32, device=dev)
         variants.append(("df_table", mk(lambda o: build_tile_table(mi, M, tab)), None))
@@ -203,8 +209,7 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
         if df:
             variants += [(name, mk(lambda o, c=c: grouped_fp8_gemm_contiguous_df(a, a_s, b[:1], bs[:1], mi1, out=o,
                                                                                 config=c)), dref)
-                         for name, c in (("df_e1", None), ("df_e1_pf", dict(PREFETCH=True, PF_PROD=True)),
-                                         ("df_e1_nt", dict(NO_TABLE=True)), ("df_e1_sm", dict(SMEM_TABLE=True)))]
+                         for name, c in (df_e1_configs or DF_E1_CONFIGS).items()]
     if with_dense:
         cub = _cublas(a, a_s, b[0], bs[0])
 
@@ -262,6 +267,11 @@ def main():
     p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa, df_pf = "
                    "PREFETCH + PF_PROD, df_pp = PF_PROD, df_sm = SMEM_TABLE, df_table = its tile table alone; with --e1 "
                    "df_e1 / df_e1_pf / df_e1_nt = NO_TABLE / df_e1_sm on one expert)")
+    p.add_argument("--df-configs", type=json.loads, default=None,
+                   help="with --df: JSON {name: config} of the dense-form variants per layout (default DF_CONFIGS)")
+    p.add_argument("--df-e1-configs", type=json.loads, default=None,
+                   help="with --df --e1: JSON {name: config} of the one-expert dense-form variants (default "
+                        "DF_E1_CONFIGS; DIAG 1-4: grouped_gemm_dense_form._DEFAULT_DF)")
     p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")
@@ -298,7 +308,7 @@ def main():
             runs, flops, M = _contig_variants(layout, N, K, dev, log, dense,
                                               (args.contig_extra or {}).get(f"{layout}@{N}x{K}"),
                                               dense and args.e1 and (args.e1_configs or True), args.df,
-                                              args.no_cublas)
+                                              args.no_cublas, args.df_configs, args.df_e1_configs)
             if "default" in runs:
                 r128, r192 = triton.cdiv(M, 128) * triton.cdiv(N, 128), triton.cdiv(M, 192) * triton.cdiv(N, 128)
                 note = (f"128-row tiles {r128} = {r128 / SMS:.2f} waves; 192-row tiles {r192} = {r192 / SMS:.2f} "

@@ -73,7 +73,7 @@ def test_tile_table_edges():
 
 
 def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, prefetch=False, pf_prod=False,
-               no_table=False, smem_table=False):
+               no_table=False, smem_table=False, diag=0):
     """Compile the dense-form kernel for sm_90a on any machine; returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -93,6 +93,9 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
     consts = dict(BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, NUM_STAGES=stages, TMA_STORE=tma_store, SCALE_AHEAD=ahead,
                   PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, PREFETCH=prefetch, PF_PROD=pf_prod,
                   TAB=1 if no_table else 2 if smem_table else 0, TAB_PAD=512 if smem_table else 16, num_warps=4)
+    consts["TAB_P"] = consts["TAB"]
+    if diag:  # launch_df's DIAG map: (consumers' entry source, producer's)
+        consts["TAB"], consts["TAB_P"] = {1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4)}[diag]
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -119,6 +122,16 @@ def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch, pf_
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
+@pytest.mark.parametrize("diag", [1, 2, 3, 4])
+def test_df_diag_builds_compile_for_sm90(diag):
+    # the one-expert DIAG bisection builds (producer / consumers / expert from the table or the index)
+    ptx = ptx_in_fresh_process(__name__, "compile_df", True, torch.bfloat16, 4, 1, False, False, False, False, diag)
+    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 24
+    report = ptxas_report(ptx)
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+    assert spills and all(s == ("0", "0") for s in spills), report
+
+
 def test_df_launcher_errors():
     K, N = 256, 128
     a = torch.zeros(M_ALIGNMENT, K, dtype=torch.float8_e4m3fn)
@@ -140,6 +153,13 @@ def test_df_launcher_errors():
         D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi[:5])
     with pytest.raises(ValueError, match="NO_TABLE"):  # the one-expert diagnostic refuses several experts
         D.launch_df(a, a_s, b, bs, mi, torch.empty(M_ALIGNMENT, N), 2, N, K, dict(D.df_config(), NO_TABLE=True))
+    with pytest.raises(ValueError, match="DIAG=3"):  # so does DIAG
+        D.launch_df(a, a_s, b, bs, mi, torch.empty(M_ALIGNMENT, N), 2, N, K, dict(D.df_config(), DIAG=3))
+    with pytest.raises(ValueError, match="neither NO_TABLE nor SMEM_TABLE"):
+        D.launch_df(a, a_s, b[:1], bs[:1], mi, torch.empty(M_ALIGNMENT, N), 1, N, K,
+                    dict(D.df_config(), DIAG=1, SMEM_TABLE=True))
+    with pytest.raises(ValueError, match="DIAG"):
+        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(DIAG=5))
     with pytest.raises(ValueError, match="table must be"):
         D.build_tile_table(mi, M_ALIGNMENT, torch.zeros(3, dtype=torch.int32))
 
@@ -238,7 +258,7 @@ def test_df_graph_replay_with_new_layout_gpu(device, config):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=out, table=table, config=config)
-    mi2 = _layout([128, 256, 300, 200]).to(device)
+    mi2 = _layout([128, 256, 300, 330]).to(device)  # 128 + 256 + 384 + 384 rows: the same M = 1152
     assert mi2.numel() == M
     mi.copy_(mi2)
     a.copy_(torch.randn(M, K, device=device).to(torch.float8_e4m3fn))

@@ -82,10 +82,14 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # shared memory once per CTA before the partitions start; each tile's entry is then a shared-memory load (the s23
 # finding above: the dependent global load per tile costs ~13 %, and a register prefetch cannot hide it). PREFETCH and
 # PF_PROD are ignored with it.
+# DIAG (0 = off; 1-4 one-expert diagnostics like NO_TABLE, s23 h5grouped): which part of the NO_TABLE build's speed
+# the table takes away. 1: the producer's tiles from the index, the consumers' from the global table; 2: the reverse;
+# 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both from the index but the
+# expert loaded from the table (its only dependent load).
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
-                   NO_TABLE=False, SMEM_TABLE=False)
+                   NO_TABLE=False, SMEM_TABLE=False, DIAG=0)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool)
+                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 5))
 _SMEM_BYTES = 232448  # per block on the H200 (sm_90)
 
 
@@ -313,8 +317,9 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 
 @gluon.jit
 def _row_tiles(count_ptr, M, TAB: gl.constexpr):
-    # the number of row tiles: the table's device count (TAB 1, NO_TABLE: cdiv(M, 192), the dense kernel's)
-    if TAB == 1:
+    # the number of row tiles: the table's device count (TAB 1 / 4, rows from the index: cdiv(M, 192), the dense
+    # kernel's)
+    if (TAB == 1) or (TAB == 4):
         return gl.cdiv(M, 192)
     else:
         return gl.load(count_ptr)
@@ -325,12 +330,22 @@ def _entry(table, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr
            TAB: gl.constexpr, WARPS: gl.constexpr):
     # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id. TAB 0: loaded from the global table
     # (past the last tile (0, −1, 0, 0), no load); 1 (NO_TABLE, diagnostic, one expert): the dense kernel's tile from
-    # pid_m alone; 2 (SMEM_TABLE): read from the shared-memory copy (table = its descriptor; tile_id < total only)
+    # pid_m alone; 2 (SMEM_TABLE): read from the shared-memory copy (table = its descriptor; tile_id < total only);
+    # 3 / 4 (DIAG 3 / 4, one expert): the global table's rows with expert 0 / the index's rows with the table's expert
     pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
     if TAB == 1:
         row0 = pid_m * 192
         n = gl.minimum(M - row0, 192)
         return row0, pid_m * 0, n, n | (n << 8)
+    elif TAB == 3:
+        ok = tile_id < total
+        ptr = table + pid_m * ENTRY
+        return (gl.load(ptr, mask=ok, other=0), pid_m * 0, gl.load(ptr + 2, mask=ok, other=0),
+                gl.load(ptr + 3, mask=ok, other=0))
+    elif TAB == 4:
+        row0 = pid_m * 192
+        n = gl.minimum(M - row0, 192)
+        return row0, gl.load(table + pid_m * ENTRY + 1, mask=tile_id < total, other=-1), n, n | (n << 8)
     elif TAB == 2:
         # every thread holds the whole 4-word entry, so each word is an in-thread reduction (no shuffle, no barrier)
         lay: gl.constexpr = gl.BlockedLayout([4], [32], [WARPS], [0])
@@ -368,12 +383,13 @@ def _df_kernel(
     BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
     TMA_STORE: gl.constexpr, SCALE_AHEAD: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     ENTRY: gl.constexpr, PREFETCH: gl.constexpr, PF_PROD: gl.constexpr, TAB: gl.constexpr, TAB_PAD: gl.constexpr,
-    n_tab, num_warps: gl.constexpr,
+    n_tab, TAB_P: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3, box [64, BLOCK_K]; b_desc: over b viewed [E·N, K], box [BLOCK_N, BLOCK_K]
     # c_desc (TMA_STORE): over out [M, N], box [64, BLOCK_N]; c_ptr / stride_c*: the masked epilogue
     # a_scale [M, KB] (stride_asm, stride_ask); b_scale [E, NB, KB] (stride_bse, stride_bsn, stride_bsk)
     # mi_ptr: m_indices [M]; table_ptr / count_ptr: build_tile_table's entries and count
+    # TAB: where the consumers' tile entries come from (_entry); TAB_P the producer's (TAB but for DIAG 1 / 2)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES * 3] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -412,7 +428,7 @@ def _df_kernel(
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
                         GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
         (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, tab, count_ptr, M, N,
-                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, TAB)),
+                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, TAB_P)),
     ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -486,9 +502,13 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     M = a.shape[0]
     if M == 0:
         return out
+    diag = int(cfg["DIAG"])
+    if diag and (cfg["NO_TABLE"] or cfg["SMEM_TABLE"]):
+        raise ValueError(f"config DIAG={diag} (a one-expert diagnostic) goes with neither NO_TABLE nor SMEM_TABLE")
+    if (cfg["NO_TABLE"] or diag) and E != 1:
+        raise ValueError(f"config {'NO_TABLE=True' if cfg['NO_TABLE'] else f'DIAG={diag}'} (a one-expert diagnostic) "
+                         f"needs b with one expert, got E={E}")
     if cfg["NO_TABLE"]:
-        if E != 1:
-            raise ValueError(f"config NO_TABLE=True (a one-expert diagnostic) needs b with one expert, got E={E}")
         entries, count = m_indices, m_indices  # not read by the NO_TABLE build
     else:
         entries, count = build_tile_table(m_indices, M, table)
@@ -510,20 +530,25 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     grid = min(_num_sms(dev), max_row_tiles(M) * cdiv(N, bn))
     regs = _WGS3_REGS
     tab = 1 if cfg["NO_TABLE"] else 0
+    # DIAG: (consumers, producer) entry sources, see _DEFAULT_DF
+    tab, tab_p = {0: (tab, -1), 1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4)}[diag]
     tab_pad = max(16, next_pow2(tmax))
     if cfg["SMEM_TABLE"] and not cfg["NO_TABLE"]:
         # stages (3 A boxes of 8 KB + a 16 KB B tile each) + 3 epilogue buffers + the table must fit in shared memory
         used = stages * (3 * 64 + bn) * BLOCK_K + (3 * 64 * bn * out.element_size() if tma_store else 0) + 1024
         if used + tab_pad * _ENTRY * 4 <= _SMEM_BYTES:
             tab = 2
+    if tab_p < 0:
+        tab_p = tab
     _df_kernel[(grid,)](
         a_desc, b_desc, c_desc, out, a_scale, b_scale, m_indices, entries, count,
         M, N, cdiv(K, BLOCK_K), a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), grid,
         BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=stages,
         TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
-        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]) and tab != 2, PF_PROD=bool(cfg["PF_PROD"]) and tab != 2, TAB=tab,
-        TAB_PAD=tab_pad if tab == 2 else 16, n_tab=tmax, num_warps=4, maxnreg=regs[0],
+        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]) and tab != 2 and not diag,
+        PF_PROD=bool(cfg["PF_PROD"]) and tab != 2 and not diag, TAB=tab, TAB_PAD=tab_pad if tab == 2 else 16, n_tab=tmax,
+        TAB_P=tab_p, num_warps=4, maxnreg=regs[0],
     )
     return out
 

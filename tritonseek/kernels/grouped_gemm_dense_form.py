@@ -85,11 +85,12 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # DIAG (0 = off; 1-4 one-expert diagnostics like NO_TABLE, s23 h5grouped): which part of the NO_TABLE build's speed
 # the table takes away. 1: the producer's tiles from the index, the consumers' from the global table; 2: the reverse;
 # 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both from the index but the
-# expert loaded from the table (its only dependent load).
+# expert loaded from the table (its only dependent load); 5: the NO_TABLE build with the row-tile count (the loop bound
+# and GROUP_M order's divisor) loaded from the table.
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
                    NO_TABLE=False, SMEM_TABLE=False, DIAG=0)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 5))
+                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 6))
 _SMEM_BYTES = 232448  # per block on the H200 (sm_90)
 
 
@@ -331,9 +332,10 @@ def _entry(table, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr
     # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id. TAB 0: loaded from the global table
     # (past the last tile (0, −1, 0, 0), no load); 1 (NO_TABLE, diagnostic, one expert): the dense kernel's tile from
     # pid_m alone; 2 (SMEM_TABLE): read from the shared-memory copy (table = its descriptor; tile_id < total only);
-    # 3 / 4 (DIAG 3 / 4, one expert): the global table's rows with expert 0 / the index's rows with the table's expert
+    # 3 / 4 (DIAG 3 / 4, one expert): the global table's rows with expert 0 / the index's rows with the table's expert;
+    # 5 (DIAG 5): as 1, with _row_tiles' count loaded
     pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-    if TAB == 1:
+    if (TAB == 1) or (TAB == 5):
         row0 = pid_m * 192
         n = gl.minimum(M - row0, 192)
         return row0, pid_m * 0, n, n | (n << 8)
@@ -531,7 +533,7 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     regs = _WGS3_REGS
     tab = 1 if cfg["NO_TABLE"] else 0
     # DIAG: (consumers, producer) entry sources, see _DEFAULT_DF
-    tab, tab_p = {0: (tab, -1), 1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4)}[diag]
+    tab, tab_p = {0: (tab, -1), 1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5)}[diag]
     tab_pad = max(16, next_pow2(tmax))
     if cfg["SMEM_TABLE"] and not cfg["NO_TABLE"]:
         # stages (3 A boxes of 8 KB + a 16 KB B tile each) + 3 epilogue buffers + the table must fit in shared memory

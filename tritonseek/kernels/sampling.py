@@ -173,7 +173,9 @@ def _row_stats_kernel(
     else:
         temp = tl.load(temperature_ptr + b)
         do_race = temp > 0
-        temp = tl.where(temp > 0, temp, 1.0)
+        # T above 1e30 (+inf too, a tensor entry) acts as 1e30 (the reference's rule): 1 / inf = 0 made (-inf) * 0
+        # NaN and T * log(score) infinite, and the row sampled id 2^31 - 1 (tester23 #4)
+        temp = tl.where(temp > 0, tl.minimum(temp, 1e30), 1.0)
     # T below ~3e-39 would give inf (0 * inf = NaN)
     inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)
     if RACE_MODE == 0:
@@ -506,8 +508,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor 
     temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties) or a float. top_k: [B] int32 (0 = off), an
     int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. A host float may be an int or numpy
     number, a host int a numpy integer; a bool (or a float top_k) is a TypeError. Tensor values are not checked (a
-    host sync): temperature <= 0 or NaN → greedy row, top_k < 0 → off, top_p <= 0 → top token(s), top_p
-    NaN → off, as in the reference. Non-finite logits: a NaN counts as the largest value and greedy rows
+    host sync): temperature <= 0 or NaN → greedy row, temperature > 1e30 (+inf too) → 1e30 (uniform over the kept
+    tokens), top_k < 0 → off, top_p <= 0 → top token(s), top_p NaN → off, as in the reference. Non-finite logits: a NaN counts as the largest value and greedy rows
     return the first NaN or +inf (the reference, torch.argmax, returns the first NaN: the two differ on a
     row holding +inf before a NaN); as in the reference, a sampled row whose max is not finite (a NaN or +inf
     logit, or every logit -inf) has no softmax and returns token 0 (with top-k/top-p, also a row where x / T

@@ -112,7 +112,7 @@ def _filter_row_params(temperature_ptr, top_k_ptr, top_p_ptr, b, V,
                        HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr):
     # (T used to scale, top-k on, top-p on, k, p) of sequence b; T == 0 rows (greedy) filter nothing
     temp = tl.load(temperature_ptr + b)
-    t = tl.where(temp > 0, temp, 1.0)
+    t = tl.where(temp > 0, tl.minimum(temp, 1e30), 1.0)  # T > 1e30 (+inf too) acts as 1e30, as in _row_stats_kernel
     k_on = temp > 0
     p_on = temp > 0
     top_k = tl.zeros([], tl.int32)

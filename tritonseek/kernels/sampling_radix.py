@@ -103,7 +103,7 @@ def _topk_topp_threshold_kernel(
     p_on = p_on & (tl.load(need_ptr + row) == 1)
     thr = tl.full([], float("-inf"), tl.float32)
     if k_on | p_on:
-        t = tl.where(temp > 0, temp, 1.0)
+        t = tl.where(temp > 0, tl.minimum(temp, 1e30), 1.0)  # T > 1e30 (+inf too) acts as 1e30 (sampling.py)
         m = tl.full([BLOCK], float("-inf"), tl.float32)
         for start in range(0, V, BLOCK):
             offs = start + tl.arange(0, BLOCK)

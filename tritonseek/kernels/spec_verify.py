@@ -178,7 +178,7 @@ def _residual_race_kernel(
     row = b * (K + 1) + j
     temp = tl.load(temperature_ptr + b)
     do_race = temp > 0
-    temp = tl.where(temp > 0, temp, 1.0)
+    temp = tl.where(temp > 0, tl.minimum(temp, 1e30), 1.0)  # T > 1e30 (+inf too) acts as 1e30 (sampling.py)
     thr = float("-inf")
     if HAS_THRESH:
         thr = tl.load(thresh_ptr + row)
@@ -240,7 +240,7 @@ def _verify_combine_kernel(
     else:
         temp = tl.load(temperature_ptr + b)
         sampled = temp > 0
-        temp = tl.where(sampled, temp, 1.0)
+        temp = tl.where(sampled, tl.minimum(temp, 1e30), 1.0)  # T > 1e30 (+inf too) acts as 1e30 (sampling.py)
         inv_t = tl.minimum(1.0 / temp, 3.4028234663852886e38)
     running = tl.full([], 1, tl.int1)
     n_acc = tl.zeros([], tl.int32)
@@ -433,7 +433,7 @@ def verify_rejection(
     position whose max is not finite (NaN/+inf logit, all -inf) has no softmax: its draft is rejected and
     token 0 emitted, as the reference gives. temperature: [B] fp32 >= 0 or a float. top_k: [B] int32
     (0 = off), an int, or None. top_p: [B] fp32 in (0, 1] (1 = off), a float, or None. Tensor values are not
-    checked (a host sync): T <= 0 or NaN → greedy row, top_k < 0 → off, top_p <= 0 → top token(s), NaN
+    checked (a host sync): T <= 0 or NaN → greedy row, T > 1e30 (+inf too) → 1e30, top_k < 0 → off, top_p <= 0 → top token(s), NaN
     top_p → off, as in the reference; bad host scalars raise. uniforms: [B, K] fp32 in [0, 1).
     exp_noise: [B, K+1, V] fp32 i.i.d. Exp(1) > 0, last dim contiguous (rows with T == 0 unread); or
     None with seeds: [B] int64 device tensor, the noise then made in registers by Philox, equal to

@@ -16,6 +16,10 @@ from __future__ import annotations
 import torch
 
 NEG_INF = float("-inf")
+# Temperatures above this (+inf too) act as it: at T = +inf, x / T and (x - max) / T give NaN for -inf logits (and
+# the kernels' 1 / T = 0 NaN and ids out of the vocabulary: tester23 #4). At 1e30 exp((x - max) / T) is exactly 1 for
+# |x - max| < 1e22: the row samples uniformly from its kept tokens, and top-k / top-p still rank them by x.
+TEMPERATURE_MAX = 1e30
 
 
 def check_sampling_args(logits: torch.Tensor, temperature: torch.Tensor | None, top_k: torch.Tensor | None,
@@ -86,8 +90,8 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Ten
                top_p: torch.Tensor | None, exp_noise: torch.Tensor) -> torch.Tensor:
     """token = argmax(x) if T == 0 else argmax_i softmax(filter(x / T))_i / E_i (``softmax_kept_ref``).
 
-    logits: [B, V] float (fp32 maths). temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties).
-    top_k: [B] int32 (0 = off) or None. top_p: [B] fp32 (1.0 = off) or None.
+    logits: [B, V] float (fp32 maths). temperature: [B] fp32 >= 0 (0 = greedy, lowest id on ties; above
+    ``TEMPERATURE_MAX`` = 1e30, +inf too, it acts as 1e30). top_k: [B] int32 (0 = off) or None. top_p: [B] fp32 (1.0 = off) or None.
     exp_noise: [B, V] fp32, i.i.d. Exp(1) > 0 drawn by the caller (rows with T == 0 are not read).
     Returns tokens [B] int64. Raises ValueError/TypeError on bad shapes/dtypes.
     Semantics: vLLM Sampler (temperature → top-k/top-p → exponential-race sampling).
@@ -97,7 +101,7 @@ def sample_ref(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Ten
     t = temperature.float()
     sampled = t > 0
     greedy = x.argmax(dim=-1)  # first occurrence of the max = lowest id on ties
-    t_row = torch.where(sampled, t, torch.ones_like(t))[:, None]
+    t_row = torch.where(sampled, t.clamp(max=TEMPERATURE_MAX), torch.ones_like(t))[:, None]
     probs = softmax_kept_ref(x, apply_top_k_top_p_ref(x / t_row, top_k, top_p), t_row)
     race = (probs / exp_noise.float()).argmax(dim=-1)
     return torch.where(sampled, race, greedy)

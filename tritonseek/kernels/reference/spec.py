@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from tritonseek.kernels.reference.sampling import apply_top_k_top_p_ref, softmax_kept_ref
+from tritonseek.kernels.reference.sampling import TEMPERATURE_MAX, apply_top_k_top_p_ref, softmax_kept_ref
 
 
 def check_spec_args(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> tuple[int, int, int]:
@@ -71,7 +71,7 @@ def verify_rejection_ref(
     draft_tokens: [B, K] int64; an id outside [0, V) is rejected (p(d) = q(d) = 0: the position emits a sample of
     max(0, p − q), i.e. of p when draft_probs is None), as verify_greedy_ref never accepts it.
     draft_probs: [B, K, V] float or None.
-    target_logits: [B, K+1, V] float. temperature: [B] fp32 >= 0. top_k: [B] int32 (0 = off) or None.
+    target_logits: [B, K+1, V] float. temperature: [B] fp32 >= 0 (> 1e30, +inf too, acts as 1e30). top_k: [B] int32 (0 = off) or None.
     top_p: [B] fp32 (1 = off) or None. uniforms: [B, K] fp32 in [0, 1). exp_noise: [B, K+1, V] fp32 Exp(1) > 0.
     Returns (output_tokens [B, K+1] int64 padded with -1, num_accepted [B] int32).
     Raises ValueError/TypeError on bad shapes/dtypes.
@@ -90,7 +90,7 @@ def verify_rejection_ref(
     t = temperature.float()
     sampled = t > 0
     greedy_tok = x.argmax(dim=-1)  # [B, K+1]
-    t_row = torch.where(sampled, t, torch.ones_like(t))[:, None, None]
+    t_row = torch.where(sampled, t.clamp(max=TEMPERATURE_MAX), torch.ones_like(t))[:, None, None]
     scaled = x / t_row
     rep_k = None if top_k is None else top_k.repeat_interleave(K + 1)
     rep_p = None if top_p is None else top_p.repeat_interleave(K + 1)

@@ -422,7 +422,7 @@ def mla_decode(
     checks both with one device→host read (a sync; skipped while a CUDA graph is being captured); with
     check_ids=False (the model's decode step: the engine builds them) nothing is read back and out-of-range ids
     are undefined behaviour (out-of-bounds reads, garbage or a crash). metadata must come from these
-    cache_seqlens (not checked).
+    cache_seqlens (not checked, except that with check_ids a length above the one metadata was cut for raises).
     Raises TypeError (dtype/type: head_dim_v not an int, softmax_scale not an int/float, causal / check_ids not a
     bool) or ValueError (shape, device, layout incl. a non-contiguous cache_seqlens, a table of ≥ 2^31 keys,
     head_dim_v outside 1..d_qk, non-finite softmax_scale, block_table narrower than metadata.max_seqlen_k needs,
@@ -470,7 +470,16 @@ def mla_decode(
         raise ValueError(f"cache_seqlens reaches {metadata.max_seqlen_k} but block_table [{batch}, "
                          f"{block_table.shape[1]}] × page_size {page_size} holds only {capacity} keys")
     if check_bool("check_ids", check_ids):
-        check_index_range("cache_seqlens", cache_seqlens, 0, capacity + 1)
+        # the same one read-back also checks the lengths against the metadata's bound: metadata cut for shorter
+        # cache_seqlens (another step's) gave garbage (out ~1e38, lse inf) with no error (tester23 #5)
+        bound = capacity if metadata.max_seqlen_k is None else metadata.max_seqlen_k
+        try:
+            check_index_range("cache_seqlens", cache_seqlens, 0, bound + 1)
+        except ValueError as e:
+            if bound == capacity:
+                raise
+            raise ValueError(f"{e}; metadata was cut for cache_seqlens of at most {bound} (get_mla_metadata of other "
+                             "cache_seqlens? compute it from these)") from None
         pages = (cache_seqlens.long() + page_size - 1) // page_size
         read = torch.arange(block_table.shape[1], device=dev)[None, :] < pages[:, None]
         check_index_range("block_table", block_table, 0, num_blocks, read=read)

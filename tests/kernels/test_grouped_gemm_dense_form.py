@@ -95,7 +95,8 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
                   TAB=1 if no_table else 2 if smem_table else 0, TAB_PAD=512 if smem_table else 16, num_warps=4)
     consts["TAB_P"] = consts["TAB"]
     if diag:  # launch_df's DIAG map: (consumers' entry source, producer's)
-        consts["TAB"], consts["TAB_P"] = {1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5)}[diag]
+        consts["TAB"], consts["TAB_P"] = {1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5), 6: (1, 1),
+                                            7: (5, 1), 8: (6, 1), 9: (7, 1)}[diag]
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -122,7 +123,7 @@ def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch, pf_
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-@pytest.mark.parametrize("diag", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("diag", [1, 2, 3, 4, 5, 7, 8, 9])
 def test_df_diag_builds_compile_for_sm90(diag):
     # the one-expert DIAG bisection builds (producer / consumers / expert from the table or the index)
     ptx = ptx_in_fresh_process(__name__, "compile_df", True, torch.bfloat16, 4, 1, False, False, False, False, diag)
@@ -159,7 +160,7 @@ def test_df_launcher_errors():
         D.launch_df(a, a_s, b[:1], bs[:1], mi, torch.empty(M_ALIGNMENT, N), 1, N, K,
                     dict(D.df_config(), DIAG=1, SMEM_TABLE=True))
     with pytest.raises(ValueError, match="DIAG"):
-        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(DIAG=6))
+        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(DIAG=10))
     with pytest.raises(ValueError, match="table must be"):
         D.build_tile_table(mi, M_ALIGNMENT, torch.zeros(3, dtype=torch.int32))
 

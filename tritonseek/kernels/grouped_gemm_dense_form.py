@@ -86,11 +86,13 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # the table takes away. 1: the producer's tiles from the index, the consumers' from the global table; 2: the reverse;
 # 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both from the index but the
 # expert loaded from the table (its only dependent load); 5: the NO_TABLE build with the row-tile count (the loop bound
-# and GROUP_M order's divisor) loaded from the table.
+# and GROUP_M order's divisor) loaded from the table; 6: the NO_TABLE kernel after the table kernels (built, not read);
+# 7: DIAG 5 in the consumers only (the producer as NO_TABLE); 8 / 9: the producer as NO_TABLE, the consumers' first row
+# (a_scale rows, store coordinates) / their row counts (branches: wgmma or drain, TMA or masked store) from the table.
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
                    NO_TABLE=False, SMEM_TABLE=False, DIAG=0)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 6))
+                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 10))
 _SMEM_BYTES = 232448  # per block on the H200 (sm_90)
 
 
@@ -320,7 +322,7 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 def _row_tiles(count_ptr, M, TAB: gl.constexpr):
     # the number of row tiles: the table's device count (TAB 1 / 4, rows from the index: cdiv(M, 192), the dense
     # kernel's)
-    if (TAB == 1) or (TAB == 4):
+    if (TAB == 1) or (TAB == 4) or (TAB == 6) or (TAB == 7):
         return gl.cdiv(M, 192)
     else:
         return gl.load(count_ptr)
@@ -333,7 +335,7 @@ def _entry(table, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr
     # (past the last tile (0, −1, 0, 0), no load); 1 (NO_TABLE, diagnostic, one expert): the dense kernel's tile from
     # pid_m alone; 2 (SMEM_TABLE): read from the shared-memory copy (table = its descriptor; tile_id < total only);
     # 3 / 4 (DIAG 3 / 4, one expert): the global table's rows with expert 0 / the index's rows with the table's expert;
-    # 5 (DIAG 5): as 1, with _row_tiles' count loaded
+    # 5 (DIAG 5): as 1, with _row_tiles' count loaded; 6 / 7 (DIAG 8 / 9): as 1 but the first row / the counts loaded
     pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
     if (TAB == 1) or (TAB == 5):
         row0 = pid_m * 192
@@ -348,6 +350,13 @@ def _entry(table, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr
         row0 = pid_m * 192
         n = gl.minimum(M - row0, 192)
         return row0, gl.load(table + pid_m * ENTRY + 1, mask=tile_id < total, other=-1), n, n | (n << 8)
+    elif TAB == 6:
+        n = gl.minimum(M - pid_m * 192, 192)
+        return gl.load(table + pid_m * ENTRY, mask=tile_id < total, other=0), pid_m * 0, n, n | (n << 8)
+    elif TAB == 7:
+        ok = tile_id < total
+        ptr = table + pid_m * ENTRY
+        return pid_m * 192, pid_m * 0, gl.load(ptr + 2, mask=ok, other=0), gl.load(ptr + 3, mask=ok, other=0)
     elif TAB == 2:
         # every thread holds the whole 4-word entry, so each word is an in-thread reduction (no shuffle, no barrier)
         lay: gl.constexpr = gl.BlockedLayout([4], [32], [WARPS], [0])
@@ -533,7 +542,8 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     regs = _WGS3_REGS
     tab = 1 if cfg["NO_TABLE"] else 0
     # DIAG: (consumers, producer) entry sources, see _DEFAULT_DF
-    tab, tab_p = {0: (tab, -1), 1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5)}[diag]
+    tab, tab_p = {0: (tab, -1), 1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5), 6: (1, 1), 7: (5, 1), 8: (6, 1),
+                   9: (7, 1)}[diag]
     tab_pad = max(16, next_pow2(tmax))
     if cfg["SMEM_TABLE"] and not cfg["NO_TABLE"]:
         # stages (3 A boxes of 8 KB + a 16 KB B tile each) + 3 epilogue buffers + the table must fit in shared memory

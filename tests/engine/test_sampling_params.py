@@ -37,3 +37,22 @@ def test_stop_token_ids_change_by_assignment_and_caller_list_is_not_shared():
     assert p.stop_token_ids == (2,)
     assert SamplingParams().stop_token_ids == () and SamplingParams(stop_token_ids=[1]) == SamplingParams(
         stop_token_ids=(1,))
+
+
+def test_generate_snapshots_params_at_submission():
+    """tester23 #8: generate read the caller's SamplingParams while it ran, so a change from on_text switched a
+    greedy request to unseeded sampling (or cut it short). The request keeps the values it was submitted with."""
+    from tritonseek import LLM
+
+    llm = LLM(device="cpu", backend="reference")
+    greedy = llm.generate(["def f(x):"], SamplingParams(max_new_tokens=12))[0].token_ids
+
+    def run(change):
+        p = SamplingParams(max_new_tokens=12)
+        out = llm.generate(["def f(x):"], p, on_text=lambda i, d: change(p))[0].token_ids
+        return p, out
+
+    p, out = run(lambda p: setattr(p, "temperature", 2.0))
+    assert p.temperature == 2.0 and out == greedy
+    p, out = run(lambda p: setattr(p, "max_new_tokens", 2))
+    assert p.max_new_tokens == 2 and out == greedy

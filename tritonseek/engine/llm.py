@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -296,7 +297,8 @@ class LLM:
 
     def validate_requests(self, prompts: str | list[str], params: SamplingParams | list[SamplingParams] | None = None,
                           *, chat: bool = False, mtp: int = 0) -> tuple[list[list[int]], list[SamplingParams]]:
-        """Check a request without running the model; returns (token ids per prompt, params per prompt).
+        """Check a request without running the model; returns (token ids per prompt, params per prompt). The params
+        are copies taken here: a change to the caller's objects while ``generate`` runs does not reach its requests.
 
         Raises TypeError for prompts that are neither a str nor a list (or tuple) of str (None included), chat not a
         bool (or numpy bool; 1 is not taken for True), mtp not an int (numpy integers count, a bool does not), and
@@ -333,6 +335,9 @@ class LLM:
         for i, (prompt, p) in enumerate(zip(prompts, plist)):
             if not isinstance(p, SamplingParams):
                 raise TypeError(f"params for prompt {i} must be a SamplingParams, got {type(p).__name__}")
+            # a snapshot: the engine read the caller's object while it ran, so a change made during the call (from
+            # on_text, another thread) altered requests in flight (tester23 #8)
+            plist[i] = p = copy.copy(p)
             bad = [t for t in p.stop_token_ids if t >= vocab]
             if bad:
                 raise ValueError(f"stop_token_ids {bad} of prompt {i} are outside the vocabulary (size {vocab})")

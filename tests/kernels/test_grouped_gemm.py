@@ -88,6 +88,14 @@ def test_contiguous_misaligned_rows_are_nan_or_rejected(device):
     assert torch.isfinite(out[256:259]).all() and torch.isfinite(out[:131]).all()
     with pytest.raises(ValueError, match="aligned"):
         grouped_fp8_gemm_contiguous(*args, check_alignment=True)
+    # the tile's expert is the largest id in it, not the majority (tester23 #6: the docstring said "minority"):
+    # 100 rows of expert 0 and 8 of expert 1 in one tile → expert 0's rows are NaN, expert 1's computed
+    mi = torch.cat([torch.zeros(100), torch.full((20,), -1), torch.ones(8), torch.full((128,), 2)]).to(torch.int32)
+    a, a_s = _fp8((256, 128), g), torch.rand(1, 256, generator=g).t() + 0.25
+    out = grouped_fp8_gemm_contiguous(*[t.to(device) for t in (a, a_s, b, bs, mi)]).cpu().float()
+    ref = grouped_fp8_gemm_contiguous_ref(a, a_s, b, bs, mi, out_dtype=torch.float32)
+    assert out[:100].isnan().all() and (out[100:120] == 0).all()
+    assert calc_diff(out[120:], ref[120:]) < 1e-3
 
 
 def _out_of_range_case(g, bad_id):

@@ -309,8 +309,8 @@ def grouped_fp8_gemm_contiguous(
     b: [E, N, K] float8_e4m3fn, K-contiguous; b_scale: [E, ceil(N/128), ceil(K/128)] fp32 (128×128 blocks).
     m_indices: [M] int32 expert of each row, −1 = padding (output row 0; its a/a_scale rows, NaN or not,
         never reach another row); E = 0 (no experts, every row padding) gives out all zeros without a launch.
-        A 128-row tile holding two different experts writes NaN into the rows of the minority expert (never
-        another expert's product); ``check_alignment=True`` instead raises ValueError after one host sync.
+        A 128-row tile holding rows of several experts is computed for the largest expert id among them and
+        writes NaN into the rows of the others, whatever their counts (never another expert's product); ``check_alignment=True`` instead raises ValueError after one host sync.
         Ids outside [−1, E) raise ValueError naming m_indices on the CPU (always) and with check_alignment;
         unchecked on CUDA (no sync), where an id ≥ E makes its tile's rows NaN and an id < −1 is stored as
         padding (0).

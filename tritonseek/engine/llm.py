@@ -168,8 +168,9 @@ class LLM:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         if backend == "triton" and self.device.type == "cpu" and not interpreter_active():
-            raise ValueError("backend='triton' needs a CUDA device; use --backend reference on CPU (or run the "
-                             "kernels through Triton's interpreter, slowly: TRITON_INTERPRET=1 in the environment)")
+            raise ValueError("backend='triton' needs a CUDA device; use backend='reference' (--backend reference) "
+                             "on CPU (or run the kernels through Triton's interpreter, slowly: TRITON_INTERPRET=1 in "
+                             "the environment)")
         if backend == "triton":  # CLI --backend triton --device cpu under the interpreter ended in a kernel dtype error
             if dtype is None:
                 dtype = torch.bfloat16

@@ -85,7 +85,8 @@ _KINDS = {"temperature": float, "top_k": int, "top_p": float, "max_new_tokens": 
 
 @dataclass
 class RequestOutput:
-    """One prompt's result: text, ids, why it ended ("stop" | "length") and its own stats."""
+    """One prompt's result: its prompt and prompt ids, the new token ids and their text, and why it ended
+    (finish_reason "stop" | "length"). Timing and token counts are per call, not per prompt: ``LLM.last_stats``."""
 
     prompt: str
     prompt_token_ids: list[int]

@@ -27,7 +27,7 @@ from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
 from tritonseek.cli_output import stdout_closed as _stdout_closed
 from tritonseek.cli_prompts import HANDOFF_ENV, PromptsFileError, hand_to_ranks, handed_rows, read_prompts
-from tritonseek.cli_prompts import result_field_note
+from tritonseek.cli_prompts import param_field_note, result_field_note
 
 
 class _App(typer.Typer):
@@ -342,6 +342,9 @@ def generate(
     talk = handed is None and os.environ.get("RANK", "0").strip() in ("", "0")
     note = result_field_note(shown, rows, row_lines, kept=prompts_path is not None and prompts_path.is_file()) \
         if prompts_file and talk else None
+    if note:
+        err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+    note = param_field_note(shown, rows, row_lines) if prompts_file and talk else None
     if note:
         err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
     if talk and temperature == 0 and (top_k or top_p < 1.0 or seed is not None):

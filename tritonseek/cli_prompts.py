@@ -43,6 +43,25 @@ def result_field_note(label: str, rows: list[dict], row_lines: list[int], kept: 
             f"{', '.join(RESULT_FIELDS)} with this run's results{keep}")
 
 
+# SamplingParams' fields (and vLLM's max_tokens): per-row values in a prompts file are not read
+PARAM_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "max_tokens", "seed", "stop_token_ids", "ignore_eos")
+
+
+def param_field_note(label: str, rows: list[dict], row_lines: list[int]) -> str | None:
+    """A note when prompt rows hold sampling settings: they are not read (the command line's apply to every row),
+    yet --output echoes them beside results made otherwise (a row asking max_new_tokens 2 came back with 5 tokens
+    and no word; tester23 #11)."""
+    hits = [(n, [k for k in PARAM_FIELDS if k in row]) for row, n in zip(rows, row_lines)]
+    hits = [(n, ks) for n, ks in hits if ks]
+    if not hits:
+        return None
+    n, ks = hits[0]
+    fields = f"a field {ks[0]!r}" if len(ks) == 1 else "fields " + ", ".join(repr(k) for k in ks)
+    more = f" ({len(hits)} rows in all)" if len(hits) > 1 else ""
+    return (f"note: --prompts-file {label} line {n} has {fields}{more}; per-row sampling settings are not read: "
+            "the command-line options (--max-new-tokens, --temperature, --top-k, --top-p, --seed) apply to every row")
+
+
 def read_prompts(path: Path | None, label: str | None = None) -> tuple[list[dict], list[int]]:
     """The prompt rows of a JSONL file and the 1-based line number of each. ``path`` None: standard input
     (``sys.stdin``, read to its end; closed is an error). A regular file, or a FIFO or character

@@ -55,3 +55,19 @@ def test_help_says_what_an_interrupt_does_to_output():
     r = CliRunner().invoke(app, ["generate", "--help"], terminal_width=200)
     text = " ".join(r.stdout.split())
     assert r.exit_code == 0 and "an existing --output is then left as it was and no rows are written" in text, text
+
+
+def test_rows_with_sampling_fields_get_a_note(tmp_path):
+    """tester23 #11: a row's own max_new_tokens / temperature were ignored without a word and echoed back beside
+    results made with the command line's values. The run still uses the command line's, and says so."""
+    src, dst = tmp_path / "r.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"prompt": "y = 2"}) + "\n" + json.dumps(
+        {"prompt": "def f():", "max_new_tokens": 2, "temperature": 0.9}) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(dst), "-n", "5"])
+    assert r.exit_code == 0, r.output
+    note = " ".join(r.stderr.split())
+    assert (f"note: --prompts-file {src} line 2 has fields 'temperature', 'max_new_tokens'; per-row sampling "
+            "settings are not read: the command-line options" in note), r.stderr
+    src.write_text(json.dumps({"prompt": "y = 2", "id": 3}) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["generate", "--prompts-file", str(src), "-o", str(dst), "-n", "2"])
+    assert r.exit_code == 0 and "per-row sampling settings" not in r.stderr

@@ -159,3 +159,25 @@ def test_rms_norm_quant_empty_and_bad_inputs(device):
         norm.fused_add_rms_norm_quant_fp8(torch.randn(2, 8, device=device), None, w, 1e-6)
     with pytest.raises(ValueError, match="columns"):
         norm.rms_norm_quant_fp8(torch.randn(2, 9, device=device), w, 1e-6)
+
+
+def test_rms_norm_quant_nan_row_is_nan_as_norm_then_quant(device):
+    """tester23 #10: a row holding NaN got q bytes 0x7C (e4m3 384, finite) from the fused norm + quant (and so from
+    mla_prologue_fp8) under the interpreter, where per_token_group_quant_fp8 of the same y writes NaN (0x7F): the
+    bit-equality the docstrings promise held on finite rows only."""
+    from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+    from tritonseek.kernels.rope_cache import mla_prologue_fp8
+
+    g = torch.Generator().manual_seed(4)
+    x = _rand((4, 256), torch.bfloat16, device, g, 2.0)
+    x[2, 7] = float("nan")
+    w = _rand((256,), torch.float32, device, g)
+    q, s = norm.rms_norm_quant_fp8(x, w, 1e-6)
+    q_ref, s_ref = per_token_group_quant_fp8(rms_norm(x, w, 1e-6), 128)
+    assert torch.isnan(q[2].float()).all() and torch.isnan(s[2]).all()
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8)) and torch.equal(s.isnan(), s_ref.isnan())
+    kv = _rand((4, 24), torch.bfloat16, device, g)
+    pos = torch.arange(4, device=device)
+    cs = _rand((16, 8), torch.float32, device, g)
+    qp, sp, _ = mla_prologue_fp8(x, kv, w, 1e-6, pos, cs, _rand((16,), torch.float32, device, g), 1e-6, None, None)
+    assert torch.equal(qp.view(torch.uint8), q_ref.view(torch.uint8))

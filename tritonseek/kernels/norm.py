@@ -21,8 +21,8 @@ from tritonseek.kernels.fp8_quant import (
     _div_rn,
     _pdl_capable,
     _recip_rn,
-    _round_to_e4m3,
     _scale_from_amax,
+    _to_e4m3_interp,
 )
 
 _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
@@ -88,7 +88,10 @@ def _rms_norm_row(
         sc = _scale_from_amax(tl.max(tl.abs(yg), axis=1), amax_eps, fp8_max, False)
         qv = _div_rn(yg, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
         if EXACT_ROUND:
-            qv = _round_to_e4m3(tl.minimum(tl.maximum(qv, -fp8_max), fp8_max))
+            # the interpreter's cast, as fp8_quant's kernels take it (round to nearest-even, NaN kept as 0x7F): the
+            # clamp here dropped NaN and the interpreter cast it to 0x7C (384), so a NaN row's q was finite while
+            # per_token_group_quant_fp8 of the same y writes NaN (tester23 #10); fp8_max is FP8_E4M3_MAX there too
+            qv = _to_e4m3_interp(qv, q_ptr.dtype.element_ty)
         gi = tl.arange(0, BLOCK_N // GROUP)
         qcols = gi[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
         tl.store(q_ptr + row * stride_q + qcols, qv.to(q_ptr.dtype.element_ty), mask=qcols < N)

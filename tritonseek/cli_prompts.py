@@ -43,6 +43,40 @@ def result_field_note(label: str, rows: list[dict], row_lines: list[int], kept: 
             f"{', '.join(RESULT_FIELDS)} with this run's results{keep}")
 
 
+# A --prompts-file runs as consecutive generate calls of at most this many prompt + new tokens each: as one call, a
+# 1000-row file (113k prompt tokens) took 2.1 GB on the tiny default model and a 10k-row one would not fit in memory,
+# losing every row (tester23 #7). Under it (most files) nothing changes: one call.
+BATCH_TOKENS = 65536
+
+
+def batches(lengths: list[int], extra: int) -> list[range]:
+    """The rows of each generate call, in order: consecutive ranges whose sum of (prompt tokens + ``extra``, the
+    new tokens a row may add) stays within ``BATCH_TOKENS``; a row larger than that runs alone. [] for no rows."""
+    out, start, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and total + n + extra > BATCH_TOKENS:
+            out.append(range(start, i))
+            start, total = i, 0
+        total += n + extra
+    return out + [range(start, len(lengths))] if lengths else out
+
+
+def add_stats(total, s):
+    """``total`` (None at first) plus the GenerationStats ``s`` of the next call: counts and times add up; the MTP
+    rates are recomputed from the summed counters (``LLM._speculate``'s proposed / accepted / emitted / seq_steps)."""
+    if total is None:
+        return s
+    for f in ("prompt_tokens", "new_tokens", "prefill_s", "decode_s", "decode_steps"):
+        setattr(total, f, getattr(total, f) + getattr(s, f))
+    for k, v in s.extra.items():
+        if k in ("graph_steps", "graph_capture_s", "proposed", "accepted", "emitted", "seq_steps"):
+            total.extra[k] = total.extra.get(k, 0) + v
+    if "proposed" in total.extra:
+        total.extra["acceptance"] = total.extra["accepted"] / max(total.extra["proposed"], 1)
+        total.extra["tokens_per_step"] = total.extra["emitted"] / max(total.extra["seq_steps"], 1)
+    return total
+
+
 # SamplingParams' fields (and vLLM's max_tokens): per-row values in a prompts file are not read
 PARAM_FIELDS = ("temperature", "top_k", "top_p", "max_new_tokens", "max_tokens", "seed", "stop_token_ids", "ignore_eos")
 

@@ -469,6 +469,8 @@ class LLM:
             mtp=drafter.k,
             acceptance=drafter.accepted / max(drafter.proposed, 1),
             tokens_per_step=drafter.emitted / max(drafter.seq_steps, 1),
+            # the counters behind the two rates (the CLI adds up the stats of consecutive calls)
+            proposed=drafter.proposed, accepted=drafter.accepted, emitted=drafter.emitted, seq_steps=drafter.seq_steps,
         )
 
     def _speculate_graphs(self, drafter: MTPDrafter, fused, live: list[Sequence], h_last, first, on_text,

@@ -73,7 +73,7 @@ def test_tile_table_edges():
 
 
 def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, prefetch=False, pf_prod=False,
-               no_table=False, smem_table=False, diag=0):
+               no_table=False, smem_table=False, diag=0, base_ptr=False):
     """Compile the dense-form kernel for sm_90a on any machine; returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -94,6 +94,7 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
                   PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, PREFETCH=prefetch, PF_PROD=pf_prod,
                   TAB=1 if no_table else 2 if smem_table else 0, TAB_PAD=512 if smem_table else 16, num_warps=4)
     consts["TAB_P"] = consts["TAB"]
+    consts["BASE_PTR"] = base_ptr
     if diag:  # launch_df's DIAG map: (consumers' entry source, producer's)
         consts["TAB"], consts["TAB_P"] = {1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5), 6: (1, 1),
                                             7: (5, 1), 8: (6, 1), 9: (7, 1)}[diag]
@@ -123,10 +124,12 @@ def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch, pf_
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-@pytest.mark.parametrize("diag", [1, 2, 3, 4, 5, 7, 8, 9])
-def test_df_diag_builds_compile_for_sm90(diag):
-    # the one-expert DIAG bisection builds (producer / consumers / expert from the table or the index)
-    ptx = ptx_in_fresh_process(__name__, "compile_df", True, torch.bfloat16, 4, 1, False, False, False, False, diag)
+@pytest.mark.parametrize("diag,base_ptr", [(1, False), (2, False), (3, False), (4, False), (5, False), (7, False),
+                                           (8, False), (9, False), (0, True)])
+def test_df_diag_builds_compile_for_sm90(diag, base_ptr):
+    # the one-expert DIAG bisection builds (producer / consumers / expert from the table or the index); BASE_PTR
+    ptx = ptx_in_fresh_process(__name__, "compile_df", True, torch.bfloat16, 4, 1, False, False, False, False, diag,
+                               base_ptr)
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 24
     report = ptxas_report(ptx)
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
@@ -205,6 +208,8 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
     _check(a, a_s, b, bs, mi, config=dict(PREFETCH=True, PF_PROD=True))
     sm = _check(a, a_s, b, bs, mi, config=dict(SMEM_TABLE=True))
     assert torch.equal(out.view(torch.int16), sm.view(torch.int16))  # same tiles, same order: the same bits
+    bp = _check(a, a_s, b, bs, mi, config=dict(BASE_PTR=True))
+    assert torch.equal(out.view(torch.int16), bp.view(torch.int16))  # the same scales from other addresses
     again = torch.full_like(out, float("nan"))
     D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=again)
     assert torch.equal(out.view(torch.int16), again.view(torch.int16))  # deterministic bits
@@ -215,7 +220,8 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
                                               (torch.float16, dict(SCALE_AHEAD=0, NUM_STAGES=3, GROUP_M=1)),
                                               (torch.bfloat16, dict(PREFETCH=True, PF_PROD=True)),
                                               (torch.bfloat16, dict(SMEM_TABLE=True)),
-                                              (torch.float32, dict(SMEM_TABLE=True))])
+                                              (torch.float32, dict(SMEM_TABLE=True)),
+                                              (torch.bfloat16, dict(BASE_PTR=True))])
 def test_df_small_layouts_gpu(device, out_dtype, config):
     for segs, N, K, tail in [([0, 1, 127, 128, 129], 200, 1152, 0), ([64, 65, 0, 300], 576, 256, 5),
                              ([5], 128, 128, 0), ([383, 385], 300, 272, 128)]:

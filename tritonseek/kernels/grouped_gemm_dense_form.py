@@ -26,22 +26,41 @@ and integer specialization) and adds only what the grouped layout needs:
   contract of the 128-row kernel.
 
 Measured (H200, session 23; benchmarks/probe_grouped_dense.py --df, GPU clock, interleaved graph replays, every variant
-checked against the fp32 reference first; A/A twins 0.996-1.001; W1 at 1918939, W2 at 5bf20f9): NOT a default.
-* time ratio to the grouped 128-row default: 4×8192 / 8×4096 at (4096, 7168) 1.049 / 1.074 (W1), 1.042 / 1.066 (W2);
+checked against the fp32 reference first; A/A twins 0.996-1.002; W1 at 1918939, W2 at 5bf20f9, W3 at 5170cfb, W4 at
+e8d5d71, W5 at 7a6a079): NOT a default.
+* time ratio to the grouped 128-row default: 4×8192 / 8×4096 at (4096, 7168) 1.049 / 1.074 (W1), 1.042 / 1.066 (W2),
+  1.046 / 1.069 (W3), 4×8192 1.042 (W4), 1.040 (W5);
   (7168, 2048) 1.027 / 1.065 (W1, against the default's WIDE tiles); routed prefill (T = 4096 top-8 over 256 experts)
   (4096, 7168) 0.989 / 0.991 (W1 / W2), (7168, 2048) 1.094.
 * the one-expert bisection (the dense 32768×4096×7168 problem, TFLOP/s, W2): dense 192-row kernel (the same
   partitions, SCALE_AHEAD) 1209; this kernel 982 (W1 998 vs 1225); the same build with NO_TABLE (tiles from the index,
   no table loads, no table kernels) 1133; PREFETCH + PF_PROD (the next entry loaded one tile ahead) 970; the three
-  table kernels alone 11-12 µs. So ~13 % of the time goes to the dependent table loads at each tile start (~6 µs per
-  tile per CTA at 41.5 tiles per CTA, far above an idle L2 round trip: the loads queue behind the SM's TMA traffic),
-  and ~7 % to what remains different from the dense kernel (not found: same K-loop SASS, registers, stages, order).
+  table kernels alone 11-12 µs. So ~13 % of the time is lost to where the tile entries come from, and ~6 % to what
+  remains different from the dense kernel (not found: same K-loop SASS, registers, stages, order).
 * why the register prefetch did not help (SASS of the sm_90a build): ptxas keeps the loop-carried entry in uniform
   registers and issues the R2UR of each prefetched value right after its LDG, before the tile's K loop, so the
   load's latency is waited for where it was issued (an identity asm on the carried value did not move the R2UR).
-  Next step: SMEM_TABLE (built, CPU-compiled, not yet run on a GPU): the whole table copied to shared memory at
-  kernel start (≤ 1024 entries fit beside the stages), each tile's entry one LDS.128; gpu_jobs/h1grouped_w3.sh
-  measures it with the same probe.
+* it is NOT the latency of the table's global loads: SMEM_TABLE (the table copied to shared memory once per CTA, one
+  LDS.128 per tile) ran 992 vs 994 for the global table (W3 at 5170cfb, A/A 0.1 %); nor the table kernels (DIAG 6:
+  the NO_TABLE kernel behind them, unread, 1129 vs 1131, W5).
+* the DIAG bisection (W4 at e8d5d71 / W5 at 7a6a079, same run each, A/A ≤ 0.2 %; TFLOP/s, NO_TABLE 1132 / 1131,
+  table 983 / 983): the loss is in the CONSUMERS' first row. Consumers from the table, producer from the index (d1)
+  976; the reverse (d2) 1091; rows + count from the table with a compile-time expert 0 (d3) 980; the expert loaded,
+  rows from the index (d4) 1105; the consumers' first row from the table, their row counts and everything else from
+  the index (d8) 980; the reverse: the row counts loaded per tile (branch conditions: wgmma or drain, TMA or masked
+  store), the first row from the index (d9) 1129, at NO_TABLE speed. The tile count loaded once per partition (d5,
+  all partitions) 1079-1082, (d7, consumers only) 1076: ~5 % for one load per kernel, with the consumers' hot loop
+  and tile-start SASS instruction for instruction those of NO_TABLE (faithful compile with the launch's integer and
+  pointer specialization) — so part of the loss is not in the static code; a run-time effect (the consumers'
+  start or phase against the producer) is the open guess.
+* NOT a chain of two dependent loads at the tile start either: d9 has one too (entry LDG, R2UR, the wgmma-or-drain
+  branch, then the a_scale LDGs, then the first wgmma; faithful sm_90a SASS) and runs at NO_TABLE speed. What the
+  loaded first row (d8) changes: the a_scale row addresses (loaded at every K block; in the hot loop each of a
+  thread's two rows gets its own 64-bit address, IMAD.WIDE, where NO_TABLE uses one address and a +0x20 offset) and
+  the TMA store coordinates. Next steps, untried: split those two (first row loaded for the scales only / for the
+  store only); or take the a_scale rows out of the consumers altogether — the producer TMA-loads each stage's 192 A
+  scales into shared memory with the A boxes (DeepGEMM's layout; needs MN-major a_scale, the quant kernel's), so the
+  consumers need the loaded first row only in the epilogue.
 The same per-tile dependent loads exist in grouped_gemm_ws's 128-row kernels (m_indices / masked_m per tile), which
 run 0.95 × the dense 128-row kernel's speed on the same operands (session 22).
 
@@ -78,21 +97,24 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # NO_TABLE: diagnostic for the one-expert bisection (probe_grouped_dense): the dense kernel's tiles from the tile index
 # alone (rows [192·i, 192·i + 192) of expert 0, no table, no load); refused unless b holds one expert, and then
 # right only for m_indices all 0 (padding rows are computed as expert 0's).
-# SMEM_TABLE (off, not yet run on a GPU): the table (where it fits in shared memory, else the global loads) copied to
-# shared memory once per CTA before the partitions start; each tile's entry is then a shared-memory load (the s23
-# finding above: the dependent global load per tile costs ~13 %, and a register prefetch cannot hide it). PREFETCH and
-# PF_PROD are ignored with it.
-# DIAG (0 = off; 1-4 one-expert diagnostics like NO_TABLE, s23 h5grouped): which part of the NO_TABLE build's speed
-# the table takes away. 1: the producer's tiles from the index, the consumers' from the global table; 2: the reverse;
+# SMEM_TABLE (off; H200 s23 W3: no faster than the global table, 992 vs 994 TFLOP/s on one expert): the table (where
+# it fits in shared memory, else the global loads) copied to shared memory once per CTA before the partitions start;
+# each tile's entry is then a shared-memory load. PREFETCH and PF_PROD are ignored with it.
+# DIAG (0 = off; 1-9 one-expert diagnostics like NO_TABLE, s23 h5grouped; results in the module docstring): which part
+# of the NO_TABLE build's speed the table takes away. 1: the producer's tiles from the index, the consumers' from the global table; 2: the reverse;
 # 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both from the index but the
 # expert loaded from the table (its only dependent load); 5: the NO_TABLE build with the row-tile count (the loop bound
 # and GROUP_M order's divisor) loaded from the table; 6: the NO_TABLE kernel after the table kernels (built, not read);
 # 7: DIAG 5 in the consumers only (the producer as NO_TABLE); 8 / 9: the producer as NO_TABLE, the consumers' first row
 # (a_scale rows, store coordinates) / their row counts (branches: wgmma or drain, TMA or masked store) from the table.
+# BASE_PTR (off, s23 h5grouped W6): the consumers' a_scale row pointers as the tile's scalar base plus the rows' small
+# offsets instead of base + (first row + row) · stride: with a first row from the table (d8 above) the sm_90a hot loop
+# then gives a thread's two rows one 64-bit address and a +0x20 offset, as the NO_TABLE build does.
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
-                   NO_TABLE=False, SMEM_TABLE=False, DIAG=0)
+                   NO_TABLE=False, SMEM_TABLE=False, DIAG=0, BASE_PTR=False)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 10))
+                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 10),
+                            BASE_PTR=bool)
 _SMEM_BYTES = 232448  # per block on the H200 (sm_90)
 
 
@@ -266,7 +288,7 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  table_ptr, count_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                  stride_cm, stride_cn, num_programs, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, SCALE_AHEAD: gl.constexpr,
-                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr, TAB: gl.constexpr):
+                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr, TAB: gl.constexpr, BASE_PTR: gl.constexpr):
     # rows [ROW0, ROW0 + 64) of every table tile: the dense _ws_consumer / _consumer_tile with WGS = 3 (SERIAL loop)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
@@ -297,8 +319,13 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
         off_n = pid_n * BLOCK_N
         if (e >= 0) & (n_any > ROW0):
             rm = off_m + gl.arange(0, 64, layout=row_layout)
+            if BASE_PTR:
+                # the tile's scalar base first, then the 64 rows' small offsets (see _DEFAULT_DF)
+                sa_ptrs = (a_scale_ptr + off_m * stride_asm) + gl.arange(0, 64, layout=row_layout) * stride_asm
+            else:
+                sa_ptrs = a_scale_ptr + rm * stride_asm
             acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([64], gl.float32, row_layout), a_bufs, b_bufs,
-                                   ready_bars, empty_bars, a_scale_ptr + rm * stride_asm, rm < M,
+                                   ready_bars, empty_bars, sa_ptrs, rm < M,
                                    b_scale_ptr + e * stride_bse + (off_n // 128) * stride_bsn, stride_ask, stride_bsk,
                                    ROW0, 64, 192, NUM_STAGES, True, False, True, False, SCALE_AHEAD)
         else:
@@ -394,7 +421,7 @@ def _df_kernel(
     BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
     TMA_STORE: gl.constexpr, SCALE_AHEAD: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
     ENTRY: gl.constexpr, PREFETCH: gl.constexpr, PF_PROD: gl.constexpr, TAB: gl.constexpr, TAB_PAD: gl.constexpr,
-    n_tab, TAB_P: gl.constexpr, num_warps: gl.constexpr,
+    n_tab, TAB_P: gl.constexpr, BASE_PTR: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3, box [64, BLOCK_K]; b_desc: over b viewed [E·N, K], box [BLOCK_N, BLOCK_K]
     # c_desc (TMA_STORE): over out [M, N], box [64, BLOCK_N]; c_ptr / stride_c*: the masked epilogue
@@ -429,15 +456,15 @@ def _df_kernel(
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
                         a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH, TAB, BASE_PTR)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
                         a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH, TAB, BASE_PTR)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, 1, 0, TMA_STORE), c_desc, c_ptr,
                         a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, TAB)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, TAB, BASE_PTR)),
         (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, tab, count_ptr, M, N,
                         num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, TAB_P)),
     ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -486,8 +513,9 @@ def grouped_fp8_gemm_contiguous_df(
     out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
     config: optional overrides of ``df_config`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue, GROUP_M,
         TMA_STORE, SCALE_AHEAD 0 / 1, PREFETCH / PF_PROD: the consumers' / the producer's next table entry loaded
-        during this tile's K loop, NO_TABLE: a one-expert diagnostic, SMEM_TABLE: the table read from a shared-memory
-        copy, see ``_DEFAULT_DF``).
+        during this tile's K loop, NO_TABLE / DIAG 1-9: one-expert diagnostics (ValueError for b with several
+        experts), SMEM_TABLE: the table read from a shared-memory copy, BASE_PTR: the a_scale row pointers from the
+        tile's scalar base; see ``_DEFAULT_DF``).
     table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
     Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
     values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
@@ -560,7 +588,7 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
         TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
         ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]) and tab != 2 and not diag,
         PF_PROD=bool(cfg["PF_PROD"]) and tab != 2 and not diag, TAB=tab, TAB_PAD=tab_pad if tab == 2 else 16, n_tab=tmax,
-        TAB_P=tab_p, num_warps=4, maxnreg=regs[0],
+        TAB_P=tab_p, BASE_PTR=bool(cfg["BASE_PTR"]), num_warps=4, maxnreg=regs[0],
     )
     return out
 

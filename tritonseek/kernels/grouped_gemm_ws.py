@@ -220,7 +220,9 @@ def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
 # DENSE_FORM (contiguous, session 23): the launcher hands the problem to grouped_gemm_dense_form (the dense 192-row
 # kernel over a device tile table; its docstring) where ``_dense_form_pays``. None = the rule is off: H200 s23 W1 / W2
 # (GPU clock, A/A <= 0.4 %) had it 1.042-1.074 × the default's time on DeepGEMM's layouts, 1.027-1.094 at (7168, 2048),
-# 0.989-0.991 only on the routed (4096, 7168) layout (inside 1 %: not taken).
+# 0.989-0.991 only on the routed (4096, 7168) layout (inside 1 %: not taken); W3-W5 again 1.040-1.072 (4096, 7168).
+# Its one-expert loss (983 vs 1131 TFLOP/s without the table) is the consumers' first row coming from the table (W4 / W5
+# DIAG bisection in its docstring; not the loads' latency, not the table kernels); no fix yet.
 _DF_MIN_ROWS_PER_EXPERT: int | None = None
 
 

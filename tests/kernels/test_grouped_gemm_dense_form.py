@@ -5,7 +5,8 @@ CPU: the tile table (``tl`` kernels, interpreter) against ``tile_table_ref``; th
 (Triton's compiler and bundled ptxas, no GPU) without spills or serialized wgmmas; the launcher's errors. The numbers
 run on the H200 (gpu marker): segment sizes 0, 1, 191, 192, 193 and 8192 at the model's (N, K), all-padding layouts,
 NaN garbage in padding rows, poisoned outputs, misaligned rows, bit-identical reruns and CUDA-graph replays with a
-changed layout. Tolerance: calc_diff < 1e-3 (test_grouped_gemm_ws's docstring).
+changed layout, BASE_PTR on and off bit-identical, grouped_gemm_ws's contiguous default handing off to this kernel.
+Tolerance: calc_diff < 1e-3 (test_grouped_gemm_ws's docstring).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def test_tile_table_edges():
 
 
 def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, prefetch=False, pf_prod=False,
-               no_table=False, smem_table=False, diag=0, base_ptr=False):
+               no_table=False, smem_table=False, diag=0, base_ptr=None):
     """Compile the dense-form kernel for sm_90a on any machine; returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -94,7 +95,7 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
                   PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, PREFETCH=prefetch, PF_PROD=pf_prod,
                   TAB=1 if no_table else 2 if smem_table else 0, TAB_PAD=512 if smem_table else 16, num_warps=4)
     consts["TAB_P"] = consts["TAB"]
-    consts["BASE_PTR"] = base_ptr
+    consts["BASE_PTR"] = D._DEFAULT_DF["BASE_PTR"] if base_ptr is None else base_ptr
     if diag:  # launch_df's DIAG map: (consumers' entry source, producer's)
         consts["TAB"], consts["TAB_P"] = {1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5), 6: (1, 1),
                                             7: (5, 1), 8: (6, 1), 9: (7, 1)}[diag]
@@ -124,8 +125,8 @@ def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch, pf_
     assert spills and all(s == ("0", "0") for s in spills), report
 
 
-@pytest.mark.parametrize("diag,base_ptr", [(1, False), (2, False), (3, False), (4, False), (5, False), (7, False),
-                                           (8, False), (9, False), (0, True)])
+@pytest.mark.parametrize("diag,base_ptr", [(1, None), (2, None), (3, None), (4, None), (5, None), (7, None),
+                                           (8, None), (9, None), (0, False)])
 def test_df_diag_builds_compile_for_sm90(diag, base_ptr):
     # the one-expert DIAG bisection builds (producer / consumers / expert from the table or the index); BASE_PTR
     ptx = ptx_in_fresh_process(__name__, "compile_df", True, torch.bfloat16, 4, 1, False, False, False, False, diag,
@@ -208,7 +209,7 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
     _check(a, a_s, b, bs, mi, config=dict(PREFETCH=True, PF_PROD=True))
     sm = _check(a, a_s, b, bs, mi, config=dict(SMEM_TABLE=True))
     assert torch.equal(out.view(torch.int16), sm.view(torch.int16))  # same tiles, same order: the same bits
-    bp = _check(a, a_s, b, bs, mi, config=dict(BASE_PTR=True))
+    bp = _check(a, a_s, b, bs, mi, config=dict(BASE_PTR=False))
     assert torch.equal(out.view(torch.int16), bp.view(torch.int16))  # the same scales from other addresses
     again = torch.full_like(out, float("nan"))
     D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=again)
@@ -221,7 +222,7 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
                                               (torch.bfloat16, dict(PREFETCH=True, PF_PROD=True)),
                                               (torch.bfloat16, dict(SMEM_TABLE=True)),
                                               (torch.float32, dict(SMEM_TABLE=True)),
-                                              (torch.bfloat16, dict(BASE_PTR=True))])
+                                              (torch.bfloat16, dict(BASE_PTR=False))])
 def test_df_small_layouts_gpu(device, out_dtype, config):
     for segs, N, K, tail in [([0, 1, 127, 128, 129], 200, 1152, 0), ([64, 65, 0, 300], 576, 256, 5),
                              ([5], 128, 128, 0), ([383, 385], 300, 272, 128)]:
@@ -279,3 +280,23 @@ def test_df_graph_replay_with_new_layout_gpu(device, config):
     pad = mi < 0
     assert torch.isfinite(out.float()).all() and (out[pad] == 0).all()
     assert calc_diff(out[~pad].float(), ref[~pad]) < 1e-3
+
+
+@pytest.mark.gpu
+def test_ws_default_hands_off_to_dense_form_gpu(device):
+    # grouped_gemm_ws's contiguous default runs this kernel where _dense_form_pays ((4096, 7168) from 190 rows per
+    # expert, bf16 out): the same bits as this launcher; fp32 out and DENSE_FORM=False keep the 128-row kernel
+    from tritonseek.kernels import grouped_gemm_ws as W
+
+    N, K = 4096, 7168
+    a, a_s, b, bs, mi = _operands([500, 0, 300, 512], N, K, device, seed=7, extra_experts=0)
+    assert W.grouped_ws_config("contiguous", mi.numel(), N, K, experts=b.shape[0])["DENSE_FORM"]
+    df = _check(a, a_s, b, bs, mi)
+    ws = W.grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi)
+    assert torch.equal(ws.view(torch.int16), df.view(torch.int16))
+    old = W.grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, config=dict(DENSE_FORM=False))
+    pad = mi < 0
+    assert (old[pad] == 0).all() and calc_diff(old[~pad].float(), df[~pad].float()) < 1e-3
+    f32 = W.grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, torch.float32)
+    f32_old = W.grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi, torch.float32, config=dict(DENSE_FORM=False))
+    assert torch.equal(f32, f32_old)

@@ -157,15 +157,21 @@ def test_grouped_ws_config_wide_rule():
 
 
 def test_grouped_ws_dense_form_key(monkeypatch):
-    # DENSE_FORM (session 23): the contiguous launcher's hand-off to grouped_gemm_dense_form. Off by default (the H200
-    # W1 of s23 had it 1.03-1.09 x the default's time except routed (4096, 7168) 0.989); the rule turns it on per
-    # rows per expert once set; a caller's config for the 128-row kernel turns a default DENSE_FORM off; the masked
-    # layout refuses it
+    # DENSE_FORM (session 23): the contiguous launcher's hand-off to grouped_gemm_dense_form, the default where H200
+    # s23 W6 measured it to win (per (N, K): from 190 rows per expert at (4096, 7168), the routed layout's 191
+    # included; from 8192 at (7168, 2048)); other shapes keep the 128-row kernel; a caller's config for the 128-row
+    # kernel turns a default DENSE_FORM off; the masked layout refuses it
     cfg = W.grouped_ws_config
-    assert not cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]
-    monkeypatch.setattr(W, "_DF_MIN_ROWS_PER_EXPERT", 1024)
     assert cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]
-    assert not cfg("contiguous", 65280, 4096, 7168, experts=256)["DENSE_FORM"]  # the routed layout: ~255 rows each
+    assert cfg("contiguous", 32768, 4096, 7168, experts=8)["DENSE_FORM"]
+    assert cfg("contiguous", 48896, 4096, 7168, experts=256)["DENSE_FORM"]  # routed T = 4096 top-8: 191 rows each
+    assert not cfg("contiguous", 32768, 4096, 7168, experts=256)["DENSE_FORM"]  # 128 rows each: not measured
+    assert cfg("contiguous", 32768, 7168, 2048, experts=4)["DENSE_FORM"]
+    assert not cfg("contiguous", 32768, 7168, 2048, experts=8)["DENSE_FORM"]  # 8 x 4096 there: not measured
+    assert not cfg("contiguous", 32768, 2048, 7168, experts=4)["DENSE_FORM"]  # another (N, K)
+    monkeypatch.setattr(W, "_DF_MIN_ROWS_PER_EXPERT", {})
+    assert not cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]
+    monkeypatch.setattr(W, "_DF_MIN_ROWS_PER_EXPERT", {(4096, 7168): 190})
     assert not cfg("masked", 1024, 4096, 7168)["DENSE_FORM"]
     on = cfg("contiguous", 32768, 4096, 7168, experts=4)
     assert not W._with_overrides(on, dict(NUM_STAGES=3))["DENSE_FORM"]

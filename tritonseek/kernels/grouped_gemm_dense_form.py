@@ -27,9 +27,13 @@ and integer specialization) and adds only what the grouped layout needs:
 
 Measured (H200, session 23; benchmarks/probe_grouped_dense.py --df, GPU clock, interleaved graph replays, every variant
 checked against the fp32 reference first; A/A twins 0.996-1.002; W1 at 1918939, W2 at 5bf20f9, W3 at 5170cfb, W4 at
-e8d5d71, W5 at 7a6a079): NOT a default.
-* time ratio to the grouped 128-row default: 4×8192 / 8×4096 at (4096, 7168) 1.049 / 1.074 (W1), 1.042 / 1.066 (W2),
-  1.046 / 1.069 (W3), 4×8192 1.042 (W4), 1.040 (W5);
+e8d5d71, W5 at 7a6a079, W6 at 577e50f). Without BASE_PTR it lost to the grouped 128-row kernel (below); with it
+(W6, 30 rounds, A/A ≤ 1.004) it runs 0.921 / 0.948 × the grouped default's time at 4×8192 / 8×4096 (4096, 7168) (1124 /
+1092 vs 1032 / 1035 TFLOP/s), 0.943 at 4×8192 (7168, 2048) (1074 vs 1013), 0.958 on the routed (4096, 7168) layout
+(655 vs 628), one expert 1119 (NO_TABLE 1130, dense 192-row kernel 1204): grouped_gemm_ws hands those layouts to it
+(``_dense_form_pays``, bf16 out).
+* without BASE_PTR, time ratio to the grouped default: 4×8192 / 8×4096 at (4096, 7168) 1.049 / 1.074 (W1),
+  1.042 / 1.066 (W2), 1.046 / 1.069 (W3), 4×8192 1.042 (W4), 1.040 (W5);
   (7168, 2048) 1.027 / 1.065 (W1, against the default's WIDE tiles); routed prefill (T = 4096 top-8 over 256 experts)
   (4096, 7168) 0.989 / 0.991 (W1 / W2), (7168, 2048) 1.094.
 * the one-expert bisection (the dense 32768×4096×7168 problem, TFLOP/s, W2): dense 192-row kernel (the same
@@ -57,10 +61,11 @@ e8d5d71, W5 at 7a6a079): NOT a default.
   branch, then the a_scale LDGs, then the first wgmma; faithful sm_90a SASS) and runs at NO_TABLE speed. What the
   loaded first row (d8) changes: the a_scale row addresses (loaded at every K block; in the hot loop each of a
   thread's two rows gets its own 64-bit address, IMAD.WIDE, where NO_TABLE uses one address and a +0x20 offset) and
-  the TMA store coordinates. Next steps, untried: split those two (first row loaded for the scales only / for the
-  store only); or take the a_scale rows out of the consumers altogether — the producer TMA-loads each stage's 192 A
-  scales into shared memory with the A boxes (DeepGEMM's layout; needs MN-major a_scale, the quant kernel's), so the
-  consumers need the loaded first row only in the epilogue.
+  the TMA store coordinates.
+* W6: BASE_PTR (the row pointers built from the tile's scalar base, so the hot loop's addressing is NO_TABLE's) takes
+  the loss back: one expert 1119 (d8 + BASE_PTR 1146) vs 985 without. So it was the a_scale addressing in the K loop
+  (a couple of integer instructions per K block in the SASS; why they cost ~13 % is not known). What is left to the
+  dense kernel (1204): the count loaded once (d7, ~5 %, the same SASS: not explained) and the expert (d4, ~2.4 %).
 The same per-tile dependent loads exist in grouped_gemm_ws's 128-row kernels (m_indices / masked_m per tile), which
 run 0.95 × the dense 128-row kernel's speed on the same operands (session 22).
 
@@ -101,17 +106,18 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # it fits in shared memory, else the global loads) copied to shared memory once per CTA before the partitions start;
 # each tile's entry is then a shared-memory load. PREFETCH and PF_PROD are ignored with it.
 # DIAG (0 = off; 1-9 one-expert diagnostics like NO_TABLE, s23 h5grouped; results in the module docstring): which part
-# of the NO_TABLE build's speed the table takes away. 1: the producer's tiles from the index, the consumers' from the global table; 2: the reverse;
-# 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both from the index but the
-# expert loaded from the table (its only dependent load); 5: the NO_TABLE build with the row-tile count (the loop bound
-# and GROUP_M order's divisor) loaded from the table; 6: the NO_TABLE kernel after the table kernels (built, not read);
-# 7: DIAG 5 in the consumers only (the producer as NO_TABLE); 8 / 9: the producer as NO_TABLE, the consumers' first row
-# (a_scale rows, store coordinates) / their row counts (branches: wgmma or drain, TMA or masked store) from the table.
-# BASE_PTR (off, s23 h5grouped W6): the consumers' a_scale row pointers as the tile's scalar base plus the rows' small
-# offsets instead of base + (first row + row) · stride: with a first row from the table (d8 above) the sm_90a hot loop
-# then gives a thread's two rows one 64-bit address and a +0x20 offset, as the NO_TABLE build does.
+# of the NO_TABLE build's speed the table takes away. 1: the producer's tiles from the index, the consumers' from the
+# global table; 2: the reverse; 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both
+# from the index but the expert loaded from the table (its only dependent load); 5: the NO_TABLE build with the row-tile
+# count (the loop bound and GROUP_M order's divisor) loaded from the table; 6: the NO_TABLE kernel after the table
+# kernels (built, not read); 7: DIAG 5 in the consumers only (the producer as NO_TABLE); 8 / 9: the producer as
+# NO_TABLE, the consumers' first row (a_scale rows, store coordinates) / their row counts (branches: wgmma or drain, TMA
+# or masked store) from the table.
+# BASE_PTR (on since H200 s23 W6, module docstring): the consumers' a_scale row pointers as the tile's scalar base plus
+# the rows' small offsets instead of base + (first row + row) · stride: with a first row from the table the sm_90a hot
+# loop then gives a thread's two rows one 64-bit address and a +0x20 offset, as the NO_TABLE build does. Same bits.
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
-                   NO_TABLE=False, SMEM_TABLE=False, DIAG=0, BASE_PTR=False)
+                   NO_TABLE=False, SMEM_TABLE=False, DIAG=0, BASE_PTR=True)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
                             PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 10),
                             BASE_PTR=bool)
@@ -587,8 +593,8 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
         BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=stages,
         TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
         ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]) and tab != 2 and not diag,
-        PF_PROD=bool(cfg["PF_PROD"]) and tab != 2 and not diag, TAB=tab, TAB_PAD=tab_pad if tab == 2 else 16, n_tab=tmax,
-        TAB_P=tab_p, BASE_PTR=bool(cfg["BASE_PTR"]), num_warps=4, maxnreg=regs[0],
+        PF_PROD=bool(cfg["PF_PROD"]) and tab != 2 and not diag, TAB=tab, TAB_PAD=tab_pad if tab == 2 else 16,
+        n_tab=tmax, TAB_P=tab_p, BASE_PTR=bool(cfg["BASE_PTR"]), num_warps=4, maxnreg=regs[0],
     )
     return out
 

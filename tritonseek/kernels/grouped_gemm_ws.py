@@ -116,7 +116,9 @@ Session 23 (h1grouped; H200 W1 at 1918939, W2 at 5bf20f9): the contiguous kernel
 (grouped_gemm_dense_form: its partitions and K loop over a device tile table) ran 1.04-1.07 × this kernel's time at
 4×8192 / 8×4096 (4096, 7168), 0.99 on the routed layout; on one expert 982 TFLOP/s against the dense kernel's 1209 and
 1133 with its table loads removed: the per-tile dependent loads are the measured part of the dense-vs-grouped gap (that
-module's docstring). Reachable through config DENSE_FORM=True; not a default.
+module's docstring). H200 W6 (with its BASE_PTR, 577e50f): 0.921 / 0.948 × this kernel's time at 4×8192 / 8×4096
+(4096, 7168), 0.943 at 4×8192 (7168, 2048), 0.958 routed (4096, 7168): the contiguous default there with bf16 out
+(``_dense_form_pays``); config DENSE_FORM=True / False forces either.
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 
@@ -218,19 +220,26 @@ def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
 
 
 # DENSE_FORM (contiguous, session 23): the launcher hands the problem to grouped_gemm_dense_form (the dense 192-row
-# kernel over a device tile table; its docstring) where ``_dense_form_pays``. None = the rule is off: H200 s23 W1 / W2
-# (GPU clock, A/A <= 0.4 %) had it 1.042-1.074 × the default's time on DeepGEMM's layouts, 1.027-1.094 at (7168, 2048),
-# 0.989-0.991 only on the routed (4096, 7168) layout (inside 1 %: not taken); W3-W5 again 1.040-1.072 (4096, 7168).
-# Its one-expert loss (983 vs 1131 TFLOP/s without the table) is the consumers' first row coming from the table (W4 / W5
-# DIAG bisection in its docstring; not the loads' latency, not the table kernels); no fix yet.
-_DF_MIN_ROWS_PER_EXPERT: int | None = None
+# kernel over a device tile table; its docstring) where ``_dense_form_pays``. Before BASE_PTR it lost: H200 s23 W1-W5
+# (GPU clock, A/A <= 0.4 %) 1.040-1.074 × the default's time on DeepGEMM's (4096, 7168) layouts, 1.027-1.094 at
+# (7168, 2048), 0.989-0.993 on the routed (4096, 7168) layout; on one expert 983 vs 1131 TFLOP/s without its table, the
+# loss following the consumers' first row coming from the table (its docstring). With BASE_PTR (its a_scale row
+# pointers from the tile's scalar base; now its default) H200 W6 (tree 577e50f, 30 interleaved rounds, A/A <= 1.004,
+# every variant checked against the fp32 reference first; bf16 out) ran 0.921 / 0.948 × the default's time at
+# 4×8192 / 8×4096 (4096, 7168) (1124 / 1092 vs 1032 / 1035 TFLOP/s), 0.943 at 4×8192 (7168, 2048) (1074 vs 1013, the
+# default's WIDE tiles), 0.958 on the routed (4096, 7168) layout (T = 4096 top-8 over 256 experts, 191 rows per expert
+# with padding; 655 vs 628). So the rule: per (N, K) measured, the fewest rows per expert (padding included) measured to
+# win; other shapes, and out dtypes other than bf16 (the launcher's check), keep the 128-row kernel. Not measured with
+# BASE_PTR: 8×4096 and routed at (7168, 2048) (without it 1.065 / 1.094, W1).
+_DF_MIN_ROWS_PER_EXPERT: dict = {(4096, 7168): 190, (7168, 2048): 8192}
 
 
 def _dense_form_pays(rows: int, experts: int, n: int, k: int) -> bool:
-    """The dense-form kernel is the contiguous default: M / E (rows per weight, padding included) at least
-    ``_DF_MIN_ROWS_PER_EXPERT`` (its 192-row tiles waste a partial last tile per segment: a run of ~128 rows runs
-    one 192-row tile with a third of it idle)."""
-    return _DF_MIN_ROWS_PER_EXPERT is not None and rows >= _DF_MIN_ROWS_PER_EXPERT * max(experts, 1)
+    """The dense-form kernel is the contiguous default for (n, k) in ``_DF_MIN_ROWS_PER_EXPERT`` with M / E (rows
+    per weight, padding included) at least its entry (its 192-row tiles waste a partial last tile per segment: a run of
+    ~128 rows runs one 192-row tile with a third of it idle)."""
+    need = _DF_MIN_ROWS_PER_EXPERT.get((n, k))
+    return need is not None and rows >= need * max(experts, 1)
 
 
 def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int = 1,
@@ -460,8 +469,9 @@ def grouped_fp8_gemm_contiguous_ws(
         PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
         SPECIALIZE = Triton's default integer specialization of sizes and strides, one build per distinct value
         class, off: measured in the module docstring, session 22; DENSE_FORM = run grouped_gemm_dense_form's kernel
-        (192-row tiles, its own defaults; the default where ``_dense_form_pays``; any other key given turns it off
-        unless DENSE_FORM is given too).
+        (192-row tiles, its own defaults; the default where ``_dense_form_pays`` with bf16 out: (N, K) = (4096, 7168)
+        from 190 rows per expert, (7168, 2048) from 8192; any other key given turns it off unless DENSE_FORM is given
+        too).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
@@ -471,6 +481,8 @@ def grouped_fp8_gemm_contiguous_ws(
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
     sms = _num_sms(a.device.index if a.device.index is not None else torch.cuda.current_device()) if a.is_cuda else 132
     cfg = dict(grouped_ws_config("contiguous", M, N, K, num_sms=sms, experts=E))
+    if out.dtype != torch.bfloat16:
+        cfg["DENSE_FORM"] = False  # the default hand-off was measured with bf16 out only (H200 s23 W6)
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
     _check_cuda_sm90(fn, a)

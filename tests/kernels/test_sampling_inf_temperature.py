@@ -55,7 +55,7 @@ def test_sample_infinite_temperature_matches_ref(device, V, filters):
     # seeds mode (in-register Philox noise) == the reference fed the same noise
     seeds = torch.arange(B, dtype=torch.int64) * 7919
     got = sample(*_to(device, x, t, top_k, top_p), None, seeds=seeds.to(device)).cpu()
-    assert torch.equal(got, sample_ref(x, t, top_k, top_p, philox_exp_noise(seeds, 1, V)[:, 0]))
+    assert torch.equal(got, sample_ref(x, t, top_k, top_p, philox_exp_noise(seeds.to(device), 1, V)[:, 0].cpu()))
 
 
 def test_sample_infinite_temperature_is_uniform(device):

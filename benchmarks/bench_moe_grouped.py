@@ -260,7 +260,9 @@ def bench_contiguous(cx):
                 if kern == "ws":
                     from tritonseek.kernels.grouped_gemm_ws import _num_sms, grouped_ws_config
 
-                    cfg_used = dict(grouped_ws_config("contiguous", M, N, K, num_sms=_num_sms(cx.dev.index or 0)))
+                    # the launcher's own call (experts = G): DENSE_FORM depends on the rows per expert
+                    cfg_used = dict(grouped_ws_config("contiguous", M, N, K, num_sms=_num_sms(cx.dev.index or 0),
+                                                      experts=G))
                 else:
                     cfg_used = cfg or GG.get_config("contiguous", m, N, K)
                 r = cx.row("grouped_gemm_contiguous", case, us, ug,

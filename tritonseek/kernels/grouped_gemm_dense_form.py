@@ -41,9 +41,7 @@ e8d5d71, W5 at 7a6a079, W6 at 577e50f). Without BASE_PTR it lost to the grouped 
   no table loads, no table kernels) 1133; PREFETCH + PF_PROD (the next entry loaded one tile ahead) 970; the three
   table kernels alone 11-12 µs. So ~13 % of the time is lost to where the tile entries come from, and ~6 % to what
   remains different from the dense kernel (not found: same K-loop SASS, registers, stages, order).
-* why the register prefetch did not help (SASS of the sm_90a build): ptxas keeps the loop-carried entry in uniform
-  registers and issues the R2UR of each prefetched value right after its LDG, before the tile's K loop, so the
-  load's latency is waited for where it was issued (an identity asm on the carried value did not move the R2UR).
+* PREFETCH did not help: ptxas issues the R2UR of each prefetched value right after its LDG (sm_90a SASS).
 * it is NOT the latency of the table's global loads: SMEM_TABLE (the table copied to shared memory once per CTA, one
   LDS.128 per tile) ran 992 vs 994 for the global table (W3 at 5170cfb, A/A 0.1 %); nor the table kernels (DIAG 6:
   the NO_TABLE kernel behind them, unread, 1129 vs 1131, W5).
@@ -66,8 +64,7 @@ e8d5d71, W5 at 7a6a079, W6 at 577e50f). Without BASE_PTR it lost to the grouped 
   the loss back: one expert 1119 (d8 + BASE_PTR 1146) vs 985 without. So it was the a_scale addressing in the K loop
   (a couple of integer instructions per K block in the SASS; why they cost ~13 % is not known). What is left to the
   dense kernel (1204): the count loaded once (d7, ~5 %, the same SASS: not explained) and the expert (d4, ~2.4 %).
-The same per-tile dependent loads exist in grouped_gemm_ws's 128-row kernels (m_indices / masked_m per tile), which
-run 0.95 × the dense 128-row kernel's speed on the same operands (session 22).
+Not tried: the same a_scale addressing check in grouped_gemm_ws's 128-row kernels (0.95 × the dense 128-row kernel).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launcher raises on other devices. The table builder is
 ``tl`` and runs under the interpreter (CPU tests check it against ``tile_table_ref``).

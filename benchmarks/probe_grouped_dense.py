@@ -111,9 +111,6 @@ def _masked_variants(E, m, N, K, dev, log):
     def ws(out):
         return lambda: (grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out), None)[1]
 
-    def ws_bp0(out):  # the masked kernel with BASE_PTR off (the s23 default on)
-        return lambda: (grouped_fp8_gemm_masked_ws(a, a_s, b, bs, mm, out=out, config=dict(BASE_PTR=False)), None)[1]
-
     def dense(out):
         return lambda: [fp8_gemm_nt(a[g], a_s[g], b[g], bs[g], out=out[g]) for g in range(E)] and None
 
@@ -125,8 +122,7 @@ def _masked_variants(E, m, N, K, dev, log):
         fs = [_cublas(a[g], a_s[g], b[g], bs[g]) for g in range(E)]
         return lambda: torch.stack([f() for f in fs])
 
-    for name, make in (("ws", ws), ("ws_aa", ws), ("ws_bp0", ws_bp0), ("dense", dense), ("dense_sk", dense_sk),
-                       ("cublas", cublas)):
+    for name, make in (("ws", ws), ("ws_aa", ws), ("dense", dense), ("dense_sk", dense_sk), ("cublas", cublas)):
         try:
             add(name, make)
         except Exception as e:  # a variant that fails to compile or launch is a finding, not a crash

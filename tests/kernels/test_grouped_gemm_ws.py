@@ -57,8 +57,7 @@ def compile_sm90(cfg: dict, masked: bool, out_dtype=torch.bfloat16, tma_store=Tr
                   TMA_STORE=tma_store, PRODUCER_REGS=cfg["PRODUCER_REGS"], SPLIT=split,
                   CONSUMER_REGS=cfg["CONSUMER_REGS"], UNROLL2=bool(cfg["UNROLL2"]), MASKED=masked, E_PAD=e_pad,
                   PIPE=bool(cfg["PIPE"]), PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]), num_warps=warps,
-                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
-                  BASE_PTR=bool(cfg.get("BASE_PTR", False)) and not (masked and e_pad > 256))  # as the launcher
+                  DIAG=diag, EARLY_TMA=bool(cfg.get("EARLY_TMA", False)))
     if diag:
         sig["diag_ptr"] = "*i64"
     else:

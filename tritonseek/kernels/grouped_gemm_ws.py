@@ -162,9 +162,7 @@ from tritonseek.kernels.grouped_gemm_masked import check_masked_operands
 #   61.7 → 58.7, 65.1 → 61.3 µs, (7168, 2048) 40.9 → 39.5, 42.1 → 40.7, 42.6 → 41.8 µs.
 _DEFAULT_GROUPED_WS = dict(BLOCK_M=128, BLOCK_N=128, NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, PRODUCER_REGS=40,
                            SPLIT=True, CONSUMER_REGS=232, UNROLL2=True, PIPE=True, PIPE0=True, BALANCE=False,
-                           EARLY_TMA=False, SPECIALIZE=False, DENSE_FORM=False, BASE_PTR=True)
-# BASE_PTR (session 23): the consumers' a_scale row pointers as the tile's scalar base plus 32-bit row offsets (the
-# dense-form kernel's fix: there per-row 64-bit addresses in the K loop cost ~13 %, grouped_gemm_dense_form docstring)
+                           EARLY_TMA=False, SPECIALIZE=False, DENSE_FORM=False)
 # SPECIALIZE: the kernel compiled with Triton's default integer specialization (sizes and strides: == 1 and multiples
 # of 16, as the dense fp8_gemm_ws kernel) instead of one build per config (do_not_specialize); measured in the
 # session-22 notes of the module docstring.
@@ -262,7 +260,7 @@ def grouped_ws_config(layout: str, m_per_group: int, n: int, k: int, groups: int
 GROUPED_WS_CONFIG_SPEC: dict = dict(
     BLOCK_M=(128,), BLOCK_N=(64, 128, 256), NUM_STAGES=range(2, 9), GROUP_M=range(1, 1025), TMA_STORE=bool,
     PRODUCER_REGS=tuple(range(24, 257, 8)), CONSUMER_REGS=tuple(range(24, 257, 8)), SPLIT=bool, UNROLL2=bool,
-    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, SPECIALIZE=bool, DENSE_FORM=bool, BASE_PTR=bool,
+    PIPE=bool, PIPE0=bool, BALANCE=bool, EARLY_TMA=bool, SPECIALIZE=bool, DENSE_FORM=bool,
 )
 
 
@@ -296,7 +294,7 @@ def _grouped_fp8_ws_kernel(
     NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, PRODUCER_REGS: gl.constexpr, SPLIT: gl.constexpr,
     CONSUMER_REGS: gl.constexpr, UNROLL2: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr,
     PIPE: gl.constexpr, PIPE0: gl.constexpr, num_warps: gl.constexpr,
-    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False, BASE_PTR: gl.constexpr = False,
+    diag_ptr=None, DIAG: gl.constexpr = False, EARLY_TMA: gl.constexpr = False,
 ):
     # contiguous (MASKED=False): a_desc over a [M, K] e4m3, M_rows = M, idx_ptr = m_indices [M] int32 (−1 = padding),
     #   a_scale [M, KB] (stride_asm, stride_ask; stride_ase unused), out [M, N]
@@ -340,13 +338,13 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, BASE_PTR)),
+                         0, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, C_BUFS, 0, TMA_STORE),
                          _c_buf(c_smem, 1, C_BUFS, 1, TMA_STORE), c_desc, c_ptr,
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, BASE_PTR)),
+                         BLOCK_M // 2, BLOCK_M // 2, 4, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY)),
@@ -359,7 +357,7 @@ def _grouped_fp8_ws_kernel(
                          a_scale_ptr, b_scale_ptr, idx_ptr, M_rows, N, E, num_k_blocks, stride_ase, stride_asm,
                          stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs,
                          BLOCK_M, BLOCK_N, GROUP_M, NUM_STAGES, TMA_STORE, MASKED, E_PAD,
-                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG, BASE_PTR)),
+                         0, BLOCK_M, 8, UNROLL2, PIPE, PIPE0, diag_ptr, DIAG)),
             (_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, idx_ptr, M_rows, N, E,
                          num_k_blocks, num_programs, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, MASKED, E_PAD,
                          diag_ptr, DIAG, EARLY)),
@@ -425,8 +423,7 @@ def _launch(a2d, a_scale, b, b_scale, idx, out2d, M_rows, E, N, K, stride_ase, s
         PIPE0=bool(cfg["PIPE0"]) and bool(cfg["PIPE"]),
         E_PAD=max(256, next_pow2(E)) if masked else 256,
         num_warps=4 if split else 8, maxnreg=_MAXNREG, diag_ptr=diag, DIAG=diag is not None,
-        EARLY_TMA=bool(cfg.get("EARLY_TMA", False)), # masked E_PAD 512 (> 256 groups): its 4-entry schedule table spills 16 bytes with BASE_PTR (sm_90a ptxas)
-        BASE_PTR=bool(cfg.get("BASE_PTR", False)) and not (masked and E > 256),
+        EARLY_TMA=bool(cfg.get("EARLY_TMA", False)),
     )
 
 

@@ -241,7 +241,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
               TMA_STORE: gl.constexpr, MASKED: gl.constexpr, E_PAD: gl.constexpr, ROW0: gl.constexpr,
               ROWS: gl.constexpr, WARPS: gl.constexpr, UNROLL2: gl.constexpr, PIPE: gl.constexpr,
-              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr, BASE_PTR: gl.constexpr = False):
+              PIPE0: gl.constexpr, diag_ptr, DIAG: gl.constexpr):
     # rows [ROW0, ROW0 + ROWS) of every tile (cooperative: all 128 rows, 8 warps; SPLIT: one warpgroup's 64), with
     # no global load between a tile's last wgmma and the next tile's first (FAST_SCHED, session 17). Masked: the
     # schedule comes from a per-group table held in registers (one reduction per tile), masked_m[g] is loaded at the
@@ -288,11 +288,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
             mine = run & ((off_m + ROW0) // 64 < hh)
             mm = gl.load(idx_ptr + g)  # first read in the epilogue
             rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
-            if BASE_PTR:  # the tile's scalar base, then 32-bit row offsets (grouped_gemm_ws config BASE_PTR)
-                sa_ptrs = (a_scale_ptr + g.to(gl.int64) * stride_ase + (off_m + ROW0).to(gl.int64) * stride_asm) \
-                    + gl.arange(0, ROWS, layout=row_layout) * stride_asm
-            else:
-                sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
+            sa_ptrs = a_scale_ptr + g.to(gl.int64) * stride_ase + rm * stride_asm
             mi = 0
         else:
             run, g, off_m, a_row, off_n, mine = _schedule_contig_fast(tile_id, tile_mi, E, num_pid_m, num_pid_n,
@@ -301,11 +297,7 @@ def _consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_smem1, c_desc, c
                                  GROUP_M, WARPS)
             rm = off_m + ROW0 + gl.arange(0, ROWS, layout=row_layout)
             mi = gl.load(idx_ptr + rm, mask=rm < M_rows, other=-1)  # first read in the epilogue
-            if BASE_PTR:
-                sa_ptrs = (a_scale_ptr + (off_m + ROW0).to(gl.int64) * stride_asm) \
-                    + gl.arange(0, ROWS, layout=row_layout) * stride_asm
-            else:
-                sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
+            sa_ptrs = a_scale_ptr + rm.to(gl.int64) * stride_asm
             mm = M_rows
         sb_ptr = b_scale_ptr + g.to(gl.int64) * stride_bse + (off_n // 128) * stride_bsn
         if BLOCK_N == 256:

@@ -64,7 +64,7 @@ e8d5d71, W5 at 7a6a079, W6 at 577e50f). Without BASE_PTR it lost to the grouped 
   the loss back: one expert 1119 (d8 + BASE_PTR 1146) vs 985 without. So it was the a_scale addressing in the K loop
   (a couple of integer instructions per K block in the SASS; why they cost ~13 % is not known). What is left to the
   dense kernel (1204): the count loaded once (d7, ~5 %, the same SASS: not explained) and the expert (d4, ~2.4 %).
-Not tried: the same a_scale addressing check in grouped_gemm_ws's 128-row kernels (0.95 × the dense 128-row kernel).
+The same pointers in grouped_gemm_ws's 128-row kernels changed nothing there (its docstring, session 23).
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launcher raises on other devices. The table builder is
 ``tl`` and runs under the interpreter (CPU tests check it against ``tile_table_ref``).

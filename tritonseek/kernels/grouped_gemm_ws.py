@@ -115,10 +115,13 @@ where the dense 192-row kernel ran 0.845: the grouped form loses the 192-row til
 Session 23 (h1grouped; H200 W1 at 1918939, W2 at 5bf20f9): the contiguous kernel rebuilt FROM the dense 192-row kernel
 (grouped_gemm_dense_form: its partitions and K loop over a device tile table) ran 1.04-1.07 × this kernel's time at
 4×8192 / 8×4096 (4096, 7168), 0.99 on the routed layout; on one expert 982 TFLOP/s against the dense kernel's 1209 and
-1133 with its table loads removed: the per-tile dependent loads are the measured part of the dense-vs-grouped gap (that
-module's docstring). H200 W6 (with its BASE_PTR, 577e50f): 0.921 / 0.948 × this kernel's time at 4×8192 / 8×4096
+1133 with its table removed; the loss was its consumers' a_scale addressing (per-row 64-bit pointers from a loaded
+first row; that module's docstring). H200 W6 (with its BASE_PTR, 577e50f): 0.921 / 0.948 × this kernel's time at 4×8192 / 8×4096
 (4096, 7168), 0.943 at 4×8192 (7168, 2048), 0.958 routed (4096, 7168): the contiguous default there with bf16 out
-(``_dense_form_pays``); config DENSE_FORM=True / False forces either.
+(``_dense_form_pays``); config DENSE_FORM=True / False forces either. The same BASE_PTR pointers in THIS kernel's
+consumers (lead, H200 at 5057365, GPU clock, interleaved, A/A 1.007-1.014; code in git there) did nothing: time with
+it off ÷ on, masked 1×1024 / 2×512 at (4096, 7168) 0.991 / 0.995, at (7168, 2048) 0.991 / 1.004; contiguous 128-row
+4×8192 (4096, 7168) 1.008, routed (7168, 2048) 1.008. Removed.
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launchers raise on other devices.
 

@@ -477,12 +477,13 @@ def gluon_ws_supported(device: torch.device) -> bool:
     return _capability_major(device.index if device.index is not None else torch.cuda.current_device()) == 9
 
 
-def _check_cuda_sm90(t: torch.Tensor, fn: str = "fp8_gemm_nt_ws") -> None:
-    # fn: the public launcher the caller is (its name in the message; fp8_gemm_ws_sk passes fp8_gemm_nt_sk)
+def _check_cuda_sm90(t: torch.Tensor, fn: str = "fp8_gemm_nt_ws", cpu_path: str = "fp8_gemm_nt") -> None:
+    # fn: the public launcher the caller is (its name in the message; fp8_gemm_ws_sk passes fp8_gemm_nt_sk); cpu_path:
+    # what runs under the interpreter instead (the grouped launchers name grouped_gemm's tl kernels)
     if t.device.type != "cuda":
         raise ValueError(
             f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); "
-            "Gluon has no interpreter path — use fp8_gemm_nt (interpreter) or the reference on CPU"
+            f"Gluon has no interpreter path — use {cpu_path} (interpreter) or the reference on CPU"
         )
     major = cuda_capability(t.device)[0]
     if major != 9:

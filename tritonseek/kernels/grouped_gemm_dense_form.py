@@ -83,13 +83,15 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels._utils import check_config, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _WGS3_REGS, _c_buf, _load_tile, _num_sms, _smem_layout
+from tritonseek.kernels.fp8_gemm_ws import (_GL_DTYPES, _WGS3_REGS, _c_buf, _check_cuda_sm90, _load_tile, _num_sms,
+                                            _smem_layout)
 from tritonseek.kernels.fp8_gemm_ws_loop import _drain, _store_tile, _tile_coords, _tile_k_loop
 from tritonseek.kernels.grouped_gemm import (
     BLOCK_K, M_ALIGNMENT, check_contiguous_alignment, check_contiguous_operands,
 )
 
 TILE_M = 192  # rows per tile: three 64-row consumer warpgroups
+GROUPED_CPU_PATH = "the tl kernels of grouped_gemm"  # the launchers' error names them for CPU use
 _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store << 8
 
 # Launch config (the dense fp8_gemm_ws WGS = 3 entry: 4 stages of 3 × 8 KB A + 16 KB B, GROUP_M 8, TMA store,
@@ -478,18 +480,6 @@ def _df_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_cuda_sm90(t: torch.Tensor) -> None:
-    from tritonseek.kernels._host import cuda_capability
-
-    fn = "grouped_fp8_gemm_contiguous_df"
-    if t.device.type != "cuda":
-        raise ValueError(f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); Gluon "
-                         "has no interpreter path — use the tl kernels of grouped_gemm (interpreter) or the reference")
-    major = cuda_capability(t.device)[0]
-    if major != 9:
-        raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
-
-
 def grouped_fp8_gemm_contiguous_df(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -530,7 +520,7 @@ def grouped_fp8_gemm_contiguous_df(
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict of df_config overrides, got {type(config).__name__}")
         cfg.update(check_config("config", config, DF_CONFIG_SPEC))
-    _check_cuda_sm90(a)
+    _check_cuda_sm90(a, "grouped_fp8_gemm_contiguous_df", GROUPED_CPU_PATH)
     if check_alignment:
         check_contiguous_alignment(m_indices, E)
     return launch_df(a, a_scale, b, b_scale, m_indices, out, E, N, K, cfg, table)

@@ -139,11 +139,12 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from tritonseek.kernels._host import cdiv, cuda_capability, next_pow2
+from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels._utils import check_config, check_int, check_tensor
 from tritonseek.kernels.fp8_gemm import _tma_storable
-from tritonseek.kernels.fp8_gemm_ws import _GL_DTYPES, _MAXNREG, _c_buf, _num_sms, _smem_layout
-from tritonseek.kernels.grouped_gemm_dense_form import df_config, launch_df
+from tritonseek.kernels.fp8_gemm_ws import (_GL_DTYPES, _MAXNREG, _c_buf, _check_cuda_sm90, _num_sms,
+                                            _smem_layout)
+from tritonseek.kernels.grouped_gemm_dense_form import GROUPED_CPU_PATH, df_config, launch_df
 from tritonseek.kernels.grouped_gemm_ws_parts import _consumer, _early_loads, _producer, _stamp
 from tritonseek.kernels.grouped_gemm_ws_schedule import _load_masked_m
 from tritonseek.kernels.grouped_gemm import (
@@ -376,17 +377,6 @@ _grouped_fp8_ws_kernel_spec = gluon.jit(_grouped_fp8_ws_kernel.fn)
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_cuda_sm90(fn: str, t: torch.Tensor) -> None:
-    if t.device.type != "cuda":
-        raise ValueError(
-            f"a is on {t.device}: {fn} is a Gluon kernel that runs only on CUDA (sm_90 Hopper); Gluon has no "
-            "interpreter path — use the tl kernels of grouped_gemm (interpreter) or the reference on CPU"
-        )
-    major = cuda_capability(t.device)[0]
-    if major != 9:
-        raise ValueError(f"{fn} needs a Hopper GPU (compute capability 9.x), got {major}.x")
-
-
 def _resolve_config(cfg: dict) -> tuple[int, int]:
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     if bm != 128 or bn not in (64, 128, 256):
@@ -488,7 +478,7 @@ def grouped_fp8_gemm_contiguous_ws(
         cfg["DENSE_FORM"] = False  # the default hand-off was measured with bf16 out only (H200 s23 W6)
     cfg = _with_overrides(cfg, config)
     _resolve_config(cfg)
-    _check_cuda_sm90(fn, a)
+    _check_cuda_sm90(a, fn, GROUPED_CPU_PATH)
     if check_alignment:
         check_contiguous_alignment(m_indices, E)
     if M == 0:
@@ -570,7 +560,7 @@ def _masked_ws(a, a_scale, b, b_scale, masked_m, out, dev, E, M_max, N, K, expec
     if out.stride(0) != M_max * out.stride(1):
         raise ValueError(f"out [E, M_max, N] must have its groups stacked densely (stride(0) == M_max·stride(1)), "
                          f"got strides {out.stride()}")
-    _check_cuda_sm90(fn, a)
+    _check_cuda_sm90(a, fn, GROUPED_CPU_PATH)
     if M_max == 0:
         return out
     out2d = out.as_strided((E * M_max, N), (out.stride(1), out.stride(2)))  # the kernel stores through this view

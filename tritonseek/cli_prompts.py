@@ -25,19 +25,28 @@ class PromptsFileError(ValueError):
     """--prompts-file cannot be used; the message is one line for the user, naming --prompts-file."""
 
 
+def _rows_with(names: tuple, rows: list[dict], row_lines: list[int]) -> tuple[int, str, str] | None:
+    """For the field notes: the first row holding any of ``names`` as (its line, "a field 'x'" / "fields 'x', 'y'",
+    " (N rows in all)" or ""), None when no row does. Rows are counted, not fields (tester22 #4b)."""
+    hits = [(n, [k for k in names if k in row]) for row, n in zip(rows, row_lines)]
+    hits = [(n, ks) for n, ks in hits if ks]
+    if not hits:
+        return None
+    n, ks = hits[0]
+    fields = f"a field {ks[0]!r}" if len(ks) == 1 else "fields " + ", ".join(repr(k) for k in ks)
+    return n, fields, f" ({len(hits)} rows in all)" if len(hits) > 1 else ""
+
+
 def result_field_note(label: str, rows: list[dict], row_lines: list[int], kept: bool = True) -> str | None:
     """A note when prompt rows already hold fields the results write: --output replaces their values (a gold
     'output' of an eval set vanished from the results without a word; tester21 #11). Not an error: feeding a
     previous run's results back in is a supported round trip, and the prompts file itself is never overwritten.
     ``label``: the file as the messages name it; ``kept``: the input is a regular file, which still holds the old
     values afterwards (a pipe on standard input does not: nothing is said about keeping them)."""
-    hits = [(n, [k for k in RESULT_FIELDS if k in row]) for row, n in zip(rows, row_lines)]
-    hits = [(n, ks) for n, ks in hits if ks]
-    if not hits:
+    found = _rows_with(RESULT_FIELDS, rows, row_lines)
+    if found is None:
         return None
-    n, ks = hits[0]
-    fields = f"a field {ks[0]!r}" if len(ks) == 1 else "fields " + ", ".join(repr(k) for k in ks)
-    more = f" ({len(hits)} rows in all)" if len(hits) > 1 else ""  # rows, not fields (tester22 #4b)
+    n, fields, more = found
     keep = " (the prompts file keeps the old ones)" if kept else ""
     return (f"note: --prompts-file {label} line {n} already has {fields}{more}; --output replaces the values of "
             f"{', '.join(RESULT_FIELDS)} with this run's results{keep}")
@@ -85,13 +94,10 @@ def param_field_note(label: str, rows: list[dict], row_lines: list[int]) -> str 
     """A note when prompt rows hold sampling settings: they are not read (the command line's apply to every row),
     yet --output echoes them beside results made otherwise (a row asking max_new_tokens 2 came back with 5 tokens
     and no word; tester23 #11)."""
-    hits = [(n, [k for k in PARAM_FIELDS if k in row]) for row, n in zip(rows, row_lines)]
-    hits = [(n, ks) for n, ks in hits if ks]
-    if not hits:
+    found = _rows_with(PARAM_FIELDS, rows, row_lines)
+    if found is None:
         return None
-    n, ks = hits[0]
-    fields = f"a field {ks[0]!r}" if len(ks) == 1 else "fields " + ", ".join(repr(k) for k in ks)
-    more = f" ({len(hits)} rows in all)" if len(hits) > 1 else ""
+    n, fields, more = found
     return (f"note: --prompts-file {label} line {n} has {fields}{more}; per-row sampling settings are not read: "
             "the command-line options (--max-new-tokens, --temperature, --top-k, --top-p, --seed) apply to every row")
 

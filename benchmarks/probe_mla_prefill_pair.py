@@ -1,5 +1,6 @@
-"""H200 probe: the persistent Gluon MLA prefill kernel's PAIR_MID schedule (issue 3, s23) against its default schedule,
-the one-program-per-block (s21) kernel, mla_prefill's default config and torch SDPA.
+"""H200 probe: the MLA prefill kernels side by side — the persistent Gluon kernel's PAIR_MID schedule (issue 3, s23) and
+its other block shapes, the one-program-per-block (s21) kernel, the tl kernel, mla_prefill's default config — and
+torch SDPA (it replaced probe_prefill_ws.py in s23; that probe's cases are e.g. CASES="1x8192 2x4096 8x1024").
 
 Run: PYTHONPATH=. python benchmarks/probe_mla_prefill_pair.py OUT_DIR [--budget SECONDS]
 Env: VARIANTS (space-separated names of ``ALL``; the first is the one the others are checked against and divided
@@ -57,6 +58,14 @@ ALL = {
     "wsP64": dict(_P, WS_BLOCK_N=64, WS_STAGES=3),
     "wsPmd": dict(_P, DIAG64=True, PAIR_MID=True),
     "ws": dict(_P, PERSIST=False),  # one program per (query block, head, sequence): s21's kernel
+    "ws_aa": dict(_P, PERSIST=False),  # A/A twin of ws
+    "wsP_aa": dict(_P),  # A/A twin of wsP
+    "wsPd": dict(_P, DIAG64=True),  # warpgroup 0's diagonal block as 64-key wgmmas
+    "ws128s": dict(_P, PIPE=False, PERSIST=False),  # s21's kernel without the next block's QKᵀ issued early
+    "ws64p": dict(_P, WS_BLOCK_N=64, WS_STAGES=3, PERSIST=False),
+    "ws64s": dict(_P, WS_BLOCK_N=64, WS_STAGES=3, PIPE=False, PERSIST=False),
+    "tl": dict(GLUON=False),  # the tl kernel (the interpreter's and non-Hopper path)
+    "tl_aa": dict(GLUON=False),
     "dflt": None,  # mla_prefill's default config (kernel and block shape by max_seqlen: persist_config)
     "dflt_aa": None,  # A/A twin of dflt
     "s22": "s22",  # s22's default: the one-program-per-block kernel at 257-384 tokens, no PAIR_MID

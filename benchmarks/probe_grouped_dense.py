@@ -130,10 +130,9 @@ def _masked_variants(E, m, N, K, dev, log):
     return runs, 2 * E * m * N * K
 
 
-DF_CONFIGS = {"df": None, "df_aa": None, "df_pf": dict(PREFETCH=True, PF_PROD=True), "df_pp": dict(PF_PROD=True),
-              "df_sm": dict(SMEM_TABLE=True)}
-DF_E1_CONFIGS = {"df_e1": None, "df_e1_pf": dict(PREFETCH=True, PF_PROD=True), "df_e1_nt": dict(NO_TABLE=True),
-                 "df_e1_sm": dict(SMEM_TABLE=True)}
+# the dense form's s23 knobs (PREFETCH, PF_PROD, SMEM_TABLE, NO_TABLE, DIAG, BASE_PTR) were removed after W1-W6
+DF_CONFIGS = {"df": None, "df_aa": None}
+DF_E1_CONFIGS = {"df_e1": None}
 
 
 def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, df=False, no_cublas=False,
@@ -264,14 +263,13 @@ def main():
                         '\'{"4x8192@4096x7168": {"sp": {"SPECIALIZE": true}}}\'; the layouts not named run default / aa')
     p.add_argument("--contig-cases", default="4x8192@4096x7168,8x4096@4096x7168,4x8192@7168x2048,routed@4096x7168")
     p.add_argument("--no-dense", action="store_true", help="contiguous: leave out the dense variants")
-    p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa, df_pf = "
-                   "PREFETCH + PF_PROD, df_pp = PF_PROD, df_sm = SMEM_TABLE, df_table = its tile table alone; with --e1 "
-                   "df_e1 / df_e1_pf / df_e1_nt = NO_TABLE / df_e1_sm on one expert)")
+    p.add_argument("--df", action="store_true", help="contiguous: add the dense-form kernel (df, df_aa, df_table = its "
+                   "tile table alone; with --e1 df_e1 on one expert)")
     p.add_argument("--df-configs", type=json.loads, default=None,
                    help="with --df: JSON {name: config} of the dense-form variants per layout (default DF_CONFIGS)")
     p.add_argument("--df-e1-configs", type=json.loads, default=None,
                    help="with --df --e1: JSON {name: config} of the one-expert dense-form variants (default "
-                        "DF_E1_CONFIGS; DIAG 1-4: grouped_gemm_dense_form._DEFAULT_DF)")
+                        "DF_E1_CONFIGS; keys: grouped_gemm_dense_form.DF_CONFIG_SPEC)")
     p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")

@@ -5,7 +5,7 @@ CPU: the tile table (``tl`` kernels, interpreter) against ``tile_table_ref``; th
 (Triton's compiler and bundled ptxas, no GPU) without spills or serialized wgmmas; the launcher's errors. The numbers
 run on the H200 (gpu marker): segment sizes 0, 1, 191, 192, 193 and 8192 at the model's (N, K), all-padding layouts,
 NaN garbage in padding rows, poisoned outputs, misaligned rows, bit-identical reruns and CUDA-graph replays with a
-changed layout, BASE_PTR on and off bit-identical, grouped_gemm_ws's contiguous default handing off to this kernel.
+changed layout, grouped_gemm_ws's contiguous default handing off to this kernel.
 Tolerance: calc_diff < 1e-3 (test_grouped_gemm_ws's docstring).
 """
 
@@ -73,8 +73,7 @@ def test_tile_table_edges():
     assert _table(mi) == D.tile_table_ref(mi)
 
 
-def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, prefetch=False, pf_prod=False,
-               no_table=False, smem_table=False, diag=0, base_ptr=None):
+def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1):
     """Compile the dense-form kernel for sm_90a on any machine; returns the compiled kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -90,15 +89,9 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
                c_desc=f"tensordesc<{cty}[64, {bn}],{lc!r}>" if tma_store else "constexpr", c_ptr=f"*{cty}",
                a_scale_ptr="*fp32", b_scale_ptr="*fp32", mi_ptr="*i32", table_ptr="*i32", count_ptr="*i32")
     sig.update({n: "i32" for n in ("M", "N", "num_k_blocks", "stride_asm", "stride_ask", "stride_bse", "stride_bsn",
-                                   "stride_bsk", "stride_cm", "stride_cn", "num_programs", "n_tab")})
+                                   "stride_bsk", "stride_cm", "stride_cn", "num_programs")})
     consts = dict(BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, NUM_STAGES=stages, TMA_STORE=tma_store, SCALE_AHEAD=ahead,
-                  PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, PREFETCH=prefetch, PF_PROD=pf_prod,
-                  TAB=1 if no_table else 2 if smem_table else 0, TAB_PAD=512 if smem_table else 16, num_warps=4)
-    consts["TAB_P"] = consts["TAB"]
-    consts["BASE_PTR"] = D._DEFAULT_DF["BASE_PTR"] if base_ptr is None else base_ptr
-    if diag:  # launch_df's DIAG map: (consumers' entry source, producer's)
-        consts["TAB"], consts["TAB_P"] = {1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5), 6: (1, 1),
-                                            7: (5, 1), 8: (6, 1), 9: (7, 1)}[diag]
+                  PRODUCER_REGS=D._WGS3_REGS[2], CONSUMER_REGS=D._WGS3_REGS[1], ENTRY=4, num_warps=4)
     if not tma_store:
         consts["c_desc"] = None
     sig.update({n: "constexpr" for n in consts})
@@ -106,33 +99,15 @@ def compile_df(tma_store=True, out_dtype=torch.bfloat16, stages=4, ahead=1, pref
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=D._WGS3_REGS[0]))
 
 
-@pytest.mark.parametrize("tma_store,out_dtype,prefetch,pf_prod,no_table,smem_table", [
-    (True, torch.bfloat16, False, False, False, False), (False, torch.float32, False, False, False, False),
-    (True, torch.bfloat16, True, True, False, False), (True, torch.bfloat16, False, False, True, False),
-    (True, torch.bfloat16, False, False, False, True)])
-def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype, prefetch, pf_prod, no_table, smem_table):
+@pytest.mark.parametrize("tma_store,out_dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_df_compiles_for_sm90_without_spills(tma_store, out_dtype):
     stages = 3 if tma_store and out_dtype == torch.float32 else 4
-    ptx = ptx_in_fresh_process(__name__, "compile_df", tma_store, out_dtype, stages, 1, prefetch, pf_prod, no_table,
-                               smem_table)
+    ptx = ptx_in_fresh_process(__name__, "compile_df", tma_store, out_dtype, stages, 1)
     # three consumer warpgroups × (block 0 + the serial loop) × 4 k32 steps
     assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 24
     assert ("cp.async.bulk.tensor.2d.global.shared::cta" in ptx) == tma_store
-    if smem_table:  # a tile's entry is a shared-memory load; no global load of the table after the copy
-        assert "shfl" not in ptx.split("setmaxnreg")[-1]
     report = ptxas_report(ptx)
     assert "C7514" not in report and "C7508" not in report, report
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    assert spills and all(s == ("0", "0") for s in spills), report
-
-
-@pytest.mark.parametrize("diag,base_ptr", [(1, None), (2, None), (3, None), (4, None), (5, None), (7, None),
-                                           (8, None), (9, None), (0, False)])
-def test_df_diag_builds_compile_for_sm90(diag, base_ptr):
-    # the one-expert DIAG bisection builds (producer / consumers / expert from the table or the index); BASE_PTR
-    ptx = ptx_in_fresh_process(__name__, "compile_df", True, torch.bfloat16, 4, 1, False, False, False, False, diag,
-                               base_ptr)
-    assert ptx.count("wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3") == 24
-    report = ptxas_report(ptx)
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
     assert spills and all(s == ("0", "0") for s in spills), report
 
@@ -156,15 +131,8 @@ def test_df_launcher_errors():
         D.grouped_fp8_gemm_contiguous_df(a, a_s[:, :1], b, bs, mi)
     with pytest.raises(ValueError, match="m_indices"):
         D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi[:5])
-    with pytest.raises(ValueError, match="NO_TABLE"):  # the one-expert diagnostic refuses several experts
-        D.launch_df(a, a_s, b, bs, mi, torch.empty(M_ALIGNMENT, N), 2, N, K, dict(D.df_config(), NO_TABLE=True))
-    with pytest.raises(ValueError, match="DIAG=3"):  # so does DIAG
-        D.launch_df(a, a_s, b, bs, mi, torch.empty(M_ALIGNMENT, N), 2, N, K, dict(D.df_config(), DIAG=3))
-    with pytest.raises(ValueError, match="neither NO_TABLE nor SMEM_TABLE"):
-        D.launch_df(a, a_s, b[:1], bs[:1], mi, torch.empty(M_ALIGNMENT, N), 1, N, K,
-                    dict(D.df_config(), DIAG=1, SMEM_TABLE=True))
-    with pytest.raises(ValueError, match="DIAG"):
-        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(DIAG=10))
+    with pytest.raises(ValueError, match="DIAG"):  # the s23 diagnostics were removed: an unknown key
+        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(DIAG=1))
     with pytest.raises(ValueError, match="table must be"):
         D.build_tile_table(mi, M_ALIGNMENT, torch.zeros(3, dtype=torch.int32))
 
@@ -206,11 +174,6 @@ def _check(a, a_s, b, bs, mi, out_dtype=torch.bfloat16, config=None):
 def test_df_edge_segments_real_shapes_gpu(device, N, K):
     a, a_s, b, bs, mi = _operands([0, 1, 191, 192, 193, 8192, 0], N, K, device, seed=N + K, tail=300)
     out = _check(a, a_s, b, bs, mi)
-    _check(a, a_s, b, bs, mi, config=dict(PREFETCH=True, PF_PROD=True))
-    sm = _check(a, a_s, b, bs, mi, config=dict(SMEM_TABLE=True))
-    assert torch.equal(out.view(torch.int16), sm.view(torch.int16))  # same tiles, same order: the same bits
-    bp = _check(a, a_s, b, bs, mi, config=dict(BASE_PTR=False))
-    assert torch.equal(out.view(torch.int16), bp.view(torch.int16))  # the same scales from other addresses
     again = torch.full_like(out, float("nan"))
     D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=again)
     assert torch.equal(out.view(torch.int16), again.view(torch.int16))  # deterministic bits
@@ -218,11 +181,7 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("out_dtype,config", [(torch.float32, None), (torch.bfloat16, dict(TMA_STORE=False)),
-                                              (torch.float16, dict(SCALE_AHEAD=0, NUM_STAGES=3, GROUP_M=1)),
-                                              (torch.bfloat16, dict(PREFETCH=True, PF_PROD=True)),
-                                              (torch.bfloat16, dict(SMEM_TABLE=True)),
-                                              (torch.float32, dict(SMEM_TABLE=True)),
-                                              (torch.bfloat16, dict(BASE_PTR=False))])
+                                              (torch.float16, dict(SCALE_AHEAD=0, NUM_STAGES=3, GROUP_M=1))])
 def test_df_small_layouts_gpu(device, out_dtype, config):
     for segs, N, K, tail in [([0, 1, 127, 128, 129], 200, 1152, 0), ([64, 65, 0, 300], 576, 256, 5),
                              ([5], 128, 128, 0), ([383, 385], 300, 272, 128)]:
@@ -254,18 +213,17 @@ def test_df_misaligned_rows_are_nan_gpu(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [None, dict(SMEM_TABLE=True)])
-def test_df_graph_replay_with_new_layout_gpu(device, config):
+def test_df_graph_replay_with_new_layout_gpu(device):
     # the tile table is built on the device: a graph captured for one layout replays another of the same M
     N, K = 512, 1024
     a, a_s, b, bs, mi = _operands([600, 0, 70, 330], N, K, device, seed=4)
     M = mi.numel()
     table = torch.empty(D.max_row_tiles(M) * 4 + 3 * (-(-M // 128)) + 1, dtype=torch.int32, device=device)
     out = torch.empty(M, N, dtype=torch.bfloat16, device=device)
-    D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=out, table=table, config=config)
+    D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=out, table=table)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=out, table=table, config=config)
+        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=out, table=table)
     mi2 = _layout([128, 256, 300, 330]).to(device)  # 128 + 256 + 384 + 384 rows: the same M = 1152
     assert mi2.numel() == M
     mi.copy_(mi2)

@@ -96,31 +96,11 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 
 # Launch config (the dense fp8_gemm_ws WGS = 3 entry: 4 stages of 3 × 8 KB A + 16 KB B, GROUP_M 8, TMA store,
 # SCALE_AHEAD 1 = the serial loop's scales one K block ahead)
-# PREFETCH / PF_PROD (off until measured): the consumers / the producer load the next tile's table entry during this
-# tile's K loop (the dense kernel has no dependent load between two tiles; here one per tile and partition).
-# NO_TABLE: diagnostic for the one-expert bisection (probe_grouped_dense): the dense kernel's tiles from the tile index
-# alone (rows [192·i, 192·i + 192) of expert 0, no table, no load); refused unless b holds one expert, and then
-# right only for m_indices all 0 (padding rows are computed as expert 0's).
-# SMEM_TABLE (off; H200 s23 W3: no faster than the global table, 992 vs 994 TFLOP/s on one expert): the table (where
-# it fits in shared memory, else the global loads) copied to shared memory once per CTA before the partitions start;
-# each tile's entry is then a shared-memory load. PREFETCH and PF_PROD are ignored with it.
-# DIAG (0 = off; 1-9 one-expert diagnostics like NO_TABLE, s23 h5grouped; results in the module docstring): which part
-# of the NO_TABLE build's speed the table takes away. 1: the producer's tiles from the index, the consumers' from the
-# global table; 2: the reverse; 3: both from the table but the expert a compile-time 0 (the NO_TABLE build's e); 4: both
-# from the index but the expert loaded from the table (its only dependent load); 5: the NO_TABLE build with the row-tile
-# count (the loop bound and GROUP_M order's divisor) loaded from the table; 6: the NO_TABLE kernel after the table
-# kernels (built, not read); 7: DIAG 5 in the consumers only (the producer as NO_TABLE); 8 / 9: the producer as
-# NO_TABLE, the consumers' first row (a_scale rows, store coordinates) / their row counts (branches: wgmma or drain, TMA
-# or masked store) from the table.
-# BASE_PTR (on since H200 s23 W6, module docstring): the consumers' a_scale row pointers as the tile's scalar base plus
-# the rows' small offsets instead of base + (first row + row) · stride: with a first row from the table the sm_90a hot
-# loop then gives a thread's two rows one 64-bit address and a +0x20 offset, as the NO_TABLE build does. Same bits.
-_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, PREFETCH=False, PF_PROD=False,
-                   NO_TABLE=False, SMEM_TABLE=False, DIAG=0, BASE_PTR=True)
-DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
-                            PREFETCH=bool, PF_PROD=bool, NO_TABLE=bool, SMEM_TABLE=bool, DIAG=range(0, 10),
-                            BASE_PTR=bool)
-_SMEM_BYTES = 232448  # per block on the H200 (sm_90)
+# The session-23 diagnostics and variants (PREFETCH / PF_PROD: the next tile's entry loaded one tile ahead; SMEM_TABLE:
+# the table copied to shared memory; NO_TABLE / DIAG 1-9: the one-expert bisection builds; BASE_PTR off) were measured
+# (module docstring) and removed; their code is in git at 3794200. The a_scale pointers are always BASE_PTR's.
+_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1)
+DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1))
 
 
 def df_config() -> dict:
@@ -261,28 +241,18 @@ def tile_table_ref(m_indices: torch.Tensor) -> list[tuple[int, int, int, int, in
 
 
 @gluon.jit
-def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, M, N, num_k_blocks,
+def _df_producer(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, N, num_k_blocks,
                  num_programs, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr, PF_PROD: gl.constexpr, TAB: gl.constexpr):
+                 NUM_STAGES: gl.constexpr, ENTRY: gl.constexpr):
     # the dense _ws_producer over the table's row tiles: A rows from the tile's first row, B rows e·N + off_n; a tile
-    # with no row of its expert (all padding) loads nothing. PF_PROD: the next tile's entry is loaded one tile ahead
-    num_pid_m = _row_tiles(count_ptr, M, TAB)
+    # with no row of its expert (all padding) loads nothing
+    num_pid_m = gl.load(count_ptr)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     total = num_pid_m * num_pid_n
     it = 0
-    if PF_PROD:
-        row0_n, e_n, n_any_n, _p = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY,
-                                          TAB, 1)
     for tile_id in range(gl.program_id(0), total, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        if PF_PROD:
-            row0 = row0_n
-            e = e_n
-            n_any = n_any_n
-            row0_n, e_n, n_any_n, _p = _entry(table_ptr, tile_id + num_programs, total, num_pid_m, num_pid_n, M,
-                                              GROUP_M, ENTRY, TAB, 1)
-        else:
-            row0, e, n_any, _p = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY, TAB, 1)
+        row0, e, n_any, _p = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, GROUP_M, ENTRY)
         if (e >= 0) & (n_any > 0):
             it = _load_tile(a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, it, row0,
                             e * N + pid_n * BLOCK_N, num_k_blocks, 192, BLOCK_K, NUM_STAGES)
@@ -293,42 +263,27 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
                  table_ptr, count_ptr, M, N, num_k_blocks, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
                  stride_cm, stride_cn, num_programs, BLOCK_N: gl.constexpr, GROUP_M: gl.constexpr,
                  NUM_STAGES: gl.constexpr, TMA_STORE: gl.constexpr, ROW0: gl.constexpr, SCALE_AHEAD: gl.constexpr,
-                 ENTRY: gl.constexpr, PREFETCH: gl.constexpr, TAB: gl.constexpr, BASE_PTR: gl.constexpr):
+                 ENTRY: gl.constexpr):
     # rows [ROW0, ROW0 + 64) of every table tile: the dense _ws_consumer / _consumer_tile with WGS = 3 (SERIAL loop)
     mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                          instr_shape=[16, BLOCK_N, 32])
     row_layout: gl.constexpr = gl.SliceLayout(1, mma_layout)
     col_layout: gl.constexpr = gl.SliceLayout(0, mma_layout)
     zero = gl.zeros([64, BLOCK_N], gl.float32, mma_layout)
-    num_pid_m = _row_tiles(count_ptr, M, TAB)
+    num_pid_m = gl.load(count_ptr)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     total = num_pid_m * num_pid_n
     it = 0
-    if PREFETCH:
-        row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, gl.program_id(0), total, num_pid_m, num_pid_n, M, GROUP_M,
-                                                ENTRY, TAB, 4)
     for tile_id in range(gl.program_id(0), total, num_programs):
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        if PREFETCH:
-            # this tile's entry was loaded one tile ago; the next one's loads run under this tile's K loop
-            row0 = row0_n
-            e = e_n
-            n_any = n_any_n
-            packed = packed_n
-            row0_n, e_n, n_any_n, packed_n = _entry(table_ptr, tile_id + num_programs, total, num_pid_m, num_pid_n,
-                                                    M, GROUP_M, ENTRY, TAB, 4)
-        else:
-            row0, e, n_any, packed = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M, ENTRY,
-                                            TAB, 4)
+        row0, e, n_any, packed = _entry(table_ptr, tile_id, total, num_pid_m, num_pid_n, GROUP_M, ENTRY)
         off_m = row0 + ROW0
         off_n = pid_n * BLOCK_N
         if (e >= 0) & (n_any > ROW0):
             rm = off_m + gl.arange(0, 64, layout=row_layout)
-            if BASE_PTR:
-                # the tile's scalar base first, then the 64 rows' small offsets (see _DEFAULT_DF)
-                sa_ptrs = (a_scale_ptr + off_m * stride_asm) + gl.arange(0, 64, layout=row_layout) * stride_asm
-            else:
-                sa_ptrs = a_scale_ptr + rm * stride_asm
+            # the tile's scalar base first, then the 64 rows' small offsets: base + rm · stride costs ~13 % (module
+            # docstring, BASE_PTR)
+            sa_ptrs = (a_scale_ptr + off_m * stride_asm) + gl.arange(0, 64, layout=row_layout) * stride_asm
             acc, it = _tile_k_loop(it, num_k_blocks, zero, gl.zeros([64], gl.float32, row_layout), a_bufs, b_bufs,
                                    ready_bars, empty_bars, sa_ptrs, rm < M,
                                    b_scale_ptr + e * stride_bse + (off_n // 128) * stride_bsn, stride_ask, stride_bsk,
@@ -351,56 +306,13 @@ def _df_consumer(a_bufs, b_bufs, ready_bars, empty_bars, c_smem, c_desc, c_ptr, 
 
 
 @gluon.jit
-def _row_tiles(count_ptr, M, TAB: gl.constexpr):
-    # the number of row tiles: the table's device count (TAB 1 / 4, rows from the index: cdiv(M, 192), the dense
-    # kernel's)
-    if (TAB == 1) or (TAB == 4) or (TAB == 6) or (TAB == 7):
-        return gl.cdiv(M, 192)
-    else:
-        return gl.load(count_ptr)
-
-
-@gluon.jit
-def _entry(table, tile_id, total, num_pid_m, num_pid_n, M, GROUP_M: gl.constexpr, ENTRY: gl.constexpr,
-           TAB: gl.constexpr, WARPS: gl.constexpr):
-    # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id. TAB 0: loaded from the global table
-    # (past the last tile (0, −1, 0, 0), no load); 1 (NO_TABLE, diagnostic, one expert): the dense kernel's tile from
-    # pid_m alone; 2 (SMEM_TABLE): read from the shared-memory copy (table = its descriptor; tile_id < total only);
-    # 3 / 4 (DIAG 3 / 4, one expert): the global table's rows with expert 0 / the index's rows with the table's expert;
-    # 5 (DIAG 5): as 1, with _row_tiles' count loaded; 6 / 7 (DIAG 8 / 9): as 1 but the first row / the counts loaded
+def _entry(table, tile_id, total, num_pid_m, num_pid_n, GROUP_M: gl.constexpr, ENTRY: gl.constexpr):
+    # the table entry (row0, e, n_any, n_clean | n_store << 8) of tile tile_id; past the last tile (0, −1, 0, 0), no load
     pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-    if (TAB == 1) or (TAB == 5):
-        row0 = pid_m * 192
-        n = gl.minimum(M - row0, 192)
-        return row0, pid_m * 0, n, n | (n << 8)
-    elif TAB == 3:
-        ok = tile_id < total
-        ptr = table + pid_m * ENTRY
-        return (gl.load(ptr, mask=ok, other=0), pid_m * 0, gl.load(ptr + 2, mask=ok, other=0),
-                gl.load(ptr + 3, mask=ok, other=0))
-    elif TAB == 4:
-        row0 = pid_m * 192
-        n = gl.minimum(M - row0, 192)
-        return row0, gl.load(table + pid_m * ENTRY + 1, mask=tile_id < total, other=-1), n, n | (n << 8)
-    elif TAB == 6:
-        n = gl.minimum(M - pid_m * 192, 192)
-        return gl.load(table + pid_m * ENTRY, mask=tile_id < total, other=0), pid_m * 0, n, n | (n << 8)
-    elif TAB == 7:
-        ok = tile_id < total
-        ptr = table + pid_m * ENTRY
-        return pid_m * 192, pid_m * 0, gl.load(ptr + 2, mask=ok, other=0), gl.load(ptr + 3, mask=ok, other=0)
-    elif TAB == 2:
-        # every thread holds the whole 4-word entry, so each word is an in-thread reduction (no shuffle, no barrier)
-        lay: gl.constexpr = gl.BlockedLayout([4], [32], [WARPS], [0])
-        v = table.index(pid_m).load(lay)
-        k = gl.arange(0, 4, layout=lay)
-        return (gl.sum(gl.where(k == 0, v, 0), axis=0), gl.sum(gl.where(k == 1, v, 0), axis=0),
-                gl.sum(gl.where(k == 2, v, 0), axis=0), gl.sum(gl.where(k == 3, v, 0), axis=0))
-    else:
-        ok = tile_id < total
-        ptr = table + pid_m * ENTRY
-        return (gl.load(ptr, mask=ok, other=0), gl.load(ptr + 1, mask=ok, other=-1),
-                gl.load(ptr + 2, mask=ok, other=0), gl.load(ptr + 3, mask=ok, other=0))
+    ok = tile_id < total
+    ptr = table + pid_m * ENTRY
+    return (gl.load(ptr, mask=ok, other=0), gl.load(ptr + 1, mask=ok, other=-1),
+            gl.load(ptr + 2, mask=ok, other=0), gl.load(ptr + 3, mask=ok, other=0))
 
 
 @gluon.jit
@@ -425,14 +337,12 @@ def _df_kernel(
     num_programs,
     BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
     TMA_STORE: gl.constexpr, SCALE_AHEAD: gl.constexpr, PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    ENTRY: gl.constexpr, PREFETCH: gl.constexpr, PF_PROD: gl.constexpr, TAB: gl.constexpr, TAB_PAD: gl.constexpr,
-    n_tab, TAB_P: gl.constexpr, BASE_PTR: gl.constexpr, num_warps: gl.constexpr,
+    ENTRY: gl.constexpr, num_warps: gl.constexpr,
 ):
     # a_desc: TMA over a [M, K] e4m3, box [64, BLOCK_K]; b_desc: over b viewed [E·N, K], box [BLOCK_N, BLOCK_K]
     # c_desc (TMA_STORE): over out [M, N], box [64, BLOCK_N]; c_ptr / stride_c*: the masked epilogue
     # a_scale [M, KB] (stride_asm, stride_ask); b_scale [E, NB, KB] (stride_bse, stride_bsn, stride_bsk)
     # mi_ptr: m_indices [M]; table_ptr / count_ptr: build_tile_table's entries and count
-    # TAB: where the consumers' tile entries come from (_entry); TAB_P the producer's (TAB but for DIAG 1 / 2)
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [NUM_STAGES * 3] + a_desc.block_type.shape, a_desc.layout)
     b_bufs = gl.allocate_shared_memory(b_desc.dtype, [NUM_STAGES] + b_desc.block_type.shape, b_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -444,34 +354,21 @@ def _df_kernel(
         c_smem = gl.allocate_shared_memory(c_desc.dtype, [3] + c_desc.block_type.shape, c_desc.layout)
     else:
         c_smem = a_bufs  # unused placeholder
-    if TAB == 2:
-        # SMEM_TABLE: the first n_tab table entries copied to shared memory once per CTA (TAB_PAD · 16 bytes); the
-        # partitions then read a tile's entry with a shared-memory load instead of a dependent global one
-        tab_smem = gl.allocate_shared_memory(gl.int32, [TAB_PAD, ENTRY], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
-        cp: gl.constexpr = gl.BlockedLayout([1, ENTRY], [32, 1], [num_warps, 1], [1, 0])
-        r = gl.arange(0, TAB_PAD, layout=gl.SliceLayout(1, cp))
-        c = gl.arange(0, ENTRY, layout=gl.SliceLayout(0, cp))
-        offs = gl.expand_dims(r, 1) * ENTRY + gl.expand_dims(c, 0)
-        tab_smem.store(gl.load(table_ptr + offs, mask=gl.expand_dims(r < n_tab, 1), other=0))
-        # the same bytes viewed with a rank-1 layout, so .index(row tile) gives one entry's [ENTRY] words
-        tab = tab_smem._reinterpret(gl.int32, [TAB_PAD, ENTRY], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    else:
-        tab = table_ptr
     gl.warp_specialize([
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 0, 1, 0, TMA_STORE), c_desc, c_ptr,
-                        a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY, PREFETCH, TAB, BASE_PTR)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 0, SCALE_AHEAD, ENTRY)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 1, 1, 0, TMA_STORE), c_desc, c_ptr,
-                        a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY, PREFETCH, TAB, BASE_PTR)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 64, SCALE_AHEAD, ENTRY)),
         (_df_consumer, (a_bufs, b_bufs, ready_bars, empty_bars, _c_buf(c_smem, 2, 1, 0, TMA_STORE), c_desc, c_ptr,
-                        a_scale_ptr, b_scale_ptr, mi_ptr, tab, count_ptr, M, N, num_k_blocks, stride_asm,
+                        a_scale_ptr, b_scale_ptr, mi_ptr, table_ptr, count_ptr, M, N, num_k_blocks, stride_asm,
                         stride_ask, stride_bse, stride_bsn, stride_bsk, stride_cm, stride_cn, num_programs, BLOCK_N,
-                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY, PREFETCH, TAB, BASE_PTR)),
-        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, tab, count_ptr, M, N,
-                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY, PF_PROD, TAB_P)),
+                        GROUP_M, NUM_STAGES, TMA_STORE, 128, SCALE_AHEAD, ENTRY)),
+        (_df_producer, (a_desc, b_desc, a_bufs, b_bufs, ready_bars, empty_bars, table_ptr, count_ptr, N,
+                        num_k_blocks, num_programs, BLOCK_N, BLOCK_K, GROUP_M, NUM_STAGES, ENTRY)),
     ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -505,10 +402,7 @@ def grouped_fp8_gemm_contiguous_df(
         raises ValueError instead, after one host sync).
     out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
     config: optional overrides of ``df_config`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue, GROUP_M,
-        TMA_STORE, SCALE_AHEAD 0 / 1, PREFETCH / PF_PROD: the consumers' / the producer's next table entry loaded
-        during this tile's K loop, NO_TABLE / DIAG 1-9: one-expert diagnostics (ValueError for b with several
-        experts), SMEM_TABLE: the table read from a shared-memory copy, BASE_PTR: the a_scale row pointers from the
-        tile's scalar base; see ``_DEFAULT_DF``).
+        TMA_STORE, SCALE_AHEAD 0 / 1; see ``_DEFAULT_DF``).
     table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
     Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
     values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
@@ -534,17 +428,7 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     M = a.shape[0]
     if M == 0:
         return out
-    diag = int(cfg["DIAG"])
-    if diag and (cfg["NO_TABLE"] or cfg["SMEM_TABLE"]):
-        raise ValueError(f"config DIAG={diag} (a one-expert diagnostic) goes with neither NO_TABLE nor SMEM_TABLE")
-    if (cfg["NO_TABLE"] or diag) and E != 1:
-        raise ValueError(f"config {'NO_TABLE=True' if cfg['NO_TABLE'] else f'DIAG={diag}'} (a one-expert diagnostic) "
-                         f"needs b with one expert, got E={E}")
-    if cfg["NO_TABLE"]:
-        entries, count = m_indices, m_indices  # not read by the NO_TABLE build
-    else:
-        entries, count = build_tile_table(m_indices, M, table)
-    tmax = max_row_tiles(M)
+    entries, count = build_tile_table(m_indices, M, table)
     bn = 128
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [64, BLOCK_K], _smem_layout([64, BLOCK_K], gl_fp8))
@@ -561,27 +445,13 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     dev = a.device.index if a.device.index is not None else torch.cuda.current_device()
     grid = min(_num_sms(dev), max_row_tiles(M) * cdiv(N, bn))
     regs = _WGS3_REGS
-    tab = 1 if cfg["NO_TABLE"] else 0
-    # DIAG: (consumers, producer) entry sources, see _DEFAULT_DF
-    tab, tab_p = {0: (tab, -1), 1: (0, 1), 2: (1, 0), 3: (3, 3), 4: (4, 4), 5: (5, 5), 6: (1, 1), 7: (5, 1), 8: (6, 1),
-                   9: (7, 1)}[diag]
-    tab_pad = max(16, next_pow2(tmax))
-    if cfg["SMEM_TABLE"] and not cfg["NO_TABLE"]:
-        # stages (3 A boxes of 8 KB + a 16 KB B tile each) + 3 epilogue buffers + the table must fit in shared memory
-        used = stages * (3 * 64 + bn) * BLOCK_K + (3 * 64 * bn * out.element_size() if tma_store else 0) + 1024
-        if used + tab_pad * _ENTRY * 4 <= _SMEM_BYTES:
-            tab = 2
-    if tab_p < 0:
-        tab_p = tab
     _df_kernel[(grid,)](
         a_desc, b_desc, c_desc, out, a_scale, b_scale, m_indices, entries, count,
         M, N, cdiv(K, BLOCK_K), a_scale.stride(0), a_scale.stride(1), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), grid,
         BLOCK_N=bn, BLOCK_K=BLOCK_K, GROUP_M=int(cfg["GROUP_M"]), NUM_STAGES=stages,
         TMA_STORE=tma_store, SCALE_AHEAD=int(cfg["SCALE_AHEAD"]), PRODUCER_REGS=regs[2], CONSUMER_REGS=regs[1],
-        ENTRY=_ENTRY, PREFETCH=bool(cfg["PREFETCH"]) and tab != 2 and not diag,
-        PF_PROD=bool(cfg["PF_PROD"]) and tab != 2 and not diag, TAB=tab, TAB_PAD=tab_pad if tab == 2 else 16,
-        n_tab=tmax, TAB_P=tab_p, BASE_PTR=bool(cfg["BASE_PTR"]), num_warps=4, maxnreg=regs[0],
+        ENTRY=_ENTRY, num_warps=4, maxnreg=regs[0],
     )
     return out
 

@@ -1,0 +1,325 @@
+"""Where does the T = 1 masked decode GEMM lose against a plain read of the same bytes? (issue 5, session 24)
+
+    PYTHONPATH=. python benchmarks/probe_masked_decode.py [--budget-s 180] [--rounds 25] [--nk 7168x2048,4096x7168]
+        [--variants def,def_aa,...] [--out rows.jsonl]
+
+Case: 256 experts, T = 1 token routed to 8 distinct experts (masked_m = 1 on those, 0 elsewhere), max_active_groups
+8 (as the model launches it), (N, K) from --nk. Variants (``VARIANTS``): the launcher's default (``def``, twice:
+the A/A control ``def_aa``), configs (BLOCK_N, stages, register cap), the default kernel with no K loop (``k0*``:
+its launch alone), the GEMM with in-kernel TMA descriptors (``devdesc``), the plain streaming read of the
+touched bytes (``read``, bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the
+GEMM's scalars as extra parameters (``read_desc``), and empty kernels on the GEMM's grid (``empty``,
+``empty_desc``).
+
+* Correctness first: every GEMM variant (not k0) into a NaN-poisoned out, compared with the fp32 reference on the
+  touched groups (calc_diff < 1e-3, finite), untouched groups still NaN. A failing variant is not timed.
+* Timing, all variants interleaved (order reversed every round), three clocks per variant and round:
+  ``graph``  = one-call graph replay from an idle GPU incl. the host launch (benchmarks/timing.graph_replay_us's
+               measure: bench_moe's us_graph);
+  ``device`` = the same replay queued behind a ~100 µs device sleep (host submission hidden; bench_moe's
+               us_graph_device);
+  ``kernel`` = the kernel's own duration from the profiler (graphs replayed back to back).
+  Row fields: medians per clock, ``launch_gap`` = graph − device, the per-round median ratio to ``def`` (graph and
+  device clocks), GB/s of the touched weight bytes (+ scales, activations, outputs: bench_moe's wbytes) per clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import triton
+import triton.language as tl
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_gemm_decode import stream_read_fn  # noqa: E402
+from benchmarks.bench_grouped_ws import _rand_fp8  # noqa: E402
+
+from tritonseek.benchrun import git_commit, name_list, out_file, positive_float, positive_int, require_cuda  # noqa: E402
+from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
+from tritonseek.kernels.grouped_gemm_masked_decode import launch_masked_devdesc, launch_masked_raw  # noqa: E402
+from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
+from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
+
+_SW = dict(BLOCK_M=16, SWAP_AB=True, num_warps=4)
+# name → (kind, config or None = the launcher's own choice). kinds: gemm (launcher), raw0 (k0), devdesc, read,
+# read_desc, empty, empty_desc. Configs per (N, K) where the default differs (the launcher's _decode_wave_config).
+VARIANTS = {
+    "def": ("gemm", None),
+    "def_aa": ("gemm", None),
+    "n128s3r128": ("gemm", dict(_SW, BLOCK_N=128, num_stages=3, MAXNREG=128)),
+    "n128s6": ("gemm", dict(_SW, BLOCK_N=128, num_stages=6)),
+    "n64s3r72": ("gemm", dict(_SW, BLOCK_N=64, num_stages=3, MAXNREG=72)),
+    "n64s3r80": ("gemm", dict(_SW, BLOCK_N=64, num_stages=3, MAXNREG=80)),
+    "n64s4r96": ("gemm", dict(_SW, BLOCK_N=64, num_stages=4, MAXNREG=96)),
+    "n64s4r128": ("gemm", dict(_SW, BLOCK_N=64, num_stages=4, MAXNREG=128)),
+    "n64s5r128": ("gemm", dict(_SW, BLOCK_N=64, num_stages=5, MAXNREG=128)),
+    "devdesc": ("devdesc", None),
+    "k0": ("raw0", None),
+    "k0s1": ("raw0", dict(_SW, BLOCK_N=128, num_stages=1, MAXNREG=128)),
+    "read": ("read", None),
+    "read_desc": ("read_desc", None),
+    "empty": ("empty", None),
+    "empty_desc": ("empty_desc", None),
+}
+
+
+@triton.jit
+def _empty_kernel(sink_ptr):
+    if tl.program_id(0) == 0:
+        tl.store(sink_ptr, 1)
+
+
+@triton.jit
+def _empty_desc_kernel(a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr, b_ptr, sink_ptr,
+                       M_max, N, E, nkb, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10):
+    # the GEMM's parameter list (two host TMA descriptors by value + pointers + scalars), no work
+    if tl.program_id(0) == 0:
+        tl.store(sink_ptr, 1)
+
+
+@triton.jit
+def _read_desc_kernel(x_ptr, out_ptr, n, a_desc, b_desc, M_max, N, E, nkb, s0, s1, s2, s3, s4, s5,
+                      BLOCK: tl.constexpr, ITERS: tl.constexpr):
+    # bench_gemm_decode's streaming read, plus the GEMM's descriptors and scalars as unused parameters
+    base = tl.program_id(0).to(tl.int64) * (BLOCK * ITERS)
+    acc = tl.zeros((BLOCK,), dtype=tl.int32)
+    for i in tl.static_range(ITERS):
+        offs = base + i * BLOCK + tl.arange(0, BLOCK)
+        acc ^= tl.load(x_ptr + offs, mask=offs < n, other=0)
+    tl.store(out_ptr + tl.program_id(0), tl.xor_sum(acc, 0))
+
+
+def _default_cfg(N, K, tiles):
+    # what the launcher runs at T = 1 without a config (grouped_gemm_masked._decode_wave_config)
+    from tritonseek.kernels import grouped_gemm as GG
+    from tritonseek.kernels.grouped_gemm_masked import _decode_wave_config
+
+    return _decode_wave_config(GG.get_config("masked", 1, N, K), tiles, GG._num_programs(torch.device("cuda")))
+
+
+def build(name, kind, cfg, ops, mag, sink):
+    a, a_s, b, bs, mm, out, touched = ops
+    E, M_max, K = a.shape
+    N = b.shape[1]
+    dcfg = _default_cfg(N, K, mag * triton.cdiv(N, 128))
+    if kind == "gemm":
+        return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=1, max_active_groups=mag,
+                                               config=cfg)
+    if kind == "devdesc":
+        return lambda: launch_masked_devdesc(a, a_s, b, bs, mm, out, mag, cfg or dcfg)
+    if kind == "raw0":
+        return lambda: launch_masked_raw(a, a_s, b, bs, mm, out, mag, cfg or dcfg, num_k_blocks=0)
+    grid = mag * triton.cdiv(N, dcfg["BLOCK_N"])
+    if kind == "read":
+        return stream_read_fn(b.view(-1)[:touched], sink)
+    if kind == "empty":
+        return lambda: _empty_kernel[(grid,)](sink)
+    a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [16, 128])
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [128, 128])
+    if kind == "empty_desc":
+        return lambda: _empty_desc_kernel[(grid,)](a_desc, b_desc, a_s, bs, mm, out, b, sink, M_max, N, E,
+                                                   K // 128, *range(3, 14))
+    x = b.view(-1)[:touched].view(torch.int32)
+    block, iters = 2048, 8
+    rgrid = (triton.cdiv(x.numel(), block * iters),)
+    return lambda: _read_desc_kernel[rgrid](x, sink, x.numel(), a_desc, b_desc, M_max, N, E, K // 128,
+                                            *range(3, 9), BLOCK=block, ITERS=iters, num_warps=8)
+
+
+def _capture(fn):
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    torch.cuda.synchronize()
+    return g
+
+
+def clocks(fns: dict, rounds: int, t_end: float) -> dict:
+    """name → dict(graph=[µs], device=[µs], kernel=[µs]) over interleaved rounds (see the module docstring)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    graphs = {n: _capture(f) for n, f in fns.items()}
+    names = list(graphs)
+    res = {n: dict(graph=[], device=[], kernel=[]) for n in names}
+    ev = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+    for r in range(rounds):
+        if time.time() > t_end:
+            print(f"  rounds cut at {r} (budget)", flush=True)
+            break
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:  # idle GPU, host launch included
+            st, en = ev(), ev()
+            st.record()
+            graphs[n].replay()
+            en.record()
+            en.synchronize()
+            res[n]["graph"].append(st.elapsed_time(en) * 1000.0)
+        pend = []
+        for n in order:  # queued behind a device sleep
+            st, en = ev(), ev()
+            torch.cuda._sleep(200_000)
+            st.record()
+            graphs[n].replay()
+            en.record()
+            pend.append((n, st, en))
+        torch.cuda.synchronize()
+        for n, st, en in pend:
+            res[n]["device"].append(st.elapsed_time(en) * 1000.0)
+    krounds = min(10, max(1, len(res[names[0]]["graph"])))
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for r in range(krounds):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                graphs[n].replay()
+        torch.cuda.synchronize()
+    recs = sorted([e for e in prof.events() if e.device_type == DeviceType.CUDA], key=lambda e: e.time_range.start)
+    if len(recs) == krounds * len(names):
+        i = 0
+        for r in range(krounds):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                res[n]["kernel"].append(recs[i].time_range.elapsed_us())
+                i += 1
+    else:
+        print(f"  profiler: {len(recs)} records for {krounds * len(names)} replays: kernel clock not attributed")
+    del graphs
+    return res
+
+
+def compiled_info() -> list[str]:
+    """One line per compiled variant of the probed kernels: shared memory, registers, spills (ptxas, from the
+    loaded binaries), for the programs-per-SM arithmetic."""
+    from tritonseek.kernels.grouped_gemm_masked import _grouped_fp8_masked_kernel
+    from tritonseek.kernels.grouped_gemm_masked_decode import _masked_devdesc_kernel
+
+    lines = []
+    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _read_desc_kernel, _empty_desc_kernel):
+        try:
+            for cache in fn.device_caches.values():
+                for k in cache[0].values():
+                    md = k.metadata
+                    lines.append(f"  {fn.__name__}: warps {md.num_warps} stages {md.num_stages} maxnreg "
+                                 f"{getattr(md, 'maxnreg', None)} shared {md.shared} regs {k.n_regs} spills {k.n_spills}")
+        except Exception as e:  # informational only
+            lines.append(f"  {getattr(fn, '__name__', fn)}: no compile info ({type(e).__name__}: {e})")
+    return lines
+
+
+def _med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--budget-s", type=positive_float, default=180.0)
+    p.add_argument("--rounds", type=positive_int, default=25)
+    p.add_argument("--nk", default="7168x2048,4096x7168")
+    p.add_argument("--variants", type=name_list(tuple(VARIANTS)), default=",".join(VARIANTS))
+    p.add_argument("--out", type=out_file, default="masked_decode_rows.jsonl", help="JSON rows, appended")
+    args = p.parse_args()
+    require_cuda("probe_masked_decode")
+    dev = torch.device("cuda")
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    t0 = time.time()
+    t_end = t0 + args.budget_s
+    env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
+               commit=git_commit(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    names = args.variants.split(",") if isinstance(args.variants, str) else list(args.variants)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    sink = torch.zeros(1 << 20, dtype=torch.int32, device=dev)
+    table = []
+    bad = []
+    nks = [tuple(int(v) for v in s.split("x")) for s in args.nk.split(",")]
+    for ci, (N, K) in enumerate(nks):
+        G, T = 256, 1
+        picks = torch.randperm(G, generator=gen)[:8]
+        mm_h = torch.zeros(G, dtype=torch.int32)
+        mm_h[picks] = 1
+        mm = mm_h.to(dev)
+        b = _rand_fp8((G, N, K), dev)
+        bs = torch.rand(G, N // 128, K // 128, device=dev) * 1e-2 + 1e-3
+        a = _rand_fp8((G, T, K), dev)
+        a_s = torch.rand(G, T, K // 128, device=dev) * 1e-2 + 1e-3
+        out = torch.empty(G, T, N, device=dev, dtype=torch.bfloat16)
+        touched = 8 * N * K
+        wbytes = 8 * (N * K + bs[0].numel() * 4) + 8 * (K + 2 * N)
+        ops = (a, a_s, b, bs, mm, out, touched)
+        fns = {}
+        ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
+        on = mm_h > 0
+        for n in names:
+            kind, cfg = VARIANTS[n]
+            try:
+                fn = build(n, kind, cfg, ops, 8, sink)
+                if kind in ("gemm", "devdesc"):
+                    out.fill_(float("nan"))
+                    fn()
+                    torch.cuda.synchronize()
+                    got = out[on.to(dev)].float()
+                    d = calc_diff(got, ref[on.to(dev)])
+                    ok = bool(torch.isfinite(got).all()) and bool(torch.isnan(out[(~on).to(dev)].float()).all()) \
+                        and d < 1e-3
+                    print(f"  ({N}, {K}) {n}: calc_diff {d:.2e} {'ok' if ok else 'FAIL'}", flush=True)
+                    if not ok:
+                        bad.append((N, K, n))
+                        continue
+                else:
+                    fn()
+                    torch.cuda.synchronize()
+                fns[n] = fn
+            except Exception as e:
+                print(f"  ({N}, {K}) {n} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                bad.append((N, K, n))
+        del ref
+        # warm clocks (and the first-timed penalty seen in earlier sweeps) before the timed rounds
+        for _ in range(3):
+            for fn in fns.values():
+                fn()
+        torch.cuda.synchronize()
+        share = (t_end - time.time()) / (len(nks) - ci)
+        res = clocks(fns, args.rounds, time.time() + share - 8)
+        base = res.get("def")
+        for n, r in res.items():
+            med = {c: _med(v) for c, v in r.items()}
+            ratio = {c: round(_med([x / y for x, y in zip(r[c], base[c])]), 4) if base and r[c] and base[c] else None
+                     for c in ("graph", "device", "kernel")}
+            row = dict(suite="masked_decode_probe", case=dict(groups=G, T=T, N=N, K=K, touched_experts=8),
+                       variant=n, kind=VARIANTS[n][0], config=VARIANTS[n][1],
+                       us={c: round(v, 2) if v else None for c, v in med.items()},
+                       launch_gap=round(med["graph"] - med["device"], 2) if med["graph"] and med["device"] else None,
+                       ratio_to_def=ratio, rounds=len(r["graph"]),
+                       gbps={c: round(wbytes / v / 1e3, 1) if v and VARIANTS[n][0] in ("gemm", "devdesc", "read",
+                                                                                     "read_desc") else None
+                             for c, v in med.items()},
+                       target_us=round(wbytes / (0.8 * 4.27e6), 2), **env)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            u = row["us"]
+            table.append(f"({N},{K}) {n:>11} graph {u['graph'] or 0:7.2f} device {u['device'] or 0:7.2f} kernel "
+                         f"{u['kernel'] or 0:7.2f}  gap {row['launch_gap'] or 0:5.2f}  ratio g/d/k "
+                         f"{ratio['graph']}/{ratio['device']}/{ratio['kernel']}")
+        del a, b, out, fns
+        torch.cuda.empty_cache()
+    print("compiled kernels:")
+    print("\n".join(compiled_info()))
+    print(f"\nelapsed {time.time() - t0:.0f} s; medians in µs (target: graph ≤ target_us); ratio = per-round median vs def")
+    print("\n".join(table))
+    if bad:
+        print("FAILED / not timed:", bad)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

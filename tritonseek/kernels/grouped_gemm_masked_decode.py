@@ -1,0 +1,122 @@
+"""Experimental variants of the masked grouped FP8 GEMM at MoE decode shapes (issue 5, session 24: the T = 1 gap).
+
+Not wired into any launcher: ``benchmarks/probe_masked_decode.py`` times them against the default tl kernel
+(grouped_gemm_masked) on the H200. What each variant asks:
+
+* ``launch_masked_devdesc`` — the same COMPACT tile schedule and K loop, but the two TMA descriptors are built in
+  the kernel (``tl.make_tensor_descriptor``) from the raw pointers instead of being passed as two 128-byte host
+  CUtensorMaps by value: does the kernel-parameter size explain part of the launch cost (one-call graph replay
+  minus device-side graph replay: ~6.6 µs for the GEMM against ~4.1 µs for a plain read at (7168, 2048))? Each
+  program writes its descriptors to global scratch (``triton.set_allocator`` must have been called) and fences
+  them before the first TMA, so it pays a little in the kernel instead.
+* ``launch_masked_raw`` — the default kernel launched directly with a chosen ``num_k_blocks`` (0: launch only,
+  the programs find their group, store zeros and exit) so the launch cost of its configuration (parameters,
+  shared memory, registers, grid) can be timed apart from its K loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from tritonseek.kernels._host import cdiv, next_pow2
+from tritonseek.kernels.grouped_gemm import BLOCK_K
+from tritonseek.kernels.grouped_gemm_masked import (_compact_group, _grouped_fp8_masked_kernel, _masked_tile,
+                                                    _nonempty_groups, _tile_coords)
+
+
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
+def _masked_devdesc_kernel(
+    a_ptr, b_ptr, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
+    M_max, N, E, K, num_k_blocks, stride_am, stride_bn,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_oe, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
+    SWAP_AB: tl.constexpr,
+):
+    # as _grouped_fp8_masked_kernel with COMPACT, no PDL, no prefetch; a / b: [E*M_max, K] / [E*N, K] e4m3 rows
+    # with row strides stride_am / stride_bn (elements), last stride 1; descriptors built here, per program
+    a_desc = tl.make_tensor_descriptor(a_ptr, shape=[E * M_max, K], strides=[stride_am, 1],
+                                       block_shape=[BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(b_ptr, shape=[E * N, K], strides=[stride_bn, 1],
+                                       block_shape=[BLOCK_N, BLOCK_K])
+    slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
+    ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+    if slot < nnz:
+        g, mm = _compact_group(slot, ev, cnt, csum, E_PAD)
+        _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
+                     num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                     stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+    for q in range(slot + n_slots, nnz, n_slots):  # groups past the slot bound (a too-small bound only)
+        ev2, cnt2, csum2, _ = _nonempty_groups(masked_m_ptr, E, E_PAD)
+        g, mm = _compact_group(q, ev2, cnt2, csum2, E_PAD)
+        _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
+                     num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+                     stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, 1)
+
+
+def _slots(E: int, max_active_groups: int) -> int:
+    if not isinstance(max_active_groups, int) or isinstance(max_active_groups, bool) or max_active_groups < 1:
+        raise ValueError(f"max_active_groups must be an int >= 1, got {max_active_groups!r}")
+    return min(E, max_active_groups)
+
+
+def _launch_opts(cfg: dict) -> dict:
+    opts = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if cfg.get("MAXNREG") is not None:
+        opts["maxnreg"] = cfg["MAXNREG"]
+    return opts
+
+
+def launch_masked_devdesc(a, a_scale, b, b_scale, masked_m, out, max_active_groups: int, cfg: dict) -> torch.Tensor:
+    """The masked GEMM (grouped_fp8_gemm_masked semantics, COMPACT slots) with in-kernel TMA descriptors.
+
+    a [E, M_max, K] / b [E, N, K] float8_e4m3fn K-contiguous, groups stacked densely; a_scale [E, M_max, K/128],
+    b_scale [E, N/128, K/128] fp32; masked_m [E] int32; out [E, M_max, N] (rows < masked_m[g] written).
+    max_active_groups: group slots launched (int ≥ 1). cfg: BLOCK_M, BLOCK_N, num_warps, num_stages, SWAP_AB,
+    optional MAXNREG. Operands are not validated here beyond the slot count (a probe helper: the caller passes
+    operands the public launcher accepted); needs ``triton.set_allocator`` (descriptor scratch). Returns out.
+    """
+    E, M_max, K = a.shape
+    N = b.shape[1]
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    tiles = _slots(E, max_active_groups) * cdiv(M_max, bm) * cdiv(N, bn)
+    _masked_devdesc_kernel[(tiles,)](
+        a, b, a_scale, b_scale, masked_m, out, M_max, N, E, K, cdiv(K, BLOCK_K), a.stride(1), b.stride(1),
+        a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, E_PAD=next_pow2(E), SWAP_AB=bool(cfg.get("SWAP_AB", False)),
+        **_launch_opts(cfg),
+    )
+    return out
+
+
+def launch_masked_raw(a, a_scale, b, b_scale, masked_m, out, max_active_groups: int, cfg: dict,
+                      num_k_blocks: int | None = None) -> torch.Tensor:
+    """grouped_gemm_masked's default tl kernel launched as its launcher does (COMPACT slots, no PDL), except that
+    ``num_k_blocks`` may be given (default ceil(K/128); 0 = no K loop: tiles of zeros, the launch cost alone).
+    Operands and cfg as :func:`launch_masked_devdesc` (host descriptors; no allocator needed). Returns out."""
+    E, M_max, K = a.shape
+    N = b.shape[1]
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    kb = cdiv(K, BLOCK_K) if num_k_blocks is None else num_k_blocks
+    if not isinstance(kb, int) or not 0 <= kb <= cdiv(K, BLOCK_K):
+        raise ValueError(f"num_k_blocks must be an int in [0, {cdiv(K, BLOCK_K)}], got {num_k_blocks!r}")
+    slots = _slots(E, max_active_groups)
+    tiles = slots * cdiv(M_max, bm) * cdiv(N, bn)
+    a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
+    _grouped_fp8_masked_kernel[(tiles,)](
+        a_desc, b_desc, a_scale, b_scale, masked_m, out, b,
+        M_max, N, E, kb, -1, 0,
+        a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), b.stride(1),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=slots < E, E_PAD=next_pow2(E),
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=False, PF_MODE=0, launch_pdl=False, **_launch_opts(cfg),
+    )
+    return out
+
+
+__all__ = ["launch_masked_devdesc", "launch_masked_raw"]

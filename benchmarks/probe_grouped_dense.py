@@ -23,6 +23,11 @@ kernel as the noise floor. Variants:
 Session 23 (h1grouped): --df adds the dense-form kernel (grouped_gemm_dense_form) to the contiguous cases and
 ``dense_w3`` (the dense 192-row kernel exactly as the dense form uses it: SCALE_AHEAD, plain tile coordinates).
 
+Session 24 (h1df): --df-free adds ``df_free`` on the E × m layouts whose m is not a multiple of 192: the dense form on
+the same operands with each expert's rows past its last full 192-row tile made padding (its short last tiles load and
+compute nothing), TFLOP/s over its own valid rows: how much the short tiles cost. The table options SPLIT_TAIL /
+PARTIAL_LAST go through --df-configs.
+
 Session 22 (H200 W1-W3; grouped_gemm_ws docstring): the dense kernel 0.975 / 0.950 × the masked kernel's time at
 1×1024, the dense 128-row kernel 0.95 × the contiguous one at 4 × 8192 (4096, 7168), the grouped kernel on one expert
 1.000 × itself on four. W1-W3 also ran ROWS192 (contiguous 192-row tiles, removed; code in git at b13fd82).
@@ -136,7 +141,7 @@ DF_E1_CONFIGS = {"df_e1": None}
 
 
 def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, df=False, no_cublas=False,
-                     df_configs=None, df_e1_configs=None):
+                     df_configs=None, df_e1_configs=None, df_free=False):
     """layout "4x8192" / "8x4096" (DeepGEMM's) or "routed" (T = 4096 top-8 over 256 experts, 128-padded): the
     grouped default, its A/A twin, ``extra`` configs; with_dense: the dense variants on expert 0's weight.
     Every variant is checked on all rows (NaN-poisoned out, padding rows 0) against the fp32 reference."""
@@ -169,8 +174,9 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
         res = fn()
         torch.cuda.synchronize()
         got = fn.out if res is None else res
-        ok, d = _ok(got[~pad], want[~pad])
-        ok = ok and bool((got[pad] == 0).all())
+        vpad = getattr(fn, "pad", pad)  # a variant on its own layout (df_free) names its padding rows
+        ok, d = _ok(got[~vpad], want[~vpad])
+        ok = ok and bool((got[vpad] == 0).all())
         log(f"  check {name:<10} {layout} M={M} N={N} K={K}: calc_diff {d:.2e}, padding rows 0 "
             f"{bool((got[pad] == 0).all())} {'OK' if ok else 'FAIL (not timed)'}")
         if ok:
@@ -196,6 +202,16 @@ def _contig_variants(layout, N, K, dev, log, with_dense, extra=None, e1=False, d
         # the tile table alone (three small tl kernels; part of every df variant's time), not checked
         tab = torch.empty(max_row_tiles(M) * 4 + 3 * triton.cdiv(M, 128) + 1, dtype=torch.int32, device=dev)
         variants.append(("df_table", mk(lambda o: build_tile_table(mi, M, tab)), None))
+        if df_free and layout != "routed" and (M // E) % 192:
+            # s24 bisection: the same operands with each expert's rows past its last full 192-row tile made padding
+            # (m_indices -1): its short last tiles load and compute nothing (n_any 0), the full tiles are unchanged;
+            # TFLOP/s over its own valid rows
+            m = M // E
+            keep = m // 192 * 192
+            mi_f = torch.where(torch.arange(M, device=dev) % m < keep, mi, torch.full_like(mi, -1))
+            fn = mk(lambda o: grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi_f, out=o))
+            fn.pad, fn.flops = mi_f < 0, 2 * E * keep * N * K
+            variants.append(("df_free", fn, ref))
     if with_dense or e1:
         dref = torch.cat([_ref_rows(a, a_s, b[0], bs[0], torch.arange(i, min(i + 4096, M), device=dev))
                           for i in range(0, M, 4096)])
@@ -236,16 +252,17 @@ def _time(label, runs, first, flops, rounds, shape_note, case, env, log, rows, t
     t0 = time.time()
     res = _interleaved_gpu_us(runs, rounds)
     med = {k: _median(v) for k, v in res.items()}
+    fl = {k: getattr(runs[k], "flops", flops) for k in res}  # a variant on its own valid rows (df_free)
     ratio = {k: _median([x / y for x, y in zip(v, res[first])]) for k, v in res.items()}
     log(f"{label} [{shape_note}] ({time.time() - t0:.1f} s):")
     for k in res:
         p10, p90 = sorted(res[k])[len(res[k]) // 10], sorted(res[k])[len(res[k]) * 9 // 10]
-        log(f"    {k:<10} {med[k]:9.2f} us {flops / med[k] / 1e6:7.1f} TFLOP/s  ratio to {first} {ratio[k]:.4f} "
+        log(f"    {k:<10} {med[k]:9.2f} us {fl[k] / med[k] / 1e6:7.1f} TFLOP/s  ratio to {first} {ratio[k]:.4f} "
             f"(p10 {p10:.2f}, p90 {p90:.2f})")
         rows.append(dict(suite="grouped_dense_probe", case=case, variant=k, us_graph_gpu=round(med[k], 2),
-                         tflops_gpu=round(flops / med[k] / 1e6, 1), ratio_to_grouped=round(ratio[k], 4),
+                         tflops_gpu=round(fl[k] / med[k] / 1e6, 1), ratio_to_grouped=round(ratio[k], 4),
                          rounds=rounds, timing="gpu_clock_interleaved", **env))
-    table.append(f"{label:<28} " + " | ".join(f"{k} {flops / med[k] / 1e6:.0f} ({ratio[k]:.3f})" for k in res))
+    table.append(f"{label:<28} " + " | ".join(f"{k} {fl[k] / med[k] / 1e6:.0f} ({ratio[k]:.3f})" for k in res))
 
 
 def main():
@@ -271,6 +288,8 @@ def main():
                    help="with --df --e1: JSON {name: config} of the one-expert dense-form variants (default "
                         "DF_E1_CONFIGS; keys: grouped_gemm_dense_form.DF_CONFIG_SPEC)")
     p.add_argument("--no-cublas", action="store_true", help="contiguous: leave out the cuBLAS variant")
+    p.add_argument("--df-free", action="store_true", help="with --df, on the E x m layouts with m % 192 != 0: df_free = "
+                   "the dense form with each expert's rows past its last full 192-row tile made padding (s24)")
     args = p.parse_args()
     require_cuda("probe_grouped_dense.py")
     dev = torch.device("cuda")
@@ -306,7 +325,7 @@ def main():
             runs, flops, M = _contig_variants(layout, N, K, dev, log, dense,
                                               (args.contig_extra or {}).get(f"{layout}@{N}x{K}"),
                                               dense and args.e1 and (args.e1_configs or True), args.df,
-                                              args.no_cublas, args.df_configs, args.df_e1_configs)
+                                              args.no_cublas, args.df_configs, args.df_e1_configs, args.df_free)
             if "default" in runs:
                 r128, r192 = triton.cdiv(M, 128) * triton.cdiv(N, 128), triton.cdiv(M, 192) * triton.cdiv(N, 128)
                 note = (f"128-row tiles {r128} = {r128 / SMS:.2f} waves; 192-row tiles {r192} = {r192 / SMS:.2f} "

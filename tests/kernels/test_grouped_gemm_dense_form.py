@@ -34,8 +34,8 @@ def _layout(segs, tail=0):
     return torch.cat(parts).to(torch.int32)
 
 
-def _table(mi):
-    ent, cnt = D.build_tile_table(mi, mi.numel())
+def _table(mi, **kw):
+    ent, cnt = D.build_tile_table(mi, mi.numel(), **kw)
     c = int(cnt[0])
     return [(int(r[0]), int(r[1]), int(r[2]), int(r[3]) & 255, int(r[3]) >> 8) for r in ent[:c].cpu()]
 
@@ -55,6 +55,41 @@ def test_tile_table_matches_ref(segs, tail):
     for row0, _e, _n_any, _n_clean, n_store in ref:
         covered[row0:row0 + n_store] += 1
     assert (covered == 1).all()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(segs=st.lists(st.sampled_from([0, 1, 64, 128, 191, 192, 193, 256, 320, 384, 449, 500]), min_size=1, max_size=6),
+       tail=st.sampled_from([0, 1, 128, 300]), split_tail=st.booleans(), partial_last=st.booleans())
+def test_tile_table_options_match_ref(segs, tail, split_tail, partial_last):
+    # split_tail / partial_last (s24): the device table equals the reference; the options change the row ranges of a
+    # run's last two tiles (split) and the entries' order (partial last), never the set of rows covered or the count
+    mi = _layout(segs, tail)
+    if mi.numel() == 0:
+        return
+    ref = D.tile_table_ref(mi, split_tail, partial_last)
+    assert _table(mi, split_tail=split_tail, partial_last=partial_last) == ref
+    plain = D.tile_table_ref(mi)
+    assert len(ref) == len(plain)
+    covered = torch.zeros(mi.numel(), dtype=torch.int32)
+    for row0, _e, _n_any, _n_clean, n_store in ref:
+        covered[row0:row0 + n_store] += 1
+    assert (covered == 1).all()
+    if not split_tail:
+        assert sorted(ref) == sorted(plain)
+    if partial_last:
+        full = [x[4] == D.TILE_M for x in ref]
+        assert full == sorted(full, reverse=True)  # every 192-row tile before every shorter one
+
+
+def test_tile_table_options_examples():
+    # 4096 = 21 * 192 + 64: split_tail ends the run in 128 + 128 rows; 8192 = 42 * 192 + 128 is not split
+    mi = _layout([4096, 8192])
+    st_ = D.tile_table_ref(mi, split_tail=True)
+    assert [x[4] for x in st_[19:23]] == [192, 128, 128, 192] and st_[20][0] == 20 * 192
+    assert [x[4] for x in st_[-2:]] == [192, 128]
+    pl = D.tile_table_ref(mi, partial_last=True)
+    assert [x[0] for x in pl[-2:]] == [21 * 192, 4096 + 42 * 192]  # expert 0's 64-row tile, then expert 1's
+    assert _table(mi, split_tail=True, partial_last=True) == D.tile_table_ref(mi, True, True)
 
 
 def test_tile_table_edges():
@@ -131,6 +166,8 @@ def test_df_launcher_errors():
         D.grouped_fp8_gemm_contiguous_df(a, a_s[:, :1], b, bs, mi)
     with pytest.raises(ValueError, match="m_indices"):
         D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi[:5])
+    with pytest.raises(ValueError, match="SPLIT_TAIL"):
+        D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(SPLIT_TAIL=1))
     with pytest.raises(ValueError, match="DIAG"):  # the s23 diagnostics were removed: an unknown key
         D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(DIAG=1))
     with pytest.raises(ValueError, match="table must be"):
@@ -177,6 +214,19 @@ def test_df_edge_segments_real_shapes_gpu(device, N, K):
     again = torch.full_like(out, float("nan"))
     D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, out=again)
     assert torch.equal(out.view(torch.int16), again.view(torch.int16))  # deterministic bits
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", [dict(SPLIT_TAIL=True), dict(PARTIAL_LAST=True),
+                                    dict(SPLIT_TAIL=True, PARTIAL_LAST=True)])
+def test_df_table_options_real_shapes_gpu(device, config):
+    # the s24 table options at the model's (N, K) on edge segments (256 = 192 + 64 and 4096 are split): the reference,
+    # and the same bits as the default table (a row's products and K order do not depend on its tile)
+    N, K = 4096, 7168
+    a, a_s, b, bs, mi = _operands([0, 1, 191, 192, 193, 256, 4096, 0], N, K, device, seed=11, tail=300)
+    out = _check(a, a_s, b, bs, mi, config=config)
+    plain = D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi)
+    assert torch.equal(out.view(torch.int16), plain.view(torch.int16))
 
 
 @pytest.mark.gpu

@@ -99,8 +99,11 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # The session-23 diagnostics and variants (PREFETCH / PF_PROD: the next tile's entry loaded one tile ahead; SMEM_TABLE:
 # the table copied to shared memory; NO_TABLE / DIAG 1-9: the one-expert bisection builds; BASE_PTR off) were measured
 # (module docstring) and removed; their code is in git at 3794200. The a_scale pointers are always BASE_PTR's.
-_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1)
-DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1))
+# SPLIT_TAIL / PARTIAL_LAST (session 24, off until measured): build_tile_table's split_tail / partial_last (the tile
+# table's shapes and order for the wave tail; the kernel is the same)
+_DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, SPLIT_TAIL=False, PARTIAL_LAST=False)
+DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
+                            SPLIT_TAIL=bool, PARTIAL_LAST=bool)
 
 
 def df_config() -> dict:
@@ -156,9 +159,12 @@ def _run_scan_kernel(blk_ptr, cum_ptr, rend_ptr, count_ptr, M, NB, NB_PAD: tl.co
 
 @triton.jit
 def _tile_info_kernel(mi_ptr, blk_ptr, cum_ptr, rend_ptr, count_ptr, table_ptr, NB, NB_PAD: tl.constexpr,
-                      ALIGN: tl.constexpr, TILE: tl.constexpr, TILE_PAD: tl.constexpr, ENTRY: tl.constexpr):
-    # one program per possible tile t (< the device count): its run = the first block whose cum exceeds t (a run
-    # start), its first row, expert and row counts (see the module docstring)
+                      ALIGN: tl.constexpr, TILE: tl.constexpr, TILE_PAD: tl.constexpr, ENTRY: tl.constexpr,
+                      SPLIT_TAIL: tl.constexpr, PARTIAL_LAST: tl.constexpr):
+    # one program per possible tile t (< the device count) in run order: its run = the first block whose cum exceeds
+    # t (a run start), its first row, expert and row counts (see the module docstring). SPLIT_TAIL: a run's last
+    # 192 + r rows (0 < r <= 64) become tiles of 128 and 64 + r rows (same tile count). PARTIAL_LAST: the entry is
+    # written at its place in the order "all 192-row tiles (run order), then the others (run order)"
     t = tl.program_id(0)
     count = tl.load(count_ptr)
     if t < count:
@@ -167,25 +173,55 @@ def _tile_info_kernel(mi_ptr, blk_ptr, cum_ptr, rend_ptr, count_ptr, table_ptr, 
         bs = tl.sum((cum <= t).to(tl.int32), 0)
         before = tl.load(cum_ptr + bs - 1, mask=bs > 0, other=0)
         e = tl.load(blk_ptr + bs)
-        row0 = bs * ALIGN + (t - before) * TILE
-        n_store = tl.minimum(tl.load(rend_ptr + bs) - row0, TILE)
+        rend = tl.load(rend_ptr + bs)
+        i = t - before  # the tile's index in its run
+        row0 = bs * ALIGN + i * TILE
+        n_store = tl.minimum(rend - row0, TILE)
+        if SPLIT_TAIL:  # (selects, not branches: one code path per program)
+            q = (rend - bs * ALIGN) // TILE
+            rem = (rend - bs * ALIGN) % TILE
+            split = (q >= 1) & (rem > 0) & (rem <= TILE // 3)
+            row0 = tl.where(split & (i == q), row0 - TILE // 3, row0)  # (q - 1) · 192 + 128
+            n_store = tl.where(split & (i == q - 1), 2 * (TILE // 3), tl.where(split & (i == q), TILE // 3 + rem,
+                                                                                n_store))
         r = tl.arange(0, TILE_PAD)
         in_st = r < n_store
         mi = tl.load(mi_ptr + row0 + r, mask=in_st, other=-2)
         match = in_st & (mi == e)
         n_any = tl.max(tl.where(match, r + 1, 0), 0)
         n_clean = tl.min(tl.where(in_st & (mi != e), r, n_store), 0)
-        tl.store(table_ptr + t * ENTRY, row0)
-        tl.store(table_ptr + t * ENTRY + 1, e)
-        tl.store(table_ptr + t * ENTRY + 2, n_any)
-        tl.store(table_ptr + t * ENTRY + 3, n_clean | (n_store << 8))
+        dest = t
+        if PARTIAL_LAST:
+            # full (192-row) tiles of every run: R // 192, one fewer where SPLIT_TAIL splits the run's last rows
+            inb = b < NB
+            eb = tl.load(blk_ptr + b, mask=inb, other=-2)
+            eprev = tl.load(blk_ptr + b - 1, mask=inb & (b > 0), other=-3)
+            rows = tl.load(rend_ptr + b, mask=inb, other=0) - b * ALIGN
+            nfull = rows // TILE
+            if SPLIT_TAIL:
+                rr = rows % TILE
+                nfull = tl.where((nfull >= 1) & (rr > 0) & (rr <= TILE // 3), nfull - 1, nfull)
+            nfull = tl.where(inb & (eb != eprev), nfull, 0)
+            full_total = tl.sum(nfull, 0)
+            full_before = tl.sum(tl.where(b < bs, nfull, 0), 0)
+            run_full = tl.sum(tl.where(b == bs, nfull, 0), 0)
+            dest = tl.where(i < run_full, full_before + i, full_total + (before - full_before) + (i - run_full))
+        tl.store(table_ptr + dest * ENTRY, row0)
+        tl.store(table_ptr + dest * ENTRY + 1, e)
+        tl.store(table_ptr + dest * ENTRY + 2, n_any)
+        tl.store(table_ptr + dest * ENTRY + 3, n_clean | (n_store << 8))
 
 
-def build_tile_table(m_indices: torch.Tensor, m: int, table: torch.Tensor | None = None) -> tuple:
+def build_tile_table(m_indices: torch.Tensor, m: int, table: torch.Tensor | None = None, *,
+                     split_tail: bool = False, partial_last: bool = False) -> tuple:
     """The row-tile table of a contiguous layout, on m_indices' device (no host sync; CUDA-graph safe).
 
     m_indices: [m] int32 expert per row (−1 padding), contiguous; m ≥ 1.
     table: optional int32 workspace of ≥ ``max_row_tiles(m) · 4 + cdiv(m, 128) · 3 + 1`` elements (else allocated).
+    split_tail: a run whose length is 192·q + r with q ≥ 1 and 0 < r ≤ 64 ends in tiles of 128 and 64 + r rows instead
+        of 192 and r (the same tile count; no tile with only one busy consumer warpgroup). partial_last: the entries
+        of all 192-row tiles first, then those of the shorter tiles, each part in run order (a tile's row range and
+        counts do not change, only its place). Both as ``tile_table_ref`` describes.
     Returns (entries [max_row_tiles(m), 4] int32: first row, expert (−1 = all padding), n_any, n_clean | n_store << 8,
     valid for the first count rows; count [1] int32). Entries past count are left as they were.
     """
@@ -208,12 +244,18 @@ def build_tile_table(m_indices: torch.Tensor, m: int, table: torch.Tensor | None
     _run_scan_kernel[(1,)](blk, cum, rend, count, m, nb, NB_PAD=nb_pad, ALIGN=M_ALIGNMENT, TILE=TILE_M,
                            num_warps=8 if nb_pad >= 2048 else 4)
     _tile_info_kernel[(tmax,)](m_indices, blk, cum, rend, count, entries, nb, NB_PAD=nb_pad, ALIGN=M_ALIGNMENT,
-                               TILE=TILE_M, TILE_PAD=256, ENTRY=_ENTRY, num_warps=2)
+                               TILE=TILE_M, TILE_PAD=256, ENTRY=_ENTRY, SPLIT_TAIL=bool(split_tail),
+                               PARTIAL_LAST=bool(partial_last), num_warps=2)
     return entries, count
 
 
-def tile_table_ref(m_indices: torch.Tensor) -> list[tuple[int, int, int, int, int]]:
-    """Python reference of ``build_tile_table``: [(first row, expert, n_any, n_clean, n_store)] in table order."""
+def tile_table_ref(m_indices: torch.Tensor, split_tail: bool = False,
+                   partial_last: bool = False) -> list[tuple[int, int, int, int, int]]:
+    """Python reference of ``build_tile_table``: [(first row, expert, n_any, n_clean, n_store)] in table order.
+
+    A run = a maximal span of 128-row blocks with one block expert (the max of the block's m_indices); it is cut into
+    192-row tiles from its first row, the last one shorter (split_tail: a last 192 + r rows with 0 < r ≤ 64 as 128 and
+    64 + r). partial_last: the tiles of 192 rows first, then the shorter ones, each part in run order."""
     mi = m_indices.tolist()
     m = len(mi)
     blk = [max(mi[i:i + M_ALIGNMENT]) for i in range(0, m, M_ALIGNMENT)]
@@ -224,14 +266,23 @@ def tile_table_ref(m_indices: torch.Tensor) -> list[tuple[int, int, int, int, in
         b_end = b
         while b_end < len(blk) and blk[b_end] == e:
             b_end += 1
-        r_end = min(b_end * M_ALIGNMENT, m)
-        for row0 in range(b * M_ALIGNMENT, r_end, TILE_M):
-            n_store = min(TILE_M, r_end - row0)
-            rows = mi[row0:row0 + n_store]
+        r0, r_end = b * M_ALIGNMENT, min(b_end * M_ALIGNMENT, m)
+        heights = [TILE_M] * ((r_end - r0) // TILE_M)
+        rem = (r_end - r0) % TILE_M
+        if rem:
+            heights.append(rem)
+        if split_tail and rem and len(heights) >= 2 and rem <= TILE_M // 3:
+            heights[-2:] = [2 * TILE_M // 3, TILE_M // 3 + rem]
+        row0 = r0
+        for h in heights:
+            rows = mi[row0:row0 + h]
             n_any = max([i + 1 for i, x in enumerate(rows) if x == e], default=0)
-            n_clean = next((i for i, x in enumerate(rows) if x != e), n_store)
-            out.append((row0, e, n_any, n_clean, n_store))
+            n_clean = next((i for i, x in enumerate(rows) if x != e), h)
+            out.append((row0, e, n_any, n_clean, h))
+            row0 += h
         b = b_end
+    if partial_last:
+        out = [x for x in out if x[4] == TILE_M] + [x for x in out if x[4] != TILE_M]
     return out
 
 
@@ -402,7 +453,8 @@ def grouped_fp8_gemm_contiguous_df(
         raises ValueError instead, after one host sync).
     out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
     config: optional overrides of ``df_config`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue, GROUP_M,
-        TMA_STORE, SCALE_AHEAD 0 / 1; see ``_DEFAULT_DF``).
+        TMA_STORE, SCALE_AHEAD 0 / 1, SPLIT_TAIL / PARTIAL_LAST: the tile table's ``build_tile_table`` options; see
+        ``_DEFAULT_DF``).
     table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
     Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
     values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
@@ -428,7 +480,8 @@ def launch_df(a, a_scale, b, b_scale, m_indices, out, E: int, N: int, K: int, cf
     M = a.shape[0]
     if M == 0:
         return out
-    entries, count = build_tile_table(m_indices, M, table)
+    entries, count = build_tile_table(m_indices, M, table, split_tail=bool(cfg["SPLIT_TAIL"]),
+                                      partial_last=bool(cfg["PARTIAL_LAST"]))
     bn = 128
     gl_fp8 = gl.float8e4nv
     a_desc = TensorDescriptor(a, [M, K], [a.stride(0), 1], [64, BLOCK_K], _smem_layout([64, BLOCK_K], gl_fp8))

@@ -6,7 +6,8 @@
 Case: 256 experts, T = 1 token routed to 8 distinct experts (masked_m = 1 on those, 0 elsewhere), max_active_groups
 8 (as the model launches it), (N, K) from --nk. Variants (``VARIANTS``): the launcher's default (``def``, twice:
 the A/A control ``def_aa``), configs (BLOCK_N, stages, register cap), the default kernel with no K loop (``k0*``:
-its launch alone), the GEMM with in-kernel TMA descriptors (``devdesc``), the plain streaming read of the
+its launch alone), the GEMM with in-kernel TMA descriptors (``devdesc``), the GEMM over pre-tiled weights
+(``tiled*``: each weight TMA box one contiguous 16 KB), the plain streaming read of the
 touched bytes (``read``, bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the
 GEMM's scalars as extra parameters (``read_desc``), and empty kernels on the GEMM's grid (``empty``,
 ``empty_desc``).
@@ -43,7 +44,8 @@ from benchmarks.bench_grouped_ws import _rand_fp8  # noqa: E402
 
 from tritonseek.benchrun import git_commit, name_list, out_file, positive_float, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
-from tritonseek.kernels.grouped_gemm_masked_decode import launch_masked_devdesc, launch_masked_raw  # noqa: E402
+from tritonseek.kernels.grouped_gemm_masked_decode import (launch_masked_devdesc, launch_masked_raw,  # noqa: E402
+                                                           launch_masked_tiled, tile_weights)
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
@@ -61,6 +63,8 @@ VARIANTS = {
     "n64s4r128": ("gemm", dict(_SW, BLOCK_N=64, num_stages=4, MAXNREG=128)),
     "n64s5r128": ("gemm", dict(_SW, BLOCK_N=64, num_stages=5, MAXNREG=128)),
     "devdesc": ("devdesc", None),
+    "tiled": ("tiled", None),
+    "tiled_s4": ("tiled", dict(_SW, BLOCK_N=128, num_stages=4)),
     "k0": ("raw0", None),
     "k0s1": ("raw0", dict(_SW, BLOCK_N=128, num_stages=1, MAXNREG=128)),
     "read": ("read", None),
@@ -104,6 +108,9 @@ def _default_cfg(N, K, tiles):
     return _decode_wave_config(GG.get_config("masked", 1, N, K), tiles, GG._num_programs(torch.device("cuda")))
 
 
+_TILED: dict = {}  # (b's address, shape) → its tiled copy (one at a time)
+
+
 def build(name, kind, cfg, ops, mag, sink):
     a, a_s, b, bs, mm, out, touched = ops
     E, M_max, K = a.shape
@@ -114,6 +121,13 @@ def build(name, kind, cfg, ops, mag, sink):
                                                config=cfg)
     if kind == "devdesc":
         return lambda: launch_masked_devdesc(a, a_s, b, bs, mm, out, mag, cfg or dcfg)
+    if kind == "tiled":
+        key = (b.data_ptr(), tuple(b.shape))
+        if key not in _TILED:
+            _TILED.clear()
+            _TILED[key] = tile_weights(b)
+        bt = _TILED[key]
+        return lambda: launch_masked_tiled(a, a_s, bt, bs, mm, out, mag, cfg or dcfg)
     if kind == "raw0":
         return lambda: launch_masked_raw(a, a_s, b, bs, mm, out, mag, cfg or dcfg, num_k_blocks=0)
     grid = mag * triton.cdiv(N, dcfg["BLOCK_N"])
@@ -202,10 +216,11 @@ def compiled_info() -> list[str]:
     """One line per compiled variant of the probed kernels: shared memory, registers, spills (ptxas, from the
     loaded binaries), for the programs-per-SM arithmetic."""
     from tritonseek.kernels.grouped_gemm_masked import _grouped_fp8_masked_kernel
-    from tritonseek.kernels.grouped_gemm_masked_decode import _masked_devdesc_kernel
+    from tritonseek.kernels.grouped_gemm_masked_decode import _masked_devdesc_kernel, _masked_tiled_kernel
 
     lines = []
-    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _read_desc_kernel, _empty_desc_kernel):
+    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _masked_tiled_kernel, _read_desc_kernel,
+               _empty_desc_kernel):
         try:
             for cache in fn.device_caches.values():
                 for k in cache[0].values():
@@ -263,7 +278,7 @@ def main() -> int:
             kind, cfg = VARIANTS[n]
             try:
                 fn = build(n, kind, cfg, ops, 8, sink)
-                if kind in ("gemm", "devdesc"):
+                if kind in ("gemm", "devdesc", "tiled"):
                     out.fill_(float("nan"))
                     fn()
                     torch.cuda.synchronize()
@@ -300,7 +315,7 @@ def main() -> int:
                        us={c: round(v, 2) if v else None for c, v in med.items()},
                        launch_gap=round(med["graph"] - med["device"], 2) if med["graph"] and med["device"] else None,
                        ratio_to_def=ratio, rounds=len(r["graph"]),
-                       gbps={c: round(wbytes / v / 1e3, 1) if v and VARIANTS[n][0] in ("gemm", "devdesc", "read",
+                       gbps={c: round(wbytes / v / 1e3, 1) if v and VARIANTS[n][0] in ("gemm", "devdesc", "tiled", "read",
                                                                                      "read_desc") else None
                              for c, v in med.items()},
                        target_us=round(wbytes / (0.8 * 4.27e6), 2), **env)
@@ -310,7 +325,8 @@ def main() -> int:
             table.append(f"({N},{K}) {n:>11} graph {u['graph'] or 0:7.2f} device {u['device'] or 0:7.2f} kernel "
                          f"{u['kernel'] or 0:7.2f}  gap {row['launch_gap'] or 0:5.2f}  ratio g/d/k "
                          f"{ratio['graph']}/{ratio['device']}/{ratio['kernel']}")
-        del a, b, out, fns
+        del a, b, out, fns, ops
+        _TILED.clear()
         torch.cuda.empty_cache()
     print("compiled kernels:")
     print("\n".join(compiled_info()))

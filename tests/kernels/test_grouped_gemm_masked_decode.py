@@ -12,7 +12,8 @@ import pytest
 import torch
 import triton
 
-from tritonseek.kernels.grouped_gemm_masked_decode import launch_masked_devdesc, launch_masked_raw
+from tritonseek.kernels.grouped_gemm_masked_decode import (launch_masked_devdesc, launch_masked_raw, launch_masked_tiled,
+                                                           tile_weights)
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref
 
 _CFG = dict(BLOCK_M=16, BLOCK_N=128, num_warps=4, num_stages=3, SWAP_AB=True)
@@ -35,6 +36,14 @@ def _case(E, M_max, N, K, mm, device, seed=0):
     return tuple(t.to(device) for t in (a, a_s, b, bs, mm))
 
 
+def _tiled(a, a_s, b, bs, mm, out, mag, cfg):
+    return launch_masked_tiled(a, a_s, tile_weights(b), bs, mm, out, mag, cfg)
+
+
+_LAUNCHES = [launch_masked_devdesc, launch_masked_raw, _tiled]
+_IDS = ["devdesc", "raw", "tiled"]
+
+
 def _check(launch, a, a_s, b, bs, mm, mag, cfg):
     E, M_max, _ = a.shape
     out = torch.full((E, M_max, b.shape[1]), float("nan"), dtype=torch.bfloat16, device=a.device)
@@ -46,7 +55,7 @@ def _check(launch, a, a_s, b, bs, mm, mag, cfg):
     assert calc_diff(out[valid].float(), ref[valid]) < 1e-3
 
 
-@pytest.mark.parametrize("launch", [launch_masked_devdesc, launch_masked_raw], ids=["devdesc", "raw"])
+@pytest.mark.parametrize("launch", _LAUNCHES, ids=_IDS)
 @pytest.mark.parametrize("mag", [3, 1])  # 1: a slot bound below the 3 routed groups (the second-pass loop)
 def test_matches_reference(device, launch, mag):
     a, a_s, b, bs, mm = _case(5, 16, 256, 256, [1, 0, 3, 0, 16], device)
@@ -61,6 +70,15 @@ def test_raw_no_k_loop_writes_zeros(device):
     assert torch.isnan(out[1].float()).all() and torch.isnan(out[0, 2:].float()).all()
 
 
+def test_tile_weights_layout(device):
+    b = torch.arange(2 * 256 * 384, dtype=torch.int32).reshape(2, 256, 384).to(device)
+    t = tile_weights(b)
+    assert tuple(t.shape) == (2, 2, 3, 128, 128) and t.is_contiguous()
+    assert torch.equal(t[1, 1, 2], b[1, 128:256, 256:384])
+    with pytest.raises(ValueError, match="multiples of 128"):
+        tile_weights(b[:, :200])
+
+
 def test_arguments_named(device):
     a, a_s, b, bs, mm = _case(2, 16, 128, 256, [1, 1], device)
     out = torch.empty(2, 16, 128, dtype=torch.bfloat16, device=device)
@@ -68,11 +86,13 @@ def test_arguments_named(device):
         launch_masked_devdesc(a, a_s, b, bs, mm, out, 0, _CFG)
     with pytest.raises(ValueError, match="num_k_blocks"):
         launch_masked_raw(a, a_s, b, bs, mm, out, 2, _CFG, num_k_blocks=3)
+    with pytest.raises(ValueError, match="b_tiled"):
+        launch_masked_tiled(a, a_s, b, bs, mm, out, 2, _CFG)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("nk", [(7168, 2048), (4096, 7168)])
-@pytest.mark.parametrize("launch", [launch_masked_devdesc, launch_masked_raw], ids=["devdesc", "raw"])
+@pytest.mark.parametrize("launch", _LAUNCHES, ids=_IDS)
 def test_decode_shapes(device, nk, launch):
     """T = 1 of DeepSeek-V3 decode: 256 experts, 8 routed (masked_m 1), slot bound 8."""
     N, K = nk

@@ -31,7 +31,8 @@ def check_tensor(
     output: bool = False,
 ) -> torch.Tensor:
     """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``t`` is a tensor as described (``contiguous``: for
-    index tensors the kernels read at unit stride, where a strided view would be read as other entries;
+    tensors the kernels read at unit stride (index tensors, 1-D norm weights), where a strided view would be read as
+    other entries;
     ``output``: a tensor the kernel writes, whose elements must not share memory: ``check_no_overlap``)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -47,7 +48,8 @@ def check_tensor(
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device} (same device as the other inputs)")
     if contiguous and not t.is_contiguous():
-        raise ValueError(f"{name} must be contiguous, strides {t.stride()}")
+        raise ValueError(f"{name} must be contiguous (the kernel reads it at unit stride), got strides {t.stride()}: "
+                         f"pass {name}.contiguous()")
     if output:
         check_no_overlap(name, t)
     return t

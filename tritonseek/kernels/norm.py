@@ -128,7 +128,9 @@ def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:
 def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True):
     # the shared rule (as rope_cache): eps=True passed as 1, eps=inf gave an all-zero output, eps="x" was a ValueError
     check_positive_float("eps", eps)
-    check_tensor("weight", weight, dtype=_FLOAT_IN, ndim=1)
+    # contiguous: the kernel reads weight at unit stride, so a strided view (w[::2]) was read as other entries and
+    # the output was silently wrong (h3tester s24 #1); refused like vLLM's rms_norm, no hidden copy on the hot path
+    check_tensor("weight", weight, dtype=_FLOAT_IN, ndim=1, contiguous=True)
     check_runnable_device("weight", weight)
     dev = weight.device
     n = weight.shape[0]
@@ -169,10 +171,11 @@ def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True)
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """y = x / sqrt(mean(x², -1) + eps) · weight, in fp32, rounded once to x.dtype.
 
-    x: [T, N] bf16/fp16/fp32, last dim contiguous (any row stride); weight: [N] any float dtype
-    (read as fp32); eps: a finite float > 0. Returns y: [T, N] x.dtype, contiguous.
-    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout;
-    eps ≤ 0 or not finite).
+    x: [T, N] bf16/fp16/fp32, last dim contiguous (any row stride); weight: [N] any float dtype (read as fp32),
+    contiguous (a strided view is a ValueError: pass ``weight.contiguous()``); eps: a finite float > 0.
+    Returns y: [T, N] x.dtype, contiguous.
+    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
+    a non-contiguous weight; eps ≤ 0 or not finite).
     Semantics: DeepSeek-V3 inference/model.py ``RMSNorm`` (HF DeepseekV3RMSNorm).
     """
     return _launch(x, None, weight, eps)[0]
@@ -181,11 +184,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 def rms_norm_quant_fp8(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, s) = per_token_group_quant_fp8(rms_norm(x, weight, eps), 128) in one kernel; y itself is not written.
 
-    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N]; eps: a finite float > 0. Returns q [T, N] float8_e4m3fn
+    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N] any float dtype, contiguous; eps: a finite float > 0.
+    Returns q [T, N] float8_e4m3fn
     (row-major) and s [T, ceil(N/128)] fp32 MN-major (stride (1, T)): bit-equal to quantizing the rounded
     ``rms_norm`` output (amax clamped ≥ 1e-4, scale = amax/448), the layout ``fp8_gemm_nt`` reads.
-    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout;
-    eps ≤ 0 or not finite).
+    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
+    a non-contiguous weight; eps ≤ 0 or not finite).
     Semantics: DeepSeek-V3 RMSNorm followed by act_quant (vLLM's fused rms_norm + per-token-group quant).
     """
     _, _, q, s = _launch(x, None, weight, eps, quant=True, write_y=False)
@@ -197,11 +201,11 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     """h = x + residual (rounded to x.dtype); y = h / sqrt(mean(h², -1) + eps) · weight.
 
     x: [T, N] bf16/fp16/fp32 (the sublayer output), residual: [T, N] same dtype (the stream so far),
-    both last dim contiguous; weight: [N] any float dtype; eps: a finite float > 0.
+    both last dim contiguous; weight: [N] any float dtype, contiguous; eps: a finite float > 0.
     Returns (y [T, N] x.dtype normed input of the next sublayer, h [T, N] x.dtype the new
     residual); the inputs are not modified.
-    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout;
-    eps ≤ 0 or not finite).
+    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
+    a non-contiguous weight; eps ≤ 0 or not finite).
     Semantics: vLLM ``fused_add_rms_norm`` / FlashInfer ``fused_add_rmsnorm`` (out of place).
     """
     if residual is None:
@@ -214,11 +218,12 @@ def fused_add_rms_norm_quant_fp8(x: torch.Tensor, residual: torch.Tensor, weight
                                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """h = x + residual; (q, s) = per_token_group_quant_fp8(rms_norm(h), 128), one kernel (y not written).
 
-    x, residual: [T, N] same dtype (bf16/fp16/fp32), last dim contiguous; weight: [N]; eps: a finite float > 0.
+    x, residual: [T, N] same dtype (bf16/fp16/fp32), last dim contiguous; weight: [N] any float dtype, contiguous;
+    eps: a finite float > 0.
     Returns (q [T, N] float8_e4m3fn, s [T, ceil(N/128)] fp32 MN-major, h [T, N] x.dtype): q/s bit-equal
     to quantizing ``fused_add_rms_norm``'s y, h equal to its h. Inputs are not modified.
-    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout;
-    eps ≤ 0 or not finite).
+    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
+    a non-contiguous weight; eps ≤ 0 or not finite).
     Semantics: vLLM fused_add_rms_norm followed by per_token_group_quant_fp8, fused.
     """
     if residual is None:

@@ -153,7 +153,8 @@ def _check_latent_args(kv, dtype, T, positions, cos_sin_cache, kv_norm_weight, e
     check_tensor("kv", kv, dtype=dtype, ndim=2, device=dev)
     check_tensor("positions", positions, dtype=torch.int64, ndim=1, device=dev, contiguous=True)
     check_tensor("cos_sin_cache", cos_sin_cache, dtype=torch.float32, ndim=2, device=dev)
-    check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
+    # contiguous: read at unit stride (a strided view gave a silently wrong latent, h3tester s24 #1)
+    check_tensor("kv_norm_weight", kv_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev, contiguous=True)
     check_positive_float("eps", eps)
     rope = cos_sin_cache.shape[1]
     kv_lora = kv_norm_weight.shape[0]
@@ -210,7 +211,7 @@ def mla_rope_cache(
     (q_pe = the last qk_rope_head_dim columns). kv: [T, kv_lora_rank + qk_rope_head_dim] same dtype
     (kv_a_proj_with_mqa output: compressed kv ‖ k_pe), last dim contiguous. positions: [T] int64.
     cos_sin_cache: [max_positions, qk_rope_head_dim] fp32 contiguous = (cos ‖ sin) of each position's
-    YaRN angles. kv_norm_weight: [kv_lora_rank] any float dtype (kv_a_layernorm); eps: a finite float > 0.
+    YaRN angles. kv_norm_weight: [kv_lora_rank] any float dtype, contiguous (kv_a_layernorm); eps: a finite float > 0.
     kv_cache: [num_blocks, page_size, 1, kv_lora_rank + qk_rope_head_dim] (bf16 in DeepSeek; page_size a
     power of two, last dim contiguous) or None for no cache write; slot_mapping: [T] int64 (block_id·page_size
     + offset, −1 = skip, e.g. CUDA-graph padding rows) or None with kv_cache None.
@@ -221,8 +222,9 @@ def mla_rope_cache(
     Returns (q_pe [T, num_heads, qk_rope_head_dim] q.dtype, latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype); the cache row is latent cast to kv_cache.dtype.
     Raises TypeError (dtype; eps not a float, e.g. a bool; check_ids not a bool) or ValueError (shape, device,
-    layout incl. non-contiguous positions / slot_mapping or a kv_cache whose elements share memory, e.g. an expand()
-    view; eps ≤ 0 or not finite; with check_ids a position or slot out of range).
+    layout incl. non-contiguous positions / slot_mapping / kv_norm_weight (pass ``.contiguous()``) or a kv_cache
+    whose elements share memory, e.g. an expand() view; eps ≤ 0 or not finite; with check_ids a position or slot
+    out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (apply_rotary_emb, kv_norm) + vLLM
     ``concat_and_cache_mla``.
     """
@@ -265,7 +267,8 @@ def mla_prologue_fp8(
     written to the cache: MLA's decode prologue after the fused q_a‖kv_a GEMM in ONE launch.
 
     q_a: [T, q_lora_rank] bf16/fp16/fp32, last dim contiguous (q_a_proj's output, e.g. a column view of the
-    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] (q_a_layernorm), q_eps: a finite float > 0. kv,
+    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] any float dtype, contiguous (q_a_layernorm), q_eps: a
+    finite float > 0. kv,
     positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping: as :func:`mla_rope_cache` (kv same dtype
     as q_a), check_ids: as :func:`mla_rope_cache` (positions in [0, max_positions) = cos_sin_cache's rows,
     slot_mapping in [0, num_blocks·page_size) or negative = skip; checked with one sync unless check_ids=False).
@@ -274,8 +277,8 @@ def mla_prologue_fp8(
     qk_rope_head_dim] kv.dtype: equal to ``mla_rope_cache``'s latent, and the same cache rows). The query's
     rope is not applied here: ``mla_absorb_q(..., positions=, cos_sin_cache=)`` rotates q_pe as it copies it.
     Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool; check_ids not a bool) or ValueError (shape, device,
-    layout incl. non-contiguous positions / slot_mapping, q_eps/eps ≤ 0 or not finite; with check_ids a position or
-    slot out of range).
+    layout incl. non-contiguous positions / slot_mapping / q_norm_weight / kv_norm_weight, q_eps/eps ≤ 0 or not
+    finite; with check_ids a position or slot out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (q_norm, kv_norm, apply_rotary_emb on k_pe) + act_quant +
     vLLM ``concat_and_cache_mla``.
     """
@@ -283,7 +286,7 @@ def mla_prologue_fp8(
     check_runnable_device("q_a", q_a)
     dev = q_a.device
     T, q_lora = q_a.shape
-    check_tensor("q_norm_weight", q_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev)
+    check_tensor("q_norm_weight", q_norm_weight, dtype=_FLOAT_IN, ndim=1, device=dev, contiguous=True)  # unit stride
     if q_norm_weight.shape[0] != q_lora or q_lora == 0:
         raise ValueError(f"q_norm_weight has {q_norm_weight.shape[0]} entries, q_a {q_lora} columns (must be > 0)")
     check_positive_float("q_eps", q_eps)

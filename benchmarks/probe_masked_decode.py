@@ -3,18 +3,20 @@
     PYTHONPATH=. python benchmarks/probe_masked_decode.py [--budget-s 180] [--rounds 25] [--nk 7168x2048,4096x7168]
         [--variants def,def_aa,...] [--out rows.jsonl]
 
-Case: 256 experts, T = 1 token routed to 8 distinct experts (masked_m = 1 on those, 0 elsewhere), max_active_groups
-8 (as the model launches it), (N, K) from --nk. Variants (``VARIANTS``): the launcher's default (``def``, twice:
+Cases: 256 experts, T tokens (--tokens; T = 1: 8 experts with masked_m = 1) each routed to 8 distinct experts as in
+bench_moe's decode rows, max_active_groups min(256, 8T) (as the model launches it), (N, K) from --nk; --variants at
+T = 1, --variants-multi at T > 1. Variants (``VARIANTS``): the launcher's default (``def``, twice:
 the A/A control ``def_aa``), configs (BLOCK_N, stages, register cap), the default kernel with no K loop (``k0*``:
 its launch alone), the GEMM with in-kernel TMA descriptors (``devdesc``), the GEMM over pre-tiled weights
-(``tiled*``: each weight TMA box one contiguous 16 KB), the plain streaming read of the
-touched bytes (``read``, bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the
+(``tiled*``: each weight TMA box one contiguous 16 KB), two K blocks per stage on the usual layout (``k2*``), the
+plain streaming read of the touched bytes (``read``, bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the
 GEMM's scalars as extra parameters (``read_desc``), and empty kernels on the GEMM's grid (``empty``,
 ``empty_desc``).
 
 * Correctness first: every GEMM variant (not k0) into a NaN-poisoned out, compared with the fp32 reference on the
   touched groups (calc_diff < 1e-3, finite), untouched groups still NaN. A failing variant is not timed.
-* Timing, all variants interleaved (order reversed every round), three clocks per variant and round:
+* Timing, all variants interleaved (order rotated every round: each is first after the previous round's sync equally
+  often), after --warm-s seconds of the kernels, three clocks per variant and round:
   ``graph``  = one-call graph replay from an idle GPU incl. the host launch (benchmarks/timing.graph_replay_us's
                measure: bench_moe's us_graph);
   ``device`` = the same replay queued behind a ~100 µs device sleep (host submission hidden; bench_moe's
@@ -44,8 +46,8 @@ from benchmarks.bench_grouped_ws import _rand_fp8  # noqa: E402
 
 from tritonseek.benchrun import git_commit, name_list, out_file, positive_float, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
-from tritonseek.kernels.grouped_gemm_masked_decode import (launch_masked_devdesc, launch_masked_raw,  # noqa: E402
-                                                           launch_masked_tiled, tile_weights)
+from tritonseek.kernels.grouped_gemm_masked_decode import (launch_masked_devdesc, launch_masked_k2,  # noqa: E402
+                                                           launch_masked_raw, launch_masked_tiled, tile_weights)
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
@@ -65,6 +67,10 @@ VARIANTS = {
     "devdesc": ("devdesc", None),
     "tiled": ("tiled", None),
     "tiled_s4": ("tiled", dict(_SW, BLOCK_N=128, num_stages=4)),
+    "k2s2": ("k2", dict(_SW, BLOCK_N=128, num_stages=2)),
+    "k2s3": ("k2", dict(_SW, BLOCK_N=128, num_stages=3)),
+    "k2n64s2r96": ("k2", dict(_SW, BLOCK_N=64, num_stages=2, MAXNREG=96)),
+    "k2n64s3r128": ("k2", dict(_SW, BLOCK_N=64, num_stages=3, MAXNREG=128)),
     "k0": ("raw0", None),
     "k0s1": ("raw0", dict(_SW, BLOCK_N=128, num_stages=1, MAXNREG=128)),
     "read": ("read", None),
@@ -101,24 +107,27 @@ def _read_desc_kernel(x_ptr, out_ptr, n, a_desc, b_desc, M_max, N, E, nkb, s0, s
 
 
 def _default_cfg(N, K, tiles):
-    # what the launcher runs at T = 1 without a config (grouped_gemm_masked._decode_wave_config)
+    # the swapped decode config as the launcher adjusts it for the grid (grouped_gemm_masked._decode_wave_config):
+    # what the launcher runs at T = 1 without a config; the config of the probe's own kernels at every T
     from tritonseek.kernels import grouped_gemm as GG
     from tritonseek.kernels.grouped_gemm_masked import _decode_wave_config
 
-    return _decode_wave_config(GG.get_config("masked", 1, N, K), tiles, GG._num_programs(torch.device("cuda")))
+    return _decode_wave_config(dict(GG._MASKED_DECODE), tiles, GG._num_programs(torch.device("cuda")))
 
 
 _TILED: dict = {}  # (b's address, shape) → its tiled copy (one at a time)
 
 
-def build(name, kind, cfg, ops, mag, sink):
+def build(name, kind, cfg, ops, mag, sink, em=1):
     a, a_s, b, bs, mm, out, touched = ops
     E, M_max, K = a.shape
     N = b.shape[1]
-    dcfg = _default_cfg(N, K, mag * triton.cdiv(N, 128))
-    if kind == "gemm":
-        return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=1, max_active_groups=mag,
+    dcfg = _default_cfg(N, K, mag * triton.cdiv(M_max, 16) * triton.cdiv(N, 128))
+    if kind == "gemm":  # the public launcher as bench_moe's decode rows call it
+        return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=em, max_active_groups=mag,
                                                config=cfg)
+    if kind == "k2":
+        return lambda: launch_masked_k2(a, a_s, b, bs, mm, out, mag, cfg)
     if kind == "devdesc":
         return lambda: launch_masked_devdesc(a, a_s, b, bs, mm, out, mag, cfg or dcfg)
     if kind == "tiled":
@@ -130,7 +139,7 @@ def build(name, kind, cfg, ops, mag, sink):
         return lambda: launch_masked_tiled(a, a_s, bt, bs, mm, out, mag, cfg or dcfg)
     if kind == "raw0":
         return lambda: launch_masked_raw(a, a_s, b, bs, mm, out, mag, cfg or dcfg, num_k_blocks=0)
-    grid = mag * triton.cdiv(N, dcfg["BLOCK_N"])
+    grid = mag * triton.cdiv(M_max, 16) * triton.cdiv(N, dcfg["BLOCK_N"])
     if kind == "read":
         return stream_read_fn(b.view(-1)[:touched], sink)
     if kind == "empty":
@@ -174,7 +183,8 @@ def clocks(fns: dict, rounds: int, t_end: float) -> dict:
         if time.time() > t_end:
             print(f"  rounds cut at {r} (budget)", flush=True)
             break
-        order = names if r % 2 == 0 else names[::-1]
+        k = r % len(names)  # rotated: every variant is first (after the previous round's sync) equally often
+        order = names[k:] + names[:k]
         for n in order:  # idle GPU, host launch included
             st, en = ev(), ev()
             st.record()
@@ -216,11 +226,12 @@ def compiled_info() -> list[str]:
     """One line per compiled variant of the probed kernels: shared memory, registers, spills (ptxas, from the
     loaded binaries), for the programs-per-SM arithmetic."""
     from tritonseek.kernels.grouped_gemm_masked import _grouped_fp8_masked_kernel
-    from tritonseek.kernels.grouped_gemm_masked_decode import _masked_devdesc_kernel, _masked_tiled_kernel
+    from tritonseek.kernels.grouped_gemm_masked_decode import (_masked_devdesc_kernel, _masked_k2_kernel,
+                                                               _masked_tiled_kernel)
 
     lines = []
-    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _masked_tiled_kernel, _read_desc_kernel,
-               _empty_desc_kernel):
+    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _masked_tiled_kernel, _masked_k2_kernel,
+               _read_desc_kernel, _empty_desc_kernel):
         try:
             for cache in fn.device_caches.values():
                 for k in cache[0].values():
@@ -236,12 +247,59 @@ def _med(xs):
     return statistics.median(xs) if xs else None
 
 
+def _case_tensors(T, N, K, gen, dev):
+    """256 experts, T tokens each routed to 8 distinct experts (uniform, as bench_moe's decode rows): operands,
+    masked_m (host and device), M_max = T."""
+    G = 256
+    picks = torch.stack([torch.randperm(G, generator=gen)[:8] for _ in range(T)])
+    mm_h = torch.bincount(picks.flatten(), minlength=G).to(torch.int32)
+    b = _rand_fp8((G, N, K), dev)
+    bs = torch.rand(G, N // 128, K // 128, device=dev) * 1e-2 + 1e-3
+    a = _rand_fp8((G, T, K), dev)
+    a_s = torch.rand(G, T, K // 128, device=dev) * 1e-2 + 1e-3
+    return a, a_s, b, bs, mm_h, mm_h.to(dev)
+
+
+def _checked(names, ops, mag, em, ref, valid, sink, tag, bad):
+    """name → fn for the variants that build, run and (GEMMs) match the reference: NaN-poisoned out, valid rows
+    finite with calc_diff < 1e-3, every other row still NaN."""
+    out = ops[5]
+    fns = {}
+    for n in names:
+        kind, cfg = VARIANTS[n]
+        try:
+            fn = build(n, kind, cfg, ops, mag, sink, em)
+            if kind in ("gemm", "devdesc", "tiled", "k2"):
+                out.fill_(float("nan"))
+                fn()
+                torch.cuda.synchronize()
+                got = out[valid].float()
+                d = calc_diff(got, ref[valid])
+                ok = bool(torch.isfinite(got).all()) and bool(torch.isnan(out[~valid].float()).all()) and d < 1e-3
+                print(f"  {tag} {n}: calc_diff {d:.2e} {'ok' if ok else 'FAIL'}", flush=True)
+                if not ok:
+                    bad.append((tag, n))
+                    continue
+            else:
+                fn()
+                torch.cuda.synchronize()
+            fns[n] = fn
+        except Exception as e:
+            print(f"  {tag} {n} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            bad.append((tag, n))
+    return fns
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget-s", type=positive_float, default=180.0)
     p.add_argument("--rounds", type=positive_int, default=25)
+    p.add_argument("--warm-s", type=float, default=6.0, help="seconds of the default GEMM before anything is timed")
     p.add_argument("--nk", default="7168x2048,4096x7168")
-    p.add_argument("--variants", type=name_list(tuple(VARIANTS)), default=",".join(VARIANTS))
+    p.add_argument("--tokens", default="1", help="token counts T (comma list)")
+    p.add_argument("--variants", type=name_list(tuple(VARIANTS)), default=",".join(VARIANTS), help="at T = 1")
+    p.add_argument("--variants-multi", type=name_list(tuple(VARIANTS)), default="def,def_aa,tiled,read",
+                   help="at T > 1")
     p.add_argument("--out", type=out_file, default="masked_decode_rows.jsonl", help="JSON rows, appended")
     args = p.parse_args()
     require_cuda("probe_masked_decode")
@@ -251,86 +309,65 @@ def main() -> int:
     t_end = t0 + args.budget_s
     env = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                commit=git_commit(), date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    names = args.variants.split(",") if isinstance(args.variants, str) else list(args.variants)
     gen = torch.Generator(device="cpu").manual_seed(0)
     sink = torch.zeros(1 << 20, dtype=torch.int32, device=dev)
-    table = []
-    bad = []
+    table, bad = [], []
     nks = [tuple(int(v) for v in s.split("x")) for s in args.nk.split(",")]
-    for ci, (N, K) in enumerate(nks):
-        G, T = 256, 1
-        picks = torch.randperm(G, generator=gen)[:8]
-        mm_h = torch.zeros(G, dtype=torch.int32)
-        mm_h[picks] = 1
-        mm = mm_h.to(dev)
-        b = _rand_fp8((G, N, K), dev)
-        bs = torch.rand(G, N // 128, K // 128, device=dev) * 1e-2 + 1e-3
-        a = _rand_fp8((G, T, K), dev)
-        a_s = torch.rand(G, T, K // 128, device=dev) * 1e-2 + 1e-3
+    cases = [(int(T), N, K) for T in args.tokens.split(",") for N, K in nks]
+    for ci, (T, N, K) in enumerate(cases):
+        if time.time() > t_end - 10:
+            print("skip (budget)", T, N, K)
+            continue
+        G = 256
+        a, a_s, b, bs, mm_h, mm = _case_tensors(T, N, K, gen, dev)
         out = torch.empty(G, T, N, device=dev, dtype=torch.bfloat16)
-        touched = 8 * N * K
-        wbytes = 8 * (N * K + bs[0].numel() * 4) + 8 * (K + 2 * N)
+        active = int((mm_h > 0).sum())
+        rows = int(mm_h.sum())
+        touched = active * N * K
+        wbytes = active * (N * K + bs[0].numel() * 4) + rows * (K + 2 * N)  # bench_moe's decode bytes
+        mag = min(G, 8 * T)
+        em = max(1, int(mm_h.float().mean().item()))
         ops = (a, a_s, b, bs, mm, out, touched)
-        fns = {}
         ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
-        on = mm_h > 0
-        for n in names:
-            kind, cfg = VARIANTS[n]
-            try:
-                fn = build(n, kind, cfg, ops, 8, sink)
-                if kind in ("gemm", "devdesc", "tiled"):
-                    out.fill_(float("nan"))
-                    fn()
-                    torch.cuda.synchronize()
-                    got = out[on.to(dev)].float()
-                    d = calc_diff(got, ref[on.to(dev)])
-                    ok = bool(torch.isfinite(got).all()) and bool(torch.isnan(out[(~on).to(dev)].float()).all()) \
-                        and d < 1e-3
-                    print(f"  ({N}, {K}) {n}: calc_diff {d:.2e} {'ok' if ok else 'FAIL'}", flush=True)
-                    if not ok:
-                        bad.append((N, K, n))
-                        continue
-                else:
-                    fn()
-                    torch.cuda.synchronize()
-                fns[n] = fn
-            except Exception as e:
-                print(f"  ({N}, {K}) {n} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
-                bad.append((N, K, n))
+        valid = (torch.arange(T)[None, :] < mm_h[:, None]).to(dev)
+        tag = f"T={T} ({N}, {K})"
+        names = args.variants if T == 1 else args.variants_multi
+        fns = _checked(names, ops, mag, em, ref, valid, sink, tag, bad)
         del ref
-        # warm clocks (and the first-timed penalty seen in earlier sweeps) before the timed rounds
-        for _ in range(3):
+        warm_end = time.time() + (args.warm_s if ci == 0 else 0.5)  # clocks up (W1 started at 345 MHz)
+        while time.time() < warm_end:
             for fn in fns.values():
                 fn()
-        torch.cuda.synchronize()
-        share = (t_end - time.time()) / (len(nks) - ci)
-        res = clocks(fns, args.rounds, time.time() + share - 8)
+            torch.cuda.synchronize()
+        share = (t_end - time.time()) / (len(cases) - ci)
+        res = clocks(fns, args.rounds, time.time() + share - 6)
         base = res.get("def")
         for n, r in res.items():
             med = {c: _med(v) for c, v in r.items()}
             ratio = {c: round(_med([x / y for x, y in zip(r[c], base[c])]), 4) if base and r[c] and base[c] else None
                      for c in ("graph", "device", "kernel")}
-            row = dict(suite="masked_decode_probe", case=dict(groups=G, T=T, N=N, K=K, touched_experts=8),
+            moves = VARIANTS[n][0] in ("gemm", "devdesc", "tiled", "k2", "read", "read_desc")
+            row = dict(suite="masked_decode_probe",
+                       case=dict(groups=G, T=T, N=N, K=K, touched_experts=active, valid_rows=rows, max_active_groups=mag),
                        variant=n, kind=VARIANTS[n][0], config=VARIANTS[n][1],
                        us={c: round(v, 2) if v else None for c, v in med.items()},
                        launch_gap=round(med["graph"] - med["device"], 2) if med["graph"] and med["device"] else None,
                        ratio_to_def=ratio, rounds=len(r["graph"]),
-                       gbps={c: round(wbytes / v / 1e3, 1) if v and VARIANTS[n][0] in ("gemm", "devdesc", "tiled", "read",
-                                                                                     "read_desc") else None
-                             for c, v in med.items()},
+                       gbps={c: round(wbytes / v / 1e3, 1) if v and moves else None for c, v in med.items()},
                        target_us=round(wbytes / (0.8 * 4.27e6), 2), **env)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             u = row["us"]
-            table.append(f"({N},{K}) {n:>11} graph {u['graph'] or 0:7.2f} device {u['device'] or 0:7.2f} kernel "
-                         f"{u['kernel'] or 0:7.2f}  gap {row['launch_gap'] or 0:5.2f}  ratio g/d/k "
-                         f"{ratio['graph']}/{ratio['device']}/{ratio['kernel']}")
+            table.append(f"T={T:<3} ({N},{K}) {n:>11} graph {u['graph'] or 0:8.2f} device {u['device'] or 0:8.2f} "
+                         f"kernel {u['kernel'] or 0:8.2f}  gap {row['launch_gap'] or 0:5.2f}  ratio g/d/k "
+                         f"{ratio['graph']}/{ratio['device']}/{ratio['kernel']}  target {row['target_us']}")
         del a, b, out, fns, ops
         _TILED.clear()
         torch.cuda.empty_cache()
     print("compiled kernels:")
     print("\n".join(compiled_info()))
-    print(f"\nelapsed {time.time() - t0:.0f} s; medians in µs (target: graph ≤ target_us); ratio = per-round median vs def")
+    print(f"\nelapsed {time.time() - t0:.0f} s; medians in µs (target: graph ≤ target_us); ratio = per-round median "
+          f"vs def")
     print("\n".join(table))
     if bad:
         print("FAILED / not timed:", bad)

@@ -13,6 +13,9 @@ Not wired into any launcher: ``benchmarks/probe_masked_decode.py`` times them ag
   × one K block, stored as 16 contiguous KB) so that each weight TMA box is one contiguous 16-KB read instead of 128
   rows of 128 bytes 2 KB (K = 2048) or 7 KB (K = 7168) apart: does the DRAM access pattern explain the in-kernel
   gap (31.6 µs against a plain read's 27.9 at (7168, 2048))? Same K loop, scales and COMPACT slots otherwise.
+* ``launch_masked_k2`` — the usual weight layout, two K blocks per pipeline stage (two TMA boxes of the same 128
+  rows issued back to back: 256 contiguous bytes of each row requested together, the DRAM-locality half of what
+  the tiled layout gives, with no change of layout).
 * ``launch_masked_raw`` — the default kernel launched directly with a chosen ``num_k_blocks`` (0: launch only,
   the programs find their group, store zeros and exit) so the launch cost of its configuration (parameters,
   shared memory, registers, grid) can be timed apart from its K loop.
@@ -119,6 +122,94 @@ def _masked_tiled_kernel(
                     stride_on, BLOCK_M, BLOCK_N, BLOCK_K, 1)
 
 
+@triton.jit
+def _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
+             stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om, stride_on,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr = None):
+    # one swapped [BLOCK_N weight rows, BLOCK_M tokens] tile of group g, K blocks taken two per iteration
+    # (num_k_blocks even; the launcher checks)
+    mm = tl.minimum(mm, M_max)
+    if off_m < mm:
+        g64 = g.to(tl.int64)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        row_ok = rm < mm
+        sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
+        sb_ptr = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
+        a_row = (g64 * M_max + off_m).to(tl.int32)
+        b_row = (g64 * N + off_n).to(tl.int32)
+        sa0 = tl.load(sa_ptrs, mask=row_ok, other=0.0)
+        sa1 = tl.load(sa_ptrs + stride_ask, mask=row_ok, other=0.0)
+        sb0 = tl.load(sb_ptr)
+        sb1 = tl.load(sb_ptr + stride_bsk)
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for j in tl.range(0, num_k_blocks // 2, num_stages=STAGES):
+            k0 = 2 * j * BLOCK_K
+            a0 = a_desc.load([a_row, k0])
+            b0 = b_desc.load([b_row, k0])
+            a1 = a_desc.load([a_row, k0 + BLOCK_K])
+            b1 = b_desc.load([b_row, k0 + BLOCK_K])
+            more = 2 * j + 2 < num_k_blocks
+            sa0n = tl.load(sa_ptrs + (2 * j + 2) * stride_ask, mask=row_ok & more, other=0.0)
+            sa1n = tl.load(sa_ptrs + (2 * j + 3) * stride_ask, mask=row_ok & more, other=0.0)
+            sb0n = tl.load(sb_ptr + (2 * j + 2) * stride_bsk, mask=more, other=0.0)
+            sb1n = tl.load(sb_ptr + (2 * j + 3) * stride_bsk, mask=more, other=0.0)
+            acc += tl.dot(b0, a0.T) * (sa0 * sb0)[None, :]
+            acc += tl.dot(b1, a1.T) * (sa1 * sb1)[None, :]
+            sa0, sa1, sb0, sb1 = sa0n, sa1n, sb0n, sb1n
+        o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[None, :] * stride_om + rn[:, None] * stride_on
+        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[None, :] & (rn[:, None] < N))
+
+
+@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
+def _masked_k2_kernel(
+    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
+    M_max, N, E, num_k_blocks,
+    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
+    stride_oe, stride_om, stride_on,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
+):
+    # as _masked_tiled_kernel over the usual layout (b_desc: [E*N, K], box [BLOCK_N, BLOCK_K]), BLOCK_N ≤ 128
+    slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
+    ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
+    if slot < nnz:
+        g, mm = _compact_group(slot, ev, cnt, csum, E_PAD)
+        _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
+                 stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om,
+                 stride_on, BLOCK_M, BLOCK_N, BLOCK_K)
+    for q in range(slot + n_slots, nnz, n_slots):
+        ev2, cnt2, csum2, _ = _nonempty_groups(masked_m_ptr, E, E_PAD)
+        g, mm = _compact_group(q, ev2, cnt2, csum2, E_PAD)
+        _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
+                 stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om,
+                 stride_on, BLOCK_M, BLOCK_N, BLOCK_K, 1)
+
+
+def launch_masked_k2(a, a_scale, b, b_scale, masked_m, out, max_active_groups: int, cfg: dict) -> torch.Tensor:
+    """The masked GEMM (usual layout, swapped 16-row tiles, COMPACT slots) with two K blocks per pipeline stage.
+
+    Operands as :func:`launch_masked_devdesc`; K / 128 must be even (ValueError otherwise). cfg: BLOCK_N (64 or 128),
+    num_warps, num_stages (each stage holds two K blocks), optional MAXNREG. Returns out."""
+    E, M_max, K = a.shape
+    N = b.shape[1]
+    kb = cdiv(K, BLOCK_K)
+    if kb % 2 or K % BLOCK_K:
+        raise ValueError(f"launch_masked_k2 needs K a multiple of 256, got K={K}")
+    bn = cfg["BLOCK_N"]
+    if bn not in (64, 128):
+        raise ValueError(f"cfg BLOCK_N must be 64 or 128, got {bn!r}")
+    tiles = _slots(E, max_active_groups) * cdiv(M_max, 16) * cdiv(N, bn)
+    a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [16, BLOCK_K])
+    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
+    _masked_k2_kernel[(tiles,)](
+        a_desc, b_desc, a_scale, b_scale, masked_m, out, M_max, N, E, kb,
+        a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
+        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        BLOCK_M=16, BLOCK_N=bn, BLOCK_K=BLOCK_K, E_PAD=next_pow2(E), **_launch_opts(cfg),
+    )
+    return out
+
+
 def tile_weights(b: torch.Tensor) -> torch.Tensor:
     """b [E, N, K] (N, K multiples of 128) → [E, N/128, K/128, 128, 128] contiguous: block (e, t, kb) holds
     b[e, 128t : 128t+128, 128kb : 128kb+128] row-major (a copy; what ``launch_masked_tiled`` reads)."""
@@ -215,4 +306,4 @@ def launch_masked_raw(a, a_scale, b, b_scale, masked_m, out, max_active_groups: 
     return out
 
 
-__all__ = ["launch_masked_devdesc", "launch_masked_raw", "launch_masked_tiled", "tile_weights"]
+__all__ = ["launch_masked_devdesc", "launch_masked_k2", "launch_masked_raw", "launch_masked_tiled", "tile_weights"]

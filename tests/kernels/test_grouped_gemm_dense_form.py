@@ -92,6 +92,18 @@ def test_tile_table_options_examples():
     assert _table(mi, split_tail=True, partial_last=True) == D.tile_table_ref(mi, True, True)
 
 
+def test_split_tail_default_rule():
+    # SPLIT_TAIL is the launchers' default from 4096 rows per expert (H200 s24 W1: 8 x 4096 won, routed lost)
+    assert not D.df_config()["SPLIT_TAIL"] and not D.df_config()["PARTIAL_LAST"]
+    assert D.df_config(32768, 8)["SPLIT_TAIL"] and D.df_config(8192, 2)["SPLIT_TAIL"]
+    assert not D.df_config(48896, 256)["SPLIT_TAIL"]  # routed T = 4096 top-8: 191 rows per expert
+    assert not D.df_config(32767, 8)["SPLIT_TAIL"]
+    from tritonseek.kernels import grouped_gemm_ws as W
+    # and grouped_gemm_ws hands (7168, 2048) to the dense form from 4096 rows per expert (s24 W1: 0.961 at 8 x 4096)
+    assert W.grouped_ws_config("contiguous", 32768, 7168, 2048, experts=8)["DENSE_FORM"]
+    assert not W.grouped_ws_config("contiguous", 48640, 7168, 2048, experts=256)["DENSE_FORM"]
+
+
 def test_tile_table_edges():
     # all padding (expert −1 tiles), a misaligned row (the block's max expert, n_clean / n_any cut), M not a multiple
     # of 128, one row
@@ -227,6 +239,20 @@ def test_df_table_options_real_shapes_gpu(device, config):
     out = _check(a, a_s, b, bs, mi, config=config)
     plain = D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi)
     assert torch.equal(out.view(torch.int16), plain.view(torch.int16))
+
+
+@pytest.mark.gpu
+def test_split_tail_default_and_hand_off_gpu(device):
+    # 2 experts x 4096 rows at (7168, 2048): both launchers' default builds the SPLIT_TAIL table there (4096 rows per
+    # expert); the reference, and the same bits as the plain table and as grouped_gemm_ws's hand-off
+    from tritonseek.kernels import grouped_gemm_ws as W
+
+    a, a_s, b, bs, mi = _operands([4096, 4096], 7168, 2048, device, seed=12, extra_experts=0)
+    out = _check(a, a_s, b, bs, mi)
+    plain = D.grouped_fp8_gemm_contiguous_df(a, a_s, b, bs, mi, config=dict(SPLIT_TAIL=False))
+    assert torch.equal(out.view(torch.int16), plain.view(torch.int16))
+    ws = W.grouped_fp8_gemm_contiguous_ws(a, a_s, b, bs, mi)
+    assert torch.equal(out.view(torch.int16), ws.view(torch.int16))
 
 
 @pytest.mark.gpu

@@ -66,6 +66,17 @@ e8d5d71, W5 at 7a6a079, W6 at 577e50f). Without BASE_PTR it lost to the grouped 
   dense kernel (1204): the count loaded once (d7, ~5 %, the same SASS: not explained) and the expert (d4, ~2.4 %).
 The same pointers in grouped_gemm_ws's 128-row kernels changed nothing there (its docstring, session 23).
 
+Session 24 (h1df; H200 W1 at 5cdb825, probe_grouped_dense --df --df-free, 60 interleaved rounds, A/A ≤ 0.3 %): why
+8×4096 (4096, 7168) ran slower than 4×8192 (same FLOPs). 4096 = 21·192 + 64: 22 row tiles per expert, 5632 tiles on
+132 persistent programs, so 88 programs draw 43 tiles and with the static round-robin some draw 43 full ones (a tile-
+cost model: max 43 against a mean of 41.7 tile-times; 4×8192: 42 against 41.6). Making the 64-row tiles free (their
+rows padding: ``df_free``) did not help (1.009 × the time): consistent with the model, where those programs hold no
+short tile. The table's SPLIT_TAIL (a run's last 192 + 64 rows as 128 + 128: the same tile count, the work of a 64-row
+tile spread so the 43-tile programs carry short tiles; model max 42.25) ran 0.981 at 8×4096 at both (N, K); the
+PARTIAL_LAST order (model 42.0) only 0.994 (its short tiles re-read their weight strips at the end). On the routed
+layouts SPLIT_TAIL lost (1.157 / 1.230: a 128-row tile costs nearly a 192-row one there), hence the per-expert rows
+rule (``df_config``).
+
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launcher raises on other devices. The table builder is
 ``tl`` and runs under the interpreter (CPU tests check it against ``tile_table_ref``).
 """
@@ -99,16 +110,26 @@ _ENTRY = 4  # int32 per table entry: first row, expert, n_any, n_clean | n_store
 # The session-23 diagnostics and variants (PREFETCH / PF_PROD: the next tile's entry loaded one tile ahead; SMEM_TABLE:
 # the table copied to shared memory; NO_TABLE / DIAG 1-9: the one-expert bisection builds; BASE_PTR off) were measured
 # (module docstring) and removed; their code is in git at 3794200. The a_scale pointers are always BASE_PTR's.
-# SPLIT_TAIL / PARTIAL_LAST (session 24, off until measured): build_tile_table's split_tail / partial_last (the tile
-# table's shapes and order for the wave tail; the kernel is the same)
+# SPLIT_TAIL / PARTIAL_LAST (session 24): build_tile_table's split_tail / partial_last (the tile table's shapes and
+# order; the kernel is the same). H200 s24 W1 (GPU clock, 60 interleaved rounds, A/A 0.999-1.003): SPLIT_TAIL 0.981 ×
+# the time at 8×4096 (4096, 7168) and 0.981 at 8×4096 (7168, 2048) (rows 4096 = 21·192 + 64 per expert), no change at
+# 4×8192 (8192 = 42·192 + 128: not split), but 1.157 / 1.230 on the routed layouts (191 rows per expert with padding,
+# runs of 128 / 256 rows). So it is on from _SPLIT_MIN_ROWS_PER_EXPERT rows per expert (padding included; the
+# fewest measured to win). PARTIAL_LAST (off) 0.994 / 0.990 at 8×4096, 1.023 / 0.995 routed: the short tiles at the
+# end read their experts' weight strips again (each (expert, N tile) once, no L2 reuse), eating the balance it buys.
 _DEFAULT_DF = dict(NUM_STAGES=4, GROUP_M=8, TMA_STORE=True, SCALE_AHEAD=1, SPLIT_TAIL=False, PARTIAL_LAST=False)
 DF_CONFIG_SPEC: dict = dict(NUM_STAGES=range(2, 5), GROUP_M=range(1, 1025), TMA_STORE=bool, SCALE_AHEAD=(0, 1),
                             SPLIT_TAIL=bool, PARTIAL_LAST=bool)
+_SPLIT_MIN_ROWS_PER_EXPERT = 4096
 
 
-def df_config() -> dict:
-    """The launch config of ``grouped_fp8_gemm_contiguous_df`` (a copy)."""
-    return dict(_DEFAULT_DF)
+def df_config(rows: int | None = None, experts: int = 1) -> dict:
+    """The launch config of ``grouped_fp8_gemm_contiguous_df`` (a copy); with ``rows`` (M, padding included) over
+    ``experts`` weights, SPLIT_TAIL is on where M / E ≥ 4096 (``_SPLIT_MIN_ROWS_PER_EXPERT``, measured above)."""
+    cfg = dict(_DEFAULT_DF)
+    if rows is not None:
+        cfg["SPLIT_TAIL"] = rows >= _SPLIT_MIN_ROWS_PER_EXPERT * max(experts, 1)
+    return cfg
 
 
 def max_row_tiles(m: int) -> int:
@@ -452,16 +473,16 @@ def grouped_fp8_gemm_contiguous_df(
         row). A 128-row block holding two experts gives NaN in the rows of the smaller id (``check_alignment=True``
         raises ValueError instead, after one host sync).
     out: optional [M, N] destination of out_dtype ∈ {bf16, fp16, fp32}; must not alias the inputs.
-    config: optional overrides of ``df_config`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue, GROUP_M,
-        TMA_STORE, SCALE_AHEAD 0 / 1, SPLIT_TAIL / PARTIAL_LAST: the tile table's ``build_tile_table`` options; see
-        ``_DEFAULT_DF``).
+    config: optional overrides of ``df_config(M, E)`` (NUM_STAGES 2-4, 3 at most with an fp32 TMA-store epilogue,
+        GROUP_M, TMA_STORE, SCALE_AHEAD 0 / 1, SPLIT_TAIL / PARTIAL_LAST: the tile table's ``build_tile_table`` options,
+        SPLIT_TAIL on by default from 4096 rows per expert; see ``_DEFAULT_DF``).
     table: optional int32 workspace for ``build_tile_table`` (graph capture without allocation).
     Returns out [M, N]. Raises TypeError (dtypes, config not a dict) / ValueError (shapes, layout, config keys or
     values, alignment, a non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     """
     check_tensor("a", a, dtype=torch.float8_e4m3fn, ndim=2)
     E, N, K, M, out = check_contiguous_operands(a, a_scale, b, b_scale, m_indices, out_dtype, out)
-    cfg = df_config()
+    cfg = df_config(M, E)
     if config is not None:
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict of df_config overrides, got {type(config).__name__}")

@@ -233,9 +233,10 @@ def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
 # 4×8192 / 8×4096 (4096, 7168) (1124 / 1092 vs 1032 / 1035 TFLOP/s), 0.943 at 4×8192 (7168, 2048) (1074 vs 1013, the
 # default's WIDE tiles), 0.958 on the routed (4096, 7168) layout (T = 4096 top-8 over 256 experts, 191 rows per expert
 # with padding; 655 vs 628). So the rule: per (N, K) measured, the fewest rows per expert (padding included) measured to
-# win; other shapes, and out dtypes other than bf16 (the launcher's check), keep the 128-row kernel. Not measured with
-# BASE_PTR: 8×4096 and routed at (7168, 2048) (without it 1.065 / 1.094, W1).
-_DF_MIN_ROWS_PER_EXPERT: dict = {(4096, 7168): 190, (7168, 2048): 8192}
+# win; other shapes, and out dtypes other than bf16 (the launcher's check), keep the 128-row kernel. At (7168, 2048)
+# H200 s24 W1 (tree 5cdb825, 60 interleaved rounds, A/A 1.003): 8×4096 0.961 × the 128-row default's time (0.943 with
+# its SPLIT_TAIL table, now its default there), the routed layout (190 rows per expert) 1.061: so from 4096 rows.
+_DF_MIN_ROWS_PER_EXPERT: dict = {(4096, 7168): 190, (7168, 2048): 4096}
 
 
 def _dense_form_pays(rows: int, experts: int, n: int, k: int) -> bool:
@@ -462,9 +463,9 @@ def grouped_fp8_gemm_contiguous_ws(
         PIPE0 = with PIPE, from K block 0 on, BALANCE = the fewest programs that keep the number of tile rounds,
         SPECIALIZE = Triton's default integer specialization of sizes and strides, one build per distinct value
         class, off: measured in the module docstring, session 22; DENSE_FORM = run grouped_gemm_dense_form's kernel
-        (192-row tiles, its own defaults; the default where ``_dense_form_pays`` with bf16 out: (N, K) = (4096, 7168)
-        from 190 rows per expert, (7168, 2048) from 8192; any other key given turns it off unless DENSE_FORM is given
-        too).
+        (192-row tiles, its own defaults ``df_config(M, E)``; the default where ``_dense_form_pays`` with bf16 out:
+        (N, K) = (4096, 7168) from 190 rows per expert, (7168, 2048) from 4096; any other key given turns it off
+        unless DENSE_FORM is given too).
     Returns out [M, N]. Raises TypeError (dtypes) / ValueError (shapes, layout, alignment, config, and a
     non-CUDA or non-Hopper device: no interpreter path, no silent fallback).
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_contiguous.
@@ -484,7 +485,7 @@ def grouped_fp8_gemm_contiguous_ws(
     if M == 0:
         return out
     if cfg["DENSE_FORM"]:
-        return launch_df(a, a_scale, b, b_scale, m_indices, out, E, N, K, df_config())
+        return launch_df(a, a_scale, b, b_scale, m_indices, out, E, N, K, df_config(M, E))
     tiles = cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
     _launch(a, a_scale, b, b_scale, m_indices, out, M, E, N, K, 0, a_scale.stride(0), a_scale.stride(1),
             _programs(a, tiles, cfg), cfg, masked=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -184,6 +185,9 @@ class LLM:
         self.graph_step = True  # greedy MTP: whole steps as one (bucket, K) graph each (engine/mtp_step.py)
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
+        # held by the generate call that uses the kept cache and graphs: a call made while another runs (from
+        # on_text, or another thread) got the same cache, reset under the running call (h3tester s24 #4)
+        self._kept_lock = threading.Lock()
         self.ops = Ops(backend)
         if tp is not None and not isinstance(tp, TP):
             raise TypeError(f"tp must be a tritonseek.parallel.TP (from init_from_env) or None, got {type(tp).__name__}")
@@ -212,11 +216,14 @@ class LLM:
         return (self.device.type == "cuda" and self.ops.is_triton and not self.enforce_eager
                 and not interpreter_active())
 
-    def _cache_and_graphs(self, blocks: int) -> tuple[PagedLatentCache, DecodeGraphs | None]:
-        """The latent cache for one call (≥ ``blocks`` blocks) and, when graphs are on, its graphs."""
+    def _cache_and_graphs(self, blocks: int, kept: bool) -> tuple[PagedLatentCache, DecodeGraphs | None]:
+        """The latent cache for one call (≥ ``blocks`` blocks) and, when graphs are on, its graphs. ``kept``: this
+        call holds ``_kept_lock`` (graphs on and no other call running); without it the call gets a cache of its
+        own and no graphs (it runs eagerly), as the kept ones belong to the running call."""
         cfg = self.config
-        if not self.uses_cuda_graphs:
-            self._cache = self._graphs = None
+        if not self.uses_cuda_graphs or not kept:
+            if not self.uses_cuda_graphs:
+                self._cache = self._graphs = None
             cache = PagedLatentCache(self.model.num_cache_layers, blocks, self.page_size,
                                      cfg.kv_lora_rank + cfg.qk_rope_head_dim, self.model.dtype, self.device)
             return cache, None
@@ -373,6 +380,8 @@ class LLM:
         ``validate_requests`` raises (e.g. ValueError for a prompt empty after tokenization (an empty string
         with a BOS token is one token, not empty), prompt + max_new_tokens exceeding max_position_embeddings, or
         mtp asked of a checkpoint without MTP weights), and TypeError for an on_text that is not callable.
+        With CUDA graphs on, a call made while another one runs on this LLM (from ``on_text``, or another thread)
+        runs without graphs on a latent cache of its own: the kept cache and graphs stay the running call's.
         """
         if on_text is not None and not callable(on_text):  # on_text=5 failed after the prefill ran (tester21 #7)
             raise TypeError(f"on_text must be a callable (i, delta) or None, got {type(on_text).__name__}")
@@ -396,8 +405,16 @@ class LLM:
         return self._run(seqs, on_text, mtp)
 
     def _run(self, seqs: list[Sequence], on_text, mtp: int = 0) -> list[RequestOutput]:
+        kept = self.uses_cuda_graphs and self._kept_lock.acquire(blocking=False)
+        try:
+            return self._run_on(seqs, on_text, mtp, kept)
+        finally:
+            if kept:
+                self._kept_lock.release()
+
+    def _run_on(self, seqs: list[Sequence], on_text, mtp: int, kept: bool) -> list[RequestOutput]:
         blocks = sum(-(-(len(s.prompt_ids) + s.params.max_new_tokens + mtp) // self.page_size) for s in seqs)
-        cache, graphs = self._cache_and_graphs(blocks)
+        cache, graphs = self._cache_and_graphs(blocks, kept)
         capture0 = graphs.capture_s if graphs is not None else 0.0
         runner = ModelRunner(self.model, cache, self.device, graphs, graph_verify=self.graph_verify,
                              graph_step=self.graph_step)

@@ -159,7 +159,7 @@ def test_grouped_ws_config_wide_rule():
 def test_grouped_ws_dense_form_key(monkeypatch):
     # DENSE_FORM (session 23): the contiguous launcher's hand-off to grouped_gemm_dense_form, the default where H200
     # s23 W6 measured it to win (per (N, K): from 190 rows per expert at (4096, 7168), the routed layout's 191
-    # included; from 8192 at (7168, 2048)); other shapes keep the 128-row kernel; a caller's config for the 128-row
+    # included; from 4096 at (7168, 2048), s24 W1); other shapes keep the 128-row kernel; a caller's config for the 128-row
     # kernel turns a default DENSE_FORM off; the masked layout refuses it
     cfg = W.grouped_ws_config
     assert cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]
@@ -167,7 +167,8 @@ def test_grouped_ws_dense_form_key(monkeypatch):
     assert cfg("contiguous", 48896, 4096, 7168, experts=256)["DENSE_FORM"]  # routed T = 4096 top-8: 191 rows each
     assert not cfg("contiguous", 32768, 4096, 7168, experts=256)["DENSE_FORM"]  # 128 rows each: not measured
     assert cfg("contiguous", 32768, 7168, 2048, experts=4)["DENSE_FORM"]
-    assert not cfg("contiguous", 32768, 7168, 2048, experts=8)["DENSE_FORM"]  # 8 x 4096 there: not measured
+    assert cfg("contiguous", 32768, 7168, 2048, experts=8)["DENSE_FORM"]  # 8 x 4096 there: s24 W1 0.961
+    assert not cfg("contiguous", 48640, 7168, 2048, experts=256)["DENSE_FORM"]  # routed 190 rows: s24 W1 1.061
     assert not cfg("contiguous", 32768, 2048, 7168, experts=4)["DENSE_FORM"]  # another (N, K)
     monkeypatch.setattr(W, "_DF_MIN_ROWS_PER_EXPERT", {})
     assert not cfg("contiguous", 32768, 4096, 7168, experts=4)["DENSE_FORM"]

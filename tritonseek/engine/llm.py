@@ -21,7 +21,7 @@ import torch
 from tritonseek.engine.cuda_graph import DEFAULT_MAX_BATCH, DecodeGraphs
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.runner import ModelRunner, Sequence
-from tritonseek.engine.speculative import MTPDrafter
+from tritonseek.engine.speculative import MTPDrafter, draft_groups
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
 from tritonseek.kernels._utils import check_bool, check_int, check_pow2, interpreter_active, is_int_arg
@@ -461,19 +461,18 @@ class LLM:
             self._speculate_graphs(drafter, fused, live, h_last, first, on_text, stats)
             live = []
         while live:
-            # Never draft past what a sequence may still emit (so never past max_position_embeddings).
-            k = min([drafter.k] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live])
-            starts = [s.num_tokens - 1 for s in live]
-            if k >= 1:
-                drafts = drafter.draft(live, h_last, first, k)
-                out, num_acc, target_hidden = drafter.verify(live, drafts)
+            # one verify batch per draft count (draft_groups: each sampled sequence drafts its own limit, so its
+            # seeded draws do not depend on the batch); usually one
+            groups = draft_groups(live, drafter.k)
+            if len(groups) == 1:
+                h_last, first = self._spec_step(drafter, live, h_last, first, next(iter(groups)), on_text, stats)
             else:
-                logits, target_hidden = drafter.runner.decode_tokens(live, [[s.last_token] for s in live], starts)
-                out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
-                num_acc = torch.zeros(len(live), dtype=torch.int32, device=self.device)
-                target_hidden = target_hidden[:, None]
-            self._take_step(drafter, live, k, out.tolist(), num_acc.tolist(), on_text, stats, release=False)
-            h_last, first = drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
+                h_new, first_new = torch.empty_like(h_last), torch.empty_like(first)
+                for k, rows in groups.items():
+                    idx = torch.tensor(rows, dtype=torch.int64, device=self.device)
+                    h_new[idx], first_new[idx] = self._spec_step(drafter, [live[i] for i in rows], h_last[idx],
+                                                                 first[idx], k, on_text, stats)
+                h_last, first = h_new, first_new
             for s in live:
                 if s.finished:  # after the MTP pass, which still writes (and allocates for) every row
                     drafter.runner.cache.release(s.seq_id)
@@ -489,6 +488,21 @@ class LLM:
             # the counters behind the two rates (the CLI adds up the stats of consecutive calls)
             proposed=drafter.proposed, accepted=drafter.accepted, emitted=drafter.emitted, seq_steps=drafter.seq_steps,
         )
+
+    def _spec_step(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, k: int, on_text, stats):
+        """One eager MTP step of ``live`` with k drafts each (k = 0: a plain decode step sampled with the request
+        generators); returns the MTP pass's (hidden, next first drafts)."""
+        starts = [s.num_tokens - 1 for s in live]
+        if k >= 1:
+            drafts = drafter.draft(live, h_last, first, k)
+            out, num_acc, target_hidden = drafter.verify(live, drafts)
+        else:
+            logits, target_hidden = drafter.runner.decode_tokens(live, [[s.last_token] for s in live], starts)
+            out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
+            num_acc = torch.zeros(len(live), dtype=torch.int32, device=self.device)
+            target_hidden = target_hidden[:, None]
+        self._take_step(drafter, live, k, out.tolist(), num_acc.tolist(), on_text, stats, release=False)
+        return drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
 
     def _speculate_graphs(self, drafter: MTPDrafter, fused, live: list[Sequence], h_last, first, on_text,
                           stats) -> None:

@@ -16,7 +16,10 @@ class SamplingParams:
 
     temperature: 0 = greedy (argmax); otherwise finite and ≥ 1e-5, dividing the logits before softmax.
     top_k: keep the k most likely tokens (0 = off). top_p: nucleus mass in (0, 1] (1 = off).
-    max_new_tokens: tokens to generate at most (≥ 1). seed: per-request RNG seed (None = random).
+    max_new_tokens: tokens to generate at most (≥ 1). seed: per-request RNG seed (None = random). A seeded request's
+    random draws depend on its seed, prompt and params only, not on the other requests of the batch (with ``mtp`` too:
+    each sampled sequence drafts its own count); on the reference backend its tokens are then batch-invariant, while
+    GPU kernels may round a row differently at another batch size.
     stop_token_ids: extra ids that end a sequence, besides the checkpoint's EOS (unless ignore_eos);
     ids outside the vocabulary are rejected by ``LLM.generate``.
     Types follow the launchers' rule (``tritonseek.kernels._utils``): int fields take ints or numpy integers, float

@@ -69,6 +69,25 @@ def step_randomness(seqs: list[Sequence], k: int) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(uniforms), torch.from_numpy(seeds)
 
 
+def draft_groups(seqs: list[Sequence], k_max: int) -> dict[int, list[int]]:
+    """The verify batches of one MTP step: {draft count k: indices into ``seqs``}, largest k first.
+
+    A sequence never drafts past what it may still emit: its limit is min(k_max, max_new_tokens − emitted − 1)
+    (so no position passes max_position_embeddings). Sampled sequences are grouped by their own limit, so each
+    drafts exactly that many tokens whatever the rest of the batch is: their random draws (``step_randomness``,
+    keyed by seed, token count and k; the request generator in a k = 0 step) depend on their own state only
+    (one k for the whole batch made a seeded request's tokens depend on its batch-mates, h3tester s24 #2).
+    Greedy sequences emit the same tokens at any k, so they share one batch at the smallest of their limits
+    (joining the sampled sequences of that k): an all-greedy step stays one batch.
+    """
+    lim = [min(k_max, s.params.max_new_tokens - len(s.out_ids) - 1) for s in seqs]
+    k_greedy = min((k for k, s in zip(lim, seqs) if s.params.temperature <= 0), default=0)
+    groups: dict[int, list[int]] = {}
+    for i, (k, s) in enumerate(zip(lim, seqs)):
+        groups.setdefault(k if s.params.temperature > 0 else k_greedy, []).append(i)
+    return dict(sorted(groups.items(), reverse=True))
+
+
 class MTPGraphs:
     """CUDA graphs of the MTP layer's decode-time forwards over the runner's cache, one per (batch bucket, seqlen q).
 

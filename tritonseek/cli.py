@@ -110,10 +110,28 @@ def _check_device(device: str | None, tp_size: int) -> None:
             _fail(f"--device {device}: torch sees {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
 
 
-def _tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[dict], list[int]] | None = None):
+def _check_tp_splits(model: str | None, tp_size: int) -> None:
+    """--tp N: the splits every checkpoint makes (vocabulary and attention heads into N equal shares), checked on
+    config.json before torchrun starts N processes that each load the model to find out (8-15 s, h3tester s24 #3).
+    A model or config that cannot be read is left to the ranks, which report it as before."""
+    try:
+        from tritonseek.engine.llm import resolve_model_path
+        from tritonseek.model.config import ModelConfig
+
+        cfg = ModelConfig.from_file(resolve_model_path(model))
+    except Exception:  # noqa: BLE001  (any problem here is the ranks' to report, in their words)
+        return
+    for what, n in (("vocab_size", cfg.vocab_size), ("num_attention_heads", cfg.num_attention_heads)):
+        if n % tp_size:
+            _fail(f"{what}={n} is not divisible by the tensor-parallel size {tp_size} (--tp {tp_size})")
+
+
+def _tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[dict], list[int]] | None = None,
+                     model: str | None = None):
     """--tp N: re-launch under torchrun (N processes), or join the group torchrun set up; rank > 0 is silent.
     ``prompt_rows``: the --prompts-file rows (and line numbers) this process read, handed to the ranks it starts
-    (cli_prompts.hand_to_ranks): standard input or a ``<(cmd)`` cannot be read a second time.
+    (cli_prompts.hand_to_ranks): standard input or a ``<(cmd)`` cannot be read a second time. ``model``: --model, whose
+    config.json is checked for the --tp splits before torchrun is started (``_check_tp_splits``).
 
     WORLD_SIZE in the environment means "torchrun started this process as one of WORLD_SIZE ranks"; unset or 1 is
     one process. A WORLD_SIZE that disagrees with --tp, or one without the rest of torchrun's variables (exported
@@ -139,6 +157,7 @@ def _tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[d
         if torch.cuda.device_count() < tp_size:
             _fail(f"--tp {tp_size} needs {tp_size} CUDA devices, {torch.cuda.device_count()} available")
     if world == 1:
+        _check_tp_splits(model, tp_size)
         import subprocess
 
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -354,7 +373,7 @@ def generate(
 
     from tritonseek.engine.llm import LLM
 
-    tp = _tensor_parallel(tp_size, device, (rows, row_lines))
+    tp = _tensor_parallel(tp_size, device, (rows, row_lines), model)
     rank0 = tp is None or tp.rank == 0
     failure = None
     try:

@@ -13,6 +13,7 @@ the reference of their ``tl`` twin without the suffix). Imports are lazy so ``im
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import types
 
@@ -67,11 +68,26 @@ __all__ = sorted(_LAUNCHERS)
 _SAME_NAME = frozenset(n for n, m in _LAUNCHERS.items() if n == m)
 
 
+# A kernel module named like its launcher: calling the module calls the launcher. Its signature and docstring are
+# the launcher's (then the module's own docstring), so inspect.signature / help() / IDEs show the parameters: they
+# showed (*args, **kwargs) and only the module docstring (h3tester s24 #3). No class docstring: the __doc__ property
+# below takes that slot.
 class _LauncherModule(types.ModuleType):
-    """A kernel module named like its launcher: calling the module calls the launcher."""
+    def _launcher(self):
+        return getattr(self, self.__name__.rpartition(".")[2])
 
     def __call__(self, *args, **kwargs):
-        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+        return self._launcher()(*args, **kwargs)
+
+    @property
+    def __signature__(self):
+        return inspect.signature(self._launcher())
+
+    @property
+    def __doc__(self):
+        fn, mod_doc = self._launcher(), self.__dict__.get("__doc__")
+        parts = [inspect.cleandoc(fn.__doc__ or ""), f"Module {self.__name__}:\n\n{inspect.cleandoc(mod_doc or '')}"]
+        return "\n\n".join(p for p in parts if p)
 
 
 class _Package(types.ModuleType):

@@ -1,9 +1,11 @@
 """tritonseek's kernels: Triton launchers (public) and their plain-PyTorch references.
 
 Every launcher validates its inputs (raising ValueError/TypeError naming the argument), allocates
-its outputs and launches; its reference of the same name + ``_ref`` lives in
-``tritonseek.kernels.reference`` (the Gluon ``*_ws`` kernels, which run only on Hopper GPUs, share
-the reference of their ``tl`` twin without the suffix). Imports are lazy so ``import tritonseek.kernels`` stays cheap.
+its outputs and launches; its reference of the same name + ``_ref`` lives in a submodule of
+``tritonseek.kernels.reference`` (e.g. ``tritonseek.kernels.reference.norm.rms_norm_ref``; the package itself
+exports none; the Gluon ``*_ws`` kernels, which run only on Hopper GPUs, share the reference of their ``tl`` twin
+without the suffix; fused launchers such as ``mla_prologue_fp8`` are checked against their parts' references, and
+``get_mla_metadata`` against ``reference.mla.mla_schedule_ref``). Imports are lazy so ``import tritonseek.kernels`` stays cheap.
 
     from tritonseek.kernels import fp8_gemm_nt, per_token_group_quant_fp8
     a_q, a_s = per_token_group_quant_fp8(a)          # a [M, K] bf16 → e4m3 + [M, K/128] fp32

@@ -321,8 +321,13 @@ def per_token_group_quant_fp8(
     to a power of two before quantizing. A group holding NaN: scale NaN, q NaN; holding ±inf (no
     NaN): scale +inf, q NaN at the infs and ±0 elsewhere (module docstring; as the reference).
     group_size: an int (or numpy integer), a power of two ≥ 16; scale_ue8m0: a bool (or numpy bool).
+    rows_cfg (keyword, for tuning and tests): None = the tuned launch shape, or (ROWS, num_warps) / (ROWS, num_warps,
+    GROUPS) powers of two: each program quantizes ROWS rows × GROUPS groups (GROUPS capped at the group count)
+    with num_warps warps; the result is the same for any of them.
     Raises TypeError on a non-float x or a group_size / scale_ue8m0 of another type (a bool, float or tensor;
-    "yes" or 1 is not taken for True), ValueError on a non-2-D x or a group_size that is no power of two ≥ 16.
+    "yes" or 1 is not taken for True) or a rows_cfg that is not a tuple/list, ValueError on a non-2-D x, a
+    group_size that is no power of two ≥ 16 or a rows_cfg of another length or with an entry that is no power of
+    two (TypeError for a non-int entry), naming rows_cfg[i].
     Semantics: SGLang/vLLM per_token_group_quant_fp8 (DeepGEMM per_token_cast_to_fp8).
     """
     check_tensor("x", x, dtype=_FLOAT_IN, ndim=2)
@@ -340,8 +345,8 @@ def silu_mul_quant_fp8(
     x: [M, 2*I] bf16/fp16/fp32 (gate = x[:, :I], up = x[:, I:]), any strides.
     Returns q [M, I] float8_e4m3fn and scale [M, ceil(I/group_size)] fp32, MN-major (stride (1, M)).
     Non-finite h as in per_token_group_quant_fp8 (a NaN in gate or up makes its group's scale NaN).
-    group_size / scale_ue8m0 as in per_token_group_quant_fp8 (TypeError for another type).
-    Raises TypeError on a non-float x, ValueError on a non-2-D x, odd width or bad group_size.
+    group_size / scale_ue8m0 / rows_cfg as in per_token_group_quant_fp8 (TypeError for another type).
+    Raises TypeError on a non-float x, ValueError on a non-2-D x, odd width, bad group_size or rows_cfg.
     Semantics: SGLang silu_and_mul + per_token_group_quant_fp8, fused (one read of x, one write of q).
     """
     check_tensor("x", x, dtype=_FLOAT_IN, ndim=2)

@@ -467,7 +467,9 @@ def generate(
     line = (f"prompt tokens {s.prompt_tokens} · new tokens {s.new_tokens} · {s.tokens_per_s:.1f} tok/s · "
             f"backend {s.backend} · device {s.device}")
     if mtp:
-        line += f" · mtp {mtp}: acceptance {s.extra['acceptance']:.2f}, {s.extra['tokens_per_step']:.2f} tokens/step"
+        acc, tps = s.extra.get("acceptance"), s.extra.get("tokens_per_step")
+        line += f" · mtp {mtp}: " + ("no drafts (too few new tokens to draft)" if acc is None else
+                                     f"acceptance {acc:.2f}, {tps:.2f} tokens/step")
         if "speedup" in s.extra:
             line += f", speedup {s.extra['speedup']:.2f}x vs no MTP"
     err.print(f"[dim]{line}[/]", soft_wrap=True)

@@ -81,8 +81,9 @@ def add_stats(total, s):
         if k in ("graph_steps", "graph_capture_s", "proposed", "accepted", "emitted", "seq_steps"):
             total.extra[k] = total.extra.get(k, 0) + v
     if "proposed" in total.extra:
-        total.extra["acceptance"] = total.extra["accepted"] / max(total.extra["proposed"], 1)
-        total.extra["tokens_per_step"] = total.extra["emitted"] / max(total.extra["seq_steps"], 1)
+        e = total.extra  # None when nothing was drafted / no step ran, as LLM._speculate reports it
+        e["acceptance"] = e["accepted"] / e["proposed"] if e["proposed"] else None
+        e["tokens_per_step"] = e["emitted"] / e["seq_steps"] if e["seq_steps"] else None
     return total
 
 

@@ -483,8 +483,10 @@ class LLM:
                 h_last, first = h_last[keep], first[keep]
         stats.extra.update(
             mtp=drafter.k,
-            acceptance=drafter.accepted / max(drafter.proposed, 1),
-            tokens_per_step=drafter.emitted / max(drafter.seq_steps, 1),
+            # None, not 0.0, when nothing was drafted / no step ran (max_new_tokens <= 2): 0.00 read as "every draft
+            # rejected" (h3tester s24 #7)
+            acceptance=drafter.accepted / drafter.proposed if drafter.proposed else None,
+            tokens_per_step=drafter.emitted / drafter.seq_steps if drafter.seq_steps else None,
             # the counters behind the two rates (the CLI adds up the stats of consecutive calls)
             proposed=drafter.proposed, accepted=drafter.accepted, emitted=drafter.emitted, seq_steps=drafter.seq_steps,
         )

@@ -100,7 +100,13 @@ class RequestOutput:
 
 @dataclass
 class GenerationStats:
-    """Whole-call counters; tokens/s counts new tokens over prefill + decode wall time."""
+    """Whole-call counters; tokens/s counts new tokens over prefill + decode wall time.
+
+    extra: graph_steps / graph_capture_s (CUDA graphs), and with ``mtp``: mtp (K), proposed / accepted drafts,
+    emitted tokens and seq_steps (Σ live sequences over verify steps), acceptance = accepted / proposed and
+    tokens_per_step = emitted / seq_steps, each None when its denominator is 0 (nothing drafted, e.g.
+    max_new_tokens ≤ 2).
+    """
 
     prompt_tokens: int = 0
     new_tokens: int = 0

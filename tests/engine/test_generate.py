@@ -150,7 +150,8 @@ def test_sampling_params_take_numpy_numbers():
     (dict(page_size=True), TypeError, "page_size must be an int, got bool"),
     (dict(page_size=64.0), TypeError, "page_size must be an int, got float"),
     (dict(page_size="64"), TypeError, "page_size must be an int, got str"),
-    (dict(page_size=48), ValueError, "page_size must be a power of two"),
+    (dict(page_size=48), ValueError, "page_size=48 must be a power of two between 1 and 256"),  # both bounds, s24 #8
+    (dict(page_size=0), ValueError, "page_size=0 must be a power of two between 1 and 256"),
     (dict(page_size=512), ValueError, "page_size=512 must be a power of two between 1 and 256"),
     (dict(max_graph_batch=True), TypeError, "max_graph_batch must be an int, got bool"),
     (dict(max_graph_batch=8.0), TypeError, "max_graph_batch must be an int"),

@@ -24,7 +24,7 @@ from tritonseek.engine.runner import ModelRunner, Sequence
 from tritonseek.engine.speculative import MTPDrafter, draft_groups
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
-from tritonseek.kernels._utils import check_bool, check_int, check_pow2, interpreter_active, is_int_arg
+from tritonseek.kernels._utils import check_bool, check_int, interpreter_active, is_int_arg
 from tritonseek.model.config import ConfigError
 from tritonseek.model.loader import load_model
 from tritonseek.model.mla import AttentionBatch
@@ -121,7 +121,7 @@ class LLM:
             "fp32", "bfloat16", "bf16", "float16", "fp16"); default bf16 on CUDA or with the triton backend,
             fp32 for the reference backend on CPU. The triton backend's kernels take bf16 or fp16, never fp32.
         quantize_fp8: quantize a bf16 checkpoint's linears to 128×128 block FP8 at load.
-        page_size: tokens per latent-cache block (power of two).
+        page_size: tokens per latent-cache block, a power of two from 1 to 256.
         progress: show a progress bar while loading shards.
         tp: tensor/expert-parallel rank (``tritonseek.parallel.init_from_env`` under torchrun); every
             rank runs the same ``generate`` call in lockstep and gets the same tokens.
@@ -157,8 +157,8 @@ class LLM:
         quantize_fp8 = check_bool("quantize_fp8", quantize_fp8)
         progress = check_bool("progress", progress)
         enforce_eager = check_bool("enforce_eager", enforce_eager)
-        page_size = check_pow2("page_size", page_size)
-        if page_size > 256:
+        page_size = check_int("page_size", page_size)
+        if not 1 <= page_size <= 256 or page_size & (page_size - 1):  # one message with both bounds (h3tester s24 #8)
             raise ValueError(f"page_size={page_size} must be a power of two between 1 and 256")
         max_graph_batch = check_int("max_graph_batch", max_graph_batch, 1)
         dtype = _check_dtype(dtype)

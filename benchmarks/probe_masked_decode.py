@@ -6,7 +6,7 @@
 Cases: 256 experts, T tokens (--tokens; T = 1: 8 experts with masked_m = 1) each routed to 8 distinct experts as in
 bench_moe's decode rows, max_active_groups min(256, 8T) (as the model launches it), (N, K) from --nk; --variants at
 T = 1, --variants-multi at T > 1. Variants (``VARIANTS``): the launcher's default (``def``, twice:
-the A/A control ``def_aa``), configs (BLOCK_N, stages, register cap), the default kernel with no K loop (``k0*``:
+the A/A control ``def_aa``), the config it chose before K2 became its default at K = 7168 (``old``), configs (BLOCK_N, stages, register cap), the default kernel with no K loop (``k0*``:
 its launch alone), the GEMM with in-kernel TMA descriptors (``devdesc``), the GEMM over pre-tiled weights
 (``tiled*``: each weight TMA box one contiguous 16 KB), two K blocks per stage on the usual layout (``k2*``), the
 plain streaming read of the touched bytes (``read``, bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the
@@ -57,6 +57,7 @@ _SW = dict(BLOCK_M=16, SWAP_AB=True, num_warps=4)
 VARIANTS = {
     "def": ("gemm", None),
     "def_aa": ("gemm", None),
+    "old": ("gemm_old", None),
     "n128s3r128": ("gemm", dict(_SW, BLOCK_N=128, num_stages=3, MAXNREG=128)),
     "n128s6": ("gemm", dict(_SW, BLOCK_N=128, num_stages=6)),
     "n64s3r72": ("gemm", dict(_SW, BLOCK_N=64, num_stages=3, MAXNREG=72)),
@@ -126,6 +127,15 @@ def build(name, kind, cfg, ops, mag, sink, em=1):
     if kind == "gemm":  # the public launcher as bench_moe's decode rows call it
         return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=em, max_active_groups=mag,
                                                config=cfg)
+    if kind == "gemm_old":  # the launcher with the config its default was before K2 (s24): wave rule only
+        from tritonseek.kernels import grouped_gemm as GG
+        from tritonseek.kernels.grouped_gemm_masked import _decode_wave_config
+
+        c = GG.get_config("masked", min(em, M_max), N, K)
+        tiles = mag * triton.cdiv(M_max, c["BLOCK_M"]) * triton.cdiv(N, c["BLOCK_N"])
+        c = _decode_wave_config(c, tiles, GG._num_programs(a.device))
+        return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=em, max_active_groups=mag,
+                                               config=c)
     if kind == "k2":
         return lambda: launch_masked_k2(a, a_s, b, bs, mm, out, mag, cfg)
     if kind == "devdesc":
@@ -269,7 +279,7 @@ def _checked(names, ops, mag, em, ref, valid, sink, tag, bad):
         kind, cfg = VARIANTS[n]
         try:
             fn = build(n, kind, cfg, ops, mag, sink, em)
-            if kind in ("gemm", "devdesc", "tiled", "k2"):
+            if kind in ("gemm", "gemm_old", "devdesc", "tiled", "k2"):
                 out.fill_(float("nan"))
                 fn()
                 torch.cuda.synchronize()
@@ -346,7 +356,7 @@ def main() -> int:
             med = {c: _med(v) for c, v in r.items()}
             ratio = {c: round(_med([x / y for x, y in zip(r[c], base[c])]), 4) if base and r[c] and base[c] else None
                      for c in ("graph", "device", "kernel")}
-            moves = VARIANTS[n][0] in ("gemm", "devdesc", "tiled", "k2", "read", "read_desc")
+            moves = VARIANTS[n][0] in ("gemm", "gemm_old", "devdesc", "tiled", "k2", "read", "read_desc")
             row = dict(suite="masked_decode_probe",
                        case=dict(groups=G, T=T, N=N, K=K, touched_experts=active, valid_rows=rows, max_active_groups=mag),
                        variant=n, kind=VARIANTS[n][0], config=VARIANTS[n][1],

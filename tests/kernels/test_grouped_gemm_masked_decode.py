@@ -36,6 +36,24 @@ def _case(E, M_max, N, K, mm, device, seed=0):
     return tuple(t.to(device) for t in (a, a_s, b, bs, mm))
 
 
+def _case_at(E, M_max, N, K, mm, device, seed=0):
+    """_case, with the operands drawn on the GPU when device is cuda (real decode sizes: a CPU randn of 256 experts'
+    weights would take minutes): random e4m3 bytes with the NaN patterns replaced."""
+    if device.type != "cuda":
+        return _case(E, M_max, N, K, mm, device, seed)
+    gd = torch.Generator(device=device).manual_seed(seed)
+
+    def fp8(*shape):
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, device=device, generator=gd)
+        x[(x & 0x7F) == 0x7F] = 0x38  # NaN patterns → 1.0
+        return x.view(torch.float8_e4m3fn)
+
+    a_s = torch.rand(E, M_max, -(-K // 128), device=device, generator=gd) + 0.25
+    bs = torch.rand(E, -(-N // 128), -(-K // 128), device=device, generator=gd) * 1e-2 + 1e-3
+    mm = torch.as_tensor(mm, dtype=torch.int32).to(device)
+    return fp8(E, M_max, K), a_s, fp8(E, N, K), bs, mm
+
+
 def _tiled(a, a_s, b, bs, mm, out, mag, cfg):
     return launch_masked_tiled(a, a_s, tile_weights(b), bs, mm, out, mag, cfg)
 
@@ -104,5 +122,84 @@ def test_decode_shapes(device, nk, launch):
     m = [0] * 256
     for e in (3, 17, 64, 100, 128, 200, 201, 255):
         m[e] = 1
-    a, a_s, b, bs, mm = _case(256, 1, N, K, m, device)
+    a, a_s, b, bs, mm = _case_at(256, 1, N, K, m, device)
     _check(launch, a, a_s, b, bs, mm, 8, _CFG)
+
+
+# ------------------------------------------------------------------------- config K2 of the public launcher
+def _k2_case(device, K=512):
+    a, a_s, b, bs, mm = _case(5, 16, 256, K, [1, 0, 3, 0, 16], device)
+    return a, a_s, b, bs, mm
+
+
+def test_k2_config_matches_reference(device):
+    from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+
+    a, a_s, b, bs, mm = _k2_case(device)
+    for mag in (None, 1):  # every group slot / a bound below the routed groups (second pass, unpipelined)
+        _check(lambda a, a_s, b, bs, mm, out, _m, cfg: grouped_fp8_gemm_masked(
+            a, a_s, b, bs, mm, out=out, max_active_groups=mag, config=cfg), a, a_s, b, bs, mm, mag, dict(_CFG, K2=True))
+
+
+def test_k2_config_errors(device):
+    from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
+
+    a, a_s, b, bs, mm = _k2_case(device)
+    with pytest.raises(ValueError, match="K2"):  # not a bool
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(_CFG, K2=1))
+    with pytest.raises(ValueError, match="K2"):  # unswapped tiles
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(_CFG, SWAP_AB=False, K2=True))
+    with pytest.raises(ValueError, match="K2"):  # 256-row weight tiles
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, config=dict(_CFG, BLOCK_N=256, K2=True))
+    a3, a_s3, b3, bs3, _ = _k2_case(device, K=384)  # 3 K blocks: odd
+    with pytest.raises(ValueError, match="K2"):
+        grouped_fp8_gemm_masked(a3, a_s3, b3, bs3, mm, config=dict(_CFG, K2=True))
+    with pytest.raises(ValueError, match="K2"):  # the fused SiLU·quant kernel has no K2
+        grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, config=dict(_CFG, K2=True))
+
+
+def test_decode_k2_rule():
+    from tritonseek.kernels.grouped_gemm import _MASKED_DECODE
+    from tritonseek.kernels.grouped_gemm_masked_config import _decode_k2_config, _decode_wave_config
+
+    d = dict(_MASKED_DECODE)
+    assert _decode_k2_config(d, 56) == dict(d, num_stages=3, K2=True)  # K = 7168
+    for kb in (16, 54, 57):  # K = 2048 (measured to lose), below the measured K, odd
+        assert _decode_k2_config(d, kb) == d
+    wave = _decode_wave_config(d, 448, 132)  # 4 programs per SM: not the 6-stage default, left alone
+    assert _decode_k2_config(wave, 56) == wave
+    assert _decode_k2_config(dict(d, num_stages=5), 56) == dict(d, num_stages=5)
+    assert _MASKED_DECODE.get("K2") is None and _MASKED_DECODE["num_stages"] == 6  # not mutated
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 8, 64])
+def test_k2_default_bit_identical_at_decode_shapes(device, T):
+    """(4096, 7168), 256 experts, top-8 routing: the launcher's default (K2 from 56 K blocks) gives the same bits as
+    the one-block-per-stage config (same accumulation order) and matches the fp32 reference; NaN rows stay NaN."""
+    from tritonseek.kernels import grouped_gemm as GG
+    from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked
+
+    from tritonseek.kernels.grouped_gemm_masked_config import _decode_k2_config
+
+    cuda = device.type == "cuda"
+    N, K = (4096, 7168) if cuda else (256, 1024)  # the interpreter: small, K2 given explicitly (no default rule)
+    k2 = None if cuda else dict(GG._MASKED_DECODE, num_stages=3, K2=True)
+    assert _decode_k2_config(GG.get_config("masked", 1, 4096, 7168), 56)["K2"]  # the default at this shape
+    g = torch.Generator().manual_seed(T)
+    picks = torch.stack([torch.randperm(256, generator=g)[:8] for _ in range(T)])
+    mm = torch.bincount(picks.flatten(), minlength=256).to(torch.int32)
+    if not cuda:
+        T, mm = min(T, 8), mm[:32].clamp(max=min(T, 8))
+    E = mm.numel()
+    a, a_s, b, bs, mm = _case_at(E, T, N, K, mm.tolist(), device, seed=T)
+    outs = []
+    for cfg in (k2, dict(GG._MASKED_DECODE)):
+        out = torch.full((E, T, N), float("nan"), dtype=torch.bfloat16, device=device)
+        grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=1, max_active_groups=min(E, 8 * T),
+                                config=cfg)
+        outs.append(out)
+    valid = torch.arange(T, device=device)[None, :] < mm[:, None]
+    assert torch.equal(outs[0][valid], outs[1][valid]) and torch.isnan(outs[0][~valid].float()).all()
+    ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
+    assert calc_diff(outs[0][valid].float(), ref[valid]) < 1e-3

@@ -21,12 +21,12 @@ shapes on the H200, 8 routed groups of 256, T=1, (4096, 7168) / (7168, 2048): h4
 sweeps), 256-row weight tiles (BLOCK_N 256, 3 stages) 70.5 / 39.2 µs; h3moe W2 (e9e2f1c, plain launches, 3 rounds)
 one-call graph 68.5 / 37.4 µs (``_decode_wave_config``: 4 programs per SM), device-side graph (host submission latency
 excluded) 61.9 / 34.4 µs = 3,800 / 3,419 GB/s, kernel 59.1 / 32.0 µs; a plain streaming read of the same bytes (W1):
-graph 60.1 / 34.3, device-side 55.7 / 30.2, kernel 53.1 / 27.9 µs.
+graph 60.1 / 34.3, device-side 55.7 / 30.2, kernel 53.1 / 27.9 µs. Session 24 (h2dec, probe_masked_decode): the
+one-call graph's host part is the read's too; K2 and pre-tiled weights (grouped_gemm_masked_decode) in those docstrings.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -38,7 +38,10 @@ from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_gemm_small import _prefetch_l2
 from tritonseek.kernels.fp8_quant import (AMAX_EPS, FP8_E4M3_MAX, _div_rn, _divisor, _max_nan, _pdl_capable, _recip_rn,
                                           _scale_from_amax, _to_e4m3_interp)
-from tritonseek.kernels.grouped_gemm import _MASKED_DECODE, _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
+from tritonseek.kernels.grouped_gemm import _OUT_DTYPES, BLOCK_K, _check_b, _check_cfg, _fp8_tile
+from tritonseek.kernels.grouped_gemm_k2 import _fp8_tile_k2
+from tritonseek.kernels.grouped_gemm_masked_config import (_check_config_keys, _check_k2, _decode_k2_config,
+                                                           _decode_wave_config, _maxnreg, _plain_config)
 from tritonseek.kernels.grouped_gemm_masked_choice import check_kernel, choose_masked_kernel, ws_unavailable
 
 
@@ -108,9 +111,10 @@ def _masked_tile(
     g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om, stride_on,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-    STAGES: tl.constexpr = None,
+    STAGES: tl.constexpr = None, K2: tl.constexpr = False,
 ):
-    # one [BLOCK_M, BLOCK_N] output tile of group g with mm = masked_m[g] rows (nothing when off_m ≥ mm)
+    # one [BLOCK_M, BLOCK_N] output tile of group g with mm = masked_m[g] rows (nothing when off_m ≥ mm); K2: two K
+    # blocks per pipeline stage (grouped_gemm_k2; SWAP_AB, BLOCK_N ≤ 128, even num_k_blocks: the launcher checks)
     mm = tl.minimum(mm, M_max)
     if off_m < mm:
         g64 = g.to(tl.int64)
@@ -123,10 +127,16 @@ def _masked_tile(
         else:
             n_blk = rn // 128
             sb_mask = rn < N
-        acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
-                        a_scale_ptr + g64 * stride_ase + rm * stride_asm, b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn,
-                        row_ok, sb_mask, row_ok, sb_mask, 0, num_k_blocks, stride_ask, stride_bsk,
-                        BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False, STAGES)
+        if K2:
+            acc = _fp8_tile_k2(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
+                               a_scale_ptr + g64 * stride_ase + rm * stride_asm,
+                               b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, num_k_blocks, stride_ask,
+                               stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, STAGES)
+        else:
+            acc = _fp8_tile(a_desc, b_desc, (g64 * M_max + off_m).to(tl.int32), (g64 * N + off_n).to(tl.int32),
+                            a_scale_ptr + g64 * stride_ase + rm * stride_asm,
+                            b_scale_ptr + g64 * stride_bse + n_blk * stride_bsn, row_ok, sb_mask, row_ok, sb_mask, 0,
+                            num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, False, STAGES)
         if SWAP_AB:  # acc is [BLOCK_N, BLOCK_M]
             rm2 = rm.to(tl.int64)[None, :]
             rn2 = rn[:, None]
@@ -149,7 +159,7 @@ def _grouped_fp8_masked_kernel(
     stride_oe, stride_om, stride_on, stride_bn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr,
-    PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0,
+    PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, K2: tl.constexpr = False,
 ):
     # a_desc:  TMA over a viewed [E*M_max, K] e4m3, box [BLOCK_M, BLOCK_K]
     # b_desc:  TMA over b viewed [E*N, K] e4m3, box [BLOCK_N, BLOCK_K]
@@ -176,7 +186,7 @@ def _grouped_fp8_masked_kernel(
             g, mm = _compact_group(slot, ev, cnt, csum, E_PAD)
             _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
                          num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                         stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+                         stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, None, K2)
         # groups past the bound (slot + slots, + 2·slots, …; only when max_active_groups was too small): a loop
         # with an unpipelined K loop and the prefix count re-read, so the first pass keeps the straight-line
         # register budget (ptxas sm_90a at 6 stages: 161 registers; 175 when every pass ran in one loop)
@@ -185,11 +195,11 @@ def _grouped_fp8_masked_kernel(
             g, mm = _compact_group(q, ev2, cnt2, csum2, E_PAD)
             _masked_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N,
                          num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-                         stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, 1)
+                         stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, 1, K2)
     else:
         _masked_tile(slot, tl.load(masked_m_ptr + slot), off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr,
                      out_ptr, M_max, N, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn,
-                     stride_bsk, stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+                     stride_bsk, stride_oe, stride_om, stride_on, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, None, K2)
 
 
 @triton.jit
@@ -370,54 +380,6 @@ def _pdl_setup(dev, E: int, pdl: bool, prefetch_group: int | None, cfg: dict) ->
                 pf_group=-1 if prefetch_group is None else prefetch_group)
 
 
-_CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "SWAP_AB", "PREFETCH", "MAXNREG")
-
-
-def _plain_config(config: object) -> dict | None:
-    """A copy of the caller's config with numpy scalars as their Python values (the launchers' scalar rule: an
-    np.int64 BLOCK_M was refused by the int checks below); TypeError unless a dict (or None)."""
-    if config is None:
-        return None
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict of launch settings, got {type(config).__name__}")
-    return {key: v.item() if isinstance(v, np.generic) else v for key, v in config.items()}
-
-
-def _check_config_keys(cfg: dict, silu: bool) -> None:
-    """Unknown keys (a typo would otherwise be ignored), a non-bool SWAP_AB, and for the fused SiLU·quant kernel a
-    BLOCK_N other than 128 (its N tile is one quant group) raise ValueError naming the key."""
-    for key in cfg:
-        if key not in _CONFIG_KEYS:
-            raise ValueError(f"config has an unknown key {key!r}; the masked GEMMs' tl kernel takes "
-                             f"{', '.join(_CONFIG_KEYS)} (kernel='ws' takes grouped_ws_config's keys)")
-    if not isinstance(cfg.get("SWAP_AB", False), bool):
-        raise ValueError(f"config['SWAP_AB'] must be a bool, got {cfg['SWAP_AB']!r}")
-    if silu and cfg.get("BLOCK_N", 128) != 128:
-        raise ValueError(f"config['BLOCK_N'] must be 128 here (one quant group per N tile), got {cfg['BLOCK_N']!r}")
-
-
-def _maxnreg(cfg: dict) -> dict:
-    """config MAXNREG (registers per thread cap, e.g. 128 for 4 programs per SM at 3 stages) as launch options."""
-    v = cfg.get("MAXNREG")
-    if v is None:
-        return {}
-    if isinstance(v, bool) or not isinstance(v, int) or not 24 <= v <= 255 or v % 8:
-        raise ValueError(f"config['MAXNREG'] must be a multiple of 8 in [24, 255], got {v!r} (config {cfg!r})")
-    return dict(maxnreg=v)
-
-
-def _decode_wave_config(cfg: dict, tiles: int, num_sms: int) -> dict:
-    """The default swapped decode config (6 stages: 2 programs per SM by shared memory) → 3 stages at 128
-    registers (4 per SM) when the grid needs more than one 2-per-SM wave but fits one 4-per-SM wave; other
-    configs unchanged. H200 A/B (W2 at e9e2f1c, 256 experts, top-8 routing, plain launches, 3 alternated rounds):
-    T=1 (7168, 2048), 448 programs: device-side graph 34.24-34.43 µs against 34.69-35.10, kernel 32.0 against
-    32.65; where one 2-per-SM wave holds the grid ((4096, 7168) at T=1, 256 programs) 64.4 against 61.6-61.9,
-    and with many waves (T=8) 199.0-199.3 against 194.8-195.2, so there the 6-stage config stays."""
-    if cfg == _MASKED_DECODE and 2 * num_sms < tiles <= 4 * num_sms:
-        return dict(cfg, num_stages=3, MAXNREG=128)
-    return cfg
-
-
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -455,7 +417,9 @@ def grouped_fp8_gemm_masked(
         computed as b·aᵀ: weight rows on the tensor-core M side, for few rows per group), PREFETCH (weight
         K blocks per program pulled into L2 before the PDL wait; default 8 own-group / 16 prefetch_group) and
         MAXNREG (registers per thread cap, a multiple of 8 in [24, 255]: with 3-4 stages it lets 3-4 programs
-        share an SM, which 161-175 registers would not); any other key raises ValueError.
+        share an SM, which 161-175 registers would not) and K2 (bool: two K blocks per pipeline stage; needs
+        SWAP_AB, BLOCK_N ≤ 128, K a multiple of 256; without ``config`` and ``pdl`` on CUDA the decode default takes
+        it from 56 K blocks, grouped_gemm_masked_config._decode_k2_config); any other key raises ValueError.
     pdl: programmatic dependent launch (CUDA sm_90+; ignored elsewhere): the programs may start while the
         previous kernel on the stream runs; they prefetch weights into L2, wait for that kernel
         (griddepcontrol.wait) before reading any input, then let the next kernel launch. The prefetch is a
@@ -517,7 +481,8 @@ def grouped_fp8_gemm_masked(
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     tiles = groups * cdiv(M_max, bm) * cdiv(N, bn)
     if config is None and not p["PDL"] and dev.type == "cuda":  # (PDL chains keep their measured configs)
-        cfg = _decode_wave_config(cfg, tiles, _gg._num_programs(dev))
+        cfg = _decode_k2_config(_decode_wave_config(cfg, tiles, _gg._num_programs(dev)), kb)
+    _check_k2(cfg, kb)
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
     _grouped_fp8_masked_kernel[(tiles,)](
@@ -526,7 +491,7 @@ def grouped_fp8_gemm_masked(
         a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
         b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2), b.stride(1),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=next_pow2(E),
-        SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"],
+        SWAP_AB=bool(cfg.get("SWAP_AB", False)), PDL=p["PDL"], PF_MODE=p["PF_MODE"], K2=bool(cfg.get("K2", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),
     )
     return out

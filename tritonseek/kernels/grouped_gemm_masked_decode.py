@@ -14,8 +14,8 @@ Not wired into any launcher: ``benchmarks/probe_masked_decode.py`` times them ag
   rows of 128 bytes 2 KB (K = 2048) or 7 KB (K = 7168) apart: does the DRAM access pattern explain the in-kernel
   gap (31.6 µs against a plain read's 27.9 at (7168, 2048))? Same K loop, scales and COMPACT slots otherwise.
 * ``launch_masked_k2`` — the usual weight layout, two K blocks per pipeline stage (two TMA boxes of the same 128
-  rows issued back to back: 256 contiguous bytes of each row requested together, the DRAM-locality half of what
-  the tiled layout gives, with no change of layout).
+  rows issued back to back: 256 contiguous bytes of each row requested together, with no change of layout); the
+  same K loop (grouped_gemm_k2) is grouped_gemm_masked's config K2.
 * ``launch_masked_raw`` — the default kernel launched directly with a chosen ``num_k_blocks`` (0: launch only,
   the programs find their group, store zeros and exit) so the launch cost of its configuration (parameters,
   shared memory, registers, grid) can be timed apart from its K loop.
@@ -30,6 +30,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.grouped_gemm import BLOCK_K
+from tritonseek.kernels.grouped_gemm_k2 import _fp8_tile_k2
 from tritonseek.kernels.grouped_gemm_masked import (_compact_group, _grouped_fp8_masked_kernel, _masked_tile,
                                                     _nonempty_groups, _tile_coords)
 
@@ -138,25 +139,8 @@ def _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_
         sb_ptr = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
         a_row = (g64 * M_max + off_m).to(tl.int32)
         b_row = (g64 * N + off_n).to(tl.int32)
-        sa0 = tl.load(sa_ptrs, mask=row_ok, other=0.0)
-        sa1 = tl.load(sa_ptrs + stride_ask, mask=row_ok, other=0.0)
-        sb0 = tl.load(sb_ptr)
-        sb1 = tl.load(sb_ptr + stride_bsk)
-        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-        for j in tl.range(0, num_k_blocks // 2, num_stages=STAGES):
-            k0 = 2 * j * BLOCK_K
-            a0 = a_desc.load([a_row, k0])
-            b0 = b_desc.load([b_row, k0])
-            a1 = a_desc.load([a_row, k0 + BLOCK_K])
-            b1 = b_desc.load([b_row, k0 + BLOCK_K])
-            more = 2 * j + 2 < num_k_blocks
-            sa0n = tl.load(sa_ptrs + (2 * j + 2) * stride_ask, mask=row_ok & more, other=0.0)
-            sa1n = tl.load(sa_ptrs + (2 * j + 3) * stride_ask, mask=row_ok & more, other=0.0)
-            sb0n = tl.load(sb_ptr + (2 * j + 2) * stride_bsk, mask=more, other=0.0)
-            sb1n = tl.load(sb_ptr + (2 * j + 3) * stride_bsk, mask=more, other=0.0)
-            acc += tl.dot(b0, a0.T) * (sa0 * sb0)[None, :]
-            acc += tl.dot(b1, a1.T) * (sa1 * sb1)[None, :]
-            sa0, sa1, sb0, sb1 = sa0n, sa1n, sb0n, sb1n
+        acc = _fp8_tile_k2(a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptr, row_ok, num_k_blocks, stride_ask,
+                           stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, STAGES)
         o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[None, :] * stride_om + rn[:, None] * stride_on
         tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[None, :] & (rn[:, None] < N))
 

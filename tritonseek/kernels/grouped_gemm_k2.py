@@ -1,8 +1,8 @@
 """The swapped FP8 K loop with two 128-wide K blocks per pipeline stage (config K2 of grouped_gemm_masked's plain
 kernel; probe variants in grouped_gemm_masked_decode). Both K blocks' TMA boxes of the same weight rows are issued
 together, so each row's 256 contiguous bytes are requested at once: at (4096, 7168) decode shapes on the H200 the
-masked GEMM ran 2-4 % faster than with one K block per stage (s24 W2), at K = 2048 it did not (fewer, longer stages
-fill and drain a 16-block loop worse).
+masked GEMM ran 1.3-3 % faster than with one K block per stage (s24 W2 / W3, device-side graph time, T = 1-64), at
+K = 2048 it did not (fewer, longer stages fill and drain a 16-block loop worse).
 """
 
 from __future__ import annotations

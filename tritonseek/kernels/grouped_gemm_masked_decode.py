@@ -19,6 +19,25 @@ Not wired into any launcher: ``benchmarks/probe_masked_decode.py`` times them ag
 * ``launch_masked_raw`` — the default kernel launched directly with a chosen ``num_k_blocks`` (0: launch only,
   the programs find their group, store zeros and exit) so the launch cost of its configuration (parameters,
   shared memory, registers, grid) can be timed apart from its K loop.
+
+Findings, H200, 256 experts, top-8 routing (s24 W1 5cdb825 / W2 25aabfa / W3 cfc93da; interleaved graph replays,
+three clocks, A/A twin, read floor in the same run; rows in benchmarks/results/h200.jsonl):
+* Launch: the one-call graph's host part is not the kernel's. An empty kernel with the GEMM's parameter list (two
+  host CUtensorMaps + pointers + scalars) against one with a single pointer: device-side 3.42 vs 3.68 µs (W1), 3.58
+  vs 3.63 (W2); the read with those parameters added: 30.98 vs 30.99 µs; the GEMM without its K loop with 1 vs 3
+  stages of shared memory: 5.28 vs 5.73 (no carve-out cost). Graph − device was the same for the GEMM and the read in
+  each run (W2: 1.58 vs 1.42 µs at (7168, 2048), 4.26 vs 4.16 at (4096, 7168)); in bench_moe's own run it was ~7 µs
+  for both (W2 suite: GEMM 41.70 − 34.08, read floor 37.55 − 30.37 µs at (7168, 2048)). In-kernel descriptors
+  (devdesc) cost 1.02-1.06× (W1): lost.
+* In the kernel: without its K loop the GEMM takes 2.1-2.9 µs against 0.7-0.9 for an empty kernel (masked_m read →
+  prefix count → scale loads, all dependent; the first weight TMA waits on the first of them). Pre-tiled weights,
+  device-side time against the pre-K2 default: T=1 0.956-0.972 (W1, W2; W3 at (7168, 2048) 0.987), T=8 0.968-0.992,
+  T=64 0.967 at (4096, 7168) but 1.006-1.013 at (7168, 2048); against the K2 default at (4096, 7168) only
+  0.992-0.994 (W3): K2 takes most of the layout's gain there without a layout change; at (7168, 2048) the layout
+  would need every consumer of the expert weights to read it. BLOCK_N 64 (896 / 512 programs): 0.987-1.017 (one
+  config, 3 stages at 80 registers, 1.14): nothing beyond the A/A. K2 (two K blocks per stage): (4096, 7168)
+  0.970-0.980 (W2), the launcher's default there since cfc93da (grouped_gemm_masked_config._decode_k2_config);
+  (7168, 2048) 1.012-1.35 (lost).
 """
 
 from __future__ import annotations

@@ -75,7 +75,10 @@ short tile. The table's SPLIT_TAIL (a run's last 192 + 64 rows as 128 + 128: the
 tile spread so the 43-tile programs carry short tiles; model max 42.25) ran 0.981 at 8×4096 at both (N, K); the
 PARTIAL_LAST order (model 42.0) only 0.994 (its short tiles re-read their weight strips at the end). On the routed
 layouts SPLIT_TAIL lost (1.157 / 1.230: a 128-row tile costs nearly a 192-row one there), hence the per-expert rows
-rule (``df_config``).
+rule (``df_config``). W2 (25aabfa, warmed GPU, 80 rounds, A/A ≤ 0.1 %): SPLIT_TAIL off 1.022 / 1.018 × the default's
+time at 8×4096 (4096, 7168) / (7168, 2048); GROUP_M 16 1.012 / 1.001, 4 1.002 / 0.998 (kept 8). W3 (cfc93da;
+benchmarks/probe_grouped_suite_clocks.py) under sustained load at the 700 W cap (1.25-1.55 GHz, single reps ±8 %):
+SPLIT_TAIL off 1.011-1.034 × at 8×4096 (4096, 7168) by eager, one-call graph, GPU clock and back-to-back replays.
 
 Gluon compiles only for CUDA (sm_90a): no interpreter path; the launcher raises on other devices. The table builder is
 ``tl`` and runs under the interpreter (CPU tests check it against ``tile_table_ref``).

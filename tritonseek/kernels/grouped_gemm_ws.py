@@ -236,6 +236,8 @@ def _wide_pays(rows: int, n: int, k: int, num_sms: int) -> bool:
 # win; other shapes, and out dtypes other than bf16 (the launcher's check), keep the 128-row kernel. At (7168, 2048)
 # H200 s24 W1 (tree 5cdb825, 60 interleaved rounds, A/A 1.003): 8×4096 0.961 × the 128-row default's time (0.943 with
 # its SPLIT_TAIL table, now its default there), the routed layout (190 rows per expert) 1.061: so from 4096 rows.
+# W2 (25aabfa, 80 rounds): 8×4096 128-row 1.063 × the dense form's time, routed 0.957. W3 (cfc93da, at the power cap,
+# 5 reps, ±8 % per rep): 8×4096 dense form / 128-row 0.965 eager, 0.959 graph, 1.019 GPU clock, 0.990 back to back.
 _DF_MIN_ROWS_PER_EXPERT: dict = {(4096, 7168): 190, (7168, 2048): 4096}
 
 

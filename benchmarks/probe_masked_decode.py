@@ -5,25 +5,28 @@
 
 Cases: 256 experts, T tokens (--tokens; T = 1: 8 experts with masked_m = 1) each routed to 8 distinct experts as in
 bench_moe's decode rows, max_active_groups min(256, 8T) (as the model launches it), (N, K) from --nk; --variants at
-T = 1, --variants-multi at T > 1. Variants (``VARIANTS``): the launcher's default (``def``, twice:
-the A/A control ``def_aa``), the config it chose before K2 became its default at K = 7168 (``old``), configs (BLOCK_N, stages, register cap), the default kernel with no K loop (``k0*``:
-its launch alone), the GEMM with in-kernel TMA descriptors (``devdesc``), the GEMM over pre-tiled weights
-(``tiled*``: each weight TMA box one contiguous 16 KB), two K blocks per stage on the usual layout (``k2*``), the
-plain streaming read of the touched bytes (``read``, bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the
-GEMM's scalars as extra parameters (``read_desc``), and empty kernels on the GEMM's grid (``empty``,
-``empty_desc``).
+T = 1, --variants-multi at T > 1. Variants (``VARIANTS``): the launcher's default (``def``, twice: the A/A control
+``def_aa``), the config it chose before K2 became its default at K = 7168 (``old``), configs (BLOCK_N, stages,
+register cap), the default kernel with no K loop (``k0*``: its launch alone), the GEMM with in-kernel TMA
+descriptors (``devdesc``), the GEMM over pre-tiled weights (``tiled*``: each weight TMA box one contiguous 16 KB),
+two K blocks per stage on the usual layout (``k2*``), the fused SiLU·quant GEMM1 kernel reading b as w13 (``silu*``:
+default, A/A, K2; their ratios are to ``silu``), the plain streaming read of the touched bytes (``read``,
+bench_gemm_decode's kernel), that read with two unused host TMA descriptors and the GEMM's scalars as extra
+parameters (``read_desc``), and empty kernels on the GEMM's grid (``empty``, ``empty_desc``).
 
 * Correctness first: every GEMM variant (not k0) into a NaN-poisoned out, compared with the fp32 reference on the
   touched groups (calc_diff < 1e-3, finite), untouched groups still NaN. A failing variant is not timed.
 * Timing, all variants interleaved (order rotated every round: each is first after the previous round's sync equally
   often), after --warm-s seconds of the kernels, three clocks per variant and round:
-  ``graph``  = one-call graph replay from an idle GPU incl. the host launch (benchmarks/timing.graph_replay_us's
-               measure: bench_moe's us_graph);
+  ``graph``  = one-call graph replay from an idle GPU incl. the host launch (the events of timing.graph_replay_us,
+               bench_moe's us_graph, but interleaved: in s24 W2 the suite's us_graph held ~7 µs of host time where
+               this clock held ~1.5, for the GEMM and the read alike);
   ``device`` = the same replay queued behind a ~100 µs device sleep (host submission hidden; bench_moe's
                us_graph_device);
   ``kernel`` = the kernel's own duration from the profiler (graphs replayed back to back).
-  Row fields: medians per clock, ``launch_gap`` = graph − device, the per-round median ratio to ``def`` (graph and
-  device clocks), GB/s of the touched weight bytes (+ scales, activations, outputs: bench_moe's wbytes) per clock.
+  Row fields: medians per clock, ``launch_gap`` = graph − device, ``ratio_to_base`` = the per-round median ratio to
+  ``base`` (``def``, for silu variants ``silu``; rows before the silu variants: ``ratio_to_def``) per clock, GB/s
+  of the touched weight bytes (+ scales, activations, outputs: bench_moe's wbytes) per clock.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ VARIANTS = {
     "devdesc": ("devdesc", None),
     "tiled": ("tiled", None),
     "tiled_s4": ("tiled", dict(_SW, BLOCK_N=128, num_stages=4)),
+    "silu": ("silu", None),
+    "silu_aa": ("silu", None),
+    "silu_k2": ("silu", dict(_SW, BLOCK_N=128, num_stages=3, K2=True)),
     "k2s2": ("k2", dict(_SW, BLOCK_N=128, num_stages=2)),
     "k2s3": ("k2", dict(_SW, BLOCK_N=128, num_stages=3)),
     "k2n64s2r96": ("k2", dict(_SW, BLOCK_N=64, num_stages=2, MAXNREG=96)),
@@ -138,6 +144,11 @@ def build(name, kind, cfg, ops, mag, sink, em=1):
                                                config=c)
     if kind == "k2":
         return lambda: launch_masked_k2(a, a_s, b, bs, mm, out, mag, cfg)
+    if kind == "silu":  # the model's GEMM1 kernel (b read as w13 [E, 2I, K]), plain launch, its default or cfg
+        from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked_silu_quant
+
+        return lambda: grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, expected_m=em, max_active_groups=mag,
+                                                          config=cfg)
     if kind == "devdesc":
         return lambda: launch_masked_devdesc(a, a_s, b, bs, mm, out, mag, cfg or dcfg)
     if kind == "tiled":
@@ -247,7 +258,8 @@ def compiled_info() -> list[str]:
                 for k in cache[0].values():
                     md = k.metadata
                     lines.append(f"  {fn.__name__}: warps {md.num_warps} stages {md.num_stages} maxnreg "
-                                 f"{getattr(md, 'maxnreg', None)} shared {md.shared} regs {k.n_regs} spills {k.n_spills}")
+                                 f"{getattr(md, 'maxnreg', None)} shared {md.shared} regs {k.n_regs} "
+                                 f"spills {k.n_spills}")
         except Exception as e:  # informational only
             lines.append(f"  {getattr(fn, '__name__', fn)}: no compile info ({type(e).__name__}: {e})")
     return lines
@@ -275,6 +287,7 @@ def _checked(names, ops, mag, em, ref, valid, sink, tag, bad):
     finite with calc_diff < 1e-3, every other row still NaN."""
     out = ops[5]
     fns = {}
+    silu_ref = None
     for n in names:
         kind, cfg = VARIANTS[n]
         try:
@@ -287,6 +300,19 @@ def _checked(names, ops, mag, em, ref, valid, sink, tag, bad):
                 d = calc_diff(got, ref[valid])
                 ok = bool(torch.isfinite(got).all()) and bool(torch.isnan(out[~valid].float()).all()) and d < 1e-3
                 print(f"  {tag} {n}: calc_diff {d:.2e} {'ok' if ok else 'FAIL'}", flush=True)
+                if not ok:
+                    bad.append((tag, n))
+                    continue
+            elif kind == "silu":  # every silu variant gives the bits of the first one (same K loop order)
+                q, sc = fn()
+                torch.cuda.synchronize()
+                v = valid
+                ok = bool(torch.isfinite(sc[v]).all())
+                if silu_ref is None:
+                    silu_ref = (q[v].view(torch.uint8).clone(), sc[v].clone())
+                else:
+                    ok = ok and torch.equal(q[v].view(torch.uint8), silu_ref[0]) and torch.equal(sc[v], silu_ref[1])
+                print(f"  {tag} {n}: {'ok' if ok else 'FAIL'} (bits of the first silu variant)", flush=True)
                 if not ok:
                     bad.append((tag, n))
                     continue
@@ -351,18 +377,19 @@ def main() -> int:
             torch.cuda.synchronize()
         share = (t_end - time.time()) / (len(cases) - ci)
         res = clocks(fns, args.rounds, time.time() + share - 6)
-        base = res.get("def")
         for n, r in res.items():
+            base = res.get("silu" if VARIANTS[n][0] == "silu" else "def")
             med = {c: _med(v) for c, v in r.items()}
             ratio = {c: round(_med([x / y for x, y in zip(r[c], base[c])]), 4) if base and r[c] and base[c] else None
                      for c in ("graph", "device", "kernel")}
-            moves = VARIANTS[n][0] in ("gemm", "gemm_old", "devdesc", "tiled", "k2", "read", "read_desc")
+            moves = VARIANTS[n][0] in ("gemm", "gemm_old", "devdesc", "tiled", "k2", "read", "read_desc", "silu")
             row = dict(suite="masked_decode_probe",
-                       case=dict(groups=G, T=T, N=N, K=K, touched_experts=active, valid_rows=rows, max_active_groups=mag),
+                       case=dict(groups=G, T=T, N=N, K=K, touched_experts=active, valid_rows=rows,
+                                 max_active_groups=mag),
                        variant=n, kind=VARIANTS[n][0], config=VARIANTS[n][1],
                        us={c: round(v, 2) if v else None for c, v in med.items()},
                        launch_gap=round(med["graph"] - med["device"], 2) if med["graph"] and med["device"] else None,
-                       ratio_to_def=ratio, rounds=len(r["graph"]),
+                       ratio_to_base=ratio, base="silu" if VARIANTS[n][0] == "silu" else "def", rounds=len(r["graph"]),
                        gbps={c: round(wbytes / v / 1e3, 1) if v and moves else None for c, v in med.items()},
                        target_us=round(wbytes / (0.8 * 4.27e6), 2), **env)
             with open(args.out, "a") as f:

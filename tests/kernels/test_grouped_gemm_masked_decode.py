@@ -154,8 +154,10 @@ def test_k2_config_errors(device):
     a3, a_s3, b3, bs3, _ = _k2_case(device, K=384)  # 3 K blocks: odd
     with pytest.raises(ValueError, match="K2"):
         grouped_fp8_gemm_masked(a3, a_s3, b3, bs3, mm, config=dict(_CFG, K2=True))
-    with pytest.raises(ValueError, match="K2"):  # the fused SiLU·quant kernel has no K2
-        grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, config=dict(_CFG, K2=True))
+    with pytest.raises(ValueError, match="K2"):  # the fused SiLU·quant kernel: unswapped tiles
+        grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, config=dict(_CFG, SWAP_AB=False, K2=True))
+    with pytest.raises(ValueError, match="K2"):
+        grouped_fp8_gemm_masked_silu_quant(a3, a_s3, b3, bs3, mm, config=dict(_CFG, K2=True))
 
 
 def test_decode_k2_rule():
@@ -203,3 +205,26 @@ def test_k2_default_bit_identical_at_decode_shapes(device, T):
     assert torch.equal(outs[0][valid], outs[1][valid]) and torch.isnan(outs[0][~valid].float()).all()
     ref = grouped_fp8_gemm_masked_ref(a, a_s, b, bs, mm, out_dtype=torch.float32)
     assert calc_diff(outs[0][valid].float(), ref[valid]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 8])
+def test_silu_k2_bit_identical(device, T):
+    """The fused GEMM1 + SiLU·mul + quant with config K2 (off by default) gives the same bits (h_q, h_s) as without:
+    V3's w13 (2I = 4096, K = 7168) over 256 experts on the H200, small on the interpreter."""
+    from tritonseek.kernels.grouped_gemm import _MASKED_DECODE
+    from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked_silu_quant
+
+    cuda = device.type == "cuda"
+    E, N2, K = (256, 4096, 7168) if cuda else (16, 256, 512)
+    g = torch.Generator().manual_seed(T)
+    picks = torch.stack([torch.randperm(E, generator=g)[:8] for _ in range(T)])
+    mm = torch.bincount(picks.flatten(), minlength=E).to(torch.int32)
+    a, a_s, b, bs, mm = _case_at(E, T, N2, K, mm.tolist(), device, seed=T)
+    res = [grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, max_active_groups=min(E, 8 * T),
+                                              config=dict(_MASKED_DECODE, num_stages=st, **kw))
+           for st, kw in ((6, {}), (3, dict(K2=True)))]
+    valid = torch.arange(T, device=device)[None, :] < mm[:, None]
+    (q0, s0), (q1, s1) = res
+    assert torch.equal(q1[valid].view(torch.uint8), q0[valid].view(torch.uint8))
+    assert torch.equal(s1[valid], s0[valid]) and torch.isfinite(s0[valid]).all()

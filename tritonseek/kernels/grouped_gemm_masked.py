@@ -205,9 +205,16 @@ def _grouped_fp8_masked_kernel(
 @triton.jit
 def _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok, num_k_blocks,
                        stride_ask, stride_bsk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       SWAP_AB: tl.constexpr):
+                       SWAP_AB: tl.constexpr, K2: tl.constexpr = False):
     # the gate tile's K loop, then the up tile's (two pipelines). Both in one K loop (3 TMA loads per stage, 3
-    # stages, same bits) ran 1-2% slower in the V3 layer at T=1/2/4/8 (H200 W2, db1a27e) and was removed (ee3ed3f)
+    # stages, same bits) ran 1-2% slower in the V3 layer at T=1/2/4/8 (H200 W2, db1a27e) and was removed (ee3ed3f).
+    # K2: each loop takes two K blocks per stage (grouped_gemm_k2; SWAP_AB, even K blocks: the launcher checks)
+    if K2:
+        gate = _fp8_tile_k2(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok,
+                            num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K)
+        up = _fp8_tile_k2(a_desc, b_desc, a_row, (g64 * 2 * I + I + off_n).to(tl.int32), sa_ptrs, sb_ptrs + up_blk,
+                          row_ok, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K)
+        return gate, up
     gate = _fp8_tile(a_desc, b_desc, a_row, (g64 * 2 * I + off_n).to(tl.int32), sa_ptrs, sb_ptrs, row_ok, True,
                      row_ok, True, 0, num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB,
                      False)
@@ -223,7 +230,7 @@ def _masked_silu_quant_tile(
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, K2: tl.constexpr = False,
 ):
     # one [BLOCK_M, 128] tile of h = silu(gate)·up of group g, quantized (nothing when off_m ≥ masked_m[g]);
     # see _grouped_fp8_masked_silu_quant_kernel; mm = masked_m[g]
@@ -238,7 +245,7 @@ def _masked_silu_quant_tile(
         sb_ptrs = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
         up_blk = (I // 128) * stride_bsn
         gate, up = _gate_up_two_loops(a_desc, b_desc, a_row, g64, I, off_n, sa_ptrs, sb_ptrs, up_blk, row_ok,
-                                      num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB)
+                                      num_k_blocks, stride_ask, stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, K2)
         gate = gate.to(tl.bfloat16).to(tl.float32)
         up = up.to(tl.bfloat16).to(tl.float32)
         h = gate / (1.0 + tl.exp(-gate)) * up
@@ -268,7 +275,7 @@ def _grouped_fp8_masked_silu_quant_kernel(
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, stride_bn, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, EXACT_ROUND: tl.constexpr,
-    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0,
+    FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, K2: tl.constexpr = False,
 ):
     # GEMM1 of the MoE experts with SiLU·mul and the 1×128 FP8 quant in the epilogue (BLOCK_N = 128 = one
     # quant group): b rows [g·2I + n, +128) (gate) and [g·2I + I + n, +128) (up) give two fp32 tiles over the
@@ -295,12 +302,13 @@ def _grouped_fp8_masked_silu_quant_kernel(
             _masked_silu_quant_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, q_ptr,
                                     s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                     stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
+                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, K2)
     else:
         _masked_silu_quant_tile(slot, tl.load(masked_m_ptr + slot), off_m, off_n, a_desc, b_desc, a_scale_ptr,
                                 b_scale_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask,
                                 stride_bse, stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm,
-                                stride_sg, eps, fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV)
+                                stride_sg, eps, fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV,
+                                K2)
 
 
 # ---- launcher ---------------------------------------------------------------------------------
@@ -517,8 +525,8 @@ def grouped_fp8_gemm_masked_silu_quant(
     a, a_scale, masked_m, expected_m, max_active_groups, pdl, prefetch_group: as :func:`grouped_fp8_gemm_masked`.
     b: [E, 2I, K] float8_e4m3fn (gate rows, then up rows: the model's w13), I % 128 == 0;
         b_scale: [E, 2I/128, ceil(K/128)] fp32.
-    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH, MAXNREG (BLOCK_N, if given, must be 128: one quant
-        group); other keys raise.
+    config: BLOCK_M, num_warps, num_stages, SWAP_AB, PREFETCH, MAXNREG, K2 (as :func:`grouped_fp8_gemm_masked`;
+        off unless given: not measured here yet) (BLOCK_N, if given, must be 128: one quant group); other keys raise.
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
@@ -542,6 +550,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     cfg = dict(config) if config is not None else _gg.get_config("masked", min(expected_m or M_max, M_max), N2, K)
     _check_config_keys(cfg, True)
     _check_cfg(cfg, False, keys=("BLOCK_M", "num_warps", "num_stages"))  # its N tile is fixed at 128
+    _check_k2(cfg, kb)
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm = cfg["BLOCK_M"]
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
@@ -555,7 +564,7 @@ def grouped_fp8_gemm_masked_silu_quant(
         AMAX_EPS, FP8_E4M3_MAX,
         BLOCK_M=bm, BLOCK_N=128, BLOCK_K=BLOCK_K, COMPACT=groups < E, E_PAD=next_pow2(E),
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
-        PDL=p["PDL"], PF_MODE=p["PF_MODE"],
+        PDL=p["PDL"], PF_MODE=p["PF_MODE"], K2=bool(cfg.get("K2", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),
     )
     return h_q, h_s

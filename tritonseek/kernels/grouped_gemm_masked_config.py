@@ -24,8 +24,7 @@ def _plain_config(config: object) -> dict | None:
 
 def _check_config_keys(cfg: dict, silu: bool) -> None:
     """Unknown keys (a typo would otherwise be ignored), a non-bool SWAP_AB or K2, and for the fused SiLU·quant
-    kernel a BLOCK_N other than 128 (its N tile is one quant group) or a K2 (the plain kernel's only) raise
-    ValueError naming the key."""
+    kernel a BLOCK_N other than 128 (its N tile is one quant group) raise ValueError naming the key."""
     for key in cfg:
         if key not in _CONFIG_KEYS:
             raise ValueError(f"config has an unknown key {key!r}; the masked GEMMs' tl kernel takes "
@@ -35,14 +34,12 @@ def _check_config_keys(cfg: dict, silu: bool) -> None:
             raise ValueError(f"config[{key!r}] must be a bool, got {cfg[key]!r}")
     if silu and cfg.get("BLOCK_N", 128) != 128:
         raise ValueError(f"config['BLOCK_N'] must be 128 here (one quant group per N tile), got {cfg['BLOCK_N']!r}")
-    if silu and cfg.get("K2", False):
-        raise ValueError("config['K2'] is taken by grouped_fp8_gemm_masked only (not the fused SiLU·quant kernel)")
 
 
 def _check_k2(cfg: dict, num_k_blocks: int) -> None:
     """config K2 (two K blocks per pipeline stage) needs SWAP_AB, BLOCK_N ≤ 128 and an even number of 128-wide K
     blocks (K a multiple of 256): ValueError naming config['K2'] otherwise."""
-    if cfg.get("K2", False) and (not cfg.get("SWAP_AB", False) or cfg["BLOCK_N"] > 128 or num_k_blocks % 2):
+    if cfg.get("K2", False) and (not cfg.get("SWAP_AB", False) or cfg.get("BLOCK_N", 128) > 128 or num_k_blocks % 2):
         raise ValueError(f"config['K2'] needs SWAP_AB=True, BLOCK_N <= 128 and K a multiple of 256 "
                          f"(got {num_k_blocks} K blocks, config {cfg!r})")
 
@@ -79,9 +76,9 @@ def _decode_k2_config(cfg: dict, num_k_blocks: int) -> dict:
     128-wide blocks; other configs unchanged. H200 s24 W2 (probe_masked_decode, 300 rotated interleaved rounds,
     A/A ≤ 1.001, usual weight layout), device-side graph time against the 6-stage default at (4096, 7168): T=1
     0.970, T=8 0.980, T=64 0.980; at (7168, 2048) (16 K blocks) it lost (T=1 1.012, T=64 1.014), so K = 2048 keeps
-    one K block per stage. Confirmed as the default in W3 (cfc93da, same method): the pre-K2 config took 1.023 / 1.013
-    / 1.014 × the time at T=1/8/64 (A/A 1.001 / 1.000 / 1.000), T=256 (not this config) and K = 2048 unchanged; bench_moe
-    T=1 (4096, 7168): one-call graph 67.33 µs = 3,491 GB/s (target 3,416; 71.31 µs in W2 before)."""
+    one K block per stage. Confirmed as the default in W3 (cfc93da, same method): the pre-K2 config took 1.023 /
+    1.013 / 1.014 × the time at T=1/8/64 (A/A 1.001 / 1.000 / 1.000), T=256 (not this config) and K = 2048
+    unchanged; bench_moe T=1 (4096, 7168): one-call graph 67.33 µs = 3,491 GB/s (target 3,416; 71.31 µs in W2)."""
     if cfg == _MASKED_DECODE and num_k_blocks >= K2_MIN_K_BLOCKS and num_k_blocks % 2 == 0:
         return dict(cfg, num_stages=3, K2=True)
     return cfg

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import threading
 import time
@@ -25,6 +24,7 @@ import time
 import torch
 
 import tritonseek.engine.llm as llm_mod
+from tritonseek.benchrun import git_commit
 from tritonseek import LLM, SamplingParams
 from tritonseek.engine.speculative import draft_groups
 
@@ -168,7 +168,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (no graphs, reference backend)")
     a = ap.parse_args()
-    meta = dict(gpu=torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu", commit=os.environ.get("TRITONSEEK_COMMIT", "unknown"),
+    meta = dict(gpu=torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu", commit=git_commit(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 bench="probe_engine_fixes")
     t0 = time.perf_counter()

@@ -2,7 +2,10 @@
 kernel; probe variants in grouped_gemm_masked_decode). Both K blocks' TMA boxes of the same weight rows are issued
 together, so each row's 256 contiguous bytes are requested at once: at (4096, 7168) decode shapes on the H200 the
 masked GEMM ran 1.3-3 % faster than with one K block per stage (s24 W2 / W3, device-side graph time, T = 1-64), at
-K = 2048 it did not (fewer, longer stages fill and drain a 16-block loop worse).
+K = 2048 it did not (fewer, longer stages fill and drain a 16-block loop worse). In the fused SiLU·quant GEMM1
+kernel (V3 w13, 2I = 4096, K = 7168; s24 W4 at 614bcf7, same method, A/A ≤ 1.0015): T=8 0.977, T=64 0.985, but
+T=1 1.012 (128 programs on 132 SMs), so there K2 stays a config key, off by default (the model's decode configs come
+from moe_triton, which does not set it).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@
    the kept cache) is reproduced by replacing the LLM's lock with one that always grants it: that is the control
    showing the bug on the GPU (the tester could only simulate it on CPU).
 2. Seeded sampled MTP (#2): per-prompt tokens of a batch vs single runs vs the reversed batch, with
-   ``draft_groups`` (committed) and with the old one-K rule (monkeypatched back), mtp = 1 and 2.
-3. Cost of ``draft_groups``: wall time of one sampled MTP ``generate`` (16 prompts, mtp = 1 / 3, 64 new tokens),
-   committed vs old rule vs committed again (A/A), interleaved rounds with rotated order; decode steps counted.
+   ``draft_groups`` (committed), ``LLM.mtp_draft_masks`` (one masked batch per step) and the old one-K rule
+   (monkeypatched back), mtp = 1 and 2.
+3. Cost: wall time of one sampled MTP ``generate`` (16 prompts, mtp = 1 / 3, 64 new tokens), groups vs old rule vs
+   masks vs groups again (A/A), interleaved rounds with rotated order; decode steps counted.
 
 Usage: python benchmarks/probe_engine_fixes.py --out rows.jsonl [--rounds 7]. Prints a short table last.
 """
@@ -23,9 +24,9 @@ import time
 
 import torch
 
-import tritonseek.engine.llm as llm_mod
 from tritonseek.benchrun import git_commit
 from tritonseek import LLM, SamplingParams
+from tritonseek.engine import speculative
 from tritonseek.engine.speculative import draft_groups
 
 PROMPTS = ["def add(a, b):", "import os", "class Foo:", "for i in range(", "x = [", "def main():", "while True:",
@@ -95,8 +96,15 @@ def reentry(llm, rows, control: bool):
     print(row, flush=True)
 
 
-def invariance(llm, rows, rule_name, rule):
-    llm_mod.draft_groups = rule
+def use(llm, variant):
+    """Step rule of a variant: groups = committed default (one batch per draft count), old = the one-K rule,
+    masks = LLM.mtp_draft_masks (one masked batch per step)."""
+    speculative.draft_groups = old_groups if variant == "old" else draft_groups
+    llm.mtp_draft_masks = variant.startswith("masks")
+
+
+def invariance(llm, rows, rule_name):
+    use(llm, rule_name)
     try:
         sp = SamplingParams(temperature=0.8, seed=5, max_new_tokens=30)
         for mtp in (1, 2):
@@ -115,34 +123,36 @@ def invariance(llm, rows, rule_name, rule):
         rows.append(row)
         print(row, flush=True)
     finally:
-        llm_mod.draft_groups = draft_groups
+        use(llm, "groups")
 
 
 def timing(llm, rows, rounds: int):
-    variants = {"groups": draft_groups, "old": old_groups, "groups_aa": draft_groups}
+    names = ["groups", "old", "masks", "groups_aa"]
     params = [SamplingParams(temperature=0.8, top_p=0.95, seed=i, max_new_tokens=64) for i in range(len(PROMPTS))]
     for mtp in (1, 3):
-        llm_mod.draft_groups = draft_groups
-        llm.generate(PROMPTS, params, mtp=mtp)  # compile / capture outside the timed rounds
-        times = {v: [] for v in variants}
+        for v in ("groups", "masks"):  # compile / capture outside the timed rounds
+            use(llm, v)
+            llm.generate(PROMPTS, params, mtp=mtp)
+        times = {v: [] for v in names}
         steps = {}
-        names = list(variants)
         for r in range(rounds):
-            order = names[r % 3:] + names[:r % 3]
+            order = names[r % len(names):] + names[:r % len(names)]
             for v in order:
-                llm_mod.draft_groups = variants[v]
+                use(llm, v)
                 _sync()
                 t0 = time.perf_counter()
                 llm.generate(PROMPTS, params, mtp=mtp)
                 _sync()
                 times[v].append(time.perf_counter() - t0)
                 steps[v] = llm.last_stats.decode_steps
-        llm_mod.draft_groups = draft_groups
+        use(llm, "groups")
         med = {v: statistics.median(t) for v, t in times.items()}
         row = dict(case="sampled_mtp_generate_time", mtp=mtp, batch=len(PROMPTS), max_new_tokens=64, rounds=rounds,
                    median_ms={v: round(m * 1e3, 2) for v, m in med.items()},
                    min_ms={v: round(min(t) * 1e3, 2) for v, t in times.items()},
                    ratio_groups_over_old=round(med["groups"] / med["old"], 3),
+                   ratio_masks_over_old=round(med["masks"] / med["old"], 3),
+                   ratio_masks_over_groups=round(med["masks"] / med["groups"], 3),
                    ratio_aa=round(med["groups_aa"] / med["groups"], 3), decode_steps=steps)
         rows.append(row)
         print(row, flush=True)
@@ -178,8 +188,9 @@ def main():
     rows = Rows(a.out, meta)
     try:
         reentry(llm, rows, control=False)
-        invariance(llm, rows, "draft_groups", draft_groups)
-        invariance(llm, rows, "old_one_k", old_groups)
+        invariance(llm, rows, "groups")
+        invariance(llm, rows, "masks")
+        invariance(llm, rows, "old")
         timing(llm, rows, a.rounds)
         reentry(llm, rows, control=True)  # last: the old behaviour's nested call resets the cache under the outer one
     finally:

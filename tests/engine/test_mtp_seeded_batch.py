@@ -61,3 +61,49 @@ def test_draft_groups():
     assert draft_groups([seqs[0], _seq(1, 2, 10, 0.5)], 3) == {3: [0, 1]}
     # a greedy limit equal to a sampled one shares its batch
     assert draft_groups([seqs[1], _seq(1, 8, 10, 0.0)], 4) == {1: [0, 1]}
+
+
+# --- LLM.mtp_draft_masks (off by default): one masked verify batch per step instead of one batch per draft count
+
+
+@pytest.fixture
+def masked(llm):
+    llm.mtp_draft_masks = True
+    yield llm
+    llm.mtp_draft_masks = False
+
+
+@pytest.mark.parametrize("mtp", [1, 3])
+def test_masked_steps_are_batch_invariant_in_one_batch(masked, mtp):
+    sp = SamplingParams(temperature=0.8, seed=5, max_new_tokens=30)
+    single = [masked.generate([p], sp, mtp=mtp)[0].token_ids for p in PROMPTS]
+    batch = [o.token_ids for o in masked.generate(PROMPTS, sp, mtp=mtp)]
+    steps_masked = masked.last_stats.decode_steps
+    rev = [o.token_ids for o in masked.generate(PROMPTS[::-1], sp, mtp=mtp)][::-1]
+    assert batch == single and rev == single
+    masked.mtp_draft_masks = False
+    masked.generate(PROMPTS, sp, mtp=mtp)
+    assert steps_masked <= masked.last_stats.decode_steps  # never more forwards than one batch per draft count
+
+
+def test_masked_steps_mixed_limits_and_greedy_mate(masked):
+    sampled = SamplingParams(temperature=1.0, top_k=40, seed=11, max_new_tokens=25)
+    short = SamplingParams(temperature=0.7, seed=3, max_new_tokens=6)
+    greedy = SamplingParams(max_new_tokens=17)
+    got = masked.generate(["for i in", "x = 1", "import re"], [short, sampled, greedy], mtp=3)
+    assert got[1].token_ids == masked.generate(["x = 1"], sampled, mtp=3)[0].token_ids
+    assert got[0].token_ids == masked.generate(["for i in"], short, mtp=3)[0].token_ids
+    assert got[2].token_ids == masked.generate(["import re"], greedy)[0].token_ids
+
+
+def test_step_plan():
+    from tritonseek.engine.speculative import step_plan
+
+    seqs = [_seq(0, 0, 10, 0.8), _seq(1, 8, 10, 0.8), _seq(2, 9, 10, 0.8), _seq(3, 0, 10, 0.0), _seq(4, 7, 10, 0.0)]
+    assert step_plan(seqs, 3, 100, False) == [(k, rows, None) for k, rows in draft_groups(seqs, 3).items()]
+    assert step_plan(seqs, 3, 100, True) == [(3, [0, 1, 2, 3, 4], [3, 1, 0, 3, 2])]
+    assert step_plan([seqs[2]], 3, 100, True) == [(1, [0], [0])]  # a sampled row at limit 0: one masked draft
+    assert step_plan(seqs[3:], 3, 100, True) == [(2, [0, 1], None)]  # all greedy: the unmasked rule
+    # prompt 3 + 9 emitted: the row at limit 0 sits at position n = 11; with max_positions 13 a k = 3 batch would pass
+    # it: one masked batch per max(1, limit), each row then within range (n + limit + 1 < max_positions)
+    assert step_plan(seqs, 3, 13, True) == [(3, [0, 3], [3, 3]), (2, [4], [2]), (1, [1, 2], [1, 0])]

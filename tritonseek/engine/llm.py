@@ -21,7 +21,7 @@ import torch
 from tritonseek.engine.cuda_graph import DEFAULT_MAX_BATCH, DecodeGraphs
 from tritonseek.engine.kv_cache import PagedLatentCache
 from tritonseek.engine.runner import ModelRunner, Sequence
-from tritonseek.engine.speculative import MTPDrafter, draft_groups
+from tritonseek.engine.speculative import MTPDrafter, step_plan
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
 from tritonseek.kernels._utils import check_bool, check_int, interpreter_active, is_int_arg
@@ -183,6 +183,7 @@ class LLM:
         self.max_graph_batch = max_graph_batch
         self.graph_verify = True  # MTP verify through (bucket, K+1) graphs (token-identical on the H200)
         self.graph_step = True  # greedy MTP: whole steps as one (bucket, K) graph each (engine/mtp_step.py)
+        self.mtp_draft_masks = False  # sampled MTP: one masked verify batch per step (speculative.step_plan); unmeasured
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
         # held by the generate call that uses the kept cache and graphs: a call made while another runs (from
@@ -461,17 +462,17 @@ class LLM:
             self._speculate_graphs(drafter, fused, live, h_last, first, on_text, stats)
             live = []
         while live:
-            # one verify batch per draft count (draft_groups: each sampled sequence drafts its own limit, so its
-            # seeded draws do not depend on the batch); usually one
-            groups = draft_groups(live, drafter.k)
-            if len(groups) == 1:
-                h_last, first = self._spec_step(drafter, live, h_last, first, next(iter(groups)), on_text, stats)
+            # each sampled sequence drafts its own limit (its seeded draws do not depend on the batch): one verify
+            # batch per draft count, or one masked batch (step_plan); usually one
+            plan = step_plan(live, drafter.k, self.config.max_position_embeddings, self.mtp_draft_masks)
+            if len(plan) == 1:
+                h_last, first = self._spec_step(drafter, live, h_last, first, *plan[0][::2], on_text, stats)
             else:
                 h_new, first_new = torch.empty_like(h_last), torch.empty_like(first)
-                for k, rows in groups.items():
+                for k, rows, lim in plan:
                     idx = torch.tensor(rows, dtype=torch.int64, device=self.device)
                     h_new[idx], first_new[idx] = self._spec_step(drafter, [live[i] for i in rows], h_last[idx],
-                                                                 first[idx], k, on_text, stats)
+                                                                 first[idx], k, lim, on_text, stats)
                 h_last, first = h_new, first_new
             for s in live:
                 if s.finished:  # after the MTP pass, which still writes (and allocates for) every row
@@ -491,19 +492,21 @@ class LLM:
             proposed=drafter.proposed, accepted=drafter.accepted, emitted=drafter.emitted, seq_steps=drafter.seq_steps,
         )
 
-    def _spec_step(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, k: int, on_text, stats):
+    def _spec_step(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, k: int, lim, on_text, stats):
         """One eager MTP step of ``live`` with k drafts each (k = 0: a plain decode step sampled with the request
-        generators); returns the MTP pass's (hidden, next first drafts)."""
+        generators; lim: per-row draft limits of a masked step, or None); returns the MTP pass's (hidden, next first
+        drafts)."""
         starts = [s.num_tokens - 1 for s in live]
         if k >= 1:
             drafts = drafter.draft(live, h_last, first, k)
-            out, num_acc, target_hidden = drafter.verify(live, drafts)
+            out, num_acc, target_hidden = drafter.verify(live, drafts, *([] if lim is None else [lim]))
         else:
             logits, target_hidden = drafter.runner.decode_tokens(live, [[s.last_token] for s in live], starts)
             out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
             num_acc = torch.zeros(len(live), dtype=torch.int32, device=self.device)
             target_hidden = target_hidden[:, None]
-        self._take_step(drafter, live, k, out.tolist(), num_acc.tolist(), on_text, stats, release=False)
+        self._take_step(drafter, live, k, out.tolist(), num_acc.tolist(), on_text, stats, release=False,
+                        proposed=None if lim is None else sum(min(k, n) for n in lim))
         return drafter.mtp_pass(live, starts, out, num_acc, target_hidden)
 
     def _speculate_graphs(self, drafter: MTPDrafter, fused, live: list[Sequence], h_last, first, on_text,
@@ -544,13 +547,13 @@ class LLM:
             cur = fused.launch(live, min([K] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in live]))
 
     def _take_step(self, drafter: MTPDrafter, live: list[Sequence], k: int, rows: list[list[int]], acc: list[int],
-                   on_text, stats, release: bool = True) -> None:
+                   on_text, stats, release: bool = True, proposed: int | None = None) -> None:
         """Host bookkeeping of one verify step: emit each sequence's a+1 tokens (EOS / stop / max_new_tokens end it
         inside the run, later tokens dropped), count the statistics, free the pages of finished sequences
         (``release``)."""
         stats.decode_steps += 1
         drafter.steps += 1
-        drafter.proposed += k * len(live)
+        drafter.proposed += k * len(live) if proposed is None else proposed  # masked drafts are not proposed
         drafter.seq_steps += len(live)
         drafter.accepted += sum(acc)
         for s, row, a in zip(live, rows, acc):

@@ -49,8 +49,12 @@ def greedy_draft_tokens(mtp, ops, h: torch.Tensor) -> torch.Tensor:
     return ops.argmax(sh.head(sh.norm(h)))
 
 
-def step_randomness(seqs: list[Sequence], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def step_randomness(seqs: list[Sequence], k: int, counts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(uniforms [B, k] fp32 in [0, 1), seeds [B] int64) of one verify step, on the host.
+
+    counts: per sequence, how many of its k drafts are real (a masked step, :func:`step_plan`); sequence i draws
+    only min(counts[i], k) uniforms (the rest are 0, never read: its later drafts are rejected), so its numbers
+    equal those of a step with that many drafts. None: k each.
 
     Counter-based: sequence i's numbers come from a NumPy Philox stream keyed by (its request seed, its token
     count before the step), so they are reproducible, do not depend on the other sequences of the batch, and
@@ -64,7 +68,8 @@ def step_randomness(seqs: list[Sequence], k: int) -> tuple[torch.Tensor, torch.T
         if s.params.temperature > 0 and s.generator is not None:
             key = (s.generator.initial_seed() % 2**64) << 64 | s.num_tokens
             rng = np.random.Generator(np.random.Philox(key=key))
-            uniforms[i] = rng.random(k, dtype=np.float32)
+            c = k if counts is None else min(counts[i], k)
+            uniforms[i, :c] = rng.random(c, dtype=np.float32)
             seeds[i] = rng.integers(0, 2**62)
     return torch.from_numpy(uniforms), torch.from_numpy(seeds)
 
@@ -79,6 +84,10 @@ def draft_groups(seqs: list[Sequence], k_max: int) -> dict[int, list[int]]:
     (one k for the whole batch made a seeded request's tokens depend on its batch-mates, h3tester s24 #2).
     Greedy sequences emit the same tokens at any k, so they share one batch at the smallest of their limits
     (joining the sampled sequences of that k): an all-greedy step stays one batch.
+    Cost: a step whose sampled sequences have different limits runs one forward per distinct limit. H200 s24 W1
+    (h4fix, 16 sampled prompts × 64 new tokens, default model): mtp=3 68 decode steps (forwards) vs 53 with the old
+    one-K rule, 145 vs 137 ms median per generate (A/A 1.051: inside the noise); mtp=1 53 vs 51 steps, 91 vs 94 ms.
+    ``step_plan(masks=True)`` runs such a step as one masked batch instead.
     """
     lim = [min(k_max, s.params.max_new_tokens - len(s.out_ids) - 1) for s in seqs]
     k_greedy = min((k for k, s in zip(lim, seqs) if s.params.temperature <= 0), default=0)
@@ -86,6 +95,30 @@ def draft_groups(seqs: list[Sequence], k_max: int) -> dict[int, list[int]]:
     for i, (k, s) in enumerate(zip(lim, seqs)):
         groups.setdefault(k if s.params.temperature > 0 else k_greedy, []).append(i)
     return dict(sorted(groups.items(), reverse=True))
+
+
+def step_plan(seqs: list[Sequence], k_max: int, max_positions: int,
+              masks: bool) -> list[tuple[int, list[int], list[int] | None]]:
+    """The verify batches of one eager MTP step: [(k, indices into seqs, per-row draft limits or None)].
+
+    masks False: :func:`draft_groups` (limits None). masks True (``LLM.mtp_draft_masks``) with a sampled sequence:
+    ONE batch at k = max(1, largest limit) in which each row's drafts past its own limit are masked (−1: rejected,
+    so the row emits a sample of p there, which is what its bonus token would be; see ``MTPDrafter.verify``): no
+    extra forwards for rows with other limits, and each row's draws are those of a step at its own limit. Needs
+    every row's positions n..n+k below max_position_embeddings; when a sequence is that close to it, one masked
+    batch per distinct max(1, limit) (a row's own n + limit + 1 is always in range). A sampled row at limit 0 then
+    emits through the verifier (Philox, step seed), not ``ModelRunner.sample``. All-greedy: draft_groups.
+    """
+    if not masks or all(s.params.temperature <= 0 for s in seqs):
+        return [(k, rows, None) for k, rows in draft_groups(seqs, k_max).items()]
+    lim = [min(k_max, s.params.max_new_tokens - len(s.out_ids) - 1) for s in seqs]
+    k = max(1, max(lim))
+    if all(s.num_tokens - 1 + k < max_positions for s in seqs):
+        return [(k, list(range(len(seqs))), lim)]
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lim):
+        groups.setdefault(max(1, n), []).append(i)
+    return [(g, rows, [lim[i] for i in rows]) for g, rows in sorted(groups.items(), reverse=True)]
 
 
 class MTPGraphs:
@@ -268,9 +301,12 @@ class MTPDrafter:
         return self.runner.decode_batch(seqs, starts, s_q)
 
     @torch.inference_mode()
-    def verify(self, seqs: list[Sequence], drafts: torch.Tensor):
+    def verify(self, seqs: list[Sequence], drafts: torch.Tensor, limits: list[int] | None = None):
         """Target forward over [t_n, drafts] and verification.
 
+        limits: per row, how many drafts are real (:func:`step_plan`'s masked step): the verifier sees −1 past them
+        (never accepted; the position emits a sample of p, or the argmax for a greedy row, as a bonus token at that
+        position would be; the forward still feeds the real drafts) and the row's randomness is drawn for that count.
         Returns (output_tokens [B, K+1] int64 padded −1, num_accepted [B], target hidden [B, K+1, H]).
         """
         B, k = drafts.shape
@@ -281,6 +317,9 @@ class MTPDrafter:
         logits, hidden = self.runner.decode_tokens(seqs, tokens, starts)
         V = logits.shape[-1]
         logits = logits.view(B, k + 1, V)
+        if limits is not None and min(limits) < k:
+            cut = self._tensor(limits)
+            drafts = drafts.masked_fill(torch.arange(k, device=drafts.device)[None, :] >= cut[:, None], -1)
         if all(s.params.temperature == 0 for s in seqs):
             out, num_acc = self.model.ops.verify_greedy(drafts, logits)
             return out, num_acc, hidden.view(B, k + 1, -1)
@@ -292,7 +331,7 @@ class MTPDrafter:
             top_k = torch.tensor([s.params.top_k for s in seqs], dtype=torch.int32, device=dev)
         if any(s.params.top_p < 1 for s in seqs):
             top_p = torch.tensor([float(s.params.top_p) for s in seqs], dtype=torch.float32, device=dev)
-        uniforms_h, seeds_h = step_randomness(seqs, k)
+        uniforms_h, seeds_h = step_randomness(seqs, k, limits)
         uniforms, seeds = uniforms_h.to(dev), seeds_h.to(dev)
         if self.model.ops.is_triton:
             # the Exp(1) race noise is made in registers by Philox from seeds (no [B, K+1, V] tensor)
@@ -305,7 +344,8 @@ class MTPDrafter:
             for i, s in enumerate(seqs):
                 if s.params.temperature > 0:
                     gen = torch.Generator(device=dev).manual_seed(int(seeds_h[i]))
-                    noise[i].exponential_(generator=gen)
+                    # a masked row fills the rows a step at its own limit would (the rest are never read)
+                    noise[i, : k + 1 if limits is None else min(limits[i], k) + 1].exponential_(generator=gen)
             out, num_acc = self.model.ops.verify(drafts, logits, temperature, top_k, top_p, uniforms, noise)
         return out, num_acc, hidden.view(B, k + 1, -1)
 

@@ -56,6 +56,7 @@ from tritonseek.benchrun import (StagedRows, git_commit, write_json_kept, name_l
                                  positive_float, positive_int, positive_int_list, require_cuda)
 from tritonseek.kernels import grouped_gemm as GG
 from tritonseek.kernels._utils import interpreter_active
+from tritonseek.kernels.grouped_gemm_masked import tl_launch_config
 from tritonseek.kernels.grouped_gemm_masked_choice import choose_masked_kernel
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref
 
@@ -290,7 +291,8 @@ def bench_masked(cx: Ctx):
                 from tritonseek.kernels.grouped_gemm_ws import grouped_ws_config
                 cfg_used = grouped_ws_config("masked", em, N, K)
             else:
-                cfg_used = cfg or GG.get_config("masked", em, N, K)
+                # the config that ran: the launcher's default adjusted to the grid and K (not the table's entry)
+                cfg_used = cfg or tl_launch_config(cx.dev, G, M_max, N, K, em, mag)
             r = cx.row("grouped_gemm_masked", case, us, ug, tflops=lambda t: flops / t / 1e6,
                        gbps=lambda t: wbytes / t / 1e3, peer=peer, peer_us=peer_us, kernel=kern,
                        launcher_kernel=call, config=cfg_used, max_active_groups=mag, correct=True,

@@ -388,6 +388,24 @@ def _pdl_setup(dev, E: int, pdl: bool, prefetch_group: int | None, cfg: dict) ->
                 pf_group=-1 if prefetch_group is None else prefetch_group)
 
 
+def _default_on_device(cfg: dict, dev: torch.device, tiles: int, kb: int) -> dict:
+    # the table's default config adjusted to the grid and to K on CUDA (``_decode_wave_config``, ``_decode_k2_config``)
+    if dev.type != "cuda":
+        return cfg
+    return _decode_k2_config(_decode_wave_config(cfg, tiles, _gg._num_programs(dev)), kb)
+
+
+def tl_launch_config(dev: torch.device, E: int, M_max: int, N: int, K: int, expected_m: int | None = None,
+                     max_active_groups: int | None = None) -> dict:
+    """The config the ``tl`` kernel of :func:`grouped_fp8_gemm_masked` launches with when it is called with these
+    sizes and no config / pdl: ``grouped_gemm.get_config``'s entry, on CUDA adjusted to the grid and to K (as the
+    launcher does). For benchmark rows, which should record what ran. E, M_max, N, K ≥ 1 ints (no checks: the
+    launcher's own call checks them); dev a torch.device."""
+    cfg = _gg.get_config("masked", min(expected_m or M_max, M_max), N, K)
+    tiles = _groups(E, max_active_groups) * cdiv(M_max, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"])
+    return _default_on_device(cfg, dev, tiles, cdiv(K, BLOCK_K))
+
+
 def grouped_fp8_gemm_masked(
     a: torch.Tensor,
     a_scale: torch.Tensor,
@@ -488,8 +506,8 @@ def grouped_fp8_gemm_masked(
     p = _pdl_setup(dev, E, pdl, prefetch_group, cfg)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
     tiles = groups * cdiv(M_max, bm) * cdiv(N, bn)
-    if config is None and not p["PDL"] and dev.type == "cuda":  # (PDL chains keep their measured configs)
-        cfg = _decode_k2_config(_decode_wave_config(cfg, tiles, _gg._num_programs(dev)), kb)
+    if config is None and not p["PDL"]:  # (PDL chains keep their measured configs)
+        cfg = _default_on_device(cfg, dev, tiles, kb)
     _check_k2(cfg, kb)
     a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [bm, BLOCK_K])
     b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])

@@ -118,7 +118,7 @@ def choose_masked_kernel(
 
 
 # keys only the tl kernel's config takes (grouped_gemm_masked._CONFIG_KEYS less the shared BLOCK_M / BLOCK_N)
-_TL_ONLY_KEYS = ("num_warps", "num_stages", "SWAP_AB", "PREFETCH", "MAXNREG")
+_TL_ONLY_KEYS = ("num_warps", "num_stages", "SWAP_AB", "PREFETCH", "MAXNREG", "K2")
 
 
 def _check_ws_config_keys(config: object) -> None:

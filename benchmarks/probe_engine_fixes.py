@@ -4,11 +4,12 @@
    thread) must leave the running call's tokens equal to its sequential run. The old behaviour (every call takes
    the kept cache) is reproduced by replacing the LLM's lock with one that always grants it: that is the control
    showing the bug on the GPU (the tester could only simulate it on CPU).
-2. Seeded sampled MTP (#2): per-prompt tokens of a batch vs single runs vs the reversed batch, with
-   ``draft_groups`` (committed), ``LLM.mtp_draft_masks`` (one masked batch per step) and the old one-K rule
-   (monkeypatched back), mtp = 1 and 2.
-3. Cost: wall time of one sampled MTP ``generate`` (16 prompts, mtp = 1 / 3, 64 new tokens), groups vs old rule vs
-   masks vs groups again (A/A), interleaved rounds with rotated order; decode steps counted.
+2. Seeded sampled MTP (#2): per-prompt tokens of a batch vs single runs vs the reversed batch (``step_plan``: one
+   masked verify batch per step), mtp = 1 and 2; greedy MTP identity.
+3. Time of one sampled MTP ``generate`` (16 prompts, mtp = 1 / 3, 64 new tokens), twice per round (A/A),
+   interleaved rounds; decode steps counted.
+The s24 rows of W1 (614bcf7) and W2 (5d60a18) also timed the variants measured then and removed since: one batch per
+draft count (draft_groups) and the old one-K rule (git show 5d60a18:benchmarks/probe_engine_fixes.py).
 
 Usage: python benchmarks/probe_engine_fixes.py --out rows.jsonl [--rounds 7]. Prints a short table last.
 """
@@ -26,8 +27,6 @@ import torch
 
 from tritonseek.benchrun import git_commit
 from tritonseek import LLM, SamplingParams
-from tritonseek.engine import speculative
-from tritonseek.engine.speculative import draft_groups
 
 PROMPTS = ["def add(a, b):", "import os", "class Foo:", "for i in range(", "x = [", "def main():", "while True:",
            "import sys", "# compute", "return", "if x:", "try:", "with open(", "print(", "def f(x):", "y = 2"]
@@ -36,11 +35,6 @@ PROMPTS = ["def add(a, b):", "import os", "class Foo:", "for i in range(", "x = 
 def _sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def old_groups(seqs, k_max):
-    """The rule before the fix: one K = min over every live sequence's limit, for the whole batch."""
-    return {min([k_max] + [s.params.max_new_tokens - len(s.out_ids) - 1 for s in seqs]): list(range(len(seqs)))}
 
 
 class AlwaysGranted:
@@ -96,64 +90,46 @@ def reentry(llm, rows, control: bool):
     print(row, flush=True)
 
 
-def use(llm, variant):
-    """Step rule of a variant: groups = committed default (one batch per draft count), old = the one-K rule,
-    masks = LLM.mtp_draft_masks (one masked batch per step)."""
-    speculative.draft_groups = old_groups if variant == "old" else draft_groups
-    llm.mtp_draft_masks = variant.startswith("masks")
-
-
-def invariance(llm, rows, rule_name):
-    use(llm, rule_name)
-    try:
-        sp = SamplingParams(temperature=0.8, seed=5, max_new_tokens=30)
-        for mtp in (1, 2):
-            single = [llm.generate([p], sp, mtp=mtp)[0].token_ids for p in PROMPTS[:3]]
-            batch = ids(llm.generate(PROMPTS[:3], sp, mtp=mtp))
-            rev = ids(llm.generate(PROMPTS[:3][::-1], sp, mtp=mtp))[::-1]
-            row = dict(case="seeded_mtp_batch_invariance", rule=rule_name, mtp=mtp,
-                       batch_eq_single=[a == b for a, b in zip(batch, single)],
-                       reversed_eq_single=[a == b for a, b in zip(rev, single)])
-            rows.append(row)
-            print(row, flush=True)
-        greedy = SamplingParams(max_new_tokens=30)
-        plain = ids(llm.generate(PROMPTS[:4], greedy))
-        row = dict(case="greedy_mtp_identical", rule=rule_name,
-                   equal=[ids(llm.generate(PROMPTS[:4], greedy, mtp=k)) == plain for k in (1, 2, 3)])
+def invariance(llm, rows, rule_name="step_plan"):
+    sp = SamplingParams(temperature=0.8, seed=5, max_new_tokens=30)
+    for mtp in (1, 2):
+        single = [llm.generate([p], sp, mtp=mtp)[0].token_ids for p in PROMPTS[:3]]
+        batch = ids(llm.generate(PROMPTS[:3], sp, mtp=mtp))
+        rev = ids(llm.generate(PROMPTS[:3][::-1], sp, mtp=mtp))[::-1]
+        row = dict(case="seeded_mtp_batch_invariance", rule=rule_name, mtp=mtp,
+                   batch_eq_single=[a == b for a, b in zip(batch, single)],
+                   reversed_eq_single=[a == b for a, b in zip(rev, single)])
         rows.append(row)
         print(row, flush=True)
-    finally:
-        use(llm, "groups")
+    greedy = SamplingParams(max_new_tokens=30)
+    plain = ids(llm.generate(PROMPTS[:4], greedy))
+    row = dict(case="greedy_mtp_identical", rule=rule_name,
+               equal=[ids(llm.generate(PROMPTS[:4], greedy, mtp=k)) == plain for k in (1, 2, 3)])
+    rows.append(row)
+    print(row, flush=True)
 
 
 def timing(llm, rows, rounds: int):
-    names = ["groups", "old", "masks", "groups_aa"]
+    names = ["a", "a_aa"]
     params = [SamplingParams(temperature=0.8, top_p=0.95, seed=i, max_new_tokens=64) for i in range(len(PROMPTS))]
     for mtp in (1, 3):
-        for v in ("groups", "masks"):  # compile / capture outside the timed rounds
-            use(llm, v)
-            llm.generate(PROMPTS, params, mtp=mtp)
+        llm.generate(PROMPTS, params, mtp=mtp)  # compile / capture outside the timed rounds
         times = {v: [] for v in names}
         steps = {}
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for v in order:
-                use(llm, v)
                 _sync()
                 t0 = time.perf_counter()
                 llm.generate(PROMPTS, params, mtp=mtp)
                 _sync()
                 times[v].append(time.perf_counter() - t0)
                 steps[v] = llm.last_stats.decode_steps
-        use(llm, "groups")
         med = {v: statistics.median(t) for v, t in times.items()}
         row = dict(case="sampled_mtp_generate_time", mtp=mtp, batch=len(PROMPTS), max_new_tokens=64, rounds=rounds,
                    median_ms={v: round(m * 1e3, 2) for v, m in med.items()},
                    min_ms={v: round(min(t) * 1e3, 2) for v, t in times.items()},
-                   ratio_groups_over_old=round(med["groups"] / med["old"], 3),
-                   ratio_masks_over_old=round(med["masks"] / med["old"], 3),
-                   ratio_masks_over_groups=round(med["masks"] / med["groups"], 3),
-                   ratio_aa=round(med["groups_aa"] / med["groups"], 3), decode_steps=steps)
+                   ratio_aa=round(med["a_aa"] / med["a"], 3), decode_steps=steps)
         rows.append(row)
         print(row, flush=True)
 
@@ -188,9 +164,7 @@ def main():
     rows = Rows(a.out, meta)
     try:
         reentry(llm, rows, control=False)
-        invariance(llm, rows, "groups")
-        invariance(llm, rows, "masks")
-        invariance(llm, rows, "old")
+        invariance(llm, rows)
         timing(llm, rows, a.rounds)
         reentry(llm, rows, control=True)  # last: the old behaviour's nested call resets the cache under the outer one
     finally:

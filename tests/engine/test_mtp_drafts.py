@@ -65,9 +65,9 @@ def test_chained_drafts_equal_the_mtp_module_run_by_hand(llm, monkeypatch, k):
     steps: list[tuple[list[int], list[int]]] = []
     orig = speculative.MTPDrafter.verify
 
-    def verify(self, seqs, drafts):
+    def verify(self, seqs, drafts, limits=None):
         steps.extend((s.prompt_ids + s.out_ids, row) for s, row in zip(seqs, drafts.tolist()))
-        return orig(self, seqs, drafts)
+        return orig(self, seqs, drafts, limits)
 
     monkeypatch.setattr(speculative.MTPDrafter, "verify", verify)
     llm.generate(_PROMPTS, SamplingParams(max_new_tokens=12, ignore_eos=True), mtp=k)

@@ -68,9 +68,9 @@ def _record_drafts(monkeypatch) -> list[list[list[int]]]:
     seen: list[list[list[int]]] = []
     orig = speculative.MTPDrafter.verify
 
-    def verify(self, seqs, drafts):
+    def verify(self, seqs, drafts, limits=None):
         seen.append(drafts.tolist())
-        return orig(self, seqs, drafts)
+        return orig(self, seqs, drafts, limits)
 
     monkeypatch.setattr(speculative.MTPDrafter, "verify", verify)
     return seen

@@ -70,10 +70,10 @@ def _record_stepwise_drafts(mp) -> dict:
     seen: dict[int, list] = {}
     orig = speculative.MTPDrafter.verify
 
-    def verify(self, seqs, drafts):
+    def verify(self, seqs, drafts, limits=None):
         for s, row in zip(seqs, drafts.tolist()):
             seen.setdefault(s.seq_id, []).append(row)
-        return orig(self, seqs, drafts)
+        return orig(self, seqs, drafts, limits)
 
     mp.setattr(speculative.MTPDrafter, "verify", verify)
     return seen

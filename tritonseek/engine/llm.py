@@ -183,7 +183,6 @@ class LLM:
         self.max_graph_batch = max_graph_batch
         self.graph_verify = True  # MTP verify through (bucket, K+1) graphs (token-identical on the H200)
         self.graph_step = True  # greedy MTP: whole steps as one (bucket, K) graph each (engine/mtp_step.py)
-        self.mtp_draft_masks = False  # sampled MTP: one masked verify batch per step (speculative.step_plan); unmeasured
         self._cache: PagedLatentCache | None = None  # kept between calls only while graphs are used
         self._graphs: DecodeGraphs | None = None
         # held by the generate call that uses the kept cache and graphs: a call made while another runs (from
@@ -462,9 +461,9 @@ class LLM:
             self._speculate_graphs(drafter, fused, live, h_last, first, on_text, stats)
             live = []
         while live:
-            # each sampled sequence drafts its own limit (its seeded draws do not depend on the batch): one verify
-            # batch per draft count, or one masked batch (step_plan); usually one
-            plan = step_plan(live, drafter.k, self.config.max_position_embeddings, self.mtp_draft_masks)
+            # one verify batch, each sampled row drafting its own limit (the rest masked: step_plan), so a sequence's
+            # seeded draws do not depend on the batch; more batches only near max_position_embeddings
+            plan = step_plan(live, drafter.k, self.config.max_position_embeddings)
             if len(plan) == 1:
                 h_last, first = self._spec_step(drafter, live, h_last, first, *plan[0][::2], on_text, stats)
             else:
@@ -493,13 +492,13 @@ class LLM:
         )
 
     def _spec_step(self, drafter: MTPDrafter, live: list[Sequence], h_last, first, k: int, lim, on_text, stats):
-        """One eager MTP step of ``live`` with k drafts each (k = 0: a plain decode step sampled with the request
-        generators; lim: per-row draft limits of a masked step, or None); returns the MTP pass's (hidden, next first
+        """One eager MTP step of ``live`` with k drafts each, row i's past lim[i] masked (``step_plan``; lim None:
+        none masked, and k = 0 (greedy only) is a plain decode step); returns the MTP pass's (hidden, next first
         drafts)."""
         starts = [s.num_tokens - 1 for s in live]
         if k >= 1:
             drafts = drafter.draft(live, h_last, first, k)
-            out, num_acc, target_hidden = drafter.verify(live, drafts, *([] if lim is None else [lim]))
+            out, num_acc, target_hidden = drafter.verify(live, drafts, lim)
         else:
             logits, target_hidden = drafter.runner.decode_tokens(live, [[s.last_token] for s in live], starts)
             out = torch.tensor(drafter.runner.sample(live, logits), device=self.device)[:, None]
@@ -517,8 +516,8 @@ class LLM:
         is safe whatever step t emits: no sequence of the launch has finished, and each can take K more drafts
         after step t's K+1 tokens without passing its max_new_tokens (so never max_position_embeddings). Otherwise
         the next launch waits for the results, drops the finished sequences (their rows are compacted, their
-        pages freed) and takes K = min(K, max_new_tokens − emitted − 1) over the live ones, as the step-by-step
-        path does. A sequence that finished at step t has its row in the already-launched step t+1: that row is
+        pages freed) and takes K = min(K, max_new_tokens − emitted − 1) over the live ones (greedy: the tokens
+        do not depend on K; the step-by-step path masks each row at its own limit instead). A sequence that finished at step t has its row in the already-launched step t+1: that row is
         computed and ignored (its freed pages are reused only by launches after it, in stream order).
         """
         K = drafter.k

@@ -52,7 +52,7 @@ def greedy_draft_tokens(mtp, ops, h: torch.Tensor) -> torch.Tensor:
 def step_randomness(seqs: list[Sequence], k: int, counts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(uniforms [B, k] fp32 in [0, 1), seeds [B] int64) of one verify step, on the host.
 
-    counts: per sequence, how many of its k drafts are real (a masked step, :func:`step_plan`); sequence i draws
+    counts: per sequence, how many of its k drafts are real (:func:`step_plan`'s masked step); sequence i draws
     only min(counts[i], k) uniforms (the rest are 0, never read: its later drafts are rejected), so its numbers
     equal those of a step with that many drafts. None: k each.
 
@@ -74,44 +74,30 @@ def step_randomness(seqs: list[Sequence], k: int, counts: list[int] | None = Non
     return torch.from_numpy(uniforms), torch.from_numpy(seeds)
 
 
-def draft_groups(seqs: list[Sequence], k_max: int) -> dict[int, list[int]]:
-    """The verify batches of one MTP step: {draft count k: indices into ``seqs``}, largest k first.
+def step_plan(seqs: list[Sequence], k_max: int,
+              max_positions: int) -> list[tuple[int, list[int], list[int] | None]]:
+    """The verify batches of one eager MTP step: [(k, indices into seqs, per-row draft limits or None)], usually one.
 
-    A sequence never drafts past what it may still emit: its limit is min(k_max, max_new_tokens − emitted − 1)
-    (so no position passes max_position_embeddings). Sampled sequences are grouped by their own limit, so each
-    drafts exactly that many tokens whatever the rest of the batch is: their random draws (``step_randomness``,
-    keyed by seed, token count and k; the request generator in a k = 0 step) depend on their own state only
-    (one k for the whole batch made a seeded request's tokens depend on its batch-mates, h3tester s24 #2).
-    Greedy sequences emit the same tokens at any k, so they share one batch at the smallest of their limits
-    (joining the sampled sequences of that k): an all-greedy step stays one batch.
-    Cost: a step whose sampled sequences have different limits runs one forward per distinct limit. H200 s24 W1
-    (h4fix, 16 sampled prompts × 64 new tokens, default model): mtp=3 68 decode steps (forwards) vs 53 with the old
-    one-K rule, 145 vs 137 ms median per generate (A/A 1.051: inside the noise); mtp=1 53 vs 51 steps, 91 vs 94 ms.
-    ``step_plan(masks=True)`` runs such a step as one masked batch instead.
+    A sequence never drafts past what it may still emit: its limit is min(k_max, max_new_tokens − emitted − 1).
+    The step is ONE verify batch at k = max(1, largest limit) in which each row's drafts past its own limit are
+    masked (−1 to the verifier: rejected, so the row emits there the sample of p, or the argmax, that its bonus
+    token would be; ``MTPDrafter.verify``) and its randomness is drawn for its own limit (``step_randomness``).
+    A sequence's tokens then depend on its own state only, not on its batch-mates: one K = min over the batch made
+    a seeded request's tokens depend on them (h3tester s24 #2); a row at limit 0 samples through the verifier
+    (Philox, step seed) like every other step, not through ``ModelRunner.sample``. Rows with a smaller limit
+    cost compute on masked positions, not extra forwards. When a row's positions n..n+k would reach
+    max_positions (a sequence near max_position_embeddings), one masked batch per distinct max(1, limit) instead:
+    each row's own n + limit + 1 is always below it.
+    H200 s24 W2 (h4fix, 16 sampled prompts × 64 new tokens, default model, 7 rounds): mtp=3 51 decode steps,
+    103 ms median per generate vs 112 ms / 53 steps for the old one-K rule (0.92×) and 125 ms / 68 steps for one
+    batch per draft count (0.83×; A/A 1.001); mtp=1 1.006× the old rule (A/A 0.986), 49 vs 51 steps.
+    An all-greedy batch keeps k = the smallest limit, unmasked (limits None; k = 0: a plain decode step): its tokens
+    do not depend on k, and the whole-step graphs (``LLM._speculate_graphs``) take the same k, so both paths run
+    the same steps and drafts (tests compare them draft for draft).
     """
     lim = [min(k_max, s.params.max_new_tokens - len(s.out_ids) - 1) for s in seqs]
-    k_greedy = min((k for k, s in zip(lim, seqs) if s.params.temperature <= 0), default=0)
-    groups: dict[int, list[int]] = {}
-    for i, (k, s) in enumerate(zip(lim, seqs)):
-        groups.setdefault(k if s.params.temperature > 0 else k_greedy, []).append(i)
-    return dict(sorted(groups.items(), reverse=True))
-
-
-def step_plan(seqs: list[Sequence], k_max: int, max_positions: int,
-              masks: bool) -> list[tuple[int, list[int], list[int] | None]]:
-    """The verify batches of one eager MTP step: [(k, indices into seqs, per-row draft limits or None)].
-
-    masks False: :func:`draft_groups` (limits None). masks True (``LLM.mtp_draft_masks``) with a sampled sequence:
-    ONE batch at k = max(1, largest limit) in which each row's drafts past its own limit are masked (−1: rejected,
-    so the row emits a sample of p there, which is what its bonus token would be; see ``MTPDrafter.verify``): no
-    extra forwards for rows with other limits, and each row's draws are those of a step at its own limit. Needs
-    every row's positions n..n+k below max_position_embeddings; when a sequence is that close to it, one masked
-    batch per distinct max(1, limit) (a row's own n + limit + 1 is always in range). A sampled row at limit 0 then
-    emits through the verifier (Philox, step seed), not ``ModelRunner.sample``. All-greedy: draft_groups.
-    """
-    if not masks or all(s.params.temperature <= 0 for s in seqs):
-        return [(k, rows, None) for k, rows in draft_groups(seqs, k_max).items()]
-    lim = [min(k_max, s.params.max_new_tokens - len(s.out_ids) - 1) for s in seqs]
+    if all(s.params.temperature <= 0 for s in seqs):
+        return [(min(lim), list(range(len(seqs))), None)]
     k = max(1, max(lim))
     if all(s.num_tokens - 1 + k < max_positions for s in seqs):
         return [(k, list(range(len(seqs))), lim)]

@@ -49,8 +49,8 @@ from benchmarks.bench_grouped_ws import _rand_fp8  # noqa: E402
 
 from tritonseek.benchrun import git_commit, name_list, out_file, positive_float, positive_int, require_cuda  # noqa: E402
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked  # noqa: E402
-from tritonseek.kernels.grouped_gemm_masked_decode import (launch_masked_devdesc, launch_masked_k2,  # noqa: E402
-                                                           launch_masked_raw, launch_masked_tiled, tile_weights)
+from tritonseek.kernels.grouped_gemm_masked_decode import (launch_masked_devdesc, launch_masked_raw,  # noqa: E402
+                                                           launch_masked_tiled, tile_weights)
 from tritonseek.kernels.reference.moe import calc_diff, grouped_fp8_gemm_masked_ref  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
@@ -143,7 +143,8 @@ def build(name, kind, cfg, ops, mag, sink, em=1):
         return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, expected_m=em, max_active_groups=mag,
                                                config=c)
     if kind == "k2":
-        return lambda: launch_masked_k2(a, a_s, b, bs, mm, out, mag, cfg)
+        return lambda: grouped_fp8_gemm_masked(a, a_s, b, bs, mm, out=out, config=dict(cfg, K2=True),
+                                               max_active_groups=mag, kernel="tl")
     if kind == "silu":  # the model's GEMM1 kernel (b read as w13 [E, 2I, K]), plain launch, its default or cfg
         from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked_silu_quant
 
@@ -247,11 +248,10 @@ def compiled_info() -> list[str]:
     """One line per compiled variant of the probed kernels: shared memory, registers, spills (ptxas, from the
     loaded binaries), for the programs-per-SM arithmetic."""
     from tritonseek.kernels.grouped_gemm_masked import _grouped_fp8_masked_kernel
-    from tritonseek.kernels.grouped_gemm_masked_decode import (_masked_devdesc_kernel, _masked_k2_kernel,
-                                                               _masked_tiled_kernel)
+    from tritonseek.kernels.grouped_gemm_masked_decode import _masked_devdesc_kernel, _masked_tiled_kernel
 
     lines = []
-    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _masked_tiled_kernel, _masked_k2_kernel,
+    for fn in (_grouped_fp8_masked_kernel, _masked_devdesc_kernel, _masked_tiled_kernel,
                _read_desc_kernel, _empty_desc_kernel):
         try:
             for cache in fn.device_caches.values():

@@ -13,9 +13,8 @@ Not wired into any launcher: ``benchmarks/probe_masked_decode.py`` times them ag
   × one K block, stored as 16 contiguous KB) so that each weight TMA box is one contiguous 16-KB read instead of 128
   rows of 128 bytes 2 KB (K = 2048) or 7 KB (K = 7168) apart: does the DRAM access pattern explain the in-kernel
   gap (31.6 µs against a plain read's 27.9 at (7168, 2048))? Same K loop, scales and COMPACT slots otherwise.
-* ``launch_masked_k2`` — the usual weight layout, two K blocks per pipeline stage (two TMA boxes of the same 128
-  rows issued back to back: 256 contiguous bytes of each row requested together, with no change of layout); the
-  same K loop (grouped_gemm_k2) is grouped_gemm_masked's config K2.
+* K2 (two K blocks per pipeline stage on the usual layout) was a variant here until it became
+  grouped_gemm_masked's config K2; the probe now times it through that launcher (config K2=True).
 * ``launch_masked_raw`` — the default kernel launched directly with a chosen ``num_k_blocks`` (0: launch only,
   the programs find their group, store zeros and exit) so the launch cost of its configuration (parameters,
   shared memory, registers, grid) can be timed apart from its K loop.
@@ -49,7 +48,6 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.grouped_gemm import BLOCK_K
-from tritonseek.kernels.grouped_gemm_k2 import _fp8_tile_k2
 from tritonseek.kernels.grouped_gemm_masked import (_compact_group, _grouped_fp8_masked_kernel, _masked_tile,
                                                     _nonempty_groups, _tile_coords)
 
@@ -140,77 +138,6 @@ def _masked_tiled_kernel(
         _tiled_tile(g, mm, off_m, off_n, a_desc, bt_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
                     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om,
                     stride_on, BLOCK_M, BLOCK_N, BLOCK_K, 1)
-
-
-@triton.jit
-def _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
-             stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om, stride_on,
-             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr = None):
-    # one swapped [BLOCK_N weight rows, BLOCK_M tokens] tile of group g, K blocks taken two per iteration
-    # (num_k_blocks even; the launcher checks)
-    mm = tl.minimum(mm, M_max)
-    if off_m < mm:
-        g64 = g.to(tl.int64)
-        rm = off_m + tl.arange(0, BLOCK_M)
-        rn = off_n + tl.arange(0, BLOCK_N)
-        row_ok = rm < mm
-        sa_ptrs = a_scale_ptr + g64 * stride_ase + rm * stride_asm
-        sb_ptr = b_scale_ptr + g64 * stride_bse + (off_n // 128) * stride_bsn
-        a_row = (g64 * M_max + off_m).to(tl.int32)
-        b_row = (g64 * N + off_n).to(tl.int32)
-        acc = _fp8_tile_k2(a_desc, b_desc, a_row, b_row, sa_ptrs, sb_ptr, row_ok, num_k_blocks, stride_ask,
-                           stride_bsk, BLOCK_M, BLOCK_N, BLOCK_K, STAGES)
-        o_ptrs = out_ptr + g64 * stride_oe + rm.to(tl.int64)[None, :] * stride_om + rn[:, None] * stride_on
-        tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[None, :] & (rn[:, None] < N))
-
-
-@triton.jit(do_not_specialize=["M_max", "num_k_blocks", "stride_ase", "stride_asm", "stride_bse", "stride_bsn"])
-def _masked_k2_kernel(
-    a_desc, b_desc, a_scale_ptr, b_scale_ptr, masked_m_ptr, out_ptr,
-    M_max, N, E, num_k_blocks,
-    stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
-    stride_oe, stride_om, stride_on,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, E_PAD: tl.constexpr,
-):
-    # as _masked_tiled_kernel over the usual layout (b_desc: [E*N, K], box [BLOCK_N, BLOCK_K]), BLOCK_N ≤ 128
-    slot, off_m, off_n, n_slots = _tile_coords(tl.program_id(0), M_max, N, BLOCK_M, BLOCK_N)
-    ev, cnt, csum, nnz = _nonempty_groups(masked_m_ptr, E, E_PAD)
-    if slot < nnz:
-        g, mm = _compact_group(slot, ev, cnt, csum, E_PAD)
-        _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
-                 stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om,
-                 stride_on, BLOCK_M, BLOCK_N, BLOCK_K)
-    for q in range(slot + n_slots, nnz, n_slots):
-        ev2, cnt2, csum2, _ = _nonempty_groups(masked_m_ptr, E, E_PAD)
-        g, mm = _compact_group(q, ev2, cnt2, csum2, E_PAD)
-        _k2_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, out_ptr, M_max, N, num_k_blocks,
-                 stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk, stride_oe, stride_om,
-                 stride_on, BLOCK_M, BLOCK_N, BLOCK_K, 1)
-
-
-def launch_masked_k2(a, a_scale, b, b_scale, masked_m, out, max_active_groups: int, cfg: dict) -> torch.Tensor:
-    """The masked GEMM (usual layout, swapped 16-row tiles, COMPACT slots) with two K blocks per pipeline stage.
-
-    Operands as :func:`launch_masked_devdesc`; K / 128 must be even (ValueError otherwise). cfg: BLOCK_N (64 or 128),
-    num_warps, num_stages (each stage holds two K blocks), optional MAXNREG. Returns out."""
-    E, M_max, K = a.shape
-    N = b.shape[1]
-    kb = cdiv(K, BLOCK_K)
-    if kb % 2 or K % BLOCK_K:
-        raise ValueError(f"launch_masked_k2 needs K a multiple of 256, got K={K}")
-    bn = cfg["BLOCK_N"]
-    if bn not in (64, 128):
-        raise ValueError(f"cfg BLOCK_N must be 64 or 128, got {bn!r}")
-    tiles = _slots(E, max_active_groups) * cdiv(M_max, 16) * cdiv(N, bn)
-    a_desc = TensorDescriptor(a, [E * M_max, K], [a.stride(1), 1], [16, BLOCK_K])
-    b_desc = TensorDescriptor(b, [E * N, K], [b.stride(1), 1], [bn, BLOCK_K])
-    _masked_k2_kernel[(tiles,)](
-        a_desc, b_desc, a_scale, b_scale, masked_m, out, M_max, N, E, kb,
-        a_scale.stride(0), a_scale.stride(1), a_scale.stride(2), b_scale.stride(0), b_scale.stride(1),
-        b_scale.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        BLOCK_M=16, BLOCK_N=bn, BLOCK_K=BLOCK_K, E_PAD=next_pow2(E), **_launch_opts(cfg),
-    )
-    return out
 
 
 def tile_weights(b: torch.Tensor) -> torch.Tensor:
@@ -309,4 +236,4 @@ def launch_masked_raw(a, a_scale, b, b_scale, masked_m, out, max_active_groups: 
     return out
 
 
-__all__ = ["launch_masked_devdesc", "launch_masked_k2", "launch_masked_raw", "launch_masked_tiled", "tile_weights"]
+__all__ = ["launch_masked_devdesc", "launch_masked_raw", "launch_masked_tiled", "tile_weights"]

@@ -1,6 +1,6 @@
 """Probe (issue 4, s21): launch variants of the per-token-group FP8 quant kernels at the suite's large shapes.
 
-    PYTHONPATH=. python benchmarks/probe_quant_ab.py [--out rows.jsonl] [--rounds 11] [--cases all|large]
+    PYTHONPATH=. python benchmarks/probe_quant_ab.py [--out rows.jsonl] [--rounds 11] [--cases all|large|floors]
 
 1. Correctness at the real shape, NaN-poisoned outputs: the committed launch against the torch reference on the
    GPU (per-token: bytes as tests/kernels/test_fp8_quant._assert_same_bytes; SiLU·mul: scales within 1e-6, q within
@@ -15,6 +15,22 @@
    ceiling at this size. GB/s = (M·width·2 + M·K + 4·M·G) / t, as the suite.
 3. Pairs (per_token quant → the fp8_gemm_nt reading q, M = 4096): whether streaming stores of q cost the GEMM; every
    variant's GEMM output is checked bit for bit against the all-off launch's.
+4. Floors (``--cases floors``, s25, issue 4's K 2048 target): the committed launch (and its A/A twin) timed in the
+   same graphs and rounds as kernels that move the quant's exact bytes without its arithmetic, at per_token
+   4096×2048, silu 4096×2048 and per_token 4096×7168 (control: target met there):
+   ``cast`` = ``q.copy_(x)`` into an e4m3 tensor (torch's bf16→fp8 elementwise kernel: 2 B read, 1 B written per
+   element; no scale bytes). For SiLU·mul it casts x [M, 2I] bf16 viewed as [M, I] fp32 into q [M, I] e4m3: the
+   same 4I bytes read and I written per row, one contiguous read (not gate and up as two halves), no scales.
+   ``stream_RxCwW[h]`` = _floor_kernel: a [R, C] tile per program, num_warps W (h: the per_token default's
+   evict-first / .cs hints), reading the quant's bf16 bytes (gate and up for SiLU·mul) and writing clamp(x, ±448)
+   (SiLU·mul: clamp(gate·up)) as e4m3 and 1.0 as every scale, in the quant's q and MN-major scale layouts: no
+   amax, no division. Checked byte for byte against torch's cast of the clamped input (scales all 1.0).
+   ``read_RxCwW`` = the same reads, one fp32 sum per program written (checked against the input's sum).
+   GB/s of every row is the suite's formula (what the quant moves), ``gbps_moved`` the bytes the variant itself
+   moves. Beside the event timing: ``us_queued`` (each replay queued behind a device sleep, so the graph's launch
+   from an idle GPU is not in it; same rounds) and ``us_kernel`` (benchmarks.timing.kernel_time_us, L2 flushed,
+   profiler kernel durations; for default, default_AA, copy, cast and the best stream / read only): second views,
+   never instead of ``us_graph``.
 W1 (cfabe8e) and W2 (23d6340) also timed a persistent grid, PDL launches, other ROWS / GPP launches and the decode
 MLP chain; those knobs lost and were removed (figures in fp8_quant's knob record; this probe with them at 23a7ad0).
 """
@@ -30,16 +46,20 @@ import statistics
 import sys
 
 import torch
+import triton
+import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.timing import _capture, replay_ms  # noqa: E402
+from benchmarks.timing import _capture, kernel_time_us, replay_ms  # noqa: E402
 from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
 from tritonseek.kernels import fp8_quant  # noqa: E402
+from tritonseek.kernels._host import cdiv, next_pow2  # noqa: E402
 from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref, silu_mul_quant_fp8_ref  # noqa: E402
 
 PER = "per_token_group_quant_fp8"
 SILU = "silu_mul_quant_fp8"
 LARGE = [(PER, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 2048), (SILU, 4096, 18432)]
+FLOOR_CASES = [(PER, 4096, 2048), (SILU, 4096, 2048), (PER, 4096, 7168)]
 SMALL = [(PER, 64, 2048), (PER, 64, 7168), (SILU, 64, 2048), (SILU, 64, 18432)]
 
 # name → (rows_cfg or None = committed, knobs or None = committed): the committed default (streaming per_token at
@@ -105,6 +125,132 @@ def check_base_vs_ref(op, x, q, s):
     return ""
 
 
+# ------------------------------------------------------------------------------------------------------- floors
+# (ROWS, COLS, num_warps, hints): the quant's own tiles (per_token 8 rows × 4 groups, silu 16 × 1; the per_token
+# default's streaming hints) and wider / taller / one-row tiles; READ_CFGS a subset for the read-only floor
+FLOOR_CFGS = [(8, 512, 4, False), (8, 512, 4, True), (16, 128, 4, False), (4, 1024, 4, False), (8, 1024, 8, False),
+              (32, 256, 8, False), (1, 2048, 4, False), (2, 2048, 8, True)]
+READ_CFGS = [(8, 512, 4, False), (16, 128, 4, False), (8, 1024, 8, False), (2, 2048, 8, False)]
+
+
+def cfg_name(kind, cfg):
+    return f"{kind}_{cfg[0]}x{cfg[1]}w{cfg[2]}" + ("h" if cfg[3] else "")
+
+
+@triton.jit
+def _floor_kernel(x_ptr, q_ptr, s_ptr, M, K, G, up_offset, stride_xm, stride_qm, stride_sm, stride_sg,
+                  ROWS: tl.constexpr, COLS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
+                  WRITE: tl.constexpr, HINTS: tl.constexpr):
+    # the quant's bytes without its arithmetic: tile rows [rb*ROWS, +ROWS) × cols [cb*COLS, +COLS) of x (and of up
+    # at +up_offset); WRITE: q = e4m3(clamp(v, ±448)) and scale 1.0 for the GPP groups of the tile (MN-major as the
+    # quant's); else one fp32 sum per program (the loads must feed a store or they are dropped)
+    rb = tl.program_id(0)
+    cb = tl.program_id(1)
+    rows = rb * ROWS + tl.arange(0, ROWS)
+    rows64 = rows.to(tl.int64)
+    cols = cb * COLS + tl.arange(0, COLS)
+    mask = (rows[:, None] < M) & (cols[None, :] < K)
+    ptrs = x_ptr + rows64[:, None] * stride_xm + cols[None, :]
+    if HINTS:
+        v = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    else:
+        v = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    if SILU_MUL:
+        if HINTS:
+            v = v * tl.load(ptrs + up_offset, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        else:
+            v = v * tl.load(ptrs + up_offset, mask=mask, other=0.0).to(tl.float32)
+    if WRITE:
+        q = tl.minimum(tl.maximum(v, -448.0), 448.0).to(q_ptr.dtype.element_ty)
+        q_ptrs = q_ptr + rows64[:, None] * stride_qm + cols[None, :]
+        if HINTS:
+            tl.store(q_ptrs, q, mask=mask, cache_modifier=".cs")
+        else:
+            tl.store(q_ptrs, q, mask=mask)
+        grp = cb * GPP + tl.arange(0, GPP)
+        s_mask = (rows[:, None] < M) & (grp[None, :] < G)
+        tl.store(s_ptr + rows64[:, None] * stride_sm + grp[None, :] * stride_sg,
+                 tl.full((ROWS, GPP), 1.0, tl.float32), mask=s_mask)
+    else:
+        tl.store(q_ptr + rb * tl.num_programs(1) + cb, tl.sum(tl.sum(v, 1), 0))
+
+
+def floor_call(op, x, cfg, write=True, poison=False):
+    """_floor_kernel on x ([M, K] per_token, [M, 2I] SiLU·mul; bf16, unit column stride) with cfg = (ROWS, COLS,
+    num_warps, hints). write: (q [M, K] e4m3, s [M, G] fp32 MN-major), as the quant returns them; else (sums, None):
+    one fp32 per program. poison: outputs NaN-filled first (a check, not timing)."""
+    if x.stride(1) != 1:
+        raise ValueError(f"x must have unit column stride, got strides {x.stride()}")
+    m, width = x.shape
+    k = width // 2 if op == SILU else width
+    rows, cols, warps, hints = cfg
+    cols = min(cols, max(128, next_pow2(k)))
+    g = cdiv(k, 128)
+    grid = (cdiv(m, rows), cdiv(k, cols))
+    new = (lambda *a, **kw: torch.full(*a, float("nan"), **kw)) if poison else torch.empty
+    if write:
+        q = new((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+        s = new((g, m), dtype=torch.float32, device=x.device).t()
+    else:
+        q = new((grid[0] * grid[1],), dtype=torch.float32, device=x.device)
+        s = q
+    _floor_kernel[grid](x, q, s, m, k, g, k if op == SILU else 0, x.stride(0), q.stride(0) if write else 0,
+                        s.stride(0) if write else 0, s.stride(1) if write else 0, ROWS=rows, COLS=cols,
+                        GPP=cols // 128, SILU_MUL=op == SILU, WRITE=write, HINTS=hints, num_warps=warps)
+    return (q, s) if write else (q, None)
+
+
+def floor_value(op, x):
+    """fp32 of what the floors read: x, or gate·up (exact in fp32: bf16 × bf16 has ≤ 16 significant bits)."""
+    if op == SILU:
+        k = x.shape[1] // 2
+        return x[:, :k].float() * x[:, k:].float()
+    return x.float()
+
+
+def check_floor(op, x, cfg, write):
+    """'' when the floor writes what it claims: q = torch's e4m3 cast of clamp(value, ±448) byte for byte and every
+    scale 1.0 (write), or the per-program sums adding up to the input's sum (read)."""
+    q, s = floor_call(op, x, cfg, write, poison=True)
+    v = floor_value(op, x)
+    if not write:
+        want, tol = v.double().sum(), 1e-5 * float(v.double().abs().sum())
+        return "" if abs(float(q.double().sum() - want)) <= tol else f"sum {float(q.sum())} vs {float(want)}"
+    ref = v.clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    bad = int((q.view(torch.uint8) != ref.view(torch.uint8)).sum())
+    if bad or not bool((s == 1.0).all()):
+        return f"{bad} q bytes differ, scales all 1.0: {bool((s == 1.0).all())}"
+    return ""
+
+
+def cast_fn(op, x, q):
+    """torch's elementwise cast into q (e4m3): x itself (per_token), or x [M, 2I] bf16 viewed as [M, I] fp32
+    (SiLU·mul: the same bytes read and written per row as the quant, scales aside)."""
+    src = x.view(torch.float32) if op == SILU else x
+    return lambda: q.copy_(src)
+
+
+def check_cast(op, x):
+    q = torch.full((x.shape[0], x.shape[1] // 2 if op == SILU else x.shape[1]), float("nan"),
+                   dtype=torch.float8_e4m3fn, device=x.device)
+    cast_fn(op, x, q)()
+    src = x.view(torch.float32) if op == SILU else x
+    ref = src.float().to(torch.float8_e4m3fn)
+    return "" if torch.equal(q.view(torch.uint8), ref.view(torch.uint8)) else "cast bytes differ"
+
+
+def bytes_moved(op, name, m, k, g, programs=0):
+    """Bytes a variant itself reads + writes per call (the suite formula counts the quant's)."""
+    width = 2 * k if op == SILU else k
+    if name.startswith("cast"):
+        return m * width * 2 + m * k
+    if name.startswith("read"):
+        return m * width * 2 + 4 * programs
+    if name.startswith("copy"):
+        return 2 * ((m * width * 2 + m * k + 4 * m * g) // 2)
+    return m * width * 2 + m * k + 4 * m * g
+
+
 def ptx_stats(h):
     """Registers, spills and global-access counts of a compiled variant (vector widths, cache hints)."""
     try:
@@ -117,22 +263,45 @@ def ptx_stats(h):
         return dict(ptx_error=f"{type(e).__name__}: {e}"[:120])
 
 
-def time_round(graphs, order, reps=15):
+def replay_ms_queued(graph, reps):
+    """GPU-clock ms of each of `reps` replays, each queued behind a ~0.5 ms device sleep: its kernels start right
+    after the start event, so the graph's launch from an idle GPU (inside replay_ms's times) is left out."""
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in ev:
+        torch.cuda._sleep(1_000_000)
+        a.record()
+        graph.replay()
+        b.record()
+    torch.cuda.synchronize()
+    return [a.elapsed_time(b) for a, b in ev]
+
+
+def time_round(graphs, order, reps=15, queued=None):
+    """{name: per-call µs} of one round (median of `reps` event-timed replays); queued: a dict that also gets each
+    name's per-call µs of queued replays (replay_ms_queued), timed right after its event-timed ones."""
     out = {}
     for name in order:
         g, n = graphs[name]
         out[name] = statistics.median(replay_ms(g, reps)) * 1000.0 / n
+        if queued is not None:
+            queued[name] = statistics.median(replay_ms_queued(g, reps)) * 1000.0 / n
     return out
 
 
-def interleave(graphs, rounds):
-    """{name: [per-call µs of each round]}: a discarded warm-up round, then `rounds` rounds in rotated order."""
+def interleave(graphs, rounds, queued=None):
+    """{name: [per-call µs of each round]}: a discarded warm-up round, then `rounds` rounds in rotated order;
+    queued: a dict filled with {name: [per-call µs of the queued replays of each round]}."""
     names = list(graphs)
     per = {n: [] for n in names}
+    if queued is not None:
+        queued.update({n: [] for n in names})
     time_round(graphs, names)
     for r in range(rounds):
-        for n, t in time_round(graphs, names[r % len(names):] + names[:r % len(names)]).items():
+        q = {} if queued is not None else None
+        for n, t in time_round(graphs, names[r % len(names):] + names[:r % len(names)], queued=q).items():
             per[n].append(t)
+            if q is not None:
+                queued[n].append(q[n])
     return per
 
 
@@ -175,7 +344,7 @@ def run_pair(m, k, n, rounds, env, rows):
                  n_input_sets=n_sets, note="graph of (quant, fp8_gemm_nt) per set; us per pair")
 
 
-def run_case(op, m, k, names, rounds, env, rows):
+def run_case(op, m, k, names, rounds, env, rows, floors=False):
     dev = torch.device("cuda")
     width = 2 * k if op == SILU else k
     g = math.ceil(k / 128)
@@ -205,25 +374,63 @@ def run_case(op, m, k, names, rounds, env, rows):
                 print(f"  FAIL {name}: {type(e).__name__}: {str(e)[:300]}", flush=True)
     finally:
         fp8_quant.torch = real_torch
+    floor_cfgs = {}
+    if floors:
+        # fresh input, none planted (the floors clamp, they do not propagate NaN); scaled so that some values clamp
+        gen = torch.Generator(device=dev).manual_seed(7 * m + k)
+        xc = (torch.randn(m, width, device=dev, generator=gen) * (20.0 if op == SILU else 200.0)).to(torch.bfloat16)
+        xn = torch.randn(m, width, device=dev, generator=gen).to(torch.bfloat16)  # |x| < 448: torch's cast no NaN
+        checks = [("cast", None, lambda: check_cast(op, xn))]
+        checks += [(cfg_name("stream", c), (c, True), lambda c=c: check_floor(op, xc, c, True)) for c in FLOOR_CFGS]
+        checks += [(cfg_name("read", c), (c, False), lambda c=c: check_floor(op, xc, c, False)) for c in READ_CFGS]
+        for name, cw, fn in checks:
+            try:
+                e = fn()
+                torch.cuda.synchronize()
+            except Exception as ex:
+                e = f"{type(ex).__name__}: {str(ex)[:300]}"
+            ok[name] = not e
+            if cw is not None:
+                floor_cfgs[name] = cw
+            print(f"  check {name:18s} {e or 'OK'}", flush=True)
+        del xc, xn
     # 2. timing
     xs = [torch.randn(m, width, device=dev, dtype=torch.bfloat16) for _ in range(n_sets)]
     half = nbytes // 2
     srcs = [torch.empty(half, dtype=torch.uint8, device=dev).random_() for _ in range(n_sets)]
     dsts = [torch.empty_like(t) for t in srcs]
-    graphs = {}
+    fns = {}
     for name, rc, kn in variants:
         if ok.get(name):
-            graphs[name] = (_capture([lambda x=x, rc=rc, kn=kn: call(op, x, rc, kn) for x in xs]), n_sets)
-    graphs["copy"] = (_capture([lambda s=s, d=d: d.copy_(s) for s, d in zip(srcs, dsts)]), n_sets)
+            fns[name] = [lambda x=x, rc=rc, kn=kn: call(op, x, rc, kn) for x in xs]
+    fns["copy"] = [lambda s=s, d=d: d.copy_(s) for s, d in zip(srcs, dsts)]
+    if floors and ok.get("cast"):
+        fns["cast"] = [cast_fn(op, x, torch.empty(m, k, dtype=torch.float8_e4m3fn, device=dev)) for x in xs]
+    for name, (c, w) in floor_cfgs.items():
+        if ok.get(name):
+            fns[name] = [lambda x=x, c=c, w=w: floor_call(op, x, c, w) for x in xs]
+    graphs = {n: (_capture(f), n_sets) for n, f in fns.items()}
     if m >= 1024 and "default" in graphs:
         # the same calls twice per graph (sets rotate, so the second pass still misses L2): how much of the
         # per-call time is the graph's own launch, which the suite spreads over n_sets calls only
         graphs["default_2x"] = (_capture([lambda x=x: call(op, x, None, None) for x in xs + xs]), 2 * n_sets)
         graphs["copy_2x"] = (_capture([lambda s=s, d=d: d.copy_(s) for s, d in zip(srcs + srcs, dsts + dsts)]),
                              2 * n_sets)
-    per = interleave(graphs, rounds)
+    queued = {} if floors else None
+    per = interleave(graphs, rounds, queued)
     names_t = list(graphs)
     base = statistics.median(per["default"]) if "default" in per else None
+    # kernel-time view (profiler durations, L2 flushed) of the committed launch, copy, cast and the best floors
+    ktime = {}
+    if floors:
+        best = [min((n for n in per if n.startswith(kind)), key=lambda n: statistics.median(per[n]), default=None)
+                for kind in ("stream", "read")]
+        for n in ["default", "default_AA", "copy", "cast", *best]:
+            if n in fns:
+                try:
+                    ktime[n] = round(kernel_time_us(fns[n], reps=20, flush_l2=True), 3)
+                except Exception as e:  # a profiler failure costs the view, not the rows
+                    print(f"  kernel_time_us {n} failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
     for n in names_t:
         t = statistics.median(per[n])
         row = dict(suite="fp8_quant_probe", case=dict(op=op, M=m, K=k), variant=n, us_graph=round(t, 3),
@@ -231,6 +438,22 @@ def run_case(op, m, k, names, rounds, env, rows):
                    vs_base=round(base / t, 4) if base else None, n_input_sets=n_sets, rounds=rounds,
                    bytes_per_call=nbytes, checked=ok.get(n, n.startswith("copy") or n == "default_2x"),
                    base_vs_reference=err or "OK")
+        if floors:
+            progs = 0
+            if n in floor_cfgs:
+                c = floor_cfgs[n][0]
+                cols = min(c[1], max(128, next_pow2(k)))
+                progs = cdiv(m, c[0]) * cdiv(k, cols)
+                row.update(floor_cfg=dict(ROWS=c[0], COLS=cols, num_warps=c[2], hints=c[3]))
+            moved = bytes_moved(op, n, m, k, g, progs)
+            qt = queued.get(n)
+            row.update(gbps_moved=round(moved / t / 1e3, 1), bytes_moved=moved, gbps_target=round(0.8 * 4270, 1))
+            if qt:
+                row.update(us_queued=round(statistics.median(qt), 3), us_queued_min=round(min(qt), 3),
+                           us_queued_max=round(max(qt), 3))
+            if n in ktime:
+                row.update(us_kernel=ktime[n], gbps_kernel=round(nbytes / ktime[n] / 1e3, 1),
+                           kernel_time_unverified=True)
         v = next((v for v in variants if v[0] == n), None)
         if v is not None:
             kn = v[2] if v[2] is not None else fp8_quant._default_knobs(m, op == SILU)
@@ -238,12 +461,19 @@ def run_case(op, m, k, names, rounds, env, rows):
                        ptx=stats.get(n))
         elif n.startswith("copy"):
             row["note"] = "dst.copy_(src), same bytes read+written per call"
+        elif n == "cast":
+            row["note"] = ("q.copy_(x) bf16 -> e4m3, no scales" if op == PER else
+                           "q[M,I].copy_(x[M,2I] bf16 viewed as fp32) -> e4m3: same bytes per row, no scales")
+        elif n.startswith("stream"):
+            row["note"] = "e4m3(clamp(" + ("gate*up" if op == SILU else "x") + ")) + scale 1.0: no amax/division"
+        elif n.startswith("read"):
+            row["note"] = "reads x" + (" (gate and up)" if op == SILU else "") + ", one fp32 sum per program written"
         if n.endswith("_2x"):
             row["note"] = row.get("note", "committed launch") + "; each set twice per graph (2·n_input_sets calls)"
         row.update(env)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    del graphs, xs, srcs, dsts
+    del graphs, xs, srcs, dsts, fns
     torch.cuda.empty_cache()
 
 
@@ -251,7 +481,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="probe_quant_rows.jsonl")
     p.add_argument("--rounds", type=int, default=11)
-    p.add_argument("--cases", choices=["all", "large"], default="all")
+    p.add_argument("--cases", choices=["all", "large", "floors"], default="all",
+                   help="floors: FLOOR_CASES with the floor variants (default and default_AA unless --variants)")
     p.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
     args = p.parse_args()
     require_cuda("probe_quant_ab")
@@ -264,8 +495,12 @@ def main():
     names = [s for s in args.variants.split(",") if s]
     rows = []
     try:
-        for op, m, k in LARGE:
-            run_case(op, m, k, names, args.rounds, env, rows)
+        if args.cases == "floors":
+            for op, m, k in FLOOR_CASES:
+                run_case(op, m, k, names or ["default", "default_AA"], args.rounds, env, rows, floors=True)
+        else:
+            for op, m, k in LARGE:
+                run_case(op, m, k, names, args.rounds, env, rows)
         if args.cases == "all":
             for op, m, k in SMALL:
                 run_case(op, m, k, SMALL_VARIANTS, args.rounds, env, rows)
@@ -277,14 +512,15 @@ def main():
     finally:
         with open(args.out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
-        print("\n%-28s %-5s %-6s %-14s %9s %9s %9s %8s %7s" % ("op", "M", "K", "variant", "us", "min", "max", "GB/s",
-                                                               "vs_base"))
+        print("\n%-26s %-5s %-6s %-17s %8s %8s %8s %7s %7s %8s %8s %7s" % (
+            "op", "M", "K", "variant", "us", "min", "max", "GB/s", "vs_base", "us_queue", "us_kern", "GB/s_mv"))
         for r in rows:
             c = r["case"]
             kind = "+gemm" if r["suite"] == "fp8_quant_probe_pair" else ""
-            print("%-28s %-5d %-6s %-14s %9.3f %9.3f %9.3f %8s %7s" % (
-                c["op"][:22] + kind, c["M"], c["K"], r["variant"], r["us_graph"], r["us_min"],
-                r["us_max"], r.get("gbps", "-"), r["vs_base"]))
+            print("%-26s %-5d %-6s %-17s %8.3f %8.3f %8.3f %7s %7s %8s %8s %7s" % (
+                c["op"][:20] + kind, c["M"], c["K"], r["variant"], r["us_graph"], r["us_min"], r["us_max"],
+                r.get("gbps", "-"), r["vs_base"], r.get("us_queued", "-"), r.get("us_kernel", "-"),
+                r.get("gbps_moved", "-")))
     return 0
 
 

@@ -102,8 +102,9 @@ class MoE(nn.Module):
         # Shared experts: split over the ranks like a dense MLP (gate/up column-, down row-parallel) when the
         # split stays on the 128 FP8 grid (DeepSeek-V3: 2048 / N); otherwise (small models) held whole on every
         # rank and computed by rank 0 alone (the same FP8 GEMMs as one process); either way its share joins the
-        # routed experts' one all-reduce.
-        Is = I * cfg.n_shared_experts
+        # routed experts' one all-reduce. n_shared_experts None (null or absent in config.json) means none, as in
+        # DeepSeek's modeling_deepseek.py; I * None was a TypeError naming nothing (h2tester s25 F1).
+        Is = I * (cfg.n_shared_experts or 0)
         shared_tp = tp if self.tp is not None and (not fp8 or Is % (FP8_BLOCK * self.tp.world_size) == 0) else None
         self.shared_on_this_rank = self.tp is None or shared_tp is not None or self.tp.rank == 0
         self.shared_experts = (

@@ -17,7 +17,9 @@
    variant's GEMM output is checked bit for bit against the all-off launch's.
 4. Floors (``--cases floors``, s25, issue 4's K 2048 target): the committed launch (and its A/A twin) timed in the
    same graphs and rounds as kernels that move the quant's exact bytes without its arithmetic, at per_token
-   4096×2048, silu 4096×2048 and per_token 4096×7168 (control: target met there):
+   4096×2048, silu 4096×2048 and the controls per_token 4096×7168 and silu 4096×18432 (target met there; W1 at
+   d696bba ran the first three). ``--variants`` adds quant launches (``named``: q<ROWS>x<WARPS>x<GROUPS>[n|s|l|t]),
+   "per:" / "silu:" entries for one op only:
    ``cast`` = ``q.copy_(x)`` into an e4m3 tensor (torch's bf16→fp8 elementwise kernel: 2 B read, 1 B written per
    element; no scale bytes). For SiLU·mul it casts x [M, 2I] bf16 viewed as [M, I] fp32 into q [M, I] e4m3: the
    same 4I bytes read and I written per row, one contiguous read (not gate and up as two halves), no scales.
@@ -59,7 +61,7 @@ from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref, silu
 PER = "per_token_group_quant_fp8"
 SILU = "silu_mul_quant_fp8"
 LARGE = [(PER, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 2048), (SILU, 4096, 18432)]
-FLOOR_CASES = [(PER, 4096, 2048), (SILU, 4096, 2048), (PER, 4096, 7168)]
+FLOOR_CASES = [(PER, 4096, 2048), (SILU, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 18432)]
 SMALL = [(PER, 64, 2048), (PER, 64, 7168), (SILU, 64, 2048), (SILU, 64, 18432)]
 
 # name → (rows_cfg or None = committed, knobs or None = committed): the committed default (streaming per_token at
@@ -72,6 +74,22 @@ NAMED = {
 VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores"],
             SILU: ["default", "default_AA", "loads", "stores", "stream"]}
 SMALL_VARIANTS = ["default", "default_AA", "stream"]
+_HINTS = {"": None, "n": {}, "s": dict(stream_loads=True, stream_stores=True), "l": dict(stream_loads=True),
+          "t": dict(stream_stores=True)}
+
+
+def named(name):
+    """(rows_cfg, knobs) of a variant: a NAMED entry, or q<ROWS>x<WARPS>x<GROUPS>[n|s|l|t] = the committed quant at
+    rows_cfg (ROWS, WARPS, GROUPS) with the committed knobs (no suffix), none (n), both streaming hints (s), the
+    loads' (l) or the stores' (t) only; e.g. q32x8x2s. A twin "_AA" suffix times the same launch again."""
+    import re
+
+    if name in NAMED:
+        return NAMED[name]
+    hit = re.fullmatch(r"q(\d+)x(\d+)x(\d+)([nslt]?)(_AA)?", name)
+    if not hit:
+        raise ValueError(f"unknown variant {name!r}: one of {sorted(NAMED)} or q<ROWS>x<WARPS>x<GROUPS>[n|s|l|t]")
+    return (int(hit[1]), int(hit[2]), int(hit[3])), _HINTS[hit[4]]
 # quant → the FP8 GEMM that reads q (M = 4096, a DeepGEMM N×K whose K is the quant's width): does a streaming store
 # of q cost the GEMM its L2 hits? (N, K) per case; the GEMM's weight is shared by the sets, as in a layer
 PAIRS = [(4096, 7168, 4096), (4096, 2048, 7168)]
@@ -350,7 +368,7 @@ def run_case(op, m, k, names, rounds, env, rows, floors=False):
     g = math.ceil(k / 128)
     nbytes = m * width * 2 + m * k + 4 * m * g
     n_sets = int(min(16, max(2, math.ceil(200e6 / nbytes))))
-    variants = [(n, *NAMED[n]) for n in (names or VARIANTS[op])]
+    variants = [(n, *named(n)) for n in (names or VARIANTS[op])]
     # 1. correctness, NaN-poisoned outputs (fp8_quant.torch.empty → NaN-filled)
     from tests.kernels.poison import PoisonTorch
     x = planted(m, width, dev, m + k)
@@ -483,8 +501,15 @@ def main():
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--cases", choices=["all", "large", "floors"], default="all",
                    help="floors: FLOOR_CASES with the floor variants (default and default_AA unless --variants)")
-    p.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
+    p.add_argument("--variants", default="", help="comma-separated variant names (default: all); NAMED keys or "
+                   "q<ROWS>x<WARPS>x<GROUPS>[n|s|l|t] (named()); with --cases floors a per: / silu: prefix = that op")
     args = p.parse_args()
+    for n in args.variants.split(","):
+        if n:
+            try:
+                named(n.split(":", 1)[-1])
+            except ValueError as e:
+                p.error(f"argument --variants: {e}")
     require_cuda("probe_quant_ab")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a job's `timeout`: still write the rows measured
     import datetime
@@ -497,7 +522,10 @@ def main():
     try:
         if args.cases == "floors":
             for op, m, k in FLOOR_CASES:
-                run_case(op, m, k, names or ["default", "default_AA"], args.rounds, env, rows, floors=True)
+                # "per:NAME" / "silu:NAME" entries of --variants apply to that op only
+                mine = [n.split(":", 1)[-1] for n in names if ":" not in n or n.startswith(("per:" if op == PER
+                                                                                         else "silu:"))]
+                run_case(op, m, k, mine or ["default", "default_AA"], args.rounds, env, rows, floors=True)
         else:
             for op, m, k in LARGE:
                 run_case(op, m, k, names, args.rounds, env, rows)

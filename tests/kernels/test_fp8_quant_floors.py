@@ -107,3 +107,14 @@ def test_floor_call_rejects_a_strided_x():
     x = _input(PER, 4, 256, seed=1).t()
     with pytest.raises(ValueError, match="unit column stride"):
         probe.floor_call(PER, x, probe.FLOOR_CFGS[0])
+
+
+def test_named_quant_variants_parse_and_refuse():
+    assert probe.named("default") == (None, None)
+    assert probe.named("q32x8x2s") == ((32, 8, 2), dict(stream_loads=True, stream_stores=True))
+    assert probe.named("q16x4x1") == ((16, 4, 1), None)  # no suffix: the committed knobs
+    assert probe.named("q16x4x1n_AA") == ((16, 4, 1), {})
+    assert probe.named("q8x4x4l")[1] == dict(stream_loads=True) and probe.named("q8x4x4t")[1] == dict(stream_stores=True)
+    for bad in ("bogus", "q8x4", "q8x4x4z", "q8x4x4s_BB"):
+        with pytest.raises(ValueError, match="unknown variant"):
+            probe.named(bad)

@@ -27,7 +27,7 @@ from tritonseek.cli_output import drop_stdout as _drop_stdout
 from tritonseek.cli_output import emit as _emit
 from tritonseek.cli_output import stdout_closed as _stdout_closed
 from tritonseek.cli_prompts import HANDOFF_ENV, PromptsFileError, hand_to_ranks, handed_rows, read_prompts
-from tritonseek.cli_prompts import add_stats, batches, param_field_note, result_field_note
+from tritonseek.cli_prompts import add_stats, batches, dumps_row, param_field_note, result_field_note
 
 
 class _App(typer.Typer):
@@ -443,8 +443,8 @@ def generate(
             _drop_stdout()
             _fail(f"could not write the generated text to standard output ({e})", 1)
     elif rank0:
-        lines = [json.dumps({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason},
-                            ensure_ascii=False) + "\n" for row, r in zip(rows, results)]
+        lines = [dumps_row({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason})
+                 + "\n" for row, r in zip(rows, results)]  # the rows' numbers as written (cli_prompts.JsonNumber)
         try:
             from tritonseek.cli_output import write_output
 

@@ -25,6 +25,43 @@ class PromptsFileError(ValueError):
     """--prompts-file cannot be used; the message is one line for the user, naming --prompts-file."""
 
 
+class JsonNumber:
+    """A non-integer number of a prompts-file row, kept as its JSON text: --output writes the row back as it was. As a
+    float, 1e400 came back as ``Infinity`` (no JSON: strict readers refuse the line), 1.00000000000000001 as 1.0 and
+    1E5 as 100000.0 (h2tester s25 F2). Integers stay Python ints (exact either way)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, JsonNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"JsonNumber({self.text!r})"
+
+
+def loads_row(text: str):
+    """json.loads with non-integer numbers as :class:`JsonNumber` (NaN / Infinity too, which Python's json reads)."""
+    return json.loads(text, parse_float=JsonNumber, parse_constant=JsonNumber)
+
+
+def dumps_row(value) -> str:
+    """The JSON text of a row read by :func:`loads_row`: json.dumps(value, ensure_ascii=False) with each JsonNumber
+    written as its text. A lone surrogate passes through as there (read_prompts refuses it when encoding to UTF-8)."""
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {dumps_row(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(dumps_row(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _rows_with(names: tuple, rows: list[dict], row_lines: list[int]) -> tuple[int, str, str] | None:
     """For the field notes: the first row holding any of ``names`` as (its line, "a field 'x'" / "fields 'x', 'y'",
     " (N rows in all)" or ""), None when no row does. Rows are counted, not fields (tester22 #4b)."""
@@ -151,7 +188,7 @@ def read_prompts(path: Path | None, label: str | None = None) -> tuple[list[dict
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_row(line)
         except json.JSONDecodeError as e:
             raise PromptsFileError(f"--prompts-file {label} line {n} is not JSON: {e.msg}") from None
         if isinstance(row, str):
@@ -159,7 +196,7 @@ def read_prompts(path: Path | None, label: str | None = None) -> tuple[list[dict
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise PromptsFileError(f"--prompts-file {label} line {n} needs a string field 'prompt'")
         try:  # every field is copied into the results file, which is written as UTF-8 at the end
-            json.dumps(row, ensure_ascii=False).encode("utf-8")
+            dumps_row(row).encode("utf-8")
         except UnicodeEncodeError:
             raise PromptsFileError(f"--prompts-file {label} line {n} holds text that is not valid Unicode "
                                    "(a lone surrogate escape such as \\ud800); nothing was generated") from None
@@ -177,7 +214,7 @@ def hand_to_ranks(rows: list[dict], row_lines: list[int]) -> str:
     fd, path = tempfile.mkstemp(prefix="tritonseek-prompts-", suffix=".json")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "lines": row_lines}, f, ensure_ascii=False)
+            f.write('{"rows": [' + ", ".join(map(dumps_row, rows)) + '], "lines": ' + json.dumps(row_lines) + "}")
     except BaseException:
         os.unlink(path)
         raise
@@ -193,7 +230,7 @@ def handed_rows() -> tuple[list[dict], list[int]] | None:
         return None
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            data = loads_row(f.read())
         return data["rows"], data["lines"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PromptsFileError(f"--prompts-file: cannot read the rows handed over by the --tp parent ({path}: {e})")

@@ -171,7 +171,7 @@ def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True)
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """y = x / sqrt(mean(x², -1) + eps) · weight, in fp32, rounded once to x.dtype.
 
-    x: [T, N] bf16/fp16/fp32, last dim contiguous (any row stride); weight: [N] any float dtype (read as fp32),
+    x: [T, N] bf16/fp16/fp32, last dim contiguous (any row stride); weight: [N] bf16/fp16/fp32 (read as fp32),
     contiguous (a strided view is a ValueError: pass ``weight.contiguous()``); eps: a finite float > 0.
     Returns y: [T, N] x.dtype, contiguous.
     Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
@@ -184,7 +184,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 def rms_norm_quant_fp8(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, s) = per_token_group_quant_fp8(rms_norm(x, weight, eps), 128) in one kernel; y itself is not written.
 
-    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N] any float dtype, contiguous; eps: a finite float > 0.
+    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N] bf16/fp16/fp32, contiguous; eps: a finite float > 0.
     Returns q [T, N] float8_e4m3fn
     (row-major) and s [T, ceil(N/128)] fp32 MN-major (stride (1, T)): bit-equal to quantizing the rounded
     ``rms_norm`` output (amax clamped ≥ 1e-4, scale = amax/448), the layout ``fp8_gemm_nt`` reads.
@@ -201,7 +201,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     """h = x + residual (rounded to x.dtype); y = h / sqrt(mean(h², -1) + eps) · weight.
 
     x: [T, N] bf16/fp16/fp32 (the sublayer output), residual: [T, N] same dtype (the stream so far),
-    both last dim contiguous; weight: [N] any float dtype, contiguous; eps: a finite float > 0.
+    both last dim contiguous; weight: [N] bf16/fp16/fp32, contiguous; eps: a finite float > 0.
     Returns (y [T, N] x.dtype normed input of the next sublayer, h [T, N] x.dtype the new
     residual); the inputs are not modified.
     Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
@@ -218,7 +218,7 @@ def fused_add_rms_norm_quant_fp8(x: torch.Tensor, residual: torch.Tensor, weight
                                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """h = x + residual; (q, s) = per_token_group_quant_fp8(rms_norm(h), 128), one kernel (y not written).
 
-    x, residual: [T, N] same dtype (bf16/fp16/fp32), last dim contiguous; weight: [N] any float dtype, contiguous;
+    x, residual: [T, N] same dtype (bf16/fp16/fp32), last dim contiguous; weight: [N] bf16/fp16/fp32, contiguous;
     eps: a finite float > 0.
     Returns (q [T, N] float8_e4m3fn, s [T, ceil(N/128)] fp32 MN-major, h [T, N] x.dtype): q/s bit-equal
     to quantizing ``fused_add_rms_norm``'s y, h equal to its h. Inputs are not modified.

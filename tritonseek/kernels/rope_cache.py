@@ -211,7 +211,7 @@ def mla_rope_cache(
     (q_pe = the last qk_rope_head_dim columns). kv: [T, kv_lora_rank + qk_rope_head_dim] same dtype
     (kv_a_proj_with_mqa output: compressed kv ‖ k_pe), last dim contiguous. positions: [T] int64.
     cos_sin_cache: [max_positions, qk_rope_head_dim] fp32 contiguous = (cos ‖ sin) of each position's
-    YaRN angles. kv_norm_weight: [kv_lora_rank] any float dtype, contiguous (kv_a_layernorm); eps: a finite float > 0.
+    YaRN angles. kv_norm_weight: [kv_lora_rank] bf16/fp16/fp32, contiguous (kv_a_layernorm); eps: a finite float > 0.
     kv_cache: [num_blocks, page_size, 1, kv_lora_rank + qk_rope_head_dim] (bf16 in DeepSeek; page_size a
     power of two, last dim contiguous) or None for no cache write; slot_mapping: [T] int64 (block_id·page_size
     + offset, −1 = skip, e.g. CUDA-graph padding rows) or None with kv_cache None.
@@ -267,7 +267,7 @@ def mla_prologue_fp8(
     written to the cache: MLA's decode prologue after the fused q_a‖kv_a GEMM in ONE launch.
 
     q_a: [T, q_lora_rank] bf16/fp16/fp32, last dim contiguous (q_a_proj's output, e.g. a column view of the
-    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] any float dtype, contiguous (q_a_layernorm), q_eps: a
+    fused q_a‖kv_a product); q_norm_weight: [q_lora_rank] bf16/fp16/fp32, contiguous (q_a_layernorm), q_eps: a
     finite float > 0. kv,
     positions, cos_sin_cache, kv_norm_weight, eps, kv_cache, slot_mapping: as :func:`mla_rope_cache` (kv same dtype
     as q_a), check_ids: as :func:`mla_rope_cache` (positions in [0, max_positions) = cos_sin_cache's rows,

@@ -8,6 +8,10 @@ Prints one JSON object:
                           held-out prompts (fraction of drafted tokens accepted)
   fp8_vs_bf16_agreement   fraction of 1,000 held-out positions where the FP8 and bf16 models'
                           greedy next tokens agree (teacher-forced), when --bf16 is given
+  held_out_split          "same" when this interpreter's held-out files are the training run's (the card's
+                          python and held_out_files_sha256), else "differs: ..." / "unknown: ..." (a warning
+                          too): the split shuffles the running Python's stdlib files, so another version's
+                          "held-out" files are partly training files
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_default_model import corpus_files  # noqa: E402
+from make_default_model import corpus_files, split_check, split_record  # noqa: E402
 
 from tritonseek import LLM, SamplingParams  # noqa: E402
 
@@ -41,6 +45,12 @@ def main() -> None:
     n_bytes = sum(len(t.encode()) for t in texts)
     n_tok = sum(len(x) for x in ids)
     res: dict = {"model": str(args.model)}
+    card_path = args.model / "tritonseek_model.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    # the split is the running interpreter's: on another Python the "held-out" files include training files
+    res["held_out_split"] = split_check(card, split_record(held))
+    if res["held_out_split"] != "same":
+        print(f"warning: held-out split {res['held_out_split']}", file=sys.stderr)
 
     # held-out loss on 512-token windows
     nll, count = 0.0, 0

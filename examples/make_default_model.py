@@ -85,6 +85,31 @@ def corpus_files(seed: int = 0, held_out: float = 0.05) -> tuple[list[Path], lis
     return files[n:], files[:n]
 
 
+def split_record(held: list[Path]) -> dict:
+    """What identifies the held-out split, for the model card: the interpreter's major.minor version and a hash of
+    the held-out files' stdlib-relative paths. The split is a seeded shuffle of the *running* interpreter's file list,
+    so on another Python version eval_tiny's "held-out" files are a different set, partly training files (h2tester
+    s25: 1.14 bits/byte on 3.11 against the card's 1.33, with no word)."""
+    import hashlib
+    import sys
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    names = "\n".join(sorted(str(p.relative_to(root)) for p in held))
+    return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}",
+            "held_out_files_sha256": hashlib.sha256(names.encode()).hexdigest()[:16]}
+
+
+def split_check(card: dict, current: dict) -> str:
+    """"same" when the card's split record equals ``current`` (split_record of this interpreter), "differs: ..."
+    when it does not (the held-out figures are then not held out), "unknown: ..." when the card records none."""
+    if "held_out_files_sha256" not in card and "python" not in card:
+        return "unknown: the model card records no split (python, held_out_files_sha256); the embedded default was " \
+               "trained on CPython 3.12 (its README)"
+    diff = [f"{k} {card[k]} (card) vs {current[k]} (here)" for k in ("python", "held_out_files_sha256")
+            if k in card and card[k] != current[k]]
+    return "differs: " + "; ".join(diff) if diff else "same"
+
+
 def train_tokenizer(files: list[Path], vocab_size: int) -> Tokenizer:
     """Byte-level BPE (the DeepSeek-V3 tokenizer's kind) trained with the `tokenizers` library."""
     tok = Tokenizer(models.BPE())

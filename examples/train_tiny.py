@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_default_model import (  # noqa: E402
-    TINY_CONFIG, corpus_files, random_state_dict, train_tokenizer, write_checkpoint,
+    TINY_CONFIG, corpus_files, random_state_dict, split_record, train_tokenizer, write_checkpoint,
 )
 
 from tritonseek.model.config import ModelConfig  # noqa: E402
@@ -210,6 +210,7 @@ def main() -> None:
         "bias_gamma": BIAS_GAMMA, "data": "CPython standard library source (*.py, test dirs excluded), 95/5 file split",
         "held_out_bits_per_byte": round(bpb, 4), "unigram_bits_per_byte": round(unigram_bpb, 4),
         "note": "embedded default model: tiny DeepSeek-V3-architecture model trained on Python's standard library",
+        **split_record(held_files),  # eval_tiny checks its held-out files are these
     }
     write_checkpoint(args.out, TINY_CONFIG, sd, tok, card)
     if args.bf16_out:

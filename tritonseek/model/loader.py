@@ -131,7 +131,15 @@ def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: the file is truncated or corrupted ({e})") from None
+        # what is wrong with the path itself comes first: a dangling symlink (an interrupted HF download's snapshot)
+        # or a folder read as "truncated or corrupted" (h2tester s25 F7)
+        if path.is_symlink() and not path.exists():
+            why = f"it is a symlink to {path.readlink()}, which does not exist (an incomplete download?)"
+        elif path.is_dir():
+            why = "it is a folder, not a file"
+        else:
+            why = f"the file is truncated or corrupted ({e})"
+        raise CheckpointError(f"cannot read {path}: {why}") from None
 
 
 def load_model(

@@ -353,7 +353,9 @@ class LLM:
                 raise TypeError(f"prompt {i} must be a str, got {type(prompt).__name__}")
             ids = self.encode(prompt, chat)
             if not ids:
-                raise ValueError(f"prompt {i} is empty after tokenization (and the model has no BOS token)")
+                why = "the tokenizer has no BOS token" if self.tokenizer.bos_token_id is None else \
+                    "tokenizer_config.json says add_bos_token: false"  # said "the model has no BOS" (h2tester s25)
+                raise ValueError(f"prompt {i} is empty after tokenization ({why})")
             # a tokenizer with ids past the model's embedding (an added token): the embedding lookup was an
             # IndexError traceback on CPU, a device-side assert on CUDA (tester21 #3)
             big = next((t for t in ids if not 0 <= t < vocab), None)

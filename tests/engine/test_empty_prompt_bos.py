@@ -1,0 +1,34 @@
+"""An empty prompt with nothing to feed says why (h2tester s25 F6): with add_bos_token false in tokenizer_config.json
+the message said "(and the model has no BOS token)" while the tokenizer has one; it just is not added."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tritonseek.engine.llm import DEFAULT_MODEL_DIR, LLM
+
+
+def _model(tmp_path, **tokenizer_config):
+    dst = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL_DIR, dst)
+    cfg = json.loads((dst / "tokenizer_config.json").read_text())
+    cfg.update(tokenizer_config)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return LLM(dst, device="cpu")
+
+
+def test_add_bos_token_false_is_named(tmp_path):
+    llm = _model(tmp_path, add_bos_token=False)
+    with pytest.raises(ValueError, match=r"prompt 0 is empty after tokenization \(tokenizer_config.json says "
+                                         r"add_bos_token: false\)"):
+        llm.generate("")
+    assert llm.generate("", chat=True)  # the chat path writes one BOS itself
+
+
+def test_no_bos_token_is_named(tmp_path):
+    llm = _model(tmp_path, bos_token=None, add_bos_token=True)
+    with pytest.raises(ValueError, match=r"empty after tokenization \(the tokenizer has no BOS token\)"):
+        llm.generate("")

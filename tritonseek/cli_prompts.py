@@ -12,9 +12,11 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 RESULT_FIELDS = ("output", "token_ids", "finish_reason")  # what --output adds to each prompts-file row
@@ -52,14 +54,20 @@ def loads_row(text: str):
 
 def dumps_row(value) -> str:
     """The JSON text of a row read by :func:`loads_row`: json.dumps(value, ensure_ascii=False) with each JsonNumber
-    written as its text. A lone surrogate passes through as there (read_prompts refuses it when encoding to UTF-8)."""
-    if isinstance(value, JsonNumber):
-        return value.text
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {dumps_row(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(dumps_row(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
+    written as its text. Each JsonNumber goes through json's own encoder as a placeholder string made of a random tag
+    and its index, replaced afterwards: a hand-written recursive encoder hit Python's recursion limit at half the
+    nesting json takes. A lone surrogate passes through as there (read_prompts refuses it when encoding to UTF-8)."""
+    nums: list[str] = []
+    tag = uuid.uuid4().hex  # no text of the row can hold it by chance
+
+    def number(o):
+        if not isinstance(o, JsonNumber):
+            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+        nums.append(o.text)
+        return f"{tag}{len(nums) - 1}"
+
+    text = json.dumps(value, ensure_ascii=False, default=number)
+    return re.sub(f'"{tag}(\\d+)"', lambda m: nums[int(m.group(1))], text) if nums else text
 
 
 def _rows_with(names: tuple, rows: list[dict], row_lines: list[int]) -> tuple[int, str, str] | None:

@@ -53,3 +53,13 @@ def test_dumps_row_is_json_dumps_for_other_values(tmp_path, monkeypatch):
         assert got_lines == [1] and [dumps_row(r) for r in got_rows] == [dumps_row(rows[0])]
     finally:
         os.unlink(path)
+
+
+def test_deeply_nested_rows_round_trip(tmp_path):
+    """A row nested 900 deep (json reads and writes it) comes back as it was: dumps_row uses json's encoder, a
+    recursive one of its own ran out of Python frames at about half that depth."""
+    src = tmp_path / "in.jsonl"
+    deep = "[" * 900 + "1.50" + "]" * 900
+    src.write_text('{"prompt": "p", "x": ' + deep + "}\n", encoding="utf-8")
+    rows, _ = read_prompts(src)
+    assert dumps_row(rows[0]) == '{"prompt": "p", "x": ' + deep + "}"

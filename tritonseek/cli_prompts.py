@@ -199,6 +199,8 @@ def read_prompts(path: Path | None, label: str | None = None) -> tuple[list[dict
             row = loads_row(line)
         except json.JSONDecodeError as e:
             raise PromptsFileError(f"--prompts-file {label} line {n} is not JSON: {e.msg}") from None
+        except RecursionError:  # was a traceback (h2tester s25 F8)
+            raise PromptsFileError(f"--prompts-file {label} line {n} is nested too deeply to read") from None
         if isinstance(row, str):
             row = {"prompt": row}
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
@@ -208,6 +210,8 @@ def read_prompts(path: Path | None, label: str | None = None) -> tuple[list[dict
         except UnicodeEncodeError:
             raise PromptsFileError(f"--prompts-file {label} line {n} holds text that is not valid Unicode "
                                    "(a lone surrogate escape such as \\ud800); nothing was generated") from None
+        except RecursionError:  # read at the limit, written a frame deeper
+            raise PromptsFileError(f"--prompts-file {label} line {n} is nested too deeply to write back") from None
         rows.append(row)
         lines.append(n)
     if not rows:
@@ -240,5 +244,5 @@ def handed_rows() -> tuple[list[dict], list[int]] | None:
         with open(path, encoding="utf-8") as f:
             data = loads_row(f.read())
         return data["rows"], data["lines"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # Recursion: one level deeper than the file
         raise PromptsFileError(f"--prompts-file: cannot read the rows handed over by the --tp parent ({path}: {e})")

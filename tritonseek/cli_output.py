@@ -262,7 +262,8 @@ class StdoutLost(Exception):
 
 
 def emit(text: str) -> None:
-    """Streamed text to stdout, flushed at once. Raises StdoutLost with the OS's reason."""
+    """Streamed text to stdout, flushed at once. Raises StdoutLost with the OS's reason, or naming stdout's encoding
+    when it cannot hold the text."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -270,6 +271,10 @@ def emit(text: str) -> None:
         raise
     except OSError as e:
         raise StdoutLost.of(e) from None
+    except UnicodeEncodeError as e:  # PYTHONIOENCODING=ascii, a legacy code page: was exit 2 (h2tester s25 F9)
+        enc = getattr(sys.stdout, "encoding", None) or "?"
+        text = e.object[e.start:e.end]
+        raise StdoutLost(f"its encoding {enc} cannot represent {text!r}; set PYTHONIOENCODING=utf-8") from None
 
 
 def drop_stdout() -> None:

@@ -1,6 +1,7 @@
 """Probe (issue 4, s21): launch variants of the per-token-group FP8 quant kernels at the suite's large shapes.
 
     PYTHONPATH=. python benchmarks/probe_quant_ab.py [--out rows.jsonl] [--rounds 11] [--cases all|large|floors]
+        [--variants a,b,…] [--exhaustive]
 
 1. Correctness at the real shape, NaN-poisoned outputs: the committed launch against the torch reference on the
    GPU (per-token: bytes as tests/kernels/test_fp8_quant._assert_same_bytes; SiLU·mul: scales within 1e-6, q within
@@ -33,6 +34,9 @@
    from an idle GPU is not in it; same rounds) and ``us_kernel`` (benchmarks.timing.kernel_time_us, L2 flushed,
    profiler kernel durations; for default, default_AA, copy, cast and the best stream / read only): second views,
    never instead of ``us_graph``.
+5. ``--exhaustive`` (s25 W3): fp8_quant's lean_div scale (Markstein from RN(1/448)) against div.rn for every fp32
+   amax in [+0, +inf] and NaNs, and fast_exp's SiLU against the tl.exp form for every bf16 x, bit for bit; the
+   variants per_lean / silu_lean / silu_fexp / silu_lean_fexp (+ _AA twins) time them in the quant.
 W1 (cfabe8e) and W2 (23d6340) also timed a persistent grid, PDL launches, other ROWS / GPP launches and the decode
 MLP chain; those knobs lost and were removed (figures in fp8_quant's knob record; this probe with them at 23a7ad0).
 """
@@ -52,14 +56,14 @@ import triton
 import triton.language as tl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.timing import _capture, kernel_time_us, replay_ms  # noqa: E402
+from benchmarks.probe_quant_util import (PER, SILU, bytes_moved, cast_fn, check_cast, interleave,  # noqa: E402
+                                         planted, ptx_stats, same_bytes, summary_rows)
+from benchmarks.timing import _capture, kernel_time_us  # noqa: E402
 from tritonseek.benchrun import git_commit, require_cuda  # noqa: E402
 from tritonseek.kernels import fp8_quant  # noqa: E402
 from tritonseek.kernels._host import cdiv, next_pow2  # noqa: E402
 from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref, silu_mul_quant_fp8_ref  # noqa: E402
 
-PER = "per_token_group_quant_fp8"
-SILU = "silu_mul_quant_fp8"
 LARGE = [(PER, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 2048), (SILU, 4096, 18432)]
 FLOOR_CASES = [(PER, 4096, 2048), (SILU, 4096, 2048), (PER, 4096, 7168), (SILU, 4096, 18432)]
 SMALL = [(PER, 64, 2048), (PER, 64, 7168), (SILU, 64, 2048), (SILU, 64, 18432)]
@@ -70,6 +74,12 @@ NAMED = {
     "default": (None, None), "default_AA": (None, None), "off": (None, {}), "off_AA": (None, {}),
     "loads": (None, dict(stream_loads=True)), "stores": (None, dict(stream_stores=True)),
     "stream": (None, dict(stream_loads=True, stream_stores=True)),
+    # s25 W3: the arithmetic knobs on top of each op's committed hints (per_token at M ≥ 1024 streams; SiLU·mul not)
+    "per_lean": (None, dict(stream_loads=True, stream_stores=True, lean_div=True)),
+    "per_lean_AA": (None, dict(stream_loads=True, stream_stores=True, lean_div=True)),
+    "silu_lean": (None, dict(lean_div=True)), "silu_fexp": (None, dict(fast_exp=True)),
+    "silu_lean_fexp": (None, dict(lean_div=True, fast_exp=True)),
+    "silu_lean_fexp_AA": (None, dict(lean_div=True, fast_exp=True)),
 }
 VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores"],
             SILU: ["default", "default_AA", "loads", "stores", "stream"]}
@@ -99,27 +109,6 @@ PAIR_VARIANTS = ["default", "default_AA", "off", "off_AA", "loads"]
 def call(op, x, rc, knobs):
     k = x.shape[1] // 2 if op == SILU else x.shape[1]
     return fp8_quant._launch_group_quant_h(x, k, k if op == SILU else 0, 128, False, op == SILU, rc, knobs)
-
-
-def planted(m, width, dev, seed):
-    g = torch.Generator(device=dev).manual_seed(seed)
-    x = torch.randn(m, width, device=dev, generator=g)
-    x[:, 0] = 400.0  # scale 400/448 in group 0: the small negatives below round to ±0
-    x[:, 1:64] = (torch.rand(m, 63, device=dev, generator=g) - 0.75) * 2e-3
-    x[0, 64], x[1, 65] = -0.0, 0.0
-    x[2, 200], x[3, 300], x[4, 129] = float("inf"), -float("inf"), float("nan")
-    x[5, width - 1] = float("nan")  # the up half's last group under SiLU·mul
-    return x.to(torch.bfloat16)
-
-
-def same_bytes(a, b):
-    """q or s of two launches equal byte for byte outside NaN, NaN at the same positions."""
-    na, nb = torch.isnan(a.float()), torch.isnan(b.float())
-    if not torch.equal(na, nb):
-        return False
-    va = a.contiguous().view(torch.uint8) if a.dtype == torch.float8_e4m3fn else a.contiguous().view(torch.int32)
-    vb = b.contiguous().view(torch.uint8) if b.dtype == torch.float8_e4m3fn else b.contiguous().view(torch.int32)
-    return torch.equal(va[~na], vb[~nb])
 
 
 def check_base_vs_ref(op, x, q, s):
@@ -241,97 +230,55 @@ def check_floor(op, x, cfg, write):
     return ""
 
 
-def cast_fn(op, x, q):
-    """torch's elementwise cast into q (e4m3): x itself (per_token), or x [M, 2I] bf16 viewed as [M, I] fp32
-    (SiLU·mul: the same bytes read and written per row as the quant, scales aside)."""
-    src = x.view(torch.float32) if op == SILU else x
-    return lambda: q.copy_(src)
+@triton.jit
+def _scale_pair_kernel(bad_ptr, start, end, eps, fp8_max, rcp_max, BLOCK: tl.constexpr):
+    # the fp32 bit patterns start … end-1 as amax values: the lean scale against div.rn, bit for bit (both NaN, any
+    # payload, counts as a match); mismatches counted into bad_ptr
+    bits = start + tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    a = bits.to(tl.float32, bitcast=True)
+    s0 = fp8_quant._scale_from_amax(a, eps, fp8_max, False)
+    s1 = fp8_quant._scale_from_amax(a, eps, fp8_max, False, True, rcp_max)
+    diff = (s0.to(tl.int32, bitcast=True) != s1.to(tl.int32, bitcast=True)) & ~((s0 != s0) & (s1 != s1))
+    tl.atomic_add(bad_ptr, tl.sum((diff & (bits < end)).to(tl.int32), 0))
 
 
-def check_cast(op, x):
-    q = torch.full((x.shape[0], x.shape[1] // 2 if op == SILU else x.shape[1]), float("nan"),
-                   dtype=torch.float8_e4m3fn, device=x.device)
-    cast_fn(op, x, q)()
-    src = x.view(torch.float32) if op == SILU else x
-    ref = src.float().to(torch.float8_e4m3fn)
-    return "" if torch.equal(q.view(torch.uint8), ref.view(torch.uint8)) else "cast bytes differ"
+@triton.jit
+def _silu_pair_kernel(x_ptr, o_ptr, n, BLOCK: tl.constexpr):
+    # _silu plain and FAST_EXP of each bf16 x, side by side: o[0, i] and o[1, i]
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < n, other=0.0).to(tl.float32)
+    tl.store(o_ptr + offs, fp8_quant._silu(x, False), mask=offs < n)
+    tl.store(o_ptr + n + offs, fp8_quant._silu(x, True), mask=offs < n)
 
 
-def bytes_moved(op, name, m, k, g, programs=0):
-    """Bytes a variant itself reads + writes per call (the suite formula counts the quant's)."""
-    width = 2 * k if op == SILU else k
-    if name.startswith("cast"):
-        return m * width * 2 + m * k
-    if name.startswith("read"):
-        return m * width * 2 + 4 * programs
-    if name.startswith("copy"):
-        return 2 * ((m * width * 2 + m * k + 4 * m * g) // 2)
-    return m * width * 2 + m * k + 4 * m * g
-
-
-def ptx_stats(h):
-    """Registers, spills and global-access counts of a compiled variant (vector widths, cache hints)."""
-    try:
-        lines = [ln for ln in h.asm["ptx"].splitlines() if "ld.global" in ln or "st.global" in ln]
-        count = lambda *keys: sum(all(key in ln for key in keys) for ln in lines)  # noqa: E731
-        return dict(regs=h.n_regs, spills=h.n_spills, ld=count("ld.global"), ld_v4=count("ld.global", ".v4"),
-                    st=count("st.global"), st_v4=count("st.global", ".v4"), st_v2=count("st.global", ".v2"),
-                    evict_first=count("evict_first"), st_cs=count("st.global.cs"))
-    except Exception as e:  # a stats failure must not cost the timing
-        return dict(ptx_error=f"{type(e).__name__}: {e}"[:120])
-
-
-def replay_ms_queued(graph, reps):
-    """GPU-clock ms of each of `reps` replays, each queued behind a ~0.5 ms device sleep: its kernels start right
-    after the start event, so the graph's launch from an idle GPU (inside replay_ms's times) is left out."""
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for a, b in ev:
-        torch.cuda._sleep(1_000_000)
-        a.record()
-        graph.replay()
-        b.record()
+def exhaustive(env, rows):
+    """lean_div's scale and fast_exp's SiLU against the plain forms over their whole input domains (GPU): the scale
+    for every fp32 amax from +0 to +inf (2^31 − 2^23 + 1 patterns; below eps the clamp gives eps) and 4096 NaNs,
+    the SiLU for all 65536 bf16 values (NaN by position). Returns True when both match bit for bit."""
+    dev = torch.device("cuda")
+    n = 0x7F800001  # +0 … +inf
+    bad = torch.zeros(1, dtype=torch.int32, device=dev)
+    block = 4096
+    _scale_pair_kernel[(cdiv(n, block),)](bad, 0, n, fp8_quant.AMAX_EPS, fp8_quant.FP8_E4M3_MAX,
+                                          fp8_quant._RCP_FP8_MAX, BLOCK=block)
+    # NaN amax (the first 4096 NaN patterns, quiet and signalling): NaN scale from both
+    _scale_pair_kernel[(1,)](bad, n, n + block, fp8_quant.AMAX_EPS, fp8_quant.FP8_E4M3_MAX, fp8_quant._RCP_FP8_MAX,
+                             BLOCK=block)
+    xb = torch.arange(65536, dtype=torch.int32, device=dev).to(torch.int16).view(torch.bfloat16)
+    o = torch.empty(2, 65536, dtype=torch.float32, device=dev)
+    _silu_pair_kernel[(cdiv(65536, 1024),)](xb, o, 65536, BLOCK=1024)
     torch.cuda.synchronize()
-    return [a.elapsed_time(b) for a, b in ev]
-
-
-def time_round(graphs, order, reps=15, queued=None):
-    """{name: per-call µs} of one round (median of `reps` event-timed replays); queued: a dict that also gets each
-    name's per-call µs of queued replays (replay_ms_queued), timed right after its event-timed ones."""
-    out = {}
-    for name in order:
-        g, n = graphs[name]
-        out[name] = statistics.median(replay_ms(g, reps)) * 1000.0 / n
-        if queued is not None:
-            queued[name] = statistics.median(replay_ms_queued(g, reps)) * 1000.0 / n
-    return out
-
-
-def interleave(graphs, rounds, queued=None):
-    """{name: [per-call µs of each round]}: a discarded warm-up round, then `rounds` rounds in rotated order;
-    queued: a dict filled with {name: [per-call µs of the queued replays of each round]}."""
-    names = list(graphs)
-    per = {n: [] for n in names}
-    if queued is not None:
-        queued.update({n: [] for n in names})
-    time_round(graphs, names)
-    for r in range(rounds):
-        q = {} if queued is not None else None
-        for n, t in time_round(graphs, names[r % len(names):] + names[:r % len(names)], queued=q).items():
-            per[n].append(t)
-            if q is not None:
-                queued[n].append(q[n])
-    return per
-
-
-def summary_rows(suite, case, per, env, rows, base="default", **extra):
-    b = statistics.median(per[base])
-    for n, ts in per.items():
-        t = statistics.median(ts)
-        row = dict(suite=suite, case=case, variant=n, us_graph=round(t, 3), us_min=round(min(ts), 3),
-                   us_max=round(max(ts), 3), vs_base=round(b / t, 4), rounds=len(ts), **extra)
-        row.update(env)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    nan0, nan1 = torch.isnan(o[0]), torch.isnan(o[1])
+    silu_bad = int((nan0 != nan1).sum()) + int((o[0].view(torch.int32) != o[1].view(torch.int32))[~nan0].sum())
+    ok = int(bad.item()) == 0 and silu_bad == 0
+    row = dict(suite="fp8_quant_probe_exhaustive", scale_patterns=n, scale_mismatches=int(bad.item()),
+               silu_bf16_values=65536, silu_mismatches=silu_bad, silu_nan=int(nan0.sum()), ok=ok,
+               note="lean_div scale vs div.rn over every fp32 amax in [+0, +inf]; fast_exp silu vs tl.exp form "
+                    "over every bf16 x; bit for bit (NaN by position)")
+    row.update(env)
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    return ok
 
 
 def run_pair(m, k, n, rounds, env, rows):
@@ -501,6 +448,8 @@ def main():
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--cases", choices=["all", "large", "floors"], default="all",
                    help="floors: FLOOR_CASES with the floor variants (default and default_AA unless --variants)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="first compare lean_div's scale and fast_exp's SiLU with the plain forms on every input")
     p.add_argument("--variants", default="", help="comma-separated variant names (default: all); NAMED keys or "
                    "q<ROWS>x<WARPS>x<GROUPS>[n|s|l|t] (named()); with --cases floors a per: / silu: prefix = that op")
     args = p.parse_args()
@@ -520,6 +469,8 @@ def main():
     names = [s for s in args.variants.split(",") if s]
     rows = []
     try:
+        if args.exhaustive:
+            print(f"exhaustive lean_div / fast_exp check: {'OK' if exhaustive(env, rows) else 'MISMATCH'}", flush=True)
         if args.cases == "floors":
             for op, m, k in FLOOR_CASES:
                 # "per:NAME" / "silu:NAME" entries of --variants apply to that op only

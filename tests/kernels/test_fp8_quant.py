@@ -311,8 +311,10 @@ def _assert_same_bytes(q: torch.Tensor, q_ref: torch.Tensor) -> None:
 
 
 # launch variants (fp8_quant knobs; the committed default is _default_knobs): the streaming cache hints, each alone
-# and both (no-ops under the interpreter; on the GPU they change the PTX's cache hints only)
-_KNOBS = [{}, dict(stream_loads=True), dict(stream_stores=True), dict(stream_loads=True, stream_stores=True)]
+# and both (no-ops under the interpreter; on the GPU they change the PTX's cache hints only), and the arithmetic
+# knobs lean_div / fast_exp (s25; ignored under the interpreter, GPU only: same values, fewer instructions)
+_KNOBS = [{}, dict(stream_loads=True), dict(stream_stores=True), dict(stream_loads=True, stream_stores=True),
+          dict(lean_div=True, fast_exp=True), dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True)]
 
 
 @_fixture_ok
@@ -347,11 +349,13 @@ def test_launch_knobs_rejected_by_name(device):
     for bad, exc, match in [([("stream_loads", True)], TypeError, "knobs"), (dict(stream=True), ValueError, "stream"),
                             ({1: 2, "x": 3}, ValueError, "unknown"), (dict(persist=1), ValueError, "persist"),
                             (dict(pdl=True), ValueError, "pdl"), (dict(stream_loads=1), TypeError, "stream_loads"),
-                            (dict(stream_stores="yes"), TypeError, "stream_stores")]:
+                            (dict(stream_stores="yes"), TypeError, "stream_stores"),
+                            (dict(lean_div=1), TypeError, "lean_div"), (dict(fast_exp="yes"), TypeError, "fast_exp")]:
         with pytest.raises(exc, match=match):
             fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
     kn = fp8_quant._resolve_knobs(dict(stream_loads=np.True_), 4, False)
-    assert kn == dict(stream_loads=True, stream_stores=False) and kn["stream_loads"] is True
+    assert kn == dict(stream_loads=True, stream_stores=False, lean_div=False, fast_exp=False)
+    assert kn["stream_loads"] is True
 
 
 def test_default_knobs_stream_only_large_per_token():
@@ -361,7 +365,7 @@ def test_default_knobs_stream_only_large_per_token():
     assert fp8_quant._resolve_knobs(None, 64, False) == fp8_quant._KNOB_DEFAULTS
 
 
-@pytest.mark.parametrize("knobs", [{}, _KNOBS[3]])
+@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5]])
 @pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
 def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, monkeypatch):
     """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)

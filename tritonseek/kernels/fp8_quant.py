@@ -30,6 +30,7 @@ from tritonseek.kernels._host import capability_at, cdiv, next_pow2
 
 FP8_E4M3_MAX = 448.0
 AMAX_EPS = 1e-4
+_RCP_FP8_MAX = torch.tensor(1.0 / FP8_E4M3_MAX, dtype=torch.float32).item()  # an fp32 value: RN(1 / 448)
 _FLOAT_IN = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -47,9 +48,22 @@ def _max_nan(a, b):
 
 
 @triton.jit
-def _scale_from_amax(amax, eps, fp8_max, UE8M0: tl.constexpr):
+def _scale_from_amax(amax, eps, fp8_max, UE8M0: tl.constexpr, LEAN_DIV: tl.constexpr = False, rcp_max=0.0):
     # amax NaN → s NaN, amax inf → s inf (the eps clamp keeps NaN, like torch.clamp_min)
-    s = tl.math.div_rn(_max_nan(amax, eps), fp8_max)
+    if LEAN_DIV:
+        # RN(a / fp8_max) by Markstein's step from rcp_max = RN(1 / fp8_max) (host-computed, so no reciprocal per
+        # group): q0 = RN(a·rcp_max) is within an ulp, the residual a − q0·fp8_max is exact in an FMA, and
+        # q0 + rem·rcp_max rounds correctly; the same identity as _div_rn's FAST_DIV. a = inf would give
+        # inf − inf = NaN: kept apart. Replaces div.rn's reciprocal + refinement + range check + slow-path branch,
+        # redone by every thread for each of its groups (sm_90a SASS compiled on the CPU, per_token 8×4×4 launch:
+        # 544 → 488 instructions per thread with LEAN_DIV's other half). Compared with div.rn for every fp32 a in
+        # [1e-4, inf] on the H200 by benchmarks/probe_quant_ab.py --exhaustive.
+        a = _max_nan(amax, eps)
+        q0 = a * rcp_max
+        s = tl.fma(tl.fma(q0, 0.0 - fp8_max, a), rcp_max, q0)
+        s = tl.where(a == float("inf"), a, s)
+    else:
+        s = tl.math.div_rn(_max_nan(amax, eps), fp8_max)
     if UE8M0:
         # exact round-up to a power of two on the fp32 bit pattern (positive normal s; inf stays
         # inf, NaN is kept apart: its bits would round to 0)
@@ -76,8 +90,11 @@ def _recip_rn(s):
 
 
 @triton.jit
-def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
-    """x / s rounded to nearest-even (IEEE) for s > 0 normal, −0 kept; r = RN(1/s) (used when FAST_DIV)."""
+def _div_rn(x, s, r, FAST_DIV: tl.constexpr, NEG_S: tl.constexpr = False):
+    """x / s rounded to nearest-even (IEEE) for s > 0 normal, −0 kept; r = RN(1/s) (used when FAST_DIV).
+    NEG_S (FAST_DIV only): the residual as fma(q0, −s, x) with −s once per group, the same value as fma(−q0, s, x)
+    for every x ≠ 0 (x = 0 is returned as x): Triton's −q0 is 0 − q0, which ptxas cannot fold into the FMA as a
+    negated operand (it would turn +0 into −0), so it cost one FFMA per element (sm_90a SASS: 544 → 512)."""
     if FAST_DIV:
         # Markstein: with r = RN(1/s) and q0 = RN(x·r) within an ulp of x/s, the residual
         # x − q0·s is exact through an FMA and q1 = RN(q0 + residual·r) is the correctly rounded
@@ -85,7 +102,10 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr):
         # range check + slow-path branch each, which made the per-token kernel issue-bound on
         # the H200. Not used under the interpreter, whose fma rounds twice.
         q0 = x * r
-        rem = tl.fma(-q0, s, x)
+        if NEG_S:
+            rem = tl.fma(q0, 0.0 - s, x)
+        else:
+            rem = tl.fma(-q0, s, x)
         q1 = tl.fma(rem, r, q0)
         # x = −0: q0 = −0 and the residual is +0 (−q0·s + x = +0 + −0 = +0 under round-to-nearest), so q1 came
         # out +0 where x / s is −0 (H200 s20 final pass: byte 0x00 for the reference's 0x80); 0 / s is x itself.
@@ -120,6 +140,21 @@ def _round_to_e4m3(v):
 
 
 @triton.jit
+def _silu(x, FAST_EXP: tl.constexpr = False):
+    """x · sigmoid(x) as x / (1 + exp(−x)) in fp32. FAST_EXP (GPU only: inline PTX): exp(−x) as ex2.approx.ftz
+    of x·(−log2 e) instead of tl.exp's ex2.approx of (0 − x)·log2 e: the same MUFU.EX2 on the same fp32 argument
+    (up to the sign of a zero, whose ex2 is 1 either way), without the non-ftz range scaling ptxas wraps around it (an
+    FSETP and two FMULs per element), which changes only results below 2^-126, where 1 + exp(−x) = 1 either way.
+    Compared bit for bit with the plain form for all 65536 bf16 x on the H200 (probe_quant_ab --exhaustive)."""
+    if FAST_EXP:
+        e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * -1.4426950408889634],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+        return x / (1.0 + e)
+    else:
+        return x / (1.0 + tl.exp(-x))
+
+
+@triton.jit
 def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
                GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
                STREAM_LD: tl.constexpr):
@@ -145,7 +180,8 @@ def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
 @triton.jit
 def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
                       GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
-                      UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM_ST: tl.constexpr):
+                      UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM_ST: tl.constexpr,
+                      LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0):
     # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg; tile as in _tile_load
     rows = rb * ROWS + tl.arange(0, ROWS)
     grp = gb * GPP + tl.arange(0, GPP)
@@ -153,10 +189,10 @@ def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm
     mask = (rows[:, None, None] < M) & (cols < K)
     x = x.to(tl.float32)
     if SILU_MUL:
-        x = x / (1.0 + tl.exp(-x)) * up.to(tl.float32)
+        x = _silu(x, FAST_EXP) * up.to(tl.float32)
     amax = tl.reduce(tl.abs(x), 2, _max_nan)
-    s = _scale_from_amax(amax, eps, fp8_max, UE8M0)
-    q = _div_rn(x, _divisor(s, FAST_DIV)[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV)
+    s = _scale_from_amax(amax, eps, fp8_max, UE8M0, LEAN_DIV, rcp_max)
+    q = _div_rn(x, _divisor(s, FAST_DIV)[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV, LEAN_DIV)
     if EXACT_ROUND:
         # interpreter: clamp to ±448 and round onto the e4m3 grid here (its cast rounds wrongly)
         q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)
@@ -178,6 +214,7 @@ def _group_quant_kernel(
     GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
     UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
     STREAM_LD: tl.constexpr = False, STREAM_ST: tl.constexpr = False,
+    LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0,
 ):
     # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
     # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
@@ -189,7 +226,8 @@ def _group_quant_kernel(
     gb = tl.program_id(1)
     x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
     _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
-                      GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST)
+                      GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST, LEAN_DIV, FAST_EXP,
+                      rcp_max)
 
 
 @triton.jit
@@ -243,7 +281,13 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # before any access gained only behind a kernel that triggers, and was mixed in the decode MLP (GEMM →
 # silu_mul_quant → GEMM: +4.6 % at M = 16, I = 2048, −0.9 % at M = 64, −2.2 % at M = 16, I = 18432). The trigger
 # at entry (PDL_TRIGGER, for a PDL GEMM after the quant) stays.
-_KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False)
+# lean_div / fast_exp (s25, issue 4's K 2048 target; GPU only, ignored under the interpreter, whose fma rounds twice
+# and which runs no inline PTX): the same values with fewer instructions. lean_div = _div_rn's NEG_S and
+# _scale_from_amax's Markstein step from a host-side RN(1/448); fast_exp = _silu's FAST_EXP (SiLU·mul only). Why:
+# the probe's byte-pattern floor (probe_quant_ab --cases floors, s25 W1/W2) ran 1.06-1.09x faster than the quant at
+# the quant's own tile while every launch shape tied; the quant's SASS had 544 instructions per thread there, the
+# floor's 224.
+_KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False)
 
 
 def _default_knobs(m: int, silu_mul: bool) -> dict:
@@ -295,6 +339,8 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
         GROUP=group_size, ROWS=rows, GPP=gpp, SILU_MUL=silu_mul, UE8M0=scale_ue8m0,
         EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
         PDL_TRIGGER=_pdl_capable(x.device), STREAM_LD=kn["stream_loads"], STREAM_ST=kn["stream_stores"],
+        LEAN_DIV=kn["lean_div"] and not interpreter_active(), FAST_EXP=kn["fast_exp"] and not interpreter_active(),
+        rcp_max=_RCP_FP8_MAX,
     )
     return q, s, h
 

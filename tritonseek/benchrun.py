@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from tritonseek.cli_output import (
+    PARTIAL,
     OutputPathError,
     OutputTarget,
     check_output,
@@ -263,9 +264,6 @@ def name_list(choices):
             raise argparse.ArgumentTypeError(f"unknown name {name!r}; choose from {', '.join(choices)}")
         return names
     return parse
-
-
-PARTIAL = ".partial"  # what StagedRows / write_json_kept add to a kept file's name for an interrupted run's rows
 
 
 def out_file(text: str) -> str:

@@ -19,15 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from tritonseek.cli_interrupt import interrupt_handled as _interrupt_handled
+from tritonseek.cli_interrupt import NOTE as _NOTE, Terminated as _Terminated, TerminationGuard as _TerminationGuard
 from tritonseek.cli_interrupt import interruptible as _interruptible
 from tritonseek.cli_interrupt import process_run as _process_run
 from tritonseek.cli_output import QuietStderr
 from tritonseek.cli_output import StdoutLost as _StdoutLost
 from tritonseek.cli_output import drop_stdout as _drop_stdout
+from tritonseek.cli_output import keep_finished as _keep_finished
 from tritonseek.cli_output import emit as _emit
 from tritonseek.cli_output import stdout_closed as _stdout_closed
 from tritonseek.cli_prompts import HANDOFF_ENV, PromptsFileError, hand_to_ranks, handed_rows, read_prompts
-from tritonseek.cli_prompts import add_stats, batches, dumps_row, param_field_note, result_field_note
+from tritonseek.cli_prompts import add_stats, batches, param_field_note, result_field_note, result_lines
 
 
 class _App(typer.Typer):
@@ -306,9 +308,10 @@ def generate(
     """Generate text from a prompt (streamed) or a JSONL file of prompts.
 
     Exit status: 0 done; 1 a write failed (standard output, or --output: its rows then go to stdout if that works);
-    2 a usage or input error (bad option, prompts file, model), before generating; 130 interrupted (Ctrl-C; 143 on
-    SIGTERM, 129 on SIGHUP): an existing --output is then left as it was and no rows are written, not even those of
-    prompts already finished.
+    2 a usage or input error (bad option, prompts file, model); 130 interrupted (Ctrl-C; 143 on SIGTERM, 129 on
+    SIGHUP). A --prompts-file run stopped early (interrupted, or failing in a later batch) leaves an --output file as
+    it was and writes the rows of the batches already finished to OUT.partial (a FIFO, a device or standard output
+    gets them in place); its error line says where and how many.
     """
     if (prompt is None) == (prompts_file is None):
         _fail("give exactly one of --prompt or --prompts-file")
@@ -392,7 +395,13 @@ def generate(
     def on_text(i: int, delta: str) -> None:
         _emit(delta)
 
-    started = False
+    started, results = False, []
+    # SIGTERM / SIGHUP end a --prompts-file run through the except path below, which keeps the finished rows
+    guard = _TerminationGuard(active=bool(prompts_file) and tp is None)
+
+    def kept() -> str:  # a run stopped early: its finished rows saved, as a clause for the error line
+        guard.hold()
+        return _keep_finished(target, output, result_lines(rows, results)) if rank0 and not stream else ""
     try:
         encoded, _ = llm.validate_requests([r["prompt"] for r in rows], params, chat=chat, mtp=mtp)
         waves = [[rows[i]["prompt"] for i in w] for w in batches([len(e) for e in encoded], max_new_tokens + mtp)]
@@ -406,7 +415,7 @@ def generate(
                                   max_new_tokens=min(max_new_tokens, mtp + 2))
             llm.generate([r["prompt"] for r in rows][:1], warm, chat=chat, mtp=mtp)
             llm.generate([r["prompt"] for r in rows][:1], warm, chat=chat)
-        results, s = [], None
+        s = None
         for w in waves:  # one wave unless the file holds more than cli_prompts.BATCH_TOKENS tokens
             results += llm.generate(w, params, chat=chat, on_text=on_text if stream else None, mtp=mtp)
             s = add_stats(s, llm.last_stats)
@@ -435,7 +444,15 @@ def generate(
             # the engine counts prompts from 0; a prompts-file user looks for a line number
             i = int(m.group(2))
             msg = f"--prompts-file {shown} line {row_lines[i]}: " + msg[:m.start(2) - 7] + "this prompt" + msg[m.end(2):]
-        _fail(msg)
+        _fail(msg + kept())
+    except (KeyboardInterrupt, _Terminated, Exception) as e:  # a later batch failed or was stopped: keep the others
+        if isinstance(e, (KeyboardInterrupt, _Terminated)):
+            setattr(e, _NOTE, kept())  # cli_interrupt.interruptible ends its one line with it
+        elif kept_note := kept():
+            _stderr.write(f"note: the run failed{kept_note}\n")  # before the traceback
+        raise
+    finally:
+        guard.close()
     if stream:
         try:
             _emit("\n")
@@ -443,8 +460,7 @@ def generate(
             _drop_stdout()
             _fail(f"could not write the generated text to standard output ({e})", 1)
     elif rank0:
-        lines = [dumps_row({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason})
-                 + "\n" for row, r in zip(rows, results)]  # the rows' numbers as written (cli_prompts.JsonNumber)
+        lines = result_lines(rows, results)
         try:
             from tritonseek.cli_output import write_output
 

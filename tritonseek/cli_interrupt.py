@@ -1,5 +1,7 @@
 """Ctrl-C for the ``tritonseek`` commands (used by tritonseek.cli): one line ``error: interrupted``, exit 130, however
-often it is pressed, and the command's clean-up (finally blocks, --tp's rank shutdown) runs to its end."""
+often it is pressed, and the command's clean-up (finally blocks, --tp's rank shutdown) runs to its end. Where a
+command turns SIGTERM / SIGHUP into an exception (:class:`TerminationGuard`), likewise one line, ``error: terminated
+(SIGTERM)``, exit 128 + the signal number. A clause set as the exception's ``NOTE`` attribute ends the line."""
 
 from __future__ import annotations
 
@@ -18,6 +20,48 @@ _stderr = QuietStderr()
 _exit_guard: list[bool] = []  # whether ignore_sigint is registered with atexit
 _interrupt: list[bool] = []  # set by interrupt_handled while a command runs
 _OURS = "_tritonseek_ctrl_c"  # attribute marking a KeyboardInterrupt raised by interruptible's handler
+
+
+NOTE = "tritonseek_note"  # attribute of a KeyboardInterrupt / Terminated: a clause the one-line error ends with
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (``signum``) while a :class:`TerminationGuard` is on. A BaseException, as KeyboardInterrupt
+    is: an ``except Exception`` on the way up must not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class TerminationGuard:
+    """SIGTERM (kill, a job scheduler) and SIGHUP (a closed session) raise :class:`Terminated` in the main thread from
+    construction until :meth:`close`, instead of ending the process at once, so a command can save what it finished
+    (generate --prompts-file: the finished batches' rows; h3fix s25). :func:`interruptible` reports it in one line,
+    exit 128 + the signal number. An inherited SIG_IGN (nohup's SIGHUP) stays; outside the main thread, or with
+    ``active`` False, nothing is installed. The first signal turns both off (a second one must not cut the saving
+    short); so does :meth:`hold`."""
+
+    def __init__(self, active: bool = True):
+        main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+        sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+                if s and active and main and signal.getsignal(s) != signal.SIG_IGN]
+        self._previous = {s: signal.signal(s, self._raise) for s in sigs}
+
+    def _raise(self, signum, frame):
+        self.hold()
+        raise Terminated(signum)
+
+    def hold(self) -> None:
+        """Ignore both signals until :meth:`close` (during a clean-up)."""
+        for s in self._previous:
+            signal.signal(s, signal.SIG_IGN)
+
+    def close(self) -> None:
+        """Put the handlers found at construction back (None, one set outside Python: the default)."""
+        for s, h in self._previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self._previous = {}
 
 
 def ignore_sigint() -> None:
@@ -52,6 +96,11 @@ def _ours_unwinding() -> bool:
     return False
 
 
+def _note(e: BaseException) -> str:
+    note = getattr(e, NOTE, "")
+    return note if isinstance(note, str) else ""
+
+
 def interruptible(command):
     """Ctrl-C during a command: one line ``error: interrupted``, exit 130, however often it is pressed.
 
@@ -69,10 +118,20 @@ def interruptible(command):
     atexit hooks, and printed a traceback after ``error: interrupted``. An in-process run (CliRunner,
     ``standalone_mode=False``, an interactive session) gets its caller's handler back when the command ends (returns,
     raises, or exits 130), and an atexit hook turns SIGINT off again in case the process exits afterwards.
+
+    A :class:`Terminated` (SIGTERM / SIGHUP under a TerminationGuard) ends in ``error: terminated (SIGTERM)``, exit
+    128 + the signal number, also when SIGINT came in ignored.
     """
 
     @functools.wraps(command)
     def run(*args, **kwargs):
+        try:
+            return sigint_run(*args, **kwargs)
+        except Terminated as e:  # also where SIGINT came in ignored (``cmd &`` in a script)
+            _stderr.write(f"error: terminated ({signal.Signals(e.signum).name}){_note(e)}\n")
+            raise typer.Exit(128 + e.signum) from None
+
+    def sigint_run(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
             return command(*args, **kwargs)
         previous = signal.getsignal(signal.SIGINT)
@@ -90,13 +149,13 @@ def interruptible(command):
         _interrupt.clear()
         try:
             return command(*args, **kwargs)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             interrupt_handled()
             try:
                 sys.stdout.flush()
             except (AttributeError, OSError, ValueError, StdoutLost):  # closed (None), full or a broken pipe: nothing to keep
                 pass
-            _stderr.write(("\n" if _stderr.isatty() else "") + "error: interrupted\n")  # after the ^C echo
+            _stderr.write(("\n" if _stderr.isatty() else "") + f"error: interrupted{_note(e)}\n")  # after the ^C echo
             raise typer.Exit(130) from None
         finally:
             if not (_interrupt and process_run.get()):

@@ -24,6 +24,9 @@ import tempfile
 from dataclasses import dataclass
 
 
+PARTIAL = ".partial"  # added to a kept file's name for the rows of a run that stopped early (generate, benchrun)
+
+
 class OutputPathError(ValueError):
     """--output cannot be written; the message is one line for the user, naming --output."""
 
@@ -213,6 +216,37 @@ def write_output(target: OutputTarget, text: str) -> None:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+def keep_finished(target: OutputTarget, output: str, lines: list[str]) -> str:
+    """Save the rows of the batches a ``--prompts-file`` run finished before it stopped (Ctrl-C, SIGTERM, an error in
+    a later batch), which were lost before (h3fix s25). ``target``: check_output's decision for ``output`` (--output
+    as typed); ``lines``: the finished rows' JSONL lines, in order.
+
+    A ``replace`` target stays as it was (an existing file keeps its contents: it is not this run's output); the rows
+    go to ``<target.path>.partial`` beside it, written as write_output writes (atomically, through check_output's
+    rules: a ``.partial`` that is a symlink is followed). A ``direct`` or ``fd`` target (a FIFO, a device, standard
+    output) gets the rows in place: a reader there would have had them row by row anyway.
+
+    Returns the clause the run's one-line error ends with ("; --output o.jsonl not written: the 3 finished rows are
+    in o.jsonl.partial"), "" for no rows. Never raises for a failed save (OSError, a name too long for ``.partial``):
+    the clause then says the rows could not be saved and why."""
+    if not lines:
+        return ""
+    rows = f"the {len(lines)} finished row{'s' if len(lines) != 1 else ''}"
+    text = "".join(lines)
+    try:
+        if target.how != "replace":
+            write_output(target, text)
+            return f"; {rows} were written to --output {output}"
+        path = target.path + PARTIAL
+        write_output(check_output(path), text)
+        shown = output + PARTIAL if os.path.abspath(output) == target.path else path  # as typed, unless a link
+        return f"; --output {output} not written: {rows} are in {shown}"
+    except OutputPathError as e:
+        return f"; {rows} could not be saved ({str(e).replace('--output ', '', 1)})"
+    except OSError as e:
+        return f"; {rows} could not be saved ({e.strerror or e})"
 
 
 def flush_streams_on(fd: int) -> None:

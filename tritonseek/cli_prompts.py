@@ -70,6 +70,14 @@ def dumps_row(value) -> str:
     return re.sub(f'"{tag}(\\d+)"', lambda m: nums[int(m.group(1))], text) if nums else text
 
 
+def result_lines(rows: list[dict], results) -> list[str]:
+    """The --output JSONL lines: each row with this run's ``output``, ``token_ids`` and ``finish_reason`` (the
+    RequestOutput of the same position in ``results``; a shorter ``results``, a run stopped early, gives its rows
+    only), numbers as the input wrote them (JsonNumber)."""
+    return [dumps_row({**row, "output": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason}) + "\n"
+            for row, r in zip(rows, results)]
+
+
 def _rows_with(names: tuple, rows: list[dict], row_lines: list[int]) -> tuple[int, str, str] | None:
     """For the field notes: the first row holding any of ``names`` as (its line, "a field 'x'" / "fields 'x', 'y'",
     " (N rows in all)" or ""), None when no row does. Rows are counted, not fields (tester22 #4b)."""

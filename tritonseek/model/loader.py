@@ -171,7 +171,8 @@ def load_model(
         ConfigError: bad config.json. CheckpointError: missing/unexpected/mis-shaped tensor (names the
         key and file), truncated or corrupted file, FP8 weight without its scale, a non-FP8 weight stored next
         to an FP8 scale, a NaN/inf weight, a negative or all-zero weight_scale_inv, a key in two files without
-        an index.
+        an index, a stored lm_head.weight that differs from the embedding under tie_word_embeddings: true (one
+        equal to it loads: see ``_check_tied_head``).
     """
     folder = Path(path)
     cfg = ModelConfig.from_file(folder)
@@ -240,10 +241,27 @@ def load_model(
         raise CheckpointError(
             f"missing tensor {missing[0]!r} in {folder} ({len(missing)} missing; first few: {missing[:4]})"
         )
+    if cfg.tie_word_embeddings and "lm_head.weight" in key_files:
+        _check_tied_head(targets, key_files["lm_head.weight"])
     for m in model.modules():  # the decode router's bf16 weight copy (its exactness check syncs: now, not later)
         if isinstance(m, MoE):
             m.gate.router_weight()
     return model.eval()
+
+
+def _check_tied_head(targets: dict[str, _Target], file: Path) -> None:
+    """``tie_word_embeddings: true`` with an ``lm_head.weight`` stored anyway (h2tester s25 F4). transformers and vLLM
+    skip the stored head (the head is the embedding); this loader refuses any tensor that is not part of the model
+    rather than guess (an unexpected key, a key in two files), and a tied model has no head of its own. So: a stored
+    head equal to the embedding (as loaded, this rank's rows) is a harmless copy, like the MTP layer's copies of the
+    embedding and head, and loads; one that differs means config.json or the checkpoint is wrong, and is refused by
+    name. The loader used the stored head before, silently, where transformers would have used the embedding."""
+    head, emb = targets["lm_head.weight"], targets["model.embed_tokens.weight"]
+    if not torch.equal(head.param.data, emb.param.data if emb.index is None else emb.param.data[emb.index]):
+        raise CheckpointError(
+            f"tensor 'lm_head.weight' in {file.name} differs from 'model.embed_tokens.weight', but config.json says "
+            "tie_word_embeddings: true (the LM head is the embedding; transformers ignores the stored head): set "
+            "tie_word_embeddings to false to use the stored head, or remove it from the checkpoint")
 
 
 def _read(handle, key: str, file: Path, src: tuple | None = None) -> torch.Tensor:

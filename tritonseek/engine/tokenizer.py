@@ -33,7 +33,9 @@ class TextTokenizer:
     Args:
         folder: checkpoint folder holding ``tokenizer.json`` (+ optional ``tokenizer_config.json``).
     Raises:
-        TokenizerError: ``tokenizer.json`` missing or unreadable, ``tokenizer_config.json`` not a JSON object.
+        TokenizerError: ``tokenizer.json`` missing or unreadable, ``tokenizer_config.json`` not a JSON object, or
+            its ``bos_token`` not in tokenizer.json's vocabulary while ``add_bos_token`` is true (absent, it is true
+            only for a BOS the vocabulary has: an unknown one is then not added, as before).
     """
 
     def __init__(self, folder: str | Path):
@@ -57,6 +59,11 @@ class TextTokenizer:
         self.bos_token_id = self.tok.token_to_id(self.bos_token) if self.bos_token else None
         self.eos_token_id = self.tok.token_to_id(self.eos_token) if self.eos_token else None
         self.add_bos_token = bool(self.config.get("add_bos_token", self.bos_token_id is not None))
+        if self.add_bos_token and self.bos_token and self.bos_token_id is None:
+            # was dropped silently: every prompt went in without the BOS the config asks for (h2tester s25 F6)
+            raise TokenizerError(f"{cfg_path}: bos_token {self.bos_token!r} is not a token of tokenizer.json, but "
+                                 "add_bos_token is true: name the BOS token tokenizer.json has, or set add_bos_token: "
+                                 "false")
         self.chat_template = self.config.get("chat_template")
 
     @property

@@ -72,6 +72,9 @@ SMALL = [(PER, 64, 2048), (PER, 64, 7168), (SILU, 64, 2048), (SILU, 64, 18432)]
 # M ≥ 1024) against all-off and each half of the streaming hints (W2)
 NAMED = {
     "default": (None, None), "default_AA": (None, None), "off": (None, {}), "off_AA": (None, {}),
+    # the launches before s25 W3 made lean_div (per_token) / fast_exp (SiLU·mul) default at M ≥ 1024
+    "per_s21": (None, dict(stream_loads=True, stream_stores=True)), "silu_s21": (None, {}),
+    "per_s21_AA": (None, dict(stream_loads=True, stream_stores=True)), "silu_s21_AA": (None, {}),
     "loads": (None, dict(stream_loads=True)), "stores": (None, dict(stream_stores=True)),
     "stream": (None, dict(stream_loads=True, stream_stores=True)),
     # s25 W3: the arithmetic knobs on top of each op's committed hints (per_token at M ≥ 1024 streams; SiLU·mul not)
@@ -494,6 +497,8 @@ def main():
         print("\n%-26s %-5s %-6s %-17s %8s %8s %8s %7s %7s %8s %8s %7s" % (
             "op", "M", "K", "variant", "us", "min", "max", "GB/s", "vs_base", "us_queue", "us_kern", "GB/s_mv"))
         for r in rows:
+            if "case" not in r:  # the --exhaustive row: printed as JSON above
+                continue
             c = r["case"]
             kind = "+gemm" if r["suite"] == "fp8_quant_probe_pair" else ""
             print("%-26s %-5d %-6s %-17s %8.3f %8.3f %8.3f %7s %7s %8s %8s %7s" % (

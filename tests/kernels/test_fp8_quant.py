@@ -358,11 +358,28 @@ def test_launch_knobs_rejected_by_name(device):
     assert kn["stream_loads"] is True
 
 
-def test_default_knobs_stream_only_large_per_token():
-    """The committed launch (H200 s21 W1): streaming hints for per-token quant at M ≥ 1024, nothing else on."""
-    assert fp8_quant._default_knobs(4096, False) == dict(stream_loads=True, stream_stores=True)
-    assert fp8_quant._default_knobs(1023, False) == {} and fp8_quant._default_knobs(4096, True) == {}
+def test_default_knobs_only_at_large_m():
+    """The committed launch at M ≥ 1024 (H200 s21 W1: streaming hints for per-token quant; s25 W3: lean_div for
+    per-token, fast_exp for SiLU·mul, lean_div not for SiLU·mul, where it lost); nothing below."""
+    assert fp8_quant._default_knobs(4096, False) == dict(stream_loads=True, stream_stores=True, lean_div=True)
+    assert fp8_quant._default_knobs(4096, True) == dict(fast_exp=True)
+    assert fp8_quant._default_knobs(1023, False) == {} and fp8_quant._default_knobs(1023, True) == {}
     assert fp8_quant._resolve_knobs(None, 64, False) == fp8_quant._KNOB_DEFAULTS
+
+
+@pytest.mark.parametrize("m,k", [(1024, 256), pytest.param(4096, 4096, marks=pytest.mark.gpu)])
+def test_the_committed_launch_at_large_m_matches_the_reference(poisoned, device, m, k):
+    """M ≥ 1024 takes the default knobs (the lean arithmetic on the GPU; the plain one under the interpreter): bytes
+    of per-token quant equal the reference, SiLU·mul within its tolerance, through the public functions."""
+    x = _rand(m, k, torch.bfloat16, 1.0, device, 5)
+    q, s = per_token_group_quant_fp8(x)
+    q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu())
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    _assert_same_bytes(q, q_ref)
+    q, s = silu_mul_quant_fp8(x)
+    q_ref, s_ref = silu_mul_quant_fp8_ref(x.cpu())
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=1e-6, atol=0)
+    _assert_within_one_step(q, q_ref)
 
 
 @pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5]])

@@ -286,15 +286,23 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # _scale_from_amax's Markstein step from a host-side RN(1/448); fast_exp = _silu's FAST_EXP (SiLU·mul only). Why:
 # the probe's byte-pattern floor (probe_quant_ab --cases floors, s25 W1/W2) ran 1.06-1.09x faster than the quant at
 # the quant's own tile while every launch shape tied; the quant's SASS had 544 instructions per thread there, the
-# floor's 224.
+# floor's 224. H200 s25 W3 (93ffe38, 21 interleaved rounds of rotated-set graphs): both equal the plain forms bit for
+# bit on every input (scale: all 2,139,095,041 fp32 amax in [+0, +inf] and NaNs; SiLU: all 65536 bf16), gpu tests of
+# this module green; per_token + lean_div 1.022 / 1.027 (A/A 0.993) at 4096×2048 (7.88 → 7.69 µs, 3,299-3,313 GB/s),
+# 1.018 / 1.014 (A/A 1.008) at 4096×7168; SiLU·mul + fast_exp 1.023 (A/A 1.004) at I 2048, 1.002 at I 18432; SiLU·mul
+# + lean_div LOST (0.94 at both I; with fast_exp 1.006 / 0.998), so it stays off there. Default at M ≥ 1024 since
+# then (_default_knobs; M < 1024 unmeasured). The byte-pattern floor still ran 1.07-1.10x faster than the default.
 _KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False)
 
 
 def _default_knobs(m: int, silu_mul: bool) -> dict:
-    """The committed knobs per launch class (as _quant_config): streaming hints for per_token at M ≥ 1024."""
-    if silu_mul or m < 1024:
+    """The committed knobs per launch class (as _quant_config), M ≥ 1024 only: per_token streams (both hints) with
+    lean_div, SiLU·mul takes fast_exp (knob record above). lean_div / fast_exp do nothing under the interpreter."""
+    if m < 1024:
         return {}
-    return dict(stream_loads=True, stream_stores=True)
+    if silu_mul:
+        return dict(fast_exp=True)
+    return dict(stream_loads=True, stream_stores=True, lean_div=True)
 
 
 def _resolve_knobs(knobs, m: int, silu_mul: bool) -> dict:

@@ -411,25 +411,36 @@ def gpu_slug() -> str:
     return torch.cuda.get_device_name().lower().replace("nvidia ", "").replace(" ", "-")
 
 
+def env_bench_args() -> list[str]:
+    """The environment variable ``TRITONSEEK_BENCH_ARGS`` split as a POSIX shell splits words (``shlex.split``), e.g.
+    ``--batches 1,8 --contexts 1024 --budget-s 60`` for a short e2e run; [] when unset.
+    Raises BenchError naming the variable when it cannot be split (an unbalanced quote, a trailing backslash): was
+    shlex's ValueError, a traceback (h2tester s25)."""
+    text = os.environ.get("TRITONSEEK_BENCH_ARGS", "")
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise BenchError(f"TRITONSEEK_BENCH_ARGS={text!r} cannot be split into arguments as a shell would ({e})") from None
+
+
 def run_suites(names: list[str], extra_args: list[str] | None = None) -> list[dict]:
     """Run the named suites (all when empty) on the current CUDA GPU; returns their rows.
 
-    extra_args: arguments passed to every suite script; None: ``shlex.split`` of the environment
-    variable ``TRITONSEEK_BENCH_ARGS`` (e.g. ``--batches 1,8 --contexts 1024 --budget-s 60`` for a short
-    e2e run), else none.
+    extra_args: arguments passed to every suite script; None: :func:`env_bench_args` (``TRITONSEEK_BENCH_ARGS``).
     Raises:
-        BenchError: unknown suite, no CUDA GPU, no benchmarks/ folder, or a script that fails.
+        BenchError: unknown suite, TRITONSEEK_BENCH_ARGS not splittable, no CUDA GPU, no benchmarks/ folder, or a
+            script that fails.
     """
     import torch
 
+    if extra_args is None:  # before the GPU check: a typo there is reported on any machine
+        extra_args = env_bench_args()
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise BenchError(f"unknown suite {unknown[0]!r}; choose from {', '.join(SUITES)}")
     if not torch.cuda.is_available():
         raise BenchError("tritonseek bench needs a CUDA GPU and torch sees none")
     bdir = benchmarks_dir()
-    if extra_args is None:
-        extra_args = shlex.split(os.environ.get("TRITONSEEK_BENCH_ARGS", ""))
     rows: list[dict] = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bdir.parent), os.environ.get("PYTHONPATH", "")])}
     for name in names or list(SUITES):

@@ -292,6 +292,9 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # 1.018 / 1.014 (A/A 1.008) at 4096×7168; SiLU·mul + fast_exp 1.023 (A/A 1.004) at I 2048, 1.002 at I 18432; SiLU·mul
 # + lean_div LOST (0.94 at both I; with fast_exp 1.006 / 0.998), so it stays off there. Default at M ≥ 1024 since
 # then (_default_knobs; M < 1024 unmeasured). The byte-pattern floor still ran 1.07-1.10x faster than the default.
+# W4 (c904561), this default against the s21 launch in one run: per_token 4096×2048 1.019-1.028 (A/A 0.993), 7168
+# 1.003 (A/A 1.004); SiLU·mul I 2048 1.006 (A/A 1.002), I 18432 1.002; suite rows 3,316 / 3,384 GB/s at K / I 2048
+# (target 3,416 still missed), 3,798 / 4,025 at 7168 / 18432.
 _KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False)
 
 

@@ -36,7 +36,9 @@
    never instead of ``us_graph``.
 5. ``--exhaustive`` (s25 W3): fp8_quant's lean_div scale (Markstein from RN(1/448)) against div.rn for every fp32
    amax in [+0, +inf] and NaNs, and fast_exp's SiLU against the tl.exp form for every bf16 x, bit for bit; the
-   variants per_lean / silu_lean / silu_fexp / silu_lean_fexp (+ _AA twins) time them in the quant.
+   variants per_lean / silu_lean / silu_fexp / silu_lean_fexp (+ _AA twins) time them in the quant. Since s25
+   h4quant also lean_rcp's per-group RN(1/s) against div.rn(1, s) on the scale of every fp32 amax (plain and UE8M0);
+   variants per_rcp / per_fold / per_rf and silu_rcp / silu_fold / silu_rf (lean_rcp, sign_fold, both; + _AA).
 W1 (cfabe8e) and W2 (23d6340) also timed a persistent grid, PDL launches, other ROWS / GPP launches and the decode
 MLP chain; those knobs lost and were removed (figures in fp8_quant's knob record; this probe with them at 23a7ad0).
 """
@@ -83,6 +85,15 @@ NAMED = {
     "silu_lean": (None, dict(lean_div=True)), "silu_fexp": (None, dict(fast_exp=True)),
     "silu_lean_fexp": (None, dict(lean_div=True, fast_exp=True)),
     "silu_lean_fexp_AA": (None, dict(lean_div=True, fast_exp=True)),
+    # s25 h4quant: lean_rcp (per-group reciprocal without div.rn's range check / slow path) and sign_fold (no
+    # per-element x == 0 select) on top of each op's committed default knobs
+    "per_rcp": (None, dict(stream_loads=True, stream_stores=True, lean_div=True, lean_rcp=True)),
+    "per_fold": (None, dict(stream_loads=True, stream_stores=True, lean_div=True, sign_fold=True)),
+    "per_rf": (None, dict(stream_loads=True, stream_stores=True, lean_div=True, lean_rcp=True, sign_fold=True)),
+    "per_rf_AA": (None, dict(stream_loads=True, stream_stores=True, lean_div=True, lean_rcp=True, sign_fold=True)),
+    "silu_rcp": (None, dict(fast_exp=True, lean_rcp=True)), "silu_fold": (None, dict(fast_exp=True, sign_fold=True)),
+    "silu_rf": (None, dict(fast_exp=True, lean_rcp=True, sign_fold=True)),
+    "silu_rf_AA": (None, dict(fast_exp=True, lean_rcp=True, sign_fold=True)),
 }
 VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores"],
             SILU: ["default", "default_AA", "loads", "stores", "stream"]}
@@ -243,6 +254,41 @@ def _scale_pair_kernel(bad_ptr, start, end, eps, fp8_max, rcp_max, BLOCK: tl.con
     s1 = fp8_quant._scale_from_amax(a, eps, fp8_max, False, True, rcp_max)
     diff = (s0.to(tl.int32, bitcast=True) != s1.to(tl.int32, bitcast=True)) & ~((s0 != s0) & (s1 != s1))
     tl.atomic_add(bad_ptr, tl.sum((diff & (bits < end)).to(tl.int32), 0))
+
+
+@triton.jit
+def _recip_pair_kernel(bad_ptr, start, end, eps, fp8_max, rcp_max, UE8M0: tl.constexpr, BLOCK: tl.constexpr):
+    # the fp32 bit patterns start … end-1 as amax values: lean_rcp's RN(1/s) against div.rn's on the kernel's own
+    # scale s (lean_div's, as the per_token default; UE8M0 rounded up or not), bit for bit (both NaN counts as a match)
+    bits = start + tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    s = fp8_quant._scale_from_amax(bits.to(tl.float32, bitcast=True), eps, fp8_max, UE8M0, True, rcp_max)
+    r0 = fp8_quant._recip_rn(s, False)
+    r1 = fp8_quant._recip_rn(s, True)
+    diff = (r0.to(tl.int32, bitcast=True) != r1.to(tl.int32, bitcast=True)) & ~((r0 != r0) & (r1 != r1))
+    tl.atomic_add(bad_ptr, tl.sum((diff & (bits < end)).to(tl.int32), 0))
+
+
+def exhaustive_rcp(env, rows):
+    """lean_rcp's reciprocal against div.rn(1, s) for the scale s of every fp32 amax from +0 to +inf and 4096 NaNs,
+    plain and UE8M0 (GPU). Returns True when every pattern matches bit for bit."""
+    dev = torch.device("cuda")
+    n, block = 0x7F800001, 4096
+    bad = torch.zeros(2, dtype=torch.int32, device=dev)
+    for i, ue in enumerate((False, True)):
+        for start, end in ((0, n), (n, n + block)):
+            _recip_pair_kernel[(cdiv(end - start, block),)](bad[i:], start, end, fp8_quant.AMAX_EPS,
+                                                            fp8_quant.FP8_E4M3_MAX, fp8_quant._RCP_FP8_MAX,
+                                                            UE8M0=ue, BLOCK=block)
+    torch.cuda.synchronize()
+    ok = int(bad.sum().item()) == 0
+    row = dict(suite="fp8_quant_probe_exhaustive_rcp", amax_patterns=n + block, mismatches=int(bad[0].item()),
+               mismatches_ue8m0=int(bad[1].item()), ok=ok,
+               note="lean_rcp RN(1/s) vs div.rn(1, s) on the lean_div scale of every fp32 amax in [+0, +inf] and "
+                    "4096 NaNs, plain and UE8M0; bit for bit (NaN by position)")
+    row.update(env)
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    return ok
 
 
 @triton.jit
@@ -474,6 +520,7 @@ def main():
     try:
         if args.exhaustive:
             print(f"exhaustive lean_div / fast_exp check: {'OK' if exhaustive(env, rows) else 'MISMATCH'}", flush=True)
+            print(f"exhaustive lean_rcp check: {'OK' if exhaustive_rcp(env, rows) else 'MISMATCH'}", flush=True)
         if args.cases == "floors":
             for op, m, k in FLOOR_CASES:
                 # "per:NAME" / "silu:NAME" entries of --variants apply to that op only

@@ -312,9 +312,12 @@ def _assert_same_bytes(q: torch.Tensor, q_ref: torch.Tensor) -> None:
 
 # launch variants (fp8_quant knobs; the committed default is _default_knobs): the streaming cache hints, each alone
 # and both (no-ops under the interpreter; on the GPU they change the PTX's cache hints only), and the arithmetic
-# knobs lean_div / fast_exp (s25; ignored under the interpreter, GPU only: same values, fewer instructions)
+# knobs lean_div / fast_exp, lean_rcp / sign_fold (s25; ignored under the interpreter, GPU only: same values, fewer
+# instructions)
 _KNOBS = [{}, dict(stream_loads=True), dict(stream_stores=True), dict(stream_loads=True, stream_stores=True),
-          dict(lean_div=True, fast_exp=True), dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True)]
+          dict(lean_div=True, fast_exp=True), dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True),
+          dict(lean_rcp=True, sign_fold=True),
+          dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True)]
 
 
 @_fixture_ok
@@ -350,11 +353,13 @@ def test_launch_knobs_rejected_by_name(device):
                             ({1: 2, "x": 3}, ValueError, "unknown"), (dict(persist=1), ValueError, "persist"),
                             (dict(pdl=True), ValueError, "pdl"), (dict(stream_loads=1), TypeError, "stream_loads"),
                             (dict(stream_stores="yes"), TypeError, "stream_stores"),
-                            (dict(lean_div=1), TypeError, "lean_div"), (dict(fast_exp="yes"), TypeError, "fast_exp")]:
+                            (dict(lean_div=1), TypeError, "lean_div"), (dict(fast_exp="yes"), TypeError, "fast_exp"),
+                            (dict(lean_rcp=1), TypeError, "lean_rcp"), (dict(sign_fold="no"), TypeError, "sign_fold")]:
         with pytest.raises(exc, match=match):
             fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
     kn = fp8_quant._resolve_knobs(dict(stream_loads=np.True_), 4, False)
-    assert kn == dict(stream_loads=True, stream_stores=False, lean_div=False, fast_exp=False)
+    assert kn == dict(stream_loads=True, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
+                      sign_fold=False)
     assert kn["stream_loads"] is True
 
 
@@ -382,7 +387,7 @@ def test_the_committed_launch_at_large_m_matches_the_reference(poisoned, device,
     _assert_within_one_step(q, q_ref)
 
 
-@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5]])
+@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5], _KNOBS[7]])
 @pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
 def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, monkeypatch):
     """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)

@@ -84,13 +84,25 @@ def _divisor(s, FAST_DIV: tl.constexpr):
 
 
 @triton.jit
-def _recip_rn(s):
-    """RN(1 / s) per scale (once per group, not per element)."""
-    return tl.math.div_rn(tl.full(s.shape, 1.0, tl.float32), s)
+def _recip_rn(s, LEAN_RCP: tl.constexpr = False):
+    """RN(1 / s) per scale (once per group, not per element). LEAN_RCP (GPU only: inline PTX): div.rn's own fast
+    path for a = 1 written out (MUFU.RCP, then two Newton steps r + r·(1 − s·r) in FMAs, as ptxas emits them)
+    without its range check, slow-path branch and call: s is a normal ≥ 1e-4/448 whose reciprocal is normal, inf
+    (→ 0, kept apart: the FMA would give NaN) or NaN (→ NaN). Compared bit for bit with div.rn on the scale of
+    every fp32 amax (plain and UE8M0) on the H200 by benchmarks/probe_quant_ab.py --exhaustive."""
+    if LEAN_RCP:
+        r0 = tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [s], dtype=tl.float32, is_pure=True,
+                                       pack=1)
+        ns = 0.0 - s  # a per-group negation (s > 0 or NaN: the same as −s)
+        r1 = tl.fma(tl.fma(ns, r0, 1.0), r0, r0)
+        r2 = tl.fma(tl.fma(ns, r1, 1.0), r1, r1)
+        return tl.where(s == float("inf"), 0.0, r2)
+    else:
+        return tl.math.div_rn(tl.full(s.shape, 1.0, tl.float32), s)
 
 
 @triton.jit
-def _div_rn(x, s, r, FAST_DIV: tl.constexpr, NEG_S: tl.constexpr = False):
+def _div_rn(x, s, r, FAST_DIV: tl.constexpr, NEG_S: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False):
     """x / s rounded to nearest-even (IEEE) for s > 0 normal, −0 kept; r = RN(1/s) (used when FAST_DIV).
     NEG_S (FAST_DIV only): the residual as fma(q0, −s, x) with −s once per group, the same value as fma(−q0, s, x)
     for every x ≠ 0 (x = 0 is returned as x): Triton's −q0 is 0 − q0, which ptxas cannot fold into the FMA as a
@@ -102,6 +114,14 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr, NEG_S: tl.constexpr = False):
         # range check + slow-path branch each, which made the per-token kernel issue-bound on
         # the H200. Not used under the interpreter, whose fma rounds twice.
         q0 = x * r
+        if SIGN_FOLD:
+            # the residual negated, q0·s − x, and −r (true negations, x·−1 and r·−1: ptxas folds them into the FMA
+            # operands): q1 = q0 + (q0·s − x)·(−r), the same value for every x ≠ 0, and for x = ±0 the residual is +0
+            # and +0·(−r) + q0 = −0 + q0 = q0 = x·r, which keeps the sign of x: no per-element x == 0 select. An
+            # inf scale (divisor 1, r = +0, −r = −0) gives ±0 with the sign of x, as x / inf; a NaN scale NaN
+            # everywhere (x = 0 too, as the reference's 0 / NaN, where the select returned 0)
+            rem = tl.fma(q0, s, x * -1.0)
+            return tl.fma(rem, r * -1.0, q0)
         if NEG_S:
             rem = tl.fma(q0, 0.0 - s, x)
         else:
@@ -181,7 +201,8 @@ def _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk,
 def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
                       GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
                       UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM_ST: tl.constexpr,
-                      LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0):
+                      LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0,
+                      LEAN_RCP: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False):
     # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg; tile as in _tile_load
     rows = rb * ROWS + tl.arange(0, ROWS)
     grp = gb * GPP + tl.arange(0, GPP)
@@ -192,7 +213,8 @@ def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm
         x = _silu(x, FAST_EXP) * up.to(tl.float32)
     amax = tl.reduce(tl.abs(x), 2, _max_nan)
     s = _scale_from_amax(amax, eps, fp8_max, UE8M0, LEAN_DIV, rcp_max)
-    q = _div_rn(x, _divisor(s, FAST_DIV)[:, :, None], _recip_rn(s)[:, :, None], FAST_DIV, LEAN_DIV)
+    q = _div_rn(x, _divisor(s, FAST_DIV)[:, :, None], _recip_rn(s, LEAN_RCP)[:, :, None], FAST_DIV, LEAN_DIV,
+                SIGN_FOLD)
     if EXACT_ROUND:
         # interpreter: clamp to ±448 and round onto the e4m3 grid here (its cast rounds wrongly)
         q = _to_e4m3_interp(q, q_ptr.dtype.element_ty)
@@ -215,6 +237,7 @@ def _group_quant_kernel(
     UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
     STREAM_LD: tl.constexpr = False, STREAM_ST: tl.constexpr = False,
     LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0,
+    LEAN_RCP: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False,
 ):
     # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
     # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
@@ -227,7 +250,7 @@ def _group_quant_kernel(
     x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
     _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
                       GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST, LEAN_DIV, FAST_EXP,
-                      rcp_max)
+                      rcp_max, LEAN_RCP, SIGN_FOLD)
 
 
 @triton.jit
@@ -295,7 +318,13 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # W4 (c904561), this default against the s21 launch in one run: per_token 4096×2048 1.019-1.028 (A/A 0.993), 7168
 # 1.003 (A/A 1.004); SiLU·mul I 2048 1.006 (A/A 1.002), I 18432 1.002; suite rows 3,316 / 3,384 GB/s at K / I 2048
 # (target 3,416 still missed), 3,798 / 4,025 at 7168 / 18432.
-_KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False)
+# lean_rcp / sign_fold (s25 h4quant; GPU only, ignored under the interpreter; off until measured): _recip_rn's
+# LEAN_RCP (div.rn's fast path without its range check and slow-path call, per group) and _div_rn's SIGN_FOLD (no
+# per-element x == 0 select). sm_90a SASS compiled on the CPU (static count without NOPs, up to the last EXIT in
+# brackets): per_token 8×4×4 default 476 (371) → lean_rcp 356 (355), sign_fold 450 (345), both 331 (330); SiLU·mul
+# 16×4×1 default 522 (419) → 513 (406), 486 (382), both 477 (370). Per element sign_fold leaves FMUL + 2 FFMA.
+_KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
+                      sign_fold=False)
 
 
 def _default_knobs(m: int, silu_mul: bool) -> dict:
@@ -351,7 +380,8 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
         EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), num_warps=warps,
         PDL_TRIGGER=_pdl_capable(x.device), STREAM_LD=kn["stream_loads"], STREAM_ST=kn["stream_stores"],
         LEAN_DIV=kn["lean_div"] and not interpreter_active(), FAST_EXP=kn["fast_exp"] and not interpreter_active(),
-        rcp_max=_RCP_FP8_MAX,
+        rcp_max=_RCP_FP8_MAX, LEAN_RCP=kn["lean_rcp"] and not interpreter_active(),
+        SIGN_FOLD=kn["sign_fold"] and not interpreter_active(),
     )
     return q, s, h
 

@@ -317,7 +317,9 @@ def _assert_same_bytes(q: torch.Tensor, q_ref: torch.Tensor) -> None:
 _KNOBS = [{}, dict(stream_loads=True), dict(stream_stores=True), dict(stream_loads=True, stream_stores=True),
           dict(lean_div=True, fast_exp=True), dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True),
           dict(lean_rcp=True, sign_fold=True),
-          dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True)]
+          dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True),
+          dict(direct_scales=True),
+          dict(lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True, direct_scales=True)]
 
 
 @_fixture_ok
@@ -354,12 +356,13 @@ def test_launch_knobs_rejected_by_name(device):
                             (dict(pdl=True), ValueError, "pdl"), (dict(stream_loads=1), TypeError, "stream_loads"),
                             (dict(stream_stores="yes"), TypeError, "stream_stores"),
                             (dict(lean_div=1), TypeError, "lean_div"), (dict(fast_exp="yes"), TypeError, "fast_exp"),
-                            (dict(lean_rcp=1), TypeError, "lean_rcp"), (dict(sign_fold="no"), TypeError, "sign_fold")]:
+                            (dict(lean_rcp=1), TypeError, "lean_rcp"), (dict(sign_fold="no"), TypeError, "sign_fold"),
+                            (dict(direct_scales=1.0), TypeError, "direct_scales")]:
         with pytest.raises(exc, match=match):
             fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
     kn = fp8_quant._resolve_knobs(dict(stream_loads=np.True_), 4, False)
     assert kn == dict(stream_loads=True, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
-                      sign_fold=False)
+                      sign_fold=False, direct_scales=False)
     assert kn["stream_loads"] is True
 
 
@@ -387,7 +390,7 @@ def test_the_committed_launch_at_large_m_matches_the_reference(poisoned, device,
     _assert_within_one_step(q, q_ref)
 
 
-@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5], _KNOBS[7]])
+@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5], _KNOBS[7], _KNOBS[9]])
 @pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
 def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, monkeypatch):
     """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)

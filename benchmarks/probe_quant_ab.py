@@ -475,7 +475,7 @@ def run_case(op, m, k, names, rounds, env, rows, floors=False):
                            kernel_time_unverified=True)
         v = next((v for v in variants if v[0] == n), None)
         if v is not None:
-            kn = v[2] if v[2] is not None else fp8_quant._default_knobs(m, op == SILU)
+            kn = v[2] if v[2] is not None else fp8_quant._default_knobs(m, op == SILU, k)
             row.update(rows_cfg=list(v[1]) if v[1] else list(fp8_quant._quant_config(m, op == SILU)), knobs=kn,
                        ptx=stats.get(n))
         elif n.startswith("copy"):

@@ -368,17 +368,27 @@ def test_launch_knobs_rejected_by_name(device):
 
 def test_default_knobs_only_at_large_m():
     """The committed launch at M ≥ 1024 (H200 s21 W1: streaming hints for per-token quant; s25 W3: lean_div for
-    per-token, fast_exp for SiLU·mul, lean_div not for SiLU·mul, where it lost); nothing below."""
+    per-token, fast_exp for SiLU·mul, lean_div not for SiLU·mul, where it lost; s25 h4quant W1: lean_rcp + sign_fold
+    for per-token at K ≤ 2048); nothing below."""
     assert fp8_quant._default_knobs(4096, False) == dict(stream_loads=True, stream_stores=True, lean_div=True)
+    # s25 h4quant W1: lean_rcp + sign_fold for per-token at K ≤ 2048 (won there, lost at 7168), not for SiLU·mul
+    rf = dict(stream_loads=True, stream_stores=True, lean_div=True, lean_rcp=True, sign_fold=True)
+    assert fp8_quant._default_knobs(4096, False, 2048) == rf and fp8_quant._default_knobs(1024, False, 128) == rf
+    assert fp8_quant._default_knobs(4096, False, 2049) == fp8_quant._default_knobs(4096, False)
+    assert fp8_quant._default_knobs(4096, True, 2048) == dict(fast_exp=True)
+    assert fp8_quant._default_knobs(1023, False, 2048) == {}
+    assert fp8_quant._resolve_knobs(None, 4096, False, 2048) == dict(fp8_quant._KNOB_DEFAULTS, **rf)
     assert fp8_quant._default_knobs(4096, True) == dict(fast_exp=True)
     assert fp8_quant._default_knobs(1023, False) == {} and fp8_quant._default_knobs(1023, True) == {}
     assert fp8_quant._resolve_knobs(None, 64, False) == fp8_quant._KNOB_DEFAULTS
 
 
-@pytest.mark.parametrize("m,k", [(1024, 256), pytest.param(4096, 4096, marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("m,k", [(1024, 256), pytest.param(4096, 4096, marks=pytest.mark.gpu),
+                                 pytest.param(4096, 2048, marks=pytest.mark.gpu)])
 def test_the_committed_launch_at_large_m_matches_the_reference(poisoned, device, m, k):
-    """M ≥ 1024 takes the default knobs (the lean arithmetic on the GPU; the plain one under the interpreter): bytes
-    of per-token quant equal the reference, SiLU·mul within its tolerance, through the public functions."""
+    """M ≥ 1024 takes the default knobs (the lean arithmetic on the GPU, per-token K ≤ 2048 with lean_rcp + sign_fold;
+    the plain one under the interpreter): bytes of per-token quant equal the reference, SiLU·mul within its
+    tolerance, through the public functions."""
     x = _rand(m, k, torch.bfloat16, 1.0, device, 5)
     q, s = per_token_group_quant_fp8(x)
     q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu())
@@ -403,7 +413,7 @@ def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, 
     x[0, 64], x[1, 65] = -0.0, 0.0
     x[2, 200], x[3, 300], x[4, 129] = float("inf"), -float("inf"), float("nan")
     x = x.to(device)
-    monkeypatch.setattr(fp8_quant, "_default_knobs", lambda m, silu_mul: knobs)  # the public launcher with these
+    monkeypatch.setattr(fp8_quant, "_default_knobs", lambda m, silu_mul, k=None: knobs)  # the public launcher
     for ue8m0 in (False, True):
         q, s = per_token_group_quant_fp8(x, 128, ue8m0)
         q_ref, s_ref = per_token_group_quant_fp8_ref(x.cpu(), 128, ue8m0)

@@ -335,27 +335,38 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # 16×4×1 default 522 (419) → 513 (406), 486 (382), both 477 (370). Per element sign_fold leaves FMUL + 2 FFMA.
 # direct_scales (same session, GPU only): the scale store without its convert_layout (shared memory + barrier), see
 # _tile_quant_store; on top of both: per_token 331 → 317, SiLU·mul 477 → 461, no shared memory.
+# H200 s25 h4quant W1 (a010664, probe 21 interleaved rounds, vs the then default = lean_div; exhaustive: lean_rcp =
+# div.rn(1, s) on the scale of all 2,139,095,041 fp32 amax + 4096 NaNs, plain and UE8M0; gpu tests green; bytes
+# equal to the default's at every probe case): per_token 4096×2048 lean_rcp alone 0.992, sign_fold alone 1.000, both
+# 1.041 / 1.034 (A/A 0.993; queued replays 7.52 → 7.16-7.19 µs), + direct_scales 1.021; 4096×7168 both 0.984 /
+# 0.982 (A/A 1.000; queued 21.63 → 22.25-22.35 µs), lean_rcp 1.012, + direct_scales 0.996; SiLU·mul I 2048 0.994-
+# 1.006 for all (A/A 0.994, a noisy case), + direct_scales 0.982, I 18432 0.998-0.999, + direct_scales 0.992. Suite
+# rows in the same run: per_token K 2048 default 7.96 µs / 3,194 GB/s, both 7.62 / 3,337 (target 3,416 missed). So
+# per_token takes both at M ≥ 1024 and K ≤ 2048 only (K 4096 unmeasured); SiLU·mul none; direct_scales stays off.
 _KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
                       sign_fold=False, direct_scales=False)
 
 
-def _default_knobs(m: int, silu_mul: bool) -> dict:
+def _default_knobs(m: int, silu_mul: bool, k: int | None = None) -> dict:
     """The committed knobs per launch class (as _quant_config), M ≥ 1024 only: per_token streams (both hints) with
-    lean_div, SiLU·mul takes fast_exp (knob record above). lean_div / fast_exp do nothing under the interpreter."""
+    lean_div, and at K ≤ 2048 (k = the quantized width; None = not known: left out) also lean_rcp + sign_fold;
+    SiLU·mul takes fast_exp (knob record above). The arithmetic knobs do nothing under the interpreter."""
     if m < 1024:
         return {}
     if silu_mul:
         return dict(fast_exp=True)
+    if k is not None and k <= 2048:
+        return dict(stream_loads=True, stream_stores=True, lean_div=True, lean_rcp=True, sign_fold=True)
     return dict(stream_loads=True, stream_stores=True, lean_div=True)
 
 
-def _resolve_knobs(knobs, m: int, silu_mul: bool) -> dict:
+def _resolve_knobs(knobs, m: int, silu_mul: bool, k: int | None = None) -> dict:
     """knobs (a dict of _KNOB_DEFAULTS keys; None = the committed _default_knobs) → every knob, checked by name.
 
     Each knob is a bool or numpy bool (the scalar rule of kernels/_utils); another type is a TypeError, an unknown
     key a ValueError, naming it."""
     if knobs is None:
-        knobs = _default_knobs(m, silu_mul)
+        knobs = _default_knobs(m, silu_mul, k)
     if not isinstance(knobs, dict):
         raise TypeError(f"knobs must be a dict, got {type(knobs).__name__}")
     bad = sorted(set(knobs) - set(_KNOB_DEFAULTS), key=repr)
@@ -377,7 +388,7 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
     reads its PTX."""
     m = x.shape[0]
     g = cdiv(k, group_size)
-    kn = _resolve_knobs(knobs, m, silu_mul)
+    kn = _resolve_knobs(knobs, m, silu_mul, k)
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     s = torch.empty((g, m), dtype=torch.float32, device=x.device).t()  # [M, G], MN-major
     if m == 0 or k == 0:

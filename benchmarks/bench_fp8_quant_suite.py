@@ -78,7 +78,7 @@ def bench_quant(args, env, rows):
                    us_graph=round(t, 2), tflops=None, gbps=round(nbytes / t / 1e3, 1), rows_cfg=list(rc or fp8_quant._quant_config(m, op.startswith("silu"))),
                    peer="torch_reference", peer_us=round(peer_us, 2), ratio_vs_peer=round(peer_us / t, 3),
                    target_gbps=round(0.8 * 4270, 1),
-                   knobs={key: v for key, v in fp8_quant._resolve_knobs(None, m, op.startswith("silu")).items()
+                   knobs={key: v for key, v in fp8_quant._resolve_knobs(None, m, op.startswith("silu"), k).items()
                           if v != fp8_quant._KNOB_DEFAULTS[key]})
         row["meets_target"] = row["gbps"] >= row["target_gbps"]
         row.update(env)

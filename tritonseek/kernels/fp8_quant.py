@@ -128,8 +128,10 @@ def _div_rn(x, s, r, FAST_DIV: tl.constexpr, NEG_S: tl.constexpr = False, SIGN_F
             rem = tl.fma(-q0, s, x)
         q1 = tl.fma(rem, r, q0)
         # x = −0: q0 = −0 and the residual is +0 (−q0·s + x = +0 + −0 = +0 under round-to-nearest), so q1 came
-        # out +0 where x / s is −0 (H200 s20 final pass: byte 0x00 for the reference's 0x80); 0 / s is x itself.
-        return tl.where(x == 0.0, x, q1)
+        # out +0 where x / s is −0 (H200 s20 final pass: byte 0x00 for the reference's 0x80). For x = ±0, q0 = x·r is
+        # x / s exactly: ±0 with the sign of x for a finite or inf scale (r > 0 or r = +0), NaN for a NaN scale as
+        # the reference's 0 / NaN (returning x there wrote 0 into a NaN group: s25 h4quant W1).
+        return tl.where(x == 0.0, q0, q1)
     else:
         return tl.math.div_rn(x, s)
 

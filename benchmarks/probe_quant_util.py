@@ -9,7 +9,7 @@ import statistics
 
 import torch
 
-from benchmarks.timing import replay_ms
+from benchmarks.timing import replay_ms, replay_ms_queued
 
 PER = "per_token_group_quant_fp8"
 SILU = "silu_mul_quant_fp8"
@@ -74,19 +74,6 @@ def ptx_stats(h):
                     evict_first=count("evict_first"), st_cs=count("st.global.cs"))
     except Exception as e:  # a stats failure must not cost the timing
         return dict(ptx_error=f"{type(e).__name__}: {e}"[:120])
-
-
-def replay_ms_queued(graph, reps):
-    """GPU-clock ms of each of `reps` replays, each queued behind a ~0.5 ms device sleep: its kernels start right
-    after the start event, so the graph's launch from an idle GPU (inside replay_ms's times) is left out."""
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for a, b in ev:
-        torch.cuda._sleep(1_000_000)
-        a.record()
-        graph.replay()
-        b.record()
-    torch.cuda.synchronize()
-    return [a.elapsed_time(b) for a, b in ev]
 
 
 def time_round(graphs, order, reps=15, queued=None):

@@ -38,8 +38,8 @@
    amax in [+0, +inf] and NaNs, and fast_exp's SiLU against the tl.exp form for every bf16 x, bit for bit; the
    variants per_lean / silu_lean / silu_fexp / silu_lean_fexp (+ _AA twins) time them in the quant. Since s25
    h4quant also lean_rcp's per-group RN(1/s) against div.rn(1, s) on the scale of every fp32 amax (plain and UE8M0);
-   variants per_rcp / per_fold / per_rf and silu_rcp / silu_fold / silu_rf (lean_rcp, sign_fold, both; + _AA),
-   per_rfd / silu_rfd (both + direct_scales).
+   variants per_rcp / per_fold / per_rf and silu_rcp / silu_fold / silu_rf (lean_rcp, sign_fold, both; + _AA);
+   per_rfd / silu_rfd (both + direct_scales) were timed at a010664, lost, and went with the knob.
 W1 (cfabe8e) and W2 (23d6340) also timed a persistent grid, PDL launches, other ROWS / GPP launches and the decode
 MLP chain; those knobs lost and were removed (figures in fp8_quant's knob record; this probe with them at 23a7ad0).
 """
@@ -95,10 +95,6 @@ NAMED = {
     "silu_rcp": (None, dict(fast_exp=True, lean_rcp=True)), "silu_fold": (None, dict(fast_exp=True, sign_fold=True)),
     "silu_rf": (None, dict(fast_exp=True, lean_rcp=True, sign_fold=True)),
     "silu_rf_AA": (None, dict(fast_exp=True, lean_rcp=True, sign_fold=True)),
-    # + direct_scales (the scale store without the convert_layout through shared memory)
-    "per_rfd": (None, dict(stream_loads=True, stream_stores=True, lean_div=True, lean_rcp=True, sign_fold=True,
-                           direct_scales=True)),
-    "silu_rfd": (None, dict(fast_exp=True, lean_rcp=True, sign_fold=True, direct_scales=True)),
 }
 VARIANTS = {PER: ["default", "default_AA", "off", "off_AA", "loads", "stores"],
             SILU: ["default", "default_AA", "loads", "stores", "stream"]}

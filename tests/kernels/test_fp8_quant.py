@@ -318,8 +318,7 @@ _KNOBS = [{}, dict(stream_loads=True), dict(stream_stores=True), dict(stream_loa
           dict(lean_div=True, fast_exp=True), dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True),
           dict(lean_rcp=True, sign_fold=True),
           dict(stream_loads=True, stream_stores=True, lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True),
-          dict(direct_scales=True),
-          dict(lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True, direct_scales=True)]
+          dict(lean_div=True, fast_exp=True, lean_rcp=True, sign_fold=True)]
 
 
 @_fixture_ok
@@ -347,7 +346,7 @@ def test_launch_knobs_match_reference(poisoned, device, m, k, ue8m0, rows_cfg, k
 
 def test_launch_knobs_rejected_by_name(device):
     """Knob values follow the scalar rule (bools or numpy bools; tester22 #6); unknown keys, among them the knobs
-    removed in session 22 (persist / prefetch / stages / pdl), are named."""
+    removed in sessions 22 and 25 (persist / prefetch / stages / pdl, direct_scales), are named."""
     import numpy as np
 
     x = torch.randn(4, 256, device=device)
@@ -357,12 +356,12 @@ def test_launch_knobs_rejected_by_name(device):
                             (dict(stream_stores="yes"), TypeError, "stream_stores"),
                             (dict(lean_div=1), TypeError, "lean_div"), (dict(fast_exp="yes"), TypeError, "fast_exp"),
                             (dict(lean_rcp=1), TypeError, "lean_rcp"), (dict(sign_fold="no"), TypeError, "sign_fold"),
-                            (dict(direct_scales=1.0), TypeError, "direct_scales")]:
+                            (dict(direct_scales=True), ValueError, "direct_scales")]:
         with pytest.raises(exc, match=match):
             fp8_quant._launch_group_quant(x, 256, 0, 128, False, False, None, bad)
     kn = fp8_quant._resolve_knobs(dict(stream_loads=np.True_), 4, False)
     assert kn == dict(stream_loads=True, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
-                      sign_fold=False, direct_scales=False)
+                      sign_fold=False)
     assert kn["stream_loads"] is True
 
 
@@ -400,7 +399,7 @@ def test_the_committed_launch_at_large_m_matches_the_reference(poisoned, device,
     _assert_within_one_step(q, q_ref)
 
 
-@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5], _KNOBS[7], _KNOBS[9]])
+@pytest.mark.parametrize("knobs", [{}, _KNOBS[3], _KNOBS[5], _KNOBS[7], _KNOBS[8]])
 @pytest.mark.parametrize("m,k", [(6, 384), pytest.param(4096, 7168, marks=pytest.mark.gpu)])
 def test_bytes_match_the_reference_including_negative_zero(device, m, k, knobs, monkeypatch):
     """Session 18 (h8nan): under the interpreter a negative that rounds to zero, and −0 itself, came out +0 (0x00)

@@ -105,7 +105,7 @@ def _recip_rn(s, LEAN_RCP: tl.constexpr = False):
 def _div_rn(x, s, r, FAST_DIV: tl.constexpr, NEG_S: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False):
     """x / s rounded to nearest-even (IEEE) for s > 0 normal, −0 kept; r = RN(1/s) (used when FAST_DIV).
     NEG_S (FAST_DIV only): the residual as fma(q0, −s, x) with −s once per group, the same value as fma(−q0, s, x)
-    for every x ≠ 0 (x = 0 is returned as x): Triton's −q0 is 0 − q0, which ptxas cannot fold into the FMA as a
+    for every x ≠ 0 (x = ±0 takes q0 = x·r): Triton's −q0 is 0 − q0, which ptxas cannot fold into the FMA as a
     negated operand (it would turn +0 into −0), so it cost one FFMA per element (sm_90a SASS: 544 → 512)."""
     if FAST_DIV:
         # Markstein: with r = RN(1/s) and q0 = RN(x·r) within an ulp of x/s, the residual
@@ -204,7 +204,7 @@ def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm
                       GROUP: tl.constexpr, ROWS: tl.constexpr, GPP: tl.constexpr, SILU_MUL: tl.constexpr,
                       UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, STREAM_ST: tl.constexpr,
                       LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0,
-                      LEAN_RCP: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False, DIRECT_S: tl.constexpr = False):
+                      LEAN_RCP: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False):
     # q: [M, K] e4m3 row-major (stride_qm, 1); s: [M, G] fp32 at m*stride_sm + g*stride_sg; tile as in _tile_load
     rows = rb * ROWS + tl.arange(0, ROWS)
     grp = gb * GPP + tl.arange(0, GPP)
@@ -227,17 +227,7 @@ def _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm
     else:
         tl.store(q_ptrs, q.to(q_ptr.dtype.element_ty), mask=mask)
     s_mask = (rows[:, None] < M) & (grp[None, :] < G)
-    s_ptrs = s_ptr + rows.to(tl.int64)[:, None] * stride_sm + grp[None, :] * stride_sg
-    if DIRECT_S:
-        # each thread stores the scales it holds, in the reduction's own layout (GPU only: inline PTX, which Triton's
-        # coalescing pass leaves alone), instead of tl.store's convert_layout to a coalesced layout through shared
-        # memory and a barrier; the lanes holding copies of one scale store the same value to the same address
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.b32 $0, 0; }", "=r,l,r,r",
-            [s_ptrs.to(tl.int64), s.to(tl.int32, bitcast=True), s_mask.to(tl.int32)], dtype=tl.int32,
-            is_pure=False, pack=1)
-    else:
-        tl.store(s_ptrs, s, mask=s_mask)
+    tl.store(s_ptr + rows.to(tl.int64)[:, None] * stride_sm + grp[None, :] * stride_sg, s, mask=s_mask)
 
 
 @triton.jit
@@ -249,7 +239,7 @@ def _group_quant_kernel(
     UE8M0: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr = False,
     STREAM_LD: tl.constexpr = False, STREAM_ST: tl.constexpr = False,
     LEAN_DIV: tl.constexpr = False, FAST_EXP: tl.constexpr = False, rcp_max=0.0,
-    LEAN_RCP: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False, DIRECT_S: tl.constexpr = False,
+    LEAN_RCP: tl.constexpr = False, SIGN_FOLD: tl.constexpr = False,
 ):
     # PDL_TRIGGER (Hopper): let a programmatic-dependent kernel that follows (the small-M FP8 GEMM
     # with PDL) launch now; it prefetches its weights and waits for our completion before reading q/s
@@ -262,7 +252,7 @@ def _group_quant_kernel(
     x, up = _tile_load(x_ptr, rb, gb, M, K, up_offset, stride_xm, stride_xk, GROUP, ROWS, GPP, SILU_MUL, STREAM_LD)
     _tile_quant_store(x, up, rb, gb, q_ptr, s_ptr, M, K, G, stride_qm, stride_sm, stride_sg, eps, fp8_max,
                       GROUP, ROWS, GPP, SILU_MUL, UE8M0, EXACT_ROUND, FAST_DIV, STREAM_ST, LEAN_DIV, FAST_EXP,
-                      rcp_max, LEAN_RCP, SIGN_FOLD, DIRECT_S)
+                      rcp_max, LEAN_RCP, SIGN_FOLD)
 
 
 @triton.jit
@@ -335,8 +325,9 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # per-element x == 0 select). sm_90a SASS compiled on the CPU (static count without NOPs, up to the last EXIT in
 # brackets): per_token 8×4×4 default 476 (371) → lean_rcp 356 (355), sign_fold 450 (345), both 331 (330); SiLU·mul
 # 16×4×1 default 522 (419) → 513 (406), 486 (382), both 477 (370). Per element sign_fold leaves FMUL + 2 FFMA.
-# direct_scales (same session, GPU only): the scale store without its convert_layout (shared memory + barrier), see
-# _tile_quant_store; on top of both: per_token 331 → 317, SiLU·mul 477 → 461, no shared memory.
+# direct_scales (same session, GPU only, removed after it lost; code at a010664): the scale store by inline PTX from
+# the reduction's layout, without tl.store's convert_layout (shared memory + barrier); on top of both: per_token
+# 331 → 317, SiLU·mul 477 → 461 instructions, no shared memory.
 # H200 s25 h4quant W1 (a010664, probe 21 interleaved rounds, vs the then default = lean_div; exhaustive: lean_rcp =
 # div.rn(1, s) on the scale of all 2,139,095,041 fp32 amax + 4096 NaNs, plain and UE8M0; gpu tests green; bytes
 # equal to the default's at every probe case): per_token 4096×2048 lean_rcp alone 0.992, sign_fold alone 1.000, both
@@ -344,9 +335,9 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # 0.982 (A/A 1.000; queued 21.63 → 22.25-22.35 µs), lean_rcp 1.012, + direct_scales 0.996; SiLU·mul I 2048 0.994-
 # 1.006 for all (A/A 0.994, a noisy case), + direct_scales 0.982, I 18432 0.998-0.999, + direct_scales 0.992. Suite
 # rows in the same run: per_token K 2048 default 7.96 µs / 3,194 GB/s, both 7.62 / 3,337 (target 3,416 missed). So
-# per_token takes both at M ≥ 1024 and K ≤ 2048 only (K 4096 unmeasured); SiLU·mul none; direct_scales stays off.
+# per_token takes both at M ≥ 1024 and K ≤ 2048 only (K 4096 unmeasured); SiLU·mul none; direct_scales lost.
 _KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
-                      sign_fold=False, direct_scales=False)
+                      sign_fold=False)
 
 
 def _default_knobs(m: int, silu_mul: bool, k: int | None = None) -> dict:
@@ -407,7 +398,6 @@ def _launch_group_quant_h(x, k, up_offset, group_size, scale_ue8m0, silu_mul, ro
         LEAN_DIV=kn["lean_div"] and not interpreter_active(), FAST_EXP=kn["fast_exp"] and not interpreter_active(),
         rcp_max=_RCP_FP8_MAX, LEAN_RCP=kn["lean_rcp"] and not interpreter_active(),
         SIGN_FOLD=kn["sign_fold"] and not interpreter_active(),
-        DIRECT_S=kn["direct_scales"] and not interpreter_active(),
     )
     return q, s, h
 

@@ -1,21 +1,23 @@
 """The activation-quant part of suite ``fp8_gemm`` (rows ``suite: "fp8_quant"``), run by benchmarks/bench_fp8_gemm.py
-(``--skip-quant`` leaves it out, ``--sweep`` also times QUANT_ROWS launch configs); moved out of bench_fp8_gemm.py
-(602 lines) with the same cases and timing (row fields as before, plus ``knobs`` and ``meets_target``).
+(``--skip-quant`` leaves it out, ``--skip-gemm`` runs it alone, ``--sweep`` also times QUANT_ROWS launch configs).
 
 * Cases: per_token_group_quant_fp8 at M ∈ {64, 4096} × K ∈ {2048, 7168}; silu_mul_quant_fp8 at M ∈ {64, 4096} ×
   I ∈ {2048, 18432} (x = [M, 2·I] bf16). Fresh torch.randn inputs, rotated over enough sets (2-16) that their bytes
   exceed ~200 MB (4× the L2).
 * Check: scales equal the torch reference (rtol 1e-6) and q within 32 (fp32 values) of it; a config that fails is
   reported and not timed.
-* ``us_graph``: median CUDA-graph replay of one call per input set ÷ calls (fp8_gemm_timing.graph_time_us);
-  ``us``: eager median; GB/s = (M·width·2 + M·K + 4·M·G) / us_graph (bf16 in, e4m3 out, fp32 scales);
-  ``target_gbps`` = 80 % of the 4.27 TB/s copy (issue 4); peer = the torch reference, graphed the same way;
-  ``knobs`` = the launch knobs the committed launch sets (fp8_quant._default_knobs; {} = none, rows before s21);
-  ``meets_target`` = gbps ≥ target_gbps (rows from s21 W2 on carry knobs; meets_target added after it).
-* The graph's own launch is part of us_graph, spread over the n_sets calls only (8 at 4096×2048): the same calls
-  twice per graph (16) read 0.42 µs less per call for per_token 4096×2048 and 0.72 µs for silu 4096×2048 (H200,
-  probe_quant_ab W2, ``default_2x``), and a dst.copy_ of the same bytes timed this way reads 8.84 µs there
-  (2.88 TB/s), slower than the quant: compare with the copy row, not the 4.27 TB/s of a large copy alone.
+* ``us_graph`` (the suite's figure): median CUDA-graph replay of one call per input set ÷ calls, each replay waited for
+  from an idle GPU (fp8_gemm_timing.graph_time_us); ``us``: eager median; GB/s = (M·width·2 + M·K + 4·M·G) / us_graph
+  (bf16 in, e4m3 out, fp32 scales); ``target_gbps`` = 80 % of the 4.27 TB/s copy (issue 4); ``meets_target`` =
+  gbps ≥ target_gbps; peer = the torch reference, graphed the same way.
+* ``us_queued`` / ``gbps_queued`` (rows from s26 on): the same graph's replays each queued behind a device sleep
+  (timing.replay_ms_queued), so the graph's launch from an idle GPU is left out: a second view on the GPU clock,
+  never instead of ``us_graph``. The launch is spread over the n_sets calls only (8 at 4096×2048: the same calls twice
+  per graph read 0.42 / 0.72 µs less per call for per_token / SiLU·mul at 2048, probe_quant_ab s21 W2 ``default_2x``),
+  which is one reason a ``dst.copy_`` of the same bytes reads ~2.9-3.0 TB/s in ``us_graph`` (probe_quant_ab's copy
+  rows), not 4.27.
+* ``knobs``: what the committed launch sets for the op's M and K (fp8_quant._default_knobs; {} = none, as rows before
+  s21); ``rows_cfg``: its (ROWS, num_warps, GROUPS) launch.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ if __name__ == "__main__":  # a module of another script, not a benchmark of its
 
 import json  # noqa: E402
 import math  # noqa: E402
+import statistics  # noqa: E402
 
 import torch  # noqa: E402
 import triton  # noqa: E402
 
 from benchmarks.fp8_gemm_timing import eager_time_us, graph_time_us  # noqa: E402
+from benchmarks.timing import _capture, replay_ms_queued  # noqa: E402
 from tritonseek.kernels import fp8_quant  # noqa: E402
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8  # noqa: E402
 from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref, silu_mul_quant_fp8_ref  # noqa: E402
@@ -73,6 +77,9 @@ def bench_quant(args, env, rows):
         if best is None:
             continue
         t, rc = best
+        g = _capture([lambda x=x: kern(x, rows_cfg=rc) for x in xs])
+        t_queued = statistics.median(replay_ms_queued(g, 40)) * 1000.0 / len(xs)
+        del g
         peer_us = graph_time_us([lambda x=x: ref_fn(x) for x in xs])
         row = dict(suite="fp8_quant", case=dict(op=op, M=m, K=k), us=round(eager_time_us([lambda x=x: kern(x, rows_cfg=rc) for x in xs]), 2),
                    us_graph=round(t, 2), tflops=None, gbps=round(nbytes / t / 1e3, 1), rows_cfg=list(rc or fp8_quant._quant_config(m, op.startswith("silu"))),
@@ -81,6 +88,7 @@ def bench_quant(args, env, rows):
                    knobs={key: v for key, v in fp8_quant._resolve_knobs(None, m, op.startswith("silu"), k).items()
                           if v != fp8_quant._KNOB_DEFAULTS[key]})
         row["meets_target"] = row["gbps"] >= row["target_gbps"]
+        row.update(us_queued=round(t_queued, 2), gbps_queued=round(nbytes / t_queued / 1e3, 1))
         row.update(env)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -90,5 +98,6 @@ def print_quant(rows) -> None:
     """The table lines of the fp8_quant rows in ``rows`` (others skipped)."""
     for r in rows:
         if r["suite"] == "fp8_quant":
-            print("quant %-26s M=%-5d K=%-6d %8.2f us %8.1f GB/s (torch ref %.1f us)" % (
-                r["case"]["op"], r["case"]["M"], r["case"]["K"], r["us_graph"], r["gbps"], r["peer_us"]))
+            print("quant %-26s M=%-5d K=%-6d %8.2f us %8.1f GB/s (torch ref %.1f us) | GPU clock %s us %s GB/s" % (
+                r["case"]["op"], r["case"]["M"], r["case"]["K"], r["us_graph"], r["gbps"], r["peer_us"],
+                r.get("us_queued", "-"), r.get("gbps_queued", "-")))

@@ -336,6 +336,11 @@ def _resolve_rows_cfg(rows_cfg, m: int, silu_mul: bool) -> tuple[int, int, int]:
 # 1.006 for all (A/A 0.994, a noisy case), + direct_scales 0.982, I 18432 0.998-0.999, + direct_scales 0.992. Suite
 # rows in the same run: per_token K 2048 default 7.96 µs / 3,194 GB/s, both 7.62 / 3,337 (target 3,416 missed). So
 # per_token takes both at M ≥ 1024 and K ≤ 2048 only (K 4096 unmeasured); SiLU·mul none; direct_scales lost.
+# s26 (lead, scratch code not committed; rows in logs/lead_s26_scratch_quant_probe.log, 21 interleaved rounds at
+# fa59266, A/A 0.99-1.02): no variant beat the A/A spread at both K, so none is a knob. mul_rcp (q = e4m3(x·RN(1/s)),
+# vLLM's inverted-scale multiply, a semantics change; per_token SASS 331 -> 265): per_token K 2048 1.004 / 1.008, K 7168
+# 0.97-0.98, SiLU·mul I 2048 1.007-1.018. maxnreg 32 (full occupancy): SiLU·mul 16x4x1 0.97; per_token 16x4x2 1.002-1.023
+# at K 2048, 0.976 at K 7168. No masks at exact multiples (SASS 331 -> 307): 0.95-0.99.
 _KNOB_DEFAULTS = dict(stream_loads=False, stream_stores=False, lean_div=False, fast_exp=False, lean_rcp=False,
                       sign_fold=False)
 

@@ -268,6 +268,19 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     return 0.1 * mscale * math.log(factor) + 1.0
 
 
+def yarn_attention_factor(rs: RopeScaling | None) -> float:
+    """YaRN's factor on RoPE's cos and sin: yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim).
+
+    1.0 without rope_scaling, for factor ≤ 1, and whenever mscale == mscale_all_dim (every released DeepSeek / Kimi
+    config). Follows DeepSeek's HF ``DeepseekV3YarnRotaryEmbedding`` (missing mscale = 1, mscale_all_dim = 0, the
+    ``RopeScaling`` defaults); transformers' ``_compute_yarn_parameters`` agrees when both fields are given or both
+    missing. It used to be left out: a yarn config with mscale != mscale_all_dim (or neither) gave logits 13-45 %
+    off transformers' (h2tester s26)."""
+    if rs is None or rs.factor <= 1.0:
+        return 1.0
+    return yarn_mscale(rs.factor, rs.mscale) / yarn_mscale(rs.factor, rs.mscale_all_dim)
+
+
 def _is_int(value: Any) -> bool:
     """An integer field's value: a JSON integer, never a bool (true is an int to isinstance)."""
     return isinstance(value, int) and not isinstance(value, bool)

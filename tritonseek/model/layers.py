@@ -14,7 +14,7 @@ from torch import nn
 from typing import NamedTuple
 
 from tritonseek.kernels.reference.rope import rotary_interleaved_ref
-from tritonseek.model.config import ModelConfig
+from tritonseek.model.config import ModelConfig, yarn_attention_factor
 from tritonseek.model.ops import Ops
 from tritonseek.parallel import TP
 
@@ -318,18 +318,26 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin table [max_position_embeddings, rope_dim/2] fp32 for interleaved RoPE."""
+    """cos/sin table [max_position_embeddings, rope_dim/2] fp32 for interleaved RoPE.
+
+    Under YaRN both are scaled by ``yarn_attention_factor`` (1.0, skipped, unless mscale != mscale_all_dim), as HF's
+    DeepSeek rotary embedding does: q_pe and k_pe (cached rotated) both carry it, so the rope part of the scores
+    carries its square."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.max_positions = cfg.max_position_embeddings
+        self.attention_factor = yarn_attention_factor(cfg.rope_scaling)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
         self._cos_sin_cache: torch.Tensor | None = None
 
+    def _scaled(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.attention_factor == 1.0 else t * self.attention_factor
+
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [T] int64 → (cos, sin) each [T, rope_dim/2] fp32."""
+        """positions [T] int64 → (cos, sin) each [T, rope_dim/2] fp32 (× the YaRN attention factor)."""
         angles = positions.to(torch.float32)[:, None] * self.inv_freq.to(positions.device)[None, :]
-        return angles.cos(), angles.sin()
+        return self._scaled(angles.cos()), self._scaled(angles.sin())
 
     def cos_sin_cache(self, device: torch.device) -> torch.Tensor:
         """[max_position_embeddings, rope_dim] fp32 = (cos ‖ sin) of every position, built once per
@@ -341,7 +349,7 @@ class RotaryEmbedding(nn.Module):
         if t is None or t.device != device:
             angles = (torch.arange(self.max_positions, dtype=torch.float32, device=device)[:, None]
                       * self.inv_freq.to(device)[None, :])
-            t = self._cos_sin_cache = torch.cat([angles.cos(), angles.sin()], dim=-1).contiguous()
+            t = self._cos_sin_cache = self._scaled(torch.cat([angles.cos(), angles.sin()], dim=-1)).contiguous()
         return t
 
 

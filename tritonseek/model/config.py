@@ -365,7 +365,8 @@ def _parse_quant(q: Any) -> QuantConfig | None:
     if fmt != "e4m3":
         raise ConfigError(f"quantization_config.fmt={fmt!r} is not supported; only 'e4m3' is")
     block = q.get("weight_block_size", [128, 128])
-    if list(block) != [128, 128]:
+    # a non-list (128, null) was a bare "'int' object is not iterable" naming no field
+    if not isinstance(block, (list, tuple)) or list(block) != [128, 128]:
         raise ConfigError(f"quantization_config.weight_block_size={block!r} is not supported; only [128, 128] is")
     scheme = q.get("activation_scheme", "dynamic")
     if scheme != "dynamic":

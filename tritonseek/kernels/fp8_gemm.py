@@ -545,14 +545,21 @@ def fp8_linear(
     weight_scale_inv: [ceil(N/128), ceil(K/128)] fp32; bias: [N] bf16/fp16/fp32 on x's device, or None (added
     after the GEMM in the output dtype; never broadcast from another shape). K must be a multiple of 16 (the GEMM
     reads 16-byte rows of the quantized x and of weight through TMA).
-    Returns [..., N] in x.dtype. Raises TypeError when x, weight or bias is not a tensor of an accepted dtype,
-    ValueError when weight is not 2-D, x is not [..., K], K % 16 != 0 or bias is not [N] on x's device, and as
+    Returns [..., N] in x.dtype. Raises TypeError when x, weight, weight_scale_inv or bias is not a tensor of an
+    accepted dtype, ValueError when weight is not 2-D, weight_scale_inv is not [ceil(N/128), ceil(K/128)] on weight's
+    device, x is not [..., K], K % 16 != 0 or bias is not [N] on x's device, and as
     ``per_token_group_quant_fp8`` and ``fp8_gemm_nt`` otherwise. Semantics: DeepSeek-V3 inference/model.py linear (act_quant + fp8_gemm).
     """
     from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
 
     check_tensor("x", x, dtype=(torch.bfloat16, torch.float16, torch.float32))
     check_tensor("weight", weight, dtype=torch.float8_e4m3fn, ndim=2)
+    # checked here in the caller's terms: fp8_gemm_nt named it "b_scale", a parameter fp8_linear does not have
+    check_tensor("weight_scale_inv", weight_scale_inv, dtype=torch.float32, ndim=2, device=weight.device)
+    want = (cdiv(weight.shape[0], 128), cdiv(weight.shape[1], BLOCK_K))
+    if tuple(weight_scale_inv.shape) != want:
+        raise ValueError(f"weight_scale_inv must be [ceil(N/128), ceil(K/128)] = {want} for weight "
+                         f"{tuple(weight.shape)}, got {tuple(weight_scale_inv.shape)}")
     if bias is not None:
         # checked here: the add below would broadcast a [1] or [M, N] bias silently
         check_tensor("bias", bias, dtype=(torch.bfloat16, torch.float16, torch.float32), ndim=1, device=x.device)

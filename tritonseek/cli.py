@@ -231,8 +231,9 @@ def generate(
         _emit(delta)
 
     started, results = False, []
-    # SIGTERM / SIGHUP end a --prompts-file run through the except path below, which keeps the finished rows
-    guard = _TerminationGuard(active=bool(prompts_file) and tp is None)
+    # SIGTERM / SIGHUP end a --prompts-file run through the except path below, which keeps the finished rows; also in
+    # a --tp rank: torchrun stops its ranks with SIGTERM, which ended rank 0 before it saved anything (h1fix s26)
+    guard = _TerminationGuard(active=bool(prompts_file))
 
     def kept() -> str:  # a run stopped early: its finished rows saved, as a clause for the error line
         guard.hold()
@@ -287,6 +288,11 @@ def generate(
             _stderr.write(f"note: the run failed{kept_note}\n")  # before the traceback
         raise
     finally:
+        # A stop that came while another failure was handled above (a --tp rank: the collective fails as the other
+        # rank exits, then torchrun's signal arrives) skipped the saving: do it now, its note ends the one line
+        stop = sys.exc_info()[1]
+        if isinstance(stop, (KeyboardInterrupt, _Terminated)) and not hasattr(stop, _NOTE):
+            setattr(stop, _NOTE, kept())
         guard.close()
     if stream:
         try:

@@ -47,18 +47,28 @@ class TerminationGuard:
         sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
                 if s and active and main and signal.getsignal(s) != signal.SIG_IGN]
         self._previous = {s: signal.signal(s, self._raise) for s in sigs}
+        self._held = False
 
     def _raise(self, signum, frame):
         self.hold()
+        if _ours_unwinding():  # a Ctrl-C is being handled already: its clean-up (saving the rows) must finish
+            return
         raise Terminated(signum)
 
     def hold(self) -> None:
         """Ignore both signals until :meth:`close` (during a clean-up)."""
+        self._held = True
         for s in self._previous:
             signal.signal(s, signal.SIG_IGN)
 
     def close(self) -> None:
-        """Put the handlers found at construction back (None, one set outside Python: the default)."""
+        """Put the handlers found at construction back (None, one set outside Python: the default). After a
+        :meth:`hold` in a process run (the process exits next; see tritonseek.cli._App) both stay ignored, as SIGINT
+        does after a Ctrl-C: a --tp rank gets torchrun's SIGINT and then its SIGTERM, and the default action of the
+        second one, back at close, ended rank 0 before it printed where it kept the rows (h1fix s26)."""
+        if self._held and process_run.get():
+            self._previous = {}
+            return
         for s, h in self._previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._previous = {}
@@ -83,13 +93,15 @@ def interrupt_handled() -> None:
 
 
 def _ours_unwinding() -> bool:
-    """Whether a KeyboardInterrupt raised by our handler is on its way up: it is being handled by an except, finally
-    or ``with`` exit somewhere in the main thread's stack (sys.exc_info), directly or as the context of an exception
-    raised there (an engine that turns it into its own error). Caught and dropped, or swallowed in a __del__ or a
-    weakref callback ("Exception ignored"), it is no longer there."""
+    """Whether a KeyboardInterrupt raised by our handler, or a :class:`Terminated`, is on its way up: it is being
+    handled by an except, finally or ``with`` exit somewhere in the main thread's stack (sys.exc_info), directly or as
+    the context of an exception raised there (an engine that turns it into its own error). Caught and dropped, or
+    swallowed in a __del__ or a weakref callback ("Exception ignored"), it is no longer there. While one is, a SIGINT
+    or SIGTERM / SIGHUP is dropped: under ``--tp`` torchrun stops the ranks with the signal it got (SIGINT) and then
+    the SIGTERM the CLI sends it, and the second one cut rank 0's saving of the finished rows short (h1fix s26)."""
     e, seen = sys.exc_info()[1], set()
     while e is not None and id(e) not in seen:
-        if getattr(e, _OURS, False):
+        if getattr(e, _OURS, False) or isinstance(e, Terminated):
             return True
         seen.add(id(e))
         e = e.__context__

@@ -116,7 +116,15 @@ def tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[di
                    if sig and main_thread and signal.getsignal(sig) != signal.SIG_IGN]  # nohup's SIGHUP stays off
         previous = {sig: signal.signal(sig, _on_signal) for sig in handled}
         try:
-            _, err = proc.communicate()
+            while True:
+                # In short waits: Popen keeps what it read across them, so the ranks' words survive a signal (a
+                # plain communicate() read the whole pipe and lost it when the handler ran before it returned, as
+                # it does when the signal reaches another thread; rank 0's "rows kept in OUT.partial" went with it)
+                try:
+                    _, err = proc.communicate(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
         except (KeyboardInterrupt, _Terminated) as e:
             # torchrun stops its ranks on SIGTERM; killed outright (subprocess.run's reaction) it left them running
             for sig in previous:  # a second signal must not cut the clean-up short
@@ -125,13 +133,14 @@ def tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[di
                 interrupt_handled()
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.communicate(timeout=60)
+                _, said = proc.communicate(timeout=60)  # rank 0 saves the finished rows as it stops
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+                said = ""
             ctrl_c = isinstance(e, KeyboardInterrupt)
             what = "interrupted" if ctrl_c else f"terminated ({signal.Signals(e.signum).name})"
-            _stderr.write(f"error: {what}; every tensor-parallel rank was stopped\n")
+            _stderr.write(f"error: {what}; every tensor-parallel rank was stopped{kept_clause(said)}\n")
             raise typer.Exit(130 if ctrl_c else 128 + e.signum) from None
         finally:
             for sig, handler in previous.items():
@@ -156,7 +165,7 @@ def tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[di
             how = f"exit code {code.group(1)}" if code else f"torchrun exit code {proc.returncode}"
             if code and int(code.group(1)) < 0:
                 how = f"signal {-int(code.group(1))}"
-            _stderr.write(f"error: {what} failed ({how}); every rank was stopped\n")
+            _stderr.write(f"error: {what} failed ({how}); every rank was stopped{kept_clause(err)}\n")
         # torchrun reports any failed rank as exit 1; rank 0's one-line error keeps the CLI's usage code 2
         raise typer.Exit(2 if proc.returncode and user_error else proc.returncode)
     if world != tp_size:
@@ -175,6 +184,23 @@ def tensor_parallel(tp_size: int, device: str | None, prompt_rows: tuple[list[di
         devnull = open(os.devnull, "w")
         sys.stdout = sys.stderr = devnull
     return tp
+
+
+def kept_clause(said: str | None) -> str:
+    """What rank 0 said about the finished rows it kept when a --prompts-file run stopped early (cli.generate's
+    ``kept``, cli_output.keep_finished): the "; --output o.jsonl not written: the 2 finished rows are in
+    o.jsonl.partial" clause of its last ``error: interrupted`` / ``error: terminated (SIG...)`` / ``note: the run
+    failed`` line in ``said`` (the ranks' and torchrun's stderr), for the parent's one line; "" when there is none.
+    Before (stop 25), the parent's line dropped it, so a user did not learn that the rows were kept, or where."""
+    import re
+
+    clause = ""
+    for line in (said or "").splitlines():
+        m = re.match(r"(?:error: (?:interrupted|terminated \(SIG[A-Z]+\))|note: the run failed)(; .*finished row.*)$",
+                     line.strip())
+        if m:
+            clause = m.group(1)
+    return clause
 
 
 def first_failure(tp, failure: str | None) -> str | None:

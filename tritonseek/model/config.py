@@ -208,6 +208,11 @@ class ModelConfig:
             raise ConfigError(f"hidden_act={hidden_act!r} is not supported; DeepSeek models use 'silu'")
         if self.extra.get("attention_bias", False):
             raise ConfigError("attention_bias=true is not supported (DeepSeek MLA has no projection bias)")
+        # transformers' DeepseekV3Config: false = the checkpoint's rope rows are in rotate-half order; the model
+        # applies DeepSeek's interleaved rotation only, which gave logits 60-90 % off transformers' (h2tester s26)
+        if self.extra.get("rope_interleave", True) is not True:
+            raise ConfigError(f"rope_interleave={self.extra['rope_interleave']!r} is not supported: only true (DeepSeek's "
+                              "interleaved RoPE layout, transformers' default)")
         if self.scoring_func not in SUPPORTED_SCORING:
             raise ConfigError(f"scoring_func={self.scoring_func!r} is not supported; expected {SUPPORTED_SCORING}")
         if self.topk_method not in SUPPORTED_TOPK_METHODS:

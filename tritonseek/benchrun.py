@@ -3,7 +3,7 @@
 Each suite is a script in ``benchmarks/`` (bench_mla.py, bench_fp8_gemm.py, bench_moe.py,
 bench_mtp.py, bench_e2e.py, bench_fused_small.py, bench_cold_start.py, bench_e2e_tp.py) that writes JSON lines to
 ``--out``; this module runs them one after
-another, appends every row to ``benchmarks/results/<gpu>.jsonl`` and returns the rows.
+another, appends each suite's rows to ``benchmarks/results/<gpu>.jsonl`` as that suite finishes, and returns the rows.
 """
 
 from __future__ import annotations
@@ -423,13 +423,40 @@ def env_bench_args() -> list[str]:
         raise BenchError(f"TRITONSEEK_BENCH_ARGS={text!r} cannot be split into arguments as a shell would ({e})") from None
 
 
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append ``rows`` to the JSON-lines file ``path`` (created if missing), one whole line per write.
+
+    Each row is one ``os.write`` of its full line on an O_APPEND descriptor; a short write (a full disk) is cut back
+    to where that line began and raised as OSError, so a half row never lands in the record (a later append would
+    glue its first row onto it). Rows written before the failing one stay."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        for row in rows:
+            data = (json.dumps(row) + "\n").encode()
+            start = os.fstat(fd).st_size
+            try:
+                n = os.write(fd, data)
+            except OSError:
+                n = -1
+            if n != len(data):
+                os.ftruncate(fd, start)
+                raise OSError(28, f"could not append a whole row to {path} (wrote {max(n, 0)} of {len(data)} bytes; "
+                                  "cut back)")
+    finally:
+        os.close(fd)
+
+
 def run_suites(names: list[str], extra_args: list[str] | None = None) -> list[dict]:
     """Run the named suites (all when empty) on the current CUDA GPU; returns their rows.
 
+    Each suite's rows are appended to ``benchmarks/results/<gpu>.jsonl`` as soon as that suite finishes
+    (:func:`append_rows`: whole lines only), so a later suite that fails, crashes or is stopped (Ctrl-C) does not cost
+    the finished suites their rows; before (stop 25) every row was appended after the last suite. A suite that fails
+    adds none of its rows (it may have stopped half-way through its cases).
     extra_args: arguments passed to every suite script; None: :func:`env_bench_args` (``TRITONSEEK_BENCH_ARGS``).
     Raises:
         BenchError: unknown suite, TRITONSEEK_BENCH_ARGS not splittable, no CUDA GPU, no benchmarks/ folder, or a
-            script that fails.
+            script that fails (the message says how many rows the finished suites appended, and where).
     """
     import torch
 
@@ -441,20 +468,34 @@ def run_suites(names: list[str], extra_args: list[str] | None = None) -> list[di
     if not torch.cuda.is_available():
         raise BenchError("tritonseek bench needs a CUDA GPU and torch sees none")
     bdir = benchmarks_dir()
+    results = bdir / "results" / f"{gpu_slug()}.jsonl"
     rows: list[dict] = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bdir.parent), os.environ.get("PYTHONPATH", "")])}
-    for name in names or list(SUITES):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "rows.jsonl"
-            cmd = [sys.executable, str(bdir / SUITES[name]), "--out", str(out), *(extra_args or [])]
-            r = subprocess.run(cmd, env=env, cwd=bdir.parent)
-            if r.returncode != 0:
-                raise BenchError(f"suite {name} failed (exit {r.returncode}): {' '.join(cmd)}")
-            if out.is_file():
-                rows += [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    results = bdir / "results" / f"{gpu_slug()}.jsonl"
-    results.parent.mkdir(exist_ok=True)
-    with results.open("a") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+
+    def kept() -> str:  # where the finished suites' rows went, for a failure's message
+        return f"; the {len(rows)} rows of the suites that finished are in {results}" if rows else ""
+
+    try:
+        for name in names or list(SUITES):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "rows.jsonl"
+                cmd = [sys.executable, str(bdir / SUITES[name]), "--out", str(out), *(extra_args or [])]
+                r = subprocess.run(cmd, env=env, cwd=bdir.parent)
+                if r.returncode != 0:
+                    raise BenchError(f"suite {name} failed (exit {r.returncode}): {' '.join(cmd)}{kept()}")
+                new = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] \
+                    if out.is_file() else []
+            if new:
+                try:
+                    results.parent.mkdir(exist_ok=True)
+                    append_rows(results, new)
+                except OSError as e:
+                    raise BenchError(f"could not append the rows of suite {name} to {results} ({e.strerror or e})"
+                                     f"{kept()}") from None
+                rows += new
+    except KeyboardInterrupt as e:  # tritonseek.cli's "error: interrupted" line ends with where the rows are
+        from tritonseek.cli_interrupt import NOTE
+
+        setattr(e, NOTE, kept())
+        raise
     return rows

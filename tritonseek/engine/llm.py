@@ -324,8 +324,10 @@ class LLM:
                 raise ValueError(f"mtp={mtp!r} must be an int between 1 and 4")
             if not len(self.model.mtp):
                 # the f was missing: the placeholder was printed literally (tester21 #16)
+                why = ("config.json sets num_nextn_predict_layers to 0" if not self.config.num_nextn_predict_layers
+                       else "this checkpoint has none")
                 raise ValueError(f"--mtp needs the checkpoint's MTP layer (model.layers."
-                                 f"{self.config.num_hidden_layers}.*), and this checkpoint has none")
+                                 f"{self.config.num_hidden_layers}.*), and {why}")
         if isinstance(prompts, str):
             prompts = [prompts]
         if not isinstance(prompts, (list, tuple)):  # None was "prompts is empty" (tester s20)

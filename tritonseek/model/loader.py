@@ -181,8 +181,10 @@ def load_model(
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     fp8 = cfg.quantization_config is not None or quantize_fp8
     key_files = _key_files(folder)
-    # HF's save_pretrained keeps num_nextn_predict_layers in config.json but writes no MTP weights.
-    with_mtp = with_mtp and any(k.startswith(f"model.layers.{cfg.num_hidden_layers}.") for k in key_files)
+    # HF's save_pretrained keeps num_nextn_predict_layers in config.json but writes no MTP weights. A config that
+    # says 0 skips the MTP weights a checkpoint holds, as with_mtp=False does (they were "unexpected tensors").
+    with_mtp = (with_mtp and cfg.num_nextn_predict_layers > 0
+                and any(k.startswith(f"model.layers.{cfg.num_hidden_layers}.") for k in key_files))
     with torch.device(device):
         model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp, tp=tp)
 

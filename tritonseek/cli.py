@@ -215,8 +215,14 @@ def generate(
     rank0 = tp is None or tp.rank == 0
     failure = None
     try:
-        llm = LLM(model, device=device, backend=backend, progress=_stderr.isatty() and rank0, tp=tp,
-                  enforce_eager=eager)
+        import warnings
+
+        from tritonseek.engine.tokenizer import TokenizerWarning
+
+        with warnings.catch_warnings():  # printed below as one line each, not as Python's two-line warning
+            warnings.simplefilter("ignore", TokenizerWarning)
+            llm = LLM(model, device=device, backend=backend, progress=_stderr.isatty() and rank0, tp=tp,
+                      enforce_eager=eager)
     except _user_errors() as e:
         failure = str(e)
     if tp is not None:
@@ -225,6 +231,8 @@ def generate(
         _fail(failure)
     if llm.is_default_model and llm.model_info.get("note"):
         err.print(f"[dim]{llm.model_info['note']}[/]", soft_wrap=True)
+    for note in getattr(llm.tokenizer, "warnings", []):  # a tokenizer_config.json entry not used as written
+        err.print(f"[yellow]warning:[/] {escape(note)}", soft_wrap=True)
     stream = prompts_file is None
 
     def on_text(i: int, delta: str) -> None:

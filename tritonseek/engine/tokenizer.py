@@ -18,6 +18,10 @@ class TokenizerError(ValueError):
     """Missing or unusable tokenizer files."""
 
 
+class TokenizerWarning(UserWarning):
+    """A tokenizer_config.json entry that is not used as written (see :attr:`TextTokenizer.warnings`)."""
+
+
 def _token_text(v) -> str | None:
     # tokenizer_config stores special tokens either as strings or as AddedToken dicts.
     if v is None:
@@ -36,6 +40,12 @@ class TextTokenizer:
         TokenizerError: ``tokenizer.json`` missing or unreadable, ``tokenizer_config.json`` not a JSON object, or
             its ``bos_token`` not in tokenizer.json's vocabulary while ``add_bos_token`` is true (absent, it is true
             only for a BOS the vocabulary has: an unknown one is then not added, as before).
+    Warns:
+        TokenizerWarning: ``eos_token`` is not in tokenizer.json's vocabulary. It is not used (``eos_token_id`` None):
+            generation stops on the eos_token_id of config.json / generation_config.json, or else only at
+            max_new_tokens. transformers 5.24 adds it to the vocabulary as a new token (id 4096 or up for the
+            4096-token default model: one the model cannot produce), so it never ends a generation there either; its generate
+            stops on the config's eos_token_id as here. The message is also kept in :attr:`warnings`.
     """
 
     def __init__(self, folder: str | Path):
@@ -65,6 +75,18 @@ class TextTokenizer:
                                  "add_bos_token is true: name the BOS token tokenizer.json has, or set add_bos_token: "
                                  "false")
         self.chat_template = self.config.get("chat_template")
+        self.warnings: list[str] = []  # one line each: a config entry not used as written (the CLI prints them)
+        if self.eos_token and self.eos_token_id is None:
+            # was dropped silently: a checkpoint whose config.json gives no eos_token_id then never stopped on EOS
+            self._warn(f"{cfg_path.name}: eos_token {self.eos_token!r} is not a token of tokenizer.json and is not "
+                       "used: generation stops on the eos_token_id of config.json / generation_config.json, or else "
+                       "only at max_new_tokens")
+
+    def _warn(self, msg: str) -> None:
+        import warnings
+
+        self.warnings.append(msg)
+        warnings.warn(msg, TokenizerWarning, stacklevel=3)
 
     @property
     def vocab_size(self) -> int:
@@ -86,11 +108,15 @@ class TextTokenizer:
         """Render the checkpoint's chat template for one user turn and encode it with exactly one BOS.
 
         Raises:
-            TokenizerError: the checkpoint has no chat template, or it does not compile or render.
+            TokenizerError: the checkpoint has no chat template, or it does not compile or render, or it writes a
+                ``bos_token`` that tokenizer.json lacks. That BOS went into the prompt as plain text ("<s>" as the
+                tokens of "<", "s", ">"); transformers 5.24 adds it as a new token (id 4096 or up for the 4096-token
+                default model, outside its embedding, so the model fails on it): neither gives the model a BOS it knows.
         """
         if not self.chat_template:
             raise TokenizerError("this checkpoint's tokenizer_config.json has no chat_template; drop --chat")
         _check_text(prompt)
+        from jinja2 import meta
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(msg):
@@ -102,6 +128,15 @@ class TextTokenizer:
         env.globals["raise_exception"] = raise_exception
         if not isinstance(self.chat_template, str):
             raise TokenizerError("tokenizer_config.json: chat_template must be a string")
+        if self.bos_token and self.bos_token_id is None:
+            try:
+                writes_bos = "bos_token" in meta.find_undeclared_variables(env.parse(self.chat_template))
+            except TemplateError:  # reported by the render below, in its words
+                writes_bos = False
+            if writes_bos:
+                raise TokenizerError(f"tokenizer_config.json: bos_token {self.bos_token!r} is not a token of "
+                                     "tokenizer.json, and chat_template writes it (--chat would send it as plain "
+                                     "text): name the BOS token tokenizer.json has, or set bos_token to null")
         try:
             text = env.from_string(self.chat_template).render(
                 messages=[{"role": "user", "content": prompt}],

@@ -102,14 +102,23 @@ def _key_files(folder: Path) -> dict[str, Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
+            raw = json.loads(index.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{index} is not a valid safetensors index ({e})") from None
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else raw
+        # a list or null here was a bare AttributeError / TypeError (a traceback from the CLI; h2tester s26)
+        if not isinstance(weight_map, dict):
+            what = "weight_map" if isinstance(raw, dict) else "the file"
+            raise CheckpointError(f"{index} is not a valid safetensors index: it needs a \"weight_map\" object "
+                                  f"(tensor name → shard file), {what} is {json.dumps(weight_map)[:40]}")
         out = {}
         for k, f in weight_map.items():
+            if not isinstance(f, str):
+                raise CheckpointError(f"{index} maps {k!r} to {f!r}, not a file name")
             path = folder / f
             if not path.is_file():
-                raise CheckpointError(f"{index} maps {k!r} to {f}, which does not exist")
+                why = "a folder, not a file" if path.is_dir() else "which does not exist"
+                raise CheckpointError(f"{index} maps {k!r} to {f}, {why}")
             out[k] = path
         return out
     files = sorted(folder.glob("*.safetensors"))
@@ -274,6 +283,9 @@ def _read(handle, key: str, file: Path, src: tuple | None = None) -> torch.Tenso
         sl = handle.get_slice(key)
         return sl[a:b] if dim == 0 else sl[:, a:b]
     except (SafetensorError, OSError, RuntimeError) as e:
+        if key not in handle.keys():  # only an index sends a key to a file without it: the file may be fine
+            raise CheckpointError(f"{file.name} holds no tensor {key!r}, but model.safetensors.index.json maps it "
+                                  "there (a stale index?)") from None
         raise CheckpointError(f"cannot read {key!r} from {file}: truncated or corrupted ({e})") from None
 
 

@@ -85,14 +85,30 @@ class MLA(nn.Module):
                                     self.kv_a_proj_with_mqa])
         self._w_uk: torch.Tensor | None = None
         self._w_uv: torch.Tensor | None = None
+        self._absorbed_key: tuple | None = None
+
+    def _kv_b_key(self, dtype: torch.dtype) -> tuple:
+        # storage and version of kv_b_proj's tensors: an in-place update (load_state_dict into a loaded model)
+        # left decode on the old W_UK / W_UV while prefill used the new weight (h2tester s26); inference tensors
+        # carry no version counter (they cannot be changed outside inference mode)
+        ts = (self.kv_b_proj.weight, getattr(self.kv_b_proj, "weight_scale_inv", None))
+        return (dtype, *((t.data_ptr(), None if t.is_inference() else t._version) for t in ts if t is not None))
 
     def absorbed_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W_UK [h, qk_nope, kv_lora_rank], W_UV [h, v_head_dim, kv_lora_rank]) from kv_b_proj, cached."""
-        if self._w_uk is None or self._w_uk.dtype != dtype:
+        """(W_UK [h, qk_nope, kv_lora_rank], W_UV [h, v_head_dim, kv_lora_rank]) from kv_b_proj, cached until
+        kv_b_proj's weight (or scale) changes; a rebuild of the same dtype refills the cached tensors in place."""
+        key = self._kv_b_key(dtype)
+        if self._w_uk is None or self._absorbed_key != key:
             w = self.kv_b_proj.dense_weight(torch.float32)
             w = w.view(self.num_heads, self.nope + self.v_head_dim, self.kv_lora_rank)
-            self._w_uk = w[:, : self.nope].contiguous().to(dtype)
-            self._w_uv = w[:, self.nope :].contiguous().to(dtype)
+            if (self._w_uk is not None and self._w_uk.dtype == dtype
+                    and (torch.is_inference_mode_enabled() or not self._w_uk.is_inference())):
+                self._w_uk.copy_(w[:, : self.nope])
+                self._w_uv.copy_(w[:, self.nope :])
+            else:
+                self._w_uk = w[:, : self.nope].contiguous().to(dtype)
+                self._w_uv = w[:, self.nope :].contiguous().to(dtype)
+            self._absorbed_key = key
         return self._w_uk, self._w_uv
 
     def accepts_fp8(self) -> bool:

@@ -230,7 +230,7 @@ def _masked_silu_quant_tile(
     stride_ase, stride_asm, stride_ask, stride_bse, stride_bsn, stride_bsk,
     stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps, fp8_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWAP_AB: tl.constexpr,
-    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, K2: tl.constexpr = False,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, K2: tl.constexpr = False, UE8M0: tl.constexpr = False,
 ):
     # one [BLOCK_M, 128] tile of h = silu(gate)·up of group g, quantized (nothing when off_m ≥ masked_m[g]);
     # see _grouped_fp8_masked_silu_quant_kernel; mm = masked_m[g]
@@ -251,12 +251,12 @@ def _masked_silu_quant_tile(
         h = gate / (1.0 + tl.exp(-gate)) * up
         # NaN / inf in h follow fp8_quant.silu_mul_quant_fp8 (NaN-propagating amax; an inf scale gives ±0 / NaN)
         if SWAP_AB:  # [BLOCK_N, BLOCK_M]: the 128 columns of a group run down axis 0
-            sc = _scale_from_amax(tl.reduce(tl.abs(h), 0, _max_nan), eps, fp8_max, False)
+            sc = _scale_from_amax(tl.reduce(tl.abs(h), 0, _max_nan), eps, fp8_max, UE8M0)
             q = _div_rn(h, _divisor(sc, FAST_DIV)[None, :], _recip_rn(sc)[None, :], FAST_DIV)
             q_off = rm.to(tl.int64)[None, :] * stride_qm + rn[:, None]
             q_ok = row_ok[None, :]
         else:
-            sc = _scale_from_amax(tl.reduce(tl.abs(h), 1, _max_nan), eps, fp8_max, False)
+            sc = _scale_from_amax(tl.reduce(tl.abs(h), 1, _max_nan), eps, fp8_max, UE8M0)
             q = _div_rn(h, _divisor(sc, FAST_DIV)[:, None], _recip_rn(sc)[:, None], FAST_DIV)
             q_off = rm.to(tl.int64)[:, None] * stride_qm + rn[None, :]
             q_ok = row_ok[:, None]
@@ -276,11 +276,12 @@ def _grouped_fp8_masked_silu_quant_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     COMPACT: tl.constexpr, E_PAD: tl.constexpr, SWAP_AB: tl.constexpr, EXACT_ROUND: tl.constexpr,
     FAST_DIV: tl.constexpr, PDL: tl.constexpr = False, PF_MODE: tl.constexpr = 0, K2: tl.constexpr = False,
+    UE8M0: tl.constexpr = False,
 ):
     # GEMM1 of the MoE experts with SiLU·mul and the 1×128 FP8 quant in the epilogue (BLOCK_N = 128 = one
     # quant group): b rows [g·2I + n, +128) (gate) and [g·2I + I + n, +128) (up) give two fp32 tiles over the
     # same a rows; each is rounded to bf16 (what the unfused GEMM stores), then h = silu(gate)·up in fp32 and
-    # q = e4m3(h / s), s = max(amax_128(h), eps) / 448, exactly as fp8_quant.silu_mul_quant_fp8.
+    # q = e4m3(h / s), s = max(amax_128(h), eps) / 448 (UE8M0: rounded up to 2^k), as fp8_quant.silu_mul_quant_fp8.
     # a_desc: TMA over a [E*M_max, K] e4m3; b_desc: TMA over b [E*2I, K] e4m3 (box [BLOCK_N, BLOCK_K])
     # q: [E, M_max, I] e4m3 (stride_qe, stride_qm, 1); s: [E, M_max, I/128] fp32 (stride_se, stride_sm, stride_sg)
     # slots → groups, PDL and the L2 prefetch (gate and up rows) as in _grouped_fp8_masked_kernel
@@ -302,13 +303,13 @@ def _grouped_fp8_masked_silu_quant_kernel(
             _masked_silu_quant_tile(g, mm, off_m, off_n, a_desc, b_desc, a_scale_ptr, b_scale_ptr, q_ptr,
                                     s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask, stride_bse,
                                     stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm, stride_sg, eps,
-                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, K2)
+                                    fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV, K2, UE8M0)
     else:
         _masked_silu_quant_tile(slot, tl.load(masked_m_ptr + slot), off_m, off_n, a_desc, b_desc, a_scale_ptr,
                                 b_scale_ptr, q_ptr, s_ptr, M_max, I, num_k_blocks, stride_ase, stride_asm, stride_ask,
                                 stride_bse, stride_bsn, stride_bsk, stride_qe, stride_qm, stride_se, stride_sm,
                                 stride_sg, eps, fp8_max, BLOCK_M, BLOCK_N, BLOCK_K, SWAP_AB, EXACT_ROUND, FAST_DIV,
-                                K2)
+                                K2, UE8M0)
 
 
 # ---- launcher ---------------------------------------------------------------------------------
@@ -535,6 +536,7 @@ def grouped_fp8_gemm_masked_silu_quant(
     config: dict | None = None,
     pdl: bool = False,
     prefetch_group: int | None = None,
+    scale_ue8m0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """h[g, m] = silu(y[g, m, :I])·y[g, m, I:], y = masked grouped GEMM (bf16), then h → e4m3 per 1×128 group.
 
@@ -548,10 +550,12 @@ def grouped_fp8_gemm_masked_silu_quant(
     Returns (h_q [E, M_max, I] float8_e4m3fn, h_s [E, M_max, I/128] fp32, MN-major inside each group —
     stride (M_max·I/128, 1, M_max), the a_scale layout the second GEMM reads). Rows ≥ masked_m[g] are not
     written. On valid rows the result equals grouped_fp8_gemm_masked(out_dtype=bf16) followed by
-    fp8_quant.silu_mul_quant_fp8 (same K loop, same rounding). Raises TypeError / ValueError (shapes,
-    layout, device, config, expected_m, pdl, prefetch_group) as :func:`grouped_fp8_gemm_masked`.
+    fp8_quant.silu_mul_quant_fp8 (same K loop, same rounding; scale_ue8m0, a bool, off by default: power-of-two
+    scales as its scale_ue8m0, DeepSeek-V3.1's scale_fmt "ue8m0"). Raises TypeError / ValueError (shapes, layout,
+    device, config, expected_m, pdl, prefetch_group, scale_ue8m0) as :func:`grouped_fp8_gemm_masked`.
     Semantics: DeepGEMM m_grouped_fp8_gemm_nt_masked + SGLang silu_and_mul + per_token_group_quant_fp8.
     """
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     dev, E, M_max, N2, K, kb = _check_masked(a, a_scale, b, b_scale, masked_m)
     if N2 % 256:
         raise ValueError(f"b must be [E, 2I, K] with I a multiple of 128, got {tuple(b.shape)}")
@@ -584,6 +588,7 @@ def grouped_fp8_gemm_masked_silu_quant(
         SWAP_AB=bool(cfg.get("SWAP_AB", False)), EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(),
         PDL=p["PDL"], PF_MODE=p["PF_MODE"], K2=bool(cfg.get("K2", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], launch_pdl=p["PDL"], **_maxnreg(cfg),
+        **({"UE8M0": True} if ue8m0 else {}),  # off: the launch (and compiled kernel) of before the keyword
     )
     return h_q, h_s
 

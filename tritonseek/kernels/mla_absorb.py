@@ -96,7 +96,7 @@ def _mla_absorb_o_kernel(
     V_DIM: tl.constexpr, KV_LORA: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_FP32: tl.constexpr,
     PDL: tl.constexpr = False, QUANT: tl.constexpr = False, EXACT_ROUND: tl.constexpr = False,
-    FAST_DIV: tl.constexpr = True,
+    FAST_DIV: tl.constexpr = True, UE8M0: tl.constexpr = False,
 ):
     # o_lat: [T, H, KV_LORA] (stride_lt, stride_lh, 1)   w_desc: TMA over W_UV as [H·V_DIM, KV_LORA], box [BLOCK_D, BLOCK_C]
     # out:   [T, H, V_DIM] (stride_ot, stride_oh, 1)
@@ -128,9 +128,10 @@ def _mla_absorb_o_kernel(
         o_ptrs = out_ptr + rt[:, None].to(tl.int64) * stride_ot + h * stride_oh + rdv[None, :]
         if QUANT:
             # BLOCK_D = 128 = one FP8 activation group of o_proj's input [T, H·V_DIM]: o rounded to o_lat's
-            # dtype, then per_token_group_quant_fp8's arithmetic (fp8_quant's helpers) → out e4m3 + s
+            # dtype, then per_token_group_quant_fp8's arithmetic (fp8_quant's helpers) → out e4m3 + s (UE8M0:
+            # the scale rounded up to a power of two, DeepSeek-V3.1 scale_fmt)
             y = acc.to(o_lat_ptr.dtype.element_ty).to(tl.float32)
-            sc = _scale_from_amax(tl.max(tl.abs(y), axis=1), amax_eps, fp8_max, False)
+            sc = _scale_from_amax(tl.max(tl.abs(y), axis=1), amax_eps, fp8_max, UE8M0)
             qv = _div_rn(y, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
             if EXACT_ROUND:
                 qv = _round_to_e4m3(tl.minimum(tl.maximum(qv, -fp8_max), fp8_max))
@@ -337,7 +338,7 @@ def mla_absorb_o(o_lat: torch.Tensor, w_uv: torch.Tensor, out: torch.Tensor | No
     return _launch_absorb_o(o_lat, w_uv, out, None, opt)
 
 
-def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict):
+def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict, ue8m0: bool = False):
     T, H, kv_lora = o_lat.shape
     v_dim = w_uv.shape[1]
     if T == 0:
@@ -356,14 +357,17 @@ def _launch_absorb_o(o_lat, w_uv, out, scale, opt: dict):
         V_DIM=v_dim, KV_LORA=kv_lora, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_C=block_c,
         DOT_FP32=interp, PDL=pdl, QUANT=quant, EXACT_ROUND=interp, FAST_DIV=not interp,
         num_warps=opt["num_warps"], num_stages=opt["STAGES"], launch_pdl=pdl,
+        **({"UE8M0": True} if ue8m0 else {}),  # off: the launch (and compiled kernel) of before the keyword
     )
     return out if scale is None else (out, scale)
 
 
 def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | None = None,
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q, s) = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv).view(T, H·v_head_dim), 128), one kernel:
-    the W_UV product and o_proj's FP8 activation quant (each program owns one head's 128 value rows = one group).
+                     scale_ue8m0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, s) = per_token_group_quant_fp8(mla_absorb_o(o_lat, w_uv).view(T, H·v_head_dim), 128, scale_ue8m0), one
+    kernel: the W_UV product and o_proj's FP8 activation quant (each program owns one head's 128 value rows = one
+    group). scale_ue8m0: a bool (numpy bool too): round each scale up to a power of two before quantizing
+    (DeepSeek-V3.1's ``quantization_config.scale_fmt: "ue8m0"``; off by default).
 
     o_lat: [T, num_heads, kv_lora_rank] bf16/fp16 (last dim contiguous); w_uv: [num_heads, v_head_dim,
     kv_lora_rank] same dtype, contiguous; v_head_dim a multiple of 128 (DeepSeek: 128), kv_lora_rank a power of
@@ -372,9 +376,10 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     ``fp8_gemm_nt`` reads for o_proj (bit-equal at the same config: same BLOCK_C / STAGES / num_warps, BLOCK_D 128).
     config: optional {"BLOCK_C", "STAGES", "num_warps", "PDL"} as mla_absorb_o (defaults: BLOCK_C 128 at T ≤ 16 else
     64, 4 stages, 4 warps, PDL off; H200 at T=1: BLOCK_C 128 7.62-8.97 µs per call vs 64: 8.03-9.36, three runs).
-    Raises TypeError (dtype) or ValueError (shape, device, layout, v_head_dim, config).
+    Raises TypeError (dtype; scale_ue8m0 not a bool) or ValueError (shape, device, layout, v_head_dim, config).
     Semantics: DeepSeek-V3 inference/model.py MLA absorb (einsum "bshc,hdc->bshd") + act_quant before wo.
     """
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     _check_absorb_o(o_lat, w_uv)
     T, H, _ = o_lat.shape
     v_dim = w_uv.shape[1]
@@ -384,4 +389,4 @@ def mla_absorb_o_fp8(o_lat: torch.Tensor, w_uv: torch.Tensor, *, config: dict | 
     opt.update(BLOCK_D=128, PDL=opt["PDL"] and _pdl_capable(o_lat.device))
     q = torch.empty((T, H * v_dim), dtype=torch.float8_e4m3fn, device=o_lat.device)
     s = torch.empty((H * v_dim // 128, T), dtype=torch.float32, device=o_lat.device).t()  # MN-major
-    return _launch_absorb_o(o_lat, w_uv, q, s, opt)
+    return _launch_absorb_o(o_lat, w_uv, q, s, opt, ue8m0)

@@ -169,7 +169,7 @@ def _permute_masked_decode_kernel(
     eps, fp8_max,
     E_BINS: tl.constexpr, BLOCK: tl.constexpr, TOP_K: tl.constexpr, BLOCK_H: tl.constexpr, SC_PER: tl.constexpr,
     HAS_SCALE: tl.constexpr, QUANT: tl.constexpr, EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, UE8M0: tl.constexpr = False,
 ):
     # PDL: launched as a programmatic dependent launch: let the next one (the masked GEMM, which waits for us in
     # turn) launch and prefetch its weights, then wait for the previous kernel before reading anything
@@ -178,7 +178,8 @@ def _permute_masked_decode_kernel(
     # (token t, column block) ranks all entries itself (as _route_rank_kernel with SINGLE), then copies its
     # columns of x[t] — and the scale groups they hold — to the rows of t's entries.
     # QUANT: x is bf16/fp16/fp32 and each 128-column group is quantized here to e4m3 exactly as
-    #   fp8_quant.per_token_group_quant_fp8 does (same helpers); its scales go to outs (BLOCK_H = SC_PER·128).
+    #   fp8_quant.per_token_group_quant_fp8 does (same helpers, UE8M0: power-of-two scales); its scales go to outs
+    #   (BLOCK_H = SC_PER·128).
     # ids: [n_entries] int32 flat (token-major); x: [T, H] (stride_xt); xs: [T, HS] fp32 (stride_st, stride_sc)
     # out: [E*max_m, H] (stride_o); outs: row r = g*max_m + i at g*stride_osg + i*stride_osr + c*stride_osc
     # row_map: [n_entries] int32 out; seg: [E_BINS] int32 out (masked_m), both written by program (0, 0)
@@ -204,7 +205,7 @@ def _permute_masked_decode_kernel(
     if QUANT:
         xv = tl.reshape(tl.load(x_ptr + t.to(tl.int64) * stride_xt + cols, mask=cm, other=0.0).to(tl.float32),
                         [SC_PER, 128])
-        sv = _scale_from_amax(tl.max(tl.abs(xv), axis=1), eps, fp8_max, False)
+        sv = _scale_from_amax(tl.max(tl.abs(xv), axis=1), eps, fp8_max, UE8M0)
         q = _div_rn(xv, sv[:, None], _recip_rn(sv)[:, None], FAST_DIV)
         if EXACT_ROUND:  # interpreter: clamp and round onto the e4m3 grid here (its cast rounds wrongly)
             q = _round_to_e4m3(tl.minimum(tl.maximum(q, -fp8_max), fp8_max))
@@ -490,6 +491,7 @@ def moe_permute_masked(
     quantize: bool = False,
     pdl: bool = False,
     check_ids: bool = True,
+    scale_ue8m0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Scatter token rows into per-expert slabs: permuted[e, r] = hidden[t] for the r-th (token, slot) routed to e.
 
@@ -499,6 +501,9 @@ def moe_permute_masked(
     quantize: hidden (bf16/fp16/fp32, no hidden_scale) is quantized on the way exactly as
         ``per_token_group_quant_fp8(hidden, 128)`` would (e4m3 rows, 1×128 scales); at decode sizes
         (T·k ≤ 128) inside the same single launch as the routing and the copies.
+    scale_ue8m0: with quantize, round each scale up to a power of two first, as
+        ``per_token_group_quant_fp8(hidden, 128, scale_ue8m0=True)`` (DeepSeek-V3.1's ``scale_fmt: "ue8m0"``);
+        a bool, off by default (True without quantize is a ValueError: there is nothing to round).
     pdl: that single decode launch (T·k ≤ 128; CUDA sm_90+, ignored elsewhere) is a programmatic dependent
         launch: it lets the next kernel launch at once and waits for the previous kernel before reading anything
         (griddepcontrol), so a PDL-launched masked GEMM after it can start early.
@@ -511,8 +516,8 @@ def moe_permute_masked(
     tensors, on CUDA when check_ids (default; one device→host sync, skipped during CUDA-graph capture). With
     check_ids=False (the model's graph-captured decode) out-of-range CUDA ids are undefined behaviour.
     Raises TypeError/ValueError naming the argument for bad dtypes/shapes/devices, num_experts / max_m not a
-    positive int (bools rejected), quantize / pdl / check_ids not a bool, quantize with e4m3 hidden or with
-    hidden_scale.
+    positive int (bools rejected), quantize / pdl / check_ids / scale_ue8m0 not a bool, quantize with e4m3 hidden
+    or with hidden_scale, scale_ue8m0 without quantize.
     Layout: DeepGEMM m_grouped masked (DeepEP low-latency dispatch).
     """
     num_experts = check_permute_inputs(hidden, topk_ids, num_experts, hidden_scale, check_ids)
@@ -520,6 +525,9 @@ def moe_permute_masked(
     quantize = check_bool("quantize", quantize)
     if quantize and (hidden_scale is not None or hidden.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
         raise ValueError(f"quantize=True takes bf16/fp16/fp32 hidden without hidden_scale, got {hidden.dtype}")
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
+    if ue8m0 and not quantize:
+        raise ValueError("scale_ue8m0=True needs quantize=True (it rounds the scales the permute computes)")
     pdl = check_bool("pdl", pdl)
     use_pdl = pdl and _pdl_capable(hidden.device)
     T, H = hidden.shape
@@ -529,7 +537,7 @@ def moe_permute_masked(
     if quantize and not fast:
         from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
 
-        hidden, hidden_scale = per_token_group_quant_fp8(hidden, 128)
+        hidden, hidden_scale = per_token_group_quant_fp8(hidden, 128, ue8m0)
         quantize = False
     out_dtype = torch.float8_e4m3fn if quantize else hidden.dtype
     out = torch.empty(num_experts, max_m, H, dtype=out_dtype, device=dev)
@@ -557,7 +565,7 @@ def moe_permute_masked(
             E_BINS=e_bins, BLOCK=next_pow2(T * k), TOP_K=k, BLOCK_H=block_h,
             SC_PER=max(block_h // 128, 1), HAS_SCALE=out_scale is not None, QUANT=quantize,
             EXACT_ROUND=interpreter_active(), FAST_DIV=not interpreter_active(), PDL=use_pdl, num_warps=warps,
-            launch_pdl=use_pdl,
+            launch_pdl=use_pdl, **({"UE8M0": True} if quantize and ue8m0 else {}),  # off: the launch of before
         )
         return out, out_scale, seg[:num_experts], row_map  # seg counts only entries with rank < max_m
     row_map, seg, _, src = _route(topk_ids, num_experts, 1, max_m, True, 0)

@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from tritonseek.kernels._utils import check_positive_float, check_runnable_device, check_tensor, interpreter_active
+from tritonseek.kernels._utils import (check_bool, check_positive_float, check_runnable_device, check_tensor,
+                                      interpreter_active)
 from tritonseek.kernels._host import cdiv, next_pow2
 from tritonseek.kernels.fp8_quant import (
     AMAX_EPS,
@@ -55,13 +56,13 @@ def _rms_norm_row(
     stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
     HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
     QUANT: tl.constexpr, WRITE_Y: tl.constexpr, GROUP: tl.constexpr, EXACT_ROUND: tl.constexpr,
-    FAST_DIV: tl.constexpr,
+    FAST_DIV: tl.constexpr, UE8M0: tl.constexpr = False,
 ):
     # One row (int64 index row) of _rms_norm_kernel; also the q_a_layernorm half of rope_cache's MLA prologue.
     # x, residual, y, h: [T, N] rows at row·stride_*, last dim contiguous; weight: [N]
     # QUANT: q [T, N] e4m3 (row stride stride_q) and s [T, N/GROUP] fp32 at t·stride_sm + g·stride_sg:
     #   the per-token-group FP8 quant of the ROUNDED y (so q/s equal per_token_group_quant_fp8(y));
-    #   WRITE_Y False skips y's store (only q/s are needed)
+    #   WRITE_Y False skips y's store (only q/s are needed); UE8M0 rounds each scale up to a power of two first
     cols = tl.arange(0, BLOCK_N)
     mask = cols < N
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
@@ -85,7 +86,7 @@ def _rms_norm_row(
     if QUANT:
         # [BLOCK_N] → [BLOCK_N / GROUP, GROUP]: one scale per group (masked tail columns are 0)
         yg = tl.reshape(tl.where(mask, y.to(tl.float32), 0.0), [BLOCK_N // GROUP, GROUP])
-        sc = _scale_from_amax(tl.max(tl.abs(yg), axis=1), amax_eps, fp8_max, False)
+        sc = _scale_from_amax(tl.max(tl.abs(yg), axis=1), amax_eps, fp8_max, UE8M0)
         qv = _div_rn(yg, sc[:, None], _recip_rn(sc)[:, None], FAST_DIV)
         if EXACT_ROUND:
             # the interpreter's cast, as fp8_quant's kernels take it (round to nearest-even, NaN kept as 0x7F): the
@@ -105,6 +106,7 @@ def _rms_norm_kernel(
     HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, EXACT_BF16: tl.constexpr,
     QUANT: tl.constexpr = False, WRITE_Y: tl.constexpr = True, GROUP: tl.constexpr = 128,
     EXACT_ROUND: tl.constexpr = False, FAST_DIV: tl.constexpr = True, PDL_TRIGGER: tl.constexpr = False,
+    UE8M0: tl.constexpr = False,
 ):
     # PDL_TRIGGER (Hopper): the kernel that reads y or q/s next, when launched with PDL (the small-M FP8 GEMM,
     # the fused router), may launch now and stream its weights; it waits for this grid's completion before
@@ -114,7 +116,7 @@ def _rms_norm_kernel(
     # program t: row t (the whole row fits one block); shapes/strides: _rms_norm_row
     _rms_norm_row(tl.program_id(0).to(tl.int64), x_ptr, r_ptr, w_ptr, y_ptr, h_ptr, q_ptr, s_ptr, N,
                   stride_x, stride_r, stride_y, stride_h, stride_q, stride_sm, stride_sg, eps, amax_eps, fp8_max,
-                  HAS_RESIDUAL, BLOCK_N, EXACT_BF16, QUANT, WRITE_Y, GROUP, EXACT_ROUND, FAST_DIV)
+                  HAS_RESIDUAL, BLOCK_N, EXACT_BF16, QUANT, WRITE_Y, GROUP, EXACT_ROUND, FAST_DIV, UE8M0)
 
 
 def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:
@@ -125,7 +127,7 @@ def _check_rows(name: str, t: torch.Tensor, n: int, dev) -> None:
         raise ValueError(f"{name} needs a contiguous last dim, strides {t.stride()}")
 
 
-def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True):
+def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True, ue8m0: bool = False):
     # the shared rule (as rope_cache): eps=True passed as 1, eps=inf gave an all-zero output, eps="x" was a ValueError
     check_positive_float("eps", eps)
     # contiguous: the kernel reads weight at unit stride, so a strided view (w[::2]) was read as other entries and
@@ -164,6 +166,7 @@ def _launch(x, residual, weight, eps, quant: bool = False, write_y: bool = True)
         HAS_RESIDUAL=residual is not None, BLOCK_N=block,
         EXACT_BF16=interp and x.dtype == torch.bfloat16, QUANT=quant, WRITE_Y=write_y, GROUP=QUANT_GROUP,
         EXACT_ROUND=interp, FAST_DIV=not interp, PDL_TRIGGER=_pdl_capable(dev), num_warps=warps,
+        **({"UE8M0": True} if ue8m0 else {}),  # off: the launch (and compiled kernel) of before the keyword
     )
     return y, h, q, s
 
@@ -181,18 +184,21 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return _launch(x, None, weight, eps)[0]
 
 
-def rms_norm_quant_fp8(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q, s) = per_token_group_quant_fp8(rms_norm(x, weight, eps), 128) in one kernel; y itself is not written.
+def rms_norm_quant_fp8(x: torch.Tensor, weight: torch.Tensor, eps: float, *,
+                       scale_ue8m0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, s) = per_token_group_quant_fp8(rms_norm(x, weight, eps), 128, scale_ue8m0) in one kernel; y not written.
 
-    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N] bf16/fp16/fp32, contiguous; eps: a finite float > 0.
-    Returns q [T, N] float8_e4m3fn
+    x: [T, N] bf16/fp16/fp32, last dim contiguous; weight: [N] bf16/fp16/fp32, contiguous; eps: a finite float > 0;
+    scale_ue8m0: a bool (numpy bool too): round each scale up to a power of two before quantizing (DeepSeek-V3.1's
+    ``quantization_config.scale_fmt: "ue8m0"``; off by default). Returns q [T, N] float8_e4m3fn
     (row-major) and s [T, ceil(N/128)] fp32 MN-major (stride (1, T)): bit-equal to quantizing the rounded
     ``rms_norm`` output (amax clamped ≥ 1e-4, scale = amax/448), the layout ``fp8_gemm_nt`` reads.
-    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
-    a non-contiguous weight; eps ≤ 0 or not finite).
+    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str; scale_ue8m0 not a bool) or ValueError
+    (shape, device, layout incl. a non-contiguous weight; eps ≤ 0 or not finite).
     Semantics: DeepSeek-V3 RMSNorm followed by act_quant (vLLM's fused rms_norm + per-token-group quant).
     """
-    _, _, q, s = _launch(x, None, weight, eps, quant=True, write_y=False)
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
+    _, _, q, s = _launch(x, None, weight, eps, quant=True, write_y=False, ue8m0=ue8m0)
     return q, s
 
 
@@ -215,18 +221,20 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
 
 def fused_add_rms_norm_quant_fp8(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """h = x + residual; (q, s) = per_token_group_quant_fp8(rms_norm(h), 128), one kernel (y not written).
+                                 eps: float, *, scale_ue8m0: bool = False
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h = x + residual; (q, s) = per_token_group_quant_fp8(rms_norm(h), 128, scale_ue8m0), one kernel (no y).
 
     x, residual: [T, N] same dtype (bf16/fp16/fp32), last dim contiguous; weight: [N] bf16/fp16/fp32, contiguous;
-    eps: a finite float > 0.
+    eps: a finite float > 0; scale_ue8m0: a bool, power-of-two scales as in ``rms_norm_quant_fp8``.
     Returns (q [T, N] float8_e4m3fn, s [T, ceil(N/128)] fp32 MN-major, h [T, N] x.dtype): q/s bit-equal
     to quantizing ``fused_add_rms_norm``'s y, h equal to its h. Inputs are not modified.
-    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str) or ValueError (shape, device, layout incl.
-    a non-contiguous weight; eps ≤ 0 or not finite).
+    Raises TypeError (dtype; eps not an int/float, e.g. a bool or a str; scale_ue8m0 not a bool) or ValueError
+    (shape, device, layout incl. a non-contiguous weight; eps ≤ 0 or not finite).
     Semantics: vLLM fused_add_rms_norm followed by per_token_group_quant_fp8, fused.
     """
     if residual is None:
         raise TypeError("residual must be a torch.Tensor, got None (use rms_norm_quant_fp8)")
-    _, h, q, s = _launch(x, residual, weight, eps, quant=True, write_y=False)
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
+    _, h, q, s = _launch(x, residual, weight, eps, quant=True, write_y=False, ue8m0=ue8m0)
     return q, s, h

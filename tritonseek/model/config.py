@@ -39,12 +39,17 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Block-scaled FP8 checkpoint format (DeepSeek-V3 ``quantization_config``)."""
+    """Block-scaled FP8 checkpoint format (DeepSeek-V3 ``quantization_config``).
+
+    scale_fmt: None (absent or null: fp32 activation scales, DeepSeek-V3/R1) or "ue8m0" (DeepSeek-V3.1: every
+    activation-quant scale is rounded up to a power of two before quantizing, as its inference/kernel.py act_quant
+    does; the model's :class:`~tritonseek.model.ops.Ops` follows it through ``Ops.for_config``)."""
 
     quant_method: str = "fp8"
     fmt: str = "e4m3"
     activation_scheme: str = "dynamic"
     weight_block_size: tuple[int, int] = (128, 128)
+    scale_fmt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -262,6 +267,8 @@ class ModelConfig:
         if self.quantization_config is not None:
             q = asdict(self.quantization_config)
             q["weight_block_size"] = list(q["weight_block_size"])
+            if q["scale_fmt"] is None:  # absent in the config it came from (HF V3 configs have no such key)
+                del q["scale_fmt"]
             d["quantization_config"] = q
         return {**extra, **d}
 
@@ -376,4 +383,11 @@ def _parse_quant(q: Any) -> QuantConfig | None:
     scheme = q.get("activation_scheme", "dynamic")
     if scheme != "dynamic":
         raise ConfigError(f"quantization_config.activation_scheme={scheme!r} is not supported; only 'dynamic' is")
-    return QuantConfig(quant_method="fp8", fmt="e4m3", activation_scheme=scheme, weight_block_size=(128, 128))
+    scale_fmt = q.get("scale_fmt")
+    # DeepSeek-V3.1 adds "ue8m0" (power-of-two activation scales); an unknown format would quantize differently
+    # from the checkpoint's own inference code, so it is refused rather than read as fp32 scales
+    if scale_fmt is not None and scale_fmt != "ue8m0":
+        raise ConfigError(f"quantization_config.scale_fmt={scale_fmt!r} is not supported; only 'ue8m0' (or null / "
+                          "absent: fp32 scales) is")
+    return QuantConfig(quant_method="fp8", fmt="e4m3", activation_scheme=scheme, weight_block_size=(128, 128),
+                       scale_fmt=scale_fmt)

@@ -120,6 +120,8 @@ class DeepseekForCausalLM(nn.Module):
                  with_mtp: bool = True, tp: TP | None = None):
         super().__init__()
         self.cfg = cfg
+        # the kernel table with this config's activation-scale format (scale_fmt "ue8m0": power-of-two scales)
+        ops = ops.for_config(cfg)
         self.ops = ops
         self.dtype = dtype
         self.fp8 = fp8

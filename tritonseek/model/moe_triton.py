@@ -46,7 +46,7 @@ import torch
 
 from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8, silu_mul_quant_fp8
 from tritonseek.kernels.grouped_gemm import M_ALIGNMENT, get_config, grouped_fp8_gemm_contiguous
-from tritonseek.kernels._utils import check_int, check_tensor
+from tritonseek.kernels._utils import check_bool, check_int, check_tensor
 from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grouped_fp8_gemm_masked_silu_quant
 from tritonseek.kernels.moe_routing import moe_permute, moe_permute_masked, moe_unpermute
 from tritonseek.kernels.moe_routing_checks import check_ids_in_range
@@ -81,6 +81,7 @@ def moe_experts_triton(
     shared_group: int | None = None,
     configs: tuple[dict | None, dict | None] | None = None,
     check_ids: bool = True,
+    scale_ue8m0: bool | None = None,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·down_e(silu(gate_e(x_t))·up_e(x_t)), e = topk_ids[t,j] (+ shared_output[t]).
 
@@ -103,10 +104,14 @@ def moe_experts_triton(
     configs: masked path: keys merged over the default launch config of GEMM1 and of the down GEMM (e.g.
         PREFETCH: L2-prefetched K blocks under PDL (down: its own groups'), num_stages); None: the
         measured per-shape entries of ``DECODE_CONFIGS`` (T, 2I, H), if any.
+    scale_ue8m0: every activation quant here (x's, h's) rounds its 1×128 scales up to a power of two (DeepSeek-V3.1's
+        ``scale_fmt: "ue8m0"``); a bool, or None (default): the setting of moe's kernel table (``moe.ops.scale_ue8m0``,
+        which the model takes from its config; False when moe has no ``ops``).
     Returns y [T, H] in x.dtype. The masked path (and the contiguous one while a CUDA graph is being
     captured) never synchronizes with the host. Raises, naming the argument: ValueError for an unknown layout,
     pdl not 0/1/2, shared_group out of [0, E), weights not a 4-tuple, topk_weights / topk_ids not both [T, k];
-    TypeError for pdl or shared_group not an int (numpy integers are ints; a bool is not) and wrong x / topk_ids /
+    TypeError for pdl or shared_group not an int (numpy integers are ints; a bool is not), scale_ue8m0 not a bool or
+    None, and wrong x / topk_ids /
     topk_weights dtypes; the launchers raise for other bad shapes/dtypes. topk_ids outside [−1, E) raise ValueError
     naming the entry, on CUDA only with check_ids (default; one device→host sync, skipped during CUDA-graph capture;
     the MoE layer passes False for its own gate's ids, and unchecked out-of-range CUDA ids are undefined behaviour).
@@ -124,6 +129,9 @@ def moe_experts_triton(
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
     pdl = check_int("pdl", pdl, 0, 2)  # a numpy integer → int (it reached the launchers as a numpy bool)
+    if scale_ue8m0 is None:
+        scale_ue8m0 = getattr(getattr(moe, "ops", None), "scale_ue8m0", False)
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     if weights is not None and (not isinstance(weights, (tuple, list)) or len(weights) != 4):
         raise ValueError("weights must be a tuple (w13, w13_scale_inv, w2, w2_scale_inv) or None")
     w13, w13_s, w2, w2_s = weights if weights is not None else (moe.w13, moe.w13_scale_inv, moe.w2, moe.w2_scale_inv)
@@ -148,24 +156,24 @@ def moe_experts_triton(
         kw2 = dict(kw, config=_merged_config(em, H, w2.shape[2], configs[1], 0 if pdl < 2 else None, 0))
         # 1×128 FP8 quant of x inside the permute (one launch with the routing and copies at decode sizes)
         a, a_s, masked_m, row_map = moe_permute_masked(x, topk_ids, E, max_m, quantize=True, pdl=pdl > 0,
-                                                          check_ids=False)
+                                                          check_ids=False, scale_ue8m0=ue8m0)
         if x.dtype == torch.bfloat16 and two_i % 256 == 0:
             # SiLU·mul + FP8 quant in GEMM1's epilogue (same result as the three steps below, valid rows only)
-            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, w13_s, masked_m, **kw1)
+            h_q, h_s = grouped_fp8_gemm_masked_silu_quant(a, a_s, w13, w13_s, masked_m, scale_ue8m0=ue8m0, **kw1)
         else:
             gate_up = grouped_fp8_gemm_masked(a, a_s, w13, w13_s, masked_m, out_dtype=x.dtype, **kw1)
-            h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128)
+            h_q, h_s = silu_mul_quant_fp8(gate_up.view(E * max_m, two_i), 128, ue8m0)
             h_q, h_s = h_q.view(E, max_m, -1), h_s.view(E, max_m, -1)  # h_s stays MN-major inside each group
         down = grouped_fp8_gemm_masked(h_q, h_s, w2, w2_s, masked_m, out_dtype=x.dtype, **kw2)
         return moe_unpermute(down.view(E * max_m, H), row_map, topk_weights, shared_output, pdl=pdl > 0,
                              check_ids=False)
-    x_q, x_s = per_token_group_quant_fp8(x, 128)
+    x_q, x_s = per_token_group_quant_fp8(x, 128, ue8m0)
     graph_safe = x.is_cuda and torch.cuda.is_current_stream_capturing()
     a, a_s, m_indices, row_map = moe_permute(x_q, topk_ids, E, M_ALIGNMENT, hidden_scale=x_s, graph_safe=graph_safe,
                                              check_ids=False)
     gemm = _contiguous_gemm(x.device)
     gate_up = gemm(a, a_s, w13, w13_s, m_indices, out_dtype=x.dtype)
-    h_q, h_s = silu_mul_quant_fp8(gate_up, 128)
+    h_q, h_s = silu_mul_quant_fp8(gate_up, 128, ue8m0)
     down = gemm(h_q, h_s, w2, w2_s, m_indices, out_dtype=x.dtype)
     return moe_unpermute(down, row_map, topk_weights, shared_output, check_ids=False)
 

@@ -19,14 +19,23 @@ class Ops:
 
     Args:
         backend: "triton" or "reference".
+        fp8_activations: reference only: FP8-round the input of every FP8 linear (see the comment below).
+        scale_ue8m0: every activation quant of the model (triton: fp8_linear's, the fused RMSNorm / SiLU·mul /
+            MoE permute / masked-GEMM / MLA absorb quants; reference: the same ops, and the linears' rounding under
+            fp8_activations) rounds its 1×128 scales up to a power of two before quantizing: DeepSeek-V3.1's
+            ``quantization_config.scale_fmt: "ue8m0"`` (its inference/kernel.py act_quant). A bool, off by default;
+            the model sets it from its config through :meth:`for_config`.
     Raises:
-        ValueError: unknown backend.
+        ValueError: unknown backend. TypeError: scale_ue8m0 not a bool.
     """
 
-    def __init__(self, backend: str, *, fp8_activations: bool = False):
+    def __init__(self, backend: str, *, fp8_activations: bool = False, scale_ue8m0: bool = False):
+        from tritonseek.kernels._utils import check_bool
+
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         self.backend = backend
+        self.scale_ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
         # Reference only: round activations to FP8 per 1×128 group before FP8 linears, as the
         # triton backend (and DeepSeek's act_quant + fp8_gemm path) does. Off by default so the
         # reference stays comparable with transformers on dequantized weights.
@@ -41,7 +50,24 @@ class Ops:
         return self.backend == "triton"
 
     def __repr__(self) -> str:
-        return f"Ops({self.backend!r})"
+        return f"Ops({self.backend!r}{', scale_ue8m0=True' if self.scale_ue8m0 else ''})"
+
+    def for_config(self, cfg) -> "Ops":
+        """This table with ``scale_ue8m0`` as the model config asks (``cfg.quantization_config.scale_fmt ==
+        "ue8m0"``; no quantization_config or no scale_fmt: plain fp32 scales): self when it already matches, else a
+        copy (same backend, fp8_activations and dense-weight cache), so one Ops can serve models of both formats."""
+        q = getattr(cfg, "quantization_config", None)
+        want = q is not None and getattr(q, "scale_fmt", None) == "ue8m0"
+        if want == self.scale_ue8m0:
+            return self
+        other = Ops(self.backend, fp8_activations=self.fp8_activations, scale_ue8m0=want)
+        other._dense = self._dense
+        return other
+
+    def _act_quant_ref(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
+
+        return per_token_group_quant_fp8_ref(x2, 128, self.scale_ue8m0)
 
     # ------------------------------------------------------------------ linear layers
     def linear(self, x: torch.Tensor, weight: torch.Tensor, weight_scale_inv: torch.Tensor | None) -> torch.Tensor:
@@ -49,19 +75,35 @@ class Ops:
         if weight_scale_inv is None:
             return F.linear(x, weight.to(x.dtype))
         if self.is_triton:
+            if self.scale_ue8m0 and x.shape[-1] == weight.shape[-1] and x.shape[-1] % 16 == 0:
+                return self._fp8_linear_ue8m0(x, weight, weight_scale_inv)
             from tritonseek.kernels.fp8_gemm import fp8_linear
 
             return fp8_linear(x, weight, weight_scale_inv)
         if self.fp8_activations:
-            from tritonseek.kernels.reference.fp8 import dequant_token_group_fp8_ref, per_token_group_quant_fp8_ref
+            from tritonseek.kernels.reference.fp8 import dequant_token_group_fp8_ref
 
             x2 = x.reshape(-1, x.shape[-1])
-            x = dequant_token_group_fp8_ref(*per_token_group_quant_fp8_ref(x2)).to(x.dtype).reshape(x.shape)
+            x = dequant_token_group_fp8_ref(*self._act_quant_ref(x2)).to(x.dtype).reshape(x.shape)
         key = (weight.data_ptr(), tuple(weight.shape), weight_scale_inv.data_ptr())
         w = self._dense.get(key)
         if w is None:
             w = self._dense[key] = self.dequant_block_fp8(weight, weight_scale_inv, torch.float32)
         return (x.float() @ w.t()).to(x.dtype)
+
+    @staticmethod
+    def _fp8_linear_ue8m0(x, weight, weight_scale_inv):
+        # fp8_linear's steps with UE8M0 activation scales (fp8_linear has no scale-format switch); an x whose K does
+        # not fit the weight (or the GEMM's 16-byte rows) takes fp8_linear itself, for its error naming x
+        from tritonseek.kernels.fp8_gemm import fp8_gemm_nt
+        from tritonseek.kernels.fp8_quant import per_token_group_quant_fp8
+
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.shape[0] == 0:
+            return x.new_empty((*lead, weight.shape[0]))
+        x_q, x_s = per_token_group_quant_fp8(x2, 128, scale_ue8m0=True)
+        return fp8_gemm_nt(x_q, x_s, weight, weight_scale_inv, out_dtype=x.dtype).reshape(*lead, weight.shape[0])
 
     def linear_fp8_input(self, x_q: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
                          weight_scale_inv: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -81,11 +123,9 @@ class Ops:
         if self.is_triton:
             from tritonseek.kernels.fp8_quant import silu_mul_quant_fp8
 
-            return silu_mul_quant_fp8(gate_up, 128)
-        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
-
+            return silu_mul_quant_fp8(gate_up, 128, self.scale_ue8m0)
         g, u = gate_up.float().chunk(2, dim=-1)
-        return per_token_group_quant_fp8_ref(F.silu(g) * u)
+        return self._act_quant_ref(F.silu(g) * u)
 
     def dequant_block_fp8(self, weight: torch.Tensor, scale_inv: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         from tritonseek.kernels.reference.fp8 import dequant_block_fp8_ref
@@ -185,11 +225,9 @@ class Ops:
         if self.is_triton:
             from tritonseek.kernels.mla_absorb import mla_absorb_o_fp8
 
-            return mla_absorb_o_fp8(o_lat, w_uv)
-        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
-
+            return mla_absorb_o_fp8(o_lat, w_uv, scale_ue8m0=self.scale_ue8m0)
         o = self.mla_absorb_o(o_lat, w_uv)
-        return per_token_group_quant_fp8_ref(o.reshape(o.shape[0], -1))
+        return self._act_quant_ref(o.reshape(o.shape[0], -1))
 
     @staticmethod
     def _absorb_ok(nope, kv_lora, rope, v_dim) -> bool:
@@ -213,21 +251,17 @@ class Ops:
         if self.is_triton:
             from tritonseek.kernels.norm import rms_norm_quant_fp8
 
-            return rms_norm_quant_fp8(x, weight, eps)
-        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
-
-        return per_token_group_quant_fp8_ref(self.rms_norm(x, weight, eps))
+            return rms_norm_quant_fp8(x, weight, eps, scale_ue8m0=self.scale_ue8m0)
+        return self._act_quant_ref(self.rms_norm(x, weight, eps))
 
     def fused_add_rms_norm_quant(self, x, residual, weight, eps):
         """h = x + residual; returns (q, s, h) with (q, s) the FP8 group quant of rms_norm(h); one kernel on triton."""
         if self.is_triton:
             from tritonseek.kernels.norm import fused_add_rms_norm_quant_fp8
 
-            return fused_add_rms_norm_quant_fp8(x, residual, weight, eps)
-        from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
-
+            return fused_add_rms_norm_quant_fp8(x, residual, weight, eps, scale_ue8m0=self.scale_ue8m0)
         y, h = self.fused_add_rms_norm(x, residual, weight, eps)
-        return (*per_token_group_quant_fp8_ref(y), h)
+        return (*self._act_quant_ref(y), h)
 
     def fused_add_rms_norm(self, x, residual, weight, eps):
         """h = x + residual; returns (rms_norm(h), h); x, residual [T, N]."""
@@ -253,12 +287,17 @@ class Ops:
     def mla_prologue_fp8(self, q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
                          kv_cache, slot_mapping):
         """MLA decode prologue: ((q, s) = FP8 group quant of rms_norm(q_a), latent = [rms_norm(kv_c) ‖
-        rope(k_pe)]) with the latent written at slot_mapping; one kernel on triton (q's rope: mla_absorb_q)."""
+        rope(k_pe)]) with the latent written at slot_mapping; one kernel on triton (q's rope: mla_absorb_q).
+        With scale_ue8m0 two on triton: the prologue has no scale-format switch (kernels/rope_cache.py), so its q is
+        redone by rms_norm_quant_fp8 with power-of-two scales (the latent and cache row are the prologue's)."""
         if self.is_triton:
             from tritonseek.kernels.rope_cache import mla_prologue_fp8
 
-            return mla_prologue_fp8(q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
-                                    kv_cache, slot_mapping, check_ids=False)  # engine-built ids
+            out = mla_prologue_fp8(q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
+                                   kv_cache, slot_mapping, check_ids=False)  # engine-built ids
+            if self.scale_ue8m0:
+                return (*self.rms_norm_quant(q_a, q_norm_weight, q_eps), out[2])
+            return out
         from tritonseek.kernels.reference.rope import mla_rope_cache_ref
 
         q, s = self.rms_norm_quant(q_a, q_norm_weight, q_eps)

@@ -12,6 +12,7 @@ import numbers
 import torch
 
 from tritonseek.kernels._utils import check_bool, check_int, check_positive_float
+from tritonseek.kernels.reference.fp8 import _pow2_ceil
 
 FP8_BLOCK = 128
 _SCORING = ("sigmoid", "softmax")
@@ -300,12 +301,15 @@ def grouped_fp8_gemm_masked_ref(
     return out.to(out_dtype)
 
 
-def _quant_dequant_act(x: torch.Tensor) -> torch.Tensor:
-    """Round [M, K] activations to e4m3 per 1×128 group (amax ≥ 1e-4, scale = amax/448) and back, in fp32."""
+def _quant_dequant_act(x: torch.Tensor, scale_ue8m0: bool = False) -> torch.Tensor:
+    """Round [M, K] activations to e4m3 per 1×128 group (amax ≥ 1e-4, scale = amax/448, with scale_ue8m0 rounded
+    up to a power of two) and back, in fp32."""
     M, K = x.shape
     pad = (-K) % FP8_BLOCK
     xg = torch.nn.functional.pad(x.float(), (0, pad)).view(M, -1, FP8_BLOCK)
     scale = xg.abs().amax(dim=-1, keepdim=True).clamp_min(1e-4) / 448.0
+    if scale_ue8m0:
+        scale = _pow2_ceil(scale)
     q = (xg / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
     return (q.float() * scale).view(M, -1)[:, :K]
 
@@ -319,25 +323,29 @@ def moe_experts_fp8_ref(
     w2: torch.Tensor,
     w2_scale_inv: torch.Tensor,
     shared_output: torch.Tensor | None = None,
+    *,
+    scale_ue8m0: bool = False,
 ) -> torch.Tensor:
     """y[t] = Σ_j topk_weights[t,j]·(q(silu(g)·u) @ W2_eᵀ), [g ‖ u] = q(x_t) @ W13_eᵀ, e = topk_ids[t,j] (+ shared_output).
 
     x: [T, H] bf16/fp16/fp32; topk_weights: [T, k] fp32; topk_ids: [T, k] int, −1 = skipped slot.
     w13: [E, 2I, H] e4m3 with w13_scale_inv [E, 2I/128, ceil(H/128)] fp32; w2: [E, H, I] e4m3 with
     w2_scale_inv [E, ceil(H/128), ceil(I/128)] fp32 (128×128 blocks). q(·) = per-token 1×128 FP8 rounding
-    (as the Triton path quantizes activations); GEMM outputs are rounded to x.dtype, as the kernels store them.
+    (as the Triton path quantizes activations; scale_ue8m0, a bool: each scale rounded up to a power of two first,
+    DeepSeek-V3.1's scale_fmt "ue8m0"); GEMM outputs are rounded to x.dtype, as the kernels store them.
     Returns y [T, H] in x.dtype, summed in fp32. One expert at a time: memory stays one dequantized expert.
     Follows DeepSeek-V3 inference/model.py MoE (act_quant + fp8_gemm experts), routed part.
     """
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     T, H = x.shape
     I = w2.shape[2]
     out = torch.zeros(T, H, dtype=torch.float32, device=x.device)
     ids = topk_ids.long()
     for e in torch.unique(ids[ids >= 0]).tolist():
         tok, slot = torch.where(ids == e)
-        gu = (_quant_dequant_act(x[tok]) @ _dequant_weight(w13[e], w13_scale_inv[e]).t()).to(x.dtype).float()
+        gu = (_quant_dequant_act(x[tok], ue8m0) @ _dequant_weight(w13[e], w13_scale_inv[e]).t()).to(x.dtype).float()
         h = torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]
-        ye = (_quant_dequant_act(h) @ _dequant_weight(w2[e], w2_scale_inv[e]).t()).to(x.dtype).float()
+        ye = (_quant_dequant_act(h, ue8m0) @ _dequant_weight(w2[e], w2_scale_inv[e]).t()).to(x.dtype).float()
         out.index_add_(0, tok, ye * topk_weights[tok, slot, None].float())
     if shared_output is not None:
         out = out + shared_output.float()

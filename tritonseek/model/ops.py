@@ -43,7 +43,7 @@ class Ops:
         # Reference backend: dense fp32 copies of FP8 weights, made on first use. Dequantizing is
         # deterministic, so x.float() @ cached_wᵀ gives exactly fp8_linear_ref's numbers without
         # re-expanding the 128×128 scales on every call (which dominated CPU decode time).
-        self._dense: dict[tuple, torch.Tensor] = {}
+        self._dense: dict[tuple, tuple[tuple, torch.Tensor]] = {}  # (ptrs, shape) → (versions, dense weight)
 
     @property
     def is_triton(self) -> bool:
@@ -85,11 +85,15 @@ class Ops:
 
             x2 = x.reshape(-1, x.shape[-1])
             x = dequant_token_group_fp8_ref(*self._act_quant_ref(x2)).to(x.dtype).reshape(x.shape)
+        # keyed on storage + version (a view such as an expert's w13[e] shares its base's counter): an in-place update
+        # (load_state_dict into a loaded model) kept the old dense copy and gave the old outputs (h2tester s26);
+        # inference tensors have no counter (they cannot change outside inference mode)
         key = (weight.data_ptr(), tuple(weight.shape), weight_scale_inv.data_ptr())
-        w = self._dense.get(key)
-        if w is None:
-            w = self._dense[key] = self.dequant_block_fp8(weight, weight_scale_inv, torch.float32)
-        return (x.float() @ w.t()).to(x.dtype)
+        ver = tuple(None if t.is_inference() else t._version for t in (weight, weight_scale_inv))
+        hit = self._dense.get(key)
+        if hit is None or hit[0] != ver:
+            hit = self._dense[key] = (ver, self.dequant_block_fp8(weight, weight_scale_inv, torch.float32))
+        return (x.float() @ hit[1].t()).to(x.dtype)
 
     @staticmethod
     def _fp8_linear_ue8m0(x, weight, weight_scale_inv):

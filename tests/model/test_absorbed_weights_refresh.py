@@ -37,7 +37,6 @@ def test_decode_matches_a_fresh_model_after_in_place_update():
     llm = LLM(device="cpu")
     llm.generate(["def f(x):"], params)  # builds the absorbed weights
     _scale_kv_b(llm.model, 3.0)
-    llm.model.ops._dense.clear()  # Ops' own dense-weight cache has the same staleness (reported, not fixed here)
     fresh = LLM(device="cpu")
     _scale_kv_b(fresh.model, 3.0)
     want = fresh.generate(["def f(x):"], params)[0].token_ids

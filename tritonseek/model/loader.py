@@ -178,7 +178,8 @@ def load_model(
         :class:`DeepseekForCausalLM` in eval mode.
     Raises:
         ConfigError: bad config.json. CheckpointError: missing/unexpected/mis-shaped tensor (names the
-        key and file), truncated or corrupted file, FP8 weight without its scale, a non-FP8 weight stored next
+        key and file), truncated or corrupted file, a malformed model.safetensors.index.json or one that maps a key
+        to a shard without it, FP8 weight without its scale, a non-FP8 weight stored next
         to an FP8 scale, a NaN/inf weight, a negative or all-zero weight_scale_inv, a key in two files without
         an index, a stored lm_head.weight that differs from the embedding under tie_word_embeddings: true (one
         equal to it loads: see ``_check_tied_head``).

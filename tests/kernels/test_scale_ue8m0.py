@@ -1,6 +1,7 @@
 """``scale_ue8m0`` of the fused activation quants (DeepSeek-V3.1's ``quantization_config.scale_fmt: "ue8m0"``):
-the RMSNorm + quant kernels (norm.py), the MLA W_UV + quant kernel (mla_absorb_o_fp8), the masked MoE permute with
-quant (moe_permute_masked(quantize=True)) and the masked grouped GEMM's SiLU·mul + quant epilogue.
+the RMSNorm + quant kernels (norm.py), the MLA decode prologue (rope_cache.mla_prologue_fp8), the MLA W_UV + quant
+kernel (mla_absorb_o_fp8), the masked MoE permute with quant (moe_permute_masked(quantize=True)) and the masked
+grouped GEMM's SiLU·mul + quant epilogue.
 
 With the keyword on, each must give the bytes and scales of its unfused form with power-of-two scales: the same
 values quantized by ``per_token_group_quant_fp8_ref(..., scale_ue8m0=True)`` (the plain-PyTorch spec; for the GEMM
@@ -23,6 +24,8 @@ from tritonseek.kernels.grouped_gemm_masked import grouped_fp8_gemm_masked, grou
 from tritonseek.kernels.mla_absorb import mla_absorb_o, mla_absorb_o_fp8
 from tritonseek.kernels.moe_routing import moe_permute_masked
 from tritonseek.kernels.reference.fp8 import per_token_group_quant_fp8_ref
+from tritonseek.kernels.reference.rope import cos_sin_cache_ref
+from tritonseek.kernels.rope_cache import mla_prologue_fp8
 
 BAD_FLAGS = (1, 0, "yes", None, np.int64(1), torch.tensor(True))
 
@@ -181,6 +184,44 @@ def test_masked_silu_quant_ue8m0_type_errors(device):
             grouped_fp8_gemm_masked_silu_quant(a, a_s, b, bs, mm, scale_ue8m0=bad)
 
 
+# --------------------------------------------------------------------------------------- MLA decode prologue
+def _check_prologue(device, T, q_lora, kv_lora, rope, seed):
+    """q/s of the one-launch prologue with the keyword on = rms_norm_quant_fp8(q_a, ..., scale_ue8m0=True) byte for
+    byte (the same row code); the latent and the cache rows are those of the keyword off."""
+    g = torch.Generator().manual_seed(seed)
+    q_a = (torch.randn(T, q_lora, generator=g) * 4).to(torch.bfloat16).to(device)
+    qw = (torch.rand(q_lora, generator=g) + 0.5).to(torch.bfloat16).to(device)
+    kv = (torch.randn(T, kv_lora + rope, generator=g) * 3).to(torch.bfloat16).to(device)
+    pos = torch.randint(0, 64, (T,), generator=g).to(device)
+    half = torch.arange(0, rope, 2, dtype=torch.float32) / rope
+    cs = cos_sin_cache_ref(1.0 / (10000.0 ** half), 64).to(device)
+    w = torch.randn(kv_lora, generator=g).to(device)
+    caches = [torch.full((T + 1, 1, 1, kv_lora + rope), float("nan"), dtype=torch.bfloat16, device=device)
+              for _ in range(2)]
+    slots = torch.arange(T, device=device)
+    q, s, lat = mla_prologue_fp8(q_a, kv, qw, 1e-6, pos, cs, w, 1e-6, caches[0], slots, scale_ue8m0=True)
+    q0, s0, lat0 = mla_prologue_fp8(q_a, kv, qw, 1e-6, pos, cs, w, 1e-6, caches[1], slots)
+    _assert_equal(q, s, *norm.rms_norm_quant_fp8(q_a, qw, 1e-6, scale_ue8m0=True))
+    _assert_pow2_over_plain(s, s0)
+    assert torch.equal(lat, lat0) and torch.equal(caches[0].nan_to_num(7.0), caches[1].nan_to_num(7.0))
+
+
+def test_mla_prologue_fp8_ue8m0_matches_rms_norm_quant(device):
+    _check_prologue(device, 3, 256, 32, 8, 0)
+
+
+def test_mla_prologue_fp8_ue8m0_type_errors(device):
+    g = torch.Generator().manual_seed(1)
+    q_a = torch.randn(2, 128, generator=g).to(torch.bfloat16).to(device)
+    kv = torch.randn(2, 24, generator=g).to(torch.bfloat16).to(device)
+    cs = cos_sin_cache_ref(torch.ones(4), 8).to(device)
+    pos = torch.zeros(2, dtype=torch.int64, device=device)
+    for bad in BAD_FLAGS:
+        with pytest.raises(TypeError, match="^scale_ue8m0 must be a bool"):
+            mla_prologue_fp8(q_a, kv, torch.ones(128, device=device), 1e-6, pos, cs, torch.ones(16, device=device),
+                             1e-6, None, None, scale_ue8m0=bad)
+
+
 # ----------------------------------------------------------------------------------------------- H200, V3 widths
 @pytest.mark.gpu
 @pytest.mark.parametrize("t", [1, 64, 4096])
@@ -205,3 +246,9 @@ def test_permute_masked_quantize_ue8m0_gpu(device, T):
 @pytest.mark.parametrize("M_max", [1, 4, 64])
 def test_masked_silu_quant_ue8m0_gpu(device, M_max):
     _check_gemm(device, 16, M_max, 2048, 7168, M_max, max_active_groups=16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 64])
+def test_mla_prologue_fp8_ue8m0_gpu(device, T):
+    _check_prologue(device, T, 1536, 512, 64, T)  # DeepSeek-V3 q_lora_rank, kv_lora_rank, qk_rope_head_dim

@@ -125,7 +125,7 @@ def _mla_prologue_kernel(
     stride_kvt, stride_lt, stride_cb, stride_cp, eps,
     BLOCK_Q: tl.constexpr, GROUP: tl.constexpr, KV_LORA: tl.constexpr, ROPE: tl.constexpr,
     BLOCK_C: tl.constexpr, PAGE_SIZE: tl.constexpr, WRITE_CACHE: tl.constexpr, EXACT_BF16: tl.constexpr,
-    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr,
+    EXACT_ROUND: tl.constexpr, FAST_DIV: tl.constexpr, PDL_TRIGGER: tl.constexpr, UE8M0: tl.constexpr = False,
 ):
     # q_a: [T, Q_LORA] (stride_qat, unit column stride) → q_q [T, Q_LORA] e4m3 (stride_qqt), q_s [T, Q_LORA/GROUP]
     # fp32 at t·stride_qsm + g·stride_qsg; kv / positions / cos_sin_cache / latent / kv_cache / slot_mapping as
@@ -136,7 +136,7 @@ def _mla_prologue_kernel(
     if tl.program_id(1) == 0:
         _rms_norm_row(t, qa_ptr, qa_ptr, qw_ptr, qa_ptr, qa_ptr, qq_ptr, qs_ptr, Q_LORA,  # y (never stored): q_a's dtype
                       stride_qat, 0, 0, 0, stride_qqt, stride_qsm, stride_qsg, q_eps, amax_eps, fp8_max,
-                      False, BLOCK_Q, EXACT_BF16, True, False, GROUP, EXACT_ROUND, FAST_DIV)
+                      False, BLOCK_Q, EXACT_BF16, True, False, GROUP, EXACT_ROUND, FAST_DIV, UE8M0)
     else:
         HALF: tl.constexpr = ROPE // 2
         pos = tl.load(pos_ptr + t).to(tl.int64)
@@ -261,7 +261,7 @@ def mla_rope_cache(
 def mla_prologue_fp8(
     q_a: torch.Tensor, kv: torch.Tensor, q_norm_weight: torch.Tensor, q_eps: float, positions: torch.Tensor,
     cos_sin_cache: torch.Tensor, kv_norm_weight: torch.Tensor, eps: float, kv_cache: torch.Tensor | None,
-    slot_mapping: torch.Tensor | None, *, check_ids: bool = True,
+    slot_mapping: torch.Tensor | None, *, check_ids: bool = True, scale_ue8m0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q_q, q_s) = per_token_group_quant_fp8(rms_norm(q_a)·w_q, 128); latent = [rms_norm(kv_c)·w ‖ rope(k_pe)],
     written to the cache: MLA's decode prologue after the fused q_a‖kv_a GEMM in ONE launch.
@@ -273,10 +273,12 @@ def mla_prologue_fp8(
     as q_a), check_ids: as :func:`mla_rope_cache` (positions in [0, max_positions) = cos_sin_cache's rows,
     slot_mapping in [0, num_blocks·page_size) or negative = skip; checked with one sync unless check_ids=False).
     Returns (q_q [T, q_lora_rank] float8_e4m3fn row-major, q_s [T, ceil(q_lora_rank/128)] fp32 MN-major (stride
-    (1, T)): bit-equal to ``rms_norm_quant_fp8(q_a, q_norm_weight, q_eps)``; latent [T, kv_lora_rank +
+    (1, T)): bit-equal to ``rms_norm_quant_fp8(q_a, q_norm_weight, q_eps, scale_ue8m0=scale_ue8m0)``; latent [T, kv_lora_rank +
     qk_rope_head_dim] kv.dtype: equal to ``mla_rope_cache``'s latent, and the same cache rows). The query's
     rope is not applied here: ``mla_absorb_q(..., positions=, cos_sin_cache=)`` rotates q_pe as it copies it.
-    Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool; check_ids not a bool) or ValueError (shape, device,
+    scale_ue8m0 (a bool): round each q scale up to a power of two before quantizing (DeepSeek-V3.1's
+    ``quantization_config.scale_fmt: "ue8m0"``); the latent does not change.
+    Raises TypeError (dtype; q_eps/eps not a float, e.g. a bool; check_ids / scale_ue8m0 not a bool) or ValueError (shape, device,
     layout incl. non-contiguous positions / slot_mapping / q_norm_weight / kv_norm_weight, q_eps/eps ≤ 0 or not
     finite; with check_ids a position or slot out of range).
     Semantics: DeepSeek-V3 inference/model.py MLA (q_norm, kv_norm, apply_rotary_emb on k_pe) + act_quant +
@@ -294,6 +296,7 @@ def mla_prologue_fp8(
         raise ValueError(f"q_a needs a contiguous last dim, strides {q_a.stride()}")
     rope, kv_lora = _check_latent_args(kv, q_a.dtype, T, positions, cos_sin_cache, kv_norm_weight, eps, kv_cache,
                                        slot_mapping, "q_a", dev)
+    ue8m0 = check_bool("scale_ue8m0", scale_ue8m0)
     if check_bool("check_ids", check_ids):
         _check_ids(positions, cos_sin_cache, kv_cache, slot_mapping)
     q_q = torch.empty((T, q_lora), dtype=torch.float8_e4m3fn, device=dev)
@@ -314,5 +317,6 @@ def mla_prologue_fp8(
         BLOCK_C=max(16, triton.next_power_of_2(kv_lora)), PAGE_SIZE=kv_cache.shape[1] if write else 1,
         WRITE_CACHE=write, EXACT_BF16=interp and q_a.dtype == torch.bfloat16, EXACT_ROUND=interp,
         FAST_DIV=not interp, PDL_TRIGGER=_pdl_capable(dev), num_warps=warps,
+        **({"UE8M0": True} if ue8m0 else {}),  # off: the launch (and compiled kernel) of before the keyword
     )
     return q_q, q_s, latent

@@ -292,16 +292,13 @@ class Ops:
                          kv_cache, slot_mapping):
         """MLA decode prologue: ((q, s) = FP8 group quant of rms_norm(q_a), latent = [rms_norm(kv_c) ‖
         rope(k_pe)]) with the latent written at slot_mapping; one kernel on triton (q's rope: mla_absorb_q).
-        With scale_ue8m0 two on triton: the prologue has no scale-format switch (kernels/rope_cache.py), so its q is
-        redone by rms_norm_quant_fp8 with power-of-two scales (the latent and cache row are the prologue's)."""
+        With scale_ue8m0 the q scales are powers of two, as rms_norm_quant's."""
         if self.is_triton:
             from tritonseek.kernels.rope_cache import mla_prologue_fp8
 
-            out = mla_prologue_fp8(q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
-                                   kv_cache, slot_mapping, check_ids=False)  # engine-built ids
-            if self.scale_ue8m0:
-                return (*self.rms_norm_quant(q_a, q_norm_weight, q_eps), out[2])
-            return out
+            return mla_prologue_fp8(q_a, kv, q_norm_weight, q_eps, positions, cos_sin_cache, kv_norm_weight, eps,
+                                    kv_cache, slot_mapping, check_ids=False,  # engine-built ids
+                                    scale_ue8m0=self.scale_ue8m0)
         from tritonseek.kernels.reference.rope import mla_rope_cache_ref
 
         q, s = self.rms_norm_quant(q_a, q_norm_weight, q_eps)

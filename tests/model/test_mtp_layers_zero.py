@@ -43,3 +43,21 @@ def test_generate_same_tokens_and_mtp_says_why(no_mtp_model):
     assert [o.token_ids for o in llm.generate(prompts, params)] == want
     with pytest.raises(ValueError, match="num_nextn_predict_layers to 0"):
         llm.generate(prompts, params, mtp=1)
+
+
+@pytest.mark.parametrize("nextn,with_mtp", [(0, True), (0, False), (1, False)])
+def test_a_plain_decoder_layer_past_num_hidden_layers_is_not_skipped(tmp_path, nextn, with_mtp):
+    """Only an MTP layer (one with eh_proj) past num_hidden_layers is skipped: a checkpoint without MTP whose
+    config says one decoder layer too few must not load as a silently truncated model."""
+    from safetensors.torch import load_file, save_file
+
+    from tritonseek.model.loader import CheckpointError
+
+    shutil.copytree(DEFAULT_MODEL_DIR, tmp_path, dirs_exist_ok=True)
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    save_file({k: v for k, v in sd.items() if not k.startswith("model.layers.2.")}, str(tmp_path / "model.safetensors"))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg.update(num_hidden_layers=1, num_nextn_predict_layers=nextn)  # the checkpoint has 2 decoder layers
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="model.layers.1."):
+        load_model(tmp_path, ops=Ops("reference"), dtype=torch.float32, with_mtp=with_mtp)

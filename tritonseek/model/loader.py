@@ -193,17 +193,20 @@ def load_model(
     key_files = _key_files(folder)
     # HF's save_pretrained keeps num_nextn_predict_layers in config.json but writes no MTP weights. A config that
     # says 0 skips the MTP weights a checkpoint holds, as with_mtp=False does (they were "unexpected tensors").
+    # Skipped only when layer num_hidden_layers IS an MTP layer (its eh_proj): a plain decoder layer there means
+    # num_hidden_layers is too small, and dropping it silently would load a truncated model.
+    L = cfg.num_hidden_layers
+    mtp_in_checkpoint = f"model.layers.{L}.eh_proj.weight" in key_files
     with_mtp = (with_mtp and cfg.num_nextn_predict_layers > 0
-                and any(k.startswith(f"model.layers.{cfg.num_hidden_layers}.") for k in key_files))
+                and any(k.startswith(f"model.layers.{L}.") for k in key_files))
     with torch.device(device):
         model = DeepseekForCausalLM(cfg, ops, dtype=dtype, fp8=fp8, with_mtp=with_mtp, tp=tp)
 
     targets = checkpoint_targets(model)
-    L = cfg.num_hidden_layers
     parallel = tp is not None and tp.enabled
     unexpected = [
         k for k in key_files
-        if k not in targets and not (not with_mtp and k.startswith(f"model.layers.{L}."))
+        if k not in targets and not (not with_mtp and mtp_in_checkpoint and k.startswith(f"model.layers.{L}."))
         and not (parallel and ".mlp.experts." in k)  # another rank's experts
         and not k.endswith("rotary_emb.inv_freq")
         # the scale of an FP8 tensor that a dense layer dequantizes at load

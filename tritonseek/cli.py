@@ -139,6 +139,7 @@ def generate(
     compare: bool = typer.Option(False, "--compare", help="With --mtp: also run without MTP and report the speedup."),
     tp_size: int = typer.Option(1, "--tp", min=1, max=64, help="Tensor/expert-parallel processes (started with torchrun)."),
     eager: bool = typer.Option(False, "--eager", help="No CUDA graphs: launch every decode step eagerly (default on CUDA: graphs)."),
+    quantize_fp8: bool = typer.Option(False, "--quantize-fp8", help="Quantize a bf16 checkpoint's linears and experts to 128x128 block FP8 at load."),
 ):
     """Generate text from a prompt (streamed) or a JSONL file of prompts.
 
@@ -222,7 +223,7 @@ def generate(
         with warnings.catch_warnings():  # printed below as one line each, not as Python's two-line warning
             warnings.simplefilter("ignore", TokenizerWarning)
             llm = LLM(model, device=device, backend=backend, progress=_stderr.isatty() and rank0, tp=tp,
-                      enforce_eager=eager)
+                      enforce_eager=eager, quantize_fp8=quantize_fp8)
     except _user_errors() as e:
         failure = str(e)
     if tp is not None:
@@ -387,6 +388,7 @@ def info():
 def warmup(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint folder or HF id (local cache). Default: the embedded model."),
     max_batch: int = typer.Option(128, "--max-batch", min=1, max=4096, help="Largest decode batch to prepare (CUDA-graph buckets up to it)."),
+    quantize_fp8: bool = typer.Option(False, "--quantize-fp8", help="As generate --quantize-fp8 (a bf16 checkpoint's linears and experts as FP8)."),
 ):
     """Compile every Triton kernel generate will use into Triton's on-disk cache (TRITON_CACHE_DIR)."""
     import torch
@@ -401,7 +403,8 @@ def warmup(
 
     t0 = time.perf_counter()
     try:
-        llm = LLM(model, device="cuda", backend="triton", max_graph_batch=max_batch, progress=_stderr.isatty())
+        llm = LLM(model, device="cuda", backend="triton", max_graph_batch=max_batch, progress=_stderr.isatty(),
+                  quantize_fp8=quantize_fp8)
     except _user_errors() as e:
         _fail(str(e))
     load_s = time.perf_counter() - t0

@@ -25,7 +25,7 @@ from tritonseek.engine.speculative import MTPDrafter, step_plan
 from tritonseek.engine.sampling_params import GenerationStats, RequestOutput, SamplingParams
 from tritonseek.engine.tokenizer import TextTokenizer
 from tritonseek.kernels._utils import check_bool, check_int, interpreter_active, is_int_arg
-from tritonseek.model.config import ConfigError
+from tritonseek.model.config import ConfigError, ModelConfig
 from tritonseek.model.loader import load_model
 from tritonseek.model.mla import AttentionBatch
 from tritonseek.model.ops import BACKENDS, Ops
@@ -108,6 +108,18 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def _check_graph_capturable(cfg: ModelConfig, quantize_fp8: bool) -> None:
+    """Raise ValueError when CUDA-graph decode cannot run this checkpoint: routed experts kept bf16/fp32 (no
+    ``quantization_config`` and ``quantize_fp8`` off) run MoE.experts_reference, which reads the per-expert token counts
+    back to the host; that copy cannot be captured (the first decode capture failed with "Cannot copy between CPU and
+    CUDA tensors during CUDA graph capture", H200 s26, a tiny bf16 V3). The Triton grouped GEMMs are FP8 only."""
+    if cfg.is_moe and cfg.quantization_config is None and not quantize_fp8:
+        raise ValueError("this checkpoint's routed experts are not FP8 (config.json has no quantization_config), and "
+                         "unquantized experts cannot run under CUDA graphs (their expert loop reads token counts on "
+                         "the host): pass quantize_fp8=True (CLI --quantize-fp8: FP8 experts on the Triton grouped "
+                         "GEMMs, 128x128 block scales) or enforce_eager=True (CLI --eager: bf16 experts, eager decode)")
+
+
 class LLM:
     """Load a model once, then generate for lists of prompts.
 
@@ -120,7 +132,7 @@ class LLM:
         dtype: activation dtype, torch.float32 / torch.bfloat16 / torch.float16 or its name ("float32",
             "fp32", "bfloat16", "bf16", "float16", "fp16"); default bf16 on CUDA or with the triton backend,
             fp32 for the reference backend on CPU. The triton backend's kernels take bf16 or fp16, never fp32.
-        quantize_fp8: quantize a bf16 checkpoint's linears to 128×128 block FP8 at load.
+        quantize_fp8: quantize a bf16 checkpoint's linears (experts included) to 128×128 block FP8 at load.
         page_size: tokens per latent-cache block, a power of two from 1 to 256.
         progress: show a progress bar while loading shards.
         tp: tensor/expert-parallel rank (``tritonseek.parallel.init_from_env`` under torchrun); every
@@ -140,7 +152,8 @@ class LLM:
     enforce_eager bools or numpy bools (not 0/1 or strings), model a str / path / None, device a str /
     torch.device / None, backend a str / None; another type is a TypeError naming the argument.
     Raises:
-        ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument value),
+        ModelNotFoundError, ConfigError, CheckpointError, TokenizerError, ValueError (bad argument value; also
+        a bf16/fp32 MoE checkpoint on CUDA with CUDA graphs on and quantize_fp8 off: see ``_check_graph_capturable``),
         TypeError (bad argument type).
     """
 
@@ -192,6 +205,8 @@ class LLM:
         if tp is not None and not isinstance(tp, TP):
             raise TypeError(f"tp must be a tritonseek.parallel.TP (from init_from_env) or None, got {type(tp).__name__}")
         self.tp = tp
+        if self.uses_cuda_graphs:  # before loading: a V2-Lite-sized load took minutes before the capture failed
+            _check_graph_capturable(ModelConfig.from_file(self.path), quantize_fp8)
         self.model = load_model(self.path, ops=self.ops, device=self.device, dtype=dtype,
                                 quantize_fp8=quantize_fp8, progress=progress, tp=tp)
         self.config = self.model.cfg

@@ -24,10 +24,15 @@ PROMPTS = ["def add(a, b):", "import os", "x = [1, 2", "class A:"]
 
 @pytest.fixture
 def handlers_kept():
-    """The test's SIGINT / SIGTERM handlers, put back whatever the code under test left."""
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    """The test's SIGINT / SIGTERM / SIGHUP handlers, put back whatever the code under test left. A SIGHUP ignored
+    by inheritance (pytest started under nohup) is set to the default for the test: the CLI keeps an inherited SIG_IGN
+    on purpose (cli_interrupt.TerminationGuard), so the SIGHUP case would otherwise test nohup, not the guard."""
+    outer = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    if outer[signal.SIGHUP] == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    before = {s: signal.getsignal(s) for s in outer}
     yield before
-    for s, h in before.items():
+    for s, h in outer.items():
         signal.signal(s, h)
 
 

@@ -3,21 +3,15 @@ the message said "(and the model has no BOS token)" while the tokenizer has one;
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import pytest
 
-from tritonseek.engine.llm import DEFAULT_MODEL_DIR, LLM
+from tests.engine.model_copy import default_model_with
+from tritonseek.engine.llm import LLM
 
 
 def _model(tmp_path, **tokenizer_config):
-    dst = tmp_path / "m"
-    shutil.copytree(DEFAULT_MODEL_DIR, dst)
-    cfg = json.loads((dst / "tokenizer_config.json").read_text())
-    cfg.update(tokenizer_config)
-    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return LLM(dst, device="cpu")
+    return LLM(default_model_with(tmp_path, **tokenizer_config), device="cpu")
 
 
 def test_add_bos_token_false_is_named(tmp_path):

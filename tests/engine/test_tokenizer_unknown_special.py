@@ -14,28 +14,19 @@ outside the embedding.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.engine.model_copy import default_model_with
 from tritonseek.cli import app
 from tritonseek.engine.llm import DEFAULT_MODEL_DIR, LLM
 from tritonseek.engine.tokenizer import TextTokenizer, TokenizerError, TokenizerWarning
 
 
-def _folder(tmp_path, **tokenizer_config):
-    dst = tmp_path / "m"
-    shutil.copytree(DEFAULT_MODEL_DIR, dst)
-    cfg = json.loads((dst / "tokenizer_config.json").read_text())
-    cfg.update(tokenizer_config)
-    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return dst
-
-
 def test_an_unknown_eos_token_warns_naming_the_field_and_token(tmp_path):
-    d = _folder(tmp_path, eos_token="<|unknown_eos|>")
+    d = default_model_with(tmp_path, eos_token="<|unknown_eos|>")
     with pytest.warns(TokenizerWarning, match=r"^tokenizer_config.json: eos_token '<\|unknown_eos\|>' is not a token "
                                               r"of tokenizer.json and is not used: generation stops on the "
                                               r"eos_token_id of config.json / generation_config.json"):
@@ -47,7 +38,7 @@ def test_an_unknown_eos_token_warns_naming_the_field_and_token(tmp_path):
 
 
 def test_generate_prints_the_eos_warning_as_one_line(tmp_path):
-    d = _folder(tmp_path, eos_token="<|unknown_eos|>")
+    d = default_model_with(tmp_path, eos_token="<|unknown_eos|>")
     r = CliRunner().invoke(app, ["generate", "-p", "def f(", "-n", "2", "--model", str(d)])
     assert r.exit_code == 0, r.output
     lines = [line for line in r.stderr.splitlines() if "eos_token" in line]
@@ -57,7 +48,7 @@ def test_generate_prints_the_eos_warning_as_one_line(tmp_path):
 
 
 def test_chat_with_an_unknown_bos_token_is_an_error_naming_it(tmp_path):
-    d = _folder(tmp_path, bos_token="<s>")
+    d = default_model_with(tmp_path, bos_token="<s>")
     cfg = json.loads((d / "tokenizer_config.json").read_text())
     del cfg["add_bos_token"]  # absent: true only for a BOS tokenizer.json has, so plain prompts load as before
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
@@ -73,7 +64,7 @@ def test_chat_with_an_unknown_bos_token_is_an_error_naming_it(tmp_path):
 
 
 def test_chat_template_without_bos_token_is_unaffected(tmp_path):
-    d = _folder(tmp_path, bos_token="<s>", add_bos_token=False,
+    d = default_model_with(tmp_path, bos_token="<s>", add_bos_token=False,
                 chat_template="{% for m in messages %}# User: {{ m['content'] }}\n{% endfor %}# Assistant:\n")
     tok = TextTokenizer(d)
     assert tok.decode(tok.apply_chat_template("hi")) == "# User: hi\n# Assistant:"  # jinja drops the last newline
